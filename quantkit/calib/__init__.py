@@ -1,0 +1,1 @@
+"""Calibration: streaming observers, the collection loop, and the calibration table file."""

@@ -1,0 +1,43 @@
+"""The calibration loop: one session over the augmented model, observers updated per batch, batch dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from quantkit.calib.observers import TensorObserver
+from quantkit.errors import CalibrationError
+from quantkit.results import TensorStats
+from quantkit.runtime import Session
+
+
+def collect(
+    session: Session,
+    observed: dict[str, int | None],
+    batches: Iterable[np.ndarray],
+    bins: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[dict[str, TensorStats], int]:
+    """Run every batch (float32 [N, ...]) and fold each observed output into its observer.
+
+    observed: tensor name -> per-channel axis (None: no per-channel statistics).
+    Returns (stats per tensor, number of samples seen). Memory is O(tensors x (bins + channels)).
+    """
+    observers = {name: TensorObserver(bins, axis) for name, axis in observed.items()}
+    seen = 0
+    for batch in batches:
+        outputs = session.run(batch)
+        for name, observer in observers.items():
+            observer.update(outputs[name])
+        del outputs
+        seen += batch.shape[0]
+        if progress is not None:
+            progress(batch.shape[0])
+    broken = sorted(name for name, o in observers.items() if o.nonfinite)
+    if broken:
+        raise CalibrationError(
+            f"the FP32 model produced NaN or Inf in {len(broken)} tensor(s) (first: {broken[0]!r}) on the "
+            "calibration images; check the preprocessing options and the model's weights"
+        )
+    return {name: o.result() for name, o in observers.items()}, seen

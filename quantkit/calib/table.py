@@ -1,0 +1,116 @@
+"""The calibration table: a versioned JSON file plus an .npz of arrays beside it. Never pickle.
+
+The JSON holds provenance and per-tensor scalars; each tensor's arrays are stored in the .npz under
+keys derived from its index in the JSON list (tensor names may hold any character).
+Serialisation is deterministic: the same table gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantkit.errors import CalibrationError
+from quantkit.results import TABLE_FORMAT, TABLE_VERSION, CalibrationTable, TensorStats
+
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def arrays_path(json_path: Path) -> Path:
+    """The .npz that goes with a table's JSON file."""
+    return json_path.with_suffix(".npz")
+
+
+def serialize(table: CalibrationTable) -> tuple[bytes, bytes]:
+    """(JSON bytes, NPZ bytes) of a table."""
+    entries: list[dict[str, Any]] = []
+    arrays: dict[str, np.ndarray] = {}
+    for index, (name, s) in enumerate(sorted(table.stats.items())):
+        entries.append(
+            {
+                "name": name,
+                "min": s.minimum,
+                "max": s.maximum,
+                "hist_lo": s.hist_lo,
+                "hist_hi": s.hist_hi,
+                "count": s.count,
+                "bins": int(s.hist.size),
+                "channels": None if s.channel_absmax is None else int(s.channel_absmax.size),
+            }
+        )
+        arrays[f"hist_{index}"] = s.hist.astype(np.int64)
+        if s.channel_absmax is not None:
+            arrays[f"chmax_{index}"] = s.channel_absmax.astype(np.float32)
+    if table.samples is not None:
+        arrays["samples"] = table.samples.astype(np.float32)
+    doc = {"format": TABLE_FORMAT, "version": TABLE_VERSION, "meta": table.meta, "tensors": entries}
+    text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    return text.encode(), _npz_bytes(arrays)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key in sorted(arrays):
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            archive.writestr(info, member.getvalue())
+    return buffer.getvalue()
+
+
+def load(json_path: Path) -> CalibrationTable:
+    """Read a table; raise CalibrationError with a fix for anything missing, truncated or foreign."""
+    npz_path = arrays_path(json_path)
+    if not json_path.is_file():
+        raise CalibrationError(f"calibration table {json_path} does not exist; run `quantkit calibrate` first")
+    if not npz_path.is_file():
+        raise CalibrationError(f"{npz_path} (the arrays of {json_path.name}) is missing; recalibrate")
+    try:
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationError(f"{json_path} is not a valid calibration table ({exc}); recalibrate") from exc
+    if not isinstance(doc, dict) or doc.get("format") != TABLE_FORMAT:
+        raise CalibrationError(f"{json_path} is not a quantkit calibration table; recalibrate")
+    if doc.get("version") != TABLE_VERSION:
+        raise CalibrationError(
+            f"{json_path} has table version {doc.get('version')}, this quantkit reads {TABLE_VERSION}; "
+            "recalibrate with this version"
+        )
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            stats = {e["name"]: _entry_stats(e, i, npz) for i, e in enumerate(doc["tensors"])}
+            samples = np.asarray(npz["samples"], np.float32) if "samples" in npz.files else None
+        meta = dict(doc["meta"])
+    except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise CalibrationError(f"{json_path} or its .npz is damaged ({exc}); recalibrate") from exc
+    return CalibrationTable(meta=meta, stats=stats, samples=samples)
+
+
+def _entry_stats(entry: dict[str, Any], index: int, npz: Any) -> TensorStats:
+    hist = np.asarray(npz[f"hist_{index}"])
+    if hist.dtype != np.int64 or hist.ndim != 1 or hist.size != int(entry["bins"]) or (hist < 0).any():
+        raise ValueError(f"histogram of {entry['name']!r} does not match the table")
+    channel = None
+    if entry.get("channels") is not None:
+        channel = np.asarray(npz[f"chmax_{index}"], dtype=np.float32)
+        if channel.shape != (int(entry["channels"]),):
+            raise ValueError(f"channel ranges of {entry['name']!r} do not match the table")
+    values = [float(entry[k]) for k in ("min", "max", "hist_lo", "hist_hi")]
+    if not all(np.isfinite(values)) or values[0] > values[1] or values[2] > values[3]:
+        raise ValueError(f"ranges of {entry['name']!r} are not finite and ordered")
+    return TensorStats(
+        minimum=values[0],
+        maximum=values[1],
+        hist=hist,
+        hist_lo=values[2],
+        hist_hi=values[3],
+        count=int(entry["count"]),
+        channel_absmax=channel,
+    )

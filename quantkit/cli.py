@@ -1,0 +1,235 @@
+"""The command line. The only module that imports typer; maps QuantkitError to one line and exit 2.
+
+Heavy modules are imported inside the commands so that `quantkit --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from quantkit.config import ActivationType, CalibMethod, Precision, Preset, ResizeMode
+from quantkit.errors import ConfigError, QuantkitError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Post-training INT8 quantization for ONNX vision models: calibrate, convert, compare.",
+)
+stdout = Console()
+stderr = Console(stderr=True)
+
+ImagesOpt = Annotated[Path, typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive.")]
+NumImagesOpt = Annotated[
+    Optional[int], typer.Option("--num-images", help="Use a seeded subset of N images (cycled if N is larger).")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --num-images subset.")]
+PresetOpt = Annotated[Optional[Preset], typer.Option("--preset", help="Normalisation preset [default: imagenet].")]
+MeanOpt = Annotated[Optional[str], typer.Option("--mean", help="Per-channel mean in 0-255 units, e.g. 123.7,116.3,103.5.")]
+StdOpt = Annotated[Optional[str], typer.Option("--std", help="Per-channel std in 0-255 units, e.g. 58.4,57.1,57.4.")]
+BgrOpt = Annotated[Optional[bool], typer.Option("--bgr/--rgb", help="Channel order the model expects [default: rgb].")]
+ResizeOpt = Annotated[
+    Optional[ResizeMode],
+    typer.Option("--resize", help="crop: shorter side to size/0.875 then centre crop; squash; letterbox (pad 114)."),
+]
+SizeOpt = Annotated[Optional[str], typer.Option("--input-size", help="HxW for models with dynamic spatial size.")]
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers like 123.7,116.3,103.5; got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} is empty")
+    return values
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--input-size takes HxW like 224x224; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _preprocess_options(
+    preset: Preset | None, mean: str | None, std: str | None, bgr: bool | None,
+    resize: ResizeMode | None, input_size: str | None,
+) -> Any:
+    from quantkit.config import PreprocessOptions
+
+    return PreprocessOptions(
+        preset=preset or Preset.imagenet,
+        mean=_floats(mean, "--mean"),
+        std=_floats(std, "--std"),
+        bgr=bool(bgr),
+        resize=resize or ResizeMode.crop,
+        input_size=_size(input_size),
+    )
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A progress factory for the pipeline, drawn on stderr when it is a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=stderr, transient=True, disable=not stderr.is_terminal,
+    ) as bars:
+        def start(label: str, total: int) -> Callable[[int], None]:
+            task = bars.add_task(label, total=total)
+            return lambda n: bars.advance(task, n)
+
+        yield start
+
+
+@app.command(epilog="Example: quantkit calibrate model.onnx --images calib/ --output model.calib.json --num-images 100")
+def calibrate(
+    model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
+    images: ImagesOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Table to write (.json, arrays beside it in .npz).")],
+    num_images: NumImagesOpt = None,
+    seed: SeedOpt = 0,
+    preset: PresetOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bgr: BgrOpt = None,
+    resize: ResizeOpt = None,
+    input_size: SizeOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per run (models with a dynamic batch).")] = 8,
+    bins: Annotated[int, typer.Option("--bins", help="Histogram bins per tensor (at least 2048).")] = 2048,
+) -> None:
+    """Run the FP32 model over an image folder and record activation statistics in a calibration table."""
+    from quantkit import pipeline, report
+    from quantkit.config import CalibrateConfig, ImageSelection
+
+    config = CalibrateConfig(
+        images=ImageSelection(images, num_images, seed),
+        preprocess=_preprocess_options(preset, mean, std, bgr, resize, input_size),
+        batch_size=batch_size,
+        bins=bins,
+    )
+    with _progress() as progress:
+        summary = pipeline.calibrate(model, output, config, progress)
+    stdout.print(report.calibrate_lines(str(summary.table), summary.images_used,
+                                        list(summary.images_skipped), summary.tensors, summary.seconds), end="")
+
+
+@app.command(epilog="Example: quantkit convert model.onnx --to int8 --calibration model.calib.json --output model.int8.onnx")
+def convert(
+    model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
+    calibration: Annotated[Path, typer.Option("--calibration", "-c", help="Table written by `quantkit calibrate`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the converted model.")],
+    to: Annotated[Precision, typer.Option("--to", help="Target precision.")] = Precision.int8,
+    method: Annotated[CalibMethod, typer.Option("--method", help="Range selection from the statistics.")]
+    = CalibMethod.percentile,
+    percentile: Annotated[float, typer.Option("--percentile", help="Mass kept by --method percentile.")] = 99.999,
+    activations: Annotated[ActivationType, typer.Option("--activations", help="uint8 asymmetric or int8 symmetric.")]
+    = ActivationType.uint8,
+    exclude_nodes: Annotated[Optional[str], typer.Option("--exclude-nodes", help="Comma-separated node names to keep float.")]
+    = None,
+    exclude_op_types: Annotated[
+        Optional[str], typer.Option("--exclude-op-types", help="Comma-separated op types to keep float, e.g. Gemm,Concat.")
+    ] = None,
+    quantize_attention_matmul: Annotated[
+        bool, typer.Option("--quantize-attention-matmul", help="Also quantize activation x activation MatMuls.")
+    ] = False,
+) -> None:
+    """Write an INT8 QDQ model: per-channel int8 weights, int32 bias, per-tensor activations."""
+    from quantkit import pipeline, report
+    from quantkit.config import ConvertConfig
+
+    config = ConvertConfig(
+        method=method,
+        percentile=percentile,
+        activations=activations,
+        exclude_nodes=tuple(n for n in (exclude_nodes or "").split(",") if n),
+        exclude_op_types=tuple(n for n in (exclude_op_types or "").split(",") if n),
+        quantize_attention_matmul=quantize_attention_matmul,
+    )
+    with _progress() as progress:
+        summary = pipeline.convert(model, calibration, output, config, progress)
+    stdout.print(report.convert_table(summary, str(output)))
+
+
+@app.command(epilog="Example: quantkit compare model.onnx model.int8.onnx --images val/ --labels synset.txt --json out.json")
+def compare(
+    reference: Annotated[Path, typer.Argument(help="Reference (FP32) model.")],
+    candidate: Annotated[Path, typer.Argument(help="Candidate (quantized) model.")],
+    images: ImagesOpt,
+    labels: Annotated[
+        Optional[Path], typer.Option("--labels", help="Class ids in output order; images in DIR/<class>/ or <class>_*.")
+    ] = None,
+    num_images: NumImagesOpt = None,
+    seed: SeedOpt = 0,
+    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads for the latency runs.")] = 1,
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved.")] = 100,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")] = 10,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure as JSON here.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write a Markdown table here.")] = None,
+    preset: PresetOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bgr: BgrOpt = None,
+    resize: ResizeOpt = None,
+    input_size: SizeOpt = None,
+) -> None:
+    """Accuracy, output error, latency and size of a candidate model against its reference.
+
+    Preprocessing is read from the candidate's quantkit metadata unless given here."""
+    from quantkit import pipeline, report
+    from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
+
+    explicit = any(v is not None for v in (preset, mean, std, bgr, resize, input_size))
+    config = CompareConfig(
+        images=ImageSelection(images, num_images, seed),
+        preprocess=_preprocess_options(preset, mean, std, bgr, resize, input_size),
+        labels=labels,
+        latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+    )
+    for out in (json_path, markdown):
+        if out is not None and not out.parent.is_dir():
+            raise ConfigError(f"output folder {out.parent} does not exist; create it first")
+    with _progress() as progress:
+        result = pipeline.compare(reference, candidate, config, explicit, progress)
+    stdout.print(report.compare_table(result))
+    if json_path is not None:
+        pipeline.write_atomic(json_path, (json.dumps(report.comparison_dict(result), indent=1) + "\n").encode())
+    if markdown is not None:
+        pipeline.write_atomic(markdown, report.comparison_markdown(result).encode())
+
+
+def main() -> None:
+    """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C."""
+    try:
+        app(standalone_mode=False)
+    except QuantkitError as exc:
+        stderr.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        stderr.print("interrupted; nothing partial was written", highlight=False)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

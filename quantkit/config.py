@@ -1,0 +1,203 @@
+"""Typed, frozen configuration. CLI option names map 1:1 to fields; validated once in __post_init__."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from quantkit.errors import ConfigError
+
+
+class Preset(str, Enum):
+    """Named normalisations, in 0-255 pixel units."""
+
+    imagenet = "imagenet"
+    inception = "inception"
+    unit = "unit"
+    raw = "raw"
+
+
+PRESETS: dict[Preset, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    Preset.imagenet: ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    Preset.inception: ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+    Preset.unit: ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)),
+    Preset.raw: ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+class ResizeMode(str, Enum):
+    crop = "crop"  # shorter side to size/0.875, center crop
+    squash = "squash"  # resize to size, ignoring aspect ratio
+    letterbox = "letterbox"  # keep aspect ratio, pad with 114 at the bottom/right (YOLOX convention)
+
+
+class Layout(str, Enum):
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+class CalibMethod(str, Enum):
+    minmax = "minmax"
+    percentile = "percentile"
+    entropy = "entropy"
+    mse = "mse"
+
+
+class ActivationType(str, Enum):
+    uint8 = "uint8"  # asymmetric; the fast path of onnxruntime on x86 CPUs
+    int8 = "int8"  # symmetric; for TensorRT-style targets
+
+
+class Precision(str, Enum):
+    int8 = "int8"
+
+
+CROP_FRACTION = 0.875
+LETTERBOX_PAD = 114.0
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image file becomes one model input sample. Fully resolved: every field is known."""
+
+    height: int
+    width: int
+    channels: int = 3
+    layout: Layout = Layout.NCHW
+    mean: tuple[float, ...] = PRESETS[Preset.imagenet][0]
+    std: tuple[float, ...] = PRESETS[Preset.imagenet][1]
+    bgr: bool = False
+    resize: ResizeMode = ResizeMode.crop
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise ConfigError(f"input size {self.height}x{self.width} is not positive; pass --input-size HxW")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"models with {self.channels} input channels are not supported; use 1 or 3")
+        for label, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, self.channels):
+                raise ConfigError(
+                    f"--{label} has {len(values)} values but the model takes {self.channels} channel(s); "
+                    f"give 1 or {self.channels}"
+                )
+        if any(s == 0 for s in self.std):
+            raise ConfigError("--std has a zero; every std must be non-zero")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "height": self.height,
+            "width": self.width,
+            "channels": self.channels,
+            "layout": self.layout.value,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "bgr": self.bgr,
+            "resize": self.resize.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        try:
+            return cls(
+                height=int(data["height"]),
+                width=int(data["width"]),
+                channels=int(data["channels"]),
+                layout=Layout(data["layout"]),
+                mean=tuple(float(v) for v in data["mean"]),
+                std=tuple(float(v) for v in data["std"]),
+                bgr=bool(data["bgr"]),
+                resize=ResizeMode(data["resize"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"the recorded preprocessing is malformed ({exc}); recalibrate") from exc
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """What the user asked for; the model's input fills in the rest (see images.resolve_preprocess)."""
+
+    preset: Preset = Preset.imagenet
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    bgr: bool = False
+    resize: ResizeMode = ResizeMode.crop
+    input_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class ImageSelection:
+    """Which images of a folder to use: all (sorted), or a seeded subset; cycled when more are asked."""
+
+    folder: Path
+    num_images: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_images is not None and self.num_images < 1:
+            raise ConfigError(f"--num-images must be at least 1, got {self.num_images}")
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    images: ImageSelection
+    preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
+    batch_size: int = 8
+    bins: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.bins < 2048:
+            raise ConfigError(f"--bins must be at least 2048, got {self.bins}")
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    method: CalibMethod = CalibMethod.percentile
+    percentile: float = 99.999
+    activations: ActivationType = ActivationType.uint8
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    quantize_attention_matmul: bool = False
+    concat_range_ratio: float = 16.0
+
+    def __post_init__(self) -> None:
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
+        if self.concat_range_ratio <= 1.0:
+            raise ConfigError("the concat range ratio must be above 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method.value,
+            "percentile": self.percentile,
+            "activations": self.activations.value,
+            "exclude_nodes": list(self.exclude_nodes),
+            "exclude_op_types": list(self.exclude_op_types),
+            "quantize_attention_matmul": self.quantize_attention_matmul,
+            "concat_range_ratio": self.concat_range_ratio,
+        }
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 100
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+        if self.runs < 1 or self.warmup < 0:
+            raise ConfigError("--runs must be at least 1 and --warmup at least 0")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    images: ImageSelection
+    preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
+    labels: Path | None = None
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    batch_size: int = 8

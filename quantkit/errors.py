@@ -1,0 +1,33 @@
+"""The errors quantkit raises. Every message says what is wrong and how to fix it, in one line."""
+
+from __future__ import annotations
+
+
+class QuantkitError(Exception):
+    """Base class: a problem with the user's input or environment, reported as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class ModelError(QuantkitError):
+    """The model file cannot be used (missing, corrupt, unsupported input or opset)."""
+
+
+class ImageError(QuantkitError):
+    """The image folder cannot be used (missing, empty, no decodable images)."""
+
+
+class CalibrationError(QuantkitError):
+    """The calibration table is missing, corrupt, or made for another model."""
+
+
+class ConversionError(QuantkitError):
+    """The converted model failed a check (checker, load, finite outputs) and was not written."""
+
+
+class ConfigError(QuantkitError):
+    """An option has a value that cannot work (bad size, mean/std length, unknown node names)."""
+
+
+class OutputError(QuantkitError):
+    """An output path cannot be written (same as the input, missing folder, not writable)."""

@@ -1,0 +1,1 @@
+"""Evaluation: pure metrics (top-k, agreement, SQNR, latency statistics) and the compare loop."""

@@ -1,0 +1,93 @@
+"""The compare loop: both models over the same batches, accuracy with or without labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from quantkit.errors import ConfigError
+from quantkit.evaluate.metrics import OutputErrors, TopK, is_classification
+from quantkit.images import Batch
+from quantkit.results import Accuracy, OutputMetrics
+from quantkit.runtime import Session
+
+
+def read_classes(path: Path) -> list[str]:
+    """Class ids in output-index order: the first word of each non-empty line (`n01440764 tench, ...`)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read labels file {path} ({exc}); pass a text file, one class per line") from exc
+    classes = [line.split()[0].rstrip(",") for line in lines if line.strip()]
+    if not classes:
+        raise ConfigError(f"labels file {path} is empty; list one class per line, in output order")
+    return classes
+
+
+def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
+    """The class index of an image: its parent folder (DIR/<class>/img) or its name prefix
+    (<class>_anything.jpg); -1 when neither names a known class."""
+    relative = path.relative_to(folder)
+    if len(relative.parts) > 1 and relative.parts[-2] in lookup:
+        return lookup[relative.parts[-2]]
+    stem = path.stem
+    for candidate in (stem.split("_", 1)[0], stem):
+        if candidate in lookup:
+            return lookup[candidate]
+    return -1
+
+
+def compare_outputs(
+    reference: Session,
+    candidate: Session,
+    batches: Iterable[Batch],
+    folder: Path,
+    classes: Sequence[str] | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[OutputMetrics], Accuracy | None, Accuracy | None, int]:
+    """Per-output error metrics and, with classes, top-1/top-5 of both models."""
+    if reference.output_names != candidate.output_names:
+        raise ConfigError(
+            f"the models' outputs differ ({reference.output_names} vs {candidate.output_names}); "
+            "compare a model with its own quantized version"
+        )
+    errors = {name: OutputErrors(name) for name in reference.output_names}
+    lookup = {c: i for i, c in enumerate(classes)} if classes else {}
+    ref_acc, cand_acc = TopK(), TopK()
+    scored_output: str | None = None
+    count = 0
+    for batch in batches:
+        ref_out, cand_out = reference.run(batch.data), candidate.run(batch.data)
+        for name, acc in errors.items():
+            if ref_out[name].shape != cand_out[name].shape:
+                raise ConfigError(f"output {name!r} has different shapes in the two models")
+            acc.update(ref_out[name], cand_out[name])
+        count += batch.data.shape[0]
+        if lookup:
+            scored_output = scored_output or _scored_output(ref_out, len(lookup))
+            labels = np.array([label_of(p, folder, lookup) for p in batch.paths])
+            known = labels >= 0
+            if known.any():
+                ref_acc.update(ref_out[scored_output][known], labels[known])
+                cand_acc.update(cand_out[scored_output][known], labels[known])
+        if progress is not None:
+            progress(batch.data.shape[0])
+    metrics = [e.result() for e in errors.values()]
+    if not lookup:
+        return metrics, None, None, count
+    if ref_acc.count == 0:
+        raise ConfigError(
+            "no image's folder or name prefix matches a class in the labels file; name images "
+            "<class>_*.jpg or put them in <class>/ folders"
+        )
+    return metrics, ref_acc.result(), cand_acc.result(), count
+
+
+def _scored_output(outputs: dict[str, np.ndarray], num_classes: int) -> str:
+    for name, value in outputs.items():
+        if is_classification(value) and value.shape[1] == num_classes:
+            return name
+    shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in outputs.items())
+    raise ConfigError(f"the labels file lists {num_classes} classes but no output has that many ({shapes})")

@@ -1,0 +1,101 @@
+"""Streaming accuracy and error metrics. Pure numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from quantkit.results import Accuracy, LatencyStats, OutputMetrics
+
+
+def is_classification(output: np.ndarray) -> bool:
+    """A [N, C] score output with C >= 2 (top-k makes sense on it)."""
+    return output.ndim == 2 and output.shape[1] >= 2
+
+
+class OutputErrors:
+    """Reference vs candidate for one output, accumulated batch by batch.
+
+    SQNR = 10 log10(sum ref^2 / sum (ref - cand)^2) over every element of every image; cosine is the mean
+    per-image cosine similarity; top-1 agreement and top-5 overlap are per image.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.signal = 0.0
+        self.noise = 0.0
+        self.cosines: list[float] = []
+        self.max_abs = 0.0
+        self.top1_same = 0
+        self.top5_overlap = 0.0
+        self.classification = True
+
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        """ref, cand: float [N, ...] with equal shapes."""
+        ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
+        diff = ref64 - cand64
+        self.signal += float(np.sum(ref64 * ref64))
+        self.noise += float(np.sum(diff * diff))
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
+        flat_r, flat_c = ref64.reshape(ref.shape[0], -1), cand64.reshape(cand.shape[0], -1)
+        norms = np.linalg.norm(flat_r, axis=1) * np.linalg.norm(flat_c, axis=1)
+        dots = np.sum(flat_r * flat_c, axis=1)
+        self.cosines.extend(np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0).tolist())
+        self.classification = self.classification and is_classification(ref)
+        if self.classification:
+            self.top1_same += int(np.sum(ref.argmax(1) == cand.argmax(1)))
+            k = min(5, ref.shape[1])
+            top_r, top_c = _topk(ref, k), _topk(cand, k)
+            self.top5_overlap += sum(len(set(a) & set(b)) / k for a, b in zip(top_r, top_c, strict=True))
+
+    def result(self) -> OutputMetrics:
+        count = len(self.cosines)
+        return OutputMetrics(
+            name=self.name,
+            sqnr_db=sqnr_db(self.signal, self.noise),
+            cosine=float(np.mean(self.cosines)) if count else float("nan"),
+            max_abs_error=self.max_abs,
+            top1_agreement=self.top1_same / count if self.classification and count else None,
+            top5_overlap=self.top5_overlap / count if self.classification and count else None,
+        )
+
+
+def sqnr_db(signal: float, noise: float) -> float:
+    """Signal-to-quantization-noise ratio in dB; inf when the outputs are identical."""
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def _topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores per row, [N, k]."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+class TopK:
+    """Top-1 / top-5 accuracy against integer labels."""
+
+    def __init__(self) -> None:
+        self.top1 = 0
+        self.top5 = 0
+        self.count = 0
+
+    def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        """scores: float [N, C]; labels: int [N]."""
+        top = _topk(scores, min(5, scores.shape[1]))
+        self.top1 += int(np.sum(top[:, 0] == labels))
+        self.top5 += int(np.sum(np.any(top == labels[:, None], axis=1)))
+        self.count += int(labels.size)
+
+    def result(self) -> Accuracy:
+        n = max(self.count, 1)
+        return Accuracy(top1=self.top1 / n, top5=self.top5 / n, count=self.count)
+
+
+def latency_stats(samples_ms: np.ndarray) -> LatencyStats:
+    """samples_ms: float [runs]."""
+    p50, p90, p99 = np.percentile(samples_ms, [50, 90, 99])
+    return LatencyStats(float(p50), float(p90), float(p99), float(np.mean(samples_ms)), int(samples_ms.size))

@@ -1,0 +1,1 @@
+"""ONNX graph work: load/save/check, queries, naming, calibration outputs and the QDQ rewrite."""

@@ -1,0 +1,56 @@
+"""Calibration outputs: which tensors to observe, and a copy of the model that outputs them."""
+
+from __future__ import annotations
+
+import onnx
+
+from quantkit.graph.query import GraphIndex
+
+# Ops whose float activations quantkit may quantize (inputs and outputs are observed).
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# onnxruntime drops DQ -> op -> Q around these when input and output share scale/zero point.
+SHARED_SCALE_OPS = frozenset(
+    {"MaxPool", "Reshape", "Flatten", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Resize", "Split",
+     "Gather", "Expand", "Tile"}
+)
+# onnxruntime replaces DQ -> op -> Q by an integer (QLinear) kernel for these.
+QLINEAR_OPS = frozenset({"AveragePool", "GlobalAveragePool", "Concat", "Add", "Mul", "Sigmoid", "LeakyRelu"})
+# Folded into the range of the tensor they clip.
+FOLDABLE_OPS = frozenset({"Relu", "Clip"})
+INTEGER_PATH_OPS = SHARED_SCALE_OPS | QLINEAR_OPS
+OBSERVED_OPS = COMPUTE_OPS | INTEGER_PATH_OPS | FOLDABLE_OPS
+
+# Channel axis of the activation input of each compute op, for per-channel statistics.
+CHANNEL_AXIS = {"Conv": 1, "ConvTranspose": 1, "Gemm": -1, "MatMul": -1}
+
+
+def observed_tensors(model: onnx.ModelProto) -> dict[str, int | None]:
+    """Float activations read or written by an op quantkit may quantize -> per-channel axis (or None).
+
+    The model must be shape-inferred so that element types are known.
+    """
+    index = GraphIndex(model)
+    wanted: dict[str, int | None] = {}
+    for node in index.nodes:
+        if node.op_type not in OBSERVED_OPS:
+            continue
+        for position, name in enumerate([*node.input, *node.output]):
+            if not name or index.is_constant(name) or not index.is_float(name):
+                continue
+            axis = CHANNEL_AXIS.get(node.op_type) if position == 0 else None
+            if wanted.get(name) is None:
+                wanted[name] = axis
+    return dict(sorted(wanted.items()))
+
+
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of the model with `names` added as float graph outputs."""
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    present = {o.name for o in augmented.graph.output}
+    for name in names:
+        if name not in present:
+            augmented.graph.output.append(
+                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+            )
+    return augmented

@@ -1,0 +1,141 @@
+"""Model load, checks, opset conversion and serialisation. Raises ModelError with a fix."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper, shape_inference, version_converter
+
+from quantkit.errors import ModelError
+from quantkit.results import InputSpec
+
+MIN_OPSET = 10
+PER_CHANNEL_OPSET = 13
+MAX_PROTO_BYTES = 2**31 - 1
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(path: Path) -> onnx.ModelProto:
+    """Load and validate a model; external weights must lie inside the model's folder."""
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist; check the path")
+    if not path.is_file():
+        raise ModelError(f"{path} is not a file; pass an .onnx model file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"model file {path} is empty; re-export the model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise ModelError(f"{path} is not a valid ONNX model ({_short(exc)}); re-export it") from exc
+    if not model.graph.node or not model.opset_import:
+        raise ModelError(f"{path} holds no ONNX graph (truncated or not a model); re-export it")
+    _load_external_data(model, path.parent)
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise ModelError(f"{path} fails onnx.checker ({_short(exc)}); fix or re-export the model") from exc
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
+    root = base.resolve()
+    for tensor in external_data_helper._get_all_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = external_data_helper.ExternalDataInfo(tensor)
+        location = Path(info.location)
+        target = (root / location).resolve()
+        if location.is_absolute() or ".." in location.parts or not target.is_relative_to(root):
+            raise ModelError(
+                f"weight {tensor.name!r} points outside the model's folder ({info.location}); refused. "
+                "Keep external data files beside the model"
+            )
+        if not target.is_file():
+            raise ModelError(f"external data file {info.location} of weight {tensor.name!r} is missing")
+    try:
+        external_data_helper.load_external_data_for_model(model, str(root))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"external weights could not be read ({_short(exc)})") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:160] + ("..." if len(text) > 160 else "")
+
+
+def opset_version(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise ModelError("the model imports no ai.onnx opset; re-export it")
+
+
+def ensure_opset(model: onnx.ModelProto, minimum: int = PER_CHANNEL_OPSET) -> onnx.ModelProto:
+    """The model at opset >= minimum (converted up if needed; per-channel Q/DQ needs 13)."""
+    version = opset_version(model)
+    if version < MIN_OPSET:
+        raise ModelError(
+            f"the model uses opset {version}; quantkit needs opset {MIN_OPSET} or later. "
+            "Re-export with a newer opset"
+        )
+    if version >= minimum:
+        return model
+    try:
+        converted = version_converter.convert_version(model, minimum)
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # the converter raises bare RuntimeError/IndexError from C++
+        raise ModelError(
+            f"converting opset {version} to {minimum} (needed for per-channel weights) failed "
+            f"({_short(exc)}); re-export the model at opset {minimum} or later"
+        ) from exc
+    return converted
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(model)
+    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"shape inference failed ({_short(exc)}); check the model with onnx.checker") from exc
+
+
+def image_input(model: onnx.ModelProto) -> InputSpec:
+    """The model's single float input. Several inputs, or a non-float one, are refused."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise ModelError(
+            f"the model has {len(inputs)} inputs ({names}); quantkit handles models with one image input"
+        )
+    value = inputs[0]
+    tensor_type = value.type.tensor_type
+    if tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise ModelError(
+            f"input {value.name!r} is {onnx.TensorProto.DataType.Name(tensor_type.elem_type)}, "
+            "not FLOAT; quantkit feeds float32 images"
+        )
+    shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                  for d in tensor_type.shape.dim)
+    return InputSpec(name=value.name, shape=shape)
+
+
+def serialize(model: onnx.ModelProto) -> bytes:
+    """The model's bytes; models over 2 GB are not supported in one file here."""
+    if model.ByteSize() > MAX_PROTO_BYTES:
+        raise ModelError("the converted model exceeds 2 GB; models this large are not supported yet")
+    return model.SerializeToString(deterministic=True)
+
+
+def check(model: onnx.ModelProto) -> None:
+    """onnx.checker with full shape inference."""
+    onnx.checker.check_model(model, full_check=True)

@@ -1,0 +1,25 @@
+"""Deterministic names for inserted tensors and nodes, unique even when the model already uses them."""
+
+from __future__ import annotations
+
+import onnx
+
+
+class Namer:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.taken: set[str] = {n.name for n in graph.node}
+        for node in graph.node:
+            self.taken.update(node.input)
+            self.taken.update(node.output)
+        self.taken.update(t.name for t in graph.initializer)
+        self.taken.update(v.name for v in [*graph.input, *graph.output, *graph.value_info])
+
+    def fresh(self, base: str) -> str:
+        """`base`, or `base_1`, `base_2`, ... : the first not used anywhere in the model."""
+        name, k = base, 0
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name

@@ -1,0 +1,146 @@
+"""Apply a QuantPlan: fold Relu/Clip, quantize weights and biases, insert Q/DQ pairs. No decisions here.
+
+A quantized tensor T produced by node P becomes  P -> T_prequant -> Q -> T_quantized -> DQ -> T , so every
+consumer of T (and a model output named T) reads the dequantized value without being edited.
+A quantized graph input gets Q -> DQ after it and its consumers are pointed at the DQ output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from quantkit.graph.naming import Namer
+from quantkit.graph.query import GraphIndex, topological_order
+from quantkit.qmath.params import bias_int32, per_channel_weight, quantize
+from quantkit.results import QuantParams, QuantPlan, WeightPlan
+
+
+class _Rewriter:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.namer = Namer(model)
+        self.new_nodes: list[onnx.NodeProto] = []
+        self.weight_scales: dict[str, np.ndarray] = {}  # node name -> per-channel weight scale
+
+    def add_initializer(self, base: str, array: np.ndarray) -> str:
+        name = self.namer.fresh(base)
+        self.graph.initializer.append(numpy_helper.from_array(array, name))
+        return name
+
+    def dequantize_node(self, base: str, q_name: str, params: QuantParams) -> str:
+        scale = self.add_initializer(f"{base}_scale", params.scale.astype(np.float32))
+        zero = self.add_initializer(f"{base}_zero_point", params.zero_point)
+        out = self.namer.fresh(f"{base}_dequantized")
+        attrs = {} if params.axis is None else {"axis": params.axis}
+        self.new_nodes.append(
+            helper.make_node("DequantizeLinear", [q_name, scale, zero], [out],
+                             name=self.namer.fresh(f"{base}_DequantizeLinear"), **attrs)
+        )
+        return out
+
+    def qdq_pair(self, source: str, target: str, base: str, params: QuantParams) -> None:
+        scale = self.add_initializer(f"{base}_scale", params.scale.astype(np.float32))
+        zero = self.add_initializer(f"{base}_zero_point", params.zero_point)
+        quantized = self.namer.fresh(f"{base}_quantized")
+        self.new_nodes.append(
+            helper.make_node("QuantizeLinear", [source, scale, zero], [quantized],
+                             name=self.namer.fresh(f"{base}_QuantizeLinear"))
+        )
+        self.new_nodes.append(
+            helper.make_node("DequantizeLinear", [quantized, scale, zero], [target],
+                             name=self.namer.fresh(f"{base}_DequantizeLinear"))
+        )
+
+
+def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
+    """A new model with the plan applied; the input model is not modified."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    _fold(out, plan.folds)
+    rewriter = _Rewriter(out)
+    index = GraphIndex(out)
+    nodes = {n.name: n for n in out.graph.node}
+    for weight in sorted(plan.weights, key=lambda w: (w.kind == "bias", w.node, w.input_index)):
+        _quantize_constant_input(rewriter, index, nodes[weight.node], weight, plan)
+    for tensor, params in plan.activations.items():
+        if index.is_constant(tensor):
+            continue
+        if tensor in index.graph_inputs:
+            dq = rewriter.namer.fresh(f"{tensor}_dequantized")
+            for consumer, position in index.consumers[tensor]:
+                consumer.input[position] = dq
+            rewriter.qdq_pair(tensor, dq, tensor, params)
+        elif tensor in index.producer:
+            producer = index.producer[tensor]
+            pre = rewriter.namer.fresh(f"{tensor}_prequant")
+            producer.output[list(producer.output).index(tensor)] = pre
+            rewriter.qdq_pair(pre, tensor, tensor, params)
+    _finish(out, rewriter.new_nodes)
+    return out
+
+
+def _fold(model: onnx.ModelProto, folds: dict[str, str]) -> None:
+    """Remove each folded Relu/Clip; its producer writes the folded node's output directly."""
+    if not folds:
+        return
+    index = GraphIndex(model)
+    keep = []
+    for node in model.graph.node:
+        if node.name in folds:
+            producer = index.producer[node.input[0]]
+            producer.output[list(producer.output).index(node.input[0])] = node.output[0]
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+
+
+def _quantize_constant_input(
+    rewriter: _Rewriter, index: GraphIndex, node: onnx.NodeProto, weight: WeightPlan, plan: QuantPlan
+) -> None:
+    value = index.constant(weight.initializer)
+    assert value is not None, weight.initializer
+    base = f"{weight.initializer}_{node.name}" if weight.kind == "bias" else weight.initializer
+    if weight.kind == "weight":
+        assert weight.axis is not None
+        q, scale = per_channel_weight(value.astype(np.float32), weight.axis)
+        rewriter.weight_scales[node.name] = scale
+        params = QuantParams(scale, np.zeros(scale.shape, np.int8), weight.axis)
+    elif weight.kind == "bias":
+        assert weight.activation_input is not None
+        input_scale = float(plan.activations[weight.activation_input].scale)
+        w_scale = rewriter.weight_scales[node.name]
+        if node.op_type == "ConvTranspose" and w_scale.size != value.size:
+            w_scale = np.tile(w_scale, value.size // w_scale.size)
+        q, scale = bias_int32(value.astype(np.float32), input_scale, w_scale)
+        params = QuantParams(scale, np.zeros(scale.shape, np.int32), 0)
+    else:
+        params = plan.activations[weight.initializer]
+        q = quantize(value.astype(np.float32), params.scale, params.zero_point, str(params.dtype))
+    q_name = rewriter.add_initializer(f"{base}_quantized", q)
+    node.input[weight.input_index] = rewriter.dequantize_node(base, q_name, params)
+
+
+def _finish(model: onnx.ModelProto, new_nodes: list[onnx.NodeProto]) -> None:
+    graph = model.graph
+    nodes = [*graph.node, *new_nodes]
+    available = [i.name for i in graph.input] + [t.name for t in graph.initializer]
+    ordered = topological_order(nodes, available)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    used = {name for node in graph.node for name in node.input}
+    used.update(o.name for o in graph.output)
+    live_nodes = [n for n in graph.node if n.op_type != "Constant" or any(o in used for o in n.output)]
+    del graph.node[:]
+    graph.node.extend(live_nodes)
+    dropped = {t.name for t in graph.initializer if t.name not in used}
+    kept = [t for t in graph.initializer if t.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    inputs = [i for i in graph.input if i.name not in dropped]  # IR < 4 lists initializers as inputs
+    del graph.input[:]
+    graph.input.extend(inputs)
+    del graph.value_info[:]  # stale after renaming; shape inference rebuilds it

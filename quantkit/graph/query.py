@@ -1,0 +1,110 @@
+"""Read-only queries over a graph: producers, consumers, constants, types, topological order."""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+class GraphIndex:
+    """Producers, consumers, constants and element types of a graph, computed once."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.by_name = {n.name: n for n in self.nodes}
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.graph_inputs = [i.name for i in graph.input if i.name not in self.initializers]
+        self.graph_outputs = {o.name for o in graph.output}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
+        self.constant_nodes: dict[str, onnx.NodeProto] = {}
+        for node in self.nodes:
+            for out in node.output:
+                self.producer[out] = node
+            for index, name in enumerate(node.input):
+                if name:
+                    self.consumers[name].append((node, index))
+            if node.op_type == "Constant" and len(node.output) == 1:
+                self.constant_nodes[node.output[0]] = node
+        self.elem_types: dict[str, int] = {}
+        for value in [*graph.input, *graph.output, *graph.value_info]:
+            if value.type.HasField("tensor_type"):
+                self.elem_types[value.name] = value.type.tensor_type.elem_type
+        for init in graph.initializer:
+            self.elem_types[init.name] = init.data_type
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.initializers or name in self.constant_nodes
+
+    def constant(self, name: str) -> np.ndarray | None:
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.constant_nodes.get(name)
+        if node is not None:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return numpy_helper.to_array(attr.t)
+                if attr.name == "value_float":
+                    return np.asarray(attr.f, np.float32)
+        return None
+
+    def is_float(self, name: str) -> bool:
+        return self.elem_types.get(name) == onnx.TensorProto.FLOAT
+
+    def attribute(self, node: onnx.NodeProto, name: str, default: object = None) -> object:
+        for attr in node.attribute:
+            if attr.name == name:
+                return onnx.helper.get_attribute_value(attr)
+        return default
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give every unnamed node a deterministic unique name (op type + index). In place."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for index, node in enumerate(model.graph.node):
+        if node.name:
+            continue
+        base = f"{node.op_type}_{index}"
+        name, k = base, 0
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        node.name = name
+        taken.add(name)
+
+
+def topological_order(nodes: Iterable[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto]:
+    """Nodes sorted so that each comes after the producers of its inputs; stable for ties.
+
+    available: tensor names known before any node runs (graph inputs and initializers).
+    """
+    node_list = list(nodes)
+    produced_by: dict[str, int] = {}
+    for i, node in enumerate(node_list):
+        for out in node.output:
+            produced_by[out] = i
+    ready_names = set(available)
+    waiting = [0] * len(node_list)
+    dependants: dict[int, list[int]] = defaultdict(list)
+    for i, node in enumerate(node_list):
+        deps = {produced_by[n] for n in node.input if n and n not in ready_names and n in produced_by}
+        waiting[i] = len(deps)
+        for d in deps:
+            dependants[d].append(i)
+    queue = deque(i for i in range(len(node_list)) if waiting[i] == 0)
+    order: list[int] = []
+    while queue:
+        i = queue.popleft()
+        order.append(i)
+        for j in sorted(dependants[i]):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                queue.append(j)
+    if len(order) != len(node_list):
+        raise ValueError("the graph has a cycle")
+    return [node_list[i] for i in order]

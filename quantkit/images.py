@@ -1,0 +1,213 @@
+"""Image folders -> model-ready float32 batches. The only module that imports Pillow; knows no ONNX."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from quantkit.config import (
+    CROP_FRACTION,
+    LETTERBOX_PAD,
+    PRESETS,
+    ImageSelection,
+    Layout,
+    Preprocess,
+    PreprocessOptions,
+    ResizeMode,
+)
+from quantkit.errors import ConfigError, ImageError
+from quantkit.results import InputSpec
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit; larger images are refused, not decoded
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively, sorted by their path relative to it."""
+    if not folder.exists():
+        raise ImageError(f"image folder {folder} does not exist; pass an existing folder to --images")
+    if not folder.is_dir():
+        raise ImageError(f"{folder} is not a folder; pass a folder of images to --images")
+    root = folder.resolve()
+    found = [
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root)
+    ]
+    if not found:
+        raise ImageError(
+            f"no images (.jpg .jpeg .png .bmp .webp) found under {folder}; point --images at a folder of images"
+        )
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def select_images(selection: ImageSelection) -> list[Path]:
+    """All images (sorted), or a reproducible seeded subset of `num_images`; cycled when more are asked."""
+    found = find_images(selection.folder)
+    wanted = selection.num_images
+    if wanted is None or wanted == len(found):
+        return found
+    if wanted < len(found):
+        rng = np.random.default_rng(selection.seed)
+        keep = np.sort(rng.choice(len(found), size=wanted, replace=False))
+        return [found[i] for i in keep]
+    return [found[i % len(found)] for i in range(wanted)]
+
+
+def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preprocess:
+    """Fill layout, channels and size from the model's input [N, C, H, W] or [N, H, W, C]."""
+    shape = spec.shape
+    if len(shape) != 4:
+        raise ConfigError(
+            f"input {spec.name!r} has shape {_fmt(shape)}; quantkit reads images into 4-D NCHW or NHWC inputs"
+        )
+    if shape[1] in (1, 3):
+        layout, channels, dims = Layout.NCHW, int(shape[1]), (shape[2], shape[3])
+    elif shape[3] in (1, 3):
+        layout, channels, dims = Layout.NHWC, int(shape[3]), (shape[1], shape[2])
+    else:
+        raise ConfigError(
+            f"input {spec.name!r} has shape {_fmt(shape)}: no channel dimension of 1 or 3 in NCHW or NHWC"
+        )
+    if options.input_size is not None:
+        height, width = options.input_size
+        if None not in dims and (height, width) != dims:
+            raise ConfigError(f"--input-size {height}x{width} does not match the model's fixed {_fmt(dims)}")
+    elif None in dims:
+        raise ConfigError(
+            f"input {spec.name!r} has dynamic spatial size {_fmt(shape)}; pass --input-size HxW (e.g. 224x224)"
+        )
+    else:
+        height, width = int(dims[0]), int(dims[1])  # type: ignore[arg-type]
+    mean, std = PRESETS[options.preset]
+    return Preprocess(
+        height=height,
+        width=width,
+        channels=channels,
+        layout=layout,
+        mean=_per_channel(options.mean or mean, channels),
+        std=_per_channel(options.std or std, channels),
+        bgr=options.bgr,
+        resize=options.resize,
+    )
+
+
+def _per_channel(values: Sequence[float], channels: int) -> tuple[float, ...]:
+    if channels == 1 and len(values) == 3:
+        return (float(np.mean(values)),) if len(set(values)) > 1 else (float(values[0]),)
+    if len(values) == 1:
+        return tuple(float(values[0]) for _ in range(channels))
+    return tuple(float(v) for v in values)
+
+
+def _fmt(shape: Sequence[int | None]) -> str:
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """data: float32 [N, C, H, W] or [N, H, W, C]; paths: the N files it came from."""
+
+    data: np.ndarray
+    paths: tuple[Path, ...]
+
+
+class ImageLoader:
+    """Streams batches from a list of files; bad files are skipped and remembered, not fatal."""
+
+    def __init__(self, paths: Sequence[Path], preprocess: Preprocess, batch_size: int) -> None:
+        self.paths = list(paths)
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+        self.skipped: list[tuple[Path, str]] = []
+        self._digest = hashlib.sha256()
+
+    def __iter__(self) -> Iterator[Batch]:
+        samples: list[np.ndarray] = []
+        names: list[Path] = []
+        for path in self.paths:
+            try:
+                raw = path.read_bytes()
+                sample = load_sample(raw, self.preprocess)
+            except ImageError as exc:
+                self.skipped.append((path, str(exc)))
+                continue
+            except OSError as exc:
+                self.skipped.append((path, exc.strerror or str(exc)))
+                continue
+            self._digest.update(path.name.encode() + b"\0" + hashlib.sha256(raw).digest())
+            samples.append(sample)
+            names.append(path)
+            if len(samples) == self.batch_size:
+                yield Batch(np.stack(samples), tuple(names))
+                samples, names = [], []
+        if samples:
+            yield Batch(np.stack(samples), tuple(names))
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over the names and contents of the images used so far, in order."""
+        return self._digest.hexdigest()
+
+
+def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
+    """Decode, convert, resize and normalise one image file's bytes. float32 [C, H, W] or [H, W, C]."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as image:
+                image.load()
+                pixels = _to_mode(image, pre.channels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"refused: more than {MAX_PIXELS} pixels") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"not a decodable image ({exc})") from exc
+    resized = _resize(pixels, pre)
+    array = np.asarray(resized, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if pre.bgr and pre.channels == 3:
+        array = array[:, :, ::-1]
+    array = (array - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    if pre.layout is Layout.NCHW:
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """RGB (or L for one-channel models) from any mode: palette, CMYK, alpha, 16-bit, float."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def _resize(image: Image.Image, pre: Preprocess) -> Image.Image:
+    height, width = pre.height, pre.width
+    if pre.resize is ResizeMode.squash:
+        return image.resize((width, height), Image.Resampling.BILINEAR)
+    if pre.resize is ResizeMode.letterbox:
+        ratio = min(height / image.height, width / image.width)
+        new_w, new_h = max(1, int(image.width * ratio)), max(1, int(image.height * ratio))
+        fill = (int(LETTERBOX_PAD),) * (1 if image.mode == "L" else 3)
+        canvas = Image.new(image.mode, (width, height), fill if image.mode != "L" else fill[0])
+        canvas.paste(image.resize((new_w, new_h), Image.Resampling.BILINEAR), (0, 0))
+        return canvas
+    # crop: scale so that the centre crop is CROP_FRACTION of the shorter side, then crop the centre
+    scale = max(height / CROP_FRACTION / image.height, width / CROP_FRACTION / image.width)
+    new_w, new_h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    return resized.crop((left, top, left + width, top + height))

@@ -1,0 +1,362 @@
+"""calibrate / convert / compare as functions. Owns paths, temporary files and atomic writes; the only
+module that composes the layers below it. Raises QuantkitError; never prints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from quantkit import __version__
+from quantkit.calib import table as table_io
+from quantkit.calib.collect import collect
+from quantkit.config import CalibrateConfig, CompareConfig, ConvertConfig, Preprocess, PreprocessOptions
+from quantkit.errors import CalibrationError, ConversionError, ImageError, OutputError
+from quantkit.evaluate.compare import compare_outputs, read_classes
+from quantkit.evaluate.metrics import OutputErrors, latency_stats
+from quantkit.graph import model_io
+from quantkit.graph.augment import observed_tensors, with_outputs
+from quantkit.graph.qdq import apply_plan
+from quantkit.graph.query import name_nodes
+from quantkit.images import ImageLoader, resolve_preprocess, select_images
+from quantkit.planner import plan as make_plan
+from quantkit.results import CalibrationTable, ComparisonResult, ConvertSummary, QuantPlan
+from quantkit.runtime import Session, cpu_info, interleaved_latency, versions
+
+# start(label, total) -> advance(n): how the CLI draws progress bars without the pipeline knowing rich.
+Progress = Callable[[str, int], Callable[[int], None]]
+SMOKE_SAMPLES = 2
+META_PREFIX = "quantkit."
+
+
+def _no_progress(label: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename over it: readers never see a partial file,
+    and an interrupt leaves nothing behind."""
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist; create it first")
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {parent} ({exc.strerror}); choose a writable folder") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise OutputError(f"writing {path} failed ({exc.strerror}); nothing was written") from exc
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _check_output(output: Path, *inputs: Path) -> None:
+    resolved = output.resolve()
+    for source in inputs:
+        if source.exists() and resolved == source.resolve():
+            raise OutputError(f"the output {output} is an input file; choose another output path")
+    if output.is_dir():
+        raise OutputError(f"the output {output} is a folder; give a file path")
+    if not output.parent.is_dir():
+        raise OutputError(f"output folder {output.parent} does not exist; create it first")
+
+
+def _table_paths(table: Path) -> tuple[Path, Path]:
+    if table.suffix.lower() != ".json":
+        raise OutputError(f"the calibration table must be a .json path (got {table.name}); arrays go beside it")
+    return table, table_io.arrays_path(table)
+
+
+# ---------------------------------------------------------------- calibrate
+
+
+@dataclass(frozen=True)
+class CalibrateSummary:
+    table: Path
+    arrays: Path
+    images_used: int
+    images_skipped: tuple[tuple[str, str], ...]
+    tensors: int
+    seconds: float
+    preprocess: Preprocess
+
+
+def _batch_size(model: onnx.ModelProto, requested: int) -> int:
+    batch_dim = model_io.image_input(model).shape[0]
+    return batch_dim if batch_dim is not None else requested
+
+
+def _fixed_batches(loader: ImageLoader, size: int, fixed: bool) -> Iterator[np.ndarray]:
+    """Batches of the loader; with a fixed batch dimension a short last batch is padded by repetition."""
+    for batch in loader:
+        data = batch.data
+        if fixed and data.shape[0] < size:
+            data = np.concatenate([data, np.repeat(data[-1:], size - data.shape[0], axis=0)])
+        yield data
+
+
+def calibrate(
+    model_path: Path, table_path: Path, config: CalibrateConfig, progress: Progress = _no_progress
+) -> CalibrateSummary:
+    json_path, npz_path = _table_paths(table_path)
+    for out in (json_path, npz_path):
+        _check_output(out, model_path)
+    started = time.perf_counter()
+    model = model_io.load_model(model_path)
+    spec = model_io.image_input(model)
+    preprocess = resolve_preprocess(config.preprocess, spec)
+    observed = observed_tensors(model_io.infer_shapes(model))
+    paths = select_images(config.images)
+    size = _batch_size(model, config.batch_size)
+    loader = ImageLoader(paths, preprocess, size)
+    session = Session(model_io.serialize(with_outputs(model, list(observed))))
+    samples: list[np.ndarray] = []
+
+    def batches() -> Iterator[np.ndarray]:
+        for data in _fixed_batches(loader, size, spec.shape[0] is not None):
+            if len(samples) < SMOKE_SAMPLES:
+                samples.extend(data[: SMOKE_SAMPLES - len(samples)])
+            yield data
+
+    stats, _ = collect(session, observed, batches(), config.bins, progress("calibrating", len(paths)))
+    used = len(paths) - len(loader.skipped)
+    _check_enough_images(used, len(paths), loader.skipped)
+    meta = {
+        "producer": "quantkit",
+        "quantkit_version": __version__,
+        "model_file": model_path.name,
+        "model_sha256": model_io.file_sha256(model_path),
+        "input": spec.name,
+        "preprocess": preprocess.to_dict(),
+        "images": {
+            "count": used,
+            "unique": len(set(paths)),
+            "skipped": len(loader.skipped),
+            "seed": config.images.seed,
+            "requested": config.images.num_images,
+            "list_sha256": loader.content_hash,
+        },
+        "bins": config.bins,
+        "batch_size": size,
+        "versions": versions(),
+    }
+    table = CalibrationTable(meta=meta, stats=stats, samples=np.stack(samples))
+    json_bytes, npz_bytes = table_io.serialize(table)
+    write_atomic(npz_path, npz_bytes)
+    write_atomic(json_path, json_bytes)
+    return CalibrateSummary(
+        table=json_path,
+        arrays=npz_path,
+        images_used=used,
+        images_skipped=tuple((str(p), why) for p, why in loader.skipped),
+        tensors=len(stats),
+        seconds=time.perf_counter() - started,
+        preprocess=preprocess,
+    )
+
+
+def _check_enough_images(used: int, total: int, skipped: list[tuple[Path, str]]) -> None:
+    """Calibration fails only when fewer than half of the selected images could be read."""
+    if used == 0 or used * 2 < total:
+        first = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
+        raise ImageError(
+            f"only {used} of {total} images could be read (first failures: {first}); "
+            "remove or replace the broken files"
+        )
+
+
+# ---------------------------------------------------------------- convert
+
+
+def convert(
+    model_path: Path, table_path: Path, output: Path, config: ConvertConfig, progress: Progress = _no_progress
+) -> ConvertSummary:
+    _check_output(output, model_path, table_path, table_io.arrays_path(table_path))
+    table = table_io.load(table_path)
+    model = model_io.load_model(model_path)
+    sha = model_io.file_sha256(model_path)
+    if table.model_sha256 != sha:
+        raise CalibrationError(
+            f"{table_path.name} was made for another model (sha256 {table.model_sha256[:12]}..., this model "
+            f"is {sha[:12]}...); run `quantkit calibrate` on this model"
+        )
+    advance = progress("converting", 4)
+    opset_before = model_io.opset_version(model)
+    upgraded = model_io.ensure_opset(model)
+    name_nodes(upgraded)
+    inferred = model_io.infer_shapes(upgraded)
+    plan = make_plan(inferred, table, config)
+    advance(1)
+    quantized = apply_plan(inferred, plan)
+    _stamp(quantized, table_path, table, config)
+    try:
+        model_io.check(quantized)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ConversionError(f"the converted model fails onnx.checker ({exc}); nothing was written") from exc
+    data = model_io.serialize(quantized)
+    advance(1)
+    smoke = _smoke_test(model_io.serialize(model), data, table)
+    advance(1)
+    write_atomic(output, data)
+    advance(1)
+    return _convert_summary(inferred, plan, model_path, len(data), opset_before, smoke)
+
+
+def _stamp(model: onnx.ModelProto, table_path: Path, table: CalibrationTable, config: ConvertConfig) -> None:
+    """Provenance in metadata_props: producer, version, settings, calibration hash, preprocessing."""
+    model.producer_name = "quantkit"
+    model.producer_version = __version__
+    props = {
+        "version": __version__,
+        "settings": json.dumps(config.to_dict(), sort_keys=True),
+        "calibration_sha256": hashlib.sha256(table_path.read_bytes()).hexdigest(),
+        "source_model_sha256": table.model_sha256,
+        "preprocess": json.dumps(table.meta.get("preprocess", {}), sort_keys=True),
+    }
+    kept = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, value
+
+
+def _smoke_test(reference: bytes, candidate: bytes, table: CalibrationTable) -> dict[str, float]:
+    """The converted model loads and gives finite outputs on the stored samples. SQNR per output."""
+    ref_session = Session(reference)
+    try:
+        cand_session = Session(candidate)
+    except Exception as exc:
+        raise ConversionError(f"onnxruntime cannot load the converted model ({exc}); nothing was written") from exc
+    if table.samples is None or table.samples.size == 0:
+        raise CalibrationError("the calibration table holds no sample inputs; recalibrate with this version")
+    errors = {name: OutputErrors(name) for name in ref_session.output_names}
+    for sample in table.samples:
+        batch = sample[None]
+        ref, cand = ref_session.run(batch), cand_session.run(batch)
+        for name, acc in errors.items():
+            if not np.isfinite(cand[name]).all():
+                raise ConversionError(
+                    f"the converted model gives NaN/Inf in output {name!r}; nothing was written. "
+                    "Try --method minmax or exclude the failing layers"
+                )
+            acc.update(ref[name], cand[name])
+    return {name: acc.result().sqnr_db for name, acc in errors.items()}
+
+
+def _convert_summary(
+    model: onnx.ModelProto, plan: QuantPlan, model_path: Path, size_after: int, opset_before: int,
+    smoke: dict[str, float],
+) -> ConvertSummary:
+    op_of = {n.name: n.op_type for n in model.graph.node}
+    return ConvertSummary(
+        quantized_by_type=dict(sorted(Counter(plan.quantized_nodes.values()).items())),
+        folded_by_type=dict(sorted(Counter(op_of[n] for n in plan.folds).items())),
+        float_by_reason=dict(sorted(Counter((s.op_type, s.reason) for s in plan.skipped).items())),
+        bytes_before=_model_bytes(model_path),
+        bytes_after=size_after,
+        opset_before=opset_before,
+        opset_after=model_io.opset_version(model),
+        smoke_sqnr_db=smoke,
+        plan=plan,
+    )
+
+
+def _model_bytes(path: Path) -> int:
+    """The file's size plus the external data files it names."""
+    total = path.stat().st_size
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return total + sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file())
+
+
+# ---------------------------------------------------------------- compare
+
+
+def recorded_preprocess(model: onnx.ModelProto) -> Preprocess | None:
+    """The preprocessing quantkit recorded in a converted model's metadata, if any."""
+    for prop in model.metadata_props:
+        if prop.key == META_PREFIX + "preprocess" and prop.value not in ("", "{}"):
+            return Preprocess.from_dict(json.loads(prop.value))
+    return None
+
+
+def compare(
+    reference_path: Path,
+    candidate_path: Path,
+    config: CompareConfig,
+    explicit_preprocess: bool,
+    progress: Progress = _no_progress,
+) -> ComparisonResult:
+    reference = model_io.load_model(reference_path)
+    candidate = model_io.load_model(candidate_path)
+    spec = model_io.image_input(reference)
+    recorded = recorded_preprocess(candidate) or recorded_preprocess(reference)
+    preprocess = (
+        recorded if recorded is not None and not explicit_preprocess
+        else resolve_preprocess(config.preprocess or PreprocessOptions(), spec)
+    )
+    classes = read_classes(config.labels) if config.labels else None
+    paths = select_images(config.images)
+    size = _batch_size(reference, config.batch_size)
+    loader = ImageLoader(paths, preprocess, size)
+    ref_session, cand_session = Session(reference_path), Session(candidate_path)
+    outputs, ref_acc, cand_acc, count = compare_outputs(
+        ref_session, cand_session, loader, config.images.folder, classes, progress("evaluating", len(paths))
+    )
+    if count == 0:
+        raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
+    latency_batch = spec.shape[0] or 1  # batch 1 unless the model fixes another batch size
+    first = next(iter(ImageLoader(paths[:1] * latency_batch, preprocess, latency_batch)))
+    lat = config.latency
+    timed = [Session(p, threads=lat.threads) for p in (reference_path, candidate_path)]
+    samples = interleaved_latency(timed, first.data, lat.warmup, lat.runs, progress("timing", lat.runs))
+    return ComparisonResult(
+        reference=str(reference_path),
+        candidate=str(candidate_path),
+        num_images=count,
+        outputs=tuple(outputs),
+        reference_accuracy=ref_acc,
+        candidate_accuracy=cand_acc,
+        reference_latency=latency_stats(samples[0]),
+        candidate_latency=latency_stats(samples[1]),
+        reference_bytes=_model_bytes(reference_path),
+        candidate_bytes=_model_bytes(candidate_path),
+        settings={
+            "threads": lat.threads,
+            "warmup": lat.warmup,
+            "runs": lat.runs,
+            "batch_size_latency": latency_batch,
+            "images": str(config.images.folder),
+            "images_requested": config.images.num_images,
+            "images_skipped": len(loader.skipped),
+            "labels": str(config.labels) if config.labels else None,
+            "preprocess": preprocess.to_dict(),
+            "graph_optimization": "ORT_ENABLE_ALL",
+        },
+        environment={**cpu_info(), "versions": versions()},
+    )

@@ -1,0 +1,317 @@
+"""Decide what to quantize: model + calibration table + config -> QuantPlan (plain data).
+
+The rules, in order:
+1. Compute ops (Conv, ConvTranspose, Gemm, MatMul) with a constant weight are quantized: weight int8
+   per output channel, bias int32, activation input and output per tensor.
+2. Ops on the integer path (data movement, pooling, Concat, Add, Mul, Sigmoid) are quantized when they
+   touch a quantized tensor, so that onnxruntime keeps the path integer; repeated to a fixed point.
+3. Relu and Clip(0, x) after a quantized op are folded into the range of its output (uint8 only, where
+   the zero point 0 makes the Q node clip exactly as they do).
+4. Ops that onnxruntime fuses only with equal input/output scales share one set of params.
+5. A Concat whose inputs have very different ranges (a detection head's boxes beside its scores) stays
+   float, and so does what only it feeds.
+Model outputs stay float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from quantkit.config import ActivationType, CalibMethod, ConvertConfig
+from quantkit.errors import ConfigError
+from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS
+from quantkit.graph.query import GraphIndex
+from quantkit.qmath.params import asymmetric_params, symmetric_params
+from quantkit.qmath.ranges import entropy_range, minmax_range, mse_range, percentile_range
+from quantkit.results import CalibrationTable, QuantParams, QuantPlan, Skip, TensorStats, WeightPlan
+
+MULTI_INPUT_OPS = frozenset({"Concat", "Add", "Mul"})
+
+
+def select_range(stats: TensorStats, config: ConvertConfig) -> tuple[float, float]:
+    """The range to quantize a tensor with, by the configured method; always contains 0."""
+    method, dtype = config.method, config.activations.value
+    if method is CalibMethod.minmax or stats.hist_hi <= stats.hist_lo:
+        return minmax_range(stats.minimum, stats.maximum)
+    if method is CalibMethod.percentile:
+        return percentile_range(stats.hist, stats.hist_lo, stats.hist_hi, config.percentile)
+    if method is CalibMethod.entropy:
+        return entropy_range(stats.hist, stats.hist_lo, stats.hist_hi, dtype)
+    return mse_range(stats.hist, stats.hist_lo, stats.hist_hi, dtype)
+
+
+def activation_params(lo: float, hi: float, activations: ActivationType) -> QuantParams:
+    if activations is ActivationType.uint8:
+        scale, zero_point = asymmetric_params(lo, hi, "uint8")
+        return QuantParams(np.asarray(scale, np.float32), np.asarray(zero_point, np.uint8))
+    scale_arr = symmetric_params(max(abs(lo), abs(hi)), 127)
+    return QuantParams(np.asarray(scale_arr, np.float32), np.asarray(0, np.int8))
+
+
+@dataclass
+class _Planning:
+    index: GraphIndex
+    table: CalibrationTable
+    config: ConvertConfig
+    quantized: dict[str, str] = field(default_factory=dict)
+    q: set[str] = field(default_factory=set)
+    folds: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    weights: list[WeightPlan] = field(default_factory=list)
+    constants: set[str] = field(default_factory=set)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def has_stats(self, name: str) -> bool:
+        return name in self.table.stats and self.index.is_float(name) and not self.index.is_constant(name)
+
+    def range_of(self, name: str) -> tuple[float, float]:
+        if name not in self.ranges:
+            self.ranges[name] = select_range(self.table.stats[name], self.config)
+        return self.ranges[name]
+
+    def add_q(self, name: str) -> bool:
+        if name in self.index.graph_outputs or name in self.q:
+            return False
+        self.q.add(name)
+        return True
+
+
+def plan(model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig) -> QuantPlan:
+    """model: opset >= 13, every node named, shapes inferred."""
+    index = GraphIndex(model)
+    _check_exclusions(index, config)
+    state = _Planning(index, table, config)
+    for node in index.nodes:
+        if _excluded(node, config):
+            state.reasons[node.name] = "excluded by --exclude-nodes / --exclude-op-types"
+        elif node.op_type in COMPUTE_OPS:
+            _plan_compute(state, node)
+    _propagate(state)
+    for node in index.nodes:
+        if node.name not in state.quantized and node.name not in state.folds:
+            state.reasons.setdefault(node.name, _float_reason(node))
+    activations = _activation_params(state)
+    skipped = tuple(
+        Skip(node.name, node.op_type, state.reasons[node.name])
+        for node in index.nodes
+        if node.name in state.reasons and node.op_type != "Constant"
+    )
+    return QuantPlan(
+        activations=activations,
+        weights=tuple(state.weights),
+        quantized_nodes=dict(state.quantized),
+        folds=dict(state.folds),
+        skipped=skipped,
+        ranges={name: state.range_of(name) for name in sorted(state.q)},
+    )
+
+
+def _check_exclusions(index: GraphIndex, config: ConvertConfig) -> None:
+    unknown = [n for n in config.exclude_nodes if n not in index.by_name]
+    if unknown:
+        raise ConfigError(
+            f"--exclude-nodes names {len(unknown)} node(s) not in the model ({', '.join(unknown[:3])}); "
+            "use node names as shown by the convert summary or Netron"
+        )
+
+
+def _excluded(node: onnx.NodeProto, config: ConvertConfig) -> bool:
+    return node.name in config.exclude_nodes or node.op_type in config.exclude_op_types
+
+
+def _plan_compute(state: _Planning, node: onnx.NodeProto) -> None:
+    index = state.index
+    x, w = node.input[0], node.input[1] if len(node.input) > 1 else ""
+    weight = index.constant(w) if w else None
+    if weight is None:
+        both_live = w and state.has_stats(w)
+        if node.op_type == "MatMul" and both_live and not state.config.quantize_attention_matmul:
+            state.reasons[node.name] = "activation x activation MatMul (attention) kept float"
+        else:
+            state.reasons[node.name] = "weight is not a constant"
+        return
+    if weight.dtype != np.float32 or not state.has_stats(x):
+        state.reasons[node.name] = "no calibration statistics for its input; recalibrate"
+        return
+    if not np.isfinite(weight).all():
+        state.reasons[node.name] = "weight holds NaN or Inf"
+        return
+    axis = _weight_axis(index, node, weight)
+    if axis is None:
+        state.reasons[node.name] = "weight layout not supported for per-channel quantization"
+        return
+    state.quantized[node.name] = node.op_type
+    state.add_q(x)
+    state.weights.append(WeightPlan(node.name, 1, w, "weight", axis))
+    if len(node.input) > 2 and node.input[2] and _bias_ok(index, node, weight, axis):
+        state.weights.append(WeightPlan(node.name, 2, node.input[2], "bias", 0, x))
+    out = node.output[0]
+    if state.has_stats(out):
+        state.add_q(out)
+
+
+def _weight_axis(index: GraphIndex, node: onnx.NodeProto, weight: np.ndarray) -> int | None:
+    if node.op_type == "Conv":
+        return 0 if weight.ndim >= 3 else None
+    if node.op_type == "ConvTranspose":
+        return 1 if weight.ndim >= 3 else None
+    if weight.ndim != 2:
+        return None
+    if node.op_type == "Gemm":
+        return 0 if index.attribute(node, "transB", 0) else 1
+    return 1  # MatMul: [K, N]
+
+
+def _bias_ok(index: GraphIndex, node: onnx.NodeProto, weight: np.ndarray, axis: int) -> bool:
+    bias = index.constant(node.input[2])
+    if bias is None or bias.dtype != np.float32 or not np.isfinite(bias).all():
+        return False
+    if node.op_type == "Gemm":
+        return bias.ndim == 1 and bias.size == weight.shape[axis] and index.attribute(node, "beta", 1.0) == 1.0
+    return bias.ndim == 1
+
+
+def _data_inputs(node: onnx.NodeProto) -> list[str]:
+    if node.op_type in MULTI_INPUT_OPS:
+        return [n for n in node.input if n]
+    return [node.input[0]] if node.input and node.input[0] else []
+
+
+def _propagate(state: _Planning) -> None:
+    changed = True
+    while changed:
+        changed = False
+        for node in state.index.nodes:
+            if node.name in state.quantized or node.name in state.folds or node.name in state.reasons:
+                continue
+            if node.op_type in ("Relu", "Clip"):
+                changed |= _try_fold(state, node)
+            elif node.op_type in INTEGER_PATH_OPS:
+                changed |= _try_integer(state, node)
+
+
+def _try_fold(state: _Planning, node: onnx.NodeProto) -> bool:
+    index = state.index
+    source, out = node.input[0], node.output[0]
+    producer = index.producer.get(source)
+    if source not in state.q or producer is None or producer.name not in state.quantized:
+        return False
+    if (
+        state.config.activations is not ActivationType.uint8
+        or len(index.consumers[source]) != 1
+        or out in index.graph_outputs
+        or not state.has_stats(out)
+        or not _clips_at_zero(index, node)
+    ):
+        state.reasons[node.name] = "not foldable into the range of its input (kept float)"
+        return False
+    state.folds[node.name] = out
+    state.q.discard(source)
+    state.add_q(out)
+    return True
+
+
+def _clips_at_zero(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    if node.op_type == "Relu":
+        return True
+    low = index.constant(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    return low is not None and low.size == 1 and float(low.reshape(())) == 0.0
+
+
+def _try_integer(state: _Planning, node: onnx.NodeProto) -> bool:
+    index = state.index
+    data = _data_inputs(node)
+    outputs = [o for o in node.output if o]
+    if not any(n in state.q for n in [*data, *outputs]):
+        return False
+    live = [n for n in data if not index.is_constant(n)]
+    if not live or not all(state.has_stats(n) for n in live):
+        return False
+    if any(index.is_constant(n) for n in data) and node.op_type not in ("Add", "Mul"):
+        return False
+    if any(index.constant(n) is None or index.constant(n).dtype != np.float32  # type: ignore[union-attr]
+           for n in data if index.is_constant(n)):
+        return False
+    if any(o in index.graph_outputs or not state.has_stats(o) for o in outputs):
+        state.reasons[node.name] = "its output is a model output (kept float)"
+        return False
+    if node.op_type == "Concat" and len(live) > 1:
+        widths = [max(hi - lo, 1e-12) for lo, hi in (state.range_of(n) for n in live)]
+        if max(widths) / min(widths) > state.config.concat_range_ratio:
+            state.reasons[node.name] = (
+                f"inputs' ranges differ {max(widths) / min(widths):.0f}x (e.g. boxes beside scores); "
+                "one scale would crush the smaller"
+            )
+            return False
+    state.quantized[node.name] = node.op_type
+    for name in [*live, *outputs]:
+        state.add_q(name)
+    for position, name in enumerate(node.input):
+        if name in data and index.is_constant(name):
+            state.weights.append(WeightPlan(node.name, position, name, "constant", None))
+    return True
+
+
+def _float_reason(node: onnx.NodeProto) -> str:
+    if node.op_type in INTEGER_PATH_OPS:
+        return "not between quantized ops"
+    if node.op_type in COMPUTE_OPS:
+        return "not quantizable"
+    return "no integer kernel in onnxruntime (kept float)"
+
+
+def _activation_params(state: _Planning) -> dict[str, QuantParams]:
+    """Params per quantized tensor; tensors tied by shared-scale ops get those of the widest member."""
+    groups = _UnionFind(sorted(state.q))
+    for node in state.index.nodes:
+        if state.quantized.get(node.name) in SHARED_SCALE_OPS:
+            for out in node.output:
+                if out:
+                    groups.union(node.input[0], out)
+    params: dict[str, QuantParams] = {}
+    for members in groups.groups():
+        widest = max(members, key=lambda n: (_width(state.table.stats[n]), n))
+        lo, hi = state.range_of(widest)
+        shared = activation_params(lo, hi, state.config.activations)
+        for name in members:
+            state.ranges[name] = (lo, hi)
+            params[name] = shared
+    for weight in state.weights:
+        if weight.kind == "constant" and weight.initializer not in params:
+            value = state.index.constant(weight.initializer)
+            assert value is not None
+            params[weight.initializer] = activation_params(
+                float(value.min()), float(value.max()), state.config.activations
+            )
+    return dict(sorted(params.items()))
+
+
+def _width(stats: TensorStats) -> float:
+    return stats.maximum - min(stats.minimum, 0.0)
+
+
+class _UnionFind:
+    def __init__(self, names: Iterable[str]) -> None:
+        self.parent = {n: n for n in names}
+
+    def find(self, name: str) -> str:
+        while self.parent[name] != name:
+            self.parent[name] = self.parent[self.parent[name]]
+            name = self.parent[name]
+        return name
+
+    def union(self, a: str, b: str) -> None:
+        if a in self.parent and b in self.parent:
+            ra, rb = self.find(a), self.find(b)
+            if ra != rb:
+                self.parent[max(ra, rb)] = min(ra, rb)
+
+    def groups(self) -> list[list[str]]:
+        out: dict[str, list[str]] = {}
+        for name in self.parent:
+            out.setdefault(self.find(name), []).append(name)
+        return [sorted(v) for _, v in sorted(out.items())]

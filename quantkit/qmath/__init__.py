@@ -1,0 +1,1 @@
+"""Pure numpy quantization math. Imports numpy only."""

@@ -1,0 +1,44 @@
+"""Histogram re-binning: the math behind streaming, mergeable activation histograms."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def rebin(counts: np.ndarray, lo: float, hi: float, new_lo: float, new_hi: float) -> np.ndarray:
+    """Move a histogram over [lo, hi] onto the same number of bins over [new_lo, new_hi] ⊇ [lo, hi].
+
+    counts: [B] (any numeric). Mass is spread uniformly inside each source bin; the total is preserved.
+    Returns float64 [B].
+    """
+    bins = counts.size
+    cum = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
+    old_edges = np.linspace(lo, hi, bins + 1)
+    new_edges = np.linspace(new_lo, new_hi, bins + 1)
+    return np.maximum(np.diff(np.interp(new_edges, old_edges, cum)), 0.0)
+
+
+def grown_range(lo: float, hi: float, data_lo: float, data_hi: float) -> tuple[float, float]:
+    """The range to grow [lo, hi] to so that it covers [data_lo, data_hi].
+
+    Each side that must grow grows to at least twice the current width past the other side, so a range
+    that creeps up batch after batch is re-binned O(log) times, not once per batch.
+    """
+    width = hi - lo
+    new_lo, new_hi = lo, hi
+    if data_lo < lo:
+        new_lo = min(data_lo, hi - 2.0 * width) if width > 0 else data_lo
+    if data_hi > hi:
+        new_hi = max(data_hi, lo + 2.0 * width) if width > 0 else data_hi
+    return new_lo, new_hi
+
+
+def histogram_counts(x: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+    """Counts of x (float [...]) in `bins` equal bins over [lo, hi]; values are assumed inside. int64 [B]."""
+    if hi <= lo:
+        out = np.zeros(bins, np.int64)
+        out[0] = x.size
+        return out
+    idx = ((x.reshape(-1).astype(np.float64) - lo) * (bins / (hi - lo))).astype(np.int64)
+    np.clip(idx, 0, bins - 1, out=idx)
+    return np.bincount(idx, minlength=bins).astype(np.int64)

@@ -1,0 +1,95 @@
+"""Ranges -> scale/zero point, and QuantizeLinear/DequantizeLinear exactly as ONNX defines them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+QRANGE: dict[str, tuple[int, int]] = {
+    "uint8": (0, 255),
+    "int8": (-128, 127),
+    "int32": (-(2**31), 2**31 - 1),
+}
+WEIGHT_QMAX = 127  # symmetric int8 weights use [-127, 127] so that -w quantizes to -q
+
+
+def asymmetric_params(lo: float, hi: float, dtype: str = "uint8") -> tuple[np.float32, int]:
+    """Scale and zero point mapping [lo, hi] (widened to contain 0) onto the full integer range.
+
+    0.0 is exactly representable (the zero point is an integer); lo == hi gives scale 1.
+    """
+    qmin, qmax = QRANGE[dtype]
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo <= 0.0:
+        return np.float32(1.0), int(np.clip(0, qmin, qmax))
+    scale = np.float32((hi - lo) / (qmax - qmin))
+    if scale <= 0 or not np.isfinite(scale):
+        scale = np.float32(1.0)
+    zero_point = int(np.clip(np.rint(qmin - lo / float(scale)), qmin, qmax))
+    return scale, zero_point
+
+
+def symmetric_params(absmax: np.ndarray | float, qmax: int = 127) -> np.ndarray:
+    """Scales for symmetric quantization: absmax / qmax; 1 where absmax is 0.
+
+    absmax: float [...] (any shape). Returns float32 of the same shape, every entry > 0.
+    """
+    absmax = np.asarray(absmax, dtype=np.float64)
+    scale = absmax / qmax
+    scale = np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
+    # float32 may round a tiny scale to 0: keep it positive.
+    return np.maximum(scale.astype(np.float32), np.finfo(np.float32).tiny)
+
+
+def quantize(
+    x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, dtype: str, axis: int | None = None
+) -> np.ndarray:
+    """ONNX QuantizeLinear: saturate(rint(x / scale) + zero_point), round half to even.
+
+    x: float [...]; scale, zero_point: scalar, or [x.shape[axis]] for per-axis quantization.
+    """
+    scale_b, zp_b = _broadcast(np.asarray(scale, np.float32), np.asarray(zero_point), x.ndim, axis)
+    qmin, qmax = QRANGE[dtype]
+    q = np.rint(x.astype(np.float32) / scale_b) + zp_b.astype(np.float64)
+    return np.clip(q, qmin, qmax).astype(dtype)
+
+
+def dequantize(
+    q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int | None = None
+) -> np.ndarray:
+    """ONNX DequantizeLinear: (q - zero_point) * scale, as float32."""
+    scale_b, zp_b = _broadcast(np.asarray(scale, np.float32), np.asarray(zero_point), q.ndim, axis)
+    return ((q.astype(np.int64) - zp_b.astype(np.int64)) * scale_b).astype(np.float32)
+
+
+def _broadcast(scale: np.ndarray, zp: np.ndarray, ndim: int, axis: int | None) -> tuple[Any, Any]:
+    if axis is None or scale.ndim == 0:
+        return scale, zp
+    shape = [1] * ndim
+    shape[axis] = -1
+    return scale.reshape(shape), zp.reshape(shape)
+
+
+def per_channel_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per-channel quantization of a weight.
+
+    w: float [..., C (at axis), ...]. Returns (q int8 same shape as w, scale float32 [C]).
+    """
+    axes = tuple(i for i in range(w.ndim) if i != axis)
+    absmax = np.max(np.abs(w), axis=axes) if axes else np.abs(w)
+    scale = symmetric_params(absmax, WEIGHT_QMAX)
+    q = quantize(w, scale, np.zeros_like(scale, dtype=np.int8), "int8", axis)
+    return np.clip(q, -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8), scale
+
+
+def bias_int32(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bias as int32 with scale s_x * s_w (per output channel), zero point 0.
+
+    bias: float [C]; weight_scale: float [C] (or a scalar). Returns (q int32 [C], scale float32 [C]).
+    """
+    scale = (np.float32(input_scale) * np.asarray(weight_scale, np.float32)).astype(np.float32)
+    scale = np.broadcast_to(scale, bias.shape).astype(np.float32)
+    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    q = quantize(bias, scale, np.zeros(bias.shape, np.int32), "int32", 0 if bias.ndim else None)
+    return q.astype(np.int32), scale

@@ -1,0 +1,169 @@
+"""Rendering: rich tables, Markdown and JSON. The only module besides cli.py that imports rich."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from quantkit.results import ComparisonResult, ConvertSummary, LatencyStats
+
+REPORT_SCHEMA = "quantkit-compare/1"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def _db(value: float) -> str:
+    return "inf" if math.isinf(value) and value > 0 else f"{value:.2f} dB"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def calibrate_lines(table: str, used: int, skipped: list[tuple[str, str]], tensors: int, seconds: float) -> Text:
+    text = Text()
+    text.append(f"calibrated {tensors} tensors on {used} images in {seconds:.1f} s -> {table}\n")
+    if skipped:
+        names = ", ".join(name for name, _ in skipped[:3])
+        text.append(f"skipped {len(skipped)} unreadable file(s): {names}\n", style="yellow")
+    return text
+
+
+def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
+    quantized = Table(title="quantized", show_edge=False, title_justify="left")
+    quantized.add_column("op type")
+    quantized.add_column("count", justify="right")
+    for op, count in summary.quantized_by_type.items():
+        quantized.add_row(op, str(count))
+    for op, count in summary.folded_by_type.items():
+        quantized.add_row(f"{op} (folded into ranges)", str(count))
+    kept = Table(title="kept in float", show_edge=False, title_justify="left")
+    kept.add_column("op type")
+    kept.add_column("count", justify="right")
+    kept.add_column("why")
+    for (op, reason), count in summary.float_by_reason.items():
+        kept.add_row(op, str(count), reason)
+    ratio = summary.bytes_before / max(summary.bytes_after, 1)
+    lines = Text()
+    lines.append(f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} ({ratio:.2f}x smaller)\n")
+    if summary.opset_before != summary.opset_after:
+        lines.append(f"opset {summary.opset_before} -> {summary.opset_after} (per-channel weights need 13)\n")
+    sqnr = ", ".join(f"{name} {_db(v)}" for name, v in summary.smoke_sqnr_db.items())
+    lines.append(f"smoke test on calibration samples: finite outputs, SQNR {sqnr}\n")
+    lines.append(f"wrote {output}")
+    return Group(quantized, Text(""), kept, Text(""), lines)
+
+
+def _latency_row(label: str, stats: LatencyStats | None) -> list[str]:
+    if stats is None:
+        return [label, "-", "-", "-"]
+    return [label, f"{stats.p50:.2f}", f"{stats.p90:.2f}", f"{stats.p99:.2f}"]
+
+
+def compare_table(result: ComparisonResult) -> RenderableType:
+    parts: list[RenderableType] = []
+    if result.reference_accuracy and result.candidate_accuracy:
+        acc = Table(title=f"accuracy on {result.reference_accuracy.count} labelled images",
+                    show_edge=False, title_justify="left")
+        for col in ("", "top-1", "top-5"):
+            acc.add_column(col, justify="right" if col else "left")
+        ref, cand = result.reference_accuracy, result.candidate_accuracy
+        acc.add_row("reference", _pct(ref.top1), _pct(ref.top5))
+        acc.add_row("candidate", _pct(cand.top1), _pct(cand.top5))
+        acc.add_row("delta (points)", f"{100 * (cand.top1 - ref.top1):+.2f}", f"{100 * (cand.top5 - ref.top5):+.2f}")
+        parts += [acc, Text("")]
+    out = Table(title=f"outputs, candidate vs reference on {result.num_images} images",
+                show_edge=False, title_justify="left")
+    for col in ("output", "SQNR", "cosine", "top-1 agree", "top-5 overlap"):
+        out.add_column(col, justify="left" if col == "output" else "right")
+    for m in result.outputs:
+        out.add_row(m.name, _db(m.sqnr_db), f"{m.cosine:.5f}", _pct(m.top1_agreement), _pct(m.top5_overlap))
+    lat = Table(title=f"latency, ms ({result.settings['threads']} thread(s), batch "
+                f"{result.settings['batch_size_latency']}, {result.settings['runs']} interleaved runs)",
+                show_edge=False, title_justify="left")
+    for col in ("model", "p50", "p90", "p99"):
+        lat.add_column(col, justify="left" if col == "model" else "right")
+    lat.add_row(*_latency_row("reference", result.reference_latency))
+    lat.add_row(*_latency_row("candidate", result.candidate_latency))
+    speed = f"{result.speedup:.2f}x" if result.speedup is not None else "-"
+    tail = Text(f"speedup (p50) {speed}   size {_mb(result.reference_bytes)} -> {_mb(result.candidate_bytes)} "
+                f"({result.size_ratio:.2f}x smaller)   CPU {result.environment.get('cpu')} "
+                f"(VNNI {'yes' if result.environment.get('vnni') else 'no'})")
+    return Group(*parts, out, Text(""), lat, Text(""), tail)
+
+
+def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    return {"p50_ms": stats.p50, "p90_ms": stats.p90, "p99_ms": stats.p99, "mean_ms": stats.mean, "runs": stats.runs}
+
+
+def _finite(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def comparison_dict(result: ComparisonResult) -> dict[str, Any]:
+    """Every figure of a comparison, JSON-ready (non-finite numbers as strings)."""
+    def acc(a: Any) -> dict[str, Any] | None:
+        return None if a is None else {"top1": a.top1, "top5": a.top5, "images": a.count}
+
+    return {
+        "schema": REPORT_SCHEMA,
+        "reference": result.reference,
+        "candidate": result.candidate,
+        "images": result.num_images,
+        "outputs": [
+            {
+                "name": m.name,
+                "sqnr_db": _finite(m.sqnr_db),
+                "cosine": _finite(m.cosine),
+                "max_abs_error": _finite(m.max_abs_error),
+                "top1_agreement": m.top1_agreement,
+                "top5_overlap": m.top5_overlap,
+            }
+            for m in result.outputs
+        ],
+        "accuracy": {
+            "reference": acc(result.reference_accuracy),
+            "candidate": acc(result.candidate_accuracy),
+            "top1_delta_points": None if result.top1_delta is None else 100 * result.top1_delta,
+        },
+        "latency": {
+            "reference": _latency_dict(result.reference_latency),
+            "candidate": _latency_dict(result.candidate_latency),
+            "speedup_p50": result.speedup,
+        },
+        "size": {
+            "reference_bytes": result.reference_bytes,
+            "candidate_bytes": result.candidate_bytes,
+            "ratio": result.size_ratio,
+        },
+        "settings": result.settings,
+        "environment": result.environment,
+    }
+
+
+def comparison_markdown(result: ComparisonResult) -> str:
+    lines = ["| metric | value |", "|---|---|"]
+    if result.reference_accuracy and result.candidate_accuracy and result.top1_delta is not None:
+        ref, cand = result.reference_accuracy, result.candidate_accuracy
+        lines.append(f"| top-1 reference / candidate | {_pct(ref.top1)} / {_pct(cand.top1)} "
+                     f"({100 * result.top1_delta:+.2f} points) |")
+        lines.append(f"| top-5 reference / candidate | {_pct(ref.top5)} / {_pct(cand.top5)} |")
+    for m in result.outputs:
+        lines.append(f"| `{m.name}` SQNR / cosine | {_db(m.sqnr_db)} / {m.cosine:.5f} |")
+        if m.top1_agreement is not None:
+            lines.append(f"| `{m.name}` top-1 agreement / top-5 overlap | {_pct(m.top1_agreement)} / "
+                         f"{_pct(m.top5_overlap)} |")
+    if result.speedup is not None and result.reference_latency and result.candidate_latency:
+        lines.append(f"| latency p50 reference / candidate | {result.reference_latency.p50:.2f} ms / "
+                     f"{result.candidate_latency.p50:.2f} ms ({result.speedup:.2f}x) |")
+    lines.append(f"| size | {_mb(result.reference_bytes)} -> {_mb(result.candidate_bytes)} "
+                 f"({result.size_ratio:.2f}x smaller) |")
+    return "\n".join(lines) + "\n"

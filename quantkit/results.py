@@ -1,0 +1,172 @@
+"""Frozen records shared across layers. Plain data: no I/O, no onnx, no runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+TABLE_FORMAT = "quantkit-calibration"
+TABLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Streaming statistics of one activation tensor over the whole calibration set.
+
+    hist: int64 [bins], counts of values in equal-width bins over [hist_lo, hist_hi].
+    channel_absmax: float32 [C] or None, max |x| per channel (channel axis chosen at collection time).
+    """
+
+    minimum: float
+    maximum: float
+    hist: np.ndarray
+    hist_lo: float
+    hist_hi: float
+    count: int
+    channel_absmax: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationTable:
+    """Statistics per tensor name, plus provenance (model hash, preprocessing, image-list hash, versions)."""
+
+    meta: dict[str, Any]
+    stats: dict[str, TensorStats]
+    samples: np.ndarray | None = None  # float32 [K, ...]: a few preprocessed inputs for convert's smoke test
+
+    @property
+    def model_sha256(self) -> str:
+        return str(self.meta.get("model_sha256", ""))
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """scale/zero point of a QuantizeLinear. Per tensor: scale shape (). Per channel: shape [C] on axis."""
+
+    scale: np.ndarray  # float32
+    zero_point: np.ndarray  # uint8 / int8 / int32, same shape as scale
+    axis: int | None = None
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.zero_point.dtype
+
+
+@dataclass(frozen=True)
+class WeightPlan:
+    """How one constant input of a quantized node is quantized (weight, bias, or constant operand)."""
+
+    node: str
+    input_index: int
+    initializer: str
+    kind: str  # "weight" | "bias" | "constant"
+    axis: int | None  # per-channel axis, None for per-tensor
+    activation_input: str | None = None  # for bias: the activation whose scale is s_x
+
+
+@dataclass(frozen=True)
+class Skip:
+    node: str
+    op_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """Everything convert decided, as plain data: the rewrite applies it without further decisions.
+
+    activations: tensor name -> params for a Q/DQ pair on that tensor.
+    folds: Relu/Clip node name -> the tensor its producer now writes (the folded node's output).
+    """
+
+    activations: dict[str, QuantParams]
+    weights: tuple[WeightPlan, ...]
+    quantized_nodes: dict[str, str]  # node name -> op type
+    folds: dict[str, str]
+    skipped: tuple[Skip, ...]
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency in milliseconds over `runs` timed calls."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class OutputMetrics:
+    name: str
+    sqnr_db: float
+    cosine: float
+    max_abs_error: float
+    top1_agreement: float | None = None  # fraction, classification-like outputs only
+    top5_overlap: float | None = None
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    top1: float
+    top5: float
+    count: int
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    reference: str
+    candidate: str
+    num_images: int
+    outputs: tuple[OutputMetrics, ...]
+    reference_accuracy: Accuracy | None
+    candidate_accuracy: Accuracy | None
+    reference_latency: LatencyStats | None
+    candidate_latency: LatencyStats | None
+    reference_bytes: int
+    candidate_bytes: int
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+
+    @property
+    def speedup(self) -> float | None:
+        if self.reference_latency is None or self.candidate_latency is None:
+            return None
+        return self.reference_latency.p50 / self.candidate_latency.p50
+
+    @property
+    def size_ratio(self) -> float:
+        return self.reference_bytes / max(self.candidate_bytes, 1)
+
+    @property
+    def top1_delta(self) -> float | None:
+        if self.reference_accuracy is None or self.candidate_accuracy is None:
+            return None
+        return self.candidate_accuracy.top1 - self.reference_accuracy.top1
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model's one image input: name and shape, None for a dynamic dimension."""
+
+    name: str
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class ConvertSummary:
+    """What convert did: counts by op type, what stayed float and why, sizes, and the smoke test."""
+
+    quantized_by_type: dict[str, int]
+    folded_by_type: dict[str, int]
+    float_by_reason: dict[tuple[str, str], int]  # (op type, reason) -> count
+    bytes_before: int
+    bytes_after: int
+    opset_before: int
+    opset_after: int
+    smoke_sqnr_db: dict[str, float]  # per output, on the table's stored samples
+    plan: QuantPlan

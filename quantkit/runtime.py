@@ -1,0 +1,103 @@
+"""onnxruntime sessions, batched runs and timing. The only module that imports onnxruntime."""
+
+from __future__ import annotations
+
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from quantkit import __version__
+from quantkit.errors import ModelError
+
+CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
+                         "amx_tile", "avx512_bf16", "f16c", "asimd", "asimddp", "i8mm")
+
+
+class Session:
+    """One onnxruntime CPU session with fixed threads; runs a float32 batch, returns outputs by name."""
+
+    def __init__(self, model: bytes | Path, threads: int = 0, optimize: bool = True) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
+        options.log_severity_level = 3
+        source = str(model) if isinstance(model, Path) else model
+        try:
+            self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types from C++
+            raise ModelError(f"onnxruntime cannot load the model ({' '.join(str(exc).split())[:200]})") from exc
+        self.input_name = self._session.get_inputs()[0].name
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self.threads = threads
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        results = self._session.run(None, {self.input_name: batch})
+        return {name: np.asarray(value) for name, value in zip(self.output_names, results, strict=True)}
+
+    def timed(self, batch: np.ndarray) -> float:
+        """Run once; wall time in milliseconds."""
+        feed = {self.input_name: batch}
+        start = time.perf_counter_ns()
+        self._session.run(None, feed)
+        return (time.perf_counter_ns() - start) / 1e6
+
+
+def interleaved_latency(
+    sessions: list[Session], batch: np.ndarray, warmup: int, runs: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """Latency samples (ms, float64 [runs]) per session, their runs interleaved so that noise on a shared
+    machine hits every model alike; the order within each round alternates."""
+    for _ in range(warmup):
+        for session in sessions:
+            session.timed(batch)
+    samples = [np.empty(runs) for _ in sessions]
+    for i in range(runs):
+        order = range(len(sessions)) if i % 2 == 0 else reversed(range(len(sessions)))
+        for k in order:
+            samples[k][i] = sessions[k].timed(batch)
+        if progress is not None:
+            progress(i + 1)
+    return samples
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model and the ISA flags that decide which integer kernels onnxruntime can use."""
+    model, flags = platform.processor() or platform.machine(), set[str]()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        text = cpuinfo.read_text(errors="replace")
+        match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        if match:
+            model = match.group(1).strip()
+        match = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M)
+        if match:
+            flags = set(match.group(1).split())
+    return {
+        "cpu": model,
+        "machine": platform.machine(),
+        "flags": sorted(f for f in CPU_FLAGS_OF_INTEREST if f in flags),
+        "vnni": bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags),
+    }
+
+
+def versions() -> dict[str, str]:
+    return {
+        "quantkit": __version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+    }
