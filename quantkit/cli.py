@@ -80,6 +80,14 @@ def _preprocess_options(
     )
 
 
+def _detector_threshold(detector: str | None, threshold: float) -> float | None:
+    if detector is None:
+        return None
+    if detector != "yolo":
+        raise ConfigError(f"--detector knows only 'yolo' (outputs [N, anchors, 4 box + objectness + classes]); got {detector!r}")
+    return threshold
+
+
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     """A progress factory for the pipeline, drawn on stderr when it is a terminal."""
@@ -135,7 +143,7 @@ def convert(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the converted model.")],
     to: Annotated[Precision, typer.Option("--to", help="Target precision.")] = Precision.int8,
     method: Annotated[CalibMethod, typer.Option("--method", help="Range selection from the statistics.")]
-    = CalibMethod.percentile,
+    = CalibMethod.mse,
     percentile: Annotated[float, typer.Option("--percentile", help="Mass kept by --method percentile.")] = 99.999,
     activations: Annotated[ActivationType, typer.Option("--activations", help="uint8 asymmetric or int8 symmetric.")]
     = ActivationType.uint8,
@@ -178,6 +186,10 @@ def compare(
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads for the latency runs.")] = 1,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved.")] = 100,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")] = 10,
+    detector: Annotated[
+        Optional[str], typer.Option("--detector", help="yolo: also report detection recall on [N, A, 5+C] outputs.")
+    ] = None,
+    score_threshold: Annotated[float, typer.Option("--score-threshold", help="Detection score for --detector.")] = 0.3,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure as JSON here.")] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write a Markdown table here.")] = None,
     preset: PresetOpt = None,
@@ -199,6 +211,7 @@ def compare(
         preprocess=_preprocess_options(preset, mean, std, bgr, resize, input_size),
         labels=labels,
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+        detection_threshold=_detector_threshold(detector, score_threshold),
     )
     for out in (json_path, markdown):
         if out is not None and not out.parent.is_dir():

@@ -326,7 +326,8 @@ def compare(
     loader = ImageLoader(paths, preprocess, size)
     ref_session, cand_session = Session(reference_path), Session(candidate_path)
     outputs, ref_acc, cand_acc, count = compare_outputs(
-        ref_session, cand_session, loader, config.images.folder, classes, progress("evaluating", len(paths))
+        ref_session, cand_session, loader, config.images.folder, classes, progress("evaluating", len(paths)),
+        config.detection_threshold,
     )
     if count == 0:
         raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
@@ -355,6 +356,7 @@ def compare(
             "images_requested": config.images.num_images,
             "images_skipped": len(loader.skipped),
             "labels": str(config.labels) if config.labels else None,
+            "detection_score_threshold": config.detection_threshold,
             "preprocess": preprocess.to_dict(),
             "graph_optimization": "ORT_ENABLE_ALL",
         },

@@ -26,22 +26,36 @@ from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS
 from quantkit.graph.query import GraphIndex
 from quantkit.qmath.params import asymmetric_params, symmetric_params
-from quantkit.qmath.ranges import entropy_range, minmax_range, mse_range, percentile_range
+from quantkit.qmath.ranges import (
+    Transform,
+    entropy_range,
+    minmax_range,
+    mse_range,
+    percentile_range,
+    sigmoid,
+    silu,
+    without_zeros,
+)
 from quantkit.results import CalibrationTable, QuantParams, QuantPlan, Skip, TensorStats, WeightPlan
 
 MULTI_INPUT_OPS = frozenset({"Concat", "Add", "Mul"})
 
 
-def select_range(stats: TensorStats, config: ConvertConfig) -> tuple[float, float]:
-    """The range to quantize a tensor with, by the configured method; always contains 0."""
+def select_range(
+    stats: TensorStats, config: ConvertConfig, transform: Transform | None = None
+) -> tuple[float, float]:
+    """The range to quantize a tensor with, by the configured method; always contains 0.
+
+    transform: the elementwise function all consumers apply (MSE measures the error after it)."""
     method, dtype = config.method, config.activations.value
     if method is CalibMethod.minmax or stats.hist_hi <= stats.hist_lo:
         return minmax_range(stats.minimum, stats.maximum)
     if method is CalibMethod.percentile:
         return percentile_range(stats.hist, stats.hist_lo, stats.hist_hi, config.percentile)
     if method is CalibMethod.entropy:
-        return entropy_range(stats.hist, stats.hist_lo, stats.hist_hi, dtype)
-    return mse_range(stats.hist, stats.hist_lo, stats.hist_hi, dtype)
+        counts = without_zeros(stats.hist, stats.hist_lo, stats.hist_hi, stats.zeros)
+        return entropy_range(counts, stats.hist_lo, stats.hist_hi, dtype)
+    return mse_range(stats.hist, stats.hist_lo, stats.hist_hi, dtype, transform=transform)
 
 
 def activation_params(lo: float, hi: float, activations: ActivationType) -> QuantParams:
@@ -70,7 +84,8 @@ class _Planning:
 
     def range_of(self, name: str) -> tuple[float, float]:
         if name not in self.ranges:
-            self.ranges[name] = select_range(self.table.stats[name], self.config)
+            transform = consumer_transform(self.index, name)
+            self.ranges[name] = select_range(self.table.stats[name], self.config, transform)
         return self.ranges[name]
 
     def add_q(self, name: str) -> bool:
@@ -108,6 +123,25 @@ def plan(model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig)
         skipped=skipped,
         ranges={name: state.range_of(name) for name in sorted(state.q)},
     )
+
+
+def consumer_transform(index: GraphIndex, name: str) -> Transform | None:
+    """The elementwise function that every consumer of `name` applies to it, where one is known:
+    SiLU (x * Sigmoid(x), as exporters write it) or Sigmoid. None otherwise."""
+    consumers = index.consumers.get(name, [])
+    if not consumers or name in index.graph_outputs:
+        return None
+    sigmoids = [n for n, _ in consumers if n.op_type == "Sigmoid"]
+    if len(sigmoids) != 1:
+        return None
+    gate = sigmoids[0].output[0]
+    others = [n for n, _ in consumers if n is not sigmoids[0]]
+    if not others:
+        return sigmoid
+    if len(others) == 1 and others[0].op_type == "Mul" and set(others[0].input) == {name, gate}:
+        if len(index.consumers.get(gate, [])) == 1:
+            return silu
+    return None
 
 
 def _check_exclusions(index: GraphIndex, config: ConvertConfig) -> None:

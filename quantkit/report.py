@@ -80,10 +80,15 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         parts += [acc, Text("")]
     out = Table(title=f"outputs, candidate vs reference on {result.num_images} images",
                 show_edge=False, title_justify="left")
-    for col in ("output", "SQNR", "cosine", "top-1 agree", "top-5 overlap"):
+    detector = any(m.detection_recall is not None for m in result.outputs)
+    columns = ["output", "SQNR", "cosine", "top-1 agree", "top-5 overlap"] + (["det. recall"] if detector else [])
+    for col in columns:
         out.add_column(col, justify="left" if col == "output" else "right")
     for m in result.outputs:
-        out.add_row(m.name, _db(m.sqnr_db), f"{m.cosine:.5f}", _pct(m.top1_agreement), _pct(m.top5_overlap))
+        row = [m.name, _db(m.sqnr_db), f"{m.cosine:.5f}", _pct(m.top1_agreement), _pct(m.top5_overlap)]
+        if detector:
+            row.append(f"{_pct(m.detection_recall)} of {m.detections}")
+        out.add_row(*row)
     lat = Table(title=f"latency, ms ({result.settings['threads']} thread(s), batch "
                 f"{result.settings['batch_size_latency']}, {result.settings['runs']} interleaved runs)",
                 show_edge=False, title_justify="left")
@@ -126,6 +131,8 @@ def comparison_dict(result: ComparisonResult) -> dict[str, Any]:
                 "max_abs_error": _finite(m.max_abs_error),
                 "top1_agreement": m.top1_agreement,
                 "top5_overlap": m.top5_overlap,
+                "detection_recall": m.detection_recall,
+                "detections": m.detections,
             }
             for m in result.outputs
         ],

@@ -26,6 +26,7 @@ class TensorStats:
     hist_hi: float
     count: int
     channel_absmax: np.ndarray | None = None
+    zeros: int = 0  # values exactly 0.0 (represented exactly by every quantizer)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class OutputMetrics:
     max_abs_error: float
     top1_agreement: float | None = None  # fraction, classification-like outputs only
     top5_overlap: float | None = None
+    detection_recall: float | None = None  # fraction of the reference's detections found (--detector)
+    detections: int | None = None  # the reference's detections above the score threshold
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ class TensorObserver:
         self.hi = 0.0
         self.counts = np.zeros(bins, np.float64)
         self.count = 0
+        self.zeros = 0
         self.nonfinite = 0
         self.channel_absmax: np.ndarray | None = None
 
@@ -38,6 +39,7 @@ class TensorObserver:
         self._grow(min(x_min, 0.0), max(x_max, 0.0))
         self.counts += histogram_counts(x, self.lo, self.hi, self.bins)
         self.count += x.size
+        self.zeros += int(x.size - np.count_nonzero(x))
         if self.channel_axis is not None and -x.ndim <= self.channel_axis < x.ndim:
             axis = self.channel_axis % x.ndim
             axes = tuple(i for i in range(x.ndim) if i != axis)
@@ -69,6 +71,7 @@ class TensorObserver:
             hist_hi=float(self.hi),
             count=self.count,
             channel_absmax=self.channel_absmax,
+            zeros=self.zeros,
         )
 
 
@@ -105,4 +108,5 @@ def merge_stats(a: TensorStats, b: TensorStats) -> TensorStats:
         hist_hi=hi,
         count=a.count + b.count,
         channel_absmax=channel,
+        zeros=a.zeros + b.zeros,
     )

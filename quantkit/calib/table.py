@@ -39,6 +39,7 @@ def serialize(table: CalibrationTable) -> tuple[bytes, bytes]:
                 "hist_lo": s.hist_lo,
                 "hist_hi": s.hist_hi,
                 "count": s.count,
+                "zeros": s.zeros,
                 "bins": int(s.hist.size),
                 "channels": None if s.channel_absmax is None else int(s.channel_absmax.size),
             }
@@ -113,4 +114,5 @@ def _entry_stats(entry: dict[str, Any], index: int, npz: Any) -> TensorStats:
         hist_hi=values[3],
         count=int(entry["count"]),
         channel_absmax=channel,
+        zeros=int(entry.get("zeros", 0)),
     )

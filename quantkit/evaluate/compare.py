@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from quantkit.errors import ConfigError
-from quantkit.evaluate.metrics import OutputErrors, TopK, is_classification
+import dataclasses
+
+from quantkit.evaluate.metrics import DetectionRecall, OutputErrors, TopK, is_classification, is_yolo_head
 from quantkit.images import Batch
 from quantkit.results import Accuracy, OutputMetrics
 from quantkit.runtime import Session
@@ -46,14 +48,17 @@ def compare_outputs(
     folder: Path,
     classes: Sequence[str] | None,
     progress: Callable[[int], None] | None = None,
+    detection_threshold: float | None = None,
 ) -> tuple[list[OutputMetrics], Accuracy | None, Accuracy | None, int]:
-    """Per-output error metrics and, with classes, top-1/top-5 of both models."""
+    """Per-output error metrics; with classes, top-1/top-5 of both models; with a detection threshold,
+    the recall of the reference's detections on YOLO-style outputs [N, A, 5 + C]."""
     if reference.output_names != candidate.output_names:
         raise ConfigError(
             f"the models' outputs differ ({reference.output_names} vs {candidate.output_names}); "
             "compare a model with its own quantized version"
         )
     errors = {name: OutputErrors(name) for name in reference.output_names}
+    recalls: dict[str, DetectionRecall] = {}
     lookup = {c: i for i, c in enumerate(classes)} if classes else {}
     ref_acc, cand_acc = TopK(), TopK()
     scored_output: str | None = None
@@ -64,6 +69,8 @@ def compare_outputs(
             if ref_out[name].shape != cand_out[name].shape:
                 raise ConfigError(f"output {name!r} has different shapes in the two models")
             acc.update(ref_out[name], cand_out[name])
+            if detection_threshold is not None and is_yolo_head(ref_out[name]):
+                recalls.setdefault(name, DetectionRecall(detection_threshold)).update(ref_out[name], cand_out[name])
         count += batch.data.shape[0]
         if lookup:
             scored_output = scored_output or _scored_output(ref_out, len(lookup))
@@ -74,7 +81,13 @@ def compare_outputs(
                 cand_acc.update(cand_out[scored_output][known], labels[known])
         if progress is not None:
             progress(batch.data.shape[0])
-    metrics = [e.result() for e in errors.values()]
+    metrics = [
+        dataclasses.replace(e.result(), detection_recall=recalls[n].recall, detections=recalls[n].reference)
+        if n in recalls else e.result()
+        for n, e in errors.items()
+    ]
+    if detection_threshold is not None and not recalls:
+        raise ConfigError("--detector yolo needs an output shaped [N, anchors, 5 + classes]; none has that shape")
     if not lookup:
         return metrics, None, None, count
     if ref_acc.count == 0:

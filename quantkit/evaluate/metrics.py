@@ -99,3 +99,42 @@ def latency_stats(samples_ms: np.ndarray) -> LatencyStats:
     """samples_ms: float [runs]."""
     p50, p90, p99 = np.percentile(samples_ms, [50, 90, 99])
     return LatencyStats(float(p50), float(p90), float(p99), float(np.mean(samples_ms)), int(samples_ms.size))
+
+
+class DetectionRecall:
+    """How many of the reference's detections the candidate still makes, for YOLO-style raw heads.
+
+    Output [N, A, 5 + C]: per anchor 4 box values, objectness, C class scores (probabilities). A detection
+    is an anchor whose objectness x best class score exceeds `threshold`; the candidate finds it when the
+    same anchor is a detection of the same class in its output.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.reference = 0
+        self.found = 0
+        self.extra = 0
+
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        """ref, cand: float [N, A, 5 + C]."""
+        ref_cls, ref_hit = _detections(ref, self.threshold)
+        cand_cls, cand_hit = _detections(cand, self.threshold)
+        self.reference += int(ref_hit.sum())
+        self.found += int((ref_hit & cand_hit & (ref_cls == cand_cls)).sum())
+        self.extra += int((cand_hit & ~ref_hit).sum())
+
+    @property
+    def recall(self) -> float | None:
+        return self.found / self.reference if self.reference else None
+
+
+def is_yolo_head(output: np.ndarray) -> bool:
+    return output.ndim == 3 and output.shape[2] > 5
+
+
+def _detections(head: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(class index [N, A], detection mask [N, A])."""
+    classes = head[..., 5:]
+    best = classes.argmax(-1)
+    score = head[..., 4] * np.take_along_axis(classes, best[..., None], -1)[..., 0]
+    return best, score > threshold

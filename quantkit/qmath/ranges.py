@@ -7,6 +7,8 @@ and returns the (range_lo, range_hi) to quantize with, always containing 0 and w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from quantkit.qmath.params import QRANGE
@@ -58,6 +60,15 @@ def _abs_histogram(counts: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray
     return np.maximum(folded, 0.0), absmax
 
 
+def without_zeros(counts: np.ndarray, lo: float, hi: float, zeros: int) -> np.ndarray:
+    """The histogram less `zeros` exact 0.0 values, taken from the bin that holds 0. float64 [B]."""
+    out = counts.astype(np.float64)
+    if zeros and lo <= 0.0 <= hi and hi > lo:
+        k = min(int((0.0 - lo) / (hi - lo) * out.size), out.size - 1)
+        out[k] = max(out[k] - zeros, 0.0)
+    return out
+
+
 def entropy_range(
     counts: np.ndarray, lo: float, hi: float, dtype: str = "uint8", stride: int = 1
 ) -> tuple[float, float]:
@@ -66,7 +77,9 @@ def entropy_range(
     For each candidate threshold T (a bin edge), P is the histogram clipped at T (outliers added to the
     last bin) and Q is P merged into the number of levels the tensor gets and expanded back over the
     non-empty bins; the T with the smallest KL(P || Q) wins. A non-negative tensor gets every level of
-    the type on [0, T]; a signed tensor gets half of them per side.
+    the type on [0, T]; a signed tensor gets half of them per side. Pass counts without exact zeros
+    (`without_zeros`): they are represented exactly, and a ReLU's spike at 0 would otherwise pull the
+    threshold far down.
     """
     folded, absmax = _abs_histogram(counts, lo, hi)
     bins = folded.size
@@ -86,13 +99,17 @@ def entropy_range(
 
 
 def _kl_for_threshold(folded: np.ndarray, i: int, levels: int) -> float:
-    """KL(P || Q) for clipping the |x| histogram (float64 [B]) after its first i bins."""
+    """KL(P || Q) for clipping the |x| histogram (float64 [B]) after its first i bins.
+
+    P is the clipped distribution (the mass beyond bin i lands in its last bin); Q is the *unclipped*
+    slice quantized to `levels` levels, so that clipping costs divergence.
+    """
     p = folded[:i].copy()
     p[-1] += folded[i:].sum()
-    nonzero = p > 0
-    # merge i bins into `levels` groups of (nearly) equal width
-    group = (np.arange(i) * levels) // i
-    group_mass = np.bincount(group, weights=p, minlength=levels)
+    sliced = folded[:i]
+    nonzero = sliced > 0
+    group = (np.arange(i) * levels) // i  # merge i bins into `levels` groups of (nearly) equal width
+    group_mass = np.bincount(group, weights=sliced, minlength=levels)
     group_nonzero = np.bincount(group, weights=nonzero.astype(np.float64), minlength=levels)
     q = np.where(nonzero, group_mass[group] / np.maximum(group_nonzero[group], 1.0), 0.0)
     p_sum, q_sum = p.sum(), q.sum()
@@ -101,36 +118,70 @@ def _kl_for_threshold(folded: np.ndarray, i: int, levels: int) -> float:
     p = p / p_sum
     q = q / q_sum
     mask = p > 0
-    with np.errstate(divide="ignore"):
-        return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+    if np.any(q[mask] == 0):
+        q = np.where(mask & (q == 0), 1e-10, q)  # smoothing: an empty Q bin under P mass is costly, not inf
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x * sigmoid(x)
+
+
+Transform = Callable[[np.ndarray], np.ndarray]
 
 
 def mse_range(
-    counts: np.ndarray, lo: float, hi: float, dtype: str = "uint8", steps: int = 200
+    counts: np.ndarray,
+    lo: float,
+    hi: float,
+    dtype: str = "uint8",
+    steps: int = 200,
+    rounds: int = 3,
+    transform: Transform | None = None,
 ) -> tuple[float, float]:
-    """Shrink [lo, hi] by a common factor; pick the factor with the smallest expected squared error.
+    """The range with the smallest expected squared error, each end searched on its own.
 
-    The error of a candidate range is the clipping error of the values outside it plus the rounding
-    noise step^2/12 of the values inside, both computed from the histogram's bin centres.
+    The error of a candidate [a, b] is the clipping error of the values outside it plus the rounding noise
+    step^2/12 of the values inside, from the histogram's bin centres. With `transform` g (the elementwise
+    function every consumer applies, e.g. SiLU), the error is measured after it: (g(x) - g(clip(x)))^2
+    and g'(x)^2 step^2/12, so range is not spent where g flattens the values.
+    Coordinate descent: the upper end over `steps` fractions of hi with the lower end fixed, then the
+    lower end, `rounds` times.
     """
     total = counts.sum()
     if total == 0 or hi - lo <= 0:
         return min(lo, 0.0), max(hi, 0.0)
     qmin, qmax = QRANGE[dtype]
-    n_steps = qmax - qmin
     edges = bin_edges(lo, hi, counts.size)
     centres = (edges[:-1] + edges[1:]) / 2.0
+    g = transform or (lambda x: x)
+    h = (hi - lo) / counts.size / 2.0
+    slope2 = ((g(centres + h) - g(centres - h)) / (2.0 * h)) ** 2  # g'(x)^2, [B]
     weights = counts.astype(np.float64)
-    best, best_err = (min(lo, 0.0), max(hi, 0.0)), np.inf
-    for factor in np.linspace(1.0, 1.0 / steps, steps):
-        c_lo, c_hi = min(lo * factor, 0.0), max(hi * factor, 0.0)
-        step = (c_hi - c_lo) / n_steps
-        if step <= 0:
-            continue
-        clipped = np.clip(centres, c_lo, c_hi)
-        clip_err = np.sum(weights * (centres - clipped) ** 2)
-        inside = np.sum(weights[(centres >= c_lo) & (centres <= c_hi)])
-        err = clip_err + inside * step * step / 12.0
-        if err < best_err:
-            best_err, best = err, (c_lo, c_hi)
-    return best
+    fractions = np.linspace(1.0, 1.0 / steps, steps)
+    best_lo, best_hi = min(lo, 0.0), max(hi, 0.0)
+    for _ in range(rounds):
+        if best_hi > 0:
+            his = hi * fractions
+            best_hi = _best(centres, weights, slope2, g, np.full(steps, best_lo), his, qmax - qmin, his)
+        if best_lo < 0:
+            los = lo * fractions
+            best_lo = _best(centres, weights, slope2, g, los, np.full(steps, best_hi), qmax - qmin, los)
+    return best_lo, best_hi
+
+
+def _best(
+    centres: np.ndarray, weights: np.ndarray, slope2: np.ndarray, g: Transform,
+    los: np.ndarray, his: np.ndarray, n_steps: int, candidates: np.ndarray,
+) -> float:
+    """The candidate with the smallest error. Bins [B]; candidate lower/upper ends [S]."""
+    clipped = np.clip(centres[None, :], los[:, None], his[:, None])  # [S, B]
+    clip_err = ((g(centres)[None, :] - g(clipped)) ** 2) @ weights
+    inside = ((centres[None, :] >= los[:, None]) & (centres[None, :] <= his[:, None])) @ (weights * slope2)
+    step = (his - los) / n_steps
+    err = clip_err + inside * step * step / 12.0
+    return float(candidates[int(np.argmin(err))])
