@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from quantkit.errors import ConfigError
+
+
+E = TypeVar("E", bound=Enum)
 
 
 class Preset(str, Enum):
@@ -52,6 +55,15 @@ class ActivationType(str, Enum):
 
 class Precision(str, Enum):
     int8 = "int8"
+
+
+def _enum(kind: type[E], value: object, option: str) -> E:
+    """value as a member of `kind` (members and their string values are accepted)."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+        raise ConfigError(f"{option} must be one of {choices}; got {value!r}") from None
 
 
 CROP_FRACTION = 0.875
@@ -166,6 +178,8 @@ class ConvertConfig:
     concat_range_ratio: float = 4.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "method", _enum(CalibMethod, self.method, "--method"))
+        object.__setattr__(self, "activations", _enum(ActivationType, self.activations, "--activations"))
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.concat_range_ratio <= 1.0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quantkit.qmath.histogram import grown_range, histogram_counts, rebin
+from quantkit.qmath.histogram import grown_range, histogram_counts, rebin, round_counts
 from quantkit.results import TensorStats
 
 
@@ -66,7 +66,7 @@ class TensorObserver:
         return TensorStats(
             minimum=float(self.minimum) if self.count else 0.0,
             maximum=float(self.maximum) if self.count else 0.0,
-            hist=np.rint(self.counts).astype(np.int64),
+            hist=round_counts(self.counts),
             hist_lo=float(self.lo),
             hist_hi=float(self.hi),
             count=self.count,
@@ -103,7 +103,7 @@ def merge_stats(a: TensorStats, b: TensorStats) -> TensorStats:
     return TensorStats(
         minimum=min(a.minimum, b.minimum),
         maximum=max(a.maximum, b.maximum),
-        hist=np.rint(_counts_on(a, lo, hi) + _counts_on(b, lo, hi)).astype(np.int64),
+        hist=round_counts(_counts_on(a, lo, hi) + _counts_on(b, lo, hi)),
         hist_lo=lo,
         hist_hi=hi,
         count=a.count + b.count,

@@ -42,3 +42,17 @@ def histogram_counts(x: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarr
     idx = ((x.reshape(-1).astype(np.float64) - lo) * (bins / (hi - lo))).astype(np.int64)
     np.clip(idx, 0, bins - 1, out=idx)
     return np.bincount(idx, minlength=bins).astype(np.int64)
+
+
+def round_counts(counts: np.ndarray) -> np.ndarray:
+    """Fractional counts (after re-binning) as int64 with the same total: largest remainders round up.
+
+    counts: float [B], non-negative. Returns int64 [B]; deterministic (ties go to the lower bin).
+    """
+    floor = np.floor(counts)
+    short = int(round(float(counts.sum() - floor.sum())))
+    out = floor.astype(np.int64)
+    if short > 0:
+        order = np.argsort(-(counts - floor), kind="stable")[:short]
+        out[order] += 1
+    return out

@@ -1,0 +1,83 @@
+"""Shared fixtures: tiny models built with onnx.helper, generated image folders, the shared assets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
+SIZE = 16
+
+
+def requires_assets() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        not (ASSETS / "models").is_dir(),
+        reason=f"real models and images not found at {ASSETS} (CI has ../shared beside the checkout)",
+    )
+
+
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    initializers: dict[str, np.ndarray],
+    output: str = "y",
+    input_shape: Sequence[int | str] = ("N", 3, SIZE, SIZE),
+    opset: int = 13,
+    input_name: str = "x",
+    outputs: Sequence[str] | None = None,
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        list(nodes),
+        "tiny",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in (outputs or [output])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]  # undeclared outputs land in value_info, typed by inference
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(probe).graph.value_info}
+    for out in model.graph.output:
+        if out.name in inferred:
+            out.type.CopyFrom(inferred[out.name].type)
+    onnx.checker.check_model(model)
+    return model
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def conv_params(c_out: int, c_in: int, k: int = 3, seed: int = 0, group: int = 1) -> dict[str, np.ndarray]:
+    g = rng(seed)
+    return {
+        "w": (g.normal(0, 0.3, (c_out, c_in // group, k, k))).astype(np.float32),
+        "b": (g.normal(0, 0.1, (c_out,))).astype(np.float32),
+    }
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 small random photos-like images (smooth gradients plus noise), PNG and JPEG, in two folders."""
+    folder = tmp_path_factory.mktemp("images")
+    g = rng(42)
+    for i in range(24):
+        base = np.linspace(0, 255, 40)[None, :, None] * g.uniform(0.2, 1.0, (1, 1, 3))
+        pixels = np.clip(base + g.normal(0, 40, (30, 40, 3)), 0, 255).astype(np.uint8)
+        sub = folder / ("cats" if i % 2 else "dogs")
+        sub.mkdir(exist_ok=True)
+        suffix = ".png" if i % 3 else ".jpg"
+        Image.fromarray(pixels).save(sub / f"img{i:02d}{suffix}")
+    return folder

@@ -1,0 +1,68 @@
+"""Test helpers: run the pipeline on tiny models and inspect what onnxruntime makes of the result."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from quantkit import pipeline
+from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
+from quantkit.evaluate.metrics import sqnr_db
+from quantkit.images import ImageLoader, find_images
+from quantkit.results import ConvertSummary
+
+
+def quantize(model: onnx.ModelProto, tmp: Path, images: Path, config: ConvertConfig | None = None,
+             ) -> tuple[ConvertSummary, Path]:
+    src = tmp / "model.onnx"
+    onnx.save(model, str(src))
+    table = tmp / "model.calib.json"
+    pipeline.calibrate(src, table, CalibrateConfig(images=ImageSelection(images)))
+    out = tmp / "model.int8.onnx"
+    summary = pipeline.convert(src, table, out, config or ConvertConfig())
+    return summary, out
+
+
+def output_sqnr(reference: Path, candidate: Path, images: Path) -> float:
+    """SQNR (dB) of the candidate's first output against the reference's, over the image folder."""
+    from quantkit.calib.table import load
+    from quantkit.config import Preprocess
+
+    table = load(reference.with_name("model.calib.json"))
+    pre = Preprocess.from_dict(table.meta["preprocess"])
+    ref = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
+    cand = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
+    signal = noise = 0.0
+    for batch in ImageLoader(find_images(images), pre, 8):
+        feed = {ref.get_inputs()[0].name: batch.data}
+        r = ref.run(None, feed)[0].astype(np.float64)
+        c = cand.run(None, feed)[0].astype(np.float64)
+        signal += float(np.sum(r * r))
+        noise += float(np.sum((r - c) ** 2))
+    return sqnr_db(signal, noise)
+
+
+def optimized_graph(path: Path, tmp: Path) -> onnx.ModelProto:
+    """The graph onnxruntime runs after its QDQ fusions (extended level: no layout-specific rewrites)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx.load(str(tmp / "optimized.onnx"))
+
+
+def op_counts(model: onnx.ModelProto) -> Counter[str]:
+    return Counter(n.op_type for n in model.graph.node)
+
+
+def dq_feeds_q(model: onnx.ModelProto) -> list[str]:
+    """Names of Q nodes that read a DQ's output directly (a needless pair)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    return [
+        n.name for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and getattr(producers.get(n.input[0]), "op_type", "") == "DequantizeLinear"
+    ]

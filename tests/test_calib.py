@@ -1,0 +1,129 @@
+"""Streaming observers and the calibration table file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantkit.calib import table as table_io
+from quantkit.calib.observers import TensorObserver, merge_stats
+from quantkit.errors import CalibrationError
+from quantkit.results import CalibrationTable
+
+
+def test_streaming_equals_one_shot_min_max_and_mass() -> None:
+    g = np.random.default_rng(0)
+    batches = [g.normal(i * 0.5, 1 + i, (4, 8, 5, 5)).astype(np.float32) for i in range(6)]
+    streamed = TensorObserver(2048, channel_axis=1)
+    for b in batches:
+        streamed.update(b)
+    whole = np.concatenate(batches)
+    s = streamed.result()
+    assert s.minimum == whole.min() and s.maximum == whole.max()
+    assert s.count == whole.size == int(s.hist.sum())
+    np.testing.assert_array_equal(s.channel_absmax, np.abs(whole).max(axis=(0, 2, 3)))
+    # the streamed histogram's CDF stays close to the exact one despite re-binning
+    edges = np.linspace(s.hist_lo, s.hist_hi, s.hist.size + 1)
+    exact = np.histogram(whole, bins=edges)[0]
+    assert np.abs(np.cumsum(s.hist) - np.cumsum(exact)).max() / whole.size < 0.01
+
+
+def test_observer_state_does_not_grow_with_batches() -> None:
+    observer = TensorObserver(2048, channel_axis=1)
+    g = np.random.default_rng(1)
+    observer.update(g.normal(size=(2, 4, 3, 3)).astype(np.float32))
+    sizes = (observer.counts.nbytes, observer.channel_absmax.nbytes)  # type: ignore[union-attr]
+    for _ in range(50):
+        observer.update(g.normal(size=(2, 4, 3, 3)).astype(np.float32) * 10)
+    assert (observer.counts.nbytes, observer.channel_absmax.nbytes) == sizes  # type: ignore[union-attr]
+
+
+def test_last_axis_channels() -> None:
+    observer = TensorObserver(2048, channel_axis=-1)
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    observer.update(x)
+    assert observer.result().channel_absmax.tolist() == [20.0, 21.0, 22.0, 23.0]  # type: ignore[union-attr]
+
+
+def test_merge_of_shards_matches_a_single_pass() -> None:
+    g = np.random.default_rng(2)
+    a, b = g.normal(0, 1, 50_000).astype(np.float32), g.normal(3, 2, 50_000).astype(np.float32)
+    one, two, both = TensorObserver(), TensorObserver(), TensorObserver()
+    one.update(a)
+    two.update(b)
+    both.update(a)
+    both.update(b)
+    merged, single = merge_stats(one.result(), two.result()), both.result()
+    assert merged.minimum == single.minimum and merged.maximum == single.maximum
+    assert merged.count == single.count == int(merged.hist.sum()) == int(single.hist.sum())
+
+
+def test_constant_tensor() -> None:
+    observer = TensorObserver()
+    observer.update(np.full(100, 2.5, np.float32))
+    observer.update(np.full(100, 2.5, np.float32))
+    s = observer.result()
+    assert (s.minimum, s.maximum, int(s.hist.sum())) == (2.5, 2.5, 200)
+
+
+def test_nonfinite_values_are_counted() -> None:
+    observer = TensorObserver()
+    observer.update(np.array([1.0, np.nan, np.inf], np.float32))
+    assert observer.nonfinite == 2 and observer.result().maximum == 1.0
+
+
+def _table() -> CalibrationTable:
+    observer = TensorObserver(2048, channel_axis=1)
+    observer.update(np.random.default_rng(3).normal(size=(2, 3, 4, 4)).astype(np.float32))
+    return CalibrationTable(
+        meta={"model_sha256": "ab" * 32, "preprocess": {"height": 4}},
+        stats={"t/1:odd name": observer.result()},
+        samples=np.zeros((1, 3, 4, 4), np.float32),
+    )
+
+
+def _write(tmp_path: Path, table: CalibrationTable) -> Path:
+    json_bytes, npz_bytes = table_io.serialize(table)
+    path = tmp_path / "t.json"
+    path.write_bytes(json_bytes)
+    table_io.arrays_path(path).write_bytes(npz_bytes)
+    return path
+
+
+def test_table_round_trip_and_deterministic_bytes(tmp_path: Path) -> None:
+    table = _table()
+    assert table_io.serialize(table) == table_io.serialize(table)
+    loaded = table_io.load(_write(tmp_path, table))
+    s, t = table.stats["t/1:odd name"], loaded.stats["t/1:odd name"]
+    np.testing.assert_array_equal(s.hist, t.hist)
+    np.testing.assert_array_equal(s.channel_absmax, t.channel_absmax)  # type: ignore[arg-type]
+    assert (s.minimum, s.maximum, s.zeros) == (t.minimum, t.maximum, t.zeros)
+    assert loaded.model_sha256 == "ab" * 32 and loaded.samples is not None
+
+
+def test_table_never_pickles(tmp_path: Path) -> None:
+    path = _write(tmp_path, _table())
+    with np.load(table_io.arrays_path(path), allow_pickle=False) as npz:
+        assert all(npz[k].dtype != object for k in npz.files)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.write_text("{not json"), "not a valid calibration table"),
+        (lambda p: p.write_text(json.dumps({"format": "other"})), "not a quantkit calibration table"),
+        (lambda p: p.write_text(p.read_text().replace('"version": 1', '"version": 99')), "table version 99"),
+        (lambda p: table_io.arrays_path(p).write_bytes(table_io.arrays_path(p).read_bytes()[:100]), "damaged"),
+        (lambda p: table_io.arrays_path(p).unlink(), "is missing"),
+        (lambda p: p.write_text(p.read_text().replace('"bins": 2048', '"bins": 2047')), "damaged"),
+    ],
+)
+def test_damaged_tables_are_refused_with_a_fix(tmp_path: Path, damage, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, _table())
+    damage(path)
+    with pytest.raises(CalibrationError, match=message) as info:
+        table_io.load(path)
+    assert "\n" not in str(info.value) and "recalibrate" in str(info.value)

@@ -1,0 +1,137 @@
+"""Image folders: discovery, subsets, every pixel mode, resize modes, normalisation, bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from quantkit.config import ImageSelection, Layout, Preprocess, PreprocessOptions, Preset, ResizeMode
+from quantkit.errors import ConfigError, ImageError
+from quantkit.images import ImageLoader, find_images, load_sample, resolve_preprocess, select_images
+from quantkit.results import InputSpec
+
+
+def _png(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG" if image.mode != "CMYK" else "JPEG")
+    return buffer.getvalue()
+
+
+def test_find_is_recursive_sorted_and_filters_suffixes(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    for name in ("b/2.PNG", "a.jpg", "b/1.webp", "notes.txt", "c.jpeg", "d.bmp"):
+        (tmp_path / name).write_bytes(b"x")
+    found = [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)]
+    assert found == ["a.jpg", "b/1.webp", "b/2.PNG", "c.jpeg", "d.bmp"]
+
+
+def test_missing_and_empty_folders(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="does not exist"):
+        find_images(tmp_path / "nope")
+    (tmp_path / "readme.txt").write_text("no images")
+    with pytest.raises(ImageError, match="no images"):
+        find_images(tmp_path)
+
+
+def test_subset_is_seeded_and_cycles_when_more_are_asked(image_dir: Path) -> None:
+    a = select_images(ImageSelection(image_dir, 5, seed=1))
+    assert a == select_images(ImageSelection(image_dir, 5, seed=1))
+    assert a != select_images(ImageSelection(image_dir, 5, seed=2))
+    assert a == sorted(a)
+    many = select_images(ImageSelection(image_dir, 50))
+    assert len(many) == 50 and len(set(many)) == 24
+
+
+PRE = Preprocess(height=8, width=8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize=ResizeMode.squash)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "LA", "I;16", "1"])
+def test_every_pixel_mode_becomes_rgb(mode: str) -> None:
+    image = Image.new("RGB", (8, 8), (200, 100, 50)).convert(mode)
+    sample = load_sample(_png(image), PRE)
+    assert sample.shape == (3, 8, 8) and sample.dtype == np.float32 and np.isfinite(sample).all()
+
+
+def test_sixteen_bit_is_scaled_not_clipped() -> None:
+    image = Image.fromarray(np.full((8, 8), 65535, np.uint16))
+    sample = load_sample(_png(image), Preprocess(height=8, width=8, channels=1, mean=(0.0,), std=(1.0,)))
+    assert sample.max() == pytest.approx(255.0)
+
+
+def test_grayscale_model_gets_one_channel_and_nhwc_layout() -> None:
+    pre = Preprocess(height=8, width=8, channels=1, layout=Layout.NHWC, mean=(0.0,), std=(1.0,))
+    sample = load_sample(_png(Image.new("RGB", (10, 10), (255, 255, 255))), pre)
+    assert sample.shape == (8, 8, 1) and sample.max() == pytest.approx(255.0)
+
+
+def test_normalisation_and_bgr() -> None:
+    pre = Preprocess(height=4, width=4, mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 5.0), bgr=True,
+                     resize=ResizeMode.squash)
+    sample = load_sample(_png(Image.new("RGB", (4, 4), (100, 150, 200))), pre)
+    # BGR: channel 0 holds blue (200), normalised with the first mean/std
+    assert sample[:, 0, 0].tolist() == pytest.approx([(200 - 10) / 2, (150 - 20) / 4, (100 - 30) / 5])
+
+
+def test_crop_takes_the_centre_after_scaling_the_short_side() -> None:
+    pixels = np.zeros((100, 200, 3), np.uint8)
+    pixels[:, 80:120] = 255  # a bright band in the middle
+    pre = Preprocess(height=7, width=7, mean=(0.0,) * 3, std=(1.0,) * 3, resize=ResizeMode.crop)
+    sample = load_sample(_png(Image.fromarray(pixels)), pre)
+    assert sample[0, 3, 3] > 200 and sample[0, 3, 0] < 50
+
+
+def test_letterbox_keeps_aspect_and_pads_bottom_right_with_114() -> None:
+    pre = Preprocess(height=8, width=8, mean=(0.0,) * 3, std=(1.0,) * 3, resize=ResizeMode.letterbox)
+    sample = load_sample(_png(Image.new("RGB", (16, 8), (0, 0, 0))), pre)
+    assert sample[0, :4].max() == 0.0 and np.all(sample[0, 4:] == 114.0)
+
+
+def test_undecodable_and_bomb_images_raise_image_error() -> None:
+    pre = PRE
+    with pytest.raises(ImageError, match="not a decodable image"):
+        load_sample(b"\x89PNG\r\n\x1a\n garbage", pre)
+    with pytest.raises(ImageError, match="not a decodable image"):
+        load_sample(b"", pre)
+    full = _png(Image.new("RGB", (64, 64)))
+    with pytest.raises(ImageError):
+        load_sample(full[: len(full) // 2], pre)
+
+
+def test_loader_skips_bad_files_and_hashes_content(image_dir: Path, tmp_path: Path) -> None:
+    paths = find_images(image_dir)[:5]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    loader = ImageLoader([*paths, bad], PRE, 4)
+    batches = list(loader)
+    assert [b.data.shape[0] for b in batches] == [4, 1]
+    assert [p for p, _ in loader.skipped] == [bad]
+    again = ImageLoader(paths, PRE, 2)
+    list(again)
+    assert again.content_hash == loader.content_hash
+
+
+def test_resolve_reads_layout_channels_and_size_from_the_model() -> None:
+    options = PreprocessOptions(preset=Preset.unit)
+    pre = resolve_preprocess(options, InputSpec("x", (None, 224, 224, 3)))
+    assert (pre.layout, pre.channels, pre.height, pre.width) == (Layout.NHWC, 3, 224, 224)
+    assert pre.std == (255.0, 255.0, 255.0)
+    gray = resolve_preprocess(PreprocessOptions(), InputSpec("x", (None, 1, 28, 28)))
+    assert gray.channels == 1 and len(gray.mean) == 1
+
+
+def test_resolve_errors() -> None:
+    with pytest.raises(ConfigError, match="--input-size"):
+        resolve_preprocess(PreprocessOptions(), InputSpec("x", (None, 3, None, None)))
+    with pytest.raises(ConfigError, match="does not match"):
+        resolve_preprocess(PreprocessOptions(input_size=(10, 10)), InputSpec("x", (1, 3, 8, 8)))
+    with pytest.raises(ConfigError, match="no channel dimension"):
+        resolve_preprocess(PreprocessOptions(), InputSpec("x", (1, 5, 8, 8)))
+    with pytest.raises(ConfigError, match="4-D"):
+        resolve_preprocess(PreprocessOptions(), InputSpec("x", (1, 8)))
+    with pytest.raises(ConfigError, match="--mean"):
+        resolve_preprocess(PreprocessOptions(mean=(1.0, 2.0)), InputSpec("x", (1, 3, 8, 8)))

@@ -1,0 +1,96 @@
+"""Range selection from histograms: each method does what it says on known distributions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantkit.calib.observers import TensorObserver
+from quantkit.qmath.ranges import (
+    entropy_range,
+    minmax_range,
+    mse_range,
+    percentile_range,
+    silu,
+    without_zeros,
+)
+from quantkit.results import TensorStats
+
+
+def stats_of(x: np.ndarray) -> TensorStats:
+    observer = TensorObserver(2048)
+    observer.update(x.astype(np.float32))
+    return observer.result()
+
+
+@pytest.fixture(scope="module")
+def gauss() -> TensorStats:
+    return stats_of(np.random.default_rng(0).normal(0, 1, 400_000))
+
+
+def test_minmax_is_the_observed_range_widened_to_zero() -> None:
+    assert minmax_range(1.0, 5.0) == (0.0, 5.0)
+    assert minmax_range(-3.0, -1.0) == (-3.0, 0.0)
+
+
+def test_percentile_matches_quantiles(gauss: TensorStats) -> None:
+    lo, hi = percentile_range(gauss.hist, gauss.hist_lo, gauss.hist_hi, 99.0)
+    # 0.5% in each tail of a standard normal: +-2.576
+    assert lo == pytest.approx(-2.576, abs=0.03) and hi == pytest.approx(2.576, abs=0.03)
+
+
+def test_percentile_of_non_negative_data_cuts_only_the_top() -> None:
+    s = stats_of(np.abs(np.random.default_rng(1).normal(0, 1, 200_000)))
+    lo, hi = percentile_range(s.hist, s.hist_lo, s.hist_hi, 99.0)
+    assert lo == 0.0 and hi == pytest.approx(2.576, abs=0.03)
+
+
+def test_entropy_keeps_most_of_a_clean_gaussian(gauss: TensorStats) -> None:
+    lo, hi = entropy_range(gauss.hist, gauss.hist_lo, gauss.hist_hi, "uint8")
+    # with 128 levels per side, KL keeps a clean Gaussian's tails: threshold above 3.5 sigma
+    assert 3.5 < hi <= gauss.maximum and lo == max(gauss.hist_lo, -hi)
+
+
+def test_entropy_clips_a_lone_outlier() -> None:
+    x = np.r_[np.random.default_rng(2).laplace(0, 1, 200_000), [60.0]]
+    s = stats_of(x)
+    lo, hi = entropy_range(s.hist, s.hist_lo, s.hist_hi)
+    assert hi < 20.0 and s.maximum == pytest.approx(60.0)
+
+
+def test_exact_zeros_do_not_drag_the_entropy_threshold_down() -> None:
+    g = np.random.default_rng(3)
+    relu = np.maximum(g.normal(0, 1, 300_000), 0.0)  # half exact zeros
+    s = stats_of(relu)
+    assert s.zeros > 140_000
+    with_spike = entropy_range(s.hist, s.hist_lo, s.hist_hi)[1]
+    without_spike = entropy_range(without_zeros(s.hist, s.hist_lo, s.hist_hi, s.zeros), s.hist_lo, s.hist_hi)[1]
+    assert without_spike > 1.5 * with_spike and without_spike > 2.5
+
+
+def test_mse_searches_each_end_on_its_own() -> None:
+    g = np.random.default_rng(4)
+    x = np.r_[g.laplace(0, 1, 200_000), [40.0]]  # one far outlier on the positive side only
+    s = stats_of(x)
+    lo, hi = mse_range(s.hist, s.hist_lo, s.hist_hi)
+    assert -12 < lo < -5  # the negative side keeps its own (short) tail
+    assert hi < 40
+
+
+def test_mse_after_silu_ignores_the_flat_negative_side() -> None:
+    x = np.random.default_rng(5).normal(-20, 15, 200_000)
+    s = stats_of(x)
+    plain = mse_range(s.hist, s.hist_lo, s.hist_hi)
+    after = mse_range(s.hist, s.hist_lo, s.hist_hi, transform=silu)
+    assert plain[0] < -50 and after[0] > -12  # SiLU is ~0 below -10: no range is spent there
+    assert after[1] >= plain[1] * 0.9
+
+
+def test_every_method_contains_zero_and_stays_inside_the_histogram(gauss: TensorStats) -> None:
+    for lo, hi in (
+        percentile_range(gauss.hist, gauss.hist_lo, gauss.hist_hi, 99.99),
+        entropy_range(gauss.hist, gauss.hist_lo, gauss.hist_hi),
+        mse_range(gauss.hist, gauss.hist_lo, gauss.hist_hi),
+    ):
+        assert lo <= 0.0 <= hi
+        assert gauss.hist_lo - 1e-9 <= lo and hi <= gauss.hist_hi + 1e-9
