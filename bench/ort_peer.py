@@ -14,8 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-from onnxruntime.quantization import quantize_static
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from quantkit.config import ImageSelection, PreprocessOptions, Preset, ResizeMode
@@ -40,8 +45,14 @@ class _Reader(CalibrationDataReader):  # type: ignore[misc]
 
 
 def quantize_with_ort(
-    model: Path, images: Path, output: Path, num_images: int, options: PreprocessOptions,
-    per_channel: bool, method: str, preprocess_model: bool = True,
+    model: Path,
+    images: Path,
+    output: Path,
+    num_images: int,
+    options: PreprocessOptions,
+    per_channel: bool,
+    method: str,
+    preprocess_model: bool = True,
 ) -> None:
     proto = onnx.load(str(model))
     spec = image_input(proto)
@@ -53,9 +64,13 @@ def quantize_with_ort(
             source = Path(tmp) / "pre.onnx"
             quant_pre_process(str(model), str(source))
         quantize_static(
-            str(source), str(output), _Reader(spec.name, loader),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            str(source),
+            str(output),
+            _Reader(spec.name, loader),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             calibrate_method=METHODS[method],
         )
 
@@ -73,7 +88,9 @@ def main() -> None:
     parser.add_argument("--resize", choices=[r.value for r in ResizeMode], default="crop")
     args = parser.parse_args()
     options = PreprocessOptions(preset=Preset(args.preset), bgr=args.bgr, resize=ResizeMode(args.resize))
-    quantize_with_ort(args.model, args.images, args.output, args.num_images, options, args.per_channel, args.method)
+    quantize_with_ort(
+        args.model, args.images, args.output, args.num_images, options, args.per_channel, args.method
+    )
 
 
 if __name__ == "__main__":

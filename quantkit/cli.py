@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,20 +27,34 @@ app = typer.Typer(
 stdout = Console()
 stderr = Console(stderr=True)
 
-ImagesOpt = Annotated[Path, typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive.")]
+ImagesOpt = Annotated[
+    Path, typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive.")
+]
 NumImagesOpt = Annotated[
-    Optional[int], typer.Option("--num-images", help="Use a seeded subset of N images (cycled if N is larger).")
+    int | None, typer.Option("--num-images", help="Use a seeded subset of N images (cycled if N is larger).")
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --num-images subset.")]
-PresetOpt = Annotated[Optional[Preset], typer.Option("--preset", help="Normalisation preset [default: imagenet].")]
-MeanOpt = Annotated[Optional[str], typer.Option("--mean", help="Per-channel mean in 0-255 units, e.g. 123.7,116.3,103.5.")]
-StdOpt = Annotated[Optional[str], typer.Option("--std", help="Per-channel std in 0-255 units, e.g. 58.4,57.1,57.4.")]
-BgrOpt = Annotated[Optional[bool], typer.Option("--bgr/--rgb", help="Channel order the model expects [default: rgb].")]
-ResizeOpt = Annotated[
-    Optional[ResizeMode],
-    typer.Option("--resize", help="crop: shorter side to size/0.875 then centre crop; squash; letterbox (pad 114)."),
+PresetOpt = Annotated[
+    Preset | None, typer.Option("--preset", help="Normalisation preset [default: imagenet].")
 ]
-SizeOpt = Annotated[Optional[str], typer.Option("--input-size", help="HxW for models with dynamic spatial size.")]
+MeanOpt = Annotated[
+    str | None, typer.Option("--mean", help="Per-channel mean in 0-255 units, e.g. 123.7,116.3,103.5.")
+]
+StdOpt = Annotated[
+    str | None, typer.Option("--std", help="Per-channel std in 0-255 units, e.g. 58.4,57.1,57.4.")
+]
+BgrOpt = Annotated[
+    bool | None, typer.Option("--bgr/--rgb", help="Channel order the model expects [default: rgb].")
+]
+ResizeOpt = Annotated[
+    ResizeMode | None,
+    typer.Option(
+        "--resize", help="crop: shorter side to size/0.875 then centre crop; squash; letterbox (pad 114)."
+    ),
+]
+SizeOpt = Annotated[
+    str | None, typer.Option("--input-size", help="HxW for models with dynamic spatial size.")
+]
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -49,7 +63,9 @@ def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"{option} takes comma-separated numbers like 123.7,116.3,103.5; got {text!r}") from None
+        raise ConfigError(
+            f"{option} takes comma-separated numbers like 123.7,116.3,103.5; got {text!r}"
+        ) from None
     if not values:
         raise ConfigError(f"{option} is empty")
     return values
@@ -65,8 +81,12 @@ def _size(text: str | None) -> tuple[int, int] | None:
 
 
 def _preprocess_options(
-    preset: Preset | None, mean: str | None, std: str | None, bgr: bool | None,
-    resize: ResizeMode | None, input_size: str | None,
+    preset: Preset | None,
+    mean: str | None,
+    std: str | None,
+    bgr: bool | None,
+    resize: ResizeMode | None,
+    input_size: str | None,
 ) -> Any:
     from quantkit.config import PreprocessOptions
 
@@ -84,7 +104,10 @@ def _detector_threshold(detector: str | None, threshold: float) -> float | None:
     if detector is None:
         return None
     if detector != "yolo":
-        raise ConfigError(f"--detector knows only 'yolo' (outputs [N, anchors, 4 box + objectness + classes]); got {detector!r}")
+        raise ConfigError(
+            "--detector knows only 'yolo' (outputs [N, anchors, 4 box + objectness + classes]); "
+            f"got {detector!r}"
+        )
     return threshold
 
 
@@ -94,9 +117,15 @@ def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=stderr, transient=True, disable=not stderr.is_terminal,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+        disable=not stderr.is_terminal,
     ) as bars:
+
         def start(label: str, total: int) -> Callable[[int], None]:
             task = bars.add_task(label, total=total)
             return lambda n: bars.advance(task, n)
@@ -104,11 +133,15 @@ def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
         yield start
 
 
-@app.command(epilog="Example: quantkit calibrate model.onnx --images calib/ --output model.calib.json --num-images 100")
+@app.command(
+    epilog="Example: quantkit calibrate model.onnx --images calib/ --output model.calib.json --num-images 100"
+)
 def calibrate(
     model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
     images: ImagesOpt,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Table to write (.json, arrays beside it in .npz).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Table to write (.json, arrays beside it in .npz).")
+    ],
     num_images: NumImagesOpt = None,
     seed: SeedOpt = 0,
     preset: PresetOpt = None,
@@ -117,7 +150,9 @@ def calibrate(
     bgr: BgrOpt = None,
     resize: ResizeOpt = None,
     input_size: SizeOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per run (models with a dynamic batch).")] = 8,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Images per run (models with a dynamic batch).")
+    ] = 8,
     bins: Annotated[int, typer.Option("--bins", help="Histogram bins per tensor (at least 2048).")] = 2048,
 ) -> None:
     """Run the FP32 model over an image folder and record activation statistics in a calibration table."""
@@ -132,28 +167,49 @@ def calibrate(
     )
     with _progress() as progress:
         summary = pipeline.calibrate(model, output, config, progress)
-    stdout.print(report.calibrate_lines(str(summary.table), summary.images_used,
-                                        list(summary.images_skipped), summary.tensors, summary.seconds), end="")
+    stdout.print(
+        report.calibrate_lines(
+            str(summary.table),
+            summary.images_used,
+            list(summary.images_skipped),
+            summary.tensors,
+            summary.seconds,
+        ),
+        end="",
+        soft_wrap=True,
+    )
 
 
-@app.command(epilog="Example: quantkit convert model.onnx --to int8 --calibration model.calib.json --output model.int8.onnx")
+@app.command(
+    epilog="Example: quantkit convert model.onnx --to int8 --calibration model.calib.json "
+    "--output model.int8.onnx"
+)
 def convert(
     model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
-    calibration: Annotated[Path, typer.Option("--calibration", "-c", help="Table written by `quantkit calibrate`.")],
+    calibration: Annotated[
+        Path, typer.Option("--calibration", "-c", help="Table written by `quantkit calibrate`.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the converted model.")],
     to: Annotated[Precision, typer.Option("--to", help="Target precision.")] = Precision.int8,
-    method: Annotated[CalibMethod, typer.Option("--method", help="Range selection from the statistics.")]
-    = CalibMethod.mse,
-    percentile: Annotated[float, typer.Option("--percentile", help="Mass kept by --method percentile.")] = 99.999,
-    activations: Annotated[ActivationType, typer.Option("--activations", help="uint8 asymmetric or int8 symmetric.")]
-    = ActivationType.uint8,
-    exclude_nodes: Annotated[Optional[str], typer.Option("--exclude-nodes", help="Comma-separated node names to keep float.")]
-    = None,
+    method: Annotated[
+        CalibMethod, typer.Option("--method", help="Range selection from the statistics.")
+    ] = CalibMethod.mse,
+    percentile: Annotated[
+        float, typer.Option("--percentile", help="Mass kept by --method percentile.")
+    ] = 99.999,
+    activations: Annotated[
+        ActivationType, typer.Option("--activations", help="uint8 asymmetric or int8 symmetric.")
+    ] = ActivationType.uint8,
+    exclude_nodes: Annotated[
+        str | None, typer.Option("--exclude-nodes", help="Comma-separated node names to keep float.")
+    ] = None,
     exclude_op_types: Annotated[
-        Optional[str], typer.Option("--exclude-op-types", help="Comma-separated op types to keep float, e.g. Gemm,Concat.")
+        str | None,
+        typer.Option("--exclude-op-types", help="Comma-separated op types to keep float, e.g. Gemm,Concat."),
     ] = None,
     quantize_attention_matmul: Annotated[
-        bool, typer.Option("--quantize-attention-matmul", help="Also quantize activation x activation MatMuls.")
+        bool,
+        typer.Option("--quantize-attention-matmul", help="Also quantize activation x activation MatMuls."),
     ] = False,
 ) -> None:
     """Write an INT8 QDQ model: per-channel int8 weights, int32 bias, per-tensor activations."""
@@ -173,13 +229,17 @@ def convert(
     stdout.print(report.convert_table(summary, str(output)))
 
 
-@app.command(epilog="Example: quantkit compare model.onnx model.int8.onnx --images val/ --labels synset.txt --json out.json")
+@app.command(
+    epilog="Example: quantkit compare model.onnx model.int8.onnx --images val/ --labels synset.txt "
+    "--json out.json"
+)
 def compare(
     reference: Annotated[Path, typer.Argument(help="Reference (FP32) model.")],
     candidate: Annotated[Path, typer.Argument(help="Candidate (quantized) model.")],
     images: ImagesOpt,
     labels: Annotated[
-        Optional[Path], typer.Option("--labels", help="Class ids in output order; images in DIR/<class>/ or <class>_*.")
+        Path | None,
+        typer.Option("--labels", help="Class ids in output order; images in DIR/<class>/ or <class>_*."),
     ] = None,
     num_images: NumImagesOpt = None,
     seed: SeedOpt = 0,
@@ -187,11 +247,14 @@ def compare(
     runs: Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved.")] = 100,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")] = 10,
     detector: Annotated[
-        Optional[str], typer.Option("--detector", help="yolo: also report detection recall on [N, A, 5+C] outputs.")
+        str | None,
+        typer.Option("--detector", help="yolo: also report detection recall on [N, A, 5+C] outputs."),
     ] = None,
-    score_threshold: Annotated[float, typer.Option("--score-threshold", help="Detection score for --detector.")] = 0.3,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure as JSON here.")] = None,
-    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write a Markdown table here.")] = None,
+    score_threshold: Annotated[
+        float, typer.Option("--score-threshold", help="Detection score for --detector.")
+    ] = 0.3,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write every figure as JSON here.")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown table here.")] = None,
     preset: PresetOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
@@ -220,7 +283,9 @@ def compare(
         result = pipeline.compare(reference, candidate, config, explicit, progress)
     stdout.print(report.compare_table(result))
     if json_path is not None:
-        pipeline.write_atomic(json_path, (json.dumps(report.comparison_dict(result), indent=1) + "\n").encode())
+        pipeline.write_atomic(
+            json_path, (json.dumps(report.comparison_dict(result), indent=1) + "\n").encode()
+        )
     if markdown is not None:
         pipeline.write_atomic(markdown, report.comparison_markdown(result).encode())
 
@@ -239,10 +304,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # usage errors: unknown option, bad choice, missing argument
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        stderr.print(
+            f"error: {' '.join(message.split())}; see `quantkit --help`",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+        sys.exit(2)

@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 from quantkit.errors import ConfigError
 
-
 E = TypeVar("E", bound=Enum)
 
 
@@ -62,7 +61,7 @@ def _enum(kind: type[E], value: object, option: str) -> E:
     try:
         return kind(value)
     except ValueError:
-        choices = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+        choices = ", ".join(str(m.value) for m in kind)
         raise ConfigError(f"{option} must be one of {choices}; got {value!r}") from None
 
 

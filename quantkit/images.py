@@ -6,7 +6,6 @@ import hashlib
 import io
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from quantkit.config import (
     ResizeMode,
 )
 from quantkit.errors import ConfigError, ImageError
-from quantkit.results import InputSpec
+from quantkit.results import Batch, InputSpec
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit; larger images are refused, not decoded
@@ -45,7 +44,8 @@ def find_images(folder: Path) -> list[Path]:
     ]
     if not found:
         raise ImageError(
-            f"no images (.jpg .jpeg .png .bmp .webp) found under {folder}; point --images at a folder of images"
+            f"no images (.jpg .jpeg .png .bmp .webp) found under {folder}; "
+            "point --images at a folder of images"
         )
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
@@ -84,7 +84,8 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
             raise ConfigError(f"--input-size {height}x{width} does not match the model's fixed {_fmt(dims)}")
     elif None in dims:
         raise ConfigError(
-            f"input {spec.name!r} has dynamic spatial size {_fmt(shape)}; pass --input-size HxW (e.g. 224x224)"
+            f"input {spec.name!r} has dynamic spatial size {_fmt(shape)}; "
+            "pass --input-size HxW (e.g. 224x224)"
         )
     else:
         height, width = int(dims[0]), int(dims[1])  # type: ignore[arg-type]
@@ -111,14 +112,6 @@ def _per_channel(values: Sequence[float], channels: int) -> tuple[float, ...]:
 
 def _fmt(shape: Sequence[int | None]) -> str:
     return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-@dataclass(frozen=True)
-class Batch:
-    """data: float32 [N, C, H, W] or [N, H, W, C]; paths: the N files it came from."""
-
-    data: np.ndarray
-    paths: tuple[Path, ...]
 
 
 class ImageLoader:
@@ -172,15 +165,15 @@ def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"not a decodable image ({exc})") from exc
     resized = _resize(pixels, pre)
-    array = np.asarray(resized, dtype=np.float32)
-    if array.ndim == 2:
-        array = array[:, :, None]
+    pixels_hwc = np.asarray(resized, dtype=np.float32)
+    if pixels_hwc.ndim == 2:
+        pixels_hwc = pixels_hwc[:, :, None]
     if pre.bgr and pre.channels == 3:
-        array = array[:, :, ::-1]
-    array = (array - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+        pixels_hwc = pixels_hwc[:, :, ::-1]
+    normalised = (pixels_hwc - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
     if pre.layout is Layout.NCHW:
-        array = array.transpose(2, 0, 1)
-    return np.ascontiguousarray(array, dtype=np.float32)
+        normalised = normalised.transpose(2, 0, 1)
+    return np.ascontiguousarray(normalised, dtype=np.float32)
 
 
 def _to_mode(image: Image.Image, channels: int) -> Image.Image:

@@ -20,7 +20,7 @@ from quantkit import __version__
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import collect
 from quantkit.config import CalibrateConfig, CompareConfig, ConvertConfig, Preprocess, PreprocessOptions
-from quantkit.errors import CalibrationError, ConversionError, ImageError, OutputError
+from quantkit.errors import CalibrationError, ConfigError, ConversionError, ImageError, OutputError
 from quantkit.evaluate.compare import compare_outputs, read_classes
 from quantkit.evaluate.metrics import OutputErrors, latency_stats
 from quantkit.graph import model_io
@@ -82,7 +82,9 @@ def _check_output(output: Path, *inputs: Path) -> None:
 
 def _table_paths(table: Path) -> tuple[Path, Path]:
     if table.suffix.lower() != ".json":
-        raise OutputError(f"the calibration table must be a .json path (got {table.name}); arrays go beside it")
+        raise OutputError(
+            f"the calibration table must be a .json path (got {table.name}); arrays go beside it"
+        )
     return table, table_io.arrays_path(table)
 
 
@@ -246,7 +248,9 @@ def _smoke_test(reference: bytes, candidate: bytes, table: CalibrationTable) -> 
     try:
         cand_session = Session(candidate)
     except Exception as exc:
-        raise ConversionError(f"onnxruntime cannot load the converted model ({exc}); nothing was written") from exc
+        raise ConversionError(
+            f"onnxruntime cannot load the converted model ({exc}); nothing was written"
+        ) from exc
     if table.samples is None or table.samples.size == 0:
         raise CalibrationError("the calibration table holds no sample inputs; recalibrate with this version")
     errors = {name: OutputErrors(name) for name in ref_session.output_names}
@@ -264,7 +268,11 @@ def _smoke_test(reference: bytes, candidate: bytes, table: CalibrationTable) -> 
 
 
 def _convert_summary(
-    model: onnx.ModelProto, plan: QuantPlan, model_path: Path, size_after: int, opset_before: int,
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    model_path: Path,
+    size_after: int,
+    opset_before: int,
     smoke: dict[str, float],
 ) -> ConvertSummary:
     op_of = {n.name: n.op_type for n in model.graph.node}
@@ -291,7 +299,9 @@ def _model_bytes(path: Path) -> int:
         for entry in tensor.external_data
         if entry.key == "location"
     }
-    return total + sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file())
+    return total + sum(
+        (path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file()
+    )
 
 
 # ---------------------------------------------------------------- compare
@@ -317,21 +327,31 @@ def compare(
     spec = model_io.image_input(reference)
     recorded = recorded_preprocess(candidate) or recorded_preprocess(reference)
     preprocess = (
-        recorded if recorded is not None and not explicit_preprocess
+        recorded
+        if recorded is not None and not explicit_preprocess
         else resolve_preprocess(config.preprocess or PreprocessOptions(), spec)
     )
     classes = read_classes(config.labels) if config.labels else None
     paths = select_images(config.images)
-    size = _batch_size(reference, config.batch_size)
+    fixed = {d for d in (spec.shape[0], model_io.image_input(candidate).shape[0]) if d is not None}
+    if len(fixed) > 1:
+        raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")
+    fixed_batch = fixed.pop() if fixed else None
+    size = fixed_batch or config.batch_size
     loader = ImageLoader(paths, preprocess, size)
     ref_session, cand_session = Session(reference_path), Session(candidate_path)
     outputs, ref_acc, cand_acc, count = compare_outputs(
-        ref_session, cand_session, loader, config.images.folder, classes, progress("evaluating", len(paths)),
+        ref_session,
+        cand_session,
+        loader,
+        config.images.folder,
+        classes,
+        progress("evaluating", len(paths)),
         config.detection_threshold,
     )
     if count == 0:
         raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
-    latency_batch = spec.shape[0] or 1  # batch 1 unless the model fixes another batch size
+    latency_batch = fixed_batch or 1  # batch 1 unless a model fixes another batch size
     first = next(iter(ImageLoader(paths[:1] * latency_batch, preprocess, latency_batch)))
     lat = config.latency
     timed = [Session(p, threads=lat.threads) for p in (reference_path, candidate_path)]

@@ -138,9 +138,9 @@ def consumer_transform(index: GraphIndex, name: str) -> Transform | None:
     others = [n for n, _ in consumers if n is not sigmoids[0]]
     if not others:
         return sigmoid
-    if len(others) == 1 and others[0].op_type == "Mul" and set(others[0].input) == {name, gate}:
-        if len(index.consumers.get(gate, [])) == 1:
-            return silu
+    is_silu = len(others) == 1 and others[0].op_type == "Mul" and set(others[0].input) == {name, gate}
+    if is_silu and len(index.consumers.get(gate, [])) == 1:
+        return silu
     return None
 
 
@@ -205,7 +205,9 @@ def _bias_ok(index: GraphIndex, node: onnx.NodeProto, weight: np.ndarray, axis: 
     if bias is None or bias.dtype != np.float32 or not np.isfinite(bias).all():
         return False
     if node.op_type == "Gemm":
-        return bias.ndim == 1 and bias.size == weight.shape[axis] and index.attribute(node, "beta", 1.0) == 1.0
+        return (
+            bias.ndim == 1 and bias.size == weight.shape[axis] and index.attribute(node, "beta", 1.0) == 1.0
+        )
     return bias.ndim == 1
 
 
@@ -267,8 +269,11 @@ def _try_integer(state: _Planning, node: onnx.NodeProto) -> bool:
         return False
     if any(index.is_constant(n) for n in data) and node.op_type not in ("Add", "Mul"):
         return False
-    if any(index.constant(n) is None or index.constant(n).dtype != np.float32  # type: ignore[union-attr]
-           for n in data if index.is_constant(n)):
+    if any(
+        index.constant(n) is None or index.constant(n).dtype != np.float32  # type: ignore[union-attr]
+        for n in data
+        if index.is_constant(n)
+    ):
         return False
     if any(o in index.graph_outputs or not state.has_stats(o) for o in outputs):
         state.reasons[node.name] = "its output is a model output (kept float)"
@@ -277,8 +282,8 @@ def _try_integer(state: _Planning, node: onnx.NodeProto) -> bool:
         widths = [max(hi - lo, 1e-12) for lo, hi in (state.range_of(n) for n in live)]
         if max(widths) / min(widths) > state.config.concat_range_ratio:
             state.reasons[node.name] = (
-                f"inputs' ranges differ {max(widths) / min(widths):.0f}x (e.g. boxes beside scores); "
-                "one scale would crush the smaller"
+                f"inputs' ranges differ {max(widths) / min(widths):.0f}x: one scale would crush the narrower "
+                "(e.g. scores beside boxes)"
             )
             return False
     state.quantized[node.name] = node.op_type

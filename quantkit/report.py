@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -26,11 +27,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def calibrate_lines(table: str, used: int, skipped: list[tuple[str, str]], tensors: int, seconds: float) -> Text:
+def calibrate_lines(
+    table: str, used: int, skipped: list[tuple[str, str]], tensors: int, seconds: float
+) -> Text:
     text = Text()
     text.append(f"calibrated {tensors} tensors on {used} images in {seconds:.1f} s -> {table}\n")
     if skipped:
-        names = ", ".join(name for name, _ in skipped[:3])
+        names = ", ".join(Path(name).name for name, _ in skipped[:3])
         text.append(f"skipped {len(skipped)} unreadable file(s): {names}\n", style="yellow")
     return text
 
@@ -69,19 +72,29 @@ def _latency_row(label: str, stats: LatencyStats | None) -> list[str]:
 def compare_table(result: ComparisonResult) -> RenderableType:
     parts: list[RenderableType] = []
     if result.reference_accuracy and result.candidate_accuracy:
-        acc = Table(title=f"accuracy on {result.reference_accuracy.count} labelled images",
-                    show_edge=False, title_justify="left")
+        acc = Table(
+            title=f"accuracy on {result.reference_accuracy.count} labelled images",
+            show_edge=False,
+            title_justify="left",
+        )
         for col in ("", "top-1", "top-5"):
             acc.add_column(col, justify="right" if col else "left")
         ref, cand = result.reference_accuracy, result.candidate_accuracy
         acc.add_row("reference", _pct(ref.top1), _pct(ref.top5))
         acc.add_row("candidate", _pct(cand.top1), _pct(cand.top5))
-        acc.add_row("delta (points)", f"{100 * (cand.top1 - ref.top1):+.2f}", f"{100 * (cand.top5 - ref.top5):+.2f}")
+        acc.add_row(
+            "delta (points)", f"{100 * (cand.top1 - ref.top1):+.2f}", f"{100 * (cand.top5 - ref.top5):+.2f}"
+        )
         parts += [acc, Text("")]
-    out = Table(title=f"outputs, candidate vs reference on {result.num_images} images",
-                show_edge=False, title_justify="left")
+    out = Table(
+        title=f"outputs, candidate vs reference on {result.num_images} images",
+        show_edge=False,
+        title_justify="left",
+    )
     detector = any(m.detection_recall is not None for m in result.outputs)
-    columns = ["output", "SQNR", "cosine", "top-1 agree", "top-5 overlap"] + (["det. recall"] if detector else [])
+    columns = ["output", "SQNR", "cosine", "top-1 agree", "top-5 overlap"] + (
+        ["det. recall"] if detector else []
+    )
     for col in columns:
         out.add_column(col, justify="left" if col == "output" else "right")
     for m in result.outputs:
@@ -89,24 +102,35 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         if detector:
             row.append(f"{_pct(m.detection_recall)} of {m.detections}")
         out.add_row(*row)
-    lat = Table(title=f"latency, ms ({result.settings['threads']} thread(s), batch "
-                f"{result.settings['batch_size_latency']}, {result.settings['runs']} interleaved runs)",
-                show_edge=False, title_justify="left")
+    lat = Table(
+        title=f"latency, ms ({result.settings['threads']} thread(s), batch "
+        f"{result.settings['batch_size_latency']}, {result.settings['runs']} interleaved runs)",
+        show_edge=False,
+        title_justify="left",
+    )
     for col in ("model", "p50", "p90", "p99"):
         lat.add_column(col, justify="left" if col == "model" else "right")
     lat.add_row(*_latency_row("reference", result.reference_latency))
     lat.add_row(*_latency_row("candidate", result.candidate_latency))
     speed = f"{result.speedup:.2f}x" if result.speedup is not None else "-"
-    tail = Text(f"speedup (p50) {speed}   size {_mb(result.reference_bytes)} -> {_mb(result.candidate_bytes)} "
-                f"({result.size_ratio:.2f}x smaller)   CPU {result.environment.get('cpu')} "
-                f"(VNNI {'yes' if result.environment.get('vnni') else 'no'})")
+    tail = Text(
+        f"speedup (p50) {speed}   size {_mb(result.reference_bytes)} -> {_mb(result.candidate_bytes)} "
+        f"({result.size_ratio:.2f}x smaller)   CPU {result.environment.get('cpu')} "
+        f"(VNNI {'yes' if result.environment.get('vnni') else 'no'})"
+    )
     return Group(*parts, out, Text(""), lat, Text(""), tail)
 
 
 def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
     if stats is None:
         return None
-    return {"p50_ms": stats.p50, "p90_ms": stats.p90, "p99_ms": stats.p99, "mean_ms": stats.mean, "runs": stats.runs}
+    return {
+        "p50_ms": stats.p50,
+        "p90_ms": stats.p90,
+        "p99_ms": stats.p99,
+        "mean_ms": stats.mean,
+        "runs": stats.runs,
+    }
 
 
 def _finite(value: float) -> float | str:
@@ -115,6 +139,7 @@ def _finite(value: float) -> float | str:
 
 def comparison_dict(result: ComparisonResult) -> dict[str, Any]:
     """Every figure of a comparison, JSON-ready (non-finite numbers as strings)."""
+
     def acc(a: Any) -> dict[str, Any] | None:
         return None if a is None else {"top1": a.top1, "top5": a.top5, "images": a.count}
 
@@ -160,17 +185,25 @@ def comparison_markdown(result: ComparisonResult) -> str:
     lines = ["| metric | value |", "|---|---|"]
     if result.reference_accuracy and result.candidate_accuracy and result.top1_delta is not None:
         ref, cand = result.reference_accuracy, result.candidate_accuracy
-        lines.append(f"| top-1 reference / candidate | {_pct(ref.top1)} / {_pct(cand.top1)} "
-                     f"({100 * result.top1_delta:+.2f} points) |")
+        lines.append(
+            f"| top-1 reference / candidate | {_pct(ref.top1)} / {_pct(cand.top1)} "
+            f"({100 * result.top1_delta:+.2f} points) |"
+        )
         lines.append(f"| top-5 reference / candidate | {_pct(ref.top5)} / {_pct(cand.top5)} |")
     for m in result.outputs:
         lines.append(f"| `{m.name}` SQNR / cosine | {_db(m.sqnr_db)} / {m.cosine:.5f} |")
         if m.top1_agreement is not None:
-            lines.append(f"| `{m.name}` top-1 agreement / top-5 overlap | {_pct(m.top1_agreement)} / "
-                         f"{_pct(m.top5_overlap)} |")
+            lines.append(
+                f"| `{m.name}` top-1 agreement / top-5 overlap | {_pct(m.top1_agreement)} / "
+                f"{_pct(m.top5_overlap)} |"
+            )
     if result.speedup is not None and result.reference_latency and result.candidate_latency:
-        lines.append(f"| latency p50 reference / candidate | {result.reference_latency.p50:.2f} ms / "
-                     f"{result.candidate_latency.p50:.2f} ms ({result.speedup:.2f}x) |")
-    lines.append(f"| size | {_mb(result.reference_bytes)} -> {_mb(result.candidate_bytes)} "
-                 f"({result.size_ratio:.2f}x smaller) |")
+        lines.append(
+            f"| latency p50 reference / candidate | {result.reference_latency.p50:.2f} ms / "
+            f"{result.candidate_latency.p50:.2f} ms ({result.speedup:.2f}x) |"
+        )
+    lines.append(
+        f"| size | {_mb(result.reference_bytes)} -> {_mb(result.candidate_bytes)} "
+        f"({result.size_ratio:.2f}x smaller) |"
+    )
     return "\n".join(lines) + "\n"

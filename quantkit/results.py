@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,6 +151,14 @@ class ComparisonResult:
         if self.reference_accuracy is None or self.candidate_accuracy is None:
             return None
         return self.candidate_accuracy.top1 - self.reference_accuracy.top1
+
+
+@dataclass(frozen=True)
+class Batch:
+    """data: float32 [N, C, H, W] or [N, H, W, C]; paths: the N image files it came from."""
+
+    data: np.ndarray
+    paths: tuple[Path, ...]
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,21 @@ import onnxruntime as ort
 from quantkit import __version__
 from quantkit.errors import ModelError
 
-CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
-                         "amx_tile", "avx512_bf16", "f16c", "asimd", "asimddp", "i8mm")
+CPU_FLAGS_OF_INTEREST = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+    "amx_tile",
+    "avx512_bf16",
+    "f16c",
+    "asimd",
+    "asimddp",
+    "i8mm",
+)
 
 
 class Session:
@@ -30,14 +43,18 @@ class Session:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if optimize
+            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         )
         options.log_severity_level = 3
         source = str(model) if isinstance(model, Path) else model
         try:
             self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types from C++
-            raise ModelError(f"onnxruntime cannot load the model ({' '.join(str(exc).split())[:200]})") from exc
+            raise ModelError(
+                f"onnxruntime cannot load the model ({' '.join(str(exc).split())[:200]})"
+            ) from exc
         self.input_name = self._session.get_inputs()[0].name
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.threads = threads
@@ -55,7 +72,10 @@ class Session:
 
 
 def interleaved_latency(
-    sessions: list[Session], batch: np.ndarray, warmup: int, runs: int,
+    sessions: list[Session],
+    batch: np.ndarray,
+    warmup: int,
+    runs: int,
     progress: Callable[[int], None] | None = None,
 ) -> list[np.ndarray]:
     """Latency samples (ms, float64 [runs]) per session, their runs interleaved so that noise on a shared

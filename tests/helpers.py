@@ -16,8 +16,12 @@ from quantkit.images import ImageLoader, find_images
 from quantkit.results import ConvertSummary
 
 
-def quantize(model: onnx.ModelProto, tmp: Path, images: Path, config: ConvertConfig | None = None,
-             ) -> tuple[ConvertSummary, Path]:
+def quantize(
+    model: onnx.ModelProto,
+    tmp: Path,
+    images: Path,
+    config: ConvertConfig | None = None,
+) -> tuple[ConvertSummary, Path]:
     src = tmp / "model.onnx"
     onnx.save(model, str(src))
     table = tmp / "model.calib.json"
@@ -63,6 +67,8 @@ def dq_feeds_q(model: onnx.ModelProto) -> list[str]:
     """Names of Q nodes that read a DQ's output directly (a needless pair)."""
     producers = {o: n for n in model.graph.node for o in n.output}
     return [
-        n.name for n in model.graph.node
-        if n.op_type == "QuantizeLinear" and getattr(producers.get(n.input[0]), "op_type", "") == "DequantizeLinear"
+        n.name
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear"
+        and getattr(producers.get(n.input[0]), "op_type", "") == "DequantizeLinear"
     ]

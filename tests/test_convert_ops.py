@@ -17,20 +17,38 @@ from tests.helpers import dq_feeds_q, op_counts, optimized_graph, output_sqnr, q
 N = helper.make_node
 
 
-def conv(name: str, x: str, y: str, c_out: int, c_in: int, seed: int, inits: dict[str, np.ndarray],
-         k: int = 3, group: int = 1) -> onnx.NodeProto:
+def conv(
+    name: str,
+    x: str,
+    y: str,
+    c_out: int,
+    c_in: int,
+    seed: int,
+    inits: dict[str, np.ndarray],
+    k: int = 3,
+    group: int = 1,
+) -> onnx.NodeProto:
     p = conv_params(c_out, c_in, k, seed, group)
     inits[f"{name}_w"], inits[f"{name}_b"] = p["w"], p["b"]
     return N("Conv", [x, f"{name}_w", f"{name}_b"], [y], name=name, pads=[k // 2] * 4, group=group)
 
 
-def sandwich(middle: list[onnx.NodeProto], mid_in: str, mid_out: str, c_mid: int,
-             extra: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def sandwich(
+    middle: list[onnx.NodeProto],
+    mid_in: str,
+    mid_out: str,
+    c_mid: int,
+    extra: dict[str, np.ndarray] | None = None,
+) -> onnx.ModelProto:
     """x -> Conv(3->4) -> Relu -> [middle] -> Conv(c_mid->4) -> y: the op under test sits between two
     quantized convolutions."""
     inits: dict[str, np.ndarray] = dict(extra or {})
-    nodes = [conv("c1", "x", "c1_out", 4, 3, 1, inits), N("Relu", ["c1_out"], [mid_in], name="r1"), *middle,
-             conv("c2", mid_out, "y", 4, c_mid, 2, inits)]
+    nodes = [
+        conv("c1", "x", "c1_out", 4, 3, 1, inits),
+        N("Relu", ["c1_out"], [mid_in], name="r1"),
+        *middle,
+        conv("c2", mid_out, "y", 4, c_mid, 2, inits),
+    ]
     return make_model(nodes, inits)
 
 
@@ -39,26 +57,82 @@ def _i64(*v: int) -> np.ndarray:
 
 
 CASES: dict[str, tuple[onnx.ModelProto, str]] = {
-    "MaxPool": (sandwich([N("MaxPool", ["a"], ["b"], name="op", kernel_shape=[3, 3], pads=[1] * 4)], "a", "b", 4),
-                "MaxPool"),
-    "AveragePool": (sandwich([N("AveragePool", ["a"], ["b"], name="op", kernel_shape=[2, 2], strides=[1, 1],
-                                pads=[0, 0, 1, 1])], "a", "b", 4), "QLinearAveragePool"),
-    "Concat": (sandwich([N("Relu", ["a"], ["a2"], name="dup"), N("Concat", ["a", "a2"], ["b"], name="op", axis=1)],
-                        "a", "b", 8), "QLinearConcat"),
-    "Reshape": (sandwich([N("Reshape", ["a", "shape"], ["b"], name="op")], "a", "b", 4,
-                         {"shape": _i64(-1, 4, 16, 16)}), "Reshape"),
-    "Transpose": (sandwich([N("Transpose", ["a"], ["b"], name="op", perm=[0, 1, 3, 2])], "a", "b", 4),
-                  "Transpose"),
-    "Slice": (sandwich([N("Slice", ["a", "st", "en", "ax"], ["b"], name="op")], "a", "b", 2,
-                       {"st": _i64(0), "en": _i64(2), "ax": _i64(1)}), "Slice"),
-    "Split": (sandwich([N("Split", ["a", "sp"], ["b", "b2"], name="op", axis=1)], "a", "b", 2,
-                       {"sp": _i64(2, 2)}), "Split"),
-    "Resize": (sandwich([N("Resize", ["a", "", "sc"], ["b"], name="op", mode="nearest")], "a", "b", 4,
-                        {"sc": np.array([1, 1, 2, 2], np.float32)}), "Resize"),
-    "Add": (sandwich([N("Relu", ["a"], ["a2"], name="dup"), N("Add", ["a", "a2"], ["b"], name="op")], "a", "b", 4),
-            "QLinearAdd"),
-    "Mul": (sandwich([N("Mul", ["a", "k"], ["b"], name="op")], "a", "b", 4, {"k": np.float32(0.5)}),
-            "QLinearMul"),
+    "MaxPool": (
+        sandwich([N("MaxPool", ["a"], ["b"], name="op", kernel_shape=[3, 3], pads=[1] * 4)], "a", "b", 4),
+        "MaxPool",
+    ),
+    "AveragePool": (
+        sandwich(
+            [
+                N(
+                    "AveragePool",
+                    ["a"],
+                    ["b"],
+                    name="op",
+                    kernel_shape=[2, 2],
+                    strides=[1, 1],
+                    pads=[0, 0, 1, 1],
+                )
+            ],
+            "a",
+            "b",
+            4,
+        ),
+        "QLinearAveragePool",
+    ),
+    "Concat": (
+        sandwich(
+            [N("Relu", ["a"], ["a2"], name="dup"), N("Concat", ["a", "a2"], ["b"], name="op", axis=1)],
+            "a",
+            "b",
+            8,
+        ),
+        "QLinearConcat",
+    ),
+    "Reshape": (
+        sandwich(
+            [N("Reshape", ["a", "shape"], ["b"], name="op")], "a", "b", 4, {"shape": _i64(-1, 4, 16, 16)}
+        ),
+        "Reshape",
+    ),
+    "Transpose": (
+        sandwich([N("Transpose", ["a"], ["b"], name="op", perm=[0, 1, 3, 2])], "a", "b", 4),
+        "Transpose",
+    ),
+    "Slice": (
+        sandwich(
+            [N("Slice", ["a", "st", "en", "ax"], ["b"], name="op")],
+            "a",
+            "b",
+            2,
+            {"st": _i64(0), "en": _i64(2), "ax": _i64(1)},
+        ),
+        "Slice",
+    ),
+    "Split": (
+        sandwich([N("Split", ["a", "sp"], ["b", "b2"], name="op", axis=1)], "a", "b", 2, {"sp": _i64(2, 2)}),
+        "Split",
+    ),
+    "Resize": (
+        sandwich(
+            [N("Resize", ["a", "", "sc"], ["b"], name="op", mode="nearest")],
+            "a",
+            "b",
+            4,
+            {"sc": np.array([1, 1, 2, 2], np.float32)},
+        ),
+        "Resize",
+    ),
+    "Add": (
+        sandwich(
+            [N("Relu", ["a"], ["a2"], name="dup"), N("Add", ["a", "a2"], ["b"], name="op")], "a", "b", 4
+        ),
+        "QLinearAdd",
+    ),
+    "Mul": (
+        sandwich([N("Mul", ["a", "k"], ["b"], name="op")], "a", "b", 4, {"k": np.float32(0.5)}),
+        "QLinearMul",
+    ),
     "Sigmoid": (sandwich([N("Sigmoid", ["a"], ["b"], name="op")], "a", "b", 4), "QLinearSigmoid"),
 }
 
@@ -78,7 +152,7 @@ def test_integer_path_op(case: str, tmp_path: Path, image_dir: Path) -> None:
     assert ops[fused_as] >= 1 and (fused_as.startswith("QLinear") or ops[case] == 1)
     # the op under test reads no DequantizeLinear: it runs on integers
     producers = {o: n.op_type for n in runtime.graph.node for o in n.output}
-    target = [n for n in runtime.graph.node if n.op_type == fused_as][0]
+    target = next(n for n in runtime.graph.node if n.op_type == fused_as)
     assert all(producers.get(i) != "DequantizeLinear" for i in target.input[:1])
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
@@ -95,16 +169,24 @@ def test_conv_relu_folded_weights_int8_per_channel_bias_int32(tmp_path: Path, im
         assert helper.get_attribute_value(w_dq.attribute[0]) == 0  # axis 0: per output channel
         assert inits[b_dq.input[0]].dtype == np.int32
         x_dq = dq_of[conv_node.input[0]]
-        np.testing.assert_allclose(inits[b_dq.input[1]], inits[x_dq.input[1]] * inits[w_dq.input[1]], rtol=1e-6)
-    assert not [t for t in model.graph.initializer if t.name in ("c1_w", "c2_w", "c1_b", "c2_b")]  # float copies gone
+        np.testing.assert_allclose(
+            inits[b_dq.input[1]], inits[x_dq.input[1]] * inits[w_dq.input[1]], rtol=1e-6
+        )
+    assert not [
+        t for t in model.graph.initializer if t.name in ("c1_w", "c2_w", "c1_b", "c2_b")
+    ]  # float copies gone
     assert summary.quantized_by_type == {"Conv": 2, "MaxPool": 1}
 
 
 def _linear_model(op: str, trans_b: int = 0) -> onnx.ModelProto:
     g = np.random.default_rng(7)
     inits: dict[str, np.ndarray] = {}
-    nodes = [conv("c1", "x", "c1_out", 4, 3, 1, inits), N("Relu", ["c1_out"], ["r"], name="r1"),
-             N("GlobalAveragePool", ["r"], ["g"], name="gap"), N("Flatten", ["g"], ["f"], name="flat")]
+    nodes = [
+        conv("c1", "x", "c1_out", 4, 3, 1, inits),
+        N("Relu", ["c1_out"], ["r"], name="r1"),
+        N("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        N("Flatten", ["g"], ["f"], name="flat"),
+    ]
     w = g.normal(0, 0.5, (4, 6)).astype(np.float32)
     if op == "Gemm":
         inits["fc_w"] = w.T.copy() if trans_b else w
@@ -119,10 +201,12 @@ def _linear_model(op: str, trans_b: int = 0) -> onnx.ModelProto:
     return make_model(nodes, inits)
 
 
-@pytest.mark.parametrize("op, trans_b, fused", [("Gemm", 0, "QGemm"), ("Gemm", 1, "QGemm"),
-                                                ("MatMul", 0, "QLinearMatMul")])
-def test_linear_layers_per_output_channel(op: str, trans_b: int, fused: str, tmp_path: Path,
-                                          image_dir: Path) -> None:
+@pytest.mark.parametrize(
+    "op, trans_b, fused", [("Gemm", 0, "QGemm"), ("Gemm", 1, "QGemm"), ("MatMul", 0, "QLinearMatMul")]
+)
+def test_linear_layers_per_output_channel(
+    op: str, trans_b: int, fused: str, tmp_path: Path, image_dir: Path
+) -> None:
     summary, out = quantize(_linear_model(op, trans_b), tmp_path, image_dir)
     assert summary.quantized_by_type[op] >= 1 and summary.quantized_by_type["GlobalAveragePool"] == 1
     model = onnx.load(str(out))
@@ -138,8 +222,12 @@ def test_linear_layers_per_output_channel(op: str, trans_b: int, fused: str, tmp
 def test_conv_transpose_and_depthwise(tmp_path: Path, image_dir: Path) -> None:
     g = np.random.default_rng(3)
     inits: dict[str, np.ndarray] = {}
-    nodes = [conv("c1", "x", "a", 4, 3, 1, inits), N("Relu", ["a"], ["r"], name="r1"),
-             conv("dw", "r", "d", 4, 4, 2, inits, group=4), N("Clip", ["d", "lo", "hi"], ["dc"], name="clip")]
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["r"], name="r1"),
+        conv("dw", "r", "d", 4, 4, 2, inits, group=4),
+        N("Clip", ["d", "lo", "hi"], ["dc"], name="clip"),
+    ]
     inits["lo"], inits["hi"] = np.float32(0.0), np.float32(6.0)
     inits["ct_w"] = g.normal(0, 0.3, (4, 2, 2, 2)).astype(np.float32)
     inits["ct_b"] = g.normal(0, 0.1, 2).astype(np.float32)
@@ -156,8 +244,11 @@ def test_conv_transpose_and_depthwise(tmp_path: Path, image_dir: Path) -> None:
 
 def test_activation_x_activation_matmul_stays_float_unless_asked(tmp_path: Path, image_dir: Path) -> None:
     inits: dict[str, np.ndarray] = {}
-    nodes = [conv("c1", "x", "a", 4, 3, 1, inits), N("Transpose", ["a"], ["t"], name="tr", perm=[0, 1, 3, 2]),
-             N("MatMul", ["a", "t"], ["y"], name="attn")]
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Transpose", ["a"], ["t"], name="tr", perm=[0, 1, 3, 2]),
+        N("MatMul", ["a", "t"], ["y"], name="attn"),
+    ]
     model = make_model(nodes, inits)
     summary, _ = quantize(model, tmp_path, image_dir)
     assert ("MatMul", "activation x activation MatMul (attention) kept float") in summary.float_by_reason
@@ -165,10 +256,15 @@ def test_activation_x_activation_matmul_stays_float_unless_asked(tmp_path: Path,
 
 def test_detection_head_concat_of_boxes_and_scores_stays_float(tmp_path: Path, image_dir: Path) -> None:
     inits: dict[str, np.ndarray] = {}
-    nodes = [conv("c1", "x", "a", 4, 3, 1, inits), N("Relu", ["a"], ["r"], name="r1"),
-             conv("box", "r", "box_raw", 4, 4, 2, inits), N("Mul", ["box_raw", "k"], ["boxes"], name="scale"),
-             conv("cls", "r", "cls_raw", 4, 4, 3, inits), N("Sigmoid", ["cls_raw"], ["scores"], name="sig"),
-             N("Concat", ["boxes", "scores"], ["y"], name="head", axis=1)]
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["r"], name="r1"),
+        conv("box", "r", "box_raw", 4, 4, 2, inits),
+        N("Mul", ["box_raw", "k"], ["boxes"], name="scale"),
+        conv("cls", "r", "cls_raw", 4, 4, 3, inits),
+        N("Sigmoid", ["cls_raw"], ["scores"], name="sig"),
+        N("Concat", ["boxes", "scores"], ["y"], name="head", axis=1),
+    ]
     inits["k"] = np.float32(60.0)  # box coordinates in pixels beside probabilities in [0, 1]
     # the head feeds a further op so that its output is not simply a model output
     nodes[-1] = N("Concat", ["boxes", "scores"], ["h"], name="head", axis=1)
@@ -181,8 +277,9 @@ def test_detection_head_concat_of_boxes_and_scores_stays_float(tmp_path: Path, i
 
 def test_exclusions(tmp_path: Path, image_dir: Path) -> None:
     model = CASES["Concat"][0]
-    summary, _ = quantize(model, tmp_path, image_dir, ConvertConfig(exclude_op_types=("Concat",),
-                                                                      exclude_nodes=("c2",)))
+    summary, _ = quantize(
+        model, tmp_path, image_dir, ConvertConfig(exclude_op_types=("Concat",), exclude_nodes=("c2",))
+    )
     assert "Concat" not in summary.quantized_by_type and summary.quantized_by_type["Conv"] == 1
     assert summary.float_by_reason[("Concat", "excluded by --exclude-nodes / --exclude-op-types")] == 1
     with pytest.raises(ConfigError, match="not in the model"):
@@ -192,9 +289,12 @@ def test_exclusions(tmp_path: Path, image_dir: Path) -> None:
 def test_names_are_deterministic_and_never_collide(tmp_path: Path, image_dir: Path) -> None:
     inits: dict[str, np.ndarray] = {}
     # tensors already named like the ones convert inserts
-    nodes = [conv("c1", "x", "a", 4, 3, 1, inits), N("Relu", ["a"], ["a_quantized"], name="a_QuantizeLinear"),
-             N("Relu", ["a_quantized"], ["a_scale"], name="a_scale_node"),
-             conv("c2", "a_scale", "y", 4, 4, 2, inits)]
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["a_quantized"], name="a_QuantizeLinear"),
+        N("Relu", ["a_quantized"], ["a_scale"], name="a_scale_node"),
+        conv("c2", "a_scale", "y", 4, 4, 2, inits),
+    ]
     model = make_model(nodes, inits)
     first = tmp_path / "one"
     second = tmp_path / "two"
@@ -213,8 +313,11 @@ def test_names_are_deterministic_and_never_collide(tmp_path: Path, image_dir: Pa
 
 def test_opset_11_model_is_converted_up_for_per_channel_weights(tmp_path: Path, image_dir: Path) -> None:
     inits: dict[str, np.ndarray] = {}
-    nodes = [conv("c1", "x", "a", 4, 3, 1, inits), N("Relu", ["a"], ["r"], name="r1"),
-             conv("c2", "r", "y", 4, 4, 2, inits)]
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["r"], name="r1"),
+        conv("c2", "r", "y", 4, 4, 2, inits),
+    ]
     summary, out = quantize(make_model(nodes, inits, opset=11), tmp_path, image_dir)
     assert (summary.opset_before, summary.opset_after) == (11, 13)
     model = onnx.load(str(out))

@@ -70,8 +70,9 @@ def test_grayscale_model_gets_one_channel_and_nhwc_layout() -> None:
 
 
 def test_normalisation_and_bgr() -> None:
-    pre = Preprocess(height=4, width=4, mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 5.0), bgr=True,
-                     resize=ResizeMode.squash)
+    pre = Preprocess(
+        height=4, width=4, mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 5.0), bgr=True, resize=ResizeMode.squash
+    )
     sample = load_sample(_png(Image.new("RGB", (4, 4), (100, 150, 200))), pre)
     # BGR: channel 0 holds blue (200), normalised with the first mean/std
     assert sample[:, 0, 0].tolist() == pytest.approx([(200 - 10) / 2, (150 - 20) / 4, (100 - 30) / 5])

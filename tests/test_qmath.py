@@ -48,7 +48,9 @@ def test_round_trip_within_half_a_step(x: np.ndarray) -> None:
     assert np.all(np.abs(back - x) <= scale / 2 + 1e-5 * max(1.0, float(np.abs(x).max())))
 
 
-def _reference_qdq(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _reference_qdq(
+    x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     attrs = {} if axis is None else {"axis": axis}
     elem = helper.np_dtype_to_tensor_dtype(zp.dtype)
     graph = helper.make_graph(
@@ -58,8 +60,10 @@ def _reference_qdq(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int |
         ],
         "qdq",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-        [helper.make_tensor_value_info("q", elem, list(x.shape)),
-         helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+        [
+            helper.make_tensor_value_info("q", elem, list(x.shape)),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape)),
+        ],
         [onnx.numpy_helper.from_array(scale, "s"), onnx.numpy_helper.from_array(zp, "z")],
     )
     # onnx.reference implements Q/DQ from opset 19 on; their uint8/int8 semantics are those of opset 13
@@ -133,7 +137,9 @@ def test_weight_zero_channel_gets_scale_one() -> None:
 )
 def test_rebin_preserves_mass_and_cdf(counts: np.ndarray, grow_lo: float, grow_hi: float) -> None:
     out = rebin(counts, -1.0, 2.0, -1.0 - grow_lo, 2.0 + grow_hi)
-    assert out.sum() == np.float64(counts.sum()) or abs(out.sum() - counts.sum()) < 1e-6 * max(1, counts.sum())
+    assert out.sum() == np.float64(counts.sum()) or abs(out.sum() - counts.sum()) < 1e-6 * max(
+        1, counts.sum()
+    )
     assert np.all(out >= 0)
 
 

@@ -70,7 +70,9 @@ def load(json_path: Path) -> CalibrationTable:
     """Read a table; raise CalibrationError with a fix for anything missing, truncated or foreign."""
     npz_path = arrays_path(json_path)
     if not json_path.is_file():
-        raise CalibrationError(f"calibration table {json_path} does not exist; run `quantkit calibrate` first")
+        raise CalibrationError(
+            f"calibration table {json_path} does not exist; run `quantkit calibrate` first"
+        )
     if not npz_path.is_file():
         raise CalibrationError(f"{npz_path} (the arrays of {json_path.name}) is missing; recalibrate")
     try:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from quantkit.errors import ConfigError
-import dataclasses
-
 from quantkit.evaluate.metrics import DetectionRecall, OutputErrors, TopK, is_classification, is_yolo_head
-from quantkit.images import Batch
-from quantkit.results import Accuracy, OutputMetrics
+from quantkit.results import Accuracy, Batch, OutputMetrics
 from quantkit.runtime import Session
 
 
@@ -21,7 +19,9 @@ def read_classes(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read labels file {path} ({exc}); pass a text file, one class per line") from exc
+        raise ConfigError(
+            f"cannot read labels file {path} ({exc}); pass a text file, one class per line"
+        ) from exc
     classes = [line.split()[0].rstrip(",") for line in lines if line.strip()]
     if not classes:
         raise ConfigError(f"labels file {path} is empty; list one class per line, in output order")
@@ -70,7 +70,9 @@ def compare_outputs(
                 raise ConfigError(f"output {name!r} has different shapes in the two models")
             acc.update(ref_out[name], cand_out[name])
             if detection_threshold is not None and is_yolo_head(ref_out[name]):
-                recalls.setdefault(name, DetectionRecall(detection_threshold)).update(ref_out[name], cand_out[name])
+                recalls.setdefault(name, DetectionRecall(detection_threshold)).update(
+                    ref_out[name], cand_out[name]
+                )
         count += batch.data.shape[0]
         if lookup:
             scored_output = scored_output or _scored_output(ref_out, len(lookup))
@@ -83,11 +85,14 @@ def compare_outputs(
             progress(batch.data.shape[0])
     metrics = [
         dataclasses.replace(e.result(), detection_recall=recalls[n].recall, detections=recalls[n].reference)
-        if n in recalls else e.result()
+        if n in recalls
+        else e.result()
         for n, e in errors.items()
     ]
     if detection_threshold is not None and not recalls:
-        raise ConfigError("--detector yolo needs an output shaped [N, anchors, 5 + classes]; none has that shape")
+        raise ConfigError(
+            "--detector yolo needs an output shaped [N, anchors, 5 + classes]; none has that shape"
+        )
     if not lookup:
         return metrics, None, None, count
     if ref_acc.count == 0:

@@ -10,8 +10,20 @@ from quantkit.graph.query import GraphIndex
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 # onnxruntime drops DQ -> op -> Q around these when input and output share scale/zero point.
 SHARED_SCALE_OPS = frozenset(
-    {"MaxPool", "Reshape", "Flatten", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Resize", "Split",
-     "Gather", "Expand", "Tile"}
+    {
+        "MaxPool",
+        "Reshape",
+        "Flatten",
+        "Transpose",
+        "Slice",
+        "Squeeze",
+        "Unsqueeze",
+        "Resize",
+        "Split",
+        "Gather",
+        "Expand",
+        "Tile",
+    }
 )
 # onnxruntime replaces DQ -> op -> Q by an integer (QLinear) kernel for these.
 QLINEAR_OPS = frozenset({"AveragePool", "GlobalAveragePool", "Concat", "Add", "Mul", "Sigmoid", "LeakyRelu"})

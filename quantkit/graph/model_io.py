@@ -105,7 +105,9 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return shape_inference.infer_shapes(model)
     except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"shape inference failed ({_short(exc)}); check the model with onnx.checker") from exc
+        raise ModelError(
+            f"shape inference failed ({_short(exc)}); check the model with onnx.checker"
+        ) from exc
 
 
 def image_input(model: onnx.ModelProto) -> InputSpec:
@@ -124,8 +126,9 @@ def image_input(model: onnx.ModelProto) -> InputSpec:
             f"input {value.name!r} is {onnx.TensorProto.DataType.Name(tensor_type.elem_type)}, "
             "not FLOAT; quantkit feeds float32 images"
         )
-    shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                  for d in tensor_type.shape.dim)
+    shape = tuple(
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim
+    )
     return InputSpec(name=value.name, shape=shape)
 
 

@@ -34,11 +34,15 @@ class _Rewriter:
         scale = self.add_initializer(f"{base}_scale", params.scale.astype(np.float32))
         zero = self.add_initializer(f"{base}_zero_point", params.zero_point)
         out = self.namer.fresh(f"{base}_dequantized")
-        attrs = {} if params.axis is None else {"axis": params.axis}
-        self.new_nodes.append(
-            helper.make_node("DequantizeLinear", [q_name, scale, zero], [out],
-                             name=self.namer.fresh(f"{base}_DequantizeLinear"), **attrs)
+        node = helper.make_node(
+            "DequantizeLinear",
+            [q_name, scale, zero],
+            [out],
+            name=self.namer.fresh(f"{base}_DequantizeLinear"),
         )
+        if params.axis is not None:
+            node.attribute.append(helper.make_attribute("axis", params.axis))
+        self.new_nodes.append(node)
         return out
 
     def qdq_pair(self, source: str, target: str, base: str, params: QuantParams) -> None:
@@ -46,12 +50,20 @@ class _Rewriter:
         zero = self.add_initializer(f"{base}_zero_point", params.zero_point)
         quantized = self.namer.fresh(f"{base}_quantized")
         self.new_nodes.append(
-            helper.make_node("QuantizeLinear", [source, scale, zero], [quantized],
-                             name=self.namer.fresh(f"{base}_QuantizeLinear"))
+            helper.make_node(
+                "QuantizeLinear",
+                [source, scale, zero],
+                [quantized],
+                name=self.namer.fresh(f"{base}_QuantizeLinear"),
+            )
         )
         self.new_nodes.append(
-            helper.make_node("DequantizeLinear", [quantized, scale, zero], [target],
-                             name=self.namer.fresh(f"{base}_DequantizeLinear"))
+            helper.make_node(
+                "DequantizeLinear",
+                [quantized, scale, zero],
+                [target],
+                name=self.namer.fresh(f"{base}_DequantizeLinear"),
+            )
         )
 
 

@@ -50,7 +50,7 @@ def round_counts(counts: np.ndarray) -> np.ndarray:
     counts: float [B], non-negative. Returns int64 [B]; deterministic (ties go to the lower bin).
     """
     floor = np.floor(counts)
-    short = int(round(float(counts.sum() - floor.sum())))
+    short = round(float(counts.sum() - floor.sum()))
     out = floor.astype(np.int64)
     if short > 0:
         order = np.argsort(-(counts - floor), kind="stable")[:short]

@@ -83,7 +83,9 @@ def per_channel_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray
     return np.clip(q, -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8), scale
 
 
-def bias_int32(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bias_int32(
+    bias: np.ndarray, input_scale: float, weight_scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Bias as int32 with scale s_x * s_w (per output channel), zero point 0.
 
     bias: float [C]; weight_scale: float [C] (or a scalar). Returns (q int32 [C], scale float32 [C]).

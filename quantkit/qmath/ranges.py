@@ -175,8 +175,14 @@ def mse_range(
 
 
 def _best(
-    centres: np.ndarray, weights: np.ndarray, slope2: np.ndarray, g: Transform,
-    los: np.ndarray, his: np.ndarray, n_steps: int, candidates: np.ndarray,
+    centres: np.ndarray,
+    weights: np.ndarray,
+    slope2: np.ndarray,
+    g: Transform,
+    los: np.ndarray,
+    his: np.ndarray,
+    n_steps: int,
+    candidates: np.ndarray,
 ) -> float:
     """The candidate with the smallest error. Bins [B]; candidate lower/upper ends [S]."""
     clipped = np.clip(centres[None, :], los[:, None], his[:, None])  # [S, B]

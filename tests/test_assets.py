@@ -1,0 +1,96 @@
+"""End to end on the real models and photos in ../shared/assets (skipped, with the reason, when absent).
+
+Small image counts keep CI fast; the full acceptance figures come from the commands in the README.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+
+from quantkit import pipeline
+from quantkit.config import (
+    CalibrateConfig,
+    CompareConfig,
+    ConvertConfig,
+    ImageSelection,
+    LatencyConfig,
+    PreprocessOptions,
+    Preset,
+    ResizeMode,
+)
+from tests.conftest import ASSETS, requires_assets
+
+pytestmark = [requires_assets(), pytest.mark.assets]
+MODELS, IMAGES, LABELS = ASSETS / "models", ASSETS / "images", ASSETS / "labels"
+FAST = LatencyConfig(threads=1, warmup=1, runs=3)
+
+
+def shrink(tmp: Path, model: str, images: Path, count: int, pre: PreprocessOptions) -> Path:
+    table, out = tmp / f"{model}.json", tmp / f"{model}.int8.onnx"
+    pipeline.calibrate(MODELS / f"{model}.onnx", table, CalibrateConfig(ImageSelection(images, count), pre))
+    pipeline.convert(MODELS / f"{model}.onnx", table, out, ConvertConfig())
+    return out
+
+
+@pytest.mark.parametrize("model, min_agreement", [("squeezenet1.1", 0.85), ("mobilenetv2", 0.88)])
+def test_classifiers_keep_their_predictions(model: str, min_agreement: float, tmp_path: Path) -> None:
+    out = shrink(tmp_path, model, IMAGES / "coco-calib", 32, PreprocessOptions())
+    result = pipeline.compare(
+        MODELS / f"{model}.onnx",
+        out,
+        CompareConfig(
+            ImageSelection(IMAGES / "imagenet-dev", 120, seed=3), labels=LABELS / "synset.txt", latency=FAST
+        ),
+        explicit_preprocess=False,
+    )
+    metrics = result.outputs[0]
+    assert metrics.top1_agreement is not None and metrics.top1_agreement >= min_agreement
+    assert result.top1_delta is not None and result.top1_delta > -0.04
+    assert result.size_ratio > 3.5
+
+
+def test_detector_converts_from_opset_11_and_keeps_its_head_float(tmp_path: Path) -> None:
+    pre = PreprocessOptions(preset=Preset.raw, bgr=True, resize=ResizeMode.letterbox)
+    table, out = tmp_path / "yolox.json", tmp_path / "yolox.int8.onnx"
+    pipeline.calibrate(
+        MODELS / "yolox_nano.onnx", table, CalibrateConfig(ImageSelection(IMAGES / "coco-calib", 8), pre)
+    )
+    summary = pipeline.convert(MODELS / "yolox_nano.onnx", table, out, ConvertConfig())
+    assert (summary.opset_before, summary.opset_after) == (11, 13)
+    head = [r for (op, r), n in summary.float_by_reason.items() if op == "Concat" and "ranges differ" in r]
+    assert head, summary.float_by_reason
+    assert summary.quantized_by_type["Conv"] > 100 and summary.quantized_by_type["Sigmoid"] > 100
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+
+
+def test_vision_transformer_keeps_its_accuracy(tmp_path: Path) -> None:
+    pre = PreprocessOptions(mean=(33.33,), std=(78.57,), resize=ResizeMode.squash)
+    out = shrink(tmp_path, "vit_mnist", IMAGES / "mnist-test", 100, pre)
+    result = pipeline.compare(
+        MODELS / "vit_mnist.onnx",
+        out,
+        CompareConfig(
+            ImageSelection(IMAGES / "mnist-test", 400, seed=1),
+            labels=LABELS / "mnist_classes.txt",
+            latency=FAST,
+        ),
+        explicit_preprocess=False,
+    )
+    assert result.top1_delta is not None and abs(result.top1_delta) <= 0.01
+    assert result.outputs[0].top1_agreement is not None and result.outputs[0].top1_agreement >= 0.98
+
+
+def test_compare_reads_another_tools_int8_model(tmp_path: Path) -> None:
+    result = pipeline.compare(
+        MODELS / "mobilenetv2.onnx",
+        MODELS / "mobilenetv2_int8_by_another_tool.onnx",
+        CompareConfig(
+            ImageSelection(IMAGES / "imagenet-dev", 40), labels=LABELS / "synset.txt", latency=FAST
+        ),
+        explicit_preprocess=False,
+    )
+    assert result.reference_accuracy is not None and result.reference_accuracy.count == 40
+    assert result.outputs[0].sqnr_db < 30  # a real, lossy INT8 model: the comparison sees its error
