@@ -15,6 +15,7 @@ test:
 
 lint:
 	$(BIN)/ruff check quantkit tests bench
+	$(BIN)/ruff format --check quantkit tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
