@@ -207,6 +207,19 @@ def convert(
         str | None,
         typer.Option("--exclude-op-types", help="Comma-separated op types to keep float, e.g. Gemm,Concat."),
     ] = None,
+    smoothquant: Annotated[
+        str,
+        typer.Option(
+            "--smoothquant",
+            help="Rebalance outlier channels: auto (where it lowers the estimated error), off, or ALPHA.",
+        ),
+    ] = "auto",
+    bias_correction: Annotated[
+        str,
+        typer.Option(
+            "--bias-correction", help="on: correct each bias for the mean shift of weight rounding."
+        ),
+    ] = "on",
     quantize_attention_matmul: Annotated[
         bool,
         typer.Option("--quantize-attention-matmul", help="Also quantize activation x activation MatMuls."),
@@ -223,6 +236,8 @@ def convert(
         exclude_nodes=tuple(n for n in (exclude_nodes or "").split(",") if n),
         exclude_op_types=tuple(n for n in (exclude_op_types or "").split(",") if n),
         quantize_attention_matmul=quantize_attention_matmul,
+        smoothquant=smoothquant,
+        bias_correction=bias_correction == "on",
     )
     with _progress() as progress:
         summary = pipeline.convert(model, calibration, output, config, progress)

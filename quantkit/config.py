@@ -172,6 +172,8 @@ class ConvertConfig:
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     quantize_attention_matmul: bool = False
+    smoothquant: str = "auto"  # "auto", "off", or a fixed alpha in (0, 1)
+    bias_correction: bool = True
     # Measured: feature-map Concats in SqueezeNet and YOLOX have input range ratios <= 2.3; YOLOX's
     # head Concats (boxes beside sigmoid scores) 6.4-6.9. 4 keeps the former integer, the latter float.
     concat_range_ratio: float = 4.0
@@ -183,6 +185,24 @@ class ConvertConfig:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.concat_range_ratio <= 1.0:
             raise ConfigError("the concat range ratio must be above 1")
+        if self.smoothquant not in ("auto", "off"):
+            try:
+                alpha = float(self.smoothquant)
+            except ValueError:
+                alpha = -1.0
+            if not 0.0 < alpha < 1.0:
+                raise ConfigError(
+                    f"--smoothquant takes auto, off or an alpha in (0, 1); got {self.smoothquant!r}"
+                )
+
+    @property
+    def smooth_alphas(self) -> tuple[float, ...]:
+        """The alphas to try: none when off, one when fixed, a grid for auto."""
+        if self.smoothquant == "off":
+            return ()
+        if self.smoothquant == "auto":
+            return (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+        return (float(self.smoothquant),)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -192,6 +212,8 @@ class ConvertConfig:
             "exclude_nodes": list(self.exclude_nodes),
             "exclude_op_types": list(self.exclude_op_types),
             "quantize_attention_matmul": self.quantize_attention_matmul,
+            "smoothquant": self.smoothquant,
+            "bias_correction": self.bias_correction,
             "concat_range_ratio": self.concat_range_ratio,
         }
 

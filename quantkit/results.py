@@ -17,7 +17,7 @@ class TensorStats:
     """Streaming statistics of one activation tensor over the whole calibration set.
 
     hist: int64 [bins], counts of values in equal-width bins over [hist_lo, hist_hi].
-    channel_absmax: float32 [C] or None, max |x| per channel (channel axis chosen at collection time).
+    channel_min, channel_max: float32 [C] or None, per-channel extremes (axis chosen at collection time).
     """
 
     minimum: float
@@ -26,8 +26,17 @@ class TensorStats:
     hist_lo: float
     hist_hi: float
     count: int
-    channel_absmax: np.ndarray | None = None
+    channel_min: np.ndarray | None = None
+    channel_max: np.ndarray | None = None
+    channel_mean: np.ndarray | None = None  # float64 [C], for bias correction
     zeros: int = 0  # values exactly 0.0 (represented exactly by every quantizer)
+
+    @property
+    def channel_absmax(self) -> np.ndarray | None:
+        """float32 [C]: max |x| per channel."""
+        if self.channel_min is None or self.channel_max is None:
+            return None
+        return np.maximum(np.abs(self.channel_min), np.abs(self.channel_max))
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,26 @@ class WeightPlan:
 
 
 @dataclass(frozen=True)
+class Rebalance:
+    """Divide activation `tensor` by `scales` per channel and multiply its consumers' weights by them.
+
+    producer: the Conv/Gemm whose output channels absorb 1/s (exact through ReLU); None: a float Mul is
+    inserted before the consumers and `tensor` itself is left unquantized.
+    params: Q/DQ params of the rebalanced tensor, whose range follows from the per-channel statistics.
+    """
+
+    tensor: str
+    scales: np.ndarray  # float32 [C]
+    alpha: float
+    consumers: tuple[str, ...]
+    producer: str | None
+    channel_axis: int
+    rank: int
+    params: QuantParams
+    noise_ratio: float  # estimated output noise after / before
+
+
+@dataclass(frozen=True)
 class Skip:
     node: str
     op_type: str
@@ -89,6 +118,8 @@ class QuantPlan:
     folds: dict[str, str]
     skipped: tuple[Skip, ...]
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    rebalances: tuple[Rebalance, ...] = ()
+    input_means: dict[str, np.ndarray] = field(default_factory=dict)  # node -> E[x] per input channel
 
 
 @dataclass(frozen=True)

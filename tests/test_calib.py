@@ -25,6 +25,7 @@ def test_streaming_equals_one_shot_min_max_and_mass() -> None:
     assert s.minimum == whole.min() and s.maximum == whole.max()
     assert s.count == whole.size == int(s.hist.sum())
     np.testing.assert_array_equal(s.channel_absmax, np.abs(whole).max(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(s.channel_min, whole.min(axis=(0, 2, 3)))
     # the streamed histogram's CDF stays close to the exact one despite re-binning
     edges = np.linspace(s.hist_lo, s.hist_hi, s.hist.size + 1)
     exact = np.histogram(whole, bins=edges)[0]
@@ -35,10 +36,10 @@ def test_observer_state_does_not_grow_with_batches() -> None:
     observer = TensorObserver(2048, channel_axis=1)
     g = np.random.default_rng(1)
     observer.update(g.normal(size=(2, 4, 3, 3)).astype(np.float32))
-    sizes = (observer.counts.nbytes, observer.channel_absmax.nbytes)  # type: ignore[union-attr]
+    sizes = (observer.counts.nbytes, observer.channel_max.nbytes)  # type: ignore[union-attr]
     for _ in range(50):
         observer.update(g.normal(size=(2, 4, 3, 3)).astype(np.float32) * 10)
-    assert (observer.counts.nbytes, observer.channel_absmax.nbytes) == sizes  # type: ignore[union-attr]
+    assert (observer.counts.nbytes, observer.channel_max.nbytes) == sizes  # type: ignore[union-attr]
 
 
 def test_last_axis_channels() -> None:
@@ -99,7 +100,8 @@ def test_table_round_trip_and_deterministic_bytes(tmp_path: Path) -> None:
     loaded = table_io.load(_write(tmp_path, table))
     s, t = table.stats["t/1:odd name"], loaded.stats["t/1:odd name"]
     np.testing.assert_array_equal(s.hist, t.hist)
-    np.testing.assert_array_equal(s.channel_absmax, t.channel_absmax)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(s.channel_min, t.channel_min)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(s.channel_max, t.channel_max)  # type: ignore[arg-type]
     assert (s.minimum, s.maximum, s.zeros) == (t.minimum, t.maximum, t.zeros)
     assert loaded.model_sha256 == "ab" * 32 and loaded.samples is not None
 

@@ -23,7 +23,10 @@ class TensorObserver:
         self.count = 0
         self.zeros = 0
         self.nonfinite = 0
-        self.channel_absmax: np.ndarray | None = None
+        self.channel_min: np.ndarray | None = None
+        self.channel_max: np.ndarray | None = None
+        self.channel_sum: np.ndarray | None = None
+        self.channel_count = 0
 
     def update(self, x: np.ndarray) -> None:
         """x: float [...] (one batch of the tensor). Non-finite values are counted, not binned."""
@@ -41,13 +44,20 @@ class TensorObserver:
         self.count += x.size
         self.zeros += int(x.size - np.count_nonzero(x))
         if self.channel_axis is not None and -x.ndim <= self.channel_axis < x.ndim:
-            axis = self.channel_axis % x.ndim
-            axes = tuple(i for i in range(x.ndim) if i != axis)
-            batch_max = np.max(np.abs(x), axis=axes).astype(np.float32)
-            if self.channel_absmax is None or self.channel_absmax.shape != batch_max.shape:
-                self.channel_absmax = batch_max
-            else:
-                np.maximum(self.channel_absmax, batch_max, out=self.channel_absmax)
+            self._update_channels(x, self.channel_axis % x.ndim)
+
+    def _update_channels(self, x: np.ndarray, axis: int) -> None:
+        axes = tuple(i for i in range(x.ndim) if i != axis)
+        batch_min = np.min(x, axis=axes).astype(np.float32)
+        batch_max = np.max(x, axis=axes).astype(np.float32)
+        batch_sum = np.asarray(np.sum(x, axis=axes, dtype=np.float64))
+        if self.channel_min is None or self.channel_max is None or self.channel_sum is None:
+            self.channel_min, self.channel_max, self.channel_sum = batch_min, batch_max, batch_sum
+        else:
+            np.minimum(self.channel_min, batch_min, out=self.channel_min)
+            np.maximum(self.channel_max, batch_max, out=self.channel_max)
+            self.channel_sum += batch_sum
+        self.channel_count += x.size // x.shape[axis]
 
     def _grow(self, data_lo: float, data_hi: float) -> None:
         if self.count == 0:
@@ -70,7 +80,9 @@ class TensorObserver:
             hist_lo=float(self.lo),
             hist_hi=float(self.hi),
             count=self.count,
-            channel_absmax=self.channel_absmax,
+            channel_min=self.channel_min,
+            channel_max=self.channel_max,
+            channel_mean=None if self.channel_sum is None else self.channel_sum / max(self.channel_count, 1),
             zeros=self.zeros,
         )
 
@@ -90,6 +102,16 @@ def _counts_on(stats: TensorStats, lo: float, hi: float) -> np.ndarray:
     return stats.hist.astype(np.float64)
 
 
+def _merge_channels(a: TensorStats, b: TensorStats) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if a.channel_min is None or a.channel_max is None:
+        return b.channel_min, b.channel_max
+    if b.channel_min is None or b.channel_max is None:
+        return a.channel_min, a.channel_max
+    if a.channel_min.shape != b.channel_min.shape:
+        raise ValueError("per-channel statistics of different channel counts cannot be merged")
+    return np.minimum(a.channel_min, b.channel_min), np.maximum(a.channel_max, b.channel_max)
+
+
 def merge_stats(a: TensorStats, b: TensorStats) -> TensorStats:
     """Statistics of the union of two calibration sets (shards of one folder)."""
     if a.count == 0:
@@ -97,9 +119,10 @@ def merge_stats(a: TensorStats, b: TensorStats) -> TensorStats:
     if b.count == 0:
         return a
     lo, hi = min(a.hist_lo, b.hist_lo), max(a.hist_hi, b.hist_hi)
-    channel = a.channel_absmax if b.channel_absmax is None else b.channel_absmax
-    if a.channel_absmax is not None and b.channel_absmax is not None:
-        channel = np.maximum(a.channel_absmax, b.channel_absmax)
+    low, high = _merge_channels(a, b)
+    mean = None
+    if a.channel_mean is not None and b.channel_mean is not None:
+        mean = (a.channel_mean * a.count + b.channel_mean * b.count) / (a.count + b.count)
     return TensorStats(
         minimum=min(a.minimum, b.minimum),
         maximum=max(a.maximum, b.maximum),
@@ -107,6 +130,8 @@ def merge_stats(a: TensorStats, b: TensorStats) -> TensorStats:
         hist_lo=lo,
         hist_hi=hi,
         count=a.count + b.count,
-        channel_absmax=channel,
+        channel_min=low,
+        channel_max=high,
+        channel_mean=mean,
         zeros=a.zeros + b.zeros,
     )

@@ -41,12 +41,15 @@ def serialize(table: CalibrationTable) -> tuple[bytes, bytes]:
                 "count": s.count,
                 "zeros": s.zeros,
                 "bins": int(s.hist.size),
-                "channels": None if s.channel_absmax is None else int(s.channel_absmax.size),
+                "channels": None if s.channel_min is None else int(s.channel_min.size),
             }
         )
         arrays[f"hist_{index}"] = s.hist.astype(np.int64)
-        if s.channel_absmax is not None:
-            arrays[f"chmax_{index}"] = s.channel_absmax.astype(np.float32)
+        if s.channel_min is not None and s.channel_max is not None:
+            arrays[f"chmin_{index}"] = s.channel_min.astype(np.float32)
+            arrays[f"chmax_{index}"] = s.channel_max.astype(np.float32)
+        if s.channel_mean is not None:
+            arrays[f"chmean_{index}"] = s.channel_mean.astype(np.float64)
     if table.samples is not None:
         arrays["samples"] = table.samples.astype(np.float32)
     doc = {"format": TABLE_FORMAT, "version": TABLE_VERSION, "meta": table.meta, "tensors": entries}
@@ -100,10 +103,13 @@ def _entry_stats(entry: dict[str, Any], index: int, npz: Any) -> TensorStats:
     hist = np.asarray(npz[f"hist_{index}"])
     if hist.dtype != np.int64 or hist.ndim != 1 or hist.size != int(entry["bins"]) or (hist < 0).any():
         raise ValueError(f"histogram of {entry['name']!r} does not match the table")
-    channel = None
+    low = high = mean = None
+    if f"chmean_{index}" in npz.files:
+        mean = np.asarray(npz[f"chmean_{index}"], dtype=np.float64)
     if entry.get("channels") is not None:
-        channel = np.asarray(npz[f"chmax_{index}"], dtype=np.float32)
-        if channel.shape != (int(entry["channels"]),):
+        low = np.asarray(npz[f"chmin_{index}"], dtype=np.float32)
+        high = np.asarray(npz[f"chmax_{index}"], dtype=np.float32)
+        if low.shape != (int(entry["channels"]),) or high.shape != low.shape or not (low <= high).all():
             raise ValueError(f"channel ranges of {entry['name']!r} do not match the table")
     values = [float(entry[k]) for k in ("min", "max", "hist_lo", "hist_hi")]
     if not all(np.isfinite(values)) or values[0] > values[1] or values[2] > values[3]:
@@ -115,6 +121,8 @@ def _entry_stats(entry: dict[str, Any], index: int, npz: Any) -> TensorStats:
         hist_lo=values[2],
         hist_hi=values[3],
         count=int(entry["count"]),
-        channel_absmax=channel,
+        channel_min=low,
+        channel_max=high,
+        channel_mean=mean,
         zeros=int(entry.get("zeros", 0)),
     )

@@ -13,17 +13,19 @@ from onnx import helper, numpy_helper
 
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, topological_order
-from quantkit.qmath.params import bias_int32, per_channel_weight, quantize
+from quantkit.graph.rebalance import apply_rebalances
+from quantkit.qmath.params import bias_int32, dequantize, per_channel_weight, quantize
 from quantkit.results import QuantParams, QuantPlan, WeightPlan
 
 
-class _Rewriter:
+class Rewriter:
     def __init__(self, model: onnx.ModelProto) -> None:
         self.model = model
         self.graph = model.graph
         self.namer = Namer(model)
         self.new_nodes: list[onnx.NodeProto] = []
         self.weight_scales: dict[str, np.ndarray] = {}  # node name -> per-channel weight scale
+        self.weight_errors: dict[str, np.ndarray] = {}  # node name -> dequantized - float weight
 
     def add_initializer(self, base: str, array: np.ndarray) -> str:
         name = self.namer.fresh(base)
@@ -72,12 +74,14 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     _fold(out, plan.folds)
-    rewriter = _Rewriter(out)
+    rewriter = Rewriter(out)
+    inserted = apply_rebalances(out, plan.rebalances, rewriter.namer)
     index = GraphIndex(out)
     nodes = {n.name: n for n in out.graph.node}
+    activations = dict(sorted({**plan.activations, **inserted}.items()))
     for weight in sorted(plan.weights, key=lambda w: (w.kind == "bias", w.node, w.input_index)):
-        _quantize_constant_input(rewriter, index, nodes[weight.node], weight, plan)
-    for tensor, params in plan.activations.items():
+        quantize_constant_input(rewriter, index, nodes[weight.node], weight, activations, plan.input_means)
+    for tensor, params in activations.items():
         if index.is_constant(tensor):
             continue
         if tensor in index.graph_inputs:
@@ -110,30 +114,59 @@ def _fold(model: onnx.ModelProto, folds: dict[str, str]) -> None:
     model.graph.node.extend(keep)
 
 
-def _quantize_constant_input(
-    rewriter: _Rewriter, index: GraphIndex, node: onnx.NodeProto, weight: WeightPlan, plan: QuantPlan
+def quantize_constant_input(
+    rewriter: Rewriter,
+    index: GraphIndex,
+    node: onnx.NodeProto,
+    weight: WeightPlan,
+    activations: dict[str, QuantParams],
+    input_means: dict[str, np.ndarray] | None = None,
 ) -> None:
-    value = index.constant(weight.initializer)
-    assert value is not None, weight.initializer
+    """Quantize one constant input of `node`; a bias is first corrected by the weights' rounding shift
+    E[(W_q - W) x] where the input's per-channel means are known (input_means)."""
+    source = node.input[weight.input_index]  # the rebalanced copy, where there is one
+    value = index.constant(source)
+    assert value is not None, source
     base = f"{weight.initializer}_{node.name}" if weight.kind == "bias" else weight.initializer
     if weight.kind == "weight":
         assert weight.axis is not None
         q, scale = per_channel_weight(value.astype(np.float32), weight.axis)
         rewriter.weight_scales[node.name] = scale
+        zeros = np.zeros(scale.shape, np.int8)
+        rewriter.weight_errors[node.name] = dequantize(q, scale, zeros, weight.axis) - value.astype(
+            np.float64
+        )
         params = QuantParams(scale, np.zeros(scale.shape, np.int8), weight.axis)
     elif weight.kind == "bias":
-        assert weight.activation_input is not None
-        input_scale = float(plan.activations[weight.activation_input].scale)
+        input_scale = float(activations[node.input[0]].scale)  # what feeds the node now (maybe rebalanced)
+        if input_means and node.name in input_means:
+            value = value - _rounding_shift(
+                index, node, rewriter.weight_errors[node.name], input_means[node.name]
+            )
         w_scale = rewriter.weight_scales[node.name]
         if node.op_type == "ConvTranspose" and w_scale.size != value.size:
             w_scale = np.tile(w_scale, value.size // w_scale.size)
         q, scale = bias_int32(value.astype(np.float32), input_scale, w_scale)
         params = QuantParams(scale, np.zeros(scale.shape, np.int32), 0)
     else:
-        params = plan.activations[weight.initializer]
+        params = activations[weight.initializer]
         q = quantize(value.astype(np.float32), params.scale, params.zero_point, str(params.dtype))
     q_name = rewriter.add_initializer(f"{base}_quantized", q)
     node.input[weight.input_index] = rewriter.dequantize_node(base, q_name, params)
+
+
+def _rounding_shift(
+    index: GraphIndex, node: onnx.NodeProto, error: np.ndarray, mean: np.ndarray
+) -> np.ndarray:
+    """E[(W_q - W) x] per output channel [O], from the weight error and the input's channel means [C]."""
+    if node.op_type == "Conv":
+        group = int(index.attribute(node, "group", 1))  # type: ignore[call-overload]
+        c_out, c_per_group = error.shape[0], error.shape[1]
+        blocks = error.reshape(group, c_out // group, c_per_group, -1).sum(-1)  # [g, O/g, C/g]
+        return np.einsum("gok,gk->go", blocks, mean.reshape(group, c_per_group)).reshape(c_out)
+    if index.attribute(node, "transB", 0):
+        return error @ mean  # B [N, K]
+    return mean @ error  # B [K, N]
 
 
 def _finish(model: onnx.ModelProto, new_nodes: list[onnx.NodeProto]) -> None:

@@ -32,9 +32,12 @@ class GraphIndex:
             if node.op_type == "Constant" and len(node.output) == 1:
                 self.constant_nodes[node.output[0]] = node
         self.elem_types: dict[str, int] = {}
+        self.ranks: dict[str, int] = {}
         for value in [*graph.input, *graph.output, *graph.value_info]:
             if value.type.HasField("tensor_type"):
                 self.elem_types[value.name] = value.type.tensor_type.elem_type
+                if value.type.tensor_type.HasField("shape"):
+                    self.ranks[value.name] = len(value.type.tensor_type.shape.dim)
         for init in graph.initializer:
             self.elem_types[init.name] = init.data_type
 

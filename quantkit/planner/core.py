@@ -25,6 +25,7 @@ from quantkit.config import ActivationType, CalibMethod, ConvertConfig
 from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS
 from quantkit.graph.query import GraphIndex
+from quantkit.planner.rebalance import plan_rebalances
 from quantkit.qmath.params import asymmetric_params, symmetric_params
 from quantkit.qmath.ranges import (
     Transform,
@@ -36,7 +37,15 @@ from quantkit.qmath.ranges import (
     silu,
     without_zeros,
 )
-from quantkit.results import CalibrationTable, QuantParams, QuantPlan, Skip, TensorStats, WeightPlan
+from quantkit.results import (
+    CalibrationTable,
+    QuantParams,
+    QuantPlan,
+    Rebalance,
+    Skip,
+    TensorStats,
+    WeightPlan,
+)
 
 MULTI_INPUT_OPS = frozenset({"Concat", "Add", "Mul"})
 
@@ -95,21 +104,34 @@ class _Planning:
         return True
 
 
-def plan(model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig) -> QuantPlan:
-    """model: opset >= 13, every node named, shapes inferred."""
+def plan(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    keep_float: dict[str, str] | None = None,
+) -> QuantPlan:
+    """model: opset >= 13, every node named, shapes inferred. keep_float: node -> why it stays float
+    (decided elsewhere, e.g. by the layer guard's measurements)."""
     index = GraphIndex(model)
     _check_exclusions(index, config)
     state = _Planning(index, table, config)
     for node in index.nodes:
-        if _excluded(node, config):
+        if keep_float and node.name in keep_float:
+            state.reasons[node.name] = keep_float[node.name]
+        elif _excluded(node, config):
             state.reasons[node.name] = "excluded by --exclude-nodes / --exclude-op-types"
         elif node.op_type in COMPUTE_OPS:
             _plan_compute(state, node)
     _propagate(state)
+    activations, tied = _activation_params(state)
+    rebalances = plan_rebalances(
+        index, table, config, state.quantized, state.folds, activations, state.range_of, tied
+    )
+    for rebalance in rebalances:
+        _apply_rebalance_decision(state, activations, rebalance)
     for node in index.nodes:
         if node.name not in state.quantized and node.name not in state.folds:
             state.reasons.setdefault(node.name, _float_reason(node))
-    activations = _activation_params(state)
     skipped = tuple(
         Skip(node.name, node.op_type, state.reasons[node.name])
         for node in index.nodes
@@ -122,7 +144,45 @@ def plan(model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig)
         folds=dict(state.folds),
         skipped=skipped,
         ranges={name: state.range_of(name) for name in sorted(state.q)},
+        rebalances=tuple(rebalances),
+        input_means=_input_means(state, rebalances) if config.bias_correction else {},
     )
+
+
+def _input_means(state: _Planning, rebalances: list[Rebalance]) -> dict[str, np.ndarray]:
+    """E[x] per input channel of each biased Conv/Gemm, in the scale its input has after rebalancing."""
+    divisors = {node: r.scales for r in rebalances for node in r.consumers}
+    means = {}
+    for weight in state.weights:
+        node = state.index.by_name[weight.node]
+        if weight.kind != "bias" or node.op_type not in ("Conv", "Gemm"):
+            continue
+        stats = state.table.stats.get(node.input[0])
+        if stats is None or stats.channel_mean is None:
+            continue
+        mean = stats.channel_mean
+        means[node.name] = mean / divisors[node.name] if node.name in divisors else mean
+    return means
+
+
+def _apply_rebalance_decision(
+    state: _Planning, activations: dict[str, QuantParams], rebalance: Rebalance
+) -> None:
+    """The rebalanced tensor's params replace X's (fold), or X is left float for the inserted Mul."""
+    if rebalance.producer is not None:
+        activations[rebalance.tensor] = rebalance.params
+        return
+    activations.pop(rebalance.tensor, None)
+    state.q.discard(rebalance.tensor)
+    producer = state.index.producer.get(rebalance.tensor)
+    if producer is None:
+        return
+    if producer.name in state.folds:  # Q saturation no longer clips X: the Relu/Clip runs as an op
+        del state.folds[producer.name]
+        state.reasons[producer.name] = "its output is rebalanced by a float Mul (kept as an op)"
+    elif state.quantized.get(producer.name) in INTEGER_PATH_OPS:
+        del state.quantized[producer.name]
+        state.reasons[producer.name] = "its output is rebalanced by a float Mul"
 
 
 def consumer_transform(index: GraphIndex, name: str) -> Transform | None:
@@ -303,8 +363,9 @@ def _float_reason(node: onnx.NodeProto) -> str:
     return "no integer kernel in onnxruntime (kept float)"
 
 
-def _activation_params(state: _Planning) -> dict[str, QuantParams]:
-    """Params per quantized tensor; tensors tied by shared-scale ops get those of the widest member."""
+def _activation_params(state: _Planning) -> tuple[dict[str, QuantParams], set[str]]:
+    """Params per quantized tensor; tensors tied by shared-scale ops get those of the widest member.
+    Also returns the tensors that share their params with another."""
     groups = _UnionFind(sorted(state.q))
     for node in state.index.nodes:
         if state.quantized.get(node.name) in SHARED_SCALE_OPS:
@@ -312,7 +373,10 @@ def _activation_params(state: _Planning) -> dict[str, QuantParams]:
                 if out:
                     groups.union(node.input[0], out)
     params: dict[str, QuantParams] = {}
+    tied: set[str] = set()
     for members in groups.groups():
+        if len(members) > 1:
+            tied.update(members)
         widest = max(members, key=lambda n: (_width(state.table.stats[n]), n))
         lo, hi = state.range_of(widest)
         shared = activation_params(lo, hi, state.config.activations)
@@ -326,7 +390,7 @@ def _activation_params(state: _Planning) -> dict[str, QuantParams]:
             params[weight.initializer] = activation_params(
                 float(value.min()), float(value.max()), state.config.activations
             )
-    return dict(sorted(params.items()))
+    return dict(sorted(params.items())), tied
 
 
 def _width(stats: TensorStats) -> float:
