@@ -220,6 +220,16 @@ def convert(
             "--bias-correction", help="on: correct each bias for the mean shift of weight rounding."
         ),
     ] = "on",
+    min_sqnr: Annotated[
+        float | None,
+        typer.Option(
+            "--min-sqnr",
+            help="Keep the fewest layers float that lift the output SQNR on the calibration samples to DB.",
+        ),
+    ] = None,
+    max_float_layers: Annotated[
+        int, typer.Option("--max-float-layers", help="At most this many layers kept float by --min-sqnr.")
+    ] = 8,
     quantize_attention_matmul: Annotated[
         bool,
         typer.Option("--quantize-attention-matmul", help="Also quantize activation x activation MatMuls."),
@@ -238,6 +248,8 @@ def convert(
         quantize_attention_matmul=quantize_attention_matmul,
         smoothquant=smoothquant,
         bias_correction=bias_correction == "on",
+        min_sqnr=min_sqnr,
+        max_float_layers=max_float_layers,
     )
     with _progress() as progress:
         summary = pipeline.convert(model, calibration, output, config, progress)

@@ -174,6 +174,8 @@ class ConvertConfig:
     quantize_attention_matmul: bool = False
     smoothquant: str = "auto"  # "auto", "off", or a fixed alpha in (0, 1)
     bias_correction: bool = True
+    min_sqnr: float | None = None  # keep layers float until the output SQNR on the table's samples reaches it
+    max_float_layers: int = 8
     # Measured: feature-map Concats in SqueezeNet and YOLOX have input range ratios <= 2.3; YOLOX's
     # head Concats (boxes beside sigmoid scores) 6.4-6.9. 4 keeps the former integer, the latter float.
     concat_range_ratio: float = 4.0
@@ -185,6 +187,8 @@ class ConvertConfig:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.concat_range_ratio <= 1.0:
             raise ConfigError("the concat range ratio must be above 1")
+        if self.max_float_layers < 0:
+            raise ConfigError(f"--max-float-layers must be at least 0, got {self.max_float_layers}")
         if self.smoothquant not in ("auto", "off"):
             try:
                 alpha = float(self.smoothquant)
@@ -214,6 +218,8 @@ class ConvertConfig:
             "quantize_attention_matmul": self.quantize_attention_matmul,
             "smoothquant": self.smoothquant,
             "bias_correction": self.bias_correction,
+            "min_sqnr": self.min_sqnr,
+            "max_float_layers": self.max_float_layers,
             "concat_range_ratio": self.concat_range_ratio,
         }
 

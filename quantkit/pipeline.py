@@ -3,6 +3,7 @@ module that composes the layers below it. Raises QuantkitError; never prints."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,17 +25,18 @@ from quantkit.errors import CalibrationError, ConfigError, ConversionError, Imag
 from quantkit.evaluate.compare import compare_outputs, read_classes
 from quantkit.evaluate.metrics import OutputErrors, latency_stats
 from quantkit.graph import model_io
-from quantkit.graph.augment import observed_tensors, with_outputs
+from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
 from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import name_nodes
 from quantkit.images import ImageLoader, resolve_preprocess, select_images
+from quantkit.planner import fallback
 from quantkit.planner import plan as make_plan
-from quantkit.results import CalibrationTable, ComparisonResult, ConvertSummary, QuantPlan
+from quantkit.results import CalibrationTable, ComparisonResult, ConvertSummary, FallbackStep, QuantPlan
 from quantkit.runtime import Session, cpu_info, interleaved_latency, versions
 
 # start(label, total) -> advance(n): how the CLI draws progress bars without the pipeline knowing rich.
 Progress = Callable[[str, int], Callable[[int], None]]
-SMOKE_SAMPLES = 2
+SMOKE_SAMPLES = 8  # stored in the table: convert's smoke test and --min-sqnr measure on them
 META_PREFIX = "quantkit."
 
 
@@ -206,7 +208,12 @@ def convert(
     upgraded = model_io.ensure_opset(model)
     name_nodes(upgraded)
     inferred = model_io.infer_shapes(upgraded)
-    plan = make_plan(inferred, table, config)
+    steps: list[FallbackStep] = []
+    start_db = None
+    if config.min_sqnr is None:
+        plan = make_plan(inferred, table, config)
+    else:
+        start_db, plan, steps = _search_fallback(inferred, table, config, progress)
     advance(1)
     quantized = apply_plan(inferred, plan)
     _stamp(quantized, table_path, table, config)
@@ -220,7 +227,21 @@ def convert(
     advance(1)
     write_atomic(output, data)
     advance(1)
-    return _convert_summary(inferred, plan, model_path, len(data), opset_before, smoke)
+    summary = _convert_summary(inferred, plan, model_path, len(data), opset_before, smoke)
+    return dataclasses.replace(summary, fallback=tuple(steps), fallback_start_db=start_db)
+
+
+def _search_fallback(
+    model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig, progress: Progress
+) -> tuple[float, QuantPlan, list[FallbackStep]]:
+    assert config.min_sqnr is not None
+    advance = progress(
+        "measuring each layer's recovery", sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
+    )
+    plan, steps, start = fallback.search(
+        model, table, config, config.min_sqnr, config.max_float_layers, advance
+    )
+    return start, plan, steps
 
 
 def _stamp(model: onnx.ModelProto, table_path: Path, table: CalibrationTable, config: ConvertConfig) -> None:

@@ -57,6 +57,19 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     lines.append(f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} ({ratio:.2f}x smaller)\n")
     if summary.opset_before != summary.opset_after:
         lines.append(f"opset {summary.opset_before} -> {summary.opset_after} (per-channel weights need 13)\n")
+    if summary.fallback_start_db is not None:
+        lines.append(f"--min-sqnr: output SQNR on calibration samples {_db(summary.fallback_start_db)}")
+        for step in summary.fallback:
+            lines.append(f" -> {_db(step.sqnr_db)} with {step.node} ({step.op_type}) in float")
+        lines.append("\n" if summary.fallback else " (already met: nothing kept float)\n")
+    for rebalance in summary.plan.rebalances:
+        where = f"folded into {rebalance.producer}" if rebalance.producer else "float Mul inserted"
+        lines.append(
+            f"rebalanced {rebalance.tensor} -> {', '.join(rebalance.consumers)} (alpha {rebalance.alpha:g}, "
+            f"{where}, estimated noise x{rebalance.noise_ratio:.2f})\n"
+        )
+    if summary.plan.input_means:
+        lines.append(f"bias corrected for weight rounding in {len(summary.plan.input_means)} layers\n")
     sqnr = ", ".join(f"{name} {_db(v)}" for name, v in summary.smoke_sqnr_db.items())
     lines.append(f"smoke test on calibration samples: finite outputs, SQNR {sqnr}\n")
     lines.append(f"wrote {output}")

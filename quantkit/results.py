@@ -201,6 +201,15 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class FallbackStep:
+    """One layer kept in float by the accuracy fallback, and the output SQNR reached with it."""
+
+    node: str
+    op_type: str
+    sqnr_db: float
+
+
+@dataclass(frozen=True)
 class ConvertSummary:
     """What convert did: counts by op type, what stayed float and why, sizes, and the smoke test."""
 
@@ -213,3 +222,5 @@ class ConvertSummary:
     opset_after: int
     smoke_sqnr_db: dict[str, float]  # per output, on the table's stored samples
     plan: QuantPlan
+    fallback: tuple[FallbackStep, ...] = ()
+    fallback_start_db: float | None = None

@@ -18,7 +18,7 @@ from quantkit.qmath.params import bias_int32, dequantize, per_channel_weight, qu
 from quantkit.results import QuantParams, QuantPlan, WeightPlan
 
 
-class Rewriter:
+class _Rewriter:
     def __init__(self, model: onnx.ModelProto) -> None:
         self.model = model
         self.graph = model.graph
@@ -74,13 +74,13 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     _fold(out, plan.folds)
-    rewriter = Rewriter(out)
+    rewriter = _Rewriter(out)
     inserted = apply_rebalances(out, plan.rebalances, rewriter.namer)
     index = GraphIndex(out)
     nodes = {n.name: n for n in out.graph.node}
     activations = dict(sorted({**plan.activations, **inserted}.items()))
     for weight in sorted(plan.weights, key=lambda w: (w.kind == "bias", w.node, w.input_index)):
-        quantize_constant_input(rewriter, index, nodes[weight.node], weight, activations, plan.input_means)
+        _quantize_constant_input(rewriter, index, nodes[weight.node], weight, activations, plan.input_means)
     for tensor, params in activations.items():
         if index.is_constant(tensor):
             continue
@@ -114,8 +114,8 @@ def _fold(model: onnx.ModelProto, folds: dict[str, str]) -> None:
     model.graph.node.extend(keep)
 
 
-def quantize_constant_input(
-    rewriter: Rewriter,
+def _quantize_constant_input(
+    rewriter: _Rewriter,
     index: GraphIndex,
     node: onnx.NodeProto,
     weight: WeightPlan,

@@ -19,10 +19,10 @@ def apply_rebalances(
 ) -> dict[str, QuantParams]:
     """Rewrite `model` in place. Returns the params of each tensor an inserted Mul writes."""
     namer = namer or Namer(model)
-    index = GraphIndex(model)
     nodes = {n.name: n for n in model.graph.node}
     inserted: dict[str, QuantParams] = {}
     for rebalance in rebalances:
+        index = GraphIndex(model)  # a layer may be rebalanced on both sides: read its current weights
         s = rebalance.scales.astype(np.float64)
         for name in rebalance.consumers:
             _scale_input(model, namer, index, nodes[name], s)

@@ -87,18 +87,22 @@ class _Planning:
     weights: list[WeightPlan] = field(default_factory=list)
     constants: set[str] = field(default_factory=set)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    float_tensors: set[str] = field(default_factory=set)  # never quantized (the fallback's layers)
+    selected: dict[str, tuple[float, float]] = field(default_factory=dict)  # select_range results, by tensor
 
     def has_stats(self, name: str) -> bool:
         return name in self.table.stats and self.index.is_float(name) and not self.index.is_constant(name)
 
     def range_of(self, name: str) -> tuple[float, float]:
         if name not in self.ranges:
-            transform = consumer_transform(self.index, name)
-            self.ranges[name] = select_range(self.table.stats[name], self.config, transform)
+            if name not in self.selected:
+                transform = consumer_transform(self.index, name)
+                self.selected[name] = select_range(self.table.stats[name], self.config, transform)
+            self.ranges[name] = self.selected[name]
         return self.ranges[name]
 
     def add_q(self, name: str) -> bool:
-        if name in self.index.graph_outputs or name in self.q:
+        if name in self.index.graph_outputs or name in self.q or name in self.float_tensors:
             return False
         self.q.add(name)
         return True
@@ -109,12 +113,25 @@ def plan(
     table: CalibrationTable,
     config: ConvertConfig,
     keep_float: dict[str, str] | None = None,
+    range_cache: dict[str, tuple[float, float]] | None = None,
 ) -> QuantPlan:
-    """model: opset >= 13, every node named, shapes inferred. keep_float: node -> why it stays float
-    (decided elsewhere, e.g. by the layer guard's measurements)."""
+    """model: opset >= 13, every node named, shapes inferred.
+
+    keep_float: node -> why it stays float (decided by the accuracy fallback). Unlike --exclude-nodes,
+    such a layer computes on exact values: its output, its data input and the path back to the previous
+    linear layer's output (through elementwise and data-movement ops) stay float.
+    range_cache: select_range results to reuse (and fill) across plans of one model, table and config.
+    """
     index = GraphIndex(model)
     _check_exclusions(index, config)
     state = _Planning(index, table, config)
+    if range_cache is not None:
+        state.selected = range_cache
+    for name in keep_float or {}:
+        node = index.by_name[name]
+        state.float_tensors.update(o for o in node.output if o)
+        for tensor in _data_inputs(node):
+            state.float_tensors.update(input_path(index, tensor))
     for node in index.nodes:
         if keep_float and node.name in keep_float:
             state.reasons[node.name] = keep_float[node.name]
@@ -204,6 +221,21 @@ def consumer_transform(index: GraphIndex, name: str) -> Transform | None:
     return None
 
 
+def input_path(index: GraphIndex, tensor: str) -> set[str]:
+    """`tensor` and the tensors it is computed from, back to (and including) the outputs of the previous
+    linear layers or the graph inputs."""
+    path, todo = set(), [tensor]
+    while todo:
+        name = todo.pop()
+        if name in path or index.is_constant(name):
+            continue
+        path.add(name)
+        producer = index.producer.get(name)
+        if producer is not None and producer.op_type not in COMPUTE_OPS:
+            todo.extend(n for n in producer.input if n)
+    return path
+
+
 def _check_exclusions(index: GraphIndex, config: ConvertConfig) -> None:
     unknown = [n for n in config.exclude_nodes if n not in index.by_name]
     if unknown:
@@ -227,6 +259,9 @@ def _plan_compute(state: _Planning, node: onnx.NodeProto) -> None:
             state.reasons[node.name] = "activation x activation MatMul (attention) kept float"
         else:
             state.reasons[node.name] = "weight is not a constant"
+        return
+    if x in state.float_tensors:
+        state.reasons[node.name] = "its input is kept float by the accuracy fallback"
         return
     if weight.dtype != np.float32 or not state.has_stats(x):
         state.reasons[node.name] = "no calibration statistics for its input; recalibrate"
@@ -296,6 +331,9 @@ def _try_fold(state: _Planning, node: onnx.NodeProto) -> bool:
     producer = index.producer.get(source)
     if source not in state.q or producer is None or producer.name not in state.quantized:
         return False
+    if out in state.float_tensors:
+        state.reasons[node.name] = "its output is kept float by the accuracy fallback"
+        return False
     if (
         state.config.activations is not ActivationType.uint8
         or len(index.consumers[source]) != 1
@@ -323,6 +361,9 @@ def _try_integer(state: _Planning, node: onnx.NodeProto) -> bool:
     data = _data_inputs(node)
     outputs = [o for o in node.output if o]
     if not any(n in state.q for n in [*data, *outputs]):
+        return False
+    if any(n in state.float_tensors for n in [*data, *outputs]):
+        state.reasons[node.name] = "reads or writes a tensor kept float by the accuracy fallback"
         return False
     live = [n for n in data if not index.is_constant(n)]
     if not live or not all(state.has_stats(n) for n in live):

@@ -1,0 +1,104 @@
+"""Accuracy fallback: keep the fewest layers in float that bring the model's output SQNR, measured on the
+calibration table's samples, up to a target.
+
+Per-layer errors measured in isolation miss what breaks real models: on YOLOX every layer quantized alone
+keeps >= 25 dB while the whole model keeps 8 dB, because layers that cancel a large bias amplify the noise
+they receive. So the unit of measurement is the model output: each quantized linear layer is scored by how
+much output SQNR comes back when it alone is kept float (with its input path, see planner.plan), and
+layers are then added in that order until the target is met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+
+from quantkit.config import ConvertConfig
+from quantkit.evaluate.metrics import sqnr_db
+from quantkit.graph import model_io
+from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.qdq import apply_plan
+from quantkit.graph.query import GraphIndex
+from quantkit.planner.core import plan
+from quantkit.results import CalibrationTable, FallbackStep, QuantPlan
+from quantkit.runtime import Session
+
+
+def output_sqnr(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: np.ndarray) -> float:
+    """SQNR (dB) of all of `model`'s outputs together against `reference` (one dict per sample)."""
+    session = Session(model_io.serialize(model))
+    signal = noise = 0.0
+    for sample, ref in zip(samples, reference, strict=True):
+        got = session.run(sample[None])
+        for name, value in ref.items():
+            r = value.astype(np.float64)
+            signal += float(np.sum(r * r))
+            noise += float(np.sum((r - got[name]) ** 2))
+    return sqnr_db(signal, noise)
+
+
+def layer_recovery(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    progress: Callable[[int], None] | None = None,
+    cache: dict[str, tuple[float, float]] | None = None,
+) -> tuple[float, dict[str, float]]:
+    """(output SQNR with every layer quantized, node -> output SQNR with only that layer kept float)."""
+    assert table.samples is not None
+    cache = {} if cache is None else cache
+    samples = table.samples
+    reference = [Session(model_io.serialize(model)).run(s[None]) for s in samples]
+    base_plan = plan(model, table, config, range_cache=cache)
+    base = output_sqnr(apply_plan(model, base_plan), reference, samples)
+    scores = {}
+    for node in _quantized_layers(model, base_plan):
+        trial = plan(model, table, config, keep_float={node: "measuring"}, range_cache=cache)
+        scores[node] = output_sqnr(apply_plan(model, trial), reference, samples)
+        if progress is not None:
+            progress(1)
+    return base, scores
+
+
+def search(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    target_db: float,
+    max_layers: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[QuantPlan, list[FallbackStep], float]:
+    """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan.
+
+    Layers are ranked by their own recovery, then kept float in that order, one more at a time, until the
+    output SQNR on the samples reaches target_db or max_layers are float.
+    """
+    if table.samples is None or table.samples.size == 0:
+        return plan(model, table, config), [], float("nan")
+    samples = table.samples
+    reference = [Session(model_io.serialize(model)).run(s[None]) for s in samples]
+    cache: dict[str, tuple[float, float]] = {}
+    base, scores = layer_recovery(model, table, config, progress, cache)
+    current = plan(model, table, config, range_cache=cache)
+    steps: list[FallbackStep] = []
+    kept: dict[str, str] = {}
+    if base >= target_db:
+        return current, steps, base
+    index = GraphIndex(model)
+    ranked = sorted((node for node in scores if scores[node] > base), key=lambda n: (-scores[n], n))
+    for position, node in enumerate(ranked[:max_layers], start=1):
+        kept[node] = f"kept float by --min-sqnr {target_db:g} (recovers {scores[node] - base:.1f} dB alone)"
+        current = plan(model, table, config, keep_float=kept, range_cache=cache)
+        reached = output_sqnr(apply_plan(model, current), reference, samples)
+        steps.append(FallbackStep(node, index.by_name[node].op_type, reached))
+        if reached >= target_db or position == max_layers:
+            break
+    return current, steps, base
+
+
+def _quantized_layers(model: onnx.ModelProto, current: QuantPlan) -> list[str]:
+    return [
+        n.name for n in model.graph.node if n.name in current.quantized_nodes and n.op_type in COMPUTE_OPS
+    ]
