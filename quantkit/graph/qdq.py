@@ -32,9 +32,13 @@ class _Rewriter:
         self.graph.initializer.append(numpy_helper.from_array(array, name))
         return name
 
-    def dequantize_node(self, base: str, q_name: str, params: QuantParams) -> str:
+    def params_initializers(self, base: str, params: QuantParams) -> tuple[str, str]:
+        """The scale and zero-point initializers of a Q/DQ node."""
         scale = self.add_initializer(f"{base}_scale", params.scale.astype(np.float32))
-        zero = self.add_initializer(f"{base}_zero_point", params.zero_point)
+        return scale, self.add_initializer(f"{base}_zero_point", params.zero_point)
+
+    def dequantize_node(self, base: str, q_name: str, params: QuantParams) -> str:
+        scale, zero = self.params_initializers(base, params)
         out = self.namer.fresh(f"{base}_dequantized")
         node = helper.make_node(
             "DequantizeLinear",
@@ -48,8 +52,7 @@ class _Rewriter:
         return out
 
     def qdq_pair(self, source: str, target: str, base: str, params: QuantParams) -> None:
-        scale = self.add_initializer(f"{base}_scale", params.scale.astype(np.float32))
-        zero = self.add_initializer(f"{base}_zero_point", params.zero_point)
+        scale, zero = self.params_initializers(base, params)
         quantized = self.namer.fresh(f"{base}_quantized")
         self.new_nodes.append(
             helper.make_node(
