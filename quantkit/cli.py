@@ -221,12 +221,13 @@ def convert(
         ),
     ] = "on",
     min_sqnr: Annotated[
-        float | None,
+        float,
         typer.Option(
             "--min-sqnr",
-            help="Keep the fewest layers float that lift the output SQNR on the calibration samples to DB.",
+            help="Keep the fewest layers float that lift the output SQNR on the calibration samples to DB "
+            "(0: off).",
         ),
-    ] = None,
+    ] = 12.0,
     max_float_layers: Annotated[
         int, typer.Option("--max-float-layers", help="At most this many layers kept float by --min-sqnr.")
     ] = 8,

@@ -210,7 +210,7 @@ def convert(
     inferred = model_io.infer_shapes(upgraded)
     steps: list[FallbackStep] = []
     start_db = None
-    if config.min_sqnr is None:
+    if config.min_sqnr == 0:
         plan = make_plan(inferred, table, config)
     else:
         start_db, plan, steps = _search_fallback(inferred, table, config, progress)
@@ -234,7 +234,6 @@ def convert(
 def _search_fallback(
     model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig, progress: Progress
 ) -> tuple[float, QuantPlan, list[FallbackStep]]:
-    assert config.min_sqnr is not None
     advance = progress(
         "measuring each layer's recovery", sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
     )

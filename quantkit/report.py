@@ -61,7 +61,7 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         lines.append(f"--min-sqnr: output SQNR on calibration samples {_db(summary.fallback_start_db)}")
         for step in summary.fallback:
             lines.append(f" -> {_db(step.sqnr_db)} with {step.node} ({step.op_type}) in float")
-        lines.append("\n" if summary.fallback else " (already met: nothing kept float)\n")
+        lines.append("\n" if summary.fallback else " (at least --min-sqnr: nothing kept float)\n")
     for rebalance in summary.plan.rebalances:
         where = f"folded into {rebalance.producer}" if rebalance.producer else "float Mul inserted"
         lines.append(

@@ -52,7 +52,7 @@ def test_classifiers_keep_their_predictions(model: str, min_agreement: float, tm
     assert result.size_ratio > 3.5
 
 
-def test_detector_converts_from_opset_11_and_keeps_its_head_float(tmp_path: Path) -> None:
+def test_detector_converts_from_opset_11_keeps_its_head_and_weakest_layers_float(tmp_path: Path) -> None:
     pre = PreprocessOptions(preset=Preset.raw, bgr=True, resize=ResizeMode.letterbox)
     table, out = tmp_path / "yolox.json", tmp_path / "yolox.int8.onnx"
     pipeline.calibrate(
@@ -63,6 +63,9 @@ def test_detector_converts_from_opset_11_and_keeps_its_head_float(tmp_path: Path
     head = [r for (op, r), n in summary.float_by_reason.items() if op == "Concat" and "ranges differ" in r]
     assert head, summary.float_by_reason
     assert summary.quantized_by_type["Conv"] > 100 and summary.quantized_by_type["Sigmoid"] > 100
+    # the default --min-sqnr 12 rescues this model (8.6 dB fully quantized) with a few float layers
+    assert summary.fallback_start_db is not None and summary.fallback_start_db < 12.0
+    assert 1 <= len(summary.fallback) <= 8 and summary.fallback[-1].sqnr_db >= 12.0
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
 
 

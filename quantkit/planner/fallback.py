@@ -43,23 +43,22 @@ def layer_recovery(
     model: onnx.ModelProto,
     table: CalibrationTable,
     config: ConvertConfig,
+    reference: list[dict[str, np.ndarray]],
     progress: Callable[[int], None] | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
-) -> tuple[float, dict[str, float]]:
-    """(output SQNR with every layer quantized, node -> output SQNR with only that layer kept float)."""
+) -> dict[str, float]:
+    """node -> output SQNR with only that layer (and its input path) kept float."""
     assert table.samples is not None
     cache = {} if cache is None else cache
     samples = table.samples
-    reference = [Session(model_io.serialize(model)).run(s[None]) for s in samples]
     base_plan = plan(model, table, config, range_cache=cache)
-    base = output_sqnr(apply_plan(model, base_plan), reference, samples)
     scores = {}
     for node in _quantized_layers(model, base_plan):
         trial = plan(model, table, config, keep_float={node: "measuring"}, range_cache=cache)
         scores[node] = output_sqnr(apply_plan(model, trial), reference, samples)
         if progress is not None:
             progress(1)
-    return base, scores
+    return scores
 
 
 def search(
@@ -80,12 +79,13 @@ def search(
     samples = table.samples
     reference = [Session(model_io.serialize(model)).run(s[None]) for s in samples]
     cache: dict[str, tuple[float, float]] = {}
-    base, scores = layer_recovery(model, table, config, progress, cache)
     current = plan(model, table, config, range_cache=cache)
     steps: list[FallbackStep] = []
     kept: dict[str, str] = {}
-    if base >= target_db:
+    base = output_sqnr(apply_plan(model, current), reference, samples)
+    if base >= target_db or max_layers == 0:
         return current, steps, base
+    scores = layer_recovery(model, table, config, reference, progress, cache)
     index = GraphIndex(model)
     ranked = sorted((node for node in scores if scores[node] > base), key=lambda n: (-scores[n], n))
     for position, node in enumerate(ranked[:max_layers], start=1):
