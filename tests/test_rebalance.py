@@ -100,7 +100,9 @@ def test_auto_rebalancing_folds_into_the_producer_and_pays(tmp_path: Path, image
     results = {}
     for setting in ("off", "auto"):
         out = tmp_path / f"{setting}.onnx"
-        summary = pipeline.convert(src, table, out, ConvertConfig(smoothquant=setting, bias_correction=False, min_sqnr=0))
+        summary = pipeline.convert(
+            src, table, out, ConvertConfig(smoothquant=setting, bias_correction=False, min_sqnr=0)
+        )
         results[setting] = output_sqnr(src, out, image_dir)
         if setting == "auto":
             rebalance = next(r for r in summary.plan.rebalances if r.tensor == "r1")
@@ -145,7 +147,9 @@ def test_bias_correction_removes_the_mean_shift(tmp_path: Path, image_dir: Path)
     scores = {}
     for on in (False, True):
         out = tmp_path / f"bc{on}.onnx"
-        summary = pipeline.convert(src, table, out, ConvertConfig(bias_correction=on, smoothquant="off", min_sqnr=0))
+        summary = pipeline.convert(
+            src, table, out, ConvertConfig(bias_correction=on, smoothquant="off", min_sqnr=0)
+        )
         assert bool(summary.plan.input_means) is on
         scores[on] = output_sqnr(src, out, image_dir)
     assert scores[True] > scores[False], scores
@@ -153,7 +157,9 @@ def test_bias_correction_removes_the_mean_shift(tmp_path: Path, image_dir: Path)
 
 def test_fallback_keeps_the_fewest_layers_float_to_reach_the_target(tmp_path: Path, image_dir: Path) -> None:
     src, table = calibrated(tmp_path, unbalanced_model(), image_dir)
-    plain = pipeline.convert(src, table, tmp_path / "plain.onnx", ConvertConfig(smoothquant="off", min_sqnr=0))
+    plain = pipeline.convert(
+        src, table, tmp_path / "plain.onnx", ConvertConfig(smoothquant="off", min_sqnr=0)
+    )
     start = plain.smoke_sqnr_db["y"]
     target = start + 10.0
     out = tmp_path / "fallback.onnx"
