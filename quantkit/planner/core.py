@@ -10,7 +10,10 @@ The rules, in order:
 4. Ops that onnxruntime fuses only with equal input/output scales share one set of params.
 5. A Concat whose inputs have very different ranges (a detection head's boxes beside its scores) stays
    float, and so does what only it feeds.
-Model outputs stay float.
+6. Ranges: the configured method over each tensor's histogram (planner.ranges); then outlier channels are
+   rebalanced where that pays (planner.rebalance) and each biased layer gets its input's channel means
+   for bias correction.
+Model outputs stay float. Layers the accuracy fallback keeps float arrive as keep_float.
 """
 
 from __future__ import annotations
@@ -21,22 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from quantkit.config import ActivationType, CalibMethod, ConvertConfig
+from quantkit.config import ActivationType, ConvertConfig
 from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS
 from quantkit.graph.query import GraphIndex
+from quantkit.planner.ranges import activation_params, consumer_transform, select_range
 from quantkit.planner.rebalance import plan_rebalances
-from quantkit.qmath.params import asymmetric_params, symmetric_params
-from quantkit.qmath.ranges import (
-    Transform,
-    entropy_range,
-    minmax_range,
-    mse_range,
-    percentile_range,
-    sigmoid,
-    silu,
-    without_zeros,
-)
 from quantkit.results import (
     CalibrationTable,
     QuantParams,
@@ -48,31 +41,6 @@ from quantkit.results import (
 )
 
 MULTI_INPUT_OPS = frozenset({"Concat", "Add", "Mul"})
-
-
-def select_range(
-    stats: TensorStats, config: ConvertConfig, transform: Transform | None = None
-) -> tuple[float, float]:
-    """The range to quantize a tensor with, by the configured method; always contains 0.
-
-    transform: the elementwise function all consumers apply (MSE measures the error after it)."""
-    method, dtype = config.method, config.activations.value
-    if method is CalibMethod.minmax or stats.hist_hi <= stats.hist_lo:
-        return minmax_range(stats.minimum, stats.maximum)
-    if method is CalibMethod.percentile:
-        return percentile_range(stats.hist, stats.hist_lo, stats.hist_hi, config.percentile)
-    if method is CalibMethod.entropy:
-        counts = without_zeros(stats.hist, stats.hist_lo, stats.hist_hi, stats.zeros)
-        return entropy_range(counts, stats.hist_lo, stats.hist_hi, dtype)
-    return mse_range(stats.hist, stats.hist_lo, stats.hist_hi, dtype, transform=transform)
-
-
-def activation_params(lo: float, hi: float, activations: ActivationType) -> QuantParams:
-    if activations is ActivationType.uint8:
-        scale, zero_point = asymmetric_params(lo, hi, "uint8")
-        return QuantParams(np.asarray(scale, np.float32), np.asarray(zero_point, np.uint8))
-    scale_arr = symmetric_params(max(abs(lo), abs(hi)), 127)
-    return QuantParams(np.asarray(scale_arr, np.float32), np.asarray(0, np.int8))
 
 
 @dataclass
@@ -200,25 +168,6 @@ def _apply_rebalance_decision(
     elif state.quantized.get(producer.name) in INTEGER_PATH_OPS:
         del state.quantized[producer.name]
         state.reasons[producer.name] = "its output is rebalanced by a float Mul"
-
-
-def consumer_transform(index: GraphIndex, name: str) -> Transform | None:
-    """The elementwise function that every consumer of `name` applies to it, where one is known:
-    SiLU (x * Sigmoid(x), as exporters write it) or Sigmoid. None otherwise."""
-    consumers = index.consumers.get(name, [])
-    if not consumers or name in index.graph_outputs:
-        return None
-    sigmoids = [n for n, _ in consumers if n.op_type == "Sigmoid"]
-    if len(sigmoids) != 1:
-        return None
-    gate = sigmoids[0].output[0]
-    others = [n for n, _ in consumers if n is not sigmoids[0]]
-    if not others:
-        return sigmoid
-    is_silu = len(others) == 1 and others[0].op_type == "Mul" and set(others[0].input) == {name, gate}
-    if is_silu and len(index.consumers.get(gate, [])) == 1:
-        return silu
-    return None
 
 
 def input_path(index: GraphIndex, tensor: str) -> set[str]:

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from quantkit.config import ActivationType, ConvertConfig
+from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.qmath.params import asymmetric_params, symmetric_params
+from quantkit.planner.ranges import activation_params
 from quantkit.qmath.smooth import LinearLayer, output_noise, rebalanced_range, smoothing_scales
 from quantkit.results import CalibrationTable, QuantParams, Rebalance
 
@@ -76,18 +76,11 @@ def plan_rebalances(
                 producer=producer,
                 channel_axis=axis,
                 rank=index.ranks.get(tensor, 4 if axis == 1 else 2),
-                params=_params(lo, hi, config.activations),
+                params=activation_params(lo, hi, config.activations),
                 noise_ratio=ratio,
             )
         )
     return found
-
-
-def _params(lo: float, hi: float, activations: ActivationType) -> QuantParams:
-    if activations is ActivationType.uint8:
-        scale, zero_point = asymmetric_params(lo, hi, "uint8")
-        return QuantParams(np.asarray(scale, np.float32), np.asarray(zero_point, np.uint8))
-    return QuantParams(np.asarray(symmetric_params(max(-lo, hi)), np.float32), np.asarray(0, np.int8))
 
 
 def _consumers(index: GraphIndex, quantized: dict[str, str], tensor: str) -> list[onnx.NodeProto]:
