@@ -109,15 +109,6 @@ def _batch_size(model: onnx.ModelProto, requested: int) -> int:
     return batch_dim if batch_dim is not None else requested
 
 
-def _fixed_batches(loader: ImageLoader, size: int, fixed: bool) -> Iterator[np.ndarray]:
-    """Batches of the loader; with a fixed batch dimension a short last batch is padded by repetition."""
-    for batch in loader:
-        data = batch.data
-        if fixed and data.shape[0] < size:
-            data = np.concatenate([data, np.repeat(data[-1:], size - data.shape[0], axis=0)])
-        yield data
-
-
 def calibrate(
     model_path: Path, table_path: Path, config: CalibrateConfig, progress: Progress = _no_progress
 ) -> CalibrateSummary:
@@ -136,10 +127,10 @@ def calibrate(
     samples: list[np.ndarray] = []
 
     def batches() -> Iterator[np.ndarray]:
-        for data in _fixed_batches(loader, size, spec.shape[0] is not None):
+        for batch in loader:
             if len(samples) < SMOKE_SAMPLES:
-                samples.extend(data[: SMOKE_SAMPLES - len(samples)])
-            yield data
+                samples.extend(batch.data[: SMOKE_SAMPLES - len(samples)])
+            yield batch.data
 
     stats, _ = collect(session, observed, batches(), config.bins, progress("calibrating", len(paths)))
     used = len(paths) - len(loader.skipped)
@@ -274,9 +265,9 @@ def _smoke_test(reference: bytes, candidate: bytes, table: CalibrationTable) -> 
     if table.samples is None or table.samples.size == 0:
         raise CalibrationError("the calibration table holds no sample inputs; recalibrate with this version")
     errors = {name: OutputErrors(name) for name in ref_session.output_names}
-    for sample in table.samples:
-        batch = sample[None]
-        ref, cand = ref_session.run(batch), cand_session.run(batch)
+    for ref, cand in zip(
+        ref_session.run_samples(table.samples), cand_session.run_samples(table.samples), strict=True
+    ):
         for name, acc in errors.items():
             if not np.isfinite(cand[name]).all():
                 raise ConversionError(

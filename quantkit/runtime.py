@@ -59,9 +59,41 @@ class Session:
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.threads = threads
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model's input fixes, or None for a dynamic batch."""
+        dim = self._session.get_inputs()[0].shape[0]
+        return dim if isinstance(dim, int) and dim > 0 else None
+
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        results = self._session.run(None, {self.input_name: batch})
+        try:
+            results = self._session.run(None, {self.input_name: batch})
+        except Exception as exc:  # onnxruntime raises its own exception types from C++
+            raise ModelError(
+                f"onnxruntime failed to run the model ({' '.join(str(exc).split())[:200]})"
+            ) from exc
         return {name: np.asarray(value) for name, value in zip(self.output_names, results, strict=True)}
+
+    def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a batch of any size up to a fixed batch: a short one is padded, and outputs whose leading
+        dimension is the batch are cut back to the real samples."""
+        size, real = self.fixed_batch, batch.shape[0]
+        if size is None or real == size:
+            return self.run(batch)
+        padded = np.concatenate([batch, np.repeat(batch[-1:], size - real, axis=0)])
+        return {k: v[:real] if v.ndim and v.shape[0] == size else v for k, v in self.run(padded).items()}
+
+    def run_samples(self, samples: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Run samples [K, ...] in batches of the size the model fixes (1 when dynamic), the last one padded
+        by repeating its final sample; one output dict per batch."""
+        size = self.fixed_batch or 1
+        outputs = []
+        for start in range(0, len(samples), size):
+            chunk = samples[start : start + size]
+            if len(chunk) < size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+            outputs.append(self.run(chunk))
+        return outputs
 
     def timed(self, batch: np.ndarray) -> float:
         """Run once; wall time in milliseconds."""

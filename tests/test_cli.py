@@ -282,3 +282,43 @@ def test_damaged_table(cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_unknown_choice_is_a_usage_error(cnn: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["convert", str(cnn), "-c", "t.json", "-o", "o.onnx", "--method", "magic"], capsys)
     assert code == 2 and "magic" in err and "Traceback" not in err
+
+
+def test_nhwc_model_with_a_fixed_batch_of_two(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Layout from the input shape; batches padded to the fixed size and outputs cut back, so 5 images
+    count as 5; latency at the batch the model fixes."""
+    p = conv_params(6, 3, 3, 4)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["y"]),
+    ]
+    model = make_model(nodes, {"w": p["w"], "b": p["b"]}, input_shape=(2, 12, 12, 3))
+    src, table, out, report = (tmp_path / n for n in ("m.onnx", "t.json", "q.onnx", "r.json"))
+    onnx.save(model, str(src))
+    five = ["--num-images", "5"]
+    assert run(["calibrate", str(src), "--images", str(image_dir), "-o", str(table), *five], capsys)[0] == 0
+    assert run(["convert", str(src), "-c", str(table), "-o", str(out)], capsys)[0] == 0
+    code, _, err = run(
+        [
+            "compare",
+            str(src),
+            str(out),
+            "--images",
+            str(image_dir),
+            *five,
+            "--runs",
+            "2",
+            "--json",
+            str(report),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    data = json.loads(report.read_text())
+    assert data["images"] == 5 and data["settings"]["batch_size_latency"] == 2
+    assert json.loads(table.read_text())["meta"]["preprocess"]["layout"] == "NHWC"

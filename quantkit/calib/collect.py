@@ -27,7 +27,7 @@ def collect(
     observers = {name: TensorObserver(bins, axis) for name, axis in observed.items()}
     seen = 0
     for batch in batches:
-        outputs = session.run(batch)
+        outputs = session.run_batch(batch)
         for name, observer in observers.items():
             observer.update(outputs[name])
         del outputs

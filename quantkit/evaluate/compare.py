@@ -64,7 +64,7 @@ def compare_outputs(
     scored_output: str | None = None
     count = 0
     for batch in batches:
-        ref_out, cand_out = reference.run(batch.data), candidate.run(batch.data)
+        ref_out, cand_out = reference.run_batch(batch.data), candidate.run_batch(batch.data)
         for name, acc in errors.items():
             if ref_out[name].shape != cand_out[name].shape:
                 raise ConfigError(f"output {name!r} has different shapes in the two models")

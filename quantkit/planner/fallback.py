@@ -27,11 +27,10 @@ from quantkit.runtime import Session
 
 
 def output_sqnr(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: np.ndarray) -> float:
-    """SQNR (dB) of all of `model`'s outputs together against `reference` (one dict per sample)."""
+    """SQNR (dB) of all of `model`'s outputs together against `reference` (Session.run_samples)."""
     session = Session(model_io.serialize(model))
     signal = noise = 0.0
-    for sample, ref in zip(samples, reference, strict=True):
-        got = session.run(sample[None])
+    for got, ref in zip(session.run_samples(samples), reference, strict=True):
         for name, value in ref.items():
             r = value.astype(np.float64)
             signal += float(np.sum(r * r))
@@ -77,7 +76,7 @@ def search(
     if table.samples is None or table.samples.size == 0:
         return plan(model, table, config), [], float("nan")
     samples = table.samples
-    reference = [Session(model_io.serialize(model)).run(s[None]) for s in samples]
+    reference = Session(model_io.serialize(model)).run_samples(samples)
     cache: dict[str, tuple[float, float]] = {}
     current = plan(model, table, config, range_cache=cache)
     steps: list[FallbackStep] = []
