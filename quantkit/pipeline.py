@@ -20,7 +20,7 @@ import onnx
 from quantkit import __version__
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import collect
-from quantkit.config import CalibrateConfig, CompareConfig, ConvertConfig, Preprocess, PreprocessOptions
+from quantkit.config import CalibrateConfig, CompareConfig, ConvertConfig, Preprocess
 from quantkit.errors import CalibrationError, ConfigError, ConversionError, ImageError, OutputError
 from quantkit.evaluate.compare import compare_outputs, read_classes
 from quantkit.evaluate.metrics import OutputErrors, latency_stats
@@ -104,11 +104,6 @@ class CalibrateSummary:
     preprocess: Preprocess
 
 
-def _batch_size(model: onnx.ModelProto, requested: int) -> int:
-    batch_dim = model_io.image_input(model).shape[0]
-    return batch_dim if batch_dim is not None else requested
-
-
 def calibrate(
     model_path: Path, table_path: Path, config: CalibrateConfig, progress: Progress = _no_progress
 ) -> CalibrateSummary:
@@ -121,7 +116,7 @@ def calibrate(
     preprocess = resolve_preprocess(config.preprocess, spec)
     observed = observed_tensors(model_io.infer_shapes(model))
     paths = select_images(config.images)
-    size = _batch_size(model, config.batch_size)
+    size = spec.shape[0] or config.batch_size  # the batch the model fixes, else the requested one
     loader = ImageLoader(paths, preprocess, size)
     session = Session(model_io.serialize(with_outputs(model, list(observed))))
     samples: list[np.ndarray] = []
@@ -340,7 +335,7 @@ def compare(
     preprocess = (
         recorded
         if recorded is not None and not explicit_preprocess
-        else resolve_preprocess(config.preprocess or PreprocessOptions(), spec)
+        else resolve_preprocess(config.preprocess, spec)
     )
     classes = read_classes(config.labels) if config.labels else None
     paths = select_images(config.images)
@@ -363,10 +358,11 @@ def compare(
     if count == 0:
         raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
     latency_batch = fixed_batch or 1  # batch 1 unless a model fixes another batch size
-    first = next(iter(ImageLoader(paths[:1] * latency_batch, preprocess, latency_batch)))
+    first = next(iter(ImageLoader(paths, preprocess, 1)))  # the first readable image (count > 0)
+    timing_input = np.repeat(first.data, latency_batch, axis=0)
     lat = config.latency
     timed = [Session(p, threads=lat.threads) for p in (reference_path, candidate_path)]
-    samples = interleaved_latency(timed, first.data, lat.warmup, lat.runs, progress("timing", lat.runs))
+    samples = interleaved_latency(timed, timing_input, lat.warmup, lat.runs, progress("timing", lat.runs))
     return ComparisonResult(
         reference=str(reference_path),
         candidate=str(candidate_path),

@@ -317,16 +317,16 @@ def _try_integer(state: _Planning, node: onnx.NodeProto) -> bool:
     live = [n for n in data if not index.is_constant(n)]
     if not live or not all(state.has_stats(n) for n in live):
         return False
-    if any(index.is_constant(n) for n in data) and node.op_type not in ("Add", "Mul"):
-        return False
-    if any(
-        index.constant(n) is None or index.constant(n).dtype != np.float32  # type: ignore[union-attr]
-        for n in data
-        if index.is_constant(n)
+    constants = [index.constant(n) for n in data if index.is_constant(n)]
+    if constants and (
+        node.op_type not in ("Add", "Mul") or any(c is None or c.dtype != np.float32 for c in constants)
     ):
         return False
-    if any(o in index.graph_outputs or not state.has_stats(o) for o in outputs):
+    if any(o in index.graph_outputs for o in outputs):
         state.reasons[node.name] = "its output is a model output (kept float)"
+        return False
+    if not all(state.has_stats(o) for o in outputs):
+        state.reasons[node.name] = "no calibration statistics for its output; recalibrate"
         return False
     if node.op_type == "Concat" and len(live) > 1:
         widths = [max(hi - lo, 1e-12) for lo, hi in (state.range_of(n) for n in live)]
