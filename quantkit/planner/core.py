@@ -212,6 +212,11 @@ def _plan_compute(state: _Planning, node: onnx.NodeProto) -> None:
     if x in state.float_tensors:
         state.reasons[node.name] = "its input is kept float by the accuracy fallback"
         return
+    if node.output[0] in state.float_tensors:
+        # int8 weights under a float output would make onnxruntime dequantize them every run and lose its
+        # pre-packed float kernel (measured on YOLOX: 1.03x instead of 1.20x): run the layer in float
+        state.reasons[node.name] = "its output is kept float by the accuracy fallback"
+        return
     if weight.dtype != np.float32 or not state.has_stats(x):
         state.reasons[node.name] = "no calibration statistics for its input; recalibrate"
         return

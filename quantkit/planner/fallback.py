@@ -4,8 +4,10 @@ calibration table's samples, up to a target.
 Per-layer errors measured in isolation miss what breaks real models: on YOLOX every layer quantized alone
 keeps >= 25 dB while the whole model keeps 8 dB, because layers that cancel a large bias amplify the noise
 they receive. So the unit of measurement is the model output: each quantized linear layer is scored by how
-much output SQNR comes back when it alone is kept float (with its input path, see planner.plan), and
-layers are then added in that order until the target is met.
+much output SQNR comes back when it alone is kept float (with its input path, see planner.plan). Then,
+round by round, the best few of the remaining layers by that score are measured again on top of the
+layers already kept float, and the one that lifts the output most is kept: layers interact (on YOLOX
+this finds 17.6 dB with 16 layers where adding them in score order reached 16.2 dB).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from quantkit.evaluate.metrics import sqnr_db
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.qdq import apply_plan
-from quantkit.graph.query import GraphIndex
 from quantkit.planner.core import plan
 from quantkit.results import CalibrationTable, FallbackStep, QuantPlan
 from quantkit.runtime import Session
+
+CANDIDATES_PER_ROUND = 10
 
 
 def output_sqnr(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: np.ndarray) -> float:
@@ -70,8 +73,9 @@ def search(
 ) -> tuple[QuantPlan, list[FallbackStep], float]:
     """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan.
 
-    Layers are ranked by their own recovery, then kept float in that order, one more at a time, until the
-    output SQNR on the samples reaches target_db or max_layers are float.
+    Each round measures the best CANDIDATES_PER_ROUND remaining layers (by their own recovery) on top of
+    those already float and keeps the best, until the output SQNR on the samples reaches target_db,
+    max_layers are float, or no candidate helps.
     """
     if table.samples is None or table.samples.size == 0:
         return plan(model, table, config), [], float("nan")
@@ -79,22 +83,36 @@ def search(
     reference = Session(model_io.serialize(model)).run_samples(samples)
     cache: dict[str, tuple[float, float]] = {}
     current = plan(model, table, config, range_cache=cache)
-    steps: list[FallbackStep] = []
-    kept: dict[str, str] = {}
     base = output_sqnr(apply_plan(model, current), reference, samples)
+    steps: list[FallbackStep] = []
     if base >= target_db or max_layers == 0:
         return current, steps, base
     scores = layer_recovery(model, table, config, reference, progress, cache)
-    index = GraphIndex(model)
     ranked = sorted((node for node in scores if scores[node] > base), key=lambda n: (-scores[n], n))
-    for position, node in enumerate(ranked[:max_layers], start=1):
-        kept[node] = f"kept float by --min-sqnr {target_db:g} (recovers {scores[node] - base:.1f} dB alone)"
-        current = plan(model, table, config, keep_float=kept, range_cache=cache)
-        reached = output_sqnr(apply_plan(model, current), reference, samples)
-        steps.append(FallbackStep(node, index.by_name[node].op_type, reached))
-        if reached >= target_db or position == max_layers:
+    kept: dict[str, str] = {}
+    score = base
+    while score < target_db and len(steps) < max_layers:
+        best: tuple[float, str, QuantPlan] | None = None
+        for node in [n for n in ranked if n not in kept][:CANDIDATES_PER_ROUND]:
+            trial_keep = {**kept, node: _reason(target_db, scores[node] - base)}
+            trial = plan(model, table, config, keep_float=trial_keep, range_cache=cache)
+            trial_score = output_sqnr(apply_plan(model, trial), reference, samples)
+            if best is None or trial_score > best[0]:
+                best = (trial_score, node, trial)
+        if best is None or best[0] <= score:
             break
+        score, node, current = best
+        kept[node] = _reason(target_db, scores[node] - base)
+        steps.append(FallbackStep(node, _op_type(model, node), score))
     return current, steps, base
+
+
+def _reason(target_db: float, recovery_db: float) -> str:
+    return f"kept float by --min-sqnr {target_db:g} (recovers {recovery_db:.1f} dB alone)"
+
+
+def _op_type(model: onnx.ModelProto, node: str) -> str:
+    return next(n.op_type for n in model.graph.node if n.name == node)
 
 
 def _quantized_layers(model: onnx.ModelProto, current: QuantPlan) -> list[str]:
