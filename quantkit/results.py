@@ -74,7 +74,6 @@ class WeightPlan:
     initializer: str
     kind: str  # "weight" | "bias" | "constant"
     axis: int | None  # per-channel axis, None for per-tensor
-    activation_input: str | None = None  # for bias: the activation whose scale is s_x
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def _quantize_constant_input(
         rewriter.weight_errors[node.name] = dequantize(q, scale, zeros, weight.axis) - value.astype(
             np.float64
         )
-        params = QuantParams(scale, np.zeros(scale.shape, np.int8), weight.axis)
+        params = QuantParams(scale, zeros, weight.axis)
     elif weight.kind == "bias":
         input_scale = float(activations[node.input[0]].scale)  # what feeds the node now (maybe rebalanced)
         if input_means and node.name in input_means:

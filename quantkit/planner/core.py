@@ -231,7 +231,7 @@ def _plan_compute(state: _Planning, node: onnx.NodeProto) -> None:
     state.add_q(x)
     state.weights.append(WeightPlan(node.name, 1, w, "weight", axis))
     if len(node.input) > 2 and node.input[2] and _bias_ok(index, node, weight, axis):
-        state.weights.append(WeightPlan(node.name, 2, node.input[2], "bias", 0, x))
+        state.weights.append(WeightPlan(node.name, 2, node.input[2], "bias", 0))
     out = node.output[0]
     if state.has_stats(out):
         state.add_q(out)

@@ -46,14 +46,14 @@ def layer_recovery(
     table: CalibrationTable,
     config: ConvertConfig,
     reference: list[dict[str, np.ndarray]],
+    base_plan: QuantPlan,
     progress: Callable[[int], None] | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, float]:
-    """node -> output SQNR with only that layer (and its input path) kept float."""
+    """node -> output SQNR with only that layer (and its input path) kept float; base_plan quantizes all."""
     assert table.samples is not None
     cache = {} if cache is None else cache
     samples = table.samples
-    base_plan = plan(model, table, config, range_cache=cache)
     scores = {}
     for node in _quantized_layers(model, base_plan):
         trial = plan(model, table, config, keep_float={node: "measuring"}, range_cache=cache)
@@ -87,7 +87,7 @@ def search(
     steps: list[FallbackStep] = []
     if base >= target_db or max_layers == 0:
         return current, steps, base
-    scores = layer_recovery(model, table, config, reference, progress, cache)
+    scores = layer_recovery(model, table, config, reference, current, progress, cache)
     ranked = sorted((node for node in scores if scores[node] > base), key=lambda n: (-scores[n], n))
     kept: dict[str, str] = {}
     score = base

@@ -21,7 +21,7 @@ from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.ranges import activation_params
 from quantkit.qmath.smooth import LinearLayer, output_noise, rebalanced_range, smoothing_scales
-from quantkit.results import CalibrationTable, QuantParams, Rebalance
+from quantkit.results import CalibrationTable, QuantParams, Rebalance, TensorStats
 
 FOLD_GAIN = 0.9
 REBALANCED_OPS = frozenset({"Conv", "Gemm", "MatMul"})
@@ -54,11 +54,7 @@ def plan_rebalances(
         if any(layer is None for layer in layers) or any(_axis(n) != axis for n in consumers):
             continue
         choice = _best_alpha(
-            [layer for layer in layers if layer is not None],
-            stats.channel_min,
-            stats.channel_max,
-            range_of(tensor),
-            config,
+            [layer for layer in layers if layer is not None], stats, range_of(tensor), config
         )
         if choice is None:
             continue
@@ -123,13 +119,13 @@ def _layer(index: GraphIndex, node: onnx.NodeProto, channels: int) -> LinearLaye
 
 
 def _best_alpha(
-    layers: list[LinearLayer],
-    ch_min: np.ndarray,
-    ch_max: np.ndarray,
-    current: tuple[float, float],
-    config: ConvertConfig,
+    layers: list[LinearLayer], stats: TensorStats, current: tuple[float, float], config: ConvertConfig
 ) -> tuple[float, np.ndarray, float] | None:
-    x_absmax = np.maximum(np.abs(ch_min), np.abs(ch_max)).astype(np.float64)
+    assert (
+        stats.channel_min is not None and stats.channel_max is not None and stats.channel_absmax is not None
+    )
+    ch_min, ch_max = stats.channel_min, stats.channel_max
+    x_absmax = stats.channel_absmax.astype(np.float64)
     w_absmax = np.max([layer.absmax_w.max(axis=0) for layer in layers], axis=0)
     before = output_noise(layers, x_absmax, current, np.ones_like(x_absmax))
     if before <= 0:
