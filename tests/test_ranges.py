@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import helper
 
 from quantkit.calib.observers import TensorObserver
+from quantkit.config import CalibMethod, ConvertConfig
+from quantkit.graph.query import GraphIndex
+from quantkit.planner.ranges import is_bounded, select_range
 from quantkit.qmath.ranges import (
     entropy_range,
     minmax_range,
@@ -15,6 +19,7 @@ from quantkit.qmath.ranges import (
     without_zeros,
 )
 from quantkit.results import TensorStats
+from tests.conftest import conv_params, make_model
 
 
 def stats_of(x: np.ndarray) -> TensorStats:
@@ -96,3 +101,32 @@ def test_every_method_contains_zero_and_stays_inside_the_histogram(gauss: Tensor
     ):
         assert lo <= 0.0 <= hi
         assert gauss.hist_lo - 1e-9 <= lo and hi <= gauss.hist_hi + 1e-9
+
+
+def test_a_bounded_output_keeps_its_observed_range_under_every_method() -> None:
+    # Scores: nearly all background (~0), a few detections near 1. Entropy would cut the detections off.
+    g = np.random.default_rng(7)
+    scores = np.concatenate([g.exponential(0.005, 200_000).clip(0, 0.02), g.uniform(0.5, 0.99, 50)])
+    s = stats_of(scores)
+    for method in CalibMethod:
+        lo, hi = select_range(s, ConvertConfig(method=method), bounded=True)
+        assert (lo, hi) == (0.0, pytest.approx(scores.max(), rel=1e-6))
+    assert select_range(s, ConvertConfig(method=CalibMethod.entropy))[1] < 0.5
+
+
+def test_score_sigmoids_are_bounded_but_silu_gates_are_not() -> None:
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c1"], ["gate"]),
+        helper.make_node("Mul", ["c1", "gate"], ["act"]),
+        helper.make_node("Conv", ["act", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c2"], ["score"]),
+        helper.make_node("Concat", ["c2", "score"], ["y"], axis=1),
+    ]
+    params = {f"{k}1": v for k, v in conv_params(4, 3).items()} | {
+        f"{k}2": v for k, v in conv_params(2, 4, seed=1).items()
+    }
+    index = GraphIndex(make_model(nodes, params))
+    assert is_bounded(index, "score")
+    assert not is_bounded(index, "gate")
+    assert not is_bounded(index, "act")

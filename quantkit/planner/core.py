@@ -28,7 +28,7 @@ from quantkit.config import ActivationType, ConvertConfig
 from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.ranges import activation_params, consumer_transform, select_range
+from quantkit.planner.ranges import activation_params, consumer_transform, is_bounded, select_range
 from quantkit.planner.rebalance import plan_rebalances
 from quantkit.results import (
     CalibrationTable,
@@ -65,7 +65,8 @@ class _Planning:
         if name not in self.ranges:
             if name not in self.selected:
                 transform = consumer_transform(self.index, name)
-                self.selected[name] = select_range(self.table.stats[name], self.config, transform)
+                stats, bounded = self.table.stats[name], is_bounded(self.index, name)
+                self.selected[name] = select_range(stats, self.config, transform, bounded)
             self.ranges[name] = self.selected[name]
         return self.ranges[name]
 

@@ -21,14 +21,24 @@ from quantkit.qmath.ranges import (
 from quantkit.results import QuantParams, TensorStats
 
 
+# Ops whose output is bounded by construction: no outlier can blow their range up, and the top of it is
+# what matters (detection scores, attention peaks). Clipping it cost YOLOX-Nano every detection with
+# --method entropy (its score Sigmoids were cut at 0.16-0.25), so they keep the observed range.
+BOUNDED_OPS = frozenset({"Sigmoid", "Softmax"})
+
+
 def select_range(
-    stats: TensorStats, config: ConvertConfig, transform: Transform | None = None
+    stats: TensorStats,
+    config: ConvertConfig,
+    transform: Transform | None = None,
+    bounded: bool = False,
 ) -> tuple[float, float]:
     """The range to quantize a tensor with, by the configured method; always contains 0.
 
-    transform: the elementwise function all consumers apply (MSE measures the error after it)."""
+    transform: the elementwise function all consumers apply (MSE measures the error after it).
+    bounded: the producer's output is bounded by construction (BOUNDED_OPS): keep the observed range."""
     method, dtype = config.method, config.activations.value
-    if method is CalibMethod.minmax or stats.hist_hi <= stats.hist_lo:
+    if bounded or method is CalibMethod.minmax or stats.hist_hi <= stats.hist_lo:
         return minmax_range(stats.minimum, stats.maximum)
     if method is CalibMethod.percentile:
         return percentile_range(stats.hist, stats.hist_lo, stats.hist_hi, config.percentile)
@@ -44,6 +54,15 @@ def activation_params(lo: float, hi: float, activations: ActivationType) -> Quan
         return QuantParams(np.asarray(scale, np.float32), np.asarray(zero_point, np.uint8))
     scale_arr = symmetric_params(max(abs(lo), abs(hi)), 127)
     return QuantParams(np.asarray(scale_arr, np.float32), np.asarray(0, np.int8))
+
+
+def is_bounded(index: GraphIndex, name: str) -> bool:
+    """Whether `name` is the output of a BOUNDED_OPS node, other than a SiLU's gate (the SiLU's Mul is
+    quantized after it, and clipping the gate measured 0.9 dB better on YOLOX-Nano)."""
+    producer = index.producer.get(name)
+    if producer is None or producer.op_type not in BOUNDED_OPS:
+        return False
+    return consumer_transform(index, producer.input[0]) is not silu
 
 
 def consumer_transform(index: GraphIndex, name: str) -> Transform | None:
