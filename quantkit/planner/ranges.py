@@ -20,7 +20,6 @@ from quantkit.qmath.ranges import (
 )
 from quantkit.results import QuantParams, TensorStats
 
-
 # Ops whose output is bounded by construction: no outlier can blow their range up, and the top of it is
 # what matters (detection scores, attention peaks). Clipping it cost YOLOX-Nano every detection with
 # --method entropy (its score Sigmoids were cut at 0.16-0.25), so they keep the observed range.
