@@ -6,11 +6,12 @@ Heavy modules are imported inside the commands so that `quantkit --help` stays i
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -293,7 +294,7 @@ def compare(
     """Accuracy, output error, latency and size of a candidate model against its reference.
 
     Preprocessing is read from the candidate's quantkit metadata unless given here."""
-    from quantkit import pipeline, report
+    from quantkit import files, pipeline, report
     from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
 
     explicit = any(v is not None for v in (preset, mean, std, bgr, resize, input_size))
@@ -311,33 +312,44 @@ def compare(
         result = pipeline.compare(reference, candidate, config, explicit, progress)
     stdout.print(report.compare_table(result))
     if json_path is not None:
-        pipeline.write_atomic(
-            json_path, (json.dumps(report.comparison_dict(result), indent=1) + "\n").encode()
-        )
+        files.write_atomic(json_path, (json.dumps(report.comparison_dict(result), indent=1) + "\n").encode())
     if markdown is not None:
-        pipeline.write_atomic(markdown, report.comparison_markdown(result).encode())
+        files.write_atomic(markdown, report.comparison_markdown(result).encode())
 
 
 def main() -> None:
     """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C."""
     try:
-        app(standalone_mode=False)
+        result = app(standalone_mode=False)
+        if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
+            raise KeyboardInterrupt
     except QuantkitError as exc:
         stderr.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         stderr.print("interrupted; nothing partial was written", highlight=False)
         sys.exit(130)
+    except MemoryError:
+        _fail("out of memory; lower --batch-size or --num-images, or free memory")
+    except OSError as exc:  # the environment, not the input: a file vanished, a device failed
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}; check the path and that the disk is writable and not full")
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: unknown option, bad choice, missing argument
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        stderr.print(
-            f"error: {' '.join(message.split())}; see `quantkit --help`",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
+        _fail(f"{' '.join(message.split())}; see `quantkit --help`")
+    except Exception as exc:  # a bug in quantkit: still one line, the traceback on request
+        if os.environ.get("QUANTKIT_DEBUG"):
+            raise
+        _fail(
+            f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); this is a quantkit "
+            "bug: rerun with QUANTKIT_DEBUG=1 for the traceback and report it"
         )
-        sys.exit(2)
+
+
+def _fail(message: str) -> NoReturn:
+    stderr.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
+    sys.exit(2)

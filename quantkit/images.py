@@ -28,6 +28,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit; larger images are refused, not decoded
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+MAX_FILE_BYTES = 256 << 20  # a file this large is not a photo for calibration; it is not read at all
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -43,8 +44,10 @@ def find_images(folder: Path) -> list[Path]:
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root)
     ]
     if not found:
+        others = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        held = f"it holds {len(others)} other file(s), e.g. {others[0]}" if others else "it is empty"
         raise ImageError(
-            f"no images (.jpg .jpeg .png .bmp .webp) found under {folder}; "
+            f"no images (.jpg .jpeg .png .bmp .webp) found under {folder} ({held}); "
             "point --images at a folder of images"
         )
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
@@ -129,6 +132,8 @@ class ImageLoader:
         names: list[Path] = []
         for path in self.paths:
             try:
+                if path.stat().st_size > MAX_FILE_BYTES:
+                    raise ImageError(f"refused: larger than {MAX_FILE_BYTES >> 20} MiB")
                 raw = path.read_bytes()
                 sample = load_sample(raw, self.preprocess)
             except ImageError as exc:

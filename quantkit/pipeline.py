@@ -1,13 +1,11 @@
-"""calibrate / convert / compare as functions. Owns paths, temporary files and atomic writes; the only
-module that composes the layers below it. Raises QuantkitError; never prints."""
+"""calibrate / convert / compare as functions. Owns paths and what is written (through quantkit.files);
+the only module that composes the layers below it. Raises QuantkitError; never prints."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,9 +19,17 @@ from quantkit import __version__
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import collect
 from quantkit.config import CalibrateConfig, CompareConfig, ConvertConfig, Preprocess
-from quantkit.errors import CalibrationError, ConfigError, ConversionError, ImageError, OutputError
+from quantkit.errors import (
+    CalibrationError,
+    ConfigError,
+    ConversionError,
+    ImageError,
+    ModelError,
+    OutputError,
+)
 from quantkit.evaluate.compare import compare_outputs, read_classes
 from quantkit.evaluate.metrics import OutputErrors, latency_stats
+from quantkit.files import check_output, write_atomic, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
 from quantkit.graph.qdq import apply_plan
@@ -47,39 +53,12 @@ def _no_progress(label: str, total: int) -> Callable[[int], None]:
 # ---------------------------------------------------------------- files
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename over it: readers never see a partial file,
-    and an interrupt leaves nothing behind."""
-    parent = path.parent
-    if not parent.is_dir():
-        raise OutputError(f"output folder {parent} does not exist; create it first")
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write in {parent} ({exc.strerror}); choose a writable folder") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        Path(temp).unlink(missing_ok=True)
-        raise OutputError(f"writing {path} failed ({exc.strerror}); nothing was written") from exc
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _check_output(output: Path, *inputs: Path) -> None:
-    resolved = output.resolve()
-    for source in inputs:
-        if source.exists() and resolved == source.resolve():
-            raise OutputError(f"the output {output} is an input file; choose another output path")
-    if output.is_dir():
-        raise OutputError(f"the output {output} is a folder; give a file path")
-    if not output.parent.is_dir():
-        raise OutputError(f"output folder {output.parent} does not exist; create it first")
+def _require_quantizable(model: onnx.ModelProto, path: Path) -> None:
+    if not any(node.op_type in COMPUTE_OPS for node in model.graph.node):
+        raise ModelError(
+            f"{path.name} has no op quantkit quantizes ({', '.join(sorted(COMPUTE_OPS))}); "
+            "there is nothing to convert to INT8"
+        )
 
 
 def _table_paths(table: Path) -> tuple[Path, Path]:
@@ -109,9 +88,10 @@ def calibrate(
 ) -> CalibrateSummary:
     json_path, npz_path = _table_paths(table_path)
     for out in (json_path, npz_path):
-        _check_output(out, model_path)
+        check_output(out, model_path)
     started = time.perf_counter()
     model = model_io.load_model(model_path)
+    _require_quantizable(model, model_path)
     spec = model_io.image_input(model)
     preprocess = resolve_preprocess(config.preprocess, spec)
     observed = observed_tensors(model_io.infer_shapes(model))
@@ -151,8 +131,7 @@ def calibrate(
     }
     table = CalibrationTable(meta=meta, stats=stats, samples=np.stack(samples))
     json_bytes, npz_bytes = table_io.serialize(table)
-    write_atomic(npz_path, npz_bytes)
-    write_atomic(json_path, json_bytes)
+    write_set([(npz_path, npz_bytes), (json_path, json_bytes)])
     return CalibrateSummary(
         table=json_path,
         arrays=npz_path,
@@ -180,9 +159,10 @@ def _check_enough_images(used: int, total: int, skipped: list[tuple[Path, str]])
 def convert(
     model_path: Path, table_path: Path, output: Path, config: ConvertConfig, progress: Progress = _no_progress
 ) -> ConvertSummary:
-    _check_output(output, model_path, table_path, table_io.arrays_path(table_path))
+    check_output(output, model_path, table_path, table_io.arrays_path(table_path))
     table = table_io.load(table_path)
     model = model_io.load_model(model_path)
+    _require_quantizable(model, model_path)
     sha = model_io.file_sha256(model_path)
     if table.model_sha256 != sha:
         raise CalibrationError(

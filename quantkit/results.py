@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 TABLE_FORMAT = "quantkit-calibration"
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: the JSON records the sha256 of its .npz
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,24 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         suffix = ".png" if i % 3 else ".jpg"
         Image.fromarray(pixels).save(sub / f"img{i:02d}{suffix}")
     return folder
+
+
+def tiny_cnn(path: Path, seed: int = 0, inputs: int = 1) -> Path:
+    p1, p2 = conv_params(4, 3, 3, seed), conv_params(5, 4, 1, seed + 1)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Conv", ["g", "w2", "b2"], ["h"], name="c2"),
+        helper.make_node("Flatten", ["h"], ["y"], name="flat"),
+    ]
+    model = make_model(nodes, {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"], "b2": p2["b"]})
+    if inputs == 2:
+        model.graph.input.append(helper.make_tensor_value_info("x2", onnx.TensorProto.FLOAT, [1, 3, 16, 16]))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def cnn(tmp_path: Path) -> Path:
+    return tiny_cnn(tmp_path / "cnn.onnx")

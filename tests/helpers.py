@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from quantkit import pipeline
+from quantkit.cli import main
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.images import ImageLoader, find_images
@@ -72,3 +75,26 @@ def dq_feeds_q(model: onnx.ModelProto) -> list[str]:
         if n.op_type == "QuantizeLinear"
         and getattr(producers.get(n.input[0]), "op_type", "") == "DequantizeLinear"
     ]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    old = sys.argv
+    sys.argv = ["quantkit", *argv]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *phrases: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]

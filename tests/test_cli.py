@@ -3,60 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import helper
 
-from quantkit.cli import main
 from tests.conftest import conv_params, make_model
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["quantkit", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *phrases: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for phrase in phrases:
-        assert phrase in lines[0], lines[0]
-
-
-def tiny_cnn(path: Path, seed: int = 0, inputs: int = 1) -> Path:
-    p1, p2 = conv_params(4, 3, 3, seed), conv_params(5, 4, 1, seed + 1)
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["a"], ["r"], name="relu"),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
-        helper.make_node("Conv", ["g", "w2", "b2"], ["h"], name="c2"),
-        helper.make_node("Flatten", ["h"], ["y"], name="flat"),
-    ]
-    model = make_model(nodes, {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"], "b2": p2["b"]})
-    if inputs == 2:
-        model.graph.input.append(helper.make_tensor_value_info("x2", onnx.TensorProto.FLOAT, [1, 3, 16, 16]))
-    onnx.save(model, str(path))
-    return path
-
-
-@pytest.fixture
-def cnn(tmp_path: Path) -> Path:
-    return tiny_cnn(tmp_path / "cnn.onnx")
+from tests.helpers import run
 
 
 def test_calibrate_convert_compare(
@@ -139,144 +93,6 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("calibrate", "convert", "compare"):
         code, out, _ = run([command, "--help"], capsys)
         assert code == 0 and "Example: quantkit " + command in " ".join(out.split())
-
-
-BAD_MODELS = {
-    "missing": (None, "does not exist"),
-    "empty": (b"", "is empty"),
-    "random bytes": (bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)), "re-export"),
-    "text": (b"this is not a model\n" * 10, "re-export"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_MODELS))
-def test_bad_model_files(
-    case: str, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    content, phrase = BAD_MODELS[case]
-    model = tmp_path / "bad.onnx"
-    if content is not None:
-        model.write_bytes(content)
-    table = tmp_path / "t.json"
-    code, _, err = run(["calibrate", str(model), "--images", str(image_dir), "--output", str(table)], capsys)
-    assert_one_line_error(code, err, phrase)
-    assert not table.exists() and not table.with_suffix(".npz").exists()
-
-
-def test_truncated_model(
-    cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    truncated = tmp_path / "cut.onnx"
-    truncated.write_bytes(cnn.read_bytes()[: cnn.stat().st_size // 2])
-    code, _, err = run(
-        ["calibrate", str(truncated), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
-    )
-    assert_one_line_error(code, err, "re-export")
-
-
-def test_several_inputs(tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = tiny_cnn(tmp_path / "two.onnx", inputs=2)
-    code, _, err = run(
-        ["calibrate", str(model), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
-    )
-    assert_one_line_error(code, err, "2 inputs", "one image input")
-
-
-def test_table_for_another_model_is_refused(
-    cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    table = tmp_path / "cnn.calib.json"
-    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
-    other = tiny_cnn(tmp_path / "other.onnx", seed=5)
-    out = tmp_path / "other.int8.onnx"
-    code, _, err = run(["convert", str(other), "-c", str(table), "-o", str(out)], capsys)
-    assert_one_line_error(code, err, "made for another model", "quantkit calibrate")
-    assert not out.exists()
-
-
-def test_output_may_not_overwrite_the_input(
-    cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    table = tmp_path / "cnn.calib.json"
-    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
-    before = cnn.read_bytes()
-    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(cnn)], capsys)
-    assert_one_line_error(code, err, "is an input file")
-    assert cnn.read_bytes() == before
-
-
-def test_output_folder_missing(
-    cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, _, err = run(
-        ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(tmp_path / "no" / "t.json")], capsys
-    )
-    assert_one_line_error(code, err, "does not exist", "create it first")
-
-
-@pytest.mark.parametrize(
-    "args, phrase",
-    [
-        (["--input-size", "big"], "HxW"),
-        (["--mean", "1,x,3"], "comma-separated numbers"),
-        (["--mean", "1,2"], "--mean has 2 values"),
-        (["--num-images", "0"], "at least 1"),
-        (["--bins", "100"], "at least 2048"),
-    ],
-)
-def test_bad_options(
-    args: list[str],
-    phrase: str,
-    cnn: Path,
-    image_dir: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code, _, err = run(
-        ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(tmp_path / "t.json"), *args], capsys
-    )
-    assert_one_line_error(code, err, phrase)
-
-
-def test_image_folder_problems(cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    code, _, err = run(
-        ["calibrate", str(cnn), "--images", str(empty), "-o", str(tmp_path / "t.json")], capsys
-    )
-    assert_one_line_error(code, err, "no images")
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for i in range(3):
-        (broken / f"{i}.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    code, _, err = run(
-        ["calibrate", str(cnn), "--images", str(broken), "-o", str(tmp_path / "t.json")], capsys
-    )
-    assert_one_line_error(code, err, "only 0 of 3 images")
-    assert not (tmp_path / "t.json").exists()
-
-
-def test_a_few_bad_images_are_skipped_and_reported(
-    cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    for p in sorted(image_dir.rglob("*.png"))[:6]:
-        (mixed / p.name).write_bytes(p.read_bytes())
-    (mixed / "zero.png").write_bytes(b"")
-    code, out, err = run(
-        ["calibrate", str(cnn), "--images", str(mixed), "-o", str(tmp_path / "t.json")], capsys
-    )
-    assert code == 0, err
-    assert "on 6 images" in out and "skipped 1 unreadable file(s): zero.png" in out
-
-
-def test_damaged_table(cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    table = tmp_path / "t.json"
-    table.write_text("{")
-    table.with_suffix(".npz").write_bytes(b"")
-    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(tmp_path / "o.onnx")], capsys)
-    assert_one_line_error(code, err, "recalibrate")
 
 
 def test_unknown_choice_is_a_usage_error(cnn: Path, capsys: pytest.CaptureFixture[str]) -> None:

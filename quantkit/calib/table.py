@@ -1,12 +1,14 @@
 """The calibration table: a versioned JSON file plus an .npz of arrays beside it. Never pickle.
 
 The JSON holds provenance and per-tensor scalars; each tensor's arrays are stored in the .npz under
-keys derived from its index in the JSON list (tensor names may hold any character).
+keys derived from its index in the JSON list (tensor names may hold any character). The JSON records the
+sha256 of its .npz, so a pair mixed from two runs (or an .npz replaced by hand) is refused, not misread.
 Serialisation is deterministic: the same table gives the same bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -52,9 +54,16 @@ def serialize(table: CalibrationTable) -> tuple[bytes, bytes]:
             arrays[f"chmean_{index}"] = s.channel_mean.astype(np.float64)
     if table.samples is not None:
         arrays["samples"] = table.samples.astype(np.float32)
-    doc = {"format": TABLE_FORMAT, "version": TABLE_VERSION, "meta": table.meta, "tensors": entries}
+    npz = _npz_bytes(arrays)
+    doc = {
+        "format": TABLE_FORMAT,
+        "version": TABLE_VERSION,
+        "arrays_sha256": hashlib.sha256(npz).hexdigest(),
+        "meta": table.meta,
+        "tensors": entries,
+    }
     text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    return text.encode(), _npz_bytes(arrays)
+    return text.encode(), npz
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -89,8 +98,14 @@ def load(json_path: Path) -> CalibrationTable:
             f"{json_path} has table version {doc.get('version')}, this quantkit reads {TABLE_VERSION}; "
             "recalibrate with this version"
         )
+    npz_bytes = npz_path.read_bytes()
+    if hashlib.sha256(npz_bytes).hexdigest() != doc.get("arrays_sha256"):
+        raise CalibrationError(
+            f"{npz_path.name} does not belong to {json_path.name} (replaced, or written by another run); "
+            "recalibrate"
+        )
     try:
-        with np.load(npz_path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as npz:
             stats = {e["name"]: _entry_stats(e, i, npz) for i, e in enumerate(doc["tensors"])}
             samples = np.asarray(npz["samples"], np.float32) if "samples" in npz.files else None
         meta = dict(doc["meta"])

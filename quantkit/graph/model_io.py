@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import external_data_helper, shape_inference, version_converter
+from onnx import external_data_helper, numpy_helper, shape_inference, version_converter
 
 from quantkit.errors import ModelError
 from quantkit.results import InputSpec
@@ -15,6 +16,9 @@ from quantkit.results import InputSpec
 MIN_OPSET = 10
 PER_CHANNEL_OPSET = 13
 MAX_PROTO_BYTES = 2**31 - 1
+# Operator domains onnxruntime's CPU provider runs without a custom-op library.
+KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+TRAINING_DOMAIN = "ai.onnx.preview.training"
 
 
 def file_sha256(path: Path) -> str:
@@ -39,12 +43,51 @@ def load_model(path: Path) -> onnx.ModelProto:
         raise ModelError(f"{path} is not a valid ONNX model ({_short(exc)}); re-export it") from exc
     if not model.graph.node or not model.opset_import:
         raise ModelError(f"{path} holds no ONNX graph (truncated or not a model); re-export it")
+    _check_supported(model, path)
     _load_external_data(model, path.parent)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise ModelError(f"{path} fails onnx.checker ({_short(exc)}); fix or re-export the model") from exc
+    _check_finite_weights(model, path)
     return model
+
+
+def _check_supported(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse what quantkit cannot run, before anything else: old opsets, training graphs, custom ops."""
+    version = opset_version(model)
+    if version < MIN_OPSET:
+        raise ModelError(
+            f"{path.name} uses opset {version}; quantkit needs opset {MIN_OPSET} or later "
+            "(QuantizeLinear starts there). Re-export with a newer opset"
+        )
+    if len(model.training_info) or any(n.domain == TRAINING_DOMAIN for n in model.graph.node):
+        raise ModelError(
+            f"{path.name} is a training graph; export the model for inference (model.eval(), "
+            "torch.onnx.export with training=TrainingMode.EVAL)"
+        )
+    custom = sorted({(n.domain, n.op_type) for n in model.graph.node if n.domain not in KNOWN_DOMAINS})
+    if custom:
+        domain, op = custom[0]
+        raise ModelError(
+            f"{path.name} uses {len(custom)} custom op type(s) onnxruntime cannot run without their "
+            f"library (first: {domain}::{op}); export with standard ONNX ops"
+        )
+
+
+def _check_finite_weights(model: onnx.ModelProto, path: Path) -> None:
+    for tensor in model.graph.initializer:
+        if tensor.data_type in _FLOAT_TYPES:
+            values = numpy_helper.to_array(tensor)
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            if bad:
+                raise ModelError(
+                    f"weight {tensor.name!r} of {path.name} holds {bad} NaN or Inf value(s); "
+                    "fix the trained weights and re-export"
+                )
+
+
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
 
 
 def _load_external_data(model: onnx.ModelProto, base: Path) -> None:

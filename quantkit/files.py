@@ -1,0 +1,85 @@
+"""Output files: atomic writes, a lock per output folder, and the checks before anything is written.
+
+Every output goes to a temporary file beside its target, is flushed to disk and renamed over it, so a
+reader never sees a partial file and an interrupt or a full disk leaves nothing behind. Files written as
+a set (a calibration table's JSON and .npz) are written under an exclusive lock on their folder, so two
+processes writing the same place leave one whole set, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from quantkit.errors import OutputError
+
+try:  # POSIX: flock on the folder itself, released by the kernel if the process dies
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: writes stay atomic, sets are not locked
+    fcntl = None  # type: ignore[assignment]
+
+
+def check_output(output: Path, *inputs: Path) -> None:
+    """Refuse an output path that is an input, a folder, or in a missing folder."""
+    resolved = output.resolve()
+    for source in inputs:
+        if source.exists() and resolved == source.resolve():
+            raise OutputError(f"the output {output} is an input file; choose another output path")
+    if output.is_dir():
+        raise OutputError(f"the output {output} is a folder; give a file path")
+    if not output.parent.is_dir():
+        raise OutputError(f"output folder {output.parent} does not exist; create it first")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename over it: readers never see a partial file,
+    and an interrupt leaves nothing behind."""
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist; create it first")
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {parent} ({exc.strerror}); choose a writable folder") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise OutputError(f"writing {path} failed ({exc.strerror}); nothing was written") from exc
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Write files that belong together, each atomically, under one lock on their folder."""
+    folders = sorted({path.parent.resolve() for path, _ in files})
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(folder_lock(folder))
+        for path, data in files:
+            write_atomic(path, data)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` between quantkit processes (no lock file is left behind)."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise OutputError(f"cannot open {folder} ({exc.strerror}); choose a readable folder") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -1,0 +1,719 @@
+"""Every kind of bad input: one clear line on stderr, exit code 2, no traceback, and nothing written.
+
+One test per case of the bad-input list (models, external data, image folders, tables, output paths,
+numerics) and per fault (interrupts, full disks, two writers). Each asserts the exit code, the message
+and that no output file (nor a temporary one) is left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from quantkit import files
+from quantkit.calib import table as table_io
+from quantkit.errors import CalibrationError
+from tests.conftest import conv_params, make_model, tiny_cnn
+from tests.helpers import assert_one_line_error, run
+
+Capsys = pytest.CaptureFixture[str]
+
+
+def calibrate(model: Path, images: Path, table: Path, capsys: Capsys, *extra: str) -> tuple[int, str, str]:
+    return run(["calibrate", str(model), "--images", str(images), "-o", str(table), *extra], capsys)
+
+
+def nothing_in(folder: Path, *keep: Path) -> list[str]:
+    """Files in `folder` other than `keep`: outputs or temporary files that should not exist."""
+    kept = {k.resolve() for k in keep}
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.resolve() not in kept)
+
+
+def fails_cleanly(model: Path, images: Path, tmp_path: Path, capsys: Capsys, *phrases: str) -> None:
+    """calibrate fails with one line naming `phrases`, and writes nothing into a fresh folder."""
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    code, _, err = calibrate(model, images, out / "t.json", capsys)
+    assert_one_line_error(code, err, *phrases)
+    assert nothing_in(out) == []
+
+
+@pytest.fixture
+def table(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> Path:
+    path = tmp_path / "cnn.calib.json"
+    assert calibrate(cnn, image_dir, path, capsys)[0] == 0
+    return path
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def cnn_nodes(head: str = "Flatten") -> list[onnx.NodeProto]:
+    return [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node(head, ["g"], ["y"]),
+    ]
+
+
+# ---------------------------------------------------------------- model files
+
+BAD_MODEL_BYTES = {
+    "missing": (None, "does not exist"),
+    "empty": (b"", "is empty"),
+    "random bytes": (bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)), "re-export"),
+    "text named .onnx": (b"this is not a model\n" * 10, "re-export"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODEL_BYTES))
+def test_unreadable_model_files(case: str, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    content, phrase = BAD_MODEL_BYTES[case]
+    model = tmp_path / "bad.onnx"
+    if content is not None:
+        model.write_bytes(content)
+    fails_cleanly(model, image_dir, tmp_path, capsys, phrase)
+
+
+def test_truncated_model(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    truncated = tmp_path / "cut.onnx"
+    truncated.write_bytes(cnn.read_bytes()[: cnn.stat().st_size // 2])
+    fails_cleanly(truncated, image_dir, tmp_path, capsys, "re-export")
+
+
+def test_model_that_fails_the_checker(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = make_model(cnn_nodes(), conv_params(4, 3))
+    model.graph.node[1].input[0] = "undefined"  # Relu reads a tensor nothing produces
+    fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "fails onnx.checker")
+
+
+def test_opset_below_ten(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = make_model(cnn_nodes(), conv_params(4, 3), opset=9)
+    fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "opset 9", "opset 10")
+
+
+def test_training_graph(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = make_model(cnn_nodes(), conv_params(4, 3))
+    model.training_info.add().algorithm.CopyFrom(
+        helper.make_graph([helper.make_node("Identity", ["w"], ["w2"])], "step", [], [])
+    )
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())  # the checker would refuse it; exporters do write these
+    fails_cleanly(path, image_dir, tmp_path, capsys, "training graph", "for inference")
+
+
+def test_training_domain_ops(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    nodes = [
+        *cnn_nodes(),
+        helper.make_node("Gradient", ["y"], ["dy"], domain="ai.onnx.preview.training", xs=["x"], y="y"),
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "train",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(v, k) for k, v in conv_params(4, 3).items()],
+        ),
+        opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.preview.training", 1)],
+    )
+    fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "training graph")
+
+
+def test_unknown_custom_op(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = make_model(cnn_nodes(), conv_params(4, 3))
+    model.graph.node.append(helper.make_node("Mystery", ["y"], ["z"], domain="com.example"))
+    model.graph.output[0].name = "z"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    fails_cleanly(path, image_dir, tmp_path, capsys, "custom op", "com.example::Mystery")
+
+
+def test_several_image_inputs(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = tiny_cnn(tmp_path / "two.onnx", inputs=2)
+    fails_cleanly(model, image_dir, tmp_path, capsys, "2 inputs", "one image input")
+
+
+def test_non_image_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
+    weights = {"w": np.ones((4, 10), np.float32), "b": np.zeros(4, np.float32)}
+    model = make_model(nodes, weights, input_shape=(1, 10))
+    fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "4-D NCHW or NHWC")
+
+
+def test_integer_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), *cnn_nodes()]
+    nodes[1].input[0] = "f"
+    model = make_model(nodes, conv_params(4, 3), input_shape=(1, 3, 16, 16))
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.UINT8
+    fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "UINT8", "float32")
+
+
+def test_dynamic_spatial_dimensions_need_input_size(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = make_model(cnn_nodes(), conv_params(4, 3), input_shape=("N", 3, "H", "W"))
+    path = save_model(model, tmp_path / "m.onnx")
+    fails_cleanly(path, image_dir, tmp_path, capsys, "--input-size")
+    code, _, err = calibrate(path, image_dir, tmp_path / "t.json", capsys, "--input-size", "16x16")
+    assert code == 0, err
+
+
+def test_no_quantizable_op(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["y"])]
+    model = make_model(nodes, {})
+    fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "nothing to convert")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weights(value: float, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    params = conv_params(4, 3)
+    params["w"][1, 0, 0, 0] = value
+    model = make_model(cnn_nodes(), params)
+    fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "'w'", "NaN or Inf")
+
+
+# ---------------------------------------------------------------- external data
+
+
+def external_model(folder: Path, location: str = "weights.bin") -> Path:
+    """The tiny CNN with every initializer in one external file."""
+    folder.mkdir(exist_ok=True)
+    model = make_model(cnn_nodes(), conv_params(4, 3))
+    path = folder / "ext.onnx"
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=0,
+    )
+    return path
+
+
+def test_external_weights_are_loaded_and_written(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = external_model(tmp_path / "m")
+    assert (tmp_path / "m" / "weights.bin").stat().st_size > 0
+    table, out = tmp_path / "t.json", tmp_path / "q.onnx"
+    assert calibrate(model, image_dir, table, capsys)[0] == 0
+    code, _, err = run(["convert", str(model), "-c", str(table), "-o", str(out)], capsys)
+    assert code == 0, err
+    written = onnx.load(str(out))
+    assert not any(onnx.external_data_helper.uses_external_data(t) for t in written.graph.initializer)
+    code, _, err = run(["compare", str(model), str(out), "--images", str(image_dir), "--runs", "2"], capsys)
+    assert code == 0, err
+
+
+def _point_outside(model: Path, location: str) -> None:
+    proto = onnx.load(str(model), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    model.write_bytes(proto.SerializeToString())
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute"])
+def test_external_data_outside_the_model_folder_is_never_read(
+    where: str, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    model = external_model(tmp_path / "m")
+    outside = tmp_path / "secret.bin"
+    (tmp_path / "m" / "weights.bin").rename(outside)  # valid weights: reading them would succeed
+    _point_outside(model, "../secret.bin" if where == "parent" else str(outside))
+    fails_cleanly(model, image_dir, tmp_path, capsys, "outside the model's folder", "refused")
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def test_missing_image_folder(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    fails_cleanly(cnn, tmp_path / "nowhere", tmp_path, capsys, "does not exist", "--images")
+
+
+def test_empty_image_folder(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    fails_cleanly(cnn, tmp_path / "empty", tmp_path, capsys, "no images", "it is empty")
+
+
+def test_folder_without_images_among_other_files(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    (folder / "model.onnx").write_bytes(cnn.read_bytes())
+    fails_cleanly(cnn, folder, tmp_path, capsys, "no images", "2 other file(s)", "model.onnx")
+
+
+def _png_bytes(size: tuple[int, int] = (20, 16), mode: str = "RGB") -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new(mode, size, 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _bomb_png() -> bytes:
+    """A tiny PNG whose header claims 30000 x 30000 pixels (a decompression bomb)."""
+    data = bytearray(_png_bytes((8, 8), "L"))
+    ihdr = 8  # after the PNG signature: length(4) type(4) data(13) crc(4)
+    data[ihdr + 8 : ihdr + 16] = struct.pack(">II", 30000, 30000)
+    crc = zlib.crc32(bytes(data[ihdr + 4 : ihdr + 21]))
+    data[ihdr + 21 : ihdr + 25] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+BROKEN_IMAGES: dict[str, Callable[[Path], bytes]] = {
+    "zero.png": lambda good: b"",
+    "garbage.jpg": lambda good: b"\xff\xd8\xff\xe0 not really a jpeg",
+    "cut.jpg": lambda good: good.read_bytes()[: good.stat().st_size // 3],
+    "cut.png": lambda good: _png_bytes((64, 64))[:60],
+    "bomb.png": lambda good: _bomb_png(),
+}
+
+
+def test_broken_images_are_skipped_with_a_count(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = sorted(image_dir.rglob("*.png"))[:8]
+    for p in good:
+        (folder / p.name).write_bytes(p.read_bytes())
+    jpeg = next(image_dir.rglob("*.jpg"))
+    for name, make in BROKEN_IMAGES.items():
+        (folder / name).write_bytes(make(jpeg))
+    table = tmp_path / "t.json"
+    code, out, err = calibrate(cnn, folder, table, capsys)
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "on 8 images" in text and "skipped 5 unreadable file(s)" in text
+    meta = json.loads(table.read_text())["meta"]["images"]
+    assert (meta["count"], meta["skipped"]) == (8, 5)
+
+
+def test_huge_files_are_not_read(image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantkit import images
+    from tests.test_images import PRE
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    source = images.find_images(image_dir)[0]
+    (folder / "a.png").write_bytes(source.read_bytes())
+    with (folder / "huge.png").open("wb") as handle:  # sparse: no real disk use
+        handle.truncate(images.MAX_FILE_BYTES + 1)
+    loader = images.ImageLoader(images.find_images(folder), PRE, 4)
+    assert sum(b.data.shape[0] for b in loader) == 1
+    assert [(p.name, why) for p, why in loader.skipped] == [("huge.png", "refused: larger than 256 MiB")]
+
+
+def test_bomb_is_refused_not_decoded(tmp_path: Path) -> None:
+    from quantkit.errors import ImageError
+    from quantkit.images import load_sample
+    from tests.test_images import PRE
+
+    with pytest.raises(ImageError, match=r"more than \d+ pixels"):
+        load_sample(_bomb_png(), PRE)
+
+
+def test_too_few_good_images_fail_and_say_how_many(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    folder = tmp_path / "mostly-bad"
+    folder.mkdir()
+    for p in sorted(image_dir.rglob("*.png"))[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    for i in range(5):
+        (folder / f"bad{i}.jpg").write_bytes(b"")
+    fails_cleanly(cnn, folder, tmp_path, capsys, "only 2 of 7 images could be read", "bad0.jpg")
+
+
+def test_unusual_pixel_formats_are_converted(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    g = np.random.default_rng(3)
+    rgb = Image.fromarray(g.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+    rgb.convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(g.integers(0, 65535, (24, 24), dtype=np.uint16)).save(folder / "deep16.png")
+    rgb.convert("P").save(folder / "palette.png")
+    rgb.convert("RGBA").save(folder / "alpha.png")
+    frames = [rgb, rgb.rotate(90)]
+    frames[0].save(folder / "animated.webp", save_all=True, append_images=frames[1:], duration=50)
+    frames[0].save(folder / "animated.png", save_all=True, append_images=frames[1:], duration=50)
+    table = tmp_path / "t.json"
+    code, _, err = calibrate(cnn, folder, table, capsys)
+    assert code == 0, err
+    images = json.loads(table.read_text())["meta"]["images"]
+    assert (images["count"], images["skipped"]) == (6, 0)
+
+
+def test_thousands_of_images_stream(image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader reads files as batches are drawn, never the whole folder first."""
+    from quantkit.images import ImageLoader, find_images
+    from tests.test_images import PRE
+
+    source = find_images(image_dir)[0].read_bytes()
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(3000):
+        (folder / f"{i:05d}.png").write_bytes(source)
+    reads: list[Path] = []
+    original = Path.read_bytes
+
+    def counting(self: Path) -> bytes:
+        reads.append(self)
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    batches = iter(ImageLoader(find_images(folder), PRE, 8))
+    assert next(batches).data.shape[0] == 8
+    assert len(reads) == 8
+
+
+def test_symlinks_out_of_the_image_folder_are_ignored(cnn: Path, image_dir: Path, tmp_path: Path) -> None:
+    from quantkit.images import find_images
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    inside = sorted(image_dir.rglob("*.png"))[0]
+    (folder / "own.png").write_bytes(inside.read_bytes())
+    (folder / "escape.png").symlink_to(sorted(image_dir.rglob("*.png"))[1])
+    assert [p.name for p in find_images(folder)] == ["own.png"]
+
+
+# ---------------------------------------------------------------- calibration tables
+
+
+def test_table_for_another_model(cnn: Path, table: Path, tmp_path: Path, capsys: Capsys) -> None:
+    other = tiny_cnn(tmp_path / "other.onnx", seed=5)
+    out = tmp_path / "other.int8.onnx"
+    code, _, err = run(["convert", str(other), "-c", str(table), "-o", str(out)], capsys)
+    assert_one_line_error(code, err, "made for another model", "quantkit calibrate")
+    assert not out.exists()
+
+
+def _edit_json(path: Path, edit: Callable[[dict], None]) -> None:  # type: ignore[type-arg]
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+TABLE_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "another version": (lambda p: _edit_json(p, lambda d: d.update(version=1)), "table version 1"),
+    "edited: min above max": (
+        lambda p: _edit_json(p, lambda d: d["tensors"][0].update(min=5.0, max=1.0)),
+        "not finite and ordered",
+    ),
+    "edited: a string for a number": (
+        lambda p: _edit_json(p, lambda d: d["tensors"][0].update(count="many")),
+        "damaged",
+    ),
+    "edited: tensors removed": (lambda p: _edit_json(p, lambda d: d.pop("tensors")), "damaged"),
+    "truncated json": (lambda p: p.write_text(p.read_text()[:200]), "not a valid calibration table"),
+    "truncated npz": (
+        lambda p: table_io.arrays_path(p).write_bytes(table_io.arrays_path(p).read_bytes()[:300]),
+        "does not belong to",
+    ),
+    "npz missing": (lambda p: table_io.arrays_path(p).unlink(), "is missing"),
+    "json missing": (lambda p: p.unlink(), "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TABLE_DAMAGE))
+def test_damaged_tables(case: str, cnn: Path, table: Path, tmp_path: Path, capsys: Capsys) -> None:
+    damage, phrase = TABLE_DAMAGE[case]
+    damage(table)
+    out = tmp_path / "q.onnx"
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(out)], capsys)
+    assert_one_line_error(code, err, phrase)
+    assert not out.exists()
+
+
+def test_npz_from_another_run_is_refused(
+    cnn: Path, image_dir: Path, table: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    other = tmp_path / "other.json"
+    assert calibrate(cnn, image_dir, other, capsys, "--num-images", "3")[0] == 0
+    table_io.arrays_path(table).write_bytes(table_io.arrays_path(other).read_bytes())
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(tmp_path / "q.onnx")], capsys)
+    assert_one_line_error(code, err, "does not belong to", "recalibrate")
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_pickle_in_the_table_is_never_unpickled(
+    cnn: Path, table: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import io
+
+    monkeypatch.chdir(tmp_path)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, hist_0=np.array([_Payload()], dtype=object), samples=np.zeros((1, 3, 16, 16), np.float32)
+    )
+    npz = buffer.getvalue()
+    assert b"posix" in npz or b"system" in npz  # the archive really holds a pickle
+    table_io.arrays_path(table).write_bytes(npz)
+    _edit_json(table, lambda d: d.update(arrays_sha256=hashlib.sha256(npz).hexdigest()))
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(tmp_path / "q.onnx")], capsys)
+    assert_one_line_error(code, err, "damaged", "recalibrate")
+    assert not (tmp_path / "PWNED").exists()
+    with pytest.raises(CalibrationError):
+        table_io.load(table)
+
+
+# ---------------------------------------------------------------- output paths
+
+
+def test_output_same_as_input(cnn: Path, table: Path, capsys: Capsys) -> None:
+    before = cnn.read_bytes()
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(cnn)], capsys)
+    assert_one_line_error(code, err, "is an input file")
+    assert cnn.read_bytes() == before
+
+
+def test_output_over_the_table(cnn: Path, table: Path, capsys: Capsys) -> None:
+    before = table.read_bytes()
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(table)], capsys)
+    assert_one_line_error(code, err, "is an input file")
+    assert table.read_bytes() == before
+
+
+def test_output_in_a_missing_folder(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    code, _, err = calibrate(cnn, image_dir, tmp_path / "no" / "t.json", capsys)
+    assert_one_line_error(code, err, "does not exist", "create it first")
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
+def test_output_folder_not_writable(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code, _, err = calibrate(cnn, image_dir, locked / "t.json", capsys)
+        assert_one_line_error(code, err, "cannot write in", "writable folder")
+        assert nothing_in(locked) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_output_folder_refusing_writes(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same as a read-only folder, simulated so that it also runs as root."""
+
+    def denied(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    monkeypatch.setattr(files.tempfile, "mkstemp", denied)
+    code, _, err = calibrate(cnn, image_dir, out_dir / "t.json", capsys)
+    assert_one_line_error(code, err, "cannot write in", "Permission denied", "writable folder")
+    assert nothing_in(out_dir) == []
+
+
+def test_disk_full(
+    cnn: Path, table: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    monkeypatch.setattr(files.os, "fsync", full)
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(out_dir / "q.onnx")], capsys)
+    assert_one_line_error(code, err, "No space left on device", "nothing was written")
+    assert nothing_in(out_dir) == []
+
+
+@pytest.mark.parametrize("command", ["calibrate", "convert", "compare"])
+def test_ctrl_c_while_writing_leaves_no_file(
+    command: str,
+    cnn: Path,
+    image_dir: Path,
+    table: Path,
+    tmp_path: Path,
+    capsys: Capsys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def interrupted(src: str, dst: str) -> None:
+        raise KeyboardInterrupt
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    monkeypatch.setattr(files.os, "replace", interrupted)
+    args = {
+        "calibrate": ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(out_dir / "t.json")],
+        "convert": ["convert", str(cnn), "-c", str(table), "-o", str(out_dir / "q.onnx")],
+        "compare": [
+            "compare",
+            str(cnn),
+            str(cnn),
+            "--images",
+            str(image_dir),
+            "--runs",
+            "2",
+            "--json",
+            str(out_dir / "r.json"),
+        ],
+    }[command]
+    code, _, err = run(args, capsys)
+    assert code == 130 and "nothing partial was written" in err and "Traceback" not in err
+    assert nothing_in(out_dir) == []
+
+
+def test_ctrl_c_during_calibration_keeps_the_previous_table(
+    cnn: Path, image_dir: Path, table: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupted calibration leaves the table it would have replaced whole; a rerun just works."""
+    from quantkit import images
+
+    before = table.read_bytes(), table_io.arrays_path(table).read_bytes()
+    original = images.load_sample
+    calls = {"n": 0}
+
+    def stop_midway(raw: bytes, pre: object) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise KeyboardInterrupt
+        return original(raw, pre)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(images, "load_sample", stop_midway)
+    code, _, err = calibrate(cnn, image_dir, table, capsys)
+    assert code == 130, err
+    assert (table.read_bytes(), table_io.arrays_path(table).read_bytes()) == before
+    table_io.load(table)
+    monkeypatch.setattr(images, "load_sample", original)
+    assert calibrate(cnn, image_dir, table, capsys)[0] == 0
+    assert nothing_in(table.parent, table, table_io.arrays_path(table), cnn) == []
+
+
+# ---------------------------------------------------------------- numerics
+
+
+def test_calibration_batch_producing_nan(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    nodes = [
+        helper.make_node("Sub", ["x", "ten"], ["s"]),
+        helper.make_node("Sqrt", ["s"], ["q"]),  # sqrt of negative pixels: NaN
+        *cnn_nodes(),
+    ]
+    nodes[2].input[0] = "q"
+    model = make_model(nodes, {**conv_params(4, 3), "ten": np.array(10.0, np.float32)})
+    fails_cleanly(
+        save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "NaN or Inf", "preprocessing"
+    )
+
+
+def _convert_runs(model: onnx.ModelProto, image_dir: Path, tmp_path: Path, capsys: Capsys) -> np.ndarray:
+    import onnxruntime as ort
+
+    path, table, out = tmp_path / "m.onnx", tmp_path / "t.json", tmp_path / "q.onnx"
+    save_model(model, path)
+    assert calibrate(path, image_dir, table, capsys)[0] == 0
+    code, _, err = run(["convert", str(path), "-c", str(table), "-o", str(out)], capsys)
+    assert code == 0, err
+    x = np.random.default_rng(0).normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    result = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.isfinite(result).all()
+    return np.asarray(result)
+
+
+def test_constant_activations(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """min == max: a branch multiplied by zero, then a Conv over the constant."""
+    nodes = [
+        helper.make_node("Mul", ["x", "zero"], ["z"]),
+        helper.make_node("Conv", ["z", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["y"]),
+    ]
+    params = conv_params(4, 3)
+    model = make_model(nodes, {**params, "zero": np.array(0.0, np.float32)})
+    result = _convert_runs(model, image_dir, tmp_path, capsys)
+    np.testing.assert_allclose(result, np.broadcast_to(params["b"], result.shape), atol=0.01)
+
+
+def test_all_zero_channels(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    params = conv_params(4, 3)
+    params["w"][2] = 0.0  # an all-zero weight channel and so an all-zero activation channel
+    params["b"][2] = 0.0
+    result = _convert_runs(make_model(cnn_nodes(), params), image_dir, tmp_path, capsys)
+    assert np.all(result[:, 2] == 0.0)
+
+
+# ---------------------------------------------------------------- two writers
+
+
+def test_two_threads_writing_one_table_leave_a_whole_pair(tmp_path: Path) -> None:
+    """write_set under the folder lock: every reader sees a JSON and an .npz of the same writer."""
+    target = tmp_path / "t.json"
+    pairs = [(f"json-{i}".encode() * 50, f"npz-{i}".encode() * 5000) for i in range(2)]
+    errors: list[str] = []
+
+    def writer(i: int) -> None:
+        for _ in range(40):
+            files.write_set([(target.with_suffix(".npz"), pairs[i][1]), (target, pairs[i][0])])
+
+    def check() -> None:
+        with files.folder_lock(tmp_path):
+            j, n = target.read_bytes(), target.with_suffix(".npz").read_bytes()
+        if (j, n) not in pairs:
+            errors.append("mixed pair")
+
+    files.write_set([(target.with_suffix(".npz"), pairs[0][1]), (target, pairs[0][0])])
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        check()
+    for t in threads:
+        t.join()
+    check()
+    assert errors == []
+    assert nothing_in(tmp_path, target, target.with_suffix(".npz")) == []
+
+
+def test_two_processes_calibrating_into_one_folder(cnn: Path, image_dir: Path, tmp_path: Path) -> None:
+    table = tmp_path / "shared.json"
+    command = [
+        sys.executable,
+        "-m",
+        "quantkit",
+        "calibrate",
+        str(cnn),
+        "--images",
+        str(image_dir),
+        "-o",
+        str(table),
+    ]
+    procs = [
+        subprocess.Popen([*command, "--num-images", n], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for n in ("3", "5")
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    loaded = table_io.load(table)  # whole and consistent: one writer's pair
+    assert loaded.meta["images"]["count"] in (3, 5)
+    assert nothing_in(tmp_path, table, table_io.arrays_path(table), cnn) == []
