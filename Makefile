@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint fuzz bench clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ lint:
 	$(BIN)/ruff format --check quantkit tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The loaders (model, table, image) against mutated and random files; FUZZ_EXAMPLES inputs per target.
+FUZZ_EXAMPLES ?= 2000
+fuzz:
+	QUANTKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -m fuzz tests/test_fuzz.py
 
 # Side-by-side measurements against onnxruntime.quantization on ../shared/assets (skips when absent).
 bench:

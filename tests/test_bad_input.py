@@ -717,3 +717,45 @@ def test_two_processes_calibrating_into_one_folder(cnn: Path, image_dir: Path, t
     loaded = table_io.load(table)  # whole and consistent: one writer's pair
     assert loaded.meta["images"]["count"] in (3, 5)
     assert nothing_in(tmp_path, table, table_io.arrays_path(table), cnn) == []
+
+
+# ---------------------------------------------------------------- the rest: documentation, bugs
+
+
+def test_every_error_class_is_documented() -> None:
+    import quantkit
+    from quantkit.errors import QuantkitError
+
+    doc = (Path(quantkit.__file__).parent / "docs" / "errors.md").read_text()
+    classes = QuantkitError.__subclasses__()
+    assert len(classes) >= 6
+    for cls in classes:
+        assert f"## {cls.__name__}:" in doc, cls.__name__
+
+
+@pytest.mark.parametrize(
+    "exc, phrase",
+    [
+        (RuntimeError("boom"), "internal error (RuntimeError: boom)"),
+        (OSError(errno.EIO, os.strerror(errno.EIO), "/dev/x"), "Input/output error (/dev/x)"),
+        (MemoryError(), "out of memory"),
+    ],
+)
+def test_unexpected_failures_are_still_one_line(
+    exc: BaseException,
+    phrase: str,
+    cnn: Path,
+    image_dir: Path,
+    tmp_path: Path,
+    capsys: Capsys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from quantkit import pipeline
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise exc
+
+    monkeypatch.delenv("QUANTKIT_DEBUG", raising=False)
+    monkeypatch.setattr(pipeline, "calibrate", broken)
+    code, _, err = calibrate(cnn, image_dir, tmp_path / "t.json", capsys)
+    assert_one_line_error(code, err, phrase)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +111,20 @@ def load(json_path: Path) -> CalibrationTable:
             stats = {e["name"]: _entry_stats(e, i, npz) for i, e in enumerate(doc["tensors"])}
             samples = np.asarray(npz["samples"], np.float32) if "samples" in npz.files else None
         meta = dict(doc["meta"])
-    except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    # zipfile and np.load raise what their layers raise: zlib, struct, unsupported-compression errors
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        OSError,
+        EOFError,
+        OverflowError,
+        NotImplementedError,
+        RuntimeError,
+        zipfile.BadZipFile,
+        zlib.error,
+        struct.error,
+    ) as exc:
         raise CalibrationError(f"{json_path} or its .npz is damaged ({exc}); recalibrate") from exc
     return CalibrationTable(meta=meta, stats=stats, samples=samples)
 
