@@ -29,7 +29,7 @@ from quantkit.errors import (
 )
 from quantkit.evaluate.compare import compare_outputs, read_classes
 from quantkit.evaluate.metrics import OutputErrors, latency_stats
-from quantkit.files import check_output, write_atomic, write_set
+from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
 from quantkit.graph.qdq import apply_plan
@@ -98,7 +98,7 @@ def calibrate(
     paths = select_images(config.images)
     size = spec.shape[0] or config.batch_size  # the batch the model fixes, else the requested one
     loader = ImageLoader(paths, preprocess, size)
-    session = Session(model_io.serialize(with_outputs(model, list(observed))))
+    session = Session.of(with_outputs(model, list(observed)))
     samples: list[np.ndarray] = []
 
     def batches() -> Iterator[np.ndarray]:
@@ -187,13 +187,16 @@ def convert(
         model_io.check(quantized)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ConversionError(f"the converted model fails onnx.checker ({exc}); nothing was written") from exc
-    data = model_io.serialize(quantized)
+    stored = [(output.parent / name, data) for name, data in model_io.serialize_files(quantized, output.name)]
+    for path, _ in stored[1:]:  # an external-data file beside the output: never over an input either
+        check_output(path, model_path, table_path, table_io.arrays_path(table_path))
     advance(1)
-    smoke = _smoke_test(model_io.serialize(model), data, table)
+    smoke = _smoke_test(model, quantized, table)
     advance(1)
-    write_atomic(output, data)
+    write_set(stored)
     advance(1)
-    summary = _convert_summary(inferred, plan, model_path, len(data), opset_before, smoke)
+    size = sum(len(data) for _, data in stored)
+    summary = _convert_summary(inferred, plan, model_path, size, opset_before, smoke)
     return dataclasses.replace(summary, fallback=tuple(steps), fallback_start_db=start_db)
 
 
@@ -228,11 +231,13 @@ def _stamp(model: onnx.ModelProto, table_path: Path, table: CalibrationTable, co
         entry.key, entry.value = META_PREFIX + key, value
 
 
-def _smoke_test(reference: bytes, candidate: bytes, table: CalibrationTable) -> dict[str, float]:
+def _smoke_test(
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, table: CalibrationTable
+) -> dict[str, float]:
     """The converted model loads and gives finite outputs on the stored samples. SQNR per output."""
-    ref_session = Session(reference)
+    ref_session = Session.of(reference)
     try:
-        cand_session = Session(candidate)
+        cand_session = Session.of(candidate)
     except Exception as exc:
         raise ConversionError(
             f"onnxruntime cannot load the converted model ({exc}); nothing was written"

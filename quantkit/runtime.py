@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,9 @@ import onnxruntime as ort
 
 from quantkit import __version__
 from quantkit.errors import ModelError
+
+PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
+EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the external file of a large model
 
 CPU_FLAGS_OF_INTEREST = (
     "avx2",
@@ -36,6 +40,26 @@ CPU_FLAGS_OF_INTEREST = (
 
 class Session:
     """One onnxruntime CPU session with fixed threads; runs a float32 batch, returns outputs by name."""
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto, threads: int = 0, optimize: bool = True) -> Session:
+        """A session for an in-memory model. One over protobuf's 2 GB limit is saved with its weights in
+        an external file in a temporary folder, which onnxruntime reads while the session is made."""
+        if model.ByteSize() <= PROTO_LIMIT:
+            return cls(model.SerializeToString(deterministic=True), threads, optimize)
+        with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
+            path = Path(folder) / "model.onnx"
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)  # save_model rewrites the tensors it stores externally
+            onnx.save_model(
+                copy,
+                str(path),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location="model.onnx.data",
+                size_threshold=EXTERNAL_THRESHOLD,
+            )
+            return cls(path, threads, optimize)
 
     def __init__(self, model: bytes | Path, threads: int = 0, optimize: bool = True) -> None:
         options = ort.SessionOptions()

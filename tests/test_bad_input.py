@@ -192,10 +192,10 @@ def test_non_finite_weights(value: float, image_dir: Path, tmp_path: Path, capsy
 # ---------------------------------------------------------------- external data
 
 
-def external_model(folder: Path, location: str = "weights.bin") -> Path:
+def external_model(folder: Path, location: str = "weights.bin", channels: int = 4) -> Path:
     """The tiny CNN with every initializer in one external file."""
     folder.mkdir(exist_ok=True)
-    model = make_model(cnn_nodes(), conv_params(4, 3))
+    model = make_model(cnn_nodes(), conv_params(channels, 3))
     path = folder / "ext.onnx"
     onnx.save_model(
         model,
@@ -217,6 +217,31 @@ def test_external_weights_are_loaded_and_written(image_dir: Path, tmp_path: Path
     assert code == 0, err
     written = onnx.load(str(out))
     assert not any(onnx.external_data_helper.uses_external_data(t) for t in written.graph.initializer)
+    code, _, err = run(["compare", str(model), str(out), "--images", str(image_dir), "--runs", "2"], capsys)
+    assert code == 0, err
+
+
+def test_models_over_the_protobuf_limit_use_external_files(
+    image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over 2 GB a model cannot be one protobuf: sessions load it from a temporary folder with its
+    weights beside it, and the output is written as model + .data. The limit is lowered to 12 KB so
+    that a small model takes that path."""
+    import onnxruntime as ort
+
+    from quantkit import runtime
+
+    model = external_model(tmp_path / "m", channels=512)  # 55 KB of FP32 weights, 14 KB in INT8
+    table, out = tmp_path / "t.json", tmp_path / "q.onnx"
+    monkeypatch.setattr(runtime, "PROTO_LIMIT", 12_000)
+    assert calibrate(model, image_dir, table, capsys)[0] == 0
+    code, _, err = run(["convert", str(model), "-c", str(table), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert (tmp_path / "q.onnx.data").stat().st_size > 0 and out.stat().st_size < 12_000
+    x = np.random.default_rng(0).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert 10 * np.log10(np.sum(ref**2) / np.sum((got - ref) ** 2)) > 20
     code, _, err = run(["compare", str(model), str(out), "--images", str(image_dir), "--runs", "2"], capsys)
     assert code == 0, err
 

@@ -10,12 +10,12 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper, shape_inference, version_converter
 
+from quantkit import runtime
 from quantkit.errors import ModelError
 from quantkit.results import InputSpec
 
 MIN_OPSET = 10
 PER_CHANNEL_OPSET = 13
-MAX_PROTO_BYTES = 2**31 - 1
 # Operator domains onnxruntime's CPU provider runs without a custom-op library.
 KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 TRAINING_DOMAIN = "ai.onnx.preview.training"
@@ -78,7 +78,12 @@ def _check_supported(model: onnx.ModelProto, path: Path) -> None:
 def _check_finite_weights(model: onnx.ModelProto, path: Path) -> None:
     for tensor in model.graph.initializer:
         if tensor.data_type in _FLOAT_TYPES:
-            values = numpy_helper.to_array(tensor)
+            try:
+                values = numpy_helper.to_array(tensor)
+            except (ValueError, TypeError) as exc:  # dims that do not match the data
+                raise ModelError(
+                    f"weight {tensor.name!r} of {path.name} is malformed ({_short(exc)}); re-export the model"
+                ) from exc
             bad = int(values.size - np.count_nonzero(np.isfinite(values)))
             if bad:
                 raise ModelError(
@@ -176,10 +181,35 @@ def image_input(model: onnx.ModelProto) -> InputSpec:
 
 
 def serialize(model: onnx.ModelProto) -> bytes:
-    """The model's bytes; models over 2 GB are not supported in one file here."""
-    if model.ByteSize() > MAX_PROTO_BYTES:
-        raise ModelError("the converted model exceeds 2 GB; models this large are not supported yet")
+    """The model's bytes, deterministic. For a model that fits in one protobuf (under 2 GB)."""
+    if model.ByteSize() > runtime.PROTO_LIMIT:
+        raise ModelError("the model exceeds protobuf's 2 GB limit; store its weights externally")
     return model.SerializeToString(deterministic=True)
+
+
+def serialize_files(model: onnx.ModelProto, name: str) -> list[tuple[str, bytes]]:
+    """The files that store `model` under the file name `name`: the model alone when it fits in one
+    protobuf, else the model plus `name`.data holding its large initializers (onnx's external-data
+    format, 4 KiB-aligned offsets), as onnx writes models over 2 GB. Deterministic."""
+    if model.ByteSize() <= runtime.PROTO_LIMIT:
+        return [(name, serialize(model))]
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    location, blob = f"{name}.data", bytearray()
+    for tensor in external_data_helper._get_all_tensors(copy):
+        if not tensor.HasField("raw_data"):
+            if tensor.data_type == onnx.TensorProto.STRING:
+                continue
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
+        if len(tensor.raw_data) <= runtime.EXTERNAL_THRESHOLD:
+            continue
+        blob += bytes(-len(blob) % 4096)
+        offset, length = len(blob), len(tensor.raw_data)
+        blob += tensor.raw_data
+        external_data_helper.set_external_data(tensor, location, offset, length)
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+    return [(name, serialize(copy)), (location, bytes(blob))]
 
 
 def check(model: onnx.ModelProto) -> None:

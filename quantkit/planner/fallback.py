@@ -19,7 +19,6 @@ import onnx
 
 from quantkit.config import ConvertConfig
 from quantkit.evaluate.metrics import sqnr_db
-from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.qdq import apply_plan
 from quantkit.planner.core import plan
@@ -31,7 +30,7 @@ CANDIDATES_PER_ROUND = 10
 
 def output_sqnr(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: np.ndarray) -> float:
     """SQNR (dB) of all of `model`'s outputs together against `reference` (Session.run_samples)."""
-    session = Session(model_io.serialize(model))
+    session = Session.of(model)
     signal = noise = 0.0
     for got, ref in zip(session.run_samples(samples), reference, strict=True):
         for name, value in ref.items():
@@ -80,7 +79,7 @@ def search(
     if table.samples is None or table.samples.size == 0:
         return plan(model, table, config), [], float("nan")
     samples = table.samples
-    reference = Session(model_io.serialize(model)).run_samples(samples)
+    reference = Session.of(model).run_samples(samples)
     cache: dict[str, tuple[float, float]] = {}
     current = plan(model, table, config, range_cache=cache)
     base = output_sqnr(apply_plan(model, current), reference, samples)
