@@ -50,7 +50,7 @@ def _no_progress(label: str, total: int) -> Callable[[int], None]:
     return lambda n: None
 
 
-# ---------------------------------------------------------------- files
+# ---------------------------------------------------------------- checks shared by the commands
 
 
 def _require_quantizable(model: onnx.ModelProto, path: Path) -> None:
