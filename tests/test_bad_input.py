@@ -333,7 +333,7 @@ def test_broken_images_are_skipped_with_a_count(
     assert (meta["count"], meta["skipped"]) == (8, 5)
 
 
-def test_huge_files_are_not_read(image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_huge_files_are_not_read(image_dir: Path, tmp_path: Path) -> None:
     from quantkit import images
     from tests.test_images import PRE
 
@@ -348,7 +348,7 @@ def test_huge_files_are_not_read(image_dir: Path, tmp_path: Path, monkeypatch: p
     assert [(p.name, why) for p, why in loader.skipped] == [("huge.png", "refused: larger than 256 MiB")]
 
 
-def test_bomb_is_refused_not_decoded(tmp_path: Path) -> None:
+def test_bomb_is_refused_not_decoded() -> None:
     from quantkit.errors import ImageError
     from quantkit.images import load_sample
     from tests.test_images import PRE
@@ -411,7 +411,7 @@ def test_thousands_of_images_stream(image_dir: Path, tmp_path: Path, monkeypatch
     assert len(reads) == 8
 
 
-def test_symlinks_out_of_the_image_folder_are_ignored(cnn: Path, image_dir: Path, tmp_path: Path) -> None:
+def test_symlinks_out_of_the_image_folder_are_ignored(image_dir: Path, tmp_path: Path) -> None:
     from quantkit.images import find_images
 
     folder = tmp_path / "imgs"

@@ -19,6 +19,7 @@ PER_CHANNEL_OPSET = 13
 # Operator domains onnxruntime's CPU provider runs without a custom-op library.
 KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 TRAINING_DOMAIN = "ai.onnx.preview.training"
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
 
 
 def file_sha256(path: Path) -> str:
@@ -92,9 +93,6 @@ def _check_finite_weights(model: onnx.ModelProto, path: Path) -> None:
                 )
 
 
-_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
-
-
 def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
     root = base.resolve()
     for tensor in external_data_helper._get_all_tensors(model):
@@ -129,13 +127,9 @@ def opset_version(model: onnx.ModelProto) -> int:
 
 
 def ensure_opset(model: onnx.ModelProto, minimum: int = PER_CHANNEL_OPSET) -> onnx.ModelProto:
-    """The model at opset >= minimum (converted up if needed; per-channel Q/DQ needs 13)."""
+    """The model at opset >= minimum (converted up if needed; per-channel Q/DQ needs 13). The model
+    comes from load_model, which has refused opsets below MIN_OPSET."""
     version = opset_version(model)
-    if version < MIN_OPSET:
-        raise ModelError(
-            f"the model uses opset {version}; quantkit needs opset {MIN_OPSET} or later. "
-            "Re-export with a newer opset"
-        )
     if version >= minimum:
         return model
     try:
