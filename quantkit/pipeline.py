@@ -346,7 +346,7 @@ def compare(
     first = next(iter(ImageLoader(paths, preprocess, 1)))  # the first readable image (count > 0)
     timing_input = np.repeat(first.data, latency_batch, axis=0)
     lat = config.latency
-    timed = [Session(p, threads=lat.threads) for p in (reference_path, candidate_path)]
+    timed = [Session(p, threads=lat.threads, spin=False) for p in (reference_path, candidate_path)]
     samples = interleaved_latency(timed, timing_input, lat.warmup, lat.runs, progress("timing", lat.runs))
     return ComparisonResult(
         reference=str(reference_path),

@@ -61,9 +61,16 @@ class Session:
             )
             return cls(path, threads, optimize)
 
-    def __init__(self, model: bytes | Path, threads: int = 0, optimize: bool = True) -> None:
+    def __init__(
+        self, model: bytes | Path, threads: int = 0, optimize: bool = True, spin: bool = True
+    ) -> None:
+        """threads: intra-op threads (0: onnxruntime's choice). spin=False stops idle worker threads from
+        spinning between runs: needed when sessions take turns (interleaved timing), where one session's
+        spinning workers would steal the cores of the next one's run."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = (
