@@ -3,14 +3,16 @@
 Uses quantkit's own image loader and preprocessing so both tools see exactly the same calibration
 tensors. onnxruntime.quantization is a benchmark peer only: quantkit's convert never imports it.
 
-    python bench/ort_peer.py MODEL --images DIR --output OUT.onnx [--per-channel] [--method minmax]
+    python -m bench.ort_peer MODEL --images DIR --output OUT.onnx [--config minmax]
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -27,10 +29,34 @@ from quantkit.config import ImageSelection, PreprocessOptions, Preset, ResizeMod
 from quantkit.graph.model_io import image_input
 from quantkit.images import ImageLoader, resolve_preprocess, select_images
 
-METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "percentile": CalibrationMethod.Percentile,
-    "entropy": CalibrationMethod.Entropy,
+
+@dataclass(frozen=True)
+class OrtConfig:
+    """One way of calling quantize_static. All write QDQ; `defaults` passes nothing else."""
+
+    label: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_PER_CHANNEL = {
+    "per_channel": True,
+    "activation_type": QuantType.QUInt8,
+    "weight_type": QuantType.QInt8,
+}
+CONFIGS = {
+    "defaults": OrtConfig("onnxruntime defaults"),
+    "minmax": OrtConfig(
+        "onnxruntime per-channel MinMax",
+        {**_PER_CHANNEL, "calibrate_method": CalibrationMethod.MinMax},
+    ),
+    "percentile": OrtConfig(
+        "onnxruntime per-channel Percentile",
+        {**_PER_CHANNEL, "calibrate_method": CalibrationMethod.Percentile},
+    ),
+    "entropy": OrtConfig(
+        "onnxruntime per-channel Entropy",
+        {**_PER_CHANNEL, "calibrate_method": CalibrationMethod.Entropy},
+    ),
 }
 
 
@@ -50,14 +76,16 @@ def quantize_with_ort(
     output: Path,
     num_images: int,
     options: PreprocessOptions,
-    per_channel: bool,
-    method: str,
+    config: str,
+    seed: int = 0,
     preprocess_model: bool = True,
 ) -> None:
+    """quantize_static in QDQ format with one of CONFIGS, fed the same tensors quantkit calibrates on
+    (the same seeded selection of images, the same preprocessing)."""
     proto = onnx.load(str(model))
     spec = image_input(proto)
     pre = resolve_preprocess(options, spec)
-    loader = ImageLoader(select_images(ImageSelection(images, num_images)), pre, 1)
+    loader = ImageLoader(select_images(ImageSelection(images, num_images, seed)), pre, 1)
     with tempfile.TemporaryDirectory() as tmp:
         source = model
         if preprocess_model:  # as onnxruntime's documentation advises before quantize_static
@@ -68,10 +96,7 @@ def quantize_with_ort(
             str(output),
             _Reader(spec.name, loader),
             quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=METHODS[method],
+            **CONFIGS[config].options,
         )
 
 
@@ -81,16 +106,13 @@ def main() -> None:
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--num-images", type=int, default=100)
-    parser.add_argument("--per-channel", action="store_true")
-    parser.add_argument("--method", choices=sorted(METHODS), default="minmax")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="minmax")
     parser.add_argument("--preset", choices=[p.value for p in Preset], default="imagenet")
     parser.add_argument("--bgr", action="store_true")
     parser.add_argument("--resize", choices=[r.value for r in ResizeMode], default="crop")
     args = parser.parse_args()
     options = PreprocessOptions(preset=Preset(args.preset), bgr=args.bgr, resize=ResizeMode(args.resize))
-    quantize_with_ort(
-        args.model, args.images, args.output, args.num_images, options, args.per_channel, args.method
-    )
+    quantize_with_ort(args.model, args.images, args.output, args.num_images, options, args.config)
 
 
 if __name__ == "__main__":

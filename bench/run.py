@@ -1,11 +1,16 @@
 """quantkit beside onnxruntime.quantization, measured in one run on ../shared/assets.
 
-    python -m bench.run [--models squeezenet1.1,mobilenetv2] [--runs 100]
+    python -m bench.run [--models squeezenet1.1,mobilenetv2] [--metric all|accuracy|latency|cost]
+                        [--images 100,500] [--runs 50] [--threads 1,2]
 
-For each model: quantkit with its defaults, and onnxruntime's quantize_static (QDQ, per-channel MinMax,
-uint8 activations, pre-processed as its documentation advises) on the same calibration tensors; then
-accuracy against FP32, output SQNR, latency at 1 thread (interleaved, medians) and size. Writes
-bench/results/latest.md and latest.json.
+For each model (the shared assets' classifiers and detector, and a seeded random ResNet-50 built here),
+at each calibration-image count: quantkit with its defaults and with each range method, and
+onnxruntime's quantize_static (QDQ) with its defaults and per-channel MinMax, Percentile and Entropy.
+Every quantizer runs in its own child process (wall time, peak RSS, a memory limit). Then accuracy
+against FP32 (top-1 delta and agreement, or detection recall; SQNR), latency against FP32 at each
+thread count (interleaved runs, medians) and file size, beside two references: FP32 and a weights-only
+INT8 model, and quantkit's all-integer model (every quantizable op integer), the kernel limit.
+Writes bench/results/latest.md and latest.json.
 """
 
 from __future__ import annotations
@@ -15,147 +20,244 @@ import json
 import sys
 import tempfile
 import time
-import traceback
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.ort_peer import quantize_with_ort
-from quantkit import pipeline, report
-from quantkit.config import (
-    CalibrateConfig,
-    CompareConfig,
-    ConvertConfig,
-    ImageSelection,
-    LatencyConfig,
-    PreprocessOptions,
-    Preset,
-    ResizeMode,
-)
+import onnx
+
+from bench import measure, report
+from bench.child import ChildResult, memory_total_bytes, run_child
+from bench.models import ASSETS, MODELS, RESNET, BenchModel, preprocess_spec
+from bench.resnet import build as build_resnet
+from quantkit.config import ImageSelection
+from quantkit.graph.model_io import image_input
+from quantkit.images import ImageLoader, find_images, resolve_preprocess, select_images
 from quantkit.runtime import cpu_info, versions
 
-ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 RESULTS = Path(__file__).resolve().parent / "results"
-
-# model -> (calibration folder, evaluation folder, labels or None, preprocessing, detector)
-MODELS: dict[str, tuple[str, str, str | None, PreprocessOptions, bool]] = {
-    "squeezenet1.1": ("coco-calib", "imagenet-dev", "synset.txt", PreprocessOptions(), False),
-    "mobilenetv2": ("coco-calib", "imagenet-dev", "synset.txt", PreprocessOptions(), False),
-    "yolox_nano": (
-        "coco-calib",
-        "coco-calib",
-        None,
-        PreprocessOptions(preset=Preset.raw, bgr=True, resize=ResizeMode.letterbox),
-        True,
-    ),
-    "vit_mnist": (
-        "mnist-test",
-        "mnist-test",
-        "mnist_classes.txt",
-        PreprocessOptions(mean=(33.33,), std=(78.57,), resize=ResizeMode.squash),
-        False,
-    ),
-}
-CALIBRATION_IMAGES = {"yolox_nano": 60, "vit_mnist": 200}
+QUANTKIT_VARIANTS = ("defaults", "minmax", "percentile", "entropy")  # defaults is mse
+ORT_CONFIGS = ("defaults", "minmax", "percentile", "entropy")
+SEED = 1
 
 
-def _compare(model: Path, candidate: Path, spec: tuple[Any, ...], runs: int) -> dict[str, Any]:
-    _, folder, labels, pre, detector = spec
-    config = CompareConfig(
-        images=ImageSelection(ASSETS / "images" / folder),
-        preprocess=pre,
-        labels=ASSETS / "labels" / labels if labels else None,
-        latency=LatencyConfig(threads=1, warmup=10, runs=runs),
-        detection_threshold=0.3 if detector else None,
+@dataclass(frozen=True)
+class Settings:
+    image_counts: tuple[int, ...]
+    threads: tuple[int, ...]
+    runs: int
+    warmup: int
+    metric: str
+    memory_limit: int
+    timeout: float
+
+
+@dataclass
+class Candidate:
+    """One quantized model: who made it, how, at what cost, and (later) how it measures."""
+
+    tool: str  # "quantkit" or "onnxruntime"
+    config: str
+    images: int
+    path: Path
+    cost: ChildResult
+    results: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.cost.error is None
+
+
+def _quantkit(model: BenchModel, path: Path, count: int, work: Path, s: Settings) -> list[Candidate]:
+    table = work / f"{model.name}.{count}.calib.json"
+    images = str(ASSETS / "images" / model.calibration)
+    calib = run_child(
+        {
+            "kind": "quantkit-calibrate",
+            "model": str(path),
+            "images": images,
+            "num_images": count,
+            "seed": SEED,
+            "preprocess": preprocess_spec(model.preprocess),
+            "table": str(table),
+        },
+        s.memory_limit,
+        s.timeout,
     )
-    return report.comparison_dict(pipeline.compare(model, candidate, config, explicit_preprocess=True))
+    out = []
+    # The range method changes only convert; at later image counts only the defaults are converted again
+    # (another method's cost there is this calibration plus a convert like the first count's).
+    variants = QUANTKIT_VARIANTS if count == s.image_counts[0] else QUANTKIT_VARIANTS[:1]
+    for variant in variants:
+        target = work / f"{model.name}.{count}.quantkit-{variant}.onnx"
+        if calib.error:
+            cost = calib
+        else:
+            job = {"kind": "quantkit-convert", "model": str(path), "table": str(table)}
+            convert = run_child({**job, "output": str(target), "variant": variant}, s.memory_limit, s.timeout)
+            cost = ChildResult(
+                calib.seconds + convert.seconds, max(calib.peak_mb, convert.peak_mb), convert.error
+            )
+        out.append(Candidate("quantkit", variant, count, target, cost, {}))
+    return out
 
 
-def bench_model(name: str, work: Path, runs: int, convert: ConvertConfig) -> dict[str, Any]:
-    spec = MODELS[name]
-    calib, _, _, pre, _ = spec
-    model = ASSETS / "models" / f"{name}.onnx"
-    count = CALIBRATION_IMAGES.get(name, 100)
-    table = work / f"{name}.calib.json"
-    started = time.perf_counter()
-    pipeline.calibrate(
-        model, table, CalibrateConfig(ImageSelection(ASSETS / "images" / calib, count, seed=1), pre)
-    )
-    ours = work / f"{name}.quantkit.onnx"
-    summary = pipeline.convert(model, table, ours, convert)
-    quantkit_seconds = time.perf_counter() - started
-    row: dict[str, Any] = {"model": name, "calibration_images": count, "quantkit_seconds": quantkit_seconds}
-    row["quantkit"] = _compare(model, ours, spec, runs)
-    row["quantkit_float_ops"] = sum(summary.float_by_reason.values())
-    peer = work / f"{name}.ort.onnx"
-    started = time.perf_counter()
-    try:
-        quantize_with_ort(
-            model, ASSETS / "images" / calib, peer, count, pre, per_channel=True, method="minmax"
+def _onnxruntime(model: BenchModel, path: Path, count: int, work: Path, s: Settings) -> list[Candidate]:
+    out = []
+    for config in ORT_CONFIGS:
+        target = work / f"{model.name}.{count}.ort-{config}.onnx"
+        job = {
+            "kind": "ort",
+            "model": str(path),
+            "images": str(ASSETS / "images" / model.calibration),
+            "num_images": count,
+            "seed": SEED,
+            "preprocess": preprocess_spec(model.preprocess),
+            "output": str(target),
+            "config": config,
+        }
+        out.append(
+            Candidate("onnxruntime", config, count, target, run_child(job, s.memory_limit, s.timeout), {})
         )
-        row["ort_seconds"] = time.perf_counter() - started
-        row["ort"] = _compare(model, peer, spec, runs)
-    except Exception as exc:  # the peer's failure is a result, not a crash of the benchmark
-        row["ort"] = {"error": " ".join(str(exc).replace(str(work) + "/", "").split())[:300]}
-        traceback.print_exc(file=sys.stderr)
-    return row
+    return out
 
 
-def _cell(result: dict[str, Any], key: str) -> str:
-    out = result["outputs"][0]
-    acc = result["accuracy"]
-    if key == "accuracy":
-        if acc["top1_delta_points"] is not None:
-            return f"{acc['top1_delta_points']:+.1f} pt top-1"
-        recall = out.get("detection_recall")
-        return f"recall {100 * recall:.1f}%" if recall is not None else "-"
-    if key == "agreement":
-        return f"{100 * out['top1_agreement']:.1f}%" if out["top1_agreement"] is not None else "-"
-    if key == "sqnr":
-        return f"{out['sqnr_db']:.2f} dB" if isinstance(out["sqnr_db"], float) else str(out["sqnr_db"])
-    if key == "speed":
-        return f"{result['latency']['speedup_p50']:.2f}x"
-    return f"{result['size']['ratio']:.2f}x"
-
-
-def markdown(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
-    lines = [
-        f"CPU: {env['cpu']} ({', '.join(env['flags'])}); onnxruntime {env['versions']['onnxruntime']}; "
-        "1 thread, batch 1, latency medians of interleaved runs.",
-        "",
-        "| model | tool | accuracy vs FP32 | top-1 agreement | output SQNR | speedup | smaller |",
-        "|---|---|---|---|---|---|---|",
+def _references(model: BenchModel, path: Path, work: Path, s: Settings) -> list[Candidate]:
+    """Weights-only INT8 (float activations) and quantkit's all-integer model from the first table."""
+    weights = work / f"{model.name}.weights-only.onnx"
+    cost = run_child(
+        {"kind": "weights-only", "model": str(path), "output": str(weights)}, s.memory_limit, s.timeout
+    )
+    table = work / f"{model.name}.{s.image_counts[0]}.calib.json"
+    integer = work / f"{model.name}.all-integer.onnx"
+    job = {"kind": "quantkit-convert", "model": str(path), "table": str(table), "variant": "all-integer"}
+    integer_cost = run_child({**job, "output": str(integer)}, s.memory_limit, s.timeout)
+    return [
+        Candidate("reference", "weights-only INT8", 0, weights, cost, {}),
+        Candidate("reference", "all-integer INT8", 0, integer, integer_cost, {}),
     ]
-    for row in rows:
-        for tool in ("quantkit", "ort"):
-            result = row[tool]
-            label = "quantkit (defaults)" if tool == "quantkit" else "onnxruntime per-channel MinMax"
-            if "error" in result:
-                cells = [f"writes a model that fails: {result['error'][:90]}", "-", "-", "-", "-"]
-            else:
-                cells = [_cell(result, k) for k in ("accuracy", "agreement", "sqnr", "speed", "size")]
-            lines.append(f"| {row['model']} | {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+
+
+def _evaluation_paths(model: BenchModel, counts: tuple[int, ...]) -> list[Path]:
+    """The evaluation folder's images minus every image any calibration run used."""
+    assert model.evaluation is not None
+    used: set[Path] = set()
+    for count in counts:
+        used |= set(select_images(ImageSelection(ASSETS / "images" / model.calibration, count, SEED)))
+    return [p for p in find_images(ASSETS / "images" / model.evaluation) if p not in used]
+
+
+def bench_model(model: BenchModel, work: Path, s: Settings) -> dict[str, Any]:
+    path = model.path(work)
+    if model.name == RESNET:
+        onnx.save(build_resnet(), str(path))
+    candidates: list[Candidate] = []
+    for count in s.image_counts:
+        print(f"  {model.name}: quantizing with {count} calibration images", file=sys.stderr, flush=True)
+        candidates += _quantkit(model, path, count, work, s)
+        candidates += _onnxruntime(model, path, count, work, s)
+    references = _references(model, path, work, s)
+    ready = [c for c in candidates + references if c.ok]
+    pre = resolve_preprocess(model.preprocess, image_input(onnx.load(str(path), load_external_data=False)))
+    evaluated = 0
+    if s.metric in ("all", "accuracy") and model.evaluation is not None:
+        print(f"  {model.name}: accuracy of {len(ready)} models", file=sys.stderr, flush=True)
+        paths = _evaluation_paths(model, s.image_counts)
+        labels = ASSETS / "labels" / model.labels if model.labels else None
+        folder = ASSETS / "images" / model.evaluation
+        rows = measure.accuracy(path, [c.path for c in ready], paths, pre, folder, labels)
+        for c, row in zip(ready, rows, strict=True):
+            c.results.update(row)
+        evaluated = len(paths)
+    fp32_ms: dict[str, float] = {}
+    if s.metric in ("all", "latency"):
+        sample = next(iter(ImageLoader(find_images(ASSETS / "images" / model.calibration), pre, 1))).data
+        for threads in s.threads:
+            print(f"  {model.name}: latency at {threads} thread(s)", file=sys.stderr, flush=True)
+            medians = measure.latency([path] + [c.path for c in ready], sample, threads, s.warmup, s.runs)
+            fp32_ms[str(threads)] = medians[0]
+            for c, ms in zip(ready, medians[1:], strict=True):
+                c.results[f"latency_ms_{threads}t"] = ms
+                c.results[f"speedup_{threads}t"] = medians[0] / ms
+    size = path.stat().st_size
+    for c in ready:
+        c.results["size_ratio"] = size / c.path.stat().st_size
+    return {
+        "model": model.name,
+        "show_accuracy": model.evaluation is not None,
+        "detector": model.detector,
+        "evaluation_images": evaluated,
+        "fp32_latency_ms": fp32_ms,
+        "fp32_bytes": size,
+        "candidates": [_row(c) for c in candidates],
+        "references": [_row(c) for c in references],
+    }
+
+
+def _row(c: Candidate) -> dict[str, Any]:
+    return {
+        "tool": c.tool,
+        "config": c.config,
+        "calibration_images": c.images,
+        **asdict(c.cost),
+        **c.results,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated, from: " + ", ".join(MODELS)
+    )
+    parser.add_argument("--metric", choices=("all", "accuracy", "latency", "cost"), default="all")
+    parser.add_argument("--images", default="100,500", help="calibration-image counts, comma-separated")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per model and thread count")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--memory-limit-gb", type=float, default=None, help="default: 25%% of RAM")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per quantizer run")
+    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not (ASSETS / "models").is_dir():
-        print(f"skipped: {ASSETS} not found (the benchmarks need ../shared/assets beside the checkout)")
+        print(f"skipped: {ASSETS} not found (the bench needs ../shared/assets beside the checkout)")
         return
+    names = args.models.split(",")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    limit = args.memory_limit_gb * 2**30 if args.memory_limit_gb else 0.25 * memory_total_bytes()
+    settings = Settings(
+        image_counts=tuple(int(n) for n in args.images.split(",")),
+        threads=tuple(int(n) for n in args.threads.split(",")),
+        runs=args.runs,
+        warmup=args.warmup,
+        metric=args.metric,
+        memory_limit=int(limit),
+        timeout=args.timeout,
+    )
+    started = time.perf_counter()
     env = {**cpu_info(), "versions": versions()}
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
+    with tempfile.TemporaryDirectory(prefix="quantkit-bench-") as tmp:
+        for name in names:
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
-            rows.append(bench_model(name, Path(tmp), args.runs, ConvertConfig()))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1) + "\n")
-    text = markdown(rows, env)
-    (RESULTS / "latest.md").write_text(text)
+            rows.append(bench_model(MODELS[name], Path(tmp), settings))
+            text = _write(args.output, env, settings, rows, time.perf_counter() - started)
     print(text)
+
+
+def _write(folder: Path, env: dict[str, Any], s: Settings, rows: list[dict[str, Any]], wall: float) -> str:
+    """Both result files, rewritten after every model so that a stopped run keeps what it measured."""
+    result = {
+        "environment": env,
+        "settings": {**asdict(s), "seed": SEED, "wall_seconds": wall},
+        "rows": rows,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "latest.json").write_text(json.dumps(result, indent=1) + "\n")
+    text = report.markdown(result)
+    (folder / "latest.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

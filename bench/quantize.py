@@ -1,0 +1,149 @@
+"""The bench's child process: one quantizer, one model, one set of calibration images.
+
+    python -m bench.quantize '{"kind": "ort", "config": "entropy", ...}'
+
+Kinds: `quantkit-calibrate`, `quantkit-convert` (variants: a range method, `defaults`, or `all-integer`),
+`ort` (configs in bench.ort_peer.CONFIGS) and `weights-only`. bench.child runs this module and measures
+it from outside; a failure exits non-zero with its reason as the last line of stderr. A written model must
+pass onnx.checker and load in onnxruntime, or it counts as a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from quantkit import pipeline
+from quantkit.config import (
+    CalibMethod,
+    CalibrateConfig,
+    ConvertConfig,
+    ImageSelection,
+    PreprocessOptions,
+    Preset,
+    ResizeMode,
+)
+from quantkit.graph import model_io
+from quantkit.qmath.params import per_channel_weight
+from quantkit.runtime import Session
+
+WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}  # output-channel axis; Gemm and MatMul below
+
+
+def preprocess_from(spec: dict[str, Any]) -> PreprocessOptions:
+    return PreprocessOptions(
+        preset=Preset(spec.get("preset", "imagenet")),
+        mean=tuple(spec["mean"]) if spec.get("mean") else None,
+        std=tuple(spec["std"]) if spec.get("std") else None,
+        bgr=bool(spec.get("bgr", False)),
+        resize=ResizeMode(spec.get("resize", "crop")),
+    )
+
+
+def convert_config(variant: str) -> ConvertConfig:
+    """quantkit's settings for a bench variant: its defaults, one range method, or the all-integer
+    reference (every quantizable op integer: no float fallback, no float Concat, no rebalancing)."""
+    if variant == "defaults":
+        return ConvertConfig()
+    if variant == "all-integer":
+        return ConvertConfig(
+            method=CalibMethod.minmax, min_sqnr=0.0, concat_range_ratio=1e30, smoothquant="off"
+        )
+    return ConvertConfig(method=CalibMethod(variant))
+
+
+def weights_only(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Int8 per-channel weights behind DequantizeLinear, activations float: the size of INT8 with the
+    float kernels' speed. model: at opset >= 13 (per-axis DequantizeLinear)."""
+    inits = {init.name: init for init in model.graph.initializer}
+    new_nodes: list[onnx.NodeProto] = []
+    done: dict[str, str] = {}
+    for node in model.graph.node:
+        axis = _weight_axis(node)
+        if axis is None or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        name = node.input[1]
+        if name not in done:
+            w = numpy_helper.to_array(inits[name]).astype(np.float32)
+            q, scale = per_channel_weight(w, axis)
+            inits[name].CopyFrom(numpy_helper.from_array(q, name + "_q"))
+            extra = [
+                numpy_helper.from_array(scale.astype(np.float32), name + "_scale"),
+                numpy_helper.from_array(np.zeros_like(q, shape=scale.shape), name + "_zp"),
+            ]
+            model.graph.initializer.extend(extra)
+            done[name] = name + "_dq"
+            new_nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [name + "_q", name + "_scale", name + "_zp"],
+                    [done[name]],
+                    name=name + "_weights_only_dq",
+                    axis=axis,
+                )
+            )
+        node.input[1] = done[name]
+    nodes = new_nodes + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def _weight_axis(node: onnx.NodeProto) -> int | None:
+    if node.op_type in WEIGHT_AXIS:
+        return WEIGHT_AXIS[node.op_type]
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    if node.op_type == "MatMul":
+        return 1  # a 2-D constant right operand [K, N]: per output column
+    return None
+
+
+def check_written(path: Path) -> None:
+    """The written model passes onnx.checker and loads in onnxruntime, or this raises."""
+    onnx.checker.check_model(str(path))
+    Session(path)
+
+
+def main(job: dict[str, Any]) -> None:
+    kind = job["kind"]
+    if kind == "quantkit-calibrate":
+        selection = ImageSelection(Path(job["images"]), job["num_images"], job.get("seed", 0))
+        pipeline.calibrate(
+            Path(job["model"]),
+            Path(job["table"]),
+            CalibrateConfig(selection, preprocess_from(job["preprocess"])),
+        )
+        return
+    output = Path(job["output"])
+    if kind == "quantkit-convert":
+        pipeline.convert(Path(job["model"]), Path(job["table"]), output, convert_config(job["variant"]))
+    elif kind == "ort":
+        from bench.ort_peer import quantize_with_ort  # imports onnxruntime.quantization: only here
+
+        quantize_with_ort(
+            Path(job["model"]),
+            Path(job["images"]),
+            output,
+            job["num_images"],
+            preprocess_from(job["preprocess"]),
+            job["config"],
+            seed=job.get("seed", 0),
+        )
+    elif kind == "weights-only":
+        model = model_io.ensure_opset(model_io.load_model(Path(job["model"])))
+        onnx.save(weights_only(model), str(output))
+    else:
+        raise ValueError(f"unknown job kind {kind!r}")
+    check_written(output)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

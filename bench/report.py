@@ -1,0 +1,151 @@
+"""bench/results/latest.md from the bench's JSON: one table per model, the best value per column bold."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Row = dict[str, Any]
+LABELS = {
+    ("quantkit", "defaults"): "quantkit defaults (mse)",
+    ("onnxruntime", "defaults"): "onnxruntime defaults (per-tensor)",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    value: Callable[[Row], float | None]
+    fmt: Callable[[float], str]
+    higher_is_better: bool
+    per_count: bool  # one value per calibration-image count ("a / b"), else the first count's
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _key(name: str, scale: float = 1.0) -> Callable[[Row], float | None]:
+    def get(row: Row) -> float | None:
+        value = _num(row.get(name))
+        return None if value is None else value * scale
+
+    return get
+
+
+def columns(model: Row, threads: list[int]) -> list[Column]:
+    out = []
+    if model["show_accuracy"]:
+        if model["detector"]:
+            out.append(Column("recall @0.3", _key("detection_recall", 100), "{:.1f}%".format, True, True))
+        else:
+            out += [
+                Column("Δ top-1", _key("top1_delta_points"), "{:+.1f} pt".format, True, True),
+                Column("agreement", _key("top1_agreement", 100), "{:.1f}%".format, True, True),
+            ]
+        out.append(Column("SQNR", _key("sqnr_db"), "{:.1f} dB".format, True, True))
+    out += [Column(f"speedup {t}T", _key(f"speedup_{t}t"), "{:.2f}x".format, True, False) for t in threads]
+    out += [
+        Column("smaller", _key("size_ratio"), "{:.2f}x".format, True, False),
+        Column("calibration s", _key("seconds"), "{:.0f}".format, False, True),
+        Column("peak RSS MB", _key("peak_mb"), "{:.0f}".format, False, True),
+    ]
+    return out
+
+
+def _groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row["tool"], row["config"]), []).append(row)
+    return groups
+
+
+def _label(tool: str, config: str) -> str:
+    if (tool, config) in LABELS:
+        return LABELS[(tool, config)]
+    return f"{tool} {config}" + (" (per-channel)" if tool == "onnxruntime" else "")
+
+
+def _cell(column: Column, rows: list[Row], best: float | None) -> str:
+    shown = rows if column.per_count else rows[:1]
+    parts = []
+    for row in shown:
+        value = column.value(row) if row.get("error") is None else None
+        text = "failed" if row.get("error") else ("-" if value is None else column.fmt(value))
+        parts.append(f"**{text}**" if value is not None and value == best and row is rows[0] else text)
+    return " / ".join(parts)
+
+
+def model_table(model: Row, threads: list[int]) -> list[str]:
+    cols = columns(model, threads)
+    groups = _groups(model["candidates"])
+    counts = sorted({r["calibration_images"] for r in model["candidates"]})
+    best: dict[str, float | None] = {}
+    for col in cols:  # best at the first image count, among the quantizers that worked
+        values = [
+            v
+            for rows in groups.values()
+            if (v := col.value(rows[0])) is not None and not rows[0].get("error")
+        ]
+        best[col.header] = (max if col.higher_is_better else min)(values) if values else None
+    lines = [
+        f"### {model['model']}",
+        "",
+        "| quantizer | " + " | ".join(c.header for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    failures = []
+    for (tool, config), rows in groups.items():
+        cells = [_cell(c, rows, best[c.header]) for c in cols]
+        lines.append(f"| {_label(tool, config)} | " + " | ".join(cells) + " |")
+        failures += [
+            f"- {_label(tool, config)}, {r['calibration_images']} images: {r['error']}"
+            for r in rows
+            if r.get("error")
+        ]
+    lines += ["", _references(model, threads), ""]
+    if failures:
+        lines += ["Failures:", *failures, ""]
+    if len(counts) > 1:
+        lines.insert(1, f"\nCells with two values: {counts[0]} / {counts[1]} calibration images.")
+    return lines
+
+
+def _references(model: Row, threads: list[int]) -> str:
+    fp32 = model["fp32_latency_ms"]
+    parts = []
+    if fp32:
+        parts.append("FP32 " + ", ".join(f"{fp32[str(t)]:.1f} ms ({t}T)" for t in threads))
+    for ref in model["references"]:
+        if ref.get("error"):
+            parts.append(f"{ref['config']}: failed ({ref['error']})")
+            continue
+        speed = " / ".join(f"{ref[f'speedup_{t}t']:.2f}x" for t in threads if f"speedup_{t}t" in ref)
+        extra = []
+        if speed:
+            extra.append(f"speedup {speed}")
+        if "sqnr_db" in ref and model["show_accuracy"]:
+            extra.append(f"SQNR {ref['sqnr_db']:.1f} dB")
+        extra.append(f"{ref['size_ratio']:.2f}x smaller")
+        parts.append(f"{ref['config']}: " + ", ".join(extra))
+    return "References: " + "; ".join(parts) + "."
+
+
+def markdown(result: Row) -> str:
+    env, settings = result["environment"], result["settings"]
+    threads = list(settings["threads"])
+    lines = [
+        "# quantkit beside onnxruntime.quantization",
+        "",
+        f"CPU: {env['cpu']} ({', '.join(env['flags'])}); onnxruntime {env['versions']['onnxruntime']}, "
+        f"onnx {env['versions']['onnx']}, quantkit {env['versions']['quantkit']}. Batch 1; speedup = FP32 "
+        f"median / INT8 median over {settings['runs']} interleaved runs; calibration = wall time of the "
+        "quantizer's own process (quantkit: calibrate + convert), peak RSS of that process. Bold: the best "
+        f"value of a column at the first image count. Whole run: {settings['wall_seconds'] / 60:.1f} min.",
+        "",
+    ]
+    for model in result["rows"]:
+        lines += model_table(model, threads)
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,138 @@
+"""The bench harness's own parts, on tiny models: no assets needed, nothing timed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from bench import report
+from bench.child import run_child
+from bench.quantize import convert_config, weights_only
+from bench.resnet import build as build_resnet
+from quantkit.config import CalibMethod
+from quantkit.runtime import Session
+from tests.conftest import conv_params, make_model
+
+
+def _two_convs() -> onnx.ModelProto:
+    a, b = conv_params(8, 3, seed=1), conv_params(4, 8, seed=2)
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Conv", ["r", "wb", "bb"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    return make_model(nodes, {"wa": a["w"], "ba": a["b"], "wb": b["w"], "bb": b["b"]})
+
+
+def test_weights_only_stores_int8_weights_and_keeps_the_function() -> None:
+    model = _two_convs()
+    x = np.random.default_rng(0).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    expected = Session.of(model).run(x)["y"]
+    quantized = weights_only(model)
+    onnx.checker.check_model(quantized)
+    int8 = {i.name: list(i.dims) for i in quantized.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert int8["wa_q"] == [8, 3, 3, 3] and int8["wb_q"] == [4, 8, 3, 3]
+    assert {i.name for i in quantized.graph.initializer} >= {"wa_scale", "wb_scale"}
+    assert not {"wa", "wb"} & {i.name for i in quantized.graph.initializer}  # no float copy left
+    assert sum(n.op_type == "DequantizeLinear" for n in quantized.graph.node) == 2
+    got = Session.of(quantized).run(x)["y"]
+    error = np.abs(got - expected).max() / np.abs(expected).max()
+    assert 0 < error < 0.02  # int8 rounding, not a copy of the float weights
+
+
+def test_all_integer_reference_turns_every_float_keeper_off() -> None:
+    config = convert_config("all-integer")
+    assert config.min_sqnr == 0.0 and config.smoothquant == "off"
+    assert config.concat_range_ratio > 1e6
+    assert convert_config("entropy").method is CalibMethod.entropy
+    assert convert_config("defaults").method is CalibMethod.mse
+
+
+def test_resnet50_shape() -> None:
+    model = build_resnet()
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 53  # 1 stem + 16 blocks x 3 + 4 projection shortcuts
+    params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
+    assert 25.4e6 < params < 25.7e6  # torchvision's resnet50 has 25.56 M
+    assert build_resnet().SerializeToString() == model.SerializeToString()  # seeded: same bytes
+
+
+def test_child_reports_its_error_line(tmp_path: Path) -> None:
+    result = run_child({"kind": "no-such-kind", "output": str(tmp_path / "o.onnx")}, 2**34, 60)
+    assert result.error is not None and "unknown job kind 'no-such-kind'" in result.error
+    assert result.peak_mb > 10  # rusage of the child itself: a Python interpreter with numpy and onnx
+
+
+def test_child_stopped_at_the_memory_limit(tmp_path: Path) -> None:
+    job = {"kind": "quantkit-calibrate", "model": "x", "images": "x", "num_images": 1, "table": "t"}
+    result = run_child(job, 1, 60)  # one byte: any process is over it at the first poll
+    assert result.error is not None and result.error.startswith("stopped at the 0 GiB memory limit")
+
+
+def _row(tool: str, config: str, images: int, sqnr: float, seconds: float, error: str | None = None) -> dict:
+    return {
+        "tool": tool,
+        "config": config,
+        "calibration_images": images,
+        "seconds": seconds,
+        "peak_mb": 100.0,
+        "error": error,
+        "sqnr_db": sqnr,
+        "top1_agreement": 0.9,
+        "top1_delta_points": -0.2,
+        "speedup_1t": 2.0,
+        "size_ratio": 3.7,
+    }
+
+
+def test_markdown_marks_the_best_and_lists_failures() -> None:
+    result = {
+        "environment": {
+            "cpu": "cpu",
+            "flags": ["avx2"],
+            "versions": {"onnxruntime": "1", "onnx": "1", "quantkit": "0"},
+        },
+        "settings": {"threads": [1], "runs": 5, "wall_seconds": 60.0},
+        "rows": [
+            {
+                "model": "m",
+                "show_accuracy": True,
+                "detector": False,
+                "fp32_latency_ms": {"1": 7.0},
+                "candidates": [
+                    _row("quantkit", "defaults", 100, 33.0, 4.0),
+                    _row("quantkit", "defaults", 500, 34.0, 9.0),
+                    _row("onnxruntime", "entropy", 100, 30.0, 3.0),
+                    _row("onnxruntime", "entropy", 500, 0.0, 80.0, error="stopped at the 8 GiB memory limit"),
+                ],
+                "references": [],
+            }
+        ],
+    }
+    text = report.markdown(json.loads(json.dumps(result)))
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "**33.0 dB** / 34.0 dB" in lines["| quantkit defaults (mse)"]
+    assert "30.0 dB / failed" in lines["| onnxruntime entropy (per-channel)"]
+    assert "**3** / failed" in lines["| onnxruntime entropy (per-channel)"]
+    assert "onnxruntime entropy (per-channel), 500 images: stopped at the 8 GiB memory limit" in text
+    assert "FP32 7.0 ms (1T)" in text
+
+
+@pytest.mark.parametrize("metric", ["sqnr_db", "seconds"])
+def test_best_ignores_failed_runs(metric: str) -> None:
+    rows = [_row("quantkit", "a", 100, 10.0, 5.0), _row("onnxruntime", "b", 100, 50.0, 1.0, error="boom")]
+    model = {
+        "model": "m",
+        "show_accuracy": True,
+        "detector": False,
+        "candidates": rows,
+        "references": [],
+        "fp32_latency_ms": {},
+    }
+    table = "\n".join(report.model_table(model, [1]))
+    assert "**10.0 dB**" in table if metric == "sqnr_db" else "**5**" in table
