@@ -187,10 +187,15 @@ def calibrate(
 )
 def convert(
     model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
-    calibration: Annotated[
-        Path, typer.Option("--calibration", "-c", help="Table written by `quantkit calibrate`.")
-    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the converted model.")],
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            "-c",
+            help="Table written by `quantkit calibrate`. int8: required; fp16: checks activation ranges.",
+        ),
+    ] = None,
     to: Annotated[Precision, typer.Option("--to", help="Target precision.")] = Precision.int8,
     method: Annotated[
         CalibMethod, typer.Option("--method", help="Range selection from the statistics.")
@@ -236,17 +241,34 @@ def convert(
         bool,
         typer.Option("--quantize-attention-matmul", help="Also quantize activation x activation MatMuls."),
     ] = False,
+    keep_io_types: Annotated[
+        bool,
+        typer.Option(
+            "--keep-io-types/--no-keep-io-types", help="fp16: graph inputs and outputs stay float32."
+        ),
+    ] = True,
 ) -> None:
-    """Write an INT8 QDQ model: per-channel int8 weights, int32 bias, per-tensor activations."""
+    """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations) or an FP16
+    model (float32 inputs and outputs)."""
     from quantkit import pipeline, report
-    from quantkit.config import ConvertConfig
+    from quantkit.config import ConvertConfig, Float16Config
 
+    excluded_nodes = tuple(n for n in (exclude_nodes or "").split(",") if n)
+    excluded_types = tuple(n for n in (exclude_op_types or "").split(",") if n)
+    if to is Precision.fp16:
+        fp16 = Float16Config(excluded_nodes, excluded_types, keep_io_types=keep_io_types)
+        with _progress() as progress:
+            half = pipeline.convert_float16(model, calibration, output, fp16, progress)
+        stdout.print(report.float16_table(half, str(output)))
+        return
+    if calibration is None:
+        raise ConfigError("--to int8 needs --calibration TABLE; run `quantkit calibrate` first")
     config = ConvertConfig(
         method=method,
         percentile=percentile,
         activations=activations,
-        exclude_nodes=tuple(n for n in (exclude_nodes or "").split(",") if n),
-        exclude_op_types=tuple(n for n in (exclude_op_types or "").split(",") if n),
+        exclude_nodes=excluded_nodes,
+        exclude_op_types=excluded_types,
         quantize_attention_matmul=quantize_attention_matmul,
         smoothquant=smoothquant,
         bias_correction=bias_correction == "on",

@@ -54,6 +54,7 @@ class ActivationType(str, Enum):
 
 class Precision(str, Enum):
     int8 = "int8"
+    fp16 = "fp16"
 
 
 def _enum(kind: type[E], value: object, option: str) -> E:
@@ -255,3 +256,20 @@ class CompareConfig:
     def __post_init__(self) -> None:
         if self.detection_threshold is not None and not 0.0 < self.detection_threshold < 1.0:
             raise ConfigError(f"--score-threshold must be in (0, 1), got {self.detection_threshold}")
+
+
+@dataclass(frozen=True)
+class Float16Config:
+    """convert --to fp16: nodes to keep float32 by hand; graph inputs and outputs stay float32 unless
+    keep_io_types is off."""
+
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    keep_io_types: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "exclude_nodes": list(self.exclude_nodes),
+            "exclude_op_types": list(self.exclude_op_types),
+            "keep_io_types": self.keep_io_types,
+        }

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,7 +19,7 @@ import onnx
 from quantkit import __version__
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import collect
-from quantkit.config import CalibrateConfig, CompareConfig, ConvertConfig, Preprocess
+from quantkit.config import CalibrateConfig, CompareConfig, ConvertConfig, Float16Config, Preprocess
 from quantkit.errors import (
     CalibrationError,
     ConfigError,
@@ -30,14 +31,23 @@ from quantkit.errors import (
 from quantkit.evaluate.compare import compare_outputs, read_classes
 from quantkit.evaluate.metrics import OutputErrors, latency_stats
 from quantkit.files import check_output, write_set
+from quantkit.graph import fp16 as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
 from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import name_nodes
 from quantkit.images import ImageLoader, resolve_preprocess, select_images
 from quantkit.planner import fallback
+from quantkit.planner import fp16 as fp16_planner
 from quantkit.planner import plan as make_plan
-from quantkit.results import CalibrationTable, ComparisonResult, ConvertSummary, FallbackStep, QuantPlan
+from quantkit.results import (
+    CalibrationTable,
+    ComparisonResult,
+    ConvertSummary,
+    FallbackStep,
+    Float16Summary,
+    QuantPlan,
+)
 from quantkit.runtime import Session, cpu_info, interleaved_latency, versions
 
 # start(label, total) -> advance(n): how the CLI draws progress bars without the pipeline knowing rich.
@@ -182,7 +192,7 @@ def convert(
         start_db, plan, steps = _search_fallback(inferred, table, config, progress)
     advance(1)
     quantized = apply_plan(inferred, plan)
-    _stamp(quantized, table_path, table, config)
+    _stamp(quantized, config.to_dict(), table_path, table)
     try:
         model_io.check(quantized)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -191,13 +201,85 @@ def convert(
     for path, _ in stored[1:]:  # an external-data file beside the output: never over an input either
         check_output(path, model_path, table_path, table_io.arrays_path(table_path))
     advance(1)
-    smoke = _smoke_test(model, quantized, table)
+    smoke = _smoke_test(model, quantized, _table_samples(table))
     advance(1)
     write_set(stored)
     advance(1)
     size = sum(len(data) for _, data in stored)
     summary = _convert_summary(inferred, plan, model_path, size, opset_before, smoke)
     return dataclasses.replace(summary, fallback=tuple(steps), fallback_start_db=start_db)
+
+
+def convert_float16(
+    model_path: Path,
+    table_path: Path | None,
+    output: Path,
+    config: Float16Config,
+    progress: Progress = _no_progress,
+) -> Float16Summary:
+    """Weights and compute in float16; unsafe ops, overflowing weights and (with a table) activations
+    beyond float16's range stay float32."""
+    inputs = [model_path] + ([table_path, table_io.arrays_path(table_path)] if table_path else [])
+    check_output(output, *inputs)
+    table = table_io.load(table_path) if table_path else None
+    model = model_io.load_model(model_path)
+    sha = model_io.file_sha256(model_path)
+    if table is not None and table.model_sha256 != sha:
+        raise CalibrationError(
+            f"{table_path.name if table_path else 'the table'} was made for another model; run `quantkit "
+            "calibrate` on this model, or leave --calibration out (the range check is then skipped)"
+        )
+    advance = progress("converting to float16", 3)
+    name_nodes(model)
+    inferred = model_io.infer_shapes(model)
+    decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types)
+    rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types)
+    converted = rewritten.model
+    _stamp(converted, {"to": "fp16", **config.to_dict()}, table_path, table, sha)
+    try:
+        model_io.check(converted)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ConversionError(f"the converted model fails onnx.checker ({exc}); nothing was written") from exc
+    advance(1)
+    stored = [(output.parent / name, data) for name, data in model_io.serialize_files(converted, output.name)]
+    for path, _ in stored[1:]:
+        check_output(path, *inputs)
+    samples, described = (
+        (_table_samples(table), "calibration samples")
+        if table
+        else (_synthetic_input(model), "a synthetic input")
+    )
+    smoke = _smoke_test(model, converted, samples) if config.keep_io_types else {}
+    advance(1)
+    write_set(stored)
+    advance(1)
+    kept_names = {k.node for k in decided.kept}
+    return Float16Summary(
+        float16_by_type=dict(
+            sorted(Counter(n.op_type for n in inferred.graph.node if n.name not in kept_names).items())
+        ),
+        kept_float32=tuple((k.node, k.op_type, k.reason) for k in decided.kept),
+        checked_tensors=decided.checked_tensors,
+        overflowing_weights=decided.overflowing_weights,
+        casts=rewritten.casts,
+        bytes_before=_model_bytes(model_path),
+        bytes_after=sum(len(data) for _, data in stored),
+        smoke_sqnr_db=smoke,
+        smoke_input=described,
+    )
+
+
+def _synthetic_input(model: onnx.ModelProto) -> np.ndarray:
+    """Without a table: one seeded sample in [0, 1) of the model's input shape, batch 1: [1, ...]."""
+    spec = model_io.image_input(model)
+    dims = [1 if k == 0 and d is None else d for k, d in enumerate(spec.shape)]
+    shape = [d for d in dims if d is not None]
+    if len(shape) != len(dims):
+        raise ConfigError(
+            f"input {spec.name!r} has dynamic dimensions {list(spec.shape)}; give --calibration TABLE so "
+            "that the smoke test runs on real samples"
+        )
+    return np.random.default_rng(0).uniform(0.0, 1.0, shape).astype(np.float32)
 
 
 def _search_fallback(
@@ -212,17 +294,23 @@ def _search_fallback(
     return start, plan, steps
 
 
-def _stamp(model: onnx.ModelProto, table_path: Path, table: CalibrationTable, config: ConvertConfig) -> None:
+def _stamp(
+    model: onnx.ModelProto,
+    settings: dict[str, Any],
+    table_path: Path | None,
+    table: CalibrationTable | None,
+    source_sha256: str = "",
+) -> None:
     """Provenance in metadata_props: producer, version, settings, calibration hash, preprocessing."""
     model.producer_name = "quantkit"
     model.producer_version = __version__
-    props = {
-        "version": __version__,
-        "settings": json.dumps(config.to_dict(), sort_keys=True),
-        "calibration_sha256": hashlib.sha256(table_path.read_bytes()).hexdigest(),
-        "source_model_sha256": table.model_sha256,
-        "preprocess": json.dumps(table.meta.get("preprocess", {}), sort_keys=True),
-    }
+    props = {"version": __version__, "settings": json.dumps(settings, sort_keys=True)}
+    if table_path is not None and table is not None:
+        props["calibration_sha256"] = hashlib.sha256(table_path.read_bytes()).hexdigest()
+        props["source_model_sha256"] = table.model_sha256
+        props["preprocess"] = json.dumps(table.meta.get("preprocess", {}), sort_keys=True)
+    else:
+        props["source_model_sha256"] = source_sha256
     kept = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
@@ -231,10 +319,16 @@ def _stamp(model: onnx.ModelProto, table_path: Path, table: CalibrationTable, co
         entry.key, entry.value = META_PREFIX + key, value
 
 
+def _table_samples(table: CalibrationTable) -> np.ndarray:
+    if table.samples is None or table.samples.size == 0:
+        raise CalibrationError("the calibration table holds no sample inputs; recalibrate with this version")
+    return table.samples
+
+
 def _smoke_test(
-    reference: onnx.ModelProto, candidate: onnx.ModelProto, table: CalibrationTable
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, samples: np.ndarray
 ) -> dict[str, float]:
-    """The converted model loads and gives finite outputs on the stored samples. SQNR per output."""
+    """The converted model loads and gives finite outputs on samples [K, ...]. SQNR per output."""
     ref_session = Session.of(reference)
     try:
         cand_session = Session.of(candidate)
@@ -242,12 +336,8 @@ def _smoke_test(
         raise ConversionError(
             f"onnxruntime cannot load the converted model ({exc}); nothing was written"
         ) from exc
-    if table.samples is None or table.samples.size == 0:
-        raise CalibrationError("the calibration table holds no sample inputs; recalibrate with this version")
     errors = {name: OutputErrors(name) for name in ref_session.output_names}
-    for ref, cand in zip(
-        ref_session.run_samples(table.samples), cand_session.run_samples(table.samples), strict=True
-    ):
+    for ref, cand in zip(ref_session.run_samples(samples), cand_session.run_samples(samples), strict=True):
         for name, acc in errors.items():
             if not np.isfinite(cand[name]).all():
                 raise ConversionError(

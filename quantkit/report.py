@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from quantkit.results import ComparisonResult, ConvertSummary, LatencyStats
+from quantkit.results import ComparisonResult, ConvertSummary, Float16Summary, LatencyStats
 
 REPORT_SCHEMA = "quantkit-compare/1"
 
@@ -74,6 +74,38 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     lines.append(f"smoke test on calibration samples: finite outputs, SQNR {sqnr}\n")
     lines.append(f"wrote {output}")
     return Group(quantized, Text(""), kept, Text(""), lines)
+
+
+def float16_table(summary: Float16Summary, output: str) -> RenderableType:
+    converted = Table(title="float16", show_edge=False, title_justify="left")
+    converted.add_column("op type")
+    converted.add_column("count", justify="right")
+    for op, count in summary.float16_by_type.items():
+        converted.add_row(op, str(count))
+    kept = Table(title="kept float32", show_edge=False, title_justify="left")
+    kept.add_column("node")
+    kept.add_column("op type")
+    kept.add_column("why")
+    for node, op, reason in summary.kept_float32:
+        kept.add_row(node, op, reason)
+    ratio = summary.bytes_before / max(summary.bytes_after, 1)
+    lines = Text()
+    lines.append(f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} ({ratio:.2f}x smaller)\n")
+    lines.append(f"{summary.casts} Cast nodes at float16/float32 borders\n")
+    if summary.checked_tensors is None:
+        lines.append("activation range check skipped: no --calibration table given\n")
+    else:
+        lines.append(f"activation ranges checked against float16 on {summary.checked_tensors} tensors\n")
+    for name, peak in summary.overflowing_weights:
+        lines.append(f"weight {name} reaches {peak:.4g}: beyond float16, its consumers stay float32\n")
+    if summary.smoke_sqnr_db:
+        sqnr = ", ".join(f"{name} {_db(v)}" for name, v in summary.smoke_sqnr_db.items())
+        lines.append(f"smoke test on {summary.smoke_input}: finite outputs, SQNR {sqnr}\n")
+    lines.append(f"wrote {output}")
+    parts: list[RenderableType] = [converted, Text("")]
+    if summary.kept_float32:
+        parts += [kept, Text("")]
+    return Group(*parts, lines)
 
 
 def _latency_row(label: str, stats: LatencyStats | None) -> list[str]:

@@ -223,3 +223,19 @@ class ConvertSummary:
     plan: QuantPlan
     fallback: tuple[FallbackStep, ...] = ()
     fallback_start_db: float | None = None
+
+
+@dataclass(frozen=True)
+class Float16Summary:
+    """What convert --to fp16 did: float16 nodes by op type, nodes kept float32 and why, the range check,
+    sizes and the smoke test."""
+
+    float16_by_type: dict[str, int]
+    kept_float32: tuple[tuple[str, str, str], ...]  # (node, op type, reason)
+    checked_tensors: int | None  # activations range-checked against the table; None: no table given
+    overflowing_weights: tuple[tuple[str, float], ...]  # (initializer, max |w|) kept float32
+    casts: int
+    bytes_before: int
+    bytes_after: int
+    smoke_sqnr_db: dict[str, float]
+    smoke_input: str  # what the smoke test ran on

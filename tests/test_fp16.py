@@ -1,0 +1,209 @@
+"""convert --to fp16: float16 weights and compute, float32 edges, unsafe ops and overflowing ranges kept
+float32, and a naive conversion shown to overflow where quantkit's does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+from quantkit import pipeline
+from quantkit.config import CalibrateConfig, Float16Config, ImageSelection
+from quantkit.evaluate.metrics import sqnr_db
+from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph import model_io
+from quantkit.graph.query import name_nodes
+from quantkit.runtime import Session
+from tests.conftest import ASSETS, SIZE, conv_params, make_model, requires_assets, rng, save
+from tests.helpers import assert_one_line_error, run
+
+FLOAT16_MAX = 65504.0
+
+
+def _x(seed: int = 0) -> np.ndarray:
+    return rng(seed).normal(0, 1, (2, 3, SIZE, SIZE)).astype(np.float32)
+
+
+def _io_types(model: onnx.ModelProto) -> set[int]:
+    return {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
+
+
+def _convert(model: Path, out: Path, table: Path | None = None, **options: object) -> onnx.ModelProto:
+    pipeline.convert_float16(model, table, out, Float16Config(**options))  # type: ignore[arg-type]
+    return onnx.load(str(out))
+
+
+def _sqnr(reference: onnx.ModelProto | Path, candidate: onnx.ModelProto | Path, x: np.ndarray) -> float:
+    ref = (Session(reference) if isinstance(reference, Path) else Session.of(reference)).run(x)
+    cand = (Session(candidate) if isinstance(candidate, Path) else Session.of(candidate)).run(x)
+    (name,) = ref
+    noise = float(np.sum((ref[name].astype(np.float64) - cand[name]) ** 2))
+    return sqnr_db(float(np.sum(ref[name].astype(np.float64) ** 2)), noise)
+
+
+def test_cnn_in_float16_with_float32_edges(cnn: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cnn.fp16.onnx"
+    model = _convert(cnn, out)
+    onnx.checker.check_model(model, full_check=True)
+    assert _io_types(model) == {TensorProto.FLOAT}
+    weights = {i.name: i.data_type for i in model.graph.initializer}
+    assert weights == dict.fromkeys(("w1", "b1", "w2", "b2"), TensorProto.FLOAT16)
+    casts = [n for n in model.graph.node if n.op_type == "Cast"]
+    assert len(casts) == 2  # input to float16, output back to float32
+    assert 40.0 < _sqnr(cnn, out, _x()) < 120.0  # float16 rounding: close, and not a float32 copy
+    before = sum(i.ByteSize() for i in onnx.load(str(cnn)).graph.initializer)
+    assert before / sum(i.ByteSize() for i in model.graph.initializer) > 1.6  # names are a large share
+
+
+def test_no_keep_io_types_makes_the_edges_float16(cnn: Path, tmp_path: Path) -> None:
+    model = _convert(cnn, tmp_path / "o.onnx", keep_io_types=False)
+    assert _io_types(model) == {TensorProto.FLOAT16}
+    assert not [n for n in model.graph.node if n.op_type == "Cast"]
+    out = Session.of(model).run(_x().astype(np.float16))
+    assert next(iter(out.values())).dtype == np.float16
+
+
+def _unsafe_ops_model() -> onnx.ModelProto:
+    """Conv -> Resize (scales float32 by the spec) -> Cast(to FLOAT) -> Mul by a Constant -> output."""
+    p = conv_params(4, 3, seed=3)
+    scales = np.array([1, 1, 2, 2], np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Resize", ["c", "", "scales"], ["r"], name="resize", mode="nearest"),
+        helper.make_node("Cast", ["r"], ["rc"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Constant", [], ["k"], name="k", value_float=0.5),
+        helper.make_node("Mul", ["rc", "k"], ["y"], name="mul"),
+    ]
+    return make_model(nodes, {"w": p["w"], "b": p["b"], "scales": scales})
+
+
+def test_unsafe_ops_stay_float32_and_float_attributes_follow(tmp_path: Path) -> None:
+    path = save(_unsafe_ops_model(), tmp_path / "m.onnx")
+    out = tmp_path / "m.fp16.onnx"
+    model = _convert(path, out)
+    nodes = {n.name: n for n in model.graph.node}
+    assert {i.name: i.data_type for i in model.graph.initializer}["scales"] == TensorProto.FLOAT
+    cast_to = {a.i for a in nodes["cast"].attribute if a.name == "to"}
+    assert cast_to == {TensorProto.FLOAT16}  # inside the float16 region: patched
+    (value,) = (a.t for a in nodes["k"].attribute)
+    assert value.data_type == TensorProto.FLOAT16
+    resize_in = nodes["resize"].input[0]
+    assert resize_in != "c" and "_fp32" in resize_in  # Cast to float32 in front of the Resize
+    assert _sqnr(path, out, _x()) > 40.0
+
+
+def test_weights_beyond_float16_are_reported_and_kept_float32(tmp_path: Path) -> None:
+    p = conv_params(4, 3, seed=4)
+    p["w"][0, 0, 0, 0] = 1e5  # does not fit float16: never clamped
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="big", pads=[1, 1, 1, 1])]
+    path = save(make_model(nodes, p), tmp_path / "m.onnx")
+    summary = pipeline.convert_float16(path, None, tmp_path / "o.onnx", Float16Config())
+    assert summary.overflowing_weights == (("w", 1e5),)
+    assert summary.kept_float32 == (("big", "Conv", "weight w reaches 1e+05, beyond float16's 65504"),)
+    assert summary.checked_tensors is None
+    model = onnx.load(str(tmp_path / "o.onnx"))
+    weight = next(i for i in model.graph.initializer if i.name == "w")
+    assert weight.data_type == TensorProto.FLOAT
+    assert onnx.numpy_helper.to_array(weight).max() == 1e5
+    assert _sqnr(path, tmp_path / "o.onnx", _x()) > 100  # that conv is float32: exact
+
+
+def _overflow_branch_model() -> onnx.ModelProto:
+    """Two branches from the input: one multiplies a conv output by 2e4 (beyond float16 for |h| > 3.3)
+    before a conv that scales it back down; the other is an ordinary conv. Summed at the end."""
+    a, b, c = conv_params(4, 3, seed=5), conv_params(4, 4, seed=6), conv_params(4, 3, seed=7)
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["h"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["h", "gain"], ["big"], name="amplify"),
+        helper.make_node("Conv", ["big", "wb", "bb"], ["back"], name="conv_b", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "wc", "bc"], ["other"], name="conv_c", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["back", "other"], ["y"], name="sum"),
+    ]
+    weights = {
+        "wa": a["w"],
+        "ba": a["b"],
+        "gain": np.array(2e4, np.float32),
+        "wb": (b["w"] * 1e-4).astype(np.float32),
+        "bb": b["b"],
+        "wc": c["w"],
+        "bc": c["b"],
+    }
+    return make_model(nodes, weights)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the naive model's float16 overflow, on purpose
+def test_activations_beyond_float16_keep_their_branch_float32(image_dir: Path, tmp_path: Path) -> None:
+    path = save(_overflow_branch_model(), tmp_path / "m.onnx")
+    table = tmp_path / "m.calib.json"
+    pipeline.calibrate(path, table, CalibrateConfig(ImageSelection(image_dir, 12)))
+    summary = pipeline.convert_float16(path, table, tmp_path / "o.onnx", Float16Config())
+    kept = {node: reason for node, _, reason in summary.kept_float32}
+    assert set(kept) == {"amplify", "conv_b"}  # the producer and the consumer of `big`
+    assert kept["conv_b"].startswith("big reached")
+    assert summary.checked_tensors is not None and summary.checked_tensors >= 4
+    samples = np.load(table.with_suffix(".npz"))["samples"][:2]
+    good = Session(tmp_path / "o.onnx").run(samples)["y"]
+    assert np.isfinite(good).all()
+    assert _sqnr(path, tmp_path / "o.onnx", samples) > 40.0
+
+    # float16 semantics (onnx.reference computes in float16; onnxruntime's x86 CPU kernels would
+    # quietly compute these ops in float32): quantkit's model stays finite, a naive one overflows
+    finite = ReferenceEvaluator(onnx.load(str(tmp_path / "o.onnx"))).run(None, {"x": samples})[0]
+    assert np.isfinite(finite).all()
+    naive = model_io.infer_shapes(onnx.load(str(path)))  # the same rewrite, nothing kept float32
+    name_nodes(naive)
+    overflowed = ReferenceEvaluator(fp16_graph.rewrite(naive, ()).model).run(None, {"x": samples})[0]
+    assert not np.isfinite(overflowed).all()
+    big = Session.of(_with_output(onnx.load(str(path)), "big")).run(samples)["big"]
+    assert np.abs(big).max() > FLOAT16_MAX  # the test's premise: that branch does exceed float16
+
+
+def _with_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return model
+
+
+def test_cli_fp16_without_a_table_says_the_range_check_was_skipped(
+    cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cnn.fp16.onnx"
+    code, stdout, err = run(["convert", str(cnn), "--to", "fp16", "-o", str(out)], capsys)
+    assert code == 0, err
+    assert "range check skipped" in stdout and "smoke test on a synthetic input" in stdout
+    assert out.is_file()
+
+
+def test_cli_int8_without_a_table_is_one_clear_line(
+    cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["convert", str(cnn), "--to", "int8", "-o", str(tmp_path / "o.onnx")], capsys)
+    assert_one_line_error(code, err, "--to int8 needs --calibration")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_fp16_refuses_a_table_of_another_model(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = save(_overflow_branch_model(), tmp_path / "other.onnx")
+    table = tmp_path / "other.calib.json"
+    pipeline.calibrate(other, table, CalibrateConfig(ImageSelection(image_dir, 4)))
+    out = tmp_path / "o.onnx"
+    code, _, err = run(["convert", str(cnn), "--to", "fp16", "-c", str(table), "-o", str(out)], capsys)
+    assert_one_line_error(code, err, "was made for another model")
+    assert not out.exists()
+
+
+@requires_assets()
+@pytest.mark.assets
+def test_mobilenetv2_fp16_keeps_its_outputs(tmp_path: Path) -> None:
+    model = ASSETS / "models" / "mobilenetv2.onnx"
+    out = tmp_path / "m.fp16.onnx"
+    converted = _convert(model, out)
+    assert _io_types(converted) == {TensorProto.FLOAT}
+    assert model.stat().st_size / out.stat().st_size >= 1.99
+    x = rng(0).normal(0, 1, (4, 3, 224, 224)).astype(np.float32)
+    assert _sqnr(model, out, x) >= 40.0
