@@ -98,7 +98,10 @@ def model_table(model: Row, threads: list[int]) -> list[str]:
     ]
     failures = []
     for (tool, config), rows in groups.items():
-        cells = [_cell(c, rows, best[c.header]) for c in cols]
+        if all(r.get("error") for r in rows):
+            cells = ["failed (below)"] + ["-"] * (len(cols) - 1)
+        else:
+            cells = [_cell(c, rows, best[c.header]) for c in cols]
         lines.append(f"| {_label(tool, config)} | " + " | ".join(cells) + " |")
         failures += [
             f"- {_label(tool, config)}, {r['calibration_images']} images: {r['error']}"

@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per model and thread count")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--memory-limit-gb", type=float, default=None, help="default: 25%% of RAM")
+    parser.add_argument("--memory-limit-gb", type=float, default=None, help="default: half the RAM")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per quantizer run")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -225,7 +225,7 @@ def main() -> None:
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    limit = args.memory_limit_gb * 2**30 if args.memory_limit_gb else 0.25 * memory_total_bytes()
+    limit = args.memory_limit_gb * 2**30 if args.memory_limit_gb else 0.5 * memory_total_bytes()
     settings = Settings(
         image_counts=tuple(int(n) for n in args.images.split(",")),
         threads=tuple(int(n) for n in args.threads.split(",")),

@@ -136,3 +136,15 @@ def test_best_ignores_failed_runs(metric: str) -> None:
     }
     table = "\n".join(report.model_table(model, [1]))
     assert "**10.0 dB**" in table if metric == "sqnr_db" else "**5**" in table
+
+
+def test_a_quantizer_that_failed_at_every_count_gets_one_failed_cell() -> None:
+    rows = [
+        _row("quantkit", "a", 100, 10.0, 5.0),
+        _row("onnxruntime", "b", 100, 0.0, 1.0, error="stopped at the 12 GiB memory limit"),
+        _row("onnxruntime", "b", 500, 0.0, 1.0, error="stopped at the 12 GiB memory limit"),
+    ]
+    model = {"model": "m", "show_accuracy": True, "detector": False, "candidates": rows, "references": []}
+    table = report.model_table({**model, "fp32_latency_ms": {}}, [1])
+    failed = next(line for line in table if line.startswith("| onnxruntime b"))
+    assert failed.count("failed") == 1 and failed.count(" - ") == 6  # 7 columns
