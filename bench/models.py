@@ -1,9 +1,9 @@
 """The bench's models and data: which images calibrate each model and which evaluate it.
 
 Calibration and evaluation images never overlap: the classifiers calibrate on coco-calib and are
-evaluated on imagenet-dev; the detector the other way round (its recall is measured on the 100
-coco-calib photos, which are COCO's own); the ViT calibrates on seeded subsets of mnist-test and is
-evaluated on the digits that neither subset holds. A count above the folder's size cycles the folder.
+evaluated on imagenet-dev; the detector calibrates on a seeded half of coco-calib (its pool, copied to a
+work folder) and is evaluated on the other half; the ViT calibrates on seeded subsets of mnist-test and
+is evaluated on the digits that no subset holds. A count above the pool's size cycles the pool.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class BenchModel:
     labels: str | None  # file under assets/labels: top-1 against labels
     preprocess: PreprocessOptions
     detector: bool = False
+    pool: int | None = None  # calibrate from a seeded subset of this many images only
 
     def path(self, work: Path) -> Path:
         return work / f"{RESNET}.onnx" if self.name == RESNET else ASSETS / "models" / f"{self.name}.onnx"
@@ -38,11 +39,12 @@ MODELS = {
         BenchModel("mobilenetv2", "coco-calib", "imagenet-dev", "synset.txt", IMAGENET),
         BenchModel(
             "yolox_nano",
-            "imagenet-dev",
+            "coco-calib",
             "coco-calib",
             None,
             PreprocessOptions(preset=Preset.raw, bgr=True, resize=ResizeMode.letterbox),
             detector=True,
+            pool=50,
         ),
         BenchModel(
             "vit_mnist",

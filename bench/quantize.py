@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from bench.child import PEAK_PREFIX, own_peak_mb
 from quantkit import pipeline
 from quantkit.config import (
     CalibMethod,
@@ -146,4 +147,7 @@ def main(job: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]))
+    try:
+        main(json.loads(sys.argv[1]))
+    finally:
+        print(f"{PEAK_PREFIX}{own_peak_mb():.1f}", flush=True)

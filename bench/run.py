@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -68,9 +69,21 @@ class Candidate:
         return self.cost.error is None
 
 
+def calibration_folder(model: BenchModel, work: Path) -> Path:
+    """The folder the quantizers calibrate from: the assets folder, or a copy of the model's pool."""
+    folder = ASSETS / "images" / model.calibration
+    if model.pool is None:
+        return folder
+    pool = work / f"{model.name}-calibration"
+    pool.mkdir(exist_ok=True)
+    for path in select_images(ImageSelection(folder, model.pool, SEED)):
+        shutil.copyfile(path, pool / path.name)
+    return pool
+
+
 def _quantkit(model: BenchModel, path: Path, count: int, work: Path, s: Settings) -> list[Candidate]:
     table = work / f"{model.name}.{count}.calib.json"
-    images = str(ASSETS / "images" / model.calibration)
+    images = str(calibration_folder(model, work))
     calib = run_child(
         {
             "kind": "quantkit-calibrate",
@@ -109,7 +122,7 @@ def _onnxruntime(model: BenchModel, path: Path, count: int, work: Path, s: Setti
         job = {
             "kind": "ort",
             "model": str(path),
-            "images": str(ASSETS / "images" / model.calibration),
+            "images": str(calibration_folder(model, work)),
             "num_images": count,
             "seed": SEED,
             "preprocess": preprocess_spec(model.preprocess),
@@ -138,13 +151,15 @@ def _references(model: BenchModel, path: Path, work: Path, s: Settings) -> list[
     ]
 
 
-def _evaluation_paths(model: BenchModel, counts: tuple[int, ...]) -> list[Path]:
-    """The evaluation folder's images minus every image any calibration run used."""
+def evaluation_paths(model: BenchModel, counts: tuple[int, ...]) -> list[Path]:
+    """The evaluation folder's images minus every image any calibration run used (by file name)."""
     assert model.evaluation is not None
-    used: set[Path] = set()
-    for count in counts:
-        used |= set(select_images(ImageSelection(ASSETS / "images" / model.calibration, count, SEED)))
-    return [p for p in find_images(ASSETS / "images" / model.evaluation) if p not in used]
+    folder = ASSETS / "images" / model.calibration
+    if model.pool is not None:
+        used = {p.name for p in select_images(ImageSelection(folder, model.pool, SEED))}
+    else:
+        used = {p.name for n in counts for p in select_images(ImageSelection(folder, n, SEED))}
+    return [p for p in find_images(ASSETS / "images" / model.evaluation) if p.name not in used]
 
 
 def bench_model(model: BenchModel, work: Path, s: Settings) -> dict[str, Any]:
@@ -162,7 +177,7 @@ def bench_model(model: BenchModel, work: Path, s: Settings) -> dict[str, Any]:
     evaluated = 0
     if s.metric in ("all", "accuracy") and model.evaluation is not None:
         print(f"  {model.name}: accuracy of {len(ready)} models", file=sys.stderr, flush=True)
-        paths = _evaluation_paths(model, s.image_counts)
+        paths = evaluation_paths(model, s.image_counts)
         labels = ASSETS / "labels" / model.labels if model.labels else None
         folder = ASSETS / "images" / model.evaluation
         rows = measure.accuracy(path, [c.path for c in ready], paths, pre, folder, labels)

@@ -12,11 +12,13 @@ from onnx import helper
 
 from bench import report
 from bench.child import run_child
+from bench.models import MODELS
 from bench.quantize import convert_config, weights_only
 from bench.resnet import build as build_resnet
+from bench.run import calibration_folder, evaluation_paths
 from quantkit.config import CalibMethod
 from quantkit.runtime import Session
-from tests.conftest import conv_params, make_model
+from tests.conftest import conv_params, make_model, requires_assets
 
 
 def _two_convs() -> onnx.ModelProto:
@@ -62,10 +64,22 @@ def test_resnet50_shape() -> None:
     assert build_resnet().SerializeToString() == model.SerializeToString()  # seeded: same bytes
 
 
-def test_child_reports_its_error_line(tmp_path: Path) -> None:
+def test_child_reports_its_error_line_and_its_own_peak(tmp_path: Path) -> None:
+    ballast = np.ones(400 * 2**20, np.uint8)  # the parent holds 400 MB more than the child ever does
     result = run_child({"kind": "no-such-kind", "output": str(tmp_path / "o.onnx")}, 2**34, 60)
     assert result.error is not None and "unknown job kind 'no-such-kind'" in result.error
-    assert result.peak_mb > 10  # rusage of the child itself: a Python interpreter with numpy and onnx
+    assert 10 < result.peak_mb < 350, result.peak_mb  # the child's VmHWM, not the parent's peak
+    del ballast
+
+
+@requires_assets()
+def test_detector_calibration_pool_and_evaluation_images_are_disjoint(tmp_path: Path) -> None:
+    model = MODELS["yolox_nano"]
+    pool = {p.name for p in calibration_folder(model, tmp_path).iterdir()}
+    evaluation = {p.name for p in evaluation_paths(model, (100, 500))}
+    assert len(pool) == 50 and len(evaluation) == 50 and not pool & evaluation
+    classifier = evaluation_paths(MODELS["vit_mnist"], (100, 500))
+    assert 4400 <= len(classifier) < 4900  # mnist-test minus both seeded calibration subsets
 
 
 def test_child_stopped_at_the_memory_limit(tmp_path: Path) -> None:
