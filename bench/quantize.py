@@ -109,8 +109,19 @@ def _weight_axis(node: onnx.NodeProto) -> int | None:
 
 def check_written(path: Path) -> None:
     """The written model passes onnx.checker and loads in onnxruntime, or this raises."""
-    onnx.checker.check_model(str(path))
-    Session(path)
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        raise RuntimeError(f"writes a model that fails onnx.checker: {_first_line(exc)}") from exc
+    try:
+        Session(path)
+    except Exception as exc:  # onnxruntime raises its own types from C++
+        raise RuntimeError(f"writes a model that onnxruntime cannot load: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:240] if lines else type(exc).__name__
 
 
 def main(job: dict[str, Any]) -> None:
@@ -149,5 +160,8 @@ def main(job: dict[str, Any]) -> None:
 if __name__ == "__main__":
     try:
         main(json.loads(sys.argv[1]))
+    except Exception as exc:  # the parent reads the last stderr line as this run's result
+        print(f"{type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
     finally:
         print(f"{PEAK_PREFIX}{own_peak_mb():.1f}", flush=True)

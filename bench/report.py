@@ -136,6 +136,58 @@ def _references(model: Row, threads: list[int]) -> str:
     return "References: " + "; ".join(parts) + "."
 
 
+HEADLINE = (("quantkit", "defaults"), ("onnxruntime", "defaults"), ("onnxruntime", "minmax"))
+
+
+def headline(result: Row) -> list[str]:
+    """Ten-second table: quantkit's defaults beside onnxruntime's defaults and its per-channel MinMax."""
+    threads = list(result["settings"]["threads"])
+    counts = list(result["settings"]["image_counts"])
+    last = counts[-1]
+    lines = [
+        f"| model | quantizer | accuracy vs FP32 | SQNR | speedup {threads[0]}T "
+        f"| calibration at {last} images |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model in result["rows"]:
+        groups = _groups(model["candidates"])
+        for key in HEADLINE:
+            rows = groups.get(key)
+            if not rows:
+                continue
+            first = rows[0]
+            at_last = next((r for r in rows if r["calibration_images"] == last), None)
+            lines.append(
+                f"| {model['model']} | {_label(*key)} | "
+                + " | ".join(_headline_cells(model, first, at_last, threads[0]))
+                + " |"
+            )
+    return lines
+
+
+def _headline_cells(model: Row, row: Row, at_last: Row | None, threads: int) -> list[str]:
+    if row.get("error"):
+        return [f"failed: {row['error'][:70]}", "-", "-", _cost(at_last)]
+    if not model["show_accuracy"]:
+        accuracy, sqnr = "(random weights)", "-"
+    else:
+        if model["detector"]:
+            accuracy = f"recall {100 * row['detection_recall']:.1f}%"
+        else:
+            accuracy = f"{row['top1_delta_points']:+.1f} pt top-1, {100 * row['top1_agreement']:.1f}% agree"
+        sqnr = f"{row['sqnr_db']:.1f} dB"
+    speed = row.get(f"speedup_{threads}t")
+    return [accuracy, sqnr, f"{speed:.2f}x" if speed else "-", _cost(at_last)]
+
+
+def _cost(row: Row | None) -> str:
+    if row is None:
+        return "-"
+    if row.get("error", "") and str(row["error"]).startswith("stopped"):
+        return str(row["error"])
+    return f"{row['seconds']:.0f} s, {row['peak_mb']:.0f} MB"
+
+
 def markdown(result: Row) -> str:
     env, settings = result["environment"], result["settings"]
     threads = list(settings["threads"])
@@ -147,6 +199,8 @@ def markdown(result: Row) -> str:
         f"median / INT8 median over {settings['runs']} interleaved runs; calibration = wall time of the "
         "quantizer's own process (quantkit: calibrate + convert), peak RSS of that process. Bold: the best "
         f"value of a column at the first image count. Whole run: {settings['wall_seconds'] / 60:.1f} min.",
+        "",
+        *headline(result),
         "",
     ]
     for model in result["rows"]:

@@ -111,7 +111,7 @@ def test_markdown_marks_the_best_and_lists_failures() -> None:
             "flags": ["avx2"],
             "versions": {"onnxruntime": "1", "onnx": "1", "quantkit": "0"},
         },
-        "settings": {"threads": [1], "runs": 5, "wall_seconds": 60.0},
+        "settings": {"threads": [1], "image_counts": [100, 500], "runs": 5, "wall_seconds": 60.0},
         "rows": [
             {
                 "model": "m",
@@ -135,6 +135,9 @@ def test_markdown_marks_the_best_and_lists_failures() -> None:
     assert "**3** / failed" in lines["| onnxruntime entropy (per-channel)"]
     assert "onnxruntime entropy (per-channel), 500 images: stopped at the 8 GiB memory limit" in text
     assert "FP32 7.0 ms (1T)" in text
+    head = [line for line in text.splitlines() if line.startswith("| m | ")]
+    assert len(head) == 1  # the headline shows quantkit and onnxruntime's defaults and MinMax only
+    assert head[0].endswith("| 33.0 dB | 2.00x | 9 s, 100 MB |")  # cost at the last image count
 
 
 @pytest.mark.parametrize("metric", ["sqnr_db", "seconds"])
