@@ -1,10 +1,18 @@
-"""bench/results/latest.md from the bench's JSON: one table per model, the best value per column bold."""
+"""bench/results/latest.md from the bench's JSON: a headline table, then one table per model with the best
+value per column bold.
+
+    python -m bench.report [bench/results/latest.json]   # rewrite the .md beside it
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
@@ -104,7 +112,7 @@ def model_table(model: Row, threads: list[int]) -> list[str]:
             cells = [_cell(c, rows, best[c.header]) for c in cols]
         lines.append(f"| {_label(tool, config)} | " + " | ".join(cells) + " |")
         failures += [
-            f"- {_label(tool, config)}, {r['calibration_images']} images: {r['error']}"
+            f"- {_label(tool, config)}, {r['calibration_images']} images: {_reason(r['error'])}"
             for r in rows
             if r.get("error")
         ]
@@ -136,11 +144,16 @@ def _references(model: Row, threads: list[int]) -> str:
     return "References: " + "; ".join(parts) + "."
 
 
-HEADLINE = (("quantkit", "defaults"), ("onnxruntime", "defaults"), ("onnxruntime", "minmax"))
+HEADLINE = (
+    ("quantkit", "defaults"),
+    ("onnxruntime", "defaults"),
+    ("onnxruntime", "minmax"),
+    ("onnxruntime", "entropy"),
+)
 
 
 def headline(result: Row) -> list[str]:
-    """Ten-second table: quantkit's defaults beside onnxruntime's defaults and its per-channel MinMax."""
+    """Ten-second table: quantkit's defaults beside onnxruntime's defaults, per-channel MinMax and Entropy."""
     threads = list(result["settings"]["threads"])
     counts = list(result["settings"]["image_counts"])
     last = counts[-1]
@@ -167,7 +180,7 @@ def headline(result: Row) -> list[str]:
 
 def _headline_cells(model: Row, row: Row, at_last: Row | None, threads: int) -> list[str]:
     if row.get("error"):
-        return [f"failed: {row['error'][:70]}", "-", "-", _cost(at_last)]
+        return [f"failed: {_reason(row['error'])[:100]}", "-", "-", _cost(at_last)]
     if not model["show_accuracy"]:
         accuracy, sqnr = "(random weights)", "-"
     else:
@@ -178,6 +191,11 @@ def _headline_cells(model: Row, row: Row, at_last: Row | None, threads: int) -> 
         sqnr = f"{row['sqnr_db']:.1f} dB"
     speed = row.get(f"speedup_{threads}t")
     return [accuracy, sqnr, f"{speed:.2f}x" if speed else "-", _cost(at_last)]
+
+
+def _reason(error: str) -> str:
+    """A child's error line without the exception type it was raised as."""
+    return re.sub(r"^[A-Za-z]*(Error|Exception): ", "", error)
 
 
 def _cost(row: Row | None) -> str:
@@ -206,3 +224,13 @@ def markdown(result: Row) -> str:
     for model in result["rows"]:
         lines += model_table(model, threads)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> None:
+    """python -m bench.report [RESULTS.json]: rewrite the Markdown beside a results file from its JSON."""
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results" / "latest.json"
+    source.with_suffix(".md").write_text(markdown(json.loads(source.read_text())))
+
+
+if __name__ == "__main__":
+    main()
