@@ -241,6 +241,12 @@ def convert(
         bool,
         typer.Option("--quantize-attention-matmul", help="Also quantize activation x activation MatMuls."),
     ] = False,
+    exclude_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--exclude-from", help="File of node names to keep float (quantkit sensitivity writes one)."
+        ),
+    ] = None,
     keep_io_types: Annotated[
         bool,
         typer.Option(
@@ -255,8 +261,9 @@ def convert(
 
     excluded_nodes = tuple(n for n in (exclude_nodes or "").split(",") if n)
     excluded_types = tuple(n for n in (exclude_op_types or "").split(",") if n)
+    float_layers = _exclusions(exclude_from)
     if to is Precision.fp16:
-        fp16 = Float16Config(excluded_nodes, excluded_types, keep_io_types=keep_io_types)
+        fp16 = Float16Config(excluded_nodes + float_layers, excluded_types, keep_io_types=keep_io_types)
         with _progress() as progress:
             half = pipeline.convert_float16(model, calibration, output, fp16, progress)
         stdout.print(report.float16_table(half, str(output)))
@@ -269,6 +276,7 @@ def convert(
         activations=activations,
         exclude_nodes=excluded_nodes,
         exclude_op_types=excluded_types,
+        float_layers=float_layers,
         quantize_attention_matmul=quantize_attention_matmul,
         smoothquant=smoothquant,
         bias_correction=bias_correction == "on",
@@ -337,6 +345,70 @@ def compare(
         files.write_atomic(json_path, (json.dumps(report.comparison_dict(result), indent=1) + "\n").encode())
     if markdown is not None:
         files.write_atomic(markdown, report.comparison_markdown(result).encode())
+
+
+@app.command(
+    epilog="Example: quantkit sensitivity model.onnx -c model.calib.json --images val/ --num-images 32 "
+    "--write-exclusions keep-float.txt"
+)
+def sensitivity(
+    model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
+    calibration: Annotated[
+        Path, typer.Option("--calibration", "-c", help="Table written by `quantkit calibrate`.")
+    ],
+    images: ImagesOpt,
+    num_images: NumImagesOpt = 32,
+    seed: SeedOpt = 0,
+    method: Annotated[
+        CalibMethod, typer.Option("--method", help="Range selection, as for convert.")
+    ] = CalibMethod.mse,
+    activations: Annotated[
+        ActivationType, typer.Option("--activations", help="uint8 asymmetric or int8 symmetric.")
+    ] = ActivationType.uint8,
+    top: Annotated[int, typer.Option("--top", help="Measure the top 1..N layers kept float together.")] = 5,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write every figure as JSON here.")] = None,
+    write_exclusions: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-exclusions", help="Write the top --keep layers here, for convert --exclude-from."
+        ),
+    ] = None,
+    keep: Annotated[int, typer.Option("--keep", help="How many layers --write-exclusions lists.")] = 3,
+) -> None:
+    """Rank the quantized layers: each one's own error, and the output error keeping it float recovers."""
+    from quantkit import files, pipeline, report
+    from quantkit.config import ConvertConfig, ImageSelection
+
+    if top < 0 or keep < 1:
+        raise ConfigError("--top must be at least 0 and --keep at least 1")
+    for out in (json_path, write_exclusions):
+        if out is not None and not out.parent.is_dir():
+            raise ConfigError(f"output folder {out.parent} does not exist; create it first")
+        if out is not None:
+            files.check_output(out, model, calibration)
+    config = ConvertConfig(method=method, activations=activations)
+    with _progress() as progress:
+        result = pipeline.sensitivity(
+            model, calibration, ImageSelection(images, num_images, seed), config, top, progress
+        )
+    stdout.print(report.sensitivity_table(result))
+    if json_path is not None:
+        files.write_atomic(json_path, (json.dumps(report.sensitivity_dict(result), indent=1) + "\n").encode())
+    if write_exclusions is not None:
+        files.write_atomic(write_exclusions, report.exclusions_file(result, keep, model.name).encode())
+
+
+def _exclusions(path: Path | None) -> tuple[str, ...]:
+    """Node names from a --exclude-from file: one per line; blank lines and # comments ignored."""
+    if path is None:
+        return ()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read --exclude-from {path} ({exc.__class__.__name__}); check the path"
+        ) from exc
+    return tuple(line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip())
 
 
 def main() -> None:

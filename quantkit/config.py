@@ -172,6 +172,9 @@ class ConvertConfig:
     activations: ActivationType = ActivationType.uint8
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
+    # Layers that compute on exact values: their output, data input and the path back to the previous
+    # linear layer stay float (--exclude-from; what `quantkit sensitivity` measures and writes).
+    float_layers: tuple[str, ...] = ()
     quantize_attention_matmul: bool = False
     smoothquant: str = "auto"  # "auto", "off", or a fixed alpha in (0, 1)
     bias_correction: bool = True
@@ -221,6 +224,7 @@ class ConvertConfig:
             "percentile": self.percentile,
             "activations": self.activations.value,
             "exclude_nodes": list(self.exclude_nodes),
+            "float_layers": list(self.float_layers),
             "exclude_op_types": list(self.exclude_op_types),
             "quantize_attention_matmul": self.quantize_attention_matmul,
             "smoothquant": self.smoothquant,

@@ -19,7 +19,14 @@ import onnx
 from quantkit import __version__
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import collect
-from quantkit.config import CalibrateConfig, CompareConfig, ConvertConfig, Float16Config, Preprocess
+from quantkit.config import (
+    CalibrateConfig,
+    CompareConfig,
+    ConvertConfig,
+    Float16Config,
+    ImageSelection,
+    Preprocess,
+)
 from quantkit.errors import (
     CalibrationError,
     ConfigError,
@@ -29,7 +36,7 @@ from quantkit.errors import (
     OutputError,
 )
 from quantkit.evaluate.compare import compare_outputs, read_classes
-from quantkit.evaluate.metrics import OutputErrors, latency_stats
+from quantkit.evaluate.metrics import OutputErrors, latency_stats, sqnr_db
 from quantkit.files import check_output, write_set
 from quantkit.graph import fp16 as fp16_graph
 from quantkit.graph import model_io
@@ -40,13 +47,16 @@ from quantkit.images import ImageLoader, resolve_preprocess, select_images
 from quantkit.planner import fallback
 from quantkit.planner import fp16 as fp16_planner
 from quantkit.planner import plan as make_plan
+from quantkit.planner import sensitivity as sens
 from quantkit.results import (
     CalibrationTable,
     ComparisonResult,
     ConvertSummary,
     FallbackStep,
     Float16Summary,
+    LayerSensitivity,
     QuantPlan,
+    SensitivityReport,
 )
 from quantkit.runtime import Session, cpu_info, interleaved_latency, versions
 
@@ -383,6 +393,150 @@ def _model_bytes(path: Path) -> int:
     return total + sum(
         (path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file()
     )
+
+
+# ---------------------------------------------------------------- sensitivity
+
+
+def sensitivity(
+    model_path: Path,
+    table_path: Path,
+    images: ImageSelection,
+    config: ConvertConfig,
+    cumulative: int = 5,
+    progress: Progress = _no_progress,
+) -> SensitivityReport:
+    """Each quantized layer's own error and the output error that keeping it float recovers, streamed
+    over the images (memory bounded by the number of layers, not of images)."""
+    started = time.perf_counter()
+    table = table_io.load(table_path)
+    model = model_io.load_model(model_path)
+    _require_quantizable(model, model_path)
+    if table.model_sha256 != model_io.file_sha256(model_path):
+        raise CalibrationError(
+            f"{table_path.name} was made for another model; run `quantkit calibrate` on this model"
+        )
+    upgraded = model_io.ensure_opset(model)
+    name_nodes(upgraded)
+    inferred = model_io.infer_shapes(upgraded)
+    probes, _ = sens.probes(inferred, table, config)
+    if not probes.layers:
+        raise ModelError(f"{model_path.name} has no layer that convert would quantize")
+    preprocess = Preprocess.from_dict(table.meta["preprocess"])
+    paths = select_images(images)
+    cache: dict[str, tuple[float, float]] = {}
+    advance = progress("preparing one model per layer", len(probes.layers))
+    recovery_models = []
+    for node, _ in probes.layers:
+        recovery_models.append(sens.with_float(inferred, table, config, [node], cache))
+        advance(1)
+    names = [node for node, _ in probes.layers]
+    fp32, int8, local = Session.of(inferred), Session.of(probes.base), Session.of(probes.local)
+    recovery = [Session.of(m) for m in recovery_models]
+    del recovery_models
+    local_errors = {node: _Noise() for node in names}
+    int8_noise = _Noise()
+    layer_noise = [_Noise() for _ in names]
+    count = 0
+    advance = progress("measuring", len(paths))
+    for batch in ImageLoader(paths, preprocess, fp32.fixed_batch or 8):
+        reference = fp32.run_batch(batch.data)
+        int8_noise.update(reference, int8.run_batch(batch.data))
+        for noise, session in zip(layer_noise, recovery, strict=True):
+            noise.update(reference, session.run_batch(batch.data))
+        probed = local.run_batch(batch.data)
+        for node in names:
+            ref_name, local_name = probes.local_outputs[node]
+            local_errors[node].update({ref_name: probed[ref_name]}, {ref_name: probed[local_name]})
+        count += batch.data.shape[0]
+        advance(batch.data.shape[0])
+    if count == 0:
+        raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
+    rows = sorted(
+        (
+            LayerSensitivity(
+                node=node,
+                op_type=op,
+                local_sqnr_db=local_errors[node].sqnr_db,
+                output_sqnr_db=noise.sqnr_db,
+                recovered=int8_noise.recovered_by(noise),
+            )
+            for (node, op), noise in zip(probes.layers, layer_noise, strict=True)
+        ),
+        key=lambda r: (-r.recovered, r.node),
+    )
+    steps = _cumulative(
+        inferred,
+        table,
+        config,
+        [r.node for r in rows[:cumulative]],
+        paths,
+        preprocess,
+        cache,
+        int8_noise,
+        progress,
+    )
+    return SensitivityReport(
+        layers=tuple(rows),
+        int8_output_sqnr_db=int8_noise.sqnr_db,
+        cumulative=tuple(steps),
+        num_images=count,
+        seconds=time.perf_counter() - started,
+        settings={
+            **sens.measured_config(config).to_dict(),
+            "images": str(images.folder),
+            "seed": images.seed,
+        },
+    )
+
+
+class _Noise:
+    """Signal and noise power of every output of a model against the FP32 reference, summed."""
+
+    def __init__(self) -> None:
+        self.signal = 0.0
+        self.noise = 0.0
+
+    def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
+        for name, value in reference.items():
+            r = value.astype(np.float64)
+            self.signal += float(np.sum(r * r))
+            self.noise += float(np.sum((r - candidate[name]) ** 2))
+
+    @property
+    def sqnr_db(self) -> float:
+        return sqnr_db(self.signal, self.noise)
+
+    def recovered_by(self, other: _Noise) -> float:
+        """Share of this noise power that `other` no longer has (negative where it has more)."""
+        return 1.0 - other.noise / self.noise if self.noise > 0 else 0.0
+
+
+def _cumulative(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    ranked: list[str],
+    paths: list[Path],
+    preprocess: Preprocess,
+    cache: dict[str, tuple[float, float]],
+    int8_noise: _Noise,
+    progress: Progress,
+) -> list[tuple[int, float, float]]:
+    """(k, output SQNR, share of the INT8 noise recovered) with the top k layers float together."""
+    sessions = [
+        Session.of(sens.with_float(model, table, config, ranked[:k], cache))
+        for k in range(1, len(ranked) + 1)
+    ]
+    fp32 = Session.of(model)
+    noises = [_Noise() for _ in sessions]
+    advance = progress("measuring the top layers together", len(paths))
+    for batch in ImageLoader(paths, preprocess, fp32.fixed_batch or 8):
+        reference = fp32.run_batch(batch.data)
+        for noise, session in zip(noises, sessions, strict=True):
+            noise.update(reference, session.run_batch(batch.data))
+        advance(batch.data.shape[0])
+    return [(k + 1, n.sqnr_db, int8_noise.recovered_by(n)) for k, n in enumerate(noises)]
 
 
 # ---------------------------------------------------------------- compare

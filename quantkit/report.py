@@ -10,7 +10,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from quantkit.results import ComparisonResult, ConvertSummary, Float16Summary, LatencyStats
+from quantkit.results import (
+    ComparisonResult,
+    ConvertSummary,
+    Float16Summary,
+    LatencyStats,
+    SensitivityReport,
+)
 
 REPORT_SCHEMA = "quantkit-compare/1"
 
@@ -106,6 +112,74 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
     if summary.kept_float32:
         parts += [kept, Text("")]
     return Group(*parts, lines)
+
+
+def sensitivity_table(result: SensitivityReport) -> RenderableType:
+    table = Table(
+        title=f"layers by recovery ({result.num_images} images; "
+        f"INT8 output {_db(result.int8_output_sqnr_db)})",
+        show_edge=False,
+        title_justify="left",
+    )
+    for column in ("rank", "layer", "op type", "alone: its output", "float: model output", "recovers"):
+        table.add_column(column, justify="left" if column in ("layer", "op type") else "right")
+    for rank, row in enumerate(result.layers, 1):
+        table.add_row(
+            str(rank),
+            row.node,
+            row.op_type,
+            _db(row.local_sqnr_db),
+            _db(row.output_sqnr_db),
+            f"{100 * row.recovered:.0f}%",
+        )
+    lines = Text()
+    for k, db, recovered in result.cumulative:
+        names = ", ".join(r.node for r in result.layers[:k])
+        lines.append(
+            f"keeping {'this layer' if k == 1 else f'these {k} layers'} in float recovers "
+            f"{100 * recovered:.0f}% of the error (output {_db(result.int8_output_sqnr_db)} -> {_db(db)}): "
+            f"{names}\n"
+        )
+    lines.append(f"measured in {result.seconds:.1f} s, rebalancing off")
+    return Group(table, Text(""), lines)
+
+
+def sensitivity_dict(result: SensitivityReport) -> dict[str, object]:
+    return {
+        "schema": "quantkit-sensitivity/1",
+        "int8_output_sqnr_db": _finite(result.int8_output_sqnr_db),
+        "num_images": result.num_images,
+        "seconds": result.seconds,
+        "settings": result.settings,
+        "layers": [
+            {
+                "node": r.node,
+                "op_type": r.op_type,
+                "local_sqnr_db": _finite(r.local_sqnr_db),
+                "output_sqnr_db_when_float": _finite(r.output_sqnr_db),
+                "recovered": r.recovered,
+            }
+            for r in result.layers
+        ],
+        "cumulative": [
+            {
+                "layers": [r.node for r in result.layers[:k]],
+                "output_sqnr_db": _finite(db),
+                "recovered": rec,
+            }
+            for k, db, rec in result.cumulative
+        ],
+    }
+
+
+def exclusions_file(result: SensitivityReport, keep: int, model: str) -> str:
+    """The top `keep` layers, one per line, for convert --exclude-from."""
+    lines = [
+        f"# quantkit sensitivity of {model}: the {keep} layers whose float recovers the most output error"
+    ]
+    for row in result.layers[:keep]:
+        lines.append(f"{row.node}  # {row.op_type}, recovers {100 * row.recovered:.0f}% alone")
+    return "\n".join(lines) + "\n"
 
 
 def _latency_row(label: str, stats: LatencyStats | None) -> list[str]:

@@ -239,3 +239,24 @@ class Float16Summary:
     bytes_after: int
     smoke_sqnr_db: dict[str, float]
     smoke_input: str  # what the smoke test ran on
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    node: str
+    op_type: str
+    local_sqnr_db: float  # this layer's output with only it quantized, against FP32
+    output_sqnr_db: float  # the model's output with only this layer kept float, against FP32
+    recovered: float  # share of the INT8 model's output noise power that keeping it float removes
+
+
+@dataclass(frozen=True)
+class SensitivityReport:
+    """Layers ranked by recovery (most first), and the top-k kept float together."""
+
+    layers: tuple[LayerSensitivity, ...]
+    int8_output_sqnr_db: float
+    cumulative: tuple[tuple[int, float, float], ...]  # (k, output SQNR dB, share of noise recovered)
+    num_images: int
+    seconds: float
+    settings: dict[str, Any]

@@ -77,6 +77,9 @@ class _Planning:
         return True
 
 
+FLOAT_LAYER_REASON = "kept float by --exclude-from, with its input path"
+
+
 def plan(
     model: onnx.ModelProto,
     table: CalibrationTable,
@@ -93,10 +96,11 @@ def plan(
     """
     index = GraphIndex(model)
     _check_exclusions(index, config)
+    keep_float = {**dict.fromkeys(config.float_layers, FLOAT_LAYER_REASON), **(keep_float or {})}
     state = _Planning(index, table, config)
     if range_cache is not None:
         state.selected = range_cache
-    for name in keep_float or {}:
+    for name in keep_float:
         node = index.by_name[name]
         state.float_tensors.update(o for o in node.output if o)
         for tensor in _data_inputs(node):
@@ -187,12 +191,13 @@ def input_path(index: GraphIndex, tensor: str) -> set[str]:
 
 
 def _check_exclusions(index: GraphIndex, config: ConvertConfig) -> None:
-    unknown = [n for n in config.exclude_nodes if n not in index.by_name]
-    if unknown:
-        raise ConfigError(
-            f"--exclude-nodes names {len(unknown)} node(s) not in the model ({', '.join(unknown[:3])}); "
-            "use node names as shown by the convert summary or Netron"
-        )
+    for option, names in (("--exclude-nodes", config.exclude_nodes), ("--exclude-from", config.float_layers)):
+        unknown = [n for n in names if n not in index.by_name]
+        if unknown:
+            raise ConfigError(
+                f"{option} names {len(unknown)} node(s) not in the model ({', '.join(unknown[:3])}); "
+                "use node names as shown by the convert summary, quantkit sensitivity or Netron"
+            )
 
 
 def _excluded(node: onnx.NodeProto, config: ConvertConfig) -> bool:

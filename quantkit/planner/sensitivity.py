@@ -1,0 +1,61 @@
+"""Per-layer sensitivity: the models whose outputs, streamed over images, score each quantized layer.
+
+- local: one FP32 probe model (graph.probe) where every quantized layer also runs on its own quantized
+  input and int8 weights: the SQNR of that layer's output when only it is quantized;
+- recovery: for each layer, the INT8 model with only that layer (and its input path, as the accuracy
+  fallback does) kept float: how much of the model's output error comes back;
+- cumulative: the INT8 model with the top 1..k layers of the ranking kept float together.
+Measured with rebalancing off (its per-channel scales change which tensors exist); the rest of the
+convert settings apply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx
+
+from quantkit.config import ConvertConfig
+from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.probe import local_probe
+from quantkit.graph.qdq import apply_plan
+from quantkit.planner.core import plan
+from quantkit.results import CalibrationTable, QuantPlan
+
+
+@dataclasses.dataclass(frozen=True)
+class Probes:
+    base: onnx.ModelProto  # every layer quantized
+    layers: tuple[tuple[str, str], ...]  # (node, op type) of each quantized linear layer, graph order
+    local: onnx.ModelProto
+    local_outputs: dict[str, tuple[str, str]]  # node -> (float output, locally quantized output)
+
+
+def measured_config(config: ConvertConfig) -> ConvertConfig:
+    return dataclasses.replace(config, smoothquant="off", min_sqnr=0.0)
+
+
+def probes(
+    model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig
+) -> tuple[Probes, QuantPlan]:
+    """model: opset >= 13, every node named, shapes inferred."""
+    base_plan = plan(model, table, measured_config(config))
+    layers = tuple(
+        (n.name, n.op_type)
+        for n in model.graph.node
+        if n.name in base_plan.quantized_nodes and n.op_type in COMPUTE_OPS
+    )
+    local, outputs = local_probe(model, base_plan, [name for name, _ in layers])
+    return Probes(apply_plan(model, base_plan), layers, local, outputs), base_plan
+
+
+def with_float(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    nodes: list[str],
+    cache: dict[str, tuple[float, float]],
+) -> onnx.ModelProto:
+    """The INT8 model with `nodes` (and their input paths) kept float, as convert --exclude-from does."""
+    measured = dataclasses.replace(measured_config(config), float_layers=(*config.float_layers, *nodes))
+    return apply_plan(model, plan(model, table, measured, range_cache=cache))

@@ -1,0 +1,152 @@
+"""quantkit sensitivity: the probe's semantics, the ranking on a model with a planted weak layer, the
+exclusions file round trip through convert --exclude-from, and (on the assets) a ranking validated
+against random choices on held-out images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from quantkit import pipeline
+from quantkit.calib import table as table_io
+from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection, Preprocess
+from quantkit.graph import model_io
+from quantkit.graph.probe import local_probe
+from quantkit.graph.query import name_nodes
+from quantkit.images import ImageLoader, select_images
+from quantkit.planner import sensitivity as sens
+from quantkit.planner.core import plan
+from quantkit.runtime import Session
+from tests.conftest import ASSETS, conv_params, make_model, requires_assets, rng, save
+from tests.helpers import assert_one_line_error, run
+
+
+def _planted(path: Path) -> Path:
+    """c1 -> c2 -> c3, where c2 writes one channel 300x larger than the others: the per-tensor
+    activation scale of c3's input then crushes the other channels, so c3 is the weak layer."""
+    p1, p2, p3 = conv_params(6, 3, seed=1), conv_params(6, 6, seed=2), conv_params(4, 6, seed=3)
+    p2["w"][0] *= 300.0
+    p2["b"][0] *= 300.0
+    p3["w"][:, 0] /= 300.0  # c3 undoes the gain: the float function stays ordinary
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["a", "w2", "b2"], ["b"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["b", "w3", "b3"], ["y"], name="c3", pads=[1, 1, 1, 1]),
+    ]
+    weights = {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"], "b2": p2["b"], "w3": p3["w"], "b3": p3["b"]}
+    return save(make_model(nodes, weights), path)
+
+
+@pytest.fixture
+def planted(image_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    model = _planted(tmp_path / "planted.onnx")
+    table = tmp_path / "planted.calib.json"
+    pipeline.calibrate(model, table, CalibrateConfig(ImageSelection(image_dir, 16)))
+    return model, table
+
+
+def test_probe_reproduces_each_layer_and_adds_only_its_own_error(planted: tuple[Path, Path]) -> None:
+    model_path, table_path = planted
+    model = model_io.infer_shapes(model_io.load_model(model_path))
+    name_nodes(model)
+    table = table_io.load(table_path)
+    base = plan(model, table, ConvertConfig(smoothquant="off"))
+    probe, pairs = local_probe(model, base, ["c1", "c2", "c3"])
+    x = table.samples[:2] if table.samples is not None else None
+    out = Session.of(probe).run(x)
+    exact = Session.of(model).run(x)
+    assert np.array_equal(out["y"], exact["y"])  # the original path is untouched
+    for node in ("c1", "c2"):
+        reference, local = pairs[node]
+        error = out[local] - out[reference]
+        assert 0 < np.abs(error).max() < 0.2 * np.abs(out[reference]).max(), node
+    # c3 alone: its input's per-tensor scale is set by the 300x channel, the others are crushed
+    c3 = np.sum((out[pairs["c3"][1]] - out["y"]) ** 2)
+    c1 = np.sum((out[pairs["c1"][1]] - out["a"]) ** 2) / np.sum(out["a"] ** 2)
+    assert c3 / np.sum(out["y"] ** 2) > 10 * c1
+
+
+def test_sensitivity_finds_the_planted_layer(planted: tuple[Path, Path], image_dir: Path) -> None:
+    model, table = planted
+    report = pipeline.sensitivity(model, table, ImageSelection(image_dir, 12), ConvertConfig(), cumulative=3)
+    rows = {r.node: r for r in report.layers}
+    # alone, c3 is the layer that breaks (its input's scale is set by the 300x channel)
+    assert rows["c3"].local_sqnr_db < 3.0 < 30.0 < min(rows["c1"].local_sqnr_db, rows["c2"].local_sqnr_db)
+    # kept float, c3 or c2 each keep that tensor float (c3 as its input, c2 as its output): both recover
+    assert {r.node for r in report.layers[:2]} == {"c2", "c3"}
+    assert rows["c3"].recovered > 0.99 and rows["c1"].recovered < 0.05
+    assert [k for k, _, _ in report.cumulative] == [1, 2, 3]
+    assert report.cumulative[-1][2] == pytest.approx(1.0)  # every layer float: no error left
+    assert report.num_images == 12
+
+
+def test_exclusions_file_round_trip_through_convert(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, table = planted
+    keep, report = tmp_path / "keep.txt", tmp_path / "sens.json"
+    argv = ["sensitivity", str(model), "-c", str(table), "--images", str(image_dir), "--num-images", "8"]
+    code, out, err = run(
+        [*argv, "--keep", "2", "--write-exclusions", str(keep), "--json", str(report)], capsys
+    )
+    assert code == 0, err
+    assert "keeping this layer in float recovers" in out
+    assert [
+        line.split("#")[0].strip() for line in keep.read_text().splitlines() if line.split("#")[0].strip()
+    ] == [r["node"] for r in json.loads(report.read_text())["layers"][:2]]
+    data = json.loads(report.read_text())
+    assert {r["node"] for r in data["layers"][:2]} == {"c2", "c3"} and len(data["layers"]) == 3
+
+    int8 = tmp_path / "o.onnx"
+    code, out, err = run(
+        ["convert", str(model), "-c", str(table), "-o", str(int8), "--exclude-from", str(keep)], capsys
+    )
+    assert code == 0, err
+    converted = onnx.load(str(int8))
+    c3 = next(n for n in converted.graph.node if n.name == "c3")
+    assert c3.op_type == "Conv" and "--exclude-from" in out
+    weights = {i.name: i.data_type for i in converted.graph.initializer}
+    assert weights["w2"] == weights["w3"] == onnx.TensorProto.FLOAT  # kept float: weights not quantized
+
+
+def test_exclude_from_a_missing_file_is_one_clear_line(
+    cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["convert", str(cnn), "--to", "fp16", "-o", str(tmp_path / "o.onnx")]
+    code, _, err = run([*argv, "--exclude-from", str(tmp_path / "none.txt")], capsys)
+    assert_one_line_error(code, err, "cannot read --exclude-from")
+
+
+@requires_assets()
+@pytest.mark.assets
+def test_mobilenetv2_top5_recover_more_than_random_layers(tmp_path: Path) -> None:
+    model = ASSETS / "models" / "mobilenetv2.onnx"
+    table = tmp_path / "m.calib.json"
+    pipeline.calibrate(model, table, CalibrateConfig(ImageSelection(ASSETS / "images" / "coco-calib", 32)))
+    images = ASSETS / "images" / "imagenet-dev"
+    report = pipeline.sensitivity(model, table, ImageSelection(images, 16), ConvertConfig(), cumulative=0)
+    ranked = [r.node for r in report.layers]
+    loaded = model_io.ensure_opset(model_io.load_model(model))
+    name_nodes(loaded)
+    inferred = model_io.infer_shapes(loaded)
+    calib = table_io.load(table)
+    choices = {"top": ranked[:5]} | {
+        f"random{i}": list(rng(i).choice(ranked, 5, replace=False)) for i in range(3)
+    }
+    cache: dict[str, tuple[float, float]] = {}
+    sessions = {
+        k: Session.of(sens.with_float(inferred, calib, ConvertConfig(), v, cache)) for k, v in choices.items()
+    }
+    reference = Session.of(inferred)
+    noise = dict.fromkeys(sessions, 0.0)
+    held_out = select_images(ImageSelection(images, 24, seed=7))  # not the images that ranked them
+    for batch in ImageLoader(held_out, Preprocess.from_dict(calib.meta["preprocess"]), 8):
+        ref = reference.run_batch(batch.data)["output"]
+        for k, session in sessions.items():
+            noise[k] += float(np.sum((session.run_batch(batch.data)["output"] - ref) ** 2))
+    assert all(noise["top"] < noise[k] for k in noise if k != "top"), noise
