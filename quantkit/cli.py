@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from quantkit.config import ActivationType, CalibMethod, Precision, Preset, ResizeMode
+from quantkit.config import ActivationType, BudgetMetric, CalibMethod, Precision, Preset, ResizeMode
 from quantkit.errors import ConfigError, QuantkitError
 
 app = typer.Typer(
@@ -241,6 +241,37 @@ def convert(
         bool,
         typer.Option("--quantize-attention-matmul", help="Also quantize activation x activation MatMuls."),
     ] = False,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            "--max-drop",
+            help="Accuracy budget in points of --metric: keep the fewest layers float that stay within it "
+            "on --validation images.",
+        ),
+    ] = None,
+    validation: Annotated[
+        Path | None, typer.Option("--validation", help="--max-drop: images held apart from calibration.")
+    ] = None,
+    validation_images: Annotated[
+        int | None, typer.Option("--validation-images", help="--max-drop: a seeded subset of N images.")
+    ] = 200,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="--max-drop: class ids in output order, for top1.")
+    ] = None,
+    metric: Annotated[
+        BudgetMetric,
+        typer.Option(
+            "--metric",
+            help="--max-drop unit: top1 points (needs --labels), agreement points, detection recall points; "
+            "auto picks top1 with labels, recall on a YOLO head, else agreement.",
+        ),
+    ] = BudgetMetric.auto,
+    max_trials: Annotated[
+        int, typer.Option("--max-trials", help="--max-drop: models measured at most.")
+    ] = 16,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="--max-drop: seconds of search at most.")
+    ] = 900.0,
     exclude_from: Annotated[
         Path | None,
         typer.Option(
@@ -257,7 +288,7 @@ def convert(
     """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations) or an FP16
     model (float32 inputs and outputs)."""
     from quantkit import pipeline, report
-    from quantkit.config import ConvertConfig, Float16Config
+    from quantkit.config import AccuracyBudget, ConvertConfig, Float16Config, ImageSelection
 
     excluded_nodes = tuple(n for n in (exclude_nodes or "").split(",") if n)
     excluded_types = tuple(n for n in (exclude_op_types or "").split(",") if n)
@@ -283,8 +314,20 @@ def convert(
         min_sqnr=min_sqnr,
         max_float_layers=max_float_layers,
     )
+    budget = None
+    if max_drop is not None:
+        if validation is None:
+            raise ConfigError("--max-drop needs --validation DIR: images held apart from calibration")
+        budget = AccuracyBudget(
+            max_drop=max_drop,
+            validation=ImageSelection(validation, validation_images),
+            metric=metric,
+            labels=labels,
+            max_trials=max_trials,
+            timeout_s=timeout,
+        )
     with _progress() as progress:
-        summary = pipeline.convert(model, calibration, output, config, progress)
+        summary = pipeline.convert(model, calibration, output, config, progress, budget)
     stdout.print(report.convert_table(summary, str(output)))
 
 

@@ -277,3 +277,44 @@ class Float16Config:
             "exclude_op_types": list(self.exclude_op_types),
             "keep_io_types": self.keep_io_types,
         }
+
+
+class BudgetMetric(str, Enum):
+    auto = "auto"  # top1 with --labels, recall on a YOLO-style head, else agreement
+    top1 = "top1"  # top-1 accuracy points lost against FP32 (needs --labels)
+    agreement = "agreement"  # points of top-1 disagreement with FP32
+    recall = "recall"  # points of FP32 detections (score > threshold) lost
+
+
+@dataclass(frozen=True)
+class AccuracyBudget:
+    """convert --max-drop: keep the fewest layers float that hold the metric within max_drop points of
+    FP32 on validation images held apart from calibration."""
+
+    max_drop: float
+    validation: ImageSelection
+    metric: BudgetMetric = BudgetMetric.auto
+    labels: Path | None = None
+    max_trials: int = 16
+    timeout_s: float = 900.0
+    detection_threshold: float = 0.3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metric", _enum(BudgetMetric, self.metric, "--metric"))
+        if not 0.0 <= self.max_drop <= 100.0:
+            raise ConfigError(f"--max-drop is in points (0-100), got {self.max_drop}")
+        if self.max_trials < 1 or self.timeout_s <= 0:
+            raise ConfigError("--max-trials must be at least 1 and --timeout above 0")
+        if self.metric is BudgetMetric.top1 and self.labels is None:
+            raise ConfigError("--metric top1 needs --labels FILE; or use --metric agreement")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_drop": self.max_drop,
+            "metric": self.metric.value,
+            "validation": str(self.validation.folder),
+            "validation_images": self.validation.num_images,
+            "labels": str(self.labels) if self.labels else None,
+            "max_trials": self.max_trials,
+            "timeout_s": self.timeout_s,
+        }

@@ -20,6 +20,7 @@ from quantkit import __version__
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import collect
 from quantkit.config import (
+    AccuracyBudget,
     CalibrateConfig,
     CompareConfig,
     ConvertConfig,
@@ -35,6 +36,7 @@ from quantkit.errors import (
     ModelError,
     OutputError,
 )
+from quantkit.evaluate.budget import Validator
 from quantkit.evaluate.compare import compare_outputs, read_classes
 from quantkit.evaluate.metrics import OutputErrors, latency_stats, sqnr_db
 from quantkit.files import check_output, write_set
@@ -44,11 +46,14 @@ from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
 from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import name_nodes
 from quantkit.images import ImageLoader, resolve_preprocess, select_images
+from quantkit.planner import budget as budget_search
 from quantkit.planner import fallback
 from quantkit.planner import fp16 as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import sensitivity as sens
 from quantkit.results import (
+    Batch,
+    BudgetReport,
     CalibrationTable,
     ComparisonResult,
     ConvertSummary,
@@ -177,7 +182,12 @@ def _check_enough_images(used: int, total: int, skipped: list[tuple[Path, str]])
 
 
 def convert(
-    model_path: Path, table_path: Path, output: Path, config: ConvertConfig, progress: Progress = _no_progress
+    model_path: Path,
+    table_path: Path,
+    output: Path,
+    config: ConvertConfig,
+    progress: Progress = _no_progress,
+    budget: AccuracyBudget | None = None,
 ) -> ConvertSummary:
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
     table = table_io.load(table_path)
@@ -196,7 +206,10 @@ def convert(
     inferred = model_io.infer_shapes(upgraded)
     steps: list[FallbackStep] = []
     start_db = None
-    if config.min_sqnr == 0:
+    budget_report = None
+    if budget is not None:
+        plan, budget_report = _search_budget(inferred, table, config, budget, progress)
+    elif config.min_sqnr == 0:
         plan = make_plan(inferred, table, config)
     else:
         start_db, plan, steps = _search_fallback(inferred, table, config, progress)
@@ -217,7 +230,77 @@ def convert(
     advance(1)
     size = sum(len(data) for _, data in stored)
     summary = _convert_summary(inferred, plan, model_path, size, opset_before, smoke)
-    return dataclasses.replace(summary, fallback=tuple(steps), fallback_start_db=start_db)
+    return dataclasses.replace(
+        summary, fallback=tuple(steps), fallback_start_db=start_db, budget=budget_report
+    )
+
+
+def _search_budget(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    budget: AccuracyBudget,
+    progress: Progress,
+) -> tuple[QuantPlan, BudgetReport]:
+    """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
+    the metric within budget.max_drop points of FP32 on the validation images."""
+    deadline = time.monotonic() + budget.timeout_s
+    preprocess = Preprocess.from_dict(table.meta["preprocess"])
+    paths = select_images(budget.validation)
+    loader_hash = ImageLoader(paths, preprocess, 1).content_hash
+    if loader_hash == table.meta.get("images", {}).get("list_sha256"):
+        raise ConfigError(
+            "the --validation images are the calibration images; hold some apart for validation"
+        )
+    reference = Session.of(model)
+    size = reference.fixed_batch or 8
+
+    def batches() -> Iterator[Batch]:
+        return iter(ImageLoader(paths, preprocess, size))
+
+    classes = read_classes(budget.labels) if budget.labels else None
+    validator = Validator(
+        reference, batches, budget.metric, budget.validation.folder, classes, budget.detection_threshold
+    )
+    cache: dict[str, tuple[float, float]] = {}
+    base = make_plan(model, table, config, range_cache=cache)
+    samples = _table_samples(table)
+    sample_reference = reference.run_samples(samples)
+    layers = [n.name for n in model.graph.node if n.name in base.quantized_nodes and n.op_type in COMPUTE_OPS]
+    advance = progress("ranking layers by output recovery", len(layers))
+    scores = fallback.layer_recovery(model, table, config, sample_reference, base, advance, cache)
+    ranked = sorted(scores, key=lambda n: (-scores[n], n))
+    plans: dict[tuple[str, ...], QuantPlan] = {}
+
+    def drop_of(kept: tuple[str, ...]) -> float:
+        keep = dict.fromkeys(kept, f"kept float by --max-drop {budget.max_drop:g} ({budget.metric.value})")
+        plans[kept] = make_plan(model, table, config, keep_float=keep, range_cache=cache)
+        return validator.drop(Session.of(apply_plan(model, plans[kept])))
+
+    advance = progress(f"searching within --max-drop {budget.max_drop:g}", budget.max_trials)
+    found = budget_search.fewest_layers(
+        ranked, drop_of, budget.max_drop, budget.max_trials, deadline, lambda _: advance(1)
+    )
+    trials = tuple((t.layers, t.drop) for t in found.trials)
+    if found.layers is None:
+        best = min(found.trials, key=lambda t: t.drop)
+        raise ConversionError(
+            f"--max-drop {budget.max_drop:g} ({validator.metric.value}) was not met: the best of "
+            f"{len(found.trials)} trial(s) lost {best.drop:.2f} points with {len(best.layers)} layer(s) "
+            f"float{' before the ' + found.stopped + ' limit' if found.stopped else ''}; raise --max-drop, "
+            "--max-trials or --timeout. Nothing was written"
+        )
+    chosen_drop = dict(trials)[found.layers]
+    report = BudgetReport(
+        metric=validator.metric.value,
+        max_drop=budget.max_drop,
+        validation_images=len(paths),
+        trials=trials,
+        chosen=found.layers,
+        chosen_drop=chosen_drop,
+        stopped=found.stopped,
+    )
+    return plans[found.layers], report
 
 
 def convert_float16(

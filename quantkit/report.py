@@ -68,6 +68,17 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         for step in summary.fallback:
             lines.append(f" -> {_db(step.sqnr_db)} with {step.node} ({step.op_type}) in float")
         lines.append("\n" if summary.fallback else " (at least --min-sqnr: nothing kept float)\n")
+    if summary.budget is not None:
+        b = summary.budget
+        lines.append(
+            f"--max-drop {b.max_drop:g} ({b.metric} points, {b.validation_images} validation images): "
+            f"{len(b.trials)} trials{f', stopped by the {b.stopped} limit' if b.stopped else ''}\n"
+        )
+        for layers, drop in b.trials:
+            mark = "  <- chosen" if layers == b.chosen else ""
+            lines.append(f"  {len(layers):3d} layer(s) float: {drop:6.2f} points lost{mark}\n")
+        chosen = ", ".join(b.chosen) or "none"
+        lines.append(f"kept float: {chosen} ({b.chosen_drop:.2f} points lost)\n")
     for rebalance in summary.plan.rebalances:
         where = f"folded into {rebalance.producer}" if rebalance.producer else "float Mul inserted"
         lines.append(

@@ -209,6 +209,19 @@ class FallbackStep:
 
 
 @dataclass(frozen=True)
+class BudgetReport:
+    """convert --max-drop: the metric, each trial (layers kept float, points lost) and the choice."""
+
+    metric: str
+    max_drop: float
+    validation_images: int
+    trials: tuple[tuple[tuple[str, ...], float], ...]
+    chosen: tuple[str, ...]
+    chosen_drop: float
+    stopped: str | None
+
+
+@dataclass(frozen=True)
 class ConvertSummary:
     """What convert did: counts by op type, what stayed float and why, sizes, and the smoke test."""
 
@@ -223,6 +236,7 @@ class ConvertSummary:
     plan: QuantPlan
     fallback: tuple[FallbackStep, ...] = ()
     fallback_start_db: float | None = None
+    budget: BudgetReport | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from tests.conftest import ASSETS, conv_params, make_model, requires_assets, rng
 from tests.helpers import assert_one_line_error, run
 
 
-def _planted(path: Path) -> Path:
+def _planted(path: Path, classifier: bool = False) -> Path:
     """c1 -> c2 -> c3, where c2 writes one channel 300x larger than the others: the per-tensor
     activation scale of c3's input then crushes the other channels, so c3 is the weak layer."""
     p1, p2, p3 = conv_params(6, 3, seed=1), conv_params(6, 6, seed=2), conv_params(4, 6, seed=3)
@@ -36,8 +36,12 @@ def _planted(path: Path) -> Path:
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
         helper.make_node("Conv", ["a", "w2", "b2"], ["b"], name="c2", pads=[1, 1, 1, 1]),
-        helper.make_node("Conv", ["b", "w3", "b3"], ["y"], name="c3", pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv", ["b", "w3", "b3"], ["c" if classifier else "y"], name="c3", pads=[1, 1, 1, 1]
+        ),
     ]
+    if classifier:  # scores [N, 1024]: top-1 agreement applies, and c3's noise flips it
+        nodes.append(helper.make_node("Flatten", ["c"], ["y"], name="flat"))
     weights = {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"], "b2": p2["b"], "w3": p3["w"], "b3": p3["b"]}
     return save(make_model(nodes, weights), path)
 

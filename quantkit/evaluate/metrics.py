@@ -117,8 +117,8 @@ class DetectionRecall:
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         """ref, cand: float [N, A, 5 + C]."""
-        ref_cls, ref_hit = _detections(ref, self.threshold)
-        cand_cls, cand_hit = _detections(cand, self.threshold)
+        ref_cls, ref_hit = detections(ref, self.threshold)
+        cand_cls, cand_hit = detections(cand, self.threshold)
         self.reference += int(ref_hit.sum())
         self.found += int((ref_hit & cand_hit & (ref_cls == cand_cls)).sum())
         self.extra += int((cand_hit & ~ref_hit).sum())
@@ -132,7 +132,7 @@ def is_yolo_head(output: np.ndarray) -> bool:
     return output.ndim == 3 and output.shape[2] > 5
 
 
-def _detections(head: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def detections(head: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(class index [N, A], detection mask [N, A])."""
     classes = head[..., 5:]
     best = classes.argmax(-1)

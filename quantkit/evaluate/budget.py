@@ -1,0 +1,99 @@
+"""Scores a candidate model's drop against FP32 on validation images, in points of one metric.
+
+The FP32 model runs once: per image, only what the metric needs is kept (its top-1 class, or its
+detections), so memory follows the number of images only through those few values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from quantkit.config import BudgetMetric
+from quantkit.errors import ConfigError
+from quantkit.evaluate.compare import label_of
+from quantkit.evaluate.metrics import detections, is_classification, is_yolo_head
+from quantkit.results import Batch
+from quantkit.runtime import Session
+
+
+class Validator:
+    def __init__(
+        self,
+        reference: Session,
+        batches: Callable[[], Iterable[Batch]],
+        metric: BudgetMetric,
+        folder: Path,
+        classes: Sequence[str] | None,
+        threshold: float,
+    ) -> None:
+        self.batches = batches
+        self.threshold = threshold
+        lookup = {c: i for i, c in enumerate(classes)} if classes else {}
+        self.summaries: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self.labels: list[np.ndarray] = []
+        output: str | None = None
+        for batch in batches():
+            outputs = reference.run_batch(batch.data)
+            if output is None:
+                metric, output = _choose(metric, outputs, bool(lookup))
+            ref = outputs[output]
+            if metric is BudgetMetric.recall:
+                self.summaries.append(detections(ref, threshold))
+            else:
+                self.summaries.append((ref.argmax(1), None))
+            self.labels.append(
+                np.array([label_of(p, folder, lookup) for p in batch.paths]) if lookup else np.array([])
+            )
+        if output is None:
+            raise ConfigError("no validation image could be read; check --validation")
+        self.metric, self.output = metric, output
+        if metric is BudgetMetric.top1 and not any((lab >= 0).any() for lab in self.labels):
+            raise ConfigError(
+                "no validation image's folder or name prefix matches a class in --labels; name images "
+                "<class>_*.jpg or put them in <class>/ folders"
+            )
+
+    def drop(self, candidate: Session) -> float:
+        """Points lost against FP32 on the validation images."""
+        hits = total = fp32_hits = 0
+        for batch, (ref, ref_mask), labels in zip(self.batches(), self.summaries, self.labels, strict=True):
+            out = candidate.run_batch(batch.data)[self.output]
+            if self.metric is BudgetMetric.recall:
+                assert ref_mask is not None
+                cls, mask = detections(out, self.threshold)
+                hits += int((ref_mask & mask & (cls == ref)).sum())
+                total += int(ref_mask.sum())
+            elif self.metric is BudgetMetric.agreement:
+                hits += int((out.argmax(1) == ref).sum())
+                total += ref.size
+            else:
+                known = labels >= 0
+                hits += int((out.argmax(1)[known] == labels[known]).sum())
+                fp32_hits += int((ref[known] == labels[known]).sum())
+                total += int(known.sum())
+        if total == 0:
+            return 0.0
+        if self.metric is BudgetMetric.top1:
+            return 100.0 * (fp32_hits - hits) / total
+        return 100.0 * (1.0 - hits / total)
+
+
+def _choose(metric: BudgetMetric, outputs: dict[str, np.ndarray], labelled: bool) -> tuple[BudgetMetric, str]:
+    heads = [n for n, v in outputs.items() if is_yolo_head(v)]
+    scores = [n for n, v in outputs.items() if is_classification(v)]
+    if metric is BudgetMetric.auto:
+        metric = (
+            BudgetMetric.top1
+            if labelled and scores
+            else BudgetMetric.recall
+            if heads
+            else BudgetMetric.agreement
+        )
+    wanted = heads if metric is BudgetMetric.recall else scores
+    if not wanted:
+        shape = "[N, anchors, 5 + classes]" if metric is BudgetMetric.recall else "[N, classes]"
+        raise ConfigError(f"--metric {metric.value} needs an output shaped {shape}; none has that shape")
+    return metric, wanted[0]

@@ -1,0 +1,103 @@
+"""convert --max-drop: the search finds the fewest layers (pure, with a synthetic drop function), and the
+whole path on a model with a planted weak layer, including the budget that cannot be met."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from quantkit import pipeline
+from quantkit.config import AccuracyBudget, BudgetMetric, CalibrateConfig, ConvertConfig, ImageSelection
+from quantkit.errors import ConfigError, ConversionError
+from quantkit.planner.budget import fewest_layers
+from tests.helpers import assert_one_line_error, run
+from tests.test_sensitivity import _planted
+
+RANKED = [f"l{i}" for i in range(20)]
+FAR = time.monotonic() + 3600
+
+
+def _drop_needing(needed: set[str], base: float = 10.0) -> object:
+    """A drop of `base` points, less one share per needed layer kept float; 0 once all are float."""
+
+    def drop(layers: tuple[str, ...]) -> float:
+        return base * (1 - len(needed & set(layers)) / len(needed))
+
+    return drop
+
+
+def test_search_finds_exactly_the_needed_layers() -> None:
+    needed = {"l0", "l2", "l5"}
+    result = fewest_layers(RANKED, _drop_needing(needed), 0.0, 40, FAR)  # type: ignore[arg-type]
+    assert result.layers is not None and set(result.layers) == needed and result.stopped is None
+    assert result.trials[0].layers == ()  # the fully quantized model is measured first
+    sizes = [len(t.layers) for t in result.trials]
+    assert sizes[:5] == [0, 1, 2, 4, 8]  # doubling until the budget holds, then bisection and pruning
+
+
+def test_search_needs_nothing_when_int8_is_within_budget() -> None:
+    result = fewest_layers(RANKED, lambda layers: 0.4, 0.5, 10, FAR)
+    assert result.layers == () and len(result.trials) == 1
+
+
+def test_search_stops_at_the_trial_limit_and_the_deadline() -> None:
+    result = fewest_layers(RANKED, lambda layers: 10.0, 1.0, 3, FAR)
+    assert result.layers is None and result.stopped == "trials" and len(result.trials) == 3
+    past = fewest_layers(RANKED, lambda layers: 10.0, 1.0, 30, time.monotonic() - 1)
+    assert past.layers is None and past.stopped == "timeout" and not past.trials
+
+
+def test_budget_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="needs --labels"):
+        AccuracyBudget(1.0, ImageSelection(Path(".")), metric=BudgetMetric.top1)
+    with pytest.raises(ConfigError, match="points"):
+        AccuracyBudget(150.0, ImageSelection(Path(".")))
+
+
+@pytest.fixture
+def planted(image_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    model = _planted(tmp_path / "planted.onnx", classifier=True)
+    table = tmp_path / "planted.calib.json"
+    pipeline.calibrate(model, table, CalibrateConfig(ImageSelection(image_dir, 8, seed=1)))
+    return model, table
+
+
+def test_max_drop_keeps_the_planted_layer_float(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path
+) -> None:
+    model, table = planted
+    budget = AccuracyBudget(5.0, ImageSelection(image_dir, 16, seed=2), metric=BudgetMetric.agreement)
+    summary = pipeline.convert(model, table, tmp_path / "o.onnx", ConvertConfig(), budget=budget)
+    report = summary.budget
+    assert report is not None and report.metric == "agreement"
+    assert report.trials[0][0] == () and report.trials[0][1] > 5.0  # fully INT8 misses the budget
+    assert report.chosen_drop <= 5.0 and 1 <= len(report.chosen) <= 2
+    assert set(report.chosen) <= {"c2", "c3"}
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert all("--max-drop 5" in reasons[node] for node in report.chosen)
+
+
+def test_unmet_budget_writes_nothing(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, table = planted
+    out = tmp_path / "o.onnx"
+    argv = ["convert", str(model), "-c", str(table), "-o", str(out), "--max-drop", "0"]
+    code, _, err = run([*argv, "--validation", str(image_dir), "--max-trials", "1"], capsys)
+    assert_one_line_error(code, err, "--max-drop 0 (agreement) was not met", "Nothing was written")
+    assert not out.exists()
+    with pytest.raises(ConversionError):
+        budget = AccuracyBudget(0.0, ImageSelection(image_dir), max_trials=1)
+        pipeline.convert(model, table, out, ConvertConfig(), budget=budget)
+
+
+def test_max_drop_needs_validation_images(
+    planted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, table = planted
+    code, _, err = run(
+        ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "o.onnx"), "--max-drop", "1"], capsys
+    )
+    assert_one_line_error(code, err, "--max-drop needs --validation DIR")
