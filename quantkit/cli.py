@@ -253,8 +253,9 @@ def convert(
         Path | None, typer.Option("--validation", help="--max-drop: images held apart from calibration.")
     ] = None,
     validation_images: Annotated[
-        int | None, typer.Option("--validation-images", help="--max-drop: a seeded subset of N images.")
-    ] = 200,
+        int | None,
+        typer.Option("--validation-images", help="--max-drop: a seeded subset of N images [default: all]."),
+    ] = None,
     labels: Annotated[
         Path | None, typer.Option("--labels", help="--max-drop: class ids in output order, for top1.")
     ] = None,

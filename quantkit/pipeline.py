@@ -246,7 +246,7 @@ def _search_budget(
     the metric within budget.max_drop points of FP32 on the validation images."""
     deadline = time.monotonic() + budget.timeout_s
     preprocess = Preprocess.from_dict(table.meta["preprocess"])
-    paths = select_images(budget.validation)
+    paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
     loader_hash = ImageLoader(paths, preprocess, 1).content_hash
     if loader_hash == table.meta.get("images", {}).get("list_sha256"):
         raise ConfigError(
