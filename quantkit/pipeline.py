@@ -38,7 +38,7 @@ from quantkit.errors import (
 )
 from quantkit.evaluate.budget import Validator
 from quantkit.evaluate.compare import compare_outputs, read_classes
-from quantkit.evaluate.metrics import OutputErrors, latency_stats, sqnr_db
+from quantkit.evaluate.metrics import OutputErrors, OutputNoise, latency_stats
 from quantkit.files import check_output, write_set
 from quantkit.graph import fp16 as fp16_graph
 from quantkit.graph import model_io
@@ -84,6 +84,28 @@ def _require_quantizable(model: onnx.ModelProto, path: Path) -> None:
             f"{path.name} has no op quantkit quantizes ({', '.join(sorted(COMPUTE_OPS))}); "
             "there is nothing to convert to INT8"
         )
+
+
+def _require_table_of(table: CalibrationTable, table_path: Path, sha: str, hint: str = "") -> None:
+    """The table was made for the model whose file hashes to `sha`, or this raises."""
+    if table.model_sha256 != sha:
+        raise CalibrationError(
+            f"{table_path.name} was made for another model (sha256 {table.model_sha256[:12]}..., this model "
+            f"is {sha[:12]}...); run `quantkit calibrate` on this model{hint}"
+        )
+
+
+def _load_for_int8(
+    model_path: Path, table_path: Path
+) -> tuple[onnx.ModelProto, CalibrationTable, onnx.ModelProto]:
+    """(model as loaded, its table, the model at opset >= 13 with named nodes and inferred shapes)."""
+    table = table_io.load(table_path)
+    model = model_io.load_model(model_path)
+    _require_quantizable(model, model_path)
+    _require_table_of(table, table_path, model_io.file_sha256(model_path))
+    upgraded = model_io.ensure_opset(model)
+    name_nodes(upgraded)
+    return model, table, model_io.infer_shapes(upgraded)
 
 
 def _table_paths(table: Path) -> tuple[Path, Path]:
@@ -190,20 +212,9 @@ def convert(
     budget: AccuracyBudget | None = None,
 ) -> ConvertSummary:
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
-    table = table_io.load(table_path)
-    model = model_io.load_model(model_path)
-    _require_quantizable(model, model_path)
-    sha = model_io.file_sha256(model_path)
-    if table.model_sha256 != sha:
-        raise CalibrationError(
-            f"{table_path.name} was made for another model (sha256 {table.model_sha256[:12]}..., this model "
-            f"is {sha[:12]}...); run `quantkit calibrate` on this model"
-        )
+    model, table, inferred = _load_for_int8(model_path, table_path)
     advance = progress("converting", 4)
     opset_before = model_io.opset_version(model)
-    upgraded = model_io.ensure_opset(model)
-    name_nodes(upgraded)
-    inferred = model_io.infer_shapes(upgraded)
     steps: list[FallbackStep] = []
     start_db = None
     budget_report = None
@@ -317,11 +328,8 @@ def convert_float16(
     table = table_io.load(table_path) if table_path else None
     model = model_io.load_model(model_path)
     sha = model_io.file_sha256(model_path)
-    if table is not None and table.model_sha256 != sha:
-        raise CalibrationError(
-            f"{table_path.name if table_path else 'the table'} was made for another model; run `quantkit "
-            "calibrate` on this model, or leave --calibration out (the range check is then skipped)"
-        )
+    if table is not None and table_path is not None:
+        _require_table_of(table, table_path, sha, "; or leave --calibration out (no range check then)")
     advance = progress("converting to float16", 3)
     name_nodes(model)
     inferred = model_io.infer_shapes(model)
@@ -492,16 +500,7 @@ def sensitivity(
     """Each quantized layer's own error and the output error that keeping it float recovers, streamed
     over the images (memory bounded by the number of layers, not of images)."""
     started = time.perf_counter()
-    table = table_io.load(table_path)
-    model = model_io.load_model(model_path)
-    _require_quantizable(model, model_path)
-    if table.model_sha256 != model_io.file_sha256(model_path):
-        raise CalibrationError(
-            f"{table_path.name} was made for another model; run `quantkit calibrate` on this model"
-        )
-    upgraded = model_io.ensure_opset(model)
-    name_nodes(upgraded)
-    inferred = model_io.infer_shapes(upgraded)
+    _, table, inferred = _load_for_int8(model_path, table_path)
     probes, _ = sens.probes(inferred, table, config)
     if not probes.layers:
         raise ModelError(f"{model_path.name} has no layer that convert would quantize")
@@ -517,9 +516,9 @@ def sensitivity(
     fp32, int8, local = Session.of(inferred), Session.of(probes.base), Session.of(probes.local)
     recovery = [Session.of(m) for m in recovery_models]
     del recovery_models
-    local_errors = {node: _Noise() for node in names}
-    int8_noise = _Noise()
-    layer_noise = [_Noise() for _ in names]
+    local_errors = {node: OutputNoise() for node in names}
+    int8_noise = OutputNoise()
+    layer_noise = [OutputNoise() for _ in names]
     count = 0
     advance = progress("measuring", len(paths))
     for batch in ImageLoader(paths, preprocess, fp32.fixed_batch or 8):
@@ -573,28 +572,6 @@ def sensitivity(
     )
 
 
-class _Noise:
-    """Signal and noise power of every output of a model against the FP32 reference, summed."""
-
-    def __init__(self) -> None:
-        self.signal = 0.0
-        self.noise = 0.0
-
-    def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
-        for name, value in reference.items():
-            r = value.astype(np.float64)
-            self.signal += float(np.sum(r * r))
-            self.noise += float(np.sum((r - candidate[name]) ** 2))
-
-    @property
-    def sqnr_db(self) -> float:
-        return sqnr_db(self.signal, self.noise)
-
-    def recovered_by(self, other: _Noise) -> float:
-        """Share of this noise power that `other` no longer has (negative where it has more)."""
-        return 1.0 - other.noise / self.noise if self.noise > 0 else 0.0
-
-
 def _cumulative(
     model: onnx.ModelProto,
     table: CalibrationTable,
@@ -603,7 +580,7 @@ def _cumulative(
     paths: list[Path],
     preprocess: Preprocess,
     cache: dict[str, tuple[float, float]],
-    int8_noise: _Noise,
+    int8_noise: OutputNoise,
     progress: Progress,
 ) -> list[tuple[int, float, float]]:
     """(k, output SQNR, share of the INT8 noise recovered) with the top k layers float together."""
@@ -612,7 +589,7 @@ def _cumulative(
         for k in range(1, len(ranked) + 1)
     ]
     fp32 = Session.of(model)
-    noises = [_Noise() for _ in sessions]
+    noises = [OutputNoise() for _ in sessions]
     advance = progress("measuring the top layers together", len(paths))
     for batch in ImageLoader(paths, preprocess, fp32.fixed_batch or 8):
         reference = fp32.run_batch(batch.data)

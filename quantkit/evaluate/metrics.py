@@ -61,6 +61,29 @@ class OutputErrors:
         )
 
 
+class OutputNoise:
+    """Signal and noise power of all of a model's outputs against a reference, summed over batches."""
+
+    def __init__(self) -> None:
+        self.signal = 0.0
+        self.noise = 0.0
+
+    def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
+        """Outputs by name, float [N, ...] each; candidate has every name of reference."""
+        for name, value in reference.items():
+            r = value.astype(np.float64)
+            self.signal += float(np.sum(r * r))
+            self.noise += float(np.sum((r - candidate[name]) ** 2))
+
+    @property
+    def sqnr_db(self) -> float:
+        return sqnr_db(self.signal, self.noise)
+
+    def recovered_by(self, other: OutputNoise) -> float:
+        """Share of this noise power that `other` no longer has (negative where it has more)."""
+        return 1.0 - other.noise / self.noise if self.noise > 0 else 0.0
+
+
 def sqnr_db(signal: float, noise: float) -> float:
     """Signal-to-quantization-noise ratio in dB; inf when the outputs are identical."""
     if noise == 0.0:

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from quantkit.config import ConvertConfig
-from quantkit.evaluate.metrics import sqnr_db
+from quantkit.evaluate.metrics import OutputNoise
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.qdq import apply_plan
 from quantkit.planner.core import plan
@@ -30,14 +30,10 @@ CANDIDATES_PER_ROUND = 10
 
 def output_sqnr(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: np.ndarray) -> float:
     """SQNR (dB) of all of `model`'s outputs together against `reference` (Session.run_samples)."""
-    session = Session.of(model)
-    signal = noise = 0.0
-    for got, ref in zip(session.run_samples(samples), reference, strict=True):
-        for name, value in ref.items():
-            r = value.astype(np.float64)
-            signal += float(np.sum(r * r))
-            noise += float(np.sum((r - got[name]) ** 2))
-    return sqnr_db(signal, noise)
+    noise = OutputNoise()
+    for got, ref in zip(Session.of(model).run_samples(samples), reference, strict=True):
+        noise.update(ref, got)
+    return noise.sqnr_db
 
 
 def layer_recovery(
