@@ -16,7 +16,15 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from quantkit.config import ActivationType, BudgetMetric, CalibMethod, Precision, Preset, ResizeMode
+from quantkit.config import (
+    ActivationType,
+    BudgetMetric,
+    CalibMethod,
+    FallbackPrecision,
+    Precision,
+    Preset,
+    ResizeMode,
+)
 from quantkit.errors import ConfigError, QuantkitError
 
 app = typer.Typer(
@@ -273,6 +281,12 @@ def convert(
     timeout: Annotated[
         float, typer.Option("--timeout", help="--max-drop: seconds of search at most.")
     ] = 900.0,
+    fallback: Annotated[
+        FallbackPrecision,
+        typer.Option(
+            "--fallback", help="Layers left float run in fp32 (CPUs) or fp16 (targets with fp16 kernels)."
+        ),
+    ] = FallbackPrecision.fp32,
     exclude_from: Annotated[
         Path | None,
         typer.Option(
@@ -309,6 +323,7 @@ def convert(
         exclude_nodes=excluded_nodes,
         exclude_op_types=excluded_types,
         float_layers=float_layers,
+        fallback=fallback,
         quantize_attention_matmul=quantize_attention_matmul,
         smoothquant=smoothquant,
         bias_correction=bias_correction == "on",

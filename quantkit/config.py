@@ -52,6 +52,11 @@ class ActivationType(str, Enum):
     int8 = "int8"  # symmetric; for TensorRT-style targets
 
 
+class FallbackPrecision(str, Enum):
+    fp32 = "fp32"  # layers left float run in float32 (CPUs)
+    fp16 = "fp16"  # layers left float run in float16 (targets with float16 kernels: GPUs, ARM)
+
+
 class Precision(str, Enum):
     int8 = "int8"
     fp16 = "fp16"
@@ -185,10 +190,12 @@ class ConvertConfig:
     # Measured: feature-map Concats in SqueezeNet and YOLOX have input range ratios <= 2.3; YOLOX's
     # head Concats (boxes beside sigmoid scores) 6.4-6.9. 4 keeps the former integer, the latter float.
     concat_range_ratio: float = 4.0
+    fallback: FallbackPrecision = FallbackPrecision.fp32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", _enum(CalibMethod, self.method, "--method"))
         object.__setattr__(self, "activations", _enum(ActivationType, self.activations, "--activations"))
+        object.__setattr__(self, "fallback", _enum(FallbackPrecision, self.fallback, "--fallback"))
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.concat_range_ratio <= 1.0:
@@ -232,6 +239,7 @@ class ConvertConfig:
             "min_sqnr": self.min_sqnr,
             "max_float_layers": self.max_float_layers,
             "concat_range_ratio": self.concat_range_ratio,
+            "fallback": self.fallback.value,
         }
 
 

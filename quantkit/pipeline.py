@@ -24,6 +24,7 @@ from quantkit.config import (
     CalibrateConfig,
     CompareConfig,
     ConvertConfig,
+    FallbackPrecision,
     Float16Config,
     ImageSelection,
     Preprocess,
@@ -225,7 +226,7 @@ def convert(
     else:
         start_db, plan, steps = _search_fallback(inferred, table, config, progress)
     advance(1)
-    quantized = apply_plan(inferred, plan)
+    quantized = _quantized_model(inferred, plan, config)
     _stamp(quantized, config.to_dict(), table_path, table)
     try:
         model_io.check(quantized)
@@ -244,6 +245,16 @@ def convert(
     return dataclasses.replace(
         summary, fallback=tuple(steps), fallback_start_db=start_db, budget=budget_report
     )
+
+
+def _quantized_model(model: onnx.ModelProto, plan: QuantPlan, config: ConvertConfig) -> onnx.ModelProto:
+    """The plan applied; with --fallback fp16, what it leaves float then runs in float16."""
+    quantized = apply_plan(model, plan)
+    if config.fallback is FallbackPrecision.fp32:
+        return quantized
+    inferred = model_io.infer_shapes(quantized)
+    keep = fp16_planner.int8_float32_nodes(inferred, set(plan.quantized_nodes))
+    return fp16_graph.rewrite(inferred, keep).model
 
 
 def _search_budget(
@@ -286,7 +297,7 @@ def _search_budget(
     def drop_of(kept: tuple[str, ...]) -> float:
         keep = dict.fromkeys(kept, f"kept float by --max-drop {budget.max_drop:g} ({budget.metric.value})")
         plans[kept] = make_plan(model, table, config, keep_float=keep, range_cache=cache)
-        return validator.drop(Session.of(apply_plan(model, plans[kept])))
+        return validator.drop(Session.of(_quantized_model(model, plans[kept], config)))
 
     advance = progress(f"searching within --max-drop {budget.max_drop:g}", budget.max_trials)
     found = budget_search.fewest_layers(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import onnx
 import pytest
 
 from quantkit import pipeline
@@ -101,3 +102,33 @@ def test_max_drop_needs_validation_images(
         ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "o.onnx"), "--max-drop", "1"], capsys
     )
     assert_one_line_error(code, err, "--max-drop needs --validation DIR")
+
+
+def test_fallback_fp16_runs_the_layers_left_float_in_float16(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path
+) -> None:
+    model, table = planted
+    out = tmp_path / "o.onnx"
+    config = ConvertConfig(float_layers=("c3",), fallback="fp16")  # type: ignore[arg-type]
+    pipeline.convert(model, table, out, config)
+    converted = onnx.load(str(out))
+    types = {i.name: i.data_type for i in converted.graph.initializer}
+    assert types["w3"] == types["b3"] == onnx.TensorProto.FLOAT16  # the layer kept float: float16
+    producers = {o: n for n in converted.graph.node for o in n.output}
+    c1 = next(n for n in converted.graph.node if n.name == "c1")
+    dq = producers[c1.input[1]]  # the quantized layer is untouched: int8 weights behind a DequantizeLinear
+    assert dq.op_type == "DequantizeLinear" and types[dq.input[0]] == onnx.TensorProto.INT8
+    assert {v.type.tensor_type.elem_type for v in [*converted.graph.input, *converted.graph.output]} == {
+        onnx.TensorProto.FLOAT
+    }
+    fp32 = tmp_path / "fp32.onnx"
+    pipeline.convert(model, table, fp32, ConvertConfig(float_layers=("c3",)))
+    assert {i.name: i.data_type for i in onnx.load(str(fp32)).graph.initializer}[
+        "w3"
+    ] == onnx.TensorProto.FLOAT
+    assert out.stat().st_size < fp32.stat().st_size
+    budget = AccuracyBudget(5.0, ImageSelection(image_dir, 16, seed=2), metric=BudgetMetric.agreement)
+    summary = pipeline.convert(
+        model, table, tmp_path / "b.onnx", ConvertConfig(fallback="fp16"), budget=budget
+    )  # type: ignore[arg-type]
+    assert summary.budget is not None and summary.budget.chosen_drop <= 5.0

@@ -119,3 +119,11 @@ def _overflowing_weights(index: GraphIndex) -> list[tuple[str, float]]:
         if peak > FLOAT16_MAX:
             found.append((name, peak))
     return found
+
+
+def int8_float32_nodes(model: onnx.ModelProto, quantized: set[str]) -> set[str]:
+    """For --fallback fp16 on a QDQ model: the nodes that stay float32. Quantized nodes (their Q/DQ
+    patterns must stay whole for onnxruntime's integer kernels), Q/DQ and every op `plan` keeps float32;
+    the rest, the layers left float, run in float16. model: the QDQ model, shape-inferred, nodes named."""
+    kept = {k.node for k in plan(model, None).kept}
+    return kept | {n.name for n in model.graph.node if n.name in quantized}
