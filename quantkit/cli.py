@@ -235,13 +235,13 @@ def convert(
         ),
     ] = "on",
     min_sqnr: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--min-sqnr",
-            help="Keep the fewest layers float that lift the output SQNR on the calibration samples to DB "
-            "(0: off).",
+            help="Keep the fewest layers float (fp16: float32) that lift the output SQNR on the calibration "
+            "samples to DB (0: off) [default: 12 for int8, 40 for fp16].",
         ),
-    ] = 12.0,
+    ] = None,
     max_float_layers: Annotated[
         int, typer.Option("--max-float-layers", help="At most this many layers kept float by --min-sqnr.")
     ] = 8,
@@ -309,7 +309,13 @@ def convert(
     excluded_types = tuple(n for n in (exclude_op_types or "").split(",") if n)
     float_layers = _exclusions(exclude_from)
     if to is Precision.fp16:
-        fp16 = Float16Config(excluded_nodes + float_layers, excluded_types, keep_io_types=keep_io_types)
+        fp16 = Float16Config(
+            excluded_nodes + float_layers,
+            excluded_types,
+            keep_io_types=keep_io_types,
+            min_sqnr=Float16Config.min_sqnr if min_sqnr is None else min_sqnr,
+            max_float32_layers=max_float_layers,
+        )
         with _progress() as progress:
             half = pipeline.convert_float16(model, calibration, output, fp16, progress)
         stdout.print(report.float16_table(half, str(output)))
@@ -327,7 +333,7 @@ def convert(
         quantize_attention_matmul=quantize_attention_matmul,
         smoothquant=smoothquant,
         bias_correction=bias_correction == "on",
-        min_sqnr=min_sqnr,
+        min_sqnr=ConvertConfig.min_sqnr if min_sqnr is None else min_sqnr,
         max_float_layers=max_float_layers,
     )
     budget = None

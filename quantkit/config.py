@@ -278,12 +278,22 @@ class Float16Config:
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     keep_io_types: bool = True
+    # With a table: keep the fewest layers float32 that lift the output SQNR on its samples to this (0:
+    # off). Float16 models measure 45-70 dB here; YOLOX-Nano 38 dB, where one layer float32 gives 42.
+    min_sqnr: float = 40.0
+    max_float32_layers: int = 8
+
+    def __post_init__(self) -> None:
+        if self.min_sqnr < 0 or self.max_float32_layers < 0:
+            raise ConfigError("--min-sqnr and --max-float-layers must be at least 0")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "exclude_nodes": list(self.exclude_nodes),
             "exclude_op_types": list(self.exclude_op_types),
             "keep_io_types": self.keep_io_types,
+            "min_sqnr": self.min_sqnr,
+            "max_float32_layers": self.max_float32_layers,
         }
 
 

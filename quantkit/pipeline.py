@@ -345,6 +345,8 @@ def convert_float16(
     name_nodes(model)
     inferred = model_io.infer_shapes(model)
     decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types)
+    if table is not None and config.min_sqnr > 0 and config.keep_io_types:
+        decided = _float16_fallback(inferred, decided, _table_samples(table), config, progress)
     rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types)
     converted = rewritten.model
     _stamp(converted, {"to": "fp16", **config.to_dict()}, table_path, table, sha)
@@ -379,6 +381,48 @@ def convert_float16(
         smoke_sqnr_db=smoke,
         smoke_input=described,
     )
+
+
+def _float16_fallback(
+    model: onnx.ModelProto,
+    decided: fp16_planner.Float16Plan,
+    samples: np.ndarray,
+    config: Float16Config,
+    progress: Progress,
+) -> fp16_planner.Float16Plan:
+    """Below config.min_sqnr on the table's samples: keep float32, one at a time, the linear layers that
+    recover the most output SQNR alone (ranked once), until it is met or max_float32_layers are kept."""
+    reference = Session.of(model).run_samples(samples)
+
+    def sqnr(kept: set[str]) -> float:
+        noise = OutputNoise()
+        half = Session.of(fp16_graph.rewrite(model, kept).model)
+        for got, ref in zip(half.run_samples(samples), reference, strict=True):
+            noise.update(ref, got)
+        return noise.sqnr_db
+
+    kept = {k.node for k in decided.kept}
+    start = sqnr(kept)
+    if start >= config.min_sqnr or config.max_float32_layers == 0:
+        return decided
+    layers = [n for n in model.graph.node if n.op_type in COMPUTE_OPS and n.name not in kept]
+    advance = progress("measuring each layer in float32", len(layers))
+    scores = {}
+    for node in layers:
+        scores[node.name] = sqnr(kept | {node.name})
+        advance(1)
+    ranked = sorted(scores, key=lambda n: (-scores[n], n))
+    added: list[fp16_planner.KeptFloat32] = []
+    score = start
+    for name in ranked[: config.max_float32_layers]:
+        if score >= config.min_sqnr:
+            break
+        kept.add(name)
+        score = sqnr(kept)
+        op = next(n.op_type for n in layers if n.name == name)
+        reason = f"kept float32 by --min-sqnr {config.min_sqnr:g} (output {start:.1f} -> {score:.1f} dB)"
+        added.append(fp16_planner.KeptFloat32(name, op, reason))
+    return dataclasses.replace(decided, kept=decided.kept + tuple(added))
 
 
 def _synthetic_input(model: onnx.ModelProto) -> np.ndarray:
