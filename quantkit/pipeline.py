@@ -395,11 +395,7 @@ def _float16_fallback(
     reference = Session.of(model).run_samples(samples)
 
     def sqnr(kept: set[str]) -> float:
-        noise = OutputNoise()
-        half = Session.of(fp16_graph.rewrite(model, kept).model)
-        for got, ref in zip(half.run_samples(samples), reference, strict=True):
-            noise.update(ref, got)
-        return noise.sqnr_db
+        return fallback.output_sqnr(fp16_graph.rewrite(model, kept).model, reference, samples)
 
     kept = {k.node for k in decided.kept}
     start = sqnr(kept)
@@ -604,6 +600,7 @@ def sensitivity(
     )
     steps = _cumulative(
         inferred,
+        fp32,
         table,
         config,
         [r.node for r in rows[:cumulative]],
@@ -629,6 +626,7 @@ def sensitivity(
 
 def _cumulative(
     model: onnx.ModelProto,
+    fp32: Session,
     table: CalibrationTable,
     config: ConvertConfig,
     ranked: list[str],
@@ -643,7 +641,6 @@ def _cumulative(
         Session.of(sens.with_float(model, table, config, ranked[:k], cache))
         for k in range(1, len(ranked) + 1)
     ]
-    fp32 = Session.of(model)
     noises = [OutputNoise() for _ in sessions]
     advance = progress("measuring the top layers together", len(paths))
     for batch in ImageLoader(paths, preprocess, fp32.fixed_batch or 8):
