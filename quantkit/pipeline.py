@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +48,11 @@ from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import name_nodes
 from quantkit.images import ImageLoader, resolve_preprocess, select_images
 from quantkit.planner import budget as budget_search
-from quantkit.planner import fallback
+from quantkit.planner import fallback, smoothing
 from quantkit.planner import fp16 as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import sensitivity as sens
+from quantkit.planner.rebalance import Smoothing
 from quantkit.results import (
     Batch,
     BudgetReport,
@@ -219,12 +220,15 @@ def convert(
     steps: list[FallbackStep] = []
     start_db = None
     budget_report = None
+    cache: dict[str, tuple[float, float]] = {}
+    reference = Session.of(inferred).run_samples(_table_samples(table))
+    alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache)
     if budget is not None:
-        plan, budget_report = _search_budget(inferred, table, config, budget, progress)
+        plan, budget_report = _search_budget(inferred, table, config, budget, progress, alphas, cache)
     elif config.min_sqnr == 0:
-        plan = make_plan(inferred, table, config)
+        plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas)
     else:
-        start_db, plan, steps = _search_fallback(inferred, table, config, progress)
+        start_db, plan, steps = _search_fallback(inferred, table, config, progress, alphas, cache)
     advance(1)
     quantized = _quantized_model(inferred, plan, config)
     _stamp(quantized, config.to_dict(), table_path, table)
@@ -243,7 +247,11 @@ def convert(
     size = sum(len(data) for _, data in stored)
     summary = _convert_summary(inferred, plan, model_path, size, opset_before, smoke)
     return dataclasses.replace(
-        summary, fallback=tuple(steps), fallback_start_db=start_db, budget=budget_report
+        summary,
+        fallback=tuple(steps),
+        fallback_start_db=start_db,
+        budget=budget_report,
+        corrections=corrections,
     )
 
 
@@ -263,6 +271,8 @@ def _search_budget(
     config: ConvertConfig,
     budget: AccuracyBudget,
     progress: Progress,
+    alphas: Mapping[str, Smoothing] | None,
+    cache: dict[str, tuple[float, float]],
 ) -> tuple[QuantPlan, BudgetReport]:
     """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
     the metric within budget.max_drop points of FP32 on the validation images."""
@@ -284,19 +294,18 @@ def _search_budget(
     validator = Validator(
         reference, batches, budget.metric, budget.validation.folder, classes, budget.detection_threshold
     )
-    cache: dict[str, tuple[float, float]] = {}
-    base = make_plan(model, table, config, range_cache=cache)
+    base = make_plan(model, table, config, range_cache=cache, alphas=alphas)
     samples = _table_samples(table)
     sample_reference = reference.run_samples(samples)
     layers = [n.name for n in model.graph.node if n.name in base.quantized_nodes and n.op_type in COMPUTE_OPS]
     advance = progress("ranking layers by output recovery", len(layers))
-    scores = fallback.layer_recovery(model, table, config, sample_reference, base, advance, cache)
+    scores = fallback.layer_recovery(model, table, config, sample_reference, base, advance, cache, alphas)
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     plans: dict[tuple[str, ...], QuantPlan] = {}
 
     def drop_of(kept: tuple[str, ...]) -> float:
         keep = dict.fromkeys(kept, f"kept float by --max-drop {budget.max_drop:g} ({budget.metric.value})")
-        plans[kept] = make_plan(model, table, config, keep_float=keep, range_cache=cache)
+        plans[kept] = make_plan(model, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
         return validator.drop(Session.of(_quantized_model(model, plans[kept], config)))
 
     advance = progress(f"searching within --max-drop {budget.max_drop:g}", budget.max_trials)
@@ -435,13 +444,18 @@ def _synthetic_input(model: onnx.ModelProto) -> np.ndarray:
 
 
 def _search_fallback(
-    model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig, progress: Progress
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    progress: Progress,
+    alphas: Mapping[str, Smoothing] | None,
+    cache: dict[str, tuple[float, float]],
 ) -> tuple[float, QuantPlan, list[FallbackStep]]:
     advance = progress(
         "measuring each layer's recovery", sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
     )
     plan, steps, start = fallback.search(
-        model, table, config, config.min_sqnr, config.max_float_layers, advance
+        model, table, config, config.min_sqnr, config.max_float_layers, advance, alphas, cache
     )
     return start, plan, steps
 

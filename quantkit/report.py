@@ -79,18 +79,55 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
             lines.append(f"  {len(layers):3d} layer(s) float: {drop:6.2f} points lost{mark}\n")
         chosen = ", ".join(b.chosen) or "none"
         lines.append(f"kept float: {chosen} ({b.chosen_drop:.2f} points lost)\n")
-    for rebalance in summary.plan.rebalances:
-        where = f"folded into {rebalance.producer}" if rebalance.producer else "float Mul inserted"
-        lines.append(
-            f"rebalanced {rebalance.tensor} -> {', '.join(rebalance.consumers)} (alpha {rebalance.alpha:g}, "
-            f"{where}, estimated noise x{rebalance.noise_ratio:.2f})\n"
-        )
-    if summary.plan.input_means:
-        lines.append(f"bias corrected for weight rounding in {len(summary.plan.input_means)} layers\n")
+    lines.append(_corrections_text(summary))
     sqnr = ", ".join(f"{name} {_db(v)}" for name, v in summary.smoke_sqnr_db.items())
     lines.append(f"smoke test on calibration samples: finite outputs, SQNR {sqnr}\n")
     lines.append(f"wrote {output}")
-    return Group(quantized, Text(""), kept, Text(""), lines)
+    parts: list[RenderableType] = [quantized, Text(""), kept, Text("")]
+    if summary.plan.rebalances:
+        parts.extend([rebalance_table(summary), Text("")])
+    return Group(*parts, lines)
+
+
+def rebalance_table(summary: ConvertSummary) -> Table:
+    """One row per rebalanced activation: its consumers, alpha, range kept, what absorbs 1/s and the
+    measured change of its consumers' output error."""
+    ratios = summary.corrections.layer_error_ratio if summary.corrections else {}
+    table = Table(title="rebalanced (SmoothQuant)", show_edge=False, title_justify="left")
+    for column in ("activation", "consumers", "alpha", "range kept", "1/s folded into", "layer error"):
+        table.add_column(column, justify="right" if column in ("alpha", "range kept") else "left")
+    for r in summary.plan.rebalances:
+        ratio = ratios.get(r.tensor)
+        change = "-" if ratio is None else f"x{ratio:.2f} ({10 * math.log10(max(ratio, 1e-12)):+.1f} dB)"
+        table.add_row(
+            r.tensor,
+            ", ".join(r.consumers),
+            f"{r.alpha:g}",
+            f"{r.clip:.0%}",
+            r.producer or "(float Mul)",
+            change,
+        )
+    return table
+
+
+def _corrections_text(summary: ConvertSummary) -> Text:
+    """Output SQNR on the calibration samples with neither correction, each alone and both."""
+    text = Text()
+    plan, c = summary.plan, summary.corrections
+    if plan.input_means:
+        text.append(f"bias corrected for weight rounding in {len(plan.input_means)} layers\n")
+    if c is None:
+        return text
+    steps = [("plain", c.sqnr_plain_db)]
+    steps += [("bias correction", c.sqnr_corrected_db)] if c.sqnr_corrected_db is not None else []
+    steps += [("rebalancing", c.sqnr_rebalanced_db)] if c.sqnr_rebalanced_db is not None else []
+    if c.sqnr_both_db is not None and c.sqnr_corrected_db is not None:
+        steps.append(("both", c.sqnr_both_db))
+    text.append("output SQNR on calibration samples: ")
+    text.append(", ".join(f"{label} {_db(value)}" for label, value in steps) + "\n")
+    if c.dropped:
+        text.append("--smoothquant auto: rebalancing measured no better at the output; none kept\n")
+    return text
 
 
 def float16_table(summary: Float16Summary, output: str) -> RenderableType:

@@ -80,9 +80,12 @@ class WeightPlan:
 class Rebalance:
     """Divide activation `tensor` by `scales` per channel and multiply its consumers' weights by them.
 
-    producer: the Conv/Gemm whose output channels absorb 1/s (exact through ReLU); None: a float Mul is
-    inserted before the consumers and `tensor` itself is left unquantized.
-    params: Q/DQ params of the rebalanced tensor, whose range follows from the per-channel statistics.
+    producer: the node that absorbs 1/s (planner.rebalance: a Conv/Gemm/MatMul, BatchNormalization,
+    LayerNormalization or Mul by a constant); None: a float Mul is inserted before the consumers and
+    `tensor` itself is left unquantized.
+    through: the ReLU / folded Clip / Add-constant nodes between the producer and `tensor`.
+    params: Q/DQ params of the rebalanced tensor, whose range follows from the per-channel statistics
+    (`clip`: the fraction of X / s's observed range kept).
     """
 
     tensor: str
@@ -93,7 +96,8 @@ class Rebalance:
     channel_axis: int
     rank: int
     params: QuantParams
-    noise_ratio: float  # estimated output noise after / before
+    through: tuple[str, ...] = ()
+    clip: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,23 @@ class BudgetReport:
 
 
 @dataclass(frozen=True)
+class Corrections:
+    """What rebalancing and bias correction changed: output SQNR on the table's samples (before any
+    layer is kept float) with neither, each alone and both; None where that one is off.
+
+    layer_error_ratio: rebalanced activation -> its consumers' squared output error after / before
+    (measured under --smoothquant auto). dropped: auto's choices measured no better at the output than
+    none, so none were kept."""
+
+    layer_error_ratio: dict[str, float]
+    sqnr_plain_db: float
+    sqnr_corrected_db: float | None
+    sqnr_rebalanced_db: float | None
+    sqnr_both_db: float | None
+    dropped: bool = False
+
+
+@dataclass(frozen=True)
 class ConvertSummary:
     """What convert did: counts by op type, what stayed float and why, sizes, and the smoke test."""
 
@@ -237,6 +258,7 @@ class ConvertSummary:
     fallback: tuple[FallbackStep, ...] = ()
     fallback_start_db: float | None = None
     budget: BudgetReport | None = None
+    corrections: Corrections | None = None
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,7 @@ def _quantize_constant_input(
     elif weight.kind == "bias":
         input_scale = float(activations[node.input[0]].scale)  # what feeds the node now (maybe rebalanced)
         if input_means and node.name in input_means:
-            value = value - _rounding_shift(
+            value = value - rounding_shift(
                 index, node, rewriter.weight_errors[node.name], input_means[node.name]
             )
         w_scale = rewriter.weight_scales[node.name]
@@ -158,7 +158,7 @@ def _quantize_constant_input(
     node.input[weight.input_index] = rewriter.dequantize_node(base, q_name, params)
 
 
-def _rounding_shift(
+def rounding_shift(
     index: GraphIndex, node: onnx.NodeProto, error: np.ndarray, mean: np.ndarray
 ) -> np.ndarray:
     """E[(W_q - W) x] per output channel [O], from the weight error and the input's channel means [C]."""

@@ -1,5 +1,7 @@
 """Apply Rebalance decisions to a float graph: consumers' weights times s, the producer's output channels
-(or an inserted Mul) times 1/s. The FP32 function is unchanged."""
+(or an inserted Mul) times 1/s, and the nodes between them kept exact (an Add's constant times 1/s, a
+Clip(0, c) rewritten as ReLU then Min with the per-channel bounds c / s). The FP32 function is unchanged.
+In a quantized graph the folded Clip is gone already: its Q node clips within every bound."""
 
 from __future__ import annotations
 
@@ -26,11 +28,14 @@ def apply_rebalances(
         s = rebalance.scales.astype(np.float64)
         for name in rebalance.consumers:
             _scale_input(model, namer, index, nodes[name], s)
-        if rebalance.producer is not None:
-            _scale_output(model, namer, index, nodes[rebalance.producer], 1.0 / s)
-            continue
         shape = [1] * rebalance.rank
         shape[rebalance.channel_axis] = s.size
+        if rebalance.producer is not None:
+            _scale_output(model, namer, index, nodes[rebalance.producer], 1.0 / s, shape)
+            for name in rebalance.through:
+                if name in nodes:  # a folded Clip is no longer in a quantized graph
+                    _keep_exact(model, namer, index, nodes[name], (1.0 / s).reshape(shape))
+            continue
         factor = namer.fresh(f"{rebalance.tensor}_smooth_factor")
         model.graph.initializer.append(
             numpy_helper.from_array((1.0 / s).astype(np.float32).reshape(shape), factor)
@@ -64,24 +69,40 @@ def _weight(index: GraphIndex, node: onnx.NodeProto, position: int) -> np.ndarra
 def _scale_input(
     model: onnx.ModelProto, namer: Namer, index: GraphIndex, node: onnx.NodeProto, s: np.ndarray
 ) -> None:
-    """W times s along the input channels of X (C = s.size)."""
+    _replace(model, namer, node, 1, input_scaled_weight(index, node, s))
+
+
+def input_scaled_weight(index: GraphIndex, node: onnx.NodeProto, s: np.ndarray) -> np.ndarray:
+    """A Conv/Gemm/MatMul's weight times s [C] along the input channels of its data input (float64)."""
     w = _weight(index, node, 1)
     if node.op_type == "Conv":
         group = int(index.attribute(node, "group", 1))  # type: ignore[call-overload]
         c_out, c_per_group = w.shape[0], w.shape[1]
         blocks = w.reshape(group, c_out // group, c_per_group, -1) * s.reshape(group, 1, c_per_group, 1)
-        scaled = blocks.reshape(w.shape)
-    elif node.op_type == "Gemm" and index.attribute(node, "transB", 0):
-        scaled = w * s[None, :]  # B [N, K]
-    else:
-        scaled = w * s[:, None]  # B [K, N]
-    _replace(model, namer, node, 1, scaled)
+        return blocks.reshape(w.shape)
+    if node.op_type == "Gemm" and index.attribute(node, "transB", 0):
+        return w * s[None, :]  # B [N, K]
+    return w * s[:, None]  # B [K, N]
 
 
 def _scale_output(
-    model: onnx.ModelProto, namer: Namer, index: GraphIndex, node: onnx.NodeProto, f: np.ndarray
+    model: onnx.ModelProto,
+    namer: Namer,
+    index: GraphIndex,
+    node: onnx.NodeProto,
+    f: np.ndarray,
+    shape: list[int],
 ) -> None:
-    """The producer's output channel j (and its bias) times f_j."""
+    """The producer's output channel j times f_j [C]; shape: f's broadcast shape against its output."""
+    if node.op_type in ("BatchNormalization", "LayerNormalization"):
+        for position in (1, 2):  # scale and B, both [C]
+            if len(node.input) > position and node.input[position]:
+                _replace(model, namer, node, position, _weight(index, node, position) * f)
+        return
+    if node.op_type == "Mul":
+        position = next(i for i, n in enumerate(node.input) if index.is_constant(n))
+        _replace(model, namer, node, position, _weight(index, node, position) * f.reshape(shape))
+        return
     w = _weight(index, node, 1)
     if node.op_type == "Conv" or index.attribute(node, "transB", 0):
         scaled = w * f.reshape(-1, *([1] * (w.ndim - 1)))
@@ -90,3 +111,23 @@ def _scale_output(
     _replace(model, namer, node, 1, scaled)
     if len(node.input) > 2 and node.input[2]:
         _replace(model, namer, node, 2, _weight(index, node, 2) * f)
+
+
+def _keep_exact(
+    model: onnx.ModelProto, namer: Namer, index: GraphIndex, node: onnx.NodeProto, f: np.ndarray
+) -> None:
+    """A node between the producer and the rebalanced tensor, now fed x / s: f = 1/s in broadcast shape."""
+    if node.op_type == "Add":
+        position = next(i for i, n in enumerate(node.input) if index.is_constant(n))
+        _replace(model, namer, node, position, _weight(index, node, position) * f)
+    elif node.op_type == "Clip":  # Clip(0, c)(x) / s = Min(Relu(x / s), c / s): per-channel bounds
+        high = _weight(index, node, 2)
+        bound = namer.fresh(f"{node.output[0]}_smooth_bound")
+        model.graph.initializer.append(numpy_helper.from_array((high * f).astype(np.float32), bound))
+        relu = namer.fresh(f"{node.output[0]}_relu")
+        out = node.output[0]
+        node.op_type = "Relu"
+        del node.input[1:]
+        del node.attribute[:]
+        node.output[0] = relu
+        model.graph.node.append(helper.make_node("Min", [relu, bound], [out], name=namer.fresh(f"{out}_Min")))

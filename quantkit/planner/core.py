@@ -18,7 +18,7 @@ Model outputs stay float. Layers the accuracy fallback keeps float arrive as kee
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +29,7 @@ from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.ranges import activation_params, consumer_transform, is_bounded, select_range
-from quantkit.planner.rebalance import plan_rebalances
+from quantkit.planner.rebalance import Rebalancer, Smoothing
 from quantkit.results import (
     CalibrationTable,
     QuantParams,
@@ -86,6 +86,7 @@ def plan(
     config: ConvertConfig,
     keep_float: dict[str, str] | None = None,
     range_cache: dict[str, tuple[float, float]] | None = None,
+    alphas: Mapping[str, Smoothing] | None = None,
 ) -> QuantPlan:
     """model: opset >= 13, every node named, shapes inferred.
 
@@ -93,7 +94,35 @@ def plan(
     such a layer computes on exact values: its output, its data input and the path back to the previous
     linear layer's output (through elementwise and data-movement ops) stay float.
     range_cache: select_range results to reuse (and fill) across plans of one model, table and config.
+    alphas: under --smoothquant auto, the activations to rebalance and how (planner.smoothing measures
+    them); a fixed alpha rebalances every candidate; off, none.
     """
+    state, activations, rebalancer = _decide(model, table, config, keep_float, range_cache)
+    rebalances = rebalancer.chosen(alphas)
+    for rebalance in rebalances:
+        _apply_rebalance_decision(state, activations, rebalance)
+    return _plan_of(state, activations, rebalances)
+
+
+def smoothing_candidates(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    range_cache: dict[str, tuple[float, float]] | None = None,
+) -> tuple[QuantPlan, Rebalancer]:
+    """The plan without rebalancing, and the Rebalancer that makes candidates against it."""
+    state, activations, rebalancer = _decide(model, table, config, None, range_cache)
+    return _plan_of(state, dict(activations), []), rebalancer
+
+
+def _decide(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    keep_float: dict[str, str] | None,
+    range_cache: dict[str, tuple[float, float]] | None,
+) -> tuple[_Planning, dict[str, QuantParams], Rebalancer]:
+    """What is quantized and with which params, before rebalancing."""
     index = GraphIndex(model)
     _check_exclusions(index, config)
     keep_float = {**dict.fromkeys(config.float_layers, FLOAT_LAYER_REASON), **(keep_float or {})}
@@ -114,11 +143,14 @@ def plan(
             _plan_compute(state, node)
     _propagate(state)
     activations, tied = _activation_params(state)
-    rebalances = plan_rebalances(
-        index, table, config, state.quantized, state.folds, activations, state.range_of, tied
+    rebalancer = Rebalancer(
+        index, table, config, dict(state.quantized), dict(state.folds), dict(activations), tied
     )
-    for rebalance in rebalances:
-        _apply_rebalance_decision(state, activations, rebalance)
+    return state, activations, rebalancer
+
+
+def _plan_of(state: _Planning, activations: dict[str, QuantParams], rebalances: list[Rebalance]) -> QuantPlan:
+    index = state.index
     for node in index.nodes:
         if node.name not in state.quantized and node.name not in state.folds:
             state.reasons.setdefault(node.name, _float_reason(node))
@@ -135,7 +167,7 @@ def plan(
         skipped=skipped,
         ranges={name: state.range_of(name) for name in sorted(state.q)},
         rebalances=tuple(rebalances),
-        input_means=_input_means(state, rebalances) if config.bias_correction else {},
+        input_means=_input_means(state, rebalances) if state.config.bias_correction else {},
     )
 
 

@@ -12,7 +12,7 @@ this finds 17.6 dB with 16 layers where adding them in score order reached 16.2 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -22,6 +22,7 @@ from quantkit.evaluate.metrics import OutputNoise
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.qdq import apply_plan
 from quantkit.planner.core import plan
+from quantkit.planner.rebalance import Smoothing
 from quantkit.results import CalibrationTable, FallbackStep, QuantPlan
 from quantkit.runtime import Session
 
@@ -44,6 +45,7 @@ def layer_recovery(
     base_plan: QuantPlan,
     progress: Callable[[int], None] | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
+    alphas: Mapping[str, Smoothing] | None = None,
 ) -> dict[str, float]:
     """node -> output SQNR with only that layer (and its input path) kept float; base_plan quantizes all."""
     assert table.samples is not None
@@ -51,7 +53,7 @@ def layer_recovery(
     samples = table.samples
     scores = {}
     for node in _quantized_layers(model, base_plan):
-        trial = plan(model, table, config, keep_float={node: "measuring"}, range_cache=cache)
+        trial = plan(model, table, config, keep_float={node: "measuring"}, range_cache=cache, alphas=alphas)
         scores[node] = output_sqnr(apply_plan(model, trial), reference, samples)
         if progress is not None:
             progress(1)
@@ -65,6 +67,8 @@ def search(
     target_db: float,
     max_layers: int,
     progress: Callable[[int], None] | None = None,
+    alphas: Mapping[str, Smoothing] | None = None,
+    cache: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[QuantPlan, list[FallbackStep], float]:
     """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan.
 
@@ -73,16 +77,16 @@ def search(
     max_layers are float, or no candidate helps.
     """
     if table.samples is None or table.samples.size == 0:
-        return plan(model, table, config), [], float("nan")
+        return plan(model, table, config, alphas=alphas), [], float("nan")
     samples = table.samples
     reference = Session.of(model).run_samples(samples)
-    cache: dict[str, tuple[float, float]] = {}
-    current = plan(model, table, config, range_cache=cache)
+    cache = {} if cache is None else cache
+    current = plan(model, table, config, range_cache=cache, alphas=alphas)
     base = output_sqnr(apply_plan(model, current), reference, samples)
     steps: list[FallbackStep] = []
     if base >= target_db or max_layers == 0:
         return current, steps, base
-    scores = layer_recovery(model, table, config, reference, current, progress, cache)
+    scores = layer_recovery(model, table, config, reference, current, progress, cache, alphas)
     ranked = sorted((node for node in scores if scores[node] > base), key=lambda n: (-scores[n], n))
     kept: dict[str, str] = {}
     score = base
@@ -90,7 +94,7 @@ def search(
         best: tuple[float, str, QuantPlan] | None = None
         for node in [n for n in ranked if n not in kept][:CANDIDATES_PER_ROUND]:
             trial_keep = {**kept, node: _reason(target_db, scores[node] - base)}
-            trial = plan(model, table, config, keep_float=trial_keep, range_cache=cache)
+            trial = plan(model, table, config, keep_float=trial_keep, range_cache=cache, alphas=alphas)
             trial_score = output_sqnr(apply_plan(model, trial), reference, samples)
             if best is None or trial_score > best[0]:
                 best = (trial_score, node, trial)

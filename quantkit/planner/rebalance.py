@@ -1,18 +1,28 @@
 """Where to rebalance (SmoothQuant-style), with which scales, and where 1/s goes.
 
 A quantized activation X is a candidate when every consumer is a quantized Conv, Gemm or MatMul reading
-it as the data input. For each alpha of the config, the first-order noise estimate of qmath.smooth is
-compared with X's current quantization. With --smoothquant auto the best alpha is kept where 1/s folds
-into the producer (a quantized Conv/Gemm, through a folded ReLU: exact and free) and the estimate drops
-by >= 10 %. Elsewhere a float Mul would have to be inserted before the consumers (X then stays float and
-its producer loses its integer kernel); measured on MobileNetV2 that cost 6 % of speed for +0.1 dB, so
-only a fixed --smoothquant ALPHA inserts it.
-The rebalanced tensor's range follows from X's per-channel min/max: no second calibration pass.
+it as the data input (one s per activation, shared by all its consumers). For an alpha,
+s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) (qmath.smooth): the consumers' weights are multiplied by s
+along their input channels and X is divided by s, where that is exact and free:
+- the absorber, X's producer: a Conv/Gemm/MatMul with constant weights (its output channels and bias),
+  a BatchNormalization (scale and B), a LayerNormalization over the channel axis (scale and B), or a
+  float Mul by a constant;
+- between the absorber and X: ReLU (positive scales commute with it), a folded Clip(0, c) (channel j's
+  bound becomes c / s_j: the Q node saturates at or below the lowest of them, so it clips exactly as the
+  Clip would, and the rewrite of the float graph writes the per-channel bounds out), and a float Add of a
+  constant (the constant times 1/s).
+The tensors between the absorber and X have no other consumer and no Q/DQ of their own. Where nothing
+absorbs 1/s, a float Mul is inserted before the consumers (X then stays float).
+Which activations and alphas: every candidate at a fixed --smoothquant ALPHA; under auto, the choices
+measured by planner.smoothing (passed in as `alphas`).
+The rebalanced tensor's range follows from X's per-channel min/max, no second calibration pass: X / s
+spans [min_j min_j(X)/s_j, max_j max_j(X)/s_j], narrowed by `clip` (the fraction of it kept).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -20,145 +30,203 @@ import onnx
 from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.ranges import activation_params
-from quantkit.qmath.smooth import LinearLayer, output_noise, rebalanced_range, smoothing_scales
-from quantkit.results import CalibrationTable, QuantParams, Rebalance, TensorStats
+from quantkit.qmath.smooth import rebalanced_range, smoothing_scales
+from quantkit.results import CalibrationTable, QuantParams, Rebalance
 
-FOLD_GAIN = 0.9
 REBALANCED_OPS = frozenset({"Conv", "Gemm", "MatMul"})
-FOLD_PRODUCERS = frozenset({"Conv", "Gemm"})
+WEIGHTED_ABSORBERS = frozenset({"Conv", "Gemm", "MatMul"})
+NORM_ABSORBERS = frozenset({"BatchNormalization", "LayerNormalization"})
 
 
-def plan_rebalances(
-    index: GraphIndex,
-    table: CalibrationTable,
-    config: ConvertConfig,
-    quantized: dict[str, str],
-    folds: dict[str, str],
-    activations: dict[str, QuantParams],
-    range_of: Callable[[str], tuple[float, float]],
-    shared: set[str],
-) -> list[Rebalance]:
-    """shared: tensors whose params are tied to another tensor's (they are left alone)."""
-    if not config.smooth_alphas:
-        return []
-    found = []
-    for tensor in sorted(activations):
-        stats = table.stats.get(tensor)
-        if tensor in shared or stats is None or stats.channel_min is None or stats.channel_max is None:
-            continue
-        consumers = _consumers(index, quantized, tensor)
-        if not consumers:
-            continue
-        axis = 1 if consumers[0].op_type == "Conv" else -1
-        layers = [_layer(index, node, stats.channel_min.size) for node in consumers]
-        if any(layer is None for layer in layers) or any(_axis(n) != axis for n in consumers):
-            continue
-        choice = _best_alpha(
-            [layer for layer in layers if layer is not None], stats, range_of(tensor), config
-        )
-        if choice is None:
-            continue
-        alpha, scales, ratio = choice
-        producer = _fold_producer(index, quantized, folds, tensor, scales.size)
-        if len(config.smooth_alphas) > 1 and (producer is None or ratio >= FOLD_GAIN):
-            continue  # auto folds where that is free; a float Mul only when the user fixes alpha
+@dataclass(frozen=True)
+class Smoothing:
+    """One rebalancing choice for an activation: its alpha, and the fraction of X / s's range kept."""
+
+    alpha: float
+    clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class _Absorber:
+    node: str | None  # None: a float Mul is inserted
+    through: tuple[str, ...]  # Relu / Clip / Add nodes between it and the tensor, producer first
+    bound: float | None  # the folded Clip's upper bound c, where there is one
+
+
+class Rebalancer:
+    """Rebalance records for the activations of one plan (its quantized nodes, folds and params)."""
+
+    def __init__(
+        self,
+        index: GraphIndex,
+        table: CalibrationTable,
+        config: ConvertConfig,
+        quantized: dict[str, str],
+        folds: dict[str, str],
+        activations: dict[str, QuantParams],
+        shared: set[str],
+    ) -> None:
+        """shared: tensors whose params are tied to another tensor's (they are left alone)."""
+        self.index, self.table, self.config = index, table, config
+        self.quantized, self.folds, self.activations = quantized, folds, activations
+        self.shared = shared
+
+    def eligible(self) -> list[str]:
+        """Activations that may be rebalanced, sorted."""
+        return [t for t in sorted(self.activations) if self._consumers(t)]
+
+    def chosen(self, alphas: Mapping[str, Smoothing] | None) -> list[Rebalance]:
+        """Every candidate at a fixed alpha; under auto, those of `alphas`; none when off."""
+        if self.config.smoothquant == "off":
+            return []
+        if self.config.smoothquant != "auto":
+            fixed = Smoothing(float(self.config.smoothquant))
+            found = [self.candidate(t, fixed) for t in self.eligible()]
+        else:
+            found = [self.candidate(t, choice) for t, choice in sorted((alphas or {}).items())]
+        return [r for r in found if r is not None]
+
+    def candidate(self, tensor: str, choice: Smoothing) -> Rebalance | None:
+        """The rebalance of `tensor` at `choice`, or None where it cannot be rebalanced (any more)."""
+        stats = self.table.stats.get(tensor)
+        consumers = self._consumers(tensor)
+        if not consumers or stats is None or stats.channel_absmax is None:
+            return None
+        assert stats.channel_min is not None and stats.channel_max is not None
+        channels = stats.channel_min.size
+        rank = self.index.ranks.get(tensor, 4 if consumers[0].op_type == "Conv" else 2)
+        axis = 1 if consumers[0].op_type == "Conv" else rank - 1
+        w_absmax = [_input_absmax(self.index, node, channels) for node in consumers]
+        if any(w is None for w in w_absmax) or any(_axis(n, rank) != axis for n in consumers):
+            return None
+        weights = np.max([w for w in w_absmax if w is not None], axis=0)
+        scales = smoothing_scales(stats.channel_absmax, weights, choice.alpha)
+        absorber = self._absorber(tensor, channels, axis, rank)
         lo, hi = rebalanced_range(stats.channel_min, stats.channel_max, scales)
-        found.append(
-            Rebalance(
-                tensor=tensor,
-                scales=scales.astype(np.float32),
-                alpha=alpha,
-                consumers=tuple(n.name for n in consumers),
-                producer=producer,
-                channel_axis=axis,
-                rank=index.ranks.get(tensor, 4 if axis == 1 else 2),
-                params=activation_params(lo, hi, config.activations),
-                noise_ratio=ratio,
-            )
+        lo, hi = lo * choice.clip, hi * choice.clip
+        if absorber.bound is not None:
+            hi = min(hi, absorber.bound / float(np.max(scales)))  # Q saturates within every channel's c/s_j
+        return Rebalance(
+            tensor=tensor,
+            scales=scales.astype(np.float32),
+            alpha=choice.alpha,
+            consumers=tuple(n.name for n in consumers),
+            producer=absorber.node,
+            channel_axis=axis,
+            rank=rank,
+            params=activation_params(lo, hi, self.config.activations),
+            through=absorber.through,
+            clip=choice.clip,
         )
-    return found
+
+    def _consumers(self, tensor: str) -> list[onnx.NodeProto]:
+        """The consumers of `tensor` if all are quantized linear layers reading it as data; else []."""
+        uses = self.index.consumers.get(tensor, [])
+        if not uses or tensor in self.index.graph_outputs or tensor in self.shared:
+            return []
+        nodes = [n for n, position in uses if position == 0 and self.quantized.get(n.name) in REBALANCED_OPS]
+        return nodes if len(nodes) == len(uses) else []
+
+    def _absorber(self, tensor: str, channels: int, axis: int, rank: int) -> _Absorber:
+        """Walk back from `tensor` through ReLU, folded Clip and float Add-constant to an absorber."""
+        index, name = self.index, tensor
+        through: list[str] = []
+        bound: float | None = None
+        none = _Absorber(None, (), None)
+        while True:
+            node = index.producer.get(name)
+            if node is None or (name != tensor and not self._private(name)):
+                return none
+            if self._absorbs(node, channels, axis, rank):
+                return _Absorber(node.name, tuple(reversed(through)), bound)
+            if node.op_type == "Clip" and node.name in self.folds:
+                high = index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+                if high is not None and high.size == 1:
+                    bound = min(float(high.reshape(())), bound if bound is not None else np.inf)
+            elif not (
+                node.op_type == "Relu" or (node.op_type == "Add" and self._float_with_constant(node, rank))
+            ):
+                return none
+            through.append(node.name)
+            name = _data_input(index, node)
+
+    def _private(self, name: str) -> bool:
+        """An intermediate tensor of the absorbing chain: one consumer, no Q/DQ, not a model output."""
+        index = self.index
+        return (
+            len(index.consumers.get(name, [])) == 1
+            and name not in self.activations
+            and name not in index.graph_outputs
+        )
+
+    def _absorbs(self, node: onnx.NodeProto, channels: int, axis: int, rank: int) -> bool:
+        index = self.index
+        if node.op_type in WEIGHTED_ABSORBERS:
+            return _weighted_absorbs(index, node, channels, axis, rank)
+        if node.op_type == "BatchNormalization":
+            params = [index.constant(n) for n in node.input[1:3]]
+            return axis == 1 and all(p is not None and p.shape == (channels,) for p in params)
+        if node.op_type == "LayerNormalization":
+            norm_axis = int(index.attribute(node, "axis", -1))  # type: ignore[call-overload]
+            params = [index.constant(n) for n in node.input[1:3] if n]
+            last = norm_axis in (-1, rank - 1) and axis == rank - 1
+            return last and all(p is not None and p.shape == (channels,) for p in params)
+        if node.op_type == "Mul":
+            return self._float_with_constant(node, rank)
+        return False
+
+    def _float_with_constant(self, node: onnx.NodeProto, rank: int) -> bool:
+        """A float (not quantized) binary op with exactly one constant operand of rank <= `rank`."""
+        if node.name in self.quantized or len(node.input) != 2:
+            return False
+        constants = [self.index.constant(n) for n in node.input]
+        given = [c for c in constants if c is not None]
+        return len(given) == 1 and given[0].ndim <= rank and given[0].dtype == np.float32
 
 
-def _consumers(index: GraphIndex, quantized: dict[str, str], tensor: str) -> list[onnx.NodeProto]:
-    """The consumers of `tensor` if all are quantized linear layers reading it as data; else []."""
-    uses = index.consumers.get(tensor, [])
-    if not uses or tensor in index.graph_outputs:
-        return []
-    nodes = [node for node, position in uses if position == 0 and quantized.get(node.name) in REBALANCED_OPS]
-    return nodes if len(nodes) == len(uses) else []
+def _data_input(index: GraphIndex, node: onnx.NodeProto) -> str:
+    """The non-constant input of a chain node (Relu, Clip: input 0; Add: the live operand)."""
+    if node.op_type == "Add":
+        return next(n for n in node.input if not index.is_constant(n))
+    return node.input[0]
 
 
-def _axis(node: onnx.NodeProto) -> int:
-    return 1 if node.op_type == "Conv" else -1
+def _weighted_absorbs(index: GraphIndex, node: onnx.NodeProto, channels: int, axis: int, rank: int) -> bool:
+    """A Conv/Gemm/MatMul with a constant weight whose output channels are X's channels on `axis`."""
+    weight = index.constant(node.input[1]) if len(node.input) > 1 else None
+    if weight is None or weight.ndim < 2:
+        return False
+    if node.op_type == "Conv":
+        return axis == 1 and weight.shape[0] == channels
+    if weight.ndim != 2 or axis != rank - 1:
+        return False
+    out_axis = 0 if node.op_type == "Gemm" and index.attribute(node, "transB", 0) else 1
+    if weight.shape[out_axis] != channels:
+        return False
+    if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+        bias = index.constant(node.input[2])
+        return bias is not None and bias.ndim == 1
+    return True
 
 
-def _layer(index: GraphIndex, node: onnx.NodeProto, channels: int) -> LinearLayer | None:
-    """The weight as [O, C] abs-max and energy over taps, C = the input channels of X."""
+def _axis(node: onnx.NodeProto, rank: int) -> int:
+    return 1 if node.op_type == "Conv" else rank - 1
+
+
+def _input_absmax(index: GraphIndex, node: onnx.NodeProto, channels: int) -> np.ndarray | None:
+    """max |W| per input channel of X [C] over every output and tap; None if the layout does not fit."""
     weight = index.constant(node.input[1])
     if weight is None:
         return None
-    w = weight.astype(np.float64)
+    w = np.abs(weight.astype(np.float64))
     if node.op_type == "Conv":
         group = int(index.attribute(node, "group", 1))  # type: ignore[call-overload]
         c_out, c_per_group = w.shape[0], w.shape[1]
         if c_per_group * group != channels:
             return None
-        taps = int(np.prod(w.shape[2:]))
-        blocks = w.reshape(group, c_out // group, c_per_group, taps)
-        absmax, energy = np.zeros((c_out, channels)), np.zeros((c_out, channels))
-        for g in range(group):
-            rows = slice(g * (c_out // group), (g + 1) * (c_out // group))
-            cols = slice(g * c_per_group, (g + 1) * c_per_group)
-            absmax[rows, cols] = np.abs(blocks[g]).max(-1)
-            energy[rows, cols] = (blocks[g] ** 2).sum(-1)
-        return LinearLayer(absmax, energy, taps)
-    matrix = w.T if node.op_type == "MatMul" or not index.attribute(node, "transB", 0) else w  # [O, C]
-    if matrix.shape[1] != channels:
+        blocks = w.reshape(group, c_out // group, c_per_group, -1)
+        return blocks.max(axis=(1, 3)).reshape(channels)
+    matrix = w if node.op_type == "MatMul" or not index.attribute(node, "transB", 0) else w.T  # [C, O]
+    if matrix.ndim != 2 or matrix.shape[0] != channels:
         return None
-    return LinearLayer(np.abs(matrix), matrix**2, 1)
-
-
-def _best_alpha(
-    layers: list[LinearLayer], stats: TensorStats, current: tuple[float, float], config: ConvertConfig
-) -> tuple[float, np.ndarray, float] | None:
-    assert (
-        stats.channel_min is not None and stats.channel_max is not None and stats.channel_absmax is not None
-    )
-    ch_min, ch_max = stats.channel_min, stats.channel_max
-    x_absmax = stats.channel_absmax.astype(np.float64)
-    w_absmax = np.max([layer.absmax_w.max(axis=0) for layer in layers], axis=0)
-    before = output_noise(layers, x_absmax, current, np.ones_like(x_absmax))
-    if before <= 0:
-        return None
-    best: tuple[float, np.ndarray, float] | None = None
-    for alpha in config.smooth_alphas:
-        scales = smoothing_scales(x_absmax, w_absmax, alpha)
-        after = output_noise(layers, x_absmax, rebalanced_range(ch_min, ch_max, scales), scales)
-        if best is None or after / before < best[2]:
-            best = (alpha, scales, after / before)
-    return best
-
-
-def _fold_producer(
-    index: GraphIndex, quantized: dict[str, str], folds: dict[str, str], tensor: str, channels: int
-) -> str | None:
-    """The Conv/Gemm whose output channels can absorb 1/s exactly: it writes `tensor` directly or
-    through a folded ReLU (positive scales commute with ReLU; Clip's fixed bound does not)."""
-    node = index.producer.get(tensor)
-    if node is not None and node.name in folds:
-        if node.op_type != "Relu":
-            return None
-        node = index.producer.get(node.input[0])
-    if node is None or quantized.get(node.name) not in FOLD_PRODUCERS:
-        return None
-    weight = index.constant(node.input[1])
-    if weight is None or weight.ndim < 2:
-        return None
-    out_axis = 0 if node.op_type == "Conv" or index.attribute(node, "transB", 0) else 1
-    if weight.shape[out_axis] != channels:
-        return None
-    if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
-        bias = index.constant(node.input[2])
-        if bias is None or bias.ndim != 1:
-            return None
-    return node.name
+    return matrix.max(axis=1)

@@ -1,0 +1,153 @@
+"""--smoothquant auto, measured: which activations to rebalance and how, from their consumers' output error
+on the calibration table's samples; and what rebalancing and bias correction change at the model output.
+
+Every rebalancing candidate (planner.rebalance) is tried at each alpha of ALPHAS and each fraction of
+the rebalanced range of CLIPS. One probe run (graph.probe.smoothing_probe) gives, for each, the squared
+error of the consumers' outputs when X / s and W s are quantized, beside the error of X as planned
+without rebalancing. An activation is rebalanced with its best choice where that lowers the error below
+FOLD_GAIN of it when 1/s folds into the producer (exact and free), or below MUL_GAIN when a float Mul
+must be inserted (the Mul keeps X float and costs its producer the integer kernel). Layers interact, so
+the whole model is then measured at its output with and without the chosen rebalancing, and the choice
+is dropped where it does not help there: auto is never worse than off on the calibration data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from quantkit.config import ConvertConfig
+from quantkit.graph.probe import smoothing_probe
+from quantkit.graph.qdq import apply_plan
+from quantkit.planner.core import plan, smoothing_candidates
+from quantkit.planner.fallback import output_sqnr
+from quantkit.planner.rebalance import Smoothing
+from quantkit.results import CalibrationTable, Corrections, Rebalance
+from quantkit.runtime import Session
+
+ALPHAS = (0.25, 0.5, 0.75, 1.0)
+CLIPS = (1.0, 0.75, 0.5)
+FOLD_GAIN = 0.95
+MUL_GAIN = 0.5
+
+
+@dataclass(frozen=True)
+class Measured:
+    """measure's result. chosen: activation -> its best choice, where it pays; ratios: activation -> its
+    consumers' squared output error after / before; folded: the chosen activations whose 1/s folds."""
+
+    chosen: dict[str, Smoothing]
+    ratios: dict[str, float]
+    folded: frozenset[str]
+
+
+def resolve(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    reference: list[dict[str, np.ndarray]],
+    range_cache: dict[str, tuple[float, float]] | None = None,
+) -> tuple[dict[str, Smoothing] | None, Corrections | None]:
+    """(the alphas for planner.plan under auto, else None; what the corrections changed, None when both
+    are off). reference: the FP32 model's outputs on table.samples (Session.run_samples)."""
+    if config.smoothquant == "off" and not config.bias_correction:
+        return None, None
+    assert table.samples is not None
+    samples = table.samples
+    cache = {} if range_cache is None else range_cache
+
+    def sqnr(settings: ConvertConfig, alphas: Mapping[str, Smoothing] | None) -> float:
+        decided = plan(model, table, settings, range_cache=cache, alphas=alphas)
+        return output_sqnr(apply_plan(model, decided), reference, samples)
+
+    off = dataclasses.replace(config, smoothquant="off")
+    plain = sqnr(dataclasses.replace(off, bias_correction=False), None)
+    corrected = sqnr(off, None) if config.bias_correction else plain
+    alphas: dict[str, Smoothing] | None = None
+    ratios: dict[str, float] = {}
+    dropped = False
+    if config.smoothquant == "auto":
+        measured = measure(model, table, config, cache)
+        alphas, ratios = _best_at_output(measured, corrected, lambda a: sqnr(config, a))
+        dropped = bool(measured.chosen) and not alphas
+    rebalanced = both = None
+    if config.smoothquant != "off":
+        rebalanced = sqnr(dataclasses.replace(config, bias_correction=False), alphas)
+        both = sqnr(config, alphas) if config.bias_correction else rebalanced
+    report = Corrections(
+        layer_error_ratio=ratios,
+        sqnr_plain_db=plain,
+        sqnr_corrected_db=corrected if config.bias_correction else None,
+        sqnr_rebalanced_db=rebalanced,
+        sqnr_both_db=both,
+        dropped=dropped,
+    )
+    return alphas, report
+
+
+def _best_at_output(
+    measured: Measured, without_db: float, sqnr: Callable[[dict[str, Smoothing]], float]
+) -> tuple[dict[str, Smoothing], dict[str, float]]:
+    """(the choices to keep, their layer error ratios): every measured choice, or only those that fold
+    into their producer (inserted Muls change the ranges downstream most), whichever gives the higher
+    output SQNR; none where neither beats `without_db`, the SQNR without rebalancing."""
+    folded = {t: a for t, a in measured.chosen.items() if t in measured.folded}
+    options = [measured.chosen] + ([folded] if folded and len(folded) < len(measured.chosen) else [])
+    best_db, best = max(
+        ((sqnr(option), option) for option in options if option), key=lambda p: p[0], default=(0.0, {})
+    )
+    if not best or best_db <= without_db:
+        return {}, {}
+    return best, {t: measured.ratios[t] for t in best}
+
+
+def measure(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    range_cache: dict[str, tuple[float, float]] | None = None,
+) -> Measured:
+    """Each eligible activation's best choice by its consumers' output error on the table's samples."""
+    assert table.samples is not None
+    base, rebalancer = smoothing_candidates(model, table, config, range_cache)
+    candidates: list[tuple[Smoothing, Rebalance]] = []
+    for tensor in rebalancer.eligible():
+        for alpha in ALPHAS:
+            for clip in CLIPS:
+                choice = Smoothing(alpha, clip)
+                found = rebalancer.candidate(tensor, choice)
+                if found is not None:
+                    candidates.append((choice, found))
+    if not candidates:
+        return Measured({}, {}, frozenset())
+    probe, plain_outputs, outputs = smoothing_probe(model, base, [c for _, c in candidates])
+    totals = _summed(Session.of(probe), table.samples, [*plain_outputs.values(), *outputs])
+    best: dict[str, tuple[float, Smoothing, Rebalance]] = {}
+    for (choice, candidate), output in zip(candidates, outputs, strict=True):
+        error = totals[output]
+        if candidate.tensor not in best or error < best[candidate.tensor][0]:
+            best[candidate.tensor] = (error, choice, candidate)
+    chosen: dict[str, Smoothing] = {}
+    ratios: dict[str, float] = {}
+    folded = set()
+    for tensor, (error, choice, candidate) in sorted(best.items()):
+        before = totals[plain_outputs[tensor]]
+        ratio = error / before if before > 0 else 1.0
+        if ratio < (FOLD_GAIN if candidate.producer is not None else MUL_GAIN):
+            chosen[tensor], ratios[tensor] = choice, ratio
+            if candidate.producer is not None:
+                folded.add(tensor)
+    return Measured(chosen, ratios, frozenset(folded))
+
+
+def _summed(session: Session, samples: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Each scalar output summed over the samples."""
+    totals = dict.fromkeys(names, 0.0)
+    for outputs in session.run_samples(samples):
+        for name in names:
+            totals[name] += float(outputs[name])
+    return totals
