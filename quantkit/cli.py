@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -26,6 +27,12 @@ from quantkit.config import (
     ResizeMode,
 )
 from quantkit.errors import ConfigError, QuantkitError
+
+
+class Switch(str, Enum):
+    on = "on"
+    off = "off"
+
 
 app = typer.Typer(
     add_completion=False,
@@ -225,15 +232,19 @@ def convert(
         str,
         typer.Option(
             "--smoothquant",
-            help="Rebalance outlier channels: auto (where it lowers the estimated error), off, or ALPHA.",
+            help=(
+                "Rebalance outlier channels (SmoothQuant): auto (alpha per activation, where it lowers "
+                "the measured error), off, or a fixed ALPHA in (0, 1) for every candidate."
+            ),
         ),
     ] = "auto",
     bias_correction: Annotated[
-        str,
+        Switch,
         typer.Option(
-            "--bias-correction", help="on: correct each bias for the mean shift of weight rounding."
+            "--bias-correction",
+            help="on: correct each bias for the mean shift of weight rounding E[(W_q - W) x].",
         ),
-    ] = "on",
+    ] = Switch.on,
     min_sqnr: Annotated[
         float | None,
         typer.Option(
@@ -332,7 +343,7 @@ def convert(
         fallback=fallback,
         quantize_attention_matmul=quantize_attention_matmul,
         smoothquant=smoothquant,
-        bias_correction=bias_correction == "on",
+        bias_correction=bias_correction is Switch.on,
         min_sqnr=ConvertConfig.min_sqnr if min_sqnr is None else min_sqnr,
         max_float_layers=max_float_layers,
     )

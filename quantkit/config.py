@@ -216,15 +216,6 @@ class ConvertConfig:
                     f"--smoothquant takes auto, off or an alpha in (0, 1); got {self.smoothquant!r}"
                 )
 
-    @property
-    def smooth_alphas(self) -> tuple[float, ...]:
-        """The alphas to try: none when off, one when fixed, a grid for auto."""
-        if self.smoothquant == "off":
-            return ()
-        if self.smoothquant == "auto":
-            return (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-        return (float(self.smoothquant),)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method.value,

@@ -36,21 +36,32 @@ def quantize(
 
 def output_sqnr(reference: Path, candidate: Path, images: Path) -> float:
     """SQNR (dB) of the candidate's first output against the reference's, over the image folder."""
+    return output_agreement(reference, candidate, images)[0]
+
+
+def output_agreement(
+    reference: Path, candidate: Path, images: Path, table: Path | None = None
+) -> tuple[float, float]:
+    """(SQNR in dB, top-1 agreement in [0, 1]) of the candidate's first output against the reference's
+    over the image folder; preprocessed as recorded in `table` (default: model.calib.json beside it)."""
     from quantkit.calib.table import load
     from quantkit.config import Preprocess
 
-    table = load(reference.with_name("model.calib.json"))
-    pre = Preprocess.from_dict(table.meta["preprocess"])
+    recorded = load(table or reference.with_name("model.calib.json"))
+    pre = Preprocess.from_dict(recorded.meta["preprocess"])
     ref = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
     cand = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
     signal = noise = 0.0
+    agree = total = 0
     for batch in ImageLoader(find_images(images), pre, 8):
         feed = {ref.get_inputs()[0].name: batch.data}
         r = ref.run(None, feed)[0].astype(np.float64)
         c = cand.run(None, feed)[0].astype(np.float64)
         signal += float(np.sum(r * r))
         noise += float(np.sum((r - c) ** 2))
-    return sqnr_db(signal, noise)
+        agree += int(np.sum(r.reshape(len(r), -1).argmax(1) == c.reshape(len(c), -1).argmax(1)))
+        total += len(r)
+    return sqnr_db(signal, noise), agree / max(total, 1)
 
 
 def optimized_graph(path: Path, tmp: Path) -> onnx.ModelProto:

@@ -1,45 +1,55 @@
-"""Rebalancing keeps the FP32 function, pays where channels are unbalanced; bias correction; the
-accuracy fallback keeps layers float until the output SQNR target is met."""
+"""Rebalancing keeps the FP32 function, pays where channels are unbalanced (CNNs and a ViT with outlier
+channels); bias correction; the accuracy fallback keeps layers float until the output SQNR target is met."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import helper
+from PIL import Image
+from rich.console import Console
 
-from quantkit import pipeline
+from quantkit import pipeline, report
 from quantkit.calib.table import load
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
 from quantkit.graph import model_io
 from quantkit.graph.query import name_nodes, topological_order
 from quantkit.graph.rebalance import apply_rebalances
 from quantkit.planner import plan
+from quantkit.planner.core import smoothing_candidates
+from quantkit.planner.rebalance import Smoothing
+from quantkit.planner.smoothing import Measured, _best_at_output
 from quantkit.qmath.smooth import rebalanced_range, smoothing_scales
 from quantkit.runtime import Session
 from tests.conftest import make_model
-from tests.helpers import output_sqnr
+from tests.helpers import output_agreement, output_sqnr
+from tests.vit import HOT, tiny_vit
 
 N = helper.make_node
+GAINS = np.array([300.0, 0.3, 100.0, 0.5, 50.0, 0.2, 1.0, 0.4], np.float32)
 
 
-def unbalanced_model() -> onnx.ModelProto:
-    """Conv -> ReLU -> depthwise Conv -> ReLU -> Conv, where the first conv's output channels span 1000x
+def unbalanced_model(activation: str = "Relu") -> onnx.ModelProto:
+    """Conv -> act -> depthwise Conv -> act -> Conv, where the first conv's output channels span 1000x
     (as BatchNorm folding leaves them) and the depthwise weights compensate: per-tensor quantization of
-    the middle activation starves the small channels."""
+    the middle activation starves the small channels. activation: Relu or Relu6 (Clip(0, 6))."""
     g = np.random.default_rng(11)
-    gains = np.array([300.0, 0.3, 100.0, 0.5, 50.0, 0.2, 1.0, 0.4], np.float32)
+    gains = GAINS if activation == "Relu" else GAINS / 50.0  # ReLU6 clips: keep most values below 6
     w1 = g.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32) * gains[:, None, None, None]
     b1 = np.abs(g.normal(0, 0.1, 8)).astype(np.float32) * gains
     dw = g.normal(0, 0.5, (8, 1, 3, 3)).astype(np.float32) / gains[:, None, None, None]
     w3 = g.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32)
+    bounds = ["zero", "six"] if activation == "Relu6" else []
+    op = "Clip" if activation == "Relu6" else "Relu"
     nodes = [
         N("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1] * 4),
-        N("Relu", ["a"], ["r1"], name="relu1"),
+        N(op, ["a", *bounds], ["r1"], name="act1"),
         N("Conv", ["r1", "dw", "bdw"], ["d"], name="dw", pads=[1] * 4, group=8),
-        N("Relu", ["d"], ["r2"], name="relu2"),
+        N(op, ["d", *bounds], ["r2"], name="act2"),
         N("Conv", ["r2", "w3", "b3"], ["y"], name="c3"),
     ]
     inits = {
@@ -50,6 +60,62 @@ def unbalanced_model() -> onnx.ModelProto:
         "w3": w3,
         "b3": np.zeros(4, np.float32),
     }
+    if bounds:
+        inits.update({"zero": np.array(0.0, np.float32), "six": np.array(6.0, np.float32)})
+    return make_model(nodes, inits)
+
+
+def batchnorm_model() -> onnx.ModelProto:
+    """Conv -> BatchNormalization (unfolded, with per-channel gains) -> Conv."""
+    g = np.random.default_rng(12)
+    nodes = [
+        N("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1] * 4),
+        N("BatchNormalization", ["a", "gamma", "beta", "mean", "var"], ["bn"], name="bn"),
+        N("Conv", ["bn", "w2", "b2"], ["y"], name="c2"),
+    ]
+    inits = {
+        "w1": g.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32),
+        "b1": np.zeros(8, np.float32),
+        "gamma": GAINS,
+        "beta": g.normal(0, 1.0, 8).astype(np.float32),
+        "mean": g.normal(0, 0.1, 8).astype(np.float32),
+        "var": g.uniform(0.5, 2.0, 8).astype(np.float32),
+        "w2": g.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
+        "b2": np.zeros(4, np.float32),
+    }
+    return make_model(nodes, inits)
+
+
+def decomposed_norm_model() -> onnx.ModelProto:
+    """Tokens -> LayerNorm written out (ReduceMean, Sub, Mul, Sqrt, Div) -> Mul(gamma) -> Add(beta) ->
+    MatMul, with outlier channels in gamma: what exporters write for older opsets."""
+    g = np.random.default_rng(13)
+    gamma = np.ones(8, np.float32)
+    gamma[[1, 5]] = [40.0, -30.0]
+    nodes = [
+        N("Conv", ["x", "pw", "pb"], ["p"], name="patch", strides=[4, 4]),
+        N("Reshape", ["p", "shape"], ["pt"], name="flatten"),
+        N("Transpose", ["pt"], ["t"], name="tokens", perm=[0, 2, 1]),
+        N("ReduceMean", ["t"], ["mu"], name="mean", axes=[-1]),
+        N("Sub", ["t", "mu"], ["c"], name="center"),
+        N("Mul", ["c", "c"], ["c2"], name="square"),
+        N("ReduceMean", ["c2"], ["var"], name="variance", axes=[-1]),
+        N("Add", ["var", "eps"], ["ve"], name="var_eps"),
+        N("Sqrt", ["ve"], ["sd"], name="sd"),
+        N("Div", ["c", "sd"], ["n"], name="normalize"),
+        N("Mul", ["n", "gamma"], ["ng"], name="gamma"),
+        N("Add", ["ng", "beta"], ["h"], name="beta"),
+        N("MatMul", ["h", "w"], ["y"], name="fc"),
+    ]
+    inits = {
+        "pw": g.normal(0, 0.2, (8, 3, 4, 4)).astype(np.float32),
+        "pb": np.zeros(8, np.float32),
+        "shape": np.array([0, 8, 16], np.int64),
+        "eps": np.array(1e-5, np.float32),
+        "gamma": gamma,
+        "beta": g.normal(0, 0.1, 8).astype(np.float32),
+        "w": g.normal(0, 0.3, (8, 6)).astype(np.float32),
+    }
     return make_model(nodes, inits)
 
 
@@ -58,6 +124,17 @@ def calibrated(tmp: Path, model: onnx.ModelProto, images: Path) -> tuple[Path, P
     onnx.save(model, str(src))
     pipeline.calibrate(src, table, CalibrateConfig(images=ImageSelection(images)))
     return src, table
+
+
+def rebalanced_float(model: onnx.ModelProto, decided: tuple) -> onnx.ModelProto:  # type: ignore[type-arg]
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    apply_rebalances(out, decided)
+    available = [i.name for i in out.graph.input] + [t.name for t in out.graph.initializer]
+    ordered = topological_order(out.graph.node, available)
+    del out.graph.node[:]
+    out.graph.node.extend(ordered)
+    return out
 
 
 def test_smoothing_scales_equalise_and_keep_dead_channels() -> None:
@@ -72,27 +149,61 @@ def test_smoothing_scales_equalise_and_keep_dead_channels() -> None:
     )
 
 
-def test_rebalanced_float_graph_matches_the_original(tmp_path: Path, image_dir: Path) -> None:
-    src, table = calibrated(tmp_path, unbalanced_model(), image_dir)
+ABSORBERS: list[tuple[str, Callable[[], onnx.ModelProto], tuple[str, ...], dict[str, str | None]]] = [
+    ("relu", unbalanced_model, (), {"r1": "c1", "r2": "dw"}),
+    ("relu6", lambda: unbalanced_model("Relu6"), (), {"r1": "c1", "r2": "dw"}),
+    ("batchnorm", batchnorm_model, (), {"bn": "bn"}),
+    ("layernorm", lambda: tiny_vit(blocks=1), (), {"h0": "ln1_0", "m0": "ln2_0", "pooled": None}),
+    ("decomposed norm", decomposed_norm_model, ("Mul", "Add"), {"h": "gamma"}),
+    ("decomposed norm, integer path", decomposed_norm_model, (), {"h": None}),
+]
+
+
+@pytest.mark.parametrize(
+    ("builder", "excluded", "absorbers"), [a[1:] for a in ABSORBERS], ids=[a[0] for a in ABSORBERS]
+)
+def test_rebalanced_float_graph_matches_the_original(
+    tmp_path: Path,
+    image_dir: Path,
+    builder: Callable[[], onnx.ModelProto],
+    excluded: tuple[str, ...],
+    absorbers: dict[str, str | None],
+) -> None:
+    """Every candidate at alpha 0.75 folds into the expected producer (None: a Mul is inserted), and the
+    rebalanced FP32 graph computes what the original does (relative error below 1e-4)."""
+    src, table_path = calibrated(tmp_path, builder(), image_dir)
     model = model_io.infer_shapes(model_io.load_model(src))
     name_nodes(model)
-    for setting in ("auto", "0.5"):
-        decided = plan(model, load(table), ConvertConfig(smoothquant=setting))
-        assert decided.rebalances, setting
-        rebalanced = onnx.ModelProto()
-        rebalanced.CopyFrom(model)
-        apply_rebalances(rebalanced, decided.rebalances)
-        ordered = topological_order(
-            rebalanced.graph.node,
-            [i.name for i in rebalanced.graph.input] + [t.name for t in rebalanced.graph.initializer],
-        )
-        del rebalanced.graph.node[:]
-        rebalanced.graph.node.extend(ordered)
-        samples = load(table).samples
-        assert samples is not None
-        a = Session(model_io.serialize(model)).run(samples)["y"]
-        b = Session(model_io.serialize(rebalanced)).run(samples)["y"]
-        assert np.max(np.abs(a - b)) / np.max(np.abs(a)) < 1e-4
+    table = load(table_path)
+    config = ConvertConfig(exclude_op_types=excluded)
+    _, rebalancer = smoothing_candidates(model, table, config)
+    decided = plan(model, table, config, alphas={t: Smoothing(0.75) for t in rebalancer.eligible()})
+    producers = {r.tensor: r.producer for r in decided.rebalances}
+    assert {t: producers.get(t, "not rebalanced") for t in absorbers} == absorbers
+    samples = table.samples
+    assert samples is not None
+    a = Session(model_io.serialize(model)).run(samples)["y"]
+    b = Session(model_io.serialize(rebalanced_float(model, decided.rebalances))).run(samples)["y"]
+    assert np.max(np.abs(a - b)) / np.max(np.abs(a)) < 1e-4
+
+
+def test_relu6_bounds_become_per_channel_and_the_q_node_clips_within_them(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    src, table_path = calibrated(tmp_path, unbalanced_model("Relu6"), image_dir)
+    model = model_io.infer_shapes(model_io.load_model(src))
+    name_nodes(model)
+    decided = plan(model, load(table_path), ConvertConfig(), alphas={"r1": Smoothing(0.75)})
+    (rebalance,) = decided.rebalances
+    assert rebalance.through == ("act1",)
+    float_graph = rebalanced_float(model, decided.rebalances)
+    bound_of = {n.output[0]: n for n in float_graph.graph.node if n.op_type == "Min"}
+    bound = onnx.numpy_helper.to_array(
+        next(t for t in float_graph.graph.initializer if t.name == bound_of["r1"].input[1])
+    )
+    np.testing.assert_allclose(bound.reshape(-1), 6.0 / rebalance.scales, rtol=1e-6)
+    top = float(rebalance.params.scale) * (255 - int(rebalance.params.zero_point))
+    assert top <= 6.0 / float(np.max(rebalance.scales)) * (1 + 1e-6)  # saturation within every bound
 
 
 def test_auto_rebalancing_folds_into_the_producer_and_pays(tmp_path: Path, image_dir: Path) -> None:
@@ -107,8 +218,73 @@ def test_auto_rebalancing_folds_into_the_producer_and_pays(tmp_path: Path, image
         if setting == "auto":
             rebalance = next(r for r in summary.plan.rebalances if r.tensor == "r1")
             assert rebalance.producer == "c1" and rebalance.consumers == ("dw",)  # exact through ReLU
-            assert all(r.producer is not None for r in summary.plan.rebalances)  # auto never inserts a Mul
+            assert summary.corrections is not None
+            assert summary.corrections.layer_error_ratio["r1"] < 0.5  # measured on the table's samples
     assert results["auto"] > results["off"] + 6.0, results
+
+
+def _noisy_images(folder: Path, count: int, seed: int) -> Path:
+    folder.mkdir()
+    g = np.random.default_rng(seed)
+    for i in range(count):
+        base = np.linspace(0, 255, 16)[None, :, None] * g.uniform(0.2, 1.0, (1, 1, 3))
+        pixels = np.clip(base + g.normal(0, 60, (16, 16, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def test_vit_with_outlier_channels_keeps_its_accuracy_only_when_rebalanced(tmp_path: Path) -> None:
+    """The planted outliers (gamma 40x on 3 of 32 channels) crush the other channels of each LayerNorm
+    output under one per-tensor scale; auto rebalancing folds 1/s into the LayerNorms' gamma and beta.
+    Measured on images apart from calibration; LayerNorm, Softmax and attention MatMuls stay float."""
+    calibration, held_out = _noisy_images(tmp_path / "calib", 32, 1), _noisy_images(tmp_path / "eval", 96, 2)
+    src, table = calibrated(tmp_path, tiny_vit(), calibration)
+    scores = {}
+    for setting in ("off", "auto"):
+        out = tmp_path / f"{setting}.onnx"
+        summary = pipeline.convert(src, table, out, ConvertConfig(smoothquant=setting, min_sqnr=0))
+        scores[setting] = output_agreement(src, out, held_out, table)
+        floats = {s.node: s.op_type for s in summary.plan.skipped}
+        assert {"ln1_0", "softmax_0", "scores_0", "attend_0"} <= floats.keys()
+    folded = {r.tensor: r.producer for r in summary.plan.rebalances}
+    assert folded["h0"] == "ln1_0" and folded["m1"] == "ln2_1"
+    (sqnr_off, agree_off), (sqnr_auto, agree_auto) = scores["off"], scores["auto"]
+    assert sqnr_auto > sqnr_off + 6.0, scores  # measured: 17.6 -> 38.3 dB
+    assert agree_auto > agree_off + 0.1, scores  # measured: 78.1% -> 97.9%
+    scales = next(r.scales for r in summary.plan.rebalances if r.tensor == "h0")
+    assert np.min(scales[HOT]) > np.max(np.delete(scales, HOT))  # the outlier channels are divided most
+
+
+def test_auto_keeps_only_what_helps_at_the_output() -> None:
+    measured = Measured(
+        chosen={"a": Smoothing(0.5), "b": Smoothing(0.75)},
+        ratios={"a": 0.5, "b": 0.2},
+        folded=frozenset({"a"}),
+    )
+    by_output = {("a", "b"): 20.0, ("a",): 22.0}
+    kept, ratios = _best_at_output(measured, 18.0, lambda alphas: by_output[tuple(sorted(alphas))])
+    assert kept == {"a": Smoothing(0.5)} and ratios == {"a": 0.5}  # the fold-only set measured best
+    assert _best_at_output(measured, 25.0, lambda alphas: by_output[tuple(sorted(alphas))]) == ({}, {})
+
+
+def test_convert_summary_names_the_rebalanced_layers_and_the_corrections(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    src, table = calibrated(tmp_path, unbalanced_model(), image_dir)
+    summary = pipeline.convert(src, table, tmp_path / "out.onnx", ConvertConfig(min_sqnr=0))
+    console = Console(width=120, record=True, color_system=None)
+    console.print(report.convert_table(summary, "out.onnx"))
+    text = console.export_text()
+    rebalance = next(r for r in summary.plan.rebalances if r.tensor == "r1")
+    row = next(line for line in text.splitlines() if line.strip().startswith("r1 "))
+    assert "dw" in row and f"{rebalance.alpha:g}" in row and "c1" in row and "dB" in row
+    c = summary.corrections
+    assert c is not None and c.sqnr_corrected_db is not None and c.sqnr_both_db is not None
+    assert (
+        f"output SQNR on calibration samples: plain {c.sqnr_plain_db:.2f} dB, bias correction "
+        f"{c.sqnr_corrected_db:.2f} dB" in text.replace("\n", " ")
+    )
+    assert f"bias corrected for weight rounding in {len(summary.plan.input_means)} layers" in text
 
 
 def test_fixed_alpha_inserts_a_float_mul_where_nothing_can_absorb(tmp_path: Path, image_dir: Path) -> None:

@@ -29,7 +29,7 @@ from quantkit.planner.rebalance import Smoothing
 from quantkit.results import CalibrationTable, Corrections, Rebalance
 from quantkit.runtime import Session
 
-ALPHAS = (0.25, 0.5, 0.75, 1.0)
+ALPHAS = (0.25, 0.5, 0.75)  # alpha 1 pins each channel at its calibration maximum: held-out data then clips
 CLIPS = (1.0, 0.75, 0.5)
 FOLD_GAIN = 0.95
 MUL_GAIN = 0.5
