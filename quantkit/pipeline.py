@@ -52,13 +52,13 @@ from quantkit.planner import fallback, smoothing
 from quantkit.planner import fp16 as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import sensitivity as sens
-from quantkit.planner.rebalance import Smoothing
 from quantkit.results import (
     Batch,
     BudgetReport,
     CalibrationTable,
     ComparisonResult,
     ConvertSummary,
+    Corrections,
     FallbackStep,
     Float16Summary,
     LayerSensitivity,
@@ -231,7 +231,7 @@ def convert(
         start_db, plan, steps = _search_fallback(inferred, table, config, progress, alphas, cache)
     advance(1)
     quantized = _quantized_model(inferred, plan, config)
-    _stamp(quantized, config.to_dict(), table_path, table)
+    _stamp(quantized, config.to_dict(), table_path, table, conversion=_conversion_record(plan, corrections))
     try:
         model_io.check(quantized)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -271,7 +271,7 @@ def _search_budget(
     config: ConvertConfig,
     budget: AccuracyBudget,
     progress: Progress,
-    alphas: Mapping[str, Smoothing] | None,
+    alphas: Mapping[str, float] | None,
     cache: dict[str, tuple[float, float]],
 ) -> tuple[QuantPlan, BudgetReport]:
     """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
@@ -448,7 +448,7 @@ def _search_fallback(
     table: CalibrationTable,
     config: ConvertConfig,
     progress: Progress,
-    alphas: Mapping[str, Smoothing] | None,
+    alphas: Mapping[str, float] | None,
     cache: dict[str, tuple[float, float]],
 ) -> tuple[float, QuantPlan, list[FallbackStep]]:
     advance = progress(
@@ -466,11 +466,15 @@ def _stamp(
     table_path: Path | None,
     table: CalibrationTable | None,
     source_sha256: str = "",
+    conversion: dict[str, Any] | None = None,
 ) -> None:
-    """Provenance in metadata_props: producer, version, settings, calibration hash, preprocessing."""
+    """Provenance in metadata_props: producer, version, settings, calibration hash, preprocessing, and
+    what an INT8 conversion rebalanced and corrected (conversion; `compare` shows it)."""
     model.producer_name = "quantkit"
     model.producer_version = __version__
     props = {"version": __version__, "settings": json.dumps(settings, sort_keys=True)}
+    if conversion is not None:
+        props["conversion"] = json.dumps(conversion, sort_keys=True)
     if table_path is not None and table is not None:
         props["calibration_sha256"] = hashlib.sha256(table_path.read_bytes()).hexdigest()
         props["source_model_sha256"] = table.model_sha256
@@ -483,6 +487,52 @@ def _stamp(
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, value
+
+
+def _conversion_record(plan: QuantPlan, corrections: Corrections | None) -> dict[str, Any]:
+    """What rebalancing and bias correction did, as plain JSON for the model's metadata."""
+    record: dict[str, Any] = {
+        "rebalanced": [
+            {"tensor": r.tensor, "alpha": r.alpha, "folded_into": r.producer} for r in plan.rebalances
+        ],
+        "bias_corrected_layers": len(plan.input_means),
+    }
+    if corrections is not None:
+        record["calibration_sqnr_db"] = {
+            "plain": corrections.sqnr_plain_db,
+            "bias_correction": corrections.sqnr_corrected_db,
+            "rebalancing": corrections.sqnr_rebalanced_db,
+            "both": corrections.sqnr_both_db,
+        }
+    return record
+
+
+def conversion_record(model: onnx.ModelProto) -> dict[str, Any] | None:
+    """What quantkit recorded of an INT8 conversion in a model's metadata; None if absent or malformed
+    (hand-edited, another version): it is shown, never trusted."""
+    for prop in model.metadata_props:
+        if prop.key == META_PREFIX + "conversion":
+            try:
+                record = json.loads(prop.value)
+            except ValueError:
+                return None
+            return record if _well_formed(record) else None
+    return None
+
+
+def _well_formed(record: object) -> bool:
+    if not isinstance(record, dict):
+        return False
+    rebalanced, layers = record.get("rebalanced"), record.get("bias_corrected_layers")
+    db = record.get("calibration_sqnr_db", {})
+    number = (int, float)
+    return (
+        isinstance(rebalanced, list)
+        and all(isinstance(r, dict) and isinstance(r.get("alpha"), number) for r in rebalanced)
+        and isinstance(layers, int)
+        and isinstance(db, dict)
+        and all(v is None or isinstance(v, number) for v in db.values())
+    )
 
 
 def _table_samples(table: CalibrationTable) -> np.ndarray:
@@ -743,4 +793,5 @@ def compare(
             "graph_optimization": "ORT_ENABLE_ALL",
         },
         environment={**cpu_info(), "versions": versions()},
+        candidate_conversion=conversion_record(candidate),
     )

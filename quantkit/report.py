@@ -90,12 +90,12 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
 
 
 def rebalance_table(summary: ConvertSummary) -> Table:
-    """One row per rebalanced activation: its consumers, alpha, range kept, what absorbs 1/s and the
+    """One row per rebalanced activation: its consumers, alpha, what absorbs 1/s and the
     measured change of its consumers' output error."""
     ratios = summary.corrections.layer_error_ratio if summary.corrections else {}
     table = Table(title="rebalanced (SmoothQuant)", show_edge=False, title_justify="left")
-    for column in ("activation", "consumers", "alpha", "range kept", "1/s folded into", "layer error"):
-        table.add_column(column, justify="right" if column in ("alpha", "range kept") else "left")
+    for column in ("activation", "consumers", "alpha", "1/s folded into", "layer error"):
+        table.add_column(column, justify="right" if column == "alpha" else "left")
     for r in summary.plan.rebalances:
         ratio = ratios.get(r.tensor)
         change = "-" if ratio is None else f"x{ratio:.2f} ({10 * math.log10(max(ratio, 1e-12)):+.1f} dB)"
@@ -103,7 +103,6 @@ def rebalance_table(summary: ConvertSummary) -> Table:
             r.tensor,
             ", ".join(r.consumers),
             f"{r.alpha:g}",
-            f"{r.clip:.0%}",
             r.producer or "(float Mul)",
             change,
         )
@@ -285,7 +284,32 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         f"({result.size_ratio:.2f}x smaller)   CPU {result.environment.get('cpu')} "
         f"(VNNI {'yes' if result.environment.get('vnni') else 'no'})"
     )
-    return Group(*parts, out, Text(""), lat, Text(""), tail)
+    conversion = _conversion_text(result.candidate_conversion)
+    return Group(*parts, out, Text(""), lat, Text(""), tail, *([conversion] if conversion.plain else []))
+
+
+def _conversion_text(record: dict[str, Any] | None) -> Text:
+    """One line on what quantkit's convert rebalanced and corrected in the candidate (from its metadata)."""
+    text = Text()
+    if not record:
+        return text
+    rebalanced = record.get("rebalanced", [])
+    alphas = sorted({float(r["alpha"]) for r in rebalanced})
+    span = (
+        f" (alpha {alphas[0]:g}-{alphas[-1]:g})"
+        if len(alphas) > 1
+        else f" (alpha {alphas[0]:g})"
+        if alphas
+        else ""
+    )
+    text.append(f"candidate: {len(rebalanced)} activation(s) rebalanced{span}, ")
+    text.append(f"bias corrected in {record.get('bias_corrected_layers', 0)} layer(s)")
+    db = record.get("calibration_sqnr_db") or {}
+    order = ("plain", "bias_correction", "rebalancing", "both")
+    steps = [(k.replace("_", " "), db[k]) for k in order if db.get(k) is not None]
+    if steps:
+        text.append("; output SQNR on calibration samples " + ", ".join(f"{k} {_db(v)}" for k, v in steps))
+    return text
 
 
 def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
@@ -345,6 +369,7 @@ def comparison_dict(result: ComparisonResult) -> dict[str, Any]:
         },
         "settings": result.settings,
         "environment": result.environment,
+        "candidate_conversion": result.candidate_conversion,
     }
 
 

@@ -84,8 +84,7 @@ class Rebalance:
     LayerNormalization or Mul by a constant); None: a float Mul is inserted before the consumers and
     `tensor` itself is left unquantized.
     through: the ReLU / folded Clip / Add-constant nodes between the producer and `tensor`.
-    params: Q/DQ params of the rebalanced tensor, whose range follows from the per-channel statistics
-    (`clip`: the fraction of X / s's observed range kept).
+    params: Q/DQ params of the rebalanced tensor, whose range follows from the per-channel statistics.
     """
 
     tensor: str
@@ -97,7 +96,6 @@ class Rebalance:
     rank: int
     params: QuantParams
     through: tuple[str, ...] = ()
-    clip: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +167,7 @@ class ComparisonResult:
     candidate_bytes: int
     settings: dict[str, Any]
     environment: dict[str, Any]
+    candidate_conversion: dict[str, Any] | None = None  # what quantkit recorded converting it
 
     @property
     def speedup(self) -> float | None:

@@ -21,12 +21,11 @@ from quantkit.graph.query import name_nodes, topological_order
 from quantkit.graph.rebalance import apply_rebalances
 from quantkit.planner import plan
 from quantkit.planner.core import smoothing_candidates
-from quantkit.planner.rebalance import Smoothing
 from quantkit.planner.smoothing import Measured, _best_at_output
 from quantkit.qmath.smooth import rebalanced_range, smoothing_scales
 from quantkit.runtime import Session
 from tests.conftest import make_model
-from tests.helpers import output_agreement, output_sqnr
+from tests.helpers import output_agreement, output_sqnr, run
 from tests.vit import HOT, tiny_vit
 
 N = helper.make_node
@@ -177,7 +176,7 @@ def test_rebalanced_float_graph_matches_the_original(
     table = load(table_path)
     config = ConvertConfig(exclude_op_types=excluded)
     _, rebalancer = smoothing_candidates(model, table, config)
-    decided = plan(model, table, config, alphas={t: Smoothing(0.75) for t in rebalancer.eligible()})
+    decided = plan(model, table, config, alphas=dict.fromkeys(rebalancer.eligible(), 0.75))
     producers = {r.tensor: r.producer for r in decided.rebalances}
     assert {t: producers.get(t, "not rebalanced") for t in absorbers} == absorbers
     samples = table.samples
@@ -193,7 +192,7 @@ def test_relu6_bounds_become_per_channel_and_the_q_node_clips_within_them(
     src, table_path = calibrated(tmp_path, unbalanced_model("Relu6"), image_dir)
     model = model_io.infer_shapes(model_io.load_model(src))
     name_nodes(model)
-    decided = plan(model, load(table_path), ConvertConfig(), alphas={"r1": Smoothing(0.75)})
+    decided = plan(model, load(table_path), ConvertConfig(), alphas={"r1": 0.75})
     (rebalance,) = decided.rebalances
     assert rebalance.through == ("act1",)
     float_graph = rebalanced_float(model, decided.rebalances)
@@ -257,13 +256,13 @@ def test_vit_with_outlier_channels_keeps_its_accuracy_only_when_rebalanced(tmp_p
 
 def test_auto_keeps_only_what_helps_at_the_output() -> None:
     measured = Measured(
-        chosen={"a": Smoothing(0.5), "b": Smoothing(0.75)},
+        chosen={"a": 0.5, "b": 0.75},
         ratios={"a": 0.5, "b": 0.2},
         folded=frozenset({"a"}),
     )
     by_output = {("a", "b"): 20.0, ("a",): 22.0}
     kept, ratios = _best_at_output(measured, 18.0, lambda alphas: by_output[tuple(sorted(alphas))])
-    assert kept == {"a": Smoothing(0.5)} and ratios == {"a": 0.5}  # the fold-only set measured best
+    assert kept == {"a": 0.5} and ratios == {"a": 0.5}  # the fold-only set measured best
     assert _best_at_output(measured, 25.0, lambda alphas: by_output[tuple(sorted(alphas))]) == ({}, {})
 
 
@@ -348,3 +347,25 @@ def test_fallback_keeps_the_fewest_layers_float_to_reach_the_target(tmp_path: Pa
     kept = {s.node for s in summary.fallback}
     reasons = {r for (op, r) in summary.float_by_reason if op == "Conv"}
     assert any("--min-sqnr" in r for r in reasons) and kept <= {"c1", "dw", "c3"}
+
+
+def test_compare_reports_what_convert_rebalanced_and_ignores_edited_records(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, table = calibrated(tmp_path, unbalanced_model(), image_dir)
+    out = tmp_path / "out.onnx"
+    summary = pipeline.convert(src, table, out, ConvertConfig(min_sqnr=0))
+    args = ["compare", str(src), str(out), "--images", str(image_dir), "--runs", "2", "--warmup", "0"]
+    code, stdout, _ = run(args, capsys)
+    assert code == 0
+    rebalanced = len(summary.plan.rebalances)
+    words = " ".join(stdout.split())
+    assert f"candidate: {rebalanced} activation(s) rebalanced" in words
+    assert f"bias corrected in {len(summary.plan.input_means)} layer(s)" in words
+    edited = onnx.load(str(out))
+    for prop in edited.metadata_props:
+        if prop.key == "quantkit.conversion":
+            prop.value = '{"rebalanced": 5}'
+    onnx.save(edited, str(out))
+    code, stdout, err = run(args, capsys)
+    assert code == 0 and "rebalanced" not in stdout and "Traceback" not in err

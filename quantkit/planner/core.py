@@ -29,7 +29,7 @@ from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.ranges import activation_params, consumer_transform, is_bounded, select_range
-from quantkit.planner.rebalance import Rebalancer, Smoothing
+from quantkit.planner.rebalance import Rebalancer
 from quantkit.results import (
     CalibrationTable,
     QuantParams,
@@ -86,7 +86,7 @@ def plan(
     config: ConvertConfig,
     keep_float: dict[str, str] | None = None,
     range_cache: dict[str, tuple[float, float]] | None = None,
-    alphas: Mapping[str, Smoothing] | None = None,
+    alphas: Mapping[str, float] | None = None,
 ) -> QuantPlan:
     """model: opset >= 13, every node named, shapes inferred.
 

@@ -22,7 +22,6 @@ from quantkit.evaluate.metrics import OutputNoise
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.qdq import apply_plan
 from quantkit.planner.core import plan
-from quantkit.planner.rebalance import Smoothing
 from quantkit.results import CalibrationTable, FallbackStep, QuantPlan
 from quantkit.runtime import Session
 
@@ -45,7 +44,7 @@ def layer_recovery(
     base_plan: QuantPlan,
     progress: Callable[[int], None] | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
-    alphas: Mapping[str, Smoothing] | None = None,
+    alphas: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """node -> output SQNR with only that layer (and its input path) kept float; base_plan quantizes all."""
     assert table.samples is not None
@@ -67,7 +66,7 @@ def search(
     target_db: float,
     max_layers: int,
     progress: Callable[[int], None] | None = None,
-    alphas: Mapping[str, Smoothing] | None = None,
+    alphas: Mapping[str, float] | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[QuantPlan, list[FallbackStep], float]:
     """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan.

@@ -16,7 +16,8 @@ absorbs 1/s, a float Mul is inserted before the consumers (X then stays float).
 Which activations and alphas: every candidate at a fixed --smoothquant ALPHA; under auto, the choices
 measured by planner.smoothing (passed in as `alphas`).
 The rebalanced tensor's range follows from X's per-channel min/max, no second calibration pass: X / s
-spans [min_j min_j(X)/s_j, max_j max_j(X)/s_j], narrowed by `clip` (the fraction of it kept).
+spans [min_j min_j(X)/s_j, max_j max_j(X)/s_j]. (Narrower ranges measured better on the table's 8
+samples but clipped the other calibration images: 14.9 dB where the observed range gave 42.7.)
 """
 
 from __future__ import annotations
@@ -36,14 +37,6 @@ from quantkit.results import CalibrationTable, QuantParams, Rebalance
 REBALANCED_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 WEIGHTED_ABSORBERS = frozenset({"Conv", "Gemm", "MatMul"})
 NORM_ABSORBERS = frozenset({"BatchNormalization", "LayerNormalization"})
-
-
-@dataclass(frozen=True)
-class Smoothing:
-    """One rebalancing choice for an activation: its alpha, and the fraction of X / s's range kept."""
-
-    alpha: float
-    clip: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,19 +68,19 @@ class Rebalancer:
         """Activations that may be rebalanced, sorted."""
         return [t for t in sorted(self.activations) if self._consumers(t)]
 
-    def chosen(self, alphas: Mapping[str, Smoothing] | None) -> list[Rebalance]:
+    def chosen(self, alphas: Mapping[str, float] | None) -> list[Rebalance]:
         """Every candidate at a fixed alpha; under auto, those of `alphas`; none when off."""
         if self.config.smoothquant == "off":
             return []
         if self.config.smoothquant != "auto":
-            fixed = Smoothing(float(self.config.smoothquant))
+            fixed = float(self.config.smoothquant)
             found = [self.candidate(t, fixed) for t in self.eligible()]
         else:
-            found = [self.candidate(t, choice) for t, choice in sorted((alphas or {}).items())]
+            found = [self.candidate(t, alpha) for t, alpha in sorted((alphas or {}).items())]
         return [r for r in found if r is not None]
 
-    def candidate(self, tensor: str, choice: Smoothing) -> Rebalance | None:
-        """The rebalance of `tensor` at `choice`, or None where it cannot be rebalanced (any more)."""
+    def candidate(self, tensor: str, alpha: float) -> Rebalance | None:
+        """The rebalance of `tensor` at `alpha`, or None where it cannot be rebalanced (any more)."""
         stats = self.table.stats.get(tensor)
         consumers = self._consumers(tensor)
         if not consumers or stats is None or stats.channel_absmax is None:
@@ -100,23 +93,21 @@ class Rebalancer:
         if any(w is None for w in w_absmax) or any(_axis(n, rank) != axis for n in consumers):
             return None
         weights = np.max([w for w in w_absmax if w is not None], axis=0)
-        scales = smoothing_scales(stats.channel_absmax, weights, choice.alpha)
+        scales = smoothing_scales(stats.channel_absmax, weights, alpha)
         absorber = self._absorber(tensor, channels, axis, rank)
         lo, hi = rebalanced_range(stats.channel_min, stats.channel_max, scales)
-        lo, hi = lo * choice.clip, hi * choice.clip
         if absorber.bound is not None:
             hi = min(hi, absorber.bound / float(np.max(scales)))  # Q saturates within every channel's c/s_j
         return Rebalance(
             tensor=tensor,
             scales=scales.astype(np.float32),
-            alpha=choice.alpha,
+            alpha=alpha,
             consumers=tuple(n.name for n in consumers),
             producer=absorber.node,
             channel_axis=axis,
             rank=rank,
             params=activation_params(lo, hi, self.config.activations),
             through=absorber.through,
-            clip=choice.clip,
         )
 
     def _consumers(self, tensor: str) -> list[onnx.NodeProto]:
