@@ -11,8 +11,8 @@ The rules, in order:
 5. A Concat whose inputs have very different ranges (a detection head's boxes beside its scores) stays
    float, and so does what only it feeds.
 6. Ranges: the configured method over each tensor's histogram (planner.ranges); then outlier channels are
-   rebalanced where that pays (planner.rebalance) and each biased layer gets its input's channel means
-   for bias correction.
+   rebalanced (planner.rebalance: where, and where 1/s goes; the alphas under auto are measured by
+   planner.smoothing) and each biased layer gets its input's channel means for bias correction.
 Model outputs stay float. Layers the accuracy fallback keeps float arrive as keep_float.
 """
 
