@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -21,6 +22,10 @@ from quantkit.config import (
     Preset,
     ResizeMode,
 )
+from quantkit.graph.query import topological_order
+from quantkit.graph.rebalance import apply_rebalances
+from quantkit.planner import plan
+from quantkit.runtime import Session
 from tests.conftest import ASSETS, requires_assets
 
 pytestmark = [requires_assets(), pytest.mark.assets]
@@ -97,3 +102,37 @@ def test_compare_reads_another_tools_int8_model(tmp_path: Path) -> None:
     )
     assert result.reference_accuracy is not None and result.reference_accuracy.count == 40
     assert result.outputs[0].sqnr_db < 30  # a real, lossy INT8 model: the comparison sees its error
+
+
+PREPROCESS = {
+    "squeezenet1.1": ("coco-calib", PreprocessOptions()),
+    "mobilenetv2": ("coco-calib", PreprocessOptions()),
+    "yolox_nano": ("coco-calib", PreprocessOptions(preset=Preset.raw, bgr=True, resize=ResizeMode.letterbox)),
+    "vit_mnist": ("mnist-test", PreprocessOptions(mean=(33.33,), std=(78.57,), resize=ResizeMode.squash)),
+}
+
+
+@pytest.mark.parametrize("model", sorted(PREPROCESS))
+def test_rebalanced_float_graph_matches_the_original(model: str, tmp_path: Path) -> None:
+    """Every rebalancing candidate of the model at once (alpha 0.5: folds into Conv, Gemm, MatMul,
+    LayerNorm, through ReLU and ReLU6, and float Muls elsewhere) leaves the FP32 outputs unchanged."""
+    folder, pre = PREPROCESS[model]
+    table_path = tmp_path / "table.json"
+    pipeline.calibrate(
+        MODELS / f"{model}.onnx", table_path, CalibrateConfig(ImageSelection(IMAGES / folder, 8), pre)
+    )
+    _, table, inferred = pipeline._load_for_int8(MODELS / f"{model}.onnx", table_path)
+    decided = plan(inferred, table, ConvertConfig(smoothquant="0.5"))
+    assert decided.rebalances
+    rebalanced = onnx.ModelProto()
+    rebalanced.CopyFrom(inferred)
+    apply_rebalances(rebalanced, decided.rebalances)
+    available = [i.name for i in rebalanced.graph.input] + [t.name for t in rebalanced.graph.initializer]
+    ordered = topological_order(rebalanced.graph.node, available)
+    del rebalanced.graph.node[:]
+    rebalanced.graph.node.extend(ordered)
+    assert table.samples is not None
+    before, after = Session.of(inferred), Session.of(rebalanced)
+    for a, b in zip(before.run_samples(table.samples), after.run_samples(table.samples), strict=True):
+        for name in a:
+            assert np.max(np.abs(a[name] - b[name])) / np.max(np.abs(a[name])) < 1e-4, name
