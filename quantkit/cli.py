@@ -474,6 +474,115 @@ def sensitivity(
         files.write_atomic(write_exclusions, report.exclusions_file(result, keep, model.name).encode())
 
 
+@app.command(
+    epilog="Example: quantkit shrink model.onnx --images calib/ --eval-images val/ --labels labels.txt "
+    "--output-dir shrink/ --max-drop 1 --min-speedup 1.5 --max-size-ratio 0.3"
+)
+def shrink(
+    model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
+    images: Annotated[Path, typer.Option("--images", help="Calibration image folder.")],
+    output_dir: Annotated[
+        Path,
+        typer.Option("--output-dir", help="Where the INT8 model, report.json, report.md and junit.xml go."),
+    ],
+    eval_images: Annotated[
+        Path | None,
+        typer.Option("--eval-images", help="Held-out images for the comparison [default: --images]."),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="Class ids in output order: --max-drop is then in top-1 points."),
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            "--max-drop",
+            help="Gate: accuracy points lost at most (top-1 with --labels; detections lost with --detector; "
+            "else top-1 disagreement with FP32).",
+        ),
+    ] = None,
+    min_speedup: Annotated[
+        float | None, typer.Option("--min-speedup", help="Gate: FP32 p50 latency / INT8 p50 at least this.")
+    ] = None,
+    max_size_ratio: Annotated[
+        float | None, typer.Option("--max-size-ratio", help="Gate: INT8 bytes / FP32 bytes at most this.")
+    ] = None,
+    exit_zero: Annotated[
+        bool, typer.Option("--exit-zero", help="Exit 0 even when a gate fails (report-only runs).")
+    ] = False,
+    num_images: NumImagesOpt = None,
+    eval_num_images: Annotated[
+        int | None, typer.Option("--eval-num-images", help="Use this many of the evaluation images.")
+    ] = None,
+    seed: SeedOpt = 0,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="Calibration tables, reused when model, preprocessing and images match "
+            "[default: $XDG_CACHE_HOME/quantkit or ~/.cache/quantkit].",
+        ),
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads for the latency runs.")] = 1,
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved.")] = 100,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")] = 10,
+    detector: Annotated[
+        str | None,
+        typer.Option("--detector", help="yolo: detection recall on [N, A, 5+C] outputs."),
+    ] = None,
+    score_threshold: Annotated[
+        float, typer.Option("--score-threshold", help="Detection score for --detector.")
+    ] = 0.3,
+    preset: PresetOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bgr: BgrOpt = None,
+    resize: ResizeOpt = None,
+    input_size: SizeOpt = None,
+) -> None:
+    """Calibrate (or reuse a cached table), convert to INT8 and compare in one step, with gates that set
+    the exit code: 0 all pass, 1 a gate failed (reports still written), 2 an error."""
+    from quantkit import shrink as shrinking
+    from quantkit import shrink_report
+    from quantkit.config import (
+        CalibrateConfig,
+        CompareConfig,
+        ConvertConfig,
+        Gates,
+        ImageSelection,
+        LatencyConfig,
+        ShrinkConfig,
+    )
+
+    preprocess = _preprocess_options(preset, mean, std, bgr, resize, input_size)
+    config = ShrinkConfig(
+        calibration=CalibrateConfig(ImageSelection(images, num_images, seed), preprocess),
+        convert=ConvertConfig(),
+        evaluation=CompareConfig(
+            images=ImageSelection(eval_images or images, eval_num_images, seed),
+            preprocess=preprocess,
+            labels=labels,
+            latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+            detection_threshold=_detector_threshold(detector, score_threshold),
+        ),
+        gates=Gates(max_drop=max_drop, min_speedup=min_speedup, max_size_ratio=max_size_ratio),
+        cache_dir=cache_dir or _default_cache(),
+    )
+    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+    with _progress() as progress:
+        result = shrinking.shrink(
+            model, output_dir, config, progress, Path(summary_path) if summary_path else None
+        )
+    stdout.print(shrink_report.shrink_table(result, str(output_dir)))
+    if not result.passed and not exit_zero:
+        raise typer.Exit(1)
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "quantkit" / "calibration"
+
+
 def _exclusions(path: Path | None) -> tuple[str, ...]:
     """Node names from a --exclude-from file: one per line; blank lines and # comments ignored."""
     if path is None:
@@ -493,6 +602,8 @@ def main() -> None:
         result = app(standalone_mode=False)
         if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
             raise KeyboardInterrupt
+        if isinstance(result, int) and result:  # and typer.Exit(code) too: shrink's failed gate
+            sys.exit(result)
     except QuantkitError as exc:
         stderr.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(exc.exit_code)

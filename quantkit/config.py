@@ -327,3 +327,43 @@ class AccuracyBudget:
             "max_trials": self.max_trials,
             "timeout_s": self.timeout_s,
         }
+
+
+@dataclass(frozen=True)
+class Gates:
+    """The pass/fail thresholds of `quantkit shrink`; None: not checked.
+
+    max_drop: accuracy points lost against FP32: top-1 points with labels, else points of FP32
+    detections lost for a YOLO-style head, else points of top-1 disagreement with FP32.
+    min_speedup: FP32 p50 latency / INT8 p50 latency. max_size_ratio: INT8 bytes / FP32 bytes."""
+
+    max_drop: float | None = None
+    min_speedup: float | None = None
+    max_size_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_drop is not None and not 0.0 <= self.max_drop <= 100.0:
+            raise ConfigError(f"--max-drop is in points (0-100), got {self.max_drop}")
+        if self.min_speedup is not None and self.min_speedup <= 0:
+            raise ConfigError(f"--min-speedup must be above 0, got {self.min_speedup}")
+        if self.max_size_ratio is not None and self.max_size_ratio <= 0:
+            raise ConfigError(f"--max-size-ratio must be above 0 (e.g. 0.3), got {self.max_size_ratio}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_drop": self.max_drop,
+            "min_speedup": self.min_speedup,
+            "max_size_ratio": self.max_size_ratio,
+        }
+
+
+@dataclass(frozen=True)
+class ShrinkConfig:
+    """quantkit shrink: calibrate on `calibration`, convert, compare on `evaluation`, check `gates`.
+    cache_dir: where calibration tables are kept, keyed by model, preprocessing and image contents."""
+
+    calibration: CalibrateConfig
+    convert: ConvertConfig
+    evaluation: CompareConfig
+    gates: Gates
+    cache_dir: Path | None

@@ -117,6 +117,21 @@ def _fmt(shape: Sequence[int | None]) -> str:
     return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
+def list_digest(paths: Sequence[Path]) -> str:
+    """The content_hash an ImageLoader over `paths` ends with when every file reads (names and contents,
+    in order), without decoding: for comparing image lists before using them."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                continue
+            raw = path.read_bytes()
+        except OSError:
+            continue
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(raw).digest())
+    return digest.hexdigest()
+
+
 class ImageLoader:
     """Streams batches from a list of files; bad files are skipped and remembered, not fatal."""
 

@@ -46,7 +46,7 @@ from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
 from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import name_nodes
-from quantkit.images import ImageLoader, resolve_preprocess, select_images
+from quantkit.images import ImageLoader, list_digest, resolve_preprocess, select_images
 from quantkit.planner import budget as budget_search
 from quantkit.planner import fallback, smoothing
 from quantkit.planner import fp16 as fp16_planner
@@ -279,8 +279,7 @@ def _search_budget(
     deadline = time.monotonic() + budget.timeout_s
     preprocess = Preprocess.from_dict(table.meta["preprocess"])
     paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
-    loader_hash = ImageLoader(paths, preprocess, 1).content_hash
-    if loader_hash == table.meta.get("images", {}).get("list_sha256"):
+    if list_digest(paths) == table.meta.get("images", {}).get("list_sha256"):
         raise ConfigError(
             "the --validation images are the calibration images; hold some apart for validation"
         )

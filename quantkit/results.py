@@ -295,3 +295,33 @@ class SensitivityReport:
     num_images: int
     seconds: float
     settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate of `quantkit shrink`: what was measured against which limit, in which unit."""
+
+    name: str  # "max_drop" | "min_speedup" | "max_size_ratio"
+    measured: float | None  # None: the figure could not be measured (the gate fails)
+    limit: float
+    unit: str
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ShrinkResult:
+    """What `quantkit shrink` did: the converted model, the comparison, the gates and the cache."""
+
+    model: str
+    output: str
+    table: str
+    cache_hit: bool
+    calibration_seconds: float  # 0 when the cache was hit
+    convert: ConvertSummary
+    comparison: ComparisonResult
+    gates: tuple[GateResult, ...]
+    settings: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)

@@ -132,3 +132,14 @@ def test_fallback_fp16_runs_the_layers_left_float_in_float16(
         model, table, tmp_path / "b.onnx", ConvertConfig(fallback="fp16"), budget=budget
     )  # type: ignore[arg-type]
     assert summary.budget is not None and summary.budget.chosen_drop <= 5.0
+
+
+def test_validation_images_identical_to_calibration_are_refused(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path
+) -> None:
+    model, table = planted
+    out = tmp_path / "o.onnx"
+    same = AccuracyBudget(5.0, ImageSelection(image_dir, 8, seed=1), metric=BudgetMetric.agreement)
+    with pytest.raises(ConfigError, match="the --validation images are the calibration images"):
+        pipeline.convert(model, table, out, ConvertConfig(), budget=same)
+    assert not out.exists()

@@ -1,0 +1,40 @@
+"""The gates of `quantkit shrink`: pure checks of a ComparisonResult against thresholds."""
+
+from __future__ import annotations
+
+from quantkit.config import Gates
+from quantkit.results import ComparisonResult, GateResult
+
+
+def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
+    """(points lost against FP32, their unit): top-1 with labels, else detection recall for a YOLO-style
+    head, else top-1 agreement of the first output."""
+    if result.top1_delta is not None:
+        return -100.0 * result.top1_delta, "top-1 points (labels)"
+    first = result.outputs[0] if result.outputs else None
+    if first is not None and first.detection_recall is not None:
+        return 100.0 * (1.0 - first.detection_recall), "points of FP32 detections lost"
+    if first is not None and first.top1_agreement is not None:
+        return 100.0 * (1.0 - first.top1_agreement), "points of top-1 disagreement with FP32"
+    return None, "points (no accuracy figure: give --labels, or --detector for YOLO heads)"
+
+
+def check(result: ComparisonResult, gates: Gates) -> tuple[GateResult, ...]:
+    """One GateResult per configured gate; a figure that cannot be measured fails its gate."""
+    found = []
+    if gates.max_drop is not None:
+        drop, unit = accuracy_drop(result)
+        found.append(
+            GateResult("max_drop", drop, gates.max_drop, unit, drop is not None and drop <= gates.max_drop)
+        )
+    if gates.min_speedup is not None:
+        speedup = result.speedup
+        passed = speedup is not None and speedup >= gates.min_speedup
+        found.append(GateResult("min_speedup", speedup, gates.min_speedup, "x FP32 speed (p50)", passed))
+    if gates.max_size_ratio is not None:
+        ratio = result.candidate_bytes / max(result.reference_bytes, 1)
+        passed = ratio <= gates.max_size_ratio
+        found.append(
+            GateResult("max_size_ratio", ratio, gates.max_size_ratio, "INT8 bytes / FP32 bytes", passed)
+        )
+    return tuple(found)

@@ -1,0 +1,129 @@
+"""`quantkit shrink`: calibrate (or reuse a cached table), convert and compare in one step, check the gates
+and write the reports a CI job keeps: report.json, report.md and junit.xml in the output folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from quantkit import __version__, shrink_report
+from quantkit.calib import table as table_io
+from quantkit.config import ShrinkConfig
+from quantkit.errors import OutputError, QuantkitError
+from quantkit.evaluate import gates
+from quantkit.files import check_output, write_set
+from quantkit.graph import model_io
+from quantkit.images import list_digest, resolve_preprocess, select_images
+from quantkit.pipeline import Progress, calibrate, compare, convert
+from quantkit.results import TABLE_VERSION, ShrinkResult
+
+REPORTS = ("report.json", "report.md", "junit.xml")
+
+
+def _no_progress(label: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+def shrink(
+    model_path: Path,
+    output_dir: Path,
+    config: ShrinkConfig,
+    progress: Progress = _no_progress,
+    step_summary: Path | None = None,
+) -> ShrinkResult:
+    """Writes the INT8 model and the reports into output_dir (created if missing); appends report.md to
+    step_summary (GitHub's GITHUB_STEP_SUMMARY) when given. Gates that fail do not raise: see .passed."""
+    output_dir = _output_dir(output_dir, model_path)
+    table, hit, seconds = _calibration_table(model_path, config, progress)
+    output = output_dir / f"{model_path.stem}.int8.onnx"
+    summary = convert(model_path, table, output, config.convert, progress)
+    comparison = compare(model_path, output, config.evaluation, explicit_preprocess=False, progress=progress)
+    checked = gates.check(comparison, config.gates)
+    meta = table_io.load(table).meta
+    result = ShrinkResult(
+        model=str(model_path),
+        output=str(output),
+        table=str(table),
+        cache_hit=hit,
+        calibration_seconds=seconds,
+        convert=summary,
+        comparison=comparison,
+        gates=checked,
+        settings={
+            "convert": config.convert.to_dict(),
+            "gates": config.gates.to_dict(),
+            "calibration_images": str(config.calibration.images.folder),
+            "calibration_count": meta.get("images", {}).get("count"),
+            "calibration_set_sha256": meta.get("images", {}).get("list_sha256"),
+            "evaluation_images": str(config.evaluation.images.folder),
+            "held_out": config.evaluation.images.folder.resolve()
+            != config.calibration.images.folder.resolve(),
+        },
+    )
+    markdown = shrink_report.shrink_markdown(result)
+    write_set(
+        [
+            (
+                output_dir / "report.json",
+                (json.dumps(shrink_report.shrink_dict(result), indent=2) + "\n").encode(),
+            ),
+            (output_dir / "report.md", markdown.encode()),
+            (output_dir / "junit.xml", shrink_report.junit_xml(result).encode()),
+        ]
+    )
+    if step_summary is not None:
+        try:
+            with step_summary.open("a", encoding="utf-8") as handle:
+                handle.write(markdown + "\n")
+        except OSError as exc:
+            raise OutputError(f"cannot append to the step summary {step_summary} ({exc.strerror})") from exc
+    return result
+
+
+def _output_dir(folder: Path, model_path: Path) -> Path:
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--output-dir {folder} is a file; give a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (*REPORTS, f"{model_path.stem}.int8.onnx"):
+        check_output(folder / name, model_path)
+    return folder
+
+
+def _calibration_table(
+    model_path: Path, config: ShrinkConfig, progress: Progress
+) -> tuple[Path, bool, float]:
+    """(the table, whether it came from the cache, seconds spent calibrating)."""
+    if config.cache_dir is None:
+        raise OutputError("shrink needs a cache folder for its calibration table; give --cache-dir DIR")
+    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    table = config.cache_dir / f"{cache_key(model_path, config)}.calib.json"
+    if table.exists():
+        try:
+            loaded = table_io.load(table)
+            if loaded.model_sha256 == model_io.file_sha256(model_path):
+                return table, True, 0.0
+        except QuantkitError:
+            pass  # a damaged cache entry is recalibrated over
+    done = calibrate(model_path, table, config.calibration, progress)
+    return table, False, done.seconds
+
+
+def cache_key(model_path: Path, config: ShrinkConfig) -> str:
+    """sha256 over the model's bytes, the resolved preprocessing, the calibration images' names and
+    contents and the calibration settings: a table is reused only when all of them match."""
+    model = model_io.load_model(model_path)
+    preprocess = resolve_preprocess(config.calibration.preprocess, model_io.image_input(model))
+    paths = select_images(config.calibration.images)
+    key = {
+        "model": model_io.file_sha256(model_path),
+        "preprocess": preprocess.to_dict(),
+        "images": list_digest(paths),
+        "count": len(paths),
+        "bins": config.calibration.bins,
+        "batch_size": config.calibration.batch_size,
+        "quantkit": __version__,
+        "table_version": TABLE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]

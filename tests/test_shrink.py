@@ -1,0 +1,101 @@
+"""quantkit shrink: one CI step with gates. Exit 0 when every gate passes, 1 when one fails (reports still
+written), 2 on an error; report.json, report.md, junit.xml; GitHub's step summary; the calibration cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from tests.conftest import tiny_cnn
+from tests.helpers import assert_one_line_error, run
+
+FAST = ["--runs", "3", "--warmup", "0"]
+
+
+@pytest.fixture
+def shrink_args(tmp_path: Path, image_dir: Path) -> list[str]:
+    model = tiny_cnn(tmp_path / "model.onnx")
+    return ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+
+
+def _reports(folder: Path) -> tuple[dict, str, ElementTree.Element]:  # type: ignore[type-arg]
+    report = json.loads((folder / "report.json").read_text())
+    return report, (folder / "report.md").read_text(), ElementTree.parse(folder / "junit.xml").getroot()
+
+
+def test_passing_gates_exit_0_with_three_reports_and_the_step_summary(
+    shrink_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    out = tmp_path / "out"
+    code, stdout, err = run(
+        [*shrink_args, "--output-dir", str(out), "--max-drop", "50", "--max-size-ratio", "10"], capsys
+    )
+    assert code == 0, err
+    report, markdown, junit = _reports(out)
+    assert report["schema"] == "quantkit-shrink/1" and report["passed"] is True
+    assert {g["name"] for g in report["gates"]} == {"max_drop", "max_size_ratio"}
+    drop = next(g for g in report["gates"] if g["name"] == "max_drop")
+    assert drop["unit"] == "points of top-1 disagreement with FP32" and 0 <= drop["measured"] <= 50
+    assert report["calibration"]["cache_hit"] is False and report["calibration"]["set_sha256"]
+    assert report["comparison"]["environment"]["versions"] and report["conversion"]["opset_after"] >= 13
+    assert (out / "model.int8.onnx").exists()
+    assert markdown.startswith("### quantkit shrink: PASS")
+    assert junit.get("tests") == "2" and junit.get("failures") == "0"
+    assert [case.get("name") for case in junit] == ["max_drop", "max_size_ratio"]
+    assert summary.read_text() == "earlier step\n" + markdown + "\n"  # appended, not overwritten
+    assert "all gates pass" in stdout
+
+
+def test_a_failing_gate_exits_1_and_still_writes_the_reports(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code, stdout, _ = run([*shrink_args, "--output-dir", str(out), "--min-speedup", "1000"], capsys)
+    assert code == 1
+    report, markdown, junit = _reports(out)
+    assert report["passed"] is False and report["gates"][0]["passed"] is False
+    assert "FAIL" in markdown
+    failure = junit.find("testcase/failure")
+    assert failure is not None and "limit >= 1000" in failure.get("message", "")
+    assert "a gate failed (exit 1)" in stdout
+    code, _, _ = run([*shrink_args, "--output-dir", str(out), "--min-speedup", "1000", "--exit-zero"], capsys)
+    assert code == 0
+
+
+def test_an_error_exits_2_with_one_line(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*shrink_args, "--output-dir", str(tmp_path / "out")]
+    args[args.index("--images") + 1] = str(tmp_path / "missing")
+    code, _, err = run(args, capsys)
+    assert_one_line_error(code, err, "missing")
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_the_second_run_reuses_the_calibration_table(
+    shrink_args: list[str], tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run([*shrink_args, "--output-dir", str(first)], capsys)[0] == 0
+    assert run([*shrink_args, "--output-dir", str(second)], capsys)[0] == 0
+    one, two = _reports(first)[0], _reports(second)[0]
+    assert two["calibration"]["cache_hit"] is True and two["calibration"]["seconds"] == 0
+    assert two["calibration"]["table"] == one["calibration"]["table"]
+    tables = list((tmp_path / "cache").glob("*.calib.json"))
+    assert len(tables) == 1
+    tables[0].with_suffix(".npz").write_bytes(b"damaged")
+    assert run([*shrink_args, "--output-dir", str(second)], capsys)[0] == 0  # recalibrated over
+    assert _reports(second)[0]["calibration"]["cache_hit"] is False
+    other = [*shrink_args, "--output-dir", str(second), "--num-images", "12"]
+    assert run(other, capsys)[0] == 0  # other images, another key
+    assert _reports(second)[0]["calibration"]["cache_hit"] is False
+    assert len(list((tmp_path / "cache").glob("*.calib.json"))) == 2
