@@ -38,7 +38,9 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Post-training INT8 quantization for ONNX vision models: calibrate, convert, compare.",
+    help="Post-training INT8 quantization for ONNX vision models: calibrate, convert, compare, shrink.\n\n"
+    "Options may also come from \\[tool.quantkit] in ./pyproject.toml or quantkit.toml beside the model "
+    "(flags win); add --print-config to a command to see its resolved settings.",
 )
 stdout = Console()
 stderr = Console(stderr=True)
@@ -599,7 +601,13 @@ def _exclusions(path: Path | None) -> tuple[str, ...]:
 def main() -> None:
     """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C."""
     try:
-        result = app(standalone_mode=False)
+        argv = sys.argv[1:]
+        plain = [a for a in argv if a != "--print-config"]
+        default_map = _file_defaults(plain)
+        if len(plain) < len(argv):
+            _print_config(plain, default_map)
+            return
+        result = app(args=argv, standalone_mode=False, default_map=default_map)
         if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
             raise KeyboardInterrupt
         if isinstance(result, int) and result:  # and typer.Exit(code) too: shrink's failed gate
@@ -629,6 +637,57 @@ def main() -> None:
             f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); this is a quantkit "
             "bug: rerun with QUANTKIT_DEBUG=1 for the traceback and report it"
         )
+
+
+def _commands() -> dict[str, Any]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return dict(getattr(group, "commands", {}))
+
+
+def _file_defaults(argv: list[str]) -> dict[str, dict[str, Any]]:
+    """Option defaults from [tool.quantkit] in ./pyproject.toml and quantkit.toml beside the model."""
+    from quantkit import cli_config
+
+    commands = _commands()
+    options = {
+        name: {p.opts[0].lstrip("-"): p.name for p in cmd.params if p.opts and p.opts[0].startswith("--")}
+        for name, cmd in commands.items()
+    }
+    model = None
+    if argv and argv[0] in commands:
+        parsed = commands[argv[0]].make_context(argv[0], list(argv[1:]), resilient_parsing=True)
+        found = parsed.params.get("model") or parsed.params.get("reference")
+        model = Path(found) if found else None
+    return cli_config.defaults(cli_config.sources(Path.cwd(), model), options)
+
+
+def _print_config(argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
+    """The command's settings as it would run them, and where each comes from (flag, file, default)."""
+    commands = _commands()
+    if not argv or argv[0] not in commands:
+        raise ConfigError(
+            f"--print-config goes with a command: quantkit COMMAND ... --print-config ({', '.join(commands)})"
+        )
+    name = argv[0]
+    ctx = commands[name].make_context(
+        name, list(argv[1:]), default_map=default_map[name], resilient_parsing=True
+    )
+    origin = {"COMMANDLINE": "command line", "DEFAULT_MAP": "config file", "ENVIRONMENT": "environment"}
+    stdout.print(
+        f"# quantkit {name}: resolved settings (flags > quantkit.toml > pyproject.toml > defaults)",
+        soft_wrap=True,
+    )
+    for param in commands[name].params:
+        if param.name is None or param.name == "help":
+            continue
+        value = ctx.params.get(param.name)
+        shown = value.value if isinstance(value, Enum) else str(value) if isinstance(value, Path) else value
+        key = param.opts[0].lstrip("-") if param.opts and param.opts[0].startswith("--") else param.name
+        source = ctx.get_parameter_source(param.name)
+        where = origin.get(getattr(source, "name", ""), "default")
+        stdout.print(f"{key} = {json.dumps(shown)}  # {where}", highlight=False, markup=False)
 
 
 def _fail(message: str) -> NoReturn:

@@ -1,0 +1,87 @@
+"""Option defaults from files: `[tool.quantkit]` in ./pyproject.toml, then a `quantkit.toml` beside the model
+(it wins); command-line flags win over both.
+
+Keys are option names without the dashes (`num-images = 100`). Top-level keys apply to every command
+that has the option; a table per command (`[tool.quantkit.shrink]`, or `[shrink]` in quantkit.toml)
+overrides them for that command. An unknown key is an error, never ignored."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from quantkit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+
+PROJECT_FILE = "pyproject.toml"
+MODEL_FILE = "quantkit.toml"
+
+
+def sources(cwd: Path, model: Path | None) -> list[tuple[Path, dict[str, Any]]]:
+    """(file, its quantkit settings) in increasing precedence; files that do not exist are left out."""
+    found = []
+    project = cwd / PROJECT_FILE
+    if project.is_file():
+        table = _read(project).get("tool", {}).get("quantkit")
+        if table is not None:
+            found.append((project, _table(table, project)))
+    if model is not None:
+        beside = model.parent / MODEL_FILE
+        if beside.is_file():
+            found.append((beside, _read(beside)))
+    return found
+
+
+def defaults(
+    files: list[tuple[Path, dict[str, Any]]], commands: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """click's default_map: command -> parameter name -> value. commands: command -> option name (no
+    dashes) -> parameter name, for every option of every command."""
+    options = {option for table in commands.values() for option in table}
+    resolved: dict[str, dict[str, Any]] = {name: {} for name in commands}
+    for path, settings in files:  # later files win; in a file, a command's table wins over top-level keys
+        for key, value in settings.items():
+            if isinstance(value, dict):
+                if key not in commands:
+                    raise ConfigError(f"{path}: [{key}] is not a quantkit command; use {', '.join(commands)}")
+            elif key not in options:
+                raise ConfigError(f"{path}: unknown option {key!r}; keys are option names without the dashes")
+            else:
+                for command, table in commands.items():
+                    if key in table:
+                        resolved[command][table[key]] = value
+        for key, value in settings.items():
+            if isinstance(value, dict):
+                _apply(resolved[key], value, commands[key], path, f"[{key}] ")
+    return resolved
+
+
+def _apply(
+    target: dict[str, Any], section: Mapping[str, Any], table: Mapping[str, str], path: Path, where: str
+) -> None:
+    for key, value in section.items():
+        if key not in table:
+            raise ConfigError(f"{path}: {where}unknown option {key!r}; see the command's --help")
+        target[table[key]] = value
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path} ({exc.__class__.__name__}); check the file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix the file") from exc
+
+
+def _table(value: object, path: Path) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [tool.quantkit] must be a table")
+    return value

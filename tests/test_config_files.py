@@ -1,0 +1,67 @@
+"""Option defaults from [tool.quantkit] in ./pyproject.toml and quantkit.toml beside the model; flags win;
+--print-config shows the resolved settings and where each comes from; bad files fail with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_cnn
+from tests.helpers import assert_one_line_error, run
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder (the working directory) with models/model.onnx."""
+    (tmp_path / "models").mkdir()
+    tiny_cnn(tmp_path / "models" / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_files_fill_options_and_flags_win(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "pyproject.toml").write_text("[tool.quantkit]\nthreads = 2\nnum-images = 50\nruns = 7\n")
+    (project / "models" / "quantkit.toml").write_text(
+        "num-images = 10\n[shrink]\nmin-speedup = 1.2\nruns = 9\n"
+    )
+    argv = ["shrink", "models/model.onnx", "--images", "img", "--output-dir", "out", "--threads", "1"]
+    code, stdout, err = run([*argv, "--print-config"], capsys)
+    assert code == 0, err
+    lines = dict(line.split("  # ") for line in stdout.splitlines() if "  # " in line)
+    assert lines["threads = 1"] == "command line"  # the flag over pyproject.toml's 2
+    assert lines["num-images = 10"] == "config file"  # quantkit.toml over pyproject.toml's 50
+    assert lines["min-speedup = 1.2"] == "config file" and lines["runs = 9"] == "config file"
+    assert lines["seed = 0"] == "default" and lines['images = "img"'] == "command line"
+
+
+def test_a_run_uses_the_file(project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "models" / "quantkit.toml").write_text("[calibrate]\nnum-images = 5\n")
+    code, stdout, err = run(
+        ["calibrate", "models/model.onnx", "--images", str(image_dir), "-o", "t.json"], capsys
+    )
+    assert code == 0, err
+    assert "on 5 images" in stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        ("bogus = 1\n", "unknown option 'bogus'"),
+        ("[convrt]\nmethod = 'mse'\n", "[convrt] is not a quantkit command"),
+        ("[convert]\nnum-imgs = 3\n", "[convert] unknown option 'num-imgs'"),
+        ("num-images = \n", "is not valid TOML"),
+    ],
+)
+def test_bad_files_fail_with_one_line(
+    project: Path, text: str, phrase: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "models" / "quantkit.toml").write_text(text)
+    code, _, err = run(["calibrate", "models/model.onnx", "--images", "img", "-o", "t.json"], capsys)
+    assert_one_line_error(code, err, phrase)
+
+
+def test_a_value_of_the_wrong_type_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "pyproject.toml").write_text("[tool.quantkit]\nnum-images = 'many'\n")
+    code, _, err = run(["calibrate", "models/model.onnx", "--images", "img", "-o", "t.json"], capsys)
+    assert_one_line_error(code, err, "num-images")
