@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint fuzz bench clean
+.PHONY: install test lint fuzz bench readme clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ fuzz:
 # Side-by-side measurements against onnxruntime.quantization on ../shared/assets (skips when absent).
 bench:
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The README's command reference, from each command's --help (tests/test_readme.py fails when stale).
+readme:
+	$(BIN)/python -m tests.readme_reference
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
