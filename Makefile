@@ -3,12 +3,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint fuzz bench readme clean
+.PHONY: install demo test lint fuzz bench readme clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+
+# The first run: the embedded digits CNN (calibration_data/) shrunk end to end, offline; installs first.
+demo: $(BIN)/quantkit
+	$(BIN)/quantkit demo
+
+$(BIN)/quantkit:
+	$(MAKE) install
 
 test:
 	$(BIN)/python -m pytest -q

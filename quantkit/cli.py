@@ -580,6 +580,59 @@ def shrink(
         raise typer.Exit(1)
 
 
+@app.command(
+    epilog="Example: quantkit demo   (offline: the embedded digits CNN)  |  quantkit demo --zoo mobilenetv2 "
+    "--images photos/"
+)
+def demo(
+    zoo_name: Annotated[
+        str | None,
+        typer.Option(
+            "--zoo",
+            help="Instead: a model zoo model (mobilenetv2, shufflenetv2, densenet121), downloaded once.",
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="With --zoo: ImageNet-like photos to calibrate on.")
+    ] = None,
+    eval_images: Annotated[
+        Path | None, typer.Option("--eval-images", help="With --zoo: held-out photos [default: --images].")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="With --zoo: class ids in output order.")
+    ] = None,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Where the INT8 model and the reports go.")
+    ] = Path("quantkit-demo"),
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Downloads and calibration tables [default: ~/.cache/quantkit]."),
+    ] = None,
+) -> None:
+    """Shrink a model end to end and show the report: by default the digits CNN embedded in
+    calibration_data/ on its held-out digits, offline."""
+    from quantkit import demo as demos
+    from quantkit import report, shrink_report
+
+    cache = cache_dir or _default_cache().parent
+    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+    step_summary = Path(summary_path) if summary_path else None
+    with _progress() as progress:
+        if zoo_name is None:
+            result = demos.embedded(output_dir, cache, progress, step_summary)
+        elif images is None:
+            raise ConfigError("--zoo needs --images DIR: ImageNet-like photos to calibrate and evaluate on")
+        else:
+            result = demos.from_zoo(
+                zoo_name, images, eval_images, labels, output_dir, cache, progress, step_summary
+            )
+    stdout.print(report.compare_table(result.comparison))
+    stdout.print()
+    stdout.print(shrink_report.shrink_table(result, str(output_dir)))
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 def _default_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME")
     return (Path(base) if base else Path.home() / ".cache") / "quantkit" / "calibration"

@@ -31,3 +31,7 @@ class ConfigError(QuantkitError):
 
 class OutputError(QuantkitError):
     """An output path cannot be written (same as the input, missing folder, not writable)."""
+
+
+class DownloadError(QuantkitError):
+    """A model could not be downloaded (no network, server error) or failed its pinned checksum."""

@@ -26,6 +26,7 @@ GATE_LABELS = {
 def _figure(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "-"
+    value = 0.0 if value == 0 else value  # no "-0"
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
 
 
