@@ -1,0 +1,127 @@
+"""What rich renders for people, checked against golden text at a fixed width (100 columns, no colour).
+
+Results are built by hand so that the text is the same on every machine. After an intended change of
+the output: QUANTKIT_UPDATE_GOLDEN=1 pytest tests/test_golden.py, and review the diff of tests/golden/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console, RenderableType
+
+from quantkit import report, shrink_report
+from quantkit.results import (
+    Accuracy,
+    ComparisonResult,
+    ConvertSummary,
+    Corrections,
+    GateResult,
+    LatencyStats,
+    OutputMetrics,
+    QuantParams,
+    QuantPlan,
+    Rebalance,
+    ShrinkResult,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _render(renderable: RenderableType) -> str:
+    with open(os.devnull, "w") as sink:
+        console = Console(width=100, record=True, color_system=None, force_terminal=False, file=sink)
+        console.print(renderable)
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
+
+
+def _check(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("QUANTKIT_UPDATE_GOLDEN"):
+        path.write_text(text, encoding="utf-8")
+    assert path.read_text(encoding="utf-8") == text, f"{name} changed; see the module docstring to update"
+
+
+def _comparison() -> ComparisonResult:
+    return ComparisonResult(
+        reference="model.onnx",
+        candidate="model.int8.onnx",
+        num_images=500,
+        outputs=(OutputMetrics("logits", 19.58, 0.99450, 4.2, 0.976, 0.929),),
+        reference_accuracy=Accuracy(0.828, 0.966, 500),
+        candidate_accuracy=Accuracy(0.824, 0.966, 500),
+        reference_latency=LatencyStats(7.26, 7.42, 7.54, 7.30, 100),
+        candidate_latency=LatencyStats(3.59, 3.94, 4.21, 3.65, 100),
+        reference_bytes=13_964_571,
+        candidate_bytes=3_840_313,
+        settings={"threads": 1, "batch_size_latency": 1, "runs": 100},
+        environment={"cpu": "Example CPU @ 2.0GHz", "vnni": True},
+        candidate_conversion={
+            "rebalanced": [{"tensor": "clip_5", "alpha": 0.75}, {"tensor": "clip_21", "alpha": 0.5}],
+            "bias_corrected_layers": 53,
+            "calibration_sqnr_db": {
+                "plain": 16.33,
+                "bias_correction": 18.39,
+                "rebalancing": 17.71,
+                "both": 19.84,
+            },
+        },
+    )
+
+
+def _summary() -> ConvertSummary:
+    params = QuantParams(np.asarray(0.05, np.float32), np.asarray(0, np.uint8))
+    rebalance = Rebalance(
+        "clip_5", np.ones(4, np.float32), 0.75, ("conv_7",), "conv_5", 1, 4, params, ("clip_5",)
+    )
+    plan = QuantPlan(
+        activations={},
+        weights=(),
+        quantized_nodes={},
+        folds={},
+        skipped=(),
+        rebalances=(rebalance,),
+        input_means={f"conv_{i}": np.zeros(1) for i in range(53)},
+    )
+    return ConvertSummary(
+        quantized_by_type={"Conv": 52, "Gemm": 1, "Add": 10},
+        folded_by_type={"Clip": 35},
+        float_by_reason={("Flatten", "not between quantized ops"): 1},
+        bytes_before=13_964_571,
+        bytes_after=3_840_313,
+        opset_before=13,
+        opset_after=13,
+        smoke_sqnr_db={"output": 19.84},
+        plan=plan,
+        corrections=Corrections({"clip_5": 0.29}, 16.33, 18.39, 17.71, 19.84),
+    )
+
+
+def test_compare_table() -> None:
+    _check("compare.txt", _render(report.compare_table(_comparison())))
+
+
+def test_convert_table() -> None:
+    _check("convert.txt", _render(report.convert_table(_summary(), "model.int8.onnx")))
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_shrink_table(passed: bool) -> None:
+    gates = (
+        GateResult("max_drop", 0.4, 1.0, "top-1 points (labels)", True),
+        GateResult("min_speedup", 2.02, 1.5 if passed else 3.0, "x FP32 speed (p50)", passed),
+    )
+    result = ShrinkResult(
+        "model.onnx",
+        "out/model.int8.onnx",
+        "cache/0123.calib.json",
+        True,
+        0.0,
+        _summary(),
+        _comparison(),
+        gates,
+        {},
+    )
+    _check(f"shrink_{'pass' if passed else 'fail'}.txt", _render(shrink_report.shrink_table(result, "out")))
