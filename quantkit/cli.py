@@ -40,10 +40,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Post-training INT8 quantization for ONNX vision models: calibrate, convert, compare, shrink.\n\n"
     "Options may also come from \\[tool.quantkit] in ./pyproject.toml or quantkit.toml beside the model "
-    "(flags win); add --print-config to a command to see its resolved settings.",
+    "(flags win); add --print-config to a command to see its resolved settings. --quiet (-q) leaves "
+    "only files, errors and the exit code; --verbose (-v) logs each step with its time to stderr.",
 )
 stdout = Console()
 stderr = Console(stderr=True)
+# -1 with --quiet (no progress, no tables: files, errors and exit codes only), 1 with --verbose (each step
+# logged to stderr with its time). Set by main() from anywhere on the command line.
+VERBOSITY = {"level": 0}
+LOUDNESS_FLAGS = {"--quiet": -1, "-q": -1, "--verbose": 1, "-v": 1}
+
+
+def _show(*renderables: Any, **options: Any) -> None:
+    """Results go to stdout, unless --quiet."""
+    if VERBOSITY["level"] >= 0:
+        stdout.print(*renderables, **options)
+
 
 ImagesOpt = Annotated[
     Path, typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive.")
@@ -132,8 +144,11 @@ def _detector_threshold(detector: str | None, threshold: float) -> float | None:
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     """A progress factory for the pipeline, drawn on stderr when it is a terminal."""
+    import time
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    level = VERBOSITY["level"]
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -141,12 +156,23 @@ def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
         TimeRemainingColumn(),
         console=stderr,
         transient=True,
-        disable=not stderr.is_terminal,
+        disable=level < 0 or not stderr.is_terminal,
     ) as bars:
 
         def start(label: str, total: int) -> Callable[[int], None]:
             task = bars.add_task(label, total=total)
-            return lambda n: bars.advance(task, n)
+            began, done = time.perf_counter(), [0]
+            if level > 0:
+                bars.console.print(f"{label}: {total} step(s)", highlight=False, markup=False)
+
+            def advance(n: int) -> None:
+                bars.advance(task, n)
+                done[0] += n
+                if level > 0 and done[0] >= total > done[0] - n:
+                    seconds = time.perf_counter() - began
+                    bars.console.print(f"{label}: done in {seconds:.1f} s", highlight=False, markup=False)
+
+            return advance
 
         yield start
 
@@ -185,7 +211,7 @@ def calibrate(
     )
     with _progress() as progress:
         summary = pipeline.calibrate(model, output, config, progress)
-    stdout.print(
+    _show(
         report.calibrate_lines(
             str(summary.table),
             summary.images_used,
@@ -331,7 +357,7 @@ def convert(
         )
         with _progress() as progress:
             half = pipeline.convert_float16(model, calibration, output, fp16, progress)
-        stdout.print(report.float16_table(half, str(output)))
+        _show(report.float16_table(half, str(output)))
         return
     if calibration is None:
         raise ConfigError("--to int8 needs --calibration TABLE; run `quantkit calibrate` first")
@@ -363,7 +389,7 @@ def convert(
         )
     with _progress() as progress:
         summary = pipeline.convert(model, calibration, output, config, progress, budget)
-    stdout.print(report.convert_table(summary, str(output)))
+    _show(report.convert_table(summary, str(output)))
 
 
 @app.command(
@@ -418,7 +444,7 @@ def compare(
             raise ConfigError(f"output folder {out.parent} does not exist; create it first")
     with _progress() as progress:
         result = pipeline.compare(reference, candidate, config, explicit, progress)
-    stdout.print(report.compare_table(result))
+    _show(report.compare_table(result))
     if json_path is not None:
         files.write_atomic(json_path, (json.dumps(report.comparison_dict(result), indent=1) + "\n").encode())
     if markdown is not None:
@@ -469,7 +495,7 @@ def sensitivity(
         result = pipeline.sensitivity(
             model, calibration, ImageSelection(images, num_images, seed), config, top, progress
         )
-    stdout.print(report.sensitivity_table(result))
+    _show(report.sensitivity_table(result))
     if json_path is not None:
         files.write_atomic(json_path, (json.dumps(report.sensitivity_dict(result), indent=1) + "\n").encode())
     if write_exclusions is not None:
@@ -575,7 +601,7 @@ def shrink(
         result = shrinking.shrink(
             model, output_dir, config, progress, Path(summary_path) if summary_path else None
         )
-    stdout.print(shrink_report.shrink_table(result, str(output_dir)))
+    _show(shrink_report.shrink_table(result, str(output_dir)))
     if not result.passed and not exit_zero:
         raise typer.Exit(1)
 
@@ -626,9 +652,9 @@ def demo(
             result = demos.from_zoo(
                 zoo_name, images, eval_images, labels, output_dir, cache, progress, step_summary
             )
-    stdout.print(report.compare_table(result.comparison))
-    stdout.print()
-    stdout.print(shrink_report.shrink_table(result, str(output_dir)))
+    _show(report.compare_table(result.comparison))
+    _show()
+    _show(shrink_report.shrink_table(result, str(output_dir)))
     if not result.passed:
         raise typer.Exit(1)
 
@@ -654,7 +680,10 @@ def _exclusions(path: Path | None) -> tuple[str, ...]:
 def main() -> None:
     """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C."""
     try:
-        argv = sys.argv[1:]
+        argv = [a for a in sys.argv[1:] if a not in LOUDNESS_FLAGS]
+        VERBOSITY["level"] = 0
+        for flag in sys.argv[1:]:
+            VERBOSITY["level"] = LOUDNESS_FLAGS.get(flag, VERBOSITY["level"])
         plain = [a for a in argv if a != "--print-config"]
         default_map = _file_defaults(plain)
         if len(plain) < len(argv):

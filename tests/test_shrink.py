@@ -99,3 +99,14 @@ def test_the_second_run_reuses_the_calibration_table(
     assert run(other, capsys)[0] == 0  # other images, another key
     assert _reports(second)[0]["calibration"]["cache_hit"] is False
     assert len(list((tmp_path / "cache").glob("*.calib.json"))) == 2
+
+
+def test_quiet_prints_nothing_and_verbose_logs_each_step(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, stdout, err = run([*shrink_args, "--output-dir", str(tmp_path / "q"), "--quiet"], capsys)
+    assert code == 0 and stdout == "" and err == ""
+    assert (tmp_path / "q" / "report.json").exists()
+    code, stdout, err = run(["-v", *shrink_args, "--output-dir", str(tmp_path / "v")], capsys)
+    assert code == 0 and "report.json, report.md, junit.xml" in " ".join(stdout.split())
+    assert "evaluating: done in" in err and "timing: done in" in err  # logs on stderr, results on stdout
