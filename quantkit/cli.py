@@ -538,6 +538,12 @@ def shrink(
     exit_zero: Annotated[
         bool, typer.Option("--exit-zero", help="Exit 0 even when a gate fails (report-only runs).")
     ] = False,
+    html: Annotated[
+        bool,
+        typer.Option(
+            "--html", help="Also report.html: per-layer error, activation ranges, latency pictures."
+        ),
+    ] = False,
     num_images: NumImagesOpt = None,
     eval_num_images: Annotated[
         int | None, typer.Option("--eval-num-images", help="Use this many of the evaluation images.")
@@ -598,9 +604,8 @@ def shrink(
     )
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     with _progress() as progress:
-        result = shrinking.shrink(
-            model, output_dir, config, progress, Path(summary_path) if summary_path else None
-        )
+        step_summary = Path(summary_path) if summary_path else None
+        result = shrinking.shrink(model, output_dir, config, progress, step_summary, html)
     _show(shrink_report.shrink_table(result, str(output_dir)))
     if not result.passed and not exit_zero:
         raise typer.Exit(1)

@@ -22,6 +22,15 @@ except ImportError:  # pragma: no cover - Windows: writes stay atomic, sets are 
     fcntl = None  # type: ignore[assignment]
 
 
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def check_output(output: Path, *inputs: Path) -> None:
     """Refuse an output path that is an input, a folder, or in a missing folder."""
     resolved = output.resolve()
@@ -49,6 +58,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp, _FILE_MODE)  # mkstemp makes 0600: give outputs the mode a plain open() would
         os.replace(temp, path)
     except OSError as exc:
         Path(temp).unlink(missing_ok=True)

@@ -687,6 +687,20 @@ def sensitivity(
     )
 
 
+def layer_errors(
+    model_path: Path, table_path: Path, config: ConvertConfig
+) -> tuple[tuple[str, str, float], ...]:
+    """(node, op type, SQNR in dB of its output when only it is quantized) per quantized linear layer, in
+    graph order, on the table's samples: one run of the local probe (rebalancing off, as sensitivity)."""
+    _, table, inferred = _load_for_int8(model_path, table_path)
+    probes, _ = sens.probes(inferred, table, config)
+    noise = {node: OutputNoise() for node, _ in probes.layers}
+    for probed in Session.of(probes.local).run_samples(_table_samples(table)):
+        for node, (ref_name, local_name) in probes.local_outputs.items():
+            noise[node].update({ref_name: probed[ref_name]}, {ref_name: probed[local_name]})
+    return tuple((node, op, noise[node].sqnr_db) for node, op in probes.layers)
+
+
 def _cumulative(
     model: onnx.ModelProto,
     fp32: Session,
@@ -767,6 +781,7 @@ def compare(
     lat = config.latency
     timed = [Session(p, threads=lat.threads, spin=False) for p in (reference_path, candidate_path)]
     samples = interleaved_latency(timed, timing_input, lat.warmup, lat.runs, progress("timing", lat.runs))
+    latency_samples = (tuple(float(v) for v in samples[0]), tuple(float(v) for v in samples[1]))
     return ComparisonResult(
         reference=str(reference_path),
         candidate=str(candidate_path),
@@ -793,4 +808,5 @@ def compare(
         },
         environment={**cpu_info(), "versions": versions()},
         candidate_conversion=conversion_record(candidate),
+        latency_samples_ms=latency_samples,
     )

@@ -168,6 +168,7 @@ class ComparisonResult:
     settings: dict[str, Any]
     environment: dict[str, Any]
     candidate_conversion: dict[str, Any] | None = None  # what quantkit recorded converting it
+    latency_samples_ms: tuple[tuple[float, ...], ...] = ()  # (reference, candidate) timed runs, in order
 
     @property
     def speedup(self) -> float | None:
@@ -321,6 +322,10 @@ class ShrinkResult:
     comparison: ComparisonResult
     gates: tuple[GateResult, ...]
     settings: dict[str, Any]
+    # for the HTML report: (node, op type, SQNR dB when only it is quantized) and
+    # (tensor, observed min, observed max, quantized lo, quantized hi)
+    layer_sqnr_db: tuple[tuple[str, str, float], ...] = ()
+    ranges: tuple[tuple[str, float, float, float, float], ...] = ()
 
     @property
     def passed(self) -> bool:

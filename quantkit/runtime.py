@@ -152,7 +152,7 @@ def interleaved_latency(
         for k in order:
             samples[k][i] = sessions[k].timed(batch)
         if progress is not None:
-            progress(i + 1)
+            progress(1)
     return samples
 
 

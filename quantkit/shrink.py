@@ -1,14 +1,16 @@
 """`quantkit shrink`: calibrate (or reuse a cached table), convert and compare in one step, check the gates
-and write the reports a CI job keeps: report.json, report.md and junit.xml in the output folder."""
+and write the reports a CI job keeps: report.json, report.md and junit.xml (and report.html) in the output
+folder."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
-from quantkit import __version__, shrink_report
+from quantkit import __version__, html_report, shrink_report
 from quantkit.calib import table as table_io
 from quantkit.config import ShrinkConfig
 from quantkit.errors import OutputError, QuantkitError
@@ -16,10 +18,10 @@ from quantkit.evaluate import gates
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images
-from quantkit.pipeline import Progress, calibrate, compare, convert
+from quantkit.pipeline import Progress, calibrate, compare, convert, layer_errors
 from quantkit.results import TABLE_VERSION, ShrinkResult
 
-REPORTS = ("report.json", "report.md", "junit.xml")
+REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
 
 
 def _no_progress(label: str, total: int) -> Callable[[int], None]:
@@ -32,16 +34,19 @@ def shrink(
     config: ShrinkConfig,
     progress: Progress = _no_progress,
     step_summary: Path | None = None,
+    html: bool = False,
 ) -> ShrinkResult:
     """Writes the INT8 model and the reports into output_dir (created if missing); appends report.md to
-    step_summary (GitHub's GITHUB_STEP_SUMMARY) when given. Gates that fail do not raise: see .passed."""
+    step_summary (GitHub's GITHUB_STEP_SUMMARY) when given; html: also report.html with per-layer error,
+    activation ranges and latency pictures. Gates that fail do not raise: see .passed."""
     output_dir = _output_dir(output_dir, model_path)
     table, hit, seconds = _calibration_table(model_path, config, progress)
     output = output_dir / f"{model_path.stem}.int8.onnx"
     summary = convert(model_path, table, output, config.convert, progress)
     comparison = compare(model_path, output, config.evaluation, explicit_preprocess=False, progress=progress)
     checked = gates.check(comparison, config.gates)
-    meta = table_io.load(table).meta
+    loaded = table_io.load(table)
+    meta = loaded.meta
     result = ShrinkResult(
         model=str(model_path),
         output=str(output),
@@ -62,17 +67,24 @@ def shrink(
             != config.calibration.images.folder.resolve(),
         },
     )
+    if html:
+        ranges = tuple(
+            (t, loaded.stats[t].minimum, loaded.stats[t].maximum, lo, hi)
+            for t, (lo, hi) in summary.plan.ranges.items()
+            if t in loaded.stats
+        )
+        layers = layer_errors(model_path, table, config.convert)
+        result = dataclasses.replace(result, layer_sqnr_db=layers, ranges=ranges)
     markdown = shrink_report.shrink_markdown(result)
-    write_set(
-        [
-            (
-                output_dir / "report.json",
-                (json.dumps(shrink_report.shrink_dict(result), indent=2) + "\n").encode(),
-            ),
-            (output_dir / "report.md", markdown.encode()),
-            (output_dir / "junit.xml", shrink_report.junit_xml(result).encode()),
-        ]
-    )
+    report_json = json.dumps(shrink_report.shrink_dict(result), indent=2) + "\n"
+    files = [
+        (output_dir / "report.json", report_json.encode()),
+        (output_dir / "report.md", markdown.encode()),
+        (output_dir / "junit.xml", shrink_report.junit_xml(result).encode()),
+    ]
+    if html:
+        files.append((output_dir / "report.html", html_report.render(result).encode()))
+    write_set(files)
     if step_summary is not None:
         try:
             with step_summary.open("a", encoding="utf-8") as handle:

@@ -110,3 +110,18 @@ def test_quiet_prints_nothing_and_verbose_logs_each_step(
     code, stdout, err = run(["-v", *shrink_args, "--output-dir", str(tmp_path / "v")], capsys)
     assert code == 0 and "report.json, report.md, junit.xml" in " ".join(stdout.split())
     assert "evaluating: done in" in err and "timing: done in" in err  # logs on stderr, results on stdout
+
+
+def test_html_report_draws_layers_ranges_and_latency(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code, _, err = run([*shrink_args, "--output-dir", str(out), "--html"], capsys)
+    assert code == 0, err
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and page.count("<svg") == 3 and "<script" not in page
+    report = json.loads((out / "report.json").read_text())
+    assert report["comparison"]["size"]["candidate_bytes"] > 0
+    for layer in ("c1 (Conv)", "c2 (Conv)"):  # one bar per quantized layer, named
+        assert layer in page
+    assert "% kept" in page and "p50" in page
