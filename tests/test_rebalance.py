@@ -370,3 +370,26 @@ def test_compare_reports_what_convert_rebalanced_and_ignores_edited_records(
     onnx.save(edited, str(out))
     code, stdout, err = run(args, capsys)
     assert code == 0 and "rebalanced" not in stdout and "Traceback" not in err
+
+
+def test_the_probe_split_in_chunks_measures_the_same(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quantkit.planner import smoothing
+
+    src, table_path = calibrated(tmp_path, unbalanced_model(), image_dir)
+    model = model_io.infer_shapes(model_io.load_model(src))
+    name_nodes(model)
+    table = load(table_path)
+    whole = smoothing.measure(model, table, ConvertConfig())
+    monkeypatch.setattr(smoothing, "PROBE_BYTES", 1)  # one activation per probe
+    assert (
+        len(
+            smoothing._chunks(
+                model, [(0.5, r) for r in plan(model, table, ConvertConfig(smoothquant="0.5")).rebalances]
+            )
+        )
+        > 1
+    )
+    split = smoothing.measure(model, table, ConvertConfig())
+    assert split.chosen == whole.chosen and split.ratios == pytest.approx(whole.ratios)
