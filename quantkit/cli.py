@@ -64,6 +64,13 @@ NumImagesOpt = Annotated[
     int | None, typer.Option("--num-images", help="Use a seeded subset of N images (cycled if N is larger).")
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --num-images subset.")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads for the latency runs.")]
+RunsOpt = Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved.")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")]
+DetectorOpt = Annotated[
+    str | None, typer.Option("--detector", help="yolo: also report detection recall on [N, A, 5+C] outputs.")
+]
+ScoreOpt = Annotated[float, typer.Option("--score-threshold", help="Detection score for --detector.")]
 PresetOpt = Annotated[
     Preset | None, typer.Option("--preset", help="Normalisation preset [default: imagenet].")
 ]
@@ -406,16 +413,11 @@ def compare(
     ] = None,
     num_images: NumImagesOpt = None,
     seed: SeedOpt = 0,
-    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads for the latency runs.")] = 1,
-    runs: Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved.")] = 100,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")] = 10,
-    detector: Annotated[
-        str | None,
-        typer.Option("--detector", help="yolo: also report detection recall on [N, A, 5+C] outputs."),
-    ] = None,
-    score_threshold: Annotated[
-        float, typer.Option("--score-threshold", help="Detection score for --detector.")
-    ] = 0.3,
+    threads: ThreadsOpt = 1,
+    runs: RunsOpt = 100,
+    warmup: WarmupOpt = 10,
+    detector: DetectorOpt = None,
+    score_threshold: ScoreOpt = 0.3,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every figure as JSON here.")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown table here.")] = None,
     preset: PresetOpt = None,
@@ -557,16 +559,11 @@ def shrink(
             "[default: $XDG_CACHE_HOME/quantkit or ~/.cache/quantkit].",
         ),
     ] = None,
-    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads for the latency runs.")] = 1,
-    runs: Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved.")] = 100,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")] = 10,
-    detector: Annotated[
-        str | None,
-        typer.Option("--detector", help="yolo: detection recall on [N, A, 5+C] outputs."),
-    ] = None,
-    score_threshold: Annotated[
-        float, typer.Option("--score-threshold", help="Detection score for --detector.")
-    ] = 0.3,
+    threads: ThreadsOpt = 1,
+    runs: RunsOpt = 100,
+    warmup: WarmupOpt = 10,
+    detector: DetectorOpt = None,
+    score_threshold: ScoreOpt = 0.3,
     preset: PresetOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
@@ -602,10 +599,8 @@ def shrink(
         gates=Gates(max_drop=max_drop, min_speedup=min_speedup, max_size_ratio=max_size_ratio),
         cache_dir=cache_dir or _default_cache(),
     )
-    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     with _progress() as progress:
-        step_summary = Path(summary_path) if summary_path else None
-        result = shrinking.shrink(model, output_dir, config, progress, step_summary, html)
+        result = shrinking.shrink(model, output_dir, config, progress, _step_summary(), html)
     _show(shrink_report.shrink_table(result, str(output_dir)))
     if not result.passed and not exit_zero:
         raise typer.Exit(1)
@@ -646,8 +641,7 @@ def demo(
     from quantkit import report, shrink_report
 
     cache = cache_dir or _default_cache().parent
-    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
-    step_summary = Path(summary_path) if summary_path else None
+    step_summary = _step_summary()
     with _progress() as progress:
         if zoo_name is None:
             result = demos.embedded(output_dir, cache, progress, step_summary)
@@ -662,6 +656,12 @@ def demo(
     _show(shrink_report.shrink_table(result, str(output_dir)))
     if not result.passed:
         raise typer.Exit(1)
+
+
+def _step_summary() -> Path | None:
+    """GitHub's step summary file, where shrink appends report.md."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    return Path(path) if path else None
 
 
 def _default_cache() -> Path:
