@@ -261,10 +261,11 @@ def test_auto_keeps_only_what_helps_at_the_output() -> None:
         folded=frozenset({"a"}),
     )
     by_output = {("a", "b"): 20.0, ("a",): 22.0}
-    kept, ratios = _best_at_output(measured, 18.0, lambda alphas: by_output[tuple(sorted(alphas))])
-    assert kept == {"a": 0.5} and ratios == {"a": 0.5}  # the fold-only set measured best
+    kept, ratios, db = _best_at_output(measured, 18.0, lambda alphas: by_output[tuple(sorted(alphas))])
+    assert kept == {"a": 0.5} and ratios == {"a": 0.5} and db == 22.0  # the fold-only set measured best
     for without in (25.0, 21.5):  # worse, or less than MIN_OUTPUT_GAIN_DB better: none kept
-        assert _best_at_output(measured, without, lambda alphas: by_output[tuple(sorted(alphas))]) == ({}, {})
+        by_alphas = _best_at_output(measured, without, lambda alphas: by_output[tuple(sorted(alphas))])
+        assert by_alphas == ({}, {}, without)
 
 
 def test_convert_summary_names_the_rebalanced_layers_and_the_corrections(

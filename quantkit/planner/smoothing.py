@@ -69,18 +69,23 @@ def resolve(
         return output_sqnr(apply_plan(model, decided), reference, samples)
 
     off = dataclasses.replace(config, smoothquant="off")
+    no_correction = dataclasses.replace(config, bias_correction=False)
     plain = sqnr(dataclasses.replace(off, bias_correction=False), None)
     corrected = sqnr(off, None) if config.bias_correction else plain
     alphas: dict[str, float] | None = None
     ratios: dict[str, float] = {}
     dropped = False
+    rebalanced = both = None
     if config.smoothquant == "auto":
         measured = measure(model, table, config, cache)
-        alphas, ratios = _best_at_output(measured, corrected, lambda a: sqnr(config, a))
+        alphas, ratios, both = _best_at_output(measured, corrected, lambda a: sqnr(config, a))
         dropped = bool(measured.chosen) and not alphas
-    rebalanced = both = None
-    if config.smoothquant != "off":
-        rebalanced = sqnr(dataclasses.replace(config, bias_correction=False), alphas)
+        # `both` was measured there: the kept set with the configured bias correction (`corrected` if none)
+        rebalanced = plain if config.bias_correction else both
+        if alphas and config.bias_correction:
+            rebalanced = sqnr(no_correction, alphas)
+    elif config.smoothquant != "off":
+        rebalanced = sqnr(no_correction, alphas)
         both = sqnr(config, alphas) if config.bias_correction else rebalanced
     report = Corrections(
         layer_error_ratio=ratios,
@@ -95,18 +100,18 @@ def resolve(
 
 def _best_at_output(
     measured: Measured, without_db: float, sqnr: Callable[[dict[str, float]], float]
-) -> tuple[dict[str, float], dict[str, float]]:
-    """(the choices to keep, their layer error ratios): every measured choice, or only those that fold
-    into their producer (inserted Muls change the ranges downstream most), whichever gives the higher
-    output SQNR; none where neither beats `without_db`, the SQNR without rebalancing, by
-    MIN_OUTPUT_GAIN_DB."""
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """(the choices to keep, their layer error ratios, the output SQNR with them): every measured choice,
+    or only those that fold into their producer (inserted Muls change the ranges downstream most),
+    whichever gives the higher output SQNR; none (and `without_db`) where neither beats `without_db`, the
+    SQNR without rebalancing, by MIN_OUTPUT_GAIN_DB."""
     folded = {t: a for t, a in measured.chosen.items() if t in measured.folded}
     options = [measured.chosen] + ([folded] if folded and len(folded) < len(measured.chosen) else [])
     scored = [(sqnr(option), option) for option in options if option]
     best_db, best = max(scored, key=lambda pair: pair[0], default=(without_db, {}))
     if best_db < without_db + MIN_OUTPUT_GAIN_DB:
-        return {}, {}
-    return best, {t: measured.ratios[t] for t in best}
+        return {}, {}, without_db
+    return best, {t: measured.ratios[t] for t in best}, best_db
 
 
 def measure(
