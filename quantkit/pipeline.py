@@ -221,14 +221,16 @@ def convert(
     start_db = None
     budget_report = None
     cache: dict[str, tuple[float, float]] = {}
-    reference = Session.of(inferred).run_samples(_table_samples(table))
+    reference = Session.of(inferred).run_samples(_table_samples(table))  # FP32 on the table's samples
     alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache)
     if budget is not None:
-        plan, budget_report = _search_budget(inferred, table, config, budget, progress, alphas, cache)
+        plan, budget_report = _search_budget(
+            inferred, table, config, budget, progress, alphas, cache, reference
+        )
     elif config.min_sqnr == 0:
         plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas)
     else:
-        start_db, plan, steps = _search_fallback(inferred, table, config, progress, alphas, cache)
+        start_db, plan, steps = _search_fallback(inferred, table, config, progress, alphas, cache, reference)
     advance(1)
     quantized = _quantized_model(inferred, plan, config)
     _stamp(quantized, config.to_dict(), table_path, table, conversion=_conversion_record(plan, corrections))
@@ -273,6 +275,7 @@ def _search_budget(
     progress: Progress,
     alphas: Mapping[str, float] | None,
     cache: dict[str, tuple[float, float]],
+    sample_reference: list[dict[str, np.ndarray]],
 ) -> tuple[QuantPlan, BudgetReport]:
     """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
     the metric within budget.max_drop points of FP32 on the validation images."""
@@ -294,8 +297,6 @@ def _search_budget(
         reference, batches, budget.metric, budget.validation.folder, classes, budget.detection_threshold
     )
     base = make_plan(model, table, config, range_cache=cache, alphas=alphas)
-    samples = _table_samples(table)
-    sample_reference = reference.run_samples(samples)
     layers = [n.name for n in model.graph.node if n.name in base.quantized_nodes and n.op_type in COMPUTE_OPS]
     advance = progress("ranking layers by output recovery", len(layers))
     scores = fallback.layer_recovery(model, table, config, sample_reference, base, advance, cache, alphas)
@@ -449,12 +450,13 @@ def _search_fallback(
     progress: Progress,
     alphas: Mapping[str, float] | None,
     cache: dict[str, tuple[float, float]],
+    reference: list[dict[str, np.ndarray]],
 ) -> tuple[float, QuantPlan, list[FallbackStep]]:
     advance = progress(
         "measuring each layer's recovery", sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
     )
     plan, steps, start = fallback.search(
-        model, table, config, config.min_sqnr, config.max_float_layers, advance, alphas, cache
+        model, table, config, config.min_sqnr, config.max_float_layers, advance, alphas, cache, reference
     )
     return start, plan, steps
 

@@ -68,8 +68,10 @@ def search(
     progress: Callable[[int], None] | None = None,
     alphas: Mapping[str, float] | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
+    reference: list[dict[str, np.ndarray]] | None = None,
 ) -> tuple[QuantPlan, list[FallbackStep], float]:
-    """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan.
+    """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan;
+    reference: its outputs on table.samples where the caller has them already.
 
     Each round measures the best CANDIDATES_PER_ROUND remaining layers (by their own recovery) on top of
     those already float and keeps the best, until the output SQNR on the samples reaches target_db,
@@ -78,7 +80,7 @@ def search(
     if table.samples is None or table.samples.size == 0:
         return plan(model, table, config, alphas=alphas), [], float("nan")
     samples = table.samples
-    reference = Session.of(model).run_samples(samples)
+    reference = Session.of(model).run_samples(samples) if reference is None else reference
     cache = {} if cache is None else cache
     current = plan(model, table, config, range_cache=cache, alphas=alphas)
     base = output_sqnr(apply_plan(model, current), reference, samples)
