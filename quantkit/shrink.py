@@ -19,7 +19,7 @@ from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images
 from quantkit.pipeline import Progress, calibrate, compare, convert, layer_errors
-from quantkit.results import TABLE_VERSION, ShrinkResult
+from quantkit.results import TABLE_VERSION, CalibrationTable, ShrinkResult
 
 REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
 
@@ -40,12 +40,11 @@ def shrink(
     step_summary (GitHub's GITHUB_STEP_SUMMARY) when given; html: also report.html with per-layer error,
     activation ranges and latency pictures. Gates that fail do not raise: see .passed."""
     output_dir = _output_dir(output_dir, model_path)
-    table, hit, seconds = _calibration_table(model_path, config, progress)
+    table, loaded, hit, seconds = _calibration_table(model_path, config, progress)
     output = output_dir / f"{model_path.stem}.int8.onnx"
     summary = convert(model_path, table, output, config.convert, progress)
     comparison = compare(model_path, output, config.evaluation, explicit_preprocess=False, progress=progress)
     checked = gates.check(comparison, config.gates)
-    loaded = table_io.load(table)
     meta = loaded.meta
     result = ShrinkResult(
         model=str(model_path),
@@ -105,31 +104,32 @@ def _output_dir(folder: Path, model_path: Path) -> Path:
 
 def _calibration_table(
     model_path: Path, config: ShrinkConfig, progress: Progress
-) -> tuple[Path, bool, float]:
-    """(the table, whether it came from the cache, seconds spent calibrating)."""
+) -> tuple[Path, CalibrationTable, bool, float]:
+    """(the table's path, the table, whether it came from the cache, seconds spent calibrating)."""
     if config.cache_dir is None:
         raise OutputError("shrink needs a cache folder for its calibration table; give --cache-dir DIR")
     config.cache_dir.mkdir(parents=True, exist_ok=True)
-    table = config.cache_dir / f"{cache_key(model_path, config)}.calib.json"
-    if table.exists():
+    model_sha256 = model_io.file_sha256(model_path)
+    path = config.cache_dir / f"{cache_key(model_path, config, model_sha256)}.calib.json"
+    if path.exists():
         try:
-            loaded = table_io.load(table)
-            if loaded.model_sha256 == model_io.file_sha256(model_path):
-                return table, True, 0.0
+            loaded = table_io.load(path)
+            if loaded.model_sha256 == model_sha256:
+                return path, loaded, True, 0.0
         except QuantkitError:
             pass  # a damaged cache entry is recalibrated over
-    done = calibrate(model_path, table, config.calibration, progress)
-    return table, False, done.seconds
+    done = calibrate(model_path, path, config.calibration, progress)
+    return path, table_io.load(path), False, done.seconds
 
 
-def cache_key(model_path: Path, config: ShrinkConfig) -> str:
-    """sha256 over the model's bytes, the resolved preprocessing, the calibration images' names and
-    contents and the calibration settings: a table is reused only when all of them match."""
+def cache_key(model_path: Path, config: ShrinkConfig, model_sha256: str) -> str:
+    """sha256 over the model's bytes (model_sha256), the resolved preprocessing, the calibration images'
+    names and contents and the calibration settings: a table is reused only when all of them match."""
     model = model_io.load_model(model_path)
     preprocess = resolve_preprocess(config.calibration.preprocess, model_io.image_input(model))
     paths = select_images(config.calibration.images)
     key = {
-        "model": model_io.file_sha256(model_path),
+        "model": model_sha256,
         "preprocess": preprocess.to_dict(),
         "images": list_digest(paths),
         "count": len(paths),
