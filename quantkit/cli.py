@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.main
 from rich.console import Console
 
 from quantkit.config import (
@@ -690,11 +691,13 @@ def main() -> None:
         for flag in sys.argv[1:]:
             VERBOSITY["level"] = LOUDNESS_FLAGS.get(flag, VERBOSITY["level"])
         plain = [a for a in argv if a != "--print-config"]
-        default_map = _file_defaults(plain)
+        group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
+        commands: dict[str, Any] = dict(getattr(group, "commands", {}))
+        default_map = _file_defaults(commands, plain)
         if len(plain) < len(argv):
-            _print_config(plain, default_map)
+            _print_config(commands, plain, default_map)
             return
-        result = app(args=argv, standalone_mode=False, default_map=default_map)
+        result = group.main(args=argv, standalone_mode=False, default_map=default_map)
         if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
             raise KeyboardInterrupt
         if isinstance(result, int) and result:  # and typer.Exit(code) too: shrink's failed gate
@@ -726,18 +729,10 @@ def main() -> None:
         )
 
 
-def _commands() -> dict[str, Any]:
-    import typer.main
-
-    group = typer.main.get_command(app)
-    return dict(getattr(group, "commands", {}))
-
-
-def _file_defaults(argv: list[str]) -> dict[str, dict[str, Any]]:
+def _file_defaults(commands: dict[str, Any], argv: list[str]) -> dict[str, dict[str, Any]]:
     """Option defaults from [tool.quantkit] in ./pyproject.toml and quantkit.toml beside the model."""
     from quantkit import cli_config
 
-    commands = _commands()
     options = {
         name: {p.opts[0].lstrip("-"): p.name for p in cmd.params if p.opts and p.opts[0].startswith("--")}
         for name, cmd in commands.items()
@@ -750,9 +745,8 @@ def _file_defaults(argv: list[str]) -> dict[str, dict[str, Any]]:
     return cli_config.defaults(cli_config.sources(Path.cwd(), model), options)
 
 
-def _print_config(argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
+def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
     """The command's settings as it would run them, and where each comes from (flag, file, default)."""
-    commands = _commands()
     if not argv or argv[0] not in commands:
         raise ConfigError(
             f"--print-config goes with a command: quantkit COMMAND ... --print-config ({', '.join(commands)})"
