@@ -45,6 +45,12 @@ def find_images(folder: Path) -> list[Path]:
     ]
     if not found:
         others = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        outside = [p for p in others if (folder / p).suffix.lower() in IMAGE_SUFFIXES]
+        if outside:
+            raise ImageError(
+                f"the {len(outside)} image(s) under {folder} (e.g. {outside[0]}) are links to files outside "
+                "it, which are not followed; copy the images in or pass the folder the links point to"
+            )
         held = f"it holds {len(others)} other file(s), e.g. {others[0]}" if others else "it is empty"
         raise ImageError(
             f"no images (.jpg .jpeg .png .bmp .webp) found under {folder} ({held}); "

@@ -422,6 +422,19 @@ def test_symlinks_out_of_the_image_folder_are_ignored(image_dir: Path, tmp_path:
     assert [p.name for p in find_images(folder)] == ["own.png"]
 
 
+def test_a_folder_of_links_out_of_it_says_so(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A subset made of symlinks is common; the error must name the links, not call them other files."""
+    folder = tmp_path / "links"
+    folder.mkdir()
+    for path in sorted(image_dir.rglob("*.png"))[:3]:
+        (folder / path.name).symlink_to(path)
+    model = tiny_cnn(tmp_path / "m.onnx")
+    code, _, err = run(
+        ["calibrate", str(model), "--images", str(folder), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert_one_line_error(code, err, "links to files outside", "copy the images in")
+
+
 # ---------------------------------------------------------------- calibration tables
 
 
