@@ -69,7 +69,12 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads for
 RunsOpt = Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved.")]
 WarmupOpt = Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")]
 DetectorOpt = Annotated[
-    str | None, typer.Option("--detector", help="yolo: also report detection recall on [N, A, 5+C] outputs.")
+    str | None,
+    typer.Option(
+        "--detector",
+        help="Detector head [N, A, 4 box + objectness + classes]: yolo (boxes in pixels) or yolox (raw, "
+        "decoded on the stride 8/16/32 grids). Adds detection recall and the final boxes matched.",
+    ),
 ]
 ScoreOpt = Annotated[float, typer.Option("--score-threshold", help="Detection score for --detector.")]
 PresetOpt = Annotated[
@@ -138,15 +143,18 @@ def _preprocess_options(
     )
 
 
-def _detector_threshold(detector: str | None, threshold: float) -> float | None:
+def _detector(detector: str | None, threshold: float) -> dict[str, Any]:
+    """CompareConfig's detector fields."""
+    from quantkit.config import DetectorHead
+
     if detector is None:
-        return None
-    if detector != "yolo":
+        return {}
+    if detector not in DetectorHead.__members__:
         raise ConfigError(
-            "--detector knows only 'yolo' (outputs [N, anchors, 4 box + objectness + classes]); "
-            f"got {detector!r}"
+            "--detector knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
+            f"[N, anchors, 4 box + objectness + classes]; got {detector!r}"
         )
-    return threshold
+    return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
 
 
 @contextmanager
@@ -440,7 +448,7 @@ def compare(
         preprocess=_preprocess_options(preset, mean, std, bgr, resize, input_size),
         labels=labels,
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
-        detection_threshold=_detector_threshold(detector, score_threshold),
+        **_detector(detector, score_threshold),
     )
     for out in (json_path, markdown):
         if out is not None and not out.parent.is_dir():
@@ -595,7 +603,7 @@ def shrink(
             preprocess=preprocess,
             labels=labels,
             latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
-            detection_threshold=_detector_threshold(detector, score_threshold),
+            **_detector(detector, score_threshold),
         ),
         gates=Gates(max_drop=max_drop, min_speedup=min_speedup, max_size_ratio=max_size_ratio),
         cache_dir=cache_dir or _default_cache(),

@@ -247,6 +247,13 @@ class LatencyConfig:
             raise ConfigError("--runs must be at least 1 and --warmup at least 0")
 
 
+class DetectorHead(str, Enum):
+    """How the box values of a [N, A, 4 + 1 + C] detector output read."""
+
+    yolo = "yolo"  # (cx, cy, w, h) in input pixels, as YOLOv5 and decoded YOLOX exports write them
+    yolox = "yolox"  # raw YOLOX head: cell offsets and log sizes over the stride 8, 16, 32 grids
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     images: ImageSelection
@@ -255,6 +262,7 @@ class CompareConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     batch_size: int = 8
     detection_threshold: float | None = None  # YOLO-style detection recall at this score, when set
+    detector: DetectorHead = DetectorHead.yolo  # how the head's boxes read, with detection_threshold
 
     def __post_init__(self) -> None:
         if self.detection_threshold is not None and not 0.0 < self.detection_threshold < 1.0:

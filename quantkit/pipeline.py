@@ -774,6 +774,8 @@ def compare(
         classes,
         progress("evaluating", len(paths)),
         config.detection_threshold,
+        config.detector,
+        (preprocess.height, preprocess.width),
     )
     if count == 0:
         raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
@@ -805,6 +807,7 @@ def compare(
             "images_skipped": len(loader.skipped),
             "labels": str(config.labels) if config.labels else None,
             "detection_score_threshold": config.detection_threshold,
+            "detector": config.detector.value if config.detection_threshold is not None else None,
             "preprocess": preprocess.to_dict(),
             "graph_optimization": "ORT_ENABLE_ALL",
         },

@@ -15,6 +15,7 @@ from quantkit.results import (
     ConvertSummary,
     Float16Summary,
     LatencyStats,
+    OutputMetrics,
     SensitivityReport,
 )
 
@@ -259,14 +260,14 @@ def compare_table(result: ComparisonResult) -> RenderableType:
     )
     detector = any(m.detection_recall is not None for m in result.outputs)
     columns = ["output", "SQNR", "cosine", "top-1 agree", "top-5 overlap"] + (
-        ["det. recall"] if detector else []
+        ["det. recall", "final boxes"] if detector else []
     )
     for col in columns:
         out.add_column(col, justify="left" if col == "output" else "right")
     for m in result.outputs:
         row = [m.name, _db(m.sqnr_db), f"{m.cosine:.5f}", _pct(m.top1_agreement), _pct(m.top5_overlap)]
         if detector:
-            row.append(f"{_pct(m.detection_recall)} of {m.detections}")
+            row += [f"{_pct(m.detection_recall)} of {m.detections}", _boxes(m)]
         out.add_row(*row)
     lat = Table(
         title=f"latency, ms ({result.settings['threads']} thread(s), batch "
@@ -312,6 +313,14 @@ def _conversion_text(record: dict[str, Any] | None) -> Text:
     return text
 
 
+def _boxes(m: OutputMetrics) -> str:
+    """'433/435 same, 0 extra (2 at the threshold)': the reference's final boxes the candidate makes."""
+    if m.boxes is None:
+        return "-"
+    text = f"{m.boxes_found}/{m.boxes} same, {m.boxes_extra} extra"
+    return text + (f" ({m.boxes_borderline} at the threshold)" if m.boxes_borderline else "")
+
+
 def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
     if stats is None:
         return None
@@ -349,6 +358,10 @@ def comparison_dict(result: ComparisonResult) -> dict[str, Any]:
                 "top5_overlap": m.top5_overlap,
                 "detection_recall": m.detection_recall,
                 "detections": m.detections,
+                "boxes": m.boxes,
+                "boxes_found": m.boxes_found,
+                "boxes_extra": m.boxes_extra,
+                "boxes_borderline": m.boxes_borderline,
             }
             for m in result.outputs
         ],
@@ -389,6 +402,9 @@ def comparison_markdown(result: ComparisonResult) -> str:
                 f"| `{m.name}` top-1 agreement / top-5 overlap | {_pct(m.top1_agreement)} / "
                 f"{_pct(m.top5_overlap)} |"
             )
+        if m.detection_recall is not None:
+            lines.append(f"| `{m.name}` detection recall | {_pct(m.detection_recall)} of {m.detections} |")
+            lines.append(f"| `{m.name}` final boxes (IoU >= 0.5, same class) | {_boxes(m)} |")
     if result.speedup is not None and result.reference_latency and result.candidate_latency:
         lines.append(
             f"| latency p50 reference / candidate | {result.reference_latency.p50:.2f} ms / "

@@ -144,6 +144,10 @@ class OutputMetrics:
     top5_overlap: float | None = None
     detection_recall: float | None = None  # fraction of the reference's detections found (--detector)
     detections: int | None = None  # the reference's detections above the score threshold
+    boxes: int | None = None  # the reference's final boxes (score threshold, then NMS), --detector
+    boxes_found: int | None = None  # of those, the candidate's boxes of the same class at IoU >= 0.5
+    boxes_extra: int | None = None  # the candidate's boxes the reference does not have
+    boxes_borderline: int | None = None  # missed or extra boxes scoring within 0.01 of the threshold
 
 
 @dataclass(frozen=True)

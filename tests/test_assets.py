@@ -158,7 +158,7 @@ def test_shrink_on_real_models(
     ]
     args += ["--cache-dir", str(tmp_path / "cache"), "--runs", "5", "--warmup", "1"]
     if model == "yolox_nano":
-        args += ["--preset", "raw", "--bgr", "--resize", "letterbox", "--detector", "yolo"]
+        args += ["--preset", "raw", "--bgr", "--resize", "letterbox", "--detector", "yolox"]
         args += ["--eval-images", str(IMAGES / "coco-calib"), "--eval-num-images", "8", "--seed", "1"]
     else:
         args += ["--eval-images", str(IMAGES / "imagenet-dev"), "--eval-num-images", "24"]

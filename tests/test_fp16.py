@@ -3,6 +3,7 @@ float32, and a naive conversion shown to overflow where quantkit's does not."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,26 @@ def test_mobilenetv2_fp16_keeps_its_outputs(tmp_path: Path) -> None:
     assert model.stat().st_size / out.stat().st_size >= 1.99
     x = rng(0).normal(0, 1, (4, 3, 224, 224)).astype(np.float32)
     assert _sqnr(model, out, x) >= 40.0
+
+
+@requires_assets()
+@pytest.mark.assets
+def test_yolox_fp16_keeps_every_final_box_but_threshold_ties(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the score threshold and NMS, every box FP32 finds the FP16 model finds (same class, IoU >=
+    0.5), and it adds none, except boxes that score within 0.01 of the threshold in either model."""
+    model = ASSETS / "models" / "yolox_nano.onnx"
+    out, report = tmp_path / "y.fp16.onnx", tmp_path / "c.json"
+    _convert(model, out)
+    args = ["compare", str(model), str(out), "--images", str(ASSETS / "images" / "coco-calib")]
+    args += ["--num-images", "40", "--preset", "raw", "--bgr", "--resize", "letterbox", "--runs", "2"]
+    code, _, err = run([*args, "--detector", "yolox", "--json", str(report)], capsys)
+    assert code == 0, err
+    output = json.loads(report.read_text())["outputs"][0]
+    assert output["boxes"] >= 100
+    differences = output["boxes"] - output["boxes_found"] + output["boxes_extra"]
+    assert differences == output["boxes_borderline"]
 
 
 def _cancelling_model() -> onnx.ModelProto:

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
+from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError
-from quantkit.evaluate.metrics import DetectionRecall, OutputErrors, TopK, is_classification, is_yolo_head
+from quantkit.evaluate.metrics import (
+    BoxAgreement,
+    DetectionRecall,
+    OutputErrors,
+    TopK,
+    is_classification,
+    is_yolo_head,
+    yolox_grid,
+)
 from quantkit.results import Accuracy, Batch, OutputMetrics
 from quantkit.runtime import Session
 
@@ -49,9 +58,12 @@ def compare_outputs(
     classes: Sequence[str] | None,
     progress: Callable[[int], None] | None = None,
     detection_threshold: float | None = None,
+    detector: DetectorHead = DetectorHead.yolo,
+    input_size: tuple[int, int] | None = None,
 ) -> tuple[list[OutputMetrics], Accuracy | None, Accuracy | None, int]:
     """Per-output error metrics; with classes, top-1/top-5 of both models; with a detection threshold,
-    the recall of the reference's detections on YOLO-style outputs [N, A, 5 + C]."""
+    on YOLO-style outputs [N, A, 5 + C] the recall of the reference's detections per anchor and the
+    agreement of the final boxes (`detector` says how to read them; yolox needs the input (H, W))."""
     if reference.output_names != candidate.output_names:
         raise ConfigError(
             f"the models' outputs differ ({reference.output_names} vs {candidate.output_names}); "
@@ -59,6 +71,7 @@ def compare_outputs(
         )
     errors = {name: OutputErrors(name) for name in reference.output_names}
     recalls: dict[str, DetectionRecall] = {}
+    boxes: dict[str, BoxAgreement] = {}
     lookup = {c: i for i, c in enumerate(classes)} if classes else {}
     ref_acc, cand_acc = TopK(), TopK()
     scored_output: str | None = None
@@ -73,6 +86,10 @@ def compare_outputs(
                 recalls.setdefault(name, DetectionRecall(detection_threshold)).update(
                     ref_out[name], cand_out[name]
                 )
+                if name not in boxes:
+                    grid = _grid(detector, input_size, ref_out[name].shape[1])
+                    boxes[name] = BoxAgreement(detection_threshold, grid)
+                boxes[name].update(ref_out[name], cand_out[name])
         count += batch.data.shape[0]
         if lookup:
             scored_output = scored_output or _scored_output(ref_out, len(lookup))
@@ -84,7 +101,15 @@ def compare_outputs(
         if progress is not None:
             progress(batch.data.shape[0])
     metrics = [
-        dataclasses.replace(e.result(), detection_recall=recalls[n].recall, detections=recalls[n].reference)
+        dataclasses.replace(
+            e.result(),
+            detection_recall=recalls[n].recall,
+            detections=recalls[n].reference,
+            boxes=boxes[n].reference,
+            boxes_found=boxes[n].found,
+            boxes_extra=boxes[n].extra,
+            boxes_borderline=boxes[n].borderline,
+        )
         if n in recalls
         else e.result()
         for n, e in errors.items()
@@ -101,6 +126,20 @@ def compare_outputs(
             "<class>_*.jpg or put them in <class>/ folders"
         )
     return metrics, ref_acc.result(), cand_acc.result(), count
+
+
+def _grid(detector: DetectorHead, input_size: tuple[int, int] | None, anchors: int) -> np.ndarray | None:
+    """The YOLOX decoding grid [A, 3] for --detector yolox; None for boxes already in pixels."""
+    if detector is not DetectorHead.yolox:
+        return None
+    grid = yolox_grid(*input_size) if input_size else None
+    if grid is None or len(grid) != anchors:
+        raise ConfigError(
+            f"--detector yolox reads a raw head over the stride 8, 16 and 32 grids of the input; the output "
+            f"has {anchors} anchors, which input {input_size} does not give; use --detector yolo for heads "
+            "that already hold boxes in pixels"
+        )
+    return grid
 
 
 def _scored_output(outputs: dict[str, np.ndarray], num_classes: int) -> str:

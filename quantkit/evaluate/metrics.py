@@ -157,7 +157,107 @@ def is_yolo_head(output: np.ndarray) -> bool:
 
 def detections(head: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(class index [N, A], detection mask [N, A])."""
+    best, score = _class_scores(head)
+    return best, score > threshold
+
+
+def _class_scores(head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """head [..., A, 5 + C] -> (best class [..., A], objectness x its probability [..., A])."""
     classes = head[..., 5:]
     best = classes.argmax(-1)
-    score = head[..., 4] * np.take_along_axis(classes, best[..., None], -1)[..., 0]
-    return best, score > threshold
+    return best, head[..., 4] * np.take_along_axis(classes, best[..., None], -1)[..., 0]
+
+
+YOLOX_STRIDES = (8, 16, 32)
+NMS_IOU = 0.45  # YOLOX's and YOLOv5's default
+MATCH_IOU = 0.5
+BORDERLINE = 0.01  # a difference whose score is this close to the threshold is a threshold tie
+
+
+def yolox_grid(height: int, width: int) -> np.ndarray | None:
+    """Per anchor (cell x, cell y, stride) [A, 3] of a raw YOLOX head over strides 8, 16, 32; None when
+    the input size does not divide into them."""
+    if any(height % s or width % s for s in YOLOX_STRIDES):
+        return None
+    cells = []
+    for s in YOLOX_STRIDES:
+        ys, xs = np.meshgrid(np.arange(height // s), np.arange(width // s), indexing="ij")
+        cells.append(np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, s)], -1))
+    return np.concatenate(cells).astype(np.float64)
+
+
+def corner_boxes(head: np.ndarray, grid: np.ndarray | None) -> np.ndarray:
+    """head [A, 5 + C] -> boxes [A, 4] (x0, y0, x1, y1) in input pixels. With a YOLOX grid the box values
+    are raw (cell offsets, log sizes); without one they are already (cx, cy, w, h) in pixels."""
+    box = head[:, :4].astype(np.float64)
+    if grid is not None:
+        centre = (box[:, :2] + grid[:, :2]) * grid[:, 2:]
+        size = np.exp(np.minimum(box[:, 2:], 30.0)) * grid[:, 2:]
+    else:
+        centre, size = box[:, :2], box[:, 2:]
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a [M, 4], b [K, 4] corner boxes -> IoU [M, K]."""
+    low = np.maximum(a[:, None, :2], b[None, :, :2])
+    high = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(high - low, 0.0, None), axis=-1)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=-1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def final_detections(
+    head: np.ndarray, threshold: float, grid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a detector's user gets from one image: boxes above the score, per-class greedy NMS.
+    head [A, 5 + C] -> (boxes [D, 4], class [D], score [D]), by falling score."""
+    best, score = _class_scores(head)
+    above = np.flatnonzero(score > threshold)
+    above = above[np.argsort(-score[above], kind="stable")]
+    boxes = corner_boxes(head[above], None if grid is None else grid[above])
+    kept: list[int] = []
+    for cls in np.unique(best[above]):
+        order = np.flatnonzero(best[above] == cls)
+        while order.size:
+            kept.append(int(order[0]))
+            order = order[1:][box_iou(boxes[order[:1]], boxes[order[1:]])[0] <= NMS_IOU]
+    kept.sort(key=lambda k: (-score[above[k]], k))
+    chosen = np.asarray(kept, dtype=np.int64)
+    return boxes[chosen], best[above][chosen], score[above][chosen]
+
+
+class BoxAgreement:
+    """The reference's final detections (after threshold and NMS) that the candidate also makes: a box of
+    the same class at IoU >= 0.5, matched greedily by falling reference score. Differences whose score,
+    in the model that made the box, lies within BORDERLINE of the threshold are counted apart: any change
+    of arithmetic flips some of those."""
+
+    def __init__(self, threshold: float, grid: np.ndarray | None) -> None:
+        self.threshold = threshold
+        self.grid = grid
+        self.reference = 0
+        self.found = 0
+        self.extra = 0
+        self.borderline = 0  # missed or extra boxes scoring within BORDERLINE of the threshold
+
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        """ref, cand: float [N, A, 5 + C]."""
+        for one_ref, one_cand in zip(ref, cand, strict=True):
+            ref_boxes, ref_cls, ref_score = final_detections(one_ref, self.threshold, self.grid)
+            cand_boxes, cand_cls, cand_score = final_detections(one_cand, self.threshold, self.grid)
+            iou = box_iou(ref_boxes, cand_boxes)
+            iou[ref_cls[:, None] != cand_cls[None, :]] = 0.0
+            taken = np.zeros(len(cand_boxes), dtype=bool)
+            for k in range(len(ref_boxes)):
+                free = np.where(taken, -1.0, iou[k])
+                if free.size and free.max() >= MATCH_IOU:
+                    taken[int(free.argmax())] = True
+                    self.found += 1
+                elif ref_score[k] < self.threshold + BORDERLINE:
+                    self.borderline += 1
+            self.reference += len(ref_boxes)
+            self.extra += int((~taken).sum())
+            self.borderline += int((cand_score[~taken] < self.threshold + BORDERLINE).sum())

@@ -1,0 +1,134 @@
+"""Detector comparison: YOLOX grid decoding, NMS, and matching the final boxes of two models, on heads
+built by hand so that every box's fate is known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantkit.evaluate.metrics import BoxAgreement, corner_boxes, final_detections, yolox_grid
+from tests.helpers import assert_one_line_error, run
+
+CLASSES = 3
+
+
+def _head(boxes: list[tuple[float, float, float, float, float, int]], anchors: int = 6) -> np.ndarray:
+    """(cx, cy, w, h, score, class) per anchor, in pixels -> head [A, 5 + C]; other anchors score 0."""
+    head = np.zeros((anchors, 5 + CLASSES), np.float32)
+    for k, (cx, cy, w, h, score, cls) in enumerate(boxes):
+        head[k, :4] = cx, cy, w, h
+        head[k, 4] = 1.0
+        head[k, 5 + cls] = score
+    return head
+
+
+def test_yolox_grid_covers_strides_8_16_32() -> None:
+    grid = yolox_grid(416, 416)
+    assert grid is not None and grid.shape == (52 * 52 + 26 * 26 + 13 * 13, 3)
+    assert grid[0].tolist() == [0, 0, 8] and grid[53].tolist() == [1, 1, 8]
+    assert grid[-1].tolist() == [12, 12, 32]
+    assert yolox_grid(416, 420) is None
+
+
+def test_raw_yolox_boxes_decode_to_pixels() -> None:
+    grid = np.array([[3.0, 2.0, 8.0], [1.0, 1.0, 32.0]])
+    head = np.zeros((2, 5 + CLASSES))
+    head[0, :4] = 0.5, 0.25, 0.0, np.log(2.0)  # centre (3.5, 2.25) cells of 8 px; 8 x 16 px
+    head[1, :4] = 0.0, 0.0, np.log(3.0), 0.0  # centre (32, 32); 96 x 32 px
+    boxes = corner_boxes(head, grid)
+    np.testing.assert_allclose(boxes[0], [24.0, 10.0, 32.0, 26.0])
+    np.testing.assert_allclose(boxes[1], [-16.0, 16.0, 80.0, 48.0])
+
+
+def test_nms_keeps_one_box_per_object_and_class() -> None:
+    head = _head(
+        [
+            (50, 50, 20, 20, 0.9, 0),
+            (52, 50, 20, 20, 0.8, 0),  # same object, same class: suppressed
+            (52, 50, 20, 20, 0.7, 1),  # same place, another class: kept
+            (150, 50, 20, 20, 0.6, 0),  # another object
+            (250, 50, 20, 20, 0.2, 0),  # below the threshold
+        ]
+    )
+    boxes, classes, scores = final_detections(head, 0.3, None)
+    assert classes.tolist() == [0, 1, 0]
+    np.testing.assert_allclose(scores, [0.9, 0.7, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(boxes[0], [40, 40, 60, 60])
+
+
+def test_box_agreement_counts_found_missed_extra_and_threshold_ties() -> None:
+    ref = _head([(50, 50, 20, 20, 0.9, 0), (150, 50, 20, 20, 0.8, 1), (250, 50, 20, 20, 0.305, 2)])
+    same = ref.copy()
+    moved = _head(
+        [
+            (53, 50, 20, 20, 0.85, 0),  # IoU 0.74: the same detection
+            (150, 70, 20, 20, 0.8, 1),  # moved by its own height: missed, and an extra box
+            (250, 50, 20, 20, 0.295, 2),  # fell just under the threshold: a threshold tie
+        ]
+    )
+    agreement = BoxAgreement(0.3, None)
+    agreement.update(ref[None], same[None])
+    assert (agreement.reference, agreement.found, agreement.extra, agreement.borderline) == (3, 3, 0, 0)
+    agreement.update(ref[None], moved[None])
+    assert (agreement.reference, agreement.found, agreement.extra, agreement.borderline) == (6, 4, 1, 1)
+
+
+def test_a_box_of_another_class_is_not_the_same_detection() -> None:
+    agreement = BoxAgreement(0.3, None)
+    agreement.update(_head([(50, 50, 20, 20, 0.9, 0)])[None], _head([(50, 50, 20, 20, 0.9, 1)])[None])
+    assert (agreement.found, agreement.extra) == (0, 1)
+
+
+def _raw_detector(path: Path, anchors: int) -> Path:
+    """input [1, 3, 32, 32] -> a constant-plus-input head [1, A, 5 + C] (enough to compare)."""
+    base = np.zeros((1, anchors, 5 + CLASSES), np.float32)
+    base[0, :, 4] = 0.9
+    base[0, :, 5] = np.linspace(0.1, 0.9, anchors)
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1),
+        helper.make_node("Reshape", ["m", "one"], ["m1"]),
+        helper.make_node("Add", ["base", "m1"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, anchors, 5 + CLASSES])],
+        [
+            numpy_helper.from_array(base, "base"),
+            numpy_helper.from_array(np.array([1, 1, 1], np.int64), "one"),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.mark.parametrize(("anchors", "code"), [(16 + 4 + 1, 0), (20, 2)])
+def test_cli_yolox_reads_the_grid_of_the_input_or_says_why_not(
+    anchors: int, code: int, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _raw_detector(tmp_path / "det.onnx", anchors)
+    args = ["compare", str(model), str(model), "--images", str(image_dir), "--runs", "2", "--warmup", "0"]
+    args += [
+        "--detector",
+        "yolox",
+        "--preset",
+        "unit",
+        "--resize",
+        "squash",
+        "--json",
+        str(tmp_path / "c.json"),
+    ]
+    got, _, err = run(args, capsys)
+    if code == 0:
+        assert got == 0, err
+        output = json.loads((tmp_path / "c.json").read_text())["outputs"][0]
+        assert output["boxes"] > 0 and output["boxes_found"] == output["boxes"]
+        assert (output["boxes_extra"], output["boxes_borderline"]) == (0, 0)
+    else:
+        assert_one_line_error(got, err, "--detector yolox", "--detector yolo")
