@@ -76,6 +76,14 @@ DetectorOpt = Annotated[
         "decoded on the stride 8/16/32 grids). Adds detection recall and the final boxes matched.",
     ),
 ]
+CompactOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compact",
+        help="Fewer bytes, same outputs: identical weights stored once, default attributes dropped, "
+        "inner tensors renamed to numbers (node names, inputs and outputs kept).",
+    ),
+]
 ScoreOpt = Annotated[float, typer.Option("--score-threshold", help="Detection score for --detector.")]
 PresetOpt = Annotated[
     Preset | None, typer.Option("--preset", help="Normalisation preset [default: imagenet].")
@@ -354,6 +362,7 @@ def convert(
             "--keep-io-types/--no-keep-io-types", help="fp16: graph inputs and outputs stay float32."
         ),
     ] = True,
+    compact: CompactOpt = False,
 ) -> None:
     """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations) or an FP16
     model (float32 inputs and outputs)."""
@@ -370,6 +379,7 @@ def convert(
             keep_io_types=keep_io_types,
             min_sqnr=Float16Config.min_sqnr if min_sqnr is None else min_sqnr,
             max_float32_layers=max_float_layers,
+            compact=compact,
         )
         with _progress() as progress:
             half = pipeline.convert_float16(model, calibration, output, fp16, progress)
@@ -390,6 +400,7 @@ def convert(
         bias_correction=bias_correction is Switch.on,
         min_sqnr=ConvertConfig.min_sqnr if min_sqnr is None else min_sqnr,
         max_float_layers=max_float_layers,
+        compact=compact,
     )
     budget = None
     if max_drop is not None:
@@ -555,6 +566,7 @@ def shrink(
             "--html", help="Also report.html: per-layer error, activation ranges, latency pictures."
         ),
     ] = False,
+    compact: CompactOpt = False,
     num_images: NumImagesOpt = None,
     eval_num_images: Annotated[
         int | None, typer.Option("--eval-num-images", help="Use this many of the evaluation images.")
@@ -597,7 +609,7 @@ def shrink(
     preprocess = _preprocess_options(preset, mean, std, bgr, resize, input_size)
     config = ShrinkConfig(
         calibration=CalibrateConfig(ImageSelection(images, num_images, seed), preprocess),
-        convert=ConvertConfig(),
+        convert=ConvertConfig(compact=compact),
         evaluation=CompareConfig(
             images=ImageSelection(eval_images or images, eval_num_images, seed),
             preprocess=preprocess,

@@ -191,6 +191,7 @@ class ConvertConfig:
     # head Concats (boxes beside sigmoid scores) 6.4-6.9. 4 keeps the former integer, the latter float.
     concat_range_ratio: float = 4.0
     fallback: FallbackPrecision = FallbackPrecision.fp32
+    compact: bool = False  # shared initializers, default attributes dropped, short inner tensor names
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", _enum(CalibMethod, self.method, "--method"))
@@ -231,6 +232,7 @@ class ConvertConfig:
             "max_float_layers": self.max_float_layers,
             "concat_range_ratio": self.concat_range_ratio,
             "fallback": self.fallback.value,
+            "compact": self.compact,
         }
 
 
@@ -281,6 +283,7 @@ class Float16Config:
     # off). Float16 models measure 45-70 dB here; YOLOX-Nano 38 dB, where one layer float32 gives 42.
     min_sqnr: float = 40.0
     max_float32_layers: int = 8
+    compact: bool = False  # as ConvertConfig.compact
 
     def __post_init__(self) -> None:
         if self.min_sqnr < 0 or self.max_float32_layers < 0:
@@ -293,6 +296,7 @@ class Float16Config:
             "keep_io_types": self.keep_io_types,
             "min_sqnr": self.min_sqnr,
             "max_float32_layers": self.max_float32_layers,
+            "compact": self.compact,
         }
 
 

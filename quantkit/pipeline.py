@@ -41,6 +41,7 @@ from quantkit.evaluate.budget import Validator
 from quantkit.evaluate.compare import compare_outputs, read_classes
 from quantkit.evaluate.metrics import OutputErrors, OutputNoise, latency_stats
 from quantkit.files import check_output, write_set
+from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16 as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
@@ -233,6 +234,8 @@ def convert(
         start_db, plan, steps = _search_fallback(inferred, table, config, progress, alphas, cache, reference)
     advance(1)
     quantized = _quantized_model(inferred, plan, config)
+    if config.compact:
+        quantized = compact_graph.compact(quantized)
     _stamp(quantized, config.to_dict(), table_path, table, conversion=_conversion_record(plan, corrections))
     try:
         model_io.check(quantized)
@@ -357,7 +360,7 @@ def convert_float16(
     if table is not None and config.min_sqnr > 0 and config.keep_io_types:
         decided = _float16_fallback(inferred, decided, _table_samples(table), config, progress)
     rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types)
-    converted = rewritten.model
+    converted = compact_graph.compact(rewritten.model) if config.compact else rewritten.model
     _stamp(converted, {"to": "fp16", **config.to_dict()}, table_path, table, sha)
     try:
         model_io.check(converted)

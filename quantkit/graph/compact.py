@@ -1,0 +1,123 @@
+"""convert --compact: the same computation in fewer bytes, for targets where a few kilobytes count.
+
+Three rewrites, none of which changes a single output value:
+- identical initializers (same type, shape and bytes) are stored once;
+- attributes equal to their default (the operator schema's, or the spec's stated default for Conv and
+  pooling strides, dilations and pads) are left out;
+- tensor names inside the graph become short numbers. Graph inputs and outputs and every node name are
+  kept, so exclusion lists and reports still apply; what is lost is the link from an inner tensor to
+  the framework's name for it.
+
+On small models these bytes are a visible share of the file: vit_mnist's node definitions and names are
+5 % of its float16 file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import onnx
+from onnx import defs, helper, numpy_helper
+
+from quantkit.graph.fp16 import subgraph_inputs
+
+WINDOW_OPS = frozenset(
+    {"Conv", "MaxPool", "AveragePool", "LpPool"}
+)  # ConvTranspose: pads depend on output_shape
+
+
+def compact(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` with shared initializers, default attributes dropped and short tensor names."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    fixed = _fixed_names(out)
+    _share_initializers(out.graph, fixed)
+    _drop_default_attributes(out)
+    _shorten_names(out.graph, fixed)
+    return out
+
+
+def _fixed_names(model: onnx.ModelProto) -> set[str]:
+    """Names nothing may rename or merge away: graph inputs and outputs, and tensors a subgraph reads."""
+    graph = model.graph
+    return {v.name for v in [*graph.input, *graph.output]} | subgraph_inputs(model) | {""}
+
+
+def _share_initializers(graph: onnx.GraphProto, fixed: set[str]) -> None:
+    first: dict[tuple[int, tuple[int, ...], bytes], str] = {}
+    alias: dict[str, str] = {}
+    kept = []
+    for init in graph.initializer:
+        key = (init.data_type, tuple(init.dims), numpy_helper.to_array(init).tobytes())
+        if init.name in fixed:  # a graph input may be fed at run time: it neither merges nor is merged into
+            kept.append(init)
+        elif key not in first:
+            first[key] = init.name
+            kept.append(init)
+        else:
+            alias[init.name] = first[key]
+    if not alias:
+        return
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    for node in graph.node:
+        node.input[:] = [alias.get(name, name) for name in node.input]
+    infos = [v for v in graph.value_info if v.name not in alias]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
+
+
+def _drop_default_attributes(model: onnx.ModelProto) -> None:
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    for node in model.graph.node:
+        domain = node.domain or ""
+        if domain not in ("", "ai.onnx"):
+            continue
+        try:
+            schema = defs.get_schema(node.op_type, opsets.get("", 1), "")
+        except defs.SchemaError:
+            continue
+        kept = [a for a in node.attribute if not _is_default(node.op_type, a, schema)]
+        if len(kept) < len(node.attribute):
+            del node.attribute[:]
+            node.attribute.extend(kept)
+
+
+def _is_default(op_type: str, attr: onnx.AttributeProto, schema: defs.OpSchema) -> bool:
+    declared = schema.attributes.get(attr.name)
+    if declared is not None and declared.default_value.type != onnx.AttributeProto.UNDEFINED:
+        return bool(helper.get_attribute_value(attr) == helper.get_attribute_value(declared.default_value))
+    if op_type in WINDOW_OPS and attr.type == onnx.AttributeProto.INTS:
+        stated = {"strides": 1, "dilations": 1, "pads": 0}.get(attr.name)
+        return stated is not None and all(v == stated for v in attr.ints)
+    return False
+
+
+def _shorten_names(graph: onnx.GraphProto, fixed: set[str]) -> None:
+    """Every other tensor, in order of first appearance, becomes the shortest free decimal number."""
+    fresh = _numbers(fixed)
+    renamed: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if name in fixed:
+            return name
+        if name not in renamed:
+            renamed[name] = next(fresh)
+        return renamed[name]
+
+    for init in graph.initializer:
+        init.name = short(init.name)
+    for node in graph.node:
+        node.input[:] = [short(name) for name in node.input]
+        node.output[:] = [short(name) for name in node.output]
+    for info in graph.value_info:
+        info.name = short(info.name)
+
+
+def _numbers(taken: set[str]) -> Iterator[str]:
+    k = 0
+    while True:
+        name = str(k)
+        k += 1
+        if name not in taken:
+            yield name
