@@ -143,3 +143,11 @@ def test_validation_images_identical_to_calibration_are_refused(
     with pytest.raises(ConfigError, match="the --validation images are the calibration images"):
         pipeline.convert(model, table, out, ConvertConfig(), budget=same)
     assert not out.exists()
+
+
+def test_a_drop_equal_to_the_budget_meets_it() -> None:
+    from quantkit.evaluate.budget import points_lost
+
+    assert points_lost(5, 250) <= 2.0  # 5 of 250 images is a budget of 2 points, met
+    assert points_lost(3, 7) == pytest.approx(42.857, abs=1e-3)
+    assert points_lost(0, 0) == 0.0
