@@ -334,8 +334,9 @@ def convert(
         BudgetMetric,
         typer.Option(
             "--metric",
-            help="--max-drop unit: top1 points (needs --labels), agreement points, detection recall points; "
-            "auto picks top1 with labels, recall on a YOLO head, else agreement.",
+            help="--max-drop unit: top1 points (needs --labels), agreement points, recall (anchors above the "
+            "score lost), boxes (final boxes missed or added per 100; needs --detector); auto picks top1 "
+            "with labels, on a YOLO head boxes with --detector else recall, else agreement.",
         ),
     ] = BudgetMetric.auto,
     max_trials: Annotated[
@@ -363,6 +364,7 @@ def convert(
         ),
     ] = True,
     compact: CompactOpt = False,
+    detector: DetectorOpt = None,
 ) -> None:
     """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations) or an FP16
     model (float32 inputs and outputs)."""
@@ -413,7 +415,10 @@ def convert(
             labels=labels,
             max_trials=max_trials,
             timeout_s=timeout,
+            **_detector(detector, AccuracyBudget.detection_threshold),
         )
+    elif detector is not None:
+        raise ConfigError("convert reads --detector only with --max-drop; add the budget or leave it out")
     with _progress() as progress:
         summary = pipeline.convert(model, calibration, output, config, progress, budget)
     _show(report.convert_table(summary, str(output)))

@@ -301,10 +301,11 @@ class Float16Config:
 
 
 class BudgetMetric(str, Enum):
-    auto = "auto"  # top1 with --labels, recall on a YOLO-style head, else agreement
+    auto = "auto"  # top1 with --labels; on a YOLO-style head boxes with --detector, else recall; agreement
     top1 = "top1"  # top-1 accuracy points lost against FP32 (needs --labels)
     agreement = "agreement"  # points of top-1 disagreement with FP32
-    recall = "recall"  # points of FP32 detections (score > threshold) lost
+    recall = "recall"  # points of FP32 detections (anchors scoring > threshold) lost
+    boxes = "boxes"  # FP32's final boxes (threshold, NMS) missed or added, per 100 (needs --detector)
 
 
 @dataclass(frozen=True)
@@ -319,9 +320,12 @@ class AccuracyBudget:
     max_trials: int = 16
     timeout_s: float = 900.0
     detection_threshold: float = 0.3
+    detector: DetectorHead | None = None  # how the head's boxes read; needed by the boxes metric
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metric", _enum(BudgetMetric, self.metric, "--metric"))
+        if self.metric is BudgetMetric.boxes and self.detector is None:
+            raise ConfigError("--metric boxes needs --detector yolo|yolox to read the boxes")
         if not 0.0 <= self.max_drop <= 100.0:
             raise ConfigError(f"--max-drop is in points (0-100), got {self.max_drop}")
         if self.max_trials < 1 or self.timeout_s <= 0:
@@ -338,6 +342,7 @@ class AccuracyBudget:
             "labels": str(self.labels) if self.labels else None,
             "max_trials": self.max_trials,
             "timeout_s": self.timeout_s,
+            "detector": self.detector.value if self.detector else None,
         }
 
 

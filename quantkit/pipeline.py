@@ -297,7 +297,14 @@ def _search_budget(
 
     classes = read_classes(budget.labels) if budget.labels else None
     validator = Validator(
-        reference, batches, budget.metric, budget.validation.folder, classes, budget.detection_threshold
+        reference,
+        batches,
+        budget.metric,
+        budget.validation.folder,
+        classes,
+        budget.detection_threshold,
+        budget.detector,
+        (preprocess.height, preprocess.width),
     )
     base = make_plan(model, table, config, range_cache=cache, alphas=alphas)
     layers = [n.name for n in model.graph.node if n.name in base.quantized_nodes and n.op_type in COMPUTE_OPS]

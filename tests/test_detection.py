@@ -132,3 +132,49 @@ def test_cli_yolox_reads_the_grid_of_the_input_or_says_why_not(
         assert (output["boxes_extra"], output["boxes_borderline"]) == (0, 0)
     else:
         assert_one_line_error(got, err, "--detector yolox", "--detector yolo")
+
+
+class _Heads:
+    """A stand-in session: returns a fixed head per batch index, whatever the input."""
+
+    def __init__(self, heads: list[np.ndarray]) -> None:
+        self.heads = heads
+
+    def run_batch(self, data: np.ndarray) -> dict[str, np.ndarray]:
+        return {"y": self.heads[int(data[0, 0])]}
+
+
+def test_boxes_budget_counts_missed_and_added_boxes_per_100() -> None:
+    from quantkit.config import BudgetMetric, DetectorHead
+    from quantkit.evaluate.budget import Validator
+    from quantkit.results import Batch
+
+    ref = [
+        np.stack([_head([(50, 50, 20, 20, 0.9, 0), (150, 50, 20, 20, 0.8, 1)])]),
+        np.stack([_head([(50, 50, 20, 20, 0.9, 2), (52, 50, 20, 20, 0.85, 2)])]),  # NMS: one box
+    ]
+    cand = [
+        np.stack([_head([(50, 50, 20, 20, 0.9, 0), (150, 90, 20, 20, 0.8, 1)])]),  # one missed, one added
+        np.stack([_head([(50, 50, 20, 20, 0.9, 2)])]),
+    ]
+
+    def batches() -> list[Batch]:
+        return [Batch(np.full((1, 1), k, np.float32), (Path(f"{k}.jpg"),)) for k in range(2)]
+
+    validator = Validator(_Heads(ref), batches, BudgetMetric.auto, Path("."), None, 0.3, DetectorHead.yolo)
+    assert validator.metric is BudgetMetric.boxes
+    assert validator.drop(_Heads(ref)) == 0.0
+    assert validator.drop(_Heads(cand)) == pytest.approx(100 * 2 / 3)  # 2 differences, 3 FP32 boxes
+    anchors = Validator(_Heads(ref), batches, BudgetMetric.auto, Path("."), None, 0.3)
+    assert anchors.metric is BudgetMetric.recall  # without --detector the boxes cannot be read
+
+
+def test_convert_reads_detector_only_with_a_budget(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _raw_detector(tmp_path / "det.onnx", 21)
+    code, _, err = run(
+        ["convert", str(model), "-c", "none.json", "-o", str(tmp_path / "o.onnx"), "--detector", "yolox"],
+        capsys,
+    )
+    assert_one_line_error(code, err, "--detector only with --max-drop")

@@ -11,10 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from quantkit.config import BudgetMetric
+from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
-from quantkit.evaluate.compare import label_of
-from quantkit.evaluate.metrics import detections, is_classification, is_yolo_head
+from quantkit.evaluate.compare import decode_grid, label_of
+from quantkit.evaluate.metrics import (
+    Detections,
+    detections,
+    final_detections,
+    is_classification,
+    is_yolo_head,
+    match_boxes,
+)
 from quantkit.results import Batch
 from quantkit.runtime import Session
 
@@ -28,19 +35,29 @@ class Validator:
         folder: Path,
         classes: Sequence[str] | None,
         threshold: float,
+        detector: DetectorHead | None = None,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
+        """detector, input_size: how to read a detector head's boxes (the boxes metric)."""
         self.batches = batches
         self.threshold = threshold
         lookup = {c: i for i, c in enumerate(classes)} if classes else {}
         self.summaries: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self.final: list[list[Detections]] = []  # boxes metric: FP32's final boxes per image
+        self.grid: np.ndarray | None = None
         self.labels: list[np.ndarray] = []
         output: str | None = None
         for batch in batches():
             outputs = reference.run_batch(batch.data)
             if output is None:
-                metric, output = _choose(metric, outputs, bool(lookup))
+                metric, output = _choose(metric, outputs, bool(lookup), detector is not None)
+                if metric is BudgetMetric.boxes:
+                    assert detector is not None
+                    self.grid = decode_grid(detector, input_size, outputs[output].shape[1])
             ref = outputs[output]
-            if metric is BudgetMetric.recall:
+            if metric is BudgetMetric.boxes:
+                self.final.append([final_detections(one, threshold, self.grid) for one in ref])
+            elif metric is BudgetMetric.recall:
                 self.summaries.append(detections(ref, threshold))
             else:
                 self.summaries.append((ref.argmax(1), None))
@@ -58,6 +75,8 @@ class Validator:
 
     def drop(self, candidate: Session) -> float:
         """Points lost against FP32 on the validation images."""
+        if self.metric is BudgetMetric.boxes:
+            return self._boxes_drop(candidate)
         hits = total = fp32_hits = 0
         for batch, (ref, ref_mask), labels in zip(self.batches(), self.summaries, self.labels, strict=True):
             out = candidate.run_batch(batch.data)[self.output]
@@ -78,6 +97,19 @@ class Validator:
             return points_lost(fp32_hits - hits, total)
         return points_lost(total - hits, total)
 
+    def _boxes_drop(self, candidate: Session) -> float:
+        """FP32's final boxes the candidate misses, plus the boxes it adds, per 100 FP32 boxes."""
+        differences = total = 0
+        for batch, reference in zip(self.batches(), self.final, strict=True):
+            out = candidate.run_batch(batch.data)[self.output]
+            for ref, one in zip(reference, out, strict=True):
+                found, extra, _ = match_boxes(
+                    ref, final_detections(one, self.threshold, self.grid), self.threshold
+                )
+                differences += len(ref[0]) - found + extra
+                total += len(ref[0])
+        return points_lost(differences, total)
+
 
 def points_lost(lost: int, total: int) -> float:
     """100 lost / total, from the integer counts: 5 of 250 is 2.0 exactly, so a budget of 2 holds (the
@@ -85,19 +117,23 @@ def points_lost(lost: int, total: int) -> float:
     return 100.0 * lost / total if total else 0.0
 
 
-def _choose(metric: BudgetMetric, outputs: dict[str, np.ndarray], labelled: bool) -> tuple[BudgetMetric, str]:
+def _choose(
+    metric: BudgetMetric, outputs: dict[str, np.ndarray], labelled: bool, boxes: bool
+) -> tuple[BudgetMetric, str]:
+    """boxes: the head's boxes can be read (--detector)."""
     heads = [n for n, v in outputs.items() if is_yolo_head(v)]
     scores = [n for n, v in outputs.items() if is_classification(v)]
+    detection = (BudgetMetric.recall, BudgetMetric.boxes)
     if metric is BudgetMetric.auto:
         metric = (
             BudgetMetric.top1
             if labelled and scores
-            else BudgetMetric.recall
+            else (BudgetMetric.boxes if boxes else BudgetMetric.recall)
             if heads
             else BudgetMetric.agreement
         )
-    wanted = heads if metric is BudgetMetric.recall else scores
+    wanted = heads if metric in detection else scores
     if not wanted:
-        shape = "[N, anchors, 5 + classes]" if metric is BudgetMetric.recall else "[N, classes]"
+        shape = "[N, anchors, 5 + classes]" if metric in detection else "[N, classes]"
         raise ConfigError(f"--metric {metric.value} needs an output shaped {shape}; none has that shape")
     return metric, wanted[0]

@@ -87,7 +87,7 @@ def compare_outputs(
                     ref_out[name], cand_out[name]
                 )
                 if name not in boxes:
-                    grid = _grid(detector, input_size, ref_out[name].shape[1])
+                    grid = decode_grid(detector, input_size, ref_out[name].shape[1])
                     boxes[name] = BoxAgreement(detection_threshold, grid)
                 boxes[name].update(ref_out[name], cand_out[name])
         count += batch.data.shape[0]
@@ -128,7 +128,9 @@ def compare_outputs(
     return metrics, ref_acc.result(), cand_acc.result(), count
 
 
-def _grid(detector: DetectorHead, input_size: tuple[int, int] | None, anchors: int) -> np.ndarray | None:
+def decode_grid(
+    detector: DetectorHead, input_size: tuple[int, int] | None, anchors: int
+) -> np.ndarray | None:
     """The YOLOX decoding grid [A, 3] for --detector yolox; None for boxes already in pixels."""
     if detector is not DetectorHead.yolox:
         return None

@@ -168,6 +168,9 @@ def _class_scores(head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return best, head[..., 4] * np.take_along_axis(classes, best[..., None], -1)[..., 0]
 
 
+Detections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [D, 4], class [D], score [D]
+
+
 YOLOX_STRIDES = (8, 16, 32)
 NMS_IOU = 0.45  # YOLOX's and YOLOv5's default
 MATCH_IOU = 0.5
@@ -209,9 +212,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def final_detections(
-    head: np.ndarray, threshold: float, grid: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def final_detections(head: np.ndarray, threshold: float, grid: np.ndarray | None) -> Detections:
     """What a detector's user gets from one image: boxes above the score, per-class greedy NMS.
     head [A, 5 + C] -> (boxes [D, 4], class [D], score [D]), by falling score."""
     best, score = _class_scores(head)
@@ -246,18 +247,31 @@ class BoxAgreement:
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         """ref, cand: float [N, A, 5 + C]."""
         for one_ref, one_cand in zip(ref, cand, strict=True):
-            ref_boxes, ref_cls, ref_score = final_detections(one_ref, self.threshold, self.grid)
-            cand_boxes, cand_cls, cand_score = final_detections(one_cand, self.threshold, self.grid)
-            iou = box_iou(ref_boxes, cand_boxes)
-            iou[ref_cls[:, None] != cand_cls[None, :]] = 0.0
-            taken = np.zeros(len(cand_boxes), dtype=bool)
-            for k in range(len(ref_boxes)):
-                free = np.where(taken, -1.0, iou[k])
-                if free.size and free.max() >= MATCH_IOU:
-                    taken[int(free.argmax())] = True
-                    self.found += 1
-                elif ref_score[k] < self.threshold + BORDERLINE:
-                    self.borderline += 1
-            self.reference += len(ref_boxes)
-            self.extra += int((~taken).sum())
-            self.borderline += int((cand_score[~taken] < self.threshold + BORDERLINE).sum())
+            ref_dets = final_detections(one_ref, self.threshold, self.grid)
+            found, extra, borderline = match_boxes(
+                ref_dets, final_detections(one_cand, self.threshold, self.grid), self.threshold
+            )
+            self.reference += len(ref_dets[0])
+            self.found += found
+            self.extra += extra
+            self.borderline += borderline
+
+
+def match_boxes(ref: Detections, cand: Detections, threshold: float) -> tuple[int, int, int]:
+    """(found, extra, borderline) for one image: reference boxes the candidate also has (same class, IoU
+    >= 0.5, greedy by falling reference score), candidate boxes left over, and of the differences those
+    scoring within BORDERLINE of the threshold in the model that made them."""
+    (ref_boxes, ref_cls, ref_score), (cand_boxes, cand_cls, cand_score) = ref, cand
+    iou = box_iou(ref_boxes, cand_boxes)
+    iou[ref_cls[:, None] != cand_cls[None, :]] = 0.0
+    taken = np.zeros(len(cand_boxes), dtype=bool)
+    found = borderline = 0
+    for k in range(len(ref_boxes)):
+        free = np.where(taken, -1.0, iou[k])
+        if free.size and free.max() >= MATCH_IOU:
+            taken[int(free.argmax())] = True
+            found += 1
+        elif ref_score[k] < threshold + BORDERLINE:
+            borderline += 1
+    borderline += int((cand_score[~taken] < threshold + BORDERLINE).sum())
+    return found, int((~taken).sum()), borderline
