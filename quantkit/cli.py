@@ -552,8 +552,8 @@ def shrink(
         float | None,
         typer.Option(
             "--max-drop",
-            help="Gate: accuracy points lost at most (top-1 with --labels; detections lost with --detector; "
-            "else top-1 disagreement with FP32).",
+            help="Gate: accuracy points lost at most (top-1 with --labels; final boxes missed or added per "
+            "100 with --detector; else top-1 disagreement with FP32).",
         ),
     ] = None,
     min_speedup: Annotated[

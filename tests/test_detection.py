@@ -178,3 +178,19 @@ def test_convert_reads_detector_only_with_a_budget(
         capsys,
     )
     assert_one_line_error(code, err, "--detector only with --max-drop")
+
+
+def test_shrink_gate_reads_final_boxes_then_anchor_recall() -> None:
+    import dataclasses
+
+    from quantkit.evaluate.gates import accuracy_drop
+    from quantkit.results import OutputMetrics
+    from tests.test_golden import _comparison
+
+    head = OutputMetrics("output", 15.0, 0.99, 1.0, detection_recall=0.92, detections=618)
+    boxes = dataclasses.replace(head, boxes=94, boxes_found=90, boxes_extra=4, boxes_borderline=1)
+    plain = dataclasses.replace(_comparison(), reference_accuracy=None, candidate_accuracy=None)
+    drop, unit = accuracy_drop(dataclasses.replace(plain, outputs=(boxes,)))
+    assert drop == pytest.approx(100 * 8 / 94) and "final boxes" in unit
+    drop, unit = accuracy_drop(dataclasses.replace(plain, outputs=(dataclasses.replace(boxes, boxes=0),)))
+    assert drop == pytest.approx(8.0) and "detections lost" in unit

@@ -7,11 +7,15 @@ from quantkit.results import ComparisonResult, GateResult
 
 
 def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
-    """(points lost against FP32, their unit): top-1 with labels, else detection recall for a YOLO-style
-    head, else top-1 agreement of the first output."""
+    """(points lost against FP32, their unit): top-1 with labels, else for a YOLO-style head FP32's final
+    boxes missed or added per 100 (anchor recall when FP32 made no box), else top-1 agreement of the
+    first output."""
     if result.top1_delta is not None:
         return -100.0 * result.top1_delta, "top-1 points (labels)"
     first = result.outputs[0] if result.outputs else None
+    if first is not None and first.boxes and first.boxes_found is not None and first.boxes_extra is not None:
+        differences = first.boxes - first.boxes_found + first.boxes_extra
+        return 100.0 * differences / first.boxes, "FP32 final boxes missed or added, per 100"
     if first is not None and first.detection_recall is not None:
         return 100.0 * (1.0 - first.detection_recall), "points of FP32 detections lost"
     if first is not None and first.top1_agreement is not None:
