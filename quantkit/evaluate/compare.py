@@ -136,9 +136,10 @@ def decode_grid(
         return None
     grid = yolox_grid(*input_size) if input_size else None
     if grid is None or len(grid) != anchors:
+        size = "x".join(map(str, input_size)) if input_size else "of unknown size"
         raise ConfigError(
             f"--detector yolox reads a raw head over the stride 8, 16 and 32 grids of the input; the output "
-            f"has {anchors} anchors, which input {input_size} does not give; use --detector yolo for heads "
+            f"has {anchors} anchors, which an input {size} does not give; use --detector yolo for heads "
             "that already hold boxes in pixels"
         )
     return grid

@@ -169,8 +169,6 @@ def _class_scores(head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 Detections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [D, 4], class [D], score [D]
-
-
 YOLOX_STRIDES = (8, 16, 32)
 NMS_IOU = 0.45  # YOLOX's and YOLOv5's default
 MATCH_IOU = 0.5
@@ -225,8 +223,7 @@ def final_detections(head: np.ndarray, threshold: float, grid: np.ndarray | None
         while order.size:
             kept.append(int(order[0]))
             order = order[1:][box_iou(boxes[order[:1]], boxes[order[1:]])[0] <= NMS_IOU]
-    kept.sort(key=lambda k: (-score[above[k]], k))
-    chosen = np.asarray(kept, dtype=np.int64)
+    chosen = np.asarray(sorted(kept), dtype=np.int64)  # `above` runs by falling score
     return boxes[chosen], best[above][chosen], score[above][chosen]
 
 
