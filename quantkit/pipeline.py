@@ -45,7 +45,7 @@ from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16 as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
-from quantkit.graph.qdq import apply_plan
+from quantkit.graph.qdq import WeightMemo, apply_plan
 from quantkit.graph.query import name_nodes
 from quantkit.images import ImageLoader, list_digest, resolve_preprocess, select_images
 from quantkit.planner import budget as budget_search
@@ -633,14 +633,16 @@ def sensitivity(
     preprocess = Preprocess.from_dict(table.meta["preprocess"])
     paths = select_images(images)
     cache: dict[str, tuple[float, float]] = {}
+    memo = WeightMemo()
     advance = progress("preparing one model per layer", len(probes.layers))
     recovery_models = []
     for node, _ in probes.layers:
-        recovery_models.append(sens.with_float(inferred, table, config, [node], cache))
+        recovery_models.append(sens.with_float(inferred, table, config, [node], cache, memo))
         advance(1)
     names = [node for node, _ in probes.layers]
-    fp32, int8, local = Session.of(inferred), Session.of(probes.base), Session.of(probes.local)
-    recovery = [Session.of(m) for m in recovery_models]
+    # dozens of sessions take turns on every batch: idle workers must not spin on the next one's cores
+    fp32, int8, local = (Session.of(m, spin=False) for m in (inferred, probes.base, probes.local))
+    recovery = [Session.of(m, spin=False) for m in recovery_models]
     del recovery_models
     local_errors = {node: OutputNoise() for node in names}
     int8_noise = OutputNoise()
@@ -684,6 +686,7 @@ def sensitivity(
         cache,
         int8_noise,
         progress,
+        memo,
     )
     return SensitivityReport(
         layers=tuple(rows),
@@ -724,10 +727,11 @@ def _cumulative(
     cache: dict[str, tuple[float, float]],
     int8_noise: OutputNoise,
     progress: Progress,
+    memo: WeightMemo,
 ) -> list[tuple[int, float, float]]:
     """(k, output SQNR, share of the INT8 noise recovered) with the top k layers float together."""
     sessions = [
-        Session.of(sens.with_float(model, table, config, ranked[:k], cache))
+        Session.of(sens.with_float(model, table, config, ranked[:k], cache, memo), spin=False)
         for k in range(1, len(ranked) + 1)
     ]
     noises = [OutputNoise() for _ in sessions]

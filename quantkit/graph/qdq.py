@@ -7,6 +7,8 @@ A quantized graph input gets Q -> DQ after it and its consumers are pointed at t
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -14,7 +16,7 @@ from onnx import helper, numpy_helper
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, topological_order
 from quantkit.graph.rebalance import apply_rebalances
-from quantkit.qmath.params import bias_int32, dequantize, per_channel_weight, quantize
+from quantkit.qmath.params import bias_int32, quantize, weight_with_error
 from quantkit.results import QuantParams, QuantPlan, WeightPlan
 
 
@@ -72,8 +74,25 @@ class _Rewriter:
         )
 
 
-def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
-    """A new model with the plan applied; the input model is not modified."""
+class WeightMemo:
+    """Per-channel int8 weights already computed, found by content. Loops that build one model per layer
+    (sensitivity, the fallback searches) quantize each unchanged weight once instead of once per model.
+    Scope one to a loop: it holds every weight's int8 copy and float64 rounding error."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def per_channel(self, value: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        digest = hashlib.blake2b(np.ascontiguousarray(value).tobytes(), digest_size=16).digest()
+        key = (axis, value.shape, value.dtype.str, digest)
+        if key not in self._found:
+            self._found[key] = weight_with_error(value, axis)
+        return self._found[key]
+
+
+def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None = None) -> onnx.ModelProto:
+    """A new model with the plan applied; the input model is not modified. memo: weights quantized by
+    earlier calls of the same loop."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     _fold(out, plan.folds)
@@ -83,7 +102,9 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     nodes = {n.name: n for n in out.graph.node}
     activations = dict(sorted({**plan.activations, **inserted}.items()))
     for weight in sorted(plan.weights, key=lambda w: (w.kind == "bias", w.node, w.input_index)):
-        _quantize_constant_input(rewriter, index, nodes[weight.node], weight, activations, plan.input_means)
+        _quantize_constant_input(
+            rewriter, index, nodes[weight.node], weight, activations, plan.input_means, memo
+        )
     for tensor, params in activations.items():
         if index.is_constant(tensor):
             continue
@@ -124,6 +145,7 @@ def _quantize_constant_input(
     weight: WeightPlan,
     activations: dict[str, QuantParams],
     input_means: dict[str, np.ndarray] | None = None,
+    memo: WeightMemo | None = None,
 ) -> None:
     """Quantize one constant input of `node`; a bias is first corrected by the weights' rounding shift
     E[(W_q - W) x] where the input's per-channel means are known (input_means)."""
@@ -133,13 +155,10 @@ def _quantize_constant_input(
     base = f"{weight.initializer}_{node.name}" if weight.kind == "bias" else weight.initializer
     if weight.kind == "weight":
         assert weight.axis is not None
-        q, scale = per_channel_weight(value.astype(np.float32), weight.axis)
+        found = memo.per_channel(value, weight.axis) if memo else weight_with_error(value, weight.axis)
+        q, scale, rewriter.weight_errors[node.name] = found
         rewriter.weight_scales[node.name] = scale
-        zeros = np.zeros(scale.shape, np.int8)
-        rewriter.weight_errors[node.name] = dequantize(q, scale, zeros, weight.axis) - value.astype(
-            np.float64
-        )
-        params = QuantParams(scale, zeros, weight.axis)
+        params = QuantParams(scale, np.zeros(scale.shape, np.int8), weight.axis)
     elif weight.kind == "bias":
         input_scale = float(activations[node.input[0]].scale)  # what feeds the node now (maybe rebalanced)
         if input_means and node.name in input_means:

@@ -20,7 +20,7 @@ import onnx
 from quantkit.config import ConvertConfig
 from quantkit.evaluate.metrics import OutputNoise
 from quantkit.graph.augment import COMPUTE_OPS
-from quantkit.graph.qdq import apply_plan
+from quantkit.graph.qdq import WeightMemo, apply_plan
 from quantkit.planner.core import plan
 from quantkit.results import CalibrationTable, FallbackStep, QuantPlan
 from quantkit.runtime import Session
@@ -45,15 +45,17 @@ def layer_recovery(
     progress: Callable[[int], None] | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
     alphas: Mapping[str, float] | None = None,
+    memo: WeightMemo | None = None,
 ) -> dict[str, float]:
     """node -> output SQNR with only that layer (and its input path) kept float; base_plan quantizes all."""
     assert table.samples is not None
     cache = {} if cache is None else cache
+    memo = WeightMemo() if memo is None else memo
     samples = table.samples
     scores = {}
     for node in _quantized_layers(model, base_plan):
         trial = plan(model, table, config, keep_float={node: "measuring"}, range_cache=cache, alphas=alphas)
-        scores[node] = output_sqnr(apply_plan(model, trial), reference, samples)
+        scores[node] = output_sqnr(apply_plan(model, trial, memo), reference, samples)
         if progress is not None:
             progress(1)
     return scores
@@ -83,11 +85,12 @@ def search(
     reference = Session.of(model).run_samples(samples) if reference is None else reference
     cache = {} if cache is None else cache
     current = plan(model, table, config, range_cache=cache, alphas=alphas)
-    base = output_sqnr(apply_plan(model, current), reference, samples)
+    memo = WeightMemo()
+    base = output_sqnr(apply_plan(model, current, memo), reference, samples)
     steps: list[FallbackStep] = []
     if base >= target_db or max_layers == 0:
         return current, steps, base
-    scores = layer_recovery(model, table, config, reference, current, progress, cache, alphas)
+    scores = layer_recovery(model, table, config, reference, current, progress, cache, alphas, memo)
     ranked = sorted((node for node in scores if scores[node] > base), key=lambda n: (-scores[n], n))
     kept: dict[str, str] = {}
     score = base
@@ -96,7 +99,7 @@ def search(
         for node in [n for n in ranked if n not in kept][:CANDIDATES_PER_ROUND]:
             trial_keep = {**kept, node: _reason(target_db, scores[node] - base)}
             trial = plan(model, table, config, keep_float=trial_keep, range_cache=cache, alphas=alphas)
-            trial_score = output_sqnr(apply_plan(model, trial), reference, samples)
+            trial_score = output_sqnr(apply_plan(model, trial, memo), reference, samples)
             if best is None or trial_score > best[0]:
                 best = (trial_score, node, trial)
         if best is None or best[0] <= score:

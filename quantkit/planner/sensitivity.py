@@ -18,7 +18,7 @@ import onnx
 from quantkit.config import ConvertConfig
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.probe import local_probe
-from quantkit.graph.qdq import apply_plan
+from quantkit.graph.qdq import WeightMemo, apply_plan
 from quantkit.planner.core import plan
 from quantkit.results import CalibrationTable, QuantPlan
 
@@ -55,7 +55,8 @@ def with_float(
     config: ConvertConfig,
     nodes: list[str],
     cache: dict[str, tuple[float, float]],
+    memo: WeightMemo | None = None,
 ) -> onnx.ModelProto:
     """The INT8 model with `nodes` (and their input paths) kept float, as convert --exclude-from does."""
     measured = dataclasses.replace(measured_config(config), float_layers=(*config.float_layers, *nodes))
-    return apply_plan(model, plan(model, table, measured, range_cache=cache))
+    return apply_plan(model, plan(model, table, measured, range_cache=cache), memo)

@@ -83,6 +83,16 @@ def per_channel_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray
     return np.clip(q, -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8), scale
 
 
+def weight_with_error(value: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel int8 quantization with its rounding error.
+
+    value: float [..., C (at axis), ...]. Returns (q int8 as value, scale float32 [C], DQ(q) - value as
+    float64, value's shape)."""
+    q, scale = per_channel_weight(value.astype(np.float32), axis)
+    error = dequantize(q, scale, np.zeros(scale.shape, np.int8), axis) - value.astype(np.float64)
+    return q, scale, error
+
+
 def bias_int32(
     bias: np.ndarray, input_scale: float, weight_scale: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
