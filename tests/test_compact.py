@@ -57,12 +57,14 @@ def _model() -> onnx.ModelProto:
 
 
 def _branch(name: str, outer: str, sign: float) -> onnx.GraphProto:
+    """Its constant is named "0" in the then branch: the outer graph's new names must not shadow it."""
+    constant = "0" if name == "then" else f"{name}_sign"
     return helper.make_graph(
-        [helper.make_node("Mul", [outer, f"{name}_sign"], [f"{name}_out"])],
+        [helper.make_node("Mul", [outer, constant], [f"{name}_out"])],
         name,
         [],
         [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [numpy_helper.from_array(np.array(sign, np.float32), f"{name}_sign")],
+        [numpy_helper.from_array(np.array(sign, np.float32), constant)],
     )
 
 
@@ -97,6 +99,8 @@ def test_compact_shares_weights_drops_defaults_and_shortens_inner_names() -> Non
     assert [a.name for a in conv_a.attribute] == ["pads"]  # pads 1 is not the default
     assert "long_name_sum" in small.graph.node[5].attribute[0].g.node[0].input  # read by the If branches
     assert conv_a.output[0].isdigit() and conv_a.input[2].isdigit()
+    outer = {name for node in small.graph.node for name in [*node.input, *node.output]}
+    assert "0" not in outer  # the then branch's own constant
 
 
 @pytest.mark.parametrize("to", ["fp16", "int8"])

@@ -19,11 +19,9 @@ from collections.abc import Iterator
 import onnx
 from onnx import defs, helper, numpy_helper
 
-from quantkit.graph.fp16 import subgraph_inputs
-
-WINDOW_OPS = frozenset(
-    {"Conv", "MaxPool", "AveragePool", "LpPool"}
-)  # ConvTranspose: pads depend on output_shape
+# Ops whose strides, dilations and pads the spec defaults to 1, 1 and 0 without declaring it in the
+# schema. Not ConvTranspose: its pads follow output_shape when that is given.
+WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
 
 
 def compact(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -38,9 +36,24 @@ def compact(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _fixed_names(model: onnx.ModelProto) -> set[str]:
-    """Names nothing may rename or merge away: graph inputs and outputs, and tensors a subgraph reads."""
+    """Names nothing may rename or merge away, nor a new name take: graph inputs and outputs, and every
+    name used inside a subgraph (the outer tensors it reads, and its own, which outer names must not
+    shadow)."""
     graph = model.graph
-    return {v.name for v in [*graph.input, *graph.output]} | subgraph_inputs(model) | {""}
+    return {v.name for v in [*graph.input, *graph.output]} | _subgraph_names(graph) | {""}
+
+
+def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
+    names: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                names.update(i.name for i in [*sub.input, *sub.output, *sub.initializer, *sub.value_info])
+                for inner in sub.node:
+                    names.update(inner.input)
+                    names.update(inner.output)
+                names |= _subgraph_names(sub)
+    return names
 
 
 def _share_initializers(graph: onnx.GraphProto, fixed: set[str]) -> None:
