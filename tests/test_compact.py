@@ -57,13 +57,13 @@ def _model() -> onnx.ModelProto:
 
 
 def _branch(name: str, outer: str, sign: float) -> onnx.GraphProto:
-    """Its constant is named "0" in the then branch: the outer graph's new names must not shadow it."""
-    constant = "0" if name == "then" else f"{name}_sign"
+    """The then branch names its constant "0" and its output "1": new outer names must not shadow them."""
+    constant, result = ("0", "1") if name == "then" else (f"{name}_sign", f"{name}_out")
     return helper.make_graph(
-        [helper.make_node("Mul", [outer, constant], [f"{name}_out"])],
+        [helper.make_node("Mul", [outer, constant], [result])],
         name,
         [],
-        [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info(result, TensorProto.FLOAT, [1, 4, 8, 8])],
         [numpy_helper.from_array(np.array(sign, np.float32), constant)],
     )
 
@@ -100,7 +100,7 @@ def test_compact_shares_weights_drops_defaults_and_shortens_inner_names() -> Non
     assert "long_name_sum" in small.graph.node[5].attribute[0].g.node[0].input  # read by the If branches
     assert conv_a.output[0].isdigit() and conv_a.input[2].isdigit()
     outer = {name for node in small.graph.node for name in [*node.input, *node.output]}
-    assert "0" not in outer  # the then branch's own constant
+    assert not outer & {"0", "1"}  # the then branch's own constant and output
 
 
 @pytest.mark.parametrize("to", ["fp16", "int8"])
