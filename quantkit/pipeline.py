@@ -81,7 +81,30 @@ def _no_progress(label: str, total: int) -> Callable[[int], None]:
 # ---------------------------------------------------------------- checks shared by the commands
 
 
+def _require_float(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse a model that is quantized already (QDQ or QOperator): its float original is what converts."""
+    found = Counter(n.op_type for n in model.graph.node if _is_quantized_op(n.op_type))
+    if found:
+        ops = ", ".join(
+            f"{count} {op}" for op, count in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
+        raise ModelError(
+            f"{path.name} is quantized already ({ops}); quantkit converts float models: give it the FP32 "
+            "original"
+        )
+
+
+def _is_quantized_op(op_type: str) -> bool:
+    return op_type in QUANTIZED_OPS or op_type.startswith(("QLinear", "QGemm", "QAttention"))
+
+
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
+)
+
+
 def _require_quantizable(model: onnx.ModelProto, path: Path) -> None:
+    _require_float(model, path)
     if not any(node.op_type in COMPUTE_OPS for node in model.graph.node):
         raise ModelError(
             f"{path.name} has no op quantkit quantizes ({', '.join(sorted(COMPUTE_OPS))}); "
@@ -357,6 +380,7 @@ def convert_float16(
     check_output(output, *inputs)
     table = table_io.load(table_path) if table_path else None
     model = model_io.load_model(model_path)
+    _require_float(model, model_path)
     sha = model_io.file_sha256(model_path)
     if table is not None and table_path is not None:
         _require_table_of(table, table_path, sha, "; or leave --calibration out (no range check then)")

@@ -181,6 +181,23 @@ def test_no_quantizable_op(image_dir: Path, tmp_path: Path, capsys: Capsys) -> N
     fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "nothing to convert")
 
 
+def test_an_already_quantized_model_is_refused_by_every_converting_command(
+    cnn: Path, table: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A QDQ model given where its float original belongs: one line naming what it holds."""
+    int8 = tmp_path / "cnn.int8.onnx"
+    assert run(["convert", str(cnn), "-c", str(table), "-o", str(int8)], capsys)[0] == 0
+    out = tmp_path / "again.onnx"
+    for args in (
+        ["convert", str(int8), "--to", "fp16", "-o", str(out)],
+        ["convert", str(int8), "-c", str(table), "-o", str(out)],
+        ["calibrate", str(int8), "--images", str(image_dir), "-o", str(tmp_path / "t2.json")],
+    ):
+        code, _, err = run(args, capsys)
+        assert_one_line_error(code, err, "is quantized already", "QuantizeLinear", "FP32 original")
+    assert not out.exists() and not (tmp_path / "t2.json").exists()
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_weights(value: float, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     params = conv_params(4, 3)
