@@ -15,7 +15,14 @@ import numpy as np
 
 from quantkit.config import Preprocess
 from quantkit.evaluate.compare import label_of, read_classes
-from quantkit.evaluate.metrics import DetectionRecall, OutputErrors, TopK, is_yolo_head
+from quantkit.evaluate.metrics import (
+    BoxAgreement,
+    DetectionRecall,
+    OutputErrors,
+    TopK,
+    is_yolo_head,
+    yolox_grid,
+)
 from quantkit.images import ImageLoader
 from quantkit.runtime import Session, interleaved_latency
 
@@ -32,13 +39,17 @@ def accuracy(
     labels: Path | None,
 ) -> list[dict[str, Any]]:
     """Per candidate: output SQNR (first output), top-1 agreement, with labels the top-1 delta in points,
-    on a YOLO-style head the recall of FP32's detections at score 0.3 (same anchor, same class)."""
-    ref = Session(reference)
-    sessions = [Session(c) for c in candidates]
+    on a YOLO-style head the recall of FP32's detections at score 0.3 (same anchor, same class) and its
+    final boxes (score 0.3, NMS; raw YOLOX heads decoded on the input's stride 8/16/32 grids)."""
+    # every batch goes through all models in turn: idle workers must not spin on the next one's cores
+    ref = Session(reference, spin=False)
+    sessions = [Session(c, spin=False) for c in candidates]
     batch_size = ref.fixed_batch or BATCH
     output = ref.output_names[0]
     errors = [OutputErrors(output) for _ in sessions]
     recalls = [DetectionRecall(DETECTION_THRESHOLD) for _ in sessions]
+    grid = yolox_grid(pre.height, pre.width)
+    boxes: list[BoxAgreement] = []
     lookup = {c: i for i, c in enumerate(read_classes(labels))} if labels else {}
     ref_top, cand_top = TopK(), [TopK() for _ in sessions]
     for batch in ImageLoader(paths, pre, batch_size):
@@ -50,7 +61,11 @@ def accuracy(
             out = session.run_batch(batch.data)[output]
             errors[k].update(ref_out, out)
             if is_yolo_head(ref_out):
+                if not boxes:
+                    raw = grid is not None and len(grid) == ref_out.shape[1]
+                    boxes = [BoxAgreement(DETECTION_THRESHOLD, grid if raw else None) for _ in sessions]
                 recalls[k].update(ref_out, out)
+                boxes[k].update(ref_out, out)
             if known is not None:
                 cand_top[k].update(out[known >= 0], known[known >= 0])
     results = []
@@ -61,6 +76,9 @@ def accuracy(
             "top1_agreement": metrics.top1_agreement,
             "detection_recall": recalls[k].recall,
             "detections_fp32": recalls[k].reference or None,
+            "boxes_fp32": boxes[k].reference if boxes else None,
+            "boxes_found": boxes[k].found if boxes else None,
+            "boxes_extra": boxes[k].extra if boxes else None,
         }
         if lookup:
             row["top1_fp32"] = ref_top.result().top1

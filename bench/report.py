@@ -48,6 +48,7 @@ def columns(model: Row, threads: list[int]) -> list[Column]:
     if model["show_accuracy"]:
         if model["detector"]:
             out.append(Column("recall @0.3", _key("detection_recall", 100), "{:.1f}%".format, True, True))
+            out.append(Column("final boxes", _boxes_kept, "{:.1f}%".format, True, True))
         else:
             out += [
                 Column("Δ top-1", _key("top1_delta_points"), "{:+.1f} pt".format, True, True),
@@ -186,11 +187,19 @@ def _headline_cells(model: Row, row: Row, at_last: Row | None, threads: int) -> 
     else:
         if model["detector"]:
             accuracy = f"recall {100 * row['detection_recall']:.1f}%"
+            if row.get("boxes_fp32"):
+                accuracy += f", final boxes {row['boxes_found']}/{row['boxes_fp32']} (+{row['boxes_extra']})"
         else:
             accuracy = f"{row['top1_delta_points']:+.1f} pt top-1, {100 * row['top1_agreement']:.1f}% agree"
         sqnr = f"{row['sqnr_db']:.1f} dB"
     speed = row.get(f"speedup_{threads}t")
     return [accuracy, sqnr, f"{speed:.2f}x" if speed else "-", _cost(at_last)]
+
+
+def _boxes_kept(row: Row) -> float | None:
+    """FP32's final boxes the candidate also makes, percent (older results have none)."""
+    total, found = _num(row.get("boxes_fp32")), _num(row.get("boxes_found"))
+    return None if not total or found is None else 100.0 * found / total
 
 
 def _reason(error: str) -> str:

@@ -165,3 +165,16 @@ def test_a_quantizer_that_failed_at_every_count_gets_one_failed_cell() -> None:
     table = report.model_table({**model, "fp32_latency_ms": {}}, [1])
     failed = next(line for line in table if line.startswith("| onnxruntime b"))
     assert failed.count("failed") == 1 and failed.count(" - ") == 6  # 7 columns
+
+
+def test_detector_rows_show_final_boxes_beside_anchor_recall() -> None:
+    boxes = {"detection_recall": 0.913, "boxes_fp32": 206, "boxes_found": 190, "boxes_extra": 7}
+    rows = [{**_row("quantkit", "defaults", 100, 14.4, 55.0), **boxes}]
+    model = {"model": "d", "show_accuracy": True, "detector": True, "candidates": rows, "references": []}
+    table = [
+        line for line in report.model_table({**model, "fp32_latency_ms": {}}, [1]) if line.startswith("|")
+    ]
+    assert table[0].startswith("| quantizer | recall @0.3 | final boxes |")
+    assert "| **91.3%** | **92.2%** |" in table[2]  # 190 of 206 final boxes (a lone row is the best)
+    head = report._headline_cells(model, rows[0], rows[0], 1)
+    assert head[0] == "recall 91.3%, final boxes 190/206 (+7)"
