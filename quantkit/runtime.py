@@ -19,7 +19,6 @@ from quantkit import __version__
 from quantkit.errors import ModelError
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
-SMALL_ENOUGH = PROTO_LIMIT // 2  # tensor bytes under this leave room for any graph: skip ByteSize (slow)
 EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the external file of a large model
 
 CPU_FLAGS_OF_INTEREST = (
@@ -48,7 +47,8 @@ class Session:
     ) -> Session:
         """A session for an in-memory model. One over protobuf's 2 GB limit is saved with its weights in
         an external file in a temporary folder, which onnxruntime reads while the session is made."""
-        if _tensor_bytes(model) < SMALL_ENOUGH or model.ByteSize() <= PROTO_LIMIT:
+        # tensor data under half the limit leaves room for any graph: skip ByteSize, which is slow
+        if _tensor_bytes(model) < PROTO_LIMIT // 2 or model.ByteSize() <= PROTO_LIMIT:
             return cls(model.SerializeToString(deterministic=True), threads, optimize, spin)
         with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
             path = Path(folder) / "model.onnx"
@@ -190,11 +190,14 @@ def versions() -> dict[str, str]:
 
 
 def _tensor_bytes(model: onnx.ModelProto) -> int:
-    """The bulk of a model's size, cheaply: its initializers' stored data (upb's ByteSize walks the whole
-    message, 30 ms on MobileNetV2, and loops build dozens of models)."""
+    """The bulk of a model's size, cheaply: the data of its initializers and Constant nodes (upb's
+    ByteSize walks the whole message, 30 ms on MobileNetV2, and loops build dozens of models)."""
+    constants = [
+        a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")
+    ]
     return sum(
         len(t.raw_data)
         + 4 * (len(t.float_data) + len(t.int32_data))
         + 8 * (len(t.int64_data) + len(t.double_data))
-        for t in model.graph.initializer
+        for t in [*model.graph.initializer, *constants]
     )
