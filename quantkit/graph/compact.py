@@ -14,8 +14,10 @@ On small models these bytes are a visible share of the file: vit_mnist's node de
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
+import numpy as np
 import onnx
 from onnx import defs, helper, numpy_helper
 
@@ -57,18 +59,24 @@ def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
 
 
 def _share_initializers(graph: onnx.GraphProto, fixed: set[str]) -> None:
-    first: dict[tuple[int, tuple[int, ...], bytes], str] = {}
+    """Found by a digest of type, shape and bytes (memory stays small on large models), confirmed by
+    comparing the values themselves."""
+    first: dict[bytes, onnx.TensorProto] = {}
     alias: dict[str, str] = {}
     kept = []
     for init in graph.initializer:
-        key = (init.data_type, tuple(init.dims), numpy_helper.to_array(init).tobytes())
         if init.name in fixed:  # a graph input may be fed at run time: it neither merges nor is merged into
             kept.append(init)
-        elif key not in first:
-            first[key] = init.name
-            kept.append(init)
+            continue
+        value = numpy_helper.to_array(init)
+        digest = hashlib.blake2b(f"{init.data_type}{list(init.dims)}".encode(), digest_size=16)
+        digest.update(value.tobytes())
+        twin = first.get(digest.digest())
+        if twin is not None and np.array_equal(numpy_helper.to_array(twin), value):
+            alias[init.name] = twin.name
         else:
-            alias[init.name] = first[key]
+            first.setdefault(digest.digest(), init)
+            kept.append(init)
     if not alias:
         return
     del graph.initializer[:]
