@@ -847,6 +847,12 @@ def compare(
             "detection_score_threshold": config.detection_threshold,
             "detector": config.detector.value if config.detection_threshold is not None else None,
             "preprocess": preprocess.to_dict(),
+            # where the preprocessing came from: flags, a model's quantkit metadata, or the defaults
+            "preprocess_source": "flags"
+            if explicit_preprocess
+            else "recorded"
+            if recorded is not None
+            else "defaults",
             "graph_optimization": "ORT_ENABLE_ALL",
         },
         environment={**cpu_info(), "versions": versions()},

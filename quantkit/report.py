@@ -286,7 +286,18 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         f"(VNNI {'yes' if result.environment.get('vnni') else 'no'})"
     )
     conversion = _conversion_text(result.candidate_conversion)
-    return Group(*parts, out, Text(""), lat, Text(""), tail, *([conversion] if conversion.plain else []))
+    notes = [conversion] if conversion.plain else []
+    if result.settings.get("preprocess_source") == "defaults":
+        pre = result.settings.get("preprocess", {})
+        notes.append(
+            Text(
+                f"preprocessing: the defaults (resize {pre.get('resize')}, mean {pre.get('mean')}, std "
+                f"{pre.get('std')}): neither model records any; if yours expects other input, give --preset, "
+                "--mean/--std, --bgr or --resize",
+                style="yellow",
+            )
+        )
+    return Group(*parts, out, Text(""), lat, Text(""), tail, *notes)
 
 
 def _conversion_text(record: dict[str, Any] | None) -> Text:

@@ -138,3 +138,20 @@ def test_nhwc_model_with_a_fixed_batch_of_two(
     data = json.loads(report.read_text())
     assert data["images"] == 5 and data["settings"]["batch_size_latency"] == 2
     assert json.loads(table.read_text())["meta"]["preprocess"]["layout"] == "NHWC"
+
+
+def test_compare_says_when_it_falls_back_to_default_preprocessing(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A float16 model converted without a table records no preprocessing: a detector read with ImageNet
+    normalisation gives numbers that look plausible and mean nothing, so compare says what it used."""
+    base = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "2", "--warmup", "0"]
+    code, out, err = run(base, capsys)
+    assert code == 0, err
+    assert "preprocessing: the defaults" in " ".join(out.split())
+    code, out, err = run([*base, "--preset", "unit"], capsys)
+    assert code == 0, err
+    assert "preprocessing: the defaults" not in " ".join(out.split())
+    data = tmp_path / "c.json"
+    assert run([*base, "--json", str(data)], capsys)[0] == 0
+    assert json.loads(data.read_text())["settings"]["preprocess_source"] == "defaults"
