@@ -46,7 +46,7 @@ from quantkit.graph import fp16 as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
 from quantkit.graph.qdq import WeightMemo, apply_plan
-from quantkit.graph.query import name_nodes
+from quantkit.graph.query import is_quantized_op, name_nodes
 from quantkit.images import ImageLoader, list_digest, resolve_preprocess, select_images
 from quantkit.planner import budget as budget_search
 from quantkit.planner import fallback, smoothing
@@ -83,7 +83,7 @@ def _no_progress(label: str, total: int) -> Callable[[int], None]:
 
 def _require_float(model: onnx.ModelProto, path: Path) -> None:
     """Refuse a model that is quantized already (QDQ or QOperator): its float original is what converts."""
-    found = Counter(n.op_type for n in model.graph.node if _is_quantized_op(n.op_type))
+    found = Counter(n.op_type for n in model.graph.node if is_quantized_op(n.op_type))
     if found:
         ops = ", ".join(
             f"{count} {op}" for op, count in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -92,15 +92,6 @@ def _require_float(model: onnx.ModelProto, path: Path) -> None:
             f"{path.name} is quantized already ({ops}); quantkit converts float models: give it the FP32 "
             "original"
         )
-
-
-def _is_quantized_op(op_type: str) -> bool:
-    return op_type in QUANTIZED_OPS or op_type.startswith(("QLinear", "QGemm", "QAttention"))
-
-
-QUANTIZED_OPS = frozenset(
-    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
-)
 
 
 def _require_quantizable(model: onnx.ModelProto, path: Path) -> None:

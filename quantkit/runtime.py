@@ -47,8 +47,7 @@ class Session:
     ) -> Session:
         """A session for an in-memory model. One over protobuf's 2 GB limit is saved with its weights in
         an external file in a temporary folder, which onnxruntime reads while the session is made."""
-        # tensor data under half the limit leaves room for any graph: skip ByteSize, which is slow
-        if _tensor_bytes(model) < PROTO_LIMIT // 2 or model.ByteSize() <= PROTO_LIMIT:
+        if fits_one_message(model):
             return cls(model.SerializeToString(deterministic=True), threads, optimize, spin)
         with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
             path = Path(folder) / "model.onnx"
@@ -187,6 +186,12 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": sys.version.split()[0],
     }
+
+
+def fits_one_message(model: onnx.ModelProto) -> bool:
+    """Whether the model serialises into one protobuf (under 2 GB). Tensor data under half the limit
+    leaves room for any graph, which spares upb's ByteSize, slow on every model a loop builds."""
+    return _tensor_bytes(model) < PROTO_LIMIT // 2 or model.ByteSize() <= PROTO_LIMIT
 
 
 def _tensor_bytes(model: onnx.ModelProto) -> int:

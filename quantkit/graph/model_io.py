@@ -176,7 +176,7 @@ def image_input(model: onnx.ModelProto) -> InputSpec:
 
 def serialize(model: onnx.ModelProto) -> bytes:
     """The model's bytes, deterministic. For a model that fits in one protobuf (under 2 GB)."""
-    if model.ByteSize() > runtime.PROTO_LIMIT:
+    if not runtime.fits_one_message(model):
         raise ModelError("the model exceeds protobuf's 2 GB limit; store its weights externally")
     return model.SerializeToString(deterministic=True)
 
@@ -185,7 +185,7 @@ def serialize_files(model: onnx.ModelProto, name: str) -> list[tuple[str, bytes]
     """The files that store `model` under the file name `name`: the model alone when it fits in one
     protobuf, else the model plus `name`.data holding its large initializers (onnx's external-data
     format, 4 KiB-aligned offsets), as onnx writes models over 2 GB. Deterministic."""
-    if model.ByteSize() <= runtime.PROTO_LIMIT:
+    if runtime.fits_one_message(model):
         return [(name, serialize(model))]
     copy = onnx.ModelProto()
     copy.CopyFrom(model)

@@ -9,6 +9,15 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
+)
+
+
+def is_quantized_op(op_type: str) -> bool:
+    """Q/DQ, the integer ops, and onnxruntime's QOperator kernels (QLinearConv, QLinearAdd, QGemm, ...)."""
+    return op_type in QUANTIZED_OPS or op_type.startswith(("QLinear", "QGemm", "QAttention"))
+
 
 class GraphIndex:
     """Producers, consumers, constants and element types of a graph, computed once."""

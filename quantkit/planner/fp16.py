@@ -19,7 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from quantkit.graph.fp16 import FLOAT16_MAX, subgraph_inputs
-from quantkit.graph.query import GraphIndex
+from quantkit.graph.query import GraphIndex, is_quantized_op
 from quantkit.results import CalibrationTable
 
 UNSAFE_OPS = frozenset(
@@ -38,13 +38,6 @@ UNSAFE_OPS = frozenset(
         "If",
         "Loop",
         "Scan",
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "DynamicQuantizeLinear",
-        "QLinearConv",
-        "QLinearMatMul",
-        "ConvInteger",
-        "MatMulInteger",
     }
 )
 RANGE_MARGIN = 4.0
@@ -79,7 +72,7 @@ def plan(
         reasons.setdefault(node.name, reason)
 
     for node in index.nodes:
-        if node.op_type in UNSAFE_OPS:
+        if node.op_type in UNSAFE_OPS or is_quantized_op(node.op_type):
             keep(node, "no safe float16 form")
         elif node.name in exclude_nodes or node.op_type in exclude_op_types:
             keep(node, "excluded")
