@@ -130,7 +130,14 @@ CASES: dict[str, tuple[onnx.ModelProto, str]] = {
         "QLinearAdd",
     ),
     "Mul": (
-        sandwich([N("Mul", ["a", "k"], ["b"], name="op")], "a", "b", 4, {"k": np.float32(0.5)}),
+        # per channel: a Mul by one positive scalar folds into the Q node's scale (test_activations)
+        sandwich(
+            [N("Mul", ["a", "k"], ["b"], name="op")],
+            "a",
+            "b",
+            4,
+            {"k": np.array([0.5, 1.0, 1.5, 2.0], np.float32).reshape(1, 4, 1, 1)},
+        ),
         "QLinearMul",
     ),
     "Sigmoid": (sandwich([N("Sigmoid", ["a"], ["b"], name="op")], "a", "b", 4), "QLinearSigmoid"),

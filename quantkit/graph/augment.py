@@ -29,8 +29,12 @@ SHARED_SCALE_OPS = frozenset(
 QLINEAR_OPS = frozenset({"AveragePool", "GlobalAveragePool", "Concat", "Add", "Mul", "Sigmoid", "LeakyRelu"})
 # Folded into the range of the tensor they clip.
 FOLDABLE_OPS = frozenset({"Relu", "Clip"})
+# No integer kernel, but rewritten as QLinearAdd (+ QLinearMul) on the integer path (planner.patterns).
+HARD_OPS = frozenset({"HardSigmoid", "HardSwish"})
+# A Mul or Div by a positive constant folds into the scale of the Q node before it (planner.patterns).
+SCALE_OPS = frozenset({"Mul", "Div"})
 INTEGER_PATH_OPS = SHARED_SCALE_OPS | QLINEAR_OPS
-OBSERVED_OPS = COMPUTE_OPS | INTEGER_PATH_OPS | FOLDABLE_OPS
+OBSERVED_OPS = COMPUTE_OPS | INTEGER_PATH_OPS | FOLDABLE_OPS | HARD_OPS | SCALE_OPS
 
 # Channel axis of the activation input of each compute op, for per-channel statistics.
 CHANNEL_AXIS = {"Conv": 1, "ConvTranspose": 1, "Gemm": -1, "MatMul": -1}

@@ -3,6 +3,10 @@
 A quantized tensor T produced by node P becomes  P -> T_prequant -> Q -> T_quantized -> DQ -> T , so every
 consumer of T (and a model output named T) reads the dequantized value without being edited.
 A quantized graph input gets Q -> DQ after it and its consumers are pointed at the DQ output.
+
+Folded Mul/Div by a constant k (planner.patterns) leave T = k * T_prequant: the Q node's scale is the DQ's
+divided by k, which is exact (DQ(Q(v, s / k), s) is k v quantized with scale s). Quantized HardSigmoid and
+HardSwish nodes become Add (+ Mul) the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from onnx import helper, numpy_helper
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, topological_order
 from quantkit.graph.rebalance import apply_rebalances
-from quantkit.qmath.params import bias_int32, quantize, weight_with_error
+from quantkit.qmath.params import asymmetric_params, bias_int32, quantize, weight_with_error
 from quantkit.results import QuantParams, QuantPlan, WeightPlan
 
 
@@ -53,13 +57,19 @@ class _Rewriter:
         self.new_nodes.append(node)
         return out
 
-    def qdq_pair(self, source: str, target: str, base: str, params: QuantParams) -> None:
+    def qdq_pair(self, source: str, target: str, base: str, params: QuantParams, factor: float = 1.0) -> None:
+        """Q -> DQ from source to target; factor k: target is k * source (the Q node's scale is s / k)."""
         scale, zero = self.params_initializers(base, params)
+        q_scale = scale
+        if factor != 1.0:
+            q_scale = self.add_initializer(
+                f"{base}_prescale", (params.scale / np.float32(factor)).astype(np.float32)
+            )
         quantized = self.namer.fresh(f"{base}_quantized")
         self.new_nodes.append(
             helper.make_node(
                 "QuantizeLinear",
-                [source, scale, zero],
+                [source, q_scale, zero],
                 [quantized],
                 name=self.namer.fresh(f"{base}_QuantizeLinear"),
             )
@@ -95,8 +105,9 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
     earlier calls of the same loop."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    _fold(out, plan.folds)
+    factors = _fold(out, plan.folds)
     rewriter = _Rewriter(out)
+    factors.update(_rewrite_hard(rewriter, plan))
     inserted = apply_rebalances(out, plan.rebalances, rewriter.namer)
     index = GraphIndex(out)
     nodes = {n.name: n for n in out.graph.node}
@@ -117,25 +128,92 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
             producer = index.producer[tensor]
             pre = rewriter.namer.fresh(f"{tensor}_prequant")
             producer.output[list(producer.output).index(tensor)] = pre
-            rewriter.qdq_pair(pre, tensor, tensor, params)
+            rewriter.qdq_pair(pre, tensor, tensor, params, factors.get(tensor, 1.0))
     _finish(out, rewriter.new_nodes)
     return out
 
 
-def _fold(model: onnx.ModelProto, folds: dict[str, str]) -> None:
-    """Remove each folded Relu/Clip; its producer writes the folded node's output directly."""
+def _fold(model: onnx.ModelProto, folds: dict[str, str]) -> dict[str, float]:
+    """Remove each folded node (Relu, Clip, Mul or Div by a constant); the node that wrote its input
+    writes its output directly. Returns k per tensor that is now k times what its writer computes."""
     if not folds:
-        return
+        return {}
     index = GraphIndex(model)
+    writers = {o: n for n in model.graph.node for o in n.output if o}
+    factors: dict[str, float] = {}
     keep = []
     for node in model.graph.node:
-        if node.name in folds:
-            producer = index.producer[node.input[0]]
-            producer.output[list(producer.output).index(node.input[0])] = node.output[0]
-        else:
+        if node.name not in folds:
             keep.append(node)
+            continue
+        source, k = node.input[0], 1.0
+        if node.op_type in ("Mul", "Div"):
+            constant = next(i for i in node.input if index.is_constant(i))
+            source = next(i for i in node.input if i != constant)
+            value = float(np.asarray(index.constant(constant)).reshape(()))
+            k = value if node.op_type == "Mul" else 1.0 / value
+        writer = writers[source]
+        writer.output[list(writer.output).index(source)] = node.output[0]
+        writers[node.output[0]] = writer
+        k *= factors.pop(source, 1.0)
+        if k != 1.0:
+            factors[node.output[0]] = k
     del model.graph.node[:]
     model.graph.node.extend(keep)
+    return factors
+
+
+def _rewrite_hard(rewriter: _Rewriter, plan: QuantPlan) -> dict[str, float]:
+    """Quantized HardSigmoid(x) -> Add(x, beta / alpha), its output alpha times the Add's; HardSwish(x) ->
+    the same Add, a Q/DQ pair for the gate (range from x's params) and Mul(x, gate). Returns the factors
+    of the HardSigmoid outputs."""
+    factors: dict[str, float] = {}
+    for node in rewriter.graph.node:
+        kind = plan.quantized_nodes.get(node.name)
+        if kind not in ("HardSigmoid", "HardSwish"):
+            continue
+        x, out = node.input[0], node.output[0]
+        params = plan.activations[x]
+        alpha, beta = (_attribute(node, "alpha", 0.2), _attribute(node, "beta", 0.5))
+        if kind == "HardSwish":
+            alpha, beta = 1.0 / 6.0, 0.5
+        dtype = str(params.zero_point.dtype)
+        offset = np.float32(beta / alpha)
+        c_scale, c_zero = asymmetric_params(min(float(offset), 0.0), max(float(offset), 0.0), dtype)
+        c_params = QuantParams(np.asarray(c_scale, np.float32), np.asarray(c_zero, params.zero_point.dtype))
+        c_q = quantize(np.asarray(offset, np.float32), c_params.scale, c_params.zero_point, dtype)
+        base = f"{node.name}_offset"
+        c_name = rewriter.dequantize_node(base, rewriter.add_initializer(f"{base}_quantized", c_q), c_params)
+        del node.attribute[:]
+        if kind == "HardSigmoid":
+            node.op_type = "Add"
+            del node.input[:]
+            node.input.extend([x, c_name])
+            factors[out] = alpha
+            continue
+        # the gate's range from x's: hardsigmoid is monotonic, so [0, hardsigmoid(max x)]
+        qmax = np.iinfo(params.zero_point.dtype).max
+        x_hi = float(params.scale) * (qmax - int(params.zero_point))
+        gate_hi = min(max(alpha * x_hi + beta, 1.0 / 255), 1.0)
+        g_scale, g_zero = asymmetric_params(0.0, gate_hi, dtype)
+        g_params = QuantParams(np.asarray(g_scale, np.float32), np.asarray(g_zero, params.zero_point.dtype))
+        pre = rewriter.namer.fresh(f"{node.name}_gate_prequant")
+        gate = rewriter.namer.fresh(f"{node.name}_gate")
+        rewriter.new_nodes.append(
+            helper.make_node("Add", [x, c_name], [pre], name=rewriter.namer.fresh(f"{node.name}_Add"))
+        )
+        rewriter.qdq_pair(pre, gate, f"{node.name}_gate", g_params, alpha)
+        node.op_type = "Mul"
+        del node.input[:]
+        node.input.extend([x, gate])
+    return factors
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: float) -> float:
+    for attr in node.attribute:
+        if attr.name == name:
+            return float(attr.f)
+    return default
 
 
 def _quantize_constant_input(

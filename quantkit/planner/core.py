@@ -5,6 +5,8 @@ The rules, in order:
    per output channel, bias int32, activation input and output per tensor.
 2. Ops on the integer path (data movement, pooling, Concat, Add, Mul, Sigmoid) are quantized when they
    touch a quantized tensor, so that onnxruntime keeps the path integer; repeated to a fixed point.
+   HardSigmoid and HardSwish join it as Add/Mul (uint8), and a Mul or Div by a positive constant after a
+   quantized op folds into its Q node's scale (planner.patterns).
 3. Relu and Clip(0, x) after a quantized op are folded into the range of its output (uint8 only, where
    the zero point 0 makes the Q node clip exactly as they do).
 4. Ops that onnxruntime fuses only with equal input/output scales share one set of params.
@@ -28,6 +30,7 @@ from quantkit.config import ActivationType, ConvertConfig
 from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS
 from quantkit.graph.query import GraphIndex
+from quantkit.planner.patterns import HARD_OPS, SCALE_OPS, data_input, try_hard, try_scale_fold, writer
 from quantkit.planner.ranges import activation_params, consumer_transform, is_bounded, select_range
 from quantkit.planner.rebalance import Rebalancer
 from quantkit.results import (
@@ -143,8 +146,10 @@ def _decide(
             _plan_compute(state, node)
     _propagate(state)
     activations, tied = _activation_params(state)
+    # a scale-folded Mul is gone from the rewritten graph: never an absorber of rebalancing
+    scaled = {n: index.by_name[n].op_type for n in state.folds if index.by_name[n].op_type in SCALE_OPS}
     rebalancer = Rebalancer(
-        index, table, config, dict(state.quantized), dict(state.folds), dict(activations), tied
+        index, table, config, {**state.quantized, **scaled}, dict(state.folds), dict(activations), tied
     )
     return state, activations, rebalancer
 
@@ -199,10 +204,14 @@ def _apply_rebalance_decision(
     producer = state.index.producer.get(rebalance.tensor)
     if producer is None:
         return
-    if producer.name in state.folds:  # Q saturation no longer clips X: the Relu/Clip runs as an op
-        del state.folds[producer.name]
-        state.reasons[producer.name] = "its output is rebalanced by a float Mul (kept as an op)"
-    elif state.quantized.get(producer.name) in INTEGER_PATH_OPS:
+    if producer.name in state.folds:  # Q saturation and scale no longer apply: the folds run as ops
+        node: onnx.NodeProto | None = producer
+        while node is not None and node.name in state.folds:
+            del state.folds[node.name]
+            state.reasons[node.name] = "its output is rebalanced by a float Mul (kept as an op)"
+            source = data_input(state.index, node) if node.op_type in SCALE_OPS else node.input[0]
+            node = state.index.producer.get(source)
+    elif state.quantized.get(producer.name) in INTEGER_PATH_OPS | {"HardSigmoid"}:
         del state.quantized[producer.name]
         state.reasons[producer.name] = "its output is rebalanced by a float Mul"
 
@@ -313,6 +322,10 @@ def _propagate(state: _Planning) -> None:
                 continue
             if node.op_type in ("Relu", "Clip"):
                 changed |= _try_fold(state, node)
+            elif node.op_type in HARD_OPS:
+                changed |= try_hard(state, node)
+            elif node.op_type in SCALE_OPS and try_scale_fold(state, node):
+                changed = True
             elif node.op_type in INTEGER_PATH_OPS:
                 changed |= _try_integer(state, node)
 
@@ -320,8 +333,7 @@ def _propagate(state: _Planning) -> None:
 def _try_fold(state: _Planning, node: onnx.NodeProto) -> bool:
     index = state.index
     source, out = node.input[0], node.output[0]
-    producer = index.producer.get(source)
-    if source not in state.q or producer is None or producer.name not in state.quantized:
+    if source not in state.q or writer(state, source) is None:
         return False
     if out in state.float_tensors:
         state.reasons[node.name] = "its output is kept float by the accuracy fallback"
