@@ -135,6 +135,7 @@ def _table(manifest_models: dict[str, ZooModel], rows: Sequence[dict[str, Any]])
 
 
 def _failures(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each step that ran and failed, with its last line; then, per model, the steps not run."""
     lines = []
     for row in rows:
         if "fetch_error" in row:
@@ -143,14 +144,20 @@ def _failures(rows: Sequence[dict[str, Any]]) -> list[str]:
         named = [(n, row["steps"].get(n)) for n in STEP_ORDER]
         named += [(f"compare_{k}", row.get(f"compare_{k}")) for k in ("int8", "fp16")]
         for config, entry in row.get("onnxruntime", {}).get("configs", {}).items():
-            named += [
-                (f"onnxruntime {config}", entry.get("quantize")),
-                (f"compare ort {config}", entry.get("compare")),
-            ]
+            named += [(f"onnxruntime {config}", entry.get("quantize"))]
+            named += [(f"compare ort {config}", entry.get("compare"))]
+        not_run: dict[str, list[str]] = {}
         for name, step in named:
-            if step is not None and step.get("rc") != 0:
-                text = str(step.get("last_line", "")).replace("|", "\\|")
+            if step is None or step.get("rc") == 0:
+                continue
+            text = str(step.get("last_line", "")).replace("|", "\\|")
+            if step.get("rc") is None:
+                not_run.setdefault(text.removeprefix("not run: "), []).append(name)
+            else:
                 lines.append(f"- **{row['model']}** {name} (rc {_rc(step)}): `{text}`")
+        if not_run:
+            parts = [f"{', '.join(names)} ({reason})" for reason, names in not_run.items()]
+            lines.append(f"- **{row['model']}** not run: {'; '.join(parts)}")
     return lines or ["- none"]
 
 
@@ -199,11 +206,14 @@ def write(
         "",
         f"{len(rows)} of {len(manifest.models)} models, {elapsed_s / 60:.1f} min on "
         f"{environment.get('cpus')} CPU(s), {time.strftime('%Y-%m-%d')}. Models: bench/zoo/manifest.json "
-        "(origin, licence, sha256, preprocessing); every figure: zoo.json.",
+        "(origin, licence, sha256, preprocessing); every figure: zoo.json. Load average (1, 5, 15 min) "
+        f"at the start {environment.get('load_average_start')}, at the end "
+        f"{environment.get('load_average_end')}: a load above the CPU count means other work shared the "
+        "machine, inflating times and latencies.",
         "",
         f"Calibration: {settings.get('calib_images')} images from the even positions of the model's "
         f"image folder; compare: {settings.get('eval_images')} held-out images (odd positions), "
-        f"{settings.get('runs')} timed runs (FP16: a quarter), 1 thread, p50. SQNR: the worst output. "
+        f"{settings.get('runs')} timed runs (FP16: 3), 1 thread, p50. SQNR: the worst output. "
         "Agreement: top-1 of the task output (2-D outputs only), or the final boxes of `--detector`. "
         "rc: exit codes of calibrate / convert int8 / convert fp16 (skip: not run). ORT: "
         "onnxruntime.quantization per-channel QDQ (u8 activations, s8 weights), the config with the "
