@@ -170,6 +170,16 @@ def _peer(
     return {"configs": tried, "best": best[1] if best else None}
 
 
+def _size_flag(model: ZooModel) -> list[str]:
+    """--input-size for `convert --to fp16` when the model's preprocessing names one (dynamic H/W:
+    the size of its synthetic smoke-test inputs); never --calibration."""
+    flags = list(model.preprocess)
+    if "--input-size" in flags:
+        index = flags.index("--input-size")
+        return flags[index : index + 2]
+    return []
+
+
 def run_model(model: ZooModel, fp32: Path, settings: Settings) -> dict[str, Any]:
     """Every step for one model; failures recorded, never raised."""
     work = settings.work / model.name
@@ -191,12 +201,8 @@ def run_model(model: ZooModel, fp32: Path, settings: Settings) -> dict[str, Any]
         )
     else:
         to_int8 = skipped("convert_int8", "no calibration table")
-    to_fp16 = _step(
-        "convert_fp16",
-        [qk, "convert", str(fp32), "--to", "fp16", "-o", str(fp16)],
-        work / "convert_fp16.log",
-        settings,
-    )
+    fp16_argv = [qk, "convert", str(fp32), "--to", "fp16", "-o", str(fp16), *_size_flag(model)]
+    to_fp16 = _step("convert_fp16", fp16_argv, work / "convert_fp16.log", settings)
     out: dict[str, Any] = {"model": model.name}
     for step, reader in ((to_int8, steps.kept_float_int8), (to_fp16, steps.kept_float_fp16)):
         stdout = str(step.extra.pop("stdout", ""))

@@ -51,12 +51,15 @@ def last_line(text: str) -> str:
 
 
 def run_step(name: str, argv: list[str], log: Path, timeout: float) -> Step:
-    """Run argv; its stdout and stderr go to `log`. The last line is stderr's, else stdout's."""
-    env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1", "TERM": "dumb"}
+    """Run argv in the log's folder (what a tool leaves in its working directory stays there); its
+    stdout and stderr go to `log`. The last line is stderr's, else stdout's."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1", "TERM": "dumb", "PYTHONPATH": path}
     start = time.perf_counter()
     step = Step(name=name, argv=argv, log=str(log))
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=log.parent)
     except subprocess.TimeoutExpired as exc:
         step.seconds = time.perf_counter() - start
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
