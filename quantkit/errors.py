@@ -35,3 +35,12 @@ class OutputError(QuantkitError):
 
 class DownloadError(QuantkitError):
     """A model could not be downloaded (no network, server error) or failed its pinned checksum."""
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """text on one line, cut at a word boundary to at most `limit` characters, with '...' where cut."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: limit - 3].rsplit(" ", 1)[0]
+    return cut + "..."

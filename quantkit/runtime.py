@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from quantkit import __version__
-from quantkit.errors import ModelError
+from quantkit.errors import ModelError, shorten
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
 EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the external file of a large model
@@ -85,9 +85,7 @@ class Session:
         try:
             self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types from C++
-            raise ModelError(
-                f"onnxruntime cannot load the model ({' '.join(str(exc).split())[:200]})"
-            ) from exc
+            raise ModelError(f"onnxruntime cannot load the model ({shorten(str(exc))})") from exc
         self.input_name = self._session.get_inputs()[0].name
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.threads = threads
@@ -102,9 +100,7 @@ class Session:
         try:
             results = self._session.run(None, {self.input_name: batch})
         except Exception as exc:  # onnxruntime raises its own exception types from C++
-            raise ModelError(
-                f"onnxruntime failed to run the model ({' '.join(str(exc).split())[:200]})"
-            ) from exc
+            raise ModelError(f"onnxruntime failed to run the model ({shorten(str(exc))})") from exc
         return {name: np.asarray(value) for name, value in zip(self.output_names, results, strict=True)}
 
     def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -30,24 +30,6 @@ class Float16Rewrite:
     initializers_float16: int
 
 
-def subgraph_inputs(model: onnx.ModelProto) -> set[str]:
-    """Names read inside If/Loop/Scan bodies: outer tensors they capture must keep their type."""
-    names: set[str] = set()
-
-    def visit(graph: onnx.GraphProto) -> None:
-        for node in graph.node:
-            names.update(node.input)
-            for attr in node.attribute:
-                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                    visit(sub)
-
-    for node in model.graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                visit(sub)
-    return names
-
-
 def rewrite(
     model: onnx.ModelProto, keep_float32: Iterable[str], keep_io_types: bool = True
 ) -> Float16Rewrite:

@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper, shape_inference, version_converter
 
 from quantkit import runtime
-from quantkit.errors import ModelError
+from quantkit.errors import ModelError, shorten
 from quantkit.results import InputSpec
 
 MIN_OPSET = 10
@@ -115,8 +115,7 @@ def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:160] + ("..." if len(text) > 160 else "")
+    return shorten(str(exc), 160)
 
 
 def opset_version(model: onnx.ModelProto) -> int:

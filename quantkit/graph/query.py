@@ -19,6 +19,25 @@ def is_quantized_op(op_type: str) -> bool:
     return op_type in QUANTIZED_OPS or op_type.startswith(("QLinear", "QGemm", "QAttention"))
 
 
+# Constant attributes that hold a dense value, and the numpy type of each
+_LISTED = {
+    "value_float": np.float32,
+    "value_floats": np.float32,
+    "value_int": np.int64,
+    "value_ints": np.int64,
+}
+
+
+def constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """The dense value a Constant node produces; None for sparse and string values."""
+    for attr in node.attribute:
+        if attr.name == "value" and attr.HasField("t"):
+            return numpy_helper.to_array(attr.t)
+        if attr.name in _LISTED:
+            return np.asarray(onnx.helper.get_attribute_value(attr), _LISTED[attr.name])
+    return None
+
+
 class GraphIndex:
     """Producers, consumers, constants and element types of a graph, computed once."""
 
@@ -57,13 +76,7 @@ class GraphIndex:
         if name in self.initializers:
             return numpy_helper.to_array(self.initializers[name])
         node = self.constant_nodes.get(name)
-        if node is not None:
-            for attr in node.attribute:
-                if attr.name == "value":
-                    return numpy_helper.to_array(attr.t)
-                if attr.name == "value_float":
-                    return np.asarray(attr.f, np.float32)
-        return None
+        return constant_value(node) if node is not None else None
 
     def is_float(self, name: str) -> bool:
         return self.elem_types.get(name) == onnx.TensorProto.FLOAT
@@ -73,6 +86,27 @@ class GraphIndex:
             if attr.name == name:
                 return onnx.helper.get_attribute_value(attr)
         return default
+
+
+def subgraph_inputs(model: onnx.ModelProto) -> set[str]:
+    """Names read inside If/Loop/Scan bodies, at any depth: outer tensors they capture."""
+    names: set[str] = set()
+    pending = [sub for node in model.graph.node for sub in _subgraphs(node)]
+    while pending:
+        graph = pending.pop()
+        for node in graph.node:
+            names.update(node.input)
+            pending.extend(_subgraphs(node))
+    return names
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    found: list[onnx.GraphProto] = []
+    for attr in node.attribute:
+        if attr.HasField("g"):
+            found.append(attr.g)
+        found.extend(attr.graphs)
+    return found
 
 
 def name_nodes(model: onnx.ModelProto) -> None:
