@@ -26,6 +26,7 @@ from quantkit.config import (
     Precision,
     Preset,
     ResizeMode,
+    WeightRange,
 )
 from quantkit.errors import ConfigError, QuantkitError
 
@@ -345,6 +346,14 @@ def convert(
     timeout: Annotated[
         float, typer.Option("--timeout", help="--max-drop: seconds of search at most.")
     ] = 900.0,
+    weight_range: Annotated[
+        WeightRange,
+        typer.Option(
+            "--weight-range",
+            help="int8 weights on [-127, 127] (full) or [-63, 63] (reduced: x86 CPUs without VNNI saturate "
+            "full ones); auto picks for this machine.",
+        ),
+    ] = WeightRange.auto,
     fallback: Annotated[
         FallbackPrecision,
         typer.Option(
@@ -403,6 +412,7 @@ def convert(
         min_sqnr=ConvertConfig.min_sqnr if min_sqnr is None else min_sqnr,
         max_float_layers=max_float_layers,
         compact=compact,
+        weight_range=weight_range,
     )
     budget = None
     if max_drop is not None:

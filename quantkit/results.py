@@ -121,6 +121,7 @@ class QuantPlan:
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     rebalances: tuple[Rebalance, ...] = ()
     input_means: dict[str, np.ndarray] = field(default_factory=dict)  # node -> E[x] per input channel
+    weight_qmax: int = 127  # weights on [-weight_qmax, weight_qmax]: 63 for CPUs whose int8 kernel saturates
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,12 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
+def int8_saturates() -> bool:
+    """True on x86 CPUs without VNNI, where onnxruntime's u8 x s8 kernel can saturate in int16."""
+    info = cpu_info()
+    return str(info["machine"]).lower() in ("x86_64", "amd64", "i686", "x86") and not info["vnni"]
+
+
 def versions() -> dict[str, str]:
     return {
         "quantkit": __version__,

@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, topological_order
 from quantkit.graph.rebalance import apply_rebalances
-from quantkit.qmath.params import asymmetric_params, bias_int32, quantize, weight_with_error
+from quantkit.qmath.params import WEIGHT_QMAX, asymmetric_params, bias_int32, quantize, weight_with_error
 from quantkit.results import QuantParams, QuantPlan, WeightPlan
 
 
@@ -92,11 +92,13 @@ class WeightMemo:
     def __init__(self) -> None:
         self._found: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def per_channel(self, value: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def per_channel(
+        self, value: np.ndarray, axis: int, qmax: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         digest = hashlib.blake2b(np.ascontiguousarray(value).tobytes(), digest_size=16).digest()
-        key = (axis, value.shape, value.dtype.str, digest)
+        key = (axis, qmax, value.shape, value.dtype.str, digest)
         if key not in self._found:
-            self._found[key] = weight_with_error(value, axis)
+            self._found[key] = weight_with_error(value, axis, qmax)
         return self._found[key]
 
 
@@ -114,7 +116,7 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
     activations = dict(sorted({**plan.activations, **inserted}.items()))
     for weight in sorted(plan.weights, key=lambda w: (w.kind == "bias", w.node, w.input_index)):
         _quantize_constant_input(
-            rewriter, index, nodes[weight.node], weight, activations, plan.input_means, memo
+            rewriter, index, nodes[weight.node], weight, activations, plan.input_means, memo, plan.weight_qmax
         )
     for tensor, params in activations.items():
         if index.is_constant(tensor):
@@ -224,6 +226,7 @@ def _quantize_constant_input(
     activations: dict[str, QuantParams],
     input_means: dict[str, np.ndarray] | None = None,
     memo: WeightMemo | None = None,
+    qmax: int = WEIGHT_QMAX,
 ) -> None:
     """Quantize one constant input of `node`; a bias is first corrected by the weights' rounding shift
     E[(W_q - W) x] where the input's per-channel means are known (input_means)."""
@@ -233,7 +236,11 @@ def _quantize_constant_input(
     base = f"{weight.initializer}_{node.name}" if weight.kind == "bias" else weight.initializer
     if weight.kind == "weight":
         assert weight.axis is not None
-        found = memo.per_channel(value, weight.axis) if memo else weight_with_error(value, weight.axis)
+        found = (
+            memo.per_channel(value, weight.axis, qmax)
+            if memo
+            else weight_with_error(value, weight.axis, qmax)
+        )
         q, scale, rewriter.weight_errors[node.name] = found
         rewriter.weight_scales[node.name] = scale
         params = QuantParams(scale, np.zeros(scale.shape, np.int8), weight.axis)

@@ -173,6 +173,7 @@ def _plan_of(state: _Planning, activations: dict[str, QuantParams], rebalances: 
         ranges={name: state.range_of(name) for name in sorted(state.q)},
         rebalances=tuple(rebalances),
         input_means=_input_means(state, rebalances) if state.config.bias_correction else {},
+        weight_qmax=state.config.weight_qmax,
     )
 
 

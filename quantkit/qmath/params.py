@@ -12,6 +12,9 @@ QRANGE: dict[str, tuple[int, int]] = {
     "int32": (-(2**31), 2**31 - 1),
 }
 WEIGHT_QMAX = 127  # symmetric int8 weights use [-127, 127] so that -w quantizes to -q
+# 7-bit weights for x86 CPUs without VNNI: their u8 x s8 kernel (vpmaddubsw) adds two products in int16,
+# 2 * 255 * 127 overflows it and saturates, while 2 * 255 * 63 = 32130 fits (onnxruntime's reduce_range)
+REDUCED_WEIGHT_QMAX = 63
 
 
 def asymmetric_params(lo: float, hi: float, dtype: str = "uint8") -> tuple[np.float32, int]:
@@ -71,24 +74,26 @@ def _broadcast(scale: np.ndarray, zp: np.ndarray, ndim: int, axis: int | None) -
     return scale.reshape(shape), zp.reshape(shape)
 
 
-def per_channel_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per-channel quantization of a weight.
+def per_channel_weight(w: np.ndarray, axis: int, qmax: int = WEIGHT_QMAX) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per-channel quantization of a weight onto [-qmax, qmax].
 
     w: float [..., C (at axis), ...]. Returns (q int8 same shape as w, scale float32 [C]).
     """
     axes = tuple(i for i in range(w.ndim) if i != axis)
     absmax = np.max(np.abs(w), axis=axes) if axes else np.abs(w)
-    scale = symmetric_params(absmax, WEIGHT_QMAX)
+    scale = symmetric_params(absmax, qmax)
     q = quantize(w, scale, np.zeros_like(scale, dtype=np.int8), "int8", axis)
-    return np.clip(q, -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8), scale
+    return np.clip(q, -qmax, qmax).astype(np.int8), scale
 
 
-def weight_with_error(value: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-channel int8 quantization with its rounding error.
+def weight_with_error(
+    value: np.ndarray, axis: int, qmax: int = WEIGHT_QMAX
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel int8 quantization onto [-qmax, qmax] with its rounding error.
 
     value: float [..., C (at axis), ...]. Returns (q int8 as value, scale float32 [C], DQ(q) - value as
     float64, value's shape)."""
-    q, scale = per_channel_weight(value.astype(np.float32), axis)
+    q, scale = per_channel_weight(value.astype(np.float32), axis, qmax)
     error = dequantize(q, scale, np.zeros(scale.shape, np.int8), axis) - value.astype(np.float64)
     return q, scale, error
 
