@@ -243,6 +243,7 @@ def calibrate(
             list(summary.images_skipped),
             summary.tensors,
             summary.seconds,
+            summary.notes,
         ),
         end="",
         soft_wrap=True,
@@ -374,6 +375,10 @@ def convert(
     ] = True,
     compact: CompactOpt = False,
     detector: DetectorOpt = None,
+    input_size: Annotated[
+        str | None,
+        typer.Option("--input-size", help="fp16 without a table: HxW of the synthetic smoke-test inputs."),
+    ] = None,
 ) -> None:
     """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations) or an FP16
     model (float32 inputs and outputs)."""
@@ -391,6 +396,7 @@ def convert(
             min_sqnr=Float16Config.min_sqnr if min_sqnr is None else min_sqnr,
             max_float32_layers=max_float_layers,
             compact=compact,
+            input_size=_size(input_size),
         )
         with _progress() as progress:
             half = pipeline.convert_float16(model, calibration, output, fp16, progress)
@@ -398,6 +404,8 @@ def convert(
         return
     if calibration is None:
         raise ConfigError("--to int8 needs --calibration TABLE; run `quantkit calibrate` first")
+    if input_size is not None:
+        raise ConfigError("--input-size is for --to fp16; int8 takes the size the table was calibrated at")
     config = ConvertConfig(
         method=method,
         percentile=percentile,

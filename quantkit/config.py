@@ -301,6 +301,9 @@ class Float16Config:
     min_sqnr: float = 40.0
     max_float32_layers: int = 8
     compact: bool = False  # as ConvertConfig.compact
+    # Without a table the smoke test runs on synthetic inputs: HxW for a model with a dynamic size
+    # (default: the first of graph.samples.DEFAULT_SIDES the model runs on)
+    input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.min_sqnr < 0 or self.max_float32_layers < 0:
@@ -314,6 +317,7 @@ class Float16Config:
             "min_sqnr": self.min_sqnr,
             "max_float32_layers": self.max_float32_layers,
             "compact": self.compact,
+            "input_size": list(self.input_size) if self.input_size else None,
         }
 
 

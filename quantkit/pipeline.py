@@ -28,6 +28,7 @@ from quantkit.config import (
     Float16Config,
     ImageSelection,
     Preprocess,
+    WeightRange,
 )
 from quantkit.errors import (
     CalibrationError,
@@ -45,11 +46,13 @@ from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16 as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
+from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.qdq import WeightMemo, apply_plan
-from quantkit.graph.query import is_quantized_op, name_nodes
+from quantkit.graph.query import is_quantized_op
+from quantkit.graph.samples import synthetic_samples
 from quantkit.images import ImageLoader, list_digest, resolve_preprocess, select_images
 from quantkit.planner import budget as budget_search
-from quantkit.planner import fallback, smoothing
+from quantkit.planner import fallback, fp16_checks, smoothing
 from quantkit.planner import fp16 as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import sensitivity as sens
@@ -66,11 +69,18 @@ from quantkit.results import (
     QuantPlan,
     SensitivityReport,
 )
-from quantkit.runtime import Session, cpu_info, interleaved_latency, versions
+from quantkit.runtime import Session, cpu_info, int8_saturates, interleaved_latency, versions
 
 # start(label, total) -> advance(n): how the CLI draws progress bars without the pipeline knowing rich.
 Progress = Callable[[str, int], Callable[[int], None]]
 SMOKE_SAMPLES = 8  # stored in the table: convert's smoke test and --min-sqnr measure on them
+# Below these output SQNRs (all outputs, smoke-test samples) a conversion is broken, not coarse: healthy INT8
+# models measure 14-34 dB, float16 ones 38-70 dB. Such a model is never written.
+INT8_FLOOR_DB = 10.0
+FP16_FLOOR_DB = 30.0
+# Synthetic inputs are not the user's images: float16 rounding that measures 38 dB on YOLOX's photos
+# measures 24 dB on standard-normal noise. Without a table, only a conversion below this is broken.
+FP16_SYNTHETIC_FLOOR_DB = 20.0
 META_PREFIX = "quantkit."
 
 
@@ -112,17 +122,15 @@ def _require_table_of(table: CalibrationTable, table_path: Path, sha: str, hint:
         )
 
 
-def _load_for_int8(
-    model_path: Path, table_path: Path
-) -> tuple[onnx.ModelProto, CalibrationTable, onnx.ModelProto]:
-    """(model as loaded, its table, the model at opset >= 13 with named nodes and inferred shapes)."""
+def _load_for_int8(model_path: Path, table_path: Path) -> tuple[onnx.ModelProto, CalibrationTable, Prepared]:
+    """(model as loaded, its table, the model prepared as calibrate prepared it: opset >= 13, weights as
+    initializers, named nodes, inferred shapes)."""
     table = table_io.load(table_path)
     model = model_io.load_model(model_path)
     _require_quantizable(model, model_path)
     _require_table_of(table, table_path, model_io.file_sha256(model_path))
-    upgraded = model_io.ensure_opset(model)
-    name_nodes(upgraded)
-    return model, table, model_io.infer_shapes(upgraded)
+    pre = Preprocess.from_dict(table.meta["preprocess"])
+    return model, table, prepare(model, size=(pre.height, pre.width))
 
 
 def _table_paths(table: Path) -> tuple[Path, Path]:
@@ -145,6 +153,7 @@ class CalibrateSummary:
     tensors: int
     seconds: float
     preprocess: Preprocess
+    notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
 
 
 def calibrate(
@@ -158,11 +167,12 @@ def calibrate(
     _require_quantizable(model, model_path)
     spec = model_io.image_input(model)
     preprocess = resolve_preprocess(config.preprocess, spec)
-    observed = observed_tensors(model_io.infer_shapes(model))
+    prepared = prepare(model, size=(preprocess.height, preprocess.width))
+    observed = observed_tensors(prepared.model)
     paths = select_images(config.images)
     size = spec.shape[0] or config.batch_size  # the batch the model fixes, else the requested one
     loader = ImageLoader(paths, preprocess, size)
-    session = Session.of(with_outputs(model, list(observed)))
+    session = Session.of(with_outputs(prepared.model, list(observed)))
     samples: list[np.ndarray] = []
 
     def batches() -> Iterator[np.ndarray]:
@@ -204,6 +214,7 @@ def calibrate(
         tensors=len(stats),
         seconds=time.perf_counter() - started,
         preprocess=preprocess,
+        notes=prepared.notes(),
     )
 
 
@@ -229,14 +240,16 @@ def convert(
     budget: AccuracyBudget | None = None,
 ) -> ConvertSummary:
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
-    model, table, inferred = _load_for_int8(model_path, table_path)
+    model, table, prepared = _load_for_int8(model_path, table_path)
+    inferred = prepared.model
+    config = resolve_weight_range(config)
     advance = progress("converting", 4)
-    opset_before = model_io.opset_version(model)
     steps: list[FallbackStep] = []
     start_db = None
     budget_report = None
     cache: dict[str, tuple[float, float]] = {}
-    reference = Session.of(inferred).run_samples(_table_samples(table))  # FP32 on the table's samples
+    samples = _table_samples(table)
+    reference = Session.of(inferred).run_samples(samples)  # FP32 on the table's samples
     alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache)
     if budget is not None:
         plan, budget_report = _search_budget(
@@ -248,6 +261,17 @@ def convert(
         start_db, plan, steps = _search_fallback(inferred, table, config, progress, alphas, cache, reference)
     advance(1)
     quantized = _quantized_model(inferred, plan, config)
+    searched = steps[-1].sqnr_db if steps else start_db  # what the fallback search measured last
+    if (
+        budget is None
+        and not (searched if searched is not None else fallback.output_sqnr(quantized, reference, samples))
+        >= INT8_FLOOR_DB
+    ):
+        # broken, not coarse: keep layers float until it works, however many that takes
+        layers = sum(n.op_type in COMPUTE_OPS for n in inferred.graph.node)
+        guarded = dataclasses.replace(config, min_sqnr=INT8_FLOOR_DB, max_float_layers=layers)
+        start_db, plan, steps = _search_fallback(inferred, table, guarded, progress, alphas, cache, reference)
+        quantized = _quantized_model(inferred, plan, config)
     if config.compact:
         quantized = compact_graph.compact(quantized)
     _stamp(quantized, config.to_dict(), table_path, table, conversion=_conversion_record(plan, corrections))
@@ -259,19 +283,51 @@ def convert(
     for path, _ in stored[1:]:  # an external-data file beside the output: never over an input either
         check_output(path, model_path, table_path, table_io.arrays_path(table_path))
     advance(1)
-    smoke = _smoke_test(model, quantized, _table_samples(table))
+    smoke, overall = _smoke_test(model, quantized, samples)
+    _require_floor(
+        overall,
+        INT8_FLOOR_DB,
+        f"the INT8 model, with {len(steps)} layer(s) kept float by the fallback,",
+        "keep layers float with --exclude-nodes, or try --method minmax",
+    )
     advance(1)
     write_set(stored)
     advance(1)
     size = sum(len(data) for _, data in stored)
-    summary = _convert_summary(inferred, plan, model_path, size, opset_before, smoke)
+    summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
+    reduced = (
+        (
+            "int8 weights on [-63, 63] (--weight-range reduced): full-range products saturate the int8 "
+            "kernels of x86 CPUs without VNNI",
+        )
+        if config.weight_range is WeightRange.reduced
+        else ()
+    )
     return dataclasses.replace(
         summary,
+        notes=summary.notes + reduced,
         fallback=tuple(steps),
         fallback_start_db=start_db,
         budget=budget_report,
         corrections=corrections,
     )
+
+
+def resolve_weight_range(config: ConvertConfig) -> ConvertConfig:
+    """config with weight_range auto decided for this machine's onnxruntime kernels."""
+    if config.weight_range is not WeightRange.auto:
+        return config
+    chosen = WeightRange.reduced if int8_saturates() else WeightRange.full
+    return dataclasses.replace(config, weight_range=chosen)
+
+
+def _require_floor(measured: float, floor: float, what: str, fix: str) -> None:
+    """Nothing is written when a converted model measures below `floor` dB on the smoke samples."""
+    if not measured >= floor:
+        raise ConversionError(
+            f"{what} measures {measured:.1f} dB output SQNR on the smoke-test samples, below the "
+            f"{floor:g} dB that a working conversion reaches; nothing was written. To fix: {fix}"
+        )
 
 
 def _quantized_model(model: onnx.ModelProto, plan: QuantPlan, config: ConvertConfig) -> onnx.ModelProto:
@@ -375,12 +431,24 @@ def convert_float16(
     sha = model_io.file_sha256(model_path)
     if table is not None and table_path is not None:
         _require_table_of(table, table_path, sha, "; or leave --calibration out (no range check then)")
-    advance = progress("converting to float16", 3)
-    name_nodes(model)
-    inferred = model_io.infer_shapes(model)
-    decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types)
-    if table is not None and config.min_sqnr > 0 and config.keep_io_types:
-        decided = _float16_fallback(inferred, decided, _table_samples(table), config, progress)
+    advance = progress("converting to float16", 4)
+    prepared = prepare(model, minimum=0, size=config.input_size)  # float16 needs no opset upgrade
+    inferred = prepared.model
+    samples, described = (
+        (_table_samples(table), "calibration samples")
+        if table is not None
+        else (synthetic_samples(inferred, config.input_size), "synthetic inputs")
+    )
+    peaks, reference = fp16_checks.activation_peaks(inferred, samples)
+    decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks)
+    attempt = fp16_checks.attempt_for(inferred, samples[:1], reference[0], config.keep_io_types)
+    decided = fp16_checks.runnable(inferred, decided, attempt)
+    advance(1)
+    floor = min(FP16_FLOOR_DB if table is not None else FP16_SYNTHETIC_FLOOR_DB, config.min_sqnr)
+    target = config.min_sqnr if table is not None else floor  # on synthetic inputs: only what is broken
+    planned = len(decided.kept)
+    if target > 0:
+        decided = _float16_fallback(inferred, decided, samples, reference, target, config, progress)
     rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types)
     converted = compact_graph.compact(rewritten.model) if config.compact else rewritten.model
     _stamp(converted, {"to": "fp16", **config.to_dict()}, table_path, table, sha)
@@ -392,12 +460,13 @@ def convert_float16(
     stored = [(output.parent / name, data) for name, data in model_io.serialize_files(converted, output.name)]
     for path, _ in stored[1:]:
         check_output(path, *inputs)
-    samples, described = (
-        (_table_samples(table), "calibration samples")
-        if table
-        else (_synthetic_input(model), "a synthetic input")
+    smoke, overall = _smoke_test(inferred, converted, samples)
+    _require_floor(
+        overall,
+        floor,
+        f"the float16 model, with {len(decided.kept) - planned} layer(s) kept float32 by the fallback,",
+        "raise --max-float-layers or keep op types float32 with --exclude-op-types",
     )
-    smoke = _smoke_test(model, converted, samples) if config.keep_io_types else {}
     advance(1)
     write_set(stored)
     advance(1)
@@ -414,6 +483,7 @@ def convert_float16(
         bytes_after=sum(len(data) for _, data in stored),
         smoke_sqnr_db=smoke,
         smoke_input=described,
+        notes=prepared.notes(),
     )
 
 
@@ -421,19 +491,28 @@ def _float16_fallback(
     model: onnx.ModelProto,
     decided: fp16_planner.Float16Plan,
     samples: np.ndarray,
+    reference: list[dict[str, np.ndarray]],
+    target: float,
     config: Float16Config,
     progress: Progress,
 ) -> fp16_planner.Float16Plan:
-    """Below config.min_sqnr on the table's samples: keep float32, one at a time, the linear layers that
-    recover the most output SQNR alone (ranked once), until it is met or max_float32_layers are kept."""
-    reference = Session.of(model).run_samples(samples)
+    """Below target dB on the samples (the table's: --min-sqnr; synthetic: the floor): keep float32, one at
+    a time, the linear layers that recover the most output SQNR alone (ranked once), until it is met or
+    max_float32_layers are kept. reference: FP32's outputs on the samples (Session.run_samples)."""
+    why = (
+        f"--min-sqnr {target:g}"
+        if target == config.min_sqnr
+        else f"the {target:g} dB floor on synthetic inputs"
+    )
 
     def sqnr(kept: set[str]) -> float:
-        return fallback.output_sqnr(fp16_graph.rewrite(model, kept).model, reference, samples)
+        return fallback.output_sqnr(
+            fp16_graph.rewrite(model, kept, config.keep_io_types).model, reference, samples
+        )
 
     kept = {k.node for k in decided.kept}
     start = sqnr(kept)
-    if start >= config.min_sqnr or config.max_float32_layers == 0:
+    if start >= target or config.max_float32_layers == 0:
         return decided
     layers = [n for n in model.graph.node if n.op_type in COMPUTE_OPS and n.name not in kept]
     advance = progress("measuring each layer in float32", len(layers))
@@ -445,27 +524,14 @@ def _float16_fallback(
     added: list[fp16_planner.KeptFloat32] = []
     score = start
     for name in ranked[: config.max_float32_layers]:
-        if score >= config.min_sqnr:
+        if score >= target:
             break
         kept.add(name)
         score = sqnr(kept)
         op = next(n.op_type for n in layers if n.name == name)
-        reason = f"kept float32 by --min-sqnr {config.min_sqnr:g} (output {start:.1f} -> {score:.1f} dB)"
+        reason = f"kept float32 by {why} (output {start:.1f} -> {score:.1f} dB)"
         added.append(fp16_planner.KeptFloat32(name, op, reason))
     return dataclasses.replace(decided, kept=decided.kept + tuple(added))
-
-
-def _synthetic_input(model: onnx.ModelProto) -> np.ndarray:
-    """Without a table: one seeded sample in [0, 1) of the model's input shape, batch 1: [1, ...]."""
-    spec = model_io.image_input(model)
-    dims = [1 if k == 0 and d is None else d for k, d in enumerate(spec.shape)]
-    shape = [d for d in dims if d is not None]
-    if len(shape) != len(dims):
-        raise ConfigError(
-            f"input {spec.name!r} has dynamic dimensions {list(spec.shape)}; give --calibration TABLE so "
-            "that the smoke test runs on real samples"
-        )
-    return np.random.default_rng(0).uniform(0.0, 1.0, shape).astype(np.float32)
 
 
 def _search_fallback(
@@ -569,8 +635,9 @@ def _table_samples(table: CalibrationTable) -> np.ndarray:
 
 def _smoke_test(
     reference: onnx.ModelProto, candidate: onnx.ModelProto, samples: np.ndarray
-) -> dict[str, float]:
-    """The converted model loads and gives finite outputs on samples [K, ...]. SQNR per output."""
+) -> tuple[dict[str, float], float]:
+    """The converted model loads and gives finite outputs on samples [K, ...]: (SQNR per output, SQNR of
+    all outputs together)."""
     ref_session = Session.of(reference)
     try:
         cand_session = Session.of(candidate)
@@ -579,15 +646,17 @@ def _smoke_test(
             f"onnxruntime cannot load the converted model ({exc}); nothing was written"
         ) from exc
     errors = {name: OutputErrors(name) for name in ref_session.output_names}
+    overall = OutputNoise()
     for ref, cand in zip(ref_session.run_samples(samples), cand_session.run_samples(samples), strict=True):
         for name, acc in errors.items():
-            if not np.isfinite(cand[name]).all():
+            if not np.isfinite(cand[name]).all() and np.isfinite(ref[name]).all():
                 raise ConversionError(
                     f"the converted model gives NaN/Inf in output {name!r}; nothing was written. "
                     "Try --method minmax or exclude the failing layers"
                 )
             acc.update(ref[name], cand[name])
-    return {name: acc.result().sqnr_db for name, acc in errors.items()}
+        overall.update(ref, cand)
+    return {name: acc.result().sqnr_db for name, acc in errors.items()}, overall.sqnr_db
 
 
 def _convert_summary(
@@ -595,7 +664,7 @@ def _convert_summary(
     plan: QuantPlan,
     model_path: Path,
     size_after: int,
-    opset_before: int,
+    prepared: Prepared,
     smoke: dict[str, float],
 ) -> ConvertSummary:
     op_of = {n.name: n.op_type for n in model.graph.node}
@@ -605,10 +674,11 @@ def _convert_summary(
         float_by_reason=dict(sorted(Counter((s.op_type, s.reason) for s in plan.skipped).items())),
         bytes_before=_model_bytes(model_path),
         bytes_after=size_after,
-        opset_before=opset_before,
-        opset_after=model_io.opset_version(model),
+        opset_before=prepared.opset_before,
+        opset_after=prepared.opset_after,
         smoke_sqnr_db=smoke,
         plan=plan,
+        notes=prepared.notes(),
     )
 
 
@@ -641,7 +711,9 @@ def sensitivity(
     """Each quantized layer's own error and the output error that keeping it float recovers, streamed
     over the images (memory bounded by the number of layers, not of images)."""
     started = time.perf_counter()
-    _, table, inferred = _load_for_int8(model_path, table_path)
+    _, table, prepared = _load_for_int8(model_path, table_path)
+    inferred = prepared.model
+    config = resolve_weight_range(config)
     probes, _ = sens.probes(inferred, table, config)
     if not probes.layers:
         raise ModelError(f"{model_path.name} has no layer that convert would quantize")
@@ -722,8 +794,9 @@ def layer_errors(
 ) -> tuple[tuple[str, str, float], ...]:
     """(node, op type, SQNR in dB of its output when only it is quantized) per quantized linear layer, in
     graph order, on the table's samples: one run of the local probe (rebalancing off, as sensitivity)."""
-    _, table, inferred = _load_for_int8(model_path, table_path)
-    probes, _ = sens.probes(inferred, table, config)
+    _, table, prepared = _load_for_int8(model_path, table_path)
+    inferred = prepared.model
+    probes, _ = sens.probes(inferred, table, resolve_weight_range(config))
     noise = {node: OutputNoise() for node, _ in probes.layers}
     for probed in Session.of(probes.local).run_samples(_table_samples(table)):
         for node, (ref_name, local_name) in probes.local_outputs.items():

@@ -35,10 +35,17 @@ def _pct(value: float | None) -> str:
 
 
 def calibrate_lines(
-    table: str, used: int, skipped: list[tuple[str, str]], tensors: int, seconds: float
+    table: str,
+    used: int,
+    skipped: list[tuple[str, str]],
+    tensors: int,
+    seconds: float,
+    notes: tuple[str, ...] = (),
 ) -> Text:
     text = Text()
     text.append(f"calibrated {tensors} tensors on {used} images in {seconds:.1f} s -> {table}\n")
+    for note in notes:
+        text.append(f"{note}\n")
     if skipped:
         names = ", ".join(Path(name).name for name, _ in skipped[:3])
         text.append(f"skipped {len(skipped)} unreadable file(s): {names}\n", style="yellow")
@@ -62,8 +69,8 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     ratio = summary.bytes_before / max(summary.bytes_after, 1)
     lines = Text()
     lines.append(f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} ({ratio:.2f}x smaller)\n")
-    if summary.opset_before != summary.opset_after:
-        lines.append(f"opset {summary.opset_before} -> {summary.opset_after} (per-channel weights need 13)\n")
+    for note in summary.notes:
+        lines.append(f"{note}\n")
     if summary.fallback_start_db is not None:
         lines.append(f"--min-sqnr: output SQNR on calibration samples {_db(summary.fallback_start_db)}")
         for step in summary.fallback:
@@ -146,10 +153,15 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
     lines = Text()
     lines.append(f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} ({ratio:.2f}x smaller)\n")
     lines.append(f"{summary.casts} Cast nodes at float16/float32 borders\n")
+    for note in summary.notes:
+        lines.append(f"{note}\n")
     if summary.checked_tensors is None:
         lines.append("activation range check skipped: no --calibration table given\n")
     else:
-        lines.append(f"activation ranges checked against float16 on {summary.checked_tensors} tensors\n")
+        lines.append(
+            f"activation ranges checked against float16 on {summary.checked_tensors} tensors "
+            f"({summary.smoke_input})\n"
+        )
     for name, peak in summary.overflowing_weights:
         lines.append(f"weight {name} reaches {peak:.4g}: beyond float16, its consumers stay float32\n")
     if summary.smoke_sqnr_db:

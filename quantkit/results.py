@@ -264,6 +264,7 @@ class ConvertSummary:
     fallback_start_db: float | None = None
     budget: BudgetReport | None = None
     corrections: Corrections | None = None
+    notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,7 @@ class Float16Summary:
     bytes_after: int
     smoke_sqnr_db: dict[str, float]
     smoke_input: str  # what the smoke test ran on
+    notes: tuple[str, ...] = ()  # what was changed on the way in (Constant weights read as initializers)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,8 @@ class Session:
         except Exception as exc:  # onnxruntime raises its own exception types from C++
             raise ModelError(f"onnxruntime cannot load the model ({shorten(str(exc))})") from exc
         self.input_name = self._session.get_inputs()[0].name
+        # a float16 input (convert --to fp16 --no-keep-io-types) is fed the same samples, cast
+        self._input_dtype = np.float16 if self._session.get_inputs()[0].type == "tensor(float16)" else None
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.threads = threads
 
@@ -97,6 +99,8 @@ class Session:
         return dim if isinstance(dim, int) and dim > 0 else None
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if self._input_dtype is not None:
+            batch = batch.astype(self._input_dtype)
         try:
             results = self._session.run(None, {self.input_name: batch})
         except Exception as exc:  # onnxruntime raises its own exception types from C++

@@ -123,7 +123,8 @@ def test_rebalanced_float_graph_matches_the_original(model: str, tmp_path: Path)
     pipeline.calibrate(
         MODELS / f"{model}.onnx", table_path, CalibrateConfig(ImageSelection(IMAGES / folder, 8), pre)
     )
-    _, table, inferred = pipeline._load_for_int8(MODELS / f"{model}.onnx", table_path)
+    _, table, prepared = pipeline._load_for_int8(MODELS / f"{model}.onnx", table_path)
+    inferred = prepared.model
     decided = plan(inferred, table, ConvertConfig(smoothquant="0.5"))
     assert decided.rebalances
     rebalanced = onnx.ModelProto()

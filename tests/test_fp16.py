@@ -90,8 +90,8 @@ def test_unsafe_ops_stay_float32_and_float_attributes_follow(tmp_path: Path) -> 
     assert {i.name: i.data_type for i in model.graph.initializer}["scales"] == TensorProto.FLOAT
     cast_to = {a.i for a in nodes["cast"].attribute if a.name == "to"}
     assert cast_to == {TensorProto.FLOAT16}  # inside the float16 region: patched
-    (value,) = (a.t for a in nodes["k"].attribute)
-    assert value.data_type == TensorProto.FLOAT16
+    assert "k" not in nodes  # the Constant is read as an initializer (graph.normalize), stored as float16
+    assert {i.name: i.data_type for i in model.graph.initializer}["k"] == TensorProto.FLOAT16
     resize_in = nodes["resize"].input[0]
     assert resize_in != "c" and "_fp32" in resize_in  # Cast to float32 in front of the Resize
     assert _sqnr(path, out, _x()) > 40.0
@@ -105,7 +105,7 @@ def test_weights_beyond_float16_are_reported_and_kept_float32(tmp_path: Path) ->
     summary = pipeline.convert_float16(path, None, tmp_path / "o.onnx", Float16Config())
     assert summary.overflowing_weights == (("w", 1e5),)
     assert summary.kept_float32 == (("big", "Conv", "weight w reaches 1e+05, beyond float16's 65504"),)
-    assert summary.checked_tensors is None
+    assert summary.checked_tensors == 1 and summary.smoke_input == "synthetic inputs"
     model = onnx.load(str(tmp_path / "o.onnx"))
     weight = next(i for i in model.graph.initializer if i.name == "w")
     assert weight.data_type == TensorProto.FLOAT
@@ -168,13 +168,14 @@ def _with_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     return model
 
 
-def test_cli_fp16_without_a_table_says_the_range_check_was_skipped(
+def test_cli_fp16_without_a_table_checks_ranges_on_synthetic_inputs(
     cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cnn.fp16.onnx"
     code, stdout, err = run(["convert", str(cnn), "--to", "fp16", "-o", str(out)], capsys)
     assert code == 0, err
-    assert "range check skipped" in stdout and "smoke test on a synthetic input" in stdout
+    assert "activation ranges checked against float16 on 5 tensors (synthetic inputs)" in stdout
+    assert "smoke test on synthetic inputs: finite outputs" in stdout
     assert out.is_file()
 
 
@@ -262,5 +263,8 @@ def test_measured_fallback_keeps_the_layer_that_float16_breaks(image_dir: Path, 
     kept = {node: reason for node, _, reason in summary.kept_float32}
     assert list(kept) == ["c1"] and "kept float32 by --min-sqnr 40" in kept["c1"]
     assert summary.smoke_sqnr_db["y"] >= 40.0
+    # without a table the synthetic inputs find it too: below the 20 dB floor there, c1 stays float32
     without = pipeline.convert_float16(path, None, tmp_path / "c.onnx", Float16Config())
-    assert without.kept_float32 == () and without.checked_tensors is None  # no samples: no measurement
+    kept = {node: reason for node, _, reason in without.kept_float32}
+    assert list(kept) == ["c1"] and "the 20 dB floor on synthetic inputs" in kept["c1"]
+    assert without.smoke_sqnr_db["y"] >= 20.0

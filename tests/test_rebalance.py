@@ -174,7 +174,7 @@ def test_rebalanced_float_graph_matches_the_original(
     model = model_io.infer_shapes(model_io.load_model(src))
     name_nodes(model)
     table = load(table_path)
-    config = ConvertConfig(exclude_op_types=excluded)
+    config = ConvertConfig(exclude_op_types=excluded, smoothquant="0.75")  # auto skips integer-path outputs
     _, rebalancer = smoothing_candidates(model, table, config)
     decided = plan(model, table, config, alphas=dict.fromkeys(rebalancer.eligible(), 0.75))
     producers = {r.tensor: r.producer for r in decided.rebalances}
@@ -214,12 +214,17 @@ def test_auto_rebalancing_folds_into_the_producer_and_pays(tmp_path: Path, image
             src, table, out, ConvertConfig(smoothquant=setting, bias_correction=False, min_sqnr=0)
         )
         results[setting] = output_sqnr(src, out, image_dir)
-        if setting == "auto":
+        if setting == "off":
+            # broken without rebalancing: the INT8 floor keeps a layer float even with --min-sqnr 0
+            assert summary.fallback and summary.fallback_start_db is not None
+            unrebalanced = summary.fallback_start_db
+        else:
             rebalance = next(r for r in summary.plan.rebalances if r.tensor == "r1")
             assert rebalance.producer == "c1" and rebalance.consumers == ("dw",)  # exact through ReLU
             assert summary.corrections is not None
             assert summary.corrections.layer_error_ratio["r1"] < 0.5  # measured on the table's samples
-    assert results["auto"] > results["off"] + 6.0, results
+            assert not summary.fallback  # rebalanced, every layer stays integer
+    assert results["auto"] > unrebalanced + 6.0, results
 
 
 def _noisy_images(folder: Path, count: int, seed: int) -> Path:
@@ -337,7 +342,8 @@ def test_fallback_keeps_the_fewest_layers_float_to_reach_the_target(tmp_path: Pa
     plain = pipeline.convert(
         src, table, tmp_path / "plain.onnx", ConvertConfig(smoothquant="off", min_sqnr=0)
     )
-    start = plain.smoke_sqnr_db["y"]
+    assert plain.fallback and plain.fallback_start_db is not None  # below the INT8 floor: guarded
+    start = plain.fallback_start_db
     target = start + 10.0
     out = tmp_path / "fallback.onnx"
     summary = pipeline.convert(

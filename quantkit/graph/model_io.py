@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from quantkit import runtime
 from quantkit.errors import ModelError, shorten
 from quantkit.results import InputSpec
 
-MIN_OPSET = 10
+MIN_OPSET = 7  # onnxruntime runs opset 7 and later; quantkit upgrades below 13 with onnx's converter
 PER_CHANNEL_OPSET = 13
 # Operator domains onnxruntime's CPU provider runs without a custom-op library.
 KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
@@ -59,8 +60,8 @@ def _check_supported(model: onnx.ModelProto, path: Path) -> None:
     version = opset_version(model)
     if version < MIN_OPSET:
         raise ModelError(
-            f"{path.name} uses opset {version}; quantkit needs opset {MIN_OPSET} or later "
-            "(QuantizeLinear starts there). Re-export with a newer opset"
+            f"{path.name} uses opset {version}; quantkit needs opset {MIN_OPSET} or later (onnxruntime's "
+            "oldest). Re-export with a newer opset"
         )
     if len(model.training_info) or any(n.domain == TRAINING_DOMAIN for n in model.graph.node):
         raise ModelError(
@@ -126,8 +127,8 @@ def opset_version(model: onnx.ModelProto) -> int:
 
 
 def ensure_opset(model: onnx.ModelProto, minimum: int = PER_CHANNEL_OPSET) -> onnx.ModelProto:
-    """The model at opset >= minimum (converted up if needed; per-channel Q/DQ needs 13). The model
-    comes from load_model, which has refused opsets below MIN_OPSET."""
+    """The model at opset >= minimum, converted up with onnx's version converter if needed (per-channel
+    Q/DQ needs 13). graph.upgrade checks the converted graph against the original."""
     version = opset_version(model)
     if version >= minimum:
         return model
@@ -135,11 +136,21 @@ def ensure_opset(model: onnx.ModelProto, minimum: int = PER_CHANNEL_OPSET) -> on
         converted = version_converter.convert_version(model, minimum)
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises bare RuntimeError/IndexError from C++
+        op = _op_named(model, str(exc))
+        culprit = f"it has no adapter for {op}" if op else _short(exc)
         raise ModelError(
-            f"converting opset {version} to {minimum} (needed for per-channel weights) failed "
-            f"({_short(exc)}); re-export the model at opset {minimum} or later"
+            f"onnx's version converter could not take opset {version} to {minimum} ({culprit}); re-export "
+            f"the model at opset {minimum} or later"
         ) from exc
     return converted
+
+
+def _op_named(model: onnx.ModelProto, message: str) -> str | None:
+    """The model's op type that the converter's message names, if any (longest match first)."""
+    for op in sorted({n.op_type for n in model.graph.node}, key=lambda o: (-len(o), o)):
+        if re.search(rf"\b{re.escape(op)}\b", message):
+            return op
+    return None
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

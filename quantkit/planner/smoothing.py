@@ -164,12 +164,12 @@ def _chunks(
     sizes = {t.name: int(np.prod(t.dims)) * 4 for t in model.graph.initializer}
     consumers_of = {n.name: n.input[1] for n in model.graph.node if len(n.input) > 1}
     chunks: list[list[tuple[float, Rebalance]]] = []
-    held = PROBE_BYTES
+    held = 0
     for tensor in dict.fromkeys(c.tensor for _, c in candidates):
         group = [pair for pair in candidates if pair[1].tensor == tensor]
         weights = sum(sizes.get(consumers_of.get(node, ""), 0) for node in group[0][1].consumers)
         cost = weights * (len(group) + 1)  # one copy per alpha and one as planned
-        if held + cost > PROBE_BYTES and held > 0:
+        if not chunks or (held + cost > PROBE_BYTES and held > 0):
             chunks.append([])
             held = 0
         chunks[-1].extend(group)

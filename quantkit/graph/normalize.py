@@ -1,0 +1,75 @@
+"""One form for every pass: weights are initializers, whichever way the exporter stored them.
+
+Paddle2ONNX and several tf2onnx exports hold weights in `Constant` nodes, and some exporters read an
+initializer through an `Identity`. Each pass (planning, rebalancing, bias correction, the QDQ and float16
+rewrites, sensitivity, --compact) reads weights from initializers, so the model is brought into that form
+once, when it is loaded for a command: it computes exactly what it did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+from onnx import numpy_helper
+
+from quantkit.graph.query import constant_value, subgraph_inputs
+
+
+@dataclass(frozen=True)
+class Normalized:
+    model: onnx.ModelProto
+    constants: int  # Constant nodes turned into initializers
+    identities: int  # Identity nodes of an initializer dropped (their readers read the initializer)
+
+
+def normalize(model: onnx.ModelProto) -> Normalized:
+    """A copy of `model` whose top-level Constant nodes are initializers and whose Identity nodes of an
+    initializer are gone (their readers read it directly). A name that is a graph output, or that a
+    subgraph reads, keeps its node: the graph's interface and the subgraphs' captures do not change."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    keep_names = {o.name for o in graph.output} | subgraph_inputs(out)
+    initializers = {t.name for t in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    constants = 0
+    for node in graph.node:
+        value = constant_value(node) if node.op_type == "Constant" and len(node.output) == 1 else None
+        name = node.output[0] if node.output else ""
+        if value is None or name in keep_names or name in initializers:
+            nodes.append(node)
+            continue
+        graph.initializer.append(numpy_helper.from_array(value, name))
+        initializers.add(name)
+        constants += 1
+    alias: dict[str, str] = {}
+    kept: list[onnx.NodeProto] = []
+    for node in nodes:
+        source = alias.get(node.input[0], node.input[0]) if node.input else ""
+        if (
+            node.op_type == "Identity"
+            and source in initializers
+            and node.output[0] not in keep_names
+            and not _overridable(graph, source)
+        ):
+            alias[node.output[0]] = source
+            continue
+        node.input[:] = [alias.get(name, name) for name in node.input]
+        kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    if alias:
+        _drop_value_info(graph, set(alias))
+    return Normalized(out, constants, len(alias))
+
+
+def _overridable(graph: onnx.GraphProto, name: str) -> bool:
+    """An initializer also listed as a graph input may be fed at run time: its Identity stays."""
+    return any(i.name == name for i in graph.input)
+
+
+def _drop_value_info(graph: onnx.GraphProto, names: set[str]) -> None:
+    kept = [v for v in graph.value_info if v.name not in names]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)

@@ -1,0 +1,110 @@
+"""The model every command works on: one form, made the same way by calibrate, convert and sensitivity so
+that tensor names agree between the table and the plan.
+
+1. Below opset 13 (per-channel Q/DQ), upgraded with onnx's version converter, then checked against the
+   original on seeded synthetic inputs: outputs equal within float tolerance, or the upgrade is refused.
+2. Weights held in Constant nodes or read through Identity become initializers (graph.normalize).
+3. Every node named; shapes inferred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from quantkit.errors import ModelError
+from quantkit.graph import model_io
+from quantkit.graph.normalize import normalize
+from quantkit.graph.query import name_nodes
+from quantkit.graph.samples import synthetic_samples
+from quantkit.runtime import Session
+
+# An upgraded graph computes what the original did: outputs agree to float32 rounding (relative to each
+# output's scale; the converter may reorder arithmetic, e.g. BatchNormalization's spatial form)
+UPGRADE_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Prepared:
+    model: onnx.ModelProto  # opset >= minimum, normalized, nodes named, shapes inferred
+    opset_before: int
+    opset_after: int
+    constants_folded: int  # Constant nodes made initializers
+    identities_dropped: int
+
+    def notes(self) -> tuple[str, ...]:
+        """What was changed on the way in, for the summary."""
+        found = []
+        if self.opset_after != self.opset_before:
+            found.append(
+                f"opset {self.opset_before} -> {self.opset_after} (per-channel weights need 13; outputs "
+                "checked equal on synthetic inputs)"
+            )
+        if self.constants_folded or self.identities_dropped:
+            found.append(
+                f"{self.constants_folded} Constant node(s) and {self.identities_dropped} Identity of a "
+                "weight read as initializers"
+            )
+        return tuple(found)
+
+
+def prepare(
+    model: onnx.ModelProto,
+    minimum: int = model_io.PER_CHANNEL_OPSET,
+    size: tuple[int, int] | None = None,
+) -> Prepared:
+    """model: as loaded by model_io.load_model. minimum: the opset to upgrade to when below it (0: keep the
+    model's own). size: HxW for the synthetic check of a model with dynamic spatial size."""
+    before = model_io.opset_version(model)
+    upgraded = model_io.ensure_opset(model, minimum) if minimum else model
+    if upgraded is not model:
+        check_upgrade(model, upgraded, before, size)
+    normalized = normalize(upgraded)
+    named = normalized.model
+    name_nodes(named)
+    return Prepared(
+        model=model_io.infer_shapes(named),
+        opset_before=before,
+        opset_after=model_io.opset_version(named),
+        constants_folded=normalized.constants,
+        identities_dropped=normalized.identities,
+    )
+
+
+def check_upgrade(
+    original: onnx.ModelProto, upgraded: onnx.ModelProto, version: int, size: tuple[int, int] | None
+) -> None:
+    """Raise ModelError unless the upgraded model gives the original's outputs on synthetic inputs."""
+    samples = synthetic_samples(original, size, count=2)
+    try:
+        after = Session.of(upgraded, spin=False).run_samples(samples)
+    except ModelError as exc:
+        raise ModelError(
+            f"the model converted from opset {version} fails to run in onnxruntime ({exc}); re-export it at "
+            f"opset {model_io.PER_CHANNEL_OPSET} or later"
+        ) from exc
+    before = Session.of(original, spin=False).run_samples(samples)
+    for ref, new in zip(before, after, strict=True):
+        for name, value in ref.items():
+            error = _relative_error(value, new[name])
+            if error > UPGRADE_RTOL:
+                raise ModelError(
+                    f"converting opset {version} changed output {name!r} (relative error {error:.2g}); "
+                    f"re-export the model at opset {model_io.PER_CHANNEL_OPSET} or later"
+                )
+
+
+def _relative_error(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """max |a - b| / max |a| over one output ([...], any shape); inf when the shapes differ."""
+    if reference.shape != candidate.shape:
+        return float("inf")
+    if not np.issubdtype(reference.dtype, np.floating):
+        return 0.0 if np.array_equal(reference, candidate) else float("inf")
+    ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
+    finite = np.isfinite(ref)
+    if not np.array_equal(finite, np.isfinite(cand)):
+        return float("inf")
+    scale = float(np.max(np.abs(ref[finite]), initial=0.0)) or 1.0
+    return float(np.max(np.abs(ref[finite] - cand[finite]), initial=0.0)) / scale

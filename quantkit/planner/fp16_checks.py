@@ -1,0 +1,121 @@
+"""What a float16 plan cannot see from the graph, found by running it: activation peaks in FP32, and
+nodes whose float16 form onnxruntime refuses or that turn an output non-finite.
+
+A refused node is named by onnxruntime's message where it names one of the float16 nodes; otherwise it is
+found by bisection over the float16 nodes in graph order (log2(n) sessions per culprit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+
+from quantkit.errors import ConversionError, ModelError, shorten
+from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph.augment import with_outputs
+from quantkit.graph.query import GraphIndex
+from quantkit.planner.fp16 import Float16Plan, KeptFloat32
+from quantkit.runtime import Session
+
+MAX_CULPRITS = 8
+_NAMED = (re.compile(r"Name:'([^']+)'"), re.compile(r"[Nn]ode \(([^)]+)\)"), re.compile(r"node '([^']+)'"))
+
+# kept float32 nodes -> why the model fails, or None when it loads, runs and gives finite outputs
+Attempt = Callable[[frozenset[str]], str | None]
+
+
+def activation_peaks(
+    model: onnx.ModelProto, samples: np.ndarray
+) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
+    """(max |value| of every float tensor in FP32 over samples [K, ...], the model's own outputs as
+    Session.run_samples gives them). Non-finite values are skipped in the peaks (an FP32 model that is
+    non-finite already is not float16's doing)."""
+    index = GraphIndex(model)
+    names = sorted({o for n in index.nodes for o in n.output if o and index.is_float(o)})
+    outputs = [o.name for o in model.graph.output]
+    peaks = dict.fromkeys(names, 0.0)
+    reference = []
+    for produced in Session.of(with_outputs(model, names), spin=False).run_samples(samples):
+        for name in names:
+            finite = produced[name][np.isfinite(produced[name])]
+            if finite.size:
+                peaks[name] = max(peaks[name], float(np.max(np.abs(finite))))
+        reference.append({name: produced[name] for name in outputs})
+    return peaks, reference
+
+
+def attempt_for(
+    model: onnx.ModelProto, sample: np.ndarray, reference: dict[str, np.ndarray], keep_io_types: bool
+) -> Attempt:
+    """An Attempt that rewrites `model` to float16 with the given nodes kept float32 and runs one sample
+    [1, ...]; outputs that FP32 (`reference`, on that sample) gives finite must stay finite."""
+    finite = {name: np.isfinite(value) for name, value in reference.items()}
+
+    def attempt(kept: frozenset[str]) -> str | None:
+        converted = fp16_graph.rewrite(model, kept, keep_io_types).model
+        try:
+            outputs = Session.of(converted, spin=False).run_samples(sample)[0]
+        except ModelError as exc:
+            return str(exc)
+        for name, value in outputs.items():
+            where = finite[name] if value.shape == finite[name].shape else np.ones(value.shape, bool)
+            if not np.isfinite(value[where]).all():
+                return f"output {name!r} is not finite"
+        return None
+
+    return attempt
+
+
+def runnable(model: onnx.ModelProto, decided: Float16Plan, attempt: Attempt) -> Float16Plan:
+    """decided, with the float16 nodes onnxruntime refuses (or that make an output non-finite) kept
+    float32 too. Raises ConversionError when keeping every node float32 does not help."""
+    kept = {k.node: k for k in decided.kept}
+    order = list(model.graph.node)
+    failure: str | None = None
+    for _ in range(MAX_CULPRITS + 1):
+        failure = attempt(frozenset(kept))
+        if failure is None:
+            return dataclasses.replace(decided, kept=tuple(kept[n.name] for n in order if n.name in kept))
+        half = [n for n in order if n.name not in kept]
+        culprit = _named(failure, half) or _bisect(half, frozenset(kept), attempt)
+        if culprit is None:
+            raise ConversionError(
+                f"the float16 model fails ({shorten(failure, 120)}) even where every node stays float32; "
+                "nothing was written"
+            )
+        kept[culprit.name] = KeptFloat32(
+            culprit.name, culprit.op_type, f"float16 form fails: {shorten(failure, 120)}"
+        )
+    raise ConversionError(
+        f"the float16 model still fails after keeping {MAX_CULPRITS} refused nodes float32 "
+        f"({shorten(failure or '', 120)}); nothing was written. Keep op types float32 with --exclude-op-types"
+    )
+
+
+def _named(failure: str, half: list[onnx.NodeProto]) -> onnx.NodeProto | None:
+    by_name = {n.name: n for n in half}
+    for pattern in _NAMED:
+        for name in pattern.findall(failure):
+            if name in by_name:
+                return by_name[name]
+    return None
+
+
+def _bisect(half: list[onnx.NodeProto], kept: frozenset[str], attempt: Attempt) -> onnx.NodeProto | None:
+    """The first float16 node (graph order) whose float16 form, with all before it, makes the model fail:
+    the smallest k such that converting half[:k] fails. None when keeping all of half does not help."""
+    names = [n.name for n in half]
+    if attempt(kept | frozenset(names)) is not None:
+        return None
+    low, high = 0, len(names)  # converting half[:low] runs; half[:high] fails
+    while high - low > 1:
+        middle = (low + high) // 2
+        if attempt(kept | frozenset(names[middle:])) is None:
+            low = middle
+        else:
+            high = middle
+    return half[high - 1]

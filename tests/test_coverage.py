@@ -1,0 +1,428 @@
+"""One hand-made reproduction of each failure class that real exported models hit (issue 14): weights in
+Constant nodes, opset 7-9, float16 overflow in a Constant, a size computed in float, dynamic H/W without a
+table, a conversion far below what it should reach. Each model is checked against FP32 in onnxruntime."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantkit import pipeline
+from quantkit.calib.table import load as load_table
+from quantkit.config import CalibrateConfig, ConvertConfig, Float16Config, ImageSelection
+from quantkit.errors import ConversionError
+from quantkit.graph.normalize import normalize
+from quantkit.graph.prepare import prepare
+from quantkit.graph.qdq import apply_plan
+from quantkit.graph.query import GraphIndex
+from quantkit.planner import fp16_checks, plan
+from quantkit.planner.fallback import output_sqnr as output_sqnr_of
+from quantkit.planner.fp16 import Float16Plan, KeptFloat32
+from quantkit.runtime import Session
+from tests.conftest import conv_params, make_model, rng, save
+from tests.helpers import assert_one_line_error, output_sqnr, run
+
+
+def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
+    return helper.make_node(
+        "Constant", [], [name], name=f"{name}_node", value=numpy_helper.from_array(value.astype(np.float32))
+    )
+
+
+def constant_weights_model(opset: int = 11) -> onnx.ModelProto:
+    """Paddle2ONNX style: every weight and bias a Constant node; one weight read through Identity and
+    shared by two convolutions."""
+    p1, p2 = conv_params(8, 3, 3, 0), conv_params(8, 8, 3, 1)
+    nodes = [
+        _const("w1", p1["w"]),
+        _const("b1", p1["b"]),
+        _const("w2", p2["w"]),
+        _const("b2", p2["b"]),
+        helper.make_node("Identity", ["w2"], ["w2_read"], name="w2_identity"),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2_read", "b2"], ["c"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["d"], name="relu2"),
+        helper.make_node("Conv", ["d", "w2_read", "b2"], ["y"], name="c3", pads=[1, 1, 1, 1]),
+    ]
+    return make_model(nodes, {}, opset=opset)
+
+
+def opset9_model(opset: int = 9) -> onnx.ModelProto:
+    """The classic model-zoo era: BatchNormalization, Upsample (scales an attribute before opset 9, an
+    input from 9)."""
+    p1, p2 = conv_params(8, 3, 3, 2), conv_params(4, 8, 3, 3)
+    g = rng(4)
+    inits = {
+        "w1": p1["w"],
+        "b1": p1["b"],
+        "w2": p2["w"],
+        "b2": p2["b"],
+        "s": g.uniform(0.5, 1.5, 8).astype(np.float32),
+        "bb": g.normal(0, 0.1, 8).astype(np.float32),
+        "m": g.normal(0, 0.1, 8).astype(np.float32),
+        "v": g.uniform(0.5, 2, 8).astype(np.float32),
+        "sc": np.array([1, 1, 2, 2], np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["a", "s", "bb", "m", "v"], ["n"], name="bn"),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Upsample", ["p", "sc"], ["u"], name="up", mode="nearest")
+        if opset >= 9
+        else helper.make_node(
+            "Upsample", ["p"], ["u"], name="up", mode="nearest", scales=[1.0, 1.0, 2.0, 2.0]
+        ),
+        helper.make_node("Conv", ["u", "w2", "b2"], ["y"], name="c2", pads=[1, 1, 1, 1]),
+    ]
+    if opset < 9:
+        del inits["sc"]
+    return make_model(nodes, inits, opset=opset)
+
+
+def big_constant_model(value: float = 1e8) -> onnx.ModelProto:
+    """A BatchNormalization whose variance is a Constant node of 1e7-`value`: float16's largest is 65504."""
+    p1 = conv_params(8, 3, 3, 5)
+    g = rng(6)
+    nodes = [
+        _const("var", g.uniform(1e7, value, 8)),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["a", "gain"], ["ab"], name="gain_mul"),
+        helper.make_node("BatchNormalization", ["ab", "s", "bb", "m", "var"], ["n"], name="bn"),
+        helper.make_node("Relu", ["n"], ["y"], name="relu"),
+    ]
+    inits = {
+        "w1": p1["w"],
+        "b1": p1["b"],
+        "gain": np.array(3000.0, np.float32),
+        "s": np.ones(8, np.float32),
+        "bb": np.full(8, 0.05, np.float32),
+        "m": g.normal(0, 100, 8).astype(np.float32),
+    }
+    return make_model(nodes, inits, opset=11)
+
+
+def float_size_model() -> onnx.ModelProto:
+    """A ViT-style position embedding resized (cubic) to the feature map's size, the size computed in
+    float: Shape -> Cast(float) * (1/3) * 3 -> Cast(int64). In float16 1/3 rounds to 0.33325 and the size
+    of a 20x20 map becomes 19."""
+    p1 = conv_params(8, 3, 3, 7)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Shape", ["a"], ["shape"], name="shape"),
+        helper.make_node("Slice", ["shape", "s0", "s1"], ["hw"], name="hw"),
+        helper.make_node("Cast", ["hw"], ["hw_f"], name="to_float", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["hw_f", "third"], ["hw_3"], name="div3"),
+        helper.make_node("Mul", ["hw_3", "three"], ["hw_back"], name="mul3"),
+        helper.make_node("Cast", ["hw_back"], ["hw_i"], name="to_int", to=TensorProto.INT64),
+        helper.make_node("Concat", ["lead", "hw_i"], ["sizes"], name="sizes", axis=0),
+        helper.make_node("Resize", ["pos", "", "", "sizes"], ["pr"], name="resize", mode="cubic"),
+        helper.make_node("Add", ["a", "pr"], ["y"], name="add"),
+    ]
+    inits = {
+        "w1": p1["w"],
+        "b1": p1["b"],
+        "pos": rng(8).normal(0, 1, (1, 8, 4, 4)).astype(np.float32),
+        "s0": np.array([2], np.int64),
+        "s1": np.array([4], np.int64),
+        "third": np.array([1 / 3], np.float32),
+        "three": np.array([3.0], np.float32),
+        "lead": np.array([1, 8], np.int64),
+    }
+    return make_model(nodes, inits, input_shape=(1, 3, "H", "W"))
+
+
+def cancelling_model() -> onnx.ModelProto:
+    """y = conv_a(x) - conv_b(x) with nearly equal weights: INT8 noise swamps the small difference."""
+    p = conv_params(8, 3, 3, 9)
+    w_b = p["w"] + rng(10).normal(0, 1e-3, p["w"].shape).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "b"], ["a"], name="ca", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "wb", "b"], ["c"], name="cb", pads=[1, 1, 1, 1]),
+        helper.make_node("Sub", ["a", "c"], ["y"], name="sub"),
+    ]
+    return make_model(nodes, {"wa": p["w"], "wb": w_b, "b": p["b"]})
+
+
+def _outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0])
+
+
+def _sqnr(reference: np.ndarray, candidate: np.ndarray) -> float:
+    r, c = reference.astype(np.float64), candidate.astype(np.float64)
+    return float(10 * np.log10(np.sum(r * r) / max(np.sum((r - c) ** 2), 1e-300)))
+
+
+def _int8(model: onnx.ModelProto, tmp: Path, images: Path, config: ConvertConfig | None = None) -> Path:
+    src = save(model, tmp / "model.onnx")
+    table = tmp / "model.calib.json"
+    pipeline.calibrate(src, table, CalibrateConfig(images=ImageSelection(images)))
+    out = tmp / "model.int8.onnx"
+    pipeline.convert(src, table, out, config or ConvertConfig())
+    return out
+
+
+# ---------------------------------------------------------------- weights in Constant nodes
+
+
+def test_normalize_makes_constant_weights_initializers_and_keeps_outputs() -> None:
+    model = constant_weights_model()
+    normalized = normalize(model)
+    assert (normalized.constants, normalized.identities) == (4, 1)
+    ops = [n.op_type for n in normalized.model.graph.node]
+    assert "Constant" not in ops and "Identity" not in ops
+    assert {"w1", "b1", "w2", "b2"} <= {t.name for t in normalized.model.graph.initializer}
+    x = rng(1).normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )
+    after = ort.InferenceSession(
+        normalized.model.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, {"x": x})
+    np.testing.assert_array_equal(before[0], after[0])
+
+
+def test_normalize_keeps_a_constant_that_is_a_graph_output() -> None:
+    nodes = [_const("k", np.ones(3)), helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    model = make_model(nodes, {}, outputs=["y", "k"])
+    assert normalize(model).constants == 0
+
+
+def test_int8_converts_constant_node_weights_with_every_pass(tmp_path: Path, image_dir: Path) -> None:
+    """Before: IndexError in smoothing._chunks (the rebalancing probe counted initializers only)."""
+    out = _int8(constant_weights_model(), tmp_path, image_dir)
+    converted = onnx.load(str(out))
+    ops = [n.op_type for n in converted.graph.node]
+    assert ops.count("DequantizeLinear") >= 6  # three weights, three activations at least
+    index = GraphIndex(converted)
+    for conv in ("c1", "c2", "c3"):
+        weight = index.producer[index.by_name[conv].input[1]]
+        assert weight.op_type == "DequantizeLinear", conv
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 20
+
+
+def test_cli_int8_on_constant_weights_exits_0(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = save(constant_weights_model(), tmp_path / "m.onnx")
+    code, _, err = run(
+        ["calibrate", str(src), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert code == 0, err
+    code, out, err = run(
+        ["convert", str(src), "-c", str(tmp_path / "t.json"), "-o", str(tmp_path / "q.onnx")], capsys
+    )
+    assert code == 0, err
+    assert "internal error" not in err
+    assert "4 Constant node(s) and 1 Identity of a weight read as initializers" in out
+
+
+# ---------------------------------------------------------------- opset 7-9
+
+
+@pytest.mark.parametrize("opset", [7, 8, 9])
+def test_int8_upgrades_old_opsets_and_says_so(tmp_path: Path, image_dir: Path, opset: int) -> None:
+    out = _int8(opset9_model(opset), tmp_path, image_dir)
+    converted = onnx.load(str(out))
+    assert converted.opset_import[0].version == 13
+    assert sum(n.op_type == "QuantizeLinear" for n in converted.graph.node) >= 2
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 20
+
+
+def test_fp16_on_opset9_matches_onnxruntimes_converter(tmp_path: Path) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = opset9_model()
+    src = save(model, tmp_path / "m.onnx")
+    summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config())
+    theirs = save(convert_float_to_float16(model, keep_io_types=True), tmp_path / "ort.onnx")
+    x = rng(2).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    reference = _outputs(src, x)
+    ours_db, theirs_db = (
+        _sqnr(reference, _outputs(tmp_path / "h.onnx", x)),
+        _sqnr(reference, _outputs(theirs, x)),
+    )
+    assert ours_db >= theirs_db - 1.0 and ours_db > 40, (ours_db, theirs_db)
+    assert summary.smoke_input == "synthetic inputs"
+
+
+def test_calibrate_accepts_opset9_and_says_it_upgraded(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = save(opset9_model(), tmp_path / "m.onnx")
+    code, out, err = run(
+        ["calibrate", str(src), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert code == 0, err
+    assert "opset 9 -> 13" in out
+
+
+def test_opset6_is_refused_in_one_line(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = opset9_model()
+    model.opset_import[0].version = 6
+    src = tmp_path / "m.onnx"
+    onnx.save(model, str(src))
+    code, _, err = run(
+        ["calibrate", str(src), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert_one_line_error(code, err, "uses opset 6", "opset 7 or later")
+
+
+# ---------------------------------------------------------------- float16
+
+
+def test_fp16_keeps_a_constant_beyond_float16_in_float32(tmp_path: Path) -> None:
+    """Before: the Constant's 1e7-1e8 overflowed to inf, the output was zero and the file was written."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = big_constant_model(1e8)
+    src = save(model, tmp_path / "m.onnx")
+    summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config())
+    assert any(node == "bn" for node, _, _ in summary.kept_float32)
+    x = rng(3).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    reference = _outputs(src, x)
+    ours = _sqnr(reference, _outputs(tmp_path / "h.onnx", x))
+    theirs = _sqnr(
+        reference, _outputs(save(convert_float_to_float16(model, keep_io_types=True), tmp_path / "o.onnx"), x)
+    )
+    assert ours > 40 and ours >= theirs - 1.0, (ours, theirs)
+
+
+def test_fp16_keeps_float_size_computation_in_float32(tmp_path: Path) -> None:
+    """Before: the size path ran in float16 and the resized embedding no longer matched the feature map."""
+    src = save(float_size_model(), tmp_path / "m.onnx")
+    summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config(input_size=(20, 20)))
+    kept = {node for node, _, _ in summary.kept_float32}
+    assert {"div3", "mul3"} <= kept
+    x = rng(4).normal(0, 1, (1, 3, 20, 20)).astype(np.float32)
+    reference, half = _outputs(src, x), _outputs(tmp_path / "h.onnx", x)
+    assert half.shape == reference.shape and _sqnr(reference, half) > 40
+
+
+def test_fp16_of_a_dynamic_size_model_needs_no_table(tmp_path: Path) -> None:
+    """Before: 'give --calibration TABLE so that the smoke test runs on real samples'."""
+    p = conv_params(4, 3, 3, 11)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1])]
+    src = save(
+        make_model(nodes, {"w": p["w"], "b": p["b"]}, input_shape=("N", 3, "H", "W")), tmp_path / "m.onnx"
+    )
+    summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config())
+    assert summary.smoke_input == "synthetic inputs" and min(summary.smoke_sqnr_db.values()) > 40
+
+
+def test_fp16_keeps_a_constant_float16_cannot_resolve_in_float32(tmp_path: Path) -> None:
+    """x * 1e-8 * 1e8: in float16 1e-8 is zero (below the smallest subnormal) and 1e8 infinite."""
+    nodes = [
+        helper.make_node("Mul", ["x", "tiny"], ["a"], name="down"),
+        helper.make_node("Mul", ["a", "huge"], ["y"], name="up"),
+    ]
+    inits = {"tiny": np.array(1e-8, np.float32), "huge": np.array(1e8, np.float32)}
+    src = save(make_model(nodes, inits, input_shape=(1, 3, 8, 8)), tmp_path / "m.onnx")
+    summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config())
+    kept = {node: reason for node, _, reason in summary.kept_float32}
+    assert set(kept) == {"down", "up"} and "smallest normal" in kept["down"]
+    x = rng(5).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
+    assert _sqnr(_outputs(src, x), _outputs(tmp_path / "h.onnx", x)) > 60
+
+
+def test_fp16_below_the_floor_is_not_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversion that measures below the floor after the fallback: nothing written, one line why.
+    (Real float16 rounding on x86 is the weights' alone, far above it: the floor is raised here.)"""
+    monkeypatch.setattr(pipeline, "FP16_SYNTHETIC_FLOOR_DB", 200.0)
+    p = conv_params(4, 3, 3, 12)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1])]
+    src = save(make_model(nodes, {"w": p["w"], "b": p["b"]}), tmp_path / "m.onnx")
+    before = src.read_bytes()
+    out = tmp_path / "h.onnx"
+    argv = [
+        "convert",
+        str(src),
+        "--to",
+        "fp16",
+        "--min-sqnr",
+        "300",
+        "--max-float-layers",
+        "0",
+        "-o",
+        str(out),
+    ]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "below the 200 dB", "nothing was written")
+    assert not out.exists() and src.read_bytes() == before
+
+
+def test_runnable_keeps_the_node_onnxruntime_names() -> None:
+    model = constant_weights_model(13)
+    decided = Float16Plan((), None, ())
+
+    def attempt(kept: frozenset[str]) -> str | None:
+        return None if "c2" in kept else "Non-zero status code returned while running Conv node. Name:'c2'"
+
+    result = fp16_checks.runnable(model, decided, attempt)
+    assert [k.node for k in result.kept] == ["c2"]
+
+
+def test_runnable_bisects_when_the_message_names_no_node() -> None:
+    model = constant_weights_model(13)
+    decided = Float16Plan((KeptFloat32("relu", "Relu", "excluded"),), None, ())
+    calls: list[frozenset[str]] = []
+
+    def attempt(kept: frozenset[str]) -> str | None:
+        calls.append(kept)
+        return None if "c3" in kept else "output 'y' is not finite"
+
+    result = fp16_checks.runnable(model, decided, attempt)
+    assert [k.node for k in result.kept] == ["relu", "c3"]
+    assert len(calls) <= 8
+
+
+def test_runnable_gives_up_in_one_error_when_float32_everywhere_fails() -> None:
+    with pytest.raises(ConversionError, match="even where every node stays float32"):
+        fp16_checks.runnable(constant_weights_model(13), Float16Plan((), None, ()), lambda kept: "broken")
+
+
+# ---------------------------------------------------------------- the INT8 floor
+
+
+def test_int8_far_below_the_floor_keeps_layers_float_even_with_the_fallback_off(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    out = _int8(cancelling_model(), tmp_path, image_dir, ConvertConfig(min_sqnr=0))
+    # the premise: quantized whole, the model is broken (far below 10 dB on the table's samples)
+    table = load_table(tmp_path / "model.calib.json")
+    prepared = prepare(onnx.load(str(tmp_path / "model.onnx")))
+    whole = apply_plan(prepared.model, plan(prepared.model, table, ConvertConfig(min_sqnr=0)))
+    assert table.samples is not None
+    reference = Session.of(prepared.model).run_samples(table.samples)
+    assert output_sqnr_of(whole, reference, table.samples) < 10
+    # what was written keeps a layer float and is above the floor
+    index = GraphIndex(onnx.load(str(out)))
+    float_convs = [
+        n.name for n in index.nodes if n.op_type == "Conv" and index.producer.get(n.input[1]) is None
+    ]
+    assert float_convs
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) >= 10
+
+
+def test_rebalancing_probe_chunks_weights_it_cannot_size() -> None:
+    """Before: a weight not stored as an initializer cost 0 bytes, no chunk was opened: IndexError."""
+    from quantkit.planner.smoothing import _chunks
+    from quantkit.results import QuantParams, Rebalance
+
+    model = constant_weights_model(13)  # weights in Constant nodes: no initializer to size
+    params = QuantParams(np.asarray(0.1, np.float32), np.asarray(0, np.uint8))
+    rebalance = Rebalance("r", np.ones(8, np.float32), 0.5, ("c2",), None, 1, 4, params)
+    chunks = _chunks(model, [(0.5, rebalance), (0.8, dataclasses.replace(rebalance, alpha=0.8))])
+    assert [len(c) for c in chunks] == [2]
