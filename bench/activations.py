@@ -222,7 +222,7 @@ def sqnr(reference: Session, candidate: Session, samples: np.ndarray) -> float:
 
 
 def measure(
-    pattern: str, images: Path, work: Path, num_images: int, runs: int, threads: int
+    pattern: str, images: Path, work: Path, num_images: int, runs: int, threads: int, config: ConvertConfig
 ) -> dict[str, Any]:
     from bench.ort_peer import quantize_with_ort
 
@@ -231,7 +231,7 @@ def measure(
     onnx.save(build(pattern), str(fp32))
     options = PreprocessOptions()
     pipeline.calibrate(fp32, table, CalibrateConfig(ImageSelection(images, num_images), options))
-    summary = pipeline.convert(fp32, table, ours, ConvertConfig())
+    summary = pipeline.convert(fp32, table, ours, config)
     quantize_with_ort(fp32, images, peer, num_images, options, "minmax")
     pre = resolve_preprocess(options, image_input(onnx.load(str(fp32))))
     paths = find_images(images)[-EVAL_IMAGES:]  # the last images: mostly outside the calibration subset
@@ -258,7 +258,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="folder to keep the models in")
+    parser.add_argument("--smoothquant", default="auto", help="quantkit's --smoothquant (default auto)")
+    parser.add_argument(
+        "--min-sqnr", type=float, default=ConvertConfig().min_sqnr, help="quantkit's --min-sqnr"
+    )
     args = parser.parse_args()
+    config = ConvertConfig(smoothquant=args.smoothquant, min_sqnr=args.min_sqnr)
     print(
         f"{'pattern':<12} {'fp32 ms':>8} {'quantkit':>9} {'ort':>7} {'qk x':>6} {'ort x':>6} "
         f"{'qk dB':>6} {'ort dB':>6} {'float qk/ort':>12}"
@@ -267,7 +272,7 @@ def main() -> None:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for pattern in args.patterns.split(","):
-            r = measure(pattern, args.images, work, args.num_images, args.runs, args.threads)
+            r = measure(pattern, args.images, work, args.num_images, args.runs, args.threads, config)
             f, q, o = r["ms"]
             print(
                 f"{pattern:<12} {f:8.2f} {q:9.2f} {o:7.2f} {f / q:6.2f} {f / o:6.2f} "

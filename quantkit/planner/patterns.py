@@ -47,6 +47,8 @@ def scale_factor(index: GraphIndex, node: onnx.NodeProto) -> float | None:
         other = node.input[1 - position]
         if value is None or index.is_constant(other) or value.dtype != np.float32 or value.size != 1:
             continue
+        if value.ndim > index.ranks.get(other, 0):  # the constant's rank would broadcast the output up
+            return None
         k = float(value.reshape(()))
         if not np.isfinite(k) or k <= 0.0:
             return None
