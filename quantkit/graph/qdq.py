@@ -6,7 +6,8 @@ A quantized graph input gets Q -> DQ after it and its consumers are pointed at t
 
 Folded Mul/Div by a constant k (planner.patterns) leave T = k * T_prequant: the Q node's scale is the DQ's
 divided by k, which is exact (DQ(Q(v, s / k), s) is k v quantized with scale s). Quantized HardSigmoid and
-HardSwish nodes become Add (+ Mul) the same way.
+HardSwish nodes become Add (+ Mul) the same way. A folded Mul/Div whose input keeps its own Q/DQ (a scaled
+read) becomes a second DQ of that input's integers, with the scale of its output's params.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class _Rewriter:
         self.new_nodes: list[onnx.NodeProto] = []
         self.weight_scales: dict[str, np.ndarray] = {}  # node name -> per-channel weight scale
         self.weight_errors: dict[str, np.ndarray] = {}  # node name -> dequantized - float weight
+        self.quantized_of: dict[str, str] = {}  # tensor -> the integer tensor its Q node writes
 
     def add_initializer(self, base: str, array: np.ndarray) -> str:
         name = self.namer.fresh(base)
@@ -66,6 +68,7 @@ class _Rewriter:
                 f"{base}_prescale", (params.scale / np.float32(factor)).astype(np.float32)
             )
         quantized = self.namer.fresh(f"{base}_quantized")
+        self.quantized_of[base] = quantized
         self.new_nodes.append(
             helper.make_node(
                 "QuantizeLinear",
@@ -107,7 +110,9 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
     earlier calls of the same loop."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    factors = _fold(out, plan.folds)
+    reads = _scaled_reads(out, plan)
+    factors = _fold(out, {n: t for n, t in plan.folds.items() if t not in reads})
+    _drop(out, set(reads))
     rewriter = _Rewriter(out)
     factors.update(_rewrite_hard(rewriter, plan))
     inserted = apply_rebalances(out, plan.rebalances, rewriter.namer)
@@ -131,6 +136,16 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
             pre = rewriter.namer.fresh(f"{tensor}_prequant")
             producer.output[list(producer.output).index(tensor)] = pre
             rewriter.qdq_pair(pre, tensor, tensor, params, factors.get(tensor, 1.0))
+    for tensor, source in reads.items():
+        scale, zero = rewriter.params_initializers(tensor, activations[tensor])
+        rewriter.new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [rewriter.quantized_of[source], scale, zero],
+                [tensor],
+                name=rewriter.namer.fresh(f"{tensor}_DequantizeLinear"),
+            )
+        )
     _finish(out, rewriter.new_nodes)
     return out
 
@@ -163,6 +178,25 @@ def _fold(model: onnx.ModelProto, folds: dict[str, str]) -> dict[str, float]:
     del model.graph.node[:]
     model.graph.node.extend(keep)
     return factors
+
+
+def _scaled_reads(model: onnx.ModelProto, plan: QuantPlan) -> dict[str, str]:
+    """Folded Mul/Div whose input keeps its own Q/DQ: output -> input."""
+    index = GraphIndex(model)
+    reads = {}
+    for node in model.graph.node:
+        if node.name in plan.folds and node.op_type in ("Mul", "Div"):
+            source = next(i for i in node.input if not index.is_constant(i))
+            if source in plan.activations:
+                reads[node.output[0]] = source
+    return reads
+
+
+def _drop(model: onnx.ModelProto, outputs: set[str]) -> None:
+    """Remove the nodes writing `outputs` (scaled reads: a DQ writes them instead)."""
+    keep = [n for n in model.graph.node if not (n.output and n.output[0] in outputs)]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
 
 
 def _rewrite_hard(rewriter: _Rewriter, plan: QuantPlan) -> dict[str, float]:

@@ -60,6 +60,7 @@ class _Planning:
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     float_tensors: set[str] = field(default_factory=set)  # never quantized (the fallback's layers)
     selected: dict[str, tuple[float, float]] = field(default_factory=dict)  # select_range results, by tensor
+    reads: dict[str, tuple[str, float]] = field(default_factory=dict)  # scaled reads: node -> (source, k)
 
     def has_stats(self, name: str) -> bool:
         return name in self.table.stats and self.index.is_float(name) and not self.index.is_constant(name)
@@ -173,6 +174,7 @@ def _integer_written(state: _Planning) -> list[str]:
 
 def _plan_of(state: _Planning, activations: dict[str, QuantParams], rebalances: list[Rebalance]) -> QuantPlan:
     index = state.index
+    _scaled_reads(state, activations)
     for node in index.nodes:
         if node.name not in state.quantized and node.name not in state.folds:
             state.reasons.setdefault(node.name, _float_reason(node))
@@ -227,6 +229,8 @@ def _apply_rebalance_decision(
         while node is not None and node.name in state.folds:
             del state.folds[node.name]
             state.reasons[node.name] = "its output is rebalanced by a float Mul (kept as an op)"
+            if state.reads.pop(node.name, None) is not None:  # its source keeps its Q/DQ
+                break
             source = data_input(state.index, node) if node.op_type in SCALE_OPS else node.input[0]
             node = state.index.producer.get(source)
     elif state.quantized.get(producer.name) in INTEGER_PATH_OPS | {"HardSigmoid"}:
@@ -429,7 +433,8 @@ def _float_reason(node: onnx.NodeProto) -> str:
 def _activation_params(state: _Planning) -> tuple[dict[str, QuantParams], set[str]]:
     """Params per quantized tensor; tensors tied by shared-scale ops get those of the widest member.
     Also returns the tensors that share their params with another."""
-    groups = _UnionFind(sorted(state.q))
+    reads = {state.folds[n] for n in state.reads}  # their params are their sources' (_scaled_reads)
+    groups = _UnionFind(sorted(state.q - reads))
     for node in state.index.nodes:
         if state.quantized.get(node.name) in SHARED_SCALE_OPS:
             for out in node.output:
@@ -454,6 +459,22 @@ def _activation_params(state: _Planning) -> tuple[dict[str, QuantParams], set[st
                 float(value.min()), float(value.max()), state.config.activations
             )
     return dict(sorted(params.items())), tied
+
+
+def _scaled_reads(state: _Planning, activations: dict[str, QuantParams]) -> None:
+    """A scaled read's params: its source's (final, after rebalancing) with the scale times k. A source
+    left float for a rebalancing Mul leaves the read to run as its Mul/Div with params of its own."""
+    for node_name, (source, k) in list(state.reads.items()):
+        out = state.folds[node_name]
+        if source in activations:
+            params = activations[source]
+            activations[out] = QuantParams(
+                (params.scale * np.float32(k)).astype(np.float32), params.zero_point
+            )
+            continue
+        del state.folds[node_name], state.reads[node_name]
+        if out in state.q:
+            activations[out] = activation_params(*state.range_of(out), state.config.activations)
 
 
 def _width(stats: TensorStats) -> float:

@@ -9,7 +9,8 @@ stay exact (the model computes what the float one does, up to the rounding of th
    a fold after one) and read by nothing else is removed: its input's writer writes the result directly,
    and the Q node divides by k in its scale. DQ(Q(v, s / k), s) = s * round(k v / s) is k v quantized
    with scale s, so `Clip(x + 3, 0, 6) / 6`, `* (1/6)`, `(x * relu6(x + 3)) / 6` and GELU's final `* 0.5`
-   cost no kernel at all.
+   cost no kernel at all. Where the input is quantized but read by other nodes too (GELU's x / sqrt 2),
+   the node becomes a second DequantizeLinear of the input's integers with scale k s (a scaled read).
 2. Hard activations, uint8 only (the Q node's saturation at zero point 0 is the lower clip):
    HardSigmoid(x) = alpha * clip(x + beta / alpha, 0, 1 / alpha) becomes Add(x, beta / alpha) with its
    output quantized at scale s / alpha (QLinearAdd); HardSwish(x) = x * HardSigmoid(x) becomes that Add,
@@ -67,6 +68,8 @@ def writer(state: _Planning, tensor: str) -> onnx.NodeProto | None:
     folds (Relu, Clip, scale) back to one; None if there is none."""
     node = state.index.producer.get(tensor)
     while node is not None and node.name in state.folds:
+        if node.name in state.reads:  # a second DQ of another tensor's integers: no Q node to rescale
+            return None
         source = data_input(state.index, node) if node.op_type in SCALE_OPS else node.input[0]
         node = state.index.producer.get(source)
     return node if node is not None and node.name in state.quantized else None
@@ -79,18 +82,15 @@ def try_scale_fold(state: _Planning, node: onnx.NodeProto) -> bool:
     if k is None:
         return False
     source, out = data_input(index, node), node.output[0]
-    if source not in state.q or writer(state, source) is None:
+    if source not in state.q or out in index.graph_outputs or out in state.float_tensors:
         return False
-    if (
-        len(index.consumers[source]) != 1
-        or source in index.graph_outputs
-        or out in index.graph_outputs
-        or out in state.float_tensors
-        or not state.has_stats(out)
-    ):
+    if not state.has_stats(out):
         return False
+    if len(index.consumers[source]) == 1 and source not in index.graph_outputs and writer(state, source):
+        state.q.discard(source)
+    else:
+        state.reads[node.name] = (source, k)
     state.folds[node.name] = out
-    state.q.discard(source)
     state.add_q(out)
     return True
 
