@@ -54,6 +54,16 @@ def paddle_hardsigmoid_mul(x: str, y: str, p: str, inits: dict[str, np.ndarray])
     ]
 
 
+def scaled_hardsigmoid_mul(x: str, y: str, p: str, inits: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+    """x * (2 * HardSigmoid(x)): a scale fold after the rewritten HardSigmoid (the factors multiply)."""
+    two = _scalar(inits, f"{p}_two", 2.0)
+    return [
+        N("HardSigmoid", [x], [f"{p}_g"], name=f"{p}_hardsigmoid", alpha=1.0 / 6, beta=0.5),
+        N("Mul", [two, f"{p}_g"], [f"{p}_g2"], name=f"{p}_scale"),
+        N("Mul", [x, f"{p}_g2"], [y], name=f"{p}_mul"),
+    ]
+
+
 def _relu6_of_x_plus_3(x: str, p: str, inits: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
     three, zero, six = (_scalar(inits, f"{p}_{k}", v) for k, v in (("three", 3), ("zero", 0), ("six", 6)))
     return [
@@ -190,6 +200,7 @@ PATTERNS: dict[str, tuple[Pattern, frozenset[str]]] = {
     "hardswish": (hardswish, frozenset()),
     "hardsigmoid_mul": (hardsigmoid_mul, frozenset()),
     "paddle_hardsigmoid_mul": (paddle_hardsigmoid_mul, frozenset()),
+    "scaled_hardsigmoid_mul": (scaled_hardsigmoid_mul, frozenset()),
     "decomposed_div": (decomposed_div, frozenset()),
     "decomposed_mul": (decomposed_mul, frozenset()),
     "decomposed_mul_then_div": (decomposed_mul_then_div, frozenset()),

@@ -114,7 +114,8 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
     factors = _fold(out, {n: t for n, t in plan.folds.items() if t not in reads})
     _drop(out, set(reads))
     rewriter = _Rewriter(out)
-    factors.update(_rewrite_hard(rewriter, plan))
+    for tensor, k in _rewrite_hard(rewriter, plan).items():  # a HardSigmoid's output may be scaled on
+        factors[tensor] = factors.get(tensor, 1.0) * k
     inserted = apply_rebalances(out, plan.rebalances, rewriter.namer)
     index = GraphIndex(out)
     nodes = {n.name: n for n in out.graph.node}

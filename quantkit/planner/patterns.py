@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from quantkit.config import ActivationType
-from quantkit.graph.augment import HARD_OPS, SCALE_OPS
+from quantkit.graph.augment import HARD_OPS, SCALE_OPS, SHARED_SCALE_OPS
 from quantkit.graph.query import GraphIndex
 
 if TYPE_CHECKING:
@@ -86,7 +86,10 @@ def try_scale_fold(state: _Planning, node: onnx.NodeProto) -> bool:
         return False
     if not state.has_stats(out):
         return False
-    if len(index.consumers[source]) == 1 and source not in index.graph_outputs and writer(state, source):
+    found = writer(state, source)
+    # a shared-scale writer (MaxPool, Reshape...) must keep its input's params: read it scaled instead
+    alone = len(index.consumers[source]) == 1 and source not in index.graph_outputs
+    if alone and found is not None and found.op_type not in SHARED_SCALE_OPS:
         state.q.discard(source)
     else:
         state.reads[node.name] = (source, k)
