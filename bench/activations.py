@@ -15,7 +15,8 @@ folded) with seeded random weights at 224x224, once per activation pattern:
 - mish: x * Tanh(Softplus(x))
 
 Each is calibrated and converted by quantkit (defaults) and by onnxruntime.quantization.quantize_static
-(per-channel MinMax, QDQ, bench.ort_peer) on the same images, then timed interleaved at batch 1 (medians).
+(per-channel MinMax, QDQ, bench.ort_peer) on the same images, then timed interleaved at batch 1: medians
+in ms, and speedups as the median over rounds of FP32's time over the INT8 model's in the same round.
 The outputs are random-weight logits: SQNR against FP32 is reported, accuracy is not.
 
     python -m bench.activations [--patterns hardswish,silu] [--images DIR] [--runs 60] [--threads 1]
@@ -238,11 +239,15 @@ def measure(
     samples = np.concatenate([b.data for b in ImageLoader(paths, pre, 1)])
     ref = Session(fp32, threads=threads, spin=False)
     sessions = [Session(p, threads=threads, spin=False) for p in (fp32, ours, peer)]
-    times = [float(np.median(t)) for t in interleaved_latency(sessions, samples[:1], 10, runs)]
+    timed = interleaved_latency(sessions, samples[:1], 10, runs)
+    times = [float(np.median(t)) for t in timed]
+    # FP32 over INT8 per round, then the median: robust to load that drifts during the loop
+    ratios = [float(np.median(timed[0] / t)) for t in timed[1:]]
     kept = Counter(s.op_type for s in summary.plan.skipped if s.op_type in ("Conv", "Gemm", "MatMul"))
     return {
         "pattern": pattern,
         "ms": times,
+        "speedup": ratios,
         "sqnr": [sqnr(ref, Session(p), samples) for p in (ours, peer)],
         "float_compute": [float_compute(p) for p in (ours, peer)],
         "kept": dict(kept),
@@ -275,7 +280,7 @@ def main() -> None:
             r = measure(pattern, args.images, work, args.num_images, args.runs, args.threads, config)
             f, q, o = r["ms"]
             print(
-                f"{pattern:<12} {f:8.2f} {q:9.2f} {o:7.2f} {f / q:6.2f} {f / o:6.2f} "
+                f"{pattern:<12} {f:8.2f} {q:9.2f} {o:7.2f} {r['speedup'][0]:6.2f} {r['speedup'][1]:6.2f} "
                 f"{r['sqnr'][0]:6.1f} {r['sqnr'][1]:6.1f} "
                 f"{r['float_compute'][0]:>5}/{r['float_compute'][1]:<5}"
                 + (f"  fallback kept {len(r['fallback'])} float" if r["fallback"] else ""),
