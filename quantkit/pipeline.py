@@ -48,7 +48,7 @@ from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, observed_tensors, with_outputs
 from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.qdq import WeightMemo, apply_plan
-from quantkit.graph.query import is_quantized_op
+from quantkit.graph.query import is_quantized_op, measured_outputs
 from quantkit.graph.samples import synthetic_samples
 from quantkit.images import ImageLoader, list_digest, resolve_preprocess, select_images
 from quantkit.planner import budget as budget_search
@@ -249,7 +249,7 @@ def convert(
     budget_report = None
     cache: dict[str, tuple[float, float]] = {}
     samples = _table_samples(table)
-    reference = Session.of(inferred).run_samples(samples)  # FP32 on the table's samples
+    reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
     alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache)
     if budget is not None:
         plan, budget_report = _search_budget(
@@ -283,9 +283,9 @@ def convert(
     for path, _ in stored[1:]:  # an external-data file beside the output: never over an input either
         check_output(path, model_path, table_path, table_io.arrays_path(table_path))
     advance(1)
-    smoke, overall = _smoke_test(model, quantized, samples)
+    smoke = _smoke_test(model, quantized, samples)
     _require_floor(
-        overall,
+        fallback.output_sqnr(quantized, reference, samples),
         INT8_FLOOR_DB,
         f"the INT8 model, with {len(steps)} layer(s) kept float by the fallback,",
         "keep layers float with --exclude-nodes, or try --method minmax",
@@ -439,9 +439,13 @@ def convert_float16(
         if table is not None
         else (synthetic_samples(inferred, config.input_size), "synthetic inputs")
     )
-    peaks, reference = fp16_checks.activation_peaks(inferred, samples)
+    measured = measured_outputs(inferred)
+    tensors = sorted(set(measured.values()))
+    peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)
+    reference = [{t: run[t] for t in tensors} for run in runs]
     decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks)
-    attempt = fp16_checks.attempt_for(inferred, samples[:1], reference[0], config.keep_io_types)
+    first = {name: runs[0][name] for name in measured}
+    attempt = fp16_checks.attempt_for(inferred, samples[:1], first, config.keep_io_types)
     decided = fp16_checks.runnable(inferred, decided, attempt)
     advance(1)
     floor = min(FP16_FLOOR_DB if table is not None else FP16_SYNTHETIC_FLOOR_DB, config.min_sqnr)
@@ -460,9 +464,9 @@ def convert_float16(
     stored = [(output.parent / name, data) for name, data in model_io.serialize_files(converted, output.name)]
     for path, _ in stored[1:]:
         check_output(path, *inputs)
-    smoke, overall = _smoke_test(inferred, converted, samples)
+    smoke = _smoke_test(inferred, converted, samples)
     _require_floor(
-        overall,
+        fallback.output_sqnr(converted, reference, samples),
         floor,
         f"the float16 model, with {len(decided.kept) - planned} layer(s) kept float32 by the fallback,",
         "raise --max-float-layers or keep op types float32 with --exclude-op-types",
@@ -635,9 +639,8 @@ def _table_samples(table: CalibrationTable) -> np.ndarray:
 
 def _smoke_test(
     reference: onnx.ModelProto, candidate: onnx.ModelProto, samples: np.ndarray
-) -> tuple[dict[str, float], float]:
-    """The converted model loads and gives finite outputs on samples [K, ...]: (SQNR per output, SQNR of
-    all outputs together)."""
+) -> dict[str, float]:
+    """The converted model loads and gives finite outputs on samples [K, ...]: SQNR per output."""
     ref_session = Session.of(reference)
     try:
         cand_session = Session.of(candidate)
@@ -646,7 +649,6 @@ def _smoke_test(
             f"onnxruntime cannot load the converted model ({exc}); nothing was written"
         ) from exc
     errors = {name: OutputErrors(name) for name in ref_session.output_names}
-    overall = OutputNoise()
     for ref, cand in zip(ref_session.run_samples(samples), cand_session.run_samples(samples), strict=True):
         for name, acc in errors.items():
             if not np.isfinite(cand[name]).all() and np.isfinite(ref[name]).all():
@@ -655,8 +657,7 @@ def _smoke_test(
                     "Try --method minmax or exclude the failing layers"
                 )
             acc.update(ref[name], cand[name])
-        overall.update(ref, cand)
-    return {name: acc.result().sqnr_db for name, acc in errors.items()}, overall.sqnr_db
+    return {name: acc.result().sqnr_db for name, acc in errors.items()}
 
 
 def _convert_summary(

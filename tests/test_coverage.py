@@ -426,3 +426,36 @@ def test_rebalancing_probe_chunks_weights_it_cannot_size() -> None:
     rebalance = Rebalance("r", np.ones(8, np.float32), 0.5, ("c2",), None, 1, 4, params)
     chunks = _chunks(model, [(0.5, rebalance), (0.8, dataclasses.replace(rebalance, alpha=0.8))])
     assert [len(c) for c in chunks] == [2]
+
+
+def test_a_squashed_output_is_judged_by_its_logits(tmp_path: Path) -> None:
+    """A text detector's probability map is ~1e-8 where there is no text: float16 keeps a few bits of such
+    values, harmless to any threshold. The floor reads the logits (-18 +- a little), not the map."""
+    from quantkit.graph.query import measured_outputs
+
+    p = conv_params(1, 3, 3, 13)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["logits"], name="c", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["logits"], ["y"], name="prob"),
+    ]
+    model = make_model(nodes, {"w": p["w"] * 0.1, "b": np.full(1, -18.0, np.float32)})
+    assert measured_outputs(model) == {"y": "logits"}
+    src = save(model, tmp_path / "m.onnx")
+    summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config())
+    assert summary.smoke_sqnr_db["y"] < 20  # the map itself, as the summary shows it
+    assert summary.kept_float32 == ()  # judged by the map, the fallback kept the convolution float32
+    x = rng(6).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    logits = onnx.load(str(tmp_path / "h.onnx"))
+    logits.graph.output.add().name = "logits"
+    session = ort.InferenceSession(logits.SerializeToString(), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(
+        save(_with_logits(model), tmp_path / "r.onnx").read_bytes(), providers=["CPUExecutionProvider"]
+    )
+    assert _sqnr(reference.run(["logits"], {"x": x})[0], session.run(["logits"], {"x": x})[0]) > 50
+
+
+def _with_logits(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.add().name = "logits"
+    return copy

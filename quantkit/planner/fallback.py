@@ -19,8 +19,9 @@ import onnx
 
 from quantkit.config import ConvertConfig
 from quantkit.evaluate.metrics import OutputNoise
-from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.augment import COMPUTE_OPS, with_outputs
 from quantkit.graph.qdq import WeightMemo, apply_plan
+from quantkit.graph.query import measured_outputs
 from quantkit.planner.core import plan
 from quantkit.results import CalibrationTable, FallbackStep, QuantPlan
 from quantkit.runtime import Session
@@ -28,10 +29,27 @@ from quantkit.runtime import Session
 CANDIDATES_PER_ROUND = 10
 
 
+def measured_reference(model: onnx.ModelProto, samples: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """FP32's measured outputs (query.measured_outputs: logits for squashed outputs) on samples [K, ...],
+    one dict per Session.run_samples batch: the reference output_sqnr compares against."""
+    tensors = sorted(set(measured_outputs(model).values()))
+    return [
+        {t: run[t] for t in tensors} for run in Session.of(with_outputs(model, tensors)).run_samples(samples)
+    ]
+
+
 def output_sqnr(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: np.ndarray) -> float:
-    """SQNR (dB) of all of `model`'s outputs together against `reference` (Session.run_samples)."""
+    """SQNR (dB) of all of `model`'s outputs together against `reference` (measured_reference, or
+    Session.run_samples): the tensors the reference holds, read from `model` as extra outputs where they
+    are not its outputs (untyped: a float16 model has them in float16)."""
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    present = {o.name for o in augmented.graph.output}
+    for name in reference[0] if reference else ():
+        if name not in present:
+            augmented.graph.output.add().name = name
     noise = OutputNoise()
-    for got, ref in zip(Session.of(model).run_samples(samples), reference, strict=True):
+    for got, ref in zip(Session.of(augmented).run_samples(samples), reference, strict=True):
         noise.update(ref, got)
     return noise.sqnr_db
 
@@ -82,7 +100,7 @@ def search(
     if table.samples is None or table.samples.size == 0:
         return plan(model, table, config, alphas=alphas), [], float("nan")
     samples = table.samples
-    reference = Session.of(model).run_samples(samples) if reference is None else reference
+    reference = measured_reference(model, samples) if reference is None else reference
     cache = {} if cache is None else cache
     current = plan(model, table, config, range_cache=cache, alphas=alphas)
     memo = WeightMemo()

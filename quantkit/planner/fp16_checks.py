@@ -29,23 +29,23 @@ Attempt = Callable[[frozenset[str]], str | None]
 
 
 def activation_peaks(
-    model: onnx.ModelProto, samples: np.ndarray
+    model: onnx.ModelProto, samples: np.ndarray, keep: list[str]
 ) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
-    """(max |value| of every float tensor in FP32 over samples [K, ...], the model's own outputs as
-    Session.run_samples gives them). Non-finite values are skipped in the peaks (an FP32 model that is
-    non-finite already is not float16's doing)."""
+    """(max |value| of every float tensor in FP32 over samples [K, ...], per Session.run_samples batch
+    the graph's outputs and the `keep` tensors). Non-finite values are skipped in the peaks (an FP32
+    model that is non-finite already is not float16's doing)."""
     index = GraphIndex(model)
     names = sorted({o for n in index.nodes for o in n.output if o and index.is_float(o)})
-    outputs = [o.name for o in model.graph.output]
+    kept = {o.name for o in model.graph.output} | set(keep)
     peaks = dict.fromkeys(names, 0.0)
-    reference = []
+    runs = []
     for produced in Session.of(with_outputs(model, names), spin=False).run_samples(samples):
         for name in names:
             finite = produced[name][np.isfinite(produced[name])]
             if finite.size:
                 peaks[name] = max(peaks[name], float(np.max(np.abs(finite))))
-        reference.append({name: produced[name] for name in outputs})
-    return peaks, reference
+        runs.append({name: produced[name] for name in kept})
+    return peaks, runs
 
 
 def attempt_for(
