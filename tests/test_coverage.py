@@ -459,3 +459,22 @@ def _with_logits(model: onnx.ModelProto) -> onnx.ModelProto:
     copy.CopyFrom(model)
     copy.graph.output.add().name = "logits"
     return copy
+
+
+@pytest.mark.parametrize("shape", [("N", "H", "W", 3), ("N", 24, 24, 3), ("N", 3, "H", "W")])
+def test_synthetic_inputs_follow_the_layout(tmp_path: Path, shape: tuple[object, ...]) -> None:
+    """keras2onnx and tf2onnx models take NHWC: synthetic samples put H, W and C where the model has them."""
+    from quantkit.graph.samples import synthetic_samples
+
+    p = conv_params(4, 3, 3, 14)
+    nodes = [helper.make_node("Conv", ["xc", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1])]
+    if shape[-1] == 3:
+        nodes.insert(0, helper.make_node("Transpose", ["x"], ["xc"], name="to_nchw", perm=[0, 3, 1, 2]))
+    else:
+        nodes.insert(0, helper.make_node("Identity", ["x"], ["xc"], name="same"))
+    model = make_model(nodes, {"w": p["w"], "b": p["b"]}, input_shape=shape)
+    channels_last = shape[-1] == 3
+    samples = synthetic_samples(model, (20, 28))
+    assert samples.shape == ((4, 20, 28, 3) if channels_last else (4, 3, 20, 28))
+    fixed = synthetic_samples(model) if shape[1] == 24 else None
+    assert fixed is None or fixed.shape == (4, 24, 24, 3)

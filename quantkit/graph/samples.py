@@ -32,19 +32,21 @@ def synthetic_samples(
     """`count` seeded samples [count, ...] of the model's one input, without its batch dimension."""
     spec = image_input(model)
     dims = list(spec.shape[1:])
-    if len(dims) == 3 and dims[0] is None:
-        dims[0] = DEFAULT_CHANNELS
+    last = len(dims) == 3 and dims[0] not in (1, 3) and dims[2] in (1, 3)  # NHWC, as images.py reads it
+    channel, height, width = (2, 0, 1) if last else (0, 1, 2)
+    if len(dims) == 3 and dims[channel] is None:
+        dims[channel] = DEFAULT_CHANNELS
     dynamic = [k for k, d in enumerate(dims) if d is None]
     if size is not None and len(dims) == 3:
-        dims[1], dims[2] = size
+        dims[height], dims[width] = size
     if not dynamic or size is not None:
         if any(d is None for d in dims):
             raise ModelError(f"input {spec.name!r} has dynamic dimensions {list(spec.shape)} besides H and W")
-        return _draw([int(d) for d in dims if d is not None], count)
+        return _draw([int(d) for d in dims if d is not None], count, last)
     session = Session.of(model, spin=False)
     for side in DEFAULT_SIDES:
         shape = [side if d is None else int(d) for d in dims]
-        samples = _draw(shape, count)
+        samples = _draw(shape, count, last)
         try:
             session.run_samples(samples[:1])
         except ModelError:
@@ -57,12 +59,14 @@ def synthetic_samples(
     )
 
 
-def _draw(shape: list[int], count: int) -> np.ndarray:
-    """[count, *shape]: patches over the last two axes of an image-like input, standard normal otherwise."""
+def _draw(shape: list[int], count: int, channels_last: bool = False) -> np.ndarray:
+    """[count, *shape]: patches over H and W of an image-like input ([C, H, W], or [H, W, C] when
+    channels_last), standard normal otherwise."""
     rng = np.random.default_rng(SEED)
     if len(shape) != 3:
         return rng.standard_normal([count, *shape]).astype(np.float32)
-    channels, height, width = shape
+    channels, height, width = (shape[2], shape[0], shape[1]) if channels_last else shape
     coarse = rng.uniform(0.0, 1.0, (count, channels, -(-height // BLOCK), -(-width // BLOCK)))
     pixels = np.repeat(np.repeat(coarse, BLOCK, axis=2), BLOCK, axis=3)[:, :, :height, :width]
-    return ((pixels - MEAN) / STD).astype(np.float32)
+    images = ((pixels - MEAN) / STD).astype(np.float32)
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1)) if channels_last else images
