@@ -275,24 +275,13 @@ def convert(
     if config.compact:
         quantized = compact_graph.compact(quantized)
     _stamp(quantized, config.to_dict(), table_path, table, conversion=_conversion_record(plan, corrections))
-    try:
-        model_io.check(quantized)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ConversionError(f"the converted model fails onnx.checker ({exc}); nothing was written") from exc
-    stored = [(output.parent / name, data) for name, data in model_io.serialize_files(quantized, output.name)]
-    for path, _ in stored[1:]:  # an external-data file beside the output: never over an input either
-        check_output(path, model_path, table_path, table_io.arrays_path(table_path))
-    advance(1)
-    smoke = _smoke_test(model, quantized, samples)
-    _require_floor(
-        fallback.output_sqnr(quantized, reference, samples),
+    floor = Floor(
         INT8_FLOOR_DB,
         f"the INT8 model, with {len(steps)} layer(s) kept float by the fallback,",
         "keep layers float with --exclude-nodes, or try --method minmax",
     )
-    advance(1)
-    write_set(stored)
-    advance(1)
+    inputs = (model_path, table_path, table_io.arrays_path(table_path))
+    stored, smoke = _write_checked(quantized, model, samples, reference, floor, output, inputs, advance)
     size = sum(len(data) for _, data in stored)
     summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
     reduced = (
@@ -321,13 +310,47 @@ def resolve_weight_range(config: ConvertConfig) -> ConvertConfig:
     return dataclasses.replace(config, weight_range=chosen)
 
 
-def _require_floor(measured: float, floor: float, what: str, fix: str) -> None:
-    """Nothing is written when a converted model measures below `floor` dB on the smoke samples."""
-    if not measured >= floor:
+@dataclass(frozen=True)
+class Floor:
+    """The output SQNR below which a conversion is broken, and what to say if it is."""
+
+    db: float
+    what: str  # "the INT8 model, with 3 layer(s) kept float by the fallback,"
+    fix: str
+
+
+def _write_checked(
+    converted: onnx.ModelProto,
+    original: onnx.ModelProto,
+    samples: np.ndarray,
+    reference: list[dict[str, np.ndarray]],
+    floor: Floor,
+    output: Path,
+    inputs: tuple[Path, ...],
+    advance: Callable[[int], None],
+) -> tuple[list[tuple[Path, bytes]], dict[str, float]]:
+    """Write `converted` to `output` (and its external data beside it) only if it passes onnx.checker,
+    loads and runs finite in onnxruntime, and measures at least floor.db against `reference` (FP32's
+    measured outputs on samples). Returns (what was written, SQNR per output against `original`)."""
+    try:
+        model_io.check(converted)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ConversionError(f"the converted model fails onnx.checker ({exc}); nothing was written") from exc
+    stored = [(output.parent / name, data) for name, data in model_io.serialize_files(converted, output.name)]
+    for path, _ in stored[1:]:  # an external-data file beside the output: never over an input either
+        check_output(path, *inputs)
+    advance(1)
+    smoke = _smoke_test(original, converted, samples)
+    measured = fallback.output_sqnr(converted, reference, samples)
+    if not measured >= floor.db:
         raise ConversionError(
-            f"{what} measures {measured:.1f} dB output SQNR on the smoke-test samples, below the "
-            f"{floor:g} dB that a working conversion reaches; nothing was written. To fix: {fix}"
+            f"{floor.what} measures {measured:.1f} dB output SQNR on the smoke-test samples, below the "
+            f"{floor.db:g} dB that a working conversion reaches; nothing was written. To fix: {floor.fix}"
         )
+    advance(1)
+    write_set(stored)
+    advance(1)
+    return stored, smoke
 
 
 def _quantized_model(model: onnx.ModelProto, plan: QuantPlan, config: ConvertConfig) -> onnx.ModelProto:
@@ -421,9 +444,9 @@ def convert_float16(
     config: Float16Config,
     progress: Progress = _no_progress,
 ) -> Float16Summary:
-    """Weights and compute in float16; unsafe ops, overflowing weights and (with a table) activations
-    beyond float16's range stay float32."""
-    inputs = [model_path] + ([table_path, table_io.arrays_path(table_path)] if table_path else [])
+    """Weights and compute in float16; unsafe ops, weights beyond float16, activations beyond its range on
+    the samples (the table's, else synthetic) and nodes onnxruntime refuses in float16 stay float32."""
+    inputs = (model_path, *((table_path, table_io.arrays_path(table_path)) if table_path else ()))
     check_output(output, *inputs)
     table = table_io.load(table_path) if table_path else None
     model = model_io.load_model(model_path)
@@ -456,24 +479,12 @@ def convert_float16(
     rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types)
     converted = compact_graph.compact(rewritten.model) if config.compact else rewritten.model
     _stamp(converted, {"to": "fp16", **config.to_dict()}, table_path, table, sha)
-    try:
-        model_io.check(converted)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ConversionError(f"the converted model fails onnx.checker ({exc}); nothing was written") from exc
-    advance(1)
-    stored = [(output.parent / name, data) for name, data in model_io.serialize_files(converted, output.name)]
-    for path, _ in stored[1:]:
-        check_output(path, *inputs)
-    smoke = _smoke_test(inferred, converted, samples)
-    _require_floor(
-        fallback.output_sqnr(converted, reference, samples),
+    checked = Floor(
         floor,
         f"the float16 model, with {len(decided.kept) - planned} layer(s) kept float32 by the fallback,",
         "raise --max-float-layers or keep op types float32 with --exclude-op-types",
     )
-    advance(1)
-    write_set(stored)
-    advance(1)
+    stored, smoke = _write_checked(converted, inferred, samples, reference, checked, output, inputs, advance)
     kept_names = {k.node for k in decided.kept}
     return Float16Summary(
         float16_by_type=dict(

@@ -128,7 +128,7 @@ def opset_version(model: onnx.ModelProto) -> int:
 
 def ensure_opset(model: onnx.ModelProto, minimum: int = PER_CHANNEL_OPSET) -> onnx.ModelProto:
     """The model at opset >= minimum, converted up with onnx's version converter if needed (per-channel
-    Q/DQ needs 13). graph.upgrade checks the converted graph against the original."""
+    Q/DQ needs 13). graph.prepare checks the converted graph against the original."""
     version = opset_version(model)
     if version >= minimum:
         return model
