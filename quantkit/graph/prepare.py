@@ -4,7 +4,7 @@ that tensor names agree between the table and the plan.
 1. Below opset 13 (per-channel Q/DQ), upgraded with onnx's version converter, then checked against the
    original on seeded synthetic inputs: outputs equal within float tolerance, or the upgrade is refused.
 2. Weights held in Constant nodes or read through Identity become initializers (graph.normalize).
-3. Every node named; shapes inferred.
+3. Every node named; a BatchNormalization after a Conv folded into it (graph.fold_bn); shapes inferred.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import onnx
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
+from quantkit.graph.fold_bn import fold_batchnorms
 from quantkit.graph.normalize import normalize
 from quantkit.graph.query import name_nodes
 from quantkit.graph.samples import synthetic_samples
@@ -33,6 +34,7 @@ class Prepared:
     opset_after: int
     constants_folded: int  # Constant nodes made initializers
     identities_dropped: int
+    batchnorms_folded: int = 0  # BatchNormalization nodes folded into the Conv before them
 
     def notes(self) -> tuple[str, ...]:
         """What was changed on the way in, for the summary."""
@@ -46,6 +48,10 @@ class Prepared:
             found.append(
                 f"{self.constants_folded} Constant node(s) and {self.identities_dropped} Identity of a "
                 "weight read as initializers"
+            )
+        if self.batchnorms_folded:
+            found.append(
+                f"{self.batchnorms_folded} BatchNormalization node(s) folded into the Conv before them"
             )
         return tuple(found)
 
@@ -64,12 +70,14 @@ def prepare(
     normalized = normalize(upgraded)
     named = normalized.model
     name_nodes(named)
+    folded, batchnorms = fold_batchnorms(named)
     return Prepared(
-        model=model_io.infer_shapes(named),
+        model=model_io.infer_shapes(folded),
         opset_before=before,
         opset_after=model_io.opset_version(named),
         constants_folded=normalized.constants,
         identities_dropped=normalized.identities,
+        batchnorms_folded=batchnorms,
     )
 
 

