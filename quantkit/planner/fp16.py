@@ -84,13 +84,16 @@ def plan(
             keep(node, "no safe float16 form")
         elif node.name in exclude_nodes or node.op_type in exclude_op_types:
             keep(node, "excluded")
-    overflowing = _overflowing_weights(index)
+    weights = _weight_peaks(index)
+    overflowing = [(name, peak) for name, peak in weights if peak > FLOAT16_MAX]
     for name, peak in overflowing:
         for node, _ in index.consumers.get(name, []):
             keep(node, f"weight {name} reaches {peak:.4g}, beyond float16's {FLOAT16_MAX:g}")
     for node, peak in _overflowing_constants(index):
         keep(node, f"holds a value of {peak:.4g}, beyond float16's {FLOAT16_MAX:g}")
-    for name, peak in _vanishing_weights(index):
+    # every value below float16's smallest normal (not all zero): float16 keeps a few bits of it, or none
+    # (a scale of 1e-8 becomes 0); a weight with some tiny values beside normal ones loses nothing
+    for name, peak in ((n, p) for n, p in weights if 0.0 < p < FLOAT16_TINY):
         for node, _ in index.consumers.get(name, []):
             keep(
                 node, f"weight {name} peaks at {peak:.3g}, below float16's smallest normal {FLOAT16_TINY:.3g}"
@@ -123,30 +126,13 @@ def plan(
     return Float16Plan(kept, checked if observed else None, tuple(overflowing))
 
 
-def _overflowing_weights(index: GraphIndex) -> list[tuple[str, float]]:
+def _weight_peaks(index: GraphIndex) -> list[tuple[str, float]]:
+    """(initializer, max |value|) of every float32 initializer, in the graph's order."""
     found = []
     for name, init in index.initializers.items():
-        if init.data_type != onnx.TensorProto.FLOAT:
-            continue
-        values = numpy_helper.to_array(init)
-        peak = float(np.max(np.abs(values))) if values.size else 0.0
-        if peak > FLOAT16_MAX:
-            found.append((name, peak))
-    return found
-
-
-def _vanishing_weights(index: GraphIndex) -> list[tuple[str, float]]:
-    """Float initializers whose every value is below float16's smallest normal (and not all zero): in
-    float16 they keep at most a few bits, or none (a scale factor of 1e-8 becomes 0). A weight tensor
-    with some tiny values beside normal ones is not listed: those lose nothing that matters."""
-    found = []
-    for name, init in index.initializers.items():
-        if init.data_type != onnx.TensorProto.FLOAT:
-            continue
-        values = numpy_helper.to_array(init)
-        peak = float(np.max(np.abs(values))) if values.size else 0.0
-        if 0.0 < peak < FLOAT16_TINY:
-            found.append((name, peak))
+        if init.data_type == onnx.TensorProto.FLOAT:
+            values = numpy_helper.to_array(init)
+            found.append((name, float(np.max(np.abs(values))) if values.size else 0.0))
     return found
 
 
