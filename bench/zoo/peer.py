@@ -18,35 +18,28 @@ import tempfile
 from pathlib import Path
 
 import onnx
-from onnx import version_converter
 
 from bench.ort_peer import CONFIGS, quantize_with_ort
 from bench.zoo.flags import preprocess_options
-
-PER_CHANNEL_OPSET = 13
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+from quantkit.errors import ModelError
+from quantkit.graph import model_io
 
 
 def upgraded(model: Path, folder: Path) -> Path:
-    """The model itself when at opset 13 or later, else its opset-13 conversion (when onnx can)."""
+    """The model itself when at opset 13 or later, else its opset-13 conversion (when onnx can), made by
+    the converter quantkit itself uses (model_io.ensure_opset)."""
     proto = onnx.load(str(model))
-    opset = _opset(proto)
-    if opset >= PER_CHANNEL_OPSET:
-        return model
+    opset = model_io.opset_version(proto)
     try:
-        converted = version_converter.convert_version(proto, PER_CHANNEL_OPSET)
-        onnx.checker.check_model(converted)
-    except Exception as exc:
-        print(
-            f"opset {opset} -> {PER_CHANNEL_OPSET} failed ({type(exc).__name__}: {exc}); using opset {opset}"
-        )
+        converted = model_io.ensure_opset(proto, model_io.PER_CHANNEL_OPSET)
+    except ModelError as exc:
+        print(f"{exc}; using opset {opset}")
+        return model
+    if converted is proto:
         return model
     out = folder / "upgraded.onnx"
     onnx.save(converted, str(out))
-    print(f"opset {opset} -> {PER_CHANNEL_OPSET} with onnx's version converter")
+    print(f"opset {opset} -> {model_io.PER_CHANNEL_OPSET} with onnx's version converter")
     return out
 
 
