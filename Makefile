@@ -10,7 +10,7 @@ install:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 
-# The first run: the embedded digits CNN (calibration_data/) shrunk end to end, offline; installs first.
+# The first run: the embedded digits CNN (quantkit/demo_data/) shrunk end to end, offline; installs first.
 demo: $(BIN)/quantkit
 	$(BIN)/quantkit demo
 

@@ -4,10 +4,11 @@ held-out digit images for calibration and evaluation.
     pip install scikit-learn==1.9.1        # only to regenerate; quantkit itself does not need it
     python calibration_data/train_digits.py
 
-Writes, next to this file: digits_cnn.onnx, labels.txt and digits/{calib,val}/<digit>/<n>.png. Seeded
-and in float64 numpy, so the same versions give the same bytes. The data: scikit-learn's copy of the UCI
-"Optical Recognition of Handwritten Digits" test set (1797 8x8 images, 16 grey levels; CC BY 4.0),
-upscaled 3x to 24x24 (nearest neighbour) and stored as 8-bit greyscale PNG.
+Writes into quantkit/demo_data/ (package data, so that every install has it): digits_cnn.onnx, labels.txt
+and digits/{calib,val}/<digit>/<n>.png. This script stays outside the package: it needs scikit-learn,
+which quantkit does not. Seeded and in float64 numpy, so the same versions give the same bytes. The data:
+scikit-learn's copy of the UCI "Optical Recognition of Handwritten Digits" test set (1797 8x8 images, 16
+grey levels; CC BY 4.0), upscaled 3x to 24x24 (nearest neighbour) and stored as 8-bit greyscale PNG.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from sklearn.datasets import load_digits
 
-HERE = Path(__file__).resolve().parent
+OUT = Path(__file__).resolve().parents[1] / "quantkit" / "demo_data"
 SEED, SIZE, EPOCHS, BATCH, LR = 0, 24, 30, 64, 0.05
 HELD_OUT = 400  # 200 for calibration, 200 for evaluation
 
@@ -159,11 +160,11 @@ def main() -> None:
     net = train(x, labels[kept], rng)
     held_x = pixels[held, None].astype(np.float64) / 255.0
     accuracy = float(np.mean(net.forward(held_x)[0].argmax(1) == labels[held]))
-    onnx.save(to_onnx(net), str(HERE / "digits_cnn.onnx"))
-    (HERE / "labels.txt").write_text("".join(f"{d}\n" for d in range(10)))
+    onnx.save(to_onnx(net), str(OUT / "digits_cnn.onnx"))
+    (OUT / "labels.txt").write_text("".join(f"{d}\n" for d in range(10)))
     for split, part in (("calib", held[: HELD_OUT // 2]), ("val", held[HELD_OUT // 2 :])):
         for n, i in enumerate(part):
-            folder = HERE / "digits" / split / str(labels[i])
+            folder = OUT / "digits" / split / str(labels[i])
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels[i], mode="L").save(folder / f"{n:03d}.png", optimize=True)
     print(f"held-out accuracy {accuracy:.3f} on {HELD_OUT} digits")

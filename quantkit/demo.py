@@ -3,6 +3,7 @@ ONNX model zoo (downloaded once, checked against a pinned sha256) on the user's 
 
 from __future__ import annotations
 
+from importlib.resources import as_file, files
 from pathlib import Path
 
 from quantkit import zoo
@@ -23,8 +24,10 @@ from quantkit.pipeline import Progress
 from quantkit.results import ShrinkResult
 from quantkit.shrink import shrink
 
-EMBEDDED = Path(__file__).resolve().parent.parent / "calibration_data"
-# The embedded model takes 24x24 greyscale digits scaled to [0, 1] (as calibration_data/quantkit.toml says).
+# The embedded demo is package data (quantkit/demo_data/, see its README.md), so it is there however
+# quantkit was installed: from a wheel, `pip install .` or editable.
+EMBEDDED = files("quantkit") / "demo_data"
+# The embedded model takes 24x24 greyscale digits scaled to [0, 1] (as demo_data/quantkit.toml says).
 DIGITS = PreprocessOptions(preset=Preset.unit, resize=ResizeMode.squash)
 GATES = Gates(max_drop=1.0, max_size_ratio=0.5)
 
@@ -33,22 +36,27 @@ def embedded(
     output_dir: Path, cache_dir: Path, progress: Progress, step_summary: Path | None = None
 ) -> ShrinkResult:
     """cache_dir: quantkit's cache root (calibration tables go in calibration/ under it)."""
-    model = EMBEDDED / "digits_cnn.onnx"
-    folders = [EMBEDDED / "digits" / "calib", EMBEDDED / "digits" / "val", EMBEDDED / "labels.txt"]
-    if not model.is_file() or not all(p.exists() for p in folders):
-        raise ConfigError(
-            f"the embedded demo model is not at {EMBEDDED}: it ships with a source checkout of quantkit "
-            "(install with pip install -e .), or run `quantkit demo --zoo NAME --images DIR`"
+    # as_file: the folder itself when installed on disk (the usual case); extracted for the run where
+    # quantkit is imported from a zip archive (Python 3.12 and later)
+    with as_file(EMBEDDED) as root:
+        model = root / "digits_cnn.onnx"
+        calib, val, labels = root / "digits" / "calib", root / "digits" / "val", root / "labels.txt"
+        if not model.is_file() or not calib.is_dir() or not val.is_dir() or not labels.is_file():
+            raise ConfigError(
+                f"the embedded demo model is not in {root}: this quantkit was installed without its package "
+                "data; reinstall it (pip install --force-reinstall quantkit-*.whl, or pip install . from a "
+                "clone), or run `quantkit demo --zoo NAME --images DIR`"
+            )
+        config = ShrinkConfig(
+            calibration=CalibrateConfig(ImageSelection(calib), DIGITS),
+            convert=ConvertConfig(),
+            evaluation=CompareConfig(
+                ImageSelection(val), DIGITS, labels=labels, latency=LatencyConfig(runs=50)
+            ),
+            gates=GATES,
+            cache_dir=cache_dir / "calibration",
         )
-    calib, val, labels = folders
-    config = ShrinkConfig(
-        calibration=CalibrateConfig(ImageSelection(calib), DIGITS),
-        convert=ConvertConfig(),
-        evaluation=CompareConfig(ImageSelection(val), DIGITS, labels=labels, latency=LatencyConfig(runs=50)),
-        gates=GATES,
-        cache_dir=cache_dir / "calibration",
-    )
-    return shrink(model, output_dir, config, progress, step_summary)
+        return shrink(model, output_dir, config, progress, step_summary)
 
 
 def from_zoo(
