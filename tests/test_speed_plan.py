@@ -1,0 +1,90 @@
+"""Where INT8 is slower than it needs to be: graphs whose integer form would run more passes over the data
+than onnxruntime's own quantizer's, or integer layers that cost more than they save."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from quantkit.graph.prepare import prepare
+from tests.conftest import conv_params, make_model, rng
+from tests.helpers import op_counts, optimized_graph, output_sqnr, quantize
+
+N = helper.make_node
+
+
+def _affine_model(extra_reader: bool = False) -> onnx.ModelProto:
+    """Conv -> Mul(k [1,C,1,1]) -> Add(a [C,1,1]) -> Relu -> Conv -> Mul(scalar): BatchNormalization as
+    PyTorch's tracer sometimes exports it, then a scaled head."""
+    p, q = conv_params(8, 3, seed=1), conv_params(4, 8, seed=2)
+    g = rng(3)
+    inits = {
+        "w1": p["w"],
+        "b1": p["b"],
+        "k": g.uniform(-1.5, 1.5, (1, 8, 1, 1)).astype(np.float32),
+        "a": g.normal(0, 0.5, (8, 1, 1)).astype(np.float32),
+        "w2": q["w"],
+        "s": np.array(0.5, np.float32),
+    }
+    nodes = [
+        N("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        N("Mul", ["c1", "k"], ["m1"], name="mul1"),
+        N("Add", ["a", "m1"], ["a1"], name="add1"),
+        N("Relu", ["a1"], ["r1"], name="relu1"),
+        N("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        N("Mul", ["c2", "s"], ["y"], name="scale"),
+    ]
+    outputs = ["y", "m1"] if extra_reader else None
+    return make_model(nodes, inits, outputs=outputs)
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [np.asarray(v) for v in session.run(None, {"x": x})]
+
+
+def test_mul_and_add_by_channel_constants_fold_into_the_conv(tmp_path: Path, image_dir: Path) -> None:
+    """captcha_crnn's BatchNorms are Mul/Add after each Conv: quantized, they ran as QLinearMul and
+    QLinearAdd, two integer passes per layer that onnxruntime's quantizer folds away (1.50x FP32 against
+    its 1.57x). Folded in prepare: the same outputs, and after quantizing only QLinearConvs remain."""
+    model = _affine_model()
+    prepared = prepare(model)
+    assert prepared.affines_folded == 3  # mul1, add1 into conv1; the scalar Mul into conv2
+    assert op_counts(prepared.model) == {"Conv": 2, "Relu": 1}
+    x = rng(8).normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    ref, got = _run(model, x)[0], _run(prepared.model, x)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * float(np.abs(ref).max()))
+    _, out = quantize(model, tmp_path, image_dir)
+    fused = op_counts(optimized_graph(out, tmp_path))
+    assert fused["QLinearConv"] == 1  # conv2 writes the model output: float, on dequantized weights
+    assert not {"QLinearMul", "QLinearAdd", "Mul", "Add"} & set(fused)
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25
+
+
+def test_affine_is_not_folded_where_the_conv_output_is_read_elsewhere() -> None:
+    """A Conv output read by another node (here the graph, through the Mul's output) keeps its Mul."""
+    model = _affine_model(extra_reader=True)
+    prepared = prepare(model)
+    kinds = op_counts(prepared.model)
+    assert prepared.affines_folded == 2  # mul1 and the scale; m1 is an output, so add1 stays
+    assert kinds["Add"] == 1 and "Mul" not in kinds
+    x = rng(9).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    for ref, got in zip(_run(model, x), _run(prepared.model, x), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def test_a_constant_that_is_not_per_channel_is_left_alone() -> None:
+    """A [C, H, W] constant varies over space: no Conv weight can hold it."""
+    p = conv_params(4, 3, seed=1)
+    inits = {"w": p["w"], "b": p["b"], "k": rng(4).normal(0, 1, (4, 16, 16)).astype(np.float32)}
+    nodes = [
+        N("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        N("Mul", ["c", "k"], ["y"], name="mul"),
+    ]
+    prepared = prepare(make_model(nodes, inits, input_shape=("N", 3, 16, 16)))
+    assert prepared.affines_folded == 0
+    assert op_counts(prepared.model)["Mul"] == 1
