@@ -155,7 +155,8 @@ class PreprocessOptions:
 
 @dataclass(frozen=True)
 class ImageSelection:
-    """Which images of a folder to use: all (sorted), or a seeded subset; cycled when more are asked."""
+    """Which images of a folder to use: all (sorted), or a seeded subset; never an image twice (asking
+    for more than the folder holds uses all of them, with a warning)."""
 
     folder: Path
     num_images: int | None = None

@@ -41,7 +41,10 @@ def find_images(folder: Path) -> list[Path]:
     found = [
         p
         for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root)
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not _hidden(p.relative_to(folder))
+        and p.is_file()
+        and p.resolve().is_relative_to(root)
     ]
     if not found:
         others = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
@@ -59,17 +62,34 @@ def find_images(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
+def _hidden(relative: Path) -> bool:
+    """Dot files and folders (macOS's ._* resource forks, .git) and __MACOSX/ are not images."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in relative.parts)
+
+
 def select_images(selection: ImageSelection) -> list[Path]:
-    """All images (sorted), or a reproducible seeded subset of `num_images`; cycled when more are asked."""
+    """All images (sorted), or a reproducible seeded subset of `num_images`; all of them (never repeats)
+    when more are asked: see `shortfall`."""
     found = find_images(selection.folder)
     wanted = selection.num_images
-    if wanted is None or wanted == len(found):
+    if wanted is None or wanted >= len(found):
         return found
-    if wanted < len(found):
-        rng = np.random.default_rng(selection.seed)
-        keep = np.sort(rng.choice(len(found), size=wanted, replace=False))
-        return [found[i] for i in keep]
-    return [found[i % len(found)] for i in range(wanted)]
+    rng = np.random.default_rng(selection.seed)
+    keep = np.sort(rng.choice(len(found), size=wanted, replace=False))
+    return [found[i] for i in keep]
+
+
+def shortfall(
+    selection: ImageSelection, selected: Sequence[Path], option: str = "--num-images"
+) -> str | None:
+    """The warning when `option` asks for more images than the folder holds, else None."""
+    wanted = selection.num_images
+    if wanted is None or wanted <= len(selected):
+        return None
+    return (
+        f"{option} {wanted} asks for more images than {selection.folder} holds; using all "
+        f"{len(selected)}, each once"
+    )
 
 
 def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preprocess:
@@ -189,7 +209,7 @@ def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"refused: more than {MAX_PIXELS} pixels") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"not a decodable image ({exc})") from exc
+        raise ImageError(f"not a decodable image ({_why(exc)})") from exc
     resized = _resize(pixels, pre)
     pixels_hwc = np.asarray(resized, dtype=np.float32)
     if pixels_hwc.ndim == 2:
@@ -200,6 +220,14 @@ def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
     if pre.layout is Layout.NCHW:
         normalised = normalised.transpose(2, 0, 1)
     return np.ascontiguousarray(normalised, dtype=np.float32)
+
+
+def _why(exc: Exception) -> str:
+    """Pillow's reason without the object reprs it puts in ("cannot identify image file <_io.BytesIO...>")."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a format Pillow reads, or a corrupt file"
+    text = " ".join(str(exc).split())
+    return text.split(" <", 1)[0] if " <" in text else text or type(exc).__name__
 
 
 def _to_mode(image: Image.Image, channels: int) -> Image.Image:

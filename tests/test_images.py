@@ -10,7 +10,14 @@ from PIL import Image
 
 from quantkit.config import ImageSelection, Layout, Preprocess, PreprocessOptions, Preset, ResizeMode
 from quantkit.errors import ConfigError, ImageError
-from quantkit.images import ImageLoader, find_images, load_sample, resolve_preprocess, select_images
+from quantkit.images import (
+    ImageLoader,
+    find_images,
+    load_sample,
+    resolve_preprocess,
+    select_images,
+    shortfall,
+)
 from quantkit.results import InputSpec
 
 
@@ -38,13 +45,29 @@ def test_missing_and_empty_folders(tmp_path: Path) -> None:
         find_images(tmp_path)
 
 
-def test_subset_is_seeded_and_cycles_when_more_are_asked(image_dir: Path) -> None:
+def test_subset_is_seeded_and_never_repeats_an_image(image_dir: Path) -> None:
     a = select_images(ImageSelection(image_dir, 5, seed=1))
     assert a == select_images(ImageSelection(image_dir, 5, seed=1))
     assert a != select_images(ImageSelection(image_dir, 5, seed=2))
     assert a == sorted(a)
-    many = select_images(ImageSelection(image_dir, 50))
-    assert len(many) == 50 and len(set(many)) == 24
+    assert shortfall(ImageSelection(image_dir, 5), a) is None
+    asked = ImageSelection(image_dir, 50)
+    many = select_images(asked)
+    assert many == select_images(ImageSelection(image_dir)) and len(set(many)) == len(many) == 24
+    assert shortfall(asked, many) == (
+        f"--num-images 50 asks for more images than {image_dir} holds; using all 24, each once"
+    )
+
+
+def test_hidden_files_and_macos_forks_are_not_images(image_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "unzipped"
+    (folder / "__MACOSX").mkdir(parents=True)
+    (folder / ".git").mkdir()
+    real = sorted(image_dir.rglob("*.png"))[0]
+    (folder / "a.png").write_bytes(real.read_bytes())
+    for junk in ("._a.png", "__MACOSX/._a.png", "__MACOSX/b.png", ".git/c.png"):
+        (folder / junk).write_bytes(b"\0\5\26\7 resource fork")
+    assert find_images(folder) == [folder / "a.png"]
 
 
 PRE = Preprocess(height=8, width=8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize=ResizeMode.squash)
