@@ -4,10 +4,14 @@ folder."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from quantkit import __version__, html_report, shrink_report
@@ -39,16 +43,63 @@ def shrink(
     """Writes the INT8 model and the reports into output_dir (created if missing); appends report.md to
     step_summary (GitHub's GITHUB_STEP_SUMMARY) when given; html: also report.html with per-layer error,
     activation ranges and latency pictures. Gates that fail do not raise: see .passed."""
+    created = not output_dir.exists()
     output_dir = _output_dir(output_dir, model_path)
+    try:
+        with _staging(output_dir) as stage:
+            result = _run(model_path, output_dir, stage, config, progress, html)
+            _publish(stage, output_dir)
+    except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir
+        if created:
+            with contextlib.suppress(OSError):
+                output_dir.rmdir()  # only if still empty
+        raise
+    if step_summary is not None:
+        try:
+            with step_summary.open("a", encoding="utf-8") as handle:
+                handle.write(shrink_report.shrink_markdown(result) + "\n")
+        except OSError as exc:
+            raise OutputError(f"cannot append to the step summary {step_summary} ({exc.strerror})") from exc
+    return result
+
+
+@contextlib.contextmanager
+def _staging(output_dir: Path) -> Iterator[Path]:
+    """A hidden folder in output_dir for this run's files, removed whatever happens."""
+    stage = Path(tempfile.mkdtemp(prefix=".quantkit-shrink-", dir=output_dir))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish(stage: Path, output_dir: Path) -> None:
+    """Move the finished set from the staging folder into place (renames on one file system)."""
+    for path in sorted(stage.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the model last
+        os.replace(path, output_dir / path.name)
+
+
+def _run(
+    model_path: Path,
+    output_dir: Path,
+    stage: Path,
+    config: ShrinkConfig,
+    progress: Progress,
+    html: bool,
+) -> ShrinkResult:
+    """Calibrate, convert and compare, writing the model and the reports into `stage`; the paths the
+    result records are those in output_dir."""
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress)
-    output = output_dir / f"{model_path.stem}.int8.onnx"
+    final = output_dir / f"{model_path.stem}.int8.onnx"
+    output = stage / final.name
     summary = convert(model_path, table, output, config.convert, progress)
     comparison = compare(model_path, output, config.evaluation, explicit_preprocess=False, progress=progress)
+    comparison = dataclasses.replace(comparison, candidate=str(final))
     checked = gates.check(comparison, config.gates)
     meta = loaded.meta
     result = ShrinkResult(
         model=str(model_path),
-        output=str(output),
+        output=str(final),
         table=str(table),
         cache_hit=hit,
         calibration_seconds=seconds,
@@ -77,27 +128,26 @@ def shrink(
     markdown = shrink_report.shrink_markdown(result)
     report_json = json.dumps(shrink_report.shrink_dict(result), indent=2) + "\n"
     files = [
-        (output_dir / "report.json", report_json.encode()),
-        (output_dir / "report.md", markdown.encode()),
-        (output_dir / "junit.xml", shrink_report.junit_xml(result).encode()),
+        (stage / "report.json", report_json.encode()),
+        (stage / "report.md", markdown.encode()),
+        (stage / "junit.xml", shrink_report.junit_xml(result).encode()),
     ]
     if html:
-        files.append((output_dir / "report.html", html_report.render(result).encode()))
+        files.append((stage / "report.html", html_report.render(result).encode()))
     write_set(files)
-    if step_summary is not None:
-        try:
-            with step_summary.open("a", encoding="utf-8") as handle:
-                handle.write(markdown + "\n")
-        except OSError as exc:
-            raise OutputError(f"cannot append to the step summary {step_summary} ({exc.strerror})") from exc
     return result
+
+
+def outputs(model_path: Path) -> tuple[str, ...]:
+    """The names shrink may write in --output-dir."""
+    return (f"{model_path.stem}.int8.onnx", *REPORTS)
 
 
 def _output_dir(folder: Path, model_path: Path) -> Path:
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"--output-dir {folder} is a file; give a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    for name in (*REPORTS, f"{model_path.stem}.int8.onnx"):
+    for name in outputs(model_path):
         check_output(folder / name, model_path)
     return folder
 
