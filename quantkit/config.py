@@ -379,6 +379,7 @@ class Gates:
     max_drop: float | None = None
     min_speedup: float | None = None
     max_size_ratio: float | None = None
+    allow_degenerate_reference: bool = False  # else signs that FP32 is fed wrongly fail the run
 
     def __post_init__(self) -> None:
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 100.0:
@@ -393,6 +394,7 @@ class Gates:
             "max_drop": self.max_drop,
             "min_speedup": self.min_speedup,
             "max_size_ratio": self.max_size_ratio,
+            "allow_degenerate_reference": self.allow_degenerate_reference,
         }
 
 

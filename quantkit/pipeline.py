@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from quantkit.errors import (
 from quantkit.evaluate.budget import Validator
 from quantkit.evaluate.compare import compare_outputs, read_classes
 from quantkit.evaluate.metrics import OutputErrors, OutputNoise, latency_stats
+from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16 as fp16_graph
@@ -50,7 +51,7 @@ from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.qdq import WeightMemo, apply_plan
 from quantkit.graph.query import is_quantized_op, measured_outputs
 from quantkit.graph.samples import synthetic_samples
-from quantkit.images import ImageLoader, list_digest, resolve_preprocess, select_images
+from quantkit.images import ImageLoader, list_digest, resolve_preprocess, select_images, shortfall
 from quantkit.planner import budget as budget_search
 from quantkit.planner import fallback, fp16_checks, smoothing
 from quantkit.planner import fp16 as fp16_planner
@@ -66,6 +67,7 @@ from quantkit.results import (
     FallbackStep,
     Float16Summary,
     LayerSensitivity,
+    OutputMetrics,
     QuantPlan,
     SensitivityReport,
 )
@@ -154,6 +156,8 @@ class CalibrateSummary:
     seconds: float
     preprocess: Preprocess
     notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
+    reference_findings: tuple[str, ...] = ()  # signs that FP32 itself is fed wrongly (evaluate.sanity)
+    warnings: tuple[str, ...] = ()  # e.g. --num-images beyond the folder
 
 
 def calibrate(
@@ -181,7 +185,13 @@ def calibrate(
                 samples.extend(batch.data[: SMOKE_SAMPLES - len(samples)])
             yield batch.data
 
-    stats, _ = collect(session, observed, batches(), config.bins, progress("calibrating", len(paths)))
+    check = ReferenceCheck()
+    graph_outputs = [o.name for o in prepared.model.graph.output]
+
+    def watch(batch: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+        check.update(batch, {n: outputs[n] for n in graph_outputs if n in outputs})
+
+    stats, _ = collect(session, observed, batches(), config.bins, progress("calibrating", len(paths)), watch)
     used = len(paths) - len(loader.skipped)
     _check_enough_images(used, len(paths), loader.skipped)
     meta = {
@@ -215,6 +225,8 @@ def calibrate(
         seconds=time.perf_counter() - started,
         preprocess=preprocess,
         notes=prepared.notes(),
+        reference_findings=check.findings(),
+        warnings=tuple(w for w in (shortfall(config.images, paths),) if w),
     )
 
 
@@ -880,6 +892,7 @@ def compare(
     size = fixed_batch or config.batch_size
     loader = ImageLoader(paths, preprocess, size)
     ref_session, cand_session = Session(reference_path), Session(candidate_path)
+    check = ReferenceCheck()
     outputs, ref_acc, cand_acc, count = compare_outputs(
         ref_session,
         cand_session,
@@ -890,6 +903,7 @@ def compare(
         config.detection_threshold,
         config.detector,
         (preprocess.height, preprocess.width),
+        check,
     )
     if count == 0:
         raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
@@ -934,4 +948,47 @@ def compare(
         environment={**cpu_info(), "versions": versions()},
         candidate_conversion=conversion_record(candidate),
         latency_samples_ms=latency_samples,
+        reference_findings=check.findings(
+            ref_acc.top1 if ref_acc else None,
+            len(classes) if classes else 0,
+            _detections(outputs),
+        ),
+        warnings=tuple(
+            w
+            for w in (
+                shortfall(config.images, paths),
+                _swapped(reference, candidate, reference_path, candidate_path),
+            )
+            if w
+        ),
     )
+
+
+def _detections(outputs: Sequence[OutputMetrics]) -> int | None:
+    """FP32's detections above the score over every detector output; None without --detector."""
+    counts = [m.detections for m in outputs if m.detections is not None]
+    return sum(counts) if counts else None
+
+
+REDUCED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+)
+
+
+def _reduced(model: onnx.ModelProto) -> bool:
+    """Whether a model is quantized or float16 (Q/DQ or integer ops, float16 weights)."""
+    if any(node.op_type in REDUCED_OPS for node in model.graph.node):
+        return True
+    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+
+
+def _swapped(
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, reference_path: Path, candidate_path: Path
+) -> str | None:
+    """The hint when the reference looks quantized and the candidate float: the arguments swapped."""
+    if _reduced(reference) and not _reduced(candidate):
+        return (
+            f"the reference {reference_path.name} looks quantized and the candidate {candidate_path.name} "
+            "float: swapped? the order is `quantkit compare FP32_MODEL QUANTIZED_MODEL`"
+        )
+    return None

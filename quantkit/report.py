@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,18 @@ def _db(value: float) -> str:
     return "inf" if math.isinf(value) and value > 0 else f"{value:.2f} dB"
 
 
+def _table(title: str) -> Table:
+    """A borderless table whose title never wraps: at least as wide as its title (up to 80 columns)."""
+    return Table(title=title, show_edge=False, title_justify="left", min_width=min(len(title), 80))
+
+
+def size_change(before: int, after: int) -> str:
+    """'3.71x smaller', or '1.20x larger' when the file grew (never '0.83x smaller')."""
+    if after > before:
+        return f"{after / max(before, 1):.2f}x larger"
+    return f"{before / max(after, 1):.2f}x smaller"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -37,38 +50,59 @@ def _pct(value: float | None) -> str:
 def calibrate_lines(
     table: str,
     used: int,
-    skipped: list[tuple[str, str]],
     tensors: int,
     seconds: float,
+    preprocess: dict[str, Any],
     notes: tuple[str, ...] = (),
 ) -> Text:
     text = Text()
     text.append(f"calibrated {tensors} tensors on {used} images in {seconds:.1f} s -> {table}\n")
+    text.append(preprocess_line(preprocess) + "\n")
     for note in notes:
         text.append(f"{note}\n")
-    if skipped:
-        names = ", ".join(Path(name).name for name, _ in skipped[:3])
-        text.append(f"skipped {len(skipped)} unreadable file(s): {names}\n", style="yellow")
     return text
 
 
+def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
+    """The resolved preprocessing in one line (Preprocess.to_dict()), and where it came from."""
+
+    def values(key: str) -> str:
+        return ",".join(f"{v:g}" for v in pre.get(key, []))
+
+    order = "BGR" if pre.get("bgr") else "RGB" if pre.get("channels", 3) == 3 else "gray"
+    origin = f" ({source})" if source else ""
+    return (
+        f"preprocessing{origin}: {pre.get('height')}x{pre.get('width')} {pre.get('layout')} {order}, resize "
+        f"{pre.get('resize')}, mean {values('mean')}, std {values('std')} (0-255 units)"
+    )
+
+
+def skipped_line(skipped: Sequence[tuple[str, str]], shown: int = 3) -> str:
+    """'skipped 4 unreadable file(s): a (why), b (why), c (why) and 1 more'."""
+    names = ", ".join(f"{Path(name).name} ({why})" for name, why in skipped[:shown])
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"skipped {len(skipped)} unreadable file(s): {names}{more}"
+
+
 def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
-    quantized = Table(title="quantized", show_edge=False, title_justify="left")
+    quantized = _table("quantized")
     quantized.add_column("op type")
     quantized.add_column("count", justify="right")
     for op, count in summary.quantized_by_type.items():
         quantized.add_row(op, str(count))
     for op, count in summary.folded_by_type.items():
         quantized.add_row(f"{op} (folded into ranges)", str(count))
-    kept = Table(title="kept in float", show_edge=False, title_justify="left")
+    kept = _table("kept in float")
     kept.add_column("op type")
     kept.add_column("count", justify="right")
     kept.add_column("why")
     for (op, reason), count in summary.float_by_reason.items():
         kept.add_row(op, str(count), reason)
-    ratio = summary.bytes_before / max(summary.bytes_after, 1)
     lines = Text()
-    lines.append(f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} ({ratio:.2f}x smaller)\n")
+    lines.append(
+        f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} "
+        f"({size_change(summary.bytes_before, summary.bytes_after)})\n"
+    )
     for note in summary.notes:
         lines.append(f"{note}\n")
     if summary.fallback_start_db is not None:
@@ -101,7 +135,7 @@ def rebalance_table(summary: ConvertSummary) -> Table:
     """One row per rebalanced activation: its consumers, alpha, what absorbs 1/s and the
     measured change of its consumers' output error."""
     ratios = summary.corrections.layer_error_ratio if summary.corrections else {}
-    table = Table(title="rebalanced (SmoothQuant)", show_edge=False, title_justify="left")
+    table = _table("rebalanced (SmoothQuant)")
     for column in ("activation", "consumers", "alpha", "1/s folded into", "layer error"):
         table.add_column(column, justify="right" if column == "alpha" else "left")
     for r in summary.plan.rebalances:
@@ -138,20 +172,22 @@ def _corrections_text(summary: ConvertSummary) -> Text:
 
 
 def float16_table(summary: Float16Summary, output: str) -> RenderableType:
-    converted = Table(title="float16", show_edge=False, title_justify="left")
+    converted = _table("float16")
     converted.add_column("op type")
     converted.add_column("count", justify="right")
     for op, count in summary.float16_by_type.items():
         converted.add_row(op, str(count))
-    kept = Table(title="kept float32", show_edge=False, title_justify="left")
+    kept = _table("kept float32")
     kept.add_column("node")
     kept.add_column("op type")
     kept.add_column("why")
     for node, op, reason in summary.kept_float32:
         kept.add_row(node, op, reason)
-    ratio = summary.bytes_before / max(summary.bytes_after, 1)
     lines = Text()
-    lines.append(f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} ({ratio:.2f}x smaller)\n")
+    lines.append(
+        f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} "
+        f"({size_change(summary.bytes_before, summary.bytes_after)})\n"
+    )
     lines.append(f"{summary.casts} Cast nodes at float16/float32 borders\n")
     for note in summary.notes:
         lines.append(f"{note}\n")
@@ -175,11 +211,8 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
 
 
 def sensitivity_table(result: SensitivityReport) -> RenderableType:
-    table = Table(
-        title=f"layers by recovery ({result.num_images} images; "
-        f"INT8 output {_db(result.int8_output_sqnr_db)})",
-        show_edge=False,
-        title_justify="left",
+    table = _table(
+        f"layers by recovery ({result.num_images} images; INT8 output {_db(result.int8_output_sqnr_db)})"
     )
     for column in ("rank", "layer", "op type", "alone: its output", "float: model output", "recovers"):
         table.add_column(column, justify="left" if column in ("layer", "op type") else "right")
@@ -251,11 +284,7 @@ def _latency_row(label: str, stats: LatencyStats | None) -> list[str]:
 def compare_table(result: ComparisonResult) -> RenderableType:
     parts: list[RenderableType] = []
     if result.reference_accuracy and result.candidate_accuracy:
-        acc = Table(
-            title=f"accuracy on {result.reference_accuracy.count} labelled images",
-            show_edge=False,
-            title_justify="left",
-        )
+        acc = _table(f"accuracy on {result.reference_accuracy.count} labelled images")
         for col in ("", "top-1", "top-5"):
             acc.add_column(col, justify="right" if col else "left")
         ref, cand = result.reference_accuracy, result.candidate_accuracy
@@ -265,11 +294,7 @@ def compare_table(result: ComparisonResult) -> RenderableType:
             "delta (points)", f"{100 * (cand.top1 - ref.top1):+.2f}", f"{100 * (cand.top5 - ref.top5):+.2f}"
         )
         parts += [acc, Text("")]
-    out = Table(
-        title=f"outputs, candidate vs reference on {result.num_images} images",
-        show_edge=False,
-        title_justify="left",
-    )
+    out = _table(f"outputs, candidate vs reference on {result.num_images} images")
     detector = any(m.detection_recall is not None for m in result.outputs)
     columns = ["output", "SQNR", "cosine", "top-1 agree", "top-5 overlap"] + (
         ["det. recall", "final boxes"] if detector else []
@@ -281,30 +306,32 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         if detector:
             row += [f"{_pct(m.detection_recall)} of {m.detections}", _boxes(m)]
         out.add_row(*row)
-    lat = Table(
-        title=f"latency, ms ({result.settings['threads']} thread(s), batch "
-        f"{result.settings['batch_size_latency']}, {result.settings['runs']} interleaved runs)",
-        show_edge=False,
-        title_justify="left",
+    lat = _table(
+        f"latency, ms ({result.settings['threads']} thread(s), batch "
+        f"{result.settings['batch_size_latency']}, {result.settings['runs']} interleaved runs)"
     )
     for col in ("model", "p50", "p90", "p99"):
         lat.add_column(col, justify="left" if col == "model" else "right")
     lat.add_row(*_latency_row("reference", result.reference_latency))
     lat.add_row(*_latency_row("candidate", result.candidate_latency))
     speed = f"{result.speedup:.2f}x" if result.speedup is not None else "-"
+    change = size_change(result.reference_bytes, result.candidate_bytes)
     tail = Text(
         f"speedup (p50) {speed}   size {_mb(result.reference_bytes)} -> {_mb(result.candidate_bytes)} "
-        f"({result.size_ratio:.2f}x smaller)   CPU {result.environment.get('cpu')} "
+        f"({change})\nCPU {result.environment.get('cpu')} "
         f"(VNNI {'yes' if result.environment.get('vnni') else 'no'})"
     )
     conversion = _conversion_text(result.candidate_conversion)
     notes = [conversion] if conversion.plain else []
-    if result.settings.get("preprocess_source") == "defaults":
-        pre = result.settings.get("preprocess", {})
+    pre = result.settings.get("preprocess")
+    source = result.settings.get("preprocess_source")
+    if pre:
+        origin = {"flags": "from the flags", "recorded": "recorded in the model"}.get(str(source), "defaults")
+        notes.append(Text(preprocess_line(pre, origin)))
+    if source == "defaults":
         notes.append(
             Text(
-                f"preprocessing: the defaults (resize {pre.get('resize')}, mean {pre.get('mean')}, std "
-                f"{pre.get('std')}): neither model records any; if yours expects other input, give --preset, "
+                "neither model records its preprocessing; if yours expects other input, give --preset, "
                 "--mean/--std, --bgr or --resize",
                 style="yellow",
             )
@@ -388,6 +415,8 @@ def comparison_dict(result: ComparisonResult) -> dict[str, Any]:
             }
             for m in result.outputs
         ],
+        "reference_findings": list(result.reference_findings),
+        "warnings": list(result.warnings),
         "accuracy": {
             "reference": acc(result.reference_accuracy),
             "candidate": acc(result.candidate_accuracy),
@@ -435,6 +464,6 @@ def comparison_markdown(result: ComparisonResult) -> str:
         )
     lines.append(
         f"| size | {_mb(result.reference_bytes)} -> {_mb(result.candidate_bytes)} "
-        f"({result.size_ratio:.2f}x smaller) |"
+        f"({size_change(result.reference_bytes, result.candidate_bytes)}) |"
     )
     return "\n".join(lines) + "\n"

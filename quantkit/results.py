@@ -174,6 +174,8 @@ class ComparisonResult:
     environment: dict[str, Any]
     candidate_conversion: dict[str, Any] | None = None  # what quantkit recorded converting it
     latency_samples_ms: tuple[tuple[float, ...], ...] = ()  # (reference, candidate) timed runs, in order
+    reference_findings: tuple[str, ...] = ()  # signs that FP32 itself is fed wrongly (evaluate.sanity)
+    warnings: tuple[str, ...] = ()  # other things that change what the figures mean (swapped models...)
 
     @property
     def speedup(self) -> float | None:

@@ -20,6 +20,7 @@ GATE_LABELS = {
     "max_drop": "accuracy drop",
     "min_speedup": "speedup",
     "max_size_ratio": "size ratio",
+    "reference": "FP32 reference",
 }
 
 
@@ -92,8 +93,26 @@ def shrink_markdown(result: ShrinkResult) -> str:
     cache = (
         "reused from the cache" if result.cache_hit else f"calibrated in {result.calibration_seconds:.1f} s"
     )
-    lines += [f"Calibration table {cache}.", "", comparison_markdown(result.comparison)]
+    lines += [f"Calibration table {cache}.", "", reference_line(result) + ".", ""]
+    lines += [f"- warning: {line}" for line in result.comparison.reference_findings]
+    lines += [""] if result.comparison.reference_findings else []
+    lines += [comparison_markdown(result.comparison)]
     return "\n".join(lines)
+
+
+def reference_line(result: ShrinkResult) -> str:
+    """FP32's own accuracy on the evaluation images, beside INT8's (or why there is none)."""
+    comparison = result.comparison
+    ref, cand = comparison.reference_accuracy, comparison.candidate_accuracy
+    if ref is None or cand is None:
+        return (
+            f"FP32 reference on {comparison.num_images} images: no labels, so no accuracy of its own "
+            "(--labels gives top-1)"
+        )
+    return (
+        f"FP32 top-1 {100 * ref.top1:.2f}% (top-5 {100 * ref.top5:.2f}%) on {ref.count} labelled images; "
+        f"INT8 top-1 {100 * cand.top1:.2f}%"
+    )
 
 
 def junit_xml(result: ShrinkResult) -> str:
@@ -127,6 +146,7 @@ def shrink_table(result: ShrinkResult, output_dir: str) -> RenderableType:
         "reused from the cache" if result.cache_hit else f"calibrated in {result.calibration_seconds:.1f} s"
     )
     lines.append(f"calibration table {cache}: {result.table}\n")
+    lines.append(reference_line(result) + "\n")
     lines.append(f"wrote {result.output} and report.json, report.md, junit.xml in {output_dir}\n")
     verdict = "all gates pass" if result.passed else "a gate failed (exit 1)"
     lines.append(verdict if result.gates else "no gates set: report only")

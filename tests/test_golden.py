@@ -1,4 +1,4 @@
-"""What rich renders for people, checked against golden text at a fixed width (100 columns, no colour).
+"""What rich renders for people, checked against golden text at 80 and 120 columns (no colour).
 
 Results are built by hand so that the text is the same on every machine. After an intended change of
 the output: QUANTKIT_UPDATE_GOLDEN=1 pytest tests/test_golden.py, and review the diff of tests/golden/."""
@@ -30,9 +30,12 @@ from quantkit.results import (
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def _render(renderable: RenderableType) -> str:
+WIDTHS = (80, 120)  # every CI log and pipe is 80 columns; a wide terminal 120
+
+
+def _render(renderable: RenderableType, width: int) -> str:
     with open(os.devnull, "w") as sink:
-        console = Console(width=100, record=True, color_system=None, force_terminal=False, file=sink)
+        console = Console(width=width, record=True, color_system=None, force_terminal=False, file=sink)
         console.print(renderable)
     return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
 
@@ -99,16 +102,19 @@ def _summary() -> ConvertSummary:
     )
 
 
-def test_compare_table() -> None:
-    _check("compare.txt", _render(report.compare_table(_comparison())))
+@pytest.mark.parametrize("width", WIDTHS)
+def test_compare_table(width: int) -> None:
+    _check(f"compare_{width}.txt", _render(report.compare_table(_comparison()), width))
 
 
-def test_convert_table() -> None:
-    _check("convert.txt", _render(report.convert_table(_summary(), "model.int8.onnx")))
+@pytest.mark.parametrize("width", WIDTHS)
+def test_convert_table(width: int) -> None:
+    _check(f"convert_{width}.txt", _render(report.convert_table(_summary(), "model.int8.onnx"), width))
 
 
+@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("passed", [True, False])
-def test_shrink_table(passed: bool) -> None:
+def test_shrink_table(passed: bool, width: int) -> None:
     gates = (
         GateResult("max_drop", 0.4, 1.0, "top-1 points (labels)", True),
         GateResult("min_speedup", 2.02, 1.5 if passed else 3.0, "x FP32 speed (p50)", passed),
@@ -124,4 +130,5 @@ def test_shrink_table(passed: bool) -> None:
         gates,
         {},
     )
-    _check(f"shrink_{'pass' if passed else 'fail'}.txt", _render(shrink_report.shrink_table(result, "out")))
+    name = f"shrink_{'pass' if passed else 'fail'}_{width}.txt"
+    _check(name, _render(shrink_report.shrink_table(result, "out"), width))

@@ -18,16 +18,20 @@ def collect(
     batches: Iterable[np.ndarray],
     bins: int,
     progress: Callable[[int], None] | None = None,
+    watch: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
 ) -> tuple[dict[str, TensorStats], int]:
     """Run every batch (float32 [N, ...]) and fold each observed output into its observer.
 
-    observed: tensor name -> per-channel axis (None: no per-channel statistics).
+    observed: tensor name -> per-channel axis (None: no per-channel statistics). watch: called with each
+    batch and all of the session's outputs for it, before they are dropped.
     Returns (stats per tensor, number of samples seen). Memory is O(tensors x (bins + channels)).
     """
     observers = {name: TensorObserver(bins, axis) for name, axis in observed.items()}
     seen = 0
     for batch in batches:
         outputs = session.run_batch(batch)
+        if watch is not None:
+            watch(batch, outputs)
         for name, observer in observers.items():
             observer.update(outputs[name])
         del outputs

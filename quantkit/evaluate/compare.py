@@ -19,6 +19,7 @@ from quantkit.evaluate.metrics import (
     is_yolo_head,
     yolox_grid,
 )
+from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.results import Accuracy, Batch, OutputMetrics
 from quantkit.runtime import Session
 
@@ -60,10 +61,12 @@ def compare_outputs(
     detection_threshold: float | None = None,
     detector: DetectorHead = DetectorHead.yolo,
     input_size: tuple[int, int] | None = None,
+    watch: ReferenceCheck | None = None,
 ) -> tuple[list[OutputMetrics], Accuracy | None, Accuracy | None, int]:
     """Per-output error metrics; with classes, top-1/top-5 of both models; with a detection threshold,
     on YOLO-style outputs [N, A, 5 + C] the recall of the reference's detections per anchor and the
-    agreement of the final boxes (`detector` says how to read them; yolox needs the input (H, W))."""
+    agreement of the final boxes (`detector` says how to read them; yolox needs the input (H, W)).
+    `watch` sees every batch's inputs and reference outputs (the reference's sanity)."""
     if reference.output_names != candidate.output_names:
         raise ConfigError(
             f"the models' outputs differ ({reference.output_names} vs {candidate.output_names}); "
@@ -75,9 +78,13 @@ def compare_outputs(
     lookup = {c: i for i, c in enumerate(classes)} if classes else {}
     ref_acc, cand_acc = TopK(), TopK()
     scored_output: str | None = None
+    seen_shapes: dict[str, list[int]] = {}
     count = 0
     for batch in batches:
         ref_out, cand_out = reference.run_batch(batch.data), candidate.run_batch(batch.data)
+        if watch is not None:
+            watch.update(batch.data, ref_out)
+        seen_shapes = {n: list(v.shape) for n, v in ref_out.items()}
         for name, acc in errors.items():
             if ref_out[name].shape != cand_out[name].shape:
                 raise ConfigError(f"output {name!r} has different shapes in the two models")
@@ -115,8 +122,10 @@ def compare_outputs(
         for n, e in errors.items()
     ]
     if detection_threshold is not None and not recalls:
+        shapes = ", ".join(f"{n} {s}" for n, s in seen_shapes.items()) or "none"
         raise ConfigError(
-            "--detector yolo needs an output shaped [N, anchors, 5 + classes]; none has that shape"
+            f"--detector {detector.value} needs an output shaped [N, anchors, 5 + classes] (outputs: "
+            f"{shapes}); leave --detector out for a classifier"
         )
     if not lookup:
         return metrics, None, None, count

@@ -24,7 +24,9 @@ def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
 
 
 def check(result: ComparisonResult, gates: Gates) -> tuple[GateResult, ...]:
-    """One GateResult per configured gate; a figure that cannot be measured fails its gate."""
+    """One GateResult per configured gate; a figure that cannot be measured fails its gate. A reference
+    that looks fed wrongly (ComparisonResult.reference_findings) fails the "reference" gate, set or not,
+    unless gates.allow_degenerate_reference: agreeing with a broken FP32 proves nothing."""
     found = []
     if gates.max_drop is not None:
         drop, unit = accuracy_drop(result)
@@ -40,5 +42,15 @@ def check(result: ComparisonResult, gates: Gates) -> tuple[GateResult, ...]:
         passed = ratio <= gates.max_size_ratio
         found.append(
             GateResult("max_size_ratio", ratio, gates.max_size_ratio, "INT8 bytes / FP32 bytes", passed)
+        )
+    if result.reference_findings and not gates.allow_degenerate_reference:
+        found.append(
+            GateResult(
+                "reference",
+                float(len(result.reference_findings)),
+                0.0,
+                "warnings on FP32 (--allow-degenerate-reference)",
+                False,
+            )
         )
     return tuple(found)

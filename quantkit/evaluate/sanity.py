@@ -1,0 +1,101 @@
+"""Is the FP32 reference itself sensible on these images? Signs of wrong preprocessing, from what the
+reference reads and writes, so that a wrong --mean/--std never passes a gate by making FP32 and INT8
+agree on nonsense.
+
+Each finding is one line that names the likely cause and the flags to check. The rules are chosen to be
+near-impossible on a correctly fed model:
+- inputs beyond +-300: no preprocessing of 8-bit pixels gives that except 0-1 mean/std used as 0-255;
+- one class for 90 % or more of 10+ images, on a classifier with 10+ classes;
+- with labels of 10+ classes, FP32's own top-1 below twice chance;
+- with a detector head, FP32 finds no box on any image;
+- every output (sampled) the same on every image.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+INPUT_LIMIT = 300.0  # |input| above this: raw 0-255 pixels with std >= 1 never get there
+ONE_CLASS_SHARE = 0.9
+MIN_IMAGES = 10
+MIN_CLASSES = 10
+SAMPLED_ELEMENTS = 512  # per output, for the "same on every image" check
+CONSTANT_SPREAD = 1e-4  # spread across images relative to the output's own magnitude
+
+CHECK = "check --preset, --mean/--std (0-255 units), --bgr and --resize"
+
+
+class ReferenceCheck:
+    """Accumulates, batch by batch, what the findings need: the inputs' peak, the reference's top-1
+    classes, and a fixed sample of each output's elements."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.input_peak = 0.0
+        self.classes: Counter[int] = Counter()
+        self.num_classes = 0
+        self._classifier: str | None = None  # the first [N, C >= 10] output
+        self._samples: dict[str, list[np.ndarray]] = {}
+
+    def update(self, inputs: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+        """inputs: float32 [N, ...] as fed; outputs: the reference's outputs for them, [N, ...] each."""
+        count = inputs.shape[0]
+        self.images += count
+        finite = np.abs(inputs[np.isfinite(inputs)])
+        if finite.size:
+            self.input_peak = max(self.input_peak, float(finite.max()))
+        for name, value in outputs.items():
+            if value.ndim == 0 or value.shape[0] != count or not np.issubdtype(value.dtype, np.floating):
+                continue
+            flat = value.reshape(count, -1)
+            if value.ndim == 2 and flat.shape[1] >= MIN_CLASSES and self._classifier is None:
+                self.num_classes, self._classifier = flat.shape[1], name
+            if name == self._classifier:
+                self.classes.update(int(k) for k in np.argmax(flat, axis=1))
+            picks = np.linspace(0, flat.shape[1] - 1, min(SAMPLED_ELEMENTS, flat.shape[1])).astype(np.int64)
+            self._samples.setdefault(name, []).append(flat[:, picks].astype(np.float64))
+
+    def findings(
+        self, top1: float | None = None, labelled_classes: int = 0, detections: int | None = None
+    ) -> tuple[str, ...]:
+        """The warning lines, given FP32's own top-1 against labels of `labelled_classes` classes and its
+        detections above the score (None where not measured)."""
+        found = []
+        if self.input_peak > INPUT_LIMIT:
+            found.append(
+                f"the preprocessed inputs reach {self.input_peak:.0f}: quantkit's --mean/--std are in 0-255 "
+                "units (ImageNet: --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4); multiply 0-1 values by 255"
+            )
+        if top1 is not None and labelled_classes >= MIN_CLASSES and top1 < 2.0 / labelled_classes:
+            found.append(
+                f"FP32's own top-1 is {100 * top1:.2f}% on these images, below twice chance "
+                f"({200 / labelled_classes:.2f}%): the preprocessing or the --labels order is likely wrong; "
+                + CHECK
+            )
+        elif top1 is None and self.images >= MIN_IMAGES and self.classes:
+            label, times = self.classes.most_common(1)[0]
+            if times >= ONE_CLASS_SHARE * self.images:
+                found.append(
+                    f"FP32 gives class {label} for {times} of {self.images} images: its input is likely "
+                    f"wrong; {CHECK}"
+                )
+        if detections == 0 and self.images:
+            found.append(
+                f"FP32 finds no detection above the score threshold on any of {self.images} images: its "
+                f"input is likely wrong (a detector usually wants --preset and --resize letterbox); {CHECK}"
+            )
+        if self.images >= 4 and self._samples and all(_constant(v) for v in self._samples.values()):
+            found.append(
+                f"FP32's outputs are the same on all {self.images} images: its input is likely wrong; {CHECK}"
+            )
+        return tuple(found)
+
+
+def _constant(batches: list[np.ndarray]) -> bool:
+    """Whether sampled outputs [images, elements] barely change from image to image."""
+    values = np.concatenate(batches)
+    scale = float(np.sqrt(np.mean(values**2)))
+    spread = float(np.max(np.std(values, axis=0)))
+    return spread <= CONSTANT_SPREAD * max(scale, 1e-12)
