@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 import typer.main
 from rich.console import Console
 
@@ -36,20 +37,59 @@ class Switch(str, Enum):
     off = "off"
 
 
+def _loudness(
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            expose_value=False,
+            help="Only files, errors, warnings that change a result's meaning, and the exit code.",
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", expose_value=False, help="Log each step with its time to stderr."),
+    ] = False,
+) -> None:
+    """Declares --quiet and --verbose for every command's help; main() reads them from anywhere."""
+
+
+_LOUDNESS: list[Any] = []
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose help lists --quiet and --verbose (main() takes them off the line before parsing)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        if not _LOUDNESS:
+            _LOUDNESS.extend(typer.main.get_command(_probe()).params)
+        params = super().get_params(ctx)
+        return [*params[:-1], *_LOUDNESS, *params[-1:]]  # before --help, which click adds last
+
+
+def _probe() -> typer.Typer:
+    probe = typer.Typer(add_completion=False)
+    probe.command()(_loudness)
+    return probe
+
+
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
 app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
+    rich_markup_mode=None,  # click's plain help: whole option names and wrapped text at any width
+    context_settings=CONTEXT,
     pretty_exceptions_enable=False,
     help="Post-training INT8 quantization for ONNX vision models: calibrate, convert, compare, shrink.\n\n"
-    "Options may also come from \\[tool.quantkit] in ./pyproject.toml or quantkit.toml beside the model "
-    "(flags win); add --print-config to a command to see its resolved settings. --quiet (-q) leaves "
-    "only files, errors and the exit code; --verbose (-v) logs each step with its time to stderr.",
+    "Options may also come from [tool.quantkit] in ./pyproject.toml or quantkit.toml beside the model "
+    "(flags win); add --print-config to a command to see its resolved settings. Every command takes "
+    "--quiet (-q) and --verbose (-v).",
 )
 stdout = Console()
 stderr = Console(stderr=True)
 # -1 with --quiet (no progress, no tables: files, errors and exit codes only), 1 with --verbose (each step
 # logged to stderr with its time). Set by main() from anywhere on the command line.
 VERBOSITY = {"level": 0}
+CONFIG_FILES: list[Path] = []  # the config files this run read options from (set by main)
 LOUDNESS_FLAGS = {"--quiet": -1, "-q": -1, "--verbose": 1, "-v": 1}
 
 
@@ -59,11 +99,37 @@ def _show(*renderables: Any, **options: Any) -> None:
         stdout.print(*renderables, **options)
 
 
+def _warn(line: str) -> None:
+    """A warning that changes what a result means: stderr, one line, kept under --quiet."""
+    stderr.print(f"warning: {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _guard(
+    outputs: list[tuple[str, Path | None]],
+    inputs: list[tuple[str, Path | None]],
+    folders: list[tuple[str, Path | None]] = [],  # noqa: B006 - read only
+) -> None:
+    """No output of a command lands on any of its inputs (config files included), before any work."""
+    from quantkit import files
+    from quantkit.images import IMAGE_SUFFIXES
+
+    configs = [("the config file", path) for path in CONFIG_FILES]
+    files.check_outputs(
+        [(role, path) for role, path in outputs if path is not None and str(path) != "-"],
+        [(role, path) for role, path in inputs if path is not None] + configs,
+        [(role, path) for role, path in folders if path is not None],
+        IMAGE_SUFFIXES,
+    )
+
+
 ImagesOpt = Annotated[
     Path, typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive.")
 ]
 NumImagesOpt = Annotated[
-    int | None, typer.Option("--num-images", help="Use a seeded subset of N images (cycled if N is larger).")
+    int | None,
+    typer.Option(
+        "--num-images", help="Use a seeded subset of N images (all, with a warning, if N is larger)."
+    ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --num-images subset.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads for the latency runs.")]
@@ -107,6 +173,37 @@ ResizeOpt = Annotated[
 SizeOpt = Annotated[
     str | None, typer.Option("--input-size", help="HxW for models with dynamic spatial size.")
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from quantkit import __version__
+        from quantkit.runtime import versions
+
+        found = versions()
+        found.pop("quantkit", None)
+        stdout.print(
+            f"quantkit {__version__} (" + ", ".join(f"{k} {v}" for k, v in found.items()) + ")",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            callback=_version,
+            help="Print the versions of quantkit, onnx, onnxruntime, numpy and Python, and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Post-training INT8 quantization for ONNX vision models."""
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -203,10 +300,13 @@ def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
 
 
 @app.command(
-    epilog="Example: quantkit calibrate model.onnx --images calib/ --output model.calib.json --num-images 100"
+    cls=Command,
+    context_settings=CONTEXT,
+    epilog="Example: quantkit calibrate model.onnx --images calib/ --output model.calib.json "
+    "--num-images 100",
 )
 def calibrate(
-    model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
     images: ImagesOpt,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Table to write (.json, arrays beside it in .npz).")
@@ -234,28 +334,40 @@ def calibrate(
         batch_size=batch_size,
         bins=bins,
     )
+    _guard(
+        [("--output", output), ("the table's arrays", output.with_suffix(".npz"))],
+        [("the model", model)],
+        [("--images", images)],
+    )
     with _progress() as progress:
         summary = pipeline.calibrate(model, output, config, progress)
     _show(
         report.calibrate_lines(
             str(summary.table),
             summary.images_used,
-            list(summary.images_skipped),
             summary.tensors,
             summary.seconds,
+            summary.preprocess.to_dict(),
             summary.notes,
         ),
         end="",
         soft_wrap=True,
     )
+    if summary.images_skipped:
+        _warn(report.skipped_line(summary.images_skipped))
+    for line in (*summary.warnings, *summary.reference_findings):
+        _warn(line)
 
 
 @app.command(
+    cls=Command,
+    context_settings=CONTEXT,
     epilog="Example: quantkit convert model.onnx --to int8 --calibration model.calib.json "
-    "--output model.int8.onnx"
+    "--output model.int8.onnx",
 )
 def convert(
-    model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the converted model.")],
     calibration: Annotated[
         Path | None,
@@ -385,6 +497,18 @@ def convert(
     from quantkit import pipeline, report
     from quantkit.config import AccuracyBudget, ConvertConfig, Float16Config, ImageSelection
 
+    _refuse_other_precision(ctx, to)
+    _guard(
+        [("--output", output)],
+        [
+            ("the model", model),
+            ("--calibration", calibration),
+            ("the table's arrays", calibration.with_suffix(".npz") if calibration else None),
+            ("--exclude-from", exclude_from),
+            ("--labels", labels),
+        ],
+        [("--validation", validation)],
+    )
     excluded_nodes = tuple(n for n in (exclude_nodes or "").split(",") if n)
     excluded_types = tuple(n for n in (exclude_op_types or "").split(",") if n)
     float_layers = _exclusions(exclude_from)
@@ -404,8 +528,6 @@ def convert(
         return
     if calibration is None:
         raise ConfigError("--to int8 needs --calibration TABLE; run `quantkit calibrate` first")
-    if input_size is not None:
-        raise ConfigError("--input-size is for --to fp16; int8 takes the size the table was calibrated at")
     config = ConvertConfig(
         method=method,
         percentile=percentile,
@@ -443,12 +565,14 @@ def convert(
 
 
 @app.command(
+    cls=Command,
+    context_settings=CONTEXT,
     epilog="Example: quantkit compare model.onnx model.int8.onnx --images val/ --labels synset.txt "
-    "--json out.json"
+    "--json out.json",
 )
 def compare(
-    reference: Annotated[Path, typer.Argument(help="Reference (FP32) model.")],
-    candidate: Annotated[Path, typer.Argument(help="Candidate (quantized) model.")],
+    reference: Annotated[Path, typer.Argument(metavar="REFERENCE", help="Reference (FP32) model.")],
+    candidate: Annotated[Path, typer.Argument(metavar="CANDIDATE", help="Candidate (quantized) model.")],
     images: ImagesOpt,
     labels: Annotated[
         Path | None,
@@ -484,24 +608,50 @@ def compare(
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
         **_detector(detector, score_threshold),
     )
-    for out in (json_path, markdown):
-        if out is not None and not out.parent.is_dir():
-            raise ConfigError(f"output folder {out.parent} does not exist; create it first")
+    outputs = [("--json", json_path), ("--markdown", markdown)]
+    _guard(outputs, [("the reference", reference), ("the candidate", candidate), ("--labels", labels)])
+    for _, out in outputs:
+        if out is not None and str(out) != "-":
+            files.check_output(out)
+    to_stdout = [flag for flag, out in outputs if out is not None and str(out) == "-"]
+    if len(to_stdout) > 1:
+        raise ConfigError("only one of --json and --markdown can go to stdout (-); write the other to a file")
+    if VERBOSITY["level"] < 0 and json_path is None and markdown is None:
+        raise ConfigError("compare with --quiet prints nothing; add --json FILE (or --json - for stdout)")
     with _progress() as progress:
         result = pipeline.compare(reference, candidate, config, explicit, progress)
-    _show(report.compare_table(result))
+    if to_stdout:  # stdout carries the file: the table goes to stderr
+        if VERBOSITY["level"] >= 0:
+            stderr.print(report.compare_table(result))
+    else:
+        _show(report.compare_table(result))
+    for line in (*result.warnings, *result.reference_findings):
+        _warn(line)
     if json_path is not None:
-        files.write_atomic(json_path, (json.dumps(report.comparison_dict(result), indent=1) + "\n").encode())
+        _write_text(json_path, json.dumps(report.comparison_dict(result), indent=1) + "\n")
     if markdown is not None:
-        files.write_atomic(markdown, report.comparison_markdown(result).encode())
+        _write_text(markdown, report.comparison_markdown(result))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """A report to its file, atomically, or to stdout for '-'."""
+    from quantkit import files
+
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        files.write_atomic(path, text.encode())
 
 
 @app.command(
+    cls=Command,
+    context_settings=CONTEXT,
     epilog="Example: quantkit sensitivity model.onnx -c model.calib.json --images val/ --num-images 32 "
-    "--write-exclusions keep-float.txt"
+    "--write-exclusions keep-float.txt",
 )
 def sensitivity(
-    model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
     calibration: Annotated[
         Path, typer.Option("--calibration", "-c", help="Table written by `quantkit calibrate`.")
     ],
@@ -530,11 +680,18 @@ def sensitivity(
 
     if top < 0 or keep < 1:
         raise ConfigError("--top must be at least 0 and --keep at least 1")
+    _guard(
+        [("--json", json_path), ("--write-exclusions", write_exclusions)],
+        [
+            ("the model", model),
+            ("--calibration", calibration),
+            ("the table's arrays", calibration.with_suffix(".npz")),
+        ],
+        [("--images", images)],
+    )
     for out in (json_path, write_exclusions):
-        if out is not None and not out.parent.is_dir():
-            raise ConfigError(f"output folder {out.parent} does not exist; create it first")
-        if out is not None:
-            files.check_output(out, model, calibration)
+        if out is not None and str(out) != "-":
+            files.check_output(out)
     config = ConvertConfig(method=method, activations=activations)
     with _progress() as progress:
         result = pipeline.sensitivity(
@@ -542,17 +699,19 @@ def sensitivity(
         )
     _show(report.sensitivity_table(result))
     if json_path is not None:
-        files.write_atomic(json_path, (json.dumps(report.sensitivity_dict(result), indent=1) + "\n").encode())
+        _write_text(json_path, json.dumps(report.sensitivity_dict(result), indent=1) + "\n")
     if write_exclusions is not None:
-        files.write_atomic(write_exclusions, report.exclusions_file(result, keep, model.name).encode())
+        _write_text(write_exclusions, report.exclusions_file(result, keep, model.name))
 
 
 @app.command(
+    cls=Command,
+    context_settings=CONTEXT,
     epilog="Example: quantkit shrink model.onnx --images calib/ --eval-images val/ --labels labels.txt "
-    "--output-dir shrink/ --max-drop 1 --min-speedup 1.5 --max-size-ratio 0.3"
+    "--output-dir shrink/ --max-drop 1 --min-speedup 1.5 --max-size-ratio 0.3",
 )
 def shrink(
-    model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
     images: Annotated[Path, typer.Option("--images", help="Calibration image folder.")],
     output_dir: Annotated[
         Path,
@@ -582,6 +741,14 @@ def shrink(
     ] = None,
     exit_zero: Annotated[
         bool, typer.Option("--exit-zero", help="Exit 0 even when a gate fails (report-only runs).")
+    ] = False,
+    allow_degenerate_reference: Annotated[
+        bool,
+        typer.Option(
+            "--allow-degenerate-reference",
+            help="Pass although FP32 itself looks fed wrongly (one class for every image, inputs far out "
+            "of range, top-1 near chance): for models that really behave so on these images.",
+        ),
     ] = False,
     html: Annotated[
         bool,
@@ -640,19 +807,34 @@ def shrink(
             latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
             **_detector(detector, score_threshold),
         ),
-        gates=Gates(max_drop=max_drop, min_speedup=min_speedup, max_size_ratio=max_size_ratio),
+        gates=Gates(
+            max_drop=max_drop,
+            min_speedup=min_speedup,
+            max_size_ratio=max_size_ratio,
+            allow_degenerate_reference=allow_degenerate_reference,
+        ),
         cache_dir=cache_dir or _default_cache(),
+    )
+    _guard(
+        [(f"--output-dir's {name}", output_dir / name) for name in shrinking.outputs(model)]
+        + [("$GITHUB_STEP_SUMMARY", _step_summary())],
+        [("the model", model), ("--labels", labels)],
+        [("--images", images), ("--eval-images", eval_images)],
     )
     with _progress() as progress:
         result = shrinking.shrink(model, output_dir, config, progress, _step_summary(), html)
     _show(shrink_report.shrink_table(result, str(output_dir)))
+    for line in (*result.comparison.warnings, *result.comparison.reference_findings):
+        _warn(line)
     if not result.passed and not exit_zero:
         raise typer.Exit(1)
 
 
 @app.command(
+    cls=Command,
+    context_settings=CONTEXT,
     epilog="Example: quantkit demo   (offline: the embedded digits CNN)  |  quantkit demo --zoo mobilenetv2 "
-    "--images photos/"
+    "--images photos/",
 )
 def demo(
     zoo_name: Annotated[
@@ -702,6 +884,43 @@ def demo(
         raise typer.Exit(1)
 
 
+INT8_ONLY = (
+    "method",
+    "percentile",
+    "activations",
+    "smoothquant",
+    "bias_correction",
+    "quantize_attention_matmul",
+    "max_drop",
+    "validation",
+    "validation_images",
+    "labels",
+    "metric",
+    "max_trials",
+    "timeout",
+    "weight_range",
+    "fallback",
+    "detector",
+)
+FP16_ONLY = ("keep_io_types", "input_size")
+
+
+def _refuse_other_precision(ctx: typer.Context, to: Precision) -> None:
+    """An option of the other precision given on the command line is an error, not silently ignored
+    (a config file may set both kinds: only flags are checked)."""
+    other = INT8_ONLY if to is Precision.fp16 else FP16_ONLY
+    given = [p for p in ctx.command.params if p.name in other and _on_command_line(ctx, p.name)]
+    if given:
+        flags = ", ".join(p.opts[0] for p in given)
+        kind = "--to int8" if to is Precision.fp16 else "--to fp16"
+        raise ConfigError(f"{flags} only apply to {kind}; leave them out or convert {kind}")
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return getattr(source, "name", "") == "COMMANDLINE"
+
+
 def _step_summary() -> Path | None:
     """GitHub's step summary file, where shrink appends report.md."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -728,19 +947,25 @@ def _exclusions(path: Path | None) -> tuple[str, ...]:
 
 def main() -> None:
     """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C."""
+    argv = [a for a in sys.argv[1:] if a not in LOUDNESS_FLAGS]
+    VERBOSITY["level"] = 0
+    for flag in sys.argv[1:]:
+        VERBOSITY["level"] = LOUDNESS_FLAGS.get(flag, VERBOSITY["level"])
+    plain = [a for a in argv if a != "--print-config"]
+    group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
+    commands: dict[str, Any] = dict(getattr(group, "commands", {}))
+    if os.environ.get("_QUANTKIT_COMPLETE"):  # the shell asks for completions: click answers and exits
+        group.main(args=sys.argv[1:], prog_name="quantkit", complete_var="_QUANTKIT_COMPLETE")
     try:
-        argv = [a for a in sys.argv[1:] if a not in LOUDNESS_FLAGS]
-        VERBOSITY["level"] = 0
-        for flag in sys.argv[1:]:
-            VERBOSITY["level"] = LOUDNESS_FLAGS.get(flag, VERBOSITY["level"])
-        plain = [a for a in argv if a != "--print-config"]
-        group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
-        commands: dict[str, Any] = dict(getattr(group, "commands", {}))
+        if not argv:  # bare `quantkit`: the help, and success
+            with group.make_context("quantkit", ["--help"], resilient_parsing=True) as ctx:
+                stdout.print(group.get_help(ctx), highlight=False, markup=False, soft_wrap=True)
+            return
         default_map = _file_defaults(commands, plain)
         if len(plain) < len(argv):
             _print_config(commands, plain, default_map)
             return
-        result = group.main(args=argv, standalone_mode=False, default_map=default_map)
+        result = group.main(args=argv, prog_name="quantkit", standalone_mode=False, default_map=default_map)
         if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
             raise KeyboardInterrupt
         if isinstance(result, int) and result:  # and typer.Exit(code) too: shrink's failed gate
@@ -761,8 +986,7 @@ def main() -> None:
     except typer.Abort:
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: unknown option, bad choice, missing argument
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        _fail(f"{' '.join(message.split())}; see `quantkit --help`")
+        _fail(usage_message(exc, plain[0] if plain and plain[0] in commands else None))
     except Exception as exc:  # a bug in quantkit: still one line, the traceback on request
         if os.environ.get("QUANTKIT_DEBUG"):
             raise
@@ -770,6 +994,17 @@ def main() -> None:
             f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); this is a quantkit "
             "bug: rerun with QUANTKIT_DEBUG=1 for the traceback and report it"
         )
+
+
+def usage_message(exc: typer.TyperException, command_name: str | None = None) -> str:
+    """click's usage error as one clean line that points at the command's own help."""
+    text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = " ".join(text.split()).replace("Value error, ", "").rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    name = ctx.info_name if ctx is not None and ctx.parent is not None else command_name
+    command = f"quantkit {name}" if name else "quantkit"
+    return f"{message}; see `{command} --help`"
 
 
 def _file_defaults(commands: dict[str, Any], argv: list[str]) -> dict[str, dict[str, Any]]:
@@ -785,7 +1020,9 @@ def _file_defaults(commands: dict[str, Any], argv: list[str]) -> dict[str, dict[
         parsed = commands[argv[0]].make_context(argv[0], list(argv[1:]), resilient_parsing=True)
         found = parsed.params.get("model") or parsed.params.get("reference")
         model = Path(found) if found else None
-    return cli_config.defaults(cli_config.sources(Path.cwd(), model), options)
+    found = cli_config.sources(Path.cwd(), model)
+    CONFIG_FILES[:] = [path for path, _ in found]
+    return cli_config.defaults(found, options)
 
 
 def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:

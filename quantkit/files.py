@@ -33,14 +33,64 @@ _FILE_MODE = _file_mode()
 
 def check_output(output: Path, *inputs: Path) -> None:
     """Refuse an output path that is an input, a folder, or in a missing folder."""
-    resolved = output.resolve()
     for source in inputs:
-        if source.exists() and resolved == source.resolve():
+        if same_file(output, source):
             raise OutputError(f"the output {output} is an input file; choose another output path")
     if output.is_dir():
         raise OutputError(f"the output {output} is a folder; give a file path")
     if not output.parent.is_dir():
         raise OutputError(f"output folder {output.parent} does not exist; create it first")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: equal after symlinks, or hard links to the same inode."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except (OSError, RuntimeError):  # a symlink loop or an unreadable path is not an input
+        return False
+
+
+def check_outputs(
+    outputs: Sequence[tuple[str, Path]],
+    inputs: Sequence[tuple[str, Path]],
+    folders: Sequence[tuple[str, Path]] = (),
+    read_suffixes: frozenset[str] = frozenset(),
+) -> None:
+    """One rule for every output of every command, checked before any work starts: no output is (after
+    symlinks and hard links) one of the command's input files, a file it reads from an input folder
+    (one with a suffix in `read_suffixes`), or another of its outputs.
+
+    outputs, inputs, folders: (what the user calls it, e.g. "--json" or "the model", path)."""
+    for index, (role, output) in enumerate(outputs):
+        for what, source in inputs:
+            if same_file(output, source):
+                raise OutputError(_collision(role, output, what, source))
+        for what, folder in folders:
+            if output.suffix.lower() in read_suffixes and _inside(output, folder):
+                raise OutputError(
+                    f"{role} {output} would overwrite an image read from {what} {folder}; "
+                    "write it outside that folder"
+                )
+        for other_role, other in outputs[:index]:
+            if same_file(output, other):
+                raise OutputError(
+                    f"{role} {output} and {other_role} {other} are the same file; give each its own path"
+                )
+
+
+def _collision(role: str, output: Path, what: str, source: Path) -> str:
+    real = os.path.realpath(output)
+    via = "" if real == os.path.abspath(output) else f" (it links to {real})"
+    return f"{role} {output} would overwrite {what} {source}{via}; choose another output path"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return folder.is_dir() and path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
 def write_atomic(path: Path, data: bytes) -> None:

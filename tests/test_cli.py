@@ -148,10 +148,13 @@ def test_compare_says_when_it_falls_back_to_default_preprocessing(
     base = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "2", "--warmup", "0"]
     code, out, err = run(base, capsys)
     assert code == 0, err
-    assert "preprocessing: the defaults" in " ".join(out.split())
+    shown = " ".join(out.split())
+    assert "preprocessing (defaults): 16x16 NCHW RGB, resize crop, mean 123.675,116.28,103.53" in shown
+    assert "neither model records its preprocessing" in shown
     code, out, err = run([*base, "--preset", "unit"], capsys)
     assert code == 0, err
-    assert "preprocessing: the defaults" not in " ".join(out.split())
+    shown = " ".join(out.split())
+    assert "preprocessing (from the flags)" in shown and "neither model records" not in shown
     data = tmp_path / "c.json"
     assert run([*base, "--json", str(data)], capsys)[0] == 0
     assert json.loads(data.read_text())["settings"]["preprocess_source"] == "defaults"

@@ -1,0 +1,356 @@
+"""Trust at the keyboard: no output ever lands on an input, a wrongly fed FP32 reference is flagged,
+and the conventions every CLI user expects (one-line usage errors, --version, -h, completion)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from quantkit import report
+from quantkit.evaluate.sanity import ReferenceCheck
+from tests.conftest import requires_assets, tiny_cnn
+from tests.helpers import assert_one_line_error, run
+
+Capsys = pytest.CaptureFixture[str]
+FAST = ["--runs", "2", "--warmup", "0"]
+TORCHVISION = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
+
+
+@pytest.fixture
+def table(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> Path:
+    path = tmp_path / "cnn.calib.json"
+    code, _, err = run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(path)], capsys)
+    assert code == 0, err
+    return path
+
+
+def _files(tmp_path: Path) -> dict[str, Path]:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dogs\ncats\n")
+    exclusions = tmp_path / "keep.txt"
+    exclusions.write_text("c1\n")
+    return {"labels": labels, "exclusions": exclusions}
+
+
+def _cases(cnn: Path, table: Path, images: Path, tmp: Path) -> list[tuple[list[str], str, Path]]:
+    """(argv without the output, the output flag, the input it is pointed at) for every output option of
+    every command and every input of that command."""
+    f = _files(tmp)
+    int8 = tmp / "cnn.int8.onnx"
+    int8.write_bytes(cnn.read_bytes())
+    npz = table.with_suffix(".npz")
+    calibrate = ["calibrate", str(cnn), "--images", str(images)]
+    convert = ["convert", str(cnn), "-c", str(table), "--exclude-from", str(f["exclusions"])]
+    compare = ["compare", str(cnn), str(int8), "--images", str(images), "--labels", str(f["labels"]), *FAST]
+    sensitivity = ["sensitivity", str(cnn), "-c", str(table), "--images", str(images)]
+    cases = [(calibrate, "--output", cnn)]
+    cases += [(convert, "--output", source) for source in (cnn, table, npz, f["exclusions"])]
+    cases += [(compare, flag, s) for flag in ("--json", "--markdown") for s in (cnn, int8, f["labels"])]
+    cases += [(sensitivity, flag, s) for flag in ("--json", "--write-exclusions") for s in (cnn, table, npz)]
+    return cases
+
+
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_no_output_of_any_command_lands_on_its_inputs(
+    cnn: Path, table: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, through_a_link: bool
+) -> None:
+    cases = _cases(cnn, table, image_dir, tmp_path)
+    for number, (argv, flag, source) in enumerate(cases):
+        target = source
+        if through_a_link:
+            target = tmp_path / f"link{number}{source.suffix}"
+            target.symlink_to(source)
+        before = source.read_bytes()
+        code, out, err = run([*argv, flag, str(target)], capsys)
+        assert_one_line_error(code, err, f"{flag} {target} would overwrite", str(source))
+        assert source.read_bytes() == before, (argv[0], flag, source)
+        assert out == ""
+
+
+def test_an_output_over_an_image_or_another_output_is_refused(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    image = sorted(image_dir.rglob("*.png"))[0]
+    before = image.read_bytes()
+    code, _, err = run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(image)], capsys)
+    assert code == 2 and image.read_bytes() == before, err
+    report = tmp_path / "same.txt"
+    argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), *FAST]
+    code, _, err = run([*argv, "--json", str(report), "--markdown", str(report)], capsys)
+    assert_one_line_error(code, err, "are the same file")
+    assert not report.exists()
+
+
+def test_the_config_file_is_an_input(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "quantkit.toml"
+    config.write_text("seed = 3\n")
+    monkeypatch.chdir(tmp_path)
+    argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), *FAST, "--markdown", str(config)]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "would overwrite the config file")
+    assert config.read_text() == "seed = 3\n"
+
+
+def test_shrink_never_writes_its_reports_over_its_inputs(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    labels = out / "report.md"
+    labels.write_text("dogs\ncats\n")
+    argv = ["shrink", str(cnn), "--images", str(image_dir), "--labels", str(labels), "--output-dir", str(out)]
+    code, _, err = run([*argv, "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert_one_line_error(code, err, "--output-dir's report.md", "would overwrite --labels")
+    assert labels.read_text() == "dogs\ncats\n" and sorted(os.listdir(out)) == ["report.md"]
+
+
+def test_ctrl_c_in_shrink_leaves_nothing_of_that_run(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import quantkit.shrink
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quantkit.shrink, "compare", interrupted)  # after the INT8 model is written
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    for folder, left in ((tmp_path / "new", None), (kept, ["notes.txt"])):
+        argv = ["shrink", str(cnn), "--images", str(image_dir), "--output-dir", str(folder), *cache]
+        code, _, err = run(argv, capsys)
+        assert code == 130 and "nothing partial was written" in err
+        assert (sorted(os.listdir(folder)) if folder.exists() else None) == left
+
+
+# ---------------------------------------------------------------- the reference's sanity
+
+
+def _check(inputs: np.ndarray, outputs: dict[str, np.ndarray]) -> ReferenceCheck:
+    check = ReferenceCheck()
+    for start in range(0, len(inputs), 4):
+        check.update(inputs[start : start + 4], {k: v[start : start + 4] for k, v in outputs.items()})
+    return check
+
+
+def test_a_healthy_reference_has_no_findings() -> None:
+    g = np.random.default_rng(0)
+    inputs = g.normal(0, 1, (20, 3, 8, 8)).astype(np.float32)
+    logits = g.normal(0, 1, (20, 100)).astype(np.float32)
+    assert _check(inputs, {"y": logits}).findings(top1=0.7, labelled_classes=100) == ()
+
+
+def test_each_sign_of_a_wrongly_fed_reference_is_one_finding() -> None:
+    g = np.random.default_rng(0)
+    huge = g.uniform(-2, 1100, (20, 3, 8, 8)).astype(np.float32)  # 0-1 mean/std used as 0-255
+    logits = g.normal(0, 1, (20, 100)).astype(np.float32)
+    (line,) = _check(huge, {"y": logits}).findings()
+    assert line.startswith("the preprocessed inputs reach 1100") and "--mean" in line
+
+    one_class = logits.copy()
+    one_class[:19, 7] = 50.0
+    (line,) = _check(huge / 1000, {"y": one_class}).findings()
+    assert line.startswith("FP32 gives class 7 for 19 of 20 images")
+
+    (line,) = _check(huge / 1000, {"y": logits}).findings(top1=0.01, labelled_classes=100)
+    assert line.startswith("FP32's own top-1 is 1.00% on these images, below twice chance (2.00%)")
+    assert _check(huge / 1000, {"y": logits}).findings(top1=0.01, labelled_classes=2) == ()
+
+    boxes = g.normal(0, 1, (20, 50, 85)).astype(np.float32)
+    (line,) = _check(huge / 1000, {"boxes": boxes}).findings(detections=0)
+    assert line.startswith("FP32 finds no detection above the score threshold on any of 20 images")
+
+    constant = np.repeat(g.normal(0, 1, (1, 4)), 20, axis=0).astype(np.float32)
+    (line,) = _check(huge / 1000, {"y": constant}).findings()
+    assert line.startswith("FP32's outputs are the same on all 20 images")
+
+
+def test_compare_and_calibrate_warn_about_0_1_mean_and_std(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    code, out, err = run(
+        ["compare", str(cnn), str(cnn), "--images", str(image_dir), *FAST, *TORCHVISION], capsys
+    )
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "the preprocessed inputs reach" in warnings[0]
+    shown = " ".join(out.split())
+    assert "preprocessing (from the flags): 16x16 NCHW RGB, resize crop, mean 0.485,0.456,0.406" in shown
+    table = tmp_path / "t.json"
+    argv = ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table), "-q", *TORCHVISION]
+    code, out, err = run(argv, capsys)
+    assert code == 0 and out == "" and "warning: the preprocessed inputs reach" in err  # kept under -q
+
+
+def test_shrink_fails_on_a_wrongly_fed_reference_unless_allowed(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    base = ["shrink", str(cnn), "--images", str(image_dir), *FAST, "--cache-dir", str(tmp_path / "c")]
+    code, out, err = run([*base, "--output-dir", str(tmp_path / "a"), *TORCHVISION], capsys)
+    assert code == 1, err
+    assert "FP32 reference" in out and "FAIL" in out and "warning: the preprocessed inputs" in err
+    junit = (tmp_path / "a" / "junit.xml").read_text()
+    assert 'name="reference"' in junit and "<failure" in junit
+    allowed = [*base, "--output-dir", str(tmp_path / "b"), *TORCHVISION, "--allow-degenerate-reference"]
+    assert run(allowed, capsys)[0] == 0
+    assert run([*base, "--output-dir", str(tmp_path / "c2")], capsys)[0] == 0
+
+
+@requires_assets()
+def test_shrink_mobilenetv2_with_torchvision_mean_std_fails_and_with_the_right_ones_passes(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    """The issue's own case: 0-1 mean/std on the shared MobileNetV2 used to print "all gates pass"."""
+    from tests.conftest import ASSETS
+
+    model = ASSETS / "models" / "mobilenetv2.onnx"
+    base = [
+        "shrink",
+        str(model),
+        "--images",
+        str(ASSETS / "images" / "coco-calib"),
+        "--eval-images",
+        str(ASSETS / "images" / "imagenet-dev"),
+        "--labels",
+        str(ASSETS / "labels" / "synset.txt"),
+        "--max-drop",
+        "3",
+        "--num-images",
+        "16",
+        "--eval-num-images",
+        "40",
+        *FAST,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    code, out, err = run([*base, "--output-dir", str(tmp_path / "bad"), *TORCHVISION], capsys)
+    assert code == 1, err
+    assert "below twice chance" in err and "FP32 top-1 0.00%" in " ".join(out.split())
+    code, out, err = run([*base, "--output-dir", str(tmp_path / "good")], capsys)
+    assert code == 0, err
+    assert "warning" not in err and "all gates pass" in out
+
+
+# ---------------------------------------------------------------- messages
+
+
+def test_num_images_beyond_the_folder_says_so_and_uses_each_image_once(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    table = tmp_path / "t.json"
+    argv = ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table), "--num-images", "500"]
+    code, out, err = run(argv, capsys)
+    assert code == 0 and "on 24 images" in out
+    assert f"warning: --num-images 500 asks for more images than {image_dir} holds; using all 24" in err
+    assert json.loads(table.read_text())["meta"]["images"]["count"] == 24
+
+
+def test_int8_options_with_fp16_are_refused(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    argv = ["convert", str(cnn), "-o", str(tmp_path / "h.onnx"), "--to", "fp16", "--method", "minmax"]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "--method only apply to --to int8")
+    code, _, err = run(["convert", str(cnn), "-o", str(tmp_path / "i.onnx"), "--input-size", "8x8"], capsys)
+    assert_one_line_error(code, err, "--input-size only apply to --to fp16")
+
+
+def test_compare_json_to_stdout_and_quiet_without_output(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = ["compare", str(cnn), str(cnn), "--images", str(image_dir), *FAST]
+    code, out, err = run([*base, "--json", "-"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["images"] == 24 and not (tmp_path / "-").exists()
+    code, _, err = run([*base, "-q"], capsys)
+    assert_one_line_error(code, err, "--quiet prints nothing", "--json")
+
+
+def test_swapped_models_get_a_hint_and_growth_is_not_called_smaller(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    half = tmp_path / "cnn.fp16.onnx"
+    assert run(["convert", str(cnn), "--to", "fp16", "-o", str(half)], capsys)[0] == 0
+    code, _, err = run(["compare", str(half), str(cnn), "--images", str(image_dir), *FAST], capsys)
+    assert code == 0, err
+    assert "warning: the reference cnn.fp16.onnx looks quantized and the candidate cnn.onnx float" in err
+    assert report.size_change(1000, 1200) == "1.20x larger"
+    assert report.size_change(1200, 1000) == "1.20x smaller"
+
+
+def test_yolox_on_a_classifier_names_the_head_it_was_given(
+    cnn: Path, image_dir: Path, capsys: Capsys
+) -> None:
+    argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), *FAST, "--detector", "yolox"]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "--detector yolox needs an output shaped", "y [8, 5]")
+
+
+# ---------------------------------------------------------------- conventions
+
+
+def test_version_and_help_conventions(capsys: Capsys) -> None:
+    for flag in ("--version", "-V"):
+        code, out, _ = run([flag], capsys)
+        assert code == 0 and out.startswith("quantkit 0.")
+        assert all(f"{name} " in out for name in ("onnx", "onnxruntime", "numpy", "python"))
+    code, out, err = run([], capsys)
+    assert code == 0 and out.startswith("Usage: quantkit") and err == ""
+    for command in ("", "calibrate", "convert", "compare", "sensitivity", "shrink", "demo"):
+        code, out, _ = run([*command.split(), "-h"], capsys)
+        assert (code == 0 and "-q, --quiet" in out) or not command, command
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["convert", "m.onnx", "-o", "x.onnx", "--to", "int4"],
+            "error: invalid value for '--to': 'int4' is not one of 'int8', 'fp16'; "
+            "see `quantkit convert --help`",
+        ),
+        (["compare", "a.onnx"], "error: missing argument 'CANDIDATE'; see `quantkit compare --help`"),
+        (["calibrate", "--zzz"], "error: no such option: --zzz; see `quantkit calibrate --help`"),
+        (["quantise"], "error: no such command 'quantise'; see `quantkit --help`"),
+    ],
+)
+def test_usage_errors_are_one_clean_line(argv: list[str], message: str, capsys: Capsys) -> None:
+    code, _, err = run(argv, capsys)
+    assert code == 2 and err.strip() == message
+
+
+def test_shell_completion_is_installable(capsys: Capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = run(["--show-completion", "bash"], capsys)
+    assert code == 0 and "_QUANTKIT_COMPLETE=complete_bash" in out
+    monkeypatch.setenv("_QUANTKIT_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "quantkit conv")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    code, out, _ = run([], capsys)
+    assert code == 0 and out.split() == ["convert"]
+
+
+def test_a_twelve_class_model_giving_one_class_is_flagged(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A classifier whose bias swamps its input answers the same class for every photo."""
+    model = onnx.load(str(tiny_cnn(tmp_path / "base.onnx")))
+    w2 = np.zeros((12, 4, 1, 1), np.float32)
+    b2 = np.zeros(12, np.float32)
+    b2[3] = 100.0
+    for init in model.graph.initializer:
+        if init.name in ("w2", "b2"):
+            init.CopyFrom(onnx.numpy_helper.from_array({"w2": w2, "b2": b2}[init.name], init.name))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 12]))
+    path = tmp_path / "stuck.onnx"
+    onnx.save(model, str(path))
+    code, _, err = run(["compare", str(path), str(path), "--images", str(image_dir), *FAST], capsys)
+    assert code == 0 and "warning: FP32 gives class 3 for 24 of 24 images" in err
