@@ -801,7 +801,7 @@ def shrink(
         calibration=CalibrateConfig(ImageSelection(images, num_images, seed), preprocess),
         convert=ConvertConfig(compact=compact),
         evaluation=CompareConfig(
-            images=ImageSelection(eval_images or images, eval_num_images, seed),
+            images=ImageSelection(eval_images or images, eval_num_images, seed, "--eval-num-images"),
             preprocess=preprocess,
             labels=labels,
             latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
@@ -824,7 +824,7 @@ def shrink(
     with _progress() as progress:
         result = shrinking.shrink(model, output_dir, config, progress, _step_summary(), html)
     _show(shrink_report.shrink_table(result, str(output_dir)))
-    for line in (*result.comparison.warnings, *result.comparison.reference_findings):
+    for line in (*result.warnings, *result.comparison.reference_findings):
         _warn(line)
     if not result.passed and not exit_zero:
         raise typer.Exit(1)
@@ -861,8 +861,8 @@ def demo(
         typer.Option("--cache-dir", help="Downloads and calibration tables [default: ~/.cache/quantkit]."),
     ] = None,
 ) -> None:
-    """Shrink a model end to end and show the report: by default the digits CNN embedded in
-    calibration_data/ on its held-out digits, offline."""
+    """Shrink a model end to end and show the report: by default the digits CNN that ships inside the
+    package, on its held-out digits, offline."""
     from quantkit import demo as demos
     from quantkit import report, shrink_report
 
@@ -880,6 +880,8 @@ def demo(
     _show(report.compare_table(result.comparison))
     _show()
     _show(shrink_report.shrink_table(result, str(output_dir)))
+    for line in (*result.warnings, *result.comparison.reference_findings):
+        _warn(line)
     if not result.passed:
         raise typer.Exit(1)
 

@@ -161,10 +161,11 @@ class ImageSelection:
     folder: Path
     num_images: int | None = None
     seed: int = 0
+    option: str = "--num-images"  # the flag that set num_images, for messages
 
     def __post_init__(self) -> None:
         if self.num_images is not None and self.num_images < 1:
-            raise ConfigError(f"--num-images must be at least 1, got {self.num_images}")
+            raise ConfigError(f"{self.option} must be at least 1, got {self.num_images}")
 
 
 @dataclass(frozen=True)

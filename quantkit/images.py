@@ -79,15 +79,13 @@ def select_images(selection: ImageSelection) -> list[Path]:
     return [found[i] for i in keep]
 
 
-def shortfall(
-    selection: ImageSelection, selected: Sequence[Path], option: str = "--num-images"
-) -> str | None:
-    """The warning when `option` asks for more images than the folder holds, else None."""
+def shortfall(selection: ImageSelection, selected: Sequence[Path]) -> str | None:
+    """The warning when the selection asks for more images than its folder holds, else None."""
     wanted = selection.num_images
     if wanted is None or wanted <= len(selected):
         return None
     return (
-        f"{option} {wanted} asks for more images than {selection.folder} holds; using all "
+        f"{selection.option} {wanted} asks for more images than {selection.folder} holds; using all "
         f"{len(selected)}, each once"
     )
 

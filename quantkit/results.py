@@ -335,6 +335,7 @@ class ShrinkResult:
     # (tensor, observed min, observed max, quantized lo, quantized hi)
     layer_sqnr_db: tuple[tuple[str, str, float], ...] = ()
     ranges: tuple[tuple[str, float, float, float, float], ...] = ()
+    warnings: tuple[str, ...] = ()  # calibration's and comparison's (e.g. more images asked than held)
 
     @property
     def passed(self) -> bool:

@@ -21,7 +21,7 @@ from quantkit.errors import OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
-from quantkit.images import list_digest, resolve_preprocess, select_images
+from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
 from quantkit.pipeline import Progress, calibrate, compare, convert, layer_errors
 from quantkit.results import TABLE_VERSION, CalibrationTable, ShrinkResult
 
@@ -95,11 +95,14 @@ def _run(
     summary = convert(model_path, table, output, config.convert, progress)
     comparison = compare(model_path, output, config.evaluation, explicit_preprocess=False, progress=progress)
     comparison = dataclasses.replace(comparison, candidate=str(final))
+    calibration_images = select_images(config.calibration.images)
+    warnings = (shortfall(config.calibration.images, calibration_images), *comparison.warnings)
     checked = gates.check(comparison, config.gates)
     meta = loaded.meta
     result = ShrinkResult(
         model=str(model_path),
         output=str(final),
+        warnings=tuple(w for w in warnings if w),
         table=str(table),
         cache_hit=hit,
         calibration_seconds=seconds,

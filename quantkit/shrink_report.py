@@ -70,6 +70,7 @@ def shrink_dict(result: ShrinkResult) -> dict[str, Any]:
             },
             "kept_float_by_fallback": [s.node for s in summary.fallback],
         },
+        "warnings": list(result.warnings),
         "comparison": comparison_dict(result.comparison),
         "settings": result.settings,
     }

@@ -106,6 +106,8 @@ def test_quantkit_demo_runs_from_an_installed_wheel(wheel: Path, tmp_path: Path)
     assert package.is_relative_to(tmp_path / "env"), f"quantkit imported from {package}, not the wheel"
 
     quantkit = tmp_path / "env" / "bin" / "quantkit"
+    version = subprocess.run([str(quantkit), "--version"], capture_output=True, text=True, cwd=work, env=env)
+    assert version.returncode == 0 and version.stdout.startswith("quantkit 0.1.0"), version.stderr
     demo = subprocess.run(
         [str(quantkit), "demo", "--cache-dir", str(tmp_path / "cache")],
         capture_output=True,

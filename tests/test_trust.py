@@ -254,6 +254,18 @@ def test_num_images_beyond_the_folder_says_so_and_uses_each_image_once(
     assert json.loads(table.read_text())["meta"]["images"]["count"] == 24
 
 
+def test_shrink_says_which_image_count_was_too_large(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    argv = ["shrink", str(cnn), "--images", str(image_dir), "--output-dir", str(tmp_path / "o"), *FAST]
+    argv += ["--num-images", "30", "--eval-num-images", "40", "--cache-dir", str(tmp_path / "c")]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert f"warning: --num-images 30 asks for more images than {image_dir} holds; using all 24" in err
+    assert f"warning: --eval-num-images 40 asks for more images than {image_dir} holds" in err
+    assert len(json.loads((tmp_path / "o" / "report.json").read_text())["warnings"]) == 2
+
+
 def test_int8_options_with_fp16_are_refused(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
     argv = ["convert", str(cnn), "-o", str(tmp_path / "h.onnx"), "--to", "fp16", "--method", "minmax"]
     code, _, err = run(argv, capsys)
