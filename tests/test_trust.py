@@ -366,3 +366,17 @@ def test_a_twelve_class_model_giving_one_class_is_flagged(
     onnx.save(model, str(path))
     code, _, err = run(["compare", str(path), str(path), "--images", str(image_dir), *FAST], capsys)
     assert code == 0 and "warning: FP32 gives class 3 for 24 of 24 images" in err
+
+
+def test_a_mostly_corrupt_folder_names_the_files_and_why(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    folder = tmp_path / "corrupt"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(sorted(image_dir.rglob("*.png"))[0].read_bytes())
+    for name in ("a.jpg", "b.png", "c.webp"):
+        (folder / name).write_bytes(b"this is not an image")
+    argv = ["calibrate", str(cnn), "--images", str(folder), "-o", str(tmp_path / "t.json")]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "only 1 of 4 images could be read", "a.jpg: not a decodable image")
+    assert "object at 0x" not in err and "not a format Pillow reads, or a corrupt file" in err
