@@ -253,16 +253,18 @@ def test_pattern_between_integer_convolutions(name: str, tmp_path: Path, image_d
 
 
 def test_scale_fold_q_scale_is_the_dq_scale_over_k(tmp_path: Path, image_dir: Path) -> None:
-    """Conv -> Mul(0.25) -> Conv: the Mul is gone; the Q node divides by 0.25 in its scale."""
+    """Conv -> Relu -> Mul(0.25) -> Conv: the Mul is gone; the Q node divides by 0.25 in its scale. (A
+    Mul right after a Conv is folded into its weights when the model is prepared: the Relu keeps it.)"""
     inits: dict[str, np.ndarray] = {"k": np.array(0.25, np.float32)}
     nodes = [
-        _conv("c1", "x", "a", C, 3, 3, inits),
+        _conv("c1", "x", "r", C, 3, 3, inits),
+        N("Relu", ["r"], ["a"], name="relu"),
         N("Mul", ["a", "k"], ["b"], name="scale"),
         _conv("c2", "b", "c", 4, C, 1, inits),
         N("Flatten", ["c"], ["y"], name="flatten"),
     ]
     summary, out = quantize(make_model(nodes, inits), tmp_path, image_dir, ConvertConfig(min_sqnr=0))
-    assert summary.folded_by_type == {"Mul": 1}
+    assert summary.folded_by_type == {"Relu": 1, "Mul": 1}
     model = onnx.load(str(out))
     assert not any(n.op_type == "Mul" for n in model.graph.node)
     values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -274,10 +276,12 @@ def test_scale_fold_q_scale_is_the_dq_scale_over_k(tmp_path: Path, image_dir: Pa
 
 
 def test_negative_constant_is_not_folded(tmp_path: Path, image_dir: Path) -> None:
-    """A negative k would flip the range: the Mul stays (as QLinearMul)."""
+    """A negative k would flip the range: the Mul stays (as QLinearMul). (After a Relu: one right after
+    the Conv is folded into its weights when the model is prepared.)"""
     inits: dict[str, np.ndarray] = {"k": np.array(-0.5, np.float32)}
     nodes = [
-        _conv("c1", "x", "a", C, 3, 3, inits),
+        _conv("c1", "x", "r", C, 3, 3, inits),
+        N("Relu", ["r"], ["a"], name="relu"),
         N("Mul", ["a", "k"], ["b"], name="scale"),
         _conv("c2", "b", "c", 4, C, 1, inits),
         N("Flatten", ["c"], ["y"], name="flatten"),

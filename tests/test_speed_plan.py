@@ -15,6 +15,7 @@ from tests.conftest import conv_params, make_model, rng
 from tests.helpers import op_counts, optimized_graph, output_sqnr, quantize
 
 N = helper.make_node
+JUDGE_PAYOFF = True  # conftest: plan with planner.payoff's rule, as convert does
 
 
 def _affine_model(extra_reader: bool = False) -> onnx.ModelProto:
@@ -88,3 +89,45 @@ def test_a_constant_that_is_not_per_channel_is_left_alone() -> None:
     prepared = prepare(make_model(nodes, inits, input_shape=("N", 3, 16, 16)))
     assert prepared.affines_folded == 0
     assert op_counts(prepared.model)["Mul"] == 1
+
+
+def _chain(layers: list[tuple[int, int, int]], between: str | None) -> onnx.ModelProto:
+    """x [N, c0, 16, 16] -> Conv(c_in -> c_out, k x k) [-> `between` op] ... -> y. layers: (c_in, c_out,
+    k); `between` (PRelu, or None for nothing) after every Conv."""
+    nodes, inits, x = [], {}, "x"
+    for i, (c_in, c_out, k) in enumerate(layers):
+        p = conv_params(c_out, c_in, k, seed=10 + i)
+        inits[f"w{i}"], inits[f"b{i}"] = p["w"], p["b"]
+        nodes.append(N("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}", pads=[k // 2] * 4))
+        x = f"c{i}"
+        if between is not None:
+            inits[f"slope{i}"] = np.full((c_out, 1, 1), 0.25, np.float32)
+            nodes.append(N(between, [x, f"slope{i}"], [f"a{i}"], name=f"act{i}"))
+            x = f"a{i}"
+    nodes.append(N("Identity", [x], ["y"], name="out"))
+    return make_model(nodes, inits, input_shape=("N", layers[0][0], 16, 16))
+
+
+def test_a_thin_layer_between_float_ops_stays_float(tmp_path: Path, image_dir: Path) -> None:
+    """mtcnn_pnet: Convs between PRelus (no integer kernel) pay a Q pass in and a DQ pass out. A 3->8 3x3
+    Conv does 27 multiply-adds per output for 3 + 8 elements converted (20 per element): int8 ran it
+    0.7x FP32 with them. An 8->16 3x3 Conv does 72 * 16 / (8 + 16) = 48: float too. The last layer,
+    16->16 3x3 (144 * 16 / (16 + 16) = 72), stays integer."""
+    model = _chain([(3, 8, 3), (8, 16, 3), (16, 16, 3)], "PRelu")
+    summary, out = quantize(model, tmp_path, image_dir)
+    assert set(summary.plan.quantized_nodes) == {"conv2"}
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert "would not pay" in reasons["conv0"] and "would not pay" in reasons["conv1"]
+    fused = op_counts(optimized_graph(out, tmp_path))
+    assert fused["QLinearConv"] == 1 and fused["Conv"] == 2
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 30
+
+
+def test_a_thin_layer_between_integer_layers_stays_integer(tmp_path: Path, image_dir: Path) -> None:
+    """A 1x1 Conv 16->4 would be 64 * 4 / (16 + 4) = 13 multiply-adds per converted element in isolation,
+    but between two integer Convs nothing is converted for it: it stays a QLinearConv. (The first, 3->16
+    3x3, does 27 * 16 / 3 = 144 multiply-adds per converted input element: integer too.)"""
+    model = _chain([(3, 16, 3), (16, 16, 3), (16, 4, 1), (4, 16, 3), (16, 16, 3)], None)
+    summary, out = quantize(model, tmp_path, image_dir)
+    assert set(summary.plan.quantized_nodes) == {f"conv{i}" for i in range(5)}
+    assert op_counts(optimized_graph(out, tmp_path))["QLinearConv"] == 5

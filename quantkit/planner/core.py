@@ -15,6 +15,7 @@ The rules, in order:
 6. Ranges: the configured method over each tensor's histogram (planner.ranges); then outlier channels are
    rebalanced (planner.rebalance: where, and where 1/s goes; the alphas under auto are measured by
    planner.smoothing) and each biased layer gets its input's channel means for bias correction.
+7. A compute op whose int8 kernel would not pay for the Q/DQ passes it needs stays float (planner.payoff).
 Model outputs stay float. Layers the accuracy fallback keeps float arrive as keep_float.
 """
 
@@ -31,6 +32,7 @@ from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.patterns import HARD_OPS, SCALE_OPS, data_input, try_hard, try_scale_fold, writer
+from quantkit.planner.payoff import unpaid
 from quantkit.planner.ranges import activation_params, consumer_transform, is_bounded, select_range
 from quantkit.planner.rebalance import Rebalancer
 from quantkit.results import (
@@ -44,6 +46,7 @@ from quantkit.results import (
 )
 
 MULTI_INPUT_OPS = frozenset({"Concat", "Add", "Mul"})
+MAX_PAYOFF_ROUNDS = 4
 
 
 @dataclass
@@ -130,6 +133,36 @@ def _decide(
     index = GraphIndex(model)
     _check_exclusions(index, config)
     keep_float = {**dict.fromkeys(config.float_layers, FLOAT_LAYER_REASON), **(keep_float or {})}
+    slow: dict[str, str] = {}
+    state = _planned(index, table, config, keep_float, range_cache, slow)
+    for _ in range(MAX_PAYOFF_ROUNDS):  # a layer kept float can leave its neighbours' conversions to pay
+        found = {k: v for k, v in unpaid(state).items() if k not in slow}
+        if not found:
+            break
+        slow.update(found)
+        state = _planned(index, table, config, keep_float, range_cache, slow)
+    activations, tied = _activation_params(state)
+    # a scale-folded Mul is gone from the rewritten graph: never an absorber of rebalancing
+    scaled = {n: index.by_name[n].op_type for n in state.folds if index.by_name[n].op_type in SCALE_OPS}
+    candidates = dict(activations)
+    if config.smoothquant == "auto":
+        for tensor in _integer_written(state):
+            candidates.pop(tensor, None)
+    rebalancer = Rebalancer(
+        index, table, config, {**state.quantized, **scaled}, dict(state.folds), candidates, tied
+    )
+    return state, activations, rebalancer
+
+
+def _planned(
+    index: GraphIndex,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    keep_float: dict[str, str],
+    range_cache: dict[str, tuple[float, float]] | None,
+    slow: dict[str, str],
+) -> _Planning:
+    """What is quantized (rules 1-5), with the compute nodes in `slow` left float (planner.payoff)."""
     state = _Planning(index, table, config)
     if range_cache is not None:
         state.selected = range_cache
@@ -143,20 +176,12 @@ def _decide(
             state.reasons[node.name] = keep_float[node.name]
         elif _excluded(node, config):
             state.reasons[node.name] = "excluded by --exclude-nodes / --exclude-op-types"
+        elif node.name in slow:
+            state.reasons[node.name] = slow[node.name]
         elif node.op_type in COMPUTE_OPS:
             _plan_compute(state, node)
     _propagate(state)
-    activations, tied = _activation_params(state)
-    # a scale-folded Mul is gone from the rewritten graph: never an absorber of rebalancing
-    scaled = {n: index.by_name[n].op_type for n in state.folds if index.by_name[n].op_type in SCALE_OPS}
-    candidates = dict(activations)
-    if config.smoothquant == "auto":
-        for tensor in _integer_written(state):
-            candidates.pop(tensor, None)
-    rebalancer = Rebalancer(
-        index, table, config, {**state.quantized, **scaled}, dict(state.folds), candidates, tied
-    )
-    return state, activations, rebalancer
+    return state
 
 
 def _integer_written(state: _Planning) -> list[str]:

@@ -1,0 +1,141 @@
+"""Integer layers that cost more than they save: kept float.
+
+An int8 layer saves time in proportion to its multiply-adds, but where its input arrives in float a
+QuantizeLinear pass converts it, and where its output is read in float a DequantizeLinear pass converts
+that back. A layer with few multiply-adds per converted element loses: its int8 kernel is no faster than
+float (onnxruntime's u8s8 GEMM on a reduction of 27, a 3-channel 3x3 Conv, runs 2-4x slower than its
+float NCHWc Conv on AVX2 without VNNI) and the conversions come on top. Measured as isolated layers on
+that CPU (1 thread, float/int8 time): 3->10 3x3 0.25x, 10->16 3x3 0.84x, 8->8 3x3 0.69x, 64->64 1x1
+0.98x, 16->16 3x3 1.58x, 16->32 3x3 1.21x, 64->64 3x3 2.2x. The rule keeps a layer float when
+
+    intensity = K * elements(output) / (elements converted if int8 - elements converted if float)
+
+is below MIN_INTENSITY, with K its multiply-adds per output element and the element counts read from
+the calibration statistics (the same images for every tensor). Float converts too where the layer sits
+beside integer ops (a DQ of an integer input, a Q of an output integer ops read): a thin layer between
+integer layers, or one writing a model output from an integer input, converts no more as int8 and
+stays int8. Conversions are counted where they happen: the walk goes through integer-path ops with one
+data input (MaxPool, Reshape, Transpose...) to the tensor a Q node really reads or a DQ node writes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+
+if TYPE_CHECKING:
+    from quantkit.planner.core import _Planning
+
+# Below this many multiply-adds per converted element a layer runs faster in float (measured above).
+MIN_INTENSITY = 64.0
+JUDGED_OPS = frozenset({"Conv", "Gemm", "MatMul"})  # ConvTranspose's cost per output differs: not judged
+ORT_FUSED_OPS = frozenset({"Softmax"})  # not planned as integer, but fused by onnxruntime when Q/DQ'd
+WALKED_OPS = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Resize"})
+
+
+def unpaid(state: _Planning) -> dict[str, str]:
+    """Quantized compute nodes whose intensity is below MIN_INTENSITY -> why they stay float."""
+    found = {}
+    for name, op_type in state.quantized.items():
+        if op_type not in JUDGED_OPS:
+            continue
+        score = intensity(state, name)
+        if score is not None and score < MIN_INTENSITY:
+            found[name] = (
+                f"int8 would not pay for its Q/DQ ({score:.0f} multiply-adds per element converted, "
+                f"below {MIN_INTENSITY:.0f}; kept float)"
+            )
+    return found
+
+
+def intensity(state: _Planning, name: str) -> float | None:
+    """Multiply-adds per element that int8 makes convert beyond what float would (inf when int8
+    converts no more); None when the statistics do not say how large its tensors are."""
+    index = state.index
+    node = index.by_name[name]
+    weight = index.constant(node.input[1])
+    out = _final_output(state, node.output[0])
+    if weight is None or out not in state.table.stats:
+        return None
+    k = _reduction(node.op_type, weight, bool(index.attribute(node, "transB", 0)))
+    before, after = _input_side(state, node.input[0]), _output_side(state, out)
+    if before is None or after is None:
+        return None
+    extra = before[0] + after[0] - before[1] - after[1]
+    macs = float(k) * float(state.table.stats[out].count)
+    return macs / extra if extra > 0 else float("inf")
+
+
+def _reduction(op_type: str, weight: np.ndarray, trans_b: bool) -> int:
+    """Multiply-adds per output element. weight: Conv [C_out, C_in/group, k...], Gemm [K, N] ([N, K]
+    transposed), MatMul [K, N]."""
+    if op_type == "Conv":
+        return int(np.prod(weight.shape[1:]))
+    return int(weight.shape[1] if trans_b else weight.shape[0])
+
+
+def _final_output(state: _Planning, tensor: str) -> str:
+    """The tensor a compute node's Q node writes: through the folds (Relu, Clip, scale) after it."""
+    while True:
+        readers = [node for node, _ in state.index.consumers.get(tensor, [])]
+        if len(readers) != 1 or readers[0].name not in state.folds or readers[0].name in state.reads:
+            return tensor
+        tensor = state.folds[readers[0].name]
+
+
+def _count(state: _Planning, tensor: str) -> float | None:
+    stats = state.table.stats.get(tensor)
+    return float(stats.count) if stats is not None else None
+
+
+def _integer(state: _Planning, node: onnx.NodeProto) -> bool:
+    """Runs on integers: planned so, or an op onnxruntime fuses between a DQ and a Q of its own
+    (Softmax, as QLinearSoftmax: a layer kept float after one would cost it that kernel)."""
+    if node.name in state.quantized or node.name in state.folds:
+        return True
+    tensors = [node.input[0], node.output[0]] if node.input and node.output else []
+    return node.op_type in ORT_FUSED_OPS and bool(tensors) and all(t in state.q for t in tensors)
+
+
+def _input_side(state: _Planning, tensor: str) -> tuple[float, float] | None:
+    """(elements a Q node converts for `tensor` if the layer is int8, elements a DQ node converts if it
+    is float): (n, 0) when a float op or the graph writes it, (0, n) when an integer op does."""
+    index, start = state.index, tensor
+    while True:
+        producer = index.producer.get(tensor)
+        if producer is not None and state.quantized.get(producer.name) in WALKED_OPS:
+            tensor = producer.input[0]
+            continue
+        if producer is not None and _integer(state, producer):
+            count = _count(state, start)
+            return None if count is None else (0.0, count)
+        count = _count(state, tensor)
+        return None if count is None else (count, 0.0)
+
+
+def _output_side(state: _Planning, tensor: str) -> tuple[float, float] | None:
+    """(elements DQ nodes convert back to float from what `tensor` feeds if the layer is int8, elements
+    a Q node converts for its integer readers if it is float)."""
+    index = state.index
+    dequantized, integer_read = 0.0, False
+    todo, seen = [tensor], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        readers = [node for node, _ in index.consumers.get(name, [])]
+        if name in index.graph_outputs or any(not _integer(state, r) for r in readers):
+            count = _count(state, name)
+            if count is None:
+                return None
+            dequantized += count
+        for reader in readers:
+            if state.quantized.get(reader.name) in WALKED_OPS:
+                todo.extend(o for o in reader.output if o)
+            elif _integer(state, reader):
+                integer_read = True
+    quantized = _count(state, tensor) if integer_read else 0.0
+    return None if quantized is None else (dequantized, quantized)
