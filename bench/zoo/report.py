@@ -95,7 +95,8 @@ def one_line(row: dict[str, Any]) -> str:
     s = row["steps"]
     codes = " ".join(f"{name}={_rc(s.get(name))}" for name in STEP_ORDER)
     i8, f16 = row.get("int8_figures", {}), row.get("fp16_figures", {})
-    int8 = f"int8 {_db(i8.get('sqnr_db'))} dB {_x(i8.get('speedup'))}"
+    ours, theirs, mark = _speedups(row, _ort_best(row)[0])
+    int8 = f"int8 {_db(i8.get('sqnr_db'))} dB {_x(ours)}{mark} (ORT {_x(theirs)}{mark})"
     return f"{codes}; {int8}; fp16 {_db(f16.get('sqnr_db'))} dB"
 
 
@@ -106,6 +107,16 @@ def _ort_best(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         codes = ",".join(f"{c}:{_rc(e.get('quantize'))}" for c, e in peer.get("configs", {}).items())
         return f"failed ({codes})" if codes else "-", {}
     return str(best), peer["configs"][best].get("figures", {})
+
+
+def _speedups(row: dict[str, Any], ort_label: str) -> tuple[object, object, str]:
+    """(quantkit's INT8 speedup, the best ORT config's, mark): side by side (bench.zoo.speed) when that
+    step ran, else each compare's own with the mark '*'."""
+    side = row.get("speed", {}).get("speedup", {})
+    if "int8" in side:
+        return side["int8"], side.get(f"ort_{ort_label}"), ""
+    _, ort = _ort_best(row)
+    return row.get("int8_figures", {}).get("speedup"), ort.get("speedup"), "*"
 
 
 def _table(manifest_models: dict[str, ZooModel], rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -124,12 +135,14 @@ def _table(manifest_models: dict[str, ZooModel], rows: Sequence[dict[str, Any]])
         codes = "/".join(_rc(s.get(n)) for n in STEP_ORDER)
         i8, f16 = row.get("int8_figures", {}), row.get("fp16_figures", {})
         label, ort = _ort_best(row)
-        ms = i8.get("fp32_p50_ms") or ort.get("fp32_p50_ms")
+        ms = row.get("speed", {}).get("p50_ms", {}).get("fp32")
+        ms = ms or i8.get("fp32_p50_ms") or ort.get("fp32_p50_ms")
+        ours, theirs, mark = _speedups(row, label)
         lines.append(
-            f"{lead} {codes} | {_db(i8.get('sqnr_db'))} | {_agree(i8)} | {_x(i8.get('speedup'))} | "
+            f"{lead} {codes} | {_db(i8.get('sqnr_db'))} | {_agree(i8)} | {_x(ours)}{mark} | "
             f"{_db(f16.get('sqnr_db'))} | {_agree(f16)} | {label} | {_db(ort.get('sqnr_db'))} | "
             f"{_agree(ort)} | "
-            f"{_x(ort.get('speedup'))} | {'-' if ms is None else f'{ms:.2f}'} |"
+            f"{_x(theirs)}{mark} | {'-' if ms is None else f'{ms:.2f}'} |"
         )
     return lines
 
@@ -146,6 +159,7 @@ def _failures(rows: Sequence[dict[str, Any]]) -> list[str]:
         for config, entry in row.get("onnxruntime", {}).get("configs", {}).items():
             named += [(f"onnxruntime {config}", entry.get("quantize"))]
             named += [(f"compare ort {config}", entry.get("compare"))]
+        named += [("speed", row.get("speed", {}).get("step"))]
         not_run: dict[str, list[str]] = {}
         for name, step in named:
             if step is None or step.get("rc") == 0:
@@ -213,7 +227,11 @@ def write(
         "",
         f"Calibration: {settings.get('calib_images')} images from the even positions of the model's "
         f"image folder; compare: {settings.get('eval_images')} held-out images (odd positions), "
-        f"{settings.get('runs')} timed runs (FP16: 3), 1 thread, p50. SQNR: the worst output. "
+        f"{settings.get('runs')} timed runs (FP16: 3), 1 thread, p50. Speedups (INT8 and ORT) and FP32 "
+        "p50: FP32 and every INT8 model timed side by side in one process on one held-out image, 1 "
+        "thread, up to 30 rounds of one run each in alternating order, the median of the per-round "
+        "FP32/INT8 ratios (bench/zoo/speed.py); `*`: that step failed, the compare's own figure "
+        "(FP32 and that model only, timed minutes apart from the other). SQNR: the worst output. "
         "Agreement: top-1 of the task output (2-D outputs only), or the final boxes of `--detector`. "
         "rc: exit codes of calibrate / convert int8 / convert fp16 (skip: not run). ORT: "
         "onnxruntime.quantization per-channel QDQ (u8 activations, s8 weights), the config with the "

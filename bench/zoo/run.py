@@ -7,7 +7,8 @@ For each model (fetched and verified first, bench/zoo/fetch.py): `quantkit calib
 calibration half of its image folder, `convert --to int8`, `convert --to fp16` without a table, and
 `compare` of each against FP32 on the held-out half; then onnxruntime.quantization's per-channel QDQ
 (each config in --ort-configs, in its own process) measured by the same `compare`, the best output
-SQNR kept. Every step's exit code and last line are recorded, failures included. Writes
+SQNR kept; then FP32 and every INT8 model timed side by side in one loop (bench/zoo/speed.py), the
+table's speedups. Every step's exit code and last line are recorded, failures included. Writes
 bench/results/zoo.md and zoo.json. Work files go to bench/work/zoo/ (git-ignored), never beside the
 cached models. Skips, saying why, when ../shared/assets is absent.
 """
@@ -35,6 +36,7 @@ ASSETS = ROOT.parent / "shared" / "assets"
 RESULTS = ROOT / "bench" / "results"
 QUANTKIT = Path(sys.executable).parent / "quantkit"
 MIN_STEP_S = 30.0
+SPEED_ROUNDS, SPEED_SECONDS = 30, 10.0  # side-by-side timing: rounds at most, seconds at least 5 rounds
 
 
 @dataclass
@@ -170,6 +172,35 @@ def _peer(
     return {"configs": tried, "best": best[1] if best else None}
 
 
+def _speed(
+    model: ZooModel, fp32: Path, work: Path, eval_dir: Path, settings: Settings, row: dict[str, Any]
+) -> dict[str, Any]:
+    """FP32, quantkit's INT8 and each of onnxruntime's models timed in one loop (bench.zoo.speed):
+    {"step", "speedup": {label: x}, "p50_ms": {label: ms}}; empty figures when a step failed."""
+    labels, paths = ["fp32"], [fp32]
+    if row["steps"]["convert_int8"]["rc"] == 0 and (work / "int8.onnx").is_file():
+        labels.append("int8")
+        paths.append(work / "int8.onnx")
+    for config in row["onnxruntime"]["configs"]:
+        if (work / f"ort_{config}.onnx").is_file():
+            labels.append(f"ort_{config}")
+            paths.append(work / f"ort_{config}.onnx")
+    if len(paths) < 2:
+        return {"step": skipped("speed", "no INT8 model").to_dict()}
+    out = work / "speed.json"
+    argv = [sys.executable, "-m", "bench.zoo.speed", *map(str, paths), "--images", str(eval_dir)]
+    argv += ["--json", str(out), "--runs", str(SPEED_ROUNDS), "--seconds", str(SPEED_SECONDS)]
+    step = _step("speed", [*argv, "--", *model.preprocess], work / "speed.log", settings)
+    step.extra.pop("stdout", None)
+    result: dict[str, Any] = {"step": step.to_dict(), "speedup": {}, "p50_ms": {}}
+    if step.ok and out.is_file():
+        data = json.loads(out.read_text())
+        result["rounds"] = data["rounds"]
+        result["p50_ms"] = dict(zip(labels, data["p50_ms"], strict=True))
+        result["speedup"] = dict(zip(labels[1:], data["speedup"], strict=True))
+    return result
+
+
 def _size_flag(model: ZooModel) -> list[str]:
     """--input-size for `convert --to fp16` when the model's preprocessing names one (dynamic H/W:
     the size of its synthetic smoke-test inputs); never --calibration."""
@@ -235,6 +266,7 @@ def run_model(model: ZooModel, fp32: Path, settings: Settings) -> dict[str, Any]
         for key in ("quantize", "compare"):
             if key in entry:
                 entry[key].pop("stdout", None)
+    out["speed"] = _speed(model, fp32, work, eval_dir, settings, out)
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
 
@@ -248,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--ort-configs", default="minmax,percentile")
     parser.add_argument(
-        "--budget-min", type=float, default=27.0, help="no step starts after this many minutes"
+        "--budget-min", type=float, default=30.0, help="no step starts after this many minutes"
     )
     parser.add_argument("--step-timeout", type=float, default=420.0, help="seconds per command at most")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "zoo")
