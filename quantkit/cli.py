@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -105,9 +105,9 @@ def _warn(line: str) -> None:
 
 
 def _guard(
-    outputs: list[tuple[str, Path | None]],
-    inputs: list[tuple[str, Path | None]],
-    folders: list[tuple[str, Path | None]] = [],  # noqa: B006 - read only
+    outputs: Sequence[tuple[str, Path | None]],
+    inputs: Sequence[tuple[str, Path | None]],
+    folders: Sequence[tuple[str, Path | None]] = (),
 ) -> None:
     """No output of a command lands on any of its inputs (config files included), before any work."""
     from quantkit import files
@@ -116,7 +116,7 @@ def _guard(
     configs = [("the config file", path) for path in CONFIG_FILES]
     files.check_outputs(
         [(role, path) for role, path in outputs if path is not None and str(path) != "-"],
-        [(role, path) for role, path in inputs if path is not None] + configs,
+        [*((role, path) for role, path in inputs if path is not None), *configs],
         [(role, path) for role, path in folders if path is not None],
         IMAGE_SUFFIXES,
     )
