@@ -25,6 +25,7 @@ from quantkit.config import (
 )
 from quantkit.graph.query import topological_order
 from quantkit.graph.rebalance import apply_rebalances
+from quantkit.pipeline.loading import load_for_int8
 from quantkit.planner import plan
 from quantkit.runtime import Session
 from tests.conftest import ASSETS, requires_assets
@@ -123,7 +124,7 @@ def test_rebalanced_float_graph_matches_the_original(model: str, tmp_path: Path)
     pipeline.calibrate(
         MODELS / f"{model}.onnx", table_path, CalibrateConfig(ImageSelection(IMAGES / folder, 8), pre)
     )
-    _, table, prepared = pipeline._load_for_int8(MODELS / f"{model}.onnx", table_path)
+    _, table, prepared = load_for_int8(MODELS / f"{model}.onnx", table_path)
     inferred = prepared.model
     decided = plan(inferred, table, ConvertConfig(smoothquant="0.5"))
     assert decided.rebalances

@@ -21,6 +21,7 @@ from quantkit.graph.normalize import normalize
 from quantkit.graph.prepare import prepare
 from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import GraphIndex
+from quantkit.pipeline import run_fp16
 from quantkit.planner import fp16_checks, plan
 from quantkit.planner.fallback import output_sqnr as output_sqnr_of
 from quantkit.planner.fp16 import Float16Plan, KeptFloat32
@@ -340,7 +341,7 @@ def test_fp16_below_the_floor_is_not_written(
 ) -> None:
     """A conversion that measures below the floor after the fallback: nothing written, one line why.
     (Real float16 rounding on x86 is the weights' alone, far above it: the floor is raised here.)"""
-    monkeypatch.setattr(pipeline, "FP16_SYNTHETIC_FLOOR_DB", 200.0)
+    monkeypatch.setattr(run_fp16, "FP16_SYNTHETIC_FLOOR_DB", 200.0)
     p = conv_params(4, 3, 3, 12)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1])]
     src = save(make_model(nodes, {"w": p["w"], "b": p["b"]}), tmp_path / "m.onnx")

@@ -1,0 +1,97 @@
+"""What every command checks before it works: a float model, a quantizable one, the table made for it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from quantkit.calib import table as table_io
+from quantkit.config import (
+    Preprocess,
+)
+from quantkit.errors import (
+    CalibrationError,
+    ModelError,
+    OutputError,
+)
+from quantkit.graph import model_io
+from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.prepare import Prepared, prepare
+from quantkit.graph.query import is_quantized_op
+from quantkit.results import (
+    CalibrationTable,
+)
+
+
+def require_float(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse a model that is quantized already (QDQ or QOperator): its float original is what converts."""
+    found = Counter(n.op_type for n in model.graph.node if is_quantized_op(n.op_type))
+    if found:
+        ops = ", ".join(
+            f"{count} {op}" for op, count in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
+        raise ModelError(
+            f"{path.name} is quantized already ({ops}); quantkit converts float models: give it the FP32 "
+            "original"
+        )
+
+
+def require_quantizable(model: onnx.ModelProto, path: Path) -> None:
+    require_float(model, path)
+    if not any(node.op_type in COMPUTE_OPS for node in model.graph.node):
+        raise ModelError(
+            f"{path.name} has no op quantkit quantizes ({', '.join(sorted(COMPUTE_OPS))}); "
+            "there is nothing to convert to INT8"
+        )
+
+
+def require_table_of(table: CalibrationTable, table_path: Path, sha: str, hint: str = "") -> None:
+    """The table was made for the model whose file hashes to `sha`, or this raises."""
+    if table.model_sha256 != sha:
+        raise CalibrationError(
+            f"{table_path.name} was made for another model (sha256 {table.model_sha256[:12]}..., this model "
+            f"is {sha[:12]}...); run `quantkit calibrate` on this model{hint}"
+        )
+
+
+def load_for_int8(model_path: Path, table_path: Path) -> tuple[onnx.ModelProto, CalibrationTable, Prepared]:
+    """(model as loaded, its table, the model prepared as calibrate prepared it: opset >= 13, weights as
+    initializers, named nodes, inferred shapes)."""
+    table = table_io.load(table_path)
+    model = model_io.load_model(model_path)
+    require_quantizable(model, model_path)
+    require_table_of(table, table_path, model_io.file_sha256(model_path))
+    pre = Preprocess.from_dict(table.meta["preprocess"])
+    return model, table, prepare(model, size=(pre.height, pre.width))
+
+
+def table_paths(table: Path) -> tuple[Path, Path]:
+    if table.suffix.lower() != ".json":
+        raise OutputError(
+            f"the calibration table must be a .json path (got {table.name}); arrays go beside it"
+        )
+    return table, table_io.arrays_path(table)
+
+
+def table_samples(table: CalibrationTable) -> np.ndarray:
+    if table.samples is None or table.samples.size == 0:
+        raise CalibrationError("the calibration table holds no sample inputs; recalibrate with this version")
+    return table.samples
+
+
+def model_bytes(path: Path) -> int:
+    """The file's size plus the external data files it names."""
+    total = path.stat().st_size
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return total + sum(
+        (path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file()
+    )

@@ -1,0 +1,255 @@
+"""`quantkit convert --to int8`: table + model -> plan -> QDQ model, with the measured fallback and budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from quantkit.calib import table as table_io
+from quantkit.config import (
+    AccuracyBudget,
+    ConvertConfig,
+    FallbackPrecision,
+    Preprocess,
+    WeightRange,
+)
+from quantkit.errors import (
+    ConfigError,
+    ConversionError,
+)
+from quantkit.evaluate.budget import Validator
+from quantkit.evaluate.compare import read_classes
+from quantkit.files import check_output
+from quantkit.graph import compact as compact_graph
+from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph import model_io
+from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.prepare import Prepared
+from quantkit.graph.qdq import apply_plan
+from quantkit.images import ImageLoader, list_digest, select_images
+from quantkit.pipeline.loading import load_for_int8, model_bytes, table_samples
+from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.writing import INT8_FLOOR_DB, Floor, plan_record, stamp, write_checked
+from quantkit.planner import budget as budget_search
+from quantkit.planner import fallback, smoothing
+from quantkit.planner import fp16 as fp16_planner
+from quantkit.planner import plan as make_plan
+from quantkit.results import (
+    Batch,
+    BudgetReport,
+    CalibrationTable,
+    ConvertSummary,
+    FallbackStep,
+    QuantPlan,
+)
+from quantkit.runtime import Session, int8_saturates
+
+
+def convert(
+    model_path: Path,
+    table_path: Path,
+    output: Path,
+    config: ConvertConfig,
+    progress: Progress = no_progress,
+    budget: AccuracyBudget | None = None,
+) -> ConvertSummary:
+    check_output(output, model_path, table_path, table_io.arrays_path(table_path))
+    model, table, prepared = load_for_int8(model_path, table_path)
+    inferred = prepared.model
+    config = resolve_weight_range(config)
+    advance = progress("converting", 4)
+    steps: list[FallbackStep] = []
+    start_db = None
+    budget_report = None
+    cache: dict[str, tuple[float, float]] = {}
+    samples = table_samples(table)
+    reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
+    alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache)
+    if budget is not None:
+        plan, budget_report = _search_budget(
+            inferred, table, config, budget, progress, alphas, cache, reference
+        )
+    elif config.min_sqnr == 0:
+        plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas)
+    else:
+        start_db, plan, steps = _search_fallback(inferred, table, config, progress, alphas, cache, reference)
+    advance(1)
+    quantized = _quantized_model(inferred, plan, config)
+    searched = steps[-1].sqnr_db if steps else start_db  # what the fallback search measured last
+    if (
+        budget is None
+        and not (searched if searched is not None else fallback.output_sqnr(quantized, reference, samples))
+        >= INT8_FLOOR_DB
+    ):
+        # broken, not coarse: keep layers float until it works, however many that takes
+        layers = sum(n.op_type in COMPUTE_OPS for n in inferred.graph.node)
+        guarded = dataclasses.replace(config, min_sqnr=INT8_FLOOR_DB, max_float_layers=layers)
+        start_db, plan, steps = _search_fallback(inferred, table, guarded, progress, alphas, cache, reference)
+        quantized = _quantized_model(inferred, plan, config)
+    if config.compact:
+        quantized = compact_graph.compact(quantized)
+    stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, corrections))
+    floor = Floor(
+        INT8_FLOOR_DB,
+        f"the INT8 model, with {len(steps)} layer(s) kept float by the fallback,",
+        "keep layers float with --exclude-nodes, or try --method minmax",
+    )
+    inputs = (model_path, table_path, table_io.arrays_path(table_path))
+    stored, smoke = write_checked(quantized, model, samples, reference, floor, output, inputs, advance)
+    size = sum(len(data) for _, data in stored)
+    summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
+    reduced = (
+        (
+            "int8 weights on [-63, 63] (--weight-range reduced): full-range products saturate the int8 "
+            "kernels of x86 CPUs without VNNI",
+        )
+        if config.weight_range is WeightRange.reduced
+        else ()
+    )
+    return dataclasses.replace(
+        summary,
+        notes=summary.notes + reduced,
+        fallback=tuple(steps),
+        fallback_start_db=start_db,
+        budget=budget_report,
+        corrections=corrections,
+    )
+
+
+def resolve_weight_range(config: ConvertConfig) -> ConvertConfig:
+    """config with weight_range auto decided for this machine's onnxruntime kernels."""
+    if config.weight_range is not WeightRange.auto:
+        return config
+    chosen = WeightRange.reduced if int8_saturates() else WeightRange.full
+    return dataclasses.replace(config, weight_range=chosen)
+
+
+def _quantized_model(model: onnx.ModelProto, plan: QuantPlan, config: ConvertConfig) -> onnx.ModelProto:
+    """The plan applied; with --fallback fp16, what it leaves float then runs in float16."""
+    quantized = apply_plan(model, plan)
+    if config.fallback is FallbackPrecision.fp32:
+        return quantized
+    inferred = model_io.infer_shapes(quantized)
+    keep = fp16_planner.int8_float32_nodes(inferred, set(plan.quantized_nodes))
+    return fp16_graph.rewrite(inferred, keep).model
+
+
+def _search_budget(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    budget: AccuracyBudget,
+    progress: Progress,
+    alphas: Mapping[str, float] | None,
+    cache: dict[str, tuple[float, float]],
+    sample_reference: list[dict[str, np.ndarray]],
+) -> tuple[QuantPlan, BudgetReport]:
+    """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
+    the metric within budget.max_drop points of FP32 on the validation images."""
+    deadline = time.monotonic() + budget.timeout_s
+    preprocess = Preprocess.from_dict(table.meta["preprocess"])
+    paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
+    if list_digest(paths) == table.meta.get("images", {}).get("list_sha256"):
+        raise ConfigError(
+            "the --validation images are the calibration images; hold some apart for validation"
+        )
+    reference = Session.of(model)
+    size = reference.fixed_batch or 8
+
+    def batches() -> Iterator[Batch]:
+        return iter(ImageLoader(paths, preprocess, size))
+
+    classes = read_classes(budget.labels) if budget.labels else None
+    validator = Validator(
+        reference,
+        batches,
+        budget.metric,
+        budget.validation.folder,
+        classes,
+        budget.detection_threshold,
+        budget.detector,
+        (preprocess.height, preprocess.width),
+    )
+    base = make_plan(model, table, config, range_cache=cache, alphas=alphas)
+    layers = [n.name for n in model.graph.node if n.name in base.quantized_nodes and n.op_type in COMPUTE_OPS]
+    advance = progress("ranking layers by output recovery", len(layers))
+    scores = fallback.layer_recovery(model, table, config, sample_reference, base, advance, cache, alphas)
+    ranked = sorted(scores, key=lambda n: (-scores[n], n))
+    plans: dict[tuple[str, ...], QuantPlan] = {}
+
+    def drop_of(kept: tuple[str, ...]) -> float:
+        keep = dict.fromkeys(kept, f"kept float by --max-drop {budget.max_drop:g} ({budget.metric.value})")
+        plans[kept] = make_plan(model, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
+        return validator.drop(Session.of(_quantized_model(model, plans[kept], config)))
+
+    advance = progress(f"searching within --max-drop {budget.max_drop:g}", budget.max_trials)
+    found = budget_search.fewest_layers(
+        ranked, drop_of, budget.max_drop, budget.max_trials, deadline, lambda _: advance(1)
+    )
+    trials = tuple((t.layers, t.drop) for t in found.trials)
+    if found.layers is None:
+        best = min(found.trials, key=lambda t: t.drop)
+        raise ConversionError(
+            f"--max-drop {budget.max_drop:g} ({validator.metric.value}) was not met: the best of "
+            f"{len(found.trials)} trial(s) lost {best.drop:.2f} points with {len(best.layers)} layer(s) "
+            f"float{' before the ' + found.stopped + ' limit' if found.stopped else ''}; raise --max-drop, "
+            "--max-trials or --timeout. Nothing was written"
+        )
+    chosen_drop = dict(trials)[found.layers]
+    report = BudgetReport(
+        metric=validator.metric.value,
+        max_drop=budget.max_drop,
+        validation_images=len(paths),
+        trials=trials,
+        chosen=found.layers,
+        chosen_drop=chosen_drop,
+        stopped=found.stopped,
+    )
+    return plans[found.layers], report
+
+
+def _search_fallback(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    progress: Progress,
+    alphas: Mapping[str, float] | None,
+    cache: dict[str, tuple[float, float]],
+    reference: list[dict[str, np.ndarray]],
+) -> tuple[float, QuantPlan, list[FallbackStep]]:
+    advance = progress(
+        "measuring each layer's recovery", sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
+    )
+    plan, steps, start = fallback.search(
+        model, table, config, config.min_sqnr, config.max_float_layers, advance, alphas, cache, reference
+    )
+    return start, plan, steps
+
+
+def _convert_summary(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    model_path: Path,
+    size_after: int,
+    prepared: Prepared,
+    smoke: dict[str, float],
+) -> ConvertSummary:
+    op_of = {n.name: n.op_type for n in model.graph.node}
+    return ConvertSummary(
+        quantized_by_type=dict(sorted(Counter(plan.quantized_nodes.values()).items())),
+        folded_by_type=dict(sorted(Counter(op_of[n] for n in plan.folds).items())),
+        float_by_reason=dict(sorted(Counter((s.op_type, s.reason) for s in plan.skipped).items())),
+        bytes_before=model_bytes(model_path),
+        bytes_after=size_after,
+        opset_before=prepared.opset_before,
+        opset_after=prepared.opset_after,
+        smoke_sqnr_db=smoke,
+        plan=plan,
+        notes=prepared.notes(),
+    )

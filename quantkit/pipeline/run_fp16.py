@@ -1,0 +1,143 @@
+"""`quantkit convert --to fp16`: float16 weights and math, float32 where float16 would overflow or fail."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from quantkit.calib import table as table_io
+from quantkit.config import (
+    Float16Config,
+)
+from quantkit.files import check_output
+from quantkit.graph import compact as compact_graph
+from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph import model_io
+from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.prepare import prepare
+from quantkit.graph.query import measured_outputs
+from quantkit.graph.samples import synthetic_samples
+from quantkit.pipeline.loading import model_bytes, require_float, require_table_of, table_samples
+from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.writing import FP16_FLOOR_DB, FP16_SYNTHETIC_FLOOR_DB, Floor, stamp, write_checked
+from quantkit.planner import fallback, fp16_checks
+from quantkit.planner import fp16 as fp16_planner
+from quantkit.results import (
+    Float16Summary,
+)
+
+
+def convert_float16(
+    model_path: Path,
+    table_path: Path | None,
+    output: Path,
+    config: Float16Config,
+    progress: Progress = no_progress,
+) -> Float16Summary:
+    """Weights and compute in float16; unsafe ops, weights beyond float16, activations beyond its range on
+    the samples (the table's, else synthetic) and nodes onnxruntime refuses in float16 stay float32."""
+    inputs = (model_path, *((table_path, table_io.arrays_path(table_path)) if table_path else ()))
+    check_output(output, *inputs)
+    table = table_io.load(table_path) if table_path else None
+    model = model_io.load_model(model_path)
+    require_float(model, model_path)
+    sha = model_io.file_sha256(model_path)
+    if table is not None and table_path is not None:
+        require_table_of(table, table_path, sha, "; or leave --calibration out (no range check then)")
+    advance = progress("converting to float16", 4)
+    prepared = prepare(model, minimum=0, size=config.input_size)  # float16 needs no opset upgrade
+    inferred = prepared.model
+    samples, described = (
+        (table_samples(table), "calibration samples")
+        if table is not None
+        else (synthetic_samples(inferred, config.input_size), "synthetic inputs")
+    )
+    measured = measured_outputs(inferred)
+    tensors = sorted(set(measured.values()))
+    peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)
+    reference = [{t: run[t] for t in tensors} for run in runs]
+    decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks)
+    first = {name: runs[0][name] for name in measured}
+    attempt = fp16_checks.attempt_for(inferred, samples[:1], first, config.keep_io_types)
+    decided = fp16_checks.runnable(inferred, decided, attempt)
+    advance(1)
+    floor = min(FP16_FLOOR_DB if table is not None else FP16_SYNTHETIC_FLOOR_DB, config.min_sqnr)
+    target = config.min_sqnr if table is not None else floor  # on synthetic inputs: only what is broken
+    planned = len(decided.kept)
+    if target > 0:
+        decided = _float16_fallback(inferred, decided, samples, reference, target, config, progress)
+    rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types)
+    converted = compact_graph.compact(rewritten.model) if config.compact else rewritten.model
+    stamp(converted, {"to": "fp16", **config.to_dict()}, table_path, table, sha)
+    checked = Floor(
+        floor,
+        f"the float16 model, with {len(decided.kept) - planned} layer(s) kept float32 by the fallback,",
+        "raise --max-float-layers or keep op types float32 with --exclude-op-types",
+    )
+    stored, smoke = write_checked(converted, inferred, samples, reference, checked, output, inputs, advance)
+    kept_names = {k.node for k in decided.kept}
+    return Float16Summary(
+        float16_by_type=dict(
+            sorted(Counter(n.op_type for n in inferred.graph.node if n.name not in kept_names).items())
+        ),
+        kept_float32=tuple((k.node, k.op_type, k.reason) for k in decided.kept),
+        checked_tensors=decided.checked_tensors,
+        overflowing_weights=decided.overflowing_weights,
+        casts=rewritten.casts,
+        bytes_before=model_bytes(model_path),
+        bytes_after=sum(len(data) for _, data in stored),
+        smoke_sqnr_db=smoke,
+        smoke_input=described,
+        notes=prepared.notes(),
+    )
+
+
+def _float16_fallback(
+    model: onnx.ModelProto,
+    decided: fp16_planner.Float16Plan,
+    samples: np.ndarray,
+    reference: list[dict[str, np.ndarray]],
+    target: float,
+    config: Float16Config,
+    progress: Progress,
+) -> fp16_planner.Float16Plan:
+    """Below target dB on the samples (the table's: --min-sqnr; synthetic: the floor): keep float32, one at
+    a time, the linear layers that recover the most output SQNR alone (ranked once), until it is met or
+    max_float32_layers are kept. reference: FP32's outputs on the samples (Session.run_samples)."""
+    why = (
+        f"--min-sqnr {target:g}"
+        if target == config.min_sqnr
+        else f"the {target:g} dB floor on synthetic inputs"
+    )
+
+    def sqnr(kept: set[str]) -> float:
+        return fallback.output_sqnr(
+            fp16_graph.rewrite(model, kept, config.keep_io_types).model, reference, samples
+        )
+
+    kept = {k.node for k in decided.kept}
+    start = sqnr(kept)
+    if start >= target or config.max_float32_layers == 0:
+        return decided
+    layers = [n for n in model.graph.node if n.op_type in COMPUTE_OPS and n.name not in kept]
+    advance = progress("measuring each layer in float32", len(layers))
+    scores = {}
+    for node in layers:
+        scores[node.name] = sqnr(kept | {node.name})
+        advance(1)
+    ranked = sorted(scores, key=lambda n: (-scores[n], n))
+    added: list[fp16_planner.KeptFloat32] = []
+    score = start
+    for name in ranked[: config.max_float32_layers]:
+        if score >= target:
+            break
+        kept.add(name)
+        score = sqnr(kept)
+        op = next(n.op_type for n in layers if n.name == name)
+        reason = f"kept float32 by {why} (output {start:.1f} -> {score:.1f} dB)"
+        added.append(fp16_planner.KeptFloat32(name, op, reason))
+    return dataclasses.replace(decided, kept=decided.kept + tuple(added))

@@ -1,0 +1,191 @@
+"""What every converting command does last: stamp provenance, smoke-test against the floors, write
+atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from quantkit import __version__
+from quantkit.config import (
+    Preprocess,
+)
+from quantkit.errors import (
+    ConversionError,
+)
+from quantkit.evaluate.metrics import OutputErrors
+from quantkit.files import check_output, write_set
+from quantkit.graph import model_io
+from quantkit.planner import fallback
+from quantkit.results import (
+    CalibrationTable,
+    Corrections,
+    QuantPlan,
+)
+from quantkit.runtime import Session
+
+SMOKE_SAMPLES = 8  # stored in the table: convert's smoke test and --min-sqnr measure on them
+# Below these output SQNRs (all outputs, smoke-test samples) a conversion is broken, not coarse: healthy INT8
+# models measure 14-34 dB, float16 ones 38-70 dB. Such a model is never written.
+INT8_FLOOR_DB = 10.0
+FP16_FLOOR_DB = 30.0
+# Synthetic inputs are not the user's images (YOLOX's float16 model: 38 dB on photos, 42 dB on the
+# synthetic patches, 21 dB on white noise). Without a table, only a conversion below this is broken.
+FP16_SYNTHETIC_FLOOR_DB = 20.0
+META_PREFIX = "quantkit."
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The output SQNR below which a conversion is broken, and what to say if it is."""
+
+    db: float
+    what: str  # "the INT8 model, with 3 layer(s) kept float by the fallback,"
+    fix: str
+
+
+def write_checked(
+    converted: onnx.ModelProto,
+    original: onnx.ModelProto,
+    samples: np.ndarray,
+    reference: list[dict[str, np.ndarray]],
+    floor: Floor,
+    output: Path,
+    inputs: tuple[Path, ...],
+    advance: Callable[[int], None],
+) -> tuple[list[tuple[Path, bytes]], dict[str, float]]:
+    """Write `converted` to `output` (and its external data beside it) only if it passes onnx.checker,
+    loads and runs finite in onnxruntime, and measures at least floor.db against `reference` (FP32's
+    measured outputs on samples). Returns (what was written, SQNR per output against `original`)."""
+    try:
+        model_io.check(converted)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ConversionError(f"the converted model fails onnx.checker ({exc}); nothing was written") from exc
+    stored = [(output.parent / name, data) for name, data in model_io.serialize_files(converted, output.name)]
+    for path, _ in stored[1:]:  # an external-data file beside the output: never over an input either
+        check_output(path, *inputs)
+    advance(1)
+    smoke = _smoke_test(original, converted, samples)
+    measured = fallback.output_sqnr(converted, reference, samples)
+    if not measured >= floor.db:
+        raise ConversionError(
+            f"{floor.what} measures {measured:.1f} dB output SQNR on the smoke-test samples, below the "
+            f"{floor.db:g} dB that a working conversion reaches; nothing was written. To fix: {floor.fix}"
+        )
+    advance(1)
+    write_set(stored)
+    advance(1)
+    return stored, smoke
+
+
+def _smoke_test(
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, samples: np.ndarray
+) -> dict[str, float]:
+    """The converted model loads and gives finite outputs on samples [K, ...]: SQNR per output."""
+    ref_session = Session.of(reference)
+    try:
+        cand_session = Session.of(candidate)
+    except Exception as exc:
+        raise ConversionError(
+            f"onnxruntime cannot load the converted model ({exc}); nothing was written"
+        ) from exc
+    errors = {name: OutputErrors(name) for name in ref_session.output_names}
+    for ref, cand in zip(ref_session.run_samples(samples), cand_session.run_samples(samples), strict=True):
+        for name, acc in errors.items():
+            if not np.isfinite(cand[name]).all() and np.isfinite(ref[name]).all():
+                raise ConversionError(
+                    f"the converted model gives NaN/Inf in output {name!r}; nothing was written. "
+                    "Try --method minmax or exclude the failing layers"
+                )
+            acc.update(ref[name], cand[name])
+    return {name: acc.result().sqnr_db for name, acc in errors.items()}
+
+
+def stamp(
+    model: onnx.ModelProto,
+    settings: dict[str, Any],
+    table_path: Path | None,
+    table: CalibrationTable | None,
+    source_sha256: str = "",
+    conversion: dict[str, Any] | None = None,
+) -> None:
+    """Provenance in metadata_props: producer, version, settings, calibration hash, preprocessing, and
+    what an INT8 conversion rebalanced and corrected (conversion; `compare` shows it)."""
+    model.producer_name = "quantkit"
+    model.producer_version = __version__
+    props = {"version": __version__, "settings": json.dumps(settings, sort_keys=True)}
+    if conversion is not None:
+        props["conversion"] = json.dumps(conversion, sort_keys=True)
+    if table_path is not None and table is not None:
+        props["calibration_sha256"] = hashlib.sha256(table_path.read_bytes()).hexdigest()
+        props["source_model_sha256"] = table.model_sha256
+        props["preprocess"] = json.dumps(table.meta.get("preprocess", {}), sort_keys=True)
+    else:
+        props["source_model_sha256"] = source_sha256
+    kept = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, value
+
+
+def plan_record(plan: QuantPlan, corrections: Corrections | None) -> dict[str, Any]:
+    """What rebalancing and bias correction did, as plain JSON for the model's metadata."""
+    record: dict[str, Any] = {
+        "rebalanced": [
+            {"tensor": r.tensor, "alpha": r.alpha, "folded_into": r.producer} for r in plan.rebalances
+        ],
+        "bias_corrected_layers": len(plan.input_means),
+    }
+    if corrections is not None:
+        record["calibration_sqnr_db"] = {
+            "plain": corrections.sqnr_plain_db,
+            "bias_correction": corrections.sqnr_corrected_db,
+            "rebalancing": corrections.sqnr_rebalanced_db,
+            "both": corrections.sqnr_both_db,
+        }
+    return record
+
+
+def conversion_record(model: onnx.ModelProto) -> dict[str, Any] | None:
+    """What quantkit recorded of an INT8 conversion in a model's metadata; None if absent or malformed
+    (hand-edited, another version): it is shown, never trusted."""
+    for prop in model.metadata_props:
+        if prop.key == META_PREFIX + "conversion":
+            try:
+                record = json.loads(prop.value)
+            except ValueError:
+                return None
+            return record if _well_formed(record) else None
+    return None
+
+
+def _well_formed(record: object) -> bool:
+    if not isinstance(record, dict):
+        return False
+    rebalanced, layers = record.get("rebalanced"), record.get("bias_corrected_layers")
+    db = record.get("calibration_sqnr_db", {})
+    number = (int, float)
+    return (
+        isinstance(rebalanced, list)
+        and all(isinstance(r, dict) and isinstance(r.get("alpha"), number) for r in rebalanced)
+        and isinstance(layers, int)
+        and isinstance(db, dict)
+        and all(v is None or isinstance(v, number) for v in db.values())
+    )
+
+
+def recorded_preprocess(model: onnx.ModelProto) -> Preprocess | None:
+    """The preprocessing quantkit recorded in a converted model's metadata, if any."""
+    for prop in model.metadata_props:
+        if prop.key == META_PREFIX + "preprocess" and prop.value not in ("", "{}"):
+            return Preprocess.from_dict(json.loads(prop.value))
+    return None
