@@ -325,8 +325,9 @@ def calibrate(
     bins: Annotated[int, typer.Option("--bins", help="Histogram bins per tensor (at least 2048).")] = 2048,
 ) -> None:
     """Run the FP32 model over an image folder and record activation statistics in a calibration table."""
-    from quantkit import pipeline, report
+    from quantkit import pipeline
     from quantkit.config import CalibrateConfig, ImageSelection
+    from quantkit.reports import console
 
     config = CalibrateConfig(
         images=ImageSelection(images, num_images, seed),
@@ -342,7 +343,7 @@ def calibrate(
     with _progress() as progress:
         summary = pipeline.calibrate(model, output, config, progress)
     _show(
-        report.calibrate_lines(
+        console.calibrate_lines(
             str(summary.table),
             summary.images_used,
             summary.tensors,
@@ -354,7 +355,7 @@ def calibrate(
         soft_wrap=True,
     )
     if summary.images_skipped:
-        _warn(report.skipped_line(summary.images_skipped))
+        _warn(console.skipped_line(summary.images_skipped))
     for line in (*summary.warnings, *summary.reference_findings):
         _warn(line)
 
@@ -494,8 +495,9 @@ def convert(
 ) -> None:
     """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations) or an FP16
     model (float32 inputs and outputs)."""
-    from quantkit import pipeline, report
+    from quantkit import pipeline
     from quantkit.config import AccuracyBudget, ConvertConfig, Float16Config, ImageSelection
+    from quantkit.reports import console
 
     _refuse_other_precision(ctx, to)
     _guard(
@@ -524,7 +526,7 @@ def convert(
         )
         with _progress() as progress:
             half = pipeline.convert_float16(model, calibration, output, fp16, progress)
-        _show(report.float16_table(half, str(output)))
+        _show(console.float16_table(half, str(output)))
         return
     if calibration is None:
         raise ConfigError("--to int8 needs --calibration TABLE; run `quantkit calibrate` first")
@@ -561,7 +563,7 @@ def convert(
         raise ConfigError("convert reads --detector only with --max-drop; add the budget or leave it out")
     with _progress() as progress:
         summary = pipeline.convert(model, calibration, output, config, progress, budget)
-    _show(report.convert_table(summary, str(output)))
+    _show(console.convert_table(summary, str(output)))
 
 
 @app.command(
@@ -586,7 +588,9 @@ def compare(
     detector: DetectorOpt = None,
     score_threshold: ScoreOpt = 0.3,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every figure as JSON here.")] = None,
-    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown table here.")] = None,
+    markdown_path: Annotated[
+        Path | None, typer.Option("--markdown", help="Write a Markdown table here.")
+    ] = None,
     preset: PresetOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
@@ -597,8 +601,9 @@ def compare(
     """Accuracy, output error, latency and size of a candidate model against its reference.
 
     Preprocessing is read from the candidate's quantkit metadata unless given here."""
-    from quantkit import files, pipeline, report
+    from quantkit import files, pipeline
     from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
+    from quantkit.reports import console, markdown, records
 
     explicit = any(v is not None for v in (preset, mean, std, bgr, resize, input_size))
     config = CompareConfig(
@@ -608,7 +613,7 @@ def compare(
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
         **_detector(detector, score_threshold),
     )
-    outputs = [("--json", json_path), ("--markdown", markdown)]
+    outputs = [("--json", json_path), ("--markdown", markdown_path)]
     _guard(outputs, [("the reference", reference), ("the candidate", candidate), ("--labels", labels)])
     for _, out in outputs:
         if out is not None and str(out) != "-":
@@ -616,21 +621,21 @@ def compare(
     to_stdout = [flag for flag, out in outputs if out is not None and str(out) == "-"]
     if len(to_stdout) > 1:
         raise ConfigError("only one of --json and --markdown can go to stdout (-); write the other to a file")
-    if VERBOSITY["level"] < 0 and json_path is None and markdown is None:
+    if VERBOSITY["level"] < 0 and json_path is None and markdown_path is None:
         raise ConfigError("compare with --quiet prints nothing; add --json FILE (or --json - for stdout)")
     with _progress() as progress:
         result = pipeline.compare(reference, candidate, config, explicit, progress)
     if to_stdout:  # stdout carries the file: the table goes to stderr
         if VERBOSITY["level"] >= 0:
-            stderr.print(report.compare_table(result))
+            stderr.print(console.compare_table(result))
     else:
-        _show(report.compare_table(result))
+        _show(console.compare_table(result))
     for line in (*result.warnings, *result.reference_findings):
         _warn(line)
     if json_path is not None:
-        _write_text(json_path, json.dumps(report.comparison_dict(result), indent=1) + "\n")
-    if markdown is not None:
-        _write_text(markdown, report.comparison_markdown(result))
+        _write_text(json_path, json.dumps(records.comparison_dict(result), indent=1) + "\n")
+    if markdown_path is not None:
+        _write_text(markdown_path, markdown.comparison_markdown(result))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -675,8 +680,9 @@ def sensitivity(
     keep: Annotated[int, typer.Option("--keep", help="How many layers --write-exclusions lists.")] = 3,
 ) -> None:
     """Rank the quantized layers: each one's own error, and the output error keeping it float recovers."""
-    from quantkit import files, pipeline, report
+    from quantkit import files, pipeline
     from quantkit.config import ConvertConfig, ImageSelection
+    from quantkit.reports import console, records
 
     if top < 0 or keep < 1:
         raise ConfigError("--top must be at least 0 and --keep at least 1")
@@ -697,11 +703,11 @@ def sensitivity(
         result = pipeline.sensitivity(
             model, calibration, ImageSelection(images, num_images, seed), config, top, progress
         )
-    _show(report.sensitivity_table(result))
+    _show(console.sensitivity_table(result))
     if json_path is not None:
-        _write_text(json_path, json.dumps(report.sensitivity_dict(result), indent=1) + "\n")
+        _write_text(json_path, json.dumps(records.sensitivity_dict(result), indent=1) + "\n")
     if write_exclusions is not None:
-        _write_text(write_exclusions, report.exclusions_file(result, keep, model.name))
+        _write_text(write_exclusions, records.exclusions_file(result, keep, model.name))
 
 
 @app.command(
@@ -785,7 +791,6 @@ def shrink(
     """Calibrate (or reuse a cached table), convert to INT8 and compare in one step, with gates that set
     the exit code: 0 all pass, 1 a gate failed (reports still written), 2 an error."""
     from quantkit import shrink as shrinking
-    from quantkit import shrink_report
     from quantkit.config import (
         CalibrateConfig,
         CompareConfig,
@@ -795,6 +800,7 @@ def shrink(
         LatencyConfig,
         ShrinkConfig,
     )
+    from quantkit.reports import console
 
     preprocess = _preprocess_options(preset, mean, std, bgr, resize, input_size)
     config = ShrinkConfig(
@@ -823,7 +829,7 @@ def shrink(
     )
     with _progress() as progress:
         result = shrinking.shrink(model, output_dir, config, progress, _step_summary(), html)
-    _show(shrink_report.shrink_table(result, str(output_dir)))
+    _show(console.shrink_table(result, str(output_dir)))
     for line in (*result.warnings, *result.comparison.reference_findings):
         _warn(line)
     if not result.passed and not exit_zero:
@@ -864,7 +870,7 @@ def demo(
     """Shrink a model end to end and show the report: by default the digits CNN that ships inside the
     package, on its held-out digits, offline."""
     from quantkit import demo as demos
-    from quantkit import report, shrink_report
+    from quantkit.reports import console
 
     cache = cache_dir or _default_cache().parent
     step_summary = _step_summary()
@@ -877,9 +883,9 @@ def demo(
             result = demos.from_zoo(
                 zoo_name, images, eval_images, labels, output_dir, cache, progress, step_summary
             )
-    _show(report.compare_table(result.comparison))
+    _show(console.compare_table(result.comparison))
     _show()
-    _show(shrink_report.shrink_table(result, str(output_dir)))
+    _show(console.shrink_table(result, str(output_dir)))
     for line in (*result.warnings, *result.comparison.reference_findings):
         _warn(line)
     if not result.passed:

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from quantkit import __version__, html_report, shrink_report
+from quantkit import __version__
 from quantkit.calib import table as table_io
 from quantkit.config import ShrinkConfig
 from quantkit.errors import OutputError, QuantkitError
@@ -23,6 +23,7 @@ from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
 from quantkit.pipeline import Progress, calibrate, compare, convert, layer_errors
+from quantkit.reports import html_page, junit, markdown, records
 from quantkit.results import TABLE_VERSION, CalibrationTable, ShrinkResult
 
 REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
@@ -57,7 +58,7 @@ def shrink(
     if step_summary is not None:
         try:
             with step_summary.open("a", encoding="utf-8") as handle:
-                handle.write(shrink_report.shrink_markdown(result) + "\n")
+                handle.write(markdown.shrink_markdown(result) + "\n")
         except OSError as exc:
             raise OutputError(f"cannot append to the step summary {step_summary} ({exc.strerror})") from exc
     return result
@@ -128,15 +129,15 @@ def _run(
         )
         layers = layer_errors(model_path, table, config.convert)
         result = dataclasses.replace(result, layer_sqnr_db=layers, ranges=ranges)
-    markdown = shrink_report.shrink_markdown(result)
-    report_json = json.dumps(shrink_report.shrink_dict(result), indent=2) + "\n"
+    summary_md = markdown.shrink_markdown(result)
+    report_json = json.dumps(records.shrink_dict(result), indent=2) + "\n"
     files = [
         (stage / "report.json", report_json.encode()),
-        (stage / "report.md", markdown.encode()),
-        (stage / "junit.xml", shrink_report.junit_xml(result).encode()),
+        (stage / "report.md", summary_md.encode()),
+        (stage / "junit.xml", junit.junit_xml(result).encode()),
     ]
     if html:
-        files.append((stage / "report.html", html_report.render(result).encode()))
+        files.append((stage / "report.html", html_page.render(result).encode()))
     write_set(files)
     return result
 

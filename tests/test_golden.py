@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rich.console import Console, RenderableType
 
-from quantkit import report, shrink_report
+from quantkit.reports import console
 from quantkit.results import (
     Accuracy,
     ComparisonResult,
@@ -104,12 +104,12 @@ def _summary() -> ConvertSummary:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_compare_table(width: int) -> None:
-    _check(f"compare_{width}.txt", _render(report.compare_table(_comparison()), width))
+    _check(f"compare_{width}.txt", _render(console.compare_table(_comparison()), width))
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_convert_table(width: int) -> None:
-    _check(f"convert_{width}.txt", _render(report.convert_table(_summary(), "model.int8.onnx"), width))
+    _check(f"convert_{width}.txt", _render(console.convert_table(_summary(), "model.int8.onnx"), width))
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -131,4 +131,4 @@ def test_shrink_table(passed: bool, width: int) -> None:
         {},
     )
     name = f"shrink_{'pass' if passed else 'fail'}_{width}.txt"
-    _check(name, _render(shrink_report.shrink_table(result, "out"), width))
+    _check(name, _render(console.shrink_table(result, "out"), width))

@@ -13,7 +13,7 @@ from onnx import helper
 from PIL import Image
 from rich.console import Console
 
-from quantkit import pipeline, report
+from quantkit import pipeline
 from quantkit.calib.table import load
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
 from quantkit.graph import model_io
@@ -23,6 +23,7 @@ from quantkit.planner import plan
 from quantkit.planner.core import smoothing_candidates
 from quantkit.planner.smoothing import Measured, _best_at_output
 from quantkit.qmath.smooth import rebalanced_range, smoothing_scales
+from quantkit.reports import console
 from quantkit.runtime import Session
 from tests.conftest import make_model
 from tests.helpers import output_agreement, output_sqnr, run
@@ -278,9 +279,9 @@ def test_convert_summary_names_the_rebalanced_layers_and_the_corrections(
 ) -> None:
     src, table = calibrated(tmp_path, unbalanced_model(), image_dir)
     summary = pipeline.convert(src, table, tmp_path / "out.onnx", ConvertConfig(min_sqnr=0))
-    console = Console(width=120, record=True, color_system=None)
-    console.print(report.convert_table(summary, "out.onnx"))
-    text = console.export_text()
+    screen = Console(width=120, record=True, color_system=None)
+    screen.print(console.convert_table(summary, "out.onnx"))
+    text = screen.export_text()
     rebalance = next(r for r in summary.plan.rebalances if r.tensor == "r1")
     row = next(line for line in text.splitlines() if line.strip().startswith("r1 "))
     assert "dw" in row and f"{rebalance.alpha:g}" in row and "c1" in row and "dB" in row

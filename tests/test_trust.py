@@ -12,8 +12,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from quantkit import report
 from quantkit.evaluate.sanity import ReferenceCheck
+from quantkit.reports import formats
 from tests.conftest import requires_assets, tiny_cnn
 from tests.helpers import assert_one_line_error, run
 
@@ -294,8 +294,8 @@ def test_swapped_models_get_a_hint_and_growth_is_not_called_smaller(
     code, _, err = run(["compare", str(half), str(cnn), "--images", str(image_dir), *FAST], capsys)
     assert code == 0, err
     assert "warning: the reference cnn.fp16.onnx looks quantized and the candidate cnn.onnx float" in err
-    assert report.size_change(1000, 1200) == "1.20x larger"
-    assert report.size_change(1200, 1000) == "1.20x smaller"
+    assert formats.size_change(1000, 1200) == "1.20x larger"
+    assert formats.size_change(1200, 1000) == "1.20x smaller"
 
 
 def test_yolox_on_a_classifier_names_the_head_it_was_given(

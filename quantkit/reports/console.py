@@ -1,4 +1,4 @@
-"""Rendering: rich tables, Markdown and JSON. The only module besides cli.py that imports rich."""
+"""What the CLI prints: rich tables and lines for each command. The only reports module that imports rich."""
 
 from __future__ import annotations
 
@@ -11,40 +11,30 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from quantkit.reports.formats import (
+    GATE_LABELS,
+    bound_text,
+    boxes_text,
+    decibels,
+    figure,
+    megabytes,
+    percent,
+    reference_line,
+    size_change,
+)
 from quantkit.results import (
     ComparisonResult,
     ConvertSummary,
     Float16Summary,
     LatencyStats,
-    OutputMetrics,
     SensitivityReport,
+    ShrinkResult,
 )
-
-REPORT_SCHEMA = "quantkit-compare/1"
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.2f} MB"
-
-
-def _db(value: float) -> str:
-    return "inf" if math.isinf(value) and value > 0 else f"{value:.2f} dB"
 
 
 def _table(title: str) -> Table:
     """A borderless table whose title never wraps: at least as wide as its title (up to 80 columns)."""
     return Table(title=title, show_edge=False, title_justify="left", min_width=min(len(title), 80))
-
-
-def size_change(before: int, after: int) -> str:
-    """'3.71x smaller', or '1.20x larger' when the file grew (never '0.83x smaller')."""
-    if after > before:
-        return f"{after / max(before, 1):.2f}x larger"
-    return f"{before / max(after, 1):.2f}x smaller"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def calibrate_lines(
@@ -100,15 +90,15 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         kept.add_row(op, str(count), reason)
     lines = Text()
     lines.append(
-        f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} "
+        f"size {megabytes(summary.bytes_before)} -> {megabytes(summary.bytes_after)} "
         f"({size_change(summary.bytes_before, summary.bytes_after)})\n"
     )
     for note in summary.notes:
         lines.append(f"{note}\n")
     if summary.fallback_start_db is not None:
-        lines.append(f"--min-sqnr: output SQNR on calibration samples {_db(summary.fallback_start_db)}")
+        lines.append(f"--min-sqnr: output SQNR on calibration samples {decibels(summary.fallback_start_db)}")
         for step in summary.fallback:
-            lines.append(f" -> {_db(step.sqnr_db)} with {step.node} ({step.op_type}) in float")
+            lines.append(f" -> {decibels(step.sqnr_db)} with {step.node} ({step.op_type}) in float")
         lines.append("\n" if summary.fallback else " (at least --min-sqnr: nothing kept float)\n")
     if summary.budget is not None:
         b = summary.budget
@@ -122,7 +112,7 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         chosen = ", ".join(b.chosen) or "none"
         lines.append(f"kept float: {chosen} ({b.chosen_drop:.2f} points lost)\n")
     lines.append(_corrections_text(summary))
-    sqnr = ", ".join(f"{name} {_db(v)}" for name, v in summary.smoke_sqnr_db.items())
+    sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
     lines.append(f"smoke test on calibration samples: finite outputs, SQNR {sqnr}\n")
     lines.append(f"wrote {output}")
     parts: list[RenderableType] = [quantized, Text(""), kept, Text("")]
@@ -165,7 +155,7 @@ def _corrections_text(summary: ConvertSummary) -> Text:
     if c.sqnr_both_db is not None and c.sqnr_corrected_db is not None:
         steps.append(("both", c.sqnr_both_db))
     text.append("output SQNR on calibration samples: ")
-    text.append(", ".join(f"{label} {_db(value)}" for label, value in steps) + "\n")
+    text.append(", ".join(f"{label} {decibels(value)}" for label, value in steps) + "\n")
     if c.dropped:
         text.append("--smoothquant auto: rebalancing measured no better at the output; none kept\n")
     return text
@@ -185,7 +175,7 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
         kept.add_row(node, op, reason)
     lines = Text()
     lines.append(
-        f"size {_mb(summary.bytes_before)} -> {_mb(summary.bytes_after)} "
+        f"size {megabytes(summary.bytes_before)} -> {megabytes(summary.bytes_after)} "
         f"({size_change(summary.bytes_before, summary.bytes_after)})\n"
     )
     lines.append(f"{summary.casts} Cast nodes at float16/float32 borders\n")
@@ -201,7 +191,7 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
     for name, peak in summary.overflowing_weights:
         lines.append(f"weight {name} reaches {peak:.4g}: beyond float16, its consumers stay float32\n")
     if summary.smoke_sqnr_db:
-        sqnr = ", ".join(f"{name} {_db(v)}" for name, v in summary.smoke_sqnr_db.items())
+        sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
         lines.append(f"smoke test on {summary.smoke_input}: finite outputs, SQNR {sqnr}\n")
     lines.append(f"wrote {output}")
     parts: list[RenderableType] = [converted, Text("")]
@@ -212,7 +202,7 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
 
 def sensitivity_table(result: SensitivityReport) -> RenderableType:
     table = _table(
-        f"layers by recovery ({result.num_images} images; INT8 output {_db(result.int8_output_sqnr_db)})"
+        f"layers by recovery ({result.num_images} images; INT8 output {decibels(result.int8_output_sqnr_db)})"
     )
     for column in ("rank", "layer", "op type", "alone: its output", "float: model output", "recovers"):
         table.add_column(column, justify="left" if column in ("layer", "op type") else "right")
@@ -221,8 +211,8 @@ def sensitivity_table(result: SensitivityReport) -> RenderableType:
             str(rank),
             row.node,
             row.op_type,
-            _db(row.local_sqnr_db),
-            _db(row.output_sqnr_db),
+            decibels(row.local_sqnr_db),
+            decibels(row.output_sqnr_db),
             f"{100 * row.recovered:.0f}%",
         )
     lines = Text()
@@ -230,49 +220,12 @@ def sensitivity_table(result: SensitivityReport) -> RenderableType:
         names = ", ".join(r.node for r in result.layers[:k])
         lines.append(
             f"keeping {'this layer' if k == 1 else f'these {k} layers'} in float recovers "
-            f"{100 * recovered:.0f}% of the error (output {_db(result.int8_output_sqnr_db)} -> {_db(db)}): "
+            f"{100 * recovered:.0f}% of the error (output {decibels(result.int8_output_sqnr_db)} -> "
+            f"{decibels(db)}): "
             f"{names}\n"
         )
     lines.append(f"measured in {result.seconds:.1f} s, rebalancing off")
     return Group(table, Text(""), lines)
-
-
-def sensitivity_dict(result: SensitivityReport) -> dict[str, object]:
-    return {
-        "schema": "quantkit-sensitivity/1",
-        "int8_output_sqnr_db": _finite(result.int8_output_sqnr_db),
-        "num_images": result.num_images,
-        "seconds": result.seconds,
-        "settings": result.settings,
-        "layers": [
-            {
-                "node": r.node,
-                "op_type": r.op_type,
-                "local_sqnr_db": _finite(r.local_sqnr_db),
-                "output_sqnr_db_when_float": _finite(r.output_sqnr_db),
-                "recovered": r.recovered,
-            }
-            for r in result.layers
-        ],
-        "cumulative": [
-            {
-                "layers": [r.node for r in result.layers[:k]],
-                "output_sqnr_db": _finite(db),
-                "recovered": rec,
-            }
-            for k, db, rec in result.cumulative
-        ],
-    }
-
-
-def exclusions_file(result: SensitivityReport, keep: int, model: str) -> str:
-    """The top `keep` layers, one per line, for convert --exclude-from."""
-    lines = [
-        f"# quantkit sensitivity of {model}: the {keep} layers whose float recovers the most output error"
-    ]
-    for row in result.layers[:keep]:
-        lines.append(f"{row.node}  # {row.op_type}, recovers {100 * row.recovered:.0f}% alone")
-    return "\n".join(lines) + "\n"
 
 
 def _latency_row(label: str, stats: LatencyStats | None) -> list[str]:
@@ -288,8 +241,8 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         for col in ("", "top-1", "top-5"):
             acc.add_column(col, justify="right" if col else "left")
         ref, cand = result.reference_accuracy, result.candidate_accuracy
-        acc.add_row("reference", _pct(ref.top1), _pct(ref.top5))
-        acc.add_row("candidate", _pct(cand.top1), _pct(cand.top5))
+        acc.add_row("reference", percent(ref.top1), percent(ref.top5))
+        acc.add_row("candidate", percent(cand.top1), percent(cand.top5))
         acc.add_row(
             "delta (points)", f"{100 * (cand.top1 - ref.top1):+.2f}", f"{100 * (cand.top5 - ref.top5):+.2f}"
         )
@@ -302,9 +255,15 @@ def compare_table(result: ComparisonResult) -> RenderableType:
     for col in columns:
         out.add_column(col, justify="left" if col == "output" else "right")
     for m in result.outputs:
-        row = [m.name, _db(m.sqnr_db), f"{m.cosine:.5f}", _pct(m.top1_agreement), _pct(m.top5_overlap)]
+        row = [
+            m.name,
+            decibels(m.sqnr_db),
+            f"{m.cosine:.5f}",
+            percent(m.top1_agreement),
+            percent(m.top5_overlap),
+        ]
         if detector:
-            row += [f"{_pct(m.detection_recall)} of {m.detections}", _boxes(m)]
+            row += [f"{percent(m.detection_recall)} of {m.detections}", boxes_text(m)]
         out.add_row(*row)
     lat = _table(
         f"latency, ms ({result.settings['threads']} thread(s), batch "
@@ -316,8 +275,9 @@ def compare_table(result: ComparisonResult) -> RenderableType:
     lat.add_row(*_latency_row("candidate", result.candidate_latency))
     speed = f"{result.speedup:.2f}x" if result.speedup is not None else "-"
     change = size_change(result.reference_bytes, result.candidate_bytes)
+    before, after = megabytes(result.reference_bytes), megabytes(result.candidate_bytes)
     tail = Text(
-        f"speedup (p50) {speed}   size {_mb(result.reference_bytes)} -> {_mb(result.candidate_bytes)} "
+        f"speedup (p50) {speed}   size {before} -> {after} "
         f"({change})\nCPU {result.environment.get('cpu')} "
         f"(VNNI {'yes' if result.environment.get('vnni') else 'no'})"
     )
@@ -359,111 +319,26 @@ def _conversion_text(record: dict[str, Any] | None) -> Text:
     order = ("plain", "bias_correction", "rebalancing", "both")
     steps = [(k.replace("_", " "), db[k]) for k in order if db.get(k) is not None]
     if steps:
-        text.append("; output SQNR on calibration samples " + ", ".join(f"{k} {_db(v)}" for k, v in steps))
+        text.append(
+            "; output SQNR on calibration samples " + ", ".join(f"{k} {decibels(v)}" for k, v in steps)
+        )
     return text
 
 
-def _boxes(m: OutputMetrics) -> str:
-    """'433/435 same, 0 extra (2 at the threshold)': the reference's final boxes the candidate makes."""
-    if m.boxes is None:
-        return "-"
-    text = f"{m.boxes_found}/{m.boxes} same, {m.boxes_extra} extra"
-    return text + (f" ({m.boxes_borderline} at the threshold)" if m.boxes_borderline else "")
-
-
-def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
-    if stats is None:
-        return None
-    return {
-        "p50_ms": stats.p50,
-        "p90_ms": stats.p90,
-        "p99_ms": stats.p99,
-        "mean_ms": stats.mean,
-        "runs": stats.runs,
-    }
-
-
-def _finite(value: float) -> float | str:
-    return value if math.isfinite(value) else str(value)
-
-
-def comparison_dict(result: ComparisonResult) -> dict[str, Any]:
-    """Every figure of a comparison, JSON-ready (non-finite numbers as strings)."""
-
-    def acc(a: Any) -> dict[str, Any] | None:
-        return None if a is None else {"top1": a.top1, "top5": a.top5, "images": a.count}
-
-    return {
-        "schema": REPORT_SCHEMA,
-        "reference": result.reference,
-        "candidate": result.candidate,
-        "images": result.num_images,
-        "outputs": [
-            {
-                "name": m.name,
-                "sqnr_db": _finite(m.sqnr_db),
-                "cosine": _finite(m.cosine),
-                "max_abs_error": _finite(m.max_abs_error),
-                "top1_agreement": m.top1_agreement,
-                "top5_overlap": m.top5_overlap,
-                "detection_recall": m.detection_recall,
-                "detections": m.detections,
-                "boxes": m.boxes,
-                "boxes_found": m.boxes_found,
-                "boxes_extra": m.boxes_extra,
-                "boxes_borderline": m.boxes_borderline,
-            }
-            for m in result.outputs
-        ],
-        "reference_findings": list(result.reference_findings),
-        "warnings": list(result.warnings),
-        "accuracy": {
-            "reference": acc(result.reference_accuracy),
-            "candidate": acc(result.candidate_accuracy),
-            "top1_delta_points": None if result.top1_delta is None else 100 * result.top1_delta,
-        },
-        "latency": {
-            "reference": _latency_dict(result.reference_latency),
-            "candidate": _latency_dict(result.candidate_latency),
-            "speedup_p50": result.speedup,
-        },
-        "size": {
-            "reference_bytes": result.reference_bytes,
-            "candidate_bytes": result.candidate_bytes,
-            "ratio": result.size_ratio,
-        },
-        "settings": result.settings,
-        "environment": result.environment,
-        "candidate_conversion": result.candidate_conversion,
-    }
-
-
-def comparison_markdown(result: ComparisonResult) -> str:
-    lines = ["| metric | value |", "|---|---|"]
-    if result.reference_accuracy and result.candidate_accuracy and result.top1_delta is not None:
-        ref, cand = result.reference_accuracy, result.candidate_accuracy
-        lines.append(
-            f"| top-1 reference / candidate | {_pct(ref.top1)} / {_pct(cand.top1)} "
-            f"({100 * result.top1_delta:+.2f} points) |"
-        )
-        lines.append(f"| top-5 reference / candidate | {_pct(ref.top5)} / {_pct(cand.top5)} |")
-    for m in result.outputs:
-        lines.append(f"| `{m.name}` SQNR / cosine | {_db(m.sqnr_db)} / {m.cosine:.5f} |")
-        if m.top1_agreement is not None:
-            lines.append(
-                f"| `{m.name}` top-1 agreement / top-5 overlap | {_pct(m.top1_agreement)} / "
-                f"{_pct(m.top5_overlap)} |"
-            )
-        if m.detection_recall is not None:
-            lines.append(f"| `{m.name}` detection recall | {_pct(m.detection_recall)} of {m.detections} |")
-            lines.append(f"| `{m.name}` final boxes (IoU >= 0.5, same class) | {_boxes(m)} |")
-    if result.speedup is not None and result.reference_latency and result.candidate_latency:
-        lines.append(
-            f"| latency p50 reference / candidate | {result.reference_latency.p50:.2f} ms / "
-            f"{result.candidate_latency.p50:.2f} ms ({result.speedup:.2f}x) |"
-        )
-    lines.append(
-        f"| size | {_mb(result.reference_bytes)} -> {_mb(result.candidate_bytes)} "
-        f"({size_change(result.reference_bytes, result.candidate_bytes)}) |"
+def shrink_table(result: ShrinkResult, output_dir: str) -> RenderableType:
+    table = Table(title="gates", show_edge=False, title_justify="left")
+    for column in ("gate", "measured", "limit", "unit", "result"):
+        table.add_column(column, justify="right" if column in ("measured", "limit") else "left")
+    for g in result.gates:
+        mark = Text("pass", style="green") if g.passed else Text("FAIL", style="bold red")
+        table.add_row(GATE_LABELS[g.name], figure(g.measured), bound_text(g), g.unit, mark)
+    lines = Text()
+    cache = (
+        "reused from the cache" if result.cache_hit else f"calibrated in {result.calibration_seconds:.1f} s"
     )
-    return "\n".join(lines) + "\n"
+    lines.append(f"calibration table {cache}: {result.table}\n")
+    lines.append(reference_line(result) + "\n")
+    lines.append(f"wrote {result.output} and report.json, report.md, junit.xml in {output_dir}\n")
+    verdict = "all gates pass" if result.passed else "a gate failed (exit 1)"
+    lines.append(verdict if result.gates else "no gates set: report only")
+    return Group(table, Text(""), lines) if result.gates else lines

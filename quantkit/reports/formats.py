@@ -1,0 +1,76 @@
+"""How figures read in every report: sizes, decibels, percentages, gate bounds, box counts."""
+
+from __future__ import annotations
+
+import math
+
+from quantkit.results import (
+    GateResult,
+    OutputMetrics,
+    ShrinkResult,
+)
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def decibels(value: float) -> str:
+    return "inf" if math.isinf(value) and value > 0 else f"{value:.2f} dB"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def finite_or_text(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def size_change(before: int, after: int) -> str:
+    """'3.71x smaller', or '1.20x larger' when the file grew (never '0.83x smaller')."""
+    if after > before:
+        return f"{after / max(before, 1):.2f}x larger"
+    return f"{before / max(after, 1):.2f}x smaller"
+
+
+GATE_LABELS = {
+    "max_drop": "accuracy drop",
+    "min_speedup": "speedup",
+    "max_size_ratio": "size ratio",
+    "reference": "FP32 reference",
+}
+
+
+def figure(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    value = 0.0 if value == 0 else value  # no "-0"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def bound_text(gate: GateResult) -> str:
+    return f"{'>=' if gate.name == 'min_speedup' else '<='} {gate.limit:g}"
+
+
+def boxes_text(m: OutputMetrics) -> str:
+    """'433/435 same, 0 extra (2 at the threshold)': the reference's final boxes the candidate makes."""
+    if m.boxes is None:
+        return "-"
+    text = f"{m.boxes_found}/{m.boxes} same, {m.boxes_extra} extra"
+    return text + (f" ({m.boxes_borderline} at the threshold)" if m.boxes_borderline else "")
+
+
+def reference_line(result: ShrinkResult) -> str:
+    """FP32's own accuracy on the evaluation images, beside INT8's (or why there is none)."""
+    comparison = result.comparison
+    ref, cand = comparison.reference_accuracy, comparison.candidate_accuracy
+    if ref is None or cand is None:
+        return (
+            f"FP32 reference on {comparison.num_images} images: no labels, so no accuracy of its own "
+            "(--labels gives top-1)"
+        )
+    return (
+        f"FP32 top-1 {100 * ref.top1:.2f}% (top-5 {100 * ref.top5:.2f}%) on {ref.count} labelled images; "
+        f"INT8 top-1 {100 * cand.top1:.2f}%"
+    )

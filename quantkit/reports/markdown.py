@@ -1,0 +1,75 @@
+"""Markdown of compare and shrink (report.md, GitHub's step summary)."""
+
+from __future__ import annotations
+
+from quantkit.reports.formats import (
+    GATE_LABELS,
+    bound_text,
+    boxes_text,
+    decibels,
+    figure,
+    megabytes,
+    percent,
+    reference_line,
+    size_change,
+)
+from quantkit.results import (
+    ComparisonResult,
+    ShrinkResult,
+)
+
+
+def comparison_markdown(result: ComparisonResult) -> str:
+    lines = ["| metric | value |", "|---|---|"]
+    if result.reference_accuracy and result.candidate_accuracy and result.top1_delta is not None:
+        ref, cand = result.reference_accuracy, result.candidate_accuracy
+        lines.append(
+            f"| top-1 reference / candidate | {percent(ref.top1)} / {percent(cand.top1)} "
+            f"({100 * result.top1_delta:+.2f} points) |"
+        )
+        lines.append(f"| top-5 reference / candidate | {percent(ref.top5)} / {percent(cand.top5)} |")
+    for m in result.outputs:
+        lines.append(f"| `{m.name}` SQNR / cosine | {decibels(m.sqnr_db)} / {m.cosine:.5f} |")
+        if m.top1_agreement is not None:
+            lines.append(
+                f"| `{m.name}` top-1 agreement / top-5 overlap | {percent(m.top1_agreement)} / "
+                f"{percent(m.top5_overlap)} |"
+            )
+        if m.detection_recall is not None:
+            lines.append(f"| `{m.name}` detection recall | {percent(m.detection_recall)} of {m.detections} |")
+            lines.append(f"| `{m.name}` final boxes (IoU >= 0.5, same class) | {boxes_text(m)} |")
+    if result.speedup is not None and result.reference_latency and result.candidate_latency:
+        lines.append(
+            f"| latency p50 reference / candidate | {result.reference_latency.p50:.2f} ms / "
+            f"{result.candidate_latency.p50:.2f} ms ({result.speedup:.2f}x) |"
+        )
+    lines.append(
+        f"| size | {megabytes(result.reference_bytes)} -> {megabytes(result.candidate_bytes)} "
+        f"({size_change(result.reference_bytes, result.candidate_bytes)}) |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def shrink_markdown(result: ShrinkResult) -> str:
+    verdict = "PASS" if result.passed else "FAIL"
+    lines = [f"### quantkit shrink: {verdict}", "", f"`{result.model}` -> `{result.output}`", ""]
+    if result.gates:
+        lines += ["| gate | measured | limit | unit | result |", "|---|---|---|---|---|"]
+        for g in result.gates:
+            mark = "pass" if g.passed else "**FAIL**"
+            lines.append(
+                f"| {GATE_LABELS[g.name]} | {figure(g.measured)} | {bound_text(g)} | {g.unit} | {mark} |"
+            )
+        lines.append("")
+    else:
+        lines += ["No gates were set (--max-drop, --min-speedup, --max-size-ratio): report only.", ""]
+    if not result.settings.get("held_out"):
+        lines += ["Evaluated on the calibration images: pass --eval-images DIR for held-out figures.", ""]
+    cache = (
+        "reused from the cache" if result.cache_hit else f"calibrated in {result.calibration_seconds:.1f} s"
+    )
+    lines += [f"Calibration table {cache}.", "", reference_line(result) + ".", ""]
+    lines += [f"- warning: {line}" for line in result.comparison.reference_findings]
+    lines += [""] if result.comparison.reference_findings else []
+    lines += [comparison_markdown(result.comparison)]
+    return "\n".join(lines)
