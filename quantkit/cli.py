@@ -790,7 +790,6 @@ def shrink(
 ) -> None:
     """Calibrate (or reuse a cached table), convert to INT8 and compare in one step, with gates that set
     the exit code: 0 all pass, 1 a gate failed (reports still written), 2 an error."""
-    from quantkit import shrink as shrinking
     from quantkit.config import (
         CalibrateConfig,
         CompareConfig,
@@ -800,6 +799,7 @@ def shrink(
         LatencyConfig,
         ShrinkConfig,
     )
+    from quantkit.pipeline import run_shrink as shrinking
     from quantkit.reports import console
 
     preprocess = _preprocess_options(preset, mean, std, bgr, resize, input_size)

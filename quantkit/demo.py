@@ -21,8 +21,8 @@ from quantkit.config import (
 )
 from quantkit.errors import ConfigError
 from quantkit.pipeline import Progress
+from quantkit.pipeline.run_shrink import shrink
 from quantkit.results import ShrinkResult
-from quantkit.shrink import shrink
 
 # The embedded demo is package data (quantkit/demo_data/, see its README.md), so it is there however
 # quantkit was installed: from a wheel, `pip install .` or editable.

@@ -115,12 +115,12 @@ def test_shrink_never_writes_its_reports_over_its_inputs(
 def test_ctrl_c_in_shrink_leaves_nothing_of_that_run(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import quantkit.shrink
+    from quantkit.pipeline import run_shrink
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(quantkit.shrink, "compare", interrupted)  # after the INT8 model is written
+    monkeypatch.setattr(run_shrink, "compare", interrupted)  # after the INT8 model is written
     kept = tmp_path / "kept"
     kept.mkdir()
     (kept / "notes.txt").write_text("mine")

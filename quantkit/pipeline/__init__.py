@@ -12,6 +12,7 @@ from quantkit.pipeline.run_compare import compare
 from quantkit.pipeline.run_convert import convert, resolve_weight_range
 from quantkit.pipeline.run_fp16 import convert_float16
 from quantkit.pipeline.run_sensitivity import layer_errors, sensitivity
+from quantkit.pipeline.run_shrink import shrink
 
 __all__ = [
     "CalibrateSummary",
@@ -23,4 +24,5 @@ __all__ = [
     "layer_errors",
     "resolve_weight_range",
     "sensitivity",
+    "shrink",
 ]

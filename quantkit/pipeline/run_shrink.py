@@ -22,7 +22,11 @@ from quantkit.evaluate import gates
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
-from quantkit.pipeline import Progress, calibrate, compare, convert, layer_errors
+from quantkit.pipeline.progress import Progress
+from quantkit.pipeline.run_calibrate import calibrate
+from quantkit.pipeline.run_compare import compare
+from quantkit.pipeline.run_convert import convert
+from quantkit.pipeline.run_sensitivity import layer_errors
 from quantkit.reports import html_page, junit, markdown, records
 from quantkit.results import TABLE_VERSION, CalibrationTable, ShrinkResult
 
