@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from quantkit import cli
+from quantkit.cli.options import preprocess_options as cli_preprocess_options
 from quantkit.config import PreprocessOptions
 
 
@@ -20,9 +21,7 @@ def preprocess_options(flags: Sequence[str]) -> PreprocessOptions:
         "calibrate", ["model.onnx", "--images", ".", "--output", "t.json", *flags]
     )
     p = context.params
-    options = cli._preprocess_options(
-        p["preset"], p["mean"], p["std"], p["bgr"], p["resize"], p["input_size"]
-    )
+    options = cli_preprocess_options(p["preset"], p["mean"], p["std"], p["bgr"], p["resize"], p["input_size"])
     if not isinstance(options, PreprocessOptions):
         raise TypeError(f"quantkit's CLI built {type(options).__name__}, not PreprocessOptions")
     return options

@@ -1,0 +1,229 @@
+"""The typer application every command registers on, and what the commands share: the consoles,
+--quiet/--verbose, the output check, progress bars."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import typer.core
+import typer.main
+from rich.console import Console
+
+from quantkit.errors import ConfigError
+
+
+class Switch(str, Enum):
+    on = "on"
+    off = "off"
+
+
+def _loudness(
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            expose_value=False,
+            help="Only files, errors, warnings that change a result's meaning, and the exit code.",
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", expose_value=False, help="Log each step with its time to stderr."),
+    ] = False,
+) -> None:
+    """Declares --quiet and --verbose for every command's help; main() reads them from anywhere."""
+
+
+_LOUDNESS: list[Any] = []
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose help lists --quiet and --verbose (main() takes them off the line before parsing)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        if not _LOUDNESS:
+            _LOUDNESS.extend(typer.main.get_command(_probe()).params)
+        params = super().get_params(ctx)
+        return [*params[:-1], *_LOUDNESS, *params[-1:]]  # before --help, which click adds last
+
+
+def _probe() -> typer.Typer:
+    probe = typer.Typer(add_completion=False)
+    probe.command()(_loudness)
+    return probe
+
+
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
+
+ORDER = ("calibrate", "convert", "compare", "sensitivity", "shrink", "demo")  # as --help lists them
+
+
+class Group(typer.core.TyperGroup):
+    """The commands in the order of a user's first run, not the order their modules were imported."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names: list[str] = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+
+app = typer.Typer(
+    cls=Group,
+    rich_markup_mode=None,  # click's plain help: whole option names and wrapped text at any width
+    context_settings=CONTEXT,
+    pretty_exceptions_enable=False,
+    help="Post-training INT8 quantization for ONNX vision models: calibrate, convert, compare, shrink.\n\n"
+    "Options may also come from [tool.quantkit] in ./pyproject.toml or quantkit.toml beside the model "
+    "(flags win); add --print-config to a command to see its resolved settings. Every command takes "
+    "--quiet (-q) and --verbose (-v).",
+)
+
+stdout = Console()
+
+stderr = Console(stderr=True)
+
+# -1 with --quiet (no progress, no tables: files, errors and exit codes only), 1 with --verbose (each step
+# logged to stderr with its time). Set by main() from anywhere on the command line.
+VERBOSITY = {"level": 0}
+
+CONFIG_FILES: list[Path] = []  # the config files this run read options from (set by main)
+
+LOUDNESS_FLAGS = {"--quiet": -1, "-q": -1, "--verbose": 1, "-v": 1}
+
+
+def show(*renderables: Any, **options: Any) -> None:
+    """Results go to stdout, unless --quiet."""
+    if VERBOSITY["level"] >= 0:
+        stdout.print(*renderables, **options)
+
+
+def warn(line: str) -> None:
+    """A warning that changes what a result means: stderr, one line, kept under --quiet."""
+    stderr.print(f"warning: {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def guard_outputs(
+    outputs: Sequence[tuple[str, Path | None]],
+    inputs: Sequence[tuple[str, Path | None]],
+    folders: Sequence[tuple[str, Path | None]] = (),
+) -> None:
+    """No output of a command lands on any of its inputs (config files included), before any work."""
+    from quantkit import files
+    from quantkit.images import IMAGE_SUFFIXES
+
+    configs = [("the config file", path) for path in CONFIG_FILES]
+    files.check_outputs(
+        [(role, path) for role, path in outputs if path is not None and str(path) != "-"],
+        [*((role, path) for role, path in inputs if path is not None), *configs],
+        [(role, path) for role, path in folders if path is not None],
+        IMAGE_SUFFIXES,
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from quantkit import __version__
+        from quantkit.runtime import versions
+
+        found = versions()
+        found.pop("quantkit", None)
+        stdout.print(
+            f"quantkit {__version__} (" + ", ".join(f"{k} {v}" for k, v in found.items()) + ")",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            callback=_version,
+            help="Print the versions of quantkit, onnx, onnxruntime, numpy and Python, and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Post-training INT8 quantization for ONNX vision models."""
+
+
+@contextmanager
+def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A progress factory for the pipeline, drawn on stderr when it is a terminal."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    level = VERBOSITY["level"]
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+        disable=level < 0 or not stderr.is_terminal,
+    ) as bars:
+
+        def start(label: str, total: int) -> Callable[[int], None]:
+            task = bars.add_task(label, total=total)
+            began, done = time.perf_counter(), [0]
+            if level > 0:
+                bars.console.print(f"{label}: {total} step(s)", highlight=False, markup=False)
+
+            def advance(n: int) -> None:
+                bars.advance(task, n)
+                done[0] += n
+                if level > 0 and done[0] >= total > done[0] - n:
+                    seconds = time.perf_counter() - began
+                    bars.console.print(f"{label}: done in {seconds:.1f} s", highlight=False, markup=False)
+
+            return advance
+
+        yield start
+
+
+def write_text(path: Path, text: str) -> None:
+    """A report to its file, atomically, or to stdout for '-'."""
+    from quantkit import files
+
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        files.write_atomic(path, text.encode())
+
+
+def step_summary_path() -> Path | None:
+    """GitHub's step summary file, where shrink appends report.md."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    return Path(path) if path else None
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "quantkit" / "calibration"
+
+
+def exclusion_names(path: Path | None) -> tuple[str, ...]:
+    """Node names from a --exclude-from file: one per line; blank lines and # comments ignored."""
+    if path is None:
+        return ()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read --exclude-from {path} ({exc.__class__.__name__}); check the path"
+        ) from exc
+    return tuple(line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip())

@@ -1,0 +1,85 @@
+"""`quantkit calibrate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import typer.core
+import typer.main
+
+from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, progress_bars, show, warn
+from quantkit.cli.options import (
+    BgrOpt,
+    ImagesOpt,
+    MeanOpt,
+    NumImagesOpt,
+    PresetOpt,
+    ResizeOpt,
+    SeedOpt,
+    SizeOpt,
+    StdOpt,
+    preprocess_options,
+)
+
+
+@app.command(
+    cls=Command,
+    context_settings=CONTEXT,
+    epilog="Example: quantkit calibrate model.onnx --images calib/ --output model.calib.json "
+    "--num-images 100",
+)
+def calibrate(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
+    images: ImagesOpt,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Table to write (.json, arrays beside it in .npz).")
+    ],
+    num_images: NumImagesOpt = None,
+    seed: SeedOpt = 0,
+    preset: PresetOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bgr: BgrOpt = None,
+    resize: ResizeOpt = None,
+    input_size: SizeOpt = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Images per run (models with a dynamic batch).")
+    ] = 8,
+    bins: Annotated[int, typer.Option("--bins", help="Histogram bins per tensor (at least 2048).")] = 2048,
+) -> None:
+    """Run the FP32 model over an image folder and record activation statistics in a calibration table."""
+    from quantkit import pipeline
+    from quantkit.config import CalibrateConfig, ImageSelection
+    from quantkit.reports import console
+
+    config = CalibrateConfig(
+        images=ImageSelection(images, num_images, seed),
+        preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size),
+        batch_size=batch_size,
+        bins=bins,
+    )
+    guard_outputs(
+        [("--output", output), ("the table's arrays", output.with_suffix(".npz"))],
+        [("the model", model)],
+        [("--images", images)],
+    )
+    with progress_bars() as progress:
+        summary = pipeline.calibrate(model, output, config, progress)
+    show(
+        console.calibrate_lines(
+            str(summary.table),
+            summary.images_used,
+            summary.tensors,
+            summary.seconds,
+            summary.preprocess.to_dict(),
+            summary.notes,
+        ),
+        end="",
+        soft_wrap=True,
+    )
+    if summary.images_skipped:
+        warn(console.skipped_line(summary.images_skipped))
+    for line in (*summary.warnings, *summary.reference_findings):
+        warn(line)

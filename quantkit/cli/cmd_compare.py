@@ -1,0 +1,115 @@
+"""`quantkit compare`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import typer.core
+import typer.main
+
+from quantkit.cli.app import (
+    CONTEXT,
+    VERBOSITY,
+    Command,
+    app,
+    guard_outputs,
+    progress_bars,
+    show,
+    stderr,
+    warn,
+    write_text,
+)
+from quantkit.cli.options import (
+    BgrOpt,
+    DetectorOpt,
+    ImagesOpt,
+    MeanOpt,
+    NumImagesOpt,
+    PresetOpt,
+    ResizeOpt,
+    RunsOpt,
+    ScoreOpt,
+    SeedOpt,
+    SizeOpt,
+    StdOpt,
+    ThreadsOpt,
+    WarmupOpt,
+    detector_fields,
+    preprocess_options,
+)
+from quantkit.errors import ConfigError
+
+
+@app.command(
+    cls=Command,
+    context_settings=CONTEXT,
+    epilog="Example: quantkit compare model.onnx model.int8.onnx --images val/ --labels synset.txt "
+    "--json out.json",
+)
+def compare(
+    reference: Annotated[Path, typer.Argument(metavar="REFERENCE", help="Reference (FP32) model.")],
+    candidate: Annotated[Path, typer.Argument(metavar="CANDIDATE", help="Candidate (quantized) model.")],
+    images: ImagesOpt,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="Class ids in output order; images in DIR/<class>/ or <class>_*."),
+    ] = None,
+    num_images: NumImagesOpt = None,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 1,
+    runs: RunsOpt = 100,
+    warmup: WarmupOpt = 10,
+    detector: DetectorOpt = None,
+    score_threshold: ScoreOpt = 0.3,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write every figure as JSON here.")] = None,
+    markdown_path: Annotated[
+        Path | None, typer.Option("--markdown", help="Write a Markdown table here.")
+    ] = None,
+    preset: PresetOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    bgr: BgrOpt = None,
+    resize: ResizeOpt = None,
+    input_size: SizeOpt = None,
+) -> None:
+    """Accuracy, output error, latency and size of a candidate model against its reference.
+
+    Preprocessing is read from the candidate's quantkit metadata unless given here."""
+    from quantkit import files, pipeline
+    from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
+    from quantkit.reports import console, markdown, records
+
+    explicit = any(v is not None for v in (preset, mean, std, bgr, resize, input_size))
+    config = CompareConfig(
+        images=ImageSelection(images, num_images, seed),
+        preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size),
+        labels=labels,
+        latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+        **detector_fields(detector, score_threshold),
+    )
+    outputs = [("--json", json_path), ("--markdown", markdown_path)]
+    guard_outputs(outputs, [("the reference", reference), ("the candidate", candidate), ("--labels", labels)])
+    for _, out in outputs:
+        if out is not None and str(out) != "-":
+            files.check_output(out)
+    to_stdout = [flag for flag, out in outputs if out is not None and str(out) == "-"]
+    if len(to_stdout) > 1:
+        raise ConfigError("only one of --json and --markdown can go to stdout (-); write the other to a file")
+    if VERBOSITY["level"] < 0 and json_path is None and markdown_path is None:
+        raise ConfigError("compare with --quiet prints nothing; add --json FILE (or --json - for stdout)")
+    with progress_bars() as progress:
+        result = pipeline.compare(reference, candidate, config, explicit, progress)
+    if to_stdout:  # stdout carries the file: the table goes to stderr
+        if VERBOSITY["level"] >= 0:
+            stderr.print(console.compare_table(result))
+    else:
+        show(console.compare_table(result))
+    for line in (*result.warnings, *result.reference_findings):
+        warn(line)
+    if json_path is not None:
+        write_text(json_path, json.dumps(records.comparison_dict(result), indent=1) + "\n")
+    if markdown_path is not None:
+        write_text(markdown_path, markdown.comparison_markdown(result))

@@ -1,0 +1,275 @@
+"""`quantkit convert --to int8|fp16`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import typer.core
+import typer.main
+
+from quantkit.cli.app import (
+    CONTEXT,
+    Command,
+    Switch,
+    app,
+    exclusion_names,
+    guard_outputs,
+    progress_bars,
+    show,
+)
+from quantkit.cli.options import CompactOpt, DetectorOpt, detector_fields, parse_size
+from quantkit.config import (
+    ActivationType,
+    BudgetMetric,
+    CalibMethod,
+    FallbackPrecision,
+    Precision,
+    WeightRange,
+)
+from quantkit.errors import ConfigError
+
+
+@app.command(
+    cls=Command,
+    context_settings=CONTEXT,
+    epilog="Example: quantkit convert model.onnx --to int8 --calibration model.calib.json "
+    "--output model.int8.onnx",
+)
+def convert(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the converted model.")],
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            "-c",
+            help="Table written by `quantkit calibrate`. int8: required; fp16: checks activation ranges.",
+        ),
+    ] = None,
+    to: Annotated[Precision, typer.Option("--to", help="Target precision.")] = Precision.int8,
+    method: Annotated[
+        CalibMethod, typer.Option("--method", help="Range selection from the statistics.")
+    ] = CalibMethod.mse,
+    percentile: Annotated[
+        float, typer.Option("--percentile", help="Mass kept by --method percentile.")
+    ] = 99.999,
+    activations: Annotated[
+        ActivationType, typer.Option("--activations", help="uint8 asymmetric or int8 symmetric.")
+    ] = ActivationType.uint8,
+    exclude_nodes: Annotated[
+        str | None, typer.Option("--exclude-nodes", help="Comma-separated node names to keep float.")
+    ] = None,
+    exclude_op_types: Annotated[
+        str | None,
+        typer.Option("--exclude-op-types", help="Comma-separated op types to keep float, e.g. Gemm,Concat."),
+    ] = None,
+    smoothquant: Annotated[
+        str,
+        typer.Option(
+            "--smoothquant",
+            help=(
+                "Rebalance outlier channels (SmoothQuant): auto (alpha per activation, where it lowers "
+                "the measured error), off, or a fixed ALPHA in (0, 1) for every candidate."
+            ),
+        ),
+    ] = "auto",
+    bias_correction: Annotated[
+        Switch,
+        typer.Option(
+            "--bias-correction",
+            help="on: correct each bias for the mean shift of weight rounding E[(W_q - W) x].",
+        ),
+    ] = Switch.on,
+    min_sqnr: Annotated[
+        float | None,
+        typer.Option(
+            "--min-sqnr",
+            help="Keep the fewest layers float (fp16: float32) that lift the output SQNR on the calibration "
+            "samples to DB (0: off) [default: 12 for int8, 40 for fp16].",
+        ),
+    ] = None,
+    max_float_layers: Annotated[
+        int, typer.Option("--max-float-layers", help="At most this many layers kept float by --min-sqnr.")
+    ] = 8,
+    quantize_attention_matmul: Annotated[
+        bool,
+        typer.Option("--quantize-attention-matmul", help="Also quantize activation x activation MatMuls."),
+    ] = False,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            "--max-drop",
+            help="Accuracy budget in points of --metric: keep the fewest layers float that stay within it "
+            "on --validation images.",
+        ),
+    ] = None,
+    validation: Annotated[
+        Path | None, typer.Option("--validation", help="--max-drop: images held apart from calibration.")
+    ] = None,
+    validation_images: Annotated[
+        int | None,
+        typer.Option("--validation-images", help="--max-drop: a seeded subset of N images [default: all]."),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="--max-drop: class ids in output order, for top1.")
+    ] = None,
+    metric: Annotated[
+        BudgetMetric,
+        typer.Option(
+            "--metric",
+            help="--max-drop unit: top1 points (needs --labels), agreement points, recall (anchors above the "
+            "score lost), boxes (final boxes missed or added per 100; needs --detector); auto picks top1 "
+            "with labels, on a YOLO head boxes with --detector else recall, else agreement.",
+        ),
+    ] = BudgetMetric.auto,
+    max_trials: Annotated[
+        int, typer.Option("--max-trials", help="--max-drop: models measured at most.")
+    ] = 16,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="--max-drop: seconds of search at most.")
+    ] = 900.0,
+    weight_range: Annotated[
+        WeightRange,
+        typer.Option(
+            "--weight-range",
+            help="int8 weights on [-127, 127] (full) or [-63, 63] (reduced: x86 CPUs without VNNI saturate "
+            "full ones); auto picks for this machine.",
+        ),
+    ] = WeightRange.auto,
+    fallback: Annotated[
+        FallbackPrecision,
+        typer.Option(
+            "--fallback", help="Layers left float run in fp32 (CPUs) or fp16 (targets with fp16 kernels)."
+        ),
+    ] = FallbackPrecision.fp32,
+    exclude_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--exclude-from", help="File of node names to keep float (quantkit sensitivity writes one)."
+        ),
+    ] = None,
+    keep_io_types: Annotated[
+        bool,
+        typer.Option(
+            "--keep-io-types/--no-keep-io-types", help="fp16: graph inputs and outputs stay float32."
+        ),
+    ] = True,
+    compact: CompactOpt = False,
+    detector: DetectorOpt = None,
+    input_size: Annotated[
+        str | None,
+        typer.Option("--input-size", help="fp16 without a table: HxW of the synthetic smoke-test inputs."),
+    ] = None,
+) -> None:
+    """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations) or an FP16
+    model (float32 inputs and outputs)."""
+    from quantkit import pipeline
+    from quantkit.config import AccuracyBudget, ConvertConfig, Float16Config, ImageSelection
+    from quantkit.reports import console
+
+    _refuse_other_precision(ctx, to)
+    guard_outputs(
+        [("--output", output)],
+        [
+            ("the model", model),
+            ("--calibration", calibration),
+            ("the table's arrays", calibration.with_suffix(".npz") if calibration else None),
+            ("--exclude-from", exclude_from),
+            ("--labels", labels),
+        ],
+        [("--validation", validation)],
+    )
+    excluded_nodes = tuple(n for n in (exclude_nodes or "").split(",") if n)
+    excluded_types = tuple(n for n in (exclude_op_types or "").split(",") if n)
+    float_layers = exclusion_names(exclude_from)
+    if to is Precision.fp16:
+        fp16 = Float16Config(
+            excluded_nodes + float_layers,
+            excluded_types,
+            keep_io_types=keep_io_types,
+            min_sqnr=Float16Config.min_sqnr if min_sqnr is None else min_sqnr,
+            max_float32_layers=max_float_layers,
+            compact=compact,
+            input_size=parse_size(input_size),
+        )
+        with progress_bars() as progress:
+            half = pipeline.convert_float16(model, calibration, output, fp16, progress)
+        show(console.float16_table(half, str(output)))
+        return
+    if calibration is None:
+        raise ConfigError("--to int8 needs --calibration TABLE; run `quantkit calibrate` first")
+    config = ConvertConfig(
+        method=method,
+        percentile=percentile,
+        activations=activations,
+        exclude_nodes=excluded_nodes,
+        exclude_op_types=excluded_types,
+        float_layers=float_layers,
+        fallback=fallback,
+        quantize_attention_matmul=quantize_attention_matmul,
+        smoothquant=smoothquant,
+        bias_correction=bias_correction is Switch.on,
+        min_sqnr=ConvertConfig.min_sqnr if min_sqnr is None else min_sqnr,
+        max_float_layers=max_float_layers,
+        compact=compact,
+        weight_range=weight_range,
+    )
+    budget = None
+    if max_drop is not None:
+        if validation is None:
+            raise ConfigError("--max-drop needs --validation DIR: images held apart from calibration")
+        budget = AccuracyBudget(
+            max_drop=max_drop,
+            validation=ImageSelection(validation, validation_images),
+            metric=metric,
+            labels=labels,
+            max_trials=max_trials,
+            timeout_s=timeout,
+            **detector_fields(detector, AccuracyBudget.detection_threshold),
+        )
+    elif detector is not None:
+        raise ConfigError("convert reads --detector only with --max-drop; add the budget or leave it out")
+    with progress_bars() as progress:
+        summary = pipeline.convert(model, calibration, output, config, progress, budget)
+    show(console.convert_table(summary, str(output)))
+
+
+INT8_ONLY = (
+    "method",
+    "percentile",
+    "activations",
+    "smoothquant",
+    "bias_correction",
+    "quantize_attention_matmul",
+    "max_drop",
+    "validation",
+    "validation_images",
+    "labels",
+    "metric",
+    "max_trials",
+    "timeout",
+    "weight_range",
+    "fallback",
+    "detector",
+)
+
+FP16_ONLY = ("keep_io_types", "input_size")
+
+
+def _refuse_other_precision(ctx: typer.Context, to: Precision) -> None:
+    """An option of the other precision given on the command line is an error, not silently ignored
+    (a config file may set both kinds: only flags are checked)."""
+    other = INT8_ONLY if to is Precision.fp16 else FP16_ONLY
+    given = [p for p in ctx.command.params if p.name in other and _on_command_line(ctx, p.name)]
+    if given:
+        flags = ", ".join(p.opts[0] for p in given)
+        kind = "--to int8" if to is Precision.fp16 else "--to fp16"
+        raise ConfigError(f"{flags} only apply to {kind}; leave them out or convert {kind}")
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return getattr(source, "name", "") == "COMMANDLINE"

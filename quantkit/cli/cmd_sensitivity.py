@@ -1,0 +1,80 @@
+"""`quantkit sensitivity`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import typer.core
+import typer.main
+
+from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, progress_bars, show, write_text
+from quantkit.cli.options import ImagesOpt, NumImagesOpt, SeedOpt
+from quantkit.config import (
+    ActivationType,
+    CalibMethod,
+)
+from quantkit.errors import ConfigError
+
+
+@app.command(
+    cls=Command,
+    context_settings=CONTEXT,
+    epilog="Example: quantkit sensitivity model.onnx -c model.calib.json --images val/ --num-images 32 "
+    "--write-exclusions keep-float.txt",
+)
+def sensitivity(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
+    calibration: Annotated[
+        Path, typer.Option("--calibration", "-c", help="Table written by `quantkit calibrate`.")
+    ],
+    images: ImagesOpt,
+    num_images: NumImagesOpt = 32,
+    seed: SeedOpt = 0,
+    method: Annotated[
+        CalibMethod, typer.Option("--method", help="Range selection, as for convert.")
+    ] = CalibMethod.mse,
+    activations: Annotated[
+        ActivationType, typer.Option("--activations", help="uint8 asymmetric or int8 symmetric.")
+    ] = ActivationType.uint8,
+    top: Annotated[int, typer.Option("--top", help="Measure the top 1..N layers kept float together.")] = 5,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write every figure as JSON here.")] = None,
+    write_exclusions: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-exclusions", help="Write the top --keep layers here, for convert --exclude-from."
+        ),
+    ] = None,
+    keep: Annotated[int, typer.Option("--keep", help="How many layers --write-exclusions lists.")] = 3,
+) -> None:
+    """Rank the quantized layers: each one's own error, and the output error keeping it float recovers."""
+    from quantkit import files, pipeline
+    from quantkit.config import ConvertConfig, ImageSelection
+    from quantkit.reports import console, records
+
+    if top < 0 or keep < 1:
+        raise ConfigError("--top must be at least 0 and --keep at least 1")
+    guard_outputs(
+        [("--json", json_path), ("--write-exclusions", write_exclusions)],
+        [
+            ("the model", model),
+            ("--calibration", calibration),
+            ("the table's arrays", calibration.with_suffix(".npz")),
+        ],
+        [("--images", images)],
+    )
+    for out in (json_path, write_exclusions):
+        if out is not None and str(out) != "-":
+            files.check_output(out)
+    config = ConvertConfig(method=method, activations=activations)
+    with progress_bars() as progress:
+        result = pipeline.sensitivity(
+            model, calibration, ImageSelection(images, num_images, seed), config, top, progress
+        )
+    show(console.sensitivity_table(result))
+    if json_path is not None:
+        write_text(json_path, json.dumps(records.sensitivity_dict(result), indent=1) + "\n")
+    if write_exclusions is not None:
+        write_text(write_exclusions, records.exclusions_file(result, keep, model.name))

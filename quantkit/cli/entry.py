@@ -1,0 +1,129 @@
+"""The console entry point: option defaults from config files, --print-config, and every error as one
+line with its exit code (2 for bad input, 130 on Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+import typer.core
+import typer.main
+
+from quantkit.cli.app import CONFIG_FILES, LOUDNESS_FLAGS, VERBOSITY, app, stderr, stdout
+from quantkit.errors import ConfigError, QuantkitError
+
+
+def main() -> None:
+    """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C."""
+    argv = [a for a in sys.argv[1:] if a not in LOUDNESS_FLAGS]
+    VERBOSITY["level"] = 0
+    for flag in sys.argv[1:]:
+        VERBOSITY["level"] = LOUDNESS_FLAGS.get(flag, VERBOSITY["level"])
+    plain = [a for a in argv if a != "--print-config"]
+    group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
+    commands: dict[str, Any] = dict(getattr(group, "commands", {}))
+    if os.environ.get("_QUANTKIT_COMPLETE"):  # the shell asks for completions: click answers and exits
+        group.main(args=sys.argv[1:], prog_name="quantkit", complete_var="_QUANTKIT_COMPLETE")
+    try:
+        if not argv:  # bare `quantkit`: the help, and success
+            with group.make_context("quantkit", ["--help"], resilient_parsing=True) as ctx:
+                stdout.print(group.get_help(ctx), highlight=False, markup=False, soft_wrap=True)
+            return
+        default_map = _file_defaults(commands, plain)
+        if len(plain) < len(argv):
+            _print_config(commands, plain, default_map)
+            return
+        result = group.main(args=argv, prog_name="quantkit", standalone_mode=False, default_map=default_map)
+        if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
+            raise KeyboardInterrupt
+        if isinstance(result, int) and result:  # and typer.Exit(code) too: shrink's failed gate
+            sys.exit(result)
+    except QuantkitError as exc:
+        stderr.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        stderr.print("interrupted; nothing partial was written", highlight=False)
+        sys.exit(130)
+    except MemoryError:
+        _fail("out of memory; lower --batch-size or --num-images, or free memory")
+    except OSError as exc:  # the environment, not the input: a file vanished, a device failed
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}; check the path and that the disk is writable and not full")
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: unknown option, bad choice, missing argument
+        _fail(usage_message(exc, plain[0] if plain and plain[0] in commands else None))
+    except Exception as exc:  # a bug in quantkit: still one line, the traceback on request
+        if os.environ.get("QUANTKIT_DEBUG"):
+            raise
+        _fail(
+            f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); this is a quantkit "
+            "bug: rerun with QUANTKIT_DEBUG=1 for the traceback and report it"
+        )
+
+
+def usage_message(exc: typer.TyperException, command_name: str | None = None) -> str:
+    """click's usage error as one clean line that points at the command's own help."""
+    text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = " ".join(text.split()).replace("Value error, ", "").rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    name = ctx.info_name if ctx is not None and ctx.parent is not None else command_name
+    command = f"quantkit {name}" if name else "quantkit"
+    return f"{message}; see `{command} --help`"
+
+
+def _file_defaults(commands: dict[str, Any], argv: list[str]) -> dict[str, dict[str, Any]]:
+    """Option defaults from [tool.quantkit] in ./pyproject.toml and quantkit.toml beside the model."""
+    from quantkit.cli import config_files as cli_config
+
+    options = {
+        name: {p.opts[0].lstrip("-"): p.name for p in cmd.params if p.opts and p.opts[0].startswith("--")}
+        for name, cmd in commands.items()
+    }
+    model = None
+    if argv and argv[0] in commands:
+        parsed = commands[argv[0]].make_context(argv[0], list(argv[1:]), resilient_parsing=True)
+        found = parsed.params.get("model") or parsed.params.get("reference")
+        model = Path(found) if found else None
+    found = cli_config.sources(Path.cwd(), model)
+    CONFIG_FILES[:] = [path for path, _ in found]
+    return cli_config.defaults(found, options)
+
+
+def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
+    """The command's settings as it would run them, and where each comes from (flag, file, default)."""
+    if not argv or argv[0] not in commands:
+        raise ConfigError(
+            f"--print-config goes with a command: quantkit COMMAND ... --print-config ({', '.join(commands)})"
+        )
+    name = argv[0]
+    ctx = commands[name].make_context(
+        name, list(argv[1:]), default_map=default_map[name], resilient_parsing=True
+    )
+    origin = {"COMMANDLINE": "command line", "DEFAULT_MAP": "config file", "ENVIRONMENT": "environment"}
+    stdout.print(
+        f"# quantkit {name}: resolved settings (flags > quantkit.toml > pyproject.toml > defaults)",
+        soft_wrap=True,
+    )
+    for param in commands[name].params:
+        if param.name is None or param.name == "help":
+            continue
+        value = ctx.params.get(param.name)
+        shown = value.value if isinstance(value, Enum) else str(value) if isinstance(value, Path) else value
+        key = param.opts[0].lstrip("-") if param.opts and param.opts[0].startswith("--") else param.name
+        source = ctx.get_parameter_source(param.name)
+        where = origin.get(getattr(source, "name", ""), "default")
+        stdout.print(f"{key} = {json.dumps(shown)}  # {where}", highlight=False, markup=False)
+
+
+def _fail(message: str) -> NoReturn:
+    stderr.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
+    sys.exit(2)

@@ -1,0 +1,139 @@
+"""The options several commands share, and how their text becomes configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import typer.core
+import typer.main
+
+from quantkit.config import (
+    Preset,
+    ResizeMode,
+)
+from quantkit.errors import ConfigError
+
+ImagesOpt = Annotated[
+    Path, typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive.")
+]
+
+NumImagesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--num-images", help="Use a seeded subset of N images (all, with a warning, if N is larger)."
+    ),
+]
+
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --num-images subset.")]
+
+ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads for the latency runs.")]
+
+RunsOpt = Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved.")]
+
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")]
+
+DetectorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--detector",
+        help="Detector head [N, A, 4 box + objectness + classes]: yolo (boxes in pixels) or yolox (raw, "
+        "decoded on the stride 8/16/32 grids). Adds detection recall and the final boxes matched.",
+    ),
+]
+
+CompactOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compact",
+        help="Fewer bytes, same outputs: identical weights stored once, default attributes dropped, "
+        "inner tensors renamed to numbers (node names, inputs and outputs kept).",
+    ),
+]
+
+ScoreOpt = Annotated[float, typer.Option("--score-threshold", help="Detection score for --detector.")]
+
+PresetOpt = Annotated[
+    Preset | None, typer.Option("--preset", help="Normalisation preset [default: imagenet].")
+]
+
+MeanOpt = Annotated[
+    str | None, typer.Option("--mean", help="Per-channel mean in 0-255 units, e.g. 123.7,116.3,103.5.")
+]
+
+StdOpt = Annotated[
+    str | None, typer.Option("--std", help="Per-channel std in 0-255 units, e.g. 58.4,57.1,57.4.")
+]
+
+BgrOpt = Annotated[
+    bool | None, typer.Option("--bgr/--rgb", help="Channel order the model expects [default: rgb].")
+]
+
+ResizeOpt = Annotated[
+    ResizeMode | None,
+    typer.Option(
+        "--resize", help="crop: shorter side to size/0.875 then centre crop; squash; letterbox (pad 114)."
+    ),
+]
+
+SizeOpt = Annotated[
+    str | None, typer.Option("--input-size", help="HxW for models with dynamic spatial size.")
+]
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"{option} takes comma-separated numbers like 123.7,116.3,103.5; got {text!r}"
+        ) from None
+    if not values:
+        raise ConfigError(f"{option} is empty")
+    return values
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--input-size takes HxW like 224x224; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def preprocess_options(
+    preset: Preset | None,
+    mean: str | None,
+    std: str | None,
+    bgr: bool | None,
+    resize: ResizeMode | None,
+    input_size: str | None,
+) -> Any:
+    from quantkit.config import PreprocessOptions
+
+    return PreprocessOptions(
+        preset=preset or Preset.imagenet,
+        mean=_floats(mean, "--mean"),
+        std=_floats(std, "--std"),
+        bgr=bool(bgr),
+        resize=resize or ResizeMode.crop,
+        input_size=parse_size(input_size),
+    )
+
+
+def detector_fields(detector: str | None, threshold: float) -> dict[str, Any]:
+    """CompareConfig's detector fields."""
+    from quantkit.config import DetectorHead
+
+    if detector is None:
+        return {}
+    if detector not in DetectorHead.__members__:
+        raise ConfigError(
+            "--detector knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
+            f"[N, anchors, 4 box + objectness + classes]; got {detector!r}"
+        )
+    return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
