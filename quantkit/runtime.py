@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from quantkit import __version__
 from quantkit.errors import ModelError, shorten
+from quantkit.version import __version__
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
 EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the external file of a large model

@@ -20,7 +20,8 @@ from quantkit.evaluate.metrics import (
     yolox_grid,
 )
 from quantkit.evaluate.sanity import ReferenceCheck
-from quantkit.results import Accuracy, Batch, OutputMetrics
+from quantkit.outcomes import Accuracy, OutputMetrics
+from quantkit.results import Batch
 from quantkit.runtime import Session
 
 

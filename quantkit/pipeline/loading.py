@@ -14,6 +14,7 @@ from quantkit.config import (
 )
 from quantkit.errors import (
     CalibrationError,
+    ConfigError,
     ModelError,
     OutputError,
 )
@@ -21,9 +22,7 @@ from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import is_quantized_op
-from quantkit.results import (
-    CalibrationTable,
-)
+from quantkit.results import CalibrationTable
 
 
 def require_float(model: onnx.ModelProto, path: Path) -> None:
@@ -64,8 +63,30 @@ def load_for_int8(model_path: Path, table_path: Path) -> tuple[onnx.ModelProto, 
     model = model_io.load_model(model_path)
     require_quantizable(model, model_path)
     require_table_of(table, table_path, model_io.file_sha256(model_path))
-    pre = Preprocess.from_dict(table.meta["preprocess"])
-    return model, table, prepare(model, size=(pre.height, pre.width))
+    return model, table, prepare(model, size=table_side(table))
+
+
+def table_side(table: CalibrationTable) -> tuple[int, int] | None:
+    """The HxW the table was calibrated at: its preprocessing's, or its samples' for array data."""
+    recorded = table.meta.get("preprocess")
+    if recorded:
+        pre = Preprocess.from_dict(recorded)
+        return pre.height, pre.width
+    if table.samples is None or table.samples.ndim != 4:
+        return None
+    shape = table.samples.shape[1:]
+    return (int(shape[1]), int(shape[2])) if shape[0] in (1, 3) else (int(shape[0]), int(shape[1]))
+
+
+def table_preprocess(table: CalibrationTable, needed_for: str) -> Preprocess:
+    """The table's preprocessing, which `needed_for` reads images with; a table made from arrays has none."""
+    recorded = table.meta.get("preprocess")
+    if not recorded:
+        raise ConfigError(
+            f"the table was calibrated on arrays, not images, so it records no preprocessing for "
+            f"{needed_for}; calibrate on images (--images) for it"
+        )
+    return Preprocess.from_dict(recorded)
 
 
 def table_paths(table: Path) -> tuple[Path, Path]:

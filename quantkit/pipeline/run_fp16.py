@@ -21,14 +21,12 @@ from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.prepare import prepare
 from quantkit.graph.query import measured_outputs
 from quantkit.graph.samples import synthetic_samples
+from quantkit.outcomes import Float16Summary
 from quantkit.pipeline.loading import model_bytes, require_float, require_table_of, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import FP16_FLOOR_DB, FP16_SYNTHETIC_FLOOR_DB, Floor, stamp, write_checked
 from quantkit.planner import fallback, fp16_checks
 from quantkit.planner import fp16 as fp16_planner
-from quantkit.results import (
-    Float16Summary,
-)
 
 
 def convert_float16(

@@ -19,15 +19,12 @@ from quantkit.errors import (
 from quantkit.evaluate.metrics import OutputNoise
 from quantkit.graph.qdq import WeightMemo
 from quantkit.images import ImageLoader, select_images
-from quantkit.pipeline.loading import load_for_int8, table_samples
+from quantkit.outcomes import LayerSensitivity, SensitivityReport
+from quantkit.pipeline.loading import load_for_int8, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.run_convert import resolve_weight_range
 from quantkit.planner import sensitivity as sens
-from quantkit.results import (
-    CalibrationTable,
-    LayerSensitivity,
-    SensitivityReport,
-)
+from quantkit.results import CalibrationTable
 from quantkit.runtime import Session
 
 
@@ -48,7 +45,7 @@ def sensitivity(
     probes, _ = sens.probes(inferred, table, config)
     if not probes.layers:
         raise ModelError(f"{model_path.name} has no layer that convert would quantize")
-    preprocess = Preprocess.from_dict(table.meta["preprocess"])
+    preprocess = table_preprocess(table, "sensitivity's --images")
     paths = select_images(images)
     cache: dict[str, tuple[float, float]] = {}
     memo = WeightMemo()
