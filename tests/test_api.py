@@ -4,8 +4,8 @@ QuantkitError subclasses instead of prints and exits, and runnable docstrings.""
 from __future__ import annotations
 
 import ast
-import json
 import doctest
+import json
 import pydoc
 from pathlib import Path
 
