@@ -80,7 +80,7 @@ class WeightPlan:
 class Rebalance:
     """Divide activation `tensor` by `scales` per channel and multiply its consumers' weights by them.
 
-    producer: the node that absorbs 1/s (planner.rebalance: a Conv/Gemm/MatMul, BatchNormalization,
+    producer: the node that absorbs 1/s (planner.smoothquant_plan: a Conv/Gemm/MatMul, BatchNormalization,
     LayerNormalization or Mul by a constant); None: a float Mul is inserted before the consumers and
     `tensor` itself is left unquantized.
     through: the ReLU / folded Clip / Add-constant nodes between the producer and `tensor`.

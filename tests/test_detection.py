@@ -146,7 +146,7 @@ class _Heads:
 
 def test_boxes_budget_counts_missed_and_added_boxes_per_100() -> None:
     from quantkit.config import BudgetMetric, DetectorHead
-    from quantkit.evaluate.budget import Validator
+    from quantkit.evaluate.budget_validator import Validator
     from quantkit.results import Batch
 
     ref = [

@@ -22,11 +22,11 @@ from quantkit.errors import (
     ConfigError,
     ConversionError,
 )
-from quantkit.evaluate.budget import Validator
+from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.compare import read_classes
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
-from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.prepare import Prepared
@@ -36,10 +36,11 @@ from quantkit.outcomes import BudgetReport, ConvertSummary
 from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import INT8_FLOOR_DB, Floor, plan_record, stamp, write_checked
-from quantkit.planner import budget as budget_search
-from quantkit.planner import fallback, smoothing
-from quantkit.planner import fp16 as fp16_planner
+from quantkit.planner import budget_search as budget_search
+from quantkit.planner import fallback
+from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
+from quantkit.planner import smoothquant_search as smoothing
 from quantkit.results import Batch, CalibrationTable, FallbackStep, QuantPlan
 from quantkit.runtime import Session, int8_saturates
 

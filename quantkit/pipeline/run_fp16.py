@@ -15,7 +15,7 @@ from quantkit.config import (
 )
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
-from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.prepare import prepare
@@ -26,7 +26,7 @@ from quantkit.pipeline.loading import model_bytes, require_float, require_table_
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import FP16_FLOOR_DB, FP16_SYNTHETIC_FLOOR_DB, Floor, stamp, write_checked
 from quantkit.planner import fallback, fp16_checks
-from quantkit.planner import fp16 as fp16_planner
+from quantkit.planner import fp16_plan as fp16_planner
 
 
 def convert_float16(

@@ -12,9 +12,9 @@ The rules, in order:
 4. Ops that onnxruntime fuses only with equal input/output scales share one set of params.
 5. A Concat whose inputs have very different ranges (a detection head's boxes beside its scores) stays
    float, and so does what only it feeds.
-6. Ranges: the configured method over each tensor's histogram (planner.ranges); then outlier channels are
-   rebalanced (planner.rebalance: where, and where 1/s goes; the alphas under auto are measured by
-   planner.smoothing) and each biased layer gets its input's channel means for bias correction.
+6. Ranges: the configured method over each tensor's histogram (planner.range_plan); then outlier channels are
+   rebalanced (planner.smoothquant_plan: where, and where 1/s goes; the alphas under auto are measured by
+   planner.smoothquant_search) and each biased layer gets its input's channel means for bias correction.
 7. A compute op whose int8 kernel would not pay for the Q/DQ passes it needs stays float (planner.payoff).
 Model outputs stay float. Layers the accuracy fallback keeps float arrive as keep_float.
 """
@@ -41,8 +41,8 @@ from quantkit.planner.placement import (
     propagate,
 )
 from quantkit.planner.planning_state import FLOAT_LAYER_REASON, Planning
-from quantkit.planner.rebalance import Rebalancer
 from quantkit.planner.shared_params import scaled_reads, tensor_params
+from quantkit.planner.smoothquant_plan import Rebalancer
 from quantkit.results import (
     CalibrationTable,
     QuantParams,
@@ -68,8 +68,8 @@ def plan(
     such a layer computes on exact values: its output, its data input and the path back to the previous
     linear layer's output (through elementwise and data-movement ops) stay float.
     range_cache: select_range results to reuse (and fill) across plans of one model, table and config.
-    alphas: under --smoothquant auto, the activations to rebalance and how (planner.smoothing measures
-    them); a fixed alpha rebalances every candidate; off, none.
+    alphas: under --smoothquant auto, the activations to rebalance and how (planner.smoothquant_search
+    measures them); a fixed alpha rebalances every candidate; off, none.
     """
     state, activations, rebalancer = _decide(model, table, config, keep_float, range_cache)
     rebalances = rebalancer.chosen(alphas)

@@ -15,10 +15,10 @@ import numpy as np
 import onnx
 
 from quantkit.errors import ConversionError, ModelError, shorten
-from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.fp16 import Float16Plan, KeptFloat32
+from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32
 from quantkit.runtime import Session
 
 MAX_CULPRITS = 8

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.ranges import consumer_transform, is_bounded, select_range
+from quantkit.planner.range_plan import consumer_transform, is_bounded, select_range
 from quantkit.results import (
     CalibrationTable,
     WeightPlan,

@@ -9,7 +9,7 @@ import numpy as np
 
 from quantkit.graph.augment import SHARED_SCALE_OPS
 from quantkit.planner.planning_state import Planning
-from quantkit.planner.ranges import activation_params
+from quantkit.planner.range_plan import activation_params
 from quantkit.results import (
     QuantParams,
     TensorStats,

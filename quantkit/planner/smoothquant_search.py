@@ -1,7 +1,7 @@
 """--smoothquant auto, measured: which activations to rebalance and how, from their consumers' output error
 on the calibration table's samples; and what rebalancing and bias correction change at the model output.
 
-Every rebalancing candidate (planner.rebalance) is tried at each alpha of ALPHAS. One probe run
+Every rebalancing candidate (planner.smoothquant_plan) is tried at each alpha of ALPHAS. One probe run
 (graph.probe.smoothing_probe) gives, for each, the squared error of the consumers' outputs when X / s and
 W s are quantized, beside the error of X as planned without rebalancing. An activation is rebalanced
 with its best alpha where that lowers the error below
