@@ -7,6 +7,7 @@ import ast
 import doctest
 import json
 import pydoc
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,32 @@ def test_mobilenetv2_from_a_folder_equals_the_cli(tmp_path: Path, capsys: Capsys
     )
     quantkit.convert(model, calibration=table, output=tmp_path / "api.onnx")
     assert (tmp_path / "cli.onnx").read_bytes() == (tmp_path / "api.onnx").read_bytes()
+
+
+@requires_assets()
+def test_the_vit_from_an_iterable_of_arrays_equals_the_cli_inputs(tmp_path: Path, capsys: Capsys) -> None:
+    """The shared ViT fed MNIST digits preprocessed by the caller (x/255, then (x - 0.1307)/0.3081)."""
+    from PIL import Image
+
+    model = ASSETS / "models" / "vit_mnist.onnx"
+    digits = sorted((ASSETS / "images" / "mnist-test").rglob("*.png"))[:24]
+
+    def arrays() -> Iterator[np.ndarray]:
+        for path in digits:
+            pixels = np.asarray(Image.open(path).convert("L"), np.float32) / 255.0
+            yield ((pixels - 0.1307) / 0.3081)[None]
+
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    for i, sample in enumerate(arrays()):
+        np.save(folder / f"{i:03d}.npy", sample)
+    cli = _cli_table(model, ["--inputs", str(folder)], tmp_path / "cli.calib.json", capsys)
+    table = quantkit.calibrate(model, data=arrays(), output=tmp_path / "api.calib.json")
+    _same_table(cli, table.table)
+    code, _, err = run(
+        ["convert", str(model), "-c", str(cli), "-o", str(tmp_path / "cli.onnx"), "-q"], capsys
+    )
+    assert code == 0, err
+    result = quantkit.convert(model, calibration=table, output=tmp_path / "api.onnx")
+    assert (tmp_path / "cli.onnx").read_bytes() == (tmp_path / "api.onnx").read_bytes()
+    assert isinstance(result, quantkit.ConvertSummary) and min(result.smoke_sqnr_db.values()) > 15
