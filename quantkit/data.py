@@ -1,23 +1,24 @@
 """Data that is already model-ready: numpy arrays, streamed into batches, never collected.
 
 Three forms, one stream: an iterable of arrays (each one sample without the batch axis, or a batch with
-the model input's full rank), an iterable of {input_name: array} dicts, or a folder of .npy / .npz files
-(`quantkit calibrate --inputs DIR`: one sample per file, sorted by name; an .npz names its input). Every
-sample is checked against the model's input (rank, fixed sizes, finite float values) as it arrives.
+the model input's full rank), an iterable of {input_name: array} dicts (the only form for a model with
+several inputs: every dict names each input once), or a folder of .npy / .npz files (`quantkit calibrate
+--inputs DIR`: one sample per file, sorted by name; an .npz names its inputs). Every sample is checked
+against the model's inputs (names, rank, fixed sizes, finite float values) as it arrives.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from quantkit.errors import ConfigError, ImageError
-from quantkit.results import Batch, InputSpec
+from quantkit.results import Batch, Feed, InputSpec
 
 ARRAY_SUFFIXES = frozenset({".npy", ".npz"})
 Sample = np.ndarray | Mapping[str, Any]
@@ -52,23 +53,35 @@ def read_array_files(paths: Iterable[Path]) -> Iterator[Sample]:
 
 
 class ArrayStream:
-    """Samples -> float32 batches [N, ...] for one model input, checked on the way; `count` and
-    `content_hash` (sha256 over every sample's shape and bytes, in order) once iterated."""
+    """Samples -> float32 batches [N, ...] for the model's inputs, checked on the way; `count` and
+    `content_hash` (sha256 over every sample's shape and bytes, in order; with several inputs, each
+    input's name, shape and bytes in the model's input order) once iterated.
 
-    def __init__(self, samples: Iterable[Sample], spec: InputSpec, batch_size: int) -> None:
+    One input (`spec` an InputSpec): arrays, or {name: array} with one key; batches are arrays. Several
+    (`spec` a sequence): every sample a dict with exactly the inputs' names; batches are dicts."""
+
+    def __init__(
+        self, samples: Iterable[Sample], spec: InputSpec | Sequence[InputSpec], batch_size: int
+    ) -> None:
         self.samples = samples
-        self.spec = spec
+        self.specs = (spec,) if isinstance(spec, InputSpec) else tuple(spec)
+        self.spec = self.specs[0]
         self.batch_size = batch_size
         self.count = 0
-        self.shape: tuple[int, ...] | None = None  # every sample's, once the first is seen
+        self.shapes: dict[str, tuple[int, ...]] = {}  # every sample's, per input, once the first is seen
         self.skipped: list[tuple[Path, str]] = []  # arrays are never skipped: a bad one is an error
         self._digest = hashlib.sha256()
 
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The first input's sample shape, once seen."""
+        return self.shapes.get(self.spec.name)
+
     def __iter__(self) -> Iterator[Batch]:
-        pending: list[np.ndarray] = []
+        pending: list[Feed] = []
         for index, item in enumerate(self.samples):
-            for sample in self._split(self._array(item, index), index):
-                self._digest.update(repr(sample.shape).encode() + sample.tobytes())
+            for sample in self._samples_of(item, index):
+                self._digest.update(self._digest_bytes(sample))
                 pending.append(sample)
                 self.count += 1
                 if len(pending) == self.batch_size:
@@ -81,53 +94,99 @@ class ArrayStream:
     def content_hash(self) -> str:
         return self._digest.hexdigest()
 
-    def _batch(self, samples: list[np.ndarray]) -> Batch:
-        first = self.count - len(samples)
-        return Batch(np.stack(samples), tuple(Path(f"sample-{first + i}") for i in range(len(samples))))
+    def _digest_bytes(self, sample: Feed) -> bytes:
+        if isinstance(sample, np.ndarray):
+            return repr(sample.shape).encode() + sample.tobytes()
+        return b"".join(
+            name.encode() + repr(sample[name].shape).encode() + sample[name].tobytes() for name in sample
+        )
 
-    def _array(self, item: Sample, index: int) -> np.ndarray:
+    def _batch(self, samples: list[Feed]) -> Batch:
+        first = self.count - len(samples)
+        paths = tuple(Path(f"sample-{first + i}") for i in range(len(samples)))
+        if len(self.specs) == 1:
+            return Batch(np.stack(samples), paths)  # type: ignore[arg-type]
+        dicts = [s for s in samples if isinstance(s, dict)]
+        return Batch({spec.name: np.stack([d[spec.name] for d in dicts]) for spec in self.specs}, paths)
+
+    def _samples_of(self, item: Sample, index: int) -> list[Feed]:
+        """One item (a sample or a batch; a dict for several inputs) -> its samples."""
+        if len(self.specs) == 1:
+            return list(self._split(self._array(self._single(item, index), index), index, self.spec))
+        names = [spec.name for spec in self.specs]
+        if not isinstance(item, Mapping):
+            raise ConfigError(
+                f"sample {index} is a {type(item).__name__}; the model has {len(names)} inputs: give "
+                f"{{name: array}} dicts with the keys {names}"
+            )
+        missing, extra = [n for n in names if n not in item], sorted(set(item) - set(names))
+        if missing or extra:
+            wrong = "; ".join(
+                w for w in (f"missing {missing}" if missing else "", f"extra {extra}" if extra else "") if w
+            )
+            raise ConfigError(
+                f"sample {index} names the inputs {sorted(item)} ({wrong}); the model's are {names}"
+            )
+        parts = {
+            spec.name: self._split(self._array(item[spec.name], index, spec.name), index, spec)
+            for spec in self.specs
+        }
+        counts = {name: len(found) for name, found in parts.items()}
+        if len(set(counts.values())) > 1:
+            raise ConfigError(
+                f"sample {index} holds different numbers of samples per input ({counts}); give each input "
+                "one sample, or batches of one size"
+            )
+        return [{name: parts[name][k] for name in names} for k in range(counts[names[0]])]
+
+    def _single(self, item: Sample, index: int) -> Any:
         name = self.spec.name
         if isinstance(item, Mapping):
             keys = sorted(item)
             if keys == [name] or len(keys) == 1:
-                item = item[keys[0]]
-            else:
-                raise ConfigError(
-                    f"sample {index} names the inputs {keys}; the model has one input, {name!r}: give "
-                    f"{{{name!r}: array}} (models with several inputs are not supported yet)"
-                )
+                return item[keys[0]]
+            raise ConfigError(
+                f"sample {index} names the inputs {keys}; the model has one input, {name!r}: give "
+                f"{{{name!r}: array}}"
+            )
+        return item
+
+    def _array(self, item: Any, index: int, name: str | None = None) -> np.ndarray:
+        what = f"sample {index}" if name is None else f"sample {index}'s {name!r}"
         try:
             array = np.asarray(item, dtype=np.float32)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"sample {index} is not a numeric array ({type(item).__name__})") from exc
+            raise ConfigError(f"{what} is not a numeric array ({type(item).__name__})") from exc
         if not np.isfinite(array).all():
-            raise ConfigError(f"sample {index} holds NaN or Inf; feed finite values")
+            raise ConfigError(f"{what} holds NaN or Inf; feed finite values")
         return array
 
-    def _split(self, array: np.ndarray, index: int) -> list[np.ndarray]:
+    def _split(self, array: np.ndarray, index: int, spec: InputSpec) -> list[np.ndarray]:
         """One sample (rank of the input minus the batch axis) or a batch (the input's rank) -> samples."""
-        rank = len(self.spec.shape)
+        what = f"sample {index}" if len(self.specs) == 1 else f"sample {index}'s {spec.name!r}"
+        rank = len(spec.shape)
         if array.ndim == rank - 1:
             samples = [array]
         elif array.ndim == rank:
             samples = list(array)
         else:
             raise ConfigError(
-                f"sample {index} has shape {list(array.shape)}; the model's input {self.spec.name!r} is "
-                f"{_fmt(self.spec.shape)}: give arrays of rank {rank - 1} (one sample) or {rank} (a batch)"
+                f"{what} has shape {list(array.shape)}; the model's input {spec.name!r} is "
+                f"{_fmt(spec.shape)}: give arrays of rank {rank - 1} (one sample) or {rank} (a batch)"
             )
-        wanted = self.spec.shape[1:]
+        wanted = spec.shape[1:]
         for sample in samples:
-            if self.shape is not None and sample.shape != self.shape:
+            before = self.shapes.get(spec.name)
+            if before is not None and sample.shape != before:
                 raise ConfigError(
-                    f"sample {index} has shape {list(sample.shape)}, the samples before it "
-                    f"{list(self.shape)}: give every sample one shape"
+                    f"{what} has shape {list(sample.shape)}, the samples before it "
+                    f"{list(before)}: give every sample one shape"
                 )
-            self.shape = sample.shape
+            self.shapes[spec.name] = sample.shape
             if any(w is not None and w != got for w, got in zip(wanted, sample.shape, strict=True)):
                 raise ConfigError(
-                    f"sample {index} has shape {list(sample.shape)} per sample; the model's input "
-                    f"{self.spec.name!r} is {_fmt(self.spec.shape)}"
+                    f"{what} has shape {list(sample.shape)} per sample; the model's input "
+                    f"{spec.name!r} is {_fmt(spec.shape)}"
                 )
         return samples
 

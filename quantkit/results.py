@@ -11,6 +11,48 @@ import numpy as np
 TABLE_FORMAT = "quantkit-calibration"
 TABLE_VERSION = 2  # 2: the JSON records the sha256 of its .npz
 
+# What a model is fed: one float32 array [N, ...] for a model with one input, or {input name: [N, ...]}
+# (every input the same N) for a model with several.
+Feed = np.ndarray | dict[str, np.ndarray]
+
+
+def feed_rows(feed: Feed) -> int:
+    """N, the samples in a feed."""
+    if isinstance(feed, np.ndarray):
+        return int(feed.shape[0])
+    return int(next(iter(feed.values())).shape[0]) if feed else 0
+
+
+def feed_take(feed: Feed, start: int, stop: int) -> Feed:
+    """Samples [start:stop] of every input."""
+    if isinstance(feed, np.ndarray):
+        return feed[start:stop]
+    return {name: value[start:stop] for name, value in feed.items()}
+
+
+def feed_pad(feed: Feed, size: int) -> Feed:
+    """The feed grown to `size` samples by repeating its last one (every input alike)."""
+    if isinstance(feed, np.ndarray):
+        return np.concatenate([feed, np.repeat(feed[-1:], size - feed.shape[0], axis=0)])
+    return {
+        name: np.concatenate([v, np.repeat(v[-1:], size - v.shape[0], axis=0)]) for name, v in feed.items()
+    }
+
+
+def feed_repeat(feed: Feed, times: int) -> Feed:
+    """Every sample repeated `times` times along the batch axis."""
+    if isinstance(feed, np.ndarray):
+        return np.repeat(feed, times, axis=0)
+    return {name: np.repeat(value, times, axis=0) for name, value in feed.items()}
+
+
+def feed_concat(feeds: list[Feed]) -> Feed:
+    """The feeds one after the other (all of one kind: arrays, or dicts of the same names)."""
+    if all(isinstance(f, np.ndarray) for f in feeds):
+        return np.concatenate(feeds)  # type: ignore[arg-type]
+    dicts = [f for f in feeds if isinstance(f, dict)]
+    return {name: np.concatenate([f[name] for f in dicts]) for name in dicts[0]}
+
 
 @dataclass(frozen=True)
 class TensorStats:
@@ -45,7 +87,7 @@ class CalibrationTable:
 
     meta: dict[str, Any]
     stats: dict[str, TensorStats]
-    samples: np.ndarray | None = None  # float32 [K, ...]: a few preprocessed inputs for convert's smoke test
+    samples: Feed | None = None  # float32 [K, ...] (per input): a few inputs for convert's smoke test
 
     @property
     def model_sha256(self) -> str:
@@ -126,15 +168,16 @@ class QuantPlan:
 
 @dataclass(frozen=True)
 class Batch:
-    """data: float32 [N, C, H, W] or [N, H, W, C]; paths: the N image files it came from."""
+    """data: float32 [N, C, H, W] or [N, H, W, C] (or, for a model with several inputs, {name: [N, ...]});
+    paths: the N image files (or sample-K names) it came from."""
 
-    data: np.ndarray
+    data: Feed
     paths: tuple[Path, ...]
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The model's one image input: name and shape, None for a dynamic dimension."""
+    """One float input of the model: name and shape, None for a dynamic dimension."""
 
     name: str
     shape: tuple[int | None, ...]

@@ -17,6 +17,8 @@ from collections import Counter
 
 import numpy as np
 
+from quantkit.results import Feed, feed_rows
+
 INPUT_LIMIT = 300.0  # |input| above this: raw 0-255 pixels with std >= 1 never get there
 ONE_CLASS_SHARE = 0.9
 MIN_IMAGES = 10
@@ -40,13 +42,15 @@ class ReferenceCheck:
         self._classifier: str | None = None  # the first [N, C >= 10] output
         self._samples: dict[str, list[np.ndarray]] = {}
 
-    def update(self, inputs: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
-        """inputs: float32 [N, ...] as fed; outputs: the reference's outputs for them, [N, ...] each."""
-        count = inputs.shape[0]
+    def update(self, inputs: Feed, outputs: dict[str, np.ndarray]) -> None:
+        """inputs: float32 [N, ...] as fed (per input); outputs: the reference's outputs for them, [N, ...]
+        each."""
+        count = feed_rows(inputs)
         self.images += count
-        finite = np.abs(inputs[np.isfinite(inputs)])
-        if finite.size:
-            self.input_peak = max(self.input_peak, float(finite.max()))
+        for fed in [inputs] if isinstance(inputs, np.ndarray) else list(inputs.values()):
+            finite = np.abs(fed[np.isfinite(fed)])
+            if finite.size:
+                self.input_peak = max(self.input_peak, float(finite.max()))
         for name, value in outputs.items():
             if value.ndim == 0 or value.shape[0] != count or not np.issubdtype(value.dtype, np.floating):
                 continue

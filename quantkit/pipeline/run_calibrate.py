@@ -28,7 +28,7 @@ from quantkit.images import ImageLoader, resolve_preprocess, select_images, shor
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import SMOKE_SAMPLES
-from quantkit.results import Batch, CalibrationTable
+from quantkit.results import Batch, CalibrationTable, Feed, feed_concat, feed_rows, feed_take
 from quantkit.runtime import Session, versions
 from quantkit.version import __version__
 
@@ -80,7 +80,9 @@ def calibrate(
     started = time.perf_counter()
     model = model_io.load_model(model_path)
     require_quantizable(model, model_path)
-    spec = model_io.image_input(model)
+    specs = model_io.float_inputs(model)
+    # images need the one image input; arrays feed every input (dicts for several)
+    spec = model_io.image_input(model) if arrays is None or len(specs) <= 1 else specs[0]
     size = spec.shape[0] or config.batch_size  # the batch the model fixes, else the requested one
     preprocess: Preprocess | None = None
     paths: list[Path] = []
@@ -93,29 +95,30 @@ def calibrate(
         total, side = len(paths), (preprocess.height, preprocess.width)
         stream: Iterator[Batch] = iter(source)
     else:
-        source = ArrayStream(arrays, spec, size)
+        source = ArrayStream(arrays, spec if len(specs) <= 1 else specs, size)
         total = len(arrays) if isinstance(arrays, Sized) else 0
         stream = iter(source)
         first = next(stream, None)
         if first is None:
             raise ConfigError("the data holds no sample; give at least one array")
-        side = sample_side(first.data.shape[1:])
+        side = feed_side(first.data)
         stream = itertools.chain([first], stream)
     prepared = prepare(model, size=side)
     observed = observed_tensors(prepared.model)
     session = Session.of(with_outputs(prepared.model, list(observed)))
-    samples: list[np.ndarray] = []
+    kept: list[Feed] = []  # the first SMOKE_SAMPLES samples, in batches
 
-    def batches() -> Iterator[np.ndarray]:
+    def batches() -> Iterator[Feed]:
         for batch in stream:
-            if len(samples) < SMOKE_SAMPLES:
-                samples.extend(batch.data[: SMOKE_SAMPLES - len(samples)])
+            held = sum(feed_rows(k) for k in kept)
+            if held < SMOKE_SAMPLES:
+                kept.append(feed_take(batch.data, 0, SMOKE_SAMPLES - held))
             yield batch.data
 
     check = ReferenceCheck()
     graph_outputs = [o.name for o in prepared.model.graph.output]
 
-    def watch(batch: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+    def watch(batch: Feed, outputs: dict[str, np.ndarray]) -> None:
         check.update(batch, {n: outputs[n] for n in graph_outputs if n in outputs})
 
     stats, seen = collect(session, observed, batches(), config.bins, progress("calibrating", total), watch)
@@ -124,7 +127,7 @@ def calibrate(
         "quantkit_version": __version__,
         "model_file": model_path.name,
         "model_sha256": model_io.file_sha256(model_path),
-        "input": spec.name,
+        "input": spec.name if len(specs) <= 1 or arrays is None else [s.name for s in specs],
         "preprocess": preprocess.to_dict() if preprocess else None,
     }
     if isinstance(source, ImageLoader):
@@ -143,10 +146,10 @@ def calibrate(
         meta["inputs"] = {
             "count": seen,
             "sha256": source.content_hash,
-            "sample_shape": list(samples[0].shape),
+            **_sample_shapes(feed_concat(kept)),
         }
     meta.update({"bins": config.bins, "batch_size": size, "versions": versions()})
-    table = CalibrationTable(meta=meta, stats=stats, samples=np.stack(samples))
+    table = CalibrationTable(meta=meta, stats=stats, samples=feed_concat(kept))
     json_bytes, npz_bytes = table_io.serialize(table)
     write_set([(npz_path, npz_bytes), (json_path, json_bytes)])
     return CalibrateSummary(
@@ -161,6 +164,20 @@ def calibrate(
         reference_findings=check.findings(),
         warnings=tuple(w for w in (shortfall(config.images, paths) if arrays is None else None,) if w),
     )
+
+
+def feed_side(feed: Feed) -> tuple[int, int] | None:
+    """HxW of a batch's image-like samples (with several inputs, the first image-like input's)."""
+    arrays = [feed] if isinstance(feed, np.ndarray) else list(feed.values())
+    sides = [sample_side(a.shape[1:]) for a in arrays]
+    return next((s for s in sides if s is not None), None)
+
+
+def _sample_shapes(samples: Feed) -> dict[str, Any]:
+    """How the table records its samples' shape: one input's, or each input's by name."""
+    if isinstance(samples, np.ndarray):
+        return {"sample_shape": list(samples.shape[1:])}
+    return {"sample_shapes": {name: list(v.shape[1:]) for name, v in samples.items()}}
 
 
 def _check_enough_images(used: int, total: int, skipped: list[tuple[Path, str]]) -> None:

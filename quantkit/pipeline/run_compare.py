@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from quantkit.config import CompareConfig, Preprocess
@@ -23,7 +22,7 @@ from quantkit.outcomes import ComparisonResult, OutputMetrics
 from quantkit.pipeline.loading import model_bytes
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import conversion_record, recorded_preprocess
-from quantkit.results import Batch
+from quantkit.results import Batch, Feed, feed_repeat, feed_take
 from quantkit.runtime import Session, cpu_info, interleaved_latency, versions
 
 
@@ -39,9 +38,12 @@ def compare(
     latency interleaved on the first sample."""
     reference = model_io.load_model(reference_path)
     candidate = model_io.load_model(candidate_path)
-    spec = model_io.image_input(reference)
+    specs = model_io.float_inputs(reference)
+    several = arrays is not None and len(specs) > 1  # arrays feed every input; images the one image input
+    spec = specs[0] if several else model_io.image_input(reference)
+    other = model_io.float_inputs(candidate)[0] if several else model_io.image_input(candidate)
     classes = read_classes(config.labels) if config.labels else None
-    fixed = {d for d in (spec.shape[0], model_io.image_input(candidate).shape[0]) if d is not None}
+    fixed = {d for d in (spec.shape[0], other.shape[0]) if d is not None}
     if len(fixed) > 1:
         raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")
     fixed_batch = fixed.pop() if fixed else None
@@ -63,14 +65,19 @@ def compare(
     else:
         if classes is not None:
             raise ConfigError("--labels reads each image's class from its folder or name: compare images")
-        source, total = ArrayStream(arrays, spec, size), len(arrays) if isinstance(arrays, Sized) else 0
-        side = sample_side(tuple(d or 0 for d in spec.shape[1:])) if None not in spec.shape[1:] else None
-    first: list[np.ndarray] = []
+        source = ArrayStream(arrays, specs if several else spec, size)
+        total = len(arrays) if isinstance(arrays, Sized) else 0
+        side = (
+            sample_side(tuple(d or 0 for d in spec.shape[1:]))
+            if None not in spec.shape[1:] and not several
+            else None
+        )
+    first: list[Feed] = []
 
     def batches() -> Iterator[Batch]:
         for batch in source:
             if not first:
-                first.append(batch.data[:1])
+                first.append(feed_take(batch.data, 0, 1))
             yield batch
 
     ref_session, cand_session = Session(reference_path), Session(candidate_path)
@@ -91,7 +98,7 @@ def compare(
         what = f"none of the {len(paths)} images could be read; check the folder" if arrays is None else ""
         raise ImageError(what or "the data holds no sample; give at least one array")
     latency_batch = fixed_batch or 1  # batch 1 unless a model fixes another batch size
-    timing_input = np.repeat(first[0], latency_batch, axis=0)
+    timing_input = feed_repeat(first[0], latency_batch)
     lat = config.latency
     timed = [Session(p, threads=lat.threads, spin=False) for p in (reference_path, candidate_path)]
     samples = interleaved_latency(timed, timing_input, lat.warmup, lat.runs, progress("timing", lat.runs))

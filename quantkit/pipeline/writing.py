@@ -23,7 +23,7 @@ from quantkit.evaluate.metrics import OutputErrors
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.planner import fallback
-from quantkit.results import CalibrationTable, Corrections, QuantPlan
+from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan
 from quantkit.runtime import Session
 from quantkit.version import __version__
 
@@ -50,7 +50,7 @@ class Floor:
 def write_checked(
     converted: onnx.ModelProto,
     original: onnx.ModelProto,
-    samples: np.ndarray,
+    samples: Feed,
     reference: list[dict[str, np.ndarray]],
     floor: Floor,
     output: Path,
@@ -81,9 +81,7 @@ def write_checked(
     return stored, smoke
 
 
-def _smoke_test(
-    reference: onnx.ModelProto, candidate: onnx.ModelProto, samples: np.ndarray
-) -> dict[str, float]:
+def _smoke_test(reference: onnx.ModelProto, candidate: onnx.ModelProto, samples: Feed) -> dict[str, float]:
     """The converted model loads and gives finite outputs on samples [K, ...]: SQNR per output."""
     ref_session = Session.of(reference)
     try:

@@ -25,7 +25,7 @@ from quantkit.graph.probe import smoothing_probe
 from quantkit.graph.qdq import apply_plan
 from quantkit.planner.core import plan, smoothing_candidates
 from quantkit.planner.fallback import output_sqnr
-from quantkit.results import CalibrationTable, Corrections, Rebalance
+from quantkit.results import CalibrationTable, Corrections, Feed, Rebalance
 from quantkit.runtime import Session
 
 ALPHAS = (0.25, 0.5, 0.75)  # alpha 1 pins each channel at its calibration maximum: held-out data then clips
@@ -177,7 +177,7 @@ def _chunks(
     return chunks
 
 
-def _summed(session: Session, samples: np.ndarray, names: list[str]) -> dict[str, float]:
+def _summed(session: Session, samples: Feed, names: list[str]) -> dict[str, float]:
     """Each scalar output summed over the samples."""
     totals = dict.fromkeys(names, 0.0)
     for outputs in session.run_samples(samples):
