@@ -136,11 +136,8 @@ def test_dicts_give_the_cli_bytes_and_a_working_int8_model(
     assert report.num_images == SAMPLES
     measured = report.to_dict()["outputs"][0]["sqnr_db"]
     assert measured == pytest.approx(sqnr, abs=0.5)
-    code, shown, err = run(
-        ["compare", str(two_inputs), str(api_model), "--inputs", str(folder), "--runs", "2", "--warmup", "0"]
-        + ["--json", "-"],
-        capsys,
-    )
+    argv = ["compare", str(two_inputs), str(api_model), "--inputs", str(folder), "--runs", "2"]
+    code, shown, err = run([*argv, "--warmup", "0", "--json", "-"], capsys)
     assert code == 0, err
     assert json.loads(shown)["outputs"] == report.to_dict()["outputs"]
 
@@ -199,7 +196,7 @@ def test_bad_dicts_are_one_line_config_errors(two_inputs: Path, tmp_path: Path) 
     assert not out.exists()
 
 
-def test_images_still_need_one_image_input(two_inputs: Path, tmp_path: Path) -> None:
+def test_images_still_need_one_image_input(two_inputs: Path, tmp_path: Path, capsys: Capsys) -> None:
     images = tmp_path / "images"
     images.mkdir()
     from PIL import Image
@@ -207,3 +204,8 @@ def test_images_still_need_one_image_input(two_inputs: Path, tmp_path: Path) -> 
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(images / "a.png")
     with pytest.raises(quantkit.ModelError, match="has 2 inputs"):
         quantkit.calibrate(two_inputs, data=images, output=tmp_path / "i.calib.json")
+    table = quantkit.calibrate(two_inputs, data=_dicts()[:4], output=tmp_path / "d.calib.json")
+    code, _, err = run(
+        ["sensitivity", str(two_inputs), "-c", str(table.table), "--images", str(images)], capsys
+    )
+    assert code == 2 and "calibrated on arrays" in err and err.count("\n") == 1, err
