@@ -67,7 +67,10 @@ class _Reader(CalibrationDataReader):  # type: ignore[misc]
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self.batches, None)
-        return None if batch is None else {self.name: batch.data}
+        if batch is None:
+            return None
+        assert isinstance(batch.data, np.ndarray)  # images: one input
+        return {self.name: batch.data}
 
 
 def quantize_with_ort(

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from bench import measure, report
@@ -187,6 +188,7 @@ def bench_model(model: BenchModel, work: Path, s: Settings) -> dict[str, Any]:
     fp32_ms: dict[str, float] = {}
     if s.metric in ("all", "latency"):
         sample = next(iter(ImageLoader(find_images(ASSETS / "images" / model.calibration), pre, 1))).data
+        assert isinstance(sample, np.ndarray)  # images: one input
         for threads in s.threads:
             print(f"  {model.name}: latency at {threads} thread(s)", file=sys.stderr, flush=True)
             medians = measure.latency([path] + [c.path for c in ready], sample, threads, s.warmup, s.runs)

@@ -1,5 +1,98 @@
-"""quantkit: post-training quantization for ONNX vision models."""
+"""quantkit: post-training INT8 and float16 quantization for ONNX vision models.
+
+The public API (everything else is private and may change):
+
+    calibrate(model, data, output=..., preprocess=Preprocess(...))  -> CalibrateSummary
+    convert(model, to="int8" | "fp16", calibration=..., output=..., **options)
+                                                   -> ConvertSummary | Float16Summary
+    compare(reference, candidate, data=..., labels=...)              -> ComparisonResult
+    shrink(model, data=..., output_dir=..., max_drop=...)            -> ShrinkResult
+    Preprocess(preset=, mean=, std=, bgr=, resize=, input_size=)    how images become inputs
+    QuantkitError (and ModelError, ImageError, CalibrationError, ConversionError, ConfigError,
+    OutputError): every problem with the input, with a one-line message that says how to fix it.
+
+`data=` takes an image folder, a list of image files, an iterable of numpy arrays or of
+{input_name: array} dicts. Results are frozen dataclasses; `.to_dict()` gives the JSON the CLI writes.
+
+>>> import quantkit
+>>> quantkit.Preprocess(preset="imagenet").mean is None  # the preset's mean applies
+True
+>>> sorted(quantkit.__all__)[:4]
+['CalibrateSummary', 'CalibrationError', 'ComparisonResult', 'ConfigError']
+
+See quantkit.api for a complete, runnable example.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from quantkit.version import __version__
+
+if TYPE_CHECKING:  # the real names for type checkers; at run time they load on first use
+    from quantkit.api import Preprocess, calibrate, compare, convert, shrink
+    from quantkit.errors import (
+        CalibrationError,
+        ConfigError,
+        ConversionError,
+        ImageError,
+        ModelError,
+        OutputError,
+        QuantkitError,
+    )
+    from quantkit.outcomes import ComparisonResult, ConvertSummary, Float16Summary, ShrinkResult
+    from quantkit.pipeline.run_calibrate import CalibrateSummary
+
+_PUBLIC = {
+    "calibrate": "quantkit.api",
+    "convert": "quantkit.api",
+    "compare": "quantkit.api",
+    "shrink": "quantkit.api",
+    "Preprocess": "quantkit.api",
+    "QuantkitError": "quantkit.errors",
+    "ModelError": "quantkit.errors",
+    "ImageError": "quantkit.errors",
+    "CalibrationError": "quantkit.errors",
+    "ConversionError": "quantkit.errors",
+    "ConfigError": "quantkit.errors",
+    "OutputError": "quantkit.errors",
+    "CalibrateSummary": "quantkit.pipeline.run_calibrate",
+    "ConvertSummary": "quantkit.outcomes",
+    "Float16Summary": "quantkit.outcomes",
+    "ComparisonResult": "quantkit.outcomes",
+    "ShrinkResult": "quantkit.outcomes",
+}
+__all__ = [
+    "CalibrateSummary",
+    "CalibrationError",
+    "ComparisonResult",
+    "ConfigError",
+    "ConversionError",
+    "ConvertSummary",
+    "Float16Summary",
+    "ImageError",
+    "ModelError",
+    "OutputError",
+    "Preprocess",
+    "QuantkitError",
+    "ShrinkResult",
+    "__version__",
+    "calibrate",
+    "compare",
+    "convert",
+    "shrink",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name on first use: `import quantkit` (and the CLI's --help) stays instant."""
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'quantkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

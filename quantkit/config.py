@@ -152,6 +152,18 @@ class PreprocessOptions:
     resize: ResizeMode = ResizeMode.crop
     input_size: tuple[int, int] | None = None
 
+    def __post_init__(self) -> None:
+        """Strings for the choices and lists for the numbers are accepted (the Python API)."""
+        object.__setattr__(self, "preset", _enum(Preset, self.preset, "--preset"))
+        object.__setattr__(self, "resize", _enum(ResizeMode, self.resize, "--resize"))
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in values))
+        if self.input_size is not None:
+            height, width = (int(v) for v in self.input_size)
+            object.__setattr__(self, "input_size", (height, width))
+
 
 @dataclass(frozen=True)
 class ImageSelection:
@@ -162,6 +174,7 @@ class ImageSelection:
     num_images: int | None = None
     seed: int = 0
     option: str = "--num-images"  # the flag that set num_images, for messages
+    files: tuple[Path, ...] | None = None  # a list of image files instead of all under folder (the API)
 
     def __post_init__(self) -> None:
         if self.num_images is not None and self.num_images < 1:
@@ -215,6 +228,9 @@ class ConvertConfig:
         object.__setattr__(self, "method", _enum(CalibMethod, self.method, "--method"))
         object.__setattr__(self, "activations", _enum(ActivationType, self.activations, "--activations"))
         object.__setattr__(self, "fallback", _enum(FallbackPrecision, self.fallback, "--fallback"))
+        object.__setattr__(self, "weight_range", _enum(WeightRange, self.weight_range, "--weight-range"))
+        for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.concat_range_ratio <= 1.0:

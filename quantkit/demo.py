@@ -20,9 +20,9 @@ from quantkit.config import (
     ShrinkConfig,
 )
 from quantkit.errors import ConfigError
+from quantkit.outcomes import ShrinkResult
 from quantkit.pipeline import Progress
 from quantkit.pipeline.run_shrink import shrink
-from quantkit.results import ShrinkResult
 
 # The embedded demo is package data (quantkit/demo_data/, see its README.md), so it is there however
 # quantkit was installed: from a wheel, `pip install .` or editable.

@@ -70,13 +70,25 @@ def _hidden(relative: Path) -> bool:
 def select_images(selection: ImageSelection) -> list[Path]:
     """All images (sorted), or a reproducible seeded subset of `num_images`; all of them (never repeats)
     when more are asked: see `shortfall`."""
-    found = find_images(selection.folder)
+    found = find_images(selection.folder) if selection.files is None else _listed(selection.files)
     wanted = selection.num_images
     if wanted is None or wanted >= len(found):
         return found
     rng = np.random.default_rng(selection.seed)
     keep = np.sort(rng.choice(len(found), size=wanted, replace=False))
     return [found[i] for i in keep]
+
+
+def _listed(files: Sequence[Path]) -> list[Path]:
+    """A given list of image files, checked: each exists and has an image suffix."""
+    if not files:
+        raise ImageError("the list of images is empty; give at least one image file")
+    for path in files:
+        if not path.is_file():
+            raise ImageError(f"image {path} does not exist; check the list of images")
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ImageError(f"{path} is not an image (.jpg .jpeg .png .bmp .webp); check the list")
+    return list(files)
 
 
 def shortfall(selection: ImageSelection, selected: Sequence[Path]) -> str | None:

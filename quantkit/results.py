@@ -11,6 +11,48 @@ import numpy as np
 TABLE_FORMAT = "quantkit-calibration"
 TABLE_VERSION = 2  # 2: the JSON records the sha256 of its .npz
 
+# What a model is fed: one float32 array [N, ...] for a model with one input, or {input name: [N, ...]}
+# (every input the same N) for a model with several.
+Feed = np.ndarray | dict[str, np.ndarray]
+
+
+def feed_rows(feed: Feed) -> int:
+    """N, the samples in a feed."""
+    if isinstance(feed, np.ndarray):
+        return int(feed.shape[0])
+    return int(next(iter(feed.values())).shape[0]) if feed else 0
+
+
+def feed_take(feed: Feed, start: int, stop: int) -> Feed:
+    """Samples [start:stop] of every input."""
+    if isinstance(feed, np.ndarray):
+        return feed[start:stop]
+    return {name: value[start:stop] for name, value in feed.items()}
+
+
+def feed_pad(feed: Feed, size: int) -> Feed:
+    """The feed grown to `size` samples by repeating its last one (every input alike)."""
+    if isinstance(feed, np.ndarray):
+        return np.concatenate([feed, np.repeat(feed[-1:], size - feed.shape[0], axis=0)])
+    return {
+        name: np.concatenate([v, np.repeat(v[-1:], size - v.shape[0], axis=0)]) for name, v in feed.items()
+    }
+
+
+def feed_repeat(feed: Feed, times: int) -> Feed:
+    """Every sample repeated `times` times along the batch axis."""
+    if isinstance(feed, np.ndarray):
+        return np.repeat(feed, times, axis=0)
+    return {name: np.repeat(value, times, axis=0) for name, value in feed.items()}
+
+
+def feed_concat(feeds: list[Feed]) -> Feed:
+    """The feeds one after the other (all of one kind: arrays, or dicts of the same names)."""
+    if all(isinstance(f, np.ndarray) for f in feeds):
+        return np.concatenate(feeds)  # type: ignore[arg-type]
+    dicts = [f for f in feeds if isinstance(f, dict)]
+    return {name: np.concatenate([f[name] for f in dicts]) for name in dicts[0]}
+
 
 @dataclass(frozen=True)
 class TensorStats:
@@ -45,7 +87,7 @@ class CalibrationTable:
 
     meta: dict[str, Any]
     stats: dict[str, TensorStats]
-    samples: np.ndarray | None = None  # float32 [K, ...]: a few preprocessed inputs for convert's smoke test
+    samples: Feed | None = None  # float32 [K, ...] (per input): a few inputs for convert's smoke test
 
     @property
     def model_sha256(self) -> str:
@@ -80,7 +122,7 @@ class WeightPlan:
 class Rebalance:
     """Divide activation `tensor` by `scales` per channel and multiply its consumers' weights by them.
 
-    producer: the node that absorbs 1/s (planner.rebalance: a Conv/Gemm/MatMul, BatchNormalization,
+    producer: the node that absorbs 1/s (planner.smoothquant_plan: a Conv/Gemm/MatMul, BatchNormalization,
     LayerNormalization or Mul by a constant); None: a float Mul is inserted before the consumers and
     `tensor` itself is left unquantized.
     through: the ReLU / folded Clip / Add-constant nodes between the producer and `tensor`.
@@ -125,86 +167,17 @@ class QuantPlan:
 
 
 @dataclass(frozen=True)
-class LatencyStats:
-    """Latency in milliseconds over `runs` timed calls."""
-
-    p50: float
-    p90: float
-    p99: float
-    mean: float
-    runs: int
-
-
-@dataclass(frozen=True)
-class OutputMetrics:
-    name: str
-    sqnr_db: float
-    cosine: float
-    max_abs_error: float
-    top1_agreement: float | None = None  # fraction, classification-like outputs only
-    top5_overlap: float | None = None
-    detection_recall: float | None = None  # fraction of the reference's detections found (--detector)
-    detections: int | None = None  # the reference's detections above the score threshold
-    boxes: int | None = None  # the reference's final boxes (score threshold, then NMS), --detector
-    boxes_found: int | None = None  # of those, the candidate's boxes of the same class at IoU >= 0.5
-    boxes_extra: int | None = None  # the candidate's boxes the reference does not have
-    boxes_borderline: int | None = None  # missed or extra boxes scoring within 0.01 of the threshold
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    top1: float
-    top5: float
-    count: int
-
-
-@dataclass(frozen=True)
-class ComparisonResult:
-    reference: str
-    candidate: str
-    num_images: int
-    outputs: tuple[OutputMetrics, ...]
-    reference_accuracy: Accuracy | None
-    candidate_accuracy: Accuracy | None
-    reference_latency: LatencyStats | None
-    candidate_latency: LatencyStats | None
-    reference_bytes: int
-    candidate_bytes: int
-    settings: dict[str, Any]
-    environment: dict[str, Any]
-    candidate_conversion: dict[str, Any] | None = None  # what quantkit recorded converting it
-    latency_samples_ms: tuple[tuple[float, ...], ...] = ()  # (reference, candidate) timed runs, in order
-    reference_findings: tuple[str, ...] = ()  # signs that FP32 itself is fed wrongly (evaluate.sanity)
-    warnings: tuple[str, ...] = ()  # other things that change what the figures mean (swapped models...)
-
-    @property
-    def speedup(self) -> float | None:
-        if self.reference_latency is None or self.candidate_latency is None:
-            return None
-        return self.reference_latency.p50 / self.candidate_latency.p50
-
-    @property
-    def size_ratio(self) -> float:
-        return self.reference_bytes / max(self.candidate_bytes, 1)
-
-    @property
-    def top1_delta(self) -> float | None:
-        if self.reference_accuracy is None or self.candidate_accuracy is None:
-            return None
-        return self.candidate_accuracy.top1 - self.reference_accuracy.top1
-
-
-@dataclass(frozen=True)
 class Batch:
-    """data: float32 [N, C, H, W] or [N, H, W, C]; paths: the N image files it came from."""
+    """data: float32 [N, C, H, W] or [N, H, W, C] (or, for a model with several inputs, {name: [N, ...]});
+    paths: the N image files (or sample-K names) it came from."""
 
-    data: np.ndarray
+    data: Feed
     paths: tuple[Path, ...]
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The model's one image input: name and shape, None for a dynamic dimension."""
+    """One float input of the model: name and shape, None for a dynamic dimension."""
 
     name: str
     shape: tuple[int | None, ...]
@@ -217,19 +190,6 @@ class FallbackStep:
     node: str
     op_type: str
     sqnr_db: float
-
-
-@dataclass(frozen=True)
-class BudgetReport:
-    """convert --max-drop: the metric, each trial (layers kept float, points lost) and the choice."""
-
-    metric: str
-    max_drop: float
-    validation_images: int
-    trials: tuple[tuple[tuple[str, ...], float], ...]
-    chosen: tuple[str, ...]
-    chosen_drop: float
-    stopped: str | None
 
 
 @dataclass(frozen=True)
@@ -247,96 +207,3 @@ class Corrections:
     sqnr_rebalanced_db: float | None
     sqnr_both_db: float | None
     dropped: bool = False
-
-
-@dataclass(frozen=True)
-class ConvertSummary:
-    """What convert did: counts by op type, what stayed float and why, sizes, and the smoke test."""
-
-    quantized_by_type: dict[str, int]
-    folded_by_type: dict[str, int]
-    float_by_reason: dict[tuple[str, str], int]  # (op type, reason) -> count
-    bytes_before: int
-    bytes_after: int
-    opset_before: int
-    opset_after: int
-    smoke_sqnr_db: dict[str, float]  # per output, on the table's stored samples
-    plan: QuantPlan
-    fallback: tuple[FallbackStep, ...] = ()
-    fallback_start_db: float | None = None
-    budget: BudgetReport | None = None
-    corrections: Corrections | None = None
-    notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
-
-
-@dataclass(frozen=True)
-class Float16Summary:
-    """What convert --to fp16 did: float16 nodes by op type, nodes kept float32 and why, the range check,
-    sizes and the smoke test."""
-
-    float16_by_type: dict[str, int]
-    kept_float32: tuple[tuple[str, str, str], ...]  # (node, op type, reason)
-    checked_tensors: int | None  # activations range-checked against the table; None: no table given
-    overflowing_weights: tuple[tuple[str, float], ...]  # (initializer, max |w|) kept float32
-    casts: int
-    bytes_before: int
-    bytes_after: int
-    smoke_sqnr_db: dict[str, float]
-    smoke_input: str  # what the smoke test ran on
-    notes: tuple[str, ...] = ()  # what was changed on the way in (Constant weights read as initializers)
-
-
-@dataclass(frozen=True)
-class LayerSensitivity:
-    node: str
-    op_type: str
-    local_sqnr_db: float  # this layer's output with only it quantized, against FP32
-    output_sqnr_db: float  # the model's output with only this layer kept float, against FP32
-    recovered: float  # share of the INT8 model's output noise power that keeping it float removes
-
-
-@dataclass(frozen=True)
-class SensitivityReport:
-    """Layers ranked by recovery (most first), and the top-k kept float together."""
-
-    layers: tuple[LayerSensitivity, ...]
-    int8_output_sqnr_db: float
-    cumulative: tuple[tuple[int, float, float], ...]  # (k, output SQNR dB, share of noise recovered)
-    num_images: int
-    seconds: float
-    settings: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """One gate of `quantkit shrink`: what was measured against which limit, in which unit."""
-
-    name: str  # "max_drop" | "min_speedup" | "max_size_ratio"
-    measured: float | None  # None: the figure could not be measured (the gate fails)
-    limit: float
-    unit: str
-    passed: bool
-
-
-@dataclass(frozen=True)
-class ShrinkResult:
-    """What `quantkit shrink` did: the converted model, the comparison, the gates and the cache."""
-
-    model: str
-    output: str
-    table: str
-    cache_hit: bool
-    calibration_seconds: float  # 0 when the cache was hit
-    convert: ConvertSummary
-    comparison: ComparisonResult
-    gates: tuple[GateResult, ...]
-    settings: dict[str, Any]
-    # for the HTML report: (node, op type, SQNR dB when only it is quantized) and
-    # (tensor, observed min, observed max, quantized lo, quantized hi)
-    layer_sqnr_db: tuple[tuple[str, str, float], ...] = ()
-    ranges: tuple[tuple[str, float, float, float, float], ...] = ()
-    warnings: tuple[str, ...] = ()  # calibration's and comparison's (e.g. more images asked than held)
-
-    @property
-    def passed(self) -> bool:
-        return all(g.passed for g in self.gates)

@@ -15,8 +15,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from quantkit import __version__
 from quantkit.errors import ModelError, shorten
+from quantkit.results import Feed, feed_pad, feed_rows, feed_take
+from quantkit.version import __version__
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
 EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the external file of a large model
@@ -39,7 +40,8 @@ CPU_FLAGS_OF_INTEREST = (
 
 
 class Session:
-    """One onnxruntime CPU session with fixed threads; runs a float32 batch, returns outputs by name."""
+    """One onnxruntime CPU session with fixed threads; runs a float32 feed (an array for a model with one
+    input, {input name: array} for several), returns outputs by name."""
 
     @classmethod
     def of(
@@ -86,9 +88,11 @@ class Session:
             self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types from C++
             raise ModelError(f"onnxruntime cannot load the model ({shorten(str(exc))})") from exc
-        self.input_name = self._session.get_inputs()[0].name
+        inputs = self._session.get_inputs()
+        self.input_names = [i.name for i in inputs]
+        self.input_name = self.input_names[0]
         # a float16 input (convert --to fp16 --no-keep-io-types) is fed the same samples, cast
-        self._input_dtype = np.float16 if self._session.get_inputs()[0].type == "tensor(float16)" else None
+        self._float16 = frozenset(i.name for i in inputs if i.type == "tensor(float16)")
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.threads = threads
 
@@ -98,39 +102,43 @@ class Session:
         dim = self._session.get_inputs()[0].shape[0]
         return dim if isinstance(dim, int) and dim > 0 else None
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self._input_dtype is not None:
-            batch = batch.astype(self._input_dtype)
+    def feed(self, batch: Feed) -> dict[str, np.ndarray]:
+        """onnxruntime's feed: a lone array goes to the first input; float16 inputs are fed cast."""
+        named = {self.input_name: batch} if isinstance(batch, np.ndarray) else dict(batch)
+        return {k: v.astype(np.float16) if k in self._float16 else v for k, v in named.items()}
+
+    def run(self, batch: Feed) -> dict[str, np.ndarray]:
+        feed = self.feed(batch)
         try:
-            results = self._session.run(None, {self.input_name: batch})
+            results = self._session.run(None, feed)
         except Exception as exc:  # onnxruntime raises its own exception types from C++
             raise ModelError(f"onnxruntime failed to run the model ({shorten(str(exc))})") from exc
         return {name: np.asarray(value) for name, value in zip(self.output_names, results, strict=True)}
 
-    def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run a batch of any size up to a fixed batch: a short one is padded, and outputs whose leading
-        dimension is the batch are cut back to the real samples."""
-        size, real = self.fixed_batch, batch.shape[0]
+    def run_batch(self, batch: Feed) -> dict[str, np.ndarray]:
+        """Run a batch of any size up to a fixed batch: a short one is padded (every input), and outputs
+        whose leading dimension is the batch are cut back to the real samples."""
+        size, real = self.fixed_batch, feed_rows(batch)
         if size is None or real == size:
             return self.run(batch)
-        padded = np.concatenate([batch, np.repeat(batch[-1:], size - real, axis=0)])
+        padded = feed_pad(batch, size)
         return {k: v[:real] if v.ndim and v.shape[0] == size else v for k, v in self.run(padded).items()}
 
-    def run_samples(self, samples: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """Run samples [K, ...] in batches of the size the model fixes (1 when dynamic), the last one padded
-        by repeating its final sample; one output dict per batch."""
+    def run_samples(self, samples: Feed) -> list[dict[str, np.ndarray]]:
+        """Run samples [K, ...] (per input) in batches of the size the model fixes (1 when dynamic), the
+        last one padded by repeating its final sample; one output dict per batch."""
         size = self.fixed_batch or 1
         outputs = []
-        for start in range(0, len(samples), size):
-            chunk = samples[start : start + size]
-            if len(chunk) < size:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+        for start in range(0, feed_rows(samples), size):
+            chunk = feed_take(samples, start, start + size)
+            if feed_rows(chunk) < size:
+                chunk = feed_pad(chunk, size)
             outputs.append(self.run(chunk))
         return outputs
 
-    def timed(self, batch: np.ndarray) -> float:
+    def timed(self, batch: Feed) -> float:
         """Run once; wall time in milliseconds."""
-        feed = {self.input_name: batch}
+        feed = self.feed(batch)
         start = time.perf_counter_ns()
         self._session.run(None, feed)
         return (time.perf_counter_ns() - start) / 1e6
@@ -138,7 +146,7 @@ class Session:
 
 def interleaved_latency(
     sessions: list[Session],
-    batch: np.ndarray,
+    batch: Feed,
     warmup: int,
     runs: int,
     progress: Callable[[int], None] | None = None,

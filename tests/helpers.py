@@ -16,7 +16,7 @@ from quantkit.cli import main
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.images import ImageLoader, find_images
-from quantkit.results import ConvertSummary
+from quantkit.outcomes import ConvertSummary
 
 
 def quantize(

@@ -24,7 +24,7 @@ from quantkit.config import (
     ResizeMode,
 )
 from quantkit.graph.query import topological_order
-from quantkit.graph.rebalance import apply_rebalances
+from quantkit.graph.smoothquant_rewrite import apply_rebalances
 from quantkit.pipeline.loading import load_for_int8
 from quantkit.planner import plan
 from quantkit.runtime import Session

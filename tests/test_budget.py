@@ -12,7 +12,7 @@ import pytest
 from quantkit import pipeline
 from quantkit.config import AccuracyBudget, BudgetMetric, CalibrateConfig, ConvertConfig, ImageSelection
 from quantkit.errors import ConfigError, ConversionError
-from quantkit.planner.budget import fewest_layers
+from quantkit.planner.budget_search import fewest_layers
 from tests.helpers import assert_one_line_error, run
 from tests.test_sensitivity import _planted
 
@@ -146,7 +146,7 @@ def test_validation_images_identical_to_calibration_are_refused(
 
 
 def test_a_drop_equal_to_the_budget_meets_it() -> None:
-    from quantkit.evaluate.budget import points_lost
+    from quantkit.evaluate.budget_validator import points_lost
 
     assert points_lost(5, 250) <= 2.0  # 5 of 250 images is a budget of 2 points, met
     assert points_lost(3, 7) == pytest.approx(42.857, abs=1e-3)

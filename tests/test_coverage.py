@@ -24,7 +24,7 @@ from quantkit.graph.query import GraphIndex
 from quantkit.pipeline import run_fp16
 from quantkit.planner import fp16_checks, plan
 from quantkit.planner.fallback import output_sqnr as output_sqnr_of
-from quantkit.planner.fp16 import Float16Plan, KeptFloat32
+from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32
 from quantkit.runtime import Session
 from tests.conftest import conv_params, make_model, rng, save
 from tests.helpers import assert_one_line_error, output_sqnr, run
@@ -419,7 +419,7 @@ def test_int8_far_below_the_floor_keeps_layers_float_even_with_the_fallback_off(
 
 def test_rebalancing_probe_chunks_weights_it_cannot_size() -> None:
     """Before: a weight not stored as an initializer cost 0 bytes, no chunk was opened: IndexError."""
-    from quantkit.planner.smoothing import _chunks
+    from quantkit.planner.smoothquant_search import _chunks
     from quantkit.results import QuantParams, Rebalance
 
     model = constant_weights_model(13)  # weights in Constant nodes: no initializer to size

@@ -146,7 +146,7 @@ class _Heads:
 
 def test_boxes_budget_counts_missed_and_added_boxes_per_100() -> None:
     from quantkit.config import BudgetMetric, DetectorHead
-    from quantkit.evaluate.budget import Validator
+    from quantkit.evaluate.budget_validator import Validator
     from quantkit.results import Batch
 
     ref = [
@@ -184,7 +184,7 @@ def test_shrink_gate_reads_final_boxes_then_anchor_recall() -> None:
     import dataclasses
 
     from quantkit.evaluate.gates import accuracy_drop
-    from quantkit.results import OutputMetrics
+    from quantkit.outcomes import OutputMetrics
     from tests.test_golden import _comparison
 
     head = OutputMetrics("output", 15.0, 0.99, 1.0, detection_recall=0.92, detections=618)

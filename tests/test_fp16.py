@@ -15,7 +15,7 @@ from onnx.reference import ReferenceEvaluator
 from quantkit import pipeline
 from quantkit.config import CalibrateConfig, Float16Config, ImageSelection
 from quantkit.evaluate.metrics import sqnr_db
-from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.query import name_nodes
 from quantkit.runtime import Session

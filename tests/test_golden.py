@@ -12,20 +12,17 @@ import numpy as np
 import pytest
 from rich.console import Console, RenderableType
 
-from quantkit.reports import console
-from quantkit.results import (
+from quantkit.outcomes import (
     Accuracy,
     ComparisonResult,
     ConvertSummary,
-    Corrections,
     GateResult,
     LatencyStats,
     OutputMetrics,
-    QuantParams,
-    QuantPlan,
-    Rebalance,
     ShrinkResult,
 )
+from quantkit.reports import console
+from quantkit.results import Corrections, QuantParams, QuantPlan, Rebalance
 
 GOLDEN = Path(__file__).parent / "golden"
 

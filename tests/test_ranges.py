@@ -9,8 +9,8 @@ from onnx import helper
 from quantkit.calib.observers import TensorObserver
 from quantkit.config import CalibMethod, ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.ranges import is_bounded, select_range
-from quantkit.qmath.ranges import (
+from quantkit.planner.range_plan import is_bounded, select_range
+from quantkit.qmath.range_math import (
     entropy_range,
     minmax_range,
     mse_range,

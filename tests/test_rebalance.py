@@ -18,11 +18,11 @@ from quantkit.calib.table import load
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
 from quantkit.graph import model_io
 from quantkit.graph.query import name_nodes, topological_order
-from quantkit.graph.rebalance import apply_rebalances
+from quantkit.graph.smoothquant_rewrite import apply_rebalances
 from quantkit.planner import plan
 from quantkit.planner.core import smoothing_candidates
-from quantkit.planner.smoothing import Measured, _best_at_output
-from quantkit.qmath.smooth import rebalanced_range, smoothing_scales
+from quantkit.planner.smoothquant_search import Measured, _best_at_output
+from quantkit.qmath.smoothquant_math import rebalanced_range, smoothing_scales
 from quantkit.reports import console
 from quantkit.runtime import Session
 from tests.conftest import make_model
@@ -383,7 +383,7 @@ def test_compare_reports_what_convert_rebalanced_and_ignores_edited_records(
 def test_the_probe_split_in_chunks_measures_the_same(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from quantkit.planner import smoothing
+    from quantkit.planner import smoothquant_search as smoothing
 
     src, table_path = calibrated(tmp_path, unbalanced_model(), image_dir)
     model = model_io.infer_shapes(model_io.load_model(src))

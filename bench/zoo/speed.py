@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(args_in)
     pre = resolve_preprocess(preprocess_options(tuple(flags)), image_input(onnx.load(str(args.models[0]))))
     batch = next(iter(ImageLoader(find_images(args.images)[:1], pre, 1))).data
+    assert isinstance(batch, np.ndarray)  # images: one input
     sessions = [Session(path, threads=1, spin=False) for path in args.models]
     result = summary(rounds(sessions, batch, args.runs, args.seconds))
     result["models"] = [str(p) for p in args.models]

@@ -8,19 +8,20 @@ import numpy as np
 
 from quantkit.calib.observers import TensorObserver
 from quantkit.errors import CalibrationError
-from quantkit.results import TensorStats
+from quantkit.results import Feed, TensorStats, feed_rows
 from quantkit.runtime import Session
 
 
 def collect(
     session: Session,
     observed: dict[str, int | None],
-    batches: Iterable[np.ndarray],
+    batches: Iterable[Feed],
     bins: int,
     progress: Callable[[int], None] | None = None,
-    watch: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
+    watch: Callable[[Feed, dict[str, np.ndarray]], None] | None = None,
 ) -> tuple[dict[str, TensorStats], int]:
-    """Run every batch (float32 [N, ...]) and fold each observed output into its observer.
+    """Run every batch (float32 [N, ...], or {input name: [N, ...]}) and fold each observed output into
+    its observer.
 
     observed: tensor name -> per-channel axis (None: no per-channel statistics). watch: called with each
     batch and all of the session's outputs for it, before they are dropped.
@@ -35,9 +36,9 @@ def collect(
         for name, observer in observers.items():
             observer.update(outputs[name])
         del outputs
-        seen += batch.shape[0]
+        seen += feed_rows(batch)
         if progress is not None:
-            progress(batch.shape[0])
+            progress(feed_rows(batch))
     broken = sorted(name for name, o in observers.items() if o.nonfinite)
     if broken:
         raise CalibrationError(

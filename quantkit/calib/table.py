@@ -1,8 +1,11 @@
 """The calibration table: a versioned JSON file plus an .npz of arrays beside it. Never pickle.
 
 The JSON holds provenance and per-tensor scalars; each tensor's arrays are stored in the .npz under
-keys derived from its index in the JSON list (tensor names may hold any character). The JSON records the
-sha256 of its .npz, so a pair mixed from two runs (or an .npz replaced by hand) is refused, not misread.
+keys derived from its index in the JSON list (tensor names may hold any character). The smoke-test
+samples: key `samples` for a model with one input; for several, `samples_K` per input, the JSON's
+`sample_inputs` listing their names in order (a list a one-input table does not have: its bytes stay).
+The JSON records the sha256 of its .npz, so a pair mixed from two runs (or an .npz replaced by hand) is
+refused, not misread.
 Serialisation is deterministic: the same table gives the same bytes.
 """
 
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from quantkit.errors import CalibrationError
-from quantkit.results import TABLE_FORMAT, TABLE_VERSION, CalibrationTable, TensorStats
+from quantkit.results import TABLE_FORMAT, TABLE_VERSION, CalibrationTable, Feed, TensorStats
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -54,16 +57,23 @@ def serialize(table: CalibrationTable) -> tuple[bytes, bytes]:
             arrays[f"chmax_{index}"] = s.channel_max.astype(np.float32)
         if s.channel_mean is not None:
             arrays[f"chmean_{index}"] = s.channel_mean.astype(np.float64)
-    if table.samples is not None:
+    inputs: list[str] | None = None
+    if isinstance(table.samples, np.ndarray):
         arrays["samples"] = table.samples.astype(np.float32)
+    elif table.samples is not None:
+        inputs = list(table.samples)
+        for k, name in enumerate(inputs):
+            arrays[f"samples_{k}"] = table.samples[name].astype(np.float32)
     npz = _npz_bytes(arrays)
-    doc = {
+    doc: dict[str, Any] = {
         "format": TABLE_FORMAT,
         "version": TABLE_VERSION,
         "arrays_sha256": hashlib.sha256(npz).hexdigest(),
         "meta": table.meta,
         "tensors": entries,
     }
+    if inputs is not None:
+        doc["sample_inputs"] = inputs
     text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n"
     return text.encode(), npz
 
@@ -109,7 +119,7 @@ def load(json_path: Path) -> CalibrationTable:
     try:
         with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as npz:
             stats = {e["name"]: _entry_stats(e, i, npz) for i, e in enumerate(doc["tensors"])}
-            samples = np.asarray(npz["samples"], np.float32) if "samples" in npz.files else None
+            samples = _samples(doc, npz)
         meta = dict(doc["meta"])
     # zipfile and np.load raise what their layers raise: zlib, struct, unsupported-compression errors
     except (
@@ -127,6 +137,17 @@ def load(json_path: Path) -> CalibrationTable:
     ) as exc:
         raise CalibrationError(f"{json_path} or its .npz is damaged ({exc}); recalibrate") from exc
     return CalibrationTable(meta=meta, stats=stats, samples=samples)
+
+
+def _samples(doc: dict[str, Any], npz: Any) -> Feed | None:
+    """The stored smoke-test samples: one array, {input name: array} for several inputs, or None."""
+    if "sample_inputs" in doc:
+        names = [str(n) for n in doc["sample_inputs"]]
+        found = {n: np.asarray(npz[f"samples_{k}"], np.float32) for k, n in enumerate(names)}
+        if not found or len({v.shape[0] for v in found.values()}) != 1:
+            raise ValueError("the stored samples of the inputs do not match")
+        return found
+    return np.asarray(npz["samples"], np.float32) if "samples" in npz.files else None
 
 
 def _entry_stats(entry: dict[str, Any], index: int, npz: Any) -> TensorStats:

@@ -129,8 +129,8 @@ def guard_outputs(
 
 def _version(value: bool) -> None:
     if value:
-        from quantkit import __version__
         from quantkit.runtime import versions
+        from quantkit.version import __version__
 
         found = versions()
         found.pop("quantkit", None)
@@ -212,8 +212,9 @@ def step_summary_path() -> Path | None:
 
 
 def default_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "quantkit" / "calibration"
+    from quantkit.pipeline.run_shrink import default_cache_dir
+
+    return default_cache_dir()
 
 
 def exclusion_names(path: Path | None) -> tuple[str, ...]:

@@ -12,7 +12,6 @@ import typer.main
 from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, progress_bars, show, warn
 from quantkit.cli.options import (
     BgrOpt,
-    ImagesOpt,
     MeanOpt,
     NumImagesOpt,
     PresetOpt,
@@ -22,6 +21,7 @@ from quantkit.cli.options import (
     StdOpt,
     preprocess_options,
 )
+from quantkit.errors import ConfigError
 
 
 @app.command(
@@ -32,7 +32,11 @@ from quantkit.cli.options import (
 )
 def calibrate(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
-    images: ImagesOpt,
+    *,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive."),
+    ] = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Table to write (.json, arrays beside it in .npz).")
     ],
@@ -48,14 +52,26 @@ def calibrate(
         int, typer.Option("--batch-size", help="Images per run (models with a dynamic batch).")
     ] = 8,
     bins: Annotated[int, typer.Option("--bins", help="Histogram bins per tensor (at least 2048).")] = 2048,
+    inputs: Annotated[
+        Path | None,
+        typer.Option(
+            "--inputs",
+            help="Instead of --images: a folder of model-ready .npy/.npz files, one sample per file (an "
+            ".npz names its input), fed as they are.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the FP32 model over an image folder and record activation statistics in a calibration table."""
+    """Run the FP32 model over an image folder (or model-ready arrays) and record activation statistics in
+    a calibration table."""
     from quantkit import pipeline
     from quantkit.config import CalibrateConfig, ImageSelection
+    from quantkit.data import array_files, read_array_files
     from quantkit.reports import console
 
+    if (images is None) == (inputs is None):
+        raise ConfigError("calibrate reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
     config = CalibrateConfig(
-        images=ImageSelection(images, num_images, seed),
+        images=ImageSelection(images or Path("."), num_images, seed),
         preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size),
         batch_size=batch_size,
         bins=bins,
@@ -63,17 +79,21 @@ def calibrate(
     guard_outputs(
         [("--output", output), ("the table's arrays", output.with_suffix(".npz"))],
         [("the model", model)],
-        [("--images", images)],
+        [("--images", images), ("--inputs", inputs)],
     )
     with progress_bars() as progress:
-        summary = pipeline.calibrate(model, output, config, progress)
+        if inputs is None:
+            summary = pipeline.calibrate(model, output, config, progress)
+        else:
+            found = array_files(inputs)
+            summary = pipeline.calibrate(model, output, config, progress, read_array_files(found))
     show(
         console.calibrate_lines(
             str(summary.table),
             summary.images_used,
             summary.tensors,
             summary.seconds,
-            summary.preprocess.to_dict(),
+            summary.preprocess.to_dict() if summary.preprocess else None,
             summary.notes,
         ),
         end="",

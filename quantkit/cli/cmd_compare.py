@@ -25,7 +25,6 @@ from quantkit.cli.app import (
 from quantkit.cli.options import (
     BgrOpt,
     DetectorOpt,
-    ImagesOpt,
     MeanOpt,
     NumImagesOpt,
     PresetOpt,
@@ -52,7 +51,11 @@ from quantkit.errors import ConfigError
 def compare(
     reference: Annotated[Path, typer.Argument(metavar="REFERENCE", help="Reference (FP32) model.")],
     candidate: Annotated[Path, typer.Argument(metavar="CANDIDATE", help="Candidate (quantized) model.")],
-    images: ImagesOpt,
+    *,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive."),
+    ] = None,
     labels: Annotated[
         Path | None,
         typer.Option("--labels", help="Class ids in output order; images in DIR/<class>/ or <class>_*."),
@@ -74,17 +77,27 @@ def compare(
     bgr: BgrOpt = None,
     resize: ResizeOpt = None,
     input_size: SizeOpt = None,
+    inputs: Annotated[
+        Path | None,
+        typer.Option(
+            "--inputs",
+            help="Instead of --images: a folder of model-ready .npy/.npz files, one sample per file.",
+        ),
+    ] = None,
 ) -> None:
     """Accuracy, output error, latency and size of a candidate model against its reference.
 
     Preprocessing is read from the candidate's quantkit metadata unless given here."""
     from quantkit import files, pipeline
     from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
+    from quantkit.data import array_files, read_array_files
     from quantkit.reports import console, markdown, records
 
+    if (images is None) == (inputs is None):
+        raise ConfigError("compare reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
     explicit = any(v is not None for v in (preset, mean, std, bgr, resize, input_size))
     config = CompareConfig(
-        images=ImageSelection(images, num_images, seed),
+        images=ImageSelection(images or Path("."), num_images, seed),
         preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size),
         labels=labels,
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
@@ -101,7 +114,8 @@ def compare(
     if VERBOSITY["level"] < 0 and json_path is None and markdown_path is None:
         raise ConfigError("compare with --quiet prints nothing; add --json FILE (or --json - for stdout)")
     with progress_bars() as progress:
-        result = pipeline.compare(reference, candidate, config, explicit, progress)
+        arrays = read_array_files(array_files(inputs)) if inputs is not None else None
+        result = pipeline.compare(reference, candidate, config, explicit, progress, arrays)
     if to_stdout:  # stdout carries the file: the table goes to stderr
         if VERBOSITY["level"] >= 0:
             stderr.print(console.compare_table(result))

@@ -20,7 +20,8 @@ from quantkit.evaluate.metrics import (
     yolox_grid,
 )
 from quantkit.evaluate.sanity import ReferenceCheck
-from quantkit.results import Accuracy, Batch, OutputMetrics
+from quantkit.outcomes import Accuracy, OutputMetrics
+from quantkit.results import Batch, feed_rows
 from quantkit.runtime import Session
 
 
@@ -97,7 +98,7 @@ def compare_outputs(
                     grid = decode_grid(detector, input_size, ref_out[name].shape[1])
                     boxes[name] = BoxAgreement(detection_threshold, grid)
                 boxes[name].update(ref_out[name], cand_out[name])
-        count += batch.data.shape[0]
+        count += feed_rows(batch.data)
         if lookup:
             scored_output = scored_output or _scored_output(ref_out, len(lookup))
             labels = np.array([label_of(p, folder, lookup) for p in batch.paths])
@@ -106,7 +107,7 @@ def compare_outputs(
                 ref_acc.update(ref_out[scored_output][known], labels[known])
                 cand_acc.update(cand_out[scored_output][known], labels[known])
         if progress is not None:
-            progress(batch.data.shape[0])
+            progress(feed_rows(batch.data))
     metrics = [
         dataclasses.replace(
             e.result(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quantkit.config import Gates
-from quantkit.results import ComparisonResult, GateResult
+from quantkit.outcomes import ComparisonResult, GateResult
 
 
 def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from quantkit.results import Accuracy, LatencyStats, OutputMetrics
+from quantkit.outcomes import Accuracy, LatencyStats, OutputMetrics
 
 
 def is_classification(output: np.ndarray) -> bool:

@@ -17,6 +17,8 @@ from collections import Counter
 
 import numpy as np
 
+from quantkit.results import Feed, feed_rows
+
 INPUT_LIMIT = 300.0  # |input| above this: raw 0-255 pixels with std >= 1 never get there
 ONE_CLASS_SHARE = 0.9
 MIN_IMAGES = 10
@@ -31,7 +33,8 @@ class ReferenceCheck:
     """Accumulates, batch by batch, what the findings need: the inputs' peak, the reference's top-1
     classes, and a fixed sample of each output's elements."""
 
-    def __init__(self) -> None:
+    def __init__(self, inputs_from_images: bool = True) -> None:
+        self.inputs_from_images = inputs_from_images  # arrays are fed as given: their range is theirs
         self.images = 0
         self.input_peak = 0.0
         self.classes: Counter[int] = Counter()
@@ -39,13 +42,15 @@ class ReferenceCheck:
         self._classifier: str | None = None  # the first [N, C >= 10] output
         self._samples: dict[str, list[np.ndarray]] = {}
 
-    def update(self, inputs: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
-        """inputs: float32 [N, ...] as fed; outputs: the reference's outputs for them, [N, ...] each."""
-        count = inputs.shape[0]
+    def update(self, inputs: Feed, outputs: dict[str, np.ndarray]) -> None:
+        """inputs: float32 [N, ...] as fed (per input); outputs: the reference's outputs for them, [N, ...]
+        each."""
+        count = feed_rows(inputs)
         self.images += count
-        finite = np.abs(inputs[np.isfinite(inputs)])
-        if finite.size:
-            self.input_peak = max(self.input_peak, float(finite.max()))
+        for fed in [inputs] if isinstance(inputs, np.ndarray) else list(inputs.values()):
+            finite = np.abs(fed[np.isfinite(fed)])
+            if finite.size:
+                self.input_peak = max(self.input_peak, float(finite.max()))
         for name, value in outputs.items():
             if value.ndim == 0 or value.shape[0] != count or not np.issubdtype(value.dtype, np.floating):
                 continue
@@ -63,7 +68,7 @@ class ReferenceCheck:
         """The warning lines, given FP32's own top-1 against labels of `labelled_classes` classes and its
         detections above the score (None where not measured)."""
         found = []
-        if self.input_peak > INPUT_LIMIT:
+        if self.inputs_from_images and self.input_peak > INPUT_LIMIT:
             found.append(
                 f"the preprocessed inputs reach {self.input_peak:.0f}: quantkit's --mean/--std are in 0-255 "
                 "units (ImageNet: --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4); multiply 0-1 values by 255"

@@ -163,15 +163,27 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def image_input(model: onnx.ModelProto) -> InputSpec:
-    """The model's single float input. Several inputs, or a non-float one, are refused."""
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+    """The model's single float input, for images. Several inputs, or a non-float one, are refused."""
+    inputs = _graph_inputs(model)
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
         raise ModelError(
             f"the model has {len(inputs)} inputs ({names}); quantkit handles models with one image input"
         )
-    value = inputs[0]
+    return _float_spec(inputs[0])
+
+
+def float_inputs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
+    """Every input the model is fed (initializers excluded), in graph order; each must be float32."""
+    return tuple(_float_spec(value) for value in _graph_inputs(model))
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {init.name for init in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def _float_spec(value: onnx.ValueInfoProto) -> InputSpec:
     tensor_type = value.type.tensor_type
     if tensor_type.elem_type != onnx.TensorProto.FLOAT:
         raise ModelError(

@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 from quantkit.graph.naming import Namer
 from quantkit.graph.qdq import rounding_shift
 from quantkit.graph.query import GraphIndex
-from quantkit.graph.rebalance import input_scaled_weight
+from quantkit.graph.smoothquant_rewrite import input_scaled_weight
 from quantkit.qmath.params import dequantize, per_channel_weight
 from quantkit.results import QuantParams, QuantPlan, Rebalance, WeightPlan
 

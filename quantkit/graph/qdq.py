@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, topological_order
-from quantkit.graph.rebalance import apply_rebalances
+from quantkit.graph.smoothquant_rewrite import apply_rebalances
 from quantkit.qmath.params import WEIGHT_QMAX, asymmetric_params, bias_int32, quantize, weight_with_error
 from quantkit.results import QuantParams, QuantPlan, WeightPlan
 

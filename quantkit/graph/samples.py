@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 
 from quantkit.errors import ModelError
-from quantkit.graph.model_io import image_input
+from quantkit.graph.model_io import float_inputs, image_input
+from quantkit.results import Feed, InputSpec, feed_take
 from quantkit.runtime import Session
 
 DEFAULT_SIDES = (224, 256, 320, 416, 512, 640, 32, 28)
@@ -28,41 +29,76 @@ MEAN, STD = 0.45, 0.226  # ImageNet's, averaged over the channels
 
 def synthetic_samples(
     model: onnx.ModelProto, size: tuple[int, int] | None = None, count: int = SAMPLES
-) -> np.ndarray:
-    """`count` seeded samples [count, ...] of the model's one input, without its batch dimension."""
-    spec = image_input(model)
-    dims = list(spec.shape[1:])
-    last = len(dims) == 3 and dims[0] not in (1, 3) and dims[2] in (1, 3)  # NHWC, as images.py reads it
-    channel, height, width = (2, 0, 1) if last else (0, 1, 2)
-    if len(dims) == 3 and dims[channel] is None:
-        dims[channel] = DEFAULT_CHANNELS
-    dynamic = [k for k, d in enumerate(dims) if d is None]
-    if size is not None and len(dims) == 3:
-        dims[height], dims[width] = size
+) -> Feed:
+    """`count` seeded samples [count, ...] of the model's input, without its batch dimension; for a model
+    with several inputs {name: [count, ...]}, image-like for 4-D inputs, standard normal for the others,
+    each input seeded apart."""
+    specs = float_inputs(model)
+    if len(specs) <= 1:
+        specs = (image_input(model),)
+    layouts = [_layout(spec) for spec in specs]
+    dynamic = any(d is None for dims, _ in layouts for d in dims)
     if not dynamic or size is not None:
-        if any(d is None for d in dims):
-            raise ModelError(f"input {spec.name!r} has dynamic dimensions {list(spec.shape)} besides H and W")
-        return _draw([int(d) for d in dims if d is not None], count, last)
+        for spec, (dims, last) in zip(specs, layouts, strict=True):
+            if size is not None and len(dims) == 3:
+                height, width = (0, 1) if last else (1, 2)
+                dims[height], dims[width] = size
+            if any(d is None for d in dims):
+                raise ModelError(
+                    f"input {spec.name!r} has dynamic dimensions {list(spec.shape)} besides H and W"
+                )
+        return _feed(specs, [[int(d) for d in dims if d is not None] for dims, _ in layouts], layouts, count)
     session = Session.of(model, spin=False)
     for side in DEFAULT_SIDES:
-        shape = [side if d is None else int(d) for d in dims]
-        samples = _draw(shape, count, last)
+        shapes = [[side if d is None else int(d) for d in dims] for dims, _ in layouts]
+        samples = _feed(specs, shapes, layouts, count)
         try:
-            session.run_samples(samples[:1])
+            session.run_samples(feed_take(samples, 0, 1))
         except ModelError:
             continue
         return samples
     sides = ", ".join(str(s) for s in DEFAULT_SIDES)
-    raise ModelError(
-        f"input {spec.name!r} has dynamic size {list(spec.shape)} and the model runs on none of the sides "
-        f"{sides}; pass --input-size HxW"
+    what = (
+        f"input {specs[0].name!r} has dynamic size {list(specs[0].shape)}"
+        if len(specs) == 1
+        else "inputs "
+        + ", ".join(f"{spec.name!r} {list(spec.shape)}" for spec in specs)
+        + " have dynamic sizes"
     )
+    raise ModelError(f"{what} and the model runs on none of the sides {sides}; pass --input-size HxW")
 
 
-def _draw(shape: list[int], count: int, channels_last: bool = False) -> np.ndarray:
+def _layout(spec: InputSpec) -> tuple[list[int | None], bool]:
+    """(the input's dims without the batch, a dynamic channel count filled in; whether it is NHWC)."""
+    dims = list(spec.shape[1:])
+    last = _channels_last(dims)
+    if len(dims) == 3 and dims[2 if last else 0] is None:
+        dims[2 if last else 0] = DEFAULT_CHANNELS
+    return dims, last
+
+
+def _channels_last(dims: list[int | None]) -> bool:
+    """NHWC, as images.py reads it: [H, W, C] with C of 1 or 3 and a first dim that is no channel count."""
+    return len(dims) == 3 and dims[0] not in (1, 3) and dims[2] in (1, 3)
+
+
+def _feed(
+    specs: tuple[InputSpec, ...],
+    shapes: list[list[int]],
+    layouts: list[tuple[list[int | None], bool]],
+    count: int,
+) -> Feed:
+    """One input's samples as an array; several inputs' as {name: samples}, the k-th seeded with k."""
+    drawn = [
+        _draw(shape, count, last, k) for k, (shape, (_, last)) in enumerate(zip(shapes, layouts, strict=True))
+    ]
+    return drawn[0] if len(specs) == 1 else {spec.name: d for spec, d in zip(specs, drawn, strict=True)}
+
+
+def _draw(shape: list[int], count: int, channels_last: bool = False, stream: int = 0) -> np.ndarray:
     """[count, *shape]: patches over H and W of an image-like input ([C, H, W], or [H, W, C] when
-    channels_last), standard normal otherwise."""
-    rng = np.random.default_rng(SEED)
+    channels_last), standard normal otherwise. stream: which input of several (0: the first, or the one)."""
+    rng = np.random.default_rng(SEED if stream == 0 else [SEED, stream])
     if len(shape) != 3:
         return rng.standard_normal([count, *shape]).astype(np.float32)
     channels, height, width = (shape[2], shape[0], shape[1]) if channels_last else shape

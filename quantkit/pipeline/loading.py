@@ -14,6 +14,7 @@ from quantkit.config import (
 )
 from quantkit.errors import (
     CalibrationError,
+    ConfigError,
     ModelError,
     OutputError,
 )
@@ -21,9 +22,7 @@ from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import is_quantized_op
-from quantkit.results import (
-    CalibrationTable,
-)
+from quantkit.results import CalibrationTable, Feed, feed_rows
 
 
 def require_float(model: onnx.ModelProto, path: Path) -> None:
@@ -64,8 +63,35 @@ def load_for_int8(model_path: Path, table_path: Path) -> tuple[onnx.ModelProto, 
     model = model_io.load_model(model_path)
     require_quantizable(model, model_path)
     require_table_of(table, table_path, model_io.file_sha256(model_path))
-    pre = Preprocess.from_dict(table.meta["preprocess"])
-    return model, table, prepare(model, size=(pre.height, pre.width))
+    return model, table, prepare(model, size=table_side(table))
+
+
+def table_side(table: CalibrationTable) -> tuple[int, int] | None:
+    """The HxW the table was calibrated at: its preprocessing's, or its samples' for array data (with
+    several inputs, the first image-like one's)."""
+    recorded = table.meta.get("preprocess")
+    if recorded:
+        pre = Preprocess.from_dict(recorded)
+        return pre.height, pre.width
+    if table.samples is None:
+        return None
+    found = [table.samples] if isinstance(table.samples, np.ndarray) else list(table.samples.values())
+    images = [s.shape[1:] for s in found if s.ndim == 4]
+    if not images:
+        return None
+    shape = images[0]
+    return (int(shape[1]), int(shape[2])) if shape[0] in (1, 3) else (int(shape[0]), int(shape[1]))
+
+
+def table_preprocess(table: CalibrationTable, needed_for: str) -> Preprocess:
+    """The table's preprocessing, which `needed_for` reads images with; a table made from arrays has none."""
+    recorded = table.meta.get("preprocess")
+    if not recorded:
+        raise ConfigError(
+            f"the table was calibrated on arrays, not images, so it records no preprocessing for "
+            f"{needed_for}; calibrate on images (--images) for it"
+        )
+    return Preprocess.from_dict(recorded)
 
 
 def table_paths(table: Path) -> tuple[Path, Path]:
@@ -76,8 +102,8 @@ def table_paths(table: Path) -> tuple[Path, Path]:
     return table, table_io.arrays_path(table)
 
 
-def table_samples(table: CalibrationTable) -> np.ndarray:
-    if table.samples is None or table.samples.size == 0:
+def table_samples(table: CalibrationTable) -> Feed:
+    if table.samples is None or feed_rows(table.samples) == 0:
         raise CalibrationError("the calibration table holds no sample inputs; recalibrate with this version")
     return table.samples
 

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from quantkit import __version__
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import collect
 from quantkit.config import (
     CalibrateConfig,
     Preprocess,
 )
-from quantkit.errors import (
-    ImageError,
-)
+from quantkit.data import ArrayStream, Sample, sample_side
+from quantkit.errors import ConfigError, ImageError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
@@ -28,94 +28,156 @@ from quantkit.images import ImageLoader, resolve_preprocess, select_images, shor
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import SMOKE_SAMPLES
-from quantkit.results import (
-    CalibrationTable,
-)
+from quantkit.results import Batch, CalibrationTable, Feed, feed_concat, feed_rows, feed_take
 from quantkit.runtime import Session, versions
+from quantkit.version import __version__
 
 
 @dataclass(frozen=True)
 class CalibrateSummary:
+    """What calibrate wrote and saw. `images_used` counts the samples of array data too; `preprocess`
+    is None for arrays (they are model-ready)."""
+
     table: Path
     arrays: Path
     images_used: int
     images_skipped: tuple[tuple[str, str], ...]
     tensors: int
     seconds: float
-    preprocess: Preprocess
+    preprocess: Preprocess | None
     notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
     reference_findings: tuple[str, ...] = ()  # signs that FP32 itself is fed wrongly (evaluate.sanity)
     warnings: tuple[str, ...] = ()  # e.g. --num-images beyond the folder
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: paths as strings, the preprocessing as the table records it."""
+        return {
+            "table": str(self.table),
+            "arrays": str(self.arrays),
+            "samples": self.images_used,
+            "skipped": [{"file": f, "why": why} for f, why in self.images_skipped],
+            "tensors": self.tensors,
+            "seconds": self.seconds,
+            "preprocess": self.preprocess.to_dict() if self.preprocess else None,
+            "notes": list(self.notes),
+            "reference_findings": list(self.reference_findings),
+            "warnings": list(self.warnings),
+        }
+
 
 def calibrate(
-    model_path: Path, table_path: Path, config: CalibrateConfig, progress: Progress = no_progress
+    model_path: Path,
+    table_path: Path,
+    config: CalibrateConfig,
+    progress: Progress = no_progress,
+    arrays: Iterable[Sample] | None = None,
 ) -> CalibrateSummary:
+    """Calibrate on config.images, or, when `arrays` is given, on those model-ready samples (streamed:
+    see quantkit.data; config.images and config.preprocess are then not used)."""
     json_path, npz_path = table_paths(table_path)
     for out in (json_path, npz_path):
         check_output(out, model_path)
     started = time.perf_counter()
     model = model_io.load_model(model_path)
     require_quantizable(model, model_path)
-    spec = model_io.image_input(model)
-    preprocess = resolve_preprocess(config.preprocess, spec)
-    prepared = prepare(model, size=(preprocess.height, preprocess.width))
-    observed = observed_tensors(prepared.model)
-    paths = select_images(config.images)
+    specs = model_io.float_inputs(model)
+    # images need the one image input; arrays feed every input (dicts for several)
+    spec = model_io.image_input(model) if arrays is None or len(specs) <= 1 else specs[0]
     size = spec.shape[0] or config.batch_size  # the batch the model fixes, else the requested one
-    loader = ImageLoader(paths, preprocess, size)
+    preprocess: Preprocess | None = None
+    paths: list[Path] = []
+    source: ImageLoader | ArrayStream
+    side: tuple[int, int] | None
+    if arrays is None:
+        preprocess = resolve_preprocess(config.preprocess, spec)
+        paths = select_images(config.images)
+        source = ImageLoader(paths, preprocess, size)
+        total, side = len(paths), (preprocess.height, preprocess.width)
+        stream: Iterator[Batch] = iter(source)
+    else:
+        source = ArrayStream(arrays, spec if len(specs) <= 1 else specs, size)
+        total = len(arrays) if isinstance(arrays, Sized) else 0
+        stream = iter(source)
+        first = next(stream, None)
+        if first is None:
+            raise ConfigError("the data holds no sample; give at least one array")
+        side = feed_side(first.data)
+        stream = itertools.chain([first], stream)
+    prepared = prepare(model, size=side)
+    observed = observed_tensors(prepared.model)
     session = Session.of(with_outputs(prepared.model, list(observed)))
-    samples: list[np.ndarray] = []
+    kept: list[Feed] = []  # the first SMOKE_SAMPLES samples, in batches
 
-    def batches() -> Iterator[np.ndarray]:
-        for batch in loader:
-            if len(samples) < SMOKE_SAMPLES:
-                samples.extend(batch.data[: SMOKE_SAMPLES - len(samples)])
+    def batches() -> Iterator[Feed]:
+        for batch in stream:
+            held = sum(feed_rows(k) for k in kept)
+            if held < SMOKE_SAMPLES:
+                kept.append(feed_take(batch.data, 0, SMOKE_SAMPLES - held))
             yield batch.data
 
     check = ReferenceCheck()
     graph_outputs = [o.name for o in prepared.model.graph.output]
 
-    def watch(batch: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+    def watch(batch: Feed, outputs: dict[str, np.ndarray]) -> None:
         check.update(batch, {n: outputs[n] for n in graph_outputs if n in outputs})
 
-    stats, _ = collect(session, observed, batches(), config.bins, progress("calibrating", len(paths)), watch)
-    used = len(paths) - len(loader.skipped)
-    _check_enough_images(used, len(paths), loader.skipped)
-    meta = {
+    stats, seen = collect(session, observed, batches(), config.bins, progress("calibrating", total), watch)
+    meta: dict[str, Any] = {
         "producer": "quantkit",
         "quantkit_version": __version__,
         "model_file": model_path.name,
         "model_sha256": model_io.file_sha256(model_path),
-        "input": spec.name,
-        "preprocess": preprocess.to_dict(),
-        "images": {
+        "input": spec.name if len(specs) <= 1 or arrays is None else [s.name for s in specs],
+        "preprocess": preprocess.to_dict() if preprocess else None,
+    }
+    if isinstance(source, ImageLoader):
+        used = len(paths) - len(source.skipped)
+        _check_enough_images(used, len(paths), source.skipped)
+        meta["images"] = {
             "count": used,
             "unique": len(set(paths)),
-            "skipped": len(loader.skipped),
+            "skipped": len(source.skipped),
             "seed": config.images.seed,
             "requested": config.images.num_images,
-            "list_sha256": loader.content_hash,
-        },
-        "bins": config.bins,
-        "batch_size": size,
-        "versions": versions(),
-    }
-    table = CalibrationTable(meta=meta, stats=stats, samples=np.stack(samples))
+            "list_sha256": source.content_hash,
+        }
+    else:
+        used = seen
+        meta["inputs"] = {
+            "count": seen,
+            "sha256": source.content_hash,
+            **_sample_shapes(feed_concat(kept)),
+        }
+    meta.update({"bins": config.bins, "batch_size": size, "versions": versions()})
+    table = CalibrationTable(meta=meta, stats=stats, samples=feed_concat(kept))
     json_bytes, npz_bytes = table_io.serialize(table)
     write_set([(npz_path, npz_bytes), (json_path, json_bytes)])
     return CalibrateSummary(
         table=json_path,
         arrays=npz_path,
         images_used=used,
-        images_skipped=tuple((str(p), why) for p, why in loader.skipped),
+        images_skipped=tuple((str(p), why) for p, why in source.skipped),
         tensors=len(stats),
         seconds=time.perf_counter() - started,
         preprocess=preprocess,
         notes=prepared.notes(),
         reference_findings=check.findings(),
-        warnings=tuple(w for w in (shortfall(config.images, paths),) if w),
+        warnings=tuple(w for w in (shortfall(config.images, paths) if arrays is None else None,) if w),
     )
+
+
+def feed_side(feed: Feed) -> tuple[int, int] | None:
+    """HxW of a batch's image-like samples (with several inputs, the first image-like input's)."""
+    arrays = [feed] if isinstance(feed, np.ndarray) else list(feed.values())
+    sides = [sample_side(a.shape[1:]) for a in arrays]
+    return next((s for s in sides if s is not None), None)
+
+
+def _sample_shapes(samples: Feed) -> dict[str, Any]:
+    """How the table records its samples' shape: one input's, or each input's by name."""
+    if isinstance(samples, np.ndarray):
+        return {"sample_shape": list(samples.shape[1:])}
+    return {"sample_shapes": {name: list(v.shape[1:]) for name, v in samples.items()}}
 
 
 def _check_enough_images(used: int, total: int, skipped: list[tuple[Path, str]]) -> None:

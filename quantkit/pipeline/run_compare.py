@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 
-import numpy as np
 import onnx
 
-from quantkit.config import (
-    CompareConfig,
-)
+from quantkit.config import CompareConfig, Preprocess
+from quantkit.data import ArrayStream, Sample, sample_side
 from quantkit.errors import (
     ConfigError,
     ImageError,
@@ -20,13 +18,11 @@ from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
 from quantkit.images import ImageLoader, resolve_preprocess, select_images, shortfall
+from quantkit.outcomes import ComparisonResult, OutputMetrics
 from quantkit.pipeline.loading import model_bytes
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import conversion_record, recorded_preprocess
-from quantkit.results import (
-    ComparisonResult,
-    OutputMetrics,
-)
+from quantkit.results import Batch, Feed, feed_repeat, feed_take
 from quantkit.runtime import Session, cpu_info, interleaved_latency, versions
 
 
@@ -36,43 +32,73 @@ def compare(
     config: CompareConfig,
     explicit_preprocess: bool,
     progress: Progress = no_progress,
+    arrays: Iterable[Sample] | None = None,
 ) -> ComparisonResult:
+    """Both models over config.images (or, when given, the model-ready `arrays`, streamed), then their
+    latency interleaved on the first sample."""
     reference = model_io.load_model(reference_path)
     candidate = model_io.load_model(candidate_path)
-    spec = model_io.image_input(reference)
-    recorded = recorded_preprocess(candidate) or recorded_preprocess(reference)
-    preprocess = (
-        recorded
-        if recorded is not None and not explicit_preprocess
-        else resolve_preprocess(config.preprocess, spec)
-    )
+    specs = model_io.float_inputs(reference)
+    several = arrays is not None and len(specs) > 1  # arrays feed every input; images the one image input
+    spec = specs[0] if several else model_io.image_input(reference)
+    other = model_io.float_inputs(candidate)[0] if several else model_io.image_input(candidate)
     classes = read_classes(config.labels) if config.labels else None
-    paths = select_images(config.images)
-    fixed = {d for d in (spec.shape[0], model_io.image_input(candidate).shape[0]) if d is not None}
+    fixed = {d for d in (spec.shape[0], other.shape[0]) if d is not None}
     if len(fixed) > 1:
         raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")
     fixed_batch = fixed.pop() if fixed else None
     size = fixed_batch or config.batch_size
-    loader = ImageLoader(paths, preprocess, size)
+    recorded = recorded_preprocess(candidate) or recorded_preprocess(reference)
+    preprocess: Preprocess | None = None
+    paths: list[Path] = []
+    source: ImageLoader | ArrayStream
+    side: tuple[int, int] | None
+    if arrays is None:
+        preprocess = (
+            recorded
+            if recorded is not None and not explicit_preprocess
+            else resolve_preprocess(config.preprocess, spec)
+        )
+        paths = select_images(config.images)
+        source, total = ImageLoader(paths, preprocess, size), len(paths)
+        side = (preprocess.height, preprocess.width)
+    else:
+        if classes is not None:
+            raise ConfigError("--labels reads each image's class from its folder or name: compare images")
+        source = ArrayStream(arrays, specs if several else spec, size)
+        total = len(arrays) if isinstance(arrays, Sized) else 0
+        side = (
+            sample_side(tuple(d or 0 for d in spec.shape[1:]))
+            if None not in spec.shape[1:] and not several
+            else None
+        )
+    first: list[Feed] = []
+
+    def batches() -> Iterator[Batch]:
+        for batch in source:
+            if not first:
+                first.append(feed_take(batch.data, 0, 1))
+            yield batch
+
     ref_session, cand_session = Session(reference_path), Session(candidate_path)
-    check = ReferenceCheck()
+    check = ReferenceCheck(inputs_from_images=arrays is None)
     outputs, ref_acc, cand_acc, count = compare_outputs(
         ref_session,
         cand_session,
-        loader,
+        batches(),
         config.images.folder,
         classes,
-        progress("evaluating", len(paths)),
+        progress("evaluating", total),
         config.detection_threshold,
         config.detector,
-        (preprocess.height, preprocess.width),
+        side,
         check,
     )
     if count == 0:
-        raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
+        what = f"none of the {len(paths)} images could be read; check the folder" if arrays is None else ""
+        raise ImageError(what or "the data holds no sample; give at least one array")
     latency_batch = fixed_batch or 1  # batch 1 unless a model fixes another batch size
-    first = next(iter(ImageLoader(paths, preprocess, 1)))  # the first readable image (count > 0)
-    timing_input = np.repeat(first.data, latency_batch, axis=0)
+    timing_input = feed_repeat(first[0], latency_batch)
     lat = config.latency
     timed = [Session(p, threads=lat.threads, spin=False) for p in (reference_path, candidate_path)]
     samples = interleaved_latency(timed, timing_input, lat.warmup, lat.runs, progress("timing", lat.runs))
@@ -93,15 +119,17 @@ def compare(
             "warmup": lat.warmup,
             "runs": lat.runs,
             "batch_size_latency": latency_batch,
-            "images": str(config.images.folder),
+            "images": str(config.images.folder) if arrays is None else "arrays",
             "images_requested": config.images.num_images,
-            "images_skipped": len(loader.skipped),
+            "images_skipped": len(source.skipped),
             "labels": str(config.labels) if config.labels else None,
             "detection_score_threshold": config.detection_threshold,
             "detector": config.detector.value if config.detection_threshold is not None else None,
-            "preprocess": preprocess.to_dict(),
+            "preprocess": preprocess.to_dict() if preprocess else None,
             # where the preprocessing came from: flags, a model's quantkit metadata, or the defaults
-            "preprocess_source": "flags"
+            "preprocess_source": "arrays"
+            if preprocess is None
+            else "flags"
             if explicit_preprocess
             else "recorded"
             if recorded is not None
@@ -119,7 +147,7 @@ def compare(
         warnings=tuple(
             w
             for w in (
-                shortfall(config.images, paths),
+                shortfall(config.images, paths) if arrays is None else None,
                 _swapped(reference, candidate, reference_path, candidate_path),
             )
             if w

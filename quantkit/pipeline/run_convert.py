@@ -16,38 +16,32 @@ from quantkit.config import (
     AccuracyBudget,
     ConvertConfig,
     FallbackPrecision,
-    Preprocess,
     WeightRange,
 )
 from quantkit.errors import (
     ConfigError,
     ConversionError,
 )
-from quantkit.evaluate.budget import Validator
+from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.compare import read_classes
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
-from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.prepare import Prepared
 from quantkit.graph.qdq import apply_plan
 from quantkit.images import ImageLoader, list_digest, select_images
-from quantkit.pipeline.loading import load_for_int8, model_bytes, table_samples
+from quantkit.outcomes import BudgetReport, ConvertSummary
+from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import INT8_FLOOR_DB, Floor, plan_record, stamp, write_checked
-from quantkit.planner import budget as budget_search
-from quantkit.planner import fallback, smoothing
-from quantkit.planner import fp16 as fp16_planner
+from quantkit.planner import budget_search as budget_search
+from quantkit.planner import fallback
+from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
-from quantkit.results import (
-    Batch,
-    BudgetReport,
-    CalibrationTable,
-    ConvertSummary,
-    FallbackStep,
-    QuantPlan,
-)
+from quantkit.planner import smoothquant_search as smoothing
+from quantkit.results import Batch, CalibrationTable, FallbackStep, QuantPlan
 from quantkit.runtime import Session, int8_saturates
 
 
@@ -153,7 +147,7 @@ def _search_budget(
     """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
     the metric within budget.max_drop points of FP32 on the validation images."""
     deadline = time.monotonic() + budget.timeout_s
-    preprocess = Preprocess.from_dict(table.meta["preprocess"])
+    preprocess = table_preprocess(table, "--max-drop's validation images")
     paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
     if list_digest(paths) == table.meta.get("images", {}).get("list_sha256"):
         raise ConfigError(

@@ -15,20 +15,19 @@ from quantkit.config import (
 )
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
-from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.prepare import prepare
 from quantkit.graph.query import measured_outputs
 from quantkit.graph.samples import synthetic_samples
+from quantkit.outcomes import Float16Summary
 from quantkit.pipeline.loading import model_bytes, require_float, require_table_of, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import FP16_FLOOR_DB, FP16_SYNTHETIC_FLOOR_DB, Floor, stamp, write_checked
 from quantkit.planner import fallback, fp16_checks
-from quantkit.planner import fp16 as fp16_planner
-from quantkit.results import (
-    Float16Summary,
-)
+from quantkit.planner import fp16_plan as fp16_planner
+from quantkit.results import Feed, feed_take
 
 
 def convert_float16(
@@ -62,7 +61,7 @@ def convert_float16(
     reference = [{t: run[t] for t in tensors} for run in runs]
     decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks)
     first = {name: runs[0][name] for name in measured}
-    attempt = fp16_checks.attempt_for(inferred, samples[:1], first, config.keep_io_types)
+    attempt = fp16_checks.attempt_for(inferred, feed_take(samples, 0, 1), first, config.keep_io_types)
     decided = fp16_checks.runnable(inferred, decided, attempt)
     advance(1)
     floor = min(FP16_FLOOR_DB if table is not None else FP16_SYNTHETIC_FLOOR_DB, config.min_sqnr)
@@ -99,7 +98,7 @@ def convert_float16(
 def _float16_fallback(
     model: onnx.ModelProto,
     decided: fp16_planner.Float16Plan,
-    samples: np.ndarray,
+    samples: Feed,
     reference: list[dict[str, np.ndarray]],
     target: float,
     config: Float16Config,

@@ -19,15 +19,12 @@ from quantkit.errors import (
 from quantkit.evaluate.metrics import OutputNoise
 from quantkit.graph.qdq import WeightMemo
 from quantkit.images import ImageLoader, select_images
-from quantkit.pipeline.loading import load_for_int8, table_samples
+from quantkit.outcomes import LayerSensitivity, SensitivityReport
+from quantkit.pipeline.loading import load_for_int8, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.run_convert import resolve_weight_range
 from quantkit.planner import sensitivity as sens
-from quantkit.results import (
-    CalibrationTable,
-    LayerSensitivity,
-    SensitivityReport,
-)
+from quantkit.results import CalibrationTable, feed_rows
 from quantkit.runtime import Session
 
 
@@ -48,7 +45,7 @@ def sensitivity(
     probes, _ = sens.probes(inferred, table, config)
     if not probes.layers:
         raise ModelError(f"{model_path.name} has no layer that convert would quantize")
-    preprocess = Preprocess.from_dict(table.meta["preprocess"])
+    preprocess = table_preprocess(table, "sensitivity's --images")
     paths = select_images(images)
     cache: dict[str, tuple[float, float]] = {}
     memo = WeightMemo()
@@ -76,8 +73,8 @@ def sensitivity(
         for node in names:
             ref_name, local_name = probes.local_outputs[node]
             local_errors[node].update({ref_name: probed[ref_name]}, {ref_name: probed[local_name]})
-        count += batch.data.shape[0]
-        advance(batch.data.shape[0])
+        count += feed_rows(batch.data)
+        advance(feed_rows(batch.data))
     if count == 0:
         raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
     rows = sorted(
@@ -159,5 +156,5 @@ def _cumulative(
         reference = fp32.run_batch(batch.data)
         for noise, session in zip(noises, sessions, strict=True):
             noise.update(reference, session.run_batch(batch.data))
-        advance(batch.data.shape[0])
+        advance(feed_rows(batch.data))
     return [(k + 1, n.sqnr_db, int8_noise.recovered_by(n)) for k, n in enumerate(noises)]

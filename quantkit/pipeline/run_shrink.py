@@ -14,7 +14,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from quantkit import __version__
 from quantkit.calib import table as table_io
 from quantkit.config import ShrinkConfig
 from quantkit.errors import OutputError, QuantkitError
@@ -22,15 +21,24 @@ from quantkit.evaluate import gates
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
+from quantkit.outcomes import ShrinkResult
 from quantkit.pipeline.progress import Progress
 from quantkit.pipeline.run_calibrate import calibrate
 from quantkit.pipeline.run_compare import compare
 from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
 from quantkit.reports import html_page, junit, markdown, records
-from quantkit.results import TABLE_VERSION, CalibrationTable, ShrinkResult
+from quantkit.results import TABLE_VERSION, CalibrationTable
+from quantkit.version import __version__
 
 REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
+
+
+def default_cache_dir() -> Path:
+    """Where shrink keeps calibration tables: $XDG_CACHE_HOME/quantkit/calibration or
+    ~/.cache/quantkit/calibration."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "quantkit" / "calibration"
 
 
 def _no_progress(label: str, total: int) -> Callable[[int], None]:

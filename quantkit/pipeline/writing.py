@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import onnx
 
-from quantkit import __version__
 from quantkit.config import (
     Preprocess,
 )
@@ -24,12 +23,9 @@ from quantkit.evaluate.metrics import OutputErrors
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.planner import fallback
-from quantkit.results import (
-    CalibrationTable,
-    Corrections,
-    QuantPlan,
-)
+from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan
 from quantkit.runtime import Session
+from quantkit.version import __version__
 
 SMOKE_SAMPLES = 8  # stored in the table: convert's smoke test and --min-sqnr measure on them
 # Below these output SQNRs (all outputs, smoke-test samples) a conversion is broken, not coarse: healthy INT8
@@ -54,7 +50,7 @@ class Floor:
 def write_checked(
     converted: onnx.ModelProto,
     original: onnx.ModelProto,
-    samples: np.ndarray,
+    samples: Feed,
     reference: list[dict[str, np.ndarray]],
     floor: Floor,
     output: Path,
@@ -85,9 +81,7 @@ def write_checked(
     return stored, smoke
 
 
-def _smoke_test(
-    reference: onnx.ModelProto, candidate: onnx.ModelProto, samples: np.ndarray
-) -> dict[str, float]:
+def _smoke_test(reference: onnx.ModelProto, candidate: onnx.ModelProto, samples: Feed) -> dict[str, float]:
     """The converted model loads and gives finite outputs on samples [K, ...]: SQNR per output."""
     ref_session = Session.of(reference)
     try:
@@ -186,6 +180,6 @@ def _well_formed(record: object) -> bool:
 def recorded_preprocess(model: onnx.ModelProto) -> Preprocess | None:
     """The preprocessing quantkit recorded in a converted model's metadata, if any."""
     for prop in model.metadata_props:
-        if prop.key == META_PREFIX + "preprocess" and prop.value not in ("", "{}"):
+        if prop.key == META_PREFIX + "preprocess" and prop.value not in ("", "{}", "null"):
             return Preprocess.from_dict(json.loads(prop.value))
     return None

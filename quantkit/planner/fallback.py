@@ -23,13 +23,13 @@ from quantkit.graph.augment import COMPUTE_OPS, with_outputs
 from quantkit.graph.qdq import WeightMemo, apply_plan
 from quantkit.graph.query import measured_outputs
 from quantkit.planner.core import plan
-from quantkit.results import CalibrationTable, FallbackStep, QuantPlan
+from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, feed_rows
 from quantkit.runtime import Session
 
 CANDIDATES_PER_ROUND = 10
 
 
-def measured_reference(model: onnx.ModelProto, samples: np.ndarray) -> list[dict[str, np.ndarray]]:
+def measured_reference(model: onnx.ModelProto, samples: Feed) -> list[dict[str, np.ndarray]]:
     """FP32's measured outputs (query.measured_outputs: logits for squashed outputs) on samples [K, ...],
     one dict per Session.run_samples batch: the reference output_sqnr compares against."""
     tensors = sorted(set(measured_outputs(model).values()))
@@ -38,7 +38,7 @@ def measured_reference(model: onnx.ModelProto, samples: np.ndarray) -> list[dict
     ]
 
 
-def output_sqnr(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: np.ndarray) -> float:
+def output_sqnr(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: Feed) -> float:
     """SQNR (dB) of all of `model`'s outputs together against `reference` (measured_reference, or
     Session.run_samples): the tensors the reference holds, read from `model` as extra outputs where they
     are not its outputs (untyped: a float16 model has them in float16)."""
@@ -97,7 +97,7 @@ def search(
     those already float and keeps the best, until the output SQNR on the samples reaches target_db,
     max_layers are float, or no candidate helps.
     """
-    if table.samples is None or table.samples.size == 0:
+    if table.samples is None or feed_rows(table.samples) == 0:
         return plan(model, table, config, alphas=alphas), [], float("nan")
     samples = table.samples
     reference = measured_reference(model, samples) if reference is None else reference

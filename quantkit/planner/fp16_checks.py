@@ -15,10 +15,11 @@ import numpy as np
 import onnx
 
 from quantkit.errors import ConversionError, ModelError, shorten
-from quantkit.graph import fp16 as fp16_graph
+from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.fp16 import Float16Plan, KeptFloat32
+from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32
+from quantkit.results import Feed
 from quantkit.runtime import Session
 
 MAX_CULPRITS = 8
@@ -29,7 +30,7 @@ Attempt = Callable[[frozenset[str]], str | None]
 
 
 def activation_peaks(
-    model: onnx.ModelProto, samples: np.ndarray, keep: list[str]
+    model: onnx.ModelProto, samples: Feed, keep: list[str]
 ) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
     """(max |value| of every float tensor in FP32 over samples [K, ...], per Session.run_samples batch
     the graph's outputs and the `keep` tensors). Non-finite values are skipped in the peaks (an FP32
@@ -49,7 +50,7 @@ def activation_peaks(
 
 
 def attempt_for(
-    model: onnx.ModelProto, sample: np.ndarray, reference: dict[str, np.ndarray], keep_io_types: bool
+    model: onnx.ModelProto, sample: Feed, reference: dict[str, np.ndarray], keep_io_types: bool
 ) -> Attempt:
     """An Attempt that rewrites `model` to float16 with the given nodes kept float32 and runs one sample
     [1, ...]; outputs that FP32 (`reference`, on that sample) gives finite must stay finite."""

@@ -32,7 +32,7 @@ from quantkit.graph.augment import HARD_OPS, SCALE_OPS, SHARED_SCALE_OPS
 from quantkit.graph.query import GraphIndex
 
 if TYPE_CHECKING:
-    from quantkit.planner.core import _Planning
+    from quantkit.planner.planning_state import Planning
 
 __all__ = ["HARD_OPS", "SCALE_OPS", "data_input", "scale_factor", "try_hard", "try_scale_fold", "writer"]
 
@@ -63,7 +63,7 @@ def data_input(index: GraphIndex, node: onnx.NodeProto) -> str:
     return next(n for n in node.input if not index.is_constant(n))
 
 
-def writer(state: _Planning, tensor: str) -> onnx.NodeProto | None:
+def writer(state: Planning, tensor: str) -> onnx.NodeProto | None:
     """The quantized node whose output Q node writes `tensor`: its producer if quantized, or through the
     folds (Relu, Clip, scale) back to one; None if there is none."""
     node = state.index.producer.get(tensor)
@@ -75,7 +75,7 @@ def writer(state: _Planning, tensor: str) -> onnx.NodeProto | None:
     return node if node is not None and node.name in state.quantized else None
 
 
-def try_scale_fold(state: _Planning, node: onnx.NodeProto) -> bool:
+def try_scale_fold(state: Planning, node: onnx.NodeProto) -> bool:
     """Rule 1. True when `node` is folded now."""
     index = state.index
     k = scale_factor(index, node)
@@ -98,7 +98,7 @@ def try_scale_fold(state: _Planning, node: onnx.NodeProto) -> bool:
     return True
 
 
-def try_hard(state: _Planning, node: onnx.NodeProto) -> bool:
+def try_hard(state: Planning, node: onnx.NodeProto) -> bool:
     """Rule 2. True when `node` is planned as integer ops now."""
     index = state.index
     x, out = node.input[0], node.output[0]

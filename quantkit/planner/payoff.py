@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 if TYPE_CHECKING:
-    from quantkit.planner.core import _Planning
+    from quantkit.planner.planning_state import Planning
 
 # Below this many multiply-adds per converted element a layer runs faster in float (measured above).
 MIN_INTENSITY = 64.0
@@ -35,7 +35,7 @@ ORT_FUSED_OPS = frozenset({"Softmax"})  # not planned as integer, but fused by o
 WALKED_OPS = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Resize"})
 
 
-def unpaid(state: _Planning) -> dict[str, str]:
+def unpaid(state: Planning) -> dict[str, str]:
     """Quantized compute nodes whose intensity is below MIN_INTENSITY -> why they stay float."""
     found = {}
     for name, op_type in state.quantized.items():
@@ -50,7 +50,7 @@ def unpaid(state: _Planning) -> dict[str, str]:
     return found
 
 
-def intensity(state: _Planning, name: str) -> float | None:
+def intensity(state: Planning, name: str) -> float | None:
     """Multiply-adds per element that int8 makes convert beyond what float would (inf when int8
     converts no more); None when the statistics do not say how large its tensors are."""
     index = state.index
@@ -76,7 +76,7 @@ def _reduction(op_type: str, weight: np.ndarray, trans_b: bool) -> int:
     return int(weight.shape[1] if trans_b else weight.shape[0])
 
 
-def _final_output(state: _Planning, tensor: str) -> str:
+def _final_output(state: Planning, tensor: str) -> str:
     """The tensor a compute node's Q node writes: through the folds (Relu, Clip, scale) after it."""
     while True:
         readers = [node for node, _ in state.index.consumers.get(tensor, [])]
@@ -85,12 +85,12 @@ def _final_output(state: _Planning, tensor: str) -> str:
         tensor = state.folds[readers[0].name]
 
 
-def _count(state: _Planning, tensor: str) -> float | None:
+def _count(state: Planning, tensor: str) -> float | None:
     stats = state.table.stats.get(tensor)
     return float(stats.count) if stats is not None else None
 
 
-def _integer(state: _Planning, node: onnx.NodeProto) -> bool:
+def _integer(state: Planning, node: onnx.NodeProto) -> bool:
     """Runs on integers: planned so, or an op onnxruntime fuses between a DQ and a Q of its own
     (Softmax, as QLinearSoftmax: a layer kept float after one would cost it that kernel)."""
     if node.name in state.quantized or node.name in state.folds:
@@ -99,7 +99,7 @@ def _integer(state: _Planning, node: onnx.NodeProto) -> bool:
     return node.op_type in ORT_FUSED_OPS and bool(tensors) and all(t in state.q for t in tensors)
 
 
-def _input_side(state: _Planning, tensor: str) -> tuple[float, float] | None:
+def _input_side(state: Planning, tensor: str) -> tuple[float, float] | None:
     """(elements a Q node converts for `tensor` if the layer is int8, elements a DQ node converts if it
     is float): (n, 0) when a float op or the graph writes it, (0, n) when an integer op does."""
     index, start = state.index, tensor
@@ -115,7 +115,7 @@ def _input_side(state: _Planning, tensor: str) -> tuple[float, float] | None:
         return None if count is None else (count, 0.0)
 
 
-def _output_side(state: _Planning, tensor: str) -> tuple[float, float] | None:
+def _output_side(state: Planning, tensor: str) -> tuple[float, float] | None:
     """(elements DQ nodes convert back to float from what `tensor` feeds if the layer is int8, elements
     a Q node converts for its integer readers if it is float)."""
     index = state.index

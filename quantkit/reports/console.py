@@ -11,6 +11,14 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from quantkit.outcomes import (
+    ComparisonResult,
+    ConvertSummary,
+    Float16Summary,
+    LatencyStats,
+    SensitivityReport,
+    ShrinkResult,
+)
 from quantkit.reports.formats import (
     GATE_LABELS,
     bound_text,
@@ -21,14 +29,6 @@ from quantkit.reports.formats import (
     percent,
     reference_line,
     size_change,
-)
-from quantkit.results import (
-    ComparisonResult,
-    ConvertSummary,
-    Float16Summary,
-    LatencyStats,
-    SensitivityReport,
-    ShrinkResult,
 )
 
 
@@ -42,12 +42,16 @@ def calibrate_lines(
     used: int,
     tensors: int,
     seconds: float,
-    preprocess: dict[str, Any],
+    preprocess: dict[str, Any] | None,
     notes: tuple[str, ...] = (),
 ) -> Text:
+    """preprocess: the resolved preprocessing of images; None for model-ready arrays."""
     text = Text()
-    text.append(f"calibrated {tensors} tensors on {used} images in {seconds:.1f} s -> {table}\n")
-    text.append(preprocess_line(preprocess) + "\n")
+    what = "images" if preprocess is not None else "arrays"
+    text.append(f"calibrated {tensors} tensors on {used} {what} in {seconds:.1f} s -> {table}\n")
+    text.append(
+        (preprocess_line(preprocess) if preprocess else "arrays fed as given: no preprocessing") + "\n"
+    )
     for note in notes:
         text.append(f"{note}\n")
     return text

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import math
 
-from quantkit.results import (
-    GateResult,
-    OutputMetrics,
-    ShrinkResult,
-)
+from quantkit.outcomes import GateResult, OutputMetrics, ShrinkResult
 
 
 def megabytes(n: int) -> str:

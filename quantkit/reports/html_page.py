@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from html import escape
 
-from quantkit import __version__
-from quantkit.results import ShrinkResult
+from quantkit.outcomes import ShrinkResult
+from quantkit.version import __version__
 
 WIDTH, ROW, LABEL = 900, 16, 260
 STYLE = """

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from xml.etree import ElementTree
 
+from quantkit.outcomes import ShrinkResult
 from quantkit.reports.formats import GATE_LABELS, bound_text, figure
-from quantkit.results import (
-    ShrinkResult,
-)
 
 
 def junit_xml(result: ShrinkResult) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from quantkit.outcomes import ComparisonResult, ShrinkResult
 from quantkit.reports.formats import (
     GATE_LABELS,
     bound_text,
@@ -12,10 +13,6 @@ from quantkit.reports.formats import (
     percent,
     reference_line,
     size_change,
-)
-from quantkit.results import (
-    ComparisonResult,
-    ShrinkResult,
 )
 
 

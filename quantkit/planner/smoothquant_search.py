@@ -1,7 +1,7 @@
 """--smoothquant auto, measured: which activations to rebalance and how, from their consumers' output error
 on the calibration table's samples; and what rebalancing and bias correction change at the model output.
 
-Every rebalancing candidate (planner.rebalance) is tried at each alpha of ALPHAS. One probe run
+Every rebalancing candidate (planner.smoothquant_plan) is tried at each alpha of ALPHAS. One probe run
 (graph.probe.smoothing_probe) gives, for each, the squared error of the consumers' outputs when X / s and
 W s are quantized, beside the error of X as planned without rebalancing. An activation is rebalanced
 with its best alpha where that lowers the error below
@@ -25,7 +25,7 @@ from quantkit.graph.probe import smoothing_probe
 from quantkit.graph.qdq import apply_plan
 from quantkit.planner.core import plan, smoothing_candidates
 from quantkit.planner.fallback import output_sqnr
-from quantkit.results import CalibrationTable, Corrections, Rebalance
+from quantkit.results import CalibrationTable, Corrections, Feed, Rebalance
 from quantkit.runtime import Session
 
 ALPHAS = (0.25, 0.5, 0.75)  # alpha 1 pins each channel at its calibration maximum: held-out data then clips
@@ -177,7 +177,7 @@ def _chunks(
     return chunks
 
 
-def _summed(session: Session, samples: np.ndarray, names: list[str]) -> dict[str, float]:
+def _summed(session: Session, samples: Feed, names: list[str]) -> dict[str, float]:
     """Each scalar output summed over the samples."""
     totals = dict.fromkeys(names, 0.0)
     for outputs in session.run_samples(samples):

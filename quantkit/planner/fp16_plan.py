@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from quantkit.graph.fp16 import FLOAT16_MAX
+from quantkit.graph.fp16_rewrite import FLOAT16_MAX
 from quantkit.graph.query import GraphIndex, is_quantized_op, subgraph_inputs
 from quantkit.results import CalibrationTable
 

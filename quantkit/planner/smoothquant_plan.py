@@ -2,8 +2,8 @@
 
 A quantized activation X is a candidate when every consumer is a quantized Conv, Gemm or MatMul reading
 it as the data input (one s per activation, shared by all its consumers). For an alpha,
-s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) (qmath.smooth): the consumers' weights are multiplied by s
-along their input channels and X is divided by s, where that is exact and free:
+s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) (qmath.smoothquant_math): the consumers' weights are
+multiplied by s along their input channels and X is divided by s, where that is exact and free:
 - the absorber, X's producer: a Conv/Gemm/MatMul with constant weights (its output channels and bias),
   a BatchNormalization (scale and B), a LayerNormalization over the channel axis (scale and B), or a
   float Mul by a constant;
@@ -14,7 +14,7 @@ along their input channels and X is divided by s, where that is exact and free:
 The tensors between the absorber and X have no other consumer and no Q/DQ of their own. Where nothing
 absorbs 1/s, a float Mul is inserted before the consumers (X then stays float).
 Which activations and alphas: every candidate at a fixed --smoothquant ALPHA; under auto, the choices
-measured by planner.smoothing (passed in as `alphas`).
+measured by planner.smoothquant_search (passed in as `alphas`).
 The rebalanced tensor's range follows from X's per-channel min/max, no second calibration pass: X / s
 spans [min_j min_j(X)/s_j, max_j max_j(X)/s_j]. (Narrower ranges measured better on the table's 8
 samples but clipped the other calibration images: 14.9 dB where the observed range gave 42.7.)
@@ -30,8 +30,8 @@ import onnx
 
 from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.ranges import activation_params
-from quantkit.qmath.smooth import rebalanced_range, smoothing_scales
+from quantkit.planner.range_plan import activation_params
+from quantkit.qmath.smoothquant_math import rebalanced_range, smoothing_scales
 from quantkit.results import CalibrationTable, QuantParams, Rebalance
 
 REBALANCED_OPS = frozenset({"Conv", "Gemm", "MatMul"})

@@ -1,6 +1,6 @@
 """The float16 rewrite: weights and compute in float16, chosen nodes kept float32, Casts at the borders.
 
-Which nodes stay float32 is decided by the caller (quantkit.planner.fp16); this module only rewrites:
+Which nodes stay float32 is decided by the caller (quantkit.planner.fp16_plan); this module only rewrites:
 float initializers read by float16 nodes are stored as float16 (never clamped: the planner keeps a node
 whose weights do not fit float32), float Constant / ConstantOfShape values and Cast(to=FLOAT) inside the
 float16 region become float16, and every float tensor that crosses between the regions gets one Cast

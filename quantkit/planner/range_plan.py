@@ -8,7 +8,7 @@ import numpy as np
 from quantkit.config import ActivationType, CalibMethod, ConvertConfig
 from quantkit.graph.query import GraphIndex
 from quantkit.qmath.params import asymmetric_params, symmetric_params
-from quantkit.qmath.ranges import (
+from quantkit.qmath.range_math import (
     Transform,
     entropy_range,
     minmax_range,

@@ -5,7 +5,7 @@ by s along their input channel, which leaves the FP32 function unchanged:  W x =
 With s_j = max|X_j|^alpha / max|W_j|^(1 - alpha), outlier channels shrink and the per-tensor quantization
 step of X drops, at the price of larger weights in those channels.
 
-Shapes: C input channels of X. Which alpha pays is measured on calibration data (planner.smoothing).
+Shapes: C input channels of X. Which alpha pays is measured on calibration data (planner.smoothquant_search).
 """
 
 from __future__ import annotations

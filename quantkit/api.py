@@ -1,0 +1,295 @@
+"""The Python API: what the CLI does, as functions with the CLI's option names and defaults.
+
+Paths are `str` or `os.PathLike`; results are frozen dataclasses whose `.to_dict()` is the JSON the CLI
+writes; errors are `QuantkitError` subclasses with the CLI's one-line messages. Nothing prints; pass
+`progress=` (start(label, total) -> advance(n)) to follow long steps.
+
+`data=` is any of: an image folder; a list of image files; an iterable of numpy arrays (model-ready:
+one sample each, or a batch); an iterable of `{input_name: array}` dicts. Arrays are streamed, never
+collected; a table made from arrays records their hash instead of image names.
+
+The embedded digits CNN, end to end (calibration digits, INT8 model, comparison on held-out digits):
+
+>>> import tempfile
+>>> from importlib.resources import files
+>>> import quantkit
+>>> demo = files("quantkit") / "demo_data"
+>>> model, digits = str(demo / "digits_cnn.onnx"), demo / "digits"
+>>> work = tempfile.mkdtemp()
+>>> digits_in = quantkit.Preprocess(preset="unit", resize="squash")
+>>> table = quantkit.calibrate(model, data=str(digits / "calib"), output=f"{work}/digits.calib.json",
+...                            preprocess=digits_in)
+>>> table.images_used, table.preprocess.height
+(200, 24)
+>>> result = quantkit.convert(model, to="int8", calibration=table, output=f"{work}/digits.int8.onnx")
+>>> result.quantized_by_type["Conv"] >= 2
+True
+>>> report = quantkit.compare(model, f"{work}/digits.int8.onnx", data=str(digits / "val"),
+...                           labels=str(demo / "labels.txt"), runs=5, warmup=1)
+>>> report.to_dict()["accuracy"]["reference"]["images"], report.top1_delta > -0.02
+(200, True)
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantkit import files
+from quantkit.config import (
+    AccuracyBudget,
+    BudgetMetric,
+    CalibrateConfig,
+    CompareConfig,
+    ConvertConfig,
+    DetectorHead,
+    Float16Config,
+    Gates,
+    ImageSelection,
+    LatencyConfig,
+    PreprocessOptions,
+    ShrinkConfig,
+)
+from quantkit.data import Sample, array_files, read_array_files
+from quantkit.errors import ConfigError
+from quantkit.images import IMAGE_SUFFIXES
+from quantkit.outcomes import ComparisonResult, ConvertSummary, Float16Summary, ShrinkResult
+from quantkit.pipeline import run_shrink
+from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.run_calibrate import CalibrateSummary
+from quantkit.pipeline.run_calibrate import calibrate as run_calibrate
+from quantkit.pipeline.run_compare import compare as run_compare
+from quantkit.pipeline.run_convert import convert as run_convert
+from quantkit.pipeline.run_fp16 import convert_float16
+
+PathLike = str | os.PathLike[str]
+Data = PathLike | Iterable[PathLike] | Iterable[np.ndarray] | Iterable[Mapping[str, Any]]
+Preprocess = PreprocessOptions  # what the user asks for; the model's input fills in the rest
+
+_CALIBRATE = CalibrateConfig(ImageSelection(Path(".")))
+_LATENCY = LatencyConfig()
+
+
+def calibrate(
+    model: PathLike,
+    data: Data,
+    *,
+    output: PathLike | None = None,
+    preprocess: Preprocess | None = None,
+    num_images: int | None = None,
+    seed: int = 0,
+    batch_size: int = _CALIBRATE.batch_size,
+    bins: int = _CALIBRATE.bins,
+    progress: Progress | None = None,
+) -> CalibrateSummary:
+    """Run the FP32 model over `data` and write a calibration table (`output`, default: MODEL.calib.json
+    beside the model; its arrays go beside it as .npz). Returns what was written and seen; pass it as
+    `calibration=` to `convert`. `preprocess` applies to images (arrays are fed as given)."""
+    model_path = Path(model)
+    table = Path(output) if output is not None else model_path.with_suffix(".calib.json")
+    selection, arrays = _data(data, num_images, seed)
+    files.check_outputs(
+        [("output", table), ("the table's arrays", table.with_suffix(".npz"))],
+        [("the model", model_path)],
+        [("data", selection.folder)] if arrays is None else [],
+        IMAGE_SUFFIXES,
+    )
+    config = CalibrateConfig(selection, preprocess or Preprocess(), batch_size=batch_size, bins=bins)
+    return run_calibrate(model_path, table, config, progress or no_progress, arrays)
+
+
+def convert(
+    model: PathLike,
+    *,
+    output: PathLike,
+    to: str = "int8",
+    calibration: PathLike | CalibrateSummary | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> ConvertSummary | Float16Summary:
+    """Write an INT8 QDQ model (`to="int8"`, needs `calibration=`) or a float16 one (`to="fp16"`).
+
+    options: convert's options by their CLI names with underscores (method="minmax", smoothquant="off",
+    min_sqnr=20, exclude_nodes=["conv_1"], weight_range="full", ...; for fp16 keep_io_types, input_size,
+    max_float32_layers); for the accuracy budget max_drop, validation (an image folder), labels, metric,
+    max_trials, timeout, detector."""
+    model_path, out = Path(model), Path(output)
+    table = Path(calibration.table if isinstance(calibration, CalibrateSummary) else calibration or "")
+    tables = (
+        [("calibration", table), ("the table's arrays", table.with_suffix(".npz"))] if calibration else []
+    )
+    files.check_outputs([("output", out)], [("the model", model_path), *tables])
+    if to == "fp16":
+        fp16 = Float16Config(**_options(Float16Config, options, "fp16"))
+        return convert_float16(model_path, table if calibration else None, out, fp16, progress or no_progress)
+    if to != "int8":
+        raise ConfigError(f"to must be 'int8' or 'fp16'; got {to!r}")
+    if calibration is None:
+        raise ConfigError("to='int8' needs calibration=: the table quantkit.calibrate wrote (or its summary)")
+    budget = _budget(options)
+    config = ConvertConfig(**_options(ConvertConfig, options, "int8"))
+    return run_convert(model_path, table, out, config, progress or no_progress, budget)
+
+
+def compare(
+    reference: PathLike,
+    candidate: PathLike,
+    *,
+    data: Data,
+    labels: PathLike | None = None,
+    preprocess: Preprocess | None = None,
+    num_images: int | None = None,
+    seed: int = 0,
+    threads: int = _LATENCY.threads,
+    runs: int = _LATENCY.runs,
+    warmup: int = _LATENCY.warmup,
+    detector: str | None = None,
+    score_threshold: float = 0.3,
+    progress: Progress | None = None,
+) -> ComparisonResult:
+    """Accuracy (with `labels`), output error, latency and size of `candidate` against `reference`.
+    Preprocessing is read from the candidate's quantkit metadata unless `preprocess` is given."""
+    selection, arrays = _data(data, num_images, seed)
+    config = CompareConfig(
+        images=selection,
+        preprocess=preprocess or Preprocess(),
+        labels=Path(labels) if labels is not None else None,
+        latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+        **_detector(detector, score_threshold),
+    )
+    explicit = preprocess is not None
+    return run_compare(Path(reference), Path(candidate), config, explicit, progress or no_progress, arrays)
+
+
+def shrink(
+    model: PathLike,
+    *,
+    data: PathLike | Iterable[PathLike],
+    output_dir: PathLike,
+    eval_data: PathLike | Iterable[PathLike] | None = None,
+    labels: PathLike | None = None,
+    max_drop: float | None = None,
+    min_speedup: float | None = None,
+    max_size_ratio: float | None = None,
+    allow_degenerate_reference: bool = False,
+    preprocess: Preprocess | None = None,
+    num_images: int | None = None,
+    eval_num_images: int | None = None,
+    seed: int = 0,
+    cache_dir: PathLike | None = None,
+    threads: int = _LATENCY.threads,
+    runs: int = _LATENCY.runs,
+    warmup: int = _LATENCY.warmup,
+    detector: str | None = None,
+    score_threshold: float = 0.3,
+    compact: bool = False,
+    html: bool = False,
+    progress: Progress | None = None,
+) -> ShrinkResult:
+    """Calibrate (or reuse a cached table), convert to INT8 and compare, with gates: `.passed` says
+    whether they all hold. Writes the INT8 model and report.json, report.md, junit.xml (report.html with
+    html=True) into output_dir. Images only (a folder or a list of files)."""
+    model_path, out = Path(model), Path(output_dir)
+    calib, arrays = _data(data, num_images, seed)
+    held, held_arrays = _data(eval_data, eval_num_images, seed) if eval_data is not None else (calib, None)
+    if arrays is not None or held_arrays is not None:
+        raise ConfigError("shrink takes images (a folder or a list of files); calibrate on arrays instead")
+    held = ImageSelection(held.folder, eval_num_images, seed, "eval_num_images", held.files)
+    label_file = Path(labels) if labels is not None else None
+    files.check_outputs(
+        [(f"output_dir's {name}", out / name) for name in run_shrink.outputs(model_path)],
+        [("the model", model_path), *([("labels", label_file)] if label_file else [])],
+        [("data", calib.folder), ("eval_data", held.folder)],
+        IMAGE_SUFFIXES,
+    )
+    pre = preprocess or Preprocess()
+    config = ShrinkConfig(
+        calibration=CalibrateConfig(calib, pre),
+        convert=ConvertConfig(compact=compact),
+        evaluation=CompareConfig(
+            images=held,
+            preprocess=pre,
+            labels=label_file,
+            latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+            **_detector(detector, score_threshold),
+        ),
+        gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference),
+        cache_dir=Path(cache_dir) if cache_dir is not None else run_shrink.default_cache_dir(),
+    )
+    return run_shrink.shrink(model_path, out, config, progress or no_progress, None, html)
+
+
+def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection, Iterable[Sample] | None]:
+    """(the images to read, or the arrays to stream instead)."""
+    if isinstance(data, (str, os.PathLike)):
+        folder = Path(data)
+        if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
+            return ImageSelection(folder), read_array_files(array_files(folder))
+        return ImageSelection(folder, num_images, seed), None
+    if isinstance(data, np.ndarray):
+        data = [data]  # one array: a batch or a sample
+    items = iter(data)
+    first = next(items, None)
+    if first is None:
+        raise ConfigError("data is empty; give an image folder, image files or arrays")
+    if isinstance(first, (str, os.PathLike)):
+        paths = tuple(Path(p) for p in itertools.chain([first], items))  # type: ignore[arg-type]
+        parent = Path(os.path.commonpath([p.absolute().parent for p in paths]))
+        return ImageSelection(parent, num_images, seed, files=paths), None
+    samples: Iterable[Sample] = itertools.chain([first], items)  # type: ignore[arg-type]
+    return ImageSelection(Path(".")), samples
+
+
+def _options(kind: type[Any], options: dict[str, Any], to: str) -> dict[str, Any]:
+    """The options `kind` (ConvertConfig or Float16Config) takes; any other is an error that lists them."""
+    known = set(kind.__dataclass_fields__)
+    unknown = sorted(set(options) - known - set(BUDGET))
+    if unknown or (to == "fp16" and set(options) & set(BUDGET)):
+        wrong = unknown or sorted(set(options) & set(BUDGET))
+        raise ConfigError(
+            f"convert(to={to!r}) has no option {', '.join(wrong)}; it takes {', '.join(sorted(known))}"
+        )
+    return {k: v for k, v in options.items() if k in known}
+
+
+BUDGET = (
+    "max_drop",
+    "validation",
+    "validation_images",
+    "labels",
+    "metric",
+    "max_trials",
+    "timeout",
+    "detector",
+)
+
+
+def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
+    if options.get("max_drop") is None:
+        return None
+    if options.get("validation") is None:
+        raise ConfigError("max_drop needs validation=: an image folder held apart from calibration")
+    return AccuracyBudget(
+        max_drop=float(options["max_drop"]),
+        validation=ImageSelection(Path(options["validation"]), options.get("validation_images")),
+        metric=BudgetMetric(options.get("metric", "auto")),
+        labels=Path(options["labels"]) if options.get("labels") else None,
+        max_trials=int(options.get("max_trials", AccuracyBudget.max_trials)),
+        timeout_s=float(options.get("timeout", AccuracyBudget.timeout_s)),
+        **_detector(options.get("detector"), AccuracyBudget.detection_threshold),
+    )
+
+
+def _detector(detector: str | None, threshold: float) -> dict[str, Any]:
+    if detector is None:
+        return {}
+    if detector not in DetectorHead.__members__:
+        raise ConfigError(
+            f"detector is 'yolo' (boxes in pixels) or 'yolox' (raw YOLOX head); got {detector!r}"
+        )
+    return {"detection_threshold": threshold, "detector": DetectorHead(detector)}

@@ -1,0 +1,204 @@
+"""Data that is already model-ready: numpy arrays, streamed into batches, never collected.
+
+Three forms, one stream: an iterable of arrays (each one sample without the batch axis, or a batch with
+the model input's full rank), an iterable of {input_name: array} dicts (the only form for a model with
+several inputs: every dict names each input once), or a folder of .npy / .npz files (`quantkit calibrate
+--inputs DIR`: one sample per file, sorted by name; an .npz names its inputs). Every sample is checked
+against the model's inputs (names, rank, fixed sizes, finite float values) as it arrives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantkit.errors import ConfigError, ImageError
+from quantkit.results import Batch, Feed, InputSpec
+
+ARRAY_SUFFIXES = frozenset({".npy", ".npz"})
+Sample = np.ndarray | Mapping[str, Any]
+
+
+def array_files(folder: Path) -> list[Path]:
+    """The .npy and .npz files under `folder` (recursive, sorted by relative path; dot files skipped)."""
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise ImageError(f"--inputs {folder} {what}; pass a folder of .npy or .npz files")
+    found = sorted(
+        (p for p in folder.rglob("*") if p.suffix.lower() in ARRAY_SUFFIXES and p.is_file()),
+        key=lambda p: p.relative_to(folder).as_posix(),
+    )
+    found = [p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    if not found:
+        raise ImageError(f"no .npy or .npz files under {folder}; save one sample per file with numpy.save")
+    return found
+
+
+def read_array_files(paths: Iterable[Path]) -> Iterator[Sample]:
+    """Each file's sample, loaded when the stream reaches it (no pickles: allow_pickle is off)."""
+    for path in paths:
+        try:
+            if path.suffix.lower() == ".npz":
+                with np.load(path, allow_pickle=False) as archive:
+                    yield {name: archive[name] for name in archive.files}
+            else:
+                yield np.load(path, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise ImageError(f"cannot read {path} as a numpy array ({exc}); save it with numpy.save") from exc
+
+
+class ArrayStream:
+    """Samples -> float32 batches [N, ...] for the model's inputs, checked on the way; `count` and
+    `content_hash` (sha256 over every sample's shape and bytes, in order; with several inputs, each
+    input's name, shape and bytes in the model's input order) once iterated.
+
+    One input (`spec` an InputSpec): arrays, or {name: array} with one key; batches are arrays. Several
+    (`spec` a sequence): every sample a dict with exactly the inputs' names; batches are dicts."""
+
+    def __init__(
+        self, samples: Iterable[Sample], spec: InputSpec | Sequence[InputSpec], batch_size: int
+    ) -> None:
+        self.samples = samples
+        self.specs = (spec,) if isinstance(spec, InputSpec) else tuple(spec)
+        self.spec = self.specs[0]
+        self.batch_size = batch_size
+        self.count = 0
+        self.shapes: dict[str, tuple[int, ...]] = {}  # every sample's, per input, once the first is seen
+        self.skipped: list[tuple[Path, str]] = []  # arrays are never skipped: a bad one is an error
+        self._digest = hashlib.sha256()
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The first input's sample shape, once seen."""
+        return self.shapes.get(self.spec.name)
+
+    def __iter__(self) -> Iterator[Batch]:
+        pending: list[Feed] = []
+        for index, item in enumerate(self.samples):
+            for sample in self._samples_of(item, index):
+                self._digest.update(self._digest_bytes(sample))
+                pending.append(sample)
+                self.count += 1
+                if len(pending) == self.batch_size:
+                    yield self._batch(pending)
+                    pending = []
+        if pending:
+            yield self._batch(pending)
+
+    @property
+    def content_hash(self) -> str:
+        return self._digest.hexdigest()
+
+    def _digest_bytes(self, sample: Feed) -> bytes:
+        if isinstance(sample, np.ndarray):
+            return repr(sample.shape).encode() + sample.tobytes()
+        return b"".join(
+            name.encode() + repr(sample[name].shape).encode() + sample[name].tobytes() for name in sample
+        )
+
+    def _batch(self, samples: list[Feed]) -> Batch:
+        first = self.count - len(samples)
+        paths = tuple(Path(f"sample-{first + i}") for i in range(len(samples)))
+        if len(self.specs) == 1:
+            return Batch(np.stack(samples), paths)  # type: ignore[arg-type]
+        dicts = [s for s in samples if isinstance(s, dict)]
+        return Batch({spec.name: np.stack([d[spec.name] for d in dicts]) for spec in self.specs}, paths)
+
+    def _samples_of(self, item: Sample, index: int) -> list[Feed]:
+        """One item (a sample or a batch; a dict for several inputs) -> its samples."""
+        if len(self.specs) == 1:
+            return list(self._split(self._array(self._single(item, index), index), index, self.spec))
+        names = [spec.name for spec in self.specs]
+        if not isinstance(item, Mapping):
+            raise ConfigError(
+                f"sample {index} is a {type(item).__name__}; the model has {len(names)} inputs: give "
+                f"{{name: array}} dicts with the keys {names}"
+            )
+        missing, extra = [n for n in names if n not in item], sorted(set(item) - set(names))
+        if missing or extra:
+            wrong = "; ".join(
+                w for w in (f"missing {missing}" if missing else "", f"extra {extra}" if extra else "") if w
+            )
+            raise ConfigError(
+                f"sample {index} names the inputs {sorted(item)} ({wrong}); the model's are {names}"
+            )
+        parts = {
+            spec.name: self._split(self._array(item[spec.name], index, spec.name), index, spec)
+            for spec in self.specs
+        }
+        counts = {name: len(found) for name, found in parts.items()}
+        if len(set(counts.values())) > 1:
+            raise ConfigError(
+                f"sample {index} holds different numbers of samples per input ({counts}); give each input "
+                "one sample, or batches of one size"
+            )
+        return [{name: parts[name][k] for name in names} for k in range(counts[names[0]])]
+
+    def _single(self, item: Sample, index: int) -> Any:
+        name = self.spec.name
+        if isinstance(item, Mapping):
+            keys = sorted(item)
+            if keys == [name] or len(keys) == 1:
+                return item[keys[0]]
+            raise ConfigError(
+                f"sample {index} names the inputs {keys}; the model has one input, {name!r}: give "
+                f"{{{name!r}: array}}"
+            )
+        return item
+
+    def _array(self, item: Any, index: int, name: str | None = None) -> np.ndarray:
+        what = f"sample {index}" if name is None else f"sample {index}'s {name!r}"
+        try:
+            array = np.asarray(item, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{what} is not a numeric array ({type(item).__name__})") from exc
+        if not np.isfinite(array).all():
+            raise ConfigError(f"{what} holds NaN or Inf; feed finite values")
+        return array
+
+    def _split(self, array: np.ndarray, index: int, spec: InputSpec) -> list[np.ndarray]:
+        """One sample (rank of the input minus the batch axis) or a batch (the input's rank) -> samples."""
+        what = f"sample {index}" if len(self.specs) == 1 else f"sample {index}'s {spec.name!r}"
+        rank = len(spec.shape)
+        if array.ndim == rank - 1:
+            samples = [array]
+        elif array.ndim == rank:
+            samples = list(array)
+        else:
+            raise ConfigError(
+                f"{what} has shape {list(array.shape)}; the model's input {spec.name!r} is "
+                f"{_fmt(spec.shape)}: give arrays of rank {rank - 1} (one sample) or {rank} (a batch)"
+            )
+        wanted = spec.shape[1:]
+        for sample in samples:
+            before = self.shapes.get(spec.name)
+            if before is not None and sample.shape != before:
+                raise ConfigError(
+                    f"{what} has shape {list(sample.shape)}, the samples before it "
+                    f"{list(before)}: give every sample one shape"
+                )
+            self.shapes[spec.name] = sample.shape
+            if any(w is not None and w != got for w, got in zip(wanted, sample.shape, strict=True)):
+                raise ConfigError(
+                    f"{what} has shape {list(sample.shape)} per sample; the model's input "
+                    f"{spec.name!r} is {_fmt(spec.shape)}"
+                )
+        return samples
+
+
+def sample_side(sample_shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """HxW of one image-like sample [C, H, W] or [H, W, C] (C of 1 or 3); None for other shapes."""
+    if len(sample_shape) != 3:
+        return None
+    if sample_shape[0] in (1, 3):
+        return int(sample_shape[1]), int(sample_shape[2])
+    return int(sample_shape[0]), int(sample_shape[1])
+
+
+def _fmt(shape: tuple[int | None, ...]) -> str:
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"

@@ -1,0 +1,339 @@
+"""What the commands report: frozen records of a conversion, a comparison, a sensitivity ranking and a
+shrink run, each with .to_dict(), the JSON the CLI writes (versioned schemas). Plain data: no I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from quantkit.results import Corrections, FallbackStep, QuantPlan
+from quantkit.version import __version__
+
+REPORT_SCHEMA = "quantkit-compare/1"
+SCHEMA = "quantkit-shrink/1"
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency in milliseconds over `runs` timed calls."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class OutputMetrics:
+    name: str
+    sqnr_db: float
+    cosine: float
+    max_abs_error: float
+    top1_agreement: float | None = None  # fraction, classification-like outputs only
+    top5_overlap: float | None = None
+    detection_recall: float | None = None  # fraction of the reference's detections found (--detector)
+    detections: int | None = None  # the reference's detections above the score threshold
+    boxes: int | None = None  # the reference's final boxes (score threshold, then NMS), --detector
+    boxes_found: int | None = None  # of those, the candidate's boxes of the same class at IoU >= 0.5
+    boxes_extra: int | None = None  # the candidate's boxes the reference does not have
+    boxes_borderline: int | None = None  # missed or extra boxes scoring within 0.01 of the threshold
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    top1: float
+    top5: float
+    count: int
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    reference: str
+    candidate: str
+    num_images: int
+    outputs: tuple[OutputMetrics, ...]
+    reference_accuracy: Accuracy | None
+    candidate_accuracy: Accuracy | None
+    reference_latency: LatencyStats | None
+    candidate_latency: LatencyStats | None
+    reference_bytes: int
+    candidate_bytes: int
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+    candidate_conversion: dict[str, Any] | None = None  # what quantkit recorded converting it
+    latency_samples_ms: tuple[tuple[float, ...], ...] = ()  # (reference, candidate) timed runs, in order
+    reference_findings: tuple[str, ...] = ()  # signs that FP32 itself is fed wrongly (evaluate.sanity)
+    warnings: tuple[str, ...] = ()  # other things that change what the figures mean (swapped models...)
+
+    @property
+    def speedup(self) -> float | None:
+        if self.reference_latency is None or self.candidate_latency is None:
+            return None
+        return self.reference_latency.p50 / self.candidate_latency.p50
+
+    @property
+    def size_ratio(self) -> float:
+        return self.reference_bytes / max(self.candidate_bytes, 1)
+
+    @property
+    def top1_delta(self) -> float | None:
+        if self.reference_accuracy is None or self.candidate_accuracy is None:
+            return None
+        return self.candidate_accuracy.top1 - self.reference_accuracy.top1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every figure, JSON-ready: the record the CLI writes (--json, report.json)."""
+        return comparison_record(self)
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    """convert --max-drop: the metric, each trial (layers kept float, points lost) and the choice."""
+
+    metric: str
+    max_drop: float
+    validation_images: int
+    trials: tuple[tuple[tuple[str, ...], float], ...]
+    chosen: tuple[str, ...]
+    chosen_drop: float
+    stopped: str | None
+
+
+@dataclass(frozen=True)
+class ConvertSummary:
+    """What convert did: counts by op type, what stayed float and why, sizes, and the smoke test."""
+
+    quantized_by_type: dict[str, int]
+    folded_by_type: dict[str, int]
+    float_by_reason: dict[tuple[str, str], int]  # (op type, reason) -> count
+    bytes_before: int
+    bytes_after: int
+    opset_before: int
+    opset_after: int
+    smoke_sqnr_db: dict[str, float]  # per output, on the table's stored samples
+    plan: QuantPlan
+    fallback: tuple[FallbackStep, ...] = ()
+    fallback_start_db: float | None = None
+    budget: BudgetReport | None = None
+    corrections: Corrections | None = None
+    notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
+
+
+@dataclass(frozen=True)
+class Float16Summary:
+    """What convert --to fp16 did: float16 nodes by op type, nodes kept float32 and why, the range check,
+    sizes and the smoke test."""
+
+    float16_by_type: dict[str, int]
+    kept_float32: tuple[tuple[str, str, str], ...]  # (node, op type, reason)
+    checked_tensors: int | None  # activations range-checked against the table; None: no table given
+    overflowing_weights: tuple[tuple[str, float], ...]  # (initializer, max |w|) kept float32
+    casts: int
+    bytes_before: int
+    bytes_after: int
+    smoke_sqnr_db: dict[str, float]
+    smoke_input: str  # what the smoke test ran on
+    notes: tuple[str, ...] = ()  # what was changed on the way in (Constant weights read as initializers)
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    node: str
+    op_type: str
+    local_sqnr_db: float  # this layer's output with only it quantized, against FP32
+    output_sqnr_db: float  # the model's output with only this layer kept float, against FP32
+    recovered: float  # share of the INT8 model's output noise power that keeping it float removes
+
+
+@dataclass(frozen=True)
+class SensitivityReport:
+    """Layers ranked by recovery (most first), and the top-k kept float together."""
+
+    layers: tuple[LayerSensitivity, ...]
+    int8_output_sqnr_db: float
+    cumulative: tuple[tuple[int, float, float], ...]  # (k, output SQNR dB, share of noise recovered)
+    num_images: int
+    seconds: float
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every figure, JSON-ready: the record the CLI writes (--json, report.json)."""
+        return sensitivity_record(self)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate of `quantkit shrink`: what was measured against which limit, in which unit."""
+
+    name: str  # "max_drop" | "min_speedup" | "max_size_ratio"
+    measured: float | None  # None: the figure could not be measured (the gate fails)
+    limit: float
+    unit: str
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ShrinkResult:
+    """What `quantkit shrink` did: the converted model, the comparison, the gates and the cache."""
+
+    model: str
+    output: str
+    table: str
+    cache_hit: bool
+    calibration_seconds: float  # 0 when the cache was hit
+    convert: ConvertSummary
+    comparison: ComparisonResult
+    gates: tuple[GateResult, ...]
+    settings: dict[str, Any]
+    # for the HTML report: (node, op type, SQNR dB when only it is quantized) and
+    # (tensor, observed min, observed max, quantized lo, quantized hi)
+    layer_sqnr_db: tuple[tuple[str, str, float], ...] = ()
+    ranges: tuple[tuple[str, float, float, float, float], ...] = ()
+    warnings: tuple[str, ...] = ()  # calibration's and comparison's (e.g. more images asked than held)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every figure, JSON-ready: the record the CLI writes (--json, report.json)."""
+        return shrink_record(self)
+
+
+def _finite(value: float) -> float | str:
+    """JSON has no inf or nan: those figures are written as strings."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    return {
+        "p50_ms": stats.p50,
+        "p90_ms": stats.p90,
+        "p99_ms": stats.p99,
+        "mean_ms": stats.mean,
+        "runs": stats.runs,
+    }
+
+
+def comparison_record(result: ComparisonResult) -> dict[str, Any]:
+    """Every figure of a comparison, JSON-ready (non-finite numbers as strings)."""
+
+    def acc(a: Any) -> dict[str, Any] | None:
+        return None if a is None else {"top1": a.top1, "top5": a.top5, "images": a.count}
+
+    return {
+        "schema": REPORT_SCHEMA,
+        "reference": result.reference,
+        "candidate": result.candidate,
+        "images": result.num_images,
+        "outputs": [
+            {
+                "name": m.name,
+                "sqnr_db": _finite(m.sqnr_db),
+                "cosine": _finite(m.cosine),
+                "max_abs_error": _finite(m.max_abs_error),
+                "top1_agreement": m.top1_agreement,
+                "top5_overlap": m.top5_overlap,
+                "detection_recall": m.detection_recall,
+                "detections": m.detections,
+                "boxes": m.boxes,
+                "boxes_found": m.boxes_found,
+                "boxes_extra": m.boxes_extra,
+                "boxes_borderline": m.boxes_borderline,
+            }
+            for m in result.outputs
+        ],
+        "reference_findings": list(result.reference_findings),
+        "warnings": list(result.warnings),
+        "accuracy": {
+            "reference": acc(result.reference_accuracy),
+            "candidate": acc(result.candidate_accuracy),
+            "top1_delta_points": None if result.top1_delta is None else 100 * result.top1_delta,
+        },
+        "latency": {
+            "reference": _latency_dict(result.reference_latency),
+            "candidate": _latency_dict(result.candidate_latency),
+            "speedup_p50": result.speedup,
+        },
+        "size": {
+            "reference_bytes": result.reference_bytes,
+            "candidate_bytes": result.candidate_bytes,
+            "ratio": result.size_ratio,
+        },
+        "settings": result.settings,
+        "environment": result.environment,
+        "candidate_conversion": result.candidate_conversion,
+    }
+
+
+def sensitivity_record(result: SensitivityReport) -> dict[str, object]:
+    return {
+        "schema": "quantkit-sensitivity/1",
+        "int8_output_sqnr_db": _finite(result.int8_output_sqnr_db),
+        "num_images": result.num_images,
+        "seconds": result.seconds,
+        "settings": result.settings,
+        "layers": [
+            {
+                "node": r.node,
+                "op_type": r.op_type,
+                "local_sqnr_db": _finite(r.local_sqnr_db),
+                "output_sqnr_db_when_float": _finite(r.output_sqnr_db),
+                "recovered": r.recovered,
+            }
+            for r in result.layers
+        ],
+        "cumulative": [
+            {
+                "layers": [r.node for r in result.layers[:k]],
+                "output_sqnr_db": _finite(db),
+                "recovered": rec,
+            }
+            for k, db, rec in result.cumulative
+        ],
+    }
+
+
+def shrink_record(result: ShrinkResult) -> dict[str, Any]:
+    summary = result.convert
+    corrections = summary.corrections
+    return {
+        "schema": SCHEMA,
+        "quantkit_version": __version__,
+        "passed": result.passed,
+        "gates": [
+            {"name": g.name, "measured": g.measured, "limit": g.limit, "unit": g.unit, "passed": g.passed}
+            for g in result.gates
+        ],
+        "model": result.model,
+        "output": result.output,
+        "calibration": {
+            "table": result.table,
+            "cache_hit": result.cache_hit,
+            "seconds": result.calibration_seconds,
+            "images": result.settings.get("calibration_images"),
+            "count": result.settings.get("calibration_count"),
+            "set_sha256": result.settings.get("calibration_set_sha256"),
+        },
+        "conversion": {
+            "opset_before": summary.opset_before,
+            "opset_after": summary.opset_after,
+            "quantized_by_type": summary.quantized_by_type,
+            "folded_by_type": summary.folded_by_type,
+            "float_nodes": sum(summary.float_by_reason.values()),
+            "rebalanced": [{"tensor": r.tensor, "alpha": r.alpha} for r in summary.plan.rebalances],
+            "bias_corrected_layers": len(summary.plan.input_means),
+            "calibration_sqnr_db": {
+                "plain": corrections.sqnr_plain_db if corrections else None,
+                "final": dict(summary.smoke_sqnr_db),
+            },
+            "kept_float_by_fallback": [s.node for s in summary.fallback],
+        },
+        "warnings": list(result.warnings),
+        "comparison": comparison_record(result.comparison),
+        "settings": result.settings,
+    }

@@ -1,0 +1,53 @@
+"""What a plan is being built from and into: the graph, the table, the config, and each decision so far."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quantkit.config import ConvertConfig
+from quantkit.graph.query import GraphIndex
+from quantkit.planner.range_plan import consumer_transform, is_bounded, select_range
+from quantkit.results import (
+    CalibrationTable,
+    WeightPlan,
+)
+
+MULTI_INPUT_OPS = frozenset({"Concat", "Add", "Mul"})
+
+
+@dataclass
+class Planning:
+    index: GraphIndex
+    table: CalibrationTable
+    config: ConvertConfig
+    quantized: dict[str, str] = field(default_factory=dict)
+    q: set[str] = field(default_factory=set)
+    folds: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    weights: list[WeightPlan] = field(default_factory=list)
+    constants: set[str] = field(default_factory=set)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    float_tensors: set[str] = field(default_factory=set)  # never quantized (the fallback's layers)
+    selected: dict[str, tuple[float, float]] = field(default_factory=dict)  # select_range results, by tensor
+    reads: dict[str, tuple[str, float]] = field(default_factory=dict)  # scaled reads: node -> (source, k)
+
+    def has_stats(self, name: str) -> bool:
+        return name in self.table.stats and self.index.is_float(name) and not self.index.is_constant(name)
+
+    def range_of(self, name: str) -> tuple[float, float]:
+        if name not in self.ranges:
+            if name not in self.selected:
+                transform = consumer_transform(self.index, name)
+                stats, bounded = self.table.stats[name], is_bounded(self.index, name)
+                self.selected[name] = select_range(stats, self.config, transform, bounded)
+            self.ranges[name] = self.selected[name]
+        return self.ranges[name]
+
+    def add_q(self, name: str) -> bool:
+        if name in self.index.graph_outputs or name in self.q or name in self.float_tensors:
+            return False
+        self.q.add(name)
+        return True
+
+
+FLOAT_LAYER_REASON = "kept float by --exclude-from, with its input path"

@@ -1,0 +1,174 @@
+"""The Python API: only names from quantkit/__init__.py, the same bytes as the CLI on the same data,
+QuantkitError subclasses instead of prints and exits, and runnable docstrings."""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import json
+import pydoc
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+import quantkit
+import quantkit.api
+from tests.conftest import ASSETS, requires_assets
+from tests.helpers import run
+
+ROOT = Path(__file__).resolve().parents[1]
+Capsys = pytest.CaptureFixture[str]
+
+
+def test_the_public_names_and_help() -> None:
+    assert sorted(quantkit.__all__) == sorted([*quantkit._PUBLIC, "__version__"])
+    for name in quantkit.__all__:
+        assert getattr(quantkit, name) is not None
+    text = pydoc.render_doc(quantkit, renderer=pydoc.plaintext)
+    for name in ("calibrate", "convert", "compare", "shrink", "Preprocess", "QuantkitError", ">>>"):
+        assert name in text
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert quantkit.__version__ == project["version"]
+
+
+@pytest.mark.parametrize("module", [quantkit, quantkit.api])
+def test_the_docstring_examples_run(module: object) -> None:
+    failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
+    assert attempted > 0 and failed == 0
+
+
+def test_nothing_inside_imports_the_public_names() -> None:
+    """The public API sits on top: no module under quantkit/ imports from the package's __init__."""
+    for path in (ROOT / "quantkit").rglob("*.py"):
+        if path == ROOT / "quantkit" / "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "quantkit":
+                public = [a.name for a in node.names if a.name in quantkit.__all__]
+                assert not public, f"{path.relative_to(ROOT)} imports {public} from quantkit"
+            if isinstance(node, ast.Import):
+                assert all(a.name != "quantkit" for a in node.names), path
+
+
+def _cli_table(cnn: Path, data: list[str], out: Path, capsys: Capsys) -> Path:
+    code, _, err = run(["calibrate", str(cnn), *data, "-o", str(out), "-q"], capsys)
+    assert code == 0, err
+    return out
+
+
+def _same_table(a: Path, b: Path) -> None:
+    assert a.read_bytes() == b.read_bytes()
+    assert a.with_suffix(".npz").read_bytes() == b.with_suffix(".npz").read_bytes()
+
+
+def test_a_folder_gives_the_cli_bytes(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    cli = _cli_table(
+        cnn, ["--images", str(image_dir), "--num-images", "12"], tmp_path / "cli.calib.json", capsys
+    )
+    table = quantkit.calibrate(
+        str(cnn), data=str(image_dir), num_images=12, output=tmp_path / "api.calib.json"
+    )
+    _same_table(cli, table.table)
+    assert table.to_dict()["samples"] == 12 and table.preprocess is not None
+    code, _, err = run(["convert", str(cnn), "-c", str(cli), "-o", str(tmp_path / "cli.onnx"), "-q"], capsys)
+    assert code == 0, err
+    result = quantkit.convert(cnn, calibration=table, output=str(tmp_path / "api.onnx"))
+    assert isinstance(result, quantkit.ConvertSummary)
+    assert (tmp_path / "cli.onnx").read_bytes() == (tmp_path / "api.onnx").read_bytes()
+    files = sorted(image_dir.rglob("*.png"))[:6]
+    listed = quantkit.calibrate(cnn, data=[str(f) for f in files], output=tmp_path / "list.calib.json")
+    assert listed.images_used == 6
+
+
+def test_arrays_and_dicts_give_the_bytes_of_cli_inputs(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    g = np.random.default_rng(3)
+    samples = [g.normal(0, 1, (3, 16, 16)).astype(np.float32) for _ in range(10)]
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    for i, sample in enumerate(samples):
+        np.save(folder / f"{i:02d}.npy", sample)
+    cli = _cli_table(cnn, ["--inputs", str(folder)], tmp_path / "cli.calib.json", capsys)
+    streamed = quantkit.calibrate(cnn, data=iter(samples), output=tmp_path / "a.calib.json")
+    _same_table(cli, streamed.table)
+    assert streamed.preprocess is None and streamed.images_used == 10
+    named = quantkit.calibrate(cnn, data=({"x": s} for s in samples), output=tmp_path / "d.calib.json")
+    _same_table(cli, named.table)
+    batched = quantkit.calibrate(cnn, data=[np.stack(samples)], output=tmp_path / "b.calib.json")
+    _same_table(cli, batched.table)
+    meta = quantkit.calibrate(cnn, data=samples, output=tmp_path / "m.calib.json").to_dict()
+    assert meta["preprocess"] is None
+    out = tmp_path / "int8.onnx"
+    quantkit.convert(cnn, calibration=streamed, output=out)
+    report = quantkit.compare(cnn, out, data=iter(samples), runs=2, warmup=0)
+    assert report.num_images == 10 and report.to_dict()["settings"]["preprocess_source"] == "arrays"
+    argv = ["compare", str(cnn), str(out), "--inputs", str(folder), "--runs", "2", "--warmup", "0"]
+    code, shown, err = run([*argv, "--json", "-"], capsys)
+    assert code == 0, err
+    cli_record = json.loads(shown)
+    assert cli_record["outputs"] == report.to_dict()["outputs"] and cli_record["images"] == 10
+
+
+def test_errors_are_raised_never_printed(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    with pytest.raises(quantkit.ImageError, match="does not exist"):
+        quantkit.calibrate(cnn, data=tmp_path / "missing", output=tmp_path / "t.calib.json")
+    with pytest.raises(quantkit.ConfigError, match="sample 0 has shape"):
+        quantkit.calibrate(cnn, data=[np.zeros((5, 5), np.float32)], output=tmp_path / "t.calib.json")
+    with pytest.raises(quantkit.OutputError, match="would overwrite the model"):
+        quantkit.calibrate(cnn, data=[np.zeros((3, 16, 16), np.float32)], output=cnn)
+    with pytest.raises(quantkit.ConfigError, match="has no option colour"):
+        quantkit.convert(cnn, to="fp16", output=tmp_path / "h.onnx", colour="red")
+    with pytest.raises(quantkit.ConfigError, match="--method must be one of"):
+        quantkit.convert(cnn, calibration=cnn, output=tmp_path / "i.onnx", method="magic")
+    assert capsys.readouterr() == ("", "")
+
+
+@requires_assets()
+def test_mobilenetv2_from_a_folder_equals_the_cli(tmp_path: Path, capsys: Capsys) -> None:
+    model = ASSETS / "models" / "mobilenetv2.onnx"
+    images = ASSETS / "images" / "coco-calib"
+    cli = _cli_table(
+        model, ["--images", str(images), "--num-images", "16"], tmp_path / "cli.calib.json", capsys
+    )
+    table = quantkit.calibrate(model, data=images, num_images=16, output=tmp_path / "api.calib.json")
+    _same_table(cli, table.table)
+    assert (
+        run(["convert", str(model), "-c", str(cli), "-o", str(tmp_path / "cli.onnx"), "-q"], capsys)[0] == 0
+    )
+    quantkit.convert(model, calibration=table, output=tmp_path / "api.onnx")
+    assert (tmp_path / "cli.onnx").read_bytes() == (tmp_path / "api.onnx").read_bytes()
+
+
+@requires_assets()
+def test_the_vit_from_an_iterable_of_arrays_equals_the_cli_inputs(tmp_path: Path, capsys: Capsys) -> None:
+    """The shared ViT fed MNIST digits preprocessed by the caller (x/255, then (x - 0.1307)/0.3081)."""
+    from PIL import Image
+
+    model = ASSETS / "models" / "vit_mnist.onnx"
+    digits = sorted((ASSETS / "images" / "mnist-test").rglob("*.png"))[:24]
+
+    def arrays() -> Iterator[np.ndarray]:
+        for path in digits:
+            pixels = np.asarray(Image.open(path).convert("L"), np.float32) / 255.0
+            yield ((pixels - 0.1307) / 0.3081)[None]
+
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    for i, sample in enumerate(arrays()):
+        np.save(folder / f"{i:03d}.npy", sample)
+    cli = _cli_table(model, ["--inputs", str(folder)], tmp_path / "cli.calib.json", capsys)
+    table = quantkit.calibrate(model, data=arrays(), output=tmp_path / "api.calib.json")
+    _same_table(cli, table.table)
+    code, _, err = run(
+        ["convert", str(model), "-c", str(cli), "-o", str(tmp_path / "cli.onnx"), "-q"], capsys
+    )
+    assert code == 0, err
+    result = quantkit.convert(model, calibration=table, output=tmp_path / "api.onnx")
+    assert (tmp_path / "cli.onnx").read_bytes() == (tmp_path / "api.onnx").read_bytes()
+    assert isinstance(result, quantkit.ConvertSummary) and min(result.smoke_sqnr_db.values()) > 15

@@ -1,0 +1,211 @@
+"""A model with two inputs (an image and a vector), fed {input_name: array} dicts: through the public API
+only, and through the CLI's --inputs folder of .npz files, with the same bytes; measured, not assumed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import quantkit
+from tests.helpers import run
+
+Capsys = pytest.CaptureFixture[str]
+SAMPLES = 24
+
+
+def _two_input_model(path: Path) -> Path:
+    """image [N,3,16,16] -> Conv -> Relu -> GlobalAveragePool -> Flatten [N,8]; meta [N,4] -> Gemm -> Relu
+    [N,8]; their sum -> Gemm -> logits [N,5]."""
+    g = np.random.default_rng(7)
+
+    def weight(name: str, *shape: int, scale: float = 0.3) -> onnx.TensorProto:
+        return numpy_helper.from_array(g.normal(0, scale, shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["cr"], name="conv_relu"),
+        helper.make_node("GlobalAveragePool", ["cr"], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["meta", "meta_w", "meta_b"], ["m"], name="meta_fc", transB=1),
+        helper.make_node("Relu", ["m"], ["mr"], name="meta_relu"),
+        helper.make_node("Add", ["flat", "mr"], ["joined"], name="join"),
+        helper.make_node("Gemm", ["joined", "head_w", "head_b"], ["logits"], name="head", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16]),
+            helper.make_tensor_value_info("meta", TensorProto.FLOAT, ["N", 4]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])],
+        [
+            weight("conv_w", 8, 3, 3, 3),
+            weight("conv_b", 8, scale=0.1),
+            weight("meta_w", 8, 4, scale=0.5),
+            weight("meta_b", 8, scale=0.1),
+            weight("head_w", 5, 8, scale=0.5),
+            weight("head_b", 5, scale=0.1),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _dicts() -> list[dict[str, np.ndarray]]:
+    g = np.random.default_rng(11)
+    return [
+        {
+            "image": g.normal(0, 1, (3, 16, 16)).astype(np.float32),
+            "meta": g.normal(0, 1, (4,)).astype(np.float32),
+        }
+        for _ in range(SAMPLES)
+    ]
+
+
+def _sqnr_db(reference: Path, candidate: Path, samples: list[dict[str, np.ndarray]]) -> float:
+    """All outputs' SQNR of `candidate` against `reference` on the samples (onnxruntime directly)."""
+    import onnxruntime as ort
+
+    feed = {name: np.stack([s[name] for s in samples]) for name in samples[0]}
+    ref = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"]).run(None, feed)
+    got = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"]).run(None, feed)
+    signal = sum(float(np.sum(np.square(r.astype(np.float64)))) for r in ref)
+    noise = sum(float(np.sum(np.square(r.astype(np.float64) - c))) for r, c in zip(ref, got, strict=True))
+    return float(10 * np.log10(signal / noise)) if noise > 0 else float("inf")
+
+
+@pytest.fixture
+def two_inputs(tmp_path: Path) -> Path:
+    return _two_input_model(tmp_path / "two.onnx")
+
+
+def test_dicts_give_the_cli_bytes_and_a_working_int8_model(
+    two_inputs: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    samples = _dicts()
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for i, sample in enumerate(samples):
+        np.savez(folder / f"{i:03d}.npz", **sample)
+    cli_table = tmp_path / "cli.calib.json"
+    code, _, err = run(
+        ["calibrate", str(two_inputs), "--inputs", str(folder), "-o", str(cli_table), "-q"], capsys
+    )
+    assert code == 0, err
+
+    def stream() -> Iterator[dict[str, np.ndarray]]:
+        yield from samples
+
+    table = quantkit.calibrate(two_inputs, data=stream(), output=tmp_path / "api.calib.json")
+    assert table.images_used == SAMPLES and table.preprocess is None
+    assert cli_table.read_bytes() == table.table.read_bytes()
+    assert cli_table.with_suffix(".npz").read_bytes() == table.arrays.read_bytes()
+    recorded = json.loads(table.table.read_text())
+    assert recorded["sample_inputs"] == ["image", "meta"]
+    assert recorded["meta"]["inputs"]["sample_shapes"] == {"image": [3, 16, 16], "meta": [4]}
+    with np.load(table.arrays) as arrays:
+        assert arrays["samples_0"].shape == (8, 3, 16, 16) and arrays["samples_1"].shape == (8, 4)
+        assert "samples" not in arrays.files
+        np.testing.assert_array_equal(arrays["samples_1"], np.stack([s["meta"] for s in samples[:8]]))
+    batched = {name: np.stack([s[name] for s in samples]) for name in ("meta", "image")}  # keys in any order
+    again = quantkit.calibrate(two_inputs, data=[batched], output=tmp_path / "batched.calib.json")
+    assert again.table.read_bytes() == cli_table.read_bytes()
+
+    cli_model, api_model = tmp_path / "cli.int8.onnx", tmp_path / "api.int8.onnx"
+    code, _, err = run(["convert", str(two_inputs), "-c", str(cli_table), "-o", str(cli_model), "-q"], capsys)
+    assert code == 0, err
+    result = quantkit.convert(two_inputs, calibration=table, output=api_model)
+    assert isinstance(result, quantkit.ConvertSummary)
+    assert cli_model.read_bytes() == api_model.read_bytes()
+    assert result.quantized_by_type.get("Conv") == 1 and result.quantized_by_type.get("Gemm") == 2
+    sqnr = _sqnr_db(two_inputs, api_model, samples)
+    assert sqnr > 20, sqnr
+    assert min(result.smoke_sqnr_db.values()) > 20
+
+    report = quantkit.compare(two_inputs, api_model, data=samples, runs=2, warmup=0)
+    assert report.num_images == SAMPLES
+    measured = report.to_dict()["outputs"][0]["sqnr_db"]
+    assert measured == pytest.approx(sqnr, abs=0.5)
+    argv = ["compare", str(two_inputs), str(api_model), "--inputs", str(folder), "--runs", "2"]
+    code, shown, err = run([*argv, "--warmup", "0", "--json", "-"], capsys)
+    assert code == 0, err
+    assert json.loads(shown)["outputs"] == report.to_dict()["outputs"]
+
+
+def test_int8_with_smoothing_fallback_and_fp16_from_the_table(two_inputs: Path, tmp_path: Path) -> None:
+    samples = _dicts()
+    table = quantkit.calibrate(two_inputs, data=samples, output=tmp_path / "t.calib.json")
+    tuned = quantkit.convert(
+        two_inputs,
+        calibration=table,
+        output=tmp_path / "tuned.onnx",
+        smoothquant="auto",
+        min_sqnr=60,
+        max_float_layers=1,
+    )
+    assert isinstance(tuned, quantkit.ConvertSummary) and len(tuned.fallback) <= 1
+    assert _sqnr_db(two_inputs, tmp_path / "tuned.onnx", samples) > 20
+    half = quantkit.convert(two_inputs, to="fp16", calibration=table, output=tmp_path / "t.fp16.onnx")
+    assert isinstance(half, quantkit.Float16Summary) and half.smoke_input == "calibration samples"
+    assert _sqnr_db(two_inputs, tmp_path / "t.fp16.onnx", samples) > 40
+
+
+def test_fp16_without_a_table_draws_samples_per_input(two_inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "two.fp16.onnx"
+    result = quantkit.convert(two_inputs, to="fp16", output=out)
+    assert isinstance(result, quantkit.Float16Summary) and result.smoke_input == "synthetic inputs"
+    assert min(result.smoke_sqnr_db.values()) > 40
+    assert _sqnr_db(two_inputs, out, _dicts()) > 40
+
+
+def _one_line(error: pytest.ExceptionInfo[quantkit.ConfigError]) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_bad_dicts_are_one_line_config_errors(two_inputs: Path, tmp_path: Path) -> None:
+    good = _dicts()[0]
+    out = tmp_path / "bad.calib.json"
+    with pytest.raises(quantkit.ConfigError) as missing:
+        quantkit.calibrate(two_inputs, data=[{"image": good["image"]}], output=out)
+    assert "missing ['meta']" in _one_line(missing)
+    with pytest.raises(quantkit.ConfigError) as extra:
+        quantkit.calibrate(two_inputs, data=[{**good, "mask": good["meta"]}], output=out)
+    assert "extra ['mask']" in _one_line(extra)
+    with pytest.raises(quantkit.ConfigError) as shape:
+        quantkit.calibrate(two_inputs, data=[{**good, "meta": np.zeros(5, np.float32)}], output=out)
+    assert "'meta'" in _one_line(shape) and "[5]" in _one_line(shape)
+    with pytest.raises(quantkit.ConfigError) as bare:
+        quantkit.calibrate(two_inputs, data=[good["image"]], output=out)
+    assert "['image', 'meta']" in _one_line(bare)
+    uneven = {"image": np.stack([good["image"]] * 2), "meta": good["meta"]}
+    with pytest.raises(quantkit.ConfigError) as counts:
+        quantkit.calibrate(two_inputs, data=[uneven], output=out)
+    assert "different numbers of samples" in _one_line(counts)
+    assert not out.exists()
+
+
+def test_images_still_need_one_image_input(two_inputs: Path, tmp_path: Path, capsys: Capsys) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(images / "a.png")
+    with pytest.raises(quantkit.ModelError, match="has 2 inputs"):
+        quantkit.calibrate(two_inputs, data=images, output=tmp_path / "i.calib.json")
+    table = quantkit.calibrate(two_inputs, data=_dicts()[:4], output=tmp_path / "d.calib.json")
+    code, _, err = run(
+        ["sensitivity", str(two_inputs), "-c", str(table.table), "--images", str(images)], capsys
+    )
+    assert code == 2 and "calibrated on arrays" in err and err.count("\n") == 1, err
