@@ -12,6 +12,8 @@ import typer.main
 from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, progress_bars, show, warn
 from quantkit.cli.options import (
     BgrOpt,
+    ImagesOrArraysOpt,
+    InputsOpt,
     MeanOpt,
     NumImagesOpt,
     PresetOpt,
@@ -33,10 +35,7 @@ from quantkit.errors import ConfigError
 def calibrate(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
     *,
-    images: Annotated[
-        Path | None,
-        typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive."),
-    ] = None,
+    images: ImagesOrArraysOpt = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Table to write (.json, arrays beside it in .npz).")
     ],
@@ -52,14 +51,7 @@ def calibrate(
         int, typer.Option("--batch-size", help="Images per run (models with a dynamic batch).")
     ] = 8,
     bins: Annotated[int, typer.Option("--bins", help="Histogram bins per tensor (at least 2048).")] = 2048,
-    inputs: Annotated[
-        Path | None,
-        typer.Option(
-            "--inputs",
-            help="Instead of --images: a folder of model-ready .npy/.npz files, one sample per file (an "
-            ".npz names its input), fed as they are.",
-        ),
-    ] = None,
+    inputs: InputsOpt = None,
 ) -> None:
     """Run the FP32 model over an image folder (or model-ready arrays) and record activation statistics in
     a calibration table."""

@@ -25,6 +25,8 @@ from quantkit.cli.app import (
 from quantkit.cli.options import (
     BgrOpt,
     DetectorOpt,
+    ImagesOrArraysOpt,
+    InputsOpt,
     MeanOpt,
     NumImagesOpt,
     PresetOpt,
@@ -52,10 +54,7 @@ def compare(
     reference: Annotated[Path, typer.Argument(metavar="REFERENCE", help="Reference (FP32) model.")],
     candidate: Annotated[Path, typer.Argument(metavar="CANDIDATE", help="Candidate (quantized) model.")],
     *,
-    images: Annotated[
-        Path | None,
-        typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive."),
-    ] = None,
+    images: ImagesOrArraysOpt = None,
     labels: Annotated[
         Path | None,
         typer.Option("--labels", help="Class ids in output order; images in DIR/<class>/ or <class>_*."),
@@ -77,13 +76,7 @@ def compare(
     bgr: BgrOpt = None,
     resize: ResizeOpt = None,
     input_size: SizeOpt = None,
-    inputs: Annotated[
-        Path | None,
-        typer.Option(
-            "--inputs",
-            help="Instead of --images: a folder of model-ready .npy/.npz files, one sample per file.",
-        ),
-    ] = None,
+    inputs: InputsOpt = None,
 ) -> None:
     """Accuracy, output error, latency and size of a candidate model against its reference.
 

@@ -18,6 +18,19 @@ from quantkit.errors import ConfigError
 ImagesOpt = Annotated[
     Path, typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive.")
 ]
+# calibrate and compare read images or, instead, model-ready arrays: exactly one of the two
+ImagesOrArraysOpt = Annotated[
+    Path | None,
+    typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive."),
+]
+InputsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--inputs",
+        help="Instead of --images: a folder of model-ready .npy/.npz files, one sample per file (an "
+        ".npz names the model's inputs), fed as they are.",
+    ),
+]
 
 NumImagesOpt = Annotated[
     int | None,
