@@ -55,7 +55,7 @@ from quantkit.config import (
     PreprocessOptions,
     ShrinkConfig,
 )
-from quantkit.data import Sample, array_files, read_array_files
+from quantkit.data import ArrayFiles, Sample, array_files
 from quantkit.errors import ConfigError
 from quantkit.images import IMAGE_SUFFIXES
 from quantkit.outcomes import ComparisonResult, ConvertSummary, Float16Summary, ShrinkResult
@@ -229,7 +229,7 @@ def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection
     if isinstance(data, (str, os.PathLike)):
         folder = Path(data)
         if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
-            return ImageSelection(folder), read_array_files(array_files(folder))
+            return ImageSelection(folder), ArrayFiles(array_files(folder))
         return ImageSelection(folder, num_images, seed), None
     if isinstance(data, np.ndarray):
         data = [data]  # one array: a batch or a sample

@@ -52,6 +52,23 @@ def read_array_files(paths: Iterable[Path]) -> Iterator[Sample]:
             raise ImageError(f"cannot read {path} as a numpy array ({exc}); save it with numpy.save") from exc
 
 
+class ArrayFiles:
+    """The samples of .npy/.npz files (`--inputs DIR`), read when the stream reaches each one; sized, and
+    `label(i)` names the file of sample i for messages."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return read_array_files(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def label(self, index: int) -> str:
+        return str(self.paths[index]) if index < len(self.paths) else f"sample {index}"
+
+
 class ArrayStream:
     """Samples -> float32 batches [N, ...] for the model's inputs, checked on the way; `count` and
     `content_hash` (sha256 over every sample's shape and bytes, in order; with several inputs, each
@@ -71,6 +88,7 @@ class ArrayStream:
         self.shapes: dict[str, tuple[int, ...]] = {}  # every sample's, per input, once the first is seen
         self.skipped: list[tuple[Path, str]] = []  # arrays are never skipped: a bad one is an error
         self._digest = hashlib.sha256()
+        self._label = samples.label if isinstance(samples, ArrayFiles) else "sample {}".format
 
     @property
     def shape(self) -> tuple[int, ...] | None:
@@ -116,7 +134,7 @@ class ArrayStream:
         names = [spec.name for spec in self.specs]
         if not isinstance(item, Mapping):
             raise ConfigError(
-                f"sample {index} is a {type(item).__name__}; the model has {len(names)} inputs: give "
+                f"{self._label(index)} is a {type(item).__name__}; the model has {len(names)} inputs: give "
                 f"{{name: array}} dicts with the keys {names}"
             )
         missing, extra = [n for n in names if n not in item], sorted(set(item) - set(names))
@@ -125,7 +143,7 @@ class ArrayStream:
                 w for w in (f"missing {missing}" if missing else "", f"extra {extra}" if extra else "") if w
             )
             raise ConfigError(
-                f"sample {index} names the inputs {sorted(item)} ({wrong}); the model's are {names}"
+                f"{self._label(index)} names the inputs {sorted(item)} ({wrong}); the model's are {names}"
             )
         parts = {
             spec.name: self._split(self._array(item[spec.name], index, spec.name), index, spec)
@@ -134,8 +152,8 @@ class ArrayStream:
         counts = {name: len(found) for name, found in parts.items()}
         if len(set(counts.values())) > 1:
             raise ConfigError(
-                f"sample {index} holds different numbers of samples per input ({counts}); give each input "
-                "one sample, or batches of one size"
+                f"{self._label(index)} holds different numbers of samples per input ({counts}); give each "
+                "input one sample, or batches of one size"
             )
         return [{name: parts[name][k] for name in names} for k in range(counts[names[0]])]
 
@@ -146,13 +164,13 @@ class ArrayStream:
             if keys == [name] or len(keys) == 1:
                 return item[keys[0]]
             raise ConfigError(
-                f"sample {index} names the inputs {keys}; the model has one input, {name!r}: give "
+                f"{self._label(index)} names the inputs {keys}; the model has one input, {name!r}: give "
                 f"{{{name!r}: array}}"
             )
         return item
 
     def _array(self, item: Any, index: int, name: str | None = None) -> np.ndarray:
-        what = f"sample {index}" if name is None else f"sample {index}'s {name!r}"
+        what = self._label(index) if name is None else f"{self._label(index)}'s {name!r}"
         try:
             array = np.asarray(item, dtype=np.float32)
         except (TypeError, ValueError) as exc:
@@ -163,7 +181,7 @@ class ArrayStream:
 
     def _split(self, array: np.ndarray, index: int, spec: InputSpec) -> list[np.ndarray]:
         """One sample (rank of the input minus the batch axis) or a batch (the input's rank) -> samples."""
-        what = f"sample {index}" if len(self.specs) == 1 else f"sample {index}'s {spec.name!r}"
+        what = self._label(index) if len(self.specs) == 1 else f"{self._label(index)}'s {spec.name!r}"
         rank = len(spec.shape)
         if array.ndim == rank - 1:
             samples = [array]

@@ -172,3 +172,21 @@ def test_the_vit_from_an_iterable_of_arrays_equals_the_cli_inputs(tmp_path: Path
     result = quantkit.convert(model, calibration=table, output=tmp_path / "api.onnx")
     assert (tmp_path / "cli.onnx").read_bytes() == (tmp_path / "api.onnx").read_bytes()
     assert isinstance(result, quantkit.ConvertSummary) and min(result.smoke_sqnr_db.values()) > 15
+
+
+def test_a_bad_array_file_is_named_in_one_line(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros((3, 16, 16), np.float32))
+    np.save(folder / "b.npy", np.full((3, 16, 16), np.nan, np.float32))
+    np.save(folder / "c.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    code, _, err = run(
+        ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert code == 2 and err.strip() == f"error: {folder / 'b.npy'} holds NaN or Inf; feed finite values"
+    (folder / "b.npy").unlink()
+    code, _, err = run(
+        ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert code == 2 and f"cannot read {folder / 'c.npy'} as a numpy array" in err and "Traceback" not in err
+    assert not (tmp_path / "t.json").exists()

@@ -57,7 +57,7 @@ def calibrate(
     a calibration table."""
     from quantkit import pipeline
     from quantkit.config import CalibrateConfig, ImageSelection
-    from quantkit.data import array_files, read_array_files
+    from quantkit.data import ArrayFiles, array_files
     from quantkit.reports import console
 
     if (images is None) == (inputs is None):
@@ -78,7 +78,7 @@ def calibrate(
             summary = pipeline.calibrate(model, output, config, progress)
         else:
             found = array_files(inputs)
-            summary = pipeline.calibrate(model, output, config, progress, read_array_files(found))
+            summary = pipeline.calibrate(model, output, config, progress, ArrayFiles(found))
     show(
         console.calibrate_lines(
             str(summary.table),

@@ -83,7 +83,7 @@ def compare(
     Preprocessing is read from the candidate's quantkit metadata unless given here."""
     from quantkit import files, pipeline
     from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
-    from quantkit.data import array_files, read_array_files
+    from quantkit.data import ArrayFiles, array_files
     from quantkit.reports import console, markdown, records
 
     if (images is None) == (inputs is None):
@@ -107,7 +107,7 @@ def compare(
     if VERBOSITY["level"] < 0 and json_path is None and markdown_path is None:
         raise ConfigError("compare with --quiet prints nothing; add --json FILE (or --json - for stdout)")
     with progress_bars() as progress:
-        arrays = read_array_files(array_files(inputs)) if inputs is not None else None
+        arrays = ArrayFiles(array_files(inputs)) if inputs is not None else None
         result = pipeline.compare(reference, candidate, config, explicit, progress, arrays)
     if to_stdout:  # stdout carries the file: the table goes to stderr
         if VERBOSITY["level"] >= 0:
