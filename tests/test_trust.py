@@ -380,3 +380,14 @@ def test_a_mostly_corrupt_folder_names_the_files_and_why(
     code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, "only 1 of 4 images could be read", "a.jpg: not a decodable image")
     assert "object at 0x" not in err and "not a format Pillow reads, or a corrupt file" in err
+
+
+def test_a_shrink_folder_holds_one_runs_reports(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    out = tmp_path / "out"
+    base = ["shrink", str(cnn), "--images", str(image_dir), "--output-dir", str(out), *FAST]
+    base += ["--cache-dir", str(tmp_path / "c")]
+    assert run([*base, "--html"], capsys)[0] == 0 and (out / "report.html").is_file()
+    assert run(base, capsys)[0] == 0
+    assert sorted(os.listdir(out)) == ["cnn.int8.onnx", "junit.xml", "report.json", "report.md"]

@@ -87,7 +87,13 @@ def _staging(output_dir: Path) -> Iterator[Path]:
 
 
 def _publish(stage: Path, output_dir: Path) -> None:
-    """Move the finished set from the staging folder into place (renames on one file system)."""
+    """Move the finished set from the staging folder into place (renames on one file system). A report
+    of an earlier run that this run did not write (report.html without --html) is removed: the folder
+    holds one run's reports, never a mix."""
+    written = {path.name for path in stage.iterdir()}
+    for name in REPORTS:
+        if name not in written:
+            (output_dir / name).unlink(missing_ok=True)
     for path in sorted(stage.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the model last
         os.replace(path, output_dir / path.name)
 
