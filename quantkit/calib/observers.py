@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from quantkit.qmath.histogram import grown_range, histogram_counts, rebin, round_counts
@@ -30,13 +32,14 @@ class TensorObserver:
 
     def update(self, x: np.ndarray) -> None:
         """x: float [...] (one batch of the tensor). Non-finite values are counted, not binned."""
-        finite = np.isfinite(x)
-        if not finite.all():
-            self.nonfinite += int(x.size - finite.sum())
-            x = np.where(finite, x, 0.0).astype(x.dtype)
         if x.size == 0:
             return
-        x_min, x_max = float(x.min()), float(x.max())
+        x_min, x_max = float(x.min()), float(x.max())  # NaN and inf show here: no isfinite pass needed
+        if not (math.isfinite(x_min) and math.isfinite(x_max)):
+            finite = np.isfinite(x)
+            self.nonfinite += int(x.size - finite.sum())
+            x = np.where(finite, x, 0.0).astype(x.dtype)
+            x_min, x_max = float(x.min()), float(x.max())
         self.minimum = min(self.minimum, x_min)
         self.maximum = max(self.maximum, x_max)
         self._grow(min(x_min, 0.0), max(x_max, 0.0))
