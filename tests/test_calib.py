@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,20 @@ def test_damaged_tables_are_refused_with_a_fix(tmp_path: Path, damage, message: 
     with pytest.raises(CalibrationError, match=message) as info:
         table_io.load(path)
     assert "\n" not in str(info.value) and "recalibrate" in str(info.value)
+
+
+def test_read_ahead_keeps_order_and_raises_the_producers_error() -> None:
+    from quantkit.pipeline.loading import read_ahead
+
+    assert list(read_ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("disk gone")
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="disk gone"):
+        for item in read_ahead(broken()):
+            got.append(item)
+    assert got == [1, 2]

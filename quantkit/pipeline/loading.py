@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from queue import Queue
+from threading import Thread
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -23,6 +27,8 @@ from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import is_quantized_op
 from quantkit.results import CalibrationTable, Feed, feed_rows
+
+T = TypeVar("T")
 
 
 def require_float(model: onnx.ModelProto, path: Path) -> None:
@@ -121,3 +127,27 @@ def model_bytes(path: Path) -> int:
     return total + sum(
         (path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file()
     )
+
+
+def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """`items` produced by a background thread, at most `depth` ahead of the consumer, in order: image
+    decoding (Pillow releases the GIL) overlaps inference. An exception in the producer is raised here;
+    a consumer that stops early leaves the daemon thread parked on a full queue, holding `depth` items."""
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for item in items:
+                queue.put((True, item))
+            queue.put((False, None))
+        except BaseException as exc:  # handed to the consumer, raised in its thread
+            queue.put((False, exc))
+
+    Thread(target=produce, name="quantkit-read-ahead", daemon=True).start()
+    while True:
+        more, item = queue.get()
+        if not more:
+            if item is not None:
+                raise item
+            return
+        yield item

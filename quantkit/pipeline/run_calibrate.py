@@ -25,7 +25,7 @@ from quantkit.graph import model_io
 from quantkit.graph.augment import observed_tensors, with_outputs
 from quantkit.graph.prepare import prepare
 from quantkit.images import ImageLoader, resolve_preprocess, select_images, shortfall
-from quantkit.pipeline.loading import require_quantizable, table_paths
+from quantkit.pipeline.loading import read_ahead, require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import SMOKE_SAMPLES
 from quantkit.results import Batch, CalibrationTable, Feed, feed_concat, feed_rows, feed_take
@@ -93,7 +93,7 @@ def calibrate(
         paths = select_images(config.images)
         source = ImageLoader(paths, preprocess, size)
         total, side = len(paths), (preprocess.height, preprocess.width)
-        stream: Iterator[Batch] = iter(source)
+        stream: Iterator[Batch] = read_ahead(source)  # decoding overlaps inference
     else:
         source = ArrayStream(arrays, spec if len(specs) <= 1 else specs, size)
         total = len(arrays) if isinstance(arrays, Sized) else 0
