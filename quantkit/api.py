@@ -42,18 +42,19 @@ import numpy as np
 
 from quantkit import files
 from quantkit.config import (
+    BUDGET_OPTIONS,
     AccuracyBudget,
     BudgetMetric,
     CalibrateConfig,
     CompareConfig,
     ConvertConfig,
-    DetectorHead,
     Float16Config,
     Gates,
     ImageSelection,
     LatencyConfig,
     PreprocessOptions,
     ShrinkConfig,
+    detector_fields,
 )
 from quantkit.data import ArrayFiles, Sample, array_files
 from quantkit.errors import ConfigError
@@ -160,7 +161,7 @@ def compare(
         preprocess=preprocess or Preprocess(),
         labels=Path(labels) if labels is not None else None,
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
-        **_detector(detector, score_threshold),
+        **detector_fields(detector, score_threshold, "detector"),
     )
     explicit = preprocess is not None
     return run_compare(Path(reference), Path(candidate), config, explicit, progress or no_progress, arrays)
@@ -216,7 +217,7 @@ def shrink(
             preprocess=pre,
             labels=label_file,
             latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
-            **_detector(detector, score_threshold),
+            **detector_fields(detector, score_threshold, "detector"),
         ),
         gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference),
         cache_dir=Path(cache_dir) if cache_dir is not None else run_shrink.default_cache_dir(),
@@ -248,25 +249,13 @@ def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection
 def _options(kind: type[Any], options: dict[str, Any], to: str) -> dict[str, Any]:
     """The options `kind` (ConvertConfig or Float16Config) takes; any other is an error that lists them."""
     known = set(kind.__dataclass_fields__)
-    unknown = sorted(set(options) - known - set(BUDGET))
-    if unknown or (to == "fp16" and set(options) & set(BUDGET)):
-        wrong = unknown or sorted(set(options) & set(BUDGET))
+    unknown = sorted(set(options) - known - set(BUDGET_OPTIONS))
+    if unknown or (to == "fp16" and set(options) & set(BUDGET_OPTIONS)):
+        wrong = unknown or sorted(set(options) & set(BUDGET_OPTIONS))
         raise ConfigError(
             f"convert(to={to!r}) has no option {', '.join(wrong)}; it takes {', '.join(sorted(known))}"
         )
     return {k: v for k, v in options.items() if k in known}
-
-
-BUDGET = (
-    "max_drop",
-    "validation",
-    "validation_images",
-    "labels",
-    "metric",
-    "max_trials",
-    "timeout",
-    "detector",
-)
 
 
 def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
@@ -281,15 +270,5 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
         labels=Path(options["labels"]) if options.get("labels") else None,
         max_trials=int(options.get("max_trials", AccuracyBudget.max_trials)),
         timeout_s=float(options.get("timeout", AccuracyBudget.timeout_s)),
-        **_detector(options.get("detector"), AccuracyBudget.detection_threshold),
+        **detector_fields(options.get("detector"), AccuracyBudget.detection_threshold, "detector"),
     )
-
-
-def _detector(detector: str | None, threshold: float) -> dict[str, Any]:
-    if detector is None:
-        return {}
-    if detector not in DetectorHead.__members__:
-        raise ConfigError(
-            f"detector is 'yolo' (boxes in pixels) or 'yolox' (raw YOLOX head); got {detector!r}"
-        )
-    return {"detection_threshold": threshold, "detector": DetectorHead(detector)}

@@ -291,6 +291,18 @@ class DetectorHead(str, Enum):
     yolox = "yolox"  # raw YOLOX head: cell offsets and log sizes over the stride 8, 16, 32 grids
 
 
+def detector_fields(detector: str | None, threshold: float, option: str = "--detector") -> dict[str, Any]:
+    """The detector fields of CompareConfig / AccuracyBudget for a head named by the user (None: none)."""
+    if detector is None:
+        return {}
+    if detector not in DetectorHead.__members__:
+        raise ConfigError(
+            f"{option} knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
+            f"[N, anchors, 4 box + objectness + classes]; got {detector!r}"
+        )
+    return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     images: ImageSelection
@@ -345,6 +357,19 @@ class BudgetMetric(str, Enum):
     agreement = "agreement"  # points of top-1 disagreement with FP32
     recall = "recall"  # points of FP32 detections (anchors scoring > threshold) lost
     boxes = "boxes"  # FP32's final boxes (threshold, NMS) missed or added, per 100 (needs --detector)
+
+
+# convert's options that only the accuracy budget (--max-drop) reads, by their parameter names
+BUDGET_OPTIONS = (
+    "max_drop",
+    "validation",
+    "validation_images",
+    "labels",
+    "metric",
+    "max_trials",
+    "timeout",
+    "detector",
+)
 
 
 @dataclass(frozen=True)

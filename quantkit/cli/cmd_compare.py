@@ -38,7 +38,6 @@ from quantkit.cli.options import (
     StdOpt,
     ThreadsOpt,
     WarmupOpt,
-    detector_fields,
     preprocess_options,
 )
 from quantkit.errors import ConfigError
@@ -82,7 +81,7 @@ def compare(
 
     Preprocessing is read from the candidate's quantkit metadata unless given here."""
     from quantkit import files, pipeline
-    from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
+    from quantkit.config import CompareConfig, ImageSelection, LatencyConfig, detector_fields
     from quantkit.data import ArrayFiles, array_files
     from quantkit.reports import console, markdown, records
 

@@ -19,8 +19,9 @@ from quantkit.cli.app import (
     progress_bars,
     show,
 )
-from quantkit.cli.options import CompactOpt, DetectorOpt, detector_fields, parse_size
+from quantkit.cli.options import CompactOpt, DetectorOpt, parse_size
 from quantkit.config import (
+    BUDGET_OPTIONS,
     ActivationType,
     BudgetMetric,
     CalibMethod,
@@ -167,7 +168,13 @@ def convert(
     """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations) or an FP16
     model (float32 inputs and outputs)."""
     from quantkit import pipeline
-    from quantkit.config import AccuracyBudget, ConvertConfig, Float16Config, ImageSelection
+    from quantkit.config import (
+        AccuracyBudget,
+        ConvertConfig,
+        Float16Config,
+        ImageSelection,
+        detector_fields,
+    )
     from quantkit.reports import console
 
     _refuse_other_precision(ctx, to)
@@ -244,16 +251,9 @@ INT8_ONLY = (
     "smoothquant",
     "bias_correction",
     "quantize_attention_matmul",
-    "max_drop",
-    "validation",
-    "validation_images",
-    "labels",
-    "metric",
-    "max_trials",
-    "timeout",
     "weight_range",
     "fallback",
-    "detector",
+    *BUDGET_OPTIONS,
 )
 
 FP16_ONLY = ("keep_io_types", "input_size")

@@ -35,7 +35,6 @@ from quantkit.cli.options import (
     StdOpt,
     ThreadsOpt,
     WarmupOpt,
-    detector_fields,
     preprocess_options,
 )
 
@@ -128,6 +127,7 @@ def shrink(
         ImageSelection,
         LatencyConfig,
         ShrinkConfig,
+        detector_fields,
     )
     from quantkit.pipeline import run_shrink as shrinking
     from quantkit.reports import console

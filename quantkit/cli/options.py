@@ -136,17 +136,3 @@ def preprocess_options(
         resize=resize or ResizeMode.crop,
         input_size=parse_size(input_size),
     )
-
-
-def detector_fields(detector: str | None, threshold: float) -> dict[str, Any]:
-    """CompareConfig's detector fields."""
-    from quantkit.config import DetectorHead
-
-    if detector is None:
-        return {}
-    if detector not in DetectorHead.__members__:
-        raise ConfigError(
-            "--detector knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
-            f"[N, anchors, 4 box + objectness + classes]; got {detector!r}"
-        )
-    return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
