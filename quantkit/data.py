@@ -218,5 +218,12 @@ def sample_side(sample_shape: tuple[int, ...]) -> tuple[int, int] | None:
     return int(sample_shape[0]), int(sample_shape[1])
 
 
+def feed_side(feed: Feed) -> tuple[int, int] | None:
+    """HxW of a batch's image-like samples (with several inputs, the first image-like input's)."""
+    arrays = [feed] if isinstance(feed, np.ndarray) else list(feed.values())
+    sides = [sample_side(a.shape[1:]) for a in arrays]
+    return next((s for s in sides if s is not None), None)
+
+
 def _fmt(shape: tuple[int | None, ...]) -> str:
     return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"

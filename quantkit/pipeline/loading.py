@@ -9,13 +9,13 @@ from queue import Queue
 from threading import Thread
 from typing import Any, TypeVar
 
-import numpy as np
 import onnx
 
 from quantkit.calib import table as table_io
 from quantkit.config import (
     Preprocess,
 )
+from quantkit.data import feed_side
 from quantkit.errors import (
     CalibrationError,
     ConfigError,
@@ -79,14 +79,7 @@ def table_side(table: CalibrationTable) -> tuple[int, int] | None:
     if recorded:
         pre = Preprocess.from_dict(recorded)
         return pre.height, pre.width
-    if table.samples is None:
-        return None
-    found = [table.samples] if isinstance(table.samples, np.ndarray) else list(table.samples.values())
-    images = [s.shape[1:] for s in found if s.ndim == 4]
-    if not images:
-        return None
-    shape = images[0]
-    return (int(shape[1]), int(shape[2])) if shape[0] in (1, 3) else (int(shape[0]), int(shape[1]))
+    return feed_side(table.samples) if table.samples is not None else None
 
 
 def table_preprocess(table: CalibrationTable, needed_for: str) -> Preprocess:

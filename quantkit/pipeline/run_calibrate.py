@@ -17,7 +17,7 @@ from quantkit.config import (
     CalibrateConfig,
     Preprocess,
 )
-from quantkit.data import ArrayStream, Sample, sample_side
+from quantkit.data import ArrayStream, Sample, feed_side
 from quantkit.errors import ConfigError, ImageError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
@@ -164,13 +164,6 @@ def calibrate(
         reference_findings=check.findings(),
         warnings=tuple(w for w in (shortfall(config.images, paths) if arrays is None else None,) if w),
     )
-
-
-def feed_side(feed: Feed) -> tuple[int, int] | None:
-    """HxW of a batch's image-like samples (with several inputs, the first image-like input's)."""
-    arrays = [feed] if isinstance(feed, np.ndarray) else list(feed.values())
-    sides = [sample_side(a.shape[1:]) for a in arrays]
-    return next((s for s in sides if s is not None), None)
 
 
 def _sample_shapes(samples: Feed) -> dict[str, Any]:
