@@ -126,6 +126,21 @@ def test_errors_are_raised_never_printed(cnn: Path, tmp_path: Path, capsys: Caps
         quantkit.convert(cnn, to="fp16", output=tmp_path / "h.onnx", colour="red")
     with pytest.raises(quantkit.ConfigError, match="--method must be one of"):
         quantkit.convert(cnn, calibration=cnn, output=tmp_path / "i.onnx", method="magic")
+    table = tmp_path / "cnn.calib.json"
+    table.write_text("{}")
+    for target, what in (
+        (cnn, "the model"),
+        (table, "calibration"),
+        (table.with_suffix(".npz"), "the table"),
+    ):
+        with pytest.raises(quantkit.OutputError, match=f"would overwrite {what}"):
+            quantkit.convert(cnn, calibration=table, output=target)
+    labels = tmp_path / "out" / "report.md"
+    labels.parent.mkdir()
+    labels.write_text("dogs\ncats\n")
+    with pytest.raises(quantkit.OutputError, match="would overwrite labels"):
+        quantkit.shrink(cnn, data=[tmp_path / "a.png"], output_dir=labels.parent, labels=labels)
+    assert table.read_text() == "{}" and labels.read_text() == "dogs\ncats\n"
     assert capsys.readouterr() == ("", "")
 
 
