@@ -54,10 +54,10 @@ from quantkit.config import (
     LatencyConfig,
     PreprocessOptions,
     ShrinkConfig,
-    detector_fields,
 )
 from quantkit.data import ArrayFiles, Sample, array_files
 from quantkit.errors import ConfigError
+from quantkit.evaluate.compare import detector_fields
 from quantkit.images import IMAGE_SUFFIXES
 from quantkit.outcomes import ComparisonResult, ConvertSummary, Float16Summary, ShrinkResult
 from quantkit.pipeline import run_shrink

@@ -291,18 +291,6 @@ class DetectorHead(str, Enum):
     yolox = "yolox"  # raw YOLOX head: cell offsets and log sizes over the stride 8, 16, 32 grids
 
 
-def detector_fields(detector: str | None, threshold: float, option: str = "--detector") -> dict[str, Any]:
-    """The detector fields of CompareConfig / AccuracyBudget for a head named by the user (None: none)."""
-    if detector is None:
-        return {}
-    if detector not in DetectorHead.__members__:
-        raise ConfigError(
-            f"{option} knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
-            f"[N, anchors, 4 box + objectness + classes]; got {detector!r}"
-        )
-    return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
-
-
 @dataclass(frozen=True)
 class CompareConfig:
     images: ImageSelection

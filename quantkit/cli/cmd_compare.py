@@ -81,8 +81,9 @@ def compare(
 
     Preprocessing is read from the candidate's quantkit metadata unless given here."""
     from quantkit import files, pipeline
-    from quantkit.config import CompareConfig, ImageSelection, LatencyConfig, detector_fields
+    from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
     from quantkit.data import ArrayFiles, array_files
+    from quantkit.evaluate.compare import detector_fields
     from quantkit.reports import console, markdown, records
 
     if (images is None) == (inputs is None):

@@ -173,8 +173,8 @@ def convert(
         ConvertConfig,
         Float16Config,
         ImageSelection,
-        detector_fields,
     )
+    from quantkit.evaluate.compare import detector_fields
     from quantkit.reports import console
 
     _refuse_other_precision(ctx, to)

@@ -127,8 +127,8 @@ def shrink(
         ImageSelection,
         LatencyConfig,
         ShrinkConfig,
-        detector_fields,
     )
+    from quantkit.evaluate.compare import detector_fields
     from quantkit.pipeline import run_shrink as shrinking
     from quantkit.reports import console
 

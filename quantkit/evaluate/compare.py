@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -136,6 +137,18 @@ def compare_outputs(
             "<class>_*.jpg or put them in <class>/ folders"
         )
     return metrics, ref_acc.result(), cand_acc.result(), count
+
+
+def detector_fields(detector: str | None, threshold: float, option: str = "--detector") -> dict[str, Any]:
+    """The detector fields of CompareConfig / AccuracyBudget for a head named by the user (None: none)."""
+    if detector is None:
+        return {}
+    if detector not in DetectorHead.__members__:
+        raise ConfigError(
+            f"{option} knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
+            f"[N, anchors, 4 box + objectness + classes]; got {detector!r}"
+        )
+    return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
 
 
 def decode_grid(
