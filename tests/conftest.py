@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +27,22 @@ def _thin_layers_pay(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
         from quantkit.planner import payoff
 
         monkeypatch.setattr(payoff, "MIN_INTENSITY", 0.0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`ray` tests need a running cluster (.ci/ray_cluster starts one and sets RAY_ADDRESS) and the
+    `ray` extra; without either they are skipped with the reason."""
+    ray_tests = [item for item in items if item.get_closest_marker("ray")]
+    if not ray_tests:
+        return
+    if importlib.util.find_spec("ray") is None:
+        reason = "ray is not installed: .venv/bin/python -m pip install -e '.[ray]'"
+    elif not os.environ.get("RAY_ADDRESS"):
+        reason = "no Ray cluster (RAY_ADDRESS unset): .ci/ray_cluster .venv/bin/python -m pytest -m ray"
+    else:
+        return
+    for item in ray_tests:
+        item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def requires_assets() -> pytest.MarkDecorator:
