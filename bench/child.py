@@ -55,11 +55,13 @@ def own_peak_mb() -> float:
     return _status_kb("self", "VmHWM") / 1024
 
 
-def run_child(job: dict[str, Any], memory_limit: int, timeout: float) -> ChildResult:
-    """Run `python -m bench.quantize JOB` and measure it; stop it past memory_limit bytes or timeout s.
-    Peak RSS: the child's own VmHWM, which it prints as its last line of stdout; for a child stopped
-    here, the largest VmHWM read while it ran."""
-    command = [sys.executable, "-m", "bench.quantize", json.dumps(job)]
+def run_child(
+    job: dict[str, Any], memory_limit: int, timeout: float, module: str = "bench.quantize"
+) -> ChildResult:
+    """Run `python -m MODULE JOB` (bench.quantize, or bench.floor) and measure it; stop it past
+    memory_limit bytes or timeout s. Peak RSS: the child's own VmHWM, which it prints as its last line
+    of stdout; for a child stopped here, the largest VmHWM read while it ran."""
+    command = [sys.executable, "-m", module, json.dumps(job)]
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryFile("w+") as output, tempfile.TemporaryFile("w+") as errors:
         started = time.perf_counter()

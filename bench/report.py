@@ -1,5 +1,5 @@
-"""bench/results/latest.md from the bench's JSON: a headline table, then one table per model with the best
-value per column bold.
+"""bench/results/latest.md from the bench's JSON: a headline table, calibrate beside its floor, then one
+table per model with the best value per column bold and the cost of every command the bench ran.
 
     python -m bench.report [bench/results/latest.json]   # rewrite the .md beside it
 """
@@ -118,6 +118,7 @@ def model_table(model: Row, threads: list[int]) -> list[str]:
             if r.get("error")
         ]
     lines += ["", _references(model, threads), ""]
+    lines += command_table(model)
     if failures:
         lines += ["Failures:", *failures, ""]
     if len(counts) > 1:
@@ -143,6 +144,63 @@ def _references(model: Row, threads: list[int]) -> str:
         extra.append(f"{ref['size_ratio']:.2f}x smaller")
         parts.append(f"{ref['config']}: " + ", ".join(extra))
     return "References: " + "; ".join(parts) + "."
+
+
+FLOOR = "floor (decode + FP32 forward)"
+
+
+def floor_table(result: Row) -> list[str]:
+    """calibrate beside its floor for every model and image count (nothing for results without one)."""
+    rows = [(model["model"], row) for model in result["rows"] for row in model.get("floor", [])]
+    if not rows:
+        return []
+    lines = [
+        "Floor: the same calibration images decoded and preprocessed (quantkit.images) and one plain FP32 "
+        "forward per batch of 8 (onnxruntime, default session options), in its own process, in the same "
+        "run as calibrate. Ratio: calibrate / floor.",
+        "",
+        "| model | images | calibrate | floor | ratio: wall time | ratio: peak RSS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in rows:
+        wall, peak = row.get("wall_ratio"), row.get("peak_ratio")
+        lines.append(
+            f"| {name} | {row['calibration_images']} | {_cost(row['calibrate'])} | {_cost(row['floor'])} | "
+            + (f"{wall:.2f}x | {peak:.2f}x |" if wall is not None and peak is not None else "- | - |")
+        )
+    return [*lines, ""]
+
+
+def command_table(model: Row) -> list[str]:
+    """Wall time and peak RSS of every command the bench ran for this model, each in its own process."""
+    costs: list[tuple[str, int, Row]] = []
+    for row in model.get("floor", []):
+        costs.append((FLOOR, row["calibration_images"], row["floor"]))
+    seen: set[tuple[str, int]] = set()  # calibrate ran once per image count, for every variant
+    for row in model["candidates"] + model["references"]:
+        for command, cost in row.get("commands", {}).items():
+            images = row["calibration_images"]
+            if command == "calibrate":
+                label = "quantkit calibrate"
+            elif command == "convert":  # quantkit's variants and its all-integer reference
+                label = f"quantkit convert ({row['config']})"
+            elif row["tool"] == "onnxruntime":
+                label = f"onnxruntime {command} ({row['config']})"
+            else:
+                label = row["config"]  # the weights-only reference
+            if (label, images) not in seen:
+                seen.add((label, images))
+                costs.append((label, images, cost))
+    if not costs:
+        return []
+    lines = ["| command | images | wall s | peak RSS MB |", "|---|---|---|---|"]
+    for label, images, cost in costs:
+        if cost.get("error"):
+            cells = f"failed: {_reason(cost['error'])[:80]} | {cost['peak_mb']:.0f}"
+        else:
+            cells = f"{cost['seconds']:.1f} | {cost['peak_mb']:.0f}"
+        lines.append(f"| {label} | {images or '-'} | {cells} |")
+    return [*lines, ""]
 
 
 HEADLINE = (
@@ -184,6 +242,8 @@ def _headline_cells(model: Row, row: Row, at_last: Row | None, threads: int) -> 
         return [f"failed: {_reason(row['error'])[:100]}", "-", "-", _cost(at_last)]
     if not model["show_accuracy"]:
         accuracy, sqnr = "(random weights)", "-"
+    elif row.get("sqnr_db") is None:  # --metric cost or latency: no accuracy pass
+        accuracy, sqnr = "(not measured)", "-"
     else:
         if model["detector"]:
             accuracy = f"recall {100 * row['detection_recall']:.1f}%"
@@ -229,6 +289,7 @@ def markdown(result: Row) -> str:
         "",
         *headline(result),
         "",
+        *floor_table(result),
     ]
     for model in result["rows"]:
         lines += model_table(model, threads)

@@ -6,7 +6,10 @@
 For each model (the shared assets' classifiers and detector, and a seeded random ResNet-50 built here),
 at each calibration-image count: quantkit with its defaults and with each range method, and
 onnxruntime's quantize_static (QDQ) with its defaults and per-channel MinMax, Percentile and Entropy.
-Every quantizer runs in its own child process (wall time, peak RSS, a memory limit). Then accuracy
+Every quantizer runs in its own child process (wall time, peak RSS, a memory limit), each command's
+cost recorded apart (calibrate, convert, quantize_static, ...); beside calibrate, in the same run, its
+floor (bench.floor: the same images decoded and preprocessed, one plain FP32 forward per batch), with
+the calibrate / floor ratios of wall time and peak RSS. Then accuracy
 against FP32 (top-1 delta and agreement, or detection recall; SQNR), latency against FP32 at each
 thread count (interleaved runs, medians) and file size, beside two references: FP32 and a weights-only
 INT8 model, and quantkit's all-integer model (every quantizable op integer), the kernel limit.
@@ -28,11 +31,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bench import measure, report
+from bench import floor, measure, report
 from bench.child import ChildResult, memory_total_bytes, run_child
 from bench.models import ASSETS, MODELS, RESNET, BenchModel, preprocess_spec
 from bench.resnet import build as build_resnet
-from quantkit.config import ImageSelection
+from quantkit.config import ImageSelection, Preprocess
 from quantkit.graph.model_io import image_input
 from quantkit.images import ImageLoader, find_images, resolve_preprocess, select_images
 from quantkit.runtime import cpu_info, versions
@@ -64,6 +67,7 @@ class Candidate:
     path: Path
     cost: ChildResult
     results: dict[str, Any]
+    steps: dict[str, ChildResult]  # each command's own cost: calibrate, convert, quantize_static, ...
 
     @property
     def ok(self) -> bool:
@@ -82,9 +86,14 @@ def calibration_folder(model: BenchModel, work: Path) -> Path:
     return pool
 
 
-def _quantkit(model: BenchModel, path: Path, count: int, work: Path, s: Settings) -> list[Candidate]:
+def _quantkit(
+    model: BenchModel, path: Path, count: int, work: Path, s: Settings, pre: Preprocess
+) -> tuple[list[Candidate], dict[str, Any]]:
+    """quantkit's candidates at this image count, and calibrate beside its floor."""
     table = work / f"{model.name}.{count}.calib.json"
     images = str(calibration_folder(model, work))
+    for image in select_images(ImageSelection(Path(images), count, SEED)):
+        image.read_bytes()  # in the page cache for calibrate and the floor alike
     calib = run_child(
         {
             "kind": "quantkit-calibrate",
@@ -98,22 +107,57 @@ def _quantkit(model: BenchModel, path: Path, count: int, work: Path, s: Settings
         s.memory_limit,
         s.timeout,
     )
+    floor_job = {
+        "model": str(path),
+        "images": images,
+        "num_images": count,
+        "seed": SEED,
+        "preprocess": floor.preprocess_spec(pre),
+    }
+    floor_cost = run_child(floor_job, s.memory_limit, s.timeout, module="bench.floor")
+    beside = floor_row(count, calib, floor_cost)
+    print(f"  {model.name}: {floor_line(beside)}", file=sys.stderr, flush=True)
     out = []
     # The range method changes only convert; at later image counts only the defaults are converted again
     # (another method's cost there is this calibration plus a convert like the first count's).
     variants = QUANTKIT_VARIANTS if count == s.image_counts[0] else QUANTKIT_VARIANTS[:1]
     for variant in variants:
         target = work / f"{model.name}.{count}.quantkit-{variant}.onnx"
+        steps = {"calibrate": calib}
         if calib.error:
             cost = calib
         else:
             job = {"kind": "quantkit-convert", "model": str(path), "table": str(table)}
             convert = run_child({**job, "output": str(target), "variant": variant}, s.memory_limit, s.timeout)
+            steps["convert"] = convert
             cost = ChildResult(
                 calib.seconds + convert.seconds, max(calib.peak_mb, convert.peak_mb), convert.error
             )
-        out.append(Candidate("quantkit", variant, count, target, cost, {}))
-    return out
+        out.append(Candidate("quantkit", variant, count, target, cost, {}, steps))
+    return out, beside
+
+
+def floor_row(count: int, calib: ChildResult, floor_cost: ChildResult) -> dict[str, Any]:
+    """calibrate beside its floor at one image count: both costs and the ratios (None if either failed)."""
+    ok = calib.error is None and floor_cost.error is None
+    return {
+        "calibration_images": count,
+        "calibrate": asdict(calib),
+        "floor": asdict(floor_cost),
+        "wall_ratio": calib.seconds / floor_cost.seconds if ok and floor_cost.seconds > 0 else None,
+        "peak_ratio": calib.peak_mb / floor_cost.peak_mb if ok and floor_cost.peak_mb > 0 else None,
+    }
+
+
+def floor_line(row: dict[str, Any]) -> str:
+    calib, low = row["calibrate"], row["floor"]
+    text = (
+        f"{row['calibration_images']} images: calibrate {calib['seconds']:.1f} s, {calib['peak_mb']:.0f} MB; "
+        f"floor {low['seconds']:.1f} s, {low['peak_mb']:.0f} MB"
+    )
+    if row["wall_ratio"] is None:
+        return text + f" (failed: {calib['error'] or low['error']})"
+    return text + f": {row['wall_ratio']:.2f}x the time, {row['peak_ratio']:.2f}x the peak RSS"
 
 
 def _onnxruntime(model: BenchModel, path: Path, count: int, work: Path, s: Settings) -> list[Candidate]:
@@ -130,9 +174,8 @@ def _onnxruntime(model: BenchModel, path: Path, count: int, work: Path, s: Setti
             "output": str(target),
             "config": config,
         }
-        out.append(
-            Candidate("onnxruntime", config, count, target, run_child(job, s.memory_limit, s.timeout), {})
-        )
+        cost = run_child(job, s.memory_limit, s.timeout)
+        out.append(Candidate("onnxruntime", config, count, target, cost, {}, {"quantize_static": cost}))
     return out
 
 
@@ -147,8 +190,8 @@ def _references(model: BenchModel, path: Path, work: Path, s: Settings) -> list[
     job = {"kind": "quantkit-convert", "model": str(path), "table": str(table), "variant": "all-integer"}
     integer_cost = run_child({**job, "output": str(integer)}, s.memory_limit, s.timeout)
     return [
-        Candidate("reference", "weights-only INT8", 0, weights, cost, {}),
-        Candidate("reference", "all-integer INT8", 0, integer, integer_cost, {}),
+        Candidate("reference", "weights-only INT8", 0, weights, cost, {}, {"weights-only": cost}),
+        Candidate("reference", "all-integer INT8", 0, integer, integer_cost, {}, {"convert": integer_cost}),
     ]
 
 
@@ -167,14 +210,17 @@ def bench_model(model: BenchModel, work: Path, s: Settings) -> dict[str, Any]:
     path = model.path(work)
     if model.name == RESNET:
         onnx.save(build_resnet(), str(path))
+    pre = resolve_preprocess(model.preprocess, image_input(onnx.load(str(path), load_external_data=False)))
     candidates: list[Candidate] = []
+    floors = []
     for count in s.image_counts:
         print(f"  {model.name}: quantizing with {count} calibration images", file=sys.stderr, flush=True)
-        candidates += _quantkit(model, path, count, work, s)
+        made, beside = _quantkit(model, path, count, work, s, pre)
+        candidates += made
+        floors.append(beside)
         candidates += _onnxruntime(model, path, count, work, s)
     references = _references(model, path, work, s)
     ready = [c for c in candidates + references if c.ok]
-    pre = resolve_preprocess(model.preprocess, image_input(onnx.load(str(path), load_external_data=False)))
     evaluated = 0
     if s.metric in ("all", "accuracy") and model.evaluation is not None:
         print(f"  {model.name}: accuracy of {len(ready)} models", file=sys.stderr, flush=True)
@@ -206,6 +252,7 @@ def bench_model(model: BenchModel, work: Path, s: Settings) -> dict[str, Any]:
         "evaluation_images": evaluated,
         "fp32_latency_ms": fp32_ms,
         "fp32_bytes": size,
+        "floor": floors,
         "candidates": [_row(c) for c in candidates],
         "references": [_row(c) for c in references],
     }
@@ -217,6 +264,7 @@ def _row(c: Candidate) -> dict[str, Any]:
         "config": c.config,
         "calibration_images": c.images,
         **asdict(c.cost),
+        "commands": {name: asdict(cost) for name, cost in c.steps.items()},
         **c.results,
     }
 

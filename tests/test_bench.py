@@ -10,15 +10,15 @@ import onnx
 import pytest
 from onnx import helper
 
-from bench import report
-from bench.child import run_child
+from bench import floor, report
+from bench.child import ChildResult, run_child
 from bench.models import MODELS
 from bench.quantize import convert_config, weights_only
 from bench.resnet import build as build_resnet
-from bench.run import calibration_folder, evaluation_paths
-from quantkit.config import CalibMethod
+from bench.run import calibration_folder, evaluation_paths, floor_line, floor_row
+from quantkit.config import CalibMethod, Preprocess
 from quantkit.runtime import Session
-from tests.conftest import conv_params, make_model, requires_assets
+from tests.conftest import conv_params, make_model, requires_assets, tiny_cnn
 
 
 def _two_convs() -> onnx.ModelProto:
@@ -178,3 +178,50 @@ def test_detector_rows_show_final_boxes_beside_anchor_recall() -> None:
     assert "| **91.3%** | **92.2%** |" in table[2]  # 190 of 206 final boxes (a lone row is the best)
     head = report._headline_cells(model, rows[0], rows[0], 1)
     assert head[0] == "recall 91.3%, final boxes 190/206 (+7)"
+
+
+def test_floor_decodes_and_runs_every_selected_image_in_its_own_process(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    model = tiny_cnn(tmp_path / "cnn.onnx")
+    spec = floor.preprocess_spec(Preprocess(height=16, width=16))
+    assert floor.preprocess_from(json.loads(json.dumps(spec))) == Preprocess(height=16, width=16)
+    job = {"model": str(model), "images": str(image_dir), "num_images": 20, "seed": 1, "preprocess": spec}
+    assert floor.run(job) == {"images": 20, "batches": 3}  # batches of 8: 8 + 8 + 4
+    cost = run_child(job, 2**34, 120, module="bench.floor")
+    assert cost.error is None and 10 < cost.peak_mb < 1000 and cost.seconds > 0
+    failed = run_child({**job, "model": str(tmp_path / "missing.onnx")}, 2**34, 120, module="bench.floor")
+    assert failed.error is not None and "missing.onnx" in failed.error
+
+
+def test_floor_ratios_and_the_tables_that_show_them() -> None:
+    beside = floor_row(100, ChildResult(6.0, 600.0), ChildResult(2.0, 200.0))
+    assert beside["wall_ratio"] == 3.0 and beside["peak_ratio"] == 3.0
+    assert floor_line(beside).endswith("3.00x the time, 3.00x the peak RSS")
+    assert floor_row(100, ChildResult(6.0, 600.0, "boom"), ChildResult(2.0, 200.0))["wall_ratio"] is None
+    calib, convert = {"seconds": 6.0, "peak_mb": 600.0, "error": None}, {"seconds": 3.0, "peak_mb": 450.0}
+    rows = [
+        {**_row("quantkit", v, 100, 30.0, 9.0), "commands": {"calibrate": calib, "convert": convert}}
+        for v in ("defaults", "minmax")
+    ]
+    ort = {"seconds": 1.0, "peak_mb": 3000.0, "error": "stopped at the 8 GiB memory limit after 1 s"}
+    rows.append(
+        {**_row("onnxruntime", "entropy", 100, 0.0, 1.0, ort["error"]), "commands": {"quantize_static": ort}}
+    )
+    weights = {**_row("reference", "weights-only INT8", 0, 30.0, 1.0), "commands": {"weights-only": convert}}
+    model = {"model": "m", "candidates": rows, "references": [weights], "floor": [beside]}
+    table = report.command_table(model)
+    assert table[2] == "| floor (decode + FP32 forward) | 100 | 2.0 | 200 |"
+    assert sum("quantkit calibrate" in line for line in table) == 1  # once per image count
+    assert "| quantkit convert (minmax) | 100 | 3.0 | 450 |" in table
+    assert "| onnxruntime quantize_static (entropy) | 100 | failed: stopped at the 8 GiB" in "\n".join(table)
+    assert "| weights-only INT8 | - | 3.0 | 450 |" in table
+    head = report.floor_table({"rows": [model]})
+    assert "| m | 100 | 6 s, 600 MB | 2 s, 200 MB | 3.00x | 3.00x |" in head
+    assert report.floor_table({"rows": [{**model, "floor": []}]}) == []  # results from before the floor
+
+
+def test_headline_of_a_cost_only_run_says_accuracy_was_not_measured() -> None:
+    row = {"tool": "quantkit", "config": "defaults", "seconds": 9.0, "peak_mb": 100.0, "error": None}
+    model = {"show_accuracy": True, "detector": False}
+    assert report._headline_cells(model, row, row, 1) == ["(not measured)", "-", "-", "9 s, 100 MB"]
