@@ -7,7 +7,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,14 +127,17 @@ class Session:
     def run_samples(self, samples: Feed) -> list[dict[str, np.ndarray]]:
         """Run samples [K, ...] (per input) in batches of the size the model fixes (1 when dynamic), the
         last one padded by repeating its final sample; one output dict per batch."""
+        return list(self.iter_samples(samples))
+
+    def iter_samples(self, samples: Feed) -> Iterator[dict[str, np.ndarray]]:
+        """run_samples one batch at a time: a caller that folds each batch's outputs holds one batch's
+        (a model with every tensor as an output returns them all on every run)."""
         size = self.fixed_batch or 1
-        outputs = []
         for start in range(0, feed_rows(samples), size):
             chunk = feed_take(samples, start, start + size)
             if feed_rows(chunk) < size:
                 chunk = feed_pad(chunk, size)
-            outputs.append(self.run(chunk))
-        return outputs
+            yield self.run(chunk)
 
     def timed(self, batch: Feed) -> float:
         """Run once; wall time in milliseconds."""

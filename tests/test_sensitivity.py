@@ -4,6 +4,7 @@ against random choices on held-out images."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -87,6 +88,21 @@ def test_sensitivity_finds_the_planted_layer(planted: tuple[Path, Path], image_d
     assert [k for k, _, _ in report.cumulative] == [1, 2, 3]
     assert report.cumulative[-1][2] == pytest.approx(1.0)  # every layer float: no error left
     assert report.num_images == 12
+
+
+def test_sensitivity_reads_the_images_again_when_they_do_not_fit_in_memory(
+    planted: tuple[Path, Path], image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each model measured runs on its own over every batch: the batches and FP32's outputs are kept for
+    the passes, or read and run again past REPLAY_BYTES. Both give the same report."""
+    from quantkit.pipeline import run_sensitivity
+
+    model, table = planted
+    images = ImageSelection(image_dir, 12)
+    kept = pipeline.sensitivity(model, table, images, ConvertConfig(), cumulative=2)
+    monkeypatch.setattr(run_sensitivity, "REPLAY_BYTES", 0)
+    streamed = pipeline.sensitivity(model, table, images, ConvertConfig(), cumulative=2)
+    assert dataclasses.replace(streamed, seconds=0.0) == dataclasses.replace(kept, seconds=0.0)
 
 
 def test_exclusions_file_round_trip_through_convert(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from quantkit.config import (
@@ -20,12 +22,14 @@ from quantkit.evaluate.metrics import OutputNoise
 from quantkit.graph.qdq import WeightMemo
 from quantkit.images import ImageLoader, select_images
 from quantkit.outcomes import LayerSensitivity, SensitivityReport
-from quantkit.pipeline.loading import load_for_int8, table_preprocess, table_samples
+from quantkit.pipeline.loading import load_for_int8, read_ahead, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.run_convert import resolve_weight_range
 from quantkit.planner import sensitivity as sens
-from quantkit.results import CalibrationTable, feed_rows
+from quantkit.results import Feed, feed_rows, feed_take
 from quantkit.runtime import Session
+
+REPLAY_BYTES = 256 << 20  # image batches and FP32 outputs kept for the passes; beyond, read again
 
 
 def sensitivity(
@@ -49,34 +53,31 @@ def sensitivity(
     paths = select_images(images)
     cache: dict[str, tuple[float, float]] = {}
     memo = WeightMemo()
-    advance = progress("preparing one model per layer", len(probes.layers))
-    recovery_models = []
-    for node, _ in probes.layers:
-        recovery_models.append(sens.with_float(inferred, table, config, [node], cache, memo))
-        advance(1)
     names = [node for node, _ in probes.layers]
-    # dozens of sessions take turns on every batch: idle workers must not spin on the next one's cores
-    fp32, int8, local = (Session.of(m, spin=False) for m in (inferred, probes.base, probes.local))
-    recovery = [Session.of(m, spin=False) for m in recovery_models]
-    del recovery_models
-    local_errors = {node: OutputNoise() for node in names}
-    int8_noise = OutputNoise()
-    layer_noise = [OutputNoise() for _ in names]
-    count = 0
-    advance = progress("measuring", len(paths))
-    for batch in ImageLoader(paths, preprocess, fp32.fixed_batch or 8):
-        reference = fp32.run_batch(batch.data)
-        int8_noise.update(reference, int8.run_batch(batch.data))
-        for noise, session in zip(layer_noise, recovery, strict=True):
-            noise.update(reference, session.run_batch(batch.data))
-        probed = local.run_batch(batch.data)
-        for node in names:
-            ref_name, local_name = probes.local_outputs[node]
-            local_errors[node].update({ref_name: probed[ref_name]}, {ref_name: probed[local_name]})
-        count += feed_rows(batch.data)
-        advance(feed_rows(batch.data))
+    replay = _Replay(Session.of(inferred, spin=False), paths, preprocess)
+    advance = progress("running FP32 on the images", len(paths))
+    count = replay.first_pass(advance)
     if count == 0:
         raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
+    # one model at a time, each over every batch: a session's weights and buffers live for its pass only
+    advance = progress("measuring one model per layer", len(names) + 2)
+    int8_noise = replay.noise(probes.base)
+    advance(1)
+    local_errors = {node: OutputNoise() for node in names}
+    local = Session.of(probes.local, spin=False)
+    for feed, _ in replay.passes():
+        for probed in _per_sample(local, feed):
+            for node in names:
+                ref_name, local_name = probes.local_outputs[node]
+                local_errors[node].update({ref_name: probed[ref_name]}, {ref_name: probed[local_name]})
+    del local
+    advance(1)
+    layer_noise = []
+    for node in names:
+        model = sens.with_float(inferred, table, config, [node], cache, memo)
+        layer_noise.append(replay.noise(model))
+        del model
+        advance(1)
     rows = sorted(
         (
             LayerSensitivity(
@@ -90,19 +91,13 @@ def sensitivity(
         ),
         key=lambda r: (-r.recovered, r.node),
     )
-    steps = _cumulative(
-        inferred,
-        fp32,
-        table,
-        config,
-        [r.node for r in rows[:cumulative]],
-        paths,
-        preprocess,
-        cache,
-        int8_noise,
-        progress,
-        memo,
-    )
+    ranked = [r.node for r in rows[:cumulative]]
+    advance = progress("measuring the top layers together", len(ranked))
+    steps = []
+    for k in range(1, len(ranked) + 1):
+        noise = replay.noise(sens.with_float(inferred, table, config, ranked[:k], cache, memo))
+        steps.append((k, noise.sqnr_db, int8_noise.recovered_by(noise)))
+        advance(1)
     return SensitivityReport(
         layers=tuple(rows),
         int8_output_sqnr_db=int8_noise.sqnr_db,
@@ -126,35 +121,66 @@ def layer_errors(
     inferred = prepared.model
     probes, _ = sens.probes(inferred, table, resolve_weight_range(config))
     noise = {node: OutputNoise() for node, _ in probes.layers}
-    for probed in Session.of(probes.local).run_samples(table_samples(table)):
+    for probed in Session.of(probes.local).iter_samples(table_samples(table)):
         for node, (ref_name, local_name) in probes.local_outputs.items():
             noise[node].update({ref_name: probed[ref_name]}, {ref_name: probed[local_name]})
     return tuple((node, op, noise[node].sqnr_db) for node, op in probes.layers)
 
 
-def _cumulative(
-    model: onnx.ModelProto,
-    fp32: Session,
-    table: CalibrationTable,
-    config: ConvertConfig,
-    ranked: list[str],
-    paths: list[Path],
-    preprocess: Preprocess,
-    cache: dict[str, tuple[float, float]],
-    int8_noise: OutputNoise,
-    progress: Progress,
-    memo: WeightMemo,
-) -> list[tuple[int, float, float]]:
-    """(k, output SQNR, share of the INT8 noise recovered) with the top k layers float together."""
-    sessions = [
-        Session.of(sens.with_float(model, table, config, ranked[:k], cache, memo), spin=False)
-        for k in range(1, len(ranked) + 1)
-    ]
-    noises = [OutputNoise() for _ in sessions]
-    advance = progress("measuring the top layers together", len(paths))
-    for batch in ImageLoader(paths, preprocess, fp32.fixed_batch or 8):
-        reference = fp32.run_batch(batch.data)
-        for noise, session in zip(noises, sessions, strict=True):
-            noise.update(reference, session.run_batch(batch.data))
-        advance(feed_rows(batch.data))
-    return [(k + 1, n.sqnr_db, int8_noise.recovered_by(n)) for k, n in enumerate(noises)]
+class _Replay:
+    """The image batches and FP32's outputs on them, replayed once per measured model. Kept in memory up
+    to REPLAY_BYTES (32 images at 224x224 take 19 MB); beyond that each pass reads the images and runs
+    FP32 again, so memory never grows with --num-images."""
+
+    def __init__(self, fp32: Session, paths: list[Path], preprocess: Preprocess) -> None:
+        self.fp32: Session | None = fp32
+        self.loader = ImageLoader(paths, preprocess, fp32.fixed_batch or 8)
+        self.kept: list[tuple[Feed, dict[str, np.ndarray]]] | None = []
+
+    def first_pass(self, advance: Callable[[int], None]) -> int:
+        """Read every batch once; the number of images read."""
+        count = held = 0
+        for feed, reference in self._stream():
+            count += feed_rows(feed)
+            if self.kept is not None:
+                held += _feed_bytes(feed) + sum(v.nbytes for v in reference.values())
+                if held <= REPLAY_BYTES:
+                    self.kept.append((feed, reference))
+                else:
+                    self.kept = None
+            advance(feed_rows(feed))
+        if self.kept is not None:
+            self.fp32 = None  # every pass replays what is kept
+        return count
+
+    def passes(self) -> Iterator[tuple[Feed, dict[str, np.ndarray]]]:
+        """(batch, FP32's outputs on it), in the same order on every pass."""
+        return iter(self.kept) if self.kept is not None else self._stream()
+
+    def noise(self, model: onnx.ModelProto) -> OutputNoise:
+        """The model's output noise against FP32 over every batch."""
+        session = Session.of(model, spin=False)  # the FP32 session may take turns with it
+        noise = OutputNoise()
+        for feed, reference in self.passes():
+            noise.update(reference, session.run_batch(feed))
+        return noise
+
+    def _stream(self) -> Iterator[tuple[Feed, dict[str, np.ndarray]]]:
+        fp32 = self.fp32
+        assert fp32 is not None
+        for batch in read_ahead(self.loader):
+            yield batch.data, fp32.run_batch(batch.data)
+
+
+def _per_sample(session: Session, feed: Feed) -> Iterator[dict[str, np.ndarray]]:
+    """The session's outputs on a batch, one sample at a time: a probe with every layer's output twice
+    holds one sample's worth, not a batch's (per-sample sums of squares add up to the batch's)."""
+    if session.fixed_batch is not None:
+        yield session.run_batch(feed)
+        return
+    for row in range(feed_rows(feed)):
+        yield session.run(feed_take(feed, row, row + 1))
+
+
+def _feed_bytes(feed: Feed) -> int:
+    return feed.nbytes if isinstance(feed, np.ndarray) else sum(v.nbytes for v in feed.values())
