@@ -4,4 +4,5 @@ from __future__ import annotations
 
 from quantkit.cli import main
 
-main()
+if __name__ == "__main__":  # not when a worker process imports this module as its __main__
+    main()

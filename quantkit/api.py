@@ -60,6 +60,7 @@ from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import detector_fields
 from quantkit.images import IMAGE_SUFFIXES
 from quantkit.outcomes import ComparisonResult, ConvertSummary, Float16Summary, ShrinkResult
+from quantkit.parallel import Parallel
 from quantkit.pipeline import run_shrink
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.run_calibrate import CalibrateSummary
@@ -86,11 +87,18 @@ def calibrate(
     seed: int = 0,
     batch_size: int = _CALIBRATE.batch_size,
     bins: int = _CALIBRATE.bins,
+    workers: int = 1,
+    ray: str | None = None,
+    threads: int = 0,
     progress: Progress | None = None,
 ) -> CalibrateSummary:
     """Run the FP32 model over `data` and write a calibration table (`output`, default: MODEL.calib.json
     beside the model; its arrays go beside it as .npz). Returns what was written and seen; pass it as
-    `calibration=` to `convert`. `preprocess` applies to images (arrays are fed as given)."""
+    `calibration=` to `convert`. `preprocess` applies to images (arrays are fed as given).
+
+    workers: local processes; ray: a Ray cluster's address (needs quantkit[ray]); threads: inference
+    threads per worker. The table is byte-for-byte the same for any of them. Workers start through
+    multiprocessing, so a script that uses them needs the usual `if __name__ == "__main__":` guard."""
     model_path = Path(model)
     table = Path(output) if output is not None else model_path.with_suffix(".calib.json")
     selection, arrays = _data(data, num_images, seed)
@@ -100,8 +108,15 @@ def calibrate(
         [("data", selection.folder)] if arrays is None else [],
         IMAGE_SUFFIXES,
     )
-    config = CalibrateConfig(selection, preprocess or Preprocess(), batch_size=batch_size, bins=bins)
-    return run_calibrate(model_path, table, config, progress or no_progress, arrays)
+    config = CalibrateConfig(
+        selection,
+        preprocess or Preprocess(),
+        batch_size=batch_size,
+        bins=bins,
+    )
+    return run_calibrate(
+        model_path, table, config, progress or no_progress, arrays, Parallel(workers, ray, threads)
+    )
 
 
 def convert(
@@ -147,6 +162,8 @@ def compare(
     num_images: int | None = None,
     seed: int = 0,
     threads: int = _LATENCY.threads,
+    workers: int = 1,
+    ray: str | None = None,
     runs: int = _LATENCY.runs,
     warmup: int = _LATENCY.warmup,
     detector: str | None = None,
@@ -154,6 +171,7 @@ def compare(
     progress: Progress | None = None,
 ) -> ComparisonResult:
     """Accuracy (with `labels`), output error, latency and size of `candidate` against `reference`.
+    workers / ray: where the images are scored (as for `calibrate`); latency is always timed here.
     Preprocessing is read from the candidate's quantkit metadata unless `preprocess` is given."""
     selection, arrays = _data(data, num_images, seed)
     config = CompareConfig(
@@ -164,7 +182,15 @@ def compare(
         **detector_fields(detector, score_threshold, "detector"),
     )
     explicit = preprocess is not None
-    return run_compare(Path(reference), Path(candidate), config, explicit, progress or no_progress, arrays)
+    return run_compare(
+        Path(reference),
+        Path(candidate),
+        config,
+        explicit,
+        progress or no_progress,
+        arrays,
+        Parallel(workers, ray),
+    )
 
 
 def shrink(

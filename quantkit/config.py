@@ -280,8 +280,8 @@ class LatencyConfig:
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
-        if self.runs < 1 or self.warmup < 0:
-            raise ConfigError("--runs must be at least 1 and --warmup at least 0")
+        if self.runs < 0 or self.warmup < 0:
+            raise ConfigError("--runs must be 0 (no timing) or more and --warmup 0 or more")
 
 
 class DetectorHead(str, Enum):
@@ -438,3 +438,7 @@ class ShrinkConfig:
     evaluation: CompareConfig
     gates: Gates
     cache_dir: Path | None
+
+    def __post_init__(self) -> None:
+        if self.gates.min_speedup is not None and self.evaluation.latency.runs == 0:
+            raise ConfigError("--min-speedup needs timed runs; give --runs 1 or more, or drop the gate")

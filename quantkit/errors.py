@@ -44,3 +44,7 @@ def shorten(text: str, limit: int = 200) -> str:
         return flat
     cut = flat[: limit - 3].rsplit(" ", 1)[0]
     return cut + "..."
+
+
+class WorkerError(QuantkitError):
+    """A shard of the work failed on two workers (a crash, a lost node), or no worker could start."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +176,7 @@ class ImageLoader:
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.skipped: list[tuple[Path, str]] = []
-        self._digest = hashlib.sha256()
+        self.entries: list[bytes] = []  # per image used: name, NUL, sha256 of its bytes (content_hash)
 
     def __iter__(self) -> Iterator[Batch]:
         samples: list[np.ndarray] = []
@@ -193,7 +193,7 @@ class ImageLoader:
             except OSError as exc:
                 self.skipped.append((path, exc.strerror or str(exc)))
                 continue
-            self._digest.update(path.name.encode() + b"\0" + hashlib.sha256(raw).digest())
+            self.entries.append(path.name.encode() + b"\0" + hashlib.sha256(raw).digest())
             samples.append(sample)
             names.append(path)
             if len(samples) == self.batch_size:
@@ -205,7 +205,15 @@ class ImageLoader:
     @property
     def content_hash(self) -> str:
         """sha256 over the names and contents of the images used so far, in order."""
-        return self._digest.hexdigest()
+        return entries_hash(self.entries)
+
+
+def entries_hash(entries: Iterable[bytes]) -> str:
+    """The content hash of images from their ImageLoader entries, in order."""
+    digest = hashlib.sha256()
+    for entry in entries:
+        digest.update(entry)
+    return digest.hexdigest()
 
 
 def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:

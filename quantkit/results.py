@@ -58,7 +58,9 @@ def feed_concat(feeds: list[Feed]) -> Feed:
 class TensorStats:
     """Streaming statistics of one activation tensor over the whole calibration set.
 
-    hist: int64 [bins], counts of values in equal-width bins over [hist_lo, hist_hi].
+    hist: int64 [bins], counts in equal-width bins over [hist_lo, hist_hi] (an aligned power-of-two grid,
+    qmath.histogram) of the values sampled: all of a small batch, a fixed stride of a large one.
+    count: every value seen. minimum, maximum and the channel statistics are over every value.
     channel_min, channel_max: float32 [C] or None, per-channel extremes (axis chosen at collection time).
     """
 
@@ -71,7 +73,7 @@ class TensorStats:
     channel_min: np.ndarray | None = None
     channel_max: np.ndarray | None = None
     channel_mean: np.ndarray | None = None  # float64 [C], for bias correction
-    zeros: int = 0  # values exactly 0.0 (represented exactly by every quantizer)
+    zeros: int = 0  # sampled values exactly 0.0 (represented exactly by every quantizer): part of hist
 
     @property
     def channel_absmax(self) -> np.ndarray | None:

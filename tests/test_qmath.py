@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import onnx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from quantkit.qmath.histogram import grown_range, histogram_counts, rebin
+from quantkit.qmath.histogram import grid_counts, grid_for, regrid
 from quantkit.qmath.params import (
     QRANGE,
     asymmetric_params,
@@ -129,34 +132,41 @@ def test_weight_zero_channel_gets_scale_one() -> None:
     assert q[1].max() == 127
 
 
-@settings(max_examples=40)
+@settings(max_examples=60, deadline=None)
 @given(
-    counts=arrays(np.int64, 64, elements=st.integers(0, 1000)),
-    grow_lo=st.floats(0, 10),
-    grow_hi=st.floats(0, 10),
+    values=arrays(np.float32, 300, elements=st.floats(-1e4, 1e4, width=32)),
+    cuts=st.lists(st.integers(0, 300), max_size=5),
+    bins=st.sampled_from([2048, 3000, 4096]),
 )
-def test_rebin_preserves_mass_and_cdf(counts: np.ndarray, grow_lo: float, grow_hi: float) -> None:
-    out = rebin(counts, -1.0, 2.0, -1.0 - grow_lo, 2.0 + grow_hi)
-    assert out.sum() == np.float64(counts.sum()) or abs(out.sum() - counts.sum()) < 1e-6 * max(
-        1, counts.sum()
-    )
-    assert np.all(out >= 0)
+def test_grid_counts_merge_exactly_whatever_the_shards(
+    values: np.ndarray, cuts: list[int], bins: int
+) -> None:
+    """Shards counted on their own grids and moved onto the union's grid give the counts of one pass,
+    which are the exact floor((x - lo) / width) bins."""
+    whole = grid_for(min(float(values.min()), 0.0), max(float(values.max()), 0.0), bins)
+    direct = grid_counts(values, whole)
+    edges = sorted({0, 300, *cuts})
+    merged = np.zeros(bins, np.int64)
+    for a, b in itertools.pairwise(edges):
+        part = values[a:b]
+        if part.size:
+            grid = grid_for(min(float(part.min()), 0.0), max(float(part.max()), 0.0), bins)
+            merged += regrid(grid_counts(part, grid), grid, whole)
+    np.testing.assert_array_equal(merged, direct)
+    exact = (np.floor(values.astype(np.float64) / whole.width) + whole.offset).astype(np.int64)
+    np.testing.assert_array_equal(direct, np.bincount(exact, minlength=bins))
 
 
-def test_grown_range_doubles_so_creeping_ranges_rebin_rarely() -> None:
-    lo, hi = 0.0, 1.0
-    rebins = 0
-    for top in np.linspace(1.01, 100, 1000):
-        if top > hi:
-            lo, hi = grown_range(lo, hi, 0.0, float(top))
-            rebins += 1
-    assert hi >= 100 and rebins <= 8
-
-
-def test_histogram_counts_all_values() -> None:
-    x = np.linspace(-1, 1, 1001)
-    counts = histogram_counts(x, -1.0, 1.0, 2048)
-    assert counts.sum() == 1001 and counts[0] == 1 and counts[-1] == 1
+def test_grid_for_is_the_smallest_aligned_grid_holding_the_values_strictly() -> None:
+    grid = grid_for(0.0, 6.0, 2048)  # a Clip(0, 6) output: 2048 * 2**-8 = 8 > 6, 2048 * 2**-9 = 4
+    assert (grid.step, grid.lo, grid.hi, grid.signed) == (-8, 0.0, 8.0, False)
+    top = grid_for(0.0, 1.0, 2048)  # a Sigmoid's 1.0 must not sit on the top edge
+    assert top.hi == 2.0 and grid_counts(np.ones(3, np.float32), top)[1024] == 3
+    signed = grid_for(-0.5, 3.0, 2048)
+    assert signed.lo == -signed.hi and signed.hi > 3.0 >= signed.hi / 2 and signed.offset == 1024
+    assert grid_for(0.0, 0.0, 2048).lo == 0.0
+    with pytest.raises(ValueError, match="coarser"):
+        regrid(np.zeros(2048, np.int64), grid, top)
 
 
 def test_qranges() -> None:

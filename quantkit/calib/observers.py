@@ -1,87 +1,75 @@
-"""Streaming observers: update(batch) then result(). State is O(bins + channels), never O(images)."""
+"""Streaming observers: update(batch), then partial() (mergeable) or result(). State is O(bins +
+channels), never O(images).
+
+Partials of shards of the data merge exactly: min/max, counts and histograms (on aligned grids,
+qmath.histogram) are order-free; per-channel sums are floats, so `merge` adds them in the order it is
+called, and calibration merges shards in the order of the image list.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from quantkit.qmath.histogram import grown_range, histogram_counts, rebin, round_counts
+from quantkit.qmath.histogram import Grid, grid_counts, grid_for, regrid, sample_stride
 from quantkit.results import TensorStats
 
 
-class TensorObserver:
-    """Min/max, a histogram of `bins` bins that grows its range as needed, and optional per-channel
-    abs-max along `channel_axis`."""
+@dataclass(frozen=True)
+class Partial:
+    """One tensor's statistics over part of the data. count: values seen; counts: int64 [bins] on `grid`,
+    of the values sampled (every value of a small batch, a fixed stride of a large one: sample_stride);
+    zeros: exact 0.0 values among those sampled; channel arrays [C] (min/max float32, sum float64) over
+    every value, or None."""
 
-    def __init__(self, bins: int = 2048, channel_axis: int | None = None) -> None:
-        self.bins = bins
-        self.channel_axis = channel_axis
-        self.minimum = np.inf
-        self.maximum = -np.inf
-        self.lo = 0.0
-        self.hi = 0.0
-        self.counts = np.zeros(bins, np.float64)
-        self.count = 0
-        self.zeros = 0
-        self.nonfinite = 0
-        self.channel_min: np.ndarray | None = None
-        self.channel_max: np.ndarray | None = None
-        self.channel_sum: np.ndarray | None = None
-        self.channel_count = 0
+    grid: Grid
+    counts: np.ndarray
+    minimum: float
+    maximum: float
+    count: int
+    zeros: int
+    nonfinite: int
+    channel_min: np.ndarray | None
+    channel_max: np.ndarray | None
+    channel_sum: np.ndarray | None
+    channel_count: int
 
-    def update(self, x: np.ndarray) -> None:
-        """x: float [...] (one batch of the tensor). Non-finite values are counted, not binned."""
-        if x.size == 0:
-            return
-        x_min, x_max = float(x.min()), float(x.max())  # NaN and inf show here: no isfinite pass needed
-        if not (math.isfinite(x_min) and math.isfinite(x_max)):
-            finite = np.isfinite(x)
-            self.nonfinite += int(x.size - finite.sum())
-            x = np.where(finite, x, 0.0).astype(x.dtype)
-            x_min, x_max = float(x.min()), float(x.max())
-        self.minimum = min(self.minimum, x_min)
-        self.maximum = max(self.maximum, x_max)
-        self._grow(min(x_min, 0.0), max(x_max, 0.0))
-        self.counts += histogram_counts(x, self.lo, self.hi, self.bins)
-        self.count += x.size
-        self.zeros += int(x.size - np.count_nonzero(x))
-        if self.channel_axis is not None and -x.ndim <= self.channel_axis < x.ndim:
-            self._update_channels(x, self.channel_axis % x.ndim)
+    def __add__(self, other: Partial) -> Partial:
+        """The statistics of both parts; self's part comes first in the data (channel sums add in that
+        order)."""
+        if other.count == 0 and other.nonfinite == 0:
+            return self
+        if self.count == 0 and self.nonfinite == 0:
+            return other
+        grid = grid_for(
+            min(self.minimum, other.minimum, 0.0), max(self.maximum, other.maximum, 0.0), self.grid.bins
+        )
+        return Partial(
+            grid=grid,
+            counts=regrid(self.counts, self.grid, grid) + regrid(other.counts, other.grid, grid),
+            minimum=min(self.minimum, other.minimum),
+            maximum=max(self.maximum, other.maximum),
+            count=self.count + other.count,
+            zeros=self.zeros + other.zeros,
+            nonfinite=self.nonfinite + other.nonfinite,
+            channel_min=_combine(np.minimum, self.channel_min, other.channel_min),
+            channel_max=_combine(np.maximum, self.channel_max, other.channel_max),
+            channel_sum=_combine(np.add, self.channel_sum, other.channel_sum),
+            channel_count=self.channel_count + other.channel_count,
+        )
 
-    def _update_channels(self, x: np.ndarray, axis: int) -> None:
-        axes = tuple(i for i in range(x.ndim) if i != axis)
-        batch_min = np.min(x, axis=axes).astype(np.float32)
-        batch_max = np.max(x, axis=axes).astype(np.float32)
-        batch_sum = np.asarray(np.sum(x, axis=axes, dtype=np.float64))
-        if self.channel_min is None or self.channel_max is None or self.channel_sum is None:
-            self.channel_min, self.channel_max, self.channel_sum = batch_min, batch_max, batch_sum
-        else:
-            np.minimum(self.channel_min, batch_min, out=self.channel_min)
-            np.maximum(self.channel_max, batch_max, out=self.channel_max)
-            self.channel_sum += batch_sum
-        self.channel_count += x.size // x.shape[axis]
-
-    def _grow(self, data_lo: float, data_hi: float) -> None:
-        if self.count == 0:
-            self.lo, self.hi = data_lo, data_hi
-            return
-        if data_lo >= self.lo and data_hi <= self.hi:
-            return
-        new_lo, new_hi = grown_range(self.lo, self.hi, data_lo, data_hi)
-        if self.hi > self.lo:
-            self.counts = rebin(self.counts, self.lo, self.hi, new_lo, new_hi)
-        else:  # every value so far sat at one point
-            self.counts = _point_mass(self.counts.sum(), self.lo, new_lo, new_hi, self.bins)
-        self.lo, self.hi = new_lo, new_hi
-
-    def result(self) -> TensorStats:
+    def stats(self) -> TensorStats:
+        """The table's record of these statistics."""
+        empty = self.count == 0
+        point = empty or (self.minimum == 0.0 and self.maximum == 0.0)  # no range to bin over
         return TensorStats(
-            minimum=float(self.minimum) if self.count else 0.0,
-            maximum=float(self.maximum) if self.count else 0.0,
-            hist=round_counts(self.counts),
-            hist_lo=float(self.lo),
-            hist_hi=float(self.hi),
+            minimum=0.0 if empty else float(self.minimum),
+            maximum=0.0 if empty else float(self.maximum),
+            hist=self.counts.astype(np.int64),
+            hist_lo=0.0 if point else self.grid.lo,
+            hist_hi=0.0 if point else self.grid.hi,
             count=self.count,
             channel_min=self.channel_min,
             channel_max=self.channel_max,
@@ -90,51 +78,101 @@ class TensorObserver:
         )
 
 
-def _point_mass(mass: float, at: float, lo: float, hi: float, bins: int) -> np.ndarray:
-    out = np.zeros(bins, np.float64)
-    out[min(int((at - lo) / (hi - lo) * bins), bins - 1)] = mass
-    return out
-
-
-def _counts_on(stats: TensorStats, lo: float, hi: float) -> np.ndarray:
-    """stats' histogram moved onto [lo, hi] ⊇ its own range. float64 [B]."""
-    if stats.hist_hi > stats.hist_lo:
-        return rebin(stats.hist, stats.hist_lo, stats.hist_hi, lo, hi)
-    if hi > lo:
-        return _point_mass(float(stats.hist.sum()), stats.hist_lo, lo, hi, stats.hist.size)
-    return stats.hist.astype(np.float64)
-
-
-def _merge_channels(a: TensorStats, b: TensorStats) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if a.channel_min is None or a.channel_max is None:
-        return b.channel_min, b.channel_max
-    if b.channel_min is None or b.channel_max is None:
-        return a.channel_min, a.channel_max
-    if a.channel_min.shape != b.channel_min.shape:
-        raise ValueError("per-channel statistics of different channel counts cannot be merged")
-    return np.minimum(a.channel_min, b.channel_min), np.maximum(a.channel_max, b.channel_max)
-
-
-def merge_stats(a: TensorStats, b: TensorStats) -> TensorStats:
-    """Statistics of the union of two calibration sets (shards of one folder)."""
-    if a.count == 0:
+def _combine(op: np.ufunc, a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None:
         return b
-    if b.count == 0:
+    if b is None:
         return a
-    lo, hi = min(a.hist_lo, b.hist_lo), max(a.hist_hi, b.hist_hi)
-    low, high = _merge_channels(a, b)
-    mean = None
-    if a.channel_mean is not None and b.channel_mean is not None:
-        mean = (a.channel_mean * a.count + b.channel_mean * b.count) / (a.count + b.count)
-    return TensorStats(
-        minimum=min(a.minimum, b.minimum),
-        maximum=max(a.maximum, b.maximum),
-        hist=round_counts(_counts_on(a, lo, hi) + _counts_on(b, lo, hi)),
-        hist_lo=lo,
-        hist_hi=hi,
-        count=a.count + b.count,
-        channel_min=low,
-        channel_max=high,
-        channel_mean=mean,
-        zeros=a.zeros + b.zeros,
+    if a.shape != b.shape:
+        raise ValueError("per-channel statistics of different channel counts cannot be merged")
+    return np.asarray(op(a, b))
+
+
+class TensorObserver:
+    """Min/max, a histogram of `bins` bins on the smallest aligned grid that holds the values so far,
+    and optional per-channel min/max/sum along `channel_axis`."""
+
+    def __init__(self, bins: int = 2048, channel_axis: int | None = None) -> None:
+        self.channel_axis = channel_axis
+        self.state = empty_partial(bins)
+
+    @property
+    def nonfinite(self) -> int:
+        return self.state.nonfinite
+
+    def update(self, x: np.ndarray) -> None:
+        """x: float [...] (one batch of the tensor). Non-finite values are counted, not binned."""
+        if x.size == 0:
+            return
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+        nonfinite = 0
+        x_min, x_max = float(x.min()), float(x.max())  # NaN and inf show here: no isfinite pass needed
+        if not (math.isfinite(x_min) and math.isfinite(x_max)):
+            finite = np.isfinite(x)
+            nonfinite = int(x.size - finite.sum())
+            x = np.where(finite, x, np.float32(0.0))
+            x_min, x_max = float(x.min()), float(x.max())
+        grid = grid_for(min(x_min, 0.0), max(x_max, 0.0), self.state.grid.bins)
+        low = high = total = None
+        count = 0
+        if self.channel_axis is not None and -x.ndim <= self.channel_axis < x.ndim:
+            low, high, total, count = _channel_stats(x, self.channel_axis % x.ndim)
+        sample = x.reshape(-1)[:: sample_stride(x.size)]
+        self.state = self.state + Partial(
+            grid=grid,
+            counts=grid_counts(sample, grid),
+            minimum=x_min,
+            maximum=x_max,
+            count=x.size,
+            zeros=int(sample.size - np.count_nonzero(sample)),
+            nonfinite=nonfinite,
+            channel_min=low,
+            channel_max=high,
+            channel_sum=total,
+            channel_count=count,
+        )
+
+    def partial(self) -> Partial:
+        return self.state
+
+    def result(self) -> TensorStats:
+        return self.state.stats()
+
+
+def empty_partial(bins: int) -> Partial:
+    """The statistics of no data: the identity of `+`."""
+    return Partial(
+        grid=grid_for(0.0, 0.0, bins),
+        counts=np.zeros(bins, np.int64),
+        minimum=math.inf,
+        maximum=-math.inf,
+        count=0,
+        zeros=0,
+        nonfinite=0,
+        channel_min=None,
+        channel_max=None,
+        channel_sum=None,
+        channel_count=0,
     )
+
+
+def _channel_stats(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per-channel (min float32 [C], max float32 [C], sum float64 [C], elements per channel)."""
+    axes = tuple(i for i in range(x.ndim) if i != axis)
+    return (
+        np.min(x, axis=axes).astype(np.float32),
+        np.max(x, axis=axes).astype(np.float32),
+        np.asarray(np.sum(x, axis=axes, dtype=np.float64)),
+        x.size // x.shape[axis],
+    )
+
+
+def merge_partials(parts: list[Partial]) -> Partial:
+    """Parts in data order, added left to right."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total

@@ -17,10 +17,13 @@ from quantkit.cli.options import (
     MeanOpt,
     NumImagesOpt,
     PresetOpt,
+    RayOpt,
     ResizeOpt,
     SeedOpt,
     SizeOpt,
     StdOpt,
+    WorkersOpt,
+    WorkerThreadsOpt,
     preprocess_options,
 )
 from quantkit.errors import ConfigError
@@ -52,12 +55,16 @@ def calibrate(
     ] = 8,
     bins: Annotated[int, typer.Option("--bins", help="Histogram bins per tensor (at least 2048).")] = 2048,
     inputs: InputsOpt = None,
+    workers: WorkersOpt = 1,
+    ray: RayOpt = None,
+    threads: WorkerThreadsOpt = 0,
 ) -> None:
     """Run the FP32 model over an image folder (or model-ready arrays) and record activation statistics in
     a calibration table."""
     from quantkit import pipeline
     from quantkit.config import CalibrateConfig, ImageSelection
     from quantkit.data import ArrayFiles, array_files
+    from quantkit.parallel import Parallel
     from quantkit.reports import console
 
     if (images is None) == (inputs is None):
@@ -68,6 +75,7 @@ def calibrate(
         batch_size=batch_size,
         bins=bins,
     )
+    parallel = Parallel(workers, ray or None, threads)
     guard_outputs(
         [("--output", output), ("the table's arrays", output.with_suffix(".npz"))],
         [("the model", model)],
@@ -75,10 +83,10 @@ def calibrate(
     )
     with progress_bars() as progress:
         if inputs is None:
-            summary = pipeline.calibrate(model, output, config, progress)
+            summary = pipeline.calibrate(model, output, config, progress, parallel=parallel)
         else:
             found = array_files(inputs)
-            summary = pipeline.calibrate(model, output, config, progress, ArrayFiles(found))
+            summary = pipeline.calibrate(model, output, config, progress, ArrayFiles(found), parallel)
     show(
         console.calibrate_lines(
             str(summary.table),

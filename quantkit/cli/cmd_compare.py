@@ -30,6 +30,7 @@ from quantkit.cli.options import (
     MeanOpt,
     NumImagesOpt,
     PresetOpt,
+    RayOpt,
     ResizeOpt,
     RunsOpt,
     ScoreOpt,
@@ -38,6 +39,7 @@ from quantkit.cli.options import (
     StdOpt,
     ThreadsOpt,
     WarmupOpt,
+    WorkersOpt,
     preprocess_options,
 )
 from quantkit.errors import ConfigError
@@ -61,6 +63,8 @@ def compare(
     num_images: NumImagesOpt = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 1,
+    workers: WorkersOpt = 1,
+    ray: RayOpt = None,
     runs: RunsOpt = 100,
     warmup: WarmupOpt = 10,
     detector: DetectorOpt = None,
@@ -84,6 +88,7 @@ def compare(
     from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
     from quantkit.data import ArrayFiles, array_files
     from quantkit.evaluate.compare import detector_fields
+    from quantkit.parallel import Parallel
     from quantkit.reports import console, markdown, records
 
     if (images is None) == (inputs is None):
@@ -108,7 +113,9 @@ def compare(
         raise ConfigError("compare with --quiet prints nothing; add --json FILE (or --json - for stdout)")
     with progress_bars() as progress:
         arrays = ArrayFiles(array_files(inputs)) if inputs is not None else None
-        result = pipeline.compare(reference, candidate, config, explicit, progress, arrays)
+        result = pipeline.compare(
+            reference, candidate, config, explicit, progress, arrays, Parallel(workers, ray or None)
+        )
     if to_stdout:  # stdout carries the file: the table goes to stderr
         if VERBOSITY["level"] >= 0:
             stderr.print(console.compare_table(result))

@@ -43,7 +43,29 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --num-images s
 
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads for the latency runs.")]
 
-RunsOpt = Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved.")]
+WorkersOpt = Annotated[
+    int,
+    typer.Option("--workers", help="Local worker processes; results are the same for any number."),
+]
+
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="<address>",
+        envvar="RAY_ADDRESS",
+        show_envvar=False,
+        help="Run the shards as Ray tasks on the cluster at this address (or $RAY_ADDRESS); needs "
+        "pip install 'quantkit[ray]' and the images on a path every node reads.",
+    ),
+]
+
+WorkerThreadsOpt = Annotated[
+    int,
+    typer.Option("--threads", help="Inference threads per worker (0: all cores, shared among workers)."),
+]
+
+RunsOpt = Annotated[int, typer.Option("--runs", help="Timed runs per model, interleaved (0: no timing).")]
 
 WarmupOpt = Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")]
 

@@ -53,90 +53,137 @@ def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
     return -1
 
 
-def compare_outputs(
-    reference: Session,
-    candidate: Session,
-    batches: Iterable[Batch],
-    folder: Path,
-    classes: Sequence[str] | None,
-    progress: Callable[[int], None] | None = None,
-    detection_threshold: float | None = None,
-    detector: DetectorHead = DetectorHead.yolo,
-    input_size: tuple[int, int] | None = None,
-    watch: ReferenceCheck | None = None,
-) -> tuple[list[OutputMetrics], Accuracy | None, Accuracy | None, int]:
-    """Per-output error metrics; with classes, top-1/top-5 of both models; with a detection threshold,
-    on YOLO-style outputs [N, A, 5 + C] the recall of the reference's detections per anchor and the
-    agreement of the final boxes (`detector` says how to read them; yolox needs the input (H, W)).
-    `watch` sees every batch's inputs and reference outputs (the reference's sanity)."""
+class Comparison:
+    """Reference vs candidate outputs over a run of batches: per-output errors; with classes, top-1/top-5
+    of both models; with a detection threshold, on YOLO-style outputs [N, A, 5 + C] the recall of the
+    reference's detections per anchor and the agreement of the final boxes (`detector` says how to read
+    them; yolox needs the input (H, W)). `merge` adds a later shard's, so shards of one image list give
+    the one-pass figures."""
+
+    def __init__(
+        self,
+        folder: Path,
+        classes: Sequence[str] | None,
+        detection_threshold: float | None = None,
+        detector: DetectorHead = DetectorHead.yolo,
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.classes = tuple(classes) if classes else None
+        self.lookup = {c: i for i, c in enumerate(classes)} if classes else {}
+        self.detection_threshold = detection_threshold
+        self.detector = detector
+        self.input_size = input_size
+        self.errors: dict[str, OutputErrors] = {}
+        self.recalls: dict[str, DetectionRecall] = {}
+        self.boxes: dict[str, BoxAgreement] = {}
+        self.ref_acc, self.cand_acc = TopK(), TopK()
+        self.scored_output: str | None = None
+        self.seen_shapes: dict[str, list[int]] = {}
+        self.count = 0
+
+    def update(self, batch: Batch, ref_out: dict[str, np.ndarray], cand_out: dict[str, np.ndarray]) -> None:
+        self.seen_shapes = {n: list(v.shape) for n, v in ref_out.items()}
+        threshold = self.detection_threshold
+        for name in ref_out:
+            if ref_out[name].shape != cand_out[name].shape:
+                raise ConfigError(f"output {name!r} has different shapes in the two models")
+            self.errors.setdefault(name, OutputErrors(name)).update(ref_out[name], cand_out[name])
+            if threshold is not None and is_yolo_head(ref_out[name]):
+                self.recalls.setdefault(name, DetectionRecall(threshold)).update(
+                    ref_out[name], cand_out[name]
+                )
+                if name not in self.boxes:
+                    grid = decode_grid(self.detector, self.input_size, ref_out[name].shape[1])
+                    self.boxes[name] = BoxAgreement(threshold, grid)
+                self.boxes[name].update(ref_out[name], cand_out[name])
+        self.count += feed_rows(batch.data)
+        if self.lookup:
+            self.scored_output = self.scored_output or _scored_output(ref_out, len(self.lookup))
+            labels = np.array([label_of(p, self.folder, self.lookup) for p in batch.paths])
+            known = labels >= 0
+            if known.any():
+                self.ref_acc.update(ref_out[self.scored_output][known], labels[known])
+                self.cand_acc.update(cand_out[self.scored_output][known], labels[known])
+
+    def merge(self, later: Comparison) -> None:
+        """Add what `later` saw on the images after this one's."""
+        for mine, theirs in (
+            (self.errors, later.errors),
+            (self.recalls, later.recalls),
+            (self.boxes, later.boxes),
+        ):
+            for name, acc in theirs.items():
+                if name in mine:
+                    mine[name].merge(acc)  # type: ignore[arg-type]
+                else:
+                    mine[name] = acc  # type: ignore[assignment]
+        self.ref_acc.merge(later.ref_acc)
+        self.cand_acc.merge(later.cand_acc)
+        self.scored_output = self.scored_output or later.scored_output
+        self.seen_shapes = later.seen_shapes or self.seen_shapes
+        self.count += later.count
+
+    def result(self) -> tuple[list[OutputMetrics], Accuracy | None, Accuracy | None, int]:
+        """(per-output metrics, reference and candidate accuracy with labels, images compared)."""
+        metrics = [
+            dataclasses.replace(
+                e.result(),
+                detection_recall=self.recalls[n].recall,
+                detections=self.recalls[n].reference,
+                boxes=self.boxes[n].reference,
+                boxes_found=self.boxes[n].found,
+                boxes_extra=self.boxes[n].extra,
+                boxes_borderline=self.boxes[n].borderline,
+            )
+            if n in self.recalls
+            else e.result()
+            for n, e in self.errors.items()
+        ]
+        if self.detection_threshold is not None and not self.recalls and self.count:
+            shapes = ", ".join(f"{n} {s}" for n, s in self.seen_shapes.items()) or "none"
+            raise ConfigError(
+                f"--detector {self.detector.value} needs an output shaped [N, anchors, 5 + classes] "
+                f"(outputs: "
+                f"{shapes}); leave --detector out for a classifier"
+            )
+        if not self.lookup:
+            return metrics, None, None, self.count
+        if self.ref_acc.count == 0 and self.count:
+            raise ConfigError(
+                "no image's folder or name prefix matches a class in the labels file; name images "
+                "<class>_*.jpg or put them in <class>/ folders"
+            )
+        return metrics, self.ref_acc.result(), self.cand_acc.result(), self.count
+
+
+def check_same_outputs(reference: Session, candidate: Session) -> None:
     if reference.output_names != candidate.output_names:
         raise ConfigError(
             f"the models' outputs differ ({reference.output_names} vs {candidate.output_names}); "
             "compare a model with its own quantized version"
         )
-    errors = {name: OutputErrors(name) for name in reference.output_names}
-    recalls: dict[str, DetectionRecall] = {}
-    boxes: dict[str, BoxAgreement] = {}
-    lookup = {c: i for i, c in enumerate(classes)} if classes else {}
-    ref_acc, cand_acc = TopK(), TopK()
-    scored_output: str | None = None
-    seen_shapes: dict[str, list[int]] = {}
-    count = 0
+
+
+def compare_batches(
+    reference: Session,
+    candidate: Session,
+    batches: Iterable[Batch],
+    comparison: Comparison,
+    progress: Callable[[int], None] | None = None,
+    watch: ReferenceCheck | None = None,
+) -> Comparison:
+    """Run both models over the batches into `comparison`; `watch` sees every batch's inputs and
+    reference outputs (the reference's sanity)."""
+    check_same_outputs(reference, candidate)
     for batch in batches:
         ref_out, cand_out = reference.run_batch(batch.data), candidate.run_batch(batch.data)
         if watch is not None:
             watch.update(batch.data, ref_out)
-        seen_shapes = {n: list(v.shape) for n, v in ref_out.items()}
-        for name, acc in errors.items():
-            if ref_out[name].shape != cand_out[name].shape:
-                raise ConfigError(f"output {name!r} has different shapes in the two models")
-            acc.update(ref_out[name], cand_out[name])
-            if detection_threshold is not None and is_yolo_head(ref_out[name]):
-                recalls.setdefault(name, DetectionRecall(detection_threshold)).update(
-                    ref_out[name], cand_out[name]
-                )
-                if name not in boxes:
-                    grid = decode_grid(detector, input_size, ref_out[name].shape[1])
-                    boxes[name] = BoxAgreement(detection_threshold, grid)
-                boxes[name].update(ref_out[name], cand_out[name])
-        count += feed_rows(batch.data)
-        if lookup:
-            scored_output = scored_output or _scored_output(ref_out, len(lookup))
-            labels = np.array([label_of(p, folder, lookup) for p in batch.paths])
-            known = labels >= 0
-            if known.any():
-                ref_acc.update(ref_out[scored_output][known], labels[known])
-                cand_acc.update(cand_out[scored_output][known], labels[known])
+        comparison.update(batch, ref_out, cand_out)
         if progress is not None:
             progress(feed_rows(batch.data))
-    metrics = [
-        dataclasses.replace(
-            e.result(),
-            detection_recall=recalls[n].recall,
-            detections=recalls[n].reference,
-            boxes=boxes[n].reference,
-            boxes_found=boxes[n].found,
-            boxes_extra=boxes[n].extra,
-            boxes_borderline=boxes[n].borderline,
-        )
-        if n in recalls
-        else e.result()
-        for n, e in errors.items()
-    ]
-    if detection_threshold is not None and not recalls:
-        shapes = ", ".join(f"{n} {s}" for n, s in seen_shapes.items()) or "none"
-        raise ConfigError(
-            f"--detector {detector.value} needs an output shaped [N, anchors, 5 + classes] (outputs: "
-            f"{shapes}); leave --detector out for a classifier"
-        )
-    if not lookup:
-        return metrics, None, None, count
-    if ref_acc.count == 0:
-        raise ConfigError(
-            "no image's folder or name prefix matches a class in the labels file; name images "
-            "<class>_*.jpg or put them in <class>/ folders"
-        )
-    return metrics, ref_acc.result(), cand_acc.result(), count
+    return comparison
 
 
 def detector_fields(detector: str | None, threshold: float, option: str = "--detector") -> dict[str, Any]:

@@ -49,6 +49,16 @@ class OutputErrors:
             top_r, top_c = _topk(ref, k), _topk(cand, k)
             self.top5_overlap += sum(len(set(a) & set(b)) / k for a, b in zip(top_r, top_c, strict=True))
 
+    def merge(self, later: OutputErrors) -> None:
+        """Add what `later` saw on the images after this one's (shards of one run, in order)."""
+        self.signal += later.signal
+        self.noise += later.noise
+        self.cosines.extend(later.cosines)
+        self.max_abs = max(self.max_abs, later.max_abs)
+        self.top1_same += later.top1_same
+        self.top5_overlap += later.top5_overlap
+        self.classification = self.classification and later.classification
+
     def result(self) -> OutputMetrics:
         count = len(self.cosines)
         return OutputMetrics(
@@ -113,6 +123,11 @@ class TopK:
         self.top5 += int(np.sum(np.any(top == labels[:, None], axis=1)))
         self.count += int(labels.size)
 
+    def merge(self, later: TopK) -> None:
+        self.top1 += later.top1
+        self.top5 += later.top5
+        self.count += later.count
+
     def result(self) -> Accuracy:
         n = max(self.count, 1)
         return Accuracy(top1=self.top1 / n, top5=self.top5 / n, count=self.count)
@@ -145,6 +160,11 @@ class DetectionRecall:
         self.reference += int(ref_hit.sum())
         self.found += int((ref_hit & cand_hit & (ref_cls == cand_cls)).sum())
         self.extra += int((cand_hit & ~ref_hit).sum())
+
+    def merge(self, later: DetectionRecall) -> None:
+        self.reference += later.reference
+        self.found += later.found
+        self.extra += later.extra
 
     @property
     def recall(self) -> float | None:
@@ -252,6 +272,12 @@ class BoxAgreement:
             self.found += found
             self.extra += extra
             self.borderline += borderline
+
+    def merge(self, later: BoxAgreement) -> None:
+        self.reference += later.reference
+        self.found += later.found
+        self.extra += later.extra
+        self.borderline += later.borderline
 
 
 def match_boxes(ref: Detections, cand: Detections, threshold: float) -> tuple[int, int, int]:

@@ -62,6 +62,16 @@ class ReferenceCheck:
             picks = np.linspace(0, flat.shape[1] - 1, min(SAMPLED_ELEMENTS, flat.shape[1])).astype(np.int64)
             self._samples.setdefault(name, []).append(flat[:, picks].astype(np.float64))
 
+    def merge(self, later: ReferenceCheck) -> None:
+        """Add what `later` saw on the images after this one's (shards of one run, in order)."""
+        self.images += later.images
+        self.input_peak = max(self.input_peak, later.input_peak)
+        self.classes.update(later.classes)
+        if self._classifier is None:
+            self.num_classes, self._classifier = later.num_classes, later._classifier
+        for name, samples in later._samples.items():
+            self._samples.setdefault(name, []).extend(samples)
+
     def findings(
         self, top1: float | None = None, labelled_classes: int = 0, detections: int | None = None
     ) -> tuple[str, ...]:

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Sized
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from quantkit.calib import table as table_io
-from quantkit.calib.collect import collect
-from quantkit.config import (
-    CalibrateConfig,
-    Preprocess,
-)
+from quantkit.calib.collect import check_finite
+from quantkit.config import CalibrateConfig, Preprocess
 from quantkit.data import ArrayStream, Sample, feed_side
 from quantkit.errors import ConfigError, ImageError
 from quantkit.evaluate.sanity import ReferenceCheck
@@ -24,12 +22,15 @@ from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import observed_tensors, with_outputs
 from quantkit.graph.prepare import prepare
-from quantkit.images import ImageLoader, resolve_preprocess, select_images, shortfall
-from quantkit.pipeline.loading import read_ahead, require_quantizable, table_paths
+from quantkit.images import entries_hash, resolve_preprocess, select_images, shortfall
+from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
+from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_chunk, run_chunk
+from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.shards import chunk_size, chunks, model_key, prime, run_jobs
 from quantkit.pipeline.writing import SMOKE_SAMPLES
-from quantkit.results import Batch, CalibrationTable, Feed, feed_concat, feed_rows, feed_take
-from quantkit.runtime import Session, versions
+from quantkit.results import Batch, CalibrationTable, Feed
+from quantkit.runtime import Session, fits_one_message, versions
 from quantkit.version import __version__
 
 
@@ -71,9 +72,11 @@ def calibrate(
     config: CalibrateConfig,
     progress: Progress = no_progress,
     arrays: Iterable[Sample] | None = None,
+    parallel: Parallel = ONE_PROCESS,
 ) -> CalibrateSummary:
     """Calibrate on config.images, or, when `arrays` is given, on those model-ready samples (streamed:
-    see quantkit.data; config.images and config.preprocess are then not used)."""
+    see quantkit.data; config.images and config.preprocess are then not used). `parallel` says where
+    the images' chunks run; the table does not depend on it."""
     json_path, npz_path = table_paths(table_path)
     for out in (json_path, npz_path):
         check_output(out, model_path)
@@ -86,15 +89,19 @@ def calibrate(
     size = spec.shape[0] or config.batch_size  # the batch the model fixes, else the requested one
     preprocess: Preprocess | None = None
     paths: list[Path] = []
-    source: ImageLoader | ArrayStream
+    source: ArrayStream | None = None
     side: tuple[int, int] | None
+    stream: Iterator[Batch] = iter(())
     if arrays is None:
         preprocess = resolve_preprocess(config.preprocess, spec)
         paths = select_images(config.images)
-        source = ImageLoader(paths, preprocess, size)
         total, side = len(paths), (preprocess.height, preprocess.width)
-        stream: Iterator[Batch] = read_ahead(source)  # decoding overlaps inference
     else:
+        if parallel.workers > 1 or parallel.ray is not None:
+            raise ConfigError(
+                "--workers and --ray read images from a folder; model-ready arrays (--inputs, or arrays "
+                "in memory) are observed in this process: leave --workers and --ray out"
+            )
         source = ArrayStream(arrays, spec if len(specs) <= 1 else specs, size)
         total = len(arrays) if isinstance(arrays, Sized) else 0
         stream = iter(source)
@@ -105,23 +112,27 @@ def calibrate(
         stream = itertools.chain([first], stream)
     prepared = prepare(model, size=side)
     observed = observed_tensors(prepared.model)
-    session = Session.of(with_outputs(prepared.model, list(observed)))
-    kept: list[Feed] = []  # the first SMOKE_SAMPLES samples, in batches
-
-    def batches() -> Iterator[Feed]:
-        for batch in stream:
-            held = sum(feed_rows(k) for k in kept)
-            if held < SMOKE_SAMPLES:
-                kept.append(feed_take(batch.data, 0, SMOKE_SAMPLES - held))
-            yield batch.data
-
-    check = ReferenceCheck()
-    graph_outputs = [o.name for o in prepared.model.graph.output]
-
-    def watch(batch: Feed, outputs: dict[str, np.ndarray]) -> None:
-        check.update(batch, {n: outputs[n] for n in graph_outputs if n in outputs})
-
-    stats, seen = collect(session, observed, batches(), config.bins, progress("calibrating", total), watch)
+    augmented = with_outputs(prepared.model, list(observed))
+    job = ChunkJob(
+        index=0,
+        paths=(),
+        preprocess=preprocess,
+        batch_size=size,
+        observed=tuple(observed.items()),
+        outputs=tuple(o.name for o in prepared.model.graph.output),
+        bins=config.bins,
+        threads=threads_per_worker(parallel.threads, parallel.workers),
+        keep=SMOKE_SAMPLES,
+        model_sha256="",
+    )
+    tick = progress("calibrating", total)
+    if arrays is None:
+        merged = _observe_images(augmented, paths, job, parallel, tick)
+    else:
+        merged = _observe_arrays(augmented, stream, job, tick)
+    check_finite(merged.partials)
+    stats = {name: part.stats() for name, part in merged.partials.items()}
+    seen, check, kept = merged.seen, merged.check or ReferenceCheck(), merged.samples
     meta: dict[str, Any] = {
         "producer": "quantkit",
         "quantkit_version": __version__,
@@ -130,33 +141,41 @@ def calibrate(
         "input": spec.name if len(specs) <= 1 or arrays is None else [s.name for s in specs],
         "preprocess": preprocess.to_dict() if preprocess else None,
     }
-    if isinstance(source, ImageLoader):
-        used = len(paths) - len(source.skipped)
-        _check_enough_images(used, len(paths), source.skipped)
+    if arrays is None:
+        used = len(paths) - len(merged.skipped)
+        _check_enough_images(used, len(paths), merged.skipped)
         meta["images"] = {
             "count": used,
             "unique": len(set(paths)),
-            "skipped": len(source.skipped),
+            "skipped": len(merged.skipped),
             "seed": config.images.seed,
             "requested": config.images.num_images,
-            "list_sha256": source.content_hash,
+            "list_sha256": entries_hash(merged.entries),
         }
     else:
         used = seen
+        assert isinstance(source, ArrayStream)
         meta["inputs"] = {
             "count": seen,
             "sha256": source.content_hash,
-            **_sample_shapes(feed_concat(kept)),
+            **(_sample_shapes(kept) if kept is not None else {}),
         }
-    meta.update({"bins": config.bins, "batch_size": size, "versions": versions()})
-    table = CalibrationTable(meta=meta, stats=stats, samples=feed_concat(kept))
+    meta.update(
+        {
+            "bins": config.bins,
+            "batch_size": size,
+            "chunk_size": chunk_size(size),
+            "versions": versions(),
+        }
+    )
+    table = CalibrationTable(meta=meta, stats=stats, samples=kept)
     json_bytes, npz_bytes = table_io.serialize(table)
     write_set([(npz_path, npz_bytes), (json_path, json_bytes)])
     return CalibrateSummary(
         table=json_path,
         arrays=npz_path,
         images_used=used,
-        images_skipped=tuple((str(p), why) for p, why in source.skipped),
+        images_skipped=tuple((str(p), why) for p, why in merged.skipped),
         tensors=len(stats),
         seconds=time.perf_counter() - started,
         preprocess=preprocess,
@@ -164,6 +183,47 @@ def calibrate(
         reference_findings=check.findings(),
         warnings=tuple(w for w in (shortfall(config.images, paths) if arrays is None else None,) if w),
     )
+
+
+def _observe_images(
+    augmented: onnx.ModelProto,
+    paths: list[Path],
+    job: ChunkJob,
+    parallel: Parallel,
+    tick: Callable[[int], None],
+) -> Merged:
+    """The images in chunks, on the pool `parallel` names, merged in list order."""
+    if fits_one_message(augmented):
+        blob = augmented.SerializeToString(deterministic=True)
+        job = replace(job, model_sha256=model_key(blob))
+    elif parallel.workers == 1 and parallel.ray is None:  # over protobuf's 2 GB: no bytes to send
+        blob, job = b"", replace(job, model_sha256="large")
+        prime(job.model_sha256, job.threads, Session.of(augmented, job.threads))
+    else:
+        raise ConfigError("--workers and --ray take models under 2 GB; calibrate this one in one process")
+    jobs = [
+        replace(job, index=k, paths=part, keep=job.keep if k < 2 else 0)
+        for k, part in enumerate(chunks(paths, job.batch_size))
+    ]
+    merged = Merged()
+    for result in run_jobs(parallel, [blob], run_chunk, jobs, describe, tick):
+        merged.add(result)
+    return merged
+
+
+def _observe_arrays(
+    augmented: onnx.ModelProto, stream: Iterator[Batch], job: ChunkJob, tick: Callable[[int], None]
+) -> Merged:
+    """Model-ready samples (an iterable the caller owns: one process), in the same chunks as images."""
+    session = Session.of(augmented, job.threads)
+    per_chunk = chunk_size(job.batch_size) // job.batch_size
+    merged = Merged()
+    while True:
+        batches = list(itertools.islice(stream, per_chunk))
+        if not batches:
+            return merged
+        keep = job.keep if merged.seen < job.keep else 0
+        merged.add(observe_chunk(session, batches, replace(job, keep=keep), tick))
 
 
 def _sample_shapes(samples: Feed) -> dict[str, Any]:

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import onnx
 
-from quantkit.config import CompareConfig, Preprocess
+from quantkit.config import CompareConfig, LatencyConfig, Preprocess
 from quantkit.data import ArrayStream, Sample, sample_side
 from quantkit.errors import (
     ConfigError,
     ImageError,
 )
-from quantkit.evaluate.compare import compare_outputs, read_classes
+from quantkit.evaluate.compare import Comparison, compare_batches, read_classes
 from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
-from quantkit.images import ImageLoader, resolve_preprocess, select_images, shortfall
+from quantkit.images import resolve_preprocess, select_images, shortfall
 from quantkit.outcomes import ComparisonResult, OutputMetrics
+from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
+from quantkit.pipeline.compare_chunks import (
+    CompareChunk,
+    CompareJob,
+    describe,
+    merge_chunks,
+    run_compare_chunk,
+)
 from quantkit.pipeline.loading import model_bytes
 from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.shards import chunks, model_key, prime, run_jobs
 from quantkit.pipeline.writing import conversion_record, recorded_preprocess
 from quantkit.results import Batch, Feed, feed_repeat, feed_take
 from quantkit.runtime import Session, cpu_info, interleaved_latency, versions
@@ -33,9 +44,11 @@ def compare(
     explicit_preprocess: bool,
     progress: Progress = no_progress,
     arrays: Iterable[Sample] | None = None,
+    parallel: Parallel = ONE_PROCESS,
 ) -> ComparisonResult:
     """Both models over config.images (or, when given, the model-ready `arrays`, streamed), then their
-    latency interleaved on the first sample."""
+    latency interleaved on the first sample. `parallel` says where the images' chunks run; the figures do
+    not depend on it (latency is always timed here)."""
     reference = model_io.load_model(reference_path)
     candidate = model_io.load_model(candidate_path)
     specs = model_io.float_inputs(reference)
@@ -51,8 +64,11 @@ def compare(
     recorded = recorded_preprocess(candidate) or recorded_preprocess(reference)
     preprocess: Preprocess | None = None
     paths: list[Path] = []
-    source: ImageLoader | ArrayStream
     side: tuple[int, int] | None
+    empty = Comparison(
+        config.images.folder, tuple(classes) if classes else None, config.detection_threshold, config.detector
+    )
+    tick = progress("evaluating", 0)
     if arrays is None:
         preprocess = (
             recorded
@@ -60,49 +76,59 @@ def compare(
             else resolve_preprocess(config.preprocess, spec)
         )
         paths = select_images(config.images)
-        source, total = ImageLoader(paths, preprocess, size), len(paths)
         side = (preprocess.height, preprocess.width)
+        tick = progress("evaluating", len(paths))
+        jobs = [
+            CompareJob(
+                k,
+                part,
+                preprocess,
+                size,
+                config.images.folder,
+                empty.classes,
+                config.detection_threshold,
+                config.detector,
+                side,
+                ("", ""),
+                threads_per_worker(parallel.threads, parallel.workers),
+            )
+            for k, part in enumerate(chunks(paths, size))
+        ]
+        done = merge_chunks(_run_chunks(reference_path, candidate_path, jobs, parallel, tick), empty)
     else:
         if classes is not None:
             raise ConfigError("--labels reads each image's class from its folder or name: compare images")
+        if parallel.workers > 1 or parallel.ray is not None:
+            raise ConfigError(
+                "--workers and --ray read images from a folder; model-ready arrays (--inputs, or arrays "
+                "in memory) are compared in this process: leave --workers and --ray out"
+            )
         source = ArrayStream(arrays, specs if several else spec, size)
-        total = len(arrays) if isinstance(arrays, Sized) else 0
+        tick = progress("evaluating", len(arrays) if isinstance(arrays, Sized) else 0)
         side = (
             sample_side(tuple(d or 0 for d in spec.shape[1:]))
             if None not in spec.shape[1:] and not several
             else None
         )
-    first: list[Feed] = []
-
-    def batches() -> Iterator[Batch]:
-        for batch in source:
-            if not first:
-                first.append(feed_take(batch.data, 0, 1))
-            yield batch
-
-    ref_session, cand_session = Session(reference_path), Session(candidate_path)
-    check = ReferenceCheck(inputs_from_images=arrays is None)
-    outputs, ref_acc, cand_acc, count = compare_outputs(
-        ref_session,
-        cand_session,
-        batches(),
-        config.images.folder,
-        classes,
-        progress("evaluating", total),
-        config.detection_threshold,
-        config.detector,
-        side,
-        check,
-    )
-    if count == 0:
+        done = _compare_arrays(
+            reference_path,
+            candidate_path,
+            source,
+            Comparison(config.images.folder, None, config.detection_threshold, config.detector, side),
+            tick,
+        )
+    outputs, ref_acc, cand_acc, count = done.comparison.result()
+    check, first = done.check, done.first
+    if count == 0 or first is None:
         what = f"none of the {len(paths)} images could be read; check the folder" if arrays is None else ""
         raise ImageError(what or "the data holds no sample; give at least one array")
     latency_batch = fixed_batch or 1  # batch 1 unless a model fixes another batch size
-    timing_input = feed_repeat(first[0], latency_batch)
+    timing_input = feed_repeat(first, latency_batch)
     lat = config.latency
-    timed = [Session(p, threads=lat.threads, spin=False) for p in (reference_path, candidate_path)]
-    samples = interleaved_latency(timed, timing_input, lat.warmup, lat.runs, progress("timing", lat.runs))
-    latency_samples = (tuple(float(v) for v in samples[0]), tuple(float(v) for v in samples[1]))
+    samples = _timed(reference_path, candidate_path, timing_input, lat, progress) if lat.runs else None
+    latency_samples = (
+        (tuple(float(v) for v in samples[0]), tuple(float(v) for v in samples[1])) if samples else ()
+    )
     return ComparisonResult(
         reference=str(reference_path),
         candidate=str(candidate_path),
@@ -110,8 +136,8 @@ def compare(
         outputs=tuple(outputs),
         reference_accuracy=ref_acc,
         candidate_accuracy=cand_acc,
-        reference_latency=latency_stats(samples[0]),
-        candidate_latency=latency_stats(samples[1]),
+        reference_latency=latency_stats(samples[0]) if samples else None,
+        candidate_latency=latency_stats(samples[1]) if samples else None,
         reference_bytes=model_bytes(reference_path),
         candidate_bytes=model_bytes(candidate_path),
         settings={
@@ -121,7 +147,7 @@ def compare(
             "batch_size_latency": latency_batch,
             "images": str(config.images.folder) if arrays is None else "arrays",
             "images_requested": config.images.num_images,
-            "images_skipped": len(source.skipped),
+            "images_skipped": len(done.skipped),
             "labels": str(config.labels) if config.labels else None,
             "detection_score_threshold": config.detection_threshold,
             "detector": config.detector.value if config.detection_threshold is not None else None,
@@ -153,6 +179,64 @@ def compare(
             if w
         ),
     )
+
+
+def _timed(
+    reference_path: Path, candidate_path: Path, feed: Feed, lat: LatencyConfig, progress: Progress
+) -> list[np.ndarray]:
+    """Both models' latency samples (ms), interleaved on one feed."""
+    timed = [Session(p, threads=lat.threads, spin=False) for p in (reference_path, candidate_path)]
+    return interleaved_latency(timed, feed, lat.warmup, lat.runs, progress("timing", lat.runs))
+
+
+def _run_chunks(
+    reference_path: Path,
+    candidate_path: Path,
+    jobs: list[CompareJob],
+    parallel: Parallel,
+    tick: Callable[[int], None],
+) -> Iterator[CompareChunk]:
+    """The chunks' figures in list order: in this process on sessions opened from the files (external
+    weights included), or on workers sent both models' bytes."""
+    if parallel.workers == 1 and parallel.ray is None:
+        keys = (str(reference_path), str(candidate_path))
+        threads = jobs[0].threads if jobs else 0
+        for key, path in zip(keys, (reference_path, candidate_path), strict=True):
+            prime(key, threads, Session(path, threads))
+        blobs = [b"", b""]
+    else:
+        for path in (reference_path, candidate_path):
+            if model_bytes(path) != path.stat().st_size:
+                raise ConfigError(
+                    f"--workers and --ray send each model as one file; {path.name} keeps its weights in "
+                    "external files: compare it in one process"
+                )
+        blobs = [reference_path.read_bytes(), candidate_path.read_bytes()]
+        keys = (model_key(blobs[0]), model_key(blobs[1]))
+    jobs = [replace(job, keys=keys) for job in jobs]
+    yield from run_jobs(parallel, blobs, run_compare_chunk, jobs, describe, tick)
+
+
+def _compare_arrays(
+    reference_path: Path,
+    candidate_path: Path,
+    source: ArrayStream,
+    empty: Comparison,
+    tick: Callable[[int], None],
+) -> CompareChunk:
+    """Model-ready samples (an iterable the caller owns): one pass in this process."""
+    reference, candidate = Session(reference_path), Session(candidate_path)
+    check = ReferenceCheck(inputs_from_images=False)
+    first: list[Feed] = []
+
+    def batches() -> Iterator[Batch]:
+        for batch in source:
+            if not first:
+                first.append(feed_take(batch.data, 0, 1))
+            yield batch
+
+    comparison = compare_batches(reference, candidate, batches(), empty, tick, check)
+    return CompareChunk(comparison, check, source.skipped, first[0] if first else None)
 
 
 def _detections(outputs: Sequence[OutputMetrics]) -> int | None:

@@ -1,0 +1,110 @@
+"""Where shards of work run: in this process, in local worker processes, or as Ray tasks.
+
+Every pool runs `fn(shared, job)` for each job and yields the results in job order, whatever order the
+workers finish in, so callers merge them exactly as one process would. `shared` is what `share()` made
+of a large blob (a model): the blob itself in process, a file every local worker reads once, an object
+in Ray's store; `share` takes several blobs and hands each task one tuple of them. Jobs and results must
+pickle. A job whose worker dies is run once more on another
+worker; a job that fails twice raises WorkerError naming it (`describe(job)`). An exception that `fn`
+raises itself is deterministic and is raised at once, as in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from quantkit.errors import ConfigError
+
+J = TypeVar("J")
+R = TypeVar("R")
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """Where the work runs: `workers` local processes, or Ray tasks on the cluster at `ray` (an address
+    ray.init accepts); `threads` inference threads each (0: onnxruntime's choice for one worker, an equal
+    share of the cores for several). Results do not depend on any of these."""
+
+    workers: int = 1
+    ray: str | None = None
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.threads < 0:
+            raise ConfigError(f"--threads must be 0 (automatic) or more, got {self.threads}")
+
+
+ONE_PROCESS = Parallel()
+
+
+class Pool(Protocol):
+    """Runs shards; a context manager that releases its workers on exit."""
+
+    workers: int
+
+    def share(self, blobs: Sequence[bytes]) -> Any: ...
+
+    def run(
+        self,
+        fn: Callable[[Any, J], R],
+        shared: Any,
+        jobs: Sequence[J],
+        describe: Callable[[J], str],
+    ) -> Iterator[R]: ...
+
+    def __enter__(self) -> Pool: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class InProcess:
+    """Shards one after the other in this process: the reference every other pool must reproduce."""
+
+    workers = 1
+
+    def share(self, blobs: Sequence[bytes]) -> Any:
+        return tuple(blobs)
+
+    def run(
+        self,
+        fn: Callable[[Any, J], R],
+        shared: Any,
+        jobs: Sequence[J],
+        describe: Callable[[J], str],
+    ) -> Iterator[R]:
+        for job in jobs:
+            yield fn(shared, job)
+
+    def __enter__(self) -> InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def pool_for(workers: int = 1, ray: str | None = None) -> Pool:
+    """The pool for --workers N (local processes) or --ray ADDRESS (also RAY_ADDRESS; see ray_pool)."""
+    Parallel(workers, ray)  # checks the values
+    if ray is not None:
+        from quantkit.parallel.ray_pool import RayPool
+
+        return RayPool(ray, workers)
+    if workers == 1:
+        return InProcess()
+    from quantkit.parallel.local import LocalPool
+
+    return LocalPool(workers)
+
+
+def threads_per_worker(threads: int, workers: int) -> int:
+    """Inference threads of each worker: `threads` when given (>0); else onnxruntime's choice (0) for one
+    worker, and an equal share of this machine's cores for several, so they do not fight over cores."""
+    if threads > 0 or workers == 1:
+        return threads
+    return max(1, (os.cpu_count() or 1) // workers)

@@ -1,0 +1,114 @@
+"""Shards on local worker processes (the standard library's process pools, started by a fork server).
+
+Each worker is its own one-process pool, so a worker that dies is known exactly: its job runs once more
+on a replacement process, and only a job that has killed two workers is reported.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, TypeVar
+
+from quantkit.errors import WorkerError
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+ATTEMPTS = 2  # a job runs at most this many times when its worker dies
+
+
+class LocalPool:
+    """`workers` processes on this machine; shared blobs go through one temporary file."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._folder: Path | None = None
+        self._slots: list[ProcessPoolExecutor | None] = [None] * workers
+        self._context = multiprocessing.get_context("forkserver")
+
+    def share(self, blobs: Sequence[bytes]) -> Any:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="quantkit-workers-"))
+        paths = []
+        for blob in blobs:
+            path = self._folder / f"shared-{len(list(self._folder.iterdir()))}.bin"
+            path.write_bytes(blob)
+            paths.append(str(path))
+        return tuple(paths)
+
+    def _slot(self, index: int, module: str) -> ProcessPoolExecutor:
+        executor = self._slots[index]
+        if executor is None:
+            # workers fork from a server that has imported the task's module once: fast starts, and no
+            # copy of this process's threads or sessions
+            self._context.set_forkserver_preload([module])
+            executor = ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+            self._slots[index] = executor
+        return executor
+
+    def run(
+        self,
+        fn: Callable[[Any, J], R],
+        shared: Any,
+        jobs: Sequence[J],
+        describe: Callable[[J], str],
+    ) -> Iterator[R]:
+        pending = deque(range(len(jobs)))
+        failures = [0] * len(jobs)
+        running: dict[Future[R], tuple[int, int]] = {}
+        done: dict[int, R] = {}
+        emitted = 0
+        while emitted < len(jobs):
+            busy = {slot for slot, _ in running.values()}
+            for slot in range(self.workers):
+                if slot not in busy and pending:
+                    index = pending.popleft()
+                    future = self._slot(slot, fn.__module__).submit(fn, shared, jobs[index])
+                    running[future] = (slot, index)
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                slot, index = running.pop(future)
+                try:
+                    done[index] = future.result()
+                except BrokenProcessPool as exc:
+                    failures[index] += 1
+                    self._retire(slot)
+                    if failures[index] >= ATTEMPTS:
+                        raise WorkerError(
+                            f"{describe(jobs[index])} failed {ATTEMPTS} times: its worker process died "
+                            f"({exc}); check memory (a worker holds one model session) or run with fewer "
+                            "--workers"
+                        ) from None
+                    pending.appendleft(index)
+            while emitted in done:
+                yield done.pop(emitted)
+                emitted += 1
+
+    def _retire(self, slot: int) -> None:
+        executor = self._slots[slot]
+        self._slots[slot] = None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for slot, executor in enumerate(self._slots):
+            if executor is None:
+                continue
+            if exc[0] is not None:  # interrupted or failed: no worker outlives the run
+                for process in list(getattr(executor, "_processes", {}).values()):
+                    process.kill()
+            executor.shutdown(wait=True, cancel_futures=True)
+            self._slots[slot] = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None

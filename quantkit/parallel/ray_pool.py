@@ -1,0 +1,105 @@
+"""Shards as Ray tasks on an existing cluster (`--ray ADDRESS`, or RAY_ADDRESS; any address ray.init
+accepts: "auto", "HOST:PORT", "ray://HOST:PORT").
+
+The shared blob (the model) goes into the cluster's object store once; each task reads it from its node's
+store. Ray retries a task whose worker or node dies (max_retries); a task that fails that way twice is
+reported with the job it ran. Every node needs the same quantkit version installed, and must be able to
+read what the jobs name (image paths: a folder every node sees).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from quantkit.errors import ConfigError, QuantkitError, WorkerError
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+ATTEMPTS = 2
+INSTALL = "pip install 'quantkit[ray]'"
+
+
+class RayPool:
+    """Tasks of one CPU each; at most twice the cluster's CPUs in flight, so the driver's memory stays
+    bounded however many jobs there are."""
+
+    def __init__(self, address: str, workers: int = 1) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError(f"--ray needs Ray, which is not installed; install it with {INSTALL}") from None
+        self._ray: Any = ray
+        self.address = address or os.environ.get("RAY_ADDRESS", "")
+        if not self.address:
+            raise ConfigError("--ray needs the cluster's address (or RAY_ADDRESS), e.g. --ray 10.0.0.5:6379")
+        self.workers = workers
+        self._started = False
+
+    def __enter__(self) -> RayPool:
+        ray = self._ray
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise ConfigError(
+                    f"cannot reach the Ray cluster at {self.address!r} ({exc}); check the address, or start "
+                    "one with `ray start --head`"
+                ) from None
+            self._started = True
+        self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+    def share(self, blobs: Sequence[bytes]) -> Any:
+        # one object: Ray hands a task its top-level arguments resolved, arrays zero-copy from the store
+        return self._ray.put(tuple(np.frombuffer(blob, np.uint8) for blob in blobs))
+
+    def run(
+        self,
+        fn: Callable[[Any, J], R],
+        shared: Any,
+        jobs: Sequence[J],
+        describe: Callable[[J], str],
+    ) -> Iterator[R]:
+        ray = self._ray
+        task = ray.remote(num_cpus=1, max_retries=ATTEMPTS - 1, retry_exceptions=False)(fn)
+        limit = 2 * self.workers
+        submitted: dict[Any, int] = {}
+        done: dict[int, R] = {}
+        emitted = 0
+        following = 0
+        while emitted < len(jobs):
+            while following < len(jobs) and len(submitted) < limit:
+                submitted[task.remote(shared, jobs[following])] = following
+                following += 1
+            ready, _ = ray.wait(list(submitted), num_returns=1)
+            for ref in ready:
+                index = submitted.pop(ref)
+                done[index] = self._result(ref, describe(jobs[index]))
+            while emitted in done:
+                yield done.pop(emitted)
+                emitted += 1
+
+    def _result(self, ref: Any, what: str) -> Any:
+        ray = self._ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # fn raised: the same error as in one process
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, QuantkitError):
+                raise cause from None
+            raise
+        except ray.exceptions.RayError as exc:
+            raise WorkerError(
+                f"{what} failed {ATTEMPTS} times on the Ray cluster ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); check the nodes' memory and logs"
+            ) from None

@@ -1,0 +1,131 @@
+"""Calibration in chunks: the unit of work one worker runs, and the in-order merge of their results.
+
+The image list is cut into chunks (pipeline.shards) whatever the number of workers; each chunk is
+observed from scratch and the chunks' statistics are merged in list order.
+Histograms merge exactly (aligned grids) and float sums always add chunk by chunk in that order, so
+the table is byte-for-byte the same on one process, N processes or a Ray cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from quantkit.calib.collect import observe
+from quantkit.calib.observers import Partial
+from quantkit.config import Preprocess
+from quantkit.evaluate.sanity import ReferenceCheck
+from quantkit.images import ImageLoader
+from quantkit.pipeline.loading import read_ahead
+from quantkit.pipeline.shards import session_for
+from quantkit.pipeline.writing import SMOKE_SAMPLES
+from quantkit.results import Batch, Feed, feed_concat, feed_rows, feed_take
+from quantkit.runtime import Session
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """One chunk's work: its images and everything a fresh worker needs to observe them."""
+
+    index: int
+    paths: tuple[Path, ...]
+    preprocess: Preprocess | None  # None: model-ready arrays
+    batch_size: int
+    observed: tuple[tuple[str, int | None], ...]
+    outputs: tuple[str, ...]  # the model's own outputs, for the reference check
+    bins: int
+    threads: int
+    keep: int  # smoke-test samples to return
+    model_sha256: str
+
+
+def describe(job: ChunkJob) -> str:
+    first, last = job.paths[0], job.paths[-1]
+    return f"calibration chunk {job.index + 1} ({len(job.paths)} images, {first} to {last.name})"
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk saw: per-tensor partials, samples run, skipped files, content-hash entries."""
+
+    partials: dict[str, Partial]
+    seen: int
+    check: ReferenceCheck
+    samples: Feed | None = None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    entries: list[bytes] = field(default_factory=list)
+
+
+def observe_chunk(
+    session: Session,
+    batches: Iterable[Batch],
+    job: ChunkJob,
+    progress: Callable[[int], None] | None = None,
+) -> ChunkResult:
+    """Observe one chunk's batches with fresh observers."""
+    check = ReferenceCheck(inputs_from_images=bool(job.paths))
+    kept: list[Feed] = []
+
+    def feeds() -> Iterator[Feed]:
+        for batch in batches:
+            held = sum(feed_rows(k) for k in kept)
+            if held < job.keep:
+                kept.append(feed_take(batch.data, 0, job.keep - held))
+            yield batch.data
+
+    def watch(batch: Feed, outputs: dict[str, np.ndarray]) -> None:
+        check.update(batch, {n: outputs[n] for n in job.outputs if n in outputs})
+
+    partials, seen = observe(session, dict(job.observed), feeds(), job.bins, progress, watch)
+    return ChunkResult(partials, seen, check, feed_concat(kept) if kept else None)
+
+
+def run_chunk(
+    shared: tuple[bytes | str | np.ndarray, ...], job: ChunkJob, progress: Callable[[int], None] | None = None
+) -> ChunkResult:
+    """A worker's task: decode the chunk's images (overlapping inference) and observe them."""
+    if job.preprocess is None:
+        raise ValueError("an image chunk needs its preprocessing")
+    loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
+    result = observe_chunk(
+        session_for(shared[0], job.model_sha256, job.threads), read_ahead(loader), job, progress
+    )
+    result.skipped = loader.skipped
+    result.entries = loader.entries
+    if progress is not None and loader.skipped:
+        progress(len(loader.skipped))
+    return result
+
+
+@dataclass
+class Merged:
+    """Chunk results folded in order."""
+
+    partials: dict[str, Partial] = field(default_factory=dict)
+    seen: int = 0
+    check: ReferenceCheck | None = None
+    kept: list[Feed] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    entries: list[bytes] = field(default_factory=list)
+
+    def add(self, result: ChunkResult) -> None:
+        """Fold the next chunk (in list order) in."""
+        for name, part in result.partials.items():
+            self.partials[name] = self.partials[name] + part if name in self.partials else part
+        self.seen += result.seen
+        if self.check is None:
+            self.check = result.check
+        else:
+            self.check.merge(result.check)
+        held = sum(feed_rows(k) for k in self.kept)
+        if result.samples is not None and held < SMOKE_SAMPLES:
+            self.kept.append(feed_take(result.samples, 0, SMOKE_SAMPLES - held))
+        self.skipped.extend(result.skipped)
+        self.entries.extend(result.entries)
+
+    @property
+    def samples(self) -> Feed | None:
+        return feed_concat(self.kept) if self.kept else None

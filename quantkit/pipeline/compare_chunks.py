@@ -1,0 +1,84 @@
+"""Compare in chunks: the unit of work one worker runs (both models over a chunk of the images), and the
+in-order merge of their results. Chunks are those of pipeline.shards, the same for any number of
+workers, so the figures are the same bytes on one process, N processes or a Ray cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quantkit.config import DetectorHead, Preprocess
+from quantkit.evaluate.compare import Comparison, compare_batches
+from quantkit.evaluate.sanity import ReferenceCheck
+from quantkit.images import ImageLoader
+from quantkit.pipeline.loading import read_ahead
+from quantkit.pipeline.shards import Shared, session_for
+from quantkit.results import Batch, Feed, feed_take
+
+
+@dataclass(frozen=True)
+class CompareJob:
+    """One chunk of compare's images and what a fresh worker needs to score them."""
+
+    index: int
+    paths: tuple[Path, ...]
+    preprocess: Preprocess
+    batch_size: int
+    folder: Path
+    classes: tuple[str, ...] | None
+    detection_threshold: float | None
+    detector: DetectorHead
+    side: tuple[int, int] | None
+    keys: tuple[str, str]  # the reference's and the candidate's session keys
+    threads: int
+
+    def comparison(self) -> Comparison:
+        return Comparison(self.folder, self.classes, self.detection_threshold, self.detector, self.side)
+
+
+def describe(job: CompareJob) -> str:
+    return f"compare chunk {job.index + 1} ({len(job.paths)} images, {job.paths[0]} to {job.paths[-1].name})"
+
+
+@dataclass
+class CompareChunk:
+    """One chunk's figures, its reference check, skipped files and first sample (for the timing)."""
+
+    comparison: Comparison
+    check: ReferenceCheck
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    first: Feed | None = None
+
+
+def run_compare_chunk(
+    shared: Shared, job: CompareJob, progress: Callable[[int], None] | None = None
+) -> CompareChunk:
+    """A worker's task: decode the chunk's images (overlapping inference), run both models, score."""
+    reference = session_for(shared[0], job.keys[0], job.threads)
+    candidate = session_for(shared[1], job.keys[1], job.threads)
+    loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
+    check = ReferenceCheck()
+    first: list[Feed] = []
+
+    def batches() -> Iterator[Batch]:
+        for batch in read_ahead(loader):
+            if not first:
+                first.append(feed_take(batch.data, 0, 1))
+            yield batch
+
+    comparison = compare_batches(reference, candidate, batches(), job.comparison(), progress, check)
+    if progress is not None and loader.skipped:
+        progress(len(loader.skipped))
+    return CompareChunk(comparison, check, loader.skipped, first[0] if first else None)
+
+
+def merge_chunks(results: Iterator[CompareChunk], empty: Comparison) -> CompareChunk:
+    """Chunk results folded in list order into one."""
+    total = CompareChunk(empty, ReferenceCheck())
+    for chunk in results:
+        total.comparison.merge(chunk.comparison)
+        total.check.merge(chunk.check)
+        total.skipped.extend(chunk.skipped)
+        total.first = total.first if total.first is not None else chunk.first
+    return total

@@ -1,0 +1,101 @@
+"""What every sharded command shares: the chunks an image list is cut into, and each worker process's
+sessions of the models it was sent.
+
+Chunks are fixed by the image list and the batch size alone, never by the number of workers: each is
+computed from scratch and results add up chunk by chunk in list order, which is what makes any number of
+workers give the bytes one process gives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, cast
+
+import numpy as np
+
+from quantkit.parallel import InProcess, Parallel, pool_for
+from quantkit.runtime import Session
+
+CHUNK_IMAGES = 32  # small enough to spread 200 images evenly over a few workers
+T = TypeVar("T")
+R = TypeVar("R")
+Shared = tuple[bytes | str | np.ndarray, ...]  # what a task gets of the models: see parallel.Pool.share
+
+
+class Job(Protocol):
+    @property
+    def paths(self) -> tuple[Path, ...]: ...
+
+
+J = TypeVar("J", bound=Job)
+
+_SESSIONS: dict[str, Session] = {}  # this process's sessions, by the model's sha256 and threads
+
+
+def chunk_size(batch_size: int) -> int:
+    """Images per chunk: CHUNK_IMAGES rounded up to whole batches, so batches never straddle chunks."""
+    return -(-CHUNK_IMAGES // batch_size) * batch_size
+
+
+def chunks(items: Sequence[T], batch_size: int) -> list[tuple[T, ...]]:
+    step = chunk_size(batch_size)
+    return [tuple(items[start : start + step]) for start in range(0, len(items), step)]
+
+
+def model_key(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def session_for(model: bytes | str | np.ndarray, key: str, threads: int) -> Session:
+    """This process's session of `model` (its bytes in process, a file for local workers, an array from
+    Ray's object store), made once per process; at most two are kept (compare's pair)."""
+    name = f"{key}:{threads}"
+    if name not in _SESSIONS:
+        if len(_SESSIONS) >= 2:
+            _SESSIONS.pop(next(iter(_SESSIONS)))
+        if isinstance(model, str):
+            blob = Path(model).read_bytes()
+        elif isinstance(model, np.ndarray):
+            blob = model.tobytes()
+        else:
+            blob = model
+        _SESSIONS[name] = Session(blob, threads)
+    return _SESSIONS[name]
+
+
+def prime(key: str, threads: int, session: Session) -> None:
+    """Make `session` this process's session for that key (a model too large to pass as bytes)."""
+    _SESSIONS[f"{key}:{threads}"] = session
+
+
+def release() -> None:
+    """Drop this process's sessions (the in-process pool's, once a command is done)."""
+    _SESSIONS.clear()
+
+
+def run_jobs(
+    parallel: Parallel,
+    blobs: Sequence[bytes],
+    task: Callable[[Any, J, Callable[[int], None] | None], R],
+    jobs: Sequence[J],
+    describe: Callable[[J], str],
+    tick: Callable[[int], None],
+) -> Iterator[R]:
+    """Each job's result, in job order, from the pool `parallel` names; `tick` counts images (per batch
+    in this process, per chunk from workers). Sessions made in this process are dropped at the end."""
+    try:
+        with pool_for(parallel.workers, parallel.ray) as pool:
+            shared = pool.share(blobs)
+            if isinstance(pool, InProcess):
+                for job in jobs:
+                    yield task(shared, job, tick)
+            else:
+                for job, result in zip(
+                    jobs, pool.run(cast(Callable[[Any, J], R], task), shared, jobs, describe), strict=True
+                ):
+                    tick(len(job.paths))
+                    yield result
+    finally:
+        release()

@@ -1,0 +1,141 @@
+"""Shards on worker processes: the same bytes for any number of workers, retries when a worker dies,
+one line when a shard cannot be done."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from quantkit.errors import ConfigError, WorkerError
+from quantkit.parallel import pool_for
+from quantkit.parallel.local import LocalPool
+from quantkit.pipeline import shards
+from tests.conftest import tiny_cnn
+from tests.helpers import run
+
+
+def square_unless_marked(marker_dir: str, job: int) -> int:
+    """A task that kills its own worker process the first time it sees job 3 (a marker file records it)."""
+    marker = Path(marker_dir) / f"killed-{job}"
+    if job == 3 and not marker.exists():
+        marker.write_text("once")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return job * job
+
+
+def always_dies(_: str, job: int) -> int:
+    if job == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return job
+
+
+def refuses(_: str, job: int) -> int:
+    if job == 1:
+        raise ConfigError("job 1 is not allowed")
+    return job
+
+
+def test_a_killed_worker_is_replaced_and_its_job_rerun(tmp_path: Path) -> None:
+    with LocalPool(2) as pool:
+        results = list(pool.run(square_unless_marked, str(tmp_path), list(range(8)), str))
+    assert results == [k * k for k in range(8)]  # in job order, none lost
+    assert (tmp_path / "killed-3").read_text() == "once"
+
+
+def test_a_job_that_kills_two_workers_is_named(tmp_path: Path) -> None:
+    with LocalPool(2) as pool, pytest.raises(WorkerError, match=r"^shard 2 failed 2 times: its worker"):
+        list(pool.run(always_dies, str(tmp_path), list(range(4)), lambda j: f"shard {j}"))
+
+
+def test_an_error_the_task_raises_is_raised_as_in_one_process(tmp_path: Path) -> None:
+    for workers in (1, 2):
+        with pool_for(workers) as pool, pytest.raises(ConfigError, match="job 1 is not allowed"):
+            list(pool.run(refuses, str(tmp_path), [0, 1, 2], str))
+
+
+def test_ray_missing_is_one_line_that_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ConfigError, match=r"--ray needs Ray.*pip install 'quantkit\[ray\]'"):
+        pool_for(1, "127.0.0.1:6379")
+
+
+def _digest(table: Path) -> tuple[str, str]:
+    return tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in (table, table.with_suffix(".npz")))  # type: ignore[return-value]
+
+
+def test_calibration_tables_are_byte_identical_for_any_number_of_workers(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shards, "CHUNK_IMAGES", 4)  # 24 images: 6 chunks of 2 batches
+    model = tiny_cnn(tmp_path / "cnn.onnx")
+    digests = []
+    for extra in ([], ["--workers", "2"], ["--workers", "3", "--threads", "1"]):
+        table = tmp_path / f"t{len(digests)}.json"
+        code, out, err = run(
+            [
+                "calibrate",
+                str(model),
+                "--images",
+                str(image_dir),
+                "-o",
+                str(table),
+                "--batch-size",
+                "2",
+                *extra,
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        assert "on 24 images" in out and json.loads(table.read_text())["meta"]["chunk_size"] == 4
+        digests.append(_digest(table))
+    assert len(set(digests)) == 1
+
+
+def test_workers_refuse_arrays_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    model = tiny_cnn(tmp_path / "cnn.onnx")
+    (tmp_path / "arrays").mkdir()
+    np.save(tmp_path / "arrays" / "a.npy", np.zeros((3, 16, 16), np.float32))
+    code, _, err = run(
+        [
+            "calibrate",
+            str(model),
+            "--inputs",
+            str(tmp_path / "arrays"),
+            "-o",
+            str(tmp_path / "t.json"),
+            "--workers",
+            "2",
+        ],
+        capsys,
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert "--workers and --ray read images from a folder" in err
+
+
+def test_compare_figures_are_byte_identical_for_any_number_of_workers(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --runs 0 (no timing) the whole JSON report is the same bytes on 1 or N workers."""
+    monkeypatch.setattr(shards, "CHUNK_IMAGES", 4)
+    model = tiny_cnn(tmp_path / "cnn.onnx")
+    table, int8 = tmp_path / "t.json", tmp_path / "q.onnx"
+    assert run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    assert run(["convert", str(model), "-c", str(table), "-o", str(int8)], capsys)[0] == 0
+    digests = set()
+    for extra in ([], ["--workers", "2"], ["--workers", "3"]):
+        report = tmp_path / f"r{len(digests)}-{len(extra)}.json"
+        argv = ["compare", str(model), str(int8), "--images", str(image_dir), "--runs=0"]
+        code, _, err = run([*argv, "--json", str(report), *extra], capsys)
+        assert code == 0, err
+        doc = json.loads(report.read_text())
+        assert doc["images"] == 24 and doc["latency"]["reference"] is None
+        digests.add(hashlib.sha256(report.read_bytes()).hexdigest())
+    assert len(digests) == 1
