@@ -269,3 +269,17 @@ def test_measured_fallback_keeps_the_layer_that_float16_breaks(image_dir: Path, 
     kept = {node: reason for node, _, reason in without.kept_float32}
     assert list(kept) == ["c1"] and "the 20 dB floor on synthetic inputs" in kept["c1"]
     assert without.smoke_sqnr_db["y"] >= 20.0
+
+
+def test_activation_peaks_skip_non_finite_values_and_empty_tensors() -> None:
+    """A tensor's peak is the largest finite |value| (one pass when all are finite, a masked one when
+    not); a tensor with no finite value, or no value, adds nothing."""
+    from quantkit.planner.fp16_checks import _finite_peak
+
+    assert _finite_peak(np.array([-3.0, 2.0], np.float32)) == 3.0
+    assert _finite_peak(np.array([1.0, -np.inf, 5.0, np.nan], np.float32)) == 5.0
+    assert _finite_peak(np.array([-7.5, np.nan], np.float32)) == 7.5
+    assert _finite_peak(np.array([np.inf, np.nan], np.float32)) is None
+    assert _finite_peak(np.zeros((0, 3), np.float32)) is None
+    values = rng(3).normal(0, 100, 1000).astype(np.float32)
+    assert _finite_peak(values) == float(np.max(np.abs(values)))

@@ -91,7 +91,7 @@ def _smoke_test(reference: onnx.ModelProto, candidate: onnx.ModelProto, samples:
             f"onnxruntime cannot load the converted model ({exc}); nothing was written"
         ) from exc
     errors = {name: OutputErrors(name) for name in ref_session.output_names}
-    for ref, cand in zip(ref_session.run_samples(samples), cand_session.run_samples(samples), strict=True):
+    for ref, cand in zip(ref_session.iter_samples(samples), cand_session.iter_samples(samples), strict=True):
         for name, acc in errors.items():
             if not np.isfinite(cand[name]).all() and np.isfinite(ref[name]).all():
                 raise ConversionError(

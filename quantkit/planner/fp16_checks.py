@@ -40,13 +40,27 @@ def activation_peaks(
     kept = {o.name for o in model.graph.output} | set(keep)
     peaks = dict.fromkeys(names, 0.0)
     runs = []
-    for produced in Session.of(with_outputs(model, names), spin=False).run_samples(samples):
+    # one batch of every tensor alive at a time: a large input's activations take gigabytes per run
+    for produced in Session.of(with_outputs(model, names), spin=False).iter_samples(samples):
         for name in names:
-            finite = produced[name][np.isfinite(produced[name])]
-            if finite.size:
-                peaks[name] = max(peaks[name], float(np.max(np.abs(finite))))
+            peak = _finite_peak(produced[name])
+            if peak is not None:
+                peaks[name] = max(peaks[name], peak)
         runs.append({name: produced[name] for name in kept})
+        del produced
     return peaks, runs
+
+
+def _finite_peak(value: np.ndarray) -> float | None:
+    """max |value| over its finite elements; None when it has none. One pass without copies when every
+    element is finite (the max is then finite too: NaN and inf propagate through np.max)."""
+    if value.size == 0:
+        return None
+    peak = float(max(np.max(value), -np.min(value)))
+    if np.isfinite(peak):
+        return peak
+    finite = value[np.isfinite(value)]
+    return float(np.max(np.abs(finite))) if finite.size else None
 
 
 def attempt_for(
