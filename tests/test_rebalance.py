@@ -358,6 +358,33 @@ def test_fallback_keeps_the_fewest_layers_float_to_reach_the_target(tmp_path: Pa
     assert any("--min-sqnr" in r for r in reasons) and kept <= {"c1", "dw", "c3"}
 
 
+def test_the_fallback_measures_each_distinct_model_once(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first round's candidates are the ranking's models, and the floor's second search builds the
+    first one's again: measured once (by the model's bytes), with the same outcome."""
+    from quantkit.planner import fallback
+
+    src, table = calibrated(tmp_path, unbalanced_model(), image_dir)
+    runs: list[int] = []
+    real_of = Session.of
+
+    def counted(model: onnx.ModelProto, *args: object, **kwargs: object) -> Session:
+        runs.append(1)
+        return real_of(model, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fallback.Session, "of", counted)
+    config = ConvertConfig(smoothquant="off", min_sqnr=60.0, max_float_layers=2)
+    remembered = pipeline.convert(src, table, tmp_path / "a.onnx", config)
+    with_memo = len(runs)
+    monkeypatch.setattr(fallback.SqnrMemo, "get", lambda self, model, measure: measure(model))
+    runs.clear()
+    again = pipeline.convert(src, table, tmp_path / "b.onnx", config)
+    assert with_memo < len(runs)
+    assert remembered.fallback == again.fallback and remembered.plan == again.plan
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
 def test_compare_reports_what_convert_rebalanced_and_ignores_edited_records(
     tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -64,7 +64,8 @@ def convert(
     cache: dict[str, tuple[float, float]] = {}
     samples = table_samples(table)
     reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
-    alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache)
+    measured = fallback.SqnrMemo()  # models built again (the floor's second search) are not run again
+    alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache, measured)
     if budget is not None:
         plan, budget_report = _search_budget(
             inferred, table, config, budget, progress, alphas, cache, reference
@@ -72,7 +73,9 @@ def convert(
     elif config.min_sqnr == 0:
         plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas)
     else:
-        start_db, plan, steps = _search_fallback(inferred, table, config, progress, alphas, cache, reference)
+        start_db, plan, steps = _search_fallback(
+            inferred, table, config, progress, alphas, cache, reference, measured
+        )
     advance(1)
     quantized = _quantized_model(inferred, plan, config)
     searched = steps[-1].sqnr_db if steps else start_db  # what the fallback search measured last
@@ -84,7 +87,9 @@ def convert(
         # broken, not coarse: keep layers float until it works, however many that takes
         layers = sum(n.op_type in COMPUTE_OPS for n in inferred.graph.node)
         guarded = dataclasses.replace(config, min_sqnr=INT8_FLOOR_DB, max_float_layers=layers)
-        start_db, plan, steps = _search_fallback(inferred, table, guarded, progress, alphas, cache, reference)
+        start_db, plan, steps = _search_fallback(
+            inferred, table, guarded, progress, alphas, cache, reference, measured
+        )
         quantized = _quantized_model(inferred, plan, config)
     if config.compact:
         quantized = compact_graph.compact(quantized)
@@ -216,12 +221,22 @@ def _search_fallback(
     alphas: Mapping[str, float] | None,
     cache: dict[str, tuple[float, float]],
     reference: list[dict[str, np.ndarray]],
+    measured: fallback.SqnrMemo,
 ) -> tuple[float, QuantPlan, list[FallbackStep]]:
     advance = progress(
         "measuring each layer's recovery", sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
     )
     plan, steps, start = fallback.search(
-        model, table, config, config.min_sqnr, config.max_float_layers, advance, alphas, cache, reference
+        model,
+        table,
+        config,
+        config.min_sqnr,
+        config.max_float_layers,
+        advance,
+        alphas,
+        cache,
+        reference,
+        measured,
     )
     return start, plan, steps
 

@@ -12,6 +12,7 @@ this finds 17.6 dB with 16 layers where adding them in score order reached 16.2 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -24,7 +25,7 @@ from quantkit.graph.qdq import WeightMemo, apply_plan
 from quantkit.graph.query import measured_outputs
 from quantkit.planner.core import plan
 from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, feed_rows
-from quantkit.runtime import Session
+from quantkit.runtime import Session, fits_one_message
 
 CANDIDATES_PER_ROUND = 10
 
@@ -34,24 +35,51 @@ def measured_reference(model: onnx.ModelProto, samples: Feed) -> list[dict[str, 
     one dict per Session.run_samples batch: the reference output_sqnr compares against."""
     tensors = sorted(set(measured_outputs(model).values()))
     return [
-        {t: run[t] for t in tensors} for run in Session.of(with_outputs(model, tensors)).run_samples(samples)
+        {t: run[t] for t in tensors} for run in Session.of(with_outputs(model, tensors)).iter_samples(samples)
     ]
 
 
-def output_sqnr(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: Feed) -> float:
+class SqnrMemo:
+    """Output SQNRs already measured in one search, by the measured model's bytes: a trial the search
+    builds again (a first round's candidate is the ranking's model of that layer; the floor's second
+    search ranks every layer again) is not run again. Scope one to a model, its reference and samples."""
+
+    def __init__(self) -> None:
+        self._found: dict[bytes, float] = {}
+
+    def get(self, model: onnx.ModelProto, measure: Callable[[onnx.ModelProto], float]) -> float:
+        if not fits_one_message(model):
+            return measure(model)
+        key = hashlib.blake2b(model.SerializeToString(deterministic=True), digest_size=16).digest()
+        if key not in self._found:
+            self._found[key] = measure(model)
+        return self._found[key]
+
+
+def output_sqnr(
+    model: onnx.ModelProto,
+    reference: list[dict[str, np.ndarray]],
+    samples: Feed,
+    measured: SqnrMemo | None = None,
+) -> float:
     """SQNR (dB) of all of `model`'s outputs together against `reference` (measured_reference, or
     Session.run_samples): the tensors the reference holds, read from `model` as extra outputs where they
-    are not its outputs (untyped: a float16 model has them in float16)."""
+    are not its outputs (untyped: a float16 model has them in float16). measured: models of this search
+    measured already."""
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     present = {o.name for o in augmented.graph.output}
     for name in reference[0] if reference else ():
         if name not in present:
             augmented.graph.output.add().name = name
-    noise = OutputNoise()
-    for got, ref in zip(Session.of(augmented).run_samples(samples), reference, strict=True):
-        noise.update(ref, got)
-    return noise.sqnr_db
+
+    def measure(augmented: onnx.ModelProto) -> float:
+        noise = OutputNoise()
+        for got, ref in zip(Session.of(augmented).iter_samples(samples), reference, strict=True):
+            noise.update(ref, got)
+        return noise.sqnr_db
+
+    return measure(augmented) if measured is None else measured.get(augmented, measure)
 
 
 def layer_recovery(
@@ -64,6 +92,7 @@ def layer_recovery(
     cache: dict[str, tuple[float, float]] | None = None,
     alphas: Mapping[str, float] | None = None,
     memo: WeightMemo | None = None,
+    measured: SqnrMemo | None = None,
 ) -> dict[str, float]:
     """node -> output SQNR with only that layer (and its input path) kept float; base_plan quantizes all."""
     assert table.samples is not None
@@ -73,7 +102,7 @@ def layer_recovery(
     scores = {}
     for node in _quantized_layers(model, base_plan):
         trial = plan(model, table, config, keep_float={node: "measuring"}, range_cache=cache, alphas=alphas)
-        scores[node] = output_sqnr(apply_plan(model, trial, memo), reference, samples)
+        scores[node] = output_sqnr(apply_plan(model, trial, memo), reference, samples, measured)
         if progress is not None:
             progress(1)
     return scores
@@ -89,9 +118,11 @@ def search(
     alphas: Mapping[str, float] | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
     reference: list[dict[str, np.ndarray]] | None = None,
+    measured: SqnrMemo | None = None,
 ) -> tuple[QuantPlan, list[FallbackStep], float]:
     """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan;
-    reference: its outputs on table.samples where the caller has them already.
+    reference: its outputs on table.samples where the caller has them already; measured: trials measured
+    by an earlier search on the same model, reference and samples.
 
     Each round measures the best CANDIDATES_PER_ROUND remaining layers (by their own recovery) on top of
     those already float and keeps the best, until the output SQNR on the samples reaches target_db,
@@ -104,11 +135,12 @@ def search(
     cache = {} if cache is None else cache
     current = plan(model, table, config, range_cache=cache, alphas=alphas)
     memo = WeightMemo()
-    base = output_sqnr(apply_plan(model, current, memo), reference, samples)
+    measured = SqnrMemo() if measured is None else measured
+    base = output_sqnr(apply_plan(model, current, memo), reference, samples, measured)
     steps: list[FallbackStep] = []
     if base >= target_db or max_layers == 0:
         return current, steps, base
-    scores = layer_recovery(model, table, config, reference, current, progress, cache, alphas, memo)
+    scores = layer_recovery(model, table, config, reference, current, progress, cache, alphas, memo, measured)
     ranked = sorted((node for node in scores if scores[node] > base), key=lambda n: (-scores[n], n))
     kept: dict[str, str] = {}
     score = base
@@ -117,7 +149,7 @@ def search(
         for node in [n for n in ranked if n not in kept][:CANDIDATES_PER_ROUND]:
             trial_keep = {**kept, node: _reason(target_db, scores[node] - base)}
             trial = plan(model, table, config, keep_float=trial_keep, range_cache=cache, alphas=alphas)
-            trial_score = output_sqnr(apply_plan(model, trial, memo), reference, samples)
+            trial_score = output_sqnr(apply_plan(model, trial, memo), reference, samples, measured)
             if best is None or trial_score > best[0]:
                 best = (trial_score, node, trial)
         if best is None or best[0] <= score:

@@ -24,7 +24,7 @@ from quantkit.config import ConvertConfig
 from quantkit.graph.probe import smoothing_probe
 from quantkit.graph.qdq import apply_plan
 from quantkit.planner.core import plan, smoothing_candidates
-from quantkit.planner.fallback import output_sqnr
+from quantkit.planner.fallback import SqnrMemo, output_sqnr
 from quantkit.results import CalibrationTable, Corrections, Feed, Rebalance
 from quantkit.runtime import Session
 
@@ -55,9 +55,11 @@ def resolve(
     config: ConvertConfig,
     reference: list[dict[str, np.ndarray]],
     range_cache: dict[str, tuple[float, float]] | None = None,
+    memo: SqnrMemo | None = None,
 ) -> tuple[dict[str, float] | None, Corrections | None]:
     """(the alphas for planner.plan under auto, else None; what the corrections changed, None when both
-    are off). reference: the FP32 model's outputs on table.samples (Session.run_samples)."""
+    are off). reference: the FP32 model's outputs on table.samples (Session.run_samples); memo: the
+    models measured so far on them (the fallback's first model is one of these)."""
     if config.smoothquant == "off" and not config.bias_correction:
         return None, None
     assert table.samples is not None
@@ -66,7 +68,7 @@ def resolve(
 
     def sqnr(settings: ConvertConfig, alphas: Mapping[str, float] | None) -> float:
         decided = plan(model, table, settings, range_cache=cache, alphas=alphas)
-        return output_sqnr(apply_plan(model, decided), reference, samples)
+        return output_sqnr(apply_plan(model, decided), reference, samples, memo)
 
     off = dataclasses.replace(config, smoothquant="off")
     no_correction = dataclasses.replace(config, bias_correction=False)
@@ -180,7 +182,7 @@ def _chunks(
 def _summed(session: Session, samples: Feed, names: list[str]) -> dict[str, float]:
     """Each scalar output summed over the samples."""
     totals = dict.fromkeys(names, 0.0)
-    for outputs in session.run_samples(samples):
+    for outputs in session.iter_samples(samples):
         for name in names:
             totals[name] += float(outputs[name])
     return totals
