@@ -210,6 +210,8 @@ def shrink(
     seed: int = 0,
     cache_dir: PathLike | None = None,
     threads: int = _LATENCY.threads,
+    workers: int = 1,
+    ray: str | None = None,
     runs: int = _LATENCY.runs,
     warmup: int = _LATENCY.warmup,
     detector: str | None = None,
@@ -220,7 +222,8 @@ def shrink(
 ) -> ShrinkResult:
     """Calibrate (or reuse a cached table), convert to INT8 and compare, with gates: `.passed` says
     whether they all hold. Writes the INT8 model and report.json, report.md, junit.xml (report.html with
-    html=True) into output_dir. Images only (a folder or a list of files)."""
+    html=True) into output_dir. Images only (a folder or a list of files). workers / ray: where
+    calibration and the evaluation's images run, as for `calibrate`."""
     model_path, out = Path(model), Path(output_dir)
     calib, arrays = _data(data, num_images, seed)
     held, held_arrays = _data(eval_data, eval_num_images, seed) if eval_data is not None else (calib, None)
@@ -248,7 +251,9 @@ def shrink(
         gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference),
         cache_dir=Path(cache_dir) if cache_dir is not None else run_shrink.default_cache_dir(),
     )
-    return run_shrink.shrink(model_path, out, config, progress or no_progress, None, html)
+    return run_shrink.shrink(
+        model_path, out, config, progress or no_progress, None, html, Parallel(workers, ray)
+    )
 
 
 def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection, Iterable[Sample] | None]:

@@ -139,3 +139,18 @@ def test_compare_figures_are_byte_identical_for_any_number_of_workers(
         assert doc["images"] == 24 and doc["latency"]["reference"] is None
         digests.add(hashlib.sha256(report.read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+def test_shrink_on_workers_writes_the_one_process_model(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shards, "CHUNK_IMAGES", 4)
+    model = tiny_cnn(tmp_path / "cnn.onnx")
+    digests = set()
+    for extra in ([], ["--workers", "2"]):
+        out = tmp_path / f"out{len(extra)}"
+        argv = ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(out), "--runs", "2"]
+        code, _, err = run([*argv, "--cache-dir", str(tmp_path / f"cache{len(extra)}"), *extra], capsys)
+        assert code == 0, err
+        digests.add(hashlib.sha256((out / "cnn.int8.onnx").read_bytes()).hexdigest())
+    assert len(digests) == 1

@@ -27,6 +27,7 @@ from quantkit.cli.options import (
     MeanOpt,
     NumImagesOpt,
     PresetOpt,
+    RayOpt,
     ResizeOpt,
     RunsOpt,
     ScoreOpt,
@@ -35,6 +36,7 @@ from quantkit.cli.options import (
     StdOpt,
     ThreadsOpt,
     WarmupOpt,
+    WorkersOpt,
     preprocess_options,
 )
 
@@ -106,6 +108,8 @@ def shrink(
         ),
     ] = None,
     threads: ThreadsOpt = 1,
+    workers: WorkersOpt = 1,
+    ray: RayOpt = None,
     runs: RunsOpt = 100,
     warmup: WarmupOpt = 10,
     detector: DetectorOpt = None,
@@ -129,6 +133,7 @@ def shrink(
         ShrinkConfig,
     )
     from quantkit.evaluate.compare import detector_fields
+    from quantkit.parallel import Parallel
     from quantkit.pipeline import run_shrink as shrinking
     from quantkit.reports import console
 
@@ -158,7 +163,9 @@ def shrink(
         [("--images", images), ("--eval-images", eval_images)],
     )
     with progress_bars() as progress:
-        result = shrinking.shrink(model, output_dir, config, progress, step_summary_path(), html)
+        result = shrinking.shrink(
+            model, output_dir, config, progress, step_summary_path(), html, Parallel(workers, ray or None)
+        )
     show(console.shrink_table(result, str(output_dir)))
     for line in (*result.warnings, *result.comparison.reference_findings):
         warn(line)

@@ -22,6 +22,7 @@ from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
 from quantkit.outcomes import ShrinkResult
+from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline.progress import Progress
 from quantkit.pipeline.run_calibrate import calibrate
 from quantkit.pipeline.run_compare import compare
@@ -52,15 +53,17 @@ def shrink(
     progress: Progress = _no_progress,
     step_summary: Path | None = None,
     html: bool = False,
+    parallel: Parallel = ONE_PROCESS,
 ) -> ShrinkResult:
     """Writes the INT8 model and the reports into output_dir (created if missing); appends report.md to
-    step_summary (GitHub's GITHUB_STEP_SUMMARY) when given; html: also report.html with per-layer error,
-    activation ranges and latency pictures. Gates that fail do not raise: see .passed."""
+        step_summary (GitHub's GITHUB_STEP_SUMMARY) when given; html: also report.html with per-layer error,
+        activation ranges and latency pictures. Gates that fail do not raise: see .passed. `parallel`: where
+    calibration and the evaluation's images run (results do not depend on it)."""
     created = not output_dir.exists()
     output_dir = _output_dir(output_dir, model_path)
     try:
         with _staging(output_dir) as stage:
-            result = _run(model_path, output_dir, stage, config, progress, html)
+            result = _run(model_path, output_dir, stage, config, progress, html, parallel)
             _publish(stage, output_dir)
     except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir
         if created:
@@ -105,14 +108,17 @@ def _run(
     config: ShrinkConfig,
     progress: Progress,
     html: bool,
+    parallel: Parallel,
 ) -> ShrinkResult:
     """Calibrate, convert and compare, writing the model and the reports into `stage`; the paths the
     result records are those in output_dir."""
-    table, loaded, hit, seconds = _calibration_table(model_path, config, progress)
+    table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     final = output_dir / f"{model_path.stem}.int8.onnx"
     output = stage / final.name
     summary = convert(model_path, table, output, config.convert, progress)
-    comparison = compare(model_path, output, config.evaluation, explicit_preprocess=False, progress=progress)
+    comparison = compare(
+        model_path, output, config.evaluation, explicit_preprocess=False, progress=progress, parallel=parallel
+    )
     comparison = dataclasses.replace(comparison, candidate=str(final))
     calibration_images = select_images(config.calibration.images)
     warnings = (shortfall(config.calibration.images, calibration_images), *comparison.warnings)
@@ -175,7 +181,7 @@ def _output_dir(folder: Path, model_path: Path) -> Path:
 
 
 def _calibration_table(
-    model_path: Path, config: ShrinkConfig, progress: Progress
+    model_path: Path, config: ShrinkConfig, progress: Progress, parallel: Parallel
 ) -> tuple[Path, CalibrationTable, bool, float]:
     """(the table's path, the table, whether it came from the cache, seconds spent calibrating)."""
     if config.cache_dir is None:
@@ -190,7 +196,7 @@ def _calibration_table(
                 return path, loaded, True, 0.0
         except QuantkitError:
             pass  # a damaged cache entry is recalibrated over
-    done = calibrate(model_path, path, config.calibration, progress)
+    done = calibrate(model_path, path, config.calibration, progress, parallel=parallel)
     return path, table_io.load(path), False, done.seconds
 
 
