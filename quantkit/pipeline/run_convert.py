@@ -100,7 +100,9 @@ def convert(
         "keep layers float with --exclude-nodes, or try --method minmax",
     )
     inputs = (model_path, table_path, table_io.arrays_path(table_path))
-    stored, smoke = write_checked(quantized, model, samples, reference, floor, output, inputs, advance)
+    stored, smoke = write_checked(
+        quantized, model, samples, reference, floor, output, inputs, advance, measured
+    )
     size = sum(len(data) for _, data in stored)
     summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
     reduced = (

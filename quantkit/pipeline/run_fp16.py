@@ -67,8 +67,9 @@ def convert_float16(
     floor = min(FP16_FLOOR_DB if table is not None else FP16_SYNTHETIC_FLOOR_DB, config.min_sqnr)
     target = config.min_sqnr if table is not None else floor  # on synthetic inputs: only what is broken
     planned = len(decided.kept)
+    memo = fallback.SqnrMemo()  # the model the fallback measures last is the one the smoke test checks
     if target > 0:
-        decided = _float16_fallback(inferred, decided, samples, reference, target, config, progress)
+        decided = _float16_fallback(inferred, decided, samples, reference, target, config, progress, memo)
     rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types)
     converted = compact_graph.compact(rewritten.model) if config.compact else rewritten.model
     stamp(converted, {"to": "fp16", **config.to_dict()}, table_path, table, sha)
@@ -77,7 +78,9 @@ def convert_float16(
         f"the float16 model, with {len(decided.kept) - planned} layer(s) kept float32 by the fallback,",
         "raise --max-float-layers or keep op types float32 with --exclude-op-types",
     )
-    stored, smoke = write_checked(converted, inferred, samples, reference, checked, output, inputs, advance)
+    stored, smoke = write_checked(
+        converted, inferred, samples, reference, checked, output, inputs, advance, memo
+    )
     kept_names = {k.node for k in decided.kept}
     return Float16Summary(
         float16_by_type=dict(
@@ -103,6 +106,7 @@ def _float16_fallback(
     target: float,
     config: Float16Config,
     progress: Progress,
+    memo: fallback.SqnrMemo,
 ) -> fp16_planner.Float16Plan:
     """Below target dB on the samples (the table's: --min-sqnr; synthetic: the floor): keep float32, one at
     a time, the linear layers that recover the most output SQNR alone (ranked once), until it is met or
@@ -115,7 +119,7 @@ def _float16_fallback(
 
     def sqnr(kept: set[str]) -> float:
         return fallback.output_sqnr(
-            fp16_graph.rewrite(model, kept, config.keep_io_types).model, reference, samples
+            fp16_graph.rewrite(model, kept, config.keep_io_types).model, reference, samples, memo
         )
 
     kept = {k.node for k in decided.kept}

@@ -56,10 +56,12 @@ def write_checked(
     output: Path,
     inputs: tuple[Path, ...],
     advance: Callable[[int], None],
+    memo: fallback.SqnrMemo | None = None,
 ) -> tuple[list[tuple[Path, bytes]], dict[str, float]]:
     """Write `converted` to `output` (and its external data beside it) only if it passes onnx.checker,
     loads and runs finite in onnxruntime, and measures at least floor.db against `reference` (FP32's
-    measured outputs on samples). Returns (what was written, SQNR per output against `original`)."""
+    measured outputs on samples; memo: what the search measured on them). Returns (what was written,
+    SQNR per output against `original`)."""
     try:
         model_io.check(converted)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -69,7 +71,7 @@ def write_checked(
         check_output(path, *inputs)
     advance(1)
     smoke = _smoke_test(original, converted, samples)
-    measured = fallback.output_sqnr(converted, reference, samples)
+    measured = fallback.output_sqnr(converted, reference, samples, memo)
     if not measured >= floor.db:
         raise ConversionError(
             f"{floor.what} measures {measured:.1f} dB output SQNR on the smoke-test samples, below the "

@@ -40,9 +40,10 @@ def measured_reference(model: onnx.ModelProto, samples: Feed) -> list[dict[str, 
 
 
 class SqnrMemo:
-    """Output SQNRs already measured in one search, by the measured model's bytes: a trial the search
-    builds again (a first round's candidate is the ranking's model of that layer; the floor's second
-    search ranks every layer again) is not run again. Scope one to a model, its reference and samples."""
+    """Output SQNRs already measured, by what the measured model computes: a trial the search builds
+    again (a first round's candidate is the ranking's model of that layer; the floor's second search
+    ranks every layer again; the smoke test's floor check of the model chosen) is not run again. Scope
+    one to a model, its reference and samples."""
 
     def __init__(self) -> None:
         self._found: dict[bytes, float] = {}
@@ -50,10 +51,20 @@ class SqnrMemo:
     def get(self, model: onnx.ModelProto, measure: Callable[[onnx.ModelProto], float]) -> float:
         if not fits_one_message(model):
             return measure(model)
-        key = hashlib.blake2b(model.SerializeToString(deterministic=True), digest_size=16).digest()
+        key = _compute_digest(model)
         if key not in self._found:
             self._found[key] = measure(model)
         return self._found[key]
+
+
+def _compute_digest(model: onnx.ModelProto) -> bytes:
+    """A digest of what decides a model's outputs: its graph, opsets and IR version, not its metadata
+    (the model written is the one measured, stamped with provenance)."""
+    digest = hashlib.blake2b(model.graph.SerializeToString(deterministic=True), digest_size=16)
+    for opset in model.opset_import:
+        digest.update(opset.SerializeToString(deterministic=True))
+    digest.update(str(model.ir_version).encode())
+    return digest.digest()
 
 
 def output_sqnr(
