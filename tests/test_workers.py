@@ -154,3 +154,13 @@ def test_shrink_on_workers_writes_the_one_process_model(
         assert code == 0, err
         digests.add(hashlib.sha256((out / "cnn.int8.onnx").read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+def test_a_worker_that_cannot_see_the_images_says_so_in_one_line(tmp_path: Path) -> None:
+    from quantkit.errors import ImageError
+    from quantkit.pipeline.shards import require_visible
+
+    seen = tmp_path / "a.png"
+    seen.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"cannot see .*b\.png \(1 of 2 images of its chunk\): workers need"):
+        require_visible([seen, tmp_path / "b.png"])

@@ -20,7 +20,7 @@ from quantkit.config import Preprocess
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
-from quantkit.pipeline.shards import session_for
+from quantkit.pipeline.shards import require_visible, session_for
 from quantkit.pipeline.writing import SMOKE_SAMPLES
 from quantkit.results import Batch, Feed, feed_concat, feed_rows, feed_take
 from quantkit.runtime import Session
@@ -89,6 +89,7 @@ def run_chunk(
     """A worker's task: decode the chunk's images (overlapping inference) and observe them."""
     if job.preprocess is None:
         raise ValueError("an image chunk needs its preprocessing")
+    require_visible(job.paths)
     loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
     result = observe_chunk(
         session_for(shared[0], job.model_sha256, job.threads), read_ahead(loader), job, progress

@@ -13,7 +13,7 @@ from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
-from quantkit.pipeline.shards import Shared, session_for
+from quantkit.pipeline.shards import Shared, require_visible, session_for
 from quantkit.results import Batch, Feed, feed_take
 
 
@@ -57,6 +57,7 @@ def run_compare_chunk(
     """A worker's task: decode the chunk's images (overlapping inference), run both models, score."""
     reference = session_for(shared[0], job.keys[0], job.threads)
     candidate = session_for(shared[1], job.keys[1], job.threads)
+    require_visible(job.paths)
     loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
     check = ReferenceCheck()
     first: list[Feed] = []

@@ -9,12 +9,14 @@ workers give the bytes one process gives.
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
+from quantkit.errors import ImageError
 from quantkit.parallel import InProcess, Parallel, pool_for
 from quantkit.runtime import Session
 
@@ -73,6 +75,18 @@ def prime(key: str, threads: int, session: Session) -> None:
 def release() -> None:
     """Drop this process's sessions (the in-process pool's, once a command is done)."""
     _SESSIONS.clear()
+
+
+def require_visible(paths: Sequence[Path]) -> None:
+    """A worker's check that it sees the images the driver listed: a node without the folder is one
+    clear error, not a chunk of silently skipped files."""
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise ImageError(
+            f"{socket.gethostname()} cannot see {missing[0]} ({len(missing)} of {len(paths)} images of its "
+            "chunk): workers need the images on a path every node reads (NFS, a mounted bucket, or the "
+            "same copy at the same path on each node)"
+        )
 
 
 def run_jobs(
