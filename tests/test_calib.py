@@ -161,3 +161,36 @@ def test_read_ahead_keeps_order_and_raises_the_producers_error() -> None:
         for item in read_ahead(broken()):
             got.append(item)
     assert got == [1, 2]
+
+
+def test_a_batch_whose_outputs_are_large_runs_in_parts(tmp_path: Path) -> None:
+    """rows_per_run keeps one run's outputs under RUN_BYTES; the parts see every sample once."""
+    from quantkit.calib.collect import RUN_BYTES, observe, rows_per_run
+    from quantkit.graph.augment import observed_tensors, sample_bytes, with_outputs
+    from quantkit.graph.model_io import load_model
+    from quantkit.graph.prepare import prepare
+    from quantkit.runtime import Session
+    from tests.conftest import tiny_cnn
+
+    assert (
+        rows_per_run(RUN_BYTES // 2, 8) == 2
+        and rows_per_run(None, 8) == 8
+        and rows_per_run(RUN_BYTES * 3, 8) == 1
+    )
+    prepared = prepare(load_model(tiny_cnn(tmp_path / "cnn.onnx")), size=(16, 16)).model
+    observed = observed_tensors(prepared)
+    per_sample = sample_bytes(prepared, list(observed))
+    session = Session.of(with_outputs(prepared, list(observed)))
+    one = session.run_batch(np.zeros((1, 3, 16, 16), np.float32))
+    assert per_sample == 4 * sum(one[name].size for name in observed)
+    batches = [np.random.default_rng(k).normal(size=(8, 3, 16, 16)).astype(np.float32) for k in range(3)]
+    runs: list[int] = []
+    whole, seen = observe(session, observed, batches, 2048)
+    parts, seen_parts = observe(
+        session, observed, batches, 2048, watch=lambda b, _: runs.append(len(b)), run_rows=3
+    )
+    assert seen == seen_parts == 24 and runs == [3, 3, 2] * 3
+    for name in observed:
+        a, b = whole[name].stats(), parts[name].stats()
+        assert (a.minimum, a.maximum, a.count) == (b.minimum, b.maximum, b.count)
+        np.testing.assert_array_equal(a.hist, b.hist)  # small runs: every value binned, exactly

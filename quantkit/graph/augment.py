@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from quantkit.graph.query import GraphIndex
@@ -70,3 +71,21 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
                 onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
             )
     return augmented
+
+
+def sample_bytes(model: onnx.ModelProto, names: list[str]) -> int | None:
+    """float32 bytes that one sample adds to the outputs `names`: their dimensions past the first (the
+    batch), from the shape-inferred model. None when a shape is not fully known."""
+    shapes: dict[str, list[int]] = {}
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = [
+                d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim
+            ]
+    total = 0
+    for name in names:
+        shape = shapes.get(name)
+        if not shape or any(d <= 0 for d in shape[1:]):
+            return None
+        total += 4 * int(np.prod(shape[1:], dtype=np.int64))
+    return total

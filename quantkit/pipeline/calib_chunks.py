@@ -39,6 +39,7 @@ class ChunkJob:
     bins: int
     threads: int
     keep: int  # smoke-test samples to return
+    run_rows: int  # samples per run (calib.collect.rows_per_run)
     model_sha256: str
 
 
@@ -79,7 +80,7 @@ def observe_chunk(
     def watch(batch: Feed, outputs: dict[str, np.ndarray]) -> None:
         check.update(batch, {n: outputs[n] for n in job.outputs if n in outputs})
 
-    partials, seen = observe(session, dict(job.observed), feeds(), job.bins, progress, watch)
+    partials, seen = observe(session, dict(job.observed), feeds(), job.bins, progress, watch, job.run_rows)
     return ChunkResult(partials, seen, check, feed_concat(kept) if kept else None)
 
 

@@ -13,14 +13,14 @@ import numpy as np
 import onnx
 
 from quantkit.calib import table as table_io
-from quantkit.calib.collect import check_finite
+from quantkit.calib.collect import check_finite, rows_per_run
 from quantkit.config import CalibrateConfig, Preprocess
 from quantkit.data import ArrayStream, Sample, feed_side
 from quantkit.errors import ConfigError, ImageError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
-from quantkit.graph.augment import observed_tensors, with_outputs
+from quantkit.graph.augment import observed_tensors, sample_bytes, with_outputs
 from quantkit.graph.prepare import prepare
 from quantkit.images import entries_hash, resolve_preprocess, select_images, shortfall
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
@@ -123,6 +123,7 @@ def calibrate(
         bins=config.bins,
         threads=threads_per_worker(parallel.threads, parallel.workers),
         keep=SMOKE_SAMPLES,
+        run_rows=rows_per_run(sample_bytes(prepared.model, list(observed)), size),
         model_sha256="",
     )
     tick = progress("calibrating", total)
