@@ -144,14 +144,15 @@ def test_grid_counts_merge_exactly_whatever_the_shards(
     """Shards counted on their own grids and moved onto the union's grid give the counts of one pass,
     which are the exact floor((x - lo) / width) bins."""
     whole = grid_for(min(float(values.min()), 0.0), max(float(values.max()), 0.0), bins)
-    direct = grid_counts(values, whole)
+    direct, zeros = grid_counts(values, whole)
+    assert zeros >= int(np.sum(values == 0))  # and positives that underflow float32 scaling
     edges = sorted({0, 300, *cuts})
     merged = np.zeros(bins, np.int64)
     for a, b in itertools.pairwise(edges):
         part = values[a:b]
         if part.size:
             grid = grid_for(min(float(part.min()), 0.0), max(float(part.max()), 0.0), bins)
-            merged += regrid(grid_counts(part, grid), grid, whole)
+            merged += regrid(grid_counts(part, grid)[0], grid, whole)
     np.testing.assert_array_equal(merged, direct)
     exact = (np.floor(values.astype(np.float64) / whole.width) + whole.offset).astype(np.int64)
     np.testing.assert_array_equal(direct, np.bincount(exact, minlength=bins))
@@ -161,7 +162,7 @@ def test_grid_for_is_the_smallest_aligned_grid_holding_the_values_strictly() -> 
     grid = grid_for(0.0, 6.0, 2048)  # a Clip(0, 6) output: 2048 * 2**-8 = 8 > 6, 2048 * 2**-9 = 4
     assert (grid.step, grid.lo, grid.hi, grid.signed) == (-8, 0.0, 8.0, False)
     top = grid_for(0.0, 1.0, 2048)  # a Sigmoid's 1.0 must not sit on the top edge
-    assert top.hi == 2.0 and grid_counts(np.ones(3, np.float32), top)[1024] == 3
+    assert top.hi == 2.0 and grid_counts(np.ones(3, np.float32), top)[0][1024] == 3
     signed = grid_for(-0.5, 3.0, 2048)
     assert signed.lo == -signed.hi and signed.hi > 3.0 >= signed.hi / 2 and signed.offset == 1024
     assert grid_for(0.0, 0.0, 2048).lo == 0.0

@@ -20,7 +20,7 @@ from quantkit.results import TensorStats
 @dataclass(frozen=True)
 class Partial:
     """One tensor's statistics over part of the data. count: values seen; counts: int64 [bins] on `grid`,
-    of the values sampled (every value of a small batch, a fixed stride of a large one: sample_stride);
+    of the values sampled (every value of a small tensor, a fixed stride of a large one: sample_stride);
     zeros: exact 0.0 values among those sampled; channel arrays [C] (min/max float32, sum float64) over
     every value, or None."""
 
@@ -118,14 +118,15 @@ class TensorObserver:
         count = 0
         if self.channel_axis is not None and -x.ndim <= self.channel_axis < x.ndim:
             low, high, total, count = _channel_stats(x, self.channel_axis % x.ndim)
-        sample = x.reshape(-1)[:: sample_stride(x.size)]
+        images = x.shape[0] if x.ndim > 1 else 1  # observed activations lead with the batch
+        counts, zeros = grid_counts(x.reshape(-1)[:: sample_stride(x.size, images)], grid)
         self.state = self.state + Partial(
             grid=grid,
-            counts=grid_counts(sample, grid),
+            counts=counts,
             minimum=x_min,
             maximum=x_max,
             count=x.size,
-            zeros=int(sample.size - np.count_nonzero(sample)),
+            zeros=zeros,
             nonfinite=nonfinite,
             channel_min=low,
             channel_max=high,

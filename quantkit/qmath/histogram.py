@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Values histogrammed per tensor per batch, at most: a larger batch is sampled with a fixed prime stride
-# (min, max and per-channel statistics still see every value). 2**18 samples per batch put millions in
-# 2048 bins over a calibration run; counting every value cost more than the forward pass itself.
-SAMPLES_PER_BATCH = 1 << 18
+# Values histogrammed per tensor and image, about: a larger tensor is sampled with a fixed prime stride
+# (min, max and per-channel statistics still see every value). 2**15 per image put millions in 2048 bins
+# over a calibration run; counting every value cost more than the forward pass itself.
+SAMPLES_PER_IMAGE = 1 << 15
 _PRIMES = (1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97)
 
 # 2**-step must be a normal float32 and bins * 2**step must reach float32's largest value.
@@ -71,32 +71,37 @@ def grid_for(data_lo: float, data_hi: float, bins: int) -> Grid:
     return Grid(bins, min(max(step, MIN_STEP), MAX_STEP), signed)
 
 
-def sample_stride(size: int) -> int:
-    """The stride that samples at most about SAMPLES_PER_BATCH of `size` values: a prime, so that it
-    does not beat with a row or channel length (every k-th of a 56-wide row would sample 14 columns)."""
-    need = -(-size // SAMPLES_PER_BATCH)
+def sample_stride(size: int, images: int = 1) -> int:
+    """The stride that samples about SAMPLES_PER_IMAGE of the `size` values of `images` images: a prime,
+    so that it does not beat with a row or channel length (every 4th of a 56-wide row would sample 14
+    columns only)."""
+    need = -(-size // (max(images, 1) * SAMPLES_PER_IMAGE))
     for prime in _PRIMES:
         if prime >= need:
             return prime
     return need | 1
 
 
-def grid_counts(x: np.ndarray, grid: Grid) -> np.ndarray:
-    """Counts of x (float [...], every value inside grid's range) in grid's bins. int64 [bins].
+def grid_counts(x: np.ndarray, grid: Grid) -> tuple[np.ndarray, int]:
+    """Counts of x (float [...], every value inside grid's range) in grid's bins, and how many values are
+    exactly 0.0. (int64 [bins], zeros).
 
     Each value's bin is exact, so the same value lands in the same bin, or in the bin that holds it on a
     finer grid, whichever grid counts it: x * 2**-step is exact (a power-of-two scale) in float32 for a
     non-negative grid, where truncation is the floor and an underflow to 0 is the right bin; a signed
-    grid scales in float64, which no float32 value underflows in, then floors."""
+    grid scales in float64, which no float32 value underflows in, then floors. (A positive value so small
+    that it underflows in float32 counts as a zero.)"""
     flat = x.reshape(-1)
     if grid.signed:
         scaled = np.multiply(flat, math.ldexp(1.0, -grid.step), dtype=np.float64)
+        zeros = scaled.size - int(np.count_nonzero(scaled))
         np.floor(scaled, out=scaled)  # truncation would put (-1, 0) in the bin of [0, 1)
         scaled += grid.offset
     else:
         scaled = np.multiply(flat, np.float32(math.ldexp(1.0, -grid.step)), dtype=np.float32)
+        zeros = scaled.size - int(np.count_nonzero(scaled))
     counts = np.bincount(scaled.astype(np.intp), minlength=grid.bins)
-    return counts.astype(np.int64, copy=False)
+    return counts.astype(np.int64, copy=False), zeros
 
 
 def regrid(counts: np.ndarray, src: Grid, dst: Grid) -> np.ndarray:
