@@ -172,3 +172,17 @@ def test_grid_for_is_the_smallest_aligned_grid_holding_the_values_strictly() -> 
 
 def test_qranges() -> None:
     assert QRANGE["uint8"] == (0, 255) and QRANGE["int8"] == (-128, 127)
+
+
+def test_large_tensors_are_sampled_in_blocks_spread_over_the_whole_tensor() -> None:
+    from quantkit.qmath.histogram import BLOCK, SAMPLES_PER_IMAGE, sample_of, sample_stride
+
+    x = np.arange(8 * 64 * 56 * 56, dtype=np.float32).reshape(8, 64, 56, 56)
+    stride = sample_stride(x.size, 8)
+    sample = sample_of(x, stride)
+    assert stride in (2, 3, 5, 7, 11, 13) and sample.shape[1] == BLOCK
+    assert 0.5 * 8 * SAMPLES_PER_IMAGE <= sample.size <= 8 * SAMPLES_PER_IMAGE
+    starts = sample[:, 0].astype(np.int64)
+    assert (np.diff(starts) == stride * BLOCK).all() and starts[-1] > 0.99 * x.size - stride * BLOCK
+    small = np.ones((2, 100), np.float32)
+    assert sample_of(small, sample_stride(small.size, 2)).size == 200  # small tensors: every value

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantkit.qmath.histogram import Grid, grid_counts, grid_for, regrid, sample_stride
+from quantkit.qmath.histogram import Grid, grid_counts, grid_for, regrid, sample_of, sample_stride
 from quantkit.results import TensorStats
 
 
 @dataclass(frozen=True)
 class Partial:
     """One tensor's statistics over part of the data. count: values seen; counts: int64 [bins] on `grid`,
-    of the values sampled (every value of a small tensor, a fixed stride of a large one: sample_stride);
+    of the values sampled (every value of a small tensor, every k-th block of 64 of a large one);
     zeros: exact 0.0 values among those sampled; channel arrays [C] (min/max float32, sum float64) over
     every value, or None."""
 
@@ -119,7 +119,7 @@ class TensorObserver:
         if self.channel_axis is not None and -x.ndim <= self.channel_axis < x.ndim:
             low, high, total, count = _channel_stats(x, self.channel_axis % x.ndim)
         images = x.shape[0] if x.ndim > 1 else 1  # observed activations lead with the batch
-        counts, zeros = grid_counts(x.reshape(-1)[:: sample_stride(x.size, images)], grid)
+        counts, zeros = grid_counts(sample_of(x, sample_stride(x.size, images)), grid)
         self.state = self.state + Partial(
             grid=grid,
             counts=counts,
