@@ -4,9 +4,9 @@ Every pool runs `fn(shared, job)` for each job and yields the results in job ord
 workers finish in, so callers merge them exactly as one process would. `shared` is what `share()` made
 of a large blob (a model): the blob itself in process, a file every local worker reads once, an object
 in Ray's store; `share` takes several blobs and hands each task one tuple of them. Jobs and results must
-pickle. A job whose worker dies is run once more on another
-worker; a job that fails twice raises WorkerError naming it (`describe(job)`). An exception that `fn`
-raises itself is deterministic and is raised at once, as in one process.
+pickle. A job whose worker dies is run once more on another worker; a job that fails twice raises
+WorkerError naming it (`describe(job)`). An exception that `fn` raises itself is deterministic and is
+raised at once, as in one process.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from quantkit.errors import ConfigError
 
 J = TypeVar("J")
 R = TypeVar("R")
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
