@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,31 +12,19 @@ import pytest
 from quantkit.errors import WorkerError
 from quantkit.parallel.ray_pool import RayPool
 from quantkit.pipeline import shards
+from tests import test_workers
 from tests.conftest import ASSETS, requires_assets, tiny_cnn
 from tests.helpers import run
 
 pytestmark = pytest.mark.ray
 
 
-def _die_once_on_three(marker_dir: str, job: int) -> int:
-    marker = Path(marker_dir) / f"killed-{job}"
-    if job == 3 and not marker.exists():
-        marker.write_text("once")
-        os.kill(os.getpid(), signal.SIGKILL)
-    return job * job
-
-
-def _always_die_on_two(_: str, job: int) -> int:
-    if job == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return job
-
-
 @pytest.fixture
 def by_value() -> None:
     import ray
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers do not import tests/
+    # workers do not import tests/: the tasks travel by value
+    ray.cloudpickle.register_pickle_by_value(test_workers)
 
 
 def _sha(*paths: Path) -> str:
@@ -48,7 +34,7 @@ def _sha(*paths: Path) -> str:
 def test_a_killed_ray_worker_is_retried_and_nothing_is_lost(tmp_path: Path, by_value: None) -> None:
     with RayPool(os.environ["RAY_ADDRESS"]) as pool:
         assert pool.workers == 2  # the cluster's CPUs
-        results = list(pool.run(_die_once_on_three, str(tmp_path), list(range(6)), str))
+        results = list(pool.run(test_workers.square_unless_marked, str(tmp_path), list(range(6)), str))
     assert results == [k * k for k in range(6)]
     assert (tmp_path / "killed-3").exists()
 
@@ -58,7 +44,7 @@ def test_a_chunk_that_kills_two_ray_workers_is_named(tmp_path: Path, by_value: N
         RayPool(os.environ["RAY_ADDRESS"]) as pool,
         pytest.raises(WorkerError, match=r"^chunk 2 failed 2 times"),
     ):
-        list(pool.run(_always_die_on_two, str(tmp_path), list(range(4)), lambda j: f"chunk {j}"))
+        list(pool.run(test_workers.always_dies, str(tmp_path), list(range(4)), lambda j: f"chunk {j}"))
 
 
 def test_ray_gives_the_one_process_table_and_report(

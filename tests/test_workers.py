@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from quantkit.errors import ConfigError, WorkerError
-from quantkit.parallel import pool_for
+from quantkit.parallel import Parallel, pool_for
 from quantkit.parallel.local import LocalPool
 from quantkit.pipeline import shards
 from tests.conftest import tiny_cnn
@@ -55,14 +55,14 @@ def test_a_job_that_kills_two_workers_is_named(tmp_path: Path) -> None:
 
 def test_an_error_the_task_raises_is_raised_as_in_one_process(tmp_path: Path) -> None:
     for workers in (1, 2):
-        with pool_for(workers) as pool, pytest.raises(ConfigError, match="job 1 is not allowed"):
+        with pool_for(Parallel(workers)) as pool, pytest.raises(ConfigError, match="job 1 is not allowed"):
             list(pool.run(refuses, str(tmp_path), [0, 1, 2], str))
 
 
 def test_ray_missing_is_one_line_that_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ConfigError, match=r"--ray needs Ray.*pip install 'quantkit\[ray\]'"):
-        pool_for(1, "127.0.0.1:6379")
+        pool_for(Parallel(ray="127.0.0.1:6379"))
 
 
 def _digest(table: Path) -> tuple[str, str]:

@@ -167,13 +167,3 @@ def _channel_stats(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np
         np.asarray(np.sum(x, axis=axes, dtype=np.float64)),
         x.size // x.shape[axis],
     )
-
-
-def merge_partials(parts: list[Partial]) -> Partial:
-    """Parts in data order, added left to right."""
-    if not parts:
-        raise ValueError("nothing to merge")
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total

@@ -87,18 +87,17 @@ class InProcess:
         return None
 
 
-def pool_for(workers: int = 1, ray: str | None = None) -> Pool:
+def pool_for(parallel: Parallel) -> Pool:
     """The pool for --workers N (local processes) or --ray ADDRESS (also RAY_ADDRESS; see ray_pool)."""
-    Parallel(workers, ray)  # checks the values
-    if ray is not None:
+    if parallel.ray is not None:
         from quantkit.parallel.ray_pool import RayPool
 
-        return RayPool(ray, workers)
-    if workers == 1:
+        return RayPool(parallel.ray)
+    if parallel.workers == 1:
         return InProcess()
     from quantkit.parallel.local import LocalPool
 
-    return LocalPool(workers)
+    return LocalPool(parallel.workers)
 
 
 def threads_per_worker(threads: int, workers: int) -> int:

@@ -30,6 +30,7 @@ class LocalPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._folder: Path | None = None
+        self._shared = 0  # blobs written to the folder
         self._slots: list[ProcessPoolExecutor | None] = [None] * workers
         self._context = multiprocessing.get_context("forkserver")
 
@@ -38,7 +39,8 @@ class LocalPool:
             self._folder = Path(tempfile.mkdtemp(prefix="quantkit-workers-"))
         paths = []
         for blob in blobs:
-            path = self._folder / f"shared-{len(list(self._folder.iterdir()))}.bin"
+            path = self._folder / f"shared-{self._shared}.bin"
+            self._shared += 1
             path.write_bytes(blob)
             paths.append(str(path))
         return tuple(paths)

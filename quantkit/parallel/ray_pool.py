@@ -28,7 +28,7 @@ class RayPool:
     """Tasks of one CPU each; at most twice the cluster's CPUs in flight, so the driver's memory stays
     bounded however many jobs there are."""
 
-    def __init__(self, address: str, workers: int = 1) -> None:
+    def __init__(self, address: str) -> None:
         try:
             import ray
         except ImportError:
@@ -37,7 +37,7 @@ class RayPool:
         self.address = address or os.environ.get("RAY_ADDRESS", "")
         if not self.address:
             raise ConfigError("--ray needs the cluster's address (or RAY_ADDRESS), e.g. --ray 10.0.0.5:6379")
-        self.workers = workers
+        self.workers = 1  # the cluster's CPUs, once connected
         self._started = False
 
     def __enter__(self) -> RayPool:

@@ -100,7 +100,7 @@ def run_jobs(
     """Each job's result, in job order, from the pool `parallel` names; `tick` counts images (per batch
     in this process, per chunk from workers). Sessions made in this process are dropped at the end."""
     try:
-        with pool_for(parallel.workers, parallel.ray) as pool:
+        with pool_for(parallel) as pool:
             shared = pool.share(blobs)
             if isinstance(pool, InProcess):
                 for job in jobs:
