@@ -8,7 +8,7 @@ the table is byte-for-byte the same on one process, N processes or a Ray cluster
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from quantkit.config import Preprocess
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
-from quantkit.pipeline.shards import require_visible, session_for
+from quantkit.pipeline.shards import keeping, require_visible, session_for
 from quantkit.pipeline.writing import SMOKE_SAMPLES
 from quantkit.results import Batch, Feed, feed_concat, feed_rows, feed_take
 from quantkit.runtime import Session
@@ -70,17 +70,18 @@ def observe_chunk(
     check = ReferenceCheck(inputs_from_images=bool(job.paths))
     kept: list[Feed] = []
 
-    def feeds() -> Iterator[Feed]:
-        for batch in batches:
-            held = sum(feed_rows(k) for k in kept)
-            if held < job.keep:
-                kept.append(feed_take(batch.data, 0, job.keep - held))
-            yield batch.data
-
     def watch(batch: Feed, outputs: dict[str, np.ndarray]) -> None:
         check.update(batch, {n: outputs[n] for n in job.outputs if n in outputs})
 
-    partials, seen = observe(session, dict(job.observed), feeds(), job.bins, progress, watch, job.run_rows)
+    partials, seen = observe(
+        session,
+        dict(job.observed),
+        (b.data for b in keeping(batches, job.keep, kept)),
+        job.bins,
+        progress,
+        watch,
+        job.run_rows,
+    )
     return ChunkResult(partials, seen, check, feed_concat(kept) if kept else None)
 
 

@@ -13,8 +13,8 @@ from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
-from quantkit.pipeline.shards import Shared, require_visible, session_for
-from quantkit.results import Batch, Feed, feed_take
+from quantkit.pipeline.shards import Shared, keeping, require_visible, session_for
+from quantkit.results import Feed
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,8 @@ def run_compare_chunk(
     check = ReferenceCheck()
     first: list[Feed] = []
 
-    def batches() -> Iterator[Batch]:
-        for batch in read_ahead(loader):
-            if not first:
-                first.append(feed_take(batch.data, 0, 1))
-            yield batch
-
-    comparison = compare_batches(reference, candidate, batches(), job.comparison(), progress, check)
+    batches = keeping(read_ahead(loader), 1, first)
+    comparison = compare_batches(reference, candidate, batches, job.comparison(), progress, check)
     if progress is not None and loader.skipped:
         progress(len(loader.skipped))
     return CompareChunk(comparison, check, loader.skipped, first[0] if first else None)

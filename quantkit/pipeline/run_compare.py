@@ -31,9 +31,9 @@ from quantkit.pipeline.compare_chunks import (
 )
 from quantkit.pipeline.loading import model_bytes
 from quantkit.pipeline.progress import Progress, no_progress
-from quantkit.pipeline.shards import chunks, model_key, prime, run_jobs
+from quantkit.pipeline.shards import chunks, keeping, model_key, prime, run_jobs
 from quantkit.pipeline.writing import conversion_record, recorded_preprocess
-from quantkit.results import Batch, Feed, feed_repeat, feed_take
+from quantkit.results import Feed, feed_repeat
 from quantkit.runtime import Session, cpu_info, interleaved_latency, versions
 
 
@@ -229,13 +229,7 @@ def _compare_arrays(
     check = ReferenceCheck(inputs_from_images=False)
     first: list[Feed] = []
 
-    def batches() -> Iterator[Batch]:
-        for batch in source:
-            if not first:
-                first.append(feed_take(batch.data, 0, 1))
-            yield batch
-
-    comparison = compare_batches(reference, candidate, batches(), empty, tick, check)
+    comparison = compare_batches(reference, candidate, keeping(source, 1, first), empty, tick, check)
     return CompareChunk(comparison, check, source.skipped, first[0] if first else None)
 
 

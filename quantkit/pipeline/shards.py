@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from quantkit.errors import ImageError
 from quantkit.parallel import InProcess, Parallel, pool_for
+from quantkit.results import Batch, Feed, feed_rows, feed_take
 from quantkit.runtime import Session
 
 CHUNK_IMAGES = 32  # small enough to spread 200 images evenly over a few workers
@@ -87,6 +88,16 @@ def require_visible(paths: Sequence[Path]) -> None:
             "chunk): workers need the images on a path every node reads (NFS, a mounted bucket, or the "
             "same copy at the same path on each node)"
         )
+
+
+def keeping(batches: Iterable[Batch], keep: int, kept: list[Feed]) -> Iterator[Batch]:
+    """The batches, unchanged; on the way, their first `keep` samples appended to `kept` (calibrate's
+    smoke-test samples, compare's timing sample)."""
+    for batch in batches:
+        held = sum(feed_rows(k) for k in kept)
+        if held < keep:
+            kept.append(feed_take(batch.data, 0, keep - held))
+        yield batch
 
 
 def run_jobs(
