@@ -107,17 +107,24 @@ class TensorObserver:
         if x.dtype != np.float32:
             x = x.astype(np.float32)
         nonfinite = 0
-        x_min, x_max = float(x.min()), float(x.max())  # NaN and inf show here: no isfinite pass needed
-        if not (math.isfinite(x_min) and math.isfinite(x_max)):
+        axis = self.channel_axis
+        if axis is not None:
+            axis = axis % x.ndim if -x.ndim <= axis < x.ndim else None
+        low = high = total = None
+        count = 0
+        if axis is not None:  # the channels' extremes give the tensor's: two passes over x fewer
+            low, high, total, count = _channel_stats(x, axis)
+            x_min, x_max = float(low.min()), float(high.max())
+        else:
+            x_min, x_max = float(x.min()), float(x.max())
+        if not (math.isfinite(x_min) and math.isfinite(x_max)):  # NaN and inf show in min and max
             finite = np.isfinite(x)
             nonfinite = int(x.size - finite.sum())
             x = np.where(finite, x, np.float32(0.0))
             x_min, x_max = float(x.min()), float(x.max())
+            if axis is not None:
+                low, high, total, count = _channel_stats(x, axis)
         grid = grid_for(min(x_min, 0.0), max(x_max, 0.0), self.state.grid.bins)
-        low = high = total = None
-        count = 0
-        if self.channel_axis is not None and -x.ndim <= self.channel_axis < x.ndim:
-            low, high, total, count = _channel_stats(x, self.channel_axis % x.ndim)
         images = x.shape[0] if x.ndim > 1 else 1  # observed activations lead with the batch
         counts, zeros = grid_counts(sample_of(x, sample_stride(x.size, images)), grid)
         self.state = self.state + Partial(

@@ -103,14 +103,16 @@ def grid_counts(x: np.ndarray, grid: Grid) -> tuple[np.ndarray, int]:
     Each value's bin is exact, so the same value lands in the same bin, or in the bin that holds it on a
     finer grid, whichever grid counts it: x * 2**-step is exact (a power-of-two scale) in float32 for a
     non-negative grid, where truncation is the floor and an underflow to 0 is the right bin; a signed
-    grid scales in float64, which no float32 value underflows in, then floors. (A positive value so small
-    that it underflows in float32 counts as a zero.)"""
+    grid of bins 1 or narrower scales by 2**-step >= 1 in float32, which cannot underflow either, a wider
+    signed grid in float64, which no float32 value underflows in; a signed grid then floors. (A positive
+    value so small that it underflows in float32 counts as a zero.)"""
     flat = x.reshape(-1)
     if grid.signed:
-        scaled = np.multiply(flat, math.ldexp(1.0, -grid.step), dtype=np.float64)
+        wide = np.float64 if grid.step > 0 else np.float32
+        scaled = np.multiply(flat, wide(math.ldexp(1.0, -grid.step)), dtype=wide)
         zeros = scaled.size - int(np.count_nonzero(scaled))
         np.floor(scaled, out=scaled)  # truncation would put (-1, 0) in the bin of [0, 1)
-        scaled += grid.offset
+        scaled += wide(grid.offset)  # exact: integers below 2**24
     else:
         scaled = np.multiply(flat, np.float32(math.ldexp(1.0, -grid.step)), dtype=np.float32)
         zeros = scaled.size - int(np.count_nonzero(scaled))
