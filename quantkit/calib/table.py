@@ -118,6 +118,15 @@ def load(json_path: Path) -> CalibrationTable:
             f"{npz_path.name} does not belong to {json_path.name} (replaced, or written by another run); "
             "recalibrate"
         )
+    return _parsed(doc, npz_bytes, json_path)
+
+
+def loads(json_bytes: bytes, npz_bytes: bytes) -> CalibrationTable:
+    """A table from the bytes of its two files, as `load` read and checked them (a worker's copy)."""
+    return _parsed(json.loads(json_bytes.decode("utf-8")), npz_bytes, Path("<table>"))
+
+
+def _parsed(doc: dict[str, Any], npz_bytes: bytes, json_path: Path) -> CalibrationTable:
     try:
         with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as npz:
             stats = {e["name"]: _entry_stats(e, i, npz) for i, e in enumerate(doc["tensors"])}

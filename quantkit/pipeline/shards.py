@@ -58,14 +58,18 @@ def session_for(model: bytes | str | np.ndarray, key: str, threads: int) -> Sess
     if name not in _SESSIONS:
         if len(_SESSIONS) >= 2:
             _SESSIONS.pop(next(iter(_SESSIONS)))
-        if isinstance(model, str):
-            blob = Path(model).read_bytes()
-        elif isinstance(model, np.ndarray):
-            blob = model.tobytes()
-        else:
-            blob = model
-        _SESSIONS[name] = Session(blob, threads)
+        _SESSIONS[name] = Session(blob_of(model), threads)
     return _SESSIONS[name]
+
+
+def blob_of(shared: bytes | str | np.ndarray) -> bytes:
+    """The bytes of one shared blob, however the pool handed it over (parallel.Pool.share): the bytes
+    themselves in process, a file's path for local workers, an array from Ray's object store."""
+    if isinstance(shared, str):
+        return Path(shared).read_bytes()
+    if isinstance(shared, np.ndarray):
+        return shared.tobytes()
+    return shared
 
 
 def prime(key: str, threads: int, session: Session) -> None:
