@@ -7,6 +7,7 @@ The public API (everything else is private and may change):
                                                    -> ConvertSummary | Float16Summary
     compare(reference, candidate, data=..., labels=...)              -> ComparisonResult
     shrink(model, data=..., output_dir=..., max_drop=...)            -> ShrinkResult
+    sensitivity(model, calibration=..., data=...)                    -> SensitivityReport
     Preprocess(preset=, mean=, std=, bgr=, resize=, input_size=)    how images become inputs
     QuantkitError (and ModelError, ImageError, CalibrationError, ConversionError, ConfigError,
     OutputError): every problem with the input, with a one-line message that says how to fix it.
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from quantkit.version import __version__
 
 if TYPE_CHECKING:  # the real names for type checkers; at run time they load on first use
-    from quantkit.api import Preprocess, calibrate, compare, convert, shrink
+    from quantkit.api import Preprocess, calibrate, compare, convert, sensitivity, shrink
     from quantkit.errors import (
         CalibrationError,
         ConfigError,
@@ -41,7 +42,13 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
         OutputError,
         QuantkitError,
     )
-    from quantkit.outcomes import ComparisonResult, ConvertSummary, Float16Summary, ShrinkResult
+    from quantkit.outcomes import (
+        ComparisonResult,
+        ConvertSummary,
+        Float16Summary,
+        SensitivityReport,
+        ShrinkResult,
+    )
     from quantkit.pipeline.run_calibrate import CalibrateSummary
 
 _PUBLIC = {
@@ -49,6 +56,7 @@ _PUBLIC = {
     "convert": "quantkit.api",
     "compare": "quantkit.api",
     "shrink": "quantkit.api",
+    "sensitivity": "quantkit.api",
     "Preprocess": "quantkit.api",
     "QuantkitError": "quantkit.errors",
     "ModelError": "quantkit.errors",
@@ -62,6 +70,7 @@ _PUBLIC = {
     "Float16Summary": "quantkit.outcomes",
     "ComparisonResult": "quantkit.outcomes",
     "ShrinkResult": "quantkit.outcomes",
+    "SensitivityReport": "quantkit.outcomes",
 }
 __all__ = [
     "CalibrateSummary",
@@ -76,11 +85,13 @@ __all__ = [
     "OutputError",
     "Preprocess",
     "QuantkitError",
+    "SensitivityReport",
     "ShrinkResult",
     "__version__",
     "calibrate",
     "compare",
     "convert",
+    "sensitivity",
     "shrink",
 ]
 

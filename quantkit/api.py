@@ -59,7 +59,13 @@ from quantkit.data import ArrayFiles, Sample, array_files
 from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import detector_fields
 from quantkit.images import IMAGE_SUFFIXES
-from quantkit.outcomes import ComparisonResult, ConvertSummary, Float16Summary, ShrinkResult
+from quantkit.outcomes import (
+    ComparisonResult,
+    ConvertSummary,
+    Float16Summary,
+    SensitivityReport,
+    ShrinkResult,
+)
 from quantkit.parallel import Parallel
 from quantkit.pipeline import run_shrink
 from quantkit.pipeline.progress import Progress, no_progress
@@ -68,6 +74,7 @@ from quantkit.pipeline.run_calibrate import calibrate as run_calibrate
 from quantkit.pipeline.run_compare import compare as run_compare
 from quantkit.pipeline.run_convert import convert as run_convert
 from quantkit.pipeline.run_fp16 import convert_float16
+from quantkit.pipeline.run_sensitivity import sensitivity as run_sensitivity
 
 PathLike = str | os.PathLike[str]
 Data = PathLike | Iterable[PathLike] | Iterable[np.ndarray] | Iterable[Mapping[str, Any]]
@@ -190,6 +197,40 @@ def compare(
         progress or no_progress,
         arrays,
         Parallel(workers, ray),
+    )
+
+
+def sensitivity(
+    model: PathLike,
+    *,
+    calibration: PathLike,
+    data: PathLike | Iterable[PathLike],
+    num_images: int | None = 32,
+    seed: int = 0,
+    top: int = 5,
+    method: str = "mse",
+    activations: str = "uint8",
+    workers: int = 1,
+    ray: str | None = None,
+    threads: int = 0,
+    progress: Progress | None = None,
+) -> SensitivityReport:
+    """Rank the layers `convert` would quantize: each one's own error on the images (read with the
+    table's preprocessing), and the output error that keeping it float recovers; the top 1..`top`
+    layers also kept float together. workers / ray / threads: where the measured models run (as for
+    `calibrate`); the report is the same. method / activations: as for `convert`."""
+    selection, arrays = _data(data, num_images, seed)
+    if arrays is not None:
+        raise ConfigError("sensitivity reads images (a folder or a list of files), not arrays")
+    config = ConvertConfig(**_options(ConvertConfig, {"method": method, "activations": activations}, "int8"))
+    return run_sensitivity(
+        Path(model),
+        Path(calibration),
+        selection,
+        config,
+        top,
+        progress or no_progress,
+        Parallel(workers, ray, threads),
     )
 
 

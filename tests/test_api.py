@@ -87,6 +87,20 @@ def test_a_folder_gives_the_cli_bytes(cnn: Path, image_dir: Path, tmp_path: Path
     assert listed.images_used == 6
 
 
+def test_sensitivity_gives_the_cli_report(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    table = _cli_table(cnn, ["--images", str(image_dir)], tmp_path / "t.calib.json", capsys)
+    report = tmp_path / "sens.json"
+    argv = ["sensitivity", str(cnn), "-c", str(table), "--images", str(image_dir), "--top", "1"]
+    code, _, err = run([*argv, "--json", str(report)], capsys)
+    assert code == 0, err
+    result = quantkit.sensitivity(cnn, calibration=table, data=image_dir, top=1)
+    assert isinstance(result, quantkit.SensitivityReport) and result.num_images == 24
+    cli, api = json.loads(report.read_text()), result.to_dict()
+    assert cli.pop("seconds") > 0 and api.pop("seconds") > 0 and cli == api
+    with pytest.raises(quantkit.ConfigError, match="sensitivity reads images"):
+        quantkit.sensitivity(cnn, calibration=table, data=[np.zeros((3, 16, 16), np.float32)])
+
+
 def test_arrays_and_dicts_give_the_bytes_of_cli_inputs(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
     g = np.random.default_rng(3)
     samples = [g.normal(0, 1, (3, 16, 16)).astype(np.float32) for _ in range(10)]

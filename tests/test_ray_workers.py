@@ -4,6 +4,7 @@ process, a killed worker's chunk rerun, a chunk that fails twice named. Skipped 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.conftest import ASSETS, requires_assets, tiny_cnn
 from tests.helpers import run
 
 pytestmark = pytest.mark.ray
+JUDGE_PAYOFF = True  # Ray workers plan sensitivity's models with the real payoff rule (see test_workers)
 
 
 @pytest.fixture
@@ -54,6 +56,7 @@ def test_ray_gives_the_one_process_table_and_report(
     model = tiny_cnn(tmp_path / "cnn.onnx")
     tables: list[str] = []
     reports: list[str] = []
+    rankings: list[dict[str, object]] = []
     for where in (["--workers", "1"], ["--ray", os.environ["RAY_ADDRESS"]]):
         table, report = tmp_path / f"t{len(tables)}.json", tmp_path / f"r{len(tables)}.json"
         code, _, err = run(
@@ -65,7 +68,14 @@ def test_ray_gives_the_one_process_table_and_report(
         code, _, err = run([*argv, "--json", str(report), *where], capsys)
         assert code == 0, err
         reports.append(_sha(report))
-    assert tables[0] == tables[1] and reports[0] == reports[1]
+        ranking = tmp_path / f"s{len(tables)}.json"
+        argv = ["sensitivity", str(model), "-c", str(table), "--images", str(image_dir), "--top", "1"]
+        code, _, err = run([*argv, "--json", str(ranking), *where], capsys)
+        assert code == 0, err
+        doc = json.loads(ranking.read_text())
+        assert doc.pop("seconds") > 0 and doc["layers"]
+        rankings.append(doc)
+    assert tables[0] == tables[1] and reports[0] == reports[1] and rankings[0] == rankings[1]
 
 
 @requires_assets()

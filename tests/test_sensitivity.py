@@ -95,12 +95,12 @@ def test_sensitivity_reads_the_images_again_when_they_do_not_fit_in_memory(
 ) -> None:
     """Each model measured runs on its own over every batch: the batches and FP32's outputs are kept for
     the passes, or read and run again past REPLAY_BYTES. Both give the same report."""
-    from quantkit.pipeline import run_sensitivity
+    from quantkit.pipeline import sensitivity_jobs
 
     model, table = planted
     images = ImageSelection(image_dir, 12)
     kept = pipeline.sensitivity(model, table, images, ConvertConfig(), cumulative=2)
-    monkeypatch.setattr(run_sensitivity, "REPLAY_BYTES", 0)
+    monkeypatch.setattr(sensitivity_jobs, "REPLAY_BYTES", 0)
     streamed = pipeline.sensitivity(model, table, images, ConvertConfig(), cumulative=2)
     assert dataclasses.replace(streamed, seconds=0.0) == dataclasses.replace(kept, seconds=0.0)
 

@@ -19,6 +19,10 @@ from quantkit.pipeline import shards
 from tests.conftest import tiny_cnn
 from tests.helpers import run
 
+# Workers plan with the real payoff rule (conftest's monkeypatch does not reach their processes), so
+# the driver here does too.
+JUDGE_PAYOFF = True
+
 
 def square_unless_marked(marker_dir: str, job: int) -> int:
     """A task that kills its own worker process the first time it sees job 3 (a marker file records it)."""
@@ -139,6 +143,27 @@ def test_compare_figures_are_byte_identical_for_any_number_of_workers(
         assert doc["images"] == 24 and doc["latency"]["reference"] is None
         digests.add(hashlib.sha256(report.read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+def test_sensitivity_report_is_the_same_for_any_number_of_workers(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each measured model runs over every image on one worker: the whole report (all but its run time)
+    and the exclusions file are those of one process."""
+    model = tiny_cnn(tmp_path / "cnn.onnx")
+    table = tmp_path / "t.json"
+    assert run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    reports, exclusions = [], set()
+    for extra in ([], ["--workers", "2"], ["--workers", "3", "--threads", "1"]):
+        report, keep = tmp_path / f"s{len(reports)}.json", tmp_path / f"k{len(reports)}.txt"
+        argv = ["sensitivity", str(model), "-c", str(table), "--images", str(image_dir), "--top", "2"]
+        code, _, err = run([*argv, "--json", str(report), "--write-exclusions", str(keep), *extra], capsys)
+        assert code == 0, err
+        doc = json.loads(report.read_text())
+        assert doc.pop("seconds") > 0 and doc["num_images"] == 24 and doc["layers"][0]["node"] == "c1"
+        reports.append(doc)
+        exclusions.add(keep.read_text())
+    assert reports[0] == reports[1] == reports[2] and len(exclusions) == 1
 
 
 def test_shrink_on_workers_writes_the_one_process_model(

@@ -11,7 +11,7 @@ import typer.core
 import typer.main
 
 from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, progress_bars, show, write_text
-from quantkit.cli.options import ImagesOpt, NumImagesOpt, SeedOpt
+from quantkit.cli.options import ImagesOpt, NumImagesOpt, RayOpt, SeedOpt, WorkersOpt, WorkerThreadsOpt
 from quantkit.config import (
     ActivationType,
     CalibMethod,
@@ -48,10 +48,14 @@ def sensitivity(
         ),
     ] = None,
     keep: Annotated[int, typer.Option("--keep", help="How many layers --write-exclusions lists.")] = 3,
+    workers: WorkersOpt = 1,
+    ray: RayOpt = None,
+    threads: WorkerThreadsOpt = 0,
 ) -> None:
     """Rank the quantized layers: each one's own error, and the output error keeping it float recovers."""
     from quantkit import files, pipeline
     from quantkit.config import ConvertConfig, ImageSelection
+    from quantkit.parallel import Parallel
     from quantkit.reports import console, records
 
     if top < 0 or keep < 1:
@@ -71,7 +75,13 @@ def sensitivity(
     config = ConvertConfig(method=method, activations=activations)
     with progress_bars() as progress:
         result = pipeline.sensitivity(
-            model, calibration, ImageSelection(images, num_images, seed), config, top, progress
+            model,
+            calibration,
+            ImageSelection(images, num_images, seed),
+            config,
+            top,
+            progress,
+            Parallel(workers, ray or None, threads),
         )
     show(console.sensitivity_table(result))
     if json_path is not None:

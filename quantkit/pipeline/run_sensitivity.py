@@ -3,33 +3,34 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import onnx
 
-from quantkit.config import (
-    ConvertConfig,
-    ImageSelection,
-    Preprocess,
-)
-from quantkit.errors import (
-    ImageError,
-    ModelError,
-)
+from quantkit.calib import table as table_io
+from quantkit.config import ConvertConfig, ImageSelection
+from quantkit.errors import ConfigError, ModelError
 from quantkit.evaluate.metrics import OutputNoise
-from quantkit.graph.qdq import WeightMemo
-from quantkit.images import ImageLoader, select_images
+from quantkit.images import select_images
 from quantkit.outcomes import LayerSensitivity, SensitivityReport
-from quantkit.pipeline.loading import load_for_int8, read_ahead, table_preprocess, table_samples
+from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
+from quantkit.pipeline.loading import load_for_int8, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.run_convert import resolve_weight_range
+from quantkit.pipeline.sensitivity_jobs import (
+    BASE,
+    LOCAL,
+    SensitivityJob,
+    describe,
+    prime,
+    release,
+    run_job,
+    sensitivity_key,
+)
+from quantkit.pipeline.shards import run_jobs
 from quantkit.planner import sensitivity as sens
-from quantkit.results import Feed, feed_rows, feed_take
-from quantkit.runtime import Session
-
-REPLAY_BYTES = 256 << 20  # image batches and FP32 outputs kept for the passes; beyond, read again
+from quantkit.runtime import Session, fits_one_message
 
 
 def sensitivity(
@@ -39,65 +40,62 @@ def sensitivity(
     config: ConvertConfig,
     cumulative: int = 5,
     progress: Progress = no_progress,
+    parallel: Parallel = ONE_PROCESS,
 ) -> SensitivityReport:
     """Each quantized layer's own error and the output error that keeping it float recovers, streamed
-    over the images (memory bounded by the number of layers, not of images)."""
+    over the images (memory bounded by the number of layers, not of images). `parallel` says where the
+    measured models run, one model over every image per job; the report does not depend on it."""
     started = time.perf_counter()
     _, table, prepared = load_for_int8(model_path, table_path)
     inferred = prepared.model
     config = resolve_weight_range(config)
-    probes, _ = sens.probes(inferred, table, config)
-    if not probes.layers:
+    layers, _ = sens.layers(inferred, table, config)
+    if not layers:
         raise ModelError(f"{model_path.name} has no layer that convert would quantize")
     preprocess = table_preprocess(table, "sensitivity's --images")
-    paths = select_images(images)
-    cache: dict[str, tuple[float, float]] = {}
-    memo = WeightMemo()
-    names = [node for node, _ in probes.layers]
-    replay = _Replay(Session.of(inferred, spin=False), paths, preprocess)
-    advance = progress("running FP32 on the images", len(paths))
-    count = replay.first_pass(advance)
-    if count == 0:
-        raise ImageError(f"none of the {len(paths)} images could be read; check the folder")
-    # one model at a time, each over every batch: a session's weights and buffers live for its pass only
-    advance = progress("measuring one model per layer", len(names) + 2)
-    int8_noise = replay.noise(probes.base)
-    advance(1)
-    local_errors = {node: OutputNoise() for node in names}
-    local = Session.of(probes.local, spin=False)
-    for feed, _ in replay.passes():
-        for probed in _per_sample(local, feed):
-            for node in names:
-                ref_name, local_name = probes.local_outputs[node]
-                local_errors[node].update({ref_name: probed[ref_name]}, {ref_name: probed[local_name]})
-    del local
-    advance(1)
-    layer_noise = []
-    for node in names:
-        model = sens.with_float(inferred, table, config, [node], cache, memo)
-        layer_noise.append(replay.noise(model))
-        del model
-        advance(1)
-    rows = sorted(
-        (
-            LayerSensitivity(
-                node=node,
-                op_type=op,
-                local_sqnr_db=local_errors[node].sqnr_db,
-                output_sqnr_db=noise.sqnr_db,
-                recovered=int8_noise.recovered_by(noise),
-            )
-            for (node, op), noise in zip(probes.layers, layer_noise, strict=True)
-        ),
-        key=lambda r: (-r.recovered, r.node),
-    )
-    ranked = [r.node for r in rows[:cumulative]]
-    advance = progress("measuring the top layers together", len(ranked))
-    steps = []
-    for k in range(1, len(ranked) + 1):
-        noise = replay.noise(sens.with_float(inferred, table, config, ranked[:k], cache, memo))
-        steps.append((k, noise.sqnr_db, int8_noise.recovered_by(noise)))
-        advance(1)
+    paths = tuple(select_images(images))
+    blobs = _shared(inferred, table_path, parallel)
+    key = sensitivity_key(blobs, paths, preprocess)
+    threads = threads_per_worker(parallel.threads, parallel.workers)
+    job = SensitivityJob(0, BASE, (), paths, preprocess, config, key, threads)
+    try:
+        if parallel.workers == 1 and parallel.ray is None:  # FP32 over the images here, with its bar
+            prime(job, inferred, table, progress("running FP32 on the images", len(paths)))
+        names = [node for node, _ in layers]
+        jobs = [job, replace(job, index=1, kind=LOCAL)] + [
+            replace(job, index=2 + k, kind="", floated=(node,)) for k, node in enumerate(names)
+        ]
+        advance = progress("measuring one model per layer", len(jobs))
+        results = list(run_jobs(parallel, blobs, run_job, jobs, describe, lambda _: advance(1)))
+        int8_noise, local, count = results[0].noise, results[1].local, results[0].images
+        assert int8_noise is not None and local is not None
+        layer_noise = [r.noise for r in results[2:]]
+        rows = sorted(
+            (
+                LayerSensitivity(
+                    node=node,
+                    op_type=op,
+                    local_sqnr_db=local[node].sqnr_db,
+                    output_sqnr_db=noise.sqnr_db,
+                    recovered=int8_noise.recovered_by(noise),
+                )
+                for (node, op), noise in zip(layers, layer_noise, strict=True)
+                if noise is not None
+            ),
+            key=lambda r: (-r.recovered, r.node),
+        )
+        ranked = [r.node for r in rows[:cumulative]]
+        advance = progress("measuring the top layers together", len(ranked))
+        together = [
+            replace(job, index=k, kind="", floated=tuple(ranked[:k])) for k in range(1, len(ranked) + 1)
+        ]
+        steps = []
+        measured = run_jobs(parallel, blobs, run_job, together, describe, lambda _: advance(1))
+        for top, result in zip(together, measured, strict=True):
+            assert result.noise is not None
+            steps.append((len(top.floated), result.noise.sqnr_db, int8_noise.recovered_by(result.noise)))
+    finally:
+        release()
     return SensitivityReport(
         layers=tuple(rows),
         int8_output_sqnr_db=int8_noise.sqnr_db,
@@ -110,6 +108,20 @@ def sensitivity(
             "seed": images.seed,
         },
     )
+
+
+def _shared(inferred: onnx.ModelProto, table_path: Path, parallel: Parallel) -> list[bytes]:
+    """What every job reads: the prepared model's and the table's files' bytes (in one process, the
+    model stays in memory: it may not fit one message)."""
+    table_files = [table_path.read_bytes(), table_io.arrays_path(table_path).read_bytes()]
+    if parallel.workers == 1 and parallel.ray is None:
+        return [b"", *table_files]  # prime() hands the jobs the model itself
+    if not fits_one_message(inferred):
+        raise ConfigError(
+            "--workers and --ray send the model as one message; a model over 2 GB is measured in one "
+            "process: leave --workers and --ray out"
+        )
+    return [inferred.SerializeToString(deterministic=True), *table_files]
 
 
 def layer_errors(
@@ -125,62 +137,3 @@ def layer_errors(
         for node, (ref_name, local_name) in probes.local_outputs.items():
             noise[node].update({ref_name: probed[ref_name]}, {ref_name: probed[local_name]})
     return tuple((node, op, noise[node].sqnr_db) for node, op in probes.layers)
-
-
-class _Replay:
-    """The image batches and FP32's outputs on them, replayed once per measured model. Kept in memory up
-    to REPLAY_BYTES (32 images at 224x224 take 19 MB); beyond that each pass reads the images and runs
-    FP32 again, so memory never grows with --num-images."""
-
-    def __init__(self, fp32: Session, paths: list[Path], preprocess: Preprocess) -> None:
-        self.fp32: Session | None = fp32
-        self.loader = ImageLoader(paths, preprocess, fp32.fixed_batch or 8)
-        self.kept: list[tuple[Feed, dict[str, np.ndarray]]] | None = []
-
-    def first_pass(self, advance: Callable[[int], None]) -> int:
-        """Read every batch once; the number of images read."""
-        count = held = 0
-        for feed, reference in self._stream():
-            count += feed_rows(feed)
-            if self.kept is not None:
-                held += _feed_bytes(feed) + sum(v.nbytes for v in reference.values())
-                if held <= REPLAY_BYTES:
-                    self.kept.append((feed, reference))
-                else:
-                    self.kept = None
-            advance(feed_rows(feed))
-        if self.kept is not None:
-            self.fp32 = None  # every pass replays what is kept
-        return count
-
-    def passes(self) -> Iterator[tuple[Feed, dict[str, np.ndarray]]]:
-        """(batch, FP32's outputs on it), in the same order on every pass."""
-        return iter(self.kept) if self.kept is not None else self._stream()
-
-    def noise(self, model: onnx.ModelProto) -> OutputNoise:
-        """The model's output noise against FP32 over every batch."""
-        session = Session.of(model, spin=False)  # the FP32 session may take turns with it
-        noise = OutputNoise()
-        for feed, reference in self.passes():
-            noise.update(reference, session.run_batch(feed))
-        return noise
-
-    def _stream(self) -> Iterator[tuple[Feed, dict[str, np.ndarray]]]:
-        fp32 = self.fp32
-        assert fp32 is not None
-        for batch in read_ahead(self.loader):
-            yield batch.data, fp32.run_batch(batch.data)
-
-
-def _per_sample(session: Session, feed: Feed) -> Iterator[dict[str, np.ndarray]]:
-    """The session's outputs on a batch, one sample at a time: a probe with every layer's output twice
-    holds one sample's worth, not a batch's (per-sample sums of squares add up to the batch's)."""
-    if session.fixed_batch is not None:
-        yield session.run_batch(feed)
-        return
-    for row in range(feed_rows(feed)):
-        yield session.run(feed_take(feed, row, row + 1))
-
-
-def _feed_bytes(feed: Feed) -> int:
-    return feed.nbytes if isinstance(feed, np.ndarray) else sum(v.nbytes for v in feed.values())

@@ -35,18 +35,27 @@ def measured_config(config: ConvertConfig) -> ConvertConfig:
     return dataclasses.replace(config, smoothquant="off", min_sqnr=0.0)
 
 
-def probes(
+def layers(
     model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig
-) -> tuple[Probes, QuantPlan]:
-    """model: opset >= 13, every node named, shapes inferred."""
+) -> tuple[tuple[tuple[str, str], ...], QuantPlan]:
+    """((node, op type) of each quantized linear layer in graph order, the plan quantizing them all).
+    model: opset >= 13, every node named, shapes inferred."""
     base_plan = plan(model, table, measured_config(config))
-    layers = tuple(
+    found = tuple(
         (n.name, n.op_type)
         for n in model.graph.node
         if n.name in base_plan.quantized_nodes and n.op_type in COMPUTE_OPS
     )
-    local, outputs = local_probe(model, base_plan, [name for name, _ in layers])
-    return Probes(apply_plan(model, base_plan), layers, local, outputs), base_plan
+    return found, base_plan
+
+
+def probes(
+    model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig
+) -> tuple[Probes, QuantPlan]:
+    """model: opset >= 13, every node named, shapes inferred."""
+    found, base_plan = layers(model, table, config)
+    local, outputs = local_probe(model, base_plan, [name for name, _ in found])
+    return Probes(apply_plan(model, base_plan), found, local, outputs), base_plan
 
 
 def with_float(
