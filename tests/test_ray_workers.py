@@ -57,6 +57,7 @@ def test_ray_gives_the_one_process_table_and_report(
     tables: list[str] = []
     reports: list[str] = []
     rankings: list[dict[str, object]] = []
+    models: list[str] = []
     for where in (["--workers", "1"], ["--ray", os.environ["RAY_ADDRESS"]]):
         table, report = tmp_path / f"t{len(tables)}.json", tmp_path / f"r{len(tables)}.json"
         code, _, err = run(
@@ -75,7 +76,14 @@ def test_ray_gives_the_one_process_table_and_report(
         doc = json.loads(ranking.read_text())
         assert doc.pop("seconds") > 0 and doc["layers"]
         rankings.append(doc)
+        budgeted = tmp_path / f"b{len(tables)}.onnx"
+        argv = ["convert", str(model), "-c", str(table), "-o", str(budgeted), "--max-drop", "0"]
+        argv += ["--validation", str(image_dir), "--validation-images", "12", "--metric", "agreement"]
+        code, _, err = run([*argv, *where], capsys)
+        assert code == 0, err
+        models.append(_sha(budgeted))
     assert tables[0] == tables[1] and reports[0] == reports[1] and rankings[0] == rankings[1]
+    assert models[0] == models[1]
 
 
 @requires_assets()

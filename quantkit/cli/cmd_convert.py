@@ -19,7 +19,7 @@ from quantkit.cli.app import (
     progress_bars,
     show,
 )
-from quantkit.cli.options import CompactOpt, DetectorOpt, parse_size
+from quantkit.cli.options import CompactOpt, DetectorOpt, RayOpt, WorkerThreadsOpt, parse_size
 from quantkit.config import (
     BUDGET_OPTIONS,
     ActivationType,
@@ -164,6 +164,14 @@ def convert(
         str | None,
         typer.Option("--input-size", help="fp16 without a table: HxW of the synthetic smoke-test inputs."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", help="--max-drop: score the validation images on N local processes (same result)."
+        ),
+    ] = 1,
+    ray: RayOpt = None,
+    threads: WorkerThreadsOpt = 0,
 ) -> None:
     """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations) or an FP16
     model (float32 inputs and outputs)."""
@@ -175,6 +183,7 @@ def convert(
         ImageSelection,
     )
     from quantkit.evaluate.compare import detector_fields
+    from quantkit.parallel import Parallel
     from quantkit.reports import console
 
     _refuse_other_precision(ctx, to)
@@ -239,11 +248,20 @@ def convert(
         )
     elif detector is not None:
         raise ConfigError("convert reads --detector only with --max-drop; add the budget or leave it out")
+    spread = [f for f, name in WORKER_OPTIONS if _on_command_line(ctx, name)]
+    if spread and budget is None:
+        raise ConfigError(
+            f"convert reads {', '.join(spread)} only with --max-drop (they score its validation images); "
+            "add the budget or leave them out"
+        )
     with progress_bars() as progress:
-        summary = pipeline.convert(model, calibration, output, config, progress, budget)
+        summary = pipeline.convert(
+            model, calibration, output, config, progress, budget, Parallel(workers, ray or None, threads)
+        )
     show(console.convert_table(summary, str(output)))
 
 
+WORKER_OPTIONS = (("--workers", "workers"), ("--ray", "ray"), ("--threads", "threads"))
 INT8_ONLY = (
     "method",
     "percentile",
@@ -254,6 +272,7 @@ INT8_ONLY = (
     "weight_range",
     "fallback",
     *BUDGET_OPTIONS,
+    *(name for _, name in WORKER_OPTIONS),
 )
 
 FP16_ONLY = ("keep_io_types", "input_size")

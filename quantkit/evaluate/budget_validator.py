@@ -7,7 +7,9 @@ detections), so memory follows the number of images only through those few value
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,85 +24,56 @@ from quantkit.evaluate.metrics import (
     is_yolo_head,
     match_boxes,
 )
-from quantkit.results import Batch
-from quantkit.runtime import Session
+from quantkit.results import Batch, Feed
 
 
-class Validator:
-    def __init__(
-        self,
-        reference: Session,
-        batches: Callable[[], Iterable[Batch]],
-        metric: BudgetMetric,
-        folder: Path,
-        classes: Sequence[str] | None,
-        threshold: float,
-        detector: DetectorHead | None = None,
-        input_size: tuple[int, int] | None = None,
-    ) -> None:
-        """detector, input_size: how to read a detector head's boxes (the boxes metric)."""
-        self.batches = batches
-        self.threshold = threshold
-        lookup = {c: i for i, c in enumerate(classes)} if classes else {}
-        self.summaries: list[tuple[np.ndarray, np.ndarray | None]] = []
-        self.final: list[list[Detections]] = []  # boxes metric: FP32's final boxes per image
-        self.grid: np.ndarray | None = None
-        self.labels: list[np.ndarray] = []
-        output: str | None = None
-        for batch in batches():
-            outputs = reference.run_batch(batch.data)
-            if output is None:
-                metric, output = _choose(metric, outputs, bool(lookup), detector is not None)
-                if metric is BudgetMetric.boxes:
-                    assert detector is not None
-                    self.grid = decode_grid(detector, input_size, outputs[output].shape[1])
-            ref = outputs[output]
-            if metric is BudgetMetric.boxes:
-                self.final.append([final_detections(one, threshold, self.grid) for one in ref])
-            elif metric is BudgetMetric.recall:
-                self.summaries.append(detections(ref, threshold))
-            else:
-                self.summaries.append((ref.argmax(1), None))
-            self.labels.append(
-                np.array([label_of(p, folder, lookup) for p in batch.paths]) if lookup else np.array([])
-            )
-        if output is None:
-            raise ConfigError("no validation image could be read; check --validation")
-        self.metric, self.output = metric, output
-        if metric is BudgetMetric.top1 and not any((lab >= 0).any() for lab in self.labels):
-            raise ConfigError(
-                "no validation image's folder or name prefix matches a class in --labels; name images "
-                "<class>_*.jpg or put them in <class>/ folders"
-            )
+class Runner(Protocol):
+    """A model to score: runtime.Session, or anything with its run_batch."""
 
-    def drop(self, candidate: Session) -> float:
-        """Points lost against FP32 on the validation images."""
+    def run_batch(self, feed: Feed) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class ChunkReference:
+    """FP32's summary of one chunk of the validation images, batch by batch: all that scoring a candidate
+    on that chunk needs (it pickles, for a worker). summaries: (top-1 class or anchor class [N], anchor
+    mask or None) per batch; final: FP32's final boxes per image (the boxes metric); labels [N] per
+    batch (top1; -1 where unknown)."""
+
+    metric: BudgetMetric
+    output: str
+    threshold: float
+    grid: np.ndarray | None
+    summaries: tuple[tuple[np.ndarray, np.ndarray | None], ...]
+    final: tuple[list[Detections], ...]
+    labels: tuple[np.ndarray, ...]
+
+    def counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
+        """(points lost, out of) on this chunk: integers, so chunks add up exactly in any grouping."""
         if self.metric is BudgetMetric.boxes:
-            return self._boxes_drop(candidate)
-        hits = total = fp32_hits = 0
-        for batch, (ref, ref_mask), labels in zip(self.batches(), self.summaries, self.labels, strict=True):
+            return self._boxes_counts(candidate, batches)
+        lost = total = 0
+        for batch, (ref, ref_mask), labels in zip(batches, self.summaries, self.labels, strict=True):
             out = candidate.run_batch(batch.data)[self.output]
             if self.metric is BudgetMetric.recall:
                 assert ref_mask is not None
                 cls, mask = detections(out, self.threshold)
-                hits += int((ref_mask & mask & (cls == ref)).sum())
+                lost += int(ref_mask.sum()) - int((ref_mask & mask & (cls == ref)).sum())
                 total += int(ref_mask.sum())
             elif self.metric is BudgetMetric.agreement:
-                hits += int((out.argmax(1) == ref).sum())
+                lost += ref.size - int((out.argmax(1) == ref).sum())
                 total += ref.size
             else:
                 known = labels >= 0
-                hits += int((out.argmax(1)[known] == labels[known]).sum())
-                fp32_hits += int((ref[known] == labels[known]).sum())
+                hits = int((out.argmax(1)[known] == labels[known]).sum())
+                lost += int((ref[known] == labels[known]).sum()) - hits
                 total += int(known.sum())
-        if self.metric is BudgetMetric.top1:
-            return points_lost(fp32_hits - hits, total)
-        return points_lost(total - hits, total)
+        return lost, total
 
-    def _boxes_drop(self, candidate: Session) -> float:
-        """FP32's final boxes the candidate misses, plus the boxes it adds, per 100 FP32 boxes."""
+    def _boxes_counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
+        """FP32's final boxes the candidate misses plus the boxes it adds, and FP32's boxes."""
         differences = total = 0
-        for batch, reference in zip(self.batches(), self.final, strict=True):
+        for batch, reference in zip(batches, self.final, strict=True):
             out = candidate.run_batch(batch.data)[self.output]
             for ref, one in zip(reference, out, strict=True):
                 found, extra, _ = match_boxes(
@@ -108,7 +81,79 @@ class Validator:
                 )
                 differences += len(ref[0]) - found + extra
                 total += len(ref[0])
-        return points_lost(differences, total)
+        return differences, total
+
+
+class Validator:
+    def __init__(
+        self,
+        reference: Runner,
+        chunks: Callable[[], Iterable[Batch]] | Sequence[Callable[[], Iterable[Batch]]],
+        metric: BudgetMetric,
+        folder: Path,
+        classes: Sequence[str] | None,
+        threshold: float,
+        detector: DetectorHead | None = None,
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        """FP32 over every chunk of the validation images (`chunks`: each gives its batches anew on every
+        call; one callable is one chunk). detector, input_size: how to read a detector head's boxes (the
+        boxes metric)."""
+        self.chunks = [chunks] if callable(chunks) else list(chunks)
+        self.threshold = threshold
+        lookup = {c: i for i, c in enumerate(classes)} if classes else {}
+        self.grid: np.ndarray | None = None
+        output: str | None = None
+        parts: list[tuple[list[Any], list[list[Detections]], list[np.ndarray]]] = []
+        for batches in self.chunks:
+            summaries: list[tuple[np.ndarray, np.ndarray | None]] = []
+            final: list[list[Detections]] = []  # boxes metric: FP32's final boxes per image
+            labels: list[np.ndarray] = []
+            for batch in batches():
+                outputs = reference.run_batch(batch.data)
+                if output is None:
+                    metric, output = _choose(metric, outputs, bool(lookup), detector is not None)
+                    if metric is BudgetMetric.boxes:
+                        assert detector is not None
+                        self.grid = decode_grid(detector, input_size, outputs[output].shape[1])
+                ref = outputs[output]
+                if metric is BudgetMetric.boxes:
+                    final.append([final_detections(one, threshold, self.grid) for one in ref])
+                elif metric is BudgetMetric.recall:
+                    summaries.append(detections(ref, threshold))
+                else:
+                    summaries.append((ref.argmax(1), None))
+                labels.append(
+                    np.array([label_of(p, folder, lookup) for p in batch.paths]) if lookup else np.array([])
+                )
+            parts.append((summaries, final, labels))
+        if output is None:
+            raise ConfigError("no validation image could be read; check --validation")
+        self.metric, self.output = metric, output
+        self.references = [
+            ChunkReference(metric, output, threshold, self.grid, tuple(s), tuple(f), tuple(lab))
+            for s, f, lab in parts
+        ]
+        if metric is BudgetMetric.top1 and not any(
+            (lab >= 0).any() for r in self.references for lab in r.labels
+        ):
+            raise ConfigError(
+                "no validation image's folder or name prefix matches a class in --labels; name images "
+                "<class>_*.jpg or put them in <class>/ folders"
+            )
+
+    def drop(self, candidate: Runner) -> float:
+        """Points lost against FP32 on the validation images, chunk by chunk in this process."""
+        pairs = zip(self.references, self.chunks, strict=True)
+        return drop_of(reference.counts(candidate, batches()) for reference, batches in pairs)
+
+
+def drop_of(counts: Iterable[tuple[int, int]]) -> float:
+    """Points lost from each chunk's (lost, total) counts."""
+    lost = total = 0
+    for chunk_lost, chunk_total in counts:
+        lost, total = lost + chunk_lost, total + chunk_total
+    return points_lost(lost, total)
 
 
 def points_lost(lost: int, total: int) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from quantkit.errors import (
     ConversionError,
 )
 from quantkit.evaluate.budget_validator import Validator
+from quantkit.evaluate.budget_validator import drop_of as validation_drop
 from quantkit.evaluate.compare import read_classes
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
@@ -31,18 +32,20 @@ from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.prepare import Prepared
 from quantkit.graph.qdq import apply_plan
-from quantkit.images import ImageLoader, list_digest, select_images
+from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport, ConvertSummary
+from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
 from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
 from quantkit.pipeline.writing import INT8_FLOOR_DB, Floor, plan_record, stamp, write_checked
 from quantkit.planner import budget_search as budget_search
 from quantkit.planner import fallback
 from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import smoothquant_search as smoothing
-from quantkit.results import Batch, CalibrationTable, FallbackStep, QuantPlan
-from quantkit.runtime import Session, int8_saturates
+from quantkit.results import CalibrationTable, FallbackStep, QuantPlan
+from quantkit.runtime import Session, fits_one_message, int8_saturates
 
 
 def convert(
@@ -52,7 +55,11 @@ def convert(
     config: ConvertConfig,
     progress: Progress = no_progress,
     budget: AccuracyBudget | None = None,
+    parallel: Parallel = ONE_PROCESS,
 ) -> ConvertSummary:
+    """The INT8 model of `model_path` with the table's ranges, searched (--min-sqnr, --max-drop) and
+    checked before it is written. `parallel`: where --max-drop's validation images are scored, chunk by
+    chunk; the result does not depend on it."""
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
     model, table, prepared = load_for_int8(model_path, table_path)
     inferred = prepared.model
@@ -68,7 +75,7 @@ def convert(
     alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache, measured)
     if budget is not None:
         plan, budget_report = _search_budget(
-            inferred, table, config, budget, progress, alphas, cache, reference
+            inferred, table, config, budget, progress, alphas, cache, reference, parallel
         )
     elif config.min_sqnr == 0:
         plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas)
@@ -150,6 +157,7 @@ def _search_budget(
     alphas: Mapping[str, float] | None,
     cache: dict[str, tuple[float, float]],
     sample_reference: list[dict[str, np.ndarray]],
+    parallel: Parallel,
 ) -> tuple[QuantPlan, BudgetReport]:
     """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
     the metric within budget.max_drop points of FP32 on the validation images."""
@@ -162,14 +170,10 @@ def _search_budget(
         )
     reference = Session.of(model)
     size = reference.fixed_batch or 8
-
-    def batches() -> Iterator[Batch]:
-        return iter(ImageLoader(paths, preprocess, size))
-
     classes = read_classes(budget.labels) if budget.labels else None
     validator = Validator(
         reference,
-        batches,
+        chunk_batches(paths, preprocess, size),
         budget.metric,
         budget.validation.folder,
         classes,
@@ -184,15 +188,29 @@ def _search_budget(
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     plans: dict[tuple[str, ...], QuantPlan] = {}
 
-    def drop_of(kept: tuple[str, ...]) -> float:
-        keep = dict.fromkeys(kept, f"kept float by --max-drop {budget.max_drop:g} ({budget.metric.value})")
-        plans[kept] = make_plan(model, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
-        return validator.drop(Session.of(_quantized_model(model, plans[kept], config)))
+    threads = threads_per_worker(parallel.threads, parallel.workers)
+    why = f"kept float by --max-drop {budget.max_drop:g} ({budget.metric.value})"
+    with pool_for(parallel) as pool:
 
-    advance = progress(f"searching within --max-drop {budget.max_drop:g}", budget.max_trials)
-    found = budget_search.fewest_layers(
-        ranked, drop_of, budget.max_drop, budget.max_trials, deadline, lambda _: advance(1)
-    )
+        def drop_of(kept: tuple[str, ...]) -> float:
+            keep = dict.fromkeys(kept, why)
+            plans[kept] = make_plan(model, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
+            candidate = _quantized_model(model, plans[kept], config)
+            if isinstance(pool, InProcess):
+                return validator.drop(Session.of(candidate, threads))
+            if not fits_one_message(candidate):
+                raise ConfigError(
+                    "--workers and --ray send each candidate model as one message; a model over 2 GB is "
+                    "validated in one process: leave --workers and --ray out"
+                )
+            blob = candidate.SerializeToString(deterministic=True)
+            counts = pooled_counts(pool, blob, validator.references, paths, preprocess, size, threads)
+            return validation_drop(counts)
+
+        advance = progress(f"searching within --max-drop {budget.max_drop:g}", budget.max_trials)
+        found = budget_search.fewest_layers(
+            ranked, drop_of, budget.max_drop, budget.max_trials, deadline, lambda _: advance(1)
+        )
     trials = tuple((t.layers, t.drop) for t in found.trials)
     if found.layers is None:
         best = min(found.trials, key=lambda t: t.drop)
