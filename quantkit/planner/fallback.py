@@ -3,17 +3,27 @@ calibration table's samples, up to a target.
 
 Per-layer errors measured in isolation miss what breaks real models: on YOLOX every layer quantized alone
 keeps >= 25 dB while the whole model keeps 8 dB, because layers that cancel a large bias amplify the noise
-they receive. So the unit of measurement is the model output: each quantized linear layer is scored by how
-much output SQNR comes back when it alone is kept float (with its input path, see planner.plan). Then,
-round by round, the best few of the remaining layers by that score are measured again on top of the
-layers already kept float, and the one that lifts the output most is kept: layers interact (on YOLOX
-this finds 17.6 dB with 16 layers where adding them in score order reached 16.2 dB).
+they receive. So the unit of measurement is the model output: a layer is judged by how much output SQNR
+comes back when it is kept float (with its input path, see planner.plan) on top of the layers already
+kept float. Round by round the one that lifts the output most is kept (layers interact: one dominant
+layer masks the others, which show their worth only once it is float).
+
+A round does not build one model per layer: that is a planned, rewritten and loaded model per layer, 0.3
+to 0.6 s before it runs at all (113 of them on YOLOX-Nano). The remaining layers are screened in groups
+of about sqrt(n) consecutive layers kept float together, and only the layers of the best groups are
+measured one by one (keeping more layers float seldom lowers the output SQNR, so a group that recovers
+little holds no layer that recovers much). Screening runs on the first samples only where they are
+expensive (a per-trial budget of multiply-adds: a 640x640 text detector gets 2 of its 8); the best few
+it finds are then measured on every sample, and that measurement decides and is reported.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,12 +32,23 @@ from quantkit.config import ConvertConfig
 from quantkit.evaluate.metrics import OutputNoise
 from quantkit.graph.augment import COMPUTE_OPS, with_outputs
 from quantkit.graph.qdq import WeightMemo, apply_plan
-from quantkit.graph.query import measured_outputs
+from quantkit.graph.query import GraphIndex, measured_outputs
 from quantkit.planner.core import plan
-from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, feed_rows
+from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, feed_rows, feed_take
 from quantkit.runtime import Session, fits_one_message
 
-CANDIDATES_PER_ROUND = 10
+# Multiply-adds one screening trial may run: about what building its model costs (0.2-0.3 s on a 2-core
+# AVX2 machine). 8 samples of MobileNetV2 (0.3 G each) or YOLOX-Nano (0.5 G) fit; of a 640x640 text
+# detector (2.3 G) 2 do.
+SCREEN_MACS = 5e9
+MIN_SCREEN_RUNS = 2  # a single sample ranks layers by what that one image happens to show
+UNGROUPED_LAYERS = 20  # up to this many layers left, a round measures each alone (no groups)
+# Groups whose layers a round measures one by one, best first: the first round's choice (often one layer
+# that dominates) matters most; later rounds refine by tenths of a dB.
+FIRST_ROUND_GROUPS = 2
+LATER_ROUND_GROUPS = 1
+FINALISTS = 3  # screened layers measured on every sample, those within FINALIST_SHARE of the best's gain
+FINALIST_SHARE = 0.5
 
 
 def measured_reference(model: onnx.ModelProto, samples: Feed) -> list[dict[str, np.ndarray]]:
@@ -41,12 +62,13 @@ def measured_reference(model: onnx.ModelProto, samples: Feed) -> list[dict[str, 
 
 class SqnrMemo:
     """Output SQNRs already measured, by what the measured model computes: a trial the search builds
-    again (a first round's candidate is the ranking's model of that layer; the floor's second search
-    ranks every layer again; the smoke test's floor check of the model chosen) is not run again. Scope
-    one to a model, its reference and samples."""
+    again (a finalist is a screened model; the floor's second search screens the same first round; the
+    smoke test's floor check of the model chosen) is not run again. Scope one to a model, its reference
+    and samples; `first(runs)` is the memo of the same models measured on the first runs only."""
 
     def __init__(self) -> None:
         self._found: dict[bytes, float] = {}
+        self._subsets: dict[int, SqnrMemo] = {}
 
     def get(self, model: onnx.ModelProto, measure: Callable[[onnx.ModelProto], float]) -> float:
         if not fits_one_message(model):
@@ -55,6 +77,9 @@ class SqnrMemo:
         if key not in self._found:
             self._found[key] = measure(model)
         return self._found[key]
+
+    def first(self, runs: int) -> SqnrMemo:
+        return self._subsets.setdefault(runs, SqnrMemo())
 
 
 def _compute_digest(model: onnx.ModelProto) -> bytes:
@@ -119,6 +144,96 @@ def layer_recovery(
     return scores
 
 
+def screening_runs(model: onnx.ModelProto, table: CalibrationTable, reference: Sequence[object]) -> int:
+    """How many of the reference's runs a screening trial measures: as many as SCREEN_MACS allows, at
+    least MIN_SCREEN_RUNS; all of them for a model of fixed batch (a run is several samples) or one whose
+    cost the table does not tell. Deterministic: the same inputs screen on the same samples."""
+    total = len(reference)
+    macs = macs_per_sample(model, table)
+    if table.samples is None or feed_rows(table.samples) != total or macs is None or macs <= 0:
+        return total
+    return min(total, max(MIN_SCREEN_RUNS, int(SCREEN_MACS // macs)))
+
+
+def macs_per_sample(model: onnx.ModelProto, table: CalibrationTable) -> float | None:
+    """Multiply-adds of the linear layers with constant weights for one sample, from the element counts
+    of their outputs in the table (whatever size the model ran at); None without a count of samples."""
+    seen = _samples_seen(table.meta)
+    if not seen:
+        return None
+    index, total = GraphIndex(model), 0.0
+    for node in model.graph.node:
+        stats = table.stats.get(node.output[0]) if node.output else None
+        weight = (
+            index.constant(node.input[1]) if node.op_type in COMPUTE_OPS and len(node.input) > 1 else None
+        )
+        if weight is not None and stats is not None and weight.ndim >= 1:
+            total += _reduction(node, weight, index) * float(stats.count)
+    return total / seen
+
+
+def _samples_seen(meta: Mapping[str, Any]) -> int:
+    for key in ("images", "inputs"):
+        entry = meta.get(key)
+        if isinstance(entry, Mapping) and isinstance(entry.get("count"), int):
+            return int(entry["count"])
+    return 0
+
+
+def _reduction(node: onnx.NodeProto, weight: np.ndarray, index: GraphIndex) -> float:
+    """Multiply-adds per output element (about, for ConvTranspose: its stride spreads them)."""
+    shape = weight.shape
+    if node.op_type == "Conv":
+        return float(np.prod(shape[1:]))
+    if node.op_type == "ConvTranspose":
+        group = index.attribute(node, "group", 1)
+        return float(shape[0] * np.prod(shape[2:])) / float(group if isinstance(group, int) and group else 1)
+    if node.op_type == "Gemm" and index.attribute(node, "transB", 0):
+        return float(shape[-1])
+    return float(shape[-2] if weight.ndim >= 2 else shape[0])
+
+
+@dataclass
+class _Trials:
+    """Builds the model that keeps a set of layers float (one planner.plan and apply_plan each) and
+    measures its output SQNR on the first `runs` runs or on every sample; a set asked for again is not
+    built again (its score is kept by set, SqnrMemo then spares the runs of a model built again)."""
+
+    model: onnx.ModelProto
+    table: CalibrationTable
+    config: ConvertConfig
+    reference: list[dict[str, np.ndarray]]
+    samples: Feed
+    measured: SqnrMemo
+    runs: int
+    cache: dict[str, tuple[float, float]]
+    alphas: Mapping[str, float] | None
+    memo: WeightMemo = field(default_factory=WeightMemo)
+    scores: dict[tuple[bool, frozenset[str]], float] = field(default_factory=dict)
+
+    def build(self, keep: Iterable[str]) -> onnx.ModelProto:
+        keep_float = dict.fromkeys(keep, "measuring")
+        trial = plan(self.model, self.table, self.config, keep_float, self.cache, self.alphas)
+        return apply_plan(self.model, trial, self.memo)
+
+    def full(self, keep: Iterable[str]) -> float:
+        key = (True, frozenset(keep))
+        if key not in self.scores:
+            built = self.build(sorted(key[1]))
+            self.scores[key] = output_sqnr(built, self.reference, self.samples, self.measured)
+        return self.scores[key]
+
+    def screen(self, keep: Iterable[str]) -> float:
+        if self.runs >= len(self.reference):
+            return self.full(keep)
+        key = (False, frozenset(keep))
+        if key not in self.scores:
+            reference, samples = self.reference[: self.runs], feed_take(self.samples, 0, self.runs)
+            built = self.build(sorted(key[1]))
+            self.scores[key] = output_sqnr(built, reference, samples, self.measured.first(self.runs))
+        return self.scores[key]
+
+
 def search(
     model: onnx.ModelProto,
     table: CalibrationTable,
@@ -135,9 +250,9 @@ def search(
     reference: its outputs on table.samples where the caller has them already; measured: trials measured
     by an earlier search on the same model, reference and samples.
 
-    Each round measures the best CANDIDATES_PER_ROUND remaining layers (by their own recovery) on top of
-    those already float and keeps the best, until the output SQNR on the samples reaches target_db,
-    max_layers are float, or no candidate helps.
+    Each round screens the remaining layers on top of those already float (_screen), measures the best
+    few on every sample and keeps the best, until the output SQNR on the samples reaches target_db,
+    max_layers are float, or no layer helps. progress: advanced once per layer the first round settles.
     """
     if table.samples is None or feed_rows(table.samples) == 0:
         return plan(model, table, config, alphas=alphas), [], float("nan")
@@ -145,34 +260,82 @@ def search(
     reference = measured_reference(model, samples) if reference is None else reference
     cache = {} if cache is None else cache
     current = plan(model, table, config, range_cache=cache, alphas=alphas)
-    memo = WeightMemo()
     measured = SqnrMemo() if measured is None else measured
-    base = output_sqnr(apply_plan(model, current, memo), reference, samples, measured)
+    runs = screening_runs(model, table, reference)
+    trials = _Trials(model, table, config, reference, samples, measured, runs, cache, alphas)
+    base = output_sqnr(apply_plan(model, current, trials.memo), reference, samples, measured)
+    trials.scores[True, frozenset()] = base
     steps: list[FallbackStep] = []
     if base >= target_db or max_layers == 0:
         return current, steps, base
-    scores = layer_recovery(model, table, config, reference, current, progress, cache, alphas, memo, measured)
-    ranked = sorted((node for node in scores if scores[node] > base), key=lambda n: (-scores[n], n))
+    layers = _quantized_layers(model, current)
     kept: dict[str, str] = {}
     score = base
     while score < target_db and len(steps) < max_layers:
-        best: tuple[float, str, QuantPlan] | None = None
-        for node in [n for n in ranked if n not in kept][:CANDIDATES_PER_ROUND]:
-            trial_keep = {**kept, node: _reason(target_db, scores[node] - base)}
-            trial = plan(model, table, config, keep_float=trial_keep, range_cache=cache, alphas=alphas)
-            trial_score = output_sqnr(apply_plan(model, trial, memo), reference, samples, measured)
+        remaining = [n for n in layers if n not in kept]
+        floor = trials.screen(list(kept))
+        expand = LATER_ROUND_GROUPS if kept else FIRST_ROUND_GROUPS
+        screened = _screen(trials, list(kept), remaining, floor, expand, None if kept else progress)
+        best: tuple[float, str] | None = None
+        for node in _finalists(screened, floor):
+            trial_score = trials.full([*kept, node])
             if best is None or trial_score > best[0]:
-                best = (trial_score, node, trial)
+                best = (trial_score, node)
         if best is None or best[0] <= score:
             break
-        score, node, current = best
-        kept[node] = _reason(target_db, scores[node] - base)
-        steps.append(FallbackStep(node, _op_type(model, node), score))
+        kept[best[1]] = _reason(target_db, best[0] - score, alone=not kept)
+        score = best[0]
+        steps.append(FallbackStep(best[1], _op_type(model, best[1]), score))
+    if kept:
+        current = plan(model, table, config, keep_float=kept, range_cache=cache, alphas=alphas)
     return current, steps, base
 
 
-def _reason(target_db: float, recovery_db: float) -> str:
-    return f"kept float by --min-sqnr {target_db:g} (recovers {recovery_db:.1f} dB alone)"
+def _screen(
+    trials: _Trials,
+    kept: list[str],
+    remaining: list[str],
+    floor: float,
+    expand: int,
+    progress: Callable[[int], None] | None,
+) -> dict[str, float]:
+    """Remaining layer -> screening SQNR with it float on top of `kept`, for the layers worth measuring:
+    every one when few remain; else those of the `expand` best groups of ceil(sqrt(n))
+    consecutive layers that beat `floor` (kept's own SQNR), best first, stopping at a group that does not
+    beat the best layer found (it would have to hold a better one)."""
+    advance = progress if progress is not None else (lambda _: None)
+    if len(remaining) <= UNGROUPED_LAYERS:
+        found = {}
+        for node in remaining:
+            found[node] = trials.screen([*kept, node])
+            advance(1)
+        return found
+    size = math.isqrt(len(remaining) - 1) + 1
+    groups = [remaining[i : i + size] for i in range(0, len(remaining), size)]
+    scores = [trials.screen([*kept, *group]) for group in groups]
+    order = sorted(range(len(groups)), key=lambda i: (-scores[i], i))
+    found = {}
+    for i in order[:expand]:
+        if scores[i] <= floor or (found and scores[i] <= max(found.values())):
+            break
+        for node in groups[i]:
+            found[node] = trials.screen([*kept, node])
+    advance(len(remaining))
+    return found
+
+
+def _finalists(screened: Mapping[str, float], floor: float) -> list[str]:
+    """The FINALISTS best screened layers above floor whose gain is within FINALIST_SHARE of the best's."""
+    ranked = sorted((n for n in screened if screened[n] > floor), key=lambda n: (-screened[n], n))
+    if not ranked:
+        return []
+    top = screened[ranked[0]] - floor
+    return [n for n in ranked[:FINALISTS] if screened[n] - floor >= FINALIST_SHARE * top]
+
+
+def _reason(target_db: float, gain_db: float, alone: bool) -> str:
+    recovers = f"recovers {gain_db:.1f} dB {'alone' if alone else 'more with the layers before it'}"
+    return f"kept float by --min-sqnr {target_db:g} ({recovers})"
 
 
 def _op_type(model: onnx.ModelProto, node: str) -> str:

@@ -1,0 +1,173 @@
+"""The --min-sqnr fallback without one model per layer: layers screened in groups, on fewer samples where
+samples are expensive, and the choice still the layer that recovers the most."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from quantkit import pipeline
+from quantkit.calib.table import load
+from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
+from quantkit.graph.prepare import prepare
+from quantkit.planner import fallback
+from quantkit.planner.core import plan
+from quantkit.results import CalibrationTable, TensorStats
+from quantkit.runtime import Session
+from tests.conftest import SIZE, conv_params, make_model, save
+
+LAYERS = 26  # more than fallback.UNGROUPED_LAYERS: the first round screens groups
+LOUD = 17  # a layer that adds a large bias to one channel: the layers after it lose the most to int8
+
+
+def _chain(loud_bias: float = 60.0) -> onnx.ModelProto:
+    """LAYERS 3x3 Convs with ReLUs; layer LOUD adds loud_bias to one channel of its output. Keeping one
+    of conv18-conv21 float recovers 1-2.5 dB each, within 1 dB of one another: the groups must find the
+    best of near equals."""
+    nodes, inits = [], {}
+    source = "x"
+    for i in range(LAYERS):
+        p = conv_params(8, 3 if i == 0 else 8, 3, seed=i)
+        w = p["w"] * (1.0 if i == 0 else 0.45)
+        b = p["b"].copy()
+        if i == LOUD:
+            b[0] += loud_bias
+        inits[f"w{i}"], inits[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+        out = "y" if i == LAYERS - 1 else f"r{i}"
+        nodes.append(
+            helper.make_node("Conv", [source, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}", pads=[1] * 4)
+        )
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [out], name=f"relu{i}"))
+        source = out
+    return make_model(nodes, inits)
+
+
+@pytest.fixture(scope="module")
+def chain_table(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -> tuple[onnx.ModelProto, Path]:
+    tmp = tmp_path_factory.mktemp("chain")
+    src = save(_chain(), tmp / "chain.onnx")
+    table = tmp / "chain.calib.json"
+    pipeline.calibrate(src, table, CalibrateConfig(images=ImageSelection(image_dir)))
+    return onnx.load(str(src)), table
+
+
+def _table(count_per_sample: int, samples: int = 8, meta: bool = True) -> CalibrationTable:
+    """A table of one Conv output ('c0', 3*3*3 multiply-adds per element) seen on 4 samples."""
+    stats = TensorStats(0.0, 1.0, np.ones(8, np.int64), 0.0, 1.0, count_per_sample * 4)
+    return CalibrationTable(
+        meta={"images": {"count": 4}} if meta else {},
+        stats={"c0": stats},
+        samples=np.zeros((samples, 3, SIZE, SIZE), np.float32),
+    )
+
+
+def _one_conv() -> onnx.ModelProto:
+    p = conv_params(8, 3, 3)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["c0"], name="conv", pads=[1] * 4)
+    return make_model([node], {"w": p["w"], "b": p["b"]}, output="c0")
+
+
+def test_screening_runs_fit_the_budget_of_multiply_adds() -> None:
+    model, reference = _one_conv(), [{}] * 8
+    per_element = 3 * 3 * 3  # one 3x3 Conv over 3 channels
+    cheap = _table(1000)
+    assert fallback.macs_per_sample(model, cheap) == pytest.approx(per_element * 1000)
+    assert fallback.screening_runs(model, cheap, reference) == 8
+    fits_three = int(fallback.SCREEN_MACS / per_element / 3.5)
+    assert fallback.screening_runs(model, _table(fits_three), reference) == 3
+    expensive = _table(int(fallback.SCREEN_MACS))  # one sample is over the budget alone
+    assert fallback.screening_runs(model, expensive, reference) == fallback.MIN_SCREEN_RUNS
+    # unknown cost, or runs of several samples (a fixed batch): every run
+    assert fallback.screening_runs(model, _table(int(fallback.SCREEN_MACS), meta=False), reference) == 8
+    assert fallback.screening_runs(model, expensive, [{}] * 2) == 2
+
+
+class _Scored:
+    """A stand-in for the search's trials: an additive SQNR, and a record of every set measured."""
+
+    def __init__(self, gains: dict[str, float]) -> None:
+        self.gains, self.asked = gains, list[frozenset[str]]()
+
+    def screen(self, keep: list[str]) -> float:
+        self.asked.append(frozenset(keep))
+        return 3.0 + sum(self.gains.get(n, 0.0) for n in keep)
+
+
+def test_groups_spare_the_layers_that_cannot_hold_the_best() -> None:
+    layers = [f"l{i}" for i in range(64)]
+    gains = {n: 0.01 for n in layers} | {"l61": 14.0}
+    trials = _Scored(gains)
+    found = fallback._screen(trials, [], layers, 3.0, 2, None)  # type: ignore[arg-type]
+    assert max(found, key=lambda n: found[n]) == "l61"
+    assert set(found) == {f"l{i}" for i in range(56, 64)}  # its group of 8 only: the next cannot beat it
+    assert len(trials.asked) == 8 + 8  # 8 groups, then the best group's layers
+
+
+def test_groups_without_a_dominant_layer_expand_the_best_ones() -> None:
+    layers = [f"l{i}" for i in range(64)]
+    gains = {n: 0.05 for n in layers} | {"l11": 0.25, "l19": 0.2}  # every group beats every layer
+    trials = _Scored(gains)
+    found = fallback._screen(trials, ["k"], layers, 3.0, 2, None)  # type: ignore[arg-type]
+    assert set(found) == {f"l{i}" for i in range(8, 24)}  # the two groups holding l11 and l19
+    assert all("k" in asked for asked in trials.asked)  # on top of what is kept float
+    few = _Scored(gains)
+    assert set(fallback._screen(few, [], layers[:20], 3.0, 2, None)) == set(layers[:20])  # type: ignore[arg-type]
+    assert len(few.asked) == 20
+
+
+def test_the_search_keeps_the_layer_that_recovers_most_and_builds_fewer_models(
+    chain_table: tuple[onnx.ModelProto, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, table_path = chain_table
+    table = load(table_path)
+    prepared = prepare(model).model
+    config = ConvertConfig(smoothquant="off", bias_correction=False, min_sqnr=60.0, max_float_layers=1)
+    assert table.samples is not None
+    reference = fallback.measured_reference(prepared, table.samples)
+    base = plan(prepared, table, config)
+    alone = fallback.layer_recovery(prepared, table, config, reference, base)  # one model per layer
+    assert len(alone) == LAYERS
+    built: list[int] = []
+    real_of = Session.of
+
+    def counted(model: onnx.ModelProto, *args: object, **kwargs: object) -> Session:
+        built.append(1)
+        return real_of(model, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fallback.Session, "of", counted)
+    _, steps, start = fallback.search(prepared, table, config, 60.0, 1, reference=reference)
+    assert [s.node for s in steps] == [max(alone, key=lambda n: alone[n])]
+    assert steps[0].sqnr_db == pytest.approx(max(alone.values()))
+    assert start < steps[0].sqnr_db
+    assert len(built) < LAYERS / 2
+
+
+def test_screening_on_fewer_samples_decides_on_all_of_them(
+    chain_table: tuple[onnx.ModelProto, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With samples over the budget the screening runs MIN_SCREEN_RUNS of them; the step reported (and
+    chosen among the finalists) is measured on every sample: the same as screening on all."""
+    model, table_path = chain_table
+    table = load(table_path)
+    prepared = prepare(model).model
+    config = ConvertConfig(smoothquant="off", bias_correction=False, min_sqnr=60.0, max_float_layers=2)
+    runs: list[int] = []
+    real_runs = fallback.screening_runs
+
+    def on_all(*args: object) -> int:
+        runs.append(real_runs(*args))  # type: ignore[arg-type]
+        return runs[-1]
+
+    monkeypatch.setattr(fallback, "screening_runs", on_all)
+    plan_all, steps_all, _ = fallback.search(prepared, table, config, 60.0, 2)
+    assert table.samples is not None and runs == [len(table.samples)]  # a tiny model screens on all
+    monkeypatch.setattr(fallback, "SCREEN_MACS", 1.0)
+    plan_few, steps_few, _ = fallback.search(prepared, table, config, 60.0, 2)
+    assert runs[-1] == fallback.MIN_SCREEN_RUNS
+    assert [s.node for s in steps_few] == [s.node for s in steps_all]
+    assert [s.sqnr_db for s in steps_few] == [s.sqnr_db for s in steps_all]
+    assert plan_few == plan_all
