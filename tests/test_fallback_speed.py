@@ -143,7 +143,8 @@ def test_the_search_keeps_the_layer_that_recovers_most_and_builds_fewer_models(
     assert [s.node for s in steps] == [max(alone, key=lambda n: alone[n])]
     assert steps[0].sqnr_db == pytest.approx(max(alone.values()))
     assert start < steps[0].sqnr_db
-    assert len(built) < LAYERS / 2
+    # the base model, 5 groups of 6, the layers of at most 2 groups: fewer models than layers
+    assert len(built) <= 1 + 5 + 2 * 6 < LAYERS
 
 
 def test_screening_on_fewer_samples_decides_on_all_of_them(
