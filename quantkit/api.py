@@ -140,8 +140,8 @@ def convert(
     options: convert's options by their CLI names with underscores (method="minmax", smoothquant="off",
     min_sqnr=20, exclude_nodes=["conv_1"], weight_range="full", ...; for fp16 keep_io_types, input_size,
     max_float32_layers); for the accuracy budget max_drop, validation (an image folder), labels, metric,
-    max_trials, timeout, detector, and workers / ray / threads (where its validation images are scored,
-    as for `calibrate`; the result is the same)."""
+    max_trials, timeout, detector; workers / ray / threads: where the searches' trials are measured and
+    the validation images scored (as for `calibrate`; the result is the same)."""
     model_path, out = Path(model), Path(output)
     table = Path(calibration.table if isinstance(calibration, CalibrateSummary) else calibration or "")
     tables = (
@@ -157,8 +157,6 @@ def convert(
         raise ConfigError("to='int8' needs calibration=: the table quantkit.calibrate wrote (or its summary)")
     parallel = Parallel(options.pop("workers", 1), options.pop("ray", None), options.pop("threads", 0))
     budget = _budget(options)
-    if budget is None and parallel != Parallel():
-        raise ConfigError("convert reads workers, ray and threads only with max_drop; add the budget")
     config = ConvertConfig(**_options(ConvertConfig, options, "int8"))
     return run_convert(model_path, table, out, config, progress or no_progress, budget, parallel)
 

@@ -80,37 +80,6 @@ def test_max_drop_keeps_the_planted_layer_float(
     assert all("--max-drop 5" in reasons[node] for node in report.chosen)
 
 
-def test_max_drop_on_workers_gives_the_one_process_search_and_model(
-    planted: tuple[Path, Path],
-    image_dir: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The validation images are scored chunk by chunk on the workers (chunks of 4 here: 6 of them);
-    every trial's drop, the layers chosen and the model written are those of one process."""
-    from quantkit.pipeline import shards
-
-    monkeypatch.setattr(shards, "CHUNK_IMAGES", 4)
-    model, table = planted
-    written, reports = set(), []
-    for extra in ([], ["--workers", "2"], ["--workers", "3", "--threads", "1"]):
-        out = tmp_path / f"o{len(reports)}.onnx"
-        argv = ["convert", str(model), "-c", str(table), "-o", str(out), "--max-drop", "5"]
-        code, stdout, err = run(
-            [*argv, "--validation", str(image_dir), "--metric", "agreement", *extra], capsys
-        )
-        assert code == 0, err
-        reports.append(stdout.replace(out.name, "OUT"))
-        written.add(out.read_bytes())
-    assert len(written) == 1 and reports[0] == reports[1] == reports[2]
-    assert "kept float by --max-drop 5" in reports[0]
-    code, _, err = run(
-        ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "x.onnx"), "--workers", "2"], capsys
-    )
-    assert_one_line_error(code, err, "convert reads --workers only with --max-drop")
-
-
 def test_unmet_budget_writes_nothing(
     planted: tuple[Path, Path], image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -96,6 +96,9 @@ class _Scored:
         self.asked.append(frozenset(keep))
         return 3.0 + sum(self.gains.get(n, 0.0) for n in keep)
 
+    def screen_all(self, keeps: list[list[str]]) -> list[float]:
+        return [self.screen(keep) for keep in keeps]
+
 
 def test_groups_spare_the_layers_that_cannot_hold_the_best() -> None:
     layers = [f"l{i}" for i in range(64)]

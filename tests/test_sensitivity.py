@@ -27,10 +27,12 @@ from tests.conftest import ASSETS, conv_params, make_model, requires_assets, rng
 from tests.helpers import assert_one_line_error, run
 
 
-def _planted(path: Path, classifier: bool = False) -> Path:
+def _planted(path: Path, classifier: bool = False, width: int = 6, out: int = 4) -> Path:
     """c1 -> c2 -> c3, where c2 writes one channel 300x larger than the others: the per-tensor
-    activation scale of c3's input then crushes the other channels, so c3 is the weak layer."""
-    p1, p2, p3 = conv_params(6, 3, seed=1), conv_params(6, 6, seed=2), conv_params(4, 6, seed=3)
+    activation scale of c3's input then crushes the other channels, so c3 is the weak layer. width: c1's
+    and c2's channels; out: c3's."""
+    p1, p2 = conv_params(width, 3, seed=1), conv_params(width, width, seed=2)
+    p3 = conv_params(out, width, seed=3)
     p2["w"][0] *= 300.0
     p2["b"][0] *= 300.0
     p3["w"][:, 0] /= 300.0  # c3 undoes the gain: the float function stays ordinary

@@ -166,6 +166,65 @@ def test_sensitivity_report_is_the_same_for_any_number_of_workers(
     assert reports[0] == reports[1] == reports[2] and len(exclusions) == 1
 
 
+@pytest.fixture
+def wide_planted(image_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """test_sensitivity's planted weak layer, wide enough that int8 pays for its layers under the real
+    payoff rule (the workers plan with it)."""
+    from quantkit import pipeline
+    from quantkit.config import CalibrateConfig, ImageSelection
+    from tests.test_sensitivity import _planted
+
+    model = _planted(tmp_path / "planted.onnx", classifier=True, width=24, out=16)
+    table = tmp_path / "planted.calib.json"
+    pipeline.calibrate(model, table, CalibrateConfig(ImageSelection(image_dir, 8, seed=1)))
+    return model, table
+
+
+def test_max_drop_on_workers_gives_the_one_process_search_and_model(
+    wide_planted: tuple[Path, Path],
+    image_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The validation images are scored chunk by chunk on the workers (chunks of 4 here: 6 of them);
+    every trial's drop, the layers chosen and the model written are those of one process."""
+    from quantkit.pipeline import shards
+
+    monkeypatch.setattr(shards, "CHUNK_IMAGES", 4)
+    model, table = wide_planted
+    written, reports = set(), []
+    for extra in ([], ["--workers", "2"], ["--workers", "3", "--threads", "1"]):
+        out = tmp_path / f"o{len(reports)}.onnx"
+        argv = ["convert", str(model), "-c", str(table), "-o", str(out), "--max-drop", "5"]
+        code, stdout, err = run(
+            [*argv, "--validation", str(image_dir), "--metric", "agreement", *extra], capsys
+        )
+        assert code == 0, err
+        reports.append(stdout.replace(out.name, "OUT"))
+        written.add(out.read_bytes())
+    assert len(written) == 1 and reports[0] == reports[1] == reports[2]
+    assert "kept float by --max-drop 5" in reports[0]
+
+
+def test_min_sqnr_search_on_workers_gives_the_one_process_model(
+    wide_planted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fallback's trials (and the screening of groups) run on the workers, each built there from the
+    model and table sent once: the same scores, so the same layers kept float and the same bytes."""
+    model, table = wide_planted
+    written, summaries = set(), set()
+    for extra in ([], ["--workers", "2"], ["--workers", "3", "--threads", "1"]):
+        out = tmp_path / f"f{len(summaries)}-{len(extra)}.onnx"
+        argv = ["convert", str(model), "-c", str(table), "-o", str(out), "--min-sqnr", "60"]
+        code, stdout, err = run([*argv, "--max-float-layers", "2", *extra], capsys)
+        assert code == 0, err
+        assert "--min-sqnr 60" in stdout
+        summaries.add(stdout.replace(out.name, "OUT"))
+        written.add(out.read_bytes())
+    assert len(written) == 1 and len(summaries) == 1
+
+
 def test_shrink_on_workers_writes_the_one_process_model(
     image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

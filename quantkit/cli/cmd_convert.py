@@ -167,7 +167,8 @@ def convert(
     workers: Annotated[
         int,
         typer.Option(
-            "--workers", help="--max-drop: score the validation images on N local processes (same result)."
+            "--workers",
+            help="Measure the searches' trials (--min-sqnr, --max-drop) on N local processes (same result).",
         ),
     ] = 1,
     ray: RayOpt = None,
@@ -248,12 +249,6 @@ def convert(
         )
     elif detector is not None:
         raise ConfigError("convert reads --detector only with --max-drop; add the budget or leave it out")
-    spread = [f for f, name in WORKER_OPTIONS if _on_command_line(ctx, name)]
-    if spread and budget is None:
-        raise ConfigError(
-            f"convert reads {', '.join(spread)} only with --max-drop (they score its validation images); "
-            "add the budget or leave them out"
-        )
     with progress_bars() as progress:
         summary = pipeline.convert(
             model, calibration, output, config, progress, budget, Parallel(workers, ray or None, threads)

@@ -37,6 +37,7 @@ from quantkit.outcomes import BudgetReport, ConvertSummary
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
 from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.trial_jobs import Spread
 from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
 from quantkit.pipeline.writing import INT8_FLOOR_DB, Floor, plan_record, stamp, write_checked
 from quantkit.planner import budget_search as budget_search
@@ -58,8 +59,8 @@ def convert(
     parallel: Parallel = ONE_PROCESS,
 ) -> ConvertSummary:
     """The INT8 model of `model_path` with the table's ranges, searched (--min-sqnr, --max-drop) and
-    checked before it is written. `parallel`: where --max-drop's validation images are scored, chunk by
-    chunk; the result does not depend on it."""
+    checked before it is written. `parallel`: where the searches' trials are measured and --max-drop's
+    validation images scored, chunk by chunk; the result does not depend on it."""
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
     model, table, prepared = load_for_int8(model_path, table_path)
     inferred = prepared.model
@@ -73,15 +74,16 @@ def convert(
     reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
     measured = fallback.SqnrMemo()  # models built again (the floor's second search) are not run again
     alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache, measured)
+    spread = Spread(parallel, inferred, table_path, reference, alphas)
     if budget is not None:
         plan, budget_report = _search_budget(
-            inferred, table, config, budget, progress, alphas, cache, reference, parallel
+            inferred, table, config, budget, progress, alphas, cache, reference, spread
         )
     elif config.min_sqnr == 0:
         plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas)
     else:
         start_db, plan, steps = _search_fallback(
-            inferred, table, config, progress, alphas, cache, reference, measured
+            inferred, table, config, progress, alphas, cache, reference, measured, spread
         )
     advance(1)
     quantized = _quantized_model(inferred, plan, config)
@@ -95,7 +97,7 @@ def convert(
         layers = sum(n.op_type in COMPUTE_OPS for n in inferred.graph.node)
         guarded = dataclasses.replace(config, min_sqnr=INT8_FLOOR_DB, max_float_layers=layers)
         start_db, plan, steps = _search_fallback(
-            inferred, table, guarded, progress, alphas, cache, reference, measured
+            inferred, table, guarded, progress, alphas, cache, reference, measured, spread
         )
         quantized = _quantized_model(inferred, plan, config)
     if config.compact:
@@ -157,7 +159,7 @@ def _search_budget(
     alphas: Mapping[str, float] | None,
     cache: dict[str, tuple[float, float]],
     sample_reference: list[dict[str, np.ndarray]],
-    parallel: Parallel,
+    spread: Spread,
 ) -> tuple[QuantPlan, BudgetReport]:
     """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
     the metric within budget.max_drop points of FP32 on the validation images."""
@@ -184,10 +186,14 @@ def _search_budget(
     base = make_plan(model, table, config, range_cache=cache, alphas=alphas)
     layers = [n.name for n in model.graph.node if n.name in base.quantized_nodes and n.op_type in COMPUTE_OPS]
     advance = progress("ranking layers by output recovery", len(layers))
-    scores = fallback.layer_recovery(model, table, config, sample_reference, base, advance, cache, alphas)
+    with spread.trials(config) as many:
+        scores = fallback.layer_recovery(
+            model, table, config, sample_reference, base, advance, cache, alphas, many=many and many(0)
+        )
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     plans: dict[tuple[str, ...], QuantPlan] = {}
 
+    parallel = spread.parallel
     threads = threads_per_worker(parallel.threads, parallel.workers)
     why = f"kept float by --max-drop {budget.max_drop:g} ({budget.metric.value})"
     with pool_for(parallel) as pool:
@@ -242,22 +248,25 @@ def _search_fallback(
     cache: dict[str, tuple[float, float]],
     reference: list[dict[str, np.ndarray]],
     measured: fallback.SqnrMemo,
+    spread: Spread,
 ) -> tuple[float, QuantPlan, list[FallbackStep]]:
     advance = progress(
         "measuring each layer's recovery", sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
     )
-    plan, steps, start = fallback.search(
-        model,
-        table,
-        config,
-        config.min_sqnr,
-        config.max_float_layers,
-        advance,
-        alphas,
-        cache,
-        reference,
-        measured,
-    )
+    with spread.trials(config) as many:
+        plan, steps, start = fallback.search(
+            model,
+            table,
+            config,
+            config.min_sqnr,
+            config.max_float_layers,
+            advance,
+            alphas,
+            cache,
+            reference,
+            measured,
+            many,
+        )
     return start, plan, steps
 
 

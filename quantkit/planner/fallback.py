@@ -97,11 +97,12 @@ def output_sqnr(
     reference: list[dict[str, np.ndarray]],
     samples: Feed,
     measured: SqnrMemo | None = None,
+    threads: int = 0,
 ) -> float:
     """SQNR (dB) of all of `model`'s outputs together against `reference` (measured_reference, or
     Session.run_samples): the tensors the reference holds, read from `model` as extra outputs where they
     are not its outputs (untyped: a float16 model has them in float16). measured: models of this search
-    measured already."""
+    measured already; threads: the session's (0: onnxruntime's choice)."""
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     present = {o.name for o in augmented.graph.output}
@@ -111,7 +112,7 @@ def output_sqnr(
 
     def measure(augmented: onnx.ModelProto) -> float:
         noise = OutputNoise()
-        for got, ref in zip(Session.of(augmented).iter_samples(samples), reference, strict=True):
+        for got, ref in zip(Session.of(augmented, threads).iter_samples(samples), reference, strict=True):
             noise.update(ref, got)
         return noise.sqnr_db
 
@@ -129,14 +130,22 @@ def layer_recovery(
     alphas: Mapping[str, float] | None = None,
     memo: WeightMemo | None = None,
     measured: SqnrMemo | None = None,
+    many: MeasureMany | None = None,
 ) -> dict[str, float]:
-    """node -> output SQNR with only that layer (and its input path) kept float; base_plan quantizes all."""
+    """node -> output SQNR with only that layer (and its input path) kept float; base_plan quantizes all.
+    many: measures them all as one batch elsewhere (Trials.full of each, on workers)."""
     assert table.samples is not None
     cache = {} if cache is None else cache
     memo = WeightMemo() if memo is None else memo
     samples = table.samples
+    nodes = _quantized_layers(model, base_plan)
+    if many is not None:
+        found = dict(zip(nodes, many([(True, (node,)) for node in nodes]), strict=True))
+        if progress is not None:
+            progress(len(nodes))
+        return found
     scores = {}
-    for node in _quantized_layers(model, base_plan):
+    for node in nodes:
         trial = plan(model, table, config, keep_float={node: "measuring"}, range_cache=cache, alphas=alphas)
         scores[node] = output_sqnr(apply_plan(model, trial, memo), reference, samples, measured)
         if progress is not None:
@@ -193,11 +202,17 @@ def _reduction(node: onnx.NodeProto, weight: np.ndarray, index: GraphIndex) -> f
     return float(shape[-2] if weight.ndim >= 2 else shape[0])
 
 
+Trial = tuple[bool, tuple[str, ...]]  # (on every sample, not the screening runs; layers kept float)
+MeasureMany = Callable[[Sequence[Trial]], list[float]]  # output SQNR of each, as Trials measures it
+
+
 @dataclass
-class _Trials:
+class Trials:
     """Builds the model that keeps a set of layers float (one planner.plan and apply_plan each) and
     measures its output SQNR on the first `runs` runs or on every sample; a set asked for again is not
-    built again (its score is kept by set, SqnrMemo then spares the runs of a model built again)."""
+    built again (its score is kept by set, SqnrMemo then spares the runs of a model built again).
+    `many`, where set, measures the trials a batch asks for (`screen_all`, `full_all`) elsewhere, on
+    workers that hold the same Trials: the scores, so the search, are the same."""
 
     model: onnx.ModelProto
     table: CalibrationTable
@@ -210,6 +225,25 @@ class _Trials:
     alphas: Mapping[str, float] | None
     memo: WeightMemo = field(default_factory=WeightMemo)
     scores: dict[tuple[bool, frozenset[str]], float] = field(default_factory=dict)
+    threads: int = 0
+    many: MeasureMany | None = None
+
+    @classmethod
+    def of(
+        cls,
+        model: onnx.ModelProto,
+        table: CalibrationTable,
+        config: ConvertConfig,
+        reference: list[dict[str, np.ndarray]],
+        runs: int,
+        alphas: Mapping[str, float] | None,
+        threads: int = 0,
+    ) -> Trials:
+        """A worker's Trials: fresh caches, the table's samples."""
+        assert table.samples is not None
+        return cls(
+            model, table, config, reference, table.samples, SqnrMemo(), runs, {}, alphas, threads=threads
+        )
 
     def build(self, keep: Iterable[str]) -> onnx.ModelProto:
         keep_float = dict.fromkeys(keep, "measuring")
@@ -220,7 +254,7 @@ class _Trials:
         key = (True, frozenset(keep))
         if key not in self.scores:
             built = self.build(sorted(key[1]))
-            self.scores[key] = output_sqnr(built, self.reference, self.samples, self.measured)
+            self.scores[key] = output_sqnr(built, self.reference, self.samples, self.measured, self.threads)
         return self.scores[key]
 
     def screen(self, keep: Iterable[str]) -> float:
@@ -230,8 +264,25 @@ class _Trials:
         if key not in self.scores:
             reference, samples = self.reference[: self.runs], feed_take(self.samples, 0, self.runs)
             built = self.build(sorted(key[1]))
-            self.scores[key] = output_sqnr(built, reference, samples, self.measured.first(self.runs))
+            memo = self.measured.first(self.runs)
+            self.scores[key] = output_sqnr(built, reference, samples, memo, self.threads)
         return self.scores[key]
+
+    def screen_all(self, keeps: Sequence[Iterable[str]]) -> list[float]:
+        """screen() of each set; the ones not measured yet in one batch on `many`."""
+        return self._all(keeps, self.runs >= len(self.reference))
+
+    def full_all(self, keeps: Sequence[Iterable[str]]) -> list[float]:
+        """full() of each set; the ones not measured yet in one batch on `many`."""
+        return self._all(keeps, True)
+
+    def _all(self, keeps: Sequence[Iterable[str]], full: bool) -> list[float]:
+        keys = [(full, frozenset(keep)) for keep in keeps]
+        missing = [key for key in dict.fromkeys(keys) if key not in self.scores]
+        if self.many is not None and len(missing) > 1:
+            found = self.many([(f, tuple(sorted(keep))) for f, keep in missing])
+            self.scores.update(zip(missing, found, strict=True))
+        return [self.full(keep) if f else self.screen(keep) for f, keep in keys]
 
 
 def search(
@@ -245,10 +296,12 @@ def search(
     cache: dict[str, tuple[float, float]] | None = None,
     reference: list[dict[str, np.ndarray]] | None = None,
     measured: SqnrMemo | None = None,
+    many: Callable[[int], MeasureMany] | None = None,
 ) -> tuple[QuantPlan, list[FallbackStep], float]:
     """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan;
     reference: its outputs on table.samples where the caller has them already; measured: trials measured
-    by an earlier search on the same model, reference and samples.
+    by an earlier search on the same model, reference and samples; many: given the screening runs, a
+    MeasureMany that measures batches of trials elsewhere (pipeline.trial_jobs, on workers).
 
     Each round screens the remaining layers on top of those already float (_screen), measures the best
     few on every sample and keeps the best, until the output SQNR on the samples reaches target_db,
@@ -262,7 +315,8 @@ def search(
     current = plan(model, table, config, range_cache=cache, alphas=alphas)
     measured = SqnrMemo() if measured is None else measured
     runs = screening_runs(model, table, reference)
-    trials = _Trials(model, table, config, reference, samples, measured, runs, cache, alphas)
+    trials = Trials(model, table, config, reference, samples, measured, runs, cache, alphas)
+    trials.many = many(runs) if many is not None else None
     base = output_sqnr(apply_plan(model, current, trials.memo), reference, samples, measured)
     trials.scores[True, frozenset()] = base
     steps: list[FallbackStep] = []
@@ -277,8 +331,9 @@ def search(
         expand = LATER_ROUND_GROUPS if kept else FIRST_ROUND_GROUPS
         screened = _screen(trials, list(kept), remaining, floor, expand, None if kept else progress)
         best: tuple[float, str] | None = None
-        for node in _finalists(screened, floor):
-            trial_score = trials.full([*kept, node])
+        finalists = _finalists(screened, floor)
+        measured_all = trials.full_all([[*kept, n] for n in finalists])
+        for node, trial_score in zip(finalists, measured_all, strict=True):
             if best is None or trial_score > best[0]:
                 best = (trial_score, node)
         if best is None or best[0] <= score:
@@ -292,7 +347,7 @@ def search(
 
 
 def _screen(
-    trials: _Trials,
+    trials: Trials,
     kept: list[str],
     remaining: list[str],
     floor: float,
@@ -305,21 +360,18 @@ def _screen(
     beat the best layer found (it would have to hold a better one)."""
     advance = progress if progress is not None else (lambda _: None)
     if len(remaining) <= UNGROUPED_LAYERS:
-        found = {}
-        for node in remaining:
-            found[node] = trials.screen([*kept, node])
-            advance(1)
+        found = dict(zip(remaining, trials.screen_all([[*kept, n] for n in remaining]), strict=True))
+        advance(len(remaining))
         return found
     size = math.isqrt(len(remaining) - 1) + 1
     groups = [remaining[i : i + size] for i in range(0, len(remaining), size)]
-    scores = [trials.screen([*kept, *group]) for group in groups]
+    scores = trials.screen_all([[*kept, *group] for group in groups])
     order = sorted(range(len(groups)), key=lambda i: (-scores[i], i))
     found = {}
     for i in order[:expand]:
         if scores[i] <= floor or (found and scores[i] <= max(found.values())):
             break
-        for node in groups[i]:
-            found[node] = trials.screen([*kept, node])
+        found.update(zip(groups[i], trials.screen_all([[*kept, n] for n in groups[i]]), strict=True))
     advance(len(remaining))
     return found
 

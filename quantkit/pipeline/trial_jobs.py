@@ -1,0 +1,167 @@
+"""convert's --min-sqnr search (and --max-drop's ranking) on workers: one job per trial, the INT8 model
+that keeps a set of layers float, measured on the table's samples.
+
+A worker builds the trial itself from what it was sent once (the prepared model, the table's two files
+and FP32's outputs on the samples), with the same planner.fallback.Trials the driver uses, so a trial's
+SQNR is the one process's and the search takes the same path, keeps the same layers and writes the same
+model for any number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from quantkit.calib import table as table_io
+from quantkit.config import ConvertConfig
+from quantkit.errors import ConfigError
+from quantkit.parallel import ONE_PROCESS, Parallel, Pool, pool_for, threads_per_worker
+from quantkit.pipeline.shards import Shared, blob_of
+from quantkit.planner.fallback import MeasureMany, Trial, Trials
+from quantkit.runtime import fits_one_message
+
+Reference = list[dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """One trial: `keep` float, on every sample (`full`) or on the first `runs` runs."""
+
+    index: int
+    full: bool
+    keep: tuple[str, ...]
+    runs: int
+    config: ConvertConfig
+    alphas: tuple[tuple[str, float], ...] | None
+    key: str
+    threads: int
+
+
+def describe(job: TrialJob) -> str:
+    kept = ", ".join(job.keep) if job.keep else "no layer"
+    return f"trial {job.index + 1} of the accuracy fallback ({kept} kept float)"
+
+
+def reference_bytes(reference: Reference) -> bytes:
+    """FP32's outputs per run as one .npz (keys run/tensor, in order): they travel once, as the driver
+    computed them."""
+    arrays: dict[str, Any] = {
+        f"{k}/{name}": value for k, run in enumerate(reference) for name, value in run.items()
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    return buffer.getvalue()
+
+
+def _reference_of(blob: bytes) -> Reference:
+    runs: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        for key in npz.files:  # written in order: runs, and tensors within a run, keep it
+            run, name = key.split("/", 1)
+            runs.setdefault(int(run), {})[name] = npz[key]
+    return [runs[k] for k in sorted(runs)]
+
+
+_STATE: dict[str, Trials] = {}  # this process's, by TrialJob.key plus the config and alphas
+
+
+def run_trial(shared: Shared, job: TrialJob, progress: Callable[[int], None] | None = None) -> float:
+    """A worker's task: the trial's output SQNR, from this process's Trials for the search."""
+    state = f"{job.key}:{job.config!r}:{job.alphas!r}:{job.runs}"
+    if state not in _STATE:
+        _STATE.clear()
+        model = onnx.load_from_string(blob_of(shared[0]))
+        table = table_io.loads(blob_of(shared[1]), blob_of(shared[2]))
+        reference = _reference_of(blob_of(shared[3]))
+        alphas = dict(job.alphas) if job.alphas is not None else None
+        _STATE[state] = Trials.of(model, table, job.config, reference, job.runs, alphas, job.threads)
+    trials = _STATE[state]
+    return trials.full(job.keep) if job.full else trials.screen(job.keep)
+
+
+class PooledTrials:
+    """A MeasureMany for planner.fallback.search that runs each batch of trials on a pool; a context
+    manager that opens the pool once for the whole search."""
+
+    def __init__(
+        self,
+        parallel: Parallel,
+        model: onnx.ModelProto,
+        table_files: tuple[bytes, bytes],
+        reference: Reference,
+        config: ConvertConfig,
+        alphas: Mapping[str, float] | None,
+    ) -> None:
+        if not fits_one_message(model):
+            raise ConfigError(
+                "--workers and --ray send the model as one message; a model over 2 GB is searched in one "
+                "process: leave --workers and --ray out"
+            )
+        self.blobs = [model.SerializeToString(deterministic=True), *table_files, reference_bytes(reference)]
+        digest = hashlib.sha256()
+        for blob in self.blobs:
+            digest.update(hashlib.sha256(blob).digest())
+        self.key = digest.hexdigest()
+        self.pool: Pool = pool_for(parallel)
+        self.threads = threads_per_worker(parallel.threads, parallel.workers)
+        self.config = config
+        self.alphas = tuple(sorted(alphas.items())) if alphas is not None else None
+        self.shared: Any = None
+
+    def __enter__(self) -> PooledTrials:
+        self.pool.__enter__()
+        self.shared = self.pool.share(self.blobs)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.__exit__(*exc)
+
+    def measure(self, runs: int) -> MeasureMany:
+        """The batch measure for a search that screens on the first `runs` runs."""
+
+        def many(trials: Sequence[Trial]) -> list[float]:
+            jobs = [
+                TrialJob(k, full, keep, runs, self.config, self.alphas, self.key, self.threads)
+                for k, (full, keep) in enumerate(trials)
+            ]
+            return list(self.pool.run(run_trial, self.shared, jobs, describe))
+
+        return many
+
+
+class Spread:
+    """Where convert's searches measure their trials: here (one process), or on the pool `parallel`
+    names, opened per search."""
+
+    def __init__(
+        self,
+        parallel: Parallel,
+        model: onnx.ModelProto,
+        table_path: Path,
+        reference: Reference,
+        alphas: Mapping[str, float] | None,
+    ) -> None:
+        self.parallel, self.model, self.table_path = parallel, model, table_path
+        self.reference, self.alphas = reference, alphas
+
+    @property
+    def here(self) -> bool:
+        return self.parallel == ONE_PROCESS or (self.parallel.workers == 1 and self.parallel.ray is None)
+
+    @contextmanager
+    def trials(self, config: ConvertConfig) -> Iterator[Callable[[int], MeasureMany] | None]:
+        """For planner.fallback.search's `many` (None here): given the screening runs, a MeasureMany."""
+        if self.here:
+            yield None
+            return
+        files = (self.table_path.read_bytes(), table_io.arrays_path(self.table_path).read_bytes())
+        with PooledTrials(self.parallel, self.model, files, self.reference, config, self.alphas) as pooled:
+            yield pooled.measure
