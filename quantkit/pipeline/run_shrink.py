@@ -115,7 +115,7 @@ def _run(
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     final = output_dir / f"{model_path.stem}.int8.onnx"
     output = stage / final.name
-    summary = convert(model_path, table, output, config.convert, progress)
+    summary = convert(model_path, table, output, config.convert, progress, parallel=parallel)
     comparison = compare(
         model_path, output, config.evaluation, explicit_preprocess=False, progress=progress, parallel=parallel
     )
