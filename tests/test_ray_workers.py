@@ -91,10 +91,8 @@ def test_ray_gives_the_one_process_table_and_report(
 def test_real_models_give_the_same_bytes_on_one_process_two_workers_and_ray(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 18's acceptance: calibration table and compare JSON identical (sha256) on one process, two
-    local workers and the Ray cluster (the converted model follows from the table: convert is
-    deterministic, test_convert_ops.py::test_names_are_deterministic_and_never_collide; it is converted
-    once here to keep CI short)."""
+    """Issue 18's acceptance: calibration table, converted model (its fallback search's trials on the
+    pool) and compare JSON identical (sha256) on one process, two local workers and the Ray cluster."""
     model = ASSETS / "models" / f"{name}.onnx"
     images = ASSETS / "images" / "coco-calib"
     pre = ["--preset", "raw", "--bgr", "--resize", "letterbox"] if name == "yolox_nano" else []
@@ -108,8 +106,16 @@ def test_real_models_give_the_same_bytes_on_one_process_two_workers_and_ray(
         assert code == 0, err
         tables.append(_sha(table, table.with_suffix(".npz")))
     assert tables[0] == tables[1] == tables[2]
-    int8 = tmp_path / "q.onnx"
-    assert run(["convert", str(model), "-c", str(tmp_path / "t0.json"), "-o", str(int8)], capsys)[0] == 0
+    converted = []
+    for k, where in enumerate(pools):
+        out = tmp_path / f"q{k}.onnx"
+        code, _, err = run(
+            ["convert", str(model), "-c", str(tmp_path / "t0.json"), "-o", str(out), *where], capsys
+        )
+        assert code == 0, err
+        converted.append(_sha(out))
+    assert converted[0] == converted[1] == converted[2]
+    int8 = tmp_path / "q0.onnx"
     reports = []
     for where in pools:
         report = tmp_path / "r.json"  # the same path every time: the report records its inputs' paths
