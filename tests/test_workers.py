@@ -248,3 +248,22 @@ def test_a_worker_that_cannot_see_the_images_says_so_in_one_line(tmp_path: Path)
     seen.write_bytes(b"")
     with pytest.raises(ImageError, match=r"cannot see .*b\.png \(1 of 2 images of its chunk\): workers need"):
         require_visible([seen, tmp_path / "b.png"])
+
+
+def test_fp32_outputs_travel_to_trial_workers_unchanged() -> None:
+    """The search's reference (FP32's outputs per run) crosses to the workers as an .npz: every run and
+    tensor back in order, names with slashes and colons included, values bit for bit."""
+    import numpy as np
+
+    from quantkit.pipeline.trial_jobs import _reference_of, reference_bytes
+
+    reference = [
+        {"/model/conv/Conv_output_0": np.full((1, 3), k, np.float32), "scores:0": np.arange(k + 2.0)}
+        for k in range(12)
+    ]
+    back = _reference_of(reference_bytes(reference))
+    assert [list(run) for run in back] == [list(run) for run in reference]
+    for got, sent in zip(back, reference, strict=True):
+        for name in sent:
+            np.testing.assert_array_equal(got[name], sent[name])
+            assert got[name].dtype == sent[name].dtype

@@ -186,9 +186,10 @@ def _search_budget(
     base = make_plan(model, table, config, range_cache=cache, alphas=alphas)
     layers = [n.name for n in model.graph.node if n.name in base.quantized_nodes and n.op_type in COMPUTE_OPS]
     advance = progress("ranking layers by output recovery", len(layers))
+    runs = len(sample_reference)  # the ranking measures every sample: no screening
     with spread.trials(config) as many:
         scores = fallback.layer_recovery(
-            model, table, config, sample_reference, base, advance, cache, alphas, many=many and many(0)
+            model, table, config, sample_reference, base, advance, cache, alphas, many=many and many(runs)
         )
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     plans: dict[tuple[str, ...], QuantPlan] = {}

@@ -23,7 +23,7 @@ import onnx
 from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig
 from quantkit.errors import ConfigError
-from quantkit.parallel import ONE_PROCESS, Parallel, Pool, pool_for, threads_per_worker
+from quantkit.parallel import Parallel, Pool, pool_for, threads_per_worker
 from quantkit.pipeline.shards import Shared, blob_of
 from quantkit.planner.fallback import MeasureMany, Trial, Trials
 from quantkit.runtime import fits_one_message
@@ -154,7 +154,7 @@ class Spread:
 
     @property
     def here(self) -> bool:
-        return self.parallel == ONE_PROCESS or (self.parallel.workers == 1 and self.parallel.ray is None)
+        return self.parallel.workers == 1 and self.parallel.ray is None
 
     @contextmanager
     def trials(self, config: ConvertConfig) -> Iterator[Callable[[int], MeasureMany] | None]:
