@@ -38,6 +38,11 @@ class Parallel:
         if self.threads < 0:
             raise ConfigError(f"--threads must be 0 (automatic) or more, got {self.threads}")
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the work stays in this process (one worker, no Ray)."""
+        return self.workers == 1 and self.ray is None
+
 
 ONE_PROCESS = Parallel()
 

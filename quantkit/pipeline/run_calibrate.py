@@ -97,7 +97,7 @@ def calibrate(
         paths = select_images(config.images)
         total, side = len(paths), (preprocess.height, preprocess.width)
     else:
-        if parallel.workers > 1 or parallel.ray is not None:
+        if not parallel.in_process:
             raise ConfigError(
                 "--workers and --ray read images from a folder; model-ready arrays (--inputs, or arrays "
                 "in memory) are observed in this process: leave --workers and --ray out"
@@ -197,7 +197,7 @@ def _observe_images(
     if fits_one_message(augmented):
         blob = augmented.SerializeToString(deterministic=True)
         job = replace(job, model_sha256=model_key(blob))
-    elif parallel.workers == 1 and parallel.ray is None:  # over protobuf's 2 GB: no bytes to send
+    elif parallel.in_process:  # over protobuf's 2 GB: no bytes to send
         blob, job = b"", replace(job, model_sha256="large")
         prime(job.model_sha256, job.threads, Session.of(augmented, job.threads))
     else:

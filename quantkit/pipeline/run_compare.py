@@ -98,7 +98,7 @@ def compare(
     else:
         if classes is not None:
             raise ConfigError("--labels reads each image's class from its folder or name: compare images")
-        if parallel.workers > 1 or parallel.ray is not None:
+        if not parallel.in_process:
             raise ConfigError(
                 "--workers and --ray read images from a folder; model-ready arrays (--inputs, or arrays "
                 "in memory) are compared in this process: leave --workers and --ray out"
@@ -198,7 +198,7 @@ def _run_chunks(
 ) -> Iterator[CompareChunk]:
     """The chunks' figures in list order: in this process on sessions opened from the files (external
     weights included), or on workers sent both models' bytes."""
-    if parallel.workers == 1 and parallel.ray is None:
+    if parallel.in_process:
         keys = (str(reference_path), str(candidate_path))
         threads = jobs[0].threads if jobs else 0
         for key, path in zip(keys, (reference_path, candidate_path), strict=True):

@@ -59,7 +59,7 @@ def sensitivity(
     threads = threads_per_worker(parallel.threads, parallel.workers)
     job = SensitivityJob(0, BASE, (), paths, preprocess, config, key, threads)
     try:
-        if parallel.workers == 1 and parallel.ray is None:  # FP32 over the images here, with its bar
+        if parallel.in_process:  # FP32 over the images here, with its bar
             prime(job, inferred, table, progress("running FP32 on the images", len(paths)))
         names = [node for node, _ in layers]
         jobs = [job, replace(job, index=1, kind=LOCAL)] + [
@@ -114,7 +114,7 @@ def _shared(inferred: onnx.ModelProto, table_path: Path, parallel: Parallel) -> 
     """What every job reads: the prepared model's and the table's files' bytes (in one process, the
     model stays in memory: it may not fit one message)."""
     table_files = [table_path.read_bytes(), table_io.arrays_path(table_path).read_bytes()]
-    if parallel.workers == 1 and parallel.ray is None:
+    if parallel.in_process:
         return [b"", *table_files]  # prime() hands the jobs the model itself
     if not fits_one_message(inferred):
         raise ConfigError(

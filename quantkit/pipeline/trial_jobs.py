@@ -152,14 +152,10 @@ class Spread:
         self.parallel, self.model, self.table_path = parallel, model, table_path
         self.reference, self.alphas = reference, alphas
 
-    @property
-    def here(self) -> bool:
-        return self.parallel.workers == 1 and self.parallel.ray is None
-
     @contextmanager
     def trials(self, config: ConvertConfig) -> Iterator[Callable[[int], MeasureMany] | None]:
         """For planner.fallback.search's `many` (None here): given the screening runs, a MeasureMany."""
-        if self.here:
+        if self.parallel.in_process:
             yield None
             return
         files = (self.table_path.read_bytes(), table_io.arrays_path(self.table_path).read_bytes())
