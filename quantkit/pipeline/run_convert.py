@@ -37,6 +37,7 @@ from quantkit.outcomes import BudgetReport, ConvertSummary
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
 from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.shards import sendable
 from quantkit.pipeline.trial_jobs import Spread
 from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
 from quantkit.pipeline.writing import INT8_FLOOR_DB, Floor, plan_record, stamp, write_checked
@@ -46,7 +47,7 @@ from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import smoothquant_search as smoothing
 from quantkit.results import CalibrationTable, FallbackStep, QuantPlan
-from quantkit.runtime import Session, fits_one_message, int8_saturates
+from quantkit.runtime import Session, int8_saturates
 
 
 def convert(
@@ -205,12 +206,7 @@ def _search_budget(
             candidate = _quantized_model(model, plans[kept], config)
             if isinstance(pool, InProcess):
                 return validator.drop(Session.of(candidate, threads))
-            if not fits_one_message(candidate):
-                raise ConfigError(
-                    "--workers and --ray send each candidate model as one message; a model over 2 GB is "
-                    "validated in one process: leave --workers and --ray out"
-                )
-            blob = candidate.SerializeToString(deterministic=True)
+            blob = sendable(candidate, "each candidate model", "validated")
             counts = pooled_counts(pool, blob, validator.references, paths, preprocess, size, threads)
             return validation_drop(counts)
 

@@ -10,7 +10,7 @@ import onnx
 
 from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig, ImageSelection
-from quantkit.errors import ConfigError, ModelError
+from quantkit.errors import ModelError
 from quantkit.evaluate.metrics import OutputNoise
 from quantkit.images import select_images
 from quantkit.outcomes import LayerSensitivity, SensitivityReport
@@ -28,9 +28,9 @@ from quantkit.pipeline.sensitivity_jobs import (
     run_job,
     sensitivity_key,
 )
-from quantkit.pipeline.shards import run_jobs
+from quantkit.pipeline.shards import run_jobs, sendable
 from quantkit.planner import sensitivity as sens
-from quantkit.runtime import Session, fits_one_message
+from quantkit.runtime import Session
 
 
 def sensitivity(
@@ -116,12 +116,7 @@ def _shared(inferred: onnx.ModelProto, table_path: Path, parallel: Parallel) -> 
     table_files = [table_path.read_bytes(), table_io.arrays_path(table_path).read_bytes()]
     if parallel.in_process:
         return [b"", *table_files]  # prime() hands the jobs the model itself
-    if not fits_one_message(inferred):
-        raise ConfigError(
-            "--workers and --ray send the model as one message; a model over 2 GB is measured in one "
-            "process: leave --workers and --ray out"
-        )
-    return [inferred.SerializeToString(deterministic=True), *table_files]
+    return [sendable(inferred, "the model", "measured"), *table_files]
 
 
 def layer_errors(

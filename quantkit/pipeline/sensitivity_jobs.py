@@ -26,7 +26,7 @@ from quantkit.evaluate.metrics import OutputNoise
 from quantkit.graph.qdq import WeightMemo
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
-from quantkit.pipeline.shards import Shared, blob_of
+from quantkit.pipeline.shards import Shared, blob_of, blobs_key
 from quantkit.planner import sensitivity as sens
 from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take
 from quantkit.runtime import Session
@@ -66,9 +66,7 @@ def describe(job: SensitivityJob) -> str:
 
 def sensitivity_key(blobs: Sequence[bytes], paths: Sequence[Path], preprocess: Preprocess) -> str:
     """A digest of everything a worker's measuring state depends on but the job's config."""
-    digest = hashlib.sha256()
-    for blob in blobs:
-        digest.update(hashlib.sha256(blob).digest())
+    digest = hashlib.sha256(blobs_key(blobs).encode())
     digest.update(json.dumps([str(p) for p in paths]).encode())
     digest.update(json.dumps(dataclasses.asdict(preprocess), sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
+import onnx
 
-from quantkit.errors import ImageError
+from quantkit.errors import ConfigError, ImageError
 from quantkit.parallel import InProcess, Parallel, pool_for
 from quantkit.results import Batch, Feed, feed_rows, feed_take
-from quantkit.runtime import Session
+from quantkit.runtime import Session, fits_one_message
 
 CHUNK_IMAGES = 32  # small enough to spread 200 images evenly over a few workers
 T = TypeVar("T")
@@ -49,6 +50,25 @@ def chunks(items: Sequence[T], batch_size: int) -> list[tuple[T, ...]]:
 
 def model_key(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
+
+
+def blobs_key(blobs: Sequence[bytes]) -> str:
+    """One digest of several shared blobs (what a worker's cached state was built from)."""
+    digest = hashlib.sha256()
+    for blob in blobs:
+        digest.update(hashlib.sha256(blob).digest())
+    return digest.hexdigest()
+
+
+def sendable(model: onnx.ModelProto, what: str, done: str) -> bytes:
+    """The model's bytes for the workers. One over protobuf's 2 GB cannot travel as one message: one
+    line saying the work (`done`: "measured", "searched"...) stays in one process."""
+    if not fits_one_message(model):
+        raise ConfigError(
+            f"--workers and --ray send {what} as one message; a model over 2 GB is {done} in one "
+            "process: leave --workers and --ray out"
+        )
+    return model.SerializeToString(deterministic=True)
 
 
 def session_for(model: bytes | str | np.ndarray, key: str, threads: int) -> Session:

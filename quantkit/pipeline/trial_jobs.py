@@ -9,7 +9,6 @@ model for any number of workers.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,11 +21,9 @@ import onnx
 
 from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig
-from quantkit.errors import ConfigError
 from quantkit.parallel import Parallel, Pool, pool_for, threads_per_worker
-from quantkit.pipeline.shards import Shared, blob_of
+from quantkit.pipeline.shards import Shared, blob_of, blobs_key, sendable
 from quantkit.planner.fallback import MeasureMany, Trial, Trials
-from quantkit.runtime import fits_one_message
 
 Reference = list[dict[str, np.ndarray]]
 
@@ -100,16 +97,8 @@ class PooledTrials:
         config: ConvertConfig,
         alphas: Mapping[str, float] | None,
     ) -> None:
-        if not fits_one_message(model):
-            raise ConfigError(
-                "--workers and --ray send the model as one message; a model over 2 GB is searched in one "
-                "process: leave --workers and --ray out"
-            )
-        self.blobs = [model.SerializeToString(deterministic=True), *table_files, reference_bytes(reference)]
-        digest = hashlib.sha256()
-        for blob in self.blobs:
-            digest.update(hashlib.sha256(blob).digest())
-        self.key = digest.hexdigest()
+        self.blobs = [sendable(model, "the model", "searched"), *table_files, reference_bytes(reference)]
+        self.key = blobs_key(self.blobs)
         self.pool: Pool = pool_for(parallel)
         self.threads = threads_per_worker(parallel.threads, parallel.workers)
         self.config = config
