@@ -17,6 +17,7 @@ from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.images import ImageLoader, find_images
 from quantkit.outcomes import ConvertSummary
+from quantkit.runtime import Session
 
 
 def quantize(
@@ -109,3 +110,19 @@ def assert_one_line_error(code: int, err: str, *phrases: str) -> None:
     assert "Traceback" not in err
     for phrase in phrases:
         assert phrase in lines[0], lines[0]
+
+
+def count_sessions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every session the accuracy fallback opens (each one a model built and run) appends to the list
+    returned; the sessions themselves are the real ones."""
+    from quantkit.planner import fallback
+
+    opened: list[int] = []
+    real_of = fallback.Session.of
+
+    def counted(model: onnx.ModelProto, *args: object, **kwargs: object) -> Session:
+        opened.append(1)
+        return real_of(model, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fallback.Session, "of", counted)
+    return opened

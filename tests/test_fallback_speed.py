@@ -17,8 +17,8 @@ from quantkit.graph.prepare import prepare
 from quantkit.planner import fallback
 from quantkit.planner.core import plan
 from quantkit.results import CalibrationTable, TensorStats
-from quantkit.runtime import Session
 from tests.conftest import SIZE, conv_params, make_model, save
+from tests.helpers import count_sessions
 
 LAYERS = 26  # more than fallback.UNGROUPED_LAYERS: the first round screens groups
 LOUD = 17  # a layer that adds a large bias to one channel: the layers after it lose the most to int8
@@ -134,14 +134,7 @@ def test_the_search_keeps_the_layer_that_recovers_most_and_builds_fewer_models(
     base = plan(prepared, table, config)
     alone = fallback.layer_recovery(prepared, table, config, reference, base)  # one model per layer
     assert len(alone) == LAYERS
-    built: list[int] = []
-    real_of = Session.of
-
-    def counted(model: onnx.ModelProto, *args: object, **kwargs: object) -> Session:
-        built.append(1)
-        return real_of(model, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(fallback.Session, "of", counted)
+    built = count_sessions(monkeypatch)
     _, steps, start = fallback.search(prepared, table, config, 60.0, 1, reference=reference)
     assert [s.node for s in steps] == [max(alone, key=lambda n: alone[n])]
     assert steps[0].sqnr_db == pytest.approx(max(alone.values()))

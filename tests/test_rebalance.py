@@ -26,7 +26,7 @@ from quantkit.qmath.smoothquant_math import rebalanced_range, smoothing_scales
 from quantkit.reports import console
 from quantkit.runtime import Session
 from tests.conftest import make_model
-from tests.helpers import output_agreement, output_sqnr, run
+from tests.helpers import count_sessions, output_agreement, output_sqnr, run
 from tests.vit import HOT, tiny_vit
 
 N = helper.make_node
@@ -366,14 +366,7 @@ def test_the_fallback_measures_each_distinct_model_once(
     from quantkit.planner import fallback
 
     src, table = calibrated(tmp_path, unbalanced_model(), image_dir)
-    runs: list[int] = []
-    real_of = Session.of
-
-    def counted(model: onnx.ModelProto, *args: object, **kwargs: object) -> Session:
-        runs.append(1)
-        return real_of(model, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(fallback.Session, "of", counted)
+    runs = count_sessions(monkeypatch)
     config = ConvertConfig(smoothquant="off", min_sqnr=60.0, max_float_layers=2)
     remembered = pipeline.convert(src, table, tmp_path / "a.onnx", config)
     with_memo = len(runs)
