@@ -1,43 +1,38 @@
-"""Typed, frozen configuration. CLI option names map 1:1 to fields; validated once in __post_init__."""
+"""Typed, frozen configuration. CLI option names map 1:1 to fields; validated once in __post_init__.
+How images become inputs lives in config.preprocessing (re-exported here); as_enum in config.base."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from quantkit.config.base import as_enum
+from quantkit.config.preprocessing import (
+    CROP_FRACTION,
+    LETTERBOX_PAD,
+    PRESETS,
+    ImageSelection,
+    Layout,
+    Preprocess,
+    PreprocessOptions,
+    Preset,
+    ResizeMode,
+)
 from quantkit.errors import ConfigError
 
-E = TypeVar("E", bound=Enum)
-
-
-class Preset(str, Enum):
-    """Named normalisations, in 0-255 pixel units."""
-
-    imagenet = "imagenet"
-    inception = "inception"
-    unit = "unit"
-    raw = "raw"
-
-
-PRESETS: dict[Preset, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    Preset.imagenet: ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
-    Preset.inception: ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
-    Preset.unit: ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)),
-    Preset.raw: ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
-
-
-class ResizeMode(str, Enum):
-    crop = "crop"  # shorter side to size/0.875, center crop
-    squash = "squash"  # resize to size, ignoring aspect ratio
-    letterbox = "letterbox"  # keep aspect ratio, pad with 114 at the bottom/right (YOLOX convention)
-
-
-class Layout(str, Enum):
-    NCHW = "NCHW"
-    NHWC = "NHWC"
+__all__ = [
+    "CROP_FRACTION",
+    "LETTERBOX_PAD",
+    "PRESETS",
+    "ImageSelection",
+    "Layout",
+    "Preprocess",
+    "PreprocessOptions",
+    "Preset",
+    "ResizeMode",
+]
 
 
 class CalibMethod(str, Enum):
@@ -70,115 +65,6 @@ class WeightRange(str, Enum):
 class Precision(str, Enum):
     int8 = "int8"
     fp16 = "fp16"
-
-
-def _enum(kind: type[E], value: object, option: str) -> E:
-    """value as a member of `kind` (members and their string values are accepted)."""
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(str(m.value) for m in kind)
-        raise ConfigError(f"{option} must be one of {choices}; got {value!r}") from None
-
-
-CROP_FRACTION = 0.875
-LETTERBOX_PAD = 114.0
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image file becomes one model input sample. Fully resolved: every field is known."""
-
-    height: int
-    width: int
-    channels: int = 3
-    layout: Layout = Layout.NCHW
-    mean: tuple[float, ...] = PRESETS[Preset.imagenet][0]
-    std: tuple[float, ...] = PRESETS[Preset.imagenet][1]
-    bgr: bool = False
-    resize: ResizeMode = ResizeMode.crop
-
-    def __post_init__(self) -> None:
-        if self.height < 1 or self.width < 1:
-            raise ConfigError(f"input size {self.height}x{self.width} is not positive; pass --input-size HxW")
-        if self.channels not in (1, 3):
-            raise ConfigError(f"models with {self.channels} input channels are not supported; use 1 or 3")
-        for label, values in (("mean", self.mean), ("std", self.std)):
-            if len(values) not in (1, self.channels):
-                raise ConfigError(
-                    f"--{label} has {len(values)} values but the model takes {self.channels} channel(s); "
-                    f"give 1 or {self.channels}"
-                )
-        if any(s == 0 for s in self.std):
-            raise ConfigError("--std has a zero; every std must be non-zero")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "height": self.height,
-            "width": self.width,
-            "channels": self.channels,
-            "layout": self.layout.value,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "bgr": self.bgr,
-            "resize": self.resize.value,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
-        try:
-            return cls(
-                height=int(data["height"]),
-                width=int(data["width"]),
-                channels=int(data["channels"]),
-                layout=Layout(data["layout"]),
-                mean=tuple(float(v) for v in data["mean"]),
-                std=tuple(float(v) for v in data["std"]),
-                bgr=bool(data["bgr"]),
-                resize=ResizeMode(data["resize"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"the recorded preprocessing is malformed ({exc}); recalibrate") from exc
-
-
-@dataclass(frozen=True)
-class PreprocessOptions:
-    """What the user asked for; the model's input fills in the rest (see images.resolve_preprocess)."""
-
-    preset: Preset = Preset.imagenet
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    bgr: bool = False
-    resize: ResizeMode = ResizeMode.crop
-    input_size: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        """Strings for the choices and lists for the numbers are accepted (the Python API)."""
-        object.__setattr__(self, "preset", _enum(Preset, self.preset, "--preset"))
-        object.__setattr__(self, "resize", _enum(ResizeMode, self.resize, "--resize"))
-        for name in ("mean", "std"):
-            values = getattr(self, name)
-            if values is not None:
-                object.__setattr__(self, name, tuple(float(v) for v in values))
-        if self.input_size is not None:
-            height, width = (int(v) for v in self.input_size)
-            object.__setattr__(self, "input_size", (height, width))
-
-
-@dataclass(frozen=True)
-class ImageSelection:
-    """Which images of a folder to use: all (sorted), or a seeded subset; never an image twice (asking
-    for more than the folder holds uses all of them, with a warning)."""
-
-    folder: Path
-    num_images: int | None = None
-    seed: int = 0
-    option: str = "--num-images"  # the flag that set num_images, for messages
-    files: tuple[Path, ...] | None = None  # a list of image files instead of all under folder (the API)
-
-    def __post_init__(self) -> None:
-        if self.num_images is not None and self.num_images < 1:
-            raise ConfigError(f"{self.option} must be at least 1, got {self.num_images}")
 
 
 @dataclass(frozen=True)
@@ -225,10 +111,10 @@ class ConvertConfig:
         return 63 if self.weight_range is WeightRange.reduced else 127  # qmath.params' two ranges
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "method", _enum(CalibMethod, self.method, "--method"))
-        object.__setattr__(self, "activations", _enum(ActivationType, self.activations, "--activations"))
-        object.__setattr__(self, "fallback", _enum(FallbackPrecision, self.fallback, "--fallback"))
-        object.__setattr__(self, "weight_range", _enum(WeightRange, self.weight_range, "--weight-range"))
+        object.__setattr__(self, "method", as_enum(CalibMethod, self.method, "--method"))
+        object.__setattr__(self, "activations", as_enum(ActivationType, self.activations, "--activations"))
+        object.__setattr__(self, "fallback", as_enum(FallbackPrecision, self.fallback, "--fallback"))
+        object.__setattr__(self, "weight_range", as_enum(WeightRange, self.weight_range, "--weight-range"))
         for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not 50.0 < self.percentile <= 100.0:
@@ -375,7 +261,7 @@ class AccuracyBudget:
     detector: DetectorHead | None = None  # how the head's boxes read; needed by the boxes metric
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "metric", _enum(BudgetMetric, self.metric, "--metric"))
+        object.__setattr__(self, "metric", as_enum(BudgetMetric, self.metric, "--metric"))
         if self.metric is BudgetMetric.boxes and self.detector is None:
             raise ConfigError("--metric boxes needs --detector yolo|yolox to read the boxes")
         if not 0.0 <= self.max_drop <= 100.0:
