@@ -166,6 +166,9 @@ class QuantPlan:
     rebalances: tuple[Rebalance, ...] = ()
     input_means: dict[str, np.ndarray] = field(default_factory=dict)  # node -> E[x] per input channel
     weight_qmax: int = 127  # weights on [-weight_qmax, weight_qmax]: 63 for CPUs whose int8 kernel saturates
+    # node -> its weight's integers chosen for the output error (qmath.rounding), in the weight's layout;
+    # the scales stay per-channel absmax / weight_qmax. Layers not here round to nearest.
+    rounded: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -209,3 +212,8 @@ class Corrections:
     sqnr_rebalanced_db: float | None
     sqnr_both_db: float | None
     dropped: bool = False
+    # error-compensating rounding (planner.rounding_plan), on top of the above: output SQNR rounding to
+    # nearest and with the chosen integers (None: --rounding nearest or nothing to round); layers kept so
+    rounded_layers: int = 0
+    sqnr_nearest_db: float | None = None
+    sqnr_rounded_db: float | None = None

@@ -27,6 +27,7 @@ from quantkit.config import (
     CalibMethod,
     FallbackPrecision,
     Precision,
+    Rounding,
     WeightRange,
 )
 from quantkit.errors import ConfigError
@@ -84,6 +85,14 @@ def convert(
             help="on: correct each bias for the mean shift of weight rounding E[(W_q - W) x].",
         ),
     ] = Switch.on,
+    rounding: Annotated[
+        Rounding,
+        typer.Option(
+            "--rounding",
+            help="compensated: choose each layer's int8 weights for its output error on the calibration "
+            "samples (GPTQ), kept where measured better; nearest: round each weight alone.",
+        ),
+    ] = Rounding.compensated,
     min_sqnr: Annotated[
         float | None,
         typer.Option(
@@ -229,6 +238,7 @@ def convert(
         quantize_attention_matmul=quantize_attention_matmul,
         smoothquant=smoothquant,
         bias_correction=bias_correction is Switch.on,
+        rounding=rounding,
         min_sqnr=ConvertConfig.min_sqnr if min_sqnr is None else min_sqnr,
         max_float_layers=max_float_layers,
         compact=compact,
@@ -263,6 +273,7 @@ INT8_ONLY = (
     "activations",
     "smoothquant",
     "bias_correction",
+    "rounding",
     "quantize_attention_matmul",
     "weight_range",
     "fallback",

@@ -62,6 +62,13 @@ class WeightRange(str, Enum):
     reduced = "reduced"  # [-63, 63]: any x86 CPU, with or without VNNI
 
 
+class Rounding(str, Enum):
+    """How the int8 weights are chosen on their per-channel grid (planner.rounding_plan)."""
+
+    compensated = "compensated"  # for the layer's output error on the samples (GPTQ), where measured better
+    nearest = "nearest"  # each weight to its nearest step
+
+
 class Precision(str, Enum):
     int8 = "int8"
     fp16 = "fp16"
@@ -94,6 +101,7 @@ class ConvertConfig:
     quantize_attention_matmul: bool = False
     smoothquant: str = "auto"  # "auto", "off", or a fixed alpha in (0, 1)
     bias_correction: bool = True
+    rounding: Rounding = Rounding.compensated
     # Keep layers float until the output SQNR on the table's samples reaches this (0: never). Healthy INT8
     # models measure 17-34 dB here; below 12 dB a model is broken (YOLOX-Nano: 8.6 dB, 55 % of detections).
     min_sqnr: float = 12.0
@@ -115,6 +123,7 @@ class ConvertConfig:
         object.__setattr__(self, "activations", as_enum(ActivationType, self.activations, "--activations"))
         object.__setattr__(self, "fallback", as_enum(FallbackPrecision, self.fallback, "--fallback"))
         object.__setattr__(self, "weight_range", as_enum(WeightRange, self.weight_range, "--weight-range"))
+        object.__setattr__(self, "rounding", as_enum(Rounding, self.rounding, "--rounding"))
         for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not 50.0 < self.percentile <= 100.0:
@@ -148,6 +157,7 @@ class ConvertConfig:
             "quantize_attention_matmul": self.quantize_attention_matmul,
             "smoothquant": self.smoothquant,
             "bias_correction": self.bias_correction,
+            "rounding": self.rounding.value,
             "min_sqnr": self.min_sqnr,
             "max_float_layers": self.max_float_layers,
             "concat_range_ratio": self.concat_range_ratio,

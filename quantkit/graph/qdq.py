@@ -21,7 +21,14 @@ from onnx import helper, numpy_helper
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, topological_order
 from quantkit.graph.smoothquant_rewrite import apply_rebalances
-from quantkit.qmath.params import WEIGHT_QMAX, asymmetric_params, bias_int32, quantize, weight_with_error
+from quantkit.qmath.params import (
+    WEIGHT_QMAX,
+    asymmetric_params,
+    bias_int32,
+    dequantize,
+    quantize,
+    weight_with_error,
+)
 from quantkit.results import QuantParams, QuantPlan, WeightPlan
 
 
@@ -122,7 +129,15 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
     activations = dict(sorted({**plan.activations, **inserted}.items()))
     for weight in sorted(plan.weights, key=lambda w: (w.kind == "bias", w.node, w.input_index)):
         _quantize_constant_input(
-            rewriter, index, nodes[weight.node], weight, activations, plan.input_means, memo, plan.weight_qmax
+            rewriter,
+            index,
+            nodes[weight.node],
+            weight,
+            activations,
+            plan.input_means,
+            memo,
+            plan.weight_qmax,
+            plan.rounded.get(weight.node),
         )
     for tensor, params in activations.items():
         if index.is_constant(tensor):
@@ -262,9 +277,11 @@ def _quantize_constant_input(
     input_means: dict[str, np.ndarray] | None = None,
     memo: WeightMemo | None = None,
     qmax: int = WEIGHT_QMAX,
+    rounded: np.ndarray | None = None,
 ) -> None:
     """Quantize one constant input of `node`; a bias is first corrected by the weights' rounding shift
-    E[(W_q - W) x] where the input's per-channel means are known (input_means)."""
+    E[(W_q - W) x] where the input's per-channel means are known (input_means). rounded: the weight's
+    integers where the plan chose them (else round to nearest), on the same per-channel scales."""
     source = node.input[weight.input_index]  # the rebalanced copy, where there is one
     value = index.constant(source)
     assert value is not None, source
@@ -277,6 +294,8 @@ def _quantize_constant_input(
             else weight_with_error(value, weight.axis, qmax)
         )
         q, scale, rewriter.weight_errors[node.name] = found
+        if rounded is not None:
+            q, rewriter.weight_errors[node.name] = rounded, rounded_error(value, rounded, scale, weight.axis)
         rewriter.weight_scales[node.name] = scale
         params = QuantParams(scale, np.zeros(scale.shape, np.int8), weight.axis)
     elif weight.kind == "bias":
@@ -295,6 +314,11 @@ def _quantize_constant_input(
         q = quantize(value.astype(np.float32), params.scale, params.zero_point, str(params.dtype))
     q_name = rewriter.add_initializer(f"{base}_quantized", q)
     node.input[weight.input_index] = rewriter.dequantize_node(base, q_name, params)
+
+
+def rounded_error(value: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+    """DQ(q) - value as float64; value, q: the weight's shape, scale [C] along axis."""
+    return dequantize(q, scale, np.zeros(scale.shape, np.int8), axis) - value.astype(np.float64)
 
 
 def rounding_shift(

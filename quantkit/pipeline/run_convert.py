@@ -45,8 +45,9 @@ from quantkit.planner import budget_search as budget_search
 from quantkit.planner import fallback
 from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
+from quantkit.planner import rounding_plan as rounding
 from quantkit.planner import smoothquant_search as smoothing
-from quantkit.results import CalibrationTable, FallbackStep, QuantPlan
+from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan
 from quantkit.runtime import Session, int8_saturates
 
 
@@ -75,13 +76,23 @@ def convert(
     reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
     measured = fallback.SqnrMemo()  # models built again (the floor's second search) are not run again
     alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache, measured)
-    spread = Spread(parallel, inferred, table_path, reference, alphas)
+    rounded, nearest_db, rounded_db = rounding.resolve(
+        inferred, table, config, alphas, reference, cache, measured
+    )
+    if nearest_db is not None:
+        corrections = dataclasses.replace(
+            corrections or Corrections({}, nearest_db, None, None, None),
+            sqnr_nearest_db=nearest_db,
+            sqnr_rounded_db=rounded_db,
+            rounded_layers=len(rounded),
+        )
+    spread = Spread(parallel, inferred, table_path, reference, alphas, rounded)
     if budget is not None:
         plan, budget_report = _search_budget(
             inferred, table, config, budget, progress, alphas, cache, reference, spread
         )
     elif config.min_sqnr == 0:
-        plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas)
+        plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas, rounded=rounded)
     else:
         start_db, plan, steps = _search_fallback(
             inferred, table, config, progress, alphas, cache, reference, measured, spread
@@ -184,13 +195,23 @@ def _search_budget(
         budget.detector,
         (preprocess.height, preprocess.width),
     )
-    base = make_plan(model, table, config, range_cache=cache, alphas=alphas)
+    rounded = spread.rounded
+    base = make_plan(model, table, config, range_cache=cache, alphas=alphas, rounded=rounded)
     layers = [n.name for n in model.graph.node if n.name in base.quantized_nodes and n.op_type in COMPUTE_OPS]
     advance = progress("ranking layers by output recovery", len(layers))
     runs = len(sample_reference)  # the ranking measures every sample: no screening
     with spread.trials(config) as many:
         scores = fallback.layer_recovery(
-            model, table, config, sample_reference, base, advance, cache, alphas, many=many and many(runs)
+            model,
+            table,
+            config,
+            sample_reference,
+            base,
+            advance,
+            cache,
+            alphas,
+            many=many and many(runs),
+            rounded=rounded,
         )
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     plans: dict[tuple[str, ...], QuantPlan] = {}
@@ -202,7 +223,9 @@ def _search_budget(
 
         def drop_of(kept: tuple[str, ...]) -> float:
             keep = dict.fromkeys(kept, why)
-            plans[kept] = make_plan(model, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
+            plans[kept] = make_plan(
+                model, table, config, keep_float=keep, range_cache=cache, alphas=alphas, rounded=rounded
+            )
             candidate = _quantized_model(model, plans[kept], config)
             if isinstance(pool, InProcess):
                 return validator.drop(Session.of(candidate, threads))
@@ -263,6 +286,7 @@ def _search_fallback(
             reference,
             measured,
             many,
+            spread.rounded,
         )
     return start, plan, steps
 

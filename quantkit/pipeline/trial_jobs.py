@@ -1,10 +1,10 @@
 """convert's --min-sqnr search (and --max-drop's ranking) on workers: one job per trial, the INT8 model
 that keeps a set of layers float, measured on the table's samples.
 
-A worker builds the trial itself from what it was sent once (the prepared model, the table's two files
-and FP32's outputs on the samples), with the same planner.fallback.Trials the driver uses, so a trial's
-SQNR is the one process's and the search takes the same path, keeps the same layers and writes the same
-model for any number of workers.
+A worker builds the trial itself from what it was sent once (the prepared model, the table's two files,
+FP32's outputs on the samples and the integers planner.rounding_plan chose), with the same
+planner.fallback.Trials the driver uses, so a trial's SQNR is the one process's and the search takes the
+same path, keeps the same layers and writes the same model for any number of workers.
 """
 
 from __future__ import annotations
@@ -58,6 +58,18 @@ def reference_bytes(reference: Reference) -> bytes:
     return buffer.getvalue()
 
 
+def arrays_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """Named arrays as one .npz, in name order."""
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **dict(sorted(arrays.items())))
+    return buffer.getvalue()
+
+
+def _arrays_of(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
 def _reference_of(blob: bytes) -> Reference:
     runs: dict[int, dict[str, np.ndarray]] = {}
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
@@ -79,7 +91,8 @@ def run_trial(shared: Shared, job: TrialJob, progress: Callable[[int], None] | N
         table = table_io.loads(blob_of(shared[1]), blob_of(shared[2]))
         reference = _reference_of(blob_of(shared[3]))
         alphas = dict(job.alphas) if job.alphas is not None else None
-        _STATE[state] = Trials.of(model, table, job.config, reference, job.runs, alphas, job.threads)
+        rounded = _arrays_of(blob_of(shared[4]))
+        _STATE[state] = Trials.of(model, table, job.config, reference, job.runs, alphas, job.threads, rounded)
     trials = _STATE[state]
     return trials.full(job.keep) if job.full else trials.screen(job.keep)
 
@@ -96,8 +109,14 @@ class PooledTrials:
         reference: Reference,
         config: ConvertConfig,
         alphas: Mapping[str, float] | None,
+        rounded: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        self.blobs = [sendable(model, "the model", "searched"), *table_files, reference_bytes(reference)]
+        self.blobs = [
+            sendable(model, "the model", "searched"),
+            *table_files,
+            reference_bytes(reference),
+            arrays_bytes(rounded or {}),
+        ]
         self.key = blobs_key(self.blobs)
         self.pool: Pool = pool_for(parallel)
         self.threads = threads_per_worker(parallel.threads, parallel.workers)
@@ -137,9 +156,10 @@ class Spread:
         table_path: Path,
         reference: Reference,
         alphas: Mapping[str, float] | None,
+        rounded: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.parallel, self.model, self.table_path = parallel, model, table_path
-        self.reference, self.alphas = reference, alphas
+        self.reference, self.alphas, self.rounded = reference, alphas, rounded
 
     @contextmanager
     def trials(self, config: ConvertConfig) -> Iterator[Callable[[int], MeasureMany] | None]:
@@ -148,5 +168,8 @@ class Spread:
             yield None
             return
         files = (self.table_path.read_bytes(), table_io.arrays_path(self.table_path).read_bytes())
-        with PooledTrials(self.parallel, self.model, files, self.reference, config, self.alphas) as pooled:
+        pooled = PooledTrials(
+            self.parallel, self.model, files, self.reference, config, self.alphas, self.rounded
+        )
+        with pooled:
             yield pooled.measure

@@ -140,6 +140,7 @@ def plan_record(plan: QuantPlan, corrections: Corrections | None) -> dict[str, A
             {"tensor": r.tensor, "alpha": r.alpha, "folded_into": r.producer} for r in plan.rebalances
         ],
         "bias_corrected_layers": len(plan.input_means),
+        "rounded_layers": len(plan.rounded),
     }
     if corrections is not None:
         record["calibration_sqnr_db"] = {
@@ -147,6 +148,8 @@ def plan_record(plan: QuantPlan, corrections: Corrections | None) -> dict[str, A
             "bias_correction": corrections.sqnr_corrected_db,
             "rebalancing": corrections.sqnr_rebalanced_db,
             "both": corrections.sqnr_both_db,
+            "rounding_nearest": corrections.sqnr_nearest_db,
+            "rounding_compensated": corrections.sqnr_rounded_db,
         }
     return record
 

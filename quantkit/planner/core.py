@@ -15,12 +15,14 @@ The rules, in order:
 6. Ranges: the configured method over each tensor's histogram (planner.range_plan); then outlier channels are
    rebalanced (planner.smoothquant_plan: where, and where 1/s goes; the alphas under auto are measured by
    planner.smoothquant_search) and each biased layer gets its input's channel means for bias correction.
+   Weights round to nearest unless the caller passes integers chosen for them (planner.rounding_plan).
 7. A compute op whose int8 kernel would not pay for the Q/DQ passes it needs stays float (planner.payoff).
 Model outputs stay float. Layers the accuracy fallback keeps float arrive as keep_float.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -61,6 +63,7 @@ def plan(
     keep_float: dict[str, str] | None = None,
     range_cache: dict[str, tuple[float, float]] | None = None,
     alphas: Mapping[str, float] | None = None,
+    rounded: Mapping[str, np.ndarray] | None = None,
 ) -> QuantPlan:
     """model: opset >= 13, every node named, shapes inferred.
 
@@ -70,12 +73,17 @@ def plan(
     range_cache: select_range results to reuse (and fill) across plans of one model, table and config.
     alphas: under --smoothquant auto, the activations to rebalance and how (planner.smoothquant_search
     measures them); a fixed alpha rebalances every candidate; off, none.
+    rounded: node -> its weight's integers (planner.rounding_plan), used where the node is quantized.
     """
     state, activations, rebalancer = _decide(model, table, config, keep_float, range_cache)
     rebalances = rebalancer.chosen(alphas)
     for rebalance in rebalances:
         _apply_rebalance_decision(state, activations, rebalance)
-    return _plan_of(state, activations, rebalances)
+    decided = _plan_of(state, activations, rebalances)
+    if not rounded:
+        return decided
+    kept = {n: q for n, q in rounded.items() if n in decided.quantized_nodes}
+    return dataclasses.replace(decided, rounded=kept)
 
 
 def smoothing_candidates(

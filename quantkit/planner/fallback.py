@@ -131,6 +131,7 @@ def layer_recovery(
     memo: WeightMemo | None = None,
     measured: SqnrMemo | None = None,
     many: MeasureMany | None = None,
+    rounded: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """node -> output SQNR with only that layer (and its input path) kept float; base_plan quantizes all.
     many: measures them all as one batch elsewhere (Trials.full of each, on workers)."""
@@ -146,7 +147,8 @@ def layer_recovery(
         return found
     scores = {}
     for node in nodes:
-        trial = plan(model, table, config, keep_float={node: "measuring"}, range_cache=cache, alphas=alphas)
+        keep = {node: "measuring"}
+        trial = plan(model, table, config, keep_float=keep, range_cache=cache, alphas=alphas, rounded=rounded)
         scores[node] = output_sqnr(apply_plan(model, trial, memo), reference, samples, measured)
         if progress is not None:
             progress(1)
@@ -227,6 +229,7 @@ class Trials:
     scores: dict[tuple[bool, frozenset[str]], float] = field(default_factory=dict)
     threads: int = 0
     many: MeasureMany | None = None
+    rounded: Mapping[str, np.ndarray] | None = None
 
     @classmethod
     def of(
@@ -238,16 +241,27 @@ class Trials:
         runs: int,
         alphas: Mapping[str, float] | None,
         threads: int = 0,
+        rounded: Mapping[str, np.ndarray] | None = None,
     ) -> Trials:
         """A worker's Trials: fresh caches, the table's samples."""
         assert table.samples is not None
         return cls(
-            model, table, config, reference, table.samples, SqnrMemo(), runs, {}, alphas, threads=threads
+            model,
+            table,
+            config,
+            reference,
+            table.samples,
+            SqnrMemo(),
+            runs,
+            {},
+            alphas,
+            threads=threads,
+            rounded=rounded,
         )
 
     def build(self, keep: Iterable[str]) -> onnx.ModelProto:
         keep_float = dict.fromkeys(keep, "measuring")
-        trial = plan(self.model, self.table, self.config, keep_float, self.cache, self.alphas)
+        trial = plan(self.model, self.table, self.config, keep_float, self.cache, self.alphas, self.rounded)
         return apply_plan(self.model, trial, self.memo)
 
     def full(self, keep: Iterable[str]) -> float:
@@ -297,25 +311,27 @@ def search(
     reference: list[dict[str, np.ndarray]] | None = None,
     measured: SqnrMemo | None = None,
     many: Callable[[int], MeasureMany] | None = None,
+    rounded: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[QuantPlan, list[FallbackStep], float]:
     """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan;
     reference: its outputs on table.samples where the caller has them already; measured: trials measured
     by an earlier search on the same model, reference and samples; many: given the screening runs, a
-    MeasureMany that measures batches of trials elsewhere (pipeline.trial_jobs, on workers).
+    MeasureMany that measures batches of trials elsewhere (pipeline.trial_jobs, on workers); rounded:
+    the weights' integers where planner.rounding_plan chose them.
 
     Each round screens the remaining layers on top of those already float (_screen), measures the best
     few on every sample and keeps the best, until the output SQNR on the samples reaches target_db,
     max_layers are float, or no layer helps. progress: advanced once per layer the first round settles.
     """
     if table.samples is None or feed_rows(table.samples) == 0:
-        return plan(model, table, config, alphas=alphas), [], float("nan")
+        return plan(model, table, config, alphas=alphas, rounded=rounded), [], float("nan")
     samples = table.samples
     reference = measured_reference(model, samples) if reference is None else reference
     cache = {} if cache is None else cache
-    current = plan(model, table, config, range_cache=cache, alphas=alphas)
+    current = plan(model, table, config, range_cache=cache, alphas=alphas, rounded=rounded)
     measured = SqnrMemo() if measured is None else measured
     runs = screening_runs(model, table, reference)
-    trials = Trials(model, table, config, reference, samples, measured, runs, cache, alphas)
+    trials = Trials(model, table, config, reference, samples, measured, runs, cache, alphas, rounded=rounded)
     trials.many = many(runs) if many is not None else None
     base = output_sqnr(apply_plan(model, current, trials.memo), reference, samples, measured)
     trials.scores[True, frozenset()] = base
@@ -342,7 +358,9 @@ def search(
         score = best[0]
         steps.append(FallbackStep(best[1], _op_type(model, best[1]), score))
     if kept:
-        current = plan(model, table, config, keep_float=kept, range_cache=cache, alphas=alphas)
+        current = plan(
+            model, table, config, keep_float=kept, range_cache=cache, alphas=alphas, rounded=rounded
+        )
     return current, steps, base
 
 

@@ -162,6 +162,16 @@ def _corrections_text(summary: ConvertSummary) -> Text:
     text.append(", ".join(f"{label} {decibels(value)}" for label, value in steps) + "\n")
     if c.dropped:
         text.append("--smoothquant auto: rebalancing measured no better at the output; none kept\n")
+    if c.sqnr_nearest_db is not None and c.sqnr_rounded_db is not None:
+        measured = (
+            f"{decibels(c.sqnr_nearest_db)} rounding to nearest, {decibels(c.sqnr_rounded_db)} compensated"
+        )
+        if c.rounded_layers:
+            text.append(
+                f"weights rounded for their layer's output error in {c.rounded_layers} layers ({measured})\n"
+            )
+        else:
+            text.append(f"compensated rounding measured no better ({measured}); weights rounded to nearest\n")
     return text
 
 
