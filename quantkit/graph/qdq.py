@@ -25,8 +25,8 @@ from quantkit.qmath.params import (
     WEIGHT_QMAX,
     asymmetric_params,
     bias_int32,
-    dequantize,
     quantize,
+    weight_error,
     weight_with_error,
 )
 from quantkit.results import QuantParams, QuantPlan, WeightPlan
@@ -295,7 +295,7 @@ def _quantize_constant_input(
         )
         q, scale, rewriter.weight_errors[node.name] = found
         if rounded is not None:
-            q, rewriter.weight_errors[node.name] = rounded, rounded_error(value, rounded, scale, weight.axis)
+            q, rewriter.weight_errors[node.name] = rounded, weight_error(value, rounded, scale, weight.axis)
         rewriter.weight_scales[node.name] = scale
         params = QuantParams(scale, np.zeros(scale.shape, np.int8), weight.axis)
     elif weight.kind == "bias":
@@ -314,11 +314,6 @@ def _quantize_constant_input(
         q = quantize(value.astype(np.float32), params.scale, params.zero_point, str(params.dtype))
     q_name = rewriter.add_initializer(f"{base}_quantized", q)
     node.input[weight.input_index] = rewriter.dequantize_node(base, q_name, params)
-
-
-def rounded_error(value: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
-    """DQ(q) - value as float64; value, q: the weight's shape, scale [C] along axis."""
-    return dequantize(q, scale, np.zeros(scale.shape, np.int8), axis) - value.astype(np.float64)
 
 
 def rounding_shift(

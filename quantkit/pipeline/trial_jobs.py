@@ -66,16 +66,16 @@ def arrays_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def _arrays_of(blob: bytes) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, in the order they were written."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         return {key: npz[key] for key in npz.files}
 
 
 def _reference_of(blob: bytes) -> Reference:
     runs: dict[int, dict[str, np.ndarray]] = {}
-    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-        for key in npz.files:  # written in order: runs, and tensors within a run, keep it
-            run, name = key.split("/", 1)
-            runs.setdefault(int(run), {})[name] = npz[key]
+    for key, value in _arrays_of(blob).items():  # written in order: runs, and tensors within a run, keep it
+        run, name = key.split("/", 1)
+        runs.setdefault(int(run), {})[name] = value
     return [runs[k] for k in sorted(runs)]
 
 

@@ -88,20 +88,24 @@ def resolve(
     if config.rounding is Rounding.nearest or table.samples is None:
         return {}, None, None
     base = make_plan(model, table, config, range_cache=cache, alphas=alphas)
-    rounded = compensated(model, base, table.samples)
+    quantized = apply_plan(model, base)
+    rounded = compensated(model, base, table.samples, quantized)
     if not rounded:
         return {}, None, None
-    nearest = output_sqnr(apply_plan(model, base), reference, table.samples, memo)
+    nearest = output_sqnr(quantized, reference, table.samples, memo)
     chosen = dataclasses.replace(base, rounded=rounded)
     after = output_sqnr(apply_plan(model, chosen), reference, table.samples, memo)
     return (rounded if after >= nearest else {}), nearest, after
 
 
-def compensated(model: onnx.ModelProto, plan: QuantPlan, samples: Feed) -> dict[str, np.ndarray]:
-    """node -> int8 weight (its layout) for each layer that saw enough rows; plan: made for `model`."""
+def compensated(
+    model: onnx.ModelProto, plan: QuantPlan, samples: Feed, quantized: onnx.ModelProto | None = None
+) -> dict[str, np.ndarray]:
+    """node -> int8 weight (its layout) for each layer that saw enough rows; plan: made for `model`;
+    quantized: apply_plan(model, plan) where the caller has it already."""
     index = GraphIndex(model)
     layers = _layers(index, plan)
-    quantized = apply_plan(model, plan)
+    quantized = apply_plan(model, plan) if quantized is None else quantized
     feeds = {n.name: n.input[0] for n in quantized.graph.node if n.name in layers}
     found: dict[str, np.ndarray] = {}
     for chunk in _chunks(layers):
@@ -125,10 +129,13 @@ def _layers(index: GraphIndex, plan: QuantPlan) -> dict[str, Layer]:
         node = index.by_name[weight.node]
         if weight.kind != "weight" or weight.input_index != 1 or weight.axis is None:
             continue
-        if node.name not in plan.quantized_nodes or not _supported(index, node, weight.axis):
-            continue
         value = index.constant(node.input[1])
-        assert value is not None
+        if (
+            node.name not in plan.quantized_nodes
+            or value is None
+            or not _supported(index, node, value, weight.axis)
+        ):
+            continue
         if node.name in scales:
             value = input_scaled_weight(index, node, scales[node.name])
         groups = int(index.attribute(node, "group", 1)) if node.op_type == "Conv" else 1  # type: ignore[call-overload]
@@ -137,10 +144,7 @@ def _layers(index: GraphIndex, plan: QuantPlan) -> dict[str, Layer]:
     return layers
 
 
-def _supported(index: GraphIndex, node: onnx.NodeProto, axis: int) -> bool:
-    weight = index.constant(node.input[1])
-    if weight is None:
-        return False
+def _supported(index: GraphIndex, node: onnx.NodeProto, weight: np.ndarray, axis: int) -> bool:
     if node.op_type == "Conv":
         auto_pad = index.attribute(node, "auto_pad", "NOTSET")
         return weight.ndim == 4 and axis == 0 and auto_pad in ("NOTSET", b"NOTSET")

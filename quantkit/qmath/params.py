@@ -94,8 +94,12 @@ def weight_with_error(
     value: float [..., C (at axis), ...]. Returns (q int8 as value, scale float32 [C], DQ(q) - value as
     float64, value's shape)."""
     q, scale = per_channel_weight(value.astype(np.float32), axis, qmax)
-    error = dequantize(q, scale, np.zeros(scale.shape, np.int8), axis) - value.astype(np.float64)
-    return q, scale, error
+    return q, scale, weight_error(value, q, scale, axis)
+
+
+def weight_error(value: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+    """DQ(q) - value as float64, for per-channel int8 q on `scale` [C] along axis; value, q: same shape."""
+    return dequantize(q, scale, np.zeros(scale.shape, np.int8), axis) - value.astype(np.float64)
 
 
 def bias_int32(
