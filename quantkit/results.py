@@ -95,6 +95,15 @@ class CalibrationTable:
     def model_sha256(self) -> str:
         return str(self.meta.get("model_sha256", ""))
 
+    @property
+    def samples_seen(self) -> int:
+        """Images (or arrays) the statistics were gathered over; 0 where the table does not say."""
+        for key in ("images", "inputs"):
+            entry = self.meta.get(key)
+            if isinstance(entry, dict) and isinstance(entry.get("count"), int):
+                return int(entry["count"])
+        return 0
+
 
 @dataclass(frozen=True)
 class QuantParams:

@@ -65,10 +65,13 @@ def output_agreement(
     return sqnr_db(signal, noise), agree / max(total, 1)
 
 
-def optimized_graph(path: Path, tmp: Path) -> onnx.ModelProto:
-    """The graph onnxruntime runs after its QDQ fusions (extended level: no layout-specific rewrites)."""
+def optimized_graph(
+    path: Path, tmp: Path, level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+) -> onnx.ModelProto:
+    """The graph onnxruntime runs after its QDQ fusions (by default the extended level: no layout-specific
+    rewrites; ORT_ENABLE_ALL adds them, NhwcMaxPool among them)."""
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.graph_optimization_level = level
     options.optimized_model_filepath = str(tmp / "optimized.onnx")
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return onnx.load(str(tmp / "optimized.onnx"))

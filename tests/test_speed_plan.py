@@ -11,7 +11,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from quantkit.graph.prepare import prepare
-from tests.conftest import conv_params, make_model, rng
+from tests.conftest import SIZE, conv_params, make_model, rng
 from tests.helpers import op_counts, optimized_graph, output_sqnr, quantize
 
 N = helper.make_node
@@ -91,9 +91,12 @@ def test_a_constant_that_is_not_per_channel_is_left_alone() -> None:
     assert op_counts(prepared.model)["Mul"] == 1
 
 
-def _chain(layers: list[tuple[int, int, int]], between: str | None) -> onnx.ModelProto:
-    """x [N, c0, 16, 16] -> Conv(c_in -> c_out, k x k) [-> `between` op] ... -> y. layers: (c_in, c_out,
-    k); `between` (PRelu, or None for nothing) after every Conv."""
+def _chain(
+    layers: list[tuple[int, int, int]], between: str | None, size: int = 16, pool_after: int | None = None
+) -> onnx.ModelProto:
+    """x [N, c0, size, size] -> Conv(c_in -> c_out, k x k) [-> `between` op] ... -> y. layers: (c_in,
+    c_out, k); `between` (PRelu, or None for nothing) after every Conv; a 2x2/2 MaxPool after layer
+    `pool_after`."""
     nodes, inits, x = [], {}, "x"
     for i, (c_in, c_out, k) in enumerate(layers):
         p = conv_params(c_out, c_in, k, seed=10 + i)
@@ -104,16 +107,20 @@ def _chain(layers: list[tuple[int, int, int]], between: str | None) -> onnx.Mode
             inits[f"slope{i}"] = np.full((c_out, 1, 1), 0.25, np.float32)
             nodes.append(N(between, [x, f"slope{i}"], [f"a{i}"], name=f"act{i}"))
             x = f"a{i}"
+        if i == pool_after:
+            nodes.append(N("MaxPool", [x], [f"p{i}"], name=f"pool{i}", kernel_shape=[2, 2], strides=[2, 2]))
+            x = f"p{i}"
     nodes.append(N("Identity", [x], ["y"], name="out"))
-    return make_model(nodes, inits, input_shape=("N", layers[0][0], 16, 16))
+    return make_model(nodes, inits, input_shape=("N", layers[0][0], size, size))
 
 
 def test_a_thin_layer_between_float_ops_stays_float(tmp_path: Path, image_dir: Path) -> None:
     """mtcnn_pnet: Convs between PRelus (no integer kernel) pay a Q pass in and a DQ pass out. A 3->8 3x3
     Conv does 27 multiply-adds per output for 3 + 8 elements converted (20 per element): int8 ran it
     0.7x FP32 with them. An 8->16 3x3 Conv does 72 * 16 / (8 + 16) = 48: float too. The last layer,
-    16->16 3x3 (144 * 16 / (16 + 16) = 72), stays integer."""
-    model = _chain([(3, 8, 3), (8, 16, 3), (16, 16, 3)], "PRelu")
+    16->16 3x3 at 64x64 (144 * 16 * 4096 / ((16 + 16) * 4096 + 2 passes * 3000) = 69), stays integer;
+    at 16x16 the passes' fixed cost would keep it float too (42)."""
+    model = _chain([(3, 8, 3), (8, 16, 3), (16, 16, 3)], "PRelu", size=64)
     summary, out = quantize(model, tmp_path, image_dir)
     assert set(summary.plan.quantized_nodes) == {"conv2"}
     reasons = {s.node: s.reason for s in summary.plan.skipped}
@@ -131,3 +138,50 @@ def test_a_thin_layer_between_integer_layers_stays_integer(tmp_path: Path, image
     summary, out = quantize(model, tmp_path, image_dir)
     assert set(summary.plan.quantized_nodes) == {f"conv{i}" for i in range(5)}
     assert op_counts(optimized_graph(out, tmp_path))["QLinearConv"] == 5
+
+
+def test_a_layer_behind_a_pool_on_float_data_stays_float(tmp_path: Path, image_dir: Path) -> None:
+    """mtcnn_onet: float Conv -> PRelu -> MaxPool -> int8 Conv. onnxruntime moves the Conv's Q node above
+    the pool and, the data not being channels-last, runs it as a uint8 NCHW MaxPool, about 10x a float
+    pool (0.73x FP32 for the model). conv1, 16->64 5x5 at 32x32, alone does 400 * 65536 / (65536 in +
+    65536 out + 2 passes * 3000) = 191 multiply-adds per converted element; the pool's 16384 outputs x 4
+    window reads x 8 bring it to 40: float."""
+    model = _chain([(3, 16, 3), (16, 64, 5)], "PRelu", size=64, pool_after=0)
+    summary, out = quantize(model, tmp_path, image_dir)
+    assert not summary.plan.quantized_nodes
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert "would not pay" in reasons["conv0"]
+    assert "the MaxPool before it would run onnxruntime's slow NCHW uint8 kernel" in reasons["conv1"]
+    assert op_counts(onnx.load(str(out)))["QuantizeLinear"] == 0
+
+
+def test_a_pool_on_integer_conv_data_keeps_its_reader_integer(tmp_path: Path, image_dir: Path) -> None:
+    """The same chain with a first Conv worth int8 (3->16 7x7: 147 multiply-adds per output): its
+    output is channels-last, onnxruntime pools it with NhwcMaxPool through the float PRelu, and conv1 stays
+    int8."""
+    model = _chain([(3, 16, 7), (16, 64, 5)], "PRelu", size=64, pool_after=0)
+    summary, out = quantize(model, tmp_path, image_dir)
+    assert set(summary.plan.quantized_nodes) >= {"conv0", "conv1"}
+    fused = op_counts(optimized_graph(out, tmp_path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL))
+    assert fused["NhwcMaxPool"] == 1 and "MaxPool" not in fused
+
+
+def test_a_bias_add_counts_as_part_of_its_layer(tmp_path: Path, image_dir: Path) -> None:
+    """mtcnn_rnet: Flatten -> MatMul 768->64 -> Add(bias) -> PRelu. The bias Add is integer only because
+    the MatMul is; counted as the MatMul's own, its output is what a DQ converts back: 768 * 64 / (768 +
+    64 + 2 passes * 3000) = 7 multiply-adds per converted element, float (0.97x FP32 as int8)."""
+    g = rng(5)
+    inits = {
+        "w": g.normal(0, 0.05, (3 * SIZE * SIZE, 64)).astype(np.float32),
+        "b": g.normal(0, 0.1, (64,)).astype(np.float32),
+        "slope": np.full((64,), 0.25, np.float32),
+    }
+    nodes = [
+        N("Flatten", ["x"], ["f"], name="flatten"),
+        N("MatMul", ["f", "w"], ["m"], name="dense"),
+        N("Add", ["m", "b"], ["a"], name="bias"),
+        N("PRelu", ["a", "slope"], ["y"], name="act"),
+    ]
+    summary, _ = quantize(make_model(nodes, inits), tmp_path, image_dir)
+    assert not summary.plan.quantized_nodes
+    assert "would not pay" in {s.node: s.reason for s in summary.plan.skipped}["dense"]

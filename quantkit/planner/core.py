@@ -53,7 +53,7 @@ from quantkit.results import (
     Skip,
 )
 
-MAX_PAYOFF_ROUNDS = 4
+MAX_PAYOFF_ROUNDS = 16  # each round can leave the next layer of a chain without an integer writer
 
 
 def plan(

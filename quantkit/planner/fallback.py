@@ -23,7 +23,6 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import onnx
@@ -169,7 +168,7 @@ def screening_runs(model: onnx.ModelProto, table: CalibrationTable, reference: S
 def macs_per_sample(model: onnx.ModelProto, table: CalibrationTable) -> float | None:
     """Multiply-adds of the linear layers with constant weights for one sample, from the element counts
     of their outputs in the table (whatever size the model ran at); None without a count of samples."""
-    seen = _samples_seen(table.meta)
+    seen = table.samples_seen
     if not seen:
         return None
     index, total = GraphIndex(model), 0.0
@@ -181,14 +180,6 @@ def macs_per_sample(model: onnx.ModelProto, table: CalibrationTable) -> float | 
         if weight is not None and stats is not None and weight.ndim >= 1:
             total += _reduction(node, weight, index) * float(stats.count)
     return total / seen
-
-
-def _samples_seen(meta: Mapping[str, Any]) -> int:
-    for key in ("images", "inputs"):
-        entry = meta.get(key)
-        if isinstance(entry, Mapping) and isinstance(entry.get("count"), int):
-            return int(entry["count"])
-    return 0
 
 
 def _reduction(node: onnx.NodeProto, weight: np.ndarray, index: GraphIndex) -> float:

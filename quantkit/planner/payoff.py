@@ -8,14 +8,25 @@ float NCHWc Conv on AVX2 without VNNI) and the conversions come on top. Measured
 that CPU (1 thread, float/int8 time): 3->10 3x3 0.25x, 10->16 3x3 0.84x, 8->8 3x3 0.69x, 64->64 1x1
 0.98x, 16->16 3x3 1.58x, 16->32 3x3 1.21x, 64->64 3x3 2.2x. The rule keeps a layer float when
 
-    intensity = K * elements(output) / (elements converted if int8 - elements converted if float)
+    intensity = K * elements(output) / (elements converted if int8 - elements converted if float
+                                        + PASS_ELEMENTS * (passes if int8 - passes if float))
 
 is below MIN_INTENSITY, with K its multiply-adds per output element and the element counts read from
 the calibration statistics (the same images for every tensor). Float converts too where the layer sits
 beside integer ops (a DQ of an integer input, a Q of an output integer ops read): a thin layer between
 integer layers, or one writing a model output from an integer input, converts no more as int8 and
 stays int8. Conversions are counted where they happen: the walk goes through integer-path ops with one
-data input (MaxPool, Reshape, Transpose...) to the tensor a Q node really reads or a DQ node writes.
+data input (MaxPool, Reshape, Transpose..., and an Add or Mul of a constant: a bias or a scale, integer
+only because the layer is) to the tensor a Q node really reads or a DQ node writes.
+
+One kernel costs far more than its conversions: a uint8 MaxPool in NCHW. onnxruntime moves a Q node up
+over the MaxPool before it (QDQ propagation) and runs the pool on integers; it turns that into its fast
+NhwcMaxPool only where the data is already channels-last, i.e. where an integer Conv writes it (through
+elementwise ops such as PRelu). After a float Conv, the pool runs a generic NCHW uint8 kernel measured at
+3-4.5 ns per window read (output elements x kernel area) against 0.4-0.9 ns per input element for the
+float pool and 0.3-0.5 ns per element for a Q pass (1 thread, AVX2; 3x3/2 on 32x46x46: 583 us against
+58 us float). mtcnn_onet's second Conv, int8 behind such a pool, made the model 0.73x FP32. The rule
+counts that pool as SLOW_POOL_PASSES converted elements per window read on the int8 side.
 """
 
 from __future__ import annotations
@@ -33,6 +44,30 @@ MIN_INTENSITY = 64.0
 JUDGED_OPS = frozenset({"Conv", "Gemm", "MatMul"})  # ConvTranspose's cost per output differs: not judged
 ORT_FUSED_OPS = frozenset({"Softmax"})  # not planned as integer, but fused by onnxruntime when Q/DQ'd
 WALKED_OPS = frozenset({"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Resize"})
+# Ops onnxruntime moves a Q node up over (QDQ propagation), where their output has one reader.
+PROPAGATED_OPS = frozenset({"MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice"})
+# Ops a channels-last layout passes through: onnxruntime's layout transformer moves its transposes over them.
+LAYOUT_FREE_OPS = frozenset(
+    {
+        "Relu",
+        "PRelu",
+        "LeakyRelu",
+        "Clip",
+        "Sigmoid",
+        "Tanh",
+        "HardSigmoid",
+        "HardSwish",
+        "Elu",
+        "Add",
+        "Mul",
+        "Concat",
+    }
+)
+# A Q or DQ node's fixed cost (about 1 us per run, as long as converting 3000 elements; measured on the
+# same CPU): what decides thin layers of small inputs (mtcnn_rnet's 576 -> 128 MatMul: 0.97x FP32 int8).
+PASS_ELEMENTS = 3000.0
+# A uint8 NCHW MaxPool window read, in Q-pass elements (3-4.5 ns against 0.3-0.5 ns; measured above).
+SLOW_POOL_PASSES = 8.0
 
 
 def unpaid(state: Planning) -> dict[str, str]:
@@ -43,9 +78,12 @@ def unpaid(state: Planning) -> dict[str, str]:
             continue
         score = intensity(state, name)
         if score is not None and score < MIN_INTENSITY:
+            pooled = _slow_pools(state, state.index.by_name[name]) > 0
             found[name] = (
                 f"int8 would not pay for its Q/DQ ({score:.0f} multiply-adds per element converted, "
-                f"below {MIN_INTENSITY:.0f}; kept float)"
+                f"below {MIN_INTENSITY:.0f}"
+                + ("; the MaxPool before it would run onnxruntime's slow NCHW uint8 kernel" if pooled else "")
+                + "; kept float)"
             )
     return found
 
@@ -63,7 +101,9 @@ def intensity(state: Planning, name: str) -> float | None:
     before, after = _input_side(state, node.input[0]), _output_side(state, out)
     if before is None or after is None:
         return None
-    extra = before[0] + after[0] - before[1] - after[1]
+    passes = sum(n > 0 for n in (before[0], after[0])) - sum(n > 0 for n in (before[1], after[1]))
+    fixed = PASS_ELEMENTS * passes * max(state.table.samples_seen, 1)  # counts sum over the samples
+    extra = before[0] + after[0] - before[1] - after[1] + fixed + _slow_pools(state, node)
     macs = float(k) * float(state.table.stats[out].count)
     return macs / extra if extra > 0 else float("inf")
 
@@ -99,14 +139,27 @@ def _integer(state: Planning, node: onnx.NodeProto) -> bool:
     return node.op_type in ORT_FUSED_OPS and bool(tensors) and all(t in state.q for t in tensors)
 
 
+def _walked(state: Planning, node: onnx.NodeProto) -> bool:
+    """An integer-path op that belongs to the layer beside it: data movement, or an Add/Mul of one live
+    input and a constant (a bias or a scale; integer only because the layer is)."""
+    kind = state.quantized.get(node.name)
+    if kind in WALKED_OPS:
+        return True
+    return kind in ("Add", "Mul") and len(_live_inputs(state, node)) == 1
+
+
+def _live_inputs(state: Planning, node: onnx.NodeProto) -> list[str]:
+    return [name for name in node.input if name and not state.index.is_constant(name)]
+
+
 def _input_side(state: Planning, tensor: str) -> tuple[float, float] | None:
     """(elements a Q node converts for `tensor` if the layer is int8, elements a DQ node converts if it
     is float): (n, 0) when a float op or the graph writes it, (0, n) when an integer op does."""
     index, start = state.index, tensor
     while True:
         producer = index.producer.get(tensor)
-        if producer is not None and state.quantized.get(producer.name) in WALKED_OPS:
-            tensor = producer.input[0]
+        if producer is not None and _walked(state, producer):
+            tensor = _live_inputs(state, producer)[0]
             continue
         if producer is not None and _integer(state, producer):
             count = _count(state, start)
@@ -133,9 +186,48 @@ def _output_side(state: Planning, tensor: str) -> tuple[float, float] | None:
                 return None
             dequantized += count
         for reader in readers:
-            if state.quantized.get(reader.name) in WALKED_OPS:
+            if _walked(state, reader):
                 todo.extend(o for o in reader.output if o)
             elif _integer(state, reader):
                 integer_read = True
     quantized = _count(state, tensor) if integer_read else 0.0
     return None if quantized is None else (dequantized, quantized)
+
+
+def _slow_pools(state: Planning, node: onnx.NodeProto) -> float:
+    """Q-pass elements the uint8 NCHW MaxPools before `node`'s input cost if it is int8: the pools
+    onnxruntime runs on integers only for this layer (the walk stops at a tensor read elsewhere), where no
+    integer Conv writes the data channels-last."""
+    index, tensor, cost = state.index, node.input[0], 0.0
+    while True:
+        producer = index.producer.get(tensor)
+        readers = index.consumers.get(tensor, [])
+        if producer is None or producer.op_type not in PROPAGATED_OPS or len(readers) != 1:
+            break
+        if tensor in index.graph_outputs:
+            break
+        if producer.op_type == "MaxPool":
+            out = _count(state, tensor)
+            kernel = index.attribute(producer, "kernel_shape", [])
+            if out is None or not isinstance(kernel, list):
+                return 0.0
+            cost += SLOW_POOL_PASSES * out * float(np.prod(kernel))
+        tensor = producer.input[0]
+    return 0.0 if cost == 0.0 or _channels_last(state, tensor) else cost
+
+
+def _channels_last(state: Planning, tensor: str) -> bool:
+    """Whether onnxruntime can have `tensor` channels-last: not where a float Conv (NCHWc) or the graph
+    input writes it, directly or through layout-free ops (their first live input). Other writers are
+    given the benefit of the doubt: the rule only acts on the case measured."""
+    index = state.index
+    while True:
+        producer = index.producer.get(tensor)
+        if producer is None:
+            return False  # a graph input: NCHW
+        if producer.op_type == "Conv":
+            return state.quantized.get(producer.name) == "Conv"
+        live = _live_inputs(state, producer)
+        if producer.op_type not in LAYOUT_FREE_OPS | PROPAGATED_OPS or not live:
+            return True
+        tensor = live[0]
