@@ -3,6 +3,7 @@ shrink run, each with .to_dict(), the JSON the CLI writes (versioned schemas). P
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,25 @@ class BudgetReport:
     stopped: str | None
 
 
+# A model measured below this speedup is reported as slower than FP32 (interleaved medians repeat within
+# about 2 % on a 2-core machine for models over 1 ms).
+SLOWER_BELOW = 0.97
+
+
+@dataclass(frozen=True)
+class Speed:
+    """A converted model's speed against FP32 where it was made (evaluate.speed)."""
+
+    speedup: float  # FP32 time / candidate time: the median over interleaved rounds
+    rounds: int
+    fp32_ms: float  # medians
+    candidate_ms: float
+
+    @property
+    def slower(self) -> bool:
+        return self.speedup < SLOWER_BELOW
+
+
 @dataclass(frozen=True)
 class ConvertSummary:
     """What convert did: counts by op type, what stayed float and why, sizes, and the smoke test."""
@@ -119,6 +139,7 @@ class ConvertSummary:
     budget: BudgetReport | None = None
     corrections: Corrections | None = None
     notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
+    speed: Speed | None = None  # measured after writing (1 thread); None when not measured
 
 
 @dataclass(frozen=True)
@@ -332,6 +353,7 @@ def shrink_record(result: ShrinkResult) -> dict[str, Any]:
                 "final": dict(summary.smoke_sqnr_db),
             },
             "kept_float_by_fallback": [s.node for s in summary.fallback],
+            "speed": None if summary.speed is None else dataclasses.asdict(summary.speed),
         },
         "warnings": list(result.warnings),
         "comparison": comparison_record(result.comparison),

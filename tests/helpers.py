@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -104,6 +105,12 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
         sys.argv = old
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def timeless(summary: str) -> str:
+    """convert's console summary without its measured speed (timing differs run to run; the bytes and the
+    rest of the summary must not)."""
+    return re.sub(r"speed on this CPU:.*?calibration sample\)\n", "", summary, flags=re.S)
 
 
 def assert_one_line_error(code: int, err: str, *phrases: str) -> None:

@@ -20,6 +20,7 @@ from quantkit.outcomes import (
     LatencyStats,
     OutputMetrics,
     ShrinkResult,
+    Speed,
 )
 from quantkit.reports import console
 from quantkit.results import Corrections, QuantParams, QuantPlan, Rebalance
@@ -96,6 +97,7 @@ def _summary() -> ConvertSummary:
         smoke_sqnr_db={"output": 19.84},
         plan=plan,
         corrections=Corrections({"clip_5": 0.29}, 16.33, 18.39, 17.71, 19.84),
+        speed=Speed(1.98, 40, 8.1, 4.09),
     )
 
 

@@ -153,6 +153,8 @@ def test_a_layer_behind_a_pool_on_float_data_stays_float(tmp_path: Path, image_d
     assert "would not pay" in reasons["conv0"]
     assert "the MaxPool before it would run onnxruntime's slow NCHW uint8 kernel" in reasons["conv1"]
     assert op_counts(onnx.load(str(out)))["QuantizeLinear"] == 0
+    assert any(note.startswith("no layer was quantized (the reasons are above)") for note in summary.notes)
+    assert summary.speed is not None and summary.speed.rounds >= 5
 
 
 def test_a_pool_on_integer_conv_data_keeps_its_reader_integer(tmp_path: Path, image_dir: Path) -> None:

@@ -17,7 +17,7 @@ from quantkit.parallel import Parallel, pool_for
 from quantkit.parallel.local import LocalPool
 from quantkit.pipeline import shards
 from tests.conftest import tiny_cnn
-from tests.helpers import run
+from tests.helpers import run, timeless
 
 # Workers plan with the real payoff rule (conftest's monkeypatch does not reach their processes), so
 # the driver here does too.
@@ -201,7 +201,7 @@ def test_max_drop_on_workers_gives_the_one_process_search_and_model(
             [*argv, "--validation", str(image_dir), "--metric", "agreement", *extra], capsys
         )
         assert code == 0, err
-        reports.append(stdout.replace(out.name, "OUT"))
+        reports.append(timeless(stdout.replace(out.name, "OUT")))
         written.add(out.read_bytes())
     assert len(written) == 1 and reports[0] == reports[1] == reports[2]
     assert "kept float by --max-drop 5" in reports[0]
@@ -220,7 +220,7 @@ def test_min_sqnr_search_on_workers_gives_the_one_process_model(
         code, stdout, err = run([*argv, "--max-float-layers", "2", *extra], capsys)
         assert code == 0, err
         assert "--min-sqnr 60" in stdout
-        summaries.add(stdout.replace(out.name, "OUT"))
+        summaries.add(timeless(stdout.replace(out.name, "OUT")))
         written.add(out.read_bytes())
     assert len(written) == 1 and len(summaries) == 1
 

@@ -8,7 +8,8 @@ on a shared machine the load changes in between: the last `make zoo` before this
 ORT model at 1.84x in one compare and its minmax twin (the same graph, other scales) at 1.43x in the
 next. Here every model runs once per round, the order alternating, on one held-out image at 1 thread;
 a candidate's speedup is the median over rounds of FP32's time over its time in the same round. Rounds
-stop at --runs or when --seconds have passed (at least MIN_ROUNDS).
+stop at --runs or when --seconds have passed (at least 5; quantkit.evaluate.speed, which convert
+uses to report its own output's speed).
 """
 
 from __future__ import annotations
@@ -16,37 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from bench.zoo.flags import preprocess_options
+from quantkit.evaluate.speed import interleaved_rounds, speedups
 from quantkit.graph.model_io import image_input
 from quantkit.images import ImageLoader, find_images, resolve_preprocess
 from quantkit.runtime import Session
-
-MIN_ROUNDS = 5
-WARMUP = 3
-
-
-def rounds(sessions: list[Session], batch: np.ndarray, runs: int, seconds: float) -> np.ndarray:
-    """ms [rounds, models]: one run of each model per round, alternating the order."""
-    for _ in range(WARMUP):
-        for session in sessions:
-            session.timed(batch)
-    rows: list[list[float]] = []
-    deadline = time.monotonic() + seconds
-    while len(rows) < runs and (len(rows) < MIN_ROUNDS or time.monotonic() < deadline):
-        order = list(range(len(sessions)))
-        if len(rows) % 2:
-            order.reverse()
-        row = [0.0] * len(sessions)
-        for k in order:
-            row[k] = sessions[k].timed(batch)
-        rows.append(row)
-    return np.asarray(rows, dtype=np.float64)
 
 
 def summary(times: np.ndarray) -> dict[str, object]:
@@ -55,7 +35,7 @@ def summary(times: np.ndarray) -> dict[str, object]:
     return {
         "rounds": int(times.shape[0]),
         "p50_ms": [float(np.median(times[:, k])) for k in range(times.shape[1])],
-        "speedup": [float(np.median(times[:, 0] / times[:, k])) for k in range(1, times.shape[1])],
+        "speedup": speedups(times),
     }
 
 
@@ -76,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = next(iter(ImageLoader(find_images(args.images)[:1], pre, 1))).data
     assert isinstance(batch, np.ndarray)  # images: one input
     sessions = [Session(path, threads=1, spin=False) for path in args.models]
-    result = summary(rounds(sessions, batch, args.runs, args.seconds))
+    result = summary(interleaved_rounds(sessions, batch, args.runs, args.seconds))
     result["models"] = [str(p) for p in args.models]
     args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(result))

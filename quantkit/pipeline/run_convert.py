@@ -25,6 +25,7 @@ from quantkit.errors import (
 from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.budget_validator import drop_of as validation_drop
 from quantkit.evaluate.compare import read_classes
+from quantkit.evaluate.speed import measure as measure_speed
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
@@ -126,6 +127,7 @@ def convert(
     )
     size = sum(len(data) for _, data in stored)
     summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
+    speed = measure_speed(model, quantized, samples)
     reduced = (
         (
             "int8 weights on [-63, 63] (--weight-range reduced): full-range products saturate the int8 "
@@ -136,11 +138,21 @@ def convert(
     )
     return dataclasses.replace(
         summary,
-        notes=summary.notes + reduced,
+        notes=summary.notes + reduced + _nothing_quantized(plan),
+        speed=speed,
         fallback=tuple(steps),
         fallback_start_db=start_db,
         budget=budget_report,
         corrections=corrections,
+    )
+
+
+def _nothing_quantized(plan: QuantPlan) -> tuple[str, ...]:
+    if any(op in COMPUTE_OPS for op in plan.quantized_nodes.values()):
+        return ()
+    return (
+        "no layer was quantized (the reasons are above): the output computes as the FP32 model does; "
+        "int8 does not pay for this model on this CPU, or its layers were excluded",
     )
 
 

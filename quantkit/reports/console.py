@@ -18,6 +18,7 @@ from quantkit.outcomes import (
     LatencyStats,
     SensitivityReport,
     ShrinkResult,
+    Speed,
 )
 from quantkit.reports.formats import (
     GATE_LABELS,
@@ -118,11 +119,28 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     lines.append(_corrections_text(summary))
     sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
     lines.append(f"smoke test on calibration samples: finite outputs, SQNR {sqnr}\n")
+    lines.append(_speed_text(summary.speed))
     lines.append(f"wrote {output}")
     parts: list[RenderableType] = [quantized, Text(""), kept, Text("")]
     if summary.plan.rebalances:
         parts.extend([rebalance_table(summary), Text("")])
     return Group(*parts, lines)
+
+
+def _speed_text(speed: Speed | None) -> Text:
+    if speed is None:
+        return Text("")
+    line = (
+        f"speed on this CPU: {speed.speedup:.2f}x FP32 ({speed.fp32_ms:.2f} -> {speed.candidate_ms:.2f} ms, "
+        f"1 thread, median of {speed.rounds} interleaved runs on a calibration sample)\n"
+    )
+    if not speed.slower:
+        return Text(line)
+    return Text(
+        line + "warning: the INT8 model runs slower than FP32 here: int8 does not pay for this model on this "
+        "CPU; deploy FP32, or measure on the target CPU with quantkit compare\n",
+        style="yellow",
+    )
 
 
 def rebalance_table(summary: ConvertSummary) -> Table:

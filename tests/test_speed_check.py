@@ -1,0 +1,57 @@
+"""convert measures its output's speed against FP32 and says so, loudly where it is slower."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from quantkit.evaluate.speed import interleaved_rounds, measure, speedups
+from quantkit.outcomes import SLOWER_BELOW, Speed
+from quantkit.reports import console
+from quantkit.runtime import Session
+from tests.conftest import conv_params, make_model
+from tests.test_golden import _render, _summary
+
+N = helper.make_node
+
+
+def _convs(layers: int) -> onnx.ModelProto:
+    """x [N, 3, 16, 16] -> `layers` 3->3 3x3 Convs -> y."""
+    nodes, inits, x = [], {}, "x"
+    for i in range(layers):
+        p = conv_params(3, 3, seed=i)
+        inits[f"w{i}"] = p["w"]
+        out = "y" if i == layers - 1 else f"c{i}"
+        nodes.append(N("Conv", [x, f"w{i}"], [out], name=f"conv{i}", pads=[1, 1, 1, 1]))
+        x = out
+    return make_model(nodes, inits)
+
+
+def test_a_model_twenty_times_longer_measures_slower() -> None:
+    """The ratio is FP32's time over the candidate's: a candidate doing 20x the work measures far below
+    1 (and is reported slower); the same model against itself measures about 1."""
+    samples = np.zeros((4, 3, 16, 16), np.float32)
+    slow = measure(_convs(1), _convs(20), samples, runs=12, seconds=2.0)
+    assert slow.speedup < 0.5 and slow.slower and slow.rounds >= 5
+    assert slow.candidate_ms > slow.fp32_ms
+    same = measure(_convs(3), _convs(3), samples, runs=12, seconds=2.0)
+    assert 0.5 < same.speedup < 2.0
+
+
+def test_rounds_alternate_and_stop_at_runs() -> None:
+    sessions = [Session.of(_convs(1), threads=1, spin=False), Session.of(_convs(2), threads=1, spin=False)]
+    times = interleaved_rounds(sessions, np.zeros((1, 3, 16, 16), np.float32), runs=7, seconds=60.0)
+    assert times.shape == (7, 2) and (times > 0).all()
+    assert speedups(np.array([[2.0, 1.0], [4.0, 1.0], [3.0, 1.0]])) == [3.0]
+
+
+def test_convert_summary_prints_the_speed_and_warns_when_slower() -> None:
+    import dataclasses
+
+    text = _render(console.convert_table(_summary(), "model.int8.onnx"), 200)  # 1.98x
+    assert "speed on this CPU: 1.98x FP32 (8.10 -> 4.09 ms, 1 thread, median of 40 interleaved runs" in text
+    assert "warning" not in text
+    slow = dataclasses.replace(_summary(), speed=Speed(SLOWER_BELOW - 0.01, 40, 1.0, 1.04))
+    text = _render(console.convert_table(slow, "model.int8.onnx"), 200)
+    assert "warning: the INT8 model runs slower than FP32 here: int8 does not pay for this model" in text
