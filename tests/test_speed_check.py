@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import onnx
+import pytest
 from onnx import helper
 
+from quantkit.config import ConvertConfig
 from quantkit.evaluate.speed import interleaved_rounds, measure, speedups
 from quantkit.outcomes import SLOWER_BELOW, Speed
+from quantkit.pipeline import run_convert
 from quantkit.reports import console
 from quantkit.runtime import Session
 from tests.conftest import conv_params, make_model
+from tests.helpers import op_counts, quantize
 from tests.test_golden import _render, _summary
 
 N = helper.make_node
@@ -55,3 +62,39 @@ def test_convert_summary_prints_the_speed_and_warns_when_slower() -> None:
     slow = dataclasses.replace(_summary(), speed=Speed(SLOWER_BELOW - 0.01, 40, 1.0, 1.04))
     text = _render(console.convert_table(slow, "model.int8.onnx"), 200)
     assert "warning: the INT8 model runs slower than FP32 here: int8 does not pay for this model" in text
+    assert "--prefer speed keeps it float" in text
+
+
+def _slow(calls: list[int]) -> Callable[..., Speed]:
+    def measured(*_: object) -> Speed:
+        calls.append(1)
+        return Speed(0.5, 10, 1.0, 2.0)
+
+    return measured
+
+
+@pytest.mark.parametrize("prefer", ["balanced", "speed", "accuracy"])
+def test_prefer_decides_what_a_measured_slowdown_does(
+    prefer: str, tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The measurement is stubbed (0.5x FP32): balanced writes the INT8 model and reports it, speed
+    measures again and keeps the model float with the figure as the reason, accuracy measures nothing."""
+    calls: list[int] = []
+    monkeypatch.setattr(run_convert, "measure_speed", _slow(calls))
+    p = conv_params(8, 3, seed=1)
+    model = make_model([N("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])], p)
+    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=prefer))
+    written = op_counts(onnx.load(str(out)))
+    if prefer == "speed":
+        assert calls == [1, 1] and summary.speed is None
+        assert "QuantizeLinear" not in written and not summary.plan.quantized_nodes
+        reasons = {s.node: s.reason for s in summary.plan.skipped}
+        assert reasons["conv"] == (
+            "int8 ran 0.50x FP32 on this CPU (1 thread, measured twice); kept float (--prefer speed; "
+            "without it the INT8 model is written)"
+        )
+        assert any(note.startswith("no layer was quantized") for note in summary.notes)
+    else:
+        assert written["QuantizeLinear"] >= 1 and summary.plan.quantized_nodes == {"conv": "Conv"}
+        assert calls == ([1] if prefer == "balanced" else [])
+        assert (summary.speed is not None) == (prefer == "balanced")

@@ -27,6 +27,7 @@ from quantkit.config import (
     CalibMethod,
     FallbackPrecision,
     Precision,
+    Prefer,
     Rounding,
     WeightRange,
 )
@@ -93,6 +94,14 @@ def convert(
             "samples (GPTQ), kept where measured better; nearest: round each weight alone.",
         ),
     ] = Rounding.compensated,
+    prefer: Annotated[
+        Prefer,
+        typer.Option(
+            "--prefer",
+            help="balanced: measure the INT8 model's speed against FP32 here and warn when slower; speed: "
+            "then keep the model float; accuracy: do not measure.",
+        ),
+    ] = Prefer.balanced,
     min_sqnr: Annotated[
         float | None,
         typer.Option(
@@ -239,6 +248,7 @@ def convert(
         smoothquant=smoothquant,
         bias_correction=bias_correction is Switch.on,
         rounding=rounding,
+        prefer=prefer,
         min_sqnr=ConvertConfig.min_sqnr if min_sqnr is None else min_sqnr,
         max_float_layers=max_float_layers,
         compact=compact,
@@ -274,6 +284,7 @@ INT8_ONLY = (
     "smoothquant",
     "bias_correction",
     "rounding",
+    "prefer",
     "quantize_attention_matmul",
     "weight_range",
     "fallback",

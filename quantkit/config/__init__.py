@@ -69,6 +69,16 @@ class Rounding(str, Enum):
     nearest = "nearest"  # each weight to its nearest step
 
 
+class Prefer(str, Enum):
+    """What convert does with the speed of its INT8 model measured on the machine it runs on
+    (evaluate.speed). Not the default to act on it: the model may be deployed elsewhere (another CPU, a
+    GPU, an edge device) and the output bytes would depend on timing."""
+
+    balanced = "balanced"  # measured and reported; a warning when slower than FP32; the INT8 model
+    speed = "speed"  # measured twice slower than FP32 (below 0.97x): the model stays float
+    accuracy = "accuracy"  # not measured: the INT8 model as planned
+
+
 class Precision(str, Enum):
     int8 = "int8"
     fp16 = "fp16"
@@ -102,6 +112,7 @@ class ConvertConfig:
     smoothquant: str = "auto"  # "auto", "off", or a fixed alpha in (0, 1)
     bias_correction: bool = True
     rounding: Rounding = Rounding.compensated
+    prefer: Prefer = Prefer.balanced
     # Keep layers float until the output SQNR on the table's samples reaches this (0: never). Healthy INT8
     # models measure 17-34 dB here; below 12 dB a model is broken (YOLOX-Nano: 8.6 dB, 55 % of detections).
     min_sqnr: float = 12.0
@@ -124,6 +135,7 @@ class ConvertConfig:
         object.__setattr__(self, "fallback", as_enum(FallbackPrecision, self.fallback, "--fallback"))
         object.__setattr__(self, "weight_range", as_enum(WeightRange, self.weight_range, "--weight-range"))
         object.__setattr__(self, "rounding", as_enum(Rounding, self.rounding, "--rounding"))
+        object.__setattr__(self, "prefer", as_enum(Prefer, self.prefer, "--prefer"))
         for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not 50.0 < self.percentile <= 100.0:
@@ -158,6 +170,7 @@ class ConvertConfig:
             "smoothquant": self.smoothquant,
             "bias_correction": self.bias_correction,
             "rounding": self.rounding.value,
+            "prefer": self.prefer.value,
             "min_sqnr": self.min_sqnr,
             "max_float_layers": self.max_float_layers,
             "concat_range_ratio": self.concat_range_ratio,

@@ -4,22 +4,28 @@ The plan's payoff rule (planner.payoff) is a model of onnxruntime's kernels; thi
 that checks it. Both models run one thread, without spinning, one run each per round in alternating
 order on the same calibration sample, so that a load change on a shared machine hits both alike; the
 speedup is the median over rounds of FP32's time over the candidate's. It is reported, never written
-into the model: the converted bytes do not depend on timing.
+into the model. Under --prefer speed, an INT8 model measured slower than FP32 twice (below
+KEEP_FLOAT_BELOW) is not the output: the model stays float, and the bytes then depend on this machine's
+timing. The default only reports: the build machine is often not the one the model runs on.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import onnx
 
-from quantkit.outcomes import Speed
+from quantkit.config import Prefer
+from quantkit.outcomes import SLOWER_BELOW, Speed
 from quantkit.results import Feed, feed_pad, feed_rows, feed_take
 from quantkit.runtime import Session
 
 MIN_ROUNDS = 5
 WARMUP = 2
+# Below this speedup, measured twice, int8 is not worth writing under each preference (None: never).
+KEEP_FLOAT_BELOW = {Prefer.balanced: None, Prefer.speed: SLOWER_BELOW, Prefer.accuracy: None}
 
 
 def interleaved_rounds(sessions: list[Session], batch: Feed, runs: int, seconds: float) -> np.ndarray:
@@ -59,3 +65,15 @@ def measure(
     return Speed(
         speedups(times)[0], int(times.shape[0]), float(np.median(times[:, 0])), float(np.median(times[:, 1]))
     )
+
+
+def too_slow(first: Speed, prefer: Prefer, again: Callable[[], Speed]) -> Speed | None:
+    """The slower of two measurements when both are below the preference's threshold (the second is
+    taken only when the first is), else None: the INT8 model stands."""
+    limit = KEEP_FLOAT_BELOW[prefer]
+    if limit is None or first.speedup >= limit:
+        return None
+    second = again()
+    if second.speedup >= limit:
+        return None
+    return min(first, second, key=lambda s: s.speedup)

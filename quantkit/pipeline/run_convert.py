@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from quantkit.config import (
     AccuracyBudget,
     ConvertConfig,
     FallbackPrecision,
+    Prefer,
     WeightRange,
 )
 from quantkit.errors import (
@@ -26,6 +27,7 @@ from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.budget_validator import drop_of as validation_drop
 from quantkit.evaluate.compare import read_classes
 from quantkit.evaluate.speed import measure as measure_speed
+from quantkit.evaluate.speed import too_slow
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
@@ -113,21 +115,37 @@ def convert(
             inferred, table, guarded, progress, alphas, cache, reference, measured, spread
         )
         quantized = _quantized_model(inferred, plan, config)
-    if config.compact:
-        quantized = compact_graph.compact(quantized)
-    stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, corrections))
     floor = Floor(
         INT8_FLOOR_DB,
         f"the INT8 model, with {len(steps)} layer(s) kept float by the fallback,",
         "keep layers float with --exclude-nodes, or try --method minmax",
     )
     inputs = (model_path, table_path, table_io.arrays_path(table_path))
-    stored, smoke = write_checked(
-        quantized, model, samples, reference, floor, output, inputs, advance, measured
-    )
-    size = sum(len(data) for _, data in stored)
+
+    def written(
+        plan: QuantPlan, quantized: onnx.ModelProto, advance: Callable[[int], None]
+    ) -> tuple[onnx.ModelProto, int, dict[str, float]]:
+        if config.compact:
+            quantized = compact_graph.compact(quantized)
+        stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, corrections))
+        stored, smoke = write_checked(
+            quantized, model, samples, reference, floor, output, inputs, advance, measured
+        )
+        return quantized, sum(len(data) for _, data in stored), smoke
+
+    int8, size, smoke = written(plan, quantized, advance)
+    speed = None if config.prefer is Prefer.accuracy else measure_speed(model, int8, samples)
+    slow = too_slow(speed, config.prefer, lambda: measure_speed(model, int8, samples)) if speed else None
+    if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)
+        why = (
+            f"int8 ran {slow.speedup:.2f}x FP32 on this CPU (1 thread, measured twice); kept float "
+            "(--prefer speed; without it the INT8 model is written)"
+        )
+        keep = {n.name: why for n in inferred.graph.node if n.op_type in COMPUTE_OPS}
+        plan = make_plan(inferred, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
+        _, size, smoke = written(plan, _quantized_model(inferred, plan, config), lambda _: None)
+        speed = None
     summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
-    speed = measure_speed(model, quantized, samples)
     reduced = (
         (
             "int8 weights on [-63, 63] (--weight-range reduced): full-range products saturate the int8 "

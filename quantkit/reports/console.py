@@ -138,7 +138,8 @@ def _speed_text(speed: Speed | None) -> Text:
         return Text(line)
     return Text(
         line + "warning: the INT8 model runs slower than FP32 here: int8 does not pay for this model on this "
-        "CPU; deploy FP32, or measure on the target CPU with quantkit compare\n",
+        "CPU; where it runs on this kind of CPU, --prefer speed keeps it float (measure other targets with "
+        "quantkit compare)\n",
         style="yellow",
     )
 
