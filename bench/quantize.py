@@ -29,6 +29,7 @@ from quantkit.config import (
     PreprocessOptions,
     Preset,
     ResizeMode,
+    Rounding,
 )
 from quantkit.graph import model_io
 from quantkit.qmath.params import per_channel_weight
@@ -47,11 +48,22 @@ def preprocess_from(spec: dict[str, Any]) -> PreprocessOptions:
     )
 
 
+# The defaults with one technique turned off: each row against `defaults` is what that technique does.
+TECHNIQUE_OFF = {
+    "rounding-nearest": ConvertConfig(rounding=Rounding.nearest),
+    "smoothquant-off": ConvertConfig(smoothquant="off"),
+    "bias-correction-off": ConvertConfig(bias_correction=False),
+}
+
+
 def convert_config(variant: str) -> ConvertConfig:
-    """quantkit's settings for a bench variant: its defaults, one range method, or the all-integer
-    reference (every quantizable op integer: no float fallback, no float Concat, no rebalancing)."""
+    """quantkit's settings for a bench variant: its defaults, the defaults with one technique off, one
+    range method, or the all-integer reference (every quantizable op integer: no float fallback, no
+    float Concat, no rebalancing)."""
     if variant == "defaults":
         return ConvertConfig()
+    if variant in TECHNIQUE_OFF:
+        return TECHNIQUE_OFF[variant]
     if variant == "all-integer":
         return ConvertConfig(
             method=CalibMethod.minmax, min_sqnr=0.0, concat_range_ratio=1e30, smoothquant="off"

@@ -18,6 +18,9 @@ from typing import Any
 Row = dict[str, Any]
 LABELS = {
     ("quantkit", "defaults"): "quantkit defaults (mse)",
+    ("quantkit", "rounding-nearest"): "quantkit defaults, --rounding nearest",
+    ("quantkit", "smoothquant-off"): "quantkit defaults, --smoothquant off",
+    ("quantkit", "bias-correction-off"): "quantkit defaults, --bias-correction off",
     ("onnxruntime", "defaults"): "onnxruntime defaults (per-tensor)",
 }
 

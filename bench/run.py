@@ -41,7 +41,16 @@ from quantkit.images import ImageLoader, find_images, resolve_preprocess, select
 from quantkit.runtime import cpu_info, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
-QUANTKIT_VARIANTS = ("defaults", "minmax", "percentile", "entropy")  # defaults is mse
+# defaults is mse with every technique on; the next three turn one off each (bench.quantize)
+QUANTKIT_VARIANTS = (
+    "defaults",
+    "rounding-nearest",
+    "smoothquant-off",
+    "bias-correction-off",
+    "minmax",
+    "percentile",
+    "entropy",
+)
 ORT_CONFIGS = ("defaults", "minmax", "percentile", "entropy")
 SEED = 1
 

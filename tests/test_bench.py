@@ -53,6 +53,14 @@ def test_all_integer_reference_turns_every_float_keeper_off() -> None:
     assert config.concat_range_ratio > 1e6
     assert convert_config("entropy").method is CalibMethod.entropy
     assert convert_config("defaults").method is CalibMethod.mse
+    # each technique row differs from the defaults in that one setting only
+    defaults = convert_config("defaults").to_dict()
+    for variant, key, off in (
+        ("rounding-nearest", "rounding", "nearest"),
+        ("smoothquant-off", "smoothquant", "off"),
+        ("bias-correction-off", "bias_correction", False),
+    ):
+        assert convert_config(variant).to_dict() == {**defaults, key: off}
 
 
 def test_resnet50_shape() -> None:
