@@ -123,17 +123,17 @@ def convert(
     inputs = (model_path, table_path, table_io.arrays_path(table_path))
 
     def written(
-        plan: QuantPlan, quantized: onnx.ModelProto, advance: Callable[[int], None]
+        plan: QuantPlan, quantized: onnx.ModelProto, advance: Callable[[int], None], done: Corrections | None
     ) -> tuple[onnx.ModelProto, int, dict[str, float]]:
         if config.compact:
             quantized = compact_graph.compact(quantized)
-        stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, corrections))
+        stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done))
         stored, smoke = write_checked(
             quantized, model, samples, reference, floor, output, inputs, advance, measured
         )
         return quantized, sum(len(data) for _, data in stored), smoke
 
-    int8, size, smoke = written(plan, quantized, advance)
+    int8, size, smoke = written(plan, quantized, advance, corrections)
     speed = None if config.prefer is Prefer.accuracy else measure_speed(model, int8, samples)
     slow = too_slow(speed, config.prefer, lambda: measure_speed(model, int8, samples)) if speed else None
     if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)
@@ -143,8 +143,8 @@ def convert(
         )
         keep = {n.name: why for n in inferred.graph.node if n.op_type in COMPUTE_OPS}
         plan = make_plan(inferred, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
-        _, size, smoke = written(plan, _quantized_model(inferred, plan, config), lambda _: None)
-        speed = None
+        _, size, smoke = written(plan, _quantized_model(inferred, plan, config), lambda _: None, None)
+        speed, corrections = None, None
     summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
     reduced = (
         (
