@@ -340,8 +340,8 @@ def test_usage_errors_are_one_clean_line(argv: list[str], message: str, capsys: 
 
 
 def test_shell_completion_is_installable(capsys: Capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    code, out, _ = run(["--show-completion", "bash"], capsys)
-    assert code == 0 and "_QUANTKIT_COMPLETE=complete_bash" in out
+    code, out, err = run(["--show-completion", "bash"], capsys)
+    assert code == 0 and "_QUANTKIT_COMPLETE=complete_bash" in out, f"exit {code}: {err!r} {out[:300]!r}"
     monkeypatch.setenv("_QUANTKIT_COMPLETE", "complete_bash")
     monkeypatch.setenv("COMP_WORDS", "quantkit conv")
     monkeypatch.setenv("COMP_CWORD", "1")
