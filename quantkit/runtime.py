@@ -153,20 +153,26 @@ def interleaved_latency(
     warmup: int,
     runs: int,
     progress: Callable[[int], None] | None = None,
+    seconds: float | None = None,
+    min_runs: int = 1,
 ) -> list[np.ndarray]:
-    """Latency samples (ms, float64 [runs]) per session, their runs interleaved so that noise on a shared
-    machine hits every model alike; the order within each round alternates."""
+    """Latency samples (ms, float64 [rounds]) per session, their runs interleaved so that noise on a
+    shared machine hits every model alike; the order within each round alternates. `runs` rounds, or
+    fewer where `seconds` is given: no new round after it, once min_runs are done."""
     for _ in range(warmup):
         for session in sessions:
             session.timed(batch)
     samples = [np.empty(runs) for _ in sessions]
-    for i in range(runs):
-        order = range(len(sessions)) if i % 2 == 0 else reversed(range(len(sessions)))
+    deadline = None if seconds is None else time.monotonic() + seconds
+    done = 0
+    while done < runs and (deadline is None or done < min_runs or time.monotonic() < deadline):
+        order = range(len(sessions)) if done % 2 == 0 else reversed(range(len(sessions)))
         for k in order:
-            samples[k][i] = sessions[k].timed(batch)
+            samples[k][done] = sessions[k].timed(batch)
+        done += 1
         if progress is not None:
             progress(1)
-    return samples
+    return [s[:done] for s in samples]
 
 
 def cpu_info() -> dict[str, Any]:

@@ -11,7 +11,6 @@ timing. The default only reports: the build machine is often not the one the mod
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -20,7 +19,7 @@ import onnx
 from quantkit.config import Prefer
 from quantkit.outcomes import SLOWER_BELOW, Speed
 from quantkit.results import Feed, feed_pad, feed_rows, feed_take
-from quantkit.runtime import Session
+from quantkit.runtime import Session, interleaved_latency
 
 MIN_ROUNDS = 5
 WARMUP = 2
@@ -29,22 +28,10 @@ KEEP_FLOAT_BELOW = {Prefer.balanced: None, Prefer.speed: SLOWER_BELOW, Prefer.ac
 
 
 def interleaved_rounds(sessions: list[Session], batch: Feed, runs: int, seconds: float) -> np.ndarray:
-    """ms [rounds, models]: one run of each model per round, the order alternating; at least MIN_ROUNDS,
-    at most `runs`, no new round after `seconds`."""
-    for _ in range(WARMUP):
-        for session in sessions:
-            session.timed(batch)
-    rows: list[list[float]] = []
-    deadline = time.monotonic() + seconds
-    while len(rows) < runs and (len(rows) < MIN_ROUNDS or time.monotonic() < deadline):
-        order = list(range(len(sessions)))
-        if len(rows) % 2:
-            order.reverse()
-        row = [0.0] * len(sessions)
-        for k in order:
-            row[k] = sessions[k].timed(batch)
-        rows.append(row)
-    return np.asarray(rows, dtype=np.float64)
+    """ms [rounds, models] (runtime.interleaved_latency): at least MIN_ROUNDS, at most `runs`, no new
+    round after `seconds`."""
+    times = interleaved_latency(sessions, batch, WARMUP, runs, seconds=seconds, min_runs=MIN_ROUNDS)
+    return np.stack(times, axis=1)
 
 
 def speedups(times: np.ndarray) -> list[float]:
