@@ -7,6 +7,7 @@ The public API (everything else is private and may change):
                                                    -> ConvertSummary | Float16Summary
     compare(reference, candidate, data=..., labels=...)              -> ComparisonResult
     shrink(model, data=..., output_dir=..., max_drop=...)            -> ShrinkResult
+    check(model, target="ort-cpu" | "tensorrt")                      -> CheckReport
     sensitivity(model, calibration=..., data=...)                    -> SensitivityReport
     Preprocess(preset=, mean=, std=, bgr=, resize=, input_size=)    how images become inputs
     QuantkitError (and ModelError, ImageError, CalibrationError, ConversionError, ConfigError,
@@ -19,7 +20,7 @@ The public API (everything else is private and may change):
 >>> quantkit.Preprocess(preset="imagenet").mean is None  # the preset's mean applies
 True
 >>> sorted(quantkit.__all__)[:4]
-['CalibrateSummary', 'CalibrationError', 'ComparisonResult', 'ConfigError']
+['CalibrateSummary', 'CalibrationError', 'CheckReport', 'ComparisonResult']
 
 See quantkit.api for a complete, runnable example.
 """
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from quantkit.version import __version__
 
 if TYPE_CHECKING:  # the real names for type checkers; at run time they load on first use
-    from quantkit.api import Preprocess, calibrate, compare, convert, sensitivity, shrink
+    from quantkit.api import Preprocess, calibrate, check, compare, convert, sensitivity, shrink
     from quantkit.errors import (
         CalibrationError,
         ConfigError,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
         QuantkitError,
     )
     from quantkit.outcomes import (
+        CheckReport,
         ComparisonResult,
         ConvertSummary,
         Float16Summary,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
 
 _PUBLIC = {
     "calibrate": "quantkit.api",
+    "check": "quantkit.api",
     "convert": "quantkit.api",
     "compare": "quantkit.api",
     "shrink": "quantkit.api",
@@ -67,6 +70,7 @@ _PUBLIC = {
     "OutputError": "quantkit.errors",
     "CalibrateSummary": "quantkit.pipeline.run_calibrate",
     "ConvertSummary": "quantkit.outcomes",
+    "CheckReport": "quantkit.outcomes",
     "Float16Summary": "quantkit.outcomes",
     "ComparisonResult": "quantkit.outcomes",
     "ShrinkResult": "quantkit.outcomes",
@@ -75,6 +79,7 @@ _PUBLIC = {
 __all__ = [
     "CalibrateSummary",
     "CalibrationError",
+    "CheckReport",
     "ComparisonResult",
     "ConfigError",
     "ConversionError",
@@ -89,6 +94,7 @@ __all__ = [
     "ShrinkResult",
     "__version__",
     "calibrate",
+    "check",
     "compare",
     "convert",
     "sensitivity",

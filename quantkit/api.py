@@ -54,12 +54,15 @@ from quantkit.config import (
     LatencyConfig,
     PreprocessOptions,
     ShrinkConfig,
+    Target,
 )
+from quantkit.config.base import as_enum
 from quantkit.data import ArrayFiles, Sample, array_files
 from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import detector_fields
 from quantkit.images import IMAGE_SUFFIXES
 from quantkit.outcomes import (
+    CheckReport,
     ComparisonResult,
     ConvertSummary,
     Float16Summary,
@@ -71,6 +74,7 @@ from quantkit.pipeline import run_shrink
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.run_calibrate import CalibrateSummary
 from quantkit.pipeline.run_calibrate import calibrate as run_calibrate
+from quantkit.pipeline.run_check import check as run_check
 from quantkit.pipeline.run_compare import compare as run_compare
 from quantkit.pipeline.run_convert import convert as run_convert
 from quantkit.pipeline.run_fp16 import convert_float16
@@ -135,7 +139,8 @@ def convert(
     progress: Progress | None = None,
     **options: Any,
 ) -> ConvertSummary | Float16Summary:
-    """Write an INT8 QDQ model (`to="int8"`, needs `calibration=`) or a float16 one (`to="fp16"`).
+    """Write an INT8 QDQ model (`to="int8"`, needs `calibration=`), an FP8 E4M3FN one placed for TensorRT
+    (`to="fp8"`, needs `calibration=`) or a float16 one (`to="fp16"`).
 
     options: convert's options by their CLI names with underscores (method="minmax", smoothquant="off",
     min_sqnr=20, exclude_nodes=["conv_1"], weight_range="full", ...; for fp16 keep_io_types, input_size,
@@ -151,10 +156,14 @@ def convert(
     if to == "fp16":
         fp16 = Float16Config(**_options(Float16Config, options, "fp16"))
         return convert_float16(model_path, table if calibration else None, out, fp16, progress or no_progress)
-    if to != "int8":
-        raise ConfigError(f"to must be 'int8' or 'fp16'; got {to!r}")
+    if to not in ("int8", "fp8"):
+        raise ConfigError(f"to must be 'int8', 'fp8' or 'fp16'; got {to!r}")
     if calibration is None:
-        raise ConfigError("to='int8' needs calibration=: the table quantkit.calibrate wrote (or its summary)")
+        raise ConfigError(
+            f"to={to!r} needs calibration=: the table quantkit.calibrate wrote (or its summary)"
+        )
+    if to == "fp8":
+        options = {**options, "fp8": True}
     parallel = Parallel(options.pop("workers", 1), options.pop("ray", None), options.pop("threads", 0))
     budget = _budget(options)
     config = ConvertConfig(**_options(ConvertConfig, options, "int8"))
@@ -260,6 +269,7 @@ def shrink(
     detector: str | None = None,
     score_threshold: float = 0.3,
     compact: bool = False,
+    target: str = "ort-cpu",
     html: bool = False,
     progress: Progress | None = None,
 ) -> ShrinkResult:
@@ -283,7 +293,7 @@ def shrink(
     pre = preprocess or Preprocess()
     config = ShrinkConfig(
         calibration=CalibrateConfig(calib, pre),
-        convert=ConvertConfig(compact=compact),
+        convert=ConvertConfig(compact=compact, target=as_enum(Target, target, "target")),
         evaluation=CompareConfig(
             images=held,
             preprocess=pre,
@@ -346,3 +356,10 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
         timeout_s=float(options.get("timeout", AccuracyBudget.timeout_s)),
         **detector_fields(options.get("detector"), AccuracyBudget.detection_threshold, "detector"),
     )
+
+
+def check(model: PathLike, *, target: str = "ort-cpu") -> CheckReport:
+    """Every Q/DQ placement `target` ("ort-cpu", "tensorrt") cannot fuse or will run in float, and every
+    type it cannot run, in `model` (any Q/DQ ONNX model, quantkit's or another tool's): `.findings` is
+    empty when there is none."""
+    return run_check(Path(model), as_enum(Target, target, "target"))

@@ -13,6 +13,7 @@ from quantkit.version import __version__
 
 REPORT_SCHEMA = "quantkit-compare/1"
 SCHEMA = "quantkit-shrink/1"
+CHECK_SCHEMA = "quantkit-check/1"
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,39 @@ class Speed:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """One Q/DQ placement or type a runtime cannot fuse or run (graph.target_rules): the rule's id, the
+    node (or tensor) and why, in one line."""
+
+    rule: str
+    node: str
+    op_type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """`quantkit check`: a Q/DQ model read against one target's rules."""
+
+    model: str
+    target: str
+    layers: int  # Conv / ConvTranspose / Gemm / MatMul nodes
+    quantized_layers: int  # of those, reading a DequantizeLinear on their data input
+    findings: tuple[Finding, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": CHECK_SCHEMA,
+            "version": __version__,
+            "model": self.model,
+            "target": self.target,
+            "layers": self.layers,
+            "quantized_layers": self.quantized_layers,
+            "findings": [dataclasses.asdict(f) for f in self.findings],
+        }
+
+
+@dataclass(frozen=True)
 class ConvertSummary:
     """What convert did: counts by op type, what stayed float and why, sizes, and the smoke test."""
 
@@ -140,6 +174,7 @@ class ConvertSummary:
     corrections: Corrections | None = None
     notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
     speed: Speed | None = None  # measured after writing (1 thread); None when not measured
+    target_findings: tuple[Finding, ...] = ()  # what the --target cannot fuse (graph.target_rules)
 
 
 @dataclass(frozen=True)
@@ -354,6 +389,7 @@ def shrink_record(result: ShrinkResult) -> dict[str, Any]:
             },
             "kept_float_by_fallback": [s.node for s in summary.fallback],
             "speed": None if summary.speed is None else dataclasses.asdict(summary.speed),
+            "target_findings": [dataclasses.asdict(f) for f in summary.target_findings],
         },
         "warnings": list(result.warnings),
         "comparison": comparison_record(result.comparison),

@@ -178,6 +178,9 @@ class QuantPlan:
     # node -> its weight's integers chosen for the output error (qmath.rounding), in the weight's layout;
     # the scales stay per-channel absmax / weight_qmax. Layers not here round to nearest.
     rounded: dict[str, np.ndarray] = field(default_factory=dict)
+    # biases stay float (corrected for the weights' rounding) instead of int32 through a DQ: TensorRT
+    float_bias: bool = False
+    fp8: bool = False  # weights and activations E4M3FN (zero point 0, per-channel weights at absmax / 448)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ def test_prefer_decides_what_a_measured_slowdown_does(
     calls: list[int] = []
     monkeypatch.setattr(run_convert, "measure_speed", _slow(calls))
     p = conv_params(8, 3, seed=1)
-    model = make_model([N("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])], p)
+    conv = N("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1])
+    model = make_model([conv, N("Relu", ["c"], ["y"], name="relu")], p)  # a Conv writing y stays float
     summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=prefer))
     written = op_counts(onnx.load(str(out)))
     if prefer == "speed":

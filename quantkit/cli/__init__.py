@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
-from quantkit.cli import cmd_calibrate, cmd_compare, cmd_convert, cmd_demo, cmd_sensitivity, cmd_shrink
+from quantkit.cli import (
+    cmd_calibrate,
+    cmd_check,
+    cmd_compare,
+    cmd_convert,
+    cmd_demo,
+    cmd_sensitivity,
+    cmd_shrink,
+)
 from quantkit.cli.app import app
 from quantkit.cli.entry import main
 
 __all__ = [
     "app",
     "cmd_calibrate",
+    "cmd_check",
     "cmd_compare",
     "cmd_convert",
     "cmd_demo",

@@ -63,7 +63,7 @@ def _probe() -> typer.Typer:
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
 
-ORDER = ("calibrate", "convert", "compare", "sensitivity", "shrink", "demo")  # as --help lists them
+ORDER = ("calibrate", "convert", "compare", "sensitivity", "shrink", "check", "demo")  # as --help lists them
 
 
 class Group(typer.core.TyperGroup):

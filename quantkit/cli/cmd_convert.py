@@ -19,7 +19,14 @@ from quantkit.cli.app import (
     progress_bars,
     show,
 )
-from quantkit.cli.options import CompactOpt, DetectorOpt, RayOpt, WorkerThreadsOpt, parse_size
+from quantkit.cli.options import (
+    CompactOpt,
+    DetectorOpt,
+    RayOpt,
+    TargetOpt,
+    WorkerThreadsOpt,
+    parse_size,
+)
 from quantkit.config import (
     BUDGET_OPTIONS,
     ActivationType,
@@ -29,6 +36,7 @@ from quantkit.config import (
     Precision,
     Prefer,
     Rounding,
+    Target,
     WeightRange,
 )
 from quantkit.errors import ConfigError
@@ -52,7 +60,11 @@ def convert(
             help="Table written by `quantkit calibrate`. int8: required; fp16: checks activation ranges.",
         ),
     ] = None,
-    to: Annotated[Precision, typer.Option("--to", help="Target precision.")] = Precision.int8,
+    to: Annotated[
+        Precision,
+        typer.Option("--to", help="Target precision (fp8: E4M3FN Q/DQ, opset 19, placed for TensorRT)."),
+    ] = Precision.int8,
+    target: TargetOpt = Target.ort_cpu,
     method: Annotated[
         CalibMethod, typer.Option("--method", help="Range selection from the statistics.")
     ] = CalibMethod.mse,
@@ -60,7 +72,10 @@ def convert(
         float, typer.Option("--percentile", help="Mass kept by --method percentile.")
     ] = 99.999,
     activations: Annotated[
-        ActivationType, typer.Option("--activations", help="uint8 asymmetric or int8 symmetric.")
+        ActivationType,
+        typer.Option(
+            "--activations", help="uint8 asymmetric or int8 symmetric (--target tensorrt: int8 only)."
+        ),
     ] = ActivationType.uint8,
     exclude_nodes: Annotated[
         str | None, typer.Option("--exclude-nodes", help="Comma-separated node names to keep float.")
@@ -235,7 +250,19 @@ def convert(
         show(console.float16_table(half, str(output)))
         return
     if calibration is None:
-        raise ConfigError("--to int8 needs --calibration TABLE; run `quantkit calibrate` first")
+        raise ConfigError(f"--to {to.value} needs --calibration TABLE; run `quantkit calibrate` first")
+    if to is Precision.fp8 and target is Target.ort_cpu and _on_command_line(ctx, "target"):
+        raise ConfigError(
+            "--to fp8 is placed for TensorRT (onnxruntime's CPU has no float8 kernels); leave --target out"
+        )
+    if (
+        target is Target.tensorrt
+        and activations is ActivationType.uint8
+        and _on_command_line(ctx, "activations")
+    ):
+        raise ConfigError(
+            "TensorRT's Q/DQ are int8 symmetric: leave --activations out with --target tensorrt"
+        )
     config = ConvertConfig(
         method=method,
         percentile=percentile,
@@ -253,6 +280,8 @@ def convert(
         max_float_layers=max_float_layers,
         compact=compact,
         weight_range=weight_range,
+        target=target,
+        fp8=to is Precision.fp8,
     )
     budget = None
     if max_drop is not None:
@@ -287,22 +316,25 @@ INT8_ONLY = (
     "prefer",
     "quantize_attention_matmul",
     "weight_range",
+    "target",
     "fallback",
     *BUDGET_OPTIONS,
     *(name for _, name in WORKER_OPTIONS),
 )
 
 FP16_ONLY = ("keep_io_types", "input_size")
+# fp8 fixes these: E4M3FN symmetric activations and weights, no rebalancing, rounding to nearest
+FP8_FIXED = ("activations", "weight_range", "rounding", "smoothquant", "prefer")
 
 
 def _refuse_other_precision(ctx: typer.Context, to: Precision) -> None:
     """An option of the other precision given on the command line is an error, not silently ignored
     (a config file may set both kinds: only flags are checked)."""
-    other = INT8_ONLY if to is Precision.fp16 else FP16_ONLY
+    other = {Precision.fp16: INT8_ONLY, Precision.fp8: (*FP16_ONLY, *FP8_FIXED)}.get(to, FP16_ONLY)
     given = [p for p in ctx.command.params if p.name in other and _on_command_line(ctx, p.name)]
     if given:
         flags = ", ".join(p.opts[0] for p in given)
-        kind = "--to int8" if to is Precision.fp16 else "--to fp16"
+        kind = "--to fp16" if to is Precision.int8 or given[0].name in FP16_ONLY else "--to int8"
         raise ConfigError(f"{flags} only apply to {kind}; leave them out or convert {kind}")
 
 

@@ -34,11 +34,13 @@ from quantkit.cli.options import (
     SeedOpt,
     SizeOpt,
     StdOpt,
+    TargetOpt,
     ThreadsOpt,
     WarmupOpt,
     WorkersOpt,
     preprocess_options,
 )
+from quantkit.config import Target
 
 
 @app.command(
@@ -94,6 +96,7 @@ def shrink(
         ),
     ] = False,
     compact: CompactOpt = False,
+    target: TargetOpt = Target.ort_cpu,
     num_images: NumImagesOpt = None,
     eval_num_images: Annotated[
         int | None, typer.Option("--eval-num-images", help="Use this many of the evaluation images.")
@@ -140,7 +143,7 @@ def shrink(
     preprocess = preprocess_options(preset, mean, std, bgr, resize, input_size)
     config = ShrinkConfig(
         calibration=CalibrateConfig(ImageSelection(images, num_images, seed), preprocess),
-        convert=ConvertConfig(compact=compact),
+        convert=ConvertConfig(compact=compact, target=target),
         evaluation=CompareConfig(
             images=ImageSelection(eval_images or images, eval_num_images, seed, "--eval-num-images"),
             preprocess=preprocess,

@@ -12,6 +12,7 @@ import typer.main
 from quantkit.config import (
     Preset,
     ResizeMode,
+    Target,
 )
 from quantkit.errors import ConfigError
 
@@ -36,6 +37,15 @@ NumImagesOpt = Annotated[
     int | None,
     typer.Option(
         "--num-images", help="Use a seeded subset of N images (all, with a warning, if N is larger)."
+    ),
+]
+
+TargetOpt = Annotated[
+    Target,
+    typer.Option(
+        "--target",
+        help="Runtime the INT8 model is placed for: ort-cpu (onnxruntime's CPU kernels), tensorrt (int8 "
+        "symmetric, Q/DQ on weighted layers' inputs and residual Adds).",
     ),
 ]
 

@@ -79,9 +79,17 @@ class Prefer(str, Enum):
     accuracy = "accuracy"  # not measured: the INT8 model as planned
 
 
+class Target(str, Enum):
+    """The runtime an INT8 model is placed for (planner.targets; quantkit/docs/targets.md)."""
+
+    ort_cpu = "ort-cpu"  # onnxruntime's CPU kernels: uint8 activations, Q/DQ where it fuses QLinear ops
+    tensorrt = "tensorrt"  # int8 symmetric, Q/DQ on weighted layers' inputs and residual Adds, float bias
+
+
 class Precision(str, Enum):
     int8 = "int8"
     fp16 = "fp16"
+    fp8 = "fp8"  # E4M3FN Q/DQ in TensorRT's placement (ConvertConfig.fp8)
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,11 @@ class ConvertConfig:
     fallback: FallbackPrecision = FallbackPrecision.fp32
     compact: bool = False  # shared initializers, default attributes dropped, short inner tensor names
     weight_range: WeightRange = WeightRange.auto  # the pipeline resolves auto for the machine it runs on
+    # tensorrt: activations int8 symmetric (set here; TensorRT has no uint8 Q/DQ), weights full range
+    target: Target = Target.ort_cpu
+    # --to fp8: E4M3FN Q/DQ (opset 19), amax / 448 scales, placed for TensorRT; no rebalancing, weights
+    # rounded to nearest (the integer grids of SmoothQuant's search and GPTQ's solve are not FP8's)
+    fp8: bool = False
 
     @property
     def weight_qmax(self) -> int:
@@ -136,6 +149,18 @@ class ConvertConfig:
         object.__setattr__(self, "weight_range", as_enum(WeightRange, self.weight_range, "--weight-range"))
         object.__setattr__(self, "rounding", as_enum(Rounding, self.rounding, "--rounding"))
         object.__setattr__(self, "prefer", as_enum(Prefer, self.prefer, "--prefer"))
+        object.__setattr__(self, "target", as_enum(Target, self.target, "--target"))
+        if self.fp8:
+            object.__setattr__(self, "target", Target.tensorrt)
+            object.__setattr__(self, "smoothquant", "off")
+            object.__setattr__(self, "rounding", Rounding.nearest)
+        if self.target is Target.tensorrt:
+            object.__setattr__(self, "activations", ActivationType.int8)
+        if self.target is not Target.ort_cpu and self.prefer is Prefer.speed:
+            raise ConfigError(
+                f"--prefer speed times onnxruntime on this CPU, not {self.target.value}; leave it out with "
+                f"--target {self.target.value} and measure the model where it runs"
+            )
         for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not 50.0 < self.percentile <= 100.0:
@@ -177,6 +202,8 @@ class ConvertConfig:
             "fallback": self.fallback.value,
             "compact": self.compact,
             "weight_range": self.weight_range.value,
+            "target": self.target.value,
+            "fp8": self.fp8,
         }
 
 
@@ -349,5 +376,11 @@ class ShrinkConfig:
     cache_dir: Path | None
 
     def __post_init__(self) -> None:
+        target = self.convert.target
+        if self.gates.min_speedup is not None and target is not Target.ort_cpu:
+            raise ConfigError(
+                f"--min-speedup times onnxruntime on this CPU, not {target.value}; leave the gate out with "
+                f"--target {target.value}"
+            )
         if self.gates.min_speedup is not None and self.evaluation.latency.runs == 0:
             raise ConfigError("--min-speedup needs timed runs; give --runs 1 or more, or drop the gate")

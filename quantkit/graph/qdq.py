@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, topological_order
 from quantkit.graph.smoothquant_rewrite import apply_rebalances
+from quantkit.qmath.fp8 import FLOAT8, per_channel_fp8
 from quantkit.qmath.params import (
     WEIGHT_QMAX,
     asymmetric_params,
@@ -138,6 +139,8 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
             memo,
             plan.weight_qmax,
             plan.rounded.get(weight.node),
+            plan.float_bias,
+            plan.fp8,
         )
     for tensor, params in activations.items():
         if index.is_constant(tensor):
@@ -278,15 +281,23 @@ def _quantize_constant_input(
     memo: WeightMemo | None = None,
     qmax: int = WEIGHT_QMAX,
     rounded: np.ndarray | None = None,
+    float_bias: bool = False,
+    fp8: bool = False,
 ) -> None:
     """Quantize one constant input of `node`; a bias is first corrected by the weights' rounding shift
     E[(W_q - W) x] where the input's per-channel means are known (input_means). rounded: the weight's
-    integers where the plan chose them (else round to nearest), on the same per-channel scales."""
+    integers where the plan chose them (else round to nearest), on the same per-channel scales.
+    float_bias: the (corrected) bias stays a float32 initializer, read directly. fp8: E4M3FN weights."""
     source = node.input[weight.input_index]  # the rebalanced copy, where there is one
     value = index.constant(source)
     assert value is not None, source
     base = f"{weight.initializer}_{node.name}" if weight.kind == "bias" else weight.initializer
-    if weight.kind == "weight":
+    if weight.kind == "weight" and fp8:
+        assert weight.axis is not None
+        q, scale, rewriter.weight_errors[node.name] = per_channel_fp8(value.astype(np.float32), weight.axis)
+        rewriter.weight_scales[node.name] = scale
+        params = QuantParams(scale, np.zeros(scale.shape, FLOAT8), weight.axis)
+    elif weight.kind == "weight":
         assert weight.axis is not None
         found = (
             memo.per_channel(value, weight.axis, qmax)
@@ -298,6 +309,12 @@ def _quantize_constant_input(
             q, rewriter.weight_errors[node.name] = rounded, weight_error(value, rounded, scale, weight.axis)
         rewriter.weight_scales[node.name] = scale
         params = QuantParams(scale, np.zeros(scale.shape, np.int8), weight.axis)
+    elif weight.kind == "bias" and float_bias:
+        if input_means and node.name in input_means:
+            shift = rounding_shift(index, node, rewriter.weight_errors[node.name], input_means[node.name])
+            corrected = (value - shift).astype(np.float32)
+            node.input[weight.input_index] = rewriter.add_initializer(f"{base}_corrected", corrected)
+        return
     elif weight.kind == "bias":
         input_scale = float(activations[node.input[0]].scale)  # what feeds the node now (maybe rebalanced)
         if input_means and node.name in input_means:

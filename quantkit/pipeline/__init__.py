@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from quantkit.pipeline.progress import Progress
     from quantkit.pipeline.run_calibrate import CalibrateSummary, calibrate
+    from quantkit.pipeline.run_check import check
     from quantkit.pipeline.run_compare import compare
     from quantkit.pipeline.run_convert import convert, resolve_weight_range
     from quantkit.pipeline.run_fp16 import convert_float16
@@ -26,6 +27,7 @@ _LAZY = {
     "CalibrateSummary": "run_calibrate",
     "Progress": "progress",
     "calibrate": "run_calibrate",
+    "check": "run_check",
     "compare": "run_compare",
     "convert": "run_convert",
     "convert_float16": "run_fp16",
@@ -38,6 +40,7 @@ __all__ = [
     "CalibrateSummary",
     "Progress",
     "calibrate",
+    "check",
     "compare",
     "convert",
     "convert_float16",

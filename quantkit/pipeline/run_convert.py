@@ -17,6 +17,7 @@ from quantkit.config import (
     ConvertConfig,
     FallbackPrecision,
     Prefer,
+    Target,
     WeightRange,
 )
 from quantkit.errors import (
@@ -40,6 +41,7 @@ from quantkit.outcomes import BudgetReport, ConvertSummary
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
 from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.run_check import findings as target_findings
 from quantkit.pipeline.shards import sendable
 from quantkit.pipeline.trial_jobs import Spread
 from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
@@ -52,6 +54,8 @@ from quantkit.planner import rounding_plan as rounding
 from quantkit.planner import smoothquant_search as smoothing
 from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan
 from quantkit.runtime import Session, int8_saturates
+
+FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear take float8 types from opset 19
 
 
 def convert(
@@ -67,7 +71,9 @@ def convert(
     checked before it is written. `parallel`: where the searches' trials are measured and --max-drop's
     validation images scored, chunk by chunk; the result does not depend on it."""
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
-    model, table, prepared = load_for_int8(model_path, table_path)
+    model, table, prepared = load_for_int8(
+        model_path, table_path, FP8_OPSET if config.fp8 else model_io.PER_CHANNEL_OPSET
+    )
     inferred = prepared.model
     config = resolve_weight_range(config)
     advance = progress("converting", 4)
@@ -134,7 +140,8 @@ def convert(
         return quantized, sum(len(data) for _, data in stored), smoke
 
     int8, size, smoke = written(plan, quantized, advance, corrections)
-    speed = None if config.prefer is Prefer.accuracy else measure_speed(model, int8, samples)
+    here = config.target is Target.ort_cpu  # this CPU's onnxruntime is the runtime the model is placed for
+    speed = measure_speed(model, int8, samples) if here and config.prefer is not Prefer.accuracy else None
     slow = too_slow(speed, config.prefer, lambda: measure_speed(model, int8, samples)) if speed else None
     if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)
         why = (
@@ -143,9 +150,10 @@ def convert(
         )
         keep = {n.name: why for n in inferred.graph.node if n.op_type in COMPUTE_OPS}
         plan = make_plan(inferred, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
-        _, size, smoke = written(plan, _quantized_model(inferred, plan, config), lambda _: None, None)
+        int8, size, smoke = written(plan, _quantized_model(inferred, plan, config), lambda _: None, None)
         speed, corrections = None, None
     summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
+    checked = target_findings(int8, model_io.infer_shapes(int8), config.target)
     reduced = (
         (
             "int8 weights on [-63, 63] (--weight-range reduced): full-range products saturate the int8 "
@@ -156,12 +164,31 @@ def convert(
     )
     return dataclasses.replace(
         summary,
-        notes=summary.notes + reduced + _nothing_quantized(plan),
+        notes=summary.notes + reduced + _nothing_quantized(plan) + _elsewhere(config),
         speed=speed,
         fallback=tuple(steps),
         fallback_start_db=start_db,
         budget=budget_report,
         corrections=corrections,
+        target_findings=checked,
+    )
+
+
+def _elsewhere(config: ConvertConfig) -> tuple[str, ...]:
+    if config.target is Target.ort_cpu:
+        return ()
+    fp8 = (
+        (
+            "FP8 E4M3FN Q/DQ (opset 19): activations at their observed amax / 448, weights per channel; "
+            "no rebalancing, weights rounded to nearest",
+        )
+        if config.fp8
+        else ()
+    )
+    return (
+        *fp8,
+        f"placed for {config.target.value}: speed not measured here (onnxruntime's CPU kernels are not "
+        f"the target's); accuracy was measured through onnxruntime, which runs the same Q/DQ arithmetic",
     )
 
 
@@ -178,7 +205,8 @@ def resolve_weight_range(config: ConvertConfig) -> ConvertConfig:
     """config with weight_range auto decided for this machine's onnxruntime kernels."""
     if config.weight_range is not WeightRange.auto:
         return config
-    chosen = WeightRange.reduced if int8_saturates() else WeightRange.full
+    on_this_cpu = config.target is not Target.tensorrt  # TensorRT's GPU kernels do not saturate
+    chosen = WeightRange.reduced if on_this_cpu and int8_saturates() else WeightRange.full
     return dataclasses.replace(config, weight_range=chosen)
 
 

@@ -16,7 +16,9 @@ The rules, in order:
    rebalanced (planner.smoothquant_plan: where, and where 1/s goes; the alphas under auto are measured by
    planner.smoothquant_search) and each biased layer gets its input's channel means for bias correction.
    Weights round to nearest unless the caller passes integers chosen for them (planner.rounding_plan).
-7. A compute op whose int8 kernel would not pay for the Q/DQ passes it needs stays float (planner.payoff).
+7. A compute op whose int8 kernel would not pay for the Q/DQ passes it needs stays float (planner.payoff;
+   onnxruntime's CPU kernels only).
+8. Another --target keeps the Q/DQ its runtime fuses (planner.targets).
 Model outputs stay float. Layers the accuracy fallback keeps float arrive as keep_float.
 """
 
@@ -28,7 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
-from quantkit.config import ConvertConfig
+from quantkit.config import ConvertConfig, Target
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.patterns import SCALE_OPS, data_input, writer
@@ -45,6 +47,7 @@ from quantkit.planner.placement import (
 from quantkit.planner.planning_state import FLOAT_LAYER_REASON, Planning
 from quantkit.planner.shared_params import scaled_reads, tensor_params
 from quantkit.planner.smoothquant_plan import Rebalancer
+from quantkit.planner.targets import for_fp8, for_tensorrt
 from quantkit.results import (
     CalibrationTable,
     QuantParams,
@@ -110,7 +113,8 @@ def _decide(
     keep_float = {**dict.fromkeys(config.float_layers, FLOAT_LAYER_REASON), **(keep_float or {})}
     slow: dict[str, str] = {}
     state = _planned(index, table, config, keep_float, range_cache, slow)
-    for _ in range(MAX_PAYOFF_ROUNDS):  # a layer kept float can leave its neighbours' conversions to pay
+    for _ in range(MAX_PAYOFF_ROUNDS if config.target is Target.ort_cpu else 0):  # costs are ORT's
+        # a layer kept float can leave its neighbours' conversions to pay
         found = {k: v for k, v in unpaid(state).items() if k not in slow}
         if not found:
             break
@@ -183,7 +187,7 @@ def _plan_of(state: Planning, activations: dict[str, QuantParams], rebalances: l
         for node in index.nodes
         if node.name in state.reasons and node.op_type != "Constant"
     )
-    return QuantPlan(
+    decided = QuantPlan(
         activations=activations,
         weights=tuple(state.weights),
         quantized_nodes=dict(state.quantized),
@@ -194,6 +198,10 @@ def _plan_of(state: Planning, activations: dict[str, QuantParams], rebalances: l
         input_means=_input_means(state, rebalances) if state.config.bias_correction else {},
         weight_qmax=state.config.weight_qmax,
     )
+    if state.config.target is not Target.tensorrt:
+        return decided
+    placed = for_tensorrt(decided, index)
+    return for_fp8(placed, state.table) if state.config.fp8 else placed
 
 
 def _input_means(state: Planning, rebalances: list[Rebalance]) -> dict[str, np.ndarray]:

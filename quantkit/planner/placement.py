@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from quantkit.config import ActivationType, ConvertConfig
+from quantkit.config import ActivationType, ConvertConfig, Target
 from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS
 from quantkit.graph.query import GraphIndex
@@ -71,6 +71,10 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     if not np.isfinite(weight).all():
         state.reasons[node.name] = "weight holds NaN or Inf"
         return
+    unfused = _unfused_on_ort(state, node)
+    if unfused:
+        state.reasons[node.name] = unfused
+        return
     axis = _weight_axis(index, node, weight)
     if axis is None:
         state.reasons[node.name] = "weight layout not supported for per-channel quantization"
@@ -83,6 +87,21 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     out = node.output[0]
     if state.has_stats(out):
         state.add_q(out)
+
+
+def _unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
+    """Why onnxruntime's CPU provider would run this layer in float on dequantized weights (an extra pass
+    over its weights every run and a rounding error for nothing), or "" where it fuses it. Measured with
+    its optimized graph (quantkit check): no QDQ ConvTranspose fusion at any level (1.32), and no integer
+    Conv writing a float output (Gemm and MatMul have one: QGemm, MatMulIntegerToFloat)."""
+    if state.config.target is not Target.ort_cpu:
+        return ""
+    if node.op_type == "ConvTranspose":
+        return "onnxruntime has no integer ConvTranspose kernel (it would run in float on int8 weights)"
+    out = node.output[0]
+    if node.op_type == "Conv" and (out in state.index.graph_outputs or not state.has_stats(out)):
+        return "its output stays float (a model output): onnxruntime has no integer Conv with a float output"
+    return ""
 
 
 def _weight_axis(index: GraphIndex, node: onnx.NodeProto, weight: np.ndarray) -> int | None:

@@ -12,8 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 from quantkit.outcomes import (
+    CheckReport,
     ComparisonResult,
     ConvertSummary,
+    Finding,
     Float16Summary,
     LatencyStats,
     SensitivityReport,
@@ -120,11 +122,44 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
     lines.append(f"smoke test on calibration samples: finite outputs, SQNR {sqnr}\n")
     lines.append(_speed_text(summary.speed))
+    for rule, nodes, why in grouped_findings(summary.target_findings):
+        lines.append(f"warning: {rule} at {nodes}: {why}\n", style="yellow")
     lines.append(f"wrote {output}")
     parts: list[RenderableType] = [quantized, Text(""), kept, Text("")]
     if summary.plan.rebalances:
         parts.extend([rebalance_table(summary), Text("")])
     return Group(*parts, lines)
+
+
+def check_table(report: CheckReport) -> RenderableType:
+    """quantkit check: the findings grouped by rule and reason, with the nodes they concern."""
+    head = Text(
+        f"{report.model}: {report.quantized_layers} of {report.layers} Conv/ConvTranspose/Gemm/MatMul "
+        f"quantized; target {report.target}\n"
+    )
+    if not report.findings:
+        return Group(head, Text(f"no findings: nothing here that {report.target} cannot fuse or run"))
+    found = _table("findings")
+    found.add_column("rule")
+    found.add_column("where")
+    found.add_column("why")
+    for rule, nodes, why in grouped_findings(report.findings):
+        found.add_row(rule, nodes, why)
+    tail = Text(f"{len(report.findings)} finding(s): {report.target} cannot run these as placed")
+    return Group(head, found, tail)
+
+
+def grouped_findings(findings: tuple[Finding, ...]) -> list[tuple[str, str, str]]:
+    """(rule, 'N x op: first nodes', message) per distinct rule and message, in first-seen order."""
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.rule, f.message), []).append(f)
+    rows = []
+    for (rule, message), members in groups.items():
+        names = ", ".join(f.node for f in members[:3]) + (", ..." if len(members) > 3 else "")
+        ops = "/".join(dict.fromkeys(f.op_type for f in members))
+        rows.append((rule, f"{len(members)} x {ops}: {names}", message))
+    return rows
 
 
 def _speed_text(speed: Speed | None) -> Text:

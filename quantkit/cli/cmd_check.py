@@ -1,0 +1,39 @@
+"""`quantkit check`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import typer.core
+import typer.main
+
+from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, show, write_text
+from quantkit.cli.options import TargetOpt
+from quantkit.config import Target
+
+
+@app.command(
+    cls=Command,
+    context_settings=CONTEXT,
+    epilog="Example: quantkit check model.int8.onnx --target tensorrt",
+)
+def check(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Q/DQ ONNX model to check.")],
+    target: TargetOpt = Target.ort_cpu,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the findings as JSON here.")] = None,
+) -> None:
+    """List every Q/DQ placement the target cannot fuse or will run in float and every type it cannot
+    run; exit 1 when there is any, 0 when there is none, 2 on an error."""
+    from quantkit import pipeline
+    from quantkit.reports import console
+
+    guard_outputs([("--json", json_path)], [("the model", model)], [])
+    report = pipeline.check(model, target)
+    show(console.check_table(report))
+    if json_path is not None:
+        write_text(json_path, json.dumps(report.to_dict(), indent=1) + "\n")
+    if report.findings:
+        raise typer.Exit(1)

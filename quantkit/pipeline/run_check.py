@@ -1,0 +1,34 @@
+"""`quantkit check`: a Q/DQ model read against one target's rules (graph.target_rules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from quantkit.config import Target
+from quantkit.graph import model_io
+from quantkit.graph import target_rules as rules
+from quantkit.outcomes import CheckReport, Finding
+from quantkit.runtime import optimized_graph
+
+
+def check(model_path: Path, target: Target) -> CheckReport:
+    """Every Q/DQ placement `target` cannot fuse or will run in float, and every type it cannot run."""
+    model = model_io.load_model(model_path)
+    inferred = model_io.infer_shapes(model)
+    layers = [n for n in inferred.graph.node if n.op_type in rules.WEIGHTED_OPS]
+    return CheckReport(
+        model=str(model_path),
+        target=target.value,
+        layers=len(layers),
+        quantized_layers=sum(rules.reads_dequantized(inferred, n) for n in layers),
+        findings=findings(model, inferred, target),
+    )
+
+
+def findings(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) -> tuple[Finding, ...]:
+    """inferred: the model with shapes inferred. ort-cpu also asks onnxruntime what it fused."""
+    if target is Target.tensorrt:
+        return tuple(rules.tensorrt(inferred))
+    return (*rules.ort_cpu(inferred), *rules.unfused_after(optimized_graph(model)))

@@ -1,0 +1,354 @@
+"""convert --target tensorrt and quantkit check: the placement each runtime fuses, and the rules that say
+where a Q/DQ model departs from it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from quantkit.config import ActivationType, ConvertConfig, Prefer, Target
+from quantkit.errors import ConfigError
+from quantkit.evaluate.metrics import sqnr_db
+from quantkit.graph import target_rules as rules
+from quantkit.graph.model_io import infer_shapes
+from quantkit.pipeline.run_check import check
+from tests.conftest import conv_params, make_model, save
+from tests.helpers import assert_one_line_error, output_sqnr, quantize, run
+
+N = helper.make_node
+
+
+def _residual_net() -> onnx.ModelProto:
+    """x -> Conv -> Relu -> a;  a -> Conv -> Relu -> Conv -> b;  Add(b, a) -> MaxPool -> Conv -> y:
+    a residual block, a pool and three kinds of reads."""
+    inits: dict[str, np.ndarray] = {}
+    nodes = []
+    for i, (x, y, c_in) in enumerate([("x", "c0", 3), ("a", "c1", 8), ("r1", "b", 8), ("p", "y", 8)]):
+        p = conv_params(8, c_in, 3, seed=i)
+        inits[f"w{i}"], inits[f"b{i}"] = p["w"], p["b"]
+        nodes.append(N("Conv", [x, f"w{i}", f"b{i}"], [y], name=f"conv{i}", pads=[1, 1, 1, 1]))
+    nodes[1:1] = [N("Relu", ["c0"], ["a"], name="relu0")]
+    nodes[3:3] = [N("Relu", ["c1"], ["r1"], name="relu1")]
+    nodes[5:5] = [
+        N("Add", ["b", "a"], ["s"], name="add"),
+        N("MaxPool", ["s"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    return make_model(nodes, inits)
+
+
+@pytest.fixture(scope="module")
+def tensorrt_model(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -> tuple[Path, object]:
+    tmp = tmp_path_factory.mktemp("trt")
+    summary, out = quantize(_residual_net(), tmp, image_dir, ConvertConfig(target=Target.tensorrt))
+    return out, summary
+
+
+def _readers_of_q(model: onnx.ModelProto) -> Counter[str]:
+    """What reads each DequantizeLinear of an activation (not a weight): op type -> count."""
+    inits = {i.name for i in model.graph.initializer}
+    found: Counter[str] = Counter()
+    for dq in model.graph.node:
+        if dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+            continue
+        for node in model.graph.node:
+            if dq.output[0] in node.input:
+                found[f"{node.op_type}:{list(node.input).index(dq.output[0])}"] += 1
+    return found
+
+
+def test_tensorrt_places_int8_symmetric_qdq_on_layer_inputs_and_the_residual(
+    tensorrt_model: tuple[Path, object],
+) -> None:
+    out, _ = tensorrt_model
+    model = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [inits[n.input[2]] for n in qdq]
+    assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    # every Conv reads a dequantized input and weight; the Add its residual input; nothing else
+    assert _readers_of_q(model) == Counter({"Conv:0": 4, "Add:1": 1})
+    # biases are float initializers, read directly
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        assert inits[conv.input[2]].dtype == np.float32
+    # weights use the full int8 range
+    weights = [inits[n.input[0]] for n in qdq if n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    assert len(weights) == 4 and max(int(np.abs(w).max()) for w in weights) == 127
+    # no Q/DQ between a Conv and the Relu after it
+    assert [f for f in rules.tensorrt(infer_shapes(model)) if f.rule == "split-fusion"] == []
+
+
+def test_tensorrt_model_passes_its_check_and_fails_onnxruntimes(
+    tensorrt_model: tuple[Path, object], tmp_path: Path, image_dir: Path
+) -> None:
+    out, summary = tensorrt_model
+    report = check(out, Target.tensorrt)
+    assert report.findings == () and report.quantized_layers == report.layers == 4
+    assert summary.target_findings == ()  # type: ignore[attr-defined]
+    assert any("placed for tensorrt" in n for n in summary.notes)  # type: ignore[attr-defined]
+    assert summary.speed is None  # type: ignore[attr-defined]
+    # the default (onnxruntime) output of the same network is not TensorRT's placement
+    _, ort_out = quantize(_residual_net(), tmp_path, image_dir)
+    rules_hit = {f.rule for f in check(ort_out, Target.tensorrt).findings}
+    assert {"int32-dq", "qdq-type", "zero-point"} <= rules_hit
+    assert check(ort_out, Target.ort_cpu).findings == ()
+
+
+def test_tensorrt_model_is_accurate_and_runs_as_the_reference_says(
+    tensorrt_model: tuple[Path, object], image_dir: Path
+) -> None:
+    out, _ = tensorrt_model
+    assert output_sqnr(out.with_name("model.onnx"), out, image_dir) > 25.0
+    feed = {"x": np.random.default_rng(3).uniform(-2, 2, (2, 3, 16, 16)).astype(np.float32)}
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    model = onnx.load(str(out))
+    model.opset_import[0].version = 19  # onnx.reference has Q/DQ from 19; int8 semantics are those of 13
+    want = ReferenceEvaluator(model).run(None, feed)[0]
+    # the same arithmetic; a value on a rounding boundary may land one step apart in float32
+    assert sqnr_db(float(np.sum(want**2)), float(np.sum((got - want) ** 2))) > 40.0
+
+
+def test_tensorrt_config_sets_int8_and_refuses_what_it_cannot_honour(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ConvertConfig(target="tensorrt").activations is ActivationType.int8  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="--prefer speed times onnxruntime"):
+        ConvertConfig(target=Target.tensorrt, prefer=Prefer.speed)
+    model = save(_residual_net(), tmp_path / "m.onnx")
+    code, _, err = run(
+        [
+            "convert",
+            str(model),
+            "-c",
+            "t.json",
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--target",
+            "tensorrt",
+            "--activations",
+            "uint8",
+        ],
+        capsys,
+    )
+    assert_one_line_error(code, err, "int8 symmetric", "--activations")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+# ---- the rules, one hand-made model each ---------------------------------------------------------
+
+
+def _qdq_conv(
+    *,
+    act_type: int = TensorProto.INT8,
+    act_zero: int = 0,
+    act_scale: list[float] | None = None,
+    weight_axis: int = 0,
+    bias_int32: bool = False,
+    quantize_input: bool = True,
+    quantize_weight: bool = True,
+    after: str | None = None,
+    output_q: bool = False,
+    extra_nodes: list[onnx.NodeProto] | None = None,
+) -> onnx.ModelProto:
+    """x -> [Q -> DQ] -> Conv(DQ(int8 w) or w, bias) -> [Q -> DQ] -> [after] -> y, made by hand."""
+    g = np.random.default_rng(0)
+    w = g.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    scale_w = np.full(4 if weight_axis == 0 else 3, 0.01, np.float32)
+    act_dtype = {TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8}[act_type]
+    scale = np.array(act_scale, np.float32) if act_scale else np.array(0.05, np.float32)
+    inits = {
+        "s": scale,
+        "z": np.full(scale.shape, act_zero, act_dtype),
+        "wq": w,
+        "ws": scale_w,
+        "wz": np.zeros(scale_w.shape, np.int8),
+        "wf": (w.astype(np.float32) * 0.01),
+        "b": np.zeros(4, np.float32),
+        "bq": np.zeros(4, np.int32),
+        "bs": np.full(4, 0.0005, np.float32),
+        "bz": np.zeros(4, np.int32),
+    }
+    nodes = []
+    x = "x"
+    if quantize_input:
+        axis = {"axis": 1} if act_scale else {}
+        nodes += [
+            N("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_x", **axis),
+            N("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_x", **axis),
+        ]
+        x = "xd"
+    weight = "wf"
+    if quantize_weight:
+        nodes.append(N("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="dq_w", axis=weight_axis))
+        weight = "wd"
+    bias = "b"
+    if bias_int32:
+        nodes.append(N("DequantizeLinear", ["bq", "bs", "bz"], ["bd"], name="dq_b", axis=0))
+        bias = "bd"
+    nodes.append(N("Conv", [x, weight, bias], ["c"], name="conv", pads=[1, 1, 1, 1]))
+    last = "c"
+    if output_q:
+        nodes += [
+            N("QuantizeLinear", ["c", "s", "z"], ["cq"], name="q_c"),
+            N("DequantizeLinear", ["cq", "s", "z"], ["cd"], name="dq_c"),
+        ]
+        last = "cd"
+    if after:
+        nodes.append(N(after, [last], ["y"], name="act"))
+    else:
+        nodes.append(N("Identity", [last], ["y"], name="out"))
+    nodes += extra_nodes or []
+    graph = helper.make_graph(
+        nodes,
+        "hand",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return infer_shapes(model)
+
+
+RULE_CASES = {
+    "clean": ({}, set()),
+    "qdq-type": ({"act_type": TensorProto.UINT8, "act_zero": 0}, {"qdq-type"}),
+    "zero-point": ({"act_zero": 3}, {"zero-point"}),
+    "activation-axis": ({"act_scale": [0.05, 0.04, 0.03]}, {"activation-axis"}),
+    "weight-axis": ({"weight_axis": 1}, {"weight-axis"}),
+    "int32-dq": ({"bias_int32": True}, {"int32-dq"}),
+    "float-input": ({"quantize_input": False}, {"float-input"}),
+    "float-weight": ({"quantize_weight": False}, {"float-weight"}),
+    "split-fusion": ({"output_q": True, "after": "Relu"}, {"split-fusion"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RULE_CASES))
+def test_each_tensorrt_rule_fires_on_its_own_model(case: str) -> None:
+    options, expected = RULE_CASES[case]
+    found = {f.rule for f in rules.tensorrt(_qdq_conv(**options))}  # type: ignore[arg-type]
+    assert found == expected
+
+
+def test_tensorrt_rule_on_a_float64_tensor() -> None:
+    extra = [N("Cast", ["y"], ["y64"], name="to64", to=TensorProto.DOUBLE)]
+    model = _qdq_conv(extra_nodes=extra)
+    found = rules.tensorrt(model)
+    assert [(f.rule, f.node) for f in found] == [("dtype", "to64")]
+    assert "float64" in found[0].message
+
+
+def test_onnxruntime_rules_read_what_it_fused(tmp_path: Path) -> None:
+    from quantkit.runtime import optimized_graph
+
+    # a Conv whose output is not quantized: onnxruntime keeps it float on dequantized values
+    plain = _qdq_conv(act_type=TensorProto.UINT8, act_zero=128)
+    assert [(f.rule, f.node) for f in rules.unfused_after(optimized_graph(plain))] == [("not-fused", "conv")]
+    # the same Conv with its output quantized becomes QLinearConv: nothing to report
+    fused = _qdq_conv(act_type=TensorProto.UINT8, act_zero=128, output_q=True)
+    assert rules.unfused_after(optimized_graph(fused)) == []
+    # float8 Q/DQ: no float8 kernels on the CPU
+    fp8 = _qdq_conv()
+    zero = next(i for i in fp8.graph.initializer if i.name == "z")
+    zero.CopyFrom(helper.make_tensor("z", TensorProto.FLOAT8E4M3FN, [], [0.0]))
+    fp8.opset_import[0].version = 19
+    del fp8.graph.value_info[:]
+    assert [f.rule for f in rules.ort_cpu(infer_shapes(fp8))] == ["float8"]
+
+
+def test_check_command_exit_codes_json_and_inputs_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean = save(_qdq_conv(), tmp_path / "clean.onnx")
+    split = save(_qdq_conv(output_q=True, after="Relu"), tmp_path / "split.onnx")
+    before = split.read_bytes()
+    code, out, _ = run(["check", str(clean), "--target", "tensorrt"], capsys)
+    assert code == 0 and "no findings" in out
+    code, out, _ = run(
+        ["check", str(split), "--target", "tensorrt", "--json", str(tmp_path / "f.json")], capsys
+    )
+    assert code == 1 and "split-fusion" in out
+    record = json.loads((tmp_path / "f.json").read_text())
+    assert record["schema"] == "quantkit-check/1" and record["target"] == "tensorrt"
+    assert [f["rule"] for f in record["findings"]] == ["split-fusion"]
+    assert split.read_bytes() == before
+    code, _, err = run(["check", str(tmp_path / "missing.onnx")], capsys)
+    assert_one_line_error(code, err, "does not exist")
+    code, _, err = run(["check", str(split), "--json", str(split)], capsys)
+    assert code == 2 and split.read_bytes() == before
+
+
+def test_check_through_the_python_api(tmp_path: Path) -> None:
+    import quantkit
+
+    model = save(_qdq_conv(act_zero=5), tmp_path / "m.onnx")
+    report = quantkit.check(model, target="tensorrt")
+    assert [f.rule for f in report.findings] == ["zero-point", "zero-point"]
+    assert report.to_dict()["findings"][0]["node"] == "q_x"
+    with pytest.raises(ConfigError, match="target must be one of"):
+        quantkit.check(model, target="tpu")
+
+
+# ---- --to fp8 ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fp8_model(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -> tuple[Path, object]:
+    tmp = tmp_path_factory.mktemp("fp8")
+    summary, out = quantize(_residual_net(), tmp, image_dir, ConvertConfig(fp8=True))
+    return out, summary
+
+
+def test_fp8_writes_e4m3_qdq_at_opset_19_in_tensorrts_placement(fp8_model: tuple[Path, object]) -> None:
+    out, summary = fp8_model
+    model = onnx.load(str(out))
+    assert model.opset_import[0].version >= 19
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert {types[n.input[2]] for n in qdq} == {TensorProto.FLOAT8E4M3FN}
+    weights = [n for n in qdq if types.get(n.input[0]) == TensorProto.FLOAT8E4M3FN]
+    assert len(weights) == 4  # the four Conv weights, stored as float8
+    assert _readers_of_q(model) == Counter({"Conv:0": 4, "Add:1": 1})
+    assert check(out, Target.tensorrt).findings == ()
+    assert [f.rule for f in check(out, Target.ort_cpu).findings].count("float8") == 4
+    assert any(n.startswith("FP8 E4M3FN") for n in summary.notes)  # type: ignore[attr-defined]
+
+
+def test_fp8_arithmetic_is_measured_as_the_reference_computes_it(
+    fp8_model: tuple[Path, object], image_dir: Path
+) -> None:
+    """onnxruntime 1.32 miscomputes float8 Q/DQ above its basic optimization level: quantkit's sessions
+    run such models at the basic level, where they agree with onnx.reference."""
+    from quantkit.runtime import Session
+
+    out, _ = fp8_model
+    feed = np.random.default_rng(5).uniform(-2, 2, (2, 3, 16, 16)).astype(np.float32)
+    got = Session(out).run(feed)["y"]
+    want = ReferenceEvaluator(str(out)).run(None, {"x": feed})[0]
+    assert sqnr_db(float(np.sum(want**2)), float(np.sum((got - want) ** 2))) > 40.0
+    # compare (quantkit's sessions) against FP32 on the images; onnxruntime's default level would not do
+    from quantkit import compare
+
+    result = compare(out.with_name("model.onnx"), out, data=image_dir, runs=0)
+    assert 20.0 < result.outputs[0].sqnr_db < 45.0
+
+
+def test_fp8_options_that_do_not_apply_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = save(_residual_net(), tmp_path / "m.onnx")
+    base = ["convert", str(model), "-c", "t.json", "-o", str(tmp_path / "o.onnx"), "--to", "fp8"]
+    code, _, err = run([*base, "--activations", "int8"], capsys)
+    assert_one_line_error(code, err, "--activations", "--to int8")
+    code, _, err = run([*base, "--target", "ort-cpu"], capsys)
+    assert_one_line_error(code, err, "placed for TensorRT")
+    config = ConvertConfig(fp8=True)
+    assert config.target is Target.tensorrt and config.smoothquant == "off"
