@@ -123,7 +123,16 @@ class OpenVinoSession:
     def layers(self, nodes: Mapping[str, str] | None = None) -> LayerPrecisions:
         """What the compiled model runs in which precision (see layer_precisions); `nodes`: the ONNX
         model's Conv/Gemm/MatMul by node name and by output name, to name the float ones."""
-        return layer_precisions(_runtime_layers(self._compiled.get_runtime_model()), nodes)
+        return layer_precisions(self.runtime_layers(), nodes)
+
+    def runtime_layers(self) -> list[dict[str, str]]:
+        """The compiled model's layers in execution order, each its rt_info as text (layerType,
+        runtimePrecision, originalLayersNames, primitiveType...)."""
+        layers = []
+        for op in self._compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            layers.append({str(k): str(info[k].astype(str)) for k in info})
+        return layers
 
 
 @dataclass(frozen=True)
@@ -160,11 +169,3 @@ def _onnx_name(layer: dict[str, str], nodes: Mapping[str, str]) -> str:
     names = [n for n in layer.get("originalLayersNames", "").split(",") if n]
     known = [nodes[n] for n in names if n in nodes]
     return (known or [n.split("/", 1)[0] for n in names] or ["?"])[0]
-
-
-def _runtime_layers(runtime_model: Any) -> list[dict[str, str]]:
-    layers = []
-    for op in runtime_model.get_ordered_ops():
-        info = op.get_rt_info()
-        layers.append({str(k): str(info[k].astype(str)) for k in info})
-    return layers
