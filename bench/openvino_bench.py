@@ -2,7 +2,7 @@
 ../shared/assets.
 
     python -m bench.openvino_bench [--models squeezenet1.1,mobilenetv2,yolox_nano,vit_mnist]
-                                   [--runs 200] [--warmup 20] [--threads 1,N]
+                                   [--runs 200] [--warmup 20] [--threads 1,N] [--keep DIR]
 
 For each model: (a) quantkit's defaults (`quantkit calibrate` on the calibration images, `quantkit
 convert`), (b) NNCF's defaults (`nncf.quantize` on the ONNX model, its ONNX backend, fed the same
@@ -61,6 +61,7 @@ class Settings:
     warmup: int
     timeout: float
     memory_limit: int
+    keep: str | None = None  # the folder the models are written to and left in
 
 
 @dataclass
@@ -243,13 +244,15 @@ def parse(argv: list[str] | None) -> Settings:
     parser.add_argument("--runs", type=int, default=200, help="interleaved rounds per thread count")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per quantizer run")
+    parser.add_argument("--keep", type=Path, help="write the models here (default: a temporary folder)")
     args = parser.parse_args(argv)
     names = tuple(m for m in args.models.split(",") if m)
     unknown = [m for m in names if m not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_MODELS)}")
     threads = tuple(dict.fromkeys(int(t) for t in args.threads.split(",") if t))
-    return Settings(names, threads, args.runs, args.warmup, args.timeout, memory_total_bytes() // 2)
+    keep = str(args.keep) if args.keep else None
+    return Settings(names, threads, args.runs, args.warmup, args.timeout, memory_total_bytes() // 2, keep)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,20 +262,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     s = parse(argv)
     command = "python -m bench.openvino_bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="quantkit-ov-bench-") as folder:
-        for name in s.models:
-            rows.append(bench_model(MODELS[name], Path(folder), s))
-    record = {
+    record: dict[str, Any] = {
         "command": command.strip(),
         "settings": asdict(s),
         "openvino": {**settings(), "version": version()},
         "environment": {**cpu_info(), "versions": {**versions(), "openvino": version(), **nncf_versions()}},
-        "models": rows,
+        "models": [],
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "openvino.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
-    (RESULTS / "openvino.md").write_text(openvino_report.markdown(record))
+    with tempfile.TemporaryDirectory(prefix="quantkit-ov-bench-") as folder:
+        work = Path(s.keep) if s.keep else Path(folder)
+        work.mkdir(parents=True, exist_ok=True)
+        for name in s.models:
+            record["models"].append(bench_model(MODELS[name], work, s))
+            # written after each model: a later model's failure keeps the earlier figures
+            (RESULTS / "openvino.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+            (RESULTS / "openvino.md").write_text(openvino_report.markdown(record))
     print(f"wrote {RESULTS / 'openvino.md'} and openvino.json", file=sys.stderr)
     return 0
 

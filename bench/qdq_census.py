@@ -71,8 +71,8 @@ def float_reasons(model: onnx.ModelProto, names: list[str]) -> dict[str, str]:
     reasons = {}
     for name in names:
         node = nodes.get(name)
-        if node is None:
-            reasons[name] = "not a node of the model"
+        if node is None or node.op_type not in LINEAR or len(node.input) < 2:
+            reasons[name] = "not a Conv/Gemm/MatMul of the model (a layer OpenVINO made)"
             continue
         data, weight = (_through(node.input[i], producers) for i in (0, 1))
         parts = [

@@ -149,3 +149,15 @@ def test_compare_in_openvino_on_workers_gives_the_figures_of_one_process(
         assert code == 0, err
         figures.append(json.loads(out.read_text())["outputs"])
     assert figures[0] == figures[1]
+
+
+def test_compare_in_openvino_takes_arrays_from_the_api(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    import quantkit
+
+    model = _two_outputs(tmp_path / "m.onnx")
+    samples = list(np.random.default_rng(2).normal(0, 1, (5, 3, 16, 16)).astype(np.float32))
+    result = quantkit.compare(model, model, data=samples, runtime="openvino", runs=2, warmup=0)
+    assert result.num_images == 5 and result.settings["runtime"] == "openvino"
+    assert all(m.sqnr_db == float("inf") for m in result.outputs)  # the same model, the same runtime
+    assert result.candidate_latency is not None
