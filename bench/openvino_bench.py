@@ -38,13 +38,13 @@ from bench import openvino_report
 from bench.child import ChildResult, memory_total_bytes, run_child
 from bench.models import ASSETS, MODELS, BenchModel, preprocess_spec
 from bench.nncf_peer import versions as nncf_versions
-from bench.qdq_census import LINEAR, census, float_reasons
+from bench.qdq_census import census, float_reasons
 from bench.run import calibration_folder, evaluation_paths
 from quantkit.api import compare
 from quantkit.graph.model_io import image_input, opset_version
 from quantkit.images import ImageLoader, resolve_preprocess
 from quantkit.runtime import cpu_info, interleaved_latency, versions
-from quantkit.runtime_openvino import OpenVinoSession, settings, version
+from quantkit.runtime_openvino import OpenVinoSession, linear_nodes, settings, version
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODELS = ("squeezenet1.1", "mobilenetv2", "yolox_nano", "vit_mnist")
@@ -182,10 +182,8 @@ def layers(variant: Variant) -> dict[str, Any]:
     """The Conv/MatMul OpenVINO runs int8, the float ones with what the ONNX model gives them, and the
     runtime model's layers by (type, precision)."""
     proto = onnx.load(str(variant.path))
-    linear = [n for n in proto.graph.node if n.op_type in LINEAR]
-    names = {**{n.output[0]: n.name for n in linear}, **{n.name: n.name for n in linear}}
     session = OpenVinoSession(variant.path, threads=1)
-    found = session.layers(names)
+    found = session.layers(linear_nodes(proto))
     kinds: dict[str, int] = {}
     for layer in session.runtime_layers():
         if layer.get("layerType") not in ("Const", "Input", "Output"):

@@ -103,8 +103,10 @@ def _float_layers(record: dict[str, Any]) -> list[str]:
     lines = [
         "## Conv/MatMul that OpenVINO runs in float",
         "",
-        "What the ONNX model gives each (its data input and weight through a DequantizeLinear or not), "
-        "and the runtime model's layers by type and precision (Const, Input, Output left out).",
+        "For each: the runtime layer that holds it (a Subgraph is the CPU plugin's fused block, e.g. its "
+        "attention), and what the ONNX model gives it (its data input and weight through a "
+        "DequantizeLinear or not); then the runtime model's layers by type and precision (Const, Input, "
+        "Output left out).",
         "",
     ]
     for row in record["models"]:
@@ -113,9 +115,12 @@ def _float_layers(record: dict[str, Any]) -> list[str]:
             if v["tool"] == "fp32" or not layers:
                 continue
             reasons = layers.get("float_reasons", {})
+            held = layers.get("float_held_by", {})
             head = f"- **{row['model']}, {v['label']}**: {layers['int8']} of {layers['linear']} int8"
             if reasons:
-                shown = "; ".join(f"`{k}` ({r})" for k, r in list(reasons.items())[:12])
+                shown = "; ".join(
+                    f"`{k}` (runs in {held.get(k, '?')}; ONNX {r})" for k, r in list(reasons.items())[:12]
+                )
                 more = f"; and {len(reasons) - 12} more" if len(reasons) > 12 else ""
                 head += f"; float: {shown}{more}"
             runtime = ", ".join(f"{k} {n}" for k, n in layers.get("runtime_layers", {}).items())

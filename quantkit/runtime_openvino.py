@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from quantkit.errors import ConfigError, ModelError, shorten
 from quantkit.results import Feed, feed_pad, feed_rows
@@ -27,6 +28,9 @@ PERFORMANCE_HINT = "LATENCY"
 # The CPU plugin's layer types that hold a Conv, ConvTranspose, Gemm or MatMul of the ONNX model
 LINEAR_LAYERS = frozenset({"Convolution", "Deconvolution", "FullyConnected", "MatMul", "GroupConvolution"})
 INTEGER_PRECISIONS = frozenset({"u8", "i8"})
+LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# what OpenVINO folds into a linear layer and may name the fused layer after (bias Add, scale Mul)
+FOLDED_AFTER = frozenset({"Add", "Mul", "Div", "Sub", "Identity"})
 
 
 def load_openvino() -> Any:
@@ -137,35 +141,104 @@ class OpenVinoSession:
 
 @dataclass(frozen=True)
 class LayerPrecisions:
-    """The compiled model's Conv/Gemm/MatMul layers (after OpenVINO's fusions: one per ONNX Conv,
-    ConvTranspose, Gemm or MatMul with weights) and which of them run on int8 inputs."""
+    """The model's Conv/Gemm/MatMul as OpenVINO's CPU plugin runs them: how many, how many on int8
+    inputs, and the others with the runtime layer that holds each ("Convolution f32", "Subgraph f32")."""
 
     linear: int
     integer: int
-    float_layers: tuple[str, ...]  # the ONNX node names of the layers that run in float
+    float_layers: tuple[str, ...]  # the ONNX node names of the ones that run in float
+    held_by: tuple[str, ...] = ()  # for each float one, its runtime layer's type and precision
 
     def to_dict(self) -> dict[str, Any]:
-        return {"linear": self.linear, "int8": self.integer, "float": list(self.float_layers)}
+        return {
+            "linear": self.linear,
+            "int8": self.integer,
+            "float": list(self.float_layers),
+            "float_held_by": dict(zip(self.float_layers, self.held_by, strict=False)),
+        }
+
+
+def linear_nodes(model: onnx.ModelProto) -> dict[str, str]:
+    """The model's Conv/Gemm/MatMul by every name OpenVINO may give the layer that runs one: the node's
+    name, its output's, and those of up to two Add/Mul/Div/Sub/Identity that alone read it in turn (a
+    bias or a scale the layer absorbs), each mapped to the node's name."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    names: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type not in LINEAR_OPS:
+            continue
+        aliases, last = [node.name, node.output[0]], node
+        for _ in range(2):  # MatMul -> bias Add -> Identity (a graph output) names the layer `logits`
+            after = readers.get(last.output[0], [])
+            if len(after) != 1 or after[0].op_type not in FOLDED_AFTER:
+                break
+            last = after[0]
+            aliases += [last.name, last.output[0]]
+        for alias in reversed(aliases):  # a node's own names win over another's folded ones
+            names.setdefault(alias, node.name)
+    return names
 
 
 def layer_precisions(
     layers: Iterable[dict[str, str]], nodes: Mapping[str, str] | None = None
 ) -> LayerPrecisions:
-    """From the runtime model's rt_info per layer (layerType, runtimePrecision, originalLayersNames);
-    a float layer is named by the ONNX node (`nodes`: by node or output name, as OpenVINO names an op
-    after its output where that is a graph output) of the first of its original names found there."""
-    linear = [layer for layer in layers if layer.get("layerType") in LINEAR_LAYERS]
-    floats = [layer for layer in linear if layer.get("runtimePrecision") not in INTEGER_PRECISIONS]
+    """From the runtime model's rt_info per layer (layerType, runtimePrecision, originalLayersNames).
+    With `nodes` (the ONNX model's Conv/Gemm/MatMul by node name and by output name, as OpenVINO names
+    an op after its output where that is a graph output), each of them is counted once, in the layer that
+    holds it: int8 where that is a Convolution/FullyConnected/MatMul layer on u8/i8 inputs, float
+    otherwise (a float layer, or a fused Subgraph such as the CPU plugin's attention block). Without
+    `nodes`, the runtime model's own linear layers are counted."""
+    layers = list(layers)
+    if not nodes:
+        linear = [layer for layer in layers if _is_linear(layer)]
+        floats = [layer for layer in linear if not _is_integer(layer)]
+        return LayerPrecisions(
+            len(linear),
+            len(linear) - len(floats),
+            tuple(_onnx_name(layer) for layer in floats),
+            tuple(_kind(layer) for layer in floats),
+        )
+    holder: dict[str, dict[str, str]] = {}
+    for layer in layers:
+        for name in _names(layer):
+            node = nodes.get(name)
+            if node is not None and (
+                node not in holder or (_is_linear(layer) and not _is_linear(holder[node]))
+            ):
+                holder[node] = layer
+    ordered = list(dict.fromkeys(nodes.values()))
+    kept = [n for n in ordered if n not in holder or not _is_integer(holder[n])]
     return LayerPrecisions(
-        linear=len(linear),
-        integer=len(linear) - len(floats),
-        float_layers=tuple(_onnx_name(layer, nodes or {}) for layer in floats),
+        len(ordered),
+        len(ordered) - len(kept),
+        tuple(kept),
+        tuple(_kind(holder[n]) if n in holder else "not in the runtime model" for n in kept),
     )
 
 
-def _onnx_name(layer: dict[str, str], nodes: Mapping[str, str]) -> str:
-    """The ONNX node a fused layer came from: the first of its original names in `nodes`, else the
-    first name without the suffix OpenVINO gives the parts it splits off (name/WithoutBiases)."""
+def _is_linear(layer: dict[str, str]) -> bool:
+    return layer.get("layerType") in LINEAR_LAYERS
+
+
+def _is_integer(layer: dict[str, str]) -> bool:
+    return _is_linear(layer) and layer.get("runtimePrecision") in INTEGER_PRECISIONS
+
+
+def _kind(layer: dict[str, str]) -> str:
+    return f"{layer.get('layerType')} {layer.get('runtimePrecision')}"
+
+
+def _names(layer: dict[str, str]) -> list[str]:
+    """A layer's original names, each also without the suffix OpenVINO gives the parts it splits off or
+    rewrites (Conv_3/WithoutBiases, matmul_7/DequantizationMultiply)."""
     names = [n for n in layer.get("originalLayersNames", "").split(",") if n]
-    known = [nodes[n] for n in names if n in nodes]
-    return (known or [n.split("/", 1)[0] for n in names] or ["?"])[0]
+    return list(dict.fromkeys(part for n in names for part in (n, n.split("/", 1)[0])))
+
+
+def _onnx_name(layer: dict[str, str]) -> str:
+    """A layer's ONNX node without a name map: the first original name, less the suffix OpenVINO gives
+    the parts it splits off (name/WithoutBiases)."""
+    return next((n for n in _names(layer) if "/" not in n), "?")

@@ -49,18 +49,28 @@ def test_an_unknown_runtime_is_named_with_the_choices() -> None:
     assert CompareConfig(images=ImageSelection(Path("."))).runtime is Runtime.onnxruntime
 
 
-def test_layer_precisions_count_int8_linear_layers_and_name_the_float_ones() -> None:
+def test_layer_precisions_count_each_onnx_linear_node_once_where_openvino_runs_it() -> None:
     layers = [
         {"layerType": "Convolution", "runtimePrecision": "u8", "originalLayersNames": "c1/WithoutBiases,c1"},
         {"layerType": "Convolution", "runtimePrecision": "f32", "originalLayersNames": "c2/WithoutBiases,c2"},
-        {"layerType": "FullyConnected", "runtimePrecision": "f32", "originalLayersNames": "Mul_3,fc"},
+        {"layerType": "Eltwise", "runtimePrecision": "f32", "originalLayersNames": "fc_out,add"},
+        {"layerType": "FullyConnected", "runtimePrecision": "f32", "originalLayersNames": "Mul_3,fc_out"},
         {"layerType": "Pooling", "runtimePrecision": "u8", "originalLayersNames": "pool"},
         {"layerType": "MatMul", "runtimePrecision": "i8", "originalLayersNames": "mm"},
+        {"layerType": "Subgraph", "runtimePrecision": "f32", "originalLayersNames": "qk,softmax,av"},
     ]
-    found = layer_precisions(layers, {"c1": "c1", "c2": "c2", "fc_out": "fc", "fc": "fc", "mm": "mm"})
-    assert (found.linear, found.integer, found.float_layers) == (4, 2, ("c2", "fc"))
-    assert found.to_dict() == {"linear": 4, "int8": 2, "float": ["c2", "fc"]}
-    assert layer_precisions(layers[1:2]).float_layers == ("c2",)  # no names known: the split-off prefix
+    names = {"c1": "c1", "c2": "c2", "fc_out": "fc", "mm": "mm", "qk": "qk", "av": "av", "gone": "gone"}
+    found = layer_precisions(layers, names)
+    assert (found.linear, found.integer) == (7, 2)
+    assert found.to_dict()["float_held_by"] == {
+        "c2": "Convolution f32",
+        "fc": "FullyConnected f32",  # the linear layer, not the Eltwise that also names it
+        "qk": "Subgraph f32",
+        "av": "Subgraph f32",
+        "gone": "not in the runtime model",
+    }
+    plain = layer_precisions(layers)  # no names: the runtime model's own linear layers
+    assert (plain.linear, plain.integer, plain.float_layers) == (4, 2, ("c2", "Mul_3"))
 
 
 # ---- with openvino installed -------------------------------------------------------------------------
@@ -161,3 +171,24 @@ def test_compare_in_openvino_takes_arrays_from_the_api(tmp_path: Path) -> None:
     assert result.num_images == 5 and result.settings["runtime"] == "openvino"
     assert all(m.sqnr_db == float("inf") for m in result.outputs)  # the same model, the same runtime
     assert result.candidate_latency is not None
+
+
+def test_linear_nodes_names_each_layer_also_by_the_bias_and_output_openvino_may_name_it_after() -> None:
+    from quantkit.runtime_openvino import linear_nodes
+
+    w = np.ones((6, 4), np.float32)
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "w"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "b"], ["biased"], name="bias"),
+        helper.make_node("Identity", ["biased"], ["y"], name="out"),
+    ]
+    model = make_model(nodes, {"w": w, "b": np.zeros(4, np.float32)}, input_shape=("N", 6, 1, 1))
+    assert linear_nodes(model) == {
+        "fc": "fc",
+        "mm": "fc",
+        "bias": "fc",
+        "biased": "fc",
+        "out": "fc",
+        "y": "fc",
+    }

@@ -49,7 +49,13 @@ def test_report_shows_every_variant_its_speedup_and_placement() -> None:
         "weight_formats": {"int8 zero point 0 per-channel": 2},
         "float_ops": {},
     }
-    layers = {"linear": 2, "int8": 1, "float": ["c2"], "float_reasons": {"c2": "Conv: input float"}}
+    layers = {
+        "linear": 2,
+        "int8": 1,
+        "float": ["c2"],
+        "float_held_by": {"c2": "Convolution f32"},
+        "float_reasons": {"c2": "Conv: input float"},
+    }
     record = {
         "command": "python -m bench.openvino_bench --models m",
         "settings": {"threads": [1, 2], "runs": 10, "warmup": 1},
@@ -87,7 +93,10 @@ def test_report_shows_every_variant_its_speedup_and_placement() -> None:
     assert "| m | NNCF defaults | top-1 agreement 90.0%, top-1 50.0% (-1.0 points) | 30.00 dB |" in text
     assert "1.00 (2.00x) | 0.50 (2.00x) | 1 / 2 |" in text
     assert "| m | quantkit defaults | failed: stopped at the time limit |" in text
-    assert "`c2` (Conv: input float)" in text and "| quantized outputs of | Relu 2 |" in text
+    assert (
+        "`c2` (runs in Convolution f32; ONNX Conv: input float)" in text
+        and "| quantized outputs of | Relu 2 |" in text
+    )
 
 
 def test_the_bench_skips_with_the_reason_when_openvino_or_nncf_is_missing(

@@ -206,16 +206,12 @@ def _timed(
     return interleaved_latency(timed, feed, lat.warmup, lat.runs, progress("timing", lat.runs))
 
 
-LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-
-
 def _runtime_settings(runtime: Runtime, candidate: onnx.ModelProto, candidate_path: Path) -> dict[str, Any]:
     """What the report states of the runtime: onnxruntime's optimization level, or OpenVINO's device
     and hints with how many of the candidate's Conv/Gemm/MatMul its CPU plugin runs on int8 inputs."""
     if runtime is Runtime.onnxruntime:
         return {"runtime": runtime.value, "graph_optimization": "ORT_ENABLE_ALL"}
-    linear = [n for n in candidate.graph.node if n.op_type in LINEAR_OPS]
-    nodes = {**{n.output[0]: n.name for n in linear}, **{n.name: n.name for n in linear}}
+    nodes = runtime_openvino.linear_nodes(candidate)
     layers = runtime_openvino.OpenVinoSession(candidate_path, threads=1).layers(nodes)
     return {
         "runtime": runtime.value,
