@@ -53,6 +53,7 @@ from quantkit.config import (
     ImageSelection,
     LatencyConfig,
     PreprocessOptions,
+    Runtime,
     ShrinkConfig,
     Target,
 )
@@ -186,10 +187,12 @@ def compare(
     warmup: int = _LATENCY.warmup,
     detector: str | None = None,
     score_threshold: float = 0.3,
+    runtime: str = "onnxruntime",
     progress: Progress | None = None,
 ) -> ComparisonResult:
     """Accuracy (with `labels`), output error, latency and size of `candidate` against `reference`.
     workers / ray: where the images are scored (as for `calibrate`); latency is always timed here.
+    runtime: where both models run, "onnxruntime" or "openvino" (the `openvino` extra).
     Preprocessing is read from the candidate's quantkit metadata unless `preprocess` is given."""
     selection, arrays = _data(data, num_images, seed)
     config = CompareConfig(
@@ -197,6 +200,7 @@ def compare(
         preprocess=preprocess or Preprocess(),
         labels=Path(labels) if labels is not None else None,
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+        runtime=as_enum(Runtime, runtime, "runtime"),
         **detector_fields(detector, score_threshold, "detector"),
     )
     explicit = preprocess is not None

@@ -7,9 +7,9 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -37,6 +37,21 @@ CPU_FLAGS_OF_INTEREST = (
     "asimddp",
     "i8mm",
 )
+
+
+class Runner(Protocol):
+    """What compare and the timing use of a session: runtime.Session, or the OpenVINO session of
+    runtime_openvino (compare --runtime openvino)."""
+
+    output_names: list[str]
+    threads: int
+
+    @property
+    def fixed_batch(self) -> int | None: ...
+
+    def run_batch(self, batch: Feed) -> dict[str, np.ndarray]: ...
+
+    def timed(self, batch: Feed) -> float: ...
 
 
 class Session:
@@ -160,7 +175,7 @@ class Session:
 
 
 def interleaved_latency(
-    sessions: list[Session],
+    sessions: Sequence[Runner],
     batch: Feed,
     warmup: int,
     runs: int,

@@ -42,6 +42,7 @@ from quantkit.cli.options import (
     WorkersOpt,
     preprocess_options,
 )
+from quantkit.config import Runtime
 from quantkit.errors import ConfigError
 
 
@@ -63,6 +64,14 @@ def compare(
     num_images: NumImagesOpt = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 1,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            "--runtime",
+            help="Where both models run, for accuracy and latency: onnxruntime, or openvino (OpenVINO's "
+            "CPU device, float32 precision hint; pip install 'quantkit[openvino]').",
+        ),
+    ] = Runtime.onnxruntime,
     workers: WorkersOpt = 1,
     ray: RayOpt = None,
     runs: RunsOpt = 100,
@@ -99,6 +108,7 @@ def compare(
         preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size),
         labels=labels,
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+        runtime=runtime,
         **detector_fields(detector, score_threshold),
     )
     outputs = [("--json", json_path), ("--markdown", markdown_path)]

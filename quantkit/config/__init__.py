@@ -227,6 +227,13 @@ class DetectorHead(str, Enum):
     yolox = "yolox"  # raw YOLOX head: cell offsets and log sizes over the stride 8, 16, 32 grids
 
 
+class Runtime(str, Enum):
+    """Where compare runs both models (accuracy and latency alike)."""
+
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"  # OpenVINO's CPU device, latency hint, float32 precision hint (an extra)
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     images: ImageSelection
@@ -236,10 +243,12 @@ class CompareConfig:
     batch_size: int = 8
     detection_threshold: float | None = None  # YOLO-style detection recall at this score, when set
     detector: DetectorHead = DetectorHead.yolo  # how the head's boxes read, with detection_threshold
+    runtime: Runtime = Runtime.onnxruntime
 
     def __post_init__(self) -> None:
         if self.detection_threshold is not None and not 0.0 < self.detection_threshold < 1.0:
             raise ConfigError(f"--score-threshold must be in (0, 1), got {self.detection_threshold}")
+        object.__setattr__(self, "runtime", as_enum(Runtime, self.runtime, "--runtime"))
 
 
 @dataclass(frozen=True)

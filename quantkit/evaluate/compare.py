@@ -23,7 +23,7 @@ from quantkit.evaluate.metrics import (
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.outcomes import Accuracy, OutputMetrics
 from quantkit.results import Batch, feed_rows
-from quantkit.runtime import Session
+from quantkit.runtime import Runner
 
 
 def read_classes(path: Path) -> list[str]:
@@ -157,7 +157,7 @@ class Comparison:
         return metrics, self.ref_acc.result(), self.cand_acc.result(), self.count
 
 
-def check_same_outputs(reference: Session, candidate: Session) -> None:
+def check_same_outputs(reference: Runner, candidate: Runner) -> None:
     if reference.output_names != candidate.output_names:
         raise ConfigError(
             f"the models' outputs differ ({reference.output_names} vs {candidate.output_names}); "
@@ -166,8 +166,8 @@ def check_same_outputs(reference: Session, candidate: Session) -> None:
 
 
 def compare_batches(
-    reference: Session,
-    candidate: Session,
+    reference: Runner,
+    candidate: Runner,
     batches: Iterable[Batch],
     comparison: Comparison,
     progress: Callable[[int], None] | None = None,

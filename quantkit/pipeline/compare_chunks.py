@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantkit.config import DetectorHead, Preprocess
+from quantkit.config import DetectorHead, Preprocess, Runtime
 from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.images import ImageLoader
@@ -32,6 +32,7 @@ class CompareJob:
     side: tuple[int, int] | None
     keys: tuple[str, str]  # the reference's and the candidate's session keys
     threads: int
+    runtime: Runtime = Runtime.onnxruntime
 
     def comparison(self) -> Comparison:
         return Comparison(self.folder, self.classes, self.detection_threshold, self.detector, self.side)
@@ -55,8 +56,8 @@ def run_compare_chunk(
     shared: Shared, job: CompareJob, progress: Callable[[int], None] | None = None
 ) -> CompareChunk:
     """A worker's task: decode the chunk's images (overlapping inference), run both models, score."""
-    reference = session_for(shared[0], job.keys[0], job.threads)
-    candidate = session_for(shared[1], job.keys[1], job.threads)
+    reference = session_for(shared[0], job.keys[0], job.threads, job.runtime)
+    candidate = session_for(shared[1], job.keys[1], job.threads, job.runtime)
     require_visible(job.paths)
     loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
     check = ReferenceCheck()

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
-from quantkit.config import CompareConfig, LatencyConfig, Preprocess
+from quantkit import runtime_openvino
+from quantkit.config import CompareConfig, LatencyConfig, Preprocess, Runtime
 from quantkit.data import ArrayStream, Sample, sample_side
 from quantkit.errors import (
     ConfigError,
@@ -31,10 +33,10 @@ from quantkit.pipeline.compare_chunks import (
 )
 from quantkit.pipeline.loading import model_bytes
 from quantkit.pipeline.progress import Progress, no_progress
-from quantkit.pipeline.shards import chunks, keeping, model_key, prime, run_jobs
+from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs
 from quantkit.pipeline.writing import conversion_record, recorded_preprocess
 from quantkit.results import Feed, feed_repeat
-from quantkit.runtime import Session, cpu_info, interleaved_latency, versions
+from quantkit.runtime import cpu_info, interleaved_latency, versions
 
 
 def compare(
@@ -49,6 +51,8 @@ def compare(
     """Both models over config.images (or, when given, the model-ready `arrays`, streamed), then their
     latency interleaved on the first sample. `parallel` says where the images' chunks run; the figures do
     not depend on it (latency is always timed here)."""
+    if config.runtime is Runtime.openvino:
+        runtime_openvino.load_openvino()  # not installed: the one-line error before any work
     reference = model_io.load_model(reference_path)
     candidate = model_io.load_model(candidate_path)
     specs = model_io.float_inputs(reference)
@@ -91,10 +95,13 @@ def compare(
                 side,
                 ("", ""),
                 threads_per_worker(parallel.threads, parallel.workers),
+                config.runtime,
             )
             for k, part in enumerate(chunks(paths, size))
         ]
-        done = merge_chunks(_run_chunks(reference_path, candidate_path, jobs, parallel, tick), empty)
+        done = merge_chunks(
+            _run_chunks(reference_path, candidate_path, jobs, parallel, tick, config.runtime), empty
+        )
     else:
         if classes is not None:
             raise ConfigError("--labels reads each image's class from its folder or name: compare images")
@@ -116,6 +123,7 @@ def compare(
             source,
             Comparison(config.images.folder, None, config.detection_threshold, config.detector, side),
             tick,
+            config.runtime,
         )
     outputs, ref_acc, cand_acc, count = done.comparison.result()
     check, first = done.check, done.first
@@ -125,7 +133,11 @@ def compare(
     latency_batch = fixed_batch or 1  # batch 1 unless a model fixes another batch size
     timing_input = feed_repeat(first, latency_batch)
     lat = config.latency
-    samples = _timed(reference_path, candidate_path, timing_input, lat, progress) if lat.runs else None
+    samples = (
+        _timed(reference_path, candidate_path, timing_input, lat, progress, config.runtime)
+        if lat.runs
+        else None
+    )
     latency_samples = (
         (tuple(float(v) for v in samples[0]), tuple(float(v) for v in samples[1])) if samples else ()
     )
@@ -160,9 +172,9 @@ def compare(
             else "recorded"
             if recorded is not None
             else "defaults",
-            "graph_optimization": "ORT_ENABLE_ALL",
+            **_runtime_settings(config.runtime, candidate, candidate_path),
         },
-        environment={**cpu_info(), "versions": versions()},
+        environment={**cpu_info(), "versions": _versions(config.runtime)},
         candidate_conversion=conversion_record(candidate),
         latency_samples_ms=latency_samples,
         reference_findings=check.findings(
@@ -182,11 +194,36 @@ def compare(
 
 
 def _timed(
-    reference_path: Path, candidate_path: Path, feed: Feed, lat: LatencyConfig, progress: Progress
+    reference_path: Path,
+    candidate_path: Path,
+    feed: Feed,
+    lat: LatencyConfig,
+    progress: Progress,
+    runtime: Runtime,
 ) -> list[np.ndarray]:
     """Both models' latency samples (ms), interleaved on one feed."""
-    timed = [Session(p, threads=lat.threads, spin=False) for p in (reference_path, candidate_path)]
+    timed = [open_session(runtime, p, lat.threads, spin=False) for p in (reference_path, candidate_path)]
     return interleaved_latency(timed, feed, lat.warmup, lat.runs, progress("timing", lat.runs))
+
+
+def _runtime_settings(runtime: Runtime, candidate: onnx.ModelProto, candidate_path: Path) -> dict[str, Any]:
+    """What the report states of the runtime: onnxruntime's optimization level, or OpenVINO's device
+    and hints with how many of the candidate's Conv/Gemm/MatMul its CPU plugin runs on int8 inputs."""
+    if runtime is Runtime.onnxruntime:
+        return {"runtime": runtime.value, "graph_optimization": "ORT_ENABLE_ALL"}
+    nodes = runtime_openvino.linear_nodes(candidate)
+    layers = runtime_openvino.OpenVinoSession(candidate_path, threads=1).layers(nodes)
+    return {
+        "runtime": runtime.value,
+        "openvino": {**runtime_openvino.settings(), "candidate_layers": layers.to_dict()},
+    }
+
+
+def _versions(runtime: Runtime) -> dict[str, str]:
+    found = versions()
+    if runtime is Runtime.openvino:
+        found["openvino"] = runtime_openvino.version() or "not installed"
+    return found
 
 
 def _run_chunks(
@@ -195,6 +232,7 @@ def _run_chunks(
     jobs: list[CompareJob],
     parallel: Parallel,
     tick: Callable[[int], None],
+    runtime: Runtime,
 ) -> Iterator[CompareChunk]:
     """The chunks' figures in list order: in this process on sessions opened from the files (external
     weights included), or on workers sent both models' bytes."""
@@ -202,7 +240,7 @@ def _run_chunks(
         keys = (str(reference_path), str(candidate_path))
         threads = jobs[0].threads if jobs else 0
         for key, path in zip(keys, (reference_path, candidate_path), strict=True):
-            prime(key, threads, Session(path, threads))
+            prime(key, threads, open_session(runtime, path, threads), runtime)
         blobs = [b"", b""]
     else:
         for path in (reference_path, candidate_path):
@@ -223,9 +261,10 @@ def _compare_arrays(
     source: ArrayStream,
     empty: Comparison,
     tick: Callable[[int], None],
+    runtime: Runtime,
 ) -> CompareChunk:
     """Model-ready samples (an iterable the caller owns): one pass in this process."""
-    reference, candidate = Session(reference_path), Session(candidate_path)
+    reference, candidate = open_session(runtime, reference_path), open_session(runtime, candidate_path)
     check = ReferenceCheck(inputs_from_images=False)
     first: list[Feed] = []
 

@@ -12,15 +12,17 @@ import hashlib
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast, overload
 
 import numpy as np
 import onnx
 
+from quantkit.config import Runtime
 from quantkit.errors import ConfigError, ImageError
 from quantkit.parallel import InProcess, Parallel, pool_for
 from quantkit.results import Batch, Feed, feed_rows, feed_take
-from quantkit.runtime import Session, fits_one_message
+from quantkit.runtime import Runner, Session, fits_one_message
+from quantkit.runtime_openvino import OpenVinoSession
 
 CHUNK_IMAGES = 32  # small enough to spread 200 images evenly over a few workers
 T = TypeVar("T")
@@ -35,7 +37,7 @@ class Job(Protocol):
 
 J = TypeVar("J", bound=Job)
 
-_SESSIONS: dict[str, Session] = {}  # this process's sessions, by the model's sha256 and threads
+_SESSIONS: dict[str, Runner] = {}  # this process's sessions, by the model's sha256, threads and runtime
 
 
 def chunk_size(batch_size: int) -> int:
@@ -71,15 +73,37 @@ def sendable(model: onnx.ModelProto, what: str, done: str) -> bytes:
     return model.SerializeToString(deterministic=True)
 
 
-def session_for(model: bytes | str | np.ndarray, key: str, threads: int) -> Session:
+@overload
+def session_for(model: bytes | str | np.ndarray, key: str, threads: int) -> Session: ...
+
+
+@overload
+def session_for(model: bytes | str | np.ndarray, key: str, threads: int, runtime: Runtime) -> Runner: ...
+
+
+def session_for(
+    model: bytes | str | np.ndarray, key: str, threads: int, runtime: Runtime = Runtime.onnxruntime
+) -> Runner:
     """This process's session of `model` (its bytes in process, a file for local workers, an array from
-    Ray's object store), made once per process; at most two are kept (compare's pair)."""
-    name = f"{key}:{threads}"
+    Ray's object store) in `runtime`, made once per process; at most two are kept (compare's pair)."""
+    name = _session_name(key, threads, runtime)
     if name not in _SESSIONS:
         if len(_SESSIONS) >= 2:
             _SESSIONS.pop(next(iter(_SESSIONS)))
-        _SESSIONS[name] = Session(blob_of(model), threads)
+        _SESSIONS[name] = open_session(runtime, blob_of(model), threads)
     return _SESSIONS[name]
+
+
+def open_session(runtime: Runtime, model: bytes | Path, threads: int = 0, spin: bool = True) -> Runner:
+    """A session of the model in onnxruntime or OpenVINO (spin: onnxruntime's idle spinning; OpenVINO
+    has no such switch)."""
+    if runtime is Runtime.openvino:
+        return OpenVinoSession(model, threads)
+    return Session(model, threads, spin=spin)
+
+
+def _session_name(key: str, threads: int, runtime: Runtime) -> str:
+    return f"{key}:{threads}" if runtime is Runtime.onnxruntime else f"{key}:{threads}:{runtime.value}"
 
 
 def blob_of(shared: bytes | str | np.ndarray) -> bytes:
@@ -92,9 +116,9 @@ def blob_of(shared: bytes | str | np.ndarray) -> bytes:
     return shared
 
 
-def prime(key: str, threads: int, session: Session) -> None:
+def prime(key: str, threads: int, session: Runner, runtime: Runtime = Runtime.onnxruntime) -> None:
     """Make `session` this process's session for that key (a model too large to pass as bytes)."""
-    _SESSIONS[f"{key}:{threads}"] = session
+    _SESSIONS[_session_name(key, threads, runtime)] = session
 
 
 def release() -> None:

@@ -31,6 +31,7 @@ from quantkit.reports.formats import (
     megabytes,
     percent,
     reference_line,
+    runtime_line,
     size_change,
 )
 
@@ -333,8 +334,9 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         if detector:
             row += [f"{percent(m.detection_recall)} of {m.detections}", boxes_text(m)]
         out.add_row(*row)
+    where = ", OpenVINO" if result.settings.get("runtime") == "openvino" else ""
     lat = _table(
-        f"latency, ms ({result.settings['threads']} thread(s), batch "
+        f"latency, ms{where} ({result.settings['threads']} thread(s), batch "
         f"{result.settings['batch_size_latency']}, {result.settings['runs']} interleaved runs)"
     )
     for col in ("model", "p50", "p90", "p99"):
@@ -351,6 +353,8 @@ def compare_table(result: ComparisonResult) -> RenderableType:
     )
     conversion = _conversion_text(result.candidate_conversion)
     notes = [conversion] if conversion.plain else []
+    runtime = runtime_line(result)
+    notes += [Text(runtime)] if runtime else []
     pre = result.settings.get("preprocess")
     source = result.settings.get("preprocess_source")
     if pre:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from quantkit.outcomes import GateResult, OutputMetrics, ShrinkResult
+from quantkit.outcomes import ComparisonResult, GateResult, OutputMetrics, ShrinkResult
 
 
 def megabytes(n: int) -> str:
@@ -70,3 +70,23 @@ def reference_line(result: ShrinkResult) -> str:
         f"FP32 top-1 {100 * ref.top1:.2f}% (top-5 {100 * ref.top5:.2f}%) on {ref.count} labelled images; "
         f"INT8 top-1 {100 * cand.top1:.2f}%"
     )
+
+
+def runtime_line(result: ComparisonResult) -> str | None:
+    """compare --runtime openvino: where both models ran, and how many of the candidate's Conv/MatMul
+    OpenVINO's CPU plugin runs on int8 inputs (the float ones named, a few); None for onnxruntime."""
+    ov = result.settings.get("openvino")
+    if result.settings.get("runtime") != "openvino" or not isinstance(ov, dict):
+        return None
+    version = result.environment.get("versions", {}).get("openvino", "?")
+    line = (
+        f"runtime OpenVINO {version}, {ov.get('device')} device, precision hint {ov.get('precision_hint')} "
+        f"for both models, {str(ov.get('performance_hint', '')).lower()} hint"
+    )
+    layers = ov.get("candidate_layers")
+    if isinstance(layers, dict):
+        floats = list(layers.get("float", []))
+        named = ", ".join(floats[:4]) + (f" and {len(floats) - 4} more" if len(floats) > 4 else "")
+        line += f"; candidate: {layers.get('int8')} of {layers.get('linear')} Conv/MatMul run int8"
+        line += f" (float: {named})" if floats else ""
+    return line

@@ -12,6 +12,7 @@ from quantkit.reports.formats import (
     megabytes,
     percent,
     reference_line,
+    runtime_line,
     size_change,
 )
 
@@ -44,6 +45,8 @@ def comparison_markdown(result: ComparisonResult) -> str:
         f"| size | {megabytes(result.reference_bytes)} -> {megabytes(result.candidate_bytes)} "
         f"({size_change(result.reference_bytes, result.candidate_bytes)}) |"
     )
+    runtime = runtime_line(result)
+    lines += [f"| runtime | {runtime.removeprefix('runtime ')} |"] if runtime else []
     return "\n".join(lines) + "\n"
 
 
