@@ -164,6 +164,15 @@ def test_cli_prints_what_was_measured_and_refuses_int8_options(
     assert_one_line_error(*run(argv, capsys)[::2], "only apply to --to int8")
 
 
+def test_compare_says_why_it_cannot_run_a_bfloat16_model(
+    cnn: Path, tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o.onnx"
+    pipeline.convert_float16(cnn, None, out, Float16Config(to="bf16"))
+    argv = ["compare", str(cnn), str(out), "--images", str(image_dir), "--runs", "0"]
+    assert_one_line_error(*run(argv, capsys)[::2], "stores bfloat16", "float32 emulation")
+
+
 def test_api_converts_to_bf16(cnn: Path, tmp_path: Path) -> None:
     summary = quantkit.convert(cnn, output=tmp_path / "o.onnx", to="bf16", max_float32_layers=2)
     assert isinstance(summary, quantkit.Float16Summary) and summary.target == "bfloat16"
