@@ -216,3 +216,18 @@ def test_openvino_runs_the_bfloat16_file_close_to_the_emulation(tmp_path: Path) 
 
     assert db(reference, got) > 35.0  # OpenVINO's own arithmetic, from the same bfloat16 weights
     assert db(emulated.astype(np.float64), got) > 40.0  # it and the emulation agree far closer than bf16
+
+
+def test_bfloat16_edges_and_compact_are_checked_too(cnn: Path, tmp_path: Path) -> None:
+    """--no-keep-io-types: bfloat16 inputs and outputs (the emulation feeds float32 samples rounded);
+    --compact renames inner tensors (the emulation reads which are bfloat16 from the file's types)."""
+    edges = _convert(cnn, tmp_path / "e.onnx", keep_io_types=False)
+    assert {v.type.tensor_type.elem_type for v in [*edges.graph.input, *edges.graph.output]} == {BF16}
+    assert not [n for n in edges.graph.node if n.op_type == "Cast"]
+    compact = _convert(cnn, tmp_path / "c.onnx", compact=True)
+    plain = _convert(cnn, tmp_path / "p.onnx")
+    x = _x(2)
+    outputs = [Session.of(_emulation(m)).run(x)["y"] for m in (edges, compact, plain)]
+    assert np.array_equal(outputs[1], outputs[2])  # compact: the same values
+    assert np.array_equal(outputs[0], outputs[2])  # a rounded input is what the first Cast made
+    assert 30.0 < _sqnr(cnn, _emulation(edges), x) < ONE_ROUNDING_DB
