@@ -164,7 +164,9 @@ def convert(
     fallback: Annotated[
         FallbackPrecision,
         typer.Option(
-            "--fallback", help="Layers left float run in fp32 (CPUs) or fp16 (targets with fp16 kernels)."
+            "--fallback",
+            help="Layers left float run in fp32 (CPUs), fp16 or bf16 (targets with such kernels; bf16: "
+            "opset 22, measured on its float32 emulation).",
         ),
     ] = FallbackPrecision.fp32,
     exclude_from: Annotated[

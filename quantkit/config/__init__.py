@@ -50,6 +50,7 @@ class ActivationType(str, Enum):
 class FallbackPrecision(str, Enum):
     fp32 = "fp32"  # layers left float run in float32 (CPUs)
     fp16 = "fp16"  # layers left float run in float16 (targets with float16 kernels: GPUs, ARM)
+    bf16 = "bf16"  # layers left float run in bfloat16 (accelerators with bfloat16 kernels); opset 22
 
 
 class WeightRange(str, Enum):

@@ -234,9 +234,12 @@ def shape_computation(index: GraphIndex) -> list[onnx.NodeProto]:
     return [n for n in index.nodes if n.name in found]
 
 
-def int8_float32_nodes(model: onnx.ModelProto, quantized: set[str]) -> set[str]:
-    """For --fallback fp16 on a QDQ model: the nodes that stay float32. Quantized nodes (their Q/DQ
-    patterns must stay whole for onnxruntime's integer kernels), Q/DQ and every op `plan` keeps float32;
-    the rest, the layers left float, run in float16. model: the QDQ model, shape-inferred, nodes named."""
-    kept = {k.node for k in plan(model, None).kept}
+def int8_float32_nodes(
+    model: onnx.ModelProto, quantized: set[str], target: FloatFormat = FLOAT16
+) -> set[str]:
+    """For --fallback fp16 | bf16 on a QDQ model: the nodes that stay float32. Quantized nodes (their
+    Q/DQ patterns must stay whole for onnxruntime's integer kernels), Q/DQ and every op `plan` keeps
+    float32; the rest, the layers left float, run in the target type. model: the QDQ model,
+    shape-inferred, nodes named."""
+    kept = {k.node for k in plan(model, None, target=target).kept}
     return kept | {n.name for n in model.graph.node if n.name in quantized}
