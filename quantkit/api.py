@@ -52,6 +52,7 @@ from quantkit.config import (
     Gates,
     ImageSelection,
     LatencyConfig,
+    Precision,
     PreprocessOptions,
     Runtime,
     ShrinkConfig,
@@ -141,24 +142,25 @@ def convert(
     **options: Any,
 ) -> ConvertSummary | Float16Summary:
     """Write an INT8 QDQ model (`to="int8"`, needs `calibration=`), an FP8 E4M3FN one placed for TensorRT
-    (`to="fp8"`, needs `calibration=`) or a float16 one (`to="fp16"`).
+    (`to="fp8"`, needs `calibration=`), a float16 one (`to="fp16"`) or a bfloat16 one (`to="bf16"`: at
+    opset 22, measured on its float32 emulation).
 
     options: convert's options by their CLI names with underscores (method="minmax", smoothquant="off",
-    min_sqnr=20, exclude_nodes=["conv_1"], weight_range="full", ...; for fp16 keep_io_types, input_size,
-    max_float32_layers); for the accuracy budget max_drop, validation (an image folder), labels, metric,
-    max_trials, timeout, detector; workers / ray / threads: where the searches' trials are measured and
-    the validation images scored (as for `calibrate`; the result is the same)."""
+    min_sqnr=20, exclude_nodes=["conv_1"], weight_range="full", ...; for fp16 and bf16 keep_io_types,
+    input_size, max_float32_layers); for the accuracy budget max_drop, validation (an image folder),
+    labels, metric, max_trials, timeout, detector; workers / ray / threads: where the searches' trials are
+    measured and the validation images scored (as for `calibrate`; the result is the same)."""
     model_path, out = Path(model), Path(output)
     table = Path(calibration.table if isinstance(calibration, CalibrateSummary) else calibration or "")
     tables = (
         [("calibration", table), ("the table's arrays", table.with_suffix(".npz"))] if calibration else []
     )
     files.check_outputs([("output", out)], [("the model", model_path), *tables])
-    if to == "fp16":
-        fp16 = Float16Config(**_options(Float16Config, options, "fp16"))
+    if to in ("fp16", "bf16"):
+        fp16 = Float16Config(**_options(Float16Config, options, to), to=Precision(to))
         return convert_float16(model_path, table if calibration else None, out, fp16, progress or no_progress)
     if to not in ("int8", "fp8"):
-        raise ConfigError(f"to must be 'int8', 'fp8' or 'fp16'; got {to!r}")
+        raise ConfigError(f"to must be 'int8', 'fp8', 'fp16' or 'bf16'; got {to!r}")
     if calibration is None:
         raise ConfigError(
             f"to={to!r} needs calibration=: the table quantkit.calibrate wrote (or its summary)"
@@ -336,9 +338,9 @@ def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection
 
 def _options(kind: type[Any], options: dict[str, Any], to: str) -> dict[str, Any]:
     """The options `kind` (ConvertConfig or Float16Config) takes; any other is an error that lists them."""
-    known = set(kind.__dataclass_fields__)
+    known = set(kind.__dataclass_fields__) - {"to"}
     unknown = sorted(set(options) - known - set(BUDGET_OPTIONS))
-    if unknown or (to == "fp16" and set(options) & set(BUDGET_OPTIONS)):
+    if unknown or (to != "int8" and set(options) & set(BUDGET_OPTIONS)):
         wrong = unknown or sorted(set(options) & set(BUDGET_OPTIONS))
         raise ConfigError(
             f"convert(to={to!r}) has no option {', '.join(wrong)}; it takes {', '.join(sorted(known))}"

@@ -179,8 +179,8 @@ class ConvertSummary:
 
 @dataclass(frozen=True)
 class Float16Summary:
-    """What convert --to fp16 did: float16 nodes by op type, nodes kept float32 and why, the range check,
-    sizes and the smoke test."""
+    """What convert --to fp16 | bf16 did: 16-bit nodes by op type (float16_by_type, whichever the type),
+    nodes kept float32 and why, the range check, sizes and the smoke test, and what ran it."""
 
     float16_by_type: dict[str, int]
     kept_float32: tuple[tuple[str, str, str], ...]  # (node, op type, reason)
@@ -192,6 +192,9 @@ class Float16Summary:
     smoke_sqnr_db: dict[str, float]
     smoke_input: str  # what the smoke test ran on
     notes: tuple[str, ...] = ()  # what was changed on the way in (Constant weights read as initializers)
+    target: str = "float16"  # the type written: float16 or bfloat16
+    # what the smoke test and the fallback ran: "onnxruntime", or the float32 emulation of a bfloat16 model
+    measured_by: str = "onnxruntime"
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from quantkit.config import (
     ImageSelection,
     Rounding,
 )
-from quantkit.errors import ConfigError, ConversionError
+from quantkit.errors import ConfigError, ConversionError, ModelError
 from quantkit.planner.budget_search import fewest_layers
+from quantkit.runtime import Session
 from tests.helpers import assert_one_line_error, run
 from tests.test_sensitivity import _planted
 
@@ -139,6 +140,33 @@ def test_fallback_fp16_runs_the_layers_left_float_in_float16(
     budget = AccuracyBudget(5.0, ImageSelection(image_dir, 16, seed=2), metric=BudgetMetric.agreement)
     summary = pipeline.convert(
         model, table, tmp_path / "b.onnx", ConvertConfig(fallback="fp16"), budget=budget
+    )  # type: ignore[arg-type]
+    assert summary.budget is not None and summary.budget.chosen_drop <= 5.0
+
+
+def test_fallback_bf16_runs_the_layers_left_float_in_bfloat16(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path
+) -> None:
+    """As fp16, at opset 22 (bfloat16 Conv); onnxruntime cannot run the file, so the smoke test, the
+    floors and --max-drop's trials run its float32 emulation, and no speed is claimed."""
+    model, table = planted
+    out = tmp_path / "o.onnx"
+    config = ConvertConfig(float_layers=("c3",), fallback="bf16")  # type: ignore[arg-type]
+    summary = pipeline.convert(model, table, out, config)
+    converted = onnx.load(str(out))
+    onnx.checker.check_model(converted, full_check=True)
+    assert converted.opset_import[0].version == 22
+    types = {i.name: i.data_type for i in converted.graph.initializer}
+    assert types["w3"] == types["b3"] == onnx.TensorProto.BFLOAT16
+    producers = {o: n for n in converted.graph.node for o in n.output}
+    dq = producers[next(n for n in converted.graph.node if n.name == "c1").input[1]]
+    assert dq.op_type == "DequantizeLinear" and types[dq.input[0]] == onnx.TensorProto.INT8
+    assert summary.speed is None and any("float32 emulation" in note for note in summary.notes)
+    with pytest.raises(ModelError):
+        Session.of(converted)
+    budget = AccuracyBudget(5.0, ImageSelection(image_dir, 16, seed=2), metric=BudgetMetric.agreement)
+    summary = pipeline.convert(
+        model, table, tmp_path / "b.onnx", ConvertConfig(fallback="bf16"), budget=budget
     )  # type: ignore[arg-type]
     assert summary.budget is not None and summary.budget.chosen_drop <= 5.0
 

@@ -1,4 +1,4 @@
-"""`quantkit convert --to int8|fp16`."""
+"""`quantkit convert --to int8|fp16|bf16`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ from quantkit.cli.options import (
 )
 from quantkit.config import (
     BUDGET_OPTIONS,
+    FLOAT_MIN_SQNR,
+    FLOAT_PRECISIONS,
     ActivationType,
     BudgetMetric,
     CalibMethod,
@@ -57,7 +59,8 @@ def convert(
         typer.Option(
             "--calibration",
             "-c",
-            help="Table written by `quantkit calibrate`. int8: required; fp16: checks activation ranges.",
+            help="Table written by `quantkit calibrate`. int8: required; fp16/bf16: checks activation "
+            "ranges and measures on its samples.",
         ),
     ] = None,
     to: Annotated[
@@ -121,8 +124,8 @@ def convert(
         float | None,
         typer.Option(
             "--min-sqnr",
-            help="Keep the fewest layers float (fp16: float32) that lift the output SQNR on the calibration "
-            "samples to DB (0: off) [default: 12 for int8, 40 for fp16].",
+            help="Keep the fewest layers float (fp16/bf16: float32) that lift the output SQNR on the "
+            "calibration samples to DB (0: off) [default: 12 for int8, 40 for fp16, 22 for bf16].",
         ),
     ] = None,
     max_float_layers: Annotated[
@@ -176,7 +179,9 @@ def convert(
     fallback: Annotated[
         FallbackPrecision,
         typer.Option(
-            "--fallback", help="Layers left float run in fp32 (CPUs) or fp16 (targets with fp16 kernels)."
+            "--fallback",
+            help="Layers left float run in fp32 (CPUs), fp16 or bf16 (targets with such kernels; bf16: "
+            "opset 22, measured on its float32 emulation).",
         ),
     ] = FallbackPrecision.fp32,
     exclude_from: Annotated[
@@ -188,14 +193,16 @@ def convert(
     keep_io_types: Annotated[
         bool,
         typer.Option(
-            "--keep-io-types/--no-keep-io-types", help="fp16: graph inputs and outputs stay float32."
+            "--keep-io-types/--no-keep-io-types", help="fp16/bf16: graph inputs and outputs stay float32."
         ),
     ] = True,
     compact: CompactOpt = False,
     detector: DetectorOpt = None,
     input_size: Annotated[
         str | None,
-        typer.Option("--input-size", help="fp16 without a table: HxW of the synthetic smoke-test inputs."),
+        typer.Option(
+            "--input-size", help="fp16/bf16 without a table: HxW of the synthetic smoke-test inputs."
+        ),
     ] = None,
     workers: Annotated[
         int,
@@ -207,8 +214,9 @@ def convert(
     ray: RayOpt = None,
     threads: WorkerThreadsOpt = 0,
 ) -> None:
-    """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations) or an FP16
-    model (float32 inputs and outputs)."""
+    """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations), an FP16
+    model or a BF16 one (float32 inputs and outputs; BF16 at opset 22, measured on its float32
+    emulation: onnxruntime has no bfloat16 kernels)."""
     from quantkit import pipeline
     from quantkit.config import (
         AccuracyBudget,
@@ -235,15 +243,16 @@ def convert(
     excluded_nodes = tuple(n for n in (exclude_nodes or "").split(",") if n)
     excluded_types = tuple(n for n in (exclude_op_types or "").split(",") if n)
     float_layers = exclusion_names(exclude_from)
-    if to is Precision.fp16:
+    if to in FLOAT_PRECISIONS:
         fp16 = Float16Config(
             excluded_nodes + float_layers,
             excluded_types,
             keep_io_types=keep_io_types,
-            min_sqnr=Float16Config.min_sqnr if min_sqnr is None else min_sqnr,
+            min_sqnr=FLOAT_MIN_SQNR[to] if min_sqnr is None else min_sqnr,
             max_float32_layers=max_float_layers,
             compact=compact,
             input_size=parse_size(input_size),
+            to=to,
         )
         with progress_bars() as progress:
             half = pipeline.convert_float16(model, calibration, output, fp16, progress)
@@ -330,11 +339,17 @@ FP8_FIXED = ("activations", "weight_range", "rounding", "smoothquant", "prefer")
 def _refuse_other_precision(ctx: typer.Context, to: Precision) -> None:
     """An option of the other precision given on the command line is an error, not silently ignored
     (a config file may set both kinds: only flags are checked)."""
-    other = {Precision.fp16: INT8_ONLY, Precision.fp8: (*FP16_ONLY, *FP8_FIXED)}.get(to, FP16_ONLY)
+    other = (
+        INT8_ONLY
+        if to in FLOAT_PRECISIONS
+        else (*FP16_ONLY, *FP8_FIXED)
+        if to is Precision.fp8
+        else FP16_ONLY
+    )
     given = [p for p in ctx.command.params if p.name in other and _on_command_line(ctx, p.name)]
     if given:
         flags = ", ".join(p.opts[0] for p in given)
-        kind = "--to fp16" if to is Precision.int8 or given[0].name in FP16_ONLY else "--to int8"
+        kind = "--to int8" if to in FLOAT_PRECISIONS or given[0].name in FP8_FIXED else "--to fp16 or bf16"
         raise ConfigError(f"{flags} only apply to {kind}; leave them out or convert {kind}")
 
 

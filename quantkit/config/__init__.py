@@ -50,6 +50,7 @@ class ActivationType(str, Enum):
 class FallbackPrecision(str, Enum):
     fp32 = "fp32"  # layers left float run in float32 (CPUs)
     fp16 = "fp16"  # layers left float run in float16 (targets with float16 kernels: GPUs, ARM)
+    bf16 = "bf16"  # layers left float run in bfloat16 (accelerators with bfloat16 kernels); opset 22
 
 
 class WeightRange(str, Enum):
@@ -90,6 +91,14 @@ class Precision(str, Enum):
     int8 = "int8"
     fp16 = "fp16"
     fp8 = "fp8"  # E4M3FN Q/DQ in TensorRT's placement (ConvertConfig.fp8)
+    bf16 = "bf16"  # bfloat16: float32's range, 8 significant bits (accelerators with bfloat16 kernels)
+
+
+FLOAT_PRECISIONS = (Precision.fp16, Precision.bf16)
+# --min-sqnr's default per 16-bit type (Float16Config.min_sqnr None). Float16 models measure 45-70 dB on
+# their calibration samples; bfloat16 keeps 3 bits fewer (18 dB less): 21-47 dB (emulated; YOLOX-Nano
+# 20.6, where its error is spread over every layer and 8 kept float32 give 21.8)
+FLOAT_MIN_SQNR = {Precision.fp16: 40.0, Precision.bf16: 22.0}
 
 
 @dataclass(frozen=True)
@@ -253,31 +262,41 @@ class CompareConfig:
 
 @dataclass(frozen=True)
 class Float16Config:
-    """convert --to fp16: nodes to keep float32 by hand; graph inputs and outputs stay float32 unless
-    keep_io_types is off."""
+    """convert --to fp16 | bf16 (`to`): nodes to keep float32 by hand; graph inputs and outputs stay
+    float32 unless keep_io_types is off."""
 
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     keep_io_types: bool = True
     # With a table: keep the fewest layers float32 that lift the output SQNR on its samples to this (0:
-    # off). Float16 models measure 45-70 dB here; YOLOX-Nano 38 dB, where one layer float32 gives 42.
-    min_sqnr: float = 40.0
+    # off; None: FLOAT_MIN_SQNR's for `to`). Float16 models measure 45-70 dB here; YOLOX-Nano 38 dB,
+    # where one layer float32 gives 42.
+    min_sqnr: float | None = None
     max_float32_layers: int = 8
     compact: bool = False  # as ConvertConfig.compact
     # Without a table the smoke test runs on synthetic inputs: HxW for a model with a dynamic size
     # (default: the first of graph.samples.DEFAULT_SIDES the model runs on)
     input_size: tuple[int, int] | None = None
+    to: Precision = Precision.fp16  # fp16 or bf16
 
     def __post_init__(self) -> None:
-        if self.min_sqnr < 0 or self.max_float32_layers < 0:
+        object.__setattr__(self, "to", as_enum(Precision, self.to, "--to"))
+        if self.to not in FLOAT_PRECISIONS:
+            raise ConfigError(f"a 16-bit float conversion is --to fp16 or bf16, got {self.to.value}")
+        if self.min_sqnr_db < 0 or self.max_float32_layers < 0:
             raise ConfigError("--min-sqnr and --max-float-layers must be at least 0")
+
+    @property
+    def min_sqnr_db(self) -> float:
+        """min_sqnr, or the default of the type when it is None."""
+        return FLOAT_MIN_SQNR[self.to] if self.min_sqnr is None else self.min_sqnr
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "exclude_nodes": list(self.exclude_nodes),
             "exclude_op_types": list(self.exclude_op_types),
             "keep_io_types": self.keep_io_types,
-            "min_sqnr": self.min_sqnr,
+            "min_sqnr": self.min_sqnr_db,
             "max_float32_layers": self.max_float32_layers,
             "compact": self.compact,
             "input_size": list(self.input_size) if self.input_size else None,

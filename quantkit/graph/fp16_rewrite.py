@@ -1,9 +1,10 @@
-"""The float16 rewrite: weights and compute in float16, chosen nodes kept float32, Casts at the borders.
+"""The 16-bit float rewrite: weights and compute in float16 or bfloat16 (graph.float_formats, one
+rewrite for both), chosen nodes kept float32, Casts at the borders.
 
 Which nodes stay float32 is decided by the caller (quantkit.planner.fp16_plan); this module only rewrites:
-float initializers read by float16 nodes are stored as float16 (never clamped: the planner keeps a node
-whose weights do not fit float32), float Constant / ConstantOfShape values and Cast(to=FLOAT) inside the
-float16 region become float16, and every float tensor that crosses between the regions gets one Cast
+float initializers read by 16-bit nodes are stored in the target type (never clamped: the planner keeps
+a node whose weights do not fit it), float Constant / ConstantOfShape values and Cast(to=FLOAT) inside the
+16-bit region change type too, and every float tensor that crosses between the regions gets one Cast
 per direction. With keep_io_types the graph's inputs and outputs stay float32.
 """
 
@@ -16,24 +17,32 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex
 
-FLOAT16_MAX = 65504.0
-FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
+FLOAT16_MAX = FLOAT16.largest
+FLOAT = TensorProto.FLOAT
 
 
 @dataclass(frozen=True)
 class Float16Rewrite:
     model: onnx.ModelProto
     casts: int  # Cast nodes inserted at region borders and graph edges
-    initializers_float16: int
+    initializers_float16: int  # initializers stored in the target type (float16 or bfloat16)
+    # every tensor the model holds in the target type: what graph.emulate rounds
+    stored: frozenset[str] = frozenset()
 
 
 def rewrite(
-    model: onnx.ModelProto, keep_float32: Iterable[str], keep_io_types: bool = True
+    model: onnx.ModelProto,
+    keep_float32: Iterable[str],
+    keep_io_types: bool = True,
+    target: FloatFormat = FLOAT16,
 ) -> Float16Rewrite:
-    """model: shape-inferred, every node named. keep_float32: names of nodes that stay float32."""
+    """model: shape-inferred, every node named. keep_float32: names of nodes that stay float32. target:
+    the 16-bit type of the other nodes."""
+    low = target.elem_type
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -43,7 +52,7 @@ def rewrite(
     namer = Namer(out)
     half = {node.name: node.name not in keep for node in graph.node}
 
-    # initializers: float16 where float16 nodes read them, a float32 copy kept where float32 nodes do
+    # initializers: 16-bit where 16-bit nodes read them, a float32 copy kept where float32 nodes do
     inits = {i.name: i for i in graph.initializer if i.data_type == FLOAT}
     readers = {name: [node for node, _ in users] for name, users in index.consumers.items()}
     renamed: dict[str, str] = {}  # float32 initializer -> its float16 copy, when both are needed
@@ -54,14 +63,14 @@ def rewrite(
         wants_full = any(not half[n.name] for n in users) or _is_graph_output(graph, name)
         if not wants_half:
             continue
-        value = numpy_helper.to_array(init).astype(np.float16)
+        value = numpy_helper.to_array(init)
         converted += 1
         if wants_full:
-            copy = namer.fresh(name + "_fp16")
-            graph.initializer.append(numpy_helper.from_array(value, copy))
+            copy = namer.fresh(name + target.suffix)
+            graph.initializer.append(target.store(value, copy))
             renamed[name] = copy
         else:
-            init.CopyFrom(numpy_helper.from_array(value, name))
+            init.CopyFrom(target.store(value, name))
 
     # the type each float tensor has after the rewrite
     produced_half = {o for node in graph.node if half[node.name] for o in node.output if o in floats}
@@ -78,7 +87,7 @@ def rewrite(
     def cast(tensor: str, to: int) -> str:
         key = (tensor, to)
         if key not in casts:
-            suffix = "_fp16" if to == FLOAT16 else "_fp32"
+            suffix = target.suffix if to == low else "_fp32"
             casts[key] = namer.fresh(tensor + suffix)
             node = helper.make_node(
                 "Cast", [tensor], [casts[key]], name=namer.fresh(f"{tensor}_cast{suffix}"), to=to
@@ -96,57 +105,60 @@ def rewrite(
                 continue
             is_half = name in half_tensors
             if want_half and not is_half:
-                node.input[k] = cast(name, FLOAT16)
+                node.input[k] = cast(name, low)
             elif not want_half and is_half:
                 node.input[k] = cast(name, FLOAT)
         if want_half:
-            _retype_attributes(node)
+            _retype_attributes(node, target)
         new_nodes.append(node)
 
     outputs_cast = 0
+    stored = half_tensors | set(renamed.values()) | {made for (_, to), made in casts.items() if to == low}
     for output in graph.output:
         if output.name not in floats:
             continue
         want_half = not keep_io_types
         if (output.name in half_tensors) != want_half:
-            inner = namer.fresh(output.name + ("_fp32" if want_half else "_fp16"))
+            inner = namer.fresh(output.name + ("_fp32" if want_half else target.suffix))
             for node in new_nodes:
                 node.output[:] = [inner if o == output.name else o for o in node.output]
                 node.input[:] = [inner if i == output.name else i for i in node.input]
             name = namer.fresh(f"{output.name}_cast")
-            to = FLOAT16 if want_half else FLOAT
+            to = low if want_half else FLOAT
             new_nodes.append(helper.make_node("Cast", [inner], [output.name], name=name, to=to))
             outputs_cast += 1
+            if not want_half:  # the 16-bit value is now `inner`, the output its float32 Cast
+                stored = (stored - {output.name}) | {inner}
         if want_half:
-            output.type.tensor_type.elem_type = FLOAT16
+            output.type.tensor_type.elem_type = low
+            stored.add(output.name)
     if not keep_io_types:
         for info in graph.input:
             if info.name in graph_inputs:
-                info.type.tensor_type.elem_type = FLOAT16
+                info.type.tensor_type.elem_type = low
 
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.value_info[:]  # the float types there are stale; inference restores what it can
-    return Float16Rewrite(out, len(casts) + outputs_cast, converted)
+    return Float16Rewrite(out, len(casts) + outputs_cast, converted, frozenset(stored))
 
 
 def _is_graph_output(graph: onnx.GraphProto, name: str) -> bool:
     return any(o.name == name for o in graph.output)
 
 
-def _retype_attributes(node: onnx.NodeProto) -> None:
-    """Float32 types carried in a float16 node's attributes: Cast's target, constant values."""
+def _retype_attributes(node: onnx.NodeProto, target: FloatFormat) -> None:
+    """Float32 types carried in a 16-bit node's attributes: Cast's target, constant values."""
     if node.op_type == "Constant":
         for attr in node.attribute:
             if attr.name in ("value_float", "value_floats"):
                 values = [attr.f] if attr.name == "value_float" else list(attr.floats)
-                array = np.asarray(values if attr.name == "value_floats" else values[0], np.float16)
+                array = np.asarray(values if attr.name == "value_floats" else values[0], np.float32)
                 node.ClearField("attribute")
-                node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(array)))
+                node.attribute.append(helper.make_attribute("value", target.store(array)))
                 return
     for attr in node.attribute:
         if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
-            attr.i = FLOAT16
+            attr.i = target.elem_type
         elif attr.name == "value" and attr.HasField("t") and attr.t.data_type == FLOAT:
-            value = numpy_helper.to_array(attr.t).astype(np.float16)
-            attr.t.CopyFrom(numpy_helper.from_array(value, attr.t.name))
+            attr.t.CopyFrom(target.store(numpy_helper.to_array(attr.t), attr.t.name))

@@ -37,13 +37,14 @@ class Prepared:
     identities_dropped: int
     batchnorms_folded: int = 0  # BatchNormalization nodes folded into the Conv before them
     affines_folded: int = 0  # Mul/Add by per-channel constants folded into the Conv before them
+    upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
 
     def notes(self) -> tuple[str, ...]:
         """What was changed on the way in, for the summary."""
         found = []
         if self.opset_after != self.opset_before:
             found.append(
-                f"opset {self.opset_before} -> {self.opset_after} (per-channel weights need 13; outputs "
+                f"opset {self.opset_before} -> {self.opset_after} ({self.upgrade_reason}; outputs "
                 "checked equal on synthetic inputs)"
             )
         if self.constants_folded or self.identities_dropped:
@@ -67,9 +68,11 @@ def prepare(
     model: onnx.ModelProto,
     minimum: int = model_io.PER_CHANNEL_OPSET,
     size: tuple[int, int] | None = None,
+    reason: str = "per-channel weights need 13",
 ) -> Prepared:
     """model: as loaded by model_io.load_model. minimum: the opset to upgrade to when below it (0: keep the
-    model's own). size: HxW for the synthetic check of a model with dynamic spatial size."""
+    model's own). size: HxW for the synthetic check of a model with dynamic spatial size. reason: why
+    `minimum`, for the note."""
     before = model_io.opset_version(model)
     upgraded = model_io.ensure_opset(model, minimum) if minimum else model
     if upgraded is not model:
@@ -87,6 +90,7 @@ def prepare(
         identities_dropped=normalized.identities,
         batchnorms_folded=batchnorms,
         affines_folded=affines,
+        upgrade_reason=reason,
     )
 
 

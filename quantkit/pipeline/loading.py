@@ -63,15 +63,18 @@ def require_table_of(table: CalibrationTable, table_path: Path, sha: str, hint: 
 
 
 def load_for_int8(
-    model_path: Path, table_path: Path, minimum: int = model_io.PER_CHANNEL_OPSET
+    model_path: Path, table_path: Path, opset: int = 0, reason: str = ""
 ) -> tuple[onnx.ModelProto, CalibrationTable, Prepared]:
-    """(model as loaded, its table, the model prepared as calibrate prepared it: opset >= 13 (`minimum`:
-    19 for float8 Q/DQ), weights as initializers, named nodes, inferred shapes)."""
+    """(model as loaded, its table, the model prepared as calibrate prepared it: opset >= 13, weights as
+    initializers, named nodes, inferred shapes). opset: a later opset to take it to (--fallback bf16:
+    22), for `reason`; the converter keeps tensor names, so the table's still apply."""
     table = table_io.load(table_path)
     model = model_io.load_model(model_path)
     require_quantizable(model, model_path)
     require_table_of(table, table_path, model_io.file_sha256(model_path))
-    return model, table, prepare(model, minimum, size=table_side(table))
+    if opset > model_io.PER_CHANNEL_OPSET:
+        return model, table, prepare(model, opset, table_side(table), reason)
+    return model, table, prepare(model, size=table_side(table))
 
 
 def table_side(table: CalibrationTable) -> tuple[int, int] | None:

@@ -55,6 +55,11 @@ def compare(
         runtime_openvino.load_openvino()  # not installed: the one-line error before any work
     reference = model_io.load_model(reference_path)
     candidate = model_io.load_model(candidate_path)
+    if any(t.data_type == onnx.TensorProto.BFLOAT16 for t in candidate.graph.initializer):
+        raise ConfigError(
+            f"{candidate_path.name} stores bfloat16, which onnxruntime's CPU provider cannot run; convert's "
+            "summary gives its SQNR, measured on its float32 emulation"
+        )
     specs = model_io.float_inputs(reference)
     several = arrays is not None and len(specs) > 1  # arrays feed every input; images the one image input
     spec = specs[0] if several else model_io.image_input(reference)

@@ -34,6 +34,8 @@ from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.emulate import emulate, stored_as
+from quantkit.graph.float_formats import BFLOAT16, FLOAT16, FloatFormat
 from quantkit.graph.prepare import Prepared
 from quantkit.graph.qdq import apply_plan
 from quantkit.images import list_digest, select_images
@@ -56,6 +58,11 @@ from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantP
 from quantkit.runtime import Session, int8_saturates
 
 FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear take float8 types from opset 19
+# --fallback: the 16-bit type the layers left float run in (fp32: none)
+FALLBACK_FORMATS: dict[FallbackPrecision, FloatFormat] = {
+    FallbackPrecision.fp16: FLOAT16,
+    FallbackPrecision.bf16: BFLOAT16,
+}
 
 
 def convert(
@@ -71,9 +78,11 @@ def convert(
     checked before it is written. `parallel`: where the searches' trials are measured and --max-drop's
     validation images scored, chunk by chunk; the result does not depend on it."""
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
-    model, table, prepared = load_for_int8(
-        model_path, table_path, FP8_OPSET if config.fp8 else model_io.PER_CHANNEL_OPSET
-    )
+    low = FALLBACK_FORMATS.get(config.fallback)
+    upgrade = (low.min_opset, f"{low.name} layers need {low.min_opset}") if low else (0, "")
+    if config.fp8:
+        upgrade = (FP8_OPSET, "float8 Q/DQ need 19")
+    model, table, prepared = load_for_int8(model_path, table_path, *upgrade)
     inferred = prepared.model
     config = resolve_weight_range(config)
     advance = progress("converting", 4)
@@ -111,7 +120,11 @@ def convert(
     searched = steps[-1].sqnr_db if steps else start_db  # what the fallback search measured last
     if (
         budget is None
-        and not (searched if searched is not None else fallback.output_sqnr(quantized, reference, samples))
+        and not (
+            searched
+            if searched is not None
+            else fallback.output_sqnr(_runnable(quantized, config), reference, samples)
+        )
         >= INT8_FLOOR_DB
     ):
         # broken, not coarse: keep layers float until it works, however many that takes
@@ -134,14 +147,17 @@ def convert(
         if config.compact:
             quantized = compact_graph.compact(quantized)
         stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done))
+        run = _runnable(quantized, config)
         stored, smoke = write_checked(
-            quantized, model, samples, reference, floor, output, inputs, advance, measured
+            quantized, model, samples, reference, floor, output, inputs, advance, measured, run
         )
         return quantized, sum(len(data) for _, data in stored), smoke
 
     int8, size, smoke = written(plan, quantized, advance, corrections)
     here = config.target is Target.ort_cpu  # this CPU's onnxruntime is the runtime the model is placed for
-    speed = measure_speed(model, int8, samples) if here and config.prefer is not Prefer.accuracy else None
+    emulated = _runnable(int8, config) is not int8  # bfloat16 layers: an emulation's speed is not its own
+    timed = here and config.prefer is not Prefer.accuracy and not emulated
+    speed = measure_speed(model, int8, samples) if timed else None
     slow = too_slow(speed, config.prefer, lambda: measure_speed(model, int8, samples)) if speed else None
     if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)
         why = (
@@ -160,6 +176,13 @@ def convert(
             "kernels of x86 CPUs without VNNI",
         )
         if config.weight_range is WeightRange.reduced
+        else ()
+    ) + (
+        (
+            "the layers left float run in bfloat16 (--fallback bf16): onnxruntime cannot run them, so the "
+            "smoke test and floors measured the model's float32 emulation and its speed was not measured",
+        )
+        if emulated
         else ()
     )
     return dataclasses.replace(
@@ -211,13 +234,24 @@ def resolve_weight_range(config: ConvertConfig) -> ConvertConfig:
 
 
 def _quantized_model(model: onnx.ModelProto, plan: QuantPlan, config: ConvertConfig) -> onnx.ModelProto:
-    """The plan applied; with --fallback fp16, what it leaves float then runs in float16."""
+    """The plan applied; with --fallback fp16 | bf16, what it leaves float then runs in that type."""
     quantized = apply_plan(model, plan)
-    if config.fallback is FallbackPrecision.fp32:
+    low = FALLBACK_FORMATS.get(config.fallback)
+    if low is None:
         return quantized
     inferred = model_io.infer_shapes(quantized)
-    keep = fp16_planner.int8_float32_nodes(inferred, set(plan.quantized_nodes))
-    return fp16_graph.rewrite(inferred, keep).model
+    keep = fp16_planner.int8_float32_nodes(inferred, set(plan.quantized_nodes), low)
+    return fp16_graph.rewrite(inferred, keep, True, low).model
+
+
+def _runnable(quantized: onnx.ModelProto, config: ConvertConfig) -> onnx.ModelProto:
+    """What onnxruntime runs for the model written: itself, or, where --fallback bf16 left layers in
+    bfloat16, its float32 emulation."""
+    low = FALLBACK_FORMATS.get(config.fallback)
+    if low is None or low.runs_in_onnxruntime:
+        return quantized
+    stored = stored_as(quantized, low.elem_type)
+    return emulate(quantized, stored, low.elem_type) if stored else quantized
 
 
 def _search_budget(
@@ -284,7 +318,7 @@ def _search_budget(
             plans[kept] = make_plan(
                 model, table, config, keep_float=keep, range_cache=cache, alphas=alphas, rounded=rounded
             )
-            candidate = _quantized_model(model, plans[kept], config)
+            candidate = _runnable(_quantized_model(model, plans[kept], config), config)
             if isinstance(pool, InProcess):
                 return validator.drop(Session.of(candidate, threads))
             blob = sendable(candidate, "each candidate model", "validated")

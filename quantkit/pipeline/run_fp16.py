@@ -1,4 +1,7 @@
-"""`quantkit convert --to fp16`: float16 weights and math, float32 where float16 would overflow or fail."""
+"""`quantkit convert --to fp16 | bf16`: 16-bit weights and math, float32 where the type would overflow or
+fail, or where the fallback measures too much error. One path for both types (graph.float_formats says
+what differs); a bfloat16 model, which onnxruntime's CPU provider cannot run, is checked with onnx.checker
+and measured as its float32 emulation (graph.emulate)."""
 
 from __future__ import annotations
 
@@ -18,16 +21,31 @@ from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.emulate import emulate, stored_as
+from quantkit.graph.float_formats import FORMATS, FloatFormat
 from quantkit.graph.prepare import prepare
 from quantkit.graph.query import measured_outputs
 from quantkit.graph.samples import synthetic_samples
 from quantkit.outcomes import Float16Summary
 from quantkit.pipeline.loading import model_bytes, require_float, require_table_of, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
-from quantkit.pipeline.writing import FP16_FLOOR_DB, FP16_SYNTHETIC_FLOOR_DB, Floor, stamp, write_checked
+from quantkit.pipeline.writing import (
+    BF16_FLOOR_DB,
+    BF16_SYNTHETIC_FLOOR_DB,
+    FP16_FLOOR_DB,
+    FP16_SYNTHETIC_FLOOR_DB,
+    Floor,
+    stamp,
+    write_checked,
+)
 from quantkit.planner import fallback, fp16_checks
 from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.results import Feed, feed_take
+
+EMULATED = (
+    "float32 emulation: bfloat16 storage of every bfloat16 tensor, float32 arithmetic inside each op "
+    "(onnxruntime has no bfloat16 kernels)"
+)
 
 
 def convert_float16(
@@ -37,8 +55,10 @@ def convert_float16(
     config: Float16Config,
     progress: Progress = no_progress,
 ) -> Float16Summary:
-    """Weights and compute in float16; unsafe ops, weights beyond float16, activations beyond its range on
-    the samples (the table's, else synthetic) and nodes onnxruntime refuses in float16 stay float32."""
+    """Weights and compute in float16 or bfloat16 (config.to); unsafe ops, ops the type's ONNX schema
+    does not admit, weights beyond its range, activations beyond its range on the samples (the table's,
+    else synthetic) and nodes onnxruntime (or onnx.checker) refuses in it stay float32."""
+    target = FORMATS[config.to.value]
     inputs = (model_path, *((table_path, table_io.arrays_path(table_path)) if table_path else ()))
     check_output(output, *inputs)
     table = table_io.load(table_path) if table_path else None
@@ -47,8 +67,9 @@ def convert_float16(
     sha = model_io.file_sha256(model_path)
     if table is not None and table_path is not None:
         require_table_of(table, table_path, sha, "; or leave --calibration out (no range check then)")
-    advance = progress("converting to float16", 4)
-    prepared = prepare(model, minimum=0, size=config.input_size)  # float16 needs no opset upgrade
+    advance = progress(f"converting to {target.name}", 4)
+    reason = f"{target.name} Conv and pooling need {target.min_opset}"  # float16: no upgrade (0)
+    prepared = prepare(model, minimum=target.min_opset, size=config.input_size, reason=reason)
     inferred = prepared.model
     samples, described = (
         (table_samples(table), "calibration samples")
@@ -59,27 +80,40 @@ def convert_float16(
     tensors = sorted(set(measured.values()))
     peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)
     reference = [{t: run[t] for t in tensors} for run in runs]
-    decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks)
+    decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks, target)
     first = {name: runs[0][name] for name in measured}
-    attempt = fp16_checks.attempt_for(inferred, feed_take(samples, 0, 1), first, config.keep_io_types)
-    decided = fp16_checks.runnable(inferred, decided, attempt)
+    sample = feed_take(samples, 0, 1)
+    attempt = fp16_checks.attempt_for(inferred, sample, first, config.keep_io_types, target)
+    decided = fp16_checks.runnable(inferred, decided, attempt, target.name)
     advance(1)
-    floor = min(FP16_FLOOR_DB if table is not None else FP16_SYNTHETIC_FLOOR_DB, config.min_sqnr)
-    target = config.min_sqnr if table is not None else floor  # on synthetic inputs: only what is broken
+    with_table, synthetic = _floors(target)
+    floor = min(with_table if table is not None else synthetic, config.min_sqnr_db)
+    goal = config.min_sqnr_db if table is not None else floor  # on synthetic inputs: only what is broken
     planned = len(decided.kept)
     memo = fallback.SqnrMemo()  # the model the fallback measures last is the one the smoke test checks
-    if target > 0:
-        decided = _float16_fallback(inferred, decided, samples, reference, target, config, progress, memo)
-    rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types)
+    if goal > 0:
+        decided = _float16_fallback(
+            inferred, decided, samples, reference, goal, config, progress, memo, target
+        )
+    rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types, target)
     converted = compact_graph.compact(rewritten.model) if config.compact else rewritten.model
-    stamp(converted, {"to": "fp16", **config.to_dict()}, table_path, table, sha)
+    stamp(converted, {"to": target.flag, **config.to_dict()}, table_path, table, sha)
     checked = Floor(
         floor,
-        f"the float16 model, with {len(decided.kept) - planned} layer(s) kept float32 by the fallback,",
+        f"the {target.name} model, with {len(decided.kept) - planned} layer(s) kept float32 by the fallback,",
         "raise --max-float-layers or keep op types float32 with --exclude-op-types",
     )
     stored, smoke = write_checked(
-        converted, inferred, samples, reference, checked, output, inputs, advance, memo
+        converted,
+        inferred,
+        samples,
+        reference,
+        checked,
+        output,
+        inputs,
+        advance,
+        memo,
+        None if target.runs_in_onnxruntime else _emulated(converted, rewritten, target),
     )
     kept_names = {k.node for k in decided.kept}
     return Float16Summary(
@@ -95,7 +129,26 @@ def convert_float16(
         smoke_sqnr_db=smoke,
         smoke_input=described,
         notes=prepared.notes(),
+        target=target.name,
+        measured_by="onnxruntime" if target.runs_in_onnxruntime else EMULATED,
     )
+
+
+def _floors(target: FloatFormat) -> tuple[float, float]:
+    """(with a table, on synthetic inputs): below these a conversion is broken, not coarse."""
+    if target.flag == "fp16":
+        return FP16_FLOOR_DB, FP16_SYNTHETIC_FLOOR_DB
+    return BF16_FLOOR_DB, BF16_SYNTHETIC_FLOOR_DB
+
+
+def _emulated(
+    converted: onnx.ModelProto, rewritten: fp16_graph.Float16Rewrite, target: FloatFormat
+) -> onnx.ModelProto:
+    """The float32 emulation of the model written. --compact renames inner tensors: the tensors it
+    stores in the type are then read from its inferred types."""
+    if converted is rewritten.model:
+        return emulate(converted, rewritten.stored, target.elem_type)
+    return emulate(converted, stored_as(converted, target.elem_type), target.elem_type)
 
 
 def _float16_fallback(
@@ -107,20 +160,20 @@ def _float16_fallback(
     config: Float16Config,
     progress: Progress,
     memo: fallback.SqnrMemo,
+    kind: FloatFormat,
 ) -> fp16_planner.Float16Plan:
     """Below target dB on the samples (the table's: --min-sqnr; synthetic: the floor): keep float32, one at
     a time, the linear layers that recover the most output SQNR alone (ranked once), until it is met or
     max_float32_layers are kept. reference: FP32's outputs on the samples (Session.run_samples)."""
     why = (
         f"--min-sqnr {target:g}"
-        if target == config.min_sqnr
+        if target == config.min_sqnr_db
         else f"the {target:g} dB floor on synthetic inputs"
     )
 
     def sqnr(kept: set[str]) -> float:
-        return fallback.output_sqnr(
-            fp16_graph.rewrite(model, kept, config.keep_io_types).model, reference, samples, memo
-        )
+        converted = fp16_checks.runnable_form(model, kept, config.keep_io_types, kind)
+        return fallback.output_sqnr(converted, reference, samples, memo)
 
     kept = {k.node for k in decided.kept}
     start = sqnr(kept)

@@ -1,5 +1,7 @@
-"""What a float16 plan cannot see from the graph, found by running it: activation peaks in FP32, and
-nodes whose float16 form onnxruntime refuses or that turn an output non-finite.
+"""What a float16 or bfloat16 plan cannot see from the graph, found by running it: activation peaks in
+FP32, and nodes whose 16-bit form onnxruntime refuses or that turn an output non-finite. A type that
+onnxruntime cannot run (bfloat16) is checked by onnx.checker on the model as written and run as its
+float32 emulation (graph.emulate): refusals are then the checker's, non-finite outputs the emulation's.
 
 A refused node is named by onnxruntime's message where it names one of the float16 nodes; otherwise it is
 found by bisection over the float16 nodes in graph order (log2(n) sessions per culprit).
@@ -16,14 +18,22 @@ import onnx
 
 from quantkit.errors import ConversionError, ModelError, shorten
 from quantkit.graph import fp16_rewrite as fp16_graph
+from quantkit.graph import model_io
 from quantkit.graph.augment import with_outputs
+from quantkit.graph.emulate import emulate
+from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32
 from quantkit.results import Feed
 from quantkit.runtime import Session
 
 MAX_CULPRITS = 8
-_NAMED = (re.compile(r"Name:'([^']+)'"), re.compile(r"[Nn]ode \(([^)]+)\)"), re.compile(r"node '([^']+)'"))
+_NAMED = (
+    re.compile(r"Name:'([^']+)'"),
+    re.compile(r"[Nn]ode \(([^)]+)\)"),
+    re.compile(r"node '([^']+)'"),
+    re.compile(r"node name: ([^)\s]+)\)"),  # onnx.checker's shape inference
+)
 
 # kept float32 nodes -> why the model fails, or None when it loads, runs and gives finite outputs
 Attempt = Callable[[frozenset[str]], str | None]
@@ -63,15 +73,38 @@ def _finite_peak(value: np.ndarray) -> float | None:
     return float(np.max(np.abs(finite))) if finite.size else None
 
 
+def runnable_form(
+    model: onnx.ModelProto, kept: frozenset[str] | set[str], keep_io_types: bool, target: FloatFormat
+) -> onnx.ModelProto:
+    """The rewrite with `kept` float32 as onnxruntime runs it: itself, or its float32 emulation."""
+    rewritten = fp16_graph.rewrite(model, kept, keep_io_types, target)
+    if target.runs_in_onnxruntime:
+        return rewritten.model
+    return emulate(rewritten.model, rewritten.stored, target.elem_type)
+
+
 def attempt_for(
-    model: onnx.ModelProto, sample: Feed, reference: dict[str, np.ndarray], keep_io_types: bool
+    model: onnx.ModelProto,
+    sample: Feed,
+    reference: dict[str, np.ndarray],
+    keep_io_types: bool,
+    target: FloatFormat = FLOAT16,
 ) -> Attempt:
-    """An Attempt that rewrites `model` to float16 with the given nodes kept float32 and runs one sample
-    [1, ...]; outputs that FP32 (`reference`, on that sample) gives finite must stay finite."""
+    """An Attempt that rewrites `model` to the target type with the given nodes kept float32 and runs one
+    sample [1, ...] (a type onnxruntime cannot run: checked by onnx.checker, run emulated); outputs that
+    FP32 (`reference`, on that sample) gives finite must stay finite."""
     finite = {name: np.isfinite(value) for name, value in reference.items()}
 
     def attempt(kept: frozenset[str]) -> str | None:
-        converted = fp16_graph.rewrite(model, kept, keep_io_types).model
+        if target.runs_in_onnxruntime:
+            converted = fp16_graph.rewrite(model, kept, keep_io_types, target).model
+        else:
+            rewritten = fp16_graph.rewrite(model, kept, keep_io_types, target)
+            try:
+                model_io.check(rewritten.model)
+            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+                return f"onnx.checker: {exc}"
+            converted = emulate(rewritten.model, rewritten.stored, target.elem_type)
         try:
             outputs = Session.of(converted, spin=False).run_samples(sample)[0]
         except ModelError as exc:
@@ -85,9 +118,12 @@ def attempt_for(
     return attempt
 
 
-def runnable(model: onnx.ModelProto, decided: Float16Plan, attempt: Attempt) -> Float16Plan:
-    """decided, with the float16 nodes onnxruntime refuses (or that make an output non-finite) kept
-    float32 too. Raises ConversionError when keeping every node float32 does not help."""
+def runnable(
+    model: onnx.ModelProto, decided: Float16Plan, attempt: Attempt, kind: str = FLOAT16.name
+) -> Float16Plan:
+    """decided, with the 16-bit nodes onnxruntime refuses (or that make an output non-finite) kept
+    float32 too. kind: the type's name, for the messages. Raises ConversionError when keeping every node
+    float32 does not help."""
     kept = {k.node: k for k in decided.kept}
     order = list(model.graph.node)
     failure: str | None = None
@@ -99,14 +135,14 @@ def runnable(model: onnx.ModelProto, decided: Float16Plan, attempt: Attempt) -> 
         culprit = _named(failure, half) or _bisect(half, frozenset(kept), attempt)
         if culprit is None:
             raise ConversionError(
-                f"the float16 model fails ({shorten(failure, 120)}) even where every node stays float32; "
+                f"the {kind} model fails ({shorten(failure, 120)}) even where every node stays float32; "
                 "nothing was written"
             )
         kept[culprit.name] = KeptFloat32(
-            culprit.name, culprit.op_type, f"float16 form fails: {shorten(failure, 120)}"
+            culprit.name, culprit.op_type, f"{kind} form fails: {shorten(failure, 120)}"
         )
     raise ConversionError(
-        f"the float16 model still fails after keeping {MAX_CULPRITS} refused nodes float32 "
+        f"the {kind} model still fails after keeping {MAX_CULPRITS} refused nodes float32 "
         f"({shorten(failure or '', 120)}); nothing was written. Keep op types float32 with --exclude-op-types"
     )
 

@@ -1,12 +1,18 @@
-"""Which nodes of a float16 conversion stay float32, and why. Pure: reads the graph and the table.
+"""Which nodes of a float16 or bfloat16 conversion stay float32, and why. Pure: reads the graph and the
+table. The rules are the same for both types; their numbers are the type's (graph.float_formats):
+bfloat16 has float32's range, so the range rules do not fire on a float32 model, and its precision is
+left to the fallback's measurement.
 
 A node stays float32 when
-- its op has no safe float16 form: Resize/Upsample (scales are float32 by the spec), Range, TopK,
+- its op has no safe 16-bit form: Resize/Upsample (scales are float32 by the spec), Range, TopK,
   NonMaxSuppression, RoiAlign, random generators, control flow, quantized ops;
 - the user excluded it;
-- a weight it reads, or a value it holds (Constant, ConstantOfShape), does not fit float16 (|w| > 65504):
-  the value is never clamped; or a weight whose every value is below float16's smallest normal;
-- a tensor it reads or writes reached more than a quarter of float16's largest value (a margin for
+- its ONNX schema at the model's opset does not admit the type for its float tensors (bfloat16: Conv and
+  the pools below opset 22; an op of unknown schema stays float32 when onnxruntime cannot run the type,
+  since nothing could then check its 16-bit form);
+- a weight it reads, or a value it holds (Constant, ConstantOfShape), does not fit the type (float16:
+  |w| > 65504): the value is never clamped; or a weight whose every value is below its smallest normal;
+- a tensor it reads or writes reached more than a quarter of the type's largest value (a margin for
   brighter inputs and for sums inside the op): on the calibration images with a table, and in FP32 on the
   smoke test's samples (the table's, or synthetic ones) in any case;
 - it computes a shape or a resize scale: float arithmetic that ends in an integer Cast or in Resize's
@@ -23,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from quantkit.graph.fp16_rewrite import FLOAT16_MAX
+from quantkit.graph.float_formats import FLOAT16, FloatFormat, admits, opsets
 from quantkit.graph.query import GraphIndex, is_quantized_op, subgraph_inputs
 from quantkit.results import CalibrationTable
 
@@ -45,9 +51,9 @@ UNSAFE_OPS = frozenset(
         "Scan",
     }
 )
-FLOAT16_TINY = 6.103515625e-05  # float16's smallest normal, 2**-14
+FLOAT16_TINY = FLOAT16.smallest_normal  # 2**-14
 RANGE_MARGIN = 4.0
-RANGE_LIMIT = FLOAT16_MAX / RANGE_MARGIN
+RANGE_LIMIT = FLOAT16.largest / RANGE_MARGIN  # float16's
 
 
 @dataclass(frozen=True)
@@ -70,34 +76,36 @@ def plan(
     exclude_nodes: tuple[str, ...] = (),
     exclude_op_types: tuple[str, ...] = (),
     peaks: Mapping[str, float] | None = None,
+    target: FloatFormat = FLOAT16,
 ) -> Float16Plan:
-    """model: every node named. peaks: tensor -> max |value| in FP32 on sample inputs. Nodes are listed
-    once, with the first reason that applies."""
+    """model: every node named. peaks: tensor -> max |value| in FP32 on sample inputs. target: the 16-bit
+    type. Nodes are listed once, with the first reason that applies."""
     index = GraphIndex(model)
     reasons: dict[str, str] = {}
+    kind, largest, tiny = target.name, target.largest, target.smallest_normal
 
     def keep(node: onnx.NodeProto, reason: str) -> None:
         reasons.setdefault(node.name, reason)
 
     for node in index.nodes:
         if node.op_type in UNSAFE_OPS or is_quantized_op(node.op_type):
-            keep(node, "no safe float16 form")
+            keep(node, f"no safe {kind} form")
         elif node.name in exclude_nodes or node.op_type in exclude_op_types:
             keep(node, "excluded")
+    for node, reason in _not_admitted(model, index, target):
+        keep(node, reason)
     weights = _weight_peaks(index)
-    overflowing = [(name, peak) for name, peak in weights if peak > FLOAT16_MAX]
+    overflowing = [(name, peak) for name, peak in weights if peak > largest]
     for name, peak in overflowing:
         for node, _ in index.consumers.get(name, []):
-            keep(node, f"weight {name} reaches {peak:.4g}, beyond float16's {FLOAT16_MAX:g}")
-    for node, peak in _overflowing_constants(index):
-        keep(node, f"holds a value of {peak:.4g}, beyond float16's {FLOAT16_MAX:g}")
-    # every value below float16's smallest normal (not all zero): float16 keeps a few bits of it, or none
-    # (a scale of 1e-8 becomes 0); a weight with some tiny values beside normal ones loses nothing
-    for name, peak in ((n, p) for n, p in weights if 0.0 < p < FLOAT16_TINY):
+            keep(node, f"weight {name} reaches {peak:.4g}, beyond {kind}'s {largest:g}")
+    for node, peak in _overflowing_constants(index, largest):
+        keep(node, f"holds a value of {peak:.4g}, beyond {kind}'s {largest:g}")
+    # every value below the smallest normal (not all zero): the type keeps a few bits of it, or none
+    # (a scale of 1e-8 becomes 0 in float16); a weight with some tiny values beside normal ones loses nothing
+    for name, peak in ((n, p) for n, p in weights if 0.0 < p < tiny):
         for node, _ in index.consumers.get(name, []):
-            keep(
-                node, f"weight {name} peaks at {peak:.3g}, below float16's smallest normal {FLOAT16_TINY:.3g}"
-            )
+            keep(node, f"weight {name} peaks at {peak:.3g}, below {kind}'s smallest normal {tiny:.3g}")
     observed: dict[str, tuple[float, str]] = {}
     if table is not None:
         for name, stats in table.stats.items():
@@ -110,15 +118,15 @@ def plan(
         if not index.is_float(name):
             continue
         checked += 1
-        if peak <= RANGE_LIMIT:
+        if peak <= largest / RANGE_MARGIN:
             continue
-        reason = f"{name} reached {peak:.4g} {where} (float16 safe up to {RANGE_LIMIT:g})"
+        reason = f"{name} reached {peak:.4g} {where} ({kind} safe up to {largest / RANGE_MARGIN:g})"
         if name in index.producer:
             keep(index.producer[name], reason)
         for node, _ in index.consumers.get(name, []):
             keep(node, reason)
     for node in shape_computation(index):
-        keep(node, "computes a shape or resize scale (float16 rounding would change a size)")
+        keep(node, f"computes a shape or resize scale ({kind} rounding would change a size)")
     for name in subgraph_inputs(model):
         if name in index.producer:
             keep(index.producer[name], "its output is read inside a subgraph")
@@ -136,8 +144,35 @@ def _weight_peaks(index: GraphIndex) -> list[tuple[str, float]]:
     return found
 
 
-def _overflowing_constants(index: GraphIndex) -> list[tuple[onnx.NodeProto, float]]:
-    """Constant and ConstantOfShape nodes whose float value does not fit float16."""
+def _not_admitted(
+    model: onnx.ModelProto, index: GraphIndex, target: FloatFormat
+) -> list[tuple[onnx.NodeProto, str]]:
+    """Nodes whose ONNX schema, at the model's opset, does not admit the type for their float tensors
+    (the rewrite would write a model onnx.checker refuses); unknown schemas where onnxruntime cannot run
+    the type. Graph order."""
+    versions = opsets(model)
+    found = []
+    for node in index.nodes:
+        positions = (
+            {k for k, name in enumerate(node.input) if name and index.is_float(name)},
+            {k for k, name in enumerate(node.output) if name and index.is_float(name)},
+        )
+        if not positions[0] and not positions[1]:
+            continue
+        verdict = admits(node, versions, target.type_str, positions)
+        domain = node.domain or "ai.onnx"
+        if verdict is False:
+            opset = versions.get("" if domain == "ai.onnx" else domain, 1)
+            found.append((node, f"{node.op_type} does not admit {target.name} at {domain} opset {opset}"))
+        elif verdict is None and not target.runs_in_onnxruntime:
+            found.append(
+                (node, f"no ONNX schema for {domain}.{node.op_type}: its {target.name} form is unchecked")
+            )
+    return found
+
+
+def _overflowing_constants(index: GraphIndex, largest: float) -> list[tuple[onnx.NodeProto, float]]:
+    """Constant and ConstantOfShape nodes whose float value does not fit the type (|value| > largest)."""
     found = []
     for node in index.nodes:
         if node.op_type == "Constant":
@@ -150,7 +185,7 @@ def _overflowing_constants(index: GraphIndex) -> list[tuple[onnx.NodeProto, floa
         if value is None or value.dtype != np.float32 or not value.size:
             continue
         peak = float(np.max(np.abs(value)))
-        if peak > FLOAT16_MAX:
+        if peak > largest:
             found.append((node, peak))
     return found
 
@@ -199,9 +234,12 @@ def shape_computation(index: GraphIndex) -> list[onnx.NodeProto]:
     return [n for n in index.nodes if n.name in found]
 
 
-def int8_float32_nodes(model: onnx.ModelProto, quantized: set[str]) -> set[str]:
-    """For --fallback fp16 on a QDQ model: the nodes that stay float32. Quantized nodes (their Q/DQ
-    patterns must stay whole for onnxruntime's integer kernels), Q/DQ and every op `plan` keeps float32;
-    the rest, the layers left float, run in float16. model: the QDQ model, shape-inferred, nodes named."""
-    kept = {k.node for k in plan(model, None).kept}
+def int8_float32_nodes(
+    model: onnx.ModelProto, quantized: set[str], target: FloatFormat = FLOAT16
+) -> set[str]:
+    """For --fallback fp16 | bf16 on a QDQ model: the nodes that stay float32. Quantized nodes (their
+    Q/DQ patterns must stay whole for onnxruntime's integer kernels), Q/DQ and every op `plan` keeps
+    float32; the rest, the layers left float, run in the target type. model: the QDQ model,
+    shape-inferred, nodes named."""
+    kept = {k.node for k in plan(model, None, target=target).kept}
     return kept | {n.name for n in model.graph.node if n.name in quantized}

@@ -231,7 +231,8 @@ def _corrections_text(summary: ConvertSummary) -> Text:
 
 
 def float16_table(summary: Float16Summary, output: str) -> RenderableType:
-    converted = _table("float16")
+    kind = summary.target
+    converted = _table(kind)
     converted.add_column("op type")
     converted.add_column("count", justify="right")
     for op, count in summary.float16_by_type.items():
@@ -247,21 +248,23 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
         f"size {megabytes(summary.bytes_before)} -> {megabytes(summary.bytes_after)} "
         f"({size_change(summary.bytes_before, summary.bytes_after)})\n"
     )
-    lines.append(f"{summary.casts} Cast nodes at float16/float32 borders\n")
+    lines.append(f"{summary.casts} Cast nodes at {kind}/float32 borders\n")
     for note in summary.notes:
         lines.append(f"{note}\n")
     if summary.checked_tensors is None:
         lines.append("activation range check skipped: no --calibration table given\n")
     else:
         lines.append(
-            f"activation ranges checked against float16 on {summary.checked_tensors} tensors "
+            f"activation ranges checked against {kind} on {summary.checked_tensors} tensors "
             f"({summary.smoke_input})\n"
         )
     for name, peak in summary.overflowing_weights:
-        lines.append(f"weight {name} reaches {peak:.4g}: beyond float16, its consumers stay float32\n")
+        lines.append(f"weight {name} reaches {peak:.4g}: beyond {kind}, its consumers stay float32\n")
     if summary.smoke_sqnr_db:
         sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
         lines.append(f"smoke test on {summary.smoke_input}: finite outputs, SQNR {sqnr}\n")
+    if summary.measured_by != "onnxruntime":
+        lines.append(f"measured on its {summary.measured_by}\n")
     lines.append(f"wrote {output}")
     parts: list[RenderableType] = [converted, Text("")]
     if summary.kept_float32:
