@@ -50,7 +50,8 @@ def constant_weights_model(opset: int = 11) -> onnx.ModelProto:
         helper.make_node("Relu", ["a"], ["r"], name="relu"),
         helper.make_node("Conv", ["r", "w2_read", "b2"], ["c"], name="c2", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["d"], name="relu2"),
-        helper.make_node("Conv", ["d", "w2_read", "b2"], ["y"], name="c3", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["d", "w2_read", "b2"], ["e"], name="c3", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["e"], ["y"], name="relu3"),  # c3 quantized: its output is not y
     ]
     return make_model(nodes, {}, opset=opset)
 

@@ -50,7 +50,8 @@ def unbalanced_model(activation: str = "Relu") -> onnx.ModelProto:
         N(op, ["a", *bounds], ["r1"], name="act1"),
         N("Conv", ["r1", "dw", "bdw"], ["d"], name="dw", pads=[1] * 4, group=8),
         N(op, ["d", *bounds], ["r2"], name="act2"),
-        N("Conv", ["r2", "w3", "b3"], ["y"], name="c3"),
+        N("Conv", ["r2", "w3", "b3"], ["c3_out"], name="c3"),
+        N("Identity", ["c3_out"], ["y"], name="out"),  # a Conv writing the model output stays float
     ]
     inits = {
         "w1": w1,
@@ -71,7 +72,8 @@ def batchnorm_model() -> onnx.ModelProto:
     nodes = [
         N("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1] * 4),
         N("BatchNormalization", ["a", "gamma", "beta", "mean", "var"], ["bn"], name="bn"),
-        N("Conv", ["bn", "w2", "b2"], ["y"], name="c2"),
+        N("Conv", ["bn", "w2", "b2"], ["c2_out"], name="c2"),
+        N("Identity", ["c2_out"], ["y"], name="out"),  # a Conv writing the model output stays float
     ]
     inits = {
         "w1": g.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32),

@@ -39,12 +39,12 @@ def _planted(path: Path, classifier: bool = False, width: int = 6, out: int = 4)
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
         helper.make_node("Conv", ["a", "w2", "b2"], ["b"], name="c2", pads=[1, 1, 1, 1]),
-        helper.make_node(
-            "Conv", ["b", "w3", "b3"], ["c" if classifier else "y"], name="c3", pads=[1, 1, 1, 1]
-        ),
+        helper.make_node("Conv", ["b", "w3", "b3"], ["c"], name="c3", pads=[1, 1, 1, 1]),
     ]
     if classifier:  # scores [N, 1024]: top-1 agreement applies, and c3's noise flips it
         nodes.append(helper.make_node("Flatten", ["c"], ["y"], name="flat"))
+    else:  # a Conv writing the model output itself stays float (onnxruntime has no such integer Conv)
+        nodes.append(helper.make_node("Identity", ["c"], ["y"], name="out"))
     weights = {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"], "b2": p2["b"], "w3": p3["w"], "b3": p3["b"]}
     return save(make_model(nodes, weights), path)
 

@@ -326,7 +326,7 @@ def test_version_and_help_conventions(capsys: Capsys) -> None:
     [
         (
             ["convert", "m.onnx", "-o", "x.onnx", "--to", "int4"],
-            "error: invalid value for '--to': 'int4' is not one of 'int8', 'fp16', 'bf16'; "
+            "error: invalid value for '--to': 'int4' is not one of 'int8', 'fp16', 'fp8', 'bf16'; "
             "see `quantkit convert --help`",
         ),
         (["compare", "a.onnx"], "error: missing argument 'CANDIDATE'; see `quantkit compare --help`"),

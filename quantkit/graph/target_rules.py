@@ -75,6 +75,24 @@ def ort_cpu(model: onnx.ModelProto) -> list[Finding]:
     return found
 
 
+def bfloat16_nodes(model: onnx.ModelProto) -> list[Finding]:
+    """Nodes computing in bfloat16 (shape-inferred model): onnxruntime's CPU provider has no kernel for
+    them (Conv, MatMul, Add, Relu...), so it cannot load the model at all."""
+    index = GraphIndex(model)
+    return [
+        Finding(
+            "bfloat16",
+            node.name,
+            node.op_type,
+            "computes in bfloat16: onnxruntime's CPU provider has no bfloat16 kernels (the model runs where "
+            "bfloat16 does: OpenVINO, accelerators)",
+        )
+        for node in index.nodes
+        if node.op_type != "Cast"
+        and any(index.elem_types.get(o) == TensorProto.BFLOAT16 for o in node.output if o)
+    ]
+
+
 def unfused_after(optimized: onnx.ModelProto) -> list[Finding]:
     """In the graph onnxruntime runs (its QDQ fusions applied): quantized weighted layers (weights, or
     both inputs of an activation x activation MatMul, read through DequantizeLinear) left as float ops,

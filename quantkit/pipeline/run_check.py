@@ -31,4 +31,7 @@ def findings(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) 
     """inferred: the model with shapes inferred. ort-cpu also asks onnxruntime what it fused."""
     if target is Target.tensorrt:
         return tuple(rules.tensorrt(inferred))
+    bfloat16 = rules.bfloat16_nodes(inferred)
+    if bfloat16:  # onnxruntime cannot load it to say what it would fuse
+        return (*rules.ort_cpu(inferred), *bfloat16)
     return (*rules.ort_cpu(inferred), *rules.unfused_after(optimized_graph(model)))
