@@ -45,7 +45,7 @@ TargetOpt = Annotated[
     typer.Option(
         "--target",
         help="Runtime the INT8 model is placed for: ort-cpu (onnxruntime's CPU kernels), tensorrt (int8 "
-        "symmetric, Q/DQ on weighted layers' inputs and residual Adds).",
+        "symmetric, Q/DQ on weighted layers' inputs and residual Adds), openvino (that placement, uint8).",
     ),
 ]
 

@@ -18,7 +18,7 @@ The rules, in order:
    Weights round to nearest unless the caller passes integers chosen for them (planner.rounding_plan).
 7. A compute op whose int8 kernel would not pay for the Q/DQ passes it needs stays float (planner.payoff;
    onnxruntime's CPU kernels only).
-8. Another --target keeps the Q/DQ its runtime fuses (planner.targets).
+8. Another --target keeps the Q/DQ its runtime fuses (planner.targets: tensorrt and openvino).
 Model outputs stay float. Layers the accuracy fallback keeps float arrive as keep_float.
 """
 
@@ -198,10 +198,10 @@ def _plan_of(state: Planning, activations: dict[str, QuantParams], rebalances: l
         input_means=_input_means(state, rebalances) if state.config.bias_correction else {},
         weight_qmax=state.config.weight_qmax,
     )
-    if state.config.target is not Target.tensorrt:
+    if state.config.target is Target.ort_cpu:
         return decided
     placed = for_tensorrt(decided, index)
-    return for_fp8(placed, state.table) if state.config.fp8 else placed
+    return for_fp8(placed, state.table) if state.config.fp8 else placed  # fp8 implies tensorrt
 
 
 def _input_means(state: Planning, rebalances: list[Rebalance]) -> dict[str, np.ndarray]:
