@@ -269,10 +269,11 @@ def _weight_axis_expected(index: GraphIndex, node: onnx.NodeProto) -> int | None
     return -1  # MatMul: [..., K, N], the last axis
 
 
-def reads_dequantized(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
-    """Whether a weighted layer's data input comes from a DequantizeLinear (the layer is quantized)."""
-    producer = next((n for n in model.graph.node if node.input[0] in n.output), None)
-    return producer is not None and producer.op_type == "DequantizeLinear"
+def quantized_layers(model: onnx.ModelProto) -> tuple[int, int]:
+    """(weighted layers, those whose data input comes from a DequantizeLinear)."""
+    index = GraphIndex(model)
+    layers = [n for n in index.nodes if n.op_type in WEIGHTED_OPS]
+    return len(layers), sum(_from_dq(index, n.input[0]) for n in layers)
 
 
 def _quantized_layer(index: GraphIndex, node: onnx.NodeProto) -> bool:

@@ -23,12 +23,12 @@ def check(model_path: Path, target: Target) -> CheckReport:
         )
     model = model_io.load_model(model_path)
     inferred = model_io.infer_shapes(model)
-    layers = [n for n in inferred.graph.node if n.op_type in rules.WEIGHTED_OPS]
+    layers, quantized = rules.quantized_layers(inferred)
     return CheckReport(
         model=str(model_path),
         target=target.value,
-        layers=len(layers),
-        quantized_layers=sum(rules.reads_dequantized(inferred, n) for n in layers),
+        layers=layers,
+        quantized_layers=quantized,
         findings=findings(model, inferred, target),
     )
 

@@ -90,7 +90,6 @@ def _fusable_branch(index: GraphIndex, tensor: str, layers: dict[str, str]) -> b
     return (
         producer is not None
         and producer.name in layers
-        and producer.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")
         and len(index.consumers.get(tensor, [])) == 1
         and tensor not in index.graph_outputs
     )

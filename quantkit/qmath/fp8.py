@@ -12,7 +12,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from quantkit.qmath.params import symmetric_params
+from quantkit.qmath.params import along_axis, symmetric_params
 
 E4M3_MAX = 448.0
 FLOAT8 = np.dtype(ml_dtypes.float8_e4m3fn)
@@ -25,22 +25,17 @@ def to_e4m3(x: np.ndarray) -> np.ndarray:
 
 def quantize_fp8(x: np.ndarray, scale: np.ndarray, axis: int | None = None) -> np.ndarray:
     """QuantizeLinear to float8e4m3fn with zero point 0. x: float [...]; scale: scalar or [x.shape[axis]]."""
-    s = np.asarray(scale, np.float32)
-    if axis is not None and s.ndim:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        s = s.reshape(shape)
-    return to_e4m3(np.asarray(x, np.float32) / s)
+    return to_e4m3(np.asarray(x, np.float32) / _scale_for(scale, x.ndim, axis))
 
 
 def dequantize_fp8(q: np.ndarray, scale: np.ndarray, axis: int | None = None) -> np.ndarray:
     """DequantizeLinear of float8e4m3fn with zero point 0, as float32."""
+    return (q.astype(np.float32) * _scale_for(scale, q.ndim, axis)).astype(np.float32)
+
+
+def _scale_for(scale: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
     s = np.asarray(scale, np.float32)
-    if axis is not None and s.ndim:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        s = s.reshape(shape)
-    return (q.astype(np.float32) * s).astype(np.float32)
+    return along_axis(s, ndim, axis) if axis is not None and s.ndim else s
 
 
 def per_channel_fp8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -69,9 +69,14 @@ def dequantize(
 def _broadcast(scale: np.ndarray, zp: np.ndarray, ndim: int, axis: int | None) -> tuple[Any, Any]:
     if axis is None or scale.ndim == 0:
         return scale, zp
+    return along_axis(scale, ndim, axis), along_axis(zp, ndim, axis)
+
+
+def along_axis(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """Per-axis values [C] shaped to broadcast against an ndim-array along `axis`."""
     shape = [1] * ndim
     shape[axis] = -1
-    return scale.reshape(shape), zp.reshape(shape)
+    return values.reshape(shape)
 
 
 def per_channel_weight(w: np.ndarray, axis: int, qmax: int = WEIGHT_QMAX) -> tuple[np.ndarray, np.ndarray]:
