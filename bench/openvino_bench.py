@@ -1,23 +1,23 @@
-"""OpenVINO: quantkit's default INT8 models beside NNCF's, both run in OpenVINO's CPU runtime, on
-../shared/assets.
+"""OpenVINO: quantkit's INT8 models (defaults, --target openvino) beside NNCF's, all run in OpenVINO's CPU
+runtime, on ../shared/assets.
 
     python -m bench.openvino_bench [--models squeezenet1.1,mobilenetv2,yolox_nano,vit_mnist]
                                    [--runs 200] [--warmup 20] [--threads 1,N] [--keep DIR]
 
 For each model: (a) quantkit's defaults (`quantkit calibrate` on the calibration images, `quantkit
-convert`), (b) NNCF's defaults (`nncf.quantize` on the ONNX model, its ONNX backend, fed the same
-preprocessed images; bench.nncf_peer), and for a model below opset 13 also NNCF on the model upgraded
-to 13 (NNCF quantizes weights per tensor below 13; quantkit upgrades on its way in). Images as in
-bench.models: the classifiers calibrate on the 100 coco-calib photos and are scored on imagenet-dev,
-YOLOX calibrates on its seeded 50-photo half of coco-calib and is scored on the other 50, the ViT on 100
-seeded mnist-test digits and is scored on 1000 others. Then in OpenVINO (CPU, latency hint, precision hint
-f32: quantkit.runtime_openvino) against FP32 there: accuracy by `quantkit.compare(runtime="openvino")`
-itself (top-1 agreement and delta with labels, output SQNR, YOLOX's detection recall and final boxes),
-latency at each thread count (all models in one interleaved loop, medians, FP32's median over each
-model's), how many Conv/MatMul the CPU plugin runs int8 (and, for the float ones, what the ONNX model
-gives them), and where each tool put its Q/DQ (bench.qdq_census). Writes bench/results/openvino.md and
-openvino.json. Skips, saying why, without ../shared/assets, openvino or nncf.
-"""
+convert`) and the same table converted with `--target openvino`, (b) NNCF's defaults (`nncf.quantize` on
+the ONNX model, its ONNX backend, fed the same preprocessed images; bench.nncf_peer), and for a model
+below opset 13 also NNCF on the model upgraded to 13 (NNCF quantizes weights per tensor below 13; quantkit
+upgrades on its way in). Images as in bench.models: the classifiers calibrate on the 100 coco-calib photos
+and are scored on imagenet-dev, YOLOX calibrates on its seeded 50-photo half of coco-calib and is scored
+on the other 50, the ViT on 100 seeded mnist-test digits and is scored on 1000 others. Then in OpenVINO
+(CPU, latency hint, precision hint f32: quantkit.runtime_openvino) against FP32 there: accuracy by
+`quantkit.compare(runtime="openvino")` itself (top-1 agreement and delta with labels, output SQNR, YOLOX's
+detection recall and final boxes), latency at each thread count (all models in one interleaved loop,
+medians, FP32's median over each model's), how many Conv/MatMul the CPU plugin runs int8 (and, for the
+float ones, what the ONNX model gives them), and where each tool put its Q/DQ (bench.qdq_census). Writes
+bench/results/openvino.md and openvino.json. Skips, saying why, without ../shared/assets, openvino or
+nncf."""
 
 from __future__ import annotations
 
@@ -89,9 +89,17 @@ def missing() -> str | None:
     return None
 
 
-def quantkit_variant(model: BenchModel, path: Path, work: Path, s: Settings) -> Variant:
-    """quantkit calibrate + convert with the defaults, each in a child process (bench.quantize)."""
-    table, output = work / f"{model.name}.calib.json", work / f"{model.name}.quantkit.onnx"
+# quantkit's models: (label, bench.quantize variant, file tag); all converted from one calibration table
+QUANTKIT_VARIANTS = (
+    ("quantkit defaults", "defaults", "quantkit"),
+    ("quantkit --target openvino", "target-openvino", "quantkit.openvino"),
+)
+
+
+def quantkit_variants(model: BenchModel, path: Path, work: Path, s: Settings) -> list[Variant]:
+    """quantkit calibrate once, then convert with the defaults and with --target openvino, each step in a
+    child process (bench.quantize); a failed calibration fails both."""
+    table = work / f"{model.name}.calib.json"
     count = model.pool or CALIBRATION_IMAGES
     calib_job = {
         "kind": "quantkit-calibrate",
@@ -102,12 +110,18 @@ def quantkit_variant(model: BenchModel, path: Path, work: Path, s: Settings) -> 
         "preprocess": preprocess_spec(model.preprocess),
         "table": str(table),
     }
-    variant = Variant("quantkit defaults", "quantkit", output)
-    variant.steps["calibrate"] = run_child(calib_job, s.memory_limit, s.timeout)
-    if variant.error is None:
-        job = {"kind": "quantkit-convert", "model": str(path), "table": str(table), "variant": "defaults"}
-        variant.steps["convert"] = run_child({**job, "output": str(output)}, s.memory_limit, s.timeout)
-    return variant
+    calibrated = run_child(calib_job, s.memory_limit, s.timeout)
+    variants = []
+    for label, config, tag in QUANTKIT_VARIANTS:
+        variant = Variant(label, "quantkit", work / f"{model.name}.{tag}.onnx")
+        variant.steps["calibrate"] = calibrated
+        if variant.error is None:
+            job = {"kind": "quantkit-convert", "model": str(path), "table": str(table), "variant": config}
+            variant.steps["convert"] = run_child(
+                {**job, "output": str(variant.path)}, s.memory_limit, s.timeout
+            )
+        variants.append(variant)
+    return variants
 
 
 def nncf_variants(model: BenchModel, path: Path, work: Path, s: Settings) -> list[Variant]:
@@ -199,7 +213,7 @@ def layers(variant: Variant) -> dict[str, Any]:
 def bench_model(model: BenchModel, work: Path, s: Settings) -> dict[str, Any]:
     path = model.path(work)
     print(f"  {model.name}: quantizing (quantkit, NNCF)", file=sys.stderr, flush=True)
-    variants = [Variant("FP32", "fp32", path), quantkit_variant(model, path, work, s)]
+    variants = [Variant("FP32", "fp32", path), *quantkit_variants(model, path, work, s)]
     variants += nncf_variants(model, path, work, s)
     ready = [v for v in variants if v.error is None]
     paths = scored_paths(model)

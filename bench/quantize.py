@@ -2,11 +2,10 @@
 
     python -m bench.quantize '{"kind": "ort", "config": "entropy", ...}'
 
-Kinds: `quantkit-calibrate`, `quantkit-convert` (variants: a range method, `defaults`, or `all-integer`),
-`ort` (configs in bench.ort_peer.CONFIGS) and `weights-only`. bench.child runs this module and measures
-it from outside; a failure exits non-zero with its reason as the last line of stderr. A written model must
-pass onnx.checker and load in onnxruntime, or it counts as a failure.
-"""
+Kinds: `quantkit-calibrate`, `quantkit-convert` (variants: a range method, `defaults`, `all-integer`, or
+`target-T` for --target T), `ort` (configs in bench.ort_peer.CONFIGS) and `weights-only`. bench.child runs
+this module and measures it from outside; a failure exits non-zero with its reason as the last line of
+stderr. A written model must pass onnx.checker and load in onnxruntime, or it counts as a failure."""
 
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ from quantkit.config import (
     Preset,
     ResizeMode,
     Rounding,
+    Target,
 )
 from quantkit.graph import model_io
 from quantkit.qmath.params import per_channel_weight
@@ -64,6 +64,8 @@ def convert_config(variant: str) -> ConvertConfig:
         return ConvertConfig()
     if variant in TECHNIQUE_OFF:
         return TECHNIQUE_OFF[variant]
+    if variant.startswith("target-"):  # the defaults placed for another runtime: target-openvino
+        return ConvertConfig(target=Target(variant.removeprefix("target-")))
     if variant == "all-integer":
         return ConvertConfig(
             method=CalibMethod.minmax, min_sqnr=0.0, concat_range_ratio=1e30, smoothquant="off"

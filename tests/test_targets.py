@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
@@ -367,7 +368,64 @@ def test_openvino_target_is_tensorrts_placement_with_uint8_activations(
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     activation_zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert activation_zero_points and all(z.dtype == np.uint8 for z in activation_zero_points)
-    assert _readers_of_q(model) == Counter({"Conv:0": 4, "Add:1": 1})
+    # the last Conv's input Q/DQ moved up through the MaxPool onto the Add's output (read by the pool alone)
+    assert _readers_of_q(model) == Counter({"Conv:0": 3, "MaxPool:0": 1, "Add:1": 1})
     assert summary.speed is None and summary.target_findings == ()
     code, _, err = run(["check", str(out), "--target", "openvino"], capsys)
     assert_one_line_error(code, err, "no openvino rules yet", "--runtime openvino")
+
+
+def _concat_net(shared: bool) -> onnx.ModelProto:
+    """Two Conv -> Relu branches a, b;  Concat(a, b) -> MaxPool -> Conv -> y; with `shared`, b is also
+    read by a third Conv whose output is added to y."""
+    inits: dict[str, np.ndarray] = {}
+    for i, c_in in enumerate((3, 3, 16, 8)):
+        p = conv_params(8, c_in, 3, seed=10 + i)
+        inits[f"w{i}"], inits[f"b{i}"] = p["w"], p["b"]
+    nodes = [
+        N("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        N("Relu", ["c0"], ["a"], name="relu0"),
+        N("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        N("Relu", ["c1"], ["b"], name="relu1"),
+        N("Concat", ["a", "b"], ["c"], name="concat", axis=1),
+        N("MaxPool", ["c"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        N("Conv", ["p", "w2", "b2"], ["y" if not shared else "y0"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    if shared:
+        nodes += [
+            N("Conv", ["b", "w3", "b3"], ["d"], name="conv3", pads=[1, 1, 1, 1], strides=[2, 2]),
+            N("Add", ["y0", "d"], ["y"], name="add"),
+        ]
+    return make_model(nodes, inits)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_openvino_moves_qdq_up_through_pool_and_concat_with_the_same_outputs(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch, shared: bool
+) -> None:
+    """OpenVINO runs pools and Concat in u8 when their inputs are quantized (NNCF's placement): the Q/DQ
+    of a Conv's input moves up through them, as far as each tensor is read by that op alone, and the
+    model computes what the Q/DQ on the Conv's input computed."""
+    from quantkit.planner import core
+
+    config = ConvertConfig(target=Target.openvino)
+    _, out = quantize(_concat_net(shared), tmp_path, image_dir, config)
+    readers = _readers_of_q(onnx.load(str(out)))
+    if shared:  # b has its own pair (conv3 reads it): the Concat's output keeps its pair
+        assert readers == Counter({"Conv:0": 3, "Concat:1": 1, "MaxPool:0": 1, "Add:1": 1})
+    else:
+        assert readers == Counter({"Conv:0": 2, "Concat:0": 1, "Concat:1": 1})
+    monkeypatch.setattr(core, "hoisted", lambda plan, index: plan)
+    below = tmp_path / "below"
+    below.mkdir()
+    _, unmoved = quantize(_concat_net(shared), below, image_dir, config)
+    assert _readers_of_q(onnx.load(str(unmoved)))["MaxPool:0"] == 0
+    x = np.random.default_rng(0).uniform(-2, 2, (2, 3, 16, 16)).astype(np.float32)
+    # the Q/DQ arithmetic itself, unoptimized (onnxruntime's fusions differ between the two placements)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    moved_y, unmoved_y = (
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        for path in (out, unmoved)
+    )
+    np.testing.assert_array_equal(moved_y, unmoved_y)

@@ -14,6 +14,10 @@ tensorrt (NVIDIA's explicit-quantization placement guidance):
   propagates scales across them itself);
 - biases stay float (TensorRT dequantizes int8 and fp8, not int32), corrected for the weights' rounding.
 
+openvino (its CPU plugin): the tensorrt placement with uint8 activations, each pair then moved up through
+the ops that commute with it (`hoisted`), so that pools and Concats run between u8 tensors as they do in
+NNCF's models.
+
 fp8 (--to fp8, for TensorRT on Hopper / Ada / Blackwell): the same placement with E4M3FN Q/DQ, zero point
 0; each activation's scale its observed amax / 448 (FP8's exponent covers the range, so nothing is
 clipped: the calibration practice of NVIDIA's ModelOpt), weights per output channel at absmax / 448.
@@ -30,10 +34,29 @@ from quantkit.graph.query import GraphIndex
 from quantkit.qmath.fp8 import FLOAT8, tensor_scale
 from quantkit.results import CalibrationTable, QuantParams, QuantPlan, Skip
 
-TENSORRT_FREE = "no Q/DQ of its own: TensorRT fuses it or runs it in the precision of its neighbours"
+FREE = "no Q/DQ of its own: {} fuses it or runs it in the precision of its neighbours"
+# Ops that commute with a per-tensor Q/DQ pair: quantizing their data inputs with the output's params
+# gives the output bit for bit (a max, a copy or a rearrangement of values already on that grid).
+COMMUTING_OPS = frozenset(
+    {
+        "MaxPool",
+        "Concat",
+        "Reshape",
+        "Flatten",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Slice",
+        "Gather",
+        "Identity",
+        "Expand",
+        "Tile",
+        "Resize",
+    }
+)
 
 
-def for_tensorrt(plan: QuantPlan, index: GraphIndex) -> QuantPlan:
+def for_tensorrt(plan: QuantPlan, index: GraphIndex, runtime: str = "TensorRT") -> QuantPlan:
     """The plan with Q/DQ only where TensorRT fuses them (module docstring); biases float."""
     layers = {n: op for n, op in plan.quantized_nodes.items() if op in COMPUTE_OPS}
     kept: set[str] = set()
@@ -55,7 +78,7 @@ def for_tensorrt(plan: QuantPlan, index: GraphIndex) -> QuantPlan:
         weights=tuple(w for w in plan.weights if w.node in layers and w.kind != "constant"),
         quantized_nodes=quantized,
         folds={},
-        skipped=layer_skips + tuple(Skip(n.name, n.op_type, TENSORRT_FREE) for n in free),
+        skipped=layer_skips + tuple(Skip(n.name, n.op_type, FREE.format(runtime)) for n in free),
         ranges={t: r for t, r in plan.ranges.items() if t in kept},
         float_bias=True,
     )
@@ -104,3 +127,49 @@ def for_fp8(plan: QuantPlan, table: CalibrationTable) -> QuantPlan:
         activations[tensor] = QuantParams(tensor_scale(lo, hi), np.zeros((), FLOAT8), params.axis)
     ranges = {t: (-float(p.scale) * 448.0, float(p.scale) * 448.0) for t, p in activations.items()}
     return dataclasses.replace(plan, activations=activations, ranges=ranges, fp8=True)
+
+
+def hoisted(plan: QuantPlan, index: GraphIndex) -> QuantPlan:
+    """The plan with each per-tensor activation Q/DQ moved up through COMMUTING_OPS to their data inputs
+    (same params; each of a Concat's inputs), as far as each input is read by that op alone: the same
+    numbers, with pooling, Concat and data movement between int8 tensors. OpenVINO's CPU plugin then runs
+    them in u8 and needs no FakeQuantize of their own (SqueezeNet: its 4 pools and 8 Concats)."""
+    activations, ranges = dict(plan.activations), dict(plan.ranges)
+    work = sorted(activations)
+    while work:
+        tensor = work.pop()
+        inputs = _commuting_inputs(index, tensor, activations)
+        if inputs is None:
+            continue
+        params, span = activations.pop(tensor), ranges.pop(tensor, None)
+        for name in inputs:
+            activations[name] = params
+            if span is not None:
+                ranges[name] = span
+            work.append(name)
+    return dataclasses.replace(plan, activations=dict(sorted(activations.items())), ranges=ranges)
+
+
+def _commuting_inputs(
+    index: GraphIndex, tensor: str, activations: dict[str, QuantParams]
+) -> list[str] | None:
+    """The data inputs a per-tensor Q/DQ on `tensor` can move to, or None: its writer commutes with it,
+    writes nothing else, and each data input is a live tensor read by that writer only, not yet quantized."""
+    node = index.producer.get(tensor)
+    if node is None or node.op_type not in COMMUTING_OPS or activations[tensor].scale.size != 1:
+        return None
+    if [o for o in node.output if o] != [tensor]:
+        return None
+    if node.op_type == "Resize" and index.attribute(node, "mode", b"nearest") != b"nearest":
+        return None  # interpolation writes values between the grid's steps
+    inputs = list(node.input) if node.op_type == "Concat" else [node.input[0]]
+    for name in inputs:
+        readers = {n.name for n, _ in index.consumers.get(name, [])}
+        if (
+            index.is_constant(name)
+            or name in activations
+            or name in index.graph_outputs
+            or readers != {node.name}
+        ):
+            return None
+    return inputs
