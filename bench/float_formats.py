@@ -30,6 +30,7 @@ from quantkit.graph.emulate import emulate, stored_as
 from quantkit.images import ImageLoader, find_images, select_images
 from quantkit.runtime import Session
 
+BFLOAT16 = onnx.TensorProto.BFLOAT16
 # key: (model file, evaluation folder, images measured, calibration subset of the same folder or 0)
 MODELS = {
     "sq": ("squeezenet1.1", "imagenet-dev", 200, 0),
@@ -66,6 +67,20 @@ class Noise:
         return f"{db:.1f} dB | {agreement}"
 
 
+def bf16_emulation(model: onnx.ModelProto) -> onnx.ModelProto:
+    """What onnxruntime runs for a bfloat16 model: its float32 emulation (graph.emulate: bfloat16 storage,
+    float32 arithmetic inside each op); the model itself where it stores nothing in bfloat16."""
+    stored = stored_as(model, BFLOAT16)
+    return emulate(model, stored, BFLOAT16) if stored else model
+
+
+def write_bf16_emulation(path: Path) -> Path:
+    """The emulation of the bfloat16 model at `path`, written beside it (<stem>.emulated.onnx)."""
+    target = path.with_name(path.stem + ".emulated.onnx")
+    onnx.save(bf16_emulation(onnx.load(str(path))), str(target))
+    return target
+
+
 def _openvino(path: Path) -> Any:
     ov: Any = importlib.import_module("openvino")  # optional: not a dependency
     return ov.Core().compile_model(str(path), "CPU")
@@ -76,9 +91,7 @@ def measure(work: Path, key: str) -> str:
     fp32_path = ASSETS / "models" / f"{name}.onnx"
     fp16_path, bf16_path = work / f"{key}.fp16.onnx", work / f"{key}.bf16.onnx"
     pre = Preprocess.from_dict(load(work / f"{key}.calib.json").meta["preprocess"])
-    bf16 = onnx.load(str(bf16_path))
-    elem = onnx.TensorProto.BFLOAT16
-    fp16, emulated = Session(fp16_path), Session.of(emulate(bf16, stored_as(bf16, elem), elem))
+    fp16, emulated = Session(fp16_path), Session.of(bf16_emulation(onnx.load(str(bf16_path))))
     runs: dict[str, Callable[[np.ndarray], dict[str, np.ndarray]]] = {
         "fp16": lambda x: fp16.run(x),
         "bf16 emulated": lambda x: emulated.run(x),

@@ -2,10 +2,12 @@
 
     python -m bench.quantize '{"kind": "ort", "config": "entropy", ...}'
 
-Kinds: `quantkit-calibrate`, `quantkit-convert` (variants: a range method, `defaults`, `all-integer`, or
-`target-T` for --target T), `ort` (configs in bench.ort_peer.CONFIGS) and `weights-only`. bench.child runs
-this module and measures it from outside; a failure exits non-zero with its reason as the last line of
-stderr. A written model must pass onnx.checker and load in onnxruntime, or it counts as a failure."""
+Kinds: `quantkit-calibrate`, `quantkit-convert` (variants: a range method, `defaults`, `all-integer`,
+`target-T` for --target T, or a number format of bench.formats: `fp16`, `bf16`, `fp8`, `tensorrt`), `ort`
+(configs in bench.ort_peer.CONFIGS) and `weights-only`. bench.child runs this module and measures it from
+outside; a failure exits non-zero with its reason as the last line of stderr. A written model must pass
+onnx.checker and load in onnxruntime (a bfloat16 model: its float32 emulation), or it counts as a failure.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +21,15 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bench.child import PEAK_PREFIX, own_peak_mb
+from bench.float_formats import bf16_emulation
 from quantkit import pipeline
 from quantkit.config import (
     CalibMethod,
     CalibrateConfig,
     ConvertConfig,
+    Float16Config,
     ImageSelection,
+    Precision,
     PreprocessOptions,
     Preset,
     ResizeMode,
@@ -54,18 +59,23 @@ TECHNIQUE_OFF = {
     "smoothquant-off": ConvertConfig(smoothquant="off"),
     "bias-correction-off": ConvertConfig(bias_correction=False),
 }
+# Number formats beside INT8 (bench.formats): convert --to fp8, INT8 --target tensorrt, --to fp16 | bf16
+FORMAT_CONVERT = {"fp8": ConvertConfig(fp8=True), "tensorrt": ConvertConfig(target=Target.tensorrt)}
+FLOAT_FORMATS = {"fp16": Precision.fp16, "bf16": Precision.bf16}
 
 
 def convert_config(variant: str) -> ConvertConfig:
     """quantkit's settings for a bench variant: its defaults, the defaults with one technique off, one
-    range method, or the all-integer reference (every quantizable op integer: no float fallback, no
-    float Concat, no rebalancing)."""
+    range method, the all-integer reference (every quantizable op integer: no float fallback, no
+    float Concat, no rebalancing), or FP8 / INT8 placed for TensorRT (`fp8`, `tensorrt`)."""
     if variant == "defaults":
         return ConvertConfig()
     if variant in TECHNIQUE_OFF:
         return TECHNIQUE_OFF[variant]
     if variant.startswith("target-"):  # the defaults placed for another runtime: target-openvino
         return ConvertConfig(target=Target(variant.removeprefix("target-")))
+    if variant in FORMAT_CONVERT:
+        return FORMAT_CONVERT[variant]
     if variant == "all-integer":
         return ConvertConfig(
             method=CalibMethod.minmax, min_sqnr=0.0, concat_range_ratio=1e30, smoothquant="off"
@@ -121,14 +131,15 @@ def _weight_axis(node: onnx.NodeProto) -> int | None:
     return None
 
 
-def check_written(path: Path) -> None:
-    """The written model passes onnx.checker and loads in onnxruntime, or this raises."""
+def check_written(path: Path, emulated: bool = False) -> None:
+    """The written model passes onnx.checker and loads in onnxruntime, or this raises. emulated: a
+    bfloat16 model, which onnxruntime's CPU provider cannot run: its float32 emulation must load."""
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise RuntimeError(f"writes a model that fails onnx.checker: {_first_line(exc)}") from exc
     try:
-        Session(path)
+        Session.of(bf16_emulation(onnx.load(str(path)))) if emulated else Session(path)
     except Exception as exc:  # onnxruntime raises its own types from C++
         raise RuntimeError(f"writes a model that onnxruntime cannot load: {_first_line(exc)}") from exc
 
@@ -149,7 +160,10 @@ def main(job: dict[str, Any]) -> None:
         )
         return
     output = Path(job["output"])
-    if kind == "quantkit-convert":
+    if kind == "quantkit-convert" and job["variant"] in FLOAT_FORMATS:
+        to = FLOAT_FORMATS[job["variant"]]
+        pipeline.convert_float16(Path(job["model"]), Path(job["table"]), output, Float16Config(to=to))
+    elif kind == "quantkit-convert":
         pipeline.convert(Path(job["model"]), Path(job["table"]), output, convert_config(job["variant"]))
     elif kind == "ort":
         from bench.ort_peer import quantize_with_ort  # imports onnxruntime.quantization: only here
@@ -168,7 +182,7 @@ def main(job: dict[str, Any]) -> None:
         onnx.save(weights_only(model), str(output))
     else:
         raise ValueError(f"unknown job kind {kind!r}")
-    check_written(output)
+    check_written(output, emulated=job.get("variant") == "bf16")
 
 
 if __name__ == "__main__":

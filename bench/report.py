@@ -180,7 +180,7 @@ def command_table(model: Row) -> list[str]:
     for row in model.get("floor", []):
         costs.append((FLOOR, row["calibration_images"], row["floor"]))
     seen: set[tuple[str, int]] = set()  # calibrate ran once per image count, for every variant
-    for row in model["candidates"] + model["references"]:
+    for row in model["candidates"] + model["references"] + model.get("formats", []):
         for command, cost in row.get("commands", {}).items():
             images = row["calibration_images"]
             if command == "calibrate":
@@ -243,20 +243,69 @@ def headline(result: Row) -> list[str]:
 def _headline_cells(model: Row, row: Row, at_last: Row | None, threads: int) -> list[str]:
     if row.get("error"):
         return [f"failed: {_reason(row['error'])[:100]}", "-", "-", _cost(at_last)]
-    if not model["show_accuracy"]:
-        accuracy, sqnr = "(random weights)", "-"
-    elif row.get("sqnr_db") is None:  # --metric cost or latency: no accuracy pass
-        accuracy, sqnr = "(not measured)", "-"
-    else:
-        if model["detector"]:
-            accuracy = f"recall {100 * row['detection_recall']:.1f}%"
-            if row.get("boxes_fp32"):
-                accuracy += f", final boxes {row['boxes_found']}/{row['boxes_fp32']} (+{row['boxes_extra']})"
-        else:
-            accuracy = f"{row['top1_delta_points']:+.1f} pt top-1, {100 * row['top1_agreement']:.1f}% agree"
-        sqnr = f"{row['sqnr_db']:.1f} dB"
     speed = row.get(f"speedup_{threads}t")
-    return [accuracy, sqnr, f"{speed:.2f}x" if speed else "-", _cost(at_last)]
+    return [*_accuracy(model, row), f"{speed:.2f}x" if speed else "-", _cost(at_last)]
+
+
+def _accuracy(model: Row, row: Row) -> tuple[str, str]:
+    """A row's accuracy against FP32 in words (top-1, or detection recall and final boxes) and its SQNR."""
+    if not model["show_accuracy"]:
+        return "(random weights)", "-"
+    if row.get("sqnr_db") is None:  # --metric cost or latency: no accuracy pass
+        return "(not measured)", "-"
+    if model["detector"]:
+        accuracy = f"recall {100 * row['detection_recall']:.1f}%"
+        if row.get("boxes_fp32"):
+            accuracy += f", final boxes {row['boxes_found']}/{row['boxes_fp32']} (+{row['boxes_extra']})"
+    else:
+        accuracy = f"{row['top1_delta_points']:+.1f} pt top-1, {100 * row['top1_agreement']:.1f}% agree"
+    return accuracy, f"{row['sqnr_db']:.1f} dB"
+
+
+def formats_table(result: Row) -> list[str]:
+    """quantkit's number formats (bench.formats) beside its INT8 defaults, every model in one table; nothing
+    for results from before them."""
+    models = [m for m in result["rows"] if m.get("formats")]
+    if not models:
+        return []
+    threads = list(result["settings"]["threads"])
+    count = result["settings"]["image_counts"][0]
+    lines = [
+        "## Number formats: FP16, BF16, FP8, INT8 for TensorRT",
+        "",
+        f"quantkit `convert --to fp16 | bf16 | fp8` and INT8 `--target tensorrt`, from the {count}-image "
+        "calibration table, beside quantkit's INT8 defaults (placed for onnxruntime CPU). Accuracy against "
+        "FP32 on the same held-out images as the tables above; speedup against FP32 in the same interleaved "
+        "loop, only where the model runs in onnxruntime's CPU kernels; size: the file written; convert: "
+        "that command's wall time and peak RSS.",
+        "",
+        "| model | format | runs as | accuracy vs FP32 | SQNR | speedup "
+        + " / ".join(f"{t}T" for t in threads)
+        + " | size | convert |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model in models:
+        int8 = next((r for r in model["candidates"] if (r["tool"], r["config"]) == HEADLINE[0]), None)
+        rows = ([("INT8, quantkit defaults", "onnxruntime CPU", int8)] if int8 else []) + [
+            (r["label"], r["runs_as"], r) for r in model["formats"]
+        ]
+        for label, runs_as, row in rows:
+            cells = _format_cells(model, row, threads)
+            lines.append(f"| {model['model']} | {label} | {runs_as} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _format_cells(model: Row, row: Row, threads: list[int]) -> list[str]:
+    """accuracy, SQNR, speedup, size and convert cost of one number-format row."""
+    convert = _cost(row.get("commands", {}).get("convert"))
+    if row.get("error"):
+        return [f"failed: {_reason(row['error'])[:100]}", "-", "-", "-", convert]
+    note = row.get("latency_note")  # bench.formats: why it has no latency on this CPU
+    speeds = [row.get(f"speedup_{t}t") for t in threads]
+    speed = note or (" / ".join(f"{v:.2f}x" for v in speeds) if all(speeds) else "-")
+    ratio = row.get("size_ratio")
+    size = f"{model['fp32_bytes'] / ratio / 1e6:.2f} MB ({ratio:.2f}x smaller)" if ratio else "-"
+    return [*_accuracy(model, row), speed, size, convert]
 
 
 def _boxes_kept(row: Row) -> float | None:
@@ -296,6 +345,7 @@ def markdown(result: Row) -> str:
     ]
     for model in result["rows"]:
         lines += model_table(model, threads)
+    lines += formats_table(result)
     return "\n".join(lines).rstrip() + "\n"
 
 

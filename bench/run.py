@@ -5,7 +5,9 @@
 
 For each model (the shared assets' classifiers and detector, and a seeded random ResNet-50 built here),
 at each calibration-image count: quantkit with its defaults and with each range method, and
-onnxruntime's quantize_static (QDQ) with its defaults and per-channel MinMax, Percentile and Entropy.
+onnxruntime's quantize_static (QDQ) with its defaults and per-channel MinMax, Percentile and Entropy;
+on the shared models, from the first count's table, quantkit's other number formats (bench.formats:
+FP16, BF16, FP8, INT8 placed for TensorRT), measured beside them.
 Every quantizer runs in its own child process (wall time, peak RSS, a memory limit), each command's
 cost recorded apart (calibrate, convert, quantize_static, ...); beside calibrate, in the same run, its
 floor (bench.floor: the same images decoded and preprocessed, one plain FP32 forward per batch), with
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bench import floor, measure, report
+from bench import floor, formats, measure, report
 from bench.child import ChildResult, memory_total_bytes, run_child
 from bench.models import ASSETS, MODELS, RESNET, BenchModel, preprocess_spec
 from bench.resnet import build as build_resnet
@@ -204,6 +206,16 @@ def _references(model: BenchModel, path: Path, work: Path, s: Settings) -> list[
     ]
 
 
+def _formats(model: BenchModel, path: Path, work: Path, s: Settings) -> list[Candidate]:
+    """FP16, BF16, FP8 and INT8 for TensorRT (bench.formats) from the first image count's table."""
+    table = work / f"{model.name}.{s.image_counts[0]}.calib.json"
+    made = formats.convert(path, table, work, s.memory_limit, s.timeout)
+    return [
+        Candidate(formats.TOOL, v, s.image_counts[0], p, c, formats.notes(v), {"convert": c})
+        for v, p, c in made
+    ]
+
+
 def evaluation_paths(model: BenchModel, counts: tuple[int, ...]) -> list[Path]:
     """The evaluation folder's images minus every image any calibration run used (by file name)."""
     assert model.evaluation is not None
@@ -229,14 +241,17 @@ def bench_model(model: BenchModel, work: Path, s: Settings) -> dict[str, Any]:
         floors.append(beside)
         candidates += _onnxruntime(model, path, count, work, s)
     references = _references(model, path, work, s)
-    ready = [c for c in candidates + references if c.ok]
+    # the number formats on the shared models only (the random ResNet has no accuracy to show)
+    formatted = _formats(model, path, work, s) if model.evaluation is not None else []
+    ready = [c for c in candidates + references + formatted if c.ok]
     evaluated = 0
     if s.metric in ("all", "accuracy") and model.evaluation is not None:
         print(f"  {model.name}: accuracy of {len(ready)} models", file=sys.stderr, flush=True)
         paths = evaluation_paths(model, s.image_counts)
         labels = ASSETS / "labels" / model.labels if model.labels else None
         folder = ASSETS / "images" / model.evaluation
-        rows = measure.accuracy(path, [c.path for c in ready], paths, pre, folder, labels)
+        run = [formats.runnable(c.config, c.path) if c.tool == formats.TOOL else c.path for c in ready]
+        rows = measure.accuracy(path, run, paths, pre, folder, labels)
         for c, row in zip(ready, rows, strict=True):
             c.results.update(row)
         evaluated = len(paths)
@@ -244,11 +259,12 @@ def bench_model(model: BenchModel, work: Path, s: Settings) -> dict[str, Any]:
     if s.metric in ("all", "latency"):
         sample = next(iter(ImageLoader(find_images(ASSETS / "images" / model.calibration), pre, 1))).data
         assert isinstance(sample, np.ndarray)  # images: one input
+        timed = [c for c in ready if c.tool != formats.TOOL or formats.timed(c.config)]
         for threads in s.threads:
             print(f"  {model.name}: latency at {threads} thread(s)", file=sys.stderr, flush=True)
-            medians = measure.latency([path] + [c.path for c in ready], sample, threads, s.warmup, s.runs)
+            medians = measure.latency([path] + [c.path for c in timed], sample, threads, s.warmup, s.runs)
             fp32_ms[str(threads)] = medians[0]
-            for c, ms in zip(ready, medians[1:], strict=True):
+            for c, ms in zip(timed, medians[1:], strict=True):
                 c.results[f"latency_ms_{threads}t"] = ms
                 c.results[f"speedup_{threads}t"] = medians[0] / ms
     size = path.stat().st_size
@@ -264,6 +280,7 @@ def bench_model(model: BenchModel, work: Path, s: Settings) -> dict[str, Any]:
         "floor": floors,
         "candidates": [_row(c) for c in candidates],
         "references": [_row(c) for c in references],
+        "formats": [_row(c) for c in formatted],
     }
 
 
