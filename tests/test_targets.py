@@ -3,6 +3,7 @@ where a Q/DQ model departs from it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -429,3 +430,52 @@ def test_openvino_moves_qdq_up_through_pool_and_concat_with_the_same_outputs(
         for path in (out, unmoved)
     )
     np.testing.assert_array_equal(moved_y, unmoved_y)
+
+
+def _conv_chain(clip: bool) -> onnx.ModelProto:
+    """x -> conv0 -> (Clip(0, 6) | Relu) -> conv1 -> y."""
+    inits: dict[str, np.ndarray] = {}
+    for i, c_in in enumerate((3, 8)):
+        p = conv_params(8, c_in, 3, seed=20 + i)
+        inits[f"w{i}"], inits[f"b{i}"] = p["w"], p["b"]
+    act = N("Relu", ["c0"], ["a"], name="act")
+    if clip:
+        inits["lo"], inits["hi"] = np.array(0.0, np.float32), np.array(6.0, np.float32)
+        act = N("Clip", ["c0", "lo", "hi"], ["a"], name="act")
+    nodes = [
+        N("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        act,
+        N("Conv", ["a", "w1", "b1"], ["y"], name="conv1", pads=[1, 1, 1, 1]),
+    ]
+    return make_model(nodes, inits)
+
+
+def test_openvino_folds_a_rebalanced_clip_into_the_q_after_it(tmp_path: Path, image_dir: Path) -> None:
+    """Rebalancing divides conv0's output by s per channel; written out, Clip(0, 6) would become Relu +
+    a per-channel Min, which OpenVINO runs as float element-wise layers. The uint8 Q after it (zero point 0,
+    saturating within every bound) clips exactly as the Clip did, as for onnxruntime."""
+    config = ConvertConfig(target=Target.openvino, smoothquant="0.5")
+    summary, out = quantize(_conv_chain(clip=True), tmp_path, image_dir, config)
+    assert summary.plan.rebalances
+    ops = Counter(n.op_type for n in onnx.load(str(out)).graph.node)
+    assert ops["Min"] == 0 and ops["Clip"] == 0 and ops["Relu"] == 0
+    trt = tmp_path / "trt"
+    trt.mkdir()
+    _, written = quantize(
+        _conv_chain(clip=True), trt, image_dir, dataclasses.replace(config, target=Target.tensorrt)
+    )
+    # int8 symmetric cannot clamp at 0: TensorRT keeps the Clip (rebalanced by a Mul after it)
+    assert Counter(n.op_type for n in onnx.load(str(written)).graph.node)["Clip"] == 1
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
+@pytest.mark.parametrize("target", [Target.ort_cpu, Target.openvino])
+def test_a_layer_writing_into_a_float_layer_stays_int8_off_onnxruntime(
+    tmp_path: Path, image_dir: Path, target: Target
+) -> None:
+    """onnxruntime has no integer Conv with a float output, so conv0 goes float with conv1 there;
+    OpenVINO and TensorRT run it as one int8 kernel with a float output."""
+    config = ConvertConfig(target=target, float_layers=("conv1",))
+    summary, _ = quantize(_conv_chain(clip=False), tmp_path, image_dir, config)
+    assert ("conv0" in summary.plan.quantized_nodes) is (target is not Target.ort_cpu)
+    assert "conv1" not in summary.plan.quantized_nodes
