@@ -315,9 +315,7 @@ def _search_budget(
 
         def drop_of(kept: tuple[str, ...]) -> float:
             keep = dict.fromkeys(kept, why)
-            plans[kept] = make_plan(
-                model, table, config, keep_float=keep, range_cache=cache, alphas=alphas, rounded=rounded
-            )
+            plans[kept] = rounding.replanned(model, table, config, keep, cache, alphas, rounded)
             candidate = _runnable(_quantized_model(model, plans[kept], config), config)
             if isinstance(pool, InProcess):
                 return validator.drop(Session.of(candidate, threads))

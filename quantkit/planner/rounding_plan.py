@@ -98,6 +98,33 @@ def resolve(
     return (rounded if after >= nearest else {}), nearest, after
 
 
+def replanned(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    keep_float: Mapping[str, str],
+    cache: dict[str, tuple[float, float]],
+    alphas: Mapping[str, float] | None,
+    rounded: Mapping[str, np.ndarray] | None,
+) -> QuantPlan:
+    """The plan with `keep_float` float and, where `resolve` chose compensated rounding for the model,
+    each layer's integers solved again for the inputs this plan feeds it: downstream of a float layer they
+    are less noisy than in the all-INT8 plan `rounded` was solved for, and integers that compensate noise
+    that is no longer there add error of their own (--max-drop's trials, issue 17)."""
+    if not keep_float or not rounded or table.samples is None:
+        return make_plan(
+            model,
+            table,
+            config,
+            keep_float=dict(keep_float),
+            range_cache=cache,
+            alphas=alphas,
+            rounded=rounded,
+        )
+    plan = make_plan(model, table, config, keep_float=dict(keep_float), range_cache=cache, alphas=alphas)
+    return dataclasses.replace(plan, rounded=compensated(model, plan, table.samples))
+
+
 def compensated(
     model: onnx.ModelProto, plan: QuantPlan, samples: Feed, quantized: onnx.ModelProto | None = None
 ) -> dict[str, np.ndarray]:
