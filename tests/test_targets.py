@@ -372,8 +372,8 @@ def test_openvino_target_is_tensorrts_placement_with_uint8_activations(
     # the last Conv's input Q/DQ moved up through the MaxPool onto the Add's output (read by the pool alone)
     assert _readers_of_q(model) == Counter({"Conv:0": 3, "MaxPool:0": 1, "Add:1": 1})
     assert summary.speed is None and summary.target_findings == ()
-    code, _, err = run(["check", str(out), "--target", "openvino"], capsys)
-    assert_one_line_error(code, err, "no openvino rules yet", "--runtime openvino")
+    code, _, _ = run(["check", str(out), "--target", "openvino"], capsys)
+    assert code == 0
 
 
 def _concat_net(shared: bool) -> onnx.ModelProto:
@@ -479,3 +479,54 @@ def test_a_layer_writing_into_a_float_layer_stays_int8_off_onnxruntime(
     summary, _ = quantize(_conv_chain(clip=False), tmp_path, image_dir, config)
     assert ("conv0" in summary.plan.quantized_nodes) is (target is not Target.ort_cpu)
     assert "conv1" not in summary.plan.quantized_nodes
+
+
+def _through_pool(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The hand-made Conv reading its dequantized input through a MaxPool, as --target openvino writes it."""
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    pool = N("MaxPool", [conv.input[0]], ["pooled"], name="pool", kernel_shape=[1, 1])
+    conv.input[0] = "pooled"
+    model.graph.node.insert(list(model.graph.node).index(conv), pool)
+    return infer_shapes(model)
+
+
+def test_each_openvino_rule_fires_on_its_own_model() -> None:
+    u8 = {"act_type": TensorProto.UINT8, "act_zero": 3}
+    requantized = [
+        N("QuantizeLinear", ["y", "s", "z"], ["yq"], name="q_y"),
+        N("DequantizeLinear", ["yq", "s", "z"], ["yd"], name="dq_y"),
+    ]
+    cases = {
+        "clean": (_qdq_conv(**u8), []),  # uint8 with a zero point, int32 bias: all fine for OpenVINO
+        "through a pool": (_through_pool(_qdq_conv(**u8)), []),
+        "float-input": (_qdq_conv(**u8, quantize_input=False), ["float-input"]),
+        "float-weight": (_qdq_conv(**u8, quantize_weight=False), ["float-weight"]),
+        "integer-activation": (
+            _qdq_conv(**u8, output_q=True, after="Sigmoid", extra_nodes=requantized),
+            ["integer-activation"],
+        ),
+    }
+    for name, (model, expected) in cases.items():
+        assert [f.rule for f in rules.openvino(model)] == expected, name
+    # TensorRT reads the pooled input as float: its own rule differs there
+    assert "float-input" in {f.rule for f in rules.tensorrt(_through_pool(_qdq_conv()))}
+
+
+def test_openvino_check_flags_the_onnxruntime_placements_silu_blocks(tmp_path: Path, image_dir: Path) -> None:
+    """The ort-cpu output of a SiLU network puts Q/DQ around each Sigmoid (QLinearSigmoid); the openvino
+    output does not, and passes its check."""
+    p, q = conv_params(8, 3, seed=30), conv_params(8, 8, seed=31)
+    nodes = [
+        N("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        N("Sigmoid", ["c0"], ["g"], name="sig"),
+        N("Mul", ["c0", "g"], ["a"], name="silu"),
+        N("Conv", ["a", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        N("Relu", ["c1"], ["y"], name="relu"),
+    ]
+    model = make_model(nodes, {"w0": p["w"], "b0": p["b"], "w1": q["w"], "b1": q["b"]})
+    _, ort_out = quantize(model, tmp_path, image_dir)
+    assert "integer-activation" in {f.rule for f in check(ort_out, Target.openvino).findings}
+    ov = tmp_path / "ov"
+    ov.mkdir()
+    summary, ov_out = quantize(model, ov, image_dir, ConvertConfig(target=Target.openvino))
+    assert check(ov_out, Target.openvino).findings == () and summary.target_findings == ()

@@ -26,6 +26,26 @@ SHARED_SCALE_OPS = frozenset(
         "Tile",
     }
 )
+# Ops that commute with a per-tensor Q/DQ pair: quantizing their data inputs with the output's params
+# gives the output bit for bit (a max, a copy or a rearrangement of values already on that grid; Resize
+# only in nearest mode). OpenVINO runs them on int8 data between quantized layers (planner.targets).
+COMMUTING_OPS = frozenset(
+    {
+        "MaxPool",
+        "Concat",
+        "Reshape",
+        "Flatten",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Slice",
+        "Gather",
+        "Identity",
+        "Expand",
+        "Tile",
+        "Resize",
+    }
+)
 # onnxruntime replaces DQ -> op -> Q by an integer (QLinear) kernel for these.
 QLINEAR_OPS = frozenset({"AveragePool", "GlobalAveragePool", "Concat", "Add", "Mul", "Sigmoid", "LeakyRelu"})
 # Folded into the range of the tensor they clip.

@@ -7,7 +7,6 @@ from pathlib import Path
 import onnx
 
 from quantkit.config import Target
-from quantkit.errors import ConfigError
 from quantkit.graph import model_io
 from quantkit.graph import target_rules as rules
 from quantkit.outcomes import CheckReport, Finding
@@ -16,14 +15,9 @@ from quantkit.runtime import optimized_graph
 
 def check(model_path: Path, target: Target) -> CheckReport:
     """Every Q/DQ placement `target` cannot fuse or will run in float, and every type it cannot run."""
-    if target is Target.openvino:
-        raise ConfigError(
-            "quantkit check has no openvino rules yet; `quantkit compare FP32 MODEL --runtime openvino` "
-            "reports which Conv/MatMul OpenVINO runs in int8"
-        )
     model = model_io.load_model(model_path)
     inferred = model_io.infer_shapes(model)
-    layers, quantized = rules.quantized_layers(inferred)
+    layers, quantized = rules.quantized_layers(inferred, through=target is Target.openvino)
     return CheckReport(
         model=str(model_path),
         target=target.value,
@@ -38,7 +32,7 @@ def findings(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) 
     if target is Target.tensorrt:
         return tuple(rules.tensorrt(inferred))
     if target is Target.openvino:
-        return ()  # no rules yet (check refuses it): `compare --runtime openvino` counts its int8 layers
+        return tuple(rules.openvino(inferred))
     bfloat16 = rules.bfloat16_nodes(inferred)
     if bfloat16:  # onnxruntime cannot load it to say what it would fuse
         return (*rules.ort_cpu(inferred), *bfloat16)

@@ -30,31 +30,12 @@ import dataclasses
 import numpy as np
 import onnx
 
-from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.augment import COMMUTING_OPS, COMPUTE_OPS
 from quantkit.graph.query import GraphIndex
 from quantkit.qmath.fp8 import FLOAT8, tensor_scale
 from quantkit.results import CalibrationTable, QuantParams, QuantPlan, Skip
 
 FREE = "no Q/DQ of its own: {} fuses it or runs it in the precision of its neighbours"
-# Ops that commute with a per-tensor Q/DQ pair: quantizing their data inputs with the output's params
-# gives the output bit for bit (a max, a copy or a rearrangement of values already on that grid).
-COMMUTING_OPS = frozenset(
-    {
-        "MaxPool",
-        "Concat",
-        "Reshape",
-        "Flatten",
-        "Transpose",
-        "Squeeze",
-        "Unsqueeze",
-        "Slice",
-        "Gather",
-        "Identity",
-        "Expand",
-        "Tile",
-        "Resize",
-    }
-)
 
 
 def for_tensorrt(plan: QuantPlan, index: GraphIndex, runtime: str = "TensorRT") -> QuantPlan:
