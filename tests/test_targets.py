@@ -400,9 +400,8 @@ def _concat_net(shared: bool) -> onnx.ModelProto:
     return make_model(nodes, inits)
 
 
-@pytest.mark.parametrize("shared", [False, True])
 def test_openvino_moves_qdq_up_through_pool_and_concat_with_the_same_outputs(
-    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch, shared: bool
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OpenVINO runs pools and Concat in u8 when their inputs are quantized (NNCF's placement): the Q/DQ
     of a Conv's input moves up through them, as far as each tensor is read by that op alone, and the
@@ -410,16 +409,12 @@ def test_openvino_moves_qdq_up_through_pool_and_concat_with_the_same_outputs(
     from quantkit.planner import core
 
     config = ConvertConfig(target=Target.openvino)
-    _, out = quantize(_concat_net(shared), tmp_path, image_dir, config)
-    readers = _readers_of_q(onnx.load(str(out)))
-    if shared:  # b has its own pair (conv3 reads it): the Concat's output keeps its pair
-        assert readers == Counter({"Conv:0": 3, "Concat:1": 1, "MaxPool:0": 1, "Add:1": 1})
-    else:
-        assert readers == Counter({"Conv:0": 2, "Concat:0": 1, "Concat:1": 1})
+    _, out = quantize(_concat_net(shared=False), tmp_path, image_dir, config)
+    assert _readers_of_q(onnx.load(str(out))) == Counter({"Conv:0": 2, "Concat:0": 1, "Concat:1": 1})
     monkeypatch.setattr(core, "hoisted", lambda plan, index: plan)
     below = tmp_path / "below"
     below.mkdir()
-    _, unmoved = quantize(_concat_net(shared), below, image_dir, config)
+    _, unmoved = quantize(_concat_net(shared=False), below, image_dir, config)
     assert _readers_of_q(onnx.load(str(unmoved)))["MaxPool:0"] == 0
     x = np.random.default_rng(0).uniform(-2, 2, (2, 3, 16, 16)).astype(np.float32)
     # the Q/DQ arithmetic itself, unoptimized (onnxruntime's fusions differ between the two placements)
@@ -430,6 +425,25 @@ def test_openvino_moves_qdq_up_through_pool_and_concat_with_the_same_outputs(
         for path in (out, unmoved)
     )
     np.testing.assert_array_equal(moved_y, unmoved_y)
+
+
+def test_openvino_unifies_the_params_a_concat_joins(tmp_path: Path, image_dir: Path) -> None:
+    """b feeds the Concat and conv3: its pair and the Concat's output's become one (the wider), as NNCF's
+    unified scales, so the pair moves onto a and b and the Concat and pool run on int8 values."""
+    config = ConvertConfig(target=Target.openvino)
+    summary, out = quantize(_concat_net(shared=True), tmp_path, image_dir, config)
+    assert _readers_of_q(onnx.load(str(out))) == Counter(
+        {"Conv:0": 3, "Concat:0": 1, "Concat:1": 1, "Add:1": 1}
+    )
+    params = summary.plan.activations
+    assert params["a"] is params["b"] and "c" not in params and "p" not in params
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+    # beyond --concat-range-ratio the ranges stay apart: the Concat's output keeps its own pair
+    apart = tmp_path / "apart"
+    apart.mkdir()
+    narrow = ConvertConfig(target=Target.openvino, concat_range_ratio=1.0001)
+    summary, _ = quantize(_concat_net(shared=True), apart, image_dir, narrow)
+    assert "c" in summary.plan.activations or "p" in summary.plan.activations
 
 
 def _conv_chain(clip: bool) -> onnx.ModelProto:

@@ -47,7 +47,7 @@ from quantkit.planner.placement import (
 from quantkit.planner.planning_state import FLOAT_LAYER_REASON, Planning
 from quantkit.planner.shared_params import scaled_reads, tensor_params
 from quantkit.planner.smoothquant_plan import Rebalancer
-from quantkit.planner.targets import for_fp8, for_tensorrt, hoisted, with_exact_folds
+from quantkit.planner.targets import for_fp8, for_tensorrt, hoisted, unified, with_exact_folds
 from quantkit.results import (
     CalibrationTable,
     QuantParams,
@@ -201,7 +201,8 @@ def _plan_of(state: Planning, activations: dict[str, QuantParams], rebalances: l
     if state.config.target is Target.ort_cpu:
         return decided
     if state.config.target is Target.openvino:
-        return with_exact_folds(hoisted(for_tensorrt(decided, index, "OpenVINO"), index), decided)
+        placed = unified(for_tensorrt(decided, index, "OpenVINO"), index, state.config.concat_range_ratio)
+        return with_exact_folds(hoisted(placed, index), decided)
     placed = for_tensorrt(decided, index)
     return for_fp8(placed, state.table) if state.config.fp8 else placed  # fp8 implies tensorrt
 

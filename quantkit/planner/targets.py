@@ -111,15 +111,79 @@ def for_fp8(plan: QuantPlan, table: CalibrationTable) -> QuantPlan:
     return dataclasses.replace(plan, activations=activations, ranges=ranges, fp8=True)
 
 
+def unified(plan: QuantPlan, index: GraphIndex, ratio: float) -> QuantPlan:
+    """One set of params for each group of tensors that commuting ops join (a Concat's inputs and output,
+    a pool's or an upsample's input and output): the widest paired member's, where the paired members'
+    ranges differ by at most `ratio` (--concat-range-ratio), no member is a model output, and every member
+    without a pair is read only by the group's own commuting ops. NNCF's unified scales: `hoisted` then
+    moves the pairs onto the group's sources, and the ops between run on int8 values with no
+    requantization (YOLOX-Nano's PAN: a tensor feeding one Concat directly and another through an
+    upsample). The narrower members get the coarser grid: a trade of accuracy for that speed."""
+    activations, ranges = dict(plan.activations), dict(plan.ranges)
+    for members in _commuting_groups(index):
+        paired = sorted(m for m in members if m in activations)
+        if len(paired) < 2 or not _unifiable(index, members, paired, activations):
+            continue
+        widths = {m: max(ranges[m][1] - ranges[m][0], 1e-12) for m in paired if m in ranges}
+        if len(widths) < len(paired) or max(widths.values()) > ratio * min(widths.values()):
+            continue
+        widest = max(paired, key=lambda m: (widths[m], m))
+        for member in paired:
+            activations[member], ranges[member] = activations[widest], ranges[widest]
+    return dataclasses.replace(plan, activations=activations, ranges=ranges)
+
+
+def _commuting_groups(index: GraphIndex) -> list[set[str]]:
+    """The tensors joined through ops that commute with a per-tensor Q/DQ pair, as sets."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        parent.setdefault(name, name)
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for node in index.nodes:
+        out = [o for o in node.output if o]
+        if node.op_type not in COMMUTING_OPS or len(out) != 1 or not _nearest(index, node):
+            continue
+        for name in _data_inputs(node):
+            if not index.is_constant(name):
+                parent[root(name)] = root(out[0])
+    groups: dict[str, set[str]] = {}
+    for name in list(parent):
+        groups.setdefault(root(name), set()).add(name)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _unifiable(
+    index: GraphIndex, members: set[str], paired: list[str], activations: dict[str, QuantParams]
+) -> bool:
+    if any(activations[m].scale.size != 1 for m in paired) or members & set(index.graph_outputs):
+        return False
+    for member in members - set(paired):
+        for reader, _ in index.consumers.get(member, []):
+            out = [o for o in reader.output if o]
+            inside = reader.op_type in COMMUTING_OPS and len(out) == 1 and out[0] in members
+            if not inside or member not in _data_inputs(reader) or not _nearest(index, reader):
+                return False
+    return True
+
+
+def _nearest(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """Not a Resize that interpolates (its values would fall between the grid's steps)."""
+    return node.op_type != "Resize" or index.attribute(node, "mode", b"nearest") == b"nearest"
+
+
 def hoisted(plan: QuantPlan, index: GraphIndex) -> QuantPlan:
     """The plan with the per-tensor activation Q/DQ pairs moved up through COMMUTING_OPS onto their data
     inputs, with the same params: the same numbers, with pooling, Concat and data movement between int8
     tensors, so that OpenVINO's CPU plugin runs them in u8 with no FakeQuantize of their own (NNCF's
     placement). First each pair is copied up onto all of its writer's data inputs or none, as far as every
     reader of an input is a commuting op whose output carries those params (YOLOX's SPP: x read by three
-    MaxPools and the Concat of all four); then a
-    pair is dropped where its writer commutes and every data input carries the same params (its values
-    are on that grid already)."""
+    MaxPools and the Concat of all four); then a pair is dropped where its writer commutes and every data
+    input carries the same params (its values are on that grid already)."""
     activations, ranges = dict(plan.activations), dict(plan.ranges)
     work = sorted(activations)
     while work:
@@ -152,9 +216,7 @@ def _commuting_writer(
         return None
     if [o for o in node.output if o] != [tensor]:
         return None
-    if node.op_type == "Resize" and index.attribute(node, "mode", b"nearest") != b"nearest":
-        return None  # interpolation writes values between the grid's steps
-    return node
+    return node if _nearest(index, node) else None
 
 
 def _on_grid(index: GraphIndex, tensor: str, activations: dict[str, QuantParams]) -> bool:
