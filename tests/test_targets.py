@@ -544,3 +544,25 @@ def test_openvino_check_flags_the_onnxruntime_placements_silu_blocks(tmp_path: P
     ov.mkdir()
     summary, ov_out = quantize(model, ov, image_dir, ConvertConfig(target=Target.openvino))
     assert check(ov_out, Target.openvino).findings == () and summary.target_findings == ()
+
+
+def test_openvino_leaves_pairs_it_moves_out_of_rebalancing(tmp_path: Path, image_dir: Path) -> None:
+    """A Concat of ranges 20x apart stays float on onnxruntime, so its output (a Conv's input) was a
+    rebalancing candidate; --target openvino then moved that pair onto the Concat's inputs and the
+    search looked it up: an internal error (KeyError) on PP-OCRv4's recognizer. Such tensors are no
+    candidates there now."""
+    inits: dict[str, np.ndarray] = {}
+    for i, (c_out, c_in) in enumerate([(8, 3), (8, 3), (8, 16)]):
+        p = conv_params(c_out, c_in, 3, seed=40 + i)
+        inits[f"w{i}"], inits[f"b{i}"] = p["w"], p["b"]
+    inits["w1"] = inits["w1"] * 20
+    nodes = [
+        N("Conv", ["x", "w0", "b0"], ["a"], name="conv0", pads=[1, 1, 1, 1]),
+        N("Conv", ["x", "w1", "b1"], ["b"], name="conv1", pads=[1, 1, 1, 1]),
+        N("Concat", ["a", "b"], ["c"], name="concat", axis=1),
+        N("Conv", ["c", "w2", "b2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    model = make_model(nodes, inits)
+    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(target=Target.openvino))
+    assert set(summary.plan.activations) == {"x", "a", "b"}  # c's pair on the Concat's inputs
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 20.0

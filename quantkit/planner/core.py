@@ -47,7 +47,14 @@ from quantkit.planner.placement import (
 from quantkit.planner.planning_state import FLOAT_LAYER_REASON, Planning
 from quantkit.planner.shared_params import scaled_reads, tensor_params
 from quantkit.planner.smoothquant_plan import Rebalancer
-from quantkit.planner.targets import for_fp8, for_tensorrt, hoisted, unified, with_exact_folds
+from quantkit.planner.targets import (
+    for_fp8,
+    for_tensorrt,
+    hoisted,
+    near_commuting,
+    unified,
+    with_exact_folds,
+)
 from quantkit.results import (
     CalibrationTable,
     QuantParams,
@@ -124,6 +131,9 @@ def _decide(
     # a scale-folded Mul is gone from the rewritten graph: never an absorber of rebalancing
     scaled = {n: index.by_name[n].op_type for n in state.folds if index.by_name[n].op_type in SCALE_OPS}
     candidates = dict(activations)
+    if config.target is Target.openvino:  # planner.targets may move or merge these pairs: keep them whole
+        for tensor in [t for t in candidates if near_commuting(index, t)]:
+            del candidates[tensor]
     if config.smoothquant == "auto":
         for tensor in _integer_written(state):
             candidates.pop(tensor, None)

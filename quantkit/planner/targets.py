@@ -171,6 +171,14 @@ def _unifiable(
     return True
 
 
+def near_commuting(index: GraphIndex, tensor: str) -> bool:
+    """Whether a commuting op writes or reads `tensor`: `unified` and `hoisted` may give its pair other
+    params or move it, so it is no candidate for rebalancing (whose params are its own) on openvino."""
+    producer = index.producer.get(tensor)
+    readers = [n for n, _ in index.consumers.get(tensor, [])]
+    return any(n.op_type in COMMUTING_OPS for n in [*readers, *([producer] if producer else [])])
+
+
 def _nearest(index: GraphIndex, node: onnx.NodeProto) -> bool:
     """Not a Resize that interpolates (its values would fall between the grid's steps)."""
     return node.op_type != "Resize" or index.attribute(node, "mode", b"nearest") == b"nearest"
