@@ -42,6 +42,7 @@ from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport, ConvertSummary
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
 from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
+from quantkit.pipeline.openvino_smoke import openvino_gap
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.run_check import findings as target_findings
 from quantkit.pipeline.shards import sendable
@@ -170,6 +171,8 @@ def convert(
         speed, corrections = None, None
     summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
     checked = target_findings(int8, model_io.infer_shapes(int8), config.target)
+    if config.target is Target.openvino:
+        checked += openvino_gap(model, int8, samples, smoke)
     reduced = (
         (
             "int8 weights on [-63, 63] (--weight-range reduced): full-range products saturate the int8 "

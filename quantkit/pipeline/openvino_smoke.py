@@ -1,0 +1,54 @@
+"""convert --target openvino where OpenVINO is installed: the written model run in OpenVINO on the
+smoke-test samples beside onnxruntime's measure of it. The Q/DQ arithmetic is the same in both, but a
+runtime computes it its own way: PP-OCRv4's detector placed for OpenVINO measures 15.7 dB in onnxruntime
+and 3.5 dB in OpenVINO 2026.4.1. A gap that large is said, not handed over silently."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+
+from quantkit.evaluate.metrics import OutputErrors
+from quantkit.outcomes import Finding
+from quantkit.results import Feed, feed_pad, feed_rows, feed_take
+from quantkit.runtime import Session
+from quantkit.runtime_openvino import OpenVinoSession
+
+GAP_DB = 6.0  # OpenVINO this far below onnxruntime on the same samples: a finding
+
+
+def openvino_gap(
+    original: onnx.ModelProto, converted: onnx.ModelProto, samples: Feed, smoke: dict[str, float]
+) -> tuple[Finding, ...]:
+    """A finding per output whose SQNR against FP32 (onnxruntime) in OpenVINO is GAP_DB or more below the
+    smoke test's in onnxruntime; none where OpenVINO is not installed."""
+    if importlib.util.find_spec("openvino") is None:
+        return ()
+    reference = Session.of(original)
+    size = reference.fixed_batch or 1
+    candidate = OpenVinoSession(converted.SerializeToString())
+    errors = {name: OutputErrors(name) for name in reference.output_names}
+    for ref, got in zip(reference.iter_samples(samples), _runs(candidate, samples, size), strict=True):
+        for name, acc in errors.items():
+            acc.update(ref[name], np.asarray(got[name], np.float32))
+    found = []
+    for name, acc in errors.items():
+        there, here = acc.result().sqnr_db, smoke.get(name)
+        if here is not None and there < here - GAP_DB:
+            why = (
+                f"output {name} measures {there:.1f} dB in OpenVINO on the smoke-test samples against "
+                f"{here:.1f} dB in onnxruntime: OpenVINO computes this model differently; measure it with "
+                "`quantkit compare FP32 MODEL --runtime openvino` before deploying it"
+            )
+            found.append(Finding("openvino-gap", name, "output", why))
+    return tuple(found)
+
+
+def _runs(session: OpenVinoSession, samples: Feed, size: int) -> Iterator[dict[str, np.ndarray]]:
+    """As Session.iter_samples: chunks of `size` rows, the last padded."""
+    for start in range(0, feed_rows(samples), size):
+        chunk = feed_take(samples, start, start + size)
+        yield session.run(chunk if feed_rows(chunk) == size else feed_pad(chunk, size))
