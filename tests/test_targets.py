@@ -367,8 +367,12 @@ def test_openvino_target_is_tensorrts_placement_with_uint8_activations(
     summary, out = quantize(_residual_net(), tmp_path, image_dir, ConvertConfig(target=Target.openvino))
     model = onnx.load(str(out))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    activation_zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    assert activation_zero_points and all(z.dtype == np.uint8 for z in activation_zero_points)
+    zero_points = {n.input[0]: inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    # the normalized image input, signed: int8 symmetric as NNCF puts it (no zero-point compensation in
+    # the first convolution); every activation uint8
+    image = zero_points.pop("x")
+    assert image.dtype == np.int8 and not image.any()
+    assert zero_points and all(z.dtype == np.uint8 for z in zero_points.values())
     # the last Conv's input Q/DQ moved up through the MaxPool onto the Add's output (read by the pool alone)
     assert _readers_of_q(model) == Counter({"Conv:0": 3, "MaxPool:0": 1, "Add:1": 1})
     assert summary.speed is None and summary.target_findings == ()

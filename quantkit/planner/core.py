@@ -52,6 +52,7 @@ from quantkit.planner.targets import (
     for_tensorrt,
     hoisted,
     near_commuting,
+    signed_inputs,
     unified,
     with_exact_folds,
 )
@@ -212,7 +213,7 @@ def _plan_of(state: Planning, activations: dict[str, QuantParams], rebalances: l
         return decided
     if state.config.target is Target.openvino:
         placed = unified(for_tensorrt(decided, index, "OpenVINO"), index, state.config.concat_range_ratio)
-        return with_exact_folds(hoisted(placed, index), decided)
+        return signed_inputs(with_exact_folds(hoisted(placed, index), decided), index)
     placed = for_tensorrt(decided, index)
     return for_fp8(placed, state.table) if state.config.fp8 else placed  # fp8 implies tensorrt
 
