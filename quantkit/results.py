@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,13 @@ def feed_pad(feed: Feed, size: int) -> Feed:
     return {
         name: np.concatenate([v, np.repeat(v[-1:], size - v.shape[0], axis=0)]) for name, v in feed.items()
     }
+
+
+def sample_batches(samples: Feed, size: int) -> Iterator[Feed]:
+    """The samples in batches of `size`, the last one padded (feed_pad): what a model of fixed batch runs."""
+    for start in range(0, feed_rows(samples), size):
+        chunk = feed_take(samples, start, start + size)
+        yield chunk if feed_rows(chunk) == size else feed_pad(chunk, size)
 
 
 def feed_repeat(feed: Feed, times: int) -> Feed:

@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from quantkit.errors import ModelError, shorten
-from quantkit.results import Feed, feed_pad, feed_rows, feed_take
+from quantkit.results import Feed, feed_pad, feed_rows, sample_batches
 from quantkit.version import __version__
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
@@ -159,11 +159,7 @@ class Session:
     def iter_samples(self, samples: Feed) -> Iterator[dict[str, np.ndarray]]:
         """run_samples one batch at a time: a caller that folds each batch's outputs holds one batch's
         (a model with every tensor as an output returns them all on every run)."""
-        size = self.fixed_batch or 1
-        for start in range(0, feed_rows(samples), size):
-            chunk = feed_take(samples, start, start + size)
-            if feed_rows(chunk) < size:
-                chunk = feed_pad(chunk, size)
+        for chunk in sample_batches(samples, self.fixed_batch or 1):
             yield self.run(chunk)
 
     def timed(self, batch: Feed) -> float:

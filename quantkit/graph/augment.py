@@ -46,6 +46,14 @@ COMMUTING_OPS = frozenset(
         "Resize",
     }
 )
+
+
+def commuting_data_inputs(node: onnx.NodeProto) -> list[str]:
+    """The inputs of a COMMUTING_OPS node that carry its values: every input of a Concat, the first of
+    the others (the rest are shapes, indices, scales)."""
+    return [n for n in node.input if n] if node.op_type == "Concat" else [node.input[0]]
+
+
 # onnxruntime replaces DQ -> op -> Q by an integer (QLinear) kernel for these.
 QLINEAR_OPS = frozenset({"AveragePool", "GlobalAveragePool", "Concat", "Add", "Mul", "Sigmoid", "LeakyRelu"})
 # Folded into the range of the tensor they clip.

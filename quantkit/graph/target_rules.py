@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from quantkit.graph.augment import COMMUTING_OPS, INTEGER_PATH_OPS
+from quantkit.graph.augment import COMMUTING_OPS, INTEGER_PATH_OPS, commuting_data_inputs
 from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import Finding
 
@@ -112,8 +112,7 @@ def _dequantized_through(index: GraphIndex, tensor: str) -> bool:
         return True
     if producer.op_type not in COMMUTING_OPS:
         return False
-    inputs = [t for t in producer.input if t] if producer.op_type == "Concat" else [producer.input[0]]
-    return all(_dequantized_through(index, t) for t in inputs)
+    return all(_dequantized_through(index, t) for t in commuting_data_inputs(producer))
 
 
 def ort_cpu(model: onnx.ModelProto) -> list[Finding]:

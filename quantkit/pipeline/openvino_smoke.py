@@ -6,14 +6,13 @@ and 3.5 dB in OpenVINO 2026.4.1. A gap that large is said, not handed over silen
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 
 import numpy as np
 import onnx
 
 from quantkit.evaluate.metrics import OutputErrors
 from quantkit.outcomes import Finding
-from quantkit.results import Feed, feed_pad, feed_rows, feed_take
+from quantkit.results import Feed, sample_batches
 from quantkit.runtime import Session
 from quantkit.runtime_openvino import OpenVinoSession
 
@@ -28,10 +27,10 @@ def openvino_gap(
     if importlib.util.find_spec("openvino") is None:
         return ()
     reference = Session.of(original)
-    size = reference.fixed_batch or 1
     candidate = OpenVinoSession(converted.SerializeToString())
     errors = {name: OutputErrors(name) for name in reference.output_names}
-    for ref, got in zip(reference.iter_samples(samples), _runs(candidate, samples, size), strict=True):
+    runs = (candidate.run(chunk) for chunk in sample_batches(samples, reference.fixed_batch or 1))
+    for ref, got in zip(reference.iter_samples(samples), runs, strict=True):
         for name, acc in errors.items():
             acc.update(ref[name], np.asarray(got[name], np.float32))
     found = []
@@ -45,10 +44,3 @@ def openvino_gap(
             )
             found.append(Finding("openvino-gap", name, "output", why))
     return tuple(found)
-
-
-def _runs(session: OpenVinoSession, samples: Feed, size: int) -> Iterator[dict[str, np.ndarray]]:
-    """As Session.iter_samples: chunks of `size` rows, the last padded."""
-    for start in range(0, feed_rows(samples), size):
-        chunk = feed_take(samples, start, start + size)
-        yield session.run(chunk if feed_rows(chunk) == size else feed_pad(chunk, size))
