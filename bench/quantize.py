@@ -30,6 +30,7 @@ from quantkit.config import (
     Float16Config,
     ImageSelection,
     Precision,
+    Prefer,
     PreprocessOptions,
     Preset,
     ResizeMode,
@@ -58,6 +59,7 @@ TECHNIQUE_OFF = {
     "rounding-nearest": ConvertConfig(rounding=Rounding.nearest),
     "smoothquant-off": ConvertConfig(smoothquant="off"),
     "bias-correction-off": ConvertConfig(bias_correction=False),
+    "speed-plan-off": ConvertConfig(prefer=Prefer.accuracy),  # no op kept float by this CPU's profile
 }
 # Number formats beside INT8 (bench.formats): convert --to fp8, INT8 --target tensorrt, --to fp16 | bf16
 FORMAT_CONVERT = {"fp8": ConvertConfig(fp8=True), "tensorrt": ConvertConfig(target=Target.tensorrt)}
@@ -78,7 +80,11 @@ def convert_config(variant: str) -> ConvertConfig:
         return FORMAT_CONVERT[variant]
     if variant == "all-integer":
         return ConvertConfig(
-            method=CalibMethod.minmax, min_sqnr=0.0, concat_range_ratio=1e30, smoothquant="off"
+            method=CalibMethod.minmax,
+            min_sqnr=0.0,
+            concat_range_ratio=1e30,
+            smoothquant="off",
+            prefer=Prefer.accuracy,  # no op kept float for speed either
         )
     return ConvertConfig(method=CalibMethod(variant))
 

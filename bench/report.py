@@ -21,6 +21,7 @@ LABELS = {
     ("quantkit", "rounding-nearest"): "quantkit defaults, --rounding nearest",
     ("quantkit", "smoothquant-off"): "quantkit defaults, --smoothquant off",
     ("quantkit", "bias-correction-off"): "quantkit defaults, --bias-correction off",
+    ("quantkit", "speed-plan-off"): "quantkit defaults, --prefer accuracy (no speed-aware plan)",
     ("onnxruntime", "defaults"): "onnxruntime defaults (per-tensor)",
 }
 

@@ -123,6 +123,17 @@ class Speed:
 
 
 @dataclass(frozen=True)
+class SpeedPlan:
+    """What the speed-aware plan did (pipeline.speed_refine): the ops it kept float, and the speedups
+    over FP32 of the plan before and after, from one interleaved measurement (refined None: the refined
+    model was not faster as a whole, so the plan stands)."""
+
+    floated: tuple[str, ...]
+    plain_speedup: float
+    refined_speedup: float | None
+
+
+@dataclass(frozen=True)
 class Finding:
     """One Q/DQ placement or type a runtime cannot fuse or run (graph.target_rules): the rule's id, the
     node (or tensor) and why, in one line."""
@@ -174,6 +185,7 @@ class ConvertSummary:
     corrections: Corrections | None = None
     notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
     speed: Speed | None = None  # measured after writing (1 thread); None when not measured
+    speed_plan: SpeedPlan | None = None  # None: the ops' times were not compared (nothing to gain)
     target_findings: tuple[Finding, ...] = ()  # what the --target cannot fuse (graph.target_rules)
 
 
@@ -392,6 +404,7 @@ def shrink_record(result: ShrinkResult) -> dict[str, Any]:
             },
             "kept_float_by_fallback": [s.node for s in summary.fallback],
             "speed": None if summary.speed is None else dataclasses.asdict(summary.speed),
+            "speed_plan": None if summary.speed_plan is None else dataclasses.asdict(summary.speed_plan),
             "target_findings": [dataclasses.asdict(f) for f in summary.target_findings],
         },
         "warnings": list(result.warnings),

@@ -19,6 +19,7 @@ from quantkit.config import (
     ConvertConfig,
     ImageSelection,
     LatencyConfig,
+    Prefer,
     PreprocessOptions,
     Preset,
     ResizeMode,
@@ -66,7 +67,8 @@ def test_detector_converts_from_opset_11_keeps_its_head_and_weakest_layers_float
     pipeline.calibrate(
         MODELS / "yolox_nano.onnx", table, CalibrateConfig(ImageSelection(IMAGES / "coco-calib", 8), pre)
     )
-    summary = pipeline.convert(MODELS / "yolox_nano.onnx", table, out, ConvertConfig())
+    # the plan's rules, not this machine's timing (the speed-aware plan keeps ops float by it)
+    summary = pipeline.convert(MODELS / "yolox_nano.onnx", table, out, ConvertConfig(prefer=Prefer.accuracy))
     assert (summary.opset_before, summary.opset_after) == (11, 13)
     head = [r for (op, r), n in summary.float_by_reason.items() if op == "Concat" and "ranges differ" in r]
     assert head, summary.float_by_reason

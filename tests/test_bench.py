@@ -49,7 +49,7 @@ def test_weights_only_stores_int8_weights_and_keeps_the_function() -> None:
 
 def test_all_integer_reference_turns_every_float_keeper_off() -> None:
     config = convert_config("all-integer")
-    assert config.min_sqnr == 0.0 and config.smoothquant == "off"
+    assert config.min_sqnr == 0.0 and config.smoothquant == "off" and config.prefer.value == "accuracy"
     assert config.concat_range_ratio > 1e6
     assert convert_config("entropy").method is CalibMethod.entropy
     assert convert_config("defaults").method is CalibMethod.mse
@@ -59,6 +59,7 @@ def test_all_integer_reference_turns_every_float_keeper_off() -> None:
         ("rounding-nearest", "rounding", "nearest"),
         ("smoothquant-off", "smoothquant", "off"),
         ("bias-correction-off", "bias_correction", False),
+        ("speed-plan-off", "prefer", "accuracy"),
     ):
         assert convert_config(variant).to_dict() == {**defaults, key: off}
 

@@ -116,8 +116,9 @@ def convert(
         Prefer,
         typer.Option(
             "--prefer",
-            help="balanced: measure the INT8 model's speed against FP32 here and warn when slower; speed: "
-            "then keep the model float; accuracy: do not measure.",
+            help="balanced: profile the INT8 model beside FP32 on this CPU and keep float the ops whose "
+            "int8 form runs slower (where the model then measures faster); warn when still slower; speed: "
+            "then keep the model float; accuracy: measure nothing (the same bytes on any machine).",
         ),
     ] = Prefer.balanced,
     min_sqnr: Annotated[

@@ -71,12 +71,12 @@ class Rounding(str, Enum):
 
 
 class Prefer(str, Enum):
-    """What convert does with the speed of its INT8 model measured on the machine it runs on
-    (evaluate.speed). Not the default to act on it: the model may be deployed elsewhere (another CPU, a
-    GPU, an edge device) and the output bytes would depend on timing."""
+    """What convert does with the speed of its INT8 model measured on the machine it runs on (--target
+    ort-cpu only: pipeline.speed_refine, evaluate.speed). Acting on timing makes the output bytes depend
+    on this machine: --prefer accuracy is the reproducible choice (and the one for another kind of CPU)."""
 
-    balanced = "balanced"  # measured and reported; a warning when slower than FP32; the INT8 model
-    speed = "speed"  # measured twice slower than FP32 (below 0.97x): the model stays float
+    balanced = "balanced"  # ops whose int8 form profiles slower kept float, if faster as a whole; reported
+    speed = "speed"  # that, and still measured twice slower than FP32 (below 0.97x): the model stays float
     accuracy = "accuracy"  # not measured: the INT8 model as planned
 
 

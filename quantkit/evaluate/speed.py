@@ -4,9 +4,10 @@ The plan's payoff rule (planner.payoff) is a model of onnxruntime's kernels; thi
 that checks it. Both models run one thread, without spinning, one run each per round in alternating
 order on the same calibration sample, so that a load change on a shared machine hits both alike; the
 speedup is the median over rounds of FP32's time over the candidate's. It is reported, never written
-into the model. Under --prefer speed, an INT8 model measured slower than FP32 twice (below
-KEEP_FLOAT_BELOW) is not the output: the model stays float, and the bytes then depend on this machine's
-timing. The default only reports: the build machine is often not the one the model runs on.
+into the model. Before it, the default (--prefer balanced) has already kept float the ops whose int8
+form profiled slower here (pipeline.speed_refine). Under --prefer speed, an INT8 model still measured
+slower than FP32 twice (below KEEP_FLOAT_BELOW) is not the output: the model stays float. Both make the
+bytes depend on this machine's timing; --prefer accuracy measures nothing.
 """
 
 from __future__ import annotations
@@ -44,14 +45,18 @@ def measure(
 ) -> Speed:
     """The candidate against FP32 on the first of samples [K, ...] (padded to a fixed batch)."""
     sessions = [Session.of(model, threads=1, spin=False) for model in (fp32, candidate)]
-    batch = feed_take(samples, 0, 1)
-    size = sessions[0].fixed_batch
-    if size is not None and feed_rows(batch) < size:
-        batch = feed_pad(batch, size)
-    times = interleaved_rounds(sessions, batch, runs, seconds)
+    times = interleaved_rounds(sessions, timing_batch(samples, sessions[0].fixed_batch), runs, seconds)
     return Speed(
         speedups(times)[0], int(times.shape[0]), float(np.median(times[:, 0])), float(np.median(times[:, 1]))
     )
+
+
+def timing_batch(samples: Feed, fixed_batch: int | None) -> Feed:
+    """What a model is timed on: the first of samples [K, ...], padded to the batch the model fixes."""
+    batch = feed_take(samples, 0, 1)
+    if fixed_batch is not None and feed_rows(batch) < fixed_batch:
+        batch = feed_pad(batch, fixed_batch)
+    return batch
 
 
 def too_slow(first: Speed, prefer: Prefer, again: Callable[[], Speed]) -> Speed | None:

@@ -28,7 +28,7 @@ from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.budget_validator import drop_of as validation_drop
 from quantkit.evaluate.compare import read_classes
 from quantkit.evaluate.speed import measure as measure_speed
-from quantkit.evaluate.speed import too_slow
+from quantkit.evaluate.speed import timing_batch, too_slow
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
@@ -41,6 +41,7 @@ from quantkit.graph.qdq import apply_plan
 from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport, ConvertSummary
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
+from quantkit.pipeline import speed_refine
 from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
 from quantkit.pipeline.openvino_smoke import openvino_gap
 from quantkit.pipeline.progress import Progress, no_progress
@@ -135,6 +136,23 @@ def convert(
             inferred, table, guarded, progress, alphas, cache, reference, measured, spread
         )
         quantized = _quantized_model(inferred, plan, config)
+    here = config.target is Target.ort_cpu  # this CPU's onnxruntime is the runtime the model is placed for
+    emulated = _runnable(quantized, config) is not quantized  # bfloat16: an emulation's speed is not its own
+    timed = here and config.prefer is not Prefer.accuracy and not emulated
+    refined: speed_refine.Refined | None = None
+    if timed and budget is None:  # --max-drop measured its choice: a new plan would not be the one it kept
+        base, fallen = plan, {step.node for step in steps}
+
+        def build(slower: Mapping[str, str]) -> tuple[QuantPlan, onnx.ModelProto]:
+            kept = {s.node: s.reason for s in base.skipped if s.node in fallen}
+            again = make_plan(inferred, table, config, kept, cache, alphas, base.rounded, slower)
+            return again, _quantized_model(inferred, again, config)
+
+        first = model_io.float_inputs(inferred)[0].shape[0]
+        batch = timing_batch(samples, first if isinstance(first, int) and first > 0 else None)
+        refined = speed_refine.refine(inferred, table, plan, quantized, batch, build)
+        plan, quantized = refined.plan, refined.model
+    speed_plan = refined.report if refined is not None else None
     floor = Floor(
         INT8_FLOOR_DB,
         f"the INT8 model, with {len(steps)} layer(s) kept float by the fallback,",
@@ -147,7 +165,7 @@ def convert(
     ) -> tuple[onnx.ModelProto, int, dict[str, float]]:
         if config.compact:
             quantized = compact_graph.compact(quantized)
-        stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done))
+        stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, speed_plan))
         run = _runnable(quantized, config)
         stored, smoke = write_checked(
             quantized, model, samples, reference, floor, output, inputs, advance, measured, run
@@ -155,9 +173,6 @@ def convert(
         return quantized, sum(len(data) for _, data in stored), smoke
 
     int8, size, smoke = written(plan, quantized, advance, corrections)
-    here = config.target is Target.ort_cpu  # this CPU's onnxruntime is the runtime the model is placed for
-    emulated = _runnable(int8, config) is not int8  # bfloat16 layers: an emulation's speed is not its own
-    timed = here and config.prefer is not Prefer.accuracy and not emulated
     speed = measure_speed(model, int8, samples) if timed else None
     slow = too_slow(speed, config.prefer, lambda: measure_speed(model, int8, samples)) if speed else None
     if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)
@@ -197,6 +212,7 @@ def convert(
         budget=budget_report,
         corrections=corrections,
         target_findings=checked,
+        speed_plan=speed_plan,
     )
 
 

@@ -22,9 +22,10 @@ from quantkit.errors import (
 from quantkit.evaluate.metrics import OutputErrors
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
+from quantkit.outcomes import SpeedPlan
 from quantkit.planner import fallback
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan
-from quantkit.runtime import Session
+from quantkit.runtime import Session, cpu_info
 from quantkit.version import __version__
 
 SMOKE_SAMPLES = 8  # stored in the table: convert's smoke test and --min-sqnr measure on them
@@ -141,8 +142,11 @@ def stamp(
         entry.key, entry.value = META_PREFIX + key, value
 
 
-def plan_record(plan: QuantPlan, corrections: Corrections | None) -> dict[str, Any]:
-    """What rebalancing and bias correction did, as plain JSON for the model's metadata."""
+def plan_record(
+    plan: QuantPlan, corrections: Corrections | None, speed_plan: SpeedPlan | None = None
+) -> dict[str, Any]:
+    """What rebalancing and bias correction did, as plain JSON for the model's metadata; with what the
+    speed-aware plan kept float on which CPU (the bytes then depend on that machine's timing)."""
     record: dict[str, Any] = {
         "rebalanced": [
             {"tensor": r.tensor, "alpha": r.alpha, "folded_into": r.producer} for r in plan.rebalances
@@ -150,6 +154,13 @@ def plan_record(plan: QuantPlan, corrections: Corrections | None) -> dict[str, A
         "bias_corrected_layers": len(plan.input_means),
         "rounded_layers": len(plan.rounded),
     }
+    if speed_plan is not None and speed_plan.refined_speedup is not None:
+        record["kept_float_for_speed"] = {
+            "nodes": list(speed_plan.floated),
+            "cpu": cpu_info(),
+            "speedup_before": round(speed_plan.plain_speedup, 3),
+            "speedup_after": round(speed_plan.refined_speedup, 3),
+        }
     if corrections is not None:
         record["calibration_sqnr_db"] = {
             "plain": corrections.sqnr_plain_db,

@@ -75,6 +75,7 @@ def plan(
     range_cache: dict[str, tuple[float, float]] | None = None,
     alphas: Mapping[str, float] | None = None,
     rounded: Mapping[str, np.ndarray] | None = None,
+    slower: Mapping[str, str] | None = None,
 ) -> QuantPlan:
     """model: opset >= 13, every node named, shapes inferred.
 
@@ -85,8 +86,11 @@ def plan(
     alphas: under --smoothquant auto, the activations to rebalance and how (planner.smoothquant_search
     measures them); a fixed alpha rebalances every candidate; off, none.
     rounded: node -> its weight's integers (planner.rounding_plan), used where the node is quantized.
+    slower: node -> why it stays float: its int8 form measured slower on this CPU (planner.speed_cut).
+    Such a node is left off the integer path, as the payoff rule's layers are: its neighbours stay int8,
+    with Q/DQ passes between.
     """
-    state, activations, rebalancer = _decide(model, table, config, keep_float, range_cache)
+    state, activations, rebalancer = _decide(model, table, config, keep_float, range_cache, slower)
     rebalances = rebalancer.chosen(alphas)
     for rebalance in rebalances:
         _apply_rebalance_decision(state, activations, rebalance)
@@ -114,12 +118,13 @@ def _decide(
     config: ConvertConfig,
     keep_float: dict[str, str] | None,
     range_cache: dict[str, tuple[float, float]] | None,
+    slower: Mapping[str, str] | None = None,
 ) -> tuple[Planning, dict[str, QuantParams], Rebalancer]:
     """What is quantized and with which params, before rebalancing."""
     index = GraphIndex(model)
     check_exclusions(index, config)
     keep_float = {**dict.fromkeys(config.float_layers, FLOAT_LAYER_REASON), **(keep_float or {})}
-    slow: dict[str, str] = {}
+    slow: dict[str, str] = dict(slower or {})
     state = _planned(index, table, config, keep_float, range_cache, slow)
     for _ in range(MAX_PAYOFF_ROUNDS if config.target is Target.ort_cpu else 0):  # costs are ORT's
         # a layer kept float can leave its neighbours' conversions to pay

@@ -21,6 +21,7 @@ from quantkit.outcomes import (
     SensitivityReport,
     ShrinkResult,
     Speed,
+    SpeedPlan,
 )
 from quantkit.reports.formats import (
     GATE_LABELS,
@@ -122,6 +123,7 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     lines.append(_corrections_text(summary))
     sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
     lines.append(f"smoke test on calibration samples: finite outputs, SQNR {sqnr}\n")
+    lines.append(_speed_plan_text(summary.speed_plan))
     lines.append(_speed_text(summary.speed))
     for rule, nodes, why in grouped_findings(summary.target_findings):
         lines.append(f"warning: {rule} at {nodes}: {why}\n", style="yellow")
@@ -161,6 +163,23 @@ def grouped_findings(findings: tuple[Finding, ...]) -> list[tuple[str, str, str]
         ops = "/".join(dict.fromkeys(f.op_type for f in members))
         rows.append((rule, f"{len(members)} x {ops}: {names}", message))
     return rows
+
+
+def _speed_plan_text(plan: SpeedPlan | None) -> Text:
+    """Starts as the speed line does ("speed on this CPU:"): both are timing, read together."""
+    if plan is None:
+        return Text("")
+    if plan.refined_speedup is None:
+        return Text(
+            "speed on this CPU: ops whose int8 form profiled slower were tried in float, not faster as a "
+            f"whole ({plan.plain_speedup:.2f}x FP32 as planned; 1 thread, interleaved on a calibration "
+            "sample)\n"
+        )
+    return Text(
+        f"speed on this CPU: {len(plan.floated)} op(s) kept float where their int8 form profiled slower "
+        f"({plan.plain_speedup:.2f}x -> {plan.refined_speedup:.2f}x FP32; 1 thread, interleaved on a "
+        "calibration sample)\n"
+    )
 
 
 def _speed_text(speed: Speed | None) -> Text:

@@ -1,0 +1,103 @@
+"""Speed-aware plans (issue 17, point 3): the INT8 candidate profiled beside FP32 on this CPU, and the
+ops whose int8 form runs slower than float with its conversions kept float.
+
+onnxruntime's profiler times every kernel of both models on one calibration sample (one thread, as
+evaluate.speed measures); evaluate.op_times attributes the kernels to the prepared model's nodes and
+measures a conversion pass; planner.speed_cut picks the float ops at the least estimated time. The
+plan is made again with them float and profiled again: a float op beside int8 ones does not run as it
+did in FP32 (onnxruntime fuses Sigmoid and Mul into QuickGelu only where their input is float), so
+each round's times replace the estimates of the ops they measured, up to ROUNDS. Whole-model timing then
+decides, interleaved as evaluate.speed does: a refined plan is kept only where it measured at least
+CONFIRM faster than the plain one. Where the estimated saving is under MIN_SAVING of the model's time
+(or MIN_SAVING_US), nothing changes and nothing is timed twice: on models where int8 pays everywhere
+the output stays the one of the payoff rule alone, byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import onnx
+
+from quantkit.evaluate.op_times import node_times, pass_cost
+from quantkit.evaluate.speed import interleaved_rounds, speedups
+from quantkit.graph.query import GraphIndex
+from quantkit.outcomes import SpeedPlan
+from quantkit.planner.speed_cut import cheapest
+from quantkit.results import CalibrationTable, Feed, QuantPlan, feed_rows
+from quantkit.runtime import Session, fits_one_message, kernel_times
+
+ROUNDS = 3
+MIN_SAVING = 0.03  # of the planned ops' estimated time
+MIN_SAVING_US = 50.0
+CONFIRM = 1.02  # the refined model's measured speedup over the plain one's, at least
+PROFILE_RUNS = 30
+PROFILE_SECONDS = 1.5  # per profile: fewer runs of a slow model
+CONFIRM_RUNS = 60
+CONFIRM_SECONDS = 4.0
+REASON = "int8 profiled slower on this CPU than float with its Q/DQ (--prefer accuracy keeps it int8)"
+
+Build = Callable[[Mapping[str, str]], tuple[QuantPlan, onnx.ModelProto]]
+
+
+@dataclass(frozen=True)
+class Refined:
+    """The plan kept (the given one where nothing was faster) and its model; report: what was tried and
+    measured (None: nothing to gain was estimated, nothing was timed)."""
+
+    plan: QuantPlan
+    model: onnx.ModelProto
+    report: SpeedPlan | None = None
+
+
+def refine(
+    prepared: onnx.ModelProto,
+    table: CalibrationTable,
+    plan: QuantPlan,
+    candidate: onnx.ModelProto,
+    batch: Feed,
+    build: Build,
+) -> Refined:
+    """`plan` (written as `candidate`) with the ops that run faster in float kept float, where that
+    measured faster. build(slower) makes the plan and model with `slower` (node -> why) float."""
+    plain = Refined(plan, candidate)
+    if not fits_one_message(candidate) or not plan.quantized_nodes:
+        return plain
+    index = GraphIndex(prepared)
+    names = [node.name for node in index.nodes]
+    float_us = node_times(names, prepared, kernel_times(prepared, batch, PROFILE_RUNS, PROFILE_SECONDS))
+    kernels = kernel_times(candidate, batch, PROFILE_RUNS, PROFILE_SECONDS)
+    int8_us = node_times(names, candidate, kernels)
+    passes = pass_cost(kernels)
+    elements = _elements(table, batch)
+    tried: list[tuple[QuantPlan, onnx.ModelProto, tuple[str, ...]]] = []
+    for _ in range(ROUNDS):
+        cut = cheapest(index, plan, float_us, int8_us, elements, passes)
+        saving = cut.int8_us - cut.cut_us
+        if not cut.float_nodes or saving < max(MIN_SAVING * cut.int8_us, MIN_SAVING_US):
+            break
+        if any(floated == cut.float_nodes for _, _, floated in tried):
+            break
+        refined_plan, model = build(dict.fromkeys(cut.float_nodes, REASON))
+        tried.append((refined_plan, model, cut.float_nodes))
+        observed = node_times(names, model, kernel_times(model, batch, PROFILE_RUNS, PROFILE_SECONDS))
+        integer = set(refined_plan.quantized_nodes) | set(refined_plan.folds)
+        for name in names:  # what this round measured replaces the estimate for that form of the op
+            (int8_us if name in integer else float_us)[name] = observed.get(name, 0.0)
+    if not tried:
+        return plain
+    sessions = [Session.of(m, threads=1, spin=False) for m in (prepared, candidate, *(t[1] for t in tried))]
+    ratios = speedups(interleaved_rounds(sessions, batch, CONFIRM_RUNS, CONFIRM_SECONDS))
+    best = max(range(1, len(ratios)), key=lambda k: ratios[k])
+    if ratios[best] < CONFIRM * ratios[0]:
+        return Refined(plan, candidate, SpeedPlan((), ratios[0], None))
+    chosen_plan, model, floated = tried[best - 1]
+    return Refined(chosen_plan, model, SpeedPlan(floated, ratios[0], ratios[best]))
+
+
+def _elements(table: CalibrationTable, batch: Feed) -> dict[str, float]:
+    """tensor -> elements per run of `batch` (the table's count per sample times the batch's rows)."""
+    seen = max(table.samples_seen, 1)
+    rows = feed_rows(batch)
+    return {name: stats.count / seen * rows for name, stats in table.stats.items()}

@@ -1,0 +1,221 @@
+"""Speed-aware plans (issue 17, point 3): measured op times -> the ops kept float (planner.speed_cut),
+kernel names -> nodes (evaluate.op_times), and convert keeping a refined plan only where it measured
+faster (pipeline.speed_refine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from quantkit.config import ConvertConfig, Prefer
+from quantkit.evaluate.op_times import PassCost, node_times, pass_cost
+from quantkit.graph.query import GraphIndex
+from quantkit.pipeline import speed_refine
+from quantkit.pipeline.writing import conversion_record
+from quantkit.planner.speed_cut import cheapest
+from quantkit.results import QuantPlan
+from quantkit.runtime import KernelTime, kernel_times
+from tests.conftest import conv_params, make_model
+from tests.helpers import op_counts, optimized_graph, quantize
+
+N = helper.make_node
+FREE = PassCost(0.0, 0.0)
+
+
+def _silu_chain() -> onnx.ModelProto:
+    """x -> conv0 -> relu0 -> conv1 -> Sigmoid sig / Mul mul (SiLU) -> conv2 -> y."""
+    inits = {}
+    for i in range(3):
+        p = conv_params(3, 3, seed=i)
+        inits[f"w{i}"], inits[f"b{i}"] = p["w"], p["b"]
+    nodes = [
+        N("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        N("Relu", ["c0"], ["r0"], name="relu0"),
+        N("Conv", ["r0", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        N("Sigmoid", ["c1"], ["s1"], name="sig"),
+        N("Mul", ["c1", "s1"], ["m1"], name="mul"),
+        N("Conv", ["m1", "w2", "b2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    return make_model(nodes, inits)
+
+
+def _plan(quantized: list[str], folds: dict[str, str] | None = None) -> QuantPlan:
+    return QuantPlan({}, (), dict.fromkeys(quantized, "Op"), folds or {}, ())
+
+
+UNITS = ["conv0", "conv1", "sig", "mul", "conv2"]
+
+
+def test_an_op_slower_in_int8_goes_float_where_conversions_are_free() -> None:
+    index = GraphIndex(_silu_chain())
+    fast = dict.fromkeys(UNITS, 10.0)
+    int8 = {**dict.fromkeys(UNITS, 5.0), "sig": 30.0}
+    cut = cheapest(index, _plan(UNITS), fast, int8, {}, FREE)
+    assert cut.float_nodes == ("sig",)
+    assert cut.int8_us == pytest.approx(5 * 4 + 30) and cut.cut_us == pytest.approx(5 * 4 + 11)
+
+
+def test_conversions_keep_an_island_int8_and_a_whole_chain_goes_float_together() -> None:
+    """sig alone saves 19 us but needs two passes of 15 us (c1 -> sig and s1 -> mul): it stays int8.
+    When mul is slower too, the pair goes float together: the pass between them is no longer paid."""
+    index = GraphIndex(_silu_chain())
+    elements = dict.fromkeys(["x", "c0", "r0", "c1", "s1", "m1", "y"], 1000.0)
+    passes = PassCost(15.0, 0.0)  # 15 us per pass of 1000 elements
+    fast = {**dict.fromkeys(UNITS, 10.0), "conv0": 100.0, "conv1": 100.0, "conv2": 100.0}
+    int8 = {**dict.fromkeys(UNITS, 5.0), "sig": 30.0}
+    plan = _plan(UNITS, {"relu0": "r0"})
+    cut = cheapest(index, plan, fast, int8, elements, passes)
+    assert cut.float_nodes == () and cut.int8_us == pytest.approx(5 * 4 + 30 + 15)  # x converts
+    int8["mul"] = 60.0  # sig + mul: 90 us int8 against 22 float; c1 (read twice) and m1 convert: 45 us
+    cut = cheapest(index, plan, fast, int8, elements, passes)
+    assert cut.float_nodes == ("mul", "sig") and cut.cut_us == pytest.approx(15 + 3 * 5 + 22 + 45)
+
+
+def test_ties_and_the_margin_stay_int8() -> None:
+    """float must beat int8 by the margin (10 %): 10 us float against 10.5 us int8 stays int8."""
+    index = GraphIndex(_silu_chain())
+    fast = dict.fromkeys(UNITS, 10.0)
+    assert cheapest(index, _plan(UNITS), fast, dict.fromkeys(UNITS, 10.0), {}, FREE).float_nodes == ()
+    assert cheapest(index, _plan(UNITS), fast, dict.fromkeys(UNITS, 10.5), {}, FREE).float_nodes == ()
+    assert cheapest(index, _plan(UNITS), fast, dict.fromkeys(UNITS, 12.0), {}, FREE).float_nodes == tuple(
+        sorted(UNITS)
+    )
+
+
+def test_a_folded_relu_goes_with_the_layer_it_is_folded_into() -> None:
+    """relu0 runs inside conv0's int8 kernel (0 us) and in FP32 beside it: its float time counts for
+    conv0's unit, and the cut names only the quantized node."""
+    index = GraphIndex(_silu_chain())
+    plan = _plan(UNITS, {"relu0": "r0"})
+    fast = {**dict.fromkeys(UNITS, 10.0), "relu0": 0.0}
+    int8 = {**dict.fromkeys(UNITS, 5.0), "conv0": 40.0}
+    assert cheapest(index, plan, fast, int8, {}, FREE).float_nodes == ("conv0",)
+    fast["relu0"] = 40.0  # conv0 + relu0 in float (50) cost more than conv0 int8 with relu folded (40)
+    assert cheapest(index, plan, fast, int8, {}, FREE).float_nodes == ()
+
+
+def test_kernel_names_map_back_to_the_nodes_they_came_from() -> None:
+    """The four ways onnxruntime names a kernel after a node; its own Reorder / Q/DQ nodes map nowhere."""
+    model = _silu_chain()
+    kernels = [
+        KernelTime("conv0", "QLinearConv", 3.0, 0),
+        KernelTime("conv1_token_7_token_9", "QLinearConv", 4.0, 0),
+        KernelTime("mul/QuickGeluFusion/", "QuickGelu", 5.0, 0),
+        KernelTime("y_nchwc", "Conv", 6.0, 0),  # the NCHWc Conv writing y: conv2
+        KernelTime("ReorderOutput", "ReorderOutput", 7.0, 0),
+        KernelTime("c1_QuantizeLinear", "QuantizeLinear", 8.0, 0),
+    ]
+    names = [n.name for n in model.graph.node]
+    assert node_times(names, model, kernels) == {"conv0": 3.0, "conv1": 4.0, "mul": 5.0, "conv2": 6.0}
+
+
+def test_the_pass_rate_is_measured_on_large_conversions() -> None:
+    kernels = [
+        KernelTime("a", "QuantizeLinear", 1.0 + 20.0, 100_000),  # 0.2 ns per element
+        KernelTime("b", "DequantizeLinear", 1.0 + 40.0, 100_000),  # 0.4
+        KernelTime("c", "DequantizeLinear", 1.0 + 30.0, 100_000),  # 0.3
+        KernelTime("d", "DequantizeLinear", 50.0, 100),  # too small to measure a rate on
+        KernelTime("e", "Conv", 500.0, 100_000),
+    ]
+    assert pass_cost(kernels).ns_per_element == pytest.approx(0.3)
+    assert pass_cost(kernels[3:]).ns_per_element == 0.5  # none large enough: the default
+
+
+def test_onnxruntime_profiles_every_kernel_of_a_real_model() -> None:
+    model = _silu_chain()
+    kernels = kernel_times(model, np.zeros((1, 3, 16, 16), np.float32), runs=3)
+    times = node_times([n.name for n in model.graph.node], model, kernels)
+    assert {"conv1", "conv2"} <= set(times) and all(t > 0 for t in times.values())
+    assert {"conv0", "relu0"} & set(times)  # Conv + Relu fused: named after either
+    assert all(k.out_elements >= 3 * 16 * 16 for k in kernels if k.op_type == "Conv")  # NCHWc pads C
+
+
+def _fake_profile(monkeypatch: pytest.MonkeyPatch, slow_node: str, refined_faster: bool) -> list[int]:
+    """Every op profiles at 10 us float and 5 us int8, `slow_node` at 500 us int8; the interleaved
+    confirmation measures the refined model faster or not. Returns the number of builds."""
+    builds: list[int] = []
+
+    def times(model: onnx.ModelProto, batch: object, runs: int, seconds: float) -> list[KernelTime]:
+        quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+        out = []
+        for node in model.graph.node:
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            int8 = node.output[0] in quantized  # an op whose output a Q node reads runs on integers
+            us = (500.0 if node.name == slow_node else 5.0) if int8 else 10.0
+            out.append(KernelTime(node.name, node.op_type, us, 0))
+        return out
+
+    def confirm(sessions: list[object], batch: object, runs: int, seconds: float) -> np.ndarray:
+        builds.append(len(sessions))
+        refined = 0.5 if refined_faster else 1.0
+        return np.array([[1.0, 1.0] + [refined] * (len(sessions) - 2)] * 5)
+
+    monkeypatch.setattr(speed_refine, "kernel_times", times)
+    monkeypatch.setattr(speed_refine, "interleaved_rounds", confirm)
+    monkeypatch.setattr(speed_refine, "MIN_SAVING_US", 0.0)
+    return builds
+
+
+def test_convert_keeps_float_an_op_profiled_slower_when_the_model_measures_faster(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_profile(monkeypatch, "conv1", refined_faster=True)
+    summary, out = quantize(_silu_chain(), tmp_path, image_dir)
+    assert "conv1" not in summary.plan.quantized_nodes and "conv0" in summary.plan.quantized_nodes
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert reasons["conv1"] == speed_refine.REASON
+    assert "sig" not in summary.plan.quantized_nodes  # nothing integer around it any more
+    assert summary.speed_plan is not None and summary.speed_plan.floated == ("conv1",)
+    assert summary.speed_plan.refined_speedup == pytest.approx(2.0)
+    fused = op_counts(optimized_graph(out, tmp_path))
+    assert fused["QLinearConv"] == 1 and fused["QLinearSigmoid"] == 0 and fused["QLinearMul"] == 0
+    record = conversion_record(onnx.load(str(out)))  # provenance: what timing decided, and where
+    assert record is not None and record["kept_float_for_speed"]["nodes"] == ["conv1"]
+    assert (
+        record["kept_float_for_speed"]["cpu"]["cpu"]
+        and record["kept_float_for_speed"]["speedup_after"] == 2.0
+    )
+
+
+def test_convert_keeps_the_plan_when_the_refined_model_is_not_faster(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not faster as a whole: the graph is the one of --prefer accuracy (no measurement at all)."""
+    _fake_profile(monkeypatch, "conv1", refined_faster=False)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    summary, out = quantize(_silu_chain(), tmp_path / "a", image_dir)
+    assert "conv1" in summary.plan.quantized_nodes
+    assert summary.speed_plan is not None and summary.speed_plan.refined_speedup is None
+    assert op_counts(optimized_graph(out, tmp_path))["QLinearConv"] == 2
+    accuracy = ConvertConfig(prefer=Prefer.accuracy)
+    plain, reference = quantize(_silu_chain(), tmp_path / "b", image_dir, accuracy)
+    graphs = [onnx.load(str(p)).graph.SerializeToString(deterministic=True) for p in (out, reference)]
+    assert graphs[0] == graphs[1] and plain.speed_plan is None
+
+
+def test_the_summary_says_what_was_kept_float_and_timeless_reports_drop_it() -> None:
+    """Both speed lines are timing (they differ run to run); the rest of the summary must not."""
+    import dataclasses
+
+    from quantkit.outcomes import SpeedPlan
+    from quantkit.reports import console
+    from tests.helpers import timeless
+    from tests.test_golden import _render, _summary
+
+    base = _summary()
+    kept = dataclasses.replace(base, speed_plan=SpeedPlan(("a", "b"), 0.87, 1.02))
+    text = _render(console.convert_table(kept, "model.int8.onnx"), 200)
+    assert (
+        "speed on this CPU: 2 op(s) kept float where their int8 form profiled slower (0.87x -> 1.02x" in text
+    )
+    tried = dataclasses.replace(base, speed_plan=SpeedPlan((), 1.70, None))
+    text_tried = _render(console.convert_table(tried, "model.int8.onnx"), 200)
+    assert "tried in float, not faster as a whole (1.70x FP32 as planned" in text_tried
+    plain = timeless(_render(console.convert_table(base, "model.int8.onnx"), 200))
+    assert timeless(text) == timeless(text_tried) == plain
