@@ -51,11 +51,10 @@ from quantkit.pipeline.trial_jobs import Spread
 from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
 from quantkit.pipeline.writing import INT8_FLOOR_DB, Floor, plan_record, stamp, write_checked
 from quantkit.planner import budget_search as budget_search
-from quantkit.planner import fallback
+from quantkit.planner import corrections_choice, fallback
 from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import rounding_plan as rounding
-from quantkit.planner import smoothquant_search as smoothing
 from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan
 from quantkit.runtime import Session, int8_saturates
 
@@ -95,17 +94,9 @@ def convert(
     samples = table_samples(table)
     reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
     measured = fallback.SqnrMemo()  # models built again (the floor's second search) are not run again
-    alphas, corrections = smoothing.resolve(inferred, table, config, reference, cache, measured)
-    rounded, nearest_db, rounded_db = rounding.resolve(
-        inferred, table, config, alphas, reference, cache, measured
-    )
-    if nearest_db is not None:
-        corrections = dataclasses.replace(
-            corrections or Corrections({}, nearest_db, None, None, None),
-            sqnr_nearest_db=nearest_db,
-            sqnr_rounded_db=rounded_db,
-            rounded_layers=len(rounded),
-        )
+    resolved = corrections_choice.resolve(inferred, table, config, reference, cache, measured)
+    config, alphas, rounded = resolved.config, resolved.alphas, resolved.rounded
+    corrections = resolved.corrections
     spread = Spread(parallel, inferred, table_path, reference, alphas, rounded)
     if budget is not None:
         plan, budget_report = _search_budget(
@@ -205,7 +196,11 @@ def convert(
     )
     return dataclasses.replace(
         summary,
-        notes=summary.notes + reduced + _nothing_quantized(plan) + _elsewhere(config),
+        notes=summary.notes
+        + reduced
+        + _bias_dropped(resolved)
+        + _nothing_quantized(plan)
+        + _elsewhere(config),
         speed=speed,
         fallback=tuple(steps),
         fallback_start_db=start_db,
@@ -213,6 +208,16 @@ def convert(
         corrections=corrections,
         target_findings=checked,
         speed_plan=speed_plan,
+    )
+
+
+def _bias_dropped(resolved: corrections_choice.Resolved) -> tuple[str, ...]:
+    if resolved.dropped_bias is None:
+        return ()
+    with_db, without_db = resolved.dropped_bias
+    return (
+        f"bias correction not applied: the model measured {without_db:.2f} dB without it against "
+        f"{with_db:.2f} dB with it on the calibration samples (rebalancing and rounding chosen for each)",
     )
 
 
