@@ -90,15 +90,20 @@ class Session:
         optimize: bool = True,
         spin: bool = True,
         float8: bool | None = None,
+        profile: Path | None = None,
     ) -> None:
         """threads: intra-op threads (0: onnxruntime's choice). spin=False stops idle worker threads from
         spinning between runs: needed when sessions take turns (interleaved timing), where one session's
         spinning workers would steal the cores of the next one's run. A model with float8 Q/DQ runs at
         the basic optimization level: onnxruntime 1.32's extended (QDQ) optimizations miscompute it
         (SqueezeNet in FP8: 27.6 dB against FP32 at the basic level, 11.9 dB above it). float8: whether
-        it does (None: read from the model)."""
+        it does (None: read from the model). profile: a file prefix; onnxruntime's profiler then records
+        every kernel of every run, in the file end_profiling returns."""
         float8 = _float8_source(model) if float8 is None else float8
         options = ort.SessionOptions()
+        if profile is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile)
         options.intra_op_num_threads = threads
         if not spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -163,6 +168,10 @@ class Session:
         (a model with every tensor as an output returns them all on every run)."""
         for chunk in sample_batches(samples, self.fixed_batch or 1):
             yield self.run(chunk)
+
+    def end_profiling(self) -> Path:
+        """The profile of the runs so far (a session made with `profile`): onnxruntime's JSON trace."""
+        return Path(self._session.end_profiling())
 
     def timed(self, batch: Feed) -> float:
         """Run once; wall time in milliseconds."""
@@ -274,26 +283,15 @@ def kernel_times(
     evaluate.speed times the whole model), from onnxruntime's profiler: each kernel's median over `runs`
     runs, or fewer (min_runs at least) once `seconds` have passed; the first run's allocations drop out
     of the median. In the order the kernels ran."""
-    source = model.SerializeToString(deterministic=True)
     with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(folder) / "profile")
-        try:
-            session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-            feed = {session.get_inputs()[0].name: batch} if isinstance(batch, np.ndarray) else dict(batch)
-            deadline = None if seconds is None else time.monotonic() + seconds
-            for done in range(runs):
-                if deadline is not None and done >= min_runs and time.monotonic() > deadline:
-                    break
-                session.run(None, feed)
-            events = json.loads(Path(session.end_profiling()).read_text())
-        except Exception as exc:  # onnxruntime raises its own exception types from C++
-            raise ModelError(f"onnxruntime failed to profile the model ({shorten(str(exc))})") from exc
+        source = model.SerializeToString(deterministic=True)
+        session = Session(source, threads=1, spin=False, profile=Path(folder) / "profile")
+        deadline = None if seconds is None else time.monotonic() + seconds
+        for done in range(runs):
+            if deadline is not None and done >= min_runs and time.monotonic() > deadline:
+                break
+            session.run(batch)
+        events = json.loads(session.end_profiling().read_text())
     times: dict[tuple[str, str], list[float]] = {}
     elements: dict[tuple[str, str], int] = {}
     for event in events:

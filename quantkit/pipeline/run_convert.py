@@ -28,7 +28,7 @@ from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.budget_validator import drop_of as validation_drop
 from quantkit.evaluate.compare import read_classes
 from quantkit.evaluate.speed import measure as measure_speed
-from quantkit.evaluate.speed import timing_batch, too_slow
+from quantkit.evaluate.speed import too_slow
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
@@ -139,9 +139,7 @@ def convert(
             again = make_plan(inferred, table, config, kept, cache, alphas, base.rounded, slower)
             return again, _quantized_model(inferred, again, config)
 
-        first = model_io.float_inputs(inferred)[0].shape[0]
-        batch = timing_batch(samples, first if isinstance(first, int) and first > 0 else None)
-        refined = speed_refine.refine(inferred, table, plan, quantized, batch, build)
+        refined = speed_refine.refine(inferred, table, plan, quantized, samples, build)
         plan, quantized = refined.plan, refined.model
     speed_plan = refined.report if refined is not None else None
     floor = Floor(

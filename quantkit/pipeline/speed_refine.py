@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import onnx
 
 from quantkit.evaluate.op_times import node_times, pass_cost
-from quantkit.evaluate.speed import interleaved_rounds, speedups
+from quantkit.evaluate.speed import interleaved_rounds, speedups, timing_batch
 from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner.speed_cut import cheapest
@@ -56,14 +56,17 @@ def refine(
     table: CalibrationTable,
     plan: QuantPlan,
     candidate: onnx.ModelProto,
-    batch: Feed,
+    samples: Feed,
     build: Build,
 ) -> Refined:
     """`plan` (written as `candidate`) with the ops that run faster in float kept float, where that
-    measured faster. build(slower) makes the plan and model with `slower` (node -> why) float."""
+    measured faster, timed on the first of samples [K, ...] as evaluate.speed times. build(slower) makes
+    the plan and model with `slower` (node -> why) float."""
     plain = Refined(plan, candidate)
     if not fits_one_message(candidate) or not plan.quantized_nodes:
         return plain
+    reference = Session.of(prepared, threads=1, spin=False)
+    batch = timing_batch(samples, reference.fixed_batch)
     index = GraphIndex(prepared)
     names = [node.name for node in index.nodes]
     float_us = node_times(names, prepared, kernel_times(prepared, batch, PROFILE_RUNS, PROFILE_SECONDS))
@@ -87,7 +90,8 @@ def refine(
             (int8_us if name in integer else float_us)[name] = observed.get(name, 0.0)
     if not tried:
         return plain
-    sessions = [Session.of(m, threads=1, spin=False) for m in (prepared, candidate, *(t[1] for t in tried))]
+    models = [candidate, *(model for _, model, _ in tried)]
+    sessions = [reference, *(Session.of(model, threads=1, spin=False) for model in models)]
     ratios = speedups(interleaved_rounds(sessions, batch, CONFIRM_RUNS, CONFIRM_SECONDS))
     best = max(range(1, len(ratios)), key=lambda k: ratios[k])
     if ratios[best] < CONFIRM * ratios[0]:
