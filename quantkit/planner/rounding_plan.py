@@ -111,18 +111,10 @@ def replanned(
     each layer's integers solved again for the inputs this plan feeds it: downstream of a float layer they
     are less noisy than in the all-INT8 plan `rounded` was solved for, and integers that compensate noise
     that is no longer there add error of their own (--max-drop's trials, issue 17)."""
-    if not keep_float or not rounded or table.samples is None:
-        return make_plan(
-            model,
-            table,
-            config,
-            keep_float=dict(keep_float),
-            range_cache=cache,
-            alphas=alphas,
-            rounded=rounded,
-        )
-    plan = make_plan(model, table, config, keep_float=dict(keep_float), range_cache=cache, alphas=alphas)
-    return dataclasses.replace(plan, rounded=compensated(model, plan, table.samples))
+    samples = table.samples if keep_float and rounded else None  # None: the integers stand as solved
+    kept = dict(keep_float)
+    plan = make_plan(model, table, config, kept, cache, alphas, None if samples is not None else rounded)
+    return plan if samples is None else dataclasses.replace(plan, rounded=compensated(model, plan, samples))
 
 
 def compensated(
