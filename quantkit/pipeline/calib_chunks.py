@@ -94,7 +94,10 @@ def run_chunk(
     require_visible(job.paths)
     loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
     result = observe_chunk(
-        session_for(shared[0], job.model_sha256, job.threads), read_ahead(loader), job, progress
+        session_for(shared[0], job.model_sha256, job.threads, observing=True),
+        read_ahead(loader),
+        job,
+        progress,
     )
     result.skipped = loader.skipped
     result.entries = loader.entries

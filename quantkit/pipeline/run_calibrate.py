@@ -199,7 +199,7 @@ def _observe_images(
         job = replace(job, model_sha256=model_key(blob))
     elif parallel.in_process:  # over protobuf's 2 GB: no bytes to send
         blob, job = b"", replace(job, model_sha256="large")
-        prime(job.model_sha256, job.threads, Session.of(augmented, job.threads))
+        prime(job.model_sha256, job.threads, Session.of(augmented, job.threads, observing=True))
     else:
         raise ConfigError("--workers and --ray take models under 2 GB; calibrate this one in one process")
     jobs = [
@@ -216,7 +216,7 @@ def _observe_arrays(
     augmented: onnx.ModelProto, stream: Iterator[Batch], job: ChunkJob, tick: Callable[[int], None]
 ) -> Merged:
     """Model-ready samples (an iterable the caller owns: one process), in the same chunks as images."""
-    session = Session.of(augmented, job.threads)
+    session = Session.of(augmented, job.threads, observing=True)
     per_chunk = chunk_size(job.batch_size) // job.batch_size
     merged = Merged()
     while True:

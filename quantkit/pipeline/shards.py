@@ -74,32 +74,44 @@ def sendable(model: onnx.ModelProto, what: str, done: str) -> bytes:
 
 
 @overload
-def session_for(model: bytes | str | np.ndarray, key: str, threads: int) -> Session: ...
+def session_for(
+    model: bytes | str | np.ndarray, key: str, threads: int, *, observing: bool = False
+) -> Session: ...
 
 
 @overload
-def session_for(model: bytes | str | np.ndarray, key: str, threads: int, runtime: Runtime) -> Runner: ...
+def session_for(
+    model: bytes | str | np.ndarray, key: str, threads: int, runtime: Runtime, *, observing: bool = False
+) -> Runner: ...
 
 
 def session_for(
-    model: bytes | str | np.ndarray, key: str, threads: int, runtime: Runtime = Runtime.onnxruntime
+    model: bytes | str | np.ndarray,
+    key: str,
+    threads: int,
+    runtime: Runtime = Runtime.onnxruntime,
+    *,
+    observing: bool = False,
 ) -> Runner:
     """This process's session of `model` (its bytes in process, a file for local workers, an array from
-    Ray's object store) in `runtime`, made once per process; at most two are kept (compare's pair)."""
+    Ray's object store) in `runtime`, made once per process; at most two are kept (compare's pair).
+    observing: runtime.Session's (onnxruntime only)."""
     name = _session_name(key, threads, runtime)
     if name not in _SESSIONS:
         if len(_SESSIONS) >= 2:
             _SESSIONS.pop(next(iter(_SESSIONS)))
-        _SESSIONS[name] = open_session(runtime, blob_of(model), threads)
+        _SESSIONS[name] = open_session(runtime, blob_of(model), threads, observing=observing)
     return _SESSIONS[name]
 
 
-def open_session(runtime: Runtime, model: bytes | Path, threads: int = 0, spin: bool = True) -> Runner:
-    """A session of the model in onnxruntime or OpenVINO (spin: onnxruntime's idle spinning; OpenVINO
-    has no such switch)."""
+def open_session(
+    runtime: Runtime, model: bytes | Path, threads: int = 0, spin: bool = True, observing: bool = False
+) -> Runner:
+    """A session of the model in onnxruntime or OpenVINO (spin, observing: runtime.Session's; OpenVINO
+    has no such switches)."""
     if runtime is Runtime.openvino:
         return OpenVinoSession(model, threads)
-    return Session(model, threads, spin=spin)
+    return Session(model, threads, spin=spin, observing=observing)
 
 
 def _session_name(key: str, threads: int, runtime: Runtime) -> str:
