@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quantkit.calib import observers
 from quantkit.calib import table as table_io
 from quantkit.calib.observers import TensorObserver
 from quantkit.errors import CalibrationError
@@ -37,10 +38,13 @@ def test_observer_state_does_not_grow_with_batches() -> None:
     observer = TensorObserver(2048, channel_axis=1)
     g = np.random.default_rng(1)
     observer.update(g.normal(size=(2, 4, 3, 3)).astype(np.float32))
-    sizes = (observer.state.counts.nbytes, observer.state.channel_max.nbytes)  # type: ignore[union-attr]
+    first = observer.partial()
+    sizes = (first.counts.nbytes, first.channel_max.nbytes)  # type: ignore[union-attr]
     for _ in range(50):
-        observer.update(g.normal(size=(2, 4, 3, 3)).astype(np.float32) * 10)
-    assert (observer.state.counts.nbytes, observer.state.channel_max.nbytes) == sizes  # type: ignore[union-attr]
+        observer.update(g.normal(size=(2, 4, 3000, 3)).astype(np.float32) * 10)
+        assert observer._pending.size < observers.PENDING_VALUES  # values held before binning: bounded
+    last = observer.partial()
+    assert (last.counts.nbytes, last.channel_max.nbytes) == sizes  # type: ignore[union-attr]
 
 
 def test_last_axis_channels() -> None:
@@ -194,3 +198,26 @@ def test_a_batch_whose_outputs_are_large_runs_in_parts(tmp_path: Path) -> None:
         a, b = whole[name].stats(), parts[name].stats()
         assert (a.minimum, a.maximum, a.count) == (b.minimum, b.maximum, b.count)
         np.testing.assert_array_equal(a.hist, b.hist)  # small runs: every value binned, exactly
+
+
+def test_outputs_never_alias_the_fed_arrays() -> None:
+    """Session.run returns onnxruntime's own buffers, but a graph input that is also an output (calibration
+    observes the model's input) would be the caller's array: it is copied, so it outlives the feed."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from quantkit.runtime import Session
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 4]) for n in ("x", "y")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    fed = np.arange(-4, 4, dtype=np.float32).reshape(2, 4)
+    outputs = Session.of(model).run(fed)
+    fed[:] = 99.0
+    assert outputs["x"].tolist() == [[-4, -3, -2, -1], [0, 1, 2, 3]]
+    assert outputs["y"].tolist() == [[0, 0, 0, 0], [0, 1, 2, 3]]

@@ -174,15 +174,86 @@ def test_qranges() -> None:
     assert QRANGE["uint8"] == (0, 255) and QRANGE["int8"] == (-128, 127)
 
 
-def test_large_tensors_are_sampled_in_blocks_spread_over_the_whole_tensor() -> None:
-    from quantkit.qmath.histogram import BLOCK, SAMPLES_PER_IMAGE, sample_of, sample_stride
+def test_sample_strides_are_primes_that_sample_about_the_budget_per_image() -> None:
+    from quantkit.qmath.histogram import SAMPLES_PER_IMAGE, sample_stride
 
-    x = np.arange(2 * 256 * 56 * 56, dtype=np.float32).reshape(2, 256, 56, 56)  # 803k values per image
-    stride = sample_stride(x.size, 2)
-    sample = sample_of(x, stride)
-    assert stride in (2, 3, 5, 7, 11, 13) and sample.shape[1] == BLOCK
-    assert 0.5 * 2 * SAMPLES_PER_IMAGE <= sample.size <= 2 * SAMPLES_PER_IMAGE
-    starts = sample[:, 0].astype(np.int64)
-    assert (np.diff(starts) == stride * BLOCK).all() and starts[-1] > 0.99 * x.size - stride * BLOCK
-    small = np.ones((2, 100), np.float32)
-    assert sample_of(small, sample_stride(small.size, 2)).size == 200  # small tensors: every value
+    per_image = 256 * 56 * 56  # 803k values
+    stride = sample_stride(2 * per_image, 2)
+    assert stride == 197  # the first prime at or past 802,816 / 4096 = 196
+    assert 0.9 * SAMPLES_PER_IMAGE <= per_image / stride <= SAMPLES_PER_IMAGE
+    assert sample_stride(2 * 100, 2) == 1  # small tensors: every value
+    assert sample_stride(2 * 3 * SAMPLES_PER_IMAGE, 2) == 3
+
+
+def _heavy_tailed(rng: np.random.Generator, size: int) -> np.ndarray:
+    """An asymmetric activation: most values small and positive, a long tail each way."""
+    body = np.maximum(rng.standard_normal(size), -0.2)
+    spikes = rng.standard_t(2, size) * (rng.random(size) < 0.002)
+    return (body + 3 * spikes - 4 * (rng.random(size) < 0.001)).astype(np.float32)
+
+
+def _observed(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """x's histogram (and zeros) as calibration records it, x seen as one image."""
+    from quantkit.calib.observers import TensorObserver
+
+    observer = TensorObserver(2048)
+    observer.update(x)
+    stats = observer.result()
+    assert stats.count == x.size
+    return stats.hist, stats.zeros
+
+
+def test_the_tail_is_counted_exactly_on_both_sides_and_the_body_is_unbiased() -> None:
+    from quantkit.qmath.histogram import TAIL_SHARE, sample_stride, tail_of
+
+    x = _heavy_tailed(np.random.default_rng(0), 400_000)
+    grid = grid_for(float(x.min()), float(x.max()), 2048)
+    exact, _ = grid_counts(x, grid)
+    sample = x[:: sample_stride(x.size)]
+    low, high, tail = tail_of(x, sample, nonnegative=False)
+    assert low < 0 < high
+    assert np.array_equal(np.sort(tail), np.sort(x[(x < low) | (x > high)]))  # every tail value, once
+    assert 0.5 * x.size / TAIL_SHARE < tail.size < 4 * x.size / TAIL_SHARE
+    counts, zeros = _observed(x)
+    edges = grid.lo + grid.width * np.arange(grid.bins + 1)
+    outside = (edges[1:] <= low) | (edges[:-1] > high)  # bins wholly in the tail: exact
+    assert outside.sum() > 10 and np.array_equal(counts[outside], exact[outside])
+    assert abs(int(counts.sum()) - x.size) < 0.01 * x.size and zeros == 0
+    relu = np.maximum(x, 0)
+    counts, zeros = _observed(relu)
+    assert abs(zeros - int((relu == 0).sum())) < 0.05 * zeros  # the zeros of the sample, weighted
+    small = x[:3000]  # under the sample budget: every value binned once
+    assert np.array_equal(
+        _observed(small)[0], grid_counts(small, grid_for(float(small.min()), float(small.max()), 2048))[0]
+    )
+
+
+def test_sampled_histograms_choose_the_ranges_of_the_full_ones() -> None:
+    from quantkit.qmath.range_math import mse_range
+
+    rng = np.random.default_rng(1)
+    for x in (_heavy_tailed(rng, 600_000), np.maximum(_heavy_tailed(rng, 600_000), 0)):
+        grid = grid_for(min(float(x.min()), 0.0), float(x.max()), 2048)
+        lo, hi = mse_range(_observed(x)[0], grid.lo, grid.hi, "uint8")
+        full_lo, full_hi = mse_range(grid_counts(x, grid)[0], grid.lo, grid.hi, "uint8")
+        width = full_hi - full_lo
+        assert abs(hi - full_hi) <= 0.01 * width and abs(lo - full_lo) <= 0.01 * width
+
+
+def test_any_grouping_of_batches_bins_the_same_counts() -> None:
+    from quantkit.calib import observers
+
+    rng = np.random.default_rng(2)
+    batches = [_heavy_tailed(rng, 50_000).reshape(1, -1) * scale for scale in (1.0, 3.0, 0.5, 8.0)]
+    results = []
+    for pending in (1, observers.PENDING_VALUES, 1 << 30):
+        original, observers.PENDING_VALUES = observers.PENDING_VALUES, pending
+        try:
+            observer = observers.TensorObserver(2048)
+            for batch in batches:
+                observer.update(batch)
+            results.append(observer.result())
+        finally:
+            observers.PENDING_VALUES = original
+    assert all(np.array_equal(r.hist, results[0].hist) and r.hist_hi == results[0].hist_hi for r in results)
+    assert all(r.zeros == results[0].zeros and r.count == results[0].count for r in results)

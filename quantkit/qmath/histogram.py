@@ -11,18 +11,22 @@ number of workers.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-# Values histogrammed per tensor and image, about: a larger tensor is sampled in blocks with a fixed prime
-# stride (min, max and per-channel statistics still see every value). Counting every value cost more than
-# the forward pass itself; 2**15 per image was cheaper again but cost YOLOX-Nano 1.1 dB and MobileNetV2
-# 0.4 dB, 2**18 keeps them within 0.4 dB of the full histograms.
-SAMPLES_PER_IMAGE = 1 << 18
-_PRIMES = (1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97)
-
+# A histogram counts every value of the tail exactly and samples the rest (calib.observers): about
+# SAMPLES_PER_IMAGE values per tensor and image, every stride-th, each standing for `stride` values; the
+# tail is every value past the top and the bottom 1 / TAIL_SHARE of the sample, each side on its own (min,
+# max and per-channel statistics see every value). The clipping range lives in the tail, which a uniform
+# sample sees least: a uniform 2**18 values per image (the method before; binning it cost 4x the forward
+# pass) moved ranges of the full histograms' by up to 2.7 %, this one by at most 1.1 % on SqueezeNet,
+# MobileNetV2 and YOLOX-Nano (0.4 % on YOLOX), at a sixth of the calibration's statistics time.
+SAMPLES_PER_IMAGE = 1 << 12
+TAIL_SHARE = 256
+PROBE = 1024  # sample values the tail's thresholds are read from
 # 2**-step must be a normal float32 and bins * 2**step must reach float32's largest value.
 MIN_STEP = -120
 MAX_STEP = 118
@@ -72,28 +76,34 @@ def grid_for(data_lo: float, data_hi: float, bins: int) -> Grid:
     return Grid(bins, min(max(step, MIN_STEP), MAX_STEP), signed)
 
 
+@functools.lru_cache(maxsize=4096)
 def sample_stride(size: int, images: int = 1) -> int:
     """The stride that samples about SAMPLES_PER_IMAGE of the `size` values of `images` images: a prime,
     so that it does not beat with a row or channel length (every 4th of a 56-wide row would sample 14
     columns only)."""
-    need = -(-size // (max(images, 1) * SAMPLES_PER_IMAGE))
-    for prime in _PRIMES:
-        if prime >= need:
-            return prime
-    return need | 1
+    stride = max(-(-size // (max(images, 1) * SAMPLES_PER_IMAGE)), 1)
+    while not _is_prime(stride) and stride > 1:
+        stride += 1
+    return stride
 
 
-BLOCK = 64  # values per sampled run: 256 contiguous bytes, four cache lines
+def _is_prime(n: int) -> bool:
+    return n > 1 and all(n % d for d in range(2, math.isqrt(n) + 1))
 
 
-def sample_of(x: np.ndarray, stride: int) -> np.ndarray:
-    """Every `stride`-th block of BLOCK consecutive values of x (a view; all of x when stride is 1).
-    Blocks, not single values: a strided read of single floats still pulls every cache line in."""
+def tail_of(x: np.ndarray, sample: np.ndarray, nonnegative: bool) -> tuple[float, float, np.ndarray]:
+    """(low, high, tail): thresholds at the k-th smallest and k-th largest of about PROBE values of the
+    sample (k = 1 / TAIL_SHARE of them; sample float [K]; low at most 0, high at least 0), and every
+    value of x (float [...]) below low or above high, exactly (float32 [T]). Each side on its own: an
+    asymmetric tensor (-7.8 to 3.9) has a tail on both. nonnegative: x holds no negative value."""
+    probe = sample[:: max(1, sample.size // PROBE)]
+    k = max(1, probe.size // TAIL_SHARE)
+    ends = np.partition(probe, (k - 1, probe.size - k))
+    low = np.float32(min(float(ends[k - 1]), 0.0))
+    high = np.float32(max(float(ends[probe.size - k]), 0.0))
     flat = x.reshape(-1)
-    if stride == 1 or flat.size < BLOCK * stride:
-        return flat
-    whole = flat.size // BLOCK * BLOCK
-    return flat[:whole].reshape(-1, BLOCK)[::stride]
+    outside = flat > high if nonnegative else (flat > high) | (flat < low)
+    return float(low), float(high), np.extract(outside, flat)
 
 
 def grid_counts(x: np.ndarray, grid: Grid) -> tuple[np.ndarray, int]:
