@@ -95,8 +95,9 @@ PENDING_VALUES = 1 << 15
 
 
 class TensorObserver:
-    """Min/max, a histogram of `bins` bins on the smallest aligned grid that holds the values so far,
-    and optional per-channel min/max/sum along `channel_axis`."""
+    """Min/max, a histogram of `bins` bins on the smallest aligned grid that holds the values so far
+    (the tail counted exactly, the rest from a strided sample: qmath.histogram.tail_of), and optional
+    per-channel min/max/sum along `channel_axis`."""
 
     def __init__(self, bins: int = 2048, channel_axis: int | None = None) -> None:
         self.channel_axis = channel_axis
@@ -243,7 +244,7 @@ def empty_partial(bins: int) -> Partial:
 def _channel_stats(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Per-channel (min float32 [C], max float32 [C], sum float64 [C] of float32 partial sums, elements
     per channel). Each reduction runs over contiguous rows (x viewed as [before, C, after]): reducing
-    over axes (0, 2, 3) of NCHW directly took 5x as long."""
+    over axes (0, 2, 3) of NCHW directly took 1.5x as long."""
     channels = x.shape[axis]
     view = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), channels, -1)
     if view.shape[2] == 1:  # channels last: reduce over the leading rows
