@@ -14,7 +14,8 @@ from onnx import helper
 from quantkit.config import ConvertConfig, Prefer
 from quantkit.evaluate.op_times import PassCost, node_times, pass_cost
 from quantkit.graph.query import GraphIndex
-from quantkit.pipeline import speed_refine
+from quantkit.outcomes import Speed
+from quantkit.pipeline import run_convert, speed_refine
 from quantkit.pipeline.writing import conversion_record
 from quantkit.planner.speed_cut import cheapest
 from quantkit.results import QuantPlan
@@ -219,3 +220,16 @@ def test_the_summary_says_what_was_kept_float_and_timeless_reports_drop_it() -> 
     assert "tried in float, not faster as a whole (1.70x FP32 as planned" in text_tried
     plain = timeless(_render(console.convert_table(base, "model.int8.onnx"), 200))
     assert timeless(text) == timeless(text_tried) == plain
+
+
+def test_a_model_kept_all_float_records_no_op_kept_float_for_speed(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--prefer speed keeps the whole model float when int8 measures slower: the speed plan's ops are then
+    no longer the reason anything is float, in the summary or in the model's metadata."""
+    _fake_profile(monkeypatch, "conv1", refined_faster=True)
+    monkeypatch.setattr(run_convert, "measure_speed", lambda *_: Speed(0.5, 10, 1.0, 2.0))
+    summary, out = quantize(_silu_chain(), tmp_path, image_dir, ConvertConfig(prefer=Prefer.speed))
+    assert not summary.plan.quantized_nodes and summary.speed_plan is None
+    record = conversion_record(onnx.load(str(out)))
+    assert record is not None and "kept_float_for_speed" not in record

@@ -39,7 +39,7 @@ from quantkit.graph.float_formats import BFLOAT16, FLOAT16, FloatFormat
 from quantkit.graph.prepare import Prepared
 from quantkit.graph.qdq import apply_plan
 from quantkit.images import list_digest, select_images
-from quantkit.outcomes import BudgetReport, ConvertSummary
+from quantkit.outcomes import BudgetReport, ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
 from quantkit.pipeline import speed_refine
 from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
@@ -150,18 +150,22 @@ def convert(
     inputs = (model_path, table_path, table_io.arrays_path(table_path))
 
     def written(
-        plan: QuantPlan, quantized: onnx.ModelProto, advance: Callable[[int], None], done: Corrections | None
+        plan: QuantPlan,
+        quantized: onnx.ModelProto,
+        advance: Callable[[int], None],
+        done: Corrections | None,
+        timed_plan: SpeedPlan | None,
     ) -> tuple[onnx.ModelProto, int, dict[str, float]]:
         if config.compact:
             quantized = compact_graph.compact(quantized)
-        stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, speed_plan))
+        stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, timed_plan))
         run = _runnable(quantized, config)
         stored, smoke = write_checked(
             quantized, model, samples, reference, floor, output, inputs, advance, measured, run
         )
         return quantized, sum(len(data) for _, data in stored), smoke
 
-    int8, size, smoke = written(plan, quantized, advance, corrections)
+    int8, size, smoke = written(plan, quantized, advance, corrections, speed_plan)
     speed = measure_speed(model, int8, samples) if timed else None
     slow = too_slow(speed, config.prefer, lambda: measure_speed(model, int8, samples)) if speed else None
     if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)
@@ -171,8 +175,9 @@ def convert(
         )
         keep = {n.name: why for n in inferred.graph.node if n.op_type in COMPUTE_OPS}
         plan = make_plan(inferred, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
-        int8, size, smoke = written(plan, _quantized_model(inferred, plan, config), lambda _: None, None)
-        speed, corrections = None, None
+        floated = _quantized_model(inferred, plan, config)
+        int8, size, smoke = written(plan, floated, lambda _: None, None, None)
+        speed, corrections, speed_plan = None, None, None  # every op float: none was kept float for speed
     summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
     checked = target_findings(int8, model_io.infer_shapes(int8), config.target)
     if config.target is Target.openvino:
