@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -39,12 +40,9 @@ def find_images(folder: Path) -> list[Path]:
         raise ImageError(f"{folder} is not a folder; pass a folder of images to --images")
     root = folder.resolve()
     found = [
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and not _hidden(p.relative_to(folder))
-        and p.is_file()
-        and p.resolve().is_relative_to(root)
+        (relative, folder / relative)
+        for relative, entry in _entries(folder)
+        if entry.is_file() and (not entry.is_symlink() or Path(entry.path).resolve().is_relative_to(root))
     ]
     if not found:
         others = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
@@ -59,12 +57,34 @@ def find_images(folder: Path) -> list[Path]:
             f"no images (.jpg .jpeg .png .bmp .webp) found under {folder} ({held}); "
             "point --images at a folder of images"
         )
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    return [path for _, path in sorted(found)]
 
 
-def _hidden(relative: Path) -> bool:
-    """Dot files and folders (macOS's ._* resource forks, .git) and __MACOSX/ are not images."""
-    return any(part.startswith(".") or part == "__MACOSX" for part in relative.parts)
+def _entries(folder: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(path relative to folder, entry) of every file with an image suffix under `folder`, recursively,
+    not through links to folders, nor into dot files and folders (macOS's ._* resource forks, .git) and
+    __MACOSX/, which hold no images. os.scandir, not Path.rglob + resolve:
+    listing the 5000 mnist-test files took 0.48 s of calibrate's 0.8 s that way; a link is resolved only
+    where it is one (a plain file under folder is inside it). Unreadable subfolders are skipped, as
+    rglob skips them."""
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        try:
+            with os.scandir(folder / relative if relative else folder) as listing:
+                entries = list(listing)
+        except OSError:
+            if not relative:
+                raise
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == "__MACOSX":
+                continue
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(path)
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                yield path, entry
 
 
 def select_images(selection: ImageSelection) -> list[Path]:

@@ -37,6 +37,17 @@ def test_find_is_recursive_sorted_and_filters_suffixes(tmp_path: Path) -> None:
     assert found == ["a.jpg", "b/1.webp", "b/2.PNG", "c.jpeg", "d.bmp"]
 
 
+def test_links_to_folders_are_not_followed(tmp_path: Path) -> None:
+    """A link to a subfolder would list its images twice, one to a folder outside would leave the folder."""
+    (tmp_path / "f" / "sub").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    for name in ("f/sub/a.png", "other/b.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "f" / "inner").symlink_to(tmp_path / "f" / "sub")
+    (tmp_path / "f" / "outer").symlink_to(tmp_path / "other")
+    assert find_images(tmp_path / "f") == [tmp_path / "f" / "sub" / "a.png"]
+
+
 def test_missing_and_empty_folders(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="does not exist"):
         find_images(tmp_path / "nope")
