@@ -136,7 +136,7 @@ class TensorObserver:
         sample = x.reshape(-1)[::stride]
         pending = self._pending
         if stride == 1:
-            pending.hold(1, sample)
+            pending.hold(1, sample.copy())  # held past this call: never a view of the caller's array
         else:
             low, high, tail = tail_of(x, sample, x_min >= 0.0)
             pending.hold(stride, sample[(sample >= low) & (sample <= high)])
