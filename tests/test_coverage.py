@@ -505,3 +505,42 @@ def test_batchnorm_is_not_folded_where_the_conv_output_is_read_elsewhere() -> No
     model = opset9_model()
     model.graph.output.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, None))
     assert prepare(model).batchnorms_folded == 0
+
+
+@pytest.mark.parametrize("weights_listed_as_inputs", [False, True])
+def test_shape_inference_without_the_weights_infers_what_onnx_does(weights_listed_as_inputs: bool) -> None:
+    """model_io.infer_shapes leaves large initializers out of onnx's inference (typed inputs in their
+    place): the same model, bytes for bytes, as onnx.shape_inference on the whole; the input unchanged.
+    Old exporters list every initializer as a graph input too."""
+    from onnx import shape_inference
+
+    from quantkit.graph import model_io
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(16, 3, 3, 3)).astype(np.float32)  # 1.7 KB: left out
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "shape"], ["r"], name="reshape"),  # needs the small shape's value
+        helper.make_node("Relu", ["r"], ["y"], name="relu"),
+    ]
+    inits = [
+        numpy_helper.from_array(weight, "w"),
+        numpy_helper.from_array(np.array([0, -1], np.int64), "shape"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])]
+    if weights_listed_as_inputs:
+        inputs += [helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in inits]
+    graph = helper.make_graph(
+        nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    before = model.SerializeToString(deterministic=True)
+    ours = model_io.infer_shapes(model)
+    assert ours.SerializeToString(deterministic=True) == shape_inference.infer_shapes(
+        model
+    ).SerializeToString(deterministic=True)
+    shapes = {
+        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+        for v in ours.graph.value_info
+    }
+    assert shapes["r"] == ["n", 1024] and model.SerializeToString(deterministic=True) == before
