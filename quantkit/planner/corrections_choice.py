@@ -53,37 +53,31 @@ def resolve(
     memo: SqnrMemo,
 ) -> Resolved:
     """The corrections for `model` (prepared), each kept where it measures better at the output."""
-    chosen = _resolved(model, table, config, reference, cache, memo)
+
+    def resolved(settings: ConvertConfig) -> Resolved:
+        alphas, corrections = smoothing.resolve(model, table, settings, reference, cache, memo)
+        rounded, nearest_db, rounded_db = rounding.resolve(
+            model, table, settings, alphas, reference, cache, memo
+        )
+        if nearest_db is not None:
+            corrections = dataclasses.replace(
+                corrections or Corrections({}, nearest_db, None, None, None),
+                sqnr_nearest_db=nearest_db,
+                sqnr_rounded_db=rounded_db,
+                rounded_layers=len(rounded),
+            )
+        return Resolved(settings, alphas, rounded, corrections)
+
+    chosen = resolved(config)
     samples = table.samples
     if not config.bias_correction or samples is None:
         return chosen
-    off = dataclasses.replace(config, bias_correction=False)
-    without = _resolved(model, table, off, reference, cache, memo)
+    without = resolved(dataclasses.replace(config, bias_correction=False))
     with_db = _final_db(model, table, chosen, reference, samples, cache, memo)
     without_db = _final_db(model, table, without, reference, samples, cache, memo)
     if without_db >= with_db + MARGIN_DB:
         return dataclasses.replace(without, dropped_bias=(with_db, without_db))
     return chosen
-
-
-def _resolved(
-    model: onnx.ModelProto,
-    table: CalibrationTable,
-    config: ConvertConfig,
-    reference: list[dict[str, np.ndarray]],
-    cache: dict[str, tuple[float, float]],
-    memo: SqnrMemo,
-) -> Resolved:
-    alphas, corrections = smoothing.resolve(model, table, config, reference, cache, memo)
-    rounded, nearest_db, rounded_db = rounding.resolve(model, table, config, alphas, reference, cache, memo)
-    if nearest_db is not None:
-        corrections = dataclasses.replace(
-            corrections or Corrections({}, nearest_db, None, None, None),
-            sqnr_nearest_db=nearest_db,
-            sqnr_rounded_db=rounded_db,
-            rounded_layers=len(rounded),
-        )
-    return Resolved(config, alphas, rounded, corrections)
 
 
 def _final_db(
