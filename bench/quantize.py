@@ -56,6 +56,7 @@ def preprocess_from(spec: dict[str, Any]) -> PreprocessOptions:
 
 # The defaults with one technique turned off: each row against `defaults` is what that technique does.
 TECHNIQUE_OFF = {
+    "range-cap-off": ConvertConfig(range_cap=False),
     "rounding-nearest": ConvertConfig(rounding=Rounding.nearest),
     "smoothquant-off": ConvertConfig(smoothquant="off"),
     "bias-correction-off": ConvertConfig(bias_correction=False),

@@ -18,6 +18,7 @@ from typing import Any
 Row = dict[str, Any]
 LABELS = {
     ("quantkit", "defaults"): "quantkit defaults (mse)",
+    ("quantkit", "range-cap-off"): "quantkit defaults, --range-cap off",
     ("quantkit", "rounding-nearest"): "quantkit defaults, --rounding nearest",
     ("quantkit", "smoothquant-off"): "quantkit defaults, --smoothquant off",
     ("quantkit", "bias-correction-off"): "quantkit defaults, --bias-correction off",

@@ -43,9 +43,10 @@ from quantkit.images import ImageLoader, find_images, resolve_preprocess, select
 from quantkit.runtime import cpu_info, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# defaults is mse with every technique on; the next four turn one off each (bench.quantize)
+# defaults is mse with every technique on; the next five turn one off each (bench.quantize)
 QUANTKIT_VARIANTS = (
     "defaults",
+    "range-cap-off",
     "rounding-nearest",
     "smoothquant-off",
     "bias-correction-off",

@@ -82,6 +82,10 @@ class TensorStats:
     channel_max: np.ndarray | None = None
     channel_mean: np.ndarray | None = None  # float64 [C], for bias correction
     zeros: int = 0  # sampled values exactly 0.0 (represented exactly by every quantizer): part of hist
+    # the mean over calibration images of each image's minimum / maximum (None: unknown, e.g. a table from
+    # before they were recorded, or a tensor that does not lead with its images)
+    image_min_mean: float | None = None
+    image_max_mean: float | None = None
 
     @property
     def channel_absmax(self) -> np.ndarray | None:
@@ -98,6 +102,9 @@ class CalibrationTable:
     meta: dict[str, Any]
     stats: dict[str, TensorStats]
     samples: Feed | None = None  # float32 [K, ...] (per input): a few inputs for convert's smoke test
+    # float32 [S, ...]: the images with the most extreme activations (calib.extremes.stress_images), on
+    # which convert checks the range cap; None for array data, or a table from an earlier quantkit
+    stress: np.ndarray | None = None
 
     @property
     def model_sha256(self) -> str:

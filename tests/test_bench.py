@@ -56,6 +56,7 @@ def test_all_integer_reference_turns_every_float_keeper_off() -> None:
     # each technique row differs from the defaults in that one setting only
     defaults = convert_config("defaults").to_dict()
     for variant, key, off in (
+        ("range-cap-off", "range_cap", False),
         ("rounding-nearest", "rounding", "nearest"),
         ("smoothquant-off", "smoothquant", "off"),
         ("bias-correction-off", "bias_correction", False),

@@ -166,8 +166,10 @@ def test_fallback_bf16_runs_the_layers_left_float_in_bfloat16(
         Session.of(converted)
     budget = AccuracyBudget(5.0, ImageSelection(image_dir, 16, seed=2), metric=BudgetMetric.agreement)
     # the weight range pinned (auto follows the machine): with full-range weights, as auto gives on a
-    # VNNI CPU, no trial on this planted model keeps all 16 images, and the search rightly fails
-    config = ConvertConfig(fallback="bf16", weight_range="reduced")  # type: ignore[arg-type]
+    # VNNI CPU, no trial on this planted model keeps all 16 images, and the search rightly fails; so is
+    # the range cap: its plain plans both measure below 1 dB here, and capped (+0.8 dB on the samples, +1
+    # dB output SQNR on the 24 images) the planted classifier agrees on 62 % of them against 92 %
+    config = ConvertConfig(fallback="bf16", weight_range="reduced", range_cap=False)  # type: ignore[arg-type]
     summary = pipeline.convert(model, table, tmp_path / "b.onnx", config, budget=budget)
     assert summary.budget is not None and summary.budget.chosen_drop <= 5.0
 

@@ -11,6 +11,7 @@ import pytest
 
 from quantkit.calib import observers
 from quantkit.calib import table as table_io
+from quantkit.calib.extremes import ImageExtremes, stress_images
 from quantkit.calib.observers import TensorObserver
 from quantkit.errors import CalibrationError
 from quantkit.results import CalibrationTable
@@ -78,6 +79,51 @@ def test_shards_merge_into_the_single_pass_statistics_exactly() -> None:
     np.testing.assert_array_equal(merged.channel_mean, single.channel_mean)  # same order of sums
 
 
+@pytest.mark.parametrize(("shape", "axis"), [((3, 4, 5, 6), 1), ((3, 5, 6, 4), -1), ((3, 7), None)])
+def test_each_images_extremes_are_averaged_over_images(shape: tuple[int, ...], axis: int | None) -> None:
+    g = np.random.default_rng(4)
+    batches = [g.normal(i, 1 + i, shape).astype(np.float32) for i in range(3)]
+    observer = TensorObserver(2048, channel_axis=axis)
+    for b in batches:
+        observer.update(b, images=b.shape[0])
+    images = np.concatenate(batches).reshape(9, -1).astype(np.float64)
+    s = observer.result()
+    assert s.image_min_mean == pytest.approx(images.min(axis=1).mean(), rel=1e-12)
+    assert s.image_max_mean == pytest.approx(images.max(axis=1).mean(), rel=1e-12)
+    assert s.image_max_mean < s.maximum and s.image_min_mean > s.minimum
+
+
+def test_image_extremes_are_unknown_once_a_batch_does_not_lead_with_its_images() -> None:
+    observer = TensorObserver(2048, channel_axis=-1)
+    x = np.arange(48, dtype=np.float32).reshape(2, 4, 6)
+    observer.update(x, images=2)
+    observer.update(x.reshape(4, 2, 6), images=2)  # e.g. a Reshape that folded the images into rows
+    observer.update(x, images=2)
+    unknown, never_told = observer.result(), TensorObserver(2048, -1)
+    never_told.update(x)
+    for s in (unknown, never_told.result()):
+        assert s.image_min_mean is None and s.image_max_mean is None
+    # the other statistics do not depend on it
+    told = TensorObserver(2048, -1)
+    told.update(x, images=2)
+    assert told.result().channel_mean.tolist() == never_told.result().channel_mean.tolist()  # type: ignore[union-attr]
+
+
+def test_image_extremes_of_shards_add_up() -> None:
+    """Integer values: the sums are exact, so the merged mean is the single pass's bit for bit."""
+    g = np.random.default_rng(5)
+    a, b = (g.integers(-50, 50, (4, 3, 5)).astype(np.float32) for _ in range(2))
+    one, two, both = (TensorObserver(channel_axis=1) for _ in range(3))
+    one.update(a, 4)
+    two.update(b, 4)
+    both.update(a, 4)
+    both.update(b, 4)
+    merged, single = (one.partial() + two.partial()).stats(), both.result()
+    assert (merged.image_min_mean, merged.image_max_mean) == (single.image_min_mean, single.image_max_mean)
+    whole = np.concatenate([a, b]).reshape(8, -1)
+    assert single.image_max_mean == whole.max(axis=1).mean()
+
+
 def test_constant_tensor() -> None:
     observer = TensorObserver()
     observer.update(np.full(100, 2.5, np.float32))
@@ -94,7 +140,7 @@ def test_nonfinite_values_are_counted() -> None:
 
 def _table() -> CalibrationTable:
     observer = TensorObserver(2048, channel_axis=1)
-    observer.update(np.random.default_rng(3).normal(size=(2, 3, 4, 4)).astype(np.float32))
+    observer.update(np.random.default_rng(3).normal(size=(2, 3, 4, 4)).astype(np.float32), images=2)
     return CalibrationTable(
         meta={"model_sha256": "ab" * 32, "preprocess": {"height": 4}},
         stats={"t/1:odd name": observer.result()},
@@ -119,6 +165,8 @@ def test_table_round_trip_and_deterministic_bytes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(s.channel_min, t.channel_min)  # type: ignore[arg-type]
     np.testing.assert_array_equal(s.channel_max, t.channel_max)  # type: ignore[arg-type]
     assert (s.minimum, s.maximum, s.zeros) == (t.minimum, t.maximum, t.zeros)
+    assert (s.image_min_mean, s.image_max_mean) == (t.image_min_mean, t.image_max_mean)
+    assert t.image_min_mean is not None
     assert loaded.model_sha256 == "ab" * 32 and loaded.samples is not None
 
 
@@ -221,3 +269,17 @@ def test_outputs_never_alias_the_fed_arrays() -> None:
     fed[:] = 99.0
     assert outputs["x"].tolist() == [[-4, -3, -2, -1], [0, 1, 2, 3]]
     assert outputs["y"].tolist() == [[0, 0, 0, 0], [0, 1, 2, 3]]
+
+
+def test_extreme_images_rank_across_batches_and_shards_and_ties_do_not_lead() -> None:
+    one = ImageExtremes.of(np.array([-1.0, -9.0, 0.0]), np.array([3.0, 1.0, 8.0]))
+    two = ImageExtremes.of(np.array([-2.0, -3.0]), np.array([7.0, 2.0]))
+    both = one + two  # two's images are 3 and 4
+    assert both.images == 5 and both.highest[0] == (8.0, 2) and both.highest[1] == (7.0, 3)
+    assert both.lowest[0] == (-9.0, 1)
+    assert sorted(set(both.leaders())) == [0, 1, 2, 3, 4]  # 5 images, 4 ranked places a side + 1
+    saturated = ImageExtremes.of(np.zeros(6), np.full(6, 6.0))  # a ReLU6 at its bound in every image
+    assert saturated.leaders() == []
+    ones = [ImageExtremes.of(np.zeros(6), np.array([1.0, 1, 1, 1, 1, 9]))] * 3
+    ones.append(ImageExtremes.of(np.zeros(6), np.array([5.0, 1, 1, 1, 1, 1])))
+    assert stress_images(ones, count=1) == [5] and stress_images(ones, count=4) == [0, 5]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from onnx import helper
@@ -9,7 +11,7 @@ from onnx import helper
 from quantkit.calib.observers import TensorObserver
 from quantkit.config import CalibMethod, ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.range_plan import is_bounded, select_range
+from quantkit.planner.range_plan import capped, is_bounded, select_range
 from quantkit.qmath.range_math import (
     entropy_range,
     minmax_range,
@@ -18,7 +20,7 @@ from quantkit.qmath.range_math import (
     silu,
     without_zeros,
 )
-from quantkit.results import TensorStats
+from quantkit.results import CalibrationTable, TensorStats
 from tests.conftest import conv_params, make_model
 
 
@@ -132,3 +134,37 @@ def test_score_sigmoids_are_bounded_but_silu_gates_are_not() -> None:
     assert is_bounded(index, "score")
     assert not is_bounded(index, "gate")
     assert not is_bounded(index, "act")
+
+
+def test_the_cap_only_narrows_each_end_and_keeps_zero() -> None:
+    base = TensorStats(-8.0, 20.0, np.zeros(2048, np.int64), -8.0, 20.0, 100)
+    at = dataclasses.replace(base, image_min_mean=-2.0, image_max_mean=5.0)
+    assert capped(-6.0, 12.0, at) == (-2.0, 5.0)
+    assert capped(-1.0, 3.0, at) == (-1.0, 3.0)  # the MSE range is already inside
+    positive = dataclasses.replace(base, image_min_mean=0.5, image_max_mean=5.0)  # every image above 0
+    assert capped(0.0, 12.0, positive) == (0.0, 5.0)
+    assert capped(-6.0, 12.0, base) == (-6.0, 12.0)  # no per-image extremes in the table: unchanged
+
+
+def test_plans_cap_with_mse_only_and_never_a_bounded_output() -> None:
+    from quantkit.planner.planning_state import Planning
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Sigmoid", ["r"], ["s"], name="sig")]
+    index = GraphIndex(make_model(nodes, {}, output="s"))
+    wide = stats_of(np.random.default_rng(7).normal(0, 1, 100_000))
+    stats = dataclasses.replace(wide, image_min_mean=-0.5, image_max_mean=0.5)
+    table = CalibrationTable(meta={}, stats={"x": stats, "s": stats})
+    mse = select_range(stats, ConvertConfig())
+    ranges = {
+        (cap, method): Planning(index, table, ConvertConfig(method=method, range_cap=cap)).range_of("x")
+        for cap in (True, False)
+        for method in (CalibMethod.mse, CalibMethod.minmax)
+    }
+    assert ranges[True, CalibMethod.mse] == (-0.5, 0.5) and ranges[False, CalibMethod.mse] == mse
+    assert (
+        ranges[True, CalibMethod.minmax]
+        == ranges[False, CalibMethod.minmax]
+        == (stats.minimum, stats.maximum)
+    )
+    bounded = Planning(index, table, ConvertConfig()).range_of("s")  # a Sigmoid's output: observed range
+    assert bounded == (min(stats.minimum, 0.0), stats.maximum)

@@ -53,8 +53,9 @@ def observe(
             outputs = session.run_batch(part)
             if watch is not None:
                 watch(part, outputs)
+            images = feed_rows(part)
             for name, observer in observers.items():
-                observer.update(outputs.pop(name))  # freed as soon as it is counted
+                observer.update(outputs.pop(name), images)  # freed as soon as it is counted
             del outputs
         seen += rows
         if progress is not None:

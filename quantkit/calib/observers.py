@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from quantkit.calib.extremes import ImageExtremes
 from quantkit.qmath.histogram import Grid, grid_counts, grid_for, regrid, sample_stride, tail_of
 from quantkit.results import TensorStats
 
@@ -22,7 +23,8 @@ class Partial:
     """One tensor's statistics over part of the data. count: values seen; counts: int64 [bins] on `grid`,
     of the values sampled (every value of a small tensor, every k-th block of 64 of a large one);
     zeros: exact 0.0 values among those sampled; channel arrays [C] (min/max float32, sum float64) over
-    every value, or None."""
+    every value, or None. image_extremes: each image's minimum and maximum folded over the images
+    (calib.extremes); None once a batch's tensor did not lead with its images."""
 
     grid: Grid
     counts: np.ndarray
@@ -35,6 +37,7 @@ class Partial:
     channel_max: np.ndarray | None
     channel_sum: np.ndarray | None
     channel_count: int
+    image_extremes: ImageExtremes | None = field(default_factory=ImageExtremes)
 
     def __add__(self, other: Partial) -> Partial:
         """The statistics of both parts; self's part comes first in the data (channel sums add in that
@@ -58,12 +61,14 @@ class Partial:
             channel_max=_combine(np.maximum, self.channel_max, other.channel_max),
             channel_sum=_combine(np.add, self.channel_sum, other.channel_sum),
             channel_count=self.channel_count + other.channel_count,
+            image_extremes=_add_extremes(self.image_extremes, other.image_extremes),
         )
 
     def stats(self) -> TensorStats:
         """The table's record of these statistics."""
         empty = self.count == 0
         point = empty or (self.minimum == 0.0 and self.maximum == 0.0)  # no range to bin over
+        extremes = self.image_extremes or ImageExtremes()
         return TensorStats(
             minimum=0.0 if empty else float(self.minimum),
             maximum=0.0 if empty else float(self.maximum),
@@ -75,7 +80,13 @@ class Partial:
             channel_max=self.channel_max,
             channel_mean=None if self.channel_sum is None else self.channel_sum / max(self.channel_count, 1),
             zeros=self.zeros,
+            image_min_mean=extremes.low_sum / extremes.images if extremes.images else None,
+            image_max_mean=extremes.high_sum / extremes.images if extremes.images else None,
         )
+
+
+def _add_extremes(a: ImageExtremes | None, b: ImageExtremes | None) -> ImageExtremes | None:
+    return None if a is None or b is None else a + b
 
 
 def _combine(op: np.ufunc, a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -109,8 +120,10 @@ class TensorObserver:
     def nonfinite(self) -> int:
         return self.state.nonfinite + self._pending.nonfinite
 
-    def update(self, x: np.ndarray) -> None:
-        """x: float [...] (one batch of the tensor). Non-finite values are counted, not binned."""
+    def update(self, x: np.ndarray, images: int | None = None) -> None:
+        """x: float [...] (one batch of the tensor); images: how many images (samples) the batch holds,
+        where x leads with them (each image's extremes are then recorded), else None. Non-finite values
+        are counted, not binned."""
         if x.size == 0:
             return
         if x.dtype != np.float32:
@@ -119,21 +132,18 @@ class TensorObserver:
         axis = self.channel_axis
         if axis is not None:
             axis = axis % x.ndim if -x.ndim <= axis < x.ndim else None
-        channels = None
-        if axis is not None:  # the channels' extremes give the tensor's: two passes over x fewer
-            channels = _channel_stats(x, axis)
-            x_min, x_max = float(channels[0].min()), float(channels[1].max())
-        else:
-            x_min, x_max = float(x.min()), float(x.max())
+        leads = images and x.ndim > 1 and x.shape[0] == images and axis != 0
+        per_image = images if leads else None
+        channels, extremes = _extremes(x, axis, per_image)
+        x_min, x_max = float(extremes[0].min()), float(extremes[1].max())
         if not (math.isfinite(x_min) and math.isfinite(x_max)):  # NaN and inf show in min and max
             finite = np.isfinite(x)
             nonfinite = int(x.size - finite.sum())
             x = np.where(finite, x, np.float32(0.0))
-            x_min, x_max = float(x.min()), float(x.max())
-            if axis is not None:
-                channels = _channel_stats(x, axis)
-        images = x.shape[0] if x.ndim > 1 else 1  # observed activations lead with the batch
-        stride = sample_stride(x.size, images)
+            channels, extremes = _extremes(x, axis, per_image)
+            x_min, x_max = float(extremes[0].min()), float(extremes[1].max())
+        leading = x.shape[0] if x.ndim > 1 else 1  # observed activations lead with the batch
+        stride = sample_stride(x.size, leading)
         sample = x.reshape(-1)[::stride]
         pending = self._pending
         if stride == 1:
@@ -143,6 +153,7 @@ class TensorObserver:
             pending.hold(stride, sample[(sample >= low) & (sample <= high)])
             pending.hold(1, tail)
         pending.add(x_min, x_max, x.size, nonfinite, channels)
+        pending.add_images(extremes if per_image else None)
         if pending.size >= PENDING_VALUES:
             self.flush()
 
@@ -172,6 +183,7 @@ class _Pending:
     channels: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
     values: dict[int, list[np.ndarray]] = field(default_factory=dict)
     size: int = 0
+    image_extremes: ImageExtremes | None = field(default_factory=ImageExtremes)
 
     def hold(self, weight: int, values: np.ndarray) -> None:
         if values.size:
@@ -200,6 +212,14 @@ class _Pending:
             )
         self.channels = channels if channels is not None else self.channels
 
+    def add_images(self, extremes: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Each image's minimum and maximum (float32 [N] each), added one image at a time in order; None:
+        this batch's tensor does not lead with its images, so no image's extremes are known."""
+        if self.image_extremes is None or extremes is None:
+            self.image_extremes = None
+            return
+        self.image_extremes = self.image_extremes + ImageExtremes.of(*extremes)
+
     def partial(self, bins: int) -> Partial:
         """These batches as one Partial: every held value binned once on their common grid, which is
         what binning each batch on its own grid and merging gives (aligned grids)."""
@@ -222,6 +242,7 @@ class _Pending:
             channel_max=high,
             channel_sum=total,
             channel_count=per_channel,
+            image_extremes=self.image_extremes,
         )
 
 
@@ -242,16 +263,39 @@ def empty_partial(bins: int) -> Partial:
     )
 
 
-def _channel_stats(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Per-channel (min float32 [C], max float32 [C], sum float64 [C] of float32 partial sums, elements
-    per channel). Each reduction runs over contiguous rows (x viewed as [before, C, after]): reducing
-    over axes (0, 2, 3) of NCHW directly took 1.5x as long."""
+def _extremes(
+    x: np.ndarray, axis: int | None, images: int | None
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, int] | None, tuple[np.ndarray, np.ndarray]]:
+    """(per-channel statistics along `axis` or None, (minima, maxima)): the minima and maxima per image
+    (float32 [images]) where x leads with `images` images, else of the whole batch ([1]). Each image's
+    extremes come out of the same reductions as the channels' (no pass over x of their own)."""
+    rows = images or 1
+    if axis is None:
+        flat = x.reshape(rows, -1)
+        return None, (flat.min(axis=1), flat.max(axis=1))
     channels = x.shape[axis]
-    view = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), channels, -1)
-    if view.shape[2] == 1:  # channels last: reduce over the leading rows
-        rows = view.reshape(-1, channels)
-        low, high, total = rows.min(axis=0), rows.max(axis=0), rows.sum(axis=0, dtype=np.float32)
-    else:
-        low, high = view.min(axis=2).min(axis=0), view.max(axis=2).max(axis=0)
+    before = int(np.prod(x.shape[:axis], dtype=np.int64))
+    view = x.reshape(before, channels, -1)
+    if view.shape[2] == 1:  # channels last: reduce over the leading rows (each image's apart)
+        per = view.reshape(rows, -1, channels)
+        low, high = per.min(axis=1), per.max(axis=1)
+        total = per.reshape(-1, channels).sum(axis=0, dtype=np.float32)
+    else:  # images lead the rows before the channel axis (callers pass images only for axis > 0)
+        low, high = view.min(axis=2), view.max(axis=2)  # [before, C]
+        if rows > 1:
+            low, high = (
+                low.reshape(rows, -1, channels).min(axis=1),
+                high.reshape(rows, -1, channels).max(axis=1),
+            )
         total = view.sum(axis=2, dtype=np.float32).sum(axis=0, dtype=np.float32)
-    return low.astype(np.float32), high.astype(np.float32), total.astype(np.float64), x.size // channels
+    # low, high: [images, C] (one image: [rows, C], reduced alike)
+    channel_low, channel_high = low.min(axis=0), high.max(axis=0)
+    stats = (
+        channel_low.astype(np.float32),
+        channel_high.astype(np.float32),
+        total.astype(np.float64),
+        x.size // channels,
+    )
+    if rows == 1:  # the whole batch is one image (or unknown): its extremes are the channels'
+        return stats, (channel_low.min(keepdims=True), channel_high.max(keepdims=True))
+    return stats, (low.min(axis=1), high.max(axis=1))

@@ -4,6 +4,7 @@ The JSON holds provenance and per-tensor scalars; each tensor's arrays are store
 keys derived from its index in the JSON list (tensor names may hold any character). The smoke-test
 samples: key `samples` for a model with one input; for several, `samples_K` per input, the JSON's
 `sample_inputs` listing their names in order (a list a one-input table does not have: its bytes stay).
+Key `stress`: the images with the most extreme activations (calib.extremes), for one input.
 The JSON records the sha256 of its .npz, so a pair mixed from two runs (or an .npz replaced by hand) is
 refused, not misread.
 Serialisation is deterministic: the same table gives the same bytes.
@@ -51,12 +52,17 @@ def serialize(table: CalibrationTable) -> tuple[bytes, bytes]:
                 "channels": None if s.channel_min is None else int(s.channel_min.size),
             }
         )
+        if s.image_min_mean is not None and s.image_max_mean is not None:
+            entries[-1]["image_min_mean"] = s.image_min_mean
+            entries[-1]["image_max_mean"] = s.image_max_mean
         arrays[f"hist_{index}"] = s.hist.astype(np.int64)
         if s.channel_min is not None and s.channel_max is not None:
             arrays[f"chmin_{index}"] = s.channel_min.astype(np.float32)
             arrays[f"chmax_{index}"] = s.channel_max.astype(np.float32)
         if s.channel_mean is not None:
             arrays[f"chmean_{index}"] = s.channel_mean.astype(np.float64)
+    if table.stress is not None:
+        arrays["stress"] = table.stress.astype(np.float32)
     inputs: list[str] | None = None
     if isinstance(table.samples, np.ndarray):
         arrays["samples"] = table.samples.astype(np.float32)
@@ -131,6 +137,7 @@ def _parsed(doc: dict[str, Any], npz_bytes: bytes, json_path: Path) -> Calibrati
         with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as npz:
             stats = {e["name"]: _entry_stats(e, i, npz) for i, e in enumerate(doc["tensors"])}
             samples = _samples(doc, npz)
+            stress = np.asarray(npz["stress"], np.float32) if "stress" in npz.files else None
         meta = dict(doc["meta"])
     # zipfile and np.load raise what their layers raise: zlib, struct, unsupported-compression errors
     except (
@@ -147,7 +154,7 @@ def _parsed(doc: dict[str, Any], npz_bytes: bytes, json_path: Path) -> Calibrati
         struct.error,
     ) as exc:
         raise CalibrationError(f"{json_path} or its .npz is damaged ({exc}); recalibrate") from exc
-    return CalibrationTable(meta=meta, stats=stats, samples=samples)
+    return CalibrationTable(meta=meta, stats=stats, samples=samples, stress=stress)
 
 
 def _samples(doc: dict[str, Any], npz: Any) -> Feed | None:
@@ -176,6 +183,9 @@ def _entry_stats(entry: dict[str, Any], index: int, npz: Any) -> TensorStats:
     values = [float(entry[k]) for k in ("min", "max", "hist_lo", "hist_hi")]
     if not all(np.isfinite(values)) or values[0] > values[1] or values[2] > values[3]:
         raise ValueError(f"ranges of {entry['name']!r} are not finite and ordered")
+    image = [float(entry[k]) for k in ("image_min_mean", "image_max_mean") if k in entry]
+    if image and (len(image) != 2 or not all(np.isfinite(image)) or image[0] > image[1]):
+        raise ValueError(f"image extremes of {entry['name']!r} are not finite and ordered")
     return TensorStats(
         minimum=values[0],
         maximum=values[1],
@@ -187,4 +197,6 @@ def _entry_stats(entry: dict[str, Any], index: int, npz: Any) -> TensorStats:
         channel_max=high,
         channel_mean=mean,
         zeros=int(entry.get("zeros", 0)),
+        image_min_mean=image[0] if image else None,
+        image_max_mean=image[1] if image else None,
     )

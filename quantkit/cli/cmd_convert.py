@@ -97,6 +97,15 @@ def convert(
             ),
         ),
     ] = "auto",
+    range_cap: Annotated[
+        Switch,
+        typer.Option(
+            "--range-cap",
+            help="on (--method mse): no activation range end further out than the mean of each "
+            "calibration image's extreme, kept where the model measures better with it on the "
+            "calibration samples and no worse on the images with the most extreme activations.",
+        ),
+    ] = Switch.on,
     bias_correction: Annotated[
         Switch,
         typer.Option(
@@ -284,6 +293,7 @@ def convert(
         fallback=fallback,
         quantize_attention_matmul=quantize_attention_matmul,
         smoothquant=smoothquant,
+        range_cap=range_cap is Switch.on,
         bias_correction=bias_correction is Switch.on,
         rounding=rounding,
         prefer=prefer,
@@ -322,6 +332,7 @@ INT8_ONLY = (
     "percentile",
     "activations",
     "smoothquant",
+    "range_cap",
     "bias_correction",
     "rounding",
     "prefer",

@@ -119,6 +119,9 @@ class CalibrateConfig:
 @dataclass(frozen=True)
 class ConvertConfig:
     method: CalibMethod = CalibMethod.mse
+    # --method mse: each end of an activation's range no further out than the mean over the calibration
+    # images of each image's extreme (planner.range_plan.capped), kept where measured better
+    range_cap: bool = True
     percentile: float = 99.999
     activations: ActivationType = ActivationType.uint8
     exclude_nodes: tuple[str, ...] = ()
@@ -198,6 +201,7 @@ class ConvertConfig:
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method.value,
+            "range_cap": self.range_cap,
             "percentile": self.percentile,
             "activations": self.activations.value,
             "exclude_nodes": list(self.exclude_nodes),

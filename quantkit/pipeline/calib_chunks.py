@@ -58,6 +58,7 @@ class ChunkResult:
     samples: Feed | None = None
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     entries: list[bytes] = field(default_factory=list)
+    observed: list[Path] = field(default_factory=list)  # the files of the samples observed, in order
 
 
 def observe_chunk(
@@ -69,20 +70,18 @@ def observe_chunk(
     """Observe one chunk's batches with fresh observers."""
     check = ReferenceCheck(inputs_from_images=bool(job.paths))
     kept: list[Feed] = []
+    observed: list[Path] = []
 
     def watch(batch: Feed, outputs: dict[str, np.ndarray]) -> None:
         check.update(batch, {n: outputs[n] for n in job.outputs if n in outputs})
 
-    partials, seen = observe(
-        session,
-        dict(job.observed),
-        (b.data for b in keeping(batches, job.keep, kept)),
-        job.bins,
-        progress,
-        watch,
-        job.run_rows,
-    )
-    return ChunkResult(partials, seen, check, feed_concat(kept) if kept else None)
+    def feeds() -> Iterable[Feed]:
+        for batch in keeping(batches, job.keep, kept):
+            observed.extend(batch.paths)
+            yield batch.data
+
+    partials, seen = observe(session, dict(job.observed), feeds(), job.bins, progress, watch, job.run_rows)
+    return ChunkResult(partials, seen, check, feed_concat(kept) if kept else None, observed=observed)
 
 
 def run_chunk(
@@ -116,6 +115,7 @@ class Merged:
     kept: list[Feed] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     entries: list[bytes] = field(default_factory=list)
+    observed: list[Path] = field(default_factory=list)
 
     def add(self, result: ChunkResult) -> None:
         """Fold the next chunk (in list order) in."""
@@ -131,6 +131,7 @@ class Merged:
             self.kept.append(feed_take(result.samples, 0, SMOKE_SAMPLES - held))
         self.skipped.extend(result.skipped)
         self.entries.extend(result.entries)
+        self.observed.extend(result.observed)
 
     @property
     def samples(self) -> Feed | None:

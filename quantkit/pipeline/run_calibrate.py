@@ -14,6 +14,7 @@ import onnx
 
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import check_finite, rows_per_run
+from quantkit.calib.extremes import stress_images
 from quantkit.config import CalibrateConfig, Preprocess
 from quantkit.data import ArrayStream, Sample, feed_side
 from quantkit.errors import ConfigError, ImageError
@@ -22,7 +23,7 @@ from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import observed_tensors, sample_bytes, with_outputs
 from quantkit.graph.prepare import prepare
-from quantkit.images import entries_hash, resolve_preprocess, select_images, shortfall
+from quantkit.images import ImageLoader, entries_hash, resolve_preprocess, select_images, shortfall
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_chunk, run_chunk
 from quantkit.pipeline.loading import require_quantizable, table_paths
@@ -177,7 +178,8 @@ def calibrate(
             "versions": versions(),
         }
     )
-    table = CalibrationTable(meta=meta, stats=stats, samples=kept)
+    stress = _stress_samples(merged, preprocess) if arrays is None and preprocess is not None else None
+    table = CalibrationTable(meta=meta, stats=stats, samples=kept, stress=stress)
     json_bytes, npz_bytes = table_io.serialize(table)
     write_set([(npz_path, npz_bytes), (json_path, json_bytes)])
     return CalibrateSummary(
@@ -237,6 +239,20 @@ def _observe_arrays(
             return merged
         keep = job.keep if merged.seen < job.keep else 0
         merged.add(observe_chunk(session, batches, replace(job, keep=keep), tick))
+
+
+def _stress_samples(merged: Merged, preprocess: Preprocess) -> np.ndarray | None:
+    """The images most often among the tensors' most extreme (calib.extremes), decoded again here; None
+    where no image stands out or this process cannot read them (a Ray cluster's own storage)."""
+    chosen = stress_images(p.image_extremes for p in merged.partials.values())
+    paths = [merged.observed[i] for i in chosen if i < len(merged.observed)]
+    if not paths:
+        return None
+    loader = ImageLoader(paths, preprocess, len(paths))
+    decoded = [b.data for b in loader]
+    if loader.skipped or not decoded:
+        return None
+    return np.concatenate([np.asarray(d, np.float32) for d in decoded])
 
 
 def _sample_shapes(samples: Feed) -> dict[str, Any]:

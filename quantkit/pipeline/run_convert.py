@@ -94,6 +94,7 @@ def convert(
     samples = table_samples(table)
     reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
     measured = fallback.SqnrMemo()  # models built again (the floor's second search) are not run again
+    requested = config
     resolved = corrections_choice.resolve(inferred, table, config, reference, cache, measured)
     config, alphas, rounded = resolved.config, resolved.alphas, resolved.rounded
     corrections = resolved.corrections
@@ -201,7 +202,7 @@ def convert(
         summary,
         notes=summary.notes
         + reduced
-        + _bias_dropped(resolved)
+        + corrections_choice.notes(resolved, requested, table)
         + _nothing_quantized(plan)
         + _elsewhere(config),
         speed=speed,
@@ -211,16 +212,6 @@ def convert(
         corrections=corrections,
         target_findings=checked,
         speed_plan=speed_plan,
-    )
-
-
-def _bias_dropped(resolved: corrections_choice.Resolved) -> tuple[str, ...]:
-    if resolved.dropped_bias is None:
-        return ()
-    with_db, without_db = resolved.dropped_bias
-    return (
-        f"bias correction not applied: the model measured {without_db:.2f} dB without it against "
-        f"{with_db:.2f} dB with it on the calibration samples (rebalancing and rounding chosen for each)",
     )
 
 

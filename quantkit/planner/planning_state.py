@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from quantkit.config import ConvertConfig
+from quantkit.config import CalibMethod, ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.range_plan import consumer_transform, is_bounded, select_range
+from quantkit.planner.range_plan import capped, consumer_transform, is_bounded, select_range
 from quantkit.results import (
     CalibrationTable,
     WeightPlan,
@@ -35,12 +35,17 @@ class Planning:
         return name in self.table.stats and self.index.is_float(name) and not self.index.is_constant(name)
 
     def range_of(self, name: str) -> tuple[float, float]:
+        """The tensor's range: select_range's (cached in `selected` across plans), capped at the images'
+        mean extremes under --method mse with --range-cap on (never a bounded op's output)."""
         if name not in self.ranges:
+            stats, bounded = self.table.stats[name], is_bounded(self.index, name)
             if name not in self.selected:
                 transform = consumer_transform(self.index, name)
-                stats, bounded = self.table.stats[name], is_bounded(self.index, name)
                 self.selected[name] = select_range(stats, self.config, transform, bounded)
-            self.ranges[name] = self.selected[name]
+            lo, hi = self.selected[name]
+            if self.config.range_cap and self.config.method is CalibMethod.mse and not bounded:
+                lo, hi = capped(lo, hi, stats)
+            self.ranges[name] = (lo, hi)
         return self.ranges[name]
 
     def add_q(self, name: str) -> bool:

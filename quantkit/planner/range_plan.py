@@ -47,6 +47,22 @@ def select_range(
     return mse_range(stats.hist, stats.hist_lo, stats.hist_hi, dtype, transform=transform)
 
 
+def capped(lo: float, hi: float, stats: TensorStats) -> tuple[float, float]:
+    """[lo, hi] with each end no further out than the mean over the calibration images of each image's
+    extreme on that side (where the table has them), still containing 0.
+
+    A range from the pooled values of every image is set by the few images with the largest outliers
+    (residual sums, a handful of channels); the typical image's extremes are what the range serves. NNCF's
+    default activation ranges are these means (MEAN_MINMAX); here they only ever narrow the MSE range.
+    Whether that helps is the model's: on MobileNetV2 +2.5 dB on the calibration samples (+2.6 dB on 500
+    held-out imagenet-dev photos), on SqueezeNet 1.1 -12 dB (its last activations before the global pool
+    carry the class peaks), so convert keeps it only where it measures better (planner.corrections_choice).
+    """
+    if stats.image_min_mean is None or stats.image_max_mean is None:
+        return lo, hi
+    return max(lo, min(stats.image_min_mean, 0.0)), min(hi, max(stats.image_max_mean, 0.0))
+
+
 def activation_params(lo: float, hi: float, activations: ActivationType) -> QuantParams:
     if activations is ActivationType.uint8:
         scale, zero_point = asymmetric_params(lo, hi, "uint8")
