@@ -172,3 +172,20 @@ def test_mobilenetv2_top5_recover_more_than_random_layers(tmp_path: Path) -> Non
         for k, session in sessions.items():
             noise[k] += float(np.sum((session.run_batch(batch.data)["output"] - ref) ** 2))
     assert all(noise["top"] < noise[k] for k in noise if k != "top"), noise
+
+
+@pytest.mark.parametrize(("capped_db", "kept"), [(25.0, True), (19.0, False)])
+def test_sensitivity_measures_the_range_cap_as_convert_decides_it(
+    planted: tuple[Path, Path], image_dir: Path, monkeypatch: pytest.MonkeyPatch, capped_db: float, kept: bool
+) -> None:
+    """The INT8 model sensitivity ranks is the one convert would write: with the range cap where convert
+    keeps it (the same measure, stubbed here), without it elsewhere."""
+    from quantkit.planner import corrections_choice
+
+    def final_db(model: object, table: object, resolved: corrections_choice.Resolved, *_: object) -> float:
+        return capped_db if resolved.config.range_cap else 20.0
+
+    monkeypatch.setattr(corrections_choice, "_final_db", final_db)
+    model, table = planted
+    report = pipeline.sensitivity(model, table, ImageSelection(image_dir, 4), ConvertConfig(), cumulative=1)
+    assert report.settings["range_cap"] is kept

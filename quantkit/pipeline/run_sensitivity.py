@@ -29,6 +29,7 @@ from quantkit.pipeline.sensitivity_jobs import (
     sensitivity_key,
 )
 from quantkit.pipeline.shards import run_jobs, sendable
+from quantkit.planner import corrections_choice
 from quantkit.planner import sensitivity as sens
 from quantkit.runtime import Session
 
@@ -48,7 +49,7 @@ def sensitivity(
     started = time.perf_counter()
     _, table, prepared = load_for_int8(model_path, table_path)
     inferred = prepared.model
-    config = resolve_weight_range(config)
+    config, _ = corrections_choice.range_cap(inferred, table, resolve_weight_range(config))  # as convert
     layers, _ = sens.layers(inferred, table, config)
     if not layers:
         raise ModelError(f"{model_path.name} has no layer that convert would quantize")
@@ -126,7 +127,8 @@ def layer_errors(
     graph order, on the table's samples: one run of the local probe (rebalancing off, as sensitivity)."""
     _, table, prepared = load_for_int8(model_path, table_path)
     inferred = prepared.model
-    probes, _ = sens.probes(inferred, table, resolve_weight_range(config))
+    config, _ = corrections_choice.range_cap(inferred, table, resolve_weight_range(config))  # as convert
+    probes, _ = sens.probes(inferred, table, config)
     noise = {node: OutputNoise() for node, _ in probes.layers}
     for probed in Session.of(probes.local).iter_samples(table_samples(table)):
         for node, (ref_name, local_name) in probes.local_outputs.items():

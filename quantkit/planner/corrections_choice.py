@@ -143,6 +143,15 @@ def _bias_dropped(resolved: Resolved) -> tuple[str, ...]:
     )
 
 
+def range_cap(
+    model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig
+) -> tuple[ConvertConfig, CapMeasure | None]:
+    """The range cap decided as convert decides it, for a caller that measures the INT8 model otherwise
+    (sensitivity): config with range_cap off unless it measured better, and what was measured."""
+    reference = measured_reference(model, table.samples) if table.samples is not None else []
+    return _range_cap(model, table, config, reference, {}, SqnrMemo())
+
+
 def _range_cap(
     model: onnx.ModelProto,
     table: CalibrationTable,
