@@ -23,10 +23,11 @@ Ranked = tuple[tuple[float, int], ...]  # (value, image index), most extreme fir
 
 @dataclass(frozen=True)
 class ImageExtremes:
-    """Over the images seen: the sums of each image's minimum and maximum (float64, added in image
-    order), how many, and the images with the highest maxima and the lowest minima (index: position among
-    these images; ties go to the earlier image). One more than TOP_IMAGES is kept, so that a tie at the
-    last place (a ReLU6 saturating in most images) can be told from a lead."""
+    """Over the images seen: the sums of each image's minimum and maximum (float64, added batch by batch
+    in the data's order: the same sums for the same chunks), how many, and the images with the highest
+    maxima and the lowest minima (index: position among these images; ties go to the earlier image). One
+    more than TOP_IMAGES is kept, so that a tie at the last place (a ReLU6 saturating in most images) can
+    be told from a lead."""
 
     low_sum: float = 0.0
     high_sum: float = 0.0

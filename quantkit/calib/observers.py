@@ -288,7 +288,7 @@ def _extremes(
                 high.reshape(rows, -1, channels).max(axis=1),
             )
         total = view.sum(axis=2, dtype=np.float32).sum(axis=0, dtype=np.float32)
-    # low, high: [images, C] (one image: [rows, C], reduced alike)
+    # low, high: [images, C]; [rows before the channel axis, C] where the batch counts as one image
     channel_low, channel_high = low.min(axis=0), high.max(axis=0)
     stats = (
         channel_low.astype(np.float32),
