@@ -101,7 +101,14 @@ def test_image_extremes_are_unknown_once_a_batch_does_not_lead_with_its_images()
     observer.update(x, images=2)
     unknown, never_told = observer.result(), TensorObserver(2048, -1)
     never_told.update(x)
-    for s in (unknown, never_told.result()):
+    empty = TensorObserver(2048, -1)  # a batch where the tensor holds nothing (no detection, say)
+    empty.update(x, images=2)
+    empty.update(np.zeros((2, 0, 6), np.float32), images=2)
+    nothing, later = TensorObserver(2048, -1), TensorObserver(2048, -1)  # a chunk where it never held any
+    nothing.update(np.zeros((2, 0, 6), np.float32), images=2)
+    later.update(x, images=2)
+    merged = (nothing.partial() + later.partial()).stats()
+    for s in (unknown, never_told.result(), empty.result(), merged):
         assert s.image_min_mean is None and s.image_max_mean is None
     # the other statistics do not depend on it
     told = TensorObserver(2048, -1)

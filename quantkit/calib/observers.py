@@ -8,6 +8,7 @@ called, and calibration merges shards in the order of the image list.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -42,10 +43,11 @@ class Partial:
     def __add__(self, other: Partial) -> Partial:
         """The statistics of both parts; self's part comes first in the data (channel sums add in that
         order)."""
+        extremes = _add_extremes(self.image_extremes, other.image_extremes)
         if other.count == 0 and other.nonfinite == 0:
-            return self
+            return dataclasses.replace(self, image_extremes=extremes)
         if self.count == 0 and self.nonfinite == 0:
-            return other
+            return dataclasses.replace(other, image_extremes=extremes)
         grid = grid_for(
             min(self.minimum, other.minimum, 0.0), max(self.maximum, other.maximum, 0.0), self.grid.bins
         )
@@ -61,7 +63,7 @@ class Partial:
             channel_max=_combine(np.maximum, self.channel_max, other.channel_max),
             channel_sum=_combine(np.add, self.channel_sum, other.channel_sum),
             channel_count=self.channel_count + other.channel_count,
-            image_extremes=_add_extremes(self.image_extremes, other.image_extremes),
+            image_extremes=extremes,
         )
 
     def stats(self) -> TensorStats:
@@ -124,7 +126,8 @@ class TensorObserver:
         """x: float [...] (one batch of the tensor); images: how many images (samples) the batch holds,
         where x leads with them (each image's extremes are then recorded), else None. Non-finite values
         are counted, not binned."""
-        if x.size == 0:
+        if x.size == 0:  # no image's extremes (and the images' positions would no longer line up)
+            self._pending.add_images(None)
             return
         if x.dtype != np.float32:
             x = x.astype(np.float32)
@@ -159,8 +162,9 @@ class TensorObserver:
 
     def flush(self) -> None:
         """Bin the values held so far into the state."""
-        if self._pending.count or self._pending.nonfinite:
-            self.state = self.state + self._pending.partial(self.state.grid.bins)
+        pending = self._pending
+        if pending.count or pending.nonfinite or pending.image_extremes is None:
+            self.state = self.state + pending.partial(self.state.grid.bins)
         self._pending = _Pending()
 
     def partial(self) -> Partial:
