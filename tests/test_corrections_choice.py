@@ -129,10 +129,15 @@ def test_the_range_cap_is_kept_where_it_measures_better_and_narrows_ranges(
     assert any(narrow[t] != wide[t] for t in common)
 
 
-def test_the_range_cap_needs_a_finite_gain() -> None:
+def test_the_range_cap_needs_a_finite_gain(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     measure = corrections_choice.CapMeasure
     assert measure(20.2, 20.0, 19.0, 19.0).better and not measure(20.05, 20.0, 25.0, 19.0).better
-    assert not measure(float("inf"), float("inf"), float("inf"), float("inf")).better  # nothing quantized
+    inf = float("inf")
+    _cap_measured(monkeypatch, inf, inf)  # a plain plan exact with and without: nothing to gain
+    summary, _ = quantize(_cnn(), tmp_path, image_dir, UNTIMED)
+    assert any(n.startswith("activation ranges not capped (--range-cap): inf dB") for n in summary.notes)
 
 
 def test_the_range_cap_is_dropped_where_the_stress_images_measure_worse(

@@ -85,7 +85,7 @@ def resolve(
     memo: SqnrMemo,
 ) -> Resolved:
     """The corrections for `model` (prepared), each kept where it measures better at the output."""
-    config, capping = _range_cap(model, table, config, reference, cache, memo)
+    config, capping = range_cap(model, table, config, reference, cache, memo)
 
     def resolved(settings: ConvertConfig) -> Resolved:
         alphas, corrections = smoothing.resolve(model, table, settings, reference, cache, memo)
@@ -149,21 +149,12 @@ def _bias_dropped(resolved: Resolved) -> tuple[str, ...]:
 
 
 def range_cap(
-    model: onnx.ModelProto, table: CalibrationTable, config: ConvertConfig
-) -> tuple[ConvertConfig, CapMeasure | None]:
-    """The range cap decided as convert decides it, for a caller that measures the INT8 model otherwise
-    (sensitivity): config with range_cap off unless it measured better, and what was measured."""
-    reference = measured_reference(model, table.samples) if table.samples is not None else []
-    return _range_cap(model, table, config, reference, {}, SqnrMemo())
-
-
-def _range_cap(
     model: onnx.ModelProto,
     table: CalibrationTable,
     config: ConvertConfig,
-    reference: list[dict[str, np.ndarray]],
-    cache: dict[str, tuple[float, float]],
-    memo: SqnrMemo,
+    reference: list[dict[str, np.ndarray]] | None = None,
+    cache: dict[str, tuple[float, float]] | None = None,
+    memo: SqnrMemo | None = None,
 ) -> tuple[ConvertConfig, CapMeasure | None]:
     """(config with range_cap off unless the cap measured better, what was measured or None).
 
@@ -173,21 +164,24 @@ def _range_cap(
     samples, stress = table.samples, table.stress
     if not config.range_cap or config.method is not CalibMethod.mse or samples is None:
         return config, None
+    if reference is None:  # a caller that measures the INT8 model otherwise (sensitivity)
+        reference = measured_reference(model, samples)
     uncapped = dataclasses.replace(config, range_cap=False)
     if stress is None or not any(s.image_max_mean is not None for s in table.stats.values()):
         return uncapped, None  # array data, or a table from before they were recorded
     stress_reference = measured_reference(model, stress)
     measured = [
-        _final_db(model, table, Resolved(settings, None, {}, None), ref, feed, cache, cases)
-        for ref, feed, cases in ((reference, samples, memo), (stress_reference, stress, SqnrMemo()))
+        _final_db(
+            model, table, Resolved(settings, None, {}, None), ref, feed, {} if cache is None else cache, cases
+        )
+        for ref, feed, cases in (
+            (reference, samples, memo or SqnrMemo()),
+            (stress_reference, stress, SqnrMemo()),
+        )
         for settings in (config, uncapped)
     ]
     found = CapMeasure(*measured)
-    better = (
-        found.capped_db >= found.uncapped_db + MARGIN_DB
-        and found.stress_capped_db >= found.stress_uncapped_db
-    )
-    return (config if better else uncapped), found
+    return (config if found.better else uncapped), found
 
 
 def _final_db(
