@@ -249,10 +249,10 @@ def _stress_samples(merged: Merged, preprocess: Preprocess) -> np.ndarray | None
     if not paths:
         return None
     loader = ImageLoader(paths, preprocess, len(paths))
-    decoded = [b.data for b in loader]
-    if loader.skipped or not decoded:
+    batch = next(iter(loader), None)  # one batch of them all: float32 [S, ...]
+    if batch is None or loader.skipped or not isinstance(batch.data, np.ndarray):
         return None
-    return np.concatenate([np.asarray(d, np.float32) for d in decoded])
+    return batch.data
 
 
 def _sample_shapes(samples: Feed) -> dict[str, Any]:
