@@ -22,7 +22,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"Every model runs in OpenVINO: {ov['device']} device, {ov['performance_hint'].lower()} hint, "
         f"precision hint {ov['precision_hint']} (FP32 is float32). Accuracy is `quantkit compare "
         "--runtime openvino`'s against FP32 in OpenVINO. Latency: batch 1, all models of a row group in "
-        f"one interleaved loop, {s['runs']} rounds after {s['warmup']} warm-up, medians; speedup is "
+        f"one interleaved loop (each round in a seeded shuffled order, no model twice in a row), {s['runs']} "
+        f"rounds after {s['warmup']} warm-up, medians; speedup is "
         "FP32's median over the model's. int8 layers: the Conv/MatMul that OpenVINO's runtime model "
         "runs on u8/i8 inputs (rt_info runtimePrecision), of all of them.",
         "",

@@ -1,13 +1,13 @@
 """The converted model's speed against its FP32 original, measured where it was made.
 
 The plan's payoff rule (planner.payoff) is a model of onnxruntime's kernels; this is the measurement
-that checks it. Both models run one thread, without spinning, one run each per round in alternating
-order on the same calibration sample, so that a load change on a shared machine hits both alike; the
-speedup is the median over rounds of FP32's time over the candidate's. It is reported, never written
-into the model. Before it, the default (--prefer balanced) has already kept float the ops whose int8
-form profiled slower here (pipeline.speed_refine). Under --prefer speed, an INT8 model still measured
-slower than FP32 twice (below KEEP_FLOAT_BELOW) is not the output: the model stays float. Both make the
-bytes depend on this machine's timing; --prefer accuracy measures nothing.
+that checks it. Both models run one thread, without spinning, one run each per round in a shuffled order
+(runtime.round_orders) on the same calibration sample, so that a load change on a shared machine hits
+both alike; the speedup is the median over rounds of FP32's time over the candidate's. It is reported,
+never written into the model. Before it, the default (--prefer balanced) has already kept float the ops
+whose int8 form profiled slower here (pipeline.speed_refine). Under --prefer speed, an INT8 model still
+measured slower than FP32 twice (below KEEP_FLOAT_BELOW) is not the output: the model stays float. Both
+make the bytes depend on this machine's timing; --prefer accuracy measures nothing.
 """
 
 from __future__ import annotations
