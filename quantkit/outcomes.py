@@ -126,11 +126,13 @@ class Speed:
 class SpeedPlan:
     """What the speed-aware plan did (pipeline.speed_refine): the ops it kept float, and the speedups
     over FP32 of the plan before and after, from one interleaved measurement (refined None: the refined
-    model was not faster as a whole, so the plan stands)."""
+    model was not faster as a whole, so the plan stands); sqnr_db: (before, after) on the calibration
+    samples where the two measured as fast as each other and accuracy decided."""
 
     floated: tuple[str, ...]
     plain_speedup: float
     refined_speedup: float | None
+    sqnr_db: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -135,9 +135,10 @@ def test_onnxruntime_profiles_every_kernel_of_a_real_model() -> None:
     assert all(k.out_elements >= 3 * 16 * 16 for k in kernels if k.op_type == "Conv")  # NCHWc pads C
 
 
-def _fake_profile(monkeypatch: pytest.MonkeyPatch, slow_node: str, refined_faster: bool) -> list[int]:
+def _fake_profile(monkeypatch: pytest.MonkeyPatch, slow_node: str, refined_time: float) -> list[int]:
     """Every op profiles at 10 us float and 5 us int8, `slow_node` at 500 us int8; the interleaved
-    confirmation measures the refined model faster or not. Returns the number of builds."""
+    confirmation measures FP32 and the plain model at 1 ms, the refined one at `refined_time`. Returns
+    the number of builds."""
     builds: list[int] = []
 
     def times(model: onnx.ModelProto, batch: object, runs: int, seconds: float) -> list[KernelTime]:
@@ -153,8 +154,7 @@ def _fake_profile(monkeypatch: pytest.MonkeyPatch, slow_node: str, refined_faste
 
     def confirm(sessions: list[object], batch: object, runs: int, seconds: float) -> np.ndarray:
         builds.append(len(sessions))
-        refined = 0.5 if refined_faster else 1.0
-        return np.array([[1.0, 1.0] + [refined] * (len(sessions) - 2)] * 5)
+        return np.array([[1.0, 1.0] + [refined_time] * (len(sessions) - 2)] * 5)
 
     monkeypatch.setattr(speed_refine, "kernel_times", times)
     monkeypatch.setattr(speed_refine, "interleaved_rounds", confirm)
@@ -165,7 +165,7 @@ def _fake_profile(monkeypatch: pytest.MonkeyPatch, slow_node: str, refined_faste
 def test_convert_keeps_float_an_op_profiled_slower_when_the_model_measures_faster(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fake_profile(monkeypatch, "conv1", refined_faster=True)
+    _fake_profile(monkeypatch, "conv1", refined_time=0.5)
     summary, out = quantize(_silu_chain(), tmp_path, image_dir)
     assert "conv1" not in summary.plan.quantized_nodes and "conv0" in summary.plan.quantized_nodes
     reasons = {s.node: s.reason for s in summary.plan.skipped}
@@ -183,11 +183,11 @@ def test_convert_keeps_float_an_op_profiled_slower_when_the_model_measures_faste
     )
 
 
-def test_convert_keeps_the_plan_when_the_refined_model_is_not_faster(
+def test_convert_keeps_the_plan_when_the_refined_model_is_slower(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Not faster as a whole: the graph is the one of --prefer accuracy (no measurement at all)."""
-    _fake_profile(monkeypatch, "conv1", refined_faster=False)
+    """Slower as a whole: the graph is the one of --prefer accuracy (no measurement at all)."""
+    _fake_profile(monkeypatch, "conv1", refined_time=1.25)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     summary, out = quantize(_silu_chain(), tmp_path / "a", image_dir)
@@ -198,6 +198,51 @@ def test_convert_keeps_the_plan_when_the_refined_model_is_not_faster(
     plain, reference = quantize(_silu_chain(), tmp_path / "b", image_dir, accuracy)
     graphs = [onnx.load(str(p)).graph.SerializeToString(deterministic=True) for p in (out, reference)]
     assert graphs[0] == graphs[1] and plain.speed_plan is None
+
+
+def test_a_refined_plan_as_fast_as_the_plain_one_is_kept_where_it_is_more_accurate(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Equal times: a tie on speed, which accuracy on the calibration samples breaks (conv1 float: less
+    noise); the summary and the model's metadata say both figures."""
+    from quantkit.reports import console
+    from tests.test_golden import _render
+
+    _fake_profile(monkeypatch, "conv1", refined_time=1.0)
+    summary, out = quantize(_silu_chain(), tmp_path, image_dir)
+    plan = summary.speed_plan
+    assert plan is not None and plan.floated == ("conv1",) and plan.sqnr_db is not None
+    assert plan.sqnr_db[1] >= plan.sqnr_db[0] + speed_refine.MIN_GAIN_DB
+    assert "conv1" not in summary.plan.quantized_nodes
+    text = _render(console.convert_table(summary, "model.int8.onnx"), 200)
+    assert f"as fast as timing tells, and {plan.sqnr_db[0]:.1f} -> {plan.sqnr_db[1]:.1f} dB on the" in text
+    record = conversion_record(onnx.load(str(out)))
+    assert record is not None and record["kept_float_for_speed"]["sqnr_db_after"] > 0
+
+
+@pytest.mark.parametrize(
+    ("ratios", "scores", "expected"),
+    [
+        ([1.00, 1.05], None, (1, None)),  # faster beyond the tie: no accuracy asked
+        ([1.00, 1.01], [20.0, 25.0], (1, (20.0, 25.0))),  # tied, more accurate
+        ([1.00, 1.01], [20.0, 20.05], (0, None)),  # tied, not MIN_GAIN_DB better: the plain plan
+        ([1.01, 1.00], [20.0, 19.0], (0, None)),  # tied, less accurate
+        ([1.00, 0.90], [20.0, 30.0], (0, None)),  # slower: never, however accurate
+        ([1.00, 1.10, 1.09], [20.0, 21.0, 23.0], (2, None)),  # plain not tied: the most accurate of the rest
+    ],
+)
+def test_chosen_breaks_ties_on_speed_by_accuracy(
+    ratios: list[float], scores: list[float] | None, expected: tuple[int, object]
+) -> None:
+    asked: list[int] = []
+
+    def accuracy(k: int) -> float:
+        asked.append(k)
+        assert scores is not None
+        return scores[k]
+
+    assert speed_refine.chosen(ratios, accuracy if scores else None) == expected
+    assert all(ratios[k] * speed_refine.CONFIRM >= max(ratios) for k in asked)  # only the tied are measured
 
 
 def test_the_summary_says_what_was_kept_float_and_timeless_reports_drop_it() -> None:
@@ -227,7 +272,7 @@ def test_a_model_kept_all_float_records_no_op_kept_float_for_speed(
 ) -> None:
     """--prefer speed keeps the whole model float when int8 measures slower: the speed plan's ops are then
     no longer the reason anything is float, in the summary or in the model's metadata."""
-    _fake_profile(monkeypatch, "conv1", refined_faster=True)
+    _fake_profile(monkeypatch, "conv1", refined_time=0.5)
     monkeypatch.setattr(run_convert, "measure_speed", lambda *_: Speed(0.5, 10, 1.0, 2.0))
     summary, out = quantize(_silu_chain(), tmp_path, image_dir, ConvertConfig(prefer=Prefer.speed))
     assert not summary.plan.quantized_nodes and summary.speed_plan is None

@@ -140,7 +140,10 @@ def convert(
             again = make_plan(inferred, table, config, kept, cache, alphas, base.rounded, slower)
             return again, _quantized_model(inferred, again, config)
 
-        refined = speed_refine.refine(inferred, table, plan, quantized, samples, build)
+        def accuracy(model: onnx.ModelProto) -> float:
+            return fallback.output_sqnr(model, reference, samples, measured)
+
+        refined = speed_refine.refine(inferred, table, plan, quantized, samples, build, accuracy)
         plan, quantized = refined.plan, refined.model
     speed_plan = refined.report if refined is not None else None
     floor = Floor(

@@ -175,9 +175,15 @@ def _speed_plan_text(plan: SpeedPlan | None) -> Text:
             f"whole ({plan.plain_speedup:.2f}x FP32 as planned; 1 thread, interleaved on a calibration "
             "sample)\n"
         )
+    gain = (
+        ""
+        if plan.sqnr_db is None
+        else f", as fast as timing tells, and {plan.sqnr_db[0]:.1f} -> {plan.sqnr_db[1]:.1f} dB on the "
+        "calibration samples"
+    )
     return Text(
         f"speed on this CPU: {len(plan.floated)} op(s) kept float where their int8 form profiled slower "
-        f"({plan.plain_speedup:.2f}x -> {plan.refined_speedup:.2f}x FP32; 1 thread, interleaved on a "
+        f"({plan.plain_speedup:.2f}x -> {plan.refined_speedup:.2f}x FP32{gain}; 1 thread, interleaved on a "
         "calibration sample)\n"
     )
 
