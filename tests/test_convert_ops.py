@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from quantkit.config import ConvertConfig, Target
+from quantkit.config import ConvertConfig, Prefer, Rounding, Target
 from quantkit.errors import ConfigError
 from tests.conftest import conv_params, make_model
 from tests.helpers import dq_feeds_q, op_counts, optimized_graph, output_sqnr, quantize
@@ -194,6 +194,43 @@ def test_conv_relu_folded_weights_int8_per_channel_bias_int32(tmp_path: Path, im
         )
     assert not [t for t in model.graph.initializer if t.name in ("c1_w", "c1_b")]  # float copies gone
     assert summary.quantized_by_type == {"Conv": 1, "MaxPool": 1}
+
+
+def test_a_dead_channels_folded_bias_keeps_its_value_in_int32(tmp_path: Path, image_dir: Path) -> None:
+    """A channel whose weights are near zero next to its bias (a BatchNorm folded into a dead channel, as in
+    PaddleOCR's recognizer: weights 1e-39..1e-6, bias -6.4): on its own weight scale, bias / (s_x * s_w)
+    passes int32 and saturated to -9e-31. The channel's weight scale is raised until the bias fits."""
+    inits: dict[str, np.ndarray] = {}
+    for i, (c_out, c_in) in enumerate([(4, 3), (4, 4), (3, 4)]):
+        p = conv_params(c_out, c_in, 3, seed=40 + i)
+        inits[f"w{i}"], inits[f"b{i}"] = p["w"], p["b"]
+    inits["w1"][2] = 1e-30  # channel 2 of conv1: dead weights, a real bias
+    inits["b1"][2] = 3.0
+    nodes = [
+        N("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        N("Relu", ["c0"], ["r0"], name="relu0"),
+        N("Conv", ["r0", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        N("Relu", ["c1"], ["r1"], name="relu1"),
+        N("Conv", ["r1", "w2", "b2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    config = ConvertConfig(prefer=Prefer.accuracy, rounding=Rounding.nearest)
+    summary, out = quantize(make_model(nodes, inits), tmp_path, image_dir, config)
+    assert "conv1" in summary.plan.quantized_nodes
+    model = onnx.load(str(out))
+    inits_q = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    dq_of = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    conv1 = next(n for n in model.graph.node if n.name == "conv1")
+    b_dq, w_dq = dq_of[conv1.input[2]], dq_of[conv1.input[1]]
+    q_bias = inits_q[b_dq.input[0]]
+    assert q_bias.dtype == np.int32 and np.abs(q_bias.astype(np.int64)).max() < 2**31 - 1
+    bias = q_bias.astype(np.float64) * inits_q[b_dq.input[1]]
+    assert bias[2] == pytest.approx(3.0, rel=1e-3)
+    assert not inits_q[w_dq.input[0]][2].any()  # its weights: 0 on the raised scale
+    x_dq = dq_of[conv1.input[0]]
+    np.testing.assert_allclose(  # the int32 bias's scale is still s_x * s_w, as the fused kernel reads it
+        inits_q[b_dq.input[1]], inits_q[x_dq.input[1]] * inits_q[w_dq.input[1]], rtol=1e-6
+    )
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
 def _linear_model(op: str, trans_b: int = 0) -> onnx.ModelProto:

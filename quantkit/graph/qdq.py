@@ -24,8 +24,10 @@ from quantkit.graph.smoothquant_rewrite import apply_rebalances
 from quantkit.qmath.fp8 import FLOAT8, per_channel_fp8
 from quantkit.qmath.params import (
     WEIGHT_QMAX,
+    along_axis,
     asymmetric_params,
     bias_int32,
+    bias_weight_scale_floor,
     quantize,
     weight_error,
     weight_with_error,
@@ -41,12 +43,34 @@ class _Rewriter:
         self.new_nodes: list[onnx.NodeProto] = []
         self.weight_scales: dict[str, np.ndarray] = {}  # node name -> per-channel weight scale
         self.weight_errors: dict[str, np.ndarray] = {}  # node name -> dequantized - float weight
+        # node name -> its int8 weight's DequantizeLinear and float value (rebalanced), axis, qmax
+        self.weight_dq: dict[str, tuple[onnx.NodeProto, np.ndarray, int, int]] = {}
         self.quantized_of: dict[str, str] = {}  # tensor -> the integer tensor its Q node writes
 
     def add_initializer(self, base: str, array: np.ndarray) -> str:
         name = self.namer.fresh(base)
         self.graph.initializer.append(numpy_helper.from_array(array, name))
         return name
+
+    def replace_initializer(self, name: str, array: np.ndarray) -> None:
+        found = next(i for i in self.graph.initializer if i.name == name)
+        found.CopyFrom(numpy_helper.from_array(array, name))
+
+    def raise_weight_scales(self, node: str, floor: np.ndarray) -> np.ndarray:
+        """The node's int8 weight again with each channel's scale at least floor [C] (the channels
+        raised rounded to nearest on their new scale, the others as they were); its new scales."""
+        dq, value, axis, qmax = self.weight_dq[node]
+        before = self.weight_scales[node]
+        scale = np.maximum(before, floor).astype(np.float32)
+        nearest = quantize(value, scale, np.zeros(scale.shape, np.int8), "int8", axis)
+        kept = numpy_helper.to_array(next(i for i in self.graph.initializer if i.name == dq.input[0]))
+        raised = along_axis(scale > before, value.ndim, axis)
+        q = np.where(raised, np.clip(nearest, -qmax, qmax), kept).astype(np.int8)
+        self.replace_initializer(dq.input[0], q)
+        self.replace_initializer(dq.input[1], scale)
+        self.weight_scales[node] = scale
+        self.weight_errors[node] = weight_error(value, q, scale, axis)
+        return scale
 
     def params_initializers(self, base: str, params: QuantParams) -> tuple[str, str]:
         """The scale and zero-point initializers of a Q/DQ node."""
@@ -317,11 +341,14 @@ def _quantize_constant_input(
         return
     elif weight.kind == "bias":
         input_scale = float(activations[node.input[0]].scale)  # what feeds the node now (maybe rebalanced)
+        w_scale = rewriter.weight_scales[node.name]
+        floor = bias_weight_scale_floor(value, input_scale)
+        if node.name in rewriter.weight_dq and w_scale.size == value.size and (w_scale < floor).any():
+            w_scale = rewriter.raise_weight_scales(node.name, floor)  # else the int32 bias saturates
         if input_means and node.name in input_means:
             value = value - rounding_shift(
                 index, node, rewriter.weight_errors[node.name], input_means[node.name]
             )
-        w_scale = rewriter.weight_scales[node.name]
         if node.op_type == "ConvTranspose" and w_scale.size != value.size:
             w_scale = np.tile(w_scale, value.size // w_scale.size)
         q, scale = bias_int32(value.astype(np.float32), input_scale, w_scale)
@@ -331,6 +358,8 @@ def _quantize_constant_input(
         q = quantize(value.astype(np.float32), params.scale, params.zero_point, str(params.dtype))
     q_name = rewriter.add_initializer(f"{base}_quantized", q)
     node.input[weight.input_index] = rewriter.dequantize_node(base, q_name, params)
+    if weight.kind == "weight" and not fp8 and weight.axis is not None:
+        rewriter.weight_dq[node.name] = (rewriter.new_nodes[-1], value.astype(np.float32), weight.axis, qmax)
 
 
 def rounding_shift(

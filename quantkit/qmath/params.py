@@ -107,6 +107,20 @@ def weight_error(value: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int)
     return dequantize(q, scale, np.zeros(scale.shape, np.int8), axis) - value.astype(np.float64)
 
 
+# The share of int32's range a bias may take at its scale s_x * s_w: its correction for the weights'
+# rounding comes after the weight's scale is fixed, and float32 rounds the product.
+INT32_HEADROOM = 0.5
+
+
+def bias_weight_scale_floor(bias: np.ndarray, input_scale: float) -> np.ndarray:
+    """The least weight scale per output channel at which bias / (s_x * s_w) fits int32 (with
+    INT32_HEADROOM). bias: float [C]. Returns float32 [C]. Only a channel whose weights are near zero
+    next to its bias needs it (a BatchNorm folded into a dead channel: weights 1e-39..1e-6, bias -6.4):
+    on a scale that small its int32 bias saturates, and the layer computes -9e-31 where -6.4 was."""
+    limit = float(input_scale) * QRANGE["int32"][1] * INT32_HEADROOM
+    return (np.abs(bias.astype(np.float64)) / limit).astype(np.float32)
+
+
 def bias_int32(
     bias: np.ndarray, input_scale: float, weight_scale: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
