@@ -21,8 +21,9 @@ BLOCK = 128  # columns updated together (lazy batch updates): the same result, f
 
 def second_moment_update(total: np.ndarray, rows: np.ndarray) -> None:
     """total [G, K, K] += rows^T rows per group; rows: [G, P, K] (P samples of each group's K inputs).
-    float64 sums, so that many batches add up without loss."""
-    total += np.einsum("gpk,gpl->gkl", rows, rows, optimize=True)
+    float64 sums, so that many batches add up without loss. A batched matmul (BLAS): numpy 2.4's einsum
+    of the same product took 1.5-4x its time on one group of K = 288-1152 columns."""
+    total += np.matmul(rows.transpose(0, 2, 1), rows)
 
 
 def compensated_round(
