@@ -89,20 +89,75 @@ class GraphIndex:
 
 
 SQUASHING_OPS = frozenset({"Sigmoid", "Softmax"})
+# ops whose outputs are chosen or ordered by value: a tiny change reorders or swaps what they pick
+SELECTING_OPS = frozenset({"TopK", "NonMaxSuppression"})
 
 
-def measured_outputs(model: onnx.ModelProto) -> dict[str, str]:
-    """Graph output -> the tensor that measures its error: the logits where a Sigmoid or Softmax makes
-    the output, the output itself otherwise. A squashed output says little of an error: a text detector's
-    probability map is 1e-7 wherever there is no text, where a logit of -15 against -14.5 is a 40 %
-    relative error of a value that no threshold sees."""
+def measured_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
+    """Graph output -> the tensors that measure its error. The logits where a Sigmoid or Softmax makes
+    the output: a squashed output says little of an error (a text detector's probability map is 1e-7
+    wherever there is no text, where a logit of -15 against -14.5 is a 40 % relative error of a value that
+    no threshold sees). Where a TopK or NonMaxSuppression chose or ordered what reaches the output (an
+    end-to-end detector's top 300 boxes by score), the float tensors that enter that selection: the
+    output itself compares rows that noise reorders (FP32 against FP32 with 1e-3 noise on its input:
+    5.4 dB, the top box the same). The output itself otherwise. The model must be shape-inferred."""
     index = GraphIndex(model)
-    measured = {}
+    ordered = selection_ordered(model)
+    measured: dict[str, tuple[str, ...]] = dict(ordered)
     for output in model.graph.output:
+        if output.name in ordered:
+            continue
         producer = index.producer.get(output.name)
         logits = producer.input[0] if producer is not None and producer.op_type in SQUASHING_OPS else ""
-        measured[output.name] = logits if logits and logits not in index.initializers else output.name
+        measured[output.name] = (logits if logits and logits not in index.initializers else output.name,)
     return measured
+
+
+def selection_ordered(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
+    """Graph output -> the float tensors entering the TopK / NonMaxSuppression that chose or ordered it,
+    for the outputs computed from one (measured_outputs). The model must be shape-inferred."""
+    index = GraphIndex(model)
+    selected = _selected(index)
+    found = {}
+    for output in model.graph.output:
+        entering = _entering(index, output.name, selected) if output.name in selected else ()
+        if entering:
+            found[output.name] = entering
+    return found
+
+
+def measured_tensors(model: onnx.ModelProto) -> list[str]:
+    """Every tensor measured_outputs reads, sorted."""
+    return sorted({t for tensors in measured_outputs(model).values() for t in tensors})
+
+
+def _selected(index: GraphIndex) -> set[str]:
+    """The tensors a selecting op (SELECTING_OPS) writes, and every tensor computed from one."""
+    selected: set[str] = set()
+    for node in topological_order(index.nodes, [*index.graph_inputs, *index.initializers]):
+        if node.op_type in SELECTING_OPS or any(name in selected for name in node.input):
+            selected.update(o for o in node.output if o)
+    return selected
+
+
+def _entering(index: GraphIndex, output: str, selected: set[str]) -> tuple[str, ...]:
+    """The float tensors, computed from the graph's inputs, that nodes on the way to `output` read from
+    outside the selected region (the scores a TopK ranks, the boxes a GatherElements picks from)."""
+    found: set[str] = set()
+    seen, pending = {output}, [output]
+    while pending:
+        node = index.producer.get(pending.pop())
+        if node is None:
+            continue
+        for name in node.input:
+            if not name or name in seen:
+                continue
+            seen.add(name)
+            if name in selected:
+                pending.append(name)
+            elif not index.is_constant(name) and name not in index.graph_inputs and index.is_float(name):
+                found.add(name)
+    return tuple(sorted(found))
 
 
 def subgraph_inputs(model: onnx.ModelProto) -> set[str]:

@@ -49,7 +49,14 @@ from quantkit.pipeline.run_check import findings as target_findings
 from quantkit.pipeline.shards import sendable
 from quantkit.pipeline.trial_jobs import Spread
 from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
-from quantkit.pipeline.writing import INT8_FLOOR_DB, Floor, plan_record, stamp, write_checked
+from quantkit.pipeline.writing import (
+    INT8_FLOOR_DB,
+    Floor,
+    plan_record,
+    selection_notes,
+    stamp,
+    write_checked,
+)
 from quantkit.planner import budget_search as budget_search
 from quantkit.planner import corrections_choice, fallback
 from quantkit.planner import fp16_plan as fp16_planner
@@ -207,6 +214,7 @@ def convert(
         + reduced
         + corrections_choice.notes(resolved, requested, table)
         + _nothing_quantized(plan)
+        + selection_notes(inferred, _runnable(int8, config), reference, samples, smoke)
         + _elsewhere(config),
         speed=speed,
         fallback=tuple(steps),

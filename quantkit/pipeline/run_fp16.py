@@ -24,7 +24,7 @@ from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.emulate import emulate, stored_as
 from quantkit.graph.float_formats import FORMATS, FloatFormat
 from quantkit.graph.prepare import prepare
-from quantkit.graph.query import measured_outputs
+from quantkit.graph.query import measured_outputs, measured_tensors
 from quantkit.graph.samples import synthetic_samples
 from quantkit.outcomes import Float16Summary
 from quantkit.pipeline.loading import model_bytes, require_float, require_table_of, table_samples
@@ -35,6 +35,7 @@ from quantkit.pipeline.writing import (
     FP16_FLOOR_DB,
     FP16_SYNTHETIC_FLOOR_DB,
     Floor,
+    selection_notes,
     stamp,
     write_checked,
 )
@@ -77,7 +78,7 @@ def convert_float16(
         else (synthetic_samples(inferred, config.input_size), "synthetic inputs")
     )
     measured = measured_outputs(inferred)
-    tensors = sorted(set(measured.values()))
+    tensors = measured_tensors(inferred)
     peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)
     reference = [{t: run[t] for t in tensors} for run in runs]
     decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks, target)
@@ -103,18 +104,11 @@ def convert_float16(
         f"the {target.name} model, with {len(decided.kept) - planned} layer(s) kept float32 by the fallback,",
         "raise --max-float-layers or keep op types float32 with --exclude-op-types",
     )
+    runnable = None if target.runs_in_onnxruntime else _emulated(converted, rewritten, target)
     stored, smoke = write_checked(
-        converted,
-        inferred,
-        samples,
-        reference,
-        checked,
-        output,
-        inputs,
-        advance,
-        memo,
-        None if target.runs_in_onnxruntime else _emulated(converted, rewritten, target),
+        converted, inferred, samples, reference, checked, output, inputs, advance, memo, runnable
     )
+    ordered = selection_notes(inferred, runnable or converted, reference, samples, smoke)
     kept_names = {k.node for k in decided.kept}
     return Float16Summary(
         float16_by_type=dict(
@@ -128,7 +122,7 @@ def convert_float16(
         bytes_after=sum(len(data) for _, data in stored),
         smoke_sqnr_db=smoke,
         smoke_input=described,
-        notes=prepared.notes(),
+        notes=prepared.notes() + ordered,
         target=target.name,
         measured_by="onnxruntime" if target.runs_in_onnxruntime else EMULATED,
     )

@@ -22,6 +22,7 @@ from quantkit.errors import (
 from quantkit.evaluate.metrics import OutputErrors
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
+from quantkit.graph.query import selection_ordered
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner import fallback
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan
@@ -90,6 +91,32 @@ def write_checked(
     write_set(stored)
     advance(1)
     return stored, smoke
+
+
+def selection_notes(
+    model: onnx.ModelProto,
+    converted: onnx.ModelProto,
+    reference: list[dict[str, np.ndarray]],
+    samples: Feed,
+    smoke: dict[str, float],
+) -> tuple[str, ...]:
+    """A line for each output that a TopK / NonMaxSuppression chose and ordered (query.selection_ordered
+    of the shape-inferred `model`): its smoke-test figure compares rows that noise reorders, the floors
+    and the fallback read the tensors entering the selection; both figures. reference: FP32's measured
+    tensors on samples (fallback.measured_reference)."""
+    notes = []
+    present = {name for node in converted.graph.node for name in node.output}
+    for output, tensors in selection_ordered(model).items():
+        if not set(tensors) <= present:  # --compact renamed them
+            continue
+        entering = fallback.output_sqnr(converted, [{t: r[t] for t in tensors} for r in reference], samples)
+        notes.append(
+            f"output {output!r} is chosen and ordered by a TopK / NonMaxSuppression: row by row it measures "
+            f"{smoke.get(output, float('nan')):.1f} dB against FP32 (noise reorders near-equal scores); the "
+            f"{len(tensors)} tensor(s) entering the selection measure {entering:.1f} dB, and those are what "
+            "the floors and the fallback judge"
+        )
+    return tuple(notes)
 
 
 def _smoke_test(reference: onnx.ModelProto, candidate: onnx.ModelProto, samples: Feed) -> dict[str, float]:
