@@ -149,6 +149,11 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
     else:
         height, width = int(dims[0]), int(dims[1])  # type: ignore[arg-type]
     mean, std = PRESETS[options.preset]
+    for label, given in (("mean", options.mean), ("std", options.std)):
+        if channels == 1 and given and len(set(given)) > 1:  # a preset's three values average into one
+            raise ConfigError(
+                f"--{label} has {len(given)} different values but the model takes 1 channel (grey); give 1"
+            )
     return Preprocess(
         height=height,
         width=width,

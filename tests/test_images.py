@@ -156,7 +156,12 @@ def test_resolve_reads_layout_channels_and_size_from_the_model() -> None:
     assert (pre.layout, pre.channels, pre.height, pre.width) == (Layout.NHWC, 3, 224, 224)
     assert pre.std == (255.0, 255.0, 255.0)
     gray = resolve_preprocess(PreprocessOptions(), InputSpec("x", (None, 1, 28, 28)))
-    assert gray.channels == 1 and len(gray.mean) == 1
+    assert gray.channels == 1 and len(gray.mean) == 1  # the preset's three values, averaged
+    # three different values given for a grey model were averaged silently (--std 1,2,4 read as 2.33)
+    with pytest.raises(ConfigError, match="--std has 3 different values but the model takes 1 channel"):
+        resolve_preprocess(PreprocessOptions(std=(1.0, 2.0, 4.0)), InputSpec("x", (None, 1, 28, 28)))
+    same = resolve_preprocess(PreprocessOptions(mean=(127.5,) * 3), InputSpec("x", (None, 1, 28, 28)))
+    assert same.mean == (127.5,)
 
 
 def test_resolve_errors() -> None:
