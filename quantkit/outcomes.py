@@ -126,8 +126,8 @@ class Speed:
 class SpeedPlan:
     """What the speed-aware plan did (pipeline.speed_refine): the ops it kept float, and the speedups
     over FP32 of the plan before and after, from one interleaved measurement (refined None: the refined
-    model was not faster as a whole, so the plan stands); sqnr_db: (before, after) on the calibration
-    samples where the two measured as fast as each other and accuracy decided."""
+    model was not faster as a whole, so the plan stands); sqnr_db: on the calibration samples, the fastest
+    refined plan's and the kept one's, where a plan as fast as it (within 2 %) was more accurate."""
 
     floated: tuple[str, ...]
     plain_speedup: float

@@ -200,35 +200,27 @@ def test_convert_keeps_the_plan_when_the_refined_model_is_slower(
     assert graphs[0] == graphs[1] and plain.speed_plan is None
 
 
-def test_a_refined_plan_as_fast_as_the_plain_one_is_kept_where_it_is_more_accurate(
+def test_a_refined_plan_only_as_fast_as_the_plain_one_leaves_it_int8(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Equal times: a tie on speed, which accuracy on the calibration samples breaks (conv1 float: less
-    noise); the summary and the model's metadata say both figures."""
-    from quantkit.reports import console
-    from tests.test_golden import _render
-
+    """Equal times: the refined plan (conv1 float) is more accurate, but ops go float for speed only where
+    that measures faster: the INT8 model asked for stays (quantkit demo's digit CNN was written all float,
+    1.05x larger, when accuracy broke this tie)."""
     _fake_profile(monkeypatch, "conv1", refined_time=1.0)
-    summary, out = quantize(_silu_chain(), tmp_path, image_dir)
-    plan = summary.speed_plan
-    assert plan is not None and plan.floated == ("conv1",) and plan.sqnr_db is not None
-    assert plan.sqnr_db[1] >= plan.sqnr_db[0] + speed_refine.MIN_GAIN_DB
-    assert "conv1" not in summary.plan.quantized_nodes
-    text = _render(console.convert_table(summary, "model.int8.onnx"), 200)
-    assert f"as fast as timing tells, and {plan.sqnr_db[0]:.1f} -> {plan.sqnr_db[1]:.1f} dB on the" in text
-    record = conversion_record(onnx.load(str(out)))
-    assert record is not None and record["kept_float_for_speed"]["sqnr_db_after"] > 0
+    summary, _ = quantize(_silu_chain(), tmp_path, image_dir)
+    assert summary.speed_plan is not None and summary.speed_plan.refined_speedup is None
+    assert "conv1" in summary.plan.quantized_nodes
 
 
 @pytest.mark.parametrize(
     ("ratios", "scores", "expected"),
     [
         ([1.00, 1.05], None, (1, None)),  # faster beyond the tie: no accuracy asked
-        ([1.00, 1.01], [20.0, 25.0], (1, (20.0, 25.0))),  # tied, more accurate
-        ([1.00, 1.01], [20.0, 20.05], (0, None)),  # tied, not MIN_GAIN_DB better: the plain plan
-        ([1.01, 1.00], [20.0, 19.0], (0, None)),  # tied, less accurate
-        ([1.00, 0.90], [20.0, 30.0], (0, None)),  # slower: never, however accurate
-        ([1.00, 1.10, 1.09], [20.0, 21.0, 23.0], (2, None)),  # plain not tied: the most accurate of the rest
+        ([1.00, 1.01], [20.0, 25.0], (0, None)),  # tied with the plain plan: it stands, however accurate
+        ([1.00, 0.90], [20.0, 30.0], (0, None)),  # slower: never
+        ([1.00, 1.10, 1.09], [20.0, 21.0, 23.0], (2, (21.0, 23.0))),  # plain not tied: the most accurate
+        ([1.00, 1.10, 1.09], [20.0, 21.0, 21.05], (1, None)),  # ... where it gains MIN_GAIN_DB
+        ([1.00, 1.10, 1.09], None, (1, None)),  # no accuracy: the fastest
     ],
 )
 def test_chosen_breaks_ties_on_speed_by_accuracy(
@@ -243,6 +235,21 @@ def test_chosen_breaks_ties_on_speed_by_accuracy(
 
     assert speed_refine.chosen(ratios, accuracy if scores else None) == expected
     assert all(ratios[k] * speed_refine.CONFIRM >= max(ratios) for k in asked)  # only the tied are measured
+
+
+def test_the_summary_names_the_accuracy_choice() -> None:
+    import dataclasses
+
+    from quantkit.outcomes import SpeedPlan
+    from quantkit.reports import console
+    from tests.test_golden import _render, _summary
+
+    chose = dataclasses.replace(_summary(), speed_plan=SpeedPlan(("a",), 0.88, 1.03, (21.8, 25.1)))
+    text = _render(console.convert_table(chose, "model.int8.onnx"), 200)
+    assert (
+        "(0.88x -> 1.03x FP32; of the plans as fast as the fastest, the most accurate: 21.8 -> 25.1 dB"
+        in text
+    )
 
 
 def test_the_summary_says_what_was_kept_float_and_timeless_reports_drop_it() -> None:
