@@ -10,10 +10,9 @@ times replace the estimates of the ops they measured, up to ROUNDS. Whole-model 
 interleaved as evaluate.speed does: the plans within CONFIRM of the fastest one measured are as fast as
 timing on a shared machine can tell; the plain plan stands where it is one of them, else the one of them
 with the highest output SQNR on the calibration samples is kept (the fastest unless another gains
-MIN_GAIN_DB on it). Where the profiles
-find no op slower in int8, or the estimated saving is under MIN_SAVING_US (20 us a run; MIN_SAVING of the
-model's time, 0), nothing changes and nothing is timed twice: the output is the one of the payoff rule
-alone, byte for byte.
+MIN_GAIN_DB on it). Where the profiles find no op slower in int8, or the estimated saving is under
+MIN_SAVING_US (20 us a run; MIN_SAVING of the model's time, 0), nothing changes and nothing is timed
+twice: the output is the one of the payoff rule alone, byte for byte.
 """
 
 from __future__ import annotations
