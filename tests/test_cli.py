@@ -158,3 +158,16 @@ def test_compare_says_when_it_falls_back_to_default_preprocessing(
     data = tmp_path / "c.json"
     assert run([*base, "--json", str(data)], capsys)[0] == 0
     assert json.loads(data.read_text())["settings"]["preprocess_source"] == "defaults"
+
+
+def test_compare_without_timing_prints_no_latency_table(
+    cnn: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--runs 0 measures no latency: the table and the speedup were printed empty ("-")."""
+    base = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--warmup", "0"]
+    code, out, err = run([*base, "--runs", "0"], capsys)
+    assert code == 0, err
+    assert "latency, ms" not in out and "speedup (p50)" not in out and "size " in out
+    code, out, err = run([*base, "--runs", "2"], capsys)
+    assert code == 0, err
+    assert "latency, ms" in out and "speedup (p50)" in out

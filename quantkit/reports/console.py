@@ -371,11 +371,12 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         lat.add_column(col, justify="left" if col == "model" else "right")
     lat.add_row(*_latency_row("reference", result.reference_latency))
     lat.add_row(*_latency_row("candidate", result.candidate_latency))
+    timed = result.reference_latency is not None or result.candidate_latency is not None  # not --runs 0
     speed = f"{result.speedup:.2f}x" if result.speedup is not None else "-"
     change = size_change(result.reference_bytes, result.candidate_bytes)
     before, after = megabytes(result.reference_bytes), megabytes(result.candidate_bytes)
     tail = Text(
-        f"speedup (p50) {speed}   size {before} -> {after} "
+        (f"speedup (p50) {speed}   " if timed else "") + f"size {before} -> {after} "
         f"({change})\nCPU {result.environment.get('cpu')} "
         f"(VNNI {'yes' if result.environment.get('vnni') else 'no'})"
     )
@@ -396,7 +397,8 @@ def compare_table(result: ComparisonResult) -> RenderableType:
                 style="yellow",
             )
         )
-    return Group(*parts, out, Text(""), lat, Text(""), tail, *notes)
+    latency: list[RenderableType] = [lat, Text("")] if timed else []
+    return Group(*parts, out, Text(""), *latency, tail, *notes)
 
 
 def _conversion_text(record: dict[str, Any] | None) -> Text:
