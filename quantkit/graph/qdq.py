@@ -43,8 +43,8 @@ class _Rewriter:
         self.new_nodes: list[onnx.NodeProto] = []
         self.weight_scales: dict[str, np.ndarray] = {}  # node name -> per-channel weight scale
         self.weight_errors: dict[str, np.ndarray] = {}  # node name -> dequantized - float weight
-        # node name -> its int8 weight's DequantizeLinear and float value (rebalanced), axis, qmax
-        self.weight_dq: dict[str, tuple[onnx.NodeProto, np.ndarray, int, int]] = {}
+        # node name -> its int8 weight's DequantizeLinear, integers, float value (rebalanced), axis, qmax
+        self.weight_dq: dict[str, tuple[onnx.NodeProto, np.ndarray, np.ndarray, int, int]] = {}
         self.quantized_of: dict[str, str] = {}  # tensor -> the integer tensor its Q node writes
 
     def add_initializer(self, base: str, array: np.ndarray) -> str:
@@ -59,11 +59,10 @@ class _Rewriter:
     def raise_weight_scales(self, node: str, floor: np.ndarray) -> np.ndarray:
         """The node's int8 weight again with each channel's scale at least floor [C] (the channels
         raised rounded to nearest on their new scale, the others as they were); its new scales."""
-        dq, value, axis, qmax = self.weight_dq[node]
+        dq, kept, value, axis, qmax = self.weight_dq[node]
         before = self.weight_scales[node]
         scale = np.maximum(before, floor).astype(np.float32)
         nearest = quantize(value, scale, np.zeros(scale.shape, np.int8), "int8", axis)
-        kept = numpy_helper.to_array(next(i for i in self.graph.initializer if i.name == dq.input[0]))
         raised = along_axis(scale > before, value.ndim, axis)
         q = np.where(raised, np.clip(nearest, -qmax, qmax), kept).astype(np.int8)
         self.replace_initializer(dq.input[0], q)
@@ -359,7 +358,7 @@ def _quantize_constant_input(
     q_name = rewriter.add_initializer(f"{base}_quantized", q)
     node.input[weight.input_index] = rewriter.dequantize_node(base, q_name, params)
     if weight.kind == "weight" and not fp8 and weight.axis is not None:
-        rewriter.weight_dq[node.name] = (rewriter.new_nodes[-1], value.astype(np.float32), weight.axis, qmax)
+        rewriter.weight_dq[node.name] = (rewriter.new_nodes[-1], q, value, weight.axis, qmax)
 
 
 def rounding_shift(
