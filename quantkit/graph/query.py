@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -102,7 +102,7 @@ def measured_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
     output itself compares rows that noise reorders (FP32 against FP32 with 1e-3 noise on its input:
     5.4 dB, the top box the same). The output itself otherwise. The model must be shape-inferred."""
     index = GraphIndex(model)
-    ordered = selection_ordered(model)
+    ordered = _ordered(model, index)
     measured: dict[str, tuple[str, ...]] = dict(ordered)
     for output in model.graph.output:
         if output.name in ordered:
@@ -116,7 +116,10 @@ def measured_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
 def selection_ordered(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
     """Graph output -> the float tensors entering the TopK / NonMaxSuppression that chose or ordered it,
     for the outputs computed from one (measured_outputs). The model must be shape-inferred."""
-    index = GraphIndex(model)
+    return _ordered(model, GraphIndex(model))
+
+
+def _ordered(model: onnx.ModelProto, index: GraphIndex) -> dict[str, tuple[str, ...]]:
     selected = _selected(index)
     found = {}
     for output in model.graph.output:
@@ -126,14 +129,16 @@ def selection_ordered(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def measured_tensors(model: onnx.ModelProto) -> list[str]:
-    """Every tensor measured_outputs reads, sorted."""
-    return sorted({t for tensors in measured_outputs(model).values() for t in tensors})
+def measured_tensors(measured: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Every tensor a measured_outputs mapping reads, sorted."""
+    return sorted({t for tensors in measured.values() for t in tensors})
 
 
 def _selected(index: GraphIndex) -> set[str]:
     """The tensors a selecting op (SELECTING_OPS) writes, and every tensor computed from one."""
     selected: set[str] = set()
+    if not any(node.op_type in SELECTING_OPS for node in index.nodes):
+        return selected  # most models: no sort needed
     for node in topological_order(index.nodes, [*index.graph_inputs, *index.initializers]):
         if node.op_type in SELECTING_OPS or any(name in selected for name in node.input):
             selected.update(o for o in node.output if o)

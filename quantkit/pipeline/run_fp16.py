@@ -78,7 +78,7 @@ def convert_float16(
         else (synthetic_samples(inferred, config.input_size), "synthetic inputs")
     )
     measured = measured_outputs(inferred)
-    tensors = measured_tensors(inferred)
+    tensors = measured_tensors(measured)
     peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)
     reference = [{t: run[t] for t in tensors} for run in runs]
     decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks, target)

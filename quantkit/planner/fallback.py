@@ -31,7 +31,7 @@ from quantkit.config import ConvertConfig
 from quantkit.evaluate.metrics import OutputNoise
 from quantkit.graph.augment import COMPUTE_OPS, with_outputs
 from quantkit.graph.qdq import WeightMemo, apply_plan
-from quantkit.graph.query import GraphIndex, measured_tensors
+from quantkit.graph.query import GraphIndex, measured_outputs, measured_tensors
 from quantkit.planner.core import plan
 from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, feed_rows, feed_take
 from quantkit.runtime import Session, fits_one_message
@@ -53,7 +53,7 @@ FINALIST_SHARE = 0.5
 def measured_reference(model: onnx.ModelProto, samples: Feed) -> list[dict[str, np.ndarray]]:
     """FP32's measured outputs (query.measured_outputs: logits for squashed outputs) on samples [K, ...],
     one dict per Session.run_samples batch: the reference output_sqnr compares against."""
-    tensors = measured_tensors(model)
+    tensors = measured_tensors(measured_outputs(model))
     return [
         {t: run[t] for t in tensors} for run in Session.of(with_outputs(model, tensors)).iter_samples(samples)
     ]
