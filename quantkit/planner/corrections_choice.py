@@ -169,15 +169,12 @@ def range_cap(
     uncapped = dataclasses.replace(config, range_cap=False)
     if stress is None or not any(s.image_max_mean is not None for s in table.stats.values()):
         return uncapped, None  # array data, or a table from before they were recorded
+    cache = {} if cache is None else cache
+    memo = SqnrMemo() if memo is None else memo
     stress_reference = measured_reference(model, stress)
     measured = [
-        _final_db(
-            model, table, Resolved(settings, None, {}, None), ref, feed, {} if cache is None else cache, cases
-        )
-        for ref, feed, cases in (
-            (reference, samples, memo or SqnrMemo()),
-            (stress_reference, stress, SqnrMemo()),
-        )
+        _final_db(model, table, Resolved(settings, None, {}, None), ref, feed, cache, cases)
+        for ref, feed, cases in ((reference, samples, memo), (stress_reference, stress, SqnrMemo()))
         for settings in (config, uncapped)
     ]
     found = CapMeasure(*measured)

@@ -362,16 +362,8 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         if detector:
             row += [f"{percent(m.detection_recall)} of {m.detections}", boxes_text(m)]
         out.add_row(*row)
-    where = ", OpenVINO" if result.settings.get("runtime") == "openvino" else ""
-    lat = _table(
-        f"latency, ms{where} ({result.settings['threads']} thread(s), batch "
-        f"{result.settings['batch_size_latency']}, {result.settings['runs']} interleaved runs)"
-    )
-    for col in ("model", "p50", "p90", "p99"):
-        lat.add_column(col, justify="left" if col == "model" else "right")
-    lat.add_row(*_latency_row("reference", result.reference_latency))
-    lat.add_row(*_latency_row("candidate", result.candidate_latency))
     timed = result.reference_latency is not None or result.candidate_latency is not None  # not --runs 0
+    latency: list[RenderableType] = [_latency_table(result), Text("")] if timed else []
     speed = f"{result.speedup:.2f}x" if result.speedup is not None else "-"
     change = size_change(result.reference_bytes, result.candidate_bytes)
     before, after = megabytes(result.reference_bytes), megabytes(result.candidate_bytes)
@@ -397,8 +389,20 @@ def compare_table(result: ComparisonResult) -> RenderableType:
                 style="yellow",
             )
         )
-    latency: list[RenderableType] = [lat, Text("")] if timed else []
     return Group(*parts, out, Text(""), *latency, tail, *notes)
+
+
+def _latency_table(result: ComparisonResult) -> Table:
+    where = ", OpenVINO" if result.settings.get("runtime") == "openvino" else ""
+    lat = _table(
+        f"latency, ms{where} ({result.settings['threads']} thread(s), batch "
+        f"{result.settings['batch_size_latency']}, {result.settings['runs']} interleaved runs)"
+    )
+    for col in ("model", "p50", "p90", "p99"):
+        lat.add_column(col, justify="left" if col == "model" else "right")
+    lat.add_row(*_latency_row("reference", result.reference_latency))
+    lat.add_row(*_latency_row("candidate", result.candidate_latency))
+    return lat
 
 
 def _conversion_text(record: dict[str, Any] | None) -> Text:
