@@ -175,12 +175,9 @@ def _speed_plan_text(plan: SpeedPlan | None) -> Text:
             f"whole ({plan.plain_speedup:.2f}x FP32 as planned; 1 thread, interleaved on a calibration "
             "sample)\n"
         )
-    gain = (
-        ""
-        if plan.sqnr_db is None
-        else f"; of the plans as fast as the fastest, the most accurate: {plan.sqnr_db[0]:.1f} -> "
-        f"{plan.sqnr_db[1]:.1f} dB on the calibration samples"
-    )
+    most = "; of the plans as fast as the fastest, the most accurate: {:.1f} -> {:.1f} dB on the calibration"
+    most += " samples"
+    gain = most.format(*plan.sqnr_db) if plan.sqnr_db is not None else ""
     return Text(
         f"speed on this CPU: {len(plan.floated)} op(s) kept float where their int8 form profiled slower "
         f"({plan.plain_speedup:.2f}x -> {plan.refined_speedup:.2f}x FP32{gain}; 1 thread, interleaved on a "
@@ -393,15 +390,15 @@ def compare_table(result: ComparisonResult) -> RenderableType:
 
 
 def _latency_table(result: ComparisonResult) -> Table:
-    where = ", OpenVINO" if result.settings.get("runtime") == "openvino" else ""
+    where, settings = ", OpenVINO" if result.settings.get("runtime") == "openvino" else "", result.settings
     lat = _table(
-        f"latency, ms{where} ({result.settings['threads']} thread(s), batch "
-        f"{result.settings['batch_size_latency']}, {result.settings['runs']} interleaved runs)"
+        f"latency, ms{where} ({settings['threads']} thread(s), batch {settings['batch_size_latency']}, "
+        f"{settings['runs']} interleaved runs)"
     )
     for col in ("model", "p50", "p90", "p99"):
         lat.add_column(col, justify="left" if col == "model" else "right")
-    lat.add_row(*_latency_row("reference", result.reference_latency))
-    lat.add_row(*_latency_row("candidate", result.candidate_latency))
+    for label, stats in (("reference", result.reference_latency), ("candidate", result.candidate_latency)):
+        lat.add_row(*_latency_row(label, stats))
     return lat
 
 
