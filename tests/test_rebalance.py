@@ -209,6 +209,27 @@ def test_relu6_bounds_become_per_channel_and_the_q_node_clips_within_them(
     assert top <= 6.0 / float(np.max(rebalance.scales)) * (1 + 1e-6)  # saturation within every bound
 
 
+def test_a_rebalanced_range_keeps_the_share_of_its_source_that_the_range_cap_keeps(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """X / s spans what X's per-channel extremes give; with --range-cap on, its top is narrowed by the
+    share X's own cap keeps (the images' mean maximum over the pooled one), as X's range would be."""
+    src, table_path = calibrated(tmp_path, unbalanced_model(), image_dir)
+    model = model_io.infer_shapes(model_io.load_model(src))
+    name_nodes(model)
+    table = load(table_path)
+    stats = table.stats["r1"]
+    assert stats.image_max_mean is not None and 0.0 < stats.image_max_mean < stats.maximum
+    tops = {}
+    for cap in (True, False):
+        decided = plan(model, table, ConvertConfig(range_cap=cap), alphas={"r1": 0.75})
+        (rebalance,) = decided.rebalances
+        assert int(rebalance.params.zero_point) == 0  # ReLU output: the range starts at 0
+        tops[cap] = float(rebalance.params.scale) * 255
+    share = stats.image_max_mean / stats.maximum
+    np.testing.assert_allclose(tops[True], tops[False] * share, rtol=1e-5)
+
+
 def test_auto_rebalancing_folds_into_the_producer_and_pays(tmp_path: Path, image_dir: Path) -> None:
     src, table = calibrated(tmp_path, unbalanced_model(), image_dir)
     results = {}

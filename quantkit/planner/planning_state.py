@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from quantkit.config import CalibMethod, ConvertConfig
+from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.range_plan import capped, consumer_transform, is_bounded, select_range
+from quantkit.planner.range_plan import capped, caps, consumer_transform, is_bounded, select_range
 from quantkit.results import (
     CalibrationTable,
     WeightPlan,
@@ -43,7 +43,7 @@ class Planning:
                 transform = consumer_transform(self.index, name)
                 self.selected[name] = select_range(stats, self.config, transform, bounded)
             lo, hi = self.selected[name]
-            if self.config.range_cap and self.config.method is CalibMethod.mse and not bounded:
+            if caps(self.config) and not bounded:
                 lo, hi = capped(lo, hi, stats)
             self.ranges[name] = (lo, hi)
         return self.ranges[name]

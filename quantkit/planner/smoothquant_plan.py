@@ -17,7 +17,9 @@ Which activations and alphas: every candidate at a fixed --smoothquant ALPHA; un
 measured by planner.smoothquant_search (passed in as `alphas`).
 The rebalanced tensor's range follows from X's per-channel min/max, no second calibration pass: X / s
 spans [min_j min_j(X)/s_j, max_j max_j(X)/s_j]. (Narrower ranges measured better on the table's 8
-samples but clipped the other calibration images: 14.9 dB where the observed range gave 42.7.)
+samples but clipped the other calibration images: 14.9 dB where the observed range gave 42.7.) Where
+activation ranges are capped at the images' mean extremes (--range-cap on), that span is narrowed by the
+share X's own cap keeps (planner.range_plan.capped_share), as every other activation is.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import onnx
 
 from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.range_plan import activation_params
+from quantkit.planner.range_plan import activation_params, capped_share, caps
 from quantkit.qmath.smoothquant_math import rebalanced_range, smoothing_scales
 from quantkit.results import CalibrationTable, QuantParams, Rebalance
 
@@ -96,6 +98,8 @@ class Rebalancer:
         scales = smoothing_scales(stats.channel_absmax, weights, alpha)
         absorber = self._absorber(tensor, channels, axis, rank)
         lo, hi = rebalanced_range(stats.channel_min, stats.channel_max, scales)
+        if caps(self.config):
+            lo, hi = capped_share(lo, hi, stats)
         if absorber.bound is not None:
             hi = min(hi, absorber.bound / float(np.max(scales)))  # Q saturates within every channel's c/s_j
         return Rebalance(
