@@ -399,3 +399,54 @@ def test_int8_symmetric_activations(tmp_path: Path, image_dir: Path) -> None:
     assert zero_points and all(z.dtype == np.int8 and z == 0 for z in zero_points)
     assert summary.folded_by_type == {}  # Relu cannot fold into a symmetric range
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
+def test_a_tensor_only_a_zero_clip_reads_is_recorded_with_that_clips_statistics(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """Conv -> Relu and Conv -> Clip(0, 6): the convs' outputs are no calibration outputs (onnxruntime
+    fuses each pair again); the table records them with the clip's statistics, which any quantization of
+    them is read through. A clip that keeps negatives, or a second reader, keeps the tensor's own. With
+    int8 activations nothing folds and those tensors are quantized with the clip's range: still exact."""
+    from quantkit import pipeline
+    from quantkit.calib.table import load
+    from quantkit.config import ActivationType, CalibrateConfig, ImageSelection
+    from quantkit.graph.augment import observed_tensors, seen_through_clips
+    from quantkit.graph.model_io import infer_shapes
+
+    inits: dict[str, np.ndarray] = {
+        "zero": np.array(0.0, np.float32),
+        "six": np.array(6.0, np.float32),
+        "neg": np.array(-1.0, np.float32),
+    }
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["r"], name="relu"),
+        conv("c2", "r", "b", 4, 4, 2, inits),
+        N("Clip", ["b", "zero", "six"], ["c"], name="relu6"),
+        conv("c3", "c", "d", 4, 4, 3, inits),
+        N("Clip", ["d", "neg", "six"], ["e"], name="clip"),
+        conv("c4", "e", "f", 4, 4, 4, inits),
+        N("Relu", ["f"], ["g"], name="relu_f"),
+        N("Add", ["f", "g"], ["h"], name="add"),  # f has a second reader
+        conv("c5", "h", "y", 4, 4, 5, inits),
+    ]
+    model = make_model(nodes, inits)
+    shaped = infer_shapes(model)
+    assert seen_through_clips(shaped, observed_tensors(shaped)) == {"a": "r", "b": "c"}
+    src, table_path = tmp_path / "model.onnx", tmp_path / "model.calib.json"
+    onnx.save(model, str(src))
+    pipeline.calibrate(src, table_path, CalibrateConfig(images=ImageSelection(image_dir)))
+    stats = load(table_path).stats
+    for tensor, view in (("a", "r"), ("b", "c")):
+        own, seen = stats[tensor], stats[view]
+        assert (own.minimum, own.maximum, own.count) == (seen.minimum, seen.maximum, seen.count)
+        np.testing.assert_array_equal(own.hist, seen.hist)
+        assert own.minimum >= 0.0
+    assert stats["d"].minimum < 0.0 and stats["f"].minimum < 0.0  # their own
+    out = tmp_path / "int8.onnx"
+    pipeline.convert(src, table_path, out, ConvertConfig(activations=ActivationType.int8, min_sqnr=0))
+    quantized = onnx.load(str(out))
+    q_inputs = {n.input[0] for n in quantized.graph.node if n.op_type == "QuantizeLinear"}
+    assert {"a_prequant", "b_prequant"} <= q_inputs  # not folded under int8: the clip's range
+    assert output_sqnr(src, out, image_dir) > 25.5  # 26.1 dB; each tensor's own range gave 24.5

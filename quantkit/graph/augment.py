@@ -88,6 +88,42 @@ def observed_tensors(model: onnx.ModelProto) -> dict[str, int | None]:
     return dict(sorted(wanted.items()))
 
 
+def clips_at_zero(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A Relu, or a Clip whose lower bound is the constant 0: max(x, 0) then at most an upper bound."""
+    if node.op_type == "Relu":
+        return True
+    if node.op_type != "Clip":
+        return False
+    low = index.constant(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    return low is not None and low.size == 1 and float(low.reshape(())) == 0.0
+
+
+def seen_through_clips(model: onnx.ModelProto, observed: dict[str, int | None]) -> dict[str, str]:
+    """Observed tensors recorded with the statistics of the op that alone reads them, a Relu or a Clip(0,
+    c) whose output is observed too: tensor -> that output. (The model must be shape-inferred.)
+
+    Any quantization of such a tensor x is read through the clip: values below 0 become 0 whatever the
+    range, so the error after the clip is that of quantizing clip(x) with the same range, and a range of
+    clip(x) quantizes x exactly as well (the planner folds the clip into it where it can, and measures
+    range errors after the consumer's function). Not observing x drops a graph output per Conv + ReLU
+    pair, which lets onnxruntime fuse the pair again: calibration of SqueezeNet 1.1 and MobileNetV2 about
+    a fifth faster."""
+    index = GraphIndex(model)
+    through: dict[str, str] = {}
+    for name, axis in observed.items():
+        uses = index.consumers.get(name, [])
+        if axis is not None or len(uses) != 1 or name in index.graph_outputs:
+            continue
+        node, position = uses[0]
+        if position == 0 and clips_at_zero(index, node) and node.output[0] in observed:
+            through[name] = node.output[0]
+    for name, view in through.items():  # a chain of clips: the last one's output is the one observed
+        while view in through:
+            view = through[view]
+        through[name] = view
+    return through
+
+
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """A copy of the model with `names` added as float graph outputs."""
     augmented = onnx.ModelProto()

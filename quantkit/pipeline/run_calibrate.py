@@ -21,7 +21,7 @@ from quantkit.errors import ConfigError, ImageError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
-from quantkit.graph.augment import observed_tensors, sample_bytes, with_outputs
+from quantkit.graph.augment import observed_tensors, sample_bytes, seen_through_clips, with_outputs
 from quantkit.graph.prepare import prepare
 from quantkit.images import ImageLoader, entries_hash, resolve_preprocess, select_images, shortfall
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
@@ -112,7 +112,9 @@ def calibrate(
         side = feed_side(first.data)
         stream = itertools.chain([first], stream)
     prepared = prepare(model, size=side)
-    observed = observed_tensors(prepared.model)
+    wanted = observed_tensors(prepared.model)
+    through = seen_through_clips(prepared.model, wanted)
+    observed = {name: axis for name, axis in wanted.items() if name not in through}
     augmented = with_outputs(prepared.model, list(observed))
     job = ChunkJob(
         index=0,
@@ -142,6 +144,8 @@ def calibrate(
         merged = _observe_arrays(session, stream, job, tick)
     check_finite(merged.partials)
     stats = {name: part.stats() for name, part in merged.partials.items()}
+    stats.update({name: stats[view] for name, view in through.items()})
+    stats = dict(sorted(stats.items()))
     seen, check, kept = merged.seen, merged.check or ReferenceCheck(), merged.samples
     meta: dict[str, Any] = {
         "producer": "quantkit",

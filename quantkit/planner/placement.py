@@ -8,7 +8,7 @@ import onnx
 
 from quantkit.config import ActivationType, ConvertConfig, Target
 from quantkit.errors import ConfigError
-from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS
+from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, clips_at_zero
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.patterns import HARD_OPS, SCALE_OPS, try_hard, try_scale_fold, writer
 from quantkit.planner.planning_state import MULTI_INPUT_OPS, Planning
@@ -164,7 +164,7 @@ def _try_fold(state: Planning, node: onnx.NodeProto) -> bool:
         or len(index.consumers[source]) != 1
         or out in index.graph_outputs
         or not state.has_stats(out)
-        or not _clips_at_zero(index, node)
+        or not clips_at_zero(index, node)
     ):
         state.reasons[node.name] = "not foldable into the range of its input (kept float)"
         return False
@@ -172,13 +172,6 @@ def _try_fold(state: Planning, node: onnx.NodeProto) -> bool:
     state.q.discard(source)
     state.add_q(out)
     return True
-
-
-def _clips_at_zero(index: GraphIndex, node: onnx.NodeProto) -> bool:
-    if node.op_type == "Relu":
-        return True
-    low = index.constant(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-    return low is not None and low.size == 1 and float(low.reshape(())) == 0.0
 
 
 def _try_integer(state: Planning, node: onnx.NodeProto) -> bool:
