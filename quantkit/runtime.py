@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import platform
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -375,6 +377,37 @@ def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
         except Exception as exc:  # onnxruntime raises its own exception types from C++
             raise ModelError(f"onnxruntime cannot load the model ({shorten(str(exc))})") from exc
         return onnx.load(str(Path(folder) / "optimized.onnx"))
+
+
+# A child loads the model from the path it is given, with onnxruntime's default session options.
+_LOAD_IN_CHILD = (
+    "import sys, onnxruntime as ort\no = ort.SessionOptions()\no.log_severity_level = 4\n"
+    "ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])"
+)
+
+
+def crash_on_load(model: onnx.ModelProto, timeout: float = 600.0) -> str | None:
+    """Why onnxruntime dies making a default CPU session for `model`, tried in a child process, or None
+    where it does not die (an error it raises is left to the caller's own session, which gives it).
+
+    A crash is no exception: onnxruntime 1.32's NCHWc layout pass segfaults on an FP16 PP-OCRv2
+    recognizer (an fp16 MatMul after LSTM -> Transpose -> Reshape -> Transpose), which took quantkit down
+    with no message. Models over protobuf's 2 GB are not tried."""
+    if not fits_one_message(model):
+        return None
+    with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(model.SerializeToString(deterministic=True))
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _LOAD_IN_CHILD, str(path)], capture_output=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return f"onnxruntime {ort.__version__} did not finish loading it in {timeout:.0f} s"
+    if done.returncode >= 0:
+        return None
+    name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else "?"
+    return f"onnxruntime {ort.__version__} crashes loading it ({name})"
 
 
 FLOAT8_TYPES = frozenset(

@@ -283,3 +283,45 @@ def test_activation_peaks_skip_non_finite_values_and_empty_tensors() -> None:
     assert _finite_peak(np.zeros((0, 3), np.float32)) is None
     values = rng(3).normal(0, 100, 1000).astype(np.float32)
     assert _finite_peak(values) == float(np.max(np.abs(values)))
+
+
+def test_a_child_that_dies_loading_the_model_is_named_a_crash(
+    cnn: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """crash_on_load: None where the child loads the model (or raises: the caller's own session says
+    why); the signal where it dies, as onnxruntime's graph optimizer can."""
+    from quantkit import runtime
+
+    model = onnx.load(str(cnn))
+    assert runtime.crash_on_load(model) is None
+    broken = onnx.ModelProto()
+    broken.CopyFrom(model)
+    broken.graph.node[0].op_type = "NoSuchOp"
+    assert runtime.crash_on_load(broken) is None  # an error onnxruntime raises, not a crash
+    monkeypatch.setattr(runtime, "_LOAD_IN_CHILD", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)")
+    assert (
+        runtime.crash_on_load(model) == f"onnxruntime {runtime.ort.__version__} crashes loading it (SIGSEGV)"
+    )
+
+
+def test_a_float16_node_onnxruntime_crashes_on_stays_float32_with_the_reason(
+    cnn: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the child process dies loading the FP16 model (onnxruntime 1.32 on an FP16 PP-OCRv2
+    recognizer), the node that makes it die is found by bisection and kept float32, as a node onnxruntime
+    refuses is; the written model loads."""
+    from quantkit.planner import fp16_checks
+
+    def crash(model: onnx.ModelProto) -> str | None:  # c2 in float16 "crashes" onnxruntime
+        c2 = next(n for n in model.graph.node if n.name == "c2")
+        weight = next(i for i in model.graph.initializer if i.name == c2.input[1])
+        return "onnxruntime crashes loading it (SIGSEGV)" if weight.data_type == TensorProto.FLOAT16 else None
+
+    monkeypatch.setattr(fp16_checks, "crash_on_load", crash)
+    out = tmp_path / "cnn.fp16.onnx"
+    summary = pipeline.convert_float16(cnn, None, out, Float16Config())
+    kept = {node: reason for node, _, reason in summary.kept_float32}
+    assert kept.get("c2", "").endswith("crashes loading it (SIGSEGV)"), kept
+    weights = {i.name: i.data_type for i in onnx.load(str(out)).graph.initializer}
+    assert weights["w1"] == TensorProto.FLOAT16 and weights["w2"] == TensorProto.FLOAT
+    assert _sqnr(cnn, out, _x()) > 40.0

@@ -25,7 +25,7 @@ from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32
 from quantkit.results import Feed
-from quantkit.runtime import Session
+from quantkit.runtime import Session, crash_on_load
 
 MAX_CULPRITS = 8
 _NAMED = (
@@ -105,6 +105,9 @@ def attempt_for(
             except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
                 return f"onnx.checker: {exc}"
             converted = emulate(rewritten.model, rewritten.stored, target.elem_type)
+        crash = crash_on_load(converted)
+        if crash is not None:
+            return crash
         try:
             outputs = Session.of(converted, spin=False).run_samples(sample)[0]
         except ModelError as exc:
