@@ -55,6 +55,30 @@ def load_model(path: Path) -> onnx.ModelProto:
     return model
 
 
+def symbolic_dims(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """(the model with every declared dimension below 0 made a named one, how many): Paddle exports write
+    -1 for a dynamic size, which ONNX does not define; onnx's shape inference then meets (32) vs (-1) and
+    refuses the model written from it, and the opset converter's copy of a PP-OCR recognizer stopped
+    running. The model itself if it has none."""
+    values = [*model.graph.input, *model.graph.output, *model.graph.value_info]
+    if not any(d.HasField("dim_value") and d.dim_value < 0 for v in values for d in _dims(v)):
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    named = 0
+    for value in [*out.graph.input, *out.graph.output, *out.graph.value_info]:
+        for axis, dim in enumerate(_dims(value)):
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                dim.dim_param = f"{value.name}_{axis}"  # clears dim_value (a oneof)
+                named += 1
+    return out, named
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
+    tensor = value.type.tensor_type
+    return list(tensor.shape.dim) if value.type.HasField("tensor_type") and tensor.HasField("shape") else []
+
+
 def _check_supported(model: onnx.ModelProto, path: Path) -> None:
     """Refuse what quantkit cannot run, before anything else: old opsets, training graphs, custom ops."""
     version = opset_version(model)

@@ -1,6 +1,7 @@
 """The model every command works on: one form, made the same way by calibrate, convert and sensitivity so
 that tensor names agree between the table and the plan.
 
+0. A declared dimension of -1 (Paddle exports; ONNX defines none) gets a name (model_io.symbolic_dims).
 1. Below opset 13 (per-channel Q/DQ), upgraded with onnx's version converter, then checked against the
    original on seeded synthetic inputs: outputs equal within float tolerance, or the upgrade is refused.
 2. Weights held in Constant nodes or read through Identity become initializers (graph.normalize).
@@ -38,6 +39,7 @@ class Prepared:
     batchnorms_folded: int = 0  # BatchNormalization nodes folded into the Conv before them
     affines_folded: int = 0  # Mul/Add by per-channel constants folded into the Conv before them
     upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
+    dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
 
     def notes(self) -> tuple[str, ...]:
         """What was changed on the way in, for the summary."""
@@ -46,6 +48,11 @@ class Prepared:
             found.append(
                 f"opset {self.opset_before} -> {self.opset_after} ({self.upgrade_reason}; outputs "
                 "checked equal on synthetic inputs)"
+            )
+        if self.dims_made_symbolic:
+            found.append(
+                f"{self.dims_made_symbolic} declared dimension(s) of -1 given names (ONNX defines no -1 "
+                "size; shape inference refuses a model written with them)"
             )
         if self.constants_folded or self.identities_dropped:
             found.append(
@@ -74,6 +81,7 @@ def prepare(
     model's own). size: HxW for the synthetic check of a model with dynamic spatial size. reason: why
     `minimum`, for the note."""
     before = model_io.opset_version(model)
+    model, symbolic = model_io.symbolic_dims(model)
     upgraded = model_io.ensure_opset(model, minimum) if minimum else model
     if upgraded is not model:
         check_upgrade(model, upgraded, before, size)
@@ -91,6 +99,7 @@ def prepare(
         batchnorms_folded=batchnorms,
         affines_folded=affines,
         upgrade_reason=reason,
+        dims_made_symbolic=symbolic,
     )
 
 
