@@ -15,7 +15,7 @@ On small models these bytes are a visible share of the file: vit_mnist's node de
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import onnx
@@ -26,11 +26,12 @@ from onnx import defs, helper, numpy_helper
 WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
 
 
-def compact(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with shared initializers, default attributes dropped and short tensor names."""
+def compact(model: onnx.ModelProto, keep: Iterable[str] = ()) -> onnx.ModelProto:
+    """A copy of `model` with shared initializers, default attributes dropped and short tensor names.
+    keep: inner tensors whose names stay (those convert measures: a Softmax output's logits)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    fixed = _fixed_names(out)
+    fixed = _fixed_names(out) | set(keep)
     _share_initializers(out.graph, fixed)
     _drop_default_attributes(out)
     _shorten_names(out.graph, fixed)

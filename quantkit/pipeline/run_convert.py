@@ -168,7 +168,7 @@ def convert(
         timed_plan: SpeedPlan | None,
     ) -> tuple[onnx.ModelProto, int, dict[str, float]]:
         if config.compact:
-            quantized = compact_graph.compact(quantized)
+            quantized = compact_graph.compact(quantized, keep=reference[0] if reference else ())
         stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, timed_plan))
         run = _runnable(quantized, config)
         stored, smoke = write_checked(

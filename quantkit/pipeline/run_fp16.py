@@ -97,7 +97,8 @@ def convert_float16(
             inferred, decided, samples, reference, goal, config, progress, memo, target
         )
     rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types, target)
-    converted = compact_graph.compact(rewritten.model) if config.compact else rewritten.model
+    measured_names = reference[0] if reference else ()
+    converted = compact_graph.compact(rewritten.model, measured_names) if config.compact else rewritten.model
     stamp(converted, {"to": target.flag, **config.to_dict()}, table_path, table, sha)
     checked = Floor(
         floor,
