@@ -446,6 +446,10 @@ def test_a_squashed_output_is_judged_by_its_logits(tmp_path: Path) -> None:
     summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config())
     assert summary.smoke_sqnr_db["y"] < 20  # the map itself, as the summary shows it
     assert summary.kept_float32 == ()  # judged by the map, the fallback kept the convolution float32
+    assert (
+        "outputs made by a Softmax or Sigmoid are judged by their logits ('y' by 'logits'): every SQNR "
+        "figure on calibration samples but the smoke test's is the logits'"
+    ) in summary.notes  # so that the figures do not read as the map's own
     x = rng(6).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
     logits = onnx.load(str(tmp_path / "h.onnx"))
     logits.graph.output.add().name = "logits"

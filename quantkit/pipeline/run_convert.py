@@ -52,8 +52,8 @@ from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
 from quantkit.pipeline.writing import (
     INT8_FLOOR_DB,
     Floor,
+    measurement_notes,
     plan_record,
-    selection_notes,
     stamp,
     write_checked,
 )
@@ -214,7 +214,7 @@ def convert(
         + reduced
         + corrections_choice.notes(resolved, requested, table)
         + _nothing_quantized(plan)
-        + selection_notes(inferred, _runnable(int8, config), reference, samples, smoke)
+        + measurement_notes(inferred, _runnable(int8, config), reference, samples, smoke)
         + _elsewhere(config),
         speed=speed,
         fallback=tuple(steps),

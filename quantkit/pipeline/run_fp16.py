@@ -35,7 +35,7 @@ from quantkit.pipeline.writing import (
     FP16_FLOOR_DB,
     FP16_SYNTHETIC_FLOOR_DB,
     Floor,
-    selection_notes,
+    measurement_notes,
     stamp,
     write_checked,
 )
@@ -109,7 +109,7 @@ def convert_float16(
     stored, smoke = write_checked(
         converted, inferred, samples, reference, checked, output, inputs, advance, memo, runnable
     )
-    ordered = selection_notes(inferred, runnable or converted, reference, samples, smoke)
+    ordered = measurement_notes(inferred, runnable or converted, reference, samples, smoke)
     kept_names = {k.node for k in decided.kept}
     return Float16Summary(
         float16_by_type=dict(

@@ -22,7 +22,7 @@ from quantkit.errors import (
 from quantkit.evaluate.metrics import OutputErrors
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
-from quantkit.graph.query import selection_ordered
+from quantkit.graph.query import measured_outputs, selection_ordered
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner import fallback
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan
@@ -93,20 +93,45 @@ def write_checked(
     return stored, smoke
 
 
-def selection_notes(
+def measurement_notes(
     model: onnx.ModelProto,
     converted: onnx.ModelProto,
     reference: list[dict[str, np.ndarray]],
     samples: Feed,
     smoke: dict[str, float],
 ) -> tuple[str, ...]:
-    """A line for each output that a TopK / NonMaxSuppression chose and ordered (query.selection_ordered
-    of the shape-inferred `model`): its smoke-test figure compares rows that noise reorders, the floors
-    and the fallback read the tensors entering the selection; both figures. reference: FP32's measured
-    tensors on samples (fallback.measured_reference)."""
+    """Where the floors and the fallback measure other tensors than the outputs (query.measured_outputs of
+    the shape-inferred `model`), so that no figure reads as the outputs' own: a line for each output that
+    a TopK / NonMaxSuppression chose and ordered (its smoke-test figure compares rows that noise
+    reorders; both figures), and one naming the outputs judged by their logits. reference: FP32's
+    measured tensors on samples (fallback.measured_reference)."""
+    ordered = selection_ordered(model)
+    squashed = sorted(
+        (output, tensors[0])
+        for output, tensors in measured_outputs(model).items()
+        if output not in ordered and tensors != (output,)
+    )
+    notes = _selection_lines(converted, ordered, reference, samples, smoke)
+    if squashed:
+        named = ", ".join(f"{output!r} by {logits!r}" for output, logits in squashed[:3])
+        more = f" and {len(squashed) - 3} more" if len(squashed) > 3 else ""
+        notes += (
+            f"outputs made by a Softmax or Sigmoid are judged by their logits ({named}{more}): every SQNR "
+            "figure on calibration samples but the smoke test's is the logits'",
+        )
+    return notes
+
+
+def _selection_lines(
+    converted: onnx.ModelProto,
+    ordered: dict[str, tuple[str, ...]],
+    reference: list[dict[str, np.ndarray]],
+    samples: Feed,
+    smoke: dict[str, float],
+) -> tuple[str, ...]:
     notes = []
     present = {name for node in converted.graph.node for name in node.output}
-    for output, tensors in selection_ordered(model).items():
+    for output, tensors in ordered.items():
         if not set(tensors) <= present:  # --compact renamed them
             continue
         entering = fallback.output_sqnr(converted, [{t: r[t] for t in tensors} for r in reference], samples)
