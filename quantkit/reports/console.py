@@ -423,7 +423,8 @@ def _conversion_text(record: dict[str, Any] | None) -> Text:
     steps = [(k.replace("_", " "), db[k]) for k in order if db.get(k) is not None]
     if steps:
         text.append(
-            "; output SQNR on calibration samples " + ", ".join(f"{k} {decibels(v)}" for k, v in steps)
+            "; its corrections were chosen on calibration samples (output SQNR before any layer was kept "
+            "float: " + ", ".join(f"{k} {decibels(v)}" for k, v in steps) + ")"
         )
     return text
 
