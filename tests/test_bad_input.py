@@ -150,7 +150,14 @@ def test_unknown_custom_op(image_dir: Path, tmp_path: Path, capsys: Capsys) -> N
 
 def test_several_image_inputs(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     model = tiny_cnn(tmp_path / "two.onnx", inputs=2)
-    fails_cleanly(model, image_dir, tmp_path, capsys, "2 inputs", "one image input")
+    fails_cleanly(
+        model,
+        image_dir,
+        tmp_path,
+        capsys,
+        "2 inputs",
+        "--images feeds one image input: give a folder of model-ready arrays with --inputs",
+    )
 
 
 def test_non_image_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:

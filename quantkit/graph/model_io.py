@@ -240,7 +240,8 @@ def image_input(model: onnx.ModelProto) -> InputSpec:
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
         raise ModelError(
-            f"the model has {len(inputs)} inputs ({names}); quantkit handles models with one image input"
+            f"the model has {len(inputs)} inputs ({names}); --images feeds one image input: give a folder "
+            "of model-ready arrays with --inputs (calibrate, compare: .npz files naming each input)"
         )
     return _float_spec(inputs[0])
 
