@@ -59,14 +59,24 @@ def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _share_initializers(graph: onnx.GraphProto, fixed: set[str]) -> None:
+def share_weights(model: onnx.ModelProto, min_bytes: int = 1 << 10) -> onnx.ModelProto:
+    """`model` with identical initializers of at least `min_bytes` stored once (the INT8 rewrite quantizes
+    a weight once per reader: PyPI CapSpot's siamese VGG16 wrote both branches, 2.0x smaller, not 4x).
+    The model itself where there are none; smaller ones (scales, zero points) are left to --compact."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out if _share_initializers(out.graph, _fixed_names(out), min_bytes) else model
+
+
+def _share_initializers(graph: onnx.GraphProto, fixed: set[str], min_bytes: int = 0) -> bool:
     """Found by a digest of type, shape and bytes (memory stays small on large models), confirmed by
-    comparing the values themselves."""
+    comparing the values themselves. Whether any was shared."""
     first: dict[bytes, onnx.TensorProto] = {}
     alias: dict[str, str] = {}
     kept = []
     for init in graph.initializer:
-        if init.name in fixed:  # a graph input may be fed at run time: it neither merges nor is merged into
+        # a graph input may be fed at run time: it neither merges nor is merged into
+        if init.name in fixed or (min_bytes and init.ByteSize() < min_bytes):
             kept.append(init)
             continue
         value = numpy_helper.to_array(init)
@@ -79,7 +89,7 @@ def _share_initializers(graph: onnx.GraphProto, fixed: set[str]) -> None:
             first.setdefault(digest.digest(), init)
             kept.append(init)
     if not alias:
-        return
+        return False
     del graph.initializer[:]
     graph.initializer.extend(kept)
     for node in graph.node:
@@ -87,6 +97,7 @@ def _share_initializers(graph: onnx.GraphProto, fixed: set[str]) -> None:
     infos = [v for v in graph.value_info if v.name not in alias]
     del graph.value_info[:]
     graph.value_info.extend(infos)
+    return True
 
 
 def _drop_default_attributes(model: onnx.ModelProto) -> None:

@@ -169,6 +169,8 @@ def convert(
     ) -> tuple[onnx.ModelProto, int, dict[str, float]]:
         if config.compact:
             quantized = compact_graph.compact(quantized, keep=reference[0] if reference else ())
+        else:
+            quantized = compact_graph.share_weights(quantized)
         stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, timed_plan))
         run = _runnable(quantized, config)
         stored, smoke = write_checked(

@@ -153,6 +153,7 @@ def _layers(index: GraphIndex, plan: QuantPlan) -> dict[str, Layer]:
             node.name not in plan.quantized_nodes
             or value is None
             or not _supported(index, node, value, weight.axis)
+            or len(index.consumers.get(node.input[1], [])) > 1  # shared: one set of integers serves all
         ):
             continue
         if node.name in scales:
