@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from xml.etree import ElementTree
 
+import numpy as np
 import pytest
 
 from tests.conftest import tiny_cnn
@@ -125,3 +126,22 @@ def test_html_report_draws_layers_ranges_and_latency(
     for layer in ("c1 (Conv)", "c2 (Conv)"):  # one bar per quantized layer, named
         assert layer in page
     assert "% kept" in page and "p50" in page
+
+
+def test_a_recognizers_class_sequence_gets_a_top1_agreement_per_position() -> None:
+    """[N, T, C] softmax rows (a text recognizer): top-1 agreement is the share of positions whose class
+    FP32 and the candidate agree on, each image weighed alike, so that --max-drop has a figure (it had
+    none: 'no accuracy figure'). Any other [N, T, C] output (a detector's raw head) has none."""
+    from quantkit.evaluate.metrics import OutputErrors, is_class_sequence
+
+    logits = np.random.default_rng(3).normal(0, 3, (2, 4, 6))
+    ref = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    cand = ref.copy()
+    cand[1, 2] = np.roll(cand[1, 2], 1)  # image 1: one position of 4 changes class
+    errors = OutputErrors("probs")
+    errors.update(ref.astype(np.float32), cand.astype(np.float32))
+    assert errors.result().top1_agreement == (1.0 + 0.75) / 2
+    assert is_class_sequence(ref) and not is_class_sequence(logits)
+    raw = OutputErrors("head")
+    raw.update(logits.astype(np.float32), logits.astype(np.float32))
+    assert raw.result().top1_agreement is None

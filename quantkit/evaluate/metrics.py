@@ -14,11 +14,22 @@ def is_classification(output: np.ndarray) -> bool:
     return output.ndim == 2 and output.shape[1] >= 2
 
 
+def is_class_sequence(output: np.ndarray) -> bool:
+    """A [N, T, C] output of class probabilities at each of T positions (C >= 2, every row in [0, 1] and
+    summing to 1): a text recognizer's softmax. Top-1 agreement then counts positions."""
+    if output.ndim != 3 or output.shape[2] < 2 or output.size == 0 or not np.isfinite(output).all():
+        return False
+    sums = output.sum(axis=2, dtype=np.float64)
+    return bool(output.min() >= 0.0 and output.max() <= 1.0 and np.all(np.abs(sums - 1.0) < 1e-3))
+
+
 class OutputErrors:
     """Reference vs candidate for one output, accumulated batch by batch.
 
     SQNR = 10 log10(sum ref^2 / sum (ref - cand)^2) over every element of every image; cosine is the mean
-    per-image cosine similarity; top-1 agreement and top-5 overlap are per image.
+    per-image cosine similarity; top-1 agreement and top-5 overlap are per image, for [N, C] scores, and
+    per position, for [N, T, C] class probabilities (is_class_sequence: each image counts the share of
+    its T positions).
     """
 
     def __init__(self, name: str) -> None:
@@ -27,7 +38,7 @@ class OutputErrors:
         self.noise = 0.0
         self.cosines: list[float] = []
         self.max_abs = 0.0
-        self.top1_same = 0
+        self.top1_same = 0.0
         self.top5_overlap = 0.0
         self.classification = True
 
@@ -42,12 +53,15 @@ class OutputErrors:
         norms = np.linalg.norm(flat_r, axis=1) * np.linalg.norm(flat_c, axis=1)
         dots = np.sum(flat_r * flat_c, axis=1)
         self.cosines.extend(np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0).tolist())
-        self.classification = self.classification and is_classification(ref)
+        self.classification = self.classification and (is_classification(ref) or is_class_sequence(ref))
         if self.classification:
-            self.top1_same += int(np.sum(ref.argmax(1) == cand.argmax(1)))
-            k = min(5, ref.shape[1])
-            top_r, top_c = _topk(ref, k), _topk(cand, k)
-            self.top5_overlap += sum(len(set(a) & set(b)) / k for a, b in zip(top_r, top_c, strict=True))
+            positions = ref.shape[1] if ref.ndim == 3 else 1
+            rows_r, rows_c = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, ref.shape[-1])
+            self.top1_same += float(np.sum(rows_r.argmax(1) == rows_c.argmax(1))) / positions
+            k = min(5, ref.shape[-1])
+            top_r, top_c = _topk(rows_r, k), _topk(rows_c, k)
+            overlap = sum(len(set(a) & set(b)) / k for a, b in zip(top_r, top_c, strict=True))
+            self.top5_overlap += overlap / positions
 
     def merge(self, later: OutputErrors) -> None:
         """Add what `later` saw on the images after this one's (shards of one run, in order)."""
