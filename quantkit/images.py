@@ -91,10 +91,15 @@ def select_images(selection: ImageSelection) -> list[Path]:
     """All images (sorted), or a reproducible seeded subset of `num_images`; all of them (never repeats)
     when more are asked: see `shortfall`."""
     found = find_images(selection.folder) if selection.files is None else _listed(selection.files)
-    wanted = selection.num_images
+    return seeded_subset(found, selection.num_images, selection.seed)
+
+
+def seeded_subset(found: list[Path], wanted: int | None, seed: int) -> list[Path]:
+    """A reproducible seeded subset of `wanted` of the files (in their order), or all of them when
+    `wanted` is None or at least their number: images, and --inputs' array files alike."""
     if wanted is None or wanted >= len(found):
         return found
-    rng = np.random.default_rng(selection.seed)
+    rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(found), size=wanted, replace=False))
     return [found[i] for i in keep]
 

@@ -130,6 +130,11 @@ def test_arrays_and_dicts_give_the_bytes_of_cli_inputs(cnn: Path, tmp_path: Path
     assert code == 0, err
     cli_record = json.loads(shown)
     assert cli_record["outputs"] == report.to_dict()["outputs"] and cli_record["images"] == 10
+    code, shown, err = run(
+        [*argv, "--num-images", "4", "--json", "-"], capsys
+    )  # a seeded subset, as of images
+    assert code == 0, err
+    assert json.loads(shown)["images"] == 4
 
 
 def test_errors_are_raised_never_printed(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:

@@ -64,6 +64,7 @@ def calibrate(
     from quantkit import pipeline
     from quantkit.config import CalibrateConfig, ImageSelection
     from quantkit.data import ArrayFiles, array_files
+    from quantkit.images import seeded_subset
     from quantkit.parallel import Parallel
     from quantkit.reports import console
 
@@ -85,7 +86,7 @@ def calibrate(
         if inputs is None:
             summary = pipeline.calibrate(model, output, config, progress, parallel=parallel)
         else:
-            found = array_files(inputs)
+            found = seeded_subset(array_files(inputs), num_images, seed)
             summary = pipeline.calibrate(model, output, config, progress, ArrayFiles(found), parallel)
     show(
         console.calibrate_lines(
