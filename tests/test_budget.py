@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -191,3 +192,26 @@ def test_a_drop_equal_to_the_budget_meets_it() -> None:
     assert points_lost(5, 250) <= 2.0  # 5 of 250 images is a budget of 2 points, met
     assert points_lost(3, 7) == pytest.approx(42.857, abs=1e-3)
     assert points_lost(0, 0) == 0.0
+
+
+def test_a_recognizers_class_sequence_is_scored_by_agreement_per_position_not_as_a_head() -> None:
+    """[N, T, C] softmax rows passed for a YOLO head (ndim 3, C > 5), so --max-drop scored a text
+    recognizer by 'anchor recall'; they are a class per position: agreement counts positions."""
+    from quantkit.config import BudgetMetric
+    from quantkit.errors import ConfigError
+    from quantkit.evaluate.budget_validator import _choose
+
+    g = np.random.default_rng(5)
+    logits = g.normal(0, 3, (2, 8, 20)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    head = g.normal(0, 3, (1, 100, 85)).astype(np.float32)
+    assert _choose(BudgetMetric.auto, {"probs": probs}, labelled=False, boxes=False) == (
+        BudgetMetric.agreement,
+        "probs",
+    )
+    assert (
+        _choose(BudgetMetric.auto, {"probs": probs}, labelled=True, boxes=False)[0] is BudgetMetric.agreement
+    )
+    assert _choose(BudgetMetric.auto, {"head": head}, labelled=False, boxes=False)[0] is BudgetMetric.recall
+    with pytest.raises(ConfigError, match=r"--metric top1 needs an output shaped \[N, classes\]"):
+        _choose(BudgetMetric.top1, {"probs": probs}, labelled=True, boxes=False)

@@ -20,6 +20,7 @@ from quantkit.evaluate.metrics import (
     Detections,
     detections,
     final_detections,
+    is_class_sequence,
     is_classification,
     is_yolo_head,
     match_boxes,
@@ -61,7 +62,7 @@ class ChunkReference:
                 lost += int(ref_mask.sum()) - int((ref_mask & mask & (cls == ref)).sum())
                 total += int(ref_mask.sum())
             elif self.metric is BudgetMetric.agreement:
-                lost += ref.size - int((out.argmax(1) == ref).sum())
+                lost += ref.size - int((out.argmax(-1) == ref).sum())  # per position of [N, T, C]
                 total += ref.size
             else:
                 known = labels >= 0
@@ -122,7 +123,7 @@ class Validator:
                 elif metric is BudgetMetric.recall:
                     summaries.append(detections(ref, threshold))
                 else:
-                    summaries.append((ref.argmax(1), None))
+                    summaries.append((ref.argmax(-1), None))
                 labels.append(
                     np.array([label_of(p, folder, lookup) for p in batch.paths]) if lookup else np.array([])
                 )
@@ -166,19 +167,27 @@ def _choose(
     metric: BudgetMetric, outputs: dict[str, np.ndarray], labelled: bool, boxes: bool
 ) -> tuple[BudgetMetric, str]:
     """boxes: the head's boxes can be read (--detector)."""
-    heads = [n for n, v in outputs.items() if is_yolo_head(v)]
-    scores = [n for n, v in outputs.items() if is_classification(v)]
+    sequences = {n for n, v in outputs.items() if is_class_sequence(v)}  # a recognizer's, not a head
+    heads = [n for n, v in outputs.items() if is_yolo_head(v) and n not in sequences]
+    scores = [n for n, v in outputs.items() if is_classification(v) or n in sequences]
+    per_image = [n for n in scores if n not in sequences]  # labels give one class an image
     detection = (BudgetMetric.recall, BudgetMetric.boxes)
     if metric is BudgetMetric.auto:
         metric = (
             BudgetMetric.top1
-            if labelled and scores
+            if labelled and per_image
             else (BudgetMetric.boxes if boxes else BudgetMetric.recall)
             if heads
             else BudgetMetric.agreement
         )
-    wanted = heads if metric in detection else scores
+    wanted = heads if metric in detection else per_image if metric is BudgetMetric.top1 else scores
     if not wanted:
-        shape = "[N, anchors, 5 + classes]" if metric in detection else "[N, classes]"
+        shape = (
+            "[N, anchors, 5 + classes]"
+            if metric in detection
+            else "[N, classes]"
+            if metric is BudgetMetric.top1
+            else "[N, classes] (or [N, T, classes] probabilities)"
+        )
         raise ConfigError(f"--metric {metric.value} needs an output shaped {shape}; none has that shape")
     return metric, wanted[0]
