@@ -404,6 +404,8 @@ def crash_on_load(model: onnx.ModelProto, timeout: float = 600.0) -> str | None:
             )
         except subprocess.TimeoutExpired:
             return f"onnxruntime {ort.__version__} did not finish loading it in {timeout:.0f} s"
+        except OSError:  # no interpreter to start (an embedded Python): the in-process load is all there is
+            return None
     if done.returncode >= 0:
         return None
     name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else "?"

@@ -298,6 +298,9 @@ def test_a_child_that_dies_loading_the_model_is_named_a_crash(
     broken.CopyFrom(model)
     broken.graph.node[0].op_type = "NoSuchOp"
     assert runtime.crash_on_load(broken) is None  # an error onnxruntime raises, not a crash
+    monkeypatch.setattr(runtime.sys, "executable", str(cnn.parent / "no-python-here"))
+    assert runtime.crash_on_load(model) is None  # no interpreter to start: the in-process load decides
+    monkeypatch.undo()
     monkeypatch.setattr(runtime, "_LOAD_IN_CHILD", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)")
     assert (
         runtime.crash_on_load(model) == f"onnxruntime {runtime.ort.__version__} crashes loading it (SIGSEGV)"
