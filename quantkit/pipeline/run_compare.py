@@ -21,6 +21,7 @@ from quantkit.evaluate.compare import Comparison, compare_batches, read_classes
 from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
+from quantkit.graph.query import selection_ordered
 from quantkit.images import resolve_preprocess, select_images, shortfall
 from quantkit.outcomes import ComparisonResult, OutputMetrics
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
@@ -192,6 +193,7 @@ def compare(
             for w in (
                 shortfall(config.images, paths) if arrays is None else None,
                 _swapped(reference, candidate, reference_path, candidate_path),
+                _selected(reference),
             )
             if w
         ),
@@ -305,3 +307,19 @@ def _swapped(
             "float: swapped? the order is `quantkit compare FP32_MODEL QUANTIZED_MODEL`"
         )
     return None
+
+
+def _selected(reference: onnx.ModelProto) -> str | None:
+    """The warning for outputs a TopK / NonMaxSuppression chose and ordered: their row-by-row figures
+    compare rows that noise reorders (PyPI isbnx's [1, 300, 6] head: 4.0 dB with the same top boxes)."""
+    if not any(n.op_type in ("TopK", "NonMaxSuppression") for n in reference.graph.node):
+        return None
+    ordered = sorted(selection_ordered(model_io.infer_shapes(reference)))
+    if not ordered:
+        return None
+    return (
+        f"output(s) {', '.join(repr(o) for o in ordered)} are chosen and ordered by a TopK / "
+        "NonMaxSuppression: their figures compare rows that noise reorders (near-equal scores swap "
+        "places), so a low SQNR there need not mean lost detections; compare the selected boxes, or see "
+        "convert's note for the tensors entering the selection"
+    )
