@@ -62,22 +62,30 @@ def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
 def share_weights(model: onnx.ModelProto, min_bytes: int = 1 << 10) -> onnx.ModelProto:
     """`model` with identical initializers of at least `min_bytes` stored once (the INT8 rewrite quantizes
     a weight once per reader: PyPI CapSpot's siamese VGG16 wrote both branches, 2.0x smaller, not 4x).
-    The model itself where there are none; smaller ones (scales, zero points) are left to --compact."""
+    The model itself (no copy) where there are none; smaller ones (scales, zero points) are left to
+    --compact."""
+    alias = _twins(model.graph, _fixed_names(model), min_bytes)
+    if not alias:
+        return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    return out if _share_initializers(out.graph, _fixed_names(out), min_bytes) else model
+    _merge(out.graph, alias)
+    return out
 
 
-def _share_initializers(graph: onnx.GraphProto, fixed: set[str], min_bytes: int = 0) -> bool:
-    """Found by a digest of type, shape and bytes (memory stays small on large models), confirmed by
-    comparing the values themselves. Whether any was shared."""
+def _share_initializers(graph: onnx.GraphProto, fixed: set[str]) -> None:
+    _merge(graph, _twins(graph, fixed))
+
+
+def _twins(graph: onnx.GraphProto, fixed: set[str], min_bytes: int = 0) -> dict[str, str]:
+    """Initializer name -> the earlier one with the same type, shape and values (found by a digest, so
+    memory stays small on large models, and confirmed by comparing the values themselves). A name in
+    `fixed` (a graph input may be fed at run time) neither merges nor is merged into, nor does one under
+    `min_bytes`."""
     first: dict[bytes, onnx.TensorProto] = {}
     alias: dict[str, str] = {}
-    kept = []
     for init in graph.initializer:
-        # a graph input may be fed at run time: it neither merges nor is merged into
         if init.name in fixed or (min_bytes and init.ByteSize() < min_bytes):
-            kept.append(init)
             continue
         value = numpy_helper.to_array(init)
         digest = hashlib.blake2b(f"{init.data_type}{list(init.dims)}".encode(), digest_size=16)
@@ -87,9 +95,14 @@ def _share_initializers(graph: onnx.GraphProto, fixed: set[str], min_bytes: int 
             alias[init.name] = twin.name
         else:
             first.setdefault(digest.digest(), init)
-            kept.append(init)
+    return alias
+
+
+def _merge(graph: onnx.GraphProto, alias: dict[str, str]) -> None:
+    """Each aliased initializer dropped, its readers reading its twin."""
     if not alias:
-        return False
+        return
+    kept = [init for init in graph.initializer if init.name not in alias]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     for node in graph.node:
@@ -97,7 +110,6 @@ def _share_initializers(graph: onnx.GraphProto, fixed: set[str], min_bytes: int 
     infos = [v for v in graph.value_info if v.name not in alias]
     del graph.value_info[:]
     graph.value_info.extend(infos)
-    return True
 
 
 def _drop_default_attributes(model: onnx.ModelProto) -> None:

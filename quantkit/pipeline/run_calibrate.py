@@ -144,8 +144,7 @@ def calibrate(
         merged = _observe_arrays(session, stream, job, tick)
     check_finite(merged.partials)
     stats = {name: part.stats() for name, part in merged.partials.items()}
-    stats.update({name: stats[view] for name, view in through.items()})
-    stats = dict(sorted(stats.items()))
+    stats.update({name: stats[view] for name, view in through.items()})  # the table sorts them
     seen, check, kept = merged.seen, merged.check or ReferenceCheck(), merged.samples
     meta: dict[str, Any] = {
         "producer": "quantkit",
