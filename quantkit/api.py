@@ -59,7 +59,7 @@ from quantkit.config import (
     Target,
 )
 from quantkit.config.base import as_enum
-from quantkit.data import ArrayFiles, Sample, array_files
+from quantkit.data import ArrayFiles, Sample
 from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import detector_fields
 from quantkit.images import IMAGE_SUFFIXES
@@ -320,7 +320,7 @@ def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection
     if isinstance(data, (str, os.PathLike)):
         folder = Path(data)
         if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
-            return ImageSelection(folder), ArrayFiles(array_files(folder))
+            return ImageSelection(folder), ArrayFiles.under(folder, num_images, seed)
         return ImageSelection(folder, num_images, seed), None
     if isinstance(data, np.ndarray):
         data = [data]  # one array: a batch or a sample

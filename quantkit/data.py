@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from quantkit.errors import ConfigError, ImageError
+from quantkit.images import seeded_subset
 from quantkit.results import Batch, Feed, InputSpec
 
 ARRAY_SUFFIXES = frozenset({".npy", ".npz"})
@@ -67,6 +68,12 @@ class ArrayFiles:
 
     def label(self, index: int) -> str:
         return str(self.paths[index]) if index < len(self.paths) else f"sample {index}"
+
+    @classmethod
+    def under(cls, folder: Path, wanted: int | None = None, seed: int = 0) -> ArrayFiles:
+        """The .npy/.npz files under `folder`, or a seeded subset of `wanted` of them chosen as images are
+        (images.seeded_subset: the same files for the same seed)."""
+        return cls(seeded_subset(array_files(folder), wanted, seed))
 
 
 class ArrayStream:

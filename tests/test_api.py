@@ -134,7 +134,10 @@ def test_arrays_and_dicts_give_the_bytes_of_cli_inputs(cnn: Path, tmp_path: Path
         [*argv, "--num-images", "4", "--json", "-"], capsys
     )  # a seeded subset, as of images
     assert code == 0, err
-    assert json.loads(shown)["images"] == 4
+    subset = json.loads(shown)
+    assert subset["images"] == 4
+    api_subset = quantkit.compare(cnn, out, data=folder, num_images=4, runs=2, warmup=0).to_dict()
+    assert api_subset["images"] == 4 and api_subset["outputs"] == subset["outputs"]  # the same 4 files
 
 
 def test_errors_are_raised_never_printed(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:

@@ -63,8 +63,7 @@ def calibrate(
     a calibration table."""
     from quantkit import pipeline
     from quantkit.config import CalibrateConfig, ImageSelection
-    from quantkit.data import ArrayFiles, array_files
-    from quantkit.images import seeded_subset
+    from quantkit.data import ArrayFiles
     from quantkit.parallel import Parallel
     from quantkit.reports import console
 
@@ -86,8 +85,8 @@ def calibrate(
         if inputs is None:
             summary = pipeline.calibrate(model, output, config, progress, parallel=parallel)
         else:
-            found = seeded_subset(array_files(inputs), num_images, seed)
-            summary = pipeline.calibrate(model, output, config, progress, ArrayFiles(found), parallel)
+            arrays = ArrayFiles.under(inputs, num_images, seed)
+            summary = pipeline.calibrate(model, output, config, progress, arrays, parallel)
     show(
         console.calibrate_lines(
             str(summary.table),

@@ -95,9 +95,8 @@ def compare(
     Preprocessing is read from the candidate's quantkit metadata unless given here."""
     from quantkit import files, pipeline
     from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
-    from quantkit.data import ArrayFiles, array_files
+    from quantkit.data import ArrayFiles
     from quantkit.evaluate.compare import detector_fields
-    from quantkit.images import seeded_subset
     from quantkit.parallel import Parallel
     from quantkit.reports import console, markdown, records
 
@@ -123,8 +122,7 @@ def compare(
     if VERBOSITY["level"] < 0 and json_path is None and markdown_path is None:
         raise ConfigError("compare with --quiet prints nothing; add --json FILE (or --json - for stdout)")
     with progress_bars() as progress:
-        found = seeded_subset(array_files(inputs), num_images, seed) if inputs is not None else None
-        arrays = ArrayFiles(found) if found is not None else None
+        arrays = ArrayFiles.under(inputs, num_images, seed) if inputs is not None else None
         result = pipeline.compare(
             reference, candidate, config, explicit, progress, arrays, Parallel(workers, ray or None)
         )
