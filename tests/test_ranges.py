@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 
 from quantkit.calib.observers import TensorObserver
 from quantkit.config import CalibMethod, ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.range_plan import capped, is_bounded, select_range
+from quantkit.planner.range_plan import (
+    HardActivation,
+    capped,
+    hard_consumer,
+    is_bounded,
+    saturated_outside,
+    select_range,
+)
 from quantkit.qmath.range_math import (
     entropy_range,
     minmax_range,
@@ -168,3 +177,38 @@ def test_plans_cap_with_mse_only_and_never_a_bounded_output() -> None:
     )
     bounded = Planning(index, table, ConvertConfig()).range_of("s")  # a Sigmoid's output: observed range
     assert bounded == (min(stats.minimum, 0.0), stats.maximum)
+
+
+def _hard_graph(nodes: list[onnx.NodeProto]) -> GraphIndex:
+    """x -> Conv -> c -> NODES -> ... (the nodes read c; y is the graph output)."""
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])
+    return GraphIndex(make_model([conv, *nodes], conv_params(4, 3), opset=14))
+
+
+def test_a_range_stops_where_every_consumer_saturates() -> None:
+    """HardSwish reads every x <= -3 as 0 and HardSigmoid(0.2, 0.5) every x <= -2.5 as 0 and x >= 2.5 as 1:
+    a range reaching further spends steps on values that all give the same output."""
+    swish = _hard_graph([helper.make_node("HardSwish", ["c"], ["y"])])
+    assert saturated_outside(swish, "c") == (-3.0, math.inf)
+    sigmoid = _hard_graph([helper.make_node("HardSigmoid", ["c"], ["y"])])
+    assert saturated_outside(sigmoid, "c") == (-2.5, 2.5)
+    paddle = _hard_graph(  # hard-swish as Paddle2ONNX writes it: x * HardSigmoid(x)
+        [
+            helper.make_node("HardSigmoid", ["c"], ["g"], alpha=1.0 / 6, beta=0.5),
+            helper.make_node("Mul", ["c", "g"], ["y"]),
+        ]
+    )
+    hard = hard_consumer(paddle, "c")
+    assert hard is not None and hard.gated and hard.alpha == pytest.approx(1.0 / 6) and hard.beta == 0.5
+    assert saturated_outside(paddle, "c") == (pytest.approx(-3.0), math.inf)
+    also_read = _hard_graph(  # c feeds an Add too: every value of it counts
+        [helper.make_node("HardSwish", ["c"], ["h"]), helper.make_node("Add", ["c", "h"], ["y"])]
+    )
+    assert saturated_outside(also_read, "c") == (-math.inf, math.inf)
+    x = np.random.default_rng(8).normal(-4, 6, 200_000)
+    s = stats_of(x)
+    for method in CalibMethod:  # exact, so under every method
+        lo, hi = select_range(s, ConvertConfig(method=method), live=saturated_outside(sigmoid, "c"))
+        assert -2.5 <= lo < 0.0 < hi <= 2.5, method
+    lo, hi = select_range(s, ConvertConfig(), HardActivation(True, 1.0 / 6, 0.5).transform())
+    assert lo > -3.5 and hi > 10.0  # MSE after hard-swish: no range below -3, the positive side kept

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 
 from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.range_plan import capped, caps, consumer_transform, is_bounded, select_range
+from quantkit.planner.range_plan import (
+    capped,
+    caps,
+    consumer_transform,
+    is_bounded,
+    saturated_outside,
+    select_range,
+)
 from quantkit.results import (
     CalibrationTable,
     WeightPlan,
@@ -41,7 +48,8 @@ class Planning:
             stats, bounded = self.table.stats[name], is_bounded(self.index, name)
             if name not in self.selected:
                 transform = consumer_transform(self.index, name)
-                self.selected[name] = select_range(stats, self.config, transform, bounded)
+                live = saturated_outside(self.index, name)
+                self.selected[name] = select_range(stats, self.config, transform, bounded, live)
             lo, hi = self.selected[name]
             if caps(self.config) and not bounded:
                 lo, hi = capped(lo, hi, stats)

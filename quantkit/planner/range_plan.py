@@ -1,9 +1,14 @@
 """Ranges and params of activations: the configured method over each tensor's histogram, measured after
-the elementwise function its consumers apply (SiLU, Sigmoid) where there is one."""
+the elementwise function its consumers apply (SiLU, Sigmoid, HardSwish, HardSigmoid) where there is one,
+and never reaching past where that function saturates."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
+import onnx
 
 from quantkit.config import ActivationType, CalibMethod, ConvertConfig
 from quantkit.graph.query import GraphIndex
@@ -11,6 +16,7 @@ from quantkit.qmath.params import asymmetric_params, symmetric_params
 from quantkit.qmath.range_math import (
     Transform,
     entropy_range,
+    hard_sigmoid,
     minmax_range,
     mse_range,
     percentile_range,
@@ -31,11 +37,21 @@ def select_range(
     config: ConvertConfig,
     transform: Transform | None = None,
     bounded: bool = False,
+    live: tuple[float, float] = (-math.inf, math.inf),
 ) -> tuple[float, float]:
     """The range to quantize a tensor with, by the configured method; always contains 0.
 
     transform: the elementwise function all consumers apply (MSE measures the error after it).
-    bounded: the producer's output is bounded by construction (BOUNDED_OPS): keep the observed range."""
+    bounded: the producer's output is bounded by construction (BOUNDED_OPS): keep the observed range.
+    live: (a, b) outside which the consumers' outputs no longer change (saturated_outside): the range
+    reaches no further, whatever the method (exact: a value past a bound reads as the bound)."""
+    lo, hi = _by_method(stats, config, transform, bounded)
+    return max(lo, min(live[0], 0.0)), min(hi, max(live[1], 0.0))
+
+
+def _by_method(
+    stats: TensorStats, config: ConvertConfig, transform: Transform | None, bounded: bool
+) -> tuple[float, float]:
     method, dtype = config.method, config.activations.value
     if bounded or method is CalibMethod.minmax or stats.hist_hi <= stats.hist_lo:
         return minmax_range(stats.minimum, stats.maximum)
@@ -103,10 +119,13 @@ def is_bounded(index: GraphIndex, name: str) -> bool:
 
 def consumer_transform(index: GraphIndex, name: str) -> Transform | None:
     """The elementwise function that every consumer of `name` applies to it, where one is known:
-    SiLU (x * Sigmoid(x), as exporters write it) or Sigmoid. None otherwise."""
+    SiLU (x * Sigmoid(x), as exporters write it), Sigmoid, HardSwish or HardSigmoid. None otherwise."""
     consumers = index.consumers.get(name, [])
     if not consumers or name in index.graph_outputs:
         return None
+    hard = hard_consumer(index, name)
+    if hard is not None:
+        return hard.transform()
     sigmoids = [n for n, _ in consumers if n.op_type == "Sigmoid"]
     if len(sigmoids) != 1:
         return None
@@ -118,3 +137,58 @@ def consumer_transform(index: GraphIndex, name: str) -> Transform | None:
     if is_silu and len(index.consumers.get(gate, [])) == 1:
         return silu
     return None
+
+
+def saturated_outside(index: GraphIndex, name: str) -> tuple[float, float]:
+    """(a, b): where every consumer of `name` is a hard activation (hard_consumer), its output is the
+    same for every x <= a (and every x >= b): hard-swish is 0 below -beta / alpha (-3), HardSigmoid 0 below
+    it and 1 above (1 - beta) / alpha. A range of `name` need not reach past them: PP-LCNet's
+    pre-activations reach -33 where HardSwish reads everything below -3 as 0, and a uint8 range over
+    [-33, 25] gave more than half its steps to values that all become 0. (-inf, inf) otherwise."""
+    hard = hard_consumer(index, name)
+    if hard is None or hard.alpha <= 0.0:
+        return -math.inf, math.inf
+    low = -hard.beta / hard.alpha
+    return (low, math.inf) if hard.gated else (low, (1.0 - hard.beta) / hard.alpha)
+
+
+@dataclass(frozen=True)
+class HardActivation:
+    """HardSigmoid(x) = clip(alpha x + beta, 0, 1), or with gated, hard-swish x * HardSigmoid(x)."""
+
+    gated: bool
+    alpha: float
+    beta: float
+
+    def transform(self) -> Transform:
+        gate = hard_sigmoid(self.alpha, self.beta)
+        return (lambda x: x * gate(x)) if self.gated else gate
+
+
+def hard_consumer(index: GraphIndex, name: str) -> HardActivation | None:
+    """The hard activation that every consumer of `name` together computes, where they do: one HardSwish,
+    one HardSigmoid, or a HardSigmoid and a Mul of `name` by its output (hard-swish as Paddle2ONNX and
+    PyTorch before opset 14 export it)."""
+    uses = index.consumers.get(name, [])
+    if name in index.graph_outputs or not uses or len(uses) > 2:
+        return None
+    hard = [node for node, position in uses if node.op_type in ("HardSwish", "HardSigmoid") and position == 0]
+    if len(hard) != 1:
+        return None
+    node = hard[0]
+    alpha, beta = _hard_params(node)
+    if len(uses) == 1:
+        return HardActivation(node.op_type == "HardSwish", alpha, beta)
+    mul = next(n for n, _ in uses if n is not node)
+    gate = node.output[0]
+    if node.op_type != "HardSigmoid" or mul.op_type != "Mul" or set(mul.input) != {name, gate}:
+        return None
+    return HardActivation(True, alpha, beta) if len(index.consumers.get(gate, [])) == 1 else None
+
+
+def _hard_params(node: onnx.NodeProto) -> tuple[float, float]:
+    """(alpha, beta) of a HardSigmoid (defaults 0.2, 0.5); HardSwish's fixed 1/6, 1/2."""
+    if node.op_type == "HardSwish":
+        return 1.0 / 6.0, 0.5
+    values = {a.name: float(a.f) for a in node.attribute}
+    return values.get("alpha", 0.2), values.get("beta", 0.5)

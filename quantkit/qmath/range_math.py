@@ -134,6 +134,11 @@ def silu(x: np.ndarray) -> np.ndarray:
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
+def hard_sigmoid(alpha: float, beta: float) -> Transform:
+    """ONNX HardSigmoid: max(0, min(1, alpha x + beta))."""
+    return lambda x: np.clip(alpha * x + beta, 0.0, 1.0)
+
+
 def mse_range(
     counts: np.ndarray,
     lo: float,
