@@ -200,23 +200,31 @@ def test_convert_keeps_the_plan_when_the_refined_model_is_slower(
     assert graphs[0] == graphs[1] and plain.speed_plan is None
 
 
-def test_a_refined_plan_only_as_fast_as_the_plain_one_leaves_it_int8(
+def test_a_tied_refined_plan_larger_than_the_size_slack_leaves_it_int8(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Equal times: the refined plan (conv1 float) is more accurate, but ops go float for speed only where
-    that measures faster: the INT8 model asked for stays (quantkit demo's digit CNN was written all float,
-    1.05x larger, when accuracy broke this tie)."""
+    """Equal times: the refined plan (conv1 float) is more accurate, but its model is larger than
+    SIZE_SLACK allows (quantkit demo's digit CNN was written all float, 1.05x the FP32 file, when accuracy
+    broke such a tie without a bound): the INT8 model asked for stays. Within the bound it is kept."""
     _fake_profile(monkeypatch, "conv1", refined_time=1.0)
+    monkeypatch.setattr(speed_refine, "SIZE_SLACK", 0.5)  # (this tiny model's refined form is no larger)
     summary, _ = quantize(_silu_chain(), tmp_path, image_dir)
     assert summary.speed_plan is not None and summary.speed_plan.refined_speedup is None
     assert "conv1" in summary.plan.quantized_nodes
+    monkeypatch.setattr(speed_refine, "SIZE_SLACK", 2.0)
+    monkeypatch.setattr(speed_refine, "TIED_GAIN_DB", -100.0)  # any accuracy gain: only the size decides
+    (tmp_path / "slack").mkdir()
+    summary, _ = quantize(_silu_chain(), tmp_path / "slack", image_dir)
+    assert summary.speed_plan is not None and summary.speed_plan.floated == ("conv1",)
+    assert "conv1" not in summary.plan.quantized_nodes
 
 
 @pytest.mark.parametrize(
     ("ratios", "scores", "expected"),
     [
         ([1.00, 1.05], None, (1, None)),  # faster beyond the tie: no accuracy asked
-        ([1.00, 1.01], [20.0, 25.0], (0, None)),  # tied with the plain plan: it stands, however accurate
+        ([1.00, 1.01], [20.0, 25.0], (1, (20.0, 25.0))),  # tied with the plain plan and more accurate
+        ([1.00, 1.01], [20.0, 20.5], (0, None)),  # ... by less than TIED_GAIN_DB: the plain plan stands
         ([1.00, 0.90], [20.0, 30.0], (0, None)),  # slower: never
         ([1.00, 1.10, 1.09], [20.0, 21.0, 23.0], (2, (21.0, 23.0))),  # plain not tied: the most accurate
         ([1.00, 1.10, 1.09], [20.0, 21.0, 21.05], (1, None)),  # ... where it gains MIN_GAIN_DB
@@ -235,6 +243,15 @@ def test_chosen_breaks_ties_on_speed_by_accuracy(
 
     assert speed_refine.chosen(ratios, accuracy if scores else None) == expected
     assert all(ratios[k] * speed_refine.CONFIRM >= max(ratios) for k in asked)  # only the tied are measured
+
+
+def test_a_tied_plan_much_larger_than_the_plain_one_never_replaces_it() -> None:
+    """A tiny CNN's all-float plan ties with its int8 one and is more accurate, but the INT8 model asked
+    for would be no smaller: a tied plan replaces the plain one only within SIZE_SLACK of its bytes."""
+    scores = [20.0, 30.0, 25.0]
+    ratios = [1.00, 1.01, 1.00]
+    assert speed_refine.chosen(ratios, scores.__getitem__, [100, 400, 120]) == (2, (20.0, 25.0))
+    assert speed_refine.chosen(ratios, scores.__getitem__, [100, 400, 400]) == (0, None)
 
 
 def test_the_summary_names_the_accuracy_choice() -> None:
