@@ -18,10 +18,11 @@ from quantkit.runtime import Session
 RUN_BYTES = 64 << 20
 
 
-def rows_per_run(per_sample: int | None, batch: int) -> int:
-    """Samples per run: the batch, or fewer when their outputs would pass RUN_BYTES (at least 1)."""
+def rows_per_run(per_sample: int | None, batch: int) -> int | None:
+    """Samples per run: the batch, or fewer when their outputs would pass RUN_BYTES (at least 1); None
+    where per_sample is not known (observe then measures it on a first run of one sample)."""
     if not per_sample:
-        return batch
+        return None
     return max(1, min(batch, RUN_BYTES // per_sample))
 
 
@@ -39,24 +40,31 @@ def observe(
 
     observed: tensor name -> per-channel axis (None: no per-channel statistics). watch: called with each
     batch and all of the session's outputs for it, before they are dropped. run_rows: run each batch in
-    parts of at most this many samples (rows_per_run; a model that fixes its batch runs it whole).
-    Returns (partial statistics per tensor, number of samples seen). Memory is O(tensors x (bins +
-    channels)).
+    parts of at most this many samples (rows_per_run; None: as many as fit RUN_BYTES by the outputs of a
+    first run of one sample; a model that fixes its batch runs it whole). Returns (partial statistics per
+    tensor, number of samples seen). Memory is O(tensors x (bins + channels)).
     """
     observers = {name: TensorObserver(bins, axis) for name, axis in observed.items()}
     seen = 0
+    limit = run_rows
     for batch in batches:
         rows = feed_rows(batch)
-        step = rows if session.fixed_batch or not run_rows else run_rows
-        for start in range(0, rows, step):
-            part = feed_take(batch, start, start + step) if step < rows else batch
+        start = 0
+        while start < rows:
+            step = rows if session.fixed_batch else limit or 1
+            part = batch if start == 0 and step >= rows else feed_take(batch, start, start + step)
             outputs = session.run_batch(part)
+            images = feed_rows(part)
+            if limit is None and not session.fixed_batch:
+                # shapes unknown before running (a dynamic Resize): a 640x640 text detector's 273 observed
+                # tensors hold 560 MB a sample, and a batch of 8 of them peaked at 4.6 GB
+                limit = rows_per_run(sum(outputs[n].nbytes for n in observers) // images or 1, rows)
             if watch is not None:
                 watch(part, outputs)
-            images = feed_rows(part)
             for name, observer in observers.items():
                 observer.update(outputs.pop(name), images)  # freed as soon as it is counted
             del outputs
+            start += images
         seen += rows
         if progress is not None:
             progress(rows)

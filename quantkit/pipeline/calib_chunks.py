@@ -39,7 +39,7 @@ class ChunkJob:
     bins: int
     threads: int
     keep: int  # smoke-test samples to return
-    run_rows: int  # samples per run (calib.collect.rows_per_run)
+    run_rows: int | None  # samples per run (calib.collect.rows_per_run; None: measured on the first)
     model_sha256: str
 
 
