@@ -203,7 +203,9 @@ def _moments(
     """(node -> sum of its rows' outer products [G, K, K], node -> rows seen) over the samples, each
     layer's input read from the INT8 model as it runs."""
     names = list(dict.fromkeys(feeds[n] for n in layers))
-    session = Session.of(with_outputs(quantized, names))
+    # numpy's products follow each run: onnxruntime's workers spinning after it would take the cores
+    # OpenBLAS's threads need (one [192, 25, 25] product took 7.5 s instead of 7 ms on this 2-core machine)
+    session = Session.of(with_outputs(quantized, names), spin=False)
     moments = {n: np.zeros((layer.groups, layer.columns, layer.columns)) for n, layer in layers.items()}
     rows = dict.fromkeys(layers, 0)
     for outputs in session.iter_samples(samples):
