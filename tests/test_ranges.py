@@ -201,6 +201,29 @@ def test_a_range_stops_where_every_consumer_saturates() -> None:
     hard = hard_consumer(paddle, "c")
     assert hard is not None and hard.gated and hard.alpha == pytest.approx(1.0 / 6) and hard.beta == 0.5
     assert saturated_outside(paddle, "c") == (pytest.approx(-3.0), math.inf)
+    three, six, sixth = (
+        helper.make_node("Constant", [], [n], value_float=v)
+        for n, v in (("k", 3.0), ("h", 6.0), ("s", 1 / 6))
+    )
+    zero = helper.make_node("Constant", [], ["z"], value_float=0.0)
+    relu6 = [
+        three,
+        six,
+        zero,
+        helper.make_node("Add", ["c", "k"], ["a"]),
+        helper.make_node("Clip", ["a", "z", "h"], ["g"]),
+    ]
+    for tail in (  # hard-swish written out, as PyTorch before opset 14 and Paddle2ONNX export it
+        [helper.make_node("Div", ["g", "h"], ["g6"]), helper.make_node("Mul", ["c", "g6"], ["y"])],
+        [sixth, helper.make_node("Mul", ["g", "s"], ["g6"]), helper.make_node("Mul", ["g6", "c"], ["y"])],
+        [helper.make_node("Mul", ["c", "g"], ["m"]), helper.make_node("Div", ["m", "h"], ["y"])],
+    ):
+        written = _hard_graph(relu6 + tail)
+        assert saturated_outside(written, "c") == (pytest.approx(-3.0), math.inf), tail
+    shifted = _hard_graph(  # the Mul reads another tensor than the Clip's output: not a hard-swish
+        [*relu6, helper.make_node("Mul", ["c", "a"], ["y"])]
+    )
+    assert saturated_outside(shifted, "c") == (-math.inf, math.inf)
     also_read = _hard_graph(  # c feeds an Add too: every value of it counts
         [helper.make_node("HardSwish", ["c"], ["h"]), helper.make_node("Add", ["c", "h"], ["y"])]
     )

@@ -11,7 +11,9 @@ import numpy as np
 import onnx
 
 from quantkit.config import ActivationType, CalibMethod, ConvertConfig
+from quantkit.graph.augment import clips_at_zero
 from quantkit.graph.query import GraphIndex
+from quantkit.planner.patterns import scale_factor
 from quantkit.qmath.params import asymmetric_params, symmetric_params
 from quantkit.qmath.range_math import (
     Transform,
@@ -174,7 +176,7 @@ def hard_consumer(index: GraphIndex, name: str) -> HardActivation | None:
         return None
     hard = [node for node, position in uses if node.op_type in ("HardSwish", "HardSigmoid") and position == 0]
     if len(hard) != 1:
-        return None
+        return _written_out_swish(index, name) if len(uses) == 2 else None
     node = hard[0]
     alpha, beta = _hard_params(node)
     if len(uses) == 1:
@@ -184,6 +186,48 @@ def hard_consumer(index: GraphIndex, name: str) -> HardActivation | None:
     if node.op_type != "HardSigmoid" or mul.op_type != "Mul" or set(mul.input) != {name, gate}:
         return None
     return HardActivation(True, alpha, beta) if len(index.consumers.get(gate, [])) == 1 else None
+
+
+def _written_out_swish(index: GraphIndex, name: str) -> HardActivation | None:
+    """x * Clip(x + k, 0, h), scaled by positive constants before or after the Mul, as PyTorch before
+    opset 14 and Paddle2ONNX write hard-swish (k 3, h 6; PicoDet has 94 of them): `name` read by an Add
+    of a positive scalar k, whose Clip(0, h) alone reads it, and by a Mul with what that Clip's output
+    becomes through Mul / Div by positive scalars. It is x * HardSigmoid(x) with alpha 1/h, beta k/h (the
+    scalings change no range choice); 0 for every x <= -k."""
+    uses = index.consumers.get(name, [])
+    adds = [node for node, _ in uses if node.op_type == "Add"]
+    muls = [node for node, _ in uses if node.op_type == "Mul"]
+    if len(adds) != 1 or len(muls) != 1:
+        return None
+    add, mul = adds[0], muls[0]
+    k = _scalar(index, next((t for t in add.input if t != name), ""))
+    clip = _sole_reader(index, add.output[0])
+    if k is None or k <= 0.0 or clip is None or clip.op_type != "Clip" or not clips_at_zero(index, clip):
+        return None
+    h = _scalar(index, clip.input[2]) if len(clip.input) > 2 and clip.input[2] else None
+    if h is None or h <= 0.0:
+        return None
+    gate = clip.output[0]
+    for _ in range(2):  # Clip -> (Mul | Div by a positive scalar)* -> Mul(x, gate)
+        if gate in mul.input:
+            break
+        node = _sole_reader(index, gate)
+        if node is None or scale_factor(index, node) is None:
+            return None
+        gate = node.output[0]
+    if sorted(mul.input) != sorted([name, gate]):
+        return None
+    return HardActivation(True, 1.0 / h, k / h)
+
+
+def _scalar(index: GraphIndex, name: str) -> float | None:
+    value = index.constant(name) if name else None
+    return float(value.reshape(())) if value is not None and value.size == 1 else None
+
+
+def _sole_reader(index: GraphIndex, name: str) -> onnx.NodeProto | None:
+    uses = index.consumers.get(name, [])
+    return uses[0][0] if len(uses) == 1 and name not in index.graph_outputs else None
 
 
 def _hard_params(node: onnx.NodeProto) -> tuple[float, float]:
