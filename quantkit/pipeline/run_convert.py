@@ -14,6 +14,7 @@ import onnx
 from quantkit.calib import table as table_io
 from quantkit.config import (
     AccuracyBudget,
+    CalibMethod,
     ConvertConfig,
     FallbackPrecision,
     Prefer,
@@ -156,7 +157,7 @@ def convert(
     floor = Floor(
         INT8_FLOOR_DB,
         f"the INT8 model, with {len(steps)} layer(s) kept float by the fallback,",
-        "keep layers float with --exclude-nodes, or try --method minmax",
+        floor_fix(config),
     )
     inputs = (model_path, table_path, table_io.arrays_path(table_path))
 
@@ -273,6 +274,13 @@ def _quantized_model(model: onnx.ModelProto, plan: QuantPlan, config: ConvertCon
     inferred = model_io.infer_shapes(quantized)
     keep = fp16_planner.int8_float32_nodes(inferred, set(plan.quantized_nodes), low)
     return fp16_graph.rewrite(inferred, keep, True, low).model
+
+
+def floor_fix(config: ConvertConfig) -> str:
+    """What to try when the INT8 model measures below INT8_FLOOR_DB (never the method already used: SLANet,
+    refused with --method minmax, was told to try --method minmax)."""
+    other = "try --method minmax" if config.method is not CalibMethod.minmax else "convert --to fp16"
+    return f"keep layers float with --exclude-nodes, or {other}"
 
 
 def _runnable(quantized: onnx.ModelProto, config: ConvertConfig) -> onnx.ModelProto:
