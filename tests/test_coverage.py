@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantkit import pipeline
 from quantkit.calib.table import load as load_table
-from quantkit.config import CalibrateConfig, ConvertConfig, Float16Config, ImageSelection, Prefer
+from quantkit.config import CalibMethod, CalibrateConfig, ConvertConfig, Float16Config, ImageSelection, Prefer
 from quantkit.errors import ConversionError
 from quantkit.graph.normalize import normalize
 from quantkit.graph.prepare import prepare
@@ -672,3 +672,14 @@ def test_a_sigmoid_map_far_below_its_logits_is_flagged() -> None:
     assert _squashed_warnings(converted, squashed, reference, samples, {"y": 20.0}) == ()  # above 15 dB
     background = [{"logits": np.full_like(samples[:1], -30.0)} for _ in range(4)]  # no logit above 0
     assert _squashed_warnings(converted, squashed, background, samples, {"y": 3.0}) == ()
+    converted.graph.node[1].op_type = "Softmax"  # a classifier's probabilities: always checked
+    assert len(_squashed_warnings(converted, squashed, background, samples, {"y": 3.0})) == 1
+
+
+def test_the_int8_floor_suggests_minmax_only_where_it_was_not_the_method() -> None:
+    """SLANet, refused with --method minmax, was told to "try --method minmax"."""
+    from quantkit.pipeline.run_convert import floor_fix
+
+    assert floor_fix(ConvertConfig()) == "keep layers float with --exclude-nodes, or try --method minmax"
+    minmax = floor_fix(ConvertConfig(method=CalibMethod.minmax))
+    assert minmax == "keep layers float with --exclude-nodes, or convert --to fp16"
