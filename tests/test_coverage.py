@@ -15,7 +15,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantkit import pipeline
 from quantkit.calib.table import load as load_table
-from quantkit.config import CalibMethod, CalibrateConfig, ConvertConfig, Float16Config, ImageSelection, Prefer
+from quantkit.config import (
+    CalibMethod,
+    CalibrateConfig,
+    CompareConfig,
+    ConvertConfig,
+    Float16Config,
+    ImageSelection,
+    LatencyConfig,
+    Prefer,
+)
 from quantkit.errors import ConversionError
 from quantkit.graph.normalize import normalize
 from quantkit.graph.prepare import prepare
@@ -683,3 +692,46 @@ def test_the_int8_floor_suggests_minmax_only_where_it_was_not_the_method() -> No
     assert floor_fix(ConvertConfig()) == "keep layers float with --exclude-nodes, or try --method minmax"
     minmax = floor_fix(ConvertConfig(method=CalibMethod.minmax))
     assert minmax == "keep layers float with --exclude-nodes, or convert --to fp16"
+
+
+def test_an_argmax_label_map_is_judged_by_its_scores_and_compared_by_agreement(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A table-line segmenter (wired-table-rec's CycleCenterNet) outputs ArgMax labels: compare gave their
+    SQNR (13-18 dB, which depends on how the labels are numbered) and --min-sqnr judged by it, at 99.6 %
+    pixel agreement. The floors now read the scores the ArgMax picks from; compare gives agreement."""
+    from quantkit.graph.query import measured_outputs
+
+    p1, p2 = conv_params(8, 3, 3, 4), conv_params(5, 8, 3, 5)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["scores"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node("ArgMax", ["scores"], ["y"], name="pick", axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "labels",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, ["N", 16, 16])],
+        [
+            numpy_helper.from_array(v, k)
+            for k, v in {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"], "b2": p2["b"]}.items()
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    assert measured_outputs(model) == {"y": ("scores",)}
+    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
+    assert any(
+        n.startswith("labels an ArgMax / ArgMin picks are judged by the scores") for n in summary.notes
+    )
+    config = CompareConfig(images=ImageSelection(image_dir), latency=LatencyConfig(runs=0))
+    report = pipeline.compare(tmp_path / "model.onnx", out, config, False)
+
+    (labels,) = report.outputs
+    assert labels.top1_agreement is not None and 0.5 < labels.top1_agreement <= 1.0
+    ref = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    cand = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = rng(9).normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    share = float(np.mean(ref.run(None, {"x": x})[0] == cand.run(None, {"x": x})[0]))
+    assert 0.5 < share <= 1.0  # the figure compare gives is this share, over the folder's images

@@ -41,9 +41,15 @@ class OutputErrors:
         self.top1_same = 0.0
         self.top5_overlap = 0.0
         self.classification = True
+        self.labels = True
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        """ref, cand: float [N, ...] with equal shapes."""
+        """ref, cand: [N, ...] with equal shapes; float, or integer labels (an ArgMax map), whose agreement
+        is the share of equal elements of each image (SQNR of label numbers says nothing)."""
+        self.labels = self.labels and ref.dtype.kind in "iub"
+        if self.labels:
+            same = (ref == cand).reshape(ref.shape[0], -1)
+            self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(ref.shape[0])
         ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
         diff = ref64 - cand64
         self.signal += float(np.sum(ref64 * ref64))
@@ -54,7 +60,7 @@ class OutputErrors:
         dots = np.sum(flat_r * flat_c, axis=1)
         self.cosines.extend(np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0).tolist())
         self.classification = self.classification and (is_classification(ref) or is_class_sequence(ref))
-        if self.classification:
+        if self.classification and not self.labels:
             positions = ref.shape[1] if ref.ndim == 3 else 1
             rows_r, rows_c = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, ref.shape[-1])
             self.top1_same += float(np.sum(rows_r.argmax(1) == rows_c.argmax(1))) / positions
@@ -72,6 +78,7 @@ class OutputErrors:
         self.top1_same += later.top1_same
         self.top5_overlap += later.top5_overlap
         self.classification = self.classification and later.classification
+        self.labels = self.labels and later.labels
 
     def result(self) -> OutputMetrics:
         count = len(self.cosines)
@@ -80,8 +87,10 @@ class OutputErrors:
             sqnr_db=sqnr_db(self.signal, self.noise),
             cosine=float(np.mean(self.cosines)) if count else float("nan"),
             max_abs_error=self.max_abs,
-            top1_agreement=self.top1_same / count if self.classification and count else None,
-            top5_overlap=self.top5_overlap / count if self.classification and count else None,
+            top1_agreement=self.top1_same / count if (self.classification or self.labels) and count else None,
+            top5_overlap=self.top5_overlap / count
+            if self.classification and not self.labels and count
+            else None,
         )
 
 

@@ -106,12 +106,21 @@ def measurement_notes(
     reorders; both figures), and one naming the outputs judged by their logits. reference: FP32's
     measured tensors on samples (fallback.measured_reference)."""
     ordered = selection_ordered(model)
-    squashed = sorted(
+    scored = sorted(
         (output, tensors[0])
         for output, tensors in measured_outputs(model).items()
         if output not in ordered and tensors != (output,)
     )
+    writers = {out: node.op_type for node in model.graph.node for out in node.output}
+    squashed = [(output, logits) for output, logits in scored if writers.get(output) in SQUASHING_OPS]
+    picked = [(output, scores) for output, scores in scored if writers.get(output) not in SQUASHING_OPS]
     notes = _selection_lines(converted, ordered, reference, samples, smoke)
+    if picked:
+        named = ", ".join(f"{output!r} by {scores!r}" for output, scores in picked[:3])
+        notes += (
+            f"labels an ArgMax / ArgMin picks are judged by the scores it picks from ({named}): every SQNR "
+            "figure on calibration samples is the scores'; compare gives the labels' agreement",
+        )
     if squashed:
         named = ", ".join(f"{output!r} by {logits!r}" for output, logits in squashed[:3])
         more = f" and {len(squashed) - 3} more" if len(squashed) > 3 else ""
