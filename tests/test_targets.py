@@ -257,6 +257,15 @@ def test_onnxruntime_rules_read_what_it_fused(tmp_path: Path) -> None:
     # the same Conv with its output quantized becomes QLinearConv: nothing to report
     fused = _qdq_conv(act_type=TensorProto.UINT8, act_zero=128, output_q=True)
     assert rules.unfused_after(optimized_graph(fused)) == []
+    # a ConvTranspose with float weights between Q/DQ: float by plan (onnxruntime quantizes its weight
+    # itself and runs it dequantized, having no integer kernel): no finding (lore_detect was told both)
+    transposed = _qdq_conv(act_type=TensorProto.UINT8, act_zero=128, output_q=True, quantize_weight=False)
+    next(n for n in transposed.graph.node if n.op_type == "Conv").op_type = "ConvTranspose"
+    weight = next(i for i in transposed.graph.initializer if i.name == "wf")
+    weight.CopyFrom(
+        onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight).transpose(1, 0, 2, 3), "wf")
+    )
+    assert rules.unfused_after(optimized_graph(transposed)) == []
     # float8 Q/DQ: no float8 kernels on the CPU
     fp8 = _qdq_conv()
     zero = next(i for i in fp8.graph.initializer if i.name == "z")
