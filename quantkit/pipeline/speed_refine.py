@@ -8,11 +8,12 @@ is made again with them float and profiled again: a float op beside int8 ones do
 FP32 (onnxruntime fuses Sigmoid and Mul into QuickGelu only where their input is float), so each round's
 times replace the estimates of the ops they measured, up to ROUNDS. Whole-model timing then decides,
 interleaved as evaluate.speed does: the plans within CONFIRM of the fastest one measured are as fast as
-timing on a shared machine can tell; the plain plan stands where it is one of them, else the one of them
-with the highest output SQNR on the calibration samples is kept (the fastest unless another gains
-MIN_GAIN_DB on it). Where the profiles find no op slower in int8, or the estimated saving is under
-MIN_SAVING_US (20 us a run; MIN_SAVING of the model's time, 0), nothing changes and nothing is timed
-twice: the output is the one of the payoff rule alone, byte for byte.
+timing on a shared machine can tell; the plain plan stands where it is one of them (unless a tied one
+gains TIED_GAIN_DB within SIZE_SLACK of its bytes), else the one of them with the highest output SQNR on
+the calibration samples is kept (the fastest unless another gains MIN_GAIN_DB on it). Where the profiles
+find no op slower in int8, or the estimated saving is under MIN_SAVING_US (20 us a run; MIN_SAVING of the
+model's time, 0), nothing changes and nothing is timed twice: the output is the one of the payoff rule
+alone, byte for byte.
 """
 
 from __future__ import annotations
