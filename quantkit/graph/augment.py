@@ -88,6 +88,15 @@ def observed_tensors(model: onnx.ModelProto) -> dict[str, int | None]:
     return dict(sorted(wanted.items()))
 
 
+def hard_params(node: onnx.NodeProto) -> tuple[float, float]:
+    """(alpha, beta) of HardSigmoid(x) = clip(alpha x + beta, 0, 1): its attributes (defaults 0.2, 0.5), or
+    HardSwish's fixed 1/6 and 1/2 (HardSwish(x) = x * HardSigmoid(x) with them)."""
+    if node.op_type == "HardSwish":
+        return 1.0 / 6.0, 0.5
+    values = {a.name: float(a.f) for a in node.attribute}
+    return values.get("alpha", 0.2), values.get("beta", 0.5)
+
+
 def clips_at_zero(index: GraphIndex, node: onnx.NodeProto) -> bool:
     """A Relu, or a Clip whose lower bound is the constant 0: max(x, 0) then at most an upper bound."""
     if node.op_type == "Relu":

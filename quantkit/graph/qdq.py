@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from quantkit.graph.augment import hard_params
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, topological_order
 from quantkit.graph.smoothquant_rewrite import apply_rebalances
@@ -252,9 +253,7 @@ def _rewrite_hard(rewriter: _Rewriter, plan: QuantPlan) -> dict[str, float]:
             continue
         x, out = node.input[0], node.output[0]
         params = plan.activations[x]
-        alpha, beta = (_attribute(node, "alpha", 0.2), _attribute(node, "beta", 0.5))
-        if kind == "HardSwish":
-            alpha, beta = 1.0 / 6.0, 0.5
+        alpha, beta = hard_params(node)
         dtype = str(params.zero_point.dtype)
         offset = np.float32(beta / alpha)
         c_scale, c_zero = asymmetric_params(min(float(offset), 0.0), max(float(offset), 0.0), dtype)
@@ -285,13 +284,6 @@ def _rewrite_hard(rewriter: _Rewriter, plan: QuantPlan) -> dict[str, float]:
         del node.input[:]
         node.input.extend([x, gate])
     return factors
-
-
-def _attribute(node: onnx.NodeProto, name: str, default: float) -> float:
-    for attr in node.attribute:
-        if attr.name == name:
-            return float(attr.f)
-    return default
 
 
 def _quantize_constant_input(

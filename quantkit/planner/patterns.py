@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from quantkit.config import ActivationType
-from quantkit.graph.augment import HARD_OPS, SCALE_OPS, SHARED_SCALE_OPS
+from quantkit.graph.augment import HARD_OPS, SCALE_OPS, SHARED_SCALE_OPS, hard_params
 from quantkit.graph.query import GraphIndex
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def try_hard(state: Planning, node: onnx.NodeProto) -> bool:
     if state.config.activations is not ActivationType.uint8:
         state.reasons[node.name] = "no integer kernel in onnxruntime; integer form needs uint8 (kept float)"
         return False
-    if node.op_type == "HardSigmoid" and float(index.attribute(node, "alpha", 0.2)) <= 0.0:  # type: ignore[arg-type]
+    if node.op_type == "HardSigmoid" and hard_params(node)[0] <= 0.0:
         state.reasons[node.name] = "HardSigmoid with alpha <= 0 (kept float)"
         return False
     if x in state.float_tensors or out in state.float_tensors:

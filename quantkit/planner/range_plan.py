@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from quantkit.config import ActivationType, CalibMethod, ConvertConfig
-from quantkit.graph.augment import clips_at_zero
+from quantkit.graph.augment import clips_at_zero, hard_params
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.patterns import scale_factor
 from quantkit.qmath.params import asymmetric_params, symmetric_params
@@ -178,7 +178,7 @@ def hard_consumer(index: GraphIndex, name: str) -> HardActivation | None:
     if len(hard) != 1:
         return _written_out_swish(index, name) if len(uses) == 2 else None
     node = hard[0]
-    alpha, beta = _hard_params(node)
+    alpha, beta = hard_params(node)
     if len(uses) == 1:
         return HardActivation(node.op_type == "HardSwish", alpha, beta)
     mul = next(n for n, _ in uses if n is not node)
@@ -228,11 +228,3 @@ def _scalar(index: GraphIndex, name: str) -> float | None:
 def _sole_reader(index: GraphIndex, name: str) -> onnx.NodeProto | None:
     uses = index.consumers.get(name, [])
     return uses[0][0] if len(uses) == 1 and name not in index.graph_outputs else None
-
-
-def _hard_params(node: onnx.NodeProto) -> tuple[float, float]:
-    """(alpha, beta) of a HardSigmoid (defaults 0.2, 0.5); HardSwish's fixed 1/6, 1/2."""
-    if node.op_type == "HardSwish":
-        return 1.0 / 6.0, 0.5
-    values = {a.name: float(a.f) for a in node.attribute}
-    return values.get("alpha", 0.2), values.get("beta", 0.5)
