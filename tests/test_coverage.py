@@ -675,14 +675,14 @@ def test_a_sigmoid_map_far_below_its_logits_is_flagged() -> None:
     converted = make_model(nodes, {})
     samples = rng(3).normal(-30.0, 10.0, (4, 3, 16, 16)).astype(np.float32)  # a little foreground
     reference = [{"logits": samples[k : k + 1] + np.float32(0.3)} for k in range(4)]  # logits: 40 dB
-    squashed = [("y", "logits")]
-    (line,) = _squashed_warnings(converted, squashed, reference, samples, {"y": 3.0})
+    squashed, sigmoids = [("y", "logits")], {"y"}
+    (line,) = _squashed_warnings(converted, squashed, sigmoids, reference, samples, {"y": 3.0})
     assert line.startswith("warning: output 'y' measures 3.0 dB on the calibration samples where its logits")
-    assert _squashed_warnings(converted, squashed, reference, samples, {"y": 20.0}) == ()  # above 15 dB
+    assert _squashed_warnings(converted, squashed, sigmoids, reference, samples, {"y": 20.0}) == ()  # > 15 dB
     background = [{"logits": np.full_like(samples[:1], -30.0)} for _ in range(4)]  # no logit above 0
-    assert _squashed_warnings(converted, squashed, background, samples, {"y": 3.0}) == ()
+    assert _squashed_warnings(converted, squashed, sigmoids, background, samples, {"y": 3.0}) == ()
     converted.graph.node[1].op_type = "Softmax"  # a classifier's probabilities: always checked
-    assert len(_squashed_warnings(converted, squashed, background, samples, {"y": 3.0})) == 1
+    assert len(_squashed_warnings(converted, squashed, set(), background, samples, {"y": 3.0})) == 1
 
 
 def test_the_int8_floor_suggests_minmax_only_where_it_was_not_the_method() -> None:

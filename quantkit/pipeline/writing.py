@@ -114,6 +114,7 @@ def measurement_notes(
     writers = {out: node.op_type for node in model.graph.node for out in node.output}
     squashed = [(output, logits) for output, logits in scored if writers.get(output) in SQUASHING_OPS]
     picked = [(output, scores) for output, scores in scored if writers.get(output) not in SQUASHING_OPS]
+    sigmoids = {output for output, _ in squashed if writers[output] == "Sigmoid"}
     notes = _selection_lines(converted, ordered, reference, samples, smoke)
     if picked:
         named = ", ".join(f"{output!r} by {scores!r}" for output, scores in picked[:3])
@@ -128,7 +129,7 @@ def measurement_notes(
             f"outputs made by a Softmax or Sigmoid are judged by their logits ({named}{more}): every SQNR "
             "figure on calibration samples but the smoke test's is the logits'",
         )
-        notes += _squashed_warnings(converted, squashed, reference, samples, smoke)
+        notes += _squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke)
     return notes
 
 
@@ -140,25 +141,26 @@ SQUASHED_FLOOR_DB = 15.0
 def _squashed_warnings(
     converted: onnx.ModelProto,
     squashed: list[tuple[str, str]],
+    sigmoids: set[str],
     reference: list[dict[str, np.ndarray]],
     samples: Feed,
     smoke: dict[str, float],
 ) -> tuple[str, ...]:
-    """A warning for each Softmax output, and each Sigmoid output with foreground in the samples (a logit
+    """squashed: (output, its logits) of Softmax and Sigmoid outputs, those in `sigmoids` a Sigmoid's.
+    A warning for each Softmax output, and each Sigmoid output with foreground in the samples (a logit
     above 0), whose own smoke-test SQNR is far below its logits': the logits' power sits in confident
     values no threshold sees (PP-OCRv4's DBNet: background logits near -32), while the output's error
     sits where it is uncertain (its text pixels). At 640x640 its logits measured 19.5 dB and its
     probability map 3.0 dB, and 86 % of the text pixels were lost on held-out photos; a VGG16 tumour
     classifier's logits 12.65 dB (just above --min-sqnr) and its softmax 5.0 dB, 87.5 % top-1 agreement.
     (A map with no foreground, all ~1e-8, is what the logits are read for: no warning.)"""
-    writers = {out: node.op_type for node in converted.graph.node for out in node.output}
+    present = {name for node in converted.graph.node for name in node.output}
     lines = []
     for output, logits in squashed:
         own = smoke.get(output)
-        kind = writers.get(output)
-        if own is None or logits not in writers or kind not in SQUASHING_OPS or own >= SQUASHED_FLOOR_DB:
+        if own is None or logits not in present or own >= SQUASHED_FLOOR_DB:
             continue
-        if kind == "Sigmoid" and not any(float(np.max(r[logits])) > 0.0 for r in reference):
+        if output in sigmoids and not any(float(np.max(r[logits])) > 0.0 for r in reference):
             continue
         judged = fallback.output_sqnr(converted, [{logits: r[logits]} for r in reference], samples)
         if own < judged - SQUASHED_GAP_DB:
