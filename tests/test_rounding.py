@@ -21,6 +21,7 @@ from quantkit.qmath.rounding import (
     conv_rows,
     matmul_rows,
     output_error,
+    position_spacing,
     second_moment_update,
 )
 from tests.conftest import conv_params, make_model
@@ -116,6 +117,20 @@ def test_conv_rows_times_the_weight_is_the_conv(
     got = per_group.reshape(group, n, ho, wo, c_out // group).transpose(1, 0, 4, 2, 3)
     np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=1e-4)
     assert matmul_rows(x.transpose(0, 2, 3, 1)).shape == (1, n * 9 * 8, c_in)
+    # at most `most` positions an image: every s-th row and column of the output grid, the same rows
+    spacing = position_spacing(ho * wo, most=ho * wo // 4)
+    assert spacing == 2
+    strided = conv_rows(x, kernel, strides, pads, dilations, group, most=ho * wo // 4)
+    full = rows.reshape(group, n, ho, wo, -1)[:, :, ::2, ::2].reshape(group, -1, rows.shape[-1])
+    np.testing.assert_array_equal(strided, full)
+    assert conv_rows(x, kernel, strides, pads, dilations, group, most=ho * wo).shape == rows.shape
+
+
+def test_position_spacing_leaves_at_most_about_the_cap() -> None:
+    assert position_spacing(128 * 128) == 1  # a 224x224 model's 112x112 layers: every position
+    assert position_spacing(160 * 160) == 2  # 80x80 of them
+    assert position_spacing(320 * 320) == 3  # 107x107
+    assert [position_spacing(p, most=100) for p in (1, 100, 101, 400, 401, 10_000)] == [1, 1, 2, 2, 3, 10]
 
 
 def _wide_cnn() -> onnx.ModelProto:

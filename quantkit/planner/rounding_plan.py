@@ -28,7 +28,13 @@ from quantkit.graph.smoothquant_rewrite import input_scaled_weight
 from quantkit.planner.core import plan as make_plan
 from quantkit.planner.fallback import SqnrMemo, output_sqnr
 from quantkit.qmath.params import per_channel_weight
-from quantkit.qmath.rounding import compensated_round, conv_rows, matmul_rows, second_moment_update
+from quantkit.qmath.rounding import (
+    MAX_POSITIONS,
+    compensated_round,
+    conv_rows,
+    matmul_rows,
+    second_moment_update,
+)
 from quantkit.results import CalibrationTable, Feed, QuantPlan
 from quantkit.runtime import Session
 
@@ -71,6 +77,7 @@ class Layer:
             (top, left, bottom, right),
             (dilation_h, dilation_w),
             self.groups,
+            MAX_POSITIONS,
         )
 
 
