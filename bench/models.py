@@ -61,7 +61,7 @@ MODELS = {
 def preprocess_spec(options: PreprocessOptions) -> dict[str, object]:
     """The JSON form bench.quantize reads back (see bench.quantize.preprocess_from)."""
     return {
-        "preset": options.preset.value,
+        "preset": (options.preset or Preset.imagenet).value,
         "mean": list(options.mean) if options.mean else None,
         "std": list(options.std) if options.std else None,
         "bgr": options.bgr,

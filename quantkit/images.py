@@ -20,6 +20,7 @@ from quantkit.config import (
     Layout,
     Preprocess,
     PreprocessOptions,
+    Preset,
     ResizeMode,
 )
 from quantkit.errors import ConfigError, ImageError
@@ -153,7 +154,14 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
         )
     else:
         height, width = int(dims[0]), int(dims[1])  # type: ignore[arg-type]
-    mean, std = PRESETS[options.preset]
+    mean, std = PRESETS[options.preset or (Preset.raw if spec.pixels else Preset.imagenet)]
+    if spec.pixels and (
+        any(v != 0.0 for v in options.mean or mean) or any(v != 1.0 for v in options.std or std)
+    ):
+        raise ConfigError(
+            f"input {spec.name!r} is uint8: the model takes pixel values 0-255 and normalises them itself; "
+            "drop --mean, --std and --preset (or give --preset raw)"
+        )
     for label, given in (("mean", options.mean), ("std", options.std)):
         if channels == 1 and given and len(set(given)) > 1:  # a preset's three values average into one
             raise ConfigError(

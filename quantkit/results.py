@@ -24,6 +24,17 @@ def feed_rows(feed: Feed) -> int:
     return int(next(iter(feed.values())).shape[0]) if feed else 0
 
 
+def fed_as(value: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """value as an input of `dtype` takes it: float types cast, integer types (uint8 pixels) rounded and
+    clipped to their range."""
+    if value.dtype == dtype:
+        return value
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(value), info.min, info.max).astype(dtype)
+    return value.astype(dtype)
+
+
 def feed_take(feed: Feed, start: int, stop: int) -> Feed:
     """Samples [start:stop] of every input."""
     if isinstance(feed, np.ndarray):
@@ -209,10 +220,12 @@ class Batch:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One float input of the model: name and shape, None for a dynamic dimension."""
+    """One input of the model: name and shape, None for a dynamic dimension; pixels: the input takes
+    uint8 pixel values (0-255) and normalises them itself, else float32."""
 
     name: str
     shape: tuple[int | None, ...]
+    pixels: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ import onnx
 import onnxruntime as ort
 
 from quantkit.errors import ModelError, shorten
-from quantkit.results import Feed, feed_pad, feed_rows, sample_batches
+from quantkit.results import Feed, fed_as, feed_pad, feed_rows, sample_batches
 from quantkit.version import __version__
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
 EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the external file of a large model
+FED_TYPES = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}  # inputs fed cast (results.fed_as)
 
 CPU_FLAGS_OF_INTEREST = (
     "avx2",
@@ -146,8 +147,8 @@ class Session:
         inputs = self._session.get_inputs()
         self.input_names = [i.name for i in inputs]
         self.input_name = self.input_names[0]
-        # a float16 input (convert --to fp16 --no-keep-io-types) is fed the same samples, cast
-        self._float16 = frozenset(i.name for i in inputs if i.type == "tensor(float16)")
+        # float16 inputs (--to fp16 --no-keep-io-types) and uint8 pixels: the same samples, cast
+        self._types = {i.name: np.dtype(FED_TYPES[i.type]) for i in inputs if i.type in FED_TYPES}
         self.output_names = [o.name for o in self._session.get_outputs()]
         # tensor outputs come back as views of onnxruntime's own buffers (OrtValue.numpy), not copies:
         # calibration's outputs are every activation of the batch, twice that memory when copied
@@ -161,9 +162,9 @@ class Session:
         return dim if isinstance(dim, int) and dim > 0 else None
 
     def feed(self, batch: Feed) -> dict[str, np.ndarray]:
-        """onnxruntime's feed: a lone array goes to the first input; float16 inputs are fed cast."""
+        """onnxruntime's feed: a lone array goes to the first input; float16 and uint8 inputs fed cast."""
         named = {self.input_name: batch} if isinstance(batch, np.ndarray) else dict(batch)
-        return {k: v.astype(np.float16) if k in self._float16 else v for k, v in named.items()}
+        return {k: fed_as(v, self._types[k]) if k in self._types else v for k, v in named.items()}
 
     def run(self, batch: Feed) -> dict[str, np.ndarray]:
         feed = self.feed(batch)

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from quantkit.errors import ConfigError, ModelError, shorten
-from quantkit.results import Feed, feed_pad, feed_rows
+from quantkit.results import Feed, fed_as, feed_pad, feed_rows
 
 INSTALL = "pip install 'quantkit[openvino]'"
 DEVICE = "CPU"
@@ -98,9 +98,10 @@ class OpenVinoSession:
         return self._batch if self._batch and self._batch > 0 else None
 
     def feed(self, batch: Feed) -> dict[str, np.ndarray]:
-        """A lone array goes to the first input; inputs of another float type (float16) are fed cast."""
+        """A lone array goes to the first input; inputs of another type (float16, uint8 pixels) are fed
+        cast (results.fed_as)."""
         named = {self.input_name: batch} if isinstance(batch, np.ndarray) else dict(batch)
-        return {k: v.astype(self._types[k]) if k in self._types else v for k, v in named.items()}
+        return {k: fed_as(v, self._types[k]) if k in self._types else v for k, v in named.items()}
 
     def run(self, batch: Feed) -> dict[str, np.ndarray]:
         try:

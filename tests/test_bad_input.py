@@ -167,12 +167,22 @@ def test_non_image_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> Non
     fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "4-D NCHW or NHWC")
 
 
-def test_integer_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+@pytest.mark.parametrize(
+    ("kind", "phrases"),
+    [
+        (TensorProto.INT64, ("input 'x' is INT64; quantkit feeds float32 images or uint8 pixels",)),
+        (TensorProto.FLOAT16, ("FLOAT16: the model is stored in 16-bit floats already", "float32 original")),
+    ],
+)
+def test_input_of_another_type(
+    kind: int, phrases: tuple[str, ...], image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """uint8 pixels are fed (tests/test_pixel_input.py); other integer and 16-bit float inputs are not."""
     nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), *cnn_nodes()]
     nodes[1].input[0] = "f"
     model = make_model(nodes, conv_params(4, 3), input_shape=(1, 3, 16, 16))
-    model.graph.input[0].type.tensor_type.elem_type = TensorProto.UINT8
-    fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "UINT8", "float32")
+    model.graph.input[0].type.tensor_type.elem_type = kind
+    fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, *phrases)
 
 
 def test_dynamic_spatial_dimensions_need_input_size(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:

@@ -100,7 +100,8 @@ CompactOpt = Annotated[
 ScoreOpt = Annotated[float, typer.Option("--score-threshold", help="Detection score for --detector.")]
 
 PresetOpt = Annotated[
-    Preset | None, typer.Option("--preset", help="Normalisation preset [default: imagenet].")
+    Preset | None,
+    typer.Option("--preset", help="Normalisation preset [default: imagenet; raw for a uint8 input]."),
 ]
 
 MeanOpt = Annotated[
@@ -161,7 +162,7 @@ def preprocess_options(
     from quantkit.config import PreprocessOptions
 
     return PreprocessOptions(
-        preset=preset or Preset.imagenet,
+        preset=preset,
         mean=_floats(mean, "--mean"),
         std=_floats(std, "--std"),
         bgr=bool(bgr),

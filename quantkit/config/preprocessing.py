@@ -104,7 +104,7 @@ class Preprocess:
 class PreprocessOptions:
     """What the user asked for; the model's input fills in the rest (see images.resolve_preprocess)."""
 
-    preset: Preset = Preset.imagenet
+    preset: Preset | None = None  # None: imagenet for a float input, raw for uint8 pixels
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     bgr: bool = False
@@ -113,7 +113,8 @@ class PreprocessOptions:
 
     def __post_init__(self) -> None:
         """Strings for the choices and lists for the numbers are accepted (the Python API)."""
-        object.__setattr__(self, "preset", as_enum(Preset, self.preset, "--preset"))
+        if self.preset is not None:
+            object.__setattr__(self, "preset", as_enum(Preset, self.preset, "--preset"))
         object.__setattr__(self, "resize", as_enum(ResizeMode, self.resize, "--resize"))
         for name in ("mean", "std"):
             values = getattr(self, name)

@@ -235,7 +235,8 @@ def _copy_fields(source: Message, target: Message, skip: tuple[str, ...]) -> Non
 
 
 def image_input(model: onnx.ModelProto) -> InputSpec:
-    """The model's single float input, for images. Several inputs, or a non-float one, are refused."""
+    """The model's single input, for images: float32, or uint8 pixels. Several inputs, or one of another
+    type, are refused."""
     inputs = _graph_inputs(model)
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
@@ -247,7 +248,7 @@ def image_input(model: onnx.ModelProto) -> InputSpec:
 
 
 def float_inputs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
-    """Every input the model is fed (initializers excluded), in graph order; each must be float32."""
+    """Every input the model is fed (initializers excluded), in graph order; each float32 or uint8."""
     return tuple(_float_spec(value) for value in _graph_inputs(model))
 
 
@@ -258,15 +259,21 @@ def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 def _float_spec(value: onnx.ValueInfoProto) -> InputSpec:
     tensor_type = value.type.tensor_type
-    if tensor_type.elem_type != onnx.TensorProto.FLOAT:
+    kind = tensor_type.elem_type
+    if kind in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
         raise ModelError(
-            f"input {value.name!r} is {onnx.TensorProto.DataType.Name(tensor_type.elem_type)}, "
-            "not FLOAT; quantkit feeds float32 images"
+            f"input {value.name!r} is {onnx.TensorProto.DataType.Name(kind)}: the model is stored in 16-bit "
+            "floats already; quantize or convert its float32 original"
+        )
+    if kind not in (onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8):
+        raise ModelError(
+            f"input {value.name!r} is {onnx.TensorProto.DataType.Name(kind)}; quantkit feeds float32 images "
+            "or uint8 pixels: export the model with such an input"
         )
     shape = tuple(
         d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim
     )
-    return InputSpec(name=value.name, shape=shape)
+    return InputSpec(name=value.name, shape=shape, pixels=kind == onnx.TensorProto.UINT8)
 
 
 def serialize(model: onnx.ModelProto) -> bytes:

@@ -5,8 +5,8 @@ The size: --input-size when given, else the model's fixed size, else the first o
 that the model runs on. The values: image-like, not noise: flat patches of BLOCK x BLOCK pixels, uniform
 in [0, 1], normalised with ImageNet's mean and std (about -2 to 2.4). White noise excites a network as no
 photo does: YOLOX-Nano's float16 conversion measures 21 dB on standard-normal noise against 42 dB on
-these patches and 38 dB on COCO photos; MobileNetV2 46 / 48 / 45 dB. A model that expects 0-255 pixels
-sees a dark image, which still exercises every layer.
+these patches and 38 dB on COCO photos; MobileNetV2 46 / 48 / 45 dB. A float model that expects 0-255
+pixels sees a dark image, which still exercises every layer; a uint8 input gets the patches as 0-255.
 """
 
 from __future__ import annotations
@@ -90,19 +90,23 @@ def _feed(
 ) -> Feed:
     """One input's samples as an array; several inputs' as {name: samples}, the k-th seeded with k."""
     drawn = [
-        _draw(shape, count, last, k) for k, (shape, (_, last)) in enumerate(zip(shapes, layouts, strict=True))
+        _draw(shape, count, last, k, spec.pixels)
+        for k, (spec, shape, (_, last)) in enumerate(zip(specs, shapes, layouts, strict=True))
     ]
     return drawn[0] if len(specs) == 1 else {spec.name: d for spec, d in zip(specs, drawn, strict=True)}
 
 
-def _draw(shape: list[int], count: int, channels_last: bool = False, stream: int = 0) -> np.ndarray:
+def _draw(
+    shape: list[int], count: int, channels_last: bool = False, stream: int = 0, pixels: bool = False
+) -> np.ndarray:
     """[count, *shape]: patches over H and W of an image-like input ([C, H, W], or [H, W, C] when
-    channels_last), standard normal otherwise. stream: which input of several (0: the first, or the one)."""
+    channels_last), standard normal otherwise. stream: which input of several (0: the first, or the one);
+    pixels: the input takes uint8 pixels, so the patches are 0-255 (float32, integer-valued)."""
     rng = np.random.default_rng(SEED if stream == 0 else [SEED, stream])
     if len(shape) != 3:
         return rng.standard_normal([count, *shape]).astype(np.float32)
     channels, height, width = (shape[2], shape[0], shape[1]) if channels_last else shape
     coarse = rng.uniform(0.0, 1.0, (count, channels, -(-height // BLOCK), -(-width // BLOCK)))
-    pixels = np.repeat(np.repeat(coarse, BLOCK, axis=2), BLOCK, axis=3)[:, :, :height, :width]
-    images = ((pixels - MEAN) / STD).astype(np.float32)
+    patches = np.repeat(np.repeat(coarse, BLOCK, axis=2), BLOCK, axis=3)[:, :, :height, :width]
+    images = (np.rint(patches * 255.0) if pixels else (patches - MEAN) / STD).astype(np.float32)
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1)) if channels_last else images

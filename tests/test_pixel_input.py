@@ -1,0 +1,99 @@
+"""Models whose input is uint8 pixels (TensorFlow exports, models that normalise inside): quantkit feeds
+the images as 0-255 values, with no normalisation of its own, in every command."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from quantkit.config import Layout, Preprocess
+from quantkit.images import ImageLoader, find_images
+from tests.conftest import conv_params, make_model
+from tests.helpers import assert_one_line_error, run
+
+Capsys = pytest.CaptureFixture[str]
+SIZE = 16
+
+
+def _pixel_model(path: Path) -> Path:
+    """uint8 [N, 16, 16, 3] -> Cast -> NCHW -> (x - 127.5) / 64 -> Conv 3->4 3x3 -> Relu -> Conv 4->5 1x1
+    -> GlobalAveragePool -> Flatten."""
+    first, second = conv_params(4, 3, 3, 0), conv_params(5, 4, 1, 1)
+    nodes = [
+        helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["f"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Sub", ["t", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "std"], ["n"]),
+        helper.make_node("Conv", ["n", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["h"], name="c2"),
+        helper.make_node("GlobalAveragePool", ["h"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["y"]),
+    ]
+    weights = {
+        "mean": np.array(127.5, np.float32),
+        "std": np.array(64.0, np.float32),
+        "w1": first["w"],
+        "b1": first["b"],
+        "w2": second["w"],
+        "b2": second["b"],
+    }
+    model = make_model(nodes, weights, input_shape=("N", SIZE, SIZE, 3))
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.UINT8
+    onnx.save(model, path)
+    return path
+
+
+def _outputs(path: Path, pixels: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {"x": pixels})[0])
+
+
+def test_uint8_pixels_are_fed_to_every_command(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = _pixel_model(tmp_path / "pixels.onnx")
+    before = hashlib.sha256(model.read_bytes()).hexdigest()
+    table, int8, fp16 = tmp_path / "t.json", tmp_path / "int8.onnx", tmp_path / "fp16.onnx"
+    code, out, _ = run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert code == 0 and "16x16 NHWC RGB, resize crop, mean 0,0,0, std 1,1,1" in out
+    assert run(["convert", str(model), "--calibration", str(table), "-o", str(int8)], capsys)[0] == 0
+    assert run(["convert", str(model), "--to", "fp16", "-o", str(fp16)], capsys)[0] == 0
+    code, out, _ = run(["compare", str(model), str(int8), "--images", str(image_dir)], capsys)
+    assert code == 0
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == before
+    # the photos as the model takes them: 0-255 values, no normalisation
+    pre = Preprocess(height=SIZE, width=SIZE, layout=Layout.NHWC, mean=(0.0,) * 3, std=(1.0,) * 3)
+    pixels = next(iter(ImageLoader(find_images(image_dir), pre, 24))).data
+    assert isinstance(pixels, np.ndarray) and pixels.shape == (24, SIZE, SIZE, 3)
+    fed = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    reference = _outputs(model, fed)
+    for candidate, floor_db in ((int8, 25.0), (fp16, 45.0)):
+        got = _outputs(candidate, fed)
+        assert onnx.load(str(candidate)).graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+        sqnr = 10 * np.log10(np.sum(reference**2) / np.sum((reference - got) ** 2))
+        assert sqnr > floor_db, (candidate.name, sqnr)
+
+
+def test_a_normalisation_for_a_uint8_input_is_refused(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    model = _pixel_model(tmp_path / "pixels.onnx")
+    table = tmp_path / "t.json"
+    code, _, err = run(
+        ["calibrate", str(model), "--images", str(image_dir), "-o", str(table), "--preset", "imagenet"],
+        capsys,
+    )
+    assert_one_line_error(
+        code,
+        err,
+        "input 'x' is uint8: the model takes pixel values 0-255 and normalises them itself; drop --mean, "
+        "--std and --preset (or give --preset raw)",
+    )
+    assert not table.exists()
+    args = ["calibrate", str(model), "--images", str(image_dir), "-o", str(table), "--preset", "raw"]
+    assert run(args, capsys)[0] == 0
