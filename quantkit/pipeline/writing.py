@@ -72,7 +72,7 @@ def write_checked(
     runs in its place when it has no kernels for it (a bfloat16 model's float32 emulation): the smoke
     test and the floor measure that. Returns (what was written, SQNR per output against `original`)."""
     try:
-        model_io.check(converted)
+        model_io.check_like(converted, original)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ConversionError(f"the converted model fails onnx.checker ({exc}); nothing was written") from exc
     stored = [(output.parent / name, data) for name, data in model_io.serialize_files(converted, output.name)]

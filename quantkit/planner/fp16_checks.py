@@ -101,7 +101,7 @@ def attempt_for(
         else:
             rewritten = fp16_graph.rewrite(model, kept, keep_io_types, target)
             try:
-                model_io.check(rewritten.model)
+                model_io.check_like(rewritten.model, model)
             except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
                 return f"onnx.checker: {exc}"
             converted = emulate(rewritten.model, rewritten.stored, target.elem_type)
