@@ -14,6 +14,9 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import onnx
+from onnx import external_data_helper
+
 from quantkit.errors import OutputError
 
 try:  # POSIX: flock on the folder itself, released by the kernel if the process dies
@@ -32,8 +35,9 @@ _FILE_MODE = _file_mode()
 
 
 def check_output(output: Path, *inputs: Path) -> None:
-    """Refuse an output path that is an input, a folder, or in a missing folder."""
-    for source in inputs:
+    """Refuse an output path that is an input (an input model's external-data files included), a
+    folder, or in a missing folder."""
+    for source in [*inputs, *(data for model in inputs for data in data_files(model))]:
         if same_file(output, source):
             raise OutputError(f"the output {output} is an input file; choose another output path")
     if output.is_dir():
@@ -62,7 +66,9 @@ def check_outputs(
     symlinks and hard links) one of the command's input files, a file it reads from an input folder
     (one with a suffix in `read_suffixes`), or another of its outputs.
 
-    outputs, inputs, folders: (what the user calls it, e.g. "--json" or "the model", path)."""
+    outputs, inputs, folders: (what the user calls it, e.g. "--json" or "the model", path). An input
+    model's external-data files count as inputs."""
+    inputs = [*inputs, *((f"{what}'s weights", data) for what, path in inputs for data in data_files(path))]
     for index, (role, output) in enumerate(outputs):
         for what, source in inputs:
             if same_file(output, source):
@@ -78,6 +84,25 @@ def check_outputs(
                 raise OutputError(
                     f"{role} {output} and {other_role} {other} are the same file; give each its own path"
                 )
+
+
+def data_files(path: Path) -> list[Path]:
+    """The external-data files an .onnx model names (read from beside it), none for any other path or a
+    file onnx cannot parse (the loaders say what is wrong with it)."""
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return []
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and others: not a model the output rule can read
+        return []
+    locations = {
+        entry.value
+        for tensor in external_data_helper._get_all_tensors(model)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [path.parent / location for location in sorted(locations)]
 
 
 def _collision(role: str, output: Path, what: str, source: Path) -> str:

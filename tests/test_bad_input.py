@@ -256,6 +256,24 @@ def test_external_weights_are_loaded_and_written(image_dir: Path, tmp_path: Path
     assert code == 0, err
 
 
+def test_no_output_lands_on_an_input_models_external_weights(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Before: convert (INT8 and --to fp16) wrote over weights.bin, the file the model's weights are
+    read from, and exited 0."""
+    model = external_model(tmp_path / "m")
+    weights = tmp_path / "m" / "weights.bin"
+    before = weights.read_bytes()
+    table = tmp_path / "t.json"
+    assert calibrate(model, image_dir, table, capsys)[0] == 0
+    for command in (["convert", str(model), "-c", str(table)], ["convert", str(model), "--to", "fp16"]):
+        code, _, err = run([*command, "-o", str(weights)], capsys)
+        assert_one_line_error(code, err, f"would overwrite the model's weights {weights}")
+    code, _, err = calibrate(model, image_dir, tmp_path / "m" / "weights.json", capsys)
+    assert code == 0, err  # a name beside them is no collision
+    assert weights.read_bytes() == before
+
+
 def test_models_over_the_protobuf_limit_use_external_files(
     image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
