@@ -15,6 +15,7 @@ from quantkit.config import CalibMethod, ConvertConfig
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.range_plan import (
     HardActivation,
+    becomes_probability,
     capped,
     hard_consumer,
     is_bounded,
@@ -177,6 +178,40 @@ def test_plans_cap_with_mse_only_and_never_a_bounded_output() -> None:
     )
     bounded = Planning(index, table, ConvertConfig()).range_of("s")  # a Sigmoid's output: observed range
     assert bounded == (min(stats.minimum, 0.0), stats.maximum)
+
+
+def test_logits_that_become_scores_are_never_capped() -> None:
+    """A detector's class logits, concatenated with its boxes and reshaped before their Sigmoid, are
+    negative on most images: capped at the images' mean maximum (below 0) no score passed 0.5 (PyPI's
+    YOLOv8 DocLayNet detector lost all 18 of its detections). A SiLU's input is capped as before."""
+    from quantkit.planner.planning_state import Planning
+
+    nodes = [
+        helper.make_node("Abs", ["x"], ["t"]),
+        helper.make_node("Neg", ["x"], ["logits"]),
+        helper.make_node("Sigmoid", ["t"], ["gate"]),
+        helper.make_node("Mul", ["t", "gate"], ["act"]),
+        helper.make_node("Concat", ["act", "logits"], ["both"], axis=1),
+        helper.make_node("Reshape", ["both", "shape"], ["rows"]),
+        helper.make_node("Slice", ["rows", "start", "end", "axis"], ["picked"]),
+        helper.make_node("Sigmoid", ["picked"], ["scores"]),
+    ]
+    constants = {
+        "shape": np.array([0, -1], np.int64),
+        "start": np.array([0], np.int64),
+        "end": np.array([4], np.int64),
+        "axis": np.array([1], np.int64),
+    }
+    index = GraphIndex(make_model(nodes, constants, output="scores"))
+    assert becomes_probability(index, "logits") and becomes_probability(index, "both")
+    assert not becomes_probability(index, "t")  # a SiLU's gate is no score
+    wide = stats_of(np.random.default_rng(8).normal(-4, 2, 100_000))
+    rare = dataclasses.replace(wide, image_min_mean=-9.0, image_max_mean=-1.9)
+    table = CalibrationTable(meta={}, stats={"t": rare, "logits": rare})
+    planning = Planning(index, table, ConvertConfig())
+    assert planning.range_of("logits") == select_range(rare, ConvertConfig())
+    assert planning.range_of("logits")[1] > 2.0
+    assert planning.range_of("t")[1] == 0.0  # capped at the images' mean maximum, kept at 0
 
 
 def _hard_graph(nodes: list[onnx.NodeProto]) -> GraphIndex:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.range_plan import (
+    becomes_probability,
     capped,
     caps,
     consumer_transform,
@@ -43,7 +44,8 @@ class Planning:
 
     def range_of(self, name: str) -> tuple[float, float]:
         """The tensor's range: select_range's (cached in `selected` across plans), capped at the images'
-        mean extremes under --method mse with --range-cap on (never a bounded op's output)."""
+        mean extremes under --method mse with --range-cap on (never a bounded op's output, nor logits
+        that become probabilities)."""
         if name not in self.ranges:
             stats, bounded = self.table.stats[name], is_bounded(self.index, name)
             if name not in self.selected:
@@ -51,7 +53,7 @@ class Planning:
                 live = saturated_outside(self.index, name)
                 self.selected[name] = select_range(stats, self.config, transform, bounded, live)
             lo, hi = self.selected[name]
-            if caps(self.config) and not bounded:
+            if caps(self.config) and not bounded and not becomes_probability(self.index, name):
                 lo, hi = capped(lo, hi, stats)
             self.ranges[name] = (lo, hi)
         return self.ranges[name]

@@ -141,6 +141,43 @@ def consumer_transform(index: GraphIndex, name: str) -> Transform | None:
     return None
 
 
+# ops that move or pick values without changing them: a logit stays a logit through them
+MOVING_OPS = frozenset(
+    {
+        "Concat",
+        "Reshape",
+        "Transpose",
+        "Split",
+        "Slice",
+        "Gather",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Identity",
+    }
+)
+PROBABILITY_OPS = frozenset({"Sigmoid", "Softmax", "LogSoftmax"})
+
+
+def becomes_probability(index: GraphIndex, name: str) -> bool:
+    """Whether values of `name` reach a Sigmoid, Softmax or LogSoftmax (not a SiLU's gate) through ops
+    that only move them: a detector's class and objectness logits, concatenated with its boxes and
+    reshaped first (YOLOv8, YOLOX). Their rare large values are the detections: --range-cap must not
+    clip them to the typical image's extreme. PyPI's YOLOv8 DocLayNet detector had its class logits'
+    mean image maximum at -1.9 (most anchors of most pages see nothing): capped at 0, no score passed 0.5
+    and all 18 of FP32's detections above it were lost, at 32.5 dB output SQNR dominated by the boxes."""
+    seen, todo = {name}, [name]
+    while todo:
+        tensor = todo.pop()
+        for node, _ in index.consumers.get(tensor, []):
+            if node.op_type in PROBABILITY_OPS and consumer_transform(index, tensor) is not silu:
+                return True
+            if node.op_type in MOVING_OPS:
+                todo.extend(o for o in node.output if o and o not in seen)
+                seen.update(node.output)
+    return False
+
+
 def saturated_outside(index: GraphIndex, name: str) -> tuple[float, float]:
     """(a, b): where every consumer of `name` is a hard activation (hard_consumer), its output is the
     same for every x <= a (and every x >= b): hard-swish is 0 below -beta / alpha (-3), HardSigmoid 0 below

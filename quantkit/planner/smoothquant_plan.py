@@ -32,7 +32,7 @@ import onnx
 
 from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.range_plan import activation_params, capped_share, caps
+from quantkit.planner.range_plan import activation_params, becomes_probability, capped_share, caps
 from quantkit.qmath.smoothquant_math import rebalanced_range, smoothing_scales
 from quantkit.results import CalibrationTable, QuantParams, Rebalance
 
@@ -98,7 +98,7 @@ class Rebalancer:
         scales = smoothing_scales(stats.channel_absmax, weights, alpha)
         absorber = self._absorber(tensor, channels, axis, rank)
         lo, hi = rebalanced_range(stats.channel_min, stats.channel_max, scales)
-        if caps(self.config):
+        if caps(self.config) and not becomes_probability(self.index, tensor):
             lo, hi = capped_share(lo, hi, stats)
         if absorber.bound is not None:
             hi = min(hi, absorber.bound / float(np.max(scales)))  # Q saturates within every channel's c/s_j
