@@ -11,7 +11,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from quantkit.evaluate.metrics import BoxAgreement, corner_boxes, final_detections, yolox_grid
+from quantkit.config import DetectorHead
+from quantkit.errors import ConfigError
+from quantkit.evaluate.compare import Comparison
+from quantkit.evaluate.metrics import (
+    BoxAgreement,
+    corner_boxes,
+    final_detections,
+    is_yolo_head,
+    yolov8_rows,
+    yolox_grid,
+)
+from quantkit.results import Batch
 from tests.helpers import assert_one_line_error, run
 
 CLASSES = 3
@@ -194,3 +205,31 @@ def test_shrink_gate_reads_final_boxes_then_anchor_recall() -> None:
     assert drop == pytest.approx(100 * 8 / 94) and "final boxes" in unit
     drop, unit = accuracy_drop(dataclasses.replace(plain, outputs=(dataclasses.replace(boxes, boxes=0),)))
     assert drop == pytest.approx(8.0) and "detections lost" in unit
+
+
+def _compared(detector: DetectorHead, reference: np.ndarray, candidate: np.ndarray) -> Comparison:
+    comparison = Comparison(Path("."), None, 0.3, detector)
+    paths = tuple(Path(f"{k}.jpg") for k in range(len(reference)))
+    batch = Batch(np.zeros((len(reference), 3, 8, 8), np.float32), paths)
+    comparison.update(batch, {"y": reference}, {"y": candidate})
+    return comparison
+
+
+def test_a_yolov8_head_is_read_with_its_anchors_along_the_last_axis() -> None:
+    """YOLOv8 writes [N, 4 box + classes, anchors] without objectness: --detector yolov8 reads it as the
+    [N, anchors, 5 + classes] rows with objectness 1 give, and yolo or yolox refuse it (read as rows
+    it gave a PyPI layout detector a recall of 39.6 % that meant nothing)."""
+    anchors = 40
+    reference = _head([(20, 20, 10, 10, 0.9, 0), (60, 30, 12, 8, 0.8, 2)], anchors)[None]
+    candidate = _head([(20, 21, 10, 10, 0.85, 0), (60, 30, 12, 8, 0.2, 2)], anchors)[None]
+    v8 = [np.delete(h, 4, axis=-1).transpose(0, 2, 1) for h in (reference, candidate)]  # [1, 4 + C, A]
+    assert v8[0].shape == (1, 4 + CLASSES, anchors) and not is_yolo_head(v8[0])
+    rows = yolov8_rows(v8[0])
+    np.testing.assert_array_equal(np.delete(rows, 4, axis=-1), np.delete(reference, 4, axis=-1))
+    assert (rows[..., 4] == 1.0).all()  # no objectness: every anchor's score is its class score
+    read = _compared(DetectorHead.yolov8, *v8)
+    plain = _compared(DetectorHead.yolo, reference, candidate)
+    assert read.recalls["y"].recall == plain.recalls["y"].recall == 0.5
+    assert read.boxes["y"].found == plain.boxes["y"].found == 1
+    with pytest.raises(ConfigError, match=r"output 'y' is \[1, 7, 40\]: its anchors run along the last axis"):
+        _compared(DetectorHead.yolo, *v8)

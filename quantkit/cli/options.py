@@ -84,7 +84,8 @@ DetectorOpt = Annotated[
     typer.Option(
         "--detector",
         help="Detector head [N, A, 4 box + objectness + classes]: yolo (boxes in pixels) or yolox (raw, "
-        "decoded on the stride 8/16/32 grids). Adds detection recall and the final boxes matched.",
+        "decoded on the stride 8/16/32 grids); yolov8: [N, 4 box + classes, A] (Ultralytics). Adds "
+        "detection recall and the final boxes matched.",
     ),
 ]
 

@@ -16,8 +16,10 @@ from quantkit.evaluate.metrics import (
     DetectionRecall,
     OutputErrors,
     TopK,
+    anchors_last,
     is_classification,
     is_yolo_head,
+    yolov8_rows,
     yolox_grid,
 )
 from quantkit.evaluate.sanity import ReferenceCheck
@@ -89,14 +91,18 @@ class Comparison:
             if ref_out[name].shape != cand_out[name].shape:
                 raise ConfigError(f"output {name!r} has different shapes in the two models")
             self.errors.setdefault(name, OutputErrors(name)).update(ref_out[name], cand_out[name])
-            if threshold is not None and is_yolo_head(ref_out[name]):
-                self.recalls.setdefault(name, DetectionRecall(threshold)).update(
-                    ref_out[name], cand_out[name]
-                )
+            if threshold is None:
+                continue
+            ref, cand = (
+                head_rows(name, ref_out[name], self.detector),
+                head_rows(name, cand_out[name], self.detector),
+            )
+            if ref is not None and cand is not None and is_yolo_head(ref):
+                self.recalls.setdefault(name, DetectionRecall(threshold)).update(ref, cand)
                 if name not in self.boxes:
-                    grid = decode_grid(self.detector, self.input_size, ref_out[name].shape[1])
+                    grid = decode_grid(self.detector, self.input_size, ref.shape[1])
                     self.boxes[name] = BoxAgreement(threshold, grid)
-                self.boxes[name].update(ref_out[name], cand_out[name])
+                self.boxes[name].update(ref, cand)
         self.count += feed_rows(batch.data)
         if self.lookup:
             self.scored_output = self.scored_output or _scored_output(ref_out, len(self.lookup))
@@ -186,6 +192,22 @@ def compare_batches(
     return comparison
 
 
+def head_rows(name: str, output: np.ndarray, detector: DetectorHead) -> np.ndarray | None:
+    """The output as the [N, A, 5 + C] rows the detection metrics read (None: a yolov8 head's layout it
+    does not have). A head with its anchors along the last axis under yolo or yolox is refused: read as
+    [N, A, 5 + C] its rows would be its values (PyPI's YOLOv8 DocLayNet detector, [1, 15, 21504], gave a
+    recall of 39.6 % that meant nothing)."""
+    if detector is DetectorHead.yolov8:
+        return yolov8_rows(output) if anchors_last(output) else None
+    if anchors_last(output) and output.shape[1] > 5:
+        raise ConfigError(
+            f"output {name!r} is {list(output.shape)}: its anchors run along the last axis, as YOLOv8 "
+            f"writes its head; give --detector yolov8 (--detector {detector.value} reads [N, anchors, "
+            "4 box + objectness + classes])"
+        )
+    return output
+
+
 def detector_fields(detector: str | None, threshold: float, option: str = "--detector") -> dict[str, Any]:
     """The detector fields of CompareConfig / AccuracyBudget for a head named by the user (None: none)."""
     if detector is None:
@@ -193,7 +215,8 @@ def detector_fields(detector: str | None, threshold: float, option: str = "--det
     if detector not in DetectorHead.__members__:
         raise ConfigError(
             f"{option} knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
-            f"[N, anchors, 4 box + objectness + classes]; got {detector!r}"
+            f"[N, anchors, 4 box + objectness + classes], and 'yolov8' ([N, 4 box + classes, anchors]); "
+            f"got {detector!r}"
         )
     return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
 

@@ -194,8 +194,26 @@ class DetectionRecall:
         return self.found / self.reference if self.reference else None
 
 
+ANCHORS_LAST = 4  # [N, K, A] with A at least this many times K > 4 holds its anchors along the last axis
+
+
 def is_yolo_head(output: np.ndarray) -> bool:
-    return output.ndim == 3 and output.shape[2] > 5
+    """[N, A, 5 + C]; not a head with its anchors along the last axis (YOLOv8's [N, 4 + C, A], which
+    yolov8_rows turns)."""
+    return output.ndim == 3 and output.shape[2] > 5 and not anchors_last(output)
+
+
+def anchors_last(output: np.ndarray) -> bool:
+    """[N, K, A] with K > 4 and many more anchors than that: how YOLOv8 and its successors write a head
+    ([1, 84, 8400]; a head of anchors first has hundreds of anchors for 5 + C values)."""
+    return output.ndim == 3 and output.shape[1] > 4 and output.shape[2] >= ANCHORS_LAST * output.shape[1]
+
+
+def yolov8_rows(output: np.ndarray) -> np.ndarray:
+    """[N, 4 + C, A] (boxes, class scores) -> [N, A, 5 + C] with objectness 1, the rows the YOLO metrics
+    read."""
+    rows = output.transpose(0, 2, 1)
+    return np.concatenate([rows[..., :4], np.ones_like(rows[..., :1]), rows[..., 4:]], axis=-1)
 
 
 def detections(head: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
