@@ -147,6 +147,12 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
         height, width = options.input_size
         if None not in dims and (height, width) != dims:
             raise ConfigError(f"--input-size {height}x{width} does not match the model's fixed {_fmt(dims)}")
+        for side, asked, fixed in (("height", height, dims[0]), ("width", width, dims[1])):
+            if fixed is not None and asked != fixed:
+                raise ConfigError(
+                    f"--input-size {height}x{width} does not match the model's fixed {side} {fixed} "
+                    f"(its input is {_fmt(shape)})"
+                )
     elif None in dims:
         raise ConfigError(
             f"input {spec.name!r} has dynamic spatial size {_fmt(shape)}; "

@@ -193,6 +193,46 @@ def test_dynamic_spatial_dimensions_need_input_size(image_dir: Path, tmp_path: P
     assert code == 0, err
 
 
+def test_input_size_against_a_partly_fixed_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A text recognizer fixes its height and leaves its width free: an --input-size of another height
+    was refused as an opset conversion that fails to run (calibrate) or in onnxruntime's words (fp16)."""
+    model = make_model(cnn_nodes(), conv_params(4, 3), input_shape=("N", 3, 16, "W"))
+    path = save_model(model, tmp_path / "m.onnx")
+    wrong = "--input-size 8x32 does not match the model's fixed height 16 (its input is [?,3,16,?])"
+    code, _, err = calibrate(path, image_dir, tmp_path / "t.json", capsys, "--input-size", "8x32")
+    assert_one_line_error(code, err, wrong)
+    code, _, err = run(
+        ["convert", str(path), "--to", "fp16", "--input-size", "8x32", "-o", str(tmp_path / "h.onnx")], capsys
+    )
+    assert_one_line_error(code, err, wrong)
+    assert nothing_in(tmp_path, path) == []
+    assert calibrate(path, image_dir, tmp_path / "t.json", capsys, "--input-size", "16x32")[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--std", "inf"], "--std takes finite numbers; got inf,inf,inf"),
+        (["--mean", "1,nan,3"], "--mean takes finite numbers; got 1.0,nan,3.0"),
+        (
+            ["--input-size", "100000x100000"],
+            "input size 100000x100000 is 10000000000 pixels an image, more than the 67108864 (8192x8192)",
+        ),
+    ],
+)
+def test_impossible_preprocessing_is_refused_before_any_work(
+    flags: list[str], message: str, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Before: --std inf ended in an internal error writing the table, --mean nan only once FP32 gave
+    NaN, and a 100000x100000 --input-size in one after 70 s and 16.7 GB."""
+    model = make_model(cnn_nodes(), conv_params(4, 3), input_shape=("N", 3, "H", "W"))
+    path = save_model(model, tmp_path / "m.onnx")
+    extra = flags if "--input-size" in flags else [*flags, "--input-size", "16x16"]
+    code, _, err = calibrate(path, image_dir, tmp_path / "t.json", capsys, *extra)
+    assert_one_line_error(code, err, message)
+    assert nothing_in(tmp_path, path) == []
+
+
 def test_no_quantizable_op(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["y"])]
     model = make_model(nodes, {})

@@ -3,6 +3,7 @@ preprocessing and which images of a folder to use."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -44,6 +45,11 @@ CROP_FRACTION = 0.875
 LETTERBOX_PAD = 114.0
 
 
+# pixels an input image may have: PIL refuses to make larger images (a decompression bomb), and one
+# 8192x8192 RGB sample is 805 MB in float32 before the model's activations
+MAX_INPUT_PIXELS = 8192 * 8192
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an image file becomes one model input sample. Fully resolved: every field is known."""
@@ -60,6 +66,11 @@ class Preprocess:
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
             raise ConfigError(f"input size {self.height}x{self.width} is not positive; pass --input-size HxW")
+        if self.height * self.width > MAX_INPUT_PIXELS:
+            raise ConfigError(
+                f"input size {self.height}x{self.width} is {self.height * self.width} pixels an image, more "
+                f"than the {MAX_INPUT_PIXELS} (8192x8192) quantkit feeds; pass a smaller --input-size HxW"
+            )
         if self.channels not in (1, 3):
             raise ConfigError(f"models with {self.channels} input channels are not supported; use 1 or 3")
         for label, values in (("mean", self.mean), ("std", self.std)):
@@ -68,6 +79,9 @@ class Preprocess:
                     f"--{label} has {len(values)} values but the model takes {self.channels} channel(s); "
                     f"give 1 or {self.channels}"
                 )
+        for label, values in (("mean", self.mean), ("std", self.std)):
+            if not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"--{label} takes finite numbers; got {','.join(str(v) for v in values)}")
         if any(s == 0 for s in self.std):
             raise ConfigError("--std has a zero; every std must be non-zero")
 
