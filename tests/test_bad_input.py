@@ -256,6 +256,27 @@ def test_an_already_quantized_model_is_refused_by_every_converting_command(
     assert not out.exists() and not (tmp_path / "t2.json").exists()
 
 
+@pytest.mark.parametrize("to", ["fp16", "bf16"])
+def test_a_16_bit_model_is_refused_by_every_converting_command(
+    to: str, cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """quantkit's own --to fp16 output keeps float32 inputs: calibrate then observed 0 tensors, convert
+    wrote an unquantized copy and --to fp16 measured inf dB, each exiting 0."""
+    half = tmp_path / f"cnn.{to}.onnx"
+    assert run(["convert", str(cnn), "--to", to, "-o", str(half)], capsys)[0] == 0
+    out = tmp_path / "again.onnx"
+    kind = "FLOAT16" if to == "fp16" else "BFLOAT16"
+    for args in (
+        ["convert", str(half), "--to", "fp16", "-o", str(out)],
+        ["calibrate", str(half), "--images", str(image_dir), "-o", str(tmp_path / "t2.json")],
+    ):
+        code, _, err = run(args, capsys)
+        assert_one_line_error(
+            code, err, f"cnn.{to}.onnx is {kind.lower()} already (2 of its 2", f"are {kind}", "FP32 original"
+        )
+    assert not out.exists() and not (tmp_path / "t2.json").exists()
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_weights(value: float, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     params = conv_params(4, 3)

@@ -42,6 +42,29 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
             f"{path.name} is quantized already ({ops}); quantkit converts float models: give it the FP32 "
             "original"
         )
+    halves = _half_weights(model)
+    if halves:
+        kinds = "/".join(sorted({onnx.TensorProto.DataType.Name(t) for t in halves.values()}))
+        layers = sum(node.op_type in COMPUTE_OPS for node in model.graph.node)
+        raise ModelError(
+            f"{path.name} is {kinds.lower()} already ({len(halves)} of its {layers} Conv/Gemm/MatMul weights "
+            f"are {kinds}); quantkit converts float32 models: give it the FP32 original"
+        )
+
+
+def _half_weights(model: onnx.ModelProto) -> dict[str, int]:
+    """Weight name -> its 16-bit float type, for each Conv/ConvTranspose/Gemm/MatMul weight stored in
+    float16 or bfloat16 (quantkit's own --to fp16 output among them: its inputs may be float32)."""
+    halves = {
+        init.name: init.data_type
+        for init in model.graph.initializer
+        if init.data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+    }
+    return {
+        node.input[1]: halves[node.input[1]]
+        for node in model.graph.node
+        if node.op_type in COMPUTE_OPS and len(node.input) > 1 and node.input[1] in halves
+    }
 
 
 def require_quantizable(model: onnx.ModelProto, path: Path) -> None:
