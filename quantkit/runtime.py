@@ -138,7 +138,7 @@ class Session:
             if observing
             else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         )
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: a failure reaches the user as one line of ours
         source = str(model) if isinstance(model, Path) else model
         try:
             self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
@@ -361,7 +361,7 @@ def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
-        options.log_severity_level = 3
+        options.log_severity_level = 4
         source: str | bytes
         if fits_one_message(model):
             source = model.SerializeToString(deterministic=True)
