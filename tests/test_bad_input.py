@@ -92,6 +92,22 @@ def test_unreadable_model_files(case: str, image_dir: Path, tmp_path: Path, caps
     fails_cleanly(model, image_dir, tmp_path, capsys, phrase)
 
 
+@pytest.mark.parametrize("command", ["calibrate", "shrink", "convert --to fp16"])
+def test_a_folder_given_as_the_model(command: str, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """shrink hashed the model for its cache first and said 'Is a directory ...; check the path and that
+    the disk is writable'."""
+    folder = tmp_path / "model.onnx"
+    folder.mkdir()
+    args = {
+        "calibrate": ["calibrate", str(folder), "--images", str(image_dir), "-o", str(tmp_path / "t.json")],
+        "shrink": ["shrink", str(folder), "--images", str(image_dir), "--output-dir", str(tmp_path / "out")],
+        "convert --to fp16": ["convert", str(folder), "--to", "fp16", "-o", str(tmp_path / "h.onnx")],
+    }[command]
+    code, _, err = run(args, capsys)
+    assert_one_line_error(code, err, f"{folder} is not a file; pass an .onnx model file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
 def test_truncated_model(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     truncated = tmp_path / "cut.onnx"
     truncated.write_bytes(cnn.read_bytes()[: cnn.stat().st_size // 2])

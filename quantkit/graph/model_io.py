@@ -24,6 +24,8 @@ _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx
 
 
 def file_sha256(path: Path) -> str:
+    """The model file's sha256 (ModelError, as load_model says it, for a missing path or a folder)."""
+    _require_file(path)
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -31,12 +33,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(path: Path) -> onnx.ModelProto:
-    """Load and validate a model; external weights must lie inside the model's folder."""
+def _require_file(path: Path) -> None:
     if not path.exists():
         raise ModelError(f"model file {path} does not exist; check the path")
     if not path.is_file():
         raise ModelError(f"{path} is not a file; pass an .onnx model file")
+
+
+def load_model(path: Path) -> onnx.ModelProto:
+    """Load and validate a model; external weights must lie inside the model's folder."""
+    _require_file(path)
     if path.stat().st_size == 0:
         raise ModelError(f"model file {path} is empty; re-export the model")
     try:
