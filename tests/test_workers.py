@@ -101,6 +101,23 @@ def test_calibration_tables_are_byte_identical_for_any_number_of_workers(
     assert len(set(digests)) == 1
 
 
+def test_a_ray_address_nothing_answers_at_is_refused_at_once() -> None:
+    """ray.init retried 127.0.0.1:1 for over 10 minutes; the address is tried first (loopback only)."""
+    import socket
+
+    from quantkit.parallel.ray_pool import _answers
+
+    with pytest.raises(
+        ConfigError, match=r"no Ray cluster answers at ray://127\.0\.0\.1:1 \(.*\); check --ray"
+    ):
+        _answers("ray://127.0.0.1:1")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        _answers(f"127.0.0.1:{listening.getsockname()[1]}")  # something answers: ray.init's turn
+    _answers("auto")  # not HOST:PORT: ray.init finds the cluster
+
+
 def test_workers_refuse_arrays_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import numpy as np
 

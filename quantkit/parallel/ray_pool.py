@@ -10,6 +10,7 @@ read what the jobs name (image paths: a folder every node sees).
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -22,6 +23,25 @@ R = TypeVar("R")
 
 ATTEMPTS = 2
 INSTALL = "pip install 'quantkit[ray]'"
+
+
+CONNECT_SECONDS = 10.0  # ray.init itself retries an address nothing listens at for minutes
+
+
+def _answers(address: str) -> None:
+    """Refuse a HOST:PORT (or ray://HOST:PORT) address at which nothing accepts a connection within
+    CONNECT_SECONDS: ray.init waited on 127.0.0.1:1 for over 10 minutes, printing 'Failed to connect to
+    GCS' every 30 s. "auto" and other forms are left to ray.init."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); check --ray or RAY_ADDRESS, or "
+            "start one with `ray start --head`"
+        ) from None
 
 
 class RayPool:
@@ -43,6 +63,7 @@ class RayPool:
     def __enter__(self) -> RayPool:
         ray = self._ray
         if not ray.is_initialized():
+            _answers(self.address)
             try:
                 ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, ValueError, RuntimeError) as exc:
