@@ -110,7 +110,8 @@ def calibrate(
     `calibration=` to `convert`. `preprocess` applies to images (arrays are fed as given).
 
     workers: local processes; ray: a Ray cluster's address (needs quantkit[ray]); threads: inference
-    threads per worker. The table is byte-for-byte the same for any of them. Workers start through
+    threads per worker. The table is byte-for-byte the same for any of them at one `threads` (onnxruntime
+    rounds some sums differently with another thread count). Workers start through
     multiprocessing, so a script that uses them needs the usual `if __name__ == "__main__":` guard."""
     model_path = Path(model)
     table = Path(output) if output is not None else model_path.with_suffix(".calib.json")

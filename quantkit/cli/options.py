@@ -55,7 +55,11 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads for
 
 WorkersOpt = Annotated[
     int,
-    typer.Option("--workers", help="Local worker processes; results are the same for any number."),
+    typer.Option(
+        "--workers",
+        help="Local worker processes; results are the same for any number at one --threads (the default "
+        "gives one worker every core, two half each: onnxruntime then rounds a few sums differently).",
+    ),
 ]
 
 RayOpt = Annotated[
