@@ -25,7 +25,7 @@ from quantkit.version import __version__
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
 EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the external file of a large model
-FED_TYPES = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}  # inputs fed cast (results.fed_as)
+FED = ("float16", "uint8", "int8", "int16", "int32", "int64", "bool")  # inputs fed cast (results.fed_as)
 
 CPU_FLAGS_OF_INTEREST = (
     "avx2",
@@ -148,7 +148,7 @@ class Session:
         self.input_names = [i.name for i in inputs]
         self.input_name = self.input_names[0]
         # float16 inputs (--to fp16 --no-keep-io-types) and uint8 pixels: the same samples, cast
-        self._types = {i.name: np.dtype(FED_TYPES[i.type]) for i in inputs if i.type in FED_TYPES}
+        self._types = {i.name: np.dtype(i.type[7:-1]) for i in inputs if i.type[7:-1] in FED}
         self.output_names = [o.name for o in self._session.get_outputs()]
         # tensor outputs come back as views of onnxruntime's own buffers (OrtValue.numpy), not copies:
         # calibration's outputs are every activation of the batch, twice that memory when copied

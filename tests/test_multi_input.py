@@ -209,3 +209,60 @@ def test_images_still_need_one_image_input(two_inputs: Path, tmp_path: Path, cap
         ["sensitivity", str(two_inputs), "-c", str(table.table), "--images", str(images)], capsys
     )
     assert code == 2 and "calibrated on arrays" in err and err.count("\n") == 1, err
+
+
+def test_integer_and_bool_inputs_are_fed_from_arrays(tmp_path: Path, capsys: Capsys) -> None:
+    """A recognizer that takes its lines' int64 widths beside the image, and a bool mask: both were
+    refused ('input is INT64, not FLOAT'); the arrays are now fed cast to the input's type."""
+    g = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Conv", ["image", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["flat"], name="flatten"),
+        helper.make_node("Cast", ["width"], ["width_f"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["keep"], ["keep_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["flat", "width_f"], ["scaled"]),
+        helper.make_node("Mul", ["scaled", "keep_f"], ["kept"]),
+        helper.make_node("Gemm", ["kept", "hw", "hb"], ["logits"], name="head", transB=1),
+    ]
+    weights = {
+        "w": g.normal(0, 0.3, (8, 3, 3, 3)),
+        "b": g.normal(0, 0.1, 8),
+        "hw": g.normal(0, 0.3, (5, 8)),
+        "hb": g.normal(0, 0.1, 5),
+    }
+    graph = helper.make_graph(
+        nodes,
+        "typed_inputs",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16]),
+            helper.make_tensor_value_info("width", TensorProto.INT64, ["N", 1]),
+            helper.make_tensor_value_info("keep", TensorProto.BOOL, ["N", 8]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    path = tmp_path / "typed.onnx"
+    onnx.save(model, str(path))
+    samples = [
+        {
+            "image": g.normal(0, 1, (3, 16, 16)).astype(np.float32),
+            "width": np.array([g.integers(1, 40)], np.int64),
+            "keep": g.random(8) > 0.3,
+        }
+        for _ in range(SAMPLES)
+    ]
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for i, sample in enumerate(samples):
+        np.savez(folder / f"{i:03d}.npz", **sample)
+    table, int8 = tmp_path / "t.json", tmp_path / "q.onnx"
+    assert run(["calibrate", str(path), "--inputs", str(folder), "-o", str(table)], capsys)[0] == 0
+    code, _, err = run(["convert", str(path), "-c", str(table), "-o", str(int8)], capsys)
+    assert code == 0, err
+    code, _, err = run(["compare", str(path), str(int8), "--inputs", str(folder), "--runs", "0"], capsys)
+    assert code == 0, err
+    assert _sqnr_db(path, int8, samples) > 25

@@ -254,8 +254,10 @@ def image_input(model: onnx.ModelProto) -> InputSpec:
 
 
 def float_inputs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
-    """Every input the model is fed (initializers excluded), in graph order; each float32 or uint8."""
-    return tuple(_float_spec(value) for value in _graph_inputs(model))
+    """Every input the model is fed (initializers excluded), in graph order: float32, uint8, or (fed
+    from arrays) another integer type or bool, which the sessions cast the samples to (a recognizer's
+    int64 line widths, a bool mask)."""
+    return tuple(_float_spec(value, ARRAY_TYPES) for value in _graph_inputs(model))
 
 
 def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -263,7 +265,17 @@ def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in initializers]
 
 
-def _float_spec(value: onnx.ValueInfoProto) -> InputSpec:
+IMAGE_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8})
+ARRAY_TYPES = IMAGE_TYPES | {
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.INT16,
+    onnx.TensorProto.INT32,
+    onnx.TensorProto.INT64,
+    onnx.TensorProto.BOOL,
+}
+
+
+def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPES) -> InputSpec:
     tensor_type = value.type.tensor_type
     kind = tensor_type.elem_type
     if kind in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
@@ -271,10 +283,11 @@ def _float_spec(value: onnx.ValueInfoProto) -> InputSpec:
             f"input {value.name!r} is {onnx.TensorProto.DataType.Name(kind)}: the model is stored in 16-bit "
             "floats already; quantize or convert its float32 original"
         )
-    if kind not in (onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8):
+    if kind not in allowed:
+        also = "" if allowed == IMAGE_TYPES else "; arrays also integer or bool"
         raise ModelError(
             f"input {value.name!r} is {onnx.TensorProto.DataType.Name(kind)}; quantkit feeds float32 images "
-            "or uint8 pixels: export the model with such an input"
+            f"or uint8 pixels{also}: export the model with such an input"
         )
     shape = tuple(
         d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim
