@@ -172,6 +172,12 @@ def test_each_sign_of_a_wrongly_fed_reference_is_one_finding() -> None:
     constant = np.repeat(g.normal(0, 1, (1, 4)), 20, axis=0).astype(np.float32)
     (line,) = _check(huge / 1000, {"y": constant}).findings()
     assert line.startswith("FP32's outputs are the same on all 20 images")
+    # a classifier sure of every image: probabilities that differ in the 6th decimal are not the same
+    sure = np.stack([1.0 - g.uniform(1e-7, 5e-6, 20), g.uniform(1e-7, 5e-6, 20)], axis=1)
+    assert _check(huge / 1000, {"p": sure.astype(np.float32)}).findings() == ()
+    same = np.repeat(sure[:1], 20, axis=0).astype(np.float32)
+    (line,) = _check(huge / 1000, {"p": same}).findings()
+    assert line.startswith("FP32's outputs are the same on all 20 images")
 
 
 def test_compare_and_calibrate_warn_about_0_1_mean_and_std(
