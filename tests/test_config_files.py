@@ -42,12 +42,18 @@ def test_a_run_uses_the_file(project: Path, image_dir: Path, capsys: pytest.Capt
     )
     assert code == 0, err
     assert "on 5 images" in stdout
+    assert "quantkit.toml: num-images (flags given override them; --print-config shows" in stdout
+    code, stdout, err = run(
+        ["calibrate", "models/model.onnx", "--images", str(image_dir), "-o", "t.json", "-q"], capsys
+    )
+    assert code == 0 and stdout == "", err  # --quiet: files, errors, warnings only
 
 
 @pytest.mark.parametrize(
     ("text", "phrase"),
     [
-        ("bogus = 1\n", "unknown option 'bogus'"),
+        ("bogus = 1\n", "unknown option 'bogus'; keys are option names without the dashes"),
+        ("num_images = 3\n", "unknown option 'num_images' (did you mean 'num-images'?)"),
         ("[convrt]\nmethod = 'mse'\n", "[convrt] is not a quantkit command"),
         ("[convert]\nnum-imgs = 3\n", "[convert] unknown option 'num-imgs'"),
         ("num-images = \n", "is not valid TOML"),

@@ -7,8 +7,9 @@ overrides them for that command. An unknown key is an error, never ignored."""
 
 from __future__ import annotations
 
+import difflib
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,10 @@ def defaults(
                 if key not in commands:
                     raise ConfigError(f"{path}: [{key}] is not a quantkit command; use {', '.join(commands)}")
             elif key not in options:
-                raise ConfigError(f"{path}: unknown option {key!r}; keys are option names without the dashes")
+                raise ConfigError(
+                    f"{path}: unknown option {key!r}{_near(key, options)}; keys are option names without "
+                    "the dashes"
+                )
             else:
                 for command, table in commands.items():
                     if key in table:
@@ -67,8 +71,16 @@ def _apply(
 ) -> None:
     for key, value in section.items():
         if key not in table:
-            raise ConfigError(f"{path}: {where}unknown option {key!r}; see the command's --help")
+            raise ConfigError(
+                f"{path}: {where}unknown option {key!r}{_near(key, table)}; see the command's --help"
+            )
         target[table[key]] = value
+
+
+def _near(key: str, known: Iterable[str]) -> str:
+    """' (did you mean 'num-images'?)' for num_images and other near misses; '' for none."""
+    close = difflib.get_close_matches(key.replace("_", "-"), list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _read(path: Path) -> dict[str, Any]:

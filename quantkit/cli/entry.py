@@ -38,6 +38,7 @@ def main() -> None:
         if len(plain) < len(argv):
             _print_config(commands, plain, default_map)
             return
+        _say_file_options(plain, default_map)
         result = group.main(args=argv, prog_name="quantkit", standalone_mode=False, default_map=default_map)
         if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
             raise KeyboardInterrupt
@@ -67,6 +68,21 @@ def main() -> None:
             f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); this is a quantkit "
             "bug: rerun with QUANTKIT_DEBUG=1 for the traceback and report it"
         )
+
+
+def _say_file_options(argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
+    """One line naming the config files a command takes options from, and which (none under --quiet)."""
+    used = default_map.get(argv[0], {}) if argv else {}
+    if not used or VERBOSITY["level"] < 0 or {"--help", "-h"} & set(argv):
+        return
+    names = ", ".join(sorted(name.replace("_", "-") for name in used))
+    files = ", ".join(str(path) for path in CONFIG_FILES)
+    stdout.print(
+        f"options from {files}: {names} (flags given override them; --print-config shows each one's source)",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def usage_message(exc: typer.TyperException, command_name: str | None = None) -> str:
