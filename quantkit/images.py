@@ -23,6 +23,7 @@ from quantkit.config import (
     Preset,
     ResizeMode,
 )
+from quantkit.config.preprocessing import check_fixed_sides, shape_text
 from quantkit.errors import ConfigError, ImageError
 from quantkit.results import Batch, InputSpec
 
@@ -133,7 +134,8 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
     shape = spec.shape
     if len(shape) != 4:
         raise ConfigError(
-            f"input {spec.name!r} has shape {_fmt(shape)}; quantkit reads images into 4-D NCHW or NHWC inputs"
+            f"input {spec.name!r} has shape {shape_text(shape)}; quantkit reads images into 4-D NCHW or "
+            "NHWC inputs"
         )
     if shape[1] in (1, 3):
         layout, channels, dims = Layout.NCHW, int(shape[1]), (shape[2], shape[3])
@@ -141,21 +143,19 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
         layout, channels, dims = Layout.NHWC, int(shape[3]), (shape[1], shape[2])
     else:
         raise ConfigError(
-            f"input {spec.name!r} has shape {_fmt(shape)}: no channel dimension of 1 or 3 in NCHW or NHWC"
+            f"input {spec.name!r} has shape {shape_text(shape)}: no channel dimension of 1 or 3 in NCHW or "
+            "NHWC"
         )
     if options.input_size is not None:
         height, width = options.input_size
         if None not in dims and (height, width) != dims:
-            raise ConfigError(f"--input-size {height}x{width} does not match the model's fixed {_fmt(dims)}")
-        for side, asked, fixed in (("height", height, dims[0]), ("width", width, dims[1])):
-            if fixed is not None and asked != fixed:
-                raise ConfigError(
-                    f"--input-size {height}x{width} does not match the model's fixed {side} {fixed} "
-                    f"(its input is {_fmt(shape)})"
-                )
+            raise ConfigError(
+                f"--input-size {height}x{width} does not match the model's fixed {shape_text(dims)}"
+            )
+        check_fixed_sides((height, width), (dims[0], dims[1]), shape)
     elif None in dims:
         raise ConfigError(
-            f"input {spec.name!r} has dynamic spatial size {_fmt(shape)}; "
+            f"input {spec.name!r} has dynamic spatial size {shape_text(shape)}; "
             "pass --input-size HxW (e.g. 224x224)"
         )
     else:
@@ -191,10 +191,6 @@ def _per_channel(values: Sequence[float], channels: int) -> tuple[float, ...]:
     if len(values) == 1:
         return tuple(float(values[0]) for _ in range(channels))
     return tuple(float(v) for v in values)
-
-
-def _fmt(shape: Sequence[int | None]) -> str:
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def list_digest(paths: Sequence[Path]) -> str:

@@ -4,6 +4,7 @@ preprocessing and which images of a folder to use."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -153,3 +154,21 @@ class ImageSelection:
     def __post_init__(self) -> None:
         if self.num_images is not None and self.num_images < 1:
             raise ConfigError(f"{self.option} must be at least 1, got {self.num_images}")
+
+
+def shape_text(shape: Sequence[int | None]) -> str:
+    """[?,3,48,?]: a model input's shape as the messages print it (? for a dynamic dimension)."""
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def check_fixed_sides(
+    size: tuple[int, int], fixed: tuple[int | None, int | None], shape: Sequence[int | None]
+) -> None:
+    """Refuse an --input-size (H, W) whose height or width differs from one the model fixes (`fixed`:
+    its (H, W), None where dynamic; `shape`: its whole input, for the message)."""
+    for side, asked, known in (("height", size[0], fixed[0]), ("width", size[1], fixed[1])):
+        if known is not None and asked != known:
+            raise ConfigError(
+                f"--input-size {size[0]}x{size[1]} does not match the model's fixed {side} {known} "
+                f"(its input is {shape_text(shape)})"
+            )

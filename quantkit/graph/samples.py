@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from quantkit.errors import ConfigError, ModelError
+from quantkit.config.preprocessing import check_fixed_sides
+from quantkit.errors import ModelError
 from quantkit.graph.model_io import float_inputs, image_input
 from quantkit.results import Feed, InputSpec, feed_take
 from quantkit.runtime import Session
@@ -42,12 +43,7 @@ def synthetic_samples(
         for spec, (dims, last) in zip(specs, layouts, strict=True):
             if size is not None and len(dims) == 3:
                 height, width = (0, 1) if last else (1, 2)
-                for name, at, asked in (("height", height, size[0]), ("width", width, size[1])):
-                    if dims[at] is not None and dims[at] != asked:
-                        raise ConfigError(
-                            f"--input-size {size[0]}x{size[1]} does not match the model's fixed {name} "
-                            f"{dims[at]} (its input is {_shape(spec.shape)})"
-                        )
+                check_fixed_sides(size, (dims[height], dims[width]), spec.shape)
                 dims[height], dims[width] = size
             if any(d is None for d in dims):
                 raise ModelError(
@@ -116,7 +112,3 @@ def _draw(
     patches = np.repeat(np.repeat(coarse, BLOCK, axis=2), BLOCK, axis=3)[:, :, :height, :width]
     images = (np.rint(patches * 255.0) if pixels else (patches - MEAN) / STD).astype(np.float32)
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1)) if channels_last else images
-
-
-def _shape(shape: tuple[int | None, ...]) -> str:
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
