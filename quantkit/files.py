@@ -96,11 +96,9 @@ def data_files(path: Path) -> list[Path]:
     except Exception:  # protobuf's DecodeError and others: not a model the output rule can read
         return []
     locations = {
-        entry.value
+        external_data_helper.ExternalDataInfo(tensor).location
         for tensor in external_data_helper._get_all_tensors(model)
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
+        if external_data_helper.uses_external_data(tensor)
     }
     return [path.parent / location for location in sorted(locations)]
 
