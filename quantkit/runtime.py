@@ -147,8 +147,9 @@ class Session:
         inputs = self._session.get_inputs()
         self.input_names = [i.name for i in inputs]
         self.input_name = self.input_names[0]
-        # float16 inputs (--to fp16 --no-keep-io-types) and uint8 pixels: the same samples, cast
-        self._types = {i.name: np.dtype(i.type[7:-1]) for i in inputs if i.type[7:-1] in FED}
+        # float16 (--to fp16 --no-keep-io-types), uint8 pixels, integer and bool arrays: samples fed cast
+        kinds = {i.name: i.type.removeprefix("tensor(").removesuffix(")") for i in inputs}
+        self._types = {name: np.dtype(kind) for name, kind in kinds.items() if kind in FED}
         self.output_names = [o.name for o in self._session.get_outputs()]
         # tensor outputs come back as views of onnxruntime's own buffers (OrtValue.numpy), not copies:
         # calibration's outputs are every activation of the batch, twice that memory when copied
@@ -162,7 +163,7 @@ class Session:
         return dim if isinstance(dim, int) and dim > 0 else None
 
     def feed(self, batch: Feed) -> dict[str, np.ndarray]:
-        """onnxruntime's feed: a lone array goes to the first input; float16 and uint8 inputs fed cast."""
+        """onnxruntime's feed: a lone array goes to the first input; inputs of the FED types fed cast."""
         named = {self.input_name: batch} if isinstance(batch, np.ndarray) else dict(batch)
         return {k: fed_as(v, self._types[k]) if k in self._types else v for k, v in named.items()}
 

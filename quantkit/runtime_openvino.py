@@ -98,8 +98,8 @@ class OpenVinoSession:
         return self._batch if self._batch and self._batch > 0 else None
 
     def feed(self, batch: Feed) -> dict[str, np.ndarray]:
-        """A lone array goes to the first input; inputs of another type (float16, uint8 pixels) are fed
-        cast (results.fed_as)."""
+        """A lone array goes to the first input; inputs of another type (float16, uint8 pixels, integer or
+        bool arrays) are fed cast (results.fed_as)."""
         named = {self.input_name: batch} if isinstance(batch, np.ndarray) else dict(batch)
         return {k: fed_as(v, self._types[k]) if k in self._types else v for k, v in named.items()}
 

@@ -100,14 +100,15 @@ def _inverse_cholesky_upper(h: np.ndarray) -> np.ndarray:
 # takes every s-th row and column of its output grid (s = ceil(sqrt(positions / MAX_POSITIONS))). Rows
 # next to each other overlap in all but one column of their window, so the grid's neighbours add little:
 # PP-OCRv4's text detector at 640x640 spent 12 s of a 43 s convert in the rows and products of its 160x160
-# and 320x320 layers. 128x128 positions leave every layer of a 224x224 or 416x416 model as it was.
+# and 320x320 layers. 128x128 positions leave every layer of a 224x224 model as it was (YOLOX-Nano's one
+# 208x208 layer takes every 2nd row and column; its fallback keeps that layer float by default).
 MAX_POSITIONS = 128 * 128
 
 
 def position_spacing(positions: int, most: int = MAX_POSITIONS) -> int:
     """The spacing s of a grid of `positions` output positions whose every s-th row and column leaves
     at most about `most` of them (1: all)."""
-    return max(1, math.ceil(math.sqrt(positions / most))) if positions > most else 1
+    return math.ceil(math.sqrt(positions / most)) if positions > most else 1
 
 
 def conv_rows(
