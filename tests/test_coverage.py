@@ -29,13 +29,13 @@ from quantkit.errors import ConfigError, ConversionError
 from quantkit.graph.normalize import normalize
 from quantkit.graph.prepare import prepare
 from quantkit.graph.qdq import apply_plan
-from quantkit.graph.query import GraphIndex
+from quantkit.graph.query import GraphIndex, topological_order
 from quantkit.pipeline import run_fp16
 from quantkit.planner import fp16_checks, plan
 from quantkit.planner.fallback import output_sqnr as output_sqnr_of
 from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32
 from quantkit.runtime import Session
-from tests.conftest import conv_params, make_model, rng, save
+from tests.conftest import SIZE, conv_params, make_model, rng, save
 from tests.helpers import assert_one_line_error, output_sqnr, quantize, run
 
 
@@ -795,3 +795,90 @@ def test_a_declared_output_shape_that_inference_contradicts_is_the_originals(
     x = rng(3).normal(0, 1, (4, 3, 16, 16)).astype(np.float32)
     reference = _outputs(src, x)
     assert _sqnr(reference, _outputs(int8, x)) > 20 and _sqnr(reference, _outputs(fp16, x)) > 40
+
+
+# ---------------------------------------------------------------- If / Loop bodies reading outer tensors
+
+
+def control_flow_model() -> onnx.ModelProto:
+    """x -> Conv -> Relu r; an If whose then-body convolves r with an initializer only it reads (wb) and
+    whose else-body passes r on; a Loop whose body adds r twice to zeros; both joined and convolved (wc)."""
+    g = rng(3)
+    weights: dict[str, np.ndarray] = {
+        "wa": g.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32),
+        "wb": g.normal(0, 0.1, (16, 16, 3, 3)).astype(np.float32),
+        "wc": g.normal(0, 0.1, (8, 16, 3, 3)).astype(np.float32),
+        "zero": np.array(0.0, np.float32),
+        "trip": np.array(2, np.int64),
+    }
+    value = helper.make_tensor_value_info
+    shape: list[str | int | None] = ["N", 16, SIZE, SIZE]
+    then_body = helper.make_graph(
+        [helper.make_node("Conv", ["r", "wb"], ["o"], name="body_conv", pads=[1] * 4)],
+        "then",
+        [],
+        [value("o", TensorProto.FLOAT, shape)],
+    )
+    else_body = helper.make_graph(
+        [helper.make_node("Identity", ["r"], ["o2"])], "else", [], [value("o2", TensorProto.FLOAT, shape)]
+    )
+    loop_body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["go"], ["go_on"]),
+            helper.make_node("Add", ["acc", "r"], ["acc_next"]),
+        ],
+        "loop",
+        [
+            value("i", TensorProto.INT64, []),
+            value("go", TensorProto.BOOL, []),
+            value("acc", TensorProto.FLOAT, shape),
+        ],
+        [value("go_on", TensorProto.BOOL, []), value("acc_next", TensorProto.FLOAT, shape)],
+    )
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["c"], name="conv_a", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu_a"),
+        helper.make_node("ReduceSum", ["r"], ["s"], name="sum", keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"], name="positive"),
+        helper.make_node("If", ["cond"], ["branch"], name="if", then_branch=then_body, else_branch=else_body),
+        helper.make_node("Mul", ["r", "zero"], ["start"], name="zeros"),
+        helper.make_node("Loop", ["trip", "", "start"], ["looped"], name="loop", body=loop_body),
+        helper.make_node("Add", ["branch", "looped"], ["joined"], name="join"),
+        helper.make_node("Conv", ["joined", "wc"], ["y"], name="conv_c", pads=[1] * 4),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "control_flow",
+        [value("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [value("y", TensorProto.FLOAT, ["N", 8, SIZE, SIZE])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_int8_keeps_what_if_and_loop_bodies_read(tmp_path: Path, image_dir: Path) -> None:
+    """Before: the QDQ rewrite dropped wb (read only inside the If's body) as unused, and its reordering
+    did not count the tensors bodies read, so onnxruntime refused the model ("Nodes in a graph must be
+    topologically sorted") and convert failed on a model that runs."""
+    out = _int8(control_flow_model(), tmp_path, image_dir)
+    converted = onnx.load(str(out))
+    onnx.checker.check_model(converted)
+    assert "wb" in {t.name for t in converted.graph.initializer}
+    assert "QuantizeLinear" in {n.op_type for n in converted.graph.node}
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25
+
+
+def test_topological_order_puts_a_body_after_what_it_reads() -> None:
+    loop_body = helper.make_graph(
+        [helper.make_node("Identity", ["late"], ["o"])],
+        "body",
+        [],
+        [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])],
+    )
+    reader = helper.make_node("If", ["cond"], ["y"], then_branch=loop_body, else_branch=loop_body)
+    producer = helper.make_node("Relu", ["x"], ["late"])
+    ordered = topological_order([reader, producer], ["x", "cond"])
+    assert [n.op_type for n in ordered] == ["Relu", "If"]

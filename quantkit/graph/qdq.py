@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 from quantkit.graph.augment import hard_params
 from quantkit.graph.naming import Namer
-from quantkit.graph.query import GraphIndex, topological_order
+from quantkit.graph.query import GraphIndex, subgraph_inputs, topological_order
 from quantkit.graph.smoothquant_rewrite import apply_rebalances
 from quantkit.qmath.fp8 import FLOAT8, per_channel_fp8
 from quantkit.qmath.params import (
@@ -374,7 +374,7 @@ def _finish(model: onnx.ModelProto, new_nodes: list[onnx.NodeProto]) -> None:
     ordered = topological_order(nodes, available)
     del graph.node[:]
     graph.node.extend(ordered)
-    used = {name for node in graph.node for name in node.input}
+    used = {name for node in graph.node for name in node.input} | subgraph_inputs(model)
     used.update(o.name for o in graph.output)
     live_nodes = [n for n in graph.node if n.op_type != "Constant" or any(o in used for o in n.output)]
     del graph.node[:]

@@ -172,12 +172,21 @@ def _entering(index: GraphIndex, output: str, selected: set[str]) -> tuple[str, 
 def subgraph_inputs(model: onnx.ModelProto) -> set[str]:
     """Names read inside If/Loop/Scan bodies, at any depth: outer tensors they capture."""
     names: set[str] = set()
-    pending = [sub for node in model.graph.node for sub in _subgraphs(node)]
+    for node in model.graph.node:
+        names |= captured(node)
+    return names
+
+
+def captured(node: onnx.NodeProto) -> set[str]:
+    """Names read inside the node's If/Loop/Scan bodies, at any depth (a superset of the outer tensors
+    they capture: the bodies' own names too)."""
+    names: set[str] = set()
+    pending = _subgraphs(node)
     while pending:
         graph = pending.pop()
-        for node in graph.node:
-            names.update(node.input)
-            pending.extend(_subgraphs(node))
+        for inner in graph.node:
+            names.update(inner.input)
+            pending.extend(_subgraphs(inner))
     return names
 
 
@@ -208,7 +217,8 @@ def name_nodes(model: onnx.ModelProto) -> None:
 def topological_order(nodes: Iterable[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto]:
     """Nodes sorted so that each comes after the producers of its inputs; stable for ties.
 
-    available: tensor names known before any node runs (graph inputs and initializers).
+    available: tensor names known before any node runs (graph inputs and initializers). An If/Loop/Scan
+    comes after the producers of the outer tensors its bodies read, as after those of its inputs.
     """
     node_list = list(nodes)
     produced_by: dict[str, int] = {}
@@ -219,7 +229,8 @@ def topological_order(nodes: Iterable[onnx.NodeProto], available: Iterable[str])
     waiting = [0] * len(node_list)
     dependants: dict[int, list[int]] = defaultdict(list)
     for i, node in enumerate(node_list):
-        deps = {produced_by[n] for n in node.input if n and n not in ready_names and n in produced_by}
+        reads = [*node.input, *captured(node)]
+        deps = {produced_by[n] for n in reads if n and n not in ready_names and n in produced_by} - {i}
         waiting[i] = len(deps)
         for d in deps:
             dependants[d].append(i)
