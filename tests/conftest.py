@@ -33,11 +33,12 @@ def _thin_layers_pay(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
 def _no_timed_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     """The default speed-aware plan (pipeline.speed_refine) keeps ops float by this machine's timing: on
     the tiny models here int8 is often slower, and a loaded machine could float the layers the other rules
-    are tested on, some runs and not others. It never acts here unless a test lowers MIN_SAVING_US again
-    (tests/test_speed_cut.py, with stubbed timings)."""
+    are tested on, some runs and not others. It never acts here unless a test lowers MIN_SAVING_US or
+    MIN_TIMED_US again (tests/test_speed_cut.py, with stubbed timings)."""
     from quantkit.pipeline import speed_refine
 
     monkeypatch.setattr(speed_refine, "MIN_SAVING_US", float("inf"))
+    monkeypatch.setattr(speed_refine, "MIN_TIMED_US", float("inf"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

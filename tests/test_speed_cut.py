@@ -212,6 +212,23 @@ def test_no_round_starts_once_the_rounds_have_taken_their_time(
     assert "conv1" in summary.plan.quantized_nodes
 
 
+def test_a_slow_model_tries_its_first_round_whatever_the_estimate(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An estimate under MIN_SAVING_US tries nothing on a fast model; on one whose INT8 kernels take
+    MIN_TIMED_US a run the first round is made and timed (MobileNetV2's estimate of 25 us was 250 us)."""
+    builds = _fake_profile(monkeypatch, "conv1", refined_time=0.5)
+    monkeypatch.setattr(speed_refine, "MIN_SAVING_US", 1e9)
+    (tmp_path / "fast").mkdir()
+    summary, _ = quantize(_silu_chain(), tmp_path / "fast", image_dir)
+    assert builds == [] and summary.speed_plan is None
+    monkeypatch.setattr(speed_refine, "MIN_TIMED_US", 100.0)  # the stub's kernels: over 500 us a run
+    (tmp_path / "slow").mkdir()
+    summary, _ = quantize(_silu_chain(), tmp_path / "slow", image_dir)
+    assert len(builds) == 1  # one round: the second is held to the estimate again
+    assert summary.speed_plan is not None and summary.speed_plan.floated == ("conv1",)
+
+
 def test_a_tied_refined_plan_larger_than_the_size_slack_leaves_it_int8(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
