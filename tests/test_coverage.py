@@ -320,6 +320,14 @@ def test_fp16_keeps_float_size_computation_in_float32(tmp_path: Path) -> None:
     assert half.shape == reference.shape and _sqnr(reference, half) > 40
 
 
+def test_fp16_counts_only_the_ops_it_makes_16_bit(tmp_path: Path) -> None:
+    """Before: Shape, Slice, Concat and the Cast to int64 (integers in and out) were counted as converted
+    to float16; the Cast to float is not (its output is float32: the size path is kept float32)."""
+    src = save(float_size_model(), tmp_path / "m.onnx")
+    summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config(input_size=(20, 20)))
+    assert summary.float16_by_type == {"Add": 1, "Conv": 1}
+
+
 def test_fp16_of_a_dynamic_size_model_needs_no_table(tmp_path: Path) -> None:
     """Before: 'give --calibration TABLE so that the smoke test runs on real samples'."""
     p = conv_params(4, 3, 3, 11)

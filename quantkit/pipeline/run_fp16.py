@@ -6,7 +6,6 @@ and measured as its float32 emulation (graph.emulate)."""
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -112,9 +111,7 @@ def convert_float16(
     ordered = measurement_notes(inferred, runnable or converted, reference, samples, smoke)
     kept_names = {k.node for k in decided.kept}
     return Float16Summary(
-        float16_by_type=dict(
-            sorted(Counter(n.op_type for n in inferred.graph.node if n.name not in kept_names).items())
-        ),
+        float16_by_type=fp16_planner.converted_by_type(inferred, kept_names),
         kept_float32=tuple((k.node, k.op_type, k.reason) for k in decided.kept),
         checked_tensors=decided.checked_tensors,
         overflowing_weights=decided.overflowing_weights,

@@ -22,6 +22,7 @@ A node stays float32 when
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -243,3 +244,21 @@ def int8_float32_nodes(
     shape-inferred, nodes named."""
     kept = {k.node for k in plan(model, None, target=target).kept}
     return kept | {n.name for n in model.graph.node if n.name in quantized}
+
+
+def converted_by_type(model: onnx.ModelProto, kept: set[str]) -> dict[str, int]:
+    """Nodes the 16-bit rewrite computes in 16 bits, by op type (sorted): every node not kept float32 but
+    those whose outputs are all of a known type other than float (Shape, integer Gather / Concat / Cast:
+    they compute on integers either way). model: the shape-inferred float32 model."""
+    index = GraphIndex(model)
+    counts = Counter(
+        node.op_type
+        for node in model.graph.node
+        if node.name not in kept
+        and any(
+            index.elem_types.get(o, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
+            for o in node.output
+            if o
+        )
+    )
+    return dict(sorted(counts.items()))
