@@ -189,7 +189,7 @@ def compare(
     runs: int = _LATENCY.runs,
     warmup: int = _LATENCY.warmup,
     detector: str | None = None,
-    score_threshold: float = 0.3,
+    score_threshold: float | None = None,
     runtime: str = "onnxruntime",
     progress: Progress | None = None,
 ) -> ComparisonResult:
@@ -274,7 +274,7 @@ def shrink(
     runs: int = _LATENCY.runs,
     warmup: int = _LATENCY.warmup,
     detector: str | None = None,
-    score_threshold: float = 0.3,
+    score_threshold: float | None = None,
     compact: bool = False,
     target: str = "ort-cpu",
     html: bool = False,

@@ -930,3 +930,23 @@ def test_unexpected_failures_are_still_one_line(
     monkeypatch.setattr(pipeline, "calibrate", broken)
     code, _, err = calibrate(cnn, image_dir, tmp_path / "t.json", capsys)
     assert_one_line_error(code, err, phrase)
+
+
+@pytest.mark.parametrize("command", ["compare", "shrink"])
+def test_a_score_threshold_without_a_detector_is_refused(
+    command: str, cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Before: ignored, and the run reported no detection figure at all."""
+    argv = [command, str(cnn)]
+    argv += [str(cnn)] if command == "compare" else ["--output-dir", str(tmp_path / "out")]
+    code, _, err = run([*argv, "--images", str(image_dir), "--score-threshold", "0.5"], capsys)
+    assert_one_line_error(code, err, "--score-threshold scores a detector's boxes; give --detector")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_api_refuses_a_score_threshold_without_a_detector(cnn: Path, image_dir: Path) -> None:
+    import quantkit
+    from quantkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="score_threshold scores a detector's boxes; give detector 'yolo'"):
+        quantkit.compare(cnn, cnn, data=image_dir, score_threshold=0.5)

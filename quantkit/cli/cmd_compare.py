@@ -77,7 +77,7 @@ def compare(
     runs: RunsOpt = 100,
     warmup: WarmupOpt = 10,
     detector: DetectorOpt = None,
-    score_threshold: ScoreOpt = 0.3,
+    score_threshold: ScoreOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every figure as JSON here.")] = None,
     markdown_path: Annotated[
         Path | None, typer.Option("--markdown", help="Write a Markdown table here.")

@@ -116,7 +116,7 @@ def shrink(
     runs: RunsOpt = 100,
     warmup: WarmupOpt = 10,
     detector: DetectorOpt = None,
-    score_threshold: ScoreOpt = 0.3,
+    score_threshold: ScoreOpt = None,
     preset: PresetOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,

@@ -102,7 +102,9 @@ CompactOpt = Annotated[
     ),
 ]
 
-ScoreOpt = Annotated[float, typer.Option("--score-threshold", help="Detection score for --detector.")]
+ScoreOpt = Annotated[
+    float | None, typer.Option("--score-threshold", help="Detection score for --detector [default: 0.3].")
+]
 
 PresetOpt = Annotated[
     Preset | None,

@@ -208,10 +208,22 @@ def head_rows(name: str, output: np.ndarray, detector: DetectorHead) -> np.ndarr
     return output
 
 
-def detector_fields(detector: str | None, threshold: float, option: str = "--detector") -> dict[str, Any]:
-    """The detector fields of CompareConfig / AccuracyBudget for a head named by the user (None: none)."""
+DEFAULT_SCORE = 0.3  # --score-threshold when --detector is given without it
+
+
+def detector_fields(
+    detector: str | None, threshold: float | None, option: str = "--detector"
+) -> dict[str, Any]:
+    """The detector fields of CompareConfig / AccuracyBudget for a head named by the user (None: none);
+    threshold None: DEFAULT_SCORE. A threshold without a detector is refused: it would score nothing."""
     if detector is None:
+        if threshold is not None:
+            flag = option.startswith("--")
+            heads = "yolo, yolox or yolov8" if flag else "'yolo', 'yolox' or 'yolov8'"
+            score = "--score-threshold" if flag else "score_threshold"
+            raise ConfigError(f"{score} scores a detector's boxes; give {option} {heads} with it")
         return {}
+    threshold = DEFAULT_SCORE if threshold is None else threshold
     if detector not in DetectorHead.__members__:
         raise ConfigError(
             f"{option} knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
