@@ -361,7 +361,7 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
         labels=Path(options["labels"]) if options.get("labels") else None,
         max_trials=int(options.get("max_trials", AccuracyBudget.max_trials)),
         timeout_s=float(options.get("timeout", AccuracyBudget.timeout_s)),
-        **detector_fields(options.get("detector"), AccuracyBudget.detection_threshold, "detector"),
+        **detector_fields(options.get("detector"), None, "detector"),
     )
 
 

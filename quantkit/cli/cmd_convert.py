@@ -316,7 +316,7 @@ def convert(
             labels=labels,
             max_trials=max_trials,
             timeout_s=timeout,
-            **detector_fields(detector, AccuracyBudget.detection_threshold),
+            **detector_fields(detector, None),
         )
     elif detector is not None:
         raise ConfigError("convert reads --detector only with --max-drop; add the budget or leave it out")
