@@ -401,3 +401,83 @@ def test_a_shrink_folder_holds_one_runs_reports(
     assert run([*base, "--html"], capsys)[0] == 0 and (out / "report.html").is_file()
     assert run(base, capsys)[0] == 0
     assert sorted(os.listdir(out)) == ["cnn.int8.onnx", "junit.xml", "report.json", "report.md"]
+
+
+def _divides_by_a_quantized_tensor(quantized: bool) -> onnx.ModelProto:
+    """x -> Neg 'conv_b' -> b; y = x / b, where the candidate reads b through Q/DQ with a scale so coarse
+    that small values of b become exactly 0."""
+    from onnx import TensorProto, numpy_helper
+
+    nodes = [helper.make_node("Neg", ["x"], ["b"], name="conv_b")]
+    divisor = "b"
+    if quantized:
+        nodes += [
+            helper.make_node("QuantizeLinear", ["b", "s", "z"], ["bq"], name="b_q"),
+            helper.make_node("DequantizeLinear", ["bq", "s", "z"], ["bd"], name="b_dq"),
+        ]
+        divisor = "bd"
+    nodes.append(helper.make_node("Div", ["x", divisor], ["y"], name="ratio"))
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "div",
+        [value("x", TensorProto.FLOAT, ["N", 4])],
+        [value("y", TensorProto.FLOAT, ["N", 4])],
+        [
+            numpy_helper.from_array(np.array(1.0, np.float32), "s"),
+            numpy_helper.from_array(np.array(0, np.int8), "z"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_nan_output_names_the_first_node_and_the_layer_to_keep_float() -> None:
+    """Before: 'Try --method minmax or exclude the failing layers', naming none (and suggesting the method
+    already used on an atan2 expansion that divided by int8 zeros)."""
+    from quantkit.errors import ConversionError
+    from quantkit.pipeline.writing import _smoke_test
+
+    samples = np.array([[0.2, 3.0, -5.0, 0.3]], np.float32)
+    with pytest.raises(ConversionError) as caught:
+        _smoke_test(_divides_by_a_quantized_tensor(False), _divides_by_a_quantized_tensor(True), samples)
+    assert str(caught.value) == (
+        "the converted model gives NaN/Inf in output 'y', first at Div 'ratio' (reading conv_b's output "
+        "as int8): keep it float with --exclude-nodes conv_b; nothing was written"
+    )
+
+
+def test_non_finite_candidates_measure_minus_infinity_never_nan() -> None:
+    """A NaN SQNR compared as no worse than anything: the --min-sqnr search kept a layer whose trial gave
+    NaN outputs and stopped, and wrote a model below its floor with 'nan dB' in the summary."""
+    from quantkit.evaluate.metrics import OutputNoise, sqnr_db
+
+    noise = OutputNoise()
+    noise.update(
+        {"y": np.ones((2, 3), np.float32)}, {"y": np.array([[1, np.nan, 1], [1, 1, np.inf]], np.float32)}
+    )
+    assert noise.sqnr_db == -np.inf and sqnr_db(1.0, float("inf")) == -np.inf
+    assert formats.decibels(-np.inf) == "-inf dB (NaN or Inf outputs)"
+
+
+def test_a_search_short_of_its_target_says_so() -> None:
+    from quantkit.planner.fallback import short_of_target
+    from quantkit.results import FallbackStep
+
+    steps = [FallbackStep("conv_3", "Conv", 10.25)]
+    (note,) = short_of_target(12.0, 8, 2.1, steps)
+    assert note.startswith("--min-sqnr 12 not reached: 10.25 dB on the calibration samples with 1 layer(s)")
+    assert short_of_target(12.0, 8, 2.1, [FallbackStep("conv_3", "Conv", 12.5)]) == ()
+    assert short_of_target(0.0, 8, 2.1, steps) == ()
+
+
+def test_the_conversion_record_is_json_without_nan() -> None:
+    from quantkit.pipeline.writing import stamp
+
+    model = _divides_by_a_quantized_tensor(False)
+    stamp(model, {"min_sqnr": 12.0}, None, None, conversion={"plain": float("nan"), "both": -float("inf")})
+    record = {p.key: p.value for p in model.metadata_props}
+    text = next(v for k, v in record.items() if k.endswith("conversion"))
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"both": "-inf", "plain": "nan"}

@@ -118,7 +118,11 @@ class OutputNoise:
 
 
 def sqnr_db(signal: float, noise: float) -> float:
-    """Signal-to-quantization-noise ratio in dB; inf when the outputs are identical."""
+    """Signal-to-quantization-noise ratio in dB; inf when the outputs are identical, -inf where the
+    candidate gave NaN or Inf (its noise is not finite: the worst, never a NaN that compares as no
+    worse than anything)."""
+    if not math.isfinite(noise):
+        return -math.inf
     if noise == 0.0:
         return math.inf
     if signal == 0.0:

@@ -218,6 +218,7 @@ def convert(
         + corrections_choice.notes(resolved, requested, table)
         + _nothing_quantized(plan)
         + measurement_notes(inferred, _runnable(int8, config), reference, samples, smoke)
+        + fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps)
         + _elsewhere(config),
         speed=speed,
         fallback=tuple(steps),

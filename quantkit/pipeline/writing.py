@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,10 @@ from quantkit.errors import (
 from quantkit.evaluate.metrics import OutputErrors
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
-from quantkit.graph.query import SQUASHING_OPS, measured_outputs, selection_ordered
+from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner import fallback
-from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan
+from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, feed_take
 from quantkit.runtime import Session, cpu_info
 from quantkit.version import __version__
 
@@ -205,15 +206,71 @@ def _smoke_test(reference: onnx.ModelProto, candidate: onnx.ModelProto, samples:
             f"onnxruntime cannot load the converted model ({exc}); nothing was written"
         ) from exc
     errors = {name: OutputErrors(name) for name in ref_session.output_names}
-    for ref, cand in zip(ref_session.iter_samples(samples), cand_session.iter_samples(samples), strict=True):
+    rows = zip(ref_session.iter_samples(samples), cand_session.iter_samples(samples), strict=True)
+    for k, (ref, cand) in enumerate(rows):
         for name, acc in errors.items():
             if not np.isfinite(cand[name]).all() and np.isfinite(ref[name]).all():
                 raise ConversionError(
-                    f"the converted model gives NaN/Inf in output {name!r}; nothing was written. "
-                    "Try --method minmax or exclude the failing layers"
+                    f"the converted model gives NaN/Inf in output {name!r}"
+                    f"{_where_nonfinite(candidate, feed_take(samples, k, k + 1))}; nothing was written"
                 )
             acc.update(ref[name], cand[name])
     return {name: acc.result().sqnr_db for name, acc in errors.items()}
+
+
+def _where_nonfinite(candidate: onnx.ModelProto, sample: Feed) -> str:
+    """', first at <op> <node> (reading <layers>' outputs as int8): keep them float with --exclude-nodes'
+    for the first node whose output is not finite on `sample` [1, ...], with the quantized layers it reads
+    (each input through DequantizeLinear, back to the node that wrote the quantized tensor); '' if none
+    is found (or the model cannot run with its tensors as outputs)."""
+    index = GraphIndex(candidate)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(candidate)
+    present = {o.name for o in probe.graph.output}
+    names = [o for node in index.nodes for o in node.output if o and o not in present]
+    for name in names:
+        probe.graph.output.add().name = name
+    try:
+        session = Session.of(probe)
+        values = session.run(sample)
+    except Exception:  # a diagnosis only: the error is raised without it
+        return ""
+    for node in index.nodes:
+        bad = [o for o in node.output if _nonfinite(values.get(o))]
+        if not bad or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        layers = sorted({w for i in node.input if (w := _quantized_writer(index, i))})
+        read = f" (reading {', '.join(layers)}'s output as int8)" if layers else ""
+        fix = f": keep {'them' if len(layers) > 1 else 'it'} float with --exclude-nodes {','.join(layers)}"
+        return f", first at {node.op_type} {node.name!r}{read}{fix if layers else ''}"
+    return ""
+
+
+def _nonfinite(value: object) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind == "f" and not bool(np.isfinite(value).all())
+
+
+def _quantized_writer(index: GraphIndex, tensor: str) -> str | None:
+    """The node whose output reaches `tensor` through QuantizeLinear -> DequantizeLinear, if any."""
+    dq = index.producer.get(tensor)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    q = index.producer.get(dq.input[0])
+    if q is None or q.op_type != "QuantizeLinear":
+        return None
+    writer = index.producer.get(q.input[0])
+    return writer.name if writer is not None else None
+
+
+def _json_safe(value: Any) -> Any:
+    """value with every non-finite float as its text ('-inf', 'nan'): JSON has no NaN or Infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def stamp(
@@ -228,9 +285,9 @@ def stamp(
     what an INT8 conversion rebalanced and corrected (conversion; `compare` shows it)."""
     model.producer_name = "quantkit"
     model.producer_version = __version__
-    props = {"version": __version__, "settings": json.dumps(settings, sort_keys=True)}
+    props = {"version": __version__, "settings": json.dumps(_json_safe(settings), sort_keys=True)}
     if conversion is not None:
-        props["conversion"] = json.dumps(conversion, sort_keys=True)
+        props["conversion"] = json.dumps(_json_safe(conversion), sort_keys=True, allow_nan=False)
     if table_path is not None and table is not None:
         props["calibration_sha256"] = hashlib.sha256(table_path.read_bytes()).hexdigest()
         props["source_model_sha256"] = table.model_sha256

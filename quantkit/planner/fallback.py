@@ -407,3 +407,19 @@ def _quantized_layers(model: onnx.ModelProto, current: QuantPlan) -> list[str]:
     return [
         n.name for n in model.graph.node if n.name in current.quantized_nodes and n.op_type in COMPUTE_OPS
     ]
+
+
+def short_of_target(
+    target_db: float, max_layers: int, start_db: float | None, steps: list[FallbackStep]
+) -> tuple[str, ...]:
+    """A note where the --min-sqnr search ended below target_db (no layer lifted the output further, or
+    max_layers were float): the model is written, but not to the floor asked for."""
+    reached = steps[-1].sqnr_db if steps else start_db
+    if start_db is None or reached is None or not target_db or reached >= target_db:
+        return ()
+    measured = f"{reached:.2f} dB" if math.isfinite(reached) else "NaN or Inf outputs"
+    return (
+        f"--min-sqnr {target_db:g} not reached: {measured} on the calibration samples with {len(steps)} "
+        f"layer(s) kept float (at most {max_layers}); raise --max-float-layers, exclude layers with "
+        "--exclude-nodes, or calibrate on more images like the ones the model will see",
+    )

@@ -12,7 +12,10 @@ def megabytes(n: int) -> str:
 
 
 def decibels(value: float) -> str:
-    return "inf" if math.isinf(value) and value > 0 else f"{value:.2f} dB"
+    """'24.58 dB'; 'inf' for identical outputs, '-inf dB (NaN or Inf outputs)' for non-finite ones."""
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf dB (NaN or Inf outputs)"
+    return "n/a" if math.isnan(value) else f"{value:.2f} dB"
 
 
 def percent(value: float | None) -> str:
