@@ -950,3 +950,22 @@ def test_the_api_refuses_a_score_threshold_without_a_detector(cnn: Path, image_d
 
     with pytest.raises(ConfigError, match="score_threshold scores a detector's boxes; give detector 'yolo'"):
         quantkit.compare(cnn, cnn, data=image_dir, score_threshold=0.5)
+
+
+@pytest.mark.parametrize("to", ["int8", "fp16"])
+def test_a_misspelt_op_type_to_exclude_is_refused(
+    to: str, cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Before: --exclude-op-types Cnov excluded nothing and the model was written; --exclude-nodes has
+    always refused a name not in the model. An ONNX op the model lacks (Gemm) is accepted."""
+    table = tmp_path / "t.json"
+    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    argv = ["convert", str(cnn), "-o", str(tmp_path / "q.onnx"), "--to", to]
+    argv += ["-c", str(table)] if to == "int8" else []
+    code, _, err = run([*argv, "--exclude-op-types", "Gemm,Cnov"], capsys)
+    assert_one_line_error(
+        code, err, "--exclude-op-types names 'Cnov', which is no ONNX operator; did you mean 'Conv'?"
+    )
+    assert not (tmp_path / "q.onnx").exists()
+    assert run([*argv, "--exclude-op-types", "Gemm"], capsys)[0] == 0
+

@@ -32,6 +32,7 @@ from onnx import numpy_helper
 
 from quantkit.graph.float_formats import FLOAT16, FloatFormat, admits, opsets
 from quantkit.graph.query import GraphIndex, is_quantized_op, subgraph_inputs
+from quantkit.planner.placement import check_node_names, check_op_types
 from quantkit.results import CalibrationTable
 
 UNSAFE_OPS = frozenset(
@@ -82,6 +83,8 @@ def plan(
     """model: every node named. peaks: tensor -> max |value| in FP32 on sample inputs. target: the 16-bit
     type. Nodes are listed once, with the first reason that applies."""
     index = GraphIndex(model)
+    check_node_names(index, "--exclude-nodes", exclude_nodes)
+    check_op_types(exclude_op_types, {node.op_type for node in index.nodes})
     reasons: dict[str, str] = {}
     kind, largest, tiny = target.name, target.largest, target.smallest_normal
 

@@ -3,6 +3,9 @@ path around them, and why the rest stays float."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 import numpy as np
 import onnx
 
@@ -34,12 +37,33 @@ def input_path(index: GraphIndex, tensor: str) -> set[str]:
 
 def check_exclusions(index: GraphIndex, config: ConvertConfig) -> None:
     for option, names in (("--exclude-nodes", config.exclude_nodes), ("--exclude-from", config.float_layers)):
-        unknown = [n for n in names if n not in index.by_name]
-        if unknown:
-            raise ConfigError(
-                f"{option} names {len(unknown)} node(s) not in the model ({', '.join(unknown[:3])}); "
-                "use node names as shown by the convert summary, quantkit sensitivity or Netron"
-            )
+        check_node_names(index, option, names)
+    check_op_types(config.exclude_op_types, {node.op_type for node in index.nodes})
+
+
+def check_node_names(index: GraphIndex, option: str, names: Iterable[str]) -> None:
+    unknown = [n for n in names if n not in index.by_name]
+    if unknown:
+        raise ConfigError(
+            f"{option} names {len(unknown)} node(s) not in the model ({', '.join(unknown[:3])}); "
+            "use node names as shown by the convert summary, quantkit sensitivity or Netron"
+        )
+
+
+def check_op_types(op_types: Iterable[str], present: set[str]) -> None:
+    """Refuse an --exclude-op-types entry that is no operator at all (a typo would exclude nothing). One
+    that this model lacks but ONNX defines is accepted: a shared configuration lists them for many models."""
+    for op_type in op_types:
+        if op_type in present or onnx.defs.has(op_type) or onnx.defs.has(op_type, "com.microsoft"):
+            continue
+        close = difflib.get_close_matches(op_type, sorted(present), n=1) or difflib.get_close_matches(
+            op_type, sorted(schema.name for schema in onnx.defs.get_all_schemas()), n=1
+        )
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(
+            f"--exclude-op-types names {op_type!r}, which is no ONNX operator; {hint}give op types as the "
+            "convert summary shows them (Conv, MatMul, Gemm...)"
+        )
 
 
 def excluded(node: onnx.NodeProto, config: ConvertConfig) -> bool:
