@@ -121,6 +121,7 @@ def calibrate(
         [("the model", model_path)],
         [("data", selection.folder)] if arrays is None else [],
         IMAGE_SUFFIXES,
+        [("data", selection.folder)] if isinstance(arrays, ArrayFiles) else [],
     )
     config = CalibrateConfig(
         selection,

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from quantkit import files
 from quantkit.errors import ConfigError, ImageError
 from quantkit.images import seeded_subset
 from quantkit.results import Batch, Feed, InputSpec
 
-ARRAY_SUFFIXES = frozenset({".npy", ".npz"})
+ARRAY_SUFFIXES = files.ARRAY_SUFFIXES
 Sample = np.ndarray | Mapping[str, Any]
 
 
@@ -147,10 +148,15 @@ class ArrayStream:
         missing, extra = [n for n in names if n not in item], sorted(set(item) - set(names))
         if missing or extra:
             wrong = "; ".join(
-                w for w in (f"missing {missing}" if missing else "", f"extra {extra}" if extra else "") if w
+                w
+                for w in (
+                    f"missing {_few(missing)}" if missing else "",
+                    f"extra {_few(extra)}" if extra else "",
+                )
+                if w
             )
             raise ConfigError(
-                f"{self._label(index)} names the inputs {sorted(item)} ({wrong}); the model's are {names}"
+                f"{self._label(index)} names other inputs than the model's {_few(names)} ({wrong})"
             )
         parts = {
             spec.name: self._split(self._array(item[spec.name], index, spec.name), index, spec)
@@ -171,8 +177,8 @@ class ArrayStream:
             if keys == [name] or len(keys) == 1:
                 return item[keys[0]]
             raise ConfigError(
-                f"{self._label(index)} names the inputs {keys}; the model has one input, {name!r}: give "
-                f"{{{name!r}: array}}"
+                f"{self._label(index)} names the inputs {_few(keys)}; the model has one input, {name!r}: "
+                f"give {{{name!r}: array}}"
             )
         return item
 
@@ -234,3 +240,9 @@ def feed_side(feed: Feed) -> tuple[int, int] | None:
 
 def _fmt(shape: tuple[int | None, ...]) -> str:
     return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _few(names: Sequence[str], shown: int = 4) -> str:
+    """['a', 'b', 'c', 'd'] and 'and 212 more': an .npz of a calibration table names hundreds of arrays."""
+    head = ", ".join(repr(n) for n in names[:shown])
+    return f"[{head}{f', and {len(names) - shown} more' if len(names) > shown else ''}]"

@@ -56,18 +56,23 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+ARRAY_SUFFIXES = frozenset({".npy", ".npz"})  # what an --inputs folder is read for (quantkit.data)
+
+
 def check_outputs(
     outputs: Sequence[tuple[str, Path]],
     inputs: Sequence[tuple[str, Path]],
     folders: Sequence[tuple[str, Path]] = (),
     read_suffixes: frozenset[str] = frozenset(),
+    array_folders: Sequence[tuple[str, Path]] = (),
 ) -> None:
     """One rule for every output of every command, checked before any work starts: no output is (after
     symlinks and hard links) one of the command's input files, a file it reads from an input folder
-    (one with a suffix in `read_suffixes`), or another of its outputs.
+    (one with a suffix in `read_suffixes`; in an array folder, any .npy or .npz: a table's arrays written
+    there would be read as a sample next time), or another of its outputs.
 
-    outputs, inputs, folders: (what the user calls it, e.g. "--json" or "the model", path). An input
-    model's external-data files count as inputs."""
+    outputs, inputs, folders, array_folders: (what the user calls it, e.g. "--json" or "the model", path).
+    An input model's external-data files count as inputs."""
     inputs = [*inputs, *((f"{what}'s weights", data) for what, path in inputs for data in data_files(path))]
     for index, (role, output) in enumerate(outputs):
         for what, source in inputs:
@@ -78,6 +83,12 @@ def check_outputs(
                 raise OutputError(
                     f"{role} {output} would overwrite an image read from {what} {folder}; "
                     "write it outside that folder"
+                )
+        for what, folder in array_folders:
+            if output.suffix.lower() in ARRAY_SUFFIXES and _inside(output, folder):
+                raise OutputError(
+                    f"{role} {output} would land among the arrays read from {what} {folder} (every .npy "
+                    "and .npz there is read as a sample); write it outside that folder"
                 )
         for other_role, other in outputs[:index]:
             if same_file(output, other):

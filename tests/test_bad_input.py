@@ -969,3 +969,15 @@ def test_a_misspelt_op_type_to_exclude_is_refused(
     assert not (tmp_path / "q.onnx").exists()
     assert run([*argv, "--exclude-op-types", "Gemm"], capsys)[0] == 0
 
+
+def test_a_table_written_into_the_inputs_folder_is_refused(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """Before: calibrate wrote t.npz among the samples; the next run read it as one and failed with a
+    4,000-character line listing the table's arrays."""
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    for k in range(3):
+        np.save(folder / f"s{k}.npy", np.random.default_rng(k).random((1, 3, 16, 16), dtype=np.float32))
+    code, _, err = run(["calibrate", str(cnn), "--inputs", str(folder), "-o", str(folder / "t.json")], capsys)
+    assert_one_line_error(code, err, "would land among the arrays read from --inputs")
+    assert sorted(p.name for p in folder.iterdir()) == ["s0.npy", "s1.npy", "s2.npy"]
+

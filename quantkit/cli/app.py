@@ -122,8 +122,9 @@ def guard_outputs(
     files.check_outputs(
         [(role, path) for role, path in outputs if path is not None and str(path) != "-"],
         [*((role, path) for role, path in inputs if path is not None), *configs],
-        [(role, path) for role, path in folders if path is not None],
+        [(role, path) for role, path in folders if path is not None and role != "--inputs"],
         IMAGE_SUFFIXES,
+        [(role, path) for role, path in folders if path is not None and role == "--inputs"],
     )
 
 
