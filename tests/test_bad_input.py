@@ -981,3 +981,15 @@ def test_a_table_written_into_the_inputs_folder_is_refused(cnn: Path, tmp_path: 
     assert_one_line_error(code, err, "would land among the arrays read from --inputs")
     assert sorted(p.name for p in folder.iterdir()) == ["s0.npy", "s1.npy", "s2.npy"]
 
+
+@pytest.mark.parametrize(
+    ("head", "layout"),
+    [("yolov8", "[N, 4 box + classes, anchors]"), ("yolox", "[N, anchors, 4 box + objectness + classes]")],
+)
+def test_a_detector_that_finds_no_head_states_that_heads_layout(
+    head: str, layout: str, cnn: Path, image_dir: Path, capsys: Capsys
+) -> None:
+    """Before: --detector yolov8 was said to need [N, anchors, 5 + classes], the layout it does not read."""
+    argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "0", "--detector", head]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, f"--detector {head} needs an output shaped {layout}")

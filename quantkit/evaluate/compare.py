@@ -149,9 +149,9 @@ class Comparison:
         if self.detection_threshold is not None and not self.recalls and self.count:
             shapes = ", ".join(f"{n} {s}" for n, s in self.seen_shapes.items()) or "none"
             raise ConfigError(
-                f"--detector {self.detector.value} needs an output shaped [N, anchors, 5 + classes] "
-                f"(outputs: "
-                f"{shapes}); leave --detector out for a classifier"
+                f"--detector {self.detector.value} needs an output shaped {head_layout(self.detector)} "
+                f"(outputs: {shapes}); name the head the model writes, or leave --detector out for a model "
+                "that is not a detector"
             )
         if not self.lookup:
             return metrics, None, None, self.count
@@ -206,6 +206,13 @@ def head_rows(name: str, output: np.ndarray, detector: DetectorHead) -> np.ndarr
             "4 box + objectness + classes])"
         )
     return output
+
+
+def head_layout(detector: DetectorHead) -> str:
+    """The output shape --detector reads, as its help states it."""
+    if detector is DetectorHead.yolov8:
+        return "[N, 4 box + classes, anchors]"
+    return "[N, anchors, 4 box + objectness + classes]"
 
 
 DEFAULT_SCORE = 0.3  # --score-threshold when --detector is given without it
