@@ -326,6 +326,8 @@ def test_fp16_counts_only_the_ops_it_makes_16_bit(tmp_path: Path) -> None:
     src = save(float_size_model(), tmp_path / "m.onnx")
     summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config(input_size=(20, 20)))
     assert summary.float16_by_type == {"Add": 1, "Conv": 1}
+    # no table: --min-sqnr was not what the model was held to, and the summary says so
+    assert any(n.startswith("--min-sqnr 40 not checked: without a calibration table") for n in summary.notes)
 
 
 def test_fp16_of_a_dynamic_size_model_needs_no_table(tmp_path: Path) -> None:
