@@ -892,3 +892,43 @@ def test_topological_order_puts_a_body_after_what_it_reads() -> None:
     producer = helper.make_node("Relu", ["x"], ["late"])
     ordered = topological_order([reader, producer], ["x", "cond"])
     assert [n.op_type for n in ordered] == ["Relu", "If"]
+
+
+# ---------------------------------------------------------------- reads that blow up at 0
+
+
+def divides_by_a_layer_model() -> onnx.ModelProto:
+    """conv_a -> relu r -> conv_b -> b -> conv_c -> conv_d -> y1; y2 = r / b: b is quantized for conv_c,
+    and int8 rounds every b within half a step of 0 to exactly 0."""
+    g = rng(5)
+    weights = {f"w{k}": g.normal(0, 0.3, (8, 3 if k == "a" else 8, 3, 3)).astype(np.float32) for k in "abcd"}
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a"], name="conv_a", pads=[1] * 4),
+        helper.make_node("Relu", ["a"], ["r"], name="relu_a"),
+        helper.make_node("Conv", ["r", "wb"], ["b"], name="conv_b", pads=[1] * 4),
+        helper.make_node("Conv", ["b", "wc"], ["c"], name="conv_c", pads=[1] * 4),
+        helper.make_node("Conv", ["c", "wd"], ["y1"], name="conv_d", pads=[1] * 4),
+        helper.make_node("Div", ["r", "b"], ["y2"], name="ratio"),
+    ]
+    return make_model(nodes, weights, outputs=["y1", "y2"])
+
+
+def test_a_divisor_is_read_in_float_not_through_its_int8_zeros(tmp_path: Path, image_dir: Path) -> None:
+    """Before: the Div read b's dequantized value, in which int8 made every b within half a step of 0
+    exactly 0: Inf and NaN outputs (afis's fingerprint network, an atan2 expansion)."""
+    src = save(divides_by_a_layer_model(), tmp_path / "m.onnx")
+    pipeline.calibrate(src, tmp_path / "t.json", CalibrateConfig(images=ImageSelection(image_dir)))
+    table = load_table(tmp_path / "t.json")
+    prepared = prepare(onnx.load(str(src))).model
+    decided = plan(prepared, table, ConvertConfig(min_sqnr=0, smoothquant="off"))
+    assert "conv_b" in decided.quantized_nodes and "b" in decided.activations
+    converted = apply_plan(prepared, decided)
+    index = GraphIndex(converted)
+    divisor = index.producer[index.by_name["ratio"].input[1]]
+    assert divisor.name == "conv_b"  # its float output, which its QuantizeLinear reads too
+    assert index.producer[index.by_name["conv_c"].input[0]].op_type == "DequantizeLinear"
+    x = rng(9).normal(0, 1, (4, 3, SIZE, SIZE)).astype(np.float32)
+    got = ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )
+    assert all(np.isfinite(v).all() for v in got)

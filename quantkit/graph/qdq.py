@@ -137,6 +137,12 @@ class WeightMemo:
         return self._found[key]
 
 
+# Float reads that blow up at 0 read a quantized tensor's float value, not its dequantized one: int8 makes
+# every value within half a step of 0 exactly 0 (afis's fingerprint network divided by such a tensor in its
+# atan2 expansion: NaN and Inf in the output). (op type, input position).
+POLE_READS = frozenset({("Div", 1), ("Reciprocal", 0), ("Log", 0)})
+
+
 def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None = None) -> onnx.ModelProto:
     """A new model with the plan applied; the input model is not modified. memo: weights quantized by
     earlier calls of the same loop."""
@@ -172,13 +178,18 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
         if tensor in index.graph_inputs:
             dq = rewriter.namer.fresh(f"{tensor}_dequantized")
             for consumer, position in index.consumers[tensor]:
-                consumer.input[position] = dq
+                if (consumer.op_type, position) not in POLE_READS:
+                    consumer.input[position] = dq
             rewriter.qdq_pair(tensor, dq, tensor, params)
         elif tensor in index.producer:
             producer = index.producer[tensor]
             pre = rewriter.namer.fresh(f"{tensor}_prequant")
             producer.output[list(producer.output).index(tensor)] = pre
             rewriter.qdq_pair(pre, tensor, tensor, params, factors.get(tensor, 1.0))
+            if factors.get(tensor, 1.0) == 1.0:
+                for consumer, position in index.consumers[tensor]:
+                    if (consumer.op_type, position) in POLE_READS:
+                        consumer.input[position] = pre
     for tensor, source in reads.items():
         scale, zero = rewriter.params_initializers(tensor, activations[tensor])
         rewriter.new_nodes.append(
