@@ -932,3 +932,25 @@ def test_a_divisor_is_read_in_float_not_through_its_int8_zeros(tmp_path: Path, i
         None, {"x": x}
     )
     assert all(np.isfinite(v).all() for v in got)
+
+
+def test_a_divisor_behind_a_squeeze_is_read_through_a_float_copy_of_it() -> None:
+    """afis's atan2 divided by Squeeze(DQ(Q(b))): the Squeeze is copied to read b's float value."""
+    from quantkit.graph.naming import Namer
+    from quantkit.graph.pole_reads import float_pole_reads
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["b"], name="writer"),
+        helper.make_node("QuantizeLinear", ["b", "s", "z"], ["bq"], name="q"),
+        helper.make_node("DequantizeLinear", ["bq", "s", "z"], ["bd"], name="dq"),
+        helper.make_node("Squeeze", ["bd", "axes"], ["sq"], name="squeeze"),
+        helper.make_node("QuantizeLinear", ["sq", "s", "z"], ["sqq"], name="q2"),
+        helper.make_node("DequantizeLinear", ["sqq", "s", "z"], ["sqd"], name="dq2"),
+        helper.make_node("Div", ["x", "sqd"], ["y"], name="ratio"),
+    ]
+    model = make_model(nodes, {"s": np.float32(0.5), "z": np.uint8(0), "axes": np.array([0], np.int64)})
+    added = float_pole_reads(list(model.graph.node), Namer(model))
+    (copy,) = added
+    assert copy.op_type == "Squeeze" and list(copy.input) == ["b", "axes"]
+    graph = model.graph.node
+    assert graph[-1].input[1] == copy.output[0] and graph[3].input[0] == "bd"  # the original is untouched

@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 
 from quantkit.graph.augment import hard_params
 from quantkit.graph.naming import Namer
+from quantkit.graph.pole_reads import float_pole_reads
 from quantkit.graph.query import GraphIndex, subgraph_inputs, topological_order
 from quantkit.graph.smoothquant_rewrite import apply_rebalances
 from quantkit.qmath.fp8 import FLOAT8, per_channel_fp8
@@ -137,12 +138,6 @@ class WeightMemo:
         return self._found[key]
 
 
-# Float reads that blow up at 0 read a quantized tensor's float value, not its dequantized one: int8 makes
-# every value within half a step of 0 exactly 0 (afis's fingerprint network divided by such a tensor in its
-# atan2 expansion: NaN and Inf in the output). (op type, input position).
-POLE_READS = frozenset({("Div", 1), ("Reciprocal", 0), ("Log", 0)})
-
-
 def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None = None) -> onnx.ModelProto:
     """A new model with the plan applied; the input model is not modified. memo: weights quantized by
     earlier calls of the same loop."""
@@ -178,18 +173,13 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
         if tensor in index.graph_inputs:
             dq = rewriter.namer.fresh(f"{tensor}_dequantized")
             for consumer, position in index.consumers[tensor]:
-                if (consumer.op_type, position) not in POLE_READS:
-                    consumer.input[position] = dq
+                consumer.input[position] = dq
             rewriter.qdq_pair(tensor, dq, tensor, params)
         elif tensor in index.producer:
             producer = index.producer[tensor]
             pre = rewriter.namer.fresh(f"{tensor}_prequant")
             producer.output[list(producer.output).index(tensor)] = pre
             rewriter.qdq_pair(pre, tensor, tensor, params, factors.get(tensor, 1.0))
-            if factors.get(tensor, 1.0) == 1.0:
-                for consumer, position in index.consumers[tensor]:
-                    if (consumer.op_type, position) in POLE_READS:
-                        consumer.input[position] = pre
     for tensor, source in reads.items():
         scale, zero = rewriter.params_initializers(tensor, activations[tensor])
         rewriter.new_nodes.append(
@@ -200,6 +190,7 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
                 name=rewriter.namer.fresh(f"{tensor}_DequantizeLinear"),
             )
         )
+    rewriter.new_nodes += float_pole_reads([*out.graph.node, *rewriter.new_nodes], rewriter.namer)
     _finish(out, rewriter.new_nodes)
     return out
 
