@@ -954,3 +954,19 @@ def test_a_divisor_behind_a_squeeze_is_read_through_a_float_copy_of_it() -> None
     assert copy.op_type == "Squeeze" and list(copy.input) == ["b", "axes"]
     graph = model.graph.node
     assert graph[-1].input[1] == copy.output[0] and graph[3].input[0] == "bd"  # the original is untouched
+
+
+def test_a_divisor_from_a_splits_second_part_reads_that_part_of_the_float_copy() -> None:
+    from quantkit.graph.naming import Namer
+    from quantkit.graph.pole_reads import float_pole_reads
+
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+        helper.make_node("Split", ["xd"], ["first", "second"], name="split", axis=2),
+        helper.make_node("Div", ["first", "second"], ["y"], name="ratio"),
+    ]
+    model = make_model(nodes, {"s": np.float32(0.5), "z": np.uint8(0)})
+    (copy,) = float_pole_reads(list(model.graph.node), Namer(model))
+    assert copy.op_type == "Split" and list(copy.input) == ["x"] and len(copy.output) == 2
+    assert model.graph.node[-1].input[1] == copy.output[1]

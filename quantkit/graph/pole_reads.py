@@ -17,10 +17,11 @@ from quantkit.graph.augment import SHARED_SCALE_OPS
 from quantkit.graph.naming import Namer
 
 POLE_READS = frozenset({("Div", 1), ("Reciprocal", 0), ("Log", 0)})  # (op type, input position)
-MOVING_OPS = SHARED_SCALE_OPS | {"Squeeze", "Unsqueeze", "Identity"}  # data in input 0 only
+MOVING_OPS = SHARED_SCALE_OPS | {"Identity"}  # data in input 0 only
 # Arithmetic whose float result becomes 0 where its int8 inputs do (afis's atan2: y / (sqrt(x^2 + y^2) + x)
 # with y quantized to 0): copied too, every input read float.
 ARITHMETIC_OPS = frozenset({"Add", "Sub", "Mul", "Abs", "Neg", "Sqrt", "Max", "Min"})
+COPIED_OPS = MOVING_OPS | ARITHMETIC_OPS
 MAX_DEPTH = 16
 
 
@@ -39,20 +40,19 @@ def float_pole_reads(nodes: list[onnx.NodeProto], namer: Namer) -> list[onnx.Nod
             q = producer.get(node.input[0])
             same_scale = q is not None and q.op_type == "QuantizeLinear" and q.input[1] == node.input[1]
             return float_of(q.input[0], depth + 1) if q is not None and same_scale else tensor
-        if node.op_type not in MOVING_OPS | ARITHMETIC_OPS or tensor in copies:
+        if tensor in copies or node.op_type not in COPIED_OPS:
             return copies.get(tensor, tensor)
         every = node.op_type in ARITHMETIC_OPS
         inputs = [float_of(name, depth + 1) if k == 0 or every else name for k, name in enumerate(node.input)]
         if inputs == list(node.input):
             return tensor
-        copy = helper.make_node(
-            node.op_type, inputs, [namer.fresh(f"{tensor}_float")], namer.fresh(node.name)
-        )
+        outputs = [namer.fresh(f"{name}_float") if name else "" for name in node.output]  # Split: each part
+        copy = helper.make_node(node.op_type, inputs, outputs, namer.fresh(node.name))
         copy.attribute.extend(node.attribute)
         copy.domain = node.domain
         added.append(copy)
-        copies[tensor] = copy.output[0]
-        return copy.output[0]
+        copies.update((name, out) for name, out in zip(node.output, outputs, strict=True) if name)
+        return copies[tensor]
 
     for node in nodes:
         for position, name in enumerate(node.input):
