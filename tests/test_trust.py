@@ -481,3 +481,12 @@ def test_the_conversion_record_is_json_without_nan() -> None:
     text = next(v for k, v in record.items() if k.endswith("conversion"))
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"both": "-inf", "plain": "nan"}
+
+
+def test_a_search_short_of_its_target_is_not_reported_where_the_written_model_reaches_it() -> None:
+    from quantkit.planner.fallback import short_of_target
+    from quantkit.results import FallbackStep
+
+    steps = [FallbackStep("conv_3", "Conv", 10.25)]
+    assert short_of_target(12.0, 8, 2.1, steps, {"y": 12.9}) == ()  # the speed plan lifted it since
+    assert len(short_of_target(12.0, 8, 2.1, steps, {"y": 12.9, "z": 11.0})) == 1

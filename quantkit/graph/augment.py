@@ -146,6 +146,19 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return augmented
 
 
+def with_any_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of the model with `names` added as graph outputs of whatever type they have (untyped: a
+    float16 or integer tensor as well; onnxruntime types them)."""
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    present = {o.name for o in augmented.graph.output}
+    for name in names:
+        if name not in present:
+            augmented.graph.output.add().name = name
+            present.add(name)
+    return augmented
+
+
 def sample_bytes(model: onnx.ModelProto, names: list[str]) -> int | None:
     """float32 bytes that one sample adds to the outputs `names`: their dimensions past the first (the
     batch), from the shape-inferred model. None when a shape is not fully known."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -219,11 +218,7 @@ def convert(
         + corrections_choice.notes(resolved, requested, table)
         + _nothing_quantized(plan)
         + measurement_notes(inferred, _runnable(int8, config), reference, samples, smoke)
-        + (
-            fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps)
-            if min(smoke.values(), default=-math.inf) < config.min_sqnr  # not lifted since (speed plan)
-            else ()
-        )
+        + fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps, smoke)
         + _elsewhere(config),
         speed=speed,
         fallback=tuple(steps),

@@ -23,6 +23,7 @@ from quantkit.errors import (
 from quantkit.evaluate.metrics import OutputErrors
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
+from quantkit.graph.augment import with_any_outputs
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner import fallback
@@ -224,15 +225,9 @@ def _where_nonfinite(candidate: onnx.ModelProto, sample: Feed) -> str:
     (each input through DequantizeLinear, back to the node that wrote the quantized tensor); '' if none
     is found (or the model cannot run with its tensors as outputs)."""
     index = GraphIndex(candidate)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(candidate)
-    present = {o.name for o in probe.graph.output}
-    names = [o for node in index.nodes for o in node.output if o and o not in present]
-    for name in names:
-        probe.graph.output.add().name = name
+    probe = with_any_outputs(candidate, [o for node in index.nodes for o in node.output if o])
     try:
-        session = Session.of(probe)
-        values = session.run(sample)
+        values = Session.of(probe).run(sample)
     except Exception:  # a diagnosis only: the error is raised without it
         return ""
     for node in index.nodes:
