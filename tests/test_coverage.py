@@ -807,6 +807,44 @@ def test_a_declared_output_shape_that_inference_contradicts_is_the_originals(
     assert _sqnr(reference, _outputs(int8, x)) > 20 and _sqnr(reference, _outputs(fp16, x)) > 40
 
 
+def test_a_declared_shape_only_a_newer_opset_contradicts_is_the_originals(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ddddocr's OCR model (opset 12) declares its rank-3 Reshape output rank 2: opset 12's shape inference
+    cannot tell, opset 19's can. Before: convert --to fp8 (opset 19) refused with 'the converted model
+    fails onnx.checker'; the int8 conversion (opset 13) passed."""
+    p = conv_params(8, 3, 3, 0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Shape", ["r"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["n"], name="batch", axis=0),
+        helper.make_node("Unsqueeze", ["n"], ["n1"], name="unsqueeze", axes=[0]),
+        helper.make_node("Concat", ["n1", "rest"], ["to"], name="concat", axis=0),
+        helper.make_node("Reshape", ["r", "to"], ["y"], name="reshape"),
+    ]
+    weights = {"w": p["w"], "b": p["b"], "zero": np.array(0, np.int64), "rest": np.array([8, -1], np.int64)}
+    graph = helper.make_graph(
+        nodes,
+        "declared_rank_2",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "k"])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    with pytest.raises(onnx.shape_inference.InferenceError):
+        onnx.checker.check_model(onnx.version_converter.convert_version(model, 19), full_check=True)
+    src = save(model, tmp_path / "m.onnx")
+    table, fp8 = tmp_path / "t.json", tmp_path / "q.onnx"
+    assert run(["calibrate", str(src), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    code, _, err = run(["convert", str(src), "-c", str(table), "--to", "fp8", "-o", str(fp8)], capsys)
+    assert code == 0, err
+    x = rng(3).normal(0, 1, (4, 3, 16, 16)).astype(np.float32)
+    assert _sqnr(_outputs(src, x), _outputs(fp8, x)) > 15
+
+
 # ---------------------------------------------------------------- If / Loop bodies reading outer tensors
 
 

@@ -333,15 +333,34 @@ def check(model: onnx.ModelProto) -> None:
 
 
 def check_like(model: onnx.ModelProto, original: onnx.ModelProto) -> None:
-    """`check`, unless `original` fails it too: an exporter's declared output shapes that shape inference
-    contradicts (a rank-3 declaration of NonMaxSuppression's rank-2 indices) are the original's, carried
-    into every model made from it; then the check the original passed on loading (load_model)."""
+    """`check`, unless `original` fails it too, at the model's opset: an exporter's declared output shapes
+    that shape inference contradicts (a rank-3 declaration of NonMaxSuppression's rank-2 indices) are the
+    original's, carried into every model made from it; then the check the original passed on loading
+    (load_model). At the model's opset, since newer shape inference finds more: ddddocr's OCR model
+    declares its rank-3 output rank 2, which opset 12 cannot infer and opset 19 (--to fp8) can."""
     try:
         check(model)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
-        try:
-            check(original)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
-            onnx.checker.check_model(model)
-            return
-        raise
+        if not (_fails_check(original) or _fails_check_at(original, opset_version(model))):
+            raise
+        onnx.checker.check_model(model)
+
+
+def _fails_check(model: onnx.ModelProto) -> bool:
+    try:
+        check(model)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
+        return True
+    return False
+
+
+def _fails_check_at(model: onnx.ModelProto, version: int) -> bool:
+    """Whether `model` taken up to opset `version` fails `check` (False where it is there already or the
+    version converter cannot take it: nothing shows the failure is the original's then)."""
+    if opset_version(model) >= version:
+        return False
+    try:
+        converted = version_converter.convert_version(model, version)
+    except Exception:  # the converter raises bare RuntimeError/IndexError from C++
+        return False
+    return _fails_check(converted)
