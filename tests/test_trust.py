@@ -461,6 +461,26 @@ def test_non_finite_candidates_measure_minus_infinity_never_nan() -> None:
     assert formats.decibels(-np.inf) == "-inf dB (NaN or Inf outputs)"
 
 
+def test_every_output_weighs_alike_in_the_output_sqnr() -> None:
+    """Pooled powers let the largest output hide the others: boxes in pixels beside landmarks in [0, 1]
+    measured 40 dB pooled while the landmarks were at 0 dB."""
+    from quantkit.evaluate.metrics import OutputNoise
+
+    g = np.random.default_rng(1)
+    boxes, marks = g.uniform(0, 400, (4, 10)), g.uniform(0, 1, (4, 10))
+    noise = OutputNoise()
+    noise.update({"boxes": boxes, "marks": marks}, {"boxes": boxes + 0.01, "marks": np.zeros_like(marks)})
+    assert noise.sqnr_db < 3.1  # 10 log10(2): the landmarks' relative noise of 1, averaged with ~0
+    alone = OutputNoise()
+    alone.update({"boxes": boxes}, {"boxes": boxes + 0.01})
+    assert alone.sqnr_db == pytest.approx(10 * np.log10(np.sum(boxes**2) / (boxes.size * 1e-4)), rel=1e-4)
+    zeros = OutputNoise()  # an output FP32 gives as zeros takes no part, unless it goes NaN
+    zeros.update({"boxes": boxes, "empty": np.zeros(3)}, {"boxes": boxes + 0.01, "empty": np.ones(3)})
+    assert zeros.sqnr_db == pytest.approx(alone.sqnr_db)
+    zeros.update({"boxes": boxes, "empty": np.zeros(3)}, {"boxes": boxes, "empty": np.full(3, np.nan)})
+    assert zeros.sqnr_db == -np.inf
+
+
 def test_a_search_short_of_its_target_says_so() -> None:
     from quantkit.planner.fallback import short_of_target
     from quantkit.results import FallbackStep

@@ -98,10 +98,10 @@ def output_sqnr(
     measured: SqnrMemo | None = None,
     threads: int = 0,
 ) -> float:
-    """SQNR (dB) of all of `model`'s outputs together against `reference` (measured_reference, or
-    Session.run_samples): the tensors the reference holds, read from `model` as extra outputs where they
-    are not its outputs (untyped: a float16 model has them in float16). measured: models of this search
-    measured already; threads: the session's (0: onnxruntime's choice)."""
+    """SQNR (dB) of `model`'s outputs against `reference` (measured_reference, or Session.run_samples),
+    each output weighing alike (OutputNoise): the tensors the reference holds, read from `model` as extra
+    outputs where they are not its outputs (untyped: a float16 model has them in float16). measured:
+    models of this search measured already; threads: the session's (0: onnxruntime's choice)."""
     augmented = with_any_outputs(model, list(reference[0]) if reference else [])
 
     def measure(augmented: onnx.ModelProto) -> float:
