@@ -481,6 +481,35 @@ def test_every_output_weighs_alike_in_the_output_sqnr() -> None:
     assert zeros.sqnr_db == -np.inf
 
 
+def test_a_stalled_floor_search_keeps_the_smallest_block_at_one_end_float() -> None:
+    """PP-OCRv5's recogniser stalled at 8.2 dB with one Conv float (no other single layer lifted it) and
+    convert refused it. The block search bisects on the block's size at the output end, then the input
+    end, and keeps the smaller block that reaches the target."""
+    from quantkit.planner.fallback_blocks import end_block
+    from quantkit.reports.formats import fallback_steps
+    from quantkit.results import FallbackStep
+
+    layers = [f"conv_{i}" for i in range(10)]
+    calls: list[list[str]] = []
+
+    def measure(sets: object) -> list[float]:  # each of the last four layers lifts 1 dB; the rest nothing
+        found = []
+        for keep in sets:  # type: ignore[attr-defined]
+            calls.append(list(keep))
+            found.append(5.0 + sum(1.0 for n in keep if n in layers[6:]))
+        return found
+
+    assert end_block(measure, ["conv_0"], layers[1:], 9.0, 20) == (layers[6:], 9.0)
+    assert len(calls) <= 2 + 2 * 4  # the two whole blocks, then bisection (log2 of 9 sizes, twice at most)
+    assert end_block(measure, [], layers, 12.0, 5) == (layers[5:], 9.0)  # the better of the two largest
+    assert end_block(measure, [], [], 12.0, 5) is None
+    steps = [FallbackStep("conv_0", "Conv", 8.19), *(FallbackStep(n, "Conv", 10.74) for n in layers[6:])]
+    assert fallback_steps(steps) == (
+        " -> 8.19 dB with conv_0 (Conv) in float"
+        " -> 10.74 dB with 4 layers from conv_6 (Conv) to conv_9 in float"
+    )
+
+
 def test_a_search_short_of_its_target_says_so() -> None:
     from quantkit.planner.fallback import short_of_target
     from quantkit.results import FallbackStep
@@ -490,6 +519,8 @@ def test_a_search_short_of_its_target_says_so() -> None:
     assert note.startswith("--min-sqnr 12 not reached: 10.25 dB on the calibration samples with 1 layer(s)")
     assert short_of_target(12.0, 8, 2.1, [FallbackStep("conv_3", "Conv", 12.5)]) == ()
     assert short_of_target(0.0, 8, 2.1, steps) == ()
+    (past,) = short_of_target(12.0, 1, 2.1, [*steps, FallbackStep("conv_4", "Conv", 10.5)])
+    assert "with 2 layer(s) kept float (past 1 for convert's floor)" in past
 
 
 def test_the_conversion_record_is_json_without_nan() -> None:

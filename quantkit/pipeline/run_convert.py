@@ -133,7 +133,7 @@ def convert(
         layers = sum(n.op_type in COMPUTE_OPS for n in inferred.graph.node)
         guarded = dataclasses.replace(config, min_sqnr=INT8_FLOOR_DB, max_float_layers=layers)
         start_db, plan, steps = _search_fallback(
-            inferred, table, guarded, progress, alphas, cache, reference, measured, spread
+            inferred, table, guarded, progress, alphas, cache, reference, measured, spread, blocks=True
         )
         quantized = _quantized_model(inferred, plan, config)
     here = config.target is Target.ort_cpu  # this CPU's onnxruntime is the runtime the model is placed for
@@ -399,6 +399,7 @@ def _search_fallback(
     reference: list[dict[str, np.ndarray]],
     measured: fallback.SqnrMemo,
     spread: Spread,
+    blocks: bool = False,
 ) -> tuple[float, QuantPlan, list[FallbackStep]]:
     advance = progress(
         "measuring each layer's recovery", sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
@@ -417,6 +418,7 @@ def _search_fallback(
             measured,
             many,
             spread.rounded,
+            blocks,
         )
     return start, plan, steps
 

@@ -33,6 +33,7 @@ from quantkit.graph.augment import COMPUTE_OPS, with_any_outputs, with_outputs
 from quantkit.graph.qdq import WeightMemo, apply_plan
 from quantkit.graph.query import GraphIndex, measured_outputs, measured_tensors
 from quantkit.planner.core import plan
+from quantkit.planner.fallback_blocks import end_block
 from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, feed_rows, feed_take
 from quantkit.runtime import Session, fits_one_message
 
@@ -298,6 +299,7 @@ def search(
     measured: SqnrMemo | None = None,
     many: Callable[[int], MeasureMany] | None = None,
     rounded: Mapping[str, np.ndarray] | None = None,
+    blocks: bool = False,
 ) -> tuple[QuantPlan, list[FallbackStep], float]:
     """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan;
     reference: its outputs on table.samples where the caller has them already; measured: trials measured
@@ -307,7 +309,9 @@ def search(
 
     Each round screens the remaining layers on top of those already float (_screen), measures the best
     few on every sample and keeps the best, until the output SQNR on the samples reaches target_db,
-    max_layers are float, or no layer helps. progress: advanced once per layer the first round settles.
+    max_layers are float, or no layer helps; then, with `blocks` (convert's floor), a block of layers at
+    one end of the network (planner.fallback_blocks). progress: advanced once per layer the first round
+    settles.
     """
     if table.samples is None or feed_rows(table.samples) == 0:
         return plan(model, table, config, alphas=alphas, rounded=rounded), [], float("nan")
@@ -343,6 +347,16 @@ def search(
         kept[best[1]] = _reason(target_db, best[0] - score, alone=not kept)
         score = best[0]
         steps.append(FallbackStep(best[1], _op_type(model, best[1]), score))
+    if blocks and score < target_db and len(steps) < max_layers:  # no single layer lifts it further
+        remaining = [n for n in layers if n not in kept]
+        block = end_block(trials.full_all, list(kept), remaining, target_db, max_layers - len(steps))
+        if block is not None and block[1] > score:
+            nodes, score = block
+            why = (
+                f"kept float by --min-sqnr {target_db:g} (one of {len(nodes)} layers at one end of the model)"
+            )
+            kept.update(dict.fromkeys(nodes, why))
+            steps.extend(FallbackStep(node, _op_type(model, node), score) for node in nodes)
     if kept:
         current = plan(
             model, table, config, keep_float=kept, range_cache=cache, alphas=alphas, rounded=rounded
@@ -421,8 +435,9 @@ def short_of_target(
     if written and min(written.values()) >= target_db:
         return ()
     measured = f"{reached:.2f} dB" if math.isfinite(reached) else "NaN or Inf outputs"
+    limit = f"at most {max_layers}" if len(steps) <= max_layers else f"past {max_layers} for convert's floor"
     return (
         f"--min-sqnr {target_db:g} not reached: {measured} on the calibration samples with {len(steps)} "
-        f"layer(s) kept float (at most {max_layers}); raise --max-float-layers, exclude layers with "
+        f"layer(s) kept float ({limit}); raise --max-float-layers, exclude layers with "
         "--exclude-nodes, or calibrate on more images like the ones the model will see",
     )

@@ -28,6 +28,7 @@ from quantkit.reports.formats import (
     bound_text,
     boxes_text,
     decibels,
+    fallback_steps,
     figure,
     megabytes,
     percent,
@@ -106,8 +107,7 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         lines.append(f"{note}\n")
     if summary.fallback_start_db is not None:
         lines.append(f"--min-sqnr: output SQNR on calibration samples {decibels(summary.fallback_start_db)}")
-        for step in summary.fallback:
-            lines.append(f" -> {decibels(step.sqnr_db)} with {step.node} ({step.op_type}) in float")
+        lines.append(fallback_steps(summary.fallback))
         lines.append("\n" if summary.fallback else " (at least --min-sqnr: nothing kept float)\n")
     if summary.budget is not None:
         b = summary.budget

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 
 from quantkit.outcomes import ComparisonResult, GateResult, OutputMetrics, ShrinkResult
+from quantkit.results import FallbackStep
 
 
 def megabytes(n: int) -> str:
@@ -93,3 +96,15 @@ def runtime_line(result: ComparisonResult) -> str | None:
         line += f"; candidate: {layers.get('int8')} of {layers.get('linear')} Conv/MatMul run int8"
         line += f" (float: {named})" if floats else ""
     return line
+
+
+def fallback_steps(steps: Sequence[FallbackStep]) -> str:
+    """' -> 8.19 dB with Conv.0 (Conv) in float -> ...': the SQNR after each step of the fallback; the
+    layers of a block kept float together (planner.fallback_blocks: one figure for all) in one step."""
+    said = []
+    for db, group in itertools.groupby(steps, key=lambda step: step.sqnr_db):
+        block = list(group)
+        first = f"{block[0].node} ({block[0].op_type})"
+        named = first if len(block) == 1 else f"{len(block)} layers from {first} to {block[-1].node}"
+        said.append(f" -> {decibels(db)} with {named} in float")
+    return "".join(said)
