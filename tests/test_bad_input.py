@@ -293,6 +293,29 @@ def test_a_16_bit_model_is_refused_by_every_converting_command(
     assert not out.exists() and not (tmp_path / "t2.json").exists()
 
 
+def test_an_infinite_mask_constant_is_not_a_broken_weight(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """PyTorch exports masked_fill(-inf) as a scalar -inf read by Where: calibrate refused such a model
+    ("weight 'val_18' ... holds 1 NaN or Inf value(s)"). Only a parameter of a Conv, Gemm, MatMul... is
+    a trained weight."""
+    params = conv_params(4, 3)
+    nodes = [
+        *cnn_nodes()[:3],
+        helper.make_node("Less", ["g", "cut"], ["low"]),
+        helper.make_node("Where", ["low", "minus_inf", "g"], ["masked"]),
+        helper.make_node("Max", ["masked", "floor"], ["kept"]),
+        helper.make_node("Flatten", ["kept"], ["y"]),
+    ]
+    weights = {**params, "cut": np.float32(-1e6), "minus_inf": np.float32(-np.inf), "floor": np.float32(-1e9)}
+    src = save_model(make_model(nodes, weights), tmp_path / "m.onnx")
+    table, out = tmp_path / "t.json", tmp_path / "q.onnx"
+    code, _, err = run(["calibrate", str(src), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert code == 0, err
+    code, _, err = run(["convert", str(src), "-c", str(table), "-o", str(out)], capsys)
+    assert code == 0 and out.is_file(), err
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_weights(value: float, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     params = conv_params(4, 3)

@@ -107,7 +107,25 @@ def _check_supported(model: onnx.ModelProto, path: Path) -> None:
         )
 
 
+# Ops whose initializer inputs are trained parameters: an infinity there is a broken weight. Elsewhere it
+# is a constant the exporter meant: PyTorch's masked_fill(-inf) exports a scalar -inf read by Where.
+PARAMETER_READERS = frozenset(
+    {
+        "Conv",
+        "ConvTranspose",
+        "Gemm",
+        "MatMul",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "LayerNormalization",
+    }
+    | {"LSTM", "GRU", "RNN", "PRelu"}
+)
+
+
 def _check_finite_weights(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse NaN in any float initializer, and Inf in one a PARAMETER_READERS op reads."""
+    parameters = {name for n in model.graph.node if n.op_type in PARAMETER_READERS for name in n.input}
     for tensor in model.graph.initializer:
         if tensor.data_type in _FLOAT_TYPES:
             try:
@@ -116,7 +134,8 @@ def _check_finite_weights(model: onnx.ModelProto, path: Path) -> None:
                 raise ModelError(
                     f"weight {tensor.name!r} of {path.name} is malformed ({_short(exc)}); re-export the model"
                 ) from exc
-            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            finite = np.isfinite(values) if tensor.name in parameters else ~np.isnan(values)
+            bad = int(values.size - np.count_nonzero(finite))
             if bad:
                 raise ModelError(
                     f"weight {tensor.name!r} of {path.name} holds {bad} NaN or Inf value(s); "
