@@ -845,6 +845,32 @@ def test_a_declared_shape_only_a_newer_opset_contradicts_is_the_originals(
     assert _sqnr(_outputs(src, x), _outputs(fp8, x)) > 15
 
 
+def test_an_ir3_model_converts(tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """IR 3 requires every initializer to be a graph input; the scales and weights a conversion adds were
+    not, and convert refused its own output ("in initializer but not in graph input")."""
+    p = conv_params(8, 3, 3, 0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["y"], name="flat"),
+    ]
+    model = make_model(nodes, {"w": p["w"], "b": p["b"]}, opset=9)
+    model.ir_version = 3
+    for weight in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(weight.name, weight.data_type, weight.dims))
+    onnx.checker.check_model(model)
+    src = save(model, tmp_path / "m.onnx")
+    table, int8, fp16 = tmp_path / "t.json", tmp_path / "q.onnx", tmp_path / "h.onnx"
+    assert run(["calibrate", str(src), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    for command in (["-c", str(table), "-o", str(int8)], ["--to", "fp16", "-o", str(fp16)]):
+        code, _, err = run(["convert", str(src), *command], capsys)
+        assert code == 0, err
+    x = rng(3).normal(0, 1, (4, 3, 16, 16)).astype(np.float32)
+    reference = _outputs(src, x)
+    assert _sqnr(reference, _outputs(int8, x)) > 20 and _sqnr(reference, _outputs(fp16, x)) > 40
+
+
 # ---------------------------------------------------------------- If / Loop bodies reading outer tensors
 
 

@@ -40,6 +40,12 @@ def _require_file(path: Path) -> None:
         raise ModelError(f"{path} is not a file; pass an .onnx model file")
 
 
+# IR 3 requires every initializer to be a graph input: the scales, zero points and weights a conversion
+# adds were not, and the converted model of an IR 3 file failed onnx.checker ("in initializer but not in
+# graph input"; onnx's light_inception_v1, a 3DDFA model re-saved at IR 3). From IR 4 they need not be.
+FREE_INITIALIZERS_IR = 4
+
+
 def load_model(path: Path) -> onnx.ModelProto:
     """Load and validate a model; external weights must lie inside the model's folder."""
     _require_file(path)
@@ -58,6 +64,8 @@ def load_model(path: Path) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise ModelError(f"{path} fails onnx.checker ({_short(exc)}); fix or re-export the model") from exc
     _check_finite_weights(model, path)
+    if model.ir_version < FREE_INITIALIZERS_IR:
+        model.ir_version = FREE_INITIALIZERS_IR  # every IR 3 model is a valid IR 4 one
     return model
 
 
