@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from quantkit.config import ActivationType, ConvertConfig, Prefer, Target
+from quantkit.config import ActivationType, ConvertConfig, Prefer, Runtime, Target
 from quantkit.errors import ConfigError
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.graph import target_rules as rules
@@ -330,7 +330,20 @@ def test_fp8_writes_e4m3_qdq_at_opset_19_in_tensorrts_placement(fp8_model: tuple
     assert _readers_of_q(model) == Counter({"Conv:0": 4, "Add:1": 1})
     assert check(out, Target.tensorrt).findings == ()
     assert [f.rule for f in check(out, Target.ort_cpu).findings].count("float8") == 4
-    assert any(n.startswith("FP8 E4M3FN") for n in summary.notes)  # type: ignore[attr-defined]
+    (note,) = [n for n in summary.notes if n.startswith("FP8 E4M3FN")]  # type: ignore[attr-defined]
+    assert "load it at GraphOptimizationLevel.ORT_ENABLE_BASIC" in note
+
+
+def test_compare_states_the_level_a_float8_model_ran_at(
+    fp8_model: tuple[Path, object], tmp_path: Path
+) -> None:
+    """compare's JSON said ORT_ENABLE_ALL for a float8 model that quantkit's sessions run at the basic
+    level (the default one miscomputes it)."""
+    from quantkit.pipeline.run_compare import _runtime_settings
+
+    out, _ = fp8_model
+    settings = _runtime_settings(Runtime.onnxruntime, onnx.load(str(out)), out)
+    assert settings["graph_optimization"] == "ORT_ENABLE_BASIC"
 
 
 def test_fp8_arithmetic_is_measured_as_the_reference_computes_it(

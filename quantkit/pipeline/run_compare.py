@@ -37,7 +37,7 @@ from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs
 from quantkit.pipeline.writing import conversion_record, recorded_preprocess
 from quantkit.results import Feed, feed_repeat
-from quantkit.runtime import cpu_info, interleaved_latency, versions
+from quantkit.runtime import cpu_info, has_float8, interleaved_latency, versions
 
 
 def compare(
@@ -218,7 +218,9 @@ def _runtime_settings(runtime: Runtime, candidate: onnx.ModelProto, candidate_pa
     """What the report states of the runtime: onnxruntime's optimization level, or OpenVINO's device
     and hints with how many of the candidate's Conv/Gemm/MatMul its CPU plugin runs on int8 inputs."""
     if runtime is Runtime.onnxruntime:
-        return {"runtime": runtime.value, "graph_optimization": "ORT_ENABLE_ALL"}
+        # runtime.Session runs a float8 model at the basic level (onnxruntime 1.32 miscomputes it above)
+        level = "ORT_ENABLE_BASIC" if has_float8(candidate) else "ORT_ENABLE_ALL"
+        return {"runtime": runtime.value, "graph_optimization": level}
     nodes = runtime_openvino.linear_nodes(candidate)
     layers = runtime_openvino.OpenVinoSession(candidate_path, threads=1).layers(nodes)
     return {
