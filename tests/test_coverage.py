@@ -704,9 +704,10 @@ def test_the_int8_floor_suggests_minmax_only_where_it_was_not_the_method() -> No
     """SLANet, refused with --method minmax, was told to "try --method minmax"."""
     from quantkit.pipeline.run_convert import floor_fix
 
-    assert floor_fix(ConvertConfig()) == "keep layers float with --exclude-nodes, or try --method minmax"
-    minmax = floor_fix(ConvertConfig(method=CalibMethod.minmax))
-    assert minmax == "keep layers float with --exclude-nodes, or convert --to fp16"
+    keep = "keep layers float with --exclude-nodes (quantkit sensitivity ranks them), or"
+    assert floor_fix(ConvertConfig()) == f"{keep} try --method minmax"
+    assert floor_fix(ConvertConfig(method=CalibMethod.minmax)) == f"{keep} convert --to fp16"
+    assert floor_fix(ConvertConfig(fp8=True)) == f"{keep} convert --to fp16"  # fp8 ranges: the amax
 
 
 def test_an_argmax_label_map_is_judged_by_its_scores_and_compared_by_agreement(

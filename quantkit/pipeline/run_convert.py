@@ -156,7 +156,7 @@ def convert(
     speed_plan = refined.report if refined is not None else None
     floor = Floor(
         INT8_FLOOR_DB,
-        f"the INT8 model, with {len(steps)} layer(s) kept float by the fallback,",
+        f"the {('INT8', 'FP8')[config.fp8]} model, with {len(steps)} layer(s) kept float by the fallback,",
         floor_fix(config),
     )
     inputs = (model_path, table_path, table_io.arrays_path(table_path))
@@ -282,8 +282,9 @@ def _quantized_model(model: onnx.ModelProto, plan: QuantPlan, config: ConvertCon
 def floor_fix(config: ConvertConfig) -> str:
     """What to try when the INT8 model measures below INT8_FLOOR_DB (never the method already used: SLANet,
     refused with --method minmax, was told to try --method minmax)."""
-    other = "try --method minmax" if config.method is not CalibMethod.minmax else "convert --to fp16"
-    return f"keep layers float with --exclude-nodes, or {other}"
+    minmax = config.method is CalibMethod.minmax or config.fp8  # fp8 ranges are the observed amax already
+    other = "convert --to fp16" if minmax else "try --method minmax"
+    return f"keep layers float with --exclude-nodes (quantkit sensitivity ranks them), or {other}"
 
 
 def _runnable(quantized: onnx.ModelProto, config: ConvertConfig) -> onnx.ModelProto:
