@@ -113,11 +113,11 @@ def test_exclusions_file_round_trip_through_convert(
     model, table = planted
     keep, report = tmp_path / "keep.txt", tmp_path / "sens.json"
     argv = ["sensitivity", str(model), "-c", str(table), "--images", str(image_dir), "--num-images", "8"]
-    code, out, err = run(
-        [*argv, "--keep", "2", "--write-exclusions", str(keep), "--json", str(report)], capsys
+    code, out, err = run(  # --top 0: no layers measured together, so the file holds the top --keep
+        [*argv, "--keep", "2", "--top", "0", "--write-exclusions", str(keep), "--json", str(report)], capsys
     )
     assert code == 0, err
-    assert "keeping this layer in float recovers" in out
+    assert "layers by recovery (8 images" in out
     assert [
         line.split("#")[0].strip() for line in keep.read_text().splitlines() if line.split("#")[0].strip()
     ] == [r["node"] for r in json.loads(report.read_text())["layers"][:2]]
@@ -134,6 +134,21 @@ def test_exclusions_file_round_trip_through_convert(
     assert c3.op_type == "Conv" and "--exclude-from" in out
     weights = {i.name: i.data_type for i in converted.graph.initializer}
     assert weights["w2"] == weights["w3"] == onnx.TensorProto.FLOAT  # kept float: weights not quantized
+
+
+def test_the_exclusions_file_stops_where_the_top_layers_together_measure_best() -> None:
+    """A PP-OCRv5 recogniser's top 3 layers kept float together measured 5.59 dB, below its top 1 alone
+    (7.48 dB), and --write-exclusions --keep 3 wrote all 3."""
+    from quantkit.outcomes import LayerSensitivity, SensitivityReport
+    from quantkit.reports.records import exclusions_file
+
+    rows = tuple(LayerSensitivity(f"conv_{k}", "Conv", 10.0, 7.0, 0.3 - 0.1 * k) for k in range(3))
+    report = SensitivityReport(rows, 6.0, ((1, 7.48, 0.3), (2, 6.1, 0.1), (3, 5.59, -0.1)), 16, 1.0, {})
+    written = exclusions_file(report, 3, "m.onnx").splitlines()
+    assert [line.split("#")[0].strip() for line in written if line.split("#")[0].strip()] == ["conv_0"]
+    assert "top 1: 7.48 dB, top 2: 6.10 dB, top 3: 5.59 dB" in written[0]
+    rising = dataclasses.replace(report, cumulative=((1, 7.0, 0.1), (2, 8.0, 0.2), (3, 9.0, 0.3)))
+    assert len([line for line in exclusions_file(rising, 3, "m.onnx").splitlines() if "conv_" in line]) == 3
 
 
 def test_exclude_from_a_missing_file_is_one_clear_line(
