@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class QuantkitError(Exception):
     """Base class: a problem with the user's input or environment, reported as one line, exit code 2."""
@@ -44,6 +46,29 @@ def shorten(text: str, limit: int = 200) -> str:
         return flat
     cut = flat[: limit - 3].rsplit(" ", 1)[0]
     return cut + "..."
+
+
+_ORT_NOISE = (
+    (re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : "), ""),
+    (
+        re.compile(
+            r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message: "
+        ),
+        r"\1 '\2': ",
+    ),
+    (re.compile(r"\S*onnxruntime\S*\.(?:h|cc|cpp|hpp):\d+ (?:[\w:<>,* ]+\([^)]*\)(?: const)? )?"), ""),
+)
+
+
+def ort_reason(text: str) -> str:
+    """onnxruntime's error message without what says nothing to a user (its error code prefix, the
+    source file and C++ signature), so that the reason fits one line: "Add 'Add.178': axis == 1 ||
+    axis == largest was false. Attempting to broadcast an axis by a dimension other than 1. 41 by 40"
+    instead of a cut "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code ... element_wise_ops.h:563..."."""
+    reason = " ".join(text.split())
+    for pattern, replacement in _ORT_NOISE:
+        reason = pattern.sub(replacement, reason)
+    return shorten(reason)
 
 
 class WorkerError(QuantkitError):

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from quantkit.errors import ModelError, shorten
+from quantkit.errors import ModelError, ort_reason
 from quantkit.results import Feed, fed_as, feed_pad, feed_rows, sample_batches
 from quantkit.version import __version__
 
@@ -143,7 +143,7 @@ class Session:
         try:
             self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types from C++
-            raise ModelError(f"onnxruntime cannot load the model ({shorten(str(exc))})") from exc
+            raise ModelError(f"onnxruntime cannot load the model ({ort_reason(str(exc))})") from exc
         inputs = self._session.get_inputs()
         self.input_names = [i.name for i in inputs]
         self.input_name = self.input_names[0]
@@ -179,7 +179,7 @@ class Session:
             else:
                 results = self._session.run(None, feed)
         except Exception as exc:  # onnxruntime raises its own exception types from C++
-            raise ModelError(f"onnxruntime failed to run the model ({shorten(str(exc))})") from exc
+            raise ModelError(f"onnxruntime failed to run the model ({ort_reason(str(exc))})") from exc
         return {name: np.asarray(value) for name, value in zip(self.output_names, results, strict=True)}
 
     def run_batch(self, batch: Feed) -> dict[str, np.ndarray]:
@@ -377,7 +377,7 @@ def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
         try:
             ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types from C++
-            raise ModelError(f"onnxruntime cannot load the model ({shorten(str(exc))})") from exc
+            raise ModelError(f"onnxruntime cannot load the model ({ort_reason(str(exc))})") from exc
         return onnx.load(str(Path(folder) / "optimized.onnx"))
 
 

@@ -293,6 +293,29 @@ def test_a_16_bit_model_is_refused_by_every_converting_command(
     assert not out.exists() and not (tmp_path / "t2.json").exists()
 
 
+def test_an_input_size_the_model_cannot_take_says_so(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A text detector whose strides need a multiple of 32 failed at 650x650 with onnxruntime's message cut
+    before its reason ("...element_wise_ops.h:563...")."""
+    params = conv_params(4, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Resize", ["p", "", "scales"], ["u"], mode="nearest"),
+        helper.make_node("Add", ["u", "c"], ["y"]),
+    ]
+    weights = {**params, "scales": np.array([1, 1, 2, 2], np.float32)}
+    model = make_model(nodes, weights, input_shape=("N", 3, "H", "W"))
+    src = save_model(model, tmp_path / "m.onnx")
+    table = tmp_path / "t.json"
+    argv = ["calibrate", str(src), "--images", str(image_dir), "-o", str(table), "--input-size"]
+    code, _, err = run([*argv, "15x15"], capsys)
+    assert_one_line_error(
+        code, err, "Add", "by a dimension other than 1", "the model may not take 15x15 inputs"
+    )
+    assert "onnxruntime_src" not in err and "[ONNXRuntimeError]" not in err and not table.exists()
+    assert run([*argv, "16x16"], capsys)[0] == 0
+
+
 def test_an_infinite_mask_constant_is_not_a_broken_weight(
     image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:

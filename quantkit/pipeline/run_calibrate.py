@@ -17,7 +17,7 @@ from quantkit.calib.collect import check_finite, rows_per_run
 from quantkit.calib.extremes import stress_images
 from quantkit.config import CalibrateConfig, Preprocess
 from quantkit.data import ArrayStream, Sample, feed_side
-from quantkit.errors import ConfigError, ImageError
+from quantkit.errors import ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
@@ -65,6 +65,17 @@ class CalibrateSummary:
             "reference_findings": list(self.reference_findings),
             "warnings": list(self.warnings),
         }
+
+
+def size_hint(error: ModelError, size: tuple[int, int] | None) -> ModelError:
+    """A run that failed at an --input-size the user chose: say that the model may not take that size (a
+    text detector whose strides need a multiple of 32 failed at 650x650 in a broadcast of 41 by 40)."""
+    if size is None or "failed to run" not in str(error):
+        return error
+    return ModelError(
+        f"{error}; the model may not take {size[0]}x{size[1]} inputs: pass the --input-size it was exported "
+        "for, or one its strides divide (often a multiple of 32)"
+    )
 
 
 def calibrate(
@@ -137,7 +148,10 @@ def calibrate(
     if arrays is None:
         blob, job = _serialised(augmented, job, parallel)
         del augmented
-        merged = _observe_images(blob, paths, job, parallel, tick)
+        try:
+            merged = _observe_images(blob, paths, job, parallel, tick)
+        except ModelError as exc:
+            raise size_hint(exc, config.preprocess.input_size) from exc
     else:
         session = Session.of(augmented, job.threads, observing=True)
         del augmented
