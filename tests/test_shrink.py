@@ -113,6 +113,23 @@ def test_quiet_prints_nothing_and_verbose_logs_each_step(
     assert "evaluating: done in" in err and "timing: done in" in err  # logs on stderr, results on stdout
 
 
+def test_verbose_logs_a_step_that_ends_early(capsys: pytest.CaptureFixture[str]) -> None:
+    """-v logged "measuring each layer's recovery: 51 step(s)" and never its end: the fallback stops as
+    soon as its target is met, short of the count it announced."""
+    from quantkit.cli.app import VERBOSITY, progress_bars
+
+    VERBOSITY["level"] = 1
+    try:
+        with progress_bars() as progress:
+            progress("searching", 5)(2)
+            progress("writing", 1)(1)
+    finally:
+        VERBOSITY["level"] = 0
+    err = capsys.readouterr().err
+    assert "searching: ended after 2 of 5 step(s) in" in err and "writing: done in" in err
+    assert "writing: ended" not in err
+
+
 def test_html_report_draws_layers_ranges_and_latency(
     shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

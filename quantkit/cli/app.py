@@ -176,23 +176,33 @@ def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
         transient=True,
         disable=level < 0 or not stderr.is_terminal,
     ) as bars:
+        unfinished: dict[int, tuple[str, int, float, list[int]]] = {}  # -v: steps not (yet) done
 
         def start(label: str, total: int) -> Callable[[int], None]:
             task = bars.add_task(label, total=total)
             began, done = time.perf_counter(), [0]
+            unfinished[task] = (label, total, began, done)
             if level > 0:
                 bars.console.print(f"{label}: {total} step(s)", highlight=False, markup=False)
 
             def advance(n: int) -> None:
                 bars.advance(task, n)
                 done[0] += n
-                if level > 0 and done[0] >= total > done[0] - n:
-                    seconds = time.perf_counter() - began
-                    bars.console.print(f"{label}: done in {seconds:.1f} s", highlight=False, markup=False)
+                if done[0] >= total > done[0] - n:
+                    unfinished.pop(task, None)
+                    if level > 0:
+                        seconds = time.perf_counter() - began
+                        bars.console.print(f"{label}: done in {seconds:.1f} s", highlight=False, markup=False)
 
             return advance
 
-        yield start
+        try:
+            yield start
+        finally:  # a search that stops early (the fallback once its target is met), or a failure
+            for label, total, began, done in unfinished.values() if level > 0 else ():
+                seconds = time.perf_counter() - began
+                line = f"{label}: ended after {done[0]} of {total} step(s) in {seconds:.1f} s"
+                bars.console.print(line, highlight=False, markup=False)
 
 
 def write_text(path: Path, text: str) -> None:
