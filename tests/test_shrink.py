@@ -8,9 +8,11 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper
 
-from tests.conftest import tiny_cnn
+from tests.conftest import conv_params, make_model, tiny_cnn
 from tests.helpers import assert_one_line_error, run
 
 FAST = ["--runs", "3", "--warmup", "0"]
@@ -128,6 +130,44 @@ def test_verbose_logs_a_step_that_ends_early(capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err
     assert "searching: ended after 2 of 5 step(s) in" in err and "writing: done in" in err
     assert "writing: ended" not in err
+
+
+def _headed_cnn(path: Path, head: list[onnx.NodeProto]) -> Path:
+    """Conv -> Relu -> the `head` nodes (reading r, writing y)."""
+    p = conv_params(4, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        *head,
+    ]
+    onnx.save(make_model(nodes, {"w": p["w"], "b": p["b"]}), str(path))
+    return path
+
+
+def test_max_drop_on_a_map_output_is_refused_before_converting(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A PP-OCR text detector (a probability map) ran 63 s, then failed the --max-drop gate for want of an
+    accuracy figure."""
+    model = _headed_cnn(tmp_path / "seg.onnx", [helper.make_node("Sigmoid", ["r"], ["y"], name="map")])
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "out"), "--max-drop", "2"], capsys)
+    assert_one_line_error(code, err, "--max-drop needs an accuracy figure", "'y' is a rank-4 map", "--labels")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+
+
+def test_scores_shaped_n_c_1_1_are_a_classifiers(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Caffe-era classifiers (SqueezeNet 1.0 of the ONNX model zoo) give [N, C, 1, 1] scores: compare had
+    no top-1 agreement for them, so shrink --max-drop could never pass."""
+    head = [helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap")]
+    model = _headed_cnn(tmp_path / "cls.onnx", head)
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "out"), "--max-drop", "100"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert 0.0 <= report["comparison"]["outputs"][0]["top1_agreement"] <= 1.0
 
 
 def test_html_report_draws_layers_ranges_and_latency(

@@ -18,6 +18,8 @@ from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import decode_grid, label_of
 from quantkit.evaluate.metrics import (
     Detections,
+    class_view,
+    class_views,
     detections,
     final_detections,
     is_class_sequence,
@@ -55,7 +57,7 @@ class ChunkReference:
             return self._boxes_counts(candidate, batches)
         lost = total = 0
         for batch, (ref, ref_mask), labels in zip(batches, self.summaries, self.labels, strict=True):
-            out = candidate.run_batch(batch.data)[self.output]
+            out = class_view(candidate.run_batch(batch.data)[self.output])
             if self.metric is BudgetMetric.recall:
                 assert ref_mask is not None
                 cls, mask = detections(out, self.threshold)
@@ -111,7 +113,7 @@ class Validator:
             final: list[list[Detections]] = []  # boxes metric: FP32's final boxes per image
             labels: list[np.ndarray] = []
             for batch in batches():
-                outputs = reference.run_batch(batch.data)
+                outputs = class_views(reference.run_batch(batch.data))
                 if output is None:
                     metric, output = _choose(metric, outputs, bool(lookup), detector is not None)
                     if metric is BudgetMetric.boxes:

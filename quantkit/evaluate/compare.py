@@ -17,6 +17,7 @@ from quantkit.evaluate.metrics import (
     OutputErrors,
     TopK,
     anchors_last,
+    class_views,
     is_classification,
     is_yolo_head,
     yolov8_rows,
@@ -86,6 +87,7 @@ class Comparison:
 
     def update(self, batch: Batch, ref_out: dict[str, np.ndarray], cand_out: dict[str, np.ndarray]) -> None:
         self.seen_shapes = {n: list(v.shape) for n, v in ref_out.items()}
+        ref_out, cand_out = class_views(ref_out), class_views(cand_out)  # [N, C, 1, 1] scores as [N, C]
         threshold = self.detection_threshold
         for name in ref_out:
             if ref_out[name].shape != cand_out[name].shape:

@@ -14,6 +14,18 @@ def is_classification(output: np.ndarray) -> bool:
     return output.ndim == 2 and output.shape[1] >= 2
 
 
+def class_view(output: np.ndarray) -> np.ndarray:
+    """[N, C] scores that a classifier gives as [N, C, 1, ..., 1] (Caffe-era exports: SqueezeNet 1.0 of
+    the ONNX model zoo, [1, 1000, 1, 1]) as [N, C]; any other output as it is."""
+    if output.ndim > 2 and output.shape[1] >= 2 and all(d == 1 for d in output.shape[2:]):
+        return output.reshape(output.shape[:2])
+    return output
+
+
+def class_views(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: class_view(value) for name, value in outputs.items()}
+
+
 def is_class_sequence(output: np.ndarray) -> bool:
     """A [N, T, C] output of class probabilities at each of T positions (C >= 2, every row in [0, 1] and
     summing to 1): a text recognizer's softmax. Top-1 agreement then counts positions."""

@@ -14,9 +14,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import onnx
+
 from quantkit.calib import table as table_io
 from quantkit.config import ShrinkConfig
-from quantkit.errors import OutputError, QuantkitError
+from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
@@ -101,6 +103,24 @@ def _publish(stage: Path, output_dir: Path) -> None:
         os.replace(path, output_dir / path.name)
 
 
+def _check_drop_measurable(model_path: Path, config: ShrinkConfig) -> None:
+    """--max-drop without --labels or --detector gates on top-1 agreement with FP32, which a model whose
+    first output is a map (rank 4 or more: segmentation, a text detector's probability map) does not have:
+    refuse before the conversion rather than fail the gate at the end (a PP-OCR detector ran 63 s)."""
+    evaluation = config.evaluation
+    if config.gates.max_drop is None or evaluation.labels is not None or evaluation.detection_threshold:
+        return
+    first = onnx.load(str(model_path), load_external_data=False).graph.output[0]
+    tensor = first.type.tensor_type
+    dims = tensor.shape.dim
+    if tensor.HasField("shape") and len(dims) >= 4 and any(d.dim_value != 1 for d in dims[2:]):
+        raise ConfigError(
+            f"--max-drop needs an accuracy figure, and the model's first output {first.name!r} is a rank-"
+            f"{len(dims)} map, not class scores: give --labels, or leave --max-drop out and "
+            "gate on --min-speedup and --max-size-ratio"
+        )
+
+
 def _run(
     model_path: Path,
     output_dir: Path,
@@ -113,6 +133,7 @@ def _run(
     """Calibrate, convert and compare, writing the model and the reports into `stage`; the paths the
     result records are those in output_dir."""
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
+    _check_drop_measurable(model_path, config)  # before convert and compare, the costly part
     final = output_dir / f"{model_path.stem}.int8.onnx"
     output = stage / final.name
     summary = convert(model_path, table, output, config.convert, progress, parallel=parallel)
