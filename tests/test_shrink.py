@@ -170,6 +170,31 @@ def test_scores_shaped_n_c_1_1_are_a_classifiers(
     assert 0.0 <= report["comparison"]["outputs"][0]["top1_agreement"] <= 1.0
 
 
+def test_shrink_keeps_the_layers_it_is_told_float_with_the_method_asked(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """convert's floor refusal says to keep layers float with --exclude-nodes, which shrink did not take
+    (nor --exclude-from, nor --method: [tool.quantkit] method did not reach shrink's conversion)."""
+    model = tiny_cnn(tmp_path / "model.onnx")
+    keep = tmp_path / "keep.txt"
+    keep.write_text("# sensitivity\nc1\n")
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    for out, flags in (("out", ["--exclude-from", str(keep)]), ("nodes", ["--exclude-nodes", "c1"])):
+        code, _, err = run([*argv, "--output-dir", str(tmp_path / out), *flags], capsys)
+        assert code == 0, err
+        converted = onnx.load(str(tmp_path / out / "model.int8.onnx"))
+        assert {i.name: i.data_type for i in converted.graph.initializer}["w1"] == onnx.TensorProto.FLOAT
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "all")], capsys)
+    assert code == 0, err
+    assert "w1" not in {
+        i.name for i in onnx.load(str(tmp_path / "all" / "model.int8.onnx")).graph.initializer
+    }
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "mm"), "--method", "minmax"], capsys)
+    assert code == 0, err
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "mm" / "model.int8.onnx")).metadata_props}
+    assert json.loads(props["quantkit.settings"])["method"] == "minmax"
+
+
 def test_html_report_draws_layers_ranges_and_latency(
     shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,6 +22,9 @@ from quantkit.cli.app import (
 from quantkit.cli.options import (
     CompactOpt,
     DetectorOpt,
+    ExcludeFromOpt,
+    ExcludeNodesOpt,
+    MethodOpt,
     RayOpt,
     TargetOpt,
     WorkerThreadsOpt,
@@ -68,9 +71,7 @@ def convert(
         typer.Option("--to", help="Target precision (fp8: E4M3FN Q/DQ, opset 19, placed for TensorRT)."),
     ] = Precision.int8,
     target: TargetOpt = Target.ort_cpu,
-    method: Annotated[
-        CalibMethod, typer.Option("--method", help="Range selection from the statistics.")
-    ] = CalibMethod.mse,
+    method: MethodOpt = CalibMethod.mse,
     percentile: Annotated[
         float, typer.Option("--percentile", help="Mass kept by --method percentile.")
     ] = 99.999,
@@ -80,9 +81,7 @@ def convert(
             "--activations", help="uint8 asymmetric or int8 symmetric (--target tensorrt: int8 only)."
         ),
     ] = ActivationType.uint8,
-    exclude_nodes: Annotated[
-        str | None, typer.Option("--exclude-nodes", help="Comma-separated node names to keep float.")
-    ] = None,
+    exclude_nodes: ExcludeNodesOpt = None,
     exclude_op_types: Annotated[
         str | None,
         typer.Option("--exclude-op-types", help="Comma-separated op types to keep float, e.g. Gemm,Concat."),
@@ -196,12 +195,7 @@ def convert(
             "opset 22, measured on its float32 emulation).",
         ),
     ] = FallbackPrecision.fp32,
-    exclude_from: Annotated[
-        Path | None,
-        typer.Option(
-            "--exclude-from", help="File of node names to keep float (quantkit sensitivity writes one)."
-        ),
-    ] = None,
+    exclude_from: ExcludeFromOpt = None,
     keep_io_types: Annotated[
         bool,
         typer.Option(

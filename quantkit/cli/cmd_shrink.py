@@ -14,6 +14,7 @@ from quantkit.cli.app import (
     Command,
     app,
     default_cache,
+    exclusion_names,
     guard_outputs,
     progress_bars,
     show,
@@ -24,7 +25,10 @@ from quantkit.cli.options import (
     BgrOpt,
     CompactOpt,
     DetectorOpt,
+    ExcludeFromOpt,
+    ExcludeNodesOpt,
     MeanOpt,
+    MethodOpt,
     NumImagesOpt,
     PresetOpt,
     RayOpt,
@@ -40,7 +44,7 @@ from quantkit.cli.options import (
     WorkersOpt,
     preprocess_options,
 )
-from quantkit.config import Target
+from quantkit.config import CalibMethod, Target
 
 
 @app.command(
@@ -97,6 +101,9 @@ def shrink(
     ] = False,
     compact: CompactOpt = False,
     target: TargetOpt = Target.ort_cpu,
+    method: MethodOpt = CalibMethod.mse,
+    exclude_nodes: ExcludeNodesOpt = None,
+    exclude_from: ExcludeFromOpt = None,
     num_images: NumImagesOpt = None,
     eval_num_images: Annotated[
         int | None, typer.Option("--eval-num-images", help="Use this many of the evaluation images.")
@@ -143,7 +150,13 @@ def shrink(
     preprocess = preprocess_options(preset, mean, std, bgr, resize, input_size)
     config = ShrinkConfig(
         calibration=CalibrateConfig(ImageSelection(images, num_images, seed), preprocess),
-        convert=ConvertConfig(compact=compact, target=target),
+        convert=ConvertConfig(
+            method=method,
+            exclude_nodes=tuple(n for n in (exclude_nodes or "").split(",") if n),
+            float_layers=exclusion_names(exclude_from),
+            compact=compact,
+            target=target,
+        ),
         evaluation=CompareConfig(
             images=ImageSelection(eval_images or images, eval_num_images, seed, "--eval-num-images"),
             preprocess=preprocess,
@@ -162,7 +175,7 @@ def shrink(
     guard_outputs(
         [(f"--output-dir's {name}", output_dir / name) for name in shrinking.outputs(model)]
         + [("$GITHUB_STEP_SUMMARY", step_summary_path())],
-        [("the model", model), ("--labels", labels)],
+        [("the model", model), ("--labels", labels), ("--exclude-from", exclude_from)],
         [("--images", images), ("--eval-images", eval_images)],
     )
     with progress_bars() as progress:

@@ -10,6 +10,7 @@ import typer.core
 import typer.main
 
 from quantkit.config import (
+    CalibMethod,
     Preset,
     ResizeMode,
     Target,
@@ -93,6 +94,16 @@ DetectorOpt = Annotated[
     ),
 ]
 
+MethodOpt = Annotated[CalibMethod, typer.Option("--method", help="Range selection from the statistics.")]
+ExcludeNodesOpt = Annotated[
+    str | None, typer.Option("--exclude-nodes", help="Comma-separated node names to keep float.")
+]
+ExcludeFromOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--exclude-from", help="File of node names to keep float (quantkit sensitivity writes one)."
+    ),
+]
 CompactOpt = Annotated[
     bool,
     typer.Option(
