@@ -56,7 +56,15 @@ _ORT_NOISE = (
         ),
         r"\1 '\2': ",
     ),
-    (re.compile(r"\S*onnxruntime\S*\.(?:h|cc|cpp|hpp):\d+ (?:[\w:<>,* ]+\([^)]*\)(?: const)? )?"), ""),
+    # a source file, then the C++ signature after it: an optional return type, a name with "::", its
+    # parameters (never the message's own words, which hold no "::" name)
+    (
+        re.compile(
+            r"\S*onnxruntime\S*\.(?:h|cc|cpp|hpp):\d+ (?:(?:[\w:<>,*]+ )?[\w<>]+(?:::[\w<>~]+)+\([^)]*\)"
+            r"(?: const)? )?"
+        ),
+        "",
+    ),
 )
 
 

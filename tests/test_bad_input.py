@@ -316,6 +316,23 @@ def test_an_input_size_the_model_cannot_take_says_so(image_dir: Path, tmp_path: 
     assert run([*argv, "16x16"], capsys)[0] == 0
 
 
+def test_onnxruntimes_reason_keeps_its_words_and_drops_its_source_file() -> None:
+    from quantkit.errors import ort_reason
+
+    conv = (
+        "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Conv node. Name:'c' "
+        "Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/nn/conv_attributes.h:101 "
+        "onnxruntime::common::Status onnxruntime::ConvAttributes::ValidateInputShape(const "
+        "onnxruntime::Tensor*, const onnxruntime::Tensor*) const X num_channels does not match W "
+        "num_channels (3 vs 1) in node"
+    )
+    assert ort_reason(conv) == "Conv 'c': X num_channels does not match W num_channels (3 vs 1) in node"
+    plain = (
+        "Load model from m.onnx failed: Type Error: Type (tensor(int64)) of input parameter (y) is invalid."
+    )
+    assert ort_reason(plain) == plain
+
+
 def test_an_infinite_mask_constant_is_not_a_broken_weight(
     image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
