@@ -133,29 +133,22 @@ def seen_through_clips(model: onnx.ModelProto, observed: dict[str, int | None]) 
     return through
 
 
-def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of the model with `names` added as float graph outputs."""
+def with_outputs(model: onnx.ModelProto, names: list[str], typed: bool = True) -> onnx.ModelProto:
+    """A copy of the model with `names` added as graph outputs (each once): float ones, or with `typed`
+    off untyped, of whatever type they have (a float16 or integer tensor as well; onnxruntime types
+    them)."""
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     present = {o.name for o in augmented.graph.output}
     for name in names:
-        if name not in present:
-            augmented.graph.output.append(
-                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-            )
-    return augmented
-
-
-def with_any_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of the model with `names` added as graph outputs of whatever type they have (untyped: a
-    float16 or integer tensor as well; onnxruntime types them)."""
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(model)
-    present = {o.name for o in augmented.graph.output}
-    for name in names:
-        if name not in present:
-            augmented.graph.output.add().name = name
-            present.add(name)
+        if name in present:
+            continue
+        added = augmented.graph.output.add()
+        if typed:
+            added.CopyFrom(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        else:
+            added.name = name
+        present.add(name)
     return augmented
 
 

@@ -23,7 +23,7 @@ from quantkit.errors import (
 from quantkit.evaluate.metrics import OutputErrors
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
-from quantkit.graph.augment import with_any_outputs
+from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner import fallback
@@ -225,7 +225,7 @@ def _where_nonfinite(candidate: onnx.ModelProto, sample: Feed) -> str:
     (each input through DequantizeLinear, back to the node that wrote the quantized tensor); '' if none
     is found (or the model cannot run with its tensors as outputs)."""
     index = GraphIndex(candidate)
-    probe = with_any_outputs(candidate, [o for node in index.nodes for o in node.output if o])
+    probe = with_outputs(candidate, [o for node in index.nodes for o in node.output if o], typed=False)
     try:
         values = Session.of(probe).run(sample)
     except Exception:  # a diagnosis only: the error is raised without it

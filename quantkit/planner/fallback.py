@@ -29,7 +29,7 @@ import onnx
 
 from quantkit.config import ConvertConfig
 from quantkit.evaluate.metrics import OutputNoise
-from quantkit.graph.augment import COMPUTE_OPS, with_any_outputs, with_outputs
+from quantkit.graph.augment import COMPUTE_OPS, with_outputs
 from quantkit.graph.qdq import WeightMemo, apply_plan
 from quantkit.graph.query import GraphIndex, measured_outputs, measured_tensors
 from quantkit.planner.core import plan
@@ -103,7 +103,7 @@ def output_sqnr(
     each output weighing alike (OutputNoise): the tensors the reference holds, read from `model` as extra
     outputs where they are not its outputs (untyped: a float16 model has them in float16). measured:
     models of this search measured already; threads: the session's (0: onnxruntime's choice)."""
-    augmented = with_any_outputs(model, list(reference[0]) if reference else [])
+    augmented = with_outputs(model, list(reference[0]) if reference else [], typed=False)
 
     def measure(augmented: onnx.ModelProto) -> float:
         noise = OutputNoise()
