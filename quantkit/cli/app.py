@@ -228,6 +228,11 @@ def default_cache() -> Path:
     return default_cache_dir()
 
 
+def comma_names(text: str | None) -> tuple[str, ...]:
+    """The names of a comma-separated option (--exclude-nodes, --exclude-op-types); empty ones dropped."""
+    return tuple(name for name in (text or "").split(",") if name)
+
+
 def exclusion_names(path: Path | None) -> tuple[str, ...]:
     """Node names from a --exclude-from file: one per line; blank lines and # comments ignored."""
     if path is None:

@@ -14,6 +14,7 @@ from quantkit.cli.app import (
     Command,
     Switch,
     app,
+    comma_names,
     exclusion_names,
     guard_outputs,
     progress_bars,
@@ -246,8 +247,7 @@ def convert(
         ],
         [("--validation", validation)],
     )
-    excluded_nodes = tuple(n for n in (exclude_nodes or "").split(",") if n)
-    excluded_types = tuple(n for n in (exclude_op_types or "").split(",") if n)
+    excluded_nodes, excluded_types = comma_names(exclude_nodes), comma_names(exclude_op_types)
     float_layers = exclusion_names(exclude_from)
     if to in FLOAT_PRECISIONS:
         fp16 = Float16Config(

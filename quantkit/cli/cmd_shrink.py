@@ -13,6 +13,7 @@ from quantkit.cli.app import (
     CONTEXT,
     Command,
     app,
+    comma_names,
     default_cache,
     exclusion_names,
     guard_outputs,
@@ -152,7 +153,7 @@ def shrink(
         calibration=CalibrateConfig(ImageSelection(images, num_images, seed), preprocess),
         convert=ConvertConfig(
             method=method,
-            exclude_nodes=tuple(n for n in (exclude_nodes or "").split(",") if n),
+            exclude_nodes=comma_names(exclude_nodes),
             float_layers=exclusion_names(exclude_from),
             compact=compact,
             target=target,
