@@ -28,18 +28,18 @@ def exclusions_file(result: SensitivityReport, keep: int, model: str) -> str:
     layers kept float together measured best with fewer (result.cumulative; fewest on a tie). A PP-OCRv5
     recogniser's top 3 together measured 5.59 dB, below its top 1 alone (7.48 dB); all 3 were written."""
     measured = [(k, db) for k, db, _ in result.cumulative if k <= keep]
-    count = min(keep, len(result.layers))
-    lines = [
+    top = min(keep, len(result.layers))
+    count = max(measured, key=lambda m: (m[1], -m[0]))[0] if measured else top
+    header = (
         f"# quantkit sensitivity of {model}: the {count} layers whose float recovers the most output error"
-    ]
-    if measured:
-        count = max(measured, key=lambda m: (m[1], -m[0]))[0]
-        if count < min(keep, len(result.layers)):
-            together = ", ".join(f"top {k}: {db:.2f} dB" for k, db in measured)
-            lines = [
-                f"# quantkit sensitivity of {model}: the top {count} layer(s), not {keep}: kept float "
-                f"together they measured best ({together})"
-            ]
+    )
+    if count < top:
+        together = ", ".join(f"top {k}: {db:.2f} dB" for k, db in measured)
+        header = (
+            f"# quantkit sensitivity of {model}: the top {count} layer(s), not {keep}: kept float together "
+            f"they measured best ({together})"
+        )
+    lines = [header]
     for row in result.layers[:count]:
         lines.append(f"{row.node}  # {row.op_type}, recovers {100 * row.recovered:.0f}% alone")
     return "\n".join(lines) + "\n"
