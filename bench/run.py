@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from bench.resnet import build as build_resnet
 from quantkit.config import ImageSelection, Preprocess
 from quantkit.graph.model_io import image_input
 from quantkit.images import ImageLoader, find_images, resolve_preprocess, select_images
+from quantkit.pipeline import speed_memory
 from quantkit.runtime import cpu_info, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -332,6 +334,8 @@ def main() -> None:
     env = {**cpu_info(), "versions": versions()}
     rows = []
     with tempfile.TemporaryDirectory(prefix="quantkit-bench-") as tmp:
+        # every run times its own speed-aware plans (a decision kept by an earlier run would hide its cost)
+        os.environ[speed_memory.ENV] = str(Path(tmp) / "speed")
         for name in names:
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
             rows.append(bench_model(MODELS[name], Path(tmp), settings))

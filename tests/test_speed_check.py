@@ -13,7 +13,7 @@ from onnx import helper
 from quantkit.config import ConvertConfig
 from quantkit.evaluate.speed import interleaved_rounds, measure, speedups
 from quantkit.outcomes import SLOWER_BELOW, Speed
-from quantkit.pipeline import run_convert
+from quantkit.pipeline import run_convert, speed_memory
 from quantkit.reports import console
 from quantkit.runtime import Session
 from tests.conftest import conv_params, make_model
@@ -100,6 +100,7 @@ def test_prefer_decides_what_a_measured_slowdown_does(
     measures again and keeps the model float with the figure as the reason, accuracy measures nothing."""
     calls: list[int] = []
     monkeypatch.setattr(run_convert, "measure_speed", _slow(calls))
+    monkeypatch.setattr(speed_memory, "measure_speed", _slow(calls))  # --prefer speed's second measure
     p = conv_params(8, 3, seed=1)
     conv = N("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1])
     model = make_model([conv, N("Relu", ["c"], ["y"], name="relu")], p)  # a Conv writing y stays float

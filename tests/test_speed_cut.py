@@ -15,7 +15,7 @@ from quantkit.config import ConvertConfig, Prefer
 from quantkit.evaluate.op_times import PassCost, node_times, pass_cost
 from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import Speed
-from quantkit.pipeline import run_convert, speed_refine
+from quantkit.pipeline import run_convert, speed_memory, speed_refine
 from quantkit.pipeline.writing import conversion_record
 from quantkit.planner.speed_cut import cheapest
 from quantkit.results import QuantPlan
@@ -331,6 +331,7 @@ def test_a_model_kept_all_float_records_no_op_kept_float_for_speed(
     no longer the reason anything is float, in the summary or in the model's metadata."""
     _fake_profile(monkeypatch, "conv1", refined_time=0.5)
     monkeypatch.setattr(run_convert, "measure_speed", lambda *_: Speed(0.5, 10, 1.0, 2.0))
+    monkeypatch.setattr(speed_memory, "measure_speed", lambda *_: Speed(0.5, 10, 1.0, 2.0))
     summary, out = quantize(_silu_chain(), tmp_path, image_dir, ConvertConfig(prefer=Prefer.speed))
     assert not summary.plan.quantized_nodes and summary.speed_plan is None
     record = conversion_record(onnx.load(str(out)))

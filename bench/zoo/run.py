@@ -29,6 +29,7 @@ from bench.zoo import report, steps
 from bench.zoo.corpus import ManifestError, ZooModel, cache_dir, load
 from bench.zoo.fetch import FetchError, fetch_all
 from bench.zoo.steps import Step, run_step, skipped
+from quantkit.pipeline import speed_memory
 from quantkit.runtime import cpu_info, versions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         clock=Clock(deadline=start + 60 * args.budget_min, models_left=len(chosen)),
     )
     rows = []
+    # every run times its own speed-aware plans (a decision kept by an earlier run would hide its cost)
+    shutil.rmtree(settings.work / "speed", ignore_errors=True)
+    os.environ[speed_memory.ENV] = str(settings.work / "speed")
     for model in chosen:
         got = fetched[model.name]
         if isinstance(got, FetchError):

@@ -29,7 +29,6 @@ from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.budget_validator import drop_of as validation_drop
 from quantkit.evaluate.compare import read_classes
 from quantkit.evaluate.speed import measure as measure_speed
-from quantkit.evaluate.speed import too_slow
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
@@ -42,7 +41,7 @@ from quantkit.graph.qdq import apply_plan
 from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport, ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
-from quantkit.pipeline import speed_refine
+from quantkit.pipeline import speed_memory, speed_refine
 from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
 from quantkit.pipeline.openvino_smoke import openvino_gap
 from quantkit.pipeline.progress import Progress, no_progress
@@ -151,7 +150,7 @@ def convert(
         def accuracy(model: onnx.ModelProto) -> float:
             return fallback.output_sqnr(model, reference, samples, measured)
 
-        refined = speed_refine.refine(inferred, table, plan, quantized, samples, build, accuracy)
+        refined = speed_memory.refine(inferred, table, plan, quantized, samples, build, accuracy)
         plan, quantized = refined.plan, refined.model
     speed_plan = refined.report if refined is not None else None
     floor = Floor(
@@ -181,7 +180,7 @@ def convert(
 
     int8, size, smoke = written(plan, quantized, advance, corrections, speed_plan)
     speed = measure_speed(model, int8, samples) if timed else None
-    slow = too_slow(speed, config.prefer, lambda: measure_speed(model, int8, samples)) if speed else None
+    slow = speed_memory.too_slow(speed, config.prefer, model, int8, samples)
     if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)
         why = (
             f"int8 ran {slow.speedup:.2f}x FP32 on this CPU (1 thread, measured twice); kept float "

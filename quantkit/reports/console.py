@@ -169,19 +169,20 @@ def _speed_plan_text(plan: SpeedPlan | None) -> Text:
     """Starts as the speed line does ("speed on this CPU:"): both are timing, read together."""
     if plan is None:
         return Text("")
+    how = "1 thread, interleaved on a calibration sample"
+    if plan.recalled is not None:
+        how += f"; as measured before, kept in {plan.recalled} (QUANTKIT_SPEED_CACHE=off measures again)"
     if plan.refined_speedup is None:
         return Text(
             "speed on this CPU: ops whose int8 form profiled slower were tried in float, not faster as a "
-            f"whole ({plan.plain_speedup:.2f}x FP32 as planned; 1 thread, interleaved on a calibration "
-            "sample)\n"
+            f"whole ({plan.plain_speedup:.2f}x FP32 as planned; {how})\n"
         )
     most = "; of the plans as fast as the fastest, the most accurate: {:.1f} -> {:.1f} dB on the calibration"
     most += " samples"
     gain = most.format(*plan.sqnr_db) if plan.sqnr_db is not None else ""
     return Text(
         f"speed on this CPU: {len(plan.floated)} op(s) kept float where their int8 form profiled slower "
-        f"({plan.plain_speedup:.2f}x -> {plan.refined_speedup:.2f}x FP32{gain}; 1 thread, interleaved on a "
-        "calibration sample)\n"
+        f"({plan.plain_speedup:.2f}x -> {plan.refined_speedup:.2f}x FP32{gain}; {how})\n"
     )
 
 

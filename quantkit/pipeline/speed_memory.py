@@ -1,0 +1,205 @@
+"""What the speed-aware plan measured, kept per machine, so that the same inputs give the same bytes.
+
+The speed-aware plan (pipeline.speed_refine) and `--prefer speed` decide by timing, and timing on a
+shared CPU moves from run to run: converting MobileNetV2 four times with the same table wrote three
+different models, SqueezeNet 1.1 four. A decision once measured is therefore kept, like TensorRT's timing
+cache: keyed by everything it depends on but the timing (the INT8 candidate's bytes, the calibration
+samples it is timed and scored on, this CPU and its flags, onnxruntime's and quantkit's versions), and
+read back instead of timing again. The same convert on the same kind of machine then writes the same
+bytes; another CPU measures for itself. `--prefer accuracy` times nothing and needs none of this.
+
+Where: $QUANTKIT_SPEED_CACHE (a folder; `off` keeps nothing and measures every time), else
+$XDG_CACHE_HOME/quantkit/speed, else ~/.cache/quantkit/speed. A record that cannot be read or no longer
+fits the model is measured again and replaced; a folder that cannot be written is not an error (the
+decision is measured, used and not kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx
+
+from quantkit.config import Prefer
+from quantkit.errors import OutputError
+from quantkit.evaluate import speed
+from quantkit.evaluate.speed import KEEP_FLOAT_BELOW
+from quantkit.evaluate.speed import measure as measure_speed
+from quantkit.files import write_atomic
+from quantkit.outcomes import Speed, SpeedPlan
+from quantkit.pipeline import speed_refine
+from quantkit.pipeline.speed_refine import REASON, Accuracy, Build, Refined
+from quantkit.results import CalibrationTable, Feed, QuantPlan
+from quantkit.runtime import cpu_info, versions
+
+log = logging.getLogger(__name__)
+
+ENV = "QUANTKIT_SPEED_CACHE"
+OFF = "off"
+VERSION = 1  # of the records: a new one is never read as an old one
+
+
+def folder() -> Path | None:
+    """Where decisions are kept; None: $QUANTKIT_SPEED_CACHE=off."""
+    chosen = os.environ.get(ENV)
+    if chosen is not None:
+        return None if chosen.strip().lower() in (OFF, "") else Path(chosen)
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "quantkit" / "speed"
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The records of one INT8 candidate on this machine: `where`/<key>.<what>.json."""
+
+    where: Path
+    key: str
+
+    @classmethod
+    def of(cls, candidate: onnx.ModelProto, samples: Feed) -> Memory | None:
+        """The memory of `candidate` timed and scored on `samples`; None where keeping is off."""
+        where = folder()
+        return None if where is None else cls(where, key(candidate, samples))
+
+    def path(self, what: str) -> Path:
+        return self.where / f"{self.key}.{what}.json"
+
+    def recall(self, what: str) -> dict[str, Any] | None:
+        """The kept record, or None (none kept, unreadable, another version)."""
+        try:
+            record = json.loads(self.path(what).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and record.get("version") == VERSION else None
+
+    def keep(self, what: str, record: dict[str, Any]) -> None:
+        """Keep a decision with its provenance; a folder that cannot be written only logs."""
+        stamped = {
+            "version": VERSION,
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **provenance(),
+            **record,
+        }
+        try:
+            self.where.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path(what), (json.dumps(stamped, indent=1, sort_keys=True) + "\n").encode())
+        except (OSError, OutputError) as exc:
+            log.info("the speed-aware plan's measurement was not kept in %s: %s", self.where, exc)
+
+
+def provenance() -> dict[str, Any]:
+    return {"machine": cpu_info(), "versions": versions()}
+
+
+def key(candidate: onnx.ModelProto, samples: Feed) -> str:
+    """sha256 of what a timed decision depends on but the timing itself: the candidate's bytes, the
+    samples (float32 arrays, by input name where several), this machine and the versions."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"version": VERSION, **provenance()}, sort_keys=True).encode())
+    digest.update(candidate.SerializeToString(deterministic=True))
+    arrays = samples if isinstance(samples, dict) else {"": samples}
+    for name in sorted(arrays):
+        array = arrays[name]
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+PLAN = "plan"
+PREFER_SPEED = "prefer-speed"
+
+
+def refine(
+    prepared: onnx.ModelProto,
+    table: CalibrationTable,
+    plan: QuantPlan,
+    candidate: onnx.ModelProto,
+    samples: Feed,
+    build: Build,
+    accuracy: Accuracy | None = None,
+) -> Refined:
+    """speed_refine.refine (same arguments), or the plan it kept for this candidate before, rebuilt with
+    build(ops kept float) and nothing timed."""
+    memory = Memory.of(candidate, samples)
+    nodes = {node.name for node in prepared.graph.node}
+    kept = None if memory is None else _recalled_plan(memory.recall(PLAN), nodes)
+    if kept is not None and memory is not None:
+        report = dataclasses.replace(kept, recalled=str(memory.path(PLAN))) if kept else None
+        if report is None or report.refined_speedup is None:
+            return Refined(plan, candidate, report)
+        again, model = build(dict.fromkeys(report.floated, REASON))
+        return Refined(again, model, report)
+    refined = speed_refine.refine(prepared, table, plan, candidate, samples, build, accuracy)
+    if memory is not None:
+        memory.keep(PLAN, {"report": None if refined.report is None else asdict(refined.report)})
+    return refined
+
+
+def _recalled_plan(record: dict[str, Any] | None, nodes: set[str]) -> SpeedPlan | Literal[False] | None:
+    """The kept report, False where the plan kept none (nothing was worth timing), None where nothing
+    usable was kept (none, malformed, or naming an op `nodes` lacks)."""
+    if record is None or "report" not in record:
+        return None
+    report = record["report"]
+    if report is None:
+        return False
+    try:
+        sqnr, refined = report["sqnr_db"], report["refined_speedup"]
+        plan = SpeedPlan(
+            tuple(str(n) for n in report["floated"]),
+            float(report["plain_speedup"]),
+            None if refined is None else float(refined),
+            None if sqnr is None else (float(sqnr[0]), float(sqnr[1])),
+        )
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return plan if set(plan.floated) <= nodes else None
+
+
+def too_slow(
+    first: Speed | None, prefer: Prefer, fp32: onnx.ModelProto, written: onnx.ModelProto, samples: Feed
+) -> Speed | None:
+    """evaluate.speed.too_slow of the written INT8 model against fp32, first measured as `first` (None:
+    not measured, nothing is slow); where it times again (--prefer speed), the decision kept for the
+    written model (its bytes, the samples, this machine) before, or measured and kept."""
+    if first is None:
+        return None
+    again = functools.partial(measure_speed, fp32, written, samples)
+    if KEEP_FLOAT_BELOW[prefer] is None:
+        return speed.too_slow(first, prefer, again)
+    memory = Memory.of(written, samples)
+    kept = None if memory is None else _recalled_speed(memory.recall(PREFER_SPEED))
+    if kept is not None:
+        return kept[0]
+    measured = speed.too_slow(first, prefer, again)
+    if memory is not None:
+        memory.keep(PREFER_SPEED, {"slow": None if measured is None else asdict(measured)})
+    return measured
+
+
+def _recalled_speed(record: dict[str, Any] | None) -> tuple[Speed | None] | None:
+    """(the kept slow measurement, or None where int8 stood), or None where nothing usable was kept."""
+    if record is None or "slow" not in record:
+        return None
+    slow = record["slow"]
+    if slow is None:
+        return (None,)
+    try:
+        fields = (
+            float(slow["speedup"]),
+            int(slow["rounds"]),
+            float(slow["fp32_ms"]),
+            float(slow["candidate_ms"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (Speed(*fields),)

@@ -1,0 +1,179 @@
+"""The same inputs give the same bytes though the speed-aware plan decides by timing: what it measured is
+kept per candidate and machine and read back (pipeline.speed_memory)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from quantkit.config import ConvertConfig, Prefer
+from quantkit.outcomes import Speed
+from quantkit.pipeline import run_convert, speed_memory, speed_refine
+from quantkit.reports import console
+from tests.helpers import quantize
+from tests.test_speed_cut import _fake_profile, _silu_chain
+
+
+def _untimed(calls: list[str]) -> Callable[..., object]:
+    def profile(*_: object) -> object:
+        calls.append("profiled")
+        raise AssertionError("timed again")
+
+    return profile
+
+
+def _kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "kept"
+    monkeypatch.setenv(speed_memory.ENV, str(folder))
+    return folder
+
+
+def test_the_same_convert_twice_writes_the_same_bytes_however_the_timing_moves(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first convert times conv1 faster in float and keeps it float; by the second, the machine has
+    changed its mind (the refined model would time slower): the kept decision is read back, nothing is
+    timed, and the file is byte for byte the first one."""
+    folder = _kept(tmp_path, monkeypatch)
+    _fake_profile(monkeypatch, "conv1", refined_time=0.5)
+    first, out = quantize(_silu_chain(), tmp_path, image_dir)
+    assert first.speed_plan is not None and first.speed_plan.floated == ("conv1",)
+    assert first.speed_plan.recalled is None
+    written = out.read_bytes()
+    (record,) = folder.glob("*.plan.json")
+    kept = json.loads(record.read_text())
+    assert kept["report"]["floated"] == ["conv1"] and kept["machine"]["cpu"] and kept["measured"]
+
+    builds = _fake_profile(monkeypatch, "conv1", refined_time=1.25)
+    profiled: list[str] = []
+    monkeypatch.setattr(speed_refine, "kernel_times", _untimed(profiled))
+    second, out = quantize(_silu_chain(), tmp_path, image_dir)
+    assert out.read_bytes() == written
+    assert second.speed_plan == dataclasses.replace(first.speed_plan, recalled=str(record))
+    assert "conv1" not in second.plan.quantized_nodes
+    assert builds == [] and profiled == []
+    text = console.convert_table(second, "model.int8.onnx")
+    assert f"as measured before, kept in {record}" in "".join(str(part) for part in text.renderables)
+
+
+def test_without_the_memory_the_bytes_follow_the_timing(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QUANTKIT_SPEED_CACHE=off (the tests' default): each convert measures, and where the timing moved
+    the bytes move with it; nothing is kept anywhere."""
+    _fake_profile(monkeypatch, "conv1", refined_time=0.5)
+    first, out = quantize(_silu_chain(), tmp_path, image_dir)
+    written = out.read_bytes()
+    _fake_profile(monkeypatch, "conv1", refined_time=1.25)
+    second, out = quantize(_silu_chain(), tmp_path, image_dir)
+    assert out.read_bytes() != written
+    assert first.speed_plan is not None and first.speed_plan.floated == ("conv1",)
+    assert second.speed_plan is not None and second.speed_plan.refined_speedup is None
+    assert speed_memory.folder() is None
+
+
+@pytest.mark.parametrize(
+    "broken",
+    ["not json", '{"version": 1}', '{"version": 0, "report": null}', "broken-node"],
+)
+def test_a_record_that_cannot_be_used_is_measured_again_and_replaced(
+    broken: str, tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _kept(tmp_path, monkeypatch)
+    _fake_profile(monkeypatch, "conv1", refined_time=0.5)
+    quantize(_silu_chain(), tmp_path, image_dir)
+    (record,) = folder.glob("*.plan.json")
+    if broken == "broken-node":  # a record naming an op this model does not have
+        kept = json.loads(record.read_text())
+        kept["report"]["floated"] = ["no_such_node"]
+        broken = json.dumps(kept)
+    record.write_text(broken)
+    builds = _fake_profile(monkeypatch, "conv1", refined_time=0.5)
+    summary, _ = quantize(_silu_chain(), tmp_path, image_dir)
+    assert builds and summary.speed_plan is not None and summary.speed_plan.recalled is None
+    assert summary.speed_plan.floated == ("conv1",)
+    assert json.loads(record.read_text())["report"]["floated"] == ["conv1"]
+
+
+def test_a_plan_that_timed_nothing_is_kept_too(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a round is worth trying at all comes from the profiles (timing): that is kept as well."""
+    folder = _kept(tmp_path, monkeypatch)
+    summary, _ = quantize(_silu_chain(), tmp_path, image_dir)  # the tests' thresholds: nothing tried
+    (record,) = folder.glob("*.plan.json")
+    assert summary.speed_plan is None and json.loads(record.read_text())["report"] is None
+    profiled: list[str] = []
+    monkeypatch.setattr(speed_refine, "kernel_times", _untimed(profiled))
+    again, _ = quantize(_silu_chain(), tmp_path, image_dir)
+    assert again.speed_plan is None and profiled == []
+
+
+def test_an_unwritable_folder_only_loses_the_memory(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv(speed_memory.ENV, str(blocker / "speed"))
+    _fake_profile(monkeypatch, "conv1", refined_time=0.5)
+    summary, out = quantize(_silu_chain(), tmp_path, image_dir)
+    assert out.is_file() and summary.speed_plan is not None and summary.speed_plan.floated == ("conv1",)
+
+
+def test_prefer_speed_keeps_its_decision_for_the_written_model(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--prefer speed measures twice before keeping a slow model float; the second convert reads that
+    decision back (only the speed line's own measurement runs) and writes the same float model."""
+    _kept(tmp_path, monkeypatch)
+    calls: list[str] = []
+
+    def measured(*_: object) -> Speed:
+        calls.append("measured")
+        return Speed(0.5, 10, 1.0, 2.0)
+
+    monkeypatch.setattr(run_convert, "measure_speed", measured)
+    monkeypatch.setattr(speed_memory, "measure_speed", measured)
+    config = ConvertConfig(prefer=Prefer.speed)
+    first, out = quantize(_silu_chain(), tmp_path, image_dir, config)
+    written = out.read_bytes()
+    assert calls == ["measured", "measured"] and not first.plan.quantized_nodes
+    calls.clear()
+    second, out = quantize(_silu_chain(), tmp_path, image_dir, config)
+    assert calls == ["measured"] and out.read_bytes() == written and not second.plan.quantized_nodes
+
+
+def test_the_key_follows_the_candidate_the_samples_and_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _silu_chain()
+    samples = np.ones((2, 3, 16, 16), np.float32)
+    key = speed_memory.key(model, samples)
+    assert key == speed_memory.key(_silu_chain(), samples.copy())
+    other = _silu_chain()
+    weight = other.graph.initializer[0]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 2, weight.name))
+    assert speed_memory.key(other, samples) != key
+    assert speed_memory.key(model, samples * 2) != key
+    assert speed_memory.key(model, {"x": samples}) != key
+    monkeypatch.setattr(speed_memory, "cpu_info", lambda: {"cpu": "another CPU"})
+    assert speed_memory.key(model, samples) != key
+    assert isinstance(model, onnx.ModelProto)
+
+
+def test_where_decisions_are_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(speed_memory.ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert speed_memory.folder() == tmp_path / "quantkit" / "speed"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert speed_memory.folder() == Path.home() / ".cache" / "quantkit" / "speed"
+    monkeypatch.setenv(speed_memory.ENV, str(tmp_path / "mine"))
+    assert speed_memory.folder() == tmp_path / "mine"
+    for off in ("off", "OFF", ""):
+        monkeypatch.setenv(speed_memory.ENV, off)
+        assert speed_memory.folder() is None
