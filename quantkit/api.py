@@ -280,11 +280,14 @@ def shrink(
     target: str = "ort-cpu",
     html: bool = False,
     progress: Progress | None = None,
+    convert_options: Mapping[str, Any] | None = None,
 ) -> ShrinkResult:
     """Calibrate (or reuse a cached table), convert to INT8 and compare, with gates: `.passed` says
     whether they all hold. Writes the INT8 model and report.json, report.md, junit.xml (report.html with
     html=True) into output_dir. Images only (a folder or a list of files). workers / ray: where
-    calibration and the evaluation's images run, as for `calibrate`."""
+    calibration and the evaluation's images run, as for `calibrate`. convert_options: convert's INT8
+    options as `convert` takes them (method, prefer, min_sqnr, exclude_nodes, ...; max_drop is a gate
+    here, not a search)."""
     model_path, out = Path(model), Path(output_dir)
     calib, arrays = _data(data, num_images, seed)
     held, held_arrays = _data(eval_data, eval_num_images, seed) if eval_data is not None else (calib, None)
@@ -301,7 +304,7 @@ def shrink(
     pre = preprocess or Preprocess()
     config = ShrinkConfig(
         calibration=CalibrateConfig(calib, pre),
-        convert=ConvertConfig(compact=compact, target=as_enum(Target, target, "target")),
+        convert=_shrink_convert(dict(convert_options or {}), compact, target),
         evaluation=CompareConfig(
             images=held,
             preprocess=pre,
@@ -314,6 +317,19 @@ def shrink(
     )
     return run_shrink.shrink(
         model_path, out, config, progress or no_progress, None, html, Parallel(workers, ray)
+    )
+
+
+def _shrink_convert(options: dict[str, Any], compact: bool, target: str) -> ConvertConfig:
+    """shrink's ConvertConfig: convert_options, with shrink's own compact and target."""
+    own = sorted(set(options) & {"compact", "target", "fp8", *BUDGET_OPTIONS})
+    if own:
+        raise ConfigError(
+            f"shrink's convert_options cannot set {', '.join(own)}: pass compact= and target= to shrink, "
+            "and max_drop= as its gate"
+        )
+    return ConvertConfig(
+        **_options(ConvertConfig, options, "int8"), compact=compact, target=as_enum(Target, target, "target")
     )
 
 

@@ -168,6 +168,15 @@ def test_errors_are_raised_never_printed(cnn: Path, tmp_path: Path, capsys: Caps
     with pytest.raises(quantkit.OutputError, match="would overwrite labels"):
         quantkit.shrink(cnn, data=[tmp_path / "a.png"], output_dir=labels.parent, labels=labels)
     assert table.read_text() == "{}" and labels.read_text() == "dogs\ncats\n"
+    for options, match in (
+        ({"max_drop": 1.0}, "cannot set max_drop"),
+        ({"colour": 1}, "has no option colour"),
+    ):
+        with pytest.raises(quantkit.ConfigError, match=match):
+            quantkit.shrink(
+                cnn, data=[tmp_path / "a.png"], output_dir=tmp_path / "s", convert_options=options
+            )
+    assert not (tmp_path / "s").exists()
     assert capsys.readouterr() == ("", "")
 
 

@@ -195,6 +195,24 @@ def test_shrink_keeps_the_layers_it_is_told_float_with_the_method_asked(
     assert json.loads(props["quantkit.settings"])["method"] == "minmax"
 
 
+def test_shrink_takes_converts_preference_and_floor(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CI step that wants the same bytes on every runner needs --prefer accuracy (no timing), and one
+    that wants another floor --min-sqnr: shrink took neither, so its model always followed the runner's
+    timing and the default floor."""
+    model = tiny_cnn(tmp_path / "model.onnx")
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    flags = ["--prefer", "accuracy", "--min-sqnr", "0"]
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "out"), *flags], capsys)
+    assert code == 0, err
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "out" / "model.int8.onnx")).metadata_props}
+    settings = json.loads(props["quantkit.settings"])
+    assert settings["prefer"] == "accuracy" and settings["min_sqnr"] == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["conversion"]["speed_plan"] is None and report["conversion"]["speed"] is None
+
+
 def test_html_report_draws_layers_ranges_and_latency(
     shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,6 +26,7 @@ from quantkit.cli.options import (
     ExcludeFromOpt,
     ExcludeNodesOpt,
     MethodOpt,
+    PreferOpt,
     RayOpt,
     TargetOpt,
     WorkerThreadsOpt,
@@ -122,17 +123,7 @@ def convert(
             "samples (GPTQ), kept where measured better; nearest: round each weight alone.",
         ),
     ] = Rounding.compensated,
-    prefer: Annotated[
-        Prefer,
-        typer.Option(
-            "--prefer",
-            help="balanced: profile the INT8 model beside FP32 on this CPU and keep float the ops whose "
-            "int8 form runs slower (where the model then measures faster, or as fast and 1 dB more "
-            "accurate); warn when still slower; speed: then keep the model float; accuracy: measure nothing "
-            "(the same bytes on any machine). What was measured is kept per model and CPU, so a convert run "
-            "again writes the same bytes (QUANTKIT_SPEED_CACHE: its folder, or off).",
-        ),
-    ] = Prefer.balanced,
+    prefer: PreferOpt = Prefer.balanced,
     min_sqnr: Annotated[
         float | None,
         typer.Option(

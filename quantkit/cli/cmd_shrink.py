@@ -31,6 +31,7 @@ from quantkit.cli.options import (
     MeanOpt,
     MethodOpt,
     NumImagesOpt,
+    PreferOpt,
     PresetOpt,
     RayOpt,
     ResizeOpt,
@@ -45,7 +46,7 @@ from quantkit.cli.options import (
     WorkersOpt,
     preprocess_options,
 )
-from quantkit.config import CalibMethod, Target
+from quantkit.config import CalibMethod, Prefer, Target
 
 
 @app.command(
@@ -103,6 +104,15 @@ def shrink(
     compact: CompactOpt = False,
     target: TargetOpt = Target.ort_cpu,
     method: MethodOpt = CalibMethod.mse,
+    prefer: PreferOpt = Prefer.balanced,
+    min_sqnr: Annotated[
+        float | None,
+        typer.Option(
+            "--min-sqnr",
+            help="Keep the fewest layers float that lift the output SQNR on the calibration samples to DB "
+            "(0: off) [default: 12].",
+        ),
+    ] = None,
     exclude_nodes: ExcludeNodesOpt = None,
     exclude_from: ExcludeFromOpt = None,
     num_images: NumImagesOpt = None,
@@ -153,6 +163,8 @@ def shrink(
         calibration=CalibrateConfig(ImageSelection(images, num_images, seed), preprocess),
         convert=ConvertConfig(
             method=method,
+            prefer=prefer,
+            min_sqnr=ConvertConfig.min_sqnr if min_sqnr is None else min_sqnr,
             exclude_nodes=comma_names(exclude_nodes),
             float_layers=exclusion_names(exclude_from),
             compact=compact,

@@ -11,6 +11,7 @@ import typer.main
 
 from quantkit.config import (
     CalibMethod,
+    Prefer,
     Preset,
     ResizeMode,
     Target,
@@ -95,6 +96,17 @@ DetectorOpt = Annotated[
 ]
 
 MethodOpt = Annotated[CalibMethod, typer.Option("--method", help="Range selection from the statistics.")]
+PreferOpt = Annotated[
+    Prefer,
+    typer.Option(
+        "--prefer",
+        help="balanced: profile the INT8 model beside FP32 on this CPU and keep float the ops whose "
+        "int8 form runs slower (where the model then measures faster, or as fast and 1 dB more "
+        "accurate); warn when still slower; speed: then keep the model float; accuracy: measure nothing "
+        "(the same bytes on any machine). What was measured is kept per model and CPU, so a convert run "
+        "again writes the same bytes (QUANTKIT_SPEED_CACHE: its folder, or off).",
+    ),
+]
 ExcludeNodesOpt = Annotated[
     str | None, typer.Option("--exclude-nodes", help="Comma-separated node names to keep float.")
 ]
