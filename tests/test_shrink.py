@@ -245,3 +245,16 @@ def test_a_recognizers_class_sequence_gets_a_top1_agreement_per_position() -> No
     raw = OutputErrors("head")
     raw.update(logits.astype(np.float32), logits.astype(np.float32))
     assert raw.result().top1_agreement is None
+
+
+def test_a_slowdown_no_gate_watches_is_said_in_words() -> None:
+    """quantkit demo's digit CNN ran 0.66x FP32 in INT8 and shrink passed without a word: a CI step
+    that gates only on accuracy and size would ship a slower model unawares."""
+    from quantkit.pipeline.run_shrink import slower_warning
+
+    assert slower_warning(0.66, None) == (
+        "the INT8 model ran 0.66x FP32 here (slower): int8 does not pay for this model on this CPU (its Q/DQ "
+        "passes cost more than its integer kernels save); add --min-speedup 1 to fail the step on it, or "
+        "measure the runtime it ships to with quantkit compare"
+    )
+    assert slower_warning(0.98, None) == slower_warning(0.5, 1.0) == slower_warning(None, None) == ""

@@ -23,7 +23,7 @@ from quantkit.evaluate import gates
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
-from quantkit.outcomes import ShrinkResult
+from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline.progress import Progress
 from quantkit.pipeline.run_calibrate import calibrate
@@ -121,6 +121,17 @@ def _check_drop_measurable(model_path: Path, config: ShrinkConfig) -> None:
         )
 
 
+def slower_warning(speedup: float | None, gate: float | None) -> str:
+    """A measured slowdown that no --min-speedup gate watches, said in words ("" if none)."""
+    if speedup is None or speedup >= SLOWER_BELOW or gate is not None:
+        return ""
+    return (
+        f"the INT8 model ran {speedup:.2f}x FP32 here (slower): int8 does not pay for this model on this CPU "
+        "(its Q/DQ passes cost more than its integer kernels save); add --min-speedup 1 to fail the step "
+        "on it, or measure the runtime it ships to with quantkit compare"
+    )
+
+
 def _run(
     model_path: Path,
     output_dir: Path,
@@ -142,7 +153,11 @@ def _run(
     )
     comparison = dataclasses.replace(comparison, candidate=str(final))
     calibration_images = select_images(config.calibration.images)
-    warnings = (shortfall(config.calibration.images, calibration_images), *comparison.warnings)
+    warnings = (
+        shortfall(config.calibration.images, calibration_images),
+        *comparison.warnings,
+        slower_warning(comparison.speedup, config.gates.min_speedup),
+    )
     checked = gates.check(comparison, config.gates)
     meta = loaded.meta
     result = ShrinkResult(
