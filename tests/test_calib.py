@@ -303,6 +303,23 @@ def test_outputs_never_alias_the_fed_arrays() -> None:
     assert outputs["y"].tolist() == [[0, 0, 0, 0], [0, 1, 2, 3]]
 
 
+def test_folding_held_batches_equals_adding_them_one_by_one() -> None:
+    """Observers hold each batch's extremes and fold them once per flush: the sums (batch by batch, in
+    order: float bits included) and the rankings (ties to the earlier image) are those of adding
+    ImageExtremes.of of each batch in turn."""
+    rng = np.random.default_rng(3)
+    batches = []
+    for size in (1, 3, 1, 8, 2, 5):
+        low = rng.standard_normal(size) * 10.0 ** rng.integers(-8, 9, size)  # grouping shows in the bits
+        high = np.round(rng.standard_normal(size) * 3).astype(np.float32)  # ties among the maxima
+        batches.append((low, high))
+    added = ImageExtremes()
+    for low, high in batches:
+        added = added + ImageExtremes.of(low, high)
+    assert ImageExtremes.fold(batches) == added
+    assert ImageExtremes.fold([]) == ImageExtremes()
+
+
 def test_extreme_images_rank_across_batches_and_shards_and_ties_do_not_lead() -> None:
     one = ImageExtremes.of(np.array([-1.0, -9.0, 0.0]), np.array([3.0, 1.0, 8.0]))
     two = ImageExtremes.of(np.array([-2.0, -3.0]), np.array([7.0, 2.0]))

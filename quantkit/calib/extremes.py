@@ -51,6 +51,27 @@ class ImageExtremes:
             _ranked(zip(low.tolist(), range(low.size), strict=True), highest=False),
         )
 
+    @classmethod
+    def fold(cls, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> ImageExtremes:
+        """Batches (low, high float [N] each) in order: the very value of adding ImageExtremes.of of each
+        to ImageExtremes() in turn (each batch summed on its own, then added), ranked once."""
+        low_sum = high_sum = 0.0
+        highest: list[tuple[float, int]] = []
+        lowest: list[tuple[float, int]] = []
+        images = 0
+        for low, high in batches:
+            batch_low = batch_high = 0.0
+            lows, highs = low.tolist(), high.tolist()
+            for value in lows:
+                batch_low += value
+            for value in highs:
+                batch_high += value
+            low_sum, high_sum = low_sum + batch_low, high_sum + batch_high
+            highest += zip(highs, range(images, images + len(highs)), strict=True)
+            lowest += zip(lows, range(images, images + len(lows)), strict=True)
+            images += len(lows)
+        return cls(low_sum, high_sum, images, _ranked(highest, True), _ranked(lowest, False))
+
     def __add__(self, other: ImageExtremes) -> ImageExtremes:
         """Both, self's images first (other's indices move past them)."""
         shift = self.images

@@ -163,7 +163,7 @@ class TensorObserver:
     def flush(self) -> None:
         """Bin the values held so far into the state."""
         pending = self._pending
-        if pending.count or pending.nonfinite or pending.image_extremes is None:
+        if pending.count or pending.nonfinite or pending.extremes is None:
             self.state = self.state + pending.partial(self.state.grid.bins)
         self._pending = _Pending()
 
@@ -187,7 +187,7 @@ class _Pending:
     channels: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
     values: dict[int, list[np.ndarray]] = field(default_factory=dict)
     size: int = 0
-    image_extremes: ImageExtremes | None = field(default_factory=ImageExtremes)
+    extremes: list[tuple[np.ndarray, np.ndarray]] | None = field(default_factory=list)  # per batch
 
     def hold(self, weight: int, values: np.ndarray) -> None:
         if values.size:
@@ -219,10 +219,10 @@ class _Pending:
     def add_images(self, extremes: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Each image's minimum and maximum (float32 [N] each), added one image at a time in order; None:
         this batch's tensor does not lead with its images, so no image's extremes are known."""
-        if self.image_extremes is None or extremes is None:
-            self.image_extremes = None
+        if self.extremes is None or extremes is None:
+            self.extremes = None
             return
-        self.image_extremes = self.image_extremes + ImageExtremes.of(*extremes)
+        self.extremes.append(extremes)  # folded once, at the flush (ImageExtremes.fold)
 
     def partial(self, bins: int) -> Partial:
         """These batches as one Partial: every held value binned once on their common grid, which is
@@ -246,7 +246,7 @@ class _Pending:
             channel_max=high,
             channel_sum=total,
             channel_count=per_channel,
-            image_extremes=self.image_extremes,
+            image_extremes=None if self.extremes is None else ImageExtremes.fold(self.extremes),
         )
 
 
