@@ -177,3 +177,15 @@ def test_where_decisions_are_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     for off in ("off", "OFF", ""):
         monkeypatch.setenv(speed_memory.ENV, off)
         assert speed_memory.folder() is None
+
+
+def test_a_model_over_protobufs_limit_is_neither_hashed_nor_kept(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model over 2 GB cannot be serialised to key it (nor is it timed): convert goes on, keeps nothing."""
+    folder = _kept(tmp_path, monkeypatch)
+    monkeypatch.setattr(speed_memory, "fits_one_message", lambda model: False)
+    monkeypatch.setattr(speed_memory, "key", _untimed([]))  # hashing would raise
+    monkeypatch.setattr(run_convert, "measure_speed", lambda *_: Speed(2.0, 10, 2.0, 1.0))
+    summary, out = quantize(_silu_chain(), tmp_path, image_dir, ConvertConfig(prefer=Prefer.speed))
+    assert out.is_file() and summary.plan.quantized_nodes and not folder.exists()

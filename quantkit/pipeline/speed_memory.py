@@ -39,7 +39,7 @@ from quantkit.outcomes import Speed, SpeedPlan
 from quantkit.pipeline import speed_refine
 from quantkit.pipeline.speed_refine import REASON, Accuracy, Build, Refined
 from quantkit.results import CalibrationTable, Feed, QuantPlan
-from quantkit.runtime import cpu_info, versions
+from quantkit.runtime import cpu_info, fits_one_message, versions
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,8 @@ def refine(
 ) -> Refined:
     """speed_refine.refine (same arguments), or the plan it kept for this candidate before, rebuilt with
     build(ops kept float) and nothing timed."""
+    if not fits_one_message(candidate) or not plan.quantized_nodes:  # nothing is timed for these
+        return speed_refine.refine(prepared, table, plan, candidate, samples, build, accuracy)
     memory = Memory.of(candidate, samples)
     nodes = {node.name for node in prepared.graph.node}
     kept = None if memory is None else _recalled_plan(memory.recall(PLAN), nodes)
@@ -176,7 +178,7 @@ def too_slow(
     again = functools.partial(measure_speed, fp32, written, samples)
     if KEEP_FLOAT_BELOW[prefer] is None:
         return speed.too_slow(first, prefer, again)
-    memory = Memory.of(written, samples)
+    memory = Memory.of(written, samples) if fits_one_message(written) else None
     kept = None if memory is None else _recalled_speed(memory.recall(PREFER_SPEED))
     if kept is not None:
         return kept[0]
