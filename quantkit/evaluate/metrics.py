@@ -106,52 +106,6 @@ class OutputErrors:
         )
 
 
-class OutputNoise:
-    """Signal and noise power of each of a model's outputs against a reference, summed over batches.
-
-    sqnr_db weighs the outputs alike: the noise of each relative to its own signal, averaged. Pooled
-    powers let the largest output hide the others: CRAFT's score maps measured 25.9 dB inside a pooled
-    29.0 dB, and a face detector's landmarks in [0, 1] would vanish beside its boxes in pixels. An output
-    that FP32 gives as zeros on every sample has no scale of its own: it counts only where its noise is
-    not finite (NaN or Inf), or where every output is zeros (then the pooled powers, as sqnr_db)."""
-
-    def __init__(self) -> None:
-        self.powers: dict[str, tuple[float, float]] = {}  # output -> (signal, noise), float64 sums
-
-    def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
-        """Outputs by name, float [N, ...] each; candidate has every name of reference."""
-        for name, value in reference.items():
-            r = value.astype(np.float64)
-            signal, noise = self.powers.get(name, (0.0, 0.0))
-            self.powers[name] = (
-                signal + float(np.sum(r * r)),
-                noise + float(np.sum((r - candidate[name]) ** 2)),
-            )
-
-    @property
-    def relative_noise(self) -> float:
-        """The mean over outputs of noise / signal (outputs FP32 gives as zeros aside); inf where any
-        output's noise is not finite."""
-        if any(not math.isfinite(noise) for _, noise in self.powers.values()):
-            return math.inf
-        ratios = [noise / signal for signal, noise in self.powers.values() if signal > 0.0]
-        return sum(ratios) / len(ratios) if ratios else math.nan
-
-    @property
-    def sqnr_db(self) -> float:
-        relative = self.relative_noise
-        if math.isnan(relative):  # no output with a signal: the pooled powers decide (-inf or inf)
-            return sqnr_db(0.0, sum(noise for _, noise in self.powers.values()))
-        return sqnr_db(1.0, relative)
-
-    def recovered_by(self, other: OutputNoise) -> float:
-        """Share of this relative noise that `other` no longer has (negative where it has more)."""
-        mine, theirs = self.relative_noise, other.relative_noise
-        if not (mine > 0.0 and math.isfinite(mine)):
-            return 0.0
-        return 1.0 - theirs / mine if not math.isnan(theirs) else 0.0
-
-
 def sqnr_db(signal: float, noise: float) -> float:
     """Signal-to-quantization-noise ratio in dB; inf when the outputs are identical, -inf where the
     candidate gave NaN or Inf (its noise is not finite: the worst, never a NaN that compares as no

@@ -11,7 +11,7 @@ import onnx
 from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig, ImageSelection
 from quantkit.errors import ModelError
-from quantkit.evaluate.metrics import OutputNoise
+from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.images import select_images
 from quantkit.outcomes import LayerSensitivity, SensitivityReport
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
@@ -129,7 +129,7 @@ def layer_errors(
     inferred = prepared.model
     config, _ = corrections_choice.range_cap(inferred, table, resolve_weight_range(config))  # as convert
     probes, _ = sens.probes(inferred, table, config)
-    noise = {node: OutputNoise() for node, _ in probes.layers}
+    noise = {node: OutputNoise(features=False) for node, _ in probes.layers}
     for probed in Session.of(probes.local).iter_samples(table_samples(table)):
         for node, (ref_name, local_name) in probes.local_outputs.items():
             noise[node].update({ref_name: probed[ref_name]}, {ref_name: probed[local_name]})

@@ -22,7 +22,7 @@ import onnx
 from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig, Preprocess
 from quantkit.errors import ImageError
-from quantkit.evaluate.metrics import OutputNoise
+from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.qdq import WeightMemo
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
@@ -202,7 +202,7 @@ def _probes(state: _Measuring, config: ConvertConfig) -> sens.Probes:
 def _local_noise(state: _Measuring, config: ConvertConfig) -> dict[str, OutputNoise]:
     """Each layer's own noise: the local probe's pairs of outputs, one sample at a time."""
     probes = _probes(state, config)
-    errors = {node: OutputNoise() for node, _ in probes.layers}
+    errors = {node: OutputNoise(features=False) for node, _ in probes.layers}
     local = Session.of(probes.local, state.replay.threads, spin=False)
     for feed, _ in state.replay.passes():
         for probed in _per_sample(local, feed):

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from quantkit.config import ConvertConfig
-from quantkit.evaluate.metrics import OutputNoise
+from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.augment import COMPUTE_OPS, with_outputs
 from quantkit.graph.qdq import WeightMemo, apply_plan
 from quantkit.graph.query import GraphIndex, measured_outputs, measured_tensors
