@@ -396,6 +396,23 @@ def test_external_weights_are_loaded_and_written(image_dir: Path, tmp_path: Path
     assert code == 0, err
 
 
+def test_a_table_of_the_model_before_its_external_weights_changed_is_refused(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """malviz's ResNet-18 with every weight in its .onnx.data times 3 took the table of the original
+    (the .onnx file is the same bytes): convert measured 0 dB, kept every layer float and wrote an FP32
+    copy with exit 0. The model's hash covers the external data it names."""
+    model = external_model(tmp_path / "m")
+    table = tmp_path / "t.json"
+    assert calibrate(model, image_dir, table, capsys)[0] == 0
+    weights = tmp_path / "m" / "weights.bin"
+    data = np.frombuffer(weights.read_bytes(), np.float32) * 3
+    weights.write_bytes(data.tobytes())
+    code, _, err = run(["convert", str(model), "-c", str(table), "-o", str(tmp_path / "q.onnx")], capsys)
+    assert_one_line_error(code, err, "t.json was made for another model", "run `quantkit calibrate`")
+    assert not (tmp_path / "q.onnx").exists()
+
+
 def test_no_output_lands_on_an_input_models_external_weights(
     image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from onnx import external_data_helper, numpy_helper, shape_inference, version_co
 
 from quantkit import runtime
 from quantkit.errors import ModelError, shorten
+from quantkit.files import data_files
 from quantkit.results import InputSpec
 
 MIN_OPSET = 7  # onnxruntime runs opset 7 and later; quantkit upgrades below 13 with onnx's converter
@@ -24,13 +26,25 @@ _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx
 
 
 def file_sha256(path: Path) -> str:
-    """The model file's sha256 (ModelError, as load_model says it, for a missing path or a folder)."""
+    """The model's sha256: its file's bytes, then the name and bytes of each external-data file it names
+    that exists (ModelError, as load_model says it, for a missing path or a folder). A model without
+    external data hashes as its file alone; one whose weights live beside it changes its hash with them
+    (a table calibrated before its .onnx.data was replaced passed for it, and convert wrote a float copy)."""
     _require_file(path)
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for block in _blocks(path):
+        digest.update(block)
+    for data in data_files(path):
+        if data.is_file():
+            digest.update(f"\0{data.relative_to(path.parent)}\0".encode())
+            for block in _blocks(data):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        yield from iter(lambda: handle.read(1 << 20), b"")
 
 
 def _require_file(path: Path) -> None:
