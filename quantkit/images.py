@@ -208,6 +208,14 @@ def list_digest(paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
+def too_few_read(used: int, total: int, skipped: Sequence[tuple[Path, str]]) -> str:
+    """The one line for a folder whose images could not be read, naming the first failures."""
+    first = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
+    failures = f" (first failures: {first})" if first else ""
+    what = f"none of the {total} images" if used == 0 else f"only {used} of {total} images"
+    return f"{what} could be read{failures}; remove or replace the broken files"
+
+
 class ImageLoader:
     """Streams batches from a list of files; bad files are skipped and remembered, not fatal."""
 

@@ -582,6 +582,27 @@ def test_too_few_good_images_fail_and_say_how_many(
     fails_cleanly(cnn, folder, tmp_path, capsys, "only 2 of 7 images could be read", "bad0.jpg")
 
 
+def test_compare_says_which_images_it_skipped(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """compare (and shrink through it) skipped unreadable files without a word (only --json counted
+    them), and where none could be read said only 'check the folder'; calibrate names them."""
+    folder = tmp_path / "some-bad"
+    folder.mkdir()
+    for p in sorted(image_dir.rglob("*.png"))[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    code, _, err = run(["compare", str(cnn), str(cnn), "--images", str(folder), "--runs", "0"], capsys)
+    assert code == 0, err
+    assert "warning: skipped 1 unreadable file(s): broken.jpg (not a decodable image" in err
+    bad = tmp_path / "all-bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"")
+    (bad / "b.png").write_bytes(b"junk")
+    code, _, err = run(["compare", str(cnn), str(cnn), "--images", str(bad), "--runs", "0"], capsys)
+    assert_one_line_error(code, err, "none of the 2 images could be read (first failures: a.jpg:", "b.png:")
+
+
 def test_unusual_pixel_formats_are_converted(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
     folder = tmp_path / "formats"
     folder.mkdir()

@@ -23,7 +23,14 @@ from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import observed_tensors, sample_bytes, seen_through_clips, with_outputs
 from quantkit.graph.prepare import prepare
-from quantkit.images import ImageLoader, entries_hash, resolve_preprocess, select_images, shortfall
+from quantkit.images import (
+    ImageLoader,
+    entries_hash,
+    resolve_preprocess,
+    select_images,
+    shortfall,
+    too_few_read,
+)
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_chunk, run_chunk
 from quantkit.pipeline.loading import require_quantizable, table_paths
@@ -282,8 +289,4 @@ def _sample_shapes(samples: Feed) -> dict[str, Any]:
 def _check_enough_images(used: int, total: int, skipped: list[tuple[Path, str]]) -> None:
     """Calibration fails only when fewer than half of the selected images could be read."""
     if used == 0 or used * 2 < total:
-        first = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
-        raise ImageError(
-            f"only {used} of {total} images could be read (first failures: {first}); "
-            "remove or replace the broken files"
-        )
+        raise ImageError(too_few_read(used, total, skipped))

@@ -22,7 +22,7 @@ from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
 from quantkit.graph.query import selection_ordered
-from quantkit.images import resolve_preprocess, select_images, shortfall
+from quantkit.images import resolve_preprocess, select_images, shortfall, too_few_read
 from quantkit.outcomes import ComparisonResult, OutputMetrics
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline.compare_chunks import (
@@ -36,6 +36,7 @@ from quantkit.pipeline.loading import model_bytes
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs
 from quantkit.pipeline.writing import conversion_record, recorded_preprocess
+from quantkit.reports.console import skipped_line
 from quantkit.results import Feed, feed_repeat
 from quantkit.runtime import cpu_info, has_float8, interleaved_latency, versions
 
@@ -134,7 +135,7 @@ def compare(
     outputs, ref_acc, cand_acc, count = done.comparison.result()
     check, first = done.check, done.first
     if count == 0 or first is None:
-        what = f"none of the {len(paths)} images could be read; check the folder" if arrays is None else ""
+        what = too_few_read(0, len(paths), done.skipped) if arrays is None else ""
         raise ImageError(what or "the data holds no sample; give at least one array")
     latency_batch = fixed_batch or 1  # batch 1 unless a model fixes another batch size
     timing_input = feed_repeat(first, latency_batch)
@@ -192,6 +193,7 @@ def compare(
             w
             for w in (
                 shortfall(config.images, paths) if arrays is None else None,
+                skipped_line([(str(p), why) for p, why in done.skipped]) if done.skipped else None,
                 _swapped(reference, candidate, reference_path, candidate_path),
                 _selected(reference),
                 _overridable_weights(reference, candidate) if config.latency.runs else None,

@@ -24,7 +24,7 @@ from quantkit.config import ConvertConfig, Preprocess
 from quantkit.errors import ImageError
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.qdq import WeightMemo
-from quantkit.images import ImageLoader
+from quantkit.images import ImageLoader, too_few_read
 from quantkit.pipeline.loading import read_ahead
 from quantkit.pipeline.shards import Shared, blob_of, blobs_key
 from quantkit.planner import sensitivity as sens
@@ -167,7 +167,7 @@ def _state(
     replay = Replay(Session.of(model, job.threads, spin=False), job.paths, job.preprocess)
     images = replay.first_pass(advance)
     if images == 0:
-        raise ImageError(f"none of the {len(job.paths)} images could be read; check the folder")
+        raise ImageError(too_few_read(0, len(job.paths), replay.loader.skipped))
     return _Measuring(model, table, replay, images)
 
 
