@@ -82,6 +82,20 @@ def test_no_keep_io_types_makes_the_edges_float16(cnn: Path, tmp_path: Path) -> 
     assert next(iter(out.values())).dtype == np.float16
 
 
+def test_compare_measures_a_model_with_float16_edges(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compare refused the model convert --to fp16 --no-keep-io-types had written ('the model is stored in
+    16-bit floats already; quantize or convert its float32 original'): it feeds it cast, as convert does."""
+    out = tmp_path / "io16.onnx"
+    _convert(cnn, out, keep_io_types=False)
+    report = tmp_path / "c.json"
+    argv = ["compare", str(cnn), str(out), "--images", str(image_dir), "--runs", "2", "--json", str(report)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert json.loads(report.read_text())["outputs"][0]["sqnr_db"] > 40
+
+
 def _unsafe_ops_model() -> onnx.ModelProto:
     """Conv -> Resize (scales float32 by the spec) -> Cast(to FLOAT) -> Mul by a Constant -> output."""
     p = conv_params(4, 3, seed=3)

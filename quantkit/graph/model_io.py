@@ -281,9 +281,10 @@ def _copy_fields(source: Message, target: Message, skip: tuple[str, ...]) -> Non
             getattr(target, field.name).extend(value)
 
 
-def image_input(model: onnx.ModelProto) -> InputSpec:
-    """The model's single input, for images: float32, or uint8 pixels. Several inputs, or one of another
-    type, are refused."""
+def image_input(model: onnx.ModelProto, half: bool = False) -> InputSpec:
+    """The model's single input, for images: float32, or uint8 pixels (half: float16 too, as a candidate
+    convert --to fp16 --no-keep-io-types wrote, fed cast). Several inputs, or one of another type, are
+    refused."""
     inputs = _graph_inputs(model)
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
@@ -291,14 +292,15 @@ def image_input(model: onnx.ModelProto) -> InputSpec:
             f"the model has {len(inputs)} inputs ({names}); --images feeds one image input: give a folder "
             "of model-ready arrays with --inputs (calibrate, compare: .npz files naming each input)"
         )
-    return _float_spec(inputs[0])
+    return _float_spec(inputs[0], IMAGE_TYPES | HALF if half else IMAGE_TYPES)
 
 
-def float_inputs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
+def float_inputs(model: onnx.ModelProto, half: bool = False) -> tuple[InputSpec, ...]:
     """Every input the model is fed (initializers excluded), in graph order: float32, uint8, or (fed
     from arrays) another integer type or bool, which the sessions cast the samples to (a recognizer's
-    int64 line widths, a bool mask)."""
-    return tuple(_float_spec(value, ARRAY_TYPES) for value in _graph_inputs(model))
+    int64 line widths, a bool mask); half: float16 too (as image_input)."""
+    allowed = ARRAY_TYPES | HALF if half else ARRAY_TYPES
+    return tuple(_float_spec(value, allowed) for value in _graph_inputs(model))
 
 
 def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -314,12 +316,13 @@ ARRAY_TYPES = IMAGE_TYPES | {
     onnx.TensorProto.INT64,
     onnx.TensorProto.BOOL,
 }
+HALF = frozenset({onnx.TensorProto.FLOAT16})
 
 
 def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPES) -> InputSpec:
     tensor_type = value.type.tensor_type
     kind = tensor_type.elem_type
-    if kind in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
+    if kind in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16) and kind not in allowed:
         raise ModelError(
             f"input {value.name!r} is {onnx.TensorProto.DataType.Name(kind)}: the model is stored in 16-bit "
             "floats already; quantize or convert its float32 original"

@@ -65,7 +65,9 @@ def compare(
     specs = model_io.float_inputs(reference)
     several = arrays is not None and len(specs) > 1  # arrays feed every input; images the one image input
     spec = specs[0] if several else model_io.image_input(reference)
-    other = model_io.float_inputs(candidate)[0] if several else model_io.image_input(candidate)
+    other = (
+        model_io.float_inputs(candidate, half=True)[0] if several else model_io.image_input(candidate, True)
+    )
     classes = read_classes(config.labels) if config.labels else None
     fixed = {d for d in (spec.shape[0], other.shape[0]) if d is not None}
     if len(fixed) > 1:
