@@ -180,6 +180,32 @@ def test_boxes_budget_counts_missed_and_added_boxes_per_100() -> None:
     assert anchors.metric is BudgetMetric.recall  # without --detector the boxes cannot be read
 
 
+def test_the_boxes_budget_reads_a_yolov8_head() -> None:
+    """--max-drop with --detector yolov8 refused NudeNet's YOLOv8n ('--metric boxes needs an output
+    shaped [N, anchors, 5 + classes]'), though compare reads its [N, 4 + classes, anchors] head: the
+    budget now reads it as compare does."""
+    from quantkit.config import BudgetMetric
+    from quantkit.evaluate.budget_validator import Validator
+
+    def v8(boxes: list[tuple[float, float, float, float, float, int]]) -> np.ndarray:
+        rows = _head(boxes, anchors=64)  # [A, 5 + C] with objectness 1 -> [1, 4 + C, A]
+        return np.concatenate([rows[:, :4], rows[:, 5:]], axis=1).T[None]
+
+    ref = [v8([(50, 50, 20, 20, 0.9, 0), (150, 50, 20, 20, 0.8, 1)]), v8([(50, 50, 20, 20, 0.9, 2)])]
+    cand = [v8([(50, 50, 20, 20, 0.9, 0), (150, 90, 20, 20, 0.8, 1)]), v8([(50, 50, 20, 20, 0.9, 2)])]
+
+    def batches() -> list[Batch]:
+        return [Batch(np.full((1, 1), k, np.float32), (Path(f"{k}.jpg"),)) for k in range(2)]
+
+    validator = Validator(_Heads(ref), batches, BudgetMetric.auto, Path("."), None, 0.3, DetectorHead.yolov8)
+    assert validator.metric is BudgetMetric.boxes
+    assert validator.drop(_Heads(ref)) == 0.0
+    assert validator.drop(_Heads(cand)) == pytest.approx(100 * 2 / 3)  # one missed, one added of 3
+    recall = Validator(_Heads(ref), batches, BudgetMetric.recall, Path("."), None, 0.3, DetectorHead.yolov8)
+    faded = [v8([(50, 50, 20, 20, 0.9, 0), (150, 50, 20, 20, 0.1, 1)]), ref[1]]  # one anchor below 0.3
+    assert recall.drop(_Heads(faded)) == pytest.approx(100 / 3)
+
+
 def test_convert_reads_detector_only_with_a_budget(
     image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,7 +18,7 @@ from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import decode_grid, label_of
 from quantkit.evaluate.metrics import (
     Detections,
-    class_view,
+    anchors_last,
     class_views,
     detections,
     final_detections,
@@ -26,6 +26,7 @@ from quantkit.evaluate.metrics import (
     is_classification,
     is_yolo_head,
     match_boxes,
+    yolov8_rows,
 )
 from quantkit.results import Batch, Feed
 
@@ -50,6 +51,7 @@ class ChunkReference:
     summaries: tuple[tuple[np.ndarray, np.ndarray | None], ...]
     final: tuple[list[Detections], ...]
     labels: tuple[np.ndarray, ...]
+    detector: DetectorHead | None = None
 
     def counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
         """(points lost, out of) on this chunk: integers, so chunks add up exactly in any grouping."""
@@ -57,7 +59,7 @@ class ChunkReference:
             return self._boxes_counts(candidate, batches)
         lost = total = 0
         for batch, (ref, ref_mask), labels in zip(batches, self.summaries, self.labels, strict=True):
-            out = class_view(candidate.run_batch(batch.data)[self.output])
+            out = read_as(candidate.run_batch(batch.data), self.detector)[self.output]
             if self.metric is BudgetMetric.recall:
                 assert ref_mask is not None
                 cls, mask = detections(out, self.threshold)
@@ -77,7 +79,7 @@ class ChunkReference:
         """FP32's final boxes the candidate misses plus the boxes it adds, and FP32's boxes."""
         differences = total = 0
         for batch, reference in zip(batches, self.final, strict=True):
-            out = candidate.run_batch(batch.data)[self.output]
+            out = read_as(candidate.run_batch(batch.data), self.detector)[self.output]
             for ref, one in zip(reference, out, strict=True):
                 found, extra, _ = match_boxes(
                     ref, final_detections(one, self.threshold, self.grid), self.threshold
@@ -113,7 +115,7 @@ class Validator:
             final: list[list[Detections]] = []  # boxes metric: FP32's final boxes per image
             labels: list[np.ndarray] = []
             for batch in batches():
-                outputs = class_views(reference.run_batch(batch.data))
+                outputs = read_as(reference.run_batch(batch.data), detector)
                 if output is None:
                     metric, output = _choose(metric, outputs, bool(lookup), detector is not None)
                     if metric is BudgetMetric.boxes:
@@ -134,7 +136,7 @@ class Validator:
             raise ConfigError("no validation image could be read; check --validation")
         self.metric, self.output = metric, output
         self.references = [
-            ChunkReference(metric, output, threshold, self.grid, tuple(s), tuple(f), tuple(lab))
+            ChunkReference(metric, output, threshold, self.grid, tuple(s), tuple(f), tuple(lab), detector)
             for s, f, lab in parts
         ]
         if metric is BudgetMetric.top1 and not any(
@@ -149,6 +151,16 @@ class Validator:
         """Points lost against FP32 on the validation images, chunk by chunk in this process."""
         pairs = zip(self.references, self.chunks, strict=True)
         return drop_of(reference.counts(candidate, batches()) for reference, batches in pairs)
+
+
+def read_as(outputs: dict[str, np.ndarray], detector: DetectorHead | None) -> dict[str, np.ndarray]:
+    """Outputs as the metrics read them: [N, C, 1, ..., 1] scores as [N, C], and under --detector yolov8
+    a head with its anchors last ([N, 4 + C, A]) as the [N, A, 5 + C] rows compare reads too (--max-drop
+    refused NudeNet's YOLOv8n: 'needs an output shaped [N, anchors, 5 + classes]')."""
+    views = class_views(outputs)
+    if detector is DetectorHead.yolov8:
+        views = {name: yolov8_rows(v) if anchors_last(v) else v for name, v in views.items()}
+    return views
 
 
 def drop_of(counts: Iterable[tuple[int, int]]) -> float:
@@ -185,7 +197,7 @@ def _choose(
     wanted = heads if metric in detection else per_image if metric is BudgetMetric.top1 else scores
     if not wanted:
         shape = (
-            "[N, anchors, 5 + classes]"
+            "[N, anchors, 5 + classes] (or [N, 4 + classes, anchors] with --detector yolov8)"
             if metric in detection
             else "[N, classes]"
             if metric is BudgetMetric.top1
