@@ -4,6 +4,7 @@ float32, and a naive conversion shown to overflow where quantkit's does not."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +293,23 @@ def test_measured_fallback_keeps_the_layer_that_float16_breaks(image_dir: Path, 
     kept = {node: reason for node, _, reason in summary.kept_float32}
     assert list(kept) == ["c1"] and "kept float32 by --min-sqnr 40" in kept["c1"]
     assert summary.smoke_sqnr_db["y"] >= 40.0
+    # the summary says what the fallback reached, and where it fell short of the target, why
+    (line,) = [note for note in summary.notes if note.startswith("--min-sqnr 40:")]
+    assert re.fullmatch(
+        r"--min-sqnr 40: output SQNR on calibration samples [\d.]+ dB -> [\d.]+ dB "
+        r"with 1 layer\(s\) kept float32",
+        line,
+    )
+    short = pipeline.convert_float16(
+        path, table, tmp_path / "d.onnx", Float16Config(min_sqnr=300, max_float32_layers=1)
+    )
+    assert len(short.kept_float32) == 1 and any(
+        note.endswith(
+            "short of 300 dB: --max-float-layers allows 1 (raise it, or keep op types float32 "
+            "with --exclude-op-types)"
+        )
+        for note in short.notes
+    )
     # without a table the synthetic inputs find it too: below the 20 dB floor there, c1 stays float32
     without = pipeline.convert_float16(path, None, tmp_path / "c.onnx", Float16Config())
     kept = {node: reason for node, _, reason in without.kept_float32}

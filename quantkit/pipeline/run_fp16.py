@@ -91,8 +91,9 @@ def convert_float16(
     goal = config.min_sqnr_db if table is not None else floor  # on synthetic inputs: only what is broken
     planned = len(decided.kept)
     memo = fallback.SqnrMemo()  # the model the fallback measures last is the one the smoke test checks
+    searched: tuple[str, ...] = ()
     if goal > 0:
-        decided = _float16_fallback(
+        decided, searched = _float16_fallback(
             inferred, decided, samples, reference, goal, config, progress, memo, target
         )
     rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types, target)
@@ -120,7 +121,7 @@ def convert_float16(
         bytes_after=sum(len(data) for _, data in stored),
         smoke_sqnr_db=smoke,
         smoke_input=described,
-        notes=prepared.notes() + ordered + _unchecked(table is None, config.min_sqnr_db, floor),
+        notes=prepared.notes() + searched + ordered + _unchecked(table is None, config.min_sqnr_db, floor),
         target=target.name,
         measured_by="onnxruntime" if target.runs_in_onnxruntime else EMULATED,
     )
@@ -165,10 +166,11 @@ def _float16_fallback(
     progress: Progress,
     memo: fallback.SqnrMemo,
     kind: FloatFormat,
-) -> fp16_planner.Float16Plan:
+) -> tuple[fp16_planner.Float16Plan, tuple[str, ...]]:
     """Below target dB on the samples (the table's: --min-sqnr; synthetic: the floor): keep float32, one at
     a time, the linear layers that recover the most output SQNR alone (ranked once), until it is met or
-    max_float32_layers are kept. reference: FP32's outputs on the samples (Session.run_samples)."""
+    max_float32_layers are kept. reference: FP32's outputs on the samples (Session.run_samples). With the
+    plan, the summary's line of what it measured and whether the target was met."""
     why = (
         f"--min-sqnr {target:g}"
         if target == config.min_sqnr_db
@@ -181,9 +183,12 @@ def _float16_fallback(
 
     kept = {k.node for k in decided.kept}
     start = sqnr(kept)
-    if start >= target or config.max_float32_layers == 0:
-        return decided
+    on = "calibration samples" if target == config.min_sqnr_db else "synthetic inputs"
+    if start >= target:
+        return decided, (f"{why}: output SQNR on {on} {start:.2f} dB (at least {why}: nothing kept float32)",)
     layers = [n for n in model.graph.node if n.op_type in COMPUTE_OPS and n.name not in kept]
+    if config.max_float32_layers == 0:
+        layers = []  # nothing may be kept: nothing to rank
     advance = progress("measuring each layer in float32", len(layers))
     scores = {}
     for node in layers:
@@ -200,4 +205,12 @@ def _float16_fallback(
         op = next(n.op_type for n in layers if n.name == name)
         reason = f"kept float32 by {why} (output {start:.1f} -> {score:.1f} dB)"
         added.append(fp16_planner.KeptFloat32(name, op, reason))
-    return dataclasses.replace(decided, kept=decided.kept + tuple(added))
+    line = (
+        f"{why}: output SQNR on {on} {start:.2f} dB -> {score:.2f} dB with {len(added)} layer(s) kept float32"
+    )
+    if score < target:
+        line += (
+            f"; short of {target:g} dB: --max-float-layers allows {config.max_float32_layers} (raise it, or "
+            "keep op types float32 with --exclude-op-types)"
+        )
+    return dataclasses.replace(decided, kept=decided.kept + tuple(added)), (line,)
