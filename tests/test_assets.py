@@ -53,7 +53,7 @@ def test_classifiers_keep_their_predictions(model: str, min_agreement: float, tm
         CompareConfig(
             ImageSelection(IMAGES / "imagenet-dev", 120, seed=3), labels=LABELS / "synset.txt", latency=FAST
         ),
-        explicit_preprocess=False,
+        given=False,
     )
     metrics = result.outputs[0]
     assert metrics.top1_agreement is not None and metrics.top1_agreement >= min_agreement
@@ -90,7 +90,7 @@ def test_vision_transformer_keeps_its_accuracy(tmp_path: Path) -> None:
             labels=LABELS / "mnist_classes.txt",
             latency=FAST,
         ),
-        explicit_preprocess=False,
+        given=False,
     )
     assert result.top1_delta is not None and abs(result.top1_delta) <= 0.01
     assert result.outputs[0].top1_agreement is not None and result.outputs[0].top1_agreement >= 0.98
@@ -103,7 +103,7 @@ def test_compare_reads_another_tools_int8_model(tmp_path: Path) -> None:
         CompareConfig(
             ImageSelection(IMAGES / "imagenet-dev", 40), labels=LABELS / "synset.txt", latency=FAST
         ),
-        explicit_preprocess=False,
+        given=False,
     )
     assert result.reference_accuracy is not None and result.reference_accuracy.count == 40
     assert result.outputs[0].sqnr_db < 30  # a real, lossy INT8 model: the comparison sees its error

@@ -603,6 +603,43 @@ def test_compare_says_which_images_it_skipped(
     assert_one_line_error(code, err, "none of the 2 images could be read (first failures: a.jpg:", "b.png:")
 
 
+def test_one_preprocessing_flag_keeps_the_rest_of_what_the_model_records(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """compare --input-size on a model recorded with its own scaling threw the whole record away for the
+    ImageNet defaults (NudeNet: 0-1 scaling and letterbox lost); the flags replace only their part."""
+    table, out = tmp_path / "t.json", tmp_path / "q.onnx"
+    code, _, err = run(
+        [
+            "calibrate",
+            str(cnn),
+            "--images",
+            str(image_dir),
+            "-o",
+            str(table),
+            "--preset",
+            "unit",
+            "--resize",
+            "letterbox",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert run(["convert", str(cnn), "-c", str(table), "-o", str(out)], capsys)[0] == 0
+    report = tmp_path / "c.json"
+    argv = ["compare", str(cnn), str(out), "--images", str(image_dir), "--runs", "0", "--json", str(report)]
+    code, _, err = run([*argv, "--bgr"], capsys)
+    assert code == 0, err
+    settings = json.loads(report.read_text())["settings"]
+    pre = settings["preprocess"]
+    assert settings["preprocess_source"] == "recorded + flags"
+    assert pre["bgr"] is True and pre["resize"] == "letterbox" and pre["std"] == [255.0, 255.0, 255.0]
+    code, _, err = run([*argv, "--preset", "imagenet"], capsys)
+    assert code == 0, err
+    pre = json.loads(report.read_text())["settings"]["preprocess"]
+    assert pre["resize"] == "letterbox" and pre["std"] == [58.395, 57.12, 57.375]
+
+
 def test_unusual_pixel_formats_are_converted(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
     folder = tmp_path / "formats"
     folder.mkdir()

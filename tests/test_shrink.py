@@ -108,7 +108,8 @@ def test_quiet_prints_nothing_and_verbose_logs_each_step(
     shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, stdout, err = run([*shrink_args, "--output-dir", str(tmp_path / "q"), "--quiet"], capsys)
-    assert code == 0 and stdout == "" and err == ""
+    # warnings stay under --quiet (this tiny CNN may measure slower in int8): nothing else is printed
+    assert code == 0 and stdout == "" and all(line.startswith("warning: ") for line in err.splitlines())
     assert (tmp_path / "q" / "report.json").exists()
     code, stdout, err = run(["-v", *shrink_args, "--output-dir", str(tmp_path / "v")], capsys)
     assert code == 0 and "report.json, report.md, junit.xml" in " ".join(stdout.split())

@@ -92,7 +92,8 @@ def compare(
 ) -> None:
     """Accuracy, output error, latency and size of a candidate model against its reference.
 
-    Preprocessing is read from the candidate's quantkit metadata unless given here."""
+    Preprocessing is read from the candidate's quantkit metadata; the options given here replace
+    those parts of it (--preset its mean and std)."""
     from quantkit import files, pipeline
     from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
     from quantkit.data import ArrayFiles
@@ -102,7 +103,15 @@ def compare(
 
     if (images is None) == (inputs is None):
         raise ConfigError("compare reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
-    explicit = any(v is not None for v in (preset, mean, std, bgr, resize, input_size))
+    flags = {
+        "preset": preset,
+        "mean": mean,
+        "std": std,
+        "bgr": bgr,
+        "resize": resize,
+        "input_size": input_size,
+    }
+    given = frozenset(name for name, value in flags.items() if value is not None)
     config = CompareConfig(
         images=ImageSelection(images or Path("."), num_images, seed),
         preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size),
@@ -124,7 +133,7 @@ def compare(
     with progress_bars() as progress:
         arrays = ArrayFiles.under(inputs, num_images, seed) if inputs is not None else None
         result = pipeline.compare(
-            reference, candidate, config, explicit, progress, arrays, Parallel(workers, ray or None)
+            reference, candidate, config, given, progress, arrays, Parallel(workers, ray or None)
         )
     if to_stdout:  # stdout carries the file: the table goes to stderr
         if VERBOSITY["level"] >= 0:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from quantkit import runtime_openvino
-from quantkit.config import CompareConfig, LatencyConfig, Preprocess, Runtime
+from quantkit.config import CompareConfig, LatencyConfig, Preprocess, PreprocessOptions, Runtime
 from quantkit.data import ArrayStream, Sample, sample_side
 from quantkit.errors import (
     ConfigError,
@@ -37,7 +37,7 @@ from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs
 from quantkit.pipeline.writing import conversion_record, recorded_preprocess
 from quantkit.reports.console import skipped_line
-from quantkit.results import Feed, feed_repeat
+from quantkit.results import Feed, InputSpec, feed_repeat
 from quantkit.runtime import cpu_info, has_float8, interleaved_latency, versions
 
 
@@ -45,14 +45,17 @@ def compare(
     reference_path: Path,
     candidate_path: Path,
     config: CompareConfig,
-    explicit_preprocess: bool,
+    given: frozenset[str] | bool,
     progress: Progress = no_progress,
     arrays: Iterable[Sample] | None = None,
     parallel: Parallel = ONE_PROCESS,
 ) -> ComparisonResult:
     """Both models over config.images (or, when given, the model-ready `arrays`, streamed), then their
     latency interleaved on the first sample. `parallel` says where the images' chunks run; the figures do
-    not depend on it (latency is always timed here)."""
+    not depend on it (latency is always timed here). given: the preprocessing options the user gave
+    (PREPROCESS_OPTIONS' names; True: all of config.preprocess, False: none): they override what the
+    models record, the rest of which stands."""
+    given = PREPROCESS_OPTIONS if given is True else frozenset() if given is False else given
     if config.runtime is Runtime.openvino:
         runtime_openvino.load_openvino()  # not installed: the one-line error before any work
     reference = model_io.load_model(reference_path)
@@ -83,11 +86,7 @@ def compare(
     )
     tick = progress("evaluating", 0)
     if arrays is None:
-        preprocess = (
-            recorded
-            if recorded is not None and not explicit_preprocess
-            else resolve_preprocess(config.preprocess, spec)
-        )
+        preprocess = over_recorded(config.preprocess, given, recorded, spec)
         paths = select_images(config.images)
         side = (preprocess.height, preprocess.width)
         tick = progress("evaluating", len(paths))
@@ -176,8 +175,8 @@ def compare(
             # where the preprocessing came from: flags, a model's quantkit metadata, or the defaults
             "preprocess_source": "arrays"
             if preprocess is None
-            else "flags"
-            if explicit_preprocess
+            else ("flags" if recorded is None or given == PREPROCESS_OPTIONS else "recorded + flags")
+            if given
             else "recorded"
             if recorded is not None
             else "defaults",
@@ -350,3 +349,32 @@ def _overridable_weights(reference: onnx.ModelProto, candidate: onnx.ModelProto)
 def _weight_inputs(model: onnx.ModelProto) -> int:
     names = {t.name for t in model.graph.initializer}
     return sum(i.name in names for i in model.graph.input)
+
+
+PREPROCESS_OPTIONS = frozenset({"preset", "mean", "std", "bgr", "resize", "input_size"})
+
+
+def over_recorded(
+    options: PreprocessOptions, given: frozenset[str], recorded: Preprocess | None, spec: InputSpec
+) -> Preprocess:
+    """The options given over the preprocessing a model records: `compare --input-size 640x640` on a
+    model recorded at 320x320 with a letterbox and 0-1 scaling kept the letterbox and the scaling (one
+    flag threw all of it away for the ImageNet defaults). A preset replaces the recorded mean and std."""
+    if recorded is None or not given:
+        return recorded if recorded is not None else resolve_preprocess(options, spec)
+    scale = "preset" in given
+
+    def kept(name: str, value: Any) -> Any:
+        return getattr(options, name) if name in given else value
+
+    return resolve_preprocess(
+        PreprocessOptions(
+            preset=options.preset,
+            mean=kept("mean", None if scale else recorded.mean),
+            std=kept("std", None if scale else recorded.std),
+            bgr=kept("bgr", recorded.bgr),
+            resize=kept("resize", recorded.resize),
+            input_size=kept("input_size", (recorded.height, recorded.width)),
+        ),
+        spec,
+    )

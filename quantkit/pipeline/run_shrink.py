@@ -149,7 +149,7 @@ def _run(
     output = stage / final.name
     summary = convert(model_path, table, output, config.convert, progress, parallel=parallel)
     comparison = compare(
-        model_path, output, config.evaluation, explicit_preprocess=False, progress=progress, parallel=parallel
+        model_path, output, config.evaluation, given=False, progress=progress, parallel=parallel
     )
     comparison = dataclasses.replace(comparison, candidate=str(final))
     calibration_images = select_images(config.calibration.images)

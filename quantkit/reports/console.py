@@ -377,7 +377,11 @@ def compare_table(result: ComparisonResult) -> RenderableType:
     pre = result.settings.get("preprocess")
     source = result.settings.get("preprocess_source")
     if pre:
-        origin = {"flags": "from the flags", "recorded": "recorded in the model"}.get(str(source), "defaults")
+        origin = {
+            "flags": "from the flags",
+            "recorded": "recorded in the model",
+            "recorded + flags": "recorded in the model, with the flags given",
+        }.get(str(source), "defaults")
         notes.append(Text(preprocess_line(pre, origin)))
     if source == "defaults":
         notes.append(
