@@ -169,8 +169,8 @@ def _squashed_warnings(
             lines.append(
                 f"warning: output {output!r} measures {own:.1f} dB on the calibration samples where its "
                 f"logits measure {judged:.1f} dB: its uncertain values (a detector's or segmenter's "
-                "foreground) move more than the logits show; check it on your task's metric (quantkit "
-                "compare, --exclude-nodes for the layers before it)"
+                "foreground, a classifier's or recogniser's close calls) move more than the logits show; "
+                "check it on your task's metric (quantkit compare, --exclude-nodes for the layers before it)"
             )
     return tuple(lines)
 

@@ -108,7 +108,9 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     if summary.fallback_start_db is not None:
         lines.append(f"--min-sqnr: output SQNR on calibration samples {decibels(summary.fallback_start_db)}")
         lines.append(fallback_steps(summary.fallback))
-        lines.append("\n" if summary.fallback else " (at least --min-sqnr: nothing kept float)\n")
+        lines.append("" if summary.fallback else " (at least --min-sqnr: nothing kept float)")
+        refined = summary.speed_plan is not None and summary.speed_plan.refined_speedup is not None
+        lines.append(" (before the speed-aware plan below)\n" if refined else "\n")
     if summary.budget is not None:
         b = summary.budget
         lines.append(
@@ -122,7 +124,7 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         lines.append(f"kept float: {chosen} ({b.chosen_drop:.2f} points lost)\n")
     lines.append(_corrections_text(summary))
     sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
-    lines.append(f"smoke test on calibration samples: finite outputs, SQNR {sqnr}\n")
+    lines.append(f"smoke test of the model written, on calibration samples: finite outputs, SQNR {sqnr}\n")
     lines.append(_speed_plan_text(summary.speed_plan))
     lines.append(_speed_text(summary.speed))
     for rule, nodes, why in grouped_findings(summary.target_findings):
