@@ -413,6 +413,20 @@ def test_a_table_of_the_model_before_its_external_weights_changed_is_refused(
     assert not (tmp_path / "q.onnx").exists()
 
 
+def test_missing_or_truncated_external_weights_say_how_to_fix_them(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    model = external_model(tmp_path / "m")
+    weights = tmp_path / "m" / "weights.bin"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    code, _, err = calibrate(model, image_dir, tmp_path / "t.json", capsys)
+    assert_one_line_error(code, err, "external weights could not be read", "copy it again")
+    weights.unlink()
+    code, _, err = calibrate(model, image_dir, tmp_path / "t.json", capsys)
+    assert_one_line_error(code, err, "external data file weights.bin of weight", "is missing: copy it beside")
+
+
 def test_no_output_lands_on_an_input_models_external_weights(
     image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:

@@ -179,11 +179,17 @@ def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
                 "Keep external data files beside the model"
             )
         if not target.is_file():
-            raise ModelError(f"external data file {info.location} of weight {tensor.name!r} is missing")
+            raise ModelError(
+                f"external data file {info.location} of weight {tensor.name!r} is missing: copy it beside "
+                f"the model (into {root})"
+            )
     try:
         external_data_helper.load_external_data_for_model(model, str(root))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"external weights could not be read ({_short(exc)})") from exc
+        raise ModelError(
+            f"external weights could not be read ({_short(exc)}): the data file is truncated or from another "
+            "export; copy it again from where the model was exported"
+        ) from exc
 
 
 def _short(exc: BaseException) -> str:
