@@ -282,7 +282,12 @@ def test_check_command_exit_codes_json_and_inputs_untouched(
     split = save(_qdq_conv(output_q=True, after="Relu"), tmp_path / "split.onnx")
     before = split.read_bytes()
     code, out, _ = run(["check", str(clean), "--target", "tensorrt"], capsys)
-    assert code == 0 and "no findings" in out
+    assert code == 0 and "no findings: nothing here that tensorrt cannot" in " ".join(out.split())
+    plain = save(make_model([helper.make_node("Relu", ["x"], ["y"], name="r")], {}), tmp_path / "fp32.onnx")
+    code, out, _ = run(["check", str(plain), "--target", "tensorrt"], capsys)  # an FP32 model: no Q/DQ
+    assert code == 0 and "nothing quantized to check: the model runs in float on tensorrt" in " ".join(
+        out.split()
+    )
     code, out, _ = run(
         ["check", str(split), "--target", "tensorrt", "--json", str(tmp_path / "f.json")], capsys
     )

@@ -142,6 +142,14 @@ def check_table(report: CheckReport) -> RenderableType:
         f"{report.model}: {report.quantized_layers} of {report.layers} Conv/ConvTranspose/Gemm/MatMul "
         f"quantized; target {report.target}\n"
     )
+    if not report.findings and report.quantized_layers == 0:
+        return Group(
+            head,
+            Text(
+                f"no findings, and nothing quantized to check: the model runs in float on {report.target} "
+                "(check reads the Q/DQ models quantkit convert or another quantizer writes)"
+            ),
+        )
     if not report.findings:
         return Group(head, Text(f"no findings: nothing here that {report.target} cannot fuse or run"))
     found = _table("findings")
