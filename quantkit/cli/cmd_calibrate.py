@@ -66,6 +66,7 @@ def calibrate(
     from quantkit.data import ArrayFiles
     from quantkit.parallel import Parallel
     from quantkit.reports import console
+    from quantkit.reports.formats import skipped_line
 
     if (images is None) == (inputs is None):
         raise ConfigError("calibrate reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
@@ -100,6 +101,6 @@ def calibrate(
         soft_wrap=True,
     )
     if summary.images_skipped:
-        warn(console.skipped_line(summary.images_skipped))
+        warn(skipped_line(summary.images_skipped))
     for line in (*summary.warnings, *summary.reference_findings):
         warn(line)

@@ -36,7 +36,7 @@ from quantkit.pipeline.loading import model_bytes
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs
 from quantkit.pipeline.writing import conversion_record, recorded_preprocess
-from quantkit.reports.console import skipped_line
+from quantkit.reports.formats import skipped_line
 from quantkit.results import Feed, InputSpec, feed_repeat
 from quantkit.runtime import cpu_info, has_float8, interleaved_latency, versions
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -15,7 +13,6 @@ from quantkit.outcomes import (
     CheckReport,
     ComparisonResult,
     ConvertSummary,
-    Finding,
     Float16Summary,
     LatencyStats,
     SensitivityReport,
@@ -30,6 +27,7 @@ from quantkit.reports.formats import (
     decibels,
     fallback_steps,
     figure,
+    grouped_findings,
     megabytes,
     percent,
     reference_line,
@@ -75,13 +73,6 @@ def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
         f"preprocessing{origin}: {pre.get('height')}x{pre.get('width')} {pre.get('layout')} {order}, resize "
         f"{pre.get('resize')}, mean {values('mean')}, std {values('std')} (0-255 units)"
     )
-
-
-def skipped_line(skipped: Sequence[tuple[str, str]], shown: int = 3) -> str:
-    """'skipped 4 unreadable file(s): a (why), b (why), c (why) and 1 more'."""
-    names = ", ".join(f"{Path(name).name} ({why})" for name, why in skipped[:shown])
-    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
-    return f"skipped {len(skipped)} unreadable file(s): {names}{more}"
 
 
 def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
@@ -160,19 +151,6 @@ def check_table(report: CheckReport) -> RenderableType:
         found.add_row(rule, nodes, why)
     tail = Text(f"{len(report.findings)} finding(s): {report.target} cannot run these as placed")
     return Group(head, found, tail)
-
-
-def grouped_findings(findings: tuple[Finding, ...]) -> list[tuple[str, str, str]]:
-    """(rule, 'N x op: first nodes', message) per distinct rule and message, in first-seen order."""
-    groups: dict[tuple[str, str], list[Finding]] = {}
-    for f in findings:
-        groups.setdefault((f.rule, f.message), []).append(f)
-    rows = []
-    for (rule, message), members in groups.items():
-        names = ", ".join(f.node for f in members[:3]) + (", ..." if len(members) > 3 else "")
-        ops = "/".join(dict.fromkeys(f.op_type for f in members))
-        rows.append((rule, f"{len(members)} x {ops}: {names}", message))
-    return rows
 
 
 def _speed_plan_text(plan: SpeedPlan | None) -> Text:

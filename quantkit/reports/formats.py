@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
-from quantkit.outcomes import ComparisonResult, GateResult, OutputMetrics, ShrinkResult
+from quantkit.outcomes import ComparisonResult, Finding, GateResult, OutputMetrics, ShrinkResult
 from quantkit.results import FallbackStep
 
 
@@ -108,3 +109,23 @@ def fallback_steps(steps: Sequence[FallbackStep]) -> str:
         named = first if len(block) == 1 else f"{len(block)} layers from {first} to {block[-1].node}"
         said.append(f" -> {decibels(db)} with {named} in float")
     return "".join(said)
+
+
+def skipped_line(skipped: Sequence[tuple[str, str]], shown: int = 3) -> str:
+    """'skipped 4 unreadable file(s): a (why), b (why), c (why) and 1 more'."""
+    names = ", ".join(f"{Path(name).name} ({why})" for name, why in skipped[:shown])
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"skipped {len(skipped)} unreadable file(s): {names}{more}"
+
+
+def grouped_findings(findings: tuple[Finding, ...]) -> list[tuple[str, str, str]]:
+    """(rule, 'N x op: first nodes', message) per distinct rule and message, in first-seen order."""
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.rule, f.message), []).append(f)
+    rows = []
+    for (rule, message), members in groups.items():
+        names = ", ".join(f.node for f in members[:3]) + (", ..." if len(members) > 3 else "")
+        ops = "/".join(dict.fromkeys(f.op_type for f in members))
+        rows.append((rule, f"{len(members)} x {ops}: {names}", message))
+    return rows
