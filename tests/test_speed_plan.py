@@ -192,4 +192,9 @@ def test_a_bias_add_counts_as_part_of_its_layer(tmp_path: Path, image_dir: Path)
     ]
     summary, _ = quantize(make_model(nodes, inits), tmp_path, image_dir)
     assert not summary.plan.quantized_nodes
-    assert "would not pay" in {s.node: s.reason for s in summary.plan.skipped}["dense"]
+    reason = {s.node: s.reason for s in summary.plan.skipped}["dense"]
+    assert reason.startswith("int8 would not pay for its Q/DQ (")
+    assert "multiply-adds per element converted, a Q/DQ pass counted as 3000; below 64; kept float)" in reason
+    from quantkit.planner.payoff import intensity_text
+
+    assert [intensity_text(v) for v in (54.4, 7.2, 0.163)] == ["54", "7.2", "0.16"]  # a small figure is no 0

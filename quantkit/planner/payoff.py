@@ -70,6 +70,11 @@ PASS_ELEMENTS = 3000.0
 SLOW_POOL_PASSES = 8.0
 
 
+def intensity_text(score: float) -> str:
+    """'54', '2.5', '0.16': a small layer's figure is no '0' (MTCNN O-Net's 256 -> 4 MatMul read so)."""
+    return f"{score:.0f}" if score >= 10 else f"{score:.2g}"
+
+
 def unpaid(state: Planning) -> dict[str, str]:
     """Quantized compute nodes whose intensity is below MIN_INTENSITY -> why they stay float."""
     found = {}
@@ -80,8 +85,8 @@ def unpaid(state: Planning) -> dict[str, str]:
         if score is not None and score < MIN_INTENSITY:
             pooled = _slow_pools(state, state.index.by_name[name]) > 0
             found[name] = (
-                f"int8 would not pay for its Q/DQ ({score:.0f} multiply-adds per element converted, "
-                f"below {MIN_INTENSITY:.0f}"
+                f"int8 would not pay for its Q/DQ ({intensity_text(score)} multiply-adds per element "
+                f"converted, a Q/DQ pass counted as {PASS_ELEMENTS:.0f}; below {MIN_INTENSITY:.0f}"
                 + ("; the MaxPool before it would run onnxruntime's slow NCHW uint8 kernel" if pooled else "")
                 + "; kept float)"
             )
