@@ -56,8 +56,10 @@ def calibrate_lines(
     text.append(
         (preprocess_line(preprocess) if preprocess else "arrays fed as given: no preprocessing") + "\n"
     )
+    if notes:  # calibrate observes the prepared form convert reads; the file is not written
+        text.append("observed as convert reads the model (the .onnx itself is unchanged):\n")
     for note in notes:
-        text.append(f"{note}\n")
+        text.append(f"  {note}\n")
     return text
 
 
