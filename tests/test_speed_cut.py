@@ -13,13 +13,13 @@ from onnx import helper
 
 from quantkit.config import ConvertConfig, Prefer
 from quantkit.evaluate.op_times import PassCost, node_times, pass_cost
+from quantkit.evaluate.profiler import KernelTime, kernel_times
 from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import Speed
 from quantkit.pipeline import run_convert, speed_memory, speed_refine
 from quantkit.pipeline.writing import conversion_record
 from quantkit.planner.speed_cut import cheapest
 from quantkit.results import QuantPlan
-from quantkit.runtime import KernelTime, kernel_times
 from tests.conftest import conv_params, make_model
 from tests.helpers import op_counts, optimized_graph, quantize
 

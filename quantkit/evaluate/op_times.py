@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from quantkit.runtime import KernelTime
+from quantkit.evaluate.profiler import KernelTime
 
 TOKEN = re.compile(r"(_token_\d+)+$")
 CONVERSION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})

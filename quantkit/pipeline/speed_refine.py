@@ -26,12 +26,13 @@ from dataclasses import dataclass
 import onnx
 
 from quantkit.evaluate.op_times import node_times, pass_cost
+from quantkit.evaluate.profiler import kernel_times
 from quantkit.evaluate.speed import interleaved_rounds, speedups, timing_batch
 from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner.speed_cut import cheapest
 from quantkit.results import CalibrationTable, Feed, QuantPlan, feed_rows
-from quantkit.runtime import Session, fits_one_message, kernel_times
+from quantkit.runtime import Session, fits_one_message
 
 ROUNDS = 6  # ppocr_mobile_cls: 3 rounds 0.92x / 1.02x FP32, 6 rounds 1.08x / 1.07x (two conversions each)
 # No round starts once the rounds have taken this long. A slow model's rounds move little after the first:
