@@ -53,7 +53,7 @@ def test_the_same_convert_twice_writes_the_same_bytes_however_the_timing_moves(
 
     builds = _fake_profile(monkeypatch, "conv1", refined_time=1.25)
     profiled: list[str] = []
-    monkeypatch.setattr(speed_refine, "kernel_times", _untimed(profiled))
+    monkeypatch.setattr(speed_refine, "side_by_side", _untimed(profiled))
     second, out = quantize(_silu_chain(), tmp_path, image_dir)
     assert out.read_bytes() == written
     assert second.speed_plan == dataclasses.replace(first.speed_plan, recalled=str(record))
@@ -111,7 +111,7 @@ def test_a_plan_that_timed_nothing_is_kept_too(
     (record,) = folder.glob("*.plan.json")
     assert summary.speed_plan is None and json.loads(record.read_text())["report"] is None
     profiled: list[str] = []
-    monkeypatch.setattr(speed_refine, "kernel_times", _untimed(profiled))
+    monkeypatch.setattr(speed_refine, "side_by_side", _untimed(profiled))
     again, _ = quantize(_silu_chain(), tmp_path, image_dir)
     assert again.speed_plan is None and profiled == []
 

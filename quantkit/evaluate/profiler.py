@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
 from quantkit.results import Feed
-from quantkit.runtime import Session
+from quantkit.runtime import Session, round_orders
 
 
 @dataclass(frozen=True)
@@ -34,15 +36,42 @@ def kernel_times(
     evaluate.speed times the whole model), from onnxruntime's profiler: each kernel's median over `runs`
     runs, or fewer (min_runs at least) once `seconds` have passed; the first run's allocations drop out
     of the median. In the order the kernels ran."""
+    return side_by_side([model], batch, runs, seconds, min_runs)[0]
+
+
+def side_by_side(
+    models: Sequence[onnx.ModelProto],
+    batch: Feed,
+    runs: int,
+    seconds: float | None = None,
+    min_runs: int = 3,
+) -> list[list[KernelTime]]:
+    """kernel_times of each model, their runs interleaved as evaluate.speed interleaves whole models (a
+    round runs each once, in runtime.round_orders), so that a load change on a shared machine hits every
+    profile alike: profiled one after the other, FP32's and the INT8 candidate's totals for vit_mnist
+    ranged 640-1750 us apart while a test suite ran beside them. `seconds`: for all of them together."""
     with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
-        source = model.SerializeToString(deterministic=True)
-        session = Session(source, threads=1, spin=False, profile=Path(folder) / "profile")
+        sessions = [
+            Session(
+                model.SerializeToString(deterministic=True),
+                threads=1,
+                spin=False,
+                profile=Path(folder) / f"p{k}",
+            )
+            for k, model in enumerate(models)
+        ]
         deadline = None if seconds is None else time.monotonic() + seconds
+        orders = round_orders(len(sessions))
         for done in range(runs):
             if deadline is not None and done >= min_runs and time.monotonic() > deadline:
                 break
-            session.run(batch)
-        events = json.loads(session.end_profiling().read_text())
+            for k in next(orders):
+                sessions[k].run(batch)
+        return [_kernels(json.loads(session.end_profiling().read_text())) for session in sessions]
+
+
+def _kernels(events: list[dict[str, Any]]) -> list[KernelTime]:
+    """The profiler's events -> each kernel's median time over the runs, in the order the kernels ran."""
     times: dict[tuple[str, str], list[float]] = {}
     elements: dict[tuple[str, str], int] = {}
     for event in events:
