@@ -18,7 +18,7 @@ from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import Speed
 from quantkit.pipeline import run_convert, speed_memory, speed_refine
 from quantkit.pipeline.writing import conversion_record
-from quantkit.planner.speed_cut import cheapest
+from quantkit.planner.speed_cut import FLOAT_MARGIN, Cut, cheapest
 from quantkit.results import QuantPlan
 from tests.conftest import conv_params, make_model
 from tests.helpers import op_counts, optimized_graph, quantize
@@ -365,3 +365,35 @@ def test_a_fast_model_slower_than_fp32_as_a_whole_tries_its_first_round(
     assert builds == [2, 3]  # timed whole, then the plain and the refined plan confirmed
     assert summary.speed_plan is not None and summary.speed_plan.floated == ("conv1",)
     assert summary.speed_plan.plain_speedup == pytest.approx(0.8)
+
+
+def test_where_the_first_cut_has_nothing_the_near_ties_are_tried(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first cut (float counted FLOAT_MARGIN more) floats nothing; the one with float counted
+    TIE_MARGIN less is made and timed, and kept only where the confirmation keeps it (MobileNetV2's stem:
+    within 1 % either way in the profiles, 1.8 dB more accurate)."""
+    margins: list[float] = []
+
+    def cut(*args: object) -> Cut:  # index, plan, float_us, int8_us, elements, passes[, margin]
+        margin = float(args[6]) if len(args) > 6 else FLOAT_MARGIN  # type: ignore[arg-type]
+        margins.append(margin)
+        return Cut(("conv1",) if margin < 0 else (), 100.0, 100.0)
+
+    builds = _fake_profile(monkeypatch, "conv1", refined_time=1.25)
+    monkeypatch.setattr(speed_refine, "cheapest", cut)
+    monkeypatch.setattr(speed_refine, "TIE_MARGIN", -0.1)
+    (tmp_path / "slower").mkdir()
+    summary, _ = quantize(_silu_chain(), tmp_path / "slower", image_dir)
+    assert margins[:2] == [FLOAT_MARGIN, -0.1] and builds == [3]  # tried, timed beside the plain plan
+    assert summary.speed_plan is not None and summary.speed_plan.refined_speedup is None
+    assert "conv1" in summary.plan.quantized_nodes  # 25 % slower: the plain plan stands
+    builds = _fake_profile(monkeypatch, "conv1", refined_time=0.5)
+    (tmp_path / "faster").mkdir()
+    summary, _ = quantize(_silu_chain(), tmp_path / "faster", image_dir)
+    assert summary.speed_plan is not None and summary.speed_plan.floated == ("conv1",)
+    monkeypatch.setattr(speed_refine, "TIE_MARGIN", None)
+    builds.clear()
+    (tmp_path / "off").mkdir()
+    summary, _ = quantize(_silu_chain(), tmp_path / "off", image_dir)
+    assert builds == [] and summary.speed_plan is None

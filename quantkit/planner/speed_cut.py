@@ -46,16 +46,18 @@ def cheapest(
     int8_us: Mapping[str, float],
     elements: Mapping[str, float],
     passes: PassCost,
+    margin: float = FLOAT_MARGIN,
 ) -> Cut:
     """The plan's units labelled int8 or float at the least estimated time. float_us / int8_us: node ->
-    microseconds per run (a node missing costs 0); elements: tensor -> elements per run."""
+    microseconds per run (a node missing costs 0); elements: tensor -> elements per run; margin: how much
+    more a unit's float time counts than measured (negative: less, for the plans about as fast)."""
     unit = _units(index, plan)
     graph = _Flow()
     members: dict[str, list[str]] = {}
     for node, head in unit.items():
         members.setdefault(head, []).append(node)
     for head, nodes in members.items():
-        as_float = (1.0 + FLOAT_MARGIN) * sum(float_us.get(n, 0.0) for n in nodes)
+        as_float = (1.0 + margin) * sum(float_us.get(n, 0.0) for n in nodes)
         as_int8 = sum(int8_us.get(n, 0.0) for n in nodes)
         graph.add(SOURCE, head, as_float)  # cut when the unit goes float
         graph.add(head, SINK, as_int8)  # cut when it stays int8
