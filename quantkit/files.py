@@ -9,6 +9,7 @@ processes writing the same place leave one whole set, never a mix.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -102,16 +103,31 @@ def data_files(path: Path) -> list[Path]:
     file onnx cannot parse (the loaders say what is wrong with it)."""
     if path.suffix.lower() != ".onnx" or not path.is_file():
         return []
+    found = path.stat()
+    return [
+        path.parent / location
+        for location in _locations(str(path.resolve()), found.st_mtime_ns, found.st_size)
+    ]
+
+
+@functools.lru_cache(maxsize=16)
+def _locations(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    """The external-data locations the file at `path` names, parsed once per version of it (its mtime and
+    size): the output rule and the model's hash each ask, and a 500 MB model with its weights inside took
+    a full parse per question."""
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(path, load_external_data=False)
     except Exception:  # protobuf's DecodeError and others: not a model the output rule can read
-        return []
-    locations = {
-        external_data_helper.ExternalDataInfo(tensor).location
-        for tensor in external_data_helper._get_all_tensors(model)
-        if external_data_helper.uses_external_data(tensor)
-    }
-    return [path.parent / location for location in sorted(locations)]
+        return ()
+    return tuple(
+        sorted(
+            {
+                external_data_helper.ExternalDataInfo(tensor).location
+                for tensor in external_data_helper._get_all_tensors(model)
+                if external_data_helper.uses_external_data(tensor)
+            }
+        )
+    )
 
 
 def _collision(role: str, output: Path, what: str, source: Path) -> str:

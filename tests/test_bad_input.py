@@ -413,6 +413,21 @@ def test_a_table_of_the_model_before_its_external_weights_changed_is_refused(
     assert not (tmp_path / "q.onnx").exists()
 
 
+def test_a_models_external_data_names_are_read_once_per_version_of_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The output rule and the model's hash each ask which files a model names; a model with its weights
+    inside was parsed in full for every question. Once per version of the file (its mtime and size)."""
+    model = external_model(tmp_path / "m")
+    parsed: list[str] = []
+    load = onnx.load
+    monkeypatch.setattr(files.onnx, "load", lambda path, **kw: parsed.append(path) or load(path, **kw))
+    assert files.data_files(model) == files.data_files(model) == [tmp_path / "m" / "weights.bin"]
+    assert len(parsed) == 1
+    onnx.save(load(str(model)), str(model))  # weights inside now: another version of the file
+    assert files.data_files(model) == [] and len(parsed) == 2
+
+
 def test_missing_or_truncated_external_weights_say_how_to_fix_them(
     image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
