@@ -100,7 +100,7 @@ def test_prefer_decides_what_a_measured_slowdown_does(
     measures again and keeps the model float with the figure as the reason, accuracy measures nothing."""
     calls: list[int] = []
     monkeypatch.setattr(run_convert, "measure_speed", _slow(calls))
-    monkeypatch.setattr(speed_memory, "measure_speed", _slow(calls))  # --prefer speed's second measure
+    monkeypatch.setattr(speed_memory.speed, "measure", _slow(calls))  # --prefer speed's second measure
     p = conv_params(8, 3, seed=1)
     conv = N("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1])
     model = make_model([conv, N("Relu", ["c"], ["y"], name="relu")], p)  # a Conv writing y stays float

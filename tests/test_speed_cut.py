@@ -338,7 +338,7 @@ def test_a_model_kept_all_float_records_no_op_kept_float_for_speed(
     no longer the reason anything is float, in the summary or in the model's metadata."""
     _fake_profile(monkeypatch, "conv1", refined_time=0.5)
     monkeypatch.setattr(run_convert, "measure_speed", lambda *_: Speed(0.5, 10, 1.0, 2.0))
-    monkeypatch.setattr(speed_memory, "measure_speed", lambda *_: Speed(0.5, 10, 1.0, 2.0))
+    monkeypatch.setattr(speed_memory.speed, "measure", lambda *_: Speed(0.5, 10, 1.0, 2.0))
     summary, out = quantize(_silu_chain(), tmp_path, image_dir, ConvertConfig(prefer=Prefer.speed))
     assert not summary.plan.quantized_nodes and summary.speed_plan is None
     record = conversion_record(onnx.load(str(out)))

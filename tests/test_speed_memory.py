@@ -140,7 +140,7 @@ def test_prefer_speed_keeps_its_decision_for_the_written_model(
         return Speed(0.5, 10, 1.0, 2.0)
 
     monkeypatch.setattr(run_convert, "measure_speed", measured)
-    monkeypatch.setattr(speed_memory, "measure_speed", measured)
+    monkeypatch.setattr(speed_memory.speed, "measure", measured)
     config = ConvertConfig(prefer=Prefer.speed)
     first, out = quantize(_silu_chain(), tmp_path, image_dir, config)
     written = out.read_bytes()

@@ -32,8 +32,6 @@ import onnx
 from quantkit.config import Prefer
 from quantkit.errors import OutputError
 from quantkit.evaluate import speed
-from quantkit.evaluate.speed import KEEP_FLOAT_BELOW
-from quantkit.evaluate.speed import measure as measure_speed
 from quantkit.files import write_atomic
 from quantkit.outcomes import Speed, SpeedPlan
 from quantkit.pipeline import speed_refine
@@ -175,8 +173,8 @@ def too_slow(
     written model (its bytes, the samples, this machine) before, or measured and kept."""
     if first is None:
         return None
-    again = functools.partial(measure_speed, fp32, written, samples)
-    if KEEP_FLOAT_BELOW[prefer] is None:
+    again = functools.partial(speed.measure, fp32, written, samples)
+    if speed.KEEP_FLOAT_BELOW[prefer] is None:
         return speed.too_slow(first, prefer, again)
     memory = Memory.of(written, samples) if fits_one_message(written) else None
     kept = None if memory is None else _recalled_speed(memory.recall(PREFER_SPEED))
