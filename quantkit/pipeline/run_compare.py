@@ -194,7 +194,7 @@ def compare(
             w
             for w in (
                 shortfall(config.images, paths) if arrays is None else None,
-                skipped_line([(str(p), why) for p, why in done.skipped]) if done.skipped else None,
+                skipped_line(done.skipped) if done.skipped else None,
                 _swapped(reference, candidate, reference_path, candidate_path),
                 _selected(reference),
                 _overridable_weights(reference, candidate) if config.latency.runs else None,

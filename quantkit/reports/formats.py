@@ -111,7 +111,7 @@ def fallback_steps(steps: Sequence[FallbackStep]) -> str:
     return "".join(said)
 
 
-def skipped_line(skipped: Sequence[tuple[str, str]], shown: int = 3) -> str:
+def skipped_line(skipped: Sequence[tuple[str | Path, str]], shown: int = 3) -> str:
     """'skipped 4 unreadable file(s): a (why), b (why), c (why) and 1 more'."""
     names = ", ".join(f"{Path(name).name} ({why})" for name, why in skipped[:shown])
     more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
