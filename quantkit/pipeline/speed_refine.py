@@ -15,8 +15,9 @@ the one of them with the highest output SQNR on the calibration samples is kept 
 another gains MIN_GAIN_DB on it). Where the profiles find no op slower in int8, or the estimated saving
 is under MIN_SAVING_US (20 us a run; MIN_SAVING of the model's time, 0) on a model faster than MIN_TIMED_US
 (1 ms a run; on a slower one, the first round is tried at any estimated saving, as it is on a faster
-one that timed whole runs slower than FP32), nothing changes: the output is the one of the payoff rule
-alone, byte for byte.
+one that timed whole runs slower than FP32), the first round tries the near ties instead (TIE_MARGIN);
+where nothing is tried or the plain plan stands, the output is the one of the payoff rule alone, byte for
+byte.
 """
 
 from __future__ import annotations
