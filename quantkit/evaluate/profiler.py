@@ -29,16 +29,6 @@ class KernelTime:
     out_elements: int
 
 
-def kernel_times(
-    model: onnx.ModelProto, batch: Feed, runs: int, seconds: float | None = None, min_runs: int = 3
-) -> list[KernelTime]:
-    """Per-kernel times of `model` on `batch` (one thread, no spinning, every optimization on, as
-    evaluate.speed times the whole model), from onnxruntime's profiler: each kernel's median over `runs`
-    runs, or fewer (min_runs at least) once `seconds` have passed; the first run's allocations drop out
-    of the median. In the order the kernels ran."""
-    return side_by_side([model], batch, runs, seconds, min_runs)[0]
-
-
 def side_by_side(
     models: Sequence[onnx.ModelProto],
     batch: Feed,
@@ -46,10 +36,14 @@ def side_by_side(
     seconds: float | None = None,
     min_runs: int = 3,
 ) -> list[list[KernelTime]]:
-    """kernel_times of each model, their runs interleaved as evaluate.speed interleaves whole models (a
-    round runs each once, in runtime.round_orders), so that a load change on a shared machine hits every
-    profile alike: profiled one after the other, FP32's and the INT8 candidate's totals for vit_mnist
-    ranged 640-1750 us apart while a test suite ran beside them. `seconds`: for all of them together."""
+    """Per-kernel times of each model on `batch` (one thread, no spinning, every optimization on, as
+    evaluate.speed times whole models), from onnxruntime's profiler: each kernel's median over `runs`
+    runs, or fewer (min_runs at least) once `seconds` have passed for all of them together; the first
+    run's allocations drop out of the median. In the order the kernels ran. The models' runs interleave
+    as evaluate.speed interleaves whole models (a round runs each once, in runtime.round_orders), so that
+    a load change on a shared machine hits every profile alike: profiled one after the other, FP32's and
+    the INT8 candidate's totals for vit_mnist ranged 640-1750 us apart while a test suite ran beside
+    them."""
     with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
         sessions = [
             Session(
