@@ -41,7 +41,7 @@ from quantkit.graph.qdq import apply_plan
 from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport, ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
-from quantkit.pipeline import speed_memory, speed_refine
+from quantkit.pipeline import convert_notes, speed_memory, speed_refine
 from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
 from quantkit.pipeline.openvino_smoke import openvino_gap
 from quantkit.pipeline.progress import Progress, no_progress
@@ -215,10 +215,10 @@ def convert(
         notes=summary.notes
         + reduced
         + corrections_choice.notes(resolved, requested, table)
-        + _nothing_quantized(plan)
+        + convert_notes.nothing_quantized(plan)
         + measurement_notes(inferred, _runnable(int8, config), reference, samples, smoke)
         + fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps, smoke)
-        + _elsewhere(config),
+        + convert_notes.elsewhere(config),
         speed=speed,
         fallback=tuple(steps),
         fallback_start_db=start_db,
@@ -226,35 +226,6 @@ def convert(
         corrections=corrections,
         target_findings=checked,
         speed_plan=speed_plan,
-    )
-
-
-def _elsewhere(config: ConvertConfig) -> tuple[str, ...]:
-    if config.target is Target.ort_cpu:
-        return ()
-    fp8 = (
-        (
-            "FP8 E4M3FN Q/DQ (opset 19): activations at their observed amax / 448, weights per channel; "
-            "no rebalancing, weights rounded to nearest. In onnxruntime, load it at "
-            "GraphOptimizationLevel.ORT_ENABLE_BASIC: its default level miscomputes float8 Q/DQ (a 3DDFA "
-            "face model: -11.4 dB there, 15.2 dB at basic)",
-        )
-        if config.fp8
-        else ()
-    )
-    return (
-        *fp8,
-        f"placed for {config.target.value}: speed not measured here (onnxruntime's CPU kernels are not "
-        f"the target's); accuracy was measured through onnxruntime, which runs the same Q/DQ arithmetic",
-    )
-
-
-def _nothing_quantized(plan: QuantPlan) -> tuple[str, ...]:
-    if any(op in COMPUTE_OPS for op in plan.quantized_nodes.values()):
-        return ()
-    return (
-        "no layer was quantized (the reasons are above): the output computes as the FP32 model does; "
-        "int8 does not pay for this model on this CPU, or its layers were excluded",
     )
 
 

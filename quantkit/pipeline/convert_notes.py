@@ -1,0 +1,36 @@
+"""Notes in convert's summary that depend on the settings and the plan alone (no measurement)."""
+
+from __future__ import annotations
+
+from quantkit.config import ConvertConfig, Target
+from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.results import QuantPlan
+
+
+def elsewhere(config: ConvertConfig) -> tuple[str, ...]:
+    if config.target is Target.ort_cpu:
+        return ()
+    fp8 = (
+        (
+            "FP8 E4M3FN Q/DQ (opset 19): activations at their observed amax / 448, weights per channel; "
+            "no rebalancing, weights rounded to nearest. In onnxruntime, load it at "
+            "GraphOptimizationLevel.ORT_ENABLE_BASIC: its default level miscomputes float8 Q/DQ (a 3DDFA "
+            "face model: -11.4 dB there, 15.2 dB at basic)",
+        )
+        if config.fp8
+        else ()
+    )
+    return (
+        *fp8,
+        f"placed for {config.target.value}: speed not measured here (onnxruntime's CPU kernels are not "
+        f"the target's); accuracy was measured through onnxruntime, which runs the same Q/DQ arithmetic",
+    )
+
+
+def nothing_quantized(plan: QuantPlan) -> tuple[str, ...]:
+    if any(op in COMPUTE_OPS for op in plan.quantized_nodes.values()):
+        return ()
+    return (
+        "no layer was quantized (the reasons are above): the output computes as the FP32 model does; "
+        "int8 does not pay for this model on this CPU, or its layers were excluded",
+    )
