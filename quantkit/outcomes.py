@@ -135,6 +135,7 @@ class SpeedPlan:
     refined_speedup: float | None
     sqnr_db: tuple[float, float] | None = None
     recalled: str | None = None  # the record it was read back from (pipeline.speed_memory); None: measured
+    placement: str | None = None  # "inputs-only": Q/DQ on the weighted layers' inputs only (floated empty)
 
 
 @dataclass(frozen=True)

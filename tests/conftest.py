@@ -34,15 +34,16 @@ def _no_timed_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     """The default speed-aware plan (pipeline.speed_refine) keeps ops float by this machine's timing: on
     the tiny models here int8 is often slower, and a loaded machine could float the layers the other rules
     are tested on, some runs and not others. It never acts here unless a test lowers MIN_SAVING_US or
-    MIN_TIMED_US, raises WHOLE_SLOWER_BELOW or sets TIE_MARGIN again (tests/test_speed_cut.py, with
-    stubbed timings). Nor does a decision kept from another test or run (pipeline.speed_memory: off
-    unless a test sets its own folder)."""
+    MIN_TIMED_US, raises WHOLE_SLOWER_BELOW or sets TIE_MARGIN or INPUTS_ONLY again
+    (tests/test_speed_cut.py, tests/test_inputs_only.py, with stubbed timings). Nor does a decision kept
+    from another test or run (pipeline.speed_memory: off unless a test sets its own folder)."""
     from quantkit.pipeline import speed_memory, speed_refine
 
     monkeypatch.setattr(speed_refine, "MIN_SAVING_US", float("inf"))
     monkeypatch.setattr(speed_refine, "MIN_TIMED_US", float("inf"))
     monkeypatch.setattr(speed_refine, "WHOLE_SLOWER_BELOW", 0.0)
     monkeypatch.setattr(speed_refine, "TIE_MARGIN", None)
+    monkeypatch.setattr(speed_refine, "INPUTS_ONLY", False)
     monkeypatch.setenv(speed_memory.ENV, speed_memory.OFF)
 
 

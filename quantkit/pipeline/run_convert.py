@@ -38,6 +38,7 @@ from quantkit.graph.emulate import emulate, stored_as
 from quantkit.graph.float_formats import BFLOAT16, FLOAT16, FloatFormat
 from quantkit.graph.prepare import Prepared
 from quantkit.graph.qdq import apply_plan
+from quantkit.graph.query import GraphIndex
 from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport, ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
@@ -58,7 +59,7 @@ from quantkit.pipeline.writing import (
     write_checked,
 )
 from quantkit.planner import budget_search as budget_search
-from quantkit.planner import corrections_choice, fallback
+from quantkit.planner import corrections_choice, fallback, targets
 from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import rounding_plan as rounding
@@ -150,7 +151,11 @@ def convert(
         def accuracy(model: onnx.ModelProto) -> float:
             return fallback.output_sqnr(model, reference, samples, measured)
 
-        refined = speed_memory.refine(inferred, table, plan, quantized, samples, build, accuracy)
+        def inputs_only() -> tuple[QuantPlan, onnx.ModelProto]:
+            placed = targets.inputs_only(base, GraphIndex(inferred))
+            return placed, _quantized_model(inferred, placed, config)
+
+        refined = speed_memory.refine(inferred, table, plan, quantized, samples, build, accuracy, inputs_only)
         plan, quantized = refined.plan, refined.model
     speed_plan = refined.report if refined is not None else None
     floor = Floor(

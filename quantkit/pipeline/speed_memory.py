@@ -35,7 +35,7 @@ from quantkit.evaluate import speed
 from quantkit.files import write_atomic
 from quantkit.outcomes import Speed, SpeedPlan
 from quantkit.pipeline import speed_refine
-from quantkit.pipeline.speed_refine import REASON, Accuracy, Build, Refined
+from quantkit.pipeline.speed_refine import INPUTS, REASON, Accuracy, Build, Placed, Refined
 from quantkit.results import CalibrationTable, Feed, QuantPlan
 from quantkit.runtime import cpu_info, fits_one_message, versions
 
@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 
 ENV = "QUANTKIT_SPEED_CACHE"
 OFF = "off"
-VERSION = 1  # of the records: a new one is never read as an old one
+# Of the records and of the rules that made them (2: the inputs-only candidate and the FP32-size rule):
+# a record is never read by another version.
+VERSION = 2
 
 
 def folder() -> Path | None:
@@ -124,11 +126,13 @@ def refine(
     samples: Feed,
     build: Build,
     accuracy: Accuracy | None = None,
+    inputs_only: Placed | None = None,
 ) -> Refined:
     """speed_refine.refine (same arguments), or the plan it kept for this candidate before, rebuilt with
-    build(ops kept float) and nothing timed."""
+    build(ops kept float) or inputs_only() and nothing timed."""
+    args = (prepared, table, plan, candidate, samples, build, accuracy, inputs_only)
     if not fits_one_message(candidate) or not plan.quantized_nodes:  # nothing is timed for these
-        return speed_refine.refine(prepared, table, plan, candidate, samples, build, accuracy)
+        return speed_refine.refine(*args)
     memory = Memory.of(candidate, samples)
     nodes = {node.name for node in prepared.graph.node}
     kept = None if memory is None else _recalled_plan(memory.recall(PLAN), nodes)
@@ -136,9 +140,11 @@ def refine(
         report = dataclasses.replace(kept, recalled=str(memory.path(PLAN))) if kept else None
         if report is None or report.refined_speedup is None:
             return Refined(plan, candidate, report)
+        if report.placement == INPUTS and inputs_only is not None:
+            return Refined(*inputs_only(), report)
         again, model = build(dict.fromkeys(report.floated, REASON))
         return Refined(again, model, report)
-    refined = speed_refine.refine(prepared, table, plan, candidate, samples, build, accuracy)
+    refined = speed_refine.refine(*args)
     if memory is not None:
         memory.keep(PLAN, {"report": None if refined.report is None else asdict(refined.report)})
     return refined
@@ -159,10 +165,11 @@ def _recalled_plan(record: dict[str, Any] | None, nodes: set[str]) -> SpeedPlan 
             float(report["plain_speedup"]),
             None if refined is None else float(refined),
             None if sqnr is None else (float(sqnr[0]), float(sqnr[1])),
+            placement=report.get("placement"),
         )
     except (KeyError, TypeError, ValueError, IndexError):
         return None
-    return plan if set(plan.floated) <= nodes else None
+    return plan if set(plan.floated) <= nodes and plan.placement in (None, INPUTS) else None
 
 
 def too_slow(

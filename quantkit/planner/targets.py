@@ -42,11 +42,56 @@ FREE = "no Q/DQ of its own: {} fuses it or runs it in the precision of its neigh
 
 def for_tensorrt(plan: QuantPlan, index: GraphIndex, runtime: str = "TensorRT") -> QuantPlan:
     """The plan with Q/DQ only where TensorRT fuses them (module docstring); biases float."""
+    return dataclasses.replace(
+        _on_inputs(plan, index, FREE.format(runtime), residual_adds=True), float_bias=True
+    )
+
+
+def inputs_only(plan: QuantPlan, index: GraphIndex) -> QuantPlan:
+    """An onnxruntime plan with its Q/DQ pairs on the inputs of its quantized weighted layers only, with
+    its own params (uint8 activations): onnxruntime's CPU provider runs such a MatMul as
+    MatMulIntegerToFloat and a Gemm as QGemm, both with float outputs, and every op between them
+    (LayerNormalization, Softmax, GELU, residual Adds) in float with no conversions around it. Biases stay
+    int32 as planned (a float bias keeps a Gemm from QGemm). The speed-aware plan's candidate for models led
+    by MatMul / Gemm (pipeline.speed_refine): vit_mnist's plain INT8 model ran 0.85-0.96x FP32 here with
+    each small op between Q/DQ pairs, this one 1.02-1.06x. A Conv so placed runs float.
+    A MatMul on a 2-D input whose output only a constant Add reads keeps its output pair as planned:
+    onnxruntime fuses the two into a Gemm before its QDQ fusions, and a Gemm with a float bias and no Q
+    after it runs float on dequantized weights (vit_mnist's head: 2 `not-fused` findings); with the pair
+    it runs as QLinearMatMul."""
+    placed = _on_inputs(plan, index, INPUTS_ONLY, residual_adds=False)
+    fused = [t for t in _gemm_fused_outputs(index, placed) if t in plan.activations]
+    activations = {**placed.activations, **{t: plan.activations[t] for t in fused}}
+    ranges = {**placed.ranges, **{t: plan.ranges[t] for t in fused if t in plan.ranges}}
+    return dataclasses.replace(placed, activations=dict(sorted(activations.items())), ranges=ranges)
+
+
+def _gemm_fused_outputs(index: GraphIndex, plan: QuantPlan) -> list[str]:
+    """The outputs of the plan's MatMuls on 2-D inputs that only an Add of a constant reads."""
+    found = []
+    for name, op in sorted(plan.quantized_nodes.items()):
+        node = index.by_name[name]
+        if op != "MatMul" or index.ranks.get(node.input[0]) != 2:
+            continue
+        readers = index.consumers.get(node.output[0], [])
+        if len(readers) == 1 and readers[0][0].op_type == "Add" and node.output[0] not in index.graph_outputs:
+            add = readers[0][0]
+            if any(index.is_constant(t) for t in add.input if t != node.output[0]):
+                found.append(node.output[0])
+    return found
+
+
+INPUTS_ONLY = "runs float between integer layers (Q/DQ on the inputs of weighted layers only: faster here)"
+
+
+def _on_inputs(plan: QuantPlan, index: GraphIndex, reason: str, residual_adds: bool) -> QuantPlan:
+    """The plan with Q/DQ on the live inputs of its quantized weighted layers only (and on the residual
+    input of the Adds a layer's output feeds, with residual_adds); every other op float for `reason`."""
     layers = {n: op for n, op in plan.quantized_nodes.items() if op in COMPUTE_OPS}
     kept: set[str] = set()
     for name in sorted(layers):
         kept.update(_live_inputs(index, name, plan))
-    adds = _residual_adds(index, plan, layers)
+    adds = _residual_adds(index, plan, layers) if residual_adds else {}
     for tensor in adds.values():
         kept.add(tensor)
     quantized = {**layers, **{name: "Add" for name in adds}}
@@ -62,9 +107,8 @@ def for_tensorrt(plan: QuantPlan, index: GraphIndex, runtime: str = "TensorRT") 
         weights=tuple(w for w in plan.weights if w.node in layers and w.kind != "constant"),
         quantized_nodes=quantized,
         folds={},
-        skipped=layer_skips + tuple(Skip(n.name, n.op_type, FREE.format(runtime)) for n in free),
+        skipped=layer_skips + tuple(Skip(n.name, n.op_type, reason) for n in free),
         ranges={t: r for t, r in plan.ranges.items() if t in kept},
-        float_bias=True,
     )
 
 

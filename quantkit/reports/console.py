@@ -167,6 +167,11 @@ def _speed_plan_text(plan: SpeedPlan | None) -> Text:
             "speed on this CPU: ops whose int8 form profiled slower were tried in float, not faster as a "
             f"whole ({plan.plain_speedup:.2f}x FP32 as planned; {how})\n"
         )
+    if plan.placement is not None:
+        return Text(
+            "speed on this CPU: Q/DQ on the inputs of weighted layers only, every op between them float "
+            f"({plan.placement}: {plan.plain_speedup:.2f}x -> {plan.refined_speedup:.2f}x FP32; {how})\n"
+        )
     most = "; of the plans as fast as the fastest, the most accurate: {:.1f} -> {:.1f} dB on the calibration"
     most += " samples"
     gain = most.format(*plan.sqnr_db) if plan.sqnr_db is not None else ""
