@@ -102,7 +102,8 @@ PreferOpt = Annotated[
         "--prefer",
         help="balanced: profile the INT8 model beside FP32 on this CPU and keep float the ops whose "
         "int8 form runs slower (where the model then measures faster, or as fast and 1 dB more "
-        "accurate); warn when still slower; speed: then keep the model float; accuracy: measure nothing "
+        "accurate; a transformer also tries Q/DQ on its MatMuls' inputs only); warn when still slower; "
+        "speed: then keep the model float; accuracy: measure nothing "
         "(the same bytes on any machine). What was measured is kept per model and CPU, so a convert run "
         "again writes the same bytes (QUANTKIT_SPEED_CACHE: its folder, or off).",
     ),
