@@ -98,6 +98,7 @@ def test_the_plain_plan_stands_where_the_inputs_only_one_is_slower(
     timed = _stub_timing(monkeypatch, plain=0.8, placed=0.9)
     summary, out = quantize(_attention_like(), tmp_path, image_dir)
     assert timed == [3] and summary.speed_plan is not None and summary.speed_plan.refined_speedup is None
+    assert summary.speed_plan.placement == speed_refine.INPUTS  # what was tried, for the summary
     assert op_counts(optimized_graph(out, tmp_path))["QLinearMatMul"] >= 1
 
 
@@ -169,3 +170,6 @@ def test_the_summary_says_where_the_q_dq_pairs_are() -> None:
         "speed on this CPU: Q/DQ on the inputs of weighted layers only, every op between them float "
         "(inputs-only: 0.79x -> 1.06x FP32; 1 thread" in text
     )
+    tried = SpeedPlan((), 1.25, None, placement=speed_refine.INPUTS)
+    text = _render(console.convert_table(dataclasses.replace(_summary(), speed_plan=tried), "m.onnx"), 200)
+    assert "Q/DQ on the inputs of weighted layers only was tried, not faster as a whole (1.25x FP32" in text

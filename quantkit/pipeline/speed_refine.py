@@ -178,8 +178,8 @@ def refine(
     sizes = [model.ByteSize() for model in models]
     score = None if accuracy is None else lambda k: accuracy(models[k])
     best, gain = chosen(ratios, score, sizes, prepared.ByteSize())
-    if best == 0:
-        return Refined(plan, candidate, SpeedPlan((), ratios[0], None))
+    if best == 0:  # where only the inputs-only plan was tried, the summary says that one
+        return Refined(plan, candidate, SpeedPlan((), ratios[0], None, placement=None if tried else INPUTS))
     if best > len(tried) and placed is not None:
         return Refined(placed[0], placed[1], SpeedPlan((), ratios[0], ratios[best], gain, placement=INPUTS))
     chosen_plan, model, floated = tried[best - 1]

@@ -162,6 +162,11 @@ def _speed_plan_text(plan: SpeedPlan | None) -> Text:
     how = "1 thread, interleaved on a calibration sample"
     if plan.recalled is not None:
         how += f"; as measured before, kept in {plan.recalled} (QUANTKIT_SPEED_CACHE=off measures again)"
+    if plan.refined_speedup is None and plan.placement is not None:
+        return Text(
+            "speed on this CPU: Q/DQ on the inputs of weighted layers only was tried, not faster as a whole "
+            f"({plan.plain_speedup:.2f}x FP32 as planned; {how})\n"
+        )
     if plan.refined_speedup is None:
         return Text(
             "speed on this CPU: ops whose int8 form profiled slower were tried in float, not faster as a "
