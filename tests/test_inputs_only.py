@@ -23,11 +23,14 @@ N = helper.make_node
 
 
 def _attention_like() -> onnx.ModelProto:
-    """x [N, 3, 16, 16] -> tokens [N, 48, 16] -> MatMul fc1 + bias -> Softmax -> MatMul fc2 + bias ->
-    residual Add -> mean over the tokens [N, 16] -> MatMul head + bias -> y [N, 10] (a ViT's head: 2-D)."""
+    """x [N, 3, 16, 16] -> 1x1 Conv (a patch embedding) -> tokens [N, 48, 16] -> MatMul fc1 + bias ->
+    Softmax -> MatMul fc2 + bias -> residual Add -> mean over the tokens [N, 16] -> MatMul head + bias ->
+    y [N, 10] (a ViT's head: 2-D)."""
     g = rng(3)
     inits = {
         "shape": np.array([0, 3 * SIZE, SIZE], np.int64),
+        "wc": g.normal(0, 0.5, (3, 3, 1, 1)).astype(np.float32),
+        "bc": g.normal(0, 0.1, (3,)).astype(np.float32),
         "w1": g.normal(0, 0.3, (SIZE, 32)).astype(np.float32),
         "b1": g.normal(0, 0.1, (32,)).astype(np.float32),
         "w2": g.normal(0, 0.3, (32, SIZE)).astype(np.float32),
@@ -36,7 +39,8 @@ def _attention_like() -> onnx.ModelProto:
         "b3": g.normal(0, 0.1, (10,)).astype(np.float32),
     }
     nodes = [
-        N("Reshape", ["x", "shape"], ["t"], name="tokens"),
+        N("Conv", ["x", "wc", "bc"], ["c"], name="patches"),
+        N("Reshape", ["c", "shape"], ["t"], name="tokens"),
         N("MatMul", ["t", "w1"], ["h1"], name="fc1"),
         N("Add", ["h1", "b1"], ["a1"], name="fc1_bias"),
         N("Softmax", ["a1"], ["s1"], name="softmax", axis=-1),
@@ -78,13 +82,15 @@ def test_a_matmul_model_keeps_the_inputs_only_plan_where_it_measures_faster(
     assert plan is not None and plan.placement == speed_refine.INPUTS and plan.floated == ()
     assert plan.plain_speedup == pytest.approx(0.8) and plan.refined_speedup == pytest.approx(1 / 0.9)
     model = onnx.load(str(out))
-    # the MatMuls' data inputs, and the 2-D head's output (onnxruntime would fuse it and its bias Add into
-    # a Gemm that, with neither an int32 bias nor a Q after it, runs float on dequantized weights)
-    assert set(summary.plan.activations) == {"t", "s1", "p", "h3"}
-    assert op_counts(model)["QuantizeLinear"] == 4
+    # the layers' data inputs, the Conv's output (no integer Conv writes float), and the 2-D head's output
+    # (onnxruntime would fuse it and its bias Add into a Gemm that, with neither an int32 bias nor a Q
+    # after it, runs float on dequantized weights)
+    assert set(summary.plan.activations) == {"x", "c", "t", "s1", "p", "h3"}
+    assert op_counts(model)["QuantizeLinear"] == 6
     fused = op_counts(optimized_graph(out, tmp_path))
     assert fused["MatMulIntegerToFloat"] == 2 and fused["QLinearMatMul"] == 1 and fused["QLinearAdd"] == 0
-    assert fused["MatMul"] == fused["Gemm"] == 0  # nothing float on dequantized weights
+    assert fused["QLinearConv"] == 1
+    assert fused["MatMul"] == fused["Gemm"] == fused["Conv"] == 0  # nothing float on dequantized weights
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 30.0
     reasons = {s.node: s.reason for s in summary.plan.skipped}
     assert reasons["softmax"] == reasons["residual"] == targets.INPUTS_ONLY

@@ -54,23 +54,28 @@ def inputs_only(plan: QuantPlan, index: GraphIndex) -> QuantPlan:
     (LayerNormalization, Softmax, GELU, residual Adds) in float with no conversions around it. Biases stay
     int32 as planned (a float bias keeps a Gemm from QGemm). The speed-aware plan's candidate for models led
     by MatMul / Gemm (pipeline.speed_refine): vit_mnist's plain INT8 model ran 0.85-0.96x FP32 here with
-    each small op between Q/DQ pairs, this one 1.02-1.06x. A Conv so placed runs float.
-    A MatMul on a 2-D input whose output only a constant Add reads keeps its output pair as planned:
-    onnxruntime fuses the two into a Gemm before its QDQ fusions, and a Gemm with a float bias and no Q
-    after it runs float on dequantized weights (vit_mnist's head: 2 `not-fused` findings); with the pair
-    it runs as QLinearMatMul."""
+    each small op between Q/DQ pairs, this one 1.02-1.06x.
+    Two kinds of layer keep their output pair as planned, or onnxruntime would run them in float on
+    dequantized weights: a Conv / ConvTranspose (no integer Conv with a float output; a ViT-S's patch
+    embedding), and a MatMul on a 2-D input whose output only a constant Add reads (onnxruntime fuses the
+    two into a Gemm before its QDQ fusions, and that Gemm, with a float bias and no Q after it, is not
+    fused: vit_mnist's head); with the pair they run as QLinearConv and QLinearMatMul."""
     placed = _on_inputs(plan, index, INPUTS_ONLY, residual_adds=False)
-    fused = [t for t in _gemm_fused_outputs(index, placed) if t in plan.activations]
+    fused = [t for t in _output_paired(index, placed) if t in plan.activations]
     activations = {**placed.activations, **{t: plan.activations[t] for t in fused}}
     ranges = {**placed.ranges, **{t: plan.ranges[t] for t in fused if t in plan.ranges}}
     return dataclasses.replace(placed, activations=dict(sorted(activations.items())), ranges=ranges)
 
 
-def _gemm_fused_outputs(index: GraphIndex, plan: QuantPlan) -> list[str]:
-    """The outputs of the plan's MatMuls on 2-D inputs that only an Add of a constant reads."""
+def _output_paired(index: GraphIndex, plan: QuantPlan) -> list[str]:
+    """The outputs of the plan's Conv / ConvTranspose, and of its MatMuls on 2-D inputs that only an Add
+    of a constant reads."""
     found = []
     for name, op in sorted(plan.quantized_nodes.items()):
         node = index.by_name[name]
+        if op in ("Conv", "ConvTranspose"):
+            found.append(node.output[0])
+            continue
         if op != "MatMul" or index.ranks.get(node.input[0]) != 2:
             continue
         readers = index.consumers.get(node.output[0], [])
