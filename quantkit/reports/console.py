@@ -162,20 +162,16 @@ def _speed_plan_text(plan: SpeedPlan | None) -> Text:
     how = "1 thread, interleaved on a calibration sample"
     if plan.recalled is not None:
         how += f"; as measured before, kept in {plan.recalled} (QUANTKIT_SPEED_CACHE=off measures again)"
-    if plan.refined_speedup is None and plan.placement is not None:
-        return Text(
-            "speed on this CPU: Q/DQ on the inputs of weighted layers only was tried, not faster as a whole "
-            f"({plan.plain_speedup:.2f}x FP32 as planned; {how})\n"
-        )
+    head, plain = "speed on this CPU: Q/DQ on the inputs of weighted layers only", plan.plain_speedup
+    if plan.placement is not None and plan.refined_speedup is None:  # tried, the plain plan stood
+        return Text(f"{head} was tried, not faster as a whole ({plain:.2f}x FP32 as planned; {how})\n")
+    if plan.placement is not None:
+        ratios = f"{plan.placement}: {plain:.2f}x -> {plan.refined_speedup:.2f}x FP32"
+        return Text(f"{head}, every op between them float ({ratios}; {how})\n")
     if plan.refined_speedup is None:
         return Text(
             "speed on this CPU: ops whose int8 form profiled slower were tried in float, not faster as a "
             f"whole ({plan.plain_speedup:.2f}x FP32 as planned; {how})\n"
-        )
-    if plan.placement is not None:
-        return Text(
-            "speed on this CPU: Q/DQ on the inputs of weighted layers only, every op between them float "
-            f"({plan.placement}: {plan.plain_speedup:.2f}x -> {plan.refined_speedup:.2f}x FP32; {how})\n"
         )
     most = "; of the plans as fast as the fastest, the most accurate: {:.1f} -> {:.1f} dB on the calibration"
     most += " samples"
