@@ -189,3 +189,15 @@ def test_a_model_over_protobufs_limit_is_neither_hashed_nor_kept(
     monkeypatch.setattr(run_convert, "measure_speed", lambda *_: Speed(2.0, 10, 2.0, 1.0))
     summary, out = quantize(_silu_chain(), tmp_path, image_dir, ConvertConfig(prefer=Prefer.speed))
     assert out.is_file() and summary.plan.quantized_nodes and not folder.exists()
+
+
+def test_an_inputs_only_record_is_used_only_where_that_placement_can_be_built() -> None:
+    """A kept inputs-only plan floats no op: rebuilt by a caller with no inputs-only builder it would be
+    the plain plan, a different model under the recalled report, so such a caller measures again."""
+    report = {"floated": [], "plain_speedup": 1.0, "refined_speedup": 1.1, "sqnr_db": [30.0, 31.0]}
+    record = {"report": {**report, "placement": speed_refine.INPUTS}}
+    kept = speed_memory._recalled_plan(record, {"conv1"})
+    assert kept and kept.placement == speed_refine.INPUTS
+    assert speed_memory._recalled_plan(record, {"conv1"}, (None,)) is None
+    plain = speed_memory._recalled_plan({"report": report}, {"conv1"}, (None,))
+    assert plain and plain.placement is None and plain.refined_speedup == 1.1

@@ -135,12 +135,13 @@ def refine(
         return speed_refine.refine(*args)
     memory = Memory.of(candidate, samples)
     nodes = {node.name for node in prepared.graph.node}
-    kept = None if memory is None else _recalled_plan(memory.recall(PLAN), nodes)
+    placements = (None, INPUTS) if inputs_only is not None else (None,)
+    kept = None if memory is None else _recalled_plan(memory.recall(PLAN), nodes, placements)
     if kept is not None and memory is not None:
         report = dataclasses.replace(kept, recalled=str(memory.path(PLAN))) if kept else None
         if report is None or report.refined_speedup is None:
             return Refined(plan, candidate, report)
-        if report.placement == INPUTS and inputs_only is not None:
+        if report.placement == INPUTS and inputs_only is not None:  # placements allows it only then
             return Refined(*inputs_only(), report)
         again, model = build(dict.fromkeys(report.floated, REASON))
         return Refined(again, model, report)
@@ -150,9 +151,12 @@ def refine(
     return refined
 
 
-def _recalled_plan(record: dict[str, Any] | None, nodes: set[str]) -> SpeedPlan | Literal[False] | None:
+def _recalled_plan(
+    record: dict[str, Any] | None, nodes: set[str], placements: tuple[str | None, ...] = (None, INPUTS)
+) -> SpeedPlan | Literal[False] | None:
     """The kept report, False where the plan kept none (nothing was worth timing), None where nothing
-    usable was kept (none, malformed, or naming an op `nodes` lacks)."""
+    usable was kept (none, malformed, naming an op `nodes` lacks, or a placement this caller cannot build:
+    rebuilding an inputs-only plan as a plan with no op floated would write a different model)."""
     if record is None or "report" not in record:
         return None
     report = record["report"]
@@ -169,7 +173,7 @@ def _recalled_plan(record: dict[str, Any] | None, nodes: set[str]) -> SpeedPlan 
         )
     except (KeyError, TypeError, ValueError, IndexError):
         return None
-    return plan if set(plan.floated) <= nodes and plan.placement in (None, INPUTS) else None
+    return plan if set(plan.floated) <= nodes and plan.placement in placements else None
 
 
 def too_slow(
