@@ -27,6 +27,7 @@ from quantkit.errors import CalibrationError
 from quantkit.results import TABLE_FORMAT, TABLE_VERSION, CalibrationTable, Feed, TensorStats
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+SMOKE_SAMPLES = 8  # samples a table stores: convert's smoke test and --min-sqnr measure on them
 
 
 def arrays_path(json_path: Path) -> Path:

@@ -16,12 +16,12 @@ import numpy as np
 
 from quantkit.calib.collect import observe
 from quantkit.calib.observers import Partial
+from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import Preprocess
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
 from quantkit.pipeline.shards import keeping, require_visible, session_for
-from quantkit.pipeline.writing import SMOKE_SAMPLES
 from quantkit.results import Batch, Feed, feed_concat, feed_rows, feed_take
 from quantkit.runtime import Session
 

@@ -15,6 +15,7 @@ import onnx
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import check_finite, rows_per_run
 from quantkit.calib.extremes import stress_images
+from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import CalibrateConfig, Preprocess
 from quantkit.data import ArrayStream, Sample, feed_side
 from quantkit.errors import ConfigError, ImageError, ModelError
@@ -36,7 +37,6 @@ from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_c
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import chunk_size, chunks, model_key, prime, run_jobs
-from quantkit.pipeline.writing import SMOKE_SAMPLES
 from quantkit.results import Batch, CalibrationTable, Feed
 from quantkit.runtime import Session, fits_one_message, versions
 from quantkit.version import __version__

@@ -31,7 +31,6 @@ from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, fee
 from quantkit.runtime import Session, cpu_info
 from quantkit.version import __version__
 
-SMOKE_SAMPLES = 8  # stored in the table: convert's smoke test and --min-sqnr measure on them
 # Below these output SQNRs (all outputs, smoke-test samples) a conversion is broken, not coarse: healthy INT8
 # models measure 14-34 dB, float16 ones 38-70 dB. Such a model is never written.
 INT8_FLOOR_DB = 10.0
