@@ -265,6 +265,9 @@ def test_a_tied_refined_plan_larger_than_the_size_slack_leaves_it_int8(
         ([1.70, 1.65], [34.3, 35.7], (1, (34.3, 35.7))),  # 3 % slower: within ACCURATE_SLACK, +1.4 dB
         ([1.70, 1.65], [34.3, 34.8], (0, None)),  # ... gaining less than TIED_GAIN_DB: the plain plan
         ([1.02, 0.98], [20.0, 30.0], (0, None)),  # ... but slower than FP32: never
+        ([1.27, 1.17], [14.8, 25.0], (1, (14.8, 25.0))),  # 8 % slower, +10.2 dB: within 1 % per dB
+        ([1.27, 1.17], [14.8, 17.0], (0, None)),  # ... +2.2 dB: ACCURATE_SLACK, and it is beyond
+        ([1.30, 1.12], [10.0, 40.0], (0, None)),  # 16 % slower: beyond MAX_SLACK whatever the gain
         ([1.00, 1.10, 1.09], [20.0, 21.0, 23.0], (2, (21.0, 23.0))),  # plain not tied: the most accurate
         ([1.00, 1.10, 1.09], [20.0, 21.0, 21.05], (1, None)),  # ... where it gains MIN_GAIN_DB
         ([1.00, 1.10, 1.09], None, (1, None)),  # no accuracy: the fastest
@@ -282,7 +285,7 @@ def test_chosen_breaks_ties_on_speed_by_accuracy(
 
     assert speed_refine.chosen(ratios, accuracy if scores else None) == expected
     # only plans near the fastest are measured
-    assert all(ratios[k] * speed_refine.ACCURATE_SLACK >= max(ratios) for k in asked)
+    assert all(ratios[k] * speed_refine.MAX_SLACK >= max(ratios) for k in asked)
 
 
 def test_a_tied_plan_much_larger_than_the_plain_one_never_replaces_it() -> None:
