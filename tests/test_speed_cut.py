@@ -271,6 +271,10 @@ def test_a_tied_refined_plan_larger_than_the_size_slack_leaves_it_int8(
         ([1.00, 1.10, 1.09], [20.0, 21.0, 23.0], (2, (21.0, 23.0))),  # plain not tied: the most accurate
         ([1.00, 1.10, 1.09], [20.0, 21.0, 21.05], (1, None)),  # ... where it gains MIN_GAIN_DB
         ([1.00, 1.10, 1.09], None, (1, None)),  # no accuracy: the fastest
+        ([1.00, 1.20, 1.12], [20.0, 21.0, 31.0], (2, (21.0, 31.0))),  # 7 % slower for +10 dB: within slack
+        ([1.00, 1.20, 1.12], [20.0, 21.0, 23.0], (1, None)),  # ... for +2 dB: beyond the 5 % floor
+        ([1.00, 1.20, 1.16], [20.0, 21.0, 22.0], (2, (21.0, 22.0))),  # 3 % slower for +1 dB: the floor
+        ([1.00, 1.20, 1.16], [20.0, 21.0, 21.5], (1, None)),  # ... but less than TIED_GAIN_DB off the tie
     ],
 )
 def test_chosen_breaks_ties_on_speed_by_accuracy(

@@ -213,7 +213,8 @@ def chosen(
     the fastest are tied on speed. Where the plain plan is among them it stands, unless a refined plan
     within _slack(its gain) of the fastest and faster than FP32, whose model is at most SIZE_SLACK times its
     bytes (sizes, by k), gains TIED_GAIN_DB on it (gain: the plain plan's dB, then the kept one's).
-    Else, of the tied, the most accurate where it gains MIN_GAIN_DB on the fastest.
+    Else the fastest stands, unless a tied plan gains MIN_GAIN_DB on it or one within _slack(its gain)
+    and faster than FP32 gains TIED_GAIN_DB: then the most accurate of those (_by_speed).
     A refined plan so kept whose model is within SIZE_SLACK of FP32's bytes (fp32_size: its weights float,
     not the INT8 model asked for) gives way to the plans under that size that run at least as fast as FP32
     and are at least as accurate as the plain plan, where there are any: of them, the most accurate within
@@ -235,43 +236,45 @@ def chosen(
 
 
 def _slack(gain_db: float) -> float:
-    """How much slower than the fastest plan a plan gaining `gain_db` on the plain one may be and still
-    count as tied with it."""
+    """How much slower than the fastest plan a plan gaining `gain_db` on the base (_by_speed) may be and
+    still replace it."""
     return min(MAX_SLACK, max(ACCURATE_SLACK, 1.0 + DB_SLACK * gain_db))
 
 
 def _by_speed(
     ratios: list[float], accuracy: Callable[[int], float] | None, sizes: list[int] | None
 ) -> tuple[int, tuple[float, float] | None]:
-    """chosen's rule without the FP32-size one."""
+    """chosen's rule without the FP32-size one. The base is the plain plan where it is tied with the
+    fastest, else the fastest; another plan replaces it where it is tied and gains TIED_GAIN_DB on the
+    plain plan (MIN_GAIN_DB on a refined one), or is within _slack(its gain) of the fastest, faster than
+    FP32 and gains TIED_GAIN_DB; of those, the most accurate. A rival of the plain plan must also be at
+    most SIZE_SLACK times its bytes."""
     fastest = max(range(len(ratios)), key=lambda k: (ratios[k], -k))
     tied = [k for k in range(len(ratios)) if ratios[k] * CONFIRM >= ratios[fastest]]
-    if 0 in tied:
-        near = [
-            k
-            for k in range(1, len(ratios))
-            if k in tied or (ratios[k] * MAX_SLACK >= ratios[fastest] and ratios[k] >= 1.0)
-        ]
-        rivals = [k for k in near if sizes is None or sizes[k] <= sizes[0] * SIZE_SLACK]
-        if accuracy is None or not rivals:
-            return 0, None
-        scores = {k: accuracy(k) for k in (0, *rivals)}
-        rivals = [
-            k for k in rivals if k in tied or ratios[k] * _slack(scores[k] - scores[0]) >= ratios[fastest]
-        ]
-        if not rivals:
-            return 0, None
-        best = max(rivals, key=lambda k: (scores[k], ratios[k]))
-        if scores[best] < scores[0] + TIED_GAIN_DB:
-            return 0, None
-        return best, (scores[0], scores[best])
-    if accuracy is None or len(tied) == 1:
-        return fastest, None
-    scores = {k: accuracy(k) for k in tied}
-    best = max(tied, key=lambda k: (scores[k], ratios[k]))
-    if scores[best] < scores[fastest] + MIN_GAIN_DB:
-        return fastest, None
-    return best, (scores[fastest], scores[best])
+    base = 0 if 0 in tied else fastest
+    near = [
+        k
+        for k in range(len(ratios))
+        if k != base
+        and (k in tied or (ratios[k] >= 1.0 and ratios[k] * MAX_SLACK >= ratios[fastest]))
+        and (base != 0 or sizes is None or sizes[k] <= sizes[0] * SIZE_SLACK)
+    ]
+    if accuracy is None or not near:
+        return base, None
+    scores = {k: accuracy(k) for k in (base, *near)}
+    need = TIED_GAIN_DB if base == 0 else MIN_GAIN_DB
+
+    def gains(k: int) -> bool:
+        if k in tied:
+            return scores[k] >= scores[base] + need
+        slack = _slack(scores[k] - scores[base])
+        return scores[k] >= scores[base] + TIED_GAIN_DB and ratios[k] * slack >= ratios[fastest]
+
+    better = [k for k in near if gains(k)]
+    if not better:
+        return base, None
+    best = max(better, key=lambda k: (scores[k], ratios[k]))
+    return best, (scores[base], scores[best])
 
 
 def _slower(reference: Session, candidate: onnx.ModelProto, batch: Feed) -> bool:
