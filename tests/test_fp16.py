@@ -374,3 +374,31 @@ def test_a_float16_node_onnxruntime_crashes_on_stays_float32_with_the_reason(
     weights = {i.name: i.data_type for i in onnx.load(str(out)).graph.initializer}
     assert weights["w1"] == TensorProto.FLOAT16 and weights["w2"] == TensorProto.FLOAT
     assert _sqnr(cnn, out, _x()) > 40.0
+
+
+def test_a_squashed_output_with_foreground_is_judged_on_its_own_values_too() -> None:
+    """float16 is held to its Sigmoid output where the samples show foreground (a logit above 0; a
+    Softmax always): the logits' power sits in confident background no threshold sees. A map with no
+    foreground is judged on its logits alone."""
+    from quantkit.graph.query import measured_outputs
+    from quantkit.pipeline.run_fp16 import _with_foreground
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("p", "q", "r")]
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["p"]),
+        helper.make_node("Neg", ["x"], ["n"]),
+        helper.make_node("Softmax", ["n"], ["q"]),
+        helper.make_node("Relu", ["x"], ["r"]),
+    ]
+    model = onnx.shape_inference.infer_shapes(
+        helper.make_model(
+            helper.make_graph(nodes, "g", [x], outs), opset_imports=[helper.make_opsetid("", 13)]
+        )
+    )
+    measured = measured_outputs(model)
+    assert measured == {"p": ("x",), "q": ("n",), "r": ("r",)}
+    background = [{"x": np.full((1, 4), -9.0, np.float32), "n": np.full((1, 4), 9.0, np.float32)}]
+    assert _with_foreground(model, measured, background) == ("q",)
+    foreground = [{**background[0], "x": np.array([[-9.0, -9.0, 0.5, -9.0]], np.float32)}]
+    assert _with_foreground(model, measured, background + foreground) == ("p", "q")

@@ -23,7 +23,7 @@ from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.emulate import emulate, stored_as
 from quantkit.graph.float_formats import FORMATS, FloatFormat
 from quantkit.graph.prepare import prepare
-from quantkit.graph.query import measured_outputs, measured_tensors
+from quantkit.graph.query import SQUASHING_OPS, measured_outputs, measured_tensors
 from quantkit.graph.samples import synthetic_samples
 from quantkit.outcomes import Float16Summary
 from quantkit.pipeline.loading import model_bytes, require_float, require_table_of, table_samples
@@ -79,7 +79,8 @@ def convert_float16(
     measured = measured_outputs(inferred)
     tensors = measured_tensors(measured)
     peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)
-    reference = [{t: run[t] for t in tensors} for run in runs]
+    itself = _with_foreground(inferred, measured, runs)
+    reference = [{t: run[t] for t in sorted({*tensors, *itself})} for run in runs]
     decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks, target)
     first = {name: runs[0][name] for name in measured}
     sample = feed_take(samples, 0, 1)
@@ -93,8 +94,9 @@ def convert_float16(
     memo = fallback.SqnrMemo()  # the model the fallback measures last is the one the smoke test checks
     searched: tuple[str, ...] = ()
     if goal > 0:
+        screen = len(reference) if table is None else fallback.screening_runs(inferred, table, reference)
         decided, searched = _float16_fallback(
-            inferred, decided, samples, reference, goal, config, progress, memo, target
+            inferred, decided, samples, reference, goal, config, progress, memo, target, screen
         )
     rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types, target)
     measured_names = reference[0] if reference else ()
@@ -109,7 +111,7 @@ def convert_float16(
     stored, smoke = write_checked(
         converted, inferred, samples, reference, checked, output, inputs, advance, memo, runnable
     )
-    ordered = measurement_notes(inferred, runnable or converted, reference, samples, smoke)
+    ordered = measurement_notes(inferred, runnable or converted, reference, samples, smoke, itself)
     kept_names = {k.node for k in decided.kept}
     return Float16Summary(
         float16_by_type=fp16_planner.converted_by_type(inferred, kept_names),
@@ -125,6 +127,25 @@ def convert_float16(
         target=target.name,
         measured_by="onnxruntime" if target.runs_in_onnxruntime else EMULATED,
     )
+
+
+def _with_foreground(
+    model: onnx.ModelProto, measured: dict[str, tuple[str, ...]], runs: list[dict[str, np.ndarray]]
+) -> tuple[str, ...]:
+    """The Softmax outputs, and the Sigmoid outputs with foreground on the samples (a logit above 0), that
+    float16 is judged on beside their logits: float16 should move nothing a threshold sees, and a
+    squashed output's logits hide what moves at its decision point. PP-OCRv5's text detector measured
+    56.9 dB on its logits and 33.4 dB on its probability map, where one pixel went from 0.36 to 0.66.
+    (For INT8, logits alone: query.measured_outputs.)"""
+    writers = {out: node.op_type for node in model.graph.node for out in node.output}
+    found = []
+    for output, tensors in measured.items():
+        op = writers.get(output)
+        if op not in SQUASHING_OPS or tensors == (output,):
+            continue
+        if op == "Softmax" or any(float(np.max(run[tensors[0]])) > 0.0 for run in runs):
+            found.append(output)
+    return tuple(sorted(found))
 
 
 def _unchecked(synthetic: bool, min_sqnr: float, floor: float) -> tuple[str, ...]:
@@ -166,20 +187,27 @@ def _float16_fallback(
     progress: Progress,
     memo: fallback.SqnrMemo,
     kind: FloatFormat,
+    screen: int,
 ) -> tuple[fp16_planner.Float16Plan, tuple[str, ...]]:
     """Below target dB on the samples (the table's: --min-sqnr; synthetic: the floor): keep float32, one at
     a time, the linear layers that recover the most output SQNR alone (ranked once), until it is met or
-    max_float32_layers are kept. reference: FP32's outputs on the samples (Session.run_samples). With the
-    plan, the summary's line of what it measured and whether the target was met."""
+    max_float32_layers are kept. reference: FP32's outputs on the samples (Session.run_samples); the
+    layers are ranked on its first `screen` runs (fallback.screening_runs: PP-OCRv4's text detector at
+    640x640 took 69 s ranking on 8 samples), the plan measured on all. With the plan, the summary's line of
+    what it measured and whether the target was met."""
     why = (
         f"--min-sqnr {target:g}"
         if target == config.min_sqnr_db
         else f"the {target:g} dB floor on synthetic inputs"
     )
 
-    def sqnr(kept: set[str]) -> float:
+    def sqnr(kept: set[str], runs: int | None = None) -> float:
         converted = fp16_checks.runnable_form(model, kept, config.keep_io_types, kind)
-        return fallback.output_sqnr(converted, reference, samples, memo)
+        if runs is None or runs >= len(reference):
+            return fallback.output_sqnr(converted, reference, samples, memo)
+        return fallback.output_sqnr(
+            converted, reference[:runs], feed_take(samples, 0, runs), memo.first(runs)
+        )
 
     kept = {k.node for k in decided.kept}
     start = sqnr(kept)
@@ -192,7 +220,7 @@ def _float16_fallback(
     advance = progress("measuring each layer in float32", len(layers))
     scores = {}
     for node in layers:
-        scores[node.name] = sqnr(kept | {node.name})
+        scores[node.name] = sqnr(kept | {node.name}, screen)
         advance(1)
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     added: list[fp16_planner.KeptFloat32] = []

@@ -100,12 +100,14 @@ def measurement_notes(
     reference: list[dict[str, np.ndarray]],
     samples: Feed,
     smoke: dict[str, float],
+    itself: tuple[str, ...] = (),
 ) -> tuple[str, ...]:
     """Where the floors and the fallback measure other tensors than the outputs (query.measured_outputs of
     the shape-inferred `model`), so that no figure reads as the outputs' own: a line for each output that
     a TopK / NonMaxSuppression chose and ordered (its smoke-test figure compares rows that noise
-    reorders; both figures), and one naming the outputs judged by their logits. reference: FP32's
-    measured tensors on samples (fallback.measured_reference)."""
+    reorders; both figures), and one naming the outputs judged by their logits (and those in `itself` by
+    their own values too: float16's). reference: FP32's measured tensors on samples
+    (fallback.measured_reference)."""
     ordered = selection_ordered(model)
     scored = sorted(
         (output, tensors[0])
@@ -126,9 +128,17 @@ def measurement_notes(
     if squashed:
         named = ", ".join(f"{output!r} by {logits!r}" for output, logits in squashed[:3])
         more = f" and {len(squashed) - 3} more" if len(squashed) > 3 else ""
+        also = [output for output, _ in squashed if output in itself]
         notes += (
-            f"outputs made by a Softmax or Sigmoid are judged by their logits ({named}{more}): every SQNR "
-            "figure on calibration samples but the smoke test's is the logits'",
+            (
+                f"outputs made by a Softmax or Sigmoid are judged by their logits ({named}{more}), and "
+                f"{', '.join(repr(o) for o in also)} by its own values too, each alike"
+            )
+            if also
+            else (
+                f"outputs made by a Softmax or Sigmoid are judged by their logits ({named}{more}): every "
+                "SQNR figure on calibration samples but the smoke test's is the logits'"
+            ),
         )
         notes += _squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke)
     return notes
