@@ -105,7 +105,9 @@ def convert_float16(
     checked = Floor(
         floor,
         f"the {target.name} model, with {len(decided.kept) - planned} layer(s) kept float32 by the fallback,",
-        "raise --max-float-layers or keep op types float32 with --exclude-op-types",
+        "raise --max-float-layers or keep op types float32 with --exclude-op-types; where an output differs "
+        "by design (an angle that wraps at +-pi, a mask of exact ties), a --min-sqnr below this figure "
+        "writes it as measured",
     )
     runnable = None if target.runs_in_onnxruntime else _emulated(converted, rewritten, target)
     stored, smoke = write_checked(
