@@ -402,3 +402,22 @@ def test_a_squashed_output_with_foreground_is_judged_on_its_own_values_too() -> 
     assert _with_foreground(model, measured, background) == ("q",)
     foreground = [{**background[0], "x": np.array([[-9.0, -9.0, 0.5, -9.0]], np.float32)}]
     assert _with_foreground(model, measured, background + foreground) == ("p", "q")
+
+
+def test_a_sigmoid_map_is_judged_on_itself_with_a_table_and_on_its_logits_without(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    """With a table (real samples) the map with foreground counts beside its logits; on synthetic inputs,
+    which only show a broken conversion, their foreground is noise: the logits alone."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["logits"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["logits"], ["y"]),
+    ]
+    path = save(make_model(nodes, conv_params(2, 3, 3, 5)), tmp_path / "map.onnx")
+    table = tmp_path / "map.json"
+    pipeline.calibrate(path, table, CalibrateConfig(ImageSelection(image_dir, 8, 0)))
+    with_table = pipeline.convert_float16(path, table, tmp_path / "a.onnx", Float16Config())
+    without = pipeline.convert_float16(path, None, tmp_path / "b.onnx", Float16Config())
+    assert any("'y' by its own values too" in note for note in with_table.notes)
+    assert not any("own values" in note for note in without.notes)
+    assert any("judged by their logits ('y' by 'logits')" in note for note in without.notes)
