@@ -269,7 +269,9 @@ def test_shrink_says_which_image_count_was_too_large(
     assert code == 0, err
     assert f"warning: --num-images 30 asks for more images than {image_dir} holds; using all 24" in err
     assert f"warning: --eval-num-images 40 asks for more images than {image_dir} holds" in err
-    assert len(json.loads((tmp_path / "o" / "report.json").read_text())["warnings"]) == 2
+    # the report holds both (and, on a busy machine, maybe the tiny model's slower-than-FP32 warning)
+    warnings = json.loads((tmp_path / "o" / "report.json").read_text())["warnings"]
+    assert len([w for w in warnings if "asks for more images than" in w]) == 2
 
 
 def test_int8_options_with_fp16_are_refused(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
