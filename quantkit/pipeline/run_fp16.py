@@ -34,6 +34,7 @@ from quantkit.pipeline.writing import (
     FP16_FLOOR_DB,
     FP16_SYNTHETIC_FLOOR_DB,
     Floor,
+    has_foreground,
     measurement_notes,
     stamp,
     write_checked,
@@ -146,7 +147,7 @@ def _with_foreground(
         op = writers.get(output)
         if op not in SQUASHING_OPS or tensors == (output,):
             continue
-        if op == "Softmax" or any(float(np.max(run[tensors[0]])) > 0.0 for run in runs):
+        if has_foreground(op == "Sigmoid", tensors[0], runs):
             found.append(output)
     return tuple(sorted(found))
 

@@ -149,6 +149,12 @@ SQUASHED_GAP_DB = 6.0
 SQUASHED_FLOOR_DB = 15.0
 
 
+def has_foreground(sigmoid: bool, logits: str, runs: list[dict[str, np.ndarray]]) -> bool:
+    """Whether a squashed output shows foreground on the runs (FP32's measured tensors): a Softmax's
+    always (its top class); a Sigmoid's where a logit is above 0 (a map all ~1e-8 shows none)."""
+    return not sigmoid or any(float(np.max(r[logits])) > 0.0 for r in runs)
+
+
 def _squashed_warnings(
     converted: onnx.ModelProto,
     squashed: list[tuple[str, str]],
@@ -171,7 +177,7 @@ def _squashed_warnings(
         own = smoke.get(output)
         if own is None or logits not in present or own >= SQUASHED_FLOOR_DB:
             continue
-        if output in sigmoids and not any(float(np.max(r[logits])) > 0.0 for r in reference):
+        if not has_foreground(output in sigmoids, logits, reference):
             continue
         judged = fallback.output_sqnr(converted, [{logits: r[logits]} for r in reference], samples)
         if own < judged - SQUASHED_GAP_DB:
