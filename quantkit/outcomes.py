@@ -127,7 +127,7 @@ class SpeedPlan:
     """What the speed-aware plan did (pipeline.speed_refine): the ops it kept float, and the speedups
     over FP32 of the plan before and after, from one interleaved measurement (refined None: the refined
     model was not faster as a whole, so the plan stands); sqnr_db: on the calibration samples, the fastest
-    refined plan's and the kept one's, where a plan as fast as it (within 2 %) was more accurate. Measured
+    refined plan's and the kept one's, where one nearly as fast was kept as more accurate. Measured
     once per candidate and machine, then recalled: the same inputs give the same bytes."""
 
     floated: tuple[str, ...]

@@ -312,8 +312,8 @@ def test_the_summary_names_the_accuracy_choice() -> None:
     chose = dataclasses.replace(_summary(), speed_plan=SpeedPlan(("a",), 0.88, 1.03, (21.8, 25.1)))
     text = _render(console.convert_table(chose, "model.int8.onnx"), 200)
     assert (
-        "(0.88x -> 1.03x FP32; of the plans as fast as the fastest, the most accurate: 21.8 -> 25.1 dB"
-        in text
+        "(0.88x -> 1.03x FP32; kept over the fastest plan, more accurate at nearly its speed: 21.8 -> "
+        "25.1 dB on the calibration" in text
     )
 
 

@@ -333,7 +333,7 @@ def plan_record(
         }
         if speed_plan.placement is not None:  # Q/DQ on the weighted layers' inputs only
             record["kept_float_for_speed"]["placement"] = speed_plan.placement
-        if speed_plan.sqnr_db is not None:  # as fast as the fastest refined plan, and more accurate
+        if speed_plan.sqnr_db is not None:  # kept over the fastest refined plan as more accurate
             record["kept_float_for_speed"]["sqnr_db_fastest"] = round(speed_plan.sqnr_db[0], 3)
             record["kept_float_for_speed"]["sqnr_db_kept"] = round(speed_plan.sqnr_db[1], 3)
     if corrections is not None:

@@ -173,8 +173,8 @@ def _speed_plan_text(plan: SpeedPlan | None) -> Text:
             "speed on this CPU: ops whose int8 form profiled slower were tried in float, not faster as a "
             f"whole ({plan.plain_speedup:.2f}x FP32 as planned; {how})\n"
         )
-    most = "; of the plans as fast as the fastest, the most accurate: {:.1f} -> {:.1f} dB on the calibration"
-    most += " samples"
+    most = "; kept over the fastest plan, more accurate at nearly its speed: {:.1f} -> {:.1f} dB on the"
+    most += " calibration samples"
     gain = most.format(*plan.sqnr_db) if plan.sqnr_db is not None else ""
     return Text(
         f"speed on this CPU: {len(plan.floated)} op(s) kept float where their int8 form profiled slower "
