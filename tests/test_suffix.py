@@ -87,6 +87,28 @@ def test_a_suffix_measures_what_the_whole_model_measures() -> None:
         suffix_screen.HELD_BYTES = small
 
 
+def test_a_subgraph_reading_the_graph_around_it_is_measured_whole() -> None:
+    """An If's branches read `r` without naming it: a suffix could not tell they changed."""
+    base = _branching()
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["r"], ["picked"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("picked", onnx.TensorProto.FLOAT, None)],
+    )
+    base.graph.initializer.append(numpy_helper.from_array(np.array(True), "flag"))
+    base.graph.node.append(
+        helper.make_node("If", ["flag"], ["chosen"], name="if0", then_branch=branch, else_branch=branch)
+    )
+    base.graph.output.append(helper.make_tensor_value_info("chosen", onnx.TensorProto.FLOAT, None))
+    fed = {"r": np.zeros((1, 4, SIZE, SIZE), np.float32), "x": np.zeros((1, 3, SIZE, SIZE), np.float32)}
+    with pytest.raises(ValueError, match="subgraph"):
+        suffix_of(base, base, ["y", "chosen"], fed)
+    samples = rng(5).normal(0, 1, (2, 3, SIZE, SIZE)).astype(np.float32)
+    reference = Session.of(base).run_samples(samples)
+    assert suffix_screen.SuffixScreen(base, ["c0"], reference, samples).sqnr(base) is None
+
+
 def test_float16_ranks_its_layers_by_their_suffixes_and_keeps_what_whole_runs_keep(
     image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

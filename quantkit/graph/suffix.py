@@ -57,8 +57,11 @@ def suffix_of(
     the tensors measured; fed: the values of base tensors the suffix may read (their dtypes and shapes
     type its inputs). An unchanged tensor it reads that `fed` lacks is computed again from what fed holds
     (a Cast to float32 the base already had, now read by the changed node too); a graph input fed lacks
-    raises KeyError."""
+    raises KeyError, a model with subgraphs (If, Loop, Scan: what they read is not in their inputs)
+    ValueError."""
     graph = candidate.graph
+    if any(_has_subgraph(node) for node in graph.node):
+        raise ValueError("a subgraph reads tensors of the graph around it without naming them as inputs")
     same = _unchanged(candidate, base)
     producer = {out: k for k, node in enumerate(graph.node) for out in node.output}
     constant = {i.name for i in graph.initializer}
@@ -105,3 +108,7 @@ def _unchanged(candidate: onnx.ModelProto, base: onnx.ModelProto) -> set[str]:
 
 def _elem_type(value: np.ndarray) -> int:
     return int(helper.np_dtype_to_tensor_dtype(value.dtype))
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import onnx
 
+from quantkit.errors import ModelError
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.suffix import downstream_reads, suffix_of
@@ -48,26 +49,32 @@ class SuffixScreen:
         if fits_one_message(base):  # (a suffix is built in memory)
             inputs = {i.name for i in base.graph.input}  # a trial may read a graph input its base casts
             needs = set().union(*downstream_reads(base, nodes).values())
-            self.held = self._run_base(sorted(needs | inputs), samples) if needs else None
+            try:  # extra outputs onnxruntime refuses: each trial runs whole
+                self.held = self._run_base(sorted(needs | inputs), samples) if needs else None
+            except ModelError:
+                self.held = None
 
     def sqnr(self, candidate: onnx.ModelProto) -> float | None:
         """The output SQNR of `candidate` on the samples; None where its suffix cannot measure it (the
-        base's run was not held, or the candidate reads a tensor it did not keep)."""
+        base's run was not held, a tensor it reads was not, subgraphs, or onnxruntime refuses it)."""
         if self.held is None:
             return None
         try:
             suffix = suffix_of(candidate, self.base, self.wanted, self.held[0][0])
-        except KeyError:
+        except (KeyError, ValueError):
             return None
         if any(run[t].shape != self.held[0][0][t].shape for run, _ in self.held for t in suffix.reads):
             return None
-        session = Session.of(suffix.model, self.threads) if suffix.model.graph.node else None
         noise = OutputNoise()
-        for (run, outputs), ref in zip(self.held, self.reference, strict=True):
-            got = {t: outputs[t] for t in suffix.passed}
-            if session is not None:
-                got.update(session.run({t: run[t] for t in suffix.reads}))
-            noise.update(ref, got)
+        try:  # a suffix onnxruntime refuses: the whole model says whether the candidate runs
+            session = Session.of(suffix.model, self.threads) if suffix.model.graph.node else None
+            for (run, outputs), ref in zip(self.held, self.reference, strict=True):
+                got = {t: outputs[t] for t in suffix.passed}
+                if session is not None:
+                    got.update(session.run({t: run[t] for t in suffix.reads}))
+                noise.update(ref, got)
+        except ModelError:
+            return None
         return noise.sqnr_db
 
     def _run_base(self, needs: Sequence[str], samples: Feed) -> list[tuple[Values, Values]] | None:
