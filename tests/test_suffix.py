@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 from quantkit import pipeline
 from quantkit.config import CalibrateConfig, Float16Config, ImageSelection
 from quantkit.graph import suffix
-from quantkit.graph.suffix import downstream_reads, suffix_of
+from quantkit.graph.suffix import Base, downstream_reads, suffix_of
 from quantkit.planner import fallback, suffix_screen
 from quantkit.runtime import Session
 from tests.conftest import SIZE, conv_params, make_model, rng, save
@@ -48,7 +48,7 @@ def test_a_suffix_holds_the_changed_node_and_what_depends_on_it() -> None:
     assert reads == {"c0": frozenset({"x"}), "c1": frozenset({"r"}), "c2": frozenset({"r"})}
     fed = {"r": np.zeros((1, 4, 8, 8), np.float32), "x": np.zeros((1, 3, 8, 8), np.float32)}
     w1 = numpy_helper.to_array(next(i for i in base.graph.initializer if i.name == "w1"))
-    one = suffix_of(_with_weight(base, "w1", w1 * 2), base, ["y", "z"], fed)
+    one = suffix_of(_with_weight(base, "w1", w1 * 2), Base.of(base), ["y", "z"], fed)
     assert [n.name for n in one.model.graph.node] == ["c1"]
     assert one.reads == ("r",) and one.passed == ("z",)
     assert [o.name for o in one.model.graph.output] == ["y"]
@@ -56,15 +56,15 @@ def test_a_suffix_holds_the_changed_node_and_what_depends_on_it() -> None:
     moved = onnx.ModelProto()
     moved.CopyFrom(base)
     moved.graph.node[0].attribute.append(helper.make_attribute("dilations", [1, 1]))
-    whole = suffix_of(moved, base, ["y", "z"], fed)
+    whole = suffix_of(moved, Base.of(base), ["y", "z"], fed)
     assert [n.name for n in whole.model.graph.node] == ["c0", "r0", "c1", "c2"]
     assert whole.reads == ("x",) and whole.passed == ()
     # nothing changed: nothing to run, every output passed on
-    same = suffix_of(base, base, ["y", "z"], fed)
+    same = suffix_of(base, Base.of(base), ["y", "z"], fed)
     assert len(same.model.graph.node) == 0 and same.passed == ("y", "z")
     # a tensor the suffix needs that was not held
     with pytest.raises(KeyError):
-        suffix_of(moved, base, ["y"], {"r": fed["r"]})
+        suffix_of(moved, Base.of(base), ["y"], {"r": fed["r"]})
 
 
 def test_a_suffix_measures_what_the_whole_model_measures() -> None:
@@ -103,7 +103,7 @@ def test_a_subgraph_reading_the_graph_around_it_is_measured_whole() -> None:
     base.graph.output.append(helper.make_tensor_value_info("chosen", onnx.TensorProto.FLOAT, None))
     fed = {"r": np.zeros((1, 4, SIZE, SIZE), np.float32), "x": np.zeros((1, 3, SIZE, SIZE), np.float32)}
     with pytest.raises(ValueError, match="subgraph"):
-        suffix_of(base, base, ["y", "chosen"], fed)
+        suffix_of(base, Base.of(base), ["y", "chosen"], fed)
     samples = rng(5).normal(0, 1, (2, 3, SIZE, SIZE)).astype(np.float32)
     reference = Session.of(base).run_samples(samples)
     assert suffix_screen.SuffixScreen(base, ["c0"], reference, samples).sqnr(base) is None

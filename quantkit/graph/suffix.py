@@ -19,6 +19,25 @@ from onnx import helper
 
 
 @dataclass(frozen=True)
+class Base:
+    """What a candidate is compared with, read once from the base model: its nodes serialized by name,
+    its initializers and its inputs' types."""
+
+    nodes: dict[str, bytes]
+    initializers: dict[str, onnx.TensorProto]
+    inputs: dict[str, bytes]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> Base:
+        graph = model.graph
+        return cls(
+            {node.name: node.SerializeToString(deterministic=True) for node in graph.node if node.name},
+            {init.name: init for init in graph.initializer},
+            {value.name: value.type.SerializeToString(deterministic=True) for value in graph.input},
+        )
+
+
+@dataclass(frozen=True)
 class Suffix:
     model: onnx.ModelProto  # the changed nodes; outputs: the wanted tensors they make
     reads: tuple[str, ...]  # the base's tensors it reads (its graph inputs, fed from the base's run)
@@ -51,7 +70,7 @@ def downstream_reads(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, 
 
 
 def suffix_of(
-    candidate: onnx.ModelProto, base: onnx.ModelProto, wanted: Sequence[str], fed: Mapping[str, np.ndarray]
+    candidate: onnx.ModelProto, base: Base, wanted: Sequence[str], fed: Mapping[str, np.ndarray]
 ) -> Suffix:
     """The nodes of `candidate` that compute differently from `base`, as a model of their own. wanted:
     the tensors measured; fed: the values of base tensors the suffix may read (their dtypes and shapes
@@ -86,21 +105,17 @@ def suffix_of(
     return Suffix(model, reads, tuple(t for t in wanted if t not in made))
 
 
-def _unchanged(candidate: onnx.ModelProto, base: onnx.ModelProto) -> set[str]:
+def _unchanged(candidate: onnx.ModelProto, base: Base) -> set[str]:
     """The tensors of `candidate` that hold what the same names hold in `base` on every input."""
-    ref = base.graph
-    base_inits = {i.name: i.SerializeToString(deterministic=True) for i in ref.initializer}
-    base_inputs = {i.name: i.type.SerializeToString(deterministic=True) for i in ref.input}
-    base_nodes = {node.name: node.SerializeToString(deterministic=True) for node in ref.node if node.name}
     same = {""}
     for init in candidate.graph.initializer:
-        if base_inits.get(init.name) == init.SerializeToString(deterministic=True):
+        if base.initializers.get(init.name) == init:  # protobuf's own comparison: no copy of the data
             same.add(init.name)
     for value in candidate.graph.input:
-        if base_inputs.get(value.name) == value.type.SerializeToString(deterministic=True):
+        if base.inputs.get(value.name) == value.type.SerializeToString(deterministic=True):
             same.add(value.name)
     for node in candidate.graph.node:
-        alike = base_nodes.get(node.name) == node.SerializeToString(deterministic=True)
+        alike = base.nodes.get(node.name) == node.SerializeToString(deterministic=True)
         if alike and all(t in same for t in node.input):
             same.update(node.output)
     return same

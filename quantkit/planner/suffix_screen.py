@@ -21,7 +21,7 @@ import onnx
 from quantkit.errors import ModelError
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.augment import with_outputs
-from quantkit.graph.suffix import downstream_reads, suffix_of
+from quantkit.graph.suffix import Base, downstream_reads, suffix_of
 from quantkit.results import Feed, sample_batches
 from quantkit.runtime import Session, fits_one_message
 
@@ -44,6 +44,7 @@ class SuffixScreen:
         threads: int = 0,
     ) -> None:
         self.base, self.reference, self.threads = base, reference, threads
+        self.compared = Base.of(base)
         self.wanted = list(reference[0]) if reference else []
         self.held: list[tuple[Values, Values]] | None = None
         if fits_one_message(base):  # (a suffix is built in memory)
@@ -60,7 +61,7 @@ class SuffixScreen:
         if self.held is None:
             return None
         try:
-            suffix = suffix_of(candidate, self.base, self.wanted, self.held[0][0])
+            suffix = suffix_of(candidate, self.compared, self.wanted, self.held[0][0])
         except (KeyError, ValueError):
             return None
         if any(run[t].shape != self.held[0][0][t].shape for run, _ in self.held for t in suffix.reads):
