@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from quantkit import pipeline
 from quantkit.config import CalibrateConfig, Float16Config, ImageSelection
+from quantkit.errors import ConversionError
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
@@ -421,3 +422,25 @@ def test_a_sigmoid_map_is_judged_on_itself_with_a_table_and_on_its_logits_withou
     assert any("'y' by its own values too" in note for note in with_table.notes)
     assert not any("own values" in note for note in without.notes)
     assert any("judged by their logits ('y' by 'logits')" in note for note in without.notes)
+
+
+def test_a_float16_model_below_the_floor_names_its_worst_output(image_dir: Path, tmp_path: Path) -> None:
+    """Two outputs, one that float16 breaks (c1's small part beside 3000) and one it keeps: the error
+    line says which one to look at."""
+    model = _cancelling_model()
+    model.graph.node.append(helper.make_node("Conv", ["x", "wz", "bz"], ["z"], name="cz"))
+    z = conv_params(2, 3, k=1, seed=4)
+    model.graph.initializer.extend(
+        [numpy_helper.from_array(z["w"], "wz"), numpy_helper.from_array(z["b"], "bz")]
+    )
+    model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 2, SIZE, SIZE]))
+    path = save(model, tmp_path / "m.onnx")
+    table = tmp_path / "m.calib.json"
+    pipeline.calibrate(path, table, CalibrateConfig(ImageSelection(image_dir, 8)))
+    out = tmp_path / "m.fp16.onnx"
+    with pytest.raises(ConversionError) as caught:
+        pipeline.convert_float16(path, table, out, Float16Config(max_float32_layers=0))
+    message = str(caught.value)
+    worst = r"measures [\d.]+ dB output SQNR on the smoke-test samples \(worst: 'y' [\d.]+ dB\), below the 30"
+    assert re.search(worst, message), message
+    assert not out.exists()

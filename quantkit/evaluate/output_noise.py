@@ -119,6 +119,14 @@ class OutputNoise:
             return sqnr_db(0.0, sum(float(np.sum(p.noise)) for p in self.powers.values()))
         return sqnr_db(1.0, relative)
 
+    def worst(self) -> tuple[str, float] | None:
+        """(the output with the most noise for its signal, its SQNR dB); None without one with a signal."""
+        ratios = {name: ratio for name, p in self.powers.items() if (ratio := p.relative()) is not None}
+        if not ratios:
+            return None
+        name = max(sorted(ratios), key=lambda n: ratios[n])
+        return name, sqnr_db(1.0, ratios[name])
+
     def recovered_by(self, other: OutputNoise) -> float:
         """Share of this relative noise that `other` no longer has (negative where it has more)."""
         mine, theirs = self.relative_noise, other.relative_noise

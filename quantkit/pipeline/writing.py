@@ -21,6 +21,7 @@ from quantkit.errors import (
     ConversionError,
 )
 from quantkit.evaluate.metrics import OutputErrors
+from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import with_outputs
@@ -85,8 +86,9 @@ def write_checked(
     measured = fallback.output_sqnr(run, reference, samples, memo)
     if not measured >= floor.db:
         raise ConversionError(
-            f"{floor.what} measures {measured:.1f} dB output SQNR on the smoke-test samples, below the "
-            f"{floor.db:g} dB that a working conversion reaches; nothing was written. To fix: {floor.fix}"
+            f"{floor.what} measures {measured:.1f} dB output SQNR on the smoke-test samples"
+            f"{_worst(run, reference, samples)}, below the {floor.db:g} dB that a working conversion "
+            f"reaches; nothing was written. To fix: {floor.fix}"
         )
     advance(1)
     write_set(stored)
@@ -210,6 +212,14 @@ def _selection_lines(
             "the floors and the fallback judge"
         )
     return tuple(notes)
+
+
+def _worst(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: Feed) -> str:
+    """' (worst: <tensor> <x> dB)' where more than one tensor is measured: which one to look at."""
+    noise = OutputNoise()
+    fallback.output_sqnr(model, reference, samples, noise=noise)
+    worst = noise.worst() if len(noise.powers) > 1 else None
+    return "" if worst is None else f" (worst: {worst[0]!r} {worst[1]:.1f} dB)"
 
 
 def _smoke_test(reference: onnx.ModelProto, candidate: onnx.ModelProto, samples: Feed) -> dict[str, float]:

@@ -98,20 +98,22 @@ def output_sqnr(
     samples: Feed,
     measured: SqnrMemo | None = None,
     threads: int = 0,
+    noise: OutputNoise | None = None,
 ) -> float:
     """SQNR (dB) of `model`'s outputs against `reference` (measured_reference, or Session.run_samples),
     each output weighing alike (OutputNoise): the tensors the reference holds, read from `model` as extra
     outputs where they are not its outputs (untyped: a float16 model has them in float16). measured:
-    models of this search measured already; threads: the session's (0: onnxruntime's choice)."""
+    models of this search measured already; threads: the session's (0: onnxruntime's choice); noise:
+    where given, the model is run again and each output's noise added to it."""
     augmented = with_outputs(model, list(reference[0]) if reference else [], typed=False)
 
     def measure(augmented: onnx.ModelProto) -> float:
-        noise = OutputNoise()
+        found = OutputNoise() if noise is None else noise
         for got, ref in zip(Session.of(augmented, threads).iter_samples(samples), reference, strict=True):
-            noise.update(ref, got)
-        return noise.sqnr_db
+            found.update(ref, got)
+        return found.sqnr_db
 
-    return measure(augmented) if measured is None else measured.get(augmented, measure)
+    return measure(augmented) if measured is None or noise is not None else measured.get(augmented, measure)
 
 
 def layer_recovery(
