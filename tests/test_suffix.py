@@ -46,6 +46,7 @@ def test_a_suffix_holds_the_changed_node_and_what_depends_on_it() -> None:
     base = _branching()
     reads = downstream_reads(base, ["c0", "c1", "c2"])
     assert reads == {"c0": frozenset({"x"}), "c1": frozenset({"r"}), "c2": frozenset({"r"})}
+    assert downstream_reads(base, ["gone"]) == {}
     fed = {"r": np.zeros((1, 4, 8, 8), np.float32), "x": np.zeros((1, 3, 8, 8), np.float32)}
     w1 = numpy_helper.to_array(next(i for i in base.graph.initializer if i.name == "w1"))
     one = suffix_of(_with_weight(base, "w1", w1 * 2), Base.of(base), ["y", "z"], fed)

@@ -46,7 +46,8 @@ class Suffix:
 
 def downstream_reads(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, frozenset[str]]:
     """node -> the non-initializer tensors that it and every node depending on it read from outside them:
-    what a candidate that changes only that node needs from the base's run (`model` is the base)."""
+    what a candidate that changes only that node needs from the base's run (`model` is the base; a name
+    it lacks is left out)."""
     graph = model.graph
     inits = {i.name for i in graph.initializer}
     consumers: dict[str, list[int]] = {}
@@ -55,7 +56,7 @@ def downstream_reads(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, 
             consumers.setdefault(name, []).append(k)
     position = {node.name: k for k, node in enumerate(graph.node)}
     found = {}
-    for name in names:
+    for name in (n for n in names if n in position):
         reached, stack = set(), [position[name]]
         while stack:
             k = stack.pop()
