@@ -35,6 +35,33 @@ def test_streaming_equals_one_shot_min_max_and_mass() -> None:
     np.testing.assert_array_equal(s.hist, np.bincount(exact.reshape(-1), minlength=s.hist.size))
 
 
+def test_a_channel_axis_that_changes_length_drops_per_channel_statistics_in_any_order() -> None:
+    """A sequence-first attention tensor [S, N, C] has the batch at axis 1: run in parts of 8 and 5
+    samples, its 'channels' number 8 then 5 (azcrawlerpy's tesseranet crashed calibrate here). Its
+    per-channel statistics are dropped, the same whichever parts are merged first (any --workers N)."""
+    g = np.random.default_rng(3)
+    parts = [g.normal(size=(17, n, 16)).astype(np.float32) for n in (8, 5, 8)]
+    streamed = TensorObserver(2048, channel_axis=1)
+    for part in parts:
+        streamed.update(part)
+    one = streamed.result()
+    assert one.channel_min is None and one.channel_mean is None
+    assert one.count == sum(p.size for p in parts)
+    alone = []
+    for part in parts:
+        observer = TensorObserver(2048, channel_axis=1)
+        observer.update(part)
+        alone.append(observer.partial())
+    for merged in (alone[0] + (alone[1] + alone[2]), (alone[0] + alone[2]) + alone[1]):
+        stats = merged.stats()
+        assert stats.channel_max is None and merged.mixed_channels
+        assert (stats.minimum, stats.maximum, stats.count) == (one.minimum, one.maximum, one.count)
+        np.testing.assert_array_equal(stats.hist, one.hist)
+    # parts that agree keep theirs
+    same = alone[0] + alone[2]
+    assert same.channel_max is not None and not same.mixed_channels
+
+
 def test_observer_state_does_not_grow_with_batches() -> None:
     observer = TensorObserver(2048, channel_axis=1)
     g = np.random.default_rng(1)

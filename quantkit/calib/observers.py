@@ -39,15 +39,23 @@ class Partial:
     channel_sum: np.ndarray | None
     channel_count: int
     image_extremes: ImageExtremes | None = field(default_factory=ImageExtremes)
+    # parts disagreed on the channel axis's length (it was not channels: the batch or sequence axis of
+    # a sequence-first [S, N, C] tensor, run in parts of different sizes): no per-channel statistics
+    mixed_channels: bool = False
 
     def __add__(self, other: Partial) -> Partial:
         """The statistics of both parts; self's part comes first in the data (channel sums add in that
         order)."""
         extremes = _add_extremes(self.image_extremes, other.image_extremes)
-        if other.count == 0 and other.nonfinite == 0:
-            return dataclasses.replace(self, image_extremes=extremes)
-        if self.count == 0 and self.nonfinite == 0:
-            return dataclasses.replace(other, image_extremes=extremes)
+        mixed = self.mixed_channels or other.mixed_channels or _differ(self.channel_min, other.channel_min)
+        first, second = (_unmixed(self), _unmixed(other)) if mixed else (self, other)
+        if second.count == 0 and second.nonfinite == 0:
+            return dataclasses.replace(first, image_extremes=extremes)
+        if first.count == 0 and first.nonfinite == 0:
+            return dataclasses.replace(second, image_extremes=extremes)
+        return first._merged(second, extremes, mixed)
+
+    def _merged(self, other: Partial, extremes: ImageExtremes | None, mixed: bool) -> Partial:
         grid = grid_for(
             min(self.minimum, other.minimum, 0.0), max(self.maximum, other.maximum, 0.0), self.grid.bins
         )
@@ -64,6 +72,7 @@ class Partial:
             channel_sum=_combine(np.add, self.channel_sum, other.channel_sum),
             channel_count=self.channel_count + other.channel_count,
             image_extremes=extremes,
+            mixed_channels=mixed,
         )
 
     def stats(self) -> TensorStats:
@@ -89,6 +98,17 @@ class Partial:
 
 def _add_extremes(a: ImageExtremes | None, b: ImageExtremes | None) -> ImageExtremes | None:
     return None if a is None or b is None else a + b
+
+
+def _differ(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return a is not None and b is not None and a.shape != b.shape
+
+
+def _unmixed(part: Partial) -> Partial:
+    """The part without per-channel statistics, marked so that no merge brings them back."""
+    return dataclasses.replace(
+        part, channel_min=None, channel_max=None, channel_sum=None, channel_count=0, mixed_channels=True
+    )
 
 
 def _combine(op: np.ufunc, a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -188,6 +208,7 @@ class _Pending:
     values: dict[int, list[np.ndarray]] = field(default_factory=dict)
     size: int = 0
     extremes: list[tuple[np.ndarray, np.ndarray]] | None = field(default_factory=list)  # per batch
+    mixed_channels: bool = False  # as Partial's
 
     def hold(self, weight: int, values: np.ndarray) -> None:
         if values.size:
@@ -206,6 +227,11 @@ class _Pending:
         self.minimum, self.maximum = min(self.minimum, x_min), max(self.maximum, x_max)
         self.count += count
         self.nonfinite += nonfinite
+        if channels is not None and self.channels is not None and _differ(channels[0], self.channels[0]):
+            self.mixed_channels = True
+        if self.mixed_channels:
+            self.channels = None
+            return
         if channels is not None and self.channels is not None:
             low, high, total, per_channel = self.channels
             channels = (
@@ -247,6 +273,7 @@ class _Pending:
             channel_sum=total,
             channel_count=per_channel,
             image_extremes=None if self.extremes is None else ImageExtremes.fold(self.extremes),
+            mixed_channels=self.mixed_channels,
         )
 
 
