@@ -97,6 +97,9 @@ class TensorStats:
     # before they were recorded, or a tensor that does not lead with its images)
     image_min_mean: float | None = None
     image_max_mean: float | None = None
+    # values that were NaN or +-inf (left out of every statistic above): by design where the model's
+    # outputs stay finite (an attention mask's -inf); such a tensor is never quantized
+    nonfinite: int = 0
 
     @property
     def channel_absmax(self) -> np.ndarray | None:

@@ -25,7 +25,7 @@ from quantkit.config import (
     LatencyConfig,
     Prefer,
 )
-from quantkit.errors import ConfigError, ConversionError
+from quantkit.errors import CalibrationError, ConfigError, ConversionError
 from quantkit.graph.normalize import normalize
 from quantkit.graph.prepare import prepare
 from quantkit.graph.qdq import apply_plan
@@ -1035,3 +1035,51 @@ def test_a_divisor_from_a_splits_second_part_reads_that_part_of_the_float_copy()
     (copy,) = float_pole_reads(list(model.graph.node), Namer(model))
     assert copy.op_type == "Split" and list(copy.input) == ["x"] and len(copy.output) == 2
     assert model.graph.node[-1].input[1] == copy.output[1]
+
+
+def _masked_attention(mask_output: bool = False) -> onnx.ModelProto:
+    """x -> conv -> [N, 4, S*S] + a mask of 0 and -inf (as Where(mask, 0, -inf) makes it) -> Softmax: the
+    Add holds -inf by design, the output is finite (azcrawlerpy's tesseranet cross-attention)."""
+    mask = np.zeros((1, 1, SIZE * SIZE), np.float32)
+    mask[..., ::3] = -np.inf
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["h"], name="c0"),
+        helper.make_node("Reshape", ["h", "shape"], ["flat"], name="flat"),
+        helper.make_node("Add", ["flat", "mask"], ["masked"], name="add_mask"),
+        helper.make_node("Softmax", ["masked"], ["y"], name="attend", axis=-1),
+    ]
+    weights = {
+        **conv_params(4, 3, k=1, seed=5),
+        "shape": np.array([0, 4, -1], np.int64),
+        "mask": mask,
+    }
+    out = "masked" if mask_output else "y"
+    model = make_model(nodes[:3] if mask_output else nodes, weights, output=out)
+    model.graph.output[0].type.tensor_type.shape.Clear()
+    return model
+
+
+def test_a_mask_of_minus_infinity_inside_the_model_is_kept_float_not_refused(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    path = save(_masked_attention(), tmp_path / "m.onnx")
+    table = tmp_path / "m.calib.json"
+    summary = pipeline.calibrate(path, table, CalibrateConfig(ImageSelection(image_dir, 8)))
+    finite = "hold NaN or Inf on the calibration images while its outputs stay finite"
+    assert any(finite in note for note in summary.notes)
+    stats = load_table(table).stats
+    assert stats["masked"].nonfinite > 0 and stats["flat"].nonfinite == 0
+    out = tmp_path / "m.int8.onnx"
+    converted = pipeline.convert(path, table, out, ConvertConfig())
+    assert "c0" in converted.plan.quantized_nodes
+    written = onnx.load(str(out))
+    quantized = {q.input[0] for q in written.graph.node if q.op_type == "QuantizeLinear"}
+    assert "masked" not in quantized  # no grid holds -inf: the Softmax reads it float
+    samples = rng(7).uniform(-1, 1, (4, 3, SIZE, SIZE)).astype(np.float32)
+    got = ort.InferenceSession(str(out)).run(None, {"x": samples})[0]
+    want = ort.InferenceSession(str(path)).run(None, {"x": samples})[0]
+    assert np.isfinite(got).all() and np.abs(got - want).max() < 0.05
+    # an output that is itself -inf is still refused: that is not a mask inside the model
+    bad = save(_masked_attention(mask_output=True), tmp_path / "b.onnx")
+    with pytest.raises(CalibrationError, match=r"NaN or Inf in 1 output\(s\) \(first: 'masked'\)"):
+        pipeline.calibrate(bad, tmp_path / "b.json", CalibrateConfig(ImageSelection(image_dir, 8)))

@@ -71,11 +71,21 @@ def observe(
     return {name: o.partial() for name, o in observers.items()}, seen
 
 
-def check_finite(partials: dict[str, Partial]) -> None:
-    """Raise when the FP32 model produced NaN or Inf anywhere the calibration looked."""
+def check_finite(partials: dict[str, Partial], outputs: Iterable[str]) -> tuple[str, ...]:
+    """Raise when the FP32 model produced NaN or Inf in an output on the calibration images. Inside the
+    model they can be by design (an attention mask's -inf before a Softmax: azcrawlerpy's tesseranet):
+    there the table records them, convert keeps those tensors float, and the note returned says so."""
     broken = sorted(name for name, p in partials.items() if p.nonfinite)
-    if broken:
+    final = [name for name in broken if name in set(outputs)]
+    if final:
         raise CalibrationError(
-            f"the FP32 model produced NaN or Inf in {len(broken)} tensor(s) (first: {broken[0]!r}) on the "
+            f"the FP32 model produced NaN or Inf in {len(final)} output(s) (first: {final[0]!r}) on the "
             "calibration images; check the preprocessing options and the model's weights"
         )
+    if not broken:
+        return ()
+    return (
+        f"{len(broken)} tensor(s) inside the model hold NaN or Inf on the calibration images while its "
+        f"outputs stay finite (first: {broken[0]!r}; an attention mask's -inf does this): convert keeps "
+        "them float",
+    )

@@ -93,6 +93,7 @@ class Partial:
             zeros=self.zeros,
             image_min_mean=extremes.low_sum / extremes.images if extremes.images else None,
             image_max_mean=extremes.high_sum / extremes.images if extremes.images else None,
+            nonfinite=self.nonfinite,
         )
 
 

@@ -53,6 +53,8 @@ def serialize(table: CalibrationTable) -> tuple[bytes, bytes]:
                 "channels": None if s.channel_min is None else int(s.channel_min.size),
             }
         )
+        if s.nonfinite:
+            entries[-1]["nonfinite"] = s.nonfinite
         if s.image_min_mean is not None and s.image_max_mean is not None:
             entries[-1]["image_min_mean"] = s.image_min_mean
             entries[-1]["image_max_mean"] = s.image_max_mean
@@ -200,4 +202,5 @@ def _entry_stats(entry: dict[str, Any], index: int, npz: Any) -> TensorStats:
         zeros=int(entry.get("zeros", 0)),
         image_min_mean=image[0] if image else None,
         image_max_mean=image[1] if image else None,
+        nonfinite=int(entry.get("nonfinite", 0)),
     )

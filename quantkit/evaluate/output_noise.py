@@ -92,12 +92,12 @@ class OutputNoise:
     def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
         """Outputs by name, float [N, ...] each; candidate has every name of reference."""
         for name, value in reference.items():
-            r = value.astype(np.float64)
+            r, c = _same_infinities_as_zero(value.astype(np.float64), np.asarray(candidate[name], np.float64))
             axis = feature_axis(r.shape) if self.features else None
             others = tuple(a for a in range(r.ndim) if a != axis)
             powers = _Powers(
                 np.sum(r * r, axis=others).reshape(-1),
-                np.sum((r - candidate[name]) ** 2, axis=others).reshape(-1),
+                np.sum((r - c) ** 2, axis=others).reshape(-1),
                 np.min(r, axis=others, initial=np.inf).reshape(-1),
                 np.max(r, axis=others, initial=-np.inf).reshape(-1),
             )
@@ -133,3 +133,13 @@ class OutputNoise:
         if not (mine > 0.0 and math.isfinite(mine)):
             return 0.0
         return 1.0 - theirs / mine if not math.isnan(theirs) else 0.0
+
+
+def _same_infinities_as_zero(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the reference holds +-inf (a mask's -inf in logits a Softmax reads) and the candidate the
+    same infinity, neither signal nor noise: both set to 0. A finite value where the reference has an
+    infinity stays an infinite error."""
+    if np.isfinite(r).all():
+        return r, c
+    same = np.isinf(r) & (r == c)
+    return np.where(same, 0.0, r), np.where(same, 0.0, c)

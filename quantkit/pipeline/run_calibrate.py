@@ -163,7 +163,7 @@ def calibrate(
         session = Session.of(augmented, job.threads, observing=True)
         del augmented
         merged = _observe_arrays(session, stream, job, tick)
-    check_finite(merged.partials)
+    notes += check_finite(merged.partials, job.outputs)
     stats = {name: part.stats() for name, part in merged.partials.items()}
     stats.update({name: stats[view] for name, view in through.items()})  # the table sorts them
     seen, check, kept = merged.seen, merged.check or ReferenceCheck(), merged.samples

@@ -90,6 +90,9 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
         # TensorRT and OpenVINO run an int8 layer with a float output as one kernel: it stays int8 there.
         state.reasons[node.name] = "its output is kept float by the accuracy fallback"
         return
+    if state.nonfinite(x):
+        state.reasons[node.name] = "its input holds NaN or Inf on the calibration images (kept float)"
+        return
     if weight.dtype != np.float32 or not state.has_stats(x):
         state.reasons[node.name] = "no calibration statistics for its input; recalibrate"
         return

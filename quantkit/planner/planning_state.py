@@ -40,7 +40,19 @@ class Planning:
     reads: dict[str, tuple[str, float]] = field(default_factory=dict)  # scaled reads: node -> (source, k)
 
     def has_stats(self, name: str) -> bool:
-        return name in self.table.stats and self.index.is_float(name) and not self.index.is_constant(name)
+        """Whether the tensor can be quantized on its statistics: a float activation the table saw, and
+        saw finite (NaN or Inf inside the model, an attention mask's -inf: no grid holds it)."""
+        stats = self.table.stats.get(name)
+        return (
+            stats is not None
+            and not stats.nonfinite
+            and self.index.is_float(name)
+            and not self.index.is_constant(name)
+        )
+
+    def nonfinite(self, name: str) -> bool:
+        stats = self.table.stats.get(name)
+        return stats is not None and stats.nonfinite > 0
 
     def range_of(self, name: str) -> tuple[float, float]:
         """The tensor's range: select_range's (cached in `selected` across plans), capped at the images'
