@@ -143,9 +143,15 @@ def _weight_peaks(index: GraphIndex) -> list[tuple[str, float]]:
     found = []
     for name, init in index.initializers.items():
         if init.data_type == onnx.TensorProto.FLOAT:
-            values = numpy_helper.to_array(init)
-            found.append((name, float(np.max(np.abs(values))) if values.size else 0.0))
+            found.append((name, _finite_peak(numpy_helper.to_array(init))))
     return found
+
+
+def _finite_peak(values: np.ndarray) -> float:
+    """max |value| over the finite values (0 without any): an infinity, an attention mask's -inf, is
+    stored exactly in float16 and bfloat16, so it overflows nothing."""
+    finite = values if np.isfinite(values).all() else values[np.isfinite(values)]
+    return float(np.max(np.abs(finite))) if finite.size else 0.0
 
 
 def _not_admitted(
@@ -176,7 +182,8 @@ def _not_admitted(
 
 
 def _overflowing_constants(index: GraphIndex, largest: float) -> list[tuple[onnx.NodeProto, float]]:
-    """Constant and ConstantOfShape nodes whose float value does not fit the type (|value| > largest)."""
+    """Constant and ConstantOfShape nodes whose finite float values do not fit the type (|value| >
+    largest)."""
     found = []
     for node in index.nodes:
         if node.op_type == "Constant":
@@ -188,7 +195,7 @@ def _overflowing_constants(index: GraphIndex, largest: float) -> list[tuple[onnx
             continue
         if value is None or value.dtype != np.float32 or not value.size:
             continue
-        peak = float(np.max(np.abs(value)))
+        peak = _finite_peak(value)
         if peak > largest:
             found.append((node, peak))
     return found
