@@ -321,7 +321,7 @@ def test_measured_fallback_keeps_the_layer_that_float16_breaks(image_dir: Path, 
 def test_activation_peaks_skip_non_finite_values_and_empty_tensors() -> None:
     """A tensor's peak is the largest finite |value| (one pass when all are finite, a masked one when
     not); a tensor with no finite value, or no value, adds nothing."""
-    from quantkit.planner.fp16_checks import _finite_peak
+    from quantkit.planner.fp16_plan import finite_peak as _finite_peak
 
     assert _finite_peak(np.array([-3.0, 2.0], np.float32)) == 3.0
     assert _finite_peak(np.array([1.0, -np.inf, 5.0, np.nan], np.float32)) == 5.0

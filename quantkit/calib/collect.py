@@ -76,7 +76,7 @@ def check_finite(partials: dict[str, Partial], outputs: Iterable[str]) -> tuple[
     model they can be by design (an attention mask's -inf before a Softmax: azcrawlerpy's tesseranet):
     there the table records them, convert keeps those tensors float, and the note returned says so."""
     broken = sorted(name for name, p in partials.items() if p.nonfinite)
-    final = [name for name in broken if name in set(outputs)]
+    final = sorted(set(broken) & set(outputs))
     if final:
         raise CalibrationError(
             f"the FP32 model produced NaN or Inf in {len(final)} output(s) (first: {final[0]!r}) on the "

@@ -92,7 +92,7 @@ class OutputNoise:
     def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
         """Outputs by name, float [N, ...] each; candidate has every name of reference."""
         for name, value in reference.items():
-            r, c = _same_infinities_as_zero(value.astype(np.float64), np.asarray(candidate[name], np.float64))
+            r, c = _same_infinities_as_zero(value.astype(np.float64), candidate[name])
             axis = feature_axis(r.shape) if self.features else None
             others = tuple(a for a in range(r.ndim) if a != axis)
             powers = _Powers(
@@ -140,6 +140,6 @@ def _same_infinities_as_zero(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, 
     same infinity, neither signal nor noise: both set to 0. A finite value where the reference has an
     infinity stays an infinite error."""
     if np.isfinite(r).all():
-        return r, c
+        return r, c  # (the candidate as given: no copy on the fallback's every trial)
     same = np.isinf(r) & (r == c)
-    return np.where(same, 0.0, r), np.where(same, 0.0, c)
+    return np.where(same, 0.0, r), np.where(same, 0.0, c.astype(np.float64))

@@ -23,7 +23,7 @@ from quantkit.graph.augment import with_outputs
 from quantkit.graph.emulate import emulate
 from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32
+from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32, finite_peak
 from quantkit.results import Feed
 from quantkit.runtime import Session, crash_on_load
 
@@ -53,24 +53,12 @@ def activation_peaks(
     # one batch of every tensor alive at a time: a large input's activations take gigabytes per run
     for produced in Session.of(with_outputs(model, names), spin=False).iter_samples(samples):
         for name in names:
-            peak = _finite_peak(produced[name])
+            peak = finite_peak(produced[name])
             if peak is not None:
                 peaks[name] = max(peaks[name], peak)
         runs.append({name: produced[name] for name in kept})
         del produced
     return peaks, runs
-
-
-def _finite_peak(value: np.ndarray) -> float | None:
-    """max |value| over its finite elements; None when it has none. One pass without copies when every
-    element is finite (the max is then finite too: NaN and inf propagate through np.max)."""
-    if value.size == 0:
-        return None
-    peak = float(max(np.max(value), -np.min(value)))
-    if np.isfinite(peak):
-        return peak
-    finite = value[np.isfinite(value)]
-    return float(np.max(np.abs(finite))) if finite.size else None
 
 
 def runnable_form(

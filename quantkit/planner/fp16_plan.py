@@ -143,15 +143,21 @@ def _weight_peaks(index: GraphIndex) -> list[tuple[str, float]]:
     found = []
     for name, init in index.initializers.items():
         if init.data_type == onnx.TensorProto.FLOAT:
-            found.append((name, _finite_peak(numpy_helper.to_array(init))))
+            found.append((name, finite_peak(numpy_helper.to_array(init)) or 0.0))
     return found
 
 
-def _finite_peak(values: np.ndarray) -> float:
-    """max |value| over the finite values (0 without any): an infinity, an attention mask's -inf, is
-    stored exactly in float16 and bfloat16, so it overflows nothing."""
-    finite = values if np.isfinite(values).all() else values[np.isfinite(values)]
-    return float(np.max(np.abs(finite))) if finite.size else 0.0
+def finite_peak(value: np.ndarray) -> float | None:
+    """max |value| over its finite elements; None when it has none. One pass without copies when every
+    element is finite (the max is then finite too: NaN and inf propagate through np.max). An infinity (an
+    attention mask's -inf) is stored exactly in float16 and bfloat16, so it overflows nothing."""
+    if value.size == 0:
+        return None
+    peak = float(max(np.max(value), -np.min(value)))
+    if np.isfinite(peak):
+        return peak
+    finite = value[np.isfinite(value)]
+    return float(np.max(np.abs(finite))) if finite.size else None
 
 
 def _not_admitted(
@@ -195,8 +201,8 @@ def _overflowing_constants(index: GraphIndex, largest: float) -> list[tuple[onnx
             continue
         if value is None or value.dtype != np.float32 or not value.size:
             continue
-        peak = _finite_peak(value)
-        if peak > largest:
+        peak = finite_peak(value)
+        if peak is not None and peak > largest:
             found.append((node, peak))
     return found
 

@@ -44,21 +44,21 @@ class SuffixScreen:
         threads: int = 0,
     ) -> None:
         self.base, self.reference, self.threads = base, reference, threads
-        self.compared = Base.of(base)
         self.wanted = list(reference[0]) if reference else []
         self.held: list[tuple[Values, Values]] | None = None
         if fits_one_message(base):  # (a suffix is built in memory)
             inputs = {i.name for i in base.graph.input}  # a trial may read a graph input its base casts
             needs = set().union(*downstream_reads(base, nodes).values())
             try:  # extra outputs onnxruntime refuses: each trial runs whole
-                self.held = self._run_base(sorted(needs | inputs), samples) if needs else None
+                self.held = self._run_base(sorted(needs | inputs), inputs, samples) if needs else None
             except ModelError:
                 self.held = None
+        self.compared = Base.of(base) if self.held is not None else None  # what the trials are diffed with
 
     def sqnr(self, candidate: onnx.ModelProto) -> float | None:
         """The output SQNR of `candidate` on the samples; None where its suffix cannot measure it (the
         base's run was not held, a tensor it reads was not, subgraphs, or onnxruntime refuses it)."""
-        if self.held is None:
+        if self.held is None or self.compared is None:
             return None
         try:
             suffix = suffix_of(candidate, self.compared, self.wanted, self.held[0][0])
@@ -78,10 +78,11 @@ class SuffixScreen:
             return None
         return noise.sqnr_db
 
-    def _run_base(self, needs: Sequence[str], samples: Feed) -> list[tuple[Values, Values]] | None:
-        """The base's values of the tensors the trials read (graph inputs: the feed's) and of the wanted
-        ones, on each run; None above HELD_BYTES."""
-        inputs = {i.name for i in self.base.graph.input}
+    def _run_base(
+        self, needs: Sequence[str], inputs: set[str], samples: Feed
+    ) -> list[tuple[Values, Values]] | None:
+        """The base's values of the tensors the trials read (graph inputs, `inputs`: the feed's) and of
+        the wanted ones, on each run; None above HELD_BYTES."""
         outputs = sorted({*(n for n in needs if n not in inputs), *self.wanted})
         session = Session.of(with_outputs(self.base, outputs, typed=False), self.threads)
         held, total = [], 0
