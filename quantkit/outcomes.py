@@ -192,6 +192,8 @@ class ConvertSummary:
     speed: Speed | None = None  # measured after writing (1 thread); None when not measured
     speed_plan: SpeedPlan | None = None  # None: the ops' times were not compared (nothing to gain)
     target_findings: tuple[Finding, ...] = ()  # what the --target cannot fuse (graph.target_rules)
+    # what changes the written model's meaning (every layer left float): on stderr, kept under --quiet
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,7 @@ class Float16Summary:
     target: str = "float16"  # the type written: float16 or bfloat16
     # what the smoke test and the fallback ran: "onnxruntime", or the float32 emulation of a bfloat16 model
     measured_by: str = "onnxruntime"
+    warnings: tuple[str, ...] = ()  # on stderr, kept under --quiet (ConvertSummary.warnings)
 
 
 @dataclass(frozen=True)

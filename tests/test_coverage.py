@@ -692,7 +692,7 @@ def test_a_sigmoid_map_far_below_its_logits_is_flagged() -> None:
     reference = [{"logits": samples[k : k + 1] + np.float32(0.3)} for k in range(4)]  # logits: 40 dB
     squashed, sigmoids = [("y", "logits")], {"y"}
     (line,) = _squashed_warnings(converted, squashed, sigmoids, reference, samples, {"y": 3.0})
-    assert line.startswith("warning: output 'y' measures 3.0 dB on the calibration samples where its logits")
+    assert line.startswith("output 'y' measures 3.0 dB on the calibration samples where its logits")
     assert _squashed_warnings(converted, squashed, sigmoids, reference, samples, {"y": 20.0}) == ()  # > 15 dB
     background = [{"logits": np.full_like(samples[:1], -30.0)} for _ in range(4)]  # no logit above 0
     assert _squashed_warnings(converted, squashed, sigmoids, background, samples, {"y": 3.0}) == ()

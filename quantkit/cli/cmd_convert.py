@@ -19,6 +19,7 @@ from quantkit.cli.app import (
     guard_outputs,
     progress_bars,
     show,
+    warn,
 )
 from quantkit.cli.options import (
     CompactOpt,
@@ -255,6 +256,8 @@ def convert(
         with progress_bars() as progress:
             half = pipeline.convert_float16(model, calibration, output, fp16, progress)
         show(console.float16_table(half, str(output)))
+        for line in half.warnings:
+            warn(line)
         return
     if calibration is None:
         raise ConfigError(f"--to {to.value} needs --calibration TABLE; run `quantkit calibrate` first")
@@ -311,6 +314,8 @@ def convert(
             model, calibration, output, config, progress, budget, Parallel(workers, ray or None, threads)
         )
     show(console.convert_table(summary, str(output)))
+    for line in summary.warnings:
+        warn(line)
 
 
 WORKER_OPTIONS = (("--workers", "workers"), ("--ray", "ray"), ("--threads", "threads"))

@@ -31,6 +31,7 @@ def nothing_quantized(plan: QuantPlan) -> tuple[str, ...]:
     if any(op in COMPUTE_OPS for op in plan.quantized_nodes.values()):
         return ()
     return (
-        "no layer was quantized (the reasons are above): the output computes as the FP32 model does; "
-        "int8 does not pay for this model on this CPU, or its layers were excluded",
+        "no layer was quantized: the model written computes as the FP32 model does (each op's reason is in "
+        "convert's table); int8 did not pay for it on this CPU (--prefer accuracy keeps the layers "
+        "profiled slower int8), or its layers were excluded",
     )

@@ -215,13 +215,13 @@ def convert(
         if emulated
         else ()
     )
+    judged, warned = measurement_notes(inferred, _runnable(int8, config), reference, samples, smoke)
     return dataclasses.replace(
         summary,
         notes=summary.notes
         + reduced
         + corrections_choice.notes(resolved, requested, table)
-        + convert_notes.nothing_quantized(plan)
-        + measurement_notes(inferred, _runnable(int8, config), reference, samples, smoke)
+        + judged
         + fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps, smoke)
         + convert_notes.elsewhere(config),
         speed=speed,
@@ -231,6 +231,7 @@ def convert(
         corrections=corrections,
         target_findings=checked,
         speed_plan=speed_plan,
+        warnings=convert_notes.nothing_quantized(plan) + warned,
     )
 
 

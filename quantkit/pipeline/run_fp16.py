@@ -116,7 +116,7 @@ def convert_float16(
     stored, smoke = write_checked(
         converted, inferred, samples, reference, checked, output, inputs, advance, memo, runnable
     )
-    ordered = measurement_notes(inferred, runnable or converted, reference, samples, smoke, itself)
+    ordered, warned = measurement_notes(inferred, runnable or converted, reference, samples, smoke, itself)
     kept_names = {k.node for k in decided.kept}
     return Float16Summary(
         float16_by_type=fp16_planner.converted_by_type(inferred, kept_names),
@@ -131,6 +131,7 @@ def convert_float16(
         notes=prepared.notes() + searched + ordered + _unchecked(table is None, config.min_sqnr_db, floor),
         target=target.name,
         measured_by="onnxruntime" if target.runs_in_onnxruntime else EMULATED,
+        warnings=warned,
     )
 
 

@@ -155,6 +155,7 @@ def _run(
     calibration_images = select_images(config.calibration.images)
     warnings = (
         shortfall(config.calibration.images, calibration_images),
+        *summary.warnings,
         *comparison.warnings,
         slower_warning(comparison.speedup, config.gates.min_speedup),
     )

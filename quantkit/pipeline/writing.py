@@ -103,13 +103,14 @@ def measurement_notes(
     samples: Feed,
     smoke: dict[str, float],
     itself: tuple[str, ...] = (),
-) -> tuple[str, ...]:
-    """Where the floors and the fallback measure other tensors than the outputs (query.measured_outputs of
-    the shape-inferred `model`), so that no figure reads as the outputs' own: a line for each output that
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(notes, warnings). Where the floors and the fallback measure other tensors than the outputs
+    (query.measured_outputs of the shape-inferred `model`), so that no figure reads as the outputs' own:
+    a line for each output that
     a TopK / NonMaxSuppression chose and ordered (its smoke-test figure compares rows that noise
     reorders; both figures), and one naming the outputs judged by their logits (and those in `itself` by
-    their own values too: float16's). reference: FP32's measured tensors on samples
-    (fallback.measured_reference)."""
+    their own values too: float16's). The warnings: squashed outputs far below their logits
+    (_squashed_warnings). reference: FP32's measured tensors on samples (fallback.measured_reference)."""
     ordered = selection_ordered(model)
     scored = sorted(
         (output, tensors[0])
@@ -142,8 +143,8 @@ def measurement_notes(
                 "SQNR figure on calibration samples but the smoke test's is the logits'"
             ),
         )
-        notes += _squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke)
-    return notes
+        return notes, _squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke)
+    return notes, ()
 
 
 # A squashed output is flagged where it measures this far below its logits, under SQUASHED_FLOOR_DB.
@@ -184,7 +185,7 @@ def _squashed_warnings(
         judged = fallback.output_sqnr(converted, [{logits: r[logits]} for r in reference], samples)
         if own < judged - SQUASHED_GAP_DB:
             lines.append(
-                f"warning: output {output!r} measures {own:.1f} dB on the calibration samples where its "
+                f"output {output!r} measures {own:.1f} dB on the calibration samples where its "
                 f"logits measure {judged:.1f} dB: its uncertain values (a detector's or segmenter's "
                 "foreground, a classifier's or recogniser's close calls) move more than the logits show; "
                 "check it on your task's metric (quantkit compare, --exclude-nodes for the layers before it)"
