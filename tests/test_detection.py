@@ -96,14 +96,17 @@ def test_a_box_of_another_class_is_not_the_same_detection() -> None:
 
 
 def _raw_detector(path: Path, anchors: int) -> Path:
-    """input [1, 3, 32, 32] -> a constant-plus-input head [1, A, 5 + C] (enough to compare)."""
+    """input [1, 3, 32, 32] -> a constant-plus-input head [1, A, 5 + C] (enough to compare), its scores
+    in [0, 1] as a sigmoid's."""
     base = np.zeros((1, anchors, 5 + CLASSES), np.float32)
     base[0, :, 4] = 0.9
     base[0, :, 5] = np.linspace(0.1, 0.9, anchors)
     nodes = [
         helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1),
         helper.make_node("Reshape", ["m", "one"], ["m1"]),
-        helper.make_node("Add", ["base", "m1"], ["y"]),
+        helper.make_node("Sigmoid", ["m1"], ["s"]),
+        helper.make_node("Mul", ["s", "tenth"], ["s1"]),
+        helper.make_node("Add", ["base", "s1"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes,
@@ -113,6 +116,7 @@ def _raw_detector(path: Path, anchors: int) -> Path:
         [
             numpy_helper.from_array(base, "base"),
             numpy_helper.from_array(np.array([1, 1, 1], np.int64), "one"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "tenth"),
         ],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
@@ -259,3 +263,77 @@ def test_a_yolov8_head_is_read_with_its_anchors_along_the_last_axis() -> None:
     assert read.boxes["y"].found == plain.boxes["y"].found == 1
     with pytest.raises(ConfigError, match=r"output 'y' is \[1, 7, 40\]: its anchors run along the last axis"):
         _compared(DetectorHead.yolo, *v8)
+
+
+def _segmenter(head: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """A YOLOv8-seg head [1, 4 + C + M, A]: head [1, A, 5 + C] without objectness, then M coefficients."""
+    return np.concatenate([np.delete(head, 4, axis=-1), masks], axis=-1).transpose(0, 2, 1)
+
+
+def test_a_segmenters_mask_coefficients_are_not_read_as_class_scores() -> None:
+    """captcha-recognizer's YOLO11s-seg writes [1, 4 + 1 + 32, 8400] and its 32 mask prototypes
+    [1, 32, 160, 160]: read as 33 classes, its unbounded mask coefficients made all 67200 anchors of 8
+    photos detections and 17584 final boxes. The coefficients after the classes are dropped when an
+    output holds that many prototypes; values outside [0, 1] that nothing explains are refused."""
+    anchors, masks = 40, 2
+    reference = _head([(20, 20, 10, 10, 0.9, 0), (60, 30, 12, 8, 0.8, 2)], anchors)[None]
+    candidate = _head([(20, 21, 10, 10, 0.85, 0), (60, 30, 12, 8, 0.2, 2)], anchors)[None]
+    coefficients = rng_coefficients((1, anchors, masks))
+    seg = [_segmenter(h, coefficients) for h in (reference, candidate)]
+    protos = np.zeros((1, masks, 4, 4), np.float32)
+    comparison = Comparison(Path("."), None, 0.3, DetectorHead.yolov8)
+    batch = Batch(np.zeros((1, 3, 8, 8), np.float32), (Path("0.jpg"),))
+    comparison.update(batch, {"y": seg[0], "protos": protos}, {"y": seg[1], "protos": protos})
+    plain = _compared(DetectorHead.yolo, reference, candidate)
+    assert comparison.recalls["y"].reference == plain.recalls["y"].reference == 2
+    assert comparison.recalls["y"].recall == plain.recalls["y"].recall == 0.5
+    assert comparison.boxes["y"].found == plain.boxes["y"].found == 1
+    assert "protos" not in comparison.recalls
+    with pytest.raises(ConfigError) as refused:  # no prototypes: a pose head's keypoints read alike
+        _compared(DetectorHead.yolov8, *seg)
+    assert str(refused.value) == (
+        f"output 'y' holds values from {coefficients.min():.3g} to {coefficients.max():.3g} where --detector "
+        "yolov8 reads objectness and class scores ([N, 4 box + classes, anchors]), probabilities in [0, 1]: "
+        "a pose or rotated-box head keeps keypoints or an angle there, and a head of logits lacks its "
+        "sigmoid; leave --detector out to compare its values"
+    )
+
+
+def test_the_budget_drops_a_segmenters_mask_coefficients() -> None:
+    from quantkit.config import BudgetMetric
+    from quantkit.evaluate.budget_validator import Validator
+
+    coefficients = rng_coefficients((1, 64, 3))
+    protos = np.zeros((1, 3, 4, 4), np.float32)
+
+    def seg(boxes: list[tuple[float, float, float, float, float, int]]) -> dict[str, np.ndarray]:
+        return {"y": _segmenter(_head(boxes, anchors=64)[None], coefficients), "protos": protos}
+
+    ref = [seg([(50, 50, 20, 20, 0.9, 0), (150, 50, 20, 20, 0.8, 1)])]
+    cand = [seg([(50, 50, 20, 20, 0.9, 0), (150, 90, 20, 20, 0.8, 1)])]  # one missed, one added
+
+    def batches() -> list[Batch]:
+        return [Batch(np.zeros((1, 1), np.float32), (Path("0.jpg"),))]
+
+    v8 = DetectorHead.yolov8
+    validator = Validator(_Outputs(ref), batches, BudgetMetric.auto, Path("."), None, 0.3, v8)
+    assert validator.metric is BudgetMetric.boxes and validator.references[0].masks == 3
+    assert validator.drop(_Outputs(ref)) == 0.0
+    assert validator.drop(_Outputs(cand)) == pytest.approx(100 * 2 / 2)
+
+
+def rng_coefficients(shape: tuple[int, ...]) -> np.ndarray:
+    """Mask coefficients as a segmenter writes them: unbounded, mostly outside [0, 1]."""
+    return np.random.default_rng(0).normal(0.0, 4.0, shape).astype(np.float32)
+
+
+class _Outputs:
+    """A model whose k-th run returns the k-th dict of outputs (cycling)."""
+
+    def __init__(self, runs: list[dict[str, np.ndarray]]) -> None:
+        self.runs, self.k = runs, 0
+
+    def run_batch(self, feed: object) -> dict[str, np.ndarray]:
+        out = self.runs[self.k % len(self.runs)]
+        self.k += 1
+        return out

@@ -15,7 +15,7 @@ import numpy as np
 
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
-from quantkit.evaluate.compare import decode_grid, label_of
+from quantkit.evaluate.compare import decode_grid, head_masks, label_of
 from quantkit.evaluate.metrics import (
     Detections,
     anchors_last,
@@ -26,6 +26,7 @@ from quantkit.evaluate.metrics import (
     is_classification,
     is_yolo_head,
     match_boxes,
+    without_masks,
     yolov8_rows,
 )
 from quantkit.results import Batch, Feed
@@ -52,6 +53,7 @@ class ChunkReference:
     final: tuple[list[Detections], ...]
     labels: tuple[np.ndarray, ...]
     detector: DetectorHead | None = None
+    masks: int = 0  # the head's trailing mask coefficients (metrics.mask_columns), dropped before scoring
 
     def counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
         """(points lost, out of) on this chunk: integers, so chunks add up exactly in any grouping."""
@@ -60,6 +62,7 @@ class ChunkReference:
         lost = total = 0
         for batch, (ref, ref_mask), labels in zip(batches, self.summaries, self.labels, strict=True):
             out = read_as(candidate.run_batch(batch.data), self.detector)[self.output]
+            out = without_masks(out, self.masks) if self.masks else out
             if self.metric is BudgetMetric.recall:
                 assert ref_mask is not None
                 cls, mask = detections(out, self.threshold)
@@ -80,6 +83,7 @@ class ChunkReference:
         differences = total = 0
         for batch, reference in zip(batches, self.final, strict=True):
             out = read_as(candidate.run_batch(batch.data), self.detector)[self.output]
+            out = without_masks(out, self.masks) if self.masks else out
             for ref, one in zip(reference, out, strict=True):
                 found, extra, _ = match_boxes(
                     ref, final_detections(one, self.threshold, self.grid), self.threshold
@@ -109,6 +113,7 @@ class Validator:
         lookup = {c: i for i, c in enumerate(classes)} if classes else {}
         self.grid: np.ndarray | None = None
         output: str | None = None
+        masks = 0
         parts: list[tuple[list[Any], list[list[Detections]], list[np.ndarray]]] = []
         for batches in self.chunks:
             summaries: list[tuple[np.ndarray, np.ndarray | None]] = []
@@ -122,6 +127,9 @@ class Validator:
                         assert detector is not None
                         self.grid = decode_grid(detector, input_size, outputs[output].shape[1])
                 ref = outputs[output]
+                if metric in (BudgetMetric.recall, BudgetMetric.boxes):
+                    masks = head_masks(output, ref, outputs, detector or DetectorHead.yolo)
+                    ref = without_masks(ref, masks)
                 if metric is BudgetMetric.boxes:
                     final.append([final_detections(one, threshold, self.grid) for one in ref])
                 elif metric is BudgetMetric.recall:
@@ -136,7 +144,9 @@ class Validator:
             raise ConfigError("no validation image could be read; check --validation")
         self.metric, self.output = metric, output
         self.references = [
-            ChunkReference(metric, output, threshold, self.grid, tuple(s), tuple(f), tuple(lab), detector)
+            ChunkReference(
+                metric, output, threshold, self.grid, tuple(s), tuple(f), tuple(lab), detector, masks
+            )
             for s, f, lab in parts
         ]
         if metric is BudgetMetric.top1 and not any(

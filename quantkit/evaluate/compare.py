@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from quantkit.evaluate.metrics import (
     class_views,
     is_classification,
     is_yolo_head,
+    mask_columns,
+    without_masks,
     yolov8_rows,
     yolox_grid,
 )
@@ -100,6 +102,8 @@ class Comparison:
                 head_rows(name, cand_out[name], self.detector),
             )
             if ref is not None and cand is not None and is_yolo_head(ref):
+                masks = head_masks(name, ref, ref_out, self.detector)
+                ref, cand = without_masks(ref, masks), without_masks(cand, masks)
                 self.recalls.setdefault(name, DetectionRecall(threshold)).update(ref, cand)
                 if name not in self.boxes:
                     grid = decode_grid(self.detector, self.input_size, ref.shape[1])
@@ -208,6 +212,21 @@ def head_rows(name: str, output: np.ndarray, detector: DetectorHead) -> np.ndarr
             "4 box + objectness + classes])"
         )
     return output
+
+
+def head_masks(name: str, rows: np.ndarray, outputs: Mapping[str, np.ndarray], detector: DetectorHead) -> int:
+    """metrics.mask_columns of the reference's head rows [N, A, 5 + C] (outputs: all its outputs), or
+    one line saying why they cannot be read as a detector's."""
+    masks = mask_columns(rows, outputs)
+    if masks is None:
+        scores = rows[..., 4:]
+        raise ConfigError(
+            f"output {name!r} holds values from {scores.min():.3g} to {scores.max():.3g} where --detector "
+            f"{detector.value} reads objectness and class scores ({head_layout(detector)}), probabilities "
+            "in [0, 1]: a pose or rotated-box head keeps keypoints or an angle there, and a head of logits "
+            "lacks its sigmoid; leave --detector out to compare its values"
+        )
+    return masks
 
 
 def head_layout(detector: DetectorHead) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -207,6 +208,36 @@ def yolov8_rows(output: np.ndarray) -> np.ndarray:
     read."""
     rows = output.transpose(0, 2, 1)
     return np.concatenate([rows[..., :4], np.ones_like(rows[..., :1]), rows[..., 4:]], axis=-1)
+
+
+PROBABILITY_SLACK = 1e-3  # how far outside [0, 1] a sigmoid's float output may stray and still read as one
+
+
+def mask_columns(rows: np.ndarray, outputs: Mapping[str, np.ndarray]) -> int | None:
+    """How many trailing columns of a head's rows [N, A, 5 + C] are not class scores: 0 when columns 4
+    on (objectness, class scores) all lie in [0, 1]; m when only the last m do not and an output
+    [N, m, H, W] holds that many mask prototypes (YOLOv5-seg, YOLOv8/11-seg write each anchor's m mask
+    coefficients after its classes; read as classes, a captcha segmenter's 32 coefficients turned 67200
+    of 67200 anchors into detections); None when neither holds (a pose head's keypoints, raw logits)."""
+    scores = rows[..., 4:]
+    if _probabilities(scores):
+        return 0
+    for proto in outputs.values():
+        m = proto.shape[1] if proto.ndim == 4 else 0
+        if 0 < m < scores.shape[-1] - 1 and _probabilities(scores[..., :-m]):
+            return int(m)
+    return None
+
+
+def _probabilities(values: np.ndarray) -> bool:
+    return values.size == 0 or bool(
+        values.min() >= -PROBABILITY_SLACK and values.max() <= 1.0 + PROBABILITY_SLACK
+    )
+
+
+def without_masks(rows: np.ndarray, masks: int) -> np.ndarray:
+    """rows [N, A, 5 + C + masks] -> [N, A, 5 + C]."""
+    return rows[..., : rows.shape[-1] - masks]
 
 
 def detections(head: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

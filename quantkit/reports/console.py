@@ -354,7 +354,8 @@ def compare_table(result: ComparisonResult) -> RenderableType:
             percent(m.top5_overlap),
         ]
         if detector:
-            row += [f"{percent(m.detection_recall)} of {m.detections}", boxes_text(m)]
+            recall = "-" if m.detections is None else f"{percent(m.detection_recall)} of {m.detections}"
+            row += [recall, boxes_text(m)]
         out.add_row(*row)
     timed = result.reference_latency is not None or result.candidate_latency is not None  # not --runs 0
     latency: list[RenderableType] = [_latency_table(result), Text("")] if timed else []
