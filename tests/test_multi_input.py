@@ -140,6 +140,8 @@ def test_dicts_give_the_cli_bytes_and_a_working_int8_model(
     code, shown, err = run([*argv, "--warmup", "0", "--json", "-"], capsys)
     assert code == 0, err
     assert json.loads(shown)["outputs"] == report.to_dict()["outputs"]
+    code, shown, err = run([*argv, "--warmup", "0"], capsys)
+    assert code == 0 and f"candidate vs reference on {SAMPLES} arrays" in shown, err
 
 
 def test_int8_with_smoothing_fallback_and_fp16_from_the_table(two_inputs: Path, tmp_path: Path) -> None:

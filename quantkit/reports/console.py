@@ -338,7 +338,8 @@ def compare_table(result: ComparisonResult) -> RenderableType:
             "delta (points)", f"{100 * (cand.top1 - ref.top1):+.2f}", f"{100 * (cand.top5 - ref.top5):+.2f}"
         )
         parts += [acc, Text("")]
-    out = _table(f"outputs, candidate vs reference on {result.num_images} images")
+    fed = "arrays" if result.settings.get("images") == "arrays" else "images"
+    out = _table(f"outputs, candidate vs reference on {result.num_images} {fed}")
     detector = any(m.detection_recall is not None for m in result.outputs)
     columns = ["output", "SQNR", "cosine", "top-1 agree", "top-5 overlap"] + (
         ["det. recall", "final boxes"] if detector else []
