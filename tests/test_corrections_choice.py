@@ -109,10 +109,12 @@ def test_the_range_cap_is_kept_where_it_measures_better_and_narrows_ranges(
 ) -> None:
     for name in ("capped", "uncapped"):
         (tmp_path / name).mkdir()
-    _cap_measured(monkeypatch, 21.0, 20.0)
+    measured = _cap_measured(monkeypatch, 21.0, 20.0)
     capped, _ = quantize(_cnn(), tmp_path / "capped", image_dir, UNTIMED)
-    _cap_measured(monkeypatch, 20.05, 20.0)  # within the margin: the table's own ranges
+    assert measured[:4] == [True, False, True, False]  # samples, then stress images: capped, uncapped
+    seen = _cap_measured(monkeypatch, 20.05, 20.0)  # within the margin: the table's own ranges
     uncapped, _ = quantize(_cnn(), tmp_path / "uncapped", image_dir, UNTIMED)
+    assert seen == [True, False, False, False]  # the samples turned it down: no stress image measured
     assert (
         "activation ranges capped at the calibration images' mean extremes: 21.00 dB with it against "
         "20.00 dB without on the calibration samples, 21.00 against 20.00 dB on the images with the most "
@@ -120,7 +122,7 @@ def test_the_range_cap_is_kept_where_it_measures_better_and_narrows_ranges(
     ) in capped.notes
     assert (
         "activation ranges not capped (--range-cap): 20.05 dB with it against 20.00 dB without on the "
-        "calibration samples, 20.05 against 20.00 dB on the images with the most extreme activations"
+        "calibration samples"
     ) in uncapped.notes
     narrow, wide = capped.plan.ranges, uncapped.plan.ranges
     common = narrow.keys() & wide.keys()  # rebalancing, measured on each, may differ at the input
@@ -134,6 +136,7 @@ def test_the_range_cap_needs_a_finite_gain(
 ) -> None:
     measure = corrections_choice.CapMeasure
     assert measure(20.2, 20.0, 19.0, 19.0).better and not measure(20.05, 20.0, 25.0, 19.0).better
+    assert measure(20.2, 20.0).gains and not measure(20.2, 20.0).better  # the stress images not measured
     inf = float("inf")
     _cap_measured(monkeypatch, inf, inf)  # a plain plan exact with and without: nothing to gain
     summary, _ = quantize(_cnn(), tmp_path, image_dir, UNTIMED)
