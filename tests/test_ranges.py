@@ -107,6 +107,33 @@ def test_mse_after_silu_ignores_the_flat_negative_side() -> None:
     assert after[1] >= plain[1] * 0.9
 
 
+@pytest.mark.parametrize("transform", [None, "silu", "sigmoid"])
+def test_the_mse_errors_by_prefix_sums_are_those_of_each_candidate_range_directly(
+    transform: str | None,
+) -> None:
+    """range_errors sums the error of every candidate range from prefix sums; here each candidate's
+    clipping error and rounding noise are computed directly over the bins, as the search defines them."""
+    from quantkit.qmath import range_math
+
+    g = {None: lambda x: x, "silu": silu, "sigmoid": range_math.sigmoid}[transform]
+    random = np.random.default_rng(3)
+    edges = np.linspace(-3.0, 40.0, 2049)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weights = random.poisson(random.exponential(4.0, 2048) * (random.random(2048) < 0.4)).astype(np.float64)
+    half = (edges[1] - edges[0]) / 2
+    slope2 = ((g(centres + half) - g(centres - half)) / (2 * half)) ** 2
+    fractions = np.linspace(1.0, 1 / 200, 200)
+    for los, his in ((np.full(200, -3.0), 40.0 * fractions), (-3.0 * fractions, np.full(200, 40.0))):
+        clipped = np.clip(centres[None, :], los[:, None], his[:, None])
+        clip = ((g(centres)[None, :] - g(clipped)) ** 2) @ weights
+        within = (centres[None, :] >= los[:, None]) & (centres[None, :] <= his[:, None])
+        step = (his - los) / 255
+        direct = clip + (within @ (weights * slope2)) * step * step / 12.0
+        fast = range_math.range_errors(centres, weights, slope2, g, los, his, 255)
+        np.testing.assert_allclose(fast, direct, rtol=1e-9, atol=1e-12 * direct.max())
+        assert np.argmin(fast) == np.argmin(direct)
+
+
 def test_every_method_contains_zero_and_stays_inside_the_histogram(gauss: TensorStats) -> None:
     for lo, hi in (
         percentile_range(gauss.hist, gauss.hist_lo, gauss.hist_hi, 99.99),

@@ -189,10 +189,37 @@ def _best(
     n_steps: int,
     candidates: np.ndarray,
 ) -> float:
-    """The candidate with the smallest error. Bins [B]; candidate lower/upper ends [S]."""
-    clipped = np.clip(centres[None, :], los[:, None], his[:, None])  # [S, B]
-    clip_err = ((g(centres)[None, :] - g(clipped)) ** 2) @ weights
-    inside = ((centres[None, :] >= los[:, None]) & (centres[None, :] <= his[:, None])) @ (weights * slope2)
-    step = (his - los) / n_steps
-    err = clip_err + inside * step * step / 12.0
+    """The candidate with the smallest range_errors. Bins [B] (centres ascending); candidate ends [S]."""
+    err = range_errors(centres, weights, slope2, g, los, his, n_steps)
     return float(candidates[int(np.argmin(err))])
+
+
+def range_errors(
+    centres: np.ndarray,
+    weights: np.ndarray,
+    slope2: np.ndarray,
+    g: Transform,
+    los: np.ndarray,
+    his: np.ndarray,
+    n_steps: int,
+) -> np.ndarray:
+    """Expected squared error [S] of each candidate range [los, his] over the histogram (mse_range's).
+
+    The bins below a candidate clip to g(lo), those above to g(hi): sum w (g(c) - g(e))^2 over them is
+    W2 - 2 g(e) W1 + g(e)^2 W0 with W_k the sums of w g(c)^k over those bins, and the rounding noise
+    inside is the sum of w g'(c)^2 over the bins within. Prefix sums (suffix sums above, so that the
+    few bins past a wide range are not the difference of two large totals) make each candidate O(1):
+    S x B products took 2 s of a 640x640 text detector's convert (963 searches of 200 candidates)."""
+    gc = g(centres)
+    moments = np.stack([weights, weights * gc, weights * gc * gc, weights * slope2])  # [4, B]
+    zero = np.zeros((4, 1))
+    prefix = np.concatenate([zero, np.cumsum(moments, axis=1)], axis=1)  # [4, B + 1]: bins before k
+    suffix = np.concatenate([np.cumsum(moments[:, ::-1], axis=1)[:, ::-1], zero], axis=1)  # bins from k
+    below = np.searchsorted(centres, los, side="left")  # bins [0, below) lie under lo
+    above = np.searchsorted(centres, his, side="right")  # bins [above, B) lie over hi
+    g_lo, g_hi = g(np.asarray(los, np.float64)), g(np.asarray(his, np.float64))
+    low = prefix[2, below] - 2.0 * g_lo * prefix[1, below] + g_lo * g_lo * prefix[0, below]
+    high = suffix[2, above] - 2.0 * g_hi * suffix[1, above] + g_hi * g_hi * suffix[0, above]
+    inside = np.maximum(prefix[3, above] - prefix[3, below], 0.0)
+    step = (his - los) / n_steps
+    return np.maximum(low, 0.0) + np.maximum(high, 0.0) + inside * step * step / 12.0
