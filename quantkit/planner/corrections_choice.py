@@ -12,7 +12,8 @@ its samples and lost 9 dB over all its images: the stress images are what turned
 Rebalancing (planner.smoothquant_search) and compensated rounding (planner.rounding_plan) are kept where
 they measure better; so is bias correction: the corrections are resolved once with it and once without
 (rebalancing and rounding chosen again for each, since they interact: on MobileNetV2 the rebalancing
-measured no better and the rounding worse with bias correction on, both better without), and bias
+measured no better and the rounding worse with bias correction on, both better without; the rounding's
+integers are solved once for each rebalancing, and kept or not for each setting), and bias
 correction is dropped where the model without it measures at least MARGIN_DB better. Held-out images
 agreed on the four shared models (this AVX-512/VNNI CPU, calibration 100 photos): MobileNetV2 19.35
 against 18.43 dB on the samples, 18.38 dB / 97.2 % against 17.68 dB / 95.4 % on 500 imagenet-dev
@@ -88,11 +89,12 @@ def resolve(
 ) -> Resolved:
     """The corrections for `model` (prepared), each kept where it measures better at the output."""
     config, capping = range_cap(model, table, config, reference, cache, memo)
+    solved: dict[object, dict[str, np.ndarray]] = {}  # rounding_plan.resolve's, shared by both settings
 
     def resolved(settings: ConvertConfig) -> Resolved:
         alphas, corrections = smoothing.resolve(model, table, settings, reference, cache, memo)
         rounded, nearest_db, rounded_db = rounding.resolve(
-            model, table, settings, alphas, reference, cache, memo
+            model, table, settings, alphas, reference, cache, memo, solved
         )
         if nearest_db is not None:
             corrections = dataclasses.replace(
