@@ -30,6 +30,7 @@ from quantkit.reports.formats import (
     grouped_findings,
     megabytes,
     percent,
+    recall_text,
     reference_line,
     runtime_line,
     size_change,
@@ -53,9 +54,7 @@ def calibrate_lines(
     text = Text()
     what = "images" if preprocess is not None else "arrays"
     text.append(f"calibrated {tensors} tensors on {used} {what} in {seconds:.1f} s -> {table}\n")
-    text.append(
-        (preprocess_line(preprocess) if preprocess else "arrays fed as given: no preprocessing") + "\n"
-    )
+    text.append(f"{preprocess_line(preprocess) if preprocess else 'arrays fed as given: no preprocessing'}\n")
     if notes:  # calibrate observes the prepared form convert reads; the file is not written
         text.append("observed as convert reads the model (the .onnx itself is unchanged):\n")
     for note in notes:
@@ -355,8 +354,7 @@ def compare_table(result: ComparisonResult) -> RenderableType:
             percent(m.top5_overlap),
         ]
         if detector:
-            recall = "-" if m.detections is None else f"{percent(m.detection_recall)} of {m.detections}"
-            row += [recall, boxes_text(m)]
+            row += [recall_text(m), boxes_text(m)]
         out.add_row(*row)
     timed = result.reference_latency is not None or result.candidate_latency is not None  # not --runs 0
     latency: list[RenderableType] = [_latency_table(result), Text("")] if timed else []

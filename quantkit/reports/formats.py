@@ -56,6 +56,11 @@ def bound_text(gate: GateResult) -> str:
     return f"{'>=' if gate.name == 'min_speedup' else '<='} {gate.limit:g}"
 
 
+def recall_text(m: OutputMetrics) -> str:
+    """'94.00% of 1517': the reference's detections per anchor the candidate keeps ('-': not a head)."""
+    return "-" if m.detections is None else f"{percent(m.detection_recall)} of {m.detections}"
+
+
 def boxes_text(m: OutputMetrics) -> str:
     """'433/435 same, 0 extra (2 at the threshold)': the reference's final boxes the candidate makes."""
     if m.boxes is None:
