@@ -59,6 +59,16 @@ def test_compensated_rounding_lowers_the_output_error_on_correlated_inputs(qmax:
     assert direct == pytest.approx(chosen, rel=1e-6)
 
 
+def test_the_inverse_factor_is_upper_triangular_and_gives_the_inverse() -> None:
+    from quantkit.qmath.rounding import _inverse_cholesky_upper
+
+    rows = np.random.default_rng(5).normal(size=(3, 200, 40))
+    h = rows.transpose(0, 2, 1) @ rows + 0.1 * np.eye(40)
+    upper = _inverse_cholesky_upper(h)
+    assert np.array_equal(upper, np.triu(upper)) and (np.diagonal(upper, axis1=1, axis2=2) > 0).all()
+    np.testing.assert_allclose(upper.transpose(0, 2, 1) @ upper, np.linalg.inv(h), rtol=1e-9, atol=1e-12)
+
+
 def test_uncorrelated_inputs_round_to_nearest() -> None:
     """With a diagonal H no column can compensate another: the integers are round-to-nearest's."""
     g = np.random.default_rng(3)
