@@ -172,26 +172,13 @@ def mse_range(
     for _ in range(rounds):
         if best_hi > 0:
             his = hi * fractions
-            best_hi = _best(centres, weights, slope2, g, np.full(steps, best_lo), his, qmax - qmin, his)
+            errors = range_errors(centres, weights, slope2, g, np.full(steps, best_lo), his, qmax - qmin)
+            best_hi = float(his[int(np.argmin(errors))])
         if best_lo < 0:
             los = lo * fractions
-            best_lo = _best(centres, weights, slope2, g, los, np.full(steps, best_hi), qmax - qmin, los)
+            errors = range_errors(centres, weights, slope2, g, los, np.full(steps, best_hi), qmax - qmin)
+            best_lo = float(los[int(np.argmin(errors))])
     return best_lo, best_hi
-
-
-def _best(
-    centres: np.ndarray,
-    weights: np.ndarray,
-    slope2: np.ndarray,
-    g: Transform,
-    los: np.ndarray,
-    his: np.ndarray,
-    n_steps: int,
-    candidates: np.ndarray,
-) -> float:
-    """The candidate with the smallest range_errors. Bins [B] (centres ascending); candidate ends [S]."""
-    err = range_errors(centres, weights, slope2, g, los, his, n_steps)
-    return float(candidates[int(np.argmin(err))])
 
 
 def range_errors(
