@@ -14,6 +14,8 @@ from onnx.reference import ReferenceEvaluator
 from quantkit import pipeline
 from quantkit.calib.table import load
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection, Rounding
+from quantkit.graph.qdq import apply_plan
+from quantkit.graph.query import GraphIndex
 from quantkit.pipeline.loading import load_for_int8
 from quantkit.planner import plan, rounding_plan
 from quantkit.qmath.rounding import (
@@ -223,6 +225,14 @@ def test_layers_that_saw_fewer_rows_than_inputs_round_to_nearest(tmp_path: Path,
     assert set(rounding_plan.compensated(model, base, table.samples)) == {"c1", "c2", "c3"}
     more = np.concatenate([table.samples] * 8)
     assert set(rounding_plan.compensated(model, base, more)) == {"c1", "c2", "c3", "fc"}
+    # the few rows show on the first batch: the Gemm's [1, K, K] moment is never held (a VGG16's first
+    # Gemm, K = 25088, allocated 5 GB for 8 rows)
+    index = GraphIndex(model)
+    layers = rounding_plan._layers(index, base)
+    quantized = apply_plan(model, base)
+    feeds = {n.name: n.input[0] for n in quantized.graph.node if n.name in layers}
+    moments, rows = rounding_plan._moments(quantized, index, layers, feeds, table.samples)
+    assert rows["fc"] == 8 and "fc" not in moments and {"c1", "c2", "c3"} <= moments.keys()
 
 
 def test_a_kept_float_layer_has_no_integers(tmp_path: Path, image_dir: Path) -> None:

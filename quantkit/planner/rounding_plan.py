@@ -35,7 +35,7 @@ from quantkit.qmath.rounding import (
     matmul_rows,
     second_moment_update,
 )
-from quantkit.results import CalibrationTable, Feed, QuantPlan
+from quantkit.results import CalibrationTable, Feed, QuantPlan, feed_rows
 from quantkit.runtime import Session
 
 MOMENT_BYTES = 256 << 20  # second moments held at once (float64); more layers take another pass
@@ -146,7 +146,7 @@ def compensated(
         moments, rows = _moments(quantized, index, {n: layers[n] for n in chunk}, feeds, samples)
         for name in chunk:
             layer = layers[name]
-            if rows[name] < ROWS_PER_COLUMN * layer.columns:
+            if rows[name] < ROWS_PER_COLUMN * layer.columns or name not in moments:
                 continue
             _, scale = per_channel_weight(layer.weight.astype(np.float32), layer.axis, plan.weight_qmax)
             groups = layer.to_groups(layer.weight)
@@ -156,7 +156,8 @@ def compensated(
 
 
 def _layers(index: GraphIndex, plan: QuantPlan) -> dict[str, Layer]:
-    """The plan's quantized Conv (2-D), Gemm and MatMul layers with a per-channel weight at input 1."""
+    """The plan's quantized Conv (2-D), Gemm and MatMul layers with a per-channel weight at input 1,
+    whose second moment fits MOMENT_BYTES."""
     scales = {node: r.scales.astype(np.float64) for r in plan.rebalances for node in r.consumers}
     layers = {}
     for weight in plan.weights:
@@ -175,7 +176,8 @@ def _layers(index: GraphIndex, plan: QuantPlan) -> dict[str, Layer]:
             value = input_scaled_weight(index, node, scales[node.name])
         groups = int(index.attribute(node, "group", 1)) if node.op_type == "Conv" else 1  # type: ignore[call-overload]
         columns = int(np.prod(value.shape[1:])) if node.op_type == "Conv" else value.shape[1 - weight.axis]
-        layers[node.name] = Layer(node, value.astype(np.float64), weight.axis, groups, columns)
+        if groups * columns**2 * 8 <= MOMENT_BYTES:
+            layers[node.name] = Layer(node, value.astype(np.float64), weight.axis, groups, columns)
     return layers
 
 
@@ -216,16 +218,24 @@ def _moments(
     samples: Feed,
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """(node -> sum of its rows' outer products [G, K, K], node -> rows seen) over the samples, each
-    layer's input read from the INT8 model as it runs."""
+    layer's input read from the INT8 model as it runs. A layer whose first batch shows that all the
+    samples give it fewer than ROWS_PER_COLUMN rows per column has no moment: a VGG16 classifier's first
+    Gemm (K = 25088, one row a sample) allocated 5 GB for 8 rows (8.2 GB peak convert, 1.3 GB without)."""
     names = list(dict.fromkeys(feeds[n] for n in layers))
     # numpy's products follow each run: onnxruntime's workers spinning after it would take the cores
     # OpenBLAS's threads need (one [192, 25, 25] product took 7.5 s instead of 7 ms on this 2-core machine)
     session = Session.of(with_outputs(quantized, names), spin=False)
-    moments = {n: np.zeros((layer.groups, layer.columns, layer.columns)) for n, layer in layers.items()}
+    moments: dict[str, np.ndarray] = {}
     rows = dict.fromkeys(layers, 0)
+    total = feed_rows(samples)
     for outputs in session.iter_samples(samples):
         for name, layer in layers.items():
-            block = layer.rows(index, outputs[feeds[name]].astype(np.float32))
-            second_moment_update(moments[name], block)
+            x = outputs[feeds[name]]
+            block = layer.rows(index, x.astype(np.float32))
             rows[name] += block.shape[1]
+            if name not in moments:
+                if block.shape[1] * total < ROWS_PER_COLUMN * layer.columns * max(x.shape[0], 1):
+                    continue  # too few rows on all the samples: never held (it rounds to nearest)
+                moments[name] = np.zeros((layer.groups, layer.columns, layer.columns))
+            second_moment_update(moments[name], block)
     return moments, rows
