@@ -149,9 +149,11 @@ class Session:
         kinds = {i.name: i.type.removeprefix("tensor(").removesuffix(")") for i in inputs}
         self._types = {name: np.dtype(kind) for name, kind in kinds.items() if kind in FED}
         self.output_names = [o.name for o in self._session.get_outputs()]
-        # tensor outputs come back as views of onnxruntime's own buffers (OrtValue.numpy), not copies:
-        # calibration's outputs are every activation of the batch, twice that memory when copied
-        self._views = all(o.type.startswith("tensor(") for o in self._session.get_outputs())
+        # an observing session's tensor outputs come back as views of onnxruntime's own buffers
+        # (OrtValue.numpy), not copies: calibration's outputs are every activation of the batch, twice that
+        # memory when copied. Only there: a view held after its batch keeps all of the session's memory
+        # alive (float16's check of CRAFT at 384x512 held 800 MB for the model's 8 small outputs)
+        self._views = observing and all(o.type.startswith("tensor(") for o in self._session.get_outputs())
         self.threads = threads
 
     @property

@@ -51,12 +51,13 @@ def activation_peaks(
     peaks = dict.fromkeys(names, 0.0)
     runs = []
     # one batch of every tensor alive at a time: a large input's activations take gigabytes per run
-    for produced in Session.of(with_outputs(model, names), spin=False).iter_samples(samples):
+    for produced in Session.of(with_outputs(model, names), observing=True).iter_samples(samples):
         for name in names:
             peak = finite_peak(produced[name])
             if peak is not None:
                 peaks[name] = max(peaks[name], peak)
-        runs.append({name: produced[name] for name in kept})
+        # copies: a view would keep the session's memory (every activation's) alive after it ends
+        runs.append({name: produced[name].copy() for name in kept})
         del produced
     return peaks, runs
 
