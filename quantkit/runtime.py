@@ -113,7 +113,8 @@ class Session:
         (SqueezeNet in FP8: 27.6 dB against FP32 at the basic level, 11.9 dB above it). float8: whether
         it does (None: read from the model). profile: a file prefix; onnxruntime's profiler then records
         every kernel of every run, in the file end_profiling returns. observing: the model outputs every
-        activation (calibration). Its session then runs without onnxruntime's memory pattern (a block
+        activation (calibration), or the many branches of a probe whose outputs are folded at once
+        (rebalancing's). Its session then runs without onnxruntime's memory pattern (a block
         planned for a run's tensors, on top of the outputs: 90 MB more peak on YOLOX-Nano) and without
         the NCHWc layout (each observed output was reordered back to NCHW: 1.5x the run time there)."""
         float8 = _float8_source(model) if float8 is None else float8
