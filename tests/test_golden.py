@@ -5,6 +5,7 @@ the output: QUANTKIT_UPDATE_GOLDEN=1 pytest tests/test_golden.py, and review the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -131,3 +132,22 @@ def test_shrink_table(passed: bool, width: int) -> None:
     )
     name = f"shrink_{'pass' if passed else 'fail'}_{width}.txt"
     _check(name, _render(console.shrink_table(result, "out"), width))
+
+
+def test_every_shrink_report_carries_the_warnings() -> None:
+    """A CI page read without the log (the step summary, report.md, junit.xml, report.html) shows what
+    the CLI prints as warnings: a PP-OCRv3 text detector passed its gates with its map at 4.8 dB, and
+    only the log and report.json said so."""
+    from quantkit.reports import html_page, junit, markdown
+
+    squashed = "output 'y' measures 5.5 dB on the calibration samples where its logits measure 22.2 dB"
+    gates = (GateResult("max_size_ratio", 0.3, 0.5, "x FP32 size", True),)
+    fed = "FP32 gives class 3 for 8 of 8"
+    comparison = dataclasses.replace(_comparison(), reference_findings=(fed,))
+    summary, warned = _summary(), (squashed,)
+    result = ShrinkResult("m.onnx", "o.onnx", "t", True, 0.0, summary, comparison, gates, {}, warnings=warned)
+    assert f"- warning: {squashed}\n- warning: {fed}\n" in markdown.shrink_markdown(result)
+    assert f"warning: {squashed}\nwarning: {fed}</system-err>" in junit.junit_xml(result)
+    assert f'<p class="fail">warning: {squashed.replace(chr(39), "&#x27;")}</p>' in html_page.render(result)
+    quiet = dataclasses.replace(result, warnings=(), comparison=_comparison())
+    assert "system-err" not in junit.junit_xml(quiet) and "warning" not in markdown.shrink_markdown(quiet)

@@ -53,7 +53,7 @@ def test_passing_gates_exit_0_with_three_reports_and_the_step_summary(
     assert (out / "model.int8.onnx").exists()
     assert markdown.startswith("### quantkit shrink: PASS")
     assert junit.get("tests") == "2" and junit.get("failures") == "0"
-    assert [case.get("name") for case in junit] == ["max_drop", "max_size_ratio"]
+    assert [case.get("name") for case in junit.findall("testcase")] == ["max_drop", "max_size_ratio"]
     assert summary.read_text() == "earlier step\n" + markdown + "\n"  # appended, not overwritten
     assert "all gates pass" in stdout
 

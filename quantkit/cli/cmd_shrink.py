@@ -157,6 +157,7 @@ def shrink(
     from quantkit.parallel import Parallel
     from quantkit.pipeline import run_shrink as shrinking
     from quantkit.reports import console
+    from quantkit.reports.markdown import shrink_warnings
 
     preprocess = preprocess_options(preset, mean, std, bgr, resize, input_size)
     config = ShrinkConfig(
@@ -196,7 +197,7 @@ def shrink(
             model, output_dir, config, progress, step_summary_path(), html, Parallel(workers, ray or None)
         )
     show(console.shrink_table(result, str(output_dir)))
-    for line in (*result.warnings, *result.comparison.reference_findings):
+    for line in shrink_warnings(result):
         warn(line)
     if not result.passed and not exit_zero:
         raise typer.Exit(1)

@@ -9,6 +9,7 @@ import math
 from html import escape
 
 from quantkit.outcomes import ShrinkResult
+from quantkit.reports.markdown import shrink_warnings
 from quantkit.version import __version__
 
 WIDTH, ROW, LABEL = 900, 16, 260
@@ -32,6 +33,7 @@ def render(result: ShrinkResult) -> str:
         f'<h1>quantkit shrink: <span class="{verdict.lower()}">{verdict}</span></h1>',
         f"<p><code>{escape(result.model)}</code> &rarr; <code>{escape(result.output)}</code></p>",
         _gates(result),
+        *(f'<p class="fail">warning: {escape(line)}</p>' for line in shrink_warnings(result)),
         _summary(result),
         "<h2>Per-layer error</h2>",
         '<p class="note">SQNR of each quantized layer\'s output when only that layer is quantized, on the '

@@ -6,6 +6,7 @@ from xml.etree import ElementTree
 
 from quantkit.outcomes import ShrinkResult
 from quantkit.reports.formats import GATE_LABELS, bound_text, figure
+from quantkit.reports.markdown import shrink_warnings
 
 
 def junit_xml(result: ShrinkResult) -> str:
@@ -23,5 +24,8 @@ def junit_xml(result: ShrinkResult) -> str:
                 message=f"{GATE_LABELS[g.name]} {figure(g.measured)} {g.unit}, limit {bound_text(g)}",
             )
             failure.text = f"model {result.model}, output {result.output}"
+    warned = shrink_warnings(result)
+    if warned:  # shown beside the test results by CI systems that read junit
+        ElementTree.SubElement(suite, "system-err").text = "\n".join(f"warning: {w}" for w in warned)
     ElementTree.indent(suite)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(suite, encoding="unicode") + "\n"

@@ -50,6 +50,11 @@ def comparison_markdown(result: ComparisonResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shrink_warnings(result: ShrinkResult) -> tuple[str, ...]:
+    """What the CLI prints as warnings, for every report: a CI page read without the log shows them too."""
+    return (*result.warnings, *result.comparison.reference_findings)
+
+
 def shrink_markdown(result: ShrinkResult) -> str:
     verdict = "PASS" if result.passed else "FAIL"
     lines = [f"### quantkit shrink: {verdict}", "", f"`{result.model}` -> `{result.output}`", ""]
@@ -69,7 +74,7 @@ def shrink_markdown(result: ShrinkResult) -> str:
         "reused from the cache" if result.cache_hit else f"calibrated in {result.calibration_seconds:.1f} s"
     )
     lines += [f"Calibration table {cache}.", "", reference_line(result) + ".", ""]
-    lines += [f"- warning: {line}" for line in result.comparison.reference_findings]
-    lines += [""] if result.comparison.reference_findings else []
+    warned = shrink_warnings(result)
+    lines += [f"- warning: {line}" for line in warned] + ([""] if warned else [])
     lines += [comparison_markdown(result.comparison)]
     return "\n".join(lines)
