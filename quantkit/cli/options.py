@@ -91,7 +91,7 @@ DetectorOpt = Annotated[
         "--detector",
         help="Detector head [N, A, 4 box + objectness + classes]: yolo (boxes in pixels) or yolox (raw, "
         "decoded on the stride 8/16/32 grids); yolov8: [N, 4 box + classes, A] (Ultralytics). Adds "
-        "detection recall and the final boxes matched.",
+        "detection recall and the final boxes matched (convert: to --max-drop's budget, which it needs).",
     ),
 ]
 
