@@ -227,14 +227,13 @@ def _moments(
     session = Session.of(with_outputs(quantized, names), spin=False)
     moments: dict[str, np.ndarray] = {}
     rows = dict.fromkeys(layers, 0)
-    total = feed_rows(samples)
+    runs = -(-feed_rows(samples) // (session.fixed_batch or 1))  # iter_samples' runs, each alike
     for outputs in session.iter_samples(samples):
         for name, layer in layers.items():
-            x = outputs[feeds[name]]
-            block = layer.rows(index, x.astype(np.float32))
+            block = layer.rows(index, outputs[feeds[name]].astype(np.float32))
             rows[name] += block.shape[1]
             if name not in moments:
-                if block.shape[1] * total < ROWS_PER_COLUMN * layer.columns * max(x.shape[0], 1):
+                if block.shape[1] * runs < ROWS_PER_COLUMN * layer.columns:
                     continue  # too few rows on all the samples: never held (it rounds to nearest)
                 moments[name] = np.zeros((layer.groups, layer.columns, layer.columns))
             second_moment_update(moments[name], block)
