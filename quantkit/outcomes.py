@@ -41,6 +41,7 @@ class OutputMetrics:
     boxes_found: int | None = None  # of those, the candidate's boxes of the same class at IoU >= 0.5
     boxes_extra: int | None = None  # the candidate's boxes the reference does not have
     boxes_borderline: int | None = None  # missed or extra boxes scoring within 0.01 of the threshold
+    noise_images: int = 0  # images whose own output is mostly noise (cosine below metrics.NOISE_COSINE)
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,7 @@ def comparison_record(result: ComparisonResult) -> dict[str, Any]:
                 "boxes_found": m.boxes_found,
                 "boxes_extra": m.boxes_extra,
                 "boxes_borderline": m.boxes_borderline,
+                "noise_images": m.noise_images,
             }
             for m in result.outputs
         ],

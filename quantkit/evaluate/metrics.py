@@ -36,6 +36,11 @@ def is_class_sequence(output: np.ndarray) -> bool:
     return bool(output.min() >= 0.0 and output.max() <= 1.0 and np.all(np.abs(sums - 1.0) < 1e-3))
 
 
+# An image whose own output has a cosine below this with FP32's is mostly noise there (SQNR near 0 dB or
+# below), whatever the SQNR pooled over all images says.
+NOISE_COSINE = 0.5
+
+
 class OutputErrors:
     """Reference vs candidate for one output, accumulated batch by batch.
 
@@ -104,6 +109,7 @@ class OutputErrors:
             top5_overlap=self.top5_overlap / count
             if self.classification and not self.labels and count
             else None,
+            noise_images=sum(c < NOISE_COSINE for c in self.cosines),
         )
 
 
