@@ -311,12 +311,14 @@ def _resize(image: Image.Image, pre: Preprocess) -> Image.Image:
     height, width = pre.height, pre.width
     if pre.resize is ResizeMode.squash:
         return image.resize((width, height), Image.Resampling.BILINEAR)
-    if pre.resize is ResizeMode.letterbox:
+    if pre.resize in (ResizeMode.letterbox, ResizeMode.letterbox_center):
         ratio = min(height / image.height, width / image.width)
         new_w, new_h = max(1, int(image.width * ratio)), max(1, int(image.height * ratio))
         fill = (int(LETTERBOX_PAD),) * (1 if image.mode == "L" else 3)
         canvas = Image.new(image.mode, (width, height), fill if image.mode != "L" else fill[0])
-        canvas.paste(image.resize((new_w, new_h), Image.Resampling.BILINEAR), (0, 0))
+        centred = pre.resize is ResizeMode.letterbox_center
+        corner = ((width - new_w) // 2, (height - new_h) // 2) if centred else (0, 0)
+        canvas.paste(image.resize((new_w, new_h), Image.Resampling.BILINEAR), corner)
         return canvas
     # crop: scale so that the centre crop is CROP_FRACTION of the shorter side, then crop the centre
     scale = max(height / CROP_FRACTION / image.height, width / CROP_FRACTION / image.width)

@@ -126,6 +126,16 @@ def test_letterbox_keeps_aspect_and_pads_bottom_right_with_114() -> None:
     assert sample[0, :4].max() == 0.0 and np.all(sample[0, 4:] == 114.0)
 
 
+def test_a_centred_letterbox_pads_both_sides_as_ultralytics_does() -> None:
+    """Ultralytics' YOLOv5/v8/11 centre the image in its letterbox; YOLOX puts it at the top-left."""
+    pre = Preprocess(height=8, width=8, mean=(0.0,) * 3, std=(1.0,) * 3, resize=ResizeMode.letterbox_center)
+    sample = load_sample(_png(Image.new("RGB", (16, 8), (0, 0, 0))), pre)  # 8x4 image rows 2-5
+    assert np.all(sample[:, :2] == 114.0) and np.all(sample[:, 6:] == 114.0) and sample[:, 2:6].max() == 0.0
+    tall = load_sample(_png(Image.new("RGB", (4, 8), (0, 0, 0))), pre)  # 4x8 image in columns 2-5
+    cols = tall.transpose(0, 2, 1)
+    assert np.all(cols[:, :2] == 114.0) and np.all(cols[:, 6:] == 114.0) and cols[:, 2:6].max() == 0.0
+
+
 def test_undecodable_and_bomb_images_raise_image_error() -> None:
     pre = PRE
     with pytest.raises(ImageError, match="not a decodable image"):

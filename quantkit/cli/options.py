@@ -150,7 +150,9 @@ BgrOpt = Annotated[
 ResizeOpt = Annotated[
     ResizeMode | None,
     typer.Option(
-        "--resize", help="crop: shorter side to size/0.875 then centre crop; squash; letterbox (pad 114)."
+        "--resize",
+        help="crop: shorter side to size/0.875 then centre crop; squash; letterbox: aspect kept, image at "
+        "the top-left, pad 114 (YOLOX); letterbox-center: the same, centred (Ultralytics YOLOv5/v8/11).",
     ),
 ]
 

@@ -35,6 +35,7 @@ class ResizeMode(str, Enum):
     crop = "crop"  # shorter side to size/0.875, center crop
     squash = "squash"  # resize to size, ignoring aspect ratio
     letterbox = "letterbox"  # keep aspect ratio, pad with 114 at the bottom/right (YOLOX convention)
+    letterbox_center = "letterbox-center"  # the same, the image centred (Ultralytics YOLOv5/v8/11)
 
 
 class Layout(str, Enum):
