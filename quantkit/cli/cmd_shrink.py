@@ -157,7 +157,7 @@ def shrink(
     from quantkit.parallel import Parallel
     from quantkit.pipeline import run_shrink as shrinking
     from quantkit.reports import console
-    from quantkit.reports.markdown import shrink_warnings
+    from quantkit.reports.formats import shrink_warnings
 
     preprocess = preprocess_options(preset, mean, std, bgr, resize, input_size)
     config = ShrinkConfig(

@@ -56,6 +56,11 @@ def bound_text(gate: GateResult) -> str:
     return f"{'>=' if gate.name == 'min_speedup' else '<='} {gate.limit:g}"
 
 
+def shrink_warnings(result: ShrinkResult) -> tuple[str, ...]:
+    """What the CLI prints as warnings, for every report: a CI page read without the log shows them too."""
+    return (*result.warnings, *result.comparison.reference_findings)
+
+
 def recall_text(m: OutputMetrics) -> str:
     """'94.00% of 1517': the reference's detections per anchor the candidate keeps ('-': not a head)."""
     return "-" if m.detections is None else f"{percent(m.detection_recall)} of {m.detections}"

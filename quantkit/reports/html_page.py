@@ -9,7 +9,7 @@ import math
 from html import escape
 
 from quantkit.outcomes import ShrinkResult
-from quantkit.reports.markdown import shrink_warnings
+from quantkit.reports.formats import shrink_warnings
 from quantkit.version import __version__
 
 WIDTH, ROW, LABEL = 900, 16, 260

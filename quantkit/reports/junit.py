@@ -5,8 +5,7 @@ from __future__ import annotations
 from xml.etree import ElementTree
 
 from quantkit.outcomes import ShrinkResult
-from quantkit.reports.formats import GATE_LABELS, bound_text, figure
-from quantkit.reports.markdown import shrink_warnings
+from quantkit.reports.formats import GATE_LABELS, bound_text, figure, shrink_warnings
 
 
 def junit_xml(result: ShrinkResult) -> str:

@@ -13,6 +13,7 @@ from quantkit.reports.formats import (
     percent,
     reference_line,
     runtime_line,
+    shrink_warnings,
     size_change,
 )
 
@@ -48,11 +49,6 @@ def comparison_markdown(result: ComparisonResult) -> str:
     runtime = runtime_line(result)
     lines += [f"| runtime | {runtime.removeprefix('runtime ')} |"] if runtime else []
     return "\n".join(lines) + "\n"
-
-
-def shrink_warnings(result: ShrinkResult) -> tuple[str, ...]:
-    """What the CLI prints as warnings, for every report: a CI page read without the log shows them too."""
-    return (*result.warnings, *result.comparison.reference_findings)
 
 
 def shrink_markdown(result: ShrinkResult) -> str:
