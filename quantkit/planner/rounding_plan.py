@@ -228,13 +228,18 @@ def _moments(
     moments: dict[str, np.ndarray] = {}
     rows = dict.fromkeys(layers, 0)
     runs = -(-feed_rows(samples) // (session.fixed_batch or 1))  # iter_samples' runs, each alike
+    short: set[str] = set()  # too few rows on all the samples: never held (they round to nearest)
     for outputs in session.iter_samples(samples):
         for name, layer in layers.items():
+            if name in short:
+                continue
             block = layer.rows(index, outputs[feeds[name]].astype(np.float32))
             rows[name] += block.shape[1]
             if name not in moments:
                 if block.shape[1] * runs < ROWS_PER_COLUMN * layer.columns:
-                    continue  # too few rows on all the samples: never held (it rounds to nearest)
+                    short.add(name)  # its rows on every run are those of the first: not formed again
+                    rows[name] = block.shape[1] * runs
+                    continue
                 moments[name] = np.zeros((layer.groups, layer.columns, layer.columns))
             second_moment_update(moments[name], block)
     return moments, rows
