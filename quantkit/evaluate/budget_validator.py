@@ -61,8 +61,7 @@ class ChunkReference:
             return self._boxes_counts(candidate, batches)
         lost = total = 0
         for batch, (ref, ref_mask), labels in zip(batches, self.summaries, self.labels, strict=True):
-            out = read_as(candidate.run_batch(batch.data), self.detector)[self.output]
-            out = without_masks(out, self.masks) if self.masks else out
+            out = self._scored(candidate, batch)
             if self.metric is BudgetMetric.recall:
                 assert ref_mask is not None
                 cls, mask = detections(out, self.threshold)
@@ -78,12 +77,15 @@ class ChunkReference:
                 total += int(known.sum())
         return lost, total
 
+    def _scored(self, candidate: Runner, batch: Batch) -> np.ndarray:
+        """The candidate's output the metric reads on `batch` (read_as, without mask coefficients)."""
+        return without_masks(read_as(candidate.run_batch(batch.data), self.detector)[self.output], self.masks)
+
     def _boxes_counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
         """FP32's final boxes the candidate misses plus the boxes it adds, and FP32's boxes."""
         differences = total = 0
         for batch, reference in zip(batches, self.final, strict=True):
-            out = read_as(candidate.run_batch(batch.data), self.detector)[self.output]
-            out = without_masks(out, self.masks) if self.masks else out
+            out = self._scored(candidate, batch)
             for ref, one in zip(reference, out, strict=True):
                 found, extra, _ = match_boxes(
                     ref, final_detections(one, self.threshold, self.grid), self.threshold

@@ -106,11 +106,11 @@ def measurement_notes(
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(notes, warnings). Where the floors and the fallback measure other tensors than the outputs
     (query.measured_outputs of the shape-inferred `model`), so that no figure reads as the outputs' own:
-    a line for each output that
-    a TopK / NonMaxSuppression chose and ordered (its smoke-test figure compares rows that noise
-    reorders; both figures), and one naming the outputs judged by their logits (and those in `itself` by
-    their own values too: float16's). The warnings: squashed outputs far below their logits
-    (_squashed_warnings). reference: FP32's measured tensors on samples (fallback.measured_reference)."""
+    a line for each output that a TopK / NonMaxSuppression chose and ordered (its smoke-test figure
+    compares rows that noise reorders; both figures), and one naming the outputs judged by their logits
+    (and those in `itself` by their own values too: float16's). The warnings: squashed outputs far below
+    their logits (_squashed_warnings). reference: FP32's measured tensors on samples
+    (fallback.measured_reference)."""
     ordered = selection_ordered(model)
     scored = sorted(
         (output, tensors[0])
