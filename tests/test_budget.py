@@ -205,13 +205,12 @@ def test_a_recognizers_class_sequence_is_scored_by_agreement_per_position_not_as
     logits = g.normal(0, 3, (2, 8, 20)).astype(np.float32)
     probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
     head = g.normal(0, 3, (1, 100, 85)).astype(np.float32)
-    assert _choose(BudgetMetric.auto, {"probs": probs}, labelled=False, boxes=False) == (
+    assert _choose(BudgetMetric.auto, {"probs": probs}, labelled=False, detector=None) == (
         BudgetMetric.agreement,
         "probs",
     )
-    assert (
-        _choose(BudgetMetric.auto, {"probs": probs}, labelled=True, boxes=False)[0] is BudgetMetric.agreement
-    )
-    assert _choose(BudgetMetric.auto, {"head": head}, labelled=False, boxes=False)[0] is BudgetMetric.recall
+    chosen = _choose(BudgetMetric.auto, {"probs": probs}, labelled=True, detector=None)
+    assert chosen[0] is BudgetMetric.agreement
+    assert _choose(BudgetMetric.auto, {"head": head}, labelled=False, detector=None)[0] is BudgetMetric.recall
     with pytest.raises(ConfigError, match=r"--metric top1 needs an output shaped \[N, classes\]"):
-        _choose(BudgetMetric.top1, {"probs": probs}, labelled=True, boxes=False)
+        _choose(BudgetMetric.top1, {"probs": probs}, labelled=True, detector=None)

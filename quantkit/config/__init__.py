@@ -237,11 +237,13 @@ class LatencyConfig:
 
 
 class DetectorHead(str, Enum):
-    """How the box values of a [N, A, 4 + 1 + C] detector output read (yolov8: [N, 4 + C, A])."""
+    """How the box values of a [N, A, 4 + 1 + C] detector output read (yolov8: [N, 4 + C, A]; db: no box
+    values, a map that text boxes are read from)."""
 
     yolo = "yolo"  # (cx, cy, w, h) in input pixels, as YOLOv5 and decoded YOLOX exports write them
     yolox = "yolox"  # raw YOLOX head: cell offsets and log sizes over the stride 8, 16, 32 grids
     yolov8 = "yolov8"  # Ultralytics YOLOv8/11: [N, 4 + C, A], boxes in pixels, class scores, no objectness
+    db = "db"  # a DB text detector's probability map [N, 1, H, W] (PaddleOCR's): text boxes read from it
 
 
 class Runtime(str, Enum):

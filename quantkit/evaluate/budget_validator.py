@@ -29,6 +29,7 @@ from quantkit.evaluate.metrics import (
     without_masks,
     yolov8_rows,
 )
+from quantkit.evaluate.text_maps import is_probability_map, map_view, text_boxes
 from quantkit.results import Batch, Feed
 
 
@@ -64,7 +65,7 @@ class ChunkReference:
             out = self._scored(candidate, batch)
             if self.metric is BudgetMetric.recall:
                 assert ref_mask is not None
-                cls, mask = detections(out, self.threshold)
+                cls, mask = _detected(out, self.threshold, self.detector)
                 lost += int(ref_mask.sum()) - int((ref_mask & mask & (cls == ref)).sum())
                 total += int(ref_mask.sum())
             elif self.metric is BudgetMetric.agreement:
@@ -88,7 +89,7 @@ class ChunkReference:
             out = self._scored(candidate, batch)
             for ref, one in zip(reference, out, strict=True):
                 found, extra, _ = match_boxes(
-                    ref, final_detections(one, self.threshold, self.grid), self.threshold
+                    ref, _final(one, self.threshold, self.grid, self.detector), self.threshold
                 )
                 differences += len(ref[0]) - found + extra
                 total += len(ref[0])
@@ -124,18 +125,18 @@ class Validator:
             for batch in batches():
                 outputs = read_as(reference.run_batch(batch.data), detector)
                 if output is None:
-                    metric, output = _choose(metric, outputs, bool(lookup), detector is not None)
-                    if metric is BudgetMetric.boxes:
+                    metric, output = _choose(metric, outputs, bool(lookup), detector)
+                    if metric is BudgetMetric.boxes and detector is not DetectorHead.db:
                         assert detector is not None
                         self.grid = decode_grid(detector, input_size, outputs[output].shape[1])
                 ref = outputs[output]
-                if metric in (BudgetMetric.recall, BudgetMetric.boxes):
+                if metric in (BudgetMetric.recall, BudgetMetric.boxes) and detector is not DetectorHead.db:
                     masks = head_masks(output, ref, outputs, detector or DetectorHead.yolo)
                     ref = without_masks(ref, masks)
                 if metric is BudgetMetric.boxes:
-                    final.append([final_detections(one, threshold, self.grid) for one in ref])
+                    final.append([_final(one, threshold, self.grid, detector) for one in ref])
                 elif metric is BudgetMetric.recall:
-                    summaries.append(detections(ref, threshold))
+                    summaries.append(_detected(ref, threshold, detector))
                 else:
                     summaries.append((ref.argmax(-1), None))
                 labels.append(
@@ -172,7 +173,28 @@ def read_as(outputs: dict[str, np.ndarray], detector: DetectorHead | None) -> di
     views = class_views(outputs)
     if detector is DetectorHead.yolov8:
         views = {name: yolov8_rows(v) if anchors_last(v) else v for name, v in views.items()}
+    if detector is DetectorHead.db:  # probability maps as [N, H, W]
+        views = {name: map_view(v) if v.ndim == 4 and v.shape[1] == 1 else v for name, v in views.items()}
     return views
+
+
+def _detected(
+    head: np.ndarray, threshold: float, detector: DetectorHead | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(class, detected) per anchor of a head [N, A, 5 + C] (metrics.detections), or per pixel of a DB
+    text detector's maps [N, H, W] (class 0, above the threshold)."""
+    if detector is DetectorHead.db:
+        return np.zeros(head.shape, dtype=np.int64), head > threshold
+    return detections(head, threshold)
+
+
+def _final(
+    one: np.ndarray, threshold: float, grid: np.ndarray | None, detector: DetectorHead | None
+) -> Detections:
+    """One image's final boxes: a head's [A, 5 + C] after threshold and NMS, or a map's [H, W] text boxes."""
+    if detector is DetectorHead.db:
+        return text_boxes(one, threshold)
+    return final_detections(one, threshold, grid)
 
 
 def drop_of(counts: Iterable[tuple[int, int]]) -> float:
@@ -190,11 +212,17 @@ def points_lost(lost: int, total: int) -> float:
 
 
 def _choose(
-    metric: BudgetMetric, outputs: dict[str, np.ndarray], labelled: bool, boxes: bool
+    metric: BudgetMetric, outputs: dict[str, np.ndarray], labelled: bool, detector: DetectorHead | None
 ) -> tuple[BudgetMetric, str]:
-    """boxes: the head's boxes can be read (--detector)."""
+    """detector: how the head's boxes read (None: they cannot be, no boxes metric); db: the heads are
+    probability maps [N, H, W]."""
+    boxes = detector is not None
     sequences = {n for n, v in outputs.items() if is_class_sequence(v)}  # a recognizer's, not a head
-    heads = [n for n, v in outputs.items() if is_yolo_head(v) and n not in sequences]
+    heads = [
+        n
+        for n, v in outputs.items()
+        if (is_probability_map(v) if detector is DetectorHead.db else is_yolo_head(v)) and n not in sequences
+    ]
     scores = [n for n, v in outputs.items() if is_classification(v) or n in sequences]
     per_image = [n for n in scores if n not in sequences]  # labels give one class an image
     detection = (BudgetMetric.recall, BudgetMetric.boxes)
@@ -209,7 +237,9 @@ def _choose(
     wanted = heads if metric in detection else per_image if metric is BudgetMetric.top1 else scores
     if not wanted:
         shape = (
-            "[N, anchors, 5 + classes] (or [N, 4 + classes, anchors] with --detector yolov8)"
+            "[N, 1, H, W] probabilities (a text detector's map)"
+            if metric in detection and detector is DetectorHead.db
+            else "[N, anchors, 5 + classes] (or [N, 4 + classes, anchors] with --detector yolov8)"
             if metric in detection
             else "[N, classes]"
             if metric is BudgetMetric.top1

@@ -26,6 +26,7 @@ from quantkit.evaluate.metrics import (
     yolox_grid,
 )
 from quantkit.evaluate.sanity import ReferenceCheck
+from quantkit.evaluate.text_maps import PixelRecall, TextBoxAgreement, is_probability_map, map_view
 from quantkit.outcomes import Accuracy, OutputMetrics
 from quantkit.results import Batch, feed_rows
 from quantkit.runtime import Runner
@@ -62,8 +63,9 @@ class Comparison:
     """Reference vs candidate outputs over a run of batches: per-output errors; with classes, top-1/top-5
     of both models; with a detection threshold, on YOLO-style outputs [N, A, 5 + C] the recall of the
     reference's detections per anchor and the agreement of the final boxes (`detector` says how to read
-    them; yolox needs the input (H, W)). `merge` adds a later shard's, so shards of one image list give
-    the one-pass figures."""
+    them; yolox needs the input (H, W); db: on probability maps [N, 1, H, W], the text pixels kept and
+    the text boxes a DB post-process reads). `merge` adds a later shard's, so shards of one image list
+    give the one-pass figures."""
 
     def __init__(
         self,
@@ -80,8 +82,8 @@ class Comparison:
         self.detector = detector
         self.input_size = input_size
         self.errors: dict[str, OutputErrors] = {}
-        self.recalls: dict[str, DetectionRecall] = {}
-        self.boxes: dict[str, BoxAgreement] = {}
+        self.recalls: dict[str, DetectionRecall | PixelRecall] = {}
+        self.boxes: dict[str, BoxAgreement | TextBoxAgreement] = {}
         self.ref_acc, self.cand_acc = TopK(), TopK()
         self.scored_output: str | None = None
         self.seen_shapes: dict[str, list[int]] = {}
@@ -96,6 +98,9 @@ class Comparison:
                 raise ConfigError(f"output {name!r} has different shapes in the two models")
             self.errors.setdefault(name, OutputErrors(name)).update(ref_out[name], cand_out[name])
             if threshold is None:
+                continue
+            if self.detector is DetectorHead.db:
+                self._text_map(name, ref_out[name], cand_out[name], threshold)
                 continue
             ref, cand = (
                 head_rows(name, ref_out[name], self.detector),
@@ -117,6 +122,14 @@ class Comparison:
             if known.any():
                 self.ref_acc.update(ref_out[self.scored_output][known], labels[known])
                 self.cand_acc.update(cand_out[self.scored_output][known], labels[known])
+
+    def _text_map(self, name: str, ref: np.ndarray, cand: np.ndarray, threshold: float) -> None:
+        """A DB detector's output: its text pixels and text boxes, where it is a probability map."""
+        if not is_probability_map(ref):
+            return
+        ref, cand = map_view(ref), map_view(cand)
+        self.recalls.setdefault(name, PixelRecall(threshold)).update(ref, cand)
+        self.boxes.setdefault(name, TextBoxAgreement(threshold)).update(ref, cand)
 
     def merge(self, later: Comparison) -> None:
         """Add what `later` saw on the images after this one's."""
@@ -233,6 +246,8 @@ def head_layout(detector: DetectorHead) -> str:
     """The output shape --detector reads, as its help states it."""
     if detector is DetectorHead.yolov8:
         return "[N, 4 box + classes, anchors]"
+    if detector is DetectorHead.db:
+        return "[N, 1, H, W] with every value a probability (a DB text detector's map)"
     return "[N, anchors, 4 box + objectness + classes]"
 
 
@@ -247,7 +262,7 @@ def detector_fields(
     if detector is None:
         if threshold is not None:
             flag = option.startswith("--")
-            heads = "yolo, yolox or yolov8" if flag else "'yolo', 'yolox' or 'yolov8'"
+            heads = "yolo, yolox, yolov8 or db" if flag else "'yolo', 'yolox', 'yolov8' or 'db'"
             score = "--score-threshold" if flag else "score_threshold"
             raise ConfigError(f"{score} scores a detector's boxes; give {option} {heads} with it")
         return {}
@@ -255,8 +270,8 @@ def detector_fields(
     if detector not in DetectorHead.__members__:
         raise ConfigError(
             f"{option} knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
-            f"[N, anchors, 4 box + objectness + classes], and 'yolov8' ([N, 4 box + classes, anchors]); "
-            f"got {detector!r}"
+            f"[N, anchors, 4 box + objectness + classes], 'yolov8' ([N, 4 box + classes, anchors]) and "
+            f"'db' (a text detector's probability map [N, 1, H, W]); got {detector!r}"
         )
     return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
 
