@@ -188,7 +188,8 @@ def _squashed_warnings(
                 f"output {output!r} measures {own:.1f} dB on the calibration samples where its "
                 f"logits measure {judged:.1f} dB: its uncertain values (a detector's or segmenter's "
                 "foreground, a classifier's or recogniser's close calls) move more than the logits show; "
-                "check it on your task's metric (quantkit compare, --exclude-nodes for the layers before it)"
+                "check it on your task's metric (quantkit compare; --detector db for a text detector's "
+                "boxes), and where it falls short, quantkit sensitivity for the layers to keep float"
             )
     return tuple(lines)
 
