@@ -8,8 +8,8 @@ from quantkit.outcomes import ComparisonResult, GateResult
 
 def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
     """(points lost against FP32, their unit): top-1 with labels, else for a YOLO-style head FP32's final
-    boxes missed or added per 100 (anchor recall when FP32 made no box), else top-1 agreement of the
-    first output."""
+    boxes missed or added per 100 (anchor recall when FP32 made no box; a DB map's text boxes and text
+    pixels alike), else top-1 agreement of the first output."""
     if result.top1_delta is not None:
         return -100.0 * result.top1_delta, "top-1 points (labels)"
     first = result.outputs[0] if result.outputs else None
@@ -20,7 +20,7 @@ def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
         return 100.0 * (1.0 - first.detection_recall), "points of FP32 detections lost"
     if first is not None and first.top1_agreement is not None:
         return 100.0 * (1.0 - first.top1_agreement), "points of top-1 disagreement with FP32"
-    return None, "points (no accuracy figure: give --labels, or --detector for YOLO heads)"
+    return None, "points (no accuracy figure: give --labels, or --detector for YOLO heads and text maps)"
 
 
 def check(result: ComparisonResult, gates: Gates) -> tuple[GateResult, ...]:
