@@ -88,6 +88,24 @@ def test_a_suffix_measures_what_the_whole_model_measures() -> None:
         suffix_screen.HELD_BYTES = small
 
 
+def test_weights_listed_as_graph_inputs_are_read_from_the_model_not_the_feed() -> None:
+    """IR 3 exports list every initializer as a graph input too (CenterFace, opset 9): the screen took
+    them for feeds and failed with an internal KeyError on the first weight."""
+    base = _branching()
+    base.graph.input.extend(
+        helper.make_tensor_value_info(i.name, onnx.TensorProto.FLOAT, list(i.dims))
+        for i in base.graph.initializer
+    )
+    samples = rng(5).normal(0, 1, (2, 3, SIZE, SIZE)).astype(np.float32)
+    reference = Session.of(base).run_samples(samples)
+    screen = suffix_screen.SuffixScreen(base, ["c0", "c1", "c2"], reference, samples)
+    w2 = numpy_helper.to_array(next(i for i in base.graph.initializer if i.name == "w2"))
+    candidate = _with_weight(base, "w2", w2 * 1.05)
+    whole = fallback.output_sqnr(candidate, reference, samples)
+    assert 10.0 < whole < 80.0  # the changed weight is seen (it measured inf, read as the base's input)
+    assert screen.sqnr(candidate) == pytest.approx(whole, abs=1e-4)  # an overridable weight: not folded
+
+
 def test_a_subgraph_reading_the_graph_around_it_is_measured_whole() -> None:
     """An If's branches read `r` without naming it: a suffix could not tell they changed."""
     base = _branching()
@@ -133,3 +151,24 @@ def test_float16_ranks_its_layers_by_their_suffixes_and_keeps_what_whole_runs_ke
     assert [k[0] for k in ranked.kept_float32] == [k[0] for k in whole.kept_float32] == ["c1"]
     assert ranked.smoke_sqnr_db == whole.smoke_sqnr_db
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_float16_of_a_model_listing_its_weights_as_inputs_keeps_what_the_plain_model_keeps(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    """CenterFace's opset-9 export (IR 3: every weight a graph input too) failed its float16 convert with
+    an internal KeyError in the ranking's screen."""
+    plain = _cancelling_model()
+    listed = onnx.ModelProto()
+    listed.CopyFrom(plain)
+    listed.graph.input.extend(
+        helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in listed.graph.initializer
+    )
+    results = []
+    for name, model in (("plain", plain), ("listed", listed)):
+        path = save(model, tmp_path / f"{name}.onnx")
+        table = tmp_path / f"{name}.calib.json"
+        pipeline.calibrate(path, table, CalibrateConfig(ImageSelection(image_dir, 8)))
+        results.append(pipeline.convert_float16(path, table, tmp_path / f"{name}.fp16.onnx", Float16Config()))
+    assert [k[0] for k in results[1].kept_float32] == [k[0] for k in results[0].kept_float32] == ["c1"]
+    assert results[1].smoke_sqnr_db == pytest.approx(results[0].smoke_sqnr_db, abs=1e-3)

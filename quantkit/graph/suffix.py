@@ -5,7 +5,8 @@ rest again (planner.suffix_screen).
 
 "Computes alike" is decided structurally, never by name alone: a node is unchanged when the base has a
 node of its name with the same serialized form whose inputs are all unchanged; an initializer when the
-base holds the same bytes under its name; a graph input when the base has it with the same type.
+base holds the same bytes under its name; a graph input when the base has it with the same type (one
+that an initializer backs, as IR 3 lists every weight, is that initializer).
 """
 
 from __future__ import annotations
@@ -112,8 +113,11 @@ def _unchanged(candidate: onnx.ModelProto, base: Base) -> set[str]:
     for init in candidate.graph.initializer:
         if base.initializers.get(init.name) == init:  # protobuf's own comparison: no copy of the data
             same.add(init.name)
-    for value in candidate.graph.input:
-        if base.inputs.get(value.name) == value.type.SerializeToString(deterministic=True):
+    weights = {init.name for init in candidate.graph.initializer}
+    for value in candidate.graph.input:  # one an initializer backs (IR 3 lists them all) is that initializer
+        if value.name not in weights and base.inputs.get(value.name) == value.type.SerializeToString(
+            deterministic=True
+        ):
             same.add(value.name)
     for node in candidate.graph.node:
         alike = base.nodes.get(node.name) == node.SerializeToString(deterministic=True)

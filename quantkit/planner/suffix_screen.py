@@ -47,7 +47,10 @@ class SuffixScreen:
         self.wanted = list(reference[0]) if reference else []
         self.held: list[tuple[Values, Values]] | None = None
         if fits_one_message(base):  # (a suffix is built in memory)
-            inputs = {i.name for i in base.graph.input}  # a trial may read a graph input its base casts
+            # a trial may read a graph input its base casts; one an initializer backs (IR 3 exports list
+            # every weight as an input: CenterFace's opset-9 model) is no feed, and no trial's read
+            weights = {i.name for i in base.graph.initializer}
+            inputs = {i.name for i in base.graph.input if i.name not in weights}
             needs = set().union(*downstream_reads(base, nodes).values())
             try:  # extra outputs onnxruntime refuses: each trial runs whole
                 self.held = self._run_base(sorted(needs | inputs), inputs, samples) if needs else None
