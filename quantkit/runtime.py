@@ -75,13 +75,14 @@ class Session:
         optimize: bool = True,
         spin: bool = True,
         observing: bool = False,
+        arena: bool = True,
     ) -> Session:
         """A session for an in-memory model. One over protobuf's 2 GB limit is saved with its weights in
         an external file in a temporary folder, which onnxruntime reads while the session is made."""
         float8 = has_float8(model)
         if fits_one_message(model):
             data = model.SerializeToString(deterministic=True)
-            return cls(data, threads, optimize, spin, float8, observing=observing)
+            return cls(data, threads, optimize, spin, float8, observing=observing, arena=arena)
         with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
             path = Path(folder) / "model.onnx"
             copy = onnx.ModelProto()
@@ -94,7 +95,7 @@ class Session:
                 location="model.onnx.data",
                 size_threshold=EXTERNAL_THRESHOLD,
             )
-            return cls(path, threads, optimize, spin, float8, observing=observing)
+            return cls(path, threads, optimize, spin, float8, observing=observing, arena=arena)
 
     def __init__(
         self,
@@ -105,6 +106,7 @@ class Session:
         float8: bool | None = None,
         profile: Path | None = None,
         observing: bool = False,
+        arena: bool = True,
     ) -> None:
         """threads: intra-op threads (0: onnxruntime's choice). spin=False stops idle worker threads from
         spinning between runs: needed when sessions take turns (interleaved timing), where one session's
@@ -116,7 +118,9 @@ class Session:
         activation (calibration), or the many branches of a probe whose outputs are folded at once
         (rebalancing's). Its session then runs without onnxruntime's memory pattern (a block
         planned for a run's tensors, on top of the outputs: 90 MB more peak on YOLOX-Nano) and without
-        the NCHWc layout (each observed output was reordered back to NCHW: 1.5x the run time there)."""
+        the NCHWc layout (each observed output was reordered back to NCHW: 1.5x the run time there).
+        arena=False: memory goes back after each run (onnxruntime's arena keeps a run's peak for the next:
+        one of several sessions that take turns would keep its own)."""
         float8 = _float8_source(model) if float8 is None else float8
         options = ort.SessionOptions()
         if profile is not None:
@@ -124,6 +128,7 @@ class Session:
             options.profile_file_prefix = str(profile)
         options.intra_op_num_threads = threads
         options.enable_mem_pattern = not observing
+        options.enable_cpu_mem_arena = arena
         if not spin or observing:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1

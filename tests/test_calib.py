@@ -307,6 +307,47 @@ def test_outputs_of_unknown_size_are_measured_on_a_first_run_of_one_sample(
     assert seen == 16 and runs == [1, 2, 2, 2, 1, 2, 2, 2, 2]
 
 
+def test_observed_tensors_too_large_for_one_run_are_observed_in_groups_with_the_same_table(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime holds every graph output of a run, fetched or not: where one sample's observed tensors
+    pass GROUP_BYTES, a session per group observes them (LEADER at 320x320: 2.3 GB a sample, calibrate
+    3.4 -> 1.05 GB peak). The table is the same bytes."""
+    from quantkit import pipeline
+    from quantkit.calib import collect
+    from quantkit.config import CalibrateConfig, ImageSelection
+    from quantkit.runtime import Session
+    from tests.conftest import tiny_cnn
+
+    assert collect.fetch_groups({"a": 4, "b": 4, "c": 4}, 8) == (("a", "b"), ("c",))
+    assert collect.fetch_groups({"a": 4, "b": None, "c": 2}, 7) == (("a",), ("b", "c"))  # b as large as a
+    assert collect.fetch_groups({"a": 4, "b": 4}, 8) is None and collect.fetch_groups({"a": None}, 1) is None
+    model = tiny_cnn(tmp_path / "cnn.onnx")
+    config = CalibrateConfig(ImageSelection(image_dir, 12))
+    pipeline.calibrate(model, tmp_path / "whole.json", config)
+    made: list[bool] = []
+    real = Session.__init__
+
+    def counted(self: Session, *args: object, arena: bool = True, **kwargs: object) -> None:
+        made.append(arena)
+        real(self, *args, arena=arena, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Session, "__init__", counted)
+    monkeypatch.setattr(collect, "GROUP_BYTES", 4096)  # a few tensors a group
+    monkeypatch.setattr(pipeline.run_calibrate, "GROUP_BYTES", 4096)
+    pipeline.calibrate(model, tmp_path / "grouped.json", config)
+    assert len(made) > 2 and not any(made)  # a session per group, each without onnxruntime's arena
+    for suffix in (".json", ".npz"):
+        whole, grouped = tmp_path / f"whole{suffix}", tmp_path / f"grouped{suffix}"
+        if suffix == ".json":
+            strip = {"seconds", "created"}
+            a = {k: v for k, v in json.loads(whole.read_text()).items() if k not in strip}
+            b = {k: v for k, v in json.loads(grouped.read_text()).items() if k not in strip}
+            assert a == b
+        else:
+            assert whole.read_bytes() == grouped.read_bytes()
+
+
 def test_outputs_never_alias_the_fed_arrays() -> None:
     """Session.run returns onnxruntime's own buffers, but a graph input that is also an output (calibration
     observes the model's input) would be the caller's array: it is copied, so it outlives the feed."""

@@ -3,7 +3,7 @@ updated per batch, each batch dropped after use."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -16,6 +16,34 @@ from quantkit.runtime import Session
 # be larger runs in parts. SqueezeNet's 66 observed tensors hold 28 MB per image: 228 MB for a batch of
 # 8, kept twice by onnxruntime's buffers, was most of calibrate's memory.
 RUN_BYTES = 64 << 20
+# ... and where one sample's observed tensors pass this, they are observed in groups that fit it, each by a
+# session whose model outputs that group only, all run on every part (onnxruntime computes and holds every
+# graph output of a run, whichever are fetched): LEADER's document model (tf2onnx, GELU blocks at
+# 160x160x256) holds 2.3 GB of observed tensors a sample at 320x320, and calibrate peaked at 3.4 GB where
+# one FP32 run takes 0.3 GB.
+GROUP_BYTES = 512 << 20
+
+
+def fetch_groups(
+    sizes: dict[str, int | None], budget: int = GROUP_BYTES
+) -> tuple[tuple[str, ...], ...] | None:
+    """The tensors of `sizes` (name -> bytes a sample) in groups of at most `budget` bytes a sample (a
+    larger tensor alone), in their order; None where one group holds them all. A size not known (None)
+    counts as the largest known one; with none known, None."""
+    known = [s for s in sizes.values() if s is not None]
+    guess = max(known, default=0)
+    if not known or sum(guess if s is None else s for s in sizes.values()) <= budget:
+        return None
+    groups: list[list[str]] = [[]]
+    held = 0
+    for name, known_size in sizes.items():
+        size = guess if known_size is None else known_size
+        if groups[-1] and held + size > budget:
+            groups.append([])
+            held = 0
+        groups[-1].append(name)
+        held += size
+    return tuple(tuple(group) for group in groups)
 
 
 def rows_per_run(per_sample: int | None, batch: int) -> int | None:
@@ -27,13 +55,14 @@ def rows_per_run(per_sample: int | None, batch: int) -> int | None:
 
 
 def observe(
-    session: Session,
+    session: Session | Sequence[Session],
     observed: dict[str, int | None],
     batches: Iterable[Feed],
     bins: int,
     progress: Callable[[int], None] | None = None,
     watch: Callable[[Feed, dict[str, np.ndarray]], None] | None = None,
     run_rows: int | None = None,
+    groups: Sequence[Sequence[str]] | None = None,
 ) -> tuple[dict[str, Partial], int]:
     """Run every batch (float32 [N, ...], or {input name: [N, ...]}) and fold each observed output into
     its observer.
@@ -41,29 +70,38 @@ def observe(
     observed: tensor name -> per-channel axis (None: no per-channel statistics). watch: called with each
     batch and all of the session's outputs for it, before they are dropped. run_rows: run each batch in
     parts of at most this many samples (rows_per_run; None: as many as fit RUN_BYTES by the outputs of a
-    first run of one sample; a model that fixes its batch runs it whole). Returns (partial statistics per
-    tensor, number of samples seen). Memory is O(tensors x (bins + channels)).
+    first run of one sample; a model that fixes its batch runs it whole). session: one session that
+    outputs every observed tensor, or one per group of `groups` (fetch_groups), each outputting its group
+    and the model's outputs, run in turn on each part (the first one's outputs go to `watch`): the same
+    statistics. Returns (partial statistics per tensor, number of samples seen). Memory is O(tensors x
+    (bins + channels)).
     """
     observers = {name: TensorObserver(bins, axis) for name, axis in observed.items()}
+    sessions = [session] if isinstance(session, Session) else list(session)
+    owned = [tuple(observers)] if groups is None else [tuple(group) for group in groups]
+    if len(owned) != len(sessions):
+        raise ValueError("one session per group of observed tensors")
     seen = 0
     limit = run_rows
+    session = sessions[0]
     for batch in batches:
         rows = feed_rows(batch)
         start = 0
         while start < rows:
             step = rows if session.fixed_batch else limit or 1
             part = batch if start == 0 and step >= rows else feed_take(batch, start, start + step)
-            outputs = session.run_batch(part)
             images = feed_rows(part)
-            if limit is None and not session.fixed_batch:
-                # shapes unknown before running (a dynamic Resize): a 640x640 text detector's 237 observed
-                # tensors hold 469 MB a sample, and a batch of 8 of them peaked at 4.7 GB
-                limit = rows_per_run(sum(outputs[n].nbytes for n in observers) // images or 1, rows)
-            if watch is not None:
-                watch(part, outputs)
-            for name, observer in observers.items():
-                observer.update(outputs.pop(name), images)  # freed as soon as it is counted
-            del outputs
+            for k, (runner, names) in enumerate(zip(sessions, owned, strict=True)):
+                outputs = runner.run_batch(part)
+                if limit is None and not session.fixed_batch:
+                    # shapes unknown before running (a dynamic Resize): a 640x640 text detector's 237
+                    # observed tensors hold 469 MB a sample, and a batch of 8 of them peaked at 4.7 GB
+                    limit = rows_per_run(sum(outputs[n].nbytes for n in observers) // images or 1, rows)
+                if watch is not None and k == 0:
+                    watch(part, outputs)
+                for name in names:
+                    observers[name].update(outputs.pop(name), images)  # freed as soon as it is counted
+                del outputs
             start += images
         seen += rows
         if progress is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from quantkit.errors import ModelError
+from quantkit.graph import model_io
 from quantkit.graph.query import GraphIndex
 
 # Ops whose float activations quantkit may quantize (inputs and outputs are observed).
@@ -155,16 +157,45 @@ def with_outputs(model: onnx.ModelProto, names: list[str], typed: bool = True) -
 def sample_bytes(model: onnx.ModelProto, names: list[str]) -> int | None:
     """float32 bytes that one sample adds to the outputs `names`: their dimensions past the first (the
     batch), from the shape-inferred model. None when a shape is not fully known."""
+    sizes = tensor_bytes(model, names)
+    return None if None in sizes.values() else sum(size or 0 for size in sizes.values())
+
+
+def with_sample_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """A copy of the model with its graph inputs of `shapes` (input name -> one sample's shape) fixed to a
+    batch of one of them, shapes inferred again (a symbolic NHWC input leaves every size unknown); the
+    model as it is where onnx cannot infer them."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        if value.name not in shapes or not value.type.HasField("tensor_type"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        wanted = (1, *shapes[value.name])
+        if len(dims) != len(wanted):
+            return model
+        for dim, size in zip(dims, wanted, strict=True):
+            dim.Clear()
+            dim.dim_value = size
+    del fixed.graph.value_info[:]
+    try:
+        return model_io.infer_shapes(fixed, data_prop=True)
+    except ModelError:
+        return model
+
+
+def tensor_bytes(model: onnx.ModelProto, names: list[str]) -> dict[str, int | None]:
+    """name -> float32 bytes of one sample of it (its dimensions past the batch), None where its shape is
+    not fully known in the shape-inferred model."""
     shapes: dict[str, list[int]] = {}
     for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
         if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
             shapes[value.name] = [
                 d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim
             ]
-    total = 0
+    sizes: dict[str, int | None] = {}
     for name in names:
-        shape = shapes.get(name)
-        if not shape or any(d <= 0 for d in shape[1:]):
-            return None
-        total += 4 * int(np.prod(shape[1:], dtype=np.int64))
-    return total
+        shape = shapes.get(name) or []
+        known = bool(shape) and all(d > 0 for d in shape[1:])
+        sizes[name] = 4 * int(np.prod(shape[1:], dtype=np.int64)) if known else None
+    return sizes

@@ -236,12 +236,13 @@ def _op_named(model: onnx.ModelProto, message: str) -> str | None:
 INFERENCE_WEIGHT_BYTES = 1 << 10
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto, data_prop: bool = False) -> onnx.ModelProto:
     """A copy of the model with the shapes onnx infers (value_info); the model is not changed. Large
-    initializers take no part but their type and shape (INFERENCE_WEIGHT_BYTES)."""
+    initializers take no part but their type and shape (INFERENCE_WEIGHT_BYTES). data_prop: onnx's data
+    propagation too (the sizes a Shape -> Gather -> Reshape chain computes)."""
     skeleton, heavy = _skeleton(model)
     try:
-        inferred = shape_inference.infer_shapes(skeleton)
+        inferred = shape_inference.infer_shapes(skeleton, data_prop=data_prop)
     except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as exc:
         raise ModelError(
             f"shape inference failed ({_short(exc)}); check the model with onnx.checker"

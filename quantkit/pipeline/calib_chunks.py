@@ -8,7 +8,7 @@ the table is byte-for-byte the same on one process, N processes or a Ray cluster
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ class ChunkJob:
     keep: int  # smoke-test samples to return
     run_rows: int | None  # samples per run (calib.collect.rows_per_run; None: measured on the first)
     model_sha256: str
+    groups: tuple[tuple[str, ...], ...] | None = None  # observed in groups, a model each (collect.observe)
 
 
 def describe(job: ChunkJob) -> str:
@@ -62,7 +63,7 @@ class ChunkResult:
 
 
 def observe_chunk(
-    session: Session,
+    session: Session | Sequence[Session],
     batches: Iterable[Batch],
     job: ChunkJob,
     progress: Callable[[int], None] | None = None,
@@ -80,7 +81,9 @@ def observe_chunk(
             observed.extend(batch.paths)
             yield batch.data
 
-    partials, seen = observe(session, dict(job.observed), feeds(), job.bins, progress, watch, job.run_rows)
+    partials, seen = observe(
+        session, dict(job.observed), feeds(), job.bins, progress, watch, job.run_rows, job.groups
+    )
     return ChunkResult(partials, seen, check, feed_concat(kept) if kept else None, observed=observed)
 
 
@@ -93,7 +96,7 @@ def run_chunk(
     require_visible(job.paths)
     loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
     result = observe_chunk(
-        session_for(shared[0], job.model_sha256, job.threads, observing=True),
+        chunk_sessions(shared, job),
         read_ahead(loader),
         job,
         progress,
@@ -103,6 +106,18 @@ def run_chunk(
     if progress is not None and loader.skipped:
         progress(len(loader.skipped))
     return result
+
+
+def chunk_sessions(shared: tuple[bytes | str | np.ndarray, ...], job: ChunkJob) -> Session | list[Session]:
+    """This process's observing session of the augmented model, or one per group of job.groups (shared:
+    their models in order), each freeing its memory after every run."""
+    if not job.groups:
+        return session_for(shared[0], job.model_sha256, job.threads, observing=True)
+    count = len(job.groups)
+    return [
+        session_for(blob, f"{job.model_sha256}/{k}", job.threads, observing=True, arena=False, keep=count)
+        for k, blob in enumerate(shared)
+    ]
 
 
 @dataclass

@@ -13,16 +13,23 @@ import numpy as np
 import onnx
 
 from quantkit.calib import table as table_io
-from quantkit.calib.collect import check_finite, rows_per_run
+from quantkit.calib.collect import GROUP_BYTES, check_finite, fetch_groups, rows_per_run
 from quantkit.calib.extremes import stress_images
 from quantkit.calib.table import SMOKE_SAMPLES
-from quantkit.config import CalibrateConfig, Preprocess
+from quantkit.config import CalibrateConfig, Layout, Preprocess
 from quantkit.data import ArrayStream, Sample, feed_side
 from quantkit.errors import ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
-from quantkit.graph.augment import observed_tensors, sample_bytes, seen_through_clips, with_outputs
+from quantkit.graph.augment import (
+    observed_tensors,
+    sample_bytes,
+    seen_through_clips,
+    tensor_bytes,
+    with_outputs,
+    with_sample_shapes,
+)
 from quantkit.graph.prepare import prepare
 from quantkit.images import (
     ImageLoader,
@@ -36,7 +43,7 @@ from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_chunk, run_chunk
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
-from quantkit.pipeline.shards import chunk_size, chunks, model_key, prime, run_jobs
+from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
 from quantkit.results import Batch, CalibrationTable, Feed
 from quantkit.runtime import Session, fits_one_message, versions
 from quantkit.version import __version__
@@ -111,6 +118,7 @@ def calibrate(
     source: ArrayStream | None = None
     side: tuple[int, int] | None
     stream: Iterator[Batch] = iter(())
+    first_data: Feed | None = None  # the first arrays' (their shapes size the observed tensors)
     if arrays is None:
         preprocess = resolve_preprocess(config.preprocess, spec)
         paths = select_images(config.images)
@@ -128,12 +136,17 @@ def calibrate(
         if first is None:
             raise ConfigError("the data holds no sample; give at least one array")
         side = feed_side(first.data)
+        first_data = first.data
         stream = itertools.chain([first], stream)
     prepared = prepare(model, size=side)
     wanted = observed_tensors(prepared.model)
     through = seen_through_clips(prepared.model, wanted)
     observed = {name: axis for name, axis in wanted.items() if name not in through}
-    augmented = with_outputs(prepared.model, list(observed))
+    shapes = _sample_shapes_of(preprocess, spec.name, first_data)
+    sizes = tensor_bytes(with_sample_shapes(prepared.model, shapes), list(observed))
+    groups = fetch_groups(sizes, GROUP_BYTES) if fits_one_message(prepared.model) else None
+    per_run = max(sum(sizes[n] or 0 for n in group) for group in groups) if groups else None
+    augmented = [with_outputs(prepared.model, list(group or observed)) for group in groups or (None,)]
     job = ChunkJob(
         index=0,
         paths=(),
@@ -144,8 +157,9 @@ def calibrate(
         bins=config.bins,
         threads=threads_per_worker(parallel.threads, parallel.workers),
         keep=SMOKE_SAMPLES,
-        run_rows=rows_per_run(sample_bytes(prepared.model, list(observed)), size),
+        run_rows=rows_per_run(per_run or sample_bytes(prepared.model, list(observed)), size),
         model_sha256="",
+        groups=groups,
     )
     tick = progress("calibrating", total)
     notes = prepared.notes()
@@ -153,16 +167,16 @@ def calibrate(
     # copy of the weights, and the augmented one once serialised (ResNet-50, 100 MB: 727 -> 436 MB peak).
     del model, prepared
     if arrays is None:
-        blob, job = _serialised(augmented, job, parallel)
+        blobs, job = _serialised(augmented, job, parallel)
         del augmented
         try:
-            merged = _observe_images(blob, paths, job, parallel, tick)
+            merged = _observe_images(blobs, paths, job, parallel, tick)
         except ModelError as exc:
             raise size_hint(exc, config.preprocess.input_size) from exc
     else:
-        session = Session.of(augmented, job.threads, observing=True)
+        sessions = [Session.of(one, job.threads, observing=True, arena=not groups) for one in augmented]
         del augmented
-        merged = _observe_arrays(session, stream, job, tick)
+        merged = _observe_arrays(sessions[0] if len(sessions) == 1 else sessions, stream, job, tick)
     notes += check_finite(merged.partials, job.outputs)
     stats = {name: part.stats() for name, part in merged.partials.items()}
     stats.update({name: stats[view] for name, view in through.items()})  # the table sorts them
@@ -220,21 +234,38 @@ def calibrate(
     )
 
 
-def _serialised(augmented: onnx.ModelProto, job: ChunkJob, parallel: Parallel) -> tuple[bytes, ChunkJob]:
-    """The augmented model's bytes and the job keyed by them; a model over protobuf's 2 GB has none: its
-    session is made here, for this process (the only pool it can run on)."""
-    if fits_one_message(augmented):
-        blob = augmented.SerializeToString(deterministic=True)
-        return blob, replace(job, model_sha256=model_key(blob))
+def _serialised(
+    augmented: list[onnx.ModelProto], job: ChunkJob, parallel: Parallel
+) -> tuple[list[bytes], ChunkJob]:
+    """The augmented models' bytes (one a group of job.groups) and the job keyed by them; a model over
+    protobuf's 2 GB (never grouped) has none: its session is made here, for this process (the only pool
+    it can run on)."""
+    if all(fits_one_message(one) for one in augmented):
+        blobs = [one.SerializeToString(deterministic=True) for one in augmented]
+        return blobs, replace(job, model_sha256=blobs_key(blobs) if job.groups else model_key(blobs[0]))
     if not parallel.in_process:
         raise ConfigError("--workers and --ray take models under 2 GB; calibrate this one in one process")
     job = replace(job, model_sha256="large")
-    prime(job.model_sha256, job.threads, Session.of(augmented, job.threads, observing=True))
-    return b"", job
+    prime(job.model_sha256, job.threads, Session.of(augmented[0], job.threads, observing=True))
+    return [b""], job
+
+
+def _sample_shapes_of(
+    preprocess: Preprocess | None, name: str, first: Feed | None
+) -> dict[str, tuple[int, ...]]:
+    """Input name -> one sample's shape: the preprocessed image's, or the first arrays'."""
+    if first is None:
+        assert preprocess is not None
+        side = (preprocess.height, preprocess.width)
+        channels = (preprocess.channels,)
+        return {name: channels + side if preprocess.layout is Layout.NCHW else side + channels}
+    if isinstance(first, np.ndarray):
+        return {name: tuple(first.shape[1:])}
+    return {key: tuple(value.shape[1:]) for key, value in first.items()}
 
 
 def _observe_images(
-    blob: bytes,
+    blobs: list[bytes],
     paths: list[Path],
     job: ChunkJob,
     parallel: Parallel,
@@ -246,13 +277,13 @@ def _observe_images(
         for k, part in enumerate(chunks(paths, job.batch_size))
     ]
     merged = Merged()
-    for result in run_jobs(parallel, [blob], run_chunk, jobs, describe, tick):
+    for result in run_jobs(parallel, blobs, run_chunk, jobs, describe, tick):
         merged.add(result)
     return merged
 
 
 def _observe_arrays(
-    session: Session, stream: Iterator[Batch], job: ChunkJob, tick: Callable[[int], None]
+    session: Session | list[Session], stream: Iterator[Batch], job: ChunkJob, tick: Callable[[int], None]
 ) -> Merged:
     """Model-ready samples (an iterable the caller owns: one process), in the same chunks as images."""
     per_chunk = chunk_size(job.batch_size) // job.batch_size

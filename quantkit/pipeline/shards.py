@@ -75,7 +75,13 @@ def sendable(model: onnx.ModelProto, what: str, done: str) -> bytes:
 
 @overload
 def session_for(
-    model: bytes | str | np.ndarray, key: str, threads: int, *, observing: bool = False
+    model: bytes | str | np.ndarray,
+    key: str,
+    threads: int,
+    *,
+    observing: bool = False,
+    arena: bool = True,
+    keep: int = 2,
 ) -> Session: ...
 
 
@@ -92,26 +98,33 @@ def session_for(
     runtime: Runtime = Runtime.onnxruntime,
     *,
     observing: bool = False,
+    arena: bool = True,
+    keep: int = 2,
 ) -> Runner:
     """This process's session of `model` (its bytes in process, a file for local workers, an array from
-    Ray's object store) in `runtime`, made once per process; at most two are kept (compare's pair).
-    observing: runtime.Session's (onnxruntime only)."""
+    Ray's object store) in `runtime`, made once per process; at most `keep` are kept (compare's pair;
+    calibration's groups, collect.observe). observing, arena: runtime.Session's (onnxruntime only)."""
     name = _session_name(key, threads, runtime)
     if name not in _SESSIONS:
-        if len(_SESSIONS) >= 2:
+        while len(_SESSIONS) >= max(keep, 1):
             _SESSIONS.pop(next(iter(_SESSIONS)))
-        _SESSIONS[name] = open_session(runtime, blob_of(model), threads, observing=observing)
+        _SESSIONS[name] = open_session(runtime, blob_of(model), threads, observing=observing, arena=arena)
     return _SESSIONS[name]
 
 
 def open_session(
-    runtime: Runtime, model: bytes | Path, threads: int = 0, spin: bool = True, observing: bool = False
+    runtime: Runtime,
+    model: bytes | Path,
+    threads: int = 0,
+    spin: bool = True,
+    observing: bool = False,
+    arena: bool = True,
 ) -> Runner:
-    """A session of the model in onnxruntime or OpenVINO (spin, observing: runtime.Session's; OpenVINO
-    has no such switches)."""
+    """A session of the model in onnxruntime or OpenVINO (spin, observing, arena: runtime.Session's;
+    OpenVINO has no such switches)."""
     if runtime is Runtime.openvino:
         return OpenVinoSession(model, threads)
-    return Session(model, threads, spin=spin, observing=observing)
+    return Session(model, threads, spin=spin, observing=observing, arena=arena)
 
 
 def _session_name(key: str, threads: int, runtime: Runtime) -> str:
