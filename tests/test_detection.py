@@ -362,3 +362,25 @@ def test_an_output_that_is_noise_on_some_images_is_flagged_where_the_pooled_sqnr
     low = OutputErrors("y")
     low.update(reference, reference + 20 * noise)  # a low pooled figure shows it already
     assert low.result().sqnr_db < 15 and low.result().noise_images >= 2 and noise_hidden(low.result()) is None
+
+
+def test_anchor_scores_are_not_classes_and_five_classes_have_no_top5() -> None:
+    """YuNet's per-anchor scores [N, A, 1] read as [N, A] gave '31 % top-1 agreement' over anchors beside
+    31 dB; a 2-class output's top-5 overlap was always 100 %."""
+    from quantkit.evaluate.metrics import OutputErrors, class_view
+
+    g = np.random.default_rng(0)
+    scores = g.random((2, 300, 1)).astype(np.float32)
+    assert class_view(scores).shape == (2, 300, 1)
+    assert class_view(np.zeros((2, 1000, 1, 1), np.float32)).shape == (2, 1000)  # Caffe-era classifier
+    comparison = Comparison(Path("."), None)
+    batch = Batch(np.zeros((2, 3, 8, 8), np.float32), (Path("a.jpg"), Path("b.jpg")))
+    two = g.normal(size=(2, 2)).astype(np.float32)
+    comparison.update(batch, {"s": scores, "two": two}, {"s": scores + 0.01, "two": two})
+    (anchors, pair), _, _, _ = comparison.result()
+    assert anchors.top1_agreement is None and anchors.top5_overlap is None
+    assert pair.top1_agreement == 1.0 and pair.top5_overlap is None
+    errors = OutputErrors("y")
+    many = g.normal(size=(2, 6)).astype(np.float32)
+    errors.update(many, many)
+    assert errors.result().top5_overlap == 1.0

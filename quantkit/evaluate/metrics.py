@@ -16,9 +16,11 @@ def is_classification(output: np.ndarray) -> bool:
 
 
 def class_view(output: np.ndarray) -> np.ndarray:
-    """[N, C] scores that a classifier gives as [N, C, 1, ..., 1] (Caffe-era exports: SqueezeNet 1.0 of
-    the ONNX model zoo, [1, 1000, 1, 1]) as [N, C]; any other output as it is."""
-    if output.ndim > 2 and output.shape[1] >= 2 and all(d == 1 for d in output.shape[2:]):
+    """[N, C] scores that a classifier gives as [N, C, 1, 1, ...] (Caffe-era exports: SqueezeNet 1.0 of
+    the ONNX model zoo, [1, 1000, 1, 1]) as [N, C]; any other output as it is. Not [N, A, 1]: a face
+    detector's per-anchor scores (YuNet), whose 'top-1 agreement' over anchors measured 31 % beside
+    31 dB."""
+    if output.ndim > 3 and output.shape[1] >= 2 and all(d == 1 for d in output.shape[2:]):
         return output.reshape(output.shape[:2])
     return output
 
@@ -60,6 +62,7 @@ class OutputErrors:
         self.top5_overlap = 0.0
         self.classification = True
         self.labels = True
+        self.classes = 0  # the class axis' length (top-5 overlap of 5 classes or fewer says nothing)
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         """ref, cand: [N, ...] with equal shapes; float, or integer labels (an ArgMax map), whose agreement
@@ -82,6 +85,7 @@ class OutputErrors:
             positions = ref.shape[1] if ref.ndim == 3 else 1
             rows_r, rows_c = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, ref.shape[-1])
             self.top1_same += float(np.sum(rows_r.argmax(1) == rows_c.argmax(1))) / positions
+            self.classes = ref.shape[-1]
             k = min(5, ref.shape[-1])
             top_r, top_c = _topk(rows_r, k), _topk(rows_c, k)
             overlap = sum(len(set(a) & set(b)) / k for a, b in zip(top_r, top_c, strict=True))
@@ -97,6 +101,7 @@ class OutputErrors:
         self.top5_overlap += later.top5_overlap
         self.classification = self.classification and later.classification
         self.labels = self.labels and later.labels
+        self.classes = max(self.classes, later.classes)
 
     def result(self) -> OutputMetrics:
         count = len(self.cosines)
@@ -107,7 +112,7 @@ class OutputErrors:
             max_abs_error=self.max_abs,
             top1_agreement=self.top1_same / count if (self.classification or self.labels) and count else None,
             top5_overlap=self.top5_overlap / count
-            if self.classification and not self.labels and count
+            if self.classification and not self.labels and count and self.classes > 5
             else None,
             noise_images=sum(c < NOISE_COSINE for c in self.cosines),
         )
