@@ -151,3 +151,16 @@ def test_every_shrink_report_carries_the_warnings() -> None:
     assert f'<p class="fail">warning: {squashed.replace(chr(39), "&#x27;")}</p>' in html_page.render(result)
     quiet = dataclasses.replace(result, warnings=(), comparison=_comparison())
     assert "system-err" not in junit.junit_xml(quiet) and "warning" not in markdown.shrink_markdown(quiet)
+
+
+def test_a_shrink_without_gates_reports_no_verdict() -> None:
+    """report.md and report.html said PASS where no gate was set (helper's hunt): a report-only run."""
+    from quantkit.reports import html_page, markdown
+
+    gates = (GateResult("max_size_ratio", 0.3, 0.5, "x FP32 size", True),)
+    result = ShrinkResult("m.onnx", "o.onnx", "t", True, 0.0, _summary(), _comparison(), gates, {})
+    assert markdown.shrink_markdown(result).startswith("### quantkit shrink: PASS")
+    bare = dataclasses.replace(result, gates=())
+    assert markdown.shrink_markdown(bare).startswith("### quantkit shrink: REPORT ONLY")
+    page = html_page.render(bare)
+    assert "<title>quantkit shrink: REPORT ONLY</title>" in page and "PASS" not in page

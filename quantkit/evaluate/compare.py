@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from quantkit.config import DetectorHead
-from quantkit.errors import ConfigError
+from quantkit.errors import ConfigError, ModelError
 from quantkit.evaluate.metrics import (
     BoxAgreement,
     DetectionRecall,
@@ -202,13 +202,25 @@ def compare_batches(
     reference outputs (the reference's sanity)."""
     check_same_outputs(reference, candidate)
     for batch in batches:
-        ref_out, cand_out = reference.run_batch(batch.data), candidate.run_batch(batch.data)
+        ref_out = _named_run(reference, batch, "the reference (first model)")
+        cand_out = _named_run(candidate, batch, "the candidate (second model)")
         if watch is not None:
             watch.update(batch.data, ref_out)
         comparison.update(batch, ref_out, cand_out)
         if progress is not None:
             progress(feed_rows(batch.data))
     return comparison
+
+
+def _named_run(runner: Runner, batch: Batch, which: str) -> dict[str, np.ndarray]:
+    """runner's outputs on the batch; a failure names the model (two models given different input
+    sizes: 'Got 32 Expected 64' said neither which one nor why)."""
+    try:
+        return runner.run_batch(batch.data)
+    except ModelError as exc:
+        raise ModelError(
+            f"{which}: {exc}; compare a model with its own converted version (the same inputs)"
+        ) from exc
 
 
 def head_rows(name: str, output: np.ndarray, detector: DetectorHead) -> np.ndarray | None:

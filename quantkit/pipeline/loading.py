@@ -48,7 +48,8 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
         layers = sum(node.op_type in COMPUTE_OPS for node in model.graph.node)
         raise ModelError(
             f"{path.name} is {kinds.lower()} already ({len(halves)} of its {layers} Conv/Gemm/MatMul weights "
-            f"are {kinds}); quantkit converts float32 models: give it the FP32 original"
+            f"are {kinds}); quantkit converts float32 models: give it the FP32 original, or export it again "
+            "in float32 (a mixed-precision model, such as Keras' mixed_float16, has no other)"
         )
 
 

@@ -61,6 +61,14 @@ def shrink_warnings(result: ShrinkResult) -> tuple[str, ...]:
     return (*result.warnings, *result.comparison.reference_findings)
 
 
+def verdict(result: ShrinkResult) -> str:
+    """The report's headline: PASS or FAIL by the gates, REPORT ONLY where none was set (shrink's report
+    said PASS with no gate to pass)."""
+    if not result.gates:
+        return "REPORT ONLY"
+    return "PASS" if result.passed else "FAIL"
+
+
 def recall_text(m: OutputMetrics) -> str:
     """'94.00% of 1517': the reference's detections per anchor the candidate keeps ('-': not a head)."""
     return "-" if m.detections is None else f"{percent(m.detection_recall)} of {m.detections}"

@@ -9,7 +9,7 @@ import math
 from html import escape
 
 from quantkit.outcomes import ShrinkResult
-from quantkit.reports.formats import shrink_warnings
+from quantkit.reports.formats import shrink_warnings, verdict
 from quantkit.version import __version__
 
 WIDTH, ROW, LABEL = 900, 16, 260
@@ -25,12 +25,13 @@ svg text { font: 11px monospace; fill: #333; }
 
 
 def render(result: ShrinkResult) -> str:
-    verdict = "PASS" if result.passed else "FAIL"
+    headline = verdict(result)
+    style = {"PASS": "pass", "FAIL": "fail"}.get(headline, "note")
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>quantkit shrink: {verdict}</title><style>{STYLE}</style></head><body>",
-        f'<h1>quantkit shrink: <span class="{verdict.lower()}">{verdict}</span></h1>',
+        f"<title>quantkit shrink: {headline}</title><style>{STYLE}</style></head><body>",
+        f'<h1>quantkit shrink: <span class="{style}">{headline}</span></h1>',
         f"<p><code>{escape(result.model)}</code> &rarr; <code>{escape(result.output)}</code></p>",
         _gates(result),
         *(f'<p class="fail">warning: {escape(line)}</p>' for line in shrink_warnings(result)),

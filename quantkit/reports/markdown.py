@@ -15,6 +15,7 @@ from quantkit.reports.formats import (
     runtime_line,
     shrink_warnings,
     size_change,
+    verdict,
 )
 
 
@@ -52,8 +53,7 @@ def comparison_markdown(result: ComparisonResult) -> str:
 
 
 def shrink_markdown(result: ShrinkResult) -> str:
-    verdict = "PASS" if result.passed else "FAIL"
-    lines = [f"### quantkit shrink: {verdict}", "", f"`{result.model}` -> `{result.output}`", ""]
+    lines = [f"### quantkit shrink: {verdict(result)}", "", f"`{result.model}` -> `{result.output}`", ""]
     if result.gates:
         lines += ["| gate | measured | limit | unit | result |", "|---|---|---|---|---|"]
         for g in result.gates:
