@@ -236,6 +236,22 @@ def _op_named(model: onnx.ModelProto, message: str) -> str | None:
 INFERENCE_WEIGHT_BYTES = 1 << 10
 
 
+def weights_fixed(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """(the model with the weights it lists as graph inputs no longer inputs, how many it listed): the
+    same network, which onnxruntime can fold (an input may be fed at run time: IR 3 exporters list every
+    weight as one). The model itself where it lists none."""
+    weights = {t.name for t in model.graph.initializer}
+    listed = [i for i in model.graph.input if i.name in weights]
+    if not listed:
+        return model, 0
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    kept = [i for i in fixed.graph.input if i.name not in weights]
+    del fixed.graph.input[:]
+    fixed.graph.input.extend(kept)
+    return fixed, len(listed)
+
+
 def infer_shapes(model: onnx.ModelProto, data_prop: bool = False) -> onnx.ModelProto:
     """A copy of the model with the shapes onnx infers (value_info); the model is not changed. Large
     initializers take no part but their type and shape (INFERENCE_WEIGHT_BYTES). data_prop: onnx's data

@@ -155,7 +155,8 @@ def convert(
             placed = targets.inputs_only(base, GraphIndex(inferred))
             return placed, _quantized_model(inferred, placed, config)
 
-        refined = speed_memory.refine(inferred, table, plan, quantized, samples, build, accuracy, inputs_only)
+        fixed = model_io.weights_fixed(inferred)[0]  # profiled as the network, not its overridable form
+        refined = speed_memory.refine(fixed, table, plan, quantized, samples, build, accuracy, inputs_only)
         plan, quantized = refined.plan, refined.model
     speed_plan = refined.report if refined is not None else None
     floor = Floor(
@@ -184,8 +185,9 @@ def convert(
         return quantized, sum(len(data) for _, data in stored), smoke
 
     int8, size, smoke = written(plan, quantized, advance, corrections, speed_plan)
-    speed = measure_speed(model, int8, samples) if timed else None
-    slow = speed_memory.too_slow(speed, config.prefer, model, int8, samples)
+    fp32, listed = model_io.weights_fixed(model)  # FP32 timed as the network it is, not slowed by inputs
+    speed = measure_speed(fp32, int8, samples) if timed else None
+    slow = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples)
     if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)
         why = (
             f"int8 ran {slow.speedup:.2f}x FP32 on this CPU (1 thread, measured twice); kept float "
@@ -223,7 +225,8 @@ def convert(
         + corrections_choice.notes(resolved, requested, table)
         + judged
         + fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps, smoke)
-        + convert_notes.elsewhere(config),
+        + convert_notes.elsewhere(config)
+        + convert_notes.weights_listed(listed if speed is not None else 0),
         speed=speed,
         fallback=tuple(steps),
         fallback_start_db=start_db,
