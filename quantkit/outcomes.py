@@ -195,6 +195,7 @@ class ConvertSummary:
     target_findings: tuple[Finding, ...] = ()  # what the --target cannot fuse (graph.target_rules)
     # what changes the written model's meaning (every layer left float): on stderr, kept under --quiet
     warnings: tuple[str, ...] = ()
+    samples: int = 0  # the table's stored samples that every figure on calibration samples is measured on
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,7 @@ def shrink_record(result: ShrinkResult) -> dict[str, Any]:
             "calibration_sqnr_db": {
                 "plain": corrections.sqnr_plain_db if corrections else None,
                 "final": dict(summary.smoke_sqnr_db),
+                "samples": summary.samples,
             },
             "kept_float_by_fallback": [s.node for s in summary.fallback],
             "speed": None if summary.speed is None else dataclasses.asdict(summary.speed),

@@ -99,6 +99,7 @@ def _summary() -> ConvertSummary:
         plan=plan,
         corrections=Corrections({"clip_5": 0.29}, 16.33, 18.39, 17.71, 19.84),
         speed=Speed(1.98, 40, 8.1, 4.09),
+        samples=8,
     )
 
 

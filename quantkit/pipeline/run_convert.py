@@ -63,7 +63,7 @@ from quantkit.planner import corrections_choice, fallback, targets
 from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import rounding_plan as rounding
-from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan
+from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan, feed_rows
 from quantkit.runtime import Session, int8_saturates
 
 FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear take float8 types from opset 19
@@ -235,6 +235,7 @@ def convert(
         target_findings=checked,
         speed_plan=speed_plan,
         warnings=convert_notes.nothing_quantized(plan) + warned,
+        samples=feed_rows(samples),
     )
 
 

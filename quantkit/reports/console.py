@@ -116,7 +116,13 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         lines.append(f"kept float: {chosen} ({b.chosen_drop:.2f} points lost)\n")
     lines.append(_corrections_text(summary))
     sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
-    lines.append(f"smoke test of the model written, on calibration samples: finite outputs, SQNR {sqnr}\n")
+    on = f"the table's {summary.samples} calibration samples" if summary.samples else "calibration samples"
+    lines.append(f"smoke test of the model written, on {on}: finite outputs, SQNR {sqnr}\n")
+    if summary.samples:
+        lines.append(
+            f"(every figure on calibration samples is on those {summary.samples}, which the corrections were "
+            "chosen on: `quantkit compare` on held-out images measures what the model does elsewhere)\n"
+        )
     lines.append(_speed_plan_text(summary.speed_plan))
     lines.append(_speed_text(summary.speed))
     for rule, nodes, why in grouped_findings(summary.target_findings):
