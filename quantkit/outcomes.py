@@ -42,6 +42,8 @@ class OutputMetrics:
     boxes_extra: int | None = None  # the candidate's boxes the reference does not have
     boxes_borderline: int | None = None  # missed or extra boxes scoring within 0.01 of the threshold
     noise_images: int = 0  # images whose own output is mostly noise (cosine below metrics.NOISE_COSINE)
+    # (axis, index, dB): the worst of the kinds of value along a short axis (metrics.kinds_axis), if any
+    worst_kind: tuple[int, int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,9 @@ def comparison_record(result: ComparisonResult) -> dict[str, Any]:
                 "boxes_extra": m.boxes_extra,
                 "boxes_borderline": m.boxes_borderline,
                 "noise_images": m.noise_images,
+                "worst_kind": None
+                if m.worst_kind is None
+                else {"axis": m.worst_kind[0], "index": m.worst_kind[1], "sqnr_db": m.worst_kind[2]},
             }
             for m in result.outputs
         ],

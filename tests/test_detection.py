@@ -3,6 +3,7 @@ built by hand so that every box's fate is known."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -384,3 +385,35 @@ def test_anchor_scores_are_not_classes_and_five_classes_have_no_top5() -> None:
     many = g.normal(size=(2, 6)).astype(np.float32)
     errors.update(many, many)
     assert errors.result().top5_overlap == 1.0
+
+
+def test_a_kind_of_value_far_below_its_pooled_output_is_named() -> None:
+    """afis' LEADER writes [N, H, W, 4] (mask, angle, type, quality): 13.5 dB pooled, its quality channel
+    3.4 dB. The worst kind along a short axis is kept (shards merge to the one-pass figure) and named."""
+    from quantkit.evaluate.metrics import OutputErrors, kinds_axis
+    from quantkit.pipeline.run_compare import kind_hidden
+
+    shapes = ((1, 32, 32, 4), (1, 3549, 6), (1, 6, 100), (1, 1, 48, 64))
+    assert [kinds_axis(s) for s in shapes] == [3, 2, 1, None]
+    assert kinds_axis((1, 1000)) is None and kinds_axis((1, 21, 64, 64)) is None  # 21 classes: one kind
+    g = np.random.default_rng(0)
+    ref = g.normal(size=(2, 8, 8, 4))
+    ref[..., 1] *= 10.0  # the large kind dominates the pooled figure
+    cand = ref.copy()
+    cand[..., 3] += 0.5
+    whole, first, second = OutputErrors("y"), OutputErrors("y"), OutputErrors("y")
+    whole.update(ref, cand)
+    first.update(ref[:1], cand[:1])
+    second.update(ref[1:], cand[1:])
+    first.merge(second)
+    metrics = whole.result()
+    assert metrics.worst_kind == first.result().worst_kind
+    assert metrics.worst_kind is not None and metrics.worst_kind[:2] == (3, 3) and metrics.worst_kind[2] < 8.0
+    assert metrics.sqnr_db > 20.0
+    warned = kind_hidden(metrics)
+    assert warned is not None and "at index 3 of axis 3 measure 6.7 dB" in warned
+    assert kind_hidden(dataclasses.replace(metrics, detection_recall=0.9)) is None  # judged by its boxes
+    mixed = OutputErrors("y")
+    mixed.update(ref, cand)
+    mixed.update(ref[..., :3], cand[..., :3])  # another layout: no per-kind figure
+    assert mixed.result().worst_kind is None

@@ -43,6 +43,22 @@ def is_class_sequence(output: np.ndarray) -> bool:
 NOISE_COSINE = 0.5
 
 
+# An output with an axis this short beside longer ones ([N, H, W, 4] mask/angle/type/quality, [N, A, 6]
+# boxes/objectness/score) holds values of different kinds along it: each one's SQNR is kept.
+KINDS_MAX = 16
+
+
+def kinds_axis(shape: tuple[int, ...]) -> int | None:
+    """The axis of a [N, a, b] or [N, a, b, c] output along which its values are of different kinds: axis 1
+    or the last, whichever is at most KINDS_MAX long (and longer than 1) while the other is longer; the
+    shorter of the two where both are. None otherwise (class scores, one-channel maps)."""
+    if len(shape) not in (3, 4):
+        return None
+    last = len(shape) - 1
+    fits = [a for a in (1, last) if 1 < shape[a] <= KINDS_MAX and shape[last if a == 1 else 1] > shape[a]]
+    return min(fits, key=lambda a: (shape[a], a)) if fits else None
+
+
 class OutputErrors:
     """Reference vs candidate for one output, accumulated batch by batch.
 
@@ -63,6 +79,8 @@ class OutputErrors:
         self.classification = True
         self.labels = True
         self.classes = 0  # the class axis' length (top-5 overlap of 5 classes or fewer says nothing)
+        self.kinds: tuple[int, np.ndarray, np.ndarray] | None = None  # (axis, signal [K], noise [K])
+        self.mixed = False  # batches of different kinds axes: no per-kind figure
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         """ref, cand: [N, ...] with equal shapes; float, or integer labels (an ArgMax map), whose agreement
@@ -75,6 +93,7 @@ class OutputErrors:
         diff = ref64 - cand64
         self.signal += float(np.sum(ref64 * ref64))
         self.noise += float(np.sum(diff * diff))
+        self._add_kinds(ref64, diff)
         self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
         flat_r, flat_c = ref64.reshape(ref.shape[0], -1), cand64.reshape(cand.shape[0], -1)
         norms = np.linalg.norm(flat_r, axis=1) * np.linalg.norm(flat_c, axis=1)
@@ -91,6 +110,26 @@ class OutputErrors:
             overlap = sum(len(set(a) & set(b)) / k for a, b in zip(top_r, top_c, strict=True))
             self.top5_overlap += overlap / positions
 
+    def _add_kinds(self, ref64: np.ndarray, diff: np.ndarray) -> None:
+        axis = kinds_axis(ref64.shape)
+        if self.mixed or axis is None:
+            self.mixed = self.mixed or self.kinds is not None
+            self.kinds = None
+            return
+        others = tuple(a for a in range(ref64.ndim) if a != axis)
+        signal, noise = np.sum(ref64 * ref64, axis=others), np.sum(diff * diff, axis=others)
+        self._fold_kinds((axis, signal, noise))
+
+    def _fold_kinds(self, kinds: tuple[int, np.ndarray, np.ndarray] | None) -> None:
+        if kinds is None or self.mixed:
+            self.mixed, self.kinds = True, None
+        elif self.kinds is None:
+            self.kinds = kinds
+        elif self.kinds[0] != kinds[0] or self.kinds[1].shape != kinds[1].shape:
+            self.mixed, self.kinds = True, None
+        else:
+            self.kinds = (kinds[0], self.kinds[1] + kinds[1], self.kinds[2] + kinds[2])
+
     def merge(self, later: OutputErrors) -> None:
         """Add what `later` saw on the images after this one's (shards of one run, in order)."""
         self.signal += later.signal
@@ -102,6 +141,10 @@ class OutputErrors:
         self.classification = self.classification and later.classification
         self.labels = self.labels and later.labels
         self.classes = max(self.classes, later.classes)
+        if later.mixed:
+            self.mixed, self.kinds = True, None
+        elif self.kinds is not None or later.kinds is not None:
+            self._fold_kinds(later.kinds)
 
     def result(self) -> OutputMetrics:
         count = len(self.cosines)
@@ -115,7 +158,17 @@ class OutputErrors:
             if self.classification and not self.labels and count and self.classes > 5
             else None,
             noise_images=sum(c < NOISE_COSINE for c in self.cosines),
+            worst_kind=self._worst_kind(),
         )
+
+    def _worst_kind(self) -> tuple[int, int, float] | None:
+        """(axis, index, SQNR dB) of the kind of value that measures worst along kinds_axis; None without."""
+        if self.kinds is None or self.mixed:
+            return None
+        axis, signal, noise = self.kinds
+        figures = [sqnr_db(float(s), float(n)) for s, n in zip(signal, noise, strict=True)]
+        worst = min(range(len(figures)), key=lambda k: figures[k])
+        return axis, worst, figures[worst]
 
 
 def sqnr_db(signal: float, noise: float) -> float:

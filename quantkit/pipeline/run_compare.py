@@ -199,6 +199,7 @@ def compare(
                 _selected(reference),
                 _overridable_weights(reference, candidate) if config.latency.runs else None,
                 *(noise_hidden(m) for m in outputs),
+                *(kind_hidden(m) for m in outputs),
             )
             if w
         ),
@@ -233,6 +234,28 @@ def noise_hidden(m: OutputMetrics) -> str | None:
         f"image(s) on their own it is mostly noise (cosine with FP32's below {NOISE_COSINE}): where its "
         "values are small (no text, an empty mask) the error is as large as they are; judge it on your "
         "task's metric"
+    )
+
+
+# A kind of value this far below its output's pooled SQNR is named (where no detector figure judges it).
+KIND_GAP_DB = 6.0
+
+
+def kind_hidden(m: OutputMetrics) -> str | None:
+    """A warning where one kind of value along a short axis (metrics.kinds_axis) measures far below the
+    output's pooled SQNR: afis' LEADER writes [N, H, W, 4] (mask, angle in radians, type, quality) and
+    measured 13.5 dB pooled, its quality channel, which afis thresholds, 3.4 dB. Not for a head that
+    --detector judges by its boxes (its scores beside its boxes are what recall counts)."""
+    if m.worst_kind is None or m.detection_recall is not None:
+        return None
+    axis, index, db = m.worst_kind
+    if not db < m.sqnr_db - KIND_GAP_DB:
+        return None
+    return (
+        f"output {m.name!r} measures {m.sqnr_db:.1f} dB pooled, but its values at index {index} of axis "
+        f"{axis} measure {db:.1f} dB: along that axis the output holds values of different kinds (a score "
+        "beside boxes, a quality beside an angle), and the largest weigh most in the pooled figure; judge "
+        "that one on your task's metric"
     )
 
 
