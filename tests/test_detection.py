@@ -417,3 +417,14 @@ def test_a_kind_of_value_far_below_its_pooled_output_is_named() -> None:
     mixed.update(ref, cand)
     mixed.update(ref[..., :3], cand[..., :3])  # another layout: no per-kind figure
     assert mixed.result().worst_kind is None
+
+
+def test_a_raw_yolox_head_read_as_pixels_is_refused() -> None:
+    """CapSpot's raw YOLOX head (box values in [-0.74, 1.72]) under --detector yolo matched 12 of 19 boxes
+    where yolox matched 3 of 5: a detection with a width or height of 0 or below is not in pixels."""
+    raw = np.stack([_head([(0.4, -0.2, -0.7, 0.3, 0.9, 0), (0.1, 0.5, 0.2, 0.4, 0.8, 1)])])
+    refused = r"width or height -0\.7: --detector yolo reads .* give --detector yolox"
+    with pytest.raises(ConfigError, match=refused):
+        _compared(DetectorHead.yolo, raw, raw)
+    fine = np.stack([_head([(50, 50, 20, 20, 0.9, 0), (150, 50, 0.5, 0.25, 0.8, 1)])])  # tiny but positive
+    assert _compared(DetectorHead.yolo, fine, fine).result()[0][0].boxes == 2

@@ -15,7 +15,7 @@ import numpy as np
 
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
-from quantkit.evaluate.compare import decode_grid, head_masks, label_of
+from quantkit.evaluate.compare import decode_grid, head_masks, label_of, require_sizes
 from quantkit.evaluate.metrics import (
     Detections,
     anchors_last,
@@ -133,6 +133,8 @@ class Validator:
                 if metric in (BudgetMetric.recall, BudgetMetric.boxes) and detector is not DetectorHead.db:
                     masks = head_masks(output, ref, outputs, detector or DetectorHead.yolo)
                     ref = without_masks(ref, masks)
+                    if detector is not None:
+                        require_sizes(output, ref, threshold, detector)
                 if metric is BudgetMetric.boxes:
                     final.append([_final(one, threshold, self.grid, detector) for one in ref])
                 elif metric is BudgetMetric.recall:

@@ -18,6 +18,7 @@ from quantkit.evaluate.metrics import (
     TopK,
     anchors_last,
     class_views,
+    detections,
     is_classification,
     is_yolo_head,
     mask_columns,
@@ -109,6 +110,7 @@ class Comparison:
             if ref is not None and cand is not None and is_yolo_head(ref):
                 masks = head_masks(name, ref, ref_out, self.detector)
                 ref, cand = without_masks(ref, masks), without_masks(cand, masks)
+                require_sizes(name, ref, threshold, self.detector)
                 self.recalls.setdefault(name, DetectionRecall(threshold)).update(ref, cand)
                 if name not in self.boxes:
                     grid = decode_grid(self.detector, self.input_size, ref.shape[1])
@@ -252,6 +254,22 @@ def head_masks(name: str, rows: np.ndarray, outputs: Mapping[str, np.ndarray], d
             "lacks its sigmoid; leave --detector out to compare its values"
         )
     return masks
+
+
+def require_sizes(name: str, rows: np.ndarray, threshold: float, detector: DetectorHead) -> None:
+    """Refuse a head read as boxes of (cx, cy, w, h) whose detections have a width or height of 0 or
+    below: a raw YOLOX head's log sizes (CapSpot's, boxes in [-0.74, 1.72]), which --detector yolo read
+    as pixels and matched 12 of 19 boxes where yolox matched 3 of 5."""
+    if detector is not DetectorHead.yolo:
+        return
+    _, hit = detections(rows, threshold)
+    sizes = rows[..., 2:4][hit]
+    if sizes.size and float(sizes.min()) <= 0.0:
+        raise ConfigError(
+            f"output {name!r} has detections of width or height {float(sizes.min()):.3g}: --detector yolo "
+            "reads (cx, cy, w, h) in pixels, and a raw YOLOX head holds cell offsets and log sizes there; "
+            "give --detector yolox"
+        )
 
 
 def head_layout(detector: DetectorHead) -> str:
