@@ -87,6 +87,12 @@ class Preprocess:
         if any(s == 0 for s in self.std):
             raise ConfigError("--std has a zero; every std must be non-zero")
 
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """One preprocessed sample's shape: (C, H, W) or (H, W, C) by the layout."""
+        side = (self.height, self.width)
+        return (self.channels, *side) if self.layout is Layout.NCHW else (*side, self.channels)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "height": self.height,

@@ -184,6 +184,15 @@ def with_sample_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]
         return model
 
 
+def activation_bytes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> int:
+    """float32 bytes of every float activation of one sample with the graph inputs of `shapes` (input name
+    -> one sample's shape): what a run would hold if nothing were freed (onnxruntime holds far less: its
+    memory pattern reuses buffers), those of unknown size not counted."""
+    fixed = with_sample_shapes(model, shapes)
+    names = [v.name for v in fixed.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    return sum(size or 0 for size in tensor_bytes(fixed, names).values())
+
+
 def tensor_bytes(model: onnx.ModelProto, names: list[str]) -> dict[str, int | None]:
     """name -> float32 bytes of one sample of it (its dimensions past the batch), None where its shape is
     not fully known in the shape-inferred model."""

@@ -16,7 +16,7 @@ from quantkit.calib import table as table_io
 from quantkit.calib.collect import GROUP_BYTES, check_finite, fetch_groups, rows_per_run
 from quantkit.calib.extremes import stress_images
 from quantkit.calib.table import SMOKE_SAMPLES
-from quantkit.config import CalibrateConfig, Layout, Preprocess
+from quantkit.config import CalibrateConfig, Preprocess
 from quantkit.data import ArrayStream, Sample, feed_side
 from quantkit.errors import ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
@@ -256,9 +256,7 @@ def _sample_shapes_of(
     """Input name -> one sample's shape: the preprocessed image's, or the first arrays'."""
     if first is None:
         assert preprocess is not None
-        side = (preprocess.height, preprocess.width)
-        channels = (preprocess.channels,)
-        return {name: channels + side if preprocess.layout is Layout.NCHW else side + channels}
+        return {name: preprocess.sample_shape}
     if isinstance(first, np.ndarray):
         return {name: tuple(first.shape[1:])}
     return {key: tuple(value.shape[1:]) for key, value in first.items()}
