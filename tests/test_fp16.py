@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -330,6 +331,36 @@ def test_activation_peaks_skip_non_finite_values_and_empty_tensors() -> None:
     assert _finite_peak(np.zeros((0, 3), np.float32)) is None
     values = rng(3).normal(0, 100, 1000).astype(np.float32)
     assert _finite_peak(values) == float(np.max(np.abs(values)))
+
+
+def test_activation_peaks_in_groups_are_those_of_one_run(cnn: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """float16's range check observes every float tensor; past calib.collect.GROUP_BYTES a sample it
+    observes them in groups, a session each (afis' LEADER: 2.3 GB a sample at 320x320): the same peaks
+    and kept outputs."""
+    from quantkit.calib import collect
+    from quantkit.graph.model_io import infer_shapes
+    from quantkit.planner import fp16_checks
+
+    model = infer_shapes(onnx.load(str(cnn)))
+    samples = rng(4).normal(0, 1, (3, 3, SIZE, SIZE)).astype(np.float32)
+    keep = [model.graph.node[0].output[0]]
+    peaks, runs = fp16_checks.activation_peaks(model, samples, keep)
+    made: list[bool] = []
+    real = Session.of
+
+    def counted(*args: Any, **kwargs: Any) -> Session:
+        made.append(kwargs.get("arena", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(collect, "GROUP_BYTES", 1)  # one tensor a group
+    monkeypatch.setattr(fp16_checks.Session, "of", counted)
+    grouped, grouped_runs = fp16_checks.activation_peaks(model, samples, keep)
+    assert len(made) == len(peaks) > 1 and not any(made)
+    assert grouped == peaks and len(grouped_runs) == len(runs) == 3
+    for one, other in zip(runs, grouped_runs, strict=True):
+        assert sorted(one) == sorted(other)
+        for name in one:
+            np.testing.assert_array_equal(one[name], other[name])
 
 
 def test_a_child_that_dies_loading_the_model_is_named_a_crash(

@@ -25,11 +25,12 @@ GROUP_BYTES = 512 << 20
 
 
 def fetch_groups(
-    sizes: dict[str, int | None], budget: int = GROUP_BYTES
+    sizes: dict[str, int | None], budget: int | None = None
 ) -> tuple[tuple[str, ...], ...] | None:
     """The tensors of `sizes` (name -> bytes a sample) in groups of at most `budget` bytes a sample (a
     larger tensor alone), in their order; None where one group holds them all. A size not known (None)
-    counts as the largest known one; with none known, None."""
+    counts as the largest known one; with none known, None. budget None: GROUP_BYTES."""
+    budget = GROUP_BYTES if budget is None else budget
     known = [s for s in sizes.values() if s is not None]
     guess = max(known, default=0)
     if not known or sum(guess if s is None else s for s in sizes.values()) <= budget:

@@ -16,15 +16,16 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
+from quantkit.calib.collect import fetch_groups
 from quantkit.errors import ConversionError, ModelError, shorten
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
-from quantkit.graph.augment import with_outputs
+from quantkit.graph.augment import tensor_bytes, with_outputs, with_sample_shapes
 from quantkit.graph.emulate import emulate
 from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32, finite_peak
-from quantkit.results import Feed
+from quantkit.results import Feed, feed_rows
 from quantkit.runtime import Session, crash_on_load
 
 MAX_CULPRITS = 8
@@ -49,16 +50,28 @@ def activation_peaks(
     names = sorted({o for n in index.nodes for o in n.output if o and index.is_float(o)})
     kept = {o.name for o in model.graph.output} | set(keep)
     peaks = dict.fromkeys(names, 0.0)
-    runs = []
-    # one batch of every tensor alive at a time: a large input's activations take gigabytes per run
-    for produced in Session.of(with_outputs(model, names), observing=True).iter_samples(samples):
-        for name in names:
-            peak = finite_peak(produced[name])
-            if peak is not None:
-                peaks[name] = max(peaks[name], peak)
-        # copies: a view would keep the session's memory (every activation's) alive after it ends
-        runs.append({name: produced[name].copy() for name in kept})
-        del produced
+    # one batch of every tensor alive at a time: a large input's activations take gigabytes per run, and
+    # past GROUP_BYTES a sample they are observed in groups, a session each (calib.collect: afis' LEADER)
+    shapes = (
+        {index.graph_inputs[0]: samples.shape[1:]}
+        if isinstance(samples, np.ndarray)
+        else {name: value.shape[1:] for name, value in samples.items()}
+    )
+    groups = fetch_groups(tensor_bytes(with_sample_shapes(model, shapes), names)) or (tuple(names),)
+    arena = len(groups) == 1
+    sessions = [Session.of(with_outputs(model, list(group)), observing=True, arena=arena) for group in groups]
+    runs: list[dict[str, np.ndarray]] = [
+        {} for _ in range(-(-feed_rows(samples) // (sessions[0].fixed_batch or 1)))
+    ]
+    for session, group in zip(sessions, groups, strict=True):
+        for run, produced in zip(runs, session.iter_samples(samples), strict=True):
+            for name in group:
+                peak = finite_peak(produced[name])
+                if peak is not None:
+                    peaks[name] = max(peaks[name], peak)
+            # copies: a view would keep the session's memory (every activation's) alive after it ends
+            run.update({name: produced[name].copy() for name in kept if name in produced and name not in run})
+            del produced
     return peaks, runs
 
 
