@@ -83,8 +83,8 @@ class Comparison:
         self.detector = detector
         self.input_size = input_size
         self.errors: dict[str, OutputErrors] = {}
-        self.recalls: dict[str, DetectionRecall | PixelRecall] = {}
-        self.boxes: dict[str, BoxAgreement | TextBoxAgreement] = {}
+        self.recalls: dict[str, DetectionRecall] = {}  # a map's PixelRecall too
+        self.boxes: dict[str, BoxAgreement] = {}  # a map's TextBoxAgreement too
         self.ref_acc, self.cand_acc = TopK(), TopK()
         self.scored_output: str | None = None
         self.seen_shapes: dict[str, list[int]] = {}

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from quantkit.evaluate.metrics import PROBABILITY_SLACK, Detections, match_boxes
+from quantkit.evaluate.metrics import (
+    PROBABILITY_SLACK,
+    BoxAgreement,
+    DetectionRecall,
+    Detections,
+    match_boxes,
+)
 
 BOX_THRESHOLD = 0.6  # PaddleOCR's det_db_box_thresh: a region's mean probability to count as text
 MIN_SIDE = 3  # PaddleOCR's min_size: narrower regions are not text lines
@@ -96,15 +102,9 @@ def text_boxes(probability: np.ndarray, threshold: float) -> Detections:
     return boxes[keep].astype(np.float64), np.zeros(len(keep), dtype=np.int64), score[keep]
 
 
-class PixelRecall:
+class PixelRecall(DetectionRecall):
     """The reference's text pixels (above the threshold) that the candidate keeps, and the pixels it adds:
-    a map's counterpart of metrics.DetectionRecall."""
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-        self.reference = 0
-        self.found = 0
-        self.extra = 0
+    a map's metrics.DetectionRecall."""
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         """ref, cand: float [N, H, W]."""
@@ -113,27 +113,14 @@ class PixelRecall:
         self.found += int((ref_hit & cand_hit).sum())
         self.extra += int((cand_hit & ~ref_hit).sum())
 
-    def merge(self, later: PixelRecall) -> None:
-        self.reference += later.reference
-        self.found += later.found
-        self.extra += later.extra
 
-    @property
-    def recall(self) -> float | None:
-        return self.found / self.reference if self.reference else None
-
-
-class TextBoxAgreement:
+class TextBoxAgreement(BoxAgreement):
     """The reference's text boxes (text_boxes) that the candidate also makes at IoU >= 0.5, as
     metrics.BoxAgreement counts a detector's final boxes; borderline: differences whose box score lies
     within metrics.BORDERLINE of BOX_THRESHOLD."""
 
     def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-        self.reference = 0
-        self.found = 0
-        self.extra = 0
-        self.borderline = 0
+        super().__init__(threshold, None)
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         """ref, cand: float [N, H, W]."""
@@ -143,12 +130,6 @@ class TextBoxAgreement:
             self.found += found
             self.extra += extra
             self.borderline += borderline
-
-    def merge(self, later: TextBoxAgreement) -> None:
-        self.reference += later.reference
-        self.found += later.found
-        self.extra += later.extra
-        self.borderline += later.borderline
 
 
 def compare_maps(ref: np.ndarray, cand: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
