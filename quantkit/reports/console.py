@@ -34,6 +34,7 @@ from quantkit.reports.formats import (
     reference_line,
     runtime_line,
     size_change,
+    smoke_text,
 )
 
 
@@ -115,14 +116,7 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         chosen = ", ".join(b.chosen) or "none"
         lines.append(f"kept float: {chosen} ({b.chosen_drop:.2f} points lost)\n")
     lines.append(_corrections_text(summary))
-    sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
-    on = f"the table's {summary.samples} calibration samples" if summary.samples else "calibration samples"
-    lines.append(f"smoke test of the model written, on {on}: finite outputs, SQNR {sqnr}\n")
-    if summary.samples:
-        lines.append(
-            f"(every figure on calibration samples is on those {summary.samples}, which the corrections were "
-            "chosen on: `quantkit compare` on held-out images measures what the model does elsewhere)\n"
-        )
+    lines.append(smoke_text(summary.smoke_sqnr_db, summary.samples))
     lines.append(_speed_plan_text(summary.speed_plan))
     lines.append(_speed_text(summary.speed))
     for rule, nodes, why in grouped_findings(summary.target_findings):

@@ -61,6 +61,19 @@ def shrink_warnings(result: ShrinkResult) -> tuple[str, ...]:
     return (*result.warnings, *result.comparison.reference_findings)
 
 
+def smoke_text(smoke_sqnr_db: dict[str, float], samples: int) -> str:
+    """convert's smoke-test line, naming how many stored samples its figures are on (0: not known)."""
+    sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in smoke_sqnr_db.items())
+    on = f"the table's {samples} calibration samples" if samples else "calibration samples"
+    line = f"smoke test of the model written, on {on}: finite outputs, SQNR {sqnr}\n"
+    if not samples:
+        return line
+    return line + (
+        f"(every figure on calibration samples is on those {samples}, which the corrections were chosen "
+        "on: `quantkit compare` on held-out images measures what the model does elsewhere)\n"
+    )
+
+
 def verdict(result: ShrinkResult) -> str:
     """The report's headline: PASS or FAIL by the gates, REPORT ONLY where none was set (shrink's report
     said PASS with no gate to pass)."""
