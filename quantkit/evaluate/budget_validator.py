@@ -184,9 +184,10 @@ def _detected(
     head: np.ndarray, threshold: float, detector: DetectorHead | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(class, detected) per anchor of a head [N, A, 5 + C] (metrics.detections), or per pixel of a DB
-    text detector's maps [N, H, W] (class 0, above the threshold)."""
+    text detector's maps [N, H, W] (above the threshold; the class one 0 for every pixel, not an array
+    of them held per validation image)."""
     if detector is DetectorHead.db:
-        return np.zeros(head.shape, dtype=np.int64), head > threshold
+        return np.zeros((), dtype=np.int64), head > threshold
     return detections(head, threshold)
 
 
