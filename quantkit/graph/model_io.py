@@ -236,17 +236,22 @@ def _op_named(model: onnx.ModelProto, message: str) -> str | None:
 INFERENCE_WEIGHT_BYTES = 1 << 10
 
 
+def weight_inputs(model: onnx.ModelProto) -> set[str]:
+    """The graph inputs an initializer backs: weights that may be fed at run time (IR 3 exporters list
+    every weight as one), which onnxruntime cannot fold."""
+    weights = {t.name for t in model.graph.initializer}
+    return {i.name for i in model.graph.input if i.name in weights}
+
+
 def weights_fixed(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """(the model with the weights it lists as graph inputs no longer inputs, how many it listed): the
-    same network, which onnxruntime can fold (an input may be fed at run time: IR 3 exporters list every
-    weight as one). The model itself where it lists none."""
-    weights = {t.name for t in model.graph.initializer}
-    listed = [i for i in model.graph.input if i.name in weights]
+    same network, which onnxruntime can fold. The model itself where it lists none."""
+    listed = weight_inputs(model)
     if not listed:
         return model, 0
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
-    kept = [i for i in fixed.graph.input if i.name not in weights]
+    kept = [i for i in fixed.graph.input if i.name not in listed]
     del fixed.graph.input[:]
     fixed.graph.input.extend(kept)
     return fixed, len(listed)

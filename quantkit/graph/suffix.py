@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from quantkit.graph import model_io
+
 
 @dataclass(frozen=True)
 class Base:
@@ -113,8 +115,8 @@ def _unchanged(candidate: onnx.ModelProto, base: Base) -> set[str]:
     for init in candidate.graph.initializer:
         if base.initializers.get(init.name) == init:  # protobuf's own comparison: no copy of the data
             same.add(init.name)
-    weights = {init.name for init in candidate.graph.initializer}
-    for value in candidate.graph.input:  # one an initializer backs (IR 3 lists them all) is that initializer
+    weights = model_io.weight_inputs(candidate)  # an input an initializer backs is that initializer
+    for value in candidate.graph.input:
         if value.name not in weights and base.inputs.get(value.name) == value.type.SerializeToString(
             deterministic=True
         ):

@@ -21,6 +21,7 @@ import onnx
 from quantkit.errors import ModelError
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.augment import with_outputs
+from quantkit.graph.query import GraphIndex
 from quantkit.graph.suffix import Base, downstream_reads, suffix_of
 from quantkit.results import Feed, sample_batches
 from quantkit.runtime import Session, fits_one_message
@@ -49,8 +50,7 @@ class SuffixScreen:
         if fits_one_message(base):  # (a suffix is built in memory)
             # a trial may read a graph input its base casts; one an initializer backs (IR 3 exports list
             # every weight as an input: CenterFace's opset-9 model) is no feed, and no trial's read
-            weights = {i.name for i in base.graph.initializer}
-            inputs = {i.name for i in base.graph.input if i.name not in weights}
+            inputs = set(GraphIndex(base).graph_inputs)
             needs = set().union(*downstream_reads(base, nodes).values())
             try:  # extra outputs onnxruntime refuses: each trial runs whole
                 self.held = self._run_base(sorted(needs | inputs), inputs, samples) if needs else None
