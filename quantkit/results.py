@@ -35,6 +35,13 @@ def fed_as(value: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     return value.astype(dtype)
 
 
+def feed_shapes(feed: Feed, name: str) -> dict[str, tuple[int, ...]]:
+    """Input name -> one sample's shape (its dimensions past the first); a lone array is input `name`."""
+    if isinstance(feed, np.ndarray):
+        return {name: tuple(feed.shape[1:])}
+    return {key: tuple(value.shape[1:]) for key, value in feed.items()}
+
+
 def feed_take(feed: Feed, start: int, stop: int) -> Feed:
     """Samples [start:stop] of every input."""
     if isinstance(feed, np.ndarray):

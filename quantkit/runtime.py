@@ -208,6 +208,10 @@ class Session:
         for chunk in sample_batches(samples, self.fixed_batch or 1):
             yield self.run(chunk)
 
+    def run_count(self, samples: Feed) -> int:
+        """How many runs iter_samples makes of samples [K, ...]."""
+        return -(-feed_rows(samples) // (self.fixed_batch or 1))
+
     def end_profiling(self) -> Path:
         """The profile of the runs so far (a session made with `profile`): onnxruntime's JSON trace."""
         return Path(self._session.end_profiling())

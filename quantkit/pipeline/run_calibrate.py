@@ -44,7 +44,7 @@ from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_c
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
-from quantkit.results import Batch, CalibrationTable, Feed
+from quantkit.results import Batch, CalibrationTable, Feed, feed_shapes
 from quantkit.runtime import Session, fits_one_message, versions
 from quantkit.version import __version__
 
@@ -257,9 +257,7 @@ def _sample_shapes_of(
     if first is None:
         assert preprocess is not None
         return {name: preprocess.sample_shape}
-    if isinstance(first, np.ndarray):
-        return {name: tuple(first.shape[1:])}
-    return {key: tuple(value.shape[1:]) for key, value in first.items()}
+    return feed_shapes(first, name)
 
 
 def _observe_images(

@@ -25,7 +25,7 @@ from quantkit.graph.emulate import emulate
 from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32, finite_peak
-from quantkit.results import Feed, feed_rows
+from quantkit.results import Feed, feed_shapes
 from quantkit.runtime import Session, crash_on_load
 
 MAX_CULPRITS = 8
@@ -52,17 +52,11 @@ def activation_peaks(
     peaks = dict.fromkeys(names, 0.0)
     # one batch of every tensor alive at a time: a large input's activations take gigabytes per run, and
     # past GROUP_BYTES a sample they are observed in groups, a session each (calib.collect: afis' LEADER)
-    shapes = (
-        {index.graph_inputs[0]: samples.shape[1:]}
-        if isinstance(samples, np.ndarray)
-        else {name: value.shape[1:] for name, value in samples.items()}
-    )
+    shapes = feed_shapes(samples, index.graph_inputs[0])
     groups = fetch_groups(tensor_bytes(with_sample_shapes(model, shapes), names)) or (tuple(names),)
     arena = len(groups) == 1
     sessions = [Session.of(with_outputs(model, list(group)), observing=True, arena=arena) for group in groups]
-    runs: list[dict[str, np.ndarray]] = [
-        {} for _ in range(-(-feed_rows(samples) // (sessions[0].fixed_batch or 1)))
-    ]
+    runs: list[dict[str, np.ndarray]] = [{} for _ in range(sessions[0].run_count(samples))]
     for session, group in zip(sessions, groups, strict=True):
         for run, produced in zip(runs, session.iter_samples(samples), strict=True):
             for name in group:

@@ -35,7 +35,7 @@ from quantkit.qmath.rounding import (
     matmul_rows,
     second_moment_update,
 )
-from quantkit.results import CalibrationTable, Feed, QuantPlan, feed_rows
+from quantkit.results import CalibrationTable, Feed, QuantPlan
 from quantkit.runtime import Session
 
 MOMENT_BYTES = 256 << 20  # second moments held at once (float64); more layers take another pass
@@ -227,7 +227,7 @@ def _moments(
     session = Session.of(with_outputs(quantized, names), spin=False)
     moments: dict[str, np.ndarray] = {}
     rows = dict.fromkeys(layers, 0)
-    runs = -(-feed_rows(samples) // (session.fixed_batch or 1))  # iter_samples' runs, each alike
+    runs = session.run_count(samples)  # iter_samples' runs, each alike
     short: set[str] = set()  # too few rows on all the samples: never held (they round to nearest)
     for outputs in session.iter_samples(samples):
         for name, layer in layers.items():
