@@ -54,10 +54,10 @@ def activation_peaks(
     # past GROUP_BYTES a sample they are observed in groups, a session each (calib.collect: afis' LEADER)
     shapes = feed_shapes(samples, index.graph_inputs[0])
     groups = fetch_groups(tensor_bytes(with_sample_shapes(model, shapes), names)) or (tuple(names),)
-    arena = len(groups) == 1
-    sessions = [Session.of(with_outputs(model, list(group)), observing=True, arena=arena) for group in groups]
-    runs: list[dict[str, np.ndarray]] = [{} for _ in range(sessions[0].run_count(samples))]
-    for session, group in zip(sessions, groups, strict=True):
+    runs: list[dict[str, np.ndarray]] = []
+    for group in groups:  # a group's session runs every sample, then goes: one session's weights at a time
+        session = Session.of(with_outputs(model, list(group)), observing=True, arena=len(groups) == 1)
+        runs = runs or [{} for _ in range(session.run_count(samples))]
         for run, produced in zip(runs, session.iter_samples(samples), strict=True):
             for name in group:
                 peak = finite_peak(produced[name])
@@ -66,6 +66,7 @@ def activation_peaks(
             # copies: a view would keep the session's memory (every activation's) alive after it ends
             run.update({name: produced[name].copy() for name in kept if name in produced and name not in run})
             del produced
+        del session
     return peaks, runs
 
 
