@@ -35,9 +35,15 @@ def _no_timed_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     the tiny models here int8 is often slower, and a loaded machine could float the layers the other rules
     are tested on, some runs and not others. It never acts here unless a test lowers MIN_SAVING_US or
     MIN_TIMED_US, raises WHOLE_SLOWER_BELOW or sets TIE_MARGIN or INPUTS_ONLY again
-    (tests/test_speed_cut.py, tests/test_inputs_only.py, with stubbed timings). Nor does a decision kept
-    from another test or run (pipeline.speed_memory: off unless a test sets its own folder)."""
+    (tests/test_speed_cut.py, tests/test_inputs_only.py, with stubbed timings). Nor does the default's
+    check that writes a model measured slower than FP32 float (evaluate.speed.KEEP_FLOAT_BELOW;
+    tests/test_speed_check.py sets it back), nor a decision kept from another test or run
+    (pipeline.speed_memory: off unless a test sets its own folder)."""
+    from quantkit.config import Prefer
+    from quantkit.evaluate import speed
     from quantkit.pipeline import speed_memory, speed_refine
+
+    monkeypatch.setitem(speed.KEEP_FLOAT_BELOW, Prefer.balanced, None)
 
     monkeypatch.setattr(speed_refine, "MIN_SAVING_US", float("inf"))
     monkeypatch.setattr(speed_refine, "MIN_TIMED_US", float("inf"))

@@ -10,7 +10,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from quantkit.config import ConvertConfig
+from quantkit.config import ConvertConfig, Prefer
+from quantkit.evaluate import speed
 from quantkit.evaluate.speed import interleaved_rounds, measure, speedups
 from quantkit.outcomes import SLOWER_BELOW, Speed
 from quantkit.pipeline import run_convert, speed_memory
@@ -81,41 +82,67 @@ def test_convert_summary_prints_the_speed_and_warns_when_slower() -> None:
     slow = dataclasses.replace(_summary(), speed=Speed(SLOWER_BELOW - 0.01, 40, 1.0, 1.04))
     text = _render(console.convert_table(slow, "model.int8.onnx"), 200)
     assert "warning: the INT8 model runs slower than FP32 here: int8 does not pay for this model" in text
-    assert "--prefer speed keeps it float" in text
+    assert "QUANTKIT_SPEED_CACHE=off measures again, and a model slower twice is" in text
 
 
-def _slow(calls: list[int]) -> Callable[..., Speed]:
+def _measured(calls: list[float], *speedups: float) -> Callable[..., Speed]:
+    """A stub of the speed measurement returning `speedups` in turn (the last one from then on)."""
+
     def measured(*_: object) -> Speed:
-        calls.append(1)
-        return Speed(0.5, 10, 1.0, 2.0)
+        value = speedups[min(len(calls), len(speedups) - 1)]
+        calls.append(value)
+        return Speed(value, 10, 1.0, 1.0 / value)
 
     return measured
 
 
-@pytest.mark.parametrize("prefer", ["balanced", "speed", "accuracy"])
-def test_prefer_decides_what_a_measured_slowdown_does(
-    prefer: str, tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The measurement is stubbed (0.5x FP32): balanced writes the INT8 model and reports it, speed
-    measures again and keeps the model float with the figure as the reason, accuracy measures nothing."""
-    calls: list[int] = []
-    monkeypatch.setattr(run_convert, "measure_speed", _slow(calls))
-    monkeypatch.setattr(speed_memory.speed, "measure", _slow(calls))  # --prefer speed's second measure
+def _one_conv() -> onnx.ModelProto:
     p = conv_params(8, 3, seed=1)
     conv = N("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1])
-    model = make_model([conv, N("Relu", ["c"], ["y"], name="relu")], p)  # a Conv writing y stays float
-    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=prefer))
+    return make_model([conv, N("Relu", ["c"], ["y"], name="relu")], p)  # a Conv writing y stays float
+
+
+@pytest.mark.parametrize(
+    ("prefer", "speedups", "floated"),
+    [
+        ("balanced", (0.5,), True),
+        ("speed", (0.5,), True),
+        ("accuracy", (0.5,), False),
+        ("balanced", (0.98,), False),  # within the timing noise: the default writes int8
+        ("speed", (0.98,), True),  # --prefer speed: int8 only where at least as fast as FP32
+        ("balanced", (0.5, 1.1), False),  # slower once only: the second measurement is reported
+    ],
+)
+def test_prefer_decides_what_a_measured_slowdown_does(
+    prefer: str,
+    speedups: tuple[float, ...],
+    floated: bool,
+    tmp_path: Path,
+    image_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The measurement is stubbed. Below the preference's threshold twice (balanced 0.97x, speed 1.0x),
+    the model is written float with the figure as the reason; above it, or above it the second time, the
+    INT8 model is written and its last measurement reported; accuracy measures nothing."""
+    monkeypatch.setitem(speed.KEEP_FLOAT_BELOW, Prefer.balanced, SLOWER_BELOW)  # conftest turns it off
+    calls: list[float] = []
+    monkeypatch.setattr(run_convert, "measure_speed", _measured(calls, *speedups))
+    monkeypatch.setattr(speed_memory.speed, "measure", _measured(calls, *speedups))
+    summary, out = quantize(_one_conv(), tmp_path, image_dir, ConvertConfig(prefer=prefer))
     written = op_counts(onnx.load(str(out)))
-    if prefer == "speed":
-        assert calls == [1, 1] and summary.speed is None
+    if prefer == "accuracy":
+        assert calls == [] and summary.speed is None and written["QuantizeLinear"] >= 1
+        return
+    if floated:
+        assert len(calls) == 2 and summary.speed is None
         assert "QuantizeLinear" not in written and not summary.plan.quantized_nodes
         reasons = {s.node: s.reason for s in summary.plan.skipped}
         assert reasons["conv"] == (
-            "int8 ran 0.50x FP32 on this CPU (1 thread, measured twice); kept float (--prefer speed; "
-            "without it the INT8 model is written)"
+            f"int8 ran {min(calls):.2f}x FP32 on this CPU (1 thread, measured twice); kept float (--prefer "
+            f"{prefer}; --prefer accuracy writes the INT8 model)"
         )
         assert summary.warnings == (NOTHING_QUANTIZED,)
-    else:
-        assert written["QuantizeLinear"] >= 1 and summary.plan.quantized_nodes == {"conv": "Conv"}
-        assert calls == ([1] if prefer == "balanced" else [])
-        assert (summary.speed is not None) == (prefer == "balanced")
+        return
+    assert written["QuantizeLinear"] >= 1 and summary.plan.quantized_nodes == {"conv": "Conv"}
+    assert summary.speed is not None and summary.speed.speedup == calls[-1]
+    assert len(calls) == (2 if speedups[0] < SLOWER_BELOW else 1)

@@ -104,8 +104,9 @@ PreferOpt = Annotated[
         "--prefer",
         help="balanced: profile the INT8 model beside FP32 on this CPU and keep float the ops whose "
         "int8 form runs slower (where the model then measures faster, or as fast and 1 dB more "
-        "accurate; a transformer also tries Q/DQ on its MatMuls' inputs only); warn when still slower; "
-        "speed: then keep the model float; accuracy: measure nothing "
+        "accurate; a transformer also tries Q/DQ on its MatMuls' inputs only); a model still measured "
+        "slower than FP32 twice (below 0.97x) is written float, with a warning; speed: the same, below "
+        "1.0x; accuracy: measure nothing, write the INT8 model "
         "(the same bytes on any machine). What was measured is kept per model and CPU, so a convert run "
         "again writes the same bytes (QUANTKIT_SPEED_CACHE: its folder, or off).",
     ),

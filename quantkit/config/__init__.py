@@ -75,8 +75,8 @@ class Prefer(str, Enum):
     ort-cpu only: pipeline.speed_refine, evaluate.speed). Acting on timing makes the output bytes depend
     on this machine: --prefer accuracy is the reproducible choice (and the one for another kind of CPU)."""
 
-    balanced = "balanced"  # ops whose int8 form profiles slower kept float, if faster as a whole; reported
-    speed = "speed"  # that, and still measured twice slower than FP32 (below 0.97x): the model stays float
+    balanced = "balanced"  # ops profiled slower in int8 kept float; still twice below 0.97x FP32: all float
+    speed = "speed"  # the same, with all float below 1.0x FP32 measured twice
     accuracy = "accuracy"  # not measured: the INT8 model as planned
 
 

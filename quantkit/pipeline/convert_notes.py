@@ -32,8 +32,8 @@ def nothing_quantized(plan: QuantPlan) -> tuple[str, ...]:
         return ()
     return (
         "no layer was quantized: the model written computes as the FP32 model does (each op's reason is in "
-        "convert's table); int8 did not pay for it on this CPU (--prefer accuracy keeps the layers "
-        "profiled slower int8), or its layers were excluded",
+        "convert's table); int8 did not pay for it on this CPU (--prefer accuracy writes the layers "
+        "that profiled or measured slower int8), or its layers were excluded",
     )
 
 

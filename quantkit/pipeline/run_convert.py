@@ -187,11 +187,11 @@ def convert(
     int8, size, smoke = written(plan, quantized, advance, corrections, speed_plan)
     fp32, listed = model_io.weights_fixed(model)  # FP32 timed as the network it is, not slowed by inputs
     speed = measure_speed(fp32, int8, samples) if timed else None
-    slow = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples)
+    slow, speed = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples)
     if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)
         why = (
             f"int8 ran {slow.speedup:.2f}x FP32 on this CPU (1 thread, measured twice); kept float "
-            "(--prefer speed; without it the INT8 model is written)"
+            f"(--prefer {config.prefer.value}; --prefer accuracy writes the INT8 model)"
         )
         keep = {n.name: why for n in inferred.graph.node if n.op_type in COMPUTE_OPS}
         plan = make_plan(inferred, table, config, keep_float=keep, range_cache=cache, alphas=alphas)

@@ -1,12 +1,13 @@
 """What the speed-aware plan measured, kept per machine, so that the same inputs give the same bytes.
 
-The speed-aware plan (pipeline.speed_refine) and `--prefer speed` decide by timing, and timing on a
-shared CPU moves from run to run: converting MobileNetV2 four times with the same table wrote three
-different models, SqueezeNet 1.1 four. A decision once measured is therefore kept, like TensorRT's timing
-cache: keyed by everything it depends on but the timing (the INT8 candidate's bytes, the calibration
-samples it is timed and scored on, this CPU and its flags, onnxruntime's and quantkit's versions), and
-read back instead of timing again. The same convert on the same kind of machine then writes the same
-bytes; another CPU measures for itself. `--prefer accuracy` times nothing and needs none of this.
+The speed-aware plan (pipeline.speed_refine) and the check that keeps a slower model float decide by
+timing, and timing on a shared CPU moves from run to run: converting MobileNetV2 four times with the
+same table wrote three different models, SqueezeNet 1.1 four. A decision once measured is therefore
+kept, like TensorRT's timing cache: keyed by everything it depends on but the timing (the INT8
+candidate's bytes, the calibration samples it is timed and scored on, this CPU and its flags,
+onnxruntime's and quantkit's versions), and read back instead of timing again. The same convert on
+the same kind of machine then writes the same bytes; another CPU measures for itself. `--prefer
+accuracy` times nothing and needs none of this.
 
 Where: $QUANTKIT_SPEED_CACHE (a folder; `off` keeps nothing and measures every time), else
 $XDG_CACHE_HOME/quantkit/speed, else ~/.cache/quantkit/speed. A record that cannot be read or no longer
@@ -44,8 +45,9 @@ log = logging.getLogger(__name__)
 ENV = "QUANTKIT_SPEED_CACHE"
 OFF = "off"
 # Of the records and of the rules that made them (2: the inputs-only candidate and the FP32-size rule;
-# 3: the tie band that widens with the accuracy gained): a record is never read by another version.
-VERSION = 3
+# 3: the tie band that widens with the accuracy gained; 4: the default keeps a slower model float, and
+# --prefer speed does so below 1.0x): a record is never read by another version.
+VERSION = 4
 
 
 def folder() -> Path | None:
@@ -115,7 +117,7 @@ def key(candidate: onnx.ModelProto, samples: Feed) -> str:
 
 
 PLAN = "plan"
-PREFER_SPEED = "prefer-speed"
+PREFER = "prefer"  # + the preference: its verdict on the written model (the thresholds differ)
 
 
 def refine(
@@ -178,23 +180,25 @@ def _recalled_plan(
 
 def too_slow(
     first: Speed | None, prefer: Prefer, fp32: onnx.ModelProto, written: onnx.ModelProto, samples: Feed
-) -> Speed | None:
+) -> tuple[Speed | None, Speed | None]:
     """evaluate.speed.too_slow of the written INT8 model against fp32, first measured as `first` (None:
-    not measured, nothing is slow); where it times again (--prefer speed), the decision kept for the
-    written model (its bytes, the samples, this machine) before, or measured and kept."""
+    not measured, nothing is slow): (the slow measurement or None, the one to report). Where the
+    preference times again, the decision kept for the written model (its bytes, the samples, this
+    machine, the preference) before, or measured and kept."""
     if first is None:
-        return None
+        return None, None
     again = functools.partial(speed.measure, fp32, written, samples)
     if speed.KEEP_FLOAT_BELOW[prefer] is None:
         return speed.too_slow(first, prefer, again)
     memory = Memory.of(written, samples) if fits_one_message(written) else None
-    kept = None if memory is None else _recalled_speed(memory.recall(PREFER_SPEED))
+    what = f"{PREFER}-{prefer.value}"
+    kept = None if memory is None else _recalled_speed(memory.recall(what))
     if kept is not None:
-        return kept[0]
-    measured = speed.too_slow(first, prefer, again)
+        return kept[0], first
+    measured, reported = speed.too_slow(first, prefer, again)
     if memory is not None:
-        memory.keep(PREFER_SPEED, {"slow": None if measured is None else asdict(measured)})
-    return measured
+        memory.keep(what, {"slow": None if measured is None else asdict(measured)})
+    return measured, reported
 
 
 def _recalled_speed(record: dict[str, Any] | None) -> tuple[Speed | None] | None:

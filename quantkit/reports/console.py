@@ -192,8 +192,8 @@ def _speed_text(speed: Speed | None) -> Text:
         return Text(line)
     return Text(
         line + "warning: the INT8 model runs slower than FP32 here: int8 does not pay for this model on this "
-        "CPU; where it runs on this kind of CPU, --prefer speed keeps it float (measure other targets with "
-        "quantkit compare)\n",
+        "CPU (kept int8 as measured before; QUANTKIT_SPEED_CACHE=off measures again, and a model slower "
+        "twice is written float)\n",
         style="yellow",
     )
 
