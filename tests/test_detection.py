@@ -413,6 +413,8 @@ def test_a_kind_of_value_far_below_its_pooled_output_is_named() -> None:
     warned = kind_hidden(metrics)
     assert warned is not None and "at index 3 of axis 3 measure 6.7 dB" in warned
     assert kind_hidden(dataclasses.replace(metrics, detection_recall=0.9)) is None  # judged by its boxes
+    fine = dataclasses.replace(metrics, sqnr_db=47.7, worst_kind=(1, 6, 38.4))  # a CTC head's last step
+    assert kind_hidden(fine) is None and kind_hidden(dataclasses.replace(fine, worst_kind=(1, 6, 29.0)))
     mixed = OutputErrors("y")
     mixed.update(ref, cand)
     mixed.update(ref[..., :3], cand[..., :3])  # another layout: no per-kind figure
