@@ -1,7 +1,9 @@
 """The model every command works on: one form, made the same way by calibrate, convert and sensitivity so
 that tensor names agree between the table and the plan.
 
-0. A declared dimension of -1 (Paddle exports; ONNX defines none) gets a name (model_io.symbolic_dims).
+0. A declared dimension of -1 (Paddle exports; ONNX defines none) gets a name (model_io.symbolic_dims);
+   the 16-bit floats inside a model with float32 inputs and outputs (a mixed-precision export) are read
+   as float32 (graph.widen).
 1. Below opset 13 (per-channel Q/DQ), upgraded with onnx's version converter, then checked against the
    original on seeded synthetic inputs: outputs equal within float tolerance, or the upgrade is refused.
 2. Weights held in Constant nodes or read through Identity become initializers (graph.normalize).
@@ -22,6 +24,7 @@ from quantkit.graph.fold_bn import fold_batchnorms, fold_scale_shift
 from quantkit.graph.normalize import normalize
 from quantkit.graph.query import name_nodes
 from quantkit.graph.samples import synthetic_samples
+from quantkit.graph.widen import widen
 from quantkit.runtime import Session
 
 # An upgraded graph computes what the original did: outputs agree to float32 rounding (relative to each
@@ -40,6 +43,7 @@ class Prepared:
     affines_folded: int = 0  # Mul/Add by per-channel constants folded into the Conv before them
     upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
+    widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
 
     def notes(self) -> tuple[str, ...]:
         """What was changed on the way in, for the summary."""
@@ -53,6 +57,13 @@ class Prepared:
             found.append(
                 f"{self.dims_made_symbolic} declared dimension(s) of -1 given names (ONNX defines no -1 "
                 "size; shape inference refuses a model written with them)"
+            )
+        if any(self.widened):
+            weights, casts = self.widened
+            found.append(
+                f"mixed precision read as float32: {weights} float16/bfloat16 weight(s) and {casts} "
+                "Cast(s) to 16 bits made float32 (exact; the model computes as it did, without rounding "
+                "its activations to 16 bits)"
             )
         if self.constants_folded or self.identities_dropped:
             found.append(
@@ -82,6 +93,8 @@ def prepare(
     `minimum`, for the note."""
     before = model_io.opset_version(model)
     model, symbolic = model_io.symbolic_dims(model)
+    widened = widen(model)
+    model = widened.model
     upgraded = model_io.ensure_opset(model, minimum) if minimum else model
     if upgraded is not model:
         check_upgrade(model, upgraded, before, size)
@@ -100,6 +113,7 @@ def prepare(
         affines_folded=affines,
         upgrade_reason=reason,
         dims_made_symbolic=symbolic,
+        widened=(widened.weights, widened.casts),
     )
 
 

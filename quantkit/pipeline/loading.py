@@ -26,6 +26,7 @@ from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import is_quantized_op
+from quantkit.graph.widen import widenable
 from quantkit.results import CalibrationTable, Feed, feed_rows
 
 T = TypeVar("T")
@@ -42,14 +43,14 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
             f"{path.name} is quantized already ({ops}); quantkit converts float models: give it the FP32 "
             "original"
         )
-    halves = _half_weights(model)
+    halves = {} if widenable(model) else _half_weights(model)  # mixed precision is read as float32
     if halves:
         kinds = "/".join(sorted({onnx.TensorProto.DataType.Name(t) for t in halves.values()}))
         layers = sum(node.op_type in COMPUTE_OPS for node in model.graph.node)
         raise ModelError(
             f"{path.name} is {kinds.lower()} already ({len(halves)} of its {layers} Conv/Gemm/MatMul weights "
-            f"are {kinds}); quantkit converts float32 models: give it the FP32 original, or export it again "
-            "in float32 (a mixed-precision model, such as Keras' mixed_float16, has no other)"
+            f"are {kinds}) and its inputs or outputs are too; quantkit converts float32 models: give it the "
+            "FP32 original, or export it again with float32 inputs and outputs"
         )
 
 

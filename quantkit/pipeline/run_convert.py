@@ -39,6 +39,7 @@ from quantkit.graph.float_formats import BFLOAT16, FLOAT16, FloatFormat
 from quantkit.graph.prepare import Prepared
 from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import GraphIndex
+from quantkit.graph.widen import widen
 from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport, ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
@@ -185,7 +186,8 @@ def convert(
         return quantized, sum(len(data) for _, data in stored), smoke
 
     int8, size, smoke = written(plan, quantized, advance, corrections, speed_plan)
-    fp32, listed = model_io.weights_fixed(model)  # FP32 timed as the network it is, not slowed by inputs
+    # FP32 timed as the network it is: not slowed by weights listed as inputs, nor by 16-bit insides
+    fp32, listed = model_io.weights_fixed(widen(model).model)
     speed = measure_speed(fp32, int8, samples) if timed else None
     slow, speed = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples)
     if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)

@@ -1,0 +1,146 @@
+"""A mixed-precision model (float32 inputs and outputs, 16-bit floats inside) is read as float32 and
+converts; one fed in 16 bits is left as it is (the commands refuse it: tests/test_bad_input.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from quantkit import pipeline
+from quantkit.config import Float16Config
+from quantkit.graph.widen import HALF, widen, widenable
+from tests.conftest import conv_params, make_model
+from tests.helpers import op_counts, output_sqnr, quantize
+
+N = helper.make_node
+
+
+def _branch(name: str, value: float) -> onnx.GraphProto:
+    """An If branch returning a float16 constant [1, 8, 1, 1]."""
+    constant = numpy_helper.from_array(np.full((1, 8, 1, 1), value, np.float16), f"{name}_v")
+    node = N("Constant", [], [f"{name}_out"], name=f"{name}_const", value=constant)
+    out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT16, [1, 8, 1, 1])
+    return helper.make_graph([node], name, [], [out])
+
+
+def _mixed() -> onnx.ModelProto:
+    """x float32 -> Cast(float16) -> Conv (float16 weights) -> Relu -> Add (an If's float16 constant) ->
+    Cast(float32) -> Conv (float32 weights) -> y: what Keras' mixed_float16 exports look like."""
+    kind = TensorProto.FLOAT16
+    p1, p2 = conv_params(8, 3, seed=1), conv_params(4, 8, 1, seed=2)
+    nodes = [
+        N("Cast", ["x"], ["xh"], name="to_half", to=kind),
+        N("Conv", ["xh", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        N("Relu", ["c1"], ["r1"], name="relu1"),
+        N(
+            "If",
+            ["cond"],
+            ["shift"],
+            name="branch",
+            then_branch=_branch("a", 0.25),
+            else_branch=_branch("b", 0.5),
+        ),
+        N("Add", ["r1", "shift"], ["s1"], name="add"),
+        N("Cast", ["s1"], ["s1f"], name="to_float", to=TensorProto.FLOAT),
+        N("Conv", ["s1f", "w2", "b2"], ["y"], name="conv2"),
+    ]
+    weights = [numpy_helper.from_array(v, k) for k, v in (("w2", p2["w"]), ("b2", p2["b"]))]
+    weights.append(numpy_helper.from_array(np.array(True), "cond"))
+    weights += [
+        numpy_helper.from_array(v.astype(np.float16), k) for k, v in (("w1", p1["w"]), ("b1", p1["b"]))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 16, 16])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _types(model: onnx.ModelProto) -> set[int]:
+    """Every element type a tensor, a declared value or a type attribute names, at any depth."""
+    found: set[int] = set()
+    pending = [model.graph]
+    while pending:
+        graph = pending.pop()
+        found |= {t.data_type for t in graph.initializer}
+        found |= {v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.name in ("to", "dtype"):
+                    found.add(attr.i)
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    found.add(attr.t.data_type)
+                if attr.HasField("g"):
+                    pending.append(attr.g)
+    return found
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {"x": x})[0])
+
+
+def test_a_mixed_model_is_read_as_float32_and_computes_as_it_did() -> None:
+    model = _mixed()
+    assert widenable(model) and HALF & _types(model)
+    widened = widen(model)
+    assert (widened.weights, widened.casts) == (4, 1)  # w1, b1 and the branches' constants; Cast to_half
+    assert not HALF & _types(widened.model)
+    onnx.checker.check_model(widened.model, full_check=True)
+    x = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    before, after = _run(model, x), _run(widened.model, x)
+    assert after.dtype == np.float32 and after.shape == before.shape
+    # the original rounds its activations to float16 (about 3 significant digits); the widened one does not
+    assert np.abs(after - before).max() < 5e-3 * np.abs(before).max()
+    assert HALF & _types(model)  # the model given is not changed
+
+
+def test_a_model_fed_in_16_bits_or_holding_none_is_left_as_it_is() -> None:
+    model = _mixed()
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    assert not widenable(model) and widen(model).model is model
+    plain = make_model([N("Relu", ["x"], ["y"], name="relu")], {})
+    assert widen(plain) == widen(plain) and widen(plain).model is plain
+
+
+def test_bfloat16_weights_are_widened_exactly() -> None:
+    """quantkit's --to bf16 output with float32 inputs: bfloat16 weights Cast to float32 before their
+    layer. Widened, the same network computes the same bits."""
+    p = conv_params(4, 3, seed=3)
+    nodes = [
+        N("Cast", ["wb"], ["w"], name="widen_w", to=TensorProto.FLOAT),
+        N("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+    ]
+    model = make_model(nodes, {"b": p["b"], "wb": p["w"].astype(ml_dtypes.bfloat16)})
+    assert model.graph.initializer[1].data_type == TensorProto.BFLOAT16
+    widened = widen(model)
+    assert (widened.weights, widened.casts) == (1, 0) and not HALF & _types(widened.model)
+    x = np.random.default_rng(1).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    assert np.array_equal(_run(model, x), _run(widened.model, x))
+
+
+def test_a_mixed_model_converts_to_int8_and_fp16(tmp_path: Path, image_dir: Path) -> None:
+    """Refused before ("is float16 already ... export it again in float32"): a Keras mixed_float16 CRNN
+    (mk8dx-table-reader's number recognizer) then converted to nothing."""
+    model = _mixed()
+    summary, out = quantize(model, tmp_path, image_dir)
+    src = tmp_path / "model.onnx"
+    assert onnx.load(str(src)).SerializeToString() == model.SerializeToString()  # the input is untouched
+    note = "mixed precision read as float32: 4 float16/bfloat16 weight(s) and 1 Cast(s) to 16 bits"
+    assert any(n.startswith(note) for n in summary.notes)
+    assert op_counts(onnx.load(str(out)))["QuantizeLinear"] >= 2 and summary.plan.quantized_nodes
+    assert output_sqnr(src, out, image_dir) > 25.0
+    half = tmp_path / "model.fp16.onnx"
+    pipeline.convert_float16(src, tmp_path / "model.calib.json", half, Float16Config())
+    assert output_sqnr(src, half, image_dir) > 40.0
