@@ -178,6 +178,7 @@ def unfused_after(optimized: onnx.ModelProto) -> list[Finding]:
             )
         elif (
             node.op_type in INTEGER_PATH_OPS
+            and not _interpolates(index, node)
             and _all_live_from_dq(index, node)
             and any(c.op_type == "QuantizeLinear" for o in node.output for c, _ in index.consumers.get(o, []))
         ):
@@ -191,6 +192,13 @@ def unfused_after(optimized: onnx.ModelProto) -> list[Finding]:
                 )
             )
     return found
+
+
+def _interpolates(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A Resize that is not nearest-neighbour: onnxruntime (1.2x) drops the Q/DQ around a nearest Resize
+    only, and runs a linear or cubic one in float between them whatever their scales (U^2-Net's 32
+    bilinear upsamplings were reported as unfused for their scales, which were equal)."""
+    return node.op_type == "Resize" and index.attribute(node, "mode", b"nearest") != b"nearest"
 
 
 def _tensorrt_qdq(index: GraphIndex, node: onnx.NodeProto) -> list[Finding]:
