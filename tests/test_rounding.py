@@ -19,6 +19,7 @@ from quantkit.graph.query import GraphIndex
 from quantkit.pipeline.loading import load_for_int8
 from quantkit.planner import plan, rounding_plan
 from quantkit.qmath.rounding import (
+    MAX_POSITIONS,
     compensated_round,
     conv_rows,
     matmul_rows,
@@ -267,3 +268,36 @@ def test_a_budget_trial_solves_its_integers_for_its_own_inputs(tmp_path: Path, i
     # nothing float, or nearest rounding chosen for the model: the shared integers as they are
     assert rounding_plan.replanned(model, table, config, {}, {}, None, shared).rounded.keys() == shared.keys()
     assert rounding_plan.replanned(model, table, config, keep, {}, None, {}).rounded == {}
+
+
+def test_moments_past_the_budget_thin_the_positions_then_leave_the_costliest_to_nearest(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """U^2-Net-p's moments at 320x320 cost 608 G multiply-adds (36 s a solve here). Costs are per layer
+    and per sample (G K^2 a position); past the budget a Conv takes fewer positions, and where even the
+    fewest pass it the costliest layers round to nearest."""
+    from quantkit.planner import rounding_budget as budget
+
+    src, table_path = _table(tmp_path, image_dir)
+    model = load_for_int8(src, table_path)[2].model
+    table = load(table_path)
+    assert table.samples is not None
+    base = plan(model, table, ConvertConfig())
+    layers = rounding_plan._layers(GraphIndex(model), base)
+    costs = budget.costs(
+        model, {n: (layer.groups, layer.columns) for n, layer in layers.items()}, table.samples
+    )
+    side = table.samples.shape[2:]
+    assert costs["c2"] == budget.MomentCost((16 * 9) ** 2, grid=(side[0], side[1]))  # same-size Conv
+    assert costs["fc"] == budget.MomentCost(16 * 16, rows=1)
+    assert budget.within(costs, 8) == (MAX_POSITIONS, set())
+    # a 320x320 layer of K = 1152 and a MatMul: thinning the Conv's grid does it, down to 64x64
+    wide = {"up": budget.MomentCost(1152**2, grid=(320, 320)), "mm": budget.MomentCost(4096, rows=100)}
+    assert wide["up"].macs(MAX_POSITIONS) == 107 * 107 * 1152**2  # every 3rd row and column
+    most, skipped = budget.within(wide, 8, 8 * (70 * 70 * 1152**2 + 100 * 4096))
+    assert (most, skipped) == (MAX_POSITIONS // 4, set()) and wide["up"].macs(most) == 64 * 64 * 1152**2
+    assert budget.within(wide, 8, 8 * 1000 * 1152**2) == (budget.MIN_POSITIONS, {"up"})  # 32x32 too many
+    assert budget.within(costs, 8, 8 * costs["fc"].macs(0)) == (budget.MIN_POSITIONS, {"c1", "c2", "c3"})
+    more = np.concatenate([table.samples] * 8)  # 64 rows for the Gemm's 16 columns: it rounds
+    monkeypatch.setattr(budget.within, "__defaults__", (64 * costs["fc"].macs(0),))
+    assert set(rounding_plan.compensated(model, base, more)) == {"fc"}

@@ -8,7 +8,8 @@ this way (a Conv sees one row per output position, a Gemm one per sample): a sec
 is near singular and the integers fit the samples, not the data. With the table's 8 samples, 1 row per
 column let vit_mnist's MatMuls (136 rows for 64 columns) round for the samples: +0.2 dB on them and 3
 of 1000 held-out digits lost; 4 leaves them at nearest and gave MobileNetV2 96.2 % agreement on
-imagenet-dev against 94.8 % (1 row per column: 94.8 %). The others round to nearest.
+imagenet-dev against 94.8 % (1 row per column: 94.8 %). The others round to nearest, and so do the
+costliest layers of a model whose moments would pass rounding_budget.MOMENT_MACS.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from quantkit.graph.augment import with_outputs
 from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import GraphIndex
 from quantkit.graph.smoothquant_rewrite import input_scaled_weight
+from quantkit.planner import rounding_budget
 from quantkit.planner.core import plan as make_plan
 from quantkit.planner.fallback import SqnrMemo, output_sqnr
 from quantkit.qmath.params import per_channel_weight
@@ -35,7 +37,7 @@ from quantkit.qmath.rounding import (
     matmul_rows,
     second_moment_update,
 )
-from quantkit.results import CalibrationTable, Feed, QuantPlan
+from quantkit.results import CalibrationTable, Feed, QuantPlan, feed_rows
 from quantkit.runtime import Session
 
 MOMENT_BYTES = 256 << 20  # second moments held at once (float64); more layers take another pass
@@ -52,6 +54,7 @@ class Layer:
     axis: int
     groups: int
     columns: int  # K: input columns per output channel
+    most: int = MAX_POSITIONS  # a Conv's output positions taken per image, at most (rounding_budget)
 
     def to_groups(self, array: np.ndarray) -> np.ndarray:
         if self.node.op_type == "Conv":
@@ -77,7 +80,7 @@ class Layer:
             (top, left, bottom, right),
             (dilation_h, dilation_w),
             self.groups,
-            MAX_POSITIONS,
+            self.most,
         )
 
 
@@ -139,6 +142,9 @@ def compensated(
     quantized: apply_plan(model, plan) where the caller has it already."""
     index = GraphIndex(model)
     layers = _layers(index, plan)
+    shapes = {name: (layer.groups, layer.columns) for name, layer in layers.items()}
+    most, skipped = rounding_budget.within(rounding_budget.costs(model, shapes, samples), feed_rows(samples))
+    layers = {n: dataclasses.replace(layer, most=most) for n, layer in layers.items() if n not in skipped}
     quantized = apply_plan(model, plan) if quantized is None else quantized
     feeds = {n.name: n.input[0] for n in quantized.graph.node if n.name in layers}
     found: dict[str, np.ndarray] = {}
