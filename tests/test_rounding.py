@@ -288,8 +288,14 @@ def test_moments_past_the_budget_thin_the_positions_then_leave_the_costliest_to_
         model, {n: (layer.groups, layer.columns) for n, layer in layers.items()}, table.samples
     )
     side = table.samples.shape[2:]
-    assert costs["c2"] == budget.MomentCost((16 * 9) ** 2, grid=(side[0], side[1]))  # same-size Conv
-    assert costs["fc"] == budget.MomentCost(16 * 16, rows=1)
+    bytes_a = 16 * side[0] * side[1] * 4  # c2 reads c1's 16 channels
+    assert costs["c2"] == budget.MomentCost((16 * 9) ** 2, grid=(side[0], side[1]), input_bytes=bytes_a)
+    assert costs["fc"] == budget.MomentCost(16 * 16, rows=1, input_bytes=16 * 4)
+    # inputs past RUN_BYTES a run are read in another pass (czann's 95 layers read 861 MB a sample)
+    sizes = {name: c.input_bytes for name, c in costs.items()}
+    assert rounding_plan._chunks(layers, sizes) == [["c1", "c2", "c3", "fc"]]
+    monkeypatch.setattr(rounding_plan, "RUN_BYTES", (sizes["c1"] or 0) + bytes_a)
+    assert rounding_plan._chunks(layers, sizes) == [["c1", "c2"], ["c3", "fc"]]
     assert budget.within(costs, 8) == (MAX_POSITIONS, set())
     # a 320x320 layer of K = 1152 and a MatMul: thinning the Conv's grid does it, down to 64x64
     wide = {"up": budget.MomentCost(1152**2, grid=(320, 320)), "mm": budget.MomentCost(4096, rows=100)}

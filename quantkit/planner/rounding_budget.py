@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from quantkit.graph.augment import with_sample_shapes
+from quantkit.graph.augment import tensor_bytes, with_sample_shapes
 from quantkit.graph.query import GraphIndex
 from quantkit.qmath.rounding import MAX_POSITIONS, position_spacing
 from quantkit.results import Feed, feed_shapes
@@ -31,11 +31,13 @@ MIN_POSITIONS = 32 * 32  # a Conv's output positions taken per image, at least (
 @dataclass(frozen=True)
 class MomentCost:
     """One layer's moment, per sample: `width` = G x K^2 multiply-adds per row; grid: a Conv's output
-    [Ho, Wo] (None: not known, counted at the cap); rows: a Gemm/MatMul's rows (None: a Conv)."""
+    [Ho, Wo] (None: not known, counted at the cap); rows: a Gemm/MatMul's rows (None: a Conv);
+    input_bytes: its input's float32 bytes (None: not known), which a run outputs to read its rows."""
 
     width: int
     grid: tuple[int, int] | None = None
     rows: int | None = None
+    input_bytes: int | None = None
 
     def macs(self, most: int) -> float:
         """Multiply-adds per sample with at most `most` positions of a Conv's grid per image."""
@@ -62,20 +64,21 @@ def costs(
             dims[value.name] = [
                 d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim
             ]
+    read = tensor_bytes(fixed, [index.by_name[name].input[0] for name in layers])
     found = {}
     for name, (groups, columns) in layers.items():
         node = index.by_name[name]
-        width = groups * columns * columns
+        width, size = groups * columns * columns, read[node.input[0]]
         if node.op_type == "Conv":
             out = dims.get(node.output[0], [])
             known = len(out) == 4 and out[2] > 0 and out[3] > 0
-            found[name] = MomentCost(width, (out[2], out[3]) if known else None)
+            found[name] = MomentCost(width, (out[2], out[3]) if known else None, input_bytes=size)
         else:
             shape = dims.get(node.input[0], [])
             rows = (
                 int(np.prod(shape[1:-1], dtype=np.int64)) if shape and all(d > 0 for d in shape[1:-1]) else 1
             )
-            found[name] = MomentCost(width, rows=rows)
+            found[name] = MomentCost(width, rows=rows, input_bytes=size)
     return found
 
 
