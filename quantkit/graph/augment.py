@@ -193,15 +193,22 @@ def activation_bytes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     return sum(size or 0 for size in tensor_bytes(fixed, names).values())
 
 
+def declared_dims(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Tensor name -> its dimensions as the model declares or infers them (0 where not known), for the
+    graph's inputs, outputs and value_info with a shape."""
+    dims: dict[str, list[int]] = {}
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            dims[value.name] = [
+                d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim
+            ]
+    return dims
+
+
 def tensor_bytes(model: onnx.ModelProto, names: list[str]) -> dict[str, int | None]:
     """name -> float32 bytes of one sample of it (its dimensions past the batch), None where its shape is
     not fully known in the shape-inferred model."""
-    shapes: dict[str, list[int]] = {}
-    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
-        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-            shapes[value.name] = [
-                d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim
-            ]
+    shapes = declared_dims(model)
     sizes: dict[str, int | None] = {}
     for name in names:
         shape = shapes.get(name) or []

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from quantkit.graph.augment import tensor_bytes, with_sample_shapes
+from quantkit.graph.augment import declared_dims, tensor_bytes, with_sample_shapes
 from quantkit.graph.query import GraphIndex
 from quantkit.qmath.rounding import MAX_POSITIONS, position_spacing
 from quantkit.results import Feed, feed_shapes
@@ -58,12 +58,7 @@ def costs(
     index = GraphIndex(model)
     inputs = index.graph_inputs
     fixed = with_sample_shapes(model, feed_shapes(samples, inputs[0] if inputs else ""))
-    dims: dict[str, list[int]] = {}
-    for value in [*fixed.graph.input, *fixed.graph.output, *fixed.graph.value_info]:
-        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-            dims[value.name] = [
-                d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim
-            ]
+    dims = declared_dims(fixed)
     read = tensor_bytes(fixed, [index.by_name[name].input[0] for name in layers])
     found = {}
     for name, (groups, columns) in layers.items():
