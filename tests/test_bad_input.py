@@ -300,18 +300,22 @@ def test_a_16_bit_model_with_16_bit_inputs_is_refused_by_every_converting_comman
     assert not out.exists() and not (tmp_path / "t2.json").exists()
 
 
-def test_an_input_size_the_model_cannot_take_says_so(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+@pytest.mark.parametrize("opset", [13, 11])
+def test_an_input_size_the_model_cannot_take_says_so(
+    opset: int, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     """A text detector whose strides need a multiple of 32 failed at 650x650 with onnxruntime's message cut
-    before its reason ("...element_wise_ops.h:563...")."""
+    before its reason ("...element_wise_ops.h:563..."). Below opset 13 the upgrade's check blamed the
+    conversion ("re-export it at opset 13") where the original fails alike (cycle_center_net, 33x47)."""
     params = conv_params(4, 3)
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Resize", ["p", "", "scales"], ["u"], mode="nearest"),
+        helper.make_node("Resize", ["p", "roi", "scales"], ["u"], mode="nearest"),
         helper.make_node("Add", ["u", "c"], ["y"]),
     ]
-    weights = {**params, "scales": np.array([1, 1, 2, 2], np.float32)}
-    model = make_model(nodes, weights, input_shape=("N", 3, "H", "W"))
+    weights = {**params, "roi": np.zeros(0, np.float32), "scales": np.array([1, 1, 2, 2], np.float32)}
+    model = make_model(nodes, weights, input_shape=("N", 3, "H", "W"), opset=opset)
     src = save_model(model, tmp_path / "m.onnx")
     table = tmp_path / "t.json"
     argv = ["calibrate", str(src), "--images", str(image_dir), "-o", str(table), "--input-size"]
@@ -320,6 +324,7 @@ def test_an_input_size_the_model_cannot_take_says_so(image_dir: Path, tmp_path: 
         code, err, "Add", "by a dimension other than 1", "the model may not take 15x15 inputs"
     )
     assert "onnxruntime_src" not in err and "[ONNXRuntimeError]" not in err and not table.exists()
+    assert "converted from opset" not in err
     assert run([*argv, "16x16"], capsys)[0] == 0
 
 

@@ -138,7 +138,10 @@ def calibrate(
         side = feed_side(first.data)
         first_data = first.data
         stream = itertools.chain([first], stream)
-    prepared = prepare(model, size=side)
+    try:
+        prepared = prepare(model, size=side)
+    except ModelError as exc:  # the opset upgrade's check runs the model at that size first
+        raise size_hint(exc, config.preprocess.input_size) from exc
     wanted = observed_tensors(prepared.model)
     through = seen_through_clips(prepared.model, wanted)
     observed = {name: axis for name, axis in wanted.items() if name not in through}
