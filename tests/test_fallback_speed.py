@@ -14,7 +14,7 @@ from quantkit import pipeline
 from quantkit.calib.table import load
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
 from quantkit.graph.prepare import prepare
-from quantkit.planner import fallback
+from quantkit.planner import fallback, screening
 from quantkit.planner.core import plan
 from quantkit.results import CalibrationTable, TensorStats
 from tests.conftest import SIZE, conv_params, make_model, save
@@ -75,14 +75,14 @@ def test_screening_runs_fit_the_budget_of_multiply_adds() -> None:
     model, reference = _one_conv(), [{}] * 8
     per_element = 3 * 3 * 3  # one 3x3 Conv over 3 channels
     cheap = _table(1000)
-    assert fallback.macs_per_sample(model, cheap) == pytest.approx(per_element * 1000)
+    assert screening.macs_per_sample(model, cheap) == pytest.approx(per_element * 1000)
     assert fallback.screening_runs(model, cheap, reference) == 8
-    fits_three = int(fallback.SCREEN_MACS / per_element / 3.5)
+    fits_three = int(screening.SCREEN_MACS / per_element / 3.5)
     assert fallback.screening_runs(model, _table(fits_three), reference) == 3
-    expensive = _table(int(fallback.SCREEN_MACS))  # one sample is over the budget alone
-    assert fallback.screening_runs(model, expensive, reference) == fallback.MIN_SCREEN_RUNS
+    expensive = _table(int(screening.SCREEN_MACS))  # one sample is over the budget alone
+    assert fallback.screening_runs(model, expensive, reference) == screening.MIN_SCREEN_RUNS
     # unknown cost, or runs of several samples (a fixed batch): every run
-    assert fallback.screening_runs(model, _table(int(fallback.SCREEN_MACS), meta=False), reference) == 8
+    assert fallback.screening_runs(model, _table(int(screening.SCREEN_MACS), meta=False), reference) == 8
     assert fallback.screening_runs(model, expensive, [{}] * 2) == 2
 
 
@@ -162,9 +162,9 @@ def test_screening_on_fewer_samples_decides_on_all_of_them(
     monkeypatch.setattr(fallback, "screening_runs", on_all)
     plan_all, steps_all, _ = fallback.search(prepared, table, config, 60.0, 2)
     assert table.samples is not None and runs == [len(table.samples)]  # a tiny model screens on all
-    monkeypatch.setattr(fallback, "SCREEN_MACS", 1.0)
+    monkeypatch.setattr(screening, "SCREEN_MACS", 1.0)
     plan_few, steps_few, _ = fallback.search(prepared, table, config, 60.0, 2)
-    assert runs[-1] == fallback.MIN_SCREEN_RUNS
+    assert runs[-1] == screening.MIN_SCREEN_RUNS
     assert [s.node for s in steps_few] == [s.node for s in steps_all]
     assert [s.sqnr_db for s in steps_few] == [s.sqnr_db for s in steps_all]
     assert plan_few == plan_all

@@ -41,6 +41,7 @@ from quantkit.pipeline.writing import (
 )
 from quantkit.planner import fallback, fp16_checks
 from quantkit.planner import fp16_plan as fp16_planner
+from quantkit.planner.screening import screening_runs
 from quantkit.planner.suffix_screen import SuffixScreen
 from quantkit.results import Feed, feed_take
 
@@ -97,7 +98,7 @@ def convert_float16(
     memo = fallback.SqnrMemo()  # the model the fallback measures last is the one the smoke test checks
     searched: tuple[str, ...] = ()
     if goal > 0:
-        screen = len(reference) if table is None else fallback.screening_runs(inferred, table, reference)
+        screen = len(reference) if table is None else screening_runs(inferred, table, reference)
         decided, searched = _float16_fallback(
             inferred, decided, samples, reference, goal, config, progress, memo, target, screen
         )
@@ -198,7 +199,7 @@ def _float16_fallback(
     """Below target dB on the samples (the table's: --min-sqnr; synthetic: the floor): keep float32, one at
     a time, the linear layers that recover the most output SQNR alone (ranked once), until it is met or
     max_float32_layers are kept. reference: FP32's outputs on the samples (Session.run_samples); the
-    layers are ranked on its first `screen` runs (fallback.screening_runs: PP-OCRv4's text detector at
+    layers are ranked on its first `screen` runs (planner.screening: PP-OCRv4's text detector at
     640x640 took 69 s ranking on 8 samples), each trial running only the layer and what follows it
     (planner.suffix_screen: 18 s -> 10 s there), and the plan measured whole on all. With the plan, the
     summary's line of what it measured and whether the target was met."""
