@@ -30,6 +30,7 @@ from quantkit.reports.formats import (
     grouped_findings,
     megabytes,
     percent,
+    preprocess_line,
     recall_text,
     reference_line,
     runtime_line,
@@ -61,20 +62,6 @@ def calibrate_lines(
     for note in notes:
         text.append(f"  {note}\n")
     return text
-
-
-def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
-    """The resolved preprocessing in one line (Preprocess.to_dict()), and where it came from."""
-
-    def values(key: str) -> str:
-        return ",".join(f"{v:g}" for v in pre.get(key, []))
-
-    order = "BGR" if pre.get("bgr") else "RGB" if pre.get("channels", 3) == 3 else "gray"
-    origin = f" ({source})" if source else ""
-    return (
-        f"preprocessing{origin}: {pre.get('height')}x{pre.get('width')} {pre.get('layout')} {order}, resize "
-        f"{pre.get('resize')}, mean {values('mean')}, std {values('std')} (0-255 units)"
-    )
 
 
 def convert_table(summary: ConvertSummary, output: str) -> RenderableType:

@@ -6,6 +6,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from quantkit.outcomes import ComparisonResult, Finding, GateResult, OutputMetrics, ShrinkResult
 from quantkit.results import FallbackStep
@@ -160,3 +161,17 @@ def grouped_findings(findings: tuple[Finding, ...]) -> list[tuple[str, str, str]
         ops = "/".join(dict.fromkeys(f.op_type for f in members))
         rows.append((rule, f"{len(members)} x {ops}: {names}", message))
     return rows
+
+
+def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
+    """The resolved preprocessing in one line (Preprocess.to_dict()), and where it came from."""
+
+    def values(key: str) -> str:
+        return ",".join(f"{v:g}" for v in pre.get(key, []))
+
+    order = "BGR" if pre.get("bgr") else "RGB" if pre.get("channels", 3) == 3 else "gray"
+    return (
+        f"preprocessing{f' ({source})' if source else ''}: {pre.get('height')}x{pre.get('width')} "
+        f"{pre.get('layout')} {order}, resize "
+        f"{pre.get('resize')}, mean {values('mean')}, std {values('std')} (0-255 units)"
+    )
