@@ -43,6 +43,7 @@ def preprocess_from(spec: dict[str, Any]) -> Preprocess:
         std=tuple(spec["std"]),
         bgr=bool(spec["bgr"]),
         resize=ResizeMode(spec["resize"]),
+        pad=float(spec.get("pad", 114.0)),
     )
 
 

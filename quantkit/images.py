@@ -184,6 +184,7 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
         std=_per_channel(options.std or std, channels),
         bgr=options.bgr,
         resize=options.resize,
+        pad=LETTERBOX_PAD if options.pad is None else options.pad,
     )
 
 
@@ -316,7 +317,7 @@ def _resize(image: Image.Image, pre: Preprocess) -> Image.Image:
     if pre.resize in (ResizeMode.letterbox, ResizeMode.letterbox_center):
         ratio = min(height / image.height, width / image.width)
         new_w, new_h = max(1, int(image.width * ratio)), max(1, int(image.height * ratio))
-        fill = (int(LETTERBOX_PAD),) * (1 if image.mode == "L" else 3)
+        fill = (round(pre.pad),) * (1 if image.mode == "L" else 3)
         canvas = Image.new(image.mode, (width, height), fill if image.mode != "L" else fill[0])
         centred = pre.resize is ResizeMode.letterbox_center
         corner = ((width - new_w) // 2, (height - new_h) // 2) if centred else (0, 0)

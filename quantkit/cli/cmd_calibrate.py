@@ -16,6 +16,7 @@ from quantkit.cli.options import (
     InputsOpt,
     MeanOpt,
     NumImagesOpt,
+    PadOpt,
     PresetOpt,
     RayOpt,
     ResizeOpt,
@@ -49,6 +50,7 @@ def calibrate(
     std: StdOpt = None,
     bgr: BgrOpt = None,
     resize: ResizeOpt = None,
+    pad: PadOpt = None,
     input_size: SizeOpt = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Images per run (models with a dynamic batch).")
@@ -72,7 +74,7 @@ def calibrate(
         raise ConfigError("calibrate reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
     config = CalibrateConfig(
         images=ImageSelection(images or Path("."), num_images, seed),
-        preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size),
+        preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size, pad),
         batch_size=batch_size,
         bins=bins,
     )

@@ -29,6 +29,7 @@ from quantkit.cli.options import (
     InputsOpt,
     MeanOpt,
     NumImagesOpt,
+    PadOpt,
     PresetOpt,
     RayOpt,
     ResizeOpt,
@@ -87,6 +88,7 @@ def compare(
     std: StdOpt = None,
     bgr: BgrOpt = None,
     resize: ResizeOpt = None,
+    pad: PadOpt = None,
     input_size: SizeOpt = None,
     inputs: InputsOpt = None,
 ) -> None:
@@ -109,12 +111,13 @@ def compare(
         "std": std,
         "bgr": bgr,
         "resize": resize,
+        "pad": pad,
         "input_size": input_size,
     }
     given = frozenset(name for name, value in flags.items() if value is not None)
     config = CompareConfig(
         images=ImageSelection(images or Path("."), num_images, seed),
-        preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size),
+        preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size, pad),
         labels=labels,
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
         runtime=runtime,

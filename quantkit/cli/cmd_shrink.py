@@ -31,6 +31,7 @@ from quantkit.cli.options import (
     MeanOpt,
     MethodOpt,
     NumImagesOpt,
+    PadOpt,
     PreferOpt,
     PresetOpt,
     RayOpt,
@@ -140,6 +141,7 @@ def shrink(
     std: StdOpt = None,
     bgr: BgrOpt = None,
     resize: ResizeOpt = None,
+    pad: PadOpt = None,
     input_size: SizeOpt = None,
 ) -> None:
     """Calibrate (or reuse a cached table), convert to INT8 and compare in one step, with gates that set
@@ -159,7 +161,7 @@ def shrink(
     from quantkit.reports import console
     from quantkit.reports.formats import shrink_warnings
 
-    preprocess = preprocess_options(preset, mean, std, bgr, resize, input_size)
+    preprocess = preprocess_options(preset, mean, std, bgr, resize, input_size, pad)
     config = ShrinkConfig(
         calibration=CalibrateConfig(ImageSelection(images, num_images, seed), preprocess),
         convert=ConvertConfig(

@@ -155,7 +155,16 @@ ResizeOpt = Annotated[
     typer.Option(
         "--resize",
         help="crop: shorter side to size/0.875 then centre crop; squash; letterbox: aspect kept, image at "
-        "the top-left, pad 114 (YOLOX); letterbox-center: the same, centred (Ultralytics YOLOv5/v8/11).",
+        "the top-left, padded with --pad (114: YOLOX); letterbox-center: the same, centred (Ultralytics).",
+    ),
+]
+
+PadOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--pad",
+        help="letterbox: the padding's fill, a pixel value 0-255 [default: 114]; 0 where the model's own "
+        "code pads with black (cv2.copyMakeBorder's default).",
     ),
 ]
 
@@ -194,6 +203,7 @@ def preprocess_options(
     bgr: bool | None,
     resize: ResizeMode | None,
     input_size: str | None,
+    pad: float | None = None,
 ) -> Any:
     from quantkit.config import PreprocessOptions
 
@@ -204,4 +214,5 @@ def preprocess_options(
         bgr=bool(bgr),
         resize=resize or ResizeMode.crop,
         input_size=parse_size(input_size),
+        pad=pad,
     )

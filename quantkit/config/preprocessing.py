@@ -34,7 +34,7 @@ PRESETS: dict[Preset, tuple[tuple[float, float, float], tuple[float, float, floa
 class ResizeMode(str, Enum):
     crop = "crop"  # shorter side to size/0.875, center crop
     squash = "squash"  # resize to size, ignoring aspect ratio
-    letterbox = "letterbox"  # keep aspect ratio, pad with 114 at the bottom/right (YOLOX convention)
+    letterbox = "letterbox"  # keep aspect ratio, pad (114, --pad) at the bottom/right (YOLOX convention)
     letterbox_center = "letterbox-center"  # the same, the image centred (Ultralytics YOLOv5/v8/11)
 
 
@@ -52,6 +52,11 @@ LETTERBOX_PAD = 114.0
 MAX_INPUT_PIXELS = 8192 * 8192
 
 
+def check_pad(pad: float) -> None:
+    if not (math.isfinite(pad) and 0.0 <= pad <= 255.0):
+        raise ConfigError(f"--pad takes a pixel value from 0 to 255 (the letterbox's fill); got {pad:g}")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an image file becomes one model input sample. Fully resolved: every field is known."""
@@ -64,8 +69,10 @@ class Preprocess:
     std: tuple[float, ...] = PRESETS[Preset.imagenet][1]
     bgr: bool = False
     resize: ResizeMode = ResizeMode.crop
+    pad: float = LETTERBOX_PAD  # the letterbox's fill, a 0-255 pixel value (rapid-table pads with 0)
 
     def __post_init__(self) -> None:
+        check_pad(self.pad)
         if self.height < 1 or self.width < 1:
             raise ConfigError(f"input size {self.height}x{self.width} is not positive; pass --input-size HxW")
         if self.height * self.width > MAX_INPUT_PIXELS:
@@ -103,6 +110,7 @@ class Preprocess:
             "std": list(self.std),
             "bgr": self.bgr,
             "resize": self.resize.value,
+            "pad": self.pad,
         }
 
     @classmethod
@@ -117,6 +125,7 @@ class Preprocess:
                 std=tuple(float(v) for v in data["std"]),
                 bgr=bool(data["bgr"]),
                 resize=ResizeMode(data["resize"]),
+                pad=float(data.get("pad", LETTERBOX_PAD)),  # tables before --pad: 114
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"the recorded preprocessing is malformed ({exc}); recalibrate") from exc
@@ -132,6 +141,7 @@ class PreprocessOptions:
     bgr: bool = False
     resize: ResizeMode = ResizeMode.crop
     input_size: tuple[int, int] | None = None
+    pad: float | None = None  # None: LETTERBOX_PAD
 
     def __post_init__(self) -> None:
         """Strings for the choices and lists for the numbers are accepted (the Python API)."""
@@ -145,6 +155,9 @@ class PreprocessOptions:
         if self.input_size is not None:
             height, width = (int(v) for v in self.input_size)
             object.__setattr__(self, "input_size", (height, width))
+        if self.pad is not None:
+            check_pad(float(self.pad))
+            object.__setattr__(self, "pad", float(self.pad))
 
 
 @dataclass(frozen=True)

@@ -412,7 +412,7 @@ def _overridable_weights(reference: onnx.ModelProto, candidate: onnx.ModelProto)
     )
 
 
-PREPROCESS_OPTIONS = frozenset({"preset", "mean", "std", "bgr", "resize", "input_size"})
+PREPROCESS_OPTIONS = frozenset({"preset", "mean", "std", "bgr", "resize", "input_size", "pad"})
 
 
 def over_recorded(
@@ -436,6 +436,7 @@ def over_recorded(
             bgr=kept("bgr", recorded.bgr),
             resize=kept("resize", recorded.resize),
             input_size=kept("input_size", (recorded.height, recorded.width)),
+            pad=kept("pad", recorded.pad),
         ),
         spec,
     )

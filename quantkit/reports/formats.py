@@ -170,8 +170,10 @@ def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
         return ",".join(f"{v:g}" for v in pre.get(key, []))
 
     order = "BGR" if pre.get("bgr") else "RGB" if pre.get("channels", 3) == 3 else "gray"
+    pad = pre.get("pad", 114.0)  # said where it is not the default
+    fill = f" (pad {pad:g})" if str(pre.get("resize")).startswith("letterbox") and pad != 114.0 else ""
     return (
         f"preprocessing{f' ({source})' if source else ''}: {pre.get('height')}x{pre.get('width')} "
         f"{pre.get('layout')} {order}, resize "
-        f"{pre.get('resize')}, mean {values('mean')}, std {values('std')} (0-255 units)"
+        f"{pre.get('resize')}{fill}, mean {values('mean')}, std {values('std')} (0-255 units)"
     )
