@@ -293,13 +293,14 @@ def sensitivity_table(result: SensitivityReport) -> RenderableType:
             f"{100 * row.recovered:.0f}%",
         )
     lines = Text()
+    best = max(result.cumulative, key=lambda c: (c[1], -c[0]))[0] if result.cumulative else 0
     for k, db, recovered in result.cumulative:
         names = ", ".join(r.node for r in result.layers[:k])
+        worse = f" (no better than the top {best}, which --write-exclusions keeps)" if k > best else ""
         lines.append(
             f"keeping {'this layer' if k == 1 else f'these {k} layers'} in float recovers "
             f"{100 * recovered:.0f}% of the error (output {decibels(result.int8_output_sqnr_db)} -> "
-            f"{decibels(db)}): "
-            f"{names}\n"
+            f"{decibels(db)}){worse}: {names}\n"
         )
     lines.append(f"measured in {result.seconds:.1f} s, rebalancing off")
     return Group(table, Text(""), lines)
