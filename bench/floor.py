@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,36 +19,15 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.child import PEAK_PREFIX, own_peak_mb
-from quantkit.config import ImageSelection, Layout, Preprocess, ResizeMode
+from quantkit.config import ImageSelection, Preprocess
 from quantkit.images import ImageLoader, select_images
 
 BATCH = 8  # calibrate's default batch
 
 
-def preprocess_spec(pre: Preprocess) -> dict[str, Any]:
-    """A resolved Preprocess as JSON, for the job (read back by preprocess_from)."""
-    spec = asdict(pre)
-    spec.update(layout=pre.layout.value, resize=pre.resize.value)
-    return spec
-
-
-def preprocess_from(spec: dict[str, Any]) -> Preprocess:
-    return Preprocess(
-        height=int(spec["height"]),
-        width=int(spec["width"]),
-        channels=int(spec["channels"]),
-        layout=Layout(spec["layout"]),
-        mean=tuple(spec["mean"]),
-        std=tuple(spec["std"]),
-        bgr=bool(spec["bgr"]),
-        resize=ResizeMode(spec["resize"]),
-        pad=float(spec.get("pad", 114.0)),
-    )
-
-
 def run(job: dict[str, Any]) -> dict[str, int]:
     """Decode, preprocess and run every selected image once; how many images and batches that was."""
-    pre = preprocess_from(job["preprocess"])
+    pre = Preprocess.from_dict(job["preprocess"])
     paths = select_images(ImageSelection(Path(job["images"]), job["num_images"], job.get("seed", 0)))
     session = ort.InferenceSession(job["model"], providers=["CPUExecutionProvider"])
     first = session.get_inputs()[0]

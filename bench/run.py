@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bench import floor, formats, measure, report
+from bench import formats, measure, report
 from bench.child import ChildResult, memory_total_bytes, run_child
 from bench.models import ASSETS, MODELS, RESNET, BenchModel, preprocess_spec
 from bench.resnet import build as build_resnet
@@ -127,7 +127,7 @@ def _quantkit(
         "images": images,
         "num_images": count,
         "seed": SEED,
-        "preprocess": floor.preprocess_spec(pre),
+        "preprocess": pre.to_dict(),
     }
     floor_cost = run_child(floor_job, s.memory_limit, s.timeout, module="bench.floor")
     beside = floor_row(count, calib, floor_cost)

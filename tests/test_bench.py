@@ -194,8 +194,8 @@ def test_floor_decodes_and_runs_every_selected_image_in_its_own_process(
     tmp_path: Path, image_dir: Path
 ) -> None:
     model = tiny_cnn(tmp_path / "cnn.onnx")
-    spec = floor.preprocess_spec(Preprocess(height=16, width=16))
-    assert floor.preprocess_from(json.loads(json.dumps(spec))) == Preprocess(height=16, width=16)
+    spec = Preprocess(height=16, width=16).to_dict()
+    assert Preprocess.from_dict(json.loads(json.dumps(spec))) == Preprocess(height=16, width=16)
     job = {"model": str(model), "images": str(image_dir), "num_images": 20, "seed": 1, "preprocess": spec}
     assert floor.run(job) == {"images": 20, "batches": 3}  # batches of 8: 8 + 8 + 4
     cost = run_child(job, 2**34, 120, module="bench.floor")
