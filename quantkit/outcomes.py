@@ -245,6 +245,12 @@ class SensitivityReport:
         """Every figure, JSON-ready: the record the CLI writes (--json, report.json)."""
         return sensitivity_record(self)
 
+    def best_together(self, most: int) -> int | None:
+        """Of the top-k sets kept float together (k <= most), the k that measured best, the fewest on a
+        tie; None where none was measured."""
+        measured = [(k, db) for k, db, _ in self.cumulative if k <= most]
+        return max(measured, key=lambda m: (m[1], -m[0]))[0] if measured else None
+
 
 @dataclass(frozen=True)
 class GateResult:

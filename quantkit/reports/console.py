@@ -293,7 +293,7 @@ def sensitivity_table(result: SensitivityReport) -> RenderableType:
             f"{100 * row.recovered:.0f}%",
         )
     lines = Text()
-    best = max(result.cumulative, key=lambda c: (c[1], -c[0]))[0] if result.cumulative else 0
+    best = result.best_together(len(result.layers)) or 0
     for k, db, recovered in result.cumulative:
         names = ", ".join(r.node for r in result.layers[:k])
         worse = f" (no better than the top {best}, which --write-exclusions keeps)" if k > best else ""

@@ -29,7 +29,8 @@ def exclusions_file(result: SensitivityReport, keep: int, model: str) -> str:
     recogniser's top 3 together measured 5.59 dB, below its top 1 alone (7.48 dB); all 3 were written."""
     measured = [(k, db) for k, db, _ in result.cumulative if k <= keep]
     top = min(keep, len(result.layers))
-    count = max(measured, key=lambda m: (m[1], -m[0]))[0] if measured else top
+    best = result.best_together(keep)
+    count = top if best is None else best
     header = (
         f"# quantkit sensitivity of {model}: the {count} layers whose float recovers the most output error"
     )
