@@ -29,6 +29,11 @@ def class_views(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: class_view(value) for name, value in outputs.items()}
 
 
+def has_class_scores(output: np.ndarray) -> bool:
+    """[N, C] scores or [N, T, C] class probabilities (class_view's form): what top-1 agreement reads."""
+    return is_classification(output) or is_class_sequence(output)
+
+
 def is_class_sequence(output: np.ndarray) -> bool:
     """A [N, T, C] output of class probabilities at each of T positions (C >= 2, every row in [0, 1] and
     summing to 1): a text recognizer's softmax. Top-1 agreement then counts positions."""
@@ -99,7 +104,7 @@ class OutputErrors:
         norms = np.linalg.norm(flat_r, axis=1) * np.linalg.norm(flat_c, axis=1)
         dots = np.sum(flat_r * flat_c, axis=1)
         self.cosines.extend(np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0).tolist())
-        self.classification = self.classification and (is_classification(ref) or is_class_sequence(ref))
+        self.classification = self.classification and has_class_scores(ref)
         if self.classification and not self.labels:
             positions = ref.shape[1] if ref.ndim == 3 else 1
             rows_r, rows_c = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, ref.shape[-1])

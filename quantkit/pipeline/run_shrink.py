@@ -20,7 +20,7 @@ from quantkit.calib import table as table_io
 from quantkit.config import ShrinkConfig
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
-from quantkit.evaluate.metrics import class_view, is_class_sequence, is_classification
+from quantkit.evaluate.metrics import class_view, has_class_scores
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
@@ -126,7 +126,7 @@ def _check_drop_measurable(model_path: Path, config: ShrinkConfig, table: Calibr
     if table.samples is None:
         return
     value = Session.of(model_io.load_model(model_path)).run_batch(feed_take(table.samples, 0, 1))[first.name]
-    if not (is_classification(class_view(value)) or is_class_sequence(value)):
+    if not has_class_scores(class_view(value)):
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first.name!r} "
             f"{list(value.shape)} holds no class scores (an [N, C] output, or [N, T, C] probabilities): give "

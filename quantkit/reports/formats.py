@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from quantkit.config import LETTERBOX_PAD
 from quantkit.outcomes import ComparisonResult, Finding, GateResult, OutputMetrics, ShrinkResult
 from quantkit.results import FallbackStep
 
@@ -170,8 +171,10 @@ def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
         return ",".join(f"{v:g}" for v in pre.get(key, []))
 
     order = "BGR" if pre.get("bgr") else "RGB" if pre.get("channels", 3) == 3 else "gray"
-    pad = pre.get("pad", 114.0)  # said where it is not the default
-    fill = f" (pad {pad:g})" if str(pre.get("resize")).startswith("letterbox") and pad != 114.0 else ""
+    pad = pre.get("pad", LETTERBOX_PAD)  # said where it is not the default
+    fill = (
+        f" (pad {pad:g})" if str(pre.get("resize")).startswith("letterbox") and pad != LETTERBOX_PAD else ""
+    )
     return (
         f"preprocessing{f' ({source})' if source else ''}: {pre.get('height')}x{pre.get('width')} "
         f"{pre.get('layout')} {order}, resize "
