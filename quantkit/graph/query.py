@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -188,6 +188,16 @@ def captured(node: onnx.NodeProto) -> set[str]:
             names.update(inner.input)
             pending.extend(_subgraphs(inner))
     return names
+
+
+def graphs_within(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """The graph and every If/Loop/Scan body in it, at any depth."""
+    pending = [graph]
+    while pending:
+        current = pending.pop()
+        yield current
+        for node in current.node:
+            pending.extend(_subgraphs(node))
 
 
 def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:

@@ -12,12 +12,13 @@ change; the commands refuse it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from quantkit.graph.query import graphs_within
 
 HALF = frozenset({onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
 FLOAT = onnx.TensorProto.FLOAT
@@ -48,16 +49,15 @@ def widen(model: onnx.ModelProto) -> Widened:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     weights = casts = 0
-    for graph in _graphs(out.graph):
+    for graph in graphs_within(out.graph):
         for tensor in graph.initializer:
             weights += _widen_tensor(tensor)
-        for value in [*graph.input, *graph.output, *graph.value_info]:
-            tensor_type = value.type.tensor_type
-            if tensor_type.elem_type in HALF:
-                tensor_type.elem_type = FLOAT
+        for value in _values(graph):
+            if value.type.tensor_type.elem_type in HALF:
+                value.type.tensor_type.elem_type = FLOAT
         for node in graph.node:
             for attr in node.attribute:
-                if attr.name in TYPE_ATTRIBUTES and attr.type == onnx.AttributeProto.INT and attr.i in HALF:
+                if _names_half(attr):
                     attr.i = FLOAT
                     casts += 1
                 elif attr.type == onnx.AttributeProto.TENSOR:
@@ -66,19 +66,25 @@ def widen(model: onnx.ModelProto) -> Widened:
 
 
 def _has_half(model: onnx.ModelProto) -> bool:
-    for graph in _graphs(model.graph):
-        if any(t.data_type in HALF for t in graph.initializer):
+    """Whether widen would change anything: a 16-bit tensor, declared type or type attribute."""
+    for graph in graphs_within(model.graph):
+        tensors = [*graph.initializer, *(a.t for n in graph.node for a in n.attribute if a.HasField("t"))]
+        if any(t.data_type in HALF for t in tensors):
             return True
-        values = [*graph.input, *graph.output, *graph.value_info]
-        if any(v.type.tensor_type.elem_type in HALF for v in values):
+        if any(v.type.tensor_type.elem_type in HALF for v in _values(graph)):
             return True
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.name in TYPE_ATTRIBUTES and attr.type == onnx.AttributeProto.INT and attr.i in HALF:
-                    return True
-                if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type in HALF:
-                    return True
+        if any(_names_half(a) for n in graph.node for a in n.attribute):
+            return True
     return False
+
+
+def _values(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    return [*graph.input, *graph.output, *graph.value_info]
+
+
+def _names_half(attr: onnx.AttributeProto) -> bool:
+    """A Cast's `to` or a generator's `dtype` naming a 16-bit float."""
+    return attr.name in TYPE_ATTRIBUTES and attr.type == onnx.AttributeProto.INT and attr.i in HALF
 
 
 def _widen_tensor(tensor: onnx.TensorProto) -> int:
@@ -89,16 +95,3 @@ def _widen_tensor(tensor: onnx.TensorProto) -> int:
     value = numpy_helper.to_array(tensor).astype(np.float32)
     tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
     return 1
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """The graph and every If/Loop/Scan body in it, at any depth."""
-    pending = [graph]
-    while pending:
-        current = pending.pop()
-        yield current
-        for node in current.node:
-            for attr in node.attribute:
-                if attr.HasField("g"):
-                    pending.append(attr.g)
-                pending.extend(attr.graphs)
