@@ -208,11 +208,12 @@ def _ints(index: GraphIndex, node: onnx.NodeProto, name: str, default: list[int]
 def _chunks(layers: Mapping[str, Layer], inputs: Mapping[str, int | None] | None = None) -> list[list[str]]:
     """The layers in groups whose second moments fit MOMENT_BYTES together and whose inputs (`inputs`:
     float32 bytes a sample, None where not known) fit RUN_BYTES a run: one pass over the samples each."""
+    inputs = inputs or {}
     chunks: list[list[str]] = [[]]
     held = read = 0
     for name, layer in layers.items():
         size = layer.groups * layer.columns**2 * 8
-        reads = (inputs or {}).get(name) or 0
+        reads = inputs.get(name) or 0
         if chunks[-1] and (held + size > MOMENT_BYTES or read + reads > RUN_BYTES):
             chunks.append([])
             held = read = 0
