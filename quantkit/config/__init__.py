@@ -244,6 +244,9 @@ class DetectorHead(str, Enum):
     yolox = "yolox"  # raw YOLOX head: cell offsets and log sizes over the stride 8, 16, 32 grids
     yolov8 = "yolov8"  # Ultralytics YOLOv8/11: [N, 4 + C, A], boxes in pixels, class scores, no objectness
     db = "db"  # a DB text detector's probability map [N, 1, H, W] (PaddleOCR's): text boxes read from it
+    # an end-to-end head [N, K, 6 + E] listing its final detections (x0, y0, x1, y1, score, class):
+    # YOLOv10, YOLO26, Ultralytics exports with NMS
+    end2end = "end2end"
 
 
 class Runtime(str, Enum):
@@ -351,7 +354,9 @@ class AccuracyBudget:
     def __post_init__(self) -> None:
         object.__setattr__(self, "metric", as_enum(BudgetMetric, self.metric, "--metric"))
         if self.metric is BudgetMetric.boxes and self.detector is None:
-            raise ConfigError("--metric boxes needs --detector yolo|yolox to read the boxes")
+            raise ConfigError(
+                "--metric boxes needs --detector yolo|yolox|yolov8|db|end2end to read the boxes"
+            )
         if not 0.0 <= self.max_drop <= 100.0:
             raise ConfigError(f"--max-drop is in points (0-100), got {self.max_drop}")
         if self.max_trials < 1 or self.timeout_s <= 0:

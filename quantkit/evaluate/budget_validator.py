@@ -16,6 +16,7 @@ import numpy as np
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import decode_grid, head_masks, label_of, require_sizes
+from quantkit.evaluate.end2end import is_listed_head, listed_detections, require_listed
 from quantkit.evaluate.metrics import (
     Detections,
     anchors_last,
@@ -58,7 +59,7 @@ class ChunkReference:
 
     def counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
         """(points lost, out of) on this chunk: integers, so chunks add up exactly in any grouping."""
-        if self.metric is BudgetMetric.boxes:
+        if self.metric is BudgetMetric.boxes or _listed(self.metric, self.detector):
             return self._boxes_counts(candidate, batches)
         lost = total = 0
         for batch, (ref, ref_mask), labels in zip(batches, self.summaries, self.labels, strict=True):
@@ -83,7 +84,9 @@ class ChunkReference:
         return without_masks(read_as(candidate.run_batch(batch.data), self.detector)[self.output], self.masks)
 
     def _boxes_counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
-        """FP32's final boxes the candidate misses plus the boxes it adds, and FP32's boxes."""
+        """FP32's final boxes the candidate misses plus the boxes it adds (recall of an end-to-end head's:
+        only those it misses), and FP32's boxes."""
+        added = self.metric is BudgetMetric.boxes
         differences = total = 0
         for batch, reference in zip(batches, self.final, strict=True):
             out = self._scored(candidate, batch)
@@ -91,7 +94,7 @@ class ChunkReference:
                 found, extra, _ = match_boxes(
                     ref, _final(one, self.threshold, self.grid, self.detector), self.threshold
                 )
-                differences += len(ref[0]) - found + extra
+                differences += len(ref[0]) - found + (extra if added else 0)
                 total += len(ref[0])
         return differences, total
 
@@ -130,12 +133,14 @@ class Validator:
                         assert detector is not None
                         self.grid = decode_grid(detector, input_size, outputs[output].shape[1])
                 ref = outputs[output]
-                if metric in (BudgetMetric.recall, BudgetMetric.boxes) and detector is not DetectorHead.db:
+                if _listed(metric, detector):
+                    require_listed(output, ref)
+                elif metric in (BudgetMetric.recall, BudgetMetric.boxes) and detector is not DetectorHead.db:
                     masks = head_masks(output, ref, outputs, detector or DetectorHead.yolo)
                     ref = without_masks(ref, masks)
                     if detector is not None:
                         require_sizes(output, ref, threshold, detector)
-                if metric is BudgetMetric.boxes:
+                if metric is BudgetMetric.boxes or _listed(metric, detector):
                     final.append([_final(one, threshold, self.grid, detector) for one in ref])
                 elif metric is BudgetMetric.recall:
                     summaries.append(_detected(ref, threshold, detector))
@@ -197,7 +202,14 @@ def _final(
     """One image's final boxes: a head's [A, 5 + C] after threshold and NMS, or a map's [H, W] text boxes."""
     if detector is DetectorHead.db:
         return text_boxes(one, threshold)
+    if detector is DetectorHead.end2end:
+        return listed_detections(one, threshold)
     return final_detections(one, threshold, grid)
+
+
+def _listed(metric: BudgetMetric, detector: DetectorHead | None) -> bool:
+    """An end-to-end head's detection metric: its listed final boxes stand for the anchors too."""
+    return detector is DetectorHead.end2end and metric in (BudgetMetric.recall, BudgetMetric.boxes)
 
 
 def drop_of(counts: Iterable[tuple[int, int]]) -> float:
@@ -221,11 +233,7 @@ def _choose(
     probability maps [N, H, W]."""
     boxes = detector is not None
     sequences = {n for n, v in outputs.items() if is_class_sequence(v)}  # a recognizer's, not a head
-    heads = [
-        n
-        for n, v in outputs.items()
-        if (is_probability_map(v) if detector is DetectorHead.db else is_yolo_head(v)) and n not in sequences
-    ]
+    heads = [n for n, v in outputs.items() if _is_head(v, detector) and n not in sequences]
     scores = [n for n, v in outputs.items() if is_classification(v) or n in sequences]
     per_image = [n for n in scores if n not in sequences]  # labels give one class an image
     detection = (BudgetMetric.recall, BudgetMetric.boxes)
@@ -242,6 +250,8 @@ def _choose(
         shape = (
             "[N, 1, H, W] probabilities (a text detector's map)"
             if metric in detection and detector is DetectorHead.db
+            else "[N, K, x0 y0 x1 y1 score class] (an end-to-end head's detections)"
+            if metric in detection and detector is DetectorHead.end2end
             else "[N, anchors, 5 + classes] (or [N, 4 + classes, anchors] with --detector yolov8)"
             if metric in detection
             else "[N, classes]"
@@ -250,3 +260,12 @@ def _choose(
         )
         raise ConfigError(f"--metric {metric.value} needs an output shaped {shape}; none has that shape")
     return metric, wanted[0]
+
+
+def _is_head(output: np.ndarray, detector: DetectorHead | None) -> bool:
+    """output is what `detector` reads: a map, a list of final detections, or a YOLO-style head."""
+    if detector is DetectorHead.db:
+        return is_probability_map(output)
+    if detector is DetectorHead.end2end:
+        return is_listed_head(output)
+    return is_yolo_head(output)

@@ -11,6 +11,7 @@ import numpy as np
 
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError, ModelError
+from quantkit.evaluate.end2end import ListedBoxes, ListedRecall, is_listed_head, require_listed
 from quantkit.evaluate.metrics import (
     BoxAgreement,
     DetectionRecall,
@@ -103,6 +104,9 @@ class Comparison:
             if self.detector is DetectorHead.db:
                 self._text_map(name, ref_out[name], cand_out[name], threshold)
                 continue
+            if self.detector is DetectorHead.end2end:
+                self._listed(name, ref_out[name], cand_out[name], threshold)
+                continue
             ref, cand = (
                 head_rows(name, ref_out[name], self.detector),
                 head_rows(name, cand_out[name], self.detector),
@@ -132,6 +136,14 @@ class Comparison:
         ref, cand = map_view(ref), map_view(cand)
         self.recalls.setdefault(name, PixelRecall(threshold)).update(ref, cand)
         self.boxes.setdefault(name, TextBoxAgreement(threshold)).update(ref, cand)
+
+    def _listed(self, name: str, ref: np.ndarray, cand: np.ndarray, threshold: float) -> None:
+        """An end-to-end head's output: the final detections it lists, where it is such a list."""
+        if not is_listed_head(ref):
+            return
+        require_listed(name, ref)
+        self.recalls.setdefault(name, ListedRecall(threshold)).update(ref, cand)
+        self.boxes.setdefault(name, ListedBoxes(threshold)).update(ref, cand)
 
     def merge(self, later: Comparison) -> None:
         """Add what `later` saw on the images after this one's."""
@@ -278,6 +290,8 @@ def head_layout(detector: DetectorHead) -> str:
         return "[N, 4 box + classes, anchors]"
     if detector is DetectorHead.db:
         return "[N, 1, H, W] with every value a probability (a DB text detector's map)"
+    if detector is DetectorHead.end2end:
+        return "[N, detections, x0 y0 x1 y1 score class]"
     return "[N, anchors, 4 box + objectness + classes]"
 
 
@@ -292,7 +306,11 @@ def detector_fields(
     if detector is None:
         if threshold is not None:
             flag = option.startswith("--")
-            heads = "yolo, yolox, yolov8 or db" if flag else "'yolo', 'yolox', 'yolov8' or 'db'"
+            heads = (
+                "yolo, yolox, yolov8, db or end2end"
+                if flag
+                else "'yolo', 'yolox', 'yolov8', 'db' or 'end2end'"
+            )
             score = "--score-threshold" if flag else "score_threshold"
             raise ConfigError(f"{score} scores a detector's boxes; give {option} {heads} with it")
         return {}
@@ -301,7 +319,8 @@ def detector_fields(
         raise ConfigError(
             f"{option} knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
             f"[N, anchors, 4 box + objectness + classes], 'yolov8' ([N, 4 box + classes, anchors]) and "
-            f"'db' (a text detector's probability map [N, 1, H, W]); got {detector!r}"
+            f"'db' (a text detector's probability map [N, 1, H, W]) and 'end2end' (final detections "
+            f"[N, K, x0 y0 x1 y1 score class]); got {detector!r}"
         )
     return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
 

@@ -1,0 +1,96 @@
+"""End-to-end detector heads: outputs that already list each image's final detections.
+
+YOLOv10, YOLO26 and every Ultralytics export with `nms=True` or `end2end` write [N, K, 6 + E]: per row a
+box (x0, y0, x1, y1) in input pixels, its score, its class index, and E extra values (mask coefficients,
+keypoints) that are not read here; rows are ranked by score (TopK) and padded with low scores. Their row
+order follows the scores, so a row's values say nothing of the same row in another model (an ISBN-region
+YOLO26's INT8 and FP16 outputs both measured under 5 dB against FP32 with the same boxes): only the
+boxes above the score are compared, matched as metrics.match_boxes matches any detector's final boxes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quantkit.errors import ConfigError
+from quantkit.evaluate.metrics import (
+    PROBABILITY_SLACK,
+    BoxAgreement,
+    DetectionRecall,
+    Detections,
+    anchors_last,
+    match_boxes,
+)
+
+LISTED_COLUMNS = 6  # x0, y0, x1, y1, score, class
+
+
+def is_listed_head(output: np.ndarray) -> bool:
+    """[N, K, 6 + E] with its rows along the middle axis."""
+    return output.ndim == 3 and output.shape[2] >= LISTED_COLUMNS and not anchors_last(output)
+
+
+def listed_detections(rows: np.ndarray, threshold: float) -> Detections:
+    """One image's detections above the score. rows: float [K, 6 + E] -> (boxes [D, 4] float64 corners,
+    class [D] int64, score [D]), by falling score (ties in row order)."""
+    score = rows[:, 4]
+    above = np.flatnonzero(score > threshold)
+    above = above[np.argsort(-score[above], kind="stable")]
+    return (
+        rows[above, :4].astype(np.float64),
+        np.rint(rows[above, 5]).astype(np.int64),
+        score[above],
+    )
+
+
+def require_listed(name: str, rows: np.ndarray) -> None:
+    """Refuse an output [N, K, 6 + E] whose rows are not (box, score in [0, 1], class index): read as
+    detections, a raw head's logits or a box's sizes there would count as scores and classes."""
+    score, cls = rows[..., 4], rows[..., 5]
+    if score.size and not (score.min() >= -PROBABILITY_SLACK and score.max() <= 1.0 + PROBABILITY_SLACK):
+        raise ConfigError(
+            f"output {name!r} holds scores from {score.min():.3g} to {score.max():.3g} in its fifth column, "
+            "where --detector end2end reads each row's score, a probability in [0, 1] (rows: x0 y0 x1 y1 "
+            "score class); leave --detector out to compare its values"
+        )
+    if cls.size and not (cls.min() >= 0 and np.array_equal(cls, np.rint(cls))):
+        raise ConfigError(
+            f"output {name!r} holds values that are not class indices in its sixth column, where "
+            "--detector end2end reads each row's class (rows: x0 y0 x1 y1 score class); leave --detector "
+            "out to compare its values"
+        )
+
+
+class ListedBoxes(BoxAgreement):
+    """BoxAgreement of heads [N, K, 6 + E] that list their final detections (no threshold step of the
+    head's own, no NMS: the model did both)."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__(threshold, None)
+
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        """ref, cand: float [N, K, 6 + E]."""
+        for one_ref, one_cand in zip(ref, cand, strict=True):
+            found, extra, borderline = listed_match(one_ref, one_cand, self.threshold)
+            self.reference += int(np.count_nonzero(one_ref[:, 4] > self.threshold))
+            self.found += found
+            self.extra += extra
+            self.borderline += borderline
+
+
+class ListedRecall(DetectionRecall):
+    """The reference's listed detections that the candidate also lists: what the anchors' recall is for a
+    raw head, here of the final boxes (an end-to-end head has no anchors to compare row by row)."""
+
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        """ref, cand: float [N, K, 6 + E]."""
+        for one_ref, one_cand in zip(ref, cand, strict=True):
+            found, extra, _ = listed_match(one_ref, one_cand, self.threshold)
+            self.reference += int(np.count_nonzero(one_ref[:, 4] > self.threshold))
+            self.found += found
+            self.extra += extra
+
+
+def listed_match(ref: np.ndarray, cand: np.ndarray, threshold: float) -> tuple[int, int, int]:
+    """metrics.match_boxes of one image's listed detections: (found, extra, borderline)."""
+    return match_boxes(listed_detections(ref, threshold), listed_detections(cand, threshold), threshold)

@@ -1,0 +1,199 @@
+"""End-to-end detector heads ([N, K, x0 y0 x1 y1 score class], YOLOv10 / YOLO26 / exports with NMS):
+their rows follow the scores, so they are compared by the boxes they list, never row by row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantkit.config import BudgetMetric, DetectorHead
+from quantkit.errors import ConfigError
+from quantkit.evaluate.budget_validator import Validator
+from quantkit.evaluate.compare import Comparison
+from quantkit.evaluate.end2end import listed_detections
+from quantkit.results import Batch
+from tests.helpers import assert_one_line_error, run
+
+Row = tuple[float, float, float, float, float, int]
+
+
+def _listed(rows: list[Row], k: int = 5) -> np.ndarray:
+    """Final detections (x0, y0, x1, y1, score, class) -> [K, 6], padded with rows scoring 0.001."""
+    out = np.zeros((k, 6), np.float32)
+    out[:, :4] = 0, 0, 10, 10
+    out[:, 4] = 0.001
+    for i, row in enumerate(rows):
+        out[i] = row
+    return out
+
+
+def test_listed_detections_keeps_rows_above_the_score_by_falling_score() -> None:
+    rows = _listed([(0, 0, 5, 5, 0.4, 2), (1, 1, 6, 6, 0.9, 0), (2, 2, 7, 7, 0.2, 1)])
+    boxes, cls, score = listed_detections(rows, 0.3)
+    np.testing.assert_array_equal(boxes, [[1, 1, 6, 6], [0, 0, 5, 5]])
+    np.testing.assert_array_equal(cls, [0, 2])
+    np.testing.assert_allclose(score, [0.9, 0.4])
+    assert cls.dtype == np.int64
+
+
+def test_rows_in_another_order_are_the_same_detections() -> None:
+    """A candidate whose scores moved a little lists its boxes in another order: every box is found,
+    though its rows measure far apart."""
+    ref = _listed([(0, 0, 50, 50, 0.90, 0), (100, 100, 150, 150, 0.85, 1), (10, 10, 40, 40, 0.5, 2)])
+    cand = _listed([(100, 100, 150, 150, 0.91, 1), (0, 0, 50, 50, 0.88, 0), (10, 10, 40, 40, 0.52, 2)])
+    comparison = Comparison(Path("."), None, 0.3, DetectorHead.end2end)
+    comparison.update(
+        Batch(np.zeros((1, 1), np.float32), (Path("a.jpg"),)), {"y": ref[None]}, {"y": cand[None]}
+    )
+    (metrics,), _, _, count = comparison.result()
+    assert count == 1
+    assert (metrics.boxes, metrics.boxes_found, metrics.boxes_extra) == (3, 3, 0)
+    assert metrics.detection_recall == 1.0 and metrics.detections == 3
+    assert metrics.sqnr_db < 10.0  # row by row, the same detections read as noise
+
+
+def test_a_moved_box_is_one_missed_and_one_added() -> None:
+    ref = _listed([(0, 0, 50, 50, 0.9, 0), (100, 100, 150, 150, 0.8, 1)])
+    cand = _listed([(0, 0, 50, 50, 0.9, 0), (100, 200, 150, 250, 0.8, 1)])
+    comparison = Comparison(Path("."), None, 0.3, DetectorHead.end2end)
+    comparison.update(
+        Batch(np.zeros((1, 1), np.float32), (Path("a.jpg"),)), {"y": ref[None]}, {"y": cand[None]}
+    )
+    (metrics,), _, _, _ = comparison.result()
+    assert (metrics.boxes, metrics.boxes_found, metrics.boxes_extra) == (2, 1, 1)
+    assert metrics.detection_recall == 0.5
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [(4, 3.5, "scores from"), (5, 0.5, "not class indices"), (5, -1.0, "not class indices")],
+)
+def test_rows_that_are_not_detections_are_refused(column: int, value: float, message: str) -> None:
+    rows = _listed([(0, 0, 50, 50, 0.9, 0)])
+    rows[1, column] = value
+    comparison = Comparison(Path("."), None, 0.3, DetectorHead.end2end)
+    with pytest.raises(ConfigError, match=message):
+        comparison.update(
+            Batch(np.zeros((1, 1), np.float32), (Path("a.jpg"),)), {"y": rows[None]}, {"y": rows[None]}
+        )
+
+
+class _Lists:
+    """A stand-in session: returns a fixed output per batch index, whatever the input."""
+
+    def __init__(self, outputs: list[np.ndarray]) -> None:
+        self.outputs = outputs
+
+    def run_batch(self, data: np.ndarray) -> dict[str, np.ndarray]:
+        return {"y": self.outputs[int(data[0, 0])]}
+
+
+def test_the_budget_counts_listed_boxes_missed_for_recall_and_added_too_for_boxes() -> None:
+    ref = [
+        _listed([(0, 0, 50, 50, 0.9, 0), (100, 100, 150, 150, 0.8, 1)])[None],
+        _listed([(0, 0, 50, 50, 0.7, 2)])[None],
+    ]
+    cand = [  # reordered, one box moved (missed + added), one added
+        _listed([(100, 100, 150, 150, 0.8, 1), (0, 90, 50, 140, 0.9, 0)])[None],
+        _listed([(0, 0, 50, 50, 0.7, 2), (60, 60, 90, 90, 0.6, 1)])[None],
+    ]
+
+    def batches() -> list[Batch]:
+        return [Batch(np.full((1, 1), k, np.float32), (Path(f"{k}.jpg"),)) for k in range(2)]
+
+    boxes = Validator(_Lists(ref), batches, BudgetMetric.auto, Path("."), None, 0.3, DetectorHead.end2end)
+    assert boxes.metric is BudgetMetric.boxes
+    assert boxes.drop(_Lists(ref)) == 0.0
+    assert boxes.drop(_Lists(cand)) == pytest.approx(100 * 3 / 3)  # 1 missed + 2 added, 3 FP32 boxes
+    recall = Validator(_Lists(ref), batches, BudgetMetric.recall, Path("."), None, 0.3, DetectorHead.end2end)
+    assert recall.drop(_Lists(cand)) == pytest.approx(100 / 3)  # only the missed one
+
+
+def _end2end_model(path: Path, boxes: np.ndarray, base: np.ndarray, classes: np.ndarray) -> Path:
+    """input [1, 3, 32, 32] -> [1, 4, 6]: TopK of 8 anchors' scores (base + a tenth of the input's
+    sigmoid mean), their boxes and classes gathered, as an end-to-end head lists them."""
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1),
+        helper.make_node("Reshape", ["m", "one"], ["m1"]),
+        helper.make_node("Sigmoid", ["m1"], ["s"]),
+        helper.make_node("Mul", ["s", "tenth"], ["s1"]),
+        helper.make_node("Add", ["base", "s1"], ["scores"]),
+        helper.make_node("TopK", ["scores", "k"], ["top", "index"], axis=1),
+        helper.make_node("Gather", ["boxes", "index"], ["b"], axis=0),
+        helper.make_node("Gather", ["classes", "index"], ["c"], axis=0),
+        helper.make_node("Unsqueeze", ["top", "last"], ["t3"]),
+        helper.make_node("Unsqueeze", ["c", "last"], ["c3"]),
+        helper.make_node("Concat", ["b", "t3", "c3"], ["y"], axis=2),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "e2e",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6])],
+        [
+            numpy_helper.from_array(base[None].astype(np.float32), "base"),
+            numpy_helper.from_array(boxes.astype(np.float32), "boxes"),
+            numpy_helper.from_array(classes.astype(np.float32), "classes"),
+            numpy_helper.from_array(np.array([1, 1], np.int64), "one"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "tenth"),
+            numpy_helper.from_array(np.array([4], np.int64), "k"),
+            numpy_helper.from_array(np.array([2], np.int64), "last"),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_cli_compares_an_end_to_end_detector_by_its_boxes(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boxes = np.array([[k * 30, k * 20, k * 30 + 25, k * 20 + 25] for k in range(8)], np.float32)
+    base = np.array([0.5, 0.8, 0.1, 0.6, 0.05, 0.7, 0.02, 0.01])
+    classes = np.arange(8) % 3
+    reference = _end2end_model(tmp_path / "ref.onnx", boxes, base, classes)
+    reranked = base.copy()
+    reranked[[1, 5]] = reranked[[5, 1]]  # the same four detections, listed in another order...
+    moved = boxes.copy()
+    moved[[1, 5]] = moved[[5, 1]]
+    moved_classes = classes.copy()
+    moved_classes[[1, 5]] = moved_classes[[5, 1]]
+    moved[3] += 100  # ...but for one box, moved away: one missed, one added
+    candidate = _end2end_model(tmp_path / "cand.onnx", moved, reranked, moved_classes)
+    args = ["compare", str(reference), str(candidate), "--images", str(image_dir), "--runs", "0"]
+    args += [
+        "--detector",
+        "end2end",
+        "--preset",
+        "unit",
+        "--resize",
+        "squash",
+        "--json",
+        str(tmp_path / "c.json"),
+    ]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    output = json.loads((tmp_path / "c.json").read_text())["outputs"][0]
+    images = output["boxes"] // 4
+    assert images > 0 and output["boxes"] == 4 * images  # four listed detections above 0.3 an image
+    assert (output["boxes_found"], output["boxes_extra"]) == (3 * images, images)
+    assert "chosen and ordered by a TopK" not in err  # its boxes were compared, not its rows
+    code, _, err = run([a for a in args if a not in ("--detector", "end2end")], capsys)
+    assert code == 0 and "output(s) 'y' are chosen and ordered by a TopK" in err
+    assert "--detector end2end reads" in " ".join(err.split())
+
+
+def test_cli_refuses_a_raw_head_read_as_end_to_end(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_detection import _raw_detector
+
+    model = _raw_detector(tmp_path / "det.onnx", 21)
+    args = ["compare", str(model), str(model), "--images", str(image_dir), "--runs", "0"]
+    args += ["--detector", "end2end", "--preset", "unit", "--resize", "squash"]
+    code, _, err = run(args, capsys)
+    assert_one_line_error(code, err, "not class indices", "--detector end2end")
