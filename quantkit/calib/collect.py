@@ -9,6 +9,7 @@ import numpy as np
 
 from quantkit.calib.observers import Partial, TensorObserver
 from quantkit.errors import CalibrationError
+from quantkit.heap import HeapWatch
 from quantkit.results import Feed, feed_rows, feed_take
 from quantkit.runtime import Session
 
@@ -84,6 +85,7 @@ def observe(
         raise ValueError("one session per group of observed tensors")
     seen = 0
     limit = run_rows
+    heap = HeapWatch()
     session = sessions[0]
     for batch in batches:
         rows = feed_rows(batch)
@@ -103,6 +105,7 @@ def observe(
                 for name in names:
                     observers[name].update(outputs.pop(name), images)  # freed as soon as it is counted
                 del outputs
+            heap.check()
             start += images
         seen += rows
         if progress is not None:
