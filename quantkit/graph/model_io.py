@@ -15,6 +15,7 @@ from onnx import external_data_helper, numpy_helper, shape_inference, version_co
 from quantkit import runtime
 from quantkit.errors import ModelError, shorten
 from quantkit.files import data_files
+from quantkit.graph.toposort import passes_sorted
 from quantkit.results import InputSpec
 
 MIN_OPSET = 7  # onnxruntime runs opset 7 and later; quantkit upgrades below 13 with onnx's converter
@@ -76,7 +77,10 @@ def load_model(path: Path) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        raise ModelError(f"{path} fails onnx.checker ({_short(exc)}); fix or re-export the model") from exc
+        if not passes_sorted(model):
+            raise ModelError(
+                f"{path} fails onnx.checker ({_short(exc)}); fix or re-export the model"
+            ) from exc
     _check_finite_weights(model, path)
     if model.ir_version < FREE_INITIALIZERS_IR:
         model.ir_version = FREE_INITIALIZERS_IR  # every IR 3 model is a valid IR 4 one
