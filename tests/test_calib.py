@@ -407,16 +407,16 @@ def test_compare_runs_smaller_batches_where_one_images_activations_are_large(
 ) -> None:
     """afis' LEADER sums 2.3 GB of activations an image: compare's batches of 8 peaked at 3.9 GB (0.6 GB
     at batch 1, the same figures). Sizes come from shape inference with the sample's shape fixed."""
+    from quantkit.graph import augment
     from quantkit.graph.augment import activation_bytes
     from quantkit.graph.model_io import load_model
-    from quantkit.pipeline import run_compare
     from tests.conftest import tiny_cnn
 
     model = load_model(tiny_cnn(tmp_path / "cnn.onnx"))
     per_sample = activation_bytes(model, {"x": (3, 16, 16)})
     assert per_sample == 4 * (4 * 16 * 16 * 2 + 4 + 5)  # conv, relu, pool, conv (the output not counted)
-    assert run_compare.fitting_batch(model, {"x": (3, 16, 16)}, 8) == 8
-    monkeypatch.setattr(run_compare, "BATCH_ACTIVATION_BYTES", 3 * per_sample)
-    assert run_compare.fitting_batch(model, {"x": (3, 16, 16)}, 8) == 3
-    monkeypatch.setattr(run_compare, "BATCH_ACTIVATION_BYTES", 1)
-    assert run_compare.fitting_batch(model, {"x": (3, 16, 16)}, 8) == 1
+    assert augment.fitting_batch(model, {"x": (3, 16, 16)}, 8) == 8
+    monkeypatch.setattr(augment, "BATCH_ACTIVATION_BYTES", 3 * per_sample)
+    assert augment.fitting_batch(model, {"x": (3, 16, 16)}, 8) == 3
+    monkeypatch.setattr(augment, "BATCH_ACTIVATION_BYTES", 1)
+    assert augment.fitting_batch(model, {"x": (3, 16, 16)}, 8) == 1

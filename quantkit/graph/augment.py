@@ -193,6 +193,21 @@ def activation_bytes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     return sum(size or 0 for size in tensor_bytes(fixed, names).values())
 
 
+# Activations (summed, as if none were freed) that one batch of compare's may reach: afis' LEADER sums
+# 2.3 GB an image at 320x320 (GELU blocks at 160x160x256), and its batches of 8 peaked at 3.9 GB for
+# both models (1.1 GB for FP32 alone in plain onnxruntime); batches of 1 there. LORE's table detector at
+# 768x768 (six heads, two of 256 channels) peaked at 2.64 GB with 2 GB here, 1.77 GB with 1 GB, the same
+# figures and 21 % faster.
+BATCH_ACTIVATION_BYTES = 1 << 30
+
+
+def fitting_batch(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], batch: int) -> int:
+    """The batch compare and sensitivity run: `batch`, or fewer where one sample's activations (graph.augment.
+    activation_bytes) would pass BATCH_ACTIVATION_BYTES (at least 1). The figures do not depend on it."""
+    per_sample = activation_bytes(model, shapes)
+    return max(1, min(batch, BATCH_ACTIVATION_BYTES // per_sample)) if per_sample else batch
+
+
 def declared_dims(model: onnx.ModelProto) -> dict[str, list[int]]:
     """Tensor name -> its dimensions as the model declares or infers them (0 where not known), for the
     graph's inputs, outputs and value_info with a shape."""

@@ -21,7 +21,7 @@ from quantkit.evaluate.compare import Comparison, compare_batches, read_classes
 from quantkit.evaluate.metrics import NOISE_COSINE, latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
-from quantkit.graph.augment import activation_bytes
+from quantkit.graph.augment import fitting_batch
 from quantkit.graph.query import selection_ordered
 from quantkit.images import resolve_preprocess, select_images, shortfall, too_few_read
 from quantkit.outcomes import ComparisonResult, OutputMetrics
@@ -223,21 +223,6 @@ def _timed(
     """Both models' latency samples (ms), interleaved on one feed."""
     timed = [open_session(runtime, p, lat.threads, spin=False) for p in (reference_path, candidate_path)]
     return interleaved_latency(timed, feed, lat.warmup, lat.runs, progress("timing", lat.runs))
-
-
-# Activations (summed, as if none were freed) that one batch of compare's may reach: afis' LEADER sums
-# 2.3 GB an image at 320x320 (GELU blocks at 160x160x256), and its batches of 8 peaked at 3.9 GB for
-# both models (1.1 GB for FP32 alone in plain onnxruntime); batches of 1 there. LORE's table detector at
-# 768x768 (six heads, two of 256 channels) peaked at 2.64 GB with 2 GB here, 1.77 GB with 1 GB, the same
-# figures and 21 % faster.
-BATCH_ACTIVATION_BYTES = 1 << 30
-
-
-def fitting_batch(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], batch: int) -> int:
-    """The batch compare runs: `batch`, or fewer where one sample's activations (graph.augment.
-    activation_bytes) would pass BATCH_ACTIVATION_BYTES (at least 1). The figures do not depend on it."""
-    per_sample = activation_bytes(model, shapes)
-    return max(1, min(batch, BATCH_ACTIVATION_BYTES // per_sample)) if per_sample else batch
 
 
 # A pooled SQNR at least this high reads as fine, so images where the output is noise get a warning.
