@@ -14,11 +14,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from quantkit.pipeline.loading import resolve_weight_range
     from quantkit.pipeline.progress import Progress
     from quantkit.pipeline.run_calibrate import CalibrateSummary, calibrate
     from quantkit.pipeline.run_check import check
     from quantkit.pipeline.run_compare import compare
-    from quantkit.pipeline.run_convert import convert, resolve_weight_range
+    from quantkit.pipeline.run_convert import convert
     from quantkit.pipeline.run_fp16 import convert_float16
     from quantkit.pipeline.run_sensitivity import layer_errors, sensitivity
     from quantkit.pipeline.run_shrink import shrink
@@ -32,7 +33,7 @@ _LAZY = {
     "convert": "run_convert",
     "convert_float16": "run_fp16",
     "layer_errors": "run_sensitivity",
-    "resolve_weight_range": "run_convert",
+    "resolve_weight_range": "loading",
     "sensitivity": "run_sensitivity",
     "shrink": "run_shrink",
 }

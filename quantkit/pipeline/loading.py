@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -13,7 +14,10 @@ import onnx
 
 from quantkit.calib import table as table_io
 from quantkit.config import (
+    ConvertConfig,
     Preprocess,
+    Target,
+    WeightRange,
 )
 from quantkit.data import feed_side
 from quantkit.errors import (
@@ -28,6 +32,7 @@ from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import is_quantized_op
 from quantkit.graph.widen import widenable
 from quantkit.results import CalibrationTable, Feed, feed_rows
+from quantkit.runtime import int8_saturates
 
 T = TypeVar("T")
 
@@ -174,3 +179,12 @@ def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 raise item
             return
         yield item
+
+
+def resolve_weight_range(config: ConvertConfig) -> ConvertConfig:
+    """config with weight_range auto decided for this machine's onnxruntime kernels."""
+    if config.weight_range is not WeightRange.auto:
+        return config
+    on_this_cpu = config.target is not Target.tensorrt  # TensorRT's GPU kernels do not saturate
+    chosen = WeightRange.reduced if on_this_cpu and int8_saturates() else WeightRange.full
+    return dataclasses.replace(config, weight_range=chosen)

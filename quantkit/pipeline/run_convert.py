@@ -44,7 +44,13 @@ from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport, ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
 from quantkit.pipeline import convert_notes, speed_memory, speed_refine
-from quantkit.pipeline.loading import load_for_int8, model_bytes, table_preprocess, table_samples
+from quantkit.pipeline.loading import (
+    load_for_int8,
+    model_bytes,
+    resolve_weight_range,
+    table_preprocess,
+    table_samples,
+)
 from quantkit.pipeline.openvino_smoke import openvino_gap
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.run_check import findings as target_findings
@@ -65,7 +71,7 @@ from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import rounding_plan as rounding
 from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan, feed_rows
-from quantkit.runtime import Session, int8_saturates
+from quantkit.runtime import Session
 
 FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear take float8 types from opset 19
 # --fallback: the 16-bit type the layers left float run in (fp32: none)
@@ -242,15 +248,6 @@ def convert(
         warnings=convert_notes.nothing_quantized(plan) + warned,
         samples=feed_rows(samples),
     )
-
-
-def resolve_weight_range(config: ConvertConfig) -> ConvertConfig:
-    """config with weight_range auto decided for this machine's onnxruntime kernels."""
-    if config.weight_range is not WeightRange.auto:
-        return config
-    on_this_cpu = config.target is not Target.tensorrt  # TensorRT's GPU kernels do not saturate
-    chosen = WeightRange.reduced if on_this_cpu and int8_saturates() else WeightRange.full
-    return dataclasses.replace(config, weight_range=chosen)
 
 
 def _quantized_model(model: onnx.ModelProto, plan: QuantPlan, config: ConvertConfig) -> onnx.ModelProto:

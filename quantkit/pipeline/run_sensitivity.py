@@ -15,9 +15,8 @@ from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.images import select_images
 from quantkit.outcomes import LayerSensitivity, SensitivityReport
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
-from quantkit.pipeline.loading import load_for_int8, table_preprocess, table_samples
+from quantkit.pipeline.loading import load_for_int8, resolve_weight_range, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
-from quantkit.pipeline.run_convert import resolve_weight_range
 from quantkit.pipeline.sensitivity_jobs import (
     BASE,
     LOCAL,
