@@ -186,6 +186,33 @@ def test_the_exclusions_file_stops_where_the_top_layers_together_measure_best() 
     assert "(no better" not in _render(console.sensitivity_table(rising), 300)
 
 
+def test_the_exclusions_file_and_the_console_name_the_same_set() -> None:
+    """PaddleOCR's seal detector measured best with its top 4 kept float (13.06 dB on held-out images,
+    recall 93.1 %); the console said --write-exclusions keeps them, and the file (--keep 3 by default)
+    held 3, which did worse than none (8.52 against 9.61 dB). Now --keep is a cap, by default none."""
+    from quantkit.outcomes import LayerSensitivity, SensitivityReport
+    from quantkit.reports import console
+    from quantkit.reports.records import exclusions_file
+    from tests.test_golden import _render
+
+    rows = tuple(LayerSensitivity(f"conv_{k}", "Conv", 10.0, 7.0, 0.3 - 0.05 * k) for k in range(5))
+    steps = ((1, 8.0, 0.1), (2, 9.0, 0.2), (3, 8.5, 0.15), (4, 13.0, 0.6), (5, 12.0, 0.5))
+    report = SensitivityReport(rows, 6.0, steps, 16, 1.0, {})
+
+    def layers(text: str) -> list[str]:
+        return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
+
+    assert layers(exclusions_file(report, None, "m.onnx")) == ["conv_0", "conv_1", "conv_2", "conv_3"]
+    assert layers(exclusions_file(report, 3, "m.onnx")) == ["conv_0", "conv_1"]  # the best of the top 1-3
+    shown = " ".join(_render(console.sensitivity_table(report), 300).split())
+    assert "(no better than the top 4, which --write-exclusions keeps): conv_0" in shown
+    assert "(the set --write-exclusions keeps): conv_0, conv_1, conv_2, conv_3" in shown
+    capped = " ".join(_render(console.sensitivity_table(report, 3), 300).split())
+    assert "(the set --write-exclusions keeps): conv_0, conv_1" in capped
+    unmeasured = dataclasses.replace(report, cumulative=())
+    assert len(layers(exclusions_file(unmeasured, None, "m.onnx"))) == 3  # --top 0: the top 3
+
+
 def test_exclude_from_a_missing_file_is_one_clear_line(
     cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -44,10 +44,15 @@ def sensitivity(
     write_exclusions: Annotated[
         Path | None,
         typer.Option(
-            "--write-exclusions", help="Write the top --keep layers here, for convert --exclude-from."
+            "--write-exclusions",
+            help="Write here, for convert --exclude-from, the top layers that measured best kept float "
+            "together (of the --top sets measured; at most --keep).",
         ),
     ] = None,
-    keep: Annotated[int, typer.Option("--keep", help="How many layers --write-exclusions lists.")] = 3,
+    keep: Annotated[
+        int | None,
+        typer.Option("--keep", help="The most layers --write-exclusions lists [default: as measured best]."),
+    ] = None,
     workers: WorkersOpt = 1,
     ray: RayOpt = None,
     threads: WorkerThreadsOpt = 0,
@@ -58,7 +63,7 @@ def sensitivity(
     from quantkit.parallel import Parallel
     from quantkit.reports import console, records
 
-    if top < 0 or keep < 1:
+    if top < 0 or (keep is not None and keep < 1):
         raise ConfigError("--top must be at least 0 and --keep at least 1")
     guard_outputs(
         [("--json", json_path), ("--write-exclusions", write_exclusions)],
@@ -83,7 +88,7 @@ def sensitivity(
             progress,
             Parallel(workers, ray or None, threads),
         )
-    show(console.sensitivity_table(result))
+    show(console.sensitivity_table(result, keep))
     if json_path is not None:
         write_text(json_path, json.dumps(records.sensitivity_dict(result), indent=1) + "\n")
     if write_exclusions is not None:

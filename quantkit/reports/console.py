@@ -277,7 +277,8 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
     return Group(*parts, lines)
 
 
-def sensitivity_table(result: SensitivityReport) -> RenderableType:
+def sensitivity_table(result: SensitivityReport, keep: int | None = None) -> RenderableType:
+    """keep: --keep, the most layers --write-exclusions writes (None: any number measured)."""
     table = _table(
         f"layers by recovery ({result.num_images} images; INT8 output {decibels(result.int8_output_sqnr_db)})"
     )
@@ -293,10 +294,12 @@ def sensitivity_table(result: SensitivityReport) -> RenderableType:
             f"{100 * row.recovered:.0f}%",
         )
     lines = Text()
-    best = result.best_together(len(result.layers)) or 0
+    best = result.best_together(len(result.layers) if keep is None else keep) or 0
     for k, db, recovered in result.cumulative:
         names = ", ".join(r.node for r in result.layers[:k])
         worse = f" (no better than the top {best}, which --write-exclusions keeps)" if k > best else ""
+        if k == best:
+            worse = " (the set --write-exclusions keeps)"
         lines.append(
             f"keeping {'this layer' if k == 1 else f'these {k} layers'} in float recovers "
             f"{100 * recovered:.0f}% of the error (output {decibels(result.int8_output_sqnr_db)} -> "

@@ -23,21 +23,28 @@ def shrink_dict(result: ShrinkResult) -> dict[str, Any]:
     return result.to_dict()
 
 
-def exclusions_file(result: SensitivityReport, keep: int, model: str) -> str:
-    """The top layers, one per line, for convert --exclude-from: the top `keep`, or fewer where the top
-    layers kept float together measured best with fewer (result.cumulative; fewest on a tie). A PP-OCRv5
-    recogniser's top 3 together measured 5.59 dB, below its top 1 alone (7.48 dB); all 3 were written."""
-    measured = [(k, db) for k, db, _ in result.cumulative if k <= keep]
-    top = min(keep, len(result.layers))
-    best = result.best_together(keep)
+UNMEASURED_KEEP = 3  # layers written where no set was measured together (--top 0) and --keep is not given
+
+
+def exclusions_file(result: SensitivityReport, keep: int | None, model: str) -> str:
+    """The top layers, one per line, for convert --exclude-from: of the top-k sets kept float together
+    (result.cumulative, k at most `keep`; None: any measured), the one that measured best (fewest on a
+    tie); the top `keep` where none was measured. A PP-OCRv5 recogniser's top 3 together measured 5.59 dB,
+    below its top 1 alone (7.48 dB), and all 3 were written; PaddleOCR's seal detector measured best with
+    its top 4, and --keep 3 wrote a set that did worse on held-out images than none."""
+    most = keep if keep is not None else len(result.layers) if result.cumulative else UNMEASURED_KEEP
+    measured = [(k, db) for k, db, _ in result.cumulative if k <= most]
+    top = min(most, len(result.layers))
+    best = result.best_together(most)
     count = top if best is None else best
     header = (
         f"# quantkit sensitivity of {model}: the {count} layers whose float recovers the most output error"
     )
-    if count < top:
+    if measured:
         together = ", ".join(f"top {k}: {db:.2f} dB" for k, db in measured)
+        cap = f", not {keep}" if keep is not None and count < top else ""
         header = (
-            f"# quantkit sensitivity of {model}: the top {count} layer(s), not {keep}: kept float together "
+            f"# quantkit sensitivity of {model}: the top {count} layer(s){cap}: kept float together "
             f"they measured best ({together})"
         )
     lines = [header]
