@@ -8,6 +8,7 @@ import onnx
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
 from quantkit.graph.query import GraphIndex
+from quantkit.results import Feed
 
 # Ops whose float activations quantkit may quantize (inputs and outputs are observed).
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -206,6 +207,19 @@ def fitting_batch(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], ba
     activation_bytes) would pass BATCH_ACTIVATION_BYTES (at least 1). The figures do not depend on it."""
     per_sample = activation_bytes(model, shapes)
     return max(1, min(batch, BATCH_ACTIVATION_BYTES // per_sample)) if per_sample else batch
+
+
+def large_activations(model: onnx.ModelProto, samples: Feed) -> bool:
+    """Whether one of `samples` ([K, ...] for the first input, or by input name) sums activations
+    (activation_bytes) past BATCH_ACTIVATION_BYTES: the sessions measuring it then run lean
+    (runtime.lean_sessions)."""
+    weights = {t.name for t in model.graph.initializer}
+    first = next((v.name for v in model.graph.input if v.name not in weights), None)
+    feeds = {first: samples} if isinstance(samples, np.ndarray) and first else samples
+    if not isinstance(feeds, dict):
+        return False
+    shapes = {name: tuple(int(d) for d in value.shape[1:]) for name, value in feeds.items()}
+    return activation_bytes(model, shapes) > BATCH_ACTIVATION_BYTES
 
 
 def declared_dims(model: onnx.ModelProto) -> dict[str, list[int]]:

@@ -33,7 +33,7 @@ from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
-from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.emulate import emulate, stored_as
 from quantkit.graph.float_formats import BFLOAT16, FLOAT16, FloatFormat
 from quantkit.graph.prepare import Prepared
@@ -71,7 +71,7 @@ from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import rounding_plan as rounding
 from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan, feed_rows
-from quantkit.runtime import Session
+from quantkit.runtime import Session, lean_sessions
 
 FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear take float8 types from opset 19
 # --fallback: the 16-bit type the layers left float run in (fp32: none)
@@ -99,6 +99,20 @@ def convert(
     if config.fp8:
         upgrade = (FP8_OPSET, "float8 Q/DQ need 19")
     model, table, prepared = load_for_int8(model_path, table_path, *upgrade)
+    with lean_sessions(large_activations(prepared.model, table_samples(table))):  # IS-Net at 1024x1024
+        paths = (model_path, table_path, output)
+        return _converted(paths, config, progress, budget, parallel, (model, table, prepared))
+
+
+def _converted(
+    paths: tuple[Path, Path, Path],
+    config: ConvertConfig,
+    progress: Progress,
+    budget: AccuracyBudget | None,
+    parallel: Parallel,
+    loaded: tuple[onnx.ModelProto, CalibrationTable, Prepared],
+) -> ConvertSummary:
+    (model_path, table_path, output), (model, table, prepared) = paths, loaded
     inferred = prepared.model
     config = resolve_weight_range(config)
     advance = progress("converting", 4)

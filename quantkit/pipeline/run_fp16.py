@@ -19,7 +19,7 @@ from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
-from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.emulate import emulate, stored_as
 from quantkit.graph.float_formats import FORMATS, FloatFormat
 from quantkit.graph.prepare import prepare
@@ -44,6 +44,7 @@ from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner.screening import screening_runs
 from quantkit.planner.suffix_screen import SuffixScreen
 from quantkit.results import Feed, feed_take
+from quantkit.runtime import lean_sessions, set_lean
 
 EMULATED = (
     "float32 emulation: bfloat16 storage of every bfloat16 tensor, float32 arithmetic inside each op "
@@ -61,6 +62,13 @@ def convert_float16(
     """Weights and compute in float16 or bfloat16 (config.to); unsafe ops, ops the type's ONNX schema
     does not admit, weights beyond its range, activations beyond its range on the samples (the table's,
     else synthetic) and nodes onnxruntime (or onnx.checker) refuses in it stay float32."""
+    with lean_sessions(False):  # on once the samples' activations turn out large (graph.augment)
+        return _converted(model_path, table_path, output, config, progress)
+
+
+def _converted(
+    model_path: Path, table_path: Path | None, output: Path, config: Float16Config, progress: Progress
+) -> Float16Summary:
     target = FORMATS[config.to.value]
     inputs = (model_path, *((table_path, table_io.arrays_path(table_path)) if table_path else ()))
     check_output(output, *inputs)
@@ -79,6 +87,7 @@ def convert_float16(
         if table is not None
         else (synthetic_samples(inferred, config.input_size), "synthetic inputs")
     )
+    set_lean(large_activations(inferred, samples))
     measured = measured_outputs(inferred)
     tensors = measured_tensors(measured)
     peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)

@@ -143,7 +143,7 @@ def refine(
     plain = Refined(plan, candidate)
     if not fits_one_message(candidate) or not plan.quantized_nodes:
         return plain
-    reference = Session.of(prepared, threads=1, spin=False)
+    reference = Session.of(prepared, threads=1, spin=False, arena=True)
     batch = timing_batch(samples, reference.fixed_batch)
     index = GraphIndex(prepared)
     names = [node.name for node in index.nodes]
@@ -183,7 +183,7 @@ def refine(
     if not tried and placed is None:
         return plain
     models = [candidate, *(model for _, model, _ in tried), *([placed[1]] if placed else [])]
-    sessions = [reference, *(Session.of(model, threads=1, spin=False) for model in models)]
+    sessions = [reference, *(Session.of(model, threads=1, spin=False, arena=True) for model in models)]
     ratios = speedups(interleaved_rounds(sessions, batch, CONFIRM_RUNS, CONFIRM_SECONDS))
     sizes = [model.ByteSize() for model in models]
     score = None if accuracy is None else lambda k: accuracy(models[k])
@@ -287,7 +287,7 @@ def _slower(reference: Session, candidate: onnx.ModelProto, batch: Feed) -> bool
     in 2 of 6 converts, and those wrote the plain plan."""
     if WHOLE_SLOWER_BELOW <= 0:
         return False
-    sessions = [reference, Session.of(candidate, threads=1, spin=False)]
+    sessions = [reference, Session.of(candidate, threads=1, spin=False, arena=True)]
     return (
         speedups(interleaved_rounds(sessions, batch, CONFIRM_RUNS, CONFIRM_SECONDS))[0] < WHOLE_SLOWER_BELOW
     )

@@ -56,7 +56,9 @@ def activation_peaks(
     groups = fetch_groups(tensor_bytes(with_sample_shapes(model, shapes), names)) or (tuple(names),)
     runs: list[dict[str, np.ndarray]] = []
     for group in groups:  # a group's session runs every sample, then goes: one session's weights at a time
-        session = Session.of(with_outputs(model, list(group)), observing=True, arena=len(groups) == 1)
+        session = Session.of(
+            with_outputs(model, list(group)), observing=True, arena=None if len(groups) == 1 else False
+        )
         runs = runs or [{} for _ in range(session.run_count(samples))]
         for run, produced in zip(runs, session.iter_samples(samples), strict=True):
             for name in group:
