@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quantkit.config import ConvertConfig, Target
+from quantkit.config import ConvertConfig, Target, WeightRange
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.results import QuantPlan
 
@@ -47,4 +47,24 @@ def weights_listed(listed: int) -> tuple[str, ...]:
         f"FP32 was timed with the {listed} weights it lists as graph inputs (as IR 3 exporters write "
         "them) as plain weights: onnxruntime folds no input, so the file as given runs slower than its "
         "network, and a speedup over it would count that",
+    )
+
+
+def settings(config: ConvertConfig, emulated: bool) -> tuple[str, ...]:
+    """What the weight range and a bfloat16 fallback (emulated: measured on its float32 emulation) mean
+    for the model written."""
+    return (
+        (
+            "int8 weights on [-63, 63] (--weight-range reduced): full-range products saturate the int8 "
+            "kernels of x86 CPUs without VNNI",
+        )
+        if config.weight_range is WeightRange.reduced
+        else ()
+    ) + (
+        (
+            "the layers left float run in bfloat16 (--fallback bf16): onnxruntime cannot run them, so the "
+            "smoke test and floors measured the model's float32 emulation and its speed was not measured",
+        )
+        if emulated
+        else ()
     )

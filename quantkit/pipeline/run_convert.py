@@ -19,7 +19,6 @@ from quantkit.config import (
     FallbackPrecision,
     Prefer,
     Target,
-    WeightRange,
 )
 from quantkit.errors import (
     ConfigError,
@@ -226,26 +225,11 @@ def _converted(
     checked = target_findings(int8, model_io.infer_shapes(int8), config.target)
     if config.target is Target.openvino:
         checked += openvino_gap(model, int8, samples, smoke)
-    reduced = (
-        (
-            "int8 weights on [-63, 63] (--weight-range reduced): full-range products saturate the int8 "
-            "kernels of x86 CPUs without VNNI",
-        )
-        if config.weight_range is WeightRange.reduced
-        else ()
-    ) + (
-        (
-            "the layers left float run in bfloat16 (--fallback bf16): onnxruntime cannot run them, so the "
-            "smoke test and floors measured the model's float32 emulation and its speed was not measured",
-        )
-        if emulated
-        else ()
-    )
     judged, warned = measurement_notes(inferred, _runnable(int8, config), reference, samples, smoke)
     return dataclasses.replace(
         summary,
         notes=summary.notes
-        + reduced
+        + convert_notes.settings(config, emulated)
         + corrections_choice.notes(resolved, requested, table)
         + judged
         + guarded_note
