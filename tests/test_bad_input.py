@@ -934,6 +934,25 @@ def test_ctrl_c_while_writing_leaves_no_file(
     assert nothing_in(out_dir) == []
 
 
+def test_ctrl_c_after_the_checks_but_before_the_speed_decision_leaves_no_file(
+    cnn: Path, table: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """convert wrote the INT8 model, then measured its speed (which may replace it by the float model):
+    interrupted there, it said 'nothing partial was written' and left the INT8 file (PP-OCRv6's
+    detector, SIGINT or SIGTERM once the file appeared). It now writes once every decision is made."""
+    from quantkit.pipeline import speed_memory
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(speed_memory, "too_slow", interrupted)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(out_dir / "q.onnx")], capsys)
+    assert code == 130 and "nothing partial was written" in err and "Traceback" not in err
+    assert nothing_in(out_dir) == []
+
+
 def test_ctrl_c_during_calibration_keeps_the_previous_table(
     cnn: Path, image_dir: Path, table: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

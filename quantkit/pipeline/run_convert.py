@@ -28,7 +28,7 @@ from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.budget_validator import drop_of as validation_drop
 from quantkit.evaluate.compare import read_classes
 from quantkit.evaluate.speed import measure as measure_speed
-from quantkit.files import check_output
+from quantkit.files import check_output, write_set
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
@@ -194,7 +194,7 @@ def _converted(
         advance: Callable[[int], None],
         done: Corrections | None,
         timed_plan: SpeedPlan | None,
-    ) -> tuple[onnx.ModelProto, int, dict[str, float]]:
+    ) -> tuple[onnx.ModelProto, list[tuple[Path, bytes]], dict[str, float]]:
         if config.compact:
             quantized = compact_graph.compact(quantized, keep=reference[0] if reference else ())
         else:
@@ -202,16 +202,16 @@ def _converted(
         stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, timed_plan))
         run = _runnable(quantized, config)
         stored, smoke = write_checked(
-            quantized, model, samples, reference, floor, output, inputs, advance, measured, run
+            quantized, model, samples, reference, floor, output, inputs, advance, measured, run, write=False
         )
-        return quantized, sum(len(data) for _, data in stored), smoke
+        return quantized, stored, smoke
 
-    int8, size, smoke = written(plan, quantized, advance, corrections, speed_plan)
+    int8, stored, smoke = written(plan, quantized, advance, corrections, speed_plan)
     # FP32 timed as the network it is: not slowed by weights listed as inputs, nor by 16-bit insides
     fp32, listed = model_io.weights_fixed(widen(model).model)
     speed = measure_speed(fp32, int8, samples) if timed else None
     slow, speed = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples)
-    if slow is not None:  # int8 does not pay here: the output is the model in float (replacing the INT8 file)
+    if slow is not None:  # int8 does not pay here: the output is the model in float
         why = (
             f"int8 ran {slow.speedup:.2f}x FP32 on this CPU (1 thread, measured twice); kept float "
             f"(--prefer {config.prefer.value}; --prefer accuracy writes the INT8 model)"
@@ -219,9 +219,11 @@ def _converted(
         keep = {n.name: why for n in inferred.graph.node if n.op_type in COMPUTE_OPS}
         plan = make_plan(inferred, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
         floated = _quantized_model(inferred, plan, config)
-        int8, size, smoke = written(plan, floated, lambda _: None, None, None)
+        int8, stored, smoke = written(plan, floated, lambda _: None, None, None)
         speed, corrections, speed_plan = None, None, None  # every op float: none was kept float for speed
-    summary = _convert_summary(inferred, plan, model_path, size, prepared, smoke)
+    write_set(stored)  # once nothing is left to decide: an interrupted convert leaves no file
+    advance(1)
+    summary = _convert_summary(inferred, plan, model_path, sum(len(d) for _, d in stored), prepared, smoke)
     checked = target_findings(int8, model_io.infer_shapes(int8), config.target)
     if config.target is Target.openvino:
         checked += openvino_gap(model, int8, samples, smoke)

@@ -68,12 +68,15 @@ def write_checked(
     advance: Callable[[int], None],
     memo: fallback.SqnrMemo | None = None,
     runnable: onnx.ModelProto | None = None,
+    write: bool = True,
 ) -> tuple[list[tuple[Path, bytes]], dict[str, float]]:
     """Write `converted` to `output` (and its external data beside it) only if it passes onnx.checker,
     loads and runs finite in onnxruntime, and measures at least floor.db against `reference` (FP32's
     measured outputs on samples; memo: what the search measured on them). runnable: what onnxruntime
     runs in its place when it has no kernels for it (a bfloat16 model's float32 emulation): the smoke
-    test and the floor measure that. Returns (what was written, SQNR per output against `original`)."""
+    test and the floor measure that. write=False: checked, not written (the caller writes what it
+    returns with write_set once nothing is left to decide). Returns (the files, each as (path, bytes),
+    that are or are to be written; SQNR per output against `original`)."""
     try:
         model_io.check_like(converted, original)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -92,8 +95,9 @@ def write_checked(
             f"reaches; nothing was written. To fix: {floor.fix}"
         )
     advance(1)
-    write_set(stored)
-    advance(1)
+    if write:
+        write_set(stored)
+        advance(1)
     return stored, smoke
 
 
