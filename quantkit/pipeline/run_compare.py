@@ -204,6 +204,7 @@ def compare(
                 _swapped(reference, candidate, reference_path, candidate_path),
                 _selected(reference, {m.name for m in outputs if m.boxes is not None}),
                 _overridable_weights(reference, candidate) if config.latency.runs else None,
+                unrelated(outputs),
                 *(noise_hidden(m) for m in outputs),
                 *(kind_hidden(m) for m in outputs),
             )
@@ -227,6 +228,19 @@ def _timed(
 
 # A pooled SQNR at least this high reads as fine, so images where the output is noise get a warning.
 POOLED_FINE_DB = 15.0
+
+
+def unrelated(outputs: Sequence[OutputMetrics]) -> str | None:
+    """A warning where every output is noise against the reference's (SQNR below 0 dB and cosine under
+    NOISE_COSINE: not the same values scaled): PaddleOCR's v6 and seal text detectors share input and
+    output names, and compare measured -6.2 dB, cosine 0.03, and exited 0 with nothing said."""
+    if not outputs or not all(m.sqnr_db < 0.0 and m.cosine < NOISE_COSINE for m in outputs):
+        return None
+    return (
+        "every output of the candidate is noise against the reference's (SQNR below 0 dB, cosine under "
+        f"{NOISE_COSINE}): are these two different models? compare a model with its own converted version "
+        "(quantkit compare FP32_MODEL CONVERTED_MODEL); if it is one, the conversion is broken"
+    )
 
 
 def noise_hidden(m: OutputMetrics) -> str | None:
