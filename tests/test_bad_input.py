@@ -120,6 +120,20 @@ def test_model_that_fails_the_checker(image_dir: Path, tmp_path: Path, capsys: C
     fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "fails onnx.checker")
 
 
+@pytest.mark.parametrize("axis", [0, 2])
+def test_an_input_dimension_declared_0_is_named_not_called_dynamic(
+    axis: int, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A declared 0 read as dynamic: --input-size was suggested, and then onnxruntime refused 'Got: 50
+    Expected: 0'."""
+    shape: list[int | str] = ["N", 3, 16, 16]
+    shape[axis] = 0
+    model = make_model(cnn_nodes(), conv_params(4, 3), input_shape=shape)
+    fails_cleanly(
+        save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, f"declares dimension {axis} as 0"
+    )
+
+
 def test_opset_below_seven(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     """onnxruntime runs opset 7 and later; quantkit upgrades 7-12 itself (tests/test_coverage.py)."""
     model = make_model(cnn_nodes(), conv_params(4, 3), opset=6)

@@ -365,9 +365,13 @@ def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPE
             f"input {value.name!r} is {onnx.TensorProto.DataType.Name(kind)}; quantkit feeds float32 images "
             f"or uint8 pixels{also}: export the model with such an input"
         )
-    shape = tuple(
-        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim
-    )
+    dims = tensor_type.shape.dim
+    if zero := [k for k, d in enumerate(dims) if d.HasField("dim_value") and d.dim_value == 0]:
+        raise ModelError(  # onnxruntime then wants exactly 0 there: 'Got: 50 Expected: 0'
+            f"input {value.name!r} declares dimension {zero[0]} as 0: no sample fits it; export the model "
+            "with that dimension dynamic (a name) or at its size"
+        )
+    shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
     return InputSpec(name=value.name, shape=shape, pixels=kind == onnx.TensorProto.UINT8)
 
 
