@@ -27,7 +27,10 @@ from quantkit.config.preprocessing import check_fixed_sides, shape_text
 from quantkit.errors import ConfigError, ImageError
 from quantkit.results import Batch, InputSpec
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+# TIFF for scans and microscopy (16-bit and float pages read as grey); a GIF's or multi-page file's
+# first frame. Left out, they were skipped without a word in a folder that held other images.
+SUFFIX_TEXT = ".jpg .jpeg .png .bmp .webp .tif .tiff .gif"
+IMAGE_SUFFIXES = frozenset(SUFFIX_TEXT.split())
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit; larger images are refused, not decoded
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -56,7 +59,7 @@ def find_images(folder: Path) -> list[Path]:
             )
         held = f"it holds {len(others)} other file(s), e.g. {others[0]}" if others else "it is empty"
         raise ImageError(
-            f"no images (.jpg .jpeg .png .bmp .webp) found under {folder} ({held}); "
+            f"no images ({SUFFIX_TEXT}) found under {folder} ({held}); "
             "point --images at a folder of images"
         )
     return [path for _, path in sorted(found)]
@@ -114,7 +117,7 @@ def _listed(files: Sequence[Path]) -> list[Path]:
         if not path.is_file():
             raise ImageError(f"image {path} does not exist; check the list of images")
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise ImageError(f"{path} is not an image (.jpg .jpeg .png .bmp .webp); check the list")
+            raise ImageError(f"{path} is not an image ({SUFFIX_TEXT}); check the list")
     return list(files)
 
 

@@ -707,11 +707,15 @@ def test_unusual_pixel_formats_are_converted(cnn: Path, tmp_path: Path, capsys: 
     frames = [rgb, rgb.rotate(90)]
     frames[0].save(folder / "animated.webp", save_all=True, append_images=frames[1:], duration=50)
     frames[0].save(folder / "animated.png", save_all=True, append_images=frames[1:], duration=50)
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=50)
+    frames[0].save(folder / "pages.tiff", save_all=True, append_images=frames[1:])
+    Image.fromarray(g.integers(0, 65535, (24, 24), dtype=np.uint16)).save(folder / "deep16.tif")
+    Image.fromarray(g.random((24, 24), dtype=np.float32)).save(folder / "float.tif")
     table = tmp_path / "t.json"
     code, _, err = calibrate(cnn, folder, table, capsys)
     assert code == 0, err
     images = json.loads(table.read_text())["meta"]["images"]
-    assert (images["count"], images["skipped"]) == (6, 0)
+    assert (images["count"], images["skipped"]) == (10, 0)  # GIF and TIFF were skipped without a word
 
 
 def test_thousands_of_images_stream(image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,12 +19,12 @@ from quantkit.config import (
 from quantkit.errors import ConfigError
 
 ImagesOpt = Annotated[
-    Path, typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive.")
+    Path, typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp .tif .tiff .gif), recursive.")
 ]
 # calibrate and compare read images or, instead, model-ready arrays: exactly one of the two
 ImagesOrArraysOpt = Annotated[
     Path | None,
-    typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp), recursive."),
+    typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp .tif .tiff .gif), recursive."),
 ]
 InputsOpt = Annotated[
     Path | None,
