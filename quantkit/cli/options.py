@@ -18,13 +18,12 @@ from quantkit.config import (
 )
 from quantkit.errors import ConfigError
 
-ImagesOpt = Annotated[
-    Path, typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp .tif .tiff .gif), recursive.")
-]
+IMAGES_HELP = "Folder of images (.jpg .jpeg .png .bmp .webp .tif .tiff .gif), recursive."
+ImagesOpt = Annotated[Path, typer.Option("--images", help=IMAGES_HELP)]
 # calibrate and compare read images or, instead, model-ready arrays: exactly one of the two
 ImagesOrArraysOpt = Annotated[
     Path | None,
-    typer.Option("--images", help="Folder of images (.jpg .jpeg .png .bmp .webp .tif .tiff .gif), recursive."),
+    typer.Option("--images", help=IMAGES_HELP),
 ]
 InputsOpt = Annotated[
     Path | None,
