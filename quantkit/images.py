@@ -59,8 +59,7 @@ def find_images(folder: Path) -> list[Path]:
             )
         held = f"it holds {len(others)} other file(s), e.g. {others[0]}" if others else "it is empty"
         raise ImageError(
-            f"no images ({SUFFIX_TEXT}) found under {folder} ({held}); "
-            "point --images at a folder of images"
+            f"no images ({SUFFIX_TEXT}) found under {folder} ({held}); point --images at a folder of images"
         )
     return [path for _, path in sorted(found)]
 
