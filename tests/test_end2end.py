@@ -18,6 +18,7 @@ from quantkit.evaluate.compare import Comparison
 from quantkit.evaluate.end2end import listed_detections
 from quantkit.results import Batch
 from tests.helpers import assert_one_line_error, run
+from tests.test_detection import _Heads
 
 Row = tuple[float, float, float, float, float, int]
 
@@ -83,16 +84,6 @@ def test_rows_that_are_not_detections_are_refused(column: int, value: float, mes
         )
 
 
-class _Lists:
-    """A stand-in session: returns a fixed output per batch index, whatever the input."""
-
-    def __init__(self, outputs: list[np.ndarray]) -> None:
-        self.outputs = outputs
-
-    def run_batch(self, data: np.ndarray) -> dict[str, np.ndarray]:
-        return {"y": self.outputs[int(data[0, 0])]}
-
-
 def test_the_budget_counts_listed_boxes_missed_for_recall_and_added_too_for_boxes() -> None:
     ref = [
         _listed([(0, 0, 50, 50, 0.9, 0), (100, 100, 150, 150, 0.8, 1)])[None],
@@ -106,12 +97,12 @@ def test_the_budget_counts_listed_boxes_missed_for_recall_and_added_too_for_boxe
     def batches() -> list[Batch]:
         return [Batch(np.full((1, 1), k, np.float32), (Path(f"{k}.jpg"),)) for k in range(2)]
 
-    boxes = Validator(_Lists(ref), batches, BudgetMetric.auto, Path("."), None, 0.3, DetectorHead.end2end)
+    boxes = Validator(_Heads(ref), batches, BudgetMetric.auto, Path("."), None, 0.3, DetectorHead.end2end)
     assert boxes.metric is BudgetMetric.boxes
-    assert boxes.drop(_Lists(ref)) == 0.0
-    assert boxes.drop(_Lists(cand)) == pytest.approx(100 * 3 / 3)  # 1 missed + 2 added, 3 FP32 boxes
-    recall = Validator(_Lists(ref), batches, BudgetMetric.recall, Path("."), None, 0.3, DetectorHead.end2end)
-    assert recall.drop(_Lists(cand)) == pytest.approx(100 / 3)  # only the missed one
+    assert boxes.drop(_Heads(ref)) == 0.0
+    assert boxes.drop(_Heads(cand)) == pytest.approx(100 * 3 / 3)  # 1 missed + 2 added, 3 FP32 boxes
+    recall = Validator(_Heads(ref), batches, BudgetMetric.recall, Path("."), None, 0.3, DetectorHead.end2end)
+    assert recall.drop(_Heads(cand)) == pytest.approx(100 / 3)  # only the missed one
 
 
 def _end2end_model(path: Path, boxes: np.ndarray, base: np.ndarray, classes: np.ndarray) -> Path:

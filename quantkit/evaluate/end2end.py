@@ -70,12 +70,11 @@ class ListedBoxes(BoxAgreement):
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         """ref, cand: float [N, K, 6 + E]."""
-        for one_ref, one_cand in zip(ref, cand, strict=True):
-            found, extra, borderline = listed_match(one_ref, one_cand, self.threshold)
-            self.reference += int(np.count_nonzero(one_ref[:, 4] > self.threshold))
-            self.found += found
-            self.extra += extra
-            self.borderline += borderline
+        reference, found, extra, borderline = listed_counts(ref, cand, self.threshold)
+        self.reference += reference
+        self.found += found
+        self.extra += extra
+        self.borderline += borderline
 
 
 class ListedRecall(DetectionRecall):
@@ -84,13 +83,20 @@ class ListedRecall(DetectionRecall):
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         """ref, cand: float [N, K, 6 + E]."""
-        for one_ref, one_cand in zip(ref, cand, strict=True):
-            found, extra, _ = listed_match(one_ref, one_cand, self.threshold)
-            self.reference += int(np.count_nonzero(one_ref[:, 4] > self.threshold))
-            self.found += found
-            self.extra += extra
+        reference, found, extra, _ = listed_counts(ref, cand, self.threshold)
+        self.reference += reference
+        self.found += found
+        self.extra += extra
 
 
-def listed_match(ref: np.ndarray, cand: np.ndarray, threshold: float) -> tuple[int, int, int]:
-    """metrics.match_boxes of one image's listed detections: (found, extra, borderline)."""
-    return match_boxes(listed_detections(ref, threshold), listed_detections(cand, threshold), threshold)
+def listed_counts(ref: np.ndarray, cand: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
+    """(the reference's detections, found, extra, borderline) over the images of ref, cand [N, K, 6 + E]:
+    metrics.match_boxes of each image's listed detections, summed."""
+    totals = np.zeros(4, np.int64)
+    for one_ref, one_cand in zip(ref, cand, strict=True):
+        found, extra, borderline = match_boxes(
+            listed_detections(one_ref, threshold), listed_detections(one_cand, threshold), threshold
+        )
+        totals += (int(np.count_nonzero(one_ref[:, 4] > threshold)), found, extra, borderline)
+    reference, found, extra, borderline = (int(t) for t in totals)
+    return reference, found, extra, borderline
