@@ -96,19 +96,25 @@ def test_a_box_of_another_class_is_not_the_same_detection() -> None:
     assert (agreement.found, agreement.extra) == (0, 1)
 
 
+def offset_by_input(output: str) -> list[onnx.NodeProto]:
+    """`output` = base + a tenth of sigmoid(mean(x)): a constant that moves a little with the input (the
+    initializers base, one [1, 1] or [1, 1, 1] and tenth come with the graph)."""
+    return [
+        helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1),
+        helper.make_node("Reshape", ["m", "one"], ["m1"]),
+        helper.make_node("Sigmoid", ["m1"], ["s"]),
+        helper.make_node("Mul", ["s", "tenth"], ["s1"]),
+        helper.make_node("Add", ["base", "s1"], [output]),
+    ]
+
+
 def _raw_detector(path: Path, anchors: int) -> Path:
     """input [1, 3, 32, 32] -> a constant-plus-input head [1, A, 5 + C] (enough to compare), its scores
     in [0, 1] as a sigmoid's."""
     base = np.zeros((1, anchors, 5 + CLASSES), np.float32)
     base[0, :, 4] = 0.9
     base[0, :, 5] = np.linspace(0.1, 0.9, anchors)
-    nodes = [
-        helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1),
-        helper.make_node("Reshape", ["m", "one"], ["m1"]),
-        helper.make_node("Sigmoid", ["m1"], ["s"]),
-        helper.make_node("Mul", ["s", "tenth"], ["s1"]),
-        helper.make_node("Add", ["base", "s1"], ["y"]),
-    ]
+    nodes = offset_by_input("y")
     graph = helper.make_graph(
         nodes,
         "det",

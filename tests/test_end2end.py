@@ -18,7 +18,7 @@ from quantkit.evaluate.compare import Comparison
 from quantkit.evaluate.end2end import listed_detections
 from quantkit.results import Batch
 from tests.helpers import assert_one_line_error, run
-from tests.test_detection import _Heads
+from tests.test_detection import _Heads, offset_by_input
 
 Row = tuple[float, float, float, float, float, int]
 
@@ -109,11 +109,7 @@ def _end2end_model(path: Path, boxes: np.ndarray, base: np.ndarray, classes: np.
     """input [1, 3, 32, 32] -> [1, 4, 6]: TopK of 8 anchors' scores (base + a tenth of the input's
     sigmoid mean), their boxes and classes gathered, as an end-to-end head lists them."""
     nodes = [
-        helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1),
-        helper.make_node("Reshape", ["m", "one"], ["m1"]),
-        helper.make_node("Sigmoid", ["m1"], ["s"]),
-        helper.make_node("Mul", ["s", "tenth"], ["s1"]),
-        helper.make_node("Add", ["base", "s1"], ["scores"]),
+        *offset_by_input("scores"),
         helper.make_node("TopK", ["scores", "k"], ["top", "index"], axis=1),
         helper.make_node("Gather", ["boxes", "index"], ["b"], axis=0),
         helper.make_node("Gather", ["classes", "index"], ["c"], axis=0),

@@ -11,7 +11,7 @@ import numpy as np
 
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError, ModelError
-from quantkit.evaluate.end2end import ListedBoxes, ListedRecall, is_listed_head, require_listed
+from quantkit.evaluate.end2end import add_listed, is_listed_head, require_listed
 from quantkit.evaluate.metrics import (
     BoxAgreement,
     DetectionRecall,
@@ -142,8 +142,8 @@ class Comparison:
         if not is_listed_head(ref):
             return
         require_listed(name, ref)
-        self.recalls.setdefault(name, ListedRecall(threshold)).update(ref, cand)
-        self.boxes.setdefault(name, ListedBoxes(threshold)).update(ref, cand)
+        recall = self.recalls.setdefault(name, DetectionRecall(threshold))
+        add_listed(recall, self.boxes.setdefault(name, BoxAgreement(threshold, None)), ref, cand, threshold)
 
     def merge(self, later: Comparison) -> None:
         """Add what `later` saw on the images after this one's."""

@@ -61,34 +61,6 @@ def require_listed(name: str, rows: np.ndarray) -> None:
         )
 
 
-class ListedBoxes(BoxAgreement):
-    """BoxAgreement of heads [N, K, 6 + E] that list their final detections (no threshold step of the
-    head's own, no NMS: the model did both)."""
-
-    def __init__(self, threshold: float) -> None:
-        super().__init__(threshold, None)
-
-    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        """ref, cand: float [N, K, 6 + E]."""
-        reference, found, extra, borderline = listed_counts(ref, cand, self.threshold)
-        self.reference += reference
-        self.found += found
-        self.extra += extra
-        self.borderline += borderline
-
-
-class ListedRecall(DetectionRecall):
-    """The reference's listed detections that the candidate also lists: what the anchors' recall is for a
-    raw head, here of the final boxes (an end-to-end head has no anchors to compare row by row)."""
-
-    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        """ref, cand: float [N, K, 6 + E]."""
-        reference, found, extra, _ = listed_counts(ref, cand, self.threshold)
-        self.reference += reference
-        self.found += found
-        self.extra += extra
-
-
 def listed_counts(ref: np.ndarray, cand: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
     """(the reference's detections, found, extra, borderline) over the images of ref, cand [N, K, 6 + E]:
     metrics.match_boxes of each image's listed detections, summed."""
@@ -100,3 +72,17 @@ def listed_counts(ref: np.ndarray, cand: np.ndarray, threshold: float) -> tuple[
         totals += (int(np.count_nonzero(one_ref[:, 4] > threshold)), found, extra, borderline)
     reference, found, extra, borderline = (int(t) for t in totals)
     return reference, found, extra, borderline
+
+
+def add_listed(
+    recall: DetectionRecall, boxes: BoxAgreement, ref: np.ndarray, cand: np.ndarray, threshold: float
+) -> None:
+    """Count one batch of an end-to-end head, ref and cand [N, K, 6 + E], into both figures at once: its
+    listed detections are its final boxes, so the recall of its detections and the agreement of its
+    boxes are the same matching (an end-to-end head has no anchors to compare row by row)."""
+    reference, found, extra, borderline = listed_counts(ref, cand, threshold)
+    for figure in (recall, boxes):
+        figure.reference += reference
+        figure.found += found
+        figure.extra += extra
+    boxes.borderline += borderline
