@@ -171,3 +171,42 @@ def test_compare_without_timing_prints_no_latency_table(
     code, out, err = run([*base, "--runs", "2"], capsys)
     assert code == 0, err
     assert "latency, ms" in out and "speedup (p50)" in out
+
+
+def test_a_log_that_is_no_terminal_hears_which_step_is_at_work(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CI log (stderr no terminal) got nothing from a 20-minute convert until it ended; now a line every
+    HEARTBEAT_S names the latest step not done yet, and none under --quiet."""
+    import importlib
+    import time
+
+    app = importlib.import_module("quantkit.cli.app")  # the module: quantkit.cli.app is the typer app
+    monkeypatch.setattr(app, "HEARTBEAT_S", 0.05)
+    with app.progress_bars() as progress:
+        progress("converting", 4)(1)
+        progress("measuring each layer's recovery", 3)(2)
+        time.sleep(0.3)
+    err = capsys.readouterr().err
+    assert "still working after 0 s: measuring each layer's recovery, 2 of 3 step(s) done\n" in err
+    assert "converting," not in err  # the outer step's count stands while the inner one runs
+    monkeypatch.setitem(app.VERBOSITY, "level", -1)
+    with app.progress_bars() as progress:
+        progress("converting", 4)
+        time.sleep(0.2)
+    assert capsys.readouterr().err == ""
+
+
+def test_convert_in_a_log_beats_and_keeps_stdout_clean(
+    cnn: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib
+
+    app = importlib.import_module("quantkit.cli.app")
+    code, quiet_out, _ = run(["convert", str(cnn), "--to", "fp16", "-o", str(tmp_path / "a.onnx")], capsys)
+    assert code == 0
+    monkeypatch.setattr(app, "HEARTBEAT_S", 0.001)
+    code, out, err = run(["convert", str(cnn), "--to", "fp16", "-o", str(tmp_path / "b.onnx")], capsys)
+    assert code == 0 and "still working after 0 s: " in err
+    assert out.replace("b.onnx", "a.onnx") == quiet_out
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()

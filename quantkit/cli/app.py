@@ -159,9 +159,39 @@ def _root(
     """Post-training INT8 quantization for ONNX vision models."""
 
 
+# Where stderr is no terminal (a CI log), a line this often names the step at work: a convert that takes
+# minutes is otherwise silent there until it ends, and looks hung.
+HEARTBEAT_S = 60.0
+
+
+@contextmanager
+def _heartbeat(beat: Callable[[float], None], every: float, on: bool) -> Iterator[None]:
+    """Calls beat(seconds since the start) every `every` seconds from a daemon thread, while `on`."""
+    import threading
+    import time
+
+    if not on:
+        yield
+        return
+    began, stop = time.perf_counter(), threading.Event()
+
+    def run() -> None:
+        while not stop.wait(every):
+            beat(time.perf_counter() - began)
+
+    thread = threading.Thread(target=run, name="quantkit-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 @contextmanager
 def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """A progress factory for the pipeline, drawn on stderr when it is a terminal."""
+    """A progress factory for the pipeline, drawn on stderr when it is a terminal; elsewhere (a CI log)
+    a line every HEARTBEAT_S names the latest step not done yet, unless --quiet."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -176,7 +206,14 @@ def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
         transient=True,
         disable=level < 0 or not stderr.is_terminal,
     ) as bars:
-        unfinished: dict[int, tuple[str, int, float, list[int]]] = {}  # -v: steps not (yet) done
+        unfinished: dict[int, tuple[str, int, float, list[int]]] = {}  # steps not (yet) done
+
+        def beat(seconds: float) -> None:
+            steps = dict(unfinished)  # a copy: the pipeline's thread adds and removes steps
+            if steps:  # the latest step started: an outer one's count stands while it runs
+                label, total, _, done = steps[max(steps)]
+                line = f"still working after {_elapsed(seconds)}: {label}, {done[0]} of {total} step(s) done"
+                bars.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
         def start(label: str, total: int) -> Callable[[int], None]:
             task = bars.add_task(label, total=total)
@@ -197,12 +234,19 @@ def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
             return advance
 
         try:
-            yield start
+            with _heartbeat(beat, HEARTBEAT_S, level >= 0 and not stderr.is_terminal):
+                yield start
         finally:  # a search that stops early (the fallback once its target is met), or a failure
             for label, total, began, done in unfinished.values() if level > 0 else ():
                 seconds = time.perf_counter() - began
                 line = f"{label}: ended after {done[0]} of {total} step(s) in {seconds:.1f} s"
                 bars.console.print(line, highlight=False, markup=False)
+
+
+def _elapsed(seconds: float) -> str:
+    """'45 s', '3 min 05 s'."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
 def write_text(path: Path, text: str) -> None:
