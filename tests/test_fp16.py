@@ -413,7 +413,7 @@ def test_a_squashed_output_with_foreground_is_judged_on_its_own_values_too() -> 
     Softmax always): the logits' power sits in confident background no threshold sees. A map with no
     foreground is judged on its logits alone."""
     from quantkit.graph.query import measured_outputs
-    from quantkit.pipeline.run_fp16 import _with_foreground
+    from quantkit.planner.foreground import with_foreground
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("p", "q", "r")]
@@ -431,9 +431,9 @@ def test_a_squashed_output_with_foreground_is_judged_on_its_own_values_too() -> 
     measured = measured_outputs(model)
     assert measured == {"p": ("x",), "q": ("n",), "r": ("r",)}
     background = [{"x": np.full((1, 4), -9.0, np.float32), "n": np.full((1, 4), 9.0, np.float32)}]
-    assert _with_foreground(model, measured, background) == ("q",)
+    assert with_foreground(model, measured, background) == ("q",)
     foreground = [{**background[0], "x": np.array([[-9.0, -9.0, 0.5, -9.0]], np.float32)}]
-    assert _with_foreground(model, measured, background + foreground) == ("p", "q")
+    assert with_foreground(model, measured, background + foreground) == ("p", "q")
 
 
 def test_a_sigmoid_map_is_judged_on_itself_with_a_table_and_on_its_logits_without(

@@ -23,7 +23,7 @@ from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.emulate import emulate, stored_as
 from quantkit.graph.float_formats import FORMATS, FloatFormat
 from quantkit.graph.prepare import prepare
-from quantkit.graph.query import SQUASHING_OPS, measured_outputs, measured_tensors
+from quantkit.graph.query import measured_outputs, measured_tensors
 from quantkit.graph.samples import synthetic_samples
 from quantkit.outcomes import Float16Summary
 from quantkit.pipeline.loading import model_bytes, require_float, require_table_of, table_samples
@@ -34,13 +34,13 @@ from quantkit.pipeline.writing import (
     FP16_FLOOR_DB,
     FP16_SYNTHETIC_FLOOR_DB,
     Floor,
-    has_foreground,
     measurement_notes,
     stamp,
     write_checked,
 )
 from quantkit.planner import fallback, fp16_checks
 from quantkit.planner import fp16_plan as fp16_planner
+from quantkit.planner.foreground import with_foreground
 from quantkit.planner.screening import screening_runs
 from quantkit.planner.suffix_screen import SuffixScreen
 from quantkit.results import Feed, feed_take
@@ -92,7 +92,7 @@ def _converted(
     tensors = measured_tensors(measured)
     peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)
     # on synthetic inputs, which only show a broken conversion, the logits alone (their "foreground" is noise)
-    itself = _with_foreground(inferred, measured, runs) if table is not None else ()
+    itself = with_foreground(inferred, measured, runs) if table is not None else ()
     reference = [{t: run[t] for t in sorted({*tensors, *itself})} for run in runs]
     decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks, target)
     first = {name: runs[0][name] for name in measured}
@@ -147,25 +147,6 @@ def _converted(
         measured_by="onnxruntime" if target.runs_in_onnxruntime else EMULATED,
         warnings=warned,
     )
-
-
-def _with_foreground(
-    model: onnx.ModelProto, measured: dict[str, tuple[str, ...]], runs: list[dict[str, np.ndarray]]
-) -> tuple[str, ...]:
-    """The Softmax outputs, and the Sigmoid outputs with foreground on the samples (a logit above 0), that
-    float16 is judged on beside their logits: float16 should move nothing a threshold sees, and a
-    squashed output's logits hide what moves at its decision point. PP-OCRv5's text detector measured
-    56.9 dB on its logits and 33.4 dB on its probability map, where one pixel went from 0.36 to 0.66.
-    (For INT8, logits alone: query.measured_outputs.)"""
-    writers = {out: node.op_type for node in model.graph.node for out in node.output}
-    found = []
-    for output, tensors in measured.items():
-        op = writers.get(output)
-        if op not in SQUASHING_OPS or tensors == (output,):
-            continue
-        if has_foreground(op == "Sigmoid", tensors[0], runs):
-            found.append(output)
-    return tuple(sorted(found))
 
 
 def _already_16_bit(weights: int, target: FloatFormat) -> tuple[str, ...]:

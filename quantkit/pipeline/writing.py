@@ -28,6 +28,7 @@ from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner import fallback
+from quantkit.planner.foreground import has_foreground
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, feed_take
 from quantkit.runtime import Session, cpu_info
 from quantkit.version import __version__
@@ -155,12 +156,6 @@ def measurement_notes(
 # A squashed output is flagged where it measures this far below its logits, under SQUASHED_FLOOR_DB.
 SQUASHED_GAP_DB = 6.0
 SQUASHED_FLOOR_DB = 15.0
-
-
-def has_foreground(sigmoid: bool, logits: str, runs: list[dict[str, np.ndarray]]) -> bool:
-    """Whether a squashed output shows foreground on the runs (FP32's measured tensors): a Softmax's
-    always (its top class); a Sigmoid's where a logit is above 0 (a map all ~1e-8 shows none)."""
-    return not sigmoid or any(float(np.max(r[logits])) > 0.0 for r in runs)
 
 
 def _squashed_warnings(
