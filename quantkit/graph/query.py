@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -115,6 +115,21 @@ def measured_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
         logits = producer.input[0] if producer is not None and producer.op_type in SCORED_OPS else ""
         measured[output.name] = (logits if logits and logits not in index.initializers else output.name,)
     return measured
+
+
+def squashed_by(
+    model: onnx.ModelProto, measured: Mapping[str, tuple[str, ...]], ops: Collection[str] = SQUASHING_OPS
+) -> tuple[str, ...]:
+    """The outputs made by one of `ops` (Sigmoid, Softmax) that `measured` (measured_outputs) judges by
+    their logits, sorted."""
+    writers = {out: node.op_type for node in model.graph.node for out in node.output}
+    return tuple(
+        sorted(
+            output
+            for output, tensors in measured.items()
+            if writers.get(output) in SQUASHING_OPS and writers.get(output) in ops and tensors != (output,)
+        )
+    )
 
 
 def selection_ordered(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:

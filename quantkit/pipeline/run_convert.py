@@ -227,7 +227,8 @@ def _converted(
     checked = target_findings(int8, model_io.infer_shapes(int8), config.target)
     if config.target is Target.openvino:
         checked += openvino_gap(model, int8, samples, smoke)
-    judged, warned = measurement_notes(inferred, _runnable(int8, config), reference, samples, smoke)
+    itself = fallback.foreground_maps(inferred, reference)
+    judged, warned = measurement_notes(inferred, _runnable(int8, config), reference, samples, smoke, itself)
     return dataclasses.replace(
         summary,
         notes=summary.notes

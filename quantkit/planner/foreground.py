@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 import numpy as np
 import onnx
 
-from quantkit.graph.query import SQUASHING_OPS
+from quantkit.graph.query import SQUASHING_OPS, squashed_by
 
 
 def has_foreground(sigmoid: bool, logits: str, runs: list[dict[str, np.ndarray]]) -> bool:
@@ -29,11 +29,8 @@ def with_foreground(
     PP-OCRv5's text detector measured 56.9 dB on its logits and 33.4 dB on its probability map in float16,
     where one pixel went from 0.36 to 0.66."""
     writers = {out: node.op_type for node in model.graph.node for out in node.output}
-    found = []
-    for output, tensors in measured.items():
-        op = writers.get(output)
-        if op not in SQUASHING_OPS or op not in ops or tensors == (output,):
-            continue
-        if has_foreground(op == "Sigmoid", tensors[0], runs):
-            found.append(output)
-    return tuple(sorted(found))
+    return tuple(
+        output
+        for output in squashed_by(model, measured, ops)
+        if has_foreground(writers[output] == "Sigmoid", measured[output][0], runs)
+    )
