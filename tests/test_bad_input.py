@@ -1209,3 +1209,54 @@ def test_a_detector_that_finds_no_head_states_that_heads_layout(
     argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "0", "--detector", head]
     code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, f"--detector {head} needs an output shaped {layout}")
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(
+    cnn: Path,
+    image_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A chmod 555 folder (as a user; root writes anyway) was found only at the write: an INT8 convert
+    ran 30 s first. A probe file now says so before the model is read."""
+    from quantkit.pipeline import run_convert
+
+    table = tmp_path / "t.json"
+    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = files.tempfile.mkstemp
+
+    def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
+        if Path(str(kwargs.get("dir"))) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    def never(*args: object) -> None:
+        raise AssertionError("the model was read before the output folder was checked")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(run_convert, "load_for_int8", never)
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(locked / "m.onnx")], capsys)
+    assert_one_line_error(
+        code, err, f"cannot write in {locked} (Permission denied); choose a writable folder"
+    )
+    assert list(locked.iterdir()) == []
+
+
+def test_shrink_names_cache_dir_where_its_cache_cannot_be_made(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With $HOME unwritable, shrink stopped on "Permission denied (~/.cache)" and never said that
+    --cache-dir (or $XDG_CACHE_HOME) moves its calibration cache."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    argv = ["shrink", str(cnn), "--images", str(image_dir), "--cache-dir", str(blocker / "cache")]
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "out")], capsys)
+    assert_one_line_error(
+        code,
+        err,
+        f"cannot create the cache folder {blocker / 'cache'} (Not a directory); give --cache-dir DIR (or set "
+        "XDG_CACHE_HOME) to a writable folder",
+    )

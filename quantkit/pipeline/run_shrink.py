@@ -21,7 +21,7 @@ from quantkit.config import ShrinkConfig
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.metrics import class_view, has_class_scores
-from quantkit.files import check_output, write_set
+from quantkit.files import check_output, require_writable, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
@@ -237,7 +237,14 @@ def _calibration_table(
     """(the table's path, the table, whether it came from the cache, seconds spent calibrating)."""
     if config.cache_dir is None:
         raise OutputError("shrink needs a cache folder for its calibration table; give --cache-dir DIR")
-    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    fix = "give --cache-dir DIR (or set XDG_CACHE_HOME) to a writable folder"
+    try:
+        config.cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create the cache folder {config.cache_dir} ({exc.strerror}); {fix}"
+        ) from exc
+    require_writable(config.cache_dir, fix)
     model_sha256 = model_io.file_sha256(model_path)
     path = config.cache_dir / f"{cache_key(model_path, config, model_sha256)}.calib.json"
     if path.exists():
