@@ -1260,3 +1260,29 @@ def test_shrink_names_cache_dir_where_its_cache_cannot_be_made(
         f"cannot create the cache folder {blocker / 'cache'} (Not a directory); give --cache-dir DIR (or set "
         "XDG_CACHE_HOME) to a writable folder",
     )
+
+
+def test_a_file_that_is_no_onnx_is_named_for_what_it_is(
+    cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gzipped model and an onnxruntime .ort file were told to "re-export it"; an opset newer than onnx
+    knows got onnxruntime's warning cut mid-word, without a fix."""
+    import gzip
+
+    gz = tmp_path / "m.onnx.gz"
+    gz.write_bytes(gzip.compress(cnn.read_bytes()))
+    ort_file = tmp_path / "m.ort"
+    ort_file.write_bytes(b"\x18\x00\x00\x00ORTM" + bytes(64))
+    model = onnx.load(str(cnn))
+    model.opset_import[0].version = 30
+    newer = tmp_path / "newer.onnx"
+    onnx.save(model, str(newer))
+    expected = {
+        gz: "is a gzip archive, not an .onnx file: gunzip it and give the .onnx inside",
+        ort_file: "is an onnxruntime .ort model: give the .onnx model it was converted from",
+        newer: f"uses opset 30, newer than onnx {onnx.__version__} defines",
+    }
+    for path, phrase in expected.items():
+        code, _, err = run(["convert", str(path), "--to", "fp16", "-o", str(tmp_path / "o.onnx")], capsys)
+        assert_one_line_error(code, err, phrase)
+    assert not (tmp_path / "o.onnx").exists()

@@ -15,6 +15,7 @@ from onnx import external_data_helper, numpy_helper, shape_inference, version_co
 from quantkit import runtime
 from quantkit.errors import ModelError, shorten
 from quantkit.files import data_files
+from quantkit.graph.file_kinds import newer_opset, not_onnx
 from quantkit.graph.toposort import passes_sorted
 from quantkit.results import InputSpec
 
@@ -69,7 +70,7 @@ def load_model(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise ModelError(f"{path} is not a valid ONNX model ({_short(exc)}); re-export it") from exc
+        raise ModelError(not_onnx(path, _short(exc))) from exc
     if not model.graph.node or not model.opset_import:
         raise ModelError(f"{path} holds no ONNX graph (truncated or not a model); re-export it")
     _check_supported(model, path)
@@ -114,6 +115,8 @@ def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
 def _check_supported(model: onnx.ModelProto, path: Path) -> None:
     """Refuse what quantkit cannot run, before anything else: old opsets, training graphs, custom ops."""
     version = opset_version(model)
+    if newer_opset(version, path):
+        raise ModelError(newer_opset(version, path))
     if version < MIN_OPSET:
         raise ModelError(
             f"{path.name} uses opset {version}; quantkit needs opset {MIN_OPSET} or later (onnxruntime's "

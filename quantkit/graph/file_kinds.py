@@ -1,0 +1,49 @@
+"""What a file that does not parse as ONNX is instead, and an opset newer than onnx knows: the fix
+differs (gunzip it; give the .onnx an .ort was made from; convert a TFLite model first), and "re-export
+it" is wrong advice for most of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+# (what the first bytes show, at which offset, the fix)
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\x1f\x8b", 0, "is a gzip archive, not an .onnx file: gunzip it and give the .onnx inside"),
+    (b"ORTM", 4, "is an onnxruntime .ort model: give the .onnx model it was converted from"),
+    (b"TFL3", 4, "is a TensorFlow Lite model: convert it to ONNX first (tf2onnx --tflite)"),
+    (
+        b"PK\x03\x04",
+        0,
+        "is a zip archive (a PyTorch checkpoint or a zipped model): export or unzip the .onnx",
+    ),
+    (b"\x89HDF", 0, "is an HDF5 file (a Keras model): convert it to ONNX first (tf2onnx)"),
+    (b"\x80", 0, "looks like a Python pickle (a PyTorch or scikit-learn file): export the model to ONNX"),
+)
+
+
+def not_onnx(path: Path, reason: str) -> str:
+    """The message for a file onnx cannot parse: what it is where its first bytes tell, else the parse
+    error and "re-export it"."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        head = b""
+    for magic, offset, fix in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return f"{path} {fix}"
+    return f"{path} is not a valid ONNX model ({reason}); re-export it"
+
+
+def newer_opset(version: int, path: Path) -> str:
+    """The message for an ai.onnx opset newer than this onnx defines ("" otherwise): onnxruntime's own
+    ran on past its warning and was cut mid-sentence, without a fix."""
+    known = onnx.defs.onnx_opset_version()
+    if version <= known:
+        return ""
+    return (
+        f"{path.name} uses opset {version}, newer than onnx {onnx.__version__} defines ({known}); "
+        f"re-export it at opset {known} or lower"
+    )
