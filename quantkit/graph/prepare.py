@@ -21,6 +21,7 @@ import onnx
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
 from quantkit.graph.fold_bn import fold_batchnorms, fold_scale_shift
+from quantkit.graph.fold_shapes import fold_weight_shapes
 from quantkit.graph.normalize import normalize
 from quantkit.graph.query import name_nodes
 from quantkit.graph.samples import synthetic_samples
@@ -44,6 +45,7 @@ class Prepared:
     upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
+    weights_computed: tuple[tuple[str, int], ...] = ()  # (op type, count) folded (graph.fold_shapes)
 
     def notes(self) -> tuple[str, ...]:
         """What was changed on the way in, for the summary."""
@@ -70,6 +72,9 @@ class Prepared:
                 f"{self.constants_folded} Constant node(s) and {self.identities_dropped} Identity of a "
                 "weight read as initializers"
             )
+        if self.weights_computed:
+            ops = ", ".join(f"{count} {op}" for op, count in self.weights_computed)
+            found.append(f"weights computed by {ops} node(s) stored as the initializers they compute (exact)")
         if self.batchnorms_folded:
             found.append(
                 f"{self.batchnorms_folded} BatchNormalization node(s) folded into the Conv before them"
@@ -99,7 +104,7 @@ def prepare(
     if upgraded is not model:
         check_upgrade(model, upgraded, before, size)
     normalized = normalize(upgraded)
-    named = normalized.model
+    named, computed = fold_weight_shapes(normalized.model)
     name_nodes(named)
     folded, batchnorms = fold_batchnorms(named)
     folded, affines = fold_scale_shift(folded)
@@ -109,6 +114,7 @@ def prepare(
         opset_after=model_io.opset_version(named),
         constants_folded=normalized.constants,
         identities_dropped=normalized.identities,
+        weights_computed=tuple(sorted(computed.items())),
         batchnorms_folded=batchnorms,
         affines_folded=affines,
         upgrade_reason=reason,
