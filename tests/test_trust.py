@@ -243,7 +243,9 @@ def test_shrink_mobilenetv2_with_torchvision_mean_std_fails_and_with_the_right_o
     assert "below twice chance" in err and "FP32 top-1 0.00%" in " ".join(out.split())
     code, out, err = run([*base, "--output-dir", str(tmp_path / "good")], capsys)
     assert code == 0, err
-    assert "warning" not in err and "all gates pass" in out
+    # the reference's signs are gone; a slowdown warning is this machine's load at the time, not the model's
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert all("FP32 here (slower)" in line for line in warned) and "all gates pass" in out
 
 
 # ---------------------------------------------------------------- messages
