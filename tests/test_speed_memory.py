@@ -201,3 +201,30 @@ def test_an_inputs_only_record_is_used_only_where_that_placement_can_be_built() 
     assert speed_memory._recalled_plan(record, {"conv1"}, (None,)) is None
     plain = speed_memory._recalled_plan({"report": report}, {"conv1"}, (None,))
     assert plain and plain.placement is None and plain.refined_speedup == 1.1
+
+
+def test_a_faster_plan_that_breaks_the_floor_gives_way_to_the_plan() -> None:
+    """PP-OCRv4's detector (zoo, 320x320): 27 layers kept float lifted its map to the 10 dB floor; the
+    speed-aware plan then floated 42 ops more around them, the map measured 8.5 dB and convert refused
+    the model it would have written. Such a faster plan gives way to the plan, with a note."""
+    from onnx import helper
+
+    from quantkit.planner.fallback import SqnrMemo, measured_reference
+    from tests.conftest import make_model, rng
+
+    plain = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {})
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Mul", ["r", "k"], ["y"], name="off"),
+    ]
+    broken = make_model(nodes, {"k": np.array(0.2, np.float32)})  # noise 0.8 of the signal: 1.9 dB
+    samples = rng(4).normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    reference = measured_reference(plain, samples)
+    (note,) = speed_memory.below_floor(broken, plain, 10.0, reference, samples, SqnrMemo())
+    assert note.startswith(
+        "speed on this CPU: the plan with the ops that profiled slower float measured 1.9 dB"
+    )
+    assert speed_memory.below_floor(plain, broken, 10.0, reference, samples, SqnrMemo()) == ()  # faster: fine
+    assert speed_memory.below_floor(broken, broken, 10.0, reference, samples, SqnrMemo()) == ()  # the same
+    slightly = make_model(nodes, {"k": np.array(0.95, np.float32)})  # 26 dB: above the floor, it stands
+    assert speed_memory.below_floor(slightly, plain, 10.0, reference, samples, SqnrMemo()) == ()

@@ -143,6 +143,7 @@ def _converted(
     # its boxes at 15.5, and its written model agreed on 53 % of held-out tokens)
     worst_db = fallback.output_sqnr(_runnable(quantized, config), reference, samples, measured, worst=True)
     guarded_note: tuple[str, ...] = ()
+    floor_kept: tuple[str, ...] = ()
     if budget is None and not worst_db >= INT8_FLOOR_DB:
         # broken, not coarse: keep layers float until it works, however many that takes
         layers = sum(n.op_type in COMPUTE_OPS for n in inferred.graph.node)
@@ -178,7 +179,12 @@ def _converted(
 
         fixed = model_io.weights_fixed(inferred)[0]  # profiled as the network, not its overridable form
         refined = speed_memory.refine(fixed, table, plan, quantized, samples, build, accuracy, inputs_only)
-        plan, quantized = refined.plan, refined.model
+        runnable = (_runnable(refined.model, config), _runnable(quantized, config))
+        floor_kept = speed_memory.below_floor(*runnable, INT8_FLOOR_DB, reference, samples, measured)
+        if floor_kept:  # faster, but broken on an output where the plan was not: the plan stands
+            refined = None
+        else:
+            plan, quantized = refined.plan, refined.model
     speed_plan = refined.report if refined is not None else None
     floor = Floor(
         INT8_FLOOR_DB,
@@ -236,6 +242,7 @@ def _converted(
         + corrections_choice.notes(resolved, requested, table)
         + judged
         + guarded_note
+        + floor_kept
         + fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps, smoke)
         + convert_notes.elsewhere(config)
         + convert_notes.weights_listed(listed if speed is not None else 0),

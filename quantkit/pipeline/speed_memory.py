@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import onnx
 
 from quantkit.config import Prefer
@@ -37,6 +38,7 @@ from quantkit.files import write_atomic
 from quantkit.outcomes import Speed, SpeedPlan
 from quantkit.pipeline import speed_refine
 from quantkit.pipeline.speed_refine import INPUTS, REASON, Accuracy, Build, Placed, Refined
+from quantkit.planner import fallback
 from quantkit.results import CalibrationTable, Feed, QuantPlan
 from quantkit.runtime import cpu_info, fits_one_message, versions
 
@@ -218,3 +220,25 @@ def _recalled_speed(record: dict[str, Any] | None) -> tuple[Speed | None] | None
     except (KeyError, TypeError, ValueError):
         return None
     return (Speed(*fields),)
+
+
+def below_floor(
+    faster: onnx.ModelProto,
+    plain: onnx.ModelProto,
+    floor_db: float,
+    reference: list[dict[str, np.ndarray]],
+    samples: Feed,
+    memo: fallback.SqnrMemo,
+) -> tuple[str, ...]:
+    """A note where the speed-aware plan's model (faster) puts an output below the floor that the plain
+    plan's keeps, () otherwise: PP-OCRv4's detector, its map held at 10 dB by 27 float layers, was refused
+    at 8.5 dB after the faster plan floated 42 more ops around them."""
+    if faster is plain:
+        return ()
+    worst = fallback.output_sqnr(faster, reference, samples, memo, worst=True)
+    if worst >= floor_db or fallback.output_sqnr(plain, reference, samples, memo, worst=True) < floor_db:
+        return ()
+    return (
+        f"speed on this CPU: the plan with the ops that profiled slower float measured {worst:.1f} dB on its "
+        f"worst output, below the {floor_db:g} dB floor the plan above keeps: that plan stands",
+    )
