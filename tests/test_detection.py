@@ -436,3 +436,57 @@ def test_a_raw_yolox_head_read_as_pixels_is_refused() -> None:
         _compared(DetectorHead.yolo, raw, raw)
     fine = np.stack([_head([(50, 50, 20, 20, 0.9, 0), (150, 50, 0.5, 0.25, 0.8, 1)])])  # tiny but positive
     assert _compared(DetectorHead.yolo, fine, fine).result()[0][0].boxes == 2
+
+
+def _yolov8_head() -> onnx.ModelProto:
+    """x -> Conv -> Relu -> box Conv (4) and class Conv (2) -> Concat -> Reshape -> Split -> boxes as they
+    are, classes through a Sigmoid -> Concat -> y [N, 6, 256]: a YOLOv8 head without its DFL."""
+    from tests.conftest import conv_params, make_model
+
+    trunk, box, cls = conv_params(8, 3), conv_params(4, 8, 1, seed=1), conv_params(2, 8, 1, seed=2)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["f"], name="trunk", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["f"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "wb", "bb"], ["box"], name="box"),
+        helper.make_node("Conv", ["r", "wc", "bc"], ["cls"], name="cls"),
+        helper.make_node("Concat", ["box", "cls"], ["level"], name="level", axis=1),
+        helper.make_node("Reshape", ["level", "shape"], ["flat"], name="flat"),
+        helper.make_node("Split", ["flat", "parts"], ["boxes", "logits"], name="split", axis=1),
+        helper.make_node("Sigmoid", ["logits"], ["scores"], name="sigmoid"),
+        helper.make_node("Concat", ["boxes", "scores"], ["y"], name="out", axis=1),
+    ]
+    weights = {
+        **trunk,
+        "wb": box["w"],
+        "bb": box["b"],
+        "wc": cls["w"],
+        "bc": cls["b"] - 2.0,
+        "shape": np.array([0, 6, -1], np.int64),
+        "parts": np.array([4, 2], np.int64),
+    }
+    return make_model(nodes, weights)
+
+
+def test_logits_that_become_scores_keep_float_from_their_layer_to_their_sigmoid(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    """A YOLOv8 head concatenates its box and class logits, reshapes and splits them before the Sigmoid:
+    one uint8 scale over them all left a real detector's class scores 42 distinct values, and at its 0.35
+    threshold 207 boxes where FP32 had 144. The class layer and what carries its logits stay float; the
+    trunk stays int8."""
+    from quantkit.graph.query import GraphIndex
+    from quantkit.planner.patterns import SCORE_REASON
+    from quantkit.planner.range_plan import score_tensors
+    from tests.helpers import quantize
+
+    model = _yolov8_head()
+    index = GraphIndex(onnx.shape_inference.infer_shapes(model))
+    # the box layer too: its logits share the Concat and the Split with the scores
+    assert score_tensors(index) == {"box", "cls", "level", "flat", "logits"}
+    summary, out = quantize(model, tmp_path, image_dir)
+    assert summary.plan.quantized_nodes == {"trunk": "Conv"}
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert reasons["cls"] == reasons["box"] == SCORE_REASON
+    written = onnx.load(str(out))
+    quantized = {n.input[0] for n in written.graph.node if n.op_type == "QuantizeLinear"}
+    assert "x" in quantized and not quantized & {"box", "cls", "level", "flat", "logits"}

@@ -45,6 +45,7 @@ from quantkit.planner.placement import (
     propagate,
 )
 from quantkit.planner.planning_state import FLOAT_LAYER_REASON, Planning
+from quantkit.planner.range_plan import score_tensors
 from quantkit.planner.shared_params import scaled_reads, tensor_params
 from quantkit.planner.smoothquant_plan import Rebalancer
 from quantkit.planner.targets import (
@@ -158,7 +159,7 @@ def _planned(
     slow: dict[str, str],
 ) -> Planning:
     """What is quantized (rules 1-5), with the compute nodes in `slow` left float (planner.payoff)."""
-    state = Planning(index, table, config)
+    state = Planning(index, table, config, scores=score_tensors(index))
     if range_cache is not None:
         state.selected = range_cache
     for name in keep_float:

@@ -34,7 +34,20 @@ from quantkit.graph.query import GraphIndex
 if TYPE_CHECKING:
     from quantkit.planner.planning_state import Planning
 
-__all__ = ["HARD_OPS", "SCALE_OPS", "data_input", "scale_factor", "try_hard", "try_scale_fold", "writer"]
+__all__ = [
+    "HARD_OPS",
+    "SCALE_OPS",
+    "SCORE_REASON",
+    "data_input",
+    "scale_factor",
+    "try_hard",
+    "try_scale_fold",
+    "writer",
+]
+
+
+# why range_plan.score_tensors' writers and movers stay float
+SCORE_REASON = "its output becomes a probability (scores, box bins): kept float for a threshold's resolution"
 
 
 def scale_factor(index: GraphIndex, node: onnx.NodeProto) -> float | None:
@@ -112,6 +125,9 @@ def try_hard(state: Planning, node: onnx.NodeProto) -> bool:
         return False
     if x in state.float_tensors or out in state.float_tensors:
         state.reasons[node.name] = "reads or writes a tensor kept float by the accuracy fallback"
+        return False
+    if x in state.scores or out in state.scores:
+        state.reasons[node.name] = SCORE_REASON
         return False
     if out in index.graph_outputs:
         state.reasons[node.name] = "its output is a model output (kept float)"

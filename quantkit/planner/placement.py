@@ -13,7 +13,7 @@ from quantkit.config import ActivationType, ConvertConfig, Target
 from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, clips_at_zero
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.patterns import HARD_OPS, SCALE_OPS, try_hard, try_scale_fold, writer
+from quantkit.planner.patterns import HARD_OPS, SCALE_OPS, SCORE_REASON, try_hard, try_scale_fold, writer
 from quantkit.planner.planning_state import MULTI_INPUT_OPS, Planning
 from quantkit.results import (
     WeightPlan,
@@ -84,6 +84,9 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     if x in state.float_tensors:
         state.reasons[node.name] = "its input is kept float by the accuracy fallback"
         return
+    if x in state.scores or (node.output[0] in state.scores and _float_output_unfused(state, node)):
+        state.reasons[node.name] = SCORE_REASON
+        return
     if node.output[0] in state.float_tensors and state.config.target is Target.ort_cpu:
         # int8 weights under a float output would make onnxruntime dequantize them every run and lose its
         # pre-packed float kernel (measured on YOLOX: 1.03x instead of 1.20x): run the layer in float.
@@ -118,6 +121,12 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     out = node.output[0]
     if state.has_stats(out) and out not in state.float_tensors:
         state.add_q(out)
+
+
+def _float_output_unfused(state: Planning, node: onnx.NodeProto) -> bool:
+    """Whether onnxruntime would run this layer in float were its output left float: a Conv on the CPU
+    (Gemm and MatMul have integer kernels with float outputs; TensorRT and OpenVINO fuse any)."""
+    return node.op_type not in ("Gemm", "MatMul") and state.config.target is Target.ort_cpu
 
 
 def _unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
@@ -212,6 +221,9 @@ def _try_integer(state: Planning, node: onnx.NodeProto) -> bool:
         return False
     if any(n in state.float_tensors for n in [*data, *outputs]):
         state.reasons[node.name] = "reads or writes a tensor kept float by the accuracy fallback"
+        return False
+    if any(n in state.scores for n in outputs):
+        state.reasons[node.name] = SCORE_REASON
         return False
     live = [n for n in data if not index.is_constant(n)]
     if not live or not all(state.has_stats(n) for n in live):

@@ -36,6 +36,7 @@ class Planning:
     constants: set[str] = field(default_factory=set)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     float_tensors: set[str] = field(default_factory=set)  # never quantized (the fallback's layers)
+    scores: set[str] = field(default_factory=set)  # never quantized (range_plan.score_tensors)
     selected: dict[str, tuple[float, float]] = field(default_factory=dict)  # select_range results, by tensor
     reads: dict[str, tuple[str, float]] = field(default_factory=dict)  # scaled reads: node -> (source, k)
 
@@ -71,7 +72,7 @@ class Planning:
         return self.ranges[name]
 
     def add_q(self, name: str) -> bool:
-        if name in self.index.graph_outputs or name in self.q or name in self.float_tensors:
+        if name in self.index.graph_outputs or name in self.q or name in self.float_tensors | self.scores:
             return False
         self.q.add(name)
         return True
