@@ -178,28 +178,56 @@ def becomes_probability(index: GraphIndex, name: str) -> bool:
     return False
 
 
+def scored_output(index: GraphIndex, name: str) -> bool:
+    """Whether values of `name` reach, through ops that only move them, a Sigmoid or Softmax whose own
+    values reach a model output the same way: scores a threshold reads. A squeeze-excitation gate (a
+    Sigmoid into a Mul) or an attention Softmax is no such output."""
+    seen, todo = {name}, [name]
+    while todo:
+        tensor = todo.pop()
+        for node, _ in index.consumers.get(tensor, []):
+            if node.op_type in PROBABILITY_OPS and consumer_transform(index, tensor) is not silu:
+                if _moves_to_output(index, node.output[0]):
+                    return True
+            elif node.op_type in MOVING_OPS:
+                todo.extend(o for o in node.output if o and o not in seen)
+                seen.update(node.output)
+    return False
+
+
+def _moves_to_output(index: GraphIndex, name: str) -> bool:
+    seen, todo = {name}, [name]
+    while todo:
+        tensor = todo.pop()
+        if tensor in index.graph_outputs:
+            return True
+        for node, _ in index.consumers.get(tensor, []):
+            if node.op_type in MOVING_OPS:
+                todo.extend(o for o in node.output if o and o not in seen)
+                seen.update(node.output)
+    return False
+
+
 def score_tensors(index: GraphIndex) -> set[str]:
-    """The outputs of Conv / Gemm / MatMul layers whose values become probabilities (becomes_probability),
-    and the tensors the moving ops carry them through to their Sigmoid or Softmax: a detector's class and
+    """The outputs of Conv / Gemm / MatMul layers whose values become scores (scored_output), and the
+    tensors the moving ops carry them through to their Sigmoid or Softmax: a detector's class and
     box-bin logits, concatenated per level, reshaped, concatenated and split before their Sigmoid and
     DFL Softmax (YOLOv8). One uint8 scale over such a head's logits left its class scores 42 distinct
     values: every FP32 score in (0.33, 0.35] became 0.354, and at the package's 0.35 threshold a YOLOv8
     detector (PyPI clashroyalebuildabot) found 207 boxes where FP32 found 144; in float, 175, all 144 of
     FP32's among them, at the same speed. A layer whose logits are split from the scores' only after a
-    Concat counts as theirs (becomes_probability does not follow a Split's parts one by one)."""
+    Concat counts as theirs (scored_output does not follow a Split's parts one by one)."""
     found: set[str] = set()
     for node in index.nodes:
         out = node.output[0] if node.op_type in COMPUTE_OPS and node.output else ""
-        if not out or out in found or not becomes_probability(index, out):
+        if not out or out in found or not scored_output(index, out):
             continue
         todo = [out]
         found.add(out)
         while todo:
             for consumer, _ in index.consumers.get(todo.pop(), []):
                 if consumer.op_type in MOVING_OPS:
-                    fresh = [
-                        o for o in consumer.output if o and o not in found and becomes_probability(index, o)
-                    ]
+                    fresh = [o for o in consumer.output if o and o not in found and scored_output(index, o)]
                     found.update(fresh)
                     todo.extend(fresh)
     return found
