@@ -5,6 +5,7 @@ and never reaching past where that function saturates."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,53 +167,52 @@ def becomes_probability(index: GraphIndex, name: str) -> bool:
     clip them to the typical image's extreme. PyPI's YOLOv8 DocLayNet detector had its class logits'
     mean image maximum at -1.9 (most anchors of most pages see nothing): capped at 0, no score passed 0.5
     and all 18 of FP32's detections above it were lost, at 32.5 dB output SQNR dominated by the boxes."""
+    return any(_squashes(index, node, tensor) for node, tensor in _moved_consumers(index, name))
+
+
+def _moved_consumers(index: GraphIndex, name: str) -> Iterator[tuple[onnx.NodeProto, str]]:
+    """(consumer, the tensor it reads) for each consumer of `name` and of the tensors that ops which only
+    move values (MOVING_OPS) carry it to."""
     seen, todo = {name}, [name]
     while todo:
         tensor = todo.pop()
         for node, _ in index.consumers.get(tensor, []):
-            if node.op_type in PROBABILITY_OPS and consumer_transform(index, tensor) is not silu:
-                return True
+            yield node, tensor
             if node.op_type in MOVING_OPS:
-                todo.extend(o for o in node.output if o and o not in seen)
-                seen.update(node.output)
-    return False
+                fresh = [o for o in node.output if o and o not in seen]
+                seen.update(fresh)
+                todo.extend(fresh)
+
+
+def _squashes(index: GraphIndex, node: onnx.NodeProto, tensor: str) -> bool:
+    """Whether `node` turns `tensor` into probabilities (not a SiLU's gate)."""
+    return node.op_type in PROBABILITY_OPS and consumer_transform(index, tensor) is not silu
 
 
 def scored_output(index: GraphIndex, name: str) -> bool:
     """Whether values of `name` reach, through ops that only move them, a Sigmoid or Softmax whose own
     values reach a model output the same way: scores a threshold reads. A squeeze-excitation gate (a
-    Sigmoid into a Mul) or an attention Softmax is no such output."""
-    seen, todo = {name}, [name]
-    while todo:
-        tensor = todo.pop()
-        for node, _ in index.consumers.get(tensor, []):
-            if node.op_type in PROBABILITY_OPS and consumer_transform(index, tensor) is not silu:
-                if _moves_to_output(index, node.output[0]):
-                    return True
-            elif node.op_type in MOVING_OPS:
-                todo.extend(o for o in node.output if o and o not in seen)
-                seen.update(node.output)
-    return False
+    Sigmoid into a Mul), an attention Softmax or a box head's DFL (a Softmax into a Conv) is none."""
+    return any(
+        _squashes(index, node, tensor) and _moves_to_output(index, node.output[0])
+        for node, tensor in _moved_consumers(index, name)
+    )
 
 
 def _moves_to_output(index: GraphIndex, name: str) -> bool:
-    seen, todo = {name}, [name]
-    while todo:
-        tensor = todo.pop()
-        if tensor in index.graph_outputs:
-            return True
-        for node, _ in index.consumers.get(tensor, []):
-            if node.op_type in MOVING_OPS:
-                todo.extend(o for o in node.output if o and o not in seen)
-                seen.update(node.output)
-    return False
+    return name in index.graph_outputs or any(
+        o in index.graph_outputs
+        for node, _ in _moved_consumers(index, name)
+        if node.op_type in MOVING_OPS
+        for o in node.output
+    )
 
 
 def score_tensors(index: GraphIndex) -> set[str]:
     """The outputs of Conv / Gemm / MatMul layers whose values become scores (scored_output), and the
-    tensors the moving ops carry them through to their Sigmoid or Softmax: a detector's class and
-    box-bin logits, concatenated per level, reshaped, concatenated and split before their Sigmoid and
-    DFL Softmax (YOLOv8). One uint8 scale over such a head's logits left its class scores 42 distinct
+    tensors the moving ops carry them through to their Sigmoid or Softmax: a detector's class logits,
+    concatenated per level with its box logits, reshaped, concatenated and split before their Sigmoid
+    (YOLOv8). One uint8 scale over such a head's logits left its class scores 42 distinct
     values: every FP32 score in (0.33, 0.35] became 0.354, and at the package's 0.35 threshold a YOLOv8
     detector (PyPI clashroyalebuildabot) found 207 boxes where FP32 found 144; in float, 175, all 144 of
     FP32's among them, at the same speed. A layer whose logits are split from the scores' only after a
