@@ -59,10 +59,10 @@ def fold_weight_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[st
     del out.graph.node[:]
     out.graph.node.extend(kept)
     out.graph.initializer.extend(made)
-    read = {name for node in kept for name in node.input} | subgraph_inputs(out) | outputs
-    unread = [t for t in out.graph.initializer if t.name not in read and t.name not in fed]
-    for tensor in unread:
-        out.graph.initializer.remove(tensor)
+    read = {name for node in kept for name in node.input} | subgraph_inputs(out) | outputs | fed
+    still = [t for t in out.graph.initializer if t.name in read]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(still)
     return out, folded
 
 

@@ -115,8 +115,8 @@ def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
 def _check_supported(model: onnx.ModelProto, path: Path) -> None:
     """Refuse what quantkit cannot run, before anything else: old opsets, training graphs, custom ops."""
     version = opset_version(model)
-    if newer_opset(version, path):
-        raise ModelError(newer_opset(version, path))
+    if newer := newer_opset(version, path):
+        raise ModelError(newer)
     if version < MIN_OPSET:
         raise ModelError(
             f"{path.name} uses opset {version}; quantkit needs opset {MIN_OPSET} or later (onnxruntime's "

@@ -54,11 +54,12 @@ def measured_reference(model: onnx.ModelProto, samples: Feed) -> list[dict[str, 
     that shows foreground on the samples (a logit above 0) is measured itself too, beside its logits
     (foreground_maps)."""
     measured = measured_outputs(model)
-    tensors = sorted({*measured_tensors(measured), *squashed_by(model, measured, SIGMOID)})
+    logits = set(measured_tensors(measured))
+    tensors = sorted(logits | set(squashed_by(model, measured, SIGMOID)))
     runs = [
         {t: run[t] for t in tensors} for run in Session.of(with_outputs(model, tensors)).iter_samples(samples)
     ]
-    unread = set(tensors) - set(measured_tensors(measured)) - set(foreground_maps(model, runs))
+    unread = set(tensors) - logits - set(foreground_maps(model, runs))
     return [{t: value for t, value in run.items() if t not in unread} for run in runs]
 
 

@@ -72,7 +72,12 @@ class Planning:
         return self.ranges[name]
 
     def add_q(self, name: str) -> bool:
-        if name in self.index.graph_outputs or name in self.q or name in self.float_tensors | self.scores:
+        if (
+            name in self.index.graph_outputs
+            or name in self.q
+            or name in self.float_tensors
+            or name in self.scores
+        ):
             return False
         self.q.add(name)
         return True
