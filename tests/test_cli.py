@@ -210,3 +210,37 @@ def test_convert_in_a_log_beats_and_keeps_stdout_clean(
     assert code == 0 and "still working after 0 s: " in err
     assert out.replace("b.onnx", "a.onnx") == quiet_out
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+_TELEMETRY_PROBE = """
+import builtins, os, sys
+seen = []
+real_import = builtins.__import__
+def spy(name, *args, **kwargs):
+    if name == "onnxruntime" and not seen:
+        seen.append(os.environ.get("ORT_DISABLE_TELEMETRY", "unset"))
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = spy
+import quantkit.cli
+import quantkit.runtime  # loads onnxruntime, if quantkit.cli has not already
+print(seen[0], os.environ.get("ORT_DISABLE_TELEMETRY", "unset"))
+"""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1 1"), ("0", "0 0")])
+def test_the_command_line_turns_off_onnxruntime_telemetry_before_it_loads(
+    given: str | None, expected: str
+) -> None:
+    """An unwritable $HOME made onnxruntime print a telemetry warning on every command; a value
+    the user set is theirs."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    if given is not None:
+        env["ORT_DISABLE_TELEMETRY"] = given
+    done = subprocess.run(
+        [sys.executable, "-c", _TELEMETRY_PROBE], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == expected.split()

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from quantkit.cli import (
+from quantkit.cli import (  # _environment first: it must run before onnxruntime loads
+    _environment,
     cmd_calibrate,
     cmd_check,
     cmd_compare,
@@ -16,6 +17,7 @@ from quantkit.cli.app import app
 from quantkit.cli.entry import main
 
 __all__ = [
+    "_environment",
     "app",
     "cmd_calibrate",
     "cmd_check",
