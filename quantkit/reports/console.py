@@ -305,7 +305,11 @@ def sensitivity_table(result: SensitivityReport, keep: int | None = None) -> Ren
             f"{100 * recovered:.0f}% of the error (output {decibels(result.int8_output_sqnr_db)} -> "
             f"{decibels(db)}){worse}: {names}\n"
         )
-    lines.append(f"measured in {result.seconds:.1f} s, rebalancing off")
+    lines.append(
+        f"measured in {result.seconds:.1f} s, rebalancing off; the output SQNR weighs each output and each "
+        "output feature (a class score, a box coordinate) alike, as convert's floors do, where compare "
+        "pools each output's values"
+    )
     return Group(table, Text(""), lines)
 
 

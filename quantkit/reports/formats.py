@@ -72,7 +72,8 @@ def smoke_text(smoke_sqnr_db: dict[str, float], samples: int) -> str:
         return line
     return line + (
         f"(every figure on calibration samples is on those {samples}, which the corrections were chosen "
-        "on: `quantkit compare` on held-out images measures what the model does elsewhere)\n"
+        "on, and weighs each output and each output feature alike: `quantkit compare` on held-out images "
+        "measures what the model does elsewhere, pooling each output's values)\n"
     )
 
 
