@@ -4,7 +4,8 @@ Three forms, one stream: an iterable of arrays (each one sample without the batc
 the model input's full rank), an iterable of {input_name: array} dicts (the only form for a model with
 several inputs: every dict names each input once), or a folder of .npy / .npz files (`quantkit calibrate
 --inputs DIR`: one sample per file, sorted by name; an .npz names its inputs). Every sample is checked
-against the model's inputs (names, rank, fixed sizes, finite float values) as it arrives.
+against the model's inputs (names, rank, fixed sizes, finite float values) as it arrives; where an input
+has dynamic sizes, samples may differ in them (batches are of one shape).
 """
 
 from __future__ import annotations
@@ -104,10 +105,15 @@ class ArrayStream:
         return self.shapes.get(self.spec.name)
 
     def __iter__(self) -> Iterator[Batch]:
+        """Batches of batch_size samples of one shape: a sample of another shape (a dynamic size, as a
+        text line's width) ends the batch before it."""
         pending: list[Feed] = []
         for index, item in enumerate(self.samples):
             for sample in self._samples_of(item, index):
                 self._digest.update(self._digest_bytes(sample))
+                if pending and _shapes(pending[0]) != _shapes(sample):
+                    yield self._batch(pending)
+                    pending = []
                 pending.append(sample)
                 self.count += 1
                 if len(pending) == self.batch_size:
@@ -207,19 +213,20 @@ class ArrayStream:
             )
         wanted = spec.shape[1:]
         for sample in samples:
-            before = self.shapes.get(spec.name)
-            if before is not None and sample.shape != before:
-                raise ConfigError(
-                    f"{what} has shape {list(sample.shape)}, the samples before it "
-                    f"{list(before)}: give every sample one shape"
-                )
-            self.shapes[spec.name] = sample.shape
+            self.shapes.setdefault(spec.name, sample.shape)
             if any(w is not None and w != got for w, got in zip(wanted, sample.shape, strict=True)):
                 raise ConfigError(
                     f"{what} has shape {list(sample.shape)} per sample; the model's input "
                     f"{spec.name!r} is {_fmt(spec.shape)}"
                 )
         return samples
+
+
+def _shapes(sample: Feed) -> tuple[tuple[int, ...], ...]:
+    """One sample's shape (several inputs: each input's, in the dict's order)."""
+    if isinstance(sample, np.ndarray):
+        return (sample.shape,)
+    return tuple(value.shape for value in sample.values())
 
 
 def sample_side(sample_shape: tuple[int, ...]) -> tuple[int, int] | None:

@@ -42,6 +42,13 @@ def feed_shapes(feed: Feed, name: str) -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape[1:]) for key, value in feed.items()}
 
 
+def fits_with(kept: list[Feed], feed: Feed) -> bool:
+    """Whether feed's samples have the shapes of those kept (or nothing is kept yet): what feed_concat
+    can stack. Arrays for a model with dynamic sizes (a text line of any width) come in several shapes;
+    the samples a table stores are those of the first."""
+    return not kept or feed_shapes(kept[0], "") == feed_shapes(feed, "")
+
+
 def feed_take(feed: Feed, start: int, stop: int) -> Feed:
     """Samples [start:stop] of every input."""
     if isinstance(feed, np.ndarray):

@@ -22,7 +22,7 @@ from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
 from quantkit.pipeline.shards import keeping, require_visible, session_for
-from quantkit.results import Batch, Feed, feed_concat, feed_rows, feed_take
+from quantkit.results import Batch, Feed, feed_concat, feed_rows, feed_take, fits_with
 from quantkit.runtime import Session
 
 
@@ -142,7 +142,7 @@ class Merged:
         else:
             self.check.merge(result.check)
         held = sum(feed_rows(k) for k in self.kept)
-        if result.samples is not None and held < SMOKE_SAMPLES:
+        if result.samples is not None and held < SMOKE_SAMPLES and fits_with(self.kept, result.samples):
             self.kept.append(feed_take(result.samples, 0, SMOKE_SAMPLES - held))
         self.skipped.extend(result.skipped)
         self.entries.extend(result.entries)

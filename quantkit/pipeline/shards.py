@@ -20,7 +20,7 @@ import onnx
 from quantkit.config import Runtime
 from quantkit.errors import ConfigError, ImageError
 from quantkit.parallel import InProcess, Parallel, pool_for
-from quantkit.results import Batch, Feed, feed_rows, feed_take
+from quantkit.results import Batch, Feed, feed_rows, feed_take, fits_with
 from quantkit.runtime import Runner, Session, fits_one_message
 from quantkit.runtime_openvino import OpenVinoSession
 
@@ -165,10 +165,10 @@ def require_visible(paths: Sequence[Path]) -> None:
 
 def keeping(batches: Iterable[Batch], keep: int, kept: list[Feed]) -> Iterator[Batch]:
     """The batches, unchanged; on the way, their first `keep` samples appended to `kept` (calibrate's
-    smoke-test samples, compare's timing sample)."""
+    smoke-test samples, compare's timing sample), those of the first batch's shapes (fits_with)."""
     for batch in batches:
         held = sum(feed_rows(k) for k in kept)
-        if held < keep:
+        if held < keep and fits_with(kept, batch.data):
             kept.append(feed_take(batch.data, 0, keep - held))
         yield batch
 
