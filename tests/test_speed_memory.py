@@ -228,3 +228,17 @@ def test_a_faster_plan_that_breaks_the_floor_gives_way_to_the_plan() -> None:
     assert speed_memory.below_floor(broken, broken, 10.0, reference, samples, SqnrMemo()) == ()  # the same
     slightly = make_model(nodes, {"k": np.array(0.95, np.float32)})  # 26 dB: above the floor, it stands
     assert speed_memory.below_floor(slightly, plain, 10.0, reference, samples, SqnrMemo()) == ()
+
+
+def test_the_speed_aware_choice_passes_over_faster_plans_that_break_the_floor() -> None:
+    """Refined plans below the floor that the plain plan holds are no choice (their speedups read 0), so
+    that the fastest plan that holds is kept rather than the plain plan below_floor falls back to."""
+    models = [onnx.ModelProto() for _ in range(4)]
+    broken = {id(models[2])}
+    ratios = [1.2, 1.4, 1.6, 1.5]
+    kept = speed_refine.within_floor(ratios, models, lambda m: id(m) not in broken)
+    assert kept == [1.2, 1.4, 0.0, 1.5]
+    assert speed_refine.chosen(kept, None)[0] == 3  # the fastest that holds, not the plain plan
+    assert speed_refine.within_floor(ratios, models, None) == ratios
+    plain_broken = {id(models[0]), id(models[2])}  # the floor is not the plan's to keep: all stand
+    assert speed_refine.within_floor(ratios, models, lambda m: id(m) not in plain_broken) == ratios

@@ -177,8 +177,12 @@ def _converted(
             placed = targets.inputs_only(base, GraphIndex(inferred))
             return placed, _quantized_model(inferred, placed, config)
 
+        def holds(model: onnx.ModelProto) -> bool:  # measured with accuracy's run (the memo)
+            return fallback.output_sqnr(model, reference, samples, measured, worst=True) >= INT8_FLOOR_DB
+
         fixed = model_io.weights_fixed(inferred)[0]  # profiled as the network, not its overridable form
-        refined = speed_memory.refine(fixed, table, plan, quantized, samples, build, accuracy, inputs_only)
+        args = (fixed, table, plan, quantized, samples, build, accuracy, inputs_only, holds)
+        refined = speed_memory.refine(*args)
         runnable = (_runnable(refined.model, config), _runnable(quantized, config))
         floor_kept = speed_memory.below_floor(*runnable, INT8_FLOOR_DB, reference, samples, measured)
         if floor_kept:  # faster, but broken on an output where the plan was not: the plan stands

@@ -37,7 +37,7 @@ from quantkit.evaluate import speed
 from quantkit.files import write_atomic
 from quantkit.outcomes import Speed, SpeedPlan
 from quantkit.pipeline import speed_refine
-from quantkit.pipeline.speed_refine import INPUTS, REASON, Accuracy, Build, Placed, Refined
+from quantkit.pipeline.speed_refine import INPUTS, REASON, Accuracy, Build, Holds, Placed, Refined
 from quantkit.planner import fallback
 from quantkit.results import CalibrationTable, Feed, QuantPlan
 from quantkit.runtime import cpu_info, fits_one_message, versions
@@ -131,10 +131,11 @@ def refine(
     build: Build,
     accuracy: Accuracy | None = None,
     inputs_only: Placed | None = None,
+    holds: Holds | None = None,
 ) -> Refined:
     """speed_refine.refine (same arguments), or the plan it kept for this candidate before, rebuilt with
-    build(ops kept float) or inputs_only() and nothing timed."""
-    args = (prepared, table, plan, candidate, samples, build, accuracy, inputs_only)
+    build(ops kept float) or inputs_only() and nothing timed (convert checks that one: below_floor)."""
+    args = (prepared, table, plan, candidate, samples, build, accuracy, inputs_only, holds)
     if not fits_one_message(candidate) or not plan.quantized_nodes:  # nothing is timed for these
         return speed_refine.refine(*args)
     memory = Memory.of(candidate, samples)
