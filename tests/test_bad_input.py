@@ -178,6 +178,33 @@ def test_unknown_custom_op(image_dir: Path, tmp_path: Path, capsys: Capsys) -> N
     fails_cleanly(path, image_dir, tmp_path, capsys, "custom op", "com.example::Mystery")
 
 
+def test_a_model_saved_after_onnxruntimes_optimizations(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """onnxruntime's optimizer fuses Conv + Relu into com.microsoft::FusedConv (ORT_ENABLE_EXTENDED), or
+    lays convs out as NCHWc (ORT_ENABLE_ALL): convert wrote such a model with no layer int8, or refused it
+    as custom ops onnxruntime cannot run. Both are refused naming the cause; compare still runs them."""
+    import onnxruntime as ort
+
+    original = save_model(make_model(cnn_nodes(), conv_params(4, 3)), tmp_path / "m.onnx")
+    optimized = tmp_path / "m.ort_extended.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(str(original), options, providers=["CPUExecutionProvider"])
+    assert any(n.op_type == "FusedConv" for n in onnx.load(str(optimized)).graph.node)
+    phrases = (
+        "saved after onnxruntime's graph optimizations (com.microsoft::FusedConv)",
+        "before optimization",
+    )
+    fails_cleanly(optimized, image_dir, tmp_path, capsys, *phrases)
+    code, _, err = run(["convert", str(optimized), "--to", "fp16", "-o", str(tmp_path / "f.onnx")], capsys)
+    assert_one_line_error(code, err, *phrases)
+    assert not (tmp_path / "f.onnx").exists()
+    argv = ["compare", str(original), str(optimized), "--images", str(image_dir), "--runs", "0"]
+    assert run(argv, capsys)[0] == 0
+
+
 def test_several_image_inputs(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     model = tiny_cnn(tmp_path / "two.onnx", inputs=2)
     fails_cleanly(

@@ -47,3 +47,31 @@ def newer_opset(version: int, path: Path) -> str:
         f"{path.name} uses opset {version}, newer than onnx {onnx.__version__} defines ({known}); "
         f"re-export it at opset {known} or lower"
     )
+
+
+# What onnxruntime's graph optimizer writes (SessionOptions.optimized_model_filepath at ORT_ENABLE_EXTENDED
+# or ORT_ENABLE_ALL): kernels fused or laid out for one CPU, which no quantizer plans on. An NCHWc model
+# was refused as "custom ops onnxruntime cannot run", and a FusedConv one came out with no layer int8.
+ORT_LAYOUT_DOMAIN = "com.microsoft.nchwc"
+ORT_FUSED_OPS = frozenset(
+    {"FusedConv", "FusedGemm", "FusedMatMul", "NhwcConv", "NhwcFusedConv", "NhwcMaxPool"}
+)
+
+
+def optimized_by_ort(model: onnx.ModelProto, path: Path) -> str:
+    """The message for a model saved after onnxruntime's optimizations ("" otherwise)."""
+    found = sorted(
+        {
+            f"{n.domain}::{n.op_type}"
+            for n in model.graph.node
+            if n.domain == ORT_LAYOUT_DOMAIN or (n.domain == "com.microsoft" and n.op_type in ORT_FUSED_OPS)
+        }
+    )
+    if not found:
+        return ""
+    more = f" and {len(found) - 2} more" if len(found) > 2 else ""
+    return (
+        f"{path.name} was saved after onnxruntime's graph optimizations ({', '.join(found[:2])}{more}): its "
+        "layers are fused for one CPU and cannot be quantized; give quantkit the model before optimization "
+        "(the exported file, or one saved at ORT_ENABLE_BASIC)"
+    )

@@ -22,7 +22,7 @@ from quantkit.results import InputSpec
 MIN_OPSET = 7  # onnxruntime runs opset 7 and later; quantkit upgrades below 13 with onnx's converter
 PER_CHANNEL_OPSET = 13
 # Operator domains onnxruntime's CPU provider runs without a custom-op library.
-KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc"})
 TRAINING_DOMAIN = "ai.onnx.preview.training"
 _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
 

@@ -28,6 +28,7 @@ from quantkit.errors import (
 )
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.file_kinds import optimized_by_ort
 from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import is_quantized_op
 from quantkit.graph.widen import widenable
@@ -38,7 +39,10 @@ T = TypeVar("T")
 
 
 def require_float(model: onnx.ModelProto, path: Path) -> None:
-    """Refuse a model that is quantized already (QDQ or QOperator): its float original is what converts."""
+    """Refuse a model that is quantized already (QDQ or QOperator), or saved after onnxruntime's graph
+    optimizations (file_kinds.optimized_by_ort): its float original is what converts."""
+    if optimized := optimized_by_ort(model, path):
+        raise ModelError(optimized)
     found = Counter(n.op_type for n in model.graph.node if is_quantized_op(n.op_type))
     if found:
         ops = ", ".join(
