@@ -19,6 +19,7 @@ from quantkit.planner.range_plan import (
     capped,
     hard_consumer,
     is_bounded,
+    range_stats,
     saturated_outside,
     select_range,
 )
@@ -297,3 +298,35 @@ def test_a_range_stops_where_every_consumer_saturates() -> None:
         assert -2.5 <= lo < 0.0 < hi <= 2.5, method
     lo, hi = select_range(s, ConvertConfig(), HardActivation(True, 1.0 / 6, 0.5).transform())
     assert lo > -3.5 and hi > 10.0  # MSE after hard-swish: no range below -3, the positive side kept
+
+
+def test_a_tensor_a_maxpool_reads_is_ranged_on_what_the_pool_passes_on() -> None:
+    """A ReLU whose peaks carry a text line's strokes, read by a MaxPool: MSE on the ReLU's own values
+    clips the peaks as rare (a CTC reader kept 112.6 of 153, every line's peak above it); on the pool's
+    output, where the peaks are what is left, it keeps more of them. Through a Relu folded into the range
+    too; not where the tensor has other readers (the pool's output would not be what they see)."""
+    g = np.random.default_rng(5)
+    relu = np.maximum(g.normal(0, 1, (100, 8, 16, 16)), 0).astype(np.float32)
+    relu[:, :, 3, 5] *= 40.0  # one strong stroke per image
+    pooled = relu.reshape(100, 8, 8, 2, 8, 2).max(axis=(3, 5))
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p", "w2", "b2"], ["y"], name="conv2"),
+    ]
+    params = {**conv_params(8, 3), **{k + "2": v for k, v in conv_params(8, 8, k=1).items()}}
+    index = GraphIndex(make_model(nodes, params))
+    table = {"c": stats_of(relu), "r": stats_of(relu), "p": stats_of(pooled)}
+    assert range_stats(index, table, "r") is table["p"]
+    assert range_stats(index, table, "c") is table["p"]  # its Relu folded into the range
+    assert range_stats(index, table, "p") is table["p"]
+    config = ConvertConfig(method=CalibMethod.mse)
+    own = select_range(table["r"], config)[1]
+    seen = select_range(range_stats(index, table, "r"), config)[1]
+    assert seen > 1.05 * own  # more of the peaks kept
+    nodes.append(helper.make_node("Relu", ["r"], ["r2"], name="other"))
+    two_readers = GraphIndex(make_model(nodes, params, outputs=["y", "r2"]))
+    assert range_stats(two_readers, table, "r") is table["r"]
+    del table["p"]  # a table from before the pools' outputs were observed
+    assert range_stats(index, table, "r") is table["r"]

@@ -12,6 +12,7 @@ from quantkit.planner.range_plan import (
     caps,
     consumer_transform,
     is_bounded,
+    range_stats,
     saturated_outside,
     select_range,
 )
@@ -56,15 +57,16 @@ class Planning:
         return stats is not None and stats.nonfinite > 0
 
     def range_of(self, name: str) -> tuple[float, float]:
-        """The tensor's range: select_range's (cached in `selected` across plans), capped at the images'
-        mean extremes under --method mse with --range-cap on (never a bounded op's output, nor logits
-        that become probabilities)."""
+        """The tensor's range: select_range's on range_stats (cached in `selected` across plans), capped
+        at the images' mean extremes under --method mse with --range-cap on (never a bounded op's
+        output, nor logits that become probabilities)."""
         if name not in self.ranges:
             stats, bounded = self.table.stats[name], is_bounded(self.index, name)
             if name not in self.selected:
                 transform = consumer_transform(self.index, name)
                 live = saturated_outside(self.index, name)
-                self.selected[name] = select_range(stats, self.config, transform, bounded, live)
+                seen = range_stats(self.index, self.table.stats, name)
+                self.selected[name] = select_range(seen, self.config, transform, bounded, live)
             lo, hi = self.selected[name]
             if caps(self.config) and not bounded and not becomes_probability(self.index, name):
                 lo, hi = capped(lo, hi, stats)

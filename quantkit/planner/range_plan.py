@@ -5,7 +5,7 @@ and never reaching past where that function saturates."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +64,29 @@ def _by_method(
         counts = without_zeros(stats.hist, stats.hist_lo, stats.hist_hi, stats.zeros)
         return entropy_range(counts, stats.hist_lo, stats.hist_hi, dtype)
     return mse_range(stats.hist, stats.hist_lo, stats.hist_hi, dtype, transform=transform)
+
+
+def range_stats(index: GraphIndex, stats: Mapping[str, TensorStats], name: str) -> TensorStats:
+    """The statistics a tensor's range is chosen on: its own, or where a MaxPool is its only reader
+    (directly or through a Relu that is), the pool's output's (where the table has them). The pool passes on each window's largest value, and its
+    output shares the tensor's params: what its readers see is the top of the tensor's histogram, which
+    MSE on the whole of it clips as if it were rare. A PyPI text-line reader (CTC, 7 Conv-ReLU-MaxPool
+    stages) kept 112.6 of a ReLU reaching 153 (every line's peak above it, 99.9 % of its values below 66):
+    23.1 dB on lines of their own width; chosen on the pools' outputs, 25.4 dB (and 30.7 -> 33.2 dB on
+    padded lines). Values below the pool's output minimum never win a window: clipping them is exact."""
+    tensor = name
+    for _ in range(2):  # through a Relu folded into the range
+        readers = index.consumers.get(tensor, [])
+        if len(readers) != 1 or tensor in index.graph_outputs:
+            break
+        reader = readers[0][0]
+        if reader.op_type == "MaxPool":
+            pooled = stats.get(reader.output[0])
+            return stats[name] if pooled is None else pooled
+        if reader.op_type != "Relu":
+            break
+        tensor = reader.output[0]
+    return stats[name]
 
 
 def capped(lo: float, hi: float, stats: TensorStats) -> tuple[float, float]:
