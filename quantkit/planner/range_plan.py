@@ -68,12 +68,13 @@ def _by_method(
 
 def range_stats(index: GraphIndex, stats: Mapping[str, TensorStats], name: str) -> TensorStats:
     """The statistics a tensor's range is chosen on: its own, or where a MaxPool is its only reader
-    (directly or through a Relu that is), the pool's output's (where the table has them). The pool passes on each window's largest value, and its
-    output shares the tensor's params: what its readers see is the top of the tensor's histogram, which
-    MSE on the whole of it clips as if it were rare. A PyPI text-line reader (CTC, 7 Conv-ReLU-MaxPool
-    stages) kept 112.6 of a ReLU reaching 153 (every line's peak above it, 99.9 % of its values below 66):
-    23.1 dB on lines of their own width; chosen on the pools' outputs, 25.4 dB (and 30.7 -> 33.2 dB on
-    padded lines). Values below the pool's output minimum never win a window: clipping them is exact."""
+    (directly or through a Relu that is), the pool's output's (where the table has them). The pool
+    passes on each window's largest value, and its output shares the tensor's params: what its readers
+    see is the top of the tensor's histogram, which MSE on the whole of it clips as if it were rare. A
+    PyPI text-line reader (CTC, 7 Conv-ReLU-MaxPool stages) kept 112.6 of a ReLU reaching 153 (every
+    line's peak above it, 99.9 % of its values below 66): 23.1 dB on lines of their own width; chosen on
+    the pools' outputs, 25.4 dB (and 30.7 -> 33.2 dB on padded lines). Values below the pool's output
+    minimum never win a window: clipping them is exact."""
     tensor = name
     for _ in range(2):  # through a Relu folded into the range
         readers = index.consumers.get(tensor, [])
