@@ -44,11 +44,7 @@ def find_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise ImageError(f"{folder} is not a folder; pass a folder of images to --images")
     root = folder.resolve()
-    found = [
-        (relative, folder / relative)
-        for relative, entry in _entries(folder)
-        if entry.is_file() and (not entry.is_symlink() or Path(entry.path).resolve().is_relative_to(root))
-    ]
+    found = [(relative, folder / relative) for relative, entry in _entries(folder) if _taken(entry, root)]
     if not found:
         others = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         outside = [p for p in others if (folder / p).suffix.lower() in IMAGE_SUFFIXES]
@@ -62,6 +58,16 @@ def find_images(folder: Path) -> list[Path]:
             f"no images ({SUFFIX_TEXT}) found under {folder} ({held}); point --images at a folder of images"
         )
     return [path for _, path in sorted(found)]
+
+
+def _taken(entry: os.DirEntry[str], root: Path) -> bool:
+    """Whether a listed image file is read: a file, not a link to outside root. One that cannot even be
+    looked at (a link loop, no permission) is taken: the loader skips it and names why, as it does a
+    broken image, where a link loop used to stop calibrate with "check that the disk is writable"."""
+    try:
+        return entry.is_file() and (not entry.is_symlink() or Path(entry.path).resolve().is_relative_to(root))
+    except (OSError, RuntimeError):  # RuntimeError: pathlib's symlink loop before Python 3.13
+        return True
 
 
 def _entries(folder: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
@@ -209,7 +215,7 @@ def list_digest(paths: Sequence[Path]) -> str:
             raw = path.read_bytes()
         except OSError:
             continue
-        digest.update(path.name.encode() + b"\0" + hashlib.sha256(raw).digest())
+        digest.update(os.fsencode(path.name) + b"\0" + hashlib.sha256(raw).digest())
     return digest.hexdigest()
 
 
@@ -246,7 +252,7 @@ class ImageLoader:
             except OSError as exc:
                 self.skipped.append((path, exc.strerror or str(exc)))
                 continue
-            self.entries.append(path.name.encode() + b"\0" + hashlib.sha256(raw).digest())
+            self.entries.append(os.fsencode(path.name) + b"\0" + hashlib.sha256(raw).digest())
             samples.append(sample)
             names.append(path)
             if len(samples) == self.batch_size:

@@ -205,6 +205,39 @@ def test_a_model_saved_after_onnxruntimes_optimizations(
     assert run(argv, capsys)[0] == 0
 
 
+def test_image_names_that_are_not_utf8(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A file name in another encoding (bytes 0xff 0xfe: Latin-1 from an old archive) reaches Python as
+    surrogates; hashing the image list encoded them as UTF-8 and stopped calibrate with an internal
+    error. Such names are images like any other, and a broken one is skipped by name."""
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    for k, source in enumerate(sorted(image_dir.rglob("*.png"))[:4]):
+        (folder / os.fsdecode(b"photo_\xe9t\xe9_%d.png" % k)).write_bytes(source.read_bytes())
+    (folder / os.fsdecode(b"broken_\xff.jpg")).write_bytes(b"not a jpeg")
+    code, out, err = calibrate(cnn, folder, tmp_path / "t.json", capsys)
+    assert code == 0, err
+    assert "on 4 images" in out and "skipped 1 unreadable file(s): broken_" in err
+    code, _, err = run(["compare", str(cnn), str(cnn), "--images", str(folder), "--runs", "0"], capsys)
+    assert code == 0, err
+
+
+def test_a_link_loop_in_the_image_folder_is_skipped(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Two links to each other, named like images: listing them raised ELOOP and calibrate stopped with
+    "check the path and that the disk is writable and not full". They are skipped, by name and why."""
+    folder = tmp_path / "looped"
+    folder.mkdir()
+    for source in sorted(image_dir.rglob("*.png"))[:4]:
+        (folder / source.name).write_bytes(source.read_bytes())
+    (folder / "a.jpg").symlink_to(folder / "b.jpg")
+    (folder / "b.jpg").symlink_to(folder / "a.jpg")
+    code, out, err = calibrate(cnn, folder, tmp_path / "t.json", capsys)
+    assert code == 0, err
+    assert "on 4 images" in out
+    assert "skipped 2 unreadable file(s): a.jpg (Too many levels of symbolic links), b.jpg" in err
+
+
 def test_several_image_inputs(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     model = tiny_cnn(tmp_path / "two.onnx", inputs=2)
     fails_cleanly(

@@ -257,7 +257,7 @@ def write_text(path: Path, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        files.write_atomic(path, text.encode())
+        files.write_atomic(path, text.encode(errors="backslashreplace"))  # a file name in another encoding
 
 
 def step_summary_path() -> Path | None:

@@ -3,6 +3,7 @@ line with its exit code (2 for bad input, 130 on Ctrl-C)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -20,6 +21,9 @@ from quantkit.errors import ConfigError, QuantkitError
 
 def main() -> None:
     """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C."""
+    for stream in (sys.stdout, sys.stderr):  # a file name in another encoding: printed escaped (\udcff)
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     argv = [a for a in sys.argv[1:] if a not in LOUDNESS_FLAGS]
     VERBOSITY["level"] = 0
     for flag in sys.argv[1:]:

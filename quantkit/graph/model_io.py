@@ -38,7 +38,7 @@ def file_sha256(path: Path) -> str:
         digest.update(block)
     for data in data_files(path):
         if data.is_file():
-            digest.update(f"\0{data.relative_to(path.parent)}\0".encode())
+            digest.update(f"\0{data.relative_to(path.parent)}\0".encode(errors="surrogateescape"))
             for block in _blocks(data):
                 digest.update(block)
     return digest.hexdigest()

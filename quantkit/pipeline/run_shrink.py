@@ -207,12 +207,12 @@ def _run(
     summary_md = markdown.shrink_markdown(result)
     report_json = json.dumps(records.shrink_dict(result), indent=2) + "\n"
     files = [
-        (stage / "report.json", report_json.encode()),
-        (stage / "report.md", summary_md.encode()),
-        (stage / "junit.xml", junit.junit_xml(result).encode()),
+        (stage / "report.json", report_json.encode(errors="backslashreplace")),
+        (stage / "report.md", summary_md.encode(errors="backslashreplace")),
+        (stage / "junit.xml", junit.junit_xml(result).encode(errors="backslashreplace")),
     ]
     if html:
-        files.append((stage / "report.html", html_page.render(result).encode()))
+        files.append((stage / "report.html", html_page.render(result).encode(errors="backslashreplace")))
     write_set(files)
     return result
 

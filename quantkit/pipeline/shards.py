@@ -9,6 +9,7 @@ workers give the bytes one process gives.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -154,7 +155,7 @@ def release() -> None:
 def require_visible(paths: Sequence[Path]) -> None:
     """A worker's check that it sees the images the driver listed: a node without the folder is one
     clear error, not a chunk of silently skipped files."""
-    missing = [p for p in paths if not p.exists()]
+    missing = [p for p in paths if not os.path.lexists(p)]  # a link loop is there: the loader skips it
     if missing:
         raise ImageError(
             f"{socket.gethostname()} cannot see {missing[0]} ({len(missing)} of {len(paths)} images of its "
