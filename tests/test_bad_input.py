@@ -238,6 +238,27 @@ def test_a_link_loop_in_the_image_folder_is_skipped(
     assert "skipped 2 unreadable file(s): a.jpg (Too many levels of symbolic links), b.jpg" in err
 
 
+@pytest.mark.parametrize("command", ["calibrate", "compare"])
+def test_absurd_thread_counts_are_refused(
+    command: str, cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """--threads 10000 had onnxruntime start 10000 threads on 2 cores: calibrate ran 15 minutes until it
+    was killed. More than 4 a core is refused in one line, before any work."""
+    from quantkit.config.base import usable_cores
+
+    many = str(4 * usable_cores() + 1)
+    if command == "calibrate":
+        code, _, err = calibrate(cnn, image_dir, tmp_path / "t.json", capsys, "--threads", many)
+    else:
+        argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--threads", many]
+        code, _, err = run(argv, capsys)
+    assert_one_line_error(
+        code, err, f"--threads {many} is more than 4 per core", f"give at most {int(many) - 1}"
+    )
+    assert ("or 0 for all cores" in err) == (command == "calibrate")  # compare times at 1 thread or more
+    assert not (tmp_path / "t.json").exists()
+
+
 def test_several_image_inputs(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     model = tiny_cnn(tmp_path / "two.onnx", inputs=2)
     fails_cleanly(

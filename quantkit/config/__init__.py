@@ -8,7 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from quantkit.config.base import as_enum
+from quantkit.config.base import as_enum, check_threads
 from quantkit.config.preprocessing import (
     CROP_FRACTION,
     LETTERBOX_PAD,
@@ -232,6 +232,7 @@ class LatencyConfig:
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+        check_threads(self.threads, automatic=False)
         if self.runs < 0 or self.warmup < 0:
             raise ConfigError("--runs must be 0 (no timing) or more and --warmup 0 or more")
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from quantkit.config.base import check_threads
 from quantkit.errors import ConfigError
 
 J = TypeVar("J")
@@ -37,6 +38,8 @@ class Parallel:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
         if self.threads < 0:
             raise ConfigError(f"--threads must be 0 (automatic) or more, got {self.threads}")
+        if self.ray is None:  # a cluster's nodes have their own cores
+            check_threads(self.threads, automatic=True)
 
     @property
     def in_process(self) -> bool:
