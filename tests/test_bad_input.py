@@ -259,6 +259,20 @@ def test_absurd_thread_counts_are_refused(
     assert not (tmp_path / "t.json").exists()
 
 
+def test_a_graph_without_nodes_is_named_as_such(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A valid model whose output is its input was called "truncated or not a model"."""
+    graph = helper.make_graph(
+        [],
+        "empty",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
+    path = save_model(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "e.onnx"
+    )
+    fails_cleanly(path, image_dir, tmp_path, capsys, "holds a graph with no nodes", "nothing to convert")
+
+
 def test_several_image_inputs(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     model = tiny_cnn(tmp_path / "two.onnx", inputs=2)
     fails_cleanly(

@@ -37,6 +37,17 @@ def not_onnx(path: Path, reason: str) -> str:
     return f"{path} is not a valid ONNX model ({reason}); re-export it"
 
 
+def no_graph(model: onnx.ModelProto, path: Path) -> str:
+    """The message for a file that parsed but holds no nodes or no opset: a graph whose outputs are its
+    inputs (it computes nothing, so nothing converts), or bytes that only happened to parse."""
+    if model.opset_import and model.graph.input and model.graph.output:
+        return (
+            f"{path} holds a graph with no nodes (its outputs are its inputs or constants): nothing to "
+            "convert"
+        )
+    return f"{path} holds no ONNX graph (truncated or not a model); re-export it"
+
+
 def newer_opset(version: int, path: Path) -> str:
     """The message for an ai.onnx opset newer than this onnx defines ("" otherwise): onnxruntime's own
     ran on past its warning and was cut mid-sentence, without a fix."""

@@ -15,7 +15,7 @@ from onnx import external_data_helper, numpy_helper, shape_inference, version_co
 from quantkit import runtime
 from quantkit.errors import ModelError, shorten
 from quantkit.files import data_files
-from quantkit.graph.file_kinds import newer_opset, not_onnx
+from quantkit.graph.file_kinds import newer_opset, no_graph, not_onnx
 from quantkit.graph.toposort import passes_sorted
 from quantkit.results import InputSpec
 
@@ -72,7 +72,7 @@ def load_model(path: Path) -> onnx.ModelProto:
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelError(not_onnx(path, _short(exc))) from exc
     if not model.graph.node or not model.opset_import:
-        raise ModelError(f"{path} holds no ONNX graph (truncated or not a model); re-export it")
+        raise ModelError(no_graph(model, path))
     _check_supported(model, path)
     _load_external_data(model, path.parent)
     try:
