@@ -53,6 +53,16 @@ def test_bias_correction_is_dropped_where_the_model_measures_better_without(
     ) in summary.notes
 
 
+def test_an_exact_model_keeps_its_bias_setting_without_a_note(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing quantized (every layer excluded, or int8 not paying): both settings measure inf dB, and
+    convert said "bias correction not applied: ... inf dB without it against inf dB with it"."""
+    _measured(monkeypatch, float("inf"), float("inf"))
+    summary, _ = quantize(_cnn(), tmp_path, image_dir, UNTIMED)
+    assert not any("bias correction not" in n for n in summary.notes)
+
+
 @pytest.mark.parametrize("without_db", [20.0, 20.05, 19.0])
 def test_bias_correction_stays_within_the_margin_or_where_it_measures_better(
     without_db: float, tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch

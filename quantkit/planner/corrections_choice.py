@@ -112,7 +112,7 @@ def resolve(
     without = resolved(dataclasses.replace(config, bias_correction=False))
     with_db = _final_db(model, table, chosen, reference, samples, cache, memo)
     without_db = _final_db(model, table, without, reference, samples, cache, memo)
-    if without_db >= with_db + MARGIN_DB:
+    if math.isfinite(with_db) and without_db >= with_db + MARGIN_DB:  # inf: exact either way
         return dataclasses.replace(without, dropped_bias=(with_db, without_db))
     return chosen
 
