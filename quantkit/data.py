@@ -229,6 +229,24 @@ def _shapes(sample: Feed) -> tuple[tuple[int, ...], ...]:
     return tuple(value.shape for value in sample.values())
 
 
+def picked_samples(
+    samples: Iterable[Sample], spec: InputSpec, chosen: Sequence[int], shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """float32 [S, ...]: the samples at the `chosen` positions of a stream read again (a folder of
+    files, a list), those of `shape`; None where none is, or where `samples` is a one-pass iterator
+    (the positions cannot be read twice). The range cap's stress samples (calib.extremes), as images'
+    are decoded again."""
+    if iter(samples) is samples:
+        return None
+    wanted, found = set(chosen), []
+    for position, batch in enumerate(ArrayStream(samples, spec, 1)):
+        if not isinstance(batch.data, np.ndarray) or position > max(wanted, default=-1):
+            break
+        if position in wanted and batch.data.shape[1:] == shape:
+            found.append(batch.data[0])
+    return np.stack(found) if found else None
+
+
 def sample_side(sample_shape: tuple[int, ...]) -> tuple[int, int] | None:
     """HxW of one image-like sample [C, H, W] or [H, W, C] (C of 1 or 3); None for other shapes."""
     if len(sample_shape) != 3:

@@ -196,7 +196,8 @@ def test_a_table_without_image_extremes_is_not_capped_and_says_so(
     assert seen == [False, False]  # only the bias correction's choice measured, both uncapped
     assert (
         "activation ranges not capped: the calibration table has no per-image extremes and outlier images "
-        "(array data, or an earlier quantkit); calibrate images again to measure --range-cap"
+        "(arrays given as a one-pass iterator, several inputs, or an earlier quantkit); calibrate on "
+        "images, a folder or a list of arrays to measure --range-cap"
     ) in summary.notes
 
 

@@ -17,7 +17,7 @@ from quantkit.calib.collect import GROUP_BYTES, check_finite, fetch_groups, rows
 from quantkit.calib.extremes import stress_images
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import CalibrateConfig, Preprocess
-from quantkit.data import ArrayStream, Sample, feed_side
+from quantkit.data import ArrayStream, Sample, feed_side, picked_samples
 from quantkit.errors import ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
@@ -44,7 +44,7 @@ from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_c
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
-from quantkit.results import Batch, CalibrationTable, Feed, feed_shapes
+from quantkit.results import Batch, CalibrationTable, Feed, InputSpec, feed_shapes
 from quantkit.runtime import Session, fits_one_message, versions
 from quantkit.version import __version__
 
@@ -219,7 +219,10 @@ def calibrate(
             "versions": versions(),
         }
     )
-    stress = _stress_samples(merged, preprocess) if arrays is None and preprocess is not None else None
+    if arrays is None:
+        stress = _stress_samples(merged, preprocess) if preprocess is not None else None
+    else:
+        stress = _stress_arrays(merged, arrays, spec) if len(specs) <= 1 else None
     table = CalibrationTable(meta=meta, stats=stats, samples=kept, stress=stress)
     json_bytes, npz_bytes = table_io.serialize(table)
     write_set([(npz_path, npz_bytes), (json_path, json_bytes)])
@@ -307,6 +310,17 @@ def _stress_samples(merged: Merged, preprocess: Preprocess) -> np.ndarray | None
     if batch is None or loader.skipped or not isinstance(batch.data, np.ndarray):
         return None
     return batch.data
+
+
+def _stress_arrays(merged: Merged, arrays: Iterable[Sample], spec: InputSpec) -> np.ndarray | None:
+    """The samples most often among the tensors' most extreme, read again from the arrays where they can
+    be (a folder of files, a list: data.picked_samples), of the stored samples' shape; None otherwise.
+    Without them a table from arrays could not measure the range cap."""
+    kept = merged.samples
+    if not isinstance(kept, np.ndarray):
+        return None
+    chosen = stress_images(p.image_extremes for p in merged.partials.values())
+    return picked_samples(arrays, spec, chosen, kept.shape[1:])
 
 
 def _sample_shapes(samples: Feed) -> dict[str, Any]:

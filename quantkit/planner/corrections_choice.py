@@ -141,7 +141,8 @@ def notes(resolved: Resolved, requested: ConvertConfig, table: CalibrationTable)
     elif requested.range_cap and not resolved.config.range_cap:
         said = (
             "activation ranges not capped: the calibration table has no per-image extremes and outlier "
-            "images (array data, or an earlier quantkit); calibrate images again to measure --range-cap",
+            "images (arrays given as a one-pass iterator, several inputs, or an earlier quantkit); calibrate "
+            "on images, a folder or a list of arrays to measure --range-cap",
         )
     return said + _bias_dropped(resolved)
 
