@@ -37,12 +37,20 @@ _FILE_MODE = _file_mode()
 
 def check_output(output: Path, *inputs: Path) -> None:
     """Refuse an output path that is an input (an input model's external-data files included), a
-    folder, or in a missing folder."""
+    folder, a device or pipe (written atomically, a file would be renamed over it), or in a missing
+    folder."""
     for source in [*inputs, *(data for model in inputs for data in data_files(model))]:
         if same_file(output, source):
             raise OutputError(f"the output {output} is an input file; choose another output path")
     if output.is_dir():
         raise OutputError(f"the output {output} is a folder; give a file path")
+    if output.exists() and not output.is_file():  # renamed over, /dev/null itself would become a file
+        raise OutputError(
+            f"the output {output} is a device, pipe or socket, not a file; give a file path (reports take "
+            "'-' for stdout)"
+        )
+    if output.parent.exists() and not output.parent.is_dir():
+        raise OutputError(f"the output's folder {output.parent} is a file; give a path in a folder")
     if not output.parent.is_dir():
         raise OutputError(f"output folder {output.parent} does not exist; create it first")
     require_writable(output.parent)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -80,11 +81,37 @@ def test_an_output_over_an_image_or_another_output_is_refused(
     before = image.read_bytes()
     code, _, err = run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(image)], capsys)
     assert code == 2 and image.read_bytes() == before, err
+    for flag in (
+        "--json",
+        "--markdown",
+    ):  # compare skipped the folder check (hunt28: the photo was the report)
+        argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), *FAST, flag, str(image)]
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, f"{flag} {image} would overwrite an image read from --images")
+        assert image.read_bytes() == before
     report = tmp_path / "same.txt"
     argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), *FAST]
     code, _, err = run([*argv, "--json", str(report), "--markdown", str(report)], capsys)
     assert_one_line_error(code, err, "are the same file")
     assert not report.exists()
+
+
+def test_an_output_on_a_device_or_pipe_is_refused(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Outputs are written beside and renamed over: `-o /dev/null` as root would have replaced the
+    system's /dev/null with a file, and a named pipe became a file its reader waits on forever."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), *FAST, "--json", str(pipe)]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, f"the output {pipe} is a device, pipe or socket, not a file")
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    code, _, err = run(["convert", str(cnn), "--to", "fp16", "-o", "/dev/null"], capsys)
+    assert_one_line_error(code, err, "the output /dev/null is a device, pipe or socket, not a file")
+    assert stat.S_ISCHR(Path("/dev/null").stat().st_mode)
+    code, _, err = run(["convert", str(cnn), "--to", "fp16", "-o", str(cnn / "x.onnx")], capsys)
+    assert_one_line_error(code, err, f"the output's folder {cnn} is a file")
 
 
 def test_the_config_file_is_an_input(

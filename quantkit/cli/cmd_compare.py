@@ -124,7 +124,11 @@ def compare(
         **detector_fields(detector, score_threshold),
     )
     outputs = [("--json", json_path), ("--markdown", markdown_path)]
-    guard_outputs(outputs, [("the reference", reference), ("the candidate", candidate), ("--labels", labels)])
+    guard_outputs(
+        outputs,
+        [("the reference", reference), ("the candidate", candidate), ("--labels", labels)],
+        [("--images", images), ("--inputs", inputs)],
+    )
     for _, out in outputs:
         if out is not None and str(out) != "-":
             files.check_output(out)
