@@ -44,6 +44,9 @@ class OutputMetrics:
     noise_images: int = 0  # images whose own output is mostly noise (cosine below metrics.NOISE_COSINE)
     # (axis, index, dB): the worst of the kinds of value along a short axis (metrics.kinds_axis), if any
     worst_kind: tuple[int, int, float] | None = None
+    # integer outputs (an ArgMax's labels): top1_agreement is the share of equal labels; their SQNR and
+    # cosine are of label numbers and say nothing (a recognizer's ids read 0.53 dB at 99.5 % agreement)
+    labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,7 @@ def comparison_record(result: ComparisonResult) -> dict[str, Any]:
                 "cosine": _finite(m.cosine),
                 "max_abs_error": _finite(m.max_abs_error),
                 "top1_agreement": m.top1_agreement,
+                "labels": m.labels,
                 "top5_overlap": m.top5_overlap,
                 "detection_recall": m.detection_recall,
                 "detections": m.detections,

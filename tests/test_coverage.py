@@ -843,6 +843,8 @@ def test_an_argmax_label_map_is_judged_by_its_scores_and_compared_by_agreement(
 
     (labels,) = report.outputs
     assert labels.top1_agreement is not None and 0.5 < labels.top1_agreement <= 1.0
+    assert labels.labels and "y" not in summary.smoke_sqnr_db  # no SQNR of label numbers is shown
+    assert report.to_dict()["outputs"][0]["labels"] is True
     ref = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     cand = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = rng(9).normal(0, 1, (2, 3, 16, 16)).astype(np.float32)

@@ -164,6 +164,7 @@ class OutputErrors:
             else None,
             noise_images=sum(c < NOISE_COSINE for c in self.cosines),
             worst_kind=self._worst_kind(),
+            labels=self.labels and count > 0,
         )
 
     def _worst_kind(self) -> tuple[int, int, float] | None:

@@ -343,8 +343,8 @@ def compare_table(result: ComparisonResult) -> RenderableType:
     for m in result.outputs:
         row = [
             m.name,
-            decibels(m.sqnr_db),
-            f"{m.cosine:.5f}",
+            "-" if m.labels else decibels(m.sqnr_db),  # of label numbers: agreement says it
+            "-" if m.labels else f"{m.cosine:.5f}",
             percent(m.top1_agreement),
             percent(m.top5_overlap),
         ]

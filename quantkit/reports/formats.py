@@ -67,7 +67,7 @@ def smoke_text(smoke_sqnr_db: dict[str, float], samples: int) -> str:
     """convert's smoke-test line, naming how many stored samples its figures are on (0: not known)."""
     sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in smoke_sqnr_db.items())
     on = f"the table's {samples} calibration samples" if samples else "calibration samples"
-    line = f"smoke test of the model written, on {on}: finite outputs, SQNR {sqnr}\n"
+    line = f"smoke test of the model written, on {on}: finite outputs{f', SQNR {sqnr}' if sqnr else ''}\n"
     if not samples:
         return line
     return line + (

@@ -76,7 +76,8 @@ def _summary(result: ShrinkResult) -> str:
             )
         )
     for m in c.outputs:
-        rows.append((f"{m.name} SQNR", f"{m.sqnr_db:.2f} dB"))
+        if not m.labels:  # of label numbers: the agreement below says it
+            rows.append((f"{m.name} SQNR", f"{m.sqnr_db:.2f} dB"))
         if m.top1_agreement is not None:
             rows.append((f"{m.name} top-1 agreement", f"{100 * m.top1_agreement:.2f}%"))
     if c.speedup is not None:

@@ -29,7 +29,8 @@ def comparison_markdown(result: ComparisonResult) -> str:
         )
         lines.append(f"| top-5 reference / candidate | {percent(ref.top5)} / {percent(cand.top5)} |")
     for m in result.outputs:
-        lines.append(f"| `{m.name}` SQNR / cosine | {decibels(m.sqnr_db)} / {m.cosine:.5f} |")
+        if not m.labels:  # an integer output's SQNR is of label numbers: its agreement follows
+            lines.append(f"| `{m.name}` SQNR / cosine | {decibels(m.sqnr_db)} / {m.cosine:.5f} |")
         if m.top1_agreement is not None:
             lines.append(
                 f"| `{m.name}` top-1 agreement / top-5 overlap | {percent(m.top1_agreement)} / "
