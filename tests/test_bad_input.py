@@ -296,7 +296,10 @@ def test_non_image_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> Non
     ("kind", "phrases"),
     [
         (TensorProto.INT64, ("input 'x' is INT64; quantkit feeds float32 images or uint8 pixels",)),
-        (TensorProto.FLOAT16, ("FLOAT16: the model is stored in 16-bit floats already", "float32 original")),
+        (
+            TensorProto.FLOAT16,
+            ("FLOAT16; quantkit feeds float32", "with a float32 input", "float32 original"),
+        ),
     ],
 )
 def test_input_of_another_type(

@@ -359,8 +359,8 @@ def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPE
     kind = tensor_type.elem_type
     if kind in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16) and kind not in allowed:
         raise ModelError(
-            f"input {value.name!r} is {onnx.TensorProto.DataType.Name(kind)}: the model is stored in 16-bit "
-            "floats already; quantize or convert its float32 original"
+            f"input {value.name!r} is {onnx.TensorProto.DataType.Name(kind)}; quantkit feeds float32: export "
+            "the model with a float32 input (if its weights are 16-bit too, give its float32 original)"
         )
     if kind not in allowed:
         also = "" if allowed == IMAGE_TYPES else "; arrays also integer or bool"
