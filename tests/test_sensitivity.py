@@ -270,3 +270,18 @@ def test_sensitivity_measures_the_range_cap_as_convert_decides_it(
     model, table = planted
     report = pipeline.sensitivity(model, table, ImageSelection(image_dir, 4), ConvertConfig(), cumulative=1)
     assert report.settings["range_cap"] is kept
+
+
+def test_the_set_written_is_the_fewest_layers_within_a_tenth_of_a_db_of_the_best() -> None:
+    """A text detector's --write-exclusions listed 5 layers for 16.93 dB where 1 gave 16.89 dB: 4 more
+    float layers for 0.04 dB. The fewest within 0.1 dB of the best are written."""
+    from quantkit.outcomes import SensitivityReport
+
+    def report(*dbs: float) -> SensitivityReport:
+        steps = tuple((k, db, 0.0) for k, db in enumerate(dbs, 1))
+        return SensitivityReport((), 15.0, steps, 16, 1.0, {})
+
+    assert report(16.89, 16.89, 16.91, 16.93, 16.93).best_together(5) == 1
+    assert report(16.0, 17.0, 17.05, 16.5).best_together(4) == 2
+    assert report(16.0, 17.0, 17.5).best_together(2) == 2  # at most --keep
+    assert report().best_together(3) is None
