@@ -45,8 +45,8 @@ def sensitivity(
         Path | None,
         typer.Option(
             "--write-exclusions",
-            help="Write here, for convert --exclude-from, the top layers that measured best kept float "
-            "together (of the --top sets measured; at most --keep).",
+            help="Write here, for convert --exclude-from, the fewest top layers within 0.1 dB of the best "
+            "set kept float together (of the --top sets measured; at most --keep).",
         ),
     ] = None,
     keep: Annotated[
