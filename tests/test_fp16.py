@@ -510,3 +510,36 @@ def test_layers_that_hold_nothing_go_back_to_float16(
     (line,) = [n for n in (*summary.notes, *summary.warnings) if n.startswith("--min-sqnr 40")]
     assert "30.00 dB -> 35.00 dB with 1 layer(s) kept float32" in line
     assert "2 layer(s) tried in float32 held less than 0.1 dB each and stay float16" in line
+
+
+def test_an_op_onnx_cannot_type_gets_casts_like_any_float_output() -> None:
+    """onnxruntime's BiasGelu (com.microsoft) has no type onnx infers, nor has anything after it: where
+    the fallback kept the MatMul reading it float32, that MatMul got no Cast and onnxruntime refused the
+    model ("bound to different types"), blamed on the input model. Its output is read as the float it
+    reads, here cast to float32 for the MatMul kept float32."""
+    g = np.random.default_rng(0)
+    weights = {"W1": (16, 32), "B1": (32,), "W2": (32, 8)}
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"], name="mm1"),
+        helper.make_node("BiasGelu", ["h", "B1"], ["g"], name="gelu", domain="com.microsoft"),
+        helper.make_node("MatMul", ["g", "W2"], ["y"], name="mm2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bias_gelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8])],
+        [numpy_helper.from_array(g.normal(0, 0.3, s).astype(np.float32), n) for n, s in weights.items()],
+    )
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    model = model_io.infer_shapes(helper.make_model(graph, opset_imports=opsets))
+    assert "g" not in {v.name for v in model.graph.value_info}  # the premise: onnx cannot type it
+    written = fp16_graph.rewrite(model, ["mm2"]).model
+    (reader,) = [n for n in written.graph.node if n.name == "mm2"]
+    (cast,) = [n for n in written.graph.node if n.output[0] == reader.input[0]]
+    assert cast.op_type == "Cast" and cast.input[0] == "g"
+    assert helper.get_attribute_value(cast.attribute[0]) == TensorProto.FLOAT
+    x = g.normal(0, 1, (2, 4, 16)).astype(np.float32)
+    got = Session.of(written).run_batch(x)["y"]
+    want = Session.of(model).run_batch(x)["y"]
+    assert sqnr_db(float(np.sum(want.astype(np.float64) ** 2)), float(np.sum((want - got) ** 2))) > 40.0

@@ -49,6 +49,12 @@ def rewrite(
     keep = set(keep_float32)
     index = GraphIndex(model)
     floats = {name for name in index.elem_types if index.is_float(name)}
+    # an op onnx cannot infer (com.microsoft's BiasGelu) leaves its output, and all after it, untyped: they
+    # are of the float type they read (ops of another output type, Shape or ArgMax, are typed regardless).
+    # Unknown, they got no Cast to their readers' type and onnxruntime refused the model.
+    for node in graph.node:  # in graph order: a guess reaches the ops after it
+        if any(name in floats for name in node.input):
+            floats.update(out for out in node.output if out and out not in index.elem_types)
     namer = Namer(out)
     half = {node.name: node.name not in keep for node in graph.node}
 
