@@ -22,9 +22,9 @@ from quantkit.runtime import Session
 
 # convert's warning (stderr, kept under --quiet) when the plan left every layer float
 NOTHING_QUANTIZED = (
-    "no layer was quantized: the model written computes as the FP32 model does (each op's reason is in "
-    "convert's table); int8 did not pay for it on this CPU (--prefer accuracy writes the layers that "
-    "profiled or measured slower int8), or its layers were excluded"
+    "no layer was quantized: the model written computes as the FP32 model does; each op's reason is in "
+    "convert's table (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, no statistics, "
+    "or excluded); --prefer accuracy writes the layers that only timed slower in int8"
 )
 
 

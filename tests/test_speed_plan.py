@@ -167,6 +167,9 @@ def test_a_layer_behind_a_pool_on_float_data_stays_float(
     table = tmp_path / "model.calib.json"
     argv = ["convert", str(tmp_path / "model.onnx"), "-c", str(table), "-o", str(again)]
     assert run([*argv, "--quiet"], capsys) == (0, "", f"warning: {NOTHING_QUANTIZED}\n")
+    # under --prefer accuracy the warning does not advise --prefer accuracy (the payoff rule still holds)
+    code, _, err = run([*argv, "--quiet", "--prefer", "accuracy"], capsys)
+    assert code == 0 and "no layer was quantized" in err and "--prefer accuracy" not in err
 
 
 def test_a_pool_on_integer_conv_data_keeps_its_reader_integer(tmp_path: Path, image_dir: Path) -> None:

@@ -27,13 +27,16 @@ def elsewhere(config: ConvertConfig) -> tuple[str, ...]:
     )
 
 
-def nothing_quantized(plan: QuantPlan) -> tuple[str, ...]:
+def nothing_quantized(plan: QuantPlan, timed: bool) -> tuple[str, ...]:
+    """The warning where no layer is int8; timed: the speed-aware plan ran (--prefer accuracy undoes
+    what it floated; under --prefer accuracy the advice misled: hunt28)."""
     if any(op in COMPUTE_OPS for op in plan.quantized_nodes.values()):
         return ()
+    undo = "; --prefer accuracy writes the layers that only timed slower in int8" if timed else ""
     return (
-        "no layer was quantized: the model written computes as the FP32 model does (each op's reason is in "
-        "convert's table); int8 did not pay for it on this CPU (--prefer accuracy writes the layers "
-        "that profiled or measured slower int8), or its layers were excluded",
+        "no layer was quantized: the model written computes as the FP32 model does; each op's reason is in "
+        "convert's table (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, no "
+        f"statistics, or excluded){undo}",
     )
 
 

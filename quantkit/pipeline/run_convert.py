@@ -257,7 +257,7 @@ def _converted(
         corrections=corrections,
         target_findings=checked,
         speed_plan=speed_plan,
-        warnings=convert_notes.nothing_quantized(plan) + warned,
+        warnings=convert_notes.nothing_quantized(plan, timed) + warned,
         samples=feed_rows(samples),
     )
 
