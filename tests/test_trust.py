@@ -114,6 +114,18 @@ def test_an_output_on_a_device_or_pipe_is_refused(
     assert_one_line_error(code, err, f"the output's folder {cnn} is a file")
 
 
+@pytest.mark.parametrize("name", ["photo.jpg", "model_int8", "model.ONNX.bak"])
+def test_a_converted_model_goes_to_a_onnx_path(cnn: Path, tmp_path: Path, capsys: Capsys, name: str) -> None:
+    """`convert -o photo.jpg` replaced a photo with a model (hunt28) and `-o model_int8` wrote a file
+    without a suffix while calibrate refused a table without .json (hunt27)."""
+    target = tmp_path / name
+    if name.endswith(".jpg"):
+        target.write_bytes(b"a photo")
+    code, _, err = run(["convert", str(cnn), "--to", "fp16", "-o", str(target)], capsys)
+    assert_one_line_error(code, err, f"the converted model must be a .onnx path (got {name})")
+    assert not target.exists() or target.read_bytes() == b"a photo"
+
+
 def test_the_config_file_is_an_input(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

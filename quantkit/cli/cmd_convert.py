@@ -59,7 +59,7 @@ from quantkit.errors import ConfigError
 def convert(
     ctx: typer.Context,
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the converted model.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The converted model to write (.onnx).")],
     calibration: Annotated[
         Path | None,
         typer.Option(

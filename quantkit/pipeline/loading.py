@@ -132,6 +132,13 @@ def table_preprocess(table: CalibrationTable, needed_for: str) -> Preprocess:
     return Preprocess.from_dict(recorded)
 
 
+def require_model_path(output: Path) -> None:
+    """A converted model goes to a .onnx path, as a table to a .json one: `-o photo.jpg` replaced a photo
+    with a model (hunt28), and `-o model_int8` wrote a file without a suffix (hunt27)."""
+    if output.suffix.lower() != ".onnx":
+        raise OutputError(f"the converted model must be a .onnx path (got {output.name}); give one")
+
+
 def table_paths(table: Path) -> tuple[Path, Path]:
     if table.suffix.lower() != ".json":
         raise OutputError(

@@ -46,6 +46,7 @@ from quantkit.pipeline import convert_notes, speed_memory, speed_refine
 from quantkit.pipeline.loading import (
     load_for_int8,
     model_bytes,
+    require_model_path,
     resolve_weight_range,
     table_preprocess,
     table_samples,
@@ -93,6 +94,7 @@ def convert(
     checked before it is written. `parallel`: where the searches' trials are measured and --max-drop's
     validation images scored, chunk by chunk; the result does not depend on it."""
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
+    require_model_path(output)
     low = FALLBACK_FORMATS.get(config.fallback)
     upgrade = (low.min_opset, f"{low.name} layers need {low.min_opset}") if low else (0, "")
     if config.fp8:

@@ -26,7 +26,13 @@ from quantkit.graph.prepare import prepare
 from quantkit.graph.query import measured_outputs, measured_tensors
 from quantkit.graph.samples import synthetic_samples
 from quantkit.outcomes import Float16Summary
-from quantkit.pipeline.loading import model_bytes, require_float, require_table_of, table_samples
+from quantkit.pipeline.loading import (
+    model_bytes,
+    require_float,
+    require_model_path,
+    require_table_of,
+    table_samples,
+)
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.writing import (
     BF16_FLOOR_DB,
@@ -78,6 +84,7 @@ def _converted(
     target = FORMATS[config.to.value]
     inputs = (model_path, *((table_path, table_io.arrays_path(table_path)) if table_path else ()))
     check_output(output, *inputs)
+    require_model_path(output)
     table = table_io.load(table_path) if table_path else None
     model = model_io.load_model(model_path)
     require_float(model, model_path)
