@@ -4,8 +4,9 @@ that tensor names agree between the table and the plan.
 0. A declared dimension of -1 (Paddle exports; ONNX defines none) gets a name (model_io.symbolic_dims);
    the 16-bit floats inside a model with float32 inputs and outputs (a mixed-precision export) are read
    as float32 (graph.widen).
-1. Below opset 13 (per-channel Q/DQ), upgraded with onnx's version converter, then checked against the
-   original on seeded synthetic inputs: outputs equal within float tolerance, or the upgrade is refused.
+1. Below opset 13 (per-channel Q/DQ), upgraded with onnx's version converter (its Resize from opset 10 or
+   earlier given back the sampling it had: `resize_as_before`), then checked against the original on
+   seeded synthetic inputs: outputs equal within float tolerance, or the upgrade is refused.
 2. Weights held in Constant nodes or read through Identity become initializers (graph.normalize).
 3. Every node named; a BatchNormalization after a Conv folded into it, and so are a Mul and an Add by
    per-channel constants (graph.fold_bn); shapes inferred.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
@@ -100,7 +102,7 @@ def prepare(
     model, symbolic = model_io.symbolic_dims(model)
     widened = widen(model)
     model = widened.model
-    upgraded = model_io.ensure_opset(model, minimum) if minimum else model
+    upgraded = resize_as_before(model_io.ensure_opset(model, minimum), before) if minimum else model
     if upgraded is not model:
         check_upgrade(model, upgraded, before, size)
     normalized = normalize(upgraded)
@@ -121,6 +123,41 @@ def prepare(
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
     )
+
+
+def resize_as_before(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """model (converted from opset `version`) with each Resize that came from opset 10 or earlier told to
+    sample as onnxruntime ran it there. Upsample (to opset 9) and Resize-10 map output pixel x to input
+    pixel x / scale (asymmetric), nearest taking the floor (the ceiling where every resized axis shrinks);
+    from opset 11 a Resize without attributes maps it to (x + 0.5) / scale - 0.5 (half_pixel) and rounds.
+    onnx 1.23's converter adds no attribute: a tf2onnx DeepLabV3 at opset 9 (bilinear Upsample) came out
+    with a relative error of 0.073 and was refused. A nearest Resize whose axes both grow and shrink keeps
+    the floor, which check_upgrade then refuses if it differs. Changed in place; the same model returned."""
+    if version > 10 or model_io.opset_version(model) < 11:
+        return model
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update(
+        (n.output[0], n.attribute[0].t)
+        for n in model.graph.node
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
+    )
+    for node in model.graph.node:
+        if node.op_type != "Resize" or node.domain not in ("", "ai.onnx"):
+            continue
+        named = {a.name for a in node.attribute}
+        if "coordinate_transformation_mode" not in named:
+            node.attribute.append(helper.make_attribute("coordinate_transformation_mode", "asymmetric"))
+        if "nearest_mode" not in named:
+            scales = constants.get(node.input[2]) if len(node.input) > 2 else None
+            shrinks = scales is not None and _all_shrink(numpy_helper.to_array(scales))
+            node.attribute.append(helper.make_attribute("nearest_mode", "ceil" if shrinks else "floor"))
+    return model
+
+
+def _all_shrink(scales: np.ndarray) -> bool:
+    """Every resized axis of scales (float [rank]) shrinks."""
+    resized = scales[scales != 1.0]
+    return bool(resized.size) and bool((resized < 1.0).all())
 
 
 def check_upgrade(
