@@ -348,6 +348,34 @@ def test_observed_tensors_too_large_for_one_run_are_observed_in_groups_with_the_
             assert whole.read_bytes() == grouped.read_bytes()
 
 
+def test_a_group_of_observed_tensors_is_observed_by_the_part_of_the_model_it_needs(tmp_path: Path) -> None:
+    """onnxruntime runs every node whatever a run fetches: each group's model keeps only the nodes its
+    tensors depend on (a 512x512 low-light net observed in four groups ran four whole forward passes a
+    sample); the group that ends the graph goes first and carries the model's outputs."""
+    import onnx
+
+    from quantkit.graph.observe_parts import group_model, in_graph_order, last_first
+    from quantkit.runtime import Session
+    from tests.conftest import tiny_cnn
+
+    model = onnx.load(str(tiny_cnn(tmp_path / "cnn.onnx")))  # c1 -> relu -> gap -> c2 -> flat -> y
+    assert in_graph_order(model, ["y", "g", "x", "a"]) == ["x", "a", "g", "y"]
+    assert last_first([("x", "a"), ("g",), ("h", "y")]) == (("h", "y"), ("x", "a"), ("g",))
+    early = group_model(model, ["a", "x"], carries_outputs=False)
+    assert [n.name for n in early.graph.node] == ["c1"]
+    assert [o.name for o in early.graph.output] == ["a", "x"]
+    assert {t.name for t in early.graph.initializer} == {"w1", "b1"}
+    last = group_model(model, ["h"], carries_outputs=True)
+    assert len(last.graph.node) == len(model.graph.node)
+    assert [o.name for o in last.graph.output] == ["y", "h"]
+    x = np.random.default_rng(5).normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    whole = Session.of(group_model(model, ["a", "g", "h"], carries_outputs=True)).run_batch(x)
+    for part, names in ((early, ["a"]), (group_model(model, ["g"], False), ["g"]), (last, ["h", "y"])):
+        got = Session.of(part).run_batch(x)
+        for name in names:
+            np.testing.assert_array_equal(got[name], whole[name])
+
+
 def test_outputs_never_alias_the_fed_arrays() -> None:
     """Session.run returns onnxruntime's own buffers, but a graph input that is also an output (calibration
     observes the model's input) would be the caller's array: it is copied, so it outlives the feed."""

@@ -30,6 +30,7 @@ from quantkit.graph.augment import (
     with_outputs,
     with_sample_shapes,
 )
+from quantkit.graph.observe_parts import group_model, in_graph_order, last_first
 from quantkit.graph.prepare import prepare
 from quantkit.images import (
     ImageLoader,
@@ -146,10 +147,16 @@ def calibrate(
     through = seen_through_clips(prepared.model, wanted)
     observed = {name: axis for name, axis in wanted.items() if name not in through}
     shapes = _sample_shapes_of(preprocess, spec.name, first_data)
-    sizes = tensor_bytes(with_sample_shapes(prepared.model, shapes), list(observed))
-    groups = fetch_groups(sizes, GROUP_BYTES) if fits_one_message(prepared.model) else None
+    ordered = in_graph_order(prepared.model, list(observed))
+    sizes = tensor_bytes(with_sample_shapes(prepared.model, shapes), ordered)
+    found = fetch_groups(sizes, GROUP_BYTES) if fits_one_message(prepared.model) else None
+    groups = last_first(found) if found else None  # graph.observe_parts: each part computes its own
     per_run = max(sum(sizes[n] or 0 for n in group) for group in groups) if groups else None
-    augmented = [with_outputs(prepared.model, list(group or observed)) for group in groups or (None,)]
+    augmented = (
+        [group_model(prepared.model, group, carries_outputs=k == 0) for k, group in enumerate(groups)]
+        if groups
+        else [with_outputs(prepared.model, list(observed))]
+    )
     job = ChunkJob(
         index=0,
         paths=(),

@@ -23,6 +23,7 @@ from quantkit.graph import model_io
 from quantkit.graph.augment import tensor_bytes, with_outputs, with_sample_shapes
 from quantkit.graph.emulate import emulate
 from quantkit.graph.float_formats import FLOAT16, FloatFormat
+from quantkit.graph.observe_parts import group_model, in_graph_order
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32, finite_peak
 from quantkit.results import Feed, feed_shapes
@@ -53,12 +54,14 @@ def activation_peaks(
     # one batch of every tensor alive at a time: a large input's activations take gigabytes per run, and
     # past GROUP_BYTES a sample they are observed in groups, a session each (calib.collect: afis' LEADER)
     shapes = feed_shapes(samples, index.graph_inputs[0])
-    groups = fetch_groups(tensor_bytes(with_sample_shapes(model, shapes), names)) or (tuple(names),)
+    ordered = in_graph_order(model, names)
+    groups = fetch_groups(tensor_bytes(with_sample_shapes(model, shapes), ordered)) or (tuple(names),)
     runs: list[dict[str, np.ndarray]] = []
     for group in groups:  # a group's session runs every sample, then goes: one session's weights at a time
-        session = Session.of(
-            with_outputs(model, list(group)), observing=True, arena=None if len(groups) == 1 else False
-        )
+        # each group's model computes what its tensors need (graph.observe_parts); every kept tensor is
+        # one of `names`, so some group's session gives it
+        one = with_outputs(model, list(group)) if len(groups) == 1 else group_model(model, group, False)
+        session = Session.of(one, observing=True, arena=None if len(groups) == 1 else False)
         runs = runs or [{} for _ in range(session.run_count(samples))]
         for run, produced in zip(runs, session.iter_samples(samples), strict=True):
             for name in group:
