@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,6 +243,17 @@ class InputSpec:
     name: str
     shape: tuple[int | None, ...]
     pixels: bool = False
+
+
+def fixed_batch_of(first_dims: Sequence[int | None]) -> int | None:
+    """The batch a model's inputs fix, from their first dimensions (None: dynamic): None where none fixes
+    it, the size where each fixes the same one, else 1. A fixed [1] beside a dynamic image batch (an
+    unsharp mask's `amount`, a low-light net's exposure) has no batch axis: one sample a run is all that
+    fits; stacking 8 gave it [8] and onnxruntime refused the run."""
+    fixed = {d for d in first_dims if d is not None}
+    if not fixed:
+        return None
+    return fixed.pop() if len(fixed) == 1 and None not in first_dims else 1
 
 
 @dataclass(frozen=True)

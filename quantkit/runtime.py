@@ -20,7 +20,7 @@ import onnx
 import onnxruntime as ort
 
 from quantkit.errors import ModelError, ort_reason
-from quantkit.results import Feed, fed_as, feed_pad, feed_rows, sample_batches
+from quantkit.results import Feed, fed_as, feed_pad, feed_rows, fixed_batch_of, sample_batches
 from quantkit.version import __version__
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
@@ -191,9 +191,9 @@ class Session:
 
     @property
     def fixed_batch(self) -> int | None:
-        """The batch size the model's input fixes, or None for a dynamic batch."""
-        dim = self._session.get_inputs()[0].shape[0]
-        return dim if isinstance(dim, int) and dim > 0 else None
+        """The batch size the model's inputs fix (results.fixed_batch_of), or None for a dynamic batch."""
+        dims = [i.shape[0] if i.shape else None for i in self._session.get_inputs()]
+        return fixed_batch_of([d if isinstance(d, int) and d > 0 else None for d in dims])
 
     def feed(self, batch: Feed) -> dict[str, np.ndarray]:
         """onnxruntime's feed: a lone array goes to the first input; inputs of the FED types fed cast."""

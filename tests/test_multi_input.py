@@ -312,3 +312,49 @@ def test_a_text_line_model_calibrates_and_compares_on_arrays_of_any_width(
     code, _, err = run(argv, capsys)
     assert code == 0, err
     assert json.loads(report.read_text())["images"] == len(widths)
+
+
+def test_a_fixed_scalar_input_beside_a_dynamic_batch_runs_one_sample_a_run(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    """An unsharp mask's `amount` [1] has no batch axis: stacking 8 samples gave it [8] and onnxruntime
+    refused the run in calibrate and compare (hunt29). Such a model runs one sample a run."""
+    from quantkit.runtime import Session
+
+    g = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Conv", ["image", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "amount"], ["scaled"], name="scale"),
+        helper.make_node("Add", ["image", "scaled"], ["out"], name="sharpen"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "unsharp",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16]),
+            helper.make_tensor_value_info("amount", TensorProto.FLOAT, [1]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [
+            numpy_helper.from_array(g.normal(0, 0.3, (3, 3, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(g.normal(0, 0.1, 3).astype(np.float32), "b"),
+        ],
+    )
+    model = tmp_path / "unsharp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(model))
+    assert Session.of(onnx.load(str(model))).fixed_batch == 1
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for i in range(12):
+        image = g.normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+        np.savez(folder / f"{i:03d}.npz", image=image, amount=np.array([0.5 + i / 24], np.float32))
+    table, half = tmp_path / "t.json", tmp_path / "h.onnx"
+    for argv in (
+        ["calibrate", str(model), "--inputs", str(folder), "-o", str(table)],
+        ["convert", str(model), "--to", "fp16", "-c", str(table), "-o", str(half)],
+        ["compare", str(model), str(half), "--inputs", str(folder), "--runs", "2", "--json", "-"],
+    ):
+        code, out, err = run([*argv, "-q"], capsys)
+        assert code == 0, err
+    assert json.loads(out)["outputs"][0]["sqnr_db"] > 40
+    assert json.loads(table.read_text())["meta"]["batch_size"] == 1

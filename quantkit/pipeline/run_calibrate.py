@@ -45,7 +45,7 @@ from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_c
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
-from quantkit.results import Batch, CalibrationTable, Feed, InputSpec, feed_shapes
+from quantkit.results import Batch, CalibrationTable, Feed, InputSpec, feed_shapes, fixed_batch_of
 from quantkit.runtime import Session, fits_one_message, versions
 from quantkit.version import __version__
 
@@ -113,7 +113,8 @@ def calibrate(
     specs = model_io.float_inputs(model)
     # images need the one image input; arrays feed every input (dicts for several)
     spec = model_io.image_input(model) if arrays is None or len(specs) <= 1 else specs[0]
-    size = spec.shape[0] or config.batch_size  # the batch the model fixes, else the requested one
+    fed = specs if arrays is not None and len(specs) > 1 else (spec,)
+    size = fixed_batch_of([s.shape[0] for s in fed]) or config.batch_size  # the model's, else the requested
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     source: ArrayStream | None = None

@@ -38,7 +38,7 @@ from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs
 from quantkit.pipeline.writing import conversion_record, recorded_preprocess
 from quantkit.reports.formats import skipped_line
-from quantkit.results import Feed, InputSpec, feed_repeat
+from quantkit.results import Feed, InputSpec, feed_repeat, fixed_batch_of
 from quantkit.runtime import cpu_info, has_float8, interleaved_latency, versions
 
 
@@ -73,7 +73,8 @@ def compare(
         model_io.float_inputs(candidate, half=True)[0] if several else model_io.image_input(candidate, True)
     )
     classes = read_classes(config.labels) if config.labels else None
-    fixed = {d for d in (spec.shape[0], other.shape[0]) if d is not None}
+    fed = (specs, model_io.float_inputs(candidate, half=True)) if several else ((spec,), (other,))
+    fixed = {d for d in (fixed_batch_of([s.shape[0] for s in one]) for one in fed) if d is not None}
     if len(fixed) > 1:
         raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")
     fixed_batch = fixed.pop() if fixed else None
