@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -195,6 +196,27 @@ def test_a_log_that_is_no_terminal_hears_which_step_is_at_work(
         progress("converting", 4)
         time.sleep(0.2)
     assert capsys.readouterr().err == ""
+
+
+def test_the_fallback_search_ends_its_step_when_it_stops_early(
+    cnn: Path, tmp_path: Path, image_dir: Path
+) -> None:
+    """A search that met its target at once left its step at 0 of N, and a CI log's "still working" line
+    named it for the minutes the speed plan took after it (hunt29's AGLLNet: 0 of 126 step(s) done)."""
+    from quantkit import pipeline
+    from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
+
+    table = tmp_path / "t.json"
+    pipeline.calibrate(cnn, table, CalibrateConfig(ImageSelection(image_dir, 8)))
+    steps: dict[str, list[int]] = {}
+
+    def progress(label: str, total: int) -> Callable[[int], None]:
+        counts = steps.setdefault(label, [total, 0])
+        return lambda n: counts.__setitem__(1, counts[1] + n)
+
+    pipeline.convert(cnn, table, tmp_path / "q.onnx", ConvertConfig(min_sqnr=1.0), progress=progress)
+    total, done = steps["measuring each layer's recovery"]
+    assert total > 0 and done == total, steps
 
 
 def test_convert_in_a_log_beats_and_keeps_stdout_clean(

@@ -10,3 +10,17 @@ Progress = Callable[[str, int], Callable[[int], None]]
 
 def no_progress(label: str, total: int) -> Callable[[int], None]:
     return lambda n: None
+
+
+def stoppable(progress: Progress, label: str, total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """(advance, finish) of a step that may stop early (the fallback's search, once its target is met):
+    finish adds the steps not taken. A step left unfinished stays the CLI's "still working" line (it names
+    the latest step not done): hunt29's AGLLNet showed "measuring each layer's recovery, 0 of 126 step(s)
+    done" for the minutes the speed plan took after that search had ended."""
+    started, done = progress(label, total), [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        started(n)
+
+    return advance, lambda: started(max(total - done[0], 0))

@@ -52,7 +52,7 @@ from quantkit.pipeline.loading import (
     table_samples,
 )
 from quantkit.pipeline.openvino_smoke import openvino_gap
-from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.progress import Progress, no_progress, stoppable
 from quantkit.pipeline.run_check import findings as target_findings
 from quantkit.pipeline.shards import sendable
 from quantkit.pipeline.trial_jobs import Spread
@@ -184,7 +184,8 @@ def _converted(
 
         fixed = model_io.weights_fixed(inferred)[0]  # profiled as the network, not its overridable form
         args = (fixed, table, plan, quantized, samples, build, accuracy, inputs_only, holds)
-        refined = speed_memory.refine(*args)
+        timing = progress("timing the INT8 model's ops on this CPU", 1)
+        refined, _ = speed_memory.refine(*args), timing(1)
         runnable = (_runnable(refined.model, config), _runnable(quantized, config))
         floor_kept = speed_memory.below_floor(*runnable, INT8_FLOOR_DB, reference, samples, measured)
         if floor_kept:  # faster, but broken on an output where the plan was not: the plan stands
@@ -402,9 +403,8 @@ def _search_fallback(
 ) -> tuple[float, QuantPlan, list[FallbackStep]]:
     """fallback.search to config.min_sqnr; worst: the floor's (each output at it, with a block of layers
     at one end where no single one helps)."""
-    advance = progress(
-        "measuring each layer's recovery", sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
-    )
+    total = sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
+    advance, finish = stoppable(progress, "measuring each layer's recovery", total)
     with spread.trials(config) as many:
         plan, steps, start = fallback.search(
             model,
@@ -422,6 +422,7 @@ def _search_fallback(
             blocks=worst,
             worst=worst,
         )
+    finish()
     return start, plan, steps
 
 
