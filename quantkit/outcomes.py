@@ -164,6 +164,7 @@ class CheckReport:
     layers: int  # Conv / ConvTranspose / Gemm / MatMul nodes
     quantized_layers: int  # of those, reading a DequantizeLinear on their data input
     findings: tuple[Finding, ...]
+    kept_for_speed: tuple[str, ...] = ()  # float on purpose: quantkit's speed plan (not findings)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +175,7 @@ class CheckReport:
             "layers": self.layers,
             "quantized_layers": self.quantized_layers,
             "findings": [dataclasses.asdict(f) for f in self.findings],
+            "kept_float_for_speed": list(self.kept_for_speed),
         }
 
 

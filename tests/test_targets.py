@@ -320,6 +320,34 @@ def test_check_command_exit_codes_json_and_inputs_untouched(
     assert code == 2 and split.read_bytes() == before
 
 
+def test_an_op_quantkits_speed_plan_kept_float_is_no_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DQ -> MaxPool -> Q on two scales runs the MaxPool in float: a finding, unless quantkit's speed plan
+    kept it float on purpose (its int8 form profiled slower), as the model's metadata records; convert's
+    own output failed `quantkit check` there (hunt29: road-seg-adas)."""
+    import quantkit
+
+    nodes = [
+        N("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
+        N("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
+        N("MaxPool", ["xd"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        N("QuantizeLinear", ["p", "s2", "z"], ["pq"], name="q_out"),
+        N("DequantizeLinear", ["pq", "s2", "z"], ["y"], name="dq_out"),
+    ]
+    scales = {"s": np.array(0.02, np.float32), "s2": np.array(0.03, np.float32), "z": np.array(128, np.uint8)}
+    model = make_model(nodes, scales)
+    plain = save(model, tmp_path / "plain.onnx")
+    assert [(f.rule, f.node) for f in quantkit.check(plain).findings] == [("float-between", "pool")]
+    record = {"rebalanced": [], "bias_corrected_layers": 0, "kept_float_for_speed": {"nodes": ["pool"]}}
+    model.metadata_props.add(key="quantkit.conversion", value=json.dumps(record))
+    timed = save(model, tmp_path / "timed.onnx")
+    report = quantkit.check(timed)
+    assert report.findings == () and report.kept_for_speed == ("pool",)
+    code, out, _ = run(["check", str(timed)], capsys)
+    assert code == 0 and "1 op(s) float on purpose, not findings" in " ".join(out.split())
+
+
 def test_check_through_the_python_api(tmp_path: Path) -> None:
     import quantkit
 

@@ -121,6 +121,11 @@ def check_table(report: CheckReport) -> RenderableType:
         f"{report.model}: {report.quantized_layers} of {report.layers} Conv/ConvTranspose/Gemm/MatMul "
         f"quantized; target {report.target}\n"
     )
+    if report.kept_for_speed:
+        head.append(
+            f"{len(report.kept_for_speed)} op(s) float on purpose, not findings: quantkit's speed plan kept "
+            "them float where their int8 form profiled slower\n"
+        )
     if not report.findings and report.quantized_layers == 0:
         return Group(
             head,
