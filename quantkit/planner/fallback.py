@@ -19,9 +19,10 @@ it finds are then measured on every sample, and that measurement decides and is 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,6 +85,9 @@ class SqnrMemo:
     def __init__(self) -> None:
         self._found: dict[bytes, tuple[float, float]] = {}
         self._subsets: dict[int, SqnrMemo] = {}
+        # by what builds the model (Trials.plan_key): the floor's second search asks for the first one's
+        # sets again, and building each again to find it here cost YOLOX-Nano 16 of an 86 s convert
+        self.planned: dict[Hashable, tuple[float, float]] = {}
 
     def get(
         self, model: onnx.ModelProto, measure: Callable[[onnx.ModelProto], tuple[float, float]]
@@ -126,6 +130,19 @@ def output_sqnr(
     where given, the model is run again and each output's noise added to it. worst: the SQNR of the
     output with the most noise for its signal instead (the INT8 floor's: an output at 15 dB lifted
     SLANet's token logits at 9.9 dB over the 10 dB floor in the mean), the mean where none has a signal."""
+    both = output_sqnrs(model, reference, samples, measured, threads, noise)
+    return both[1] if worst else both[0]
+
+
+def output_sqnrs(
+    model: onnx.ModelProto,
+    reference: list[dict[str, np.ndarray]],
+    samples: Feed,
+    measured: SqnrMemo | None = None,
+    threads: int = 0,
+    noise: OutputNoise | None = None,
+) -> tuple[float, float]:
+    """output_sqnr's (mean, worst) of `model`, both from one measurement."""
     augmented = with_outputs(model, list(reference[0]) if reference else [], typed=False)
 
     def measure(augmented: onnx.ModelProto) -> tuple[float, float]:
@@ -135,8 +152,7 @@ def output_sqnr(
         lowest = found.worst()
         return found.sqnr_db, found.sqnr_db if lowest is None else min(lowest[1], found.sqnr_db)
 
-    both = measure(augmented) if measured is None or noise is not None else measured.get(augmented, measure)
-    return both[1] if worst else both[0]
+    return measure(augmented) if measured is None or noise is not None else measured.get(augmented, measure)
 
 
 def layer_recovery(
@@ -239,10 +255,7 @@ class Trials:
     def full(self, keep: Iterable[str]) -> float:
         key = (True, frozenset(keep))
         if key not in self.scores:
-            built = self.build(sorted(key[1]))
-            self.scores[key] = output_sqnr(
-                built, self.reference, self.samples, self.measured, self.threads, worst=self.worst
-            )
+            self.scores[key] = self._scored(key[1], self.reference, self.samples, self.measured)
         return self.scores[key]
 
     def screen(self, keep: Iterable[str]) -> float:
@@ -251,10 +264,25 @@ class Trials:
         key = (False, frozenset(keep))
         if key not in self.scores:
             reference, samples = self.reference[: self.runs], feed_take(self.samples, 0, self.runs)
-            built = self.build(sorted(key[1]))
-            memo = self.measured.first(self.runs)
-            self.scores[key] = output_sqnr(built, reference, samples, memo, self.threads, worst=self.worst)
+            self.scores[key] = self._scored(key[1], reference, samples, self.measured.first(self.runs))
         return self.scores[key]
+
+    def _scored(
+        self, keep: frozenset[str], reference: list[dict[str, np.ndarray]], samples: Feed, memo: SqnrMemo
+    ) -> float:
+        """The set's score, from `memo` where a search with the same plan inputs measured it."""
+        key = self.plan_key(keep)
+        if key not in memo.planned:
+            memo.planned[key] = output_sqnrs(self.build(sorted(keep)), reference, samples, memo, self.threads)
+        both = memo.planned[key]
+        return both[1] if self.worst else both[0]
+
+    def plan_key(self, keep: frozenset[str]) -> Hashable:
+        """What decides the model `build` makes: the objects it plans from (one convert's), the settings
+        but the search's own target and limit, and the set kept float."""
+        config = dataclasses.replace(self.config, min_sqnr=0.0, max_float_layers=0)
+        alphas = tuple(sorted(self.alphas.items())) if self.alphas else None
+        return (id(self.model), id(self.table), config, alphas, id(self.rounded), keep)
 
     def screen_all(self, keeps: Sequence[Iterable[str]]) -> list[float]:
         """screen() of each set; the ones not measured yet in one batch on `many`."""
