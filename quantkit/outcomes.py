@@ -42,8 +42,7 @@ class OutputMetrics:
     boxes_extra: int | None = None  # the candidate's boxes the reference does not have
     boxes_borderline: int | None = None  # missed or extra boxes scoring within 0.01 of the threshold
     noise_images: int = 0  # images whose own output is mostly noise (cosine below metrics.NOISE_COSINE)
-    # (axis, index, dB): the worst of the kinds of value along a short axis (metrics.kinds_axis), if any
-    worst_kind: tuple[int, int, float] | None = None
+    worst_kind: tuple[int, int, float] | None = None  # (axis, index, dB): the worst kind (kinds_axis)
     # integer outputs (an ArgMax's labels): top1_agreement is the share of equal labels; their SQNR and
     # cosine are of label numbers and say nothing (a recognizer's ids read 0.53 dB at 99.5 % agreement)
     labels: bool = False
