@@ -132,14 +132,12 @@ def assert_one_line_error(code: int, err: str, *phrases: str) -> None:
 def count_sessions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every session the accuracy fallback opens (each one a model built and run) appends to the list
     returned; the sessions themselves are the real ones."""
-    from quantkit.planner import fallback
-
     opened: list[int] = []
-    real_of = fallback.Session.of
+    real_of = Session.of
 
     def counted(model: onnx.ModelProto, *args: object, **kwargs: object) -> Session:
         opened.append(1)
         return real_of(model, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fallback.Session, "of", counted)
+    monkeypatch.setattr(Session, "of", counted)
     return opened

@@ -35,8 +35,8 @@ from quantkit.config import CalibMethod, ConvertConfig
 from quantkit.graph.qdq import apply_plan
 from quantkit.planner import rounding_plan as rounding
 from quantkit.planner import smoothquant_search as smoothing
+from quantkit.planner.at_output import SqnrMemo, measured_reference, output_sqnr
 from quantkit.planner.core import plan as make_plan
-from quantkit.planner.fallback import SqnrMemo, measured_reference, output_sqnr
 from quantkit.results import CalibrationTable, Corrections, Feed
 
 MARGIN_DB = 0.1  # what must measure this much better: the model without bias correction, with the range cap

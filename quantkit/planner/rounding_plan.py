@@ -27,8 +27,8 @@ from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import GraphIndex
 from quantkit.graph.smoothquant_rewrite import input_scaled_weight
 from quantkit.planner import rounding_budget
+from quantkit.planner.at_output import SqnrMemo, output_sqnr
 from quantkit.planner.core import plan as make_plan
-from quantkit.planner.fallback import SqnrMemo, output_sqnr
 from quantkit.qmath.params import per_channel_weight
 from quantkit.qmath.rounding import (
     MAX_POSITIONS,

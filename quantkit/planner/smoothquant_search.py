@@ -23,8 +23,8 @@ import onnx
 from quantkit.config import ConvertConfig
 from quantkit.graph.probe import smoothing_probe
 from quantkit.graph.qdq import apply_plan
+from quantkit.planner.at_output import SqnrMemo, output_sqnr
 from quantkit.planner.core import plan, smoothing_candidates
-from quantkit.planner.fallback import SqnrMemo, output_sqnr
 from quantkit.results import CalibrationTable, Corrections, Feed, Rebalance
 from quantkit.runtime import Session
 

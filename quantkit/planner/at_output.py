@@ -1,0 +1,125 @@
+"""A model measured against FP32 at its outputs on the calibration table's samples: the reference, the
+output SQNR (mean over the outputs, and the worst one's) and the memo that spares measuring a model
+twice. The fallback (planner.fallback), the corrections' choices and convert's floor all read these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Hashable
+
+import numpy as np
+import onnx
+
+from quantkit.evaluate.output_noise import OutputNoise
+from quantkit.graph.augment import with_outputs
+from quantkit.graph.query import measured_outputs, measured_tensors, squashed_by
+from quantkit.planner.foreground import with_foreground
+from quantkit.results import Feed
+from quantkit.runtime import Session, fits_one_message
+
+
+def measured_reference(model: onnx.ModelProto, samples: Feed) -> list[dict[str, np.ndarray]]:
+    """FP32's measured outputs (query.measured_outputs: logits for squashed outputs) on samples [K, ...],
+    one dict per Session.run_samples batch: the reference output_sqnr compares against. A Sigmoid output
+    that shows foreground on the samples (a logit above 0) is measured itself too, beside its logits
+    (foreground_maps)."""
+    measured = measured_outputs(model)
+    logits = set(measured_tensors(measured))
+    tensors = sorted(logits | set(squashed_by(model, measured, SIGMOID)))
+    runs = [
+        {t: run[t] for t in tensors} for run in Session.of(with_outputs(model, tensors)).iter_samples(samples)
+    ]
+    unread = set(tensors) - logits - set(foreground_maps(model, runs))
+    return [{t: value for t, value in run.items() if t not in unread} for run in runs]
+
+
+SIGMOID = ("Sigmoid",)
+
+
+def foreground_maps(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]]) -> tuple[str, ...]:
+    """The Sigmoid outputs that INT8 is judged on beside their logits: those with foreground on the
+    reference's runs (foreground.with_foreground). Their logits' power is the confident background: a
+    PP-OCRv4 text detector at 640x640 measured 18.4 dB on its logits and 3.2 dB on its map, and lost
+    half its text pixels and boxes on held-out photos; held to the map as well, 15.4 dB and 95 %. (A
+    Softmax is judged by its logits alone: a classifier's top class is what its logits rank.)"""
+    return with_foreground(model, measured_outputs(model), reference, SIGMOID)
+
+
+class SqnrMemo:
+    """Output SQNRs already measured, by what the measured model computes: a trial the search builds
+    again (a finalist is a screened model; the floor's second search screens the same first round; the
+    smoke test's floor check of the model chosen) is not run again. Scope one to a model, its reference
+    and samples; `first(runs)` is the memo of the same models measured on the first runs only."""
+
+    def __init__(self) -> None:
+        self._found: dict[bytes, tuple[float, float]] = {}
+        self._subsets: dict[int, SqnrMemo] = {}
+        # by what builds the model (Trials.plan_key): the floor's second search asks for the first one's
+        # sets again, and building each again to find it here cost YOLOX-Nano 16 of an 86 s convert
+        self.planned: dict[Hashable, tuple[float, float]] = {}
+
+    def get(
+        self, model: onnx.ModelProto, measure: Callable[[onnx.ModelProto], tuple[float, float]]
+    ) -> tuple[float, float]:
+        """(the SQNR over the outputs, the worst output's) of `model`, measured once."""
+        if not fits_one_message(model):
+            return measure(model)
+        key = _compute_digest(model)
+        if key not in self._found:
+            self._found[key] = measure(model)
+        return self._found[key]
+
+    def first(self, runs: int) -> SqnrMemo:
+        return self._subsets.setdefault(runs, SqnrMemo())
+
+
+def _compute_digest(model: onnx.ModelProto) -> bytes:
+    """A digest of what decides a model's outputs: its graph, opsets and IR version, not its metadata
+    (the model written is the one measured, stamped with provenance)."""
+    digest = hashlib.blake2b(model.graph.SerializeToString(deterministic=True), digest_size=16)
+    for opset in model.opset_import:
+        digest.update(opset.SerializeToString(deterministic=True))
+    digest.update(str(model.ir_version).encode())
+    return digest.digest()
+
+
+def output_sqnr(
+    model: onnx.ModelProto,
+    reference: list[dict[str, np.ndarray]],
+    samples: Feed,
+    measured: SqnrMemo | None = None,
+    threads: int = 0,
+    noise: OutputNoise | None = None,
+    worst: bool = False,
+) -> float:
+    """SQNR (dB) of `model`'s outputs against `reference` (measured_reference, or Session.run_samples),
+    each output weighing alike (OutputNoise): the tensors the reference holds, read from `model` as extra
+    outputs where they are not its outputs (untyped: a float16 model has them in float16). measured:
+    models of this search measured already; threads: the session's (0: onnxruntime's choice); noise:
+    where given, the model is run again and each output's noise added to it. worst: the SQNR of the
+    output with the most noise for its signal instead (the INT8 floor's: an output at 15 dB lifted
+    SLANet's token logits at 9.9 dB over the 10 dB floor in the mean), the mean where none has a signal."""
+    both = output_sqnrs(model, reference, samples, measured, threads, noise)
+    return both[1] if worst else both[0]
+
+
+def output_sqnrs(
+    model: onnx.ModelProto,
+    reference: list[dict[str, np.ndarray]],
+    samples: Feed,
+    measured: SqnrMemo | None = None,
+    threads: int = 0,
+    noise: OutputNoise | None = None,
+) -> tuple[float, float]:
+    """output_sqnr's (mean, worst) of `model`, both from one measurement."""
+    augmented = with_outputs(model, list(reference[0]) if reference else [], typed=False)
+
+    def measure(augmented: onnx.ModelProto) -> tuple[float, float]:
+        found = OutputNoise() if noise is None else noise
+        for got, ref in zip(Session.of(augmented, threads).iter_samples(samples), reference, strict=True):
+            found.update(ref, got)
+        lowest = found.worst()
+        return found.sqnr_db, found.sqnr_db if lowest is None else min(lowest[1], found.sqnr_db)
+
+    return measure(augmented) if measured is None or noise is not None else measured.get(augmented, measure)
