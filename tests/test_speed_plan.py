@@ -162,7 +162,7 @@ def test_a_layer_behind_a_pool_on_float_data_stays_float(
     assert "the MaxPool before it would run onnxruntime's slow NCHW uint8 kernel" in reasons["conv1"]
     assert op_counts(onnx.load(str(out)))["QuantizeLinear"] == 0
     assert summary.warnings == (NOTHING_QUANTIZED,)
-    assert summary.speed is not None and summary.speed.rounds >= 5
+    assert summary.speed is None  # FP32's graph: a ratio would be noise ("1.05x FP32", hunt29's harris)
     again = tmp_path / "again.int8.onnx"  # a CI step sees it: one line on stderr under --quiet, exit 0
     table = tmp_path / "model.calib.json"
     argv = ["convert", str(tmp_path / "model.onnx"), "-c", str(table), "-o", str(again)]

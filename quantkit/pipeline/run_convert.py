@@ -222,7 +222,7 @@ def _converted(
     int8, stored, smoke = written(plan, quantized, advance, corrections, speed_plan)
     # FP32 timed as the network it is: not slowed by weights listed as inputs, nor by 16-bit insides
     fp32, listed = model_io.weights_fixed(widen(model).model)
-    speed = measure_speed(fp32, int8, samples) if timed else None
+    speed = measure_speed(fp32, int8, samples) if timed and plan.quantized_nodes else None  # else noise
     slow, speed = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples)
     if slow is not None:  # int8 does not pay here: the output is the model in float
         why = (
