@@ -404,3 +404,30 @@ def test_where_the_first_cut_has_nothing_the_near_ties_are_tried(
     (tmp_path / "off").mkdir()
     summary, _ = quantize(_silu_chain(), tmp_path / "off", image_dir)
     assert builds == [] and summary.speed_plan is None
+
+
+def test_the_confirming_timing_holds_the_sessions_its_activations_allow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each timing session keeps its arena (its largest run's memory): six alive at once took hunt29's
+    AGLLNet (749 MB of activations a sample at 256x256) to 2.29 GB. Models whose activations pass
+    BATCH_ACTIVATION_BYTES together are timed in groups, each interleaved with FP32; the ratios in order."""
+    made: list[object] = []
+    timed: list[int] = []
+
+    def session(model: object, **_: object) -> object:
+        made.append(model)
+        return model
+
+    def rounds(sessions: list[object], *_: object) -> np.ndarray:
+        timed.append(len(sessions))
+        return np.array([[10.0, *(float(m) for m in sessions[1:])]])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(speed_refine.Session, "of", session)
+    monkeypatch.setattr(speed_refine, "interleaved_rounds", rounds)
+    models = [5.0, 2.0, 4.0]
+    small = speed_refine.confirmed("fp32", models, None, 1 << 20)  # type: ignore[arg-type]
+    assert small == [2.0, 5.0, 2.5] and timed == [4]
+    timed.clear()
+    large = speed_refine.confirmed("fp32", models, None, speed_refine.BATCH_ACTIVATION_BYTES // 2 + 1)  # type: ignore[arg-type]
+    assert large == [2.0, 5.0, 2.5] and timed == [2, 2, 2]

@@ -35,10 +35,11 @@ import onnx
 from quantkit.evaluate.op_times import node_times, pass_cost
 from quantkit.evaluate.profiler import side_by_side
 from quantkit.evaluate.speed import interleaved_rounds, speedups, timing_batch
+from quantkit.graph.augment import BATCH_ACTIVATION_BYTES, activation_bytes
 from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner.speed_cut import cheapest
-from quantkit.results import CalibrationTable, Feed, QuantPlan, feed_rows
+from quantkit.results import CalibrationTable, Feed, QuantPlan, feed_rows, feed_shapes
 from quantkit.runtime import Session, fits_one_message
 
 ROUNDS = 6  # ppocr_mobile_cls: 3 rounds 0.92x / 1.02x FP32, 6 rounds 1.08x / 1.07x (two conversions each)
@@ -186,12 +187,8 @@ def refine(
     if not tried and placed is None:
         return plain
     models = [candidate, *(model for _, model, _ in tried), *([placed[1]] if placed else [])]
-    sessions = [reference, *(Session.of(model, threads=1, spin=False, arena=True) for model in models)]
-    ratios = speedups(interleaved_rounds(sessions, batch, CONFIRM_RUNS, CONFIRM_SECONDS))
-    # their memory goes before the floor's accuracy runs: each holds its activations' arena (a retouching
-    # net at 360x640, 0.15 MB of weights, peaked there at 2.34 GB with them alive; 1.92 GB now, in the timing)
-    del sessions
-    ratios = within_floor(ratios, models, holds)
+    per_model = activation_bytes(prepared, feed_shapes(batch, index.graph_inputs[0]))
+    ratios = within_floor(confirmed(reference, models, batch, per_model), models, holds)
     sizes = [model.ByteSize() for model in models]
     score = None if accuracy is None else lambda k: accuracy(models[k])
     best, gain = chosen(ratios, score, sizes, prepared.ByteSize())
@@ -204,6 +201,22 @@ def refine(
 
 
 INPUTS = "inputs-only"  # SpeedPlan.placement of the inputs_only candidate
+
+
+def confirmed(reference: Session, models: list[onnx.ModelProto], batch: Feed, per_model: int) -> list[float]:
+    """FP32's speed over each model's, each timed interleaved with FP32: all at once, or in groups whose
+    activations (per_model bytes a model: graph.augment.activation_bytes, as if none were freed) stay
+    within BATCH_ACTIVATION_BYTES. A timing session keeps its arena (latency as deployed), the memory
+    of its largest run: hunt29's AGLLNet at 256x256 (3.8 MB of weights, 749 MB of activations) peaked at
+    2.29 GB with six of them alive. The sessions go before the floor's accuracy runs."""
+    size = max(1, BATCH_ACTIVATION_BYTES // per_model) if per_model else len(models)
+    groups = [models[k : k + size] for k in range(0, len(models), size)]
+    ratios: list[float] = []
+    for group in groups:
+        sessions = [reference, *(Session.of(model, threads=1, spin=False, arena=True) for model in group)]
+        ratios += speedups(interleaved_rounds(sessions, batch, CONFIRM_RUNS, CONFIRM_SECONDS))
+        del sessions
+    return ratios
 
 
 def within_floor(ratios: list[float], models: list[onnx.ModelProto], holds: Holds | None) -> list[float]:
