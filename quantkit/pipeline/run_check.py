@@ -47,8 +47,8 @@ def findings(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) 
 def kept_for_speed(model: onnx.ModelProto) -> frozenset[str]:
     """The nodes quantkit's speed-aware plan kept float in this model (its metadata): their int8 form
     profiled slower on the converting CPU, so a float op between a DequantizeLinear and a QuantizeLinear
-    there is the plan, not a placement to fix. Reported, convert's own output failed `quantkit check`
-    (hunt29: road-seg-adas's MaxPool)."""
+    there is the plan, not a placement to fix. As findings, they made convert's own output fail
+    `quantkit check` (hunt29: road-seg-adas's MaxPool)."""
     record = conversion_record(model) or {}
     kept = record.get("kept_float_for_speed")
     nodes = kept.get("nodes") if isinstance(kept, dict) else None
