@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
 from quantkit.graph.fold_bn import fold_batchnorms, fold_scale_shift
 from quantkit.graph.fold_shapes import fold_weight_shapes
 from quantkit.graph.normalize import normalize
-from quantkit.graph.query import name_nodes
+from quantkit.graph.query import GraphIndex, name_nodes
 from quantkit.graph.samples import synthetic_samples
 from quantkit.graph.widen import widen
 from quantkit.runtime import Session
@@ -135,12 +135,7 @@ def resize_as_before(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
     the floor, which check_upgrade then refuses if it differs. Changed in place; the same model returned."""
     if version > 10 or model_io.opset_version(model) < 11:
         return model
-    constants = {t.name: t for t in model.graph.initializer}
-    constants.update(
-        (n.output[0], n.attribute[0].t)
-        for n in model.graph.node
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
-    )
+    index = GraphIndex(model)
     for node in model.graph.node:
         if node.op_type != "Resize" or node.domain not in ("", "ai.onnx"):
             continue
@@ -148,8 +143,8 @@ def resize_as_before(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
         if "coordinate_transformation_mode" not in named:
             node.attribute.append(helper.make_attribute("coordinate_transformation_mode", "asymmetric"))
         if "nearest_mode" not in named:
-            scales = constants.get(node.input[2]) if len(node.input) > 2 else None
-            shrinks = scales is not None and _all_shrink(numpy_helper.to_array(scales))
+            scales = index.constant(node.input[2]) if len(node.input) > 2 else None
+            shrinks = scales is not None and _all_shrink(scales)
             node.attribute.append(helper.make_attribute("nearest_mode", "ceil" if shrinks else "floor"))
     return model
 

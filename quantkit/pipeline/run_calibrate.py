@@ -27,7 +27,6 @@ from quantkit.graph.augment import (
     sample_bytes,
     seen_through_clips,
     tensor_bytes,
-    with_outputs,
     with_sample_shapes,
 )
 from quantkit.graph.observe_parts import group_model, in_graph_order, last_first
@@ -153,11 +152,8 @@ def calibrate(
     found = fetch_groups(sizes, GROUP_BYTES) if fits_one_message(prepared.model) else None
     groups = last_first(found) if found else None  # graph.observe_parts: each part computes its own
     per_run = max(sum(sizes[n] or 0 for n in group) for group in groups) if groups else None
-    augmented = (
-        [group_model(prepared.model, group, carries_outputs=k == 0) for k, group in enumerate(groups)]
-        if groups
-        else [with_outputs(prepared.model, list(observed))]
-    )
+    parts = groups or (tuple(observed),)
+    augmented = [group_model(prepared.model, group, carries_outputs=k == 0) for k, group in enumerate(parts)]
     job = ChunkJob(
         index=0,
         paths=(),

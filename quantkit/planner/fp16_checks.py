@@ -20,7 +20,7 @@ from quantkit.calib.collect import fetch_groups
 from quantkit.errors import ConversionError, ModelError, shorten
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
-from quantkit.graph.augment import tensor_bytes, with_outputs, with_sample_shapes
+from quantkit.graph.augment import tensor_bytes, with_sample_shapes
 from quantkit.graph.emulate import emulate
 from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.observe_parts import group_model, in_graph_order
@@ -60,7 +60,7 @@ def activation_peaks(
     for group in groups:  # a group's session runs every sample, then goes: one session's weights at a time
         # each group's model computes what its tensors need (graph.observe_parts); every kept tensor is
         # one of `names`, so some group's session gives it
-        one = with_outputs(model, list(group)) if len(groups) == 1 else group_model(model, group, False)
+        one = group_model(model, group, carries_outputs=len(groups) == 1)
         session = Session.of(one, observing=True, arena=None if len(groups) == 1 else False)
         runs = runs or [{} for _ in range(session.run_count(samples))]
         for run, produced in zip(runs, session.iter_samples(samples), strict=True):
