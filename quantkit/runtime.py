@@ -20,6 +20,7 @@ import onnx
 import onnxruntime as ort
 
 from quantkit.errors import ModelError, ort_reason
+from quantkit.heap import HeapWatch
 from quantkit.results import Feed, fed_as, feed_pad, feed_rows, fixed_batch_of, sample_batches
 from quantkit.version import __version__
 
@@ -66,15 +67,14 @@ def _own(output: np.ndarray, fed: Iterable[np.ndarray]) -> np.ndarray:
 
 
 _LEAN: ContextVar[bool] = ContextVar("quantkit_lean_sessions", default=False)
+LEAN_TRIM = 256 << 20
 
 
 @contextmanager
 def lean_sessions(on: bool = True) -> Iterator[None]:
     """Sessions made inside that do not choose their arena run without onnxruntime's arena and memory
-    pattern: memory goes back after each run instead of a session keeping its largest run's. For models
-    whose activations are large: img.ly's IS-Net at 1024x1024 peaks at 2.2 GB for one plain FP32 run
-    with both, 1.2 GB without, at about the same speed; its INT8 convert peaked at 7.75 GB with both,
-    4.59 GB lean. Timing sessions pass arena=True: latency is measured as deployed."""
+    pattern, timing ones too, and trim the heap past LEAN_TRIM of growth (heap.HeapWatch): for large
+    activations. IS-Net at 1024x1024: one FP32 run 2.2 GB with both, 1.2 GB without, as fast."""
     token = _LEAN.set(on)
     try:
         yield
@@ -135,20 +135,20 @@ class Session:
     ) -> None:
         """threads: intra-op threads (0: onnxruntime's choice). spin=False stops idle worker threads from
         spinning between runs: needed when sessions take turns (interleaved timing), where one session's
-        spinning workers would steal the cores of the next one's run. A model with float8 Q/DQ runs at
-        the basic optimization level: onnxruntime 1.32's extended (QDQ) optimizations miscompute it
-        (SqueezeNet in FP8: 27.6 dB against FP32 at the basic level, 11.9 dB above it). float8: whether
-        it does (None: read from the model). profile: a file prefix; onnxruntime's profiler then records
-        every kernel of every run, in the file end_profiling returns. observing: the model outputs every
-        activation (calibration), or the many branches of a probe whose outputs are folded at once
-        (rebalancing's). Its session then runs without onnxruntime's memory pattern (a block
-        planned for a run's tensors, on top of the outputs: 90 MB more peak on YOLOX-Nano) and without
-        the NCHWc layout (each observed output was reordered back to NCHW: 1.5x the run time there).
-        arena=False: memory goes back after each run (onnxruntime's arena keeps a run's peak for the next:
-        one of several sessions that take turns would keep its own). None: on, but inside `lean_sessions`,
-        where the memory pattern is off too."""
+        spinning workers would steal the cores of the next one's run. A model with float8 Q/DQ runs at the
+        basic optimization level: onnxruntime 1.32's extended (QDQ) optimizations miscompute it (SqueezeNet in
+        FP8: 27.6 dB against FP32 at the basic level, 11.9 dB above it). float8: whether it does (None: read
+        from the model). profile: a file prefix; onnxruntime's profiler then records every kernel of every
+        run, in the file end_profiling returns. observing: the model outputs every activation (calibration),
+        or the many branches of a probe whose outputs are folded at once (rebalancing's). Its session then
+        runs without onnxruntime's memory pattern (a block planned for a run's tensors, on top of the outputs:
+        90 MB more peak on YOLOX-Nano) and without the NCHWc layout (each observed output was reordered back
+        to NCHW: 1.5x the run time there). arena=False: memory goes back after each run (onnxruntime's arena
+        keeps a run's peak for the next: one of several sessions that take turns would keep its own). None:
+        on, but inside `lean_sessions`, where the memory pattern is off too."""
         float8 = _float8_source(model) if float8 is None else float8
         lean = arena is None and _LEAN.get()
+        self._heap = HeapWatch(LEAN_TRIM) if lean else None
         options = ort.SessionOptions()
         if profile is not None:
             options.enable_profiling = True
@@ -213,6 +213,8 @@ class Session:
                 results = self._session.run(None, feed)
         except Exception as exc:  # onnxruntime raises its own exception types from C++
             raise ModelError(f"onnxruntime failed to run the model ({ort_reason(str(exc))})") from exc
+        if self._heap is not None:
+            self._heap.check()
         return {name: np.asarray(value) for name, value in zip(self.output_names, results, strict=True)}
 
     def run_batch(self, batch: Feed) -> dict[str, np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from quantkit import pipeline, runtime
@@ -26,7 +27,7 @@ def test_sessions_run_lean_inside_the_block_unless_they_choose_their_arena(tmp_p
     assert _arena(Session.of(model))
     with lean_sessions():
         assert not _arena(Session.of(model))
-        assert _arena(Session.of(model, arena=True))  # timing sessions: latency as deployed
+        assert _arena(Session.of(model, arena=True))  # a session that chooses its arena keeps it
     with lean_sessions(False):
         assert _arena(Session.of(model))
         set_lean(True)  # decided inside, once the activations are known
@@ -80,3 +81,28 @@ def test_a_lean_convert_writes_the_same_bytes(
     lean = written("lean.onnx")
     assert any(made)  # sessions were made lean
     assert lean == plain
+
+
+def test_timing_sessions_run_lean_inside_the_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate.speed and the profiler time FP32 and the candidate alike: lean inside the block (three
+    timing sessions with their arenas took img.ly's IS-Net at 1024x1024 to 5.0 GB), as deployed outside."""
+    from quantkit.evaluate import profiler, speed
+
+    model = load_model(tiny_cnn(tmp_path / "cnn.onnx"))
+    made: list[bool] = []
+    real = runtime.Session.__init__
+
+    def spied(self: Session, *args: object, **kwargs: object) -> None:
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(_arena(self))
+
+    monkeypatch.setattr(runtime.Session, "__init__", spied)
+    samples = np.zeros((1, 3, 16, 16), np.float32)
+    speed.measure(model, model, samples, runs=2, seconds=1.0)
+    profiler.side_by_side([model, model], samples, runs=2)
+    assert made == [True] * 4
+    made.clear()
+    with lean_sessions():
+        speed.measure(model, model, samples, runs=2, seconds=1.0)
+        profiler.side_by_side([model, model], samples, runs=2)
+    assert made == [False] * 4

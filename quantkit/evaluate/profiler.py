@@ -51,7 +51,6 @@ def side_by_side(
                 threads=1,
                 spin=False,
                 profile=Path(folder) / f"p{k}",
-                arena=True,
             )
             for k, model in enumerate(models)
         ]

@@ -50,7 +50,7 @@ def measure(
     """The candidate against FP32 on the first of samples [K, ...] (padded to a fixed batch). A slow model
     stops at `seconds` (PP-OCRv4's text detector at 640x640: 14 rounds of 145 ms; 3 s gave 21 rounds
     and the same speedup within 2 %, for a tenth of its convert)."""
-    sessions = [Session.of(model, threads=1, spin=False, arena=True) for model in (fp32, candidate)]
+    sessions = [Session.of(model, threads=1, spin=False) for model in (fp32, candidate)]
     times = interleaved_rounds(sessions, timing_batch(samples, sessions[0].fixed_batch), runs, seconds)
     return Speed(
         speedups(times)[0], int(times.shape[0]), float(np.median(times[:, 0])), float(np.median(times[:, 1]))

@@ -147,7 +147,7 @@ def refine(
     plain = Refined(plan, candidate)
     if not fits_one_message(candidate) or not plan.quantized_nodes:
         return plain
-    reference = Session.of(prepared, threads=1, spin=False, arena=True)
+    reference = Session.of(prepared, threads=1, spin=False)
     batch = timing_batch(samples, reference.fixed_batch)
     index = GraphIndex(prepared)
     names = [node.name for node in index.nodes]
@@ -206,14 +206,15 @@ INPUTS = "inputs-only"  # SpeedPlan.placement of the inputs_only candidate
 def confirmed(reference: Session, models: list[onnx.ModelProto], batch: Feed, per_model: int) -> list[float]:
     """FP32's speed over each model's, each timed interleaved with FP32: all at once, or in groups whose
     activations (per_model bytes a model: graph.augment.activation_bytes, as if none were freed) stay
-    within BATCH_ACTIVATION_BYTES. A timing session keeps its arena (latency as deployed), the memory
-    of its largest run: hunt29's AGLLNet at 256x256 (3.8 MB of weights, 749 MB of activations) peaked at
-    2.29 GB with six of them alive. The sessions go before the floor's accuracy runs."""
+    within BATCH_ACTIVATION_BYTES. A timing session keeps its arena (latency as deployed; lean only
+    inside runtime.lean_sessions), the memory of its largest run: hunt29's AGLLNet at 256x256 (3.8 MB of
+    weights, 749 MB of activations) peaked at 2.29 GB with six of them alive. The sessions go before the
+    floor's accuracy runs."""
     size = max(1, BATCH_ACTIVATION_BYTES // per_model) if per_model else len(models)
     groups = [models[k : k + size] for k in range(0, len(models), size)]
     ratios: list[float] = []
     for group in groups:
-        sessions = [reference, *(Session.of(model, threads=1, spin=False, arena=True) for model in group)]
+        sessions = [reference, *(Session.of(model, threads=1, spin=False) for model in group)]
         ratios += speedups(interleaved_rounds(sessions, batch, CONFIRM_RUNS, CONFIRM_SECONDS))
         del sessions
     return ratios
@@ -318,7 +319,7 @@ def _slower(reference: Session, candidate: onnx.ModelProto, batch: Feed) -> bool
     in 2 of 6 converts, and those wrote the plain plan."""
     if WHOLE_SLOWER_BELOW <= 0:
         return False
-    sessions = [reference, Session.of(candidate, threads=1, spin=False, arena=True)]
+    sessions = [reference, Session.of(candidate, threads=1, spin=False)]
     return (
         speedups(interleaved_rounds(sessions, batch, CONFIRM_RUNS, CONFIRM_SECONDS))[0] < WHOLE_SLOWER_BELOW
     )
