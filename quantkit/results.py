@@ -15,6 +15,9 @@ TABLE_VERSION = 2  # 2: the JSON records the sha256 of its .npz
 # What a model is fed: one float32 array [N, ...] for a model with one input, or {input name: [N, ...]}
 # (every input the same N) for a model with several.
 Feed = np.ndarray | dict[str, np.ndarray]
+# A model's outputs on samples, one {tensor: array} a run (Session.iter_samples): in memory, or on disk and
+# read back run by run (spill.SpilledRuns) where they are large.
+Runs = Sequence[dict[str, np.ndarray]]
 
 
 def feed_rows(feed: Feed) -> int:

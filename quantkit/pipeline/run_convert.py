@@ -8,7 +8,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from quantkit.calib import table as table_io
@@ -70,7 +69,7 @@ from quantkit.planner import corrections_choice, fallback, targets
 from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
 from quantkit.planner import rounding_plan as rounding
-from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan, feed_rows
+from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan, Runs, feed_rows
 from quantkit.runtime import Session, lean_sessions
 
 FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear take float8 types from opset 19
@@ -302,7 +301,7 @@ def _search_budget(
     progress: Progress,
     alphas: Mapping[str, float] | None,
     cache: dict[str, tuple[float, float]],
-    sample_reference: list[dict[str, np.ndarray]],
+    sample_reference: Runs,
     spread: Spread,
 ) -> tuple[QuantPlan, BudgetReport]:
     """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
@@ -396,7 +395,7 @@ def _search_fallback(
     progress: Progress,
     alphas: Mapping[str, float] | None,
     cache: dict[str, tuple[float, float]],
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     measured: fallback.SqnrMemo,
     spread: Spread,
     worst: bool = False,

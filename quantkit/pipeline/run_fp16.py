@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from quantkit.calib import table as table_io
@@ -49,7 +48,7 @@ from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner.foreground import with_foreground
 from quantkit.planner.screening import screening_runs
 from quantkit.planner.suffix_screen import SuffixScreen
-from quantkit.results import Feed, feed_take
+from quantkit.results import Feed, Runs, feed_take
 from quantkit.runtime import lean_sessions, set_lean
 
 EMULATED = (
@@ -207,7 +206,7 @@ def _float16_fallback(
     model: onnx.ModelProto,
     decided: fp16_planner.Float16Plan,
     samples: Feed,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     target: float,
     config: Float16Config,
     progress: Progress,

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import onnx
 
 from quantkit.config import Prefer
@@ -39,7 +38,7 @@ from quantkit.outcomes import Speed, SpeedPlan
 from quantkit.pipeline import speed_refine
 from quantkit.pipeline.speed_refine import INPUTS, REASON, Accuracy, Build, Holds, Placed, Refined
 from quantkit.planner import fallback
-from quantkit.results import CalibrationTable, Feed, QuantPlan
+from quantkit.results import CalibrationTable, Feed, QuantPlan, Runs
 from quantkit.runtime import cpu_info, fits_one_message, versions
 
 log = logging.getLogger(__name__)
@@ -227,7 +226,7 @@ def below_floor(
     faster: onnx.ModelProto,
     plain: onnx.ModelProto,
     floor_db: float,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     samples: Feed,
     memo: fallback.SqnrMemo,
 ) -> tuple[str, ...]:

@@ -24,8 +24,9 @@ from quantkit.config import ConvertConfig
 from quantkit.parallel import Parallel, Pool, pool_for, threads_per_worker
 from quantkit.pipeline.shards import Shared, blob_of, blobs_key, sendable
 from quantkit.planner.fallback import MeasureMany, Trial, Trials
+from quantkit.results import Runs
 
-Reference = list[dict[str, np.ndarray]]
+Reference = Runs
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, se
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner import fallback
 from quantkit.planner.foreground import has_foreground
-from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, feed_take
+from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_take
 from quantkit.runtime import Session, cpu_info
 from quantkit.version import __version__
 
@@ -62,7 +62,7 @@ def write_checked(
     converted: onnx.ModelProto,
     original: onnx.ModelProto,
     samples: Feed,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     floor: Floor,
     output: Path,
     inputs: tuple[Path, ...],
@@ -105,7 +105,7 @@ def write_checked(
 def measurement_notes(
     model: onnx.ModelProto,
     converted: onnx.ModelProto,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     samples: Feed,
     smoke: dict[str, float],
     itself: tuple[str, ...] = (),
@@ -162,7 +162,7 @@ def _squashed_warnings(
     converted: onnx.ModelProto,
     squashed: list[tuple[str, str]],
     sigmoids: set[str],
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     samples: Feed,
     smoke: dict[str, float],
 ) -> tuple[str, ...]:
@@ -197,7 +197,7 @@ def _squashed_warnings(
 def _selection_lines(
     converted: onnx.ModelProto,
     ordered: dict[str, tuple[str, ...]],
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     samples: Feed,
     smoke: dict[str, float],
 ) -> tuple[str, ...]:
@@ -216,7 +216,7 @@ def _selection_lines(
     return tuple(notes)
 
 
-def _worst(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]], samples: Feed) -> str:
+def _worst(model: onnx.ModelProto, reference: Runs, samples: Feed) -> str:
     """' (worst: <tensor> <x> dB)' where more than one tensor is measured: which one to look at."""
     noise = OutputNoise()
     fallback.output_sqnr(model, reference, samples, noise=noise)

@@ -8,36 +8,38 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Hashable
 
-import numpy as np
 import onnx
 
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import measured_outputs, measured_tensors, squashed_by
 from quantkit.planner.foreground import with_foreground
-from quantkit.results import Feed
+from quantkit.results import Feed, Runs
 from quantkit.runtime import Session, fits_one_message
+from quantkit.spill import SpilledRuns, spilled
 
 
-def measured_reference(model: onnx.ModelProto, samples: Feed) -> list[dict[str, np.ndarray]]:
+def measured_reference(model: onnx.ModelProto, samples: Feed) -> Runs:
     """FP32's measured outputs (query.measured_outputs: logits for squashed outputs) on samples [K, ...],
     one dict per Session.run_samples batch: the reference output_sqnr compares against. A Sigmoid output
     that shows foreground on the samples (a logit above 0) is measured itself too, beside its logits
-    (foreground_maps)."""
+    (foreground_maps). Past spill.SPILL_BYTES in all, the runs are kept on disk (spill.spilled)."""
     measured = measured_outputs(model)
     logits = set(measured_tensors(measured))
     tensors = sorted(logits | set(squashed_by(model, measured, SIGMOID)))
-    runs = [
-        {t: run[t] for t in tensors} for run in Session.of(with_outputs(model, tensors)).iter_samples(samples)
-    ]
-    unread = set(tensors) - logits - set(foreground_maps(model, runs))
-    return [{t: value for t, value in run.items() if t not in unread} for run in runs]
+    session = Session.of(with_outputs(model, tensors))
+    ran = ({t: run[t] for t in tensors} for run in session.iter_samples(samples))
+    runs = spilled(ran, session.run_count(samples))
+    read = set(logits) | set(foreground_maps(model, runs))
+    if isinstance(runs, SpilledRuns):
+        return runs if read >= set(tensors) else runs.only(read)
+    return [{t: value for t, value in run.items() if t in read} for run in runs]
 
 
 SIGMOID = ("Sigmoid",)
 
 
-def foreground_maps(model: onnx.ModelProto, reference: list[dict[str, np.ndarray]]) -> tuple[str, ...]:
+def foreground_maps(model: onnx.ModelProto, reference: Runs) -> tuple[str, ...]:
     """The Sigmoid outputs that INT8 is judged on beside their logits: those with foreground on the
     reference's runs (foreground.with_foreground). Their logits' power is the confident background: a
     PP-OCRv4 text detector at 640x640 measured 18.4 dB on its logits and 3.2 dB on its map, and lost
@@ -86,7 +88,7 @@ def _compute_digest(model: onnx.ModelProto) -> bytes:
 
 def output_sqnr(
     model: onnx.ModelProto,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     samples: Feed,
     measured: SqnrMemo | None = None,
     threads: int = 0,
@@ -106,7 +108,7 @@ def output_sqnr(
 
 def output_sqnrs(
     model: onnx.ModelProto,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     samples: Feed,
     measured: SqnrMemo | None = None,
     threads: int = 0,

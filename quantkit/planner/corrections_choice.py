@@ -37,7 +37,7 @@ from quantkit.planner import rounding_plan as rounding
 from quantkit.planner import smoothquant_search as smoothing
 from quantkit.planner.at_output import SqnrMemo, measured_reference, output_sqnr
 from quantkit.planner.core import plan as make_plan
-from quantkit.results import CalibrationTable, Corrections, Feed
+from quantkit.results import CalibrationTable, Corrections, Feed, Runs
 
 MARGIN_DB = 0.1  # what must measure this much better: the model without bias correction, with the range cap
 
@@ -83,7 +83,7 @@ def resolve(
     model: onnx.ModelProto,
     table: CalibrationTable,
     config: ConvertConfig,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     cache: dict[str, tuple[float, float]],
     memo: SqnrMemo,
 ) -> Resolved:
@@ -161,7 +161,7 @@ def range_cap(
     model: onnx.ModelProto,
     table: CalibrationTable,
     config: ConvertConfig,
-    reference: list[dict[str, np.ndarray]] | None = None,
+    reference: Runs | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
     memo: SqnrMemo | None = None,
 ) -> tuple[ConvertConfig, CapMeasure | None]:
@@ -183,7 +183,7 @@ def range_cap(
     cache = {} if cache is None else cache
     memo = SqnrMemo() if memo is None else memo
 
-    def measured(ref: list[dict[str, np.ndarray]], feed: Feed, cases: SqnrMemo) -> tuple[float, float]:
+    def measured(ref: Runs, feed: Feed, cases: SqnrMemo) -> tuple[float, float]:
         return (
             _final_db(model, table, Resolved(config, None, {}, None), ref, feed, cache, cases),
             _final_db(model, table, Resolved(uncapped, None, {}, None), ref, feed, cache, cases),
@@ -200,7 +200,7 @@ def _final_db(
     model: onnx.ModelProto,
     table: CalibrationTable,
     resolved: Resolved,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     samples: Feed,
     cache: dict[str, tuple[float, float]],
     memo: SqnrMemo,

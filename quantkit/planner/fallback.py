@@ -38,7 +38,7 @@ from quantkit.planner.at_output import output_sqnrs
 from quantkit.planner.core import plan
 from quantkit.planner.fallback_blocks import end_block
 from quantkit.planner.screening import screening_runs
-from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, feed_rows, feed_take
+from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, Runs, feed_rows, feed_take
 
 UNGROUPED_LAYERS = 20  # up to this many layers left, a round measures each alone (no groups)
 # Groups whose layers a round measures one by one, best first: the first round's choice (often one layer
@@ -53,7 +53,7 @@ def layer_recovery(
     model: onnx.ModelProto,
     table: CalibrationTable,
     config: ConvertConfig,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     base_plan: QuantPlan,
     progress: Callable[[int], None] | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
@@ -100,7 +100,7 @@ class Trials:
     model: onnx.ModelProto
     table: CalibrationTable
     config: ConvertConfig
-    reference: list[dict[str, np.ndarray]]
+    reference: Runs
     samples: Feed
     measured: SqnrMemo
     runs: int
@@ -119,7 +119,7 @@ class Trials:
         model: onnx.ModelProto,
         table: CalibrationTable,
         config: ConvertConfig,
-        reference: list[dict[str, np.ndarray]],
+        reference: Runs,
         runs: int,
         alphas: Mapping[str, float] | None,
         threads: int = 0,
@@ -161,9 +161,7 @@ class Trials:
             self.scores[key] = self._scored(key[1], reference, samples, self.measured.first(self.runs))
         return self.scores[key]
 
-    def _scored(
-        self, keep: frozenset[str], reference: list[dict[str, np.ndarray]], samples: Feed, memo: SqnrMemo
-    ) -> float:
+    def _scored(self, keep: frozenset[str], reference: Runs, samples: Feed, memo: SqnrMemo) -> float:
         """The set's score, from `memo` where a search with the same plan inputs measured it."""
         key = self.plan_key(keep)
         if key not in memo.planned:
@@ -204,7 +202,7 @@ def search(
     progress: Callable[[int], None] | None = None,
     alphas: Mapping[str, float] | None = None,
     cache: dict[str, tuple[float, float]] | None = None,
-    reference: list[dict[str, np.ndarray]] | None = None,
+    reference: Runs | None = None,
     measured: SqnrMemo | None = None,
     many: Callable[[int], MeasureMany] | None = None,
     rounded: Mapping[str, np.ndarray] | None = None,

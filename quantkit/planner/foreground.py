@@ -10,9 +10,10 @@ import numpy as np
 import onnx
 
 from quantkit.graph.query import SQUASHING_OPS, squashed_by
+from quantkit.results import Runs
 
 
-def has_foreground(sigmoid: bool, logits: str, runs: list[dict[str, np.ndarray]]) -> bool:
+def has_foreground(sigmoid: bool, logits: str, runs: Runs) -> bool:
     """Whether a squashed output shows foreground on the runs (FP32's measured tensors): a Softmax's
     always (its top class); a Sigmoid's where a logit is above 0 (a map all ~1e-8 shows none)."""
     return not sigmoid or any(float(np.max(r[logits])) > 0.0 for r in runs)
@@ -21,7 +22,7 @@ def has_foreground(sigmoid: bool, logits: str, runs: list[dict[str, np.ndarray]]
 def with_foreground(
     model: onnx.ModelProto,
     measured: Mapping[str, tuple[str, ...]],
-    runs: list[dict[str, np.ndarray]],
+    runs: Runs,
     ops: Collection[str] = SQUASHING_OPS,
 ) -> tuple[str, ...]:
     """The outputs made by one of `ops` (Softmax, Sigmoid) and judged by their logits (measured:

@@ -37,7 +37,7 @@ from quantkit.qmath.rounding import (
     matmul_rows,
     second_moment_update,
 )
-from quantkit.results import CalibrationTable, Feed, QuantPlan, feed_rows
+from quantkit.results import CalibrationTable, Feed, QuantPlan, Runs, feed_rows
 from quantkit.runtime import Session
 
 MOMENT_BYTES = 256 << 20  # second moments held at once (float64); more layers take another pass
@@ -92,7 +92,7 @@ def resolve(
     table: CalibrationTable,
     config: ConvertConfig,
     alphas: Mapping[str, float] | None,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     cache: dict[str, tuple[float, float]],
     memo: SqnrMemo | None = None,
     solved: dict[object, dict[str, np.ndarray]] | None = None,

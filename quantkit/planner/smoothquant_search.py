@@ -25,7 +25,7 @@ from quantkit.graph.probe import smoothing_probe
 from quantkit.graph.qdq import apply_plan
 from quantkit.planner.at_output import SqnrMemo, output_sqnr
 from quantkit.planner.core import plan, smoothing_candidates
-from quantkit.results import CalibrationTable, Corrections, Feed, Rebalance
+from quantkit.results import CalibrationTable, Corrections, Feed, Rebalance, Runs
 from quantkit.runtime import Session
 
 ALPHAS = (0.25, 0.5, 0.75)  # alpha 1 pins each channel at its calibration maximum: held-out data then clips
@@ -53,7 +53,7 @@ def resolve(
     model: onnx.ModelProto,
     table: CalibrationTable,
     config: ConvertConfig,
-    reference: list[dict[str, np.ndarray]],
+    reference: Runs,
     range_cache: dict[str, tuple[float, float]] | None = None,
     memo: SqnrMemo | None = None,
 ) -> tuple[dict[str, float] | None, Corrections | None]:

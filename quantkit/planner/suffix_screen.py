@@ -23,7 +23,7 @@ from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import GraphIndex
 from quantkit.graph.suffix import Base, downstream_reads, suffix_of
-from quantkit.results import Feed, sample_batches
+from quantkit.results import Feed, Runs, sample_batches
 from quantkit.runtime import Session, fits_one_message
 
 # Bytes of the base's tensors held for the trials (every run): above it each trial runs whole. PP-OCRv4's
@@ -40,7 +40,7 @@ class SuffixScreen:
         self,
         base: onnx.ModelProto,
         nodes: Iterable[str],
-        reference: list[dict[str, np.ndarray]],
+        reference: Runs,
         samples: Feed,
         threads: int = 0,
     ) -> None:
