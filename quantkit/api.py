@@ -384,8 +384,9 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
     )
 
 
-def check(model: PathLike, *, target: str = "ort-cpu") -> CheckReport:
-    """Every Q/DQ placement `target` ("ort-cpu", "tensorrt") cannot fuse or will run in float, and every
-    type it cannot run, in `model` (any Q/DQ ONNX model, quantkit's or another tool's): `.findings` is
-    empty when there is none."""
-    return run_check(Path(model), as_enum(Target, target, "target"))
+def check(model: PathLike, *, target: str | None = None) -> CheckReport:
+    """Every Q/DQ placement `target` ("ort-cpu", "tensorrt", "openvino"; None: the one quantkit's convert
+    recorded in the model, else "ort-cpu") cannot fuse or will run in float, and every type it cannot
+    run, in `model` (any Q/DQ ONNX model, quantkit's or another tool's): `.findings` is empty when there
+    is none."""
+    return run_check(Path(model), None if target is None else as_enum(Target, target, "target"))

@@ -359,6 +359,25 @@ def test_check_through_the_python_api(tmp_path: Path) -> None:
         quantkit.check(model, target="tpu")
 
 
+def test_check_defaults_to_the_target_convert_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An FP8 model placed for TensorRT got 63 ort-cpu findings and exit 1 from a plain `check` (hunt30):
+    without --target, check reads the target from the model's quantkit.settings."""
+    import quantkit
+
+    model = _qdq_conv(act_zero=5)
+    model.metadata_props.add(key="quantkit.settings", value=json.dumps({"target": "tensorrt", "fp8": False}))
+    placed = save(model, tmp_path / "placed.onnx")
+    report = quantkit.check(placed)
+    assert report.target == "tensorrt" and [f.rule for f in report.findings] == ["zero-point", "zero-point"]
+    assert quantkit.check(placed, target="ort-cpu").target == "ort-cpu"
+    code, out, _ = run(["check", str(placed)], capsys)
+    assert code == 1 and "target tensorrt" in " ".join(out.split())
+    plain = save(_qdq_conv(act_zero=5), tmp_path / "plain.onnx")
+    assert quantkit.check(plain).target == "ort-cpu"
+
+
 # ---- --to fp8 ---------------------------------------------------------------------------------------
 
 

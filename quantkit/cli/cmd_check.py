@@ -11,7 +11,6 @@ import typer.core
 import typer.main
 
 from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, show, write_text
-from quantkit.cli.options import TargetOpt
 from quantkit.config import Target
 
 
@@ -22,7 +21,15 @@ from quantkit.config import Target
 )
 def check(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Q/DQ ONNX model to check.")],
-    target: TargetOpt = Target.ort_cpu,
+    target: Annotated[
+        Target | None,
+        typer.Option(
+            "--target",
+            help="Runtime to check for: ort-cpu, tensorrt or openvino. [default: the target quantkit's "
+            "convert recorded in the model, else ort-cpu]",
+            show_default=False,
+        ),
+    ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the findings as JSON here.")] = None,
 ) -> None:
     """List every Q/DQ placement the target cannot fuse or will run in float and every type it cannot

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import onnx
@@ -10,13 +11,15 @@ from quantkit.config import Target
 from quantkit.graph import model_io
 from quantkit.graph import target_rules as rules
 from quantkit.outcomes import CheckReport, Finding
-from quantkit.pipeline.writing import conversion_record
+from quantkit.pipeline.writing import META_PREFIX, conversion_record
 from quantkit.runtime import optimized_graph
 
 
-def check(model_path: Path, target: Target) -> CheckReport:
-    """Every Q/DQ placement `target` cannot fuse or will run in float, and every type it cannot run."""
+def check(model_path: Path, target: Target | None = None) -> CheckReport:
+    """Every Q/DQ placement `target` cannot fuse or will run in float, and every type it cannot run;
+    target None: the one convert placed the model for (recorded_target), else ort-cpu."""
     model = model_io.load_model(model_path)
+    target = target or recorded_target(model) or Target.ort_cpu
     inferred = model_io.infer_shapes(model)
     layers, quantized = rules.quantized_layers(inferred, through=target is Target.openvino)
     return CheckReport(
@@ -42,6 +45,20 @@ def findings(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) 
     found = rules.unfused_after(optimized_graph(model))
     unfused = [f for f in found if not (f.rule == "float-between" and f.node in timed)]
     return (*rules.ort_cpu(inferred), *unfused)
+
+
+def recorded_target(model: onnx.ModelProto) -> Target | None:
+    """The target quantkit's convert placed the model for, from its `quantkit.settings` metadata (None:
+    not quantkit's, or unreadable). Without it, check judged an FP8 model placed for TensorRT by
+    onnxruntime's CPU rules: 63 findings and exit 1 on a model with none for its target (hunt30)."""
+    for prop in model.metadata_props:
+        if prop.key == META_PREFIX + "settings":
+            try:
+                value = json.loads(prop.value).get("target")
+            except (ValueError, AttributeError):
+                return None
+            return next((t for t in Target if t.value == value), None)
+    return None
 
 
 def kept_for_speed(model: onnx.ModelProto) -> frozenset[str]:
