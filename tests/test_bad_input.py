@@ -273,6 +273,21 @@ def test_a_graph_without_nodes_is_named_as_such(image_dir: Path, tmp_path: Path,
     fails_cleanly(path, image_dir, tmp_path, capsys, "holds a graph with no nodes", "nothing to convert")
 
 
+def test_a_model_from_before_onnx_1_is_named_as_such(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """A PyTorch 0.2 export (IR version 1, no opset_import) was called "truncated or not a model"."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
+    model = helper.make_model(graph, ir_version=1)
+    del model.opset_import[:]
+    path = tmp_path / "old.onnx"
+    path.write_bytes(model.SerializeToString())
+    fails_cleanly(path, image_dir, tmp_path, capsys, "declares no opset (IR version 1", "opset 7 or later")
+
+
 def test_several_image_inputs(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     model = tiny_cnn(tmp_path / "two.onnx", inputs=2)
     fails_cleanly(

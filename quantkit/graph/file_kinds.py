@@ -45,6 +45,11 @@ def no_graph(model: onnx.ModelProto, path: Path) -> str:
             f"{path} holds a graph with no nodes (its outputs are its inputs or constants): nothing to "
             "convert"
         )
+    if model.graph.node:  # a PyTorch 0.2 export of ESPCN (IR 1, 14 nodes) was called truncated: hunt30
+        return (
+            f"{path} declares no opset (IR version {model.ir_version}: written before ONNX 1.0, which "
+            "onnxruntime cannot load either); re-export it at opset 7 or later"
+        )
     return f"{path} holds no ONNX graph (truncated or not a model); re-export it"
 
 
