@@ -30,7 +30,7 @@ from quantkit.evaluate.metrics import (
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.text_maps import PixelRecall, TextBoxAgreement, is_probability_map, map_view
 from quantkit.outcomes import Accuracy, OutputMetrics
-from quantkit.results import Batch, feed_rows
+from quantkit.results import Batch, Feed, feed_rows, feed_take
 from quantkit.runtime import Runner
 
 
@@ -215,9 +215,10 @@ def compare_batches(
     """Run both models over the batches into `comparison`; `watch` sees every batch's inputs and
     reference outputs (the reference's sanity)."""
     check_same_outputs(reference, candidate)
+    singly = [False, False]  # per model: runs one sample at a time (_named_run)
     for batch in batches:
-        ref_out = _named_run(reference, batch, "the reference (first model)")
-        cand_out = _named_run(candidate, batch, "the candidate (second model)")
+        ref_out = _named_run(reference, batch, REFERENCE, singly, 0)
+        cand_out = _named_run(candidate, batch, CANDIDATE, singly, 1)
         if watch is not None:
             watch.update(batch.data, ref_out)
         comparison.update(batch, ref_out, cand_out)
@@ -226,15 +227,39 @@ def compare_batches(
     return comparison
 
 
-def _named_run(runner: Runner, batch: Batch, which: str) -> dict[str, np.ndarray]:
+REFERENCE, CANDIDATE = "the reference (first model)", "the candidate (second model)"
+HINTS = {
+    REFERENCE: "check what it is fed (the preprocessing, --input-size, the arrays' shapes)",
+    CANDIDATE: "compare a model with its own converted version (the same inputs)",
+}
+
+
+def _named_run(runner: Runner, batch: Batch, which: str, singly: list[bool], k: int) -> dict[str, np.ndarray]:
     """runner's outputs on the batch; a failure names the model (two models given different input
-    sizes: 'Got 32 Expected 64' said neither which one nor why)."""
+    sizes: 'Got 32 Expected 64' said neither which one nor why). A batch the model fails on is run a
+    sample at a time, and so every later one (singly[k]): khmersm names its batch axis but its Reshape
+    bakes in batch 1, and compare, stacking 8 samples, could not run it at all (hunt30)."""
+    rows = feed_rows(batch.data)
     try:
-        return runner.run_batch(batch.data)
+        return _one_by_one(runner, batch.data, rows) if singly[k] else runner.run_batch(batch.data)
     except ModelError as exc:
-        raise ModelError(
-            f"{which}: {exc}; compare a model with its own converted version (the same inputs)"
-        ) from exc
+        if rows > 1 and not singly[k]:
+            try:
+                outputs = _one_by_one(runner, batch.data, rows)
+            except ModelError:
+                pass
+            else:
+                singly[k] = True
+                return outputs
+        raise ModelError(f"{which}: {exc}; {HINTS[which]}") from exc
+
+
+def _one_by_one(runner: Runner, data: Feed, rows: int) -> dict[str, np.ndarray]:
+    """The runs of each sample, joined along the batch axis; a ModelError where an output has none."""
+    runs = [runner.run_batch(feed_take(data, k, k + 1)) for k in range(rows)]
+    if any(value.ndim == 0 or value.shape[0] != 1 for run in runs for value in run.values()):
+        raise ModelError("an output has no batch axis to join the samples' runs on")
+    return {name: np.concatenate([run[name] for run in runs]) for name in runs[0]}
 
 
 def head_rows(name: str, output: np.ndarray, detector: DetectorHead) -> np.ndarray | None:
