@@ -23,6 +23,7 @@ from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
 from quantkit.graph.augment import fitting_batch
 from quantkit.graph.query import selection_ordered
+from quantkit.graph.subnormal import subnormal_warning
 from quantkit.images import resolve_preprocess, select_images, shortfall, too_few_read
 from quantkit.outcomes import ComparisonResult, OutputMetrics
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
@@ -205,6 +206,7 @@ def compare(
                 _swapped(reference, candidate, reference_path, candidate_path),
                 _selected(reference, {m.name for m in outputs if m.boxes is not None}),
                 _overridable_weights(reference, candidate) if config.latency.runs else None,
+                subnormal_warning(reference) if config.latency.runs else None,
                 unrelated(outputs),
                 *(noise_hidden(m) for m in outputs),
                 *(kind_hidden(m) for m in outputs),

@@ -26,6 +26,7 @@ from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
+from quantkit.graph.subnormal import subnormal_warning
 from quantkit.outcomes import SpeedPlan
 from quantkit.planner import fallback
 from quantkit.planner.foreground import has_foreground
@@ -111,12 +112,13 @@ def measurement_notes(
     itself: tuple[str, ...] = (),
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(notes, warnings). Where the floors and the fallback measure other tensors than the outputs
-    (query.measured_outputs of the shape-inferred `model`), so that no figure reads as the outputs' own:
-    a line for each output that a TopK / NonMaxSuppression chose and ordered (its smoke-test figure
-    compares rows that noise reorders; both figures), and one naming the outputs judged by their logits
-    (and those in `itself` by their own values too: float16's). The warnings: squashed outputs far below
-    their logits (_squashed_warnings). reference: FP32's measured tensors on samples
-    (fallback.measured_reference)."""
+    (query.measured_outputs of the shape-inferred `model`), so that no figure reads as the outputs' own: a
+    line for each output that a TopK / NonMaxSuppression chose and ordered (its smoke-test figure compares
+    rows that noise reorders; both figures), and one naming the outputs judged by their logits (and those in
+    `itself` by their own values too: float16's). The warnings: squashed outputs far below their logits
+    (_squashed_warnings), FP32 weights that are subnormal (graph.subnormal). reference: FP32's measured
+    tensors on samples (fallback.measured_reference)."""
+    slow = tuple(w for w in (subnormal_warning(model),) if w)
     ordered = selection_ordered(model)
     scored = sorted(
         (output, tensors[0])
@@ -149,8 +151,8 @@ def measurement_notes(
                 "SQNR figure on calibration samples but the smoke test's is the logits'"
             ),
         )
-        return notes, _squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke)
-    return notes, ()
+        return notes, (*_squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke), *slow)
+    return notes, slow
 
 
 # A squashed output is flagged where it measures this far below its logits, under SQUASHED_FLOOR_DB.

@@ -1,0 +1,49 @@
+"""FP32 weights that are subnormal make the FP32 model's CPU runs slow, and every speedup against it
+mean little: compare and convert say so (graph.subnormal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from quantkit.graph.subnormal import subnormal_warning, subnormal_weights
+from tests.conftest import tiny_cnn
+from tests.helpers import run
+
+Capsys = pytest.CaptureFixture[str]
+
+
+def _with_subnormal_weights(path: Path) -> Path:
+    """PFLD's case (hunt30: 60 % of its weights subnormal), on the tiny CNN: every other weight of each
+    float32 initializer of rank 4 set to 1e-40."""
+    model = onnx.load(str(path))
+    for k, init in enumerate(model.graph.initializer):
+        values = numpy_helper.to_array(init).copy()
+        if values.ndim == 4:
+            values.reshape(-1)[::2] = np.float32(1e-40)
+            model.graph.initializer[k].CopyFrom(numpy_helper.from_array(values, init.name))
+    out = path.with_name("subnormal.onnx")
+    onnx.save(model, str(out))
+    return out
+
+
+def test_subnormal_weights_are_counted_and_named(tmp_path: Path, image_dir: Path, capsys: Capsys) -> None:
+    plain = tiny_cnn(tmp_path / "cnn.onnx")
+    assert subnormal_warning(onnx.load(str(plain))) is None
+    slow = _with_subnormal_weights(plain)
+    found, total = subnormal_weights(onnx.load(str(slow)))
+    assert 0 < found < total and found >= total // 3
+    line = subnormal_warning(onnx.load(str(slow)))
+    assert line is not None and line.startswith(f"{found:,} of the FP32 model's {total:,} weights")
+    table, half = tmp_path / "t.json", tmp_path / "h.onnx"
+    assert run(["calibrate", str(slow), "--images", str(image_dir), "-o", str(table), "-q"], capsys)[0] == 0
+    code, _, err = run(["convert", str(slow), "--to", "fp16", "-c", str(table), "-o", str(half)], capsys)
+    assert code == 0 and "are subnormal (nonzero, below 1.2e-38)" in " ".join(err.split())
+    code, _, err = run(["compare", str(slow), str(half), "--images", str(image_dir), "--runs", "2"], capsys)
+    assert code == 0 and "any speedup against it, is inflated" in " ".join(err.split())
+    code, _, err = run(["compare", str(slow), str(half), "--images", str(image_dir), "--runs", "0"], capsys)
+    assert code == 0 and "subnormal" not in err  # no latency measured: nothing inflated
