@@ -147,9 +147,14 @@ class ArrayStream:
             return list(self._split(self._array(self._single(item, index), index), index, self.spec))
         names = [spec.name for spec in self.specs]
         if not isinstance(item, Mapping):
+            wanted = (  # hunt30: a CLI user read the Python API's wording for a .npy file
+                f".npz files holding one array per input, named {names}"
+                if isinstance(self.samples, ArrayFiles)
+                else f"{{name: array}} dicts with the keys {names}"
+            )
             raise ConfigError(
                 f"{self._label(index)} is a {type(item).__name__}; the model has {len(names)} inputs: give "
-                f"{{name: array}} dicts with the keys {names}"
+                f"{wanted}"
             )
         missing, extra = [n for n in names if n not in item], sorted(set(item) - set(names))
         if missing or extra:

@@ -55,6 +55,7 @@ def test_a_run_uses_the_file(project: Path, image_dir: Path, capsys: pytest.Capt
         ("bogus = 1\n", "unknown option 'bogus'; keys are option names without the dashes"),
         ("num_images = 3\n", "unknown option 'num_images' (did you mean 'num-images'?)"),
         ("[convrt]\nmethod = 'mse'\n", "[convrt] is not a quantkit command"),
+        ("[tool.quantkit]\nnum-images = 3\n", "[tool.quantkit] belongs in pyproject.toml"),  # hunt30
         ("[convert]\nnum-imgs = 3\n", "[convert] unknown option 'num-imgs'"),
         ("num-images = \n", "is not valid TOML"),
     ],

@@ -190,7 +190,13 @@ def test_bad_dicts_are_one_line_config_errors(two_inputs: Path, tmp_path: Path) 
     assert "'meta'" in _one_line(shape) and "[5]" in _one_line(shape)
     with pytest.raises(quantkit.ConfigError) as bare:
         quantkit.calibrate(two_inputs, data=[good["image"]], output=out)
-    assert "['image', 'meta']" in _one_line(bare)
+    assert "give {name: array} dicts with the keys ['image', 'meta']" in _one_line(bare)
+    npy = tmp_path / "npy"
+    npy.mkdir()
+    np.save(npy / "0.npy", good["image"])
+    with pytest.raises(quantkit.ConfigError) as files:  # the command line's --inputs: files, not dicts
+        quantkit.calibrate(two_inputs, data=npy, output=out)
+    assert "give .npz files holding one array per input, named ['image', 'meta']" in _one_line(files)
     uneven = {"image": np.stack([good["image"]] * 2), "meta": good["meta"]}
     with pytest.raises(quantkit.ConfigError) as counts:
         quantkit.calibrate(two_inputs, data=[uneven], output=out)

@@ -49,6 +49,11 @@ def defaults(
     for path, settings in files:  # later files win; in a file, a command's table wins over top-level keys
         for key, value in settings.items():
             if isinstance(value, dict):
+                if key == "tool" and path.name != "pyproject.toml":  # hunt30: [tool.quantkit] here
+                    raise ConfigError(
+                        f"{path}: [tool.quantkit] belongs in pyproject.toml; in {path.name}, put the "
+                        "settings at the top level or under a command's table ([convert], ...)"
+                    )
                 if key not in commands:
                     raise ConfigError(f"{path}: [{key}] is not a quantkit command; use {', '.join(commands)}")
             elif key not in options:
