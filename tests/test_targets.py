@@ -402,6 +402,10 @@ def test_fp8_writes_e4m3_qdq_at_opset_19_in_tensorrts_placement(fp8_model: tuple
     assert [f.rule for f in check(out, Target.ort_cpu).findings].count("float8") == 4
     (note,) = [n for n in summary.notes if n.startswith("FP8 E4M3FN")]  # type: ignore[attr-defined]
     assert "load it at GraphOptimizationLevel.ORT_ENABLE_BASIC" in note
+    from quantkit.reports.console import _corrections_text
+
+    said = _corrections_text(summary).plain  # type: ignore[arg-type]
+    assert "every layer fp8: plain" in said and "int8" not in said
 
 
 def test_compare_states_the_level_a_float8_model_ran_at(
