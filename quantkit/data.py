@@ -207,7 +207,7 @@ class ArrayStream:
         """One sample (rank of the input minus the batch axis) or a batch (the input's rank) -> samples."""
         what = self._label(index) if len(self.specs) == 1 else f"{self._label(index)}'s {spec.name!r}"
         rank = len(spec.shape)
-        if array.ndim == rank - 1:
+        if array.ndim == rank - 1 or array.ndim == rank == 0:  # one sample; a scalar input's is a scalar
             samples = [array]
         elif array.ndim == rank:
             samples = list(array)

@@ -247,6 +247,12 @@ class InputSpec:
     shape: tuple[int | None, ...]
     pixels: bool = False
 
+    @property
+    def batch_dim(self) -> int | None:
+        """Its first dimension (None: dynamic); 1 for a scalar (rank 0), which has no batch axis to stack
+        samples on: one sample a run, fed as the scalar it is (runtime.Session.feed)."""
+        return self.shape[0] if self.shape else 1
+
 
 def fixed_batch_of(first_dims: Sequence[int | None]) -> int | None:
     """The batch a model's inputs fix, from their first dimensions (None: dynamic): None where none fixes

@@ -181,6 +181,7 @@ class Session:
         # float16 (--to fp16 --no-keep-io-types), uint8 pixels, integer and bool arrays: samples fed cast
         kinds = {i.name: i.type.removeprefix("tensor(").removesuffix(")") for i in inputs}
         self._types = {name: np.dtype(kind) for name, kind in kinds.items() if kind in FED}
+        self._scalars = {i.name for i in inputs if i.shape == []}  # fed one sample a run, as [1]
         self.output_names = [o.name for o in self._session.get_outputs()]
         # an observing session's tensor outputs come back as views of onnxruntime's own buffers
         # (OrtValue.numpy), not copies: calibration's outputs are every activation of the batch, twice that
@@ -192,12 +193,13 @@ class Session:
     @property
     def fixed_batch(self) -> int | None:
         """The batch size the model's inputs fix (results.fixed_batch_of), or None for a dynamic batch."""
-        dims = [i.shape[0] if i.shape else None for i in self._session.get_inputs()]
+        dims = [i.shape[0] if i.shape else 1 for i in self._session.get_inputs()]  # a scalar: 1 a run
         return fixed_batch_of([d if isinstance(d, int) and d > 0 else None for d in dims])
 
     def feed(self, batch: Feed) -> dict[str, np.ndarray]:
         """onnxruntime's feed: a lone array goes to the first input; inputs of the FED types fed cast."""
         named = {self.input_name: batch} if isinstance(batch, np.ndarray) else dict(batch)
+        named = {k: v.reshape(()) if k in self._scalars and v.shape == (1,) else v for k, v in named.items()}
         return {k: fed_as(v, self._types[k]) if k in self._types else v for k, v in named.items()}
 
     def run(self, batch: Feed) -> dict[str, np.ndarray]:

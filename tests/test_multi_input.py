@@ -320,11 +320,14 @@ def test_a_text_line_model_calibrates_and_compares_on_arrays_of_any_width(
     assert json.loads(report.read_text())["images"] == len(widths)
 
 
+@pytest.mark.parametrize("dims", [[1], []], ids=["one", "rank0"])
 def test_a_fixed_scalar_input_beside_a_dynamic_batch_runs_one_sample_a_run(
-    tmp_path: Path, capsys: Capsys
+    dims: list[int], tmp_path: Path, capsys: Capsys
 ) -> None:
     """An unsharp mask's `amount` [1] has no batch axis: stacking 8 samples gave it [8] and onnxruntime
-    refused the run in calibrate and compare (hunt29). Such a model runs one sample a run."""
+    refused the run in calibrate and compare (hunt29). A rank-0 input (a hand-gesture LSTM's
+    `score_threshold`, hunt30) has none either: calibrate and compare failed with an IndexError. Such a
+    model runs one sample a run, a rank-0 input fed as the scalar it is."""
     from quantkit.runtime import Session
 
     g = np.random.default_rng(3)
@@ -338,7 +341,7 @@ def test_a_fixed_scalar_input_beside_a_dynamic_batch_runs_one_sample_a_run(
         "unsharp",
         [
             helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16]),
-            helper.make_tensor_value_info("amount", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("amount", TensorProto.FLOAT, dims),
         ],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3, 16, 16])],
         [
@@ -353,15 +356,20 @@ def test_a_fixed_scalar_input_beside_a_dynamic_batch_runs_one_sample_a_run(
     folder.mkdir()
     for i in range(12):
         image = g.normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
-        np.savez(folder / f"{i:03d}.npz", image=image, amount=np.array([0.5 + i / 24], np.float32))
-    table, half = tmp_path / "t.json", tmp_path / "h.onnx"
+        amount = np.full(dims, 0.5 + i / 24, np.float32)
+        np.savez(folder / f"{i:03d}.npz", image=image, amount=amount)
+    table, half, int8 = tmp_path / "t.json", tmp_path / "h.onnx", tmp_path / "q.onnx"
     for argv in (
         ["calibrate", str(model), "--inputs", str(folder), "-o", str(table)],
         ["convert", str(model), "--to", "fp16", "-c", str(table), "-o", str(half)],
+        ["convert", str(model), "-c", str(table), "-o", str(int8), "--prefer", "accuracy"],
+        ["compare", str(model), str(int8), "--inputs", str(folder), "--runs", "2", "--json", "-"],
         ["compare", str(model), str(half), "--inputs", str(folder), "--runs", "2", "--json", "-"],
     ):
         code, out, err = run([*argv, "-q"], capsys)
         assert code == 0, err
+        if argv[0] == "compare" and argv[2] == str(int8):
+            assert json.loads(out)["outputs"][0]["sqnr_db"] > 20
     assert json.loads(out)["outputs"][0]["sqnr_db"] > 40
     assert json.loads(table.read_text())["meta"]["batch_size"] == 1
 

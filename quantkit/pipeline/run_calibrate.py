@@ -113,7 +113,7 @@ def calibrate(
     # images need the one image input; arrays feed every input (dicts for several)
     spec = model_io.image_input(model) if arrays is None or len(specs) <= 1 else specs[0]
     fed = specs if arrays is not None and len(specs) > 1 else (spec,)
-    size = fixed_batch_of([s.shape[0] for s in fed]) or config.batch_size  # the model's, else the requested
+    size = fixed_batch_of([s.batch_dim for s in fed]) or config.batch_size  # the model's, else the requested
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     source: ArrayStream | None = None

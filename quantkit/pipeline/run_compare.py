@@ -75,7 +75,7 @@ def compare(
     )
     classes = read_classes(config.labels) if config.labels else None
     fed = (specs, model_io.float_inputs(candidate, half=True)) if several else ((spec,), (other,))
-    fixed = {d for d in (fixed_batch_of([s.shape[0] for s in one]) for one in fed) if d is not None}
+    fixed = {d for d in (fixed_batch_of([s.batch_dim for s in one]) for one in fed) if d is not None}
     if len(fixed) > 1:
         raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")
     fixed_batch = fixed.pop() if fixed else None
