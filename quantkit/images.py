@@ -127,14 +127,31 @@ def _listed(files: Sequence[Path]) -> list[Path]:
 
 
 def shortfall(selection: ImageSelection, selected: Sequence[Path]) -> str | None:
-    """The warning when the selection asks for more images than its folder holds, else None."""
+    """The warning when the selection asks for more images than its folder holds, or when the folder's
+    links to image files outside it were left out (links_outside), else None."""
     wanted = selection.num_images
+    linked = links_outside(selection.folder) if selection.files is None else 0
+    left = (
+        f"; {linked} link(s) to image files outside it are not followed (copy those images in)"
+        if linked
+        else ""
+    )
     if wanted is None or wanted <= len(selected):
-        return None
+        return f"{selection.folder}: {left[2:]}" if left else None
     return (
         f"{selection.option} {wanted} asks for more images than {selection.folder} holds; using all "
-        f"{len(selected)}, each once"
+        f"{len(selected)}, each once{left}"
     )
+
+
+def links_outside(folder: Path) -> int:
+    """How many image files under `folder` are links to files outside it (find_images leaves them out:
+    a folder of 7 such links and 1 real image was read as 1 image, without a word: hunt30)."""
+    root = folder.resolve()
+    try:
+        return sum(1 for _, entry in _entries(folder) if entry.is_symlink() and not _taken(entry, root))
+    except OSError:
+        return 0
 
 
 def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preprocess:

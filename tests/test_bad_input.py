@@ -865,6 +865,26 @@ def test_symlinks_out_of_the_image_folder_are_ignored(image_dir: Path, tmp_path:
     assert [p.name for p in find_images(folder)] == ["own.png"]
 
 
+def test_links_left_out_of_a_folder_are_said(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """7 links out of a folder beside 1 image were read as a folder of 1 image, without a word (hunt30):
+    calibrate and compare say how many links were not followed."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    pngs = sorted(image_dir.rglob("*.png"))
+    for k in range(2):
+        (folder / f"own{k}.png").write_bytes(pngs[k].read_bytes())
+    for path in pngs[2:5]:
+        (folder / path.name).symlink_to(path)
+    model = tiny_cnn(tmp_path / "m.onnx")
+    table = tmp_path / "t.json"
+    code, _, err = run(["calibrate", str(model), "--images", str(folder), "-o", str(table)], capsys)
+    assert code == 0 and "3 link(s) to image files outside it are not followed" in " ".join(err.split())
+    code, _, err = run(["compare", str(model), str(model), "--images", str(folder), "--runs", "0"], capsys)
+    assert code == 0 and "3 link(s) to image files outside it" in " ".join(err.split())
+    code, _, err = run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert code == 0 and "link(s)" not in err
+
+
 def test_a_folder_of_links_out_of_it_says_so(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     """A subset made of symlinks is common; the error must name the links, not call them other files."""
     folder = tmp_path / "links"
