@@ -324,8 +324,8 @@ def image_input(model: onnx.ModelProto, half: bool = False) -> InputSpec:
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
         raise ModelError(
-            f"the model has {len(inputs)} inputs ({names}); --images feeds one image input: give a folder "
-            "of model-ready arrays with --inputs (calibrate, compare: .npz files naming each input)"
+            f"the model has {len(inputs)} inputs ({names}); --images feeds one image input: calibrate, "
+            "compare take model-ready arrays (--inputs: .npz files naming each input); shrink: images only"
         )
     return _float_spec(inputs[0], IMAGE_TYPES | HALF if half else IMAGE_TYPES)
 
