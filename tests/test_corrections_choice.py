@@ -12,7 +12,7 @@ from onnx import helper
 
 from quantkit import pipeline
 from quantkit.calib import table as table_io
-from quantkit.config import CalibMethod, CalibrateConfig, ConvertConfig, ImageSelection, Prefer
+from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection, Prefer
 from quantkit.planner import corrections_choice
 from quantkit.results import CalibrationTable
 from tests.conftest import conv_params, make_model
@@ -84,7 +84,7 @@ def test_off_is_never_measured_against(
     monkeypatch.setattr(corrections_choice, "_final_db", final_db)
     config = ConvertConfig(prefer=Prefer.accuracy, bias_correction=False, range_cap=False)
     summary, _ = quantize(_cnn(), tmp_path, image_dir, config)
-    assert calls == [False, False] and not summary.plan.input_means  # only --method mse's against min/max
+    assert calls == [] and not summary.plan.input_means
 
 
 def _cap_measured(
@@ -124,8 +124,7 @@ def test_the_range_cap_is_kept_where_it_measures_better_and_narrows_ranges(
     assert measured[:4] == [True, False, True, False]  # samples, then stress images: capped, uncapped
     seen = _cap_measured(monkeypatch, 20.05, 20.0)  # within the margin: the table's own ranges
     uncapped, _ = quantize(_cnn(), tmp_path / "uncapped", image_dir, UNTIMED)
-    # the samples turned it down (no stress image measured); then mse against min/max, both uncapped
-    assert seen == [True, False, False, False, False, False]
+    assert seen == [True, False, False, False]  # the samples turned it down: no stress image measured
     assert (
         "activation ranges capped at the calibration images' mean extremes: 21.00 dB with it against "
         "20.00 dB without on the calibration samples, 21.00 against 20.00 dB on the images with the most "
@@ -194,7 +193,7 @@ def test_a_table_without_image_extremes_is_not_capped_and_says_so(
     table.write_bytes(json_bytes)
     table_io.arrays_path(table).write_bytes(npz_bytes)
     summary = pipeline.convert(src, table, tmp_path / "out.onnx", UNTIMED)
-    assert seen == [False, False, False, False]  # mse against min/max, then bias correction's choice
+    assert seen == [False, False]  # only the bias correction's choice measured, both uncapped
     assert (
         "activation ranges not capped: the calibration table has no per-image extremes and outlier images "
         "(arrays given as a one-pass iterator, several inputs, or an earlier quantkit); calibrate on "
@@ -214,34 +213,4 @@ def test_the_range_cap_is_not_measured_when_off_or_for_other_methods(
     }.items():
         summary, _ = quantize(_cnn(), tmp_path / name, image_dir, config)
         assert not any("activation ranges" in n for n in summary.notes)
-    assert len(seen) == 6  # bias correction's choice (with, without) each; --method mse against min/max
-
-
-def _method_measured(monkeypatch: pytest.MonkeyPatch, mse_db: float, minmax_db: float) -> None:
-    def final_db(model: object, table: object, resolved: corrections_choice.Resolved, *_: object) -> float:
-        return minmax_db if resolved.config.method is CalibMethod.minmax else mse_db
-
-    monkeypatch.setattr(corrections_choice, "_final_db", final_db)
-
-
-def test_min_max_ranges_replace_mses_where_they_measure_a_db_better(
-    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """mse's per-tensor error is blind to what its clipping does downstream: a siamese net (hunt30)
-    measured 29.7 dB with its ranges and 39.2 dB with min/max (held out 32.7 against 36.4, onnxruntime's
-    quantizer 35.2). The plain plans are measured with each; min/max is kept 1 dB better or more."""
-    for name in ("minmax", "mse"):
-        (tmp_path / name).mkdir()
-    _method_measured(monkeypatch, 30.0, 39.0)
-    switched, _ = quantize(_cnn(), tmp_path / "minmax", image_dir, UNTIMED)
-    assert (
-        "activation ranges at the observed min/max (--method mse measured worse): 39.00 dB against 30.00 dB "
-        "on the calibration samples, every layer int8, no correction"
-    ) in switched.notes
-    table = table_io.load(tmp_path / "minmax" / "model.calib.json")
-    lo, hi = switched.plan.ranges["r0"]
-    assert (lo, hi) == (min(0.0, table.stats["r0"].minimum), max(0.0, table.stats["r0"].maximum))
-    _method_measured(monkeypatch, 30.0, 30.9)  # within the margin: mse's ranges
-    kept, _ = quantize(_cnn(), tmp_path / "mse", image_dir, UNTIMED)
-    assert not any("observed min/max" in note for note in kept.notes)
-    assert kept.plan.ranges["r0"] != (lo, hi)
+    assert len(seen) == 4  # each conversion measured bias correction's choice only (with, without)

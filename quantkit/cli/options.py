@@ -97,14 +97,7 @@ DetectorOpt = Annotated[
     ),
 ]
 
-MethodOpt = Annotated[
-    CalibMethod,
-    typer.Option(
-        "--method",
-        help="Range selection from the statistics (mse: the min/max ranges instead where the model "
-        "measures 1 dB better with them on the calibration samples).",
-    ),
-]
+MethodOpt = Annotated[CalibMethod, typer.Option("--method", help="Range selection from the statistics.")]
 PreferOpt = Annotated[
     Prefer,
     typer.Option(

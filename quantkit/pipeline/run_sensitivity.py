@@ -49,7 +49,6 @@ def sensitivity(
     _, table, prepared = load_for_int8(model_path, table_path)
     inferred = prepared.model
     config, _ = corrections_choice.range_cap(inferred, table, resolve_weight_range(config))  # as convert
-    config, _ = corrections_choice.range_method(inferred, table, config)
     layers, _ = sens.layers(inferred, table, config)
     if not layers:
         raise ModelError(f"{model_path.name} has no layer that convert would quantize")
@@ -128,7 +127,6 @@ def layer_errors(
     _, table, prepared = load_for_int8(model_path, table_path)
     inferred = prepared.model
     config, _ = corrections_choice.range_cap(inferred, table, resolve_weight_range(config))  # as convert
-    config, _ = corrections_choice.range_method(inferred, table, config)
     probes, _ = sens.probes(inferred, table, config)
     noise = {node: OutputNoise(features=False) for node, _ in probes.layers}
     for probed in Session.of(probes.local).iter_samples(table_samples(table)):

@@ -9,9 +9,6 @@ With 100 coco-calib photos (this CPU), samples / stress images, capped against n
 6.49 against 9.16 / 8.56, not kept. A toy CNN whose images differ 5x in brightness measured +1.4 dB on
 its samples and lost 9 dB over all its images: the stress images are what turned it down.
 
-Then, under --method mse, the plain plan with mse's ranges against the plan with the observed min/max
-ranges (range_method): min/max is kept where it measures MINMAX_MARGIN_DB better (hunt30's siamese net).
-
 Rebalancing (planner.smoothquant_search) and compensated rounding (planner.rounding_plan) are kept where
 they measure better; so is bias correction: the corrections are resolved once with it and once without
 (rebalancing and rounding chosen again for each, since they interact: on MobileNetV2 the rebalancing
@@ -43,7 +40,6 @@ from quantkit.planner.core import plan as make_plan
 from quantkit.results import CalibrationTable, Corrections, Feed, Runs
 
 MARGIN_DB = 0.1  # what must measure this much better: the model without bias correction, with the range cap
-MINMAX_MARGIN_DB = 1.0  # min/max ranges replace mse's where the plain plan measures this much better
 
 
 @dataclass(frozen=True)
@@ -70,20 +66,6 @@ class CapMeasure:
 
 
 @dataclass(frozen=True)
-class MethodMeasure:
-    """Output SQNR (dB) on the table's samples of the plain plan with --method mse's ranges (the range cap
-    as decided) and with the observed min/max ranges."""
-
-    mse_db: float
-    minmax_db: float
-
-    @property
-    def better(self) -> bool:
-        """min/max at least MINMAX_MARGIN_DB better (never where mse's plan is exact already)."""
-        return math.isfinite(self.mse_db) and self.minmax_db >= self.mse_db + MINMAX_MARGIN_DB
-
-
-@dataclass(frozen=True)
 class Resolved:
     """config: the settings the rest of convert plans with (bias_correction False where it was dropped);
     alphas, rounded: planner.plan's; corrections: what they changed on the samples; dropped_bias: (output
@@ -95,7 +77,6 @@ class Resolved:
     corrections: Corrections | None
     dropped_bias: tuple[float, float] | None = None
     range_cap: CapMeasure | None = None  # None: not measured (off, --method other than mse, old table)
-    method: MethodMeasure | None = None  # None: not measured (--method other than mse, no samples)
 
 
 def resolve(
@@ -108,7 +89,6 @@ def resolve(
 ) -> Resolved:
     """The corrections for `model` (prepared), each kept where it measures better at the output."""
     config, capping = range_cap(model, table, config, reference, cache, memo)
-    config, ranged = range_method(model, table, config, reference, cache, memo)
     solved: dict[object, dict[str, np.ndarray]] = {}  # rounding_plan.resolve's, shared by both settings
 
     def resolved(settings: ConvertConfig) -> Resolved:
@@ -123,7 +103,7 @@ def resolve(
                 sqnr_rounded_db=rounded_db,
                 rounded_layers=len(rounded),
             )
-        return Resolved(settings, alphas, rounded, corrections, range_cap=capping, method=ranged)
+        return Resolved(settings, alphas, rounded, corrections, range_cap=capping)
 
     chosen = resolved(config)
     samples = table.samples
@@ -163,13 +143,6 @@ def notes(resolved: Resolved, requested: ConvertConfig, table: CalibrationTable)
             "activation ranges not capped: the calibration table has no per-image extremes and outlier "
             "images (arrays given as a one-pass iterator, several inputs, or an earlier quantkit); calibrate "
             "on images, a folder or a list of arrays to measure --range-cap",
-        )
-    ranged = resolved.method
-    if ranged is not None and ranged.better:
-        said += (
-            f"activation ranges at the observed min/max (--method mse measured worse): "
-            f"{ranged.minmax_db:.2f} dB against {ranged.mse_db:.2f} dB on the calibration samples, every "
-            "layer int8, no correction",
         )
     return said + _bias_dropped(resolved)
 
@@ -221,40 +194,6 @@ def range_cap(
         stress_db = measured(measured_reference(model, stress), stress, SqnrMemo())
         found = CapMeasure(found.capped_db, found.uncapped_db, *stress_db)
     return (config if found.better else uncapped), found
-
-
-def range_method(
-    model: onnx.ModelProto,
-    table: CalibrationTable,
-    config: ConvertConfig,
-    reference: Runs | None = None,
-    cache: dict[str, tuple[float, float]] | None = None,
-    memo: SqnrMemo | None = None,
-) -> tuple[ConvertConfig, MethodMeasure | None]:
-    """(config with --method minmax where the plain plan measures MINMAX_MARGIN_DB better with the
-    observed min/max ranges than with mse's, what was measured or None). mse's per-tensor error is
-    blind to what its clipping does downstream: a two-input siamese net (CapSpot, hunt30) measured 29.7
-    dB with mse's ranges and 39.2 dB with min/max on its samples, 32.7 against 36.4 dB held out, where
-    onnxruntime's own quantizer (min/max) scored 35.2. On the shared models mse measures better (YOLOX-
-    Nano 4.35 against 2.59 dB, MobileNetV2 19.09 / 14.52) or as well (SqueezeNet 32.36 / 32.60).
-    `cache` (ranges by tensor, reused across plans) then holds min/max's."""
-    samples = table.samples
-    if config.method is not CalibMethod.mse or samples is None:
-        return config, None
-    reference = measured_reference(model, samples) if reference is None else reference
-    cache = {} if cache is None else cache
-    memo = SqnrMemo() if memo is None else memo
-    minmax = dataclasses.replace(config, method=CalibMethod.minmax)
-    ranges: dict[str, tuple[float, float]] = {}
-    found = MethodMeasure(
-        _final_db(model, table, Resolved(config, None, {}, None), reference, samples, cache, memo),
-        _final_db(model, table, Resolved(minmax, None, {}, None), reference, samples, ranges, memo),
-    )
-    if not found.better:
-        return config, found
-    cache.clear()
-    cache.update(ranges)
-    return minmax, found
 
 
 def _final_db(
