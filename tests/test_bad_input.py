@@ -887,6 +887,10 @@ def test_links_left_out_of_a_folder_are_said(image_dir: Path, tmp_path: Path, ca
     assert code == 0 and "3 link(s) to image files outside it" in " ".join(err.split())
     code, _, err = run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)
     assert code == 0 and "link(s)" not in err
+    (folder / "own0.png").write_bytes(b"not a png")  # hunt30: links beside one broken image
+    (folder / "own1.png").unlink()
+    code, _, err = run(["calibrate", str(model), "--images", str(folder), "-o", str(table)], capsys)
+    assert_one_line_error(code, err, "none of the 1 images could be read", "3 link(s) to image files outside")
 
 
 def test_a_folder_of_links_out_of_it_says_so(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:

@@ -198,7 +198,8 @@ def calibrate(
     }
     if arrays is None:
         used = len(paths) - len(merged.skipped)
-        _check_enough_images(used, len(paths), merged.skipped)
+        listed = config.images.folder if config.images.files is None else None
+        _check_enough_images(used, len(paths), merged.skipped, listed)
         meta["images"] = {
             "count": used,
             "unique": len(set(paths)),
@@ -334,7 +335,9 @@ def _sample_shapes(samples: Feed) -> dict[str, Any]:
     return {"sample_shapes": {name: list(v.shape[1:]) for name, v in samples.items()}}
 
 
-def _check_enough_images(used: int, total: int, skipped: list[tuple[Path, str]]) -> None:
+def _check_enough_images(
+    used: int, total: int, skipped: list[tuple[Path, str]], folder: Path | None = None
+) -> None:
     """Calibration fails only when fewer than half of the selected images could be read."""
     if used == 0 or used * 2 < total:
-        raise ImageError(too_few_read(used, total, skipped))
+        raise ImageError(too_few_read(used, total, skipped, folder))
