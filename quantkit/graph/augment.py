@@ -203,10 +203,13 @@ BATCH_ACTIVATION_BYTES = 1 << 30
 
 
 def fitting_batch(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], batch: int) -> int:
-    """The batch compare and sensitivity run: `batch`, or fewer where one sample's activations (graph.augment.
-    activation_bytes) would pass BATCH_ACTIVATION_BYTES (at least 1). The figures do not depend on it."""
+    """The batch compare and sensitivity run: `batch`, or fewer where the batch's activations
+    (graph.augment.activation_bytes of one sample) in two models would pass BATCH_ACTIVATION_BYTES (at
+    least 1): both run FP32 beside another model, each session keeping its largest run's memory (a
+    0.24 MB ESPCN at 320x480, 193 MB a sample, peaked at 2.0 GB in compare at batch 5: hunt30). The
+    figures do not depend on it."""
     per_sample = activation_bytes(model, shapes)
-    return max(1, min(batch, BATCH_ACTIVATION_BYTES // per_sample)) if per_sample else batch
+    return max(1, min(batch, BATCH_ACTIVATION_BYTES // (2 * per_sample))) if per_sample else batch
 
 
 def large_activations(model: onnx.ModelProto, samples: Feed) -> bool:
