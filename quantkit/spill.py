@@ -27,13 +27,15 @@ SPILL_BYTES = 256 << 20  # runs whose outputs pass this together are kept on dis
 
 
 class SpilledRuns(Sequence[Run]):
-    """Runs in files of a folder shared by every view of them (slices and `only`); each item a fresh dict
-    of arrays read from disk. Pickled (worker processes, Ray) as the plain list of its runs."""
+    """Runs in .npz files of a folder shared by every view of them (slices and `only`); each item a fresh
+    dict of the arrays its view names, read from disk. Pickled (worker processes, Ray) as the plain list
+    of its runs."""
 
     def __init__(
-        self, folder: Path, files: Sequence[Path], names: Sequence[Sequence[str]], keep: object
+        self, files: Sequence[Path], entries: Sequence[Sequence[tuple[str, str]]], keep: object
     ) -> None:
-        self._folder, self._files, self._names = folder, tuple(files), tuple(tuple(n) for n in names)
+        """entries: per file, (tensor name, the array's key in the file) of each array this view reads."""
+        self._files, self._entries = tuple(files), tuple(tuple(e) for e in entries)
         self._keep = keep  # what removes the folder once no view needs it
 
     def __len__(self) -> int:
@@ -47,9 +49,9 @@ class SpilledRuns(Sequence[Run]):
 
     def __getitem__(self, index: int | slice) -> Run | SpilledRuns:
         if isinstance(index, slice):
-            return SpilledRuns(self._folder, self._files[index], self._names[index], self._keep)
-        with np.load(self._files[index]) as stored:
-            return {name: stored[f"arr_{k}"] for k, name in enumerate(self._names[index])}
+            return SpilledRuns(self._files[index], self._entries[index], self._keep)
+        with np.load(self._files[index]) as stored:  # an .npz reads only the arrays asked for
+            return {name: stored[key] for name, key in self._entries[index]}
 
     def __iter__(self) -> Iterator[Run]:
         return (self[k] for k in range(len(self)))
@@ -57,15 +59,8 @@ class SpilledRuns(Sequence[Run]):
     def only(self, wanted: Iterable[str]) -> SpilledRuns:
         """The same runs with the arrays named in `wanted` alone (the others stay on disk, unread)."""
         keep = set(wanted)
-        names = [[n for n in run if n in keep] for run in self._names]
-        files = []
-        for path, run, kept in zip(self._files, self._names, names, strict=True):
-            if list(run) != kept:
-                with np.load(path) as stored:
-                    arrays = [stored[f"arr_{i}"] for i, n in enumerate(run) if n in keep]
-                path = _saved(path.with_name(f"{path.stem}-only.npz"), arrays)
-            files.append(path)
-        return SpilledRuns(self._folder, files, names, self._keep)
+        entries = [[(name, key) for name, key in run if name in keep] for run in self._entries]
+        return SpilledRuns(self._files, entries, self._keep)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (list, (list(self),))
@@ -82,16 +77,12 @@ def spilled(runs: Iterable[Run], count: int, limit: int = SPILL_BYTES) -> Sequen
         return [first, *it]
     folder = Path(tempfile.mkdtemp(prefix="quantkit-runs-"))
     keep = _Folder(folder)
-    files, names = [], []
+    files, entries = [], []
     for k, run in enumerate(itertools.chain([first], it)):
-        files.append(_saved(folder / f"run{k:05d}.npz", list(run.values())))
-        names.append(list(run))
-    return SpilledRuns(folder, files, names, keep)
-
-
-def _saved(path: Path, arrays: list[np.ndarray]) -> Path:
-    np.savez(path, *(np.asarray(a) for a in arrays))  # stored as arr_0, arr_1, ...
-    return path
+        files.append(folder / f"run{k:05d}.npz")
+        np.savez(files[-1], *(np.asarray(a) for a in run.values()))  # stored as arr_0, arr_1, ...
+        entries.append([(name, f"arr_{j}") for j, name in enumerate(run)])
+    return SpilledRuns(files, entries, keep)
 
 
 class _Folder:

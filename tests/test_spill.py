@@ -43,7 +43,7 @@ def test_large_runs_are_read_back_as_written_and_removed_with_the_last_view() ->
     assert np.array_equal(logits[2]["logits"], runs[2]["logits"])
     sent = pickle.loads(pickle.dumps(kept))  # to worker processes and Ray: a plain list
     assert isinstance(sent, list) and np.array_equal(sent[0]["logits"], runs[0]["logits"])
-    folder = kept._folder
+    folder = kept._files[0].parent
     assert folder.is_dir()
     del kept, tail
     gc.collect()

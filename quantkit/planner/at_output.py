@@ -32,7 +32,7 @@ def measured_reference(model: onnx.ModelProto, samples: Feed) -> Runs:
     runs = spilled(ran, session.run_count(samples))
     read = set(logits) | set(foreground_maps(model, runs))
     if isinstance(runs, SpilledRuns):
-        return runs if read >= set(tensors) else runs.only(read)
+        return runs.only(read)
     return [{t: value for t, value in run.items() if t in read} for run in runs]
 
 
