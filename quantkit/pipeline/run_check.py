@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import onnx
@@ -11,7 +10,7 @@ from quantkit.config import Target
 from quantkit.graph import model_io
 from quantkit.graph import target_rules as rules
 from quantkit.outcomes import CheckReport, Finding
-from quantkit.pipeline.writing import META_PREFIX, conversion_record
+from quantkit.pipeline.writing import conversion_record, recorded_json
 from quantkit.runtime import optimized_graph
 
 
@@ -51,14 +50,9 @@ def recorded_target(model: onnx.ModelProto) -> Target | None:
     """The target quantkit's convert placed the model for, from its `quantkit.settings` metadata (None:
     not quantkit's, or unreadable). Without it, check judged an FP8 model placed for TensorRT by
     onnxruntime's CPU rules: 63 findings and exit 1 on a model with none for its target (hunt30)."""
-    for prop in model.metadata_props:
-        if prop.key == META_PREFIX + "settings":
-            try:
-                value = json.loads(prop.value).get("target")
-            except (ValueError, AttributeError):
-                return None
-            return next((t for t in Target if t.value == value), None)
-    return None
+    settings = recorded_json(model, "settings")
+    value = settings.get("target") if isinstance(settings, dict) else None
+    return next((t for t in Target if t.value == value), None)
 
 
 def kept_for_speed(model: onnx.ModelProto) -> frozenset[str]:

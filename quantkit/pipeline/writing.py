@@ -363,17 +363,23 @@ def plan_record(
     return record
 
 
+def recorded_json(model: onnx.ModelProto, key: str) -> Any:
+    """The JSON quantkit recorded under `quantkit.<key>` in a model's metadata, parsed; None where absent
+    or not JSON."""
+    for prop in model.metadata_props:
+        if prop.key == META_PREFIX + key:
+            try:
+                return json.loads(prop.value)
+            except ValueError:
+                return None
+    return None
+
+
 def conversion_record(model: onnx.ModelProto) -> dict[str, Any] | None:
     """What quantkit recorded of an INT8 conversion in a model's metadata; None if absent or malformed
     (hand-edited, another version): it is shown, never trusted."""
-    for prop in model.metadata_props:
-        if prop.key == META_PREFIX + "conversion":
-            try:
-                record = json.loads(prop.value)
-            except ValueError:
-                return None
-            return record if _well_formed(record) else None
-    return None
+    record = recorded_json(model, "conversion")
+    return record if _well_formed(record) else None
 
 
 def _well_formed(record: object) -> bool:
