@@ -199,3 +199,28 @@ def test_screening_on_fewer_samples_decides_on_all_of_them(
     assert [s.node for s in steps_few] == [s.node for s in steps_all]
     assert [s.sqnr_db for s in steps_few] == [s.sqnr_db for s in steps_all]
     assert plan_few == plan_all
+
+
+def test_a_layer_that_lifts_the_output_less_than_the_minimum_gain_stays_int8(
+    chain_table: tuple[onnx.ModelProto, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round keeps its best layer only where it lifts the output MIN_GAIN_DB or reaches the target:
+    PP-OCRv4's text detector at 640x640 kept three Convs float for +0.01 to +0.03 dB each."""
+    model, table_path = chain_table
+    table = load(table_path)
+    prepared = prepare(model).model
+    config = ConvertConfig(smoothquant="off", bias_correction=False, min_sqnr=60.0, max_float_layers=5)
+    assert table.samples is not None
+    reference = fallback.measured_reference(prepared, table.samples)
+    gains = {"conv5": 2.0, "conv9": fallback.MIN_GAIN_DB / 2}
+
+    def scored(self: fallback.Trials, keep: frozenset[str], *_: object) -> float:
+        return 3.0 + sum(gains.get(n, 0.0) for n in keep)
+
+    monkeypatch.setattr(fallback.Trials, "_scored", scored)
+    monkeypatch.setattr(fallback, "output_sqnr", lambda *_, **__: 3.0)
+    _, steps, start = fallback.search(prepared, table, config, 60.0, 5, reference=reference)
+    assert start == 3.0 and [s.node for s in steps] == ["conv5"]
+    reached = 5.0 + gains["conv9"]  # the small lift that reaches the target is taken
+    _, steps, _ = fallback.search(prepared, table, config, reached, 5, reference=reference)
+    assert [s.node for s in steps] == ["conv5", "conv9"]
