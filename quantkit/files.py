@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnx import external_data_helper
@@ -213,3 +216,22 @@ def folder_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def json_safe(value: Any) -> Any:
+    """value with every non-finite float as its text ('inf', '-inf', 'nan'), in dicts, lists and tuples at
+    any depth: JSON has no Infinity or NaN (Python writes them bare, and a CI script's JSON.parse fails
+    exactly where a conversion was lossless: hunt31's compare record, `worst_kind` of 'inf' dB)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def json_text(record: Any, indent: int = 1) -> str:
+    """record (a JSON-ready record: compare's, shrink's, check's) as strict JSON text, one trailing
+    newline; non-finite numbers as json_safe writes them."""
+    return json.dumps(json_safe(record), indent=indent, allow_nan=False) + "\n"

@@ -4,10 +4,10 @@ shrink run, each with .to_dict(), the JSON the CLI writes (versioned schemas). P
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from quantkit.files import json_safe
 from quantkit.results import Corrections, FallbackStep, QuantPlan
 from quantkit.version import __version__
 
@@ -91,8 +91,8 @@ class ComparisonResult:
         return self.candidate_accuracy.top1 - self.reference_accuracy.top1
 
     def to_dict(self) -> dict[str, Any]:
-        """Every figure, JSON-ready: the record the CLI writes (--json, report.json)."""
-        return comparison_record(self)
+        """Every figure, JSON-ready (non-finite numbers as text): the record the CLI writes (--json)."""
+        return json_safe(comparison_record(self))
 
 
 @dataclass(frozen=True)
@@ -250,8 +250,8 @@ class SensitivityReport:
     settings: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        """Every figure, JSON-ready: the record the CLI writes (--json, report.json)."""
-        return sensitivity_record(self)
+        """Every figure, JSON-ready (non-finite numbers as text): the record the CLI writes (--json)."""
+        return json_safe(sensitivity_record(self))
 
     def best_together(self, most: int) -> int | None:
         """Of the top-k sets kept float together (k <= most), the fewest within TOGETHER_MARGIN_DB of the
@@ -299,13 +299,8 @@ class ShrinkResult:
         return all(g.passed for g in self.gates)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every figure, JSON-ready: the record the CLI writes (--json, report.json)."""
-        return shrink_record(self)
-
-
-def _finite(value: float) -> float | str:
-    """JSON has no inf or nan: those figures are written as strings."""
-    return value if math.isfinite(value) else str(value)
+        """Every figure, JSON-ready (non-finite numbers as text): the record of report.json and --json."""
+        return json_safe(shrink_record(self))
 
 
 def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
@@ -321,7 +316,7 @@ def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
 
 
 def comparison_record(result: ComparisonResult) -> dict[str, Any]:
-    """Every figure of a comparison, JSON-ready (non-finite numbers as strings)."""
+    """Every figure of a comparison (ComparisonResult.to_dict makes it JSON-ready)."""
 
     def acc(a: Any) -> dict[str, Any] | None:
         return None if a is None else {"top1": a.top1, "top5": a.top5, "images": a.count}
@@ -334,9 +329,9 @@ def comparison_record(result: ComparisonResult) -> dict[str, Any]:
         "outputs": [
             {
                 "name": m.name,
-                "sqnr_db": _finite(m.sqnr_db),
-                "cosine": _finite(m.cosine),
-                "max_abs_error": _finite(m.max_abs_error),
+                "sqnr_db": m.sqnr_db,
+                "cosine": m.cosine,
+                "max_abs_error": m.max_abs_error,
                 "top1_agreement": m.top1_agreement,
                 "labels": m.labels,
                 "top5_overlap": m.top5_overlap,
@@ -379,7 +374,7 @@ def comparison_record(result: ComparisonResult) -> dict[str, Any]:
 def sensitivity_record(result: SensitivityReport) -> dict[str, object]:
     return {
         "schema": "quantkit-sensitivity/1",
-        "int8_output_sqnr_db": _finite(result.int8_output_sqnr_db),
+        "int8_output_sqnr_db": result.int8_output_sqnr_db,
         "num_images": result.num_images,
         "seconds": result.seconds,
         "settings": result.settings,
@@ -387,8 +382,8 @@ def sensitivity_record(result: SensitivityReport) -> dict[str, object]:
             {
                 "node": r.node,
                 "op_type": r.op_type,
-                "local_sqnr_db": _finite(r.local_sqnr_db),
-                "output_sqnr_db_when_float": _finite(r.output_sqnr_db),
+                "local_sqnr_db": r.local_sqnr_db,
+                "output_sqnr_db_when_float": r.output_sqnr_db,
                 "recovered": r.recovered,
             }
             for r in result.layers
@@ -396,7 +391,7 @@ def sensitivity_record(result: SensitivityReport) -> dict[str, object]:
         "cumulative": [
             {
                 "layers": [r.node for r in result.layers[:k]],
-                "output_sqnr_db": _finite(db),
+                "output_sqnr_db": db,
                 "recovered": rec,
             }
             for k, db, rec in result.cumulative

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import helper
@@ -266,3 +267,31 @@ def test_the_command_line_turns_off_onnxruntime_telemetry_before_it_loads(
         [sys.executable, "-c", _TELEMETRY_PROBE], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == expected.split()
+
+
+def _strict(text: str) -> object:
+    """text as JSON, refusing Infinity and NaN (which Python writes and JSON does not have)."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_compare_json_of_identical_outputs_is_strict_json(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt31: a lossless candidate's record held `"worst_kind": {"sqnr_db": Infinity}` beside
+    `"sqnr_db": "inf"`, and JSON.parse failed on it. Every non-finite figure is written as text."""
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"], name="rows")  # [N, 3, H*W]: a kinds axis
+    model = make_model([node], {"shape": np.array([0, 3, -1], np.int64)})
+    path = tmp_path / "rows.onnx"
+    onnx.save(model, str(path))
+    report = tmp_path / "report.json"
+    argv = ["compare", str(path), str(path), "--images", str(image_dir), "--runs", "0", "--json", str(report)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    record = _strict(report.read_text())
+    assert isinstance(record, dict)
+    output = record["outputs"][0]
+    assert output["sqnr_db"] == "inf" and output["worst_kind"]["sqnr_db"] == "inf"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,7 @@ import typer.main
 
 from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, show, write_text
 from quantkit.config import Target
+from quantkit.files import json_text
 
 
 @app.command(
@@ -41,6 +41,6 @@ def check(
     report = pipeline.check(model, target)
     show(console.check_table(report))
     if json_path is not None:
-        write_text(json_path, json.dumps(report.to_dict(), indent=1) + "\n")
+        write_text(json_path, json_text(report.to_dict()))
     if report.findings:
         raise typer.Exit(1)

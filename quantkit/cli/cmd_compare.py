@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -45,6 +44,7 @@ from quantkit.cli.options import (
 )
 from quantkit.config import Runtime
 from quantkit.errors import ConfigError
+from quantkit.files import json_text
 
 
 @app.command(
@@ -150,6 +150,6 @@ def compare(
     for line in (*result.warnings, *result.reference_findings):
         warn(line)
     if json_path is not None:
-        write_text(json_path, json.dumps(records.comparison_dict(result), indent=1) + "\n")
+        write_text(json_path, json_text(records.comparison_dict(result)))
     if markdown_path is not None:
         write_text(markdown_path, markdown.comparison_markdown(result))

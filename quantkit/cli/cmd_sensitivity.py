@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from quantkit.config import (
     CalibMethod,
 )
 from quantkit.errors import ConfigError
+from quantkit.files import json_text
 
 
 @app.command(
@@ -90,6 +90,6 @@ def sensitivity(
         )
     show(console.sensitivity_table(result, keep))
     if json_path is not None:
-        write_text(json_path, json.dumps(records.sensitivity_dict(result), indent=1) + "\n")
+        write_text(json_path, json_text(records.sensitivity_dict(result)))
     if write_exclusions is not None:
         write_text(write_exclusions, records.exclusions_file(result, keep, model.name))

@@ -21,7 +21,7 @@ from quantkit.config import ShrinkConfig
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.metrics import class_view, has_class_scores
-from quantkit.files import check_output, require_writable, write_set
+from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
 from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
@@ -213,7 +213,7 @@ def _run(
         layers = layer_errors(model_path, table, config.convert)
         result = dataclasses.replace(result, layer_sqnr_db=layers, ranges=ranges)
     summary_md = markdown.shrink_markdown(result)
-    report_json = json.dumps(records.shrink_dict(result), indent=2) + "\n"
+    report_json = json_text(records.shrink_dict(result), indent=2)
     files = [
         (stage / "report.json", report_json.encode(errors="backslashreplace")),
         (stage / "report.md", summary_md.encode(errors="backslashreplace")),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from quantkit.errors import (
 )
 from quantkit.evaluate.metrics import OutputErrors
 from quantkit.evaluate.output_noise import OutputNoise
-from quantkit.files import check_output, write_set
+from quantkit.files import check_output, json_safe, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
@@ -287,17 +286,6 @@ def _quantized_writer(index: GraphIndex, tensor: str) -> str | None:
     return writer.name if writer is not None else None
 
 
-def _json_safe(value: Any) -> Any:
-    """value with every non-finite float as its text ('-inf', 'nan'): JSON has no NaN or Infinity."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def stamp(
     model: onnx.ModelProto,
     settings: dict[str, Any],
@@ -310,9 +298,9 @@ def stamp(
     what an INT8 conversion rebalanced and corrected (conversion; `compare` shows it)."""
     model.producer_name = "quantkit"
     model.producer_version = __version__
-    props = {"version": __version__, "settings": json.dumps(_json_safe(settings), sort_keys=True)}
+    props = {"version": __version__, "settings": json.dumps(json_safe(settings), sort_keys=True)}
     if conversion is not None:
-        props["conversion"] = json.dumps(_json_safe(conversion), sort_keys=True, allow_nan=False)
+        props["conversion"] = json.dumps(json_safe(conversion), sort_keys=True, allow_nan=False)
     if table_path is not None and table is not None:
         props["calibration_sha256"] = hashlib.sha256(table_path.read_bytes()).hexdigest()
         props["source_model_sha256"] = table.model_sha256
