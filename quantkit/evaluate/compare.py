@@ -23,6 +23,7 @@ from quantkit.evaluate.metrics import (
     is_classification,
     is_yolo_head,
     mask_columns,
+    rows_differ,
     without_masks,
     yolov8_rows,
     yolox_grid,
@@ -89,6 +90,7 @@ class Comparison:
         self.ref_acc, self.cand_acc = TopK(), TopK()
         self.scored_output: str | None = None
         self.seen_shapes: dict[str, list[int]] = {}
+        self.unequal: dict[str, int] = {}  # output -> images where the models kept different rows
         self.count = 0
 
     def update(self, batch: Batch, ref_out: dict[str, np.ndarray], cand_out: dict[str, np.ndarray]) -> None:
@@ -97,7 +99,10 @@ class Comparison:
         threshold = self.detection_threshold
         for name in ref_out:
             if ref_out[name].shape != cand_out[name].shape:
-                raise ConfigError(f"output {name!r} has different shapes in the two models")
+                if not rows_differ(ref_out[name].shape, cand_out[name].shape):
+                    raise ConfigError(f"output {name!r} has different shapes in the two models")
+                self.unequal[name] = self.unequal.get(name, 0) + feed_rows(batch.data)
+                continue
             self.errors.setdefault(name, OutputErrors(name)).update(ref_out[name], cand_out[name])
             if threshold is None:
                 continue
@@ -161,7 +166,20 @@ class Comparison:
         self.cand_acc.merge(later.cand_acc)
         self.scored_output = self.scored_output or later.scored_output
         self.seen_shapes = later.seen_shapes or self.seen_shapes
+        for name, images in later.unequal.items():
+            self.unequal[name] = self.unequal.get(name, 0) + images
         self.count += later.count
+
+    def unequal_rows(self) -> tuple[str, ...]:
+        """A warning for each output that held a different number of rows in the two models on some images
+        (metrics.rows_differ), whose figures then leave those images out."""
+        return tuple(
+            f"output {name!r} holds a different number of rows in the two models on {images} of {self.count} "
+            "image(s) (the boxes a NonMaxSuppression or a score threshold kept: each model kept others), "
+            "so no row stands for the same box in both: "
+            + ("its figures leave those images out" if name in self.errors else "it has no figures")
+            for name, images in sorted(self.unequal.items())
+        )
 
     def result(self) -> tuple[list[OutputMetrics], Accuracy | None, Accuracy | None, int]:
         """(per-output metrics, reference and candidate accuracy with labels, images compared)."""

@@ -92,7 +92,7 @@ class OutputErrors:
         is the share of equal elements of each image (SQNR of label numbers says nothing)."""
         self.labels = self.labels and ref.dtype.kind in "iub"
         if self.labels:
-            same = (ref == cand).reshape(ref.shape[0], -1)
+            same = _per_row(ref == cand)
             self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(ref.shape[0])
         ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
         diff = ref64 - cand64
@@ -100,7 +100,7 @@ class OutputErrors:
         self.noise += float(np.sum(diff * diff))
         self._add_kinds(ref64, diff)
         self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
-        flat_r, flat_c = ref64.reshape(ref.shape[0], -1), cand64.reshape(cand.shape[0], -1)
+        flat_r, flat_c = _per_row(ref64), _per_row(cand64)
         norms = np.linalg.norm(flat_r, axis=1) * np.linalg.norm(flat_c, axis=1)
         dots = np.sum(flat_r * flat_c, axis=1)
         self.cosines.extend(np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0).tolist())
@@ -175,6 +175,20 @@ class OutputErrors:
         figures = [sqnr_db(float(s), float(n)) for s, n in zip(signal, noise, strict=True)]
         worst = min(range(len(figures)), key=lambda k: figures[k])
         return axis, worst, figures[worst]
+
+
+def _per_row(x: np.ndarray) -> np.ndarray:
+    """x [N, ...] as [N, M]; also where N is 0 (an output of the rows a NonMaxSuppression kept: none)."""
+    return x.reshape(x.shape[0], -1) if x.size else x.reshape(x.shape[0], 0)
+
+
+def rows_differ(reference: tuple[int, ...], candidate: tuple[int, ...]) -> bool:
+    """Whether two shapes of one output differ only in how many rows it has (one axis but the last): the
+    boxes a NonMaxSuppression or a score threshold kept, as many as the data gives (a YOLOX export's
+    [detections, 7]). No element of one then stands for the same thing as an element of the other."""
+    if len(reference) != len(candidate) or len(reference) < 2 or reference[-1] != candidate[-1]:
+        return False
+    return sum(a != b for a, b in zip(reference, candidate, strict=True)) == 1
 
 
 def sqnr_db(signal: float, noise: float) -> float:

@@ -155,9 +155,7 @@ def compare(
         if lat.runs
         else None
     )
-    latency_samples = (
-        (tuple(float(v) for v in samples[0]), tuple(float(v) for v in samples[1])) if samples else ()
-    )
+    latency_samples = (tuple(map(float, samples[0])), tuple(map(float, samples[1]))) if samples else ()
     return ComparisonResult(
         reference=str(reference_path),
         candidate=str(candidate_path),
@@ -209,6 +207,7 @@ def compare(
                 _overridable_weights(reference, candidate) if config.latency.runs else None,
                 subnormal_warning(reference) if config.latency.runs else None,
                 unrelated(outputs),
+                *done.comparison.unequal_rows(),
                 *(noise_hidden(m) for m in outputs),
                 *(kind_hidden(m) for m in outputs),
             )

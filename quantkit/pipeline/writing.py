@@ -19,7 +19,7 @@ from quantkit.config import (
 from quantkit.errors import (
     ConversionError,
 )
-from quantkit.evaluate.metrics import OutputErrors
+from quantkit.evaluate.metrics import OutputErrors, rows_differ
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.files import check_output, json_safe, write_set
 from quantkit.graph import model_io
@@ -208,9 +208,13 @@ def _selection_lines(
         if not set(tensors) <= present:  # --compact renamed them
             continue
         entering = fallback.output_sqnr(converted, [{t: r[t] for t in tensors} for r in reference], samples)
+        rows = (
+            f"row by row it measures {smoke[output]:.1f} dB against FP32 (noise reorders near-equal scores)"
+            if output in smoke
+            else "no row by row figure (on a sample, FP32 or the converted model kept no rows or others)"
+        )
         notes.append(
-            f"output {output!r} is chosen and ordered by a TopK / NonMaxSuppression: row by row it measures "
-            f"{smoke.get(output, float('nan')):.1f} dB against FP32 (noise reorders near-equal scores); the "
+            f"output {output!r} is chosen and ordered by a TopK / NonMaxSuppression: {rows}; the "
             f"{len(tensors)} tensor(s) entering the selection measure {entering:.1f} dB, and those are what "
             "the floors and the fallback judge"
         )
@@ -236,6 +240,8 @@ def _smoke_test(reference: onnx.ModelProto, candidate: onnx.ModelProto, samples:
             f"onnxruntime cannot load the converted model ({exc}); nothing was written"
         ) from exc
     errors = {name: OutputErrors(name) for name in ref_session.output_names}
+    unequal: set[str] = set()
+    filled: set[str] = set()
     rows = zip(ref_session.iter_samples(samples), cand_session.iter_samples(samples), strict=True)
     for k, (ref, cand) in enumerate(rows):
         for name, acc in errors.items():
@@ -244,8 +250,16 @@ def _smoke_test(reference: onnx.ModelProto, candidate: onnx.ModelProto, samples:
                     f"the converted model gives NaN/Inf in output {name!r}"
                     f"{_where_nonfinite(candidate, feed_take(samples, k, k + 1))}; nothing was written"
                 )
+            if rows_differ(ref[name].shape, cand[name].shape):  # the boxes an NMS kept: others, no SQNR
+                unequal.add(name)
+                continue
             acc.update(ref[name], cand[name])
-    return {name: acc.result().sqnr_db for name, acc in errors.items() if not acc.labels}  # not label ids
+            filled.update([name] if ref[name].size else [])
+    return {
+        name: acc.result().sqnr_db
+        for name, acc in errors.items()
+        if not acc.labels and name in filled - unequal  # not label ids, nor no rows or other boxes' rows
+    }
 
 
 def _where_nonfinite(candidate: onnx.ModelProto, sample: Feed) -> str:

@@ -270,9 +270,10 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
         )
     for name, peak in summary.overflowing_weights:
         lines.append(f"weight {name} reaches {peak:.4g}: beyond {kind}, its consumers stay float32\n")
-    if summary.smoke_sqnr_db:
+    if summary.smoke_input:
         sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
-        lines.append(f"smoke test on {summary.smoke_input}: finite outputs, SQNR {sqnr}\n")
+        figures = f", SQNR {sqnr}" if sqnr else ""
+        lines.append(f"smoke test on {summary.smoke_input}: finite outputs{figures}\n")
     if summary.measured_by != "onnxruntime":
         lines.append(f"measured on its {summary.measured_by}\n")
     lines.append(f"wrote {output}")

@@ -1,0 +1,73 @@
+"""Outputs whose number of rows the data decides (the boxes a NonMaxSuppression or a score threshold kept,
+hunt31's YOLOX export with its post-process: [detections, 7]): FP32 and the converted model may keep other
+rows, or none. The smoke test and compare say so instead of failing with an internal error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from quantkit.evaluate.metrics import OutputErrors, rows_differ
+from quantkit.pipeline import writing
+from tests.conftest import SIZE, make_model
+from tests.helpers import run
+
+
+def _kept(threshold: float) -> onnx.ModelProto:
+    """x [N, 3, S, S] -> y [k, 2]: (mean, mean) of each pixel whose channel mean passes `threshold`."""
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=0),
+        helper.make_node("Reshape", ["m", "column"], ["col"]),
+        helper.make_node("Reshape", ["m", "flat"], ["values"]),
+        helper.make_node("Concat", ["col", "col"], ["rows"], axis=1),
+        helper.make_node("Greater", ["values", "threshold"], ["keep"]),
+        helper.make_node("Compress", ["rows", "keep"], ["y"], axis=0),
+    ]
+    constants = {
+        "column": np.array([-1, 1], np.int64),
+        "flat": np.array([-1], np.int64),
+        "threshold": np.array(threshold, np.float32),
+    }
+    return make_model(nodes, constants)
+
+
+def test_rows_differ_only_in_one_axis_but_the_last() -> None:
+    assert rows_differ((3, 7), (5, 7)) and rows_differ((1, 3, 6), (1, 0, 6))
+    assert not rows_differ((2, 1000), (2, 1001))  # another class count: other models
+    assert not rows_differ((3, 7), (3, 7)) and not rows_differ((3, 7), (5, 6)) and not rows_differ((3,), (5,))
+
+
+def test_an_output_without_rows_has_errors_of_none() -> None:
+    errors = OutputErrors("y")
+    errors.update(np.zeros((0, 7), np.float32), np.zeros((0, 7), np.float32))  # was: cannot reshape
+    errors.update(np.ones((2, 7), np.float32), np.ones((2, 7), np.float32))
+    assert errors.result().sqnr_db == float("inf") and errors.result().cosine == pytest.approx(1.0)
+
+
+def test_the_smoke_test_leaves_out_rows_of_other_boxes() -> None:
+    samples = np.random.default_rng(0).uniform(0.0, 1.0, (4, 3, SIZE, SIZE)).astype(np.float32)
+    reference = _kept(0.5)
+    assert writing._smoke_test(reference, _kept(0.45), samples) == {}  # other rows: no SQNR, no crash
+    assert writing._smoke_test(reference, _kept(0.5), samples) == {"y": float("inf")}
+    assert writing._smoke_test(_kept(2.0), _kept(2.0), samples) == {}  # no rows on any sample
+
+
+def test_compare_warns_where_the_models_kept_other_rows(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference, candidate = tmp_path / "ref.onnx", tmp_path / "cand.onnx"
+    onnx.save(_kept(0.5), str(reference))
+    onnx.save(_kept(0.45), str(candidate))
+    report = tmp_path / "cmp.json"
+    argv = ["compare", str(reference), str(candidate), "--images", str(image_dir), "--runs", "0"]
+    code, _, err = run([*argv, "--json", str(report)], capsys)
+    assert code == 0, err
+    record = json.loads(report.read_text())
+    shown = " ".join(err.split())
+    assert f"output 'y' holds a different number of rows in the two models on {record['images']} of " in shown
+    assert "it has no figures" in shown and record["outputs"] == []
