@@ -252,6 +252,43 @@ def test_normalize_keeps_a_constant_that_is_a_graph_output() -> None:
     assert normalize(model).constants == 0
 
 
+def _resize(opset: int, mode: str = "half_pixel") -> onnx.ModelProto:
+    node = helper.make_node(
+        "Resize", ["x", "roi", "scales"], ["y"], mode="linear", coordinate_transformation_mode=mode
+    )
+    scales = np.array([1.0, 1.0, 2.0, 2.0], np.float32)
+    return make_model([node], {"roi": np.zeros(0, np.float32), "scales": scales}, opset=opset)
+
+
+@pytest.mark.parametrize(
+    ("opset", "mode", "omitted"),
+    [
+        (13, "half_pixel", True),
+        (21, "asymmetric", True),
+        (11, "half_pixel", False),
+        (13, "tf_crop_and_resize", False),
+    ],
+)
+def test_normalize_omits_a_resizes_empty_roi_where_the_opset_allows(
+    opset: int, mode: str, omitted: bool
+) -> None:
+    """hunt31: NanoDet at opset 21 read its Resizes' empty roi, and onnxruntime's transpose optimizer
+    gathered 8 values out of it in every Q/DQ model (the first run failed). The roi is read by
+    tf_crop_and_resize only, and optional from opset 13: omitted, the model computes the same."""
+    model = _resize(opset, mode)
+    normalized = normalize(model).model
+    assert (normalized.graph.node[0].input[1] == "") is omitted
+    onnx.checker.check_model(normalized)
+    if mode == "tf_crop_and_resize":
+        return
+    x = rng(3).normal(size=(1, 3, SIZE, SIZE)).astype(np.float32)
+    runs = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        for m in (model, normalized)
+    ]
+    np.testing.assert_array_equal(*runs)
+
+
 def test_int8_converts_constant_node_weights_with_every_pass(tmp_path: Path, image_dir: Path) -> None:
     """Before: IndexError in smoothing._chunks (the rebalancing probe counted initializers only)."""
     out = _int8(constant_weights_model(), tmp_path, image_dir)

@@ -12,8 +12,10 @@ import onnx
 import pytest
 from onnx import helper
 
+from quantkit.errors import ConversionError
 from quantkit.evaluate.metrics import OutputErrors, rows_differ
 from quantkit.pipeline import writing
+from quantkit.planner.at_output import output_sqnrs
 from tests.conftest import SIZE, make_model
 from tests.helpers import run
 
@@ -71,3 +73,15 @@ def test_compare_warns_where_the_models_kept_other_rows(
     shown = " ".join(err.split())
     assert f"output 'y' holds a different number of rows in the two models on {record['images']} of " in shown
     assert "it has no figures" in shown and record["outputs"] == []
+
+
+def test_a_converted_form_onnxruntime_cannot_run_is_named_so() -> None:
+    """hunt31: onnxruntime's transpose optimizer failed on NanoDet's Q/DQ form at its first run, and
+    convert said 'onnxruntime failed to run the model', which the user's FP32 model does not."""
+    node = helper.make_node("Gather", ["x", "index"], ["y"], axis=1)  # channel 7 of 3: fails at run
+    broken = make_model([node], {"index": np.array([7], np.int64)})
+    samples = np.zeros((1, 3, SIZE, SIZE), np.float32)
+    with pytest.raises(ConversionError) as caught:
+        output_sqnrs(broken, [{"y": np.zeros((1, 1, SIZE, SIZE), np.float32)}], samples)
+    assert str(caught.value).startswith("onnxruntime failed to run a converted form of the model (")
+    assert "where the FP32 model runs" in str(caught.value)

@@ -4,6 +4,11 @@ Paddle2ONNX and several tf2onnx exports hold weights in `Constant` nodes, and so
 initializer through an `Identity`. Each pass (planning, rebalancing, bias correction, the QDQ and float16
 rewrites, sensitivity, --compact) reads weights from initializers, so the model is brought into that form
 once, when it is loaded for a command: it computes exactly what it did.
+
+A Resize's empty `roi` (an initializer of no values, which only tf_crop_and_resize reads) is written as
+the omitted input it stands for, from opset 13 on: onnxruntime's transpose optimizer permutes a roi as if
+it held 2 x rank values, and on hunt31's NanoDet at opset 21 its Gather over the empty one failed at the
+first run of every Q/DQ model (quantkit's and onnxruntime.quantization's alike).
 """
 
 from __future__ import annotations
@@ -59,9 +64,25 @@ def normalize(model: onnx.ModelProto) -> Normalized:
         kept.append(node)
     del graph.node[:]
     graph.node.extend(kept)
+    _omit_empty_roi(out)
     if alias:
         _drop_value_info(graph, set(alias))
     return Normalized(out, constants, len(alias))
+
+
+def _omit_empty_roi(model: onnx.ModelProto) -> None:
+    """Each Resize's roi that holds no value given as omitted ('') where the opset allows it (13+) and
+    the mode does not read it (all but tf_crop_and_resize). In place."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        return
+    empty = {t.name for t in model.graph.initializer if 0 in t.dims}  # no value (a scalar has dims [])
+    for node in model.graph.node:
+        if node.op_type != "Resize" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        modes = [a.s for a in node.attribute if a.name == "coordinate_transformation_mode"]
+        if node.input[1] in empty and modes != [b"tf_crop_and_resize"]:
+            node.input[1] = ""
 
 
 def _overridable(graph: onnx.GraphProto, name: str) -> bool:

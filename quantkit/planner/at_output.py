@@ -10,6 +10,7 @@ from collections.abc import Callable, Hashable
 
 import onnx
 
+from quantkit.errors import ConversionError, ModelError
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import measured_outputs, measured_tensors, squashed_by
@@ -119,8 +120,16 @@ def output_sqnrs(
 
     def measure(augmented: onnx.ModelProto) -> tuple[float, float]:
         found = OutputNoise() if noise is None else noise
-        for got, ref in zip(Session.of(augmented, threads).iter_samples(samples), reference, strict=True):
-            found.update(ref, got)
+        try:
+            for got, ref in zip(Session.of(augmented, threads).iter_samples(samples), reference, strict=True):
+                found.update(ref, got)
+        except ModelError as exc:  # FP32 ran on these samples: onnxruntime fails on the converted form
+            failed = str(exc).replace("the model", "a converted form of the model", 1)
+            raise ConversionError(
+                f"{failed}, where the FP32 model runs: onnxruntime fails on this rewrite of it; nothing "
+                "was written. Keep the layers around what it names float (--exclude-op-types, "
+                "--exclude-nodes) or try another placement (--target)"
+            ) from exc
         lowest = found.worst()
         return found.sqnr_db, found.sqnr_db if lowest is None else min(lowest[1], found.sqnr_db)
 
