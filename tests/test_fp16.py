@@ -546,3 +546,20 @@ def test_an_op_onnx_cannot_type_gets_casts_like_any_float_output() -> None:
     got = Session.of(written).run_batch(x)["y"]
     want = Session.of(model).run_batch(x)["y"]
     assert sqnr_db(float(np.sum(want.astype(np.float64) ** 2)), float(np.sum((want - got) ** 2))) > 40.0
+
+
+def test_a_refusal_on_synthetic_inputs_asks_for_a_table_first(
+    cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hunt31's AGLLNet measured 17.2 dB on synthetic inputs (refused, 'raise --max-float-layers') and
+    64.6 dB with a table of photos: a refusal on synthetic inputs names the table first."""
+    from quantkit.pipeline import run_fp16
+
+    monkeypatch.setattr(run_fp16, "FP16_SYNTHETIC_FLOOR_DB", 500.0)  # below it whatever it measures
+    monkeypatch.setattr(run_fp16, "_float16_fallback", lambda _m, decided, *_: (decided, ()))
+    out = tmp_path / "cnn.fp16.onnx"
+    argv = ["convert", str(cnn), "--to", "fp16", "--min-sqnr", "500", "-o", str(out)]
+    code, _, err = run(argv, capsys)
+    assert code != 0 and not out.exists()
+    shown = " ".join(err.split())
+    assert "To fix: give -c TABLE (quantkit calibrate): synthetic inputs are no photos" in shown
