@@ -694,3 +694,25 @@ def test_convert_for_openvino_says_when_openvino_computes_it_far_below_onnxrunti
     again.mkdir()
     summary, _ = quantize(_residual_net(), again, image_dir, ConvertConfig(target=Target.openvino))
     assert summary.target_findings == ()
+
+
+def test_check_counts_integer_operators_as_quantized_layers(tmp_path: Path) -> None:
+    """hunt31: a YuNet in onnxruntime's QOperator format (43 QLinearConv) read '0 of 0 ... quantized'."""
+    scale, zero = np.array(0.05, np.float32), np.array(128, np.uint8)
+    weight = np.random.default_rng(0).integers(-20, 20, (4, 3, 3, 3)).astype(np.int8)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node(
+            "QLinearConv", ["xq", "s", "z", "w", "ws", "wz", "s", "z"], ["yq"], name="qconv", pads=[1] * 4
+        ),
+        helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"]),
+    ]
+    constants = {
+        "s": scale,
+        "z": zero,
+        "w": weight,
+        "ws": np.array(0.01, np.float32),
+        "wz": np.array(0, np.int8),
+    }
+    report = check(save(make_model(nodes, constants), tmp_path / "qop.onnx"))
+    assert report.quantized_layers == report.layers == 1

@@ -339,13 +339,19 @@ def _weight_axis_expected(index: GraphIndex, node: onnx.NodeProto) -> int | None
     return -1  # MatMul: [..., K, N], the last axis
 
 
+# a weighted layer written as an integer operator (onnxruntime.quantization's QOperator format): quantized
+# as it stands (hunt31: check read 43 QLinearConv of a YuNet as '0 of 0 ... quantized')
+INTEGER_LAYER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
+
+
 def quantized_layers(model: onnx.ModelProto, through: bool = False) -> tuple[int, int]:
-    """(weighted layers, those whose data input comes from a DequantizeLinear; with `through`, possibly
-    through ops that commute with it, as OpenVINO reads them)."""
+    """(weighted layers, those whose data input comes from a DequantizeLinear, with `through` possibly
+    through ops that commute with it as OpenVINO reads them, or that are integer operators)."""
     index = GraphIndex(model)
     layers = [n for n in index.nodes if n.op_type in WEIGHTED_OPS]
+    integer = sum(n.op_type in INTEGER_LAYER_OPS for n in index.nodes)
     quantized = _dequantized_through if through else _from_dq
-    return len(layers), sum(quantized(index, n.input[0]) for n in layers)
+    return len(layers) + integer, sum(quantized(index, n.input[0]) for n in layers) + integer
 
 
 def _quantized_layer(index: GraphIndex, node: onnx.NodeProto) -> bool:

@@ -142,7 +142,7 @@ def check_table(report: CheckReport) -> RenderableType:
     found.add_column("why")
     for rule, nodes, why in grouped_findings(report.findings):
         found.add_row(rule, nodes, why)
-    tail = Text(f"{len(report.findings)} finding(s): {report.target} cannot run these as placed")
+    tail = Text(f"{len(report.findings)} finding(s): {report.target} runs these in float or cannot run them")
     return Group(head, found, tail)
 
 
