@@ -12,8 +12,11 @@ import onnx
 import pytest
 from onnx import helper
 
-from quantkit.errors import ConversionError
-from quantkit.evaluate.metrics import OutputErrors, rows_differ
+from quantkit.config import BudgetMetric
+from quantkit.errors import ConfigError, ConversionError
+from quantkit.evaluate.budget_validator import _choose
+from quantkit.evaluate.end2end import rows_differ
+from quantkit.evaluate.metrics import OutputErrors
 from quantkit.pipeline import writing
 from quantkit.planner.at_output import output_sqnrs
 from tests.conftest import SIZE, make_model
@@ -85,3 +88,20 @@ def test_a_converted_form_onnxruntime_cannot_run_is_named_so() -> None:
         output_sqnrs(broken, [{"y": np.zeros((1, 1, SIZE, SIZE), np.float32)}], samples)
     assert str(caught.value).startswith("onnxruntime failed to run a converted form of the model (")
     assert "where the FP32 model runs" in str(caught.value)
+
+
+def test_rows_of_anchors_are_no_class_scores() -> None:
+    """hunt31: YuNet's [1076, 14] box and landmark offsets of one image read as 'top-1 agree 97 %' and
+    passed shrink's --max-drop gate as class scores. An [N, C] output is an image's scores only with a
+    row per image run."""
+    offsets = np.random.default_rng(1).normal(size=(1076, 14)).astype(np.float32)
+    for images, scored in ((1, False), (1076, True), (None, True)):
+        errors = OutputErrors("loc")
+        errors.update(offsets, offsets * 1.01, images)
+        assert (errors.result().top1_agreement is not None) is scored
+    with pytest.raises(ConfigError, match="--metric agreement needs an output shaped"):
+        _choose(BudgetMetric.agreement, {"loc": offsets}, False, None, images=1)
+    assert _choose(BudgetMetric.auto, {"scores": offsets[:1]}, False, None, images=1) == (
+        BudgetMetric.agreement,
+        "scores",
+    )

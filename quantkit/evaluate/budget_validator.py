@@ -31,7 +31,7 @@ from quantkit.evaluate.metrics import (
     yolov8_rows,
 )
 from quantkit.evaluate.text_maps import is_probability_map, map_view, text_boxes
-from quantkit.results import Batch, Feed
+from quantkit.results import Batch, Feed, feed_rows
 
 
 class Runner(Protocol):
@@ -128,7 +128,7 @@ class Validator:
             for batch in batches():
                 outputs = read_as(reference.run_batch(batch.data), detector)
                 if output is None:
-                    metric, output = _choose(metric, outputs, bool(lookup), detector)
+                    metric, output = _choose(metric, outputs, bool(lookup), detector, feed_rows(batch.data))
                     if metric is BudgetMetric.boxes and detector is not DetectorHead.db:
                         assert detector is not None
                         self.grid = decode_grid(detector, input_size, outputs[output].shape[1])
@@ -227,14 +227,18 @@ def points_lost(lost: int, total: int) -> float:
 
 
 def _choose(
-    metric: BudgetMetric, outputs: dict[str, np.ndarray], labelled: bool, detector: DetectorHead | None
+    metric: BudgetMetric,
+    outputs: dict[str, np.ndarray],
+    labelled: bool,
+    detector: DetectorHead | None,
+    images: int | None = None,
 ) -> tuple[BudgetMetric, str]:
     """detector: how the head's boxes read (None: they cannot be, no boxes metric); db: the heads are
-    probability maps [N, H, W]."""
+    probability maps [N, H, W]. images: how many the outputs are of (class scores have a row each)."""
     boxes = detector is not None
     sequences = {n for n, v in outputs.items() if is_class_sequence(v)}  # a recognizer's, not a head
     heads = [n for n, v in outputs.items() if _is_head(v, detector) and n not in sequences]
-    scores = [n for n, v in outputs.items() if is_classification(v) or n in sequences]
+    scores = [n for n, v in outputs.items() if is_classification(v, images) or n in sequences]
     per_image = [n for n in scores if n not in sequences]  # labels give one class an image
     detection = (BudgetMetric.recall, BudgetMetric.boxes)
     if metric is BudgetMetric.auto:

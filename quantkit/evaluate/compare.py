@@ -11,7 +11,7 @@ import numpy as np
 
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError, ModelError
-from quantkit.evaluate.end2end import add_listed, is_listed_head, require_listed
+from quantkit.evaluate.end2end import add_listed, is_listed_head, require_listed, rows_differ
 from quantkit.evaluate.metrics import (
     BoxAgreement,
     DetectionRecall,
@@ -23,7 +23,6 @@ from quantkit.evaluate.metrics import (
     is_classification,
     is_yolo_head,
     mask_columns,
-    rows_differ,
     without_masks,
     yolov8_rows,
     yolox_grid,
@@ -103,7 +102,8 @@ class Comparison:
                     raise ConfigError(f"output {name!r} has different shapes in the two models")
                 self.unequal[name] = self.unequal.get(name, 0) + feed_rows(batch.data)
                 continue
-            self.errors.setdefault(name, OutputErrors(name)).update(ref_out[name], cand_out[name])
+            images = feed_rows(batch.data)
+            self.errors.setdefault(name, OutputErrors(name)).update(ref_out[name], cand_out[name], images)
             if threshold is None:
                 continue
             if self.detector is DetectorHead.db:
@@ -172,7 +172,7 @@ class Comparison:
 
     def unequal_rows(self) -> tuple[str, ...]:
         """A warning for each output that held a different number of rows in the two models on some images
-        (metrics.rows_differ), whose figures then leave those images out."""
+        (end2end.rows_differ), whose figures then leave those images out."""
         return tuple(
             f"output {name!r} holds a different number of rows in the two models on {images} of {self.count} "
             "image(s) (the boxes a NonMaxSuppression or a score threshold kept: each model kept others), "

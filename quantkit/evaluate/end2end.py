@@ -86,3 +86,12 @@ def add_listed(
         figure.found += found
         figure.extra += extra
     boxes.borderline += borderline
+
+
+def rows_differ(reference: tuple[int, ...], candidate: tuple[int, ...]) -> bool:
+    """Whether two shapes of one output differ only in how many rows it has (one axis but the last): the
+    boxes a NonMaxSuppression or a score threshold kept, as many as the data gives (a YOLOX export's
+    [detections, 7]). No element of one then stands for the same thing as an element of the other."""
+    if len(reference) != len(candidate) or len(reference) < 2 or reference[-1] != candidate[-1]:
+        return False
+    return sum(a != b for a, b in zip(reference, candidate, strict=True)) == 1

@@ -132,7 +132,7 @@ def _check_class_scores(model_path: Path, first: str, table: CalibrationTable) -
     if table.samples is None:
         return
     value = Session.of(model_io.load_model(model_path)).run_batch(feed_take(table.samples, 0, 1))[first]
-    if not has_class_scores(class_view(value)):
+    if not has_class_scores(class_view(value), images=1):
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first!r} "
             f"{list(value.shape)} holds no class scores (an [N, C] output, or [N, T, C] probabilities): give "

@@ -19,7 +19,8 @@ from quantkit.config import (
 from quantkit.errors import (
     ConversionError,
 )
-from quantkit.evaluate.metrics import OutputErrors, rows_differ
+from quantkit.evaluate.end2end import rows_differ
+from quantkit.evaluate.metrics import OutputErrors
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.files import check_output, json_safe, write_set
 from quantkit.graph import model_io

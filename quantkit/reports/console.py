@@ -27,6 +27,7 @@ from quantkit.reports.formats import (
     decibels,
     fallback_steps,
     figure,
+    float_smoke_text,
     grouped_findings,
     megabytes,
     percent,
@@ -271,11 +272,7 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
     for name, peak in summary.overflowing_weights:
         lines.append(f"weight {name} reaches {peak:.4g}: beyond {kind}, its consumers stay float32\n")
     if summary.smoke_input:
-        sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in summary.smoke_sqnr_db.items())
-        figures = f", SQNR {sqnr}" if sqnr else ""
-        if summary.smoke_input.startswith("synthetic"):  # hunt31: 53 dB there, 32 dB on photos
-            figures = " (figures on them tell no accuracy on real inputs: `quantkit compare` measures it)"
-        lines.append(f"smoke test on {summary.smoke_input}: finite outputs{figures}\n")
+        lines.append(float_smoke_text(summary.smoke_sqnr_db, summary.smoke_input))
     if summary.measured_by != "onnxruntime":
         lines.append(f"measured on its {summary.measured_by}\n")
     lines.append(f"wrote {output}")

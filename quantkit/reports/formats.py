@@ -77,6 +77,16 @@ def smoke_text(smoke_sqnr_db: dict[str, float], samples: int) -> str:
     )
 
 
+def float_smoke_text(smoke_sqnr_db: dict[str, float], smoke_input: str) -> str:
+    """convert --to fp16 / bf16's smoke-test line. On synthetic inputs no figure: they show a broken
+    conversion, not accuracy (hunt31: a detector's 53 dB there was 32 dB on photos)."""
+    sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in smoke_sqnr_db.items())
+    figures = f", SQNR {sqnr}" if sqnr else ""
+    if smoke_input.startswith("synthetic"):
+        figures = " (figures on them tell no accuracy on real inputs: `quantkit compare` measures it)"
+    return f"smoke test on {smoke_input}: finite outputs{figures}\n"
+
+
 def verdict(result: ShrinkResult) -> str:
     """The report's headline: PASS or FAIL by the gates, REPORT ONLY where none was set (shrink's report
     said PASS with no gate to pass)."""
