@@ -181,9 +181,10 @@ def test_unknown_custom_op(image_dir: Path, tmp_path: Path, capsys: Capsys) -> N
 def test_a_model_saved_after_onnxruntimes_optimizations(
     image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
-    """onnxruntime's optimizer fuses Conv + Relu into com.microsoft::FusedConv (ORT_ENABLE_EXTENDED), or
-    lays convs out as NCHWc (ORT_ENABLE_ALL): convert wrote such a model with no layer int8, or refused it
-    as custom ops onnxruntime cannot run. Both are refused naming the cause; compare still runs them."""
+    """onnxruntime's optimizer fuses Conv + Relu into com.microsoft::FusedConv (ORT_ENABLE_EXTENDED):
+    convert once wrote such a model with no layer int8, then refused it. The fusion is written back as
+    Conv + Relu (graph.unfuse) and the model converts, said so; fusions of other kinds (FusedMatMul, an
+    NCHWc layout) stay refused naming the cause; compare runs them all."""
     import onnxruntime as ort
 
     original = save_model(make_model(cnn_nodes(), conv_params(4, 3)), tmp_path / "m.onnx")
@@ -193,16 +194,28 @@ def test_a_model_saved_after_onnxruntimes_optimizations(
     options.optimized_model_filepath = str(optimized)
     ort.InferenceSession(str(original), options, providers=["CPUExecutionProvider"])
     assert any(n.op_type == "FusedConv" for n in onnx.load(str(optimized)).graph.node)
-    phrases = (
-        "saved after onnxruntime's graph optimizations (com.microsoft::FusedConv)",
-        "before optimization",
+    table, out = tmp_path / "t.calib.json", tmp_path / "m.int8.onnx"
+    code, shown, err = calibrate(optimized, image_dir, table, capsys)
+    assert code == 0, err
+    assert "onnxruntime's fused nodes (1 FusedConv) written as the standard ops they fuse" in " ".join(
+        (shown + err).split()
     )
-    fails_cleanly(optimized, image_dir, tmp_path, capsys, *phrases)
-    code, _, err = run(["convert", str(optimized), "--to", "fp16", "-o", str(tmp_path / "f.onnx")], capsys)
-    assert_one_line_error(code, err, *phrases)
-    assert not (tmp_path / "f.onnx").exists()
+    code, _, err = run(["convert", str(optimized), "--to", "int8", "-c", str(table), "-o", str(out)], capsys)
+    assert code == 0, err
+    written = onnx.load(str(out)).graph.node
+    assert not any(n.domain == "com.microsoft" for n in written) and any(
+        n.op_type == "QuantizeLinear" for n in written
+    )
     argv = ["compare", str(original), str(optimized), "--images", str(image_dir), "--runs", "0"]
     assert run(argv, capsys)[0] == 0
+    fused = make_model(cnn_nodes(), conv_params(4, 3))
+    fused.graph.node[0].op_type, fused.graph.node[0].domain = "FusedMatMul", "com.microsoft"
+    fused.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    phrases = (
+        "saved after onnxruntime's graph optimizations (com.microsoft::FusedMatMul)",
+        "before optimization",
+    )
+    fails_cleanly(save_model(fused, tmp_path / "fused.onnx"), image_dir, tmp_path, capsys, *phrases)
 
 
 def test_image_names_that_are_not_utf8(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:

@@ -1304,3 +1304,62 @@ def test_a_mask_of_minus_infinity_inside_the_model_is_kept_float_not_refused(
     bad = save(_masked_attention(mask_output=True), tmp_path / "b.onnx")
     with pytest.raises(CalibrationError, match=r"NaN or Inf in 1 output\(s\) \(first: 'masked'\)"):
         pipeline.calibrate(bad, tmp_path / "b.json", CalibrateConfig(ImageSelection(image_dir, 8)))
+
+
+def _ort_fused() -> onnx.ModelProto:
+    """FusedConv (Clip 0..6, with Z), QuickGelu and FusedGemm (LeakyRelu), as onnxruntime writes them."""
+    p = conv_params(3, 3, 3)
+    nodes = [
+        helper.make_node(
+            "FusedConv",
+            ["x", "w", "b", "x"],
+            ["c"],
+            domain="com.microsoft",
+            name="fc",
+            pads=[1] * 4,
+            activation="Clip",
+            activation_params=[0.0, 6.0],
+        ),
+        helper.make_node("QuickGelu", ["c"], ["g"], domain="com.microsoft", name="qg", alpha=1.702),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node(
+            "FusedGemm",
+            ["f", "gw", "gb"],
+            ["y"],
+            domain="com.microsoft",
+            name="fg",
+            transB=1,
+            activation="LeakyRelu",
+            activation_alpha=0.1,
+        ),
+    ]
+    gemm = {"gw": rng(5).normal(size=(4, 3 * SIZE * SIZE)).astype(np.float32), "gb": np.ones(4, np.float32)}
+    graph = helper.make_graph(
+        nodes,
+        "fused",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in {**p, **gemm}.items()],
+    )
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+def test_unfuse_writes_onnxruntimes_fusions_as_the_ops_they_fuse() -> None:
+    """hunt31: a detector saved after onnxruntime's optimizations (104 QuickGelu, 6 FusedConv) was
+    refused; written back as standard ops it computes the same and quantizes."""
+    from quantkit.graph.unfuse import unfuse
+
+    model = _ort_fused()
+    unfused = unfuse(model)
+    assert unfused.counts == (("FusedConv", 1), ("FusedGemm", 1), ("QuickGelu", 1))
+    assert not any(n.domain == "com.microsoft" for n in unfused.model.graph.node)
+    ops = [n.op_type for n in unfused.model.graph.node]
+    assert ops == ["Conv", "Add", "Clip", "Mul", "Sigmoid", "Mul", "Flatten", "Gemm", "LeakyRelu"]
+    x = rng(6).normal(scale=3.0, size=(1, 3, SIZE, SIZE)).astype(np.float32)
+    runs = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        for m in (model, unfused.model)
+    ]
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5, atol=1e-4)
+    assert unfuse(unfused.model).model is unfused.model  # nothing left to write

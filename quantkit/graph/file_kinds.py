@@ -8,6 +8,8 @@ from pathlib import Path
 
 import onnx
 
+from quantkit.graph.unfuse import unfusable
+
 # (what the first bytes show, at which offset, the fix)
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"\x1f\x8b", 0, "is a gzip archive, not an .onnx file: gunzip it and give the .onnx inside"),
@@ -68,6 +70,7 @@ def newer_opset(version: int, path: Path) -> str:
 # What onnxruntime's graph optimizer writes (SessionOptions.optimized_model_filepath at ORT_ENABLE_EXTENDED
 # or ORT_ENABLE_ALL): kernels fused or laid out for one CPU, which no quantizer plans on. An NCHWc model
 # was refused as "custom ops onnxruntime cannot run", and a FusedConv one came out with no layer int8.
+# FusedConv / FusedGemm with a known activation are written back as their standard ops (graph.unfuse).
 ORT_LAYOUT_DOMAIN = "com.microsoft.nchwc"
 ORT_FUSED_OPS = frozenset(
     {"FusedConv", "FusedGemm", "FusedMatMul", "NhwcConv", "NhwcFusedConv", "NhwcMaxPool"}
@@ -80,7 +83,8 @@ def optimized_by_ort(model: onnx.ModelProto, path: Path) -> str:
         {
             f"{n.domain}::{n.op_type}"
             for n in model.graph.node
-            if n.domain == ORT_LAYOUT_DOMAIN or (n.domain == "com.microsoft" and n.op_type in ORT_FUSED_OPS)
+            if n.domain == ORT_LAYOUT_DOMAIN
+            or (n.domain == "com.microsoft" and n.op_type in ORT_FUSED_OPS and not unfusable(n))
         }
     )
     if not found:

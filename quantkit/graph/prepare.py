@@ -7,7 +7,8 @@ that tensor names agree between the table and the plan.
 1. Below opset 13 (per-channel Q/DQ), upgraded with onnx's version converter (its Resize from opset 10 or
    earlier given back the sampling it had: `resize_as_before`), then checked against the original on
    seeded synthetic inputs: outputs equal within float tolerance, or the upgrade is refused.
-2. Weights held in Constant nodes or read through Identity become initializers (graph.normalize).
+2. Weights held in Constant nodes or read through Identity become initializers (graph.normalize);
+   onnxruntime's fused CPU nodes (FusedConv, FusedGemm, QuickGelu) the standard ops they fuse (graph.unfuse).
 3. Every node named; a BatchNormalization after a Conv folded into it, and so are a Mul and an Add by
    per-channel constants (graph.fold_bn); shapes inferred.
 """
@@ -27,6 +28,7 @@ from quantkit.graph.fold_shapes import fold_weight_shapes
 from quantkit.graph.normalize import normalize
 from quantkit.graph.query import GraphIndex, name_nodes
 from quantkit.graph.samples import synthetic_samples
+from quantkit.graph.unfuse import unfuse
 from quantkit.graph.widen import widen
 from quantkit.runtime import Session
 
@@ -48,6 +50,7 @@ class Prepared:
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
     weights_computed: tuple[tuple[str, int], ...] = ()  # (op type, count) folded (graph.fold_shapes)
+    unfused: tuple[tuple[str, int], ...] = ()  # (onnxruntime fused op, count) written out (graph.unfuse)
 
     def notes(self) -> tuple[str, ...]:
         """What was changed on the way in, for the summary."""
@@ -56,6 +59,12 @@ class Prepared:
             found.append(
                 f"opset {self.opset_before} -> {self.opset_after} ({self.upgrade_reason}; outputs "
                 "checked equal on synthetic inputs)"
+            )
+        if self.unfused:
+            ops = ", ".join(f"{count} {op}" for op, count in self.unfused)
+            found.append(
+                f"onnxruntime's fused nodes ({ops}) written as the standard ops they fuse (the model was "
+                "saved after onnxruntime's optimizations; the same outputs)"
             )
         if self.dims_made_symbolic:
             found.append(
@@ -102,6 +111,8 @@ def prepare(
     model, symbolic = model_io.symbolic_dims(model)
     widened = widen(model)
     model = widened.model
+    unfused = unfuse(model)  # onnxruntime's fused CPU nodes: the standard ops they fuse, exactly
+    model = unfused.model
     upgraded = resize_as_before(model_io.ensure_opset(model, minimum), before) if minimum else model
     if upgraded is not model:
         check_upgrade(model, upgraded, before, size)
@@ -122,6 +133,7 @@ def prepare(
         upgrade_reason=reason,
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
+        unfused=unfused.counts,
     )
 
 

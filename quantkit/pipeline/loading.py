@@ -31,6 +31,7 @@ from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.file_kinds import optimized_by_ort
 from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import is_quantized_op
+from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
 from quantkit.results import CalibrationTable, Feed, feed_rows
 from quantkit.runtime import int8_saturates
@@ -80,7 +81,7 @@ def _half_weights(model: onnx.ModelProto) -> dict[str, int]:
 
 def require_quantizable(model: onnx.ModelProto, path: Path) -> None:
     require_float(model, path)
-    if not any(node.op_type in COMPUTE_OPS for node in model.graph.node):
+    if not any(node.op_type in COMPUTE_OPS or unfusable(node) for node in model.graph.node):
         raise ModelError(
             f"{path.name} has no op quantkit quantizes ({', '.join(sorted(COMPUTE_OPS))}); "
             "there is nothing to convert to INT8"

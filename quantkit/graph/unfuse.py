@@ -1,0 +1,131 @@
+"""onnxruntime's fused CPU nodes written back as the standard ops they fuse, so that they quantize.
+
+A model saved after onnxruntime's graph optimizations (SessionOptions.optimized_model_filepath at
+ORT_ENABLE_EXTENDED) holds com.microsoft nodes that no quantizer plans on: hunt31's LightWeightPersonDetector
+saved so had 104 QuickGelu (its SiLUs) and 6 FusedConv (Conv + Sigmoid), and was refused. Each is the
+composition onnxruntime's contrib schema defines, so the rewrite computes what the node did:
+
+- FusedConv(X, W, B, Z) with `activation` and `activation_params`: activation(Conv(X, W, B) + Z), the Conv
+  attributes as they are; the activations its CPU kernel takes (Relu, Tanh, Sigmoid, LeakyRelu,
+  HardSigmoid, Clip).
+- FusedGemm(A, B, C) with `activation` and activation_alpha / _beta: activation(Gemm(A, B, C)).
+- QuickGelu(X) with `alpha`: X * Sigmoid(alpha * X).
+
+Layouts (com.microsoft.nchwc, the Nhwc ops) and fusions of other kinds stay refused (file_kinds).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+ORT_DOMAIN = "com.microsoft"
+UNFUSED_OPS = frozenset({"FusedConv", "FusedGemm", "QuickGelu"})
+# activation -> its attributes, named as the standard op names them, in activation_params' order
+ACTIVATIONS: dict[str, tuple[str, ...]] = {
+    "Relu": (),
+    "Tanh": (),
+    "Sigmoid": (),
+    "LeakyRelu": ("alpha",),
+    "HardSigmoid": ("alpha", "beta"),
+    "Clip": ("min", "max"),
+}
+
+
+@dataclass(frozen=True)
+class Unfused:
+    model: onnx.ModelProto
+    counts: tuple[tuple[str, int], ...]  # (fused op type, how many were written as standard ops)
+
+
+def unfusable(node: onnx.NodeProto) -> bool:
+    """Whether `node` is an onnxruntime fusion this module writes back (its activation one it knows)."""
+    if node.domain != ORT_DOMAIN or node.op_type not in UNFUSED_OPS:
+        return False
+    return node.op_type == "QuickGelu" or _activation(node)[0] in ACTIVATIONS
+
+
+def unfuse(model: onnx.ModelProto) -> Unfused:
+    """model with every unfusable node written as the standard ops it fuses (the same model where none
+    is); new tensors are named after the node."""
+    if not any(unfusable(n) for n in model.graph.node):
+        return Unfused(model, ())
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 0)
+    nodes: list[onnx.NodeProto] = []
+    counts: Counter[str] = Counter()
+    for k, node in enumerate(graph.node):
+        if not unfusable(node):
+            nodes.append(node)
+            continue
+        name = node.name or f"{node.op_type}_{k}"
+        nodes.extend(_written(node, name, graph, opset))
+        counts[node.op_type] += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return Unfused(out, tuple(sorted(counts.items())))
+
+
+def _written(node: onnx.NodeProto, name: str, graph: onnx.GraphProto, opset: int) -> list[onnx.NodeProto]:
+    if node.op_type == "QuickGelu":
+        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.702)
+        x, y = node.input[0], node.output[0]
+        factor = _constant(graph, f"{name}_alpha", np.array(alpha, np.float32))
+        return [
+            helper.make_node("Mul", [x, factor], [f"{name}_scaled"], name=f"{name}_scale"),
+            helper.make_node("Sigmoid", [f"{name}_scaled"], [f"{name}_gate"], name=f"{name}_sigmoid"),
+            helper.make_node("Mul", [x, f"{name}_gate"], [y], name=name),
+        ]
+    activation, params = _activation(node)
+    base = "Conv" if node.op_type == "FusedConv" else "Gemm"
+    keep = {"activation", "activation_params", "activation_alpha", "activation_beta", "activation_gamma"}
+    attributes = [a for a in node.attribute if a.name not in keep]
+    inputs = list(node.input[:3])
+    pre = f"{name}_{base.lower()}"
+    core = helper.make_node(base, inputs, [pre], name=f"{name}_{base}")
+    core.attribute.extend(attributes)
+    written = [core]
+    summed = node.input[3] if base == "Conv" and len(node.input) > 3 and node.input[3] else ""
+    if summed:  # FusedConv's Z: added before the activation
+        written.append(helper.make_node("Add", [pre, summed], [f"{name}_sum"], name=f"{name}_add"))
+        pre = f"{name}_sum"
+    if activation == "Clip":
+        low, high = (params + [-np.inf, np.inf][len(params) :])[:2]
+        if opset < 11:  # Clip's bounds were attributes
+            written.append(helper.make_node("Clip", [pre], [node.output[0]], name=name, min=low, max=high))
+            return written
+        bounds = [
+            _constant(graph, f"{name}_min", np.array(low, np.float32)),
+            _constant(graph, f"{name}_max", np.array(high, np.float32)),
+        ]
+        written.append(helper.make_node("Clip", [pre, *bounds], [node.output[0]], name=name))
+    else:
+        last = helper.make_node(activation, [pre], [node.output[0]], name=name)
+        last.attribute.extend(
+            helper.make_attribute(k, v) for k, v in zip(ACTIVATIONS[activation], params, strict=False)
+        )
+        written.append(last)
+    return written
+
+
+def _activation(node: onnx.NodeProto) -> tuple[str, list[float]]:
+    """(the activation's op type, its parameters): FusedConv's activation_params, FusedGemm's
+    activation_alpha and activation_beta where given."""
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    kind = attributes.get("activation", b"")
+    activation = kind.decode() if isinstance(kind, bytes) else str(kind)
+    if "activation_params" in attributes:
+        return activation, [float(v) for v in attributes["activation_params"]]
+    named = ("activation_alpha", "activation_beta")
+    return activation, [float(attributes[k]) for k in named if k in attributes]
+
+
+def _constant(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
+    graph.initializer.append(numpy_helper.from_array(value, name))
+    return name
