@@ -124,15 +124,24 @@ def test_groups_without_a_dominant_layer_expand_the_best_ones() -> None:
     assert len(few.asked) == 20
 
 
-def test_the_search_keeps_the_layer_that_recovers_most_and_builds_fewer_models(
-    chain_table: tuple[onnx.ModelProto, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _searchable(
+    chain_table: tuple[onnx.ModelProto, Path], max_layers: int
+) -> tuple[onnx.ModelProto, CalibrationTable, ConvertConfig, list[dict[str, np.ndarray]]]:
+    """The chain prepared, its table, a config searching to 60 dB with max_layers, FP32's reference."""
     model, table_path = chain_table
     table = load(table_path)
     prepared = prepare(model).model
-    config = ConvertConfig(smoothquant="off", bias_correction=False, min_sqnr=60.0, max_float_layers=1)
+    config = ConvertConfig(
+        smoothquant="off", bias_correction=False, min_sqnr=60.0, max_float_layers=max_layers
+    )
     assert table.samples is not None
-    reference = fallback.measured_reference(prepared, table.samples)
+    return prepared, table, config, fallback.measured_reference(prepared, table.samples)
+
+
+def test_the_search_keeps_the_layer_that_recovers_most_and_builds_fewer_models(
+    chain_table: tuple[onnx.ModelProto, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepared, table, config, reference = _searchable(chain_table, 1)
     base = plan(prepared, table, config)
     alone = fallback.layer_recovery(prepared, table, config, reference, base)  # one model per layer
     assert len(alone) == LAYERS
@@ -151,12 +160,7 @@ def test_a_second_search_on_the_same_memo_builds_none_of_the_first_ones_sets_aga
     """The floor's search (each output at 10 dB) follows --min-sqnr's on the same model and memo and asks
     for its first sets again: found by what builds them, not built again to be found (YOLOX-Nano: 16 s
     of an 86 s convert). The same steps as a search on a fresh memo."""
-    model, table_path = chain_table
-    table = load(table_path)
-    prepared = prepare(model).model
-    config = ConvertConfig(smoothquant="off", bias_correction=False, min_sqnr=60.0, max_float_layers=2)
-    assert table.samples is not None
-    reference = fallback.measured_reference(prepared, table.samples)
+    prepared, table, config, reference = _searchable(chain_table, 2)
     memo = fallback.SqnrMemo()
     fallback.search(prepared, table, config, 60.0, 2, reference=reference, measured=memo)
     builds: list[tuple[str, ...]] = []
@@ -206,12 +210,7 @@ def test_a_layer_that_lifts_the_output_less_than_the_minimum_gain_stays_int8(
 ) -> None:
     """A round keeps its best layer only where it lifts the output MIN_GAIN_DB or reaches the target:
     PP-OCRv4's text detector at 640x640 kept three Convs float for +0.01 to +0.03 dB each."""
-    model, table_path = chain_table
-    table = load(table_path)
-    prepared = prepare(model).model
-    config = ConvertConfig(smoothquant="off", bias_correction=False, min_sqnr=60.0, max_float_layers=5)
-    assert table.samples is not None
-    reference = fallback.measured_reference(prepared, table.samples)
+    prepared, table, config, reference = _searchable(chain_table, 5)
     gains = {"conv5": 2.0, "conv9": fallback.MIN_GAIN_DB / 2}
 
     def scored(self: fallback.Trials, keep: frozenset[str], *_: object) -> float:
