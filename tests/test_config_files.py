@@ -72,3 +72,37 @@ def test_a_value_of_the_wrong_type_is_refused(project: Path, capsys: pytest.Capt
     (project / "pyproject.toml").write_text("[tool.quantkit]\nnum-images = 'many'\n")
     code, _, err = run(["calibrate", "models/model.onnx", "--images", "img", "-o", "t.json"], capsys)
     assert_one_line_error(code, err, "num-images")
+
+
+def test_a_relative_path_is_read_from_the_files_folder(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt32: labels = "../labels.txt" in quantkit.toml beside the model was read from the working
+    directory, so the file worked only when the command ran from the model's folder."""
+    (project / "pyproject.toml").write_text("[tool.quantkit]\ncache-dir = 'cache'\n")
+    (project / "models" / "quantkit.toml").write_text(
+        "[shrink]\nlabels = '../labels.txt'\neval-images = '/data/eval'\n[compare]\njson = '-'\n"
+    )
+    argv = ["shrink", "models/model.onnx", "--images", "img", "--output-dir", "out", "--print-config"]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert f'labels = "{Path("models") / ".." / "labels.txt"}"' in stdout  # the model's folder, as given
+    assert 'eval-images = "/data/eval"' in stdout  # absolute: as it is
+    assert f'cache-dir = "{project / "cache"}"' in stdout  # pyproject.toml's folder: the working one
+
+
+def test_every_path_option_is_known_to_the_files() -> None:
+    """config_files.PATH_OPTIONS names every option that takes a path, of every command."""
+    import typer.main
+
+    from quantkit.cli.app import app
+    from quantkit.cli.config_files import PATH_OPTIONS
+
+    group = typer.main.get_command(app)
+    found = {
+        p.opts[0].lstrip("-")
+        for command in getattr(group, "commands", {}).values()
+        for p in command.params
+        if p.opts and p.opts[0].startswith("--") and "Path" in str(p.bare_type())  # type: ignore[attr-defined]
+    }
+    assert found == PATH_OPTIONS

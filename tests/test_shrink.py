@@ -276,3 +276,22 @@ def test_a_slowdown_no_gate_watches_is_said_in_words() -> None:
         "measure the runtime it ships to with quantkit compare"
     )
     assert slower_warning(0.98, None) == slower_warning(0.5, 1.0) == slower_warning(None, None) == ""
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--min-speedup", "nan"),
+        ("--min-speedup", "inf"),
+        ("--max-size-ratio", "nan"),
+        ("--max-size-ratio", "0"),
+    ],
+)
+def test_a_gate_limit_that_no_model_can_meet_is_refused_before_any_work(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    """hunt32: --min-speedup nan ran the whole shrink, then failed a gate with limit 'nan' (exit 1)."""
+    out = tmp_path / "out"
+    code, _, err = run([*shrink_args, "--output-dir", str(out), flag, value], capsys)
+    assert_one_line_error(code, err, f"{flag} must be a number above 0", f"got {value}")
+    assert not out.exists() and not (tmp_path / "cache").exists()

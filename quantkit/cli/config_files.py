@@ -3,7 +3,8 @@
 
 Keys are option names without the dashes (`num-images = 100`). Top-level keys apply to every command
 that has the option; a table per command (`[tool.quantkit.shrink]`, or `[shrink]` in quantkit.toml)
-overrides them for that command. An unknown key is an error, never ignored."""
+overrides them for that command. An unknown key is an error, never ignored. A relative path is read from
+the folder of the file that sets it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,25 @@ else:  # pragma: no cover - Python 3.10
 
 PROJECT_FILE = "pyproject.toml"
 MODEL_FILE = "quantkit.toml"
+# Options that name files or folders: a relative one is relative to the file that sets it, as in ruff's
+# and mypy's files (hunt32: labels = "../labels.txt" beside the model failed from the repository root).
+PATH_OPTIONS = frozenset(
+    {
+        "cache-dir",
+        "calibration",
+        "eval-images",
+        "exclude-from",
+        "images",
+        "inputs",
+        "json",
+        "labels",
+        "markdown",
+        "output",
+        "output-dir",
+        "validation",
+        "write-exclusions",
+    }
+)
 
 
 def sources(cwd: Path, model: Path | None) -> list[tuple[Path, dict[str, Any]]]:
@@ -64,7 +84,7 @@ def defaults(
             else:
                 for command, table in commands.items():
                     if key in table:
-                        resolved[command][table[key]] = value
+                        resolved[command][table[key]] = _placed(key, value, path)
         for key, value in settings.items():
             if isinstance(value, dict):
                 _apply(resolved[key], value, commands[key], path, f"[{key}] ")
@@ -79,7 +99,14 @@ def _apply(
             raise ConfigError(
                 f"{path}: {where}unknown option {key!r}{_near(key, table)}; see the command's --help"
             )
-        target[table[key]] = value
+        target[table[key]] = _placed(key, value, path)
+
+
+def _placed(key: str, value: Any, path: Path) -> Any:
+    """value, or for a path option a relative path read from `path`'s folder ('-', stdout, as it is)."""
+    if key not in PATH_OPTIONS or not isinstance(value, str) or value == "-" or Path(value).is_absolute():
+        return value
+    return str(path.parent / value)
 
 
 def _near(key: str, known: Iterable[str]) -> str:

@@ -141,7 +141,7 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
         key = param.opts[0].lstrip("-") if param.opts and param.opts[0].startswith("--") else param.name
         source = ctx.get_parameter_source(param.name)
         where = origin.get(getattr(source, "name", ""), "default")
-        stdout.print(f"{key} = {json.dumps(shown)}  # {where}", highlight=False, markup=False)
+        stdout.print(f"{key} = {json.dumps(shown)}  # {where}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _fail(message: str) -> NoReturn:

@@ -3,6 +3,7 @@ How images become inputs lives in config.preprocessing (re-exported here); as_en
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -394,10 +395,13 @@ class Gates:
     def __post_init__(self) -> None:
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 100.0:
             raise ConfigError(f"--max-drop is in points (0-100), got {self.max_drop}")
-        if self.min_speedup is not None and self.min_speedup <= 0:
-            raise ConfigError(f"--min-speedup must be above 0, got {self.min_speedup}")
-        if self.max_size_ratio is not None and self.max_size_ratio <= 0:
-            raise ConfigError(f"--max-size-ratio must be above 0 (e.g. 0.3), got {self.max_size_ratio}")
+        # finite too (hunt32: a limit of nan or inf ran the whole shrink, then failed a gate none passes)
+        if self.min_speedup is not None and not 0 < self.min_speedup < math.inf:
+            raise ConfigError(f"--min-speedup must be a number above 0 (e.g. 1.2), got {self.min_speedup}")
+        if self.max_size_ratio is not None and not 0 < self.max_size_ratio < math.inf:
+            raise ConfigError(
+                f"--max-size-ratio must be a number above 0 (e.g. 0.3), got {self.max_size_ratio}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
