@@ -76,6 +76,11 @@ def data_input(index: GraphIndex, node: onnx.NodeProto) -> str:
     return next(n for n in node.input if not index.is_constant(n))
 
 
+# what its neighbours say of a layer kept float, whoever kept it (hunt32: --exclude-from's neighbours were
+# put down to the fallback in a run whose fallback kept nothing)
+FLOAT_BESIDE = "kept float with a layer --min-sqnr, --max-drop or --exclude-from keeps float"
+
+
 def writer(state: Planning, tensor: str) -> onnx.NodeProto | None:
     """The quantized node whose output Q node writes `tensor`: its producer if quantized, or through the
     folds (Relu, Clip, scale) back to one; None if there is none."""
@@ -124,7 +129,7 @@ def try_hard(state: Planning, node: onnx.NodeProto) -> bool:
         state.reasons[node.name] = "HardSigmoid with alpha <= 0 (kept float)"
         return False
     if x in state.float_tensors or out in state.float_tensors:
-        state.reasons[node.name] = "reads or writes a tensor kept float by the accuracy fallback"
+        state.reasons[node.name] = f"reads or writes a tensor {FLOAT_BESIDE}"
         return False
     if x in state.scores or out in state.scores:
         state.reasons[node.name] = SCORE_REASON

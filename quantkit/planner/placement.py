@@ -13,7 +13,15 @@ from quantkit.config import ActivationType, ConvertConfig, Target
 from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, clips_at_zero
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.patterns import HARD_OPS, SCALE_OPS, SCORE_REASON, try_hard, try_scale_fold, writer
+from quantkit.planner.patterns import (
+    FLOAT_BESIDE,
+    HARD_OPS,
+    SCALE_OPS,
+    SCORE_REASON,
+    try_hard,
+    try_scale_fold,
+    writer,
+)
 from quantkit.planner.planning_state import MULTI_INPUT_OPS, Planning
 from quantkit.results import (
     WeightPlan,
@@ -82,7 +90,7 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
             state.reasons[node.name] = "weight is not a constant"
         return
     if x in state.float_tensors:
-        state.reasons[node.name] = "its input is kept float by the accuracy fallback"
+        state.reasons[node.name] = f"its input is {FLOAT_BESIDE}"
         return
     if x in state.scores or (node.output[0] in state.scores and _float_output_unfused(state, node)):
         state.reasons[node.name] = SCORE_REASON
@@ -91,7 +99,7 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
         # int8 weights under a float output would make onnxruntime dequantize them every run and lose its
         # pre-packed float kernel (measured on YOLOX: 1.03x instead of 1.20x): run the layer in float.
         # TensorRT and OpenVINO run an int8 layer with a float output as one kernel: it stays int8 there.
-        state.reasons[node.name] = "its output is kept float by the accuracy fallback"
+        state.reasons[node.name] = f"its output is {FLOAT_BESIDE}"
         return
     if state.nonfinite(x):
         state.reasons[node.name] = "its input holds NaN or Inf on the calibration images (kept float)"
@@ -196,7 +204,7 @@ def _try_fold(state: Planning, node: onnx.NodeProto) -> bool:
     if source not in state.q or writer(state, source) is None:
         return False
     if out in state.float_tensors:
-        state.reasons[node.name] = "its output is kept float by the accuracy fallback"
+        state.reasons[node.name] = f"its output is {FLOAT_BESIDE}"
         return False
     if (
         state.config.activations is not ActivationType.uint8
@@ -220,7 +228,7 @@ def _try_integer(state: Planning, node: onnx.NodeProto) -> bool:
     if not any(n in state.q for n in [*data, *outputs]):
         return False
     if any(n in state.float_tensors for n in [*data, *outputs]):
-        state.reasons[node.name] = "reads or writes a tensor kept float by the accuracy fallback"
+        state.reasons[node.name] = f"reads or writes a tensor {FLOAT_BESIDE}"
         return False
     if any(n in state.scores for n in outputs):
         state.reasons[node.name] = SCORE_REASON
