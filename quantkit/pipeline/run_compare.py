@@ -279,9 +279,9 @@ def kind_hidden(m: OutputMetrics) -> str | None:
         return None
     return (
         f"output {m.name!r} measures {m.sqnr_db:.1f} dB pooled, but its values at index {index} of axis "
-        f"{axis} measure {db:.1f} dB: along that axis the output holds values of different kinds (a score "
-        "beside boxes, a quality beside an angle), and the largest weigh most in the pooled figure; judge "
-        "that one on your task's metric"
+        f"{axis} measure {db:.1f} dB: along that axis each index stands for something else (a class, a "
+        "score beside boxes, a quality beside an angle), and the largest values weigh most in the pooled "
+        "figure; judge that one on your task's metric"
     )
 
 
