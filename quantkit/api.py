@@ -32,9 +32,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +124,10 @@ def calibrate(
         IMAGE_SUFFIXES,
         [("data", selection.folder)] if isinstance(arrays, ArrayFiles) else [],
     )
-    config = CalibrateConfig(
-        selection,
-        preprocess or Preprocess(),
-        batch_size=batch_size,
-        bins=bins,
-    )
+    with _arguments("calibrate"):
+        config = CalibrateConfig(
+            selection, _preprocess(preprocess, "calibrate"), batch_size=batch_size, bins=bins
+        )
     return run_calibrate(
         model_path, table, config, progress or no_progress, arrays, Parallel(workers, ray, threads)
     )
@@ -159,7 +158,8 @@ def convert(
     )
     files.check_outputs([("output", out)], [("the model", model_path), *tables])
     if to in ("fp16", "bf16"):
-        fp16 = Float16Config(**_options(Float16Config, options, to), to=Precision(to))
+        with _arguments("convert"):
+            fp16 = Float16Config(**_options(Float16Config, options, to), to=Precision(to))
         return convert_float16(model_path, table if calibration else None, out, fp16, progress or no_progress)
     if to not in ("int8", "fp8"):
         raise ConfigError(f"to must be 'int8', 'fp8', 'fp16' or 'bf16'; got {to!r}")
@@ -171,7 +171,8 @@ def convert(
         options = {**options, "fp8": True}
     parallel = Parallel(options.pop("workers", 1), options.pop("ray", None), options.pop("threads", 0))
     budget = _budget(options)
-    config = ConvertConfig(**_options(ConvertConfig, options, "int8"))
+    with _arguments("convert"):
+        config = ConvertConfig(**_options(ConvertConfig, options, "int8"))
     return run_convert(model_path, table, out, config, progress or no_progress, budget, parallel)
 
 
@@ -199,14 +200,15 @@ def compare(
     runtime: where both models run, "onnxruntime" or "openvino" (the `openvino` extra).
     Preprocessing is read from the candidate's quantkit metadata unless `preprocess` is given."""
     selection, arrays = _data(data, num_images, seed)
-    config = CompareConfig(
-        images=selection,
-        preprocess=preprocess or Preprocess(),
-        labels=Path(labels) if labels is not None else None,
-        latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
-        runtime=as_enum(Runtime, runtime, "runtime"),
-        **detector_fields(detector, score_threshold, "detector"),
-    )
+    with _arguments("compare"):
+        config = CompareConfig(
+            images=selection,
+            preprocess=_preprocess(preprocess, "compare"),
+            labels=Path(labels) if labels is not None else None,
+            latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+            runtime=as_enum(Runtime, runtime, "runtime"),
+            **detector_fields(detector, score_threshold, "detector"),
+        )
     explicit = preprocess is not None
     return run_compare(
         Path(reference),
@@ -301,20 +303,21 @@ def shrink(
         [("data", calib.folder), ("eval_data", held.folder)],
         IMAGE_SUFFIXES,
     )
-    pre = preprocess or Preprocess()
-    config = ShrinkConfig(
-        calibration=CalibrateConfig(calib, pre),
-        convert=_shrink_convert(dict(convert_options or {}), compact, target),
-        evaluation=CompareConfig(
-            images=held,
-            preprocess=pre,
-            labels=label_file,
-            latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
-            **detector_fields(detector, score_threshold, "detector"),
-        ),
-        gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference),
-        cache_dir=Path(cache_dir) if cache_dir is not None else run_shrink.default_cache_dir(),
-    )
+    pre = _preprocess(preprocess, "shrink")
+    with _arguments("shrink"):
+        config = ShrinkConfig(
+            calibration=CalibrateConfig(calib, pre),
+            convert=_shrink_convert(dict(convert_options or {}), compact, target),
+            evaluation=CompareConfig(
+                images=held,
+                preprocess=pre,
+                labels=label_file,
+                latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+                **detector_fields(detector, score_threshold, "detector"),
+            ),
+            gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference),
+            cache_dir=Path(cache_dir) if cache_dir is not None else run_shrink.default_cache_dir(),
+        )
     return run_shrink.shrink(
         model_path, out, config, progress or no_progress, None, html, Parallel(workers, ray)
     )
@@ -335,6 +338,13 @@ def _shrink_convert(options: dict[str, Any], compact: bool, target: str) -> Conv
 
 def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection, Iterable[Sample] | None]:
     """(the images to read, or the arrays to stream instead)."""
+    with _arguments("data"):
+        return _read_data(data, num_images, seed)
+
+
+def _read_data(
+    data: Data, num_images: int | None, seed: int
+) -> tuple[ImageSelection, Iterable[Sample] | None]:
     if isinstance(data, (str, os.PathLike)):
         folder = Path(data)
         if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
@@ -373,15 +383,40 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
         return None
     if options.get("validation") is None:
         raise ConfigError("max_drop needs validation=: an image folder held apart from calibration")
-    return AccuracyBudget(
-        max_drop=float(options["max_drop"]),
-        validation=ImageSelection(Path(options["validation"]), options.get("validation_images")),
-        metric=BudgetMetric(options.get("metric", "auto")),
-        labels=Path(options["labels"]) if options.get("labels") else None,
-        max_trials=int(options.get("max_trials", AccuracyBudget.max_trials)),
-        timeout_s=float(options.get("timeout", AccuracyBudget.timeout_s)),
-        **detector_fields(options.get("detector"), None, "detector"),
-    )
+    with _arguments("convert"):
+        return AccuracyBudget(
+            max_drop=float(options["max_drop"]),
+            validation=ImageSelection(Path(options["validation"]), options.get("validation_images")),
+            metric=as_enum(BudgetMetric, options.get("metric", "auto"), "metric"),
+            labels=Path(options["labels"]) if options.get("labels") else None,
+            max_trials=int(options.get("max_trials", AccuracyBudget.max_trials)),
+            timeout_s=float(options.get("timeout", AccuracyBudget.timeout_s)),
+            **detector_fields(options.get("detector"), None, "detector"),
+        )
+
+
+@contextlib.contextmanager
+def _arguments(call: str) -> Iterator[None]:
+    """An argument of the wrong type, met while the settings are built, as the one-line ConfigError every
+    other bad argument raises (hunt32: min_sqnr="high" raised a TypeError from a comparison, a
+    preprocess given as a dict an AttributeError deep inside calibration)."""
+    try:
+        yield
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"quantkit.{call}: an argument has the wrong type ({exc}); see help(quantkit.{call})"
+            if call != "data"
+            else f"quantkit: data, num_images or seed has the wrong type ({exc}); see help(quantkit)"
+        ) from exc
+
+
+def _preprocess(preprocess: Any, call: str) -> PreprocessOptions:
+    if preprocess is not None and not isinstance(preprocess, PreprocessOptions):
+        raise ConfigError(
+            f"quantkit.{call}: preprocess takes quantkit.Preprocess(...) (e.g. Preprocess(preset='unit')), "
+            f"not {type(preprocess).__name__}"
+        )
+    return preprocess or Preprocess()
 
 
 def check(model: PathLike, *, target: str | None = None) -> CheckReport:

@@ -21,6 +21,7 @@ except ImportError:  # Python 3.10
 import quantkit
 import quantkit.api
 from quantkit.calib import table as table_io
+from quantkit.config import ConvertConfig
 from tests.conftest import ASSETS, requires_assets
 from tests.helpers import run
 
@@ -184,6 +185,44 @@ def test_errors_are_raised_never_printed(cnn: Path, tmp_path: Path, capsys: Caps
             )
     assert not (tmp_path / "s").exists()
     assert capsys.readouterr() == ("", "")
+
+
+def test_arguments_of_the_wrong_type_are_config_errors(cnn: Path, image_dir: Path, tmp_path: Path) -> None:
+    """hunt32: wrong types raised ValueError / TypeError / AttributeError from inside (metric='bogus'
+    named an internal enum, min_sqnr='high' a comparison, a preprocess dict failed in calibration),
+    which `except quantkit.QuantkitError` missed; exclude_nodes='conv_4' was read letter by letter."""
+    out = tmp_path / "i.onnx"
+    cases = [
+        (
+            lambda: quantkit.convert(cnn, calibration=cnn, output=out, min_sqnr="high"),
+            "an argument has the wrong",
+        ),
+        (
+            lambda: quantkit.convert(
+                cnn, calibration=cnn, output=out, max_drop=1, validation=image_dir, metric="x"
+            ),
+            "metric must be one of auto",
+        ),
+        (
+            lambda: quantkit.convert(cnn, calibration=cnn, output=out, max_drop="abc", validation=image_dir),
+            "quantkit.convert: an argument has the wrong type",
+        ),
+        (
+            lambda: quantkit.calibrate(cnn, image_dir, num_images="4"),
+            "data, num_images or seed has the wrong type",
+        ),
+        (
+            lambda: quantkit.calibrate(cnn, image_dir, preprocess={"preset": "unit"}),
+            "preprocess takes quantkit.",
+        ),
+        (lambda: quantkit.compare(cnn, cnn, data=image_dir, runs="x"), "quantkit.compare: an argument"),
+    ]
+    for call, match in cases:
+        with pytest.raises(quantkit.ConfigError, match=match):
+            call()
+    config = ConvertConfig(exclude_nodes="conv_4, conv_2")  # as --exclude-nodes reads it
+    assert config.exclude_nodes == ("conv_4", "conv_2")
+    assert not out.exists()
 
 
 @requires_assets()

@@ -178,7 +178,9 @@ class ConvertConfig:
                 f"--target {self.target.value} and measure the model where it runs"
             )
         for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            names = getattr(self, name)  # a string is one comma-separated list, as on the command line
+            split = [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else names
+            object.__setattr__(self, name, tuple(split))
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.concat_range_ratio <= 1.0:
