@@ -203,6 +203,10 @@ class ConvertSummary:
     warnings: tuple[str, ...] = ()
     samples: int = 0  # the table's stored samples that every figure on calibration samples is measured on
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every figure but the plan's arrays, JSON-ready (non-finite numbers as text)."""
+        return json_safe({**convert_record(self), "notes": list(self.notes), "warnings": list(self.warnings)})
+
 
 @dataclass(frozen=True)
 class Float16Summary:
@@ -223,6 +227,9 @@ class Float16Summary:
     # what the smoke test and the fallback ran: "onnxruntime", or the float32 emulation of a bfloat16 model
     measured_by: str = "onnxruntime"
     warnings: tuple[str, ...] = ()  # on stderr, kept under --quiet (ConvertSummary.warnings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(dataclasses.asdict(self))  # every field is JSON-ready but non-finite numbers
 
 
 @dataclass(frozen=True)
@@ -306,13 +313,7 @@ class ShrinkResult:
 def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
     if stats is None:
         return None
-    return {
-        "p50_ms": stats.p50,
-        "p90_ms": stats.p90,
-        "p99_ms": stats.p99,
-        "mean_ms": stats.mean,
-        "runs": stats.runs,
-    }
+    return {**{f"{n}_ms": getattr(stats, n) for n in ("p50", "p90", "p99", "mean")}, "runs": stats.runs}
 
 
 def comparison_record(result: ComparisonResult) -> dict[str, Any]:
@@ -400,8 +401,6 @@ def sensitivity_record(result: SensitivityReport) -> dict[str, object]:
 
 
 def shrink_record(result: ShrinkResult) -> dict[str, Any]:
-    summary = result.convert
-    corrections = summary.corrections
     return {
         "schema": SCHEMA,
         "quantkit_version": __version__,
@@ -420,25 +419,31 @@ def shrink_record(result: ShrinkResult) -> dict[str, Any]:
             "count": result.settings.get("calibration_count"),
             "set_sha256": result.settings.get("calibration_set_sha256"),
         },
-        "conversion": {
-            "opset_before": summary.opset_before,
-            "opset_after": summary.opset_after,
-            "quantized_by_type": summary.quantized_by_type,
-            "folded_by_type": summary.folded_by_type,
-            "float_nodes": sum(summary.float_by_reason.values()),
-            "rebalanced": [{"tensor": r.tensor, "alpha": r.alpha} for r in summary.plan.rebalances],
-            "bias_corrected_layers": len(summary.plan.input_means),
-            "calibration_sqnr_db": {
-                "plain": corrections.sqnr_plain_db if corrections else None,
-                "final": dict(summary.smoke_sqnr_db),
-                "samples": summary.samples,
-            },
-            "kept_float_by_fallback": [s.node for s in summary.fallback],
-            "speed": None if summary.speed is None else dataclasses.asdict(summary.speed),
-            "speed_plan": None if summary.speed_plan is None else dataclasses.asdict(summary.speed_plan),
-            "target_findings": [dataclasses.asdict(f) for f in summary.target_findings],
-        },
+        "conversion": convert_record(result.convert),
         "warnings": list(result.warnings),
         "comparison": comparison_record(result.comparison),
         "settings": result.settings,
+    }
+
+
+def convert_record(summary: ConvertSummary) -> dict[str, Any]:
+    """What convert did, as shrink's report.json and ConvertSummary.to_dict give it."""
+    corrections = summary.corrections
+    return {
+        "opset_before": summary.opset_before,
+        "opset_after": summary.opset_after,
+        "quantized_by_type": summary.quantized_by_type,
+        "folded_by_type": summary.folded_by_type,
+        "float_nodes": sum(summary.float_by_reason.values()),
+        "rebalanced": [{"tensor": r.tensor, "alpha": r.alpha} for r in summary.plan.rebalances],
+        "bias_corrected_layers": len(summary.plan.input_means),
+        "calibration_sqnr_db": {
+            "plain": corrections.sqnr_plain_db if corrections else None,
+            "final": dict(summary.smoke_sqnr_db),
+            "samples": summary.samples,
+        },
+        "kept_float_by_fallback": [s.node for s in summary.fallback],
+        "speed": None if summary.speed is None else dataclasses.asdict(summary.speed),
+        "speed_plan": None if summary.speed_plan is None else dataclasses.asdict(summary.speed_plan),
+        "target_findings": [dataclasses.asdict(f) for f in summary.target_findings],
     }

@@ -87,6 +87,11 @@ def test_a_folder_gives_the_cli_bytes(cnn: Path, image_dir: Path, tmp_path: Path
     result = quantkit.convert(cnn, calibration=table, output=str(tmp_path / "api.onnx"))
     assert isinstance(result, quantkit.ConvertSummary)
     assert (tmp_path / "cli.onnx").read_bytes() == (tmp_path / "api.onnx").read_bytes()
+    # hunt32: the results of convert had no to_dict, which the module promises of every result
+    fp16 = quantkit.convert(cnn, to="fp16", output=tmp_path / "h.onnx")
+    for record in (result.to_dict(), fp16.to_dict()):
+        assert json.loads(json.dumps(record, allow_nan=False)) == record
+    assert result.to_dict()["quantized_by_type"] == result.quantized_by_type and fp16.to_dict()["target"]
     files = sorted(image_dir.rglob("*.png"))[:6]
     listed = quantkit.calibrate(cnn, data=[str(f) for f in files], output=tmp_path / "list.calib.json")
     assert listed.images_used == 6
