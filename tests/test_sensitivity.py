@@ -287,3 +287,18 @@ def test_the_set_written_is_the_fewest_layers_within_a_tenth_of_a_db_of_the_best
     assert report(16.0, 17.0, 17.05, 16.5).best_together(4) == 2
     assert report(16.0, 17.0, 17.5).best_together(2) == 2  # at most --keep
     assert report().best_together(3) is None
+
+
+def test_a_file_on_stdout_keeps_stdout_for_it(
+    planted: tuple[Path, Path], image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt32: `sensitivity --json -` printed the table on stdout before the JSON, so the JSON could not be
+    parsed; with --write-exclusions - too, both documents went there. As compare: the table on stderr,
+    one file on stdout."""
+    model, table = planted
+    argv = ["sensitivity", str(model), "-c", str(table), "--images", str(image_dir), "--num-images", "4"]
+    code, out, err = run([*argv, "--top", "1", "--json", "-"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["layers"] and "layers by recovery" in err
+    code, _, err = run([*argv, "--json", "-", "--write-exclusions", "-"], capsys)
+    assert_one_line_error(code, err, "only one of --json and --write-exclusions can go to stdout")

@@ -9,7 +9,17 @@ import typer
 import typer.core
 import typer.main
 
-from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, progress_bars, show, write_text
+from quantkit.cli.app import (
+    CONTEXT,
+    VERBOSITY,
+    Command,
+    app,
+    guard_outputs,
+    progress_bars,
+    show,
+    stderr,
+    write_text,
+)
 from quantkit.cli.options import ImagesOpt, NumImagesOpt, RayOpt, SeedOpt, WorkersOpt, WorkerThreadsOpt
 from quantkit.config import (
     ActivationType,
@@ -77,6 +87,11 @@ def sensitivity(
     for out in (json_path, write_exclusions):
         if out is not None and str(out) != "-":
             files.check_output(out)
+    to_stdout = [out for out in (json_path, write_exclusions) if out is not None and str(out) == "-"]
+    if len(to_stdout) > 1:  # hunt32: both documents and the table went to stdout, none readable
+        raise ConfigError(
+            "only one of --json and --write-exclusions can go to stdout (-); write the other to a file"
+        )
     config = ConvertConfig(method=method, activations=activations)
     with progress_bars() as progress:
         result = pipeline.sensitivity(
@@ -88,7 +103,10 @@ def sensitivity(
             progress,
             Parallel(workers, ray or None, threads),
         )
-    show(console.sensitivity_table(result, keep))
+    if not to_stdout:
+        show(console.sensitivity_table(result, keep))
+    elif VERBOSITY["level"] >= 0:  # stdout carries the file: the table goes to stderr, as compare's
+        stderr.print(console.sensitivity_table(result, keep))
     if json_path is not None:
         write_text(json_path, json_text(records.sensitivity_dict(result)))
     if write_exclusions is not None:
