@@ -225,6 +225,8 @@ def test_arguments_of_the_wrong_type_are_config_errors(cnn: Path, image_dir: Pat
     for call, match in cases:
         with pytest.raises(quantkit.ConfigError, match=match):
             call()
+    with pytest.raises(quantkit.CalibrationError, match="is not a calibration table"):
+        quantkit.convert(cnn, calibration=cnn, output=out)  # hunt32: said 'cnn.npz ... is missing'
     config = ConvertConfig(exclude_nodes="conv_4, conv_2")  # as --exclude-nodes reads it
     assert config.exclude_nodes == ("conv_4", "conv_2")
     assert not out.exists()

@@ -108,6 +108,12 @@ def load(json_path: Path) -> CalibrationTable:
         raise CalibrationError(
             f"calibration table {json_path} does not exist; run `quantkit calibrate` first"
         )
+    if json_path.suffix.lower() != ".json":  # hunt32: the model given as the table read 'mobilenetv2.npz ...
+        # is missing'
+        raise CalibrationError(
+            f"{json_path} is not a calibration table (a .json file that `quantkit calibrate` writes, its "
+            "arrays beside it as .npz); pass the table, not the model or its arrays"
+        )
     if not npz_path.is_file():
         raise CalibrationError(f"{npz_path} (the arrays of {json_path.name}) is missing; recalibrate")
     try:
