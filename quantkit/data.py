@@ -185,7 +185,9 @@ class ArrayStream:
         name = self.spec.name
         if isinstance(item, Mapping):
             keys = sorted(item)
-            if keys == [name] or len(keys) == 1:
+            # a file's one array, whatever np.savez named it; a dict the caller wrote names the input
+            # (hunt32: {'foo': array} for a model whose input is 'input' was fed, silently)
+            if keys == [name] or (len(keys) == 1 and isinstance(self.samples, ArrayFiles)):
                 return item[keys[0]]
             raise ConfigError(
                 f"{self._label(index)} names the inputs {_few(keys)}; the model has one input, {name!r}: "

@@ -227,6 +227,9 @@ def test_arguments_of_the_wrong_type_are_config_errors(cnn: Path, image_dir: Pat
             call()
     with pytest.raises(quantkit.CalibrationError, match="is not a calibration table"):
         quantkit.convert(cnn, calibration=cnn, output=out)  # hunt32: said 'cnn.npz ... is missing'
+    named = r"names the inputs \['foo'\]; the model has one input, 'x'"  # hunt32: was fed as 'x', silently
+    with pytest.raises(quantkit.ConfigError, match=named):
+        quantkit.calibrate(cnn, data=[{"foo": np.zeros((3, 16, 16), np.float32)}], output=tmp_path / "t.json")
     config = ConvertConfig(exclude_nodes="conv_4, conv_2")  # as --exclude-nodes reads it
     assert config.exclude_nodes == ("conv_4", "conv_2")
     assert not out.exists()
