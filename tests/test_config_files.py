@@ -106,3 +106,14 @@ def test_every_path_option_is_known_to_the_files() -> None:
         if p.opts and p.opts[0].startswith("--") and "Path" in str(p.bare_type())  # type: ignore[attr-defined]
     }
     assert found == PATH_OPTIONS
+
+
+def test_a_toml_array_is_the_comma_separated_list(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """hunt32: exclude-nodes = ["a", "b"] reached the option as the text "['a', 'b']"."""
+    (project / "models" / "quantkit.toml").write_text(
+        "exclude-nodes = ['c1', 'c2']\nmean = [0.5, 0.5, 0.5]\n"
+    )
+    argv = ["convert", "models/model.onnx", "-c", "t.json", "-o", "o.onnx", "--print-config"]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert 'exclude-nodes = "c1,c2"  # config file' in stdout

@@ -103,7 +103,11 @@ def _apply(
 
 
 def _placed(key: str, value: Any, path: Path) -> Any:
-    """value, or for a path option a relative path read from `path`'s folder ('-', stdout, as it is)."""
+    """value, or for a path option a relative path read from `path`'s folder ('-', stdout, as it is). A
+    TOML array is the comma-separated list the option takes (hunt32: exclude-nodes = ["a", "b"] reached
+    the option as the text "['a', 'b']")."""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
     if key not in PATH_OPTIONS or not isinstance(value, str) or value == "-" or Path(value).is_absolute():
         return value
     return str(path.parent / value)

@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 
 from quantkit.calib import table as table_io
-from quantkit.config import ShrinkConfig
+from quantkit.config import ShrinkConfig, Target
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.metrics import class_view, has_class_scores
@@ -141,9 +141,11 @@ def _check_class_scores(model_path: Path, first: str, table: CalibrationTable) -
         )
 
 
-def slower_warning(speedup: float | None, gate: float | None) -> str:
-    """A measured slowdown that no --min-speedup gate watches, said in words ("" if none)."""
-    if speedup is None or speedup >= SLOWER_BELOW or gate is not None:
+def slower_warning(speedup: float | None, gate: float | None, target: Target = Target.ort_cpu) -> str:
+    """A measured slowdown that no --min-speedup gate watches, said in words ("" if none). Not for a
+    model placed for another runtime: this CPU's onnxruntime speed says nothing of it, and --min-speedup
+    is refused there (hunt32: --target tensorrt was told to add it)."""
+    if speedup is None or speedup >= SLOWER_BELOW or gate is not None or target is not Target.ort_cpu:
         return ""
     return (
         f"the INT8 model ran {speedup:.2f}x FP32 here (slower): int8 does not pay for this model on this CPU "
@@ -179,7 +181,7 @@ def _run(
         shortfall(config.calibration.images, calibration_images),
         *summary.warnings,
         *comparison.warnings,
-        slower_warning(comparison.speedup, config.gates.min_speedup),
+        slower_warning(comparison.speedup, config.gates.min_speedup, config.convert.target),
     )
     checked = gates.check(comparison, config.gates)
     meta = loaded.meta
