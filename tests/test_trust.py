@@ -245,6 +245,9 @@ def test_shrink_fails_on_a_wrongly_fed_reference_unless_allowed(
     assert "FP32 reference" in out and "FAIL" in out and "warning: the preprocessed inputs" in err
     junit = (tmp_path / "a" / "junit.xml").read_text()
     assert 'name="reference"' in junit and "<failure" in junit
+    # hunt32: report.json's warnings, the documented place, lacked what was printed (only in comparison)
+    warned = json.loads((tmp_path / "a" / "report.json").read_text())["warnings"]
+    assert any("the preprocessed inputs reach" in w for w in warned)
     allowed = [*base, "--output-dir", str(tmp_path / "b"), *TORCHVISION, "--allow-degenerate-reference"]
     assert run(allowed, capsys)[0] == 0
     assert run([*base, "--output-dir", str(tmp_path / "c2")], capsys)[0] == 0
