@@ -298,3 +298,15 @@ def test_a_gate_limit_that_no_model_can_meet_is_refused_before_any_work(
     code, _, err = run([*shrink_args, "--output-dir", str(out), flag, value], capsys)
     assert_one_line_error(code, err, f"{flag} must be a number above 0", f"got {value}")
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_an_empty_eval_folder_is_named_before_any_work(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt32: an empty --eval-images failed after calibrating and converting, naming --images."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = [*shrink_args, "--output-dir", str(tmp_path / "out"), "--eval-images", str(empty)]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "point --eval-images at a folder of images")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
