@@ -284,3 +284,23 @@ def test_fp32_outputs_travel_to_trial_workers_unchanged() -> None:
         for name in sent:
             np.testing.assert_array_equal(got[name], sent[name])
             assert got[name].dtype == sent[name].dtype
+
+
+def test_a_script_without_the_main_guard_is_told_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hunt32: workers=2 from a script without the guard died with 165 lines of tracebacks and an error
+    pointing at memory; the error now names the guard where the script has none."""
+    import sys
+    import types
+
+    from quantkit.parallel import local
+
+    script = tmp_path / "run.py"
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    script.write_text("import quantkit\nquantkit.calibrate('m.onnx', 'img', workers=2)\n")
+    assert 'needs its calls under `if __name__ == "__main__":`' in local._guard_hint()
+    script.write_text(
+        "import quantkit\nif __name__ == '__main__':\n    quantkit.calibrate('m.onnx', 'img')\n"
+    )
+    assert local._guard_hint() == ""

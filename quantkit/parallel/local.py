@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -86,7 +87,7 @@ class LocalPool:
                         raise WorkerError(
                             f"{describe(jobs[index])} failed {ATTEMPTS} times: its worker process died "
                             f"({exc}); check memory (a worker holds one model session) or run with fewer "
-                            "--workers"
+                            f"--workers{_guard_hint()}"
                         ) from None
                     pending.appendleft(index)
             while emitted in done:
@@ -114,3 +115,17 @@ class LocalPool:
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
+
+
+def _guard_hint() -> str:
+    """Where the running script has no `if __name__ == "__main__":` guard, that it needs one: each worker
+    imports it again and starts its own workers, and dies (hunt32: 165 lines of tracebacks, then this
+    error pointing at memory)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        text = Path(path).read_text(errors="replace") if path else "__main__"
+    except OSError:
+        return ""
+    if "__main__" in text:
+        return ""
+    return '; a script that starts workers needs its calls under `if __name__ == "__main__":`'
