@@ -104,6 +104,16 @@ def select_images(selection: ImageSelection) -> list[Path]:
     return seeded_subset(found, selection.num_images, selection.seed)
 
 
+def images_of(selection: ImageSelection, flag: str) -> list[Path]:
+    """select_images, its errors naming `flag` (--eval-images, --validation) for --images: a command checks
+    a folder it reads late before its costly part (hunt32: an empty --eval-images failed after 12 s of
+    calibrating and converting, and named --images)."""
+    try:
+        return select_images(selection)
+    except ImageError as exc:
+        raise ImageError(str(exc).replace("--images", flag)) from exc
+
+
 def seeded_subset(found: list[Path], wanted: int | None, seed: int) -> list[Path]:
     """A reproducible seeded subset of `wanted` of the files (in their order), or all of them when
     `wanted` is None or at least their number: images, and --inputs' array files alike."""

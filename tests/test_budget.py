@@ -113,6 +113,11 @@ def test_max_drop_needs_validation_images(
         ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "o.onnx"), "--max-drop", "1"], capsys
     )
     assert_one_line_error(code, err, "--max-drop needs --validation DIR")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "o.onnx"), "--max-drop", "1"]
+    code, _, err = run([*argv, "--validation", str(empty)], capsys)
+    assert_one_line_error(code, err, "point --validation at a folder of images")  # hunt32: said --images
 
 
 def test_fallback_fp16_runs_the_layers_left_float_in_float16(

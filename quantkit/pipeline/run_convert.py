@@ -38,7 +38,7 @@ from quantkit.graph.prepare import Prepared
 from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import GraphIndex
 from quantkit.graph.widen import widen
-from quantkit.images import list_digest, select_images
+from quantkit.images import images_of, list_digest, select_images
 from quantkit.outcomes import BudgetReport, ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
 from quantkit.pipeline import convert_notes, speed_memory, speed_refine
@@ -89,11 +89,12 @@ def convert(
     budget: AccuracyBudget | None = None,
     parallel: Parallel = ONE_PROCESS,
 ) -> ConvertSummary:
-    """The INT8 model of `model_path` with the table's ranges, searched (--min-sqnr, --max-drop) and
-    checked before it is written. `parallel`: where the searches' trials are measured and --max-drop's
-    validation images scored, chunk by chunk; the result does not depend on it."""
+    """The INT8 model of `model_path` with the table's ranges, searched (--min-sqnr, --max-drop), checked
+    before it is written. `parallel`: where the trials run and validation images are scored (same result)."""
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
     require_model_path(output)
+    if budget is not None:  # read before any work (hunt32: an empty one was found after converting)
+        images_of(budget.validation, "--validation")
     low = FALLBACK_FORMATS.get(config.fallback)
     upgrade = (low.min_opset, f"{low.name} layers need {low.min_opset}") if low else (0, "")
     if config.fp8:

@@ -18,12 +18,12 @@ import onnx
 
 from quantkit.calib import table as table_io
 from quantkit.config import ShrinkConfig, Target
-from quantkit.errors import ConfigError, ImageError, OutputError, QuantkitError
+from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.metrics import class_view, has_class_scores
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
-from quantkit.images import list_digest, resolve_preprocess, select_images, shortfall
+from quantkit.images import images_of, list_digest, resolve_preprocess, select_images, shortfall
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline.progress import Progress
@@ -141,18 +141,6 @@ def _check_class_scores(model_path: Path, first: str, table: CalibrationTable) -
         )
 
 
-def _eval_images_readable(config: ShrinkConfig) -> None:
-    """The evaluation folder holds images, found before calibrating and converting (hunt32: an empty one
-    failed after 12 s of both, and the error named --images)."""
-    selection = config.evaluation.images
-    if selection.folder == config.calibration.images.folder:
-        return  # the calibration's images: read first thing anyway
-    try:
-        select_images(selection)
-    except ImageError as exc:
-        raise ImageError(str(exc).replace("--images", "--eval-images")) from exc
-
-
 def slower_warning(speedup: float | None, gate: float | None, target: Target = Target.ort_cpu) -> str:
     """A measured slowdown that no --min-speedup gate watches, said in words ("" if none). Not for a
     model placed for another runtime: this CPU's onnxruntime speed says nothing of it, and --min-speedup
@@ -178,7 +166,7 @@ def _run(
     """Calibrate, convert and compare, writing the model and the reports into `stage`; the paths the
     result records are those in output_dir."""
     gated = _gated_output(model_path, config)  # a map output is refused from the graph, before calibrating
-    _eval_images_readable(config)
+    images_of(config.evaluation.images, "--eval-images")  # before calibrating and converting
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     if gated is not None:  # before convert and compare, the costly part
         _check_class_scores(model_path, gated, loaded)
