@@ -155,6 +155,7 @@ def test_exclusions_file_round_trip_through_convert(
     ] == [r["node"] for r in json.loads(report.read_text())["layers"][:2]]
     data = json.loads(report.read_text())
     assert {r["node"] for r in data["layers"][:2]} == {"c2", "c3"} and len(data["layers"]) == 3
+    assert "each measured alone (none together: --top 0" in keep.read_text().splitlines()[0]  # hunt32
 
     int8 = tmp_path / "o.onnx"
     code, out, err = run(

@@ -37,8 +37,9 @@ def exclusions_file(result: SensitivityReport, keep: int | None, model: str) -> 
     top = min(most, len(result.layers))
     best = result.best_together(most)
     count = top if best is None else best
-    header = (
-        f"# quantkit sensitivity of {model}: the {count} layers whose float recovers the most output error"
+    header = (  # hunt32: with --top 0 the file did not say that no set of them was measured together
+        f"# quantkit sensitivity of {model}: the {count} layers whose float recovers the most output error, "
+        "each measured alone (none together: --top 0; --keep sets how many)"
     )
     if measured:
         together = ", ".join(f"top {k}: {db:.2f} dB" for k, db in measured)
