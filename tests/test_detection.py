@@ -490,3 +490,17 @@ def test_logits_that_become_scores_keep_float_from_their_layer_to_their_sigmoid(
     written = onnx.load(str(out))
     quantized = {n.input[0] for n in written.graph.node if n.op_type == "QuantizeLinear"}
     assert "x" in quantized and not quantized & {"box", "cls", "level", "flat", "logits"}
+
+
+def test_no_top1_change_is_a_drop_of_zero_not_minus_zero() -> None:
+    """hunt32: report.json read '"measured": -0.0' for a model whose top-1 did not move."""
+    import dataclasses
+    import math
+
+    from quantkit.evaluate.gates import accuracy_drop
+    from tests.test_golden import _comparison
+
+    same = _comparison()
+    same = dataclasses.replace(same, candidate_accuracy=same.reference_accuracy)
+    drop, _ = accuracy_drop(same)
+    assert drop == 0.0 and math.copysign(1.0, drop) == 1.0  # type: ignore[arg-type]

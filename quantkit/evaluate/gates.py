@@ -11,7 +11,7 @@ def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
     boxes missed or added per 100 (anchor recall when FP32 made no box; a DB map's text boxes and text
     pixels alike), else top-1 agreement of the first output."""
     if result.top1_delta is not None:
-        return -100.0 * result.top1_delta, "top-1 points (labels)"
+        return 0.0 - 100.0 * result.top1_delta, "top-1 points (labels)"  # 0.0, not -0.0, for no change
     first = result.outputs[0] if result.outputs else None
     if first is not None and first.boxes and first.boxes_found is not None and first.boxes_extra is not None:
         differences = first.boxes - first.boxes_found + first.boxes_extra
