@@ -310,3 +310,17 @@ def test_an_empty_eval_folder_is_named_before_any_work(
     code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, "point --eval-images at a folder of images")
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_labels_no_output_declares_are_refused_before_any_work(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt32: MNIST's 10 labels for a 1000-class model failed after calibrating and converting."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class{k}\n" for k in range(10)))
+    argv = [*shrink_args, "--output-dir", str(tmp_path / "out"), "--labels", str(labels)]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(
+        code, err, "the labels file lists 10 classes but no output has that many (declared: 5"
+    )
+    assert not (tmp_path / "cache").exists()
