@@ -117,3 +117,14 @@ def test_a_toml_array_is_the_comma_separated_list(project: Path, capsys: pytest.
     code, stdout, err = run(argv, capsys)
     assert code == 0, err
     assert 'exclude-nodes = "c1,c2"  # config file' in stdout
+
+
+def test_print_config_shows_a_value_the_run_refuses_as_such(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt32: num-images = 2.5 showed as `num-images = null  # config file`, which reads as every image."""
+    (project / "models" / "quantkit.toml").write_text("num-images = 2.5\n")
+    argv = ["calibrate", "models/model.onnx", "--images", "img", "--print-config"]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert "num-images = 2.5  # config file: not a valid value, the run refuses it" in stdout

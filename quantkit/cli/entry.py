@@ -141,6 +141,9 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
         key = param.opts[0].lstrip("-") if param.opts and param.opts[0].startswith("--") else param.name
         source = ctx.get_parameter_source(param.name)
         where = origin.get(getattr(source, "name", ""), "default")
+        raw = default_map[name].get(param.name)
+        if where == "config file" and shown is None and raw is not None:  # hunt32: read as null, silently
+            shown, where = raw, "config file: not a valid value, the run refuses it"
         stdout.print(f"{key} = {json.dumps(shown)}  # {where}", highlight=False, markup=False, soft_wrap=True)
 
 
