@@ -104,6 +104,30 @@ def show(*renderables: Any, **options: Any) -> None:
         stdout.print(*renderables, **options)
 
 
+def file_outputs(outputs: Sequence[tuple[str, Path | None]]) -> bool:
+    """Each report file a command writes checked (files.check_output), at most one of them to stdout ('-');
+    whether one goes there: the command's table then goes to stderr (show_table)."""
+    from quantkit import files
+
+    for _, out in outputs:
+        if out is not None and str(out) != "-":
+            files.check_output(out)
+    to_stdout = [flag for flag, out in outputs if out is not None and str(out) == "-"]
+    if len(to_stdout) > 1:  # hunt32: sensitivity's two documents and its table went to stdout, none readable
+        flags = " and ".join(flag for flag, _ in outputs)
+        raise ConfigError(f"only one of {flags} can go to stdout (-); write the other to a file")
+    return bool(to_stdout)
+
+
+def show_table(table: Any, beside_file: bool) -> None:
+    """A command's table on stdout, or on stderr where stdout carries a file (file_outputs); none under
+    --quiet."""
+    if not beside_file:
+        show(table)
+    elif VERBOSITY["level"] >= 0:
+        stderr.print(table)
+
+
 def warn(line: str) -> None:
     """A warning that changes what a result means: stderr, one line, kept under --quiet."""
     stderr.print(f"warning: {line}", highlight=False, markup=False, soft_wrap=True)

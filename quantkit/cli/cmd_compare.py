@@ -14,10 +14,10 @@ from quantkit.cli.app import (
     VERBOSITY,
     Command,
     app,
+    file_outputs,
     guard_outputs,
     progress_bars,
-    show,
-    stderr,
+    show_table,
     warn,
     write_text,
 )
@@ -96,7 +96,7 @@ def compare(
 
     Preprocessing is read from the candidate's quantkit metadata; the options given here replace
     those parts of it (--preset its mean and std)."""
-    from quantkit import files, pipeline
+    from quantkit import pipeline
     from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
     from quantkit.data import ArrayFiles
     from quantkit.evaluate.compare import detector_fields
@@ -129,12 +129,7 @@ def compare(
         [("the reference", reference), ("the candidate", candidate), ("--labels", labels)],
         [("--images", images), ("--inputs", inputs)],
     )
-    for _, out in outputs:
-        if out is not None and str(out) != "-":
-            files.check_output(out)
-    to_stdout = [flag for flag, out in outputs if out is not None and str(out) == "-"]
-    if len(to_stdout) > 1:
-        raise ConfigError("only one of --json and --markdown can go to stdout (-); write the other to a file")
+    to_stdout = file_outputs(outputs)
     if VERBOSITY["level"] < 0 and json_path is None and markdown_path is None:
         raise ConfigError("compare with --quiet prints nothing; add --json FILE (or --json - for stdout)")
     with progress_bars() as progress:
@@ -142,11 +137,7 @@ def compare(
         result = pipeline.compare(
             reference, candidate, config, given, progress, arrays, Parallel(workers, ray or None)
         )
-    if to_stdout:  # stdout carries the file: the table goes to stderr
-        if VERBOSITY["level"] >= 0:
-            stderr.print(console.compare_table(result))
-    else:
-        show(console.compare_table(result))
+    show_table(console.compare_table(result), to_stdout)
     for line in (*result.warnings, *result.reference_findings):
         warn(line)
     if json_path is not None:

@@ -11,13 +11,12 @@ import typer.main
 
 from quantkit.cli.app import (
     CONTEXT,
-    VERBOSITY,
     Command,
     app,
+    file_outputs,
     guard_outputs,
     progress_bars,
-    show,
-    stderr,
+    show_table,
     write_text,
 )
 from quantkit.cli.options import ImagesOpt, NumImagesOpt, RayOpt, SeedOpt, WorkersOpt, WorkerThreadsOpt
@@ -68,7 +67,7 @@ def sensitivity(
     threads: WorkerThreadsOpt = 0,
 ) -> None:
     """Rank the quantized layers: each one's own error, and the output error keeping it float recovers."""
-    from quantkit import files, pipeline
+    from quantkit import pipeline
     from quantkit.config import ConvertConfig, ImageSelection
     from quantkit.parallel import Parallel
     from quantkit.reports import console, records
@@ -84,14 +83,7 @@ def sensitivity(
         ],
         [("--images", images)],
     )
-    for out in (json_path, write_exclusions):
-        if out is not None and str(out) != "-":
-            files.check_output(out)
-    to_stdout = [out for out in (json_path, write_exclusions) if out is not None and str(out) == "-"]
-    if len(to_stdout) > 1:  # hunt32: both documents and the table went to stdout, none readable
-        raise ConfigError(
-            "only one of --json and --write-exclusions can go to stdout (-); write the other to a file"
-        )
+    to_stdout = file_outputs([("--json", json_path), ("--write-exclusions", write_exclusions)])
     config = ConvertConfig(method=method, activations=activations)
     with progress_bars() as progress:
         result = pipeline.sensitivity(
@@ -103,10 +95,7 @@ def sensitivity(
             progress,
             Parallel(workers, ray or None, threads),
         )
-    if not to_stdout:
-        show(console.sensitivity_table(result, keep))
-    elif VERBOSITY["level"] >= 0:  # stdout carries the file: the table goes to stderr, as compare's
-        stderr.print(console.sensitivity_table(result, keep))
+    show_table(console.sensitivity_table(result, keep), to_stdout)
     if json_path is not None:
         write_text(json_path, json_text(records.sensitivity_dict(result)))
     if write_exclusions is not None:
