@@ -1351,7 +1351,7 @@ def test_unfuse_writes_onnxruntimes_fusions_as_the_ops_they_fuse() -> None:
     from quantkit.graph.unfuse import unfuse
 
     model = _ort_fused()
-    unfused = unfuse(model)
+    unfused = unfuse(model, 13)
     assert unfused.counts == (("FusedConv", 1), ("FusedGemm", 1), ("QuickGelu", 1))
     assert not any(n.domain == "com.microsoft" for n in unfused.model.graph.node)
     ops = [n.op_type for n in unfused.model.graph.node]
@@ -1362,4 +1362,4 @@ def test_unfuse_writes_onnxruntimes_fusions_as_the_ops_they_fuse() -> None:
         for m in (model, unfused.model)
     ]
     np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5, atol=1e-4)
-    assert unfuse(unfused.model).model is unfused.model  # nothing left to write
+    assert unfuse(unfused.model, 13).model is unfused.model  # nothing left to write

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import numpy_helper
 
+from quantkit.graph import model_io
 from quantkit.graph.query import constant_value, subgraph_inputs
 
 
@@ -73,8 +74,7 @@ def normalize(model: onnx.ModelProto) -> Normalized:
 def _omit_empty_roi(model: onnx.ModelProto) -> None:
     """Each Resize's roi that holds no value given as omitted ('') where the opset allows it (13+) and
     the mode does not read it (all but tf_crop_and_resize). In place."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:
+    if model_io.opset_version(model) < 13:
         return
     empty = {t.name for t in model.graph.initializer if 0 in t.dims}  # no value (a scalar has dims [])
     for node in model.graph.node:

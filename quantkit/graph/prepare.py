@@ -111,7 +111,7 @@ def prepare(
     model, symbolic = model_io.symbolic_dims(model)
     widened = widen(model)
     model = widened.model
-    unfused = unfuse(model)  # onnxruntime's fused CPU nodes: the standard ops they fuse, exactly
+    unfused = unfuse(model, before)  # onnxruntime's fused CPU nodes: the standard ops they fuse, exactly
     model = unfused.model
     upgraded = resize_as_before(model_io.ensure_opset(model, minimum), before) if minimum else model
     if upgraded is not model:

@@ -49,15 +49,14 @@ def unfusable(node: onnx.NodeProto) -> bool:
     return node.op_type == "QuickGelu" or _activation(node)[0] in ACTIVATIONS
 
 
-def unfuse(model: onnx.ModelProto) -> Unfused:
-    """model with every unfusable node written as the standard ops it fuses (the same model where none
-    is); new tensors are named after the node."""
+def unfuse(model: onnx.ModelProto, opset: int) -> Unfused:
+    """model (at ai.onnx `opset`) with every unfusable node written as the standard ops it fuses (the same
+    model where none is); new tensors are named after the node."""
     if not any(unfusable(n) for n in model.graph.node):
         return Unfused(model, ())
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 0)
     nodes: list[onnx.NodeProto] = []
     counts: Counter[str] = Counter()
     for k, node in enumerate(graph.node):
