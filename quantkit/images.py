@@ -247,13 +247,14 @@ def list_digest(paths: Sequence[Path]) -> str:
 
 
 def too_few_read(
-    used: int, total: int, skipped: Sequence[tuple[Path, str]], folder: Path | None = None
+    used: int, total: int, skipped: Sequence[tuple[Path, str]], selection: ImageSelection | None = None
 ) -> str:
-    """The one line for a folder whose images could not be read, naming the first failures and the
-    links out of `folder` left out (links_outside)."""
+    """The one line for a folder whose images could not be read, naming the first failures and, where
+    the selection is the folder's images, its links out of it left out (links_outside)."""
     first = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
     failures = f" (first failures: {first})" if first else ""
     what = f"none of the {total} images" if used == 0 else f"only {used} of {total} images"
+    folder = selection.folder if selection is not None and selection.files is None else None
     linked = links_outside(folder) if folder is not None else 0
     links = f"; {linked} link(s) to image files outside {folder} are not followed" if linked else ""
     return f"{what} could be read{failures}{links}; remove or replace the broken files"

@@ -16,7 +16,7 @@ from quantkit.calib import table as table_io
 from quantkit.calib.collect import GROUP_BYTES, check_finite, fetch_groups, rows_per_run
 from quantkit.calib.extremes import stress_images
 from quantkit.calib.table import SMOKE_SAMPLES
-from quantkit.config import CalibrateConfig, Preprocess
+from quantkit.config import CalibrateConfig, ImageSelection, Preprocess
 from quantkit.data import ArrayStream, Sample, feed_side, picked_samples
 from quantkit.errors import ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
@@ -198,8 +198,7 @@ def calibrate(
     }
     if arrays is None:
         used = len(paths) - len(merged.skipped)
-        listed = config.images.folder if config.images.files is None else None
-        _check_enough_images(used, len(paths), merged.skipped, listed)
+        _check_enough_images(used, len(paths), merged.skipped, config.images)
         meta["images"] = {
             "count": used,
             "unique": len(set(paths)),
@@ -336,8 +335,8 @@ def _sample_shapes(samples: Feed) -> dict[str, Any]:
 
 
 def _check_enough_images(
-    used: int, total: int, skipped: list[tuple[Path, str]], folder: Path | None = None
+    used: int, total: int, skipped: list[tuple[Path, str]], selection: ImageSelection
 ) -> None:
     """Calibration fails only when fewer than half of the selected images could be read."""
     if used == 0 or used * 2 < total:
-        raise ImageError(too_few_read(used, total, skipped, folder))
+        raise ImageError(too_few_read(used, total, skipped, selection))

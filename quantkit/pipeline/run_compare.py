@@ -141,8 +141,7 @@ def compare(
     outputs, ref_acc, cand_acc, count = done.comparison.result()
     check, first = done.check, done.first
     if count == 0 or first is None:
-        listed = config.images.folder if config.images.files is None else None
-        what = too_few_read(0, len(paths), done.skipped, listed) if arrays is None else ""
+        what = too_few_read(0, len(paths), done.skipped, config.images) if arrays is None else ""
         raise ImageError(what or "the data holds no sample; give at least one array")
     latency_batch = fixed_batch or 1  # batch 1 unless a model fixes another batch size
     timing_input = feed_repeat(first, latency_batch)
