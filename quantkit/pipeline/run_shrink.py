@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import onnx
@@ -106,7 +106,7 @@ def _publish(stage: Path, output_dir: Path) -> None:
         os.replace(path, output_dir / path.name)
 
 
-def _gated_output(model_path: Path, config: ShrinkConfig) -> str | None:
+def _gated_output(declared: Sequence[onnx.ValueInfoProto], config: ShrinkConfig) -> str | None:
     """The first output, where --max-drop gates on top-1 agreement with FP32 (no --labels, no --detector;
     else None): refused at once where it is a map (rank 4 or more: segmentation, a text detector's
     probability map), which has no such figure. Read from the graph before calibration: a 5 MB segmenter
@@ -114,7 +114,7 @@ def _gated_output(model_path: Path, config: ShrinkConfig) -> str | None:
     evaluation = config.evaluation
     if config.gates.max_drop is None or evaluation.labels is not None or evaluation.detection_threshold:
         return None
-    first = onnx.load(str(model_path), load_external_data=False).graph.output[0]
+    first = declared[0]
     tensor = first.type.tensor_type
     dims = tensor.shape.dim
     if tensor.HasField("shape") and len(dims) >= 4 and any(d.dim_value != 1 for d in dims[2:]):
@@ -126,16 +126,14 @@ def _gated_output(model_path: Path, config: ShrinkConfig) -> str | None:
     return first.name
 
 
-def _labels_fit(model_path: Path, config: ShrinkConfig) -> None:
+def _labels_fit(declared: Sequence[onnx.ValueInfoProto], config: ShrinkConfig) -> None:
     """Refuse --labels whose class count no output declares (axis 1 of each, all of them known): found
     from the graph before calibrating (hunt32: MNIST's 10 classes for MobileNetV2 failed after 13.6 s)."""
     if config.evaluation.labels is None:
         return
     count = len(read_classes(config.evaluation.labels))
-    declared = [o.type.tensor_type for o in onnx.load(str(model_path), load_external_data=False).graph.output]
-    widths = [
-        t.shape.dim[1].dim_value if t.HasField("shape") and len(t.shape.dim) > 1 else 0 for t in declared
-    ]
+    types = [o.type.tensor_type for o in declared]
+    widths = [t.shape.dim[1].dim_value if t.HasField("shape") and len(t.shape.dim) > 1 else 0 for t in types]
     if 0 not in widths and count not in widths:
         raise ConfigError(
             f"the labels file lists {count} classes but no output has that many (declared: "
@@ -183,9 +181,10 @@ def _run(
 ) -> ShrinkResult:
     """Calibrate, convert and compare, writing the model and the reports into `stage`; the paths the
     result records are those in output_dir."""
-    gated = _gated_output(model_path, config)  # a map output is refused from the graph, before calibrating
-    images_of(config.evaluation.images, "--eval-images")  # before calibrating and converting
-    _labels_fit(model_path, config)
+    declared = onnx.load(str(model_path), load_external_data=False).graph.output  # checked before calibrating
+    gated = _gated_output(declared, config)  # a map output is refused from the graph
+    images_of(config.evaluation.images, "--eval-images")
+    _labels_fit(declared, config)
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     if gated is not None:  # before convert and compare, the costly part
         _check_class_scores(model_path, gated, loaded)
