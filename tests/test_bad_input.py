@@ -92,15 +92,20 @@ def test_unreadable_model_files(case: str, image_dir: Path, tmp_path: Path, caps
     fails_cleanly(model, image_dir, tmp_path, capsys, phrase)
 
 
-@pytest.mark.parametrize("command", ["calibrate", "shrink", "convert --to fp16"])
+@pytest.mark.parametrize("command", ["calibrate", "shrink", "shrink --labels", "convert --to fp16"])
 def test_a_folder_given_as_the_model(command: str, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     """shrink hashed the model for its cache first and said 'Is a directory ...; check the path and that
     the disk is writable'."""
     folder = tmp_path / "model.onnx"
     folder.mkdir()
+    (folder / "labels.txt").write_text("cats\ndogs\n")
     args = {
         "calibrate": ["calibrate", str(folder), "--images", str(image_dir), "-o", str(tmp_path / "t.json")],
         "shrink": ["shrink", str(folder), "--images", str(image_dir), "--output-dir", str(tmp_path / "out")],
+        "shrink --labels": [  # its labels are checked against the model's outputs first thing
+            *["shrink", str(folder), "--images", str(image_dir), "--output-dir", str(tmp_path / "out")],
+            *["--labels", str(folder / "labels.txt")],
+        ],
         "convert --to fp16": ["convert", str(folder), "--to", "fp16", "-o", str(tmp_path / "h.onnx")],
     }[command]
     code, _, err = run(args, capsys)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -106,7 +107,10 @@ def _publish(stage: Path, output_dir: Path) -> None:
         os.replace(path, output_dir / path.name)
 
 
-def _gated_output(declared: Sequence[onnx.ValueInfoProto], config: ShrinkConfig) -> str | None:
+Declared = Callable[[], Sequence[onnx.ValueInfoProto]]  # a model's declared outputs, read when asked for
+
+
+def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     """The first output, where --max-drop gates on top-1 agreement with FP32 (no --labels, no --detector;
     else None): refused at once where it is a map (rank 4 or more: segmentation, a text detector's
     probability map), which has no such figure. Read from the graph before calibration: a 5 MB segmenter
@@ -114,7 +118,7 @@ def _gated_output(declared: Sequence[onnx.ValueInfoProto], config: ShrinkConfig)
     evaluation = config.evaluation
     if config.gates.max_drop is None or evaluation.labels is not None or evaluation.detection_threshold:
         return None
-    first = declared[0]
+    first = declared()[0]
     tensor = first.type.tensor_type
     dims = tensor.shape.dim
     if tensor.HasField("shape") and len(dims) >= 4 and any(d.dim_value != 1 for d in dims[2:]):
@@ -126,13 +130,13 @@ def _gated_output(declared: Sequence[onnx.ValueInfoProto], config: ShrinkConfig)
     return first.name
 
 
-def _labels_fit(declared: Sequence[onnx.ValueInfoProto], config: ShrinkConfig) -> None:
+def _labels_fit(declared: Declared, config: ShrinkConfig) -> None:
     """Refuse --labels whose class count no output declares (axis 1 of each, all of them known): found
     from the graph before calibrating (hunt32: MNIST's 10 classes for MobileNetV2 failed after 13.6 s)."""
     if config.evaluation.labels is None:
         return
     count = len(read_classes(config.evaluation.labels))
-    types = [o.type.tensor_type for o in declared]
+    types = [o.type.tensor_type for o in declared()]
     widths = [t.shape.dim[1].dim_value if t.HasField("shape") and len(t.shape.dim) > 1 else 0 for t in types]
     if 0 not in widths and count not in widths:
         raise ConfigError(
@@ -181,7 +185,9 @@ def _run(
 ) -> ShrinkResult:
     """Calibrate, convert and compare, writing the model and the reports into `stage`; the paths the
     result records are those in output_dir."""
-    declared = onnx.load(str(model_path), load_external_data=False).graph.output  # checked before calibrating
+    # the declared outputs, read once, only where a check needs them, by model_io.load_model: the model is
+    # not yet known to be one (a folder given as the model is named so, not 'Is a directory')
+    declared: Declared = functools.cache(lambda: model_io.load_model(model_path).graph.output)
     gated = _gated_output(declared, config)  # a map output is refused from the graph
     images_of(config.evaluation.images, "--eval-images")
     _labels_fit(declared, config)
