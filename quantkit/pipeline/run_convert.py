@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,47 +14,34 @@ from quantkit.config import (
     AccuracyBudget,
     CalibMethod,
     ConvertConfig,
-    FallbackPrecision,
     Prefer,
     Target,
 )
-from quantkit.errors import (
-    ConfigError,
-    ConversionError,
-)
-from quantkit.evaluate.budget_validator import Validator
-from quantkit.evaluate.budget_validator import drop_of as validation_drop
-from quantkit.evaluate.compare import read_classes
 from quantkit.evaluate.speed import measure as measure_speed
 from quantkit.files import check_output, write_set
 from quantkit.graph import compact as compact_graph
-from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, large_activations
-from quantkit.graph.emulate import emulate, stored_as
-from quantkit.graph.float_formats import BFLOAT16, FLOAT16, FloatFormat
 from quantkit.graph.prepare import Prepared
-from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import GraphIndex
 from quantkit.graph.widen import widen
-from quantkit.images import images_of, list_digest, select_images
-from quantkit.outcomes import BudgetReport, ConvertSummary, SpeedPlan
-from quantkit.parallel import ONE_PROCESS, InProcess, Parallel, pool_for, threads_per_worker
+from quantkit.images import images_of
+from quantkit.outcomes import ConvertSummary, SpeedPlan
+from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline import convert_notes, speed_memory, speed_refine
+from quantkit.pipeline.budget_run import search_budget
+from quantkit.pipeline.int8_model import FALLBACK_FORMATS, quantized_model, runnable
 from quantkit.pipeline.loading import (
     load_for_int8,
     model_bytes,
     require_model_path,
     resolve_weight_range,
-    table_preprocess,
     table_samples,
 )
 from quantkit.pipeline.openvino_smoke import openvino_gap
 from quantkit.pipeline.progress import Progress, no_progress, stoppable
 from quantkit.pipeline.run_check import findings as target_findings
-from quantkit.pipeline.shards import sendable
 from quantkit.pipeline.trial_jobs import Spread
-from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
 from quantkit.pipeline.writing import (
     INT8_FLOOR_DB,
     Floor,
@@ -66,18 +52,11 @@ from quantkit.pipeline.writing import (
 )
 from quantkit.planner import budget_search as budget_search
 from quantkit.planner import corrections_choice, fallback, targets
-from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner import plan as make_plan
-from quantkit.planner import rounding_plan as rounding
 from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan, Runs, feed_rows
-from quantkit.runtime import Session, lean_sessions
+from quantkit.runtime import lean_sessions
 
 FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear take float8 types from opset 19
-# --fallback: the 16-bit type the layers left float run in (fp32: none)
-FALLBACK_FORMATS: dict[FallbackPrecision, FloatFormat] = {
-    FallbackPrecision.fp16: FLOAT16,
-    FallbackPrecision.bf16: BFLOAT16,
-}
 
 
 def convert(
@@ -130,7 +109,7 @@ def _converted(
     corrections = resolved.corrections
     spread = Spread(parallel, inferred, table_path, reference, alphas, rounded)
     if budget is not None:
-        plan, budget_report = _search_budget(
+        plan, budget_report = search_budget(
             inferred, table, config, budget, progress, alphas, cache, reference, spread
         )
     elif config.min_sqnr == 0:
@@ -140,10 +119,10 @@ def _converted(
             inferred, table, config, progress, alphas, cache, reference, measured, spread
         )
     advance(1)
-    quantized = _quantized_model(inferred, plan, config)
+    quantized = quantized_model(inferred, plan, config)
     # every output at the floor (not their mean: SLANet's token logits at 9.9 dB measured 11.8 dB beside
     # its boxes at 15.5, and its written model agreed on 53 % of held-out tokens)
-    worst_db = fallback.output_sqnr(_runnable(quantized, config), reference, samples, measured, worst=True)
+    worst_db = fallback.output_sqnr(runnable(quantized, config), reference, samples, measured, worst=True)
     guarded_note: tuple[str, ...] = ()
     floor_kept: tuple[str, ...] = ()
     if budget is None and not worst_db >= INT8_FLOOR_DB:
@@ -159,9 +138,9 @@ def _converted(
             f"calibration samples; {len(steps)} layer(s) kept float for it ({reached:.2f} dB; the "
             "--min-sqnr figures above are the worst output's)",
         )
-        quantized = _quantized_model(inferred, plan, config)
+        quantized = quantized_model(inferred, plan, config)
     here = config.target is Target.ort_cpu  # this CPU's onnxruntime is the runtime the model is placed for
-    emulated = _runnable(quantized, config) is not quantized  # bfloat16: an emulation's speed is not its own
+    emulated = runnable(quantized, config) is not quantized  # bfloat16: an emulation's speed is not its own
     timed = here and config.prefer is not Prefer.accuracy and not emulated
     refined: speed_refine.Refined | None = None
     if timed and budget is None:  # --max-drop measured its choice: a new plan would not be the one it kept
@@ -170,14 +149,14 @@ def _converted(
         def build(slower: Mapping[str, str]) -> tuple[QuantPlan, onnx.ModelProto]:
             kept = {s.node: s.reason for s in base.skipped if s.node in fallen}
             again = make_plan(inferred, table, config, kept, cache, alphas, base.rounded, slower)
-            return again, _quantized_model(inferred, again, config)
+            return again, quantized_model(inferred, again, config)
 
         def accuracy(model: onnx.ModelProto) -> float:
             return fallback.output_sqnr(model, reference, samples, measured)
 
         def inputs_only() -> tuple[QuantPlan, onnx.ModelProto]:
             placed = targets.inputs_only(base, GraphIndex(inferred))
-            return placed, _quantized_model(inferred, placed, config)
+            return placed, quantized_model(inferred, placed, config)
 
         def holds(model: onnx.ModelProto) -> bool:  # measured with accuracy's run (the memo)
             return fallback.output_sqnr(model, reference, samples, measured, worst=True) >= INT8_FLOOR_DB
@@ -186,8 +165,8 @@ def _converted(
         args = (fixed, table, plan, quantized, samples, build, accuracy, inputs_only, holds)
         timing = progress("timing the INT8 model's ops on this CPU", 1)
         refined, _ = speed_memory.refine(*args), timing(1)
-        runnable = (_runnable(refined.model, config), _runnable(quantized, config))
-        floor_kept = speed_memory.below_floor(*runnable, INT8_FLOOR_DB, reference, samples, measured)
+        pair = (runnable(refined.model, config), runnable(quantized, config))
+        floor_kept = speed_memory.below_floor(*pair, INT8_FLOOR_DB, reference, samples, measured)
         if floor_kept:  # faster, but broken on an output where the plan was not: the plan stands
             refined = None
         else:
@@ -213,7 +192,7 @@ def _converted(
         else:
             quantized = compact_graph.share_weights(quantized)
         stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, timed_plan))
-        run = _runnable(quantized, config)
+        run = runnable(quantized, config)
         stored, smoke = write_checked(
             quantized, model, samples, reference, floor, output, inputs, advance, measured, run, write=False
         )
@@ -231,7 +210,7 @@ def _converted(
         )
         keep = {n.name: why for n in inferred.graph.node if n.op_type in COMPUTE_OPS}
         plan = make_plan(inferred, table, config, keep_float=keep, range_cache=cache, alphas=alphas)
-        floated = _quantized_model(inferred, plan, config)
+        floated = quantized_model(inferred, plan, config)
         int8, stored, smoke = written(plan, floated, lambda _: None, None, None)
         speed, corrections, speed_plan = None, None, None  # every op float: none was kept float for speed
     write_set(stored)  # once nothing is left to decide: an interrupted convert leaves no file
@@ -241,7 +220,7 @@ def _converted(
     if config.target is Target.openvino:
         checked += openvino_gap(model, int8, samples, smoke)
     itself = fallback.foreground_maps(inferred, reference)
-    judged, warned = measurement_notes(inferred, _runnable(int8, config), reference, samples, smoke, itself)
+    judged, warned = measurement_notes(inferred, runnable(int8, config), reference, samples, smoke, itself)
     return dataclasses.replace(
         summary,
         notes=summary.notes
@@ -265,128 +244,12 @@ def _converted(
     )
 
 
-def _quantized_model(model: onnx.ModelProto, plan: QuantPlan, config: ConvertConfig) -> onnx.ModelProto:
-    """The plan applied; with --fallback fp16 | bf16, what it leaves float then runs in that type."""
-    quantized = apply_plan(model, plan)
-    low = FALLBACK_FORMATS.get(config.fallback)
-    if low is None:
-        return quantized
-    inferred = model_io.infer_shapes(quantized)
-    keep = fp16_planner.int8_float32_nodes(inferred, set(plan.quantized_nodes), low)
-    return fp16_graph.rewrite(inferred, keep, True, low).model
-
-
 def floor_fix(config: ConvertConfig) -> str:
     """What to try when the INT8 model measures below INT8_FLOOR_DB (never the method already used: SLANet,
     refused with --method minmax, was told to try --method minmax)."""
     minmax = config.method is CalibMethod.minmax or config.fp8  # fp8 ranges are the observed amax already
     other = "convert --to fp16" if minmax else "try --method minmax"
     return f"keep layers float with --exclude-nodes (quantkit sensitivity ranks them), or {other}"
-
-
-def _runnable(quantized: onnx.ModelProto, config: ConvertConfig) -> onnx.ModelProto:
-    """What onnxruntime runs for the model written: itself, or, where --fallback bf16 left layers in
-    bfloat16, its float32 emulation."""
-    low = FALLBACK_FORMATS.get(config.fallback)
-    if low is None or low.runs_in_onnxruntime:
-        return quantized
-    stored = stored_as(quantized, low.elem_type)
-    return emulate(quantized, stored, low.elem_type) if stored else quantized
-
-
-def _search_budget(
-    model: onnx.ModelProto,
-    table: CalibrationTable,
-    config: ConvertConfig,
-    budget: AccuracyBudget,
-    progress: Progress,
-    alphas: Mapping[str, float] | None,
-    cache: dict[str, tuple[float, float]],
-    sample_reference: Runs,
-    spread: Spread,
-) -> tuple[QuantPlan, BudgetReport]:
-    """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
-    the metric within budget.max_drop points of FP32 on the validation images."""
-    deadline = time.monotonic() + budget.timeout_s
-    preprocess = table_preprocess(table, "--max-drop's validation images")
-    paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
-    if list_digest(paths) == table.meta.get("images", {}).get("list_sha256"):
-        raise ConfigError(
-            "the --validation images are the calibration images; hold some apart for validation"
-        )
-    reference = Session.of(model)
-    size = reference.fixed_batch or 8
-    classes = read_classes(budget.labels) if budget.labels else None
-    validator = Validator(
-        reference,
-        chunk_batches(paths, preprocess, size),
-        budget.metric,
-        budget.validation.folder,
-        classes,
-        budget.detection_threshold,
-        budget.detector,
-        (preprocess.height, preprocess.width),
-    )
-    rounded = spread.rounded
-    base = make_plan(model, table, config, range_cache=cache, alphas=alphas, rounded=rounded)
-    layers = [n.name for n in model.graph.node if n.name in base.quantized_nodes and n.op_type in COMPUTE_OPS]
-    advance = progress("ranking layers by output recovery", len(layers))
-    runs = len(sample_reference)  # the ranking measures every sample: no screening
-    with spread.trials(config) as many:
-        scores = fallback.layer_recovery(
-            model,
-            table,
-            config,
-            sample_reference,
-            base,
-            advance,
-            cache,
-            alphas,
-            many=many and many(runs),
-            rounded=rounded,
-        )
-    ranked = sorted(scores, key=lambda n: (-scores[n], n))
-    plans: dict[tuple[str, ...], QuantPlan] = {}
-
-    parallel = spread.parallel
-    threads = threads_per_worker(parallel.threads, parallel.workers)
-    why = f"kept float by --max-drop {budget.max_drop:g} ({budget.metric.value})"
-    with pool_for(parallel) as pool:
-
-        def drop_of(kept: tuple[str, ...]) -> float:
-            keep = dict.fromkeys(kept, why)
-            plans[kept] = rounding.replanned(model, table, config, keep, cache, alphas, rounded)
-            candidate = _runnable(_quantized_model(model, plans[kept], config), config)
-            if isinstance(pool, InProcess):
-                return validator.drop(Session.of(candidate, threads))
-            blob = sendable(candidate, "each candidate model", "validated")
-            counts = pooled_counts(pool, blob, validator.references, paths, preprocess, size, threads)
-            return validation_drop(counts)
-
-        advance = progress(f"searching within --max-drop {budget.max_drop:g}", budget.max_trials)
-        found = budget_search.fewest_layers(
-            ranked, drop_of, budget.max_drop, budget.max_trials, deadline, lambda _: advance(1)
-        )
-    trials = tuple((t.layers, t.drop) for t in found.trials)
-    if found.layers is None:
-        best = min(found.trials, key=lambda t: t.drop)
-        raise ConversionError(
-            f"--max-drop {budget.max_drop:g} ({validator.metric.value}) was not met: the best of "
-            f"{len(found.trials)} trial(s) lost {best.drop:.2f} points with {len(best.layers)} layer(s) "
-            f"float{' before the ' + found.stopped + ' limit' if found.stopped else ''}; raise --max-drop, "
-            "--max-trials or --timeout. Nothing was written"
-        )
-    chosen_drop = dict(trials)[found.layers]
-    report = BudgetReport(
-        metric=validator.metric.value,
-        max_drop=budget.max_drop,
-        validation_images=len(paths),
-        trials=trials,
-        chosen=found.layers,
-        chosen_drop=chosen_drop,
-        stopped=found.stopped,
-    )
-    return plans[found.layers], report
 
 
 def _search_fallback(

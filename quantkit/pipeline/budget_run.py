@@ -1,0 +1,125 @@
+"""convert's --max-drop: the fewest layers kept float that hold the metric within budget on the
+validation images, searched with each candidate's corrections planned anew."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import onnx
+
+from quantkit.config import AccuracyBudget, ConvertConfig
+from quantkit.errors import ConfigError, ConversionError
+from quantkit.evaluate.budget_validator import Validator
+from quantkit.evaluate.budget_validator import drop_of as validation_drop
+from quantkit.evaluate.compare import read_classes
+from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.images import list_digest, select_images
+from quantkit.outcomes import BudgetReport
+from quantkit.parallel import InProcess, pool_for, threads_per_worker
+from quantkit.pipeline.int8_model import quantized_model, runnable
+from quantkit.pipeline.loading import table_preprocess
+from quantkit.pipeline.progress import Progress
+from quantkit.pipeline.shards import sendable
+from quantkit.pipeline.trial_jobs import Spread
+from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
+from quantkit.planner import budget_search, fallback
+from quantkit.planner import plan as make_plan
+from quantkit.planner import rounding_plan as rounding
+from quantkit.results import CalibrationTable, QuantPlan, Runs
+from quantkit.runtime import Session
+
+
+def search_budget(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    budget: AccuracyBudget,
+    progress: Progress,
+    alphas: Mapping[str, float] | None,
+    cache: dict[str, tuple[float, float]],
+    sample_reference: Runs,
+    spread: Spread,
+) -> tuple[QuantPlan, BudgetReport]:
+    """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
+    the metric within budget.max_drop points of FP32 on the validation images."""
+    deadline = time.monotonic() + budget.timeout_s
+    preprocess = table_preprocess(table, "--max-drop's validation images")
+    paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
+    if list_digest(paths) == table.meta.get("images", {}).get("list_sha256"):
+        raise ConfigError(
+            "the --validation images are the calibration images; hold some apart for validation"
+        )
+    reference = Session.of(model)
+    size = reference.fixed_batch or 8
+    classes = read_classes(budget.labels) if budget.labels else None
+    validator = Validator(
+        reference,
+        chunk_batches(paths, preprocess, size),
+        budget.metric,
+        budget.validation.folder,
+        classes,
+        budget.detection_threshold,
+        budget.detector,
+        (preprocess.height, preprocess.width),
+    )
+    rounded = spread.rounded
+    base = make_plan(model, table, config, range_cache=cache, alphas=alphas, rounded=rounded)
+    layers = [n.name for n in model.graph.node if n.name in base.quantized_nodes and n.op_type in COMPUTE_OPS]
+    advance = progress("ranking layers by output recovery", len(layers))
+    runs = len(sample_reference)  # the ranking measures every sample: no screening
+    with spread.trials(config) as many:
+        scores = fallback.layer_recovery(
+            model,
+            table,
+            config,
+            sample_reference,
+            base,
+            advance,
+            cache,
+            alphas,
+            many=many and many(runs),
+            rounded=rounded,
+        )
+    ranked = sorted(scores, key=lambda n: (-scores[n], n))
+    plans: dict[tuple[str, ...], QuantPlan] = {}
+
+    parallel = spread.parallel
+    threads = threads_per_worker(parallel.threads, parallel.workers)
+    why = f"kept float by --max-drop {budget.max_drop:g} ({budget.metric.value})"
+    with pool_for(parallel) as pool:
+
+        def drop_of(kept: tuple[str, ...]) -> float:
+            keep = dict.fromkeys(kept, why)
+            plans[kept] = rounding.replanned(model, table, config, keep, cache, alphas, rounded)
+            candidate = runnable(quantized_model(model, plans[kept], config), config)
+            if isinstance(pool, InProcess):
+                return validator.drop(Session.of(candidate, threads))
+            blob = sendable(candidate, "each candidate model", "validated")
+            counts = pooled_counts(pool, blob, validator.references, paths, preprocess, size, threads)
+            return validation_drop(counts)
+
+        advance = progress(f"searching within --max-drop {budget.max_drop:g}", budget.max_trials)
+        found = budget_search.fewest_layers(
+            ranked, drop_of, budget.max_drop, budget.max_trials, deadline, lambda _: advance(1)
+        )
+    trials = tuple((t.layers, t.drop) for t in found.trials)
+    if found.layers is None:
+        best = min(found.trials, key=lambda t: t.drop)
+        raise ConversionError(
+            f"--max-drop {budget.max_drop:g} ({validator.metric.value}) was not met: the best of "
+            f"{len(found.trials)} trial(s) lost {best.drop:.2f} points with {len(best.layers)} layer(s) "
+            f"float{' before the ' + found.stopped + ' limit' if found.stopped else ''}; raise --max-drop, "
+            "--max-trials or --timeout. Nothing was written"
+        )
+    chosen_drop = dict(trials)[found.layers]
+    report = BudgetReport(
+        metric=validator.metric.value,
+        max_drop=budget.max_drop,
+        validation_images=len(paths),
+        trials=trials,
+        chosen=found.layers,
+        chosen_drop=chosen_drop,
+        stopped=found.stopped,
+    )
+    return plans[found.layers], report
