@@ -18,7 +18,8 @@ from quantkit.errors import (
     ImageError,
 )
 from quantkit.evaluate.compare import Comparison, compare_batches, read_classes
-from quantkit.evaluate.metrics import NOISE_COSINE, latency_stats
+from quantkit.evaluate.figure_warnings import kind_hidden, noise_hidden, unrelated
+from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
 from quantkit.graph.augment import fitting_batch
@@ -226,62 +227,6 @@ def _timed(
     """Both models' latency samples (ms), interleaved on one feed."""
     timed = [open_session(runtime, p, lat.threads, spin=False) for p in (reference_path, candidate_path)]
     return interleaved_latency(timed, feed, lat.warmup, lat.runs, progress("timing", lat.runs))
-
-
-# A pooled SQNR at least this high reads as fine, so images where the output is noise get a warning.
-POOLED_FINE_DB = 15.0
-
-
-def unrelated(outputs: Sequence[OutputMetrics]) -> str | None:
-    """A warning where every output is noise against the reference's (SQNR below 0 dB and cosine under
-    NOISE_COSINE: not the same values scaled): PaddleOCR's v6 and seal text detectors share input and
-    output names, and compare measured -6.2 dB, cosine 0.03, and exited 0 with nothing said."""
-    if not outputs or not all(m.sqnr_db < 0.0 and m.cosine < NOISE_COSINE for m in outputs):
-        return None
-    return (
-        "every output of the candidate is noise against the reference's (SQNR below 0 dB, cosine under "
-        f"{NOISE_COSINE}): are these two different models? compare a model with its own converted version "
-        "(quantkit compare FP32_MODEL CONVERTED_MODEL); if it is one, the conversion is broken"
-    )
-
-
-def noise_hidden(m: OutputMetrics) -> str | None:
-    """A warning where the SQNR pooled over all images reads fine while the output is mostly noise on
-    some images on their own: CRAFT's text map measured 23.1 dB pooled and a mean cosine of 0.58, its
-    textless images -3.9 to -3.3 dB each (their small values add little to the pooled signal)."""
-    if not m.noise_images or not m.sqnr_db >= POOLED_FINE_DB:
-        return None
-    return (
-        f"output {m.name!r} measures {m.sqnr_db:.1f} dB pooled over all images, but on {m.noise_images} "
-        f"image(s) on their own it is mostly noise (cosine with FP32's below {NOISE_COSINE}): where its "
-        "values are small (no text, an empty mask) the error is as large as they are; judge it on your "
-        "task's metric"
-    )
-
-
-# A kind of value this far below its output's pooled SQNR is named (where no detector figure judges it),
-# unless it measures at least KIND_FINE_DB: a CTC recognizer's [N, 7, 11] scores measured 47.7 dB pooled
-# and 38.4 dB at their last time step, which no task notices.
-KIND_GAP_DB = 6.0
-KIND_FINE_DB = 30.0
-
-
-def kind_hidden(m: OutputMetrics) -> str | None:
-    """A warning where one kind of value along a short axis (metrics.kinds_axis) measures far below the
-    output's pooled SQNR: afis' LEADER writes [N, H, W, 4] (mask, angle in radians, type, quality) and
-    measured 13.5 dB pooled, its quality channel, which afis thresholds, 3.4 dB. Not for a head that
-    --detector judges by its boxes (its scores beside its boxes are what recall counts)."""
-    if m.worst_kind is None or m.detection_recall is not None:
-        return None
-    axis, index, db = m.worst_kind
-    if not db < min(m.sqnr_db - KIND_GAP_DB, KIND_FINE_DB):
-        return None
-    return (
-        f"output {m.name!r} measures {m.sqnr_db:.1f} dB pooled, but its values at index {index} of axis "
-        f"{axis} measure {db:.1f} dB: along that axis each index stands for something else (a class, a "
-        "score beside boxes, a quality beside an angle), and the largest values weigh most in the pooled "
-        "figure; judge that one on your task's metric"
-    )
 
 
 def _runtime_settings(runtime: Runtime, candidate: onnx.ModelProto, candidate_path: Path) -> dict[str, Any]:
