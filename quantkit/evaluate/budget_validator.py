@@ -110,10 +110,12 @@ class Validator:
         threshold: float,
         detector: DetectorHead | None = None,
         input_size: tuple[int, int] | None = None,
+        values: frozenset[str] = frozenset(),
     ) -> None:
         """FP32 over every chunk of the validation images (`chunks`: each gives its batches anew on every
         call; one callable is one chunk). detector, input_size: how to read a detector head's boxes (the
-        boxes metric)."""
+        boxes metric). values: the outputs the graph computes as features (graph.output_kinds): no class
+        scores to agree on."""
         self.chunks = [chunks] if callable(chunks) else list(chunks)
         self.threshold = threshold
         lookup = {c: i for i, c in enumerate(classes)} if classes else {}
@@ -128,7 +130,9 @@ class Validator:
             for batch in batches():
                 outputs = read_as(reference.run_batch(batch.data), detector)
                 if output is None:
-                    metric, output = _choose(metric, outputs, bool(lookup), detector, feed_rows(batch.data))
+                    metric, output = _choose(
+                        metric, outputs, bool(lookup), detector, feed_rows(batch.data), values
+                    )
                     if metric is BudgetMetric.boxes and detector is not DetectorHead.db:
                         assert detector is not None
                         self.grid = decode_grid(detector, input_size, outputs[output].shape[1])
@@ -232,13 +236,20 @@ def _choose(
     labelled: bool,
     detector: DetectorHead | None,
     images: int | None = None,
+    values: frozenset[str] = frozenset(),
 ) -> tuple[BudgetMetric, str]:
     """detector: how the head's boxes read (None: they cannot be, no boxes metric); db: the heads are
-    probability maps [N, H, W]. images: how many the outputs are of (class scores have a row each)."""
+    probability maps [N, H, W]. images: how many the outputs are of (class scores have a row each).
+    values: outputs that hold features, whatever their shape (with labels, the scores are the user's
+    word)."""
     boxes = detector is not None
     sequences = {n for n, v in outputs.items() if is_class_sequence(v)}  # a recognizer's, not a head
     heads = [n for n, v in outputs.items() if _is_head(v, detector) and n not in sequences]
-    scores = [n for n, v in outputs.items() if is_classification(v, images) or n in sequences]
+    scores = [
+        n
+        for n, v in outputs.items()
+        if (is_classification(v, images) and (labelled or n not in values)) or n in sequences
+    ]
     per_image = [n for n in scores if n not in sequences]  # labels give one class an image
     detection = (BudgetMetric.recall, BudgetMetric.boxes)
     if metric is BudgetMetric.auto:
@@ -262,8 +273,22 @@ def _choose(
             if metric is BudgetMetric.top1
             else "[N, classes] (or [N, T, classes] probabilities)"
         )
+        if values and metric in (BudgetMetric.top1, BudgetMetric.agreement):
+            raise ConfigError(values_refusal("--max-drop", values))
         raise ConfigError(f"--metric {metric.value} needs an output shaped {shape}; none has that shape")
     return metric, wanted[0]
+
+
+def values_refusal(option: str, values: frozenset[str]) -> str:
+    """Why `option` cannot gate a model whose outputs hold features (graph.output_kinds), and what to
+    give instead."""
+    names = ", ".join(repr(n) for n in sorted(values))
+    return (
+        f"{option} needs class scores to agree on, and the model's output {names} holds features (the graph "
+        "computes it with a rectifier or a normalisation: an embedding or a regression), whose top-1 says "
+        "nothing: give --min-sqnr DB for a floor on the output's SQNR instead, or --labels if it is a "
+        "classifier's scores"
+    )
 
 
 def _is_head(output: np.ndarray, detector: DetectorHead | None) -> bool:

@@ -66,8 +66,9 @@ class Comparison:
     of both models; with a detection threshold, on YOLO-style outputs [N, A, 5 + C] the recall of the
     reference's detections per anchor and the agreement of the final boxes (`detector` says how to read
     them; yolox needs the input (H, W); db: on probability maps [N, 1, H, W], the text pixels kept and
-    the text boxes a DB post-process reads). `merge` adds a later shard's, so shards of one image list
-    give the one-pass figures."""
+    the text boxes a DB post-process reads). values: the outputs the graph computes as features
+    (graph.output_kinds), given no class figures. `merge` adds a later shard's, so shards of one image
+    list give the one-pass figures."""
 
     def __init__(
         self,
@@ -76,8 +77,10 @@ class Comparison:
         detection_threshold: float | None = None,
         detector: DetectorHead = DetectorHead.yolo,
         input_size: tuple[int, int] | None = None,
+        values: frozenset[str] = frozenset(),
     ) -> None:
         self.folder = folder
+        self.values = values
         self.classes = tuple(classes) if classes else None
         self.lookup = {c: i for i, c in enumerate(classes)} if classes else {}
         self.detection_threshold = detection_threshold
@@ -103,7 +106,8 @@ class Comparison:
                 self.unequal[name] = self.unequal.get(name, 0) + feed_rows(batch.data)
                 continue
             images = feed_rows(batch.data)
-            self.errors.setdefault(name, OutputErrors(name)).update(ref_out[name], cand_out[name], images)
+            errors = self.errors.setdefault(name, OutputErrors(name, name in self.values))
+            errors.update(ref_out[name], cand_out[name], images)
             if threshold is None:
                 continue
             if self.detector is DetectorHead.db:

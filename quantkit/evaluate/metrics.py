@@ -73,10 +73,11 @@ class OutputErrors:
     SQNR = 10 log10(sum ref^2 / sum (ref - cand)^2) over every element of every image; cosine is the mean
     per-image cosine similarity; top-1 agreement and top-5 overlap are per image, for [N, C] scores, and
     per position, for [N, T, C] class probabilities (is_class_sequence: each image counts the share of
-    its T positions).
+    its T positions). values: the graph computes this output as features (graph.output_kinds), so no
+    class figures whatever its shape.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, values: bool = False) -> None:
         self.name = name
         self.signal = 0.0
         self.noise = 0.0
@@ -84,7 +85,7 @@ class OutputErrors:
         self.max_abs = 0.0
         self.top1_same = 0.0
         self.top5_overlap = 0.0
-        self.classification = True
+        self.classification = not values
         self.labels = True
         self.classes = 0  # the class axis' length (top-5 overlap of 5 classes or fewer says nothing)
         self.kinds: tuple[int, np.ndarray, np.ndarray] | None = None  # (axis, signal [K], noise [K])

@@ -14,6 +14,7 @@ from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.budget_validator import drop_of as validation_drop
 from quantkit.evaluate.compare import read_classes
 from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.output_kinds import value_outputs
 from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport
 from quantkit.parallel import InProcess, pool_for, threads_per_worker
@@ -62,6 +63,7 @@ def search_budget(
         budget.detection_threshold,
         budget.detector,
         (preprocess.height, preprocess.width),
+        value_outputs(model),
     )
     rounded = spread.rounded
     base = make_plan(model, table, config, range_cache=cache, alphas=alphas, rounded=rounded)

@@ -42,6 +42,7 @@ class ChunkJob:
     run_rows: int | None  # samples per run (calib.collect.rows_per_run; None: measured on the first)
     model_sha256: str
     groups: tuple[tuple[str, ...], ...] | None = None  # observed in groups, a model each (collect.observe)
+    values: frozenset[str] = frozenset()  # outputs graph.output_kinds reads as features: no classes
 
 
 def describe(job: ChunkJob) -> str:
@@ -69,7 +70,7 @@ def observe_chunk(
     progress: Callable[[int], None] | None = None,
 ) -> ChunkResult:
     """Observe one chunk's batches with fresh observers."""
-    check = ReferenceCheck(inputs_from_images=bool(job.paths))
+    check = ReferenceCheck(inputs_from_images=bool(job.paths), values=job.values)
     kept: list[Feed] = []
     observed: list[Path] = []
 

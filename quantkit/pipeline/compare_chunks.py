@@ -33,9 +33,12 @@ class CompareJob:
     keys: tuple[str, str]  # the reference's and the candidate's session keys
     threads: int
     runtime: Runtime = Runtime.onnxruntime
+    values: frozenset[str] = frozenset()  # the outputs graph.output_kinds reads as features
 
     def comparison(self) -> Comparison:
-        return Comparison(self.folder, self.classes, self.detection_threshold, self.detector, self.side)
+        return Comparison(
+            self.folder, self.classes, self.detection_threshold, self.detector, self.side, self.values
+        )
 
 
 def describe(job: CompareJob) -> str:
@@ -60,7 +63,7 @@ def run_compare_chunk(
     candidate = session_for(shared[1], job.keys[1], job.threads, job.runtime)
     require_visible(job.paths)
     loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
-    check = ReferenceCheck()
+    check = ReferenceCheck(values=job.values)
     first: list[Feed] = []
 
     batches = keeping(read_ahead(loader), 1, first)

@@ -30,6 +30,7 @@ from quantkit.graph.augment import (
     with_sample_shapes,
 )
 from quantkit.graph.observe_parts import group_model, in_graph_order, last_first
+from quantkit.graph.output_kinds import value_outputs
 from quantkit.graph.prepare import prepare
 from quantkit.images import (
     ImageLoader,
@@ -167,6 +168,7 @@ def calibrate(
         run_rows=rows_per_run(per_run or sample_bytes(prepared.model, list(observed)), size),
         model_sha256="",
         groups=groups,
+        values=value_outputs(prepared.model),
     )
     tick = progress("calibrating", total)
     notes = prepared.notes()

@@ -23,6 +23,7 @@ from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
 from quantkit.graph.augment import fitting_batch
+from quantkit.graph.output_kinds import value_outputs
 from quantkit.graph.query import selection_ordered
 from quantkit.graph.subnormal import subnormal_warning
 from quantkit.images import resolve_preprocess, select_images, shortfall, too_few_read
@@ -85,8 +86,13 @@ def compare(
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     side: tuple[int, int] | None
+    values = value_outputs(reference)
     empty = Comparison(
-        config.images.folder, tuple(classes) if classes else None, config.detection_threshold, config.detector
+        config.images.folder,
+        tuple(classes) if classes else None,
+        config.detection_threshold,
+        config.detector,
+        values=values,
     )
     tick = progress("evaluating", 0)
     if arrays is None:
@@ -110,6 +116,7 @@ def compare(
                 ("", ""),
                 threads_per_worker(parallel.threads, parallel.workers),
                 config.runtime,
+                values,
             )
             for k, part in enumerate(chunks(paths, size))
         ]
@@ -135,7 +142,7 @@ def compare(
             reference_path,
             candidate_path,
             source,
-            Comparison(config.images.folder, None, config.detection_threshold, config.detector, side),
+            Comparison(config.images.folder, None, config.detection_threshold, config.detector, side, values),
             tick,
             config.runtime,
         )
@@ -290,7 +297,7 @@ def _compare_arrays(
 ) -> CompareChunk:
     """Model-ready samples (an iterable the caller owns): one pass in this process."""
     reference, candidate = open_session(runtime, reference_path), open_session(runtime, candidate_path)
-    check = ReferenceCheck(inputs_from_images=False)
+    check = ReferenceCheck(inputs_from_images=False, values=empty.values)
     first: list[Feed] = []
 
     comparison = compare_batches(reference, candidate, keeping(source, 1, first), empty, tick, check)

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
@@ -21,10 +21,12 @@ from quantkit.calib import table as table_io
 from quantkit.config import ShrinkConfig, Target
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
+from quantkit.evaluate.budget_validator import values_refusal
 from quantkit.evaluate.compare import read_classes
 from quantkit.evaluate.metrics import class_view, has_class_scores
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
+from quantkit.graph.output_kinds import value_outputs
 from quantkit.images import images_of, list_digest, resolve_preprocess, select_images, shortfall
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
@@ -107,18 +109,19 @@ def _publish(stage: Path, output_dir: Path) -> None:
         os.replace(path, output_dir / path.name)
 
 
-Declared = Callable[[], Sequence[onnx.ValueInfoProto]]  # a model's declared outputs, read when asked for
+Declared = Callable[[], onnx.ModelProto]  # the model, read when a check asks for it
 
 
 def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     """The first output, where --max-drop gates on top-1 agreement with FP32 (no --labels, no --detector;
     else None): refused at once where it is a map (rank 4 or more: segmentation, a text detector's
-    probability map), which has no such figure. Read from the graph before calibration: a 5 MB segmenter
+    probability map), which has no such figure, or where [N, C] scores are features (graph.output_kinds: an
+    embedding). Read from the graph before calibration: a 5 MB segmenter
     spent 16 s calibrating first, a PP-OCR detector once ran 63 s and then failed the gate."""
     evaluation = config.evaluation
     if config.gates.max_drop is None or evaluation.labels is not None or evaluation.detection_threshold:
         return None
-    first = declared()[0]
+    first = declared().graph.output[0]
     tensor = first.type.tensor_type
     dims = tensor.shape.dim
     if tensor.HasField("shape") and len(dims) >= 4 and any(d.dim_value != 1 for d in dims[2:]):
@@ -127,6 +130,8 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
             f"{len(dims)} map, not class scores: give --labels, or leave --max-drop out and "
             "gate on --min-speedup and --max-size-ratio"
         )
+    if (not tensor.HasField("shape") or len(dims) <= 2) and first.name in value_outputs(declared()):
+        raise ConfigError(values_refusal("--max-drop", frozenset({first.name})))
     return first.name
 
 
@@ -136,7 +141,7 @@ def _labels_fit(declared: Declared, config: ShrinkConfig) -> None:
     if config.evaluation.labels is None:
         return
     count = len(read_classes(config.evaluation.labels))
-    types = [o.type.tensor_type for o in declared()]
+    types = [o.type.tensor_type for o in declared().graph.output]
     widths = [t.shape.dim[1].dim_value if t.HasField("shape") and len(t.shape.dim) > 1 else 0 for t in types]
     if 0 not in widths and count not in widths:
         raise ConfigError(
@@ -185,9 +190,9 @@ def _run(
 ) -> ShrinkResult:
     """Calibrate, convert and compare, writing the model and the reports into `stage`; the paths the
     result records are those in output_dir."""
-    # the declared outputs, read once, only where a check needs them, by model_io.load_model: the model is
+    # the model, read once, only where a check needs it, by model_io.load_model: the path is
     # not yet known to be one (a folder given as the model is named so, not 'Is a directory')
-    declared: Declared = functools.cache(lambda: model_io.load_model(model_path).graph.output)
+    declared: Declared = functools.cache(lambda: model_io.load_model(model_path))
     gated = _gated_output(declared, config)  # a map output is refused from the graph
     images_of(config.evaluation.images, "--eval-images")
     _labels_fit(declared, config)

@@ -1,0 +1,99 @@
+"""Which graph outputs hold values (embeddings, features, regressions) rather than class scores, read from
+the ops that compute them. An [N, C] output is read as class scores unless its graph says otherwise: top-1
+agreement of an embedding's largest coordinate says nothing (hunt31: a 256-value person re-identification
+embedding scored 'top-1 agree' and gated --max-drop on it)."""
+
+from __future__ import annotations
+
+import onnx
+
+from quantkit.graph.query import GraphIndex
+
+# ops that move or retype values without changing what they are
+_PASSING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Cast", "Transpose"})
+# elementwise ops that, with one constant operand, scale or shift values without changing their kind
+# (logits times a temperature, a bias added after a MatMul)
+_AFFINE = frozenset({"Add", "Sub", "Mul", "Div"})
+# ops whose output no classifier gives as its scores: rectified or normalised features
+_VALUE_OPS = frozenset(
+    {
+        "Relu",
+        "PRelu",
+        "LeakyRelu",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Tanh",
+        "Clip",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "LayerNormalization",
+        "LpNormalization",
+    }
+)
+# ops that take a vector's norm: dividing by what they give is an L2 normalisation (an embedding), not a
+# softmax (Div of Exp by ReduceSum)
+_NORM_OPS = frozenset({"ReduceL2", "ReduceL1", "ReduceSumSquare", "Sqrt"})
+_NORM_DEPTH = 4  # how many ops back from the divisor a norm is looked for
+
+
+def value_outputs(model: onnx.ModelProto) -> frozenset[str]:
+    """Graph outputs computed, past reshapes and constant scales, by a rectifier or a normalisation (Relu,
+    PRelu and its Relu + Mul form, BatchNormalization, LayerNormalization, LpNormalization, a division by
+    a norm): features and embeddings, never a classifier's scores (its Gemm, MatMul + bias, pooled Conv or
+    Softmax)."""
+    index = GraphIndex(model)
+    return frozenset(name for name in index.graph_outputs if _holds_values(index, name))
+
+
+def _holds_values(index: GraphIndex, name: str) -> bool:
+    node = _computing(index, name)
+    if node is None:
+        return False
+    if node.op_type in _VALUE_OPS:
+        return True
+    computed = [i for i in node.input if i and not index.is_constant(i)]
+    if node.op_type in ("Div", "Mul") and len(computed) == 2:
+        return any(_norm_within(index, operand, _NORM_DEPTH) for operand in computed)
+    if node.op_type in ("Add", "Sub", "Max") and len(computed) == 2:  # PReLU: Relu(x) + alpha * -Relu(-x)
+        return any(_rectified(index, operand) for operand in computed)
+    return False
+
+
+def _computing(index: GraphIndex, name: str) -> onnx.NodeProto | None:
+    """The node that gives `name` its kind: past reshapes and elementwise ops with one constant operand."""
+    node = index.producer.get(name)
+    for _ in range(len(index.nodes)):  # a graph is acyclic: at most every node once
+        if node is None:
+            return None
+        computed = [i for i in node.input if i and not index.is_constant(i)]
+        passing = node.op_type in _PASSING and computed
+        affine = node.op_type in _AFFINE and len(computed) == 1 and len(node.input) == 2
+        if not (passing or affine):
+            return node
+        node = index.producer.get(computed[0])
+    return node
+
+
+def _norm_within(index: GraphIndex, name: str, depth: int) -> bool:
+    """`name` is computed from a norm within `depth` ops back."""
+    node = index.producer.get(name)
+    if node is None or depth == 0:
+        return False
+    if node.op_type in _NORM_OPS:
+        return True
+    return any(_norm_within(index, i, depth - 1) for i in node.input if i and not index.is_constant(i))
+
+
+def _rectified(index: GraphIndex, name: str) -> bool:
+    """`name` is a Relu's output, or a constant times one (PReLU's negative part)."""
+    node = index.producer.get(name)
+    if node is None:
+        return False
+    if node.op_type == "Relu":
+        return True
+    computed = [i for i in node.input if i and not index.is_constant(i)]
+    if node.op_type in ("Mul", "Neg") and len(computed) == 1:
+        inner = index.producer.get(computed[0])
+        return inner is not None and inner.op_type in ("Relu", "Neg")
+    return False

@@ -1,0 +1,152 @@
+"""Outputs that hold features (embeddings, rectified or normalised values) are no class scores: no top-1
+agreement in compare, no 'FP32 gives class k' warning, and --max-drop refused in one line (hunt31: a
+person re-identification embedding scored 'top-1 agree' and gated --max-drop on it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from quantkit.graph.output_kinds import value_outputs
+from tests.conftest import conv_params, make_model, rng, save
+from tests.helpers import assert_one_line_error, run
+
+WIDTH = 12  # the head's width: an [N, 12] output
+
+
+def _head(tail: list[onnx.NodeProto], extra: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm ('z', [N, WIDTH]) -> `tail` (ending in 'y')."""
+    p = conv_params(6, 3, 3, 3)
+    g = rng(4)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["z"], name="fc", transB=1),
+        *tail,
+    ]
+    weights = {
+        "w1": p["w"],
+        "b1": p["b"],
+        "wf": g.normal(0, 0.5, (WIDTH, 6)).astype(np.float32),
+        "bf": g.normal(0, 0.1, (WIDTH,)).astype(np.float32),
+        **(extra or {}),
+    }
+    return make_model(nodes, weights)
+
+
+def _bn() -> dict[str, np.ndarray]:
+    g = rng(5)
+    return {
+        "s": g.uniform(0.5, 1.5, WIDTH).astype(np.float32),
+        "t": g.normal(0, 0.1, WIDTH).astype(np.float32),
+        "m": g.normal(0, 0.1, WIDTH).astype(np.float32),
+        "v": g.uniform(0.5, 1.5, WIDTH).astype(np.float32),
+    }
+
+
+EMBEDDING = [helper.make_node("BatchNormalization", ["z", "s", "t", "m", "v"], ["y"], name="bn")]
+L2_NORMALISED = [
+    helper.make_node("Mul", ["z", "z"], ["sq"]),
+    helper.make_node("ReduceSum", ["sq", "axes"], ["ss"], keepdims=1),
+    helper.make_node("Sqrt", ["ss"], ["norm"]),
+    helper.make_node("Div", ["z", "norm"], ["y"]),
+]
+SOFTMAX_BY_HAND = [  # a softmax written out: Div of Exp by its ReduceSum, class probabilities
+    helper.make_node("Exp", ["z"], ["e"]),
+    helper.make_node("ReduceSum", ["e", "axes"], ["se"], keepdims=1),
+    helper.make_node("Div", ["e", "se"], ["y"]),
+]
+PRELU_BY_HAND = [  # tf2onnx's PReLU: Relu(x) + alpha * -Relu(-x), then a reshape
+    helper.make_node("Relu", ["z"], ["pos"]),
+    helper.make_node("Neg", ["z"], ["nz"]),
+    helper.make_node("Relu", ["nz"], ["rn"]),
+    helper.make_node("Mul", ["rn", "alpha"], ["neg"]),
+    helper.make_node("Sub", ["pos", "neg"], ["pr"]),
+    helper.make_node("Reshape", ["pr", "shape"], ["y"]),
+]
+AXES = {"axes": np.array([1], np.int64)}
+
+
+@pytest.mark.parametrize(
+    ("tail", "extra", "values"),
+    [
+        ([helper.make_node("Identity", ["z"], ["y"])], None, False),  # logits
+        ([helper.make_node("Softmax", ["z"], ["y"], axis=1)], None, False),
+        ([helper.make_node("Mul", ["z", "temp"], ["y"])], {"temp": np.float32(0.5)}, False),  # scaled logits
+        ([helper.make_node("Add", ["z", "z"], ["y"])], None, False),  # a sum of two computed scores
+        (SOFTMAX_BY_HAND, AXES, False),
+        (EMBEDDING, _bn(), True),
+        ([helper.make_node("Relu", ["z"], ["q"]), helper.make_node("Flatten", ["q"], ["y"])], None, True),
+        (L2_NORMALISED, AXES, True),
+        (
+            PRELU_BY_HAND,
+            {"alpha": np.full(WIDTH, -0.25, np.float32), "shape": np.array([-1, WIDTH], np.int64)},
+            True,
+        ),
+    ],
+)
+def test_value_outputs_read_from_the_graph(
+    tail: list[onnx.NodeProto], extra: dict[str, np.ndarray] | None, values: bool
+) -> None:
+    assert value_outputs(_head(tail, extra)) == (frozenset({"y"}) if values else frozenset())
+
+
+def test_prelu_written_as_relu_plus_scaled_relu_holds_values() -> None:
+    """hunt31's re-identification model ends in Reshape(Add(Relu(x), Mul(Relu(Neg(x)), alpha)))."""
+    tail = [*PRELU_BY_HAND[:4], helper.make_node("Add", ["pos", "neg"], ["pr"]), PRELU_BY_HAND[5]]
+    extra = {"alpha": np.full(WIDTH, -0.25, np.float32), "shape": np.array([-1, WIDTH], np.int64)}
+    assert value_outputs(_head(tail, extra)) == frozenset({"y"})
+
+
+def test_a_pooled_classifier_keeps_its_scores(tmp_path: Path) -> None:
+    """SqueezeNet's head: Conv -> Relu -> GlobalAveragePool -> Flatten are class scores, not features."""
+    p = conv_params(WIDTH, 3, 1, 2)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["a"], name="c"),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["y"]),
+    ]
+    assert value_outputs(make_model(nodes, {"w": p["w"], "b": p["b"]})) == frozenset()
+
+
+def test_an_embedding_has_no_class_figures(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = save(_head(EMBEDDING, _bn()), tmp_path / "embed.onnx")
+    before = model.read_bytes()
+    table, int8 = tmp_path / "t.json", tmp_path / "embed.int8.onnx"
+    code, _, err = run(["calibrate", str(model), "--images", str(image_dir), "--output", str(table)], capsys)
+    assert code == 0, err
+    assert "FP32 gives class" not in err  # an embedding's largest coordinate is no class
+    code, _, err = run(["convert", str(model), "--calibration", str(table), "--output", str(int8)], capsys)
+    assert code == 0, err
+    report = tmp_path / "c.json"
+    argv = ["compare", str(model), str(int8), "--images", str(image_dir), "--runs", "0"]
+    code, out, err = run([*argv, "--json", str(report)], capsys)
+    assert code == 0, err
+    (figures,) = json.loads(report.read_text())["outputs"]
+    assert figures["top1_agreement"] is None and figures["top5_overlap"] is None
+    assert figures["cosine"] > 0.9
+    assert "top-1 agree" in out and "FP32 gives class" not in err
+    argv = ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(tmp_path / "s")]
+    code, _, err = run([*argv, "--max-drop", "1"], capsys)
+    assert_one_line_error(
+        code,
+        err,
+        "--max-drop needs class scores to agree on, and the model's output 'y' holds features",
+        "give --min-sqnr DB for a floor on the output's SQNR instead, or --labels if it is a classifier's",
+    )
+    assert not (tmp_path / "s").exists()
+    argv = ["convert", str(model), "--calibration", str(table), "--output", str(tmp_path / "b.onnx")]
+    code, _, err = run([*argv, "--max-drop", "1", "--validation", str(image_dir / "cats")], capsys)
+    assert_one_line_error(code, err, "--max-drop needs class scores to agree on")
+    assert not (tmp_path / "b.onnx").exists()
+    assert model.read_bytes() == before
