@@ -374,7 +374,8 @@ def test_an_output_that_is_noise_on_some_images_is_flagged_where_the_pooled_sqnr
 def test_anchor_scores_are_not_classes_and_five_classes_have_no_top5() -> None:
     """YuNet's per-anchor scores [N, A, 1] read as [N, A] gave '31 % top-1 agreement' over anchors beside
     31 dB; a 2-class output's top-5 overlap was always 100 %."""
-    from quantkit.evaluate.metrics import OutputErrors, class_view
+    from quantkit.evaluate.class_scores import class_view
+    from quantkit.evaluate.metrics import OutputErrors
 
     g = np.random.default_rng(0)
     scores = g.random((2, 300, 1)).astype(np.float32)

@@ -15,16 +15,14 @@ import numpy as np
 
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
+from quantkit.evaluate.class_scores import class_views, is_class_sequence, is_classification
 from quantkit.evaluate.compare import decode_grid, head_masks, label_of, require_sizes
 from quantkit.evaluate.end2end import is_listed_head, listed_detections, require_listed
 from quantkit.evaluate.metrics import (
     Detections,
     anchors_last,
-    class_views,
     detections,
     final_detections,
-    is_class_sequence,
-    is_classification,
     is_yolo_head,
     match_boxes,
     without_masks,

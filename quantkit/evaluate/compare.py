@@ -11,6 +11,7 @@ import numpy as np
 
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError, ModelError
+from quantkit.evaluate.class_scores import class_views, is_classification
 from quantkit.evaluate.end2end import add_listed, is_listed_head, require_listed, rows_differ
 from quantkit.evaluate.metrics import (
     BoxAgreement,
@@ -18,9 +19,7 @@ from quantkit.evaluate.metrics import (
     OutputErrors,
     TopK,
     anchors_last,
-    class_views,
     detections,
-    is_classification,
     is_yolo_head,
     mask_columns,
     without_masks,

@@ -22,8 +22,8 @@ from quantkit.config import ShrinkConfig, Target
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.budget_validator import values_refusal
+from quantkit.evaluate.class_scores import class_view, has_class_scores
 from quantkit.evaluate.compare import read_classes
-from quantkit.evaluate.metrics import class_view, has_class_scores
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
 from quantkit.graph.output_kinds import value_outputs
