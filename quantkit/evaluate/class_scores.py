@@ -28,15 +28,36 @@ def class_views(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def has_class_scores(output: np.ndarray, images: int | None = None) -> bool:
-    """[N, C] scores or [N, T, C] class probabilities (class_view's form) of `images` images where known:
-    what top-1 agreement reads."""
-    return is_classification(output, images) or (is_class_sequence(output) and images in (None, len(output)))
+    """[N, C] scores or class probabilities at each position (class_view's form) of `images` images where
+    known: what top-1 agreement reads."""
+    return class_axis(output, images) is not None
+
+
+def class_axis(output: np.ndarray, images: int | None = None) -> int | None:
+    """The axis of `images` images' class scores (where known): 1 of [N, C] scores, else that of class
+    probabilities at each position (probability_axis); None where the output holds none."""
+    if is_classification(output, images):
+        return 1
+    axis = probability_axis(output)
+    return axis if axis is not None and images in (None, len(output)) else None
 
 
 def is_class_sequence(output: np.ndarray) -> bool:
-    """A [N, T, C] output of class probabilities at each of T positions (C >= 2, every row in [0, 1] and
-    summing to 1): a text recognizer's softmax. Top-1 agreement then counts positions."""
-    if output.ndim != 3 or output.shape[2] < 2 or output.size == 0 or not np.isfinite(output).all():
-        return False
-    sums = output.sum(axis=2, dtype=np.float64)
-    return bool(output.min() >= 0.0 and output.max() <= 1.0 and np.all(np.abs(sums - 1.0) < 1e-3))
+    """A [N, T, C] output of class probabilities at each of T positions: a text recognizer's softmax."""
+    return output.ndim == 3 and probability_axis(output) == 2
+
+
+def probability_axis(output: np.ndarray) -> int | None:
+    """The axis along which a rank-3 or rank-4 output holds class probabilities at each position (C >= 2
+    values in [0, 1] summing to 1): 2 of a text recognizer's [N, T, C] softmax, 3 of a segmenter's
+    [N, H, W, C] softmax or 1 of its [N, C, H, W] one. Top-1 agreement then counts positions (pixels).
+    None for any other output."""
+    if output.ndim not in (3, 4) or output.size == 0 or not np.isfinite(output).all():
+        return None
+    if output.min() < 0.0 or output.max() > 1.0:
+        return None
+    for axis in (2,) if output.ndim == 3 else (3, 1):
+        sums = output.sum(axis=axis, dtype=np.float64)
+        if output.shape[axis] >= 2 and np.all(np.abs(sums - 1.0) < 1e-3):
+            return axis
+    return None

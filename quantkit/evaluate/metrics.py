@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from quantkit.evaluate.class_scores import has_class_scores
+from quantkit.evaluate.class_scores import class_axis
 from quantkit.outcomes import Accuracy, LatencyStats, OutputMetrics
 
 # An image whose own output has a cosine below this with FP32's is mostly noise there (SQNR near 0 dB or
@@ -73,16 +73,19 @@ class OutputErrors:
         norms = np.linalg.norm(flat_r, axis=1) * np.linalg.norm(flat_c, axis=1)
         dots = np.sum(flat_r * flat_c, axis=1)
         self.cosines.extend(np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0).tolist())
-        self.classification = self.classification and has_class_scores(ref, images)
-        if self.classification and not self.labels:
-            positions = ref.shape[1] if ref.ndim == 3 else 1
-            rows_r, rows_c = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, ref.shape[-1])
+        axis = class_axis(ref, images) if self.classification else None
+        self.classification = axis is not None
+        if axis is not None and not self.labels:
+            classes = ref.shape[axis]
+            rows_r = np.moveaxis(ref, axis, -1).reshape(-1, classes)
+            rows_c = np.moveaxis(cand, axis, -1).reshape(-1, classes)
+            positions = max(len(rows_r) // max(len(ref), 1), 1)  # each image weighs alike: its positions'
             self.top1_same += float(np.sum(rows_r.argmax(1) == rows_c.argmax(1))) / positions
-            self.classes = ref.shape[-1]
-            k = min(5, ref.shape[-1])
+            self.classes = classes
+            k = min(5, classes)
             top_r, top_c = _topk(rows_r, k), _topk(rows_c, k)
-            overlap = sum(len(set(a) & set(b)) / k for a, b in zip(top_r, top_c, strict=True))
-            self.top5_overlap += overlap / positions
+            shared = (top_r[:, :, None] == top_c[:, None, :]).any(axis=2).sum()
+            self.top5_overlap += float(shared) / k / positions
 
     def _add_kinds(self, ref64: np.ndarray, diff: np.ndarray) -> None:
         axis = kinds_axis(ref64.shape)

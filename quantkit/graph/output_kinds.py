@@ -46,6 +46,13 @@ def value_outputs(model: onnx.ModelProto) -> frozenset[str]:
     return frozenset(name for name in index.graph_outputs if _holds_values(index, name))
 
 
+def computing_op(model: onnx.ModelProto, output: str) -> str | None:
+    """The op type that gives a graph output its kind, past reshapes and constant scales (Softmax for a
+    segmenter's class probabilities transposed to NHWC); None for an input or a constant."""
+    node = _computing(GraphIndex(model), output)
+    return node.op_type if node is not None else None
+
+
 def _holds_values(index: GraphIndex, name: str) -> bool:
     node = _computing(index, name)
     if node is None:

@@ -26,7 +26,7 @@ from quantkit.evaluate.class_scores import class_view, has_class_scores
 from quantkit.evaluate.compare import read_classes
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
-from quantkit.graph.output_kinds import value_outputs
+from quantkit.graph.output_kinds import computing_op, value_outputs
 from quantkit.images import images_of, list_digest, resolve_preprocess, select_images, shortfall
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
@@ -114,21 +114,23 @@ Declared = Callable[[], onnx.ModelProto]  # the model, read when a check asks fo
 
 def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     """The first output, where --max-drop gates on top-1 agreement with FP32 (no --labels, no --detector;
-    else None): refused at once where it is a map (rank 4 or more: segmentation, a text detector's
-    probability map), which has no such figure, or where [N, C] scores are features (graph.output_kinds: an
-    embedding). Read from the graph before calibration: a 5 MB segmenter
-    spent 16 s calibrating first, a PP-OCR detector once ran 63 s and then failed the gate."""
+    else None): refused at once where it is a map (rank 4 or more) that no Softmax computes (a text
+    detector's probability map, segmentation logits), which has no such figure (a segmenter's softmax has,
+    per pixel), or where [N, C] scores are features (graph.output_kinds: an embedding). Read from the graph
+    before calibration: a 5 MB segmenter spent 16 s calibrating first, a PP-OCR detector once ran 63 s and
+    then failed the gate."""
     evaluation = config.evaluation
     if config.gates.max_drop is None or evaluation.labels is not None or evaluation.detection_threshold:
         return None
     first = declared().graph.output[0]
     tensor = first.type.tensor_type
     dims = tensor.shape.dim
-    if tensor.HasField("shape") and len(dims) >= 4 and any(d.dim_value != 1 for d in dims[2:]):
+    spatial = tensor.HasField("shape") and len(dims) >= 4 and any(d.dim_value != 1 for d in dims[2:])
+    if spatial and computing_op(declared(), first.name) != "Softmax":  # a segmenter's softmax has pixels
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first.name!r} is a rank-"
-            f"{len(dims)} map, not class scores: give --labels, or leave --max-drop out and "
-            "gate on --min-speedup and --max-size-ratio"
+            f"{len(dims)} map that no Softmax computes, not class scores: give --labels, or leave --max-drop "
+            "out and gate on --min-speedup and --max-size-ratio"
         )
     if (not tensor.HasField("shape") or len(dims) <= 2) and first.name in value_outputs(declared()):
         raise ConfigError(values_refusal("--max-drop", frozenset({first.name})))
@@ -160,9 +162,9 @@ def _check_class_scores(model_path: Path, first: str, table: CalibrationTable) -
     if not has_class_scores(class_view(value), images=1):
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first!r} "
-            f"{list(value.shape)} holds no class scores (an [N, C] output, or [N, T, C] probabilities): give "
-            "--labels, --detector for a detection head, or leave --max-drop out and gate on --min-speedup "
-            "and --max-size-ratio"
+            f"{list(value.shape)} holds no class scores (an [N, C] output, or probabilities at each "
+            "position): give --labels, --detector for a detection head, or leave --max-drop out and gate on "
+            "--min-speedup and --max-size-ratio"
         )
 
 

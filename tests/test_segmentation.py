@@ -1,0 +1,83 @@
+"""A segmenter's class probabilities at each pixel ([N, C, H, W] or [N, H, W, C] softmax) get a top-1
+agreement per pixel: compare gave such a map only SQNR and cosine (hunt31: road-seg-adas and DeepLabV3,
+whose pixel agreement a user had to compute by hand)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from quantkit.evaluate.class_scores import class_axis, probability_axis
+from quantkit.evaluate.metrics import OutputErrors
+from tests.conftest import conv_params, make_model, save
+from tests.helpers import run
+
+
+def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("axis", [1, 3])
+def test_pixel_agreement_of_a_probability_map(axis: int) -> None:
+    g = np.random.default_rng(7)
+    shape = (2, 5, 6, 7) if axis == 1 else (2, 6, 7, 5)
+    logits = g.normal(0, 2, shape)
+    ref = _softmax(logits, axis)
+    cand = _softmax(logits + g.normal(0, 0.5, shape), axis)
+    assert probability_axis(ref) == axis and class_axis(ref, images=2) == axis
+    assert class_axis(ref, images=1) is None  # two maps are not one image's
+    errors = OutputErrors("mask")
+    errors.update(ref, cand, images=2)
+    figures = errors.result()
+    same = ref.argmax(axis) == cand.argmax(axis)  # [N, H, W]
+    assert figures.top1_agreement == pytest.approx(float(same.mean()))
+    assert 0.0 < figures.top1_agreement < 1.0
+    assert figures.top5_overlap is None  # 5 classes: top-5 overlap says nothing
+
+
+def test_maps_that_hold_no_probabilities_have_no_agreement() -> None:
+    g = np.random.default_rng(8)
+    logits = g.normal(0, 2, (1, 4, 6, 6)).astype(np.float32)  # logits: not in [0, 1]
+    gray = g.random((1, 3, 6, 6)).astype(np.float32)  # an image in [0, 1], channels not summing to 1
+    one = np.ones((1, 1, 6, 6), np.float32)  # one channel sums to 1 everywhere: no classes
+    for value in (logits, gray, one):
+        assert probability_axis(value) is None
+        errors = OutputErrors("y")
+        errors.update(value, value * 0.99, images=1)
+        assert errors.result().top1_agreement is None
+
+
+def test_compare_gives_a_segmenter_its_pixel_agreement(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p1, p2 = conv_params(6, 3, 3, 11), conv_params(4, 6, 1, 12)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["z"], name="c2"),
+        helper.make_node("Softmax", ["z"], ["y"], name="soft", axis=1),
+    ]
+    weights = {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"] * 4, "b2": p2["b"]}
+    model = save(make_model(nodes, weights), tmp_path / "seg.onnx")
+    table, int8, report = tmp_path / "t.json", tmp_path / "seg.int8.onnx", tmp_path / "c.json"
+    code, _, err = run(["calibrate", str(model), "--images", str(image_dir), "--output", str(table)], capsys)
+    assert code == 0, err
+    code, _, err = run(["convert", str(model), "--calibration", str(table), "--output", str(int8)], capsys)
+    assert code == 0, err
+    argv = ["compare", str(model), str(int8), "--images", str(image_dir), "--runs", "0"]
+    code, _, err = run([*argv, "--json", str(report)], capsys)
+    assert code == 0, err
+    (figures,) = json.loads(report.read_text())["outputs"]
+    assert 0.9 <= figures["top1_agreement"] <= 1.0
+    # shrink's --max-drop gates on it (a map no Softmax computes is refused before calibrating)
+    out = tmp_path / "shrink"
+    argv = ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(out), "--runs", "0"]
+    code, _, err = run([*argv, "--max-drop", "10"], capsys)
+    assert code == 0, err
+    gates = json.loads((out / "report.json").read_text())
+    assert gates["comparison"]["outputs"][0]["top1_agreement"] >= 0.9
