@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from quantkit.evaluate.class_scores import class_axis, probability_axis
+from quantkit.evaluate.class_scores import class_axis, logits_axis, probability_axis
 from quantkit.evaluate.metrics import OutputErrors
 from tests.conftest import conv_params, make_model, save
-from tests.helpers import run
+from tests.helpers import assert_one_line_error, run
 
 
 def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:
@@ -81,3 +81,53 @@ def test_compare_gives_a_segmenter_its_pixel_agreement(
     assert code == 0, err
     gates = json.loads((out / "report.json").read_text())
     assert gates["comparison"]["outputs"][0]["top1_agreement"] >= 0.9
+
+
+def test_logits_axis_is_a_map_at_the_inputs_own_size() -> None:
+    side = (6, 7)
+    assert logits_axis(np.zeros((1, 21, 6, 7)), side) == 1
+    assert logits_axis(np.zeros((1, 6, 7, 21)), side) == 3
+    assert logits_axis(np.zeros((1, 3, 6, 7)), side) is None  # an image given back (an enhancer)
+    assert logits_axis(np.zeros((1, 1, 6, 7)), side) is None  # saliency, depth
+    assert logits_axis(np.zeros((1, 17, 3, 4)), side) is None  # a keypoint heatmap at a fraction of it
+    assert logits_axis(np.zeros((1, 21, 6, 7)), None) is None
+
+
+def _conv_segmenter(path: Path, classes: int) -> Path:
+    """Conv -> Relu -> Conv to `classes` logits at the input's own size (no Softmax)."""
+    p1, p2 = conv_params(6, 3, 3, 13), conv_params(classes, 6, 1, 14)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["y"], name="c2"),
+    ]
+    return save(make_model(nodes, {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"] * 4, "b2": p2["b"]}), path)
+
+
+@pytest.mark.parametrize(("classes", "agreement"), [(5, True), (3, False)])
+def test_compare_reads_a_segmenters_logits_per_pixel(
+    classes: int, agreement: bool, tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DeepLabV3 (tflite, [1, 257, 257, 21] logits after a Resize) measured 99.0 % of pixels agreeing by
+    hand; compare gave it none. Three channels at the input's size are an image, not classes."""
+    model = _conv_segmenter(tmp_path / "seg.onnx", classes)
+    table, int8, report = tmp_path / "t.json", tmp_path / "seg.int8.onnx", tmp_path / "c.json"
+    code, _, err = run(["calibrate", str(model), "--images", str(image_dir), "--output", str(table)], capsys)
+    assert code == 0, err
+    code, _, err = run(["convert", str(model), "--calibration", str(table), "--output", str(int8)], capsys)
+    assert code == 0, err
+    argv = ["compare", str(model), str(int8), "--images", str(image_dir), "--runs", "0"]
+    code, _, err = run([*argv, "--json", str(report)], capsys)
+    assert code == 0, err
+    (figures,) = json.loads(report.read_text())["outputs"]
+    out = tmp_path / "shrink"
+    argv = ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(out), "--runs", "0"]
+    code, _, err = run([*argv, "--max-drop", "10"], capsys)
+    if agreement:
+        assert 0.9 <= figures["top1_agreement"] <= 1.0
+        assert code == 0, err  # shrink's gate reads the same figure
+        (gated, *_) = json.loads((out / "report.json").read_text())["comparison"]["outputs"]
+        assert gated["top1_agreement"] >= 0.9
+    else:
+        assert figures["top1_agreement"] is None
+        assert_one_line_error(code, err, "first output 'y' [1, 3, 16, 16] holds no class scores")

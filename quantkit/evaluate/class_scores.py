@@ -42,6 +42,17 @@ def class_axis(output: np.ndarray, images: int | None = None) -> int | None:
     return axis if axis is not None and images in (None, len(output)) else None
 
 
+def logits_axis(output: np.ndarray, side: tuple[int, int] | None) -> int | None:
+    """The class axis of a segmenter's logits at the input's own size `side` (H, W): 1 of [N, C, H, W],
+    3 of [N, H, W, C]; C >= 2 and not 3 (an image the model gives back: an enhancer's, a style's). For an
+    output a Conv or Resize computes (graph.output_kinds.map_outputs): a keypoint heatmap or a text map at a
+    fraction of the input's size, or one channel of saliency or depth, has no such axis."""
+    if output.ndim != 4 or side is None:
+        return None
+    axis = 1 if output.shape[2:] == side else 3 if output.shape[1:3] == side else None
+    return axis if axis is not None and output.shape[axis] not in (1, 3) else None
+
+
 def is_class_sequence(output: np.ndarray) -> bool:
     """A [N, T, C] output of class probabilities at each of T positions: a text recognizer's softmax."""
     return output.ndim == 3 and probability_axis(output) == 2

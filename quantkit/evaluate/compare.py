@@ -11,7 +11,7 @@ import numpy as np
 
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError, ModelError
-from quantkit.evaluate.class_scores import class_views, is_classification
+from quantkit.evaluate.class_scores import class_views, is_classification, logits_axis
 from quantkit.evaluate.end2end import add_listed, is_listed_head, require_listed, rows_differ
 from quantkit.evaluate.metrics import (
     BoxAgreement,
@@ -66,8 +66,9 @@ class Comparison:
     reference's detections per anchor and the agreement of the final boxes (`detector` says how to read
     them; yolox needs the input (H, W); db: on probability maps [N, 1, H, W], the text pixels kept and
     the text boxes a DB post-process reads). values: the outputs the graph computes as features
-    (graph.output_kinds), given no class figures. `merge` adds a later shard's, so shards of one image
-    list give the one-pass figures."""
+    (graph.output_kinds), given no class figures; maps: those a Conv or Resize computes, whose class
+    logits at the input's size (`input_size`) get a top-1 agreement per pixel. `merge` adds a later
+    shard's, so shards of one image list give the one-pass figures."""
 
     def __init__(
         self,
@@ -77,9 +78,11 @@ class Comparison:
         detector: DetectorHead = DetectorHead.yolo,
         input_size: tuple[int, int] | None = None,
         values: frozenset[str] = frozenset(),
+        maps: frozenset[str] = frozenset(),
     ) -> None:
         self.folder = folder
         self.values = values
+        self.maps = maps
         self.classes = tuple(classes) if classes else None
         self.lookup = {c: i for i, c in enumerate(classes)} if classes else {}
         self.detection_threshold = detection_threshold
@@ -106,7 +109,8 @@ class Comparison:
                 continue
             images = feed_rows(batch.data)
             errors = self.errors.setdefault(name, OutputErrors(name, name in self.values))
-            errors.update(ref_out[name], cand_out[name], images)
+            logits = logits_axis(ref_out[name], self.input_size) if name in self.maps else None
+            errors.update(ref_out[name], cand_out[name], images, logits)
             if threshold is None:
                 continue
             if self.detector is DetectorHead.db:

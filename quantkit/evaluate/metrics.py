@@ -55,7 +55,9 @@ class OutputErrors:
         self.kinds: tuple[int, np.ndarray, np.ndarray] | None = None  # (axis, signal [K], noise [K])
         self.mixed = False  # batches of different kinds axes: no per-kind figure
 
-    def update(self, ref: np.ndarray, cand: np.ndarray, images: int | None = None) -> None:
+    def update(
+        self, ref: np.ndarray, cand: np.ndarray, images: int | None = None, axis: int | None = None
+    ) -> None:
         """ref, cand: [N, ...] with equal shapes; float, or integer labels (an ArgMax map), whose agreement
         is the share of equal elements of each image (SQNR of label numbers says nothing). images: how many
         the run held, where known (an output of another N holds no image's class scores)."""
@@ -73,7 +75,7 @@ class OutputErrors:
         norms = np.linalg.norm(flat_r, axis=1) * np.linalg.norm(flat_c, axis=1)
         dots = np.sum(flat_r * flat_c, axis=1)
         self.cosines.extend(np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0).tolist())
-        axis = class_axis(ref, images) if self.classification else None
+        axis = (axis if axis is not None else class_axis(ref, images)) if self.classification else None
         self.classification = axis is not None
         if axis is not None and not self.labels:
             classes = ref.shape[axis]

@@ -46,6 +46,21 @@ def value_outputs(model: onnx.ModelProto) -> frozenset[str]:
     return frozenset(name for name in index.graph_outputs if _holds_values(index, name))
 
 
+# ops that compute a segmenter's per-pixel class logits: its last Conv, or the Resize back to the input's size
+MAP_OPS = frozenset({"Conv", "ConvTranspose", "Resize", "Upsample"})
+
+
+def map_outputs(model: onnx.ModelProto) -> frozenset[str]:
+    """Graph outputs computed, past reshapes and constant scales, by a Conv, ConvTranspose or Resize: where
+    such an output is a map at the input's own size, per-pixel class logits (class_scores.logits_axis)."""
+    index = GraphIndex(model)
+    return frozenset(
+        name
+        for name in index.graph_outputs
+        if (node := _computing(index, name)) is not None and node.op_type in MAP_OPS
+    )
+
+
 def computing_op(model: onnx.ModelProto, output: str) -> str | None:
     """The op type that gives a graph output its kind, past reshapes and constant scales (Softmax for a
     segmenter's class probabilities transposed to NHWC); None for an input or a constant."""

