@@ -1,5 +1,6 @@
 """Typed, frozen configuration. CLI option names map 1:1 to fields; validated once in __post_init__.
-How images become inputs lives in config.preprocessing (re-exported here); as_enum in config.base."""
+How images become inputs lives in config.preprocessing, the choices convert offers in config.choices (both
+re-exported here); as_enum in config.base."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from quantkit.config.base import as_enum, check_threads
+from quantkit.config.choices import (
+    ActivationType,
+    CalibMethod,
+    FallbackPrecision,
+    Precision,
+    Prefer,
+    Rounding,
+    Target,
+    WeightRange,
+)
 from quantkit.config.preprocessing import (
     CROP_FRACTION,
     LETTERBOX_PAD,
@@ -27,73 +38,21 @@ __all__ = [
     "CROP_FRACTION",
     "LETTERBOX_PAD",
     "PRESETS",
+    "ActivationType",
+    "CalibMethod",
+    "FallbackPrecision",
     "ImageSelection",
     "Layout",
+    "Precision",
+    "Prefer",
     "Preprocess",
     "PreprocessOptions",
     "Preset",
     "ResizeMode",
+    "Rounding",
+    "Target",
+    "WeightRange",
 ]
-
-
-class CalibMethod(str, Enum):
-    minmax = "minmax"
-    percentile = "percentile"
-    entropy = "entropy"
-    mse = "mse"
-
-
-class ActivationType(str, Enum):
-    uint8 = "uint8"  # asymmetric; the fast path of onnxruntime on x86 CPUs
-    int8 = "int8"  # symmetric; for TensorRT-style targets
-
-
-class FallbackPrecision(str, Enum):
-    fp32 = "fp32"  # layers left float run in float32 (CPUs)
-    fp16 = "fp16"  # layers left float run in float16 (targets with float16 kernels: GPUs, ARM)
-    bf16 = "bf16"  # layers left float run in bfloat16 (accelerators with bfloat16 kernels); opset 22
-
-
-class WeightRange(str, Enum):
-    """Integer range of the int8 weights. x86 CPUs without VNNI multiply u8 x s8 with vpmaddubsw, which
-    adds two products in int16 and saturates: measured on SqueezeNet, 13.4 dB output SQNR there against
-    33.5 dB in exact arithmetic. 7-bit weights ([-63, 63]) cannot saturate it."""
-
-    auto = "auto"  # reduced where this machine's onnxruntime kernels saturate, else full
-    full = "full"  # [-127, 127]: CPUs with VNNI (avx512_vnni, avx_vnni, amx), ARM, GPUs
-    reduced = "reduced"  # [-63, 63]: any x86 CPU, with or without VNNI
-
-
-class Rounding(str, Enum):
-    """How the int8 weights are chosen on their per-channel grid (planner.rounding_plan)."""
-
-    compensated = "compensated"  # for the layer's output error on the samples (GPTQ), where measured better
-    nearest = "nearest"  # each weight to its nearest step
-
-
-class Prefer(str, Enum):
-    """What convert does with the speed of its INT8 model measured on the machine it runs on (--target
-    ort-cpu only: pipeline.speed_refine, evaluate.speed). Acting on timing makes the output bytes depend
-    on this machine: --prefer accuracy is the reproducible choice (and the one for another kind of CPU)."""
-
-    balanced = "balanced"  # ops profiled slower in int8 kept float; still twice below 0.97x FP32: all float
-    speed = "speed"  # the same, with all float below 1.0x FP32 measured twice
-    accuracy = "accuracy"  # not measured: the INT8 model as planned
-
-
-class Target(str, Enum):
-    """The runtime an INT8 model is placed for (planner.targets; quantkit/docs/targets.md)."""
-
-    ort_cpu = "ort-cpu"  # onnxruntime's CPU kernels: uint8 activations, Q/DQ where it fuses QLinear ops
-    tensorrt = "tensorrt"  # int8 symmetric, Q/DQ on weighted layers' inputs and residual Adds, float bias
-    openvino = "openvino"  # the same placement with uint8 activations (OpenVINO's CPU plugin)
-
-
-class Precision(str, Enum):
-    int8 = "int8"
-    fp16 = "fp16"
-    fp8 = "fp8"  # E4M3FN Q/DQ in TensorRT's placement (ConvertConfig.fp8)
-    bf16 = "bf16"  # bfloat16: float32's range, 8 significant bits (accelerators with bfloat16 kernels)
 
 
 FLOAT_PRECISIONS = (Precision.fp16, Precision.bf16)
