@@ -53,6 +53,7 @@ from quantkit.config import (
     Gates,
     ImageSelection,
     LatencyConfig,
+    OutputKind,
     Precision,
     PreprocessOptions,
     Runtime,
@@ -104,6 +105,7 @@ def calibrate(
     workers: int = 1,
     ray: str | None = None,
     threads: int = 0,
+    output_kind: str = "auto",
     progress: Progress | None = None,
 ) -> CalibrateSummary:
     """Run the FP32 model over `data` and write a calibration table (`output`, default: MODEL.calib.json
@@ -112,7 +114,9 @@ def calibrate(
 
     workers: local processes; ray: a Ray cluster's address (needs quantkit[ray]); threads: inference
     threads per worker. The table is byte-for-byte the same for any of them at one `threads` (onnxruntime
-    rounds some sums differently with another thread count). Workers start through
+    rounds some sums differently with another thread count). output_kind: what the [N, C] outputs hold,
+    "classes", "values" (embeddings, landmarks) or "auto", for the check that FP32 is fed right. Workers
+    start through
     multiprocessing, so a script that uses them needs the usual `if __name__ == "__main__":` guard."""
     model_path = Path(model)
     table = Path(output) if output is not None else model_path.with_suffix(".calib.json")
@@ -126,7 +130,11 @@ def calibrate(
     )
     with _arguments("calibrate"):
         config = CalibrateConfig(
-            selection, _preprocess(preprocess, "calibrate"), batch_size=batch_size, bins=bins
+            selection,
+            _preprocess(preprocess, "calibrate"),
+            batch_size=batch_size,
+            bins=bins,
+            output_kind=as_enum(OutputKind, output_kind, "output_kind"),
         )
     return run_calibrate(
         model_path, table, config, progress or no_progress, arrays, Parallel(workers, ray, threads)
@@ -193,11 +201,13 @@ def compare(
     detector: str | None = None,
     score_threshold: float | None = None,
     runtime: str = "onnxruntime",
+    output_kind: str = "auto",
     progress: Progress | None = None,
 ) -> ComparisonResult:
     """Accuracy (with `labels`), output error, latency and size of `candidate` against `reference`.
     workers / ray: where the images are scored (as for `calibrate`); latency is always timed here.
-    runtime: where both models run, "onnxruntime" or "openvino" (the `openvino` extra).
+    runtime: where both models run, "onnxruntime" or "openvino" (the `openvino` extra). output_kind: what
+    the [N, C] outputs hold: "classes" (top-1 agreement), "values" (SQNR and cosine only) or "auto".
     Preprocessing is read from the candidate's quantkit metadata unless `preprocess` is given."""
     selection, arrays = _data(data, num_images, seed)
     with _arguments("compare"):
@@ -207,6 +217,7 @@ def compare(
             labels=Path(labels) if labels is not None else None,
             latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
             runtime=as_enum(Runtime, runtime, "runtime"),
+            output_kind=as_enum(OutputKind, output_kind, "output_kind"),
             **detector_fields(detector, score_threshold, "detector"),
         )
     explicit = preprocess is not None
@@ -278,6 +289,7 @@ def shrink(
     warmup: int = _LATENCY.warmup,
     detector: str | None = None,
     score_threshold: float | None = None,
+    output_kind: str = "auto",
     compact: bool = False,
     target: str = "ort-cpu",
     html: bool = False,
@@ -305,14 +317,16 @@ def shrink(
     )
     pre = _preprocess(preprocess, "shrink")
     with _arguments("shrink"):
+        kind = as_enum(OutputKind, output_kind, "output_kind")
         config = ShrinkConfig(
-            calibration=CalibrateConfig(calib, pre),
+            calibration=CalibrateConfig(calib, pre, output_kind=kind),
             convert=_shrink_convert(dict(convert_options or {}), compact, target),
             evaluation=CompareConfig(
                 images=held,
                 preprocess=pre,
                 labels=label_file,
                 latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+                output_kind=kind,
                 **detector_fields(detector, score_threshold, "detector"),
             ),
             gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference),
@@ -391,6 +405,7 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
             labels=Path(options["labels"]) if options.get("labels") else None,
             max_trials=int(options.get("max_trials", AccuracyBudget.max_trials)),
             timeout_s=float(options.get("timeout", AccuracyBudget.timeout_s)),
+            output_kind=as_enum(OutputKind, options.get("output_kind", "auto"), "output_kind"),
             **detector_fields(options.get("detector"), None, "detector"),
         )
 

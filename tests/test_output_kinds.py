@@ -141,8 +141,8 @@ def test_an_embedding_has_no_class_figures(
     assert_one_line_error(
         code,
         err,
-        "--max-drop needs class scores to agree on, and the model's output 'y' holds features",
-        "give --min-sqnr DB for a floor on the output's SQNR instead, or --labels if it is a classifier's",
+        "--max-drop needs class scores to agree on, and the model's output 'y' holds values",
+        "give --min-sqnr DB for a floor on the output's SQNR instead, or --output-kind classes",
     )
     assert not (tmp_path / "s").exists()
     argv = ["convert", str(model), "--calibration", str(table), "--output", str(tmp_path / "b.onnx")]
@@ -150,3 +150,62 @@ def test_an_embedding_has_no_class_figures(
     assert_one_line_error(code, err, "--max-drop needs class scores to agree on")
     assert not (tmp_path / "b.onnx").exists()
     assert model.read_bytes() == before
+
+
+def _landmarks(path: Path) -> Path:
+    """A regression head as PFLD writes it: Gemm -> [N, WIDTH] coordinates, whose largest is nearly always
+    the same one (a bias far above the rest): the graph cannot tell it from a classifier's logits."""
+    bias = np.zeros(WIDTH, np.float32)
+    bias[3] = 50.0
+    return save(_head([helper.make_node("Add", ["z", "shift"], ["y"])], {"shift": bias}), path)
+
+
+def test_output_kind_says_what_the_graph_cannot(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt33: PFLD's [N, 136] landmarks (Gemm) read 'top-1 agree 84 %'; a face-quality model's ordinal
+    scores drew 'FP32 gives class 0 for 24 of 24 images: its input is likely wrong', and shrink failed its
+    FP32 gate on it."""
+    model = _landmarks(tmp_path / "pfld.onnx")
+    table, int8 = tmp_path / "t.json", tmp_path / "p.int8.onnx"
+    calibrate = ["calibrate", str(model), "--images", str(image_dir), "--output", str(table)]
+    code, _, err = run(calibrate, capsys)
+    assert code == 0 and "FP32 gives class 3 of output 'y' for 24 of 24 images" in err
+    assert "say so with --output-kind values" in err
+    code, _, err = run([*calibrate, "--output-kind", "values"], capsys)
+    assert code == 0 and "FP32 gives class" not in err, err
+    code, _, err = run(["convert", str(model), "--calibration", str(table), "--output", str(int8)], capsys)
+    assert code == 0, err
+    report = tmp_path / "c.json"
+    argv = ["compare", str(model), str(int8), "--images", str(image_dir), "--runs", "0"]
+    for kind, scored in (("auto", True), ("values", False)):
+        code, _, err = run([*argv, "--output-kind", kind, "--json", str(report)], capsys)
+        assert code == 0, err
+        (figures,) = json.loads(report.read_text())["outputs"]
+        assert (figures["top1_agreement"] is not None) is scored
+        findings = json.loads(report.read_text())["reference_findings"]
+        assert [line.startswith("FP32 gives class 3 of output 'y'") for line in findings] == [scored] * scored
+    argv = ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(tmp_path / "s")]
+    code, _, err = run([*argv, "--max-drop", "1", "--output-kind", "values"], capsys)
+    assert_one_line_error(code, err, "--max-drop needs class scores to agree on, and --output-kind values")
+    code, _, err = run([*argv, "--min-speedup", "0.01", "--runs", "2", "--output-kind", "values"], capsys)
+    assert code == 0, err  # no 'FP32 reference' gate failure on the values' own largest coordinate
+    argv = ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "b.onnx")]
+    code, _, err = run([*argv, "--output-kind", "values"], capsys)
+    assert_one_line_error(code, err, "convert reads --output-kind only with --max-drop")
+
+
+def test_output_kind_classes_keeps_an_embedding_s_top1(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import quantkit
+
+    model = save(_head(EMBEDDING, _bn()), tmp_path / "embed.onnx")
+    table = quantkit.calibrate(model, image_dir, output=tmp_path / "t.json").table
+    int8 = tmp_path / "e.int8.onnx"
+    quantkit.convert(model, calibration=table, output=int8)
+    for kind, scored in (("auto", False), ("classes", True)):
+        result = quantkit.compare(model, int8, data=image_dir, runs=0, output_kind=kind)
+        assert (result.outputs[0].top1_agreement is not None) is scored
+    with pytest.raises(quantkit.ConfigError, match="output_kind must be one of"):
+        quantkit.compare(model, int8, data=image_dir, runs=0, output_kind="embedding")

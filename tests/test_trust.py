@@ -198,7 +198,8 @@ def test_each_sign_of_a_wrongly_fed_reference_is_one_finding() -> None:
     one_class = logits.copy()
     one_class[:19, 7] = 50.0
     (line,) = _check(huge / 1000, {"y": one_class}).findings()
-    assert line.startswith("FP32 gives class 7 for 19 of 20 images")
+    assert line.startswith("FP32 gives class 7 of output 'y' for 19 of 20 images: if it holds class scores")
+    assert line.endswith("say so with --output-kind values")
 
     (line,) = _check(huge / 1000, {"y": logits}).findings(top1=0.01, labelled_classes=100)
     assert line.startswith("FP32's own top-1 is 1.00% on these images, below twice chance (2.00%)")
@@ -434,7 +435,7 @@ def test_a_twelve_class_model_giving_one_class_is_flagged(
     path = tmp_path / "stuck.onnx"
     onnx.save(model, str(path))
     code, _, err = run(["compare", str(path), str(path), "--images", str(image_dir), *FAST], capsys)
-    assert code == 0 and "warning: FP32 gives class 3 for 24 of 24 images" in err
+    assert code == 0 and "warning: FP32 gives class 3 of output 'y' for 24 of 24 images" in err
 
 
 def test_a_mostly_corrupt_folder_names_the_files_and_why(

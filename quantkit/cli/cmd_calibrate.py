@@ -16,6 +16,7 @@ from quantkit.cli.options import (
     InputsOpt,
     MeanOpt,
     NumImagesOpt,
+    OutputKindOpt,
     PadOpt,
     PresetOpt,
     RayOpt,
@@ -27,6 +28,7 @@ from quantkit.cli.options import (
     WorkerThreadsOpt,
     preprocess_options,
 )
+from quantkit.config import OutputKind
 from quantkit.errors import ConfigError
 
 
@@ -57,6 +59,7 @@ def calibrate(
     ] = 8,
     bins: Annotated[int, typer.Option("--bins", help="Histogram bins per tensor (at least 2048).")] = 2048,
     inputs: InputsOpt = None,
+    output_kind: OutputKindOpt = OutputKind.auto,
     workers: WorkersOpt = 1,
     ray: RayOpt = None,
     threads: WorkerThreadsOpt = 0,
@@ -77,6 +80,7 @@ def calibrate(
         preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size, pad),
         batch_size=batch_size,
         bins=bins,
+        output_kind=output_kind,
     )
     parallel = Parallel(workers, ray or None, threads)
     guard_outputs(

@@ -28,6 +28,7 @@ from quantkit.cli.options import (
     InputsOpt,
     MeanOpt,
     NumImagesOpt,
+    OutputKindOpt,
     PadOpt,
     PresetOpt,
     RayOpt,
@@ -42,7 +43,7 @@ from quantkit.cli.options import (
     WorkersOpt,
     preprocess_options,
 )
-from quantkit.config import Runtime
+from quantkit.config import OutputKind, Runtime
 from quantkit.errors import ConfigError
 from quantkit.files import json_text
 
@@ -79,6 +80,7 @@ def compare(
     warmup: WarmupOpt = 10,
     detector: DetectorOpt = None,
     score_threshold: ScoreOpt = None,
+    output_kind: OutputKindOpt = OutputKind.auto,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every figure as JSON here.")] = None,
     markdown_path: Annotated[
         Path | None, typer.Option("--markdown", help="Write a Markdown table here.")
@@ -121,6 +123,7 @@ def compare(
         labels=labels,
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
         runtime=runtime,
+        output_kind=output_kind,
         **detector_fields(detector, score_threshold),
     )
     outputs = [("--json", json_path), ("--markdown", markdown_path)]

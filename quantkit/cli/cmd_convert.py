@@ -41,6 +41,7 @@ from quantkit.config import (
     BudgetMetric,
     CalibMethod,
     FallbackPrecision,
+    OutputKind,
     Precision,
     Prefer,
     Rounding,
@@ -198,6 +199,15 @@ def convert(
     ] = True,
     compact: CompactOpt = False,
     detector: DetectorOpt = None,
+    output_kind: Annotated[
+        OutputKind,
+        typer.Option(
+            "--output-kind",
+            help="--max-drop: what the [N, C] outputs hold, classes or values (embeddings, landmarks: no "
+            "agreement to keep; --min-sqnr instead); auto: values where the graph computes them with a "
+            "rectifier or a normalisation.",
+        ),
+    ] = OutputKind.auto,
     input_size: Annotated[
         str | None,
         typer.Option(
@@ -305,10 +315,12 @@ def convert(
             labels=labels,
             max_trials=max_trials,
             timeout_s=timeout,
+            output_kind=output_kind,
             **detector_fields(detector, None),
         )
-    elif detector is not None:
-        raise ConfigError("convert reads --detector only with --max-drop; add the budget or leave it out")
+    elif detector is not None or output_kind is not OutputKind.auto:
+        flag = "--detector" if detector is not None else "--output-kind"
+        raise ConfigError(f"convert reads {flag} only with --max-drop; add the budget or leave it out")
     with progress_bars() as progress:
         summary = pipeline.convert(
             model, calibration, output, config, progress, budget, Parallel(workers, ray or None, threads)

@@ -31,6 +31,7 @@ from quantkit.cli.options import (
     MeanOpt,
     MethodOpt,
     NumImagesOpt,
+    OutputKindOpt,
     PadOpt,
     PreferOpt,
     PresetOpt,
@@ -47,7 +48,7 @@ from quantkit.cli.options import (
     WorkersOpt,
     preprocess_options,
 )
-from quantkit.config import CalibMethod, Prefer, Target
+from quantkit.config import CalibMethod, OutputKind, Prefer, Target
 
 
 @app.command(
@@ -136,6 +137,7 @@ def shrink(
     warmup: WarmupOpt = 10,
     detector: DetectorOpt = None,
     score_threshold: ScoreOpt = None,
+    output_kind: OutputKindOpt = OutputKind.auto,
     preset: PresetOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
@@ -163,7 +165,9 @@ def shrink(
 
     preprocess = preprocess_options(preset, mean, std, bgr, resize, input_size, pad)
     config = ShrinkConfig(
-        calibration=CalibrateConfig(ImageSelection(images, num_images, seed), preprocess),
+        calibration=CalibrateConfig(
+            ImageSelection(images, num_images, seed), preprocess, output_kind=output_kind
+        ),
         convert=ConvertConfig(
             method=method,
             prefer=prefer,
@@ -178,6 +182,7 @@ def shrink(
             preprocess=preprocess,
             labels=labels,
             latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+            output_kind=output_kind,
             **detector_fields(detector, score_threshold),
         ),
         gates=Gates(

@@ -11,6 +11,7 @@ import typer.main
 
 from quantkit.config import (
     CalibMethod,
+    OutputKind,
     Prefer,
     Preset,
     ResizeMode,
@@ -94,6 +95,17 @@ DetectorOpt = Annotated[
         "threshold, box score 0.6); end2end: final detections [N, K, x0 y0 x1 y1 score class] (YOLOv10, "
         "YOLO26, exports with NMS). Adds detection recall and the final boxes matched (convert: to "
         "--max-drop's budget, which it needs).",
+    ),
+]
+
+OutputKindOpt = Annotated[
+    OutputKind,
+    typer.Option(
+        "--output-kind",
+        help="What the model's [N, C] outputs hold: classes (scores: top-1 agreement, FP32's check that one "
+        "class does not win every image), values (embeddings, landmarks, regressions: SQNR and cosine "
+        "only), or auto (values where the graph computes them with a rectifier or a normalisation, else "
+        "classes).",
     ),
 ]
 

@@ -62,14 +62,25 @@ FLOAT_PRECISIONS = (Precision.fp16, Precision.bf16)
 FLOAT_MIN_SQNR = {Precision.fp16: 40.0, Precision.bf16: 22.0}
 
 
+class OutputKind(str, Enum):
+    """What a model's [N, C] outputs hold, for the figures that read class scores (top-1 agreement, the
+    check that FP32 is fed right, --max-drop's agreement)."""
+
+    auto = "auto"  # values where the graph computes them as features (graph.output_kinds), else classes
+    classes = "classes"  # class scores, whatever computes them
+    values = "values"  # values of their own (embeddings, landmarks, regressions): no class figures
+
+
 @dataclass(frozen=True)
 class CalibrateConfig:
     images: ImageSelection
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     batch_size: int = 8
     bins: int = 2048
+    output_kind: OutputKind = OutputKind.auto  # what the FP32 check reads classes from
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "output_kind", as_enum(OutputKind, self.output_kind, "--output-kind"))
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.bins < 2048:
@@ -229,8 +240,10 @@ class CompareConfig:
     detection_threshold: float | None = None  # YOLO-style detection recall at this score, when set
     detector: DetectorHead = DetectorHead.yolo  # how the head's boxes read, with detection_threshold
     runtime: Runtime = Runtime.onnxruntime
+    output_kind: OutputKind = OutputKind.auto  # which outputs get class figures
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "output_kind", as_enum(OutputKind, self.output_kind, "--output-kind"))
         if self.detection_threshold is not None and not 0.0 < self.detection_threshold < 1.0:
             raise ConfigError(f"--score-threshold must be in (0, 1), got {self.detection_threshold}")
         object.__setattr__(self, "runtime", as_enum(Runtime, self.runtime, "--runtime"))
@@ -287,6 +300,12 @@ class BudgetMetric(str, Enum):
     boxes = "boxes"  # FP32's final boxes (threshold, NMS) missed or added, per 100 (needs --detector)
 
 
+# --max-drop without --labels or --detector where --output-kind values says no output holds class scores
+VALUES_SAID = (
+    "--max-drop needs class scores to agree on, and --output-kind values says no output holds them: give "
+    "--min-sqnr DB for a floor on the output's SQNR instead, --labels, or --detector for a detection head"
+)
+
 # convert's options that only the accuracy budget (--max-drop) reads, by their parameter names
 BUDGET_OPTIONS = (
     "max_drop",
@@ -297,6 +316,7 @@ BUDGET_OPTIONS = (
     "max_trials",
     "timeout",
     "detector",
+    "output_kind",
 )
 
 
@@ -313,9 +333,11 @@ class AccuracyBudget:
     timeout_s: float = 900.0
     detection_threshold: float = 0.3
     detector: DetectorHead | None = None  # how the head's boxes read; needed by the boxes metric
+    output_kind: OutputKind = OutputKind.auto  # which outputs hold class scores to agree on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metric", as_enum(BudgetMetric, self.metric, "--metric"))
+        object.__setattr__(self, "output_kind", as_enum(OutputKind, self.output_kind, "--output-kind"))
         if self.metric is BudgetMetric.boxes and self.detector is None:
             raise ConfigError(
                 "--metric boxes needs --detector yolo|yolox|yolov8|db|end2end to read the boxes"
@@ -326,6 +348,8 @@ class AccuracyBudget:
             raise ConfigError("--max-trials must be at least 1 and --timeout above 0")
         if self.metric is BudgetMetric.top1 and self.labels is None:
             raise ConfigError("--metric top1 needs --labels FILE; or use --metric agreement")
+        if self.labels is None and self.detector is None and self.output_kind is OutputKind.values:
+            raise ConfigError(VALUES_SAID)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -337,6 +361,7 @@ class AccuracyBudget:
             "max_trials": self.max_trials,
             "timeout_s": self.timeout_s,
             "detector": self.detector.value if self.detector else None,
+            "output_kind": self.output_kind.value,
         }
 
 
@@ -391,5 +416,9 @@ class ShrinkConfig:
                 f"--min-speedup times onnxruntime on this CPU, not {target.value}; leave the gate out with "
                 f"--target {target.value}"
             )
+        evaluation = self.evaluation
+        scores = evaluation.labels is not None or evaluation.detection_threshold is not None
+        if self.gates.max_drop is not None and not scores and evaluation.output_kind is OutputKind.values:
+            raise ConfigError(VALUES_SAID)
         if self.gates.min_speedup is not None and self.evaluation.latency.runs == 0:
             raise ConfigError("--min-speedup needs timed runs; give --runs 1 or more, or drop the gate")

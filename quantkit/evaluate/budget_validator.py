@@ -278,14 +278,14 @@ def _choose(
 
 
 def values_refusal(option: str, values: frozenset[str]) -> str:
-    """Why `option` cannot gate a model whose outputs hold features (graph.output_kinds), and what to
-    give instead."""
+    """Why `option` cannot gate a model whose outputs the graph computes as features (graph.output_kinds),
+    and what to give instead."""
     names = ", ".join(repr(n) for n in sorted(values))
     return (
-        f"{option} needs class scores to agree on, and the model's output {names} holds features (the graph "
+        f"{option} needs class scores to agree on, and the model's output {names} holds values (the graph "
         "computes it with a rectifier or a normalisation: an embedding or a regression), whose top-1 says "
-        "nothing: give --min-sqnr DB for a floor on the output's SQNR instead, or --labels if it is a "
-        "classifier's scores"
+        "nothing: give --min-sqnr DB for a floor on the output's SQNR instead, or --output-kind classes "
+        "(or --labels) if it holds a classifier's scores"
     )
 
 

@@ -101,8 +101,9 @@ class ReferenceCheck:
             label, times = self.classes.most_common(1)[0]
             if times >= ONE_CLASS_SHARE * self.images:
                 found.append(
-                    f"FP32 gives class {label} for {times} of {self.images} images: its input is likely "
-                    f"wrong; {CHECK}"
+                    f"FP32 gives class {label} of output {self._classifier!r} for {times} of {self.images} "
+                    f"images: if it holds class scores, its input is likely wrong ({CHECK}); if it holds "
+                    "values (an embedding, landmarks, scores of their own), say so with --output-kind values"
                 )
         if detections == 0 and self.images:
             found.append(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import onnx
 
+from quantkit.config import OutputKind
 from quantkit.graph.query import GraphIndex
 
 # ops that move or retype values without changing what they are
@@ -37,12 +38,16 @@ _NORM_OPS = frozenset({"ReduceL2", "ReduceL1", "ReduceSumSquare", "Sqrt"})
 _NORM_DEPTH = 4  # how many ops back from the divisor a norm is looked for
 
 
-def value_outputs(model: onnx.ModelProto) -> frozenset[str]:
-    """Graph outputs computed, past reshapes and constant scales, by a rectifier or a normalisation (Relu,
+def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) -> frozenset[str]:
+    """The graph outputs that hold values, not class scores: every one (kind values), none (classes), or
+    (auto) those computed, past reshapes and constant scales, by a rectifier or a normalisation (Relu,
     PRelu and its Relu + Mul form, BatchNormalization, LayerNormalization, LpNormalization, a division by
     a norm): features and embeddings, never a classifier's scores (its Gemm, MatMul + bias, pooled Conv or
-    Softmax)."""
+    Softmax). A regression's Gemm (68 landmarks, [N, 136]) or a BatchNormalization folded into the Conv
+    before an embedding's Reshape reads as scores: --output-kind values says otherwise."""
     index = GraphIndex(model)
+    if kind is not OutputKind.auto:
+        return frozenset(index.graph_outputs if kind is OutputKind.values else ())
     return frozenset(name for name in index.graph_outputs if _holds_values(index, name))
 
 

@@ -63,7 +63,7 @@ def search_budget(
         budget.detection_threshold,
         budget.detector,
         (preprocess.height, preprocess.width),
-        value_outputs(model),
+        value_outputs(model, budget.output_kind),
     )
     rounded = spread.rounded
     base = make_plan(model, table, config, range_cache=cache, alphas=alphas, rounded=rounded)

@@ -168,7 +168,7 @@ def calibrate(
         run_rows=rows_per_run(per_run or sample_bytes(prepared.model, list(observed)), size),
         model_sha256="",
         groups=groups,
-        values=value_outputs(prepared.model),
+        values=value_outputs(prepared.model, config.output_kind),
     )
     tick = progress("calibrating", total)
     notes = prepared.notes()

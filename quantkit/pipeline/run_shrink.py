@@ -134,7 +134,9 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
             f"{len(dims)} map that no Softmax, Conv or Resize computes (a segmenter's classes), not class "
             "scores: give --labels, or leave --max-drop out and gate on --min-speedup and --max-size-ratio"
         )
-    if (not tensor.HasField("shape") or len(dims) <= 2) and first.name in value_outputs(declared()):
+    if (not tensor.HasField("shape") or len(dims) <= 2) and first.name in value_outputs(
+        declared(), evaluation.output_kind
+    ):
         raise ConfigError(values_refusal("--max-drop", frozenset({first.name})))
     return first.name
 
