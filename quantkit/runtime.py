@@ -61,8 +61,7 @@ class Runner(Protocol):
 
 
 def _own(output: np.ndarray, fed: Iterable[np.ndarray]) -> np.ndarray:
-    """The output, copied where it is a view of a fed array (a graph input that is also an output): the
-    caller's feed may be freed while the output is still held."""
+    """The output, copied where it views a fed array (an input that is an output): the feed may go first."""
     return output.copy() if any(np.may_share_memory(output, f) for f in fed) else output
 
 
@@ -170,6 +169,7 @@ class Session:
             else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         )
         options.log_severity_level = 4  # fatal only: a failure reaches the user as one line of ours
+        ort.set_default_logger_severity(4)  # and kernels' own (hunt33: LYT-Net's Resize, 140 lines)
         source = str(model) if isinstance(model, Path) else model
         try:
             self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

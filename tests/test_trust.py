@@ -628,3 +628,36 @@ def test_a_search_short_of_its_target_is_not_reported_where_the_written_model_re
     steps = [FallbackStep("conv_3", "Conv", 10.25)]
     assert short_of_target(12.0, 8, 2.1, steps, {"y": 12.9}) == ()  # the speed plan lifted it since
     assert len(short_of_target(12.0, 8, 2.1, steps, {"y": 12.9, "z": 11.0})) == 1
+
+
+def test_onnxruntime_prints_none_of_its_own_log_lines(
+    tmp_path: Path, image_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """hunt33: LYT-Net's Resize ('tf_half_pixel_for_nn' at opset 16) made onnxruntime's default logger
+    print 140 coloured warnings during convert, 14 of them under --quiet."""
+    from onnx import numpy_helper
+
+    from tests.helpers import run
+
+    resize = helper.make_node(
+        "Resize",
+        ["x", "", "scales"],
+        ["y"],
+        mode="nearest",
+        coordinate_transformation_mode="tf_half_pixel_for_nn",
+    )
+    graph = helper.make_graph(
+        [resize],
+        "resize",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    path = tmp_path / "resize.onnx"
+    onnx.save(model, str(path))
+    argv = ["compare", str(path), str(path), "--images", str(image_dir), "--runs", "1", "-q"]
+    code, _, err = run([*argv, "--json", str(tmp_path / "c.json")], capfd)  # type: ignore[arg-type]
+    assert code == 0, err
+    assert "onnxruntime" not in err and err == "", err
