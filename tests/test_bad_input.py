@@ -1436,10 +1436,17 @@ def test_a_file_that_is_no_onnx_is_named_for_what_it_is(
     model.opset_import[0].version = 30
     newer = tmp_path / "newer.onnx"
     onnx.save(model, str(newer))
+    # hunt33: a Git LFS pointer and a GitHub page saved under the model's name were told to "re-export it"
+    lfs = tmp_path / "sface.onnx"
+    lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 38696353\n")
+    page = tmp_path / "ferplus.onnx"
+    page.write_bytes(b"\xef\xbb\xbf\n\n  <!DOCTYPE html>\n<html lang='en'><head><title>model</title>")
     expected = {
         gz: "is a gzip archive, not an .onnx file: gunzip it and give the .onnx inside",
         ort_file: "is an onnxruntime .ort model: give the .onnx model it was converted from",
         newer: f"uses opset 30, newer than onnx {onnx.__version__} defines",
+        lfs: "is a Git LFS pointer, not the model: run `git lfs pull` in its repository",
+        page: "is a web page (HTML), not the model: a page was saved in its place; download the raw file",
     }
     for path, phrase in expected.items():
         code, _, err = run(["convert", str(path), "--to", "fp16", "-o", str(tmp_path / "o.onnx")], capsys)

@@ -22,7 +22,15 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     ),
     (b"\x89HDF", 0, "is an HDF5 file (a Keras model): convert it to ONNX first (tf2onnx)"),
     (b"\x80", 0, "looks like a Python pickle (a PyTorch or scikit-learn file): export the model to ONNX"),
+    (
+        b"version https://git-lfs",
+        0,
+        "is a Git LFS pointer, not the model: run `git lfs pull` in its repository, or download the file "
+        "itself",
+    ),
 )
+# a web page saved in place of the model (a repository's page rather than its raw file)
+_HTML = (b"<!doctype html", b"<html", b"<?xml", b"<head", b"<!--")
 
 
 def not_onnx(path: Path, reason: str) -> str:
@@ -30,12 +38,17 @@ def not_onnx(path: Path, reason: str) -> str:
     error and "re-export it"."""
     try:
         with path.open("rb") as handle:
-            head = handle.read(8)
+            head = handle.read(64)
     except OSError:
         head = b""
     for magic, offset, fix in _SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
             return f"{path} {fix}"
+    if head.removeprefix(b"\xef\xbb\xbf").lstrip().lower().startswith(_HTML):
+        return (
+            f"{path} is a web page (HTML), not the model: a page was saved in its place; download the raw "
+            "file (on GitHub: 'Download raw file', not the page's address)"
+        )
     return f"{path} is not a valid ONNX model ({reason}); re-export it"
 
 
