@@ -72,6 +72,20 @@ PRELU_BY_HAND = [  # tf2onnx's PReLU: Relu(x) + alpha * -Relu(-x), then a reshap
     helper.make_node("Reshape", ["pr", "shape"], ["y"]),
 ]
 AXES = {"axes": np.array([1], np.int64)}
+# hunt33: a cosine classifier (CLIP zero-shot, NormFace): normalised features times normalised class
+# weights, scaled by exp(s): class scores, though a norm lies four ops back from its Mul
+COSINE_CLASSIFIER = [
+    helper.make_node("ReduceL2", ["z"], ["norm"], axes=[1], keepdims=1),
+    helper.make_node("Div", ["z", "norm"], ["unit"]),
+    helper.make_node("MatMul", ["unit", "wn"], ["cos"]),
+    helper.make_node("Exp", ["log_scale"], ["scale"]),
+    helper.make_node("Mul", ["cos", "scale"], ["y"]),
+]
+
+
+def _unit_rows() -> np.ndarray:
+    w = rng(6).normal(size=(WIDTH, 7)).astype(np.float32)
+    return w / np.linalg.norm(w, axis=0, keepdims=True)
 
 
 @pytest.mark.parametrize(
@@ -82,6 +96,7 @@ AXES = {"axes": np.array([1], np.int64)}
         ([helper.make_node("Mul", ["z", "temp"], ["y"])], {"temp": np.float32(0.5)}, False),  # scaled logits
         ([helper.make_node("Add", ["z", "z"], ["y"])], None, False),  # a sum of two computed scores
         (SOFTMAX_BY_HAND, AXES, False),
+        (COSINE_CLASSIFIER, {"wn": _unit_rows(), "log_scale": np.float32(np.log(30.0))}, False),
         (EMBEDDING, _bn(), True),
         ([helper.make_node("Relu", ["z"], ["q"]), helper.make_node("Flatten", ["q"], ["y"])], None, True),
         (L2_NORMALISED, AXES, True),

@@ -36,6 +36,9 @@ _VALUE_OPS = frozenset(
 # softmax (Div of Exp by ReduceSum)
 _NORM_OPS = frozenset({"ReduceL2", "ReduceL1", "ReduceSumSquare", "Sqrt"})
 _NORM_DEPTH = 4  # how many ops back from the divisor a norm is looked for
+# a norm before one of these is an input the layer weighs (a cosine classifier: normalised features times
+# normalised class weights, hunt33's MobileNetV2 variant, 85 % top-1), not the output's own normalisation
+_LINEAR_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum"})
 
 
 def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) -> frozenset[str]:
@@ -105,7 +108,7 @@ def _computing(index: GraphIndex, name: str) -> onnx.NodeProto | None:
 def _norm_within(index: GraphIndex, name: str, depth: int) -> bool:
     """`name` is computed from a norm within `depth` ops back."""
     node = index.producer.get(name)
-    if node is None or depth == 0:
+    if node is None or depth == 0 or node.op_type in _LINEAR_OPS:
         return False
     if node.op_type in _NORM_OPS:
         return True
