@@ -106,11 +106,10 @@ class BudgetReport:
     chosen: tuple[str, ...]
     chosen_drop: float
     stopped: str | None
+    not_written: str = ""  # why the choice is not the model written (int8 slower: all float); "" if it is
 
 
-# A model measured below this speedup is reported as slower than FP32 (interleaved medians repeat within
-# about 2 % on a 2-core machine for models over 1 ms).
-SLOWER_BELOW = 0.97
+SLOWER_BELOW = 0.97  # reported slower than FP32 below this (interleaved medians repeat within about 2 %)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from quantkit.outcomes import SLOWER_BELOW, Speed
 from quantkit.pipeline import run_convert, speed_memory
 from quantkit.reports import console
 from quantkit.runtime import Session
-from tests.conftest import conv_params, make_model
+from tests.conftest import conv_params, make_model, tiny_cnn
 from tests.helpers import NOTHING_QUANTIZED, op_counts, quantize
 from tests.test_golden import _render, _summary
 
@@ -146,3 +146,25 @@ def test_prefer_decides_what_a_measured_slowdown_does(
     assert written["QuantizeLinear"] >= 1 and summary.plan.quantized_nodes == {"conv": "Conv"}
     assert summary.speed is not None and summary.speed.speedup == calls[-1]
     assert len(calls) == (2 if speedups[0] < SLOWER_BELOW else 1)
+
+
+def test_a_max_drop_choice_written_float_says_so(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt33: convert --max-drop printed '8 Conv kept float (2.00 points lost) <- chosen', then wrote
+    every layer float because int8 timed 0.72x FP32: the choice is marked not written, with why."""
+    from tests.helpers import run
+
+    monkeypatch.setitem(speed.KEEP_FLOAT_BELOW, Prefer.balanced, SLOWER_BELOW)
+    calls: list[float] = []
+    monkeypatch.setattr(run_convert, "measure_speed", _measured(calls, 0.5))
+    monkeypatch.setattr(speed_memory.speed, "measure", _measured(calls, 0.5))
+    model, table, out = tiny_cnn(tmp_path / "m.onnx"), tmp_path / "t.json", tmp_path / "m.int8.onnx"
+    code, _, err = run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert code == 0, err
+    budget = ["--max-drop", "100", "--validation", str(image_dir / "cats")]
+    code, shown, err = run(["convert", str(model), "-c", str(table), "-o", str(out), *budget], capsys)
+    assert code == 0, err
+    assert "<- chosen (not written)" in shown
+    assert "not written: every layer is float: int8 ran 0.50x FP32 on this CPU" in shown
+    assert "QuantizeLinear" not in op_counts(onnx.load(str(out)))

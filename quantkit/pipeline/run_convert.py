@@ -213,6 +213,8 @@ def _converted(
         floated = quantized_model(inferred, plan, config)
         int8, stored, smoke = written(plan, floated, lambda _: None, None, None)
         speed, corrections, speed_plan = None, None, None  # every op float: none was kept float for speed
+        if budget_report is not None:  # its choice is not the model written: say so beside it
+            budget_report = dataclasses.replace(budget_report, not_written=f"every layer is float: {why}")
     write_set(stored)  # once nothing is left to decide: an interrupted convert leaves no file
     advance(1)
     summary = _convert_summary(inferred, plan, model_path, sum(len(d) for _, d in stored), prepared, smoke)

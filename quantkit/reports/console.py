@@ -99,10 +99,10 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
             f"{len(b.trials)} trials{f', stopped by the {b.stopped} limit' if b.stopped else ''}\n"
         )
         for layers, drop in b.trials:
-            mark = "  <- chosen" if layers == b.chosen else ""
+            mark = ("  <- chosen" + (" (not written)" if b.not_written else "")) if layers == b.chosen else ""
             lines.append(f"  {len(layers):3d} layer(s) float: {drop:6.2f} points lost{mark}\n")
-        chosen = ", ".join(b.chosen) or "none"
-        lines.append(f"kept float: {chosen} ({b.chosen_drop:.2f} points lost)\n")
+        lines.append(f"kept float: {', '.join(b.chosen) or 'none'} ({b.chosen_drop:.2f} points lost)\n")
+        lines.append(f"not written: {b.not_written}\n" if b.not_written else "")
     lines.append(_corrections_text(summary))
     lines.append(smoke_text(summary.smoke_sqnr_db, summary.samples))
     lines.append(_speed_plan_text(summary.speed_plan))
