@@ -277,6 +277,7 @@ def shrink(
     min_speedup: float | None = None,
     max_size_ratio: float | None = None,
     allow_degenerate_reference: bool = False,
+    min_eval_sqnr: float | None = None,
     preprocess: Preprocess | None = None,
     num_images: int | None = None,
     eval_num_images: int | None = None,
@@ -329,7 +330,7 @@ def shrink(
                 output_kind=kind,
                 **detector_fields(detector, score_threshold, "detector"),
             ),
-            gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference),
+            gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference, min_eval_sqnr),
             cache_dir=Path(cache_dir) if cache_dir is not None else run_shrink.default_cache_dir(),
         )
     return run_shrink.shrink(

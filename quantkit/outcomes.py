@@ -274,7 +274,7 @@ class SensitivityReport:
 class GateResult:
     """One gate of `quantkit shrink`: what was measured against which limit, in which unit."""
 
-    name: str  # "max_drop" | "min_speedup" | "max_size_ratio"
+    name: str  # "max_drop" | "min_speedup" | "max_size_ratio" | "min_eval_sqnr" | "reference"
     measured: float | None  # None: the figure could not be measured (the gate fails)
     limit: float
     unit: str

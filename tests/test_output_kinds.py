@@ -157,7 +157,8 @@ def test_an_embedding_has_no_class_figures(
         code,
         err,
         "--max-drop needs class scores to agree on, and the model's output 'y' holds values",
-        "give --min-sqnr DB for a floor on the output's SQNR instead, or --output-kind classes",
+        "give --min-eval-sqnr DB for a gate on the output's SQNR on the evaluation images instead, or "
+        "--output-kind classes",
     )
     assert not (tmp_path / "s").exists()
     argv = ["convert", str(model), "--calibration", str(table), "--output", str(tmp_path / "b.onnx")]
@@ -224,3 +225,22 @@ def test_output_kind_classes_keeps_an_embedding_s_top1(
         assert (result.outputs[0].top1_agreement is not None) is scored
     with pytest.raises(quantkit.ConfigError, match="output_kind must be one of"):
         quantkit.compare(model, int8, data=image_dir, runs=0, output_kind="embedding")
+
+
+def test_shrink_gates_an_embedding_on_its_held_out_sqnr(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt33: an image retoucher measured 10.1 dB on held-out photos and shrink said 'all gates pass':
+    --max-drop has no figure for values, and nothing else looked at the output. --min-eval-sqnr does."""
+    model = save(_head(EMBEDDING, _bn()), tmp_path / "embed.onnx")
+    argv = ["shrink", str(model), "--images", str(image_dir), "--runs", "0"]
+    for limit, code_wanted in (("5", 0), ("300", 1)):
+        out = tmp_path / f"s{limit}"
+        code, shown, err = run([*argv, "--output-dir", str(out), "--min-eval-sqnr", limit], capsys)
+        assert code == code_wanted, err
+        (gate,) = json.loads((out / "report.json").read_text())["gates"]
+        assert gate["name"] == "min_eval_sqnr" and gate["limit"] == float(limit)
+        assert gate["passed"] is (code_wanted == 0) and 5 < gate["measured"] < 300
+        assert "output SQNR" in shown and f">= {limit}" in shown
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "x"), "--min-eval-sqnr", "nan"], capsys)
+    assert_one_line_error(code, err, "--min-eval-sqnr must be a finite number of dB")

@@ -86,6 +86,14 @@ def shrink(
     max_size_ratio: Annotated[
         float | None, typer.Option("--max-size-ratio", help="Gate: INT8 bytes / FP32 bytes at most this.")
     ] = None,
+    min_eval_sqnr: Annotated[
+        float | None,
+        typer.Option(
+            "--min-eval-sqnr",
+            help="Gate: the worst output's SQNR on the evaluation images at least this many dB (models whose "
+            "outputs hold values: embeddings, landmarks, images, depth).",
+        ),
+    ] = None,
     exit_zero: Annotated[
         bool, typer.Option("--exit-zero", help="Exit 0 even when a gate fails (report-only runs).")
     ] = False,
@@ -189,6 +197,7 @@ def shrink(
             max_drop=max_drop,
             min_speedup=min_speedup,
             max_size_ratio=max_size_ratio,
+            min_eval_sqnr=min_eval_sqnr,
             allow_degenerate_reference=allow_degenerate_reference,
         ),
         cache_dir=cache_dir or default_cache(),

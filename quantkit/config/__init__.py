@@ -303,7 +303,8 @@ class BudgetMetric(str, Enum):
 # --max-drop without --labels or --detector where --output-kind values says no output holds class scores
 VALUES_SAID = (
     "--max-drop needs class scores to agree on, and --output-kind values says no output holds them: give "
-    "--min-sqnr DB for a floor on the output's SQNR instead, --labels, or --detector for a detection head"
+    "--min-sqnr DB for a floor on the output's SQNR (shrink: --min-eval-sqnr DB, a gate on it) instead, "
+    "--labels, or --detector for a detection head"
 )
 
 # convert's options that only the accuracy budget (--max-drop) reads, by their parameter names
@@ -377,6 +378,8 @@ class Gates:
     min_speedup: float | None = None
     max_size_ratio: float | None = None
     allow_degenerate_reference: bool = False  # else signs that FP32 is fed wrongly fail the run
+    # the worst output's SQNR on the evaluation images, in dB: the gate of models whose outputs hold values
+    min_eval_sqnr: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 100.0:
@@ -388,6 +391,10 @@ class Gates:
             raise ConfigError(
                 f"--max-size-ratio must be a number above 0 (e.g. 0.3), got {self.max_size_ratio}"
             )
+        if self.min_eval_sqnr is not None and not math.isfinite(self.min_eval_sqnr):
+            raise ConfigError(
+                f"--min-eval-sqnr must be a finite number of dB (e.g. 25), got {self.min_eval_sqnr}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -395,6 +402,7 @@ class Gates:
             "min_speedup": self.min_speedup,
             "max_size_ratio": self.max_size_ratio,
             "allow_degenerate_reference": self.allow_degenerate_reference,
+            "min_eval_sqnr": self.min_eval_sqnr,
         }
 
 

@@ -43,6 +43,11 @@ def check(result: ComparisonResult, gates: Gates) -> tuple[GateResult, ...]:
         found.append(
             GateResult("max_size_ratio", ratio, gates.max_size_ratio, "INT8 bytes / FP32 bytes", passed)
         )
+    if gates.min_eval_sqnr is not None:
+        worst = min((m.sqnr_db for m in result.outputs), default=None)
+        passed = worst is not None and worst >= gates.min_eval_sqnr
+        unit = "dB output SQNR (worst output, evaluation images)"
+        found.append(GateResult("min_eval_sqnr", worst, gates.min_eval_sqnr, unit, passed))
     if result.reference_findings and not gates.allow_degenerate_reference:
         found.append(
             GateResult(

@@ -109,6 +109,7 @@ def _publish(stage: Path, output_dir: Path) -> None:
         os.replace(path, output_dir / path.name)
 
 
+EVAL_SQNR_GATE = "--min-eval-sqnr DB for a gate on the output's SQNR on the evaluation images"
 # what computes a map that holds a segmenter's classes: its Softmax, or its logits' Conv or Resize
 SEGMENTER_OPS = MAP_OPS | {"Softmax"}
 Declared = Callable[[], onnx.ModelProto]  # the model, read when a check asks for it
@@ -137,7 +138,7 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     if (not tensor.HasField("shape") or len(dims) <= 2) and first.name in value_outputs(
         declared(), evaluation.output_kind
     ):
-        raise ConfigError(values_refusal("--max-drop", frozenset({first.name})))
+        raise ConfigError(values_refusal("--max-drop", frozenset({first.name}), EVAL_SQNR_GATE))
     return first.name
 
 

@@ -43,6 +43,7 @@ GATE_LABELS = {
     "max_drop": "accuracy drop",
     "min_speedup": "speedup",
     "max_size_ratio": "size ratio",
+    "min_eval_sqnr": "output SQNR",
     "reference": "FP32 reference",
 }
 
@@ -55,7 +56,7 @@ def figure(value: float | None) -> str:
 
 
 def bound_text(gate: GateResult) -> str:
-    return f"{'>=' if gate.name == 'min_speedup' else '<='} {gate.limit:g}"
+    return f"{'>=' if gate.name.startswith('min_') else '<='} {gate.limit:g}"
 
 
 def shrink_warnings(result: ShrinkResult) -> tuple[str, ...]:
