@@ -8,7 +8,8 @@ that tensor names agree between the table and the plan.
    earlier given back the sampling it had: `resize_as_before`), then checked against the original on
    seeded synthetic inputs: outputs equal within float tolerance, or the upgrade is refused.
 2. Weights held in Constant nodes or read through Identity become initializers (graph.normalize);
-   onnxruntime's fused CPU nodes (FusedConv, FusedGemm, QuickGelu) the standard ops they fuse (graph.unfuse).
+   onnxruntime's fused CPU nodes (FusedConv, FusedGemm, QuickGelu) the standard ops they fuse (graph.unfuse),
+   and before the upgrade the experimental ops of early opsets (ImageScaler, Crop...) theirs (legacy_ops).
 3. Every node named; a BatchNormalization after a Conv folded into it, and so are a Mul and an Add by
    per-channel constants (graph.fold_bn); shapes inferred.
 """
@@ -25,6 +26,7 @@ from quantkit.errors import ModelError
 from quantkit.graph import model_io
 from quantkit.graph.fold_bn import fold_batchnorms, fold_scale_shift
 from quantkit.graph.fold_shapes import fold_weight_shapes
+from quantkit.graph.legacy_ops import write_out
 from quantkit.graph.normalize import normalize
 from quantkit.graph.query import GraphIndex, name_nodes
 from quantkit.graph.samples import synthetic_samples
@@ -51,6 +53,7 @@ class Prepared:
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
     weights_computed: tuple[tuple[str, int], ...] = ()  # (op type, count) folded (graph.fold_shapes)
     unfused: tuple[tuple[str, int], ...] = ()  # (onnxruntime fused op, count) written out (graph.unfuse)
+    legacy: tuple[tuple[str, int], ...] = ()  # (experimental op, count) written out (graph.legacy_ops)
 
     def notes(self) -> tuple[str, ...]:
         """What was changed on the way in, for the summary."""
@@ -65,6 +68,12 @@ class Prepared:
             found.append(
                 f"onnxruntime's fused nodes ({ops}) written as the standard ops they fuse (the model was "
                 "saved after onnxruntime's optimizations; the same outputs)"
+            )
+        if self.legacy:
+            ops = ", ".join(f"{count} {op}" for op, count in self.legacy)
+            found.append(
+                f"experimental ops of early opsets ({ops}) written as the standard ops they compute (onnx's "
+                "version converter knows none of them; outputs checked equal to onnxruntime's own)"
             )
         if self.dims_made_symbolic:
             found.append(
@@ -112,10 +121,12 @@ def prepare(
     widened = widen(model)
     model = widened.model
     unfused = unfuse(model, before)  # onnxruntime's fused CPU nodes: the standard ops they fuse, exactly
-    model = unfused.model
+    loaded = unfused.model
+    legacy = write_out(loaded, before)  # experimental ops of early opsets: the standard ops they compute
+    model = legacy.model
     upgraded = resize_as_before(model_io.ensure_opset(model, minimum), before) if minimum else model
     if upgraded is not model:
-        check_upgrade(model, upgraded, before, size)
+        check_upgrade(loaded, upgraded, before, size)  # against the legacy ops' own kernels
     normalized = normalize(upgraded)
     named, computed = fold_weight_shapes(normalized.model)
     name_nodes(named)
@@ -134,6 +145,7 @@ def prepare(
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
         unfused=unfused.counts,
+        legacy=legacy.counts,
     )
 
 

@@ -1,0 +1,118 @@
+"""The experimental ops of early opsets written as the standard ops they compute, so that the model
+upgrades to the opset per-channel weights need.
+
+ONNX removed ImageScaler, Crop, Affine, Scale and ScaledTanh (experimental, opsets 1-9); onnxruntime still
+runs them at the opset a model declares, but onnx's version converter has no schema for them and stops:
+the ONNX model zoo's FNS-Candy (opset 7: 1 ImageScaler, 7 Crop, 1 Affine) was refused with "Op '%s' has
+no registered schema" (hunt33), and Tiny YOLOv2 begins with an ImageScaler. Each is written as its
+definition, in the opset-7 forms the converter then upgrades:
+
+- ImageScaler(X; scale, bias[C]): scale * X + bias, bias along the channel axis of an NCHW image.
+- Affine(X; alpha, beta) and Scale(X; scale): alpha * X + beta, scale * X.
+- ScaledTanh(X; alpha, beta): alpha * Tanh(beta * X).
+- Crop(X; border = left, top, right, bottom, scale = height, width): a Slice of the spatial axes, from
+  (top, left), of (height, width) where scale is given, else to the far borders.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+LEGACY_OPS = frozenset({"ImageScaler", "Affine", "Scale", "ScaledTanh", "Crop"})
+FIRST_BROADCAST_OPSET = 7  # Mul and Add broadcast as numpy does from here (earlier: a broadcast attribute)
+_END = 2**31 - 1  # Slice's "to the end"
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    model: onnx.ModelProto
+    counts: tuple[tuple[str, int], ...]  # (legacy op type, how many were written as standard ops)
+
+
+def write_out(model: onnx.ModelProto, opset: int) -> Rewritten:
+    """model (at ai.onnx `opset`) with every legacy op of the default domain written as standard ops (the
+    same model where there is none, or where the opset predates numpy broadcasting)."""
+    if opset < FIRST_BROADCAST_OPSET or not any(_legacy(n) for n in model.graph.node):
+        return Rewritten(model, ())
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    nodes: list[onnx.NodeProto] = []
+    counts: Counter[str] = Counter()
+    for k, node in enumerate(graph.node):
+        if not _legacy(node):
+            nodes.append(node)
+            continue
+        nodes.extend(_written(node, node.name or f"{node.op_type}_{k}", graph))
+        counts[node.op_type] += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return Rewritten(out, tuple(sorted(counts.items())))
+
+
+def _legacy(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx") and node.op_type in LEGACY_OPS
+
+
+def _written(node: onnx.NodeProto, name: str, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    x, y = node.input[0], node.output[0]
+    if node.op_type == "Crop":
+        return [_crop(x, y, name, attributes)]
+    if node.op_type == "ScaledTanh":
+        alpha, beta = float(attributes.get("alpha", 1.0)), float(attributes.get("beta", 1.0))
+        inner = _scaled(x, f"{name}_inner", beta, 0.0, graph, f"{name}_in")
+        tanh = helper.make_node("Tanh", [f"{name}_inner"], [f"{name}_tanh"], name=f"{name}_tanh")
+        return [*inner, tanh, *_scaled(f"{name}_tanh", y, alpha, 0.0, graph, name)]
+    if node.op_type == "ImageScaler":
+        bias = np.asarray(attributes.get("bias", []), np.float32).reshape(1, -1, 1, 1)
+        return _scaled(x, y, float(attributes.get("scale", 1.0)), bias, graph, name)
+    if node.op_type == "Scale":
+        return _scaled(x, y, float(attributes.get("scale", 1.0)), 0.0, graph, name)
+    alpha, beta = float(attributes.get("alpha", 1.0)), float(attributes.get("beta", 0.0))  # Affine
+    return _scaled(x, y, alpha, beta, graph, name)
+
+
+def _scaled(
+    x: str, y: str, scale: float, shift: float | np.ndarray, graph: onnx.GraphProto, name: str
+) -> list[onnx.NodeProto]:
+    """y = scale * x + shift, as a Mul and an Add by constants (a Mul by 1 or an Add of 0 left out, an
+    Identity where both are)."""
+    shifted = np.any(np.asarray(shift) != 0)
+    nodes = []
+    scaled = x
+    if scale != 1.0:
+        scaled = y if not shifted else f"{name}_scaled"
+        factor = _constant(graph, f"{name}_scale", np.array(scale, np.float32))
+        nodes.append(helper.make_node("Mul", [x, factor], [scaled], name=f"{name}_mul"))
+    if shifted:
+        term = _constant(graph, f"{name}_shift", np.asarray(shift, np.float32))
+        nodes.append(helper.make_node("Add", [scaled, term], [y], name=f"{name}_add"))
+    if not nodes:
+        nodes.append(helper.make_node("Identity", [x], [y], name=name))
+    return nodes
+
+
+def _crop(x: str, y: str, name: str, attributes: dict[str, object]) -> onnx.NodeProto:
+    border, size = _ints(attributes, "border"), _ints(attributes, "scale")
+    left, top, right, bottom = [*border, 0, 0, 0, 0][:4]
+    if size:
+        ends = [top + size[0], left + size[1]]
+    else:
+        ends = [-bottom if bottom else _END, -right if right else _END]
+    return helper.make_node("Slice", [x], [y], name=name, axes=[2, 3], starts=[top, left], ends=ends)
+
+
+def _ints(attributes: dict[str, object], name: str) -> list[int]:
+    value = attributes.get(name, [])
+    return [int(v) for v in value] if isinstance(value, list | tuple) else []
+
+
+def _constant(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
+    graph.initializer.append(numpy_helper.from_array(value, name))
+    return name
