@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,13 @@ def test_resolve_errors() -> None:
         resolve_preprocess(PreprocessOptions(), InputSpec("x", (1, 8)))
     with pytest.raises(ConfigError, match="--mean"):
         resolve_preprocess(PreprocessOptions(mean=(1.0, 2.0)), InputSpec("x", (1, 3, 8, 8)))
+
+
+def test_a_float_image_of_values_in_0_1_is_scaled_to_pixels() -> None:
+    """hunt33: a float TIFF (mode F, 0..1) was read as pixel values 0..1, a black image."""
+    values = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(8, 8)
+    raw = io.BytesIO()
+    Image.fromarray(values, "F").save(raw, "TIFF")
+    pre = Preprocess(height=8, width=8, channels=1, mean=(0.0,), std=(1.0,), resize=ResizeMode.squash)
+    sample = load_sample(raw.getvalue(), pre)
+    assert sample.max() == pytest.approx(255.0) and sample.min() == pytest.approx(0.0)
