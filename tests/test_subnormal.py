@@ -47,3 +47,33 @@ def test_subnormal_weights_are_counted_and_named(tmp_path: Path, image_dir: Path
     assert code == 0 and "any speedup against it, is inflated" in " ".join(err.split())
     code, _, err = run(["compare", str(slow), str(half), "--images", str(image_dir), "--runs", "0"], capsys)
     assert code == 0 and "subnormal" not in err  # no latency measured: nothing inflated
+
+
+def test_convert_counts_the_files_own_weights(tmp_path: Path, image_dir: Path, capsys: Capsys) -> None:
+    """hunt33: on PFLD convert said '249,547 of the FP32 model's 724,730 weights' (after folding its
+    BatchNormalizations) and compare '447,229 of 741,192' (the file's): one count, the file's."""
+    from onnx import helper
+
+    from tests.conftest import conv_params, make_model
+
+    p = conv_params(4, 3, 3, 5)
+    weights = p["w"].copy()
+    weights.reshape(-1)[::2] = np.float32(1e-40)
+    bn = {"s": np.full(4, 1e10, np.float32), "t": np.zeros(4, np.float32), "m": np.zeros(4, np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "t", "m", "v"], ["n"], name="bn"),
+        helper.make_node("Relu", ["n"], ["y"], name="relu"),
+    ]
+    model = make_model(nodes, {"w": weights, "b": p["b"], **bn, "v": np.ones(4, np.float32)})
+    path = tmp_path / "bn.onnx"
+    onnx.save(model, str(path))
+    line = subnormal_warning(model)
+    assert line is not None
+    table, int8 = tmp_path / "t.json", tmp_path / "i.onnx"
+    assert run(["calibrate", str(path), "--images", str(image_dir), "-o", str(table), "-q"], capsys)[0] == 0
+    code, _, err = run(
+        ["convert", str(path), "-c", str(table), "-o", str(int8), "--prefer", "accuracy"], capsys
+    )
+    assert code == 0, err
+    assert line.split(" (")[0] in " ".join(err.split())  # the file's count, not the folded model's

@@ -222,7 +222,9 @@ def _converted(
     if config.target is Target.openvino:
         checked += openvino_gap(model, int8, samples, smoke)
     itself = fallback.foreground_maps(inferred, reference)
-    judged, warned = measurement_notes(inferred, runnable(int8, config), reference, samples, smoke, itself)
+    judged, warned = measurement_notes(
+        inferred, runnable(int8, config), reference, samples, smoke, itself, model
+    )
     return dataclasses.replace(
         summary,
         notes=summary.notes

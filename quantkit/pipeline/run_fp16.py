@@ -140,7 +140,9 @@ def _converted(
     stored, smoke = write_checked(
         converted, inferred, samples, reference, checked, output, inputs, advance, memo, runnable
     )
-    ordered, warned = measurement_notes(inferred, runnable or converted, reference, samples, smoke, itself)
+    ordered, warned = measurement_notes(
+        inferred, runnable or converted, reference, samples, smoke, itself, model
+    )
     kept_names = {k.node for k in decided.kept}
     return Float16Summary(
         float16_by_type=fp16_planner.converted_by_type(inferred, kept_names),
