@@ -1,5 +1,6 @@
 """Which outputs hold class scores, and in what form: [N, C] scores (also as [N, C, 1, 1]) of one image
-a row, and [N, T, C] class probabilities of a sequence. Pure numpy."""
+a row, class probabilities at each position ([N, T, C] of a sequence, a segmenter's softmax map) and a
+segmenter's logits at the input's own size. Pure numpy."""
 
 from __future__ import annotations
 

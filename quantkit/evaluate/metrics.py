@@ -36,9 +36,10 @@ class OutputErrors:
 
     SQNR = 10 log10(sum ref^2 / sum (ref - cand)^2) over every element of every image; cosine is the mean
     per-image cosine similarity; top-1 agreement and top-5 overlap are per image, for [N, C] scores, and
-    per position, for [N, T, C] class probabilities (is_class_sequence: each image counts the share of
-    its T positions). values: the graph computes this output as features (graph.output_kinds), so no
-    class figures whatever its shape.
+    per position along the class axis of probabilities at each position (class_scores.class_axis: a
+    recognizer's [N, T, C], a segmenter's map) or of the axis `update` is given (a segmenter's logits):
+    each image counts the share of its positions. values: the graph computes this output as features
+    (graph.output_kinds), so no class figures whatever its shape.
     """
 
     def __init__(self, name: str, values: bool = False) -> None:
@@ -60,7 +61,8 @@ class OutputErrors:
     ) -> None:
         """ref, cand: [N, ...] with equal shapes; float, or integer labels (an ArgMax map), whose agreement
         is the share of equal elements of each image (SQNR of label numbers says nothing). images: how many
-        the run held, where known (an output of another N holds no image's class scores)."""
+        the run held, where known (an output of another N holds no image's class scores). axis: the class
+        axis of logits at each position (class_scores.logits_axis), where the caller knows one."""
         self.labels = self.labels and ref.dtype.kind in "iub"
         if self.labels:
             same = _per_row(ref == cand)
