@@ -58,6 +58,12 @@ L2_NORMALISED = [
     helper.make_node("Sqrt", ["ss"], ["norm"]),
     helper.make_node("Div", ["z", "norm"], ["y"]),
 ]
+POW_NORMALISED = [  # Normalize modules: x.div(x.pow(2).sum(1, keepdim=True).pow(0.5)) (hunt34)
+    helper.make_node("Pow", ["z", "two"], ["sq"]),
+    helper.make_node("ReduceSum", ["sq", "axes"], ["ss"], keepdims=1),
+    helper.make_node("Pow", ["ss", "half"], ["norm"]),
+    helper.make_node("Div", ["z", "norm"], ["y"]),
+]
 SOFTMAX_BY_HAND = [  # a softmax written out: Div of Exp by its ReduceSum, class probabilities
     helper.make_node("Exp", ["z"], ["e"]),
     helper.make_node("ReduceSum", ["e", "axes"], ["se"], keepdims=1),
@@ -100,6 +106,7 @@ def _unit_rows() -> np.ndarray:
         (EMBEDDING, _bn(), True),
         ([helper.make_node("Relu", ["z"], ["q"]), helper.make_node("Flatten", ["q"], ["y"])], None, True),
         (L2_NORMALISED, AXES, True),
+        (POW_NORMALISED, {**AXES, "two": np.float32(2.0), "half": np.float32(0.5)}, True),
         (
             PRELU_BY_HAND,
             {"alpha": np.full(WIDTH, -0.25, np.float32), "shape": np.array([-1, WIDTH], np.int64)},

@@ -110,9 +110,20 @@ def _norm_within(index: GraphIndex, name: str, depth: int) -> bool:
     node = index.producer.get(name)
     if node is None or depth == 0 or node.op_type in _LINEAR_OPS:
         return False
-    if node.op_type in _NORM_OPS:
+    if node.op_type in _NORM_OPS or _root(index, node):
         return True
     return any(_norm_within(index, i, depth - 1) for i in node.input if i and not index.is_constant(i))
+
+
+def _root(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A square root or its reciprocal as a Pow: x.pow(2).sum(1).pow(0.5), the L2 norm of the Normalize
+    modules of re-identification and contrastive code (hunt34: a 1280-value embedding read as scores)."""
+    if node.op_type != "Pow" or len(node.input) < 2:
+        return False
+    exponent = index.constant(node.input[1])
+    return (
+        exponent is not None and exponent.size == 1 and abs(abs(float(exponent.reshape(-1)[0])) - 0.5) < 1e-6
+    )
 
 
 def _rectified(index: GraphIndex, name: str) -> bool:
