@@ -58,9 +58,14 @@ def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) ->
 MAP_OPS = frozenset({"Conv", "ConvTranspose", "Resize", "Upsample"})
 
 
-def map_outputs(model: onnx.ModelProto) -> frozenset[str]:
+def map_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.classes) -> frozenset[str]:
     """Graph outputs computed, past reshapes and constant scales, by a Conv, ConvTranspose or Resize: where
-    such an output is a map at the input's own size, per-pixel class logits (class_scores.logits_axis)."""
+    such an output is a map at the input's own size, per-pixel class logits (class_scores.logits_axis), but
+    only where --output-kind classes says so: CRAFT's region and affinity heatmaps, resized to the input,
+    measured '99.99 % of pixels agree' whatever the candidate did (hunt34), as flow, keypoint heatmaps or a
+    colouriser's maps would. None for auto or values."""
+    if kind is not OutputKind.classes:
+        return frozenset()
     index = GraphIndex(model)
     return frozenset(
         name

@@ -86,7 +86,7 @@ def compare(
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     side: tuple[int, int] | None
-    values, maps = value_outputs(reference, config.output_kind), map_outputs(reference)
+    values, maps = value_outputs(reference, config.output_kind), map_outputs(reference, config.output_kind)
     empty = Comparison(
         config.images.folder,
         tuple(classes) if classes else None,

