@@ -79,7 +79,7 @@ BAD_MODEL_BYTES = {
     "missing": (None, "does not exist"),
     "empty": (b"", "is empty"),
     "random bytes": (bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)), "re-export"),
-    "text named .onnx": (b"this is not a model\n" * 10, "re-export"),
+    "text named .onnx": (b"this is not a model\n" * 10, "is a text file, not an ONNX model (it begins 'this"),
 }
 
 
@@ -1439,6 +1439,10 @@ def test_a_file_that_is_no_onnx_is_named_for_what_it_is(
     # hunt33: a Git LFS pointer and a GitHub page saved under the model's name were told to "re-export it"
     lfs = tmp_path / "sface.onnx"
     lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 38696353\n")
+    text = tmp_path / "mnist-8.onnx"  # hunt34: a placeholder committed under the model's name
+    text.write_text("Real ONNX model would go here...")
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(cnn.read_bytes()[: len(cnn.read_bytes()) // 2])
     page = tmp_path / "ferplus.onnx"
     page.write_bytes(b"\xef\xbb\xbf\n\n  <!DOCTYPE html>\n<html lang='en'><head><title>model</title>")
     expected = {
@@ -1446,6 +1450,8 @@ def test_a_file_that_is_no_onnx_is_named_for_what_it_is(
         ort_file: "is an onnxruntime .ort model: give the .onnx model it was converted from",
         newer: f"uses opset 30, newer than onnx {onnx.__version__} defines",
         lfs: "is a Git LFS pointer, not the model: run `git lfs pull` in its repository",
+        text: "is a text file, not an ONNX model (it begins 'Real ONNX model would go here...')",
+        cut: "begins as an ONNX model but does not parse (",
         page: "is a web page (HTML), not the model: a page was saved in its place; download the raw file",
     }
     for path, phrase in expected.items():

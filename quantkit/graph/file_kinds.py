@@ -29,6 +29,7 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
         "itself",
     ),
 )
+_TEXT = frozenset(b"\t\n\r" + bytes(range(32, 127)))  # printable ASCII
 # a web page saved in place of the model (a repository's page rather than its raw file)
 _HTML = (b"<!doctype html", b"<html", b"<?xml", b"<head", b"<!--")
 
@@ -48,6 +49,14 @@ def not_onnx(path: Path, reason: str) -> str:
         return (
             f"{path} is a web page (HTML), not the model: a page was saved in its place; download the raw "
             "file (on GitHub: 'Download raw file', not the page's address)"
+        )
+    if head and all(b in _TEXT for b in head):  # a placeholder, a JSON or YAML file (hunt34)
+        begins = head.decode("ascii").split("\n")[0].strip()[:40]
+        return f"{path} is a text file, not an ONNX model (it begins {begins!r}): give the model file itself"
+    if head[:1] == b"\x08":  # ModelProto's first field, ir_version: an ONNX file that ends or breaks early
+        return (
+            f"{path} begins as an ONNX model but does not parse ({reason}): it is cut short or damaged "
+            f"({path.stat().st_size:,} bytes); download or copy it again, or re-export it"
         )
     return f"{path} is not a valid ONNX model ({reason}); re-export it"
 
