@@ -153,3 +153,21 @@ def test_compare_reads_a_segmenters_logits_per_pixel_where_told(
     else:  # refused from the graph, before calibrating
         assert figures["top1_agreement"] is None
         assert_one_line_error(code, err, "is a rank-4 map of no segmenter's classes", "--output-kind classes")
+
+
+def test_an_agreement_one_class_wins_everywhere_is_not_given() -> None:
+    """hunt34: UltraFace's face/background softmax per anchor (face on 0.13 % of 4420 anchors) and CRAFT's
+    region/affinity heatmaps read '99.99 % agree' whatever the candidate did."""
+    g = np.random.default_rng(9)
+    logits = g.normal(0, 1, (2, 4420, 2))
+    logits[:, :, 0] += 8.0  # background on top almost everywhere
+    logits[:, :5, 1] += 20.0  # a few faces
+    ref = _softmax(logits, 2)
+    cand = _softmax(logits + g.normal(0, 3.0, logits.shape), 2)
+    errors = OutputErrors("scores")
+    errors.update(ref, cand, images=2)
+    assert errors.one_sided() and errors.result().top1_agreement is None
+    balanced = _softmax(g.normal(0, 2, (2, 300, 4)), 2)
+    fair = OutputErrors("scores")
+    fair.update(balanced, balanced, images=2)
+    assert not fair.one_sided() and fair.result().top1_agreement == pytest.approx(1.0)
