@@ -26,6 +26,10 @@ from onnx import helper, numpy_helper
 LEGACY_OPS = frozenset({"ImageScaler", "Affine", "Scale", "ScaledTanh", "Crop"})
 FIRST_BROADCAST_OPSET = 7  # Mul and Add broadcast as numpy does from here (earlier: a broadcast attribute)
 _END = 2**31 - 1  # Slice's "to the end"
+# IR 3 wants every initializer a graph input, which the constants written here and a conversion's scales
+# and weights are not: onnx's light_inception_v1 and a 3DDFA model at IR 3 failed onnx.checker. From IR 4
+# they need not be (model_io.load_model raises every model's IR to it).
+FREE_INITIALIZERS_IR = 4
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ def write_out(model: onnx.ModelProto, opset: int) -> Rewritten:
         return Rewritten(model, ())
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    out.ir_version = max(out.ir_version, FREE_INITIALIZERS_IR)
     graph = out.graph
     nodes: list[onnx.NodeProto] = []
     counts: Counter[str] = Counter()
