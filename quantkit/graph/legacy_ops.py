@@ -16,12 +16,11 @@ definition, in the opset-7 forms the converter then upgrades:
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from quantkit.graph.unfuse import Rewritten, written_out
 
 LEGACY_OPS = frozenset({"ImageScaler", "Affine", "Scale", "ScaledTanh", "Crop"})
 FIRST_BROADCAST_OPSET = 7  # Mul and Add broadcast as numpy does from here (earlier: a broadcast attribute)
@@ -32,32 +31,12 @@ _END = 2**31 - 1  # Slice's "to the end"
 FREE_INITIALIZERS_IR = 4
 
 
-@dataclass(frozen=True)
-class Rewritten:
-    model: onnx.ModelProto
-    counts: tuple[tuple[str, int], ...]  # (legacy op type, how many were written as standard ops)
-
-
 def write_out(model: onnx.ModelProto, opset: int) -> Rewritten:
     """model (at ai.onnx `opset`) with every legacy op of the default domain written as standard ops (the
     same model where there is none, or where the opset predates numpy broadcasting)."""
-    if opset < FIRST_BROADCAST_OPSET or not any(_legacy(n) for n in model.graph.node):
+    if opset < FIRST_BROADCAST_OPSET:
         return Rewritten(model, ())
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    out.ir_version = max(out.ir_version, FREE_INITIALIZERS_IR)
-    graph = out.graph
-    nodes: list[onnx.NodeProto] = []
-    counts: Counter[str] = Counter()
-    for k, node in enumerate(graph.node):
-        if not _legacy(node):
-            nodes.append(node)
-            continue
-        nodes.extend(_written(node, node.name or f"{node.op_type}_{k}", graph))
-        counts[node.op_type] += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return Rewritten(out, tuple(sorted(counts.items())))
+    return written_out(model, _legacy, _written, FREE_INITIALIZERS_IR)
 
 
 def _legacy(node: onnx.NodeProto) -> bool:

@@ -17,6 +17,7 @@ Layouts (com.microsoft.nchwc, the Nhwc ops) and fusions of other kinds stay refu
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,9 +38,9 @@ ACTIVATIONS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class Unfused:
+class Rewritten:
     model: onnx.ModelProto
-    counts: tuple[tuple[str, int], ...]  # (fused op type, how many were written as standard ops)
+    counts: tuple[tuple[str, int], ...]  # (op type, how many were written as standard ops)
 
 
 def unfusable(node: onnx.NodeProto) -> bool:
@@ -49,26 +50,38 @@ def unfusable(node: onnx.NodeProto) -> bool:
     return node.op_type == "QuickGelu" or _activation(node)[0] in ACTIVATIONS
 
 
-def unfuse(model: onnx.ModelProto, opset: int) -> Unfused:
+def unfuse(model: onnx.ModelProto, opset: int) -> Rewritten:
     """model (at ai.onnx `opset`) with every unfusable node written as the standard ops it fuses (the same
     model where none is); new tensors are named after the node."""
-    if not any(unfusable(n) for n in model.graph.node):
-        return Unfused(model, ())
+    return written_out(model, unfusable, lambda node, name, graph: _written(node, name, graph, opset))
+
+
+Write = Callable[[onnx.NodeProto, str, onnx.GraphProto], list[onnx.NodeProto]]
+
+
+def written_out(
+    model: onnx.ModelProto, picked: Callable[[onnx.NodeProto], bool], write: Write, ir: int = 0
+) -> Rewritten:
+    """A copy of `model` (at IR `ir` at least) with each node `picked` replaced by the nodes `write` gives
+    for it, its name (or op type and index) and the graph (for constants); the model itself where none is
+    picked. Also graph.legacy_ops'."""
+    if not any(picked(n) for n in model.graph.node):
+        return Rewritten(model, ())
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    out.ir_version = max(out.ir_version, ir)
     graph = out.graph
     nodes: list[onnx.NodeProto] = []
     counts: Counter[str] = Counter()
     for k, node in enumerate(graph.node):
-        if not unfusable(node):
+        if not picked(node):
             nodes.append(node)
             continue
-        name = node.name or f"{node.op_type}_{k}"
-        nodes.extend(_written(node, name, graph, opset))
+        nodes.extend(write(node, node.name or f"{node.op_type}_{k}", graph))
         counts[node.op_type] += 1
     del graph.node[:]
     graph.node.extend(nodes)
-    return Unfused(out, tuple(sorted(counts.items())))
+    return Rewritten(out, tuple(sorted(counts.items())))
 
 
 def _written(node: onnx.NodeProto, name: str, graph: onnx.GraphProto, opset: int) -> list[onnx.NodeProto]:
