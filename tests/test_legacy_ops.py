@@ -79,3 +79,29 @@ def test_a_legacy_model_converts(tmp_path: Path, image_dir: Path, capfd: pytest.
     assert "experimental ops:" not in out + err
     assert onnx.load(str(int8)).opset_import[0].version >= 13
     assert model.read_bytes() == before
+
+
+def test_an_experimental_op_not_written_out_is_named(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """onnx's converter says 'Op '%s' has no registered schema' for an op it has no schema for: the
+    refusal names it."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("ParametricSoftplus", ["c"], ["y"], alpha=1.0, beta=1.0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "softplus",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 14, 14])],
+        [onnx.numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 4
+    path = save(model, tmp_path / "softplus.onnx")
+    code, _, err = run(
+        ["calibrate", str(path), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert code == 2 and "'%s'" not in err
+    assert "could not take opset 7 to 13 (it knows no schema for ParametricSoftplus)" in err

@@ -215,13 +215,18 @@ def ensure_opset(model: onnx.ModelProto, minimum: int = PER_CHANNEL_OPSET) -> on
         converted = version_converter.convert_version(model, minimum)
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises bare RuntimeError/IndexError from C++
-        op = _op_named(model, str(exc))
-        culprit = f"it has no adapter for {op}" if op else _short(exc)
+        unknown = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")} - _defined())
+        op = ", ".join(unknown) or _op_named(model, str(exc))  # its own message says 'Op %s' for these
+        culprit = f"it {'knows no schema' if unknown else 'has no adapter'} for {op}" if op else _short(exc)
         raise ModelError(
             f"onnx's version converter could not take opset {version} to {minimum} ({culprit}); re-export "
             f"the model at opset {minimum} or later"
         ) from exc
     return converted
+
+
+def _defined() -> set[str]:  # the op types onnx defines in its default domain, at any opset
+    return {schema.name for schema in onnx.defs.get_all_schemas_with_history() if schema.domain == ""}
 
 
 def _op_named(model: onnx.ModelProto, message: str) -> str | None:
