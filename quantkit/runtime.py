@@ -27,6 +27,7 @@ from quantkit.version import __version__
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
 EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the external file of a large model
 FED = ("float16", "uint8", "int8", "int16", "int32", "int64", "bool")  # inputs fed cast (results.fed_as)
+ort.set_default_logger_severity(4)  # kernels' own log lines, as every session's (hunt33: LYT-Net, 140 lines)
 
 CPU_FLAGS_OF_INTEREST = (
     "avx2",
@@ -169,7 +170,6 @@ class Session:
             else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         )
         options.log_severity_level = 4  # fatal only: a failure reaches the user as one line of ours
-        ort.set_default_logger_severity(4)  # and kernels' own (hunt33: LYT-Net's Resize, 140 lines)
         source = str(model) if isinstance(model, Path) else model
         try:
             self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
