@@ -58,7 +58,7 @@ def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) ->
 MAP_OPS = frozenset({"Conv", "ConvTranspose", "Resize", "Upsample"})
 
 
-def map_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.classes) -> frozenset[str]:
+def map_outputs(model: onnx.ModelProto, kind: OutputKind) -> frozenset[str]:
     """Graph outputs computed, past reshapes and constant scales, by a Conv, ConvTranspose or Resize: where
     such an output is a map at the input's own size, per-pixel class logits (class_scores.logits_axis), but
     only where --output-kind classes says so: CRAFT's region and affinity heatmaps, resized to the input,

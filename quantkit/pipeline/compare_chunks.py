@@ -37,9 +37,14 @@ class CompareJob:
     maps: frozenset[str] = frozenset()  # and those a Conv or Resize computes (a segmenter's logits)
 
     def comparison(self) -> Comparison:
-        kinds = (self.values, self.maps)
         return Comparison(
-            self.folder, self.classes, self.detection_threshold, self.detector, self.side, *kinds
+            self.folder,
+            self.classes,
+            self.detection_threshold,
+            self.detector,
+            self.side,
+            self.values,
+            self.maps,
         )
 
 

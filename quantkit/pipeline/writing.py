@@ -109,8 +109,8 @@ def measurement_notes(
     reference: Runs,
     samples: Feed,
     smoke: dict[str, float],
-    itself: tuple[str, ...] = (),
-    loaded: onnx.ModelProto | None = None,
+    itself: tuple[str, ...],
+    loaded: onnx.ModelProto,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(notes, warnings). Where the floors and the fallback measure other tensors than the outputs
     (query.measured_outputs of the shape-inferred `model`), so that no figure reads as the outputs' own: a
@@ -118,9 +118,9 @@ def measurement_notes(
     rows that noise reorders; both figures), and one naming the outputs judged by their logits (and those in
     `itself` by their own values too: float16's). The warnings: squashed outputs far below their logits
     (_squashed_warnings), FP32 weights that are subnormal (graph.subnormal), counted in the model as
-    `loaded` (where given: compare counts the file's own, not the BatchNormalization-folded one's, hunt33).
+    `loaded` (the file's own, as compare counts, not the BatchNormalization-folded one's: hunt33).
     reference: FP32's measured tensors on samples (fallback.measured_reference)."""
-    slow = tuple(w for w in (subnormal_warning(model if loaded is None else loaded),) if w)
+    slow = tuple(w for w in (subnormal_warning(loaded),) if w)
     ordered = selection_ordered(model)
     scored = sorted(
         (output, tensors[0])
