@@ -223,3 +223,27 @@ def test_a_layer_that_lifts_the_output_less_than_the_minimum_gain_stays_int8(
     reached = 5.0 + gains["conv9"]  # the small lift that reaches the target is taken
     _, steps, _ = fallback.search(prepared, table, config, reached, 5, reference=reference)
     assert [s.node for s in steps] == ["conv5", "conv9"]
+
+
+def test_every_round_of_the_search_moves_a_count(
+    chain_table: tuple[onnx.ModelProto, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PP-OCRv4's text detector at 640x640 showed '0 of 64 step(s) done' for the first round's 26 s (its
+    count moved once, at the end) and then nothing for the later rounds' 40 s: the first round counts
+    each group's layers as the group is settled, and each later round counts as it starts."""
+    prepared, table, config, reference = _searchable(chain_table, 5)
+    gains = {"conv5": 2.0, "conv9": 2.0, "conv12": 2.0}
+
+    def scored(self: fallback.Trials, keep: frozenset[str], *_: object) -> float:
+        return 3.0 + sum(gains.get(n, 0.0) for n in keep)
+
+    monkeypatch.setattr(fallback.Trials, "_scored", scored)
+    monkeypatch.setattr(fallback, "output_sqnr", lambda *_, **__: 3.0)
+    layers: list[int] = []
+    rounds: list[int] = []
+    _, steps, _ = fallback.search(
+        prepared, table, config, 60.0, 5, layers.append, reference=reference, rounds=rounds.append
+    )
+    assert [s.node for s in steps] == ["conv5", "conv9", "conv12"]
+    assert sum(layers) == LAYERS and len(layers) > 1 and all(n > 0 for n in layers[:-1]), layers
+    assert rounds == [1, 1, 1]  # rounds 2, 3 and 4 started (the 4th found no layer that lifts it)

@@ -275,6 +275,8 @@ def _search_fallback(
     at one end where no single one helps)."""
     total = sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
     advance, finish = stoppable(progress, "measuring each layer's recovery", total)
+    label = f"choosing more layers to keep float for --min-sqnr {config.min_sqnr:g}"
+    rounds = _Rounds(progress, label, config)
     with spread.trials(config) as many:
         plan, steps, start = fallback.search(
             model,
@@ -291,9 +293,30 @@ def _search_fallback(
             spread.rounded,
             blocks=worst,
             worst=worst,
+            rounds=rounds.advance,
         )
     finish()
+    rounds.finish()
     return start, plan, steps
+
+
+class _Rounds:
+    """The fallback's rounds after the first (which has its own count, per layer) as a step of their
+    own, started when the second round starts and counted up to --max-float-layers rounds; finish fills
+    the rounds not taken."""
+
+    def __init__(self, progress: Progress, label: str, config: ConvertConfig) -> None:
+        self.progress, self.label, self.total = progress, label, max(config.max_float_layers, 1)
+        self.step: tuple[Callable[[int], None], Callable[[], None]] | None = None
+
+    def advance(self, n: int) -> None:
+        if self.step is None:
+            self.step = stoppable(self.progress, self.label, self.total)
+        self.step[0](n)
+
+    def finish(self) -> None:
+        if self.step is not None:
+            self.step[1]()
 
 
 def _convert_summary(
