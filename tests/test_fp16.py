@@ -322,6 +322,33 @@ def test_measured_fallback_keeps_the_layer_that_float16_breaks(image_dir: Path, 
     assert without.smoke_sqnr_db["y"] >= 20.0
 
 
+def test_float16_hardware_rounding_onnxruntime_leaves_out_is_measured_and_said(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    """onnxruntime's CPU provider computes float16 ops in float32 and rounds no activation (hunt35:
+    138.7 dB for a model whose weights were float16 already, 55.2 dB with its activations float16). With
+    c1 float32 the cancelling model measures at least 40 dB there, but c2 reads c1's output rounded to
+    float16 on float16 hardware: its emulation measures that, and a warning says so."""
+    path = save(_cancelling_model(), tmp_path / "m.onnx")
+    table = tmp_path / "m.calib.json"
+    pipeline.calibrate(path, table, CalibrateConfig(ImageSelection(image_dir, 8)))
+    summary = pipeline.convert_float16(path, table, tmp_path / "b.onnx", Float16Config())
+    assert [node for node, _, _ in summary.kept_float32] == ["c1"]
+    (note,) = [n for n in summary.notes if "with every activation rounded to float16" in n]
+    found = re.search(r"calibration samples ([\d.]+) dB with .*; ([\d.]+) dB as onnxruntime's CPU", note)
+    assert found is not None, note
+    emulated, ran = float(found[1]), float(found[2])
+    assert ran >= 40.0 > 20.0 > emulated
+    (warning,) = summary.warnings
+    assert warning.startswith(f"on float16 hardware the model may measure {emulated:.1f} dB on calibration")
+    # where the emulation measures what onnxruntime does, a note and no warning
+    p = conv_params(4, 3, seed=3)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1])
+    small = save(make_model([conv], {"w": p["w"], "b": p["b"]}), tmp_path / "c.onnx")
+    plain = pipeline.convert_float16(small, None, tmp_path / "p.onnx", Float16Config())
+    assert not plain.warnings and any("with every activation rounded to float16" in n for n in plain.notes)
+
+
 def test_activation_peaks_skip_non_finite_values_and_empty_tensors() -> None:
     """A tensor's peak is the largest finite |value| (one pass when all are finite, a masked one when
     not); a tensor with no finite value, or no value, adds nothing."""
