@@ -119,9 +119,10 @@ PreferOpt = Annotated[
         "int8 form runs slower (where the model then measures faster, or as fast and 1 dB more "
         "accurate; a transformer also tries Q/DQ on its MatMuls' inputs only); a model still measured "
         "slower than FP32 twice (below 0.97x) is written float, with a warning; speed: the same, below "
-        "1.0x; accuracy: measure nothing, write the INT8 model "
-        "(the same bytes on any machine). What was measured is kept per model and CPU, so a convert run "
-        "again writes the same bytes (QUANTKIT_SPEED_CACHE: its folder, or off).",
+        "1.0x; accuracy: time nothing, write every layer the plan quantizes int8 (the same bytes on any "
+        "machine; the ops balanced keeps float lose no rounding, so it may measure more accurate). "
+        "What was measured is kept per model and CPU, so a convert run again writes the same bytes "
+        "(QUANTKIT_SPEED_CACHE: its folder, or off).",
     ),
 ]
 ExcludeNodesOpt = Annotated[
