@@ -36,6 +36,8 @@ from quantkit.graph.query import GraphIndex
 from quantkit.planner.patterns import SCALE_OPS, data_input, writer
 from quantkit.planner.payoff import unpaid
 from quantkit.planner.placement import (
+    ATTENTION_FLOAT,
+    ATTENTION_INT8_INPUTS,
     check_exclusions,
     data_inputs,
     excluded,
@@ -199,6 +201,8 @@ def _plan_of(state: Planning, activations: dict[str, QuantParams], rebalances: l
     for node in index.nodes:
         if node.name not in state.quantized and node.name not in state.folds:
             state.reasons.setdefault(node.name, float_reason(node))
+        if state.reasons.get(node.name) == ATTENTION_FLOAT and all(i in activations for i in node.input):
+            state.reasons[node.name] = ATTENTION_INT8_INPUTS
     skipped = tuple(
         Skip(node.name, node.op_type, state.reasons[node.name])
         for node in index.nodes

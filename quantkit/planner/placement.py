@@ -78,6 +78,16 @@ def excluded(node: onnx.NodeProto, config: ConvertConfig) -> bool:
     return node.name in config.exclude_nodes or node.op_type in config.exclude_op_types
 
 
+ATTENTION_FLOAT = "activation x activation MatMul (attention) kept float"
+# where both its inputs carry Q/DQ all the same (quantized for another reader, or a scale folded into their
+# DequantizeLinear), onnxruntime fuses them into MatMulIntegerToFloat: hunt35's ViT showed 12 of its 24
+# "kept float" attention MatMuls running so
+ATTENTION_INT8_INPUTS = (
+    "activation x activation MatMul (attention): no Q/DQ of its own, but both its inputs reach it "
+    "quantized, so onnxruntime runs it on their int8 values"
+)
+
+
 def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     index = state.index
     x, w = node.input[0], node.input[1] if len(node.input) > 1 else ""
@@ -85,7 +95,7 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     if weight is None:
         both_live = w and state.has_stats(w)
         if node.op_type == "MatMul" and both_live and not state.config.quantize_attention_matmul:
-            state.reasons[node.name] = "activation x activation MatMul (attention) kept float"
+            state.reasons[node.name] = ATTENTION_FLOAT
         else:
             state.reasons[node.name] = "weight is not a constant"
         return
