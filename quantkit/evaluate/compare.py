@@ -67,8 +67,9 @@ class Comparison:
     them; yolox needs the input (H, W); db: on probability maps [N, 1, H, W], the text pixels kept and
     the text boxes a DB post-process reads). values: the outputs the graph computes as features
     (graph.output_kinds), given no class figures; maps: those a Conv or Resize computes, whose class
-    logits at the input's size (`input_size`) get a top-1 agreement per pixel. `merge` adds a later
-    shard's, so shards of one image list give the one-pass figures."""
+    logits at the input's size (`input_size`) get a top-1 agreement per pixel; ordered: those a TopK or
+    NonMaxSuppression chose and ordered (graph.query.selection_ordered), given no agreement. `merge`
+    adds a later shard's, so shards of one image list give the one-pass figures."""
 
     def __init__(
         self,
@@ -79,9 +80,11 @@ class Comparison:
         input_size: tuple[int, int] | None = None,
         values: frozenset[str] = frozenset(),
         maps: frozenset[str] = frozenset(),
+        ordered: frozenset[str] = frozenset(),
     ) -> None:
         self.folder = folder
         self.values = values
+        self.ordered = ordered
         self.maps = maps
         self.classes = tuple(classes) if classes else None
         self.lookup = {c: i for i, c in enumerate(classes)} if classes else {}
@@ -108,7 +111,9 @@ class Comparison:
                 self.unequal[name] = self.unequal.get(name, 0) + feed_rows(batch.data)
                 continue
             images = feed_rows(batch.data)
-            errors = self.errors.setdefault(name, OutputErrors(name, name in self.values))
+            errors = self.errors.setdefault(
+                name, OutputErrors(name, name in self.values, name in self.ordered)
+            )
             logits = logits_axis(ref_out[name], self.input_size) if name in self.maps else None
             errors.update(ref_out[name], cand_out[name], images, logits)
             if threshold is None:

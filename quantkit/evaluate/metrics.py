@@ -43,10 +43,12 @@ class OutputErrors:
     per position along the class axis of probabilities at each position (class_scores.class_axis: a
     recognizer's [N, T, C], a segmenter's map) or of the axis `update` is given (a segmenter's logits):
     each image counts the share of its positions. values: the graph computes this output as features
-    (graph.output_kinds), so no class figures whatever its shape.
+    (graph.output_kinds), so no class figures whatever its shape; ordered: a TopK or NonMaxSuppression
+    chose and ordered it, so no class figures nor labels' agreement (hunt35: a TopK's sorted probabilities
+    read '100.00 % top-1 agree' by construction, its 5 indices' slot by slot equality 71.8 %).
     """
 
-    def __init__(self, name: str, values: bool = False) -> None:
+    def __init__(self, name: str, values: bool = False, ordered: bool = False) -> None:
         self.name = name
         self.signal = 0.0
         self.noise = 0.0
@@ -55,7 +57,8 @@ class OutputErrors:
         self.top1_same = 0.0
         self.top5_overlap = 0.0
         self.winners: np.ndarray | None = None  # [C] positions FP32 gives each class (per-position outputs)
-        self.classification = not values
+        self.classification = not (values or ordered)
+        self.ordered = ordered
         self.labels = True
         self.classes = 0  # the class axis' length (top-5 overlap of 5 classes or fewer says nothing)
         self.kinds: tuple[int, np.ndarray, np.ndarray] | None = None  # (axis, signal [K], noise [K])
@@ -140,7 +143,7 @@ class OutputErrors:
 
     def result(self) -> OutputMetrics:
         count = len(self.cosines)
-        scored = (self.classification or self.labels) and count and not self.one_sided()
+        scored = (self.classification or self.labels) and count and not self.one_sided() and not self.ordered
         return OutputMetrics(
             name=self.name,
             sqnr_db=sqnr_db(self.signal, self.noise),

@@ -35,6 +35,7 @@ class CompareJob:
     runtime: Runtime = Runtime.onnxruntime
     values: frozenset[str] = frozenset()  # the outputs graph.output_kinds reads as features
     maps: frozenset[str] = frozenset()  # and those a Conv or Resize computes (a segmenter's logits)
+    ordered: frozenset[str] = frozenset()  # and those a TopK or NonMaxSuppression chose and ordered
 
     def comparison(self) -> Comparison:
         return Comparison(
@@ -45,6 +46,7 @@ class CompareJob:
             self.side,
             self.values,
             self.maps,
+            self.ordered,
         )
 
 

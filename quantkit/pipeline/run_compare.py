@@ -87,6 +87,7 @@ def compare(
     paths: list[Path] = []
     side: tuple[int, int] | None
     values, maps = value_outputs(reference, config.output_kind), map_outputs(reference, config.output_kind)
+    ordered = frozenset(selection_ordered(model_io.infer_shapes(reference)))  # no agreement figures
     empty = Comparison(
         config.images.folder,
         tuple(classes) if classes else None,
@@ -94,6 +95,7 @@ def compare(
         config.detector,
         values=values,
         maps=maps,
+        ordered=ordered,
     )
     tick = progress("evaluating", 0)
     if arrays is None:
@@ -119,6 +121,7 @@ def compare(
                 config.runtime,
                 values,
                 maps,
+                ordered,
             )
             for k, part in enumerate(chunks(paths, size))
         ]
@@ -145,7 +148,14 @@ def compare(
             candidate_path,
             source,
             Comparison(
-                config.images.folder, None, config.detection_threshold, config.detector, side, values, maps
+                config.images.folder,
+                None,
+                config.detection_threshold,
+                config.detector,
+                side,
+                values,
+                maps,
+                ordered,
             ),
             tick,
             config.runtime,
