@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError, Message
-from onnx import external_data_helper, numpy_helper, shape_inference, version_converter
+from onnx import external_data_helper, numpy_helper, version_converter
 
 from quantkit import runtime
 from quantkit.errors import ModelError, shorten
 from quantkit.files import data_files
+from quantkit.graph.contrib_types import inferred_types
 from quantkit.graph.file_kinds import newer_opset, no_graph, not_onnx
 from quantkit.graph.legacy_ops import FREE_INITIALIZERS_IR, write_out
 from quantkit.graph.toposort import passes_sorted
@@ -270,11 +271,10 @@ def infer_shapes(model: onnx.ModelProto, data_prop: bool = False) -> onnx.ModelP
     propagation too (the sizes a Shape -> Gather -> Reshape chain computes)."""
     skeleton, heavy = _skeleton(model)
     try:
-        inferred = shape_inference.infer_shapes(skeleton, data_prop=data_prop)
+        inferred = inferred_types(skeleton, data_prop)  # what ops of no known schema write: guessed
     except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as exc:
-        raise ModelError(
-            f"shape inference failed ({_short(exc)}); check the model with onnx.checker"
-        ) from exc
+        why = f"shape inference failed ({_short(exc)}); check the model with onnx.checker"
+        raise ModelError(why) from exc
     if not heavy:
         return inferred
     del inferred.graph.input[:], inferred.graph.initializer[:]

@@ -1,0 +1,74 @@
+"""Types for the tensors onnx's shape inference leaves untyped after ops it knows no schema for.
+
+onnx knows no schema for com.microsoft's SkipLayerNormalization, BiasGelu, Attention, FastGelu ... (what
+onnxruntime's transformer optimizer writes into the ViT and BERT files people ship): their outputs, and
+every tensor computed from them, came out of onnx's inference untyped. Untyped, they were neither observed
+by calibrate nor measured by convert: hunt35's optimized ViT kept 60 of its 72 weight MatMuls float
+("recalibrate") and its float16 convert failed on a logit it had not fetched. Such an op's outputs are of
+the float type it reads (an untyped output of an op onnx does know is too: a Reshape of one), but for the
+few listed that write integers; with those types given, onnx's inference runs again for the shapes.
+(onnxruntime's symbolic shape inference knows these ops, but needs sympy, which quantkit does not
+install.)
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE})
+
+# (op type, output index) of contrib ops whose output is no float though their first input is one
+INTEGER_OUTPUTS = frozenset(
+    {("EmbedLayerNormalization", 1), ("QuantizeLinear", 0), ("DynamicQuantizeLSTM", 0)}
+)
+
+
+def inferred_types(skeleton: onnx.ModelProto, data_prop: bool) -> onnx.ModelProto:
+    """onnx's shape inference of skeleton, with guessed types where ops of no known schema left outputs
+    untyped (with_guessed_types); raises as onnx's inference does."""
+    inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=data_prop)
+    return with_guessed_types(skeleton, inferred, data_prop)
+
+
+def with_guessed_types(
+    skeleton: onnx.ModelProto, inferred: onnx.ModelProto, data_prop: bool
+) -> onnx.ModelProto:
+    """inferred (onnx's inference of skeleton, data_prop as given) where an op of no known schema left
+    node outputs untyped: those typed as the float they read (guessed_types), then onnx's inference again
+    with them; where that fails (a guess it disputes), inferred with the guesses only. inferred itself
+    where nothing is untyped."""
+    guessed = guessed_types(inferred)
+    if not guessed:
+        return inferred
+    values = [helper.make_tensor_value_info(name, elem, None) for name, elem in sorted(guessed.items())]
+    given = onnx.ModelProto()
+    given.CopyFrom(skeleton)
+    given.graph.value_info.extend(values)
+    try:
+        return onnx.shape_inference.infer_shapes(given, data_prop=data_prop)
+    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):
+        inferred.graph.value_info.extend(values)
+        return inferred
+
+
+def guessed_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Node output -> the type of the node's first input where that is a float, for the outputs the
+    model's inference left untyped (in graph order, so a guess reaches the ops after it; a quantized op,
+    QLinearConv or MatMulIntegerToFloat, reads integers first and is left alone). Empty where every op
+    is standard: an untyped output there is onnx's to explain."""
+    graph = model.graph
+    if all(node.domain in ("", "ai.onnx") for node in graph.node):
+        return {}
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+    types = {name: elem for name, elem in types.items() if elem}
+    types.update((init.name, init.data_type) for init in graph.initializer)
+    guessed: dict[str, int] = {}
+    for node in graph.node:
+        first = types.get(node.input[0]) if node.input else None
+        if first not in FLOAT_TYPES:
+            continue
+        for k, name in enumerate(node.output):
+            if name and name not in types and (node.op_type, k) not in INTEGER_OUTPUTS:
+                types[name] = guessed[name] = first
+    return guessed

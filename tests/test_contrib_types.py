@@ -1,0 +1,74 @@
+"""Tensors after an op onnx knows no schema for (onnxruntime's com.microsoft contrib ops, as its transformer
+optimizer writes them) are typed as the float they are, so they are observed, planned and measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from quantkit import pipeline
+from quantkit.config import ConvertConfig, Float16Config, Prefer
+from quantkit.graph.contrib_types import guessed_types
+from quantkit.graph.model_io import infer_shapes
+from tests.conftest import SIZE, conv_params, make_model
+from tests.helpers import output_sqnr, quantize
+
+
+def _with_contrib_gelu() -> onnx.ModelProto:
+    """conv1 -> com.microsoft Gelu -> conv2 -> Relu -> conv3: conv2's input, and all after it, come out of
+    onnx's inference untyped."""
+    a, b, c = conv_params(8, 3, 3, 41), conv_params(8, 8, 3, 42), conv_params(4, 8, 3, 43)
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Gelu", ["c"], ["g"], name="gelu", domain="com.microsoft"),
+        helper.make_node("Conv", ["g", "wb", "bb"], ["d"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["d"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "wc", "bc"], ["y"], name="conv3", pads=[1, 1, 1, 1]),
+    ]
+    weights = {"wa": a["w"], "ba": a["b"], "wb": b["w"], "bb": b["b"], "wc": c["w"], "bc": c["b"]}
+    graph = helper.make_graph(
+        nodes,
+        "contrib",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, SIZE, SIZE])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
+def test_outputs_of_an_op_of_no_schema_are_typed_as_the_float_it_reads() -> None:
+    inferred = infer_shapes(_with_contrib_gelu())
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    assert types["g"] == types["d"] == types["r"] == TensorProto.FLOAT  # g guessed, the rest onnx's
+    # nothing to guess in a standard graph: an untyped tensor there is onnx's to explain
+    standard = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {})
+    assert guessed_types(infer_shapes(standard)) == {}
+    # a contrib op's integer output is not guessed a float, nor is what an op reading integers first writes
+    ops = [
+        helper.make_node("FastGelu", ["x"], ["f"], domain="com.microsoft"),
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], domain="com.microsoft"),
+        helper.make_node("MatMulIntegerToFloat", ["q", "q", "s", "s"], ["m"], domain="com.microsoft"),
+    ]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 4]) for n in ("x", "s")]
+    inputs.append(helper.make_tensor_value_info("z", TensorProto.UINT8, []))
+    graph = helper.make_graph(ops, "contrib", inputs, [])
+    assert guessed_types(helper.make_model(graph)) == {"f": TensorProto.FLOAT}
+
+
+def test_a_model_with_a_contrib_op_converts_every_layer(tmp_path: Path, image_dir: Path) -> None:
+    """hunt35: a ViT through onnxruntime's transformer optimizer (SkipLayerNormalization, BiasGelu) was
+    calibrated on 265 of its tensors, kept 60 of its 72 weight MatMuls float with 'recalibrate', and its
+    float16 convert stopped on 'internal error (KeyError ...)'."""
+    model = _with_contrib_gelu()
+    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy, min_sqnr=0))
+    assert {"conv1", "conv2"} <= set(summary.plan.quantized_nodes), summary.float_by_reason
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+    half = pipeline.convert_float16(
+        tmp_path / "model.onnx", tmp_path / "model.calib.json", tmp_path / "h.onnx", Float16Config()
+    )
+    assert (tmp_path / "h.onnx").exists() and half.smoke_sqnr_db["y"] > 40.0
