@@ -105,6 +105,22 @@ def test_unmet_budget_writes_nothing(
         pipeline.convert(model, table, out, ConvertConfig(), budget=budget)
 
 
+def test_max_drop_refuses_labels_that_do_not_fit_the_model(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt35: 1000 ImageNet classes for a 4-way orientation classifier; no label could ever match, so
+    FP32 and every trial scored 0 % top-1, convert --max-drop read '0.00 points lost' and wrote a model
+    that agreed with FP32 on 84 % of images. compare and shrink refused the same file."""
+    model, table = planted
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class{k}\n" for k in range(1000)))
+    out = tmp_path / "o.onnx"
+    argv = ["convert", str(model), "-c", str(table), "-o", str(out), "--max-drop", "1"]
+    code, _, err = run([*argv, "--validation", str(image_dir), "--labels", str(labels)], capsys)
+    assert_one_line_error(code, err, "the labels file lists 1000 classes but no output has that many")
+    assert not out.exists()
+
+
 def test_max_drop_needs_validation_images(
     planted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

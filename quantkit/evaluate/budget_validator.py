@@ -16,7 +16,7 @@ import numpy as np
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
 from quantkit.evaluate.class_scores import class_views, is_class_sequence, is_classification
-from quantkit.evaluate.compare import decode_grid, head_masks, label_of, require_sizes
+from quantkit.evaluate.compare import decode_grid, head_masks, label_of, require_sizes, scored_output
 from quantkit.evaluate.end2end import is_listed_head, listed_detections, require_listed
 from quantkit.evaluate.metrics import (
     Detections,
@@ -131,6 +131,8 @@ class Validator:
                     metric, output = _choose(
                         metric, outputs, bool(lookup), detector, feed_rows(batch.data), values
                     )
+                    if metric is BudgetMetric.top1:  # the labels' classes, as compare and shrink read them
+                        output = scored_output(outputs, len(lookup))
                     if metric is BudgetMetric.boxes and detector is not DetectorHead.db:
                         assert detector is not None
                         self.grid = decode_grid(detector, input_size, outputs[output].shape[1])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError, ModelError
@@ -139,7 +140,7 @@ class Comparison:
                 self.boxes[name].update(ref, cand)
         self.count += feed_rows(batch.data)
         if self.lookup:
-            self.scored_output = self.scored_output or _scored_output(ref_out, len(self.lookup))
+            self.scored_output = self.scored_output or scored_output(ref_out, len(self.lookup))
             labels = np.array([label_of(p, self.folder, self.lookup) for p in batch.paths])
             known = labels >= 0
             if known.any():
@@ -397,7 +398,23 @@ def decode_grid(
     return grid
 
 
-def _scored_output(outputs: dict[str, np.ndarray], num_classes: int) -> str:
+def require_labels_fit(outputs: Sequence[onnx.ValueInfoProto], labels: Path) -> None:
+    """Refuse, from the graph's declared outputs, a labels file whose class count none declares along
+    axis 1 (where every output declares it): hunt32's MNIST labels for MobileNetV2 failed shrink after
+    13.6 s, hunt35's 1000 ImageNet classes for a 4-way orientation model made convert --max-drop's budget
+    read 0.00 points lost (no label could ever match) and pass."""
+    count = len(read_classes(labels))
+    types = [o.type.tensor_type for o in outputs]
+    widths = [t.shape.dim[1].dim_value if t.HasField("shape") and len(t.shape.dim) > 1 else 0 for t in types]
+    if 0 not in widths and count not in widths:
+        raise ConfigError(
+            f"the labels file lists {count} classes but no output has that many (declared: "
+            f"{', '.join(str(w) for w in widths)} along axis 1); give the labels of this model"
+        )
+
+
+def scored_output(outputs: dict[str, np.ndarray], num_classes: int) -> str:
+    """The first output of class scores [N, num_classes] (the labels file's count); refused where none is."""
     for name, value in outputs.items():
         if is_classification(value) and value.shape[1] == num_classes:
             return name

@@ -17,6 +17,7 @@ from quantkit.config import (
     Prefer,
     Target,
 )
+from quantkit.evaluate.compare import require_labels_fit
 from quantkit.evaluate.speed import measure as measure_speed
 from quantkit.files import check_output, write_set
 from quantkit.graph import compact as compact_graph
@@ -79,6 +80,8 @@ def convert(
     if config.fp8:
         upgrade = (FP8_OPSET, "float8 Q/DQ need 19")
     model, table, prepared = load_for_int8(model_path, table_path, *upgrade)
+    if budget is not None and budget.labels is not None:
+        require_labels_fit(model.graph.output, budget.labels)
     with lean_sessions(large_activations(prepared.model, table_samples(table))):  # IS-Net at 1024x1024
         paths = (model_path, table_path, output)
         return _converted(paths, config, progress, budget, parallel, (model, table, prepared))

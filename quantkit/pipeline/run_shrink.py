@@ -23,7 +23,7 @@ from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.budget_validator import values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
-from quantkit.evaluate.compare import read_classes
+from quantkit.evaluate.compare import require_labels_fit
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
@@ -143,21 +143,6 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     return first.name
 
 
-def _labels_fit(declared: Declared, config: ShrinkConfig) -> None:
-    """Refuse --labels whose class count no output declares (axis 1 of each, all of them known): found
-    from the graph before calibrating (hunt32: MNIST's 10 classes for MobileNetV2 failed after 13.6 s)."""
-    if config.evaluation.labels is None:
-        return
-    count = len(read_classes(config.evaluation.labels))
-    types = [o.type.tensor_type for o in declared().graph.output]
-    widths = [t.shape.dim[1].dim_value if t.HasField("shape") and len(t.shape.dim) > 1 else 0 for t in types]
-    if 0 not in widths and count not in widths:
-        raise ConfigError(
-            f"the labels file lists {count} classes but no output has that many (declared: "
-            f"{', '.join(str(w) for w in widths)} along axis 1); give the labels of this model"
-        )
-
-
 def _check_class_scores(
     model: onnx.ModelProto, first: str, table: CalibrationTable, kind: OutputKind
 ) -> None:
@@ -209,7 +194,8 @@ def _run(
     declared: Declared = functools.cache(lambda: model_io.load_model(model_path))
     gated = _gated_output(declared, config)  # a map output is refused from the graph
     images_of(config.evaluation.images, "--eval-images")
-    _labels_fit(declared, config)
+    if config.evaluation.labels is not None:  # before calibrating
+        require_labels_fit(declared().graph.output, config.evaluation.labels)
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     if gated is not None:  # before convert and compare, the costly part
         _check_class_scores(declared(), gated, loaded, config.evaluation.output_kind)
