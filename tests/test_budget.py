@@ -121,6 +121,24 @@ def test_max_drop_refuses_labels_that_do_not_fit_the_model(
     assert not out.exists()
 
 
+def test_a_top1_budget_that_fp32_itself_fails_is_refused(image_dir: Path, tmp_path: Path) -> None:
+    """Labels of the right count in a wrong order (or images of other classes): FP32 scores below twice
+    chance, every trial loses about nothing, and any model would pass the budget."""
+    model = _planted(tmp_path / "m.onnx", classifier=True)  # scores [N, 1024]
+    table = tmp_path / "m.calib.json"
+    pipeline.calibrate(model, table, CalibrateConfig(ImageSelection(image_dir, 16)))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class{k}\n" for k in range(1022)) + "cats\ndogs\n")
+    budget = AccuracyBudget(
+        1.0, ImageSelection(image_dir, 16, seed=2), labels=labels, metric=BudgetMetric.top1
+    )
+    with pytest.raises(
+        ConfigError, match=r"FP32's own top-1 is 0\.00% on the validation images, below twice"
+    ):
+        pipeline.convert(model, table, tmp_path / "o.onnx", ConvertConfig(), budget=budget)
+    assert not (tmp_path / "o.onnx").exists()
+
+
 def test_max_drop_needs_validation_images(
     planted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,6 +28,7 @@ from quantkit.evaluate.metrics import (
     without_masks,
     yolov8_rows,
 )
+from quantkit.evaluate.sanity import MIN_CLASSES
 from quantkit.evaluate.text_maps import is_probability_map, map_view, text_boxes
 from quantkit.results import Batch, Feed, feed_rows
 
@@ -170,6 +171,8 @@ class Validator:
                 "no validation image's folder or name prefix matches a class in --labels; name images "
                 "<class>_*.jpg or put them in <class>/ folders"
             )
+        if metric is BudgetMetric.top1:
+            _require_sensible_reference(self.references, len(lookup))
 
     def drop(self, candidate: Runner) -> float:
         """Points lost against FP32 on the validation images, chunk by chunk in this process."""
@@ -228,6 +231,25 @@ def points_lost(lost: int, total: int) -> float:
     """100 lost / total, from the integer counts: 5 of 250 is 2.0 exactly, so a budget of 2 holds (the
     same figure as 100 (1 - 245/250) reads 2.0000000000000018 and failed it)."""
     return 100.0 * lost / total if total else 0.0
+
+
+def _require_sensible_reference(references: Sequence[ChunkReference], classes: int) -> None:
+    """Refuse a top-1 budget FP32 itself fails: below twice chance on the labelled validation images
+    (evaluate.sanity's rule), every trial loses about nothing and any model passes."""
+    right = known = 0
+    for reference in references:
+        for (scores, _), labels in zip(reference.summaries, reference.labels, strict=True):
+            mask = labels >= 0
+            right += int((scores[mask] == labels[mask]).sum())
+            known += int(mask.sum())
+    top1 = right / max(known, 1)
+    if classes >= MIN_CLASSES and top1 < 2.0 / classes:
+        raise ConfigError(
+            f"--max-drop counts points of top-1 against --labels, but FP32's own top-1 is {100 * top1:.2f}% "
+            f"on the validation images, below twice chance ({200 / classes:.2f}%), so any model would "
+            "pass: the preprocessing or the --labels order is likely wrong; check them, or use --metric "
+            "agreement"
+        )
 
 
 def _choose(
