@@ -221,6 +221,29 @@ def test_a_model_saved_after_onnxruntimes_optimizations(
         "before optimization",
     )
     fails_cleanly(save_model(fused, tmp_path / "fused.onnx"), image_dir, tmp_path, capsys, *phrases)
+    # a transformer at ORT_ENABLE_EXTENDED: LayerNormalization at opset 14 (only onnxruntime runs it, so
+    # onnx's checker refuses it) beside BiasGelu; hunt35's ViT was told 'fix or re-export the model'
+    layer_norm = make_model(cnn_nodes(), conv_params(4, 3), opset=14)
+    scale, bias = (
+        numpy_helper.from_array(np.ones(4, np.float32), "ln_s"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "ln_b"),
+    )
+    layer_norm.graph.initializer.extend([scale, bias])
+    output = layer_norm.graph.output[0].name
+    inner = layer_norm.graph.node[-1]
+    inner.output[0] = "pre_norm"
+    layer_norm.graph.node.extend(
+        [
+            helper.make_node("LayerNormalization", ["pre_norm", "ln_s", "ln_b"], ["normed"], axis=1),
+            helper.make_node("BiasGelu", ["normed", "ln_b"], [output], domain="com.microsoft"),
+        ]
+    )
+    layer_norm.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    phrases = (
+        "fails onnx.checker",
+        "saved after onnxruntime's graph optimizations (com.microsoft::BiasGelu)",
+    )
+    fails_cleanly(save_model(layer_norm, tmp_path / "ln.onnx"), image_dir, tmp_path, capsys, *phrases)
 
 
 def test_image_names_that_are_not_utf8(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:

@@ -117,3 +117,28 @@ def optimized_by_ort(model: onnx.ModelProto, path: Path) -> str:
         "layers are fused for one CPU and cannot be quantized; give quantkit the model before optimization "
         "(the exported file, or one saved at ORT_ENABLE_BASIC)"
     )
+
+
+# what onnxruntime's optimizers write that no exporter does (transformer fusions beside ORT_FUSED_OPS)
+ORT_WRITTEN_OPS = ORT_FUSED_OPS | {"BiasGelu", "FastGelu", "SkipLayerNormalization", "QuickGelu", "BiasAdd"}
+
+
+def checker_refusal(model: onnx.ModelProto, path: Path, reason: str) -> str:
+    """The message for a model onnx's checker refuses: where onnxruntime's optimizer wrote it (its fused
+    ops in the graph), that, with the file to give instead (hunt35: a ViT saved at ORT_ENABLE_EXTENDED
+    holds LayerNormalization at opset 14, which only onnxruntime runs, and was told 'fix or re-export')."""
+    found = sorted(
+        {
+            f"{n.domain}::{n.op_type}"
+            for n in model.graph.node
+            if n.domain == ORT_LAYOUT_DOMAIN or (n.domain == "com.microsoft" and n.op_type in ORT_WRITTEN_OPS)
+        }
+    )
+    if not found:
+        return f"{path} fails onnx.checker ({reason}); fix or re-export the model"
+    more = f" and {len(found) - 2} more" if len(found) > 2 else ""
+    return (
+        f"{path.name} fails onnx.checker ({reason}): it was saved after onnxruntime's graph optimizations "
+        f"({', '.join(found[:2])}{more}), which write ops only onnxruntime runs; give quantkit the model "
+        "before optimization (the exported file, or one saved at ORT_ENABLE_BASIC)"
+    )

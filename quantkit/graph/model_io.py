@@ -16,7 +16,7 @@ from quantkit import runtime
 from quantkit.errors import ModelError, shorten
 from quantkit.files import data_files
 from quantkit.graph.contrib_types import inferred_types
-from quantkit.graph.file_kinds import newer_opset, no_graph, not_onnx
+from quantkit.graph.file_kinds import checker_refusal, newer_opset, no_graph, not_onnx
 from quantkit.graph.legacy_ops import FREE_INITIALIZERS_IR, write_out
 from quantkit.graph.toposort import passes_sorted
 from quantkit.results import InputSpec
@@ -75,9 +75,7 @@ def load_model(path: Path) -> onnx.ModelProto:
         onnx.checker.check_model(write_out(model, opset_version(model)).model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         if not passes_sorted(model):
-            raise ModelError(
-                f"{path} fails onnx.checker ({_short(exc)}); fix or re-export the model"
-            ) from exc
+            raise ModelError(checker_refusal(model, path, _short(exc))) from exc
     _check_finite_weights(model, path)
     if model.ir_version < FREE_INITIALIZERS_IR:
         model.ir_version = FREE_INITIALIZERS_IR  # every IR 3 model is a valid IR 4 one
