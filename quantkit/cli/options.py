@@ -149,15 +149,27 @@ ScoreOpt = Annotated[
 
 PresetOpt = Annotated[
     Preset | None,
-    typer.Option("--preset", help="Normalisation preset [default: imagenet; raw for a uint8 input]."),
+    typer.Option(
+        "--preset",
+        help="Normalisation preset, its values in the model's channel order (after --bgr) [default: "
+        "imagenet; raw for a uint8 input].",
+    ),
 ]
 
 MeanOpt = Annotated[
-    str | None, typer.Option("--mean", help="Per-channel mean in 0-255 units, e.g. 123.7,116.3,103.5.")
+    str | None,
+    typer.Option(
+        "--mean",
+        help="Per-channel mean in 0-255 units, in the model's channel order (after --bgr), e.g. "
+        "123.7,116.3,103.5.",
+    ),
 ]
 
 StdOpt = Annotated[
-    str | None, typer.Option("--std", help="Per-channel std in 0-255 units, e.g. 58.4,57.1,57.4.")
+    str | None,
+    typer.Option(
+        "--std", help="Per-channel std in 0-255 units, in the model's channel order, e.g. 58.4,57.1,57.4."
+    ),
 ]
 
 BgrOpt = Annotated[
