@@ -161,7 +161,7 @@ def test_cli_prints_what_was_measured_and_refuses_int8_options(
     assert "bfloat16" in text and "measured on its float32 emulation" in text
     assert "opset 13 -> 22" in text
     argv = ["convert", str(cnn), "--to", "bf16", "--method", "minmax", "-o", str(tmp_path / "p.onnx")]
-    assert_one_line_error(*run(argv, capsys)[::2], "only apply to --to int8")
+    assert_one_line_error(*run(argv, capsys)[::2], "--method only applies to --to int8")
 
 
 def test_compare_says_why_it_cannot_run_a_bfloat16_model(

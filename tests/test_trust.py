@@ -322,9 +322,9 @@ def test_shrink_says_which_image_count_was_too_large(
 def test_int8_options_with_fp16_are_refused(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
     argv = ["convert", str(cnn), "-o", str(tmp_path / "h.onnx"), "--to", "fp16", "--method", "minmax"]
     code, _, err = run(argv, capsys)
-    assert_one_line_error(code, err, "--method only apply to --to int8")
+    assert_one_line_error(code, err, "--method only applies to --to int8")
     code, _, err = run(["convert", str(cnn), "-o", str(tmp_path / "i.onnx"), "--input-size", "8x8"], capsys)
-    assert_one_line_error(code, err, "--input-size only apply to --to fp16")
+    assert_one_line_error(code, err, "--input-size only applies to --to fp16")
 
 
 def test_compare_json_to_stdout_and_quiet_without_output(

@@ -367,7 +367,8 @@ def _refuse_other_precision(ctx: typer.Context, to: Precision) -> None:
     if given:
         flags = ", ".join(p.opts[0] for p in given)
         kind = "--to int8" if to in FLOAT_PRECISIONS or given[0].name in FP8_FIXED else "--to fp16 or bf16"
-        raise ConfigError(f"{flags} only apply to {kind}; leave them out or convert {kind}")
+        verb = "applies" if len(given) == 1 else "apply"
+        raise ConfigError(f"{flags} only {verb} to {kind}; leave them out or convert {kind}")
 
 
 def _on_command_line(ctx: typer.Context, name: str) -> bool:
