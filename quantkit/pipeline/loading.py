@@ -125,6 +125,12 @@ def table_side(table: CalibrationTable) -> tuple[int, int] | None:
 def table_preprocess(table: CalibrationTable, needed_for: str) -> Preprocess:
     """The table's preprocessing, which `needed_for` reads images with; a table made from arrays has none."""
     recorded = table.meta.get("preprocess")
+    if not recorded and isinstance(table.samples, dict) and len(table.samples) > 1:  # hunt35: it looped
+        raise ConfigError(
+            f"{needed_for} reads images through one image input, and the table was calibrated on arrays "
+            f"for the model's {len(table.samples)} inputs: it cannot measure this model; convert's "
+            "--min-sqnr fallback measures it on the table's arrays"
+        )
     if not recorded:
         raise ConfigError(
             f"the table was calibrated on arrays, not images, so it records no preprocessing for "
