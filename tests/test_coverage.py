@@ -1198,6 +1198,13 @@ def test_int8_keeps_what_if_and_loop_bodies_read(tmp_path: Path, image_dir: Path
     onnx.checker.check_model(converted)
     assert "wb" in {t.name for t in converted.graph.initializer}
     assert "QuantizeLinear" in {n.op_type for n in converted.graph.node}
+    # and says why its bodies stay float: not onnxruntime's lack of a kernel (hunt35 F8)
+    from quantkit.planner.placement import float_reason
+
+    assert float_reason(helper.make_node("If", ["c"], ["o"])) == (
+        "quantkit does not quantize inside subgraphs: the layers in its branches or body stay float"
+    )
+    assert "recurrent" in float_reason(helper.make_node("LSTM", ["x", "w", "r"], ["h"]))
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25
 
 

@@ -274,9 +274,19 @@ def _try_integer(state: Planning, node: onnx.NodeProto) -> bool:
     return True
 
 
+# ops whose float form is quantkit's choice, not onnxruntime's lack of a kernel (hunt35 F8: a classifier's
+# Gemm inside an If stayed float under 'no integer kernel in onnxruntime')
+SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+
+
 def float_reason(node: onnx.NodeProto) -> str:
     if node.op_type in INTEGER_PATH_OPS:
         return "not between quantized ops"
     if node.op_type in COMPUTE_OPS:
         return "not quantizable"
+    if node.op_type in SUBGRAPH_OPS:
+        return "quantkit does not quantize inside subgraphs: the layers in its branches or body stay float"
+    if node.op_type in RECURRENT_OPS:
+        return "quantkit does not quantize recurrent layers (their weights stay float)"
     return "no integer kernel in onnxruntime (kept float)"
