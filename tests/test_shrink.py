@@ -70,8 +70,10 @@ def test_a_failing_gate_exits_1_and_still_writes_the_reports(
     failure = junit.find("testcase/failure")
     assert failure is not None and "limit >= 1000" in failure.get("message", "")
     assert "a gate failed (exit 1)" in stdout
-    code, _, _ = run([*shrink_args, "--output-dir", str(out), "--min-speedup", "1000", "--exit-zero"], capsys)
-    assert code == 0
+    code, stdout, _ = run(
+        [*shrink_args, "--output-dir", str(out), "--min-speedup", "1000", "--exit-zero"], capsys
+    )
+    assert code == 0 and "a gate failed (exit 0: --exit-zero)" in stdout  # hunt36: it said 'exit 1'
 
 
 def test_an_error_exits_2_with_one_line(
