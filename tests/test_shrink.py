@@ -327,3 +327,19 @@ def test_labels_no_output_declares_are_refused_before_any_work(
         code, err, "the labels file lists 10 classes but no output has that many (declared: 5"
     )
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_model_with_no_layer_quantized_is_timed_as_the_computation_it_is() -> None:
+    """hunt36: vit_mnist came out of shrink with no layer quantized (the FP32 graph under the INT8 name),
+    and its --min-speedup gate passed on '1.10x' (two timings of one computation)."""
+    from quantkit.config import Gates
+    from quantkit.evaluate import gates
+    from tests.test_golden import _comparison
+
+    comparison = _comparison()
+    assert comparison.speedup is not None and comparison.speedup > 1.05  # the timings the premise needs
+    bar = Gates(min_speedup=1.05)
+    (timed,) = [g for g in gates.check(comparison, bar) if g.name == "min_speedup"]
+    assert timed.passed and timed.measured == comparison.speedup
+    (same,) = [g for g in gates.check(comparison, bar, unchanged=True) if g.name == "min_speedup"]
+    assert not same.passed and same.measured == 1.0 and "no layer quantized" in same.unit

@@ -213,7 +213,7 @@ def _run(
         *comparison.warnings,
         slower_warning(comparison.speedup, config.gates.min_speedup, config.convert.target),
     )
-    checked = gates.check(comparison, config.gates)
+    checked = gates.check(comparison, config.gates, unchanged=not summary.plan.quantized_nodes)
     meta = loaded.meta
     result = ShrinkResult(
         model=str(model_path),
