@@ -343,3 +343,23 @@ def test_a_model_with_no_layer_quantized_is_timed_as_the_computation_it_is() -> 
     assert timed.passed and timed.measured == comparison.speedup
     (same,) = [g for g in gates.check(comparison, bar, unchanged=True) if g.name == "min_speedup"]
     assert not same.passed and same.measured == 1.0 and "no layer quantized" in same.unit
+
+
+def test_a_boxes_drop_on_few_boxes_is_said_and_no_box_is_named() -> None:
+    """hunt36: an end-to-end detector passed --max-drop 5 on the one box FP32 found in 16 photos, without
+    a word; with no box at all its gate row advised '--detector', which was given."""
+    import dataclasses
+
+    from quantkit.evaluate import gates
+    from quantkit.outcomes import OutputMetrics
+    from tests.test_golden import _comparison
+
+    plain = dataclasses.replace(_comparison(), reference_accuracy=None, candidate_accuracy=None)
+    one = OutputMetrics("output0", 1.5, 0.55, 1.0, boxes=1, boxes_found=1, boxes_extra=0)
+    warning = gates.few_boxes(dataclasses.replace(plain, outputs=(one,)))
+    assert warning is not None and warning.startswith("the accuracy figure rests on 1 final box(es) of FP32")
+    many = dataclasses.replace(one, boxes=gates.FEW_BOXES, boxes_found=gates.FEW_BOXES)
+    assert gates.few_boxes(dataclasses.replace(plain, outputs=(many,))) is None
+    none = dataclasses.replace(one, boxes=0, boxes_found=0)
+    drop, unit = gates.accuracy_drop(dataclasses.replace(plain, outputs=(none,)))
+    assert drop is None and "FP32 finds no box above the score threshold" in unit

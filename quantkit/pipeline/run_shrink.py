@@ -212,6 +212,7 @@ def _run(
         *summary.warnings,
         *comparison.warnings,
         slower_warning(comparison.speedup, config.gates.min_speedup, config.convert.target),
+        gates.few_boxes(comparison) if config.gates.max_drop is not None else None,
     )
     checked = gates.check(comparison, config.gates, unchanged=not summary.plan.quantized_nodes)
     meta = loaded.meta
