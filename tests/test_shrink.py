@@ -84,6 +84,11 @@ def test_an_error_exits_2_with_one_line(
     code, _, err = run(args, capsys)
     assert_one_line_error(code, err, "missing")
     assert not (tmp_path / "out" / "report.json").exists()
+    # nor does an earlier run's verdict stay beside the error (hunt36: a PASS junit.xml after exit 2)
+    passed = [*shrink_args, "--output-dir", str(tmp_path / "out")]
+    assert run(passed, capsys)[0] == 0 and (tmp_path / "out" / "junit.xml").exists()
+    code, _, err = run(args, capsys)
+    assert code == 2 and not any((tmp_path / "out" / name).exists() for name in ("junit.xml", "report.json"))
 
 
 def test_the_second_run_reuses_the_calibration_table(
