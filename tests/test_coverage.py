@@ -842,6 +842,8 @@ def test_compare_warns_that_an_output_a_topk_ordered_compares_reordered_rows(
     code, _, err = run(["compare", str(src), str(copy), "--images", str(image_dir), "--runs", "0"], capsys)
     assert code == 0, err
     assert warning in " ".join(err.split())
+    # y is [N, 2, 20], no [N, K, 6] list --detector end2end reads: not advised (hunt36: an NMS's [n, 7])
+    assert "--detector end2end" not in err and "by your own metric" in " ".join(err.split())
     cnn, twin = tiny_cnn(tmp_path / "cnn.onnx"), tiny_cnn(tmp_path / "twin.onnx")
     code, _, err = run(["compare", str(cnn), str(twin), "--images", str(image_dir), "--runs", "0"], capsys)
     assert code == 0, err

@@ -362,15 +362,19 @@ def _selected(reference: onnx.ModelProto, boxed: set[str]) -> str | None:
     [1, 300, 6] head: 1.4 dB in INT8 with 24 of FP32's 24 boxes)."""
     if not any(n.op_type in ("TopK", "NonMaxSuppression") for n in reference.graph.node):
         return None
-    ordered = sorted(set(selection_ordered(model_io.infer_shapes(reference))) - boxed)
+    inferred = model_io.infer_shapes(reference)
+    ordered = sorted(set(selection_ordered(inferred)) - boxed)
     if not ordered:
         return None
+    declared = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in inferred.graph.output}
+    listed = any(len(declared.get(o, [])) == 3 and declared[o][2] == 6 for o in ordered)
+    # hunt36: a [n, 7] NMS output was told to try --detector end2end, which then refused it
+    how = "--detector end2end reads [N, K, x0 y0 x1 y1 score class]" if listed else "by your own metric"
     return (
         f"output(s) {', '.join(repr(o) for o in ordered)} are chosen and ordered by a TopK / "
         "NonMaxSuppression: their figures compare rows that noise reorders (near-equal scores swap "
-        "places), so a low SQNR there need not mean lost detections; compare the selected boxes "
-        "(--detector end2end reads [N, K, x0 y0 x1 y1 score class]), or see convert's note for the "
-        "tensors entering the selection"
+        f"places), so a low SQNR there need not mean lost detections; compare the selected boxes ({how}), "
+        "or see convert's note for the tensors entering the selection"
     )
 
 
