@@ -368,3 +368,16 @@ def test_a_boxes_drop_on_few_boxes_is_said_and_no_box_is_named() -> None:
     none = dataclasses.replace(one, boxes=0, boxes_found=0)
     drop, unit = gates.accuracy_drop(dataclasses.replace(plain, outputs=(none,)))
     assert drop is None and "FP32 finds no box above the score threshold" in unit
+    # boxes the candidate adds where FP32 finds none fail any budget (hunt36: a PP-OCRv4 map at -11 dB
+    # added 4 text boxes and passed --max-drop 20 on its pixels' recall)
+    added = dataclasses.replace(none, boxes_extra=4, detection_recall=0.84)
+    drop, unit = gates.accuracy_drop(dataclasses.replace(plain, outputs=(added,)))
+    assert drop == float("inf") and unit.endswith("(FP32 finds none; 4 added)")
+    from quantkit.evaluate.figure_warnings import broken_output
+
+    line = broken_output(dataclasses.replace(added, sqnr_db=-11.0))
+    assert line is not None and line.startswith("output 'output0' measures -11.0 dB over these images")
+    assert (
+        broken_output(added) is None
+        and broken_output(dataclasses.replace(added, sqnr_db=-3, labels=True)) is None
+    )

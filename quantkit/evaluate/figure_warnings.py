@@ -25,6 +25,18 @@ def unrelated(outputs: Sequence[OutputMetrics]) -> str | None:
     )
 
 
+def broken_output(m: OutputMetrics) -> str | None:
+    """A warning where an output measures below 0 dB over all images: its error is larger than itself
+    (hunt36: PP-OCRv4's text map at -11 dB held out passed a loose --max-drop on its pixels' recall)."""
+    if m.labels or not m.sqnr_db < 0.0:
+        return None
+    return (
+        f"output {m.name!r} measures {m.sqnr_db:.1f} dB over these images: the candidate's error is larger "
+        "than the output itself; it is broken here unless the output differs by design (keep layers float: "
+        "quantkit sensitivity ranks them)"
+    )
+
+
 def noise_hidden(m: OutputMetrics) -> str | None:
     """A warning where the SQNR pooled over all images reads fine while the output is mostly noise on
     some images on their own: CRAFT's text map measured 23.1 dB pooled and a mean cosine of 0.58, its

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from quantkit.config import Gates
 from quantkit.outcomes import ComparisonResult, GateResult
 
@@ -16,6 +18,11 @@ def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
     if first is not None and first.boxes and first.boxes_found is not None and first.boxes_extra is not None:
         differences = first.boxes - first.boxes_found + first.boxes_extra
         return 100.0 * differences / first.boxes, "FP32 final boxes missed or added, per 100"
+    if first is not None and first.boxes == 0 and first.boxes_extra:  # hunt36: 4 added, judged by recall
+        return (
+            math.inf,
+            f"FP32 final boxes missed or added, per 100 (FP32 finds none; {first.boxes_extra} added)",
+        )
     if first is not None and first.detection_recall is not None:
         return 100.0 * (1.0 - first.detection_recall), "points of FP32 detections lost"
     if first is not None and first.top1_agreement is not None:

@@ -18,7 +18,7 @@ from quantkit.errors import (
     ImageError,
 )
 from quantkit.evaluate.compare import Comparison, compare_batches, read_classes
-from quantkit.evaluate.figure_warnings import kind_hidden, noise_hidden, unrelated
+from quantkit.evaluate.figure_warnings import broken_output, kind_hidden, noise_hidden, unrelated
 from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
@@ -231,6 +231,7 @@ def compare(
                 unrelated(outputs),
                 *done.comparison.unequal_rows(),
                 *(noise_hidden(m) for m in outputs),
+                *(broken_output(m) for m in outputs if m.name not in ordered),
                 *(kind_hidden(m) for m in outputs),
             )
             if w
