@@ -253,3 +253,10 @@ def test_a_recognizers_class_sequence_is_scored_by_agreement_per_position_not_as
     assert _choose(BudgetMetric.auto, {"head": head}, labelled=False, detector=None)[0] is BudgetMetric.recall
     with pytest.raises(ConfigError, match=r"--metric top1 needs an output shaped \[N, classes\]"):
         _choose(BudgetMetric.top1, {"probs": probs}, labelled=True, detector=None)
+
+
+def test_boxes_added_where_fp32_finds_none_fail_any_budget() -> None:
+    """hunt36 F9: 4 boxes added where FP32 found none counted nothing (0 of 0 is 0 points)."""
+    from quantkit.evaluate.budget_validator import points_lost
+
+    assert points_lost(3, 0) == float("inf") and points_lost(0, 0) == 0.0 and points_lost(5, 250) == 2.0

@@ -6,6 +6,7 @@ detections), so memory follows the number of images only through those few value
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,14 @@ class Validator:
             )
         if metric is BudgetMetric.top1:
             _require_sensible_reference(self.references, len(lookup))
+        if metric is BudgetMetric.boxes and not any(
+            len(boxes) for ref in self.references for batch in ref.final for boxes, _, _ in batch
+        ):
+            raise ConfigError(
+                "FP32 finds no final box above the score threshold on the validation images: --max-drop has "
+                "nothing to count; give --validation images with the model's objects, or a lower "
+                "--score-threshold"
+            )
 
     def drop(self, candidate: Runner) -> float:
         """Points lost against FP32 on the validation images, chunk by chunk in this process."""
@@ -230,7 +239,9 @@ def drop_of(counts: Iterable[tuple[int, int]]) -> float:
 def points_lost(lost: int, total: int) -> float:
     """100 lost / total, from the integer counts: 5 of 250 is 2.0 exactly, so a budget of 2 holds (the
     same figure as 100 (1 - 245/250) reads 2.0000000000000018 and failed it)."""
-    return 100.0 * lost / total if total else 0.0
+    if not total:  # boxes added where FP32 finds none fail any budget (hunt36 F9, shrink's gate alike)
+        return math.inf if lost else 0.0
+    return 100.0 * lost / total
 
 
 def _require_sensible_reference(references: Sequence[ChunkReference], classes: int) -> None:
