@@ -381,3 +381,20 @@ def test_a_boxes_drop_on_few_boxes_is_said_and_no_box_is_named() -> None:
         broken_output(added) is None
         and broken_output(dataclasses.replace(added, sqnr_db=-3, labels=True)) is None
     )
+
+
+def test_the_eval_sqnr_gate_reads_float_outputs_and_names_the_worst() -> None:
+    """hunt36: --min-eval-sqnr failed at 17.24 dB, the SQNR of a TopK's int64 indices, which no table
+    showed; the logits measured 24.23 dB."""
+    import dataclasses
+
+    from quantkit.config import Gates
+    from quantkit.evaluate import gates
+    from quantkit.outcomes import OutputMetrics
+    from tests.test_golden import _comparison
+
+    logits = OutputMetrics("output", 24.23, 0.998, 1.0, top1_agreement=1.0)
+    indices = OutputMetrics("top5_idx", 17.24, 0.99, 3.0, top1_agreement=0.9, labels=True)
+    comparison = dataclasses.replace(_comparison(), outputs=(logits, indices))
+    (gate,) = [g for g in gates.check(comparison, Gates(min_eval_sqnr=20.0)) if g.name == "min_eval_sqnr"]
+    assert gate.passed and gate.measured == 24.23 and "'output'" in gate.unit
