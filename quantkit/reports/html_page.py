@@ -37,7 +37,8 @@ def render(result: ShrinkResult) -> str:
         *(f'<p class="fail">warning: {escape(line)}</p>' for line in shrink_warnings(result)),
         _summary(result),
         "<h2>Per-layer error</h2>",
-        '<p class="note">SQNR of each quantized layer\'s output when only that layer is quantized, on the '
+        '<p class="note">SQNR of each quantizable layer\'s output when only that layer is quantized (whether '
+        "or not the model written keeps it float), on the "
         "calibration table's samples (rebalancing off). Short bars are the layers to look at first; "
         "<code>quantkit sensitivity</code> measures what keeping each one float recovers.</p>",
         _layer_chart(result.layer_sqnr_db),
