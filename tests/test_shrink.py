@@ -398,3 +398,20 @@ def test_the_eval_sqnr_gate_reads_float_outputs_and_names_the_worst() -> None:
     comparison = dataclasses.replace(_comparison(), outputs=(logits, indices))
     (gate,) = [g for g in gates.check(comparison, Gates(min_eval_sqnr=20.0)) if g.name == "min_eval_sqnr"]
     assert gate.passed and gate.measured == 24.23 and "'output'" in gate.unit
+
+
+def test_evaluation_images_that_copy_the_calibration_ones_are_not_held_out(
+    shrink_args: list[str], tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt36: --eval-images pointing at a copy of the calibration folder read held_out: true."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(image_dir, copy)
+    out = tmp_path / "out"
+    code, _, err = run([*shrink_args, "--eval-images", str(copy), "--output-dir", str(out)], capsys)
+    assert code == 0, err
+    report, markdown, _ = _reports(out)
+    assert report["settings"]["held_out"] is False
+    assert "Evaluated on the calibration images" in markdown
+    assert "of the evaluation images hold the same bytes as calibration images" in " ".join(err.split())

@@ -27,7 +27,14 @@ from quantkit.evaluate.compare import require_labels_fit
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
-from quantkit.images import images_of, list_digest, resolve_preprocess, select_images, shortfall
+from quantkit.images import (
+    images_of,
+    list_digest,
+    resolve_preprocess,
+    select_images,
+    shared_images,
+    shortfall,
+)
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline.progress import Progress
@@ -210,12 +217,18 @@ def _run(
     )
     comparison = dataclasses.replace(comparison, candidate=str(final))
     calibration_images = select_images(config.calibration.images)
+    apart = config.evaluation.images.folder.resolve() != config.calibration.images.folder.resolve()
+    copies = shared_images(calibration_images, select_images(config.evaluation.images)) if apart else 0
     warnings = (
         shortfall(config.calibration.images, calibration_images),
         *summary.warnings,
         *comparison.warnings,
         slower_warning(comparison.speedup, config.gates.min_speedup, config.convert.target),
         gates.few_boxes(comparison) if config.gates.max_drop is not None else None,
+        f"{copies} of the evaluation images hold the same bytes as calibration images: the figures are not "
+        "held out; give --eval-images images apart from --images"
+        if copies
+        else None,
     )
     checked = gates.check(comparison, config.gates, unchanged=not summary.plan.quantized_nodes)
     meta = loaded.meta
@@ -236,8 +249,7 @@ def _run(
             "calibration_count": meta.get("images", {}).get("count"),
             "calibration_set_sha256": meta.get("images", {}).get("list_sha256"),
             "evaluation_images": str(config.evaluation.images.folder),
-            "held_out": config.evaluation.images.folder.resolve()
-            != config.calibration.images.folder.resolve(),
+            "held_out": apart and not copies,
         },
     )
     if html:
