@@ -24,7 +24,7 @@ from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io
 from quantkit.graph.augment import fitting_batch
 from quantkit.graph.output_kinds import map_outputs, value_outputs
-from quantkit.graph.query import selection_ordered
+from quantkit.graph.query import SELECTING_OPS, selection_ordered
 from quantkit.graph.subnormal import subnormal_warning
 from quantkit.images import resolve_preprocess, select_images, shortfall, too_few_read
 from quantkit.outcomes import ComparisonResult, OutputMetrics
@@ -87,7 +87,11 @@ def compare(
     paths: list[Path] = []
     side: tuple[int, int] | None
     values, maps = value_outputs(reference, config.output_kind), map_outputs(reference, config.output_kind)
-    ordered = frozenset(selection_ordered(model_io.infer_shapes(reference)))  # no agreement figures
+    # outputs a TopK / NonMaxSuppression ordered: no agreement figures, and a warning (_selected); the
+    # shape inference only where such an op is (seconds on a large model)
+    selects = any(n.op_type in SELECTING_OPS for n in reference.graph.node)
+    inferred = model_io.infer_shapes(reference) if selects else None
+    ordered = frozenset(selection_ordered(inferred)) if inferred is not None else frozenset()
     empty = Comparison(
         config.images.folder,
         tuple(classes) if classes else None,
@@ -224,7 +228,7 @@ def compare(
                 shortfall(config.images, paths) if arrays is None else None,
                 skipped_line(done.skipped) if done.skipped else None,
                 _swapped(reference, candidate, reference_path, candidate_path),
-                _selected(reference, {m.name for m in outputs if m.boxes is not None}),
+                _selected(inferred, ordered, {m.name for m in outputs if m.boxes is not None}),
                 _overridable_weights(reference, candidate) if config.latency.runs else None,
                 FLOAT8_LEVEL if has_float8(candidate) and config.runtime is Runtime.onnxruntime else None,
                 subnormal_warning(reference) if config.latency.runs else None,
@@ -357,15 +361,13 @@ def _swapped(
     return None
 
 
-def _selected(reference: onnx.ModelProto, boxed: set[str]) -> str | None:
-    """The warning for outputs a TopK / NonMaxSuppression chose and ordered, but for those whose boxes
-    were compared (`boxed`): their row-by-row figures compare rows that noise reorders (PyPI isbnx's
-    [1, 300, 6] head: 1.4 dB in INT8 with 24 of FP32's 24 boxes)."""
-    if not any(n.op_type in ("TopK", "NonMaxSuppression") for n in reference.graph.node):
-        return None
-    inferred = model_io.infer_shapes(reference)
-    ordered = sorted(set(selection_ordered(inferred)) - boxed)
-    if not ordered:
+def _selected(inferred: onnx.ModelProto | None, selected: frozenset[str], boxed: set[str]) -> str | None:
+    """The warning for the outputs a TopK / NonMaxSuppression chose and ordered (`selected`, of the
+    shape-inferred reference), but for those whose boxes were compared (`boxed`): their row-by-row figures
+    compare rows that noise reorders (PyPI isbnx's [1, 300, 6] head: 1.4 dB in INT8 with 24 of FP32's 24
+    boxes)."""
+    ordered = sorted(selected - boxed)
+    if inferred is None or not ordered:
         return None
     declared = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in inferred.graph.output}
     listed = any(len(declared.get(o, [])) == 3 and declared[o][2] == 6 for o in ordered)
