@@ -4,6 +4,7 @@ it" is wrong advice for most of them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -99,24 +100,37 @@ ORT_FUSED_OPS = frozenset(
 )
 
 
+BEFORE_OPTIMIZATION = (
+    "give quantkit the model before optimization (the exported file, or one saved at ORT_ENABLE_BASIC)"
+)
+
+
 def optimized_by_ort(model: onnx.ModelProto, path: Path) -> str:
     """The message for a model saved after onnxruntime's optimizations ("" otherwise)."""
+    found = _ort_written(model, ORT_FUSED_OPS, unfusable)
+    if not found:
+        return ""
+    return (
+        f"{path.name} was saved after onnxruntime's graph optimizations ({found}): its layers are fused for "
+        f"one CPU and cannot be quantized; {BEFORE_OPTIMIZATION}"
+    )
+
+
+def _ort_written(
+    model: onnx.ModelProto, ops: frozenset[str], written_back: Callable[[onnx.NodeProto], bool]
+) -> str:
+    """'domain::op, domain::op and k more' of the layout's nodes and the com.microsoft `ops` in the model
+    but those `written_back` (graph.unfuse writes them as standard ops); "" where none is."""
     found = sorted(
         {
             f"{n.domain}::{n.op_type}"
             for n in model.graph.node
             if n.domain == ORT_LAYOUT_DOMAIN
-            or (n.domain == "com.microsoft" and n.op_type in ORT_FUSED_OPS and not unfusable(n))
+            or (n.domain == "com.microsoft" and n.op_type in ops and not written_back(n))
         }
     )
-    if not found:
-        return ""
     more = f" and {len(found) - 2} more" if len(found) > 2 else ""
-    return (
-        f"{path.name} was saved after onnxruntime's graph optimizations ({', '.join(found[:2])}{more}): its "
-        "layers are fused for one CPU and cannot be quantized; give quantkit the model before optimization "
-        "(the exported file, or one saved at ORT_ENABLE_BASIC)"
-    )
+    return f"{', '.join(found[:2])}{more}" if found else ""
 
 
 # what onnxruntime's optimizers write that no exporter does (transformer fusions beside ORT_FUSED_OPS)
@@ -127,18 +141,10 @@ def checker_refusal(model: onnx.ModelProto, path: Path, reason: str) -> str:
     """The message for a model onnx's checker refuses: where onnxruntime's optimizer wrote it (its fused
     ops in the graph), that, with the file to give instead (hunt35: a ViT saved at ORT_ENABLE_EXTENDED
     holds LayerNormalization at opset 14, which only onnxruntime runs, and was told 'fix or re-export')."""
-    found = sorted(
-        {
-            f"{n.domain}::{n.op_type}"
-            for n in model.graph.node
-            if n.domain == ORT_LAYOUT_DOMAIN or (n.domain == "com.microsoft" and n.op_type in ORT_WRITTEN_OPS)
-        }
-    )
+    found = _ort_written(model, ORT_WRITTEN_OPS, lambda _: False)
     if not found:
         return f"{path} fails onnx.checker ({reason}); fix or re-export the model"
-    more = f" and {len(found) - 2} more" if len(found) > 2 else ""
     return (
         f"{path.name} fails onnx.checker ({reason}): it was saved after onnxruntime's graph optimizations "
-        f"({', '.join(found[:2])}{more}), which write ops only onnxruntime runs; give quantkit the model "
-        "before optimization (the exported file, or one saved at ORT_ENABLE_BASIC)"
+        f"({found}), which write ops only onnxruntime runs; {BEFORE_OPTIMIZATION}"
     )
