@@ -29,7 +29,7 @@ from quantkit.evaluate.metrics import (
     without_masks,
     yolov8_rows,
 )
-from quantkit.evaluate.sanity import MIN_CLASSES
+from quantkit.evaluate.sanity import below_chance
 from quantkit.evaluate.text_maps import is_probability_map, map_view, text_boxes
 from quantkit.results import Batch, Feed, feed_rows
 
@@ -254,7 +254,7 @@ def _require_sensible_reference(references: Sequence[ChunkReference], classes: i
             right += int((scores[mask] == labels[mask]).sum())
             known += int(mask.sum())
     top1 = right / max(known, 1)
-    if classes >= MIN_CLASSES and top1 < 2.0 / classes:
+    if below_chance(top1, classes):
         raise ConfigError(
             f"--max-drop counts points of top-1 against --labels, but FP32's own top-1 is {100 * top1:.2f}% "
             f"on the validation images, below twice chance ({200 / classes:.2f}%), so any model would "

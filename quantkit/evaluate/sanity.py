@@ -29,6 +29,12 @@ CONSTANT_SPREAD = 1e-4  # spread across images relative to the output's own magn
 CHECK = "check --preset, --mean/--std (0-255 units), --bgr and --resize"
 
 
+def below_chance(top1: float, classes: int) -> bool:
+    """FP32's own top-1 against labels of `classes` classes is below twice chance (with MIN_CLASSES or more):
+    its input or the labels' order is wrong, and agreeing with it proves nothing."""
+    return classes >= MIN_CLASSES and top1 < 2.0 / classes
+
+
 class ReferenceCheck:
     """Accumulates, batch by batch, what the findings need: the inputs' peak, the reference's top-1
     classes, and a fixed sample of each output's elements."""
@@ -91,7 +97,7 @@ class ReferenceCheck:
                 f"the preprocessed inputs reach {self.input_peak:.0f}: quantkit's --mean/--std are in 0-255 "
                 "units (ImageNet: --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4); multiply 0-1 values by 255"
             )
-        if top1 is not None and labelled_classes >= MIN_CLASSES and top1 < 2.0 / labelled_classes:
+        if top1 is not None and below_chance(top1, labelled_classes):
             found.append(
                 f"FP32's own top-1 is {100 * top1:.2f}% on these images, below twice chance "
                 f"({200 / labelled_classes:.2f}%): the preprocessing or the --labels order is likely wrong; "
