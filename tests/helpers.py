@@ -85,6 +85,12 @@ def optimized_graph(
     return onnx.load(str(tmp / "optimized.onnx"))
 
 
+def run_outputs(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    """Every output of `model` (its input named x) in onnxruntime, on x."""
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [np.asarray(v) for v in session.run(None, {"x": x})]
+
+
 def op_counts(model: onnx.ModelProto) -> Counter[str]:
     return Counter(n.op_type for n in model.graph.node)
 

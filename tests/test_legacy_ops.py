@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 from quantkit.graph.legacy_ops import write_out
 from tests.conftest import conv_params, save
-from tests.helpers import run
+from tests.helpers import run, run_outputs
 
 
 def _legacy_model() -> onnx.ModelProto:
@@ -45,11 +44,6 @@ def _legacy_model() -> onnx.ModelProto:
     return model
 
 
-def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {"x": x})[0])
-
-
 def test_each_legacy_op_computes_what_it_did() -> None:
     model = _legacy_model()
     written = write_out(model, 7)
@@ -58,9 +52,9 @@ def test_each_legacy_op_computes_what_it_did() -> None:
     assert not {"ImageScaler", "Crop", "Affine", "Scale", "ScaledTanh"} & left
     assert written.model.ir_version == 4  # its new constants are no graph inputs, which IR 3 wants
     x = np.random.default_rng(3).normal(size=(1, 3, 16, 16)).astype(np.float32)
-    expected = _run(model, x)  # onnxruntime's own kernels of the experimental ops
+    expected = run_outputs(model, x)[0]  # onnxruntime's own kernels of the experimental ops
     assert expected.shape == (1, 4, 9, 7)
-    np.testing.assert_allclose(_run(written.model, x), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(run_outputs(written.model, x)[0], expected, rtol=1e-6, atol=1e-6)
     assert write_out(written.model, 7).model is written.model  # nothing left to write
 
 

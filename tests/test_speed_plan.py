@@ -13,7 +13,15 @@ from onnx import helper
 
 from quantkit.graph.prepare import prepare
 from tests.conftest import SIZE, conv_params, make_model, rng
-from tests.helpers import NOTHING_QUANTIZED, op_counts, optimized_graph, output_sqnr, quantize, run
+from tests.helpers import (
+    NOTHING_QUANTIZED,
+    op_counts,
+    optimized_graph,
+    output_sqnr,
+    quantize,
+    run,
+    run_outputs,
+)
 
 N = helper.make_node
 JUDGE_PAYOFF = True  # conftest: plan with planner.payoff's rule, as convert does
@@ -44,11 +52,6 @@ def _affine_model(extra_reader: bool = False) -> onnx.ModelProto:
     return make_model(nodes, inits, outputs=outputs)
 
 
-def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return [np.asarray(v) for v in session.run(None, {"x": x})]
-
-
 def test_mul_and_add_by_channel_constants_fold_into_the_conv(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,7 +63,7 @@ def test_mul_and_add_by_channel_constants_fold_into_the_conv(
     assert prepared.affines_folded == 3  # mul1, add1 into conv1; the scalar Mul into conv2
     assert op_counts(prepared.model) == {"Conv": 2, "Relu": 1}
     x = rng(8).normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
-    ref, got = _run(model, x)[0], _run(prepared.model, x)[0]
+    ref, got = run_outputs(model, x)[0], run_outputs(prepared.model, x)[0]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * float(np.abs(ref).max()))
     from quantkit.planner import payoff
 
@@ -80,7 +83,7 @@ def test_affine_is_not_folded_where_the_conv_output_is_read_elsewhere() -> None:
     assert prepared.affines_folded == 2  # mul1 and the scale; m1 is an output, so add1 stays
     assert kinds["Add"] == 1 and "Mul" not in kinds
     x = rng(9).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
-    for ref, got in zip(_run(model, x), _run(prepared.model, x), strict=True):
+    for ref, got in zip(run_outputs(model, x), run_outputs(prepared.model, x), strict=True):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * float(np.abs(ref).max()))
 
 

@@ -8,14 +8,13 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit import pipeline
 from quantkit.config import Float16Config
 from quantkit.graph.widen import HALF, widen, widenable
 from tests.conftest import conv_params, make_model
-from tests.helpers import op_counts, output_sqnr, quantize
+from tests.helpers import op_counts, output_sqnr, quantize, run_outputs
 
 N = helper.make_node
 
@@ -86,11 +85,6 @@ def _types(model: onnx.ModelProto) -> set[int]:
     return found
 
 
-def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {"x": x})[0])
-
-
 def test_a_mixed_model_is_read_as_float32_and_computes_as_it_did() -> None:
     model = _mixed()
     assert widenable(model) and HALF & _types(model)
@@ -99,7 +93,7 @@ def test_a_mixed_model_is_read_as_float32_and_computes_as_it_did() -> None:
     assert not HALF & _types(widened.model)
     onnx.checker.check_model(widened.model, full_check=True)
     x = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32)
-    before, after = _run(model, x), _run(widened.model, x)
+    before, after = run_outputs(model, x)[0], run_outputs(widened.model, x)[0]
     assert after.dtype == np.float32 and after.shape == before.shape
     # the original rounds its activations to float16 (about 3 significant digits); the widened one does not
     assert np.abs(after - before).max() < 5e-3 * np.abs(before).max()
@@ -127,7 +121,7 @@ def test_bfloat16_weights_are_widened_exactly() -> None:
     widened = widen(model)
     assert (widened.weights, widened.casts) == (1, 0) and not HALF & _types(widened.model)
     x = np.random.default_rng(1).normal(size=(1, 3, 16, 16)).astype(np.float32)
-    assert np.array_equal(_run(model, x), _run(widened.model, x))
+    assert np.array_equal(run_outputs(model, x)[0], run_outputs(widened.model, x)[0])
 
 
 def test_a_mixed_model_converts_to_int8_and_fp16(tmp_path: Path, image_dir: Path) -> None:
