@@ -24,12 +24,11 @@ from quantkit.graph import compact as compact_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.prepare import Prepared
-from quantkit.graph.query import GraphIndex
 from quantkit.graph.widen import widen
 from quantkit.images import images_of
 from quantkit.outcomes import ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, Parallel
-from quantkit.pipeline import convert_notes, speed_memory, speed_refine
+from quantkit.pipeline import convert_notes, speed_memory, speed_refine, speed_step
 from quantkit.pipeline.budget_run import search_budget
 from quantkit.pipeline.int8_model import FALLBACK_FORMATS, quantized_model, runnable
 from quantkit.pipeline.loading import (
@@ -52,7 +51,7 @@ from quantkit.pipeline.writing import (
     write_checked,
 )
 from quantkit.planner import budget_search as budget_search
-from quantkit.planner import corrections_choice, fallback, targets
+from quantkit.planner import corrections_choice, fallback
 from quantkit.planner import plan as make_plan
 from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan, Runs, feed_rows
 from quantkit.runtime import lean_sessions
@@ -147,32 +146,14 @@ def _converted(
     timed = here and config.prefer is not Prefer.accuracy and not emulated
     refined: speed_refine.Refined | None = None
     if timed and budget is None:  # --max-drop measured its choice: a new plan would not be the one it kept
-        base, fallen = plan, {step.node for step in steps}
-
-        def build(slower: Mapping[str, str]) -> tuple[QuantPlan, onnx.ModelProto]:
-            kept = {s.node: s.reason for s in base.skipped if s.node in fallen}
-            again = make_plan(inferred, table, config, kept, cache, alphas, base.rounded, slower)
-            return again, quantized_model(inferred, again, config)
-
-        def accuracy(model: onnx.ModelProto) -> float:
-            return fallback.output_sqnr(model, reference, samples, measured)
-
-        def inputs_only() -> tuple[QuantPlan, onnx.ModelProto]:
-            placed = targets.inputs_only(base, GraphIndex(inferred))
-            return placed, quantized_model(inferred, placed, config)
-
-        def holds(model: onnx.ModelProto) -> bool:  # measured with accuracy's run (the memo)
-            return fallback.output_sqnr(model, reference, samples, measured, worst=True) >= INT8_FLOOR_DB
-
-        fixed = model_io.weights_fixed(inferred)[0]  # profiled as the network, not its overridable form
-        args = (fixed, table, plan, quantized, samples, build, accuracy, inputs_only, holds)
+        fallen = {s.node: s.reason for s in plan.skipped if s.node in {step.node for step in steps}}
         timing = progress("timing the INT8 model's ops on this CPU", 1)
-        refined, _ = speed_memory.refine(*args), timing(1)
-        pair = (runnable(refined.model, config), runnable(quantized, config))
-        floor_kept = speed_memory.below_floor(*pair, INT8_FLOOR_DB, reference, samples, measured)
-        if floor_kept:  # faster, but broken on an output where the plan was not: the plan stands
-            refined = None
-        else:
+        measures = (reference, samples, measured)
+        refined, floor_kept = speed_step.refined(
+            inferred, table, config, (plan, quantized), fallen, cache, alphas, measures
+        )
+        timing(1)
+        if refined is not None:
             plan, quantized = refined.plan, refined.model
     speed_plan = refined.report if refined is not None else None
     floor = Floor(
