@@ -3,6 +3,7 @@ whole path on a model with a planted weak layer, including the budget that canno
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from quantkit.config import (
     CalibrateConfig,
     ConvertConfig,
     ImageSelection,
+    Prefer,
     Rounding,
 )
 from quantkit.errors import ConfigError, ConversionError, ModelError
@@ -45,6 +47,16 @@ def test_search_finds_exactly_the_needed_layers() -> None:
     assert result.trials[0].layers == ()  # the fully quantized model is measured first
     sizes = [len(t.layers) for t in result.trials]
     assert sizes[:5] == [0, 1, 2, 4, 8]  # doubling until the budget holds, then bisection and pruning
+
+
+def test_search_starts_at_the_set_the_ranking_leads_with() -> None:
+    needed = {"l0", "l1"}
+    result = fewest_layers(RANKED, _drop_needing(needed), 0.0, 40, FAR, start=2)  # type: ignore[arg-type]
+    assert result.trials[0].layers == ("l0", "l1") and set(result.layers or ()) == needed
+    assert [len(t.layers) for t in result.trials[:3]] == [2, 0, 1]  # then fewer, by bisection
+    missed = fewest_layers(RANKED, _drop_needing({"l0", "l5"}), 0.0, 40, FAR, start=3)  # type: ignore[arg-type]
+    assert [len(t.layers) for t in missed.trials[:2]] == [3, 6]  # doubling from where it started
+    assert set(missed.layers or ()) == {"l0", "l5"}
 
 
 def test_search_needs_nothing_when_int8_is_within_budget() -> None:
@@ -89,6 +101,55 @@ def test_max_drop_keeps_the_planted_layer_float(
     assert set(report.chosen) <= {"c2", "c3"}
     reasons = {s.node: s.reason for s in summary.plan.skipped}
     assert all("--max-drop 5" in reasons[node] for node in report.chosen)
+
+
+def test_max_drop_first_tries_the_plan_convert_writes_without_a_budget(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path
+) -> None:
+    """hunt36 F4: the search began at every layer int8 and never tried the plan written without a
+    budget, which met it; YOLOX-Nano's --max-drop 5 wrote FP32 where that plan lost 4.93 points."""
+    model, table = planted
+    config = ConvertConfig(rounding=Rounding.nearest, min_sqnr=60.0, max_float_layers=2)
+    plain = pipeline.convert(model, table, tmp_path / "plain.onnx", config)
+    fallen = tuple(step.node for step in plain.fallback)
+    assert fallen  # 60 dB: the fallback keeps layers float
+    budget = AccuracyBudget(100.0, ImageSelection(image_dir, 16, seed=2), metric=BudgetMetric.agreement)
+    summary = pipeline.convert(model, table, tmp_path / "o.onnx", config, budget=budget)
+    assert summary.budget is not None and summary.budget.trials[0][0] == fallen
+    assert f"the first is the plan convert writes without --max-drop ({len(fallen)} layer(s)" in (
+        summary.budget.placed
+    )
+    assert len(summary.budget.chosen) <= len(fallen)  # met there: only fewer are tried after
+    unled = pipeline.convert(model, table, tmp_path / "u.onnx", ConvertConfig(min_sqnr=0), budget=budget)
+    assert unled.budget is not None and unled.budget.trials[0][0] == () and not unled.budget.placed
+
+
+def test_max_drop_trials_keep_float_what_the_speed_aware_plan_keeps_float(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each trial is placed as the plan without a budget: the ops its speed-aware step floats (here a
+    stub's: c1) stay float in every trial and in the model written."""
+    from quantkit.outcomes import SpeedPlan
+    from quantkit.pipeline import speed_memory, speed_refine
+
+    def floats_c1(*args: object) -> speed_refine.Refined:
+        build = args[5]
+        again, built = build({"c1": speed_refine.REASON})  # type: ignore[operator]
+        return speed_refine.Refined(again, built, SpeedPlan(("c1",), 0.9, 1.1))
+
+    monkeypatch.setattr(speed_memory, "refine", floats_c1)
+    model, table = planted
+    budget = AccuracyBudget(5.0, ImageSelection(image_dir, 16, seed=2), metric=BudgetMetric.agreement)
+    config = ConvertConfig(rounding=Rounding.nearest, min_sqnr=0)
+    summary = pipeline.convert(model, table, tmp_path / "o.onnx", config, budget=budget)
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert reasons["c1"] == speed_refine.REASON and "c1" not in summary.plan.quantized_nodes
+    assert summary.budget is not None and "keeps float the 1 op(s) whose int8 form" in summary.budget.placed
+    assert summary.speed_plan is not None and summary.speed_plan.floated == ("c1",)
+    accurate = dataclasses.replace(config, prefer=Prefer.accuracy)  # times nothing: placed as planned
+    kept = pipeline.convert(model, table, tmp_path / "a.onnx", accurate, budget=budget)
+    assert kept.budget is not None and not kept.budget.placed
+    assert speed_refine.REASON not in {s.reason for s in kept.plan.skipped}
 
 
 def test_unmet_budget_writes_nothing(

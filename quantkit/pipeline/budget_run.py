@@ -15,6 +15,7 @@ from quantkit.evaluate.budget_validator import drop_of as validation_drop
 from quantkit.evaluate.compare import read_classes
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.output_kinds import value_outputs
+from quantkit.graph.query import GraphIndex
 from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport
 from quantkit.parallel import InProcess, pool_for, threads_per_worker
@@ -22,9 +23,10 @@ from quantkit.pipeline.int8_model import quantized_model, runnable
 from quantkit.pipeline.loading import table_preprocess
 from quantkit.pipeline.progress import Progress
 from quantkit.pipeline.shards import sendable
+from quantkit.pipeline.speed_step import Shape
 from quantkit.pipeline.trial_jobs import Spread
 from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
-from quantkit.planner import budget_search, fallback
+from quantkit.planner import budget_search, fallback, targets
 from quantkit.planner import plan as make_plan
 from quantkit.planner import rounding_plan as rounding
 from quantkit.results import CalibrationTable, QuantPlan, Runs
@@ -41,9 +43,13 @@ def search_budget(
     cache: dict[str, tuple[float, float]],
     sample_reference: Runs,
     spread: Spread,
+    shape: Shape | None = None,
+    first: tuple[str, ...] = (),
 ) -> tuple[QuantPlan, BudgetReport]:
     """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
-    the metric within budget.max_drop points of FP32 on the validation images."""
+    the metric within budget.max_drop points of FP32 on the validation images; each trial shaped as
+    `shape` (the speed-aware plan's float ops or placement; None: as planned). first: layers that lead the
+    ranking, tried first as a set (the fallback's, in the plan convert writes without a budget)."""
     deadline = time.monotonic() + budget.timeout_s
     preprocess = table_preprocess(table, "--max-drop's validation images")
     paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
@@ -83,7 +89,7 @@ def search_budget(
             many=many and many(runs),
             rounded=rounded,
         )
-    ranked = sorted(scores, key=lambda n: (-scores[n], n))
+    ranked = [*first, *(n for n in sorted(scores, key=lambda n: (-scores[n], n)) if n not in first)]
     plans: dict[tuple[str, ...], QuantPlan] = {}
 
     parallel = spread.parallel
@@ -93,7 +99,10 @@ def search_budget(
 
         def drop_of(kept: tuple[str, ...]) -> float:
             keep = dict.fromkeys(kept, why)
-            plans[kept] = rounding.replanned(model, table, config, keep, cache, alphas, rounded)
+            slower = None if shape is None else shape.slower
+            planned = rounding.replanned(model, table, config, keep, cache, alphas, rounded, slower)
+            inputs_only = shape is not None and shape.inputs_only
+            plans[kept] = targets.inputs_only(planned, GraphIndex(model)) if inputs_only else planned
             candidate = runnable(quantized_model(model, plans[kept], config), config)
             if isinstance(pool, InProcess):
                 return validator.drop(Session.of(candidate, threads))
@@ -103,7 +112,7 @@ def search_budget(
 
         advance = progress(f"searching within --max-drop {budget.max_drop:g}", budget.max_trials)
         found = budget_search.fewest_layers(
-            ranked, drop_of, budget.max_drop, budget.max_trials, deadline, lambda _: advance(1)
+            ranked, drop_of, budget.max_drop, budget.max_trials, deadline, lambda _: advance(1), len(first)
         )
     trials = tuple((t.layers, t.drop) for t in found.trials)
     if found.layers is None:
@@ -123,5 +132,13 @@ def search_budget(
         chosen=found.layers,
         chosen_drop=chosen_drop,
         stopped=found.stopped,
+        placed=_placed(shape, first, config.min_sqnr),
     )
     return plans[found.layers], report
+
+
+def _placed(shape: Shape | None, first: tuple[str, ...], min_sqnr: float) -> str:
+    """How the trials were made, where not as the plan alone: BudgetReport.placed."""
+    led = f"the first is the plan convert writes without --max-drop ({len(first)} layer(s) float for"
+    notes = [f"{led} --min-sqnr {min_sqnr:g} lead the ranking)"] if first else []
+    return "; ".join([*notes, *([shape.note] if shape is not None else [])])

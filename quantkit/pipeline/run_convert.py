@@ -14,7 +14,6 @@ from quantkit.config import (
     AccuracyBudget,
     CalibMethod,
     ConvertConfig,
-    Prefer,
     Target,
 )
 from quantkit.evaluate.compare import require_labels_fit
@@ -110,9 +109,20 @@ def _converted(
     config, alphas, rounded = resolved.config, resolved.alphas, resolved.rounded
     corrections = resolved.corrections
     spread = Spread(parallel, inferred, table_path, reference, alphas, rounded)
-    if budget is not None:
+    shape = None
+    if budget is not None:  # its first trial: the plan convert writes without one
+        base, first = make_plan(inferred, table, config, {}, cache, alphas, rounded), list[FallbackStep]()
+        if config.min_sqnr > 0:
+            _, base, first = _search_fallback(
+                inferred, table, config, progress, alphas, cache, reference, measured, spread
+            )
+        fallen = {s.node: s.reason for s in base.skipped if s.node in {step.node for step in first}}
+        timing = progress("timing the INT8 model's ops on this CPU", 1)
+        measures = (reference, samples, measured)
+        shape = speed_step.trial_shape(inferred, table, config, base, fallen, cache, alphas, measures)
+        timing(1)
         plan, budget_report = search_budget(
-            inferred, table, config, budget, progress, alphas, cache, reference, spread
+            inferred, table, config, budget, progress, alphas, cache, reference, spread, shape, tuple(fallen)
         )
     elif config.min_sqnr == 0:
         plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas, rounded=rounded)
@@ -141,9 +151,8 @@ def _converted(
             "--min-sqnr figures above are the worst output's)",
         )
         quantized = quantized_model(inferred, plan, config)
-    here = config.target is Target.ort_cpu  # this CPU's onnxruntime is the runtime the model is placed for
     emulated = runnable(quantized, config) is not quantized  # bfloat16: an emulation's speed is not its own
-    timed = here and config.prefer is not Prefer.accuracy and not emulated
+    timed = speed_step.timed(config, quantized)
     refined: speed_refine.Refined | None = None
     if timed and budget is None:  # --max-drop measured its choice: a new plan would not be the one it kept
         fallen = {s.node: s.reason for s in plan.skipped if s.node in {step.node for step in steps}}
@@ -155,7 +164,7 @@ def _converted(
         timing(1)
         if refined is not None:
             plan, quantized = refined.plan, refined.model
-    speed_plan = refined.report if refined is not None else None
+    speed_plan = refined.report if refined is not None else shape.report if shape is not None else None
     floor = Floor(
         INT8_FLOOR_DB,
         f"the {('INT8', 'FP8')[config.fp8]} model, with {len(steps)} layer(s) kept float by the fallback,",

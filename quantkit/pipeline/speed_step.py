@@ -1,23 +1,76 @@
 """convert's speed-aware step: the plan made again with the ops whose int8 form profiles slower on this
 CPU kept float (pipeline.speed_memory, pipeline.speed_refine), where that keeps every output above the
-INT8 floor that the plan itself keeps."""
+INT8 floor that the plan itself keeps; and the shape --max-drop's trials take from it (`trial_shape`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import onnx
 
-from quantkit.config import ConvertConfig
+from quantkit.config import ConvertConfig, Prefer, Target
 from quantkit.graph import model_io
 from quantkit.graph.query import GraphIndex
+from quantkit.outcomes import SpeedPlan
 from quantkit.pipeline import speed_memory
 from quantkit.pipeline.int8_model import quantized_model, runnable
-from quantkit.pipeline.speed_refine import Refined
+from quantkit.pipeline.speed_refine import INPUTS, REASON, Refined
 from quantkit.pipeline.writing import INT8_FLOOR_DB
 from quantkit.planner import fallback, targets
 from quantkit.planner import plan as make_plan
 from quantkit.results import CalibrationTable, Feed, QuantPlan, Runs
+
+
+def timed(config: ConvertConfig, quantized: onnx.ModelProto) -> bool:
+    """Whether convert times the plan of `quantized` on this CPU: placed for onnxruntime's CPU kernels, not
+    --prefer accuracy, and run as written (the float32 emulation of bfloat16 layers is not their speed)."""
+    here = config.target is Target.ort_cpu
+    return here and config.prefer is not Prefer.accuracy and runnable(quantized, config) is quantized
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How each --max-drop trial is placed: as convert writes the plan without a budget, with the ops its
+    speed-aware step kept float (slower: node -> why), or with Q/DQ on the weighted layers' inputs only
+    (planner.targets.inputs_only); report: what that step measured on the plan with no layer kept float."""
+
+    slower: Mapping[str, str]
+    inputs_only: bool
+    report: SpeedPlan
+
+    @property
+    def note(self) -> str:
+        """One line for convert's summary, beside the trials."""
+        if self.inputs_only:
+            how = "places Q/DQ on the weighted layers' inputs only"
+        else:
+            how = f"keeps float the {len(self.slower)} op(s) whose int8 form profiled slower on this CPU"
+        return f"each trial {how}, as convert does without --max-drop (--prefer accuracy: none)"
+
+
+def trial_shape(
+    inferred: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    base: QuantPlan,
+    fallen: Mapping[str, str],
+    cache: dict[str, tuple[float, float]],
+    alphas: Mapping[str, float] | None,
+    measured: tuple[Runs, Feed, fallback.SqnrMemo],
+) -> Shape | None:
+    """The speed-aware step of `base` (the plan convert makes without a budget, `fallen` float by the
+    fallback) as the shape of --max-drop's trials; None where convert times nothing or the plan stands.
+    hunt36 F4: YOLOX-Nano's trials quantized every op of its SiLU chains, which that plan keeps float for
+    speed: 64 points lost with no layer float, where the plan lost 4.93, and --max-drop 5 wrote FP32."""
+    quantized = quantized_model(inferred, base, config)
+    if not timed(config, quantized):
+        return None
+    faster, _ = refined(inferred, table, config, (base, quantized), fallen, cache, alphas, measured)
+    report = None if faster is None else faster.report
+    if report is None or report.refined_speedup is None:
+        return None
+    return Shape(dict.fromkeys(report.floated, REASON), report.placement == INPUTS, report)
 
 
 def refined(

@@ -1,10 +1,11 @@
 """The fewest layers to keep float so that a measured drop stays within a budget. Pure search: the caller
 measures (it builds and runs the model for a set of float layers).
 
-Layers are tried in ranking order (most recovery first): k = 0, 1, 2, 4, 8, ... until the budget is met,
-then a bisection between the last miss and the first hit, then each kept layer is dropped again if the
-budget still holds without it. Every measurement counts as a trial; the search stops at max_trials or
-the deadline and returns the best set found.
+Layers are tried in ranking order (most recovery first): k = start (0 unless the caller's ranking leads
+with a set of its own, such as the plan convert writes without a budget), then doubling (0, 1, 2, 4, 8,
+... from 0) until the budget is met, then a bisection between the last miss and the first hit, then each
+kept layer is dropped again if the budget still holds without it. Every measurement counts as a trial;
+the search stops at max_trials or the deadline and returns the best set found.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def fewest_layers(
     max_trials: int,
     deadline: float,
     on_trial: Callable[[BudgetTrial], None] | None = None,
+    start: int = 0,
 ) -> BudgetResult:
     trials: list[BudgetTrial] = []
     measured: dict[tuple[str, ...], float] = {}
@@ -58,13 +60,13 @@ def fewest_layers(
     best: tuple[str, ...] | None = None
     stopped = None
     try:
-        lo, hi, k = -1, None, 0
+        lo, hi, k = -1, None, min(start, len(ranked))
         while k <= len(ranked):
             if measure(tuple(ranked[:k])) <= max_drop:
                 hi = k
                 break
             lo = k
-            k = 1 if k == 0 else min(2 * k, len(ranked)) if k < len(ranked) else len(ranked) + 1
+            k = max(1, min(2 * k, len(ranked))) if k < len(ranked) else len(ranked) + 1
         if hi is not None:
             best = tuple(ranked[:hi])
             while hi - lo > 1:

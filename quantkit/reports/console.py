@@ -97,6 +97,7 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         lines.append(
             f"--max-drop {b.max_drop:g} ({b.metric} points, {b.validation_images} validation images): "
             f"{len(b.trials)} trials{f', stopped by the {b.stopped} limit' if b.stopped else ''}\n"
+            + (f"{b.placed}\n" if b.placed else "")
         )
         for layers, drop in b.trials:
             mark = ("  <- chosen" + (" (not written)" if b.not_written else "")) if layers == b.chosen else ""
@@ -302,8 +303,7 @@ def sensitivity_table(result: SensitivityReport, keep: int | None = None) -> Ren
     for k, db, recovered in result.cumulative:
         names = ", ".join(r.node for r in result.layers[:k])
         worse = f" (no better than the top {best}, which --write-exclusions keeps)" if k > best else ""
-        if k == best:
-            worse = " (the set --write-exclusions keeps)"
+        worse = " (the set --write-exclusions keeps)" if k == best else worse
         lines.append(
             f"keeping {'this layer' if k == 1 else f'these {k} layers'} in float recovers "
             f"{100 * recovered:.0f}% of the error (output {decibels(result.int8_output_sqnr_db)} -> "
