@@ -181,6 +181,30 @@ def test_max_drop_on_a_map_output_is_refused_before_converting(
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
 
+def test_a_detector_head_no_output_has_is_refused_before_converting(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hunt36 F8: a YOLOX with NMS inside (one [n, 7] output) was refused by --detector end2end after 85 s
+    of calibrating and converting; now from FP32's outputs on a calibration sample, before converting."""
+    from quantkit.pipeline import run_shrink
+
+    def no_convert(*args: object, **kwargs: object) -> None:
+        raise AssertionError("converted before the head was checked")
+
+    monkeypatch.setattr(run_shrink, "convert", no_convert)
+    flat = [
+        helper.make_node(
+            "Constant", [], ["shape"], name="shape_c", value=numpy_helper.from_array(np.array([0, 4, -1]))
+        ),
+        helper.make_node("Reshape", ["r", "shape"], ["y"], name="boxes"),
+    ]
+    model = _headed_cnn(tmp_path / "boxes.onnx", flat)
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "out"), "--detector", "end2end"], capsys)
+    assert_one_line_error(code, err, "--detector end2end reads", "leave --detector out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_scores_shaped_n_c_1_1_are_a_classifiers(
     image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
