@@ -159,8 +159,10 @@ def _qdq_conv(
     after: str | None = None,
     output_q: bool = False,
     extra_nodes: list[onnx.NodeProto] | None = None,
+    weight_qdq: bool = False,
 ) -> onnx.ModelProto:
-    """x -> [Q -> DQ] -> Conv(DQ(int8 w) or w, bias) -> [Q -> DQ] -> [after] -> y, made by hand."""
+    """x -> [Q -> DQ] -> Conv(DQ(int8 w) or w, bias) -> [Q -> DQ] -> [after] -> y, made by hand;
+    weight_qdq: the weight as TensorRT's exporters write it, float -> QuantizeLinear -> DequantizeLinear."""
     g = np.random.default_rng(0)
     w = g.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
     scale_w = np.full(4 if weight_axis == 0 else 3, 0.01, np.float32)
@@ -188,8 +190,11 @@ def _qdq_conv(
         ]
         x = "xd"
     weight = "wf"
+    if quantize_weight and weight_qdq:
+        nodes.append(N("QuantizeLinear", ["wf", "ws", "wz"], ["wqq"], name="q_w", axis=weight_axis))
     if quantize_weight:
-        nodes.append(N("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="dq_w", axis=weight_axis))
+        stored = "wqq" if weight_qdq else "wq"
+        nodes.append(N("DequantizeLinear", [stored, "ws", "wz"], ["wd"], name="dq_w", axis=weight_axis))
         weight = "wd"
     bias = "b"
     if bias_int32:
@@ -238,6 +243,25 @@ def test_each_tensorrt_rule_fires_on_its_own_model(case: str) -> None:
     options, expected = RULE_CASES[case]
     found = {f.rule for f in rules.tensorrt(_qdq_conv(**options))}  # type: ignore[arg-type]
     assert found == expected
+
+
+@pytest.mark.parametrize("case", sorted(RULE_CASES))
+def test_a_weight_quantized_by_a_q_node_is_read_as_a_weight(case: str) -> None:
+    """hunt37 F1: TensorRT's exporters (pytorch-quantization, ModelOpt) write float weight -> Q -> DQ;
+    check read that DQ as an activation's (53 false 'activation-axis' findings on a compliant MobileNetV2)
+    and its layers' rules never ran (a layer reading its float input passed --target openvino)."""
+    options, expected = RULE_CASES[case]
+    model = _qdq_conv(**options, weight_qdq=True)  # type: ignore[arg-type]
+    assert {f.rule for f in rules.tensorrt(model)} == expected
+    x = {"x": np.random.default_rng(1).normal(size=(1, 3, 8, 8)).astype(np.float32)}
+    runs = [
+        ort.InferenceSession(m.SerializeToString()).run(None, x)[0] for m in (model, _qdq_conv(**options))
+    ]  # type: ignore[arg-type]
+    np.testing.assert_array_equal(*runs)  # the same arithmetic as the stored int8 weight
+    if case in ("float-input", "float-weight", "clean"):
+        u8 = {"act_type": TensorProto.UINT8, "act_zero": 3, **options}
+        rule = [] if case == "clean" else [case]
+        assert [f.rule for f in rules.openvino(_qdq_conv(**u8, weight_qdq=True))] == rule  # type: ignore[arg-type]
 
 
 def test_tensorrt_rule_on_a_float64_tensor() -> None:

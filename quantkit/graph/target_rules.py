@@ -236,7 +236,7 @@ def _tensorrt_qdq(index: GraphIndex, node: onnx.NodeProto) -> list[Finding]:
         )
     scale = index.constant(node.input[1])
     data = node.input[0]
-    if scale is not None and scale.size > 1 and not index.is_constant(data):
+    if scale is not None and scale.size > 1 and not _weight_data(index, data):
         found.append(
             Finding(
                 "activation-axis",
@@ -276,7 +276,11 @@ def _tensorrt_layer(index: GraphIndex, node: onnx.NodeProto) -> list[Finding]:
         dq = index.producer[w]
         scale = index.constant(dq.input[1])
         got = int(index.attribute(dq, "axis", 1))  # type: ignore[call-overload]
-        rank = index.ranks.get(dq.input[0]) or _rank_of_constant(index, dq.input[0])
+        stored = dq.input[0]
+        quantizer = index.producer.get(stored)  # float weight -> Q -> DQ: the Q's constant has the rank
+        rank = index.ranks.get(stored) or _rank_of_constant(
+            index, quantizer.input[0] if quantizer else stored
+        )
         if scale is not None and scale.size > 1 and axis is not None and rank and got % rank != axis % rank:
             found.append(
                 Finding(
@@ -378,7 +382,19 @@ def _from_dq(index: GraphIndex, tensor: str) -> bool:
 
 def _dq_of_constant(index: GraphIndex, tensor: str) -> bool:
     producer = index.producer[tensor]
-    return index.is_constant(producer.input[0])
+    return _weight_data(index, producer.input[0])
+
+
+def _weight_data(index: GraphIndex, tensor: str) -> bool:
+    """A constant, or a QuantizeLinear's of one: TensorRT's exporters (pytorch-quantization, ModelOpt)
+    write a weight as float -> Q -> DQ and TensorRT folds the Q (hunt37 F1: check read such a DQ as an
+    activation's, 53 'activation-axis' findings on a compliant MobileNetV2, and ran no layer rule)."""
+    if index.is_constant(tensor):
+        return True
+    producer = index.producer.get(tensor)
+    return (
+        producer is not None and producer.op_type == "QuantizeLinear" and index.is_constant(producer.input[0])
+    )
 
 
 def _rank_of_constant(index: GraphIndex, name: str) -> int:
