@@ -19,7 +19,6 @@ from quantkit.graph.query import GraphIndex
 from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport
 from quantkit.parallel import InProcess, pool_for, threads_per_worker
-from quantkit.pipeline.int8_model import quantized_model, runnable
 from quantkit.pipeline.loading import table_preprocess
 from quantkit.pipeline.progress import Progress
 from quantkit.pipeline.shards import sendable
@@ -29,6 +28,7 @@ from quantkit.pipeline.validation_chunks import chunk_batches, pooled_counts
 from quantkit.planner import budget_search, fallback, targets
 from quantkit.planner import plan as make_plan
 from quantkit.planner import rounding_plan as rounding
+from quantkit.planner.int8_model import quantized_model, runnable
 from quantkit.results import CalibrationTable, QuantPlan, Runs
 from quantkit.runtime import Session
 

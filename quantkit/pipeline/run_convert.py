@@ -29,7 +29,6 @@ from quantkit.outcomes import ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline import convert_notes, speed_memory, speed_refine, speed_step
 from quantkit.pipeline.budget_run import search_budget
-from quantkit.pipeline.int8_model import FALLBACK_FORMATS, quantized_model, runnable
 from quantkit.pipeline.loading import (
     load_for_int8,
     model_bytes,
@@ -52,6 +51,7 @@ from quantkit.pipeline.writing import (
 from quantkit.planner import budget_search as budget_search
 from quantkit.planner import corrections_choice, fallback
 from quantkit.planner import plan as make_plan
+from quantkit.planner.int8_model import FALLBACK_FORMATS, quantized_model, runnable
 from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan, Runs, feed_rows
 from quantkit.runtime import lean_sessions
 

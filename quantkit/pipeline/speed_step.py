@@ -14,11 +14,11 @@ from quantkit.graph import model_io
 from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import SpeedPlan
 from quantkit.pipeline import speed_memory
-from quantkit.pipeline.int8_model import quantized_model, runnable
 from quantkit.pipeline.speed_refine import INPUTS, REASON, Refined
 from quantkit.pipeline.writing import INT8_FLOOR_DB
 from quantkit.planner import fallback, targets
 from quantkit.planner import plan as make_plan
+from quantkit.planner.int8_model import quantized_model, runnable
 from quantkit.results import CalibrationTable, Feed, QuantPlan, Runs
 
 
