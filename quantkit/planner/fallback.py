@@ -29,7 +29,7 @@ import onnx
 
 from quantkit.config import ConvertConfig
 from quantkit.graph.augment import COMPUTE_OPS
-from quantkit.graph.qdq import WeightMemo, apply_plan
+from quantkit.graph.qdq import WeightMemo
 from quantkit.planner.at_output import SqnrMemo as SqnrMemo
 from quantkit.planner.at_output import foreground_maps as foreground_maps
 from quantkit.planner.at_output import measured_reference as measured_reference
@@ -37,6 +37,7 @@ from quantkit.planner.at_output import output_sqnr as output_sqnr
 from quantkit.planner.at_output import output_sqnrs
 from quantkit.planner.core import plan
 from quantkit.planner.fallback_blocks import end_block
+from quantkit.planner.int8_model import measured_model
 from quantkit.planner.screening import screening_runs
 from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, Runs, feed_rows, feed_take
 
@@ -84,7 +85,7 @@ def layer_recovery(
     for node in nodes:
         keep = {node: "measuring"}
         trial = plan(model, table, config, keep_float=keep, range_cache=cache, alphas=alphas, rounded=rounded)
-        scores[node] = output_sqnr(apply_plan(model, trial, memo), reference, samples, measured)
+        scores[node] = output_sqnr(measured_model(model, trial, config, memo), reference, samples, measured)
         if progress is not None:
             progress(1)
     return scores
@@ -96,7 +97,7 @@ MeasureMany = Callable[[Sequence[Trial]], list[float]]  # output SQNR of each, a
 
 @dataclass
 class Trials:
-    """Builds the model that keeps a set of layers float (one planner.plan and apply_plan each) and
+    """Builds the model that keeps a set of layers float (one planner.plan and measured_model each) and
     measures its output SQNR on the first `runs` runs or on every sample; a set asked for again is not
     built again (its score is kept by set, SqnrMemo then spares the runs of a model built again).
     `many`, where set, measures the trials a batch asks for (`screen_all`, `full_all`) elsewhere, on
@@ -149,7 +150,7 @@ class Trials:
     def build(self, keep: Iterable[str]) -> onnx.ModelProto:
         keep_float = dict.fromkeys(keep, "measuring")
         trial = plan(self.model, self.table, self.config, keep_float, self.cache, self.alphas, self.rounded)
-        return apply_plan(self.model, trial, self.memo)
+        return measured_model(self.model, trial, self.config, self.memo)
 
     def full(self, keep: Iterable[str]) -> float:
         key = (True, frozenset(keep))
@@ -242,7 +243,8 @@ def search(
         model, table, config, reference, samples, measured, runs, cache, alphas, rounded=rounded, worst=worst
     )
     trials.many = many(runs) if many is not None and not worst else None
-    base = output_sqnr(apply_plan(model, current, trials.memo), reference, samples, measured, worst=worst)
+    built = measured_model(model, current, config, trials.memo)
+    base = output_sqnr(built, reference, samples, measured, worst=worst)
     trials.scores[True, frozenset()] = base
     steps: list[FallbackStep] = []
     if base >= target_db or max_layers == 0:
