@@ -18,6 +18,7 @@ from onnx.reference import ReferenceEvaluator
 from quantkit.config import ActivationType, ConvertConfig, Prefer, Runtime, Target
 from quantkit.errors import ConfigError
 from quantkit.evaluate.metrics import sqnr_db
+from quantkit.graph import openvino_rules
 from quantkit.graph import target_rules as rules
 from quantkit.graph.model_io import infer_shapes
 from quantkit.pipeline.run_check import check
@@ -261,7 +262,7 @@ def test_a_weight_quantized_by_a_q_node_is_read_as_a_weight(case: str) -> None:
     if case in ("float-input", "float-weight", "clean"):
         u8 = {"act_type": TensorProto.UINT8, "act_zero": 3, **options}
         rule = [] if case == "clean" else [case]
-        assert [f.rule for f in rules.openvino(_qdq_conv(**u8, weight_qdq=True))] == rule  # type: ignore[arg-type]
+        assert [f.rule for f in openvino_rules.openvino(_qdq_conv(**u8, weight_qdq=True))] == rule  # type: ignore[arg-type]
 
 
 def test_tensorrt_rule_on_a_float64_tensor() -> None:
@@ -647,7 +648,7 @@ def test_each_openvino_rule_fires_on_its_own_model() -> None:
         ),
     }
     for name, (model, expected) in cases.items():
-        assert [f.rule for f in rules.openvino(model)] == expected, name
+        assert [f.rule for f in openvino_rules.openvino(model)] == expected, name
     # TensorRT reads the pooled input as float: its own rule differs there
     assert "float-input" in {f.rule for f in rules.tensorrt(_through_pool(_qdq_conv()))}
 

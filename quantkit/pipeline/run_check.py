@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 
 from quantkit.config import Target
-from quantkit.graph import model_io
+from quantkit.graph import model_io, openvino_rules
 from quantkit.graph import target_rules as rules
 from quantkit.outcomes import CheckReport, Finding
 from quantkit.pipeline.writing import conversion_record, recorded_json
@@ -36,7 +36,7 @@ def findings(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) 
     if target is Target.tensorrt:
         return tuple(rules.tensorrt(inferred))
     if target is Target.openvino:
-        return tuple(rules.openvino(inferred))
+        return tuple(openvino_rules.openvino(inferred))
     bfloat16 = rules.bfloat16_nodes(inferred)
     if bfloat16:  # onnxruntime cannot load it to say what it would fuse
         return (*rules.ort_cpu(inferred), *bfloat16)
