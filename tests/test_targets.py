@@ -265,6 +265,60 @@ def test_a_weight_quantized_by_a_q_node_is_read_as_a_weight(case: str) -> None:
         assert [f.rule for f in openvino_rules.openvino(_qdq_conv(**u8, weight_qdq=True))] == rule  # type: ignore[arg-type]
 
 
+def test_type_rules_read_what_a_qdq_pair_quantizes() -> None:
+    """hunt37 F3, F6, F7: openvino passed signed int8 / 16-bit activation Q/DQ (its docs measured int8
+    activations broken there), tensorrt an int4 one (its int4 is for weights) and a QOperator model."""
+    signed = _qdq_conv(output_q=True)  # int8 symmetric activations: the input's pair and the output's
+    found = [(f.rule, f.node) for f in openvino_rules.openvino(signed)]
+    assert found == [("qdq-type", "q_c"), ("qdq-type", "dq_c")]  # the signed model input is allowed
+    assert "signed int8 activation" in openvino_rules.openvino(signed)[0].message
+    wide = _qdq_conv(act_type=TensorProto.UINT8, act_zero=3)
+    for node in wide.graph.node:  # the activation pair made uint16 (opset 21)
+        node.input[:] = [{"z": "z16"}.get(t, t) for t in node.input]
+    wide.graph.initializer.append(numpy_helper.from_array(np.array(3, np.uint16), "z16"))
+    wide.opset_import[0].version = 21
+    del wide.graph.value_info[:]
+    wide = infer_shapes(wide)
+    assert {(f.rule, f.node) for f in openvino_rules.openvino(wide)} == {
+        ("qdq-type", "q_x"),
+        ("qdq-type", "dq_x"),
+    }
+    assert openvino_rules.openvino(_qdq_conv(act_type=TensorProto.UINT8, act_zero=3)) == []
+    narrow = _qdq_conv()
+    narrow.graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), "z4"))
+    narrow.graph.initializer[-1].data_type = TensorProto.INT4
+    for node in narrow.graph.node:
+        node.input[:] = [{"z": "z4"}.get(t, t) for t in node.input]
+    narrow.opset_import[0].version = 21
+    del narrow.graph.value_info[:]
+    narrow = infer_shapes(narrow)
+    found = [(f.rule, f.node, f.message) for f in rules.tensorrt(narrow)]
+    assert [f[:2] for f in found] == [("qdq-type", "q_x"), ("qdq-type", "dq_x")]
+    assert found[0][2] == "int4 Q/DQ on an activation: TensorRT's int4 is for weights"
+    qlinear = _qdq_conv()  # an onnxruntime contrib integer op beside it: TensorRT's parser reads none
+    qlinear.graph.node.append(N("QLinearAdd", ["a", "s", "z"], ["o"], name="qadd", domain="com.microsoft"))
+    qlinear.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    assert [(f.rule, f.node) for f in rules.tensorrt(qlinear)] == [("operator", "qadd")]
+
+
+def test_check_reads_float8_rules_where_onnxruntime_refuses_its_fusions(
+    fp8_model: tuple[Path, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hunt37 F4: onnxruntime's extended fusions refused an FP8 MobileNetV2 (ClipQuantFusion) that it runs
+    at the basic level; check said 'cannot load' and showed none of its float8 findings."""
+    from quantkit.errors import ModelError
+    from quantkit.pipeline import run_check
+
+    def refuses(model: onnx.ModelProto) -> onnx.ModelProto:
+        raise ModelError("onnxruntime cannot load the model (Unexpected data type)")
+
+    monkeypatch.setattr(run_check, "optimized_graph", refuses)
+    report = check(fp8_model[0], Target.ort_cpu)
+    assert report.findings and {f.rule for f in report.findings} == {"float8"}
+    with pytest.raises(ModelError, match="cannot load"):
+        check(save(_qdq_conv(), fp8_model[0].parent / "int8.onnx"), Target.ort_cpu)  # nothing else to say
+
+
 def test_tensorrt_rule_on_a_float64_tensor() -> None:
     extra = [N("Cast", ["y"], ["y64"], name="to64", to=TensorProto.DOUBLE)]
     model = _qdq_conv(extra_nodes=extra)
@@ -484,9 +538,10 @@ def test_openvino_target_is_tensorrts_placement_with_uint8_activations(
 ) -> None:
     """Measured in OpenVINO 2026.4 on AVX2: signed int8 activations cost 4-11 dB there (SqueezeNet,
     YOLOX), uint8 ones in this placement run YOLOX at 1.16x FP32 against 0.79x for the ort-cpu one."""
-    assert ConvertConfig(target=Target.openvino, activations=ActivationType.int8).activations is (
-        ActivationType.uint8
-    )
+    with pytest.raises(ConfigError, match="--target openvino quantizes activations uint8"):
+        ConvertConfig(target=Target.openvino, activations=ActivationType.int8)  # hunt37 F3: said nothing
+    with pytest.raises(ConfigError, match="--to fp8 is placed for TensorRT"):
+        ConvertConfig(target=Target.openvino, fp8=True)  # hunt37 F5: wrote a tensorrt model, said nothing
     summary, out = quantize(_residual_net(), tmp_path, image_dir, ConvertConfig(target=Target.openvino))
     model = onnx.load(str(out))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}

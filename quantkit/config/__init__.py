@@ -20,6 +20,7 @@ from quantkit.config.choices import (
     Rounding,
     Target,
     WeightRange,
+    check_target,
 )
 from quantkit.config.preprocessing import (
     CROP_FRACTION,
@@ -134,6 +135,7 @@ class ConvertConfig:
         object.__setattr__(self, "rounding", as_enum(Rounding, self.rounding, "--rounding"))
         object.__setattr__(self, "prefer", as_enum(Prefer, self.prefer, "--prefer"))
         object.__setattr__(self, "target", as_enum(Target, self.target, "--target"))
+        check_target(self.target, self.activations, self.fp8)
         if self.fp8:
             object.__setattr__(self, "target", Target.tensorrt)
             object.__setattr__(self, "smoothquant", "off")

@@ -55,6 +55,13 @@ def tensorrt(model: onnx.ModelProto) -> list[Finding]:
             found.extend(_tensorrt_qdq(index, node))
         elif node.op_type in WEIGHTED_OPS:
             found.extend(_tensorrt_layer(index, node))
+        elif node.op_type in INTEGER_LAYER_OPS or node.domain not in ("", "ai.onnx"):
+            why = (
+                f"{node.domain or 'ai.onnx'} {node.op_type}: TensorRT's ONNX parser reads Q/DQ models, not "
+                "integer operators (QOperator) or onnxruntime's contrib ops; convert the FP32 model with "
+                "--target tensorrt"
+            )
+            found.append(Finding("operator", node.name, node.op_type, why))
     found.extend(_unsupported_types(index))
     return found
 
@@ -169,6 +176,9 @@ def _tensorrt_qdq(index: GraphIndex, node: onnx.NodeProto) -> list[Finding]:
                 "float (convert --target tensorrt does)",
             )
         )
+    elif qtype == TensorProto.INT4 and not _weight_data(index, _stored(index, node)):
+        why = "int4 Q/DQ on an activation: TensorRT's int4 is for weights"
+        found.append(Finding("qdq-type", node.name, node.op_type, why))
     elif qtype is not None and qtype not in TENSORRT_QDQ_TYPES:
         name = TensorProto.DataType.Name(qtype).lower()
         found.append(
@@ -302,14 +312,18 @@ def _weight_axis_expected(index: GraphIndex, node: onnx.NodeProto) -> int | None
 INTEGER_LAYER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
 
 
-def quantized_layers(model: onnx.ModelProto, through: bool = False) -> tuple[int, int]:
+def quantized_layers(
+    model: onnx.ModelProto, through: bool = False, operators: bool = True
+) -> tuple[int, int]:
     """(weighted layers, those whose data input comes from a DequantizeLinear, with `through` possibly
-    through ops that commute with it as OpenVINO reads them, or that are integer operators)."""
+    through ops that commute with it as OpenVINO reads them, or that are integer operators; with
+    `operators` False those count as layers, not quantized ones: TensorRT parses none)."""
     index = GraphIndex(model)
     layers = [n for n in index.nodes if n.op_type in WEIGHTED_OPS]
     integer = sum(n.op_type in INTEGER_LAYER_OPS for n in index.nodes)
     quantized = _dequantized_through if through else _from_dq
-    return len(layers) + integer, sum(quantized(index, n.input[0]) for n in layers) + integer
+    counted = integer if operators else 0
+    return len(layers) + integer, sum(quantized(index, n.input[0]) for n in layers) + counted
 
 
 def _quantized_layer(index: GraphIndex, node: onnx.NodeProto) -> bool:
@@ -348,6 +362,16 @@ def _weight_data(index: GraphIndex, tensor: str) -> bool:
     producer = index.producer.get(tensor)
     return (
         producer is not None and producer.op_type == "QuantizeLinear" and index.is_constant(producer.input[0])
+    )
+
+
+def _stored(index: GraphIndex, node: onnx.NodeProto) -> str:
+    """The float tensor a Q reads, or the one the Q before a DQ read (the DQ's own input where none)."""
+    if node.op_type == "QuantizeLinear":
+        return node.input[0]
+    producer = index.producer.get(node.input[0])
+    return (
+        producer.input[0] if producer is not None and producer.op_type == "QuantizeLinear" else node.input[0]
     )
 
 
