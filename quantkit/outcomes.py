@@ -108,6 +108,7 @@ class BudgetReport:
     stopped: str | None
     not_written: str = ""  # why the choice is not the model written (int8 slower: all float); "" if it is
     placed: str = ""  # how each trial was placed where not as planned (pipeline.speed_step.Shape.note)
+    units: int = 0  # what the chosen trial's points count (images, positions, boxes): 100 points in all
 
 
 SLOWER_BELOW = 0.97  # reported slower than FP32 below this (interleaved medians repeat within about 2 %)

