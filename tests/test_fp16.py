@@ -96,7 +96,15 @@ def test_compare_measures_a_model_with_float16_edges(
     argv = ["compare", str(cnn), str(out), "--images", str(image_dir), "--runs", "2", "--json", str(report)]
     code, _, err = run(argv, capsys)
     assert code == 0, err
-    assert json.loads(report.read_text())["outputs"][0]["sqnr_db"] > 40
+    record = json.loads(report.read_text())
+    assert record["outputs"][0]["sqnr_db"] > 40
+    # onnxruntime's CPU computes the float16 ops in float32: said (hunt37 F8), as convert says it
+    assert any(
+        w.startswith("the candidate computes in float16: onnxruntime's CPU") for w in record["warnings"]
+    )
+    argv[2] = str(cnn)  # FP32 against itself: nothing of the sort
+    code, _, _ = run(argv, capsys)
+    assert code == 0 and not any("float16" in w for w in json.loads(report.read_text())["warnings"])
 
 
 def _unsafe_ops_model() -> onnx.ModelProto:
