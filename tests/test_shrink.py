@@ -439,3 +439,17 @@ def test_evaluation_images_that_copy_the_calibration_ones_are_not_held_out(
     assert report["settings"]["held_out"] is False
     assert "Evaluated on the calibration images" in markdown
     assert "of the evaluation images hold the same bytes as calibration images" in " ".join(err.split())
+
+
+def test_latency_of_another_runtime_than_the_target_is_said() -> None:
+    """hunt37 F8: a --target openvino report gave onnxruntime's latency (1.00x) with no word."""
+    from quantkit.config import Target
+    from quantkit.pipeline.run_shrink import elsewhere_latency
+
+    line = elsewhere_latency(1.0, Target.openvino, "onnxruntime")
+    assert line.startswith("the latency figures are onnxruntime's on this CPU, not openvino's")
+    assert "quantkit compare --runtime openvino" in line
+    assert "trtexec" in elsewhere_latency(1.0, Target.tensorrt, "onnxruntime")
+    assert elsewhere_latency(1.0, Target.ort_cpu, "onnxruntime") == ""
+    assert elsewhere_latency(1.0, Target.openvino, "openvino") == ""
+    assert elsewhere_latency(None, Target.openvino, "onnxruntime") == ""

@@ -205,6 +205,18 @@ def slower_warning(speedup: float | None, gate: float | None, target: Target = T
     )
 
 
+def elsewhere_latency(speedup: float | None, target: Target, runtime: object) -> str:
+    """Where the model is placed for another runtime than the one that timed it, said beside the latency
+    ("" otherwise): hunt37 F8, a --target openvino report gave onnxruntime's 1.00x with no word."""
+    if speedup is None or target is Target.ort_cpu or runtime == target.value:
+        return ""
+    how = "quantkit compare --runtime openvino" if target is Target.openvino else "TensorRT's trtexec"
+    return (
+        f"the latency figures are {runtime}'s on this CPU, not {target.value}'s that the model is placed "
+        f"for: measure it where it runs ({how})"
+    )
+
+
 def _run(
     model_path: Path,
     output_dir: Path,
@@ -242,6 +254,7 @@ def _run(
         *summary.warnings,
         *comparison.warnings,
         slower_warning(comparison.speedup, config.gates.min_speedup, config.convert.target),
+        elsewhere_latency(comparison.speedup, config.convert.target, comparison.settings.get("runtime")),
         gates.few_boxes(comparison) if config.gates.max_drop is not None else None,
         f"{copies} of the evaluation images hold the same bytes as calibration images: the figures are not "
         "held out; give --eval-images images apart from --images"
