@@ -533,6 +533,12 @@ def test_int8_far_below_the_floor_keeps_layers_float_even_with_the_fallback_off(
     ]
     assert float_convs
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) >= 10
+    # their reason names the floor, not a --min-sqnr nobody gave (hunt37: '--min-sqnr 10' beside 12)
+    table_path, again_out = tmp_path / "model.calib.json", tmp_path / "b.onnx"
+    again = pipeline.convert(tmp_path / "model.onnx", table_path, again_out, ConvertConfig(min_sqnr=0))
+    reasons = {s.reason for s in again.plan.skipped if s.node in float_convs}
+    assert any("kept float for convert's 10 dB floor on each output" in r for r in reasons), reasons
+    assert not any("--min-sqnr 10" in r for r in reasons)
 
 
 def test_the_int8_floor_judges_each_output_not_their_mean(tmp_path: Path, image_dir: Path) -> None:

@@ -267,7 +267,7 @@ def search(
                 best = (trial_score, node)
         if best is None or not (best[0] >= target_db or best[0] >= score + MIN_GAIN_DB):
             break
-        kept[best[1]] = _reason(target_db, best[0] - score, alone=not kept)
+        kept[best[1]] = _reason(target_db, best[0] - score, alone=not kept, worst=worst)
         score = best[0]
         steps.append(FallbackStep(best[1], _op_type(model, best[1]), score))
     if blocks and score < target_db and len(steps) < max_layers:  # no single layer lifts it further
@@ -275,9 +275,7 @@ def search(
         block = end_block(trials.full_all, list(kept), remaining, target_db, max_layers - len(steps))
         if block is not None and block[1] > score:
             nodes, score = block
-            why = (
-                f"kept float by --min-sqnr {target_db:g} (one of {len(nodes)} layers at one end of the model)"
-            )
+            why = f"kept float {_by(target_db, worst)} (one of {len(nodes)} layers at one end of the model)"
             kept.update(dict.fromkeys(nodes, why))
             steps.extend(FallbackStep(node, _op_type(model, node), score) for node in nodes)
     if kept:
@@ -331,9 +329,15 @@ def _finalists(screened: Mapping[str, float], floor: float) -> list[str]:
     return [n for n in ranked[:FINALISTS] if screened[n] - floor >= FINALIST_SHARE * top]
 
 
-def _reason(target_db: float, gain_db: float, alone: bool) -> str:
+def _reason(target_db: float, gain_db: float, alone: bool, worst: bool = False) -> str:
     recovers = f"recovers {gain_db:.1f} dB {'alone' if alone else 'more with the layers before it'}"
-    return f"kept float by --min-sqnr {target_db:g} ({recovers})"
+    return f"kept float {_by(target_db, worst)} ({recovers})"
+
+
+def _by(target_db: float, worst: bool) -> str:
+    """Whose target a layer is kept float for: --min-sqnr's, or convert's floor on each output (worst),
+    which hunt37 saw named '--min-sqnr 10' beside a --min-sqnr of 12."""
+    return f"for convert's {target_db:g} dB floor on each output" if worst else f"by --min-sqnr {target_db:g}"
 
 
 def _op_type(model: onnx.ModelProto, node: str) -> str:
