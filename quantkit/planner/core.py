@@ -44,6 +44,7 @@ from quantkit.planner.placement import (
     float_reason,
     input_path,
     plan_compute,
+    pooled_writers,
     propagate,
 )
 from quantkit.planner.planning_state import FLOAT_LAYER_REASON, Planning
@@ -127,6 +128,8 @@ def _decide(
     index = GraphIndex(model)
     check_exclusions(index, config)
     keep_float = {**dict.fromkeys(config.float_layers, FLOAT_LAYER_REASON), **(keep_float or {})}
+    if config.target is Target.ort_cpu:
+        keep_float = pooled_writers(index, keep_float)
     slow: dict[str, str] = dict(slower or {})
     state = _planned(index, table, config, keep_float, range_cache, slow)
     for _ in range(MAX_PAYOFF_ROUNDS if config.target is Target.ort_cpu else 0):  # costs are ORT's

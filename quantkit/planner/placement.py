@@ -43,6 +43,50 @@ def input_path(index: GraphIndex, tensor: str) -> set[str]:
     return path
 
 
+# A layer that writes a kept layer's input (float by that: onnxruntime has no int8 Conv with a float output)
+# and reads an SPP / SPPF block (a MaxPool of at least this kernel area on its own input path) is kept float
+# with its input path too. Otherwise it reads the block through a Q/DQ pair, and onnxruntime runs the pools
+# in plain NCHW, neither in the NHWC int8 region of an int8 consumer nor in the NCHWc float one of a float
+# chain: YOLOX-Nano with Conv_181 kept float ran 0.63x FP32 (its SPP pools 6.2 ms against 0.16 ms), with
+# Conv_175 (which reads the SPP) kept float too 0.91x (0.95x with neither).
+SLOW_POOL_AREA = 25
+
+
+def pooled_writers(index: GraphIndex, keep_float: dict[str, str]) -> dict[str, str]:
+    """keep_float (node -> why) with such writers added, until none is."""
+    kept = dict(keep_float)
+    todo = list(kept)
+    while todo:
+        name = todo.pop()
+        path = set().union(*(input_path(index, t) for t in data_inputs(index.by_name[name])))
+        for tensor in sorted(path):
+            layer = index.producer.get(tensor)
+            if layer is None or layer.op_type not in COMPUTE_OPS or layer.name in kept:
+                continue
+            pool = _slow_pool(index, layer)
+            if pool is not None:
+                kept[layer.name] = (
+                    f"kept float with {name}, whose input it writes: it reads {pool}, which onnxruntime's "
+                    "CPU runs far slower between Q/DQ pairs than in a float chain"
+                )
+                todo.append(layer.name)
+    return kept
+
+
+def _slow_pool(index: GraphIndex, layer: onnx.NodeProto) -> str | None:
+    """The first MaxPool of at least SLOW_POOL_AREA on the layer's input path, by name; None if none."""
+    path = set().union(*(input_path(index, t) for t in data_inputs(layer)))
+    for tensor in sorted(path):
+        node = index.producer.get(tensor)
+        if node is not None and node.op_type == "MaxPool" and _area(index, node) >= SLOW_POOL_AREA:
+            return f"MaxPool {node.name}"
+    return None
+
+
+def _area(index: GraphIndex, pool: onnx.NodeProto) -> int:
+    return int(np.prod(index.attribute(pool, "kernel_shape", [1])))  # type: ignore[call-overload]
+
+
 def check_exclusions(index: GraphIndex, config: ConvertConfig) -> None:
     for option, names in (("--exclude-nodes", config.exclude_nodes), ("--exclude-from", config.float_layers)):
         check_node_names(index, option, names)
