@@ -235,6 +235,36 @@ def test_arguments_of_the_wrong_type_are_config_errors(cnn: Path, image_dir: Pat
     assert not out.exists()
 
 
+def test_the_clis_words_and_texts_mean_what_they_mean_on_the_command_line() -> None:
+    """hunt38 F1, F7, F8: bias_correction="off" was a non-empty string, so True (a bias-corrected model whose
+    metadata said "off"); Preprocess(mean="128") was read per character (1, 2, 8), input_size="22" as
+    (2, 2); an fp16 exclude_nodes="a,b" per character."""
+    from quantkit.config import Float16Config, Gates
+
+    assert ConvertConfig(bias_correction="off").bias_correction is False
+    assert ConvertConfig(range_cap="OFF", compact="on").range_cap is False
+    assert Float16Config(keep_io_types="off", compact="no").keep_io_types is False
+    assert (
+        quantkit.Preprocess(bgr="no").bgr is False
+        and Gates(allow_degenerate_reference="yes").allow_degenerate_reference
+    )
+    with pytest.raises(
+        quantkit.ConfigError, match=r"--bias-correction takes True or False \(or 'on' / 'off'\)"
+    ):
+        ConvertConfig(bias_correction="of")
+    assert quantkit.Preprocess(mean="128", std=64).mean == (128.0,)
+    assert quantkit.Preprocess(mean="123.7,116.3,103.5").mean == (123.7, 116.3, 103.5)
+    assert quantkit.Preprocess(input_size="224x224").input_size == (224, 224)
+    assert quantkit.Preprocess(input_size=[32, 48]).input_size == (32, 48)
+    for size in ("22", 224, (0, 4), (2.5, 4)):
+        with pytest.raises(quantkit.ConfigError, match="--input-size takes HxW like 224x224"):
+            quantkit.Preprocess(input_size=size)
+    with pytest.raises(quantkit.ConfigError, match="--mean takes comma-separated numbers"):
+        quantkit.Preprocess(mean="a,b")
+    assert Float16Config(exclude_nodes="conv_1, conv_2").exclude_nodes == ("conv_1", "conv_2")
+    assert Float16Config(input_size="64x48").input_size == (64, 48)
+
+
 @requires_assets()
 def test_mobilenetv2_from_a_folder_equals_the_cli(tmp_path: Path, capsys: Capsys) -> None:
     model = ASSETS / "models" / "mobilenetv2.onnx"

@@ -17,7 +17,7 @@ from quantkit.config import (
     ResizeMode,
     Target,
 )
-from quantkit.errors import ConfigError
+from quantkit.config.base import as_floats, as_size
 
 IMAGES_HELP = "Folder of images (.jpg .jpeg .png .bmp .webp .tif .tiff .gif), recursive."
 ImagesOpt = Annotated[Path, typer.Option("--images", help=IMAGES_HELP)]
@@ -200,26 +200,11 @@ SizeOpt = Annotated[
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(
-            f"{option} takes comma-separated numbers like 123.7,116.3,103.5; got {text!r}"
-        ) from None
-    if not values:
-        raise ConfigError(f"{option} is empty")
-    return values
+    return None if text is None else as_floats(text, option)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"--input-size takes HxW like 224x224; got {text!r}")
-    return int(parts[0]), int(parts[1])
+    return None if text is None else as_size(text)
 
 
 def preprocess_options(

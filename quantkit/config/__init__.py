@@ -10,7 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from quantkit.config.base import as_enum, check_threads
+from quantkit.config.base import as_enum, as_names, as_size, as_switch, check_threads
 from quantkit.config.choices import (
     ActivationType,
     CalibMethod,
@@ -135,6 +135,8 @@ class ConvertConfig:
         object.__setattr__(self, "rounding", as_enum(Rounding, self.rounding, "--rounding"))
         object.__setattr__(self, "prefer", as_enum(Prefer, self.prefer, "--prefer"))
         object.__setattr__(self, "target", as_enum(Target, self.target, "--target"))
+        for name in ("range_cap", "quantize_attention_matmul", "bias_correction", "compact", "fp8"):
+            object.__setattr__(self, name, as_switch(getattr(self, name), "--" + name.replace("_", "-")))
         check_target(self.target, self.activations, self.fp8)
         if self.fp8:
             object.__setattr__(self, "target", Target.tensorrt)
@@ -150,9 +152,7 @@ class ConvertConfig:
                 f"--target {self.target.value} and measure the model where it runs"
             )
         for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
-            names = getattr(self, name)  # a string is one comma-separated list, as on the command line
-            split = [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else names
-            object.__setattr__(self, name, tuple(split))
+            object.__setattr__(self, name, as_names(getattr(self, name)))
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.concat_range_ratio <= 1.0:
@@ -272,6 +272,12 @@ class Float16Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "to", as_enum(Precision, self.to, "--to"))
+        for name in ("exclude_nodes", "exclude_op_types"):  # hunt38 F8: a string was read per character
+            object.__setattr__(self, name, as_names(getattr(self, name)))
+        for name in ("keep_io_types", "compact"):
+            object.__setattr__(self, name, as_switch(getattr(self, name), "--" + name.replace("_", "-")))
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", as_size(self.input_size))
         if self.to not in FLOAT_PRECISIONS:
             raise ConfigError(f"a 16-bit float conversion is --to fp16 or bf16, got {self.to.value}")
         if self.min_sqnr_db < 0 or self.max_float32_layers < 0:
@@ -384,6 +390,10 @@ class Gates:
     min_eval_sqnr: float | None = None
 
     def __post_init__(self) -> None:
+        option = "--allow-degenerate-reference"
+        object.__setattr__(
+            self, "allow_degenerate_reference", as_switch(self.allow_degenerate_reference, option)
+        )
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 100.0:
             raise ConfigError(f"--max-drop is in points (0-100), got {self.max_drop}")
         # finite too (hunt32: a limit of nan or inf ran the whole shrink, then failed a gate none passes)

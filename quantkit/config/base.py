@@ -11,6 +11,72 @@ from quantkit.errors import ConfigError
 E = TypeVar("E", bound=Enum)
 
 
+SWITCHES = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
+
+
+def as_switch(value: object, option: str) -> bool:
+    """value as a bool: True / False (or 1 / 0), or the CLI's words on / off (true / false, yes / no). Any
+    other value is an error: hunt38 F1, bias_correction="off" was a non-empty string, so True, and the
+    model's metadata recorded "off" beside a bias-corrected model."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in SWITCHES:
+        return SWITCHES[value.strip().lower()]
+    if type(value).__name__ == "bool_":  # numpy's
+        return bool(value)
+    raise ConfigError(f"{option} takes True or False (or 'on' / 'off'); got {value!r}")
+
+
+def as_floats(value: object, option: str) -> tuple[float, ...]:
+    """Numbers as floats: a sequence, one number, or the CLI's text ('123.7,116.3,103.5'); never a string
+    read character by character (hunt38 F7: mean="128" became (1.0, 2.0, 8.0))."""
+    parts: list[object]
+    if isinstance(value, str):
+        parts = list(value.split(","))
+    elif isinstance(value, (int, float)):
+        parts = [value]
+    else:
+        try:
+            parts = list(value)  # type: ignore[call-overload]
+        except TypeError:
+            parts = [value]
+    try:
+        values = tuple(float(v) for v in parts)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{option} takes comma-separated numbers like 123.7,116.3,103.5; got {value!r}"
+        ) from None
+    if not values:
+        raise ConfigError(f"{option} is empty")
+    return values
+
+
+def as_size(value: object, option: str = "--input-size") -> tuple[int, int]:
+    """(height, width) from the CLI's 'HxW' text or a pair of positive integers."""
+    parts: list[object] = []
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.lower().split("x")]
+    elif not isinstance(value, (int, float)):
+        try:
+            parts = list(value)  # type: ignore[call-overload]
+        except TypeError:
+            parts = []
+    try:
+        size = tuple(int(p) for p in parts)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        size = ()
+    exact = all(not isinstance(p, float) or p.is_integer() for p in parts)
+    if len(size) != 2 or min(size) < 1 or not exact:
+        raise ConfigError(f"{option} takes HxW like 224x224 (or a pair of integers); got {value!r}")
+    return size[0], size[1]
+
+
+def as_names(value: object) -> tuple[str, ...]:
+    """Node or op-type names: a sequence of them, or one comma-separated string (as on the command line)."""
+    names = value.split(",") if isinstance(value, str) else value
+    return tuple(str(n).strip() for n in names if str(n).strip())  # type: ignore[attr-defined]
+
+
 def as_enum(kind: type[E], value: object, option: str) -> E:
     """value as a member of `kind` (members and their string values are accepted)."""
     try:

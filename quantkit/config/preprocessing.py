@@ -10,7 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from quantkit.config.base import as_enum
+from quantkit.config.base import as_enum, as_floats, as_size, as_switch
 from quantkit.errors import ConfigError
 
 
@@ -148,13 +148,13 @@ class PreprocessOptions:
         if self.preset is not None:
             object.__setattr__(self, "preset", as_enum(Preset, self.preset, "--preset"))
         object.__setattr__(self, "resize", as_enum(ResizeMode, self.resize, "--resize"))
+        object.__setattr__(self, "bgr", as_switch(self.bgr, "--bgr"))
         for name in ("mean", "std"):
             values = getattr(self, name)
             if values is not None:
-                object.__setattr__(self, name, tuple(float(v) for v in values))
+                object.__setattr__(self, name, as_floats(values, f"--{name}"))
         if self.input_size is not None:
-            height, width = (int(v) for v in self.input_size)
-            object.__setattr__(self, "input_size", (height, width))
+            object.__setattr__(self, "input_size", as_size(self.input_size))
         if self.pad is not None:
             check_pad(float(self.pad))
             object.__setattr__(self, "pad", float(self.pad))
