@@ -61,6 +61,7 @@ from quantkit.config import (
     Target,
 )
 from quantkit.config.base import as_enum
+from quantkit.config.choices import refuse_replaced
 from quantkit.data import ArrayFiles, Sample, readable_again
 from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import detector_fields
@@ -175,6 +176,8 @@ def convert(
         raise ConfigError(
             f"to={to!r} needs calibration=: the table quantkit.calibrate wrote (or its summary)"
         )
+    with _arguments("convert"):
+        refuse_replaced(options, to == "fp8", lambda name: f"{name}=")
     if to == "fp8":
         options = {**options, "fp8": True}
     parallel = Parallel(options.pop("workers", 1), options.pop("ray", None), options.pop("threads", 0))
@@ -395,6 +398,9 @@ def _options(kind: type[Any], options: dict[str, Any], to: str) -> dict[str, Any
 
 def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
     if options.get("max_drop") is None:
+        given = sorted(name for name in BUDGET_OPTIONS if name != "max_drop" and name in options)
+        if given:  # hunt38 F2: a metric='bogus' or a missing validation folder was ignored without a word
+            raise ConfigError(f"{', '.join(given)} only apply with max_drop= (convert's accuracy budget)")
         return None
     if options.get("validation") is None:
         raise ConfigError("max_drop needs validation=: an image folder held apart from calibration")

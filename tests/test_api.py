@@ -265,6 +265,35 @@ def test_the_clis_words_and_texts_mean_what_they_mean_on_the_command_line() -> N
     assert Float16Config(input_size="64x48").input_size == (64, 48)
 
 
+def test_what_the_cli_refuses_as_flags_the_api_refuses_as_keywords(
+    cnn: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    """hunt38 F2: the API wrote fp8 models with rounding= / smoothquant= / target='ort-cpu' replaced, a
+    tensorrt one with activations='uint8' replaced, and ignored budget options without max_drop=."""
+    table = tmp_path / "t.calib.json"
+    quantkit.calibrate(cnn, image_dir, output=table)
+    out = tmp_path / "o.onnx"
+    cases = [
+        (
+            {"to": "fp8", "rounding": "compensated"},
+            r"rounding= only applies to --to int8 \(--to fp8 fixes them\)",
+        ),
+        ({"to": "fp8", "target": "ort-cpu"}, "--to fp8 is placed for TensorRT .*; leave target= out"),
+        ({"target": "tensorrt", "activations": "uint8"}, "leave activations= out with --target tensorrt"),
+        ({"metric": "bogus"}, r"metric only apply with max_drop="),
+        (
+            {"validation": tmp_path / "missing", "detector": "yolox"},
+            "detector, validation only apply with max_drop=",
+        ),
+    ]
+    for options, match in cases:
+        with pytest.raises(quantkit.ConfigError, match=match):
+            quantkit.convert(cnn, calibration=table, output=out, **options)
+    assert not out.exists()
+    quantkit.convert(cnn, calibration=table, output=out, to="fp8")  # fixed by to='fp8', not given: fine
+    assert out.exists()
+
+
 @requires_assets()
 def test_mobilenetv2_from_a_folder_equals_the_cli(tmp_path: Path, capsys: Capsys) -> None:
     model = ASSETS / "models" / "mobilenetv2.onnx"

@@ -48,6 +48,7 @@ from quantkit.config import (
     Target,
     WeightRange,
 )
+from quantkit.config.choices import FP8_FIXED, refuse_replaced
 from quantkit.errors import ConfigError
 
 
@@ -271,18 +272,11 @@ def convert(
         return
     if calibration is None:
         raise ConfigError(f"--to {to.value} needs --calibration TABLE; run `quantkit calibrate` first")
-    if to is Precision.fp8 and target is Target.ort_cpu and _on_command_line(ctx, "target"):
-        raise ConfigError(
-            "--to fp8 is placed for TensorRT (onnxruntime's CPU has no float8 kernels); leave --target out"
-        )
-    if (
-        target is Target.tensorrt
-        and activations is ActivationType.uint8
-        and _on_command_line(ctx, "activations")
-    ):
-        raise ConfigError(
-            "TensorRT's Q/DQ are int8 symmetric: leave --activations out with --target tensorrt"
-        )
+    flags = {"target": target, "activations": activations}
+    given = {name: value for name, value in flags.items() if _on_command_line(ctx, name)}
+    if "activations" in given:  # against the target however it was set (a config file too)
+        given["target"] = target
+    refuse_replaced(given, to is Precision.fp8, lambda name: f"--{name}")
     config = ConvertConfig(
         method=method,
         percentile=percentile,
@@ -349,8 +343,6 @@ INT8_ONLY = (
 )
 
 FP16_ONLY = ("keep_io_types", "input_size")
-# fp8 fixes these: E4M3FN symmetric activations and weights, no rebalancing, rounding to nearest
-FP8_FIXED = ("activations", "weight_range", "rounding", "smoothquant", "prefer")
 
 
 def _refuse_other_precision(ctx: typer.Context, to: Precision) -> None:

@@ -3,8 +3,10 @@ rounding, what to prefer, the target runtime and the precision; and the combinat
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from enum import Enum
 
+from quantkit.config.base import as_enum
 from quantkit.errors import ConfigError
 
 
@@ -80,4 +82,30 @@ def check_target(target: Target, activations: ActivationType, fp8: bool) -> None
         raise ConfigError(
             "--target openvino quantizes activations uint8 (signed int8 activations measured 4-11 dB in "
             "OpenVINO 2026.4 where onnxruntime measured 14-30 dB on the same files): leave --activations out"
+        )
+
+
+# --to fp8 fixes these: E4M3FN symmetric activations and weights, no rebalancing, rounding to nearest
+FP8_FIXED = ("activations", "weight_range", "rounding", "smoothquant", "prefer")
+
+
+def refuse_replaced(given: Mapping[str, object], fp8: bool, flag: Callable[[str], str]) -> None:
+    """Refuse what --to fp8 or --target tensorrt would replace, where it was given: `given` maps the
+    options set (flags on the command line, keywords to the API) to their values; flag(name) names one
+    as its caller spells it. hunt38 F2: the API wrote such models with the value replaced, saying nothing."""
+    fixed = [flag(name) for name in FP8_FIXED if name in given] if fp8 else []
+    if fixed:
+        verb = "applies" if len(fixed) == 1 else "apply"
+        raise ConfigError(
+            f"{', '.join(fixed)} only {verb} to --to int8 (--to fp8 fixes them); leave them out"
+        )
+    target = as_enum(Target, given["target"], flag("target")) if "target" in given else None
+    if fp8 and target is Target.ort_cpu:
+        why = "onnxruntime's CPU has no float8 kernels"
+        raise ConfigError(f"--to fp8 is placed for TensorRT ({why}); leave {flag('target')} out")
+    activations = given.get("activations")
+    kind = None if activations is None else as_enum(ActivationType, activations, flag("activations"))
+    if target is Target.tensorrt and kind is ActivationType.uint8:
+        raise ConfigError(
+            f"TensorRT's Q/DQ are int8 symmetric: leave {flag('activations')} out with --target tensorrt"
         )
