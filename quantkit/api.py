@@ -33,7 +33,6 @@ True
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -62,7 +61,7 @@ from quantkit.config import (
 )
 from quantkit.config.base import as_enum
 from quantkit.config.choices import refuse_replaced
-from quantkit.data import ArrayFiles, Sample, readable_again
+from quantkit.data import ArrayFiles, Sample, read_data
 from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import detector_fields
 from quantkit.images import IMAGE_SUFFIXES
@@ -357,31 +356,7 @@ def _shrink_convert(options: dict[str, Any], compact: bool, target: str) -> Conv
 def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection, Iterable[Sample] | None]:
     """(the images to read, or the arrays to stream instead)."""
     with _arguments("data"):
-        return _read_data(data, num_images, seed)
-
-
-def _read_data(
-    data: Data, num_images: int | None, seed: int
-) -> tuple[ImageSelection, Iterable[Sample] | None]:
-    if isinstance(data, (str, os.PathLike)):
-        folder = Path(data)
-        if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
-            return ImageSelection(folder), ArrayFiles.under(folder, num_images, seed)
-        return ImageSelection(folder, num_images, seed), None
-    if isinstance(data, np.ndarray):
-        data = [data]  # one array: a batch or a sample
-    items = iter(data)
-    first = next(items, None)
-    if first is None:
-        raise ConfigError("data is empty; give an image folder, image files or arrays")
-    if isinstance(first, (str, os.PathLike)):
-        paths = tuple(Path(p) for p in itertools.chain([first], items))  # type: ignore[arg-type]
-        parent = Path(os.path.commonpath([p.absolute().parent for p in paths]))
-        return ImageSelection(parent, num_images, seed, files=paths), None
-    if readable_again(data):  # a list or another collection: read again for the stress samples
-        return ImageSelection(Path(".")), data  # type: ignore[return-value]
-    samples: Iterable[Sample] = itertools.chain([first], items)  # type: ignore[arg-type]
-    return ImageSelection(Path(".")), samples
+        return read_data(data, num_images, seed)
 
 
 def _options(kind: type[Any], options: dict[str, Any], to: str) -> dict[str, Any]:

@@ -11,6 +11,8 @@ has dynamic sizes, samples may differ in them (batches are of one shape).
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -19,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from quantkit import files
+from quantkit.config import ImageSelection
 from quantkit.errors import ConfigError, ImageError
-from quantkit.images import seeded_subset
+from quantkit.images import IMAGE_SUFFIXES, seeded_subset
 from quantkit.results import Batch, Feed, InputSpec
 
 ARRAY_SUFFIXES = files.ARRAY_SUFFIXES
@@ -284,3 +287,27 @@ def _few(names: Sequence[str], shown: int = 4) -> str:
     """['a', 'b', 'c', 'd'] and 'and 212 more': an .npz of a calibration table names hundreds of arrays."""
     head = ", ".join(repr(n) for n in names[:shown])
     return f"[{head}{f', and {len(names) - shown} more' if len(names) > shown else ''}]"
+
+
+def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelection, Iterable[Sample] | None]:
+    """The API's data=: (the images to read, or the arrays to stream instead): an image folder, a folder
+    of array files, image files, an ndarray, or an iterable of arrays or of {input name: array} dicts."""
+    if isinstance(data, (str, os.PathLike)):
+        folder = Path(data)
+        if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
+            return ImageSelection(folder), ArrayFiles.under(folder, num_images, seed)
+        return ImageSelection(folder, num_images, seed), None
+    if isinstance(data, np.ndarray):
+        data = [data]  # one array: a batch or a sample
+    items = iter(data)
+    first = next(items, None)
+    if first is None:
+        raise ConfigError("data is empty; give an image folder, image files or arrays")
+    if isinstance(first, (str, os.PathLike)):
+        paths = tuple(Path(p) for p in itertools.chain([first], items))
+        parent = Path(os.path.commonpath([p.absolute().parent for p in paths]))
+        return ImageSelection(parent, num_images, seed, files=paths), None
+    if readable_again(data):  # a list or another collection: read again for the stress samples
+        return ImageSelection(Path(".")), data
+    samples: Iterable[Sample] = itertools.chain([first], items)
+    return ImageSelection(Path(".")), samples
