@@ -253,9 +253,11 @@ def sensitivity(
     table's preprocessing), and the output error that keeping it float recovers; the top 1..`top`
     layers also kept float together. workers / ray / threads: where the measured models run (as for
     `calibrate`); the report is the same. method / activations: as for `convert`."""
-    selection, arrays = _data(data, num_images, seed)
+    data = data if isinstance(data, (str, os.PathLike)) else list(data)  # read twice below
+    selection, arrays = _data(data, None, seed)  # arrays refused as such, whatever num_images
     if arrays is not None:
         raise ConfigError("sensitivity reads images (a folder or a list of files), not arrays")
+    selection = _data(data, num_images, seed)[0]
     config = ConvertConfig(**_options(ConvertConfig, {"method": method, "activations": activations}, "int8"))
     return run_sensitivity(
         Path(model),

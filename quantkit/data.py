@@ -307,6 +307,11 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
         paths = tuple(Path(p) for p in itertools.chain([first], items))
         parent = Path(os.path.commonpath([p.absolute().parent for p in paths]))
         return ImageSelection(parent, num_images, seed, files=paths), None
+    if num_images is not None:  # hunt38 F3: ignored, and every array used
+        raise ConfigError(
+            "num_images selects from an image folder, image files or a folder of array files; arrays in "
+            "memory are used as given: pass the ones to use"
+        )
     if readable_again(data):  # a list or another collection: read again for the stress samples
         return ImageSelection(Path(".")), data
     samples: Iterable[Sample] = itertools.chain([first], items)

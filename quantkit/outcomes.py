@@ -146,8 +146,7 @@ class SpeedPlan:
 
 @dataclass(frozen=True)
 class Finding:
-    """One Q/DQ placement or type a runtime cannot fuse or run (graph.target_rules): the rule's id, the
-    node (or tensor) and why, in one line."""
+    """One placement or type a runtime cannot fuse or run (graph.target_rules): rule, node, why."""
 
     rule: str
     node: str

@@ -292,6 +292,10 @@ def test_what_the_cli_refuses_as_flags_the_api_refuses_as_keywords(
     assert not out.exists()
     quantkit.convert(cnn, calibration=table, output=out, to="fp8")  # fixed by to='fp8', not given: fine
     assert out.exists()
+    arrays = [np.zeros((3, 16, 16), np.float32)] * 3  # hunt38 F3: num_images was ignored for these
+    for data in (arrays, iter(arrays)):
+        with pytest.raises(quantkit.ConfigError, match="arrays in memory are used as given"):
+            quantkit.calibrate(cnn, data=data, num_images=2, output=tmp_path / "a.calib.json")
 
 
 @requires_assets()
