@@ -139,7 +139,7 @@ def _locations(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
     size): the output rule and the model's hash each ask, and a 500 MB model with its weights inside took
     a full parse per question."""
     try:
-        model = onnx.load(path, load_external_data=False)
+        model = onnx.load(path, format="protobuf", load_external_data=False)
     except Exception:  # protobuf's DecodeError and others: not a model the output rule can read
         return ()
     return tuple(

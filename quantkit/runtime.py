@@ -440,7 +440,7 @@ def _float8_source(model: bytes | Path) -> bool:
     """has_float8 of a serialized model or a model file (its external weights not read)."""
     try:
         proto = (
-            onnx.load(str(model), load_external_data=False)
+            onnx.load(str(model), format="protobuf", load_external_data=False)
             if isinstance(model, Path)
             else onnx.load_from_string(model)
         )

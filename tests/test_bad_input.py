@@ -92,6 +92,23 @@ def test_unreadable_model_files(case: str, image_dir: Path, tmp_path: Path, caps
     fails_cleanly(model, image_dir, tmp_path, capsys, phrase)
 
 
+def test_a_model_path_ending_in_json(cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """hunt38 F5: onnx.load picks its JSON parser by the suffix: the table given as the model was an
+    'internal error (ParseError ...)', a real model named .json 'cut short or damaged'."""
+    table = tmp_path / "t.calib.json"
+    run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)
+    out = tmp_path / "o.onnx"
+    code, _, err = run(["convert", str(table), "-c", str(table), "-o", str(out)], capsys)
+    assert_one_line_error(code, err, "t.calib.json is a quantkit calibration table, not an ONNX model")
+    (tmp_path / "list.json").write_text("[1, 2]\n")
+    code, _, err = run(["check", str(tmp_path / "list.json")], capsys)
+    assert_one_line_error(code, err, "list.json is a text file, not an ONNX model")
+    named = tmp_path / "model.json"
+    named.write_bytes(cnn.read_bytes())
+    code, _, err = run(["convert", str(named), "-c", str(table), "-o", str(out)], capsys)
+    assert code == 0, err  # a binary model is read whatever its suffix
+
+
 @pytest.mark.parametrize("command", ["calibrate", "shrink", "shrink --labels", "convert --to fp16"])
 def test_a_folder_given_as_the_model(command: str, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     """shrink hashed the model for its cache first and said 'Is a directory ...; check the path and that

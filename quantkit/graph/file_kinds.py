@@ -38,11 +38,7 @@ _HTML = (b"<!doctype html", b"<html", b"<?xml", b"<head", b"<!--")
 def not_onnx(path: Path, reason: str) -> str:
     """The message for a file onnx cannot parse: what it is where its first bytes tell, else the parse
     error and "re-export it"."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(64)
-    except OSError:
-        head = b""
+    head = _start(path, 64)
     for magic, offset, fix in _SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
             return f"{path} {fix}"
@@ -50,6 +46,11 @@ def not_onnx(path: Path, reason: str) -> str:
         return (
             f"{path} is a web page (HTML), not the model: a page was saved in its place; download the raw "
             "file (on GitHub: 'Download raw file', not the page's address)"
+        )
+    if b'"quantkit-calibration"' in _start(path):  # hunt38 F5: the table given as the model
+        return (
+            f"{path} is a quantkit calibration table, not an ONNX model: give the model file, and the table "
+            "as --calibration (-c)"
         )
     if head and all(b in _TEXT for b in head):  # a placeholder, a JSON or YAML file (hunt34)
         begins = head.decode("ascii").split("\n")[0].strip()[:40]
@@ -148,3 +149,12 @@ def checker_refusal(model: onnx.ModelProto, path: Path, reason: str) -> str:
         f"{path.name} fails onnx.checker ({reason}): it was saved after onnxruntime's graph optimizations "
         f"({found}), which write ops only onnxruntime runs; {BEFORE_OPTIMIZATION}"
     )
+
+
+def _start(path: Path, size: int = 512) -> bytes:
+    """The file's first `size` bytes (none where it cannot be read)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""

@@ -64,7 +64,7 @@ def load_model(path: Path) -> onnx.ModelProto:
     if path.stat().st_size == 0:
         raise ModelError(f"model file {path} is empty; re-export the model")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), format="protobuf", load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelError(not_onnx(path, _short(exc))) from exc
     if not model.graph.node or not model.opset_import:

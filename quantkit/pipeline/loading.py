@@ -163,7 +163,7 @@ def table_samples(table: CalibrationTable) -> Feed:
 def model_bytes(path: Path) -> int:
     """The file's size plus the external data files it names."""
     total = path.stat().st_size
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load(str(path), format="protobuf", load_external_data=False)
     locations = {
         entry.value
         for tensor in model.graph.initializer
