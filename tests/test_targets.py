@@ -392,6 +392,9 @@ def test_check_command_exit_codes_json_and_inputs_untouched(
     record = json.loads((tmp_path / "f.json").read_text())
     assert record["schema"] == "quantkit-check/1" and record["target"] == "tensorrt"
     assert [f["rule"] for f in record["findings"]] == ["split-fusion"]
+    code, out, err = run(["check", str(split), "--target", "tensorrt", "--json", "-"], capsys)
+    assert code == 1 and json.loads(out)["findings"][0]["rule"] == "split-fusion"  # hunt38 F4: table first
+    assert "split-fusion" in err  # the table, on stderr
     assert split.read_bytes() == before
     code, _, err = run(["check", str(tmp_path / "missing.onnx")], capsys)
     assert_one_line_error(code, err, "does not exist")

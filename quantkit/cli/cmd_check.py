@@ -9,7 +9,7 @@ import typer
 import typer.core
 import typer.main
 
-from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, show, write_text
+from quantkit.cli.app import CONTEXT, Command, app, file_outputs, guard_outputs, show_table, write_text
 from quantkit.config import Target
 from quantkit.files import json_text
 
@@ -38,8 +38,9 @@ def check(
     from quantkit.reports import console
 
     guard_outputs([("--json", json_path)], [("the model", model)], [])
+    beside = file_outputs([("--json", json_path)])  # `--json -`: the table on stderr (hunt38 F4)
     report = pipeline.check(model, target)
-    show(console.check_table(report))
+    show_table(console.check_table(report), beside)
     if json_path is not None:
         write_text(json_path, json_text(report.to_dict()))
     if report.findings:

@@ -75,13 +75,14 @@ def main() -> None:
 
 
 def _say_file_options(argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
-    """One line naming the config files a command takes options from, and which (none under --quiet)."""
+    """One line naming the config files a command takes options from, and which (none under --quiet), on
+    stderr: stdout may carry a report (`--json -`), which the line broke for a parser (hunt38 F4)."""
     used = default_map.get(argv[0], {}) if argv else {}
     if not used or VERBOSITY["level"] < 0 or {"--help", "-h"} & set(argv):
         return
     names = ", ".join(sorted(name.replace("_", "-") for name in used))
     files = ", ".join(str(path) for path in CONFIG_FILES)
-    stdout.print(
+    stderr.print(
         f"options from {files}: {names} (flags given override them; --print-config shows each one's source)",
         highlight=False,
         markup=False,
