@@ -4,6 +4,7 @@ line with its exit code (2 for bad input, 130 on Ctrl-C)."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import sys
@@ -75,14 +76,19 @@ def main() -> None:
 
 
 def _say_file_options(argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
-    """One line naming the config files a command takes options from, and which (none under --quiet), on
-    stderr: stdout may carry a report (`--json -`), which the line broke for a parser (hunt38 F4)."""
+    """One line naming the config files a command takes options from, and which (none under --quiet); on
+    stderr where stdout carries a report (`--json -`, `--markdown -`), which it broke for a parser (hunt38
+    F4), else on stdout, beside the results (stderr keeps an error to one line)."""
     used = default_map.get(argv[0], {}) if argv else {}
     if not used or VERBOSITY["level"] < 0 or {"--help", "-h"} & set(argv):
         return
     names = ", ".join(sorted(name.replace("_", "-") for name in used))
     files = ", ".join(str(path) for path in CONFIG_FILES)
-    stderr.print(
+    pairs = itertools.pairwise(argv)
+    report = any(a in ("--json", "--markdown") and b == "-" for a, b in pairs) or any(
+        a in ("--json=-", "--markdown=-") for a in argv
+    )
+    (stderr if report else stdout).print(
         f"options from {files}: {names} (flags given override them; --print-config shows each one's source)",
         highlight=False,
         markup=False,
