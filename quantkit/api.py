@@ -59,7 +59,7 @@ from quantkit.config import (
     ShrinkConfig,
     Target,
 )
-from quantkit.config.base import as_enum
+from quantkit.config.base import as_count, as_enum
 from quantkit.config.choices import refuse_replaced
 from quantkit.data import ArrayFiles, Sample, read_data
 from quantkit.errors import ConfigError
@@ -118,8 +118,8 @@ def calibrate(
     "classes", "values" (embeddings, landmarks) or "auto", for the check that FP32 is fed right. Workers
     start through
     multiprocessing, so a script that uses them needs the usual `if __name__ == "__main__":` guard."""
-    model_path = Path(model)
-    table = Path(output) if output is not None else model_path.with_suffix(".calib.json")
+    model_path = _path(model, "model")
+    table = _path(output, "output") if output is not None else model_path.with_suffix(".calib.json")
     selection, arrays = _data(data, num_images, seed)
     files.check_outputs(
         [("output", table), ("the table's arrays", table.with_suffix(".npz"))],
@@ -159,8 +159,9 @@ def convert(
     input_size, max_float32_layers); for the accuracy budget max_drop, validation (an image folder),
     labels, metric, max_trials, timeout, detector; workers / ray / threads: where the searches' trials are
     measured and the validation images scored (as for `calibrate`; the result is the same)."""
-    model_path, out = Path(model), Path(output)
-    table = Path(calibration.table if isinstance(calibration, CalibrateSummary) else calibration or "")
+    model_path, out = _path(model, "model"), _path(output, "output")
+    given = calibration.table if isinstance(calibration, CalibrateSummary) else calibration
+    table = _path(given, "calibration") if given is not None else Path("")
     tables = (
         [("calibration", table), ("the table's arrays", table.with_suffix(".npz"))] if calibration else []
     )
@@ -216,7 +217,7 @@ def compare(
         config = CompareConfig(
             images=selection,
             preprocess=_preprocess(preprocess, "compare"),
-            labels=Path(labels) if labels is not None else None,
+            labels=_path(labels, "labels") if labels is not None else None,
             latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
             runtime=as_enum(Runtime, runtime, "runtime"),
             output_kind=as_enum(OutputKind, output_kind, "output_kind"),
@@ -224,8 +225,8 @@ def compare(
         )
     explicit = preprocess is not None
     return run_compare(
-        Path(reference),
-        Path(candidate),
+        _path(reference, "reference"),
+        _path(candidate, "candidate"),
         config,
         explicit,
         progress or no_progress,
@@ -254,14 +255,16 @@ def sensitivity(
     layers also kept float together. workers / ray / threads: where the measured models run (as for
     `calibrate`); the report is the same. method / activations: as for `convert`."""
     data = data if isinstance(data, (str, os.PathLike)) else list(data)  # read twice below
+    if (top := as_count(top, "top")) < 0:
+        raise ConfigError(f"top must be at least 0, got {top}")
     selection, arrays = _data(data, None, seed)  # arrays refused as such, whatever num_images
     if arrays is not None:
         raise ConfigError("sensitivity reads images (a folder or a list of files), not arrays")
     selection = _data(data, num_images, seed)[0]
     config = ConvertConfig(**_options(ConvertConfig, {"method": method, "activations": activations}, "int8"))
     return run_sensitivity(
-        Path(model),
-        Path(calibration),
+        _path(model, "model"),
+        _path(calibration, "calibration"),
         selection,
         config,
         top,
@@ -307,13 +310,13 @@ def shrink(
     calibration and the evaluation's images run, as for `calibrate`. convert_options: convert's INT8
     options as `convert` takes them (method, prefer, min_sqnr, exclude_nodes, ...; max_drop is a gate
     here, not a search)."""
-    model_path, out = Path(model), Path(output_dir)
+    model_path, out = _path(model, "model"), _path(output_dir, "output_dir")
     calib, arrays = _data(data, num_images, seed)
     held, held_arrays = _data(eval_data, eval_num_images, seed) if eval_data is not None else (calib, None)
     if arrays is not None or held_arrays is not None:
         raise ConfigError("shrink takes images (a folder or a list of files); calibrate on arrays instead")
     held = ImageSelection(held.folder, eval_num_images, seed, "eval_num_images", held.files)
-    label_file = Path(labels) if labels is not None else None
+    label_file = _path(labels, "labels") if labels is not None else None
     files.check_outputs(
         [(f"output_dir's {name}", out / name) for name in run_shrink.outputs(model_path)],
         [("the model", model_path), *([("labels", label_file)] if label_file else [])],
@@ -409,6 +412,13 @@ def _arguments(call: str) -> Iterator[None]:
         ) from exc
 
 
+def _path(value: object, name: str) -> Path:
+    """A path argument (hunt38 F6: None, bytes or "" raised pathlib's TypeError or ValueError)."""
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return Path(value)
+    raise ConfigError(f"{name} takes a path (a str or os.PathLike); got {value!r}")
+
+
 def _preprocess(preprocess: Any, call: str) -> PreprocessOptions:
     if preprocess is not None and not isinstance(preprocess, PreprocessOptions):
         raise ConfigError(
@@ -423,4 +433,4 @@ def check(model: PathLike, *, target: str | None = None) -> CheckReport:
     recorded in the model, else "ort-cpu") cannot fuse or will run in float, and every type it cannot
     run, in `model` (any Q/DQ ONNX model, quantkit's or another tool's): `.findings` is empty when there
     is none."""
-    return run_check(Path(model), None if target is None else as_enum(Target, target, "target"))
+    return run_check(_path(model, "model"), None if target is None else as_enum(Target, target, "target"))

@@ -21,7 +21,7 @@ except ImportError:  # Python 3.10
 import quantkit
 import quantkit.api
 from quantkit.calib import table as table_io
-from quantkit.config import ConvertConfig
+from quantkit.config import ConvertConfig, ImageSelection
 from tests.conftest import ASSETS, requires_assets
 from tests.helpers import run
 
@@ -212,15 +212,12 @@ def test_arguments_of_the_wrong_type_are_config_errors(cnn: Path, image_dir: Pat
             lambda: quantkit.convert(cnn, calibration=cnn, output=out, max_drop="abc", validation=image_dir),
             "quantkit.convert: an argument has the wrong type",
         ),
-        (
-            lambda: quantkit.calibrate(cnn, image_dir, num_images="4"),
-            "data, num_images or seed has the wrong type",
-        ),
+        (lambda: quantkit.calibrate(cnn, image_dir, num_images="four"), "--num-images takes a whole number"),
         (
             lambda: quantkit.calibrate(cnn, image_dir, preprocess={"preset": "unit"}),
             "preprocess takes quantkit.",
         ),
-        (lambda: quantkit.compare(cnn, cnn, data=image_dir, runs="x"), "quantkit.compare: an argument"),
+        (lambda: quantkit.compare(cnn, cnn, data=image_dir, runs="x"), "--runs takes a whole number"),
     ]
     for call, match in cases:
         with pytest.raises(quantkit.ConfigError, match=match):
@@ -233,6 +230,27 @@ def test_arguments_of_the_wrong_type_are_config_errors(cnn: Path, image_dir: Pat
     config = ConvertConfig(exclude_nodes="conv_4, conv_2")  # as --exclude-nodes reads it
     assert config.exclude_nodes == ("conv_4", "conv_2")
     assert not out.exists()
+    # hunt38 F6: these raised numpy's or pathlib's TypeError / ValueError from inside
+    more = [
+        (lambda: quantkit.calibrate(cnn, image_dir, num_images=2.5), "--num-images takes a whole number"),
+        (lambda: quantkit.calibrate(cnn, image_dir, seed="zero"), "--seed takes a whole number"),
+        (lambda: quantkit.calibrate(cnn, image_dir, threads="two"), "--threads takes a whole number"),
+        (lambda: quantkit.calibrate(None, image_dir), "model takes a path"),  # type: ignore[arg-type]
+        (lambda: quantkit.convert(cnn, calibration="", output=out), "calibration takes a path"),
+        (lambda: quantkit.convert(cnn, calibration=cnn, output=None), "output takes a path"),  # type: ignore[arg-type]
+        (
+            lambda: quantkit.convert(cnn, calibration=cnn, output=out, max_float_layers=2.5),
+            "--max-float-layers",
+        ),
+        (
+            lambda: quantkit.sensitivity(cnn, calibration=cnn, data=image_dir, top=-1),
+            "top must be at least 0",
+        ),
+    ]
+    for call, match in more:
+        with pytest.raises(quantkit.ConfigError, match=match):
+            call()
+    assert ImageSelection(image_dir, np.int64(4)).num_images == 4  # numpy integers are whole numbers
 
 
 def test_the_clis_words_and_texts_mean_what_they_mean_on_the_command_line() -> None:

@@ -10,7 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from quantkit.config.base import as_enum, as_names, as_size, as_switch, check_threads
+from quantkit.config.base import as_enum, as_names, as_size, as_switch, check_threads, set_counts
 from quantkit.config.choices import (
     ActivationType,
     CalibMethod,
@@ -82,6 +82,7 @@ class CalibrateConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_kind", as_enum(OutputKind, self.output_kind, "--output-kind"))
+        set_counts(self, "batch_size", "bins")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.bins < 2048:
@@ -161,6 +162,7 @@ class ConvertConfig:
             raise ConfigError(
                 f"--min-sqnr must be at least 0 (0 turns the fallback off), got {self.min_sqnr}"
             )
+        set_counts(self, "max_float_layers")
         if self.max_float_layers < 0:
             raise ConfigError(f"--max-float-layers must be at least 0, got {self.max_float_layers}")
         if self.smoothquant not in ("auto", "off"):
@@ -205,6 +207,7 @@ class LatencyConfig:
     runs: int = 100
 
     def __post_init__(self) -> None:
+        set_counts(self, "threads", "runs", "warmup")
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         check_threads(self.threads, automatic=False)
@@ -280,6 +283,7 @@ class Float16Config:
             object.__setattr__(self, "input_size", as_size(self.input_size))
         if self.to not in FLOAT_PRECISIONS:
             raise ConfigError(f"a 16-bit float conversion is --to fp16 or bf16, got {self.to.value}")
+        set_counts(self, "max_float32_layers", flag="--max-float-layers")
         if self.min_sqnr_db < 0 or self.max_float32_layers < 0:
             raise ConfigError("--min-sqnr and --max-float-layers must be at least 0")
 

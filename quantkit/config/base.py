@@ -77,6 +77,31 @@ def as_names(value: object) -> tuple[str, ...]:
     return tuple(str(n).strip() for n in names if str(n).strip())  # type: ignore[attr-defined]
 
 
+def as_count(value: object, option: str) -> int:
+    """A whole-number option: an int (not a bool), a numpy integer, or a float or text holding a whole
+    number; anything else is an error (hunt38 F6: num_images=2.5 raised numpy's TypeError from inside
+    the image selection, threads="2" a comparison's)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{option} takes a whole number; got {value!r}")
+    if isinstance(value, int):
+        return value
+    if type(value).__name__.startswith(("int", "uint")) and hasattr(value, "item"):  # numpy's
+        return int(value.item())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().removeprefix("-").isdigit():
+        return int(value)
+    raise ConfigError(f"{option} takes a whole number; got {value!r}")
+
+
+def set_counts(config: object, *names: str, flag: str | None = None) -> None:
+    """Each field `names` of the frozen dataclass `config` as a whole number (as_count), named by its flag
+    (--field-name unless `flag` is given)."""
+    for name in names:
+        option = flag or "--" + name.replace("_", "-")
+        object.__setattr__(config, name, as_count(getattr(config, name), option))
+
+
 def as_enum(kind: type[E], value: object, option: str) -> E:
     """value as a member of `kind` (members and their string values are accepted)."""
     try:

@@ -10,7 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from quantkit.config.base import as_enum, as_floats, as_size, as_switch
+from quantkit.config.base import as_count, as_enum, as_floats, as_size, as_switch
 from quantkit.errors import ConfigError
 
 
@@ -172,6 +172,9 @@ class ImageSelection:
     files: tuple[Path, ...] | None = None  # a list of image files instead of all under folder (the API)
 
     def __post_init__(self) -> None:
+        if self.num_images is not None:
+            object.__setattr__(self, "num_images", as_count(self.num_images, self.option))
+        object.__setattr__(self, "seed", as_count(self.seed, "--seed"))
         if self.num_images is not None and self.num_images < 1:
             raise ConfigError(f"{self.option} must be at least 1, got {self.num_images}")
 

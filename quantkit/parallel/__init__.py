@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from quantkit.config.base import check_threads
+from quantkit.config.base import as_count, check_threads
 from quantkit.errors import ConfigError
 
 J = TypeVar("J")
@@ -34,6 +34,8 @@ class Parallel:
     threads: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "workers", as_count(self.workers, "--workers"))
+        object.__setattr__(self, "threads", as_count(self.threads, "--threads"))
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
         if self.threads < 0:
