@@ -87,8 +87,14 @@ def test_an_error_exits_2_with_one_line(
     # nor does an earlier run's verdict stay beside the error (hunt36: a PASS junit.xml after exit 2)
     passed = [*shrink_args, "--output-dir", str(tmp_path / "out")]
     assert run(passed, capsys)[0] == 0 and (tmp_path / "out" / "junit.xml").exists()
+    models = list((tmp_path / "out").glob("*.int8.onnx"))
+    assert models
     code, _, err = run(args, capsys)
     assert code == 2 and not any((tmp_path / "out" / name).exists() for name in ("junit.xml", "report.json"))
+    assert not any(m.exists() for m in models)  # nor its model (hunt38 F11)
+    other = tmp_path / "out" / models[0].name  # a file of that name quantkit did not write stays
+    other.write_bytes(b"not quantkit's")
+    assert run(args, capsys)[0] == 2 and other.read_bytes() == b"not quantkit's"
 
 
 def test_the_second_run_reuses_the_calibration_table(

@@ -42,6 +42,7 @@ from quantkit.pipeline.run_calibrate import calibrate
 from quantkit.pipeline.run_compare import compare
 from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
+from quantkit.pipeline.writing import conversion_record
 from quantkit.reports import html_page, junit, markdown, records
 from quantkit.results import TABLE_VERSION, Batch, CalibrationTable, feed_take
 from quantkit.runtime import Session
@@ -84,6 +85,7 @@ def shrink(
         for name in REPORTS:  # nor an earlier run's verdict (hunt36: its PASS junit.xml read as this run's)
             with contextlib.suppress(OSError):
                 (output_dir / name).unlink(missing_ok=True)
+        _drop_earlier_model(output_dir / outputs(model_path)[0])
         if created:
             with contextlib.suppress(OSError):
                 output_dir.rmdir()  # only if still empty
@@ -95,6 +97,18 @@ def shrink(
         except OSError as exc:
             raise OutputError(f"cannot append to the step summary {step_summary} ({exc.strerror})") from exc
     return result
+
+
+def _drop_earlier_model(path: Path) -> None:
+    """An earlier run's INT8 model (quantkit's metadata in it) removed beside this run's error: hunt38 F11,
+    a shrink refused for a mistyped --labels removed the earlier reports and left their model behind."""
+    try:
+        model = onnx.load(str(path), format="protobuf", load_external_data=False)
+    except Exception:  # absent, unreadable, or not a model: not ours to remove
+        return
+    if conversion_record(model) is not None:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 @contextlib.contextmanager
