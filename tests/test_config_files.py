@@ -133,3 +133,23 @@ def test_print_config_shows_a_value_the_run_refuses_as_such(
     code, stdout, err = run(argv, capsys)
     assert code == 0, err
     assert "num-images = 2.5  # config file: not a valid value, the run refuses it" in stdout
+
+
+def test_a_file_set_option_is_named_where_it_fails_and_toml_booleans_are_switches(
+    project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt38 F9: a top-level threads = 0 (all cores, for calibrate) failed compare with '--threads must be
+    at least 1' and no word of the file; range-cap = false was refused as not 'on' / 'off'."""
+    (project / "models" / "quantkit.toml").write_text("threads = 0\n")
+    argv = ["compare", "models/model.onnx", "models/model.onnx", "--images", str(image_dir), "--runs", "0"]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "--threads must be at least 1, got 0 (--threads was set in")
+    assert "quantkit.toml; a [compare] table there sets it for this command alone)" in " ".join(err.split())
+    code, _, err = run([*argv, "--threads", "0"], capsys)  # given as a flag: the flag is the user's own
+    assert code == 2 and "was set in" not in err
+    (project / "models" / "quantkit.toml").write_text("range-cap = false\nbias-correction = true\n")
+    code, stdout, err = run(
+        ["convert", "models/model.onnx", "-c", "t.json", "-o", "o.onnx", "--print-config"], capsys
+    )
+    assert code == 0, err
+    assert 'range-cap = "off"  # config file' in stdout and 'bias-correction = "on"  # config file' in stdout

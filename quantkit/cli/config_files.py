@@ -102,12 +102,19 @@ def _apply(
         target[table[key]] = _placed(key, value, path)
 
 
+# Options whose values are on / off: a TOML boolean is read as one (hunt38 F9: range-cap = false was
+# refused with "False is not one of 'on', 'off'").
+SWITCH_OPTIONS = frozenset({"range-cap", "bias-correction"})
+
+
 def _placed(key: str, value: Any, path: Path) -> Any:
     """value, or for a path option a relative path read from `path`'s folder ('-', stdout, as it is). A
     TOML array is the comma-separated list the option takes (hunt32: exclude-nodes = ["a", "b"] reached
     the option as the text "['a', 'b']")."""
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
+    if isinstance(value, bool) and key in SWITCH_OPTIONS:
+        return "on" if value else "off"
     if key not in PATH_OPTIONS or not isinstance(value, str) or value == "-" or Path(value).is_absolute():
         return value
     return str(path.parent / value)

@@ -32,6 +32,7 @@ def main() -> None:
     plain = [a for a in argv if a != "--print-config"]
     group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
     commands: dict[str, Any] = dict(getattr(group, "commands", {}))
+    default_map: dict[str, dict[str, Any]] = {}  # the options config files give (set below)
     if os.environ.get("_QUANTKIT_COMPLETE"):  # the shell asks for completions: click answers and exits
         group.main(args=sys.argv[1:], prog_name="quantkit", complete_var="_QUANTKIT_COMPLETE")
     try:
@@ -50,7 +51,8 @@ def main() -> None:
         if isinstance(result, int) and result:  # and typer.Exit(code) too: shrink's failed gate
             sys.exit(result)
     except QuantkitError as exc:
-        stderr.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        message = f"{exc}{_from_file(str(exc), plain, default_map)}"
+        stderr.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         stderr.print("interrupted; nothing partial was written", highlight=False)
@@ -65,7 +67,8 @@ def main() -> None:
     except typer.Abort:
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: unknown option, bad choice, missing argument
-        _fail(usage_message(exc, plain[0] if plain and plain[0] in commands else None))
+        usage = usage_message(exc, plain[0] if plain and plain[0] in commands else None)
+        _fail(usage + _from_file(usage, plain, default_map))
     except Exception as exc:  # a bug in quantkit: still one line, the traceback on request
         if os.environ.get("QUANTKIT_DEBUG"):
             raise
@@ -73,6 +76,19 @@ def main() -> None:
             f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); this is a quantkit "
             "bug: rerun with QUANTKIT_DEBUG=1 for the traceback and report it"
         )
+
+
+def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, Any]]) -> str:
+    """' (--x was set in quantkit.toml ...)' where the error names an option this run took from a config
+    file and not from its command line (hunt38 F9: 'compare: --threads must be at least 1, got 0' for
+    a top-level threads = 0 that suits the other commands, naming no file); '' otherwise."""
+    used = default_map.get(argv[0], {}) if argv else {}
+    for name in sorted(used):
+        flag = "--" + name.replace("_", "-")
+        if (flag in message or f"'{flag}'" in message) and flag not in argv:
+            files = " or ".join(str(path) for path in CONFIG_FILES)
+            return f" ({flag} was set in {files}; a [{argv[0]}] table there sets it for this command alone)"
+    return ""
 
 
 def _say_file_options(argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
