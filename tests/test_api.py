@@ -281,6 +281,11 @@ def test_the_clis_words_and_texts_mean_what_they_mean_on_the_command_line() -> N
         quantkit.Preprocess(mean="a,b")
     assert Float16Config(exclude_nodes="conv_1, conv_2").exclude_nodes == ("conv_1", "conv_2")
     assert Float16Config(input_size="64x48").input_size == (64, 48)
+    gates = Gates(max_drop=50)  # hunt38 F12: report.json read 50 from the API, 50.0 from the CLI
+    assert isinstance(gates.max_drop, float) and gates.max_drop == 50.0
+    for sqnr in (float("nan"), float("inf")):
+        with pytest.raises(quantkit.ConfigError, match="--min-sqnr must be at least 0"):
+            ConvertConfig(min_sqnr=sqnr)
 
 
 def test_what_the_cli_refuses_as_flags_the_api_refuses_as_keywords(

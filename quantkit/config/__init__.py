@@ -10,7 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from quantkit.config.base import as_enum, as_names, as_size, as_switch, check_threads, set_counts
+from quantkit.config.base import as_enum, as_names, as_size, as_switch, check_threads, set_counts, set_floats
 from quantkit.config.choices import (
     ActivationType,
     CalibMethod,
@@ -158,7 +158,7 @@ class ConvertConfig:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.concat_range_ratio <= 1.0:
             raise ConfigError("the concat range ratio must be above 1")
-        if self.min_sqnr < 0:
+        if not self.min_sqnr >= 0 or math.isinf(self.min_sqnr):  # hunt38: nan passed every comparison
             raise ConfigError(
                 f"--min-sqnr must be at least 0 (0 turns the fallback off), got {self.min_sqnr}"
             )
@@ -394,6 +394,7 @@ class Gates:
     min_eval_sqnr: float | None = None
 
     def __post_init__(self) -> None:
+        set_floats(self, "max_drop", "min_speedup", "max_size_ratio", "min_eval_sqnr")
         option = "--allow-degenerate-reference"
         object.__setattr__(
             self, "allow_degenerate_reference", as_switch(self.allow_degenerate_reference, option)

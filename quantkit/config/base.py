@@ -102,6 +102,14 @@ def set_counts(config: object, *names: str, flag: str | None = None) -> None:
         object.__setattr__(config, name, as_count(getattr(config, name), option))
 
 
+def set_floats(config: object, *names: str) -> None:
+    """Each field `names` of the frozen dataclass `config` that is set, as a float (the API's 50 is the
+    CLI's 50.0 in every report)."""
+    for name in names:
+        if (value := getattr(config, name)) is not None:
+            object.__setattr__(config, name, as_floats(value, "--" + name.replace("_", "-"))[0])
+
+
 def as_enum(kind: type[E], value: object, option: str) -> E:
     """value as a member of `kind` (members and their string values are accepted)."""
     try:
