@@ -213,3 +213,28 @@ def test_a_float_image_of_values_in_0_1_is_scaled_to_pixels() -> None:
     pre = Preprocess(height=8, width=8, channels=1, mean=(0.0,), std=(1.0,), resize=ResizeMode.squash)
     sample = load_sample(raw.getvalue(), pre)
     assert sample.max() == pytest.approx(255.0) and sample.min() == pytest.approx(0.0)
+
+
+def test_a_strip_image_is_cropped_without_scaling_it_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hunt39 F1: a 1x30000 PNG (90 KB) was scaled to 256x7,680,000 pixels before the centre crop: 8.1 GB
+    and 49 s for one image. Only the window kept is resampled now, to the same pixels."""
+    from quantkit import images
+
+    sizes: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def recorded(self: Image.Image, size: tuple[int, int], *args: object, **kwargs: object) -> Image.Image:
+        sizes.append(size)
+        return resize(self, size, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", recorded)
+    pre = Preprocess(height=224, width=224)
+    strip = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1, 30000, 3), dtype=np.uint8))
+    assert images._resize(strip, pre).size == (224, 224)
+    assert max(w * h for w, h in sizes) == 224 * 224
+    # a strip just past the bound: the pixels the whole-image path gives
+    wide = Image.fromarray(np.random.default_rng(1).integers(0, 255, (100, 5000, 3), dtype=np.uint8))
+    monkeypatch.setattr(images, "STRIP_AREA", 10**9)
+    whole = np.asarray(images._resize(wide, pre))
+    monkeypatch.setattr(images, "STRIP_AREA", 64)
+    np.testing.assert_array_equal(np.asarray(images._resize(wide, pre)), whole)
