@@ -89,6 +89,15 @@ def test_compare_with_labels_from_folders(
     )
     assert code == 0, err
     assert "accuracy on 24 labelled images" in out and "+0.00" in out  # a model against itself
+    assert "match no class" not in err
+    argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--labels", str(labels), "--runs", "0"]
+    labels.write_text("dogs\ncats\nbirds\nfish\nfrogs\n", encoding="utf-8-sig")  # Notepad's BOM (hunt39)
+    code, out, err = run(argv, capsys)
+    assert code == 0 and "accuracy on 24 labelled images" in out and "match no class" not in err
+    labels.write_text("dogs\nkittens\nbirds\nfish\nfrogs\n")  # the cats/ folder matches none: said
+    code, out, err = run(argv, capsys)
+    assert code == 0 and "accuracy on 12 labelled images" in out
+    assert "12 of 24 image(s) match no class in the labels file (e.g." in " ".join(err.split())
 
 
 def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,7 +37,7 @@ from quantkit.runtime import Runner
 def read_classes(path: Path) -> list[str]:
     """Class ids in output-index order: the first word of each non-empty line (`n01440764 tench, ...`)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # hunt39: Notepad's BOM hid class 0
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"cannot read labels file {path} ({exc}); pass a text file, one class per line"
@@ -99,6 +99,7 @@ class Comparison:
         self.scored_output: str | None = None
         self.seen_shapes: dict[str, list[int]] = {}
         self.unequal: dict[str, int] = {}  # output -> images where the models kept different rows
+        self.unlabelled, self.unlabelled_example = 0, ""  # with classes: images that match none
         self.count = 0
 
     def update(self, batch: Batch, ref_out: dict[str, np.ndarray], cand_out: dict[str, np.ndarray]) -> None:
@@ -143,6 +144,10 @@ class Comparison:
             self.scored_output = self.scored_output or scored_output(ref_out, len(self.lookup))
             labels = np.array([label_of(p, self.folder, self.lookup) for p in batch.paths])
             known = labels >= 0
+            self.unlabelled += int((~known).sum())
+            self.unlabelled_example = self.unlabelled_example or next(
+                (str(p) for p, k in zip(batch.paths, known, strict=True) if not k), ""
+            )
             if known.any():
                 self.ref_acc.update(ref_out[self.scored_output][known], labels[known])
                 self.cand_acc.update(cand_out[self.scored_output][known], labels[known])
@@ -181,7 +186,20 @@ class Comparison:
         self.seen_shapes = later.seen_shapes or self.seen_shapes
         for name, images in later.unequal.items():
             self.unequal[name] = self.unequal.get(name, 0) + images
+        self.unlabelled += later.unlabelled
+        self.unlabelled_example = self.unlabelled_example or later.unlabelled_example
         self.count += later.count
+
+    def unmatched(self) -> str | None:
+        """A warning where some images compared match no class of the labels file, so their top-1 is not
+        scored (hunt39: a typo'd folder, a stray photo, left out in silence); None where all match."""
+        if not self.lookup or not self.unlabelled or self.unlabelled == self.count:
+            return None  # none at all is refused as an error
+        return (
+            f"{self.unlabelled} of {self.count} image(s) match no class in the labels file (e.g. "
+            f"{self.unlabelled_example}): compared, but left out of the top-1 / top-5 figures; name them "
+            "<class>_*.jpg or put them in <class>/ folders"
+        )
 
     def unequal_rows(self) -> tuple[str, ...]:
         """A warning for each output that held a different number of rows in the two models on some images

@@ -235,6 +235,7 @@ def compare(
                 subnormal_warning(reference) if config.latency.runs else None,
                 unrelated(outputs),
                 *done.comparison.unequal_rows(),
+                done.comparison.unmatched(),
                 *(noise_hidden(m) for m in outputs),
                 *(broken_output(m) for m in outputs if m.name not in ordered),
                 *(kind_hidden(m) for m in outputs),
