@@ -304,7 +304,7 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
     if first is None:
         raise ConfigError("data is empty; give an image folder, image files or arrays")
     if isinstance(first, (str, os.PathLike)):
-        paths = tuple(Path(p) for p in itertools.chain([first], items))
+        paths = tuple(dict.fromkeys(Path(p) for p in itertools.chain([first], items)))  # each image once
         parent = Path(os.path.commonpath([p.absolute().parent for p in paths]))
         return ImageSelection(parent, num_images, seed, files=paths), None
     if num_images is not None:  # hunt38 F3: ignored, and every array used

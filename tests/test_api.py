@@ -381,3 +381,13 @@ def test_a_bad_array_file_is_named_in_one_line(cnn: Path, tmp_path: Path, capsys
     )
     assert code == 2 and f"cannot read {folder / 'c.npy'} as a numpy array" in err and "Traceback" not in err
     assert not (tmp_path / "t.json").exists()
+
+
+def test_an_image_listed_twice_is_read_once(image_dir: Path) -> None:
+    """hunt38 F12: a list naming one image three times calibrated on it three times (a folder never
+    holds an image twice)."""
+    from quantkit.data import read_data
+
+    image = next(image_dir.rglob("*.png"))
+    selection, arrays = read_data([image, str(image), image], None, 0)
+    assert arrays is None and selection.files == (image,)
