@@ -28,8 +28,9 @@ from quantkit.errors import ConfigError, ImageError
 from quantkit.results import Batch, InputSpec
 
 # TIFF for scans and microscopy (16-bit and float pages read as grey); a GIF's or multi-page file's
-# first frame. Left out, they were skipped without a word in a folder that held other images.
-SUFFIX_TEXT = ".jpg .jpeg .png .bmp .webp .tif .tiff .gif"
+# first frame; .jfif / .jpe (JPEGs as Windows and browsers save them) and PPM / PGM. Left out, they were
+# skipped without a word in a folder that held other images (hunt39 F3).
+SUFFIX_TEXT = ".jpg .jpeg .jpe .jfif .png .bmp .webp .tif .tiff .gif .ppm .pgm"
 IMAGE_SUFFIXES = frozenset(SUFFIX_TEXT.split())
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit; larger images are refused, not decoded
 ImageFile.LOAD_TRUNCATED_IMAGES = False

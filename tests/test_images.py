@@ -238,3 +238,16 @@ def test_a_strip_image_is_cropped_without_scaling_it_whole(monkeypatch: pytest.M
     whole = np.asarray(images._resize(wide, pre))
     monkeypatch.setattr(images, "STRIP_AREA", 64)
     np.testing.assert_array_equal(np.asarray(images._resize(wide, pre)), whole)
+
+
+def test_jfif_and_netpbm_files_are_images(tmp_path: Path) -> None:
+    """hunt39 F3: a .jfif (a JPEG as Windows and browsers save it) and a .ppm were skipped without a word
+    in a folder that held other images."""
+    pixels = np.random.default_rng(2).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.jfif", format="JPEG")
+    Image.fromarray(pixels).save(tmp_path / "b.ppm")
+    Image.fromarray(pixels[..., 0]).save(tmp_path / "c.pgm")
+    Image.fromarray(pixels).save(tmp_path / "d.png")
+    assert [p.name for p in find_images(tmp_path)] == ["a.jfif", "b.ppm", "c.pgm", "d.png"]
+    pre = Preprocess(height=16, width=16, mean=(0.0,), std=(1.0,), resize=ResizeMode.squash)
+    assert all(load_sample(p.read_bytes(), pre).shape == (3, 16, 16) for p in find_images(tmp_path))

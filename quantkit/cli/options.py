@@ -19,7 +19,7 @@ from quantkit.config import (
 )
 from quantkit.config.base import as_floats, as_size
 
-IMAGES_HELP = "Folder of images (.jpg .jpeg .png .bmp .webp .tif .tiff .gif), recursive."
+IMAGES_HELP = "Folder of images (.jpg .jpeg .jpe .jfif .png .bmp .webp .tif .tiff .gif .ppm .pgm), recursive."
 ImagesOpt = Annotated[Path, typer.Option("--images", help=IMAGES_HELP)]
 # calibrate and compare read images or, instead, model-ready arrays: exactly one of the two
 ImagesOrArraysOpt = Annotated[
