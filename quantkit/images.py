@@ -58,7 +58,22 @@ def find_images(folder: Path) -> list[Path]:
         raise ImageError(
             f"no images ({SUFFIX_TEXT}) found under {folder} ({held}); point --images at a folder of images"
         )
-    return [path for _, path in sorted(found)]
+    return _once(path for _, path in sorted(found))
+
+
+def _once(paths: Iterable[Path]) -> list[Path]:
+    """paths with a link to a file listed before it left out (hunt39 F4: t_link.jpg -> a_plain.jpg made
+    one photo count twice); one that cannot be resolved is kept."""
+    kept, seen = [], set()
+    for path in paths:
+        try:
+            target = path.resolve()
+        except (OSError, RuntimeError):
+            target = path
+        if target not in seen:
+            seen.add(target)
+            kept.append(path)
+    return kept
 
 
 def _taken(entry: os.DirEntry[str], root: Path) -> bool:

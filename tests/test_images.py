@@ -251,3 +251,29 @@ def test_jfif_and_netpbm_files_are_images(tmp_path: Path) -> None:
     assert [p.name for p in find_images(tmp_path)] == ["a.jfif", "b.ppm", "c.pgm", "d.png"]
     pre = Preprocess(height=16, width=16, mean=(0.0,), std=(1.0,), resize=ResizeMode.squash)
     assert all(load_sample(p.read_bytes(), pre).shape == (3, 16, 16) for p in find_images(tmp_path))
+
+
+def test_a_link_to_a_listed_image_is_read_once_and_copies_are_said(tmp_path: Path) -> None:
+    """hunt39 F4: a link inside the folder to an image in it, and a byte-identical copy, each counted as
+    another image (one photo weighed three times), and the table's 'unique' counted paths."""
+    import json
+
+    from quantkit import pipeline
+    from quantkit.config import CalibrateConfig
+    from tests.conftest import tiny_cnn
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "d.png"):
+        Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "b.png").write_bytes((folder / "a.png").read_bytes())  # a copy
+    (folder / "c.png").symlink_to(folder / "a.png")  # a link to a listed image
+    assert [p.name for p in find_images(folder)] == ["a.png", "b.png", "d.png"]
+    model, table = tiny_cnn(tmp_path / "m.onnx"), tmp_path / "m.calib.json"
+    summary = pipeline.calibrate(model, table, CalibrateConfig(ImageSelection(folder)))
+    assert summary.images_used == 3
+    assert json.loads(table.read_text())["meta"]["images"]["unique"] == 2
+    assert any(
+        w.startswith("1 of the 3 images used hold the same bytes as another one") for w in summary.warnings
+    )

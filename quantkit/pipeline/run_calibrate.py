@@ -203,7 +203,7 @@ def calibrate(
         _check_enough_images(used, len(paths), merged.skipped, config.images)
         meta["images"] = {
             "count": used,
-            "unique": len(set(paths)),
+            "unique": len({entry[-32:] for entry in merged.entries}),  # distinct contents among those used
             "skipped": len(merged.skipped),
             "seed": config.images.seed,
             "requested": config.images.num_images,
@@ -242,7 +242,22 @@ def calibrate(
         preprocess=preprocess,
         notes=notes,
         reference_findings=check.findings(),
-        warnings=tuple(w for w in (shortfall(config.images, paths) if arrays is None else None,) if w),
+        warnings=()
+        if arrays is not None
+        else tuple(w for w in (shortfall(config.images, paths), _copies(meta)) if w),
+    )
+
+
+def _copies(meta: dict[str, Any]) -> str | None:
+    """A warning where images used hold the same bytes as others (hunt39 F4: a photo and two copies of it
+    weighed three times in the statistics, 'on 26 images' for 24 photos)."""
+    images = meta["images"]
+    extra = images["count"] - images["unique"]
+    if extra <= 0:
+        return None
+    return (
+        f"{extra} of the {images['count']} images used hold the same bytes as another one: each copy weighs "
+        "again in the statistics; remove the copies to calibrate on each photo once"
     )
 
 
