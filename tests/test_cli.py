@@ -304,3 +304,21 @@ def test_compare_json_of_identical_outputs_is_strict_json(
     assert isinstance(record, dict)
     output = record["outputs"][0]
     assert output["sqnr_db"] == "inf" and output["worst_kind"]["sqnr_db"] == "inf"
+
+
+def test_an_image_name_is_read_by_the_longest_class_it_begins_with(tmp_path: Path) -> None:
+    """hunt39 F6: tiger_cat_0001.jpg was scored as 'tiger' (its first word, also a class): 8 of 11 photos
+    named <class>_*.jpg after Keras's class names were scored against another class, 27 % for 73 %."""
+    from quantkit.evaluate.compare import label_of
+
+    lookup = {"tiger": 0, "tiger_cat": 1, "n01440764": 2, "cats": 3}
+    for name, label in (
+        ("tiger_cat_0001.jpg", 1),
+        ("tiger_0001.jpg", 0),
+        ("tiger_beetle_0001.jpg", 0),  # no class 'tiger_beetle' here: the longest that is one
+        ("n01440764_tench.JPEG", 2),
+        ("tiger_cat.jpg", 1),
+        ("lion_1.jpg", -1),
+    ):
+        assert label_of(tmp_path / name, tmp_path, lookup) == label, name
+    assert label_of(tmp_path / "cats" / "tiger_1.jpg", tmp_path, lookup) == 3  # the folder first

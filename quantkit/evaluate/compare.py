@@ -50,13 +50,14 @@ def read_classes(path: Path) -> list[str]:
 
 def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
     """The class index of an image: its parent folder (DIR/<class>/img) or its name prefix
-    (<class>_anything.jpg); -1 when neither names a known class."""
+    (<class>_anything.jpg, the longest prefix at an underscore that is a class: hunt39 F6, tiger_cat_1.jpg
+    was scored as 'tiger', and 8 of 11 such photos against another class); -1 when none names a class."""
     relative = path.relative_to(folder)
     if len(relative.parts) > 1 and relative.parts[-2] in lookup:
         return lookup[relative.parts[-2]]
-    stem = path.stem
-    for candidate in (stem.split("_", 1)[0], stem):
-        if candidate in lookup:
+    parts = path.stem.split("_")
+    for k in range(len(parts), 0, -1):
+        if (candidate := "_".join(parts[:k])) in lookup:
             return lookup[candidate]
     return -1
 
