@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from quantkit.config import Preprocess
-from quantkit.evaluate.compare import label_of, read_classes
+from quantkit.evaluate.labels import label_of, read_classes
 from quantkit.evaluate.metrics import (
     BoxAgreement,
     DetectionRecall,

@@ -309,7 +309,7 @@ def test_compare_json_of_identical_outputs_is_strict_json(
 def test_an_image_name_is_read_by_the_longest_class_it_begins_with(tmp_path: Path) -> None:
     """hunt39 F6: tiger_cat_0001.jpg was scored as 'tiger' (its first word, also a class): 8 of 11 photos
     named <class>_*.jpg after Keras's class names were scored against another class, 27 % for 73 %."""
-    from quantkit.evaluate.compare import label_of
+    from quantkit.evaluate.labels import label_of
 
     lookup = {"tiger": 0, "tiger_cat": 1, "n01440764": 2, "cats": 3}
     for name, label in (

@@ -17,8 +17,9 @@ import numpy as np
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
 from quantkit.evaluate.class_scores import class_views, is_class_sequence, is_classification
-from quantkit.evaluate.compare import decode_grid, head_masks, label_of, require_sizes, scored_output
+from quantkit.evaluate.compare import decode_grid, head_masks, require_sizes, scored_output
 from quantkit.evaluate.end2end import is_listed_head, listed_detections, require_listed
+from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
     Detections,
     anchors_last,

@@ -11,7 +11,7 @@ import onnx
 from quantkit.config import AccuracyBudget, ConvertConfig
 from quantkit.errors import ConfigError, ConversionError
 from quantkit.evaluate.budget_validator import Validator, points_lost, summed
-from quantkit.evaluate.compare import read_classes
+from quantkit.evaluate.labels import read_classes
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.output_kinds import value_outputs
 from quantkit.graph.query import GraphIndex

@@ -17,8 +17,9 @@ from quantkit.errors import (
     ConfigError,
     ImageError,
 )
-from quantkit.evaluate.compare import Comparison, compare_batches, read_classes
+from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.figure_warnings import broken_output, kind_hidden, noise_hidden, unrelated
+from quantkit.evaluate.labels import read_classes
 from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.graph import model_io

@@ -16,7 +16,7 @@ from quantkit.config import (
     ConvertConfig,
     Target,
 )
-from quantkit.evaluate.compare import require_labels_fit
+from quantkit.evaluate.labels import require_labels_fit
 from quantkit.evaluate.speed import measure as measure_speed
 from quantkit.files import check_output, write_set
 from quantkit.graph import compact as compact_graph

@@ -23,7 +23,8 @@ from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.budget_validator import values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
-from quantkit.evaluate.compare import Comparison, require_labels_fit
+from quantkit.evaluate.compare import Comparison
+from quantkit.evaluate.labels import require_labels_fit
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs

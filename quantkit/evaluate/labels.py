@@ -1,0 +1,54 @@
+"""What a labels file says: the class ids in output order, an image's class, and whether the file fits the
+model's declared outputs (compare, shrink and convert --max-drop read labels the same way)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+
+from quantkit.errors import ConfigError
+
+
+def read_classes(path: Path) -> list[str]:
+    """Class ids in output-index order: the first word of each non-empty line (`n01440764 tench, ...`)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # hunt39: Notepad's BOM hid class 0
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read labels file {path} ({exc}); pass a text file, one class per line"
+        ) from exc
+    classes = [line.split()[0].rstrip(",") for line in lines if line.strip()]
+    if not classes:
+        raise ConfigError(f"labels file {path} is empty; list one class per line, in output order")
+    return classes
+
+
+def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
+    """The class index of an image: its parent folder (DIR/<class>/img) or its name prefix
+    (<class>_anything.jpg, the longest prefix at an underscore that is a class: hunt39 F6, tiger_cat_1.jpg
+    was scored as 'tiger', and 8 of 11 such photos against another class); -1 when none names a class."""
+    relative = path.relative_to(folder)
+    if len(relative.parts) > 1 and relative.parts[-2] in lookup:
+        return lookup[relative.parts[-2]]
+    parts = path.stem.split("_")
+    for k in range(len(parts), 0, -1):
+        if (candidate := "_".join(parts[:k])) in lookup:
+            return lookup[candidate]
+    return -1
+
+
+def require_labels_fit(outputs: Sequence[onnx.ValueInfoProto], labels: Path) -> None:
+    """Refuse, from the graph's declared outputs, a labels file whose class count none declares along
+    axis 1 (where every output declares it): hunt32's MNIST labels for MobileNetV2 failed shrink after
+    13.6 s, hunt35's 1000 ImageNet classes for a 4-way orientation model made convert --max-drop's budget
+    read 0.00 points lost (no label could ever match) and pass."""
+    count = len(read_classes(labels))
+    types = [o.type.tensor_type for o in outputs]
+    widths = [t.shape.dim[1].dim_value if t.HasField("shape") and len(t.shape.dim) > 1 else 0 for t in types]
+    if 0 not in widths and count not in widths:
+        raise ConfigError(
+            f"the labels file lists {count} classes but no output has that many (declared: "
+            f"{', '.join(str(w) for w in widths)} along axis 1); give the labels of this model"
+        )
