@@ -322,3 +322,19 @@ def test_an_image_name_is_read_by_the_longest_class_it_begins_with(tmp_path: Pat
     ):
         assert label_of(tmp_path / name, tmp_path, lookup) == label, name
     assert label_of(tmp_path / "cats" / "tiger_1.jpg", tmp_path, lookup) == 3  # the folder first
+
+
+def test_a_labels_file_of_class_names_reads_whole_lines(tmp_path: Path) -> None:
+    """hunt39 F7: PyTorch's imagenet_classes.txt ('great white shark', 'great grey owl') was read by first
+    words, 905 distinct of 1000, and refused as 'lists 905 classes'."""
+    from quantkit.errors import ConfigError
+    from quantkit.evaluate.labels import read_classes
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish\n")
+    assert read_classes(labels) == ["n01440764", "n01443537"]
+    labels.write_text("great white shark\ngreat grey owl\ntench\n")
+    assert read_classes(labels) == ["great white shark", "great grey owl", "tench"]
+    labels.write_text("cats\ndogs\ncats\n")
+    with pytest.raises(ConfigError, match=r"gives class 'cats' twice \(lines 1 and 3\)"):
+        read_classes(labels)

@@ -12,17 +12,31 @@ from quantkit.errors import ConfigError
 
 
 def read_classes(path: Path) -> list[str]:
-    """Class ids in output-index order: the first word of each non-empty line (`n01440764 tench, ...`)."""
+    """Class ids in output-index order: the first word of each non-empty line (`n01440764 tench, ...`), or
+    each whole line where first words repeat (class names: `great white shark`, `great grey owl`)."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()  # hunt39: Notepad's BOM hid class 0
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"cannot read labels file {path} ({exc}); pass a text file, one class per line"
         ) from exc
-    classes = [line.split()[0].rstrip(",") for line in lines if line.strip()]
-    if not classes:
+    named = [line.strip() for line in lines if line.strip()]
+    if not named:
         raise ConfigError(f"labels file {path} is empty; list one class per line, in output order")
-    return classes
+    ids = [line.split()[0].rstrip(",") for line in named]
+    if len(set(ids)) == len(ids):
+        return ids  # `n01440764 tench, Tinca tinca`: the id
+    if len(set(named)) == len(named):
+        return named  # hunt39 F7: class names ('great white shark'), whose first words repeat
+    first: dict[str, int] = {}
+    for number, line in enumerate(named, 1):
+        if line in first:
+            raise ConfigError(
+                f"labels file {path} gives class {line!r} twice (lines {first[line]} and {number}); give "
+                "one class per line, in output order"
+            )
+        first[line] = number
+    return named
 
 
 def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
