@@ -109,6 +109,7 @@ class BudgetReport:
     not_written: str = ""  # why the choice is not the model written (int8 slower: all float); "" if it is
     placed: str = ""  # how each trial was placed where not as planned (pipeline.speed_step.Shape.note)
     units: int = 0  # what the chosen trial's points count (images, positions, boxes): 100 points in all
+    unread: tuple[str, ...] = ()  # validation images that could not be read (left out; not counted)
 
 
 SLOWER_BELOW = 0.97  # reported slower than FP32 below this (interleaved medians repeat within about 2 %)
@@ -133,8 +134,7 @@ class SpeedPlan:
     """What the speed-aware plan did (pipeline.speed_refine): the ops it kept float, and the speedups
     over FP32 of the plan before and after, from one interleaved measurement (refined None: the refined
     model was not faster as a whole, so the plan stands); sqnr_db: on the calibration samples, the fastest
-    refined plan's and the kept one's, where one nearly as fast was kept as more accurate. Measured
-    once per candidate and machine, then recalled: the same inputs give the same bytes."""
+    refined plan's and the kept one's, where one nearly as fast was kept as more accurate (recalled after)."""
 
     floated: tuple[str, ...]
     plain_speedup: float

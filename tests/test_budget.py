@@ -348,3 +348,20 @@ def test_boxes_added_where_fp32_finds_none_fail_any_budget() -> None:
     from quantkit.evaluate.budget_validator import points_lost
 
     assert points_lost(3, 0) == float("inf") and points_lost(0, 0) == 0.0 and points_lost(5, 250) == 2.0
+
+
+def test_unreadable_validation_images_are_said_and_not_counted(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path
+) -> None:
+    """hunt39 F9: '29 validation images' where 26 were read, the 3 unreadable ones left out in silence."""
+    import shutil
+
+    model, table = planted
+    folder = tmp_path / "val"
+    shutil.copytree(image_dir, folder)
+    (folder / "cats" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    budget = AccuracyBudget(50.0, ImageSelection(folder), metric=BudgetMetric.agreement)
+    summary = pipeline.convert(model, table, tmp_path / "o.onnx", ConvertConfig(min_sqnr=0), budget=budget)
+    assert summary.budget is not None and summary.budget.validation_images == 24
+    assert summary.budget.unread == (str(folder / "cats" / "broken.jpg"),)
+    assert any(w.startswith("1 validation image(s) could not be read") for w in summary.warnings)

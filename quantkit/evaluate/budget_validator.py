@@ -124,11 +124,13 @@ class Validator:
         output: str | None = None
         masks = 0
         parts: list[tuple[list[Any], list[list[Detections]], list[np.ndarray]]] = []
+        self.read: list[Path] = []  # the images FP32 ran on (an unreadable one is skipped by the loader)
         for batches in self.chunks:
             summaries: list[tuple[np.ndarray, np.ndarray | None]] = []
             final: list[list[Detections]] = []  # boxes metric: FP32's final boxes per image
             labels: list[np.ndarray] = []
             for batch in batches():
+                self.read.extend(batch.paths)
                 outputs = read_as(reference.run_batch(batch.data), detector)
                 if output is None:
                     metric, output = _choose(

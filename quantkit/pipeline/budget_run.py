@@ -130,13 +130,14 @@ def search_budget(
     report = BudgetReport(
         metric=validator.metric.value,
         max_drop=budget.max_drop,
-        validation_images=len(paths),
+        validation_images=len(validator.read),  # hunt39 F9: '29 validation images' where 26 were read
         trials=trials,
         chosen=found.layers,
         chosen_drop=chosen_drop,
         stopped=found.stopped,
         placed=_placed(shape, first, config.min_sqnr),
         units=units.get(found.layers, 0),
+        unread=tuple(str(p) for p in sorted(set(paths) - set(validator.read))),
     )
     return plans[found.layers], report
 

@@ -76,6 +76,15 @@ def settings(config: ConvertConfig, emulated: bool) -> tuple[str, ...]:
 
 
 def coarse_budget(report: BudgetReport | None) -> tuple[str, ...]:
-    """A warning where --max-drop allows no unit of its metric to change (budget_validator.coarse)."""
-    line = None if report is None else coarse(report.max_drop, report.units, report.metric)
-    return (line,) if line else ()
+    """Warnings on --max-drop's evidence: validation images that could not be read (hunt39 F9: left out
+    in silence), and a budget that allows no unit of its metric to change (budget_validator.coarse)."""
+    if report is None:
+        return ()
+    unread = report.unread
+    skipped = (
+        f"{len(unread)} validation image(s) could not be read and were left out of --max-drop's figures "
+        f"(e.g. {unread[0]}); run quantkit compare on the folder to see why"
+        if unread
+        else None
+    )
+    return tuple(w for w in (skipped, coarse(report.max_drop, report.units, report.metric)) if w)
