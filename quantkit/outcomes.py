@@ -43,9 +43,7 @@ class OutputMetrics:
     boxes_borderline: int | None = None  # missed or extra boxes scoring within 0.01 of the threshold
     noise_images: int = 0  # images whose own output is mostly noise (cosine below metrics.NOISE_COSINE)
     worst_kind: tuple[int, int, float] | None = None  # (axis, index, dB): the worst kind (kinds_axis)
-    # integer outputs (an ArgMax's labels): top1_agreement is the share of equal labels; their SQNR and
-    # cosine are of label numbers and say nothing (a recognizer's ids read 0.53 dB at 99.5 % agreement)
-    labels: bool = False
+    labels: bool = False  # integer outputs (an ArgMax's): top1_agreement of labels; SQNR says nothing
 
 
 @dataclass(frozen=True)
@@ -255,6 +253,7 @@ class SensitivityReport:
     num_images: int
     seconds: float
     settings: dict[str, Any]
+    warnings: tuple[str, ...] = ()  # images unread, fewer than --num-images asked (hunt39 F8: in silence)
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure, JSON-ready (non-finite numbers as text): the record the CLI writes (--json)."""
@@ -295,8 +294,7 @@ class ShrinkResult:
     comparison: ComparisonResult
     gates: tuple[GateResult, ...]
     settings: dict[str, Any]
-    # for the HTML report: (node, op type, SQNR dB when only it is quantized) and
-    # (tensor, observed min, observed max, quantized lo, quantized hi)
+    # for the HTML report: (node, op, SQNR dB only it quantized); (tensor, min, max, quantized lo, hi)
     layer_sqnr_db: tuple[tuple[str, str, float], ...] = ()
     ranges: tuple[tuple[str, float, float, float, float], ...] = ()
     warnings: tuple[str, ...] = ()  # calibration's and comparison's (e.g. more images asked than held)
@@ -397,6 +395,7 @@ def sensitivity_record(result: SensitivityReport) -> dict[str, object]:
             }
             for k, db, rec in result.cumulative
         ],
+        "warnings": list(result.warnings),
     }
 
 

@@ -92,6 +92,25 @@ def test_sensitivity_finds_the_planted_layer(planted: tuple[Path, Path], image_d
     assert report.num_images == 12
 
 
+def test_sensitivity_says_what_calibrate_says_of_its_images(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path
+) -> None:
+    """hunt39 F8: unreadable files and a --num-images above the folder's count went unsaid."""
+    import shutil
+
+    model, table = planted
+    folder = tmp_path / "imgs"
+    shutil.copytree(image_dir, folder)
+    (folder / "dogs" / "broken.png").write_bytes(b"not an image")
+    report = pipeline.sensitivity(model, table, ImageSelection(folder, 40), ConvertConfig(), cumulative=1)
+    assert report.num_images == 24
+    assert any("asks for more images than" in w for w in report.warnings), report.warnings
+    assert "1 of the 25 images could not be read and were left out" in " ".join(report.warnings)
+    assert report.to_dict()["warnings"] == list(report.warnings)
+    few = pipeline.sensitivity(model, table, ImageSelection(image_dir, 2), ConvertConfig(), cumulative=1)
+    assert any(w.startswith("the ranking rests on 2 image(s)") for w in few.warnings)
+
+
 def test_sensitivity_reads_the_images_again_when_they_do_not_fit_in_memory(
     planted: tuple[Path, Path], image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

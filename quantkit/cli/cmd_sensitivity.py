@@ -17,6 +17,7 @@ from quantkit.cli.app import (
     guard_outputs,
     progress_bars,
     show_table,
+    warn,
     write_text,
 )
 from quantkit.cli.options import ImagesOpt, NumImagesOpt, RayOpt, SeedOpt, WorkersOpt, WorkerThreadsOpt
@@ -96,6 +97,8 @@ def sensitivity(
             Parallel(workers, ray or None, threads),
         )
     show_table(console.sensitivity_table(result, keep), to_stdout)
+    for line in result.warnings:
+        warn(line)
     if json_path is not None:
         write_text(json_path, json_text(records.sensitivity_dict(result)))
     if write_exclusions is not None:

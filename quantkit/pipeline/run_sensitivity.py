@@ -12,7 +12,7 @@ from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig, ImageSelection
 from quantkit.errors import ModelError
 from quantkit.evaluate.output_noise import OutputNoise
-from quantkit.images import select_images
+from quantkit.images import select_images, shortfall
 from quantkit.outcomes import LayerSensitivity, SensitivityReport
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline.loading import load_for_int8, resolve_weight_range, table_preprocess, table_samples
@@ -31,6 +31,8 @@ from quantkit.pipeline.shards import run_jobs, sendable
 from quantkit.planner import corrections_choice
 from quantkit.planner import sensitivity as sens
 from quantkit.runtime import Session
+
+FEW_IMAGES = 8  # fewer images than this rank layers by noise, not by the data (a warning)
 
 
 def sensitivity(
@@ -107,7 +109,25 @@ def sensitivity(
             "images": str(images.folder),
             "seed": images.seed,
         },
+        warnings=_read_warnings(images, paths, count),
     )
+
+
+def _read_warnings(images: ImageSelection, paths: tuple[Path, ...], count: int) -> tuple[str, ...]:
+    """What calibrate and compare say of the images, said here too (hunt39 F8: a ranking from 26 of 29
+    files, or from 1 photo where --num-images asked 32, came with no word)."""
+    unread = len(paths) - count
+    lines = (
+        shortfall(images, paths),
+        f"{unread} of the {len(paths)} images could not be read and were left out (quantkit compare on the "
+        "folder names them)"
+        if unread > 0
+        else None,
+        f"the ranking rests on {count} image(s): rank on a few dozen like the ones the model will see"
+        if count < FEW_IMAGES
+        else None,
+    )
+    return tuple(line for line in lines if line)
 
 
 def _shared(inferred: onnx.ModelProto, table_path: Path, parallel: Parallel) -> list[bytes]:
