@@ -372,11 +372,14 @@ def _why(exc: Exception) -> str:
 
 def _to_mode(image: Image.Image, channels: int) -> Image.Image:
     """RGB (or L for one-channel models) from any mode: palette, CMYK, alpha, 16-bit, float (values in
-    [0, 1] as such: a float TIFF of a photo was fed as a black image, hunt33)."""
+    [0, 1] as such: a float TIFF of a photo was fed as a black image, hunt33). The range is judged by the
+    99.9th percentile, not the maximum: one pixel at 1.0005 (what resampling or sharpening leaves in a
+    float pipeline) made a [0, 1] photo read as [0, 255], black (hunt39 F12); values beyond are clipped."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        unit = image.mode == "F" and array.size > 0 and array.max() <= 1.0
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 1.0 if unit else 255.0
+        level = float(np.percentile(array, 99.9)) if array.size else 0.0
+        unit = image.mode == "F" and level <= 1.0
+        top = 65535.0 if image.mode.startswith("I;16") or level > 255 else 1.0 if unit else 255.0
         image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -213,6 +214,17 @@ def test_a_float_image_of_values_in_0_1_is_scaled_to_pixels() -> None:
     pre = Preprocess(height=8, width=8, channels=1, mean=(0.0,), std=(1.0,), resize=ResizeMode.squash)
     sample = load_sample(raw.getvalue(), pre)
     assert sample.max() == pytest.approx(255.0) and sample.min() == pytest.approx(0.0)
+    # hunt39 F12: one pixel at 1.0005 (resampling overshoot) made it read as 0..255, a black image
+    big = np.random.default_rng(4).random((64, 64)).astype(np.float32)
+    over = big.copy()
+    over[0, 0] = 1.0005
+    pre = dataclasses.replace(pre, height=64, width=64)
+    samples = []
+    for values in (big, over):
+        raw = io.BytesIO()
+        Image.fromarray(values, "F").save(raw, "TIFF")
+        samples.append(load_sample(raw.getvalue(), pre))
+    assert samples[1].mean() == pytest.approx(samples[0].mean(), abs=0.1) and samples[1].mean() > 100
 
 
 def test_a_strip_image_is_cropped_without_scaling_it_whole(monkeypatch: pytest.MonkeyPatch) -> None:
