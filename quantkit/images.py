@@ -48,7 +48,15 @@ def find_images(folder: Path) -> list[Path]:
     found = [(relative, folder / relative) for relative, entry in _entries(folder) if _taken(entry, root)]
     if not found:
         others = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        outside = [p for p in others if (folder / p).suffix.lower() in IMAGE_SUFFIXES]
+        hidden = [
+            p for p in others if any(part.startswith(".") or part == "__MACOSX" for part in p.split("/"))
+        ]
+        if hidden and len(hidden) == len(others):  # hunt39 F10: called 'links to files outside it'
+            raise ImageError(
+                f"the only files under {folder} are hidden or macOS metadata (e.g. {hidden[0]}), which are "
+                "not read; put the images themselves in the folder"
+            )
+        outside = [p for p in others if (folder / p).suffix.lower() in IMAGE_SUFFIXES and p not in hidden]
         if outside:
             raise ImageError(
                 f"the {len(outside)} image(s) under {folder} (e.g. {outside[0]}) are links to files outside "

@@ -289,3 +289,13 @@ def test_a_link_to_a_listed_image_is_read_once_and_copies_are_said(tmp_path: Pat
     assert any(
         w.startswith("1 of the 3 images used hold the same bytes as another one") for w in summary.warnings
     )
+
+
+def test_a_folder_of_hidden_files_only_is_named_so(tmp_path: Path) -> None:
+    """hunt39 F10: a folder whose only images were macOS's ._* files or under __MACOSX/ was refused as
+    'links to files outside it', and the advice to copy the images in could not help."""
+    (tmp_path / "__MACOSX").mkdir()
+    (tmp_path / "__MACOSX" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "._b.jpg").write_bytes(b"x")
+    with pytest.raises(ImageError, match=r"the only files under .* are hidden or macOS metadata"):
+        find_images(tmp_path)
