@@ -197,8 +197,7 @@ class ConvertSummary:
     speed: Speed | None = None  # measured after writing (1 thread); None when not measured
     speed_plan: SpeedPlan | None = None  # None: the ops' times were not compared (nothing to gain)
     target_findings: tuple[Finding, ...] = ()  # what the --target cannot fuse (graph.target_rules)
-    # what changes the written model's meaning (every layer left float): on stderr, kept under --quiet
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # what changes the written model's meaning: stderr, kept under --quiet
     samples: int = 0  # the table's stored samples that every figure on calibration samples is measured on
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,8 +221,7 @@ class Float16Summary:
     smoke_input: str  # what the smoke test ran on
     notes: tuple[str, ...] = ()  # what was changed on the way in (Constant weights read as initializers)
     target: str = "float16"  # the type written: float16 or bfloat16
-    # what the smoke test and the fallback ran: "onnxruntime", or the float32 emulation of a bfloat16 model
-    measured_by: str = "onnxruntime"
+    measured_by: str = "onnxruntime"  # or the float32 emulation of a bfloat16 model (smoke test, fallback)
     warnings: tuple[str, ...] = ()  # on stderr, kept under --quiet (ConvertSummary.warnings)
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,6 +235,7 @@ class LayerSensitivity:
     local_sqnr_db: float  # this layer's output with only it quantized, against FP32
     output_sqnr_db: float  # the model's output with only this layer kept float, against FP32
     recovered: float  # share of the INT8 model's output noise power that keeping it float removes
+    with_it: tuple[str, ...] = ()  # the other layers that go float with it (planner.sensitivity.floated_with)
 
 
 # A larger top-k set kept float together must measure this much more than a smaller one to be chosen.
@@ -384,6 +383,7 @@ def sensitivity_record(result: SensitivityReport) -> dict[str, object]:
                 "local_sqnr_db": r.local_sqnr_db,
                 "output_sqnr_db_when_float": r.output_sqnr_db,
                 "recovered": r.recovered,
+                "float_with_it": list(r.with_it),
             }
             for r in result.layers
         ],

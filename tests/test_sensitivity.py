@@ -90,6 +90,13 @@ def test_sensitivity_finds_the_planted_layer(planted: tuple[Path, Path], image_d
     assert [k for k, _, _ in report.cumulative] == [1, 2, 3]
     assert report.cumulative[-1][2] == pytest.approx(1.0)  # every layer float: no error left
     assert report.num_images == 12
+    # hunt39 F5: what goes float with a layer is said (c3 float makes its input, c2's output, float, and
+    # c2 with it: onnxruntime has no int8 Conv with a float output)
+    assert rows["c3"].with_it == ("c2",) and report.to_dict()["layers"][0]["float_with_it"] is not None
+    from quantkit.reports.formats import float_in_all
+
+    top_c3 = [k for k in (1, 2) if report.layers[k - 1].node == "c3"]
+    assert not top_c3 or "layers float in all" in float_in_all(report, top_c3[0])
 
 
 def test_sensitivity_says_what_calibrate_says_of_its_images(

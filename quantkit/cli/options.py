@@ -126,12 +126,18 @@ PreferOpt = Annotated[
     ),
 ]
 ExcludeNodesOpt = Annotated[
-    str | None, typer.Option("--exclude-nodes", help="Comma-separated node names to keep float.")
+    str | None,
+    typer.Option(
+        "--exclude-nodes",
+        help="Comma-separated node names to keep float, each alone (its input still quantized).",
+    ),
 ]
 ExcludeFromOpt = Annotated[
     Path | None,
     typer.Option(
-        "--exclude-from", help="File of node names to keep float (quantkit sensitivity writes one)."
+        "--exclude-from",
+        help="File of layer names to keep float on exact inputs: with the path back to the layer before "
+        "(quantkit sensitivity writes one and says what goes float with them).",
     ),
 ]
 CompactOpt = Annotated[

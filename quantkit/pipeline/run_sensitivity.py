@@ -72,6 +72,7 @@ def sensitivity(
         int8_noise, local, count = results[0].noise, results[1].local, results[0].images
         assert int8_noise is not None and local is not None
         layer_noise = [r.noise for r in results[2:]]
+        cache: dict[str, tuple[float, float]] = {}
         rows = sorted(
             (
                 LayerSensitivity(
@@ -80,6 +81,7 @@ def sensitivity(
                     local_sqnr_db=local[node].sqnr_db,
                     output_sqnr_db=noise.sqnr_db,
                     recovered=int8_noise.recovered_by(noise),
+                    with_it=sens.floated_with(inferred, table, config, (node,), cache),
                 )
                 for (node, op), noise in zip(layers, layer_noise, strict=True)
                 if noise is not None

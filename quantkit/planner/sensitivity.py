@@ -69,3 +69,24 @@ def with_float(
     """The INT8 model with `nodes` (and their input paths) kept float, as convert --exclude-from does."""
     measured = dataclasses.replace(measured_config(config), float_layers=(*config.float_layers, *nodes))
     return apply_plan(model, plan(model, table, measured, range_cache=cache), memo)
+
+
+def floated_with(
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    config: ConvertConfig,
+    nodes: tuple[str, ...],
+    cache: dict[str, tuple[float, float]],
+) -> tuple[str, ...]:
+    """The other quantized layers that go float when `nodes` are kept float as with_float keeps them
+    (their input paths, and the layers writing or reading them that onnxruntime then runs in float), in
+    graph order. hunt39 F5: 'conv_4 alone' floated six convolutions, and the top 1, 2 and 3 sets were
+    one model, with nothing said."""
+    base = plan(model, table, measured_config(config), range_cache=cache)
+    kept = dataclasses.replace(measured_config(config), float_layers=(*config.float_layers, *nodes))
+    after = plan(model, table, kept, range_cache=cache)
+    return tuple(
+        n.name
+        for n in model.graph.node
+        if n.name in base.quantized_nodes and n.name not in after.quantized_nodes and n.name not in nodes
+    )

@@ -27,6 +27,7 @@ from quantkit.reports.formats import (
     decibels,
     fallback_steps,
     figure,
+    float_in_all,
     float_smoke_text,
     grouped_findings,
     megabytes,
@@ -284,15 +285,14 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
 
 def sensitivity_table(result: SensitivityReport, keep: int | None = None) -> RenderableType:
     """keep: --keep, the most layers --write-exclusions writes (None: any number measured)."""
-    table = _table(
-        f"layers by recovery ({result.num_images} images; INT8 output {decibels(result.int8_output_sqnr_db)})"
-    )
+    int8 = decibels(result.int8_output_sqnr_db)
+    table = _table(f"layers by recovery ({result.num_images} images; INT8 output {int8})")
     for column in ("rank", "layer", "op type", "alone: its output", "float: model output", "recovers"):
         table.add_column(column, justify="left" if column in ("layer", "op type") else "right")
     for rank, row in enumerate(result.layers, 1):
         table.add_row(
             str(rank),
-            row.node,
+            row.node + (f" (+{len(row.with_it)} float with it)" if row.with_it else ""),
             row.op_type,
             decibels(row.local_sqnr_db),
             decibels(row.output_sqnr_db),
@@ -301,12 +301,12 @@ def sensitivity_table(result: SensitivityReport, keep: int | None = None) -> Ren
     lines = Text()
     best = result.best_together(len(result.layers) if keep is None else keep) or 0
     for k, db, recovered in result.cumulative:
-        names = ", ".join(r.node for r in result.layers[:k])
+        names = ", ".join(r.node for r in result.layers[:k]) + float_in_all(result, k)
         worse = f" (no better than the top {best}, which --write-exclusions keeps)" if k > best else ""
         worse = " (the set --write-exclusions keeps)" if k == best else worse
         lines.append(
             f"keeping {'this layer' if k == 1 else f'these {k} layers'} in float recovers "
-            f"{100 * recovered:.0f}% of the error (output {decibels(result.int8_output_sqnr_db)} -> "
+            f"{100 * recovered:.0f}% of the error (output {int8} -> "
             f"{decibels(db)}){worse}: {names}\n"
         )
     lines.append(

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from quantkit.config import LETTERBOX_PAD
-from quantkit.outcomes import ComparisonResult, Finding, GateResult, OutputMetrics, ShrinkResult
+from quantkit.outcomes import (
+    ComparisonResult,
+    Finding,
+    GateResult,
+    OutputMetrics,
+    SensitivityReport,
+    ShrinkResult,
+)
 from quantkit.results import FallbackStep
 
 
@@ -192,3 +199,11 @@ def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
         f"{pre.get('layout')} {order}, resize "
         f"{pre.get('resize')}{fill}, mean {values('mean')}, std {values('std')} (0-255 units)"
     )
+
+
+def float_in_all(result: SensitivityReport, k: int) -> str:
+    """' (N layers float in all, ...)' for sensitivity's top-k set where layers go float with them (their
+    input paths, and the layers onnxruntime then runs in float: hunt39 F5), '' where none do."""
+    top = result.layers[:k]
+    more = {n for r in top for n in r.with_it} - {r.node for r in top}
+    return f" ({k + len(more)} layers float in all, with those that go float with them)" if more else ""
