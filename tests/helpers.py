@@ -147,3 +147,12 @@ def count_sessions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(Session, "of", counted)
     return opened
+
+
+def images_and_a_broken_one(image_dir: Path, folder: Path, broken: str) -> Path:
+    """A copy of image_dir at `folder` with one unreadable file more (`broken`, relative to it)."""
+    import shutil
+
+    shutil.copytree(image_dir, folder)
+    (folder / broken).write_bytes(b"\xff\xd8\xff\xe0 not an image")
+    return folder

@@ -24,7 +24,7 @@ from quantkit.config import (
 from quantkit.errors import ConfigError, ConversionError, ModelError
 from quantkit.planner.budget_search import fewest_layers
 from quantkit.runtime import Session
-from tests.helpers import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, images_and_a_broken_one, run
 from tests.test_sensitivity import _planted
 
 RANKED = [f"l{i}" for i in range(20)]
@@ -354,12 +354,8 @@ def test_unreadable_validation_images_are_said_and_not_counted(
     planted: tuple[Path, Path], image_dir: Path, tmp_path: Path
 ) -> None:
     """hunt39 F9: '29 validation images' where 26 were read, the 3 unreadable ones left out in silence."""
-    import shutil
-
     model, table = planted
-    folder = tmp_path / "val"
-    shutil.copytree(image_dir, folder)
-    (folder / "cats" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    folder = images_and_a_broken_one(image_dir, tmp_path / "val", "cats/broken.jpg")
     budget = AccuracyBudget(50.0, ImageSelection(folder), metric=BudgetMetric.agreement)
     summary = pipeline.convert(model, table, tmp_path / "o.onnx", ConvertConfig(min_sqnr=0), budget=budget)
     assert summary.budget is not None and summary.budget.validation_images == 24

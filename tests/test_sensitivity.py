@@ -103,12 +103,10 @@ def test_sensitivity_says_what_calibrate_says_of_its_images(
     planted: tuple[Path, Path], image_dir: Path, tmp_path: Path
 ) -> None:
     """hunt39 F8: unreadable files and a --num-images above the folder's count went unsaid."""
-    import shutil
+    from tests.helpers import images_and_a_broken_one
 
     model, table = planted
-    folder = tmp_path / "imgs"
-    shutil.copytree(image_dir, folder)
-    (folder / "dogs" / "broken.png").write_bytes(b"not an image")
+    folder = images_and_a_broken_one(image_dir, tmp_path / "imgs", "dogs/broken.png")
     report = pipeline.sensitivity(model, table, ImageSelection(folder, 40), ConvertConfig(), cumulative=1)
     assert report.num_images == 24
     assert any("asks for more images than" in w for w in report.warnings), report.warnings
