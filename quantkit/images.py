@@ -45,7 +45,9 @@ def find_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise ImageError(f"{folder} is not a folder; pass a folder of images to --images")
     root = folder.resolve()
-    found = [(relative, folder / relative) for relative, entry in _entries(folder) if _taken(entry, root)]
+    found = [
+        (relative, folder / relative, entry) for relative, entry in _entries(folder) if _taken(entry, root)
+    ]
     if not found:
         others = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         hidden = [
@@ -66,16 +68,18 @@ def find_images(folder: Path) -> list[Path]:
         raise ImageError(
             f"no images ({SUFFIX_TEXT}) found under {folder} ({held}); point --images at a folder of images"
         )
-    return _once(path for _, path in sorted(found))
+    return _once(sorted(found, key=lambda item: item[0]), root)
 
 
-def _once(paths: Iterable[Path]) -> list[Path]:
-    """paths with a link to a file listed before it left out (hunt39 F4: t_link.jpg -> a_plain.jpg made
-    one photo count twice); one that cannot be resolved is kept."""
+def _once(found: Iterable[tuple[str, Path, os.DirEntry[str]]], root: Path) -> list[Path]:
+    """The paths of `found` (relative, path, entry) with a link to a file listed before it left out
+    (hunt39 F4: t_link.jpg -> a_plain.jpg made one photo count twice). Only links are resolved (a plain
+    file under the folder is root / relative: resolving each of mnist-test's 5000 took 0.2 s); one that
+    cannot be resolved is kept."""
     kept, seen = [], set()
-    for path in paths:
+    for relative, path, entry in found:
         try:
-            target = path.resolve()
+            target = Path(entry.path).resolve() if entry.is_symlink() else root / relative
         except (OSError, RuntimeError):
             target = path
         if target not in seen:
