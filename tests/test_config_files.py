@@ -153,3 +153,20 @@ def test_a_file_set_option_is_named_where_it_fails_and_toml_booleans_are_switche
     )
     assert code == 0, err
     assert 'range-cap = "off"  # config file' in stdout and 'bias-correction = "on"  # config file' in stdout
+
+
+def test_a_flag_wins_over_a_files_other_source_of_samples(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt38 F9: images = ... in quantkit.toml refused `calibrate --inputs DIR` ('reads one of')."""
+    import numpy as np
+
+    arrays = tmp_path / "arrays"
+    arrays.mkdir()
+    for k in range(3):
+        np.save(arrays / f"s{k}.npy", np.random.default_rng(k).random((3, 16, 16)).astype(np.float32))
+    (project / "models" / "quantkit.toml").write_text('images = "no-such-folder"\n')
+    argv = ["calibrate", "models/model.onnx", "--inputs", str(arrays), "-o", "t.json"]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert "3 arrays" in stdout or "on 3" in stdout, stdout

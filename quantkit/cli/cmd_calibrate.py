@@ -39,6 +39,7 @@ from quantkit.errors import ConfigError
     "--num-images 100",
 )
 def calibrate(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
     *,
     images: ImagesOrArraysOpt = None,
@@ -73,6 +74,11 @@ def calibrate(
     from quantkit.reports import console
     from quantkit.reports.formats import skipped_line
 
+    if images is not None and inputs is not None:  # a flag wins over a config file's other source
+        source = {n: getattr(ctx.get_parameter_source(n), "name", "") for n in ("images", "inputs")}
+        flags = {n for n, where in source.items() if where == "COMMANDLINE"}
+        if len(flags) == 1:  # hunt38 F9: a file's images = ... refused calibrate --inputs
+            images, inputs = (None, inputs) if flags == {"inputs"} else (images, None)
     if (images is None) == (inputs is None):
         raise ConfigError("calibrate reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
     config = CalibrateConfig(
