@@ -170,3 +170,18 @@ def test_a_flag_wins_over_a_files_other_source_of_samples(
     code, stdout, err = run(argv, capsys)
     assert code == 0, err
     assert "3 arrays" in stdout or "on 3" in stdout, stdout
+
+
+def test_a_top_level_key_convert_reads_only_with_a_budget_does_not_stop_it(
+    project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt38 F9: output-kind / detector set for calibrate, compare and shrink refused every convert
+    ('convert reads --output-kind only with --max-drop'); as flags they still are."""
+    code, _, err = run(["calibrate", "models/model.onnx", "--images", str(image_dir), "-o", "t.json"], capsys)
+    assert code == 0, err
+    (project / "models" / "quantkit.toml").write_text('output-kind = "values"\ndetector = "yolox"\n')
+    argv = ["convert", "models/model.onnx", "-c", "t.json", "-o", "o.onnx", "--min-sqnr", "0"]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    code, _, err = run([*argv, "--output-kind", "values", "-o", "p.onnx"], capsys)
+    assert_one_line_error(code, err, "convert reads --output-kind only with --max-drop")

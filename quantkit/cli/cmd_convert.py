@@ -312,9 +312,11 @@ def convert(
             output_kind=output_kind,
             **detector_fields(detector, None),
         )
-    elif detector is not None or output_kind is not OutputKind.auto:
-        flag = "--detector" if detector is not None else "--output-kind"
-        raise ConfigError(f"convert reads {flag} only with --max-drop; add the budget or leave it out")
+    else:  # given as a flag, refused; set in a config file for the other commands, not read (hunt38 F9)
+        named = [n for n in ("detector", "output_kind") if _on_command_line(ctx, n)]
+        if named:
+            flag = "--" + named[0].replace("_", "-")
+            raise ConfigError(f"convert reads {flag} only with --max-drop; add the budget or leave it out")
     with progress_bars() as progress:
         summary = pipeline.convert(
             model, calibration, output, config, progress, budget, Parallel(workers, ray or None, threads)
