@@ -104,7 +104,10 @@ def search_budget(
         def tally(kept: tuple[str, ...]) -> tuple[int, int]:
             keep = dict.fromkeys(kept, why)
             slower = None if shape is None else shape.slower
-            planned = rounding.replanned(model, table, config, keep, cache, alphas, rounded, slower)
+            if kept == first:  # the plan convert writes without a budget: its integers as solved (hunt40 F1)
+                planned = make_plan(model, table, config, keep, cache, alphas, rounded, slower)
+            else:
+                planned = rounding.replanned(model, table, config, keep, cache, alphas, rounded, slower)
             inputs_only = shape is not None and shape.inputs_only
             plans[kept] = targets.inputs_only(planned, GraphIndex(model)) if inputs_only else planned
             candidate = runnable(quantized_model(model, plans[kept], config), config)
@@ -145,5 +148,5 @@ def search_budget(
 def _placed(shape: Shape | None, first: tuple[str, ...], min_sqnr: float) -> str:
     """How the trials were made, where not as the plan alone: BudgetReport.placed."""
     led = f"the first is the plan convert writes without --max-drop ({len(first)} layer(s) float for"
-    notes = [f"{led} --min-sqnr {min_sqnr:g} lead the ranking)"] if first else []
+    notes = [f"{led} --min-sqnr {min_sqnr:g}, float in every trial)"] if first else []
     return "; ".join([*notes, *([shape.note] if shape is not None else [])])

@@ -2,10 +2,11 @@
 measures (it builds and runs the model for a set of float layers).
 
 Layers are tried in ranking order (most recovery first): k = start (0 unless the caller's ranking leads
-with a set of its own, such as the plan convert writes without a budget), then doubling (0, 1, 2, 4, 8,
-... from 0) until the budget is met, then a bisection between the last miss and the first hit, then each
-kept layer is dropped again if the budget still holds without it. Every measurement counts as a trial;
-the search stops at max_trials or the deadline and returns the best set found.
+with a set that stays float in every trial, such as the layers --min-sqnr keeps float in the plan convert
+writes without a budget), then doubling (0, 1, 2, 4, 8, ... from 0) until the budget is met, then a
+bisection between the last miss and the first hit, then each kept layer past the first `start` is
+dropped again if the budget still holds without it. Every measurement counts as a trial; the search
+stops at max_trials or the deadline (past the first trial) and returns the best set found.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def fewest_layers(
             return measured[layers]
         if len(trials) >= max_trials:
             raise _Stop("trials")
-        if time.monotonic() > deadline:
-            raise _Stop("timeout")
+        if trials and time.monotonic() > deadline:  # the first always runs (hunt40 F3: a --timeout spent
+            raise _Stop("timeout")  # ranking the layers left no trial, and an internal error)
         drop = drop_of(layers)
         measured[layers] = drop
         trials.append(BudgetTrial(layers, drop))
@@ -60,7 +61,8 @@ def fewest_layers(
     best: tuple[str, ...] | None = None
     stopped = None
     try:
-        lo, hi, k = -1, None, min(start, len(ranked))
+        start = min(start, len(ranked))
+        lo, hi, k = start - 1, None, start  # the first `start` layers stay float in every trial
         while k <= len(ranked):
             if measure(tuple(ranked[:k])) <= max_drop:
                 hi = k
@@ -75,7 +77,7 @@ def fewest_layers(
                     hi, best = mid, tuple(ranked[:mid])
                 else:
                     lo = mid
-            for layer in reversed(best):
+            for layer in reversed(best[start:]):
                 fewer = tuple(n for n in best if n != layer)
                 if measure(fewer) <= max_drop:
                     best = fewer
