@@ -111,12 +111,13 @@ def _converted(
     spread = Spread(parallel, inferred, table_path, reference, alphas, rounded)
     shape = None
     if budget is not None:  # its first trial: the plan convert writes without one
-        base, first = make_plan(inferred, table, config, {}, cache, alphas, rounded), list[FallbackStep]()
         if config.min_sqnr > 0:
             _, base, first = _search_fallback(
                 inferred, table, config, progress, alphas, cache, reference, measured, spread
             )
-        fallen = {s.node: s.reason for s in base.skipped if s.node in {step.node for step in first}}
+        else:
+            base, first = make_plan(inferred, table, config, {}, cache, alphas, rounded), []
+        fallen = _fallen(base, first)
         timing = progress("timing the INT8 model's ops on this CPU", 1)
         measures = (reference, samples, measured)
         shape = speed_step.trial_shape(inferred, table, config, base, fallen, cache, alphas, measures)
@@ -155,7 +156,7 @@ def _converted(
     timed = speed_step.timed(config, quantized)
     refined: speed_refine.Refined | None = None
     if timed and budget is None:  # --max-drop measured its choice: a new plan would not be the one it kept
-        fallen = {s.node: s.reason for s in plan.skipped if s.node in {step.node for step in steps}}
+        fallen = _fallen(plan, steps)
         timing = progress("timing the INT8 model's ops on this CPU", 1)
         measures = (reference, samples, measured)
         refined, floor_kept = speed_step.refined(
@@ -243,6 +244,12 @@ def _converted(
         + warned,
         samples=feed_rows(samples),
     )
+
+
+def _fallen(plan: QuantPlan, steps: list[FallbackStep]) -> dict[str, str]:
+    """node -> why, for the layers the fallback's `steps` kept float in `plan`."""
+    kept = {step.node for step in steps}
+    return {s.node: s.reason for s in plan.skipped if s.node in kept}
 
 
 def floor_fix(config: ConvertConfig) -> str:
