@@ -51,7 +51,7 @@ def sensitivity(
     _, table, prepared = load_for_int8(model_path, table_path)
     inferred = prepared.model
     config, _ = corrections_choice.range_cap(inferred, table, resolve_weight_range(config))  # as convert
-    layers, _ = sens.layers(inferred, table, config)
+    layers, base = sens.layers(inferred, table, config)
     if not layers:
         raise ModelError(f"{model_path.name} has no layer that convert would quantize")
     preprocess = table_preprocess(table, "sensitivity's --images")
@@ -81,7 +81,7 @@ def sensitivity(
                     local_sqnr_db=local[node].sqnr_db,
                     output_sqnr_db=noise.sqnr_db,
                     recovered=int8_noise.recovered_by(noise),
-                    with_it=sens.floated_with(inferred, table, config, (node,), cache),
+                    with_it=sens.floated_with(inferred, table, config, (node,), cache, base),
                 )
                 for (node, op), noise in zip(layers, layer_noise, strict=True)
                 if noise is not None

@@ -77,12 +77,12 @@ def floated_with(
     config: ConvertConfig,
     nodes: tuple[str, ...],
     cache: dict[str, tuple[float, float]],
+    base: QuantPlan,
 ) -> tuple[str, ...]:
     """The other quantized layers that go float when `nodes` are kept float as with_float keeps them
     (their input paths, and the layers writing or reading them that onnxruntime then runs in float), in
-    graph order. hunt39 F5: 'conv_4 alone' floated six convolutions, and the top 1, 2 and 3 sets were
-    one model, with nothing said."""
-    base = plan(model, table, measured_config(config), range_cache=cache)
+    graph order; base: the plan quantizing them all (`layers`'). hunt39 F5: 'conv_4 alone' floated six
+    convolutions, and the top 1, 2 and 3 sets were one model, with nothing said."""
     kept = dataclasses.replace(measured_config(config), float_layers=(*config.float_layers, *nodes))
     after = plan(model, table, kept, range_cache=cache)
     return tuple(
