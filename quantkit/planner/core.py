@@ -39,10 +39,9 @@ from quantkit.planner.placement import (
     ATTENTION_FLOAT,
     ATTENTION_INT8_INPUTS,
     check_exclusions,
-    data_inputs,
+    data_path,
     excluded,
     float_reason,
-    input_path,
     plan_compute,
     pooled_writers,
     propagate,
@@ -170,8 +169,7 @@ def _planned(
     for name in keep_float:
         node = index.by_name[name]
         state.float_tensors.update(o for o in node.output if o)
-        for tensor in data_inputs(node):
-            state.float_tensors.update(input_path(index, tensor))
+        state.float_tensors.update(data_path(index, node))
     for node in index.nodes:
         if keep_float and node.name in keep_float:
             state.reasons[node.name] = keep_float[node.name]

@@ -43,6 +43,12 @@ def input_path(index: GraphIndex, tensor: str) -> set[str]:
     return path
 
 
+def data_path(index: GraphIndex, node: onnx.NodeProto) -> set[str]:
+    """The node's data inputs and the tensors they are computed from, back to the previous linear layers'
+    outputs (input_path of each): what stays float with a layer kept float."""
+    return set().union(*(input_path(index, tensor) for tensor in data_inputs(node)))
+
+
 # A layer that writes a kept layer's input (float by that: onnxruntime has no int8 Conv with a float output)
 # and reads an SPP / SPPF block (a MaxPool of at least this kernel area on its own input path) is kept float
 # with its input path too. Otherwise it reads the block through a Q/DQ pair, and onnxruntime runs the pools
@@ -58,8 +64,7 @@ def pooled_writers(index: GraphIndex, keep_float: dict[str, str]) -> dict[str, s
     todo = list(kept)
     while todo:
         name = todo.pop()
-        path = set().union(*(input_path(index, t) for t in data_inputs(index.by_name[name])))
-        for tensor in sorted(path):
+        for tensor in sorted(data_path(index, index.by_name[name])):
             layer = index.producer.get(tensor)
             if layer is None or layer.op_type not in COMPUTE_OPS or layer.name in kept:
                 continue
@@ -75,8 +80,7 @@ def pooled_writers(index: GraphIndex, keep_float: dict[str, str]) -> dict[str, s
 
 def _slow_pool(index: GraphIndex, layer: onnx.NodeProto) -> str | None:
     """The first MaxPool of at least SLOW_POOL_AREA on the layer's input path, by name; None if none."""
-    path = set().union(*(input_path(index, t) for t in data_inputs(layer)))
-    for tensor in sorted(path):
+    for tensor in sorted(data_path(index, layer)):
         node = index.producer.get(tensor)
         if node is not None and node.op_type == "MaxPool" and _area(index, node) >= SLOW_POOL_AREA:
             return f"MaxPool {node.name}"
