@@ -50,9 +50,7 @@ def find_images(folder: Path) -> list[Path]:
     ]
     if not found:
         others = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-        hidden = [
-            p for p in others if any(part.startswith(".") or part == "__MACOSX" for part in p.split("/"))
-        ]
+        hidden = [p for p in others if any(_hidden(part) for part in p.split("/"))]
         if hidden and len(hidden) == len(others):  # hunt39 F10: called 'links to files outside it'
             raise ImageError(
                 f"the only files under {folder} are hidden or macOS metadata (e.g. {hidden[0]}), which are "
@@ -88,6 +86,11 @@ def _once(found: Iterable[tuple[str, Path, os.DirEntry[str]]], root: Path) -> li
     return kept
 
 
+def _hidden(name: str) -> bool:
+    """A dot file or folder (macOS's ._* resource forks, .git) or __MACOSX/: never read for images."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _taken(entry: os.DirEntry[str], root: Path) -> bool:
     """Whether a listed image file is read: a file, not a link to outside root. One that cannot even be
     looked at (a link loop, no permission) is taken: the loader skips it and names why, as it does a
@@ -116,7 +119,7 @@ def _entries(folder: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
                 raise
             continue
         for entry in entries:
-            if entry.name.startswith(".") or entry.name == "__MACOSX":
+            if _hidden(entry.name):
                 continue
             path = f"{relative}/{entry.name}" if relative else entry.name
             if entry.is_dir(follow_symlinks=False):
