@@ -16,6 +16,7 @@ import typer.core
 import typer.main
 from rich.console import Console
 
+from quantkit.config.base import as_names
 from quantkit.errors import ConfigError
 
 
@@ -298,7 +299,7 @@ def default_cache() -> Path:
 
 def comma_names(text: str | None) -> tuple[str, ...]:
     """The names of a comma-separated option (--exclude-nodes, --exclude-op-types); empty ones dropped."""
-    return tuple(name for name in (text or "").split(",") if name)
+    return as_names(text or "")
 
 
 def exclusion_names(path: Path | None) -> tuple[str, ...]:

@@ -10,7 +10,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from quantkit.config.base import as_enum, as_names, as_size, as_switch, check_threads, set_counts, set_floats
+from quantkit.config.base import (
+    as_enum,
+    as_names,
+    as_size,
+    check_threads,
+    set_counts,
+    set_floats,
+    set_switches,
+)
 from quantkit.config.choices import (
     ActivationType,
     CalibMethod,
@@ -136,8 +144,7 @@ class ConvertConfig:
         object.__setattr__(self, "rounding", as_enum(Rounding, self.rounding, "--rounding"))
         object.__setattr__(self, "prefer", as_enum(Prefer, self.prefer, "--prefer"))
         object.__setattr__(self, "target", as_enum(Target, self.target, "--target"))
-        for name in ("range_cap", "quantize_attention_matmul", "bias_correction", "compact", "fp8"):
-            object.__setattr__(self, name, as_switch(getattr(self, name), "--" + name.replace("_", "-")))
+        set_switches(self, "range_cap", "quantize_attention_matmul", "bias_correction", "compact", "fp8")
         check_target(self.target, self.activations, self.fp8)
         if self.fp8:
             object.__setattr__(self, "target", Target.tensorrt)
@@ -277,8 +284,7 @@ class Float16Config:
         object.__setattr__(self, "to", as_enum(Precision, self.to, "--to"))
         for name in ("exclude_nodes", "exclude_op_types"):  # hunt38 F8: a string was read per character
             object.__setattr__(self, name, as_names(getattr(self, name)))
-        for name in ("keep_io_types", "compact"):
-            object.__setattr__(self, name, as_switch(getattr(self, name), "--" + name.replace("_", "-")))
+        set_switches(self, "keep_io_types", "compact")
         if self.input_size is not None:
             object.__setattr__(self, "input_size", as_size(self.input_size))
         if self.to not in FLOAT_PRECISIONS:
@@ -395,10 +401,7 @@ class Gates:
 
     def __post_init__(self) -> None:
         set_floats(self, "max_drop", "min_speedup", "max_size_ratio", "min_eval_sqnr")
-        option = "--allow-degenerate-reference"
-        object.__setattr__(
-            self, "allow_degenerate_reference", as_switch(self.allow_degenerate_reference, option)
-        )
+        set_switches(self, "allow_degenerate_reference")
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 100.0:
             raise ConfigError(f"--max-drop is in points (0-100), got {self.max_drop}")
         # finite too (hunt32: a limit of nan or inf ran the whole shrink, then failed a gate none passes)

@@ -102,6 +102,12 @@ def set_counts(config: object, *names: str, flag: str | None = None) -> None:
         object.__setattr__(config, name, as_count(getattr(config, name), option))
 
 
+def set_switches(config: object, *names: str) -> None:
+    """Each field `names` of the frozen dataclass `config` as a bool (as_switch), named by its flag."""
+    for name in names:
+        object.__setattr__(config, name, as_switch(getattr(config, name), "--" + name.replace("_", "-")))
+
+
 def set_floats(config: object, *names: str) -> None:
     """Each field `names` of the frozen dataclass `config` that is set, as a float (the API's 50 is the
     CLI's 50.0 in every report)."""

@@ -10,7 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from quantkit.config.base import as_count, as_enum, as_floats, as_size, as_switch
+from quantkit.config.base import as_count, as_enum, as_floats, as_size, set_switches
 from quantkit.errors import ConfigError
 
 
@@ -148,7 +148,7 @@ class PreprocessOptions:
         if self.preset is not None:
             object.__setattr__(self, "preset", as_enum(Preset, self.preset, "--preset"))
         object.__setattr__(self, "resize", as_enum(ResizeMode, self.resize, "--resize"))
-        object.__setattr__(self, "bgr", as_switch(self.bgr, "--bgr"))
+        set_switches(self, "bgr")
         for name in ("mean", "std"):
             values = getattr(self, name)
             if values is not None:
