@@ -1,5 +1,6 @@
-"""A mixed-precision model (float32 inputs and outputs, 16-bit floats inside) is read as float32 and
-converts; one fed in 16 bits is left as it is (the commands refuse it: tests/test_bad_input.py)."""
+"""A mixed-precision model (16-bit floats inside) is read as float32 and converts; one fed and read in
+float16 too, and is written fed and read as it was; one fed in bfloat16 is left as it is (the commands
+refuse it: tests/test_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit import pipeline
-from quantkit.config import Float16Config
-from quantkit.graph.widen import HALF, widen, widenable
+from quantkit.calib.table import load
+from quantkit.config import Float16Config, Preprocess
+from quantkit.graph.widen import HALF, narrow, widen, widenable
+from quantkit.images import ImageLoader, find_images
 from tests.conftest import conv_params, make_model
-from tests.helpers import op_counts, output_sqnr, quantize, run_outputs
+from tests.helpers import op_counts, output_sqnr, quantize, run, run_outputs
 
 N = helper.make_node
 
@@ -100,9 +104,67 @@ def test_a_mixed_model_is_read_as_float32_and_computes_as_it_did() -> None:
     assert HALF & _types(model)  # the model given is not changed
 
 
-def test_a_model_fed_in_16_bits_or_holding_none_is_left_as_it_is() -> None:
+def _fed_in_half() -> onnx.ModelProto:
+    """x float16 -> Conv (float16 weights) -> Relu -> Conv -> y float16: a model exported in float16
+    (onnx model zoo's squeezenet fp16, a face detector made float16 end to end)."""
+    p1, p2 = conv_params(8, 3, seed=4), conv_params(4, 8, 1, seed=5)
+    nodes = [
+        N("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        N("Relu", ["c1"], ["r1"], name="relu1"),
+        N("Conv", ["r1", "w2", "b2"], ["y"], name="conv2"),
+    ]
+    weights = {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"], "b2": p2["b"]}
+    model = make_model(nodes, {k: v.astype(np.float16) for k, v in weights.items()})
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_float16_interface_is_widened_and_narrow_gives_it_back() -> None:
+    """Refused before ("quantkit feeds float32: export the model with a float32 input"), where
+    onnxruntime runs the model: it is read as float32 and what is made from it is fed and read in
+    float16 again, through Casts at its edges."""
+    model = _fed_in_half()
+    widened = widen(model)
+    assert widened.interface == (("x", TensorProto.FLOAT16), ("y", TensorProto.FLOAT16))
+    assert not HALF & _types(widened.model) and widened.weights == 4
+    back = narrow(widened.model, widened.interface)
+    types = [v.type.tensor_type.elem_type for v in (back.graph.input[0], back.graph.output[0])]
+    assert types == [TensorProto.FLOAT16] * 2 and [v.name for v in back.graph.output] == ["y"]
+    assert [n.op_type for n in back.graph.node] == ["Cast", "Conv", "Relu", "Conv", "Cast"]
+    onnx.checker.check_model(back, full_check=True)
+    x = np.random.default_rng(2).normal(size=(1, 3, 16, 16)).astype(np.float16)
+    before, after = run_outputs(model, x)[0], run_outputs(back, x)[0]
+    assert after.dtype == np.float16 and after.shape == before.shape
+    assert np.abs(after.astype(np.float32) - before).max() < 5e-3 * np.abs(before).max()
+    assert narrow(widened.model, ()) is widened.model
+
+
+def test_narrow_folds_the_casts_that_undo_its_own() -> None:
+    """--to fp16 keeps float32 inputs by Casts to float16 after them (and Casts back before the outputs):
+    on a model given its float16 interface back, each pair round-trips exactly and is dropped."""
+    p = conv_params(4, 3, seed=6)
+    nodes = [
+        N("Cast", ["x"], ["xh"], name="in_half", to=TensorProto.FLOAT16),
+        N("Conv", ["xh", "w", "b"], ["yh"], name="conv", pads=[1, 1, 1, 1]),
+        N("Cast", ["yh"], ["y"], name="out_float", to=TensorProto.FLOAT),
+    ]
+    model = make_model(nodes, {k: v.astype(np.float16) for k, v in p.items()})
+    back = narrow(model, (("x", TensorProto.FLOAT16), ("y", TensorProto.FLOAT16)))
+    assert [(n.op_type, list(n.input), list(n.output)) for n in back.graph.node] == [
+        ("Conv", ["x", "w", "b"], ["y"])
+    ]
+    onnx.checker.check_model(back, full_check=True)
+    x = np.random.default_rng(3).normal(size=(1, 3, 16, 16)).astype(np.float16)
+    assert np.array_equal(
+        run_outputs(back, x)[0], run_outputs(model, x.astype(np.float32))[0].astype(np.float16)
+    )
+
+
+def test_a_model_fed_in_bfloat16_or_holding_no_16_bits_is_left_as_it_is() -> None:
     model = _mixed()
-    model.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.BFLOAT16
     assert not widenable(model) and widen(model).model is model
     plain = make_model([N("Relu", ["x"], ["y"], name="relu")], {})
     assert widen(plain) == widen(plain) and widen(plain).model is plain
@@ -140,3 +202,43 @@ def test_a_mixed_model_converts_to_int8_and_fp16(tmp_path: Path, image_dir: Path
     assert output_sqnr(src, half, image_dir) > 40.0
     # img.ly's float16 IS-Net came out 1.00x smaller with no word why
     assert any(n.startswith("the model stored 4 weight(s) in 16 bits already") for n in halved.notes)
+
+
+def test_a_model_fed_in_float16_converts_to_int8_and_fp16_with_its_interface(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """calibrate, convert and convert --to fp16 each refused it ("input 'x' is FLOAT16; quantkit feeds
+    float32"; hunt36 F7: a face detector made float16 by quantkit itself). Now each writes a model fed
+    and read in float16, like the original, close to it on photos, and the input file is untouched."""
+    model = _fed_in_half()
+    summary, out = quantize(model, tmp_path, image_dir)
+    src = tmp_path / "model.onnx"
+    assert onnx.load(str(src)).SerializeToString() == model.SerializeToString()
+    assert any(n.startswith("float16 inputs/outputs ('x', 'y') read and written") for n in summary.notes)
+    half = tmp_path / "model.fp16.onnx"
+    halved = pipeline.convert_float16(src, tmp_path / "model.calib.json", half, Float16Config())
+    assert halved.smoke_sqnr_db and min(halved.smoke_sqnr_db.values()) > 40.0
+    x = _photos(tmp_path / "model.calib.json", image_dir)
+    reference = run_outputs(model, x)[0].astype(np.float64)
+    for path, least in ((out, 25.0), (half, 40.0)):
+        written = onnx.load(str(path))
+        types = {v.type.tensor_type.elem_type for v in (*written.graph.input, *written.graph.output)}
+        assert types == {TensorProto.FLOAT16}, path.name
+        got = run_outputs(written, x)[0]
+        assert got.dtype == np.float16 and np.isfinite(got).all()
+        noise = max(np.sum((got.astype(np.float64) - reference) ** 2), 1e-300)  # float16's: exact
+        assert 10 * np.log10(np.sum(reference**2) / noise) > least, path.name
+    assert op_counts(onnx.load(str(out)))["QuantizeLinear"] >= 2
+    assert op_counts(onnx.load(str(half)))["Cast"] == 0  # the float16 edges read directly
+    # compare reads the float16 reference too (it refused it), and the int8 model's output Cast is no
+    # float16 computation to warn of
+    code, stdout, err = run(
+        ["compare", str(src), str(out), "--images", str(image_dir), "--runs", "2"], capsys
+    )
+    assert code == 0 and "SQNR" in stdout and "computes in float16" not in err, err
+
+
+def _photos(table: Path, images: Path) -> np.ndarray:
+    """The first 8 images as the table's preprocessing feeds them, in float16."""
+    pre = Preprocess.from_dict(load(table).meta["preprocess"])
+    return next(iter(ImageLoader(find_images(images), pre, 8))).data.astype(np.float16)

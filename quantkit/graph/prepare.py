@@ -51,6 +51,7 @@ class Prepared:
     upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
+    interface: tuple[tuple[str, int], ...] = ()  # float16 inputs/outputs made float32 (widen.narrow: back)
     weights_computed: tuple[tuple[str, int], ...] = ()  # (op type, count) folded (graph.fold_shapes)
     unfused: tuple[tuple[str, int], ...] = ()  # (onnxruntime fused op, count) written out (graph.unfuse)
     legacy: tuple[tuple[str, int], ...] = ()  # (experimental op, count) written out (graph.legacy_ops)
@@ -86,6 +87,12 @@ class Prepared:
                 f"mixed precision read as float32: {weights} float16/bfloat16 weight(s) and {casts} "
                 "Cast(s) to 16 bits made float32 (exact; the model computes as it did, without rounding "
                 "its activations to 16 bits)"
+            )
+        if self.interface:
+            edges = ", ".join(repr(name) for name, _ in self.interface)
+            found.append(
+                f"float16 inputs/outputs ({edges}) read and written through Casts to and from float32: "
+                "the model computes in float32 inside, and is fed and read as the original"
             )
         if self.constants_folded or self.identities_dropped:
             found.append(
@@ -144,6 +151,7 @@ def prepare(
         upgrade_reason=reason,
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
+        interface=widened.interface,
         unfused=unfused.counts,
         legacy=legacy.counts,
     )

@@ -6,8 +6,10 @@ keep float32 inputs and outputs; a model once converted to float16 by a tool tha
 exactly a float32 one, so such a model is read as the float32 model it rounds: its 16-bit weights
 widened, its Casts to 16 bits made Casts to float32, every declared 16-bit type made float32, at any
 depth of If/Loop/Scan bodies. The model computes what it did, without the 16-bit rounding of its
-activations. A model whose own inputs or outputs are 16-bit is left as it is (its interface would
-change; the commands refuse it).
+activations. A model whose own inputs or outputs are float16 is read the same way, its interface
+float32 too (Widened.interface names them); `narrow` gives a model made from it that interface back,
+through Casts at its edges, so that what quantkit writes is fed and read as the original was. A
+bfloat16 interface is left as it is (numpy has no bfloat16 to feed it; the commands refuse it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from quantkit.errors import ModelError
+from quantkit.graph import model_io
 from quantkit.graph.query import graphs_within
 
 HALF = frozenset({onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
@@ -32,13 +36,21 @@ class Widened:
     model: onnx.ModelProto
     weights: int  # 16-bit initializers and constant tensors made float32
     casts: int  # Casts to a 16-bit type made Casts to float32 (and other type attributes)
+    interface: tuple[tuple[str, int], ...] = ()  # (name, 16-bit type) of each input/output made float32
+
+
+def half_interface(model: onnx.ModelProto) -> tuple[tuple[str, int], ...]:
+    """(name, element type) of each model input (initializers excluded) and output stored in 16 bits."""
+    initializers = {t.name for t in model.graph.initializer}
+    interface = [v for v in model.graph.input if v.name not in initializers] + list(model.graph.output)
+    typed = [(v.name, v.type.tensor_type.elem_type) for v in interface]
+    return tuple((name, kind) for name, kind in typed if kind in HALF)
 
 
 def widenable(model: onnx.ModelProto) -> bool:
-    """Whether the model's inputs and outputs are free of 16-bit floats (its insides may hold them)."""
-    initializers = {t.name for t in model.graph.initializer}
-    interface = [v for v in model.graph.input if v.name not in initializers] + list(model.graph.output)
-    return not any(v.type.tensor_type.elem_type in HALF for v in interface)
+    """Whether the model's inputs and outputs are free of bfloat16 (its insides may hold any 16-bit
+    float, its interface float16)."""
+    return all(kind != onnx.TensorProto.BFLOAT16 for _, kind in half_interface(model))
 
 
 def widen(model: onnx.ModelProto) -> Widened:
@@ -46,6 +58,7 @@ def widen(model: onnx.ModelProto) -> Widened:
     holds none or is not widenable."""
     if not widenable(model) or not _has_half(model):
         return Widened(model, 0, 0)
+    interface = half_interface(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     weights = casts = 0
@@ -62,7 +75,7 @@ def widen(model: onnx.ModelProto) -> Widened:
                     casts += 1
                 elif attr.type == onnx.AttributeProto.TENSOR:
                     weights += _widen_tensor(attr.t)
-    return Widened(out, weights, casts)
+    return Widened(out, weights, casts, interface)
 
 
 def _has_half(model: onnx.ModelProto) -> bool:
@@ -95,3 +108,124 @@ def _widen_tensor(tensor: onnx.TensorProto) -> int:
     value = numpy_helper.to_array(tensor).astype(np.float32)
     tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
     return 1
+
+
+def narrow(model: onnx.ModelProto, interface: tuple[tuple[str, int], ...]) -> onnx.ModelProto:
+    """`model` (made from a widened one: float32 where `interface` names a 16-bit input or output) with
+    that interface given back: each such input read through a Cast to float32, each such output written
+    by a Cast from float32, under their own names. A pair of Casts that round-trips exactly (the
+    float32 -> float16 that --to fp16 puts after an input, or before an output) is folded away. The
+    model itself where nothing is to be given back."""
+    kinds = dict(interface)
+    given = {v.name for v in model.graph.input}
+    edges = [(v.name, True) for v in model.graph.input if kinds.get(v.name) and _float(v)]
+    edges += [
+        (v.name, False) for v in model.graph.output if kinds.get(v.name) and _float(v) and v.name not in given
+    ]
+    if not edges:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    names = {name for graph in graphs_within(out.graph) for name in _names(graph)}
+    front: list[onnx.NodeProto] = []
+    back: list[onnx.NodeProto] = []
+    for name, is_input in edges:
+        inner = _fresh(f"{name}_float32", names)
+        _rename(out.graph, name, inner)
+        kind, cast = kinds[name], _fresh(f"{name}_cast", names)
+        if is_input:
+            front.append(onnx.helper.make_node("Cast", [name], [inner], cast, to=FLOAT))
+        else:
+            back.append(onnx.helper.make_node("Cast", [inner], [name], cast, to=kind))
+        for value in [*out.graph.input, *out.graph.output]:
+            if value.name == name:
+                value.type.tensor_type.elem_type = kind
+    nodes = [*front, *out.graph.node, *back]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    try:  # the types of the tensors the Casts read, where nothing in the graph declares them
+        typed = model_io.infer_shapes(out).graph.value_info
+    except ModelError:
+        typed = out.graph.value_info
+    _fold_round_trips(out.graph, {v.name: v.type.tensor_type.elem_type for v in typed})
+    return out
+
+
+def _names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor and node name the graph uses or declares."""
+    found = {t.name for t in graph.initializer} | {v.name for v in _values(graph)}
+    for node in graph.node:
+        found.update([*node.input, *node.output, node.name])
+    return found
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    """`name`, or it with the first free suffix; taken gets it."""
+    candidate, k = name, 1
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Every use and definition of tensor `old` inside the graph (bodies included) made `new`; the
+    graph's own input and output entries keep their name."""
+    bodies = list(graphs_within(graph))[1:]
+    for value in [*graph.value_info, *(v for body in bodies for v in _values(body))]:
+        if value.name == old:
+            value.name = new
+    for current in graphs_within(graph):
+        for node in current.node:
+            node.input[:] = [new if n == old else n for n in node.input]
+            node.output[:] = [new if n == old else n for n in node.output]
+        for tensor in current.initializer:
+            if tensor.name == old:
+                tensor.name = new
+
+
+def _float(value: onnx.ValueInfoProto) -> bool:
+    return value.type.tensor_type.elem_type == FLOAT
+
+
+def _fold_round_trips(graph: onnx.GraphProto, inferred: dict[str, int]) -> None:
+    """Drop each Cast pair 16-bit -> float32 -> the same 16-bit type (exact), the 16-bit tensor read
+    directly; in place. Only pairs whose middle tensor nothing else reads."""
+    while (pair := _round_trip(graph, inferred)) is not None:
+        first, second = pair
+        source, end = graph.node[first].input[0], graph.node[second].output[0]
+        if end in {v.name for v in graph.output}:
+            _rename(graph, source, end)  # the writer of the 16-bit tensor writes the output itself
+        else:
+            _rename(graph, end, source)
+        for index in sorted(pair, reverse=True):
+            del graph.node[index]
+
+
+def _round_trip(graph: onnx.GraphProto, inferred: dict[str, int]) -> tuple[int, int] | None:
+    """(index of a Cast 16-bit -> float32, index of the one Cast reading it back to the same type);
+    inferred: element types by tensor name, where known."""
+    kinds = {**inferred, **{v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info]}}
+    for node in graph.node:
+        if node.op_type == "Cast":
+            kinds[node.output[0]] = next(a.i for a in node.attribute if a.name == "to")
+    readers: dict[str, list[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            readers.setdefault(name, []).append(index)
+    ends = {v.name for v in graph.output}
+    starts = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    for first, node in enumerate(graph.node):
+        source = node.input[0] if node.op_type == "Cast" and node.input else ""
+        if kinds.get(node.output[0]) != FLOAT or kinds.get(source) not in HALF or node.output[0] in ends:
+            continue
+        middle = readers.get(node.output[0], [])
+        if len(middle) != 1 or graph.node[middle[0]].op_type != "Cast":
+            continue
+        end = graph.node[middle[0]].output[0]
+        if kinds.get(end) != kinds[source]:
+            continue
+        if end in ends and (source in starts or source in ends):
+            continue  # an input (or another output) handed straight to an output: the Casts carry it
+        return first, middle[0]
+    return None

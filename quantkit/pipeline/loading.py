@@ -53,14 +53,15 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
             f"{path.name} is quantized already ({ops}); quantkit converts float models: give it the FP32 "
             "original"
         )
-    halves = {} if widenable(model) else _half_weights(model)  # mixed precision is read as float32
+    # mixed precision and float16 interfaces are read as float32 (graph.widen); bfloat16 ones are not
+    halves = {} if widenable(model) else _half_weights(model)
     if halves:
         kinds = "/".join(sorted({onnx.TensorProto.DataType.Name(t) for t in halves.values()}))
         layers = sum(node.op_type in COMPUTE_OPS for node in model.graph.node)
         raise ModelError(
             f"{path.name} is {kinds.lower()} already ({len(halves)} of its {layers} Conv/Gemm/MatMul weights "
-            f"are {kinds}) and its inputs or outputs are too; quantkit converts float32 models: give it the "
-            "FP32 original, or export it again with float32 inputs and outputs"
+            f"are {kinds}) and its inputs or outputs are bfloat16, which quantkit cannot feed: give it the "
+            "FP32 original, or export it again with float32 (or float16) inputs and outputs"
         )
 
 

@@ -73,11 +73,9 @@ def compare(
     specs = model_io.float_inputs(reference)
     several = arrays is not None and len(specs) > 1  # arrays feed every input; images the one image input
     spec = specs[0] if several else model_io.image_input(reference)
-    other = (
-        model_io.float_inputs(candidate, half=True)[0] if several else model_io.image_input(candidate, True)
-    )
+    other = model_io.float_inputs(candidate)[0] if several else model_io.image_input(candidate)
     classes = read_classes(config.labels) if config.labels else None
-    fed = (specs, model_io.float_inputs(candidate, half=True)) if several else ((spec,), (other,))
+    fed = (specs, model_io.float_inputs(candidate)) if several else ((spec,), (other,))
     fixed = {d for d in (fixed_batch_of([s.batch_dim for s in one]) for one in fed) if d is not None}
     if len(fixed) > 1:
         raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")
@@ -278,7 +276,8 @@ def _float16(model: onnx.ModelProto) -> bool:
     said nothing of how onnxruntime's CPU computes it, where convert prints both figures)."""
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
         return True
-    casts = (n for n in model.graph.node if n.op_type == "Cast")
+    ends = {v.name for v in model.graph.output}  # a float16 output's own Cast computes nothing in it
+    casts = (n for n in model.graph.node if n.op_type == "Cast" and n.output[0] not in ends)
     return any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for n in casts for a in n.attribute)
 
 

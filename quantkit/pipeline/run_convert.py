@@ -23,7 +23,7 @@ from quantkit.graph import compact as compact_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.prepare import Prepared
-from quantkit.graph.widen import widen
+from quantkit.graph.widen import narrow, widen
 from quantkit.images import images_of
 from quantkit.outcomes import ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, Parallel
@@ -185,6 +185,7 @@ def _converted(
             quantized = compact_graph.compact(quantized, keep=reference[0] if reference else ())
         else:
             quantized = compact_graph.share_weights(quantized)
+        quantized = narrow(quantized, prepared.interface)  # a float16 interface, as the model was fed
         stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, timed_plan))
         run = runnable(quantized, config)
         stored, smoke = write_checked(

@@ -24,6 +24,7 @@ from quantkit.graph.float_formats import FORMATS, FloatFormat
 from quantkit.graph.prepare import prepare
 from quantkit.graph.query import measured_outputs, measured_tensors
 from quantkit.graph.samples import synthetic_samples
+from quantkit.graph.widen import narrow
 from quantkit.outcomes import Float16Summary
 from quantkit.pipeline.loading import (
     model_bytes,
@@ -126,6 +127,7 @@ def _converted(
     rewritten = fp16_graph.rewrite(inferred, (k.node for k in decided.kept), config.keep_io_types, target)
     measured_names = reference[0] if reference else ()
     converted = compact_graph.compact(rewritten.model, measured_names) if config.compact else rewritten.model
+    converted = narrow(converted, prepared.interface)  # a float16 interface, as the model was fed
     stamp(converted, {"to": target.flag, **config.to_dict()}, table_path, table, sha)
     checked = Floor(
         floor,
