@@ -83,7 +83,7 @@ def missing() -> str | None:
     """Why this bench cannot run here, or None."""
     if not (ASSETS / "models").is_dir():
         return f"real models and images not found at {ASSETS}"
-    for package, install in (("openvino", "pip install 'quantkit[openvino]'"), ("nncf", "pip install nncf")):
+    for package, install in (("openvino", "pip install 'openvino>=2024.0'"), ("nncf", "pip install nncf")):
         if importlib.util.find_spec(package) is None:
             return f"{package} is not installed ({install} into the bench's environment)"
     return None

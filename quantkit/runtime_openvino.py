@@ -1,5 +1,5 @@
 """OpenVINO sessions for `compare --runtime openvino`. The only module that imports openvino (an optional
-extra: `pip install 'quantkit[openvino]'`), imported when a session is made, never at module import.
+extra, `pip install 'openvino>=2024.0'`), imported when a session is made, never at module import.
 
 A session is runtime.Session's interface where compare and the timing use it (`run`, `run_batch`,
 `timed`, `output_names`, `fixed_batch`, `threads`): the CPU device, the latency hint, `threads` as
@@ -21,7 +21,7 @@ import onnx
 from quantkit.errors import ConfigError, ModelError, shorten
 from quantkit.results import Feed, fed_as, feed_pad, feed_rows
 
-INSTALL = "pip install 'quantkit[openvino]'"
+INSTALL = "pip install 'openvino>=2024.0'"  # the `openvino` extra's (pyproject.toml)
 DEVICE = "CPU"
 PRECISION_HINT = "f32"
 PERFORMANCE_HINT = "LATENCY"

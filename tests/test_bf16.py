@@ -201,7 +201,7 @@ def test_shared_models_in_bfloat16(name: str, tmp_path: Path) -> None:
 
 @requires_assets()
 def test_openvino_runs_the_bfloat16_file_close_to_the_emulation(tmp_path: Path) -> None:
-    ov = pytest.importorskip("openvino", reason="openvino is not installed (quantkit[openvino])")
+    ov = pytest.importorskip("openvino", reason="openvino is not installed (the openvino extra)")
     src = ASSETS / "models" / "squeezenet1.1.onnx"
     out = tmp_path / "sq.bf16.onnx"
     pipeline.convert_float16(src, None, out, Float16Config(to="bf16"))

@@ -106,7 +106,7 @@ def test_the_bench_skips_with_the_reason_when_openvino_or_nncf_is_missing(
     assert openvino_bench.missing() == f"real models and images not found at {tmp_path}"
     (tmp_path / "models").mkdir()
     real = importlib.util.find_spec
-    for absent, install in (("openvino", "pip install 'quantkit[openvino]'"), ("nncf", "pip install nncf")):
+    for absent, install in (("openvino", "pip install 'openvino>=2024.0'"), ("nncf", "pip install nncf")):
         monkeypatch.setattr(
             importlib.util, "find_spec", lambda name, a=absent: None if name == a else real(name)
         )

@@ -65,7 +65,7 @@ def test_an_error_the_task_raises_is_raised_as_in_one_process(tmp_path: Path) ->
 
 def test_ray_missing_is_one_line_that_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(ConfigError, match=r"--ray needs Ray.*pip install 'quantkit\[ray\]'"):
+    with pytest.raises(ConfigError, match=r"--ray needs Ray.*pip install 'ray>=2\.40'"):
         pool_for(Parallel(ray="127.0.0.1:6379"))
 
 

@@ -71,7 +71,7 @@ def compare(
         typer.Option(
             "--runtime",
             help="Where both models run, for accuracy and latency: onnxruntime, or openvino (OpenVINO's "
-            "CPU device, float32 precision hint; pip install 'quantkit[openvino]').",
+            "CPU device, float32 precision hint; pip install 'openvino>=2024.0').",
         ),
     ] = Runtime.onnxruntime,
     workers: WorkersOpt = 1,

@@ -72,7 +72,7 @@ RayOpt = Annotated[
         envvar="RAY_ADDRESS",
         show_envvar=False,
         help="Run the shards as Ray tasks on the cluster at this address (or $RAY_ADDRESS); needs "
-        "pip install 'quantkit[ray]' and the images on a path every node reads.",
+        "pip install 'ray>=2.40' and the images on a path every node reads.",
     ),
 ]
 

@@ -22,7 +22,7 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 ATTEMPTS = 2
-INSTALL = "pip install 'quantkit[ray]'"
+INSTALL = "pip install 'ray>=2.40'"  # the `ray` extra's; "quantkit" on PyPI is another project
 
 
 CONNECT_SECONDS = 10.0  # ray.init itself retries an address nothing listens at for minutes
