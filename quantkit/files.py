@@ -59,6 +59,24 @@ def check_output(output: Path, *inputs: Path) -> None:
     require_writable(output.parent)
 
 
+def refuse_over_artifact(role: str, output: Path) -> None:
+    """A report is never written over an existing ONNX model or calibration table, though neither is an
+    input of the command (hunt39 F13: compare --json x.calib.json replaced the table and orphaned its
+    .npz; the next command called it no table)."""
+    name = output.name.lower()
+    kind = (
+        "an ONNX model"
+        if name.endswith(".onnx")
+        else "a calibration table"
+        if name.endswith(".calib.json")
+        else ""
+    )
+    if kind and output.is_file():
+        raise OutputError(
+            f"{role} {output} is {kind}; a report would replace it: give the report another path"
+        )
+
+
 def require_writable(folder: Path, fix: str = "choose a writable folder") -> None:
     """Refuse a folder nothing can be written in (its mode, a read-only mount) before any work: found at
     the write, it cost an INT8 convert 30 s of work first (a --max-drop search: minutes)."""

@@ -265,7 +265,7 @@ class SensitivityReport:
         measured = [(k, db) for k, db, _ in self.cumulative if k <= most]
         if not measured:
             return None
-        best = max(db for _, db in measured)
+        best = max((db for _, db in measured if db < float("inf")), default=float("inf"))  # not all float
         return min(k for k, db in measured if db >= best - TOGETHER_MARGIN_DB)
 
 

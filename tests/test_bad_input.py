@@ -832,6 +832,61 @@ def test_compare_says_which_images_it_skipped(
     assert_one_line_error(code, err, "none of the 2 images could be read (first failures: a.jpg:", "b.png:")
 
 
+def test_compare_names_odd_files_on_one_line_and_warns_of_few_runs(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hunt39 F13: a name with a newline split the skipped-files warning over two lines, a name no encoding
+    decodes went into the JSON as a lone surrogate (strict readers refuse it), and --runs 1 printed one
+    timing as p50, p90 and p99 with no word."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for p in sorted(image_dir.rglob("*.png"))[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "two\nlines.jpg").write_bytes(b"not an image")
+    (folder / os.fsdecode(b"bad_\xff.jpg")).write_bytes(b"junk")
+    report = tmp_path / "c.json"
+    argv = ["compare", str(cnn), str(cnn), "--images", str(folder), "--runs", "1", "--json", str(report)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    (skipped,) = [line for line in err.splitlines() if "unreadable" in line]
+    assert "bad_\\xff.jpg (" in skipped and "two\\nlines.jpg (" in skipped
+    assert "latency rests on 1 timed run(s) of each model" in err
+    text = report.read_bytes().decode("utf-8")  # strict: no lone surrogate escaped into it
+    assert "\\ud" not in text and "bad_\\\\xff.jpg" in text
+
+
+def test_a_report_never_replaces_a_model_or_a_table(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hunt39 F13: compare --json x.calib.json replaced the table (not an input of compare) and orphaned
+    its .npz; a report over an existing model is refused alike. The calibration of 1 image says so."""
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted(image_dir.rglob("*.png"))[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    table = tmp_path / "cnn.calib.json"
+    code, out, err = run(["calibrate", str(cnn), "--images", str(one), "-o", str(table)], capsys)
+    assert code == 0 and " tensors on 1 image in " in out, err
+    kept = table.read_bytes()
+    other = tmp_path / "other.onnx"
+    other.write_bytes(cnn.read_bytes())
+    for target, kind in ((table, "a calibration table"), (other, "an ONNX model")):
+        argv = [
+            "compare",
+            str(cnn),
+            str(cnn),
+            "--images",
+            str(image_dir),
+            "--runs",
+            "0",
+            "--json",
+            str(target),
+        ]
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, f"--json {target} is {kind}; a report would replace it")
+    assert table.read_bytes() == kept and other.read_bytes() == cnn.read_bytes()
+
+
 def test_one_preprocessing_flag_keeps_the_rest_of_what_the_model_records(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:

@@ -314,6 +314,29 @@ def test_the_set_written_is_the_fewest_layers_within_a_tenth_of_a_db_of_the_best
     assert report().best_together(3) is None
 
 
+def test_every_layer_float_is_no_set_to_write() -> None:
+    """hunt39 F13: --top 100 measured the all-float set at inf dB (FP32 itself), and the exclusions file
+    listed all 49 layers, floating the whole model without a word."""
+    from quantkit.outcomes import LayerSensitivity, SensitivityReport
+    from quantkit.reports import records
+    from quantkit.reports.formats import set_note
+
+    layers = tuple(LayerSensitivity(f"conv{k}", "Conv", 20.0, 16.0, 0.1) for k in range(3))
+    steps = ((1, 16.5, 0.2), (2, 17.0, 0.5), (3, float("inf"), 1.0))
+    result = SensitivityReport(layers, 15.0, steps, 16, 1.0, {})
+    assert result.best_together(3) == 2 and records.exclusion_count(result, None) == 2
+    assert records.exclusions_warning(result, None) is None
+    assert set_note(3, 2, float("inf")) == (
+        " (FP32 itself: every ranked layer float; --write-exclusions keeps the top 2)"
+    )
+    assert set_note(2, 2, 17.0) == " (the set --write-exclusions keeps)" and set_note(1, 2, 16.5) == ""
+    everything = SensitivityReport(layers, 15.0, ((3, float("inf"), 1.0),), 16, 1.0, {})
+    assert records.exclusions_warning(everything, None) == (
+        "the exclusions file lists all 3 ranked layers: convert --exclude-from it keeps every one float; "
+        "give --keep a smaller count"
+    )
+
+
 def test_a_file_on_stdout_keeps_stdout_for_it(
     planted: tuple[Path, Path], image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,7 +19,7 @@ from tests.conftest import requires_assets, tiny_cnn
 from tests.helpers import assert_one_line_error, run
 
 Capsys = pytest.CaptureFixture[str]
-FAST = ["--runs", "2", "--warmup", "0"]
+FAST = ["--runs", "5", "--warmup", "0"]  # fewer: a warning (figure_warnings.few_runs)
 TORCHVISION = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
 
 
@@ -674,7 +674,7 @@ def test_onnxruntime_prints_none_of_its_own_log_lines(
     model.ir_version = 8
     path = tmp_path / "resize.onnx"
     onnx.save(model, str(path))
-    argv = ["compare", str(path), str(path), "--images", str(image_dir), "--runs", "1", "-q"]
+    argv = ["compare", str(path), str(path), "--images", str(image_dir), "--runs", "5", "-q"]
     code, _, err = run([*argv, "--json", str(tmp_path / "c.json")], capfd)  # type: ignore[arg-type]
     assert code == 0, err
     assert "onnxruntime" not in err and err == "", err

@@ -110,9 +110,10 @@ def file_outputs(outputs: Sequence[tuple[str, Path | None]]) -> bool:
     whether one goes there: the command's table then goes to stderr (show_table)."""
     from quantkit import files
 
-    for _, out in outputs:
+    for flag, out in outputs:
         if out is not None and str(out) != "-":
             files.check_output(out)
+            files.refuse_over_artifact(flag, out)
     to_stdout = [flag for flag, out in outputs if out is not None and str(out) == "-"]
     if len(to_stdout) > 1:  # hunt32: sensitivity's two documents and its table went to stdout, none readable
         flags = " and ".join(flag for flag, _ in outputs)

@@ -103,3 +103,5 @@ def sensitivity(
         write_text(json_path, json_text(records.sensitivity_dict(result)))
     if write_exclusions is not None:
         write_text(write_exclusions, records.exclusions_file(result, keep, model.name))
+        if every := records.exclusions_warning(result, keep):
+            warn(every)

@@ -74,3 +74,17 @@ def kind_hidden(m: OutputMetrics) -> str | None:
         "score beside boxes, a quality beside an angle), and the largest values weigh most in the pooled "
         "figure; judge that one on your task's metric"
     )
+
+
+FEW_RUNS = 5  # timed runs below which compare's percentiles and speedup are a warning's
+
+
+def few_runs(runs: int) -> str | None:
+    """A warning where latency rests on fewer than FEW_RUNS timed runs (hunt39 F13: --runs 1 printed one
+    timing as p50, p90 and p99 and a speedup of 2.01x with no word); none for --runs 0 (no timing)."""
+    if not 0 < runs < FEW_RUNS:
+        return None
+    return (
+        f"latency rests on {runs} timed run(s) of each model: p90 and p99 are no percentiles of so few, "
+        "and the speedup moves from run to run on a shared CPU; give --runs 20 or more"
+    )

@@ -18,7 +18,7 @@ from quantkit.errors import (
     ImageError,
 )
 from quantkit.evaluate.compare import Comparison, compare_batches
-from quantkit.evaluate.figure_warnings import broken_output, kind_hidden, noise_hidden, unrelated
+from quantkit.evaluate.figure_warnings import broken_output, few_runs, kind_hidden, noise_hidden, unrelated
 from quantkit.evaluate.labels import read_classes
 from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
@@ -232,6 +232,7 @@ def compare(
                 FLOAT8_LEVEL if has_float8(candidate) and config.runtime is Runtime.onnxruntime else None,
                 FLOAT16_CPU if _float16(candidate) and config.runtime is Runtime.onnxruntime else None,
                 subnormal_warning(reference) if config.latency.runs else None,
+                few_runs(config.latency.runs),
                 unrelated(outputs),
                 *done.comparison.unequal_rows(),
                 done.comparison.unmatched(),

@@ -36,6 +36,7 @@ from quantkit.reports.formats import (
     recall_text,
     reference_line,
     runtime_line,
+    set_note,
     size_change,
     smoke_text,
 )
@@ -56,7 +57,7 @@ def calibrate_lines(
 ) -> Text:
     """preprocess: the resolved preprocessing of images; None for model-ready arrays."""
     text = Text()
-    what = "images" if preprocess is not None else "arrays"
+    what = ("image" if preprocess is not None else "array") + ("s" if used != 1 else "")
     text.append(f"calibrated {tensors} tensors on {used} {what} in {seconds:.1f} s -> {table}\n")
     text.append(f"{preprocess_line(preprocess) if preprocess else 'arrays fed as given: no preprocessing'}\n")
     if notes:  # calibrate observes the prepared form convert reads; the file is not written
@@ -302,8 +303,7 @@ def sensitivity_table(result: SensitivityReport, keep: int | None = None) -> Ren
     best = result.best_together(len(result.layers) if keep is None else keep) or 0
     for k, db, recovered in result.cumulative:
         names = ", ".join(r.node for r in result.layers[:k]) + float_in_all(result, k)
-        worse = f" (no better than the top {best}, which --write-exclusions keeps)" if k > best else ""
-        worse = " (the set --write-exclusions keeps)" if k == best else worse
+        worse = set_note(k, best, db)
         lines.append(
             f"keeping {'this layer' if k == 1 else f'these {k} layers'} in float recovers "
             f"{100 * recovered:.0f}% of the error (output {int8} -> "

@@ -163,9 +163,19 @@ def fallback_steps(steps: Sequence[FallbackStep]) -> str:
     return "".join(said)
 
 
+def shown_name(name: str) -> str:
+    """A file name as one printable line of valid UTF-8: a newline or another control character as its
+    escape ('a\\nb.jpg'), a byte no encoding decodes (a lone surrogate, which strict JSON readers refuse)
+    as '\\xff' (hunt39 F13)."""
+    if name.isprintable() and not any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        return name
+    raw = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)
+
+
 def skipped_line(skipped: Sequence[tuple[str | Path, str]], shown: int = 3) -> str:
     """'skipped 4 unreadable file(s): a (why), b (why), c (why) and 1 more'."""
-    names = ", ".join(f"{Path(name).name} ({why})" for name, why in skipped[:shown])
+    names = ", ".join(f"{shown_name(Path(name).name)} ({why})" for name, why in skipped[:shown])
     more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
     return f"skipped {len(skipped)} unreadable file(s): {names}{more}"
 
@@ -199,6 +209,17 @@ def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
         f"{pre.get('layout')} {order}, resize "
         f"{pre.get('resize')}{fill}, mean {values('mean')}, std {values('std')} (0-255 units)"
     )
+
+
+def set_note(k: int, best: int, db: float) -> str:
+    """What sensitivity's top-k set is beside the one --write-exclusions keeps (the top `best`)."""
+    if k == best:
+        return " (the set --write-exclusions keeps)"
+    if k < best:
+        return ""
+    if db == float("inf"):  # every layer measured float: FP32's own outputs, not a plan
+        return f" (FP32 itself: every ranked layer float; --write-exclusions keeps the top {best})"
+    return f" (no better than the top {best}, which --write-exclusions keeps)"
 
 
 def float_in_all(result: SensitivityReport, k: int) -> str:

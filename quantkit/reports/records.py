@@ -26,17 +26,38 @@ def shrink_dict(result: ShrinkResult) -> dict[str, Any]:
 UNMEASURED_KEEP = 3  # layers written where no set was measured together (--top 0) and --keep is not given
 
 
+def _most(result: SensitivityReport, keep: int | None) -> int:
+    return keep if keep is not None else len(result.layers) if result.cumulative else UNMEASURED_KEEP
+
+
+def exclusion_count(result: SensitivityReport, keep: int | None) -> int:
+    """How many of the top layers the exclusions file lists (exclusions_file)."""
+    best = result.best_together(_most(result, keep))
+    return min(_most(result, keep), len(result.layers)) if best is None else best
+
+
+def exclusions_warning(result: SensitivityReport, keep: int | None) -> str | None:
+    """A warning where the file lists every ranked layer: convert --exclude-from it writes no INT8 layer
+    (hunt39: --top 100 measured the all-float set at inf dB and wrote all 49 layers without a word)."""
+    count = exclusion_count(result, keep)
+    if count < len(result.layers) or count <= 1:
+        return None
+    return (
+        f"the exclusions file lists all {count} ranked layers: convert --exclude-from it keeps every one "
+        "float; give --keep a smaller count"
+    )
+
+
 def exclusions_file(result: SensitivityReport, keep: int | None, model: str) -> str:
     """The top layers, one per line, for convert --exclude-from: of the top-k sets kept float together
     (result.cumulative, k at most `keep`; None: any measured), the one that measured best (fewest on a
     tie); the top `keep` where none was measured. A PP-OCRv5 recogniser's top 3 together measured 5.59 dB,
     below its top 1 alone (7.48 dB), and all 3 were written; PaddleOCR's seal detector measured best with
     its top 4, and --keep 3 wrote a set that did worse on held-out images than none."""
-    most = keep if keep is not None else len(result.layers) if result.cumulative else UNMEASURED_KEEP
+    most = _most(result, keep)
     measured = [(k, db) for k, db, _ in result.cumulative if k <= most]
     top = min(most, len(result.layers))
-    best = result.best_together(most)
-    count = top if best is None else best
+    count = exclusion_count(result, keep)
     header = (  # hunt32: with --top 0 the file did not say that no set of them was measured together
         f"# quantkit sensitivity of {model}: the {count} layers whose float recovers the most output error, "
         "each measured alone (none together: --top 0; --keep sets how many)"
