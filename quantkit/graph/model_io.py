@@ -7,7 +7,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import onnx
 from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper, numpy_helper, version_converter
@@ -17,6 +16,7 @@ from quantkit.errors import ModelError, shorten
 from quantkit.files import data_files
 from quantkit.graph.contrib_types import inferred_types
 from quantkit.graph.file_kinds import checker_refusal, newer_opset, no_graph, not_onnx
+from quantkit.graph.finite_weights import check_finite_weights
 from quantkit.graph.legacy_ops import FREE_INITIALIZERS_IR, write_out
 from quantkit.graph.toposort import passes_sorted
 from quantkit.results import InputSpec
@@ -26,7 +26,6 @@ PER_CHANNEL_OPSET = 13
 # Operator domains onnxruntime's CPU provider runs without a custom-op library.
 KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc"})
 TRAINING_DOMAIN = "ai.onnx.preview.training"
-_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
 
 
 def file_sha256(path: Path) -> str:
@@ -76,7 +75,7 @@ def load_model(path: Path) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError) as exc:
         if not passes_sorted(model):
             raise ModelError(checker_refusal(model, path, _short(exc))) from exc
-    _check_finite_weights(model, path)
+    check_finite_weights(model, path)
     if model.ir_version < FREE_INITIALIZERS_IR:
         model.ir_version = FREE_INITIALIZERS_IR  # every IR 3 model is a valid IR 4 one
     return model
@@ -128,42 +127,6 @@ def _check_supported(model: onnx.ModelProto, path: Path) -> None:
             f"{path.name} uses {len(custom)} custom op type(s) onnxruntime cannot run without their "
             f"library (first: {domain}::{op}); export with standard ONNX ops"
         )
-
-
-# Ops whose initializer inputs are trained parameters: an infinity there is a broken weight. Elsewhere it
-# is a constant the exporter meant: PyTorch's masked_fill(-inf) exports a scalar -inf read by Where.
-PARAMETER_READERS = frozenset(
-    {
-        "Conv",
-        "ConvTranspose",
-        "Gemm",
-        "MatMul",
-        "BatchNormalization",
-        "InstanceNormalization",
-        "LayerNormalization",
-    }
-    | {"LSTM", "GRU", "RNN", "PRelu"}
-)
-
-
-def _check_finite_weights(model: onnx.ModelProto, path: Path) -> None:
-    """Refuse NaN in any float initializer, and Inf in one a PARAMETER_READERS op reads."""
-    parameters = {name for n in model.graph.node if n.op_type in PARAMETER_READERS for name in n.input}
-    for tensor in model.graph.initializer:
-        if tensor.data_type in _FLOAT_TYPES:
-            try:
-                values = numpy_helper.to_array(tensor)
-            except (ValueError, TypeError) as exc:  # dims that do not match the data
-                raise ModelError(
-                    f"weight {tensor.name!r} of {path.name} is malformed ({_short(exc)}); re-export the model"
-                ) from exc
-            finite = np.isfinite(values) if tensor.name in parameters else ~np.isnan(values)
-            bad = int(values.size - np.count_nonzero(finite))
-            if bad:
-                raise ModelError(
-                    f"weight {tensor.name!r} of {path.name} holds {bad} NaN or Inf value(s); "
-                    "fix the trained weights and re-export"
-                )
 
 
 def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
