@@ -556,11 +556,17 @@ def test_an_infinite_mask_constant_is_not_a_broken_weight(
     assert code == 0 and out.is_file(), err
 
 
+@pytest.mark.parametrize("held", ["initializer", "Constant"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_non_finite_weights(value: float, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+def test_non_finite_weights(value: float, held: str, image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """In a Constant node too (hunt42 F3: --to fp16 then advised a table, calibrate the preprocessing)."""
     params = conv_params(4, 3)
     params["w"][1, 0, 0, 0] = value
     model = make_model(cnn_nodes(), params)
+    if held == "Constant":
+        weight = next(t for t in model.graph.initializer if t.name == "w")
+        model.graph.node.insert(0, helper.make_node("Constant", [], ["w"], value=weight))
+        model.graph.initializer.remove(weight)
     fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "'w'", "NaN or Inf")
 
 

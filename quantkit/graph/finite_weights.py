@@ -29,21 +29,29 @@ PARAMETER_READERS = frozenset(
 
 
 def check_finite_weights(model: onnx.ModelProto, path: Path) -> None:
-    """Refuse NaN in any float initializer, and Inf in one a PARAMETER_READERS op reads."""
+    """Refuse NaN in any float initializer or Constant (hunt42 F3), and Inf in one a PARAMETER_READERS op
+    reads."""
     parameters = {name for n in model.graph.node if n.op_type in PARAMETER_READERS for name in n.input}
-    for tensor in model.graph.initializer:
+    held = [
+        (n.output[0], a.t)
+        for n in model.graph.node
+        if n.op_type == "Constant"
+        for a in n.attribute
+        if a.name == "value"
+    ]
+    for name, tensor in [*((t.name, t) for t in model.graph.initializer), *held]:
         if tensor.data_type in FLOAT_TYPES:
             try:
                 values = numpy_helper.to_array(tensor)
             except (ValueError, TypeError) as exc:  # dims that do not match the data
                 raise ModelError(
-                    f"weight {tensor.name!r} of {path.name} is malformed ({shorten(str(exc), 160)}); "
-                    "re-export the model"
+                    f"weight {name!r} of {path.name} is malformed ({shorten(str(exc), 160)}); re-export the "
+                    "model"
                 ) from exc
-            finite = np.isfinite(values) if tensor.name in parameters else ~np.isnan(values)
+            finite = np.isfinite(values) if name in parameters else ~np.isnan(values)
             bad = int(values.size - np.count_nonzero(finite))
             if bad:
                 raise ModelError(
-                    f"weight {tensor.name!r} of {path.name} holds {bad} NaN or Inf value(s); "
+                    f"weight {name!r} of {path.name} holds {bad} NaN or Inf value(s); "
                     "fix the trained weights and re-export"
                 )
