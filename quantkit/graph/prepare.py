@@ -31,6 +31,7 @@ from quantkit.graph.normalize import normalize
 from quantkit.graph.query import GraphIndex, name_nodes
 from quantkit.graph.samples import synthetic_samples
 from quantkit.graph.unfuse import unfuse
+from quantkit.graph.value_info import stale_declarations, without_declarations
 from quantkit.graph.widen import widen
 from quantkit.runtime import Session
 
@@ -52,6 +53,7 @@ class Prepared:
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
     interface: tuple[tuple[str, int], ...] = ()  # float16 inputs/outputs made float32 (widen.narrow: back)
+    stale: tuple[str, ...] = ()  # value_info entries the graph contradicts, dropped (graph.value_info)
     weights_computed: tuple[tuple[str, int], ...] = ()  # (op type, count) folded (graph.fold_shapes)
     unfused: tuple[tuple[str, int], ...] = ()  # (onnxruntime fused op, count) written out (graph.unfuse)
     legacy: tuple[tuple[str, int], ...] = ()  # (experimental op, count) written out (graph.legacy_ops)
@@ -87,6 +89,14 @@ class Prepared:
                 f"mixed precision read as float32: {weights} float16/bfloat16 weight(s) and {casts} "
                 "Cast(s) to 16 bits made float32 (exact; the model computes as it did, without rounding "
                 "its activations to 16 bits)"
+            )
+        if self.stale:
+            named = ", ".join(repr(name) for name in self.stale[:3]) + (
+                ", ..." if len(self.stale) > 3 else ""
+            )
+            found.append(
+                f"{len(self.stale)} declared inner shape(s) that the graph contradicts dropped (value_info "
+                f"{named}): onnxruntime ignores them too, onnx's shape inference stops at them"
             )
         if self.interface:
             edges = ", ".join(repr(name) for name, _ in self.interface)
@@ -125,6 +135,8 @@ def prepare(
     `minimum`, for the note."""
     before = model_io.opset_version(model)
     model, symbolic = model_io.symbolic_dims(model)
+    stale = stale_declarations(model)
+    model = without_declarations(model, stale)
     widened = widen(model)
     model = widened.model
     unfused = unfuse(model, before)  # onnxruntime's fused CPU nodes: the standard ops they fuse, exactly
@@ -152,6 +164,7 @@ def prepare(
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
         interface=widened.interface,
+        stale=stale,
         unfused=unfused.counts,
         legacy=legacy.counts,
     )

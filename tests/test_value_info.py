@@ -1,0 +1,62 @@
+"""Declared inner shapes (value_info) that the graph contradicts are dropped on the way in: onnxruntime
+runs such a model (it warns and merges leniently), and quantkit read only the tensors before the wrong
+declaration, then failed to convert (hunt42 F5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+from quantkit import pipeline
+from quantkit.config import CalibrateConfig, ConvertConfig, Float16Config, ImageSelection
+from quantkit.graph.value_info import stale_declarations, without_declarations
+from tests.conftest import tiny_cnn
+from tests.helpers import output_sqnr
+
+
+def _declared(path: Path, *values: onnx.ValueInfoProto) -> onnx.ModelProto:
+    model = onnx.load(str(path))
+    model.graph.value_info.extend(values)
+    return model
+
+
+def test_contradicted_declarations_are_found_and_the_rest_kept(tmp_path: Path) -> None:
+    wrong_shape = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 7, 5, 5])
+    wrong_rank = helper.make_tensor_value_info("g", TensorProto.FLOAT, [2, 3])
+    wrong_type = helper.make_tensor_value_info("h", TensorProto.INT64, None)
+    right = helper.make_tensor_value_info("r", TensorProto.FLOAT, ["N", 4, 16, 16])
+    vague = helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", "C", 1, 1])  # symbols: no conflict
+    model = _declared(tiny_cnn(tmp_path / "m.onnx"), wrong_shape, wrong_rank, right)
+    before = model.SerializeToString()
+    assert stale_declarations(model) == ("a", "g")
+    assert model.SerializeToString() == before  # the caller's model is given back as it was
+    kept = without_declarations(model, ("a", "g"))
+    assert [v.name for v in kept.graph.value_info] == ["r"] and len(model.graph.value_info) == 3
+    assert stale_declarations(_declared(tiny_cnn(tmp_path / "t.onnx"), wrong_type)) == ("h",)
+    plain = _declared(tiny_cnn(tmp_path / "v.onnx"), vague)
+    assert stale_declarations(plain) == () and without_declarations(plain, ()) is plain
+
+
+def test_a_model_with_a_wrong_declaration_calibrates_every_tensor_and_converts(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    clean = tiny_cnn(tmp_path / "clean.onnx")
+    wrong = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 7, 5, 5])
+    path = tmp_path / "declared.onnx"
+    onnx.save(_declared(clean, wrong), str(path))
+    config = CalibrateConfig(images=ImageSelection(image_dir))
+    expected = pipeline.calibrate(clean, tmp_path / "clean.calib.json", config).tensors
+    table = tmp_path / "model.calib.json"
+    summary = pipeline.calibrate(path, table, config)
+    assert summary.tensors == expected
+    assert any(
+        n.startswith("1 declared inner shape(s) that the graph contradicts dropped") for n in summary.notes
+    )
+    out = tmp_path / "declared.int8.onnx"
+    converted = pipeline.convert(path, table, out, ConvertConfig())
+    assert converted.plan.quantized_nodes and output_sqnr(path, out, image_dir) > 20.0
+    half = tmp_path / "declared.fp16.onnx"
+    pipeline.convert_float16(path, table, half, Float16Config())
+    assert output_sqnr(path, half, image_dir) > 40.0
