@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from quantkit import pipeline
-from quantkit.config import CalibrateConfig, Float16Config, ImageSelection
+from quantkit.config import CalibrateConfig, ConvertConfig, Float16Config, ImageSelection
 from quantkit.errors import ConversionError
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.graph import fp16_rewrite as fp16_graph
@@ -47,6 +47,40 @@ def _sqnr(reference: onnx.ModelProto | Path, candidate: onnx.ModelProto | Path, 
     (name,) = ref
     noise = float(np.sum((ref[name].astype(np.float64) - cand[name]) ** 2))
     return sqnr_db(float(np.sum(ref[name].astype(np.float64) ** 2)), noise)
+
+
+def test_a_model_with_no_op_in_float16_is_said_to_be_the_fp32_one(cnn: Path, tmp_path: Path) -> None:
+    """hunt42 F2: every op kept float32 (a model whose input is scaled by 1e5) was written 1.00x its size,
+    exit 0, with an empty table and 'nothing kept float32'."""
+    ops = ["Conv", "Relu", "GlobalAveragePool", "Flatten"]
+    summary = pipeline.convert_float16(cnn, None, tmp_path / "o.onnx", Float16Config(exclude_op_types=ops))
+    assert not summary.float16_by_type
+    assert summary.warnings == (
+        "no op was converted to float16: each stayed float32 for the reason convert's table gives, so the "
+        "model written computes as the FP32 model does, at its size",
+    )
+    assert not pipeline.convert_float16(cnn, None, tmp_path / "h.onnx", Float16Config()).warnings
+
+
+def test_weights_listed_as_inputs_are_said_to_change(cnn: Path, tmp_path: Path, image_dir: Path) -> None:
+    """hunt42 F1: an initializer also listed as a graph input (overridable) came out an input of float16
+    (--to fp16) or no input at all (int8), and neither convert said so."""
+    model = onnx.load(str(cnn))
+    model.graph.input.append(helper.make_tensor_value_info("w1", TensorProto.FLOAT, [4, 3, 3, 3]))
+    path = save(model, tmp_path / "listed.onnx")
+    table = tmp_path / "listed.calib.json"
+    pipeline.calibrate(path, table, CalibrateConfig(images=ImageSelection(image_dir)))
+    int8 = pipeline.convert(path, table, tmp_path / "i.onnx", ConvertConfig())
+    said = "1 weight(s) the model lists as inputs (overridable, e.g. 'w1') are "
+    assert said + "plain weights in the model written: a caller can no longer feed them" in int8.notes
+    assert [i.name for i in onnx.load(str(tmp_path / "i.onnx")).graph.input] == ["x"]
+    half = pipeline.convert_float16(path, table, tmp_path / "h.onnx", Float16Config())
+    assert (
+        said + "stored and declared float16 in the model written: a caller that feeds one feeds float16"
+        in (half.notes)
+    )
+    listed = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(tmp_path / "h.onnx")).graph.input}
+    assert listed == {"x": TensorProto.FLOAT, "w1": TensorProto.FLOAT16}
 
 
 def test_cnn_in_float16_with_float32_edges(cnn: Path, tmp_path: Path) -> None:

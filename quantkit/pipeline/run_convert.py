@@ -229,7 +229,8 @@ def _converted(
         + guarded_note
         + floor_kept
         + convert_notes.elsewhere(config)
-        + convert_notes.weights_listed(listed if speed is not None else 0),
+        + convert_notes.weights_listed(listed if speed is not None else 0)
+        + convert_notes.inputs_changed(model, int8, "int8"),
         speed=speed,
         fallback=tuple(steps),
         fallback_start_db=start_db,

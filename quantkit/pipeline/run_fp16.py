@@ -26,6 +26,7 @@ from quantkit.graph.query import measured_outputs, measured_tensors
 from quantkit.graph.samples import synthetic_samples
 from quantkit.graph.widen import narrow
 from quantkit.outcomes import Float16Summary
+from quantkit.pipeline.convert_notes import inputs_changed
 from quantkit.pipeline.loading import (
     model_bytes,
     require_float,
@@ -150,8 +151,9 @@ def _converted(
         on_device = _on_hardware(converted, emulation, target, (reference, samples, memo), described, goal)
         ordered, warned = ordered + on_device[:1], warned + on_device[1:]
     kept_names = {k.node for k in decided.kept}
+    by_type = fp16_planner.converted_by_type(inferred, kept_names)
     return Float16Summary(
-        float16_by_type=fp16_planner.converted_by_type(inferred, kept_names),
+        float16_by_type=by_type,
         kept_float32=tuple((k.node, k.op_type, k.reason) for k in decided.kept),
         checked_tensors=decided.checked_tensors,
         overflowing_weights=decided.overflowing_weights,
@@ -164,10 +166,22 @@ def _converted(
         + _already_16_bit(prepared.widened[0], target)
         + searched
         + ordered
-        + _unchecked(table is None, config.min_sqnr_db, floor),
+        + _unchecked(table is None, config.min_sqnr_db, floor)
+        + inputs_changed(model, converted, target.name),
         target=target.name,
         measured_by="onnxruntime" if target.runs_in_onnxruntime else EMULATED,
-        warnings=warned,
+        warnings=warned + _none_converted(by_type, target),
+    )
+
+
+def _none_converted(by_type: dict[str, int], target: FloatFormat) -> tuple[str, ...]:
+    """The warning where every op stayed float32 (hunt42 F2: a model whose input is scaled by 1e5 was
+    written 1.00x its size, exit 0, with nothing said but an empty table)."""
+    if by_type:
+        return ()
+    return (
+        f"no op was converted to {target.name}: each stayed float32 for the reason convert's table gives, "
+        "so the model written computes as the FP32 model does, at its size",
     )
 
 
@@ -288,7 +302,8 @@ def _float16_fallback(
     start = fallback.output_sqnr(base, reference, samples, memo)
     on = "calibration samples" if target == config.min_sqnr_db else "synthetic inputs"
     if start >= target:
-        return decided, (f"{why}: output SQNR on {on} {start:.2f} dB (at least {why}: nothing kept float32)",)
+        reached = f"{why}: output SQNR on {on} {start:.2f} dB (at least {why}: the search kept none float32)"
+        return decided, (reached,)
     layers = [n for n in model.graph.node if n.op_type in COMPUTE_OPS and n.name not in kept]
     if config.max_float32_layers == 0:
         layers = []  # nothing may be kept: nothing to rank
