@@ -11,8 +11,8 @@ from onnx import helper, numpy_helper
 
 from quantkit.config import ConvertConfig, Prefer, Rounding, Target
 from quantkit.errors import ConfigError
-from quantkit.planner.placement import ATTENTION_INT8_INPUTS
-from tests.conftest import conv_params, make_model
+from quantkit.planner.placement import ATTENTION_INT8_INPUTS, LEFT_WEIGHT
+from tests.conftest import conv_params, make_model, rng
 from tests.helpers import dq_feeds_q, op_counts, optimized_graph, output_sqnr, quantize
 
 N = helper.make_node
@@ -320,6 +320,17 @@ def test_activation_x_activation_matmul_stays_float_unless_asked(tmp_path: Path,
     model = make_model(nodes, inits)
     summary, _ = quantize(model, tmp_path, image_dir)
     assert ("MatMul", "activation x activation MatMul (attention) kept float") in summary.float_by_reason
+
+
+def test_a_matmul_with_its_weight_on_the_left_says_so(tmp_path: Path, image_dir: Path) -> None:
+    """W @ x (a constant left operand) was listed as an attention MatMul that onnxruntime runs on int8
+    values, where it ran in float with its float32 weight (hunt42 F6)."""
+    inits: dict[str, np.ndarray] = {"w": rng(5).normal(0, 0.3, (16, 16)).astype(np.float32)}
+    nodes = [conv("c1", "x", "a", 4, 3, 1, inits), N("MatMul", ["w", "a"], ["y"], name="left")]
+    summary, out = quantize(make_model(nodes, inits), tmp_path, image_dir)
+    assert ("MatMul", LEFT_WEIGHT) in summary.float_by_reason
+    assert not any(reason == ATTENTION_INT8_INPUTS for _, reason in summary.float_by_reason)
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
 def test_an_attention_matmul_whose_inputs_reach_it_quantized_says_so(tmp_path: Path, image_dir: Path) -> None:

@@ -136,10 +136,16 @@ ATTENTION_INT8_INPUTS = (
 )
 
 
+LEFT_WEIGHT = "constant left operand (W @ x): quantkit quantizes a MatMul's right-hand weight only"
+
+
 def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     index = state.index
     x, w = node.input[0], node.input[1] if len(node.input) > 1 else ""
     weight = index.constant(w) if w else None
+    if weight is None and node.op_type == "MatMul" and index.constant(x) is not None:
+        state.reasons[node.name] = LEFT_WEIGHT  # not an attention product (hunt42 F6 read it as one)
+        return
     if weight is None:
         both_live = w and state.has_stats(w)
         if node.op_type == "MatMul" and both_live and not state.config.quantize_attention_matmul:
