@@ -103,5 +103,5 @@ def test_rows_of_anchors_are_no_class_scores() -> None:
         _choose(BudgetMetric.agreement, {"loc": offsets}, False, None, images=1)
     assert _choose(BudgetMetric.auto, {"scores": offsets[:1]}, False, None, images=1) == (
         BudgetMetric.agreement,
-        "scores",
+        ("scores",),
     )

@@ -57,28 +57,40 @@ class ChunkReference:
     labels: tuple[np.ndarray, ...]
     detector: DetectorHead | None = None
     masks: int = 0  # the head's trailing mask coefficients (metrics.mask_columns), dropped before scoring
+    # agreement: the other class-score outputs, and FP32's top-1 of each per batch (hunt41 F1: a captcha
+    # model's five digit heads were judged by the first alone, and a head losing 6.25 points passed 5)
+    also: tuple[str, ...] = ()
+    also_summaries: tuple[tuple[np.ndarray, ...], ...] = ()
 
-    def counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
-        """(points lost, out of) on this chunk: integers, so chunks add up exactly in any grouping."""
+    def counts(self, candidate: Runner, batches: Iterable[Batch]) -> Counts:
+        """(points lost, out of) on this chunk for each output scored (`output`, then `also`): integers, so
+        chunks add up exactly in any grouping."""
         if self.metric is BudgetMetric.boxes or _listed(self.metric, self.detector):
-            return self._boxes_counts(candidate, batches)
-        lost = total = 0
-        for batch, (ref, ref_mask), labels in zip(batches, self.summaries, self.labels, strict=True):
-            out = self._scored(candidate, batch)
+            return (self._boxes_counts(candidate, batches),)
+        lost = [0] * (1 + len(self.also))
+        total = [0] * len(lost)
+        per_batch = self.also_summaries or ((),) * len(self.summaries)
+        rows = zip(batches, self.summaries, self.labels, per_batch, strict=True)
+        for batch, (ref, ref_mask), labels, others in rows:
+            outputs = read_as(candidate.run_batch(batch.data), self.detector)
+            out = without_masks(outputs[self.output], self.masks)
             if self.metric is BudgetMetric.recall:
                 assert ref_mask is not None
                 cls, mask = _detected(out, self.threshold, self.detector)
-                lost += int(ref_mask.sum()) - int((ref_mask & mask & (cls == ref)).sum())
-                total += int(ref_mask.sum())
+                lost[0] += int(ref_mask.sum()) - int((ref_mask & mask & (cls == ref)).sum())
+                total[0] += int(ref_mask.sum())
             elif self.metric is BudgetMetric.agreement:
-                lost += ref.size - int((out.argmax(-1) == ref).sum())  # per position of [N, T, C]
-                total += ref.size
+                for k, (scores, top) in enumerate(
+                    zip([out, *(outputs[n] for n in self.also)], [ref, *others], strict=True)
+                ):
+                    lost[k] += top.size - int((scores.argmax(-1) == top).sum())  # per position of [N, T, C]
+                    total[k] += top.size
             else:
                 known = labels >= 0
                 hits = int((out.argmax(1)[known] == labels[known]).sum())
-                lost += int((ref[known] == labels[known]).sum()) - hits
-                total += int(known.sum())
-        return lost, total
+                lost[0] += int((ref[known] == labels[known]).sum()) - hits
+                total[0] += int(known.sum())
+        return tuple(zip(lost, total, strict=True))
 
     def _scored(self, candidate: Runner, batch: Batch) -> np.ndarray:
         """The candidate's output the metric reads on `batch` (read_as, without mask coefficients)."""
@@ -122,20 +134,23 @@ class Validator:
         lookup = {c: i for i, c in enumerate(classes)} if classes else {}
         self.grid: np.ndarray | None = None
         output: str | None = None
+        also: tuple[str, ...] = ()  # agreement: the other class-score outputs, each scored too
         masks = 0
-        parts: list[tuple[list[Any], list[list[Detections]], list[np.ndarray]]] = []
+        parts: list[tuple[list[Any], list[list[Detections]], list[np.ndarray], list[Any]]] = []
         self.read: list[Path] = []  # the images FP32 ran on (an unreadable one is skipped by the loader)
         for batches in self.chunks:
             summaries: list[tuple[np.ndarray, np.ndarray | None]] = []
             final: list[list[Detections]] = []  # boxes metric: FP32's final boxes per image
             labels: list[np.ndarray] = []
+            others: list[tuple[np.ndarray, ...]] = []
             for batch in batches():
                 self.read.extend(batch.paths)
                 outputs = read_as(reference.run_batch(batch.data), detector)
                 if output is None:
-                    metric, output = _choose(
+                    metric, wanted = _choose(
                         metric, outputs, bool(lookup), detector, feed_rows(batch.data), values
                     )
+                    output, also = wanted[0], wanted[1:] if metric is BudgetMetric.agreement else ()
                     if metric is BudgetMetric.top1:  # the labels' classes, as compare and shrink read them
                         output = scored_output(outputs, len(lookup))
                     if metric is BudgetMetric.boxes and detector is not DetectorHead.db:
@@ -155,18 +170,29 @@ class Validator:
                     summaries.append(_detected(ref, threshold, detector))
                 else:
                     summaries.append((ref.argmax(-1), None))
+                    others.append(tuple(outputs[name].argmax(-1) for name in also))
                 labels.append(
                     np.array([label_of(p, folder, lookup) for p in batch.paths]) if lookup else np.array([])
                 )
-            parts.append((summaries, final, labels))
+            parts.append((summaries, final, labels, others))
         if output is None:
             raise ConfigError("no validation image could be read; check --validation")
         self.metric, self.output = metric, output
         self.references = [
             ChunkReference(
-                metric, output, threshold, self.grid, tuple(s), tuple(f), tuple(lab), detector, masks
+                metric,
+                output,
+                threshold,
+                self.grid,
+                tuple(s),
+                tuple(f),
+                tuple(lab),
+                detector,
+                masks,
+                also,
+                tuple(o) if also else (),
             )
-            for s, f, lab in parts
+            for s, f, lab, o in parts
         ]
         if metric is BudgetMetric.top1 and not any(
             (lab >= 0).any() for r in self.references for lab in r.labels
@@ -235,12 +261,23 @@ def _listed(metric: BudgetMetric, detector: DetectorHead | None) -> bool:
     return detector is DetectorHead.end2end and metric in (BudgetMetric.recall, BudgetMetric.boxes)
 
 
-def summed(counts: Iterable[tuple[int, int]]) -> tuple[int, int]:
-    """Each chunk's (lost, total) counts added up."""
-    lost = total = 0
-    for chunk_lost, chunk_total in counts:
-        lost, total = lost + chunk_lost, total + chunk_total
-    return lost, total
+Counts = tuple[tuple[int, int], ...]  # (lost, total) of each output a metric scores
+
+
+def summed(counts: Iterable[Counts]) -> tuple[int, int]:
+    """Each chunk's counts added up, output by output; the (lost, total) of the output that lost the most
+    points (the first on a tie)."""
+    lost: list[int] = []
+    total: list[int] = []
+    for chunk in counts:
+        lost = lost or [0] * len(chunk)
+        total = total or [0] * len(chunk)
+        for k, (one_lost, one_total) in enumerate(chunk):
+            lost[k], total[k] = lost[k] + one_lost, total[k] + one_total
+    if not lost:
+        return 0, 0
+    pairs = list(zip(lost, total, strict=True))
+    return max(pairs, key=lambda pair: points_lost(*pair))
 
 
 # What one unit of each metric's total is (BudgetReport.units), for the summary's granularity line.
@@ -300,8 +337,9 @@ def _choose(
     detector: DetectorHead | None,
     images: int | None = None,
     values: frozenset[str] = frozenset(),
-) -> tuple[BudgetMetric, str]:
-    """detector: how the head's boxes read (None: they cannot be, no boxes metric); db: the heads are
+) -> tuple[BudgetMetric, tuple[str, ...]]:
+    """(the metric, the outputs it reads: the first alone but for agreement, which scores each). detector:
+    how the head's boxes read (None: they cannot be, no boxes metric); db: the heads are
     probability maps [N, H, W]. images: how many the outputs are of (class scores have a row each).
     values: outputs that hold features, whatever their shape (with labels, the scores are the user's
     word)."""
@@ -339,7 +377,7 @@ def _choose(
         if values and metric in (BudgetMetric.top1, BudgetMetric.agreement):
             raise ConfigError(values_refusal("--max-drop", values))
         raise ConfigError(f"--metric {metric.value} needs an output shaped {shape}; none has that shape")
-    return metric, wanted[0]
+    return metric, tuple(wanted)
 
 
 def values_refusal(

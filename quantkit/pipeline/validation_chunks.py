@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantkit.config import Preprocess
-from quantkit.evaluate.budget_validator import ChunkReference
+from quantkit.evaluate.budget_validator import ChunkReference, Counts
 from quantkit.images import ImageLoader
 from quantkit.parallel import Pool
 from quantkit.pipeline.loading import read_ahead
@@ -53,8 +53,8 @@ def chunk_batches(
 
 def run_validation_chunk(
     shared: Shared, job: ValidationJob, progress: Callable[[int], None] | None = None
-) -> tuple[int, int]:
-    """A worker's task: the candidate over the chunk's images, (points lost, out of)."""
+) -> Counts:
+    """A worker's task: the candidate over the chunk's images, (points lost, out of) per output scored."""
     require_visible(job.paths)
     candidate = session_for(shared[0], job.key, job.threads)
     return job.reference.counts(
@@ -70,7 +70,7 @@ def pooled_counts(
     preprocess: Preprocess,
     batch_size: int,
     threads: int,
-) -> Iterator[tuple[int, int]]:
+) -> Iterator[Counts]:
     """Each chunk's counts for `candidate` (the model's bytes) from the pool's workers, in chunk order."""
     shared = pool.share([candidate])
     key = model_key(candidate)
