@@ -21,6 +21,10 @@ from onnx import TensorProto, helper, numpy_helper
 from quantkit.graph.naming import Namer
 
 FLOAT = TensorProto.FLOAT
+# ops whose output is a sequence, which a Cast cannot round (torch.onnx's dynamo exports of split/cat)
+SEQUENCE_OPS = frozenset(
+    {"SequenceConstruct", "SequenceInsert", "SequenceErase", "SequenceEmpty", "SplitToSequence"}
+)
 
 
 def emulate(model: onnx.ModelProto, stored: Iterable[str], elem_type: int) -> onnx.ModelProto:
@@ -54,7 +58,7 @@ def emulate(model: onnx.ModelProto, stored: Iterable[str], elem_type: int) -> on
         _lower_attributes(node, elem_type)
         exact = {}
         for k, name in enumerate(node.output):
-            if name in low:
+            if name in low and node.op_type not in SEQUENCE_OPS:  # elements rounded where they were made
                 exact[name] = namer.fresh(name + "_exact")
                 node.output[k] = exact[name]
         nodes.append(node)

@@ -18,6 +18,7 @@ from quantkit.graph.contrib_types import inferred_types
 from quantkit.graph.file_kinds import checker_refusal, newer_opset, no_graph, not_onnx
 from quantkit.graph.finite_weights import check_finite_weights
 from quantkit.graph.legacy_ops import FREE_INITIALIZERS_IR, write_out
+from quantkit.graph.query import function_nodes
 from quantkit.graph.toposort import passes_sorted
 from quantkit.results import InputSpec
 
@@ -120,7 +121,9 @@ def _check_supported(model: onnx.ModelProto, path: Path) -> None:
             f"{path.name} is a training graph; export the model for inference (model.eval(), "
             "torch.onnx.export with training=TrainingMode.EVAL)"
         )
-    custom = sorted({(n.domain, n.op_type) for n in model.graph.node if n.domain not in KNOWN_DOMAINS})
+    local = {(f.domain, f.name) for f in model.functions}  # called, not custom (graph.functions inlines)
+    nodes = [*model.graph.node, *function_nodes(model)]
+    custom = sorted({(n.domain, n.op_type) for n in nodes if n.domain not in KNOWN_DOMAINS} - local)
     if custom:
         domain, op = custom[0]
         raise ModelError(

@@ -26,6 +26,7 @@ from quantkit.errors import ModelError
 from quantkit.graph import model_io
 from quantkit.graph.fold_bn import fold_batchnorms, fold_scale_shift
 from quantkit.graph.fold_shapes import fold_weight_shapes
+from quantkit.graph.functions import inline_functions
 from quantkit.graph.legacy_ops import write_out
 from quantkit.graph.normalize import normalize
 from quantkit.graph.query import GraphIndex, name_nodes
@@ -54,6 +55,7 @@ class Prepared:
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
     interface: tuple[tuple[str, int], ...] = ()  # float16 inputs/outputs made float32 (widen.narrow: back)
     stale: tuple[str, ...] = ()  # value_info entries the graph contradicts, dropped (graph.value_info)
+    inlined: tuple[int, int] = (0, 0)  # local functions inlined, If nodes they fixed folded (graph.functions)
     weights_computed: tuple[tuple[str, int], ...] = ()  # (op type, count) folded (graph.fold_shapes)
     unfused: tuple[tuple[str, int], ...] = ()  # (onnxruntime fused op, count) written out (graph.unfuse)
     legacy: tuple[tuple[str, int], ...] = ()  # (experimental op, count) written out (graph.legacy_ops)
@@ -89,6 +91,12 @@ class Prepared:
                 f"mixed precision read as float32: {weights} float16/bfloat16 weight(s) and {casts} "
                 "Cast(s) to 16 bits made float32 (exact; the model computes as it did, without rounding "
                 "its activations to 16 bits)"
+            )
+        if self.inlined[0]:
+            functions, ifs = self.inlined
+            found.append(
+                f"{functions} model-local function(s) inlined (torch.onnx's dynamo export) and {ifs} If "
+                "node(s) whose condition the graph fixes (a tensor's rank) replaced by the branch taken"
             )
         if self.stale:
             named = ", ".join(repr(name) for name in self.stale[:3]) + (
@@ -134,6 +142,7 @@ def prepare(
     model's own). size: HxW for the synthetic check of a model with dynamic spatial size. reason: why
     `minimum`, for the note."""
     before = model_io.opset_version(model)
+    model, functions, ifs = inline_functions(model)
     model, symbolic = model_io.symbolic_dims(model)
     stale = stale_declarations(model)
     model = without_declarations(model, stale)
@@ -165,6 +174,7 @@ def prepare(
         widened=(widened.weights, widened.casts),
         interface=widened.interface,
         stale=stale,
+        inlined=(functions, ifs),
         unfused=unfused.counts,
         legacy=legacy.counts,
     )

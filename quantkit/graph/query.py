@@ -216,6 +216,19 @@ def captured(node: onnx.NodeProto) -> set[str]:
     return names
 
 
+def function_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Every node of the model's local functions, the If/Loop bodies inside them included."""
+    found: list[onnx.NodeProto] = []
+    pending = [list(f.node) for f in model.functions]
+    while pending:
+        for node in pending.pop():
+            found.append(node)
+            for attr in node.attribute:
+                pending += [list(body.node) for body in ([attr.g] if attr.HasField("g") else [])]
+                pending += [list(body.node) for body in attr.graphs]
+    return found
+
+
 def graphs_within(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """The graph and every If/Loop/Scan body in it, at any depth."""
     pending = [graph]

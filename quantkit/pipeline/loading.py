@@ -30,7 +30,7 @@ from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.file_kinds import optimized_by_ort
 from quantkit.graph.prepare import Prepared, prepare
-from quantkit.graph.query import is_quantized_op
+from quantkit.graph.query import function_nodes, is_quantized_op
 from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
 from quantkit.results import CalibrationTable, Feed, feed_rows
@@ -82,7 +82,8 @@ def _half_weights(model: onnx.ModelProto) -> dict[str, int]:
 
 def require_quantizable(model: onnx.ModelProto, path: Path) -> None:
     require_float(model, path)
-    if not any(node.op_type in COMPUTE_OPS or unfusable(node) for node in model.graph.node):
+    nodes = [*model.graph.node, *function_nodes(model)]  # torch dynamo's calls: graph.functions inlines
+    if not any(node.op_type in COMPUTE_OPS or unfusable(node) for node in nodes):
         raise ModelError(
             f"{path.name} has no op quantkit quantizes ({', '.join(sorted(COMPUTE_OPS))}); "
             "there is nothing to convert to INT8"

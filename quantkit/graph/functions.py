@@ -1,0 +1,222 @@
+"""Model-local functions inlined, and the If nodes whose condition the graph fixes taken out.
+
+torch.onnx's dynamo exporter (torch 2.1 to 2.6 without its optimizer) writes a model as calls of
+functions defined inside it, and onnxscript's torch_lib functions branch on a tensor's rank
+(`If(Not(Equal(Size(Shape(x)), 4)))`). onnxruntime runs such a model; quantkit called its functions
+custom ops and refused it (hunt41 F2: BlazeFace, 181 functions). On the way in, the functions are
+inlined (onnx.inliner) and each If whose condition follows from constants and the ranks shape inference
+gives is replaced by the branch it takes, until none is left: the Convs inside become the graph's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import onnx.inliner
+from onnx import helper, numpy_helper
+
+from quantkit.errors import ModelError
+from quantkit.graph import model_io
+
+ROUNDS = 256  # rounds of folding (each If uncovers the rank the next tests; BlazeFace: 95), at most
+SMALL = 64  # elements: the constants a condition is computed from are scalars and short vectors
+
+_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {"Not": np.logical_not, "Identity": np.asarray}
+_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "Equal": np.equal,
+    "And": np.logical_and,
+    "Or": np.logical_or,
+    "Xor": np.logical_xor,
+    "Greater": np.greater,
+    "Less": np.less,
+    "GreaterOrEqual": np.greater_equal,
+    "LessOrEqual": np.less_equal,
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+}
+
+
+def inline_functions(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]:
+    """(the model with its local functions inlined and the Ifs they fix folded, how many functions, how
+    many Ifs folded); the model itself where it defines no function."""
+    if not model.functions:
+        return model, 0, 0
+    try:
+        inlined = onnx.inliner.inline_local_functions(model)
+    except Exception as exc:  # onnx's C++ inliner raises bare RuntimeError
+        raise ModelError(
+            f"the model's local functions could not be inlined ({exc}); export it again with "
+            "torch.onnx.export(..., dynamo=False) or run onnxscript's optimizer on it"
+        ) from exc
+    del inlined.functions[:]
+    folded = 0
+    for _ in range(ROUNDS):
+        done = _fold_round(inlined)
+        folded += done
+        if not done:
+            break
+    _drop_dead(inlined.graph)
+    used = {n.domain for n in inlined.graph.node} | {"", "ai.onnx"}
+    kept = [o for o in inlined.opset_import if o.domain in used]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(kept)
+    return inlined, len(model.functions), folded
+
+
+def _fold_round(model: onnx.ModelProto) -> int:
+    """Fold, in place, every top-level If whose condition is known; how many."""
+    try:
+        typed = model_io.infer_shapes(model)
+    except ModelError:
+        typed = model
+    ranks = _ranks(typed)
+    known = _constants(model.graph)
+    taken: dict[int, onnx.GraphProto] = {}
+    for index, node in enumerate(model.graph.node):
+        _evaluate(node, known, ranks)
+        if node.op_type == "If" and node.input[0] in known:
+            branch = "then_branch" if bool(np.asarray(known[node.input[0]]).reshape(-1)[0]) else "else_branch"
+            taken[index] = next(a.g for a in node.attribute if a.name == branch)
+    if not taken:
+        return 0
+    names = {name for n in model.graph.node for name in (*n.input, *n.output, n.name)}
+    nodes: list[onnx.NodeProto] = []
+    for index, node in enumerate(model.graph.node):
+        if index in taken:
+            nodes += _branch_nodes(node, taken[index], model.graph, names)
+        else:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return len(taken)
+
+
+def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+    graph = model.graph
+    values = [*graph.input, *graph.output, *graph.value_info]
+    found = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in values
+        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")
+    }
+    found.update({t.name: len(t.dims) for t in graph.initializer})
+    return found
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    small = (t for t in graph.initializer if int(np.prod(t.dims)) <= SMALL)
+    return {t.name: numpy_helper.to_array(t) for t in small}
+
+
+def _evaluate(node: onnx.NodeProto, known: dict[str, np.ndarray], ranks: dict[str, int]) -> None:
+    """Add the node's output to `known` where it follows from known values (and, for Size(Shape(x)),
+    x's rank)."""
+    if node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+        return
+    out, op = node.output[0], node.op_type
+    if op == "Constant":
+        value = _constant_value(node)
+        if value is not None:
+            known[out] = value
+        return
+    if op == "Shape" and len(node.attribute) == 0 and node.input[0] in ranks:
+        known[f"{out}\0rank"] = np.asarray(ranks[node.input[0]], np.int64)  # Size reads it
+        return
+    if op == "Size" and f"{node.input[0]}\0rank" in known:
+        known[out] = known[f"{node.input[0]}\0rank"]
+        return
+    args = [known.get(name) for name in node.input]
+    if any(a is None for a in args):
+        return
+    values = [np.asarray(a) for a in args if a is not None]
+    if op in _UNARY and len(values) == 1:
+        known[out] = _UNARY[op](values[0])
+    elif op in _BINARY and len(values) == 2:
+        known[out] = _BINARY[op](values[0], values[1])
+    elif op == "CastLike" and len(values) == 2:
+        known[out] = values[0].astype(values[1].dtype)
+    elif op == "Cast":
+        to = next((a.i for a in node.attribute if a.name == "to"), 0)
+        if to:
+            known[out] = values[0].astype(helper.tensor_dtype_to_np_dtype(to))
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t) if int(np.prod(attr.t.dims)) <= SMALL else None
+        if attr.name in ("value_int", "value_float"):
+            return np.asarray(helper.get_attribute_value(attr))
+        if attr.name in ("value_ints", "value_floats"):
+            return np.asarray(helper.get_attribute_value(attr))
+    return None
+
+
+def _branch_nodes(
+    node: onnx.NodeProto, branch: onnx.GraphProto, graph: onnx.GraphProto, names: set[str]
+) -> list[onnx.NodeProto]:
+    """The branch's nodes in the If's place: the tensors it makes renamed apart, its outputs written
+    under the If's output names, its initializers moved to the graph."""
+    made = {t.name for t in branch.initializer} | {o for n in branch.node for o in n.output if o}
+    ends = dict(zip((o.name for o in branch.output), node.output, strict=True))
+    renamed = {name: ends.get(name) or _fresh(f"{node.name or 'if'}/{name}", names) for name in made}
+    for tensor in branch.initializer:
+        moved = onnx.TensorProto()
+        moved.CopyFrom(tensor)
+        moved.name = renamed[tensor.name]
+        graph.initializer.append(moved)
+    nodes = []
+    for inner in branch.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(inner)
+        copy.input[:] = [renamed.get(n, n) for n in copy.input]
+        copy.output[:] = [renamed.get(n, n) for n in copy.output]
+        copy.name = _fresh(f"{node.name or 'if'}/{inner.name or inner.op_type}", names)
+        _rename_reads(copy, renamed)
+        nodes.append(copy)
+    for output, target in ends.items():
+        if output not in made:  # the branch hands on a tensor of the outer graph
+            nodes.append(helper.make_node("Identity", [output], [target], _fresh(f"{target}/id", names)))
+    return nodes
+
+
+def _rename_reads(node: onnx.NodeProto, renamed: dict[str, str]) -> None:
+    """Inside the node's own bodies (a nested If's), reads of the branch's tensors renamed."""
+    for attr in node.attribute:
+        for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for inner in body.node:
+                inner.input[:] = [renamed.get(n, n) for n in inner.input]
+                _rename_reads(inner, renamed)
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    candidate, k = name, 1
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _drop_dead(graph: onnx.GraphProto) -> None:
+    """Remove, in place, the nodes nothing reads (the rank tests of the folded Ifs)."""
+    ends = {o.name for o in graph.output}
+    while True:
+        read = {name for n in graph.node for name in n.input} | ends | _outer_reads(graph)
+        alive = [n for n in graph.node if any(o in read for o in n.output if o)]
+        if len(alive) == len(graph.node):
+            return
+        del graph.node[:]
+        graph.node.extend(alive)
+
+
+def _outer_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names the bodies of the graph's nodes read (outer-scope reads included)."""
+    found: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                found |= {name for n in body.node for name in n.input} | _outer_reads(body)
+    return found
