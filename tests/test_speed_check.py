@@ -168,3 +168,18 @@ def test_a_max_drop_choice_written_float_says_so(
     assert "<- chosen (not written)" in shown
     assert "not written: every layer is float: int8 ran 0.50x FP32 on this CPU" in shown
     assert "QuantizeLinear" not in op_counts(onnx.load(str(out)))
+
+
+def test_the_speed_line_warns_where_the_timings_scattered() -> None:
+    """hunt41 F3: on a loaded machine convert printed '0.99x FP32 (4.61 -> 5.94 ms)': the median of the
+    per-run ratios beside medians that make 0.78x, with no word."""
+    from quantkit.outcomes import Speed
+    from quantkit.reports.formats import speed_line
+
+    steady = speed_line(Speed(1.69, 40, 5.50, 3.27))
+    assert steady.startswith("speed on this CPU: 1.69x FP32 (5.50 -> 3.27 ms") and "warning" not in steady
+    busy = speed_line(Speed(0.99, 40, 4.61, 5.94)).splitlines()
+    assert busy[1] == (
+        "warning: the timings scattered (a busy CPU?): the runs' median ratio is 0.99x, their medians make "
+        "0.78x; measure again on an idle machine (QUANTKIT_SPEED_CACHE=off)"
+    )

@@ -39,6 +39,7 @@ from quantkit.reports.formats import (
     set_note,
     size_change,
     smoke_text,
+    speed_line,
 )
 
 
@@ -180,10 +181,7 @@ def _speed_plan_text(plan: SpeedPlan | None) -> Text:
 def _speed_text(speed: Speed | None) -> Text:
     if speed is None:
         return Text("")
-    line = (
-        f"speed on this CPU: {speed.speedup:.2f}x FP32 ({speed.fp32_ms:.2f} -> {speed.candidate_ms:.2f} ms, "
-        f"1 thread, median of {speed.rounds} interleaved runs on a calibration sample)\n"
-    )
+    line = speed_line(speed)
     if not speed.slower:
         return Text(line)
     return Text(

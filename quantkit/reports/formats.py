@@ -16,6 +16,7 @@ from quantkit.outcomes import (
     OutputMetrics,
     SensitivityReport,
     ShrinkResult,
+    Speed,
 )
 from quantkit.results import FallbackStep
 
@@ -208,6 +209,26 @@ def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
         f"preprocessing{f' ({source})' if source else ''}: {pre.get('height')}x{pre.get('width')} "
         f"{pre.get('layout')} {order}, resize "
         f"{pre.get('resize')}{fill}, mean {values('mean')}, std {values('std')} (0-255 units)"
+    )
+
+
+# The median of per-run ratios (robust to a busy CPU) and the ratio of the medians differ by more than this
+# share where the timings scattered: hunt41 saw '0.99x FP32 (4.61 -> 5.94 ms)' on a loaded machine
+SCATTER = 0.10
+
+
+def speed_line(speed: Speed) -> str:
+    """convert's speed line, and a warning where the timings scattered too much for it to be a figure."""
+    line = (
+        f"speed on this CPU: {speed.speedup:.2f}x FP32 ({speed.fp32_ms:.2f} -> {speed.candidate_ms:.2f} ms, "
+        f"1 thread, median of {speed.rounds} interleaved runs on a calibration sample)\n"
+    )
+    medians = speed.fp32_ms / speed.candidate_ms if speed.candidate_ms > 0 else speed.speedup
+    if abs(medians - speed.speedup) <= SCATTER * speed.speedup:
+        return line
+    return line + (
+        f"warning: the timings scattered (a busy CPU?): the runs' median ratio is {speed.speedup:.2f}x, "
+        f"their medians make {medians:.2f}x; measure again on an idle machine (QUANTKIT_SPEED_CACHE=off)\n"
     )
 
 
