@@ -105,3 +105,21 @@ def test_rows_of_anchors_are_no_class_scores() -> None:
         BudgetMetric.agreement,
         ("scores",),
     )
+
+
+def test_the_cosine_of_one_value_an_image_is_pooled_over_the_images() -> None:
+    """hunt41 F8: a hand-presence score [N, 1] read 'cosine 1.00000' beside 2.30 dB: the cosine of a
+    one-element vector is its sign. Pooled over the images it says what the values do."""
+    from quantkit.evaluate.metrics import OutputErrors
+
+    ref = np.array([[1.0], [2.0], [3.0], [4.0]], np.float32)
+    cand = np.array([[1.0], [2.0], [3.0], [-4.0]], np.float32)
+    single = OutputErrors("presence", values=True)
+    single.update(ref[:2], cand[:2])
+    later = OutputErrors("presence", values=True)
+    later.update(ref[2:], cand[2:])
+    single.merge(later)
+    assert single.result().cosine == pytest.approx((1 + 4 + 9 - 16) / 30.0)
+    rows = OutputErrors("scores")
+    rows.update(np.tile(ref, (1, 3)), np.tile(cand, (1, 3)))
+    assert rows.result().cosine == pytest.approx(0.5)  # [N, 3]: the mean of the images' own cosines
