@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
+from quantkit.graph.naming import fresh_name
 
 ROUNDS = 256  # rounds of folding (each If uncovers the rank the next tests; BlazeFace: 95), at most
 SMALL = 64  # elements: the constants a condition is computed from are scalars and short vectors
@@ -162,7 +163,7 @@ def _branch_nodes(
     under the If's output names, its initializers moved to the graph."""
     made = {t.name for t in branch.initializer} | {o for n in branch.node for o in n.output if o}
     ends = dict(zip((o.name for o in branch.output), node.output, strict=True))
-    renamed = {name: ends.get(name) or _fresh(f"{node.name or 'if'}/{name}", names) for name in made}
+    renamed = {name: ends.get(name) or fresh_name(f"{node.name or 'if'}/{name}", names) for name in made}
     for tensor in branch.initializer:
         moved = onnx.TensorProto()
         moved.CopyFrom(tensor)
@@ -174,12 +175,12 @@ def _branch_nodes(
         copy.CopyFrom(inner)
         copy.input[:] = [renamed.get(n, n) for n in copy.input]
         copy.output[:] = [renamed.get(n, n) for n in copy.output]
-        copy.name = _fresh(f"{node.name or 'if'}/{inner.name or inner.op_type}", names)
+        copy.name = fresh_name(f"{node.name or 'if'}/{inner.name or inner.op_type}", names)
         _rename_reads(copy, renamed)
         nodes.append(copy)
     for output, target in ends.items():
         if output not in made:  # the branch hands on a tensor of the outer graph
-            nodes.append(helper.make_node("Identity", [output], [target], _fresh(f"{target}/id", names)))
+            nodes.append(helper.make_node("Identity", [output], [target], fresh_name(f"{target}/id", names)))
     return nodes
 
 
@@ -190,14 +191,6 @@ def _rename_reads(node: onnx.NodeProto, renamed: dict[str, str]) -> None:
             for inner in body.node:
                 inner.input[:] = [renamed.get(n, n) for n in inner.input]
                 _rename_reads(inner, renamed)
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    candidate, k = name, 1
-    while candidate in taken:
-        candidate, k = f"{name}_{k}", k + 1
-    taken.add(candidate)
-    return candidate
 
 
 def _drop_dead(graph: onnx.GraphProto) -> None:

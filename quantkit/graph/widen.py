@@ -22,6 +22,7 @@ from onnx import numpy_helper
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
+from quantkit.graph.naming import fresh_name
 from quantkit.graph.query import graphs_within
 
 HALF = frozenset({onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
@@ -130,9 +131,9 @@ def narrow(model: onnx.ModelProto, interface: tuple[tuple[str, int], ...]) -> on
     front: list[onnx.NodeProto] = []
     back: list[onnx.NodeProto] = []
     for name, is_input in edges:
-        inner = _fresh(f"{name}_float32", names)
+        inner = fresh_name(f"{name}_float32", names)
         _rename(out.graph, name, inner)
-        kind, cast = kinds[name], _fresh(f"{name}_cast", names)
+        kind, cast = kinds[name], fresh_name(f"{name}_cast", names)
         if is_input:
             front.append(onnx.helper.make_node("Cast", [name], [inner], cast, to=FLOAT))
         else:
@@ -157,15 +158,6 @@ def _names(graph: onnx.GraphProto) -> set[str]:
     for node in graph.node:
         found.update([*node.input, *node.output, node.name])
     return found
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    """`name`, or it with the first free suffix; taken gets it."""
-    candidate, k = name, 1
-    while candidate in taken:
-        candidate, k = f"{name}_{k}", k + 1
-    taken.add(candidate)
-    return candidate
 
 
 def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
