@@ -123,3 +123,30 @@ def test_the_cosine_of_one_value_an_image_is_pooled_over_the_images() -> None:
     rows = OutputErrors("scores")
     rows.update(np.tile(ref, (1, 3)), np.tile(cand, (1, 3)))
     assert rows.result().cosine == pytest.approx(0.5)  # [N, 3]: the mean of the images' own cosines
+
+
+def test_an_output_that_barely_changes_between_images_is_judged_on_what_changes() -> None:
+    """hunt41 F5: a FastestDet head that is mostly its biases read 87 dB INT8 where what the image changes
+    measured 19.5 dB; hunt42 F4: logits all near -1000 read 58.5 dB at 65.6 % top-1 agreement."""
+    from quantkit.evaluate.variation import FEW_IMAGES, Variation, steady_warning
+
+    g = np.random.default_rng(0)
+    varying = g.normal(0, 1, (8, 10))
+    ref = -1000.0 + varying
+    cand = ref + g.normal(0, 0.1, ref.shape)  # noise 20 dB below what changes, 80 dB below the whole
+    first, later = Variation(), Variation()
+    first.update(ref[:4], cand[:4])
+    later.update(ref[4:], cand[4:])
+    first.merge(later)
+    varying_db = first.varying_db()
+    assert varying_db is not None and 17.0 < varying_db < 21.0
+    warning = steady_warning("logits", 80.0, varying_db)
+    assert warning is not None and warning.startswith("output 'logits' measures 80.0 dB pooled, but its")
+    assert steady_warning("logits", varying_db + 5.0, varying_db) is None  # an ordinary output
+    few = Variation()
+    few.update(ref[: FEW_IMAGES - 1], cand[: FEW_IMAGES - 1])
+    assert few.varying_db() is None
+    other = Variation()
+    other.update(ref[:2], cand[:2])
+    other.update(ref[:2, :5], cand[:2, :5])  # another shape: not followed
+    assert other.varying_db() is None

@@ -23,12 +23,14 @@ from quantkit.evaluate.metrics import (
     detections,
     is_yolo_head,
     mask_columns,
+    sqnr_db,
     without_masks,
     yolov8_rows,
     yolox_grid,
 )
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.text_maps import PixelRecall, TextBoxAgreement, is_probability_map, map_view
+from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.outcomes import Accuracy, OutputMetrics
 from quantkit.results import Batch, Feed, feed_rows, feed_take
 from quantkit.runtime import Runner
@@ -66,6 +68,7 @@ class Comparison:
         self.detector = detector
         self.input_size = input_size
         self.errors: dict[str, OutputErrors] = {}
+        self.variations: dict[str, Variation] = {}  # what changes between images (evaluate.variation)
         self.recalls: dict[str, DetectionRecall] = {}  # a map's PixelRecall too
         self.boxes: dict[str, BoxAgreement] = {}  # a map's TextBoxAgreement too
         self.ref_acc, self.cand_acc = TopK(), TopK()
@@ -91,6 +94,7 @@ class Comparison:
             )
             logits = logits_axis(ref_out[name], self.input_size) if name in self.maps else None
             errors.update(ref_out[name], cand_out[name], images, logits)
+            self.variations.setdefault(name, Variation()).update(ref_out[name], cand_out[name])
             if threshold is None:
                 continue
             if self.detector is DetectorHead.db:
@@ -147,6 +151,7 @@ class Comparison:
             (self.errors, later.errors),
             (self.recalls, later.recalls),
             (self.boxes, later.boxes),
+            (self.variations, later.variations),
         ):
             for name, acc in theirs.items():
                 if name in mine:
@@ -173,6 +178,15 @@ class Comparison:
             f"{self.unlabelled_example}): compared, but left out of the top-1 / top-5 figures; name them "
             "<class>_*.jpg or put them in <class>/ folders"
         )
+
+    def steady(self) -> tuple[str, ...]:
+        """A warning for each float output whose pooled SQNR hides what changes between images."""
+        found = (
+            steady_warning(name, sqnr_db(errors.signal, errors.noise), self.variations[name].varying_db())
+            for name, errors in self.errors.items()
+            if name in self.variations and not errors.labels
+        )
+        return tuple(w for w in found if w)
 
     def unequal_rows(self) -> tuple[str, ...]:
         """A warning for each output that held a different number of rows in the two models on some images

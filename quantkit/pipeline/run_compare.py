@@ -235,6 +235,7 @@ def compare(
                 few_runs(config.latency.runs),
                 unrelated(outputs),
                 *done.comparison.unequal_rows(),
+                *done.comparison.steady(),
                 done.comparison.unmatched(),
                 *(noise_hidden(m) for m in outputs),
                 *(broken_output(m) for m in outputs if m.name not in ordered),

@@ -1,0 +1,71 @@
+"""The SQNR of what changes from image to image, beside the pooled one.
+
+An output whose values barely change between images (a FastestDet head that is mostly its biases, a
+classifier's logits that all carry -1000) measures a high pooled SQNR whatever the conversion does to the
+part that depends on the image: hunt41 read 87-89 dB INT8 where that part measured 19.5 dB, and hunt42's
+offset logits read 58.5 dB at 65.6 % top-1 agreement. The mean over the images of each element is that
+constant part; the signal left around it is what the image changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quantkit.evaluate.metrics import sqnr_db
+
+MAX_ELEMENTS = 4_000_000  # per image: the per-element sums held (32 MB); larger outputs are not followed
+HIDDEN_DB = 20.0  # pooled minus varying: the constant part is 100x what changes between images
+FEW_IMAGES = 4  # a mean over fewer images is mostly the images themselves
+
+
+class Variation:
+    """One output's per-element sum over the images, its power and the candidate's noise, batch by batch."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None  # [elements per image] float64
+        self.power = self.noise = 0.0
+        self.images = 0
+        self.followed = True  # False once a batch held another shape, or the output is too large
+
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        """ref, cand: [N, ...] of one shape."""
+        if not self.followed or not len(ref):
+            return
+        flat = ref.reshape(len(ref), -1).astype(np.float64)
+        if flat.shape[1] > MAX_ELEMENTS or (self.total is not None and self.total.shape[0] != flat.shape[1]):
+            self.followed, self.total = False, None
+            return
+        self.total = flat.sum(axis=0) if self.total is None else self.total + flat.sum(axis=0)
+        self.power += float(np.sum(flat * flat))
+        self.noise += float(np.sum((flat - cand.reshape(len(cand), -1)) ** 2))
+        self.images += len(ref)
+
+    def merge(self, later: Variation) -> None:
+        shapes = {t.shape for t in (self.total, later.total) if t is not None}
+        if not later.followed or len(shapes) > 1:
+            self.followed, self.total = False, None
+        if not self.followed or later.total is None:
+            return
+        self.total = later.total if self.total is None else self.total + later.total
+        self.power += later.power
+        self.noise += later.noise
+        self.images += later.images
+
+    def varying_db(self) -> float | None:
+        """SQNR (dB) of the reference's deviation from its per-element mean over the images, against the
+        candidate's noise; None where not followed or on too few images."""
+        if not self.followed or self.total is None or self.images < FEW_IMAGES:
+            return None
+        varying = self.power - float(np.sum(self.total * self.total)) / self.images
+        return sqnr_db(max(varying, 0.0), self.noise)
+
+
+def steady_warning(name: str, pooled_db: float, varying_db: float | None) -> str | None:
+    """A warning where the pooled SQNR hides the part of the output that changes between images."""
+    if varying_db is None or not pooled_db - varying_db >= HIDDEN_DB:
+        return None
+    return (
+        f"output {name!r} measures {pooled_db:.1f} dB pooled, but its values barely change between images: "
+        f"on what does change (each value's deviation from its mean over the images) it measures "
+        f"{varying_db:.1f} dB; judge it on that, or on your task's metric"
+    )
