@@ -59,13 +59,18 @@ class Variation:
         varying = self.power - float(np.sum(self.total * self.total)) / self.images
         return sqnr_db(max(varying, 0.0), self.noise)
 
+    def pooled_db(self) -> float:
+        return sqnr_db(self.power, self.noise)
 
-def steady_warning(name: str, pooled_db: float, varying_db: float | None) -> str | None:
-    """A warning where the pooled SQNR hides the part of the output that changes between images."""
+
+def steady_warning(
+    name: str, pooled_db: float, varying_db: float | None, images: str = "images"
+) -> str | None:
+    """A warning where the pooled SQNR hides the part of the output that changes between `images`."""
     if varying_db is None or not pooled_db - varying_db >= HIDDEN_DB:
         return None
     return (
-        f"output {name!r} measures {pooled_db:.1f} dB pooled, but its values barely change between images: "
-        f"on what does change (each value's deviation from its mean over the images) it measures "
+        f"output {name!r} measures {pooled_db:.1f} dB pooled, but its values barely change between {images}: "
+        f"on what does change (each value's deviation from its mean over them) it measures "
         f"{varying_db:.1f} dB; judge it on that, or on your task's metric"
     )
