@@ -32,8 +32,9 @@ class Variation:
         if not self.followed or not len(ref):
             return
         flat = ref.reshape(len(ref), -1).astype(np.float64)
-        if flat.shape[1] > MAX_ELEMENTS or (self.total is not None and self.total.shape[0] != flat.shape[1]):
-            self.followed, self.total = False, None
+        other = self.total is not None and self.total.shape[0] != flat.shape[1]
+        if flat.shape[1] > MAX_ELEMENTS or other or not (np.isfinite(flat).all() and np.isfinite(cand).all()):
+            self.followed, self.total = False, None  # an -inf mask by design: no mean to deviate from
             return
         self.total = flat.sum(axis=0) if self.total is None else self.total + flat.sum(axis=0)
         self.power += float(np.sum(flat * flat))
