@@ -144,7 +144,7 @@ def _converted(
         converted, inferred, samples, reference, checked, output, inputs, advance, memo, runnable
     )
     ordered, warned = measurement_notes(
-        inferred, runnable or converted, reference, samples, smoke, itself, model
+        inferred, runnable or converted, reference, samples, smoke, itself, model, synthetic=table is None
     )
     if runnable is None:  # onnxruntime runs it: float16 hardware's figure beside it
         emulation = _emulated(converted, rewritten, target)

@@ -112,6 +112,7 @@ def measurement_notes(
     smoke: dict[str, float],
     itself: tuple[str, ...],
     loaded: onnx.ModelProto,
+    synthetic: bool = False,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(notes, warnings). Where the floors and the fallback measure other tensors than the outputs
     (query.measured_outputs of the shape-inferred `model`), so that no figure reads as the outputs' own: a
@@ -119,9 +120,11 @@ def measurement_notes(
     rows that noise reorders; both figures), and one naming the outputs judged by their logits (and those in
     `itself` by their own values too: float16's). The warnings: squashed outputs far below their logits
     (_squashed_warnings), FP32 weights that are subnormal (graph.subnormal), counted in the model as
-    `loaded` (the file's own, as compare counts, not the BatchNormalization-folded one's: hunt33).
+    `loaded` (the file's own, as compare counts, not the BatchNormalization-folded one's: hunt33), and
+    outputs whose figure hides what changes between the samples (steady_outputs; not on `synthetic` ones).
     reference: FP32's measured tensors on samples (fallback.measured_reference)."""
-    slow = tuple(w for w in (subnormal_warning(loaded),) if w) + steady_outputs(converted, reference, samples)
+    slow = tuple(w for w in (subnormal_warning(loaded),) if w)  # synthetic inputs vary too little to judge:
+    slow += () if synthetic else steady_outputs(converted, reference, samples)
     ordered = selection_ordered(model)
     scored = sorted(
         (output, tensors[0])
