@@ -60,3 +60,19 @@ def test_a_model_with_a_wrong_declaration_calibrates_every_tensor_and_converts(
     half = tmp_path / "declared.fp16.onnx"
     pipeline.convert_float16(path, table, half, Float16Config())
     assert output_sqnr(path, half, image_dir) > 40.0
+
+
+def test_an_output_declared_without_a_shape_is_given_the_inferred_one(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """onnx's checker refuses a graph output typed without a shape ('Field shape of type is required'),
+    which onnxruntime runs (hunt43 F4): it is given the shape inference finds, and converts."""
+    model = onnx.load(str(tiny_cnn(tmp_path / "m.onnx")))
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    path = tmp_path / "shapeless.onnx"
+    onnx.save(model, str(path))
+    table = tmp_path / "model.calib.json"
+    pipeline.calibrate(path, table, CalibrateConfig(images=ImageSelection(image_dir)))
+    out = tmp_path / "shapeless.int8.onnx"
+    pipeline.convert(path, table, out, ConvertConfig())
+    assert output_sqnr(path, out, image_dir) > 20.0

@@ -74,7 +74,7 @@ def load_model(path: Path) -> onnx.ModelProto:
     try:  # the legacy ops written out: onnx's checker printed a warning for them, which prepare handles
         onnx.checker.check_model(write_out(model, opset_version(model)).model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        if not passes_sorted(model):
+        if not passes_sorted(model) and not (_shapes_given(model) and passes_check(model)):
             raise ModelError(checker_refusal(model, path, _short(exc))) from exc
     check_finite_weights(model, path)
     if model.ir_version < FREE_INITIALIZERS_IR:
@@ -104,6 +104,34 @@ def symbolic_dims(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
     tensor = value.type.tensor_type
     return list(tensor.shape.dim) if value.type.HasField("tensor_type") and tensor.HasField("shape") else []
+
+
+def _shapes_given(model: onnx.ModelProto) -> bool:
+    """Give each graph output declared with a type but no shape (which onnx's checker refuses and
+    onnxruntime runs: hunt43 F4) the shape inference finds for it, in place; whether any was given."""
+    bare = [
+        o
+        for o in model.graph.output
+        if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")
+    ]
+    if not bare:
+        return False
+    try:
+        found = {o.name: o for o in onnx.shape_inference.infer_shapes(_skeleton(model)[0]).graph.output}
+    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):
+        return False
+    given = [o for o in bare if o.name in found and found[o.name].type.tensor_type.HasField("shape")]
+    for output in given:
+        output.type.tensor_type.shape.CopyFrom(found[output.name].type.tensor_type.shape)
+    return bool(given)
+
+
+def passes_check(model: onnx.ModelProto) -> bool:
+    try:
+        onnx.checker.check_model(write_out(model, opset_version(model)).model)
+    except (onnx.checker.ValidationError, ValueError):
+        return False
+    return True
 
 
 def _check_supported(model: onnx.ModelProto, path: Path) -> None:
