@@ -566,6 +566,8 @@ def test_non_finite_weights(value: float, held: str, image_dir: Path, tmp_path: 
     if held == "Constant":
         weight = next(t for t in model.graph.initializer if t.name == "w")
         model.graph.node.insert(0, helper.make_node("Constant", [], ["w"], value=weight))
+        unread = numpy_helper.from_array(np.full(3, value, np.float32), "unread")
+        model.graph.node.insert(0, helper.make_node("Constant", [], ["unread"], value=unread))  # no weight
         model.graph.initializer.remove(weight)
     fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "'w'", "NaN or Inf")
 
