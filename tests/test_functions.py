@@ -74,7 +74,7 @@ def test_functions_are_inlined_and_the_ifs_on_a_rank_folded() -> None:
 
 def test_a_model_of_function_calls_converts(tmp_path: Path, image_dir: Path) -> None:
     summary, out = quantize(_called(), tmp_path, image_dir)
-    said = "1 model-local function(s) inlined (torch.onnx's dynamo export) and 2 If node(s)"
+    said = "1 model-local function(s) inlined (as torch.onnx exports modules) and 2 If node(s)"
     assert any(n.startswith(said) for n in summary.notes)
     assert summary.quantized_by_type.get("Conv", 0) >= 1  # a Conv once inside a function body
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0

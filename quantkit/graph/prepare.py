@@ -95,7 +95,7 @@ class Prepared:
         if self.inlined[0]:
             functions, ifs = self.inlined
             found.append(
-                f"{functions} model-local function(s) inlined (torch.onnx's dynamo export) and {ifs} If "
+                f"{functions} model-local function(s) inlined (as torch.onnx exports modules) and {ifs} If "
                 "node(s) whose condition the graph fixes (a tensor's rank) replaced by the branch taken"
             )
         if self.stale:
