@@ -278,6 +278,13 @@ def test_a_bias_and_clip_bounds_computed_from_shapes_and_types_are_weights(
     folded, counts = fold_weight_shapes(normalize(model).model)
     assert counts == {"CastLike": 3, "Expand": 2, "Shape": 1}
     assert [n.op_type for n in folded.graph.node] == ["Conv", "Clip", "Conv"]
+    grid = [  # a broadcast the file would store (3 MB from a scalar) stays computed
+        helper.make_node("Expand", ["one_f", "big"], ["grid"], name="grid"),
+        helper.make_node("ReduceMean", ["grid"], ["m"], name="mean", keepdims=0),
+        helper.make_node("Add", ["x", "m"], ["y"], name="add"),
+    ]
+    big = {"one_f": np.array(1.0, np.float32), "big": np.array([1, 3, 512, 512], np.int64)}
+    assert fold_weight_shapes(make_model(grid, big, opset=18))[1] == {}
     summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
     assert summary.folded_by_type == {"Clip": 1}  # its bounds are constants: ReLU6, folded into ranges
     conv = GraphIndex(onnx.load(str(out))).by_name["conv"]

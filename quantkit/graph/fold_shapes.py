@@ -8,6 +8,7 @@ The model computes exactly what it did: these ops copy values, they do no arithm
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
@@ -39,6 +40,9 @@ FOLDED_OPS = frozenset(
 )
 # a computed weight larger than this stays a node (a 2 GB protobuf limit, and the memory of a copy)
 MAX_FOLDED_BYTES = 512 * 2**20
+# ops whose output may be far larger than their inputs: folded only up to this (a bias, a bound)
+GROWING_OPS = frozenset({"Expand", "ConstantOfShape"})
+MAX_GROWN_BYTES = 2**20
 
 
 def fold_weight_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
@@ -108,6 +112,9 @@ def _computed(
     except Exception:  # an op form the reference does not know: the node stays
         return None
     named = [o for o in node.output if o]
+    grown = sum(int(np.asarray(r).nbytes) for r in results)
+    if node.op_type in GROWING_OPS and grown > MAX_GROWN_BYTES:
+        return None  # a broadcast the file would store: a 640x640 grid from a scalar stays computed
     return [numpy_helper.from_array(value, name) for name, value in zip(named, results, strict=True)]
 
 
