@@ -74,7 +74,7 @@ def load_model(path: Path) -> onnx.ModelProto:
     try:  # the legacy ops written out: onnx's checker printed a warning for them, which prepare handles
         onnx.checker.check_model(write_out(model, opset_version(model)).model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        if not passes_sorted(model) and not (_shapes_given(model) and passes_check(model)):
+        if not passes_sorted(model) and not (_shapes_given(model) and _passes_check(model)):
             raise ModelError(checker_refusal(model, path, _short(exc))) from exc
     check_finite_weights(model, path)
     if model.ir_version < FREE_INITIALIZERS_IR:
@@ -126,7 +126,7 @@ def _shapes_given(model: onnx.ModelProto) -> bool:
     return bool(given)
 
 
-def passes_check(model: onnx.ModelProto) -> bool:
+def _passes_check(model: onnx.ModelProto) -> bool:
     try:
         onnx.checker.check_model(write_out(model, opset_version(model)).model)
     except (onnx.checker.ValidationError, ValueError):
