@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from quantkit.evaluate.class_scores import class_axis
-from quantkit.outcomes import Accuracy, LatencyStats, OutputMetrics
+from quantkit.outcomes import Accuracy, OutputMetrics
 
 # An image whose own output has a cosine below this with FP32's is mostly noise there (SQNR near 0 dB or
 # below), whatever the SQNR pooled over all images says.
@@ -232,12 +232,6 @@ class TopK:
     def result(self) -> Accuracy:
         n = max(self.count, 1)
         return Accuracy(top1=self.top1 / n, top5=self.top5 / n, count=self.count)
-
-
-def latency_stats(samples_ms: np.ndarray) -> LatencyStats:
-    """samples_ms: float [runs]."""
-    p50, p90, p99 = np.percentile(samples_ms, [50, 90, 99])
-    return LatencyStats(float(p50), float(p90), float(p99), float(np.mean(samples_ms)), int(samples_ms.size))
 
 
 class DetectionRecall:

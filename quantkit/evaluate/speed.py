@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from quantkit.config import Prefer
-from quantkit.outcomes import SLOWER_BELOW, Speed
+from quantkit.outcomes import SLOWER_BELOW, LatencyStats, Speed
 from quantkit.results import Feed, feed_pad, feed_rows, feed_take
 from quantkit.runtime import Session, interleaved_latency
 
@@ -76,3 +76,9 @@ def too_slow(first: Speed, prefer: Prefer, again: Callable[[], Speed]) -> tuple[
     if second.speedup >= limit:
         return None, second
     return min(first, second, key=lambda s: s.speedup), second
+
+
+def latency_stats(samples_ms: np.ndarray) -> LatencyStats:
+    """samples_ms: float [runs]."""
+    p50, p90, p99 = np.percentile(samples_ms, [50, 90, 99])
+    return LatencyStats(float(p50), float(p90), float(p99), float(np.mean(samples_ms)), int(samples_ms.size))

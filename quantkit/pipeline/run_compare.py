@@ -20,8 +20,8 @@ from quantkit.errors import (
 from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.figure_warnings import broken_output, few_runs, kind_hidden, noise_hidden, unrelated
 from quantkit.evaluate.labels import read_classes
-from quantkit.evaluate.metrics import latency_stats
 from quantkit.evaluate.sanity import ReferenceCheck
+from quantkit.evaluate.speed import latency_stats
 from quantkit.graph import model_io
 from quantkit.graph.augment import fitting_batch
 from quantkit.graph.output_kinds import map_outputs, value_outputs
