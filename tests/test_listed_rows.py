@@ -180,3 +180,33 @@ def test_convert_warns_where_the_output_barely_changes_between_samples(
     # synthetic inputs (--to fp16 without a table) vary too little between them to judge by
     half = pipeline.convert_float16(tmp_path / "model.onnx", None, tmp_path / "h.onnx", Float16Config())
     assert not [w for w in half.warnings if "barely change" in w]
+
+
+def test_an_inf_mask_both_models_share_is_no_error() -> None:
+    """hunt43 F3: class logits masked with -inf by design read '-inf dB', cosine NaN and numpy warnings in
+    compare for a float16 model that measures 44.4 dB on its finite values, agreeing on every image."""
+    import warnings
+
+    from quantkit.evaluate.metrics import OutputErrors
+    from quantkit.evaluate.sanity import _constant
+
+    g = np.random.default_rng(1)
+    ref = g.normal(0, 3, (8, 10))
+    ref[:, 7:] = -np.inf  # three classes masked on every image
+    cand = ref + np.where(np.isfinite(ref), g.normal(0, 0.01, ref.shape), 0.0)
+    errors = OutputErrors("logits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        errors.update(ref.astype(np.float32), cand.astype(np.float32))
+        result = errors.result()
+        assert not _constant([ref])
+    finite = ref[:, :7]
+    expected = 10 * np.log10(np.sum(finite**2) / np.sum((finite - cand[:, :7]) ** 2))
+    assert result.sqnr_db == pytest.approx(expected, abs=0.01)
+    assert result.top1_agreement == 1.0 and result.cosine > 0.999
+    other = OutputErrors("logits")
+    flipped = cand.copy()
+    flipped[0, 0] = -np.inf  # an infinity only one model has is an error
+    with np.errstate(invalid="ignore"):
+        other.update(ref.astype(np.float32), flipped.astype(np.float32))
+    assert not other.result().sqnr_db > 0

@@ -128,7 +128,10 @@ def _constant(batches: list[np.ndarray]) -> bool:
     value in [0, 1]) are judged by their log-odds: a PyPI text-orientation classifier sure of every
     upright line gave 0.9999999 against 0.9999967, a spread of 2e-6, where its logits moved by units."""
     values = np.concatenate(batches).astype(np.float64)
-    if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+    values = values[:, np.isfinite(values).all(axis=0)]  # an element -inf on every image: a mask
+    if not values.size:
+        return False
+    if values.min() >= 0.0 and values.max() <= 1.0:
         values = np.log(values + 1e-12) - np.log1p(1e-12 - values)
     scale = float(np.sqrt(np.mean(values**2)))
     spread = float(np.max(np.std(values, axis=0)))
