@@ -634,3 +634,20 @@ def test_a_refusal_on_synthetic_inputs_asks_for_a_table_first(
     assert code != 0 and not out.exists()
     shown = " ".join(err.split())
     assert "To fix: give -c TABLE (quantkit calibrate): synthetic inputs are no photos" in shown
+
+
+def test_a_model_input_handed_to_an_output_stays_exact(tmp_path: Path) -> None:
+    """hunt42 F7: an output that is an Identity of the float32 input was rounded through float16 (73.5 dB
+    where it is exact); the Conv beside it is converted."""
+    p = conv_params(4, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Identity", ["x"], ["copy"], name="copy"),
+    ]
+    source = save(make_model(nodes, p, outputs=["y", "copy"]), tmp_path / "m.onnx")
+    summary = pipeline.convert_float16(source, None, tmp_path / "h.onnx", Float16Config())
+    assert ("copy", "Identity", "hands a model input to a model output: kept exact") in summary.kept_float32
+    assert summary.float16_by_type == {"Conv": 1}
+    x = _x()
+    got = Session(tmp_path / "h.onnx").run(x)
+    assert np.array_equal(got["copy"], x)
