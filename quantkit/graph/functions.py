@@ -19,7 +19,8 @@ from onnx import helper, numpy_helper
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
-from quantkit.graph.naming import fresh_name
+from quantkit.graph.naming import fresh_name, names_in
+from quantkit.graph.query import bodies, captured, constant_value, graphs_within
 
 ROUNDS = 256  # rounds of folding (each If uncovers the rank the next tests; BlazeFace: 95), at most
 SMALL = 64  # elements: the constants a condition is computed from are scalars and short vectors
@@ -83,7 +84,7 @@ def _fold_round(model: onnx.ModelProto) -> int:
             taken[index] = next(a.g for a in node.attribute if a.name == branch)
     if not taken:
         return 0
-    names = {name for n in model.graph.node for name in (*n.input, *n.output, n.name)}
+    names = names_in(model.graph)
     nodes: list[onnx.NodeProto] = []
     for index, node in enumerate(model.graph.node):
         if index in taken:
@@ -119,8 +120,8 @@ def _evaluate(node: onnx.NodeProto, known: dict[str, np.ndarray], ranks: dict[st
         return
     out, op = node.output[0], node.op_type
     if op == "Constant":
-        value = _constant_value(node)
-        if value is not None:
+        value = constant_value(node)
+        if value is not None and value.size <= SMALL:
             known[out] = value
         return
     if op == "Shape" and len(node.attribute) == 0 and node.input[0] in ranks:
@@ -143,17 +144,6 @@ def _evaluate(node: onnx.NodeProto, known: dict[str, np.ndarray], ranks: dict[st
         to = next((a.i for a in node.attribute if a.name == "to"), 0)
         if to:
             known[out] = values[0].astype(helper.tensor_dtype_to_np_dtype(to))
-
-
-def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
-    for attr in node.attribute:
-        if attr.name == "value":
-            return numpy_helper.to_array(attr.t) if int(np.prod(attr.t.dims)) <= SMALL else None
-        if attr.name in ("value_int", "value_float"):
-            return np.asarray(helper.get_attribute_value(attr))
-        if attr.name in ("value_ints", "value_floats"):
-            return np.asarray(helper.get_attribute_value(attr))
-    return None
 
 
 def _branch_nodes(
@@ -185,31 +175,20 @@ def _branch_nodes(
 
 
 def _rename_reads(node: onnx.NodeProto, renamed: dict[str, str]) -> None:
-    """Inside the node's own bodies (a nested If's), reads of the branch's tensors renamed."""
-    for attr in node.attribute:
-        for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+    """Inside the node's own bodies (a nested If's, at any depth), reads of the branch's tensors renamed."""
+    for outer in bodies(node):
+        for body in graphs_within(outer):
             for inner in body.node:
                 inner.input[:] = [renamed.get(n, n) for n in inner.input]
-                _rename_reads(inner, renamed)
 
 
 def _drop_dead(graph: onnx.GraphProto) -> None:
     """Remove, in place, the nodes nothing reads (the rank tests of the folded Ifs)."""
     ends = {o.name for o in graph.output}
     while True:
-        read = {name for n in graph.node for name in n.input} | ends | _outer_reads(graph)
+        read = {name for n in graph.node for name in (*n.input, *captured(n))} | ends
         alive = [n for n in graph.node if any(o in read for o in n.output if o)]
         if len(alive) == len(graph.node):
             return
         del graph.node[:]
         graph.node.extend(alive)
-
-
-def _outer_reads(graph: onnx.GraphProto) -> set[str]:
-    """Names the bodies of the graph's nodes read (outer-scope reads included)."""
-    found: set[str] = set()
-    for node in graph.node:
-        for attr in node.attribute:
-            for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                found |= {name for n in body.node for name in n.input} | _outer_reads(body)
-    return found

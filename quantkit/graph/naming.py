@@ -7,17 +7,21 @@ import onnx
 
 class Namer:
     def __init__(self, model: onnx.ModelProto) -> None:
-        graph = model.graph
-        self.taken: set[str] = {n.name for n in graph.node}
-        for node in graph.node:
-            self.taken.update(node.input)
-            self.taken.update(node.output)
-        self.taken.update(t.name for t in graph.initializer)
-        self.taken.update(v.name for v in [*graph.input, *graph.output, *graph.value_info])
+        self.taken: set[str] = names_in(model.graph)
 
     def fresh(self, base: str) -> str:
         """`base`, or `base_1`, `base_2`, ... : the first not used anywhere in the model."""
         return fresh_name(base, self.taken)
+
+
+def names_in(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor and node name the graph (not its bodies) uses or declares."""
+    taken = {n.name for n in graph.node} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        taken.update(node.input)
+        taken.update(node.output)
+    taken.update(v.name for v in [*graph.input, *graph.output, *graph.value_info])
+    return taken
 
 
 def fresh_name(base: str, taken: set[str]) -> str:

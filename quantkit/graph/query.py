@@ -207,26 +207,20 @@ def captured(node: onnx.NodeProto) -> set[str]:
     """Names read inside the node's If/Loop/Scan bodies, at any depth (a superset of the outer tensors
     they capture: the bodies' own names too)."""
     names: set[str] = set()
-    pending = _subgraphs(node)
+    pending = bodies(node)
     while pending:
         graph = pending.pop()
         for inner in graph.node:
             names.update(inner.input)
-            pending.extend(_subgraphs(inner))
+            pending.extend(bodies(inner))
     return names
 
 
 def function_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Every node of the model's local functions, the If/Loop bodies inside them included."""
-    found: list[onnx.NodeProto] = []
-    pending = [list(f.node) for f in model.functions]
-    while pending:
-        for node in pending.pop():
-            found.append(node)
-            for attr in node.attribute:
-                pending += [list(body.node) for body in ([attr.g] if attr.HasField("g") else [])]
-                pending += [list(body.node) for body in attr.graphs]
-    return found
+    found = [node for function in model.functions for node in function.node]
+    inner = [body for node in found for outer in bodies(node) for body in graphs_within(outer)]
+    return found + [node for body in inner for node in body.node]
 
 
 def graphs_within(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
@@ -236,10 +230,11 @@ def graphs_within(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
         current = pending.pop()
         yield current
         for node in current.node:
-            pending.extend(_subgraphs(node))
+            pending.extend(bodies(node))
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+def bodies(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The node's own If/Loop/Scan bodies (not the bodies inside them)."""
     found: list[onnx.GraphProto] = []
     for attr in node.attribute:
         if attr.HasField("g"):

@@ -22,7 +22,7 @@ from onnx import numpy_helper
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
-from quantkit.graph.naming import fresh_name
+from quantkit.graph.naming import fresh_name, names_in
 from quantkit.graph.query import graphs_within
 
 HALF = frozenset({onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
@@ -127,7 +127,7 @@ def narrow(model: onnx.ModelProto, interface: tuple[tuple[str, int], ...]) -> on
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    names = {name for graph in graphs_within(out.graph) for name in _names(graph)}
+    names = {name for graph in graphs_within(out.graph) for name in names_in(graph)}
     front: list[onnx.NodeProto] = []
     back: list[onnx.NodeProto] = []
     for name, is_input in edges:
@@ -150,14 +150,6 @@ def narrow(model: onnx.ModelProto, interface: tuple[tuple[str, int], ...]) -> on
         typed = out.graph.value_info
     _fold_round_trips(out.graph, {v.name: v.type.tensor_type.elem_type for v in typed})
     return out
-
-
-def _names(graph: onnx.GraphProto) -> set[str]:
-    """Every tensor and node name the graph uses or declares."""
-    found = {t.name for t in graph.initializer} | {v.name for v in _values(graph)}
-    for node in graph.node:
-        found.update([*node.input, *node.output, node.name])
-    return found
 
 
 def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
