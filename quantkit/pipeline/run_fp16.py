@@ -26,7 +26,7 @@ from quantkit.graph.query import measured_outputs, measured_tensors
 from quantkit.graph.samples import synthetic_samples
 from quantkit.graph.widen import narrow
 from quantkit.outcomes import Float16Summary
-from quantkit.pipeline.convert_notes import inputs_changed
+from quantkit.pipeline.convert_notes import inputs_changed, nothing_converted
 from quantkit.pipeline.loading import (
     model_bytes,
     require_float,
@@ -170,18 +170,7 @@ def _converted(
         + inputs_changed(model, converted, target.name),
         target=target.name,
         measured_by="onnxruntime" if target.runs_in_onnxruntime else EMULATED,
-        warnings=warned + _none_converted(by_type, target),
-    )
-
-
-def _none_converted(by_type: dict[str, int], target: FloatFormat) -> tuple[str, ...]:
-    """The warning where every op stayed float32 (hunt42 F2: a model whose input is scaled by 1e5 was
-    written 1.00x its size, exit 0, with nothing said but an empty table)."""
-    if by_type:
-        return ()
-    return (
-        f"no op was converted to {target.name}: each stayed float32 for the reason convert's table gives, "
-        "so the model written computes as the FP32 model does, at its size",
+        warnings=warned + nothing_converted(by_type, target.name),
     )
 
 
