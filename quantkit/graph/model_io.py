@@ -117,8 +117,8 @@ def _shapes_given(model: onnx.ModelProto) -> bool:
     if not bare:
         return False
     try:
-        found = {o.name: o for o in onnx.shape_inference.infer_shapes(_skeleton(model)[0]).graph.output}
-    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):
+        found = {o.name: o for o in infer_shapes(model).graph.output}
+    except ModelError:
         return False
     given = [o for o in bare if o.name in found and found[o.name].type.tensor_type.HasField("shape")]
     for output in given:
