@@ -15,7 +15,7 @@ from onnx.reference import ReferenceEvaluator
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
-from quantkit.graph.query import subgraph_inputs
+from quantkit.graph.query import GraphIndex, subgraph_inputs
 
 FOLDED_OPS = frozenset(
     {
@@ -121,11 +121,9 @@ def _computed(
 def _types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type by tensor name, as onnx's shape inference gives them ({} where it fails)."""
     try:
-        graph = model_io.infer_shapes(model).graph
+        return GraphIndex(model_io.infer_shapes(model)).elem_types
     except ModelError:
         return {}
-    typed = [*graph.input, *graph.output, *graph.value_info]
-    return {v.name: v.type.tensor_type.elem_type for v in typed if v.type.HasField("tensor_type")}
 
 
 def _bytes(tensor: onnx.TensorProto) -> int:

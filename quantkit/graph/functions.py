@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
 from quantkit.graph.naming import fresh_name, names_in
-from quantkit.graph.query import bodies, captured, constant_value, graphs_within
+from quantkit.graph.query import GraphIndex, bodies, captured, constant_value, graphs_within
 
 ROUNDS = 256  # rounds of folding (each If uncovers the rank the next tests; BlazeFace: 95), at most
 SMALL = 64  # elements: the constants a condition is computed from are scalars and short vectors
@@ -97,15 +97,8 @@ def _fold_round(model: onnx.ModelProto) -> int:
 
 
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
-    graph = model.graph
-    values = [*graph.input, *graph.output, *graph.value_info]
-    found = {
-        v.name: len(v.type.tensor_type.shape.dim)
-        for v in values
-        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")
-    }
-    found.update({t.name: len(t.dims) for t in graph.initializer})
-    return found
+    """Rank by tensor name: the declared and inferred ones, and the initializers'."""
+    return {**GraphIndex(model).ranks, **{t.name: len(t.dims) for t in model.graph.initializer}}
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:

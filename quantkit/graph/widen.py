@@ -23,7 +23,7 @@ from onnx import numpy_helper
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
 from quantkit.graph.naming import fresh_name, names_in
-from quantkit.graph.query import graphs_within
+from quantkit.graph.query import GraphIndex, graphs_within
 
 HALF = frozenset({onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
 FLOAT = onnx.TensorProto.FLOAT
@@ -145,10 +145,10 @@ def narrow(model: onnx.ModelProto, interface: tuple[tuple[str, int], ...]) -> on
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     try:  # the types of the tensors the Casts read, where nothing in the graph declares them
-        typed = model_io.infer_shapes(out).graph.value_info
+        typed = model_io.infer_shapes(out)
     except ModelError:
-        typed = out.graph.value_info
-    _fold_round_trips(out.graph, {v.name: v.type.tensor_type.elem_type for v in typed})
+        typed = out
+    _fold_round_trips(out.graph, GraphIndex(typed).elem_types)
     return out
 
 
