@@ -181,6 +181,29 @@ def _check(inputs: np.ndarray, outputs: dict[str, np.ndarray]) -> ReferenceCheck
     return check
 
 
+def test_infinities_are_a_mask_only_where_they_stand_still_on_every_image() -> None:
+    g = np.random.default_rng(0)
+    inputs = g.normal(0, 1, (12, 3, 8, 8)).astype(np.float32)
+    masked = g.normal(0, 1, (12, 10)).astype(np.float32)
+    masked[:, 7:] = -np.inf
+    moving, signed, nan = masked.copy(), masked.copy(), masked.copy()
+    moving[5, 2] = -np.inf  # one image more
+    signed[9, 8] = np.inf
+    nan[0, 1] = np.nan
+    finite = g.normal(0, 1, (12, 10)).astype(np.float32)
+    outputs = {"masked": masked, "moving": moving, "signed": signed, "nan": nan, "finite": finite}
+    assert _check(inputs, outputs).fixed_infinities() == {"masked"}
+    halves = _check(inputs[:8], {k: v[:8] for k, v in outputs.items()})  # shards merged in order
+    halves.merge(_check(inputs[8:], {k: v[8:] for k, v in outputs.items()}))
+    assert halves.fixed_infinities() == {"masked"}
+    later = _check(inputs[6:], {"moving": moving[6:]})  # a shard without image 5 sees a steady mask,
+    assert later.fixed_infinities() == {"moving"}
+    early = _check(inputs[:6], {"moving": moving[:6]})
+    early.merge(later)  # its merge with the one that has it does not
+    assert early.fixed_infinities() == set()
+    assert _check(inputs[:1], {"masked": masked[:1]}).fixed_infinities() == set()  # one image tells nothing
+
+
 def test_a_healthy_reference_has_no_findings() -> None:
     g = np.random.default_rng(0)
     inputs = g.normal(0, 1, (20, 3, 8, 8)).astype(np.float32)

@@ -122,21 +122,32 @@ def observe(
     return {name: o.partial() for name, o in observers.items()}, seen
 
 
-def check_finite(partials: dict[str, Partial], outputs: Iterable[str]) -> tuple[str, ...]:
-    """Raise when the FP32 model produced NaN or Inf in an output on the calibration images. Inside the
-    model they can be by design (an attention mask's -inf before a Softmax: azcrawlerpy's tesseranet):
-    there the table records them, convert keeps those tensors float, and the note returned says so."""
+def check_finite(
+    partials: dict[str, Partial], outputs: Iterable[str], masked: frozenset[str] = frozenset()
+) -> tuple[str, ...]:
+    """Raise when the FP32 model produced NaN or Inf in an output on the calibration images, but for the
+    `masked` outputs, whose infinities stand at the same places on every image (class logits masked with
+    -inf: evaluate.sanity.ReferenceCheck.fixed_infinities). Inside the model they can be by design (an
+    attention mask's -inf before a Softmax: azcrawlerpy's tesseranet). Either way the table records them,
+    convert keeps those tensors float, and the notes returned say so."""
     broken = sorted(name for name, p in partials.items() if p.nonfinite)
-    final = sorted(set(broken) & set(outputs))
+    final = sorted(set(broken) & set(outputs) - masked)
+    kept = sorted(set(broken) & masked)
+    notes = tuple(
+        f"output {name!r} holds an infinity at the same places on every image (a mask by design): its "
+        "finite values are measured and convert keeps it float"
+        for name in kept
+    )
+    broken = sorted(set(broken) - set(outputs))
     if final:
         raise CalibrationError(
             f"the FP32 model produced NaN or Inf in {len(final)} output(s) (first: {final[0]!r}) on the "
             "calibration images; check the preprocessing options and the model's weights"
         )
     if not broken:
-        return ()
+        return notes
     return (
-        f"{len(broken)} tensor(s) inside the model hold NaN or Inf on the calibration images while its "
-        f"outputs stay finite (first: {broken[0]!r}; an attention mask's -inf does this): convert keeps "
-        "them float",
+        *notes,
+        f"{len(broken)} tensor(s) inside the model hold NaN or Inf on the calibration images "
+        f"(first: {broken[0]!r}; an attention mask's -inf does this): convert keeps them float",
     )

@@ -26,6 +26,8 @@ MIN_CLASSES = 10
 SAMPLED_ELEMENTS = 512  # per output, for the "same on every image" check
 CONSTANT_SPREAD = 1e-4  # spread across images relative to the output's own magnitude
 
+NAN_MARK = 2  # in a non-finite pattern: 0 finite, -1 / 1 an infinity of that sign, 2 NaN
+
 CHECK = "check --preset, --mean/--std (0-255 units), --bgr and --resize"
 
 
@@ -50,6 +52,8 @@ class ReferenceCheck:
         self.num_classes = 0
         self._classifier: str | None = None  # the first [N, C >= 10] output
         self._samples: dict[str, list[np.ndarray]] = {}
+        self._marks: dict[str, np.ndarray | None] = {}  # an image's non-finite pattern (None: all finite)
+        self._moving: set[str] = set()  # outputs whose pattern is not the same on every image
 
     def update(self, inputs: Feed, outputs: dict[str, np.ndarray]) -> None:
         """inputs: float32 [N, ...] as fed (per input); outputs: the reference's outputs for them, [N, ...]
@@ -73,6 +77,7 @@ class ReferenceCheck:
                 self.num_classes, self._classifier = flat.shape[1], name
             if name == self._classifier:
                 self.classes.update(int(k) for k in np.argmax(flat, axis=1))
+            self._mark(name, flat)
             picks = np.linspace(0, flat.shape[1] - 1, min(SAMPLED_ELEMENTS, flat.shape[1])).astype(np.int64)
             self._samples.setdefault(name, []).append(flat[:, picks].astype(np.float64))
 
@@ -85,6 +90,41 @@ class ReferenceCheck:
             self.num_classes, self._classifier = later.num_classes, later._classifier
         for name, samples in later._samples.items():
             self._samples.setdefault(name, []).extend(samples)
+        self._moving |= later._moving
+        for name, marks in later._marks.items():
+            self._fold(name, marks)
+
+    def fixed_infinities(self) -> frozenset[str]:
+        """Outputs holding an infinity (never NaN) at the same places, of the same sign, on each of 2 or
+        more images: a mask the model applies by design (class logits masked with -inf), not the broken
+        input or weights that make infinities wander."""
+        if self.images < 2:
+            return frozenset()
+        return frozenset(
+            name
+            for name, marks in self._marks.items()
+            if marks is not None and name not in self._moving and not bool((marks == NAN_MARK).any())
+        )
+
+    def _mark(self, name: str, flat: np.ndarray) -> None:
+        """Fold the non-finite pattern of each image's output [N, E] into the output's running one."""
+        bad = ~np.isfinite(flat)
+        if not bad.any():
+            self._fold(name, None)
+            return
+        marks = np.where(bad, np.where(np.isnan(flat), NAN_MARK, np.sign(flat)), 0).astype(np.int8)
+        for row in marks:
+            self._fold(name, row)
+
+    def _fold(self, name: str, marks: np.ndarray | None) -> None:
+        if name not in self._marks:
+            self._marks[name] = marks
+            return
+        first = self._marks[name]
+        if (first is None) != (marks is None) or (
+            first is not None and marks is not None and not np.array_equal(first, marks)
+        ):
+            self._moving.add(name)
 
     def findings(
         self, top1: float | None = None, labelled_classes: int = 0, detections: int | None = None

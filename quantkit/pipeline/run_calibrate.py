@@ -186,7 +186,8 @@ def calibrate(
         sessions = [Session.of(one, job.threads, observing=True, arena=not groups) for one in augmented]
         del augmented
         merged = _observe_arrays(sessions[0] if len(sessions) == 1 else sessions, stream, job, tick)
-    notes += check_finite(merged.partials, job.outputs)
+    masked = merged.check.fixed_infinities() if merged.check else frozenset()
+    notes += check_finite(merged.partials, job.outputs, masked)
     stats = {name: part.stats() for name, part in merged.partials.items()}
     stats.update({name: stats[view] for name, view in through.items()})  # the table sorts them
     seen, check, kept = merged.seen, merged.check or ReferenceCheck(), merged.samples

@@ -76,7 +76,8 @@ def smoke_text(smoke_sqnr_db: dict[str, float], samples: int) -> str:
     """convert's smoke-test line, naming how many stored samples its figures are on (0: not known)."""
     sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in smoke_sqnr_db.items())
     on = f"the table's {samples} calibration samples" if samples else "calibration samples"
-    line = f"smoke test of the model written, on {on}: finite outputs{f', SQNR {sqnr}' if sqnr else ''}\n"
+    figures = f", SQNR {sqnr}" if sqnr else ""
+    line = f"smoke test of the model written, on {on}: outputs finite where FP32's are{figures}\n"
     if not samples:
         return line
     return line + (
@@ -93,7 +94,7 @@ def float_smoke_text(smoke_sqnr_db: dict[str, float], smoke_input: str) -> str:
     figures = f", SQNR {sqnr}" if sqnr else ""
     if smoke_input.startswith("synthetic"):
         figures = " (figures on them tell no accuracy on real inputs: `quantkit compare` measures it)"
-    return f"smoke test on {smoke_input}: finite outputs{figures}\n"
+    return f"smoke test on {smoke_input}: outputs finite where FP32's are{figures}\n"
 
 
 def verdict(result: ShrinkResult) -> str:
