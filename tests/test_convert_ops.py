@@ -275,6 +275,25 @@ def test_linear_layers_per_output_channel(
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
+@pytest.mark.parametrize("op, fused", [("Gemm", "QGemm"), ("MatMul", "MatMulIntegerToFloat")])
+def test_a_linear_layer_read_only_in_float_writes_float(
+    op: str, fused: str, tmp_path: Path, image_dir: Path
+) -> None:
+    """No Q/DQ pair on a Gemm/MatMul output that only a float op reads (an Erf here; hunt43's masked logits:
+    an Add of -inf): onnxruntime's integer kernel writes float, and the pair only rounded it once more."""
+    model = _linear_model(op)
+    tail = model.graph.node[-2:]  # r2, fc2
+    tail[0].op_type = "Erf"
+    summary, out = quantize(model, tmp_path, image_dir)
+    assert summary.quantized_by_type[op] >= 1
+    written = onnx.load(str(out))
+    dequantized = {n.output[0] for n in written.graph.node if n.op_type == "DequantizeLinear"}
+    assert "h" not in dequantized and "h2" in dequantized  # fc2 reads h2 quantized
+    ops = op_counts(optimized_graph(out, tmp_path))
+    assert ops[fused] >= 1, ops
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
 def test_conv_transpose_and_depthwise(tmp_path: Path, image_dir: Path) -> None:
     g = np.random.default_rng(3)
     inits: dict[str, np.ndarray] = {}

@@ -40,6 +40,7 @@ from quantkit.planner.placement import (
     ATTENTION_INT8_INPUTS,
     check_exclusions,
     data_path,
+    drop_unread_outputs,
     excluded,
     float_reason,
     plan_compute,
@@ -180,6 +181,7 @@ def _planned(
         elif node.op_type in COMPUTE_OPS:
             plan_compute(state, node)
     propagate(state)
+    drop_unread_outputs(state)
     return state
 
 

@@ -11,7 +11,7 @@ import onnx
 
 from quantkit.config import ActivationType, ConvertConfig, Target
 from quantkit.errors import ConfigError
-from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, clips_at_zero
+from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS, clips_at_zero
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.patterns import (
     FLOAT_BESIDE,
@@ -237,6 +237,32 @@ def _bias_ok(index: GraphIndex, node: onnx.NodeProto, weight: np.ndarray, axis: 
             bias.ndim == 1 and bias.size == weight.shape[axis] and index.attribute(node, "beta", 1.0) == 1.0
         )
     return bias.ndim == 1
+
+
+def drop_unread_outputs(state: Planning) -> None:
+    """Take the Q/DQ pair off the output of an integer Gemm or MatMul that no integer kernel reads: its
+    readers all stay float, and onnxruntime has integer kernels writing float (QGemm,
+    MatMulIntegerToFloat), so the pair only rounded it once more (hunt43's masked MobileNetV2: the logits
+    before a float `Add(logits, -inf mask)` lost 1 dB to it). Kept where a reader is an op onnxruntime
+    moves a DQ over (Reshape, Transpose...), fuses when both inputs carry Q/DQ (an attention MatMul), or
+    runs quantized (Softmax)."""
+    if state.config.target is not Target.ort_cpu:
+        return
+    index = state.index
+    for tensor in sorted(state.q):
+        node = index.producer.get(tensor)
+        if node is None or node.op_type not in ("Gemm", "MatMul") or node.name not in state.quantized:
+            continue
+        readers = index.consumers.get(tensor, [])
+        if readers and all(_float_reader(state, reader) for reader, _ in readers):
+            state.q.discard(tensor)
+
+
+def _float_reader(state: Planning, node: onnx.NodeProto) -> bool:
+    """Whether `node` reads its inputs in float whatever Q/DQ they carry."""
+    kept = node.name not in state.quantized and node.name not in state.folds
+    fused = node.op_type == "Softmax" and all(o in state.q for o in node.output)
+    return kept and not fused and node.op_type not in SHARED_SCALE_OPS | COMPUTE_OPS
 
 
 def data_inputs(node: onnx.NodeProto) -> list[str]:
