@@ -191,6 +191,7 @@ class ConvertSummary:
     plan: QuantPlan
     fallback: tuple[FallbackStep, ...] = ()
     fallback_start_db: float | None = None
+    fallback_target_db: float = 0.0  # --min-sqnr
     budget: BudgetReport | None = None
     corrections: Corrections | None = None
     notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)

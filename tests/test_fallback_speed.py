@@ -247,3 +247,29 @@ def test_every_round_of_the_search_moves_a_count(
     assert [s.node for s in steps] == ["conv5", "conv9", "conv12"]
     assert sum(layers) == LAYERS and len(layers) > 1 and all(n > 0 for n in layers[:-1]), layers
     assert rounds == [1, 1, 1]  # rounds 2, 3 and 4 started (the 4th found no layer that lifts it)
+
+
+@pytest.mark.parametrize("start, blocks", [(12.0, 10.0), (8.0, 10.0), (8.0, None)])
+def test_a_search_stalled_short_of_its_target_tries_a_block_at_one_end(
+    chain_table: tuple[onnx.ModelProto, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    start: float,
+    blocks: float | None,
+) -> None:
+    """hunt44: PP-OCRv5's text detector stalled at 13.9 dB under --min-sqnr 20 with no single layer
+    lifting it MIN_GAIN_DB, where 8 Convs at its output end lift it 3.5 dB: kept, as a block. Not from
+    below `blocks` (the floor's own search tries one there), and never with blocks=None."""
+    prepared, table, config, reference = _searchable(chain_table, 5)
+    last = {f"conv{i}" for i in range(LAYERS - 4, LAYERS)}
+
+    def scored(self: fallback.Trials, keep: frozenset[str], *_: object) -> float:
+        return start + (3.0 if last <= keep else 0.01 * len(keep))
+
+    monkeypatch.setattr(fallback.Trials, "_scored", scored)
+    monkeypatch.setattr(fallback, "output_sqnr", lambda *_, **__: start)
+    _, steps, _ = fallback.search(prepared, table, config, 60.0, 5, reference=reference, blocks=blocks)
+    if blocks is not None and start >= blocks:
+        assert {s.node for s in steps} >= last and len(steps) <= 5
+        assert steps[-1].sqnr_db == pytest.approx(start + 3.0)
+    else:
+        assert steps == []

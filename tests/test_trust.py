@@ -614,10 +614,15 @@ def test_a_stalled_floor_search_keeps_the_smallest_block_at_one_end_float() -> N
     assert end_block(measure, [], layers, 12.0, 5) == (layers[5:], 9.0)  # the better of the two largest
     assert end_block(measure, [], [], 12.0, 5) is None
     steps = [FallbackStep("conv_0", "Conv", 8.19), *(FallbackStep(n, "Conv", 10.74) for n in layers[6:])]
-    assert fallback_steps(steps) == (
+    assert fallback_steps(steps, 7.5, 12.0) == (
+        "--min-sqnr: output SQNR on calibration samples 7.50 dB"
         " -> 8.19 dB with conv_0 (Conv) in float"
         " -> 10.74 dB with 4 layers from conv_6 (Conv) to conv_9 in float"
     )
+    # no step: whether the start met the target (hunt44: 13.93 dB under --min-sqnr 20 read as met)
+    start = "--min-sqnr: output SQNR on calibration samples 13.93 dB"
+    assert fallback_steps([], 13.93, 20.0) == start + " (below --min-sqnr 20)"
+    assert fallback_steps([], 13.93, 12.0) == start + " (at least --min-sqnr: nothing kept float)"
 
 
 def test_a_search_short_of_its_target_says_so() -> None:

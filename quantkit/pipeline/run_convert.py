@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -234,6 +235,7 @@ def _converted(
         speed=speed,
         fallback=tuple(steps),
         fallback_start_db=start_db,
+        fallback_target_db=config.min_sqnr,
         budget=budget_report,
         corrections=corrections,
         target_findings=checked,
@@ -274,8 +276,9 @@ def _search_fallback(
     spread: Spread,
     worst: bool = False,
 ) -> tuple[float, QuantPlan, list[FallbackStep]]:
-    """fallback.search to config.min_sqnr; worst: the floor's (each output at it, with a block of layers
-    at one end where no single one helps)."""
+    """fallback.search to config.min_sqnr, with a block of layers at one end where no single one helps
+    (for --min-sqnr, from the floor up: below it the floor's search tries one); worst: the floor's (each
+    output at it)."""
     total = sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
     advance, finish = stoppable(progress, "measuring each layer's recovery", total)
     label = f"choosing more layers to keep float for --min-sqnr {config.min_sqnr:g}"
@@ -294,7 +297,7 @@ def _search_fallback(
             measured,
             many,
             spread.rounded,
-            blocks=worst,
+            blocks=-math.inf if worst else INT8_FLOOR_DB,  # below the floor, its own search tries them
             worst=worst,
             rounds=rounds.advance,
         )

@@ -53,6 +53,10 @@ FINALIST_SHARE = 0.5
 # at 640x640 took Conv.36, .37 and .40 for +0.01, +0.03 and +0.03 dB (three rounds, 7 s) before the
 # floor's block of 19 layers lifted it 6.3 dB.
 MIN_GAIN_DB = 0.1
+# A block of layers at one end (fallback_blocks) is kept for --min-sqnr where it reaches the target or lifts
+# the output this much (for the floor, any lift): PP-OCRv5's text detector (hunt44) stalled at 13.9 dB
+# with no single layer lifting it, where 8 Convs at its output end reach 20.9 dB.
+BLOCK_GAIN_DB = 1.0
 
 
 def layer_recovery(
@@ -212,7 +216,7 @@ def search(
     measured: SqnrMemo | None = None,
     many: Callable[[int], MeasureMany] | None = None,
     rounded: Mapping[str, np.ndarray] | None = None,
-    blocks: bool = False,
+    blocks: float | None = None,
     worst: bool = False,
     rounds: Callable[[int], None] | None = None,
 ) -> tuple[QuantPlan, list[FallbackStep], float]:
@@ -225,8 +229,9 @@ def search(
 
     Each round screens the remaining layers on top of those already float (_screen), measures the best
     few on every sample and keeps the best, until the output SQNR on the samples reaches target_db,
-    max_layers are float, or no layer lifts it MIN_GAIN_DB; then, with `blocks` (convert's floor), a
-    block of layers at one end of the network (planner.fallback_blocks). progress: advanced once per
+    max_layers are float, or no layer lifts it MIN_GAIN_DB; then, where that SQNR is at least `blocks`
+    (None: never), a block of layers at one end of the network (planner.fallback_blocks) that reaches
+    target_db or lifts it BLOCK_GAIN_DB (any lift where `worst`: convert's floor). progress: advanced once per
     layer the first round settles; rounds: once per round settled, as the next one starts (later rounds
     screen far fewer trials, but took 40 s of PP-OCRv4's 640x640 text detector's 70 s convert where no
     count moved).
@@ -270,10 +275,12 @@ def search(
         kept[best[1]] = _reason(target_db, best[0] - score, alone=not kept, worst=worst)
         score = best[0]
         steps.append(FallbackStep(best[1], _op_type(model, best[1]), score))
-    if blocks and score < target_db and len(steps) < max_layers:  # no single layer lifts it further
+    stalled = blocks is not None and blocks <= score < target_db  # no single layer lifts it further
+    if stalled and len(steps) < max_layers:
         remaining = [n for n in layers if n not in kept]
         block = end_block(trials.full_all, list(kept), remaining, target_db, max_layers - len(steps))
-        if block is not None and block[1] > score:
+        lift = 0.0 if worst else min(target_db - score, BLOCK_GAIN_DB)
+        if block is not None and block[1] > score and block[1] >= score + lift:
             nodes, score = block
             why = f"kept float {_by(target_db, worst)} (one of {len(nodes)} layers at one end of the model)"
             kept.update(dict.fromkeys(nodes, why))

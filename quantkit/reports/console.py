@@ -90,9 +90,7 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     for note in summary.notes:
         lines.append(f"{note}\n")
     if summary.fallback_start_db is not None:
-        lines.append(f"--min-sqnr: output SQNR on calibration samples {decibels(summary.fallback_start_db)}")
-        lines.append(fallback_steps(summary.fallback))
-        lines.append("" if summary.fallback else " (at least --min-sqnr: nothing kept float)")
+        lines.append(fallback_steps(summary.fallback, summary.fallback_start_db, summary.fallback_target_db))
         refined = summary.speed_plan is not None and summary.speed_plan.refined_speedup is not None
         lines.append(" (before the speed-aware plan below)\n" if refined else "\n")
     if summary.budget is not None:
