@@ -76,3 +76,29 @@ def test_an_output_declared_without_a_shape_is_given_the_inferred_one(
     out = tmp_path / "shapeless.int8.onnx"
     pipeline.convert(path, table, out, ConvertConfig())
     assert output_sqnr(path, out, image_dir) > 20.0
+
+
+def _interface(path: Path) -> list[list[object]]:
+    graph = onnx.load(str(path)).graph
+    values = [*graph.input, *graph.output]
+    return [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values]
+
+
+def test_the_written_model_declares_the_shapes_its_file_declared(tmp_path: Path, image_dir: Path) -> None:
+    """hunt44 F3: PP-OCRv5's text map, declared [d0, d1, d2, d3], was written [d0, 1, d2, d3] (shape
+    inference made the named channel concrete): the interface written is the file's own."""
+    model = onnx.load(str(tiny_cnn(tmp_path / "m.onnx")))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    for axis, dim in enumerate(model.graph.output[0].type.tensor_type.shape.dim):
+        dim.dim_param = f"out_d{axis}"  # the channels too, which shape inference knows
+    path = tmp_path / "named.onnx"
+    onnx.save(model, str(path))
+    table = tmp_path / "model.calib.json"
+    pipeline.calibrate(path, table, CalibrateConfig(images=ImageSelection(image_dir)))
+    for out, convert in [
+        (tmp_path / "named.int8.onnx", lambda o: pipeline.convert(path, table, o, ConvertConfig())),
+        (tmp_path / "named.fp16.onnx", lambda o: pipeline.convert_float16(path, table, o, Float16Config())),
+    ]:
+        convert(out)
+        assert _interface(out) == _interface(path)
+        assert output_sqnr(path, out, image_dir) > 20.0

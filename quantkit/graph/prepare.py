@@ -33,7 +33,7 @@ from quantkit.graph.query import GraphIndex, name_nodes
 from quantkit.graph.samples import synthetic_samples
 from quantkit.graph.unfuse import unfuse
 from quantkit.graph.value_info import stale_declarations, without_declarations
-from quantkit.graph.widen import widen
+from quantkit.graph.widen import declared_shapes, widen
 from quantkit.runtime import Session
 
 # An upgraded graph computes what the original did: outputs agree to float32 rounding (relative to each
@@ -54,6 +54,7 @@ class Prepared:
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
     interface: tuple[tuple[str, int], ...] = ()  # float16 inputs/outputs made float32 (widen.narrow: back)
+    declared: tuple[tuple[str, bytes], ...] = ()  # the file's input/output shapes (widen.redeclare: back)
     stale: tuple[str, ...] = ()  # value_info entries the graph contradicts, dropped (graph.value_info)
     inlined: tuple[int, int] = (0, 0)  # local functions inlined, If nodes they fixed folded (graph.functions)
     weights_computed: tuple[tuple[str, int], ...] = ()  # (op type, count) folded (graph.fold_shapes)
@@ -144,6 +145,7 @@ def prepare(
     before = model_io.opset_version(model)
     model, functions, ifs = inline_functions(model)
     model, symbolic = model_io.symbolic_dims(model)
+    declared = declared_shapes(model)
     stale = stale_declarations(model)
     model = without_declarations(model, stale)
     widened = widen(model)
@@ -173,6 +175,7 @@ def prepare(
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
         interface=widened.interface,
+        declared=declared,
         stale=stale,
         inlined=(functions, ifs),
         unfused=unfused.counts,

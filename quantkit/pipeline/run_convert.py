@@ -24,7 +24,7 @@ from quantkit.graph import compact as compact_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.prepare import Prepared
-from quantkit.graph.widen import narrow, widen
+from quantkit.graph.widen import narrow, redeclare, widen
 from quantkit.images import images_of
 from quantkit.outcomes import ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, Parallel
@@ -187,6 +187,7 @@ def _converted(
         else:
             quantized = compact_graph.share_weights(quantized)
         quantized = narrow(quantized, prepared.interface)  # a float16 interface, as the model was fed
+        quantized = redeclare(quantized, prepared.declared)  # the shapes the file declared
         stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, timed_plan))
         run = runnable(quantized, config)
         stored, smoke = write_checked(

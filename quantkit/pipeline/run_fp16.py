@@ -24,7 +24,7 @@ from quantkit.graph.float_formats import FORMATS, FloatFormat
 from quantkit.graph.prepare import prepare
 from quantkit.graph.query import measured_outputs, measured_tensors
 from quantkit.graph.samples import synthetic_samples
-from quantkit.graph.widen import narrow
+from quantkit.graph.widen import narrow, redeclare
 from quantkit.outcomes import Float16Summary
 from quantkit.pipeline.convert_notes import inputs_changed, nothing_converted
 from quantkit.pipeline.loading import (
@@ -129,6 +129,7 @@ def _converted(
     measured_names = reference[0] if reference else ()
     converted = compact_graph.compact(rewritten.model, measured_names) if config.compact else rewritten.model
     converted = narrow(converted, prepared.interface)  # a float16 interface, as the model was fed
+    converted = redeclare(converted, prepared.declared)  # the shapes the file declared
     stamp(converted, {"to": target.flag, **config.to_dict()}, table_path, table, sha)
     checked = Floor(
         floor,
