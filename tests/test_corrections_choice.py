@@ -150,7 +150,8 @@ def test_the_range_cap_needs_a_finite_gain(
     inf = float("inf")
     _cap_measured(monkeypatch, inf, inf)  # a plain plan exact with and without: nothing to gain
     summary, _ = quantize(_cnn(), tmp_path, image_dir, UNTIMED)
-    assert any(n.startswith("activation ranges not capped (--range-cap): inf dB") for n in summary.notes)
+    # exact either way: not said ('inf dB with it against inf dB without' tells nothing: hunt44)
+    assert not any(n.startswith("activation ranges") for n in summary.notes), summary.notes
 
 
 def test_the_range_cap_is_dropped_where_the_stress_images_measure_worse(
@@ -196,8 +197,8 @@ def test_a_table_without_image_extremes_is_not_capped_and_says_so(
     assert seen == [False, False]  # only the bias correction's choice measured, both uncapped
     assert (
         "activation ranges not capped: the calibration table has no per-image extremes and outlier images "
-        "(arrays given as a one-pass iterator, several inputs, or an earlier quantkit); calibrate on "
-        "images, a folder or a list of arrays to measure --range-cap"
+        "(arrays given as a one-pass iterator, or an earlier quantkit); calibrate on images, a folder or "
+        "a list of arrays to measure --range-cap"
     ) in summary.notes
 
 

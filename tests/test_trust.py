@@ -372,6 +372,7 @@ def test_swapped_models_get_a_hint_and_growth_is_not_called_smaller(
     assert "warning: the reference cnn.fp16.onnx looks quantized and the candidate cnn.onnx float" in err
     assert formats.size_change(1000, 1200) == "1.20x larger"
     assert formats.size_change(1200, 1000) == "1.20x smaller"
+    assert formats.size_change(1_559_570, 1_560_720) == "about the same size"  # hunt44: "1.00x larger"
 
 
 def test_two_unrelated_models_are_named_as_such(

@@ -148,8 +148,9 @@ class ReferenceCheck:
             if times >= ONE_CLASS_SHARE * self.images:
                 found.append(
                     f"FP32 gives class {label} of output {self._classifier!r} for {times} of {self.images} "
-                    f"images: if it holds class scores, its input is likely wrong ({CHECK}); if it holds "
-                    "values (an embedding, landmarks, scores of their own), say so with --output-kind values"
+                    f"images: if it holds class scores, its input is likely wrong ({CHECK}), unless the "
+                    "images are all of that class; if it holds values (an embedding, landmarks, scores of "
+                    "their own), say so with --output-kind values"
                 )
         if detections == 0 and self.images:
             found.append(

@@ -122,7 +122,9 @@ def notes(resolved: Resolved, requested: ConvertConfig, table: CalibrationTable)
     not asked for), bias correction dropped."""
     said: tuple[str, ...] = ()
     cap = resolved.range_cap
-    if cap is not None:
+    if cap is not None and math.isinf(cap.capped_db) and math.isinf(cap.uncapped_db):
+        pass  # exact either way: nothing quantized read 'inf dB with it against inf dB without' (hunt44)
+    elif cap is not None:
         measured = (
             f"{cap.capped_db:.2f} dB with it against {cap.uncapped_db:.2f} dB without on the calibration "
             "samples"
@@ -138,11 +140,16 @@ def notes(resolved: Resolved, requested: ConvertConfig, table: CalibrationTable)
             if kept
             else f"activation ranges not capped (--range-cap): {measured}",
         )
+    elif requested.range_cap and not resolved.config.range_cap and isinstance(table.samples, dict):
+        said = (  # hunt44: a two-input model calibrated from a folder was told to calibrate on a folder
+            "activation ranges not capped: the calibration table of a model of several inputs records no "
+            "per-image extremes and outlier images, which --range-cap measures",
+        )
     elif requested.range_cap and not resolved.config.range_cap:
         said = (
             "activation ranges not capped: the calibration table has no per-image extremes and outlier "
-            "images (arrays given as a one-pass iterator, several inputs, or an earlier quantkit); calibrate "
-            "on images, a folder or a list of arrays to measure --range-cap",
+            "images (arrays given as a one-pass iterator, or an earlier quantkit); calibrate on images, a "
+            "folder or a list of arrays to measure --range-cap",
         )
     return said + _bias_dropped(resolved)
 
