@@ -23,6 +23,7 @@ from quantkit.planner.patterns import (
     writer,
 )
 from quantkit.planner.planning_state import MULTI_INPUT_OPS, Planning
+from quantkit.planner.targets import fused_into_gemm
 from quantkit.results import (
     WeightPlan,
 )
@@ -245,13 +246,16 @@ def drop_unread_outputs(state: Planning) -> None:
     MatMulIntegerToFloat), so the pair only rounded it once more (hunt43's masked MobileNetV2: the logits
     before a float `Add(logits, -inf mask)` lost 1 dB to it). Kept where a reader is an op onnxruntime
     moves a DQ over (Reshape, Transpose...), fuses when both inputs carry Q/DQ (an attention MatMul), or
-    runs quantized (Softmax)."""
+    runs quantized (Softmax), and on a MatMul onnxruntime would fuse with its bias into a float Gemm
+    (targets.fused_into_gemm)."""
     if state.config.target is not Target.ort_cpu:
         return
     index = state.index
     for tensor in sorted(state.q):
         node = index.producer.get(tensor)
         if node is None or node.op_type not in ("Gemm", "MatMul") or node.name not in state.quantized:
+            continue
+        if fused_into_gemm(index, node):  # its pair keeps it integer (QLinearMatMul)
             continue
         readers = index.consumers.get(tensor, [])
         if readers and all(_float_reader(state, reader) for reader, _ in readers):

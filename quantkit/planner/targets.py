@@ -76,14 +76,22 @@ def _output_paired(index: GraphIndex, plan: QuantPlan) -> list[str]:
         if op in ("Conv", "ConvTranspose"):
             found.append(node.output[0])
             continue
-        if op != "MatMul" or index.ranks.get(node.input[0]) != 2:
-            continue
-        readers = index.consumers.get(node.output[0], [])
-        if len(readers) == 1 and readers[0][0].op_type == "Add" and node.output[0] not in index.graph_outputs:
-            add = readers[0][0]
-            if any(index.is_constant(t) for t in add.input if t != node.output[0]):
-                found.append(node.output[0])
+        if op == "MatMul" and fused_into_gemm(index, node):
+            found.append(node.output[0])
     return found
+
+
+def fused_into_gemm(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """Whether `node` is a MatMul on a 2-D input whose output only an Add of a constant reads: onnxruntime
+    fuses the two into a Gemm before its QDQ fusions, and that Gemm, with a float bias and no Q after it,
+    runs float on dequantized weights (vit_mnist's head); with a Q/DQ pair on its output it runs as
+    QLinearMatMul."""
+    if node.op_type != "MatMul" or index.ranks.get(node.input[0]) != 2:
+        return False
+    readers = index.consumers.get(node.output[0], [])
+    if len(readers) != 1 or readers[0][0].op_type != "Add" or node.output[0] in index.graph_outputs:
+        return False
+    return any(index.is_constant(t) for t in readers[0][0].input if t != node.output[0])
 
 
 INPUTS_ONLY = "runs float between integer layers (Q/DQ on the inputs of weighted layers only: faster here)"
