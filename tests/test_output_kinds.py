@@ -19,7 +19,9 @@ from tests.helpers import assert_one_line_error, run
 WIDTH = 12  # the head's width: an [N, 12] output
 
 
-def _head(tail: list[onnx.NodeProto], extra: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def _head(
+    tail: list[onnx.NodeProto], extra: dict[str, np.ndarray] | None = None, outputs: list[str] | None = None
+) -> onnx.ModelProto:
     """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm ('z', [N, WIDTH]) -> `tail` (ending in 'y')."""
     p = conv_params(6, 3, 3, 3)
     g = rng(4)
@@ -38,7 +40,7 @@ def _head(tail: list[onnx.NodeProto], extra: dict[str, np.ndarray] | None = None
         "bf": g.normal(0, 0.1, (WIDTH,)).astype(np.float32),
         **(extra or {}),
     }
-    return make_model(nodes, weights)
+    return make_model(nodes, weights, outputs=outputs)
 
 
 def _bn() -> dict[str, np.ndarray]:
@@ -118,6 +120,37 @@ def test_value_outputs_read_from_the_graph(
     tail: list[onnx.NodeProto], extra: dict[str, np.ndarray] | None, values: bool
 ) -> None:
     assert value_outputs(_head(tail, extra)) == (frozenset({"y"}) if values else frozenset())
+
+
+def _heads(logits_out: bool) -> onnx.ModelProto:
+    """MTCNN's ONet: a face probability (Softmax [N, 2]) beside box offsets [N, 4] and 10 landmark
+    coordinates, each a bare Gemm; logits_out: the probability's logits given as an output too."""
+    g = rng(6)
+    tail = [
+        helper.make_node("Gemm", ["z", "wp", "bp"], ["logits"], name="prob_fc", transB=1),
+        helper.make_node("Softmax", ["logits"], ["prob"], name="prob", axis=1),
+        helper.make_node("Gemm", ["z", "wb", "bb"], ["box"], name="box_fc", transB=1),
+        helper.make_node("MatMul", ["z", "wl"], ["lm"], name="lm_fc"),
+        helper.make_node("Add", ["lm", "bl"], ["landmarks"], name="lm_bias"),
+    ]
+    extra = {
+        "wp": g.normal(0, 0.5, (2, WIDTH)).astype(np.float32),
+        "bp": np.zeros(2, np.float32),
+        "wb": g.normal(0, 0.5, (4, WIDTH)).astype(np.float32),
+        "bb": np.zeros(4, np.float32),
+        "wl": g.normal(0, 0.5, (WIDTH, 10)).astype(np.float32),
+        "bl": np.zeros(10, np.float32),
+    }
+    names = ["logits", "prob", "box", "landmarks"] if logits_out else ["prob", "box", "landmarks"]
+    return _head(tail, extra, names)
+
+
+def test_regressions_beside_a_score_hold_values() -> None:
+    """hunt44 F6 (MTCNN's ONet) and hunt41 F4 (a hand pose's landmarks): 'top-1 agree 100 %' on box
+    offsets and landmark coordinates; a classifier's logits beside its probabilities stay scores."""
+    assert value_outputs(_heads(logits_out=False)) == frozenset({"box", "landmarks"})
+    assert value_outputs(_heads(logits_out=True)) == frozenset({"box", "landmarks"})
+    assert value_outputs(_head([helper.make_node("Identity", ["z"], ["y"])])) == frozenset()  # alone
 
 
 def test_prelu_written_as_relu_plus_scaled_relu_holds_values() -> None:

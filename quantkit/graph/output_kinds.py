@@ -46,12 +46,37 @@ def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) ->
     (auto) those computed, past reshapes and constant scales, by a rectifier or a normalisation (Relu,
     PRelu and its Relu + Mul form, BatchNormalization, LayerNormalization, LpNormalization, a division by
     a norm): features and embeddings, never a classifier's scores (its Gemm, MatMul + bias, pooled Conv or
-    Softmax). A regression's Gemm (68 landmarks, [N, 136]) or a BatchNormalization folded into the Conv
-    before an embedding's Reshape reads as scores: --output-kind values says otherwise."""
+    Softmax); and a bare Gemm's or MatMul's output given beside a Softmax's or Sigmoid's (_regressions). A
+    regression's lone Gemm (68 landmarks, [N, 136]) or a BatchNormalization folded into the Conv before an
+    embedding's Reshape reads as scores: --output-kind values says otherwise."""
     index = GraphIndex(model)
     if kind is not OutputKind.auto:
         return frozenset(index.graph_outputs if kind is OutputKind.values else ())
-    return frozenset(name for name in index.graph_outputs if _holds_values(index, name))
+    found = {name for name in index.graph_outputs if _holds_values(index, name)}
+    return frozenset(found | _regressions(index))
+
+
+# ops that make an output class probabilities (or a score) from its logits
+_SQUASHING = frozenset({"Softmax", "LogSoftmax", "Sigmoid"})
+
+
+def _regressions(index: GraphIndex) -> set[str]:
+    """Outputs a bare Gemm or MatMul computes (past reshapes and constant scales) beside an output that a
+    Softmax or Sigmoid makes, and that no Softmax or Sigmoid reads: regressions given beside a score
+    (MTCNN's box offsets and 10 landmark coordinates beside its face probability, a hand-pose model's
+    63 landmark coordinates beside its presence score), whose largest coordinate is no class (hunt41 F4,
+    hunt44 F6: 'top-1 agree 100 %' on them, and shrink's --max-drop gate judged them). A classifier's
+    logits given beside its probabilities feed the Softmax: scores still."""
+    kinds = {name: _computing(index, name) for name in index.graph_outputs}
+    if not any(node is not None and node.op_type in _SQUASHING for node in kinds.values()):
+        return set()
+    return {
+        name
+        for name, node in kinds.items()
+        if node is not None
+        and node.op_type in ("Gemm", "MatMul")
+        and not any(reader.op_type in _SQUASHING for reader, _ in index.consumers.get(name, []))
+    }
 
 
 # ops that compute a segmenter's per-pixel class logits: its last Conv, or the Resize back to the input's size
