@@ -49,7 +49,7 @@ class OutputMetrics:
 @dataclass(frozen=True)
 class Accuracy:
     top1: float
-    top5: float
+    top5: float | None  # None: scores of 5 classes or fewer, where top-5 is always right
     count: int
 
 

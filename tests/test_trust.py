@@ -707,3 +707,20 @@ def test_onnxruntime_prints_none_of_its_own_log_lines(
     code, _, err = run([*argv, "--json", str(tmp_path / "c.json")], capfd)  # type: ignore[arg-type]
     assert code == 0, err
     assert "onnxruntime" not in err and err == "", err
+
+
+def test_top5_accuracy_of_five_classes_or_fewer_is_not_given() -> None:
+    """hunt44: a 4-class orientation classifier read 'top-5 100.00%' for FP32 and INT8."""
+    from quantkit.evaluate.metrics import TopK
+
+    g = np.random.default_rng(0)
+    labels = g.integers(0, 4, 20)
+    four, ten = TopK(), TopK()
+    four.update(g.normal(0, 1, (20, 4)), labels)
+    ten.update(g.normal(0, 1, (20, 10)), labels)
+    assert four.result().top5 is None and four.result().count == 20
+    assert ten.result().top5 is not None and 0.0 < ten.result().top5 <= 1.0
+    merged = TopK()
+    merged.merge(four)
+    merged.merge(ten)
+    assert merged.result().top5 is None and merged.result().count == 40

@@ -219,6 +219,7 @@ class TopK:
         self.top1 = 0
         self.top5 = 0
         self.count = 0
+        self.classes = 0  # the fewest score columns seen
 
     def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
         """scores: float [N, C]; labels: int [N]."""
@@ -226,15 +227,18 @@ class TopK:
         self.top1 += int(np.sum(top[:, 0] == labels))
         self.top5 += int(np.sum(np.any(top == labels[:, None], axis=1)))
         self.count += int(labels.size)
+        self.classes = min(self.classes or scores.shape[1], scores.shape[1])
 
     def merge(self, later: TopK) -> None:
         self.top1 += later.top1
         self.top5 += later.top5
         self.count += later.count
+        self.classes = min(self.classes or later.classes, later.classes or self.classes)
 
     def result(self) -> Accuracy:
         n = max(self.count, 1)
-        return Accuracy(top1=self.top1 / n, top5=self.top5 / n, count=self.count)
+        top5 = self.top5 / n if self.classes > 5 else None  # hunt44: a 4-class model read 'top-5 100 %'
+        return Accuracy(top1=self.top1 / n, top5=top5, count=self.count)
 
 
 class DetectionRecall:

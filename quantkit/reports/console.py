@@ -328,9 +328,8 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         ref, cand = result.reference_accuracy, result.candidate_accuracy
         acc.add_row("reference", percent(ref.top1), percent(ref.top5))
         acc.add_row("candidate", percent(cand.top1), percent(cand.top5))
-        acc.add_row(
-            "delta (points)", f"{100 * (cand.top1 - ref.top1):+.2f}", f"{100 * (cand.top5 - ref.top5):+.2f}"
-        )
+        five = "-" if ref.top5 is None or cand.top5 is None else f"{100 * (cand.top5 - ref.top5):+.2f}"
+        acc.add_row("delta (points)", f"{100 * (cand.top1 - ref.top1):+.2f}", five)
         parts += [acc, Text("")]
     fed = "arrays" if result.settings.get("images") == "arrays" else "images"
     out = _table(f"outputs, candidate vs reference on {result.num_images} {fed}")

@@ -131,7 +131,8 @@ def reference_line(result: ShrinkResult) -> str:
             "(--labels gives top-1)"
         )
     return (
-        f"FP32 top-1 {100 * ref.top1:.2f}% (top-5 {100 * ref.top5:.2f}%) on {ref.count} labelled images; "
+        f"FP32 top-1 {100 * ref.top1:.2f}%{'' if ref.top5 is None else f' (top-5 {100 * ref.top5:.2f}%)'} "
+        f"on {ref.count} labelled images; "
         f"INT8 top-1 {100 * cand.top1:.2f}%"
     )
 

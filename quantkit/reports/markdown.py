@@ -27,7 +27,8 @@ def comparison_markdown(result: ComparisonResult) -> str:
             f"| top-1 reference / candidate | {percent(ref.top1)} / {percent(cand.top1)} "
             f"({100 * result.top1_delta:+.2f} points) |"
         )
-        lines.append(f"| top-5 reference / candidate | {percent(ref.top5)} / {percent(cand.top5)} |")
+        if ref.top5 is not None and cand.top5 is not None:
+            lines.append(f"| top-5 reference / candidate | {percent(ref.top5)} / {percent(cand.top5)} |")
     for m in result.outputs:
         if not m.labels:  # an integer output's SQNR is of label numbers: its agreement follows
             lines.append(f"| `{m.name}` SQNR / cosine | {decibels(m.sqnr_db)} / {m.cosine:.5f} |")
