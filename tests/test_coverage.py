@@ -1391,6 +1391,8 @@ def test_a_mask_of_minus_infinity_inside_the_model_is_kept_float_not_refused(
     written = onnx.load(str(out))
     quantized = {q.input[0] for q in written.graph.node if q.op_type == "QuantizeLinear"}
     assert "masked" not in quantized  # no grid holds -inf: the Softmax reads it float
+    reasons = {s.node: s.reason for s in converted.plan.skipped}
+    assert reasons["add_mask"] == "its output holds NaN or Inf on the calibration images (kept float)"
     samples = rng(7).uniform(-1, 1, (4, 3, SIZE, SIZE)).astype(np.float32)
     got = ort.InferenceSession(str(out)).run(None, {"x": samples})[0]
     want = ort.InferenceSession(str(path)).run(None, {"x": samples})[0]
@@ -1423,9 +1425,21 @@ def test_an_output_masked_with_minus_infinity_is_measured_where_finite(
     )
     assert np.array_equal(got[~finite], want[~finite])
     # an infinity that moves with the image (the log of a ReLU's zeros) is still refused
-    wandering = save(_wandering_infinity(), tmp_path / "b.onnx")
-    with pytest.raises(CalibrationError, match=r"NaN or Inf in 1 output\(s\) \(first: 'y'\)"):
-        pipeline.calibrate(wandering, tmp_path / "b.json", CalibrateConfig(ImageSelection(image_dir, 8)))
+    for k, model in enumerate([_wandering_infinity(), _wandering_where()]):
+        wandering = save(model, tmp_path / f"b{k}.onnx")  # hunt45: a Where's output has no statistics
+        with pytest.raises(CalibrationError, match=r"NaN or Inf in 1 output\(s\) \(first: 'y'\)"):
+            pipeline.calibrate(wandering, tmp_path / "b.json", CalibrateConfig(ImageSelection(image_dir, 8)))
+
+
+def _wandering_where() -> onnx.ModelProto:
+    """Where(h < 0, -inf, h): an infinity wherever the Conv's output is negative."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["h"], name="c0"),
+        helper.make_node("Less", ["h", "zero"], ["negative"], name="less"),
+        helper.make_node("Where", ["negative", "ninf", "h"], ["y"], name="where"),
+    ]
+    weights = {**conv_params(3, 3, k=1, seed=5), "zero": np.float32(0), "ninf": np.float32(-np.inf)}
+    return make_model(nodes, weights, output="y")
 
 
 def _wandering_infinity() -> onnx.ModelProto:

@@ -123,14 +123,18 @@ def observe(
 
 
 def check_finite(
-    partials: dict[str, Partial], outputs: Iterable[str], masked: frozenset[str] = frozenset()
+    partials: dict[str, Partial],
+    outputs: Iterable[str],
+    masked: frozenset[str] = frozenset(),
+    seen: frozenset[str] = frozenset(),
 ) -> tuple[str, ...]:
     """Raise when the FP32 model produced NaN or Inf in an output on the calibration images, but for the
     `masked` outputs, whose infinities stand at the same places on every image (class logits masked with
-    -inf: evaluate.sanity.ReferenceCheck.fixed_infinities). Inside the model they can be by design (an
-    attention mask's -inf before a Softmax: azcrawlerpy's tesseranet). Either way the table records them,
-    convert keeps those tensors float, and the notes returned say so."""
-    broken = sorted(name for name, p in partials.items() if p.nonfinite)
+    -inf: evaluate.sanity.ReferenceCheck.fixed_infinities). seen: outputs the reference check saw
+    non-finite, observed or not (ReferenceCheck.nonfinite_outputs). Inside the model they can be by
+    design (an attention mask's -inf before a Softmax: azcrawlerpy's tesseranet). Either way the table
+    records them, convert keeps those tensors float, and the notes returned say so."""
+    broken = sorted({name for name, p in partials.items() if p.nonfinite} | seen)
     final = sorted(set(broken) & set(outputs) - masked)
     kept = sorted(set(broken) & masked)
     notes = tuple(

@@ -57,11 +57,12 @@ class _Powers:
         """noise / signal, the scores and the other features each pooled and weighing alike (None: no
         signal)."""
         scores = (self.low >= 0.0) & (self.high <= 1.0)
-        ratios = [
-            float(np.sum(self.noise[kind]) / np.sum(self.signal[kind]))
-            for kind in (scores, ~scores)
-            if np.sum(self.signal[kind]) > 0.0
-        ]
+        with np.errstate(invalid="ignore", divide="ignore"):  # NaN noise is the caller's to judge (hunt45)
+            ratios = [
+                float(np.sum(self.noise[kind]) / np.sum(self.signal[kind]))
+                for kind in (scores, ~scores)
+                if np.sum(self.signal[kind]) > 0.0
+            ]
         return sum(ratios) / len(ratios) if ratios else None
 
 

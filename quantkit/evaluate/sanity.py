@@ -94,6 +94,13 @@ class ReferenceCheck:
         for name, marks in later._marks.items():
             self._fold(name, marks)
 
+    def nonfinite_outputs(self) -> frozenset[str]:
+        """Outputs holding NaN or Inf on any image (calibrate observes no statistics of an output a Where
+        or a Concat writes: hunt45's moving -inf passed unseen)."""
+        return frozenset(name for name, marks in self._marks.items() if marks is not None) | frozenset(
+            self._moving
+        )
+
     def fixed_infinities(self) -> frozenset[str]:
         """Outputs holding an infinity (never NaN) at the same places, of the same sign, on each of 2 or
         more images: a mask the model applies by design (class logits masked with -inf), not the broken

@@ -187,7 +187,8 @@ def calibrate(
         del augmented
         merged = _observe_arrays(sessions[0] if len(sessions) == 1 else sessions, stream, job, tick)
     masked = merged.check.fixed_infinities() if merged.check else frozenset()
-    notes += check_finite(merged.partials, job.outputs, masked)
+    unobserved = merged.check.nonfinite_outputs() if merged.check else frozenset()
+    notes += check_finite(merged.partials, job.outputs, masked, unobserved)
     stats = {name: part.stats() for name, part in merged.partials.items()}
     stats.update({name: stats[view] for name, view in through.items()})  # the table sorts them
     seen, check, kept = merged.seen, merged.check or ReferenceCheck(), merged.samples

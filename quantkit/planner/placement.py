@@ -338,6 +338,9 @@ def _try_integer(state: Planning, node: onnx.NodeProto) -> bool:
     if any(o in index.graph_outputs for o in outputs):
         state.reasons[node.name] = "its output is a model output (kept float)"
         return False
+    if any(state.nonfinite(o) for o in outputs):  # a -inf mask added by design (hunt45: "recalibrate")
+        state.reasons[node.name] = "its output holds NaN or Inf on the calibration images (kept float)"
+        return False
     if not all(state.has_stats(o) for o in outputs):
         state.reasons[node.name] = "no calibration statistics for its output; recalibrate"
         return False
