@@ -237,8 +237,7 @@ class TopK:
 
     def result(self) -> Accuracy:
         n = max(self.count, 1)
-        top5 = self.top5 / n if self.classes > 5 else None  # hunt44: a 4-class model read 'top-5 100 %'
-        return Accuracy(top1=self.top1 / n, top5=top5, count=self.count)
+        return Accuracy(self.top1 / n, self.top5 / n if self.classes > 5 else None, self.count)  # else 100 %
 
 
 class DetectionRecall:
