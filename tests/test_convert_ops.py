@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from quantkit.config import ConvertConfig, Prefer, Rounding, Target
 from quantkit.errors import ConfigError
-from quantkit.planner.placement import ATTENTION_INT8_INPUTS, LEFT_WEIGHT
+from quantkit.planner.placement import ATTENTION_INT8_INPUTS, GEMM_SCALED, LEFT_WEIGHT
 from tests.conftest import conv_params, make_model, rng
 from tests.helpers import dq_feeds_q, op_counts, optimized_graph, output_sqnr, quantize
 
@@ -291,6 +291,23 @@ def test_a_linear_layer_read_only_in_float_writes_float(
     assert "h" not in dequantized and "h2" in dequantized  # fc2 reads h2 quantized
     ops = op_counts(optimized_graph(out, tmp_path))
     assert ops[fused] >= 1, ops
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
+@pytest.mark.parametrize("attrs", [{"alpha": 0.5}, {"beta": 0.5}, {"beta": 0.0}])
+def test_a_scaled_gemm_stays_float_where_onnxruntime_would_not_fuse_it(
+    attrs: dict[str, float], tmp_path: Path, image_dir: Path
+) -> None:
+    """onnxruntime 1.32 fuses DQ -> Gemm into QGemm only at alpha 1 and beta 1: with int8 weights it ran
+    a float Gemm on weights dequantized every run (3 DequantizeLinear left in its optimized graph)."""
+    model = _linear_model("Gemm")
+    fc = next(n for n in model.graph.node if n.name == "fc")
+    fc.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
+    summary, out = quantize(model, tmp_path, image_dir)
+    assert "fc" not in summary.plan.quantized_nodes
+    assert {s.node: s.reason for s in summary.plan.skipped}["fc"] == GEMM_SCALED
+    ops = op_counts(optimized_graph(out, tmp_path))
+    assert ops["Gemm"] == 1 and ops["QGemm"] == 0
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 

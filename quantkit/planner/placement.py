@@ -211,10 +211,25 @@ def _unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
         return ""
     if node.op_type == "ConvTranspose":
         return "onnxruntime has no integer ConvTranspose kernel (it would run in float on int8 weights)"
+    if node.op_type == "Gemm" and _scaled_gemm(state.index, node):
+        return GEMM_SCALED
     out = node.output[0]
     if node.op_type == "Conv" and (out in state.index.graph_outputs or not state.has_stats(out)):
         return "its output stays float (a model output): onnxruntime has no integer Conv with a float output"
     return ""
+
+
+GEMM_SCALED = (
+    "onnxruntime fuses a Gemm into QGemm only at alpha 1 and beta 1 (it would run in float on int8 weights)"
+)
+
+
+def _scaled_gemm(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A Gemm with alpha != 1, or a bias and beta != 1: onnxruntime 1.32 leaves it a float Gemm on
+    dequantized weights (measured: a DQ -> Gemm(alpha 0.5) -> float reader stays Gemm, 3 DequantizeLinear)."""
+    biased = len(node.input) > 2 and bool(node.input[2])
+    beta = index.attribute(node, "beta", 1.0) if biased else 1.0
+    return index.attribute(node, "alpha", 1.0) != 1.0 or beta != 1.0
 
 
 def _weight_axis(index: GraphIndex, node: onnx.NodeProto, weight: np.ndarray) -> int | None:
