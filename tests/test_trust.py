@@ -729,3 +729,31 @@ def test_top5_accuracy_of_five_classes_or_fewer_is_not_given() -> None:
     merged.merge(four)
     merged.merge(ten)
     assert merged.result().top5 is None and merged.result().count == 40
+
+
+def test_a_map_and_its_logits_count_as_one_output_at_the_worse_of_the_two() -> None:
+    """hunt44 F2: PP-OCRv5's text map at 11.7 dB passed --min-sqnr 12 averaged with its logits at 19.0 dB
+    as two outputs (13.9 dB); held out it measured 4.8 dB with its boxes doubled."""
+    from quantkit.evaluate.output_noise import OutputNoise
+    from quantkit.graph.query import foreground_views
+
+    g = np.random.default_rng(0)
+    logits = g.normal(0, 1, (4, 1, 8, 8))
+    ref = {"logits": logits, "map": 1 / (1 + np.exp(-logits))}
+    cand = {"logits": ref["logits"] + g.normal(0, 0.1, logits.shape), "map": ref["map"] * 1.3}
+    alone, paired = OutputNoise(), OutputNoise(views={"map": "logits"})
+    for noise in (alone, paired):
+        noise.update(ref, cand)
+    worst = alone.worst()
+    assert worst is not None and worst[0] == "map"
+    assert paired.sqnr_db == pytest.approx(worst[1]) and paired.sqnr_db < alone.sqnr_db - 2.0
+    nodes = [helper.make_node("Sigmoid", ["logits"], ["map"]), helper.make_node("Sigmoid", ["z"], ["other"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1]) for n in ("logits", "z")],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1]) for n in ("map", "other")],
+    )
+    model = helper.make_model(graph)
+    assert foreground_views(model, ["logits", "map", "other"]) == {"map": "logits"}  # 'z' not measured
+    assert foreground_views(model, ["map"]) == {}

@@ -117,6 +117,15 @@ def measured_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
     return measured
 
 
+def foreground_views(model: onnx.ModelProto, measured: Collection[str]) -> dict[str, str]:
+    """Graph output -> its logits, where both are `measured` and a Sigmoid makes the one from the other
+    (a map judged by its own values beside its logits: planner.foreground)."""
+    names = set(measured)
+    outputs = {o.name for o in model.graph.output if o.name in names}
+    sigmoids = [n for n in model.graph.node if n.op_type == "Sigmoid" and n.output[0] in outputs]
+    return {n.output[0]: n.input[0] for n in sigmoids if n.input[0] in names and n.input[0] != n.output[0]}
+
+
 def squashed_by(
     model: onnx.ModelProto, measured: Mapping[str, tuple[str, ...]], ops: Collection[str] = SQUASHING_OPS
 ) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import onnx
 from quantkit.errors import ConversionError, ModelError
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.augment import with_outputs
-from quantkit.graph.query import measured_outputs, measured_tensors, squashed_by
+from quantkit.graph.query import foreground_views, measured_outputs, measured_tensors, squashed_by
 from quantkit.planner.foreground import with_foreground
 from quantkit.results import Feed, Runs
 from quantkit.runtime import Session, fits_one_message
@@ -119,7 +119,8 @@ def output_sqnrs(
     augmented = with_outputs(model, list(reference[0]) if reference else [], typed=False)
 
     def measure(augmented: onnx.ModelProto) -> tuple[float, float]:
-        found = OutputNoise() if noise is None else noise
+        views = foreground_views(model, list(reference[0]) if reference else ())
+        found = OutputNoise(views=views) if noise is None else noise
         try:
             for got, ref in zip(Session.of(augmented, threads).iter_samples(samples), reference, strict=True):
                 found.update(ref, got)
