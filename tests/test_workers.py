@@ -10,8 +10,11 @@ import signal
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from quantkit.calib import table as table_io
 from quantkit.errors import ConfigError, WorkerError
 from quantkit.parallel import Parallel, pool_for
 from quantkit.parallel.local import LocalPool
@@ -304,3 +307,37 @@ def test_a_script_without_the_main_guard_is_told_so(tmp_path: Path, monkeypatch:
         "import quantkit\nif __name__ == '__main__':\n    quantkit.calibrate('m.onnx', 'img')\n"
     )
     assert local._guard_hint() == ""
+
+
+def test_the_tables_samples_are_spread_over_the_images_for_any_number_of_workers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hunt39 F11: the smoke test, --min-sqnr and rounding measured the first 8 files by name, in a folder
+    sorted by class all of the first class. They are the middle of each eighth of the list now."""
+    monkeypatch.setattr(shards, "CHUNK_IMAGES", 4)
+    folder = tmp_path / "classes"
+    for i in range(20):  # gray level 10 i + 5 tells the file's place in the list
+        sub = folder / f"class{i // 5}"
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((12, 12, 3), 10 * i + 5, np.uint8)).save(sub / f"{i:02d}.png")
+    model = tiny_cnn(tmp_path / "cnn.onnx")
+    for workers in ("1", "2"):
+        table = tmp_path / f"t{workers}.json"
+        options = [
+            "--mean",
+            "0,0,0",
+            "--std",
+            "1,1,1",
+            "--batch-size",
+            "2",
+            "--workers",
+            workers,
+            "-o",
+            str(table),
+        ]
+        code, _, err = run(["calibrate", str(model), "--images", str(folder), *options], capsys)
+        assert code == 0, err
+        samples = table_io.load(table).samples
+        assert isinstance(samples, np.ndarray)
+        places = [(round(float(s.mean())) - 5) // 10 for s in samples]
+        assert places == [1, 3, 6, 8, 11, 13, 16, 18]  # (2k + 1) * 20 // 16

@@ -26,6 +26,15 @@ from quantkit.results import Batch, Feed, feed_concat, feed_rows, feed_take, fit
 from quantkit.runtime import Session
 
 
+def spread(paths: Sequence[Path], count: int) -> frozenset[Path]:
+    """`count` of the files evenly spaced over the list (the middle of each of `count` equal parts), or all
+    of them: the samples a table keeps for convert's smoke test, --min-sqnr and rounding. The first files
+    by name were often one class (hunt39 F11: a folder sorted by class kept 8 photos of the first)."""
+    if len(paths) <= count:
+        return frozenset(paths)
+    return frozenset(paths[(2 * k + 1) * len(paths) // (2 * count)] for k in range(count))
+
+
 @dataclass(frozen=True)
 class ChunkJob:
     """One chunk's work: its images and everything a fresh worker needs to observe them."""
@@ -43,6 +52,7 @@ class ChunkJob:
     model_sha256: str
     groups: tuple[tuple[str, ...], ...] | None = None  # observed in groups, a model each (collect.observe)
     values: frozenset[str] = frozenset()  # outputs graph.output_kinds reads as features: no classes
+    picks: frozenset[Path] = frozenset()  # the files whose samples to keep (spread); empty: the first
 
 
 def describe(job: ChunkJob) -> str:
@@ -78,7 +88,7 @@ def observe_chunk(
         check.update(batch, {n: outputs[n] for n in job.outputs if n in outputs})
 
     def feeds() -> Iterable[Feed]:
-        for batch in keeping(batches, job.keep, kept):
+        for batch in keeping(batches, job.keep, kept, job.picks):
             observed.extend(batch.paths)
             yield batch.data
 

@@ -41,7 +41,7 @@ from quantkit.images import (
     too_few_read,
 )
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
-from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_chunk, run_chunk
+from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_chunk, run_chunk, spread
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
@@ -297,9 +297,11 @@ def _observe_images(
     tick: Callable[[int], None],
 ) -> Merged:
     """The images in chunks, on the pool `parallel` names, merged in list order (blob: _serialised)."""
+    picks = spread(paths, job.keep)
     jobs = [
-        replace(job, index=k, paths=part, keep=job.keep if k < 2 else 0)
+        replace(job, index=k, paths=part, keep=job.keep if mine else 0, picks=mine)
         for k, part in enumerate(chunks(paths, job.batch_size))
+        for mine in [picks.intersection(part)]
     ]
     merged = Merged()
     for result in run_jobs(parallel, blobs, run_chunk, jobs, describe, tick):

@@ -164,13 +164,21 @@ def require_visible(paths: Sequence[Path]) -> None:
         )
 
 
-def keeping(batches: Iterable[Batch], keep: int, kept: list[Feed]) -> Iterator[Batch]:
+def keeping(
+    batches: Iterable[Batch], keep: int, kept: list[Feed], picks: frozenset[Path] = frozenset()
+) -> Iterator[Batch]:
     """The batches, unchanged; on the way, their first `keep` samples appended to `kept` (calibrate's
-    smoke-test samples, compare's timing sample), those of the first batch's shapes (fits_with)."""
+    smoke-test samples, compare's timing sample), those of the first batch's shapes (fits_with); with
+    `picks`, only the samples of those files (calibrate's, spread over the list: calib_chunks.spread)."""
     for batch in batches:
         held = sum(feed_rows(k) for k in kept)
-        if held < keep and fits_with(kept, batch.data):
+        if held >= keep or not fits_with(kept, batch.data):
+            pass
+        elif not picks:
             kept.append(feed_take(batch.data, 0, keep - held))
+        else:
+            rows = [k for k, path in enumerate(batch.paths) if path in picks][: keep - held]
+            kept.extend(feed_take(batch.data, k, k + 1) for k in rows)
         yield batch
 
 
