@@ -312,6 +312,19 @@ def test_a_scaled_gemm_stays_float_where_onnxruntime_would_not_fuse_it(
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
+def test_a_gemm_bias_given_as_one_row_is_an_int32_bias_in_qgemm(tmp_path: Path, image_dir: Path) -> None:
+    """A [1, N] bias (Y is [M, N]: the same as [N]) stayed float, and onnxruntime ran a float Gemm on
+    weights dequantized every run (2 DequantizeLinear in its optimized graph) instead of QGemm."""
+    model = _linear_model("Gemm")
+    bias = next(t for t in model.graph.initializer if t.name == "fc_b")
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias).reshape(1, -1), "fc_b"))
+    summary, out = quantize(model, tmp_path, image_dir)
+    assert "fc" in summary.plan.quantized_nodes
+    ops = op_counts(optimized_graph(out, tmp_path))
+    assert ops["QGemm"] == 1 and ops["Gemm"] == 0 and ops["DequantizeLinear"] == 0
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
 def test_conv_transpose_and_depthwise(tmp_path: Path, image_dir: Path) -> None:
     g = np.random.default_rng(3)
     inits: dict[str, np.ndarray] = {}

@@ -8,7 +8,8 @@ once, when it is loaded for a command: it computes exactly what it did.
 A Resize's empty `roi` (an initializer of no values, which only tf_crop_and_resize reads) is written as
 the omitted input it stands for, from opset 13 on: onnxruntime's transpose optimizer permutes a roi as if
 it held 2 x rank values, and on hunt31's NanoDet at opset 21 its Gather over the empty one failed at the
-first run of every Q/DQ model (quantkit's and onnxruntime.quantization's alike).
+first run of every Q/DQ model (quantkit's and onnxruntime.quantization's alike). A Gemm bias stored as
+one row [1, N] is stored as the [N] it is (_flat_row_biases).
 """
 
 from __future__ import annotations
@@ -66,9 +67,31 @@ def normalize(model: onnx.ModelProto) -> Normalized:
     del graph.node[:]
     graph.node.extend(kept)
     _omit_empty_roi(out)
-    if alias:
-        _drop_value_info(graph, set(alias))
+    rows = _flat_row_biases(graph, keep_names)
+    if alias or rows:
+        _drop_value_info(graph, set(alias) | rows)
     return Normalized(out, constants, len(alias))
+
+
+def _flat_row_biases(graph: onnx.GraphProto, keep_names: set[str]) -> set[str]:
+    """Each Gemm bias given as one row [1, N] stored as [N], which it is (Y is [M, N]), where only Gemms
+    read it as their C: quantkit's int32 bias and onnxruntime's QGemm fusion take [N]; a [1, N] one left
+    the Gemm float on weights dequantized every run. In place; the names changed."""
+    readers: dict[str, list[tuple[str, int]]] = {}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node.op_type if node.domain in ("", "ai.onnx") else "", k))
+    changed: set[str] = set()
+    for k, tensor in enumerate(graph.initializer):
+        uses = readers.get(tensor.name, [])
+        if len(tensor.dims) != 2 or tensor.dims[0] != 1 or not uses or tensor.name in keep_names:
+            continue
+        if any(use != ("Gemm", 2) for use in uses) or _overridable(graph, tensor.name):
+            continue
+        value = numpy_helper.to_array(tensor)
+        graph.initializer[k].CopyFrom(numpy_helper.from_array(value.reshape(-1), tensor.name))
+        changed.add(tensor.name)
+    return changed
 
 
 def _omit_empty_roi(model: onnx.ModelProto) -> None:
