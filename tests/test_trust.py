@@ -757,3 +757,24 @@ def test_a_map_and_its_logits_count_as_one_output_at_the_worse_of_the_two() -> N
     model = helper.make_model(graph)
     assert foreground_views(model, ["logits", "map", "other"]) == {"map": "logits"}  # 'z' not measured
     assert foreground_views(model, ["map"]) == {}
+
+
+def test_a_calibration_on_few_images_says_so_and_convert_counts_its_one_sample(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hunt46 B2: 1 photo calibrated without a word, and convert's figures on it (47.7-112.6 dB) were
+    12.0-37.8 dB held out; 'the table's 1 calibration samples'."""
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted(p for p in image_dir.rglob("*.png"))[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    table = tmp_path / "one.calib.json"
+    code, out, err = run(["calibrate", str(cnn), "--images", str(one), "-o", str(table)], capsys)
+    assert code == 0, err
+    assert "warning: calibrated on 1 image: the ranges, and the samples convert chooses" in err
+    code, out, err = run(["convert", str(cnn), "-c", str(table), "-o", str(tmp_path / "one.onnx")], capsys)
+    assert code == 0, err
+    assert "on the table's 1 calibration sample: outputs finite" in " ".join(out.split())
+    again = ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(tmp_path / "t.json")]
+    code, _, err = run(again, capsys)
+    assert code == 0 and "calibrated on" not in err  # 24 images: no warning

@@ -78,15 +78,16 @@ def shrink_warnings(result: ShrinkResult) -> tuple[str, ...]:
 def smoke_text(smoke_sqnr_db: dict[str, float], samples: int) -> str:
     """convert's smoke-test line, naming how many stored samples its figures are on (0: not known)."""
     sqnr = ", ".join(f"{name} {decibels(v)}" for name, v in smoke_sqnr_db.items())
-    on = f"the table's {samples} calibration samples" if samples else "calibration samples"
+    plural = "s" if samples != 1 else ""
+    on = f"the table's {samples} calibration sample{plural}" if samples else "calibration samples"
     figures = f", SQNR {sqnr}" if sqnr else ""
     line = f"smoke test of the model written, on {on}: outputs finite where FP32's are{figures}\n"
     if not samples:
         return line
     return line + (
-        f"(every figure on calibration samples is on those {samples}, which the corrections were chosen "
-        "on, and weighs each output and each output feature alike: `quantkit compare` on held-out images "
-        "measures what the model does elsewhere, pooling each output's values)\n"
+        f"(every figure on calibration samples is on {'those' if plural else 'that'} {samples}, which the "
+        "corrections were chosen on, and weighs each output and each output feature alike: `quantkit "
+        "compare` on held-out images measures what the model does elsewhere, pooling each output's values)\n"
     )
 
 
