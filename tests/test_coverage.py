@@ -964,6 +964,25 @@ def test_a_sigmoid_map_far_below_its_logits_is_flagged() -> None:
     assert len(_squashed_warnings(converted, squashed, set(), background, samples, {"y": 3.0})) == 1
 
 
+def test_a_softmax_figure_far_above_its_logits_is_noted() -> None:
+    """hunt46 B1: a captcha digit's softmax measured 68.2 dB on the samples (scores saturated there) and
+    33.4 dB held out, its logits 37.9 dB; the smoke-test line showed only the 68.2. 10 dB above: a note."""
+    from quantkit.pipeline.squashed_figures import saturated_note
+
+    nodes = [
+        helper.make_node("Identity", ["x"], ["logits"], name="same"),
+        helper.make_node("Softmax", ["logits"], ["y"], name="prob", axis=1),
+    ]
+    converted = make_model(nodes, {})
+    samples = rng(3).normal(0.0, 1.0, (4, 3, 16, 16)).astype(np.float32)
+    reference = [{"logits": samples[k : k + 1] * np.float32(1.1)} for k in range(4)]  # logits: 20.8 dB
+    squashed = [("y", "logits")]
+    (line,) = saturated_note(converted, squashed, reference, samples, {"y": 45.0})
+    assert line.startswith("smoke-test figures far above their logits': 'y' 45.0 dB (its logits 20.8 dB)")
+    assert saturated_note(converted, squashed, reference, samples, {"y": 30.0}) == ()  # within 10 dB
+    assert saturated_note(converted, squashed, reference, samples, {"y": float("inf")}) == ()
+
+
 def test_the_int8_floor_suggests_minmax_only_where_it_was_not_the_method() -> None:
     """SLANet, refused with --method minmax, was told to "try --method minmax"."""
     from quantkit.pipeline.run_convert import floor_fix

@@ -29,6 +29,7 @@ from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
 from quantkit.graph.subnormal import subnormal_warning
 from quantkit.outcomes import SpeedPlan
+from quantkit.pipeline.squashed_figures import saturated_note
 from quantkit.planner import fallback
 from quantkit.planner.foreground import has_foreground
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_take
@@ -157,6 +158,7 @@ def measurement_notes(
                 "SQNR figure on calibration samples but the smoke test's is the logits'"
             ),
         )
+        notes += saturated_note(converted, squashed, reference, samples, smoke)
         return notes, (*_squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke), *slow)
     return notes, slow
 
