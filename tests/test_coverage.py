@@ -967,7 +967,7 @@ def test_a_sigmoid_map_far_below_its_logits_is_flagged() -> None:
 def test_a_softmax_figure_far_above_its_logits_is_noted() -> None:
     """hunt46 B1: a captcha digit's softmax measured 68.2 dB on the samples (scores saturated there) and
     33.4 dB held out, its logits 37.9 dB; the smoke-test line showed only the 68.2. 10 dB above: a note."""
-    from quantkit.pipeline.squashed_figures import saturated_note
+    from quantkit.pipeline.sample_figures import saturated_note
 
     nodes = [
         helper.make_node("Identity", ["x"], ["logits"], name="same"),

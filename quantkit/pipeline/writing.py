@@ -29,7 +29,7 @@ from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
 from quantkit.graph.subnormal import subnormal_warning
 from quantkit.outcomes import SpeedPlan
-from quantkit.pipeline.squashed_figures import saturated_note
+from quantkit.pipeline.sample_figures import saturated_note
 from quantkit.planner import fallback
 from quantkit.planner.foreground import has_foreground
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_take

@@ -1,5 +1,6 @@
-"""What convert says of a Softmax / Sigmoid output's own smoke-test figure beside its logits' (the floors
-and searches judge the logits: pipeline.writing.measurement_notes)."""
+"""What convert's figures on the calibration samples hide, said beside them (pipeline.writing's
+measurement_notes): a Softmax / Sigmoid output's own smoke-test figure far above its logits' (the floors
+and searches judge the logits)."""
 
 from __future__ import annotations
 
