@@ -1,6 +1,6 @@
 """What convert's figures on the calibration samples hide, said beside them (pipeline.writing's
 measurement_notes): a Softmax / Sigmoid output's own smoke-test figure far above its logits' (the floors
-and searches judge the logits)."""
+and searches judge the logits), and a figure that hides what changes between the samples."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import onnx
 
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.evaluate.output_noise import OutputNoise
+from quantkit.evaluate.variation import Variation, steady_warning
+from quantkit.graph.augment import with_outputs
 from quantkit.planner import fallback
 from quantkit.results import Feed, Runs
+from quantkit.runtime import Session
 
 # A Softmax / Sigmoid output whose smoke-test figure is this far above its logits' gets a note.
 SATURATED_GAP_DB = 10.0
@@ -47,3 +50,23 @@ def saturated_note(
         "on the samples, which hides their noise; on inputs with close calls they measure nearer their "
         "logits (quantkit compare on held-out images)",
     )
+
+
+def steady_outputs(converted: onnx.ModelProto, reference: Runs, samples: Feed) -> tuple[str, ...]:
+    """A warning for each measured tensor whose SQNR on the calibration samples hides what changes
+    between them (evaluate.variation; hunt42 F4: logits all near -1000 written at 58.5 dB and 65.6 %
+    top-1 agreement held out, no word)."""
+    tensors = list(reference[0]) if reference else []
+    if not tensors:
+        return ()
+    variations = {t: Variation() for t in tensors}
+    session = Session.of(with_outputs(converted, tensors, typed=False))
+    for ref, got in zip(reference, session.iter_samples(samples), strict=True):
+        for tensor, variation in variations.items():
+            if ref[tensor].shape == got[tensor].shape and ref[tensor].dtype.kind == "f":
+                variation.update(ref[tensor], got[tensor].astype(np.float64))
+    found = (
+        steady_warning(t, v.pooled_db(), v.varying_db(), "the calibration samples")
+        for t, v in variations.items()
+    )
+    return tuple(w for w in found if w)

@@ -22,14 +22,13 @@ from quantkit.errors import (
 from quantkit.evaluate.end2end import rows_differ
 from quantkit.evaluate.metrics import OutputErrors
 from quantkit.evaluate.output_noise import OutputNoise
-from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.files import check_output, json_safe, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
 from quantkit.graph.subnormal import subnormal_warning
 from quantkit.outcomes import SpeedPlan
-from quantkit.pipeline.sample_figures import saturated_note
+from quantkit.pipeline.sample_figures import saturated_note, steady_outputs
 from quantkit.planner import fallback
 from quantkit.planner.foreground import has_foreground
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_take
@@ -161,26 +160,6 @@ def measurement_notes(
         notes += saturated_note(converted, squashed, reference, samples, smoke)
         return notes, (*_squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke), *slow)
     return notes, slow
-
-
-def steady_outputs(converted: onnx.ModelProto, reference: Runs, samples: Feed) -> tuple[str, ...]:
-    """A warning for each measured tensor whose SQNR on the calibration samples hides what changes
-    between them (evaluate.variation; hunt42 F4: logits all near -1000 written at 58.5 dB and 65.6 %
-    top-1 agreement held out, no word)."""
-    tensors = list(reference[0]) if reference else []
-    if not tensors:
-        return ()
-    variations = {t: Variation() for t in tensors}
-    session = Session.of(with_outputs(converted, tensors, typed=False))
-    for ref, got in zip(reference, session.iter_samples(samples), strict=True):
-        for tensor, variation in variations.items():
-            if ref[tensor].shape == got[tensor].shape and ref[tensor].dtype.kind == "f":
-                variation.update(ref[tensor], got[tensor].astype(np.float64))
-    found = (
-        steady_warning(t, v.pooled_db(), v.varying_db(), "the calibration samples")
-        for t, v in variations.items()
-    )
-    return tuple(w for w in found if w)
 
 
 # A squashed output is flagged where it measures this far below its logits, under SQUASHED_FLOOR_DB.
