@@ -983,6 +983,33 @@ def test_a_softmax_figure_far_above_its_logits_is_noted() -> None:
     assert saturated_note(converted, squashed, reference, samples, {"y": float("inf")}) == ()
 
 
+def test_convert_names_a_kind_of_value_far_below_its_outputs_pooled_figure() -> None:
+    """hunt46 B5: afis' LEADER writes [N, H, W, 4] and INT8 left its local-maximum channel at -2.3 dB
+    inside 12.6 dB pooled; compare said so, convert did not. Here channel 3 (small values) is doubled."""
+    from quantkit.pipeline.sample_figures import steady_outputs
+
+    factors = np.asarray([1.0, 1.0, 1.0, 2.0], np.float32).reshape(1, 4, 1, 1)
+    nodes = [helper.make_node("Mul", ["x", "f"], ["y"], name="m")]
+    converted = make_model(nodes, {"f": factors}, input_shape=("N", 4, 8, 8))
+    samples = rng(3).normal(0.0, 1.0, (4, 4, 8, 8)).astype(np.float32)
+    samples[:, :3] *= 10.0
+    reference = [{"y": samples[k : k + 1]} for k in range(4)]
+    (line,) = steady_outputs(converted, reference, samples)
+    assert line.startswith("output 'y' measures 25.1 dB pooled on the calibration samples, but its values")
+    assert "index 3 of axis 1 measure 0.0 dB" in line
+    assert steady_outputs(converted, [{"y": samples[k : k + 1] * factors} for k in range(4)], samples) == ()
+    # a Softmax's logits are named as what they are measured for (hunt46 C4: CenterFace's "output '536'")
+    nodes = [
+        helper.make_node("Add", ["x", "k"], ["logits"], name="shift"),
+        helper.make_node("Softmax", ["logits"], ["p"], name="prob", axis=1),
+    ]
+    converted = make_model(nodes, {"k": np.float32(1000.0)}, input_shape=("N", 4, 8, 8), output="p")
+    noise = rng(4).normal(0.0, 0.3, samples.shape).astype(np.float32)
+    reference = [{"logits": samples[k : k + 1] + 1000.0 + noise[k : k + 1]} for k in range(4)]
+    (line,) = steady_outputs(converted, reference, samples)
+    assert line.startswith("output 'p', at tensor 'logits' measures ")
+
+
 def test_the_int8_floor_suggests_minmax_only_where_it_was_not_the_method() -> None:
     """SLANet, refused with --method minmax, was told to "try --method minmax"."""
     from quantkit.pipeline.run_convert import floor_fix

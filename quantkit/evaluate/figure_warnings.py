@@ -58,19 +58,20 @@ KIND_GAP_DB = 6.0
 KIND_FINE_DB = 30.0
 
 
-def kind_hidden(m: OutputMetrics) -> str | None:
+def kind_hidden(m: OutputMetrics, where: str = "") -> str | None:
     """A warning where one kind of value along a short axis (metrics.kinds_axis) measures far below the
     output's pooled SQNR: afis' LEADER writes [N, H, W, 4] (mask, angle in radians, type, quality) and
     measured 13.5 dB pooled, its quality channel, which afis thresholds, 3.4 dB. Not for a head that
-    --detector judges by its boxes (its scores beside its boxes are what recall counts)."""
+    --detector judges by its boxes (its scores beside its boxes are what recall counts). where: on which
+    images, after 'pooled' (convert's: ' on the calibration samples')."""
     if m.worst_kind is None or m.detection_recall is not None:
         return None
     axis, index, db = m.worst_kind
     if not db < min(m.sqnr_db - KIND_GAP_DB, KIND_FINE_DB):
         return None
     return (
-        f"output {m.name!r} measures {m.sqnr_db:.1f} dB pooled, but its values at index {index} of axis "
-        f"{axis} measure {db:.1f} dB: along that axis each index stands for something else (a class, a "
+        f"output {m.name!r} measures {m.sqnr_db:.1f} dB pooled{where}, but its values at index {index} of "
+        f"axis {axis} measure {db:.1f} dB: along that axis each index stands for something else (a class, a "
         "score beside boxes, a quality beside an angle), and the largest values weigh most in the pooled "
         "figure; judge that one on your task's metric"
     )

@@ -65,13 +65,15 @@ class Variation:
 
 
 def steady_warning(
-    name: str, pooled_db: float, varying_db: float | None, images: str = "images"
+    name: str, pooled_db: float, varying_db: float | None, images: str = "images", what: str = ""
 ) -> str | None:
-    """A warning where the pooled SQNR hides the part of the output that changes between `images`."""
+    """A warning where the pooled SQNR hides the part of the output that changes between `images`. what:
+    how to name it where it is not an output itself (default: "output 'name'")."""
     if varying_db is None or not pooled_db - varying_db >= HIDDEN_DB:
         return None
     return (
-        f"output {name!r} measures {pooled_db:.1f} dB pooled, but its values barely change between {images}: "
+        f"{what or f'output {name!r}'} measures {pooled_db:.1f} dB pooled, but its values barely change "
+        f"between {images}: "
         f"on what does change (each value's deviation from its mean over them) it measures "
         f"{varying_db:.1f} dB; judge it on that, or on your task's metric"
     )

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from quantkit.evaluate.metrics import sqnr_db
+from quantkit.evaluate.figure_warnings import kind_hidden
+from quantkit.evaluate.metrics import OutputErrors, kinds_axis, sqnr_db
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.graph.augment import with_outputs
@@ -55,18 +56,37 @@ def saturated_note(
 def steady_outputs(converted: onnx.ModelProto, reference: Runs, samples: Feed) -> tuple[str, ...]:
     """A warning for each measured tensor whose SQNR on the calibration samples hides what changes
     between them (evaluate.variation; hunt42 F4: logits all near -1000 written at 58.5 dB and 65.6 %
-    top-1 agreement held out, no word)."""
+    top-1 agreement held out, no word), and for each output measured as itself with one kind of value
+    far below the rest (figure_warnings.kind_hidden, as compare says it; hunt46 B5: a fingerprint
+    model's local-maximum channel at -2.3 dB inside 12.6 dB pooled, said by compare only)."""
     tensors = list(reference[0]) if reference else []
     if not tensors:
         return ()
     variations = {t: Variation() for t in tensors}
+    outputs = {o.name for o in converted.graph.output}
+    kinds = {t: OutputErrors(t) for t in tensors if t in outputs and kinds_axis(reference[0][t].shape)}
     session = Session.of(with_outputs(converted, tensors, typed=False))
     for ref, got in zip(reference, session.iter_samples(samples), strict=True):
         for tensor, variation in variations.items():
             if ref[tensor].shape == got[tensor].shape and ref[tensor].dtype.kind == "f":
                 variation.update(ref[tensor], got[tensor].astype(np.float64))
-    found = (
-        steady_warning(t, v.pooled_db(), v.varying_db(), "the calibration samples")
+                if tensor in kinds:
+                    kinds[tensor].update(ref[tensor], got[tensor])
+    read_for = {n.input[0]: n.output[0] for n in converted.graph.node if n.input and n.output[0] in outputs}
+    found = [
+        steady_warning(
+            t, v.pooled_db(), v.varying_db(), "the calibration samples", _named(t, outputs, read_for)
+        )
         for t, v in variations.items()
-    )
+    ]
+    found += [kind_hidden(errors.result(), " on the calibration samples") for errors in kinds.values()]
     return tuple(w for w in found if w)
+
+
+def _named(tensor: str, outputs: set[str], read_for: dict[str, str]) -> str:
+    """'' for an output (steady_warning's own words), else what it is measured for (hunt46 C4: a warning
+    called CenterFace's logits '536' an output)."""
+    if tensor in outputs:
+        return ""
+    of = f"output {read_for[tensor]!r}, at " if tensor in read_for else ""
+    return f"{of}tensor {tensor!r}"
