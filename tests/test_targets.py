@@ -103,6 +103,21 @@ def test_tensorrt_model_passes_its_check_and_fails_onnxruntimes(
     assert check(ort_out, Target.ort_cpu).findings == ()
 
 
+def test_compare_says_a_tensorrt_placed_models_speed_here_is_not_tensorrts(
+    tensorrt_model: tuple[Path, object], image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt46 C3: a TensorRT-placed CenterFace read 'speedup (p50) 0.13x' in compare, no word said."""
+    out, _ = tensorrt_model
+    fp32 = str(out.with_name("model.onnx"))
+    args = ["compare", fp32, str(out), "--images", str(image_dir), "--runs", "5", "--warmup", "0"]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    said = " ".join(err.split())
+    assert "warning: the candidate was placed for tensorrt (convert --target tensorrt): onnxruntime's" in said
+    code, _, err = run([*args[:5], "--runs", "0"], capsys)  # not timed: nothing to say
+    assert code == 0 and "placed for tensorrt" not in err
+
+
 def test_tensorrt_model_is_accurate_and_runs_as_the_reference_says(
     tensorrt_model: tuple[Path, object], image_dir: Path
 ) -> None:

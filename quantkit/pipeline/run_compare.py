@@ -40,7 +40,7 @@ from quantkit.pipeline.compare_chunks import (
 from quantkit.pipeline.loading import model_bytes
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs
-from quantkit.pipeline.writing import conversion_record, recorded_preprocess
+from quantkit.pipeline.writing import conversion_record, placed_elsewhere, recorded_preprocess
 from quantkit.reports.formats import skipped_line
 from quantkit.results import Feed, InputSpec, feed_repeat, fixed_batch_of
 from quantkit.runtime import cpu_info, has_float8, interleaved_latency, versions
@@ -233,6 +233,7 @@ def compare(
                 FLOAT16_CPU if _float16(candidate) and config.runtime is Runtime.onnxruntime else None,
                 subnormal_warning(reference) if config.latency.runs else None,
                 few_runs(config.latency.runs),
+                placed_elsewhere(candidate, config.runtime.value, config.latency.runs),
                 unrelated(outputs),
                 *done.comparison.unequal_rows(),
                 *done.comparison.steady(),

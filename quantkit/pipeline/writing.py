@@ -385,6 +385,21 @@ def recorded_json(model: onnx.ModelProto, key: str) -> Any:
     return None
 
 
+def placed_elsewhere(model: onnx.ModelProto, runtime: str, runs: int) -> str | None:
+    """compare's warning where it timed (runs) in onnxruntime (`runtime`) a candidate whose Q/DQ were
+    placed for another runtime than onnxruntime's CPU kernels (convert --target; hunt46 C3: a
+    TensorRT-placed CenterFace read 'speedup 0.13x')."""
+    settings = recorded_json(model, "settings")
+    target = settings.get("target") if isinstance(settings, dict) else None
+    if target not in ("tensorrt", "openvino") or runtime != "onnxruntime" or not runs:
+        return None
+    there = "; compare --runtime openvino measures it there" if target == "openvino" else ""
+    return (
+        f"the candidate was placed for {target} (convert --target {target}): onnxruntime's CPU provider "
+        f"runs what it cannot fuse in float, so its latency and speedup here are not {target}'s{there}"
+    )
+
+
 def conversion_record(model: onnx.ModelProto) -> dict[str, Any] | None:
     """What quantkit recorded of an INT8 conversion in a model's metadata; None if absent or malformed
     (hand-edited, another version): it is shown, never trusted."""
