@@ -314,8 +314,8 @@ def test_convert_summary_names_the_rebalanced_layers_and_the_corrections(
     c = summary.corrections
     assert c is not None and c.sqnr_corrected_db is not None and c.sqnr_both_db is not None
     assert (
-        f"output SQNR on calibration samples, every layer int8: plain {c.sqnr_plain_db:.2f} dB, bias "
-        f"correction {c.sqnr_corrected_db:.2f} dB" in text.replace("\n", " ")
+        "output SQNR on calibration samples, every layer int8, weights rounded to nearest: plain "
+        f"{c.sqnr_plain_db:.2f} dB, bias correction {c.sqnr_corrected_db:.2f} dB" in " ".join(text.split())
     )
     assert f"bias corrected for weight rounding in {len(summary.plan.input_means)} layers" in text
 

@@ -502,7 +502,7 @@ def test_fp8_writes_e4m3_qdq_at_opset_19_in_tensorrts_placement(fp8_model: tuple
     from quantkit.reports.console import _corrections_text
 
     said = _corrections_text(summary).plain  # type: ignore[arg-type]
-    assert "every layer fp8: plain" in said and "int8" not in said
+    assert "every layer fp8, weights rounded to nearest: plain" in said and "int8" not in said
 
 
 def test_compare_states_the_level_a_float8_model_ran_at(

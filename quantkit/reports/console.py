@@ -222,7 +222,8 @@ def _corrections_text(summary: ConvertSummary) -> Text:
     steps += [("rebalancing", c.sqnr_rebalanced_db)] if c.sqnr_rebalanced_db is not None else []
     if c.sqnr_both_db is not None and c.sqnr_corrected_db is not None:
         steps.append(("both", c.sqnr_both_db))
-    text.append(f"output SQNR on calibration samples, every layer {'fp8' if plan.fp8 else 'int8'}: ")
+    every = f"every layer {'fp8' if plan.fp8 else 'int8'}, weights rounded to nearest"
+    text.append(f"output SQNR on calibration samples, {every}: ")
     text.append(", ".join(f"{label} {decibels(value)}" for label, value in steps) + "\n")
     if c.dropped:
         text.append("--smoothquant auto: rebalancing measured no better at the output; none kept\n")
