@@ -8,7 +8,7 @@ from __future__ import annotations
 import onnx
 
 from quantkit.config import OutputKind
-from quantkit.graph.query import GraphIndex
+from quantkit.graph.query import SQUASHING_OPS, GraphIndex
 
 # ops that move or retype values without changing what they are
 _PASSING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Cast", "Transpose"})
@@ -57,7 +57,7 @@ def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) ->
 
 
 # ops that make an output class probabilities (or a score) from its logits
-_SQUASHING = frozenset({"Softmax", "LogSoftmax", "Sigmoid"})
+_SQUASHING = SQUASHING_OPS | {"LogSoftmax"}
 
 
 def _regressions(index: GraphIndex) -> set[str]:

