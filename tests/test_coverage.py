@@ -967,7 +967,8 @@ def test_a_sigmoid_map_far_below_its_logits_is_flagged() -> None:
 def test_a_softmax_figure_far_above_its_logits_is_noted() -> None:
     """hunt46 B1: a captcha digit's softmax measured 68.2 dB on the samples (scores saturated there) and
     33.4 dB held out, its logits 37.9 dB; the smoke-test line showed only the 68.2. 10 dB above: a note."""
-    from quantkit.pipeline.sample_figures import saturated_note
+    from quantkit.evaluate.output_noise import OutputNoise
+    from quantkit.pipeline.sample_figures import saturated_note, steady_outputs
 
     nodes = [
         helper.make_node("Identity", ["x"], ["logits"], name="same"),
@@ -976,11 +977,14 @@ def test_a_softmax_figure_far_above_its_logits_is_noted() -> None:
     converted = make_model(nodes, {})
     samples = rng(3).normal(0.0, 1.0, (4, 3, 16, 16)).astype(np.float32)
     reference = [{"logits": samples[k : k + 1] * np.float32(1.1)} for k in range(4)]  # logits: 20.8 dB
+    measured = OutputNoise()
+    steady_outputs(converted, reference, samples, measured)  # the run measurement_notes makes once
     squashed = [("y", "logits")]
-    (line,) = saturated_note(converted, squashed, reference, samples, {"y": 45.0})
+    (line,) = saturated_note(squashed, measured, {"y": 45.0})
     assert line.startswith("smoke-test figures far above their logits': 'y' 45.0 dB (its logits 20.8 dB)")
-    assert saturated_note(converted, squashed, reference, samples, {"y": 30.0}) == ()  # within 10 dB
-    assert saturated_note(converted, squashed, reference, samples, {"y": float("inf")}) == ()
+    assert saturated_note(squashed, measured, {"y": 30.0}) == ()  # within 10 dB
+    assert saturated_note(squashed, measured, {"y": float("inf")}) == ()
+    assert saturated_note(squashed, OutputNoise(), {"y": 45.0}) == ()  # not measured (synthetic inputs)
 
 
 def test_convert_names_a_kind_of_value_far_below_its_outputs_pooled_figure() -> None:

@@ -12,7 +12,6 @@ from quantkit.evaluate.metrics import OutputErrors, kinds_axis, sqnr_db
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.graph.augment import with_outputs
-from quantkit.planner import fallback
 from quantkit.results import Feed, Runs
 from quantkit.runtime import Session
 
@@ -21,25 +20,16 @@ SATURATED_GAP_DB = 10.0
 
 
 def saturated_note(
-    converted: onnx.ModelProto,
-    squashed: list[tuple[str, str]],
-    reference: Runs,
-    samples: Feed,
-    smoke: dict[str, float],
+    squashed: list[tuple[str, str]], measured: OutputNoise, smoke: dict[str, float]
 ) -> tuple[str, ...]:
     """A note naming the squashed outputs whose smoke-test SQNR is far above their logits': scores
     saturated on the samples hide their noise (hunt46 B1: a captcha digit's softmax 68.2 dB on 8 samples,
-    its logits 37.9 dB, the softmax 33.4 dB held out; a VGG16 classifier's 51.1 dB, 32.3 dB held out)."""
-    present = {name for node in converted.graph.node for name in node.output}
-    pairs = [(o, lg) for o, lg in squashed if lg in present and np.isfinite(smoke.get(o, np.nan))]
-    if not pairs or not reference:
-        return ()
-    noise = OutputNoise()
-    runs = [{lg: r[lg] for _, lg in pairs} for r in reference]
-    fallback.output_sqnr(converted, runs, samples, noise=noise)
+    its logits 37.9 dB, the softmax 33.4 dB held out; a VGG16 classifier's 51.1 dB, 32.3 dB held out).
+    squashed: (output, its logits); measured: the logits' noise on the samples (steady_outputs')."""
+    pairs = [(o, lg) for o, lg in squashed if lg in measured.powers and np.isfinite(smoke.get(o, np.nan))]
     found: list[str] = []
     for output, logits in pairs:
-        ratio = noise.powers[logits].relative() if logits in noise.powers else None
+        ratio = measured.powers[logits].relative()
         judged = sqnr_db(1.0, ratio) if ratio is not None else np.inf
         if smoke[output] > judged + SATURATED_GAP_DB:
             found.append(f"{output!r} {smoke[output]:.1f} dB (its logits {judged:.1f} dB)")
@@ -53,12 +43,15 @@ def saturated_note(
     )
 
 
-def steady_outputs(converted: onnx.ModelProto, reference: Runs, samples: Feed) -> tuple[str, ...]:
+def steady_outputs(
+    converted: onnx.ModelProto, reference: Runs, samples: Feed, noise: OutputNoise | None = None
+) -> tuple[str, ...]:
     """A warning for each measured tensor whose SQNR on the calibration samples hides what changes
     between them (evaluate.variation; hunt42 F4: logits all near -1000 written at 58.5 dB and 65.6 %
     top-1 agreement held out, no word), and for each output measured as itself with one kind of value
     far below the rest (figure_warnings.kind_hidden, as compare says it; hunt46 B5: a fingerprint
-    model's local-maximum channel at -2.3 dB inside 12.6 dB pooled, said by compare only)."""
+    model's local-maximum channel at -2.3 dB inside 12.6 dB pooled, said by compare only). noise: where
+    given, each tensor's noise on the samples is added to it (the run is not made twice)."""
     tensors = list(reference[0]) if reference else []
     if not tensors:
         return ()
@@ -72,6 +65,8 @@ def steady_outputs(converted: onnx.ModelProto, reference: Runs, samples: Feed) -
                 variation.update(ref[tensor], got[tensor].astype(np.float64))
                 if tensor in kinds:
                     kinds[tensor].update(ref[tensor], got[tensor])
+                if noise is not None:
+                    noise.update({tensor: ref[tensor]}, got)
     read_for = {n.input[0]: n.output[0] for n in converted.graph.node if n.input and n.output[0] in outputs}
     found = [
         steady_warning(

@@ -121,10 +121,12 @@ def measurement_notes(
     `itself` by their own values too: float16's). The warnings: squashed outputs far below their logits
     (_squashed_warnings), FP32 weights that are subnormal (graph.subnormal), counted in the model as
     `loaded` (the file's own, as compare counts, not the BatchNormalization-folded one's: hunt33), and
-    outputs whose figure hides what changes between the samples (steady_outputs; not on `synthetic` ones).
+    outputs whose figure hides what changes between the samples (steady_outputs; not on `synthetic` ones,
+    nor the note of a squashed figure far above its logits', sample_figures.saturated_note).
     reference: FP32's measured tensors on samples (fallback.measured_reference)."""
     slow = tuple(w for w in (subnormal_warning(loaded),) if w)  # synthetic inputs vary too little to judge:
-    slow += () if synthetic else steady_outputs(converted, reference, samples)
+    measured = OutputNoise()  # each measured tensor's noise on the samples, from steady_outputs' run
+    slow += () if synthetic else steady_outputs(converted, reference, samples, measured)
     ordered = selection_ordered(model)
     scored = sorted(
         (output, tensors[0])
@@ -157,7 +159,7 @@ def measurement_notes(
                 "SQNR figure on calibration samples but the smoke test's is the logits'"
             ),
         )
-        notes += saturated_note(converted, squashed, reference, samples, smoke)
+        notes += saturated_note(squashed, measured, smoke)
         return notes, (*_squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke), *slow)
     return notes, slow
 
