@@ -49,8 +49,8 @@ from quantkit.pipeline.writing import (
     stamp,
     write_checked,
 )
+from quantkit.planner import at_output, corrections_choice, fallback
 from quantkit.planner import budget_search as budget_search
-from quantkit.planner import corrections_choice, fallback
 from quantkit.planner import plan as make_plan
 from quantkit.planner.int8_model import FALLBACK_FORMATS, quantized_model, runnable
 from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan, Runs, feed_rows
@@ -219,9 +219,8 @@ def _converted(
     if config.target is Target.openvino:
         checked += openvino_gap(model, int8, samples, smoke)
     itself = fallback.foreground_maps(inferred, reference)
-    judged, warned = measurement_notes(
-        inferred, runnable(int8, config), reference, samples, smoke, itself, model
-    )
+    run_int8 = runnable(int8, config)
+    judged, warned = measurement_notes(inferred, run_int8, reference, samples, smoke, itself, model)
     return dataclasses.replace(
         summary,
         notes=summary.notes
@@ -229,6 +228,7 @@ def _converted(
         + corrections_choice.notes(resolved, requested, table)
         + judged
         + guarded_note
+        + at_output.judged_by_mean(run_int8, inferred, reference, samples, measured, config.min_sqnr)
         + floor_kept
         + convert_notes.elsewhere(config)
         + convert_notes.weights_listed(listed if speed is not None else 0)
