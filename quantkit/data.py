@@ -245,22 +245,23 @@ def readable_again(samples: Iterable[Any]) -> bool:
     return iter(samples) is not samples
 
 
-def picked_samples(
-    samples: Iterable[Sample], spec: InputSpec, chosen: Sequence[int], shape: tuple[int, ...]
-) -> np.ndarray | None:
-    """float32 [S, ...]: the samples at the `chosen` positions of a stream read again (a folder of
-    files, a list), those of `shape`; None where none is, or where `samples` is a one-pass iterator
-    (the positions cannot be read twice). The range cap's stress samples (calib.extremes), as images'
-    are decoded again."""
+def samples_at(
+    samples: Iterable[Sample], spec: InputSpec, chosen: Iterable[int], shape: tuple[int, ...]
+) -> dict[int, np.ndarray]:
+    """Position -> float32 sample [...] for the `chosen` positions of a stream read again (a folder of
+    files, a list) whose sample has `shape`; empty where `samples` is a one-pass iterator (the positions
+    cannot be read twice). The range cap's stress samples (calib.extremes), as images' are decoded again,
+    and the samples a table keeps, spread over all."""
     if not readable_again(samples):
-        return None
-    wanted, last, found = set(chosen), max(chosen, default=-1), []
+        return {}
+    wanted = set(chosen)
+    last, found = max(wanted, default=-1), {}
     for position, batch in enumerate(ArrayStream(samples, spec, 1)):
         if not isinstance(batch.data, np.ndarray) or position > last:
             break
         if position in wanted and batch.data.shape[1:] == shape:
-            found.append(batch.data[0])
-    return np.stack(found) if found else None
+            found[position] = batch.data[0]
+    return found
 
 
 def sample_side(sample_shape: tuple[int, ...]) -> tuple[int, int] | None:

@@ -111,6 +111,23 @@ def test_sensitivity_gives_the_cli_report(cnn: Path, image_dir: Path, tmp_path: 
         quantkit.sensitivity(cnn, calibration=table, data=[np.zeros((3, 16, 16), np.float32)])
 
 
+def test_arrays_read_twice_keep_samples_spread_over_all_and_a_stream_its_first(
+    cnn: Path, tmp_path: Path
+) -> None:
+    """As images' (hunt39 F11), the table's 8 samples from a list or a folder of arrays are the middle of each
+    eighth of them, not the first 8 (20 samples of value i: places 1, 3, 6, ...); a one-pass iterator
+    cannot be read again and keeps its first 8."""
+    samples = [np.full((3, 16, 16), float(i), np.float32) for i in range(20)]
+    listed = quantkit.calibrate(cnn, data=samples, output=tmp_path / "l.calib.json").table
+    streamed = quantkit.calibrate(cnn, data=iter(samples), output=tmp_path / "s.calib.json").table
+    places = {}
+    for name, table in (("listed", listed), ("streamed", streamed)):
+        kept = table_io.load(table).samples
+        assert isinstance(kept, np.ndarray)
+        places[name] = [int(s.mean()) for s in kept]
+    assert places == {"listed": [1, 3, 6, 8, 11, 13, 16, 18], "streamed": list(range(8))}
+
+
 def test_arrays_and_dicts_give_the_bytes_of_cli_inputs(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
     g = np.random.default_rng(3)
     samples = [g.normal(0, 1, (3, 16, 16)).astype(np.float32) for _ in range(10)]

@@ -32,7 +32,13 @@ def spread(paths: Sequence[Path], count: int) -> frozenset[Path]:
     by name were often one class (hunt39 F11: a folder sorted by class kept 8 photos of the first)."""
     if len(paths) <= count:
         return frozenset(paths)
-    return frozenset(paths[(2 * k + 1) * len(paths) // (2 * count)] for k in range(count))
+    return frozenset(paths[k] for k in spread_positions(len(paths), count))
+
+
+def spread_positions(total: int, count: int) -> list[int]:
+    """The positions of `count` of `total` items (count < total), the middle of each of `count` equal
+    parts, in order."""
+    return [(2 * k + 1) * total // (2 * count) for k in range(count)]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from quantkit.calib.collect import GROUP_BYTES, check_finite, fetch_groups, rows
 from quantkit.calib.extremes import stress_images
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import CalibrateConfig, ImageSelection, Preprocess
-from quantkit.data import ArrayStream, Sample, feed_side, picked_samples
+from quantkit.data import ArrayStream, Sample, feed_side, samples_at
 from quantkit.errors import ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
@@ -41,7 +41,15 @@ from quantkit.images import (
     too_few_read,
 )
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
-from quantkit.pipeline.calib_chunks import ChunkJob, Merged, describe, observe_chunk, run_chunk, spread
+from quantkit.pipeline.calib_chunks import (
+    ChunkJob,
+    Merged,
+    describe,
+    observe_chunk,
+    run_chunk,
+    spread,
+    spread_positions,
+)
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
@@ -230,7 +238,7 @@ def calibrate(
     if arrays is None:
         stress = _stress_samples(merged, preprocess) if preprocess is not None else None
     else:
-        stress = _stress_arrays(merged, arrays, spec) if len(specs) <= 1 else None
+        kept, stress = _read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
     table = CalibrationTable(meta=meta, stats=stats, samples=kept, stress=stress)
     json_bytes, npz_bytes = table_io.serialize(table)
     write_set([(npz_path, npz_bytes), (json_path, json_bytes)])
@@ -358,15 +366,25 @@ def _stress_samples(merged: Merged, preprocess: Preprocess) -> np.ndarray | None
     return batch.data
 
 
-def _stress_arrays(merged: Merged, arrays: Iterable[Sample], spec: InputSpec) -> np.ndarray | None:
-    """The samples most often among the tensors' most extreme, read again from the arrays where they can
-    be (a folder of files, a list: data.picked_samples), of the stored samples' shape; None otherwise.
-    Without them a table from arrays could not measure the range cap."""
+def _read_again(
+    merged: Merged, arrays: Iterable[Sample], spec: InputSpec
+) -> tuple[Feed | None, np.ndarray | None]:
+    """(the samples the table keeps, its stress samples), read again from the arrays where they can be (a
+    folder of files, a list: data.samples_at), of the first samples' shape. Kept: SMOKE_SAMPLES spread
+    over every sample as images' are (calib_chunks.spread), where all of them are of that shape, else the
+    first ones observed (a one-pass iterator's). Stress: the samples most often among the tensors' most
+    extreme (calib.extremes); None where there are none or the arrays cannot be read again: a table from
+    arrays could not measure the range cap without them."""
     kept = merged.samples
     if not isinstance(kept, np.ndarray):
-        return None
+        return kept, None
     chosen = stress_images(p.image_extremes for p in merged.partials.values())
-    return picked_samples(arrays, spec, chosen, kept.shape[1:])
+    picks = spread_positions(merged.seen, SMOKE_SAMPLES) if merged.seen > SMOKE_SAMPLES else []
+    found = samples_at(arrays, spec, [*chosen, *picks], kept.shape[1:])
+    if picks and all(k in found for k in picks):
+        kept = np.stack([found[k] for k in picks])
+    stress = [found[k] for k in chosen if k in found]
+    return kept, np.stack(stress) if stress else None
 
 
 def _sample_shapes(samples: Feed) -> dict[str, Any]:
