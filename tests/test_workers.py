@@ -341,3 +341,21 @@ def test_the_tables_samples_are_spread_over_the_images_for_any_number_of_workers
         assert isinstance(samples, np.ndarray)
         places = [(round(float(s.mean())) - 5) // 10 for s in samples]
         assert places == [1, 3, 6, 8, 11, 13, 16, 18]  # (2k + 1) * 20 // 16
+
+
+def test_a_picked_image_that_cannot_be_read_leaves_the_table_its_8_samples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unreadable file among the picked ones left 7 samples: the 8 are spread over the images read."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(20):
+        Image.fromarray(np.full((12, 12, 3), 10 * i + 5, np.uint8)).save(folder / f"{i:02d}.png")
+    (folder / "01.png").write_text("not an image")  # the first pick
+    table = tmp_path / "t.json"
+    argv = ["calibrate", str(tiny_cnn(tmp_path / "cnn.onnx")), "--images", str(folder), "-o", str(table)]
+    code, _, err = run([*argv, "--mean", "0,0,0", "--std", "1,1,1", "--batch-size", "2"], capsys)
+    assert code == 0 and "01.png" in err, err
+    samples = table_io.load(table).samples
+    assert isinstance(samples, np.ndarray)
+    assert [(round(float(s.mean())) - 5) // 10 for s in samples] == [2, 4, 6, 9, 11, 14, 16, 18]

@@ -53,7 +53,7 @@ from quantkit.pipeline.calib_chunks import (
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
-from quantkit.results import Batch, CalibrationTable, Feed, InputSpec, feed_shapes, fixed_batch_of
+from quantkit.results import Batch, CalibrationTable, Feed, InputSpec, feed_rows, feed_shapes, fixed_batch_of
 from quantkit.runtime import Session, fits_one_message, versions
 from quantkit.version import __version__
 
@@ -237,6 +237,7 @@ def calibrate(
     )
     if arrays is None:
         stress = _stress_samples(merged, preprocess) if preprocess is not None else None
+        kept = _refilled(merged, preprocess) if preprocess is not None else kept
     else:
         kept, stress = _read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
     table = CalibrationTable(meta=meta, stats=stats, samples=kept, stress=stress)
@@ -350,6 +351,25 @@ def _observe_arrays(
             return merged
         keep = job.keep if merged.seen < job.keep else 0
         merged.add(observe_chunk(session, batches, replace(job, keep=keep), tick))
+
+
+def _refilled(merged: Merged, preprocess: Preprocess) -> Feed | None:
+    """The samples kept, or where an image picked for them could not be read (spread picks among every
+    image listed), SMOKE_SAMPLES spread over the images read, decoded again here: a table with 7 samples
+    left convert's smoke test and searches one short. The samples kept where they cannot be decoded here
+    (a Ray cluster's own storage) or differ in shape."""
+    kept = merged.samples
+    rows = 0 if kept is None else feed_rows(kept)
+    if rows >= min(SMOKE_SAMPLES, len(merged.observed)) or not isinstance(kept, np.ndarray | None):
+        return kept
+    picks = spread(merged.observed, SMOKE_SAMPLES)
+    loader = ImageLoader([p for p in merged.observed if p in picks], preprocess, SMOKE_SAMPLES)
+    batch = next(iter(loader), None)
+    if batch is None or loader.skipped or not isinstance(batch.data, np.ndarray):
+        return kept
+    if kept is not None and batch.data.shape[1:] != kept.shape[1:]:
+        return kept
+    return batch.data
 
 
 def _stress_samples(merged: Merged, preprocess: Preprocess) -> np.ndarray | None:
