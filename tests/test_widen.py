@@ -238,6 +238,31 @@ def test_a_model_fed_in_float16_converts_to_int8_and_fp16_with_its_interface(
     assert code == 0 and "SQNR" in stdout and "computes in float16" not in err, err
 
 
+def test_a_float16_interface_is_measured_as_the_file_reads_and_writes_it(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hunt46 C2: an FP16-I/O unwarper converted --to fp16 read 131.6 dB in the search and 72.0 dB in the
+    smoke test, equal to its file bit for bit: FP32 was fed unrounded float32 inputs, and the model written
+    rounds its outputs to float16 as the file does. Samples are fed rounded now, and the note gives the
+    ceiling that the outputs' rounding alone sets."""
+    from quantkit.graph.prepare import prepare
+    from quantkit.pipeline.loading import as_declared
+
+    model = _fed_in_half()
+    x = np.random.default_rng(3).normal(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    rounded = as_declared(x, prepare(model, minimum=0))
+    assert isinstance(rounded, np.ndarray) and rounded.dtype == np.float32
+    assert np.array_equal(rounded, x.astype(np.float16).astype(np.float32)) and not np.array_equal(rounded, x)
+    assert as_declared(x, prepare(widen(model).model, minimum=0)) is x  # float32 inputs: as they are
+    quantize(model, tmp_path, image_dir)
+    halved = pipeline.convert_float16(
+        tmp_path / "model.onnx", tmp_path / "model.calib.json", tmp_path / "h.onnx", Float16Config()
+    )
+    (note,) = [n for n in halved.notes if n.startswith("the file declares its outputs float16")]
+    ceiling = float(note.split("'y' ")[1].split(" dB")[0])
+    assert 60.0 < ceiling < 90.0 and halved.smoke_sqnr_db["y"] <= ceiling + 0.5
+
+
 def _photos(table: Path, images: Path) -> np.ndarray:
     """The first 8 images as the table's preprocessing feeds them, in float16."""
     pre = Preprocess.from_dict(load(table).meta["preprocess"])

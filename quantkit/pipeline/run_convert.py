@@ -102,7 +102,7 @@ def _converted(
     start_db = None
     budget_report = None
     cache: dict[str, tuple[float, float]] = {}
-    samples = table_samples(table)
+    samples = table_samples(table, prepared)
     reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
     measured = fallback.SqnrMemo()  # models built again (the floor's second search) are not run again
     requested = config

@@ -29,6 +29,7 @@ from quantkit.graph.widen import narrow, redeclare
 from quantkit.outcomes import Float16Summary
 from quantkit.pipeline.convert_notes import inputs_changed, nothing_converted
 from quantkit.pipeline.loading import (
+    as_declared,
     model_bytes,
     require_float,
     require_model_path,
@@ -98,9 +99,9 @@ def _converted(
     prepared = prepare(model, minimum=target.min_opset, size=config.input_size, reason=reason)
     inferred = prepared.model
     samples, described = (
-        (table_samples(table), "calibration samples")
+        (table_samples(table, prepared), "calibration samples")
         if table is not None
-        else (synthetic_samples(inferred, config.input_size), "synthetic inputs")
+        else (as_declared(synthetic_samples(inferred, config.input_size), prepared), "synthetic inputs")
     )
     set_lean(large_activations(inferred, samples))
     measured = measured_outputs(inferred)
@@ -173,6 +174,7 @@ def _converted(
         notes=prepared.notes()
         + _already_16_bit(prepared.widened[0], target)
         + searched
+        + fp16_checks.declared_half_outputs(prepared.interface, reference)
         + ordered
         + _unchecked(table is None, config.min_sqnr_db, floor)
         + inputs_changed(model, converted, target.name),
