@@ -665,6 +665,30 @@ def test_a_squashed_output_is_judged_by_its_logits(tmp_path: Path) -> None:
     assert _sqnr(reference.run(["logits"], {"x": x})[0], session.run(["logits"], {"x": x})[0]) > 50
 
 
+def test_labels_an_argmax_picks_over_a_softmax_are_judged_by_its_logits() -> None:
+    """hunt47 B1: Softmax -> ArgMax (labels as many classifiers and segmenters are exported) was judged by
+    the probabilities, which saturate: an age classifier read 6.02 or 132.99 dB as one of 8 samples'
+    one-hot flipped or not, and --min-sqnr 40 decided the opposite of the same network without ArgMax."""
+    from quantkit.graph.query import measured_outputs
+
+    p = conv_params(4, 3, 1, 17)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["logits"], name="c"),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="soft", axis=1),
+        helper.make_node("ArgMax", ["probs"], ["y"], name="pick", axis=1, keepdims=0),
+        helper.make_node("ArgMax", ["logits"], ["z"], name="pick_raw", axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "labels",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info(n, TensorProto.INT64, [1, 8, 8]) for n in ("y", "z")],
+        [numpy_helper.from_array(p["w"], "w"), numpy_helper.from_array(p["b"], "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert measured_outputs(model) == {"y": ("logits",), "z": ("logits",)}
+
+
 def _top_k_head() -> onnx.ModelProto:
     """An end-to-end detector's head in small: three Convs make two maps [N, 2, 256], scores and boxes;
     TopK picks the 20 best scores, GatherElements their boxes; y = [scores, boxes] of those 20."""
