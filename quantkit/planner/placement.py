@@ -31,17 +31,40 @@ from quantkit.results import (
 
 def input_path(index: GraphIndex, tensor: str) -> set[str]:
     """`tensor` and the tensors it is computed from, back to (and including) the outputs of the previous
-    linear layers or the graph inputs."""
+    linear layers or the graph inputs, but not past a tensor that also feeds a linear layer `tensor` does
+    not (a residual stream: kept float, it would take every layer reading or writing it float with it; a
+    ResNet's final Gemm kept float by --min-sqnr "with its input path" de-quantized all 11 Convs through
+    the chain of residual Adds, hunt47 B2). Such a tensor stays quantized where the path reads it."""
+    fed = _layers_fed(index, tensor)
     path, todo = set(), [tensor]
     while todo:
         name = todo.pop()
         if name in path or index.is_constant(name):
+            continue
+        if name != tensor and not _layers_fed(index, name) <= fed:
             continue
         path.add(name)
         producer = index.producer.get(name)
         if producer is not None and producer.op_type not in COMPUTE_OPS:
             todo.extend(n for n in producer.input if n)
     return path
+
+
+def _layers_fed(index: GraphIndex, tensor: str) -> frozenset[str]:
+    """The linear layers (COMPUTE_OPS) that read `tensor`, directly or through other ops, by name."""
+    found: set[str] = set()
+    seen, todo = set(), [tensor]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node, _ in index.consumers.get(name, ()):
+            if node.op_type in COMPUTE_OPS:
+                found.add(node.name)
+            else:
+                todo.extend(o for o in node.output if o)
+    return frozenset(found)
 
 
 def data_path(index: GraphIndex, node: onnx.NodeProto) -> set[str]:
