@@ -187,6 +187,30 @@ def test_max_drop_on_a_map_output_is_refused_before_converting(
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
 
+def test_labels_are_gated_on_their_agreement_and_have_no_sqnr_gate(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt47 B3: an ArgMax's labels were compared (97.5 % agreement) but --max-drop refused them ("holds
+    no class scores") and --min-eval-sqnr, as that refusal advised, failed on every run (no float output).
+    --max-drop gates on the labels' agreement now; --min-eval-sqnr is refused before any work."""
+    head = [
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["scores"], name="flat"),
+        helper.make_node("ArgMax", ["scores"], ["y"], name="pick", axis=1, keepdims=0),
+    ]
+    model = _headed_cnn(tmp_path / "labels.onnx", head)
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "out"), "--max-drop", "100"], capsys)
+    assert code == 0, err
+    report, _, _ = _reports(tmp_path / "out")
+    (gate,) = [g for g in report["gates"] if g["name"] == "max_drop"]
+    assert gate["passed"] and gate["unit"] == "points of top-1 disagreement with FP32", gate
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "out2"), "--min-eval-sqnr", "10"], capsys)
+    expected = ("--min-eval-sqnr needs a float output", "('y') holds integers", "--max-drop")
+    assert_one_line_error(code, err, *expected)
+    assert not (tmp_path / "out2").exists()
+
+
 def test_a_detector_head_no_output_has_is_refused_before_converting(
     image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,9 +12,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from quantkit.calib import table as table_io
@@ -168,6 +169,25 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     return first.name
 
 
+def _check_float_output(declared: Declared, config: ShrinkConfig) -> None:
+    """Refuse --min-eval-sqnr, before calibrating, for a model whose every output holds integers (an
+    ArgMax's labels): it has no SQNR, and the gate failed on every run (hunt47 B3)."""
+    if config.gates.min_eval_sqnr is None:
+        return
+    outputs = declared().graph.output
+    kinds = [o.type.tensor_type.elem_type for o in outputs if o.type.HasField("tensor_type")]
+    integer = [k and np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(k), np.integer) for k in kinds]
+    if len(kinds) == len(outputs) and kinds and all(integer):
+        raise ConfigError(
+            f"--min-eval-sqnr needs a float output, and every output of the model ({_named(outputs)}) holds "
+            "integers, labels with no SQNR: gate on --max-drop (their agreement with FP32's labels)"
+        )
+
+
+def _named(outputs: Sequence[onnx.ValueInfoProto]) -> str:
+    return ", ".join(repr(o.name) for o in outputs[:3]) + (", ..." if len(outputs) > 3 else "")
+
+
 def _check_class_scores(
     model: onnx.ModelProto, first: str, table: CalibrationTable, kind: OutputKind
 ) -> None:
@@ -181,7 +201,9 @@ def _check_class_scores(
     recorded = table.meta.get("preprocess")
     side = (recorded["height"], recorded["width"]) if recorded else None
     logits = first in map_outputs(model, kind) and logits_axis(value, side) is not None  # as compare reads
-    if not (logits or has_class_scores(class_view(value), images=1)):
+    # labels (an ArgMax's integers): compare gives their agreement with FP32's (hunt47 B3: refused)
+    labels = np.issubdtype(value.dtype, np.integer)
+    if not (logits or labels or has_class_scores(class_view(value), images=1)):
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first!r} "
             f"{list(value.shape)} holds no class scores (an [N, C] output, probabilities at each position, "
@@ -247,6 +269,7 @@ def _run(
     # not yet known to be one (a folder given as the model is named so, not 'Is a directory')
     declared: Declared = functools.cache(lambda: model_io.load_model(model_path))
     gated = _gated_output(declared, config)  # a map output is refused from the graph
+    _check_float_output(declared, config)
     images_of(config.evaluation.images, "--eval-images")
     if config.evaluation.labels is not None:  # before calibrating
         require_labels_fit(declared().graph.output, config.evaluation.labels)
