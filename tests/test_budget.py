@@ -415,3 +415,42 @@ def test_agreement_judges_every_class_score_output_by_the_worst() -> None:
     drop, unit = accuracy_drop(dataclasses.replace(plain, outputs=heads))
     assert drop == pytest.approx(6.25)
     assert unit == "points of top-1 disagreement with FP32 (worst of 2 outputs: 'digit_2')"
+
+
+class _Labels:
+    """A runner whose one output is `labels` [N] (an ArgMax's int64) for every batch."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+
+    def run_batch(self, feed: object) -> dict[str, np.ndarray]:
+        return {"label": self.labels}
+
+
+def test_agreement_counts_the_labels_an_argmax_gives() -> None:
+    """hunt47 B3: convert --max-drop on a classifier exported with an ArgMax refused it ('needs an output
+    shaped [N, classes]'), where compare gives the labels' agreement. The labels are agreed on as they are."""
+    from quantkit.config import BudgetMetric
+    from quantkit.errors import ConfigError
+    from quantkit.evaluate.budget_validator import Validator
+    from quantkit.results import Batch
+
+    labels = np.random.default_rng(4).integers(0, 81, 16).astype(np.int64)
+    batch = Batch(np.zeros((16, 3, 8, 8), np.float32), tuple(Path(f"{k}.jpg") for k in range(16)))
+    validator = Validator(
+        _Labels(labels),
+        lambda: [batch],
+        BudgetMetric.auto,
+        Path("."),
+        None,
+        0.3,
+        label_outputs=frozenset({"label"}),
+    )
+    assert validator.metric is BudgetMetric.agreement
+    moved = labels.copy()
+    moved[:3] = (moved[:3] + 1) % 81
+    assert validator.tally(_Labels(moved)) == (3, 16) and validator.drop(_Labels(labels)) == 0.0
+    with pytest.raises(ConfigError, match="--metric agreement needs an output shaped"):
+        Validator(
+            _Labels(labels), lambda: [batch], BudgetMetric.auto, Path("."), None, 0.3
+        )  # not an ArgMax's

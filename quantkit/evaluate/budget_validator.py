@@ -83,7 +83,7 @@ class ChunkReference:
                 for k, (scores, top) in enumerate(
                     zip([out, *(outputs[n] for n in self.also)], [ref, *others], strict=True)
                 ):
-                    lost[k] += top.size - int((scores.argmax(-1) == top).sum())  # per position of [N, T, C]
+                    lost[k] += top.size - int((picked(scores) == top).sum())  # per position of [N, T, C]
                     total[k] += top.size
             else:
                 known = labels >= 0
@@ -124,11 +124,13 @@ class Validator:
         detector: DetectorHead | None = None,
         input_size: tuple[int, int] | None = None,
         values: frozenset[str] = frozenset(),
+        label_outputs: frozenset[str] = frozenset(),
     ) -> None:
         """FP32 over every chunk of the validation images (`chunks`: each gives its batches anew on every
         call; one callable is one chunk). detector, input_size: how to read a detector head's boxes (the
         boxes metric). values: the outputs the graph computes as features (graph.output_kinds): no class
-        scores to agree on."""
+        scores to agree on. label_outputs: an ArgMax's or ArgMin's outputs, agreed on as the labels they
+        are."""
         self.chunks = [chunks] if callable(chunks) else list(chunks)
         self.threshold = threshold
         lookup = {c: i for i, c in enumerate(classes)} if classes else {}
@@ -148,7 +150,7 @@ class Validator:
                 outputs = read_as(reference.run_batch(batch.data), detector)
                 if output is None:
                     metric, wanted = _choose(
-                        metric, outputs, bool(lookup), detector, feed_rows(batch.data), values
+                        metric, outputs, bool(lookup), detector, feed_rows(batch.data), values, label_outputs
                     )
                     output, also = wanted[0], wanted[1:] if metric is BudgetMetric.agreement else ()
                     if metric is BudgetMetric.top1:  # the labels' classes, as compare and shrink read them
@@ -169,8 +171,8 @@ class Validator:
                 elif metric is BudgetMetric.recall:
                     summaries.append(_detected(ref, threshold, detector))
                 else:
-                    summaries.append((ref.argmax(-1), None))
-                    others.append(tuple(outputs[name].argmax(-1) for name in also))
+                    summaries.append((picked(ref), None))
+                    others.append(tuple(picked(outputs[name]) for name in also))
                 labels.append(
                     np.array([label_of(p, folder, lookup) for p in batch.paths]) if lookup else np.array([])
                 )
@@ -337,21 +339,24 @@ def _choose(
     detector: DetectorHead | None,
     images: int | None = None,
     values: frozenset[str] = frozenset(),
+    labels: frozenset[str] = frozenset(),
 ) -> tuple[BudgetMetric, tuple[str, ...]]:
     """(the metric, the outputs it reads: the first alone but for agreement, which scores each). detector:
     how the head's boxes read (None: they cannot be, no boxes metric); db: the heads are
     probability maps [N, H, W]. images: how many the outputs are of (class scores have a row each).
     values: outputs that hold features, whatever their shape (with labels, the scores are the user's
-    word)."""
+    word). labels: outputs of labels an ArgMax / ArgMin gives (integers), agreed on as they are."""
     boxes = detector is not None
     sequences = {n for n, v in outputs.items() if is_class_sequence(v)}  # a recognizer's, not a head
     heads = [n for n, v in outputs.items() if _is_head(v, detector) and n not in sequences]
     scores = [
         n
         for n, v in outputs.items()
-        if (is_classification(v, images) and (labelled or n not in values)) or n in sequences
+        if (is_classification(v, images) and (labelled or n not in values))
+        or n in sequences
+        or (n in labels and np.issubdtype(v.dtype, np.integer))
     ]
-    per_image = [n for n in scores if n not in sequences]  # labels give one class an image
+    per_image = [n for n in scores if n not in sequences and n not in labels]  # --labels: a class an image
     detection = (BudgetMetric.recall, BudgetMetric.boxes)
     if metric is BudgetMetric.auto:
         metric = (
@@ -378,6 +383,12 @@ def _choose(
             raise ConfigError(values_refusal("--max-drop", values))
         raise ConfigError(f"--metric {metric.value} needs an output shaped {shape}; none has that shape")
     return metric, tuple(wanted)
+
+
+def picked(output: np.ndarray) -> np.ndarray:
+    """The classes `output` gives at each position: its labels where it holds integers (an ArgMax's), else
+    its top-1 over the last axis."""
+    return output if np.issubdtype(output.dtype, np.integer) else output.argmax(-1)
 
 
 def values_refusal(

@@ -168,3 +168,9 @@ def _rectified(index: GraphIndex, name: str) -> bool:
         inner = index.producer.get(computed[0])
         return inner is not None and inner.op_type in ("Relu", "Neg")
     return False
+
+
+def label_outputs(model: onnx.ModelProto) -> frozenset[str]:
+    """The graph outputs an ArgMax or ArgMin writes: labels, agreed on as they are (no scores to rank)."""
+    writers = {out: node.op_type for node in model.graph.node for out in node.output}
+    return frozenset(o.name for o in model.graph.output if writers.get(o.name) in ("ArgMax", "ArgMin"))

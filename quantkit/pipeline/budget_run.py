@@ -13,7 +13,7 @@ from quantkit.errors import ConfigError, ConversionError
 from quantkit.evaluate.budget_validator import Validator, points_lost, summed
 from quantkit.evaluate.labels import read_classes
 from quantkit.graph.augment import COMPUTE_OPS
-from quantkit.graph.output_kinds import value_outputs
+from quantkit.graph.output_kinds import label_outputs, value_outputs
 from quantkit.graph.query import GraphIndex
 from quantkit.images import list_digest, select_images
 from quantkit.outcomes import BudgetReport
@@ -69,6 +69,7 @@ def search_budget(
         budget.detector,
         (preprocess.height, preprocess.width),
         value_outputs(model, budget.output_kind),
+        label_outputs(model),
     )
     rounded = spread.rounded
     base = make_plan(model, table, config, range_cache=cache, alphas=alphas, rounded=rounded)
