@@ -195,13 +195,17 @@ def links_outside(folder: Path) -> int:
         return 0
 
 
+# hunt47 C4: an MLP [N, 4] and a 1-D audio Conv were refused without a word of --inputs, which took both
+ARRAYS_HINT = "for other inputs give model-ready arrays, calibrate and compare --inputs DIR (.npy/.npz)"
+
+
 def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preprocess:
     """Fill layout, channels and size from the model's input [N, C, H, W] or [N, H, W, C]."""
     shape = spec.shape
     if len(shape) != 4:
         raise ConfigError(
             f"input {spec.name!r} has shape {shape_text(shape)}; quantkit reads images into 4-D NCHW or "
-            "NHWC inputs"
+            f"NHWC inputs: {ARRAYS_HINT}"
         )
     if shape[1] in (1, 3):
         layout, channels, dims = Layout.NCHW, int(shape[1]), (shape[2], shape[3])
@@ -210,7 +214,7 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
     else:
         raise ConfigError(
             f"input {spec.name!r} has shape {shape_text(shape)}: no channel dimension of 1 or 3 in NCHW or "
-            "NHWC"
+            f"NHWC; {ARRAYS_HINT}"
         )
     if options.input_size is not None:
         height, width = options.input_size
