@@ -241,6 +241,20 @@ def test_each_sign_of_a_wrongly_fed_reference_is_one_finding() -> None:
     same = np.repeat(sure[:1], 20, axis=0).astype(np.float32)
     (line,) = _check(huge / 1000, {"p": same}).findings()
     assert line.startswith("FP32's outputs are the same on all 20 images")
+    # hunt47 C1: a Softmax one-hot in float32 on every image while its logits move by hundreds is fed right
+    saturated = np.repeat(np.array([[1.0, 0.0]], np.float32), 20, axis=0)
+    moving = g.normal(0, 300, (20, 2)).astype(np.float32)
+    check = ReferenceCheck()
+    for start in range(0, 20, 4):
+        part = slice(start, start + 4)
+        check.update(huge[part] / 1000, {"p": saturated[part]}, {"logits": moving[part]})
+    assert check.findings() == ()
+    check = ReferenceCheck()
+    for start in range(0, 20, 4):  # logits as steady as the output: the warning stands
+        part = slice(start, start + 4)
+        check.update(huge[part] / 1000, {"p": saturated[part]}, {"logits": np.repeat(moving[:1], 4, axis=0)})
+    (line,) = check.findings()
+    assert line.startswith("FP32's outputs are the same on all 20 images")
 
 
 def test_compare_and_calibrate_warn_about_0_1_mean_and_std(

@@ -54,11 +54,19 @@ class ReferenceCheck:
         self._samples: dict[str, list[np.ndarray]] = {}
         self._marks: dict[str, np.ndarray | None] = {}  # an image's non-finite pattern (None: all finite)
         self._moving: set[str] = set()  # outputs whose pattern is not the same on every image
+        self._logits: dict[str, list[np.ndarray]] = {}  # the logits of Softmax / Sigmoid outputs, sampled
 
-    def update(self, inputs: Feed, outputs: dict[str, np.ndarray]) -> None:
+    def update(
+        self, inputs: Feed, outputs: dict[str, np.ndarray], logits: dict[str, np.ndarray] | None = None
+    ) -> None:
         """inputs: float32 [N, ...] as fed (per input); outputs: the reference's outputs for them, [N, ...]
-        each."""
+        each; logits: those a Softmax or Sigmoid output is made from, where seen: a float32 Softmax one-hot
+        on every image is constant while its logits move by hundreds (hunt47 C1: a gender classifier fed
+        exactly as its package feeds it was said to be fed wrongly)."""
         count = feed_rows(inputs)
+        for name, value in (logits or {}).items():
+            if value.ndim and value.shape[0] == count and np.issubdtype(value.dtype, np.floating):
+                self._logits.setdefault(name, []).append(_sampled(value.reshape(count, -1)))
         self.images += count
         for fed in [inputs] if isinstance(inputs, np.ndarray) else list(inputs.values()):
             finite = np.abs(fed[np.isfinite(fed)])
@@ -78,8 +86,7 @@ class ReferenceCheck:
             if name == self._classifier:
                 self.classes.update(int(k) for k in np.argmax(flat, axis=1))
             self._mark(name, flat)
-            picks = np.linspace(0, flat.shape[1] - 1, min(SAMPLED_ELEMENTS, flat.shape[1])).astype(np.int64)
-            self._samples.setdefault(name, []).append(flat[:, picks].astype(np.float64))
+            self._samples.setdefault(name, []).append(_sampled(flat))
 
     def merge(self, later: ReferenceCheck) -> None:
         """Add what `later` saw on the images after this one's (shards of one run, in order)."""
@@ -90,6 +97,8 @@ class ReferenceCheck:
             self.num_classes, self._classifier = later.num_classes, later._classifier
         for name, samples in later._samples.items():
             self._samples.setdefault(name, []).extend(samples)
+        for name, samples in later._logits.items():
+            self._logits.setdefault(name, []).extend(samples)
         self._moving |= later._moving
         for name, marks in later._marks.items():
             self._fold(name, marks)
@@ -164,11 +173,18 @@ class ReferenceCheck:
                 f"FP32 finds no detection above the score threshold on any of {self.images} images: its "
                 f"input is likely wrong (a detector usually wants --preset and --resize letterbox); {CHECK}"
             )
-        if self.images >= 4 and self._samples and all(_constant(v) for v in self._samples.values()):
+        steady = all(_constant(v) for v in [*self._samples.values(), *self._logits.values()])
+        if self.images >= 4 and self._samples and steady:
             found.append(
                 f"FP32's outputs are the same on all {self.images} images: its input is likely wrong; {CHECK}"
             )
         return tuple(found)
+
+
+def _sampled(flat: np.ndarray) -> np.ndarray:
+    """A fixed sample of each image's elements [N, E] -> float64 [N, <= SAMPLED_ELEMENTS]."""
+    picks = np.linspace(0, flat.shape[1] - 1, min(SAMPLED_ELEMENTS, flat.shape[1])).astype(np.int64)
+    return flat[:, picks].astype(np.float64)
 
 
 def _constant(batches: list[np.ndarray]) -> bool:

@@ -172,6 +172,12 @@ def _logits(index: GraphIndex, name: str) -> str:
     return name if not logits or logits in index.initializers else logits
 
 
+def squashed_logits(model: onnx.ModelProto) -> tuple[str, ...]:
+    """The logits that the model's Softmax and Sigmoid outputs are made from (measured_outputs), sorted."""
+    measured = measured_outputs(model)
+    return tuple(sorted({t for output in squashed_by(model, measured) for t in measured[output]}))
+
+
 def measured_tensors(measured: Mapping[str, tuple[str, ...]]) -> list[str]:
     """Every tensor a measured_outputs mapping reads, sorted."""
     return sorted({t for tensors in measured.values() for t in tensors})

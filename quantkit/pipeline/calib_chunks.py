@@ -59,6 +59,7 @@ class ChunkJob:
     groups: tuple[tuple[str, ...], ...] | None = None  # observed in groups, a model each (collect.observe)
     values: frozenset[str] = frozenset()  # outputs graph.output_kinds reads as features: no classes
     picks: frozenset[Path] = frozenset()  # the files whose samples to keep (spread); empty: the first
+    logits: tuple[str, ...] = ()  # of the Softmax / Sigmoid outputs, for the reference check
 
 
 def describe(job: ChunkJob) -> str:
@@ -91,7 +92,8 @@ def observe_chunk(
     observed: list[Path] = []
 
     def watch(batch: Feed, outputs: dict[str, np.ndarray]) -> None:
-        check.update(batch, {n: outputs[n] for n in job.outputs if n in outputs})
+        logits = {n: outputs[n] for n in job.logits if n in outputs}
+        check.update(batch, {n: outputs[n] for n in job.outputs if n in outputs}, logits)
 
     def feeds() -> Iterable[Feed]:
         for batch in keeping(batches, job.keep, kept, job.picks):
