@@ -713,7 +713,7 @@ def test_a_min_sqnr_met_on_the_mean_names_the_output_below_it() -> None:
     (note,) = judged_by_mean(candidate, original, reference, samples, SqnrMemo(), target)
     start = f"--min-sqnr {target:g} judges the mean over the outputs ({mean_db:.2f} dB on the "
     assert note.startswith(start)
-    assert f"output 'score' (its logits 'logits') measures {worst_db:.2f} dB there" in note
+    assert f"output 'score' (at tensor 'logits') measures {worst_db:.2f} dB there" in note
     assert judged_by_mean(candidate, original, reference, samples, SqnrMemo(), worst_db - 0.5) == ()
     assert judged_by_mean(candidate, original, reference, samples, SqnrMemo(), mean_db + 0.5) == ()
     assert judged_by_mean(candidate, original, reference, samples, SqnrMemo(), 0.0) == ()

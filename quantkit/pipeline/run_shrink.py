@@ -169,6 +169,14 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     return first.name
 
 
+INTEGER_KINDS = frozenset(
+    k
+    for k in onnx.TensorProto.DataType.values()
+    if k in onnx.helper.get_all_tensor_dtypes()
+    and np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(k), np.integer)
+)
+
+
 def _check_float_output(declared: Declared, config: ShrinkConfig) -> None:
     """Refuse --min-eval-sqnr, before calibrating, for a model whose every output holds integers (an
     ArgMax's labels): it has no SQNR, and the gate failed on every run (hunt47 B3)."""
@@ -176,8 +184,7 @@ def _check_float_output(declared: Declared, config: ShrinkConfig) -> None:
         return
     outputs = declared().graph.output
     kinds = [o.type.tensor_type.elem_type for o in outputs if o.type.HasField("tensor_type")]
-    integer = [k and np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(k), np.integer) for k in kinds]
-    if len(kinds) == len(outputs) and kinds and all(integer):
+    if len(kinds) == len(outputs) and kinds and all(k in INTEGER_KINDS for k in kinds):
         raise ConfigError(
             f"--min-eval-sqnr needs a float output, and every output of the model ({_named(outputs)}) holds "
             "integers, labels with no SQNR: gate on --max-drop (their agreement with FP32's labels)"

@@ -112,7 +112,7 @@ def worst_output(
 ) -> tuple[str, float] | None:
     """(the output of `model` with the most noise for its signal, named as `original`'s graph (shape-
     inferred FP32) measures it, its SQNR dB) on the samples, as output_sqnr measures it: a squashed
-    output by its logits, "'p' (its logits 'logits')". None without an output that has a signal. Runs
+    output by its logits, "'p' (at tensor 'logits')". None without an output that has a signal. Runs
     `model` once, unmemoized."""
     noise = OutputNoise(views=foreground_views(original, list(reference[0]) if reference else ()))
     output_sqnrs(model, reference, samples, noise=noise)
@@ -122,7 +122,7 @@ def worst_output(
     tensor, db = found
     measured = measured_outputs(original).items()
     named = [out for out, tensors in measured if tensor in tensors and out != tensor]
-    return (f"{named[0]!r} (its logits {tensor!r})" if named else repr(tensor)), db
+    return (f"{named[0]!r} (at tensor {tensor!r})" if named else repr(tensor)), db
 
 
 def output_sqnrs(
