@@ -389,6 +389,15 @@ def _why(exc: Exception) -> str:
     return text.split(" <", 1)[0] if " <" in text else text or type(exc).__name__
 
 
+def peak_16_bit(path: Path) -> float | None:
+    """The largest value of a 16-bit image file; None for another mode or a file not read here."""
+    try:
+        with Image.open(path) as image:
+            return float(np.max(np.asarray(image))) if image.mode.startswith("I;16") else None
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def _to_mode(image: Image.Image, channels: int) -> Image.Image:
     """RGB (or L for one-channel models) from any mode: palette, CMYK, alpha, 16-bit, float (values in
     [0, 1] as such: a float TIFF of a photo was fed as a black image, hunt33). The range is judged by the

@@ -1563,3 +1563,22 @@ def test_a_file_that_is_no_onnx_is_named_for_what_it_is(
         code, _, err = run(["convert", str(path), "--to", "fp16", "-o", str(tmp_path / "o.onnx")], capsys)
         assert_one_line_error(code, err, phrase)
     assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize(("peak", "warned"), [(4095, True), (60000, False)])
+def test_12_bit_data_in_16_bit_images_is_named(
+    cnn: Path, tmp_path: Path, capsys: Capsys, peak: int, warned: bool
+) -> None:
+    """hunt47 C2: microscopy PNGs, 16-bit with values up to 4095, were read over 0-65535 (pixels 0-16,
+    nearly black) and the warnings that followed blamed --mean/--std. The cause is named; full-range
+    16-bit images pass without it."""
+    folder = tmp_path / f"d{peak}"
+    folder.mkdir()
+    g = np.random.default_rng(peak)
+    for k in range(16):
+        values = g.integers(0, peak + 1, (20, 20)).astype(np.uint16)
+        Image.fromarray(values).save(folder / f"{k:02d}.png")
+    code, _, err = calibrate(cnn, folder, tmp_path / f"t{peak}.json", capsys)
+    assert code == 0, err
+    line = "warning: the images are 16-bit with values up to 4095 (12-bit data): quantkit reads 16-bit images"
+    assert (line in " ".join(err.split())) is warned, err

@@ -19,7 +19,7 @@ from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import CalibrateConfig, ImageSelection, Preprocess
 from quantkit.data import ArrayStream, Sample, feed_side, samples_at
 from quantkit.errors import ConfigError, ImageError, ModelError
-from quantkit.evaluate.sanity import ReferenceCheck
+from quantkit.evaluate.sanity import ReferenceCheck, narrow_16_bit
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import (
@@ -36,6 +36,7 @@ from quantkit.graph.query import squashed_logits
 from quantkit.images import (
     ImageLoader,
     entries_hash,
+    peak_16_bit,
     resolve_preprocess,
     select_images,
     shortfall,
@@ -260,10 +261,17 @@ def calibrate(
             for w in (
                 _few(used, "image" if arrays is None else "sample"),
                 *(() if arrays is not None else (shortfall(config.images, paths), _copies(meta))),
+                None if arrays is not None else _narrow_16_bit(merged),
             )
             if w
         ),
     )
+
+
+def _narrow_16_bit(merged: Merged) -> str | None:
+    """sanity.narrow_16_bit on the 8 images spread over those read, opened again here."""
+    peaks = [peak_16_bit(path) for path in sorted(spread(merged.observed, SMOKE_SAMPLES))]
+    return narrow_16_bit([p for p in peaks if p is not None])
 
 
 # Fewer images than this calibrate with a warning: ranges, the stored samples and every figure on them come
