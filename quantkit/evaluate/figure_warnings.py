@@ -4,6 +4,9 @@ images though its pooled SQNR reads fine, one kind of value far below its output
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
 
 from quantkit.evaluate.metrics import NOISE_COSINE
 from quantkit.outcomes import OutputMetrics
@@ -89,3 +92,27 @@ def few_runs(runs: int) -> str | None:
         f"latency rests on {runs} timed run(s) of each model: p90 and p99 are no percentiles of so few, "
         "and the speedup moves from run to run on a shared CPU; give --runs 20 or more"
     )
+
+
+REDUCED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+)
+
+
+def _reduced(model: onnx.ModelProto) -> bool:
+    """Whether a model is quantized or float16 (Q/DQ or integer ops, float16 weights)."""
+    if any(node.op_type in REDUCED_OPS for node in model.graph.node):
+        return True
+    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+
+
+def swapped(
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, reference_path: Path, candidate_path: Path
+) -> str | None:
+    """The hint when the reference looks quantized and the candidate float: the arguments swapped."""
+    if _reduced(reference) and not _reduced(candidate):
+        return (
+            f"the reference {reference_path.name} looks quantized and the candidate {candidate_path.name} "
+            "float: swapped? the order is `quantkit compare FP32_MODEL QUANTIZED_MODEL`"
+        )
+    return None

@@ -18,7 +18,14 @@ from quantkit.errors import (
     ImageError,
 )
 from quantkit.evaluate.compare import Comparison, compare_batches
-from quantkit.evaluate.figure_warnings import broken_output, few_runs, kind_hidden, noise_hidden, unrelated
+from quantkit.evaluate.figure_warnings import (
+    broken_output,
+    few_runs,
+    kind_hidden,
+    noise_hidden,
+    swapped,
+    unrelated,
+)
 from quantkit.evaluate.labels import read_classes
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.speed import latency_stats
@@ -226,7 +233,7 @@ def compare(
             for w in (
                 shortfall(config.images, paths) if arrays is None else None,
                 skipped_line(done.skipped) if done.skipped else None,
-                _swapped(reference, candidate, reference_path, candidate_path),
+                swapped(reference, candidate, reference_path, candidate_path),
                 _selected(inferred, ordered, {m.name for m in outputs if m.boxes is not None}),
                 _overridable_weights(reference, candidate) if config.latency.runs else None,
                 FLOAT8_LEVEL if has_float8(candidate) and config.runtime is Runtime.onnxruntime else None,
@@ -356,30 +363,6 @@ def _detections(outputs: Sequence[OutputMetrics]) -> int | None:
     """FP32's detections above the score over every detector output; None without --detector."""
     counts = [m.detections for m in outputs if m.detections is not None]
     return sum(counts) if counts else None
-
-
-REDUCED_OPS = frozenset(
-    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
-)
-
-
-def _reduced(model: onnx.ModelProto) -> bool:
-    """Whether a model is quantized or float16 (Q/DQ or integer ops, float16 weights)."""
-    if any(node.op_type in REDUCED_OPS for node in model.graph.node):
-        return True
-    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
-
-
-def _swapped(
-    reference: onnx.ModelProto, candidate: onnx.ModelProto, reference_path: Path, candidate_path: Path
-) -> str | None:
-    """The hint when the reference looks quantized and the candidate float: the arguments swapped."""
-    if _reduced(reference) and not _reduced(candidate):
-        return (
-            f"the reference {reference_path.name} looks quantized and the candidate {candidate_path.name} "
-            "float: swapped? the order is `quantkit compare FP32_MODEL QUANTIZED_MODEL`"
-        )
-    return None
 
 
 def _selected(inferred: onnx.ModelProto | None, selected: frozenset[str], boxed: set[str]) -> str | None:
