@@ -265,7 +265,8 @@ def test_compare_and_calibrate_warn_about_0_1_mean_and_std(
     )
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
-    assert len(warnings) == 1 and "the preprocessed inputs reach" in warnings[0]
+    assert warnings[0].startswith("warning: the candidate is the reference file")  # compared with itself
+    assert len(warnings) == 2 and "the preprocessed inputs reach" in warnings[1]
     shown = " ".join(out.split())
     assert "preprocessing (from the flags): 16x16 NCHW RGB, resize crop, mean 0.485,0.456,0.406" in shown
     table = tmp_path / "t.json"
@@ -387,6 +388,23 @@ def test_swapped_models_get_a_hint_and_growth_is_not_called_smaller(
     assert formats.size_change(1000, 1200) == "1.20x larger"
     assert formats.size_change(1200, 1000) == "1.20x smaller"
     assert formats.size_change(1_559_570, 1_560_720) == "about the same size"  # hunt44: "1.00x larger"
+
+
+def test_a_model_compared_with_itself_is_said(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hunt47 C6: `compare m.onnx m.onnx` reported inf dB and nothing else; a copy of the file too."""
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(cnn.read_bytes())
+    for candidate, what in ((cnn, "file"), (copy, "model (the two files hold the same graph and weights)")):
+        code, _, err = run(["compare", str(cnn), str(candidate), "--images", str(image_dir), *FAST], capsys)
+        assert code == 0, err
+        line = f"warning: the candidate is the reference {what}: every figure compares cnn.onnx with itself"
+        assert line in " ".join(err.split()), err
+    half = tmp_path / "cnn.fp16.onnx"
+    assert run(["convert", str(cnn), "--to", "fp16", "-o", str(half)], capsys)[0] == 0
+    code, _, err = run(["compare", str(cnn), str(half), "--images", str(image_dir), *FAST], capsys)
+    assert code == 0 and "is the reference" not in err, err
 
 
 def test_two_unrelated_models_are_named_as_such(
@@ -774,7 +792,9 @@ def test_onnxruntime_prints_none_of_its_own_log_lines(
     argv = ["compare", str(path), str(path), "--images", str(image_dir), "--runs", "5", "-q"]
     code, _, err = run([*argv, "--json", str(tmp_path / "c.json")], capfd)  # type: ignore[arg-type]
     assert code == 0, err
-    assert "onnxruntime" not in err and err == "", err
+    itself = "warning: the candidate is the reference file"  # the model compared with itself: said
+    assert [line for line in err.splitlines() if not line.startswith(itself)] == [], err
+    assert "onnxruntime" not in err, err
 
 
 def test_top5_accuracy_of_five_classes_or_fewer_is_not_given() -> None:

@@ -116,3 +116,19 @@ def swapped(
             "float: swapped? the order is `quantkit compare FP32_MODEL QUANTIZED_MODEL`"
         )
     return None
+
+
+def same_model(
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, reference_path: Path, candidate_path: Path
+) -> str | None:
+    """The warning where the candidate is the reference itself (one file, or the same model in two):
+    every figure compares a model with itself (hunt47 C6: `compare m.onnx m.onnx` reported inf dB and
+    nothing else)."""
+    one_file = reference_path.resolve() == candidate_path.resolve()
+    if not one_file and reference.SerializeToString() != candidate.SerializeToString():
+        return None
+    what = "file" if one_file else "model (the two files hold the same graph and weights)"
+    return (
+        f"the candidate is the reference {what}: every figure compares {reference_path.name} with itself; "
+        "compare the FP32 model with its converted one (quantkit compare FP32_MODEL CONVERTED_MODEL)"
+    )

@@ -23,6 +23,7 @@ from quantkit.evaluate.figure_warnings import (
     few_runs,
     kind_hidden,
     noise_hidden,
+    same_model,
     swapped,
     unrelated,
 )
@@ -234,6 +235,7 @@ def compare(
                 shortfall(config.images, paths) if arrays is None else None,
                 skipped_line(done.skipped) if done.skipped else None,
                 swapped(reference, candidate, reference_path, candidate_path),
+                same_model(reference, candidate, reference_path, candidate_path),
                 _selected(inferred, ordered, {m.name for m in outputs if m.boxes is not None}),
                 _overridable_weights(reference, candidate) if config.latency.runs else None,
                 FLOAT8_LEVEL if has_float8(candidate) and config.runtime is Runtime.onnxruntime else None,
