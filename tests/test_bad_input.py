@@ -1062,6 +1062,15 @@ TABLE_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda p: table_io.arrays_path(p).write_bytes(table_io.arrays_path(p).read_bytes()[:300]),
         "does not belong to",
     ),
+    # hunt47 C3: written into the converted model, and compare then failed in onnxruntime
+    "edited: preprocessing of another size": (
+        lambda p: _edit_json(p, lambda d: d["meta"]["preprocess"].update(height=8)),
+        "damaged (its preprocessing gives samples of shape [3, 8, 16], its samples are [3, 16, 16])",
+    ),
+    "edited: a zero std": (
+        lambda p: _edit_json(p, lambda d: d["meta"]["preprocess"].update(std=[0.0, 0.0, 0.0])),
+        "damaged (its recorded preprocessing: --std has a zero",
+    ),
     "npz missing": (lambda p: table_io.arrays_path(p).unlink(), "is missing"),
     "json missing": (lambda p: p.unlink(), "does not exist"),
 }

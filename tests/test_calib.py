@@ -13,6 +13,7 @@ from quantkit.calib import observers
 from quantkit.calib import table as table_io
 from quantkit.calib.extremes import ImageExtremes, stress_images
 from quantkit.calib.observers import TensorObserver
+from quantkit.config import Preprocess
 from quantkit.errors import CalibrationError
 from quantkit.results import CalibrationTable
 
@@ -176,7 +177,7 @@ def _table() -> CalibrationTable:
     observer = TensorObserver(2048, channel_axis=1)
     observer.update(np.random.default_rng(3).normal(size=(2, 3, 4, 4)).astype(np.float32), images=2)
     return CalibrationTable(
-        meta={"model_sha256": "ab" * 32, "preprocess": {"height": 4}},
+        meta={"model_sha256": "ab" * 32, "preprocess": Preprocess(height=4, width=4).to_dict()},
         stats={"t/1:odd name": observer.result()},
         samples=np.zeros((1, 3, 4, 4), np.float32),
     )

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from quantkit.errors import CalibrationError
+from quantkit.config import Preprocess
+from quantkit.errors import CalibrationError, ConfigError
 from quantkit.results import TABLE_FORMAT, TABLE_VERSION, CalibrationTable, Feed, TensorStats
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -148,6 +149,7 @@ def _parsed(doc: dict[str, Any], npz_bytes: bytes, json_path: Path) -> Calibrati
             samples = _samples(doc, npz)
             stress = np.asarray(npz["stress"], np.float32) if "stress" in npz.files else None
         meta = dict(doc["meta"])
+        _require_recorded_shape(meta, samples)
     # zipfile and np.load raise what their layers raise: zlib, struct, unsupported-compression errors
     except (
         KeyError,
@@ -164,6 +166,22 @@ def _parsed(doc: dict[str, Any], npz_bytes: bytes, json_path: Path) -> Calibrati
     ) as exc:
         raise CalibrationError(f"{json_path} or its .npz is damaged ({exc}); recalibrate") from exc
     return CalibrationTable(meta=meta, stats=stats, samples=samples, stress=stress)
+
+
+def _require_recorded_shape(meta: dict[str, Any], samples: Feed | None) -> None:
+    """The preprocessing the table records (not bound to its arrays' sha256) gives its samples' shape, or
+    this raises: an edited "height": 16 for a 32x32 model was written into the converted model, and compare
+    then failed in onnxruntime (hunt47 C3)."""
+    recorded = meta.get("preprocess")
+    if not recorded or not isinstance(samples, np.ndarray):
+        return
+    try:
+        expected = Preprocess.from_dict(recorded).sample_shape
+    except ConfigError as exc:  # its own words, not a flag's: the table's "std": [0, 0, 0]
+        raise ValueError(f"its recorded preprocessing: {str(exc).removesuffix('; recalibrate')}") from exc
+    if tuple(samples.shape[1:]) != expected:
+        held = list(samples.shape[1:])
+        raise ValueError(f"its preprocessing gives samples of shape {list(expected)}, its samples are {held}")
 
 
 def _samples(doc: dict[str, Any], npz: Any) -> Feed | None:
