@@ -669,7 +669,8 @@ def test_labels_an_argmax_picks_over_a_softmax_are_judged_by_its_logits() -> Non
     """hunt47 B1: Softmax -> ArgMax (labels as many classifiers and segmenters are exported) was judged by
     the probabilities, which saturate: an age classifier read 6.02 or 132.99 dB as one of 8 samples'
     one-hot flipped or not, and --min-sqnr 40 decided the opposite of the same network without ArgMax."""
-    from quantkit.graph.query import measured_outputs
+    from quantkit.graph.output_kinds import label_outputs
+    from quantkit.graph.query import measured_outputs, squashed_logits
 
     p = conv_params(4, 3, 1, 17)
     nodes = [
@@ -677,16 +678,22 @@ def test_labels_an_argmax_picks_over_a_softmax_are_judged_by_its_logits() -> Non
         helper.make_node("Softmax", ["logits"], ["probs"], name="soft", axis=1),
         helper.make_node("ArgMax", ["probs"], ["y"], name="pick", axis=1, keepdims=0),
         helper.make_node("ArgMax", ["logits"], ["z"], name="pick_raw", axis=1, keepdims=0),
+        # labels handed on through a Cast (review: judged as label numbers, refused by --max-drop)
+        helper.make_node("ArgMax", ["probs"], ["picked"], name="pick_cast", axis=1, keepdims=0),
+        helper.make_node("Cast", ["picked"], ["v"], name="to_int32", to=TensorProto.INT32),
     ]
     graph = helper.make_graph(
         nodes,
         "labels",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info(n, TensorProto.INT64, [1, 8, 8]) for n in ("y", "z")],
+        [helper.make_tensor_value_info(n, TensorProto.INT64, [1, 8, 8]) for n in ("y", "z")]
+        + [helper.make_tensor_value_info("v", TensorProto.INT32, [1, 8, 8])],
         [numpy_helper.from_array(p["w"], "w"), numpy_helper.from_array(p["b"], "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    assert measured_outputs(model) == {"y": ("logits",), "z": ("logits",)}
+    assert measured_outputs(model) == {"y": ("logits",), "z": ("logits",), "v": ("logits",)}
+    assert label_outputs(model) == {"y", "z", "v"}
+    assert squashed_logits(model) == ("logits",)
 
 
 def _residual_net(blocks: int) -> onnx.ModelProto:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import onnx
 
 from quantkit.config import OutputKind
-from quantkit.graph.query import SQUASHING_OPS, GraphIndex
+from quantkit.graph.query import SQUASHING_OPS, GraphIndex, label_writer
 
 # ops that move or retype values without changing what they are
 _PASSING = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Cast", "Transpose"})
@@ -171,6 +171,7 @@ def _rectified(index: GraphIndex, name: str) -> bool:
 
 
 def label_outputs(model: onnx.ModelProto) -> frozenset[str]:
-    """The graph outputs an ArgMax or ArgMin writes: labels, agreed on as they are (no scores to rank)."""
-    writers = {out: node.op_type for node in model.graph.node for out in node.output}
-    return frozenset(o.name for o in model.graph.output if writers.get(o.name) in ("ArgMax", "ArgMin"))
+    """The graph outputs an ArgMax or ArgMin writes (through Casts and reshapes: query.label_writer):
+    labels, agreed on as they are (no scores to rank)."""
+    index = GraphIndex(model)
+    return frozenset(o.name for o in model.graph.output if label_writer(index, o.name) is not None)

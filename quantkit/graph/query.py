@@ -111,7 +111,7 @@ def measured_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
     for output in model.graph.output:
         if output.name in ordered:
             continue
-        producer = index.producer.get(output.name)
+        producer = label_writer(index, output.name) or index.producer.get(output.name)
         logits = producer.input[0] if producer is not None and producer.op_type in SCORED_OPS else ""
         if logits and producer is not None and producer.op_type not in SQUASHING_OPS:
             # an ArgMax over a Softmax: judged by the logits, not by probabilities that saturate (hunt47 B1:
@@ -119,6 +119,19 @@ def measured_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
             logits = _logits(index, logits)
         measured[output.name] = (logits if logits and logits not in index.initializers else output.name,)
     return measured
+
+
+# ops that pass labels on unchanged in value: a Cast to int32, a Squeeze of the kept axis
+LABEL_CARRIERS = frozenset({"Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten"})
+
+
+def label_writer(index: GraphIndex, name: str) -> onnx.NodeProto | None:
+    """The ArgMax / ArgMin whose labels `name` is, through Casts and reshapes (hunt47 review: an ArgMax then
+    a Cast to int32 was judged as label numbers, and --max-drop refused it); None if none."""
+    producer = index.producer.get(name)
+    while producer is not None and producer.op_type in LABEL_CARRIERS and producer.input:
+        producer = index.producer.get(producer.input[0])
+    return producer if producer is not None and producer.op_type in ("ArgMax", "ArgMin") else None
 
 
 def foreground_views(model: onnx.ModelProto, measured: Collection[str]) -> dict[str, str]:
@@ -173,9 +186,10 @@ def _logits(index: GraphIndex, name: str) -> str:
 
 
 def squashed_logits(model: onnx.ModelProto) -> tuple[str, ...]:
-    """The logits that the model's Softmax and Sigmoid outputs are made from (measured_outputs), sorted."""
+    """The tensors that measure an output in its place (measured_outputs): the logits of Softmax and
+    Sigmoid outputs, the scores of an ArgMax's labels, what enters a TopK; sorted."""
     measured = measured_outputs(model)
-    return tuple(sorted({t for output in squashed_by(model, measured) for t in measured[output]}))
+    return tuple(sorted({t for output, tensors in measured.items() for t in tensors if t != output}))
 
 
 def measured_tensors(measured: Mapping[str, tuple[str, ...]]) -> list[str]:
