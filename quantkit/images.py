@@ -390,10 +390,13 @@ def _why(exc: Exception) -> str:
 
 
 def peak_16_bit(path: Path) -> float | None:
-    """The largest value of a 16-bit image file; None for another mode or a file not read here."""
+    """The largest value of a 16-bit image (I;16, or I past 255: read over 0-65535), else None."""
     try:
         with Image.open(path) as image:
-            return float(np.max(np.asarray(image))) if image.mode.startswith("I;16") else None
+            if not (image.mode.startswith("I;16") or image.mode == "I"):
+                return None
+            peak = float(np.max(np.asarray(image)))
+            return peak if image.mode != "I" or peak > 255 else None  # "I" at <= 255 is read over 0-255
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 

@@ -1069,7 +1069,7 @@ TABLE_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "edited: a zero std": (
         lambda p: _edit_json(p, lambda d: d["meta"]["preprocess"].update(std=[0.0, 0.0, 0.0])),
-        "damaged (its recorded preprocessing: --std has a zero",
+        "damaged (its recorded preprocessing: std has a zero",
     ),
     "npz missing": (lambda p: table_io.arrays_path(p).unlink(), "is missing"),
     "json missing": (lambda p: p.unlink(), "does not exist"),
@@ -1591,3 +1591,12 @@ def test_12_bit_data_in_16_bit_images_is_named(
     assert code == 0, err
     line = "warning: the images are 16-bit with values up to 4095 (12-bit data): quantkit reads 16-bit images"
     assert (line in " ".join(err.split())) is warned, err
+
+
+def test_12_bit_images_among_others_are_counted() -> None:
+    """Review: 3 twelve-bit PNGs among 17 JPEGs read 'the images are 16-bit'."""
+    from quantkit.evaluate.sanity import narrow_16_bit
+
+    line = narrow_16_bit([4000.0, 3000.0], 8)
+    assert line is not None and line.startswith("2 of the 8 images checked are 16-bit with values up to 4000")
+    assert narrow_16_bit([4000.0, 60000.0], 8) is None and narrow_16_bit([], 8) is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import struct
 import zipfile
 import zlib
@@ -178,7 +179,8 @@ def _require_recorded_shape(meta: dict[str, Any], samples: Feed | None) -> None:
     try:
         expected = Preprocess.from_dict(recorded).sample_shape
     except ConfigError as exc:  # its own words, not a flag's: the table's "std": [0, 0, 0]
-        raise ValueError(f"its recorded preprocessing: {str(exc).removesuffix('; recalibrate')}") from exc
+        said = re.sub(r"--(?=[a-z])", "", str(exc).removesuffix("; recalibrate"))  # no flag was passed
+        raise ValueError(f"its recorded preprocessing: {said}") from exc
     if tuple(samples.shape[1:]) != expected:
         held = list(samples.shape[1:])
         raise ValueError(f"its preprocessing gives samples of shape {list(expected)}, its samples are {held}")

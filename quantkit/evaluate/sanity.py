@@ -207,15 +207,17 @@ def _constant(batches: list[np.ndarray]) -> bool:
 NARROW_16_BIT = 4095
 
 
-def narrow_16_bit(peaks: Sequence[float]) -> str | None:
-    """A warning where the 16-bit images seen (peaks: each one's largest value, images.peak_16_bit) all
-    stay at or below NARROW_16_BIT: images are read over 0-65535, so 12-bit data arrives at 0-16 of 255,
-    nearly black, and the warnings that followed blamed --mean/--std (hunt47 C2). None otherwise."""
+def narrow_16_bit(peaks: Sequence[float], checked: int) -> str | None:
+    """A warning where the 16-bit images among `checked` (peaks: each one's largest value,
+    images.peak_16_bit) all stay at or below NARROW_16_BIT: images are read over 0-65535, so 12-bit data
+    arrives at 0-16 of 255, nearly black, and the warnings that followed blamed --mean/--std (hunt47 C2).
+    None otherwise."""
     if not peaks or max(peaks) > NARROW_16_BIT or max(peaks) <= 0:
         return None
     top = max(peaks)
+    which = "the images are" if len(peaks) == checked else f"{len(peaks)} of the {checked} images checked are"
     return (
-        f"the images are 16-bit with values up to {top:.0f} ({int(top).bit_length()}-bit data): quantkit "
+        f"{which} 16-bit with values up to {top:.0f} ({int(top).bit_length()}-bit data): quantkit "
         f"reads 16-bit images over 0-65535, so these arrive at {top / 65535 * 255:.0f} of 255 at most "
         "(nearly black); scale them to the full 16-bit range, or to 8 bits, as the model saw them in training"
     )

@@ -271,7 +271,7 @@ def calibrate(
 def _narrow_16_bit(merged: Merged) -> str | None:
     """sanity.narrow_16_bit on the 8 images spread over those read, opened again here."""
     peaks = [peak_16_bit(path) for path in sorted(spread(merged.observed, SMOKE_SAMPLES))]
-    return narrow_16_bit([p for p in peaks if p is not None])
+    return narrow_16_bit([p for p in peaks if p is not None], len(peaks))
 
 
 # Fewer images than this calibrate with a warning: ranges, the stored samples and every figure on them come
