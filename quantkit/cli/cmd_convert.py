@@ -362,7 +362,10 @@ def _refuse_other_precision(ctx: typer.Context, to: Precision) -> None:
         flags = ", ".join(p.opts[0] for p in given)
         kind = "--to int8" if to in FLOAT_PRECISIONS or given[0].name in FP8_FIXED else "--to fp16 or bf16"
         verb = "applies" if len(given) == 1 else "apply"
-        raise ConfigError(f"{flags} only {verb} to {kind}; leave them out or convert {kind}")
+        # hunt47 C6: an INT8 convert given --input-size was not told where its size comes from
+        sized = any(p.name == "input_size" for p in given) and to not in FLOAT_PRECISIONS
+        why = " (an INT8 model is converted at its calibration table's size)" if sized else ""
+        raise ConfigError(f"{flags} only {verb} to {kind}{why}; leave them out or convert {kind}")
 
 
 def _on_command_line(ctx: typer.Context, name: str) -> bool:
