@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from quantkit.qmath.bfloat16 import bfloat16_bits
+from quantkit.qmath.bfloat16 import bfloat16_bits, round_to_bfloat16
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,14 @@ class FloatFormat:
     @property
     def suffix(self) -> str:
         return "_" + self.flag
+
+    def rounded(self, values: np.ndarray) -> np.ndarray:
+        """float `values` rounded to this type and held in their own dtype, as a Cast there and back gives
+        them (beyond float16's range: +-inf)."""
+        if self.elem_type == TensorProto.FLOAT16:
+            with np.errstate(over="ignore"):
+                return np.asarray(values).astype(np.float16).astype(np.asarray(values).dtype)
+        return round_to_bfloat16(np.asarray(values, np.float32)).astype(np.asarray(values).dtype)
 
     def store(self, values: np.ndarray, name: str = "") -> TensorProto:
         """float values as a tensor of this type: rounded to nearest even, never clamped."""

@@ -30,6 +30,7 @@ from quantkit.errors import (
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.file_kinds import optimized_by_ort
+from quantkit.graph.float_formats import FLOAT16
 from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import function_nodes, is_quantized_op
 from quantkit.graph.unfuse import unfusable
@@ -176,14 +177,8 @@ def as_declared(samples: Feed, prepared: Prepared) -> Feed:
     if not halves.intersection(inputs):
         return samples
     if isinstance(samples, np.ndarray):
-        return _rounded(samples) if inputs[0] in halves else samples
-    return {name: _rounded(value) if name in halves else value for name, value in samples.items()}
-
-
-def _rounded(values: np.ndarray) -> np.ndarray:
-    """float32 values [...] rounded to float16 (those beyond its range to +-inf, as a Cast makes them)."""
-    with np.errstate(over="ignore"):
-        return values.astype(np.float16).astype(values.dtype)
+        return FLOAT16.rounded(samples) if inputs[0] in halves else samples
+    return {name: FLOAT16.rounded(value) if name in halves else value for name, value in samples.items()}
 
 
 def model_bytes(path: Path) -> int:

@@ -18,7 +18,7 @@ import onnx
 
 from quantkit.calib.collect import fetch_groups
 from quantkit.errors import ConversionError, ModelError, shorten
-from quantkit.evaluate.metrics import sqnr_db
+from quantkit.evaluate.metrics import OutputErrors
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import tensor_bytes, with_sample_shapes
@@ -189,14 +189,10 @@ def declared_half_outputs(interface: Iterable[tuple[str, int]], reference: Runs)
         return ()
     figures = []
     for name in found:
-        signal = noise = 0.0
+        errors = OutputErrors(name, True)
         for run in reference:
-            value = np.asarray(run[name], np.float64)
-            with np.errstate(over="ignore"):
-                rounded = value.astype(np.float16).astype(np.float64)
-            signal += float(np.sum(value * value))
-            noise += float(np.sum((value - rounded) ** 2))
-        figures.append(f"{name!r} {sqnr_db(signal, noise):.2f} dB")
+            errors.update(run[name], FLOAT16.rounded(run[name]))
+        figures.append(f"{name!r} {errors.result().sqnr_db:.2f} dB")
     return (
         f"the file declares its outputs float16, as the model written keeps them: FP32's values rounded to "
         f"float16 alone measure {', '.join(figures)} on these samples, the most any figure against FP32 "
