@@ -121,6 +121,19 @@ def measured_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
     return measured
 
 
+# every integer tensor type (labels an ArgMax writes, sizes a shape computation carries)
+INTEGER_TYPES = frozenset(
+    {
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.UINT64,
+    }
+)
 # ops that pass labels on unchanged in value: a Cast to int32, a Squeeze of the kept axis
 LABEL_CARRIERS = frozenset({"Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten"})
 

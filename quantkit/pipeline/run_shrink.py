@@ -29,6 +29,7 @@ from quantkit.evaluate.labels import require_labels_fit
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
+from quantkit.graph.query import INTEGER_TYPES
 from quantkit.images import (
     images_of,
     list_digest,
@@ -169,14 +170,6 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     return first.name
 
 
-INTEGER_KINDS = frozenset(
-    k
-    for k in onnx.TensorProto.DataType.values()
-    if k in onnx.helper.get_all_tensor_dtypes()
-    and np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(k), np.integer)
-)
-
-
 def _check_float_output(declared: Declared, config: ShrinkConfig) -> None:
     """Refuse --min-eval-sqnr, before calibrating, for a model whose every output holds integers (an
     ArgMax's labels): it has no SQNR, and the gate failed on every run (hunt47 B3)."""
@@ -184,7 +177,7 @@ def _check_float_output(declared: Declared, config: ShrinkConfig) -> None:
         return
     outputs = declared().graph.output
     kinds = [o.type.tensor_type.elem_type for o in outputs if o.type.HasField("tensor_type")]
-    if len(kinds) == len(outputs) and kinds and all(k in INTEGER_KINDS for k in kinds):
+    if len(kinds) == len(outputs) and kinds and all(k in INTEGER_TYPES for k in kinds):
         raise ConfigError(
             f"--min-eval-sqnr needs a float output, and every output of the model ({_named(outputs)}) holds "
             "integers, labels with no SQNR: gate on --max-drop (their agreement with FP32's labels)"

@@ -31,7 +31,7 @@ import onnx
 from onnx import numpy_helper
 
 from quantkit.graph.float_formats import FLOAT16, FloatFormat, admits, opsets
-from quantkit.graph.query import GraphIndex, is_quantized_op, subgraph_inputs
+from quantkit.graph.query import INTEGER_TYPES, GraphIndex, is_quantized_op, subgraph_inputs
 from quantkit.planner.placement import check_node_names, check_op_types
 from quantkit.results import CalibrationTable
 
@@ -223,18 +223,6 @@ def _overflowing_constants(index: GraphIndex, largest: float) -> list[tuple[onnx
 
 # Inputs that are sizes or resize parameters in float: (op type, input positions)
 _SIZE_INPUTS = {"Resize": (1, 2, 3), "Upsample": (1,)}
-_INTEGER_TYPES = frozenset(
-    {
-        onnx.TensorProto.INT64,
-        onnx.TensorProto.INT32,
-        onnx.TensorProto.INT16,
-        onnx.TensorProto.INT8,
-        onnx.TensorProto.UINT8,
-        onnx.TensorProto.UINT16,
-        onnx.TensorProto.UINT32,
-        onnx.TensorProto.UINT64,
-    }
-)
 
 
 def shape_computation(index: GraphIndex) -> list[onnx.NodeProto]:
@@ -250,7 +238,7 @@ def shape_computation(index: GraphIndex) -> list[onnx.NodeProto]:
     pending += [
         node.input[0]
         for node in index.nodes
-        if node.op_type == "Cast" and index.attribute(node, "to") in _INTEGER_TYPES and node.input
+        if node.op_type == "Cast" and index.attribute(node, "to") in INTEGER_TYPES and node.input
     ]
     found: set[str] = set()
     while pending:
