@@ -670,7 +670,7 @@ def test_labels_an_argmax_picks_over_a_softmax_are_judged_by_its_logits() -> Non
     the probabilities, which saturate: an age classifier read 6.02 or 132.99 dB as one of 8 samples'
     one-hot flipped or not, and --min-sqnr 40 decided the opposite of the same network without ArgMax."""
     from quantkit.graph.output_kinds import label_outputs
-    from quantkit.graph.query import measured_outputs, squashed_logits
+    from quantkit.graph.query import measured_in_place, measured_outputs
 
     p = conv_params(4, 3, 1, 17)
     nodes = [
@@ -693,7 +693,7 @@ def test_labels_an_argmax_picks_over_a_softmax_are_judged_by_its_logits() -> Non
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     assert measured_outputs(model) == {"y": ("logits",), "z": ("logits",), "v": ("logits",)}
     assert label_outputs(model) == {"y", "z", "v"}
-    assert squashed_logits(model) == ("logits",)
+    assert measured_in_place(model) == ("logits",)
 
 
 def _residual_net(blocks: int) -> onnx.ModelProto:

@@ -55,15 +55,16 @@ class ReferenceCheck:
         self._samples: dict[str, list[np.ndarray]] = {}
         self._marks: dict[str, np.ndarray | None] = {}  # an image's non-finite pattern (None: all finite)
         self._moving: set[str] = set()  # outputs whose pattern is not the same on every image
-        self._logits: dict[str, list[np.ndarray]] = {}  # the logits of Softmax / Sigmoid outputs, sampled
+        self._logits: dict[str, list[np.ndarray]] = {}  # update's `logits`, sampled
 
     def update(
         self, inputs: Feed, outputs: dict[str, np.ndarray], logits: dict[str, np.ndarray] | None = None
     ) -> None:
         """inputs: float32 [N, ...] as fed (per input); outputs: the reference's outputs for them, [N, ...]
-        each; logits: those a Softmax or Sigmoid output is made from, where seen: a float32 Softmax one-hot
-        on every image is constant while its logits move by hundreds (hunt47 C1: a gender classifier fed
-        exactly as its package feeds it was said to be fed wrongly)."""
+        each; logits: the tensors measured in their place (a Softmax's or Sigmoid's logits, an ArgMax's
+        scores), where seen: a float32 Softmax one-hot on every image is constant while its logits move by
+        hundreds (hunt47 C1: a gender classifier fed exactly as its package feeds it was said to be fed
+        wrongly)."""
         count = feed_rows(inputs)
         for name, value in (logits or {}).items():
             if value.ndim and value.shape[0] == count and np.issubdtype(value.dtype, np.floating):

@@ -198,7 +198,7 @@ def _logits(index: GraphIndex, name: str) -> str:
     return name if not logits or logits in index.initializers else logits
 
 
-def squashed_logits(model: onnx.ModelProto) -> tuple[str, ...]:
+def measured_in_place(model: onnx.ModelProto) -> tuple[str, ...]:
     """The tensors that measure an output in its place (measured_outputs): the logits of Softmax and
     Sigmoid outputs, the scores of an ArgMax's labels, what enters a TopK; sorted."""
     measured = measured_outputs(model)

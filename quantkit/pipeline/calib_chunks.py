@@ -59,7 +59,7 @@ class ChunkJob:
     groups: tuple[tuple[str, ...], ...] | None = None  # observed in groups, a model each (collect.observe)
     values: frozenset[str] = frozenset()  # outputs graph.output_kinds reads as features: no classes
     picks: frozenset[Path] = frozenset()  # the files whose samples to keep (spread); empty: the first
-    logits: tuple[str, ...] = ()  # of the Softmax / Sigmoid outputs, for the reference check
+    logits: tuple[str, ...] = ()  # measured in the outputs' place (query.measured_in_place): reference check
 
 
 def describe(job: ChunkJob) -> str:

@@ -32,7 +32,7 @@ from quantkit.graph.augment import (
 from quantkit.graph.observe_parts import group_model, in_graph_order, last_first
 from quantkit.graph.output_kinds import value_outputs
 from quantkit.graph.prepare import prepare
-from quantkit.graph.query import squashed_logits
+from quantkit.graph.query import measured_in_place
 from quantkit.images import (
     ImageLoader,
     entries_hash,
@@ -179,7 +179,7 @@ def calibrate(
         model_sha256="",
         groups=groups,
         values=value_outputs(prepared.model, config.output_kind),
-        logits=squashed_logits(prepared.model),
+        logits=measured_in_place(prepared.model),
     )
     tick = progress("calibrating", total)
     notes = prepared.notes()
