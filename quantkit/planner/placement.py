@@ -31,42 +31,17 @@ from quantkit.results import (
 
 def input_path(index: GraphIndex, tensor: str) -> set[str]:
     """`tensor` and the tensors it is computed from, back to (and including) the outputs of the previous
-    linear layers or the graph inputs, but not past a tensor that also feeds a linear layer `tensor` does
-    not: that one is in the path, what it is computed from is not. Past it lies a residual stream, and a
-    ResNet's final Gemm kept float by --min-sqnr "with its input path" took every residual Add and all 11
-    Convs float with it (hunt47 B2). Stopping short of that tensor instead left the layer reading it
-    through Q/DQ: the fingerprint net LEADER's --min-sqnr search then stalled at 8.76 dB and the floor
-    kept 37 layers float (review: 10.74 dB smoke test; with it in the path, 8 layers and 19.10 dB)."""
-    fed = _layers_fed(index, tensor)
+    linear layers or the graph inputs."""
     path, todo = set(), [tensor]
     while todo:
         name = todo.pop()
         if name in path or index.is_constant(name):
             continue
         path.add(name)
-        if name != tensor and not _layers_fed(index, name) <= fed:
-            continue  # float itself, but not what it is computed from
         producer = index.producer.get(name)
         if producer is not None and producer.op_type not in COMPUTE_OPS:
             todo.extend(n for n in producer.input if n)
     return path
-
-
-def _layers_fed(index: GraphIndex, tensor: str) -> frozenset[str]:
-    """The linear layers (COMPUTE_OPS) that read `tensor`, directly or through other ops, by name."""
-    found: set[str] = set()
-    seen, todo = set(), [tensor]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for node, _ in index.consumers.get(name, ()):
-            if node.op_type in COMPUTE_OPS:
-                found.add(node.name)
-            else:
-                todo.extend(o for o in node.output if o)
-    return frozenset(found)
 
 
 def data_path(index: GraphIndex, node: onnx.NodeProto) -> set[str]:
