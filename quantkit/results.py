@@ -227,6 +227,8 @@ class QuantPlan:
     # biases stay float (corrected for the weights' rounding) instead of int32 through a DQ: TensorRT
     float_bias: bool = False
     fp8: bool = False  # weights and activations E4M3FN (zero point 0, per-channel weights at absmax / 448)
+    # layers kept float whose input path stops at a tensor other layers read too (planner.plan's `cut`)
+    cut_paths: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,7 @@ class FallbackStep:
     node: str
     op_type: str
     sqnr_db: float
+    cut: bool = False  # its input path stops at a tensor other layers read too (planner.plan's `cut`)
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,13 @@ def search_budget(
     spread: Spread,
     shape: Shape | None = None,
     first: tuple[str, ...] = (),
+    first_cut: frozenset[str] = frozenset(),
 ) -> tuple[QuantPlan, BudgetReport]:
     """The fewest layers kept float (ranked by their output recovery on the table's samples) that hold
     the metric within budget.max_drop points of FP32 on the validation images; each trial shaped as
     `shape` (the speed-aware plan's float ops or placement; None: as planned). first: layers that lead the
-    ranking, tried first as a set (the fallback's, in the plan convert writes without a budget)."""
+    ranking, tried first as a set (the fallback's, in the plan convert writes without a budget); first_cut:
+    those of them whose input path the fallback cut (planner.cut_paths)."""
     deadline = time.monotonic() + budget.timeout_s
     preprocess = table_preprocess(table, "--max-drop's validation images")
     paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
@@ -105,10 +107,11 @@ def search_budget(
         def tally(kept: tuple[str, ...]) -> tuple[int, int]:
             keep = dict.fromkeys(kept, why)
             slower = None if shape is None else shape.slower
+            cut = first_cut & set(kept)
             if kept == first:  # the plan convert writes without a budget: its integers as solved (hunt40 F1)
-                planned = make_plan(model, table, config, keep, cache, alphas, rounded, slower)
+                planned = make_plan(model, table, config, keep, cache, alphas, rounded, slower, cut)
             else:
-                planned = rounding.replanned(model, table, config, keep, cache, alphas, rounded, slower)
+                planned = rounding.replanned(model, table, config, keep, cache, alphas, rounded, slower, cut)
             inputs_only = shape is not None and shape.inputs_only
             plans[kept] = targets.inputs_only(planned, GraphIndex(model)) if inputs_only else planned
             candidate = runnable(quantized_model(model, plans[kept], config), config)

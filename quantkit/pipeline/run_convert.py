@@ -124,7 +124,18 @@ def _converted(
         shape = speed_step.trial_shape(inferred, table, config, base, fallen, cache, alphas, measures)
         timing(1)
         plan, budget_report = search_budget(
-            inferred, table, config, budget, progress, alphas, cache, reference, spread, shape, tuple(fallen)
+            inferred,
+            table,
+            config,
+            budget,
+            progress,
+            alphas,
+            cache,
+            reference,
+            spread,
+            shape,
+            tuple(fallen),
+            base.cut_paths,
         )
     elif config.min_sqnr == 0:
         plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas, rounded=rounded)

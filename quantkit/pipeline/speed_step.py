@@ -91,7 +91,9 @@ def refined(
     reference, samples, memo = measured
 
     def build(slower: Mapping[str, str]) -> tuple[QuantPlan, onnx.ModelProto]:
-        again = make_plan(inferred, table, config, dict(fallen), cache, alphas, base.rounded, slower)
+        again = make_plan(
+            inferred, table, config, dict(fallen), cache, alphas, base.rounded, slower, base.cut_paths
+        )
         return again, quantized_model(inferred, again, config)
 
     def accuracy(model: onnx.ModelProto) -> float:

@@ -80,6 +80,7 @@ def plan(
     alphas: Mapping[str, float] | None = None,
     rounded: Mapping[str, np.ndarray] | None = None,
     slower: Mapping[str, str] | None = None,
+    cut: frozenset[str] = frozenset(),
 ) -> QuantPlan:
     """model: opset >= 13, every node named, shapes inferred.
 
@@ -93,12 +94,16 @@ def plan(
     slower: node -> why it stays float: its int8 form measured slower on this CPU (planner.speed_cut).
     Such a node is left off the integer path, as the payoff rule's layers are: its neighbours stay int8,
     with Q/DQ passes between.
+    cut: the layers of keep_float whose input path stops at a tensor that other layers read too
+    (placement.input_path's cut; planner.fallback chooses them by measurement).
     """
-    state, activations, rebalancer = _decide(model, table, config, keep_float, range_cache, slower)
+    state, activations, rebalancer = _decide(model, table, config, keep_float, range_cache, slower, cut)
     rebalances = rebalancer.chosen(alphas)
     for rebalance in rebalances:
         _apply_rebalance_decision(state, activations, rebalance)
     decided = _plan_of(state, activations, rebalances)
+    if cut:
+        decided = dataclasses.replace(decided, cut_paths=cut)
     if not rounded:
         return decided
     kept = {n: q for n, q in rounded.items() if n in decided.quantized_nodes}
@@ -123,22 +128,23 @@ def _decide(
     keep_float: dict[str, str] | None,
     range_cache: dict[str, tuple[float, float]] | None,
     slower: Mapping[str, str] | None = None,
+    cut: frozenset[str] = frozenset(),
 ) -> tuple[Planning, dict[str, QuantParams], Rebalancer]:
     """What is quantized and with which params, before rebalancing."""
     index = GraphIndex(model)
     check_exclusions(index, config)
     keep_float = {**dict.fromkeys(config.float_layers, FLOAT_LAYER_REASON), **(keep_float or {})}
     if config.target is Target.ort_cpu:
-        keep_float = pooled_writers(index, keep_float)
+        keep_float = pooled_writers(index, keep_float, cut)
     slow: dict[str, str] = dict(slower or {})
-    state = _planned(index, table, config, keep_float, range_cache, slow)
+    state = _planned(index, table, config, keep_float, range_cache, slow, cut)
     for _ in range(MAX_PAYOFF_ROUNDS if config.target is Target.ort_cpu else 0):  # costs are ORT's
         # a layer kept float can leave its neighbours' conversions to pay
         found = {k: v for k, v in unpaid(state).items() if k not in slow}
         if not found:
             break
         slow.update(found)
-        state = _planned(index, table, config, keep_float, range_cache, slow)
+        state = _planned(index, table, config, keep_float, range_cache, slow, cut)
     activations, tied = tensor_params(state)
     # a scale-folded Mul is gone from the rewritten graph: never an absorber of rebalancing
     scaled = {n: index.by_name[n].op_type for n in state.folds if index.by_name[n].op_type in SCALE_OPS}
@@ -162,6 +168,7 @@ def _planned(
     keep_float: dict[str, str],
     range_cache: dict[str, tuple[float, float]] | None,
     slow: dict[str, str],
+    cut: frozenset[str],
 ) -> Planning:
     """What is quantized (rules 1-5), with the compute nodes in `slow` left float (planner.payoff)."""
     state = Planning(index, table, config, scores=score_tensors(index))
@@ -170,7 +177,7 @@ def _planned(
     for name in keep_float:
         node = index.by_name[name]
         state.float_tensors.update(o for o in node.output if o)
-        state.float_tensors.update(data_path(index, node))
+        state.float_tensors.update(data_path(index, node, name in cut))
     for node in index.nodes:
         if keep_float and node.name in keep_float:
             state.reasons[node.name] = keep_float[node.name]

@@ -36,6 +36,7 @@ from quantkit.planner.at_output import measured_reference as measured_reference
 from quantkit.planner.at_output import output_sqnr as output_sqnr
 from quantkit.planner.at_output import output_sqnrs
 from quantkit.planner.core import plan
+from quantkit.planner.cut_paths import preferred, token, untoken
 from quantkit.planner.fallback_blocks import end_block
 from quantkit.planner.int8_model import measured_model
 from quantkit.planner.screening import screening_runs
@@ -152,9 +153,19 @@ class Trials:
         )
 
     def build(self, keep: Iterable[str]) -> onnx.ModelProto:
-        keep_float = dict.fromkeys(keep, "measuring")
-        trial = plan(self.model, self.table, self.config, keep_float, self.cache, self.alphas, self.rounded)
-        return measured_model(self.model, trial, self.config, self.memo)
+        return measured_model(self.model, self._planned(keep), self.config, self.memo)
+
+    def _planned(self, keep: Iterable[str]) -> QuantPlan:
+        """The plan keeping `keep` float (trial names: planner.cut_paths)."""
+        names, cut = untoken(keep)
+        keep_float = dict.fromkeys(names, "measuring")
+        config, cache = self.config, self.cache
+        return plan(self.model, self.table, config, keep_float, cache, self.alphas, self.rounded, cut=cut)
+
+    def quantized(self, keep: Iterable[str]) -> int:
+        """How many linear layers the plan keeping `keep` float quantizes (planned, not measured)."""
+        done = self._planned(keep).quantized_nodes
+        return sum(n.op_type in COMPUTE_OPS and n.name in done for n in self.model.graph.node)
 
     def full(self, keep: Iterable[str]) -> float:
         key = (True, frozenset(keep))
@@ -228,7 +239,8 @@ def search(
     (output_sqnr's `worst`; measured here, never by `many`).
 
     Each round screens the remaining layers on top of those already float (_screen), measures the best
-    few on every sample and keeps the best, until the output SQNR on the samples reaches target_db,
+    few on every sample and keeps the best (its input path full, or cut where planner.cut_paths prefers
+    that; FallbackStep.cut), until the output SQNR on the samples reaches target_db,
     max_layers are float, or no layer lifts it MIN_GAIN_DB; then, where that SQNR is at least `blocks`
     (None: never), a block of layers at one end of the network (planner.fallback_blocks) that reaches
     target_db or lifts it BLOCK_GAIN_DB (any lift where `worst`: convert's floor). progress: advanced once per
@@ -256,29 +268,33 @@ def search(
         return current, steps, base
     layers = _quantized_layers(model, current)
     kept: dict[str, str] = {}
+    held: list[str] = []  # kept, as trials name them (planner.cut_paths)
     score = base
     while score < target_db and len(steps) < max_layers:
         if kept and rounds is not None:  # the round before settled a layer
             rounds(1)
         remaining = [n for n in layers if n not in kept]
-        floor = trials.screen(list(kept))
+        floor = trials.screen(held)
         expand = LATER_ROUND_GROUPS if kept else FIRST_ROUND_GROUPS
-        screened = _screen(trials, list(kept), remaining, floor, expand, None if kept else progress)
+        screened = _screen(trials, held, remaining, floor, expand, None if kept else progress)
         best: tuple[float, str] | None = None
         finalists = _finalists(screened, floor)
-        measured_all = trials.full_all([[*kept, n] for n in finalists])
+        measured_all = trials.full_all([[*held, n] for n in finalists])
         for node, trial_score in zip(finalists, measured_all, strict=True):
             if best is None or trial_score > best[0]:
                 best = (trial_score, node)
         if best is None or not (best[0] >= target_db or best[0] >= score + MIN_GAIN_DB):
             break
-        kept[best[1]] = _reason(target_db, best[0] - score, alone=not kept, worst=worst)
-        score = best[0]
-        steps.append(FallbackStep(best[1], _op_type(model, best[1]), score))
+        node = best[1]
+        chosen = preferred(held, node, best[0], score, target_db, trials.full, trials.quantized, MIN_GAIN_DB)
+        kept[node] = _reason(target_db, chosen.score - score, not kept, worst, chosen.cut, chosen.dragged)
+        held.append(token(node, chosen.cut))
+        score = chosen.score
+        steps.append(FallbackStep(node, _op_type(model, node), score, chosen.cut))
     stalled = blocks is not None and blocks <= score < target_db  # no single layer lifts it further
     if stalled and len(steps) < max_layers:
         remaining = [n for n in layers if n not in kept]
-        block = end_block(trials.full_all, list(kept), remaining, target_db, max_layers - len(steps))
+        block = end_block(trials.full_all, held, remaining, target_db, max_layers - len(steps))
         lift = 0.0 if worst else min(target_db - score, BLOCK_GAIN_DB)
         if block is not None and block[1] > score and block[1] >= score + lift:
             nodes, score = block
@@ -286,9 +302,8 @@ def search(
             kept.update(dict.fromkeys(nodes, why))
             steps.extend(FallbackStep(node, _op_type(model, node), score) for node in nodes)
     if kept:
-        current = plan(
-            model, table, config, keep_float=kept, range_cache=cache, alphas=alphas, rounded=rounded
-        )
+        cut = frozenset(s.node for s in steps if s.cut)
+        current = plan(model, table, config, kept, cache, alphas, rounded, cut=cut)
     return current, steps, base
 
 
@@ -336,8 +351,15 @@ def _finalists(screened: Mapping[str, float], floor: float) -> list[str]:
     return [n for n in ranked[:FINALISTS] if screened[n] - floor >= FINALIST_SHARE * top]
 
 
-def _reason(target_db: float, gain_db: float, alone: bool, worst: bool = False) -> str:
+def _reason(
+    target_db: float, gain_db: float, alone: bool, worst: bool = False, cut: bool = False, dragged: int = 0
+) -> str:
+    """Why the fallback keeps a layer float; cut, dragged: planner.cut_paths.Choice's."""
     recovers = f"recovers {gain_db:.1f} dB {'alone' if alone else 'more with the layers before it'}"
+    if dragged > 0:  # hunt47 B2: "recovers inf dB alone" credited one Gemm with a whole ResNet kept float
+        recovers += f", with its input path taking {dragged} more layer(s) float"
+    if cut:
+        recovers += "; its input path ends where other layers read it too"
     return f"kept float {_by(target_db, worst)} ({recovers})"
 
 

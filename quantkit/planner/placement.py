@@ -29,13 +29,18 @@ from quantkit.results import (
 )
 
 
-def input_path(index: GraphIndex, tensor: str) -> set[str]:
+def input_path(index: GraphIndex, tensor: str, cut: bool = False) -> set[str]:
     """`tensor` and the tensors it is computed from, back to (and including) the outputs of the previous
-    linear layers or the graph inputs."""
+    linear layers or the graph inputs; cut: not past a tensor that also feeds a linear layer `tensor` does
+    not (a residual stream, which stays quantized where the path reads it: kept float, it takes every layer
+    reading or writing it float too; planner.fallback measures both paths, hunt47 B2)."""
+    fed = _layers_fed(index, tensor) if cut else frozenset()
     path, todo = set(), [tensor]
     while todo:
         name = todo.pop()
         if name in path or index.is_constant(name):
+            continue
+        if cut and name != tensor and not _layers_fed(index, name) <= fed:
             continue
         path.add(name)
         producer = index.producer.get(name)
@@ -44,10 +49,27 @@ def input_path(index: GraphIndex, tensor: str) -> set[str]:
     return path
 
 
-def data_path(index: GraphIndex, node: onnx.NodeProto) -> set[str]:
+def _layers_fed(index: GraphIndex, tensor: str) -> frozenset[str]:
+    """The linear layers (COMPUTE_OPS) that read `tensor`, directly or through other ops, by name."""
+    found: set[str] = set()
+    seen, todo = set(), [tensor]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node, _ in index.consumers.get(name, ()):
+            if node.op_type in COMPUTE_OPS:
+                found.add(node.name)
+            else:
+                todo.extend(o for o in node.output if o)
+    return frozenset(found)
+
+
+def data_path(index: GraphIndex, node: onnx.NodeProto, cut: bool = False) -> set[str]:
     """The node's data inputs and the tensors they are computed from, back to the previous linear layers'
     outputs (input_path of each): what stays float with a layer kept float."""
-    return set().union(*(input_path(index, tensor) for tensor in data_inputs(node)))
+    return set().union(*(input_path(index, tensor, cut) for tensor in data_inputs(node)))
 
 
 # A layer that writes a kept layer's input (float by that: onnxruntime has no int8 Conv with a float output)
@@ -59,13 +81,16 @@ def data_path(index: GraphIndex, node: onnx.NodeProto) -> set[str]:
 SLOW_POOL_AREA = 25
 
 
-def pooled_writers(index: GraphIndex, keep_float: dict[str, str]) -> dict[str, str]:
-    """keep_float (node -> why) with such writers added, until none is."""
+def pooled_writers(
+    index: GraphIndex, keep_float: dict[str, str], cut: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """keep_float (node -> why) with such writers added, until none is; cut: the kept layers whose input
+    path is cut (input_path)."""
     kept = dict(keep_float)
     todo = list(kept)
     while todo:
         name = todo.pop()
-        for tensor in sorted(data_path(index, index.by_name[name])):
+        for tensor in sorted(data_path(index, index.by_name[name], name in cut)):
             layer = index.producer.get(tensor)
             if layer is None or layer.op_type not in COMPUTE_OPS or layer.name in kept:
                 continue

@@ -128,8 +128,9 @@ def replanned(
     alphas: Mapping[str, float] | None,
     rounded: Mapping[str, np.ndarray] | None,
     slower: Mapping[str, str] | None = None,
+    cut: frozenset[str] = frozenset(),
 ) -> QuantPlan:
-    """The plan with `keep_float` (and `slower`: planner.plan's) float and, where `resolve` chose
+    """The plan with `keep_float` (and `slower`, `cut`: planner.plan's) float and, where `resolve` chose
     compensated rounding for the model, each layer's integers solved again for the inputs this plan feeds
     it: downstream of a float layer they are less noisy than in the all-INT8 plan `rounded` was solved
     for, and integers that compensate noise that is no longer there add error of their own (--max-drop's
@@ -137,7 +138,7 @@ def replanned(
     samples = table.samples if keep_float and rounded else None  # None: the integers stand as solved
     kept = dict(keep_float)
     solved = None if samples is not None else rounded
-    plan = make_plan(model, table, config, kept, cache, alphas, solved, slower)
+    plan = make_plan(model, table, config, kept, cache, alphas, solved, slower, cut)
     return plan if samples is None else dataclasses.replace(plan, rounded=compensated(model, plan, samples))
 
 
