@@ -64,11 +64,11 @@ def preferred(
     layers a trial leaves quantized. The cut path is measured only where it could be chosen."""
     left = quantized(list(held))
     with_full = quantized([*held, node])
-    choice = Choice(full_score, False, left - with_full - 1)
+    choice = Choice(full_score, False, max(left - with_full - 1, 0))
     cut = token(node, True)
     with_cut = quantized([*held, cut])
     if with_cut <= with_full or not (full_score >= target_db or with_full == 0):
         return choice
     cut_score = full([*held, cut])
     enough = cut_score >= before + min_gain_db if with_full == 0 else cut_score >= target_db
-    return Choice(cut_score, True, left - with_cut - 1) if enough else choice
+    return Choice(cut_score, True, max(left - with_cut - 1, 0)) if enough else choice
