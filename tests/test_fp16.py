@@ -331,6 +331,44 @@ def _cancelling_model() -> onnx.ModelProto:
     return make_model(nodes, weights)
 
 
+def _long_cancelling_model(extra: int) -> onnx.ModelProto:
+    """_cancelling_model with `extra` near-identity 1x1 Convs after it (harmless in float16)."""
+    model = _cancelling_model()
+    graph = model.graph
+    graph.node[-1].output[0] = "t0"
+    for i in range(extra):
+        w = np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1) + 0.01 * conv_params(4, 4, k=1, seed=30 + i)["w"]
+        graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), f"e{i}"))
+        out = "y" if i == extra - 1 else f"t{i + 1}"
+        graph.node.append(helper.make_node("Conv", [f"t{i}", f"e{i}"], [out], name=f"e{i}"))
+    return model
+
+
+def test_the_float16_fallback_screens_many_layers_in_groups(
+    image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """C7 (hunt47): the fallback measured each of nucseg's 95 layers in float32 at 1024x1024 (8 min). With
+    more than 20 layers it screens groups of ceil(sqrt(n)) and measures the best groups' layers alone: the
+    layer float16 breaks is still the one kept, from far fewer trials."""
+    from quantkit.pipeline import run_fp16
+
+    path = save(_long_cancelling_model(33), tmp_path / "m.onnx")
+    table = tmp_path / "m.calib.json"
+    pipeline.calibrate(path, table, CalibrateConfig(ImageSelection(image_dir, 8)))
+    asked: list[int] = []
+    screen_all = run_fp16._Float32Trials.screen_all
+
+    def counted(self: Any, keeps: Any) -> list[float]:
+        asked.append(len(keeps))
+        return screen_all(self, keeps)
+
+    monkeypatch.setattr(run_fp16._Float32Trials, "screen_all", counted)
+    summary = pipeline.convert_float16(path, table, tmp_path / "b.onnx", Float16Config())
+    assert [node for node, _, _ in summary.kept_float32] == ["c1"]
+    assert summary.smoke_sqnr_db["y"] >= 40.0
+    assert sum(asked) <= 6 + 2 * 6  # 6 groups of 6, then the layers of the best two, not 36 trials
+
+
 def test_measured_fallback_keeps_the_layer_that_float16_breaks(image_dir: Path, tmp_path: Path) -> None:
     path = save(_cancelling_model(), tmp_path / "m.onnx")
     table = tmp_path / "m.calib.json"

@@ -6,6 +6,7 @@ and measured as its float32 emulation (graph.emulate)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import onnx
@@ -280,10 +281,11 @@ def _float16_fallback(
     """Below target dB on the samples (the table's: --min-sqnr; synthetic: the floor): keep float32, one at
     a time, the linear layers that recover the most output SQNR alone (ranked once), until it is met or
     max_float32_layers are kept. reference: FP32's outputs on the samples (Session.run_samples); the
-    layers are ranked on its first `screen` runs (planner.screening: PP-OCRv4's text detector at
-    640x640 took 69 s ranking on 8 samples), each trial running only the layer and what follows it
-    (planner.suffix_screen: 18 s -> 10 s there), and the plan measured whole on all. With the plan, the
-    summary's line of what it measured and whether the target was met."""
+    layers are ranked (those of the best groups where more than 20: fallback.screen_layers; nucseg's 95
+    layers at 1024x1024 took 8 min one by one) on its first `screen` runs (planner.screening: PP-OCRv4's
+    text detector at 640x640 took 69 s ranking on 8 samples), each trial running only the layers it
+    changes and what follows (planner.suffix_screen: 18 s -> 10 s there), and the plan measured whole on
+    all. With the plan, the summary's line of what it measured and whether the target was met."""
     why = (
         f"--min-sqnr {target:g}"
         if target == config.min_sqnr_db
@@ -307,14 +309,11 @@ def _float16_fallback(
     if config.max_float32_layers == 0:
         layers = []  # nothing may be kept: nothing to rank
     advance = progress("measuring each layer in float32", len(layers))
-    scores = {}
     ranking = reference[:screen], feed_take(samples, 0, screen)
-    suffixes = SuffixScreen(base, (n.name for n in layers), *ranking)
-    for node in layers:
-        candidate = built(kept | {node.name})
-        found = suffixes.sqnr(candidate)
-        scores[node.name] = fallback.output_sqnr(candidate, *ranking) if found is None else found
-        advance(1)
+    trials = _Float32Trials(built, kept, SuffixScreen(base, (n.name for n in layers), *ranking), ranking)
+    floor = start if screen >= len(reference) else fallback.output_sqnr(base, *ranking, memo.first(screen))
+    names = [n.name for n in layers]
+    scores = fallback.screen_layers(trials, [], names, floor, fallback.FIRST_ROUND_GROUPS, advance)
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     added: list[fp16_planner.KeptFloat32] = []
     score = start
@@ -349,6 +348,28 @@ def _float16_fallback(
             "keep op types float32 with --exclude-op-types)"
         )
     return dataclasses.replace(decided, kept=decided.kept + tuple(added)), (line,)
+
+
+class _Float32Trials:
+    """The float16 fallback's trials for fallback.screen_layers: `kept` and a set of layers float32, each
+    measured on the ranking runs by running only what it changes where it can (planner.suffix_screen)."""
+
+    def __init__(
+        self,
+        built: Callable[[set[str]], onnx.ModelProto],
+        kept: set[str],
+        suffixes: SuffixScreen,
+        ranking: tuple[Runs, Feed],
+    ) -> None:
+        self.built, self.kept, self.suffixes, self.ranking = built, set(kept), suffixes, ranking
+
+    def screen_all(self, keeps: Sequence[Iterable[str]]) -> list[float]:
+        return [self._sqnr(set(keep)) for keep in keeps]
+
+    def _sqnr(self, keep: set[str]) -> float:
+        candidate = self.built(self.kept | keep)
+        found = self.suffixes.sqnr(candidate)
+        return fallback.output_sqnr(candidate, *self.ranking) if found is None else found
 
 
 def _drawn_at_random(error: ModelError, model: onnx.ModelProto) -> ModelError | None:

@@ -23,6 +23,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -238,7 +239,7 @@ def search(
     the weights' integers where planner.rounding_plan chose them; worst: target_db is each output's
     (output_sqnr's `worst`; measured here, never by `many`).
 
-    Each round screens the remaining layers on top of those already float (_screen), measures the best
+    Each round screens the remaining layers on top of those already float (screen_layers), measures the best
     few on every sample and keeps the best (its input path full, or cut where planner.cut_paths prefers
     that; FallbackStep.cut), until the output SQNR on the samples reaches target_db,
     max_layers are float, or no layer lifts it MIN_GAIN_DB; then, where that SQNR is at least `blocks`
@@ -276,7 +277,7 @@ def search(
         remaining = [n for n in layers if n not in kept]
         floor = trials.screen(held)
         expand = LATER_ROUND_GROUPS if kept else FIRST_ROUND_GROUPS
-        screened = _screen(trials, held, remaining, floor, expand, None if kept else progress)
+        screened = screen_layers(trials, held, remaining, floor, expand, None if kept else progress)
         best: tuple[float, str] | None = None
         finalists = _finalists(screened, floor)
         measured_all = trials.full_all([[*held, n] for n in finalists])
@@ -307,8 +308,14 @@ def search(
     return current, steps, base
 
 
-def _screen(
-    trials: Trials,
+class Screens(Protocol):
+    """What screen_layers measures with: Trials, or the float16 fallback's trials (pipeline.run_fp16)."""
+
+    def screen_all(self, keeps: Sequence[Iterable[str]]) -> list[float]: ...
+
+
+def screen_layers(
+    trials: Screens,
     kept: list[str],
     remaining: list[str],
     floor: float,
