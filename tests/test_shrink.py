@@ -211,6 +211,41 @@ def test_labels_are_gated_on_their_agreement_and_have_no_sqnr_gate(
     assert not (tmp_path / "out2").exists()
 
 
+def test_top1_against_labels_reads_an_argmax_labels_output(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A classifier exported with an ArgMax: compare --labels refused it ("no output has that many") and
+    --metric top1 could not read it. Its labels are the classes picked: the same top-1 as its scores."""
+    flat = [
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["y"], name="flat"),
+    ]
+    picking = [*flat[:1], helper.make_node("Flatten", ["g"], ["scores"], name="flat")]
+    picking.append(helper.make_node("ArgMax", ["scores"], ["y"], name="pick", axis=1, keepdims=0))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dogs\nbirds\ncats\nfish\n")
+    figures = {}
+    for name, head in (("scores", flat), ("labels", picking)):
+        model = _headed_cnn(tmp_path / f"{name}.onnx", head)
+        copy = tmp_path / f"{name}.copy.onnx"
+        copy.write_bytes(model.read_bytes())
+        report = tmp_path / f"{name}.json"
+        argv = ["compare", str(model), str(copy), "--images", str(image_dir), "--labels", str(labels)]
+        code, _, err = run([*argv, "--json", str(report), *FAST], capsys)
+        assert code == 0, err
+        figures[name] = json.loads(report.read_text())["accuracy"]["reference"]
+    assert figures["labels"]["top1"] == figures["scores"]["top1"] and figures["labels"]["images"] == 24
+    assert figures["labels"]["top5"] is None  # one class picked: no top-5
+    model = tmp_path / "labels.onnx"
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    argv += ["--labels", str(labels), "--max-drop", "100", "--output-dir", str(tmp_path / "out")]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    report, _, _ = _reports(tmp_path / "out")
+    (gate,) = [g for g in report["gates"] if g["name"] == "max_drop"]
+    assert gate["passed"] and gate["unit"] == "top-1 points (labels)", gate
+
+
 def test_a_detector_head_no_output_has_is_refused_before_converting(
     image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
-from quantkit.evaluate.class_scores import class_views, is_class_sequence, is_classification
+from quantkit.evaluate.class_scores import class_views, is_class_sequence, is_classification, is_label_column
 from quantkit.evaluate.compare import decode_grid, head_masks, require_sizes, scored_output
 from quantkit.evaluate.end2end import is_listed_head, listed_detections, require_listed
 from quantkit.evaluate.labels import label_of
@@ -356,7 +356,8 @@ def _choose(
         or n in sequences
         or (n in labels and np.issubdtype(v.dtype, np.integer))
     ]
-    per_image = [n for n in scores if n not in sequences and n not in labels]  # --labels: a class an image
+    # --labels: a class an image, from its scores or an ArgMax's one label
+    per_image = [n for n in scores if n not in sequences and (n not in labels or is_label_column(outputs[n]))]
     detection = (BudgetMetric.recall, BudgetMetric.boxes)
     if metric is BudgetMetric.auto:
         metric = (

@@ -14,6 +14,13 @@ def is_classification(output: np.ndarray, images: int | None = None) -> bool:
     return output.ndim == 2 and output.shape[1] >= 2 and images in (None, output.shape[0])
 
 
+def is_label_column(output: np.ndarray, images: int | None = None) -> bool:
+    """One integer label per image, [N] or [N, 1] (an ArgMax over a classifier's scores), N the `images`
+    run where known: top-1 against --labels reads it as the class picked."""
+    one_each = output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)
+    return output.dtype.kind in "iu" and one_each and images in (None, output.shape[0])
+
+
 def class_view(output: np.ndarray) -> np.ndarray:
     """[N, C] scores that a classifier gives as [N, C, 1, 1, ...] (Caffe-era exports: SqueezeNet 1.0 of
     the ONNX model zoo, [1, 1000, 1, 1]) as [N, C]; any other output as it is. Not [N, A, 1]: a face

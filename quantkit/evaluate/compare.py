@@ -11,7 +11,7 @@ import numpy as np
 
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError, ModelError
-from quantkit.evaluate.class_scores import class_views, is_classification, logits_axis
+from quantkit.evaluate.class_scores import class_views, is_classification, is_label_column, logits_axis
 from quantkit.evaluate.end2end import add_listed, is_listed_head, require_listed, rows_differ
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
@@ -404,9 +404,13 @@ def decode_grid(
 
 
 def scored_output(outputs: dict[str, np.ndarray], num_classes: int) -> str:
-    """The first output of class scores [N, num_classes] (the labels file's count); refused where none is."""
+    """The first output of class scores [N, num_classes] (the labels file's count), else the first of
+    labels [N] (an ArgMax's: the class it picks); refused where none is."""
     for name, value in outputs.items():
         if is_classification(value) and value.shape[1] == num_classes:
+            return name
+    for name, value in outputs.items():
+        if is_label_column(value):
             return name
     shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in outputs.items())
     raise ConfigError(f"the labels file lists {num_classes} classes but no output has that many ({shapes})")

@@ -222,7 +222,11 @@ class TopK:
         self.classes = 0  # the fewest score columns seen
 
     def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
-        """scores: float [N, C]; labels: int [N]."""
+        """scores: float [N, C], or the classes picked (integers [N] or [N, 1]: no top-5); labels: int [N]."""
+        if scores.dtype.kind in "iu":
+            self.top1 += int(np.sum(scores.reshape(labels.shape) == labels))
+            self.count += int(labels.size)
+            return
         top = _topk(scores, min(5, scores.shape[1]))
         self.top1 += int(np.sum(top[:, 0] == labels))
         self.top5 += int(np.sum(np.any(top == labels[:, None], axis=1)))
