@@ -292,6 +292,52 @@ def test_a_bias_and_clip_bounds_computed_from_shapes_and_types_are_weights(
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 20
 
 
+def _cast_between_layers() -> onnx.ModelProto:
+    """Conv -> Cast(to float) -> Sub by a per-channel constant -> Cast(to float) -> Relu -> Conv -> Cast(to
+    float) -> y; an int64 shape read through a Cast(to float) beside it (computes something: kept)."""
+    p, q = conv_params(4, 3, 3, 40), conv_params(4, 4, 3, 41)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Cast", ["c1"], ["c1f"], name="noop1", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["c1f", "mean"], ["s"], name="sub"),
+        helper.make_node("Cast", ["s"], ["sf"], name="noop2", to=TensorProto.FLOAT),
+        helper.make_node("Relu", ["sf"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Shape", ["c2"], ["shape"], name="shape"),
+        helper.make_node("Cast", ["shape"], ["shape_f"], name="real", to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["shape_f"], ["big"], name="most", keepdims=1),
+        helper.make_node("Div", ["c2", "big"], ["d"], name="scale"),
+        helper.make_node("Cast", ["d"], ["y"], name="at_output", to=TensorProto.FLOAT),
+    ]
+    mean = np.linspace(-0.2, 0.2, 4, dtype=np.float32).reshape(1, 4, 1, 1)
+    return make_model(nodes, {"w1": p["w"], "b1": p["b"], "w2": q["w"], "b2": q["b"], "mean": mean})
+
+
+def test_casts_to_the_type_a_tensor_has_are_dropped_as_read(tmp_path: Path, image_dir: Path) -> None:
+    """hunt48 C4: a TF graph re-exported through PyTorch held 298 Casts to float of float tensors between
+    every Conv and its normalisation; convert listed them as 'no integer kernel in onnxruntime' and the
+    Convs beside them stayed off the integer path. They are dropped when the model is read (exact); a Cast
+    that converts, or writes a graph output, stays."""
+    from quantkit.graph.normalize import same_type_casts
+
+    model = _cast_between_layers()
+    dropped, count = same_type_casts(model)
+    assert count == 2
+    assert [n.name for n in dropped.graph.node if n.op_type == "Cast"] == ["real", "at_output"]
+    assert next(n for n in dropped.graph.node if n.name == "sub").input[0] == "c1"
+    x = rng(3).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    after = ort.InferenceSession(dropped.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(before, after)
+    assert same_type_casts(dropped) == (dropped, 0)
+    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
+    assert any(
+        note.startswith("2 Cast node(s) to the type their input has already") for note in summary.notes
+    )
+    assert {"conv1", "conv2"} <= set(summary.plan.quantized_nodes)
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25
+
+
 def test_normalize_keeps_a_constant_that_is_a_graph_output() -> None:
     nodes = [_const("k", np.ones(3)), helper.make_node("Relu", ["x"], ["y"], name="relu")]
     model = make_model(nodes, {}, outputs=["y", "k"])

@@ -7,7 +7,8 @@ that tensor names agree between the table and the plan.
 1. Below opset 13 (per-channel Q/DQ), upgraded with onnx's version converter (its Resize from opset 10 or
    earlier given back the sampling it had: `resize_as_before`), then checked against the original on
    seeded synthetic inputs: outputs equal within float tolerance, or the upgrade is refused.
-2. Weights held in Constant nodes or read through Identity become initializers (graph.normalize);
+2. Weights held in Constant nodes or read through Identity become initializers, Casts to the type their
+   input has already are dropped (graph.normalize);
    onnxruntime's fused CPU nodes (FusedConv, FusedGemm, QuickGelu) the standard ops they fuse (graph.unfuse),
    and before the upgrade the experimental ops of early opsets (ImageScaler, Crop...) theirs (legacy_ops).
 3. Every node named; a BatchNormalization after a Conv folded into it, and so are a Mul and an Add by
@@ -28,7 +29,7 @@ from quantkit.graph.fold_bn import fold_batchnorms, fold_scale_shift
 from quantkit.graph.fold_shapes import fold_weight_shapes
 from quantkit.graph.functions import inline_functions
 from quantkit.graph.legacy_ops import write_out
-from quantkit.graph.normalize import normalize
+from quantkit.graph.normalize import normalize, same_type_casts
 from quantkit.graph.query import GraphIndex, name_nodes
 from quantkit.graph.samples import synthetic_samples
 from quantkit.graph.unfuse import unfuse
@@ -48,6 +49,7 @@ class Prepared:
     opset_after: int
     constants_folded: int  # Constant nodes made initializers
     identities_dropped: int
+    casts_dropped: int = 0  # Casts to the type their input has already (graph.normalize.same_type_casts)
     batchnorms_folded: int = 0  # BatchNormalization nodes folded into the Conv before them
     affines_folded: int = 0  # Mul/Add by per-channel constants folded into the Conv before them
     upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
@@ -118,6 +120,10 @@ class Prepared:
                 f"{self.constants_folded} Constant node(s) and {self.identities_dropped} Identity of a "
                 "weight read as initializers"
             )
+        if self.casts_dropped:
+            found.append(
+                f"{self.casts_dropped} Cast node(s) to the type their input has already dropped (exact)"
+            )
         if self.weights_computed:
             ops = ", ".join(f"{count} {op}" for op, count in self.weights_computed)
             found.append(f"weights computed by {ops} node(s) stored as the initializers they compute (exact)")
@@ -158,7 +164,8 @@ def prepare(
     if upgraded is not model:
         check_upgrade(loaded, upgraded, before, size)  # against the legacy ops' own kernels
     normalized = normalize(upgraded)
-    named, computed = fold_weight_shapes(normalized.model)
+    uncast, casts = same_type_casts(normalized.model)
+    named, computed = fold_weight_shapes(uncast)
     name_nodes(named)
     folded, batchnorms = fold_batchnorms(named)
     folded, affines = fold_scale_shift(folded)
@@ -168,6 +175,7 @@ def prepare(
         opset_after=model_io.opset_version(named),
         constants_folded=normalized.constants,
         identities_dropped=normalized.identities,
+        casts_dropped=casts,
         weights_computed=tuple(sorted(computed.items())),
         batchnorms_folded=batchnorms,
         affines_folded=affines,
