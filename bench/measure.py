@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from quantkit.config import Preprocess
+from quantkit.evaluate.class_scores import TopK
 from quantkit.evaluate.labels import label_of, read_classes
 from quantkit.evaluate.metrics import (
     BoxAgreement,
     DetectionRecall,
     OutputErrors,
-    TopK,
     is_yolo_head,
     yolox_grid,
 )

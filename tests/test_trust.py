@@ -800,7 +800,7 @@ def test_onnxruntime_prints_none_of_its_own_log_lines(
 
 def test_top5_accuracy_of_five_classes_or_fewer_is_not_given() -> None:
     """hunt44: a 4-class orientation classifier read 'top-5 100.00%' for FP32 and INT8."""
-    from quantkit.evaluate.metrics import TopK
+    from quantkit.evaluate.class_scores import TopK
 
     g = np.random.default_rng(0)
     labels = g.integers(0, 4, 20)

@@ -1,10 +1,12 @@
 """Which outputs hold class scores, and in what form: [N, C] scores (also as [N, C, 1, 1]) of one image
 a row, class probabilities at each position ([N, T, C] of a sequence, a segmenter's softmax map) and a
-segmenter's logits at the input's own size. Pure numpy."""
+segmenter's logits at the input's own size; top-1 / top-5 against labels (TopK). Pure numpy."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from quantkit.outcomes import Accuracy
 
 
 def is_classification(output: np.ndarray, images: int | None = None) -> bool:
@@ -80,3 +82,40 @@ def probability_axis(output: np.ndarray) -> int | None:
         if output.shape[axis] >= 2 and np.all(np.abs(sums - 1.0) < 1e-3):
             return axis
     return None
+
+
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores per row, [N, k]."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+class TopK:
+    """Top-1 / top-5 accuracy against integer labels."""
+
+    def __init__(self) -> None:
+        self.top1 = 0
+        self.top5 = 0
+        self.count = 0
+        self.classes = 0  # the fewest score columns seen
+
+    def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        """scores: float [N, C], or the classes picked (integers [N] or [N, 1]: no top-5); labels: int [N]."""
+        if scores.dtype.kind in "iu":
+            self.top1 += int(np.sum(scores.reshape(labels.shape) == labels))
+            self.count += int(labels.size)
+            return
+        top = top_indices(scores, min(5, scores.shape[1]))
+        self.top1 += int(np.sum(top[:, 0] == labels))
+        self.top5 += int(np.sum(np.any(top == labels[:, None], axis=1)))
+        self.count += int(labels.size)
+        self.classes = min(self.classes or scores.shape[1], scores.shape[1])
+
+    def merge(self, later: TopK) -> None:
+        self.top1 += later.top1
+        self.top5 += later.top5
+        self.count += later.count
+        self.classes = min(self.classes or later.classes, later.classes or self.classes)
+
+    def result(self) -> Accuracy:
+        n = max(self.count, 1)
+        return Accuracy(self.top1 / n, self.top5 / n if self.classes > 5 else None, self.count)  # else 100 %

@@ -11,14 +11,13 @@ import numpy as np
 
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError, ModelError
-from quantkit.evaluate.class_scores import class_views, is_classification, is_label_column, logits_axis
+from quantkit.evaluate.class_scores import TopK, class_views, is_classification, is_label_column, logits_axis
 from quantkit.evaluate.end2end import add_listed, is_listed_head, require_listed, rows_differ
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
     BoxAgreement,
     DetectionRecall,
     OutputErrors,
-    TopK,
     anchors_last,
     detections,
     is_yolo_head,

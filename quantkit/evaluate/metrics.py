@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from quantkit.evaluate.class_scores import class_axis
-from quantkit.outcomes import Accuracy, OutputMetrics
+from quantkit.evaluate.class_scores import class_axis, top_indices
+from quantkit.outcomes import OutputMetrics
 
 # An image whose own output has a cosine below this with FP32's is mostly noise there (SQNR near 0 dB or
 # below), whatever the SQNR pooled over all images says.
@@ -106,7 +106,7 @@ class OutputErrors:
                 self.winners = counts if self.winners is None else self.winners + counts
             self.classes = classes
             k = min(5, classes)
-            top_r, top_c = _topk(rows_r, k), _topk(rows_c, k)
+            top_r, top_c = top_indices(rows_r, k), top_indices(rows_c, k)
             shared = (top_r[:, :, None] == top_c[:, None, :]).any(axis=2).sum()
             self.top5_overlap += float(shared) / k / positions
 
@@ -205,43 +205,6 @@ def sqnr_db(signal: float, noise: float) -> float:
     if signal == 0.0:
         return -math.inf
     return 10.0 * math.log10(signal / noise)
-
-
-def _topk(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores per row, [N, k]."""
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
-
-
-class TopK:
-    """Top-1 / top-5 accuracy against integer labels."""
-
-    def __init__(self) -> None:
-        self.top1 = 0
-        self.top5 = 0
-        self.count = 0
-        self.classes = 0  # the fewest score columns seen
-
-    def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
-        """scores: float [N, C], or the classes picked (integers [N] or [N, 1]: no top-5); labels: int [N]."""
-        if scores.dtype.kind in "iu":
-            self.top1 += int(np.sum(scores.reshape(labels.shape) == labels))
-            self.count += int(labels.size)
-            return
-        top = _topk(scores, min(5, scores.shape[1]))
-        self.top1 += int(np.sum(top[:, 0] == labels))
-        self.top5 += int(np.sum(np.any(top == labels[:, None], axis=1)))
-        self.count += int(labels.size)
-        self.classes = min(self.classes or scores.shape[1], scores.shape[1])
-
-    def merge(self, later: TopK) -> None:
-        self.top1 += later.top1
-        self.top5 += later.top5
-        self.count += later.count
-        self.classes = min(self.classes or later.classes, later.classes or self.classes)
-
-    def result(self) -> Accuracy:
-        n = max(self.count, 1)
-        return Accuracy(self.top1 / n, self.top5 / n if self.classes > 5 else None, self.count)  # else 100 %
 
 
 class DetectionRecall:
