@@ -21,7 +21,7 @@ from quantkit.evaluate.labels import require_labels_fit
 from quantkit.evaluate.speed import measure as measure_speed
 from quantkit.files import check_output, write_set
 from quantkit.graph import compact as compact_graph
-from quantkit.graph import model_io
+from quantkit.graph import model_io, subnormal
 from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.prepare import Prepared
 from quantkit.graph.widen import narrow, redeclare, widen
@@ -95,7 +95,7 @@ def _converted(
     loaded: tuple[onnx.ModelProto, CalibrationTable, Prepared],
 ) -> ConvertSummary:
     (model_path, table_path, output), (model, table, prepared) = paths, loaded
-    inferred = prepared.model
+    inferred = subnormal.flushed(prepared.model)[0]  # hunt48 B1: their cost was timed as int8's gain
     config = resolve_weight_range(config)
     advance = progress("converting", 4)
     steps: list[FallbackStep] = []
@@ -208,7 +208,8 @@ def _converted(
 
     int8, stored, smoke = written(plan, quantized, advance, corrections, speed_plan)
     # FP32 timed as the network it is: not slowed by weights listed as inputs, nor by 16-bit insides
-    fp32, listed = model_io.weights_fixed(widen(model).model)
+    fp32, flushed = subnormal.flushed(widen(model).model)  # counted in the file, as compare counts
+    fp32, listed = model_io.weights_fixed(fp32)
     speed = measure_speed(fp32, int8, samples) if timed and plan.quantized_nodes else None  # else noise
     slow, speed = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples)
     if slow is not None:  # int8 does not pay here: the output is the model in float
@@ -231,7 +232,9 @@ def _converted(
         checked += openvino_gap(model, int8, samples, smoke)
     itself = fallback.foreground_maps(inferred, reference)
     run_int8 = runnable(int8, config)
-    judged, warned = measurement_notes(inferred, run_int8, reference, samples, smoke, itself, model)
+    judged, warned = measurement_notes(
+        inferred, run_int8, reference, samples, smoke, itself, model, flushed=bool(flushed)
+    )
     return dataclasses.replace(
         summary,
         notes=summary.notes
@@ -243,6 +246,7 @@ def _converted(
         + floor_kept
         + convert_notes.elsewhere(config)
         + convert_notes.weights_listed(listed if speed is not None else 0)
+        + subnormal.flushed_note(flushed)
         + convert_notes.inputs_changed(model, int8, "int8"),
         speed=speed,
         fallback=tuple(steps),

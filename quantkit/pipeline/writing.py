@@ -113,6 +113,7 @@ def measurement_notes(
     itself: tuple[str, ...],
     loaded: onnx.ModelProto,
     synthetic: bool = False,
+    flushed: bool = False,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(notes, warnings). Where the floors and the fallback measure other tensors than the outputs
     (query.measured_outputs of the shape-inferred `model`), so that no figure reads as the outputs' own: a
@@ -123,8 +124,11 @@ def measurement_notes(
     `loaded` (the file's own, as compare counts, not the BatchNormalization-folded one's: hunt33), and
     outputs whose figure hides what changes between the samples (steady_outputs; not on `synthetic` ones,
     nor the note of a squashed figure far above its logits', sample_figures.saturated_note).
-    reference: FP32's measured tensors on samples (fallback.measured_reference)."""
-    slow = tuple(w for w in (subnormal_warning(loaded),) if w)  # synthetic inputs vary too little to judge:
+    reference: FP32's measured tensors on samples (fallback.measured_reference); flushed: the subnormal
+    weights were flushed in what was converted and timed (graph.subnormal.flushed): no warning."""
+    slow = tuple(
+        w for w in (None if flushed else subnormal_warning(loaded),) if w
+    )  # synthetic inputs vary too little to judge:
     measured = OutputNoise()  # each measured tensor's noise on the samples, from steady_outputs' run
     slow += () if synthetic else steady_outputs(converted, reference, samples, measured)
     ordered = selection_ordered(model)
