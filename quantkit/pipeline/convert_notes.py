@@ -69,6 +69,17 @@ def weights_listed(listed: int) -> tuple[str, ...]:
     )
 
 
+def stored_half(count: int) -> tuple[str, ...]:
+    """The note where `count` float weights of the model written are stored in float16, as the model
+    stored them (graph.widen.stored_half)."""
+    if not count:
+        return ()
+    return (
+        f"{count} float weight(s) of the layers left float stored in float16 as the model stored them, "
+        "read through a Cast to float32 (exact)",
+    )
+
+
 def inputs_changed(original: onnx.ModelProto, written: onnx.ModelProto, kind: str) -> tuple[str, ...]:
     """Notes for the weights the model lists as graph inputs (overridable: an initializer also an input)
     that the model written takes otherwise (hunt42 F1: said nowhere): no longer inputs (a quantized

@@ -24,7 +24,7 @@ from quantkit.graph import compact as compact_graph
 from quantkit.graph import model_io, subnormal
 from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.prepare import Prepared
-from quantkit.graph.widen import narrow, redeclare, widen
+from quantkit.graph.widen import narrow, redeclare, stored_half, widen
 from quantkit.images import images_of
 from quantkit.outcomes import ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, Parallel
@@ -198,6 +198,8 @@ def _converted(
         else:
             quantized = compact_graph.share_weights(quantized)
         quantized = narrow(quantized, prepared.interface)  # a float16 interface, as the model was fed
+        if prepared.widened[0]:  # float16 weights: the layers left float keep them so (exact)
+            quantized, halves[0] = stored_half(quantized)
         quantized = redeclare(quantized, prepared.declared)  # the shapes the file declared
         stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, timed_plan))
         run = runnable(quantized, config)
@@ -206,6 +208,7 @@ def _converted(
         )
         return quantized, stored, smoke
 
+    halves = [0]  # float weights stored in float16 as the model stored them, in the model written
     int8, stored, smoke = written(plan, quantized, advance, corrections, speed_plan)
     # FP32 timed as the network it is: not slowed by weights listed as inputs, nor by 16-bit insides
     fp32, flushed = subnormal.flushed(widen(model).model)  # counted in the file, as compare counts
@@ -247,6 +250,7 @@ def _converted(
         + convert_notes.elsewhere(config)
         + convert_notes.weights_listed(listed if speed is not None else 0)
         + subnormal.flushed_note(flushed)
+        + convert_notes.stored_half(halves[0])
         + convert_notes.inputs_changed(model, int8, "int8"),
         speed=speed,
         fallback=tuple(steps),
