@@ -350,3 +350,39 @@ def test_a_file_on_stdout_keeps_stdout_for_it(
     assert json.loads(out)["layers"] and "layers by recovery" in err
     code, _, err = run([*argv, "--json", "-", "--write-exclusions", "-"], capsys)
     assert_one_line_error(code, err, "only one of --json and --write-exclusions can go to stdout")
+
+
+def test_a_softmax_output_is_judged_by_its_logits_as_convert_judges_it(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    """hunt48 B4: on a classifier whose Softmax saturates, sensitivity ranked layers by the probabilities
+    (48.3 dB on yahoo-open-nsfw) where convert judges the logits (29 dB held out): a different figure,
+    noisy where one score flips. Its runs replay the tensors convert judges: the logits."""
+    from quantkit.graph.augment import with_outputs
+    from quantkit.pipeline.sensitivity_jobs import Replay
+
+    model = onnx.load(str(_planted(tmp_path / "p.onnx", classifier=True)))
+    model.graph.node.append(helper.make_node("Softmax", ["y"], ["probs"], name="soft", axis=1))
+    model.graph.output[0].name = "probs"
+    soft = save(model, tmp_path / "soft.onnx")
+    table = tmp_path / "soft.calib.json"
+    pipeline.calibrate(soft, table, CalibrateConfig(ImageSelection(image_dir, 16)))
+    report = pipeline.sensitivity(soft, table, ImageSelection(image_dir, 12), ConvertConfig(), cumulative=1)
+    assert report.layers and np.isfinite(report.int8_output_sqnr_db)
+    preprocess = Preprocess.from_dict(table_io.load(table).meta["preprocess"])
+    paths = select_images(ImageSelection(image_dir, 12))
+    fp32 = Session.of(with_outputs(model, ["y"], typed=False))
+    replay = Replay(fp32, paths, preprocess, 8, ["y"])
+    assert replay.first_pass() == 12
+    halved = onnx.load(str(soft))  # a candidate: logits halved, the Softmax's winners the same
+    halved.graph.node.insert(
+        len(halved.graph.node) - 1, helper.make_node("Mul", ["y", "half"], ["y2"], name="h")
+    )
+    halved.graph.node[-1].input[0] = "y2"
+    halved.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0.5, np.float32), "half"))
+    noise = replay.noise(halved)
+    assert set(noise.powers) == {"y"} and noise.sqnr_db == np.inf  # the logits: the same in both
+    plain = Replay(Session.of(model), paths, preprocess, 8)
+    plain.first_pass()
+    judged = plain.noise(halved)  # the probabilities, which the halved logits move
+    assert set(judged.powers) == {"probs"} and judged.sqnr_db < 60

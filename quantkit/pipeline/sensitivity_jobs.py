@@ -23,8 +23,9 @@ from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig, Preprocess
 from quantkit.errors import ImageError
 from quantkit.evaluate.output_noise import OutputNoise
-from quantkit.graph.augment import fitting_batch
+from quantkit.graph.augment import fitting_batch, with_outputs
 from quantkit.graph.qdq import WeightMemo
+from quantkit.graph.query import measured_outputs, measured_tensors
 from quantkit.images import ImageLoader, too_few_read
 from quantkit.pipeline.loading import read_ahead
 from quantkit.pipeline.shards import Shared, blob_of, blobs_key
@@ -78,9 +79,19 @@ class Replay:
     to REPLAY_BYTES (32 images at 224x224 take 19 MB); beyond that each pass reads the images and runs
     FP32 again, so memory never grows with --num-images."""
 
-    def __init__(self, fp32: Session, paths: Sequence[Path], preprocess: Preprocess, batch: int = 8) -> None:
-        """batch: images a run, where the model does not fix it."""
+    def __init__(
+        self,
+        fp32: Session,
+        paths: Sequence[Path],
+        preprocess: Preprocess,
+        batch: int = 8,
+        measured: Sequence[str] = (),
+    ) -> None:
+        """batch: images a run, where the model does not fix it. measured: the tensors judged (convert's
+        query.measured_outputs: a Softmax's logits in its output's place), which `fp32` outputs; empty:
+        the outputs."""
         self.fp32: Session | None = fp32
+        self.measured = list(measured)
         self.threads = fp32.threads
         self.loader = ImageLoader(list(paths), preprocess, fp32.fixed_batch or batch)
         self.kept: list[tuple[Feed, dict[str, np.ndarray]]] | None = []
@@ -108,17 +119,21 @@ class Replay:
 
     def noise(self, model: onnx.ModelProto) -> OutputNoise:
         """The model's output noise against FP32 over every batch."""
-        session = Session.of(model, self.threads, spin=False)  # the FP32 session may take turns with it
+        augmented = with_outputs(model, self.measured, typed=False) if self.measured else model
+        session = Session.of(augmented, self.threads, spin=False)  # the FP32 session may take turns with it
         noise = OutputNoise()
         for feed, reference in self.passes():
-            noise.update(reference, session.run_batch(feed))
+            noise.update(reference, self._judged(session.run_batch(feed)))
         return noise
+
+    def _judged(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {t: outputs[t] for t in self.measured} if self.measured else outputs
 
     def _stream(self) -> Iterator[tuple[Feed, dict[str, np.ndarray]]]:
         fp32 = self.fp32
         assert fp32 is not None
         for batch in read_ahead(self.loader):
-            yield batch.data, fp32.run_batch(batch.data)
+            yield batch.data, self._judged(fp32.run_batch(batch.data))
 
 
 @dataclass
@@ -166,10 +181,13 @@ def _state(
     job: SensitivityJob,
     advance: Callable[[int], None] | None,
 ) -> _Measuring:
-    fp32 = Session.of(model, job.threads, spin=False)
+    # judged as convert judges it: a Softmax's or Sigmoid's logits (hunt48 B4: nsfw's ranking read its
+    # saturated probabilities, 48.3 dB where its logits measure 29)
+    tensors = measured_tensors(measured_outputs(model))
+    fp32 = Session.of(with_outputs(model, tensors, typed=False), job.threads, spin=False)
     # PaddleOCR's seal detector at 736x992 held 2.1-3.4 GB through its trials in batches of 8
     batch = fitting_batch(model, {fp32.input_name: job.preprocess.sample_shape}, 8)
-    replay = Replay(fp32, job.paths, job.preprocess, batch)
+    replay = Replay(fp32, job.paths, job.preprocess, batch, tensors)
     images = replay.first_pass(advance)
     if images == 0:
         raise ImageError(too_few_read(0, len(job.paths), replay.loader.skipped))

@@ -308,8 +308,8 @@ def sensitivity_table(result: SensitivityReport, keep: int | None = None) -> Ren
         )
     lines.append(
         f"measured in {result.seconds:.1f} s, rebalancing off; the output SQNR weighs each output and each "
-        "output feature (a class score, a box coordinate) alike, as convert's floors do, where compare "
-        "pools each output's values"
+        "output feature (a class score, a box coordinate) alike, and a Softmax's or Sigmoid's output by its "
+        "logits, as convert's floors do, where compare pools each output's values"
     )
     return Group(table, Text(""), lines)
 
