@@ -252,7 +252,7 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
         layout=layout,
         mean=_per_channel(options.mean or mean, channels),
         std=_per_channel(options.std or std, channels),
-        bgr=options.bgr,
+        bgr=options.bgr and channels == 3,  # a grey input has no channel order (hunt48 C2: recorded "BGR")
         resize=options.resize,
         pad=LETTERBOX_PAD if options.pad is None else options.pad,
     )

@@ -366,6 +366,36 @@ def test_int8_options_with_fp16_are_refused(cnn: Path, tmp_path: Path, capsys: C
     assert_one_line_error(code, err, size)
 
 
+def test_a_flag_convert_would_not_read_is_refused(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hunt48 C2: --percentile without --method percentile was read by nothing, in silence."""
+    table = tmp_path / "t.json"
+    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table), "-q"], capsys)[0] == 0
+    argv = ["convert", str(cnn), "-c", str(table), "-o", str(tmp_path / "i.onnx"), "--percentile", "99.9"]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "--percentile sets --method percentile's range", "--method percentile")
+    assert not (tmp_path / "i.onnx").exists()
+    code, _, err = run([*argv, "--method", "percentile", "-q"], capsys)
+    assert code == 0, err
+
+
+def test_bgr_is_not_recorded_for_a_grey_input(tmp_path: Path) -> None:
+    """hunt48 C2: --bgr on a 1-channel model was recorded ("480x640 NCHW BGR") where nothing was swapped."""
+    from quantkit.config import PreprocessOptions
+    from quantkit.graph.model_io import image_input
+    from quantkit.images import resolve_preprocess
+    from tests.conftest import make_model
+
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
+        {"w": np.ones((2, 1, 1, 1), np.float32)},
+        input_shape=("N", 1, 16, 16),
+    )
+    grey = resolve_preprocess(PreprocessOptions(bgr=True), image_input(model))
+    assert grey.channels == 1 and not grey.bgr
+
+
 def test_compare_json_to_stdout_and_quiet_without_output(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -277,6 +277,10 @@ def convert(
     if "activations" in given:  # against the target however it was set (a config file too)
         given["target"] = target
     refuse_replaced(given, to is Precision.fp8, lambda name: f"--{name}")
+    if _on_command_line(ctx, "percentile") and method is not CalibMethod.percentile:  # hunt48 C2: unread
+        raise ConfigError(
+            "--percentile sets --method percentile's range; add --method percentile or leave it out"
+        )
     config = ConvertConfig(
         method=method,
         percentile=percentile,
