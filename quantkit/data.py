@@ -27,6 +27,7 @@ from quantkit.images import IMAGE_SUFFIXES, seeded_subset
 from quantkit.results import Batch, Feed, InputSpec
 
 ARRAY_SUFFIXES = files.ARRAY_SUFFIXES
+EXACT_INTEGERS = 2**24  # float32 holds every integer up to it exactly
 Sample = np.ndarray | Mapping[str, Any]
 
 
@@ -206,6 +207,12 @@ class ArrayStream:
             raise ConfigError(f"{what} is not a numeric array ({type(item).__name__})") from exc
         if not np.isfinite(array).all():
             raise ConfigError(f"{what} holds NaN or Inf; feed finite values")
+        given = np.asarray(item)
+        if given.dtype.kind in "iu" and given.size and np.abs(given).max() > EXACT_INTEGERS:
+            raise ConfigError(  # hunt48 C1: 16777217 was fed as 16777216
+                f"{what} holds integers beyond {EXACT_INTEGERS:,}, which the float32 samples cannot hold "
+                "exactly; feed values within it"
+            )
         return array
 
     def _split(self, array: np.ndarray, index: int, spec: InputSpec) -> list[np.ndarray]:

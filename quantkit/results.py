@@ -32,9 +32,10 @@ def fed_as(value: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     clipped to their range."""
     if value.dtype == dtype:
         return value
-    if np.issubdtype(dtype, np.integer):
+    if np.issubdtype(dtype, np.integer):  # clipped below the float nearest the top: int64's would wrap
         info = np.iinfo(dtype)
-        return np.clip(np.rint(value), info.min, info.max).astype(dtype)
+        top = np.nextafter(np.float64(info.max), 0) if info.bits == 64 else info.max
+        return np.clip(np.rint(value.astype(np.float64)), info.min, top).astype(dtype)
     return value.astype(dtype)
 
 

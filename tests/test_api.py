@@ -408,3 +408,23 @@ def test_an_image_listed_twice_is_read_once(image_dir: Path) -> None:
     image = next(image_dir.rglob("*.png"))
     selection, arrays = read_data([image, str(image), image], None, 0)
     assert arrays is None and selection.files == (image,)
+
+
+def test_integers_float32_cannot_hold_are_refused(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """hunt48 C1: arrays pass through float32 samples: an int64 16777217 was fed as 16777216, and 1e30
+    for an int64 input wrapped to its minimum with numpy's raw warning."""
+    from quantkit.results import fed_as
+
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.full((3, 16, 16), 2**24, np.int64))  # held exactly: read
+    np.save(folder / "b.npy", np.full((3, 16, 16), 2**24 + 1, np.int64))
+    code, _, err = run(
+        ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
+    )
+    expected = f"error: {folder / 'b.npy'} holds integers beyond 16,777,216, which the float32 samples cannot"
+    assert code == 2 and err.strip().startswith(expected), err
+    assert not (tmp_path / "t.json").exists()
+    with np.errstate(all="raise"):  # no overflow on the way
+        big = fed_as(np.array([1e30, -1e30, 7.6], np.float32), np.dtype(np.int64))
+    assert big[0] > 2**62 and big[1] == np.iinfo(np.int64).min and big[2] == 8
