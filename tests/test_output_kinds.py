@@ -153,6 +153,26 @@ def test_regressions_beside_a_score_hold_values() -> None:
     assert value_outputs(_head([helper.make_node("Identity", ["z"], ["y"])])) == frozenset()  # alone
 
 
+def test_a_value_per_step_of_a_sequence_holds_values() -> None:
+    """hunt48 B5: a recognizer's per-step confidence [N, T] (1 / sum(exp(x - max)), by hand) read as class
+    scores: 'top-1 agree 40 %' over time steps for a float16 model at 49.5 dB. Declared [N, T] with T
+    unnamed it holds values; a classifier's head stays scores whatever its class count is called."""
+    tail = [
+        helper.make_node("Exp", ["z"], ["e"], name="exp"),
+        helper.make_node("ReduceSum", ["e", "axes"], ["s"], name="sum", keepdims=0),
+        helper.make_node("Reciprocal", ["e"], ["y"], name="conf"),
+    ]
+    model = _head(tail, {"axes": np.array([1], np.int64)})
+    for out in model.graph.output:
+        out.type.tensor_type.shape.dim[1].dim_param = "T"  # the steps, of any count
+    assert value_outputs(model) == frozenset({"y"})
+    scores = _head([helper.make_node("Identity", ["z"], ["y"])])
+    scores.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "classes"
+    assert value_outputs(scores) == frozenset()  # a Gemm's: a classifier's head
+    fixed = _head(tail, {"axes": np.array([1], np.int64)})
+    assert value_outputs(fixed) == frozenset()  # [N, 12]: read as scores, as before
+
+
 def test_prelu_written_as_relu_plus_scaled_relu_holds_values() -> None:
     """hunt31's re-identification model ends in Reshape(Add(Relu(x), Mul(Relu(Neg(x)), alpha)))."""
     tail = [*PRELU_BY_HAND[:4], helper.make_node("Add", ["pos", "neg"], ["pr"]), PRELU_BY_HAND[5]]
