@@ -183,3 +183,10 @@ def test_the_speed_line_warns_where_the_timings_scattered() -> None:
         "warning: the timings scattered (a busy CPU?): the runs' median ratio is 0.99x, their medians make "
         "0.78x; measure again on an idle machine (QUANTKIT_SPEED_CACHE=off)"
     )
+    # hunt48 C5: within the scatter, but on either side of FP32's speed: the line is no verdict
+    near = speed_line(Speed(1.03, 40, 15.30, 16.44)).splitlines()
+    assert near[1] == (
+        "warning: the timings scattered (a busy CPU?): the runs' median ratio is 1.03x, their medians make "
+        "0.93x; whether it is faster than FP32 is within that scatter; measure again on an idle machine "
+        "(QUANTKIT_SPEED_CACHE=off)"
+    )
