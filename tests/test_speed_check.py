@@ -190,3 +190,18 @@ def test_the_speed_line_warns_where_the_timings_scattered() -> None:
         "0.93x; whether it is faster than FP32 is within that scatter; measure again on an idle machine "
         "(QUANTKIT_SPEED_CACHE=off)"
     )
+
+
+def test_an_int8_model_that_gains_nothing_is_said_to() -> None:
+    """hunt48 C3: trueocr's text detector, 9 Convs int8, was written 1.01x larger at 0.98x FP32, exit 0,
+    without a word."""
+    from quantkit.outcomes import Speed
+    from quantkit.pipeline.convert_notes import gained_nothing
+
+    (line,) = gained_nothing(390_000, 394_000, Speed(0.98, 40, 5.0, 5.1))
+    assert line.startswith(
+        "the INT8 model gains nothing here: 1.01x the input's size, 0.98x FP32 on this CPU"
+    )
+    assert gained_nothing(390_000, 394_000, Speed(1.20, 40, 6.0, 5.0)) == ()  # faster: worth it
+    assert gained_nothing(390_000, 120_000, Speed(0.98, 40, 5.0, 5.1)) == ()  # smaller: worth it
+    assert gained_nothing(390_000, 394_000, None) == ()  # not timed: not judged

@@ -7,7 +7,7 @@ import onnx
 from quantkit.config import ConvertConfig, Target, WeightRange
 from quantkit.evaluate.budget_validator import coarse
 from quantkit.graph.augment import COMPUTE_OPS
-from quantkit.outcomes import BudgetReport
+from quantkit.outcomes import BudgetReport, Speed
 from quantkit.results import QuantPlan
 
 
@@ -41,6 +41,20 @@ def nothing_quantized(plan: QuantPlan, timed: bool) -> tuple[str, ...]:
         "no layer was quantized: the model written computes as the FP32 model does; each op's reason is in "
         "convert's table (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, no "
         f"statistics, or excluded){undo}",
+    )
+
+
+def gained_nothing(before: int, after: int, speed: Speed | None) -> tuple[str, ...]:
+    """The warning where the model written is neither 10 % smaller than the input (bytes) nor 5 % faster
+    than FP32 as timed (hunt48 C3: trueocr's text detector, 9 Convs int8, written 1.01x larger at 0.98x
+    FP32, exit 0, without a word). None where it was not timed, or where no layer is int8
+    (nothing_quantized says so)."""
+    if speed is None or after < 0.9 * before or speed.speedup >= 1.05:
+        return ()
+    size = f"{after / before:.2f}x the input's size" if after else "its size"
+    return (
+        f"the INT8 model gains nothing here: {size}, {speed.speedup:.2f}x FP32 on this CPU (convert's table "
+        "gives why the layers left float are); the FP32 model serves as well",
     )
 
 

@@ -238,6 +238,7 @@ def _converted(
     judged, warned = measurement_notes(
         inferred, run_int8, reference, samples, smoke, itself, model, flushed=bool(flushed)
     )
+    none = convert_notes.nothing_quantized(plan, timed)
     return dataclasses.replace(
         summary,
         notes=summary.notes
@@ -262,7 +263,8 @@ def _converted(
         speed_plan=speed_plan,
         # below the --min-sqnr asked for (or its default) a warning, kept under --quiet: hunt34's PP-OCRv4
         # detector was written at 10.1 dB against 12 with the figure among a dozen notes, and exit 0
-        warnings=convert_notes.nothing_quantized(plan, timed)
+        warnings=none
+        + (() if none else convert_notes.gained_nothing(summary.bytes_before, summary.bytes_after, speed))
         + fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps, smoke)
         + convert_notes.coarse_budget(budget_report)
         + warned,
