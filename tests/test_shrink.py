@@ -246,6 +246,38 @@ def test_top1_against_labels_reads_an_argmax_labels_output(
     assert gate["passed"] and gate["unit"] == "top-1 points (labels)", gate
 
 
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_convert_max_drop_reads_an_argmax_labels_output_for_top1(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], keepdims: int
+) -> None:
+    """review of session 39: convert --max-drop --labels on a classifier ending in an ArgMax failed on
+    argmax(1) of its labels ([N]), and refused the labels file for an [N, 1] one."""
+    head = [
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["scores"], name="flat"),
+        helper.make_node("ArgMax", ["scores"], ["y"], name="pick", axis=1, keepdims=keepdims),
+    ]
+    model = _headed_cnn(tmp_path / "m.onnx", head)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dogs\nbirds\ncats\nfish\n")
+    table = tmp_path / "t.json"
+    calibrate = ["calibrate", str(model), "--images", str(image_dir), "--num-images", "12"]
+    code, _, err = run([*calibrate, "-o", str(table), "-q"], capsys)
+    assert code == 0, err
+    argv = ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "i.onnx"), "--max-drop", "100"]
+    argv += [
+        "--validation",
+        str(image_dir),
+        "--labels",
+        str(labels),
+        "--metric",
+        "top1",
+    ]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "--max-drop 100 (top1 points, 24 validation images)" in out and (tmp_path / "i.onnx").exists(), out
+
+
 def test_a_detector_head_no_output_has_is_refused_before_converting(
     image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,7 +16,13 @@ import numpy as np
 
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
-from quantkit.evaluate.class_scores import class_views, is_class_sequence, is_classification, is_label_column
+from quantkit.evaluate.class_scores import (
+    class_each,
+    class_views,
+    is_class_sequence,
+    is_classification,
+    is_label_column,
+)
 from quantkit.evaluate.compare import decode_grid, head_masks, require_sizes, scored_output
 from quantkit.evaluate.end2end import is_listed_head, listed_detections, require_listed
 from quantkit.evaluate.labels import label_of
@@ -87,8 +93,8 @@ class ChunkReference:
                     total[k] += top.size
             else:
                 known = labels >= 0
-                hits = int((out.argmax(1)[known] == labels[known]).sum())
-                lost[0] += int((ref[known] == labels[known]).sum()) - hits
+                hits = int((class_each(out)[known] == labels[known]).sum())
+                lost[0] += int((ref.reshape(labels.shape)[known] == labels[known]).sum()) - hits
                 total[0] += int(known.sum())
         return tuple(zip(lost, total, strict=True))
 
@@ -154,7 +160,7 @@ class Validator:
                     )
                     output, also = wanted[0], wanted[1:] if metric is BudgetMetric.agreement else ()
                     if metric is BudgetMetric.top1:  # the labels' classes, as compare and shrink read them
-                        output = scored_output(outputs, len(lookup))
+                        output = scored_output(outputs, len(lookup), label_outputs)
                     if metric is BudgetMetric.boxes and detector is not DetectorHead.db:
                         assert detector is not None
                         self.grid = decode_grid(detector, input_size, outputs[output].shape[1])

@@ -23,6 +23,12 @@ def is_label_column(output: np.ndarray, images: int | None = None) -> bool:
     return output.dtype.kind in "iu" and one_each and images in (None, output.shape[0])
 
 
+def class_each(output: np.ndarray) -> np.ndarray:
+    """The class of each image [N]: a label column's labels (is_label_column), else the top-1 of [N, C]
+    scores."""
+    return output.reshape(output.shape[0]) if output.dtype.kind in "iu" else output.argmax(1)
+
+
 def class_view(output: np.ndarray) -> np.ndarray:
     """[N, C] scores that a classifier gives as [N, C, 1, 1, ...] (Caffe-era exports: SqueezeNet 1.0 of
     the ONNX model zoo, [1, 1000, 1, 1]) as [N, C]; any other output as it is. Not [N, A, 1]: a face

@@ -56,8 +56,10 @@ class Comparison:
         values: frozenset[str] = frozenset(),
         maps: frozenset[str] = frozenset(),
         ordered: frozenset[str] = frozenset(),
+        labels: frozenset[str] = frozenset(),
     ) -> None:
         self.folder = folder
+        self.labels = labels  # outputs an ArgMax writes: top-1 against --labels reads the class each picks
         self.values = values
         self.ordered = ordered
         self.maps = maps
@@ -117,7 +119,7 @@ class Comparison:
                 self.boxes[name].update(ref, cand)
         self.count += feed_rows(batch.data)
         if self.lookup:
-            self.scored_output = self.scored_output or scored_output(ref_out, len(self.lookup))
+            self.scored_output = self.scored_output or scored_output(ref_out, len(self.lookup), self.labels)
             labels = np.array([label_of(p, self.folder, self.lookup) for p in batch.paths])
             known = labels >= 0
             self.unlabelled += int((~known).sum())
@@ -402,14 +404,17 @@ def decode_grid(
     return grid
 
 
-def scored_output(outputs: dict[str, np.ndarray], num_classes: int) -> str:
+def scored_output(
+    outputs: dict[str, np.ndarray], num_classes: int, labels: frozenset[str] = frozenset()
+) -> str:
     """The first output of class scores [N, num_classes] (the labels file's count), else the first of
-    labels [N] (an ArgMax's: the class it picks); refused where none is."""
+    `labels` (graph.output_kinds.label_outputs: an ArgMax's) that gives one class an image [N] or [N, 1];
+    refused where none is (not a detector's count of boxes, an integer [N] too)."""
     for name, value in outputs.items():
         if is_classification(value) and value.shape[1] == num_classes:
             return name
     for name, value in outputs.items():
-        if is_label_column(value):
+        if name in labels and is_label_column(value):
             return name
     shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in outputs.items())
     raise ConfigError(f"the labels file lists {num_classes} classes but no output has that many ({shapes})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from quantkit.errors import ConfigError
@@ -53,6 +54,11 @@ def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
     return -1
 
 
+def _integer(elem_type: int) -> bool:
+    """Whether an onnx element type is an integer one (labels an ArgMax gives)."""
+    return bool(elem_type) and np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type), np.integer)
+
+
 def require_labels_fit(outputs: Sequence[onnx.ValueInfoProto], labels: Path) -> None:
     """Refuse, from the graph's declared outputs, a labels file whose class count none declares along
     axis 1 (where every output declares it): hunt32's MNIST labels for MobileNetV2 failed shrink after
@@ -60,7 +66,12 @@ def require_labels_fit(outputs: Sequence[onnx.ValueInfoProto], labels: Path) -> 
     read 0.00 points lost (no label could ever match) and pass."""
     count = len(read_classes(labels))
     types = [o.type.tensor_type for o in outputs]
-    widths = [t.shape.dim[1].dim_value if t.HasField("shape") and len(t.shape.dim) > 1 else 0 for t in types]
+    widths = [
+        t.shape.dim[1].dim_value
+        if t.HasField("shape") and len(t.shape.dim) > 1 and not _integer(t.elem_type)
+        else 0
+        for t in types
+    ]  # an integer output's labels (an ArgMax's [N, 1]) index the classes: no count to check
     if 0 not in widths and count not in widths:
         raise ConfigError(
             f"the labels file lists {count} classes but no output has that many (declared: "

@@ -36,6 +36,7 @@ class CompareJob:
     values: frozenset[str] = frozenset()  # the outputs graph.output_kinds reads as features
     maps: frozenset[str] = frozenset()  # and those a Conv or Resize computes (a segmenter's logits)
     ordered: frozenset[str] = frozenset()  # and those a TopK or NonMaxSuppression chose and ordered
+    labels: frozenset[str] = frozenset()  # and those an ArgMax writes (graph.output_kinds.label_outputs)
 
     def comparison(self) -> Comparison:
         return Comparison(
@@ -47,6 +48,7 @@ class CompareJob:
             self.values,
             self.maps,
             self.ordered,
+            self.labels,
         )
 
 

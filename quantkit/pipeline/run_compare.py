@@ -32,7 +32,7 @@ from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.speed import latency_stats
 from quantkit.graph import model_io
 from quantkit.graph.augment import fitting_batch
-from quantkit.graph.output_kinds import map_outputs, value_outputs
+from quantkit.graph.output_kinds import label_outputs, map_outputs, value_outputs
 from quantkit.graph.query import SELECTING_OPS, selection_ordered
 from quantkit.graph.subnormal import subnormal_warning
 from quantkit.images import resolve_preprocess, select_images, shortfall, too_few_read
@@ -99,6 +99,7 @@ def compare(
     selects = any(n.op_type in SELECTING_OPS for n in reference.graph.node)
     inferred = model_io.infer_shapes(reference) if selects else None
     ordered = frozenset(selection_ordered(inferred)) if inferred is not None else frozenset()
+    labels = label_outputs(reference)
     empty = Comparison(
         config.images.folder,
         tuple(classes) if classes else None,
@@ -107,6 +108,7 @@ def compare(
         values=values,
         maps=maps,
         ordered=ordered,
+        labels=labels,
     )
     tick = progress("evaluating", 0)
     if arrays is None:
@@ -133,6 +135,7 @@ def compare(
                 values,
                 maps,
                 ordered,
+                labels,
             )
             for k, part in enumerate(chunks(paths, size))
         ]
@@ -167,6 +170,7 @@ def compare(
                 values,
                 maps,
                 ordered,
+                labels,
             ),
             tick,
             config.runtime,
