@@ -148,7 +148,8 @@ class ArrayStream:
     def _samples_of(self, item: Sample, index: int) -> list[Feed]:
         """One item (a sample or a batch; a dict for several inputs) -> its samples."""
         if len(self.specs) == 1:
-            return list(self._split(self._array(self._single(item, index), index), index, self.spec))
+            array = self._array(self._single(item, index), index, self.spec)
+            return list(self._split(array, index, self.spec))
         names = [spec.name for spec in self.specs]
         if not isinstance(item, Mapping):
             wanted = (  # hunt30: a CLI user read the Python API's wording for a .npy file
@@ -174,7 +175,7 @@ class ArrayStream:
                 f"{self._label(index)} names other inputs than the model's {_few(names)} ({wrong})"
             )
         parts = {
-            spec.name: self._split(self._array(item[spec.name], index, spec.name), index, spec)
+            spec.name: self._split(self._array(item[spec.name], index, spec, spec.name), index, spec)
             for spec in self.specs
         }
         counts = {name: len(found) for name, found in parts.items()}
@@ -199,7 +200,7 @@ class ArrayStream:
             )
         return item
 
-    def _array(self, item: Any, index: int, name: str | None = None) -> np.ndarray:
+    def _array(self, item: Any, index: int, spec: InputSpec, name: str | None = None) -> np.ndarray:
         what = self._label(index) if name is None else f"{self._label(index)}'s {name!r}"
         try:
             array = np.asarray(item, dtype=np.float32)
@@ -207,8 +208,9 @@ class ArrayStream:
             raise ConfigError(f"{what} is not a numeric array ({type(item).__name__})") from exc
         if not np.isfinite(array).all():
             raise ConfigError(f"{what} holds NaN or Inf; feed finite values")
-        given = np.asarray(item)
-        if given.dtype.kind in "iu" and given.size and np.abs(given).max() > EXACT_INTEGERS:
+        given = np.asarray(item)  # an integer input's ids beyond it would change (a float input's may)
+        integers = spec.integer and given.dtype.kind in "iu" and given.size > 0
+        if integers and max(-int(given.min()), int(given.max())) > EXACT_INTEGERS:
             raise ConfigError(  # hunt48 C1: 16777217 was fed as 16777216
                 f"{what} holds integers beyond {EXACT_INTEGERS:,}, which the float32 samples cannot hold "
                 "exactly; feed values within it"

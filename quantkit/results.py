@@ -249,6 +249,7 @@ class InputSpec:
     name: str
     shape: tuple[int | None, ...]
     pixels: bool = False
+    integer: bool = False  # another integer type (an id, a size): fed from arrays, through float32 samples
 
     @property
     def batch_dim(self) -> int | None:

@@ -410,19 +410,40 @@ def test_an_image_listed_twice_is_read_once(image_dir: Path) -> None:
     assert arrays is None and selection.files == (image,)
 
 
-def test_integers_float32_cannot_hold_are_refused(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+def test_integers_float32_cannot_hold_are_refused(tmp_path: Path, capsys: Capsys) -> None:
     """hunt48 C1: arrays pass through float32 samples: an int64 16777217 was fed as 16777216, and 1e30
     for an int64 input wrapped to its minimum with numpy's raw warning."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     from quantkit.results import fed_as
 
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("MatMul", ["f", "w"], ["g"], name="mm"),
+        helper.make_node("Add", ["x", "g"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ids",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 4]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.eye(4, dtype=np.float32) * 1e-6, "w")],
+    )
+    model = tmp_path / "ids.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(model))
     folder = tmp_path / "arrays"
     folder.mkdir()
-    np.save(folder / "a.npy", np.full((3, 16, 16), 2**24, np.int64))  # held exactly: read
-    np.save(folder / "b.npy", np.full((3, 16, 16), 2**24 + 1, np.int64))
+    x = np.ones(4, np.float32)
+    np.savez(folder / "a.npz", x=x, ids=np.full(4, 2**24, np.int64))  # held exactly: read
+    np.savez(folder / "b.npz", x=x, ids=np.full(4, 2**24 + 1, np.int64))
     code, _, err = run(
-        ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
+        ["calibrate", str(model), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
     )
-    expected = f"error: {folder / 'b.npy'} holds integers beyond 16,777,216, which the float32 samples cannot"
+    expected = f"error: {folder / 'b.npz'}'s 'ids' holds integers beyond 16,777,216, which the float32"
     assert code == 2 and err.strip().startswith(expected), err
     assert not (tmp_path / "t.json").exists()
     with np.errstate(all="raise"):  # no overflow on the way

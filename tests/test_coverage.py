@@ -330,6 +330,21 @@ def test_casts_to_the_type_a_tensor_has_are_dropped_as_read(tmp_path: Path, imag
     after = ort.InferenceSession(dropped.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_array_equal(before, after)
     assert same_type_casts(dropped) == (dropped, 0)
+    # review: onnx guesses float for the output of an op it has no schema for; its Cast may convert
+    custom = [
+        helper.make_node("HalfOp", ["x"], ["h"], domain="com.example", name="half"),
+        helper.make_node("Cast", ["h"], ["f"], to=TensorProto.FLOAT, name="back"),
+        helper.make_node("Relu", ["f"], ["y"], name="r"),
+    ]
+    graph = helper.make_graph(
+        custom,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    unknown = helper.make_model(graph, opset_imports=opsets)
+    assert same_type_casts(unknown) == (unknown, 0)
     summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
     assert any(
         note.startswith("2 Cast node(s) to the type their input has already") for note in summary.notes

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -353,7 +354,7 @@ def test_a_file_on_stdout_keeps_stdout_for_it(
 
 
 def test_a_softmax_output_is_judged_by_its_logits_as_convert_judges_it(
-    image_dir: Path, tmp_path: Path
+    image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """hunt48 B4: on a classifier whose Softmax saturates, sensitivity ranked layers by the probabilities
     (48.3 dB on yahoo-open-nsfw) where convert judges the logits (29 dB held out): a different figure,
@@ -367,8 +368,19 @@ def test_a_softmax_output_is_judged_by_its_logits_as_convert_judges_it(
     soft = save(model, tmp_path / "soft.onnx")
     table = tmp_path / "soft.calib.json"
     pipeline.calibrate(soft, table, CalibrateConfig(ImageSelection(image_dir, 16)))
+    from quantkit.pipeline import sensitivity_jobs
+
+    judged: list[list[str]] = []
+
+    class Seen(sensitivity_jobs.Replay):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            judged.append(self.measured)
+
+    monkeypatch.setattr(sensitivity_jobs, "Replay", Seen)
     report = pipeline.sensitivity(soft, table, ImageSelection(image_dir, 12), ConvertConfig(), cumulative=1)
     assert report.layers and np.isfinite(report.int8_output_sqnr_db)
+    assert judged and all(names == ["y"] for names in judged)  # the run judges the logits
     preprocess = Preprocess.from_dict(table_io.load(table).meta["preprocess"])
     paths = select_images(ImageSelection(image_dir, 12))
     fp32 = Session.of(with_outputs(model, ["y"], typed=False))

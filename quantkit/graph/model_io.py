@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper, numpy_helper, version_converter
@@ -208,7 +210,7 @@ def ensure_opset(model: onnx.ModelProto, minimum: int = PER_CHANNEL_OPSET) -> on
         converted = version_converter.convert_version(model, minimum)
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises bare RuntimeError/IndexError from C++
-        unknown = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")} - _defined())
+        unknown = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")} - defined_ops())
         op = ", ".join(unknown) or _op_named(model, str(exc))  # its own message says 'Op %s' for these
         culprit = f"it {'knows no schema' if unknown else 'has no adapter'} for {op}" if op else _short(exc)
         raise ModelError(
@@ -218,8 +220,12 @@ def ensure_opset(model: onnx.ModelProto, minimum: int = PER_CHANNEL_OPSET) -> on
     return converted
 
 
-def _defined() -> set[str]:  # the op types onnx defines in its default domain, at any opset
-    return {schema.name for schema in onnx.defs.get_all_schemas_with_history() if schema.domain == ""}
+@functools.cache
+def defined_ops() -> frozenset[str]:
+    """The op types onnx defines in its default domain, at any opset."""
+    return frozenset(
+        schema.name for schema in onnx.defs.get_all_schemas_with_history() if schema.domain == ""
+    )
 
 
 def _op_named(model: onnx.ModelProto, message: str) -> str | None:
@@ -366,7 +372,10 @@ def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPE
             "with that dimension dynamic (a name) or at its size"
         )
     shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
-    return InputSpec(name=value.name, shape=shape, pixels=kind == onnx.TensorProto.UINT8)
+    integer = np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(kind), np.integer)
+    return InputSpec(
+        value.name, shape, kind == onnx.TensorProto.UINT8, integer and kind != onnx.TensorProto.UINT8
+    )
 
 
 def serialize(model: onnx.ModelProto) -> bytes:

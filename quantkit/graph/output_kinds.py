@@ -59,7 +59,8 @@ def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) ->
 
 def _sequences(index: GraphIndex, model: onnx.ModelProto) -> set[str]:
     """Float outputs declared [N, T] with T not fixed, and not computed by a classifier's head (a Gemm,
-    MatMul or Conv, a Softmax or Sigmoid: an export may leave its class count unnamed): a value per step
+    MatMul or Conv, a pooled Conv, a Softmax or Sigmoid: an export may leave its class count unnamed): a
+    value per step
     of a sequence of any length (hunt48 B5: a recognizer's per-step confidence, hand-written 1/sum(exp),
     read 'top-1 agree 40 %' for a float16 model at 49.5 dB, the argmax over time steps of near-1 ties)."""
     found = set()
@@ -69,11 +70,15 @@ def _sequences(index: GraphIndex, model: onnx.ModelProto) -> set[str]:
         if tensor.elem_type not in _FLOATS or len(dims) != 2 or dims[1].HasField("dim_value"):
             continue
         node = _computing(index, value.name)
-        if node is not None and node.op_type not in _SQUASHING | _LINEAR_OPS:
+        if node is not None and node.op_type not in _SQUASHING | _LINEAR_OPS | _POOLS:
             found.add(value.name)
     return found
 
 
+# ops that give a classifier's scores from its last Conv's map (a pooled head: Conv -> GlobalAveragePool)
+_POOLS = frozenset(
+    {"GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool", "ReduceMean", "ReduceMax"}
+)
 _FLOATS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
 # ops that make an output class probabilities (or a score) from its logits
 _SQUASHING = SQUASHING_OPS | {"LogSoftmax"}

@@ -62,15 +62,15 @@ def flushed(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return out, count
 
 
-def flushed_note(count: int) -> tuple[str, ...]:
+def flushed_note(count: int, timed: bool = True) -> tuple[str, ...]:
     """convert's note where the file holds `count` subnormal weights, flushed (`flushed`) in what it converts
     and in the FP32 model it times."""
     if not count:
         return ()
     return (
         f"{count:,} subnormal FP32 weight(s) (nonzero, below {SMALLEST_NORMAL:.2g}) flushed to zero in the "
-        "model written and in the FP32 model its speed is measured against: x86 CPUs compute them many "
-        "times slower, and the change is below float32's precision",
+        f"model written{' and in the FP32 model its speed is measured against' if timed else ''}: x86 CPUs "
+        "compute them many times slower, and the change is below float32's precision",
     )
 
 

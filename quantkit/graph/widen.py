@@ -192,8 +192,11 @@ def stored_half(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     model itself where none). For a model whose weights were float16 (widened as read): the layers it
     leaves float keep the bytes they took, exactly. hunt48 B2: sscd_distilled (float16 weights) came out
     of convert --min-sqnr 20 1.44x larger than it went in, its 25 float Convs written in float32. An
-    initializer that is also a graph input (overridable) stays as it is."""
-    inputs = {v.name for v in model.graph.input}
+    initializer that is also a graph input (overridable), or a Q/DQ pair's scale, stays as it is."""
+    inputs = {v.name for v in model.graph.input}  # and a Q/DQ pair's scales: quantization's, not a weight
+    inputs |= {
+        i for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for i in n.input
+    }
     chosen = []
     for k, tensor in enumerate(model.graph.initializer):
         if tensor.data_type != FLOAT or tensor.name in inputs or np.prod(tensor.dims) < HALF_STORED_VALUES:

@@ -250,7 +250,7 @@ def _converted(
         + floor_kept
         + convert_notes.elsewhere(config)
         + convert_notes.weights_listed(listed if speed is not None else 0)
-        + subnormal.flushed_note(flushed)
+        + subnormal.flushed_note(flushed, speed is not None)
         + convert_notes.stored_half(halves[0])
         + convert_notes.inputs_changed(model, int8, "int8"),
         speed=speed,

@@ -6,6 +6,7 @@ and measured as its float32 emulation (graph.emulate)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -313,7 +314,9 @@ def _float16_fallback(
     trials = _Float32Trials(built, kept, SuffixScreen(base, (n.name for n in layers), *ranking), ranking)
     floor = start if screen >= len(reference) else fallback.output_sqnr(base, *ranking, memo.first(screen))
     names = [n.name for n in layers]
-    scores = fallback.screen_layers(trials, [], names, floor, fallback.FIRST_ROUND_GROUPS, advance)
+    size = math.isqrt(max(len(names) - 1, 0)) + 1  # screen_layers' group: enough of them to fill the limit
+    expand = max(fallback.FIRST_ROUND_GROUPS, -(-config.max_float32_layers // size))
+    scores = fallback.screen_layers(trials, [], names, floor, expand, advance)
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     added: list[fp16_planner.KeptFloat32] = []
     score = start
@@ -341,6 +344,11 @@ def _float16_fallback(
             f"; short of {target:g} dB: {len(chosen) - len(added)} layer(s) tried in float32 held less than "
             f"{KEEP_GAIN_DB:g} dB each and stay float16 (the error is in other ops: keep their op types "
             "float32 with --exclude-op-types)"
+        )
+    elif score < target and len(chosen) < config.max_float32_layers:  # no more layer measured a gain
+        line += (
+            f"; short of {target:g} dB: no other layer measured a gain in float32 (the error is in other "
+            "ops: keep their op types float32 with --exclude-op-types)"
         )
     elif score < target:
         line += (

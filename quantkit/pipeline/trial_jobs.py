@@ -23,6 +23,7 @@ from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig
 from quantkit.parallel import Parallel, Pool, pool_for, threads_per_worker
 from quantkit.pipeline.shards import Shared, blob_of, blobs_key, sendable
+from quantkit.planner.cut_paths import untoken
 from quantkit.planner.fallback import MeasureMany, Trial, Trials
 from quantkit.results import Runs
 
@@ -44,7 +45,10 @@ class TrialJob:
 
 
 def describe(job: TrialJob) -> str:
-    kept = ", ".join(job.keep) if job.keep else "no layer"
+    names, cut = untoken(job.keep)  # a cut path's layer by its name (planner.cut_paths' token has NULs)
+    kept = (
+        ", ".join(n + (" (its input path cut)" if n in cut else "") for n in names) if names else "no layer"
+    )
     return f"trial {job.index + 1} of the accuracy fallback ({kept} kept float)"
 
 

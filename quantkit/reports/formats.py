@@ -10,6 +10,7 @@ from typing import Any
 
 from quantkit.config import LETTERBOX_PAD
 from quantkit.outcomes import (
+    SLOWER_BELOW,
     ComparisonResult,
     Finding,
     GateResult,
@@ -235,7 +236,8 @@ def speed_line(speed: Speed) -> str:
         f"1 thread, median of {speed.rounds} interleaved runs on a calibration sample)\n"
     )
     medians = speed.fp32_ms / speed.candidate_ms if speed.candidate_ms > 0 else speed.speedup
-    straddle = (medians < 1.0) != (speed.speedup < 1.0)  # hunt48 C5: "1.03x FP32 (15.30 -> 16.44 ms)"
+    # hunt48 C5: "1.03x FP32 (15.30 -> 16.44 ms)": one figure a gain, the other a slowdown beyond ties
+    straddle = max(medians, speed.speedup) >= 1.0 and min(medians, speed.speedup) < SLOWER_BELOW
     if abs(medians - speed.speedup) <= SCATTER * speed.speedup and not straddle:
         return line
     verdict = "; whether it is faster than FP32 is within that scatter" if straddle else ""
