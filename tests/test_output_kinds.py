@@ -171,6 +171,17 @@ def test_a_value_per_step_of_a_sequence_holds_values() -> None:
     assert value_outputs(scores) == frozenset()  # a Gemm's: a classifier's head
     fixed = _head(tail, {"axes": np.array([1], np.int64)})
     assert value_outputs(fixed) == frozenset()  # [N, 12]: read as scores, as before
+    p = conv_params(5, 3, 3, 7)
+    pooled = make_model(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], name="c", pads=[1, 1, 1, 1]),
+            helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+            helper.make_node("Flatten", ["g"], ["y"], name="flat"),
+        ],
+        {"w": p["w"], "b": p["b"]},
+    )
+    pooled.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "classes"
+    assert value_outputs(pooled) == frozenset()  # a pooled Conv head (review): scores
 
 
 def test_prelu_written_as_relu_plus_scaled_relu_holds_values() -> None:
