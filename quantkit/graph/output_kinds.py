@@ -47,9 +47,9 @@ def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) ->
     PRelu and its Relu + Mul form, BatchNormalization, LayerNormalization, LpNormalization, a division by
     a norm): features and embeddings, never a classifier's scores (its Gemm, MatMul + bias, pooled Conv or
     Softmax); a bare Gemm's or MatMul's output given beside a Softmax's or Sigmoid's (_regressions); one
-    declared [N, T] with T not fixed (_sequences). A
-    regression's lone Gemm (68 landmarks, [N, 136]) or a BatchNormalization folded into the Conv before an
-    embedding's Reshape reads as scores: --output-kind values says otherwise."""
+    declared [N, T] with T not fixed (_sequences). A regression's lone Gemm (68 landmarks, [N, 136]) or a
+    BatchNormalization folded into the Conv before an embedding's Reshape reads as scores: --output-kind
+    values says otherwise."""
     index = GraphIndex(model)
     if kind is not OutputKind.auto:
         return frozenset(index.graph_outputs if kind is OutputKind.values else ())
@@ -60,9 +60,9 @@ def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) ->
 def _sequences(index: GraphIndex, model: onnx.ModelProto) -> set[str]:
     """Float outputs declared [N, T] with T not fixed, and not computed by a classifier's head (a Gemm,
     MatMul or Conv, a pooled Conv, a Softmax or Sigmoid: an export may leave its class count unnamed): a
-    value per step
-    of a sequence of any length (hunt48 B5: a recognizer's per-step confidence, hand-written 1/sum(exp),
-    read 'top-1 agree 40 %' for a float16 model at 49.5 dB, the argmax over time steps of near-1 ties)."""
+    value per step of a sequence of any length (hunt48 B5: a recognizer's per-step confidence, written
+    1/sum(exp) by hand, read 'top-1 agree 40 %' for a float16 model at 49.5 dB: the argmax over time
+    steps of near-1 ties)."""
     found = set()
     for value in model.graph.output:
         tensor = value.type.tensor_type
