@@ -153,6 +153,9 @@ def test_the_letterbox_pads_with_the_value_asked_for_and_records_it() -> None:
     for bad in (-1.0, 256.0, float("nan")):
         with pytest.raises(ConfigError, match="--pad takes a pixel value from 0 to 255"):
             PreprocessOptions(pad=bad)
+    with pytest.raises(ConfigError, match="--pad fills a letterbox's border; --resize squash has none"):
+        PreprocessOptions(pad=0, resize="squash")  # hunt48 C2: read by nothing
+    assert PreprocessOptions(pad=0, resize="letterbox-center").pad == 0.0
 
 
 def test_undecodable_and_bomb_images_raise_image_error() -> None:

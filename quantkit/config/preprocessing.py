@@ -158,6 +158,11 @@ class PreprocessOptions:
         if self.pad is not None:
             check_pad(float(self.pad))
             object.__setattr__(self, "pad", float(self.pad))
+            if self.resize not in (ResizeMode.letterbox, ResizeMode.letterbox_center):  # hunt48 C2: unread
+                raise ConfigError(
+                    f"--pad fills a letterbox's border; --resize {self.resize.value} has none: add --resize "
+                    "letterbox (or letterbox-center), or leave --pad out"
+                )
 
 
 @dataclass(frozen=True)
