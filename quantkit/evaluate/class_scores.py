@@ -107,7 +107,7 @@ class TopK:
     def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
         """scores: float [N, C], or the classes picked (integers [N] or [N, 1]: no top-5); labels: int [N]."""
         if scores.dtype.kind in "iu":
-            self.top1 += int(np.sum(scores.reshape(labels.shape) == labels))
+            self.top1 += int(np.sum(class_each(scores) == labels))
             self.count += int(labels.size)
             return
         top = top_indices(scores, min(5, scores.shape[1]))

@@ -6,7 +6,6 @@ and measured as its float32 emulation (graph.emulate)."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -314,8 +313,8 @@ def _float16_fallback(
     trials = _Float32Trials(built, kept, SuffixScreen(base, (n.name for n in layers), *ranking), ranking)
     floor = start if screen >= len(reference) else fallback.output_sqnr(base, *ranking, memo.first(screen))
     names = [n.name for n in layers]
-    size = math.isqrt(max(len(names) - 1, 0)) + 1  # screen_layers' group: enough of them to fill the limit
-    expand = max(fallback.FIRST_ROUND_GROUPS, -(-config.max_float32_layers // size))
+    groups = -(-config.max_float32_layers // fallback.group_size(len(names)))  # enough to fill the limit
+    expand = max(fallback.FIRST_ROUND_GROUPS, groups)
     scores = fallback.screen_layers(trials, [], names, floor, expand, advance)
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     added: list[fp16_planner.KeptFloat32] = []

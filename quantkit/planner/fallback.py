@@ -308,6 +308,11 @@ def search(
     return current, steps, base
 
 
+def group_size(layers: int) -> int:
+    """How many consecutive layers screen_layers keeps float together, of `layers` left: ceil(sqrt(n))."""
+    return math.isqrt(max(layers - 1, 0)) + 1
+
+
 class Screens(Protocol):
     """What screen_layers measures with: Trials, or the float16 fallback's trials (pipeline.run_fp16)."""
 
@@ -331,7 +336,7 @@ def screen_layers(
         found = dict(zip(remaining, trials.screen_all([[*kept, n] for n in remaining]), strict=True))
         advance(len(remaining))
         return found
-    size = math.isqrt(len(remaining) - 1) + 1
+    size = group_size(len(remaining))
     groups = [remaining[i : i + size] for i in range(0, len(remaining), size)]
     scores = trials.screen_all([[*kept, *group] for group in groups])
     order = sorted(range(len(groups)), key=lambda i: (-scores[i], i))
