@@ -49,7 +49,9 @@ def _residual_net() -> onnx.ModelProto:
 @pytest.fixture(scope="module")
 def tensorrt_model(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -> tuple[Path, object]:
     tmp = tmp_path_factory.mktemp("trt")
-    summary, out = quantize(_residual_net(), tmp, image_dir, ConvertConfig(target=Target.tensorrt))
+    # every layer int8: the placement itself (the parity target would keep some float: test_tensorrt_parity)
+    config = ConvertConfig(target=Target.tensorrt, max_float_layers=0)
+    summary, out = quantize(_residual_net(), tmp, image_dir, config)
     return out, summary
 
 
@@ -816,3 +818,47 @@ def test_check_counts_integer_operators_as_quantized_layers(tmp_path: Path) -> N
     }
     report = check(save(make_model(nodes, constants), tmp_path / "qop.onnx"))
     assert report.quantized_layers == report.layers == 1
+
+
+def test_tensorrt_keeps_float_what_its_symmetric_activations_cost_against_uint8(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """TensorRT's int8 activations have a zero point of 0: on a ReLU's output half the levels go unused.
+    --target tensorrt keeps layers float (FP16 in the engine) until the output is within PARITY_DB of the
+    same model with uint8 activations, on the calibration samples; `max_float_layers=0` keeps them all."""
+    from quantkit.pipeline import tensorrt_parity
+
+    pure_dir, held_dir = tmp_path / "pure", tmp_path / "held"
+    pure_dir.mkdir(), held_dir.mkdir()
+    config = ConvertConfig(target=Target.tensorrt, max_float_layers=0)
+    pure, pure_out = quantize(_residual_net(), pure_dir, image_dir, config)
+    held, held_out = quantize(_residual_net(), held_dir, image_dir, ConvertConfig(target=Target.tensorrt))
+    said = [n for n in held.notes if n.startswith("--target tensorrt: symmetric int8")]
+    assert len(said) == 1 and not any("symmetric int8" in n for n in pure.notes), held.notes
+    start, asymmetric = _two_figures(said[0])
+    assert held.fallback and held.fallback_start_db == pytest.approx(start, abs=0.01)
+    assert held.fallback_target_db == pytest.approx(asymmetric - tensorrt_parity.PARITY_DB, abs=0.01)
+    reasons = [r for (op, r), _ in held.float_by_reason.items() if op == "Conv" and "kept float by" in r]
+    assert reasons and all("by --target tensorrt's" in r for r in reasons)
+    # measured on the images: more accurate than every layer int8, and each kept layer is a Conv less
+    floated = check(held_out, Target.tensorrt)
+    assert floated.findings == () and floated.quantized_layers == 4 - len(held.fallback)
+    assert check(pure_out, Target.tensorrt).quantized_layers == 4
+    fp32 = held_out.with_name("model.onnx")
+    assert output_sqnr(fp32, held_out, image_dir) > output_sqnr(fp32, pure_out, image_dir) + 1.0
+
+
+def _two_figures(line: str) -> tuple[float, float]:
+    """The two dB figures of the parity note: TensorRT's start and the uint8 model's."""
+    figures = [float(w) for w in line.replace(",", " ").split() if w.replace(".", "", 1).isdigit()]
+    return figures[0], figures[1]
+
+
+def test_tensorrt_parity_applies_to_int8_for_tensorrt_with_the_fallback_on() -> None:
+    from quantkit.pipeline.tensorrt_parity import applies
+
+    assert applies(ConvertConfig(target=Target.tensorrt))
+    assert not applies(ConvertConfig(target=Target.tensorrt, min_sqnr=0))
+    assert not applies(ConvertConfig(target=Target.tensorrt, max_float_layers=0))
+    assert not applies(ConvertConfig(fp8=True))  # float8's format is another
+    assert not applies(ConvertConfig()) and not applies(ConvertConfig(target=Target.openvino))

@@ -28,7 +28,7 @@ from quantkit.graph.widen import narrow, redeclare, stored_half, widen
 from quantkit.images import images_of
 from quantkit.outcomes import ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, Parallel
-from quantkit.pipeline import convert_notes, speed_memory, speed_refine, speed_step
+from quantkit.pipeline import convert_notes, speed_memory, speed_refine, speed_step, tensorrt_parity
 from quantkit.pipeline.budget_run import search_budget
 from quantkit.pipeline.loading import (
     load_for_int8,
@@ -100,6 +100,8 @@ def _converted(
     advance = progress("converting", 4)
     steps: list[FallbackStep] = []
     start_db = None
+    parity: tensorrt_parity.Parity | None = None
+    search_db = config.min_sqnr  # the --min-sqnr search's target: --target tensorrt may raise it
     budget_report = None
     cache: dict[str, tuple[float, float]] = {}
     samples = table_samples(table, prepared)
@@ -140,8 +142,17 @@ def _converted(
     elif config.min_sqnr == 0:
         plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas, rounded=rounded)
     else:
+        search_db, by = config.min_sqnr, None
+        if tensorrt_parity.applies(config):  # what symmetric int8 costs, bought back with float layers
+            parity = tensorrt_parity.measure(
+                inferred, table, config, alphas, rounded, reference, samples, measured
+            )
+            if parity.target_db > search_db:
+                search_db, by = parity.target_db, tensorrt_parity.BY
+            else:  # --min-sqnr's floor is the higher target (YOLOX-Nano's 12 dB): its search, its words
+                parity = None
         start_db, plan, steps = _search_fallback(
-            inferred, table, config, progress, alphas, cache, reference, measured, spread
+            inferred, table, config, progress, alphas, cache, reference, measured, spread, (search_db, by)
         )
     advance(1)
     quantized = quantized_model(inferred, plan, config)
@@ -150,6 +161,11 @@ def _converted(
     worst_db = fallback.output_sqnr(runnable(quantized, config), reference, samples, measured, worst=True)
     guarded_note: tuple[str, ...] = ()
     floor_kept: tuple[str, ...] = ()
+    parity_note = (
+        (tensorrt_parity.note(parity, start_db, steps[-1].sqnr_db if steps else start_db, len(steps)),)
+        if parity is not None and start_db is not None and start_db < parity.target_db
+        else ()  # the ViT's symmetric activations measured above its uint8 ones: nothing to say
+    )
     if budget is None and not worst_db >= INT8_FLOOR_DB:
         # broken, not coarse: keep layers float until it works, however many that takes
         layers = sum(n.op_type in COMPUTE_OPS for n in inferred.graph.node)
@@ -157,6 +173,7 @@ def _converted(
         start_db, plan, steps = _search_fallback(
             inferred, table, guarded, progress, alphas, cache, reference, measured, spread, worst=True
         )
+        parity_note, search_db = (), config.min_sqnr  # the floor's search replaced the one above
         reached = steps[-1].sqnr_db if steps else start_db
         guarded_note = (
             f"the {INT8_FLOOR_DB:g} dB floor judges each output: the worst measured {worst_db:.2f} dB on the "
@@ -246,6 +263,7 @@ def _converted(
         + corrections_choice.notes(resolved, requested, table)
         + judged
         + guarded_note
+        + parity_note
         + at_output.judged_by_mean(run_int8, inferred, reference, samples, measured, config.min_sqnr)
         + floor_kept
         + convert_notes.elsewhere(config)
@@ -256,7 +274,7 @@ def _converted(
         speed=speed,
         fallback=tuple(steps),
         fallback_start_db=start_db,
-        fallback_target_db=config.min_sqnr,
+        fallback_target_db=search_db,
         budget=budget_report,
         corrections=corrections,
         target_findings=checked,
@@ -296,21 +314,24 @@ def _search_fallback(
     reference: Runs,
     measured: fallback.SqnrMemo,
     spread: Spread,
+    target: tuple[float, str | None] | None = None,
     worst: bool = False,
 ) -> tuple[float, QuantPlan, list[FallbackStep]]:
     """fallback.search to config.min_sqnr, with a block of layers at one end where no single one helps
     (for --min-sqnr, from the floor up: below it the floor's search tries one); worst: the floor's (each
-    output at it)."""
+    output at it). target: (dB, whose target it is: fallback.search's `by`) in config.min_sqnr's place."""
+    target_db, by = target or (config.min_sqnr, None)
     total = sum(n.op_type in COMPUTE_OPS for n in model.graph.node)
     advance, finish = stoppable(progress, "measuring each layer's recovery", total)
-    label = f"choosing more layers to keep float for --min-sqnr {config.min_sqnr:g}"
+    whose = by.format(target_db) if by else f"for --min-sqnr {target_db:g}"
+    label = f"choosing more layers to keep float {whose}"
     rounds = _Rounds(progress, label, config)
     with spread.trials(config) as many:
         plan, steps, start = fallback.search(
             model,
             table,
             config,
-            config.min_sqnr,
+            target_db,
             config.max_float_layers,
             advance,
             alphas,
@@ -322,6 +343,7 @@ def _search_fallback(
             blocks=-math.inf if worst else INT8_FLOOR_DB,  # below the floor, its own search tries them
             worst=worst,
             rounds=rounds.advance,
+            by=by,
         )
     finish()
     rounds.finish()

@@ -231,6 +231,7 @@ def search(
     blocks: float | None = None,
     worst: bool = False,
     rounds: Callable[[int], None] | None = None,
+    by: str | None = None,
 ) -> tuple[QuantPlan, list[FallbackStep], float]:
     """(final plan, the layers kept float in order, output SQNR before any). model: as for planner.plan;
     reference: its outputs on table.samples where the caller has them already; measured: trials measured
@@ -247,7 +248,8 @@ def search(
     target_db or lifts it BLOCK_GAIN_DB (any lift where `worst`: convert's floor). progress: advanced once per
     layer the first round settles; rounds: once per round settled, as the next one starts (later rounds
     screen far fewer trials, but took 40 s of PP-OCRv4's 640x640 text detector's 70 s convert where no
-    count moved).
+    count moved). by: whose target target_db is, for the reasons ("by X", X's {} the dB; None: --min-sqnr's
+    or, where `worst`, convert's floor).
     """
     if table.samples is None or feed_rows(table.samples) == 0:
         return plan(model, table, config, alphas=alphas, rounded=rounded), [], float("nan")
@@ -288,7 +290,8 @@ def search(
             break
         node = best[1]
         chosen = preferred(held, node, best[0], score, target_db, trials.full, trials.quantized, MIN_GAIN_DB)
-        kept[node] = _reason(target_db, chosen.score - score, not kept, worst, chosen.cut, chosen.dragged)
+        gain = chosen.score - score
+        kept[node] = _reason(target_db, gain, not kept, worst, chosen.cut, chosen.dragged, by)
         held.append(token(node, chosen.cut))
         score = chosen.score
         steps.append(FallbackStep(node, _op_type(model, node), score, chosen.cut))
@@ -299,7 +302,8 @@ def search(
         lift = 0.0 if worst else min(target_db - score, BLOCK_GAIN_DB)
         if block is not None and block[1] > score and block[1] >= score + lift:
             nodes, score = block
-            why = f"kept float {_by(target_db, worst)} (one of {len(nodes)} layers at one end of the model)"
+            whose = _by(target_db, worst, by)
+            why = f"kept float {whose} (one of {len(nodes)} layers at one end of the model)"
             kept.update(dict.fromkeys(nodes, why))
             steps.extend(FallbackStep(node, _op_type(model, node), score) for node in nodes)
     if kept:
@@ -364,7 +368,13 @@ def _finalists(screened: Mapping[str, float], floor: float) -> list[str]:
 
 
 def _reason(
-    target_db: float, gain_db: float, alone: bool, worst: bool = False, cut: bool = False, dragged: int = 0
+    target_db: float,
+    gain_db: float,
+    alone: bool,
+    worst: bool = False,
+    cut: bool = False,
+    dragged: int = 0,
+    by: str | None = None,
 ) -> str:
     """Why the fallback keeps a layer float; cut, dragged: planner.cut_paths.Choice's."""
     recovers = f"recovers {gain_db:.1f} dB {'alone' if alone else 'more with the layers before it'}"
@@ -372,12 +382,14 @@ def _reason(
         recovers += f", with its input path taking {dragged} more layer(s) float"
     if cut:
         recovers += "; its input path ends where other layers read it too"
-    return f"kept float {_by(target_db, worst)} ({recovers})"
+    return f"kept float {_by(target_db, worst, by)} ({recovers})"
 
 
-def _by(target_db: float, worst: bool) -> str:
+def _by(target_db: float, worst: bool, by: str | None = None) -> str:
     """Whose target a layer is kept float for: --min-sqnr's, or convert's floor on each output (worst),
-    which hunt37 saw named '--min-sqnr 10' beside a --min-sqnr of 12."""
+    which hunt37 saw named '--min-sqnr 10' beside a --min-sqnr of 12; or `by`'s, with the dB in its {}."""
+    if by is not None:
+        return by.format(target_db)
     return f"for convert's {target_db:g} dB floor on each output" if worst else f"by --min-sqnr {target_db:g}"
 
 
