@@ -111,6 +111,34 @@ def test_initializers_listed_as_inputs_are_declared_with_their_new_type(cnn: Pat
     assert 40.0 < _sqnr(src, tmp_path / "ir3.fp16.onnx", _x()) < 120.0  # it loads and runs
 
 
+def test_weights_folded_away_are_not_left_behind_as_inputs(tmp_path: Path) -> None:
+    """hunt49 B1: CenterFace (IR 4) lists its weights as inputs; once its BatchNormalizations were folded,
+    its 339 original weights, read by nothing, stayed in the float16 file as float32 inputs: 1.48x the
+    FP32 file, and a caller feeding one changed nothing. They are dropped (and said to be) as INT8 does."""
+    g = rng(5)
+    inits = {"w": g.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)}
+    for k, low in zip(("s", "b", "m", "v"), (0.5, -0.1, -0.1, 0.5), strict=True):
+        inits[k] = g.uniform(low, low + 1.0, 4).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn"),
+    ]
+    model = make_model(nodes, inits)
+    for name, value in inits.items():
+        model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(value.shape)))
+    src = save(model, tmp_path / "listed.onnx")
+    summary = pipeline.convert_float16(src, None, tmp_path / "h.onnx", Float16Config())
+    written = onnx.load(str(tmp_path / "h.onnx"))
+    read = {name for node in written.graph.node for name in node.input}
+    assert [i.name for i in written.graph.input] == ["x"]
+    assert all(i.name in read for i in written.graph.initializer)
+    assert [i.data_type for i in written.graph.initializer] == [TensorProto.FLOAT16] * 2  # folded w, b
+    said = "5 weight(s) the model lists as inputs (overridable, e.g. 'w') are plain weights in the model "
+    assert said + "written: a caller can no longer feed them" in summary.notes
+    assert summary.bytes_after < summary.bytes_before
+    assert 40.0 < _sqnr(src, tmp_path / "h.onnx", _x()) < 120.0
+
+
 def test_no_keep_io_types_makes_the_edges_float16(cnn: Path, tmp_path: Path) -> None:
     model = _convert(cnn, tmp_path / "o.onnx", keep_io_types=False)
     assert _io_types(model) == {TensorProto.FLOAT16}

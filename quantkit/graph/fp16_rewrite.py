@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.naming import Namer
-from quantkit.graph.query import GraphIndex
+from quantkit.graph.query import GraphIndex, drop_unread_initializers
 
 FLOAT16_MAX = FLOAT16.largest
 FLOAT = TensorProto.FLOAT
@@ -148,6 +148,7 @@ def rewrite(
 
     del graph.node[:]
     graph.node.extend(new_nodes)
+    drop_unread_initializers(out)  # a float32 copy no node reads now, or weights BatchNorm folded
     del graph.value_info[:]  # the float types there are stale; inference restores what it can
     return Float16Rewrite(out, len(casts) + outputs_cast, converted, frozenset(stored))
 

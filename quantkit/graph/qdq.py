@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 from quantkit.graph.augment import hard_params
 from quantkit.graph.naming import Namer
 from quantkit.graph.pole_reads import float_pole_reads
-from quantkit.graph.query import GraphIndex, subgraph_inputs, topological_order
+from quantkit.graph.query import GraphIndex, drop_unread_initializers, subgraph_inputs, topological_order
 from quantkit.graph.smoothquant_rewrite import apply_rebalances
 from quantkit.qmath.fp8 import FLOAT8, per_channel_fp8
 from quantkit.qmath.params import (
@@ -381,11 +381,5 @@ def _finish(model: onnx.ModelProto, new_nodes: list[onnx.NodeProto]) -> None:
     live_nodes = [n for n in graph.node if n.op_type != "Constant" or any(o in used for o in n.output)]
     del graph.node[:]
     graph.node.extend(live_nodes)
-    dropped = {t.name for t in graph.initializer if t.name not in used}
-    kept = [t for t in graph.initializer if t.name not in dropped]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    inputs = [i for i in graph.input if i.name not in dropped]  # IR < 4 lists initializers as inputs
-    del graph.input[:]
-    graph.input.extend(inputs)
+    drop_unread_initializers(model)
     del graph.value_info[:]  # stale after renaming; shape inference rebuilds it
