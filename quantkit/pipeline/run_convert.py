@@ -195,6 +195,8 @@ def _converted(
         if refined is not None:
             plan, quantized = refined.plan, refined.model
     speed_plan = refined.report if refined is not None else shape.report if shape is not None else None
+    if not any(op in COMPUTE_OPS for op in plan.quantized_nodes.values()):  # hunt49 C1: --max-drop floated
+        speed_plan = None  # every layer: the INT8 plan's speed line spoke of a model not written
     floor = Floor(
         INT8_FLOOR_DB,
         f"the {('INT8', 'FP8')[config.fp8]} model, with {len(steps)} layer(s) kept float by the fallback,",
