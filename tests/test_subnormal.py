@@ -129,3 +129,43 @@ def test_weights_held_in_constant_nodes_are_counted_and_flushed() -> None:
     kept = numpy_helper.to_array(same.graph.node[0].attribute[0].t)
     np.testing.assert_array_equal(kept, np.where(np.abs(weights) < 1e-38, 0, weights))
     assert subnormal_weights(model)[0] == found  # the model given is not changed
+
+
+def test_weights_inside_a_loop_or_if_body_are_counted_and_flushed() -> None:
+    """A table recognizer's GRU decoder (SLANet, Paddle2ONNX) holds its weights in a Loop body: the count
+    and the flush read only the top-level graph."""
+    from onnx import TensorProto, helper
+
+    from quantkit.graph.subnormal import flushed
+
+    tiny = np.array([1e-40, 0.5, -2e-39, 0.0], np.float32)
+    held = np.array([3e-39, 1.0], np.float32)
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["t"], value=numpy_helper.from_array(tiny, "t"))],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["e_w"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(held, "e_w")],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+        "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert subnormal_weights(model) == (3, 6)
+    same, count = flushed(model)
+    assert count == 3 and subnormal_weights(same) == (0, 6)
+    body = same.graph.node[0].attribute
+    branches = {a.name: a.g for a in body}
+    np.testing.assert_array_equal(
+        numpy_helper.to_array(branches["then_branch"].node[0].attribute[0].t), [0.0, 0.5, 0.0, 0.0]
+    )
+    np.testing.assert_array_equal(numpy_helper.to_array(branches["else_branch"].initializer[0]), [0.0, 1.0])

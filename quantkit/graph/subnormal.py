@@ -14,19 +14,29 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from quantkit.graph.query import bodies
+
 SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)  # 1.18e-38
 WARN_SHARE = 0.01  # of the float32 weight values
 
 
 def _weights(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    """The model's float32 weights: its initializers and its top-level Constant nodes' values (Paddle2ONNX
-    and tf2onnx store weights in those: PP-OCRv3's recognizer, 35 % subnormal)."""
-    found = [init for init in model.graph.initializer if init.data_type == onnx.TensorProto.FLOAT]
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            found += [
-                a.t for a in node.attribute if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT
-            ]
+    """The model's float32 weights: the initializers and Constant nodes' values of its graph and of the
+    If/Loop/Scan bodies in it, at any depth (Paddle2ONNX and tf2onnx store weights in Constant nodes:
+    PP-OCRv3's recognizer, 35 % subnormal; a table recognizer's GRU decoder holds its in a Loop body)."""
+    found: list[onnx.TensorProto] = []
+    pending = [model.graph]
+    while pending:
+        graph = pending.pop(0)
+        found += [init for init in graph.initializer if init.data_type == onnx.TensorProto.FLOAT]
+        for node in graph.node:
+            pending += bodies(node)
+            if node.op_type == "Constant":
+                found += [
+                    a.t
+                    for a in node.attribute
+                    if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT
+                ]
     return found
 
 
