@@ -328,6 +328,48 @@ def test_a_text_line_model_calibrates_and_compares_on_arrays_of_any_width(
     assert json.loads(report.read_text())["images"] == len(widths)
 
 
+def test_a_set_model_whose_outputs_change_size_from_sample_to_sample(tmp_path: Path, capsys: Capsys) -> None:
+    """hunt50 A1: a reading-order model reads the N lines of a page ([1, N, 16]) and writes [1, N, N];
+    calibrate --inputs and compare --inputs failed with an internal error in FP32's sanity check
+    (samples of [1, 3, 3] and [1, 16, 16] stacked), and calibrate had written its table first."""
+    g = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("MatMul", ["feats", "w"], ["y"], name="proj"),
+        helper.make_node("Transpose", ["y"], ["yt"], name="t", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["y", "yt"], ["a"], name="pairs"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "order",
+        [helper.make_tensor_value_info("feats", TensorProto.FLOAT, [1, "N", 16])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, "N", "N"])],
+        [numpy_helper.from_array(g.normal(0, 0.3, (16, 16)).astype(np.float32), "w")],
+    )
+    model = tmp_path / "order.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    lines = [16, 3, 7, 12, 5, 9, 4, 11, 6, 8]
+    for k, count in enumerate(lines):
+        np.savez(folder / f"p{k:02d}.npz", feats=g.normal(0, 1, (1, count, 16)).astype(np.float32))
+    table = tmp_path / "order.calib.json"
+    code, _, err = run(["calibrate", str(model), "--inputs", str(folder), "-o", str(table)], capsys)
+    assert code == 0, err
+    assert "internal error" not in err and "the same on all" not in err
+    assert json.loads(table.read_text())["meta"]["inputs"]["count"] == len(lines)
+    out = tmp_path / "order.int8.onnx"
+    code, _, err = run(
+        ["convert", str(model), "--prefer", "accuracy", "-c", str(table), "-o", str(out)], capsys
+    )
+    assert code == 0, err
+    report = tmp_path / "cmp.json"
+    argv = ["compare", str(model), str(out), "--inputs", str(folder), "--runs", "0", "--json", str(report)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    compared = json.loads(report.read_text())
+    assert compared["images"] == len(lines) and compared["outputs"][0]["sqnr_db"] > 20.0
+
+
 @pytest.mark.parametrize("dims", [[1], []], ids=["one", "rank0"])
 def test_a_fixed_scalar_input_beside_a_dynamic_batch_runs_one_sample_a_run(
     dims: list[int], tmp_path: Path, capsys: Capsys

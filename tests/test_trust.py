@@ -257,6 +257,28 @@ def test_each_sign_of_a_wrongly_fed_reference_is_one_finding() -> None:
     assert line.startswith("FP32's outputs are the same on all 20 images")
 
 
+def test_outputs_whose_size_changes_between_samples_are_read_not_stacked() -> None:
+    """hunt50 A1: a set model's [1, N, N] output, N changing from page to page, was stacked across pages
+    (an internal error); in shards (--workers) the shape changes between the parts merged."""
+    g = np.random.default_rng(8)
+    sizes = [3, 16, 7, 3, 5]
+    parts = [ReferenceCheck() for _ in sizes]
+    whole = ReferenceCheck()
+    for part, n in zip(parts, sizes, strict=True):
+        inputs = g.normal(0, 1, (1, n, 4)).astype(np.float32)
+        outputs = {"a": g.normal(0, 1, (1, n, n)).astype(np.float32)}
+        part.update(inputs, outputs)
+        whole.update(inputs, outputs)
+    for part in parts[1:]:
+        parts[0].merge(part)
+    assert whole.findings() == () and parts[0].findings() == ()
+    steady = ReferenceCheck()  # the same page every time: still said to be the same on all
+    for _ in range(5):
+        steady.update(np.ones((1, 3, 4), np.float32), {"a": np.ones((1, 3, 3), np.float32)})
+    (line,) = steady.findings()
+    assert line.startswith("FP32's outputs are the same on all 5 images")
+
+
 def test_compare_and_calibrate_warn_about_0_1_mean_and_std(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:

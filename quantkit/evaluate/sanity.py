@@ -56,6 +56,10 @@ class ReferenceCheck:
         self._marks: dict[str, np.ndarray | None] = {}  # an image's non-finite pattern (None: all finite)
         self._moving: set[str] = set()  # outputs whose pattern is not the same on every image
         self._logits: dict[str, list[np.ndarray]] = {}  # update's `logits`, sampled
+        # each output's shape past the batch axis, and those whose shape changed from image to image (a set
+        # model's [1, N, N] with N lines on each page: their samples cannot be stacked, nor be the same)
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._ragged: set[str] = set()
 
     def update(
         self, inputs: Feed, outputs: dict[str, np.ndarray], logits: dict[str, np.ndarray] | None = None
@@ -68,6 +72,7 @@ class ReferenceCheck:
         count = feed_rows(inputs)
         for name, value in (logits or {}).items():
             if value.ndim and value.shape[0] == count and np.issubdtype(value.dtype, np.floating):
+                self._shaped(name, value.shape[1:])
                 self._logits.setdefault(name, []).append(_sampled(value.reshape(count, -1)))
         self.images += count
         for fed in [inputs] if isinstance(inputs, np.ndarray) else list(inputs.values()):
@@ -87,6 +92,7 @@ class ReferenceCheck:
                 self.num_classes, self._classifier = flat.shape[1], name
             if name == self._classifier:
                 self.classes.update(int(k) for k in np.argmax(flat, axis=1))
+            self._shaped(name, value.shape[1:])
             self._mark(name, flat)
             self._samples.setdefault(name, []).append(_sampled(flat))
 
@@ -102,6 +108,9 @@ class ReferenceCheck:
         for name, samples in later._logits.items():
             self._logits.setdefault(name, []).extend(samples)
         self._moving |= later._moving
+        self._ragged |= later._ragged
+        for name, shape in later._shapes.items():
+            self._shaped(name, shape)
         for name, marks in later._marks.items():
             self._fold(name, marks)
 
@@ -123,6 +132,10 @@ class ReferenceCheck:
             for name, marks in self._marks.items()
             if marks is not None and name not in self._moving and not bool((marks == NAN_MARK).any())
         )
+
+    def _shaped(self, name: str, shape: tuple[int, ...]) -> None:
+        if self._shapes.setdefault(name, shape) != shape:
+            self._ragged.add(name)
 
     def _mark(self, name: str, flat: np.ndarray) -> None:
         """Fold the non-finite pattern of each image's output [N, E] into the output's running one."""
@@ -175,7 +188,8 @@ class ReferenceCheck:
                 f"FP32 finds no detection above the score threshold on any of {self.images} images: its "
                 f"input is likely wrong (a detector usually wants --preset and --resize letterbox); {CHECK}"
             )
-        steady = all(_constant(v) for v in [*self._samples.values(), *self._logits.values()])
+        sampled = [*self._samples.items(), *self._logits.items()]
+        steady = all(name not in self._ragged and _constant(v) for name, v in sampled)
         if self.images >= 4 and self._samples and steady:
             found.append(
                 f"FP32's outputs are the same on all {self.images} images: its input is likely wrong; {CHECK}"

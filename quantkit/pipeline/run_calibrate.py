@@ -245,6 +245,7 @@ def calibrate(
         kept, stress = _read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
     table = CalibrationTable(meta=meta, stats=stats, samples=kept, stress=stress)
     json_bytes, npz_bytes = table_io.serialize(table)
+    findings = check.findings()  # before the write: nothing is written where a step fails
     write_set([(npz_path, npz_bytes), (json_path, json_bytes)])
     return CalibrateSummary(
         table=json_path,
@@ -255,7 +256,7 @@ def calibrate(
         seconds=time.perf_counter() - started,
         preprocess=preprocess,
         notes=notes,
-        reference_findings=check.findings(),
+        reference_findings=findings,
         warnings=tuple(
             w
             for w in (
