@@ -19,7 +19,7 @@ from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import CalibrateConfig, ImageSelection, Preprocess
 from quantkit.data import ArrayStream, Sample, feed_side, samples_at
 from quantkit.errors import ConfigError, ImageError, ModelError
-from quantkit.evaluate.sanity import ReferenceCheck, narrow_16_bit
+from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import (
@@ -36,7 +36,6 @@ from quantkit.graph.query import measured_in_place
 from quantkit.images import (
     ImageLoader,
     entries_hash,
-    peak_16_bit,
     resolve_preprocess,
     select_images,
     shortfall,
@@ -52,6 +51,7 @@ from quantkit.pipeline.calib_chunks import (
     spread,
     spread_positions,
 )
+from quantkit.pipeline.calib_warnings import copies, few, narrow_16_bit_images
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
@@ -260,47 +260,12 @@ def calibrate(
         warnings=tuple(
             w
             for w in (
-                _few(used, "image" if arrays is None else "sample"),
-                *(() if arrays is not None else (shortfall(config.images, paths), _copies(meta))),
-                None if arrays is not None else _narrow_16_bit(merged),
+                few(used, "image" if arrays is None else "sample"),
+                *(() if arrays is not None else (shortfall(config.images, paths), copies(meta))),
+                None if arrays is not None else narrow_16_bit_images(merged),
             )
             if w
         ),
-    )
-
-
-def _narrow_16_bit(merged: Merged) -> str | None:
-    """sanity.narrow_16_bit on the 8 images spread over those read, opened again here."""
-    peaks = [peak_16_bit(path) for path in sorted(spread(merged.observed, SMOKE_SAMPLES))]
-    return narrow_16_bit([p for p in peaks if p is not None], len(peaks))
-
-
-# Fewer images than this calibrate with a warning: ranges, the stored samples and every figure on them come
-# from those few (hunt46 B2: 1 photo, a captcha reader's digits measured 47.7-112.6 dB on it and 12.0-37.8 dB
-# held out, without a word).
-FEW_IMAGES = 16
-
-
-def _few(used: int, noun: str) -> str | None:
-    if used >= FEW_IMAGES:
-        return None
-    return (
-        f"calibrated on {used} {noun}{'s' if used != 1 else ''}: the ranges, and the samples convert chooses "
-        "and measures on, all come from so few, and figures on them say little of other inputs; calibrate on "
-        f"at least {FEW_IMAGES} (100 or more is usual) like those the model will see"
-    )
-
-
-def _copies(meta: dict[str, Any]) -> str | None:
-    """A warning where images used hold the same bytes as others (hunt39 F4: a photo and two copies of it
-    weighed three times in the statistics, 'on 26 images' for 24 photos)."""
-    images = meta["images"]
-    extra = images["count"] - images["unique"]
-    if extra <= 0:
-        return None
-    return (
-        f"{extra} of the {images['count']} images used hold the same bytes as another one: each copy weighs "
-        "again in the statistics; remove the copies to calibrate on each photo once"
     )
 
 

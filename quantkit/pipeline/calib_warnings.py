@@ -1,0 +1,46 @@
+"""calibrate's warnings on the data it read: too few images, copies among them, 16-bit images of
+narrower data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantkit.calib.table import SMOKE_SAMPLES
+from quantkit.evaluate.sanity import narrow_16_bit
+from quantkit.images import peak_16_bit
+from quantkit.pipeline.calib_chunks import Merged, spread
+
+
+def narrow_16_bit_images(merged: Merged) -> str | None:
+    """sanity.narrow_16_bit on the 8 images spread over those read, opened again here."""
+    peaks = [peak_16_bit(path) for path in sorted(spread(merged.observed, SMOKE_SAMPLES))]
+    return narrow_16_bit([p for p in peaks if p is not None], len(peaks))
+
+
+# Fewer images than this calibrate with a warning: ranges, the stored samples and every figure on them come
+# from those few (hunt46 B2: 1 photo, a captcha reader's digits measured 47.7-112.6 dB on it and 12.0-37.8 dB
+# held out, without a word).
+FEW_IMAGES = 16
+
+
+def few(used: int, noun: str) -> str | None:
+    if used >= FEW_IMAGES:
+        return None
+    return (
+        f"calibrated on {used} {noun}{'s' if used != 1 else ''}: the ranges, and the samples convert chooses "
+        "and measures on, all come from so few, and figures on them say little of other inputs; calibrate on "
+        f"at least {FEW_IMAGES} (100 or more is usual) like those the model will see"
+    )
+
+
+def copies(meta: dict[str, Any]) -> str | None:
+    """A warning where images used hold the same bytes as others (hunt39 F4: a photo and two copies of it
+    weighed three times in the statistics, 'on 26 images' for 24 photos)."""
+    images = meta["images"]
+    extra = images["count"] - images["unique"]
+    if extra <= 0:
+        return None
+    return (
+        f"{extra} of the {images['count']} images used hold the same bytes as another one: each copy weighs "
+        "again in the statistics; remove the copies to calibrate on each photo once"
+    )
