@@ -1,5 +1,5 @@
 """calibrate's warnings on the data it read: too few images, copies among them, 16-bit images of
-narrower data."""
+narrower data, arrays of shapes too varied for the table to keep its samples."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.evaluate.sanity import narrow_16_bit
 from quantkit.images import peak_16_bit
 from quantkit.pipeline.calib_chunks import Merged, spread
+from quantkit.results import Feed, feed_rows
 
 
 def narrow_16_bit_images(merged: Merged) -> str | None:
@@ -43,4 +44,18 @@ def copies(meta: dict[str, Any]) -> str | None:
     return (
         f"{extra} of the {images['count']} images used hold the same bytes as another one: each copy weighs "
         "again in the statistics; remove the copies to calibrate on each photo once"
+    )
+
+
+def kept_few(kept: Feed | None, seen: int) -> str | None:
+    """A warning where the table keeps fewer samples than it could (SMOKE_SAMPLES, or all seen) because
+    the arrays' shapes differ: a table keeps samples of one shape, and a set model fed the N lines of each
+    page (hunt50: trueocr's reading order) kept 1 of 40, on which convert then made every choice."""
+    rows = 0 if kept is None else feed_rows(kept)
+    if rows >= min(SMOKE_SAMPLES, seen):
+        return None
+    return (
+        f"the table keeps {rows} of the {seen} samples for convert to choose and measure on: a table keeps "
+        "samples of one shape, and the others' shapes differ; convert's figures rest on those, so measure "
+        "the model written with compare --inputs on held-out arrays (or give samples of one shape)"
     )

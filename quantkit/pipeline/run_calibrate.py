@@ -51,7 +51,7 @@ from quantkit.pipeline.calib_chunks import (
     spread,
     spread_positions,
 )
-from quantkit.pipeline.calib_warnings import copies, few, narrow_16_bit_images
+from quantkit.pipeline.calib_warnings import copies, few, kept_few, narrow_16_bit_images
 from quantkit.pipeline.loading import require_quantizable, table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
@@ -261,6 +261,7 @@ def calibrate(
             w
             for w in (
                 few(used, "image" if arrays is None else "sample"),
+                None if arrays is None else kept_few(kept, seen),
                 *(() if arrays is not None else (shortfall(config.images, paths), copies(meta))),
                 None if arrays is not None else narrow_16_bit_images(merged),
             )
