@@ -191,7 +191,8 @@ class ConvertSummary:
     plan: QuantPlan
     fallback: tuple[FallbackStep, ...] = ()
     fallback_start_db: float | None = None
-    fallback_target_db: float = 0.0  # --min-sqnr
+    fallback_target_db: float = 0.0  # --min-sqnr, or --target tensorrt's own target (its whose)
+    fallback_target_whose: str = "--min-sqnr"
     budget: BudgetReport | None = None
     corrections: Corrections | None = None
     notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
@@ -428,7 +429,6 @@ def shrink_record(result: ShrinkResult) -> dict[str, Any]:
 
 def convert_record(summary: ConvertSummary) -> dict[str, Any]:
     """What convert did, as shrink's report.json and ConvertSummary.to_dict give it."""
-    corrections = summary.corrections
     return {
         "opset_before": summary.opset_before,
         "opset_after": summary.opset_after,
@@ -438,7 +438,7 @@ def convert_record(summary: ConvertSummary) -> dict[str, Any]:
         "rebalanced": [{"tensor": r.tensor, "alpha": r.alpha} for r in summary.plan.rebalances],
         "bias_corrected_layers": len(summary.plan.input_means),
         "calibration_sqnr_db": {
-            "plain": corrections.sqnr_plain_db if corrections else None,
+            "plain": summary.corrections.sqnr_plain_db if summary.corrections else None,
             "final": dict(summary.smoke_sqnr_db),
             "samples": summary.samples,
         },

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from quantkit import pipeline
 from quantkit.config import ActivationType, ConvertConfig, Prefer, Runtime, Target
 from quantkit.errors import ConfigError
 from quantkit.evaluate.metrics import sqnr_db
@@ -821,11 +823,11 @@ def test_check_counts_integer_operators_as_quantized_layers(tmp_path: Path) -> N
 
 
 def test_tensorrt_keeps_float_what_its_symmetric_activations_cost_against_uint8(
-    tmp_path: Path, image_dir: Path
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """TensorRT's int8 activations have a zero point of 0: on a ReLU's output half the levels go unused.
-    --target tensorrt keeps layers float (FP16 in the engine) until the output is within PARITY_DB of the
-    same model with uint8 activations, on the calibration samples; `max_float_layers=0` keeps them all."""
+    --target tensorrt keeps layers float (FP16 in the engine) until the output is within PARITY_DB of its
+    plan's uint8 twin, on the calibration samples; `max_float_layers=0` turns that off."""
     from quantkit.pipeline import tensorrt_parity
 
     pure_dir, held_dir = tmp_path / "pure", tmp_path / "held"
@@ -835,23 +837,44 @@ def test_tensorrt_keeps_float_what_its_symmetric_activations_cost_against_uint8(
     held, held_out = quantize(_residual_net(), held_dir, image_dir, ConvertConfig(target=Target.tensorrt))
     said = [n for n in held.notes if n.startswith("--target tensorrt: symmetric int8")]
     assert len(said) == 1 and not any("symmetric int8" in n for n in pure.notes), held.notes
-    start, asymmetric = _two_figures(said[0])
+    figures = re.search(r"measured (\S+) dB .* uint8 ones (\S+) dB; \d layer\(s\) kept float", said[0])
+    assert figures is not None, said[0]
+    start, asymmetric = float(figures[1]), float(figures[2])
     assert held.fallback and held.fallback_start_db == pytest.approx(start, abs=0.01)
     assert held.fallback_target_db == pytest.approx(asymmetric - tensorrt_parity.PARITY_DB, abs=0.01)
+    assert held.fallback_target_whose == "--target tensorrt's target"
     reasons = [r for (op, r), _ in held.float_by_reason.items() if op == "Conv" and "kept float by" in r]
     assert reasons and all("by --target tensorrt's" in r for r in reasons)
     # measured on the images: more accurate than every layer int8, and each kept layer is a Conv less
     floated = check(held_out, Target.tensorrt)
-    assert floated.findings == () and floated.quantized_layers == 4 - len(held.fallback)
+    convs_float = sum(n for (op, _), n in held.float_by_reason.items() if op == "Conv")
+    assert floated.findings == () and floated.quantized_layers == 4 - convs_float < 4
     assert check(pure_out, Target.tensorrt).quantized_layers == 4
     fp32 = held_out.with_name("model.onnx")
     assert output_sqnr(fp32, held_out, image_dir) > output_sqnr(fp32, pure_out, image_dir) + 1.0
+    # the console names whose target it is (not --min-sqnr, which stayed at its 12 dB)
+    table = held_dir / "model.calib.json"
+    argv = ["convert", str(fp32), "-c", str(table), "-o", str(tmp_path / "cli.onnx"), "--target", "tensorrt"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "--target tensorrt's target: output SQNR on calibration samples" in " ".join(out.split())
+    # a --min-sqnr above it is the search's target, in its own words
+    high = ConvertConfig(target=Target.tensorrt, min_sqnr=90.0)
+    above = pipeline.convert(fp32, table, tmp_path / "high.onnx", high)
+    assert above.fallback_target_db == 90.0 and above.fallback_target_whose == "--min-sqnr"
+    assert not any(n.startswith("--target tensorrt: symmetric") for n in above.notes)
+    kept = [r for (_, r), _ in above.float_by_reason.items() if "kept float by" in r]
+    assert kept and all("by --min-sqnr 90" in r for r in kept)
 
 
-def _two_figures(line: str) -> tuple[float, float]:
-    """The two dB figures of the parity note: TensorRT's start and the uint8 model's."""
-    figures = [float(w) for w in line.replace(",", " ").split() if w.replace(".", "", 1).isdigit()]
-    return figures[0], figures[1]
+def test_tensorrt_parity_note_says_when_its_target_was_not_reached() -> None:
+    from quantkit.pipeline.tensorrt_parity import Parity, note
+
+    reached = note(Parity(34.56), 29.0, 34.2, 2)
+    assert "2 layer(s) kept float bring it to 34.20 dB, within 0.5 dB" in reached
+    short = note(Parity(34.56), 29.0, 33.22, 1)
+    assert "1 layer(s) kept float bring it to 33.22 dB, short of 34.06" in short and "within" not in short
+    assert "no layer lifted it by 0.1 dB" in note(Parity(34.56), 29.0, 29.0, 0)
 
 
 def test_tensorrt_parity_applies_to_int8_for_tensorrt_with_the_fallback_on() -> None:
@@ -862,3 +885,7 @@ def test_tensorrt_parity_applies_to_int8_for_tensorrt_with_the_fallback_on() -> 
     assert not applies(ConvertConfig(target=Target.tensorrt, max_float_layers=0))
     assert not applies(ConvertConfig(fp8=True))  # float8's format is another
     assert not applies(ConvertConfig()) and not applies(ConvertConfig(target=Target.openvino))
+    # its reference: the same config with uint8 activations, which TensorRT's own never has
+    twin = ConvertConfig(target=Target.tensorrt).with_uint8_activations()
+    assert twin.target is Target.tensorrt and twin.activations is ActivationType.uint8
+    assert ConvertConfig(target=Target.tensorrt).activations is ActivationType.int8

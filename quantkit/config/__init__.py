@@ -4,6 +4,7 @@ re-exported here); as_enum in config.base."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -181,6 +182,14 @@ class ConvertConfig:
                 raise ConfigError(
                     f"--smoothquant takes auto, off or an alpha in (0, 1); got {self.smoothquant!r}"
                 )
+
+    def with_uint8_activations(self) -> ConvertConfig:
+        """This config with uint8 activations whatever its target: the twin --target tensorrt measures its
+        symmetric int8 against (pipeline.tensorrt_parity), the same plan in the other format. Never a model
+        written: TensorRT has no uint8 Q/DQ, which is why __post_init__ sets int8 for it."""
+        twin = dataclasses.replace(self)
+        object.__setattr__(twin, "activations", ActivationType.uint8)
+        return twin
 
     def to_dict(self) -> dict[str, Any]:
         return {

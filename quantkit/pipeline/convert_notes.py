@@ -31,10 +31,15 @@ def elsewhere(config: ConvertConfig) -> tuple[str, ...]:
     )
 
 
+def quantizes_a_layer(plan: QuantPlan) -> bool:
+    """Whether the plan quantizes a linear layer (COMPUTE_OPS)."""
+    return any(op in COMPUTE_OPS for op in plan.quantized_nodes.values())
+
+
 def nothing_quantized(plan: QuantPlan, timed: bool) -> tuple[str, ...]:
     """The warning where no layer is int8; timed: the speed-aware plan ran (--prefer accuracy undoes
     what it floated; under --prefer accuracy the advice misled: hunt28)."""
-    if any(op in COMPUTE_OPS for op in plan.quantized_nodes.values()):
+    if quantizes_a_layer(plan):
         return ()
     undo = "; --prefer accuracy writes the layers that only timed slower in int8" if timed else ""
     return (
@@ -102,13 +107,21 @@ def inputs_changed(original: onnx.ModelProto, written: onnx.ModelProto, kind: st
     held = {t.name for t in original.graph.initializer}
     before = {i.name: i.type.tensor_type.elem_type for i in original.graph.input if i.name in held}
     after = {i.name: i.type.tensor_type.elem_type for i in written.graph.input}
-    dropped = [name for name in before if name not in after]
+    kept = {t.name for t in written.graph.initializer}
+    dropped = [name for name in before if name not in after and name in kept]
+    gone = [name for name in before if name not in after and name not in kept]
     retyped = [name for name in before if name in after and after[name] != before[name]]
     notes = []
     if dropped:
         notes.append(
             f"{len(dropped)} weight(s) the model lists as inputs (overridable, e.g. {dropped[0]!r}) are "
             "plain weights in the model written: a caller can no longer feed them"
+        )
+    if gone:  # hunt49 B1's CenterFace: its BatchNormalizations folded, the weights read by nothing
+        notes.append(
+            f"{len(gone)} weight(s) the model lists as inputs (overridable, e.g. {gone[0]!r}) are not in "
+            "the model written (quantized, folded into other weights, or read by nothing): a caller can no "
+            "longer feed them"
         )
     if retyped:
         notes.append(

@@ -113,7 +113,9 @@ def _converted(
     corrections = resolved.corrections
     spread = Spread(parallel, inferred, table_path, reference, alphas, rounded)
     shape = None
-    if budget is not None:  # its first trial: the plan convert writes without one
+    if (
+        budget is not None
+    ):  # its first trial: the plan convert writes without one (tensorrt: without its target)
         if config.min_sqnr > 0:
             _, base, first = _search_fallback(
                 inferred, table, config, progress, alphas, cache, reference, measured, spread
@@ -142,12 +144,12 @@ def _converted(
     elif config.min_sqnr == 0:
         plan = make_plan(inferred, table, config, range_cache=cache, alphas=alphas, rounded=rounded)
     else:
-        search_db, by = config.min_sqnr, None
+        by = None
         if tensorrt_parity.applies(config):  # what symmetric int8 costs, bought back with float layers
             parity = tensorrt_parity.measure(
                 inferred, table, config, alphas, rounded, reference, samples, measured
             )
-            if parity.target_db > search_db:
+            if parity is not None and parity.target_db > search_db:
                 search_db, by = parity.target_db, tensorrt_parity.BY
             else:  # --min-sqnr's floor is the higher target (YOLOX-Nano's 12 dB): its search, its words
                 parity = None
@@ -173,7 +175,7 @@ def _converted(
         start_db, plan, steps = _search_fallback(
             inferred, table, guarded, progress, alphas, cache, reference, measured, spread, worst=True
         )
-        parity_note, search_db = (), config.min_sqnr  # the floor's search replaced the one above
+        parity, parity_note, search_db = None, (), config.min_sqnr  # the floor's search replaced it
         reached = steps[-1].sqnr_db if steps else start_db
         guarded_note = (
             f"the {INT8_FLOOR_DB:g} dB floor judges each output: the worst measured {worst_db:.2f} dB on the "
@@ -195,7 +197,7 @@ def _converted(
         if refined is not None:
             plan, quantized = refined.plan, refined.model
     speed_plan = refined.report if refined is not None else shape.report if shape is not None else None
-    if not any(op in COMPUTE_OPS for op in plan.quantized_nodes.values()):  # hunt49 C1: --max-drop floated
+    if not convert_notes.quantizes_a_layer(plan):  # hunt49 C1: --max-drop floated
         speed_plan = None  # every layer: the INT8 plan's speed line spoke of a model not written
     floor = Floor(
         INT8_FLOOR_DB,
@@ -277,6 +279,7 @@ def _converted(
         fallback=tuple(steps),
         fallback_start_db=start_db,
         fallback_target_db=search_db,
+        fallback_target_whose="--min-sqnr" if parity is None else tensorrt_parity.WHOSE,
         budget=budget_report,
         corrections=corrections,
         target_findings=checked,

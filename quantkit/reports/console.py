@@ -90,7 +90,8 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     for note in summary.notes:
         lines.append(f"{note}\n")
     if summary.fallback_start_db is not None:
-        lines.append(fallback_steps(summary.fallback, summary.fallback_start_db, summary.fallback_target_db))
+        start, target = summary.fallback_start_db, summary.fallback_target_db
+        lines.append(fallback_steps(summary.fallback, start, target, summary.fallback_target_whose))
         refined = summary.speed_plan is not None and summary.speed_plan.refined_speedup is not None
         lines.append(" (before the speed-aware plan below)\n" if refined else "\n")
     if summary.budget is not None:

@@ -159,15 +159,18 @@ def runtime_line(result: ComparisonResult) -> str | None:
     return line
 
 
-def fallback_steps(steps: Sequence[FallbackStep], start_db: float, target_db: float) -> str:
+def fallback_steps(
+    steps: Sequence[FallbackStep], start_db: float, target_db: float, whose: str = "--min-sqnr"
+) -> str:
     """'--min-sqnr: output SQNR on calibration samples 7.2 dB -> 8.19 dB with Conv.0 (Conv) in float ->
     ...': the SQNR before and after each step of the fallback; the layers of a block kept float together
     (planner.fallback_blocks: one figure for all) in one step. With no step, whether start_db met
-    target_db (hunt44: 13.9 dB below --min-sqnr 20 read 'at least --min-sqnr')."""
-    said = [f"--min-sqnr: output SQNR on calibration samples {decibels(start_db)}"]
+    target_db (hunt44: 13.9 dB below --min-sqnr 20 read 'at least --min-sqnr'). whose: the target's
+    name (--target tensorrt sets one of its own, pipeline.tensorrt_parity)."""
+    said = [f"{whose}: output SQNR on calibration samples {decibels(start_db)}"]
     if not steps:
-        below = f" (below --min-sqnr {target_db:g})"
-        return said[0] + (" (at least --min-sqnr: nothing kept float)" if start_db >= target_db else below)
+        below = f" (below {whose} {target_db:g})"
+        return said[0] + (f" (at least {whose}: nothing kept float)" if start_db >= target_db else below)
     for db, group in itertools.groupby(steps, key=lambda step: step.sqnr_db):
         block = list(group)
         first = f"{block[0].node} ({block[0].op_type})"
