@@ -227,6 +227,14 @@ def test_the_fallback_search_ends_its_step_when_it_stops_early(
     pipeline.convert(cnn, table, tmp_path / "q.onnx", ConvertConfig(min_sqnr=1.0), progress=progress)
     total, done = steps["measuring each layer's recovery"]
     assert total > 0 and done == total, steps
+    # hunt50 C1: an 88 MB ISNet spent 7 minutes under "converting, 0 of 4" with nothing named: the FP32
+    # reference and the corrections' choice are steps of their own, each ended
+    for label in ("running FP32 on the table's samples", "choosing the corrections: range cap, rebalancing"):
+        (total, done), *others = [counts for name, counts in steps.items() if name.startswith(label)]
+        assert not others and total > 0 and done == total, steps
+    steps.clear()
+    pipeline.convert(cnn, table, tmp_path / "b.onnx", ConvertConfig(bias_correction=False), progress=progress)
+    assert all(done == total for total, done in steps.values()), steps
 
 
 def test_convert_in_a_log_beats_and_keeps_stdout_clean(

@@ -105,10 +105,15 @@ def _converted(
     budget_report = None
     cache: dict[str, tuple[float, float]] = {}
     samples = table_samples(table, prepared)
+    running = progress("running FP32 on the table's samples", 1)
     reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
+    running(1)
     measured = fallback.SqnrMemo()  # models built again (the floor's second search) are not run again
     requested = config
-    resolved = corrections_choice.resolve(inferred, table, config, reference, cache, measured)
+    choosing = progress(
+        "choosing the corrections: range cap, rebalancing, rounding, bias", corrections_choice.PHASES
+    )
+    resolved = corrections_choice.resolve(inferred, table, config, reference, cache, measured, choosing)
     config, alphas, rounded = resolved.config, resolved.alphas, resolved.rounded
     corrections = resolved.corrections
     spread = Spread(parallel, inferred, table_path, reference, alphas, rounded)
