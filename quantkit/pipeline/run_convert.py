@@ -118,9 +118,8 @@ def _converted(
     corrections = resolved.corrections
     spread = Spread(parallel, inferred, table_path, reference, alphas, rounded)
     shape = None
-    if (
-        budget is not None
-    ):  # its first trial: the plan convert writes without one (tensorrt: without its target)
+    # --max-drop's first trial: the plan convert writes without one (for tensorrt, without its target)
+    if budget is not None:
         if config.min_sqnr > 0:
             _, base, first = _search_fallback(
                 inferred, table, config, progress, alphas, cache, reference, measured, spread
