@@ -57,16 +57,18 @@ def subnormal_weights(model: onnx.ModelProto) -> tuple[int, int]:
 
 def flushed(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """(a copy of `model` with its subnormal float32 weights set to zero, how many; `model` itself where it
-    holds none). The change is below float32's precision: PFLD's outputs were the same bit for bit."""
-    if not subnormal_weights(model)[0]:
+    holds none). The change is below float32's precision: PFLD's outputs were the same bit for bit. Only
+    the weights holding some are decoded again, in the copy (_weights lists them in `model`'s order)."""
+    holding = {k for k, tensor in enumerate(_weights(model)) if _tiny(numpy_helper.to_array(tensor)).any()}
+    if not holding:
         return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
     count = 0
-    for tensor in _weights(out):
-        values = numpy_helper.to_array(tensor)
-        tiny = _tiny(values)
-        if tiny.any():
+    for k, tensor in enumerate(_weights(out)):
+        if k in holding:
+            values = numpy_helper.to_array(tensor)
+            tiny = _tiny(values)
             count += int(np.count_nonzero(tiny))
             tensor.CopyFrom(numpy_helper.from_array(np.where(tiny, np.float32(0), values), tensor.name))
     return out, count
