@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import onnx
 from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper, numpy_helper, version_converter
@@ -20,7 +19,7 @@ from quantkit.graph.contrib_types import inferred_types
 from quantkit.graph.file_kinds import checker_refusal, newer_opset, no_graph, not_onnx
 from quantkit.graph.finite_weights import check_finite_weights
 from quantkit.graph.legacy_ops import FREE_INITIALIZERS_IR, write_out
-from quantkit.graph.query import function_nodes
+from quantkit.graph.query import INTEGER_TYPES, function_nodes
 from quantkit.graph.toposort import passes_sorted
 from quantkit.results import InputSpec
 
@@ -372,10 +371,8 @@ def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPE
             "with that dimension dynamic (a name) or at its size"
         )
     shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
-    integer = np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(kind), np.integer)
-    return InputSpec(
-        value.name, shape, kind == onnx.TensorProto.UINT8, integer and kind != onnx.TensorProto.UINT8
-    )
+    pixels = kind == onnx.TensorProto.UINT8
+    return InputSpec(value.name, shape, pixels, kind in INTEGER_TYPES and not pixels)
 
 
 def serialize(model: onnx.ModelProto) -> bytes:
