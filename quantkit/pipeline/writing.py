@@ -126,10 +126,10 @@ def measurement_notes(
     nor the note of a squashed figure far above its logits', sample_figures.saturated_note).
     reference: FP32's measured tensors on samples (fallback.measured_reference); flushed: the subnormal
     weights were flushed in what was converted and timed (graph.subnormal.flushed): no warning."""
-    slow = tuple(
-        w for w in (None if flushed else subnormal_warning(loaded),) if w
-    )  # synthetic inputs vary too little to judge:
+    subnormal = None if flushed else subnormal_warning(loaded)
+    slow: tuple[str, ...] = (subnormal,) if subnormal else ()
     measured = OutputNoise()  # each measured tensor's noise on the samples, from steady_outputs' run
+    # synthetic inputs vary too little to judge:
     slow += () if synthetic else steady_outputs(converted, reference, samples, measured)
     ordered = selection_ordered(model)
     scored = sorted(
