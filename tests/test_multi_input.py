@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -313,19 +314,25 @@ def test_a_text_line_model_calibrates_and_compares_on_arrays_of_any_width(
     widths = [24, 24, 40, 16, 40, 24, 32, 48, 16, 24]
     for k, width in enumerate(widths):
         np.save(folder / f"s{k:02d}.npy", g.uniform(-0.5, 0.5, (1, 8, width)).astype(np.float32))
-    table = tmp_path / "line.calib.json"
+    _, meta, compared = _through_arrays(model, folder, capsys, "--to", "int8")
+    assert meta["inputs"]["count"] == len(widths) and meta["inputs"]["sample_shape"] == [1, 8, 24]
+    assert compared["images"] == len(widths)
+
+
+def _through_arrays(model: Path, folder: Path, capsys: Capsys, *flags: str) -> tuple[str, Any, Any]:
+    """calibrate --inputs on `folder`, convert (with `flags`) and compare --inputs on it again, each asserted
+    to exit 0: (calibrate's stderr, the table's meta, compare's JSON)."""
+    table = model.with_suffix(".calib.json")
     code, _, err = run(["calibrate", str(model), "--inputs", str(folder), "-o", str(table)], capsys)
     assert code == 0, err
-    meta = json.loads(table.read_text())["meta"]
-    assert meta["inputs"]["count"] == len(widths) and meta["inputs"]["sample_shape"] == [1, 8, 24]
-    out = tmp_path / "line.int8.onnx"
-    code, _, err = run(["convert", str(model), "--to", "int8", "-c", str(table), "-o", str(out)], capsys)
-    assert code == 0, err
-    report = tmp_path / "cmp.json"
+    out = model.with_suffix(".int8.onnx")
+    code, _, converted = run(["convert", str(model), *flags, "-c", str(table), "-o", str(out)], capsys)
+    assert code == 0, converted
+    report = model.with_suffix(".cmp.json")
     argv = ["compare", str(model), str(out), "--inputs", str(folder), "--runs", "0", "--json", str(report)]
-    code, _, err = run(argv, capsys)
-    assert code == 0, err
-    assert json.loads(report.read_text())["images"] == len(widths)
+    code, _, compared = run(argv, capsys)
+    assert code == 0, compared
+    return err, json.loads(table.read_text())["meta"], json.loads(report.read_text())
 
 
 def test_a_set_model_whose_outputs_change_size_from_sample_to_sample(tmp_path: Path, capsys: Capsys) -> None:
@@ -352,23 +359,11 @@ def test_a_set_model_whose_outputs_change_size_from_sample_to_sample(tmp_path: P
     lines = [16, 3, 7, 12, 5, 9, 4, 11, 6, 8]
     for k, count in enumerate(lines):
         np.savez(folder / f"p{k:02d}.npz", feats=g.normal(0, 1, (1, count, 16)).astype(np.float32))
-    table = tmp_path / "order.calib.json"
-    code, _, err = run(["calibrate", str(model), "--inputs", str(folder), "-o", str(table)], capsys)
-    assert code == 0, err
+    err, meta, compared = _through_arrays(model, folder, capsys, "--prefer", "accuracy")
     assert "internal error" not in err and "the same on all" not in err
     said = "warning: the table keeps 1 of the 10 samples for convert to choose and measure on: a table keeps "
     assert said + "samples of one shape, and the others' shapes differ" in " ".join(err.split())
-    assert json.loads(table.read_text())["meta"]["inputs"]["count"] == len(lines)
-    out = tmp_path / "order.int8.onnx"
-    code, _, err = run(
-        ["convert", str(model), "--prefer", "accuracy", "-c", str(table), "-o", str(out)], capsys
-    )
-    assert code == 0, err
-    report = tmp_path / "cmp.json"
-    argv = ["compare", str(model), str(out), "--inputs", str(folder), "--runs", "0", "--json", str(report)]
-    code, _, err = run(argv, capsys)
-    assert code == 0, err
-    compared = json.loads(report.read_text())
+    assert meta["inputs"]["count"] == len(lines)
     assert compared["images"] == len(lines) and compared["outputs"][0]["sqnr_db"] > 20.0
 
 
