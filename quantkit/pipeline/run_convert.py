@@ -167,11 +167,6 @@ def _converted(
     worst_db = fallback.output_sqnr(runnable(quantized, config), reference, samples, measured, worst=True)
     guarded_note: tuple[str, ...] = ()
     floor_kept: tuple[str, ...] = ()
-    parity_note = (
-        (tensorrt_parity.note(parity, start_db, steps[-1].sqnr_db if steps else start_db, len(steps)),)
-        if parity is not None and start_db is not None and start_db < parity.target_db
-        else ()  # the ViT's symmetric activations measured above its uint8 ones: nothing to say
-    )
     if budget is None and not worst_db >= INT8_FLOOR_DB:
         # broken, not coarse: keep layers float until it works, however many that takes
         layers = sum(n.op_type in COMPUTE_OPS for n in inferred.graph.node)
@@ -179,7 +174,7 @@ def _converted(
         start_db, plan, steps = _search_fallback(
             inferred, table, guarded, progress, alphas, cache, reference, measured, spread, worst=True
         )
-        parity, parity_note, search_db = None, (), config.min_sqnr  # the floor's search replaced it
+        parity, search_db = None, config.min_sqnr  # the floor's search replaced the target's
         reached = steps[-1].sqnr_db if steps else start_db
         guarded_note = (
             f"the {INT8_FLOOR_DB:g} dB floor judges each output: the worst measured {worst_db:.2f} dB on the "
@@ -187,6 +182,11 @@ def _converted(
             "--min-sqnr figures above are the worst output's)",
         )
         quantized = quantized_model(inferred, plan, config)
+    parity_note = (
+        (tensorrt_parity.note(parity, start_db, steps[-1].sqnr_db if steps else start_db, len(steps)),)
+        if parity is not None and start_db is not None and start_db < parity.target_db
+        else ()  # the ViT's symmetric activations measured above its uint8 ones: nothing to say
+    )
     emulated = runnable(quantized, config) is not quantized  # bfloat16: an emulation's speed is not its own
     timed = speed_step.timed(config, quantized)
     refined: speed_refine.Refined | None = None
