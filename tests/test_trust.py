@@ -418,6 +418,25 @@ def test_bgr_is_not_recorded_for_a_grey_input(tmp_path: Path) -> None:
     assert grey.channels == 1 and not grey.bgr
 
 
+def test_compare_with_squash_flags_on_a_model_recorded_with_a_pad(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """Every table records a pad (114 by default), also under --resize squash: compare given --resize
+    squash merged it back in and refused "--pad ... --resize squash has none" where no --pad was given
+    (the zoo's compares of 13 models, session 40). A --pad given with squash is still refused."""
+    table = tmp_path / "t.json"
+    squash = ["--resize", "squash", "--mean", "127.5", "--std", "128"]
+    code, _, err = run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table), *squash], capsys)
+    assert code == 0, err
+    out = tmp_path / "i.onnx"
+    assert run(["convert", str(cnn), "-c", str(table), "-o", str(out), "-q"], capsys)[0] == 0
+    argv = ["compare", str(cnn), str(out), "--images", str(image_dir), *FAST, *squash]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    code, _, err = run([*argv, "--pad", "0"], capsys)
+    assert_one_line_error(code, err, "--pad fills a letterbox's border; --resize squash has none")
+
+
 def test_compare_json_to_stdout_and_quiet_without_output(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

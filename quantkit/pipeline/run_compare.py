@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from quantkit import runtime_openvino
-from quantkit.config import CompareConfig, LatencyConfig, Preprocess, PreprocessOptions, Runtime
+from quantkit.config import CompareConfig, LatencyConfig, Preprocess, PreprocessOptions, ResizeMode, Runtime
 from quantkit.data import ArrayStream, Sample, sample_side
 from quantkit.errors import (
     ConfigError,
@@ -424,6 +424,9 @@ def over_recorded(
     def kept(name: str, value: Any) -> Any:
         return getattr(options, name) if name in given else value
 
+    # the recorded pad (every table records one) only under a letterbox: `compare --resize squash` on a
+    # letterboxed model was refused as "--pad with --resize squash", --pad never given (zoo, session 40)
+    boxed = kept("resize", recorded.resize) in (ResizeMode.letterbox, ResizeMode.letterbox_center)
     return resolve_preprocess(
         PreprocessOptions(
             preset=options.preset,
@@ -432,7 +435,7 @@ def over_recorded(
             bgr=kept("bgr", recorded.bgr),
             resize=kept("resize", recorded.resize),
             input_size=kept("input_size", (recorded.height, recorded.width)),
-            pad=kept("pad", recorded.pad),
+            pad=kept("pad", recorded.pad if boxed else None),
         ),
         spec,
     )
