@@ -60,6 +60,7 @@ from quantkit.planner.targets import (
     unified,
     with_exact_folds,
 )
+from quantkit.planner.tensorrt_shift import one_sided, shiftable, shifted
 from quantkit.results import (
     CalibrationTable,
     QuantParams,
@@ -155,6 +156,9 @@ def _decide(
     if config.smoothquant == "auto":
         for tensor in _integer_written(state):
             candidates.pop(tensor, None)
+    if config.target is Target.tensorrt and not config.fp8:
+        for tensor in _shifted_instead(state, candidates):
+            del candidates[tensor]
     rebalancer = Rebalancer(
         index, table, config, {**state.quantized, **scaled}, dict(state.folds), candidates, tied
     )
@@ -190,6 +194,21 @@ def _planned(
     propagate(state)
     drop_unread_outputs(state)
     return state
+
+
+def _shifted_instead(state: Planning, candidates: Mapping[str, QuantParams]) -> list[str]:
+    """The one-sided tensors --target tensorrt shifts onto its symmetric grid (planner.tensorrt_shift):
+    rebalancing one behind a Mul it inserts (a ReLU6 output) would leave it unshifted. Measured on
+    MobileNetV2 (500 held-out imagenet-dev photos): 21.2 dB with 21 ReLU6 outputs rebalanced and none
+    shifted, 23.0 dB with them shifted instead."""
+    weighted = {w.node for w in state.weights if w.kind == "weight"}
+    return [
+        t
+        for t in sorted(candidates)
+        if t in state.table.stats  # a constant operand's params have none
+        and shiftable(state.index, state.quantized, t, weighted)
+        and one_sided(*state.range_of(t))
+    ]
 
 
 def _integer_written(state: Planning) -> list[str]:
@@ -235,7 +254,7 @@ def _plan_of(state: Planning, activations: dict[str, QuantParams], rebalances: l
         placed = unified(for_tensorrt(decided, index, "OpenVINO"), index, state.config.concat_range_ratio)
         return signed_inputs(with_exact_folds(hoisted(placed, index), decided), index)
     placed = for_tensorrt(decided, index)
-    return for_fp8(placed, state.table) if state.config.fp8 else placed  # fp8 implies tensorrt
+    return for_fp8(placed, state.table) if state.config.fp8 else shifted(placed, index)  # fp8: tensorrt's
 
 
 def _input_means(state: Planning, rebalances: list[Rebalance]) -> dict[str, np.ndarray]:
