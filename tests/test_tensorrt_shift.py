@@ -67,16 +67,20 @@ def _shift_adds(model: onnx.ModelProto) -> dict[str, float]:
 
 
 def _float_twin(written: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:
-    """The original float model with each Conv's weight replaced by the written model's dequantized one."""
+    """The original float model with each weight replaced by the written model's dequantized one."""
     inits = {i.name: numpy_helper.to_array(i) for i in written.graph.initializer}
     writers = {o: n for n in written.graph.node for o in n.output}
     twin = onnx.ModelProto()
     twin.CopyFrom(original)
     by_name = {i.name: i for i in twin.graph.initializer}
-    for conv in (n for n in written.graph.node if n.op_type == "Conv"):
-        dq = writers[conv.input[1]]
-        value = dequantize(inits[dq.input[0]], inits[dq.input[1]], inits[dq.input[2]], 0)
-        name = next(n.input[1] for n in original.graph.node if n.name == conv.name)
+    layers = {n.name: n for n in original.graph.node}
+    for node in written.graph.node:
+        dq = writers.get(node.input[1]) if len(node.input) > 1 else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+            continue
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        value = dequantize(inits[dq.input[0]], inits[dq.input[1]], inits[dq.input[2]], axis)
+        name = layers[node.name].input[1]
         by_name[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
     return twin
 
@@ -127,6 +131,49 @@ def test_relu_outputs_read_by_unpadded_convs_are_shifted_and_the_biases_absorb_i
     want = _run(_float_twin(written, original), x)
     got = _run(_without_activation_qdq(written), x)
     assert sqnr_db(float(np.sum(want**2)), float(np.sum((got - want) ** 2))) > 100.0
+
+
+def _head_net() -> onnx.ModelProto:
+    """x -> Conv 1x1 -> Relu -> GlobalAveragePool -> Flatten -> f -> Gemm (transB, alpha 0.5, beta 2)
+    -> Relu -> h -> MatMul -> Add(bias) -> y: a classifier's head, f and h one-sided."""
+    g = np.random.default_rng(9)
+    p0 = conv_params(16, 3, 1, seed=10)
+    inits = {
+        "w0": p0["w"],
+        "b0": p0["b"],
+        "wg": g.normal(0, 0.3, (12, 16)).astype(np.float32),
+        "cg": g.normal(0, 0.1, (12,)).astype(np.float32),
+        "wm": g.normal(0, 0.3, (12, 5)).astype(np.float32),
+        "bm": g.normal(0, 0.1, (1, 5)).astype(np.float32),
+    }
+    nodes = [
+        N("Conv", ["x", "w0", "b0"], ["c0"], name="conv0"),
+        N("Relu", ["c0"], ["a"], name="relu0"),
+        N("GlobalAveragePool", ["a"], ["p"], name="pool"),
+        N("Flatten", ["p"], ["f"], name="flatten"),
+        N("Gemm", ["f", "wg", "cg"], ["e"], name="gemm", transB=1, alpha=0.5, beta=2.0),
+        N("Relu", ["e"], ["h"], name="relu1"),
+        N("MatMul", ["h", "wm"], ["m"], name="matmul"),
+        N("Add", ["m", "bm"], ["y"], name="bias"),
+    ]
+    model = make_model(nodes, inits)
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 5]))
+    return model
+
+
+def test_a_gemm_and_a_matmul_with_its_bias_add_absorb_a_shift_exactly(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    original = _head_net()
+    _, out = quantize(original, tmp_path, image_dir, TRT)
+    written = onnx.load(str(out))
+    assert sorted(_shift_adds(written)) == ["f_prequant", "h_prequant"]
+    x = np.random.default_rng(1).uniform(-2, 2, (2, 3, 16, 16)).astype(np.float32)
+    want = _run(_float_twin(written, original), x)
+    got = _run(_without_activation_qdq(written), x)
+    assert sqnr_db(float(np.sum(want**2)), float(np.sum((got - want) ** 2))) > 100.0
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
 def test_the_shift_buys_back_the_bit_symmetric_int8_spends_on_a_relu_output(

@@ -22,6 +22,7 @@ from quantkit.graph.augment import hard_params
 from quantkit.graph.naming import Namer
 from quantkit.graph.pole_reads import float_pole_reads
 from quantkit.graph.query import GraphIndex, drop_unread_initializers, subgraph_inputs, topological_order
+from quantkit.graph.shift_rewrite import shifted_pair
 from quantkit.graph.smoothquant_rewrite import apply_rebalances
 from quantkit.qmath.fp8 import FLOAT8, per_channel_fp8
 from quantkit.qmath.params import (
@@ -171,7 +172,7 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
         if index.is_constant(tensor):
             continue
         if tensor in plan.shifts:
-            _shifted_pair(rewriter, index, tensor, params, plan.shifts[tensor])
+            shifted_pair(rewriter, index, tensor, params, plan.shifts[tensor])
         elif tensor in index.graph_inputs:
             dq = rewriter.namer.fresh(f"{tensor}_dequantized")
             for consumer, position in index.consumers[tensor]:
@@ -195,37 +196,6 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
     rewriter.new_nodes += float_pole_reads([*out.graph.node, *rewriter.new_nodes], rewriter.namer)
     _finish(out, rewriter.new_nodes)
     return out
-
-
-def _shifted_pair(
-    rewriter: _Rewriter, index: GraphIndex, tensor: str, params: QuantParams, shift: float
-) -> None:
-    """producer -> tensor + shift -> Q -> DQ -> every reader (a Conv without padding, planner.tensorrt_shift),
-    each reader's float bias lowered by shift * sum(W_q[o]) over its dequantized weight: the same output."""
-    producer = index.producer[tensor]
-    pre = rewriter.namer.fresh(f"{tensor}_prequant")
-    producer.output[list(producer.output).index(tensor)] = pre
-    offset = rewriter.add_initializer(f"{tensor}_shift", np.asarray(shift, np.float32))
-    moved = rewriter.namer.fresh(f"{tensor}_shifted")
-    rewriter.new_nodes.append(
-        helper.make_node("Add", [pre, offset], [moved], name=rewriter.namer.fresh(f"{tensor}_Shift"))
-    )
-    read = rewriter.namer.fresh(f"{tensor}_shifted_dequantized")
-    rewriter.qdq_pair(moved, read, tensor, params)
-    initializers = {i.name: i for i in rewriter.graph.initializer}
-    for node, position in index.consumers[tensor]:
-        node.input[position] = read
-        _, q, _, axis, _ = rewriter.weight_dq[node.name]
-        scale = along_axis(rewriter.weight_scales[node.name].astype(np.float64), q.ndim, axis)
-        weight = q.astype(np.float64) * scale  # [O, C/g, k...]
-        absorbed = shift * weight.reshape(weight.shape[0], -1).sum(axis=1)  # [O]
-        has_bias = len(node.input) > 2 and bool(node.input[2])
-        bias = numpy_helper.to_array(initializers[node.input[2]]).astype(np.float64) if has_bias else 0.0
-        name = rewriter.add_initializer(f"{node.name}_bias_shifted", (bias - absorbed).astype(np.float32))
-        if len(node.input) > 2:
-            node.input[2] = name
-        else:
-            node.input.append(name)
 
 
 def _fold(model: onnx.ModelProto, folds: dict[str, str]) -> dict[str, float]:
