@@ -889,3 +889,30 @@ def test_tensorrt_parity_applies_to_int8_for_tensorrt_with_the_fallback_on() -> 
     twin = ConvertConfig(target=Target.tensorrt).with_uint8_activations()
     assert twin.target is Target.tensorrt and twin.activations is ActivationType.uint8
     assert ConvertConfig(target=Target.tensorrt).activations is ActivationType.int8
+
+
+def test_a_layer_with_a_float_weight_is_not_counted_quantized(tmp_path: Path) -> None:
+    """hunt51 B1: check counted a Conv whose input came through a DequantizeLinear but whose weight was
+    float as quantized (YuNet: 53 of 53 where onnxruntime ran 6 in float, as convert's table said)."""
+    g = np.random.default_rng(0)
+    constants = {
+        "s": np.array(0.02, np.float32),
+        "z": np.array(128, np.uint8),
+        "w1q": np.round(g.normal(0, 0.2, (8, 3, 3, 3)) / 0.01).astype(np.int8),
+        "w1s": np.full(8, 0.01, np.float32),
+        "w1z": np.zeros(8, np.int8),
+        "w2": g.normal(0, 0.2, (4, 8, 3, 3)).astype(np.float32),
+    }
+    nodes = [
+        N("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q0"),
+        N("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq0"),
+        N("DequantizeLinear", ["w1q", "w1s", "w1z"], ["w1d"], name="dqw", axis=0),
+        N("Conv", ["xd", "w1d"], ["c1"], name="int8_conv", pads=[1, 1, 1, 1]),
+        N("QuantizeLinear", ["c1", "s", "z"], ["c1q"], name="q1"),
+        N("DequantizeLinear", ["c1q", "s", "z"], ["c1d"], name="dq1"),
+        N("Conv", ["c1d", "w2"], ["y"], name="float_conv", pads=[1, 1, 1, 1]),
+    ]
+    path = save(make_model(nodes, constants), tmp_path / "half.onnx")
+    for target in (Target.ort_cpu, Target.tensorrt, Target.openvino):
+        report = check(path, target)
+        assert (report.quantized_layers, report.layers) == (1, 2), target

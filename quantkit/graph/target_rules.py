@@ -7,6 +7,8 @@ runtime.optimized_graph returns. The rules and their sources are in quantkit/doc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 from onnx import TensorProto
@@ -316,14 +318,25 @@ def quantized_layers(
     model: onnx.ModelProto, through: bool = False, operators: bool = True
 ) -> tuple[int, int]:
     """(weighted layers, those whose data input comes from a DequantizeLinear, with `through` possibly
-    through ops that commute with it as OpenVINO reads them, or that are integer operators; with
-    `operators` False those count as layers, not quantized ones: TensorRT parses none)."""
+    through ops that commute with it as OpenVINO reads them, and whose weight does too (a float weight:
+    the layer runs in float on a dequantized input, hunt51 B1: a YuNet's 6 head Convs kept float counted
+    quantized), or that are integer operators; with `operators` False those count as layers, not
+    quantized ones: TensorRT parses none)."""
     index = GraphIndex(model)
     layers = [n for n in index.nodes if n.op_type in WEIGHTED_OPS]
     integer = sum(n.op_type in INTEGER_LAYER_OPS for n in index.nodes)
     quantized = _dequantized_through if through else _from_dq
     counted = integer if operators else 0
-    return len(layers) + integer, sum(quantized(index, n.input[0]) for n in layers) + counted
+    return len(layers) + integer, sum(_runs_integer(index, n, quantized) for n in layers) + counted
+
+
+def _runs_integer(
+    index: GraphIndex, node: onnx.NodeProto, dequantized: Callable[[GraphIndex, str], bool]
+) -> bool:
+    """Its data input is `dequantized` and so is its second input (a weight or an activation), where it
+    has one."""
+    second = node.input[1] if len(node.input) > 1 else ""
+    return dequantized(index, node.input[0]) and (not second or dequantized(index, second))
 
 
 def _quantized_layer(index: GraphIndex, node: onnx.NodeProto) -> bool:
