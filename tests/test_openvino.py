@@ -192,3 +192,35 @@ def test_linear_nodes_names_each_layer_also_by_the_bias_and_output_openvino_may_
         "out": "fc",
         "y": "fc",
     }
+
+
+def test_a_port_is_named_by_the_models_declared_output() -> None:
+    """OpenVINO may name an output port after the tensor before an op it moved (YuNet's cls_8 =
+    Sigmoid(Reshape(...)) came back as '291': hunt51 A1, a KeyError in convert --target openvino)."""
+    from quantkit.runtime_openvino import port_name
+
+    assert port_name({"291", "cls_8"}, "291", ["cls_8", "obj_8"]) == "cls_8"
+    assert port_name({"y"}, "y", ["y"]) == "y"
+    assert port_name({"internal"}, "internal", ["y"]) == "internal"  # nothing declared: its own name
+
+
+def test_an_output_openvino_renames_keeps_its_onnx_name(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from quantkit.runtime_openvino import OpenVinoSession
+
+    p = conv_params(1, 3, 3, seed=3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Transpose", ["c"], ["t"], name="transpose", perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["t", "shape"], ["291"], name="reshape"),
+        helper.make_node("Sigmoid", ["291"], ["cls_8"], name="sigmoid"),
+    ]
+    shape = np.array([1, -1, 1], np.int64)
+    model = save(
+        make_model(nodes, {**p, "shape": shape}, output="cls_8", input_shape=(1, 3, 16, 16)),
+        tmp_path / "m.onnx",
+    )
+    session = OpenVinoSession(model)
+    assert session.output_names == ["cls_8"]
+    x = np.random.default_rng(4).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    assert session.run(x)["cls_8"].shape == (1, 256, 1)

@@ -933,3 +933,30 @@ def test_a_calibration_on_few_images_says_so_and_convert_counts_its_one_sample(
     again = ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(tmp_path / "t.json")]
     code, _, err = run(again, capsys)
     assert code == 0 and "calibrated on" not in err  # 24 images: no warning
+
+
+def test_convert_writes_nothing_when_a_check_after_the_plan_fails(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model was written before the target's checks and the measurement notes: OpenVINO's gap check
+    failing on a renamed output (hunt51 A1) exited 2 with the file left behind."""
+    from quantkit import pipeline
+    from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
+    from quantkit.pipeline import run_convert
+
+    src = tiny_cnn(tmp_path / "cnn.onnx")
+    table = tmp_path / "cnn.calib.json"
+    pipeline.calibrate(src, table, CalibrateConfig(images=ImageSelection(image_dir)))
+
+    def fails(*_: object) -> tuple[object, ...]:
+        raise RuntimeError("the check after the plan")
+
+    monkeypatch.setattr(run_convert, "target_findings", fails)
+    out = tmp_path / "cnn.int8.onnx"
+    with pytest.raises(RuntimeError, match="the check after the plan"):
+        pipeline.convert(src, table, out, ConvertConfig())
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "cnn.calib.json",
+        "cnn.calib.npz",
+        "cnn.onnx",
+    ]

@@ -252,8 +252,6 @@ def _converted(
         speed, corrections, speed_plan = None, None, None  # every op float: none was kept float for speed
         if budget_report is not None:  # its choice is not the model written: say so beside it
             budget_report = dataclasses.replace(budget_report, not_written=f"every layer is float: {why}")
-    write_set(stored)  # once nothing is left to decide: an interrupted convert leaves no file
-    advance(1)
     summary = _convert_summary(inferred, plan, model_path, sum(len(d) for _, d in stored), prepared, smoke)
     checked = target_findings(int8, model_io.infer_shapes(int8), config.target)
     if config.target is Target.openvino:
@@ -264,6 +262,10 @@ def _converted(
         inferred, run_int8, reference, samples, smoke, itself, model, flushed=True
     )
     none = convert_notes.nothing_quantized(plan, timed)
+    # once nothing is left to decide or measure: an interrupted convert, or one that fails in the target's
+    # checks (hunt51 A1: OpenVINO's, with the model already written), leaves no file
+    write_set(stored)
+    advance(1)
     return dataclasses.replace(
         summary,
         notes=summary.notes
