@@ -517,6 +517,11 @@ def test_an_input_size_the_model_cannot_take_says_so(
     assert "onnxruntime_src" not in err and "[ONNXRuntimeError]" not in err and not table.exists()
     assert "converted from opset" not in err
     assert run([*argv, "16x16"], capsys)[0] == 0
+    # convert --to fp16 draws its synthetic inputs at that size: the same words (hunt51 C1)
+    out = tmp_path / "m.fp16.onnx"
+    code, _, err = run(["convert", str(src), "--to", "fp16", "-o", str(out), "--input-size", "15x15"], capsys)
+    assert_one_line_error(code, err, "the model may not take 15x15 inputs")
+    assert not out.exists()
 
 
 def test_onnxruntimes_reason_keeps_its_words_and_drops_its_source_file() -> None:

@@ -38,6 +38,7 @@ from quantkit.pipeline.loading import (
     table_samples,
 )
 from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.run_calibrate import size_hint
 from quantkit.pipeline.writing import (
     BF16_FLOOR_DB,
     BF16_SYNTHETIC_FLOOR_DB,
@@ -79,7 +80,13 @@ def convert_float16(
     does not admit, weights beyond its range, activations beyond its range on the samples (the table's,
     else synthetic) and nodes onnxruntime (or onnx.checker) refuses in it stay float32."""
     with lean_sessions(False):  # on once the samples' activations turn out large (graph.augment)
-        return _converted(model_path, table_path, output, config, progress)
+        try:
+            return _converted(model_path, table_path, output, config, progress)
+        except ModelError as exc:  # hunt51 C1: YuNet at 300x300 failed in a broadcast of 36 by 37
+            hinted = size_hint(exc, config.input_size if table_path is None else None)
+            if hinted is exc:
+                raise
+            raise hinted from exc
 
 
 def _converted(
