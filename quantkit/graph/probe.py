@@ -47,12 +47,18 @@ class _Probe:
         self.added.append(node)
         return out
 
-    def fake_quant(self, tensor: str, params: QuantParams) -> str:
-        """DQ(Q(tensor)) with per-tensor params."""
+    def fake_quant(self, tensor: str, params: QuantParams, shift: float = 0.0) -> str:
+        """DQ(Q(tensor)) with per-tensor params; shift c: DQ(Q(tensor + c)) - c, the value a reader of a
+        shifted tensor computes with once its bias has absorbed c (planner.tensorrt_shift)."""
         scale = self.constant(f"{tensor}_probe_scale", params.scale)
         zero = self.constant(f"{tensor}_probe_zero_point", params.zero_point)
-        q = self.node("QuantizeLinear", [tensor, scale, zero], f"{tensor}_probe_q")
-        return self.node("DequantizeLinear", [q, scale, zero], f"{tensor}_probe_dq")
+        source = tensor
+        if shift:
+            offset = self.constant(f"{tensor}_probe_shift", np.asarray(shift, np.float32))
+            source = self.node("Add", [tensor, offset], f"{tensor}_probe_shifted")
+        q = self.node("QuantizeLinear", [source, scale, zero], f"{tensor}_probe_q")
+        read = self.node("DequantizeLinear", [q, scale, zero], f"{tensor}_probe_dq")
+        return self.node("Sub", [read, offset], f"{tensor}_probe_unshifted") if shift else read
 
     def fake_weight(self, base: str, weight: np.ndarray, axis: int) -> tuple[str, np.ndarray]:
         """(name of DQ(Q(weight)) per channel on `axis`, its rounding error)."""
@@ -98,7 +104,7 @@ def local_probe(
         for position, tensor in enumerate(node.input):
             params = plan.activations.get(tensor)
             if params is not None and not probe.index.is_constant(tensor):
-                inputs[position] = probe.fake_quant(tensor, params)
+                inputs[position] = probe.fake_quant(tensor, params, plan.shifts.get(tensor, 0.0))
             weight = weights.get((name, position))
             if weight is not None and weight.axis is not None:
                 value = numpy_helper.to_array(probe.index.initializers[tensor])

@@ -8,7 +8,9 @@ off the reader's bias, so the model computes what it did before, with x on a sym
   (C added where there was none, beta then 1 by default);
 - a MatMul on a constant [K, N] whose output only an Add of a constant [N] (or [1, ..., N]) reads: that
   constant minus c * the sum of B_q over K (a copy: the constant may be read elsewhere).
-`absorber` says whether a reader is one of these; the planner decides which tensors are shifted.
+The Add of c goes up through ops that commute with it (a MaxPool, a Concat, data movement) onto what they
+read, as far as each input is read by nothing else (`_shifted`). `absorber` says whether a reader is one
+of the above; the planner decides which tensors are shifted.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from quantkit.graph.augment import COMMUTING_OPS
 from quantkit.graph.naming import Namer
-from quantkit.graph.query import GraphIndex
+from quantkit.graph.query import GraphIndex, captured
 from quantkit.qmath.params import along_axis
 from quantkit.results import QuantParams
 
@@ -79,16 +82,57 @@ def shifted_pair(
     pre = rewriter.namer.fresh(f"{tensor}_prequant")
     producer.output[list(producer.output).index(tensor)] = pre
     offset = rewriter.add_initializer(f"{tensor}_shift", np.asarray(shift, np.float32))
-    moved = rewriter.namer.fresh(f"{tensor}_shifted")
-    rewriter.new_nodes.append(
-        helper.make_node("Add", [pre, offset], [moved], name=rewriter.namer.fresh(f"{tensor}_Shift"))
-    )
+    moved = _shifted(rewriter, producer, pre, offset, tensor)
     read = rewriter.namer.fresh(f"{tensor}_shifted_dequantized")
     rewriter.qdq_pair(moved, read, tensor, params)
     initializers = {i.name: i for i in rewriter.graph.initializer}  # with the biases corrected so far
     for node, position in index.consumers[tensor]:
         node.input[position] = read
         _absorb(rewriter, index, initializers, node, shift * _input_sums(rewriter, node))
+
+
+def _shifted(rewriter: Rewriter, writer: onnx.NodeProto, value: str, offset: str, base: str) -> str:
+    """`value` (written by `writer`) plus the shift: the name that holds it. Through an op that commutes
+    with adding a constant (PUSHED_THROUGH: a MaxPool, a Concat, data movement) the Add goes on the op's
+    inputs instead, as far up as each is read by nothing else, so that it follows the activation a layer
+    ends with (TensorRT fuses it there) and the Q still follows the Concat / MaxPool it quantizes (TensorRT
+    moves such a Q up across them, into the layers' int8 outputs; an Add between would stop it)."""
+    outputs = [o for o in writer.output if o]
+    if writer.op_type not in PUSHED_THROUGH or outputs != [value]:
+        moved = rewriter.namer.fresh(f"{base}_shifted")
+        rewriter.new_nodes.append(
+            helper.make_node("Add", [value, offset], [moved], name=rewriter.namer.fresh(f"{base}_Shift"))
+        )
+        return moved
+    nodes = [*rewriter.graph.node, *rewriter.new_nodes]
+    writers = {o: n for n in nodes for o in n.output if o}
+    reads: dict[str, int] = {}
+    for node in nodes:  # each read counts: a Concat of x with itself reads x twice
+        for name in [*node.input, *captured(node)]:
+            reads[name] = reads.get(name, 0) + 1
+    outputs_of_graph = {o.name for o in rewriter.graph.output}
+    for position in _data_positions(writer):
+        source = writer.input[position]
+        upstream = writers.get(source)
+        alone = reads.get(source, 0) == 1 and source not in outputs_of_graph
+        if upstream is not None and alone and upstream.op_type in PUSHED_THROUGH:
+            writer.input[position] = _shifted(rewriter, upstream, source, offset, source)
+        else:
+            writer.input[position] = _shifted(rewriter, _NO_WRITER, source, offset, source)
+    return value
+
+
+# ops for which op(x + c) = op(x) + c, c a scalar: the values they output are values they read (a Resize
+# can extrapolate a constant, an AveragePool count its pads: not here)
+PUSHED_THROUGH = COMMUTING_OPS - {"Resize"}
+_NO_WRITER = onnx.NodeProto()  # what _shifted puts an Add after
+
+
+def _data_positions(node: onnx.NodeProto) -> list[int]:
+    """The input positions of a PUSHED_THROUGH node that carry its values (augment.commuting_data_inputs)."""
+    if node.op_type == "Concat":
+        return [i for i, name in enumerate(node.input) if name]
+    return [0]
 
 
 def _input_sums(rewriter: Rewriter, node: onnx.NodeProto) -> np.ndarray:

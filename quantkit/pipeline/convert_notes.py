@@ -31,6 +31,19 @@ def elsewhere(config: ConvertConfig) -> tuple[str, ...]:
     )
 
 
+def shifted(plan: QuantPlan) -> tuple[str, ...]:
+    """What --target tensorrt's shift did (planner.tensorrt_shift): the Adds and biases it wrote."""
+    if not plan.shifts:
+        return ()
+    return (
+        f"{len(plan.shifts)} one-sided activation(s) (ReLU, SiLU, GELU outputs) quantized shifted onto "
+        "the symmetric int8 grid: an Add of a constant c before each Q (after the activation it follows), "
+        "each reader's bias lowered by c times its weight's sum, so the model computes what it did with "
+        "every int8 level in use (TensorRT's zero point is 0; the model's quantkit.conversion metadata "
+        "lists them)",
+    )
+
+
 def quantizes_a_layer(plan: QuantPlan) -> bool:
     """Whether the plan quantizes a linear layer (COMPUTE_OPS)."""
     return any(op in COMPUTE_OPS for op in plan.quantized_nodes.values())

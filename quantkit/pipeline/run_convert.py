@@ -277,6 +277,7 @@ def _converted(
         + at_output.judged_by_mean(run_int8, inferred, reference, samples, measured, config.min_sqnr)
         + floor_kept
         + convert_notes.elsewhere(config)
+        + convert_notes.shifted(plan)
         + convert_notes.weights_listed(listed if speed is not None else 0)
         + subnormal.flushed_note(flushed, speed is not None)
         + convert_notes.stored_half(halves[0])

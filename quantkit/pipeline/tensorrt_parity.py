@@ -8,7 +8,7 @@ MobileNetV2's 23.3 against 19.2. A layer without Q/DQ runs in FP16 in an engine 
 cheaply on the GPUs TensorRT serves, so --target tensorrt has the --min-sqnr search keep layers float until
 the output is within PARITY_DB of its twin's: held out (500 imagenet-dev photos, the models written)
 SqueezeNet 29.61 -> 35.12 dB with 2 of 26 Convs float, MobileNetV2 20.21 -> 22.65 dB with 3 of 52; with
-one-sided activations shifted first (planner.tensorrt_shift) 35.68 dB with 1 float, 23.03 dB with 1.
+one-sided activations shifted first (planner.tensorrt_shift) 35.65 dB with 1 float, 23.11 dB with 1.
 `--min-sqnr` stays a floor under it; `--min-sqnr 0` or `--max-float-layers 0` turns it off (convert's 10 dB
 floor on each output still holds); `--max-drop`'s budget decides alone.
 """

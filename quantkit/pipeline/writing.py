@@ -355,6 +355,8 @@ def plan_record(
         "bias_corrected_layers": len(plan.input_means),
         "rounded_layers": len(plan.rounded),
     }
+    if plan.shifts:  # --target tensorrt: tensor -> c, quantized as tensor + c (planner.tensorrt_shift)
+        record["shifted"] = {tensor: shift for tensor, shift in sorted(plan.shifts.items())}
     if speed_plan is not None and speed_plan.refined_speedup is not None:
         record["kept_float_for_speed"] = {
             "nodes": list(speed_plan.floated),
