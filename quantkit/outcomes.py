@@ -44,6 +44,7 @@ class OutputMetrics:
     noise_images: int = 0  # images whose own output is mostly noise (cosine below metrics.NOISE_COSINE)
     worst_kind: tuple[int, int, float] | None = None  # (axis, index, dB): the worst kind (kinds_axis)
     labels: bool = False  # integer outputs (an ArgMax's): top1_agreement of labels; SQNR says nothing
+    varying_sqnr_db: float | None = None  # where sqnr_db hides what changes between images (variation)
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,14 @@ def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
     return {**{f"{n}_ms": getattr(stats, n) for n in ("p50", "p90", "p99", "mean")}, "runs": stats.runs}
 
 
+# an output's figures in the comparison record, in this order (then its worst kind)
+OUTPUT_FIELDS = (
+    *("name", "sqnr_db", "cosine", "max_abs_error", "top1_agreement", "labels", "top5_overlap"),
+    *("detection_recall", "detections", "boxes", "boxes_found", "boxes_extra", "boxes_borderline"),
+    *("varying_sqnr_db", "noise_images"),
+)
+
+
 def comparison_record(result: ComparisonResult) -> dict[str, Any]:
     """Every figure of a comparison (ComparisonResult.to_dict makes it JSON-ready)."""
 
@@ -328,20 +337,7 @@ def comparison_record(result: ComparisonResult) -> dict[str, Any]:
         "images": result.num_images,
         "outputs": [
             {
-                "name": m.name,
-                "sqnr_db": m.sqnr_db,
-                "cosine": m.cosine,
-                "max_abs_error": m.max_abs_error,
-                "top1_agreement": m.top1_agreement,
-                "labels": m.labels,
-                "top5_overlap": m.top5_overlap,
-                "detection_recall": m.detection_recall,
-                "detections": m.detections,
-                "boxes": m.boxes,
-                "boxes_found": m.boxes_found,
-                "boxes_extra": m.boxes_extra,
-                "boxes_borderline": m.boxes_borderline,
-                "noise_images": m.noise_images,
+                **{field: getattr(m, field) for field in OUTPUT_FIELDS},
                 "worst_kind": None
                 if m.worst_kind is None
                 else {"axis": m.worst_kind[0], "index": m.worst_kind[1], "sqnr_db": m.worst_kind[2]},

@@ -177,6 +177,14 @@ def test_convert_warns_where_the_output_barely_changes_between_samples(
     )
     (warning,) = [w for w in summary.warnings if "barely change" in w]
     assert warning.startswith("output 'y' measures ") and "between the calibration samples" in warning
+    # compare records the figure to judge it on, which shrink's --min-eval-sqnr gate reads (hunt51 B3)
+    from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
+
+    config = CompareConfig(images=ImageSelection(image_dir), latency=LatencyConfig(runs=0))
+    compared = pipeline.compare(tmp_path / "model.onnx", tmp_path / "model.int8.onnx", config, given=False)
+    (y,) = compared.outputs
+    assert y.varying_sqnr_db is not None and y.varying_sqnr_db <= y.sqnr_db - 20.0
+    assert compared.to_dict()["outputs"][0]["varying_sqnr_db"] == y.varying_sqnr_db
     # synthetic inputs (--to fp16 without a table) vary too little between them to judge by
     half = pipeline.convert_float16(tmp_path / "model.onnx", None, tmp_path / "h.onnx", Float16Config())
     assert not [w for w in half.warnings if "barely change" in w]

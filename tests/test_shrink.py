@@ -519,6 +519,12 @@ def test_the_eval_sqnr_gate_reads_float_outputs_and_names_the_worst() -> None:
     comparison = dataclasses.replace(_comparison(), outputs=(logits, indices))
     (gate,) = [g for g in gates.check(comparison, Gates(min_eval_sqnr=20.0)) if g.name == "min_eval_sqnr"]
     assert gate.passed and gate.measured == 24.23 and "'output'" in gate.unit
+    # hunt51 B3: an output whose pooled figure hides what changes between images is judged on that part
+    steady = OutputMetrics("770", 86.94, 1.0, 0.5, varying_sqnr_db=19.03)
+    comparison = dataclasses.replace(_comparison(), outputs=(logits, steady))
+    (gate,) = [g for g in gates.check(comparison, Gates(min_eval_sqnr=20.0)) if g.name == "min_eval_sqnr"]
+    assert not gate.passed and gate.measured == 19.03
+    assert gate.unit == "dB (worst output '770' on what changes between images, evaluation images)"
 
 
 def test_evaluation_images_that_copy_the_calibration_ones_are_not_held_out(

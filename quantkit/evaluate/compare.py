@@ -29,7 +29,7 @@ from quantkit.evaluate.metrics import (
 )
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.text_maps import PixelRecall, TextBoxAgreement, is_probability_map, map_view
-from quantkit.evaluate.variation import Variation, steady_warning
+from quantkit.evaluate.variation import Variation, hides, steady_warning
 from quantkit.outcomes import Accuracy, OutputMetrics
 from quantkit.results import Batch, Feed, feed_rows, feed_take
 from quantkit.runtime import Runner
@@ -200,6 +200,14 @@ class Comparison:
             for name, images in sorted(self.unequal.items())
         )
 
+    def _with_varying(self, metrics: OutputMetrics) -> OutputMetrics:
+        """The output's SQNR on what changes between images, where its pooled one hides that part."""
+        variation = self.variations.get(metrics.name)
+        varying = None if variation is None or metrics.labels else variation.varying_db()
+        if not hides(metrics.sqnr_db, varying):
+            return metrics
+        return dataclasses.replace(metrics, varying_sqnr_db=varying)
+
     def result(self) -> tuple[list[OutputMetrics], Accuracy | None, Accuracy | None, int]:
         """(per-output metrics, reference and candidate accuracy with labels, images compared)."""
         metrics = [
@@ -216,6 +224,7 @@ class Comparison:
             else e.result()
             for n, e in self.errors.items()
         ]
+        metrics = [self._with_varying(m) for m in metrics]
         if self.detection_threshold is not None and not self.recalls and self.count:
             shapes = ", ".join(f"{n} {s}" for n, s in self.seen_shapes.items()) or "none"
             raise ConfigError(

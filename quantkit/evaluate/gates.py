@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from quantkit.config import Gates
-from quantkit.outcomes import ComparisonResult, GateResult
+from quantkit.outcomes import ComparisonResult, GateResult, OutputMetrics
 
 
 def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
@@ -52,6 +52,14 @@ def few_boxes(result: ComparisonResult) -> str | None:
     )
 
 
+def _judged_sqnr(output: OutputMetrics) -> tuple[float, str]:
+    """(the SQNR an output is judged on, how to name it): its pooled one, or where that hides what
+    changes between images, that part's (evaluate.variation)."""
+    if output.varying_sqnr_db is None:
+        return output.sqnr_db, repr(output.name)
+    return output.varying_sqnr_db, f"{output.name!r} on what changes between images"
+
+
 def check(result: ComparisonResult, gates: Gates, unchanged: bool = False) -> tuple[GateResult, ...]:
     """One GateResult per configured gate; a figure that cannot be measured fails its gate. A reference
     that looks fed wrongly (ComparisonResult.reference_findings) fails the "reference" gate, set or not,
@@ -76,13 +84,13 @@ def check(result: ComparisonResult, gates: Gates, unchanged: bool = False) -> tu
             GateResult("max_size_ratio", ratio, gates.max_size_ratio, "INT8 bytes / FP32 bytes", passed)
         )
     if gates.min_eval_sqnr is not None:
-        # not of label numbers (an ArgMax's, a TopK's indices: hunt36 failed the gate on those at 17 dB)
-        figures = sorted((m.sqnr_db, m.name) for m in result.outputs if not m.labels)
+        # not of label numbers (an ArgMax's, a TopK's indices: hunt36 failed the gate on those at 17 dB);
+        # where the pooled figure hides what changes between images, that part's (hunt51 B3: a FastestDet
+        # fine-tune passed at 86.9 dB pooled, 19.0 dB on what changes, the report saying to judge on that)
+        figures = sorted(_judged_sqnr(m) for m in result.outputs if not m.labels)
         worst = figures[0][0] if figures else None
         passed = worst is not None and worst >= gates.min_eval_sqnr
-        unit = (
-            f"dB (worst output {figures[0][1]!r}, evaluation images)" if figures else "dB (no float output)"
-        )
+        unit = f"dB (worst output {figures[0][1]}, evaluation images)" if figures else "dB (no float output)"
         found.append(GateResult("min_eval_sqnr", worst, gates.min_eval_sqnr, unit, passed))
     if result.reference_findings and not gates.allow_degenerate_reference:
         found.append(

@@ -64,12 +64,18 @@ class Variation:
         return sqnr_db(self.power, self.noise)
 
 
+def hides(pooled_db: float, varying_db: float | None) -> bool:
+    """Whether the pooled SQNR hides what changes between images (HIDDEN_DB): the figure to judge the
+    output on is then varying_db (steady_warning says so; shrink's --min-eval-sqnr gate reads it)."""
+    return varying_db is not None and pooled_db - varying_db >= HIDDEN_DB
+
+
 def steady_warning(
     name: str, pooled_db: float, varying_db: float | None, images: str = "images", what: str = ""
 ) -> str | None:
     """A warning where the pooled SQNR hides the part of the output that changes between `images`. what:
     how to name it where it is not an output itself (default: "output 'name'")."""
-    if varying_db is None or not pooled_db - varying_db >= HIDDEN_DB:
+    if not hides(pooled_db, varying_db):
         return None
     return (
         f"{what or f'output {name!r}'} measures {pooled_db:.1f} dB pooled, but its values barely change "
