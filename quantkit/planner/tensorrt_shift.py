@@ -36,7 +36,7 @@ MIN_GAIN = 1.25
 
 def shifted(plan: QuantPlan, index: GraphIndex) -> QuantPlan:
     """The TensorRT int8 plan with plan.shifts set (module docstring): its one-sided activations whose
-    every reader is a quantized Conv without padding, their params on the shifted range."""
+    every reader can absorb the shift (graph.shift_rewrite.absorber), their params on the shifted grid."""
     if plan.fp8 or not plan.float_bias or plan.folds:  # float biases (TensorRT's) absorb the shift
         return plan
     weighted = {w.node for w in plan.weights if w.kind == "weight"}
@@ -81,11 +81,17 @@ def grid(lo: float, hi: float) -> tuple[float, float]:
     samples with bias correction against 31.8 at the exact centre; on the grid 32.7 against 32.4 with
     compensated rounding, vit_mnist 35.9 against 25.5 with every layer int8."""
     step = (hi - lo) / 254.0
+    if lo > 0.0 or hi < 0.0:  # no zero to keep exact: the centre, and a scale that covers the range
+        shift = _half(-(lo + hi) / 2.0)
+        return shift, max(abs(lo + shift), abs(hi + shift)) / 127.0
     m = int(np.clip(round(-(lo + hi) / 2.0 / step), -127, 127))
-    shift = m * step
-    if abs(shift) < float(np.finfo(np.float16).max):
-        shift = float(np.float16(shift))
+    shift = _half(m * step)
     return shift, (shift / m if m else step)
+
+
+def _half(value: float) -> float:
+    """`value` rounded to float16 where it fits (a float16 Add adds exactly that)."""
+    return float(np.float16(value)) if abs(value) < float(np.finfo(np.float16).max) else value
 
 
 def one_sided(lo: float, hi: float) -> bool:
@@ -95,8 +101,8 @@ def one_sided(lo: float, hi: float) -> bool:
 
 def shiftable(index: GraphIndex, quantized: Mapping[str, str], tensor: str, weighted: set[str]) -> bool:
     """`tensor` is written by a node the rewrite leaves as it is (no rewritten HardSigmoid) and read only,
-    as the data input, by quantized Convs (`weighted`: the nodes whose weight is quantized) without
-    padding; not a model output."""
+    as the data input, by quantized layers (`weighted`: the nodes whose weight is quantized) that can
+    absorb a shift (graph.shift_rewrite.absorber); not a model output."""
     producer = index.producer.get(tensor)
     if producer is None or tensor in index.graph_outputs or index.is_constant(tensor):
         return False
