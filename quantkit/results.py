@@ -230,8 +230,8 @@ class QuantPlan:
     fp8: bool = False  # weights and activations E4M3FN (zero point 0, per-channel weights at absmax / 448)
     # layers kept float whose input path stops at a tensor other layers read too (planner.plan's `cut`)
     cut_paths: frozenset[str] = frozenset()
-    # tensor -> c: the Q/DQ pair quantizes tensor + c, every reader's bias absorbs c (a Conv without
-    # padding, float bias: planner.tensorrt_shift)
+    # tensor -> c: the Q/DQ pair quantizes tensor + c, every reader's float bias absorbs c (--target
+    # tensorrt: planner.tensorrt_shift decides, graph.shift_rewrite writes)
     shifts: dict[str, float] = field(default_factory=dict)
 
 
