@@ -22,7 +22,7 @@ from quantkit.graph.augment import hard_params
 from quantkit.graph.naming import Namer
 from quantkit.graph.pole_reads import float_pole_reads
 from quantkit.graph.query import GraphIndex, drop_unread_initializers, subgraph_inputs, topological_order
-from quantkit.graph.shift_rewrite import shifted_pair
+from quantkit.graph.shift_rewrite import Shifting, shifted_pair
 from quantkit.graph.smoothquant_rewrite import apply_rebalances
 from quantkit.qmath.fp8 import FLOAT8, per_channel_fp8
 from quantkit.qmath.params import (
@@ -168,11 +168,21 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
             plan.float_bias,
             plan.fp8,
         )
+    shifting = (
+        Shifting(
+            index,
+            {i.name: i for i in out.graph.initializer},
+            frozenset(subgraph_inputs(out)),
+            frozenset(activations),
+        )
+        if plan.shifts
+        else None
+    )
     for tensor, params in activations.items():
         if index.is_constant(tensor):
             continue
-        if tensor in plan.shifts:
-            shifted_pair(rewriter, index, tensor, params, plan.shifts[tensor])
+        if shifting is not None and tensor in plan.shifts:
+            shifted_pair(rewriter, shifting, tensor, params, plan.shifts[tensor])
         elif tensor in index.graph_inputs:
             dq = rewriter.namer.fresh(f"{tensor}_dequantized")
             for consumer, position in index.consumers[tensor]:

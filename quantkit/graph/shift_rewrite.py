@@ -9,12 +9,13 @@ off the reader's bias, so the model computes what it did before, with x on a sym
 - a MatMul on a constant [K, N] whose output only an Add of a constant [N] (or [1, ..., N]) reads: that
   constant minus c * the sum of B_q over K (a copy: the constant may be read elsewhere).
 The Add of c goes up through ops that commute with it (a MaxPool, a Concat, data movement) onto what they
-read, as far as each input is read by nothing else (`_shifted`). `absorber` says whether a reader is one
-of the above; the planner decides which tensors are shifted.
+read, as far as each input is read by nothing else (`_shifted`; `Shifting`: what it reads, taken once).
+`absorber` says whether a reader is one of the above; the planner decides which tensors are shifted.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -23,7 +24,7 @@ from onnx import helper, numpy_helper
 
 from quantkit.graph.augment import COMMUTING_OPS
 from quantkit.graph.naming import Namer
-from quantkit.graph.query import GraphIndex, captured
+from quantkit.graph.query import GraphIndex
 from quantkit.qmath.params import along_axis
 from quantkit.results import QuantParams
 
@@ -73,25 +74,46 @@ def bias_add(index: GraphIndex, node: onnx.NodeProto, columns: int) -> tuple[onn
     return add, other
 
 
-def shifted_pair(
-    rewriter: Rewriter, index: GraphIndex, tensor: str, params: QuantParams, shift: float
-) -> None:
+@dataclass(frozen=True)
+class Shifting:
+    """What apply_plan's shifted pairs read, taken once after the weights are quantized: the graph's index
+    (its readers and writers: no rewrite before or during the shifts changes how many nodes read a tensor
+    the Adds go up to), the initializers (the biases as corrected), the names If/Loop/Scan bodies read and
+    the tensors with Q/DQ pairs of their own (never gone up through: their pair's range is x's)."""
+
+    index: GraphIndex
+    initializers: dict[str, onnx.TensorProto]
+    captured: frozenset[str]
+    quantized: frozenset[str]
+
+    def alone(self, tensor: str) -> bool:
+        """Read by one node and nothing else (no model output, no subgraph), without a pair of its own."""
+        return (
+            len(self.index.consumers.get(tensor, [])) == 1
+            and tensor not in self.index.graph_outputs
+            and tensor not in self.captured
+            and tensor not in self.quantized
+        )
+
+
+def shifted_pair(rewriter: Rewriter, graph: Shifting, tensor: str, params: QuantParams, shift: float) -> None:
     """Rewrite producer -> tensor as producer -> tensor + shift -> Q -> DQ -> its readers (each an
     absorber), their biases lowered by what the shift adds (module docstring)."""
-    producer = index.producer[tensor]
+    producer = graph.index.producer[tensor]
     pre = rewriter.namer.fresh(f"{tensor}_prequant")
     producer.output[list(producer.output).index(tensor)] = pre
     offset = rewriter.add_initializer(f"{tensor}_shift", np.asarray(shift, np.float32))
-    moved = _shifted(rewriter, producer, pre, offset, tensor)
+    moved = _shifted(rewriter, graph, producer, pre, offset, tensor)
     read = rewriter.namer.fresh(f"{tensor}_shifted_dequantized")
     rewriter.qdq_pair(moved, read, tensor, params)
-    initializers = {i.name: i for i in rewriter.graph.initializer}  # with the biases corrected so far
-    for node, position in index.consumers[tensor]:
+    for node, position in graph.index.consumers[tensor]:
         node.input[position] = read
-        _absorb(rewriter, index, initializers, node, shift * _input_sums(rewriter, node))
+        _absorb(rewriter, graph, node, shift * _input_sums(rewriter, graph.index, node))
 
 
-def _shifted(rewriter: Rewriter, writer: onnx.NodeProto, value: str, offset: str, base: str) -> str:
+def _shifted(
+    rewriter: Rewriter, graph: Shifting, writer: onnx.NodeProto, value: str, offset: str, base: str
+) -> str:
     """`value` (written by `writer`) plus the shift: the name that holds it. Through an op that commutes
     with adding a constant (PUSHED_THROUGH: a MaxPool, a Concat, data movement) the Add goes on the op's
     inputs instead, as far up as each is read by nothing else, so that it follows the activation a layer
@@ -104,21 +126,10 @@ def _shifted(rewriter: Rewriter, writer: onnx.NodeProto, value: str, offset: str
             helper.make_node("Add", [value, offset], [moved], name=rewriter.namer.fresh(f"{base}_Shift"))
         )
         return moved
-    nodes = [*rewriter.graph.node, *rewriter.new_nodes]
-    writers = {o: n for n in nodes for o in n.output if o}
-    reads: dict[str, int] = {}
-    for node in nodes:  # each read counts: a Concat of x with itself reads x twice
-        for name in [*node.input, *captured(node)]:
-            reads[name] = reads.get(name, 0) + 1
-    outputs_of_graph = {o.name for o in rewriter.graph.output}
-    for position in _data_positions(writer):
+    for position in _data_positions(writer):  # a Concat of x with itself reads x twice: not alone
         source = writer.input[position]
-        upstream = writers.get(source)
-        alone = reads.get(source, 0) == 1 and source not in outputs_of_graph
-        if upstream is not None and alone and upstream.op_type in PUSHED_THROUGH:
-            writer.input[position] = _shifted(rewriter, upstream, source, offset, source)
-        else:
-            writer.input[position] = _shifted(rewriter, _NO_WRITER, source, offset, source)
+        upstream = graph.index.producer.get(source) if graph.alone(source) else None
+        writer.input[position] = _shifted(rewriter, graph, upstream or _NO_WRITER, source, offset, source)
     return value
 
 
@@ -135,7 +146,7 @@ def _data_positions(node: onnx.NodeProto) -> list[int]:
     return [0]
 
 
-def _input_sums(rewriter: Rewriter, node: onnx.NodeProto) -> np.ndarray:
+def _input_sums(rewriter: Rewriter, index: GraphIndex, node: onnx.NodeProto) -> np.ndarray:
     """The reader's dequantized weight summed over everything but its output axis: [O] (Conv), [N]."""
     _, q, _, axis, _ = rewriter.weight_dq[node.name]
     weight = q.astype(np.float64) * along_axis(
@@ -143,27 +154,21 @@ def _input_sums(rewriter: Rewriter, node: onnx.NodeProto) -> np.ndarray:
     )
     if node.op_type == "Conv":
         return weight.reshape(weight.shape[0], -1).sum(axis=1)  # [O, C/g, k...]
-    transposed = node.op_type == "Gemm" and bool(_int_attribute(node, "transB"))
+    transposed = node.op_type == "Gemm" and bool(index.attribute(node, "transB", 0))
     return weight.sum(axis=1 if transposed else 0)  # B [N, K] or [K, N]
 
 
-def _absorb(
-    rewriter: Rewriter,
-    index: GraphIndex,
-    initializers: dict[str, onnx.TensorProto],
-    node: onnx.NodeProto,
-    added: np.ndarray,
-) -> None:
+def _absorb(rewriter: Rewriter, graph: Shifting, node: onnx.NodeProto, added: np.ndarray) -> None:
     """Take `added` [O] off what the reader adds after its product (module docstring)."""
 
     def constant(name: str) -> np.ndarray:
-        found = initializers.get(name)
-        value = numpy_helper.to_array(found) if found is not None else index.constant(name)
+        found = graph.initializers.get(name)
+        value = numpy_helper.to_array(found) if found is not None else graph.index.constant(name)
         assert value is not None, name
         return np.asarray(value, np.float64)
 
     if node.op_type == "MatMul":
-        found = bias_add(index, node, added.size)
+        found = bias_add(graph.index, node, added.size)
         assert found is not None, node.name  # the planner shifted only what absorber() accepted
         add, position = found
         value = constant(add.input[position])
@@ -171,8 +176,8 @@ def _absorb(
         add.input[position] = rewriter.add_initializer(f"{add.name}_shifted", lowered.astype(np.float32))
         return
     if node.op_type == "Gemm":
-        alpha = float(_float_attribute(node, "alpha", 1.0))
-        added = added * alpha / float(_float_attribute(node, "beta", 1.0))
+        alpha = float(graph.index.attribute(node, "alpha", 1.0))  # type: ignore[arg-type]
+        added = added * alpha / float(graph.index.attribute(node, "beta", 1.0))  # type: ignore[arg-type]
     has_bias = len(node.input) > 2 and bool(node.input[2])
     bias = constant(node.input[2]) if has_bias else np.zeros(())
     name = rewriter.add_initializer(f"{node.name}_bias_shifted", (bias - added).astype(np.float32))
@@ -180,14 +185,6 @@ def _absorb(
         node.input[2] = name
     else:
         node.input.append(name)
-
-
-def _int_attribute(node: onnx.NodeProto, name: str) -> int:
-    return next((int(a.i) for a in node.attribute if a.name == name), 0)
-
-
-def _float_attribute(node: onnx.NodeProto, name: str, default: float) -> float:
-    return next((float(a.f) for a in node.attribute if a.name == name), default)
 
 
 def _unpadded(index: GraphIndex, node: onnx.NodeProto) -> bool:
