@@ -100,6 +100,29 @@ def test_compare_with_labels_from_folders(
     assert "12 of 24 image(s) match no class in the labels file (e.g." in " ".join(err.split())
 
 
+def test_a_four_channel_nhwc_model_calibrates_on_its_arrays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hunt52 B3: M-LSD's [1,320,320,4] (RGB and a channel of ones), at opset 11, was read as C 320, H 320,
+    W 4 by the opset upgrade's check, which refused the arrays' 320x320 as an --input-size never given: no
+    table, so no int8 at all, by the route the images' error recommends."""
+    p = conv_params(6, 4, 3, 4)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    model = make_model(nodes, {"w": p["w"], "b": p["b"]}, input_shape=(1, 16, 16, 4), opset=11)
+    src, table, data = tmp_path / "m.onnx", tmp_path / "t.json", tmp_path / "arrays"
+    onnx.save(model, str(src))
+    data.mkdir()
+    for k in range(4):
+        np.save(data / f"{k}.npy", np.random.default_rng(k).standard_normal((1, 16, 16, 4), np.float32))
+    code, _, err = run(["calibrate", str(src), "--inputs", str(data), "-o", str(table)], capsys)
+    assert code == 0, err
+    assert run(["convert", str(src), "-c", str(table), "-o", str(tmp_path / "q.onnx")], capsys)[0] == 0
+
+
 def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("calibrate", "convert", "compare"):
         code, out, _ = run([command, "--help"], capsys)

@@ -80,8 +80,10 @@ def _layout(spec: InputSpec) -> tuple[list[int | None], bool]:
 
 
 def _channels_last(dims: list[int | None]) -> bool:
-    """NHWC, as images.py reads it: [H, W, C] with C of 1 or 3 and a first dim that is no channel count."""
-    return len(dims) == 3 and dims[0] not in (1, 3) and dims[2] in (1, 3)
+    """NHWC, as images.py reads it: [H, W, C] with C of 1 or 3 and a first dim that is no channel count;
+    or C of 4 (RGBA, or RGB and a mask: M-LSD's [1,320,320,4], hunt52 B3, read as C 320, H 320, W 4,
+    refused its own arrays' 320x320), which images cannot feed but arrays do."""
+    return len(dims) == 3 and dims[0] not in (1, 3, 4) and dims[2] in (1, 3, 4)
 
 
 def _feed(
