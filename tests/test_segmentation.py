@@ -171,3 +171,21 @@ def test_an_agreement_one_class_wins_everywhere_is_not_given() -> None:
     fair = OutputErrors("scores")
     fair.update(balanced, balanced, images=2)
     assert not fair.one_sided() and fair.result().top1_agreement == pytest.approx(1.0)
+
+
+def test_uint8_scores_are_numbers_and_int64_ones_labels() -> None:
+    """hunt53 B1: a TFLite classifier's uint8 [N, 5] scores (a QuantizeLinear's output) were read as labels:
+    '28 % top-1 agree', the share of equal bytes, where the argmax agreed on 95 %, and no SQNR."""
+    g = np.random.default_rng(3)
+    logits = g.normal(0, 2, (40, 5))
+    ref = np.round(_softmax(logits, 1) * 255).astype(np.uint8)
+    cand = np.round(_softmax(logits + g.normal(0, 0.3, logits.shape), 1) * 255).astype(np.uint8)
+    errors = OutputErrors("scores")
+    errors.update(ref, cand, images=40)
+    figures = errors.result()
+    agree = float(np.mean(ref.argmax(1) == cand.argmax(1)))
+    assert figures.top1_agreement == pytest.approx(agree) and agree > float(np.mean(ref == cand))
+    assert not figures.labels and figures.sqnr_db is not None and 10.0 < figures.sqnr_db < 60.0
+    labels = OutputErrors("picked")  # an ArgMax's int64 classes: agreed on as they are (no SQNR shown)
+    labels.update(ref.argmax(1).astype(np.int64)[:, None], cand.argmax(1).astype(np.int64)[:, None], images=40)
+    assert labels.result().labels and labels.result().top1_agreement == pytest.approx(agree)

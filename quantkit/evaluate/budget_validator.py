@@ -19,6 +19,7 @@ from quantkit.errors import ConfigError
 from quantkit.evaluate.class_scores import (
     class_each,
     class_views,
+    holds_labels,
     is_class_sequence,
     is_classification,
     is_label_column,
@@ -395,7 +396,7 @@ def _choose(
 def picked(output: np.ndarray) -> np.ndarray:
     """The classes `output` gives at each position: its labels where it holds integers (an ArgMax's), else
     its top-1 over the last axis."""
-    return output if np.issubdtype(output.dtype, np.integer) else output.argmax(-1)
+    return output if holds_labels(output.dtype) else output.argmax(-1)
 
 
 def values_refusal(

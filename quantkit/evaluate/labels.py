@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from quantkit.errors import ConfigError
+from quantkit.evaluate.class_scores import holds_labels
 
 
 def read_classes(path: Path) -> list[str]:
@@ -55,8 +56,8 @@ def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
 
 
 def _integer(elem_type: int) -> bool:
-    """Whether an onnx element type is an integer one (labels an ArgMax gives)."""
-    return bool(elem_type) and np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type), np.integer)
+    """Whether an onnx element type holds labels (an ArgMax's: class_scores.holds_labels), not numbers."""
+    return bool(elem_type) and holds_labels(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
 
 
 def require_labels_fit(outputs: Sequence[onnx.ValueInfoProto], labels: Path) -> None:

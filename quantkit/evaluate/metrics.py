@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from quantkit.evaluate.class_scores import class_axis, top_indices
+from quantkit.evaluate.class_scores import class_axis, holds_labels, top_indices
 from quantkit.outcomes import OutputMetrics
 
 # An image whose own output has a cosine below this with FP32's is mostly noise there (SQNR near 0 dB or
@@ -72,7 +72,7 @@ class OutputErrors:
         is the share of equal elements of each image (SQNR of label numbers says nothing). images: how many
         the run held, where known (an output of another N holds no image's class scores). axis: the class
         axis of logits at each position (class_scores.logits_axis), where the caller knows one."""
-        self.labels = self.labels and ref.dtype.kind in "iub"
+        self.labels = self.labels and holds_labels(ref.dtype)
         if self.labels:
             same = _per_row(ref == cand)
             self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(ref.shape[0])
