@@ -753,3 +753,34 @@ def test_fp16_without_a_table_names_the_integer_inputs_it_drew_at_random(
         code, err, "onnxruntime failed to run the model", "the integer input(s) 'size' were drawn at random"
     )
     assert not (tmp_path / "h.onnx").exists()
+
+
+def test_an_integer_output_reaches_the_reference_when_activations_are_observed_in_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hunt52 A1: past GROUP_BYTES a sample the activations are fetched in groups of float tensors, and no
+    group carried the graph's outputs: DEIMv2's int64 labels (a TopK's index mod the classes) were fetched
+    by none, and --to fp16 failed with an internal error (KeyError: 'labels')."""
+    import quantkit.calib.collect
+
+    monkeypatch.setattr(quantkit.calib.collect, "GROUP_BYTES", 4096)  # every tensor a group of its own
+    g = rng(4)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c"], ["p"]),
+        helper.make_node("Reshape", ["p", "shape"], ["flat"]),
+        helper.make_node("TopK", ["flat", "k"], ["scores", "idx"], axis=1),
+        helper.make_node("Mod", ["idx", "classes"], ["labels"]),
+    ]
+    weights = {
+        "w": g.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32),
+        "shape": np.array([1, -1], np.int64),
+        "k": np.array([5], np.int64),
+        "classes": np.array(4, np.int64),
+    }
+    model = make_model(nodes, weights, input_shape=(1, 3, SIZE, SIZE), outputs=["scores", "labels"])
+    src, out = save(model, tmp_path / "m.onnx"), tmp_path / "h.onnx"
+    summary = pipeline.convert_float16(src, None, out, Float16Config())
+    assert out.exists() and summary.float16_by_type.get("Conv") == 1
+    fed = np.random.default_rng(0).random((1, 3, SIZE, SIZE), np.float32)
+    assert Session(src).run(fed)["labels"].shape == Session(out).run(fed)["labels"].shape == (1, 5)

@@ -58,10 +58,11 @@ def activation_peaks(
     ordered = in_graph_order(model, names)
     groups = fetch_groups(tensor_bytes(with_sample_shapes(model, shapes), ordered)) or (tuple(names),)
     runs: list[dict[str, np.ndarray]] = []
-    for group in groups:  # a group's session runs every sample, then goes: one session's weights at a time
+    for k, group in enumerate(groups):  # a group's session runs every sample, then goes: one at a time
         # each group's model computes what its tensors need (graph.observe_parts); every kept tensor is
-        # one of `names`, so some group's session gives it
-        one = group_model(model, group, carries_outputs=len(groups) == 1)
+        # one of `names` or a graph output, which the last group (it needs the most of the graph) carries:
+        # DEIMv2's int64 labels, no float tensor, were fetched by none (hunt52 A1: KeyError 'labels')
+        one = group_model(model, group, carries_outputs=k == len(groups) - 1)
         session = Session.of(one, observing=True, arena=None if len(groups) == 1 else False)
         runs = runs or [{} for _ in range(session.run_count(samples))]
         for run, produced in zip(runs, session.iter_samples(samples), strict=True):
