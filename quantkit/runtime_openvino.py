@@ -9,6 +9,7 @@ would otherwise run them in bf16 on CPUs with avx512_bf16 or AMX), the FP32 refe
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,17 @@ INTEGER_PRECISIONS = frozenset({"u8", "i8"})
 LINEAR_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 # what OpenVINO folds into a linear layer and may name the fused layer after (bias Add, scale Mul)
 FOLDED_AFTER = frozenset({"Add", "Mul", "Div", "Sub", "Identity"})
+
+
+# OpenVINO nests each layer's exception in the next: "Exception from src/inference/src/cpp/core.cpp:117:"
+_SOURCES = re.compile(r"Exception from \S+:\d+:\s*")
+
+
+def openvino_reason(text: str) -> str:
+    """OpenVINO's error on one line without the source files it was passed through, so that the line
+    keeps the node it names (hunt52 B2: 'Exception from src/inference/src/cpp/core.cpp:117: Exception
+    from ... [ReshapeTransformation] END: node:...' was cut where the node's name began)."""
+    return shorten(_SOURCES.sub("", text), 320)
 
 
 def load_openvino() -> Any:
@@ -80,7 +92,7 @@ class OpenVinoSession:
             read = core.read_model(str(model) if isinstance(model, Path) else model)
             self._compiled = core.compile_model(read, DEVICE, config)
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types from C++
-            raise ModelError(f"OpenVINO cannot load the model ({shorten(str(exc))})") from exc
+            raise ModelError(f"OpenVINO cannot load the model ({openvino_reason(str(exc))})") from exc
         self._request = self._compiled.create_infer_request()
         inputs = list(self._compiled.inputs)
         declared_inputs, declared_outputs = _declared(model)

@@ -224,3 +224,30 @@ def test_an_output_openvino_renames_keeps_its_onnx_name(tmp_path: Path) -> None:
     assert session.output_names == ["cls_8"]
     x = np.random.default_rng(4).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
     assert session.run(x)["cls_8"].shape == (1, 256, 1)
+
+
+def test_openvinos_error_keeps_the_node_it_names() -> None:
+    """hunt52 B2: the one line cut off where OpenVINO named the node, after three source-file prefixes."""
+    from quantkit.runtime_openvino import openvino_reason
+
+    nested = (
+        "Exception from src/inference/src/cpp/core.cpp:117:\nException from src/inference/src/dev/plugin.cpp:54: "
+        "Exception from src/core/src/pass/graph_rewrite.cpp:298: [ReshapeTransformation] END: node: "
+        "opset1::Reshape model/dense_56/Tensordot (opset1::Multiply MatMul_60) -> (f32[?,30,40,16])"
+    )
+    assert openvino_reason(nested) == (
+        "[ReshapeTransformation] END: node: opset1::Reshape model/dense_56/Tensordot (opset1::Multiply "
+        "MatMul_60) -> (f32[?,30,40,16])"
+    )
+
+
+def test_convert_for_openvino_says_where_openvino_did_not_check_it() -> None:
+    import importlib.util
+
+    from quantkit.config import ConvertConfig
+    from quantkit.pipeline.convert_notes import elsewhere
+
+    said = " ".join(elsewhere(ConvertConfig(target="openvino")))
+    unchecked = "not compiled nor run in OpenVINO here (not installed: pip install 'openvino>=2024.0'"
+    assert (unchecked in said) == (importlib.util.find_spec("openvino") is None)
+    assert "OpenVINO here" not in " ".join(elsewhere(ConvertConfig(target="tensorrt")))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import onnx
 
 from quantkit.config import ConvertConfig, Target, WeightRange
@@ -9,6 +11,7 @@ from quantkit.evaluate.budget_validator import coarse
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.outcomes import BudgetReport, Speed
 from quantkit.results import QuantPlan
+from quantkit.runtime_openvino import INSTALL as OPENVINO_INSTALL
 
 
 def elsewhere(config: ConvertConfig) -> tuple[str, ...]:
@@ -24,10 +27,19 @@ def elsewhere(config: ConvertConfig) -> tuple[str, ...]:
         if config.fp8
         else ()
     )
+    unchecked = (
+        (
+            f"not compiled nor run in OpenVINO here (not installed: {OPENVINO_INSTALL}; then convert checks "
+            "both, or `quantkit compare FP32 MODEL --runtime openvino` does)",
+        )
+        if config.target is Target.openvino and importlib.util.find_spec("openvino") is None
+        else ()
+    )
     return (
         *fp8,
         f"placed for {config.target.value}: speed not measured here (onnxruntime's CPU kernels are not "
         f"the target's); accuracy was measured through onnxruntime, which runs the same Q/DQ arithmetic",
+        *unchecked,
     )
 
 
