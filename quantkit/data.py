@@ -208,6 +208,8 @@ class ArrayStream:
             raise ConfigError(f"{what} is not a numeric array ({type(item).__name__})") from exc
         if not np.isfinite(array).all():
             raise ConfigError(f"{what} holds NaN or Inf; feed finite values")
+        if (spec.pixels or spec.integer) and array.size:
+            _require_integers(array, what, spec)
         given = np.asarray(item)  # an integer input's ids beyond it would change (a float input's may)
         integers = spec.integer and given.dtype.kind in "iu" and given.size > 0
         if integers and max(-int(given.min()), int(given.max())) > EXACT_INTEGERS:
@@ -287,6 +289,24 @@ def feed_side(feed: Feed) -> tuple[int, int] | None:
     arrays = [feed] if isinstance(feed, np.ndarray) else list(feed.values())
     sides = [sample_side(a.shape[1:]) for a in arrays]
     return next((s for s in sides if s is not None), None)
+
+
+def _require_integers(array: np.ndarray, what: str, spec: InputSpec) -> None:
+    """Refuse values an integer input would take rounded or clipped (hunt53 B2: a uint8 pixel input fed
+    [0, 1] float arrays saw half its pixels 0 and the rest 1, calibrated on them, exit 0; 'fed as given')."""
+    takes = "uint8 pixels 0-255" if spec.pixels else "integers"
+    low, high = float(array.min()), float(array.max())
+    if spec.pixels and (low < 0.0 or high > 255.0):
+        raise ConfigError(
+            f"{what} holds values from {low:g} to {high:g}; input {spec.name!r} takes {takes}: feed the "
+            "pixels as the model reads them (it normalises them itself)"
+        )
+    fractions = array[array != np.rint(array)]
+    if fractions.size:
+        raise ConfigError(
+            f"{what} holds fractions (e.g. {float(fractions[0]):g}); input {spec.name!r} takes {takes}, which "
+            "would round them: feed whole numbers (pixels 0-255, not scaled to [0, 1])"
+        )
 
 
 def _fmt(shape: tuple[int | None, ...]) -> str:

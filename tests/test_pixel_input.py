@@ -97,3 +97,25 @@ def test_a_normalisation_for_a_uint8_input_is_refused(
     assert not table.exists()
     args = ["calibrate", str(model), "--images", str(image_dir), "-o", str(table), "--preset", "raw"]
     assert run(args, capsys)[0] == 0
+
+
+def test_arrays_a_uint8_input_would_round_or_clip_are_refused(tmp_path: Path, capsys: Capsys) -> None:
+    """hunt53 B2: [0, 1] float arrays for a uint8 pixel input were rounded to 0 and 1 ('arrays fed as
+    given'): the table and the model converted from it were of near-black images, exit 0."""
+    model = _pixel_model(tmp_path / "pixels.onnx")
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3))
+    cases = {
+        "scaled": (pixels / 255.0, "holds fractions (e.g. "),
+        "beyond": (pixels * 2.0, "holds values from 0 to 510; input 'x' takes uint8 pixels 0-255"),
+        "whole": (pixels.astype(np.float32), None),  # float arrays of whole pixels are fed as they are
+    }
+    for name, (values, refused) in cases.items():
+        folder, table = tmp_path / name, tmp_path / f"{name}.json"
+        folder.mkdir()
+        for k, sample in enumerate(values):
+            np.save(folder / f"{k}.npy", sample)
+        code, _, err = run(["calibrate", str(model), "--inputs", str(folder), "-o", str(table)], capsys)
+        if refused is None:
+            assert code == 0, err
+        else:
+            assert code == 2 and refused in err and len(err.strip().splitlines()) == 1 and not table.exists()
