@@ -23,9 +23,11 @@ from quantkit.runtime import Session
 # convert's warning (stderr, kept under --quiet) when the plan left every layer float
 NOTHING_QUANTIZED = (
     "no layer was quantized: the model written computes as the FP32 model does; each op's reason is in "
-    "convert's table (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, no statistics, "
-    "or excluded); --prefer accuracy writes the layers that only timed slower in int8"
+    "convert's table (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, kept float for "
+    "accuracy with their input paths, no statistics, or excluded)"
 )
+# ... followed by this where the speed-aware plan floated a layer that only timed slower in int8
+UNDONE_BY_ACCURACY = "; --prefer accuracy writes the layers that only timed slower in int8"
 
 
 def quantize(

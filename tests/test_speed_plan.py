@@ -15,6 +15,7 @@ from quantkit.graph.prepare import prepare
 from tests.conftest import SIZE, conv_params, make_model, rng
 from tests.helpers import (
     NOTHING_QUANTIZED,
+    UNDONE_BY_ACCURACY,
     op_counts,
     optimized_graph,
     output_sqnr,
@@ -210,3 +211,20 @@ def test_a_bias_add_counts_as_part_of_its_layer(tmp_path: Path, image_dir: Path)
     from quantkit.planner.payoff import intensity_text
 
     assert [intensity_text(v) for v in (54.4, 7.2, 0.163)] == ["54", "7.2", "0.16"]  # a small figure is no 0
+
+
+def test_the_nothing_quantized_warning_offers_prefer_accuracy_only_where_it_would_help() -> None:
+    """hunt52 B1: every layer kept float for the 10 dB floor, and the warning said --prefer accuracy would
+    write the layers that only timed slower: it wrote the same all-float file."""
+    from quantkit.pipeline.convert_notes import nothing_quantized
+    from quantkit.pipeline.speed_refine import REASON
+    from quantkit.results import QuantPlan, Skip
+
+    def plan(*reasons: str) -> QuantPlan:
+        skipped = tuple(Skip(f"c{k}", "Conv", reason) for k, reason in enumerate(reasons))
+        return QuantPlan(activations={}, weights=(), quantized_nodes={}, folds={}, skipped=skipped)
+
+    for_accuracy = plan("kept float for convert's 10 dB floor on each output (recovers inf dB alone)")
+    assert nothing_quantized(for_accuracy, timed=True) == (NOTHING_QUANTIZED,)
+    assert nothing_quantized(plan(REASON), timed=True) == (NOTHING_QUANTIZED + UNDONE_BY_ACCURACY,)
+    assert nothing_quantized(plan(REASON), timed=False) == (NOTHING_QUANTIZED,)

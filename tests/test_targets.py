@@ -875,6 +875,12 @@ def test_tensorrt_parity_note_says_when_its_target_was_not_reached() -> None:
     short = note(Parity(34.56), 29.0, 33.22, 1)
     assert "1 layer(s) kept float bring it to 33.22 dB, short of 34.06" in short and "within" not in short
     assert "no layer lifted it by 0.1 dB" in note(Parity(34.56), 29.0, 29.0, 0)
+    # hunt52 B1: '1 layer(s) kept float' where that layer's input path took 33 more float with it
+    paths = note(Parity(34.56), 29.0, 34.6, 1, "35 of the model's 69 linear layers int8")
+    assert (
+        "1 layer(s) kept float (with their input paths: 35 of the model's 69 linear layers int8) bring"
+        in paths
+    )
 
 
 def test_tensorrt_parity_applies_to_int8_for_tensorrt_with_the_fallback_on() -> None:

@@ -10,6 +10,7 @@ from quantkit.config import ConvertConfig, Target, WeightRange
 from quantkit.evaluate.budget_validator import coarse
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.outcomes import BudgetReport, Speed
+from quantkit.pipeline.speed_refine import REASON as SPEED_REASON
 from quantkit.results import QuantPlan
 from quantkit.runtime_openvino import INSTALL as OPENVINO_INSTALL
 
@@ -63,15 +64,25 @@ def quantizes_a_layer(plan: QuantPlan) -> bool:
 
 def nothing_quantized(plan: QuantPlan, timed: bool) -> tuple[str, ...]:
     """The warning where no layer is int8; timed: the speed-aware plan ran (--prefer accuracy undoes
-    what it floated; under --prefer accuracy the advice misled: hunt28)."""
+    what it floated, said only where it floated a layer: under --prefer accuracy the advice misled,
+    hunt28; hunt52 B1's layers were all kept float for accuracy)."""
     if quantizes_a_layer(plan):
         return ()
-    undo = "; --prefer accuracy writes the layers that only timed slower in int8" if timed else ""
+    slower = timed and any(skip.reason == SPEED_REASON for skip in plan.skipped)
+    undo = "; --prefer accuracy writes the layers that only timed slower in int8" if slower else ""
     return (
         "no layer was quantized: the model written computes as the FP32 model does; each op's reason is in "
-        "convert's table (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, no "
-        f"statistics, or excluded){undo}",
+        "convert's table (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, kept float "
+        f"for accuracy with their input paths, no statistics, or excluded){undo}",
     )
+
+
+def left_int8(model: onnx.ModelProto, plan: QuantPlan) -> str:
+    """'K of the model's N linear layers int8': what the layers a fallback kept float left, their input
+    paths taken with them (hunt52 B1: '1 layer(s) kept float' where that one's path took all 69 float)."""
+    linear = [n for n in model.graph.node if n.op_type in COMPUTE_OPS]
+    int8 = sum(n.name in plan.quantized_nodes for n in linear)
+    return f"{int8} of the model's {len(linear)} linear layers int8"
 
 
 def gained_nothing(before: int, after: int, speed: Speed | None) -> tuple[str, ...]:

@@ -178,12 +178,22 @@ def _converted(
         reached = steps[-1].sqnr_db if steps else start_db
         guarded_note = (
             f"the {INT8_FLOOR_DB:g} dB floor judges each output: the worst measured {worst_db:.2f} dB on the "
-            f"calibration samples; {len(steps)} layer(s) kept float for it ({reached:.2f} dB; the "
-            "--min-sqnr figures above are the worst output's)",
+            f"calibration samples; {len(steps)} layer(s) kept float for it, however many that takes "
+            f"(--max-float-layers does not bound it), with their input paths: "
+            f"{convert_notes.left_int8(inferred, plan)} ({reached:.2f} dB; the --min-sqnr figures above "
+            "are the worst output's)",
         )
         quantized = quantized_model(inferred, plan, config)
     parity_note = (
-        (tensorrt_parity.note(parity, start_db, steps[-1].sqnr_db if steps else start_db, len(steps)),)
+        (
+            tensorrt_parity.note(
+                parity,
+                start_db,
+                steps[-1].sqnr_db if steps else start_db,
+                len(steps),
+                convert_notes.left_int8(inferred, plan),
+            ),
+        )
         if parity is not None and start_db is not None and start_db < parity.target_db
         else ()  # the ViT's symmetric activations measured above its uint8 ones: nothing to say
     )

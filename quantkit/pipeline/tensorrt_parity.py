@@ -85,14 +85,16 @@ def measure(
     return Parity(db) if math.isfinite(db) else None
 
 
-def note(parity: Parity, start_db: float, reached_db: float, layers: int) -> str:
-    """The summary's line on what the target did, where TensorRT's int8 measured below it (start_db)."""
+def note(parity: Parity, start_db: float, reached_db: float, layers: int, left: str = "") -> str:
+    """The summary's line on what the target did, where TensorRT's int8 measured below it (start_db).
+    left: what the layers kept float left int8, their input paths with them (convert_notes.left_int8)."""
+    paths = f" (with their input paths: {left})" if left else ""
     if layers and reached_db >= parity.target_db:
-        kept = f"{layers} layer(s) kept float bring it to {reached_db:.2f} dB, within {PARITY_DB:g} dB"
+        kept = f"{layers} layer(s) kept float{paths} bring it to {reached_db:.2f} dB, within {PARITY_DB:g} dB"
     elif layers:
         kept = (
-            f"{layers} layer(s) kept float bring it to {reached_db:.2f} dB, short of {parity.target_db:.2f} "
-            "(--max-float-layers, or no further layer lifted it)"
+            f"{layers} layer(s) kept float{paths} bring it to {reached_db:.2f} dB, short of "
+            f"{parity.target_db:.2f} (--max-float-layers, or no further layer lifted it)"
         )
     else:
         kept = f"no layer lifted it by {MIN_GAIN_DB:g} dB"

@@ -31,6 +31,7 @@ import onnx
 from quantkit.config import ConvertConfig
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.qdq import WeightMemo
+from quantkit.planner import fallback_choice
 from quantkit.planner.at_output import SqnrMemo as SqnrMemo
 from quantkit.planner.at_output import foreground_maps as foreground_maps
 from quantkit.planner.at_output import measured_reference as measured_reference
@@ -39,6 +40,7 @@ from quantkit.planner.at_output import output_sqnrs
 from quantkit.planner.core import plan
 from quantkit.planner.cut_paths import preferred, token, untoken
 from quantkit.planner.fallback_blocks import end_block
+from quantkit.planner.fallback_choice import best_finite
 from quantkit.planner.int8_model import measured_model
 from quantkit.planner.screening import screening_runs
 from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, Runs, feed_rows, feed_take
@@ -48,8 +50,6 @@ UNGROUPED_LAYERS = 20  # up to this many layers left, a round measures each alon
 # that dominates) matters most; later rounds refine by tenths of a dB.
 FIRST_ROUND_GROUPS = 2
 LATER_ROUND_GROUPS = 1
-FINALISTS = 3  # screened layers measured on every sample, those within FINALIST_SHARE of the best's gain
-FINALIST_SHARE = 0.5
 # A round keeps its best layer float only where it lifts the output SQNR this much (or reaches the target):
 # below it a float layer costs speed for what the samples cannot tell from noise. PP-OCRv4's text detector
 # at 640x640 took Conv.36, .37 and .40 for +0.01, +0.03 and +0.03 dB (three rounds, 7 s) before the
@@ -124,6 +124,7 @@ class Trials:
     many: MeasureMany | None = None
     rounded: Mapping[str, np.ndarray] | None = None
     worst: bool = False  # score the worst output (output_sqnr's `worst`), not the mean over them
+    plans: dict[tuple[str, ...], QuantPlan] = field(default_factory=dict)  # by the layers kept float
 
     @classmethod
     def of(
@@ -157,11 +158,16 @@ class Trials:
         return measured_model(self.model, self._planned(keep), self.config, self.memo)
 
     def _planned(self, keep: Iterable[str]) -> QuantPlan:
-        """The plan keeping `keep` float (trial names: planner.cut_paths)."""
-        names, cut = untoken(keep)
-        keep_float = dict.fromkeys(names, "measuring")
-        config, cache = self.config, self.cache
-        return plan(self.model, self.table, config, keep_float, cache, self.alphas, self.rounded, cut=cut)
+        """The plan keeping `keep` float (trial names: planner.cut_paths), planned once per set."""
+        key = tuple(keep)
+        if key not in self.plans:
+            names, cut = untoken(key)
+            keep_float = dict.fromkeys(names, "measuring")
+            config, cache = self.config, self.cache
+            self.plans[key] = plan(
+                self.model, self.table, config, keep_float, cache, self.alphas, self.rounded, cut=cut
+            )
+        return self.plans[key]
 
     def quantized(self, keep: Iterable[str]) -> int:
         """How many linear layers the plan keeping `keep` float quantizes (planned, not measured)."""
@@ -280,13 +286,12 @@ def search(
         floor = trials.screen(held)
         expand = LATER_ROUND_GROUPS if kept else FIRST_ROUND_GROUPS
         screened = screen_layers(trials, held, remaining, floor, expand, None if kept else progress)
-        best: tuple[float, str] | None = None
-        finalists = _finalists(screened, floor)
-        measured_all = trials.full_all([[*held, n] for n in finalists])
-        for node, trial_score in zip(finalists, measured_all, strict=True):
-            if best is None or trial_score > best[0]:
-                best = (trial_score, node)
-        if best is None or not (best[0] >= target_db or best[0] >= score + MIN_GAIN_DB):
+        candidates = fallback_choice.finalists(screened, floor)
+        measured_all = trials.full_all([[*held, n] for n in candidates])
+        best = fallback_choice.chosen(
+            candidates, measured_all, score, target_db, MIN_GAIN_DB, lambda n: trials.quantized([*held, n])
+        )
+        if best is None:
             break
         node = best[1]
         chosen = preferred(held, node, best[0], score, target_db, trials.full, trials.quantized, MIN_GAIN_DB)
@@ -334,7 +339,8 @@ def screen_layers(
     """Remaining layer -> screening SQNR with it float on top of `kept`, for the layers worth measuring:
     every one when few remain; else those of the `expand` best groups of ceil(sqrt(n))
     consecutive layers that beat `floor` (kept's own SQNR), best first, stopping at a group that does not
-    beat the best layer found (it would have to hold a better one)."""
+    beat the best finite layer found (it would have to hold a better one; an FP32 copy sets no bar:
+    planner.fallback_choice)."""
     advance = progress if progress is not None else (lambda _: None)
     if len(remaining) <= UNGROUPED_LAYERS:
         found = dict(zip(remaining, trials.screen_all([[*kept, n] for n in remaining]), strict=True))
@@ -349,22 +355,13 @@ def screen_layers(
     advance(len(remaining) - left)
     found = {}
     for i in chosen:
-        if scores[i] <= floor or (found and scores[i] <= max(found.values())):
+        if scores[i] <= floor or (found and scores[i] <= best_finite(found)):
             break
         found.update(zip(groups[i], trials.screen_all([[*kept, n] for n in groups[i]]), strict=True))
         advance(len(groups[i]))
         left -= len(groups[i])
     advance(left)
     return found
-
-
-def _finalists(screened: Mapping[str, float], floor: float) -> list[str]:
-    """The FINALISTS best screened layers above floor whose gain is within FINALIST_SHARE of the best's."""
-    ranked = sorted((n for n in screened if screened[n] > floor), key=lambda n: (-screened[n], n))
-    if not ranked:
-        return []
-    top = screened[ranked[0]] - floor
-    return [n for n in ranked[:FINALISTS] if screened[n] - floor >= FINALIST_SHARE * top]
 
 
 def _reason(

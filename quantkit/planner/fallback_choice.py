@@ -1,0 +1,62 @@
+"""Which screened layer a round of the accuracy fallback (planner.fallback) measures in full, and which of
+those it keeps float: reaching the target with the most layers still quantized, never an FP32 copy where
+another layer helps.
+
+A layer kept float takes its input path with it (planner.placement.input_path); through a residual stream
+that path can hold every layer of the model. That trial is an FP32 copy, and measures inf: ranked by the
+SQNR alone it beat every other layer, and its infinite gain set the bar the others had to reach. MediaPipe's
+BlazeFace (hunt52 B1), 0.04 dB under convert's 10 dB floor, came out with 0 of 69 Convs int8, where keeping
+its two score heads float reaches 10.2 dB.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+FINALISTS = 3  # screened layers measured on every sample, those within FINALIST_SHARE of the best's gain
+FINALIST_SHARE = 0.5
+
+
+def best_finite(scores: Mapping[str, float]) -> float:
+    """The highest finite score (-inf where there is none): what a screened layer has to beat."""
+    return max((s for s in scores.values() if math.isfinite(s)), default=-math.inf)
+
+
+def finalists(screened: Mapping[str, float], floor: float) -> list[str]:
+    """The FINALISTS best screened layers above floor whose gain is within FINALIST_SHARE of the best
+    finite one's, and the first of those that measure inf (an FP32 copy), if any: its gain sets no bar."""
+    ranked = sorted((n for n in screened if screened[n] > floor), key=lambda n: (-screened[n], n))
+    finite = [n for n in ranked if math.isfinite(screened[n])]
+    copies = [n for n in ranked if not math.isfinite(screened[n])][:1]
+    if not finite:
+        return copies
+    top = screened[finite[0]] - floor
+    return [n for n in finite[:FINALISTS] if screened[n] - floor >= FINALIST_SHARE * top] + copies
+
+
+def chosen(
+    candidates: Sequence[str],
+    scores: Sequence[float],
+    start: float,
+    target_db: float,
+    min_gain_db: float,
+    quantized: Callable[[str], int],
+) -> tuple[float, str] | None:
+    """(score, layer) of the finalist a round keeps float, or None where none lifts `start` by
+    min_gain_db or reaches target_db. Of those that reach target_db, the one leaving the most layers
+    quantized (`quantized`: how many the trial with that layer float leaves), then the higher score;
+    else the highest score; a trial that leaves no layer quantized only where no other one qualifies."""
+    useful = [
+        (score, node)
+        for node, score in zip(candidates, scores, strict=True)
+        if score >= target_db or score >= start + min_gain_db
+    ]
+    if not useful:
+        return None
+    counts = {node: quantized(node) for _, node in useful}
+    pool = [pair for pair in useful if counts[pair[1]] > 0] or useful
+    reaching = [pair for pair in pool if pair[0] >= target_db]
+    if reaching:
+        return max(reaching, key=lambda pair: (counts[pair[1]], pair[0]))
+    return max(pool, key=lambda pair: pair[0])

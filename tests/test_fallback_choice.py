@@ -1,0 +1,38 @@
+"""planner.fallback_choice: which screened layers a fallback round measures, and which one it keeps float."""
+
+from __future__ import annotations
+
+import math
+
+from quantkit.planner.fallback_choice import FINALIST_SHARE, best_finite, chosen, finalists
+
+INF = math.inf
+
+
+def test_an_fp32_copy_sets_no_bar_for_the_other_finalists() -> None:
+    # hunt52 B1: the inf trial's gain made every finite one fall short of FINALIST_SHARE of it
+    screened = {"copy": INF, "b": 12.0, "c": 11.5, "d": 10.2, "e": 9.0}
+    assert finalists(screened, 10.0) == ["b", "c", "copy"]  # d's 0.2 dB is under half of b's 2.0
+    assert 0.2 < FINALIST_SHARE * 2.0 <= 1.5
+    assert finalists({"copy": INF, "other": INF}, 10.0) == ["copy"]  # one copy, by name
+    assert finalists({"b": 9.0}, 10.0) == []  # none above the floor
+
+
+def test_a_round_keeps_the_finalist_that_reaches_the_target_with_most_layers_int8() -> None:
+    counts = {"copy": 0, "long": 3, "short": 60, "weak": 68}
+    pick = counts.__getitem__
+    scores = [INF, 37.0, 10.2, 9.97]
+    names = ["copy", "long", "short", "weak"]
+    assert chosen(names, scores, 9.96, 10.0, 0.1, pick) == (10.2, "short")
+    # none reaches 12: the highest score that is no FP32 copy, though the copy reaches it
+    assert chosen(["copy", "weak", "short"], [INF, 10.1, 11.0], 9.96, 12.0, 0.1, pick) == (11.0, "short")
+    # only a copy helps: it is kept (a model is never refused for want of layers to keep float)
+    assert chosen(["copy", "weak"], [INF, 9.97], 9.96, 12.0, 0.1, pick) == (INF, "copy")
+    # nothing lifts the start by 0.1 dB nor reaches the target
+    assert chosen(["weak"], [9.97], 9.96, 12.0, 0.1, pick) is None
+
+
+def test_equal_counts_fall_back_to_the_higher_score() -> None:
+    assert chosen(["a", "b"], [13.0, 14.0], 10.0, 12.0, 0.1, lambda _: 5) == (14.0, "b")
+    assert best_finite({"a": INF, "b": 3.0, "c": 7.5}) == 7.5
+    assert best_finite({"a": INF}) == -INF
