@@ -582,3 +582,28 @@ def test_a_layer_reading_a_model_output_stays_float_with_the_reason(tmp_path: Pa
     assert skipped["c2"] == "its input is also a model output, which stays float"
     assert "c1" in summary.plan.quantized_nodes
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 20
+
+
+def test_a_maxpool_whose_relu_is_folded_shares_its_inputs_params(tmp_path: Path, image_dir: Path) -> None:
+    """hunt53 C2: MaxPool -> Relu, the Relu folded into the MaxPool's Q, gave that Q the Relu output's
+    own range: the pool ran in float between DQ and Q, and check failed convert's own model. Its input
+    holds no negative value, so both share one range from 0 and onnxruntime pools the integers."""
+    c1, c2 = conv_params(8, 3, 3, 1), conv_params(6, 8, 1, 2)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu1"),
+        helper.make_node("Transpose", ["r"], ["t1"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["t1"], ["t"], name="to_nchw", perm=[0, 3, 1, 2]),
+        # a window of 1 and a stride of 2: the output skips values, so its own range is narrower
+        helper.make_node("MaxPool", ["t"], ["m"], name="pool", kernel_shape=[1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["m"], ["p"], name="relu2"),
+        helper.make_node("Conv", ["p", "w2", "b2"], ["y"], name="c2"),
+    ]
+    weights = {"w1": c1["w"], "b1": c1["b"], "w2": c2["w"], "b2": c2["b"]}
+    config = ConvertConfig(method="minmax", prefer=Prefer.accuracy, min_sqnr=0.0)
+    summary, out = quantize(make_model(nodes, weights), tmp_path, image_dir, config)
+    assert summary.plan.quantized_nodes.get("pool") == "MaxPool"
+    params = summary.plan.activations
+    assert np.array_equal(params["r"].scale, params["p"].scale) and int(params["p"].zero_point) == 0
+    ran = optimized_graph(out, tmp_path)
+    assert op_counts(ran).get("MaxPool", 0) == 1 and not dq_feeds_q(ran)  # pooled on the uint8 data

@@ -21,9 +21,16 @@ def tensor_params(state: Planning) -> tuple[dict[str, QuantParams], set[str]]:
     Also returns the tensors that share their params with another."""
     reads = {state.folds[n] for n in state.reads}  # their params are their sources' (scaled_reads)
     groups = _UnionFind(sorted(state.q - reads))
+    clipped = _clipped(state)
     for node in state.index.nodes:
         if state.quantized.get(node.name) in SHARED_SCALE_OPS:
             for out in node.output:
+                # an output whose Relu is folded into its Q is quantized as that Relu's output (hunt53 C2:
+                # 5 MaxPools of a TFLite SSD got scales of their own and ran in float between DQ and Q;
+                # check failed convert's own model): tied where the input holds no negative value, so
+                # the shared range still starts at 0 and the Q still clips
+                if out in clipped and state.range_of(node.input[0])[0] >= 0.0:
+                    out = clipped[out]
                 if out:
                     groups.union(node.input[0], out)
     params: dict[str, QuantParams] = {}
@@ -61,6 +68,15 @@ def scaled_reads(state: Planning, activations: dict[str, QuantParams]) -> None:
         del state.folds[node_name], state.reads[node_name]
         if out in state.q:
             activations[out] = activation_params(*state.range_of(out), state.config.activations)
+
+
+def _clipped(state: Planning) -> dict[str, str]:
+    """A tensor whose Relu or Clip(0, c) is folded into its Q -> that clip's output, the tensor quantized."""
+    return {
+        node.input[0]: state.folds[node.name]
+        for node in state.index.nodes
+        if node.name in state.folds and node.op_type in ("Relu", "Clip")
+    }
 
 
 def _width(stats: TensorStats) -> float:
