@@ -304,8 +304,8 @@ def _require_integers(array: np.ndarray, what: str, spec: InputSpec) -> None:
     fractions = array[array != np.rint(array)]
     if fractions.size:
         raise ConfigError(
-            f"{what} holds fractions (e.g. {float(fractions[0]):g}); input {spec.name!r} takes {takes}, which "
-            "would round them: feed whole numbers (pixels 0-255, not scaled to [0, 1])"
+            f"{what} holds fractions (e.g. {float(fractions[0]):g}); input {spec.name!r} takes {takes}, "
+            "which would round them: feed whole numbers (pixels 0-255, not scaled to [0, 1])"
         )
 
 

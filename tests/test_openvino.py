@@ -231,7 +231,8 @@ def test_openvinos_error_keeps_the_node_it_names() -> None:
     from quantkit.runtime_openvino import openvino_reason
 
     nested = (
-        "Exception from src/inference/src/cpp/core.cpp:117:\nException from src/inference/src/dev/plugin.cpp:54: "
+        "Exception from src/inference/src/cpp/core.cpp:117:\n"
+        "Exception from src/inference/src/dev/plugin.cpp:54: "
         "Exception from src/core/src/pass/graph_rewrite.cpp:298: [ReshapeTransformation] END: node: "
         "opset1::Reshape model/dense_56/Tensordot (opset1::Multiply MatMul_60) -> (f32[?,30,40,16])"
     )

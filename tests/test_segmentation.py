@@ -187,5 +187,7 @@ def test_uint8_scores_are_numbers_and_int64_ones_labels() -> None:
     assert figures.top1_agreement == pytest.approx(agree) and agree > float(np.mean(ref == cand))
     assert not figures.labels and figures.sqnr_db is not None and 10.0 < figures.sqnr_db < 60.0
     labels = OutputErrors("picked")  # an ArgMax's int64 classes: agreed on as they are (no SQNR shown)
-    labels.update(ref.argmax(1).astype(np.int64)[:, None], cand.argmax(1).astype(np.int64)[:, None], images=40)
+    labels.update(
+        ref.argmax(1).astype(np.int64)[:, None], cand.argmax(1).astype(np.int64)[:, None], images=40
+    )
     assert labels.result().labels and labels.result().top1_agreement == pytest.approx(agree)
