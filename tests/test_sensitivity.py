@@ -243,6 +243,13 @@ def test_the_exclusions_file_and_the_console_name_the_same_set() -> None:
     assert "(the set --write-exclusions keeps): conv_0, conv_1" in capped
     unmeasured = dataclasses.replace(report, cumulative=())
     assert len(layers(exclusions_file(unmeasured, None, "m.onnx"))) == 3  # --top 0: the top 3
+    # hunt52 C4: each line said 'alone' where the layer's input path took others float with it
+    dragging = dataclasses.replace(
+        report, layers=(dataclasses.replace(rows[0], with_it=("c", "d")), *rows[1:])
+    )
+    written = exclusions_file(dragging, None, "m.onnx")
+    assert "conv_0  # Conv, recovers 30% with 2 more float with it" in written
+    assert "conv_1  # Conv, recovers 25% alone" in written
 
 
 def test_exclude_from_a_missing_file_is_one_clear_line(
