@@ -558,3 +558,11 @@ def test_latency_of_another_runtime_than_the_target_is_said() -> None:
     assert elsewhere_latency(1.0, Target.ort_cpu, "onnxruntime") == ""
     assert elsewhere_latency(1.0, Target.openvino, "openvino") == ""
     assert elsewhere_latency(None, Target.openvino, "onnxruntime") == ""
+
+
+def test_a_gate_measuring_an_output_identical_to_fp32_shows_inf() -> None:
+    """hunt52 C2: '-' (not measured) in the gate table beside a passed SQNR gate on an all-float model."""
+    from quantkit.reports.formats import figure
+
+    assert figure(float("inf")) == "inf" and figure(float("-inf")) == "-inf"
+    assert figure(None) == "-" and figure(float("nan")) == "-" and figure(12.345) == "12.35"

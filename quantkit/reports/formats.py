@@ -61,8 +61,12 @@ GATE_LABELS = {
 
 
 def figure(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
+    """A gate's measured figure: '-' where none was measured; 'inf' for an output identical to FP32's
+    (hunt52 C2: '-' read as 'not measured' beside a passed SQNR gate)."""
+    if value is None or math.isnan(value):
         return "-"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     value = 0.0 if value == 0 else value  # no "-0"
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
 
