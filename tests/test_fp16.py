@@ -784,3 +784,23 @@ def test_an_integer_output_reaches_the_reference_when_activations_are_observed_i
     assert out.exists() and summary.float16_by_type.get("Conv") == 1
     fed = np.random.default_rng(0).random((1, 3, SIZE, SIZE), np.float32)
     assert Session(src).run(fed)["labels"].shape == Session(out).run(fed)["labels"].shape == (1, 5)
+
+
+def test_a_float16_constant_only_cast_up_is_no_float16_compute() -> None:
+    """hunt52 C1: an INT8 model of a float16 detector kept two float16 prior-box constants, each only Cast
+    to float32, and compare warned that the candidate computes in float16."""
+    from quantkit.pipeline.run_compare import _float16
+
+    half = numpy_helper.from_array(np.ones(4, np.float16), "priors")
+    up = helper.make_node("Cast", ["priors"], ["p32"], to=TensorProto.FLOAT)
+    add = helper.make_node("Add", ["x", "p32"], ["y"])
+    graph = helper.make_graph(
+        [up, add],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [half],
+    )
+    assert not _float16(helper.make_model(graph))
+    graph.node[1].input[1] = "priors"  # read as it is: computed in float16
+    assert _float16(helper.make_model(graph))

@@ -291,11 +291,23 @@ FLOAT16_CPU = (
 def _float16(model: onnx.ModelProto) -> bool:
     """Whether the model holds float16 weights or casts to float16 (hunt37 F8: compare of an fp16 model
     said nothing of how onnxruntime's CPU computes it, where convert prints both figures)."""
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+    halves = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    # a float16 constant only cast up computes nothing in float16 (hunt52 C1: an INT8 model of a float16
+    # detector kept its prior boxes so, and compare said the candidate computed in float16)
+    up = (onnx.TensorProto.FLOAT,)
+    if any(
+        name in halves and not (n.op_type == "Cast" and _cast_to(n) in up)
+        for n in model.graph.node
+        for name in n.input
+    ):
         return True
     ends = {v.name for v in model.graph.output}  # a float16 output's own Cast computes nothing in it
     casts = (n for n in model.graph.node if n.op_type == "Cast" and n.output[0] not in ends)
     return any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for n in casts for a in n.attribute)
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 def _runtime_settings(runtime: Runtime, candidate: onnx.ModelProto, candidate_path: Path) -> dict[str, Any]:
