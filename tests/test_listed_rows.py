@@ -150,6 +150,13 @@ def test_an_output_that_barely_changes_between_images_is_judged_on_what_changes(
     other.update(ref[:2], cand[:2])
     other.update(ref[:2, :5], cand[:2, :5])  # another shape: not followed
     assert other.varying_db() is None
+    # hunt53 C1: an NMS's box count, 40 on every image in FP32 and 31 once in INT8: nothing changes between
+    # images to measure, where '-inf dB; judge it on that' was said
+    count, counted = np.full((8, 1), 40.0), np.full((8, 1), 40.0)
+    counted[3] = 31.0
+    constant = Variation()
+    constant.update(count, counted)
+    assert constant.varying_db() is None and steady_warning("count", 25.8, constant.varying_db()) is None
 
 
 def test_convert_warns_where_the_output_barely_changes_between_samples(
@@ -218,3 +225,27 @@ def test_an_inf_mask_both_models_share_is_no_error() -> None:
     with np.errstate(invalid="ignore"):
         other.update(ref.astype(np.float32), flipped.astype(np.float32))
     assert not other.result().sqnr_db > 0
+
+
+def test_outputs_a_topk_chose_are_no_classifier_to_check_the_input_by(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hunt53 C1: a one-class detector's class ids after its NonMaxSuppression (0 on every image) read as
+    'FP32 gives class 0 ... its input is likely wrong'; a TopK's sorted scores put their top at index 0 on
+    every image the same way."""
+    from quantkit import pipeline
+    from quantkit.config import CalibrateConfig, ImageSelection
+    from tests.conftest import conv_params, save
+
+    p = conv_params(12, 3, 3, 5)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["s"]),
+        helper.make_node("TopK", ["s", "k"], ["y", "picked"], axis=1),
+    ]
+    weights = {"w": p["w"], "b": p["b"], "k": np.array([10], np.int64)}
+    model = save(make_model(nodes, weights), tmp_path / "topk.onnx")
+    summary = pipeline.calibrate(model, tmp_path / "t.json", CalibrateConfig(ImageSelection(image_dir)))
+    assert summary.images_used >= 10
+    assert not [f for f in summary.reference_findings if f.startswith("FP32 gives class")]

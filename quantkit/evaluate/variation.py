@@ -58,7 +58,9 @@ class Variation:
         if not self.followed or self.total is None or self.images < FEW_IMAGES:
             return None
         varying = self.power - float(np.sum(self.total * self.total)) / self.images
-        return sqnr_db(max(varying, 0.0), self.noise)
+        if not varying > 1e-12 * self.power:  # FP32 gives it alike on every image: nothing changes to
+            return None  # measure (hunt53 C1: a detector's constant box count read '-inf dB; judge on that')
+        return sqnr_db(varying, self.noise)
 
     def pooled_db(self) -> float:
         return sqnr_db(self.power, self.noise)

@@ -74,7 +74,7 @@ def run_compare_chunk(
     candidate = session_for(shared[1], job.keys[1], job.threads, job.runtime)
     require_visible(job.paths)
     loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
-    check = ReferenceCheck(values=job.values)
+    check = ReferenceCheck(values=job.values | job.ordered)  # NMS-chosen ids are no classifier's
     first: list[Feed] = []
 
     batches = keeping(read_ahead(loader), 1, first)

@@ -32,7 +32,7 @@ from quantkit.graph.augment import (
 from quantkit.graph.observe_parts import group_model, in_graph_order, last_first
 from quantkit.graph.output_kinds import value_outputs
 from quantkit.graph.prepare import prepare
-from quantkit.graph.query import measured_in_place
+from quantkit.graph.query import measured_in_place, selection_ordered
 from quantkit.images import (
     ImageLoader,
     entries_hash,
@@ -178,7 +178,10 @@ def calibrate(
         run_rows=rows_per_run(per_run or sample_bytes(prepared.model, list(observed)), size),
         model_sha256="",
         groups=groups,
-        values=value_outputs(prepared.model, config.output_kind),
+        # an output a TopK / NonMaxSuppression chose holds no image's class scores (hunt53 C1: a one-class
+        # detector's class ids, all 0, read as 'FP32 gives class 0 ... its input is likely wrong')
+        values=value_outputs(prepared.model, config.output_kind)
+        | frozenset(selection_ordered(prepared.model)),
         logits=measured_in_place(prepared.model),
     )
     tick = progress("calibrating", total)

@@ -371,7 +371,7 @@ def _compare_arrays(
 ) -> CompareChunk:
     """Model-ready samples (an iterable the caller owns): one pass in this process."""
     reference, candidate = open_session(runtime, reference_path), open_session(runtime, candidate_path)
-    check = ReferenceCheck(inputs_from_images=False, values=empty.values)
+    check = ReferenceCheck(inputs_from_images=False, values=empty.values | empty.ordered)
     first: list[Feed] = []
 
     comparison = compare_batches(reference, candidate, keeping(source, 1, first), empty, tick, check)
