@@ -36,6 +36,7 @@ MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit; larger images 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 MAX_FILE_BYTES = 256 << 20  # a file this large is not a photo for calibration; it is not read at all
+TOO_LARGE = "too large to read"  # why a file past either limit is skipped
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -306,7 +307,14 @@ def too_few_read(
     folder = selection.folder if selection is not None and selection.files is None else None
     linked = links_outside(folder) if folder is not None else 0
     links = f"; {linked} link(s) to image files outside {folder} are not followed" if linked else ""
-    return f"{what} could be read{failures}{links}; remove or replace the broken files"
+    # hunt52 C3: a valid 108-megapixel photo was among the 'broken files'
+    large = any(why.startswith(TOO_LARGE) for _, why in skipped)
+    fix = (
+        "downscale the files too large, remove or replace the broken ones"
+        if large
+        else ("remove or replace the broken files")
+    )
+    return f"{what} could be read{failures}{links}; {fix}"
 
 
 class ImageLoader:
@@ -325,7 +333,7 @@ class ImageLoader:
         for path in self.paths:
             try:
                 if path.stat().st_size > MAX_FILE_BYTES:
-                    raise ImageError(f"refused: larger than {MAX_FILE_BYTES >> 20} MiB")
+                    raise ImageError(f"{TOO_LARGE}: larger than {MAX_FILE_BYTES >> 20} MiB")
                 raw = path.read_bytes()
                 sample = load_sample(raw, self.preprocess)
             except ImageError as exc:
@@ -366,7 +374,7 @@ def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
                 image.load()
                 pixels = _to_mode(image, pre.channels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"refused: more than {MAX_PIXELS} pixels") from exc
+        raise ImageError(f"{TOO_LARGE}: more than {MAX_PIXELS} pixels") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"not a decodable image ({_why(exc)})") from exc
     resized = _resize(pixels, pre)

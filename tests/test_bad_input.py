@@ -803,7 +803,15 @@ def test_huge_files_are_not_read(image_dir: Path, tmp_path: Path) -> None:
         handle.truncate(images.MAX_FILE_BYTES + 1)
     loader = images.ImageLoader(images.find_images(folder), PRE, 4)
     assert sum(b.data.shape[0] for b in loader) == 1
-    assert [(p.name, why) for p, why in loader.skipped] == [("huge.png", "refused: larger than 256 MiB")]
+    assert [(p.name, why) for p, why in loader.skipped] == [
+        ("huge.png", "too large to read: larger than 256 MiB")
+    ]
+    # hunt52 C3: a large photo is no broken file
+    line = images.too_few_read(0, 2, [(folder / "huge.png", loader.skipped[0][1])])
+    assert line.endswith("; downscale the files too large, remove or replace the broken ones")
+    assert images.too_few_read(0, 1, [(folder / "a.png", "not a decodable image")]).endswith(
+        "; remove or replace the broken files"
+    )
 
 
 def test_bomb_is_refused_not_decoded() -> None:
