@@ -432,10 +432,18 @@ def test_a_kind_of_value_far_below_its_pooled_output_is_named() -> None:
 def test_a_raw_yolox_head_read_as_pixels_is_refused() -> None:
     """CapSpot's raw YOLOX head (box values in [-0.74, 1.72]) under --detector yolo matched 12 of 19 boxes
     where yolox matched 3 of 5: a detection with a width or height of 0 or below is not in pixels."""
-    raw = np.stack([_head([(0.4, -0.2, -0.7, 0.3, 0.9, 0), (0.1, 0.5, 0.2, 0.4, 0.8, 1)])])
+    raw = np.stack([_head([(30.4, 40.2, -0.7, 0.3, 0.9, 0), (20.1, 0.5, 0.2, 0.4, 0.8, 1)])])
     refused = r"width or height -0\.7: --detector yolo reads .* give --detector yolox"
     with pytest.raises(ConfigError, match=refused):
         _compared(DetectorHead.yolo, raw, raw)
+    # hunt52 B4: YOLOX-Nano's raw head, its detections of positive log sizes: centres of cell offsets
+    offsets = np.stack([_head([(0.4, -0.2, 1.7, 0.3, 0.9, 0), (3.6, 0.5, 0.2, 0.4, 0.8, 1)])])
+    with pytest.raises(
+        ConfigError, match=r"box centres from -0\.2 to 3\.6 on every anchor: .* --detector yolox"
+    ):
+        _compared(DetectorHead.yolo, offsets, offsets)
+    fractions = np.stack([_head([(0.4, 0.2, 0.1, 0.3, 0.9, 0), (0.9, 0.5, 0.2, 0.4, 0.8, 1)])])  # normalised
+    assert _compared(DetectorHead.yolo, fractions, fractions).result()[0][0].boxes == 2
     fine = np.stack([_head([(50, 50, 20, 20, 0.9, 0), (150, 50, 0.5, 0.25, 0.8, 1)])])  # tiny but positive
     assert _compared(DetectorHead.yolo, fine, fine).result()[0][0].boxes == 2
 

@@ -339,12 +339,29 @@ def head_masks(name: str, rows: np.ndarray, outputs: Mapping[str, np.ndarray], d
     return masks
 
 
+# Box centres of a head in pixels reach past this on some anchor of any image a detector takes
+RAW_CENTRES = 16.0
+
+
 def require_sizes(name: str, rows: np.ndarray, threshold: float, detector: DetectorHead) -> None:
-    """Refuse a head read as boxes of (cx, cy, w, h) whose detections have a width or height of 0 or
-    below: a raw YOLOX head's log sizes (CapSpot's, boxes in [-0.74, 1.72]), which --detector yolo read
+    """Refuse a head read as boxes of (cx, cy, w, h) whose centres are neither pixels nor fractions of the
+    image on any anchor (RAW_CENTRES), or whose detections have a width or height of 0 or below: a raw
+    YOLOX head's cell offsets and log sizes (CapSpot's, boxes in [-0.74, 1.72]), which --detector yolo read
     as pixels and matched 12 of 19 boxes where yolox matched 3 of 5."""
     if detector is not DetectorHead.yolo:
         return
+    centres = rows[..., 0:2]
+    if (
+        centres.size
+        and float(np.abs(centres).max()) < RAW_CENTRES
+        and not (float(centres.min()) >= -0.05 and float(centres.max()) <= 1.05)
+    ):  # hunt52 B4: a raw YOLOX head's offsets of -2.2 to 3.6, neither pixels nor fractions of the image
+        low, high = float(centres.min()), float(centres.max())
+        raise ConfigError(
+            f"output {name!r} holds box centres from {low:.3g} to {high:.3g} "
+            "on every anchor: neither pixels nor fractions of the image, which --detector yolo reads; a raw "
+            "YOLOX head holds cell offsets and log sizes there: give --detector yolox"
+        )
     _, hit = detections(rows, threshold)
     sizes = rows[..., 2:4][hit]
     if sizes.size and float(sizes.min()) <= 0.0:
