@@ -172,6 +172,14 @@ def test_score_sigmoids_are_bounded_but_silu_gates_are_not() -> None:
     assert is_bounded(index, "score")
     assert not is_bounded(index, "gate")
     assert not is_bounded(index, "act")
+    # hunt53 A1: a TFLite SSD's Sigmoid -> Relu (folded into the Q, whose range is the Relu output's):
+    # chosen by MSE, its class scores topped at 0.485 and no detection reached 0.5
+    nodes[-1] = helper.make_node("Relu", ["score"], ["kept"])
+    nodes.append(helper.make_node("Clip", ["kept", "zero", "one"], ["y"]))
+    bounds = {"zero": np.array(0.0, np.float32), "one": np.array(1.0, np.float32)}
+    index = GraphIndex(make_model(nodes, params | bounds))
+    assert is_bounded(index, "kept") and is_bounded(index, "y")
+    assert not is_bounded(index, "act")  # a Relu of what is not bounded stays so
 
 
 def test_the_cap_only_narrows_each_end_and_keeps_zero() -> None:

@@ -137,8 +137,12 @@ def activation_params(lo: float, hi: float, activations: ActivationType) -> Quan
 
 def is_bounded(index: GraphIndex, name: str) -> bool:
     """Whether `name` is the output of a BOUNDED_OPS node, other than a SiLU's gate (the SiLU's Mul is
-    quantized after it, and clipping the gate measured 0.9 dB better on YOLOX-Nano)."""
+    quantized after it, and clipping the gate measured 0.9 dB better on YOLOX-Nano), or a Relu / Clip(0, c)
+    of one: folded into the Q, the clip's output is the tensor quantized (hunt53 A1: a TFLite SSD's
+    Sigmoid -> Relu class scores, chosen by MSE, topped at 0.485, and no detection reached 0.5)."""
     producer = index.producer.get(name)
+    if producer is not None and clips_at_zero(index, producer):
+        return is_bounded(index, producer.input[0])
     if producer is None or producer.op_type not in BOUNDED_OPS:
         return False
     return consumer_transform(index, producer.input[0]) is not silu
