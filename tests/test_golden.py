@@ -165,3 +165,18 @@ def test_a_shrink_without_gates_reports_no_verdict() -> None:
     assert markdown.shrink_markdown(bare).startswith("### quantkit shrink: REPORT ONLY")
     page = html_page.render(bare)
     assert "<title>quantkit shrink: REPORT ONLY</title>" in page and "PASS" not in page
+
+
+def test_the_rounded_layers_counted_are_those_written_int8() -> None:
+    """hunt52 C5: 'weights rounded for their layer's output error in 106 layers' where the speed-aware
+    plan wrote 45 of them int8 (the file's metadata said 45)."""
+    summary = _summary()
+    rounded = {"conv_1": np.zeros(1, np.int8), "conv_2": np.zeros(1, np.int8)}
+    corrections = dataclasses.replace(
+        summary.corrections, rounded_layers=5, sqnr_nearest_db=19.0, sqnr_rounded_db=20.0
+    )
+    summary = dataclasses.replace(
+        summary, plan=dataclasses.replace(summary.plan, rounded=rounded), corrections=corrections
+    )
+    text = " ".join(_render(console.convert_table(summary, "out.onnx"), 300).split())
+    assert "weights rounded for their layer's output error in 2 layers written int8 (19.00 dB" in text
