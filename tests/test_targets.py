@@ -449,6 +449,39 @@ def test_an_op_quantkits_speed_plan_kept_float_is_no_finding(
     assert code == 0 and "1 op(s) float on purpose, not findings" in " ".join(out.split())
 
 
+def test_a_batch_norm_left_between_dq_and_q_is_a_finding(tmp_path: Path) -> None:
+    """hunt52 B6: another tool's INT8 model of a face detector whose BatchNormalizations read their
+    parameters from graph inputs (onnxruntime cannot fold them) ran 0.28x FP32, each BatchNormalization in
+    float between a DequantizeLinear and a QuantizeLinear, and check said 'no findings'."""
+    import onnx
+
+    import quantkit
+
+    nodes = [
+        N("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
+        N("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
+        N("BatchNormalization", ["xd", "gamma", "beta", "mean", "var"], ["b"], name="bn"),
+        N("QuantizeLinear", ["b", "s", "z"], ["bq"], name="q_out"),
+        N("DequantizeLinear", ["bq", "s", "z"], ["y"], name="dq_out"),
+    ]
+    scales = [
+        onnx.numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+        onnx.numpy_helper.from_array(np.array(128, np.uint8), "z"),
+    ]
+    fed = [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])]
+    # the parameters as graph inputs, as old exporters listed them: onnxruntime cannot fold them
+    fed += [
+        onnx.helper.make_tensor_value_info(p, onnx.TensorProto.FLOAT, [3])
+        for p in ("gamma", "beta", "mean", "var")
+    ]
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = onnx.helper.make_graph(nodes, "bn", fed, [y], scales)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = save(model, tmp_path / "bn.onnx")
+    assert [(f.rule, f.node) for f in quantkit.check(path).findings] == [("unfolded-norm", "bn")]
+
+
 def test_check_through_the_python_api(tmp_path: Path) -> None:
     import quantkit
 
