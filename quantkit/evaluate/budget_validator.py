@@ -24,8 +24,9 @@ from quantkit.evaluate.class_scores import (
     is_classification,
     is_label_column,
 )
-from quantkit.evaluate.compare import decode_grid, head_masks, require_sizes, scored_output
+from quantkit.evaluate.compare import decode_grid, scored_output
 from quantkit.evaluate.end2end import is_listed_head, listed_detections, require_listed
+from quantkit.evaluate.heads import head_masks, require_sizes
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
     Detections,

@@ -1,0 +1,87 @@
+"""A detector head's rows as --detector reads them: which layout, which columns are masks, and whether
+the values can be what the head is named for (a raw head read as pixels is refused)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from quantkit.config import DetectorHead
+from quantkit.errors import ConfigError
+from quantkit.evaluate.metrics import anchors_last, detections, mask_columns, yolov8_rows
+
+
+def head_rows(name: str, output: np.ndarray, detector: DetectorHead) -> np.ndarray | None:
+    """The output as the [N, A, 5 + C] rows the detection metrics read (None: a yolov8 head's layout it
+    does not have). A head with its anchors along the last axis under yolo or yolox is refused: read as
+    [N, A, 5 + C] its rows would be its values (PyPI's YOLOv8 DocLayNet detector, [1, 15, 21504], gave a
+    recall of 39.6 % that meant nothing)."""
+    if detector is DetectorHead.yolov8:
+        return yolov8_rows(output) if anchors_last(output) else None
+    if anchors_last(output) and output.shape[1] > 5:
+        raise ConfigError(
+            f"output {name!r} is {list(output.shape)}: its anchors run along the last axis, as YOLOv8 "
+            f"writes its head; give --detector yolov8 (--detector {detector.value} reads [N, anchors, "
+            "4 box + objectness + classes])"
+        )
+    return output
+
+
+def head_masks(name: str, rows: np.ndarray, outputs: Mapping[str, np.ndarray], detector: DetectorHead) -> int:
+    """metrics.mask_columns of the reference's head rows [N, A, 5 + C] (outputs: all its outputs), or
+    one line saying why they cannot be read as a detector's."""
+    masks = mask_columns(rows, outputs)
+    if masks is None:
+        scores = rows[..., 4:]
+        raise ConfigError(
+            f"output {name!r} holds values from {scores.min():.3g} to {scores.max():.3g} where --detector "
+            f"{detector.value} reads objectness and class scores ({head_layout(detector)}), probabilities "
+            "in [0, 1]: a pose or rotated-box head keeps keypoints or an angle there, and a head of logits "
+            "lacks its sigmoid; leave --detector out to compare its values"
+        )
+    return masks
+
+
+# Box centres of a head in pixels reach past this on some anchor of any image a detector takes
+RAW_CENTRES = 16.0
+
+
+def require_sizes(name: str, rows: np.ndarray, threshold: float, detector: DetectorHead) -> None:
+    """Refuse a head read as boxes of (cx, cy, w, h) whose centres are neither pixels nor fractions of the
+    image on any anchor (RAW_CENTRES), or whose detections have a width or height of 0 or below: a raw
+    YOLOX head's cell offsets and log sizes (CapSpot's, boxes in [-0.74, 1.72]), which --detector yolo read
+    as pixels and matched 12 of 19 boxes where yolox matched 3 of 5."""
+    if detector is not DetectorHead.yolo:
+        return
+    centres = rows[..., 0:2]
+    if (
+        centres.size
+        and float(np.abs(centres).max()) < RAW_CENTRES
+        and not (float(centres.min()) >= -0.05 and float(centres.max()) <= 1.05)
+    ):  # hunt52 B4: a raw YOLOX head's offsets of -2.2 to 3.6, neither pixels nor fractions of the image
+        low, high = float(centres.min()), float(centres.max())
+        raise ConfigError(
+            f"output {name!r} holds box centres from {low:.3g} to {high:.3g} "
+            "on every anchor: neither pixels nor fractions of the image, which --detector yolo reads; a raw "
+            "YOLOX head holds cell offsets and log sizes there: give --detector yolox"
+        )
+    _, hit = detections(rows, threshold)
+    sizes = rows[..., 2:4][hit]
+    if sizes.size and float(sizes.min()) <= 0.0:
+        raise ConfigError(
+            f"output {name!r} has detections of width or height {float(sizes.min()):.3g}: --detector yolo "
+            "reads (cx, cy, w, h) in pixels, and a raw YOLOX head holds cell offsets and log sizes there; "
+            "give --detector yolox"
+        )
+
+
+def head_layout(detector: DetectorHead) -> str:
+    """The output shape --detector reads, as its help states it."""
+    if detector is DetectorHead.yolov8:
+        return "[N, 4 box + classes, anchors]"
+    if detector is DetectorHead.db:
+        return "[N, 1, H, W] with every value a probability (a DB text detector's map)"
+    if detector is DetectorHead.end2end:
+        return "[N, detections, x0 y0 x1 y1 score class]"
+    return "[N, anchors, 4 box + objectness + classes]"
