@@ -70,6 +70,24 @@ def test_a_moved_box_is_one_missed_and_one_added() -> None:
     assert metrics.detection_recall == 0.5
 
 
+def test_a_detr_heads_boxes_scores_and_labels_are_read_as_one_list() -> None:
+    """hunt52 B5: DEIMv2 (like RT-DETR and D-FINE) writes labels [N, K] (int64), boxes [N, K, 4] and
+    scores [N, K]: --detector end2end refused them, and its TensorRT placement's lost quarter of the
+    detections showed nowhere."""
+    ref = _listed([(0, 0, 50, 50, 0.9, 0), (100, 100, 150, 150, 0.8, 1)])[None]
+    cand = _listed([(0, 0, 50, 50, 0.9, 0), (100, 200, 150, 250, 0.8, 1)])[None]
+
+    def split(rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {"labels": rows[..., 5].astype(np.int64), "boxes": rows[..., :4], "scores": rows[..., 4]}
+
+    comparison = Comparison(Path("."), None, 0.3, DetectorHead.end2end)
+    comparison.update(Batch(np.zeros((1, 1), np.float32), (Path("a.jpg"),)), split(ref), split(cand))
+    metrics = {m.name: m for m in comparison.result()[0]}
+    boxes = metrics["boxes"]
+    assert (boxes.boxes, boxes.boxes_found, boxes.boxes_extra, boxes.detection_recall) == (2, 1, 1, 0.5)
+    assert metrics["scores"].boxes is None and metrics["labels"].boxes is None
+
+
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [(4, 3.5, "scores from"), (5, 0.5, "not class indices"), (5, -1.0, "not class indices")],

@@ -12,7 +12,14 @@ import numpy as np
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError, ModelError
 from quantkit.evaluate.class_scores import TopK, class_views, is_classification, is_label_column, logits_axis
-from quantkit.evaluate.end2end import add_listed, is_listed_head, require_listed, rows_differ
+from quantkit.evaluate.end2end import (
+    add_listed,
+    is_listed_head,
+    joined_head,
+    require_listed,
+    rows_differ,
+    split_head,
+)
 from quantkit.evaluate.heads import head_layout, head_masks, head_rows, require_sizes
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
@@ -114,6 +121,9 @@ class Comparison:
                     grid = decode_grid(self.detector, self.input_size, ref.shape[1])
                     self.boxes[name] = BoxAgreement(threshold, grid)
                 self.boxes[name].update(ref, cand)
+        split = split_head(ref_out) if self.detector is DetectorHead.end2end else None
+        if split is not None and threshold is not None:  # a DETR head's boxes, scores, labels: one list
+            self._listed(split[0], joined_head(ref_out, split), joined_head(cand_out, split), threshold)
         self.count += feed_rows(batch.data)
         if self.lookup:
             self.scored_output = self.scored_output or scored_output(ref_out, len(self.lookup), self.labels)

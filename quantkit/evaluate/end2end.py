@@ -10,6 +10,8 @@ boxes above the score are compared, matched as metrics.match_boxes matches any d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from quantkit.errors import ConfigError
@@ -41,6 +43,30 @@ def listed_detections(rows: np.ndarray, threshold: float) -> Detections:
         np.rint(rows[above, 5]).astype(np.int64),
         score[above],
     )
+
+
+def split_head(outputs: Mapping[str, np.ndarray]) -> tuple[str, str, str] | None:
+    """(boxes, scores, labels): a DETR-style head's three outputs (RT-DETR, D-FINE, DEIM: boxes [N, K, 4]
+    as x0 y0 x1 y1, scores [N, K] in [0, 1], class indices [N, K]), where the outputs hold exactly one such
+    three and no listed head [N, K, 6 + E]; else None. hunt52 B5: DEIMv2's TensorRT placement lost a
+    quarter of its detections, and --detector end2end refused its outputs."""
+    if any(is_listed_head(v) for v in outputs.values()):
+        return None
+    boxes = [n for n, v in outputs.items() if v.ndim == 3 and v.shape[2] == 4 and v.dtype.kind == "f"]
+    if len(boxes) != 1:
+        return None
+    paired = {n: v for n, v in outputs.items() if v.shape == outputs[boxes[0]].shape[:2]}
+    labels = [n for n, v in paired.items() if v.dtype.kind in "iu" or np.array_equal(v, np.rint(v))]
+    scores = [n for n, v in paired.items() if n not in labels and v.dtype.kind == "f"]
+    if len(scores) != 1 or len(labels) != 1:
+        return None
+    return boxes[0], scores[0], labels[0]
+
+
+def joined_head(outputs: Mapping[str, np.ndarray], names: tuple[str, str, str]) -> np.ndarray:
+    """The three outputs split_head names as one listed head [N, K, 6] (x0 y0 x1 y1 score class)."""
+    boxes, scores, labels = (outputs[n] for n in names)
+    return np.concatenate([boxes, scores[..., None], labels[..., None].astype(boxes.dtype)], axis=2)
 
 
 def require_listed(name: str, rows: np.ndarray) -> None:

@@ -83,5 +83,5 @@ def head_layout(detector: DetectorHead) -> str:
     if detector is DetectorHead.db:
         return "[N, 1, H, W] with every value a probability (a DB text detector's map)"
     if detector is DetectorHead.end2end:
-        return "[N, detections, x0 y0 x1 y1 score class]"
+        return "[N, detections, x0 y0 x1 y1 score class] (or boxes [N, K, 4] beside scores and labels [N, K])"
     return "[N, anchors, 4 box + objectness + classes]"
