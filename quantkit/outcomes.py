@@ -45,6 +45,7 @@ class OutputMetrics:
     worst_kind: tuple[int, int, float] | None = None  # (axis, index, dB): the worst kind (kinds_axis)
     labels: bool = False  # integer outputs (an ArgMax's): top1_agreement of labels; SQNR says nothing
     varying_sqnr_db: float | None = None  # where sqnr_db hides what changes between images (variation)
+    selected: bool = False  # a TopK / NonMaxSuppression chose and ordered its rows: row by row says little
 
 
 @dataclass(frozen=True)
@@ -320,7 +321,7 @@ def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
 OUTPUT_FIELDS = (
     *("name", "sqnr_db", "cosine", "max_abs_error", "top1_agreement", "labels", "top5_overlap"),
     *("detection_recall", "detections", "boxes", "boxes_found", "boxes_extra", "boxes_borderline"),
-    *("varying_sqnr_db", "noise_images"),
+    *("varying_sqnr_db", "noise_images", "selected"),
 )
 
 

@@ -525,6 +525,15 @@ def test_the_eval_sqnr_gate_reads_float_outputs_and_names_the_worst() -> None:
     (gate,) = [g for g in gates.check(comparison, Gates(min_eval_sqnr=20.0)) if g.name == "min_eval_sqnr"]
     assert not gate.passed and gate.measured == 19.03
     assert gate.unit == "dB (worst output '770' on what changes between images, evaluation images)"
+    # hunt53 B3: the class ids of the rows an SSD's NonMaxSuppression chose, 7.77 dB as numbers, failed a
+    # model that kept every detection; such outputs are no SQNR figure, and where all are, none is judged
+    class_ids = OutputMetrics("TFLite_Detection_PostProcess:1", 7.77, 0.9, 3.0, selected=True)
+    comparison = dataclasses.replace(_comparison(), outputs=(logits, class_ids))
+    (gate,) = [g for g in gates.check(comparison, Gates(min_eval_sqnr=20.0)) if g.name == "min_eval_sqnr"]
+    assert gate.passed and gate.measured == 24.23
+    comparison = dataclasses.replace(_comparison(), outputs=(class_ids,))
+    (gate,) = [g for g in gates.check(comparison, Gates(min_eval_sqnr=20.0)) if g.name == "min_eval_sqnr"]
+    assert not gate.passed and gate.measured is None and "chosen by a TopK / NonMaxSuppression" in gate.unit
 
 
 def test_evaluation_images_that_copy_the_calibration_ones_are_not_held_out(

@@ -171,6 +171,7 @@ class OutputErrors:
             noise_images=sum(c < NOISE_COSINE for c in self.cosines),
             worst_kind=self._worst_kind(),
             labels=self.labels and count > 0,
+            selected=self.ordered,
         )
 
     def one_sided(self) -> bool:
