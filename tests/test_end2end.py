@@ -87,6 +87,19 @@ def test_a_detr_heads_boxes_scores_and_labels_are_read_as_one_list() -> None:
     assert (boxes.boxes, boxes.boxes_found, boxes.boxes_extra, boxes.detection_recall) == (2, 1, 1, 0.5)
     assert metrics["scores"].boxes is None and metrics["labels"].boxes is None
 
+    # hunt53 C3: the TensorFlow Object Detection API's form (tf2onnx's TFLite SSDs): boxes as y0 x0 y1 x1
+    # (IoU is the same either way), classes as floats, and a count [N]
+    def tensorflow(rows: np.ndarray) -> dict[str, np.ndarray]:
+        listed = {"boxes": rows[..., [1, 0, 3, 2]], "classes": rows[..., 5], "scores": rows[..., 4]}
+        return {**listed, "count": np.array([2.0], np.float32)}
+
+    comparison = Comparison(Path("."), None, 0.3, DetectorHead.end2end)
+    comparison.update(
+        Batch(np.zeros((1, 1), np.float32), (Path("a.jpg"),)), tensorflow(ref), tensorflow(cand)
+    )
+    boxes = {m.name: m for m in comparison.result()[0]}["boxes"]
+    assert (boxes.boxes, boxes.boxes_found, boxes.boxes_extra, boxes.detection_recall) == (2, 1, 1, 0.5)
+
 
 @pytest.mark.parametrize(
     ("column", "value", "message"),

@@ -47,9 +47,10 @@ def listed_detections(rows: np.ndarray, threshold: float) -> Detections:
 
 def split_head(outputs: Mapping[str, np.ndarray]) -> tuple[str, str, str] | None:
     """(boxes, scores, labels): a DETR-style head's three outputs (RT-DETR, D-FINE, DEIM: boxes [N, K, 4]
-    as x0 y0 x1 y1, scores [N, K] in [0, 1], class indices [N, K]), where the outputs hold exactly one such
-    three and no listed head [N, K, 6 + E]; else None. hunt52 B5: DEIMv2's TensorRT placement lost a
-    quarter of its detections, and --detector end2end refused its outputs."""
+    as x0 y0 x1 y1, scores [N, K] in [0, 1], class indices [N, K]; the TensorFlow Object Detection
+    API's y0 x0 y1 x1 boxes, float classes, scores and a count [N], which IoU reads alike), where the
+    outputs hold exactly one such three and no listed head [N, K, 6 + E]; else None. hunt52 B5: DEIMv2's
+    TensorRT placement lost a quarter of its detections, and --detector end2end refused its outputs."""
     if any(is_listed_head(v) for v in outputs.values()):
         return None
     boxes = [n for n, v in outputs.items() if v.ndim == 3 and v.shape[2] == 4 and v.dtype.kind == "f"]
