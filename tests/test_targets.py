@@ -482,6 +482,42 @@ def test_a_batch_norm_left_between_dq_and_q_is_a_finding(tmp_path: Path) -> None
     assert [(f.rule, f.node) for f in quantkit.check(path).findings] == [("unfolded-norm", "bn")]
 
 
+def test_layers_inside_an_ifs_branches_are_counted() -> None:
+    """hunt52 C9: 'check' read a model of 3 Convs, 2 of them float inside an If's branches, as '1 of 1
+    quantized'."""
+    import onnx
+
+    from quantkit.graph.target_rules import quantized_layers
+
+    w = onnx.numpy_helper.from_array(np.ones((3, 3, 1, 1), np.float32), "w")
+
+    def branch(name: str) -> onnx.GraphProto:
+        out = onnx.helper.make_tensor_value_info(f"{name}_y", onnx.TensorProto.FLOAT, None)
+        return onnx.helper.make_graph([N("Conv", ["xd", "w"], [f"{name}_y"], name=name)], name, [], [out])
+
+    nodes = [
+        N("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        N("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+        N("QuantizeLinear", ["w", "s", "z8"], ["wq"], name="qw"),
+        N("DequantizeLinear", ["wq", "s", "z8"], ["wd"], name="dqw"),
+        N("Conv", ["xd", "wd"], ["c"], name="outer"),
+        N("If", ["flag"], ["y"], name="if", then_branch=branch("then"), else_branch=branch("else")),
+    ]
+    inits = [
+        w,
+        onnx.numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+        onnx.numpy_helper.from_array(np.array(128, np.uint8), "z"),
+        onnx.numpy_helper.from_array(np.array(0, np.int8), "z8"),
+    ]
+    fed = [
+        onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4]),
+        onnx.helper.make_tensor_value_info("flag", onnx.TensorProto.BOOL, []),
+    ]
+    outputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in ("c", "y")]
+    model = onnx.helper.make_model(onnx.helper.make_graph(nodes, "m", fed, outputs, inits))
+    assert quantized_layers(model) == (3, 1)
+
+
 def test_check_through_the_python_api(tmp_path: Path) -> None:
     import quantkit
 

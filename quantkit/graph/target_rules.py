@@ -341,12 +341,27 @@ def quantized_layers(
     the layer runs in float on a dequantized input, hunt51 B1: a YuNet's 6 head Convs kept float counted
     quantized), or that are integer operators; with `operators` False those count as layers, not
     quantized ones: TensorRT parses none)."""
-    index = GraphIndex(model)
-    layers = [n for n in index.nodes if n.op_type in WEIGHTED_OPS]
-    integer = sum(n.op_type in INTEGER_LAYER_OPS for n in index.nodes)
-    quantized = _dequantized_through if through else _from_dq
-    counted = integer if operators else 0
-    return len(layers) + integer, sum(_runs_integer(index, n, quantized) for n in layers) + counted
+    total = done = 0
+    for graph in _graphs(model.graph):  # hunt52 C9: an If's branches' Convs, left float, went uncounted
+        wrapped = model if graph is model.graph else onnx.ModelProto(graph=graph)
+        index = GraphIndex(wrapped)
+        layers = [n for n in index.nodes if n.op_type in WEIGHTED_OPS]
+        integer = sum(n.op_type in INTEGER_LAYER_OPS for n in index.nodes)
+        quantized = _dequantized_through if through else _from_dq
+        total += len(layers) + integer
+        done += sum(_runs_integer(index, n, quantized) for n in layers) + (integer if operators else 0)
+    return total, done
+
+
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """The graph and every subgraph (If branches, Loop and Scan bodies) inside it, nested ones too."""
+    found = [graph]
+    for node in graph.node:
+        for attribute in node.attribute:
+            subs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+            for sub in subs:
+                found.extend(_graphs(sub))
+    return found
 
 
 def _runs_integer(
