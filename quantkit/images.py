@@ -296,27 +296,6 @@ def list_digest(paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
-def too_few_read(
-    used: int, total: int, skipped: Sequence[tuple[Path, str]], selection: ImageSelection | None = None
-) -> str:
-    """The one line for a folder whose images could not be read, naming the first failures and, where
-    the selection is the folder's images, its links out of it left out (links_outside)."""
-    first = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
-    failures = f" (first failures: {first})" if first else ""
-    what = f"none of the {total} images" if used == 0 else f"only {used} of {total} images"
-    folder = selection.folder if selection is not None and selection.files is None else None
-    linked = links_outside(folder) if folder is not None else 0
-    links = f"; {linked} link(s) to image files outside {folder} are not followed" if linked else ""
-    # hunt52 C3: a valid 108-megapixel photo was among the 'broken files'
-    large = any(why.startswith(TOO_LARGE) for _, why in skipped)
-    fix = (
-        "downscale the files too large, remove or replace the broken ones"
-        if large
-        else ("remove or replace the broken files")
-    )
-    return f"{what} could be read{failures}{links}; {fix}"
-
-
 class ImageLoader:
     """Streams batches from a list of files; bad files are skipped and remembered, not fatal."""
 

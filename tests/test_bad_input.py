@@ -807,9 +807,11 @@ def test_huge_files_are_not_read(image_dir: Path, tmp_path: Path) -> None:
         ("huge.png", "too large to read: larger than 256 MiB")
     ]
     # hunt52 C3: a large photo is no broken file
-    line = images.too_few_read(0, 2, [(folder / "huge.png", loader.skipped[0][1])])
+    from quantkit.pipeline.loading import too_few_read
+
+    line = too_few_read(0, 2, [(folder / "huge.png", loader.skipped[0][1])])
     assert line.endswith("; downscale the files too large, remove or replace the broken ones")
-    assert images.too_few_read(0, 1, [(folder / "a.png", "not a decodable image")]).endswith(
+    assert too_few_read(0, 1, [(folder / "a.png", "not a decodable image")]).endswith(
         "; remove or replace the broken files"
     )
 

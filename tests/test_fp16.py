@@ -789,7 +789,7 @@ def test_an_integer_output_reaches_the_reference_when_activations_are_observed_i
 def test_a_float16_constant_only_cast_up_is_no_float16_compute() -> None:
     """hunt52 C1: an INT8 model of a float16 detector kept two float16 prior-box constants, each only Cast
     to float32, and compare warned that the candidate computes in float16."""
-    from quantkit.pipeline.run_compare import _float16
+    from quantkit.pipeline.compare_notes import computes_in_float16 as _float16
 
     half = numpy_helper.from_array(np.ones(4, np.float16), "priors")
     up = helper.make_node("Cast", ["priors"], ["p32"], to=TensorProto.FLOAT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from queue import Queue
 from threading import Thread
@@ -16,6 +16,7 @@ import onnx
 from quantkit.calib import table as table_io
 from quantkit.config import (
     ConvertConfig,
+    ImageSelection,
     Preprocess,
     Target,
     WeightRange,
@@ -35,6 +36,7 @@ from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import function_nodes, is_quantized_op
 from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
+from quantkit.images import TOO_LARGE, links_outside
 from quantkit.results import CalibrationTable, Feed, feed_rows
 from quantkit.runtime import int8_saturates
 
@@ -227,3 +229,24 @@ def resolve_weight_range(config: ConvertConfig) -> ConvertConfig:
     on_this_cpu = config.target is not Target.tensorrt  # TensorRT's GPU kernels do not saturate
     chosen = WeightRange.reduced if on_this_cpu and int8_saturates() else WeightRange.full
     return dataclasses.replace(config, weight_range=chosen)
+
+
+def too_few_read(
+    used: int, total: int, skipped: Sequence[tuple[Path, str]], selection: ImageSelection | None = None
+) -> str:
+    """The one line for a folder whose images could not be read, naming the first failures and, where
+    the selection is the folder's images, its links out of it left out (links_outside)."""
+    first = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
+    failures = f" (first failures: {first})" if first else ""
+    what = f"none of the {total} images" if used == 0 else f"only {used} of {total} images"
+    folder = selection.folder if selection is not None and selection.files is None else None
+    linked = links_outside(folder) if folder is not None else 0
+    links = f"; {linked} link(s) to image files outside {folder} are not followed" if linked else ""
+    # hunt52 C3: a valid 108-megapixel photo was among the 'broken files'
+    large = any(why.startswith(TOO_LARGE) for _, why in skipped)
+    fix = (
+        "downscale the files too large, remove or replace the broken ones"
+        if large
+        else ("remove or replace the broken files")
+    )
+    return f"{what} could be read{failures}{links}; {fix}"

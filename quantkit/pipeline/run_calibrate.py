@@ -39,7 +39,6 @@ from quantkit.images import (
     resolve_preprocess,
     select_images,
     shortfall,
-    too_few_read,
 )
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline.calib_chunks import (
@@ -52,7 +51,7 @@ from quantkit.pipeline.calib_chunks import (
     spread_positions,
 )
 from quantkit.pipeline.calib_warnings import copies, few, kept_few, narrow_16_bit_images
-from quantkit.pipeline.loading import require_quantizable, table_paths
+from quantkit.pipeline.loading import require_quantizable, table_paths, too_few_read
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
 from quantkit.results import Batch, CalibrationTable, Feed, InputSpec, feed_rows, feed_shapes, fixed_batch_of

@@ -26,8 +26,8 @@ from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.augment import fitting_batch, with_outputs
 from quantkit.graph.qdq import WeightMemo
 from quantkit.graph.query import measured_outputs, measured_tensors
-from quantkit.images import ImageLoader, too_few_read
-from quantkit.pipeline.loading import read_ahead
+from quantkit.images import ImageLoader
+from quantkit.pipeline.loading import read_ahead, too_few_read
 from quantkit.pipeline.shards import Shared, blob_of, blobs_key
 from quantkit.planner import sensitivity as sens
 from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take

