@@ -607,3 +607,11 @@ def test_a_maxpool_whose_relu_is_folded_shares_its_inputs_params(tmp_path: Path,
     assert np.array_equal(params["r"].scale, params["p"].scale) and int(params["p"].zero_point) == 0
     ran = optimized_graph(out, tmp_path)
     assert op_counts(ran).get("MaxPool", 0) == 1 and not dq_feeds_q(ran)  # pooled on the uint8 data
+    # review54 H1: a Clip(0, c) below the input's top keeps its own range, or the Q would not clip at c
+    bound = float(np.float32(0.8) * params["r"].scale * 255)
+    nodes[5] = helper.make_node("Clip", ["m", "zero", "top"], ["p"], name="relu2")
+    bounds = {"zero": np.array(0.0, np.float32), "top": np.array(bound, np.float32)}
+    (tmp_path / "clip").mkdir()
+    summary, _ = quantize(make_model(nodes, weights | bounds), tmp_path / "clip", image_dir, config)
+    params = summary.plan.activations
+    assert float(params["p"].scale) * 255 <= bound * 1.0001 < float(params["r"].scale) * 255

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -22,24 +23,30 @@ def tensor_params(state: Planning) -> tuple[dict[str, QuantParams], set[str]]:
     reads = {state.folds[n] for n in state.reads}  # their params are their sources' (scaled_reads)
     groups = _UnionFind(sorted(state.q - reads))
     clipped = _clipped(state)
+    ties: list[tuple[str, str, float]] = []
     for node in state.index.nodes:
         if state.quantized.get(node.name) in SHARED_SCALE_OPS:
             for out in node.output:
-                # an output whose Relu is folded into its Q is quantized as that Relu's output (hunt53 C2:
-                # 5 MaxPools of a TFLite SSD got scales of their own and ran in float between DQ and Q;
-                # check failed convert's own model): tied where the input holds no negative value, so
-                # the shared range still starts at 0 and the Q still clips
-                if out in clipped and state.range_of(node.input[0])[0] >= 0.0:
-                    out = clipped[out]
-                if out:
+                if out in clipped:
+                    ties.append((node.input[0], *clipped[out]))
+                elif out:
                     groups.union(node.input[0], out)
+    # an output whose Relu or Clip(0, c) is folded into its Q is quantized as the clip's output (hunt53 C2:
+    # 5 MaxPools of a TFLite SSD got scales of their own and ran in float between DQ and Q; check failed
+    # convert's own model): tied where the input's group holds no negative value and reaches no further
+    # than c, so the shared range still clips where the clip did (review54 H1: a Clip(0, 1) tied to its
+    # pool's [0, 23.7] input no longer clipped, 24.7 -> 3.4 dB)
+    for source, out, top in ties:
+        if source in groups.parent and out in groups.parent:
+            low, high = state.range_of(_widest(state, groups.members(source)))
+            if low >= 0.0 and high <= top:
+                groups.union(source, out)
     params: dict[str, QuantParams] = {}
     tied: set[str] = set()
     for members in groups.groups():
         if len(members) > 1:
             tied.update(members)
-        widest = max(members, key=lambda n: (_width(state.table.stats[n]), n))
-        lo, hi = state.range_of(widest)
+        lo, hi = state.range_of(_widest(state, members))
         shared = activation_params(lo, hi, state.config.activations)
         for name in members:
             state.ranges[name] = (lo, hi)
@@ -70,13 +77,21 @@ def scaled_reads(state: Planning, activations: dict[str, QuantParams]) -> None:
             activations[out] = activation_params(*state.range_of(out), state.config.activations)
 
 
-def _clipped(state: Planning) -> dict[str, str]:
-    """A tensor whose Relu or Clip(0, c) is folded into its Q -> that clip's output, the tensor quantized."""
-    return {
-        node.input[0]: state.folds[node.name]
-        for node in state.index.nodes
-        if node.name in state.folds and node.op_type in ("Relu", "Clip")
-    }
+def _clipped(state: Planning) -> dict[str, tuple[str, float]]:
+    """A tensor whose Relu or Clip(0, c) is folded into its Q -> (that clip's output, the tensor quantized;
+    its upper bound: c, or inf for a Relu)."""
+    found = {}
+    for node in state.index.nodes:
+        if node.name in state.folds and node.op_type in ("Relu", "Clip"):
+            bound = state.index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            top = math.inf if bound is None or bound.size != 1 else float(bound.reshape(()))
+            found[node.input[0]] = (state.folds[node.name], top)
+    return found
+
+
+def _widest(state: Planning, members: Iterable[str]) -> str:
+    """The member whose observed range is widest: the group's params are its range's."""
+    return max(members, key=lambda n: (_width(state.table.stats[n]), n))
 
 
 def _width(stats: TensorStats) -> float:
@@ -98,6 +113,10 @@ class _UnionFind:
             ra, rb = self.find(a), self.find(b)
             if ra != rb:
                 self.parent[max(ra, rb)] = min(ra, rb)
+
+    def members(self, name: str) -> list[str]:
+        root = self.find(name)
+        return [n for n in self.parent if self.find(n) == root]
 
     def groups(self) -> list[list[str]]:
         out: dict[str, list[str]] = {}
