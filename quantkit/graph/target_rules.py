@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto
 
 from quantkit.graph.augment import COMMUTING_OPS, INTEGER_PATH_OPS, commuting_data_inputs
-from quantkit.graph.query import GraphIndex
+from quantkit.graph.query import GraphIndex, every_graph
 from quantkit.outcomes import Finding
 
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -154,11 +154,7 @@ def unfused_after(optimized: onnx.ModelProto) -> list[Finding]:
                     "an integer kernel for it (their scales or types do not let it fuse)",
                 )
             )
-        elif (
-            node.op_type == "BatchNormalization"
-            and _from_dq(index, node.input[0])
-            and _quantized_after(index, node)
-        ):
+        elif node.op_type == "BatchNormalization" and _unfolded(index, node):
             # hunt52 B6: another tool's model ran 0.28x FP32 with 35 such, and check said nothing
             found.append(
                 Finding(
@@ -172,8 +168,21 @@ def unfused_after(optimized: onnx.ModelProto) -> list[Finding]:
     return found
 
 
-def _quantized_after(index: GraphIndex, node: onnx.NodeProto) -> bool:
-    return any(c.op_type == "QuantizeLinear" for o in node.output[:1] for c, _ in index.consumers.get(o, []))
+def _unfolded(index: GraphIndex, norm: onnx.NodeProto) -> bool:
+    """A BatchNormalization between a DequantizeLinear and a QuantizeLinear that could have been folded:
+    its parameters fed at run time, or its input a linear layer's output quantized just before it. Not
+    one after a Concat or an Add, which nothing folds (DenseNet's, as convert writes them: review54 H2)."""
+    dq, after = index.producer.get(norm.input[0]), index.consumers.get(norm.output[0], [])
+    if (
+        dq is None
+        or dq.op_type != "DequantizeLinear"
+        or not any(c.op_type == "QuantizeLinear" for c, _ in after)
+    ):
+        return False
+    q = index.producer.get(dq.input[0])
+    layer = index.producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+    fed = not all(index.is_constant(name) for name in norm.input[1:] if name)
+    return fed or (layer is not None and layer.op_type in WEIGHTED_OPS)
 
 
 def _interpolates(index: GraphIndex, node: onnx.NodeProto) -> bool:
@@ -342,7 +351,7 @@ def quantized_layers(
     quantized), or that are integer operators; with `operators` False those count as layers, not
     quantized ones: TensorRT parses none)."""
     total = done = 0
-    for graph in _graphs(model.graph):  # hunt52 C9: an If's branches' Convs, left float, went uncounted
+    for graph in every_graph(model.graph):  # hunt52 C9: an If's branches' Convs, left float, went uncounted
         wrapped = model if graph is model.graph else onnx.ModelProto(graph=graph)
         index = GraphIndex(wrapped)
         layers = [n for n in index.nodes if n.op_type in WEIGHTED_OPS]
@@ -351,17 +360,6 @@ def quantized_layers(
         total += len(layers) + integer
         done += sum(_runs_integer(index, n, quantized) for n in layers) + (integer if operators else 0)
     return total, done
-
-
-def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """The graph and every subgraph (If branches, Loop and Scan bodies) inside it, nested ones too."""
-    found = [graph]
-    for node in graph.node:
-        for attribute in node.attribute:
-            subs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
-            for sub in subs:
-                found.extend(_graphs(sub))
-    return found
 
 
 def _runs_integer(
