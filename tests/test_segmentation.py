@@ -186,6 +186,9 @@ def test_uint8_scores_are_numbers_and_int64_ones_labels() -> None:
     agree = float(np.mean(ref.argmax(1) == cand.argmax(1)))
     assert figures.top1_agreement == pytest.approx(agree) and agree > float(np.mean(ref == cand))
     assert not figures.labels and figures.sqnr_db is not None and 10.0 < figures.sqnr_db < 60.0
+    ids = OutputErrors("ids", ordered=True)  # class ids an NMS chose, written as floats: labels too
+    ids.update(ref.argmax(1).astype(np.float32)[:, None], cand.argmax(1).astype(np.float32)[:, None], 40)
+    assert ids.result().labels and not OutputErrors("plain").result().labels
     labels = OutputErrors("picked")  # an ArgMax's int64 classes: agreed on as they are (no SQNR shown)
     labels.update(
         ref.argmax(1).astype(np.int64)[:, None], cand.argmax(1).astype(np.int64)[:, None], images=40

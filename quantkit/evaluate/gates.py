@@ -60,16 +60,6 @@ def _judged_sqnr(output: OutputMetrics) -> tuple[float, str]:
     return output.varying_sqnr_db, f"{output.name!r} on what changes between images"
 
 
-def _no_sqnr(result: ComparisonResult) -> str:
-    """The gate's unit where no output has an SQNR to judge."""
-    if any(m.selected for m in result.outputs):
-        return (
-            "dB (every float output is chosen by a TopK / NonMaxSuppression: its rows follow the scores; "
-            "gate the detections with --max-drop and --detector)"
-        )
-    return "dB (no float output)"
-
-
 def check(result: ComparisonResult, gates: Gates, unchanged: bool = False) -> tuple[GateResult, ...]:
     """One GateResult per configured gate; a figure that cannot be measured fails its gate. A reference
     that looks fed wrongly (ComparisonResult.reference_findings) fails the "reference" gate, set or not,
@@ -97,12 +87,15 @@ def check(result: ComparisonResult, gates: Gates, unchanged: bool = False) -> tu
         # not of label numbers (an ArgMax's, a TopK's indices: hunt36 failed the gate on those at 17 dB);
         # where the pooled figure hides what changes between images, that part's (hunt51 B3: a FastestDet
         # fine-tune passed at 86.9 dB pooled, 19.0 dB on what changes, the report saying to judge on that)
-        # nor of rows a TopK / NonMaxSuppression chose (hunt53 B3: an SSD's class ids written as floats,
-        # 7.8 dB, failed a model that kept all 56 of FP32's detections)
-        figures = sorted(_judged_sqnr(m) for m in result.outputs if not m.labels and not m.selected)
+        # nor of rows a TopK / NonMaxSuppression chose where other outputs are judged (hunt53 B3: an SSD's
+        # class ids as floats, 7.8 dB, failed a model that kept all 56 of FP32's detections; now labels)
+        numbers = [m for m in result.outputs if not m.labels]
+        # a Softmax -> TopK classifier's sorted scores are all it gives: judged where nothing else is
+        chosen = [m for m in numbers if not m.selected] or numbers
+        figures = sorted(_judged_sqnr(m) for m in chosen)
         worst = figures[0][0] if figures else None
         passed = worst is not None and worst >= gates.min_eval_sqnr
-        unit = f"dB (worst output {figures[0][1]}, evaluation images)" if figures else _no_sqnr(result)
+        unit = f"dB (worst output {figures[0][1]}, evaluation images)" if figures else "dB (no float output)"
         found.append(GateResult("min_eval_sqnr", worst, gates.min_eval_sqnr, unit, passed))
     if result.reference_findings and not gates.allow_degenerate_reference:
         found.append(

@@ -72,7 +72,9 @@ class OutputErrors:
         is the share of equal elements of each image (SQNR of label numbers says nothing). images: how many
         the run held, where known (an output of another N holds no image's class scores). axis: the class
         axis of logits at each position (class_scores.logits_axis), where the caller knows one."""
-        self.labels = self.labels and holds_labels(ref.dtype)
+        # class ids written as floats in rows a TopK / NonMaxSuppression chose are labels too (hunt53 B3)
+        whole = self.ordered and ref.dtype.kind == "f" and bool(np.array_equal(ref, np.rint(ref)))
+        self.labels = self.labels and (holds_labels(ref.dtype) or whole)
         if self.labels:
             same = _per_row(ref == cand)
             self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(ref.shape[0])
