@@ -186,6 +186,15 @@ def test_uint8_scores_are_numbers_and_int64_ones_labels() -> None:
     agree = float(np.mean(ref.argmax(1) == cand.argmax(1)))
     assert figures.top1_agreement == pytest.approx(agree) and agree > float(np.mean(ref == cand))
     assert not figures.labels and figures.sqnr_db is not None and 10.0 < figures.sqnr_db < 60.0
+    # review54 M1: a segmenter's ArgMax -> Cast(uint8) class map is labels, known by what writes it
+    from quantkit.evaluate.budget_validator import picked
+
+    ref_map, cand_map = (np.argmax(g.normal(0, 1, (2, 5, 4, 4)), axis=1).astype(np.uint8) for _ in range(2))
+    class_map = OutputErrors("map", labelled=True)
+    class_map.update(ref_map, cand_map, images=2)
+    assert class_map.result().labels
+    assert class_map.result().top1_agreement == pytest.approx(float(np.mean(ref_map == cand_map)))
+    assert picked(ref_map, labelled=True) is ref_map and picked(ref).shape == (40,)
     ids = OutputErrors("ids", ordered=True)  # class ids an NMS chose, written as floats: labels too
     ids.update(ref.argmax(1).astype(np.float32)[:, None], cand.argmax(1).astype(np.float32)[:, None], 40)
     assert ids.result().labels and not OutputErrors("plain").result().labels

@@ -69,6 +69,7 @@ class ChunkReference:
     # model's five digit heads were judged by the first alone, and a head losing 6.25 points passed 5)
     also: tuple[str, ...] = ()
     also_summaries: tuple[tuple[np.ndarray, ...], ...] = ()
+    labelled: frozenset[str] = frozenset()  # outputs an ArgMax writes (graph.output_kinds.label_outputs)
 
     def counts(self, candidate: Runner, batches: Iterable[Batch]) -> Counts:
         """(points lost, out of) on this chunk for each output scored (`output`, then `also`): integers, so
@@ -91,7 +92,10 @@ class ChunkReference:
                 for k, (scores, top) in enumerate(
                     zip([out, *(outputs[n] for n in self.also)], [ref, *others], strict=True)
                 ):
-                    lost[k] += top.size - int((picked(scores) == top).sum())  # per position of [N, T, C]
+                    named = (self.output, *self.also)[k] in self.labelled
+                    lost[k] += top.size - int(
+                        (picked(scores, named) == top).sum()
+                    )  # per position of [N, T, C]
                     total[k] += top.size
             else:
                 known = labels >= 0
@@ -179,8 +183,8 @@ class Validator:
                 elif metric is BudgetMetric.recall:
                     summaries.append(_detected(ref, threshold, detector))
                 else:
-                    summaries.append((picked(ref), None))
-                    others.append(tuple(picked(outputs[name]) for name in also))
+                    summaries.append((picked(ref, output in label_outputs), None))
+                    others.append(tuple(picked(outputs[name], name in label_outputs) for name in also))
                 labels.append(
                     np.array([label_of(p, folder, lookup) for p in batch.paths]) if lookup else np.array([])
                 )
@@ -201,6 +205,7 @@ class Validator:
                 masks,
                 also,
                 tuple(o) if also else (),
+                label_outputs,
             )
             for s, f, lab, o in parts
         ]
@@ -394,10 +399,11 @@ def _choose(
     return metric, tuple(wanted)
 
 
-def picked(output: np.ndarray) -> np.ndarray:
-    """The classes `output` gives at each position: its labels where it holds integers (an ArgMax's), else
-    its top-1 over the last axis."""
-    return output if holds_labels(output.dtype) else output.argmax(-1)
+def picked(output: np.ndarray, labelled: bool = False) -> np.ndarray:
+    """The classes `output` gives at each position: its labels where an ArgMax writes it (`labelled`, in
+    any integer type: a segmenter's uint8 class map, review54 M1) or it holds labels by type
+    (class_scores.holds_labels), else its top-1 over the last axis."""
+    return output if labelled or holds_labels(output.dtype) else output.argmax(-1)
 
 
 def values_refusal(

@@ -95,7 +95,7 @@ class Comparison:
                 continue
             images = feed_rows(batch.data)
             errors = self.errors.setdefault(
-                name, OutputErrors(name, name in self.values, name in self.ordered)
+                name, OutputErrors(name, name in self.values, name in self.ordered, name in self.labels)
             )
             logits = logits_axis(ref_out[name], self.input_size) if name in self.maps else None
             errors.update(ref_out[name], cand_out[name], images, logits)

@@ -48,7 +48,9 @@ class OutputErrors:
     read '100.00 % top-1 agree' by construction, its 5 indices' slot by slot equality 71.8 %).
     """
 
-    def __init__(self, name: str, values: bool = False, ordered: bool = False) -> None:
+    def __init__(
+        self, name: str, values: bool = False, ordered: bool = False, labelled: bool = False
+    ) -> None:
         self.name = name
         self.signal = 0.0
         self.noise = 0.0
@@ -60,6 +62,7 @@ class OutputErrors:
         self.winners: np.ndarray | None = None  # [C] positions FP32 gives each class (per-position outputs)
         self.classification = not (values or ordered)
         self.ordered = ordered
+        self.labelled = labelled  # an ArgMax writes it: labels in any integer type (a uint8 class map)
         self.labels = True
         self.classes = 0  # the class axis' length (top-5 overlap of 5 classes or fewer says nothing)
         self.kinds: tuple[int, np.ndarray, np.ndarray] | None = None  # (axis, signal [K], noise [K])
@@ -74,7 +77,7 @@ class OutputErrors:
         axis of logits at each position (class_scores.logits_axis), where the caller knows one."""
         # class ids written as floats in rows a TopK / NonMaxSuppression chose are labels too (hunt53 B3)
         whole = self.ordered and ref.dtype.kind == "f" and bool(np.array_equal(ref, np.rint(ref)))
-        self.labels = self.labels and (holds_labels(ref.dtype) or whole)
+        self.labels = self.labels and (holds_labels(ref.dtype) or whole or self.labelled)
         if self.labels:
             same = _per_row(ref == cand)
             self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(ref.shape[0])
