@@ -36,3 +36,29 @@ def test_equal_counts_fall_back_to_the_higher_score() -> None:
     assert chosen(["a", "b"], [13.0, 14.0], 10.0, 12.0, 0.1, lambda _: 5) == (14.0, "b")
     assert best_finite({"a": INF, "b": 3.0, "c": 7.5}) == 7.5
     assert best_finite({"a": INF}) == -INF
+
+
+def test_groups_holding_an_fp32_copy_do_not_take_every_slot_of_the_screening() -> None:
+    """review54 M4: 30 layers screened in groups of 6, two layers' paths an FP32 copy (inf): their groups
+    took both slots of the first round, and the group whose layer reaches the target alone (L27) was never
+    screened; the copy was kept."""
+    from quantkit.planner.fallback import MIN_GAIN_DB, screen_layers
+
+    names = [f"L{i:02d}" for i in range(30)]
+    copies, helps = {"L00", "L07"}, "L27"
+
+    def score(keep: list[str]) -> float:
+        if copies & set(keep):
+            return INF
+        return 9.96 + (0.54 if helps in keep else 0.0) + 0.01 * len([k for k in keep if k != helps])
+
+    class Trials:
+        def screen_all(self, sets: list[list[str]]) -> list[float]:
+            return [score(s) for s in sets]
+
+    screened = screen_layers(Trials(), [], names, 9.96, 2, None)
+    assert screened[helps] == 10.5
+    candidates = finalists(screened, 9.96)
+    scores = [score([n]) for n in candidates]
+    quantized = {n: 0 if n in copies else 29 for n in candidates}
+    assert chosen(candidates, scores, 9.96, 10.0, MIN_GAIN_DB, quantized.__getitem__) == (10.5, helps)

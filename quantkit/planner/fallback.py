@@ -349,7 +349,9 @@ def screen_layers(
     size = group_size(len(remaining))
     groups = [remaining[i : i + size] for i in range(0, len(remaining), size)]
     scores = trials.screen_all([[*kept, *group] for group in groups])
-    order = sorted(range(len(groups)), key=lambda i: (-scores[i], i))
+    # groups holding an FP32 copy (inf) after the others: they took every slot, and the group whose layer
+    # reached the target alone was never screened (review54 M4)
+    order = sorted(range(len(groups)), key=lambda i: (math.isinf(scores[i]), -scores[i], i))
     chosen = order[:expand]
     left = sum(len(groups[i]) for i in chosen)  # settled once their group is measured or passed over
     advance(len(remaining) - left)
