@@ -45,6 +45,7 @@ def head_masks(name: str, rows: np.ndarray, outputs: Mapping[str, np.ndarray], d
 
 # Box centres of a head in pixels reach past this on some anchor of any image a detector takes
 RAW_CENTRES = 16.0
+FRACTION_SLACK = 0.25  # a head in fractions of the image: its centres past 0 and 1 by at most this
 
 
 def require_sizes(name: str, rows: np.ndarray, threshold: float, detector: DetectorHead) -> None:
@@ -55,16 +56,14 @@ def require_sizes(name: str, rows: np.ndarray, threshold: float, detector: Detec
     if detector is not DetectorHead.yolo:
         return
     centres = rows[..., 0:2]
-    if (
-        centres.size
-        and float(np.abs(centres).max()) < RAW_CENTRES
-        and not (float(centres.min()) >= -0.05 and float(centres.max()) <= 1.05)
-    ):  # hunt52 B4: a raw YOLOX head's offsets of -2.2 to 3.6, neither pixels nor fractions of the image
-        low, high = float(centres.min()), float(centres.max())
+    low, high = (float(centres.min()), float(centres.max())) if centres.size else (0.0, 0.0)
+    # hunt52 B4: a raw YOLOX head's offsets of -2.2 to 3.6, neither pixels nor fractions of the image (a
+    # head in fractions reaches a little past them: a YOLOv5's -0.05 to 1.05, review54 M3)
+    if max(-low, high) < RAW_CENTRES and not (low >= -FRACTION_SLACK and high <= 1.0 + FRACTION_SLACK):
         raise ConfigError(
-            f"output {name!r} holds box centres from {low:.3g} to {high:.3g} "
-            "on every anchor: neither pixels nor fractions of the image, which --detector yolo reads; a raw "
-            "YOLOX head holds cell offsets and log sizes there: give --detector yolox"
+            f"output {name!r} holds box centres from {low:.3g} to {high:.3g} over all its anchors: neither "
+            "pixels nor fractions of the image, which --detector yolo reads; a raw YOLOX head holds cell "
+            "offsets and log sizes there: give --detector yolox"
         )
     _, hit = detections(rows, threshold)
     sizes = rows[..., 2:4][hit]
