@@ -303,9 +303,11 @@ def _require_integers(array: np.ndarray, what: str, spec: InputSpec) -> None:
         )
     fractions = array[array != np.rint(array)]
     if fractions.size:
+        # review54 L2: the [0, 1] hint only where the values are that
+        hint = " (pixels 0-255, not scaled to [0, 1])" if spec.pixels and high <= 1.0 else ""
         raise ConfigError(
             f"{what} holds fractions (e.g. {float(fractions[0]):g}); input {spec.name!r} takes {takes}, "
-            "which would round them: feed whole numbers (pixels 0-255, not scaled to [0, 1])"
+            f"which would round them: feed whole numbers{hint}"
         )
 
 

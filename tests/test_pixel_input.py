@@ -105,8 +105,12 @@ def test_arrays_a_uint8_input_would_round_or_clip_are_refused(tmp_path: Path, ca
     model = _pixel_model(tmp_path / "pixels.onnx")
     pixels = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3))
     cases = {
-        "scaled": (pixels / 255.0, "holds fractions (e.g. "),
+        "scaled": (pixels / 255.0, "feed whole numbers (pixels 0-255, not scaled to [0, 1])"),
         "beyond": (pixels * 2.0, "holds values from 0 to 510; input 'x' takes uint8 pixels 0-255"),
+        "halves": (
+            np.minimum(pixels, 254) + 0.5,
+            "which would round them: feed whole numbers\n",
+        ),  # no [0, 1] hint here
         "whole": (pixels.astype(np.float32), None),  # float arrays of whole pixels are fed as they are
     }
     for name, (values, refused) in cases.items():
