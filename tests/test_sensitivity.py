@@ -248,7 +248,7 @@ def test_the_exclusions_file_and_the_console_name_the_same_set() -> None:
         report, layers=(dataclasses.replace(rows[0], with_it=("c", "d")), *rows[1:])
     )
     written = exclusions_file(dragging, None, "m.onnx")
-    assert "conv_0  # Conv, recovers 30% with 2 more float with it" in written
+    assert "conv_0  # Conv, recovers 30% with 2 more layer(s) float (its input path)" in written
     assert "conv_1  # Conv, recovers 25% alone" in written
 
 

@@ -247,6 +247,6 @@ def too_few_read(
     fix = (
         "downscale the files too large, remove or replace the broken ones"
         if large
-        else ("remove or replace the broken files")
+        else "remove or replace the broken files"
     )
     return f"{what} could be read{failures}{links}; {fix}"

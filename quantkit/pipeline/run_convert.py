@@ -178,10 +178,9 @@ def _converted(
         reached = steps[-1].sqnr_db if steps else start_db
         guarded_note = (
             f"the {INT8_FLOOR_DB:g} dB floor judges each output: the worst measured {worst_db:.2f} dB on the "
-            f"calibration samples; {len(steps)} layer(s) kept float for it, however many that takes "
-            f"(--max-float-layers does not bound it), with their input paths: "
-            f"{convert_notes.left_int8(inferred, plan)} ({reached:.2f} dB; the --min-sqnr figures above "
-            "are the worst output's)",
+            f"calibration samples; {len(steps)} layer(s) kept float for it (the floor ignores "
+            f"--max-float-layers); with their input paths {convert_notes.left_int8(inferred, plan)} "
+            f"({reached:.2f} dB; the --min-sqnr figures above are the worst output's)",
         )
         quantized = quantized_model(inferred, plan, config)
     parity_note = (

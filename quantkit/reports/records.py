@@ -72,6 +72,6 @@ def exclusions_file(result: SensitivityReport, keep: int | None, model: str) -> 
     lines = [header]
     for row in result.layers[:count]:
         # hunt52 C4: 'alone' where the layer's input path took 6 more float with it (convert's table says so)
-        alone = f"with {len(row.with_it)} more float with it" if row.with_it else "alone"
+        alone = f"with {len(row.with_it)} more layer(s) float (its input path)" if row.with_it else "alone"
         lines.append(f"{row.node}  # {row.op_type}, recovers {100 * row.recovered:.0f}% {alone}")
     return "\n".join(lines) + "\n"
