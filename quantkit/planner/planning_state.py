@@ -68,8 +68,12 @@ class Planning:
                 seen = range_stats(self.index, self.table.stats, name)
                 self.selected[name] = select_range(seen, self.config, transform, bounded, live)
             lo, hi = self.selected[name]
-            if caps(self.config) and not bounded and not becomes_probability(self.index, name):
+            squashed = not bounded and becomes_probability(self.index, name)
+            if caps(self.config) and not bounded and not squashed:
                 lo, hi = capped(lo, hi, stats)
+            if squashed:  # the rare top logits are the detections: kept to the calibration maximum
+                hi = max(hi, float(stats.maximum))  # (hunt54 A1: an SSD's head logits MSE-clipped at
+                # 0.147 capped every score at 0.537, none of 23 FP32 detections above 0.7 left)
             self.ranges[name] = (lo, hi)
         return self.ranges[name]
 
