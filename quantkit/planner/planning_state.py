@@ -8,6 +8,7 @@ from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.range_plan import (
     becomes_probability,
+    becomes_score,
     capped,
     caps,
     consumer_transform,
@@ -68,12 +69,11 @@ class Planning:
                 seen = range_stats(self.index, self.table.stats, name)
                 self.selected[name] = select_range(seen, self.config, transform, bounded, live)
             lo, hi = self.selected[name]
-            squashed = not bounded and becomes_probability(self.index, name)
-            if caps(self.config) and not bounded and not squashed:
+            if caps(self.config) and not bounded and not becomes_probability(self.index, name):
                 lo, hi = capped(lo, hi, stats)
-            if squashed:  # the rare top logits are the detections: kept to the calibration maximum
-                hi = max(hi, float(stats.maximum))  # (hunt54 A1: an SSD's head logits MSE-clipped at
-                # 0.147 capped every score at 0.537, none of 23 FP32 detections above 0.7 left)
+            if not bounded and becomes_score(self.index, name):  # the rare top logits are the detections:
+                hi = max(hi, float(stats.maximum))  # kept to the calibration maximum (hunt54 A1: an SSD's
+                # head logits MSE-clipped at 0.147 capped every score at 0.537, none of 23 above 0.7 left)
             self.ranges[name] = (lo, hi)
         return self.ranges[name]
 

@@ -13,7 +13,7 @@ import onnx
 
 from quantkit.config import ActivationType, CalibMethod, ConvertConfig
 from quantkit.graph.augment import COMPUTE_OPS, clips_at_zero, hard_params
-from quantkit.graph.query import GraphIndex
+from quantkit.graph.query import SELECTING_OPS, GraphIndex
 from quantkit.planner.patterns import scale_factor
 from quantkit.qmath.params import asymmetric_params, symmetric_params
 from quantkit.qmath.range_math import (
@@ -225,6 +225,32 @@ def scored_output(index: GraphIndex, name: str) -> bool:
         _squashes(index, node, tensor) and _moves_to_output(index, node.output[0])
         for node, tensor in _moved_consumers(index, name)
     )
+
+
+def becomes_score(index: GraphIndex, name: str) -> bool:
+    """becomes_probability, where the probability reaches a model output or a TopK / NonMaxSuppression
+    through ops that only move values or a Relu / Clip: scores a threshold or a selection reads, not an
+    excitation or attention gate (a Sigmoid into a Mul), whose logits MSE may clip."""
+    return any(
+        _squashes(index, node, tensor) and _reaches_scores_end(index, node.output[0])
+        for node, tensor in _moved_consumers(index, name)
+    )
+
+
+def _reaches_scores_end(index: GraphIndex, name: str) -> bool:
+    seen, todo = {name}, [name]
+    while todo:
+        tensor = todo.pop()
+        if tensor in index.graph_outputs:
+            return True
+        for node, _ in index.consumers.get(tensor, []):
+            if node.op_type in SELECTING_OPS:
+                return True
+            if node.op_type in MOVING_OPS or node.op_type in ("Relu", "Clip"):
+                fresh = [o for o in node.output if o and o not in seen]
+                seen.update(fresh)
+                todo.extend(fresh)
+    return False
 
 
 def _moves_to_output(index: GraphIndex, name: str) -> bool:
