@@ -34,8 +34,9 @@ def openvino_gap(
     except ModelError as exc:  # hunt52 B2: LYT-Net's attention Dense, placed for OpenVINO, fails its
         # low-precision Reshape pass; the FP32 model and the ort-cpu placement compile
         raise ConversionError(
-            f"{str(exc).replace('the model', 'the converted model', 1)}; nothing was written. Keep "
-            "the layers around what it names float (--exclude-nodes), or convert with --target ort-cpu"
+            f"{str(exc).replace('the model', 'the converted model', 1)}; nothing was written. Convert "
+            "with --target ort-cpu (OpenVINO runs that placement too), or keep float the linear layer "
+            "before the node it names (--exclude-nodes; the named node may be a Reshape after it)"
         ) from exc
     errors = {name: OutputErrors(name) for name in reference.output_names}
     runs = (candidate.run(chunk) for chunk in sample_batches(samples, reference.fixed_batch or 1))
