@@ -24,7 +24,7 @@ def test_a_round_keeps_the_finalist_that_reaches_the_target_with_most_layers_int
     scores = [INF, 37.0, 10.2, 9.97]
     names = ["copy", "long", "short", "weak"]
     assert chosen(names, scores, 9.96, 10.0, 0.1, pick) == (10.2, "short")
-    # only the copy reaches 12: it is kept (one layer a round on small lifts timed rapid_layout out)
+    # only the copy reaches 12: it is kept (one layer a round on small lifts could run through them all)
     assert chosen(["copy", "weak", "short"], [INF, 10.1, 11.0], 9.96, 12.0, 0.1, pick) == (INF, "copy")
     # none reaches it: the highest score
     assert chosen(["weak", "short"], [10.1, 11.0], 9.96, 12.0, 0.1, pick) == (11.0, "short")

