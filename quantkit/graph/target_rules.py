@@ -172,14 +172,10 @@ def _unfolded(index: GraphIndex, norm: onnx.NodeProto) -> bool:
     """A BatchNormalization between a DequantizeLinear and a QuantizeLinear that could have been folded:
     its parameters fed at run time, or its input a linear layer's output quantized just before it. Not
     one after a Concat or an Add, which nothing folds (DenseNet's, as convert writes them: review54 H2)."""
-    dq, after = index.producer.get(norm.input[0]), index.consumers.get(norm.output[0], [])
-    if (
-        dq is None
-        or dq.op_type != "DequantizeLinear"
-        or not any(c.op_type == "QuantizeLinear" for c, _ in after)
-    ):
+    after = index.consumers.get(norm.output[0], [])
+    if not _from_dq(index, norm.input[0]) or not any(c.op_type == "QuantizeLinear" for c, _ in after):
         return False
-    q = index.producer.get(dq.input[0])
+    q = index.producer.get(index.producer[norm.input[0]].input[0])
     layer = index.producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
     fed = not all(index.is_constant(name) for name in norm.input[1:] if name)
     return fed or (layer is not None and layer.op_type in WEIGHTED_OPS)
@@ -350,13 +346,13 @@ def quantized_layers(
     the layer runs in float on a dequantized input, hunt51 B1: a YuNet's 6 head Convs kept float counted
     quantized), or that are integer operators; with `operators` False those count as layers, not
     quantized ones: TensorRT parses none)."""
+    quantized = _dequantized_through if through else _from_dq
     total = done = 0
     for graph in every_graph(model.graph):  # hunt52 C9: an If's branches' Convs, left float, went uncounted
         wrapped = model if graph is model.graph else onnx.ModelProto(graph=graph)
         index = GraphIndex(wrapped)
         layers = [n for n in index.nodes if n.op_type in WEIGHTED_OPS]
         integer = sum(n.op_type in INTEGER_LAYER_OPS for n in index.nodes)
-        quantized = _dequantized_through if through else _from_dq
         total += len(layers) + integer
         done += sum(_runs_integer(index, n, quantized) for n in layers) + (integer if operators else 0)
     return total, done

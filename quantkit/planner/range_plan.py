@@ -198,15 +198,17 @@ def becomes_probability(index: GraphIndex, name: str) -> bool:
     return any(_squashes(index, node, tensor) for node, tensor in _moved_consumers(index, name))
 
 
-def _moved_consumers(index: GraphIndex, name: str) -> Iterator[tuple[onnx.NodeProto, str]]:
+def _moved_consumers(
+    index: GraphIndex, name: str, through: frozenset[str] = MOVING_OPS
+) -> Iterator[tuple[onnx.NodeProto, str]]:
     """(consumer, the tensor it reads) for each consumer of `name` and of the tensors that ops which only
-    move values (MOVING_OPS) carry it to."""
+    move values (`through`: MOVING_OPS) carry it to."""
     seen, todo = {name}, [name]
     while todo:
         tensor = todo.pop()
         for node, _ in index.consumers.get(tensor, []):
             yield node, tensor
-            if node.op_type in MOVING_OPS:
+            if node.op_type in through:
                 fresh = [o for o in node.output if o and o not in seen]
                 seen.update(fresh)
                 todo.extend(fresh)
@@ -237,20 +239,16 @@ def becomes_score(index: GraphIndex, name: str) -> bool:
     )
 
 
+SCORE_PATH_OPS = MOVING_OPS | {"Relu", "Clip"}  # a probability stays a score through them
+
+
 def _reaches_scores_end(index: GraphIndex, name: str) -> bool:
-    seen, todo = {name}, [name]
-    while todo:
-        tensor = todo.pop()
-        if tensor in index.graph_outputs:
-            return True
-        for node, _ in index.consumers.get(tensor, []):
-            if node.op_type in SELECTING_OPS:
-                return True
-            if node.op_type in MOVING_OPS or node.op_type in ("Relu", "Clip"):
-                fresh = [o for o in node.output if o and o not in seen]
-                seen.update(fresh)
-                todo.extend(fresh)
-    return False
+    """`name` is a model output, or reaches one or a TopK / NonMaxSuppression through SCORE_PATH_OPS."""
+    return name in index.graph_outputs or any(
+        node.op_type in SELECTING_OPS
+        or (node.op_type in SCORE_PATH_OPS and any(o in index.graph_outputs for o in node.output))
+        for node, _ in _moved_consumers(index, name, SCORE_PATH_OPS)
+    )
 
 
 def _moves_to_output(index: GraphIndex, name: str) -> bool:
