@@ -4,13 +4,14 @@ samples are expensive, and the choice still the layer that recovers the most."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from quantkit import pipeline
 from quantkit.calib.table import load
@@ -176,6 +177,34 @@ def test_a_second_search_on_the_same_memo_builds_none_of_the_first_ones_sets_aga
     assert builds == []
     fresh = fallback.search(prepared, table, guarded, 60.0, 2, reference=reference)
     assert [s.node for s in again[1]] == [s.node for s in fresh[1]] and builds
+
+
+def test_a_memo_never_takes_a_freed_model_for_the_one_allocated_in_its_place(
+    chain_table: tuple[onnx.ModelProto, Path],
+) -> None:
+    """The memo's keys name the model by id(): a model freed after its search and another allocated at
+    its address must not read the first one's scores (YOLOX once kept Conv_67 or Conv_70 float from run to
+    run). The memo keeps what it keys alive, so the second search measures as a fresh memo would."""
+    prepared, table, config, reference = _searchable(chain_table, 1)
+    memo = fallback.SqnrMemo()
+    first = onnx.ModelProto()
+    first.CopyFrom(prepared)
+    first_id = id(first)
+    fallback.search(first, table, config, 60.0, 1, reference=reference, measured=memo)
+    del first
+    gc.collect()
+    # where the first's address is free, one of these takes it
+    candidates = [onnx.ModelProto() for _ in range(256)]
+    second = next((m for m in candidates if id(m) == first_id), candidates[0])
+    assert id(second) != first_id  # the memo still holds the first
+    second.CopyFrom(prepared)
+    for init in second.graph.initializer:
+        if init.dims and len(init.dims) == 4:
+            weights = numpy_helper.to_array(init) * 1.7
+            init.CopyFrom(numpy_helper.from_array(weights.astype(np.float32), init.name))
+    again = fallback.search(second, table, config, 60.0, 1, reference=reference, measured=memo)
+    fresh = fallback.search(second, table, config, 60.0, 1, reference=reference)
+    assert again[2] == fresh[2] and [s.sqnr_db for s in again[1]] == [s.sqnr_db for s in fresh[1]]
 
 
 def test_screening_on_fewer_samples_decides_on_all_of_them(

@@ -61,6 +61,14 @@ class SqnrMemo:
         # by what builds the model (Trials.plan_key): the floor's second search asks for the first one's
         # sets again, and building each again to find it here cost YOLOX-Nano 16 of an 86 s convert
         self.planned: dict[Hashable, tuple[float, float]] = {}
+        # the objects whose id() a `planned` key holds, alive as long as the memo: a model freed and
+        # another allocated at its address would otherwise read the first one's scores
+        self._pinned: dict[int, object] = {}
+
+    def pin(self, *objects: object) -> None:
+        """Keep `objects` alive while this memo is, so the id() of each names it alone in `planned`."""
+        for obj in objects:
+            self._pinned.setdefault(id(obj), obj)
 
     def get(
         self, model: onnx.ModelProto, measure: Callable[[onnx.ModelProto], tuple[float, float]]

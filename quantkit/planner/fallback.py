@@ -192,6 +192,7 @@ class Trials:
     def _scored(self, keep: frozenset[str], reference: Runs, samples: Feed, memo: SqnrMemo) -> float:
         """The set's score, from `memo` where a search with the same plan inputs measured it."""
         key = self.plan_key(keep)
+        memo.pin(self.model, self.table, self.rounded)
         if key not in memo.planned:
             memo.planned[key] = output_sqnrs(self.build(sorted(keep)), reference, samples, memo, self.threads)
         both = memo.planned[key]
