@@ -23,6 +23,7 @@ from quantkit.files import check_output, write_set
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import model_io, subnormal
 from quantkit.graph.augment import COMPUTE_OPS, large_activations
+from quantkit.graph.fold_shapes import fills_as_nodes
 from quantkit.graph.prepare import Prepared
 from quantkit.graph.widen import narrow, redeclare, stored_half, widen
 from quantkit.images import images_of
@@ -235,6 +236,7 @@ def _converted(
         if prepared.widened[0]:  # float16 weights: the layers left float keep them so (exact)
             quantized, halves[0] = stored_half(quantized)
         quantized = redeclare(quantized, prepared.declared)  # the shapes the file declared
+        quantized = fills_as_nodes(quantized)  # a repeated value stored as the node that computes it
         stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, timed_plan))
         run = runnable(quantized, config)
         stored, smoke = write_checked(

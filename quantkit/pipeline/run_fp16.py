@@ -23,6 +23,7 @@ from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.emulate import emulate, stored_as
 from quantkit.graph.float_formats import FORMATS, FloatFormat
+from quantkit.graph.fold_shapes import fills_as_nodes
 from quantkit.graph.prepare import prepare
 from quantkit.graph.query import measured_outputs, measured_tensors
 from quantkit.graph.samples import synthetic_samples
@@ -146,6 +147,7 @@ def _converted(
     converted = compact_graph.compact(rewritten.model, measured_names) if config.compact else rewritten.model
     converted = narrow(converted, prepared.interface)  # a float16 interface, as the model was fed
     converted = redeclare(converted, prepared.declared)  # the shapes the file declared
+    converted = fills_as_nodes(converted)  # a repeated value stored as the node that computes it
     stamp(converted, {"to": target.flag, **config.to_dict()}, table_path, table, sha)
     checked = Floor(
         floor,
