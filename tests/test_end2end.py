@@ -139,6 +139,16 @@ def test_the_budget_counts_listed_boxes_missed_for_recall_and_added_too_for_boxe
     recall = Validator(_Heads(ref), batches, BudgetMetric.recall, Path("."), None, 0.3, DetectorHead.end2end)
     assert recall.drop(_Heads(cand)) == pytest.approx(100 / 3)  # only the missed one
 
+    # a DETR head's labels, boxes and scores (hunt52 B5): the same budget, where --max-drop refused them
+    class Split(_Heads):
+        def run_batch(self, data: np.ndarray) -> dict[str, np.ndarray]:
+            rows = super().run_batch(data)["y"]
+            return {"labels": rows[..., 5].astype(np.int64), "boxes": rows[..., :4], "scores": rows[..., 4]}
+
+    split = Validator(Split(ref), batches, BudgetMetric.auto, Path("."), None, 0.3, DetectorHead.end2end)
+    assert (split.metric, split.output) == (BudgetMetric.boxes, "boxes+scores+labels")
+    assert split.drop(Split(ref)) == 0.0 and split.drop(Split(cand)) == pytest.approx(100 * 3 / 3)
+
 
 def _end2end_model(path: Path, boxes: np.ndarray, base: np.ndarray, classes: np.ndarray) -> Path:
     """input [1, 3, 32, 32] -> [1, 4, 6]: TopK of 8 anchors' scores (base + a tenth of the input's

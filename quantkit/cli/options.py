@@ -94,8 +94,9 @@ DetectorOpt = Annotated[
         "decoded on the stride 8/16/32 grids); yolov8: [N, 4 box + classes, A] (Ultralytics); db: a text "
         "detector's probability map [N, 1, H, W] (DBNet, PaddleOCR; text pixels and boxes at --score-"
         "threshold, box score 0.6); end2end: final detections [N, K, x0 y0 x1 y1 score class] (YOLOv10, "
-        "YOLO26, exports with NMS). Adds detection recall and the final boxes matched (convert: to "
-        "--max-drop's budget, which it needs).",
+        "YOLO26, exports with NMS), or boxes [N, K, 4] with scores and labels [N, K] (RT-DETR, D-FINE, "
+        "DEIM, the TensorFlow Object Detection API). Adds detection recall and the final boxes matched "
+        "(convert: to --max-drop's budget, which it needs).",
     ),
 ]
 

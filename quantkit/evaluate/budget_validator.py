@@ -25,7 +25,13 @@ from quantkit.evaluate.class_scores import (
     is_label_column,
 )
 from quantkit.evaluate.compare import decode_grid, scored_output
-from quantkit.evaluate.end2end import is_listed_head, listed_detections, require_listed
+from quantkit.evaluate.end2end import (
+    is_listed_head,
+    joined_head,
+    listed_detections,
+    require_listed,
+    split_head,
+)
 from quantkit.evaluate.heads import head_masks, require_sizes
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
@@ -70,6 +76,7 @@ class ChunkReference:
     also: tuple[str, ...] = ()
     also_summaries: tuple[tuple[np.ndarray, ...], ...] = ()
     labelled: frozenset[str] = frozenset()  # outputs an ArgMax writes (graph.output_kinds.label_outputs)
+    split: tuple[str, str, str] | None = None  # a DETR head's boxes, scores, labels (end2end.split_head)
 
     def counts(self, candidate: Runner, batches: Iterable[Batch]) -> Counts:
         """(points lost, out of) on this chunk for each output scored (`output`, then `also`): integers, so
@@ -81,7 +88,7 @@ class ChunkReference:
         per_batch = self.also_summaries or ((),) * len(self.summaries)
         rows = zip(batches, self.summaries, self.labels, per_batch, strict=True)
         for batch, (ref, ref_mask), labels, others in rows:
-            outputs = read_as(candidate.run_batch(batch.data), self.detector)
+            outputs = read_as(candidate.run_batch(batch.data), self.detector, self.split)
             out = without_masks(outputs[self.output], self.masks)
             if self.metric is BudgetMetric.recall:
                 assert ref_mask is not None
@@ -106,7 +113,8 @@ class ChunkReference:
 
     def _scored(self, candidate: Runner, batch: Batch) -> np.ndarray:
         """The candidate's output the metric reads on `batch` (read_as, without mask coefficients)."""
-        return without_masks(read_as(candidate.run_batch(batch.data), self.detector)[self.output], self.masks)
+        outputs = read_as(candidate.run_batch(batch.data), self.detector, self.split)
+        return without_masks(outputs[self.output], self.masks)
 
     def _boxes_counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
         """FP32's final boxes the candidate misses plus the boxes it adds (recall of an end-to-end head's:
@@ -150,6 +158,7 @@ class Validator:
         output: str | None = None
         also: tuple[str, ...] = ()  # agreement: the other class-score outputs, each scored too
         masks = 0
+        split: tuple[str, str, str] | None = None
         parts: list[tuple[list[Any], list[list[Detections]], list[np.ndarray], list[Any]]] = []
         self.read: list[Path] = []  # the images FP32 ran on (an unreadable one is skipped by the loader)
         for batches in self.chunks:
@@ -159,7 +168,10 @@ class Validator:
             others: list[tuple[np.ndarray, ...]] = []
             for batch in batches():
                 self.read.extend(batch.paths)
-                outputs = read_as(reference.run_batch(batch.data), detector)
+                raw = reference.run_batch(batch.data)
+                if output is None and detector is DetectorHead.end2end:
+                    split = split_head(raw)  # decided once: a batch of whole-number scores reads as labels
+                outputs = read_as(raw, detector, split)
                 if output is None:
                     metric, wanted = _choose(
                         metric, outputs, bool(lookup), detector, feed_rows(batch.data), values, label_outputs
@@ -206,6 +218,7 @@ class Validator:
                 also,
                 tuple(o) if also else (),
                 label_outputs,
+                split,
             )
             for s, f, lab, o in parts
         ]
@@ -237,11 +250,16 @@ class Validator:
         return summed(reference.counts(candidate, batches()) for reference, batches in pairs)
 
 
-def read_as(outputs: dict[str, np.ndarray], detector: DetectorHead | None) -> dict[str, np.ndarray]:
+def read_as(
+    outputs: dict[str, np.ndarray], detector: DetectorHead | None, split: tuple[str, str, str] | None = None
+) -> dict[str, np.ndarray]:
     """Outputs as the metrics read them: [N, C, 1, ..., 1] scores as [N, C], and under --detector yolov8
     a head with its anchors last ([N, 4 + C, A]) as the [N, A, 5 + C] rows compare reads too (--max-drop
-    refused NudeNet's YOLOv8n: 'needs an output shaped [N, anchors, 5 + classes]')."""
+    refused NudeNet's YOLOv8n: 'needs an output shaped [N, anchors, 5 + classes]'). split: a DETR head's
+    boxes, scores, labels (end2end.split_head), also read as one listed head named by all three."""
     views = class_views(outputs)
+    if split is not None:
+        views["+".join(split)] = joined_head(outputs, split)
     if detector is DetectorHead.yolov8:
         views = {name: yolov8_rows(v) if anchors_last(v) else v for name, v in views.items()}
     if detector is DetectorHead.db:  # probability maps as [N, H, W]

@@ -52,9 +52,14 @@ def selected_note(inferred: onnx.ModelProto | None, selected: frozenset[str], bo
     if inferred is None or not ordered:
         return None
     declared = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in inferred.graph.output}
-    listed = any(len(declared.get(o, [])) == 3 and declared[o][2] == 6 for o in ordered)
+    listed = any(len(declared.get(o, [])) == 3 and declared[o][2] in (4, 6) for o in ordered)
     # hunt36: a [n, 7] NMS output was told to try --detector end2end, which then refused it
-    how = "--detector end2end reads [N, K, x0 y0 x1 y1 score class]" if listed else "by your own metric"
+    how = (
+        "--detector end2end reads [N, K, x0 y0 x1 y1 score class], or boxes [N, K, 4] with scores and "
+        "labels [N, K]"
+        if listed
+        else "by your own metric"
+    )
     return (
         f"output(s) {', '.join(repr(o) for o in ordered)} are chosen and ordered by a TopK / "
         "NonMaxSuppression: their figures compare rows that noise reorders (near-equal scores swap "
