@@ -192,6 +192,25 @@ def test_the_speed_line_warns_where_the_timings_scattered() -> None:
     )
 
 
+def test_compare_warns_where_its_timings_scattered() -> None:
+    """hunt54 C2: compare's speedup (the ratio of the p50s) read 0.43x on a loaded machine and 1.05x the
+    next run, with no word; convert's line had one. Run by run the ratio held near 1.05x."""
+    from quantkit.evaluate.figure_warnings import scattered_timing
+
+    steady = ([5.0, 5.1, 4.9, 5.0, 5.2], [2.5, 2.5, 2.4, 2.6, 2.5])
+    assert scattered_timing(steady) is None
+    assert scattered_timing(([5.0], [2.5])) is None  # one run: few_runs says so
+    # the candidate's runs fell when the machine was busy, FP32's when it was idle: each round's ratio
+    # near 1.05x, their medians 0.21x
+    reference = [2.0, 2.1, 2.0, 10.5, 10.4]
+    candidate = [1.9, 2.0, 9.9, 9.9, 10.0]
+    assert scattered_timing((reference, candidate)) == (
+        "the timings scattered (a busy CPU?): the p50s make 0.21x, the interleaved runs' median ratio "
+        "1.05x; whether it is faster than the reference is within that scatter; time again on an idle "
+        "machine, or with more --runs"
+    )
+
+
 def test_an_int8_model_that_gains_nothing_is_said_to() -> None:
     """hunt48 C3: trueocr's text detector, 9 Convs int8, was written 1.01x larger at 0.98x FP32, exit 0,
     without a word."""

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from quantkit.evaluate.metrics import NOISE_COSINE
-from quantkit.outcomes import OutputMetrics
+from quantkit.outcomes import OutputMetrics, scattered
 
 # A pooled SQNR at least this high reads as fine, so images where the output is noise get a warning.
 POOLED_FINE_DB = 15.0
@@ -91,6 +92,27 @@ def few_runs(runs: int) -> str | None:
     return (
         f"latency rests on {runs} timed run(s) of each model: p90 and p99 are no percentiles of so few, "
         "and the speedup moves from run to run on a shared CPU; give --runs 20 or more"
+    )
+
+
+def scattered_timing(samples: Sequence[Sequence[float]]) -> str | None:
+    """A warning where the reference's and candidate's interleaved timings (ms, run by run) scattered too
+    much for the p50s' ratio to be a figure: it and the median of the runs' own ratios disagree
+    (outcomes.scattered). hunt54 C2: 0.43x one run, 1.05x the next, on a loaded machine, with no word."""
+    if len(samples) != 2 or min(len(samples[0]), len(samples[1])) < 2:
+        return None
+    reference, candidate = (np.asarray(s, np.float64) for s in samples)
+    if not (candidate > 0).all() or float(np.median(candidate)) <= 0:
+        return None
+    of_runs = float(np.median(reference / candidate))
+    of_medians = float(np.median(reference) / np.median(candidate))
+    apart, straddle = scattered(of_runs, of_medians)
+    if not apart:
+        return None
+    verdict = "; whether it is faster than the reference is within that scatter" if straddle else ""
+    return (
+        f"the timings scattered (a busy CPU?): the p50s make {of_medians:.2f}x, the interleaved runs' "
+        f"median ratio {of_runs:.2f}x{verdict}; time again on an idle machine, or with more --runs"
     )
 
 

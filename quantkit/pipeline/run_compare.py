@@ -24,6 +24,7 @@ from quantkit.evaluate.figure_warnings import (
     kind_hidden,
     noise_hidden,
     same_model,
+    scattered_timing,
     swapped,
     unrelated,
 )
@@ -259,6 +260,7 @@ def compare(
                 else None,
                 subnormal_warning(reference) if config.latency.runs else None,
                 few_runs(config.latency.runs),
+                scattered_timing(latency_samples),
                 placed_elsewhere(candidate, config.runtime.value, config.latency.runs),
                 unrelated(outputs),
                 *done.comparison.unequal_rows(),

@@ -10,7 +10,6 @@ from typing import Any
 
 from quantkit.config import LETTERBOX_PAD
 from quantkit.outcomes import (
-    SLOWER_BELOW,
     ComparisonResult,
     Finding,
     GateResult,
@@ -18,6 +17,7 @@ from quantkit.outcomes import (
     SensitivityReport,
     ShrinkResult,
     Speed,
+    scattered,
 )
 from quantkit.results import FallbackStep
 
@@ -231,11 +231,6 @@ def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
     )
 
 
-# The median of per-run ratios (robust to a busy CPU) and the ratio of the medians differ by more than this
-# share where the timings scattered: hunt41 saw '0.99x FP32 (4.61 -> 5.94 ms)' on a loaded machine
-SCATTER = 0.10
-
-
 def speed_line(speed: Speed) -> str:
     """convert's speed line, and a warning where the timings scattered too much for it to be a figure."""
     line = (
@@ -243,9 +238,8 @@ def speed_line(speed: Speed) -> str:
         f"1 thread, median of {speed.rounds} interleaved runs on a calibration sample)\n"
     )
     medians = speed.fp32_ms / speed.candidate_ms if speed.candidate_ms > 0 else speed.speedup
-    # hunt48 C5: "1.03x FP32 (15.30 -> 16.44 ms)": one figure a gain, the other a slowdown beyond ties
-    straddle = max(medians, speed.speedup) >= 1.0 and min(medians, speed.speedup) < SLOWER_BELOW
-    if abs(medians - speed.speedup) <= SCATTER * speed.speedup and not straddle:
+    apart, straddle = scattered(speed.speedup, medians)
+    if not apart:
         return line
     verdict = "; whether it is faster than FP32 is within that scatter" if straddle else ""
     return line + (
