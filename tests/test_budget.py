@@ -111,7 +111,7 @@ def test_max_drop_keeps_the_planted_layer_float(
 
 
 def test_a_budget_finer_than_one_unit_is_said() -> None:
-    from quantkit.evaluate.budget_validator import coarse
+    from quantkit.evaluate.budget_units import coarse
 
     line = coarse(2.0, 48, "agreement")
     assert line is not None and "one of the 48 prediction(s) on the validation images is 2.08 points" in line
@@ -344,7 +344,7 @@ def test_validation_images_identical_to_calibration_are_refused(
 
 
 def test_a_drop_equal_to_the_budget_meets_it() -> None:
-    from quantkit.evaluate.budget_validator import points_lost
+    from quantkit.evaluate.budget_units import points_lost
 
     assert points_lost(5, 250) <= 2.0  # 5 of 250 images is a budget of 2 points, met
     assert points_lost(3, 7) == pytest.approx(42.857, abs=1e-3)
@@ -375,7 +375,7 @@ def test_a_recognizers_class_sequence_is_scored_by_agreement_per_position_not_as
 
 def test_boxes_added_where_fp32_finds_none_fail_any_budget() -> None:
     """hunt36 F9: 4 boxes added where FP32 found none counted nothing (0 of 0 is 0 points)."""
-    from quantkit.evaluate.budget_validator import points_lost
+    from quantkit.evaluate.budget_units import points_lost
 
     assert points_lost(3, 0) == float("inf") and points_lost(0, 0) == 0.0 and points_lost(5, 250) == 2.0
 

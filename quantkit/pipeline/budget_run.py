@@ -10,7 +10,8 @@ import onnx
 
 from quantkit.config import AccuracyBudget, ConvertConfig
 from quantkit.errors import ConfigError, ConversionError
-from quantkit.evaluate.budget_validator import Validator, points_lost, summed
+from quantkit.evaluate.budget_units import points_lost
+from quantkit.evaluate.budget_validator import Validator, summed
 from quantkit.evaluate.labels import read_classes
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.output_kinds import label_outputs, value_outputs

@@ -7,7 +7,7 @@ import importlib.util
 import onnx
 
 from quantkit.config import ConvertConfig, Target, WeightRange
-from quantkit.evaluate.budget_validator import coarse
+from quantkit.evaluate.budget_units import coarse
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.outcomes import BudgetReport, Speed
 from quantkit.pipeline.speed_refine import REASON as SPEED_REASON
