@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 
 from quantkit.evaluate.metrics import NOISE_COSINE
-from quantkit.outcomes import OutputMetrics, scattered
+from quantkit.evaluate.speed import scattered
+from quantkit.outcomes import OutputMetrics
 
 # A pooled SQNR at least this high reads as fine, so images where the output is noise get a warning.
 POOLED_FINE_DB = 15.0

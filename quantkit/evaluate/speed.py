@@ -82,3 +82,16 @@ def latency_stats(samples_ms: np.ndarray) -> LatencyStats:
     """samples_ms: float [runs]."""
     p50, p90, p99 = np.percentile(samples_ms, [50, 90, 99])
     return LatencyStats(float(p50), float(p90), float(p99), float(np.mean(samples_ms)), int(samples_ms.size))
+
+
+# The median of per-run ratios (robust to a busy CPU) and the ratio of the medians differ by more than this
+# share where the timings scattered: hunt41 saw '0.99x FP32 (4.61 -> 5.94 ms)' on a loaded machine
+SCATTER = 0.10
+
+
+def scattered(of_runs: float, of_medians: float) -> tuple[bool, bool]:
+    """(whether two speedups of one timing, the median of the interleaved runs' ratios and the ratio of
+    the medians, disagree beyond SCATTER or straddle "faster than FP32"; whether they straddle it)."""
+    # hunt48 C5: "1.03x FP32 (15.30 -> 16.44 ms)": one figure a gain, the other a slowdown beyond ties
+    straddle = max(of_medians, of_runs) >= 1.0 and min(of_medians, of_runs) < SLOWER_BELOW
+    return abs(of_medians - of_runs) > SCATTER * of_runs or straddle, straddle

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from quantkit.config import LETTERBOX_PAD
+from quantkit.evaluate.speed import scattered
 from quantkit.outcomes import (
     ComparisonResult,
     Finding,
@@ -17,7 +18,6 @@ from quantkit.outcomes import (
     SensitivityReport,
     ShrinkResult,
     Speed,
-    scattered,
 )
 from quantkit.results import FallbackStep
 
