@@ -111,12 +111,18 @@ def test_max_drop_keeps_the_planted_layer_float(
 
 
 def test_a_budget_finer_than_one_unit_is_said() -> None:
-    from quantkit.evaluate.budget_units import coarse
+    from quantkit.evaluate.budget_units import coarse, grain
 
     line = coarse(2.0, 48, "agreement")
     assert line is not None and "one of the 48 prediction(s) on the validation images is 2.08 points" in line
     assert coarse(5.0, 20, "boxes") is None  # one box is 5 points: one may change
     assert coarse(0.0, 48, "agreement") is None and coarse(2.0, 0, "agreement") is None
+    # hunt54 C3: a refused budget says what one unit is where it is more than half the budget
+    assert grain(3.0, 9, "boxes") == (
+        " (one of the 9 FP32 final box(es) on the validation images is 11.11 points: more images make a "
+        "finer budget)"
+    )
+    assert grain(3.0, 200, "boxes") == "" and grain(0.0, 9, "boxes") == ""
 
 
 def test_the_fallback_reaches_its_target_without_an_fp32_copy(

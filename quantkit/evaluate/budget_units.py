@@ -30,6 +30,18 @@ def coarse(max_drop: float, units: int, metric: str) -> str | None:
     )
 
 
+def grain(max_drop: float, units: int, metric: str) -> str:
+    """Where one unit of the metric is more than half the budget, what one unit is worth ("" otherwise):
+    hunt54 C3, one box added of 9 FP32 boxes is 11.1 points, and the refusal did not say so."""
+    if units <= 0 or max_drop <= 0 or 100.0 / units <= max_drop / 2:
+        return ""
+    name = UNITS.get(BudgetMetric(metric), "unit(s)")
+    return (
+        f" (one of the {units} {name} on the validation images is {100.0 / units:.2f} points: more "
+        "images make a finer budget)"
+    )
+
+
 def points_lost(lost: int, total: int) -> float:
     """100 lost / total, from the integer counts: 5 of 250 is 2.0 exactly, so a budget of 2 holds (the
     same figure as 100 (1 - 245/250) reads 2.0000000000000018 and failed it)."""

@@ -10,7 +10,7 @@ import onnx
 
 from quantkit.config import AccuracyBudget, ConvertConfig
 from quantkit.errors import ConfigError, ConversionError
-from quantkit.evaluate.budget_units import points_lost
+from quantkit.evaluate.budget_units import grain, points_lost
 from quantkit.evaluate.budget_validator import Validator, summed
 from quantkit.evaluate.labels import read_classes
 from quantkit.graph.augment import COMPUTE_OPS
@@ -131,7 +131,8 @@ def search_budget(
         raise ConversionError(
             f"--max-drop {budget.max_drop:g} ({validator.metric.value}) was not met: the best of "
             f"{len(found.trials)} trial(s) lost {best.drop:.2f} points with {len(best.layers)} layer(s) "
-            f"float{' before the ' + found.stopped + ' limit' if found.stopped else ''}; raise --max-drop, "
+            f"float{' before the ' + found.stopped + ' limit' if found.stopped else ''}"
+            f"{grain(budget.max_drop, units.get(best.layers, 0), validator.metric.value)}; raise --max-drop, "
             "--max-trials or --timeout. Nothing was written"
         )
     chosen_drop = dict(trials)[found.layers]
