@@ -14,6 +14,7 @@ from quantkit.calib.observers import TensorObserver
 from quantkit.config import CalibMethod, ConvertConfig
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.range_plan import (
+    SURE_LOGIT,
     HardActivation,
     becomes_probability,
     capped,
@@ -248,8 +249,42 @@ def test_logits_that_become_scores_are_never_capped() -> None:
     # hunt54 A1: nor clipped below their calibration maximum by MSE (an SSD's head logits cut at 0.147,
     # 0.550 seen, capped every score at 0.537: none of FP32's 23 detections above 0.7 was left)
     lo, hi = select_range(rare, ConvertConfig())
-    assert hi < rare.maximum and planning.range_of("logits") == (lo, rare.maximum)
+    assert hi < rare.maximum and planning.range_of("logits") == (lo, max(rare.maximum, SURE_LOGIT))
     assert planning.range_of("t")[1] == 0.0  # capped at the images' mean maximum, kept at 0
+
+
+def test_scores_keep_what_calibration_never_saw() -> None:
+    """A pet SSD calibrated on 32 COCO photos saw its class logits reach 1.17 and its Sigmoid -> Relu
+    scores 0.764: both ranges ended there, and of the 13 pet photos FP32 scores above 0.8, INT8 kept none.
+    Scores span their bound (1, or a Clip's c), and their logits a sure score's (SURE_SCORE); a
+    squeeze-excitation gate and its logits keep the ranges calibration measured."""
+    from quantkit.planner.planning_state import Planning
+
+    nodes = [
+        helper.make_node("Neg", ["x"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["scores"]),
+        helper.make_node("Relu", ["scores"], ["kept"]),
+        helper.make_node("Clip", ["kept", "zero", "half"], ["low"]),
+        helper.make_node("Abs", ["x"], ["t"]),
+        helper.make_node("Sigmoid", ["t"], ["gate"]),
+        helper.make_node("Mul", ["x", "gate"], ["excited"]),
+        helper.make_node("Concat", ["kept", "low", "excited"], ["y"], axis=1),
+    ]
+    bounds = {"zero": np.array(0.0, np.float32), "half": np.array(0.5, np.float32)}
+    index = GraphIndex(make_model(nodes, bounds))
+    g = np.random.default_rng(9)
+    drawn = g.normal(-6, 2, 100_000).clip(None, 1.17)
+    probabilities = 1 / (1 + np.exp(-drawn))
+    small = np.abs(drawn).clip(0, 1.0)
+    seen = {"logits": drawn, "t": small, "scores": probabilities, "kept": probabilities}
+    seen |= {"low": probabilities.clip(0, 0.2), "gate": 1 / (1 + np.exp(-small))}
+    table = CalibrationTable(meta={}, stats={n: stats_of(v) for n, v in seen.items()})
+    planning = Planning(index, table, ConvertConfig())
+    assert planning.range_of("logits")[1] == pytest.approx(SURE_LOGIT)
+    assert planning.range_of("kept") == (0.0, 1.0) and planning.range_of("scores") == (0.0, 1.0)
+    assert planning.range_of("low") == (0.0, 0.5)
+    assert planning.range_of("gate")[1] == pytest.approx(table.stats["gate"].maximum)  # a gate, no score
+    assert planning.range_of("t")[1] < SURE_LOGIT
 
 
 def _hard_graph(nodes: list[onnx.NodeProto]) -> GraphIndex:

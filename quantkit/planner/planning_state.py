@@ -15,6 +15,8 @@ from quantkit.planner.range_plan import (
     is_bounded,
     range_stats,
     saturated_outside,
+    score_bound,
+    score_logit_top,
     select_range,
 )
 from quantkit.results import (
@@ -72,8 +74,12 @@ class Planning:
             if caps(self.config) and not bounded and not becomes_probability(self.index, name):
                 lo, hi = capped(lo, hi, stats)
             if not bounded and becomes_score(self.index, name):  # the rare top logits are the detections:
-                hi = max(hi, float(stats.maximum))  # kept to the calibration maximum (hunt54 A1: an SSD's
+                hi = max(hi, float(stats.maximum), score_logit_top(self.index, name))  # kept to the
+                # calibration maximum and a sure score's logit (range_plan.SURE_SCORE; hunt54 A1: an SSD's
                 # head logits MSE-clipped at 0.147 capped every score at 0.537, none of 23 above 0.7 left)
+            top = score_bound(self.index, name) if bounded else None
+            if top is not None:  # scores higher than calibration saw are kept (range_plan.score_bound)
+                lo, hi = min(lo, 0.0), max(hi, top)
             self.ranges[name] = (lo, hi)
         return self.ranges[name]
 
