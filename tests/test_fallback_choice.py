@@ -42,7 +42,8 @@ def test_groups_holding_an_fp32_copy_do_not_take_every_slot_of_the_screening() -
     """review54 M4: 30 layers screened in groups of 6, two layers' paths an FP32 copy (inf): their groups
     took both slots of the first round, and the group whose layer reaches the target alone (L27) was never
     screened; the copy was kept."""
-    from quantkit.planner.fallback import MIN_GAIN_DB, screen_layers
+    from quantkit.planner.fallback import MIN_GAIN_DB
+    from quantkit.planner.screening import screen_layers
 
     names = [f"L{i:02d}" for i in range(30)]
     copies, helps = {"L00", "L07"}, "L27"

@@ -23,7 +23,7 @@ from quantkit.results import CalibrationTable, TensorStats
 from tests.conftest import SIZE, conv_params, make_model, save
 from tests.helpers import count_sessions
 
-LAYERS = 26  # more than fallback.UNGROUPED_LAYERS: the first round screens groups
+LAYERS = 26  # more than screening.UNGROUPED_LAYERS: the first round screens groups
 LOUD = 17  # a layer that adds a large bias to one channel: the layers after it lose the most to int8
 
 
@@ -107,7 +107,7 @@ def test_groups_spare_the_layers_that_cannot_hold_the_best() -> None:
     layers = [f"l{i}" for i in range(64)]
     gains = {n: 0.01 for n in layers} | {"l61": 14.0}
     trials = _Scored(gains)
-    found = fallback.screen_layers(trials, [], layers, 3.0, 2, None)
+    found = screening.screen_layers(trials, [], layers, 3.0, 2, None)
     assert max(found, key=lambda n: found[n]) == "l61"
     assert set(found) == {f"l{i}" for i in range(56, 64)}  # its group of 8 only: the next cannot beat it
     assert len(trials.asked) == 8 + 8  # 8 groups, then the best group's layers
@@ -117,11 +117,11 @@ def test_groups_without_a_dominant_layer_expand_the_best_ones() -> None:
     layers = [f"l{i}" for i in range(64)]
     gains = {n: 0.05 for n in layers} | {"l11": 0.25, "l19": 0.2}  # every group beats every layer
     trials = _Scored(gains)
-    found = fallback.screen_layers(trials, ["k"], layers, 3.0, 2, None)
+    found = screening.screen_layers(trials, ["k"], layers, 3.0, 2, None)
     assert set(found) == {f"l{i}" for i in range(8, 24)}  # the two groups holding l11 and l19
     assert all("k" in asked for asked in trials.asked)  # on top of what is kept float
     few = _Scored(gains)
-    assert set(fallback.screen_layers(few, [], layers[:20], 3.0, 2, None)) == set(layers[:20])
+    assert set(screening.screen_layers(few, [], layers[:20], 3.0, 2, None)) == set(layers[:20])
     assert len(few.asked) == 20
 
 

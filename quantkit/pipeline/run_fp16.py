@@ -50,7 +50,7 @@ from quantkit.pipeline.writing import (
     stamp,
     write_checked,
 )
-from quantkit.planner import fallback, fp16_checks
+from quantkit.planner import fallback, fp16_checks, screening
 from quantkit.planner import fp16_plan as fp16_planner
 from quantkit.planner.foreground import with_foreground
 from quantkit.planner.screening import screening_runs
@@ -290,7 +290,7 @@ def _float16_fallback(
     """Below target dB on the samples (the table's: --min-sqnr; synthetic: the floor): keep float32, one at
     a time, the linear layers that recover the most output SQNR alone (ranked once), until it is met or
     max_float32_layers are kept. reference: FP32's outputs on the samples (Session.run_samples); the
-    layers are ranked (those of the best groups where more than 20: fallback.screen_layers; nucseg's 95
+    layers are ranked (those of the best groups where more than 20: screening.screen_layers; nucseg's 95
     layers at 1024x1024 took 8 min one by one) on its first `screen` runs (planner.screening: PP-OCRv4's
     text detector at 640x640 took 69 s ranking on 8 samples), each trial running only the layers it
     changes and what follows (planner.suffix_screen: 18 s -> 10 s there), and the plan measured whole on
@@ -322,9 +322,9 @@ def _float16_fallback(
     trials = _Float32Trials(built, kept, SuffixScreen(base, (n.name for n in layers), *ranking), ranking)
     floor = start if screen >= len(reference) else fallback.output_sqnr(base, *ranking, memo.first(screen))
     names = [n.name for n in layers]
-    groups = -(-config.max_float32_layers // fallback.group_size(len(names)))  # enough to fill the limit
-    expand = max(fallback.FIRST_ROUND_GROUPS, groups)
-    scores = fallback.screen_layers(trials, [], names, floor, expand, advance)
+    groups = -(-config.max_float32_layers // screening.group_size(len(names)))  # enough to fill the limit
+    expand = max(screening.FIRST_ROUND_GROUPS, groups)
+    scores = screening.screen_layers(trials, [], names, floor, expand, advance)
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     added: list[fp16_planner.KeptFloat32] = []
     score = start
@@ -367,7 +367,7 @@ def _float16_fallback(
 
 
 class _Float32Trials:
-    """The float16 fallback's trials for fallback.screen_layers: `kept` and a set of layers float32, each
+    """The float16 fallback's trials for screening.screen_layers: `kept` and a set of layers float32, each
     measured on the ranking runs by running only what it changes where it can (planner.suffix_screen)."""
 
     def __init__(

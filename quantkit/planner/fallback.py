@@ -23,7 +23,6 @@ import dataclasses
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import onnx
@@ -40,16 +39,15 @@ from quantkit.planner.at_output import output_sqnrs
 from quantkit.planner.core import plan
 from quantkit.planner.cut_paths import preferred, token, untoken
 from quantkit.planner.fallback_blocks import end_block
-from quantkit.planner.fallback_choice import best_finite
 from quantkit.planner.int8_model import measured_model
-from quantkit.planner.screening import screening_runs
+from quantkit.planner.screening import (
+    FIRST_ROUND_GROUPS,
+    LATER_ROUND_GROUPS,
+    screen_layers,
+    screening_runs,
+)
 from quantkit.results import CalibrationTable, FallbackStep, Feed, QuantPlan, Runs, feed_rows, feed_take
 
-UNGROUPED_LAYERS = 20  # up to this many layers left, a round measures each alone (no groups)
-# Groups whose layers a round measures one by one, best first: the first round's choice (often one layer
-# that dominates) matters most; later rounds refine by tenths of a dB.
-FIRST_ROUND_GROUPS = 2
-LATER_ROUND_GROUPS = 1
 # A round keeps its best layer float only where it lifts the output SQNR this much (or reaches the target):
 # below it a float layer costs speed for what the samples cannot tell from noise. PP-OCRv4's text detector
 # at 640x640 took Conv.36, .37 and .40 for +0.01, +0.03 and +0.03 dB (three rounds, 7 s) before the
@@ -316,55 +314,6 @@ def search(
         cut = frozenset(s.node for s in steps if s.cut)
         current = plan(model, table, config, kept, cache, alphas, rounded, cut=cut)
     return current, steps, base
-
-
-def group_size(layers: int) -> int:
-    """How many consecutive layers screen_layers keeps float together, of `layers` left: ceil(sqrt(n))."""
-    return math.isqrt(max(layers - 1, 0)) + 1
-
-
-class Screens(Protocol):
-    """What screen_layers measures with: Trials, or the float16 fallback's trials (pipeline.run_fp16)."""
-
-    def screen_all(self, keeps: Sequence[Iterable[str]]) -> list[float]: ...
-
-
-def screen_layers(
-    trials: Screens,
-    kept: list[str],
-    remaining: list[str],
-    floor: float,
-    expand: int,
-    progress: Callable[[int], None] | None,
-) -> dict[str, float]:
-    """Remaining layer -> screening SQNR with it float on top of `kept`, for the layers worth measuring:
-    every one when few remain; else those of the `expand` best groups of ceil(sqrt(n))
-    consecutive layers that beat `floor` (kept's own SQNR), best first, stopping at a group that does not
-    beat the best finite layer found (it would have to hold a better one; an FP32 copy sets no bar:
-    planner.fallback_choice)."""
-    advance = progress if progress is not None else (lambda _: None)
-    if len(remaining) <= UNGROUPED_LAYERS:
-        found = dict(zip(remaining, trials.screen_all([[*kept, n] for n in remaining]), strict=True))
-        advance(len(remaining))
-        return found
-    size = group_size(len(remaining))
-    groups = [remaining[i : i + size] for i in range(0, len(remaining), size)]
-    scores = trials.screen_all([[*kept, *group] for group in groups])
-    # groups holding an FP32 copy (inf) after the others: they took every slot, and the group whose layer
-    # reached the target alone was never screened (review54 M4)
-    order = sorted(range(len(groups)), key=lambda i: (math.isinf(scores[i]), -scores[i], i))
-    chosen = order[:expand]
-    left = sum(len(groups[i]) for i in chosen)  # settled once their group is measured or passed over
-    advance(len(remaining) - left)
-    found = {}
-    for i in chosen:
-        if scores[i] <= floor or (found and scores[i] <= best_finite(found)):
-            break
-        found.update(zip(groups[i], trials.screen_all([[*kept, n] for n in groups[i]]), strict=True))
-        advance(len(groups[i]))
-        left -= len(groups[i])
-    advance(left)
-    return found
 
 
 def _reason(
