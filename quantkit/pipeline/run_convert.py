@@ -168,7 +168,10 @@ def _converted(
     worst_db = fallback.output_sqnr(runnable(quantized, config), reference, samples, measured, worst=True)
     guarded_note: tuple[str, ...] = ()
     floor_kept: tuple[str, ...] = ()
+    target_met = False  # --min-sqnr's mean reached before the floor's search (whose figures are the worst's)
     if budget is None and not worst_db >= INT8_FLOOR_DB:
+        before = steps[-1].sqnr_db if steps else start_db
+        target_met = before is not None and config.min_sqnr > 0 and before >= config.min_sqnr
         # broken, not coarse: keep layers float until it works, however many that takes
         layers = sum(n.op_type in COMPUTE_OPS for n in inferred.graph.node)
         guarded = dataclasses.replace(config, min_sqnr=INT8_FLOOR_DB, max_float_layers=layers)
@@ -306,7 +309,11 @@ def _converted(
         # detector was written at 10.1 dB against 12 with the figure among a dozen notes, and exit 0
         warnings=none
         + (() if none else convert_notes.gained_nothing(summary.bytes_before, summary.bytes_after, speed))
-        + fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps, smoke)
+        + (
+            ()
+            if target_met
+            else fallback.short_of_target(config.min_sqnr, config.max_float_layers, start_db, steps, smoke)
+        )
         + convert_notes.coarse_budget(budget_report)
         + warned,
         samples=feed_rows(samples),

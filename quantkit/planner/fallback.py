@@ -20,6 +20,7 @@ it finds are then measured on every sample, and that measurement decides and is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ MIN_GAIN_DB = 0.1
 # the output this much (for the floor, any lift): PP-OCRv5's text detector (hunt44) stalled at 13.9 dB
 # with no single layer lifting it, where 8 Convs at its output end reach 20.9 dB.
 BLOCK_GAIN_DB = 1.0
+# Rounds a search may take from a finalist that keeps most of the model quantized, where the round's own
+# choice reaches the target only by keeping most of it float (_Rounds.run)
+AHEAD_ROUNDS = 3
 
 
 def layer_recovery(
@@ -103,9 +107,8 @@ MeasureMany = Callable[[Sequence[Trial]], list[float]]  # output SQNR of each, a
 class Trials:
     """Builds the model that keeps a set of layers float (one planner.plan and measured_model each) and
     measures its output SQNR on the first `runs` runs or on every sample; a set asked for again is not
-    built again (its score is kept by set, SqnrMemo then spares the runs of a model built again).
-    `many`, where set, measures the trials a batch asks for (`screen_all`, `full_all`) elsewhere, on
-    workers that hold the same Trials: the scores, so the search, are the same."""
+    built again (scores kept by set; SqnrMemo spares the runs of a model built again). `many`, where set,
+    measures a batch's trials (`screen_all`, `full_all`) on workers holding the same Trials: same scores."""
 
     model: onnx.ModelProto
     table: CalibrationTable
@@ -220,6 +223,83 @@ class Trials:
         return [self.full(keep) if f else self.screen(keep) for f, keep in keys]
 
 
+@dataclass
+class _Path:
+    """A search's layers float so far: with reasons, as trials name them (cut_paths), as steps; its SQNR."""
+
+    kept: dict[str, str]
+    held: list[str]
+    steps: list[FallbackStep]
+    score: float
+
+
+@dataclass(frozen=True)
+class _Rounds:
+    """The rounds of one search: what they measure with and aim at."""
+
+    trials: Trials
+    model: onnx.ModelProto
+    layers: list[str]
+    target_db: float
+    reason: Callable[[float, bool, bool, int], str]  # (gain, alone, cut, dragged) -> why it is float
+
+    def run(
+        self,
+        path: _Path,
+        max_layers: int,
+        progress: Callable[[int], None] | None = None,
+        rounds: Callable[[int], None] | None = None,
+        ahead: int = 0,
+    ) -> _Path:
+        """`path` with a layer more float each round until target_db, max_layers or no lift (search).
+        ahead: the rounds a search from a detour (fallback_choice.detour) may take to reach target_db with
+        more layers quantized than the round's choice (hunt54 B1: BlazeFace's one layer whose input path
+        is 66 of its 69, where its two score heads reach the floor with 33 quantized)."""
+        while path.score < self.target_db and len(path.steps) < max_layers:
+            if path.kept and rounds is not None:  # the round before settled a layer
+                rounds(1)
+            candidates, scores = self._finalists(path, progress)
+            quantized = functools.partial(_quantized_with, self.trials, tuple(path.held))
+            at = (path.score, self.target_db, MIN_GAIN_DB, quantized)
+            best = fallback_choice.chosen(candidates, scores, *at)
+            if best is None:
+                break
+            taken = self._taken(path, best)
+            other = fallback_choice.detour(candidates, scores, *at, best) if ahead > 0 else None
+            if other is not None:
+                tried = self.run(self._taken(path, other), min(max_layers, len(path.steps) + 1 + ahead))
+                reached = tried.score >= self.target_db
+                if reached and self.trials.quantized(tried.held) > self.trials.quantized(taken.held):
+                    taken = tried
+            path = taken
+        return path
+
+    def _finalists(
+        self, path: _Path, progress: Callable[[int], None] | None
+    ) -> tuple[list[str], list[float]]:
+        """A round's finalists on top of `path` (screen_layers, fallback_choice.finalists), their scores."""
+        remaining = [n for n in self.layers if n not in path.kept]
+        floor = self.trials.screen(path.held)
+        first = not path.kept
+        expand = FIRST_ROUND_GROUPS if first else LATER_ROUND_GROUPS
+        screened = screen_layers(
+            self.trials, path.held, remaining, floor, expand, progress if first else None
+        )
+        drags = functools.partial(_drags, self.trials, tuple(path.held), self.trials.quantized(path.held))
+        found = fallback_choice.finalists(screened, floor, drags)
+        return found, self.trials.full_all([[*path.held, n] for n in found])
+
+    def _taken(self, path: _Path, best: tuple[float, str]) -> _Path:
+        """`path` with `best` (score, layer) float: its input path full, or cut (planner.cut_paths)."""
+        score, node = best
+        on = (self.target_db, self.trials.full, self.trials.quantized, MIN_GAIN_DB)
+        chosen = preferred(path.held, node, score, path.score, *on)
+        why = self.reason(chosen.score - path.score, not path.kept, chosen.cut, chosen.dragged)
+        step = FallbackStep(node, _op_type(self.model, node), chosen.score, chosen.cut)
+        held = [*path.held, token(node, chosen.cut)]
+        return _Path({**path.kept, node: why}, held, [*path.steps, step], chosen.score)
+
+
 def search(
     model: onnx.ModelProto,
     table: CalibrationTable,
@@ -275,30 +355,13 @@ def search(
     if base >= target_db or max_layers == 0:
         return current, steps, base
     layers = _quantized_layers(model, current)
-    kept: dict[str, str] = {}
-    held: list[str] = []  # kept, as trials name them (planner.cut_paths)
-    score = base
-    while score < target_db and len(steps) < max_layers:
-        if kept and rounds is not None:  # the round before settled a layer
-            rounds(1)
-        remaining = [n for n in layers if n not in kept]
-        floor = trials.screen(held)
-        expand = LATER_ROUND_GROUPS if kept else FIRST_ROUND_GROUPS
-        screened = screen_layers(trials, held, remaining, floor, expand, None if kept else progress)
-        candidates = fallback_choice.finalists(screened, floor)
-        measured_all = trials.full_all([[*held, n] for n in candidates])
-        best = fallback_choice.chosen(
-            candidates, measured_all, score, target_db, MIN_GAIN_DB, lambda n: trials.quantized([*held, n])
-        )
-        if best is None:
-            break
-        node = best[1]
-        chosen = preferred(held, node, best[0], score, target_db, trials.full, trials.quantized, MIN_GAIN_DB)
-        gain = chosen.score - score
-        kept[node] = _reason(target_db, gain, not kept, worst, chosen.cut, chosen.dragged, by)
-        held.append(token(node, chosen.cut))
-        score = chosen.score
-        steps.append(FallbackStep(node, _op_type(model, node), score, chosen.cut))
+
+    def reason(gain: float, alone: bool, cut: bool, dragged: int) -> str:
+        return _reason(target_db, gain, alone, worst, cut, dragged, by)
+
+    rounds_of = _Rounds(trials, model, layers, target_db, reason)
+    path = rounds_of.run(_Path({}, [], [], base), max_layers, progress, rounds, AHEAD_ROUNDS)
+    kept, held, steps, score = path.kept, path.held, path.steps, path.score
     stalled = blocks is not None and blocks <= score < target_db  # no single layer lifts it further
     if stalled and len(steps) < max_layers:
         remaining = [n for n in layers if n not in kept]
@@ -314,6 +377,14 @@ def search(
         cut = frozenset(s.node for s in steps if s.cut)
         current = plan(model, table, config, kept, cache, alphas, rounded, cut=cut)
     return current, steps, base
+
+
+def _quantized_with(trials: Trials, held: tuple[str, ...], node: str) -> int:
+    return trials.quantized([*held, node])
+
+
+def _drags(trials: Trials, held: tuple[str, ...], left: int, node: str) -> bool:
+    return trials.quantized([*held, node]) <= fallback_choice.DRAG_SHARE * left  # most of `left` float
 
 
 def _reason(

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 FINALISTS = 3  # screened layers measured on every sample, those within FINALIST_SHARE of the best's gain
 FINALIST_SHARE = 0.5
+# a choice that leaves at most this share of what another finalist leaves quantized is worth a detour
+DRAG_SHARE = 0.5
 
 
 def best_finite(scores: Mapping[str, float]) -> float:
@@ -23,16 +25,26 @@ def best_finite(scores: Mapping[str, float]) -> float:
     return max((s for s in scores.values() if math.isfinite(s)), default=-math.inf)
 
 
-def finalists(screened: Mapping[str, float], floor: float) -> list[str]:
+def finalists(
+    screened: Mapping[str, float], floor: float, drags: Callable[[str], bool] = lambda _: False
+) -> list[str]:
     """The FINALISTS best screened layers above floor whose gain is within FINALIST_SHARE of the best
-    finite one's, and the first of those that measure inf (an FP32 copy), if any: its gain sets no bar."""
+    finite one's, then the first of those that measure inf (an FP32 copy) and the first that `drags`
+    (its input path takes most of the model float), if any: their gains set no bar. drags is asked of the
+    best-ranked only."""
     ranked = sorted((n for n in screened if screened[n] > floor), key=lambda n: (-screened[n], n))
-    finite = [n for n in ranked if math.isfinite(screened[n])]
     copies = [n for n in ranked if not math.isfinite(screened[n])][:1]
-    if not finite:
-        return copies
-    top = screened[finite[0]] - floor
-    return [n for n in finite[:FINALISTS] if screened[n] - floor >= FINALIST_SHARE * top] + copies
+    dragging: list[str] = []
+    finite: list[str] = []
+    for n in (n for n in ranked if math.isfinite(screened[n])):
+        if len(finite) == FINALISTS:
+            break
+        if drags(n):
+            dragging = dragging or [n]
+        else:
+            finite.append(n)
+    top = screened[finite[0]] - floor if finite else 0.0
+    return [n for n in finite if screened[n] - floor >= FINALIST_SHARE * top] + dragging + copies
 
 
 def chosen(
@@ -62,3 +74,27 @@ def chosen(
     if reaching:
         return max(reaching, key=lambda pair: (counts[pair[1]], pair[0]))
     return max(useful, key=lambda pair: pair[0])
+
+
+def detour(
+    candidates: Sequence[str],
+    scores: Sequence[float],
+    start: float,
+    target_db: float,
+    min_gain_db: float,
+    quantized: Callable[[str], int],
+    best: tuple[float, str],
+) -> tuple[float, str] | None:
+    """(score, layer) of the finalist worth searching on from instead of `best` (chosen's), or None:
+    where best reaches target_db leaving at most DRAG_SHARE of the layers another finalist leaves
+    quantized, the highest-scoring such finalist that lifts `start` by min_gain_db (an output's head,
+    where best's input path takes most of the model float)."""
+    if best[0] < target_db:
+        return None
+    left = quantized(best[1])
+    others = [
+        (score, node)
+        for node, score in zip(candidates, scores, strict=True)
+        if node != best[1] and score >= start + min_gain_db and left < DRAG_SHARE * quantized(node)
+    ]
+    return max(others, default=None)
