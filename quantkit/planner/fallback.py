@@ -326,9 +326,8 @@ def search(
     (output_sqnr's `worst`; measured here, never by `many`).
 
     Each round screens the remaining layers on top of those already float (screen_layers), measures the best
-    few on every sample and keeps the best (its input path full, or cut where planner.cut_paths prefers
-    that; FallbackStep.cut), until the output SQNR on the samples reaches target_db,
-    max_layers are float, or no layer lifts it MIN_GAIN_DB; then, where that SQNR is at least `blocks`
+    few on every sample and keeps the best (_Rounds.run), until the output SQNR on the samples reaches
+    target_db, max_layers are float, or no layer lifts it MIN_GAIN_DB; then, where it is at least `blocks`
     (None: never), a block of layers at one end of the network (planner.fallback_blocks) that reaches
     target_db or lifts it BLOCK_GAIN_DB (any lift where `worst`: convert's floor). progress: advanced once per
     layer the first round settles; rounds: once per round settled, as the next one starts (later rounds
