@@ -18,7 +18,7 @@ from onnx.reference import ReferenceEvaluator
 
 from quantkit import pipeline
 from quantkit.config import ActivationType, ConvertConfig, Prefer, Runtime, Target
-from quantkit.errors import ConfigError
+from quantkit.errors import ConfigError, ConversionError
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.graph import openvino_rules
 from quantkit.graph import target_rules as rules
@@ -875,6 +875,51 @@ def test_convert_for_openvino_says_when_openvino_computes_it_far_below_onnxrunti
     again.mkdir()
     summary, _ = quantize(_residual_net(), again, image_dir, ConvertConfig(target=Target.openvino))
     assert summary.target_findings == ()
+
+
+def test_convert_for_openvino_keeps_float_the_layers_openvino_refuses_and_converts_again(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hunt54 B2: OpenVINO's low-precision passes refused LYT-Net's attention Dense layers one block at a
+    time ('Reshape ... (opset1::Multiply MatMul_60/DequantizationMultiply...'); the advice named the Reshape,
+    whose exclusion changed nothing. convert now keeps float each layer whose dequantization the error
+    names and converts again. OpenVINO stood in for: it refuses conv1, then conv3, while they are int8."""
+    from quantkit.errors import ModelError
+    from quantkit.pipeline import openvino_smoke
+
+    refusals: list[str] = []
+
+    class Refusing:
+        def __init__(self, model: bytes) -> None:
+            graph = onnx.load_from_string(model).graph
+            dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+            int8 = {n.name for n in graph.node if n.op_type == "Conv" and n.input[1] in dequantized}
+            for name in ("conv1", "conv3"):
+                if name in int8:
+                    refusals.append(name)
+                    raise ModelError(
+                        "OpenVINO cannot load the model ([ReshapeTransformation] END: node: opset1::Reshape "
+                        f"r (opset1::Multiply {name}/DequantizationMultiply[0]:f32[?,8]) -> ...)"
+                    )
+            self.session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+        def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+            return {"y": self.session.run(None, {"x": batch})[0]}
+
+    monkeypatch.setattr(openvino_smoke.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(openvino_smoke, "OpenVinoSession", Refusing)
+    config = ConvertConfig(target=Target.openvino, prefer=Prefer.accuracy)
+    summary, out = quantize(_residual_net(), tmp_path, image_dir, config)
+    assert refusals == ["conv1", "conv3"] and out.exists()
+    assert set(summary.plan.quantized_nodes) & {"conv1", "conv3"} == set()
+    assert "kept float where OpenVINO's low-precision passes refused them: conv1, conv3" in summary.notes
+    # a refusal that names no layer of the model: one line, nothing written
+    monkeypatch.setattr(openvino_smoke, "refused_layers", lambda model, text: ())
+    again = tmp_path / "again"
+    again.mkdir()
+    with pytest.raises(ConversionError, match="OpenVINO cannot load the converted model"):
+        quantize(_residual_net(), again, image_dir, config)
+    assert not (again / "model.int8.onnx").exists()
 
 
 def test_check_counts_integer_operators_as_quantized_layers(tmp_path: Path) -> None:

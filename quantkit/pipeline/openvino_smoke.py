@@ -6,18 +6,48 @@ and 3.5 dB in OpenVINO 2026.4.1. A gap that large is said, not handed over silen
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import numpy as np
 import onnx
 
 from quantkit.errors import ConversionError, ModelError
 from quantkit.evaluate.metrics import OutputErrors
+from quantkit.graph.augment import COMPUTE_OPS
+from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import Finding
 from quantkit.results import Feed, sample_batches
 from quantkit.runtime import Session
 from quantkit.runtime_openvino import OpenVinoSession
 
 GAP_DB = 6.0  # OpenVINO this far below onnxruntime on the same samples: a finding
+
+
+class OpenVinoRefusal(ConversionError):
+    """OpenVINO cannot compile the converted model; `layers`: the quantized linear layers its error names
+    (convert keeps them float and converts again)."""
+
+    def __init__(self, message: str, layers: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.layers = layers
+
+
+def refused_layers(converted: onnx.ModelProto, text: str) -> tuple[str, ...]:
+    """The quantized Conv / ConvTranspose / Gemm / MatMul layers of `converted` that OpenVINO's error
+    `text` names: its low-precision passes call a layer's dequantization '<layer>/DequantizationMultiply'
+    (LYT-Net: 'Reshape .../dense_56/Tensordot (opset1::Multiply MatMul_60/DequantizationMultiply...'),
+    or name the layer itself as the node that failed."""
+    index = GraphIndex(converted)
+    found = []
+    for node in converted.graph.node:
+        if node.op_type not in COMPUTE_OPS or not node.name:
+            continue
+        weight = index.producer.get(node.input[1]) if len(node.input) > 1 else None
+        if weight is None or weight.op_type != "DequantizeLinear":
+            continue
+        if f"{node.name}/Dequantization" in text or re.search(rf"node: \S+ {re.escape(node.name)} \(", text):
+            found.append(node.name)
+    return tuple(found)
 
 
 def openvino_gap(
@@ -33,10 +63,13 @@ def openvino_gap(
         candidate = OpenVinoSession(converted.SerializeToString())
     except ModelError as exc:  # hunt52 B2: LYT-Net's attention Dense, placed for OpenVINO, fails its
         # low-precision Reshape pass; the FP32 model and the ort-cpu placement compile
-        raise ConversionError(
+        layers = refused_layers(converted, str(exc))
+        named = f" (--exclude-nodes {','.join(layers)})" if layers else ""
+        raise OpenVinoRefusal(
             f"{str(exc).replace('the model', 'the converted model', 1)}; nothing was written. Convert "
-            "with --target ort-cpu (OpenVINO runs that placement too), or keep float the linear layer "
-            "before the node it names (--exclude-nodes; the named node may be a Reshape after it)"
+            f"with --target ort-cpu (OpenVINO runs that placement too), or keep float the linear layer "
+            f"whose dequantization it names{named}",
+            layers,
         ) from exc
     errors = {name: OutputErrors(name) for name in reference.output_names}
     runs = (candidate.run(chunk) for chunk in sample_batches(samples, reference.fixed_batch or 1))

@@ -38,7 +38,7 @@ from quantkit.pipeline.loading import (
     resolve_weight_range,
     table_samples,
 )
-from quantkit.pipeline.openvino_smoke import openvino_gap
+from quantkit.pipeline.openvino_smoke import OpenVinoRefusal, openvino_gap
 from quantkit.pipeline.progress import Progress, no_progress, stoppable
 from quantkit.pipeline.run_check import findings as target_findings
 from quantkit.pipeline.trial_jobs import Spread
@@ -58,6 +58,7 @@ from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantP
 from quantkit.runtime import lean_sessions
 
 FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear take float8 types from opset 19
+OPENVINO_RETRIES = 8  # layers OpenVINO refuses, kept float one conversion at a time, before giving up
 
 
 def convert(
@@ -84,7 +85,18 @@ def convert(
         require_labels_fit(model.graph.output, budget.labels)
     with lean_sessions(large_activations(prepared.model, table_samples(table))):  # IS-Net at 1024x1024
         paths = (model_path, table_path, output)
-        return _converted(paths, config, progress, budget, parallel, (model, table, prepared))
+        refused: tuple[str, ...] = ()
+        while True:
+            try:
+                summary = _converted(paths, config, progress, budget, parallel, (model, table, prepared))
+            except OpenVinoRefusal as exc:  # hunt54 B2: LYT-Net's attention blocks, refused one by one
+                if not exc.layers or len(refused) >= OPENVINO_RETRIES:
+                    raise
+                refused += exc.layers
+                config = dataclasses.replace(config, exclude_nodes=(*config.exclude_nodes, *exc.layers))
+                continue
+            note = (f"kept float where OpenVINO's low-precision passes refused them: {', '.join(refused)}",)
+            return dataclasses.replace(summary, notes=summary.notes + note) if refused else summary
 
 
 def _converted(
