@@ -7,7 +7,14 @@ import math
 import onnx
 import pytest
 
-from quantkit.planner.fallback_choice import FINALIST_SHARE, best_finite, chosen, detour, finalists
+from quantkit.planner.fallback_choice import (
+    FINALIST_SHARE,
+    Finals,
+    best_finite,
+    chosen,
+    detour,
+    finalists,
+)
 
 INF = math.inf
 
@@ -34,12 +41,12 @@ def test_a_detour_is_tried_where_the_choice_keeps_most_of_the_model_float() -> N
     counts = {"drag": 3, "head": 64, "tail": 40, "weak": 68}
     pick = counts.__getitem__
     names, scores = ["drag", "head", "tail", "weak"], [36.99, 11.5, 11.8, 9.97]
-    best = chosen(names, scores, 9.96, 12.0, 0.1, pick)
+    best = chosen(Finals(names, scores, 9.96, 12.0, 0.1, pick))
     assert best == (36.99, "drag")  # the only one reaching 12
-    assert detour(names, scores, 9.96, 12.0, 0.1, pick, best) == (11.8, "tail")  # weak lifts < 0.1 dB
-    assert detour(names, scores, 9.96, 11.0, 0.1, pick, (11.5, "head")) is None  # head reached it
+    assert detour(Finals(names, scores, 9.96, 12.0, 0.1, pick), best) == (11.8, "tail")  # weak lifts < 0.1 dB
+    assert detour(Finals(names, scores, 9.96, 11.0, 0.1, pick), (11.5, "head")) is None  # head reached it
     few = {**counts, "tail": 5, "head": 5}.__getitem__  # the others leave barely more quantized
-    assert detour(names, scores, 9.96, 12.0, 0.1, few, best) is None
+    assert detour(Finals(names, scores, 9.96, 12.0, 0.1, few), best) is None
 
 
 def test_a_round_keeps_the_finalist_that_reaches_the_target_with_most_layers_int8() -> None:
@@ -47,17 +54,20 @@ def test_a_round_keeps_the_finalist_that_reaches_the_target_with_most_layers_int
     pick = counts.__getitem__
     scores = [INF, 37.0, 10.2, 9.97]
     names = ["copy", "long", "short", "weak"]
-    assert chosen(names, scores, 9.96, 10.0, 0.1, pick) == (10.2, "short")
+    assert chosen(Finals(names, scores, 9.96, 10.0, 0.1, pick)) == (10.2, "short")
     # only the copy reaches 12: it is kept (one layer a round on small lifts could run through them all)
-    assert chosen(["copy", "weak", "short"], [INF, 10.1, 11.0], 9.96, 12.0, 0.1, pick) == (INF, "copy")
+    assert chosen(Finals(["copy", "weak", "short"], [INF, 10.1, 11.0], 9.96, 12.0, 0.1, pick)) == (
+        INF,
+        "copy",
+    )
     # none reaches it: the highest score
-    assert chosen(["weak", "short"], [10.1, 11.0], 9.96, 12.0, 0.1, pick) == (11.0, "short")
+    assert chosen(Finals(["weak", "short"], [10.1, 11.0], 9.96, 12.0, 0.1, pick)) == (11.0, "short")
     # nothing lifts the start by 0.1 dB nor reaches the target
-    assert chosen(["weak"], [9.97], 9.96, 12.0, 0.1, pick) is None
+    assert chosen(Finals(["weak"], [9.97], 9.96, 12.0, 0.1, pick)) is None
 
 
 def test_equal_counts_fall_back_to_the_higher_score() -> None:
-    assert chosen(["a", "b"], [13.0, 14.0], 10.0, 12.0, 0.1, lambda _: 5) == (14.0, "b")
+    assert chosen(Finals(["a", "b"], [13.0, 14.0], 10.0, 12.0, 0.1, lambda _: 5)) == (14.0, "b")
     assert best_finite({"a": INF, "b": 3.0, "c": 7.5}) == 7.5
     assert best_finite({"a": INF}) == -INF
 
@@ -86,7 +96,7 @@ def test_groups_holding_an_fp32_copy_do_not_take_every_slot_of_the_screening() -
     candidates = finalists(screened, 9.96)
     scores = [score([n]) for n in candidates]
     quantized = {n: 0 if n in copies else 29 for n in candidates}
-    assert chosen(candidates, scores, 9.96, 10.0, MIN_GAIN_DB, quantized.__getitem__) == (10.5, helps)
+    assert chosen(Finals(candidates, scores, 9.96, 10.0, MIN_GAIN_DB, quantized.__getitem__)) == (10.5, helps)
 
 
 def test_the_search_takes_the_detour_that_reaches_the_target_with_more_layers_int8() -> None:

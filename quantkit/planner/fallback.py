@@ -258,14 +258,12 @@ class _Rounds:
         while path.score < self.target_db and len(path.steps) < max_layers:
             if path.kept and rounds is not None:  # the round before settled a layer
                 rounds(1)
-            candidates, scores = self._finalists(path, progress)
-            quantized = functools.partial(_quantized_with, self.trials, tuple(path.held))
-            at = (path.score, self.target_db, MIN_GAIN_DB, quantized)
-            best = fallback_choice.chosen(candidates, scores, *at)
+            finals = self._finals(path, progress)
+            best = fallback_choice.chosen(finals)
             if best is None:
                 break
             taken = self._taken(path, best)
-            other = fallback_choice.detour(candidates, scores, *at, best) if ahead > 0 else None
+            other = fallback_choice.detour(finals, best) if ahead > 0 else None
             if other is not None:
                 tried = self.run(self._taken(path, other), min(max_layers, len(path.steps) + 1 + ahead))
                 reached = tried.score >= self.target_db
@@ -274,10 +272,8 @@ class _Rounds:
             path = taken
         return path
 
-    def _finalists(
-        self, path: _Path, progress: Callable[[int], None] | None
-    ) -> tuple[list[str], list[float]]:
-        """A round's finalists on top of `path` (screen_layers, fallback_choice.finalists), their scores."""
+    def _finals(self, path: _Path, progress: Callable[[int], None] | None) -> fallback_choice.Finals:
+        """A round's finalists on top of `path` (screen_layers, fallback_choice.finalists), measured."""
         remaining = [n for n in self.layers if n not in path.kept]
         floor = self.trials.screen(path.held)
         first = not path.kept
@@ -285,9 +281,12 @@ class _Rounds:
         screened = screen_layers(
             self.trials, path.held, remaining, floor, expand, progress if first else None
         )
-        drags = functools.partial(_drags, self.trials, tuple(path.held), self.trials.quantized(path.held))
+        held = tuple(path.held)
+        drags = functools.partial(_drags, self.trials, held, self.trials.quantized(path.held))
         found = fallback_choice.finalists(screened, floor, drags)
-        return found, self.trials.full_all([[*path.held, n] for n in found])
+        scores = self.trials.full_all([[*path.held, n] for n in found])
+        quantized = functools.partial(_quantized_with, self.trials, held)
+        return fallback_choice.Finals(found, scores, path.score, self.target_db, MIN_GAIN_DB, quantized)
 
     def _taken(self, path: _Path, best: tuple[float, str]) -> _Path:
         """`path` with `best` (score, layer) float: its input path full, or cut (planner.cut_paths)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 FINALISTS = 3  # screened layers measured on every sample, those within FINALIST_SHARE of the best's gain
 FINALIST_SHARE = 0.5
@@ -47,54 +48,50 @@ def finalists(
     return [n for n in finite if screened[n] - floor >= FINALIST_SHARE * top] + dragging + copies
 
 
-def chosen(
-    candidates: Sequence[str],
-    scores: Sequence[float],
-    start: float,
-    target_db: float,
-    min_gain_db: float,
-    quantized: Callable[[str], int],
-) -> tuple[float, str] | None:
-    """(score, layer) of the finalist a round keeps float, or None where none lifts `start` by
+@dataclass(frozen=True)
+class Finals:
+    """A round's finalists as measured: their names and scores (output SQNR on every sample), the round's
+    starting SQNR, the target, the least lift a layer must give, and how many layers each one's trial
+    leaves quantized."""
+
+    candidates: Sequence[str]
+    scores: Sequence[float]
+    start: float
+    target_db: float
+    min_gain_db: float
+    quantized: Callable[[str], int]
+
+    def useful(self) -> list[tuple[float, str]]:
+        """(score, layer) of each finalist that reaches target_db or lifts `start` by min_gain_db."""
+        pairs = zip(self.candidates, self.scores, strict=True)
+        return [(s, n) for n, s in pairs if s >= self.target_db or s >= self.start + self.min_gain_db]
+
+
+def chosen(finals: Finals) -> tuple[float, str] | None:
+    """(score, layer) of the finalist a round keeps float, or None where none lifts the start by
     min_gain_db or reaches target_db. Of those that reach target_db, the one leaving the most layers
-    quantized (`quantized`: how many the trial with that layer float leaves), then the higher score: an
-    FP32 copy (no layer left quantized) only where no other one reaches it. Where none reaches it, the
-    highest score. (Where a copy reaches the target and the others only lift the output, the copy is
-    kept, as before: one layer a round on small lifts instead can run through every layer, and the
-    floor's search has no --max-float-layers to stop it.)"""
-    useful = [
-        (score, node)
-        for node, score in zip(candidates, scores, strict=True)
-        if score >= target_db or score >= start + min_gain_db
-    ]
+    quantized, then the higher score: an FP32 copy (no layer left quantized) only where no other one
+    reaches it. Where none reaches it, the highest score. (Where a copy reaches the target and the others
+    only lift the output, the copy is kept, as before: one layer a round on small lifts instead can run
+    through every layer, and the floor's search has no --max-float-layers to stop it; fallback._Rounds
+    tries a detour for a few rounds.)"""
+    useful = finals.useful()
     if not useful:
         return None
-    counts = {node: quantized(node) for _, node in useful}
-    reaching = [pair for pair in useful if pair[0] >= target_db]
+    counts = {node: finals.quantized(node) for _, node in useful}
+    reaching = [pair for pair in useful if pair[0] >= finals.target_db]
     if reaching:
         return max(reaching, key=lambda pair: (counts[pair[1]], pair[0]))
     return max(useful, key=lambda pair: pair[0])
 
 
-def detour(
-    candidates: Sequence[str],
-    scores: Sequence[float],
-    start: float,
-    target_db: float,
-    min_gain_db: float,
-    quantized: Callable[[str], int],
-    best: tuple[float, str],
-) -> tuple[float, str] | None:
+def detour(finals: Finals, best: tuple[float, str]) -> tuple[float, str] | None:
     """(score, layer) of the finalist worth searching on from instead of `best` (chosen's), or None:
     where best reaches target_db leaving at most DRAG_SHARE of the layers another finalist leaves
-    quantized, the highest-scoring such finalist that lifts `start` by min_gain_db (an output's head,
+    quantized, the highest-scoring such finalist that lifts the start by min_gain_db (an output's head,
     where best's input path takes most of the model float)."""
-    if best[0] < target_db:
+    if best[0] < finals.target_db:
         return None
-    left = quantized(best[1])
-    others = [
-        (score, node)
-        for node, score in zip(candidates, scores, strict=True)
-        if node != best[1] and score >= start + min_gain_db and left < DRAG_SHARE * quantized(node)
-    ]
-    return max(others, default=None)
+    left = finals.quantized(best[1])
+    lifts = [(s, n) for s, n in finals.useful() if s < finals.target_db and n != best[1]]
+    return max(((s, n) for s, n in lifts if left < DRAG_SHARE * finals.quantized(n)), default=None)
