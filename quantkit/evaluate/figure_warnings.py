@@ -96,11 +96,14 @@ def few_runs(runs: int) -> str | None:
     )
 
 
+SCATTER_MIN_RUNS = 2  # timed runs a scatter is judged on (fewer than FEW_RUNS: few_runs says so too)
+
+
 def scattered_timing(samples: Sequence[Sequence[float]]) -> str | None:
     """A warning where the reference's and candidate's interleaved timings (ms, run by run) scattered too
     much for the p50s' ratio to be a figure: it and the median of the runs' own ratios disagree
     (outcomes.scattered). hunt54 C2: 0.43x one run, 1.05x the next, on a loaded machine, with no word."""
-    if len(samples) != 2 or min(len(samples[0]), len(samples[1])) < 2:
+    if len(samples) != 2 or min(len(samples[0]), len(samples[1])) < SCATTER_MIN_RUNS:
         return None
     reference, candidate = (np.asarray(s, np.float64) for s in samples)
     if not (candidate > 0).all() or float(np.median(candidate)) <= 0:
