@@ -161,7 +161,8 @@ def fills_as_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     ConstantOfShape node at the front of the graph instead (exact; onnxruntime folds it back when it
     loads the model). Opsets before 9 (no ConstantOfShape) are left as they are."""
     graph = model.graph
-    if model_io.opset_version(model) < 9:
+    opset = model_io.opset_version(model)
+    if opset < 9:
         return model
     kept_stored = {i.name for i in graph.input} | {o.name for o in graph.output} | subgraph_inputs(model)
     for node in graph.node:
@@ -173,7 +174,7 @@ def fills_as_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     fills: list[onnx.NodeProto] = []
     stored: list[onnx.TensorProto] = []
     for tensor in graph.initializer:
-        value = _one_value(tensor) if tensor.name not in kept_stored else None
+        value = _one_value(tensor, opset) if tensor.name not in kept_stored else None
         if value is None:
             stored.append(tensor)
             continue
@@ -190,10 +191,12 @@ def fills_as_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _one_value(tensor: onnx.TensorProto) -> onnx.TensorProto | None:
+def _one_value(tensor: onnx.TensorProto, opset: int) -> onnx.TensorProto | None:
     """The one-element tensor of the value `tensor` repeats, or None (smaller than MIN_FILL_BYTES, a
-    type ConstantOfShape does not take, an external or empty tensor, or more than one value)."""
-    if tensor.data_type not in _FILL_TYPES or tensor.data_location == onnx.TensorProto.EXTERNAL:
+    type ConstantOfShape does not take at `opset` (bfloat16 from 20), an external or empty tensor, or
+    more than one value)."""
+    bfloat16 = tensor.data_type == onnx.TensorProto.BFLOAT16 and opset >= 20
+    if not (tensor.data_type in _FILL_TYPES or bfloat16) or tensor.data_location == onnx.TensorProto.EXTERNAL:
         return None
     if not tensor.dims or _bytes(tensor) < MIN_FILL_BYTES:
         return None
