@@ -741,6 +741,12 @@ def test_a_search_short_of_its_target_says_so() -> None:
     assert short_of_target(0.0, 8, 2.1, steps) == ()
     (past,) = short_of_target(12.0, 1, 2.1, [*steps, FallbackStep("conv_4", "Conv", 10.5)])
     assert "with 2 layer(s) kept float (past 1 for convert's floor)" in past
+    # hunt56 B1: the floor's search ran last, its steps scoring the worst output (10.08 dB); --min-sqnr
+    # judges the mean, 14.57 dB: met at 12, short of 16 by that figure
+    floor = [FallbackStep("conv2d_31", "Conv", 10.08)]
+    assert short_of_target(12.0, 8, 9.96, floor, {"a": 10.08, "b": 25.3}, final_db=14.57) == ()
+    (mean,) = short_of_target(16.0, 0, 9.96, floor, {"a": 10.08, "b": 25.3}, final_db=14.57)
+    assert mean.startswith("--min-sqnr 16 not reached: 14.57 dB on the calibration samples with 1 layer(s)")
 
 
 def test_a_model_written_below_its_min_sqnr_is_a_warning(

@@ -416,9 +416,8 @@ def _op_type(model: onnx.ModelProto, node: str) -> str:
 
 
 def _quantized_layers(model: onnx.ModelProto, current: QuantPlan) -> list[str]:
-    return [
-        n.name for n in model.graph.node if n.name in current.quantized_nodes and n.op_type in COMPUTE_OPS
-    ]
+    done = current.quantized_nodes
+    return [n.name for n in model.graph.node if n.name in done and n.op_type in COMPUTE_OPS]
 
 
 def short_of_target(
@@ -427,19 +426,21 @@ def short_of_target(
     start_db: float | None,
     steps: list[FallbackStep],
     written: Mapping[str, float] | None = None,
+    final_db: float | None = None,
 ) -> tuple[str, ...]:
     """A note where the --min-sqnr search ended below target_db (no layer lifted the output further, or
     max_layers were float) and the model written still measures below it (written: its SQNR per output on
     the calibration samples, the smoke test's; the speed plan may have lifted it since): the model is
-    written, but not to the floor asked for."""
-    reached = steps[-1].sqnr_db if steps else start_db
+    written, but not to the floor asked for. final_db: its --min-sqnr figure where the floor's search (the
+    worst output's) ran last."""
+    reached = (steps[-1].sqnr_db if steps else start_db) if final_db is None else final_db
     if start_db is None or reached is None or not target_db or reached >= target_db:
         return ()
-    if written and min(written.values()) >= target_db:
+    if final_db is None and written and min(written.values()) >= target_db:
         return ()
     measured = f"{reached:.2f} dB" if math.isfinite(reached) else "NaN or Inf outputs"
     limit = f"at most {max_layers}" if len(steps) <= max_layers else f"past {max_layers} for convert's floor"
-    final = min(written.values()) if written else reached
+    final = min(written.values()) if written and final_db is None else reached
     since = f" (the model written: {final:.2f} dB in the smoke test)" if abs(final - reached) >= 0.05 else ""
     return (  # hunt45: 14.70 dB quoted where the speed-aware plan had lifted the model written to 20.3 dB
         f"--min-sqnr {target_db:g} not reached: {measured} on the calibration samples with {len(steps)} "
