@@ -15,7 +15,7 @@ from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
 from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.compare import Comparison
-from quantkit.evaluate.end2end import listed_detections
+from quantkit.evaluate.end2end import listed_detections, split_head
 from quantkit.results import Batch
 from tests.helpers import assert_one_line_error, run
 from tests.test_detection import _Heads, offset_by_input
@@ -90,6 +90,10 @@ def test_a_detr_heads_boxes_scores_and_labels_are_read_as_one_list() -> None:
     boxes = metrics["boxes"]
     assert (boxes.boxes, boxes.boxes_found, boxes.boxes_extra, boxes.detection_recall) == (2, 1, 3, 0.5)
     assert metrics["scores"].boxes is None and metrics["labels"].boxes is None
+    # hunt56 C2: one more [N, K] output (a quality score): the one named for scores is read
+    quality = {**split(ref), "quality": split(ref)["scores"] ** 2}
+    assert split_head(quality) == ("boxes", "scores", "labels")
+    assert split_head({**quality, "score_quality": quality["quality"]}) is None  # two named so: refused
 
     # hunt53 C3: the TensorFlow Object Detection API's form (tf2onnx's TFLite SSDs): boxes as y0 x0 y1 x1
     # (IoU is the same either way), classes as floats, and a count [N]

@@ -57,11 +57,22 @@ def split_head(outputs: Mapping[str, np.ndarray]) -> tuple[str, str, str] | None
     if len(boxes) != 1:
         return None
     paired = {n: v for n, v in outputs.items() if v.shape == outputs[boxes[0]].shape[:2]}
-    labels = [n for n, v in paired.items() if v.dtype.kind in "iu" or np.array_equal(v, np.rint(v))]
-    scores = [n for n, v in paired.items() if n not in labels and v.dtype.kind == "f"]
+    labels = _by_name(
+        [n for n, v in paired.items() if v.dtype.kind in "iu" or np.array_equal(v, np.rint(v))],
+        "label",
+        "class",
+    )
+    scores = _by_name([n for n, v in paired.items() if n not in labels and v.dtype.kind == "f"], "score")
     if len(scores) != 1 or len(labels) != 1:
         return None
     return boxes[0], scores[0], labels[0]
+
+
+def _by_name(names: list[str], *words: str) -> list[str]:
+    """`names`, or where more than one, the one whose name holds one of `words` (hunt56 C2: a D-FINE
+    export's extra [N, K] quality output beside its scores made the head unreadable)."""
+    named = [n for n in names if any(w in n.lower() for w in words)]
+    return named if len(names) > 1 and len(named) == 1 else names
 
 
 def joined_head(outputs: Mapping[str, np.ndarray], names: tuple[str, str, str]) -> np.ndarray:
