@@ -64,8 +64,12 @@ def find_images(folder: Path) -> list[Path]:
                 "it, which are not followed; copy the images in or pass the folder the links point to"
             )
         held = f"it holds {len(others)} other file(s), e.g. {others[0]}" if others else "it is empty"
+        arrays = others and all(p.lower().endswith((".npy", ".npz")) for p in others if p not in hidden)
+        # hunt56 B2: --validation named a folder of model-ready arrays, which only --inputs reads
+        read = " (model-ready arrays are read by --inputs, where a command takes it)" if arrays else ""
         raise ImageError(
-            f"no images ({SUFFIX_TEXT}) found under {folder} ({held}); point --images at a folder of images"
+            f"no images ({SUFFIX_TEXT}) found under {folder} ({held}); point --images at a folder of "
+            f"images{read}"
         )
     return _once(sorted(found, key=lambda item: item[0]), root)
 

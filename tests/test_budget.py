@@ -263,6 +263,12 @@ def test_max_drop_needs_validation_images(
     argv = ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "o.onnx"), "--max-drop", "1"]
     code, _, err = run([*argv, "--validation", str(empty)], capsys)
     assert_one_line_error(code, err, "point --validation at a folder of images")  # hunt32: said --images
+    # hunt56 B2: a folder of model-ready arrays (a two-input DETR's) says that only --inputs reads them
+    np.save(empty / "000.npy", np.zeros((1, 3, 16, 16), np.float32))
+    code, _, err = run([*argv, "--validation", str(empty)], capsys)
+    assert_one_line_error(
+        code, err, "images (model-ready arrays are read by --inputs, where a command takes it)"
+    )
 
 
 def test_fallback_fp16_runs_the_layers_left_float_in_float16(
