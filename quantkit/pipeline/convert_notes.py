@@ -62,18 +62,27 @@ def quantizes_a_layer(plan: QuantPlan) -> bool:
     return any(op in COMPUTE_OPS for op in plan.quantized_nodes.values())
 
 
-def nothing_quantized(plan: QuantPlan, timed: bool) -> tuple[str, ...]:
+def nothing_quantized(plan: QuantPlan, timed: bool, budget: BudgetReport | None = None) -> tuple[str, ...]:
     """The warning where no layer is int8; timed: the speed-aware plan ran (--prefer accuracy undoes
     what it floated, said only where it floated a layer: under --prefer accuracy the advice misled,
-    hunt28; hunt52 B1's layers were all kept float for accuracy)."""
+    hunt28; hunt52 B1's layers were all kept float for accuracy); budget: --max-drop's, whose choice
+    kept layers float (hunt56 B3: a pet SSD's 3-point budget was met with 40 of 47 float, the rest too
+    small to pay, and the FP32 model was written under the generic line)."""
     if quantizes_a_layer(plan):
         return ()
     slower = timed and any(skip.reason == SPEED_REASON for skip in plan.skipped)
     undo = "; --prefer accuracy writes the layers that only timed slower in int8" if slower else ""
+    met = (
+        f"; --max-drop {budget.max_drop:g} was met only with {len(budget.chosen)} layer(s) float (its "
+        "trials above give what the int8 ones lost): raise --max-drop, or validate on more images for a "
+        "steadier figure"
+        if budget is not None and budget.chosen
+        else ""
+    )
     return (
         "no layer was quantized: the model written computes as the FP32 model does; each op's reason is in "
         "convert's table (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, kept float "
-        f"for accuracy with their input paths, no statistics, or excluded){undo}",
+        f"for accuracy with their input paths, no statistics, or excluded){undo}{met}",
     )
 
 

@@ -284,7 +284,7 @@ def _converted(
     judged, warned = measurement_notes(  # subnormal weights flushed above: nothing inflated to warn of
         inferred, run_int8, reference, samples, smoke, itself, model, flushed=True
     )
-    none = convert_notes.nothing_quantized(plan, timed)
+    none = convert_notes.nothing_quantized(plan, timed, budget_report)
     # once nothing is left to decide or measure: an interrupted convert, or one that fails in the target's
     # checks (hunt51 A1: OpenVINO's, with the model already written), leaves no file
     write_set(stored)
