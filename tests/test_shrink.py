@@ -363,8 +363,9 @@ def test_html_report_draws_layers_ranges_and_latency(
     shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    code, _, err = run([*shrink_args, "--output-dir", str(out), "--html"], capsys)
+    code, printed, err = run([*shrink_args, "--output-dir", str(out), "--html"], capsys)
     assert code == 0, err
+    assert "report.json, report.md, junit.xml, report.html in" in " ".join(printed.split())  # hunt55 C2
     page = (out / "report.html").read_text()
     assert page.startswith("<!doctype html>") and page.count("<svg") == 3 and "<script" not in page
     report = json.loads((out / "report.json").read_text())

@@ -212,7 +212,7 @@ def shrink(
         result = shrinking.shrink(
             model, output_dir, config, progress, step_summary_path(), html, Parallel(workers, ray or None)
         )
-    show(console.shrink_table(result, str(output_dir), exit_zero))
+    show(console.shrink_table(result, str(output_dir), exit_zero, html))
     for line in shrink_warnings(result):
         warn(line)
     if not result.passed and not exit_zero:

@@ -428,7 +428,9 @@ def _conversion_text(record: dict[str, Any] | None) -> Text:
     return text
 
 
-def shrink_table(result: ShrinkResult, output_dir: str, exit_zero: bool = False) -> RenderableType:
+def shrink_table(
+    result: ShrinkResult, output_dir: str, exit_zero: bool = False, html: bool = False
+) -> RenderableType:
     table = Table(title="gates", show_edge=False, title_justify="left")
     for column in ("gate", "measured", "limit", "unit", "result"):
         table.add_column(column, justify="right" if column in ("measured", "limit") else "left")
@@ -441,7 +443,8 @@ def shrink_table(result: ShrinkResult, output_dir: str, exit_zero: bool = False)
     )
     lines.append(f"calibration table {cache}: {result.table}\n")
     lines.append(reference_line(result) + "\n")
-    lines.append(f"wrote {result.output} and report.json, report.md, junit.xml in {output_dir}\n")
+    reports = "report.json, report.md, junit.xml" + (", report.html" if html else "")
+    lines.append(f"wrote {result.output} and {reports} in {output_dir}\n")
     code = "0: --exit-zero" if exit_zero else "1"
     verdict = "all gates pass" if result.passed else f"a gate failed (exit {code})"
     lines.append(verdict if result.gates else "no gates set: report only")
