@@ -1079,6 +1079,35 @@ def test_a_softmax_figure_far_above_its_logits_is_noted() -> None:
     assert saturated_note(squashed, OutputNoise(), {"y": 45.0}) == ()  # not measured (synthetic inputs)
 
 
+def test_convert_warns_where_an_outputs_rare_values_above_zero_moved() -> None:
+    """hunt55 A1: LORE's table-cell heat map (logits; the package's sigmoid is outside the graph) measured
+    16.9 dB pooled in INT8 and kept none of FP32's 160 pixels above 0, adding 10,324, with no word. Here the
+    converted model negates x before the shift: the same pooled spread, other values above 0."""
+    from quantkit.evaluate.figure_warnings import sign_region
+    from quantkit.pipeline.sample_figures import steady_outputs
+
+    samples = rng(5).normal(0.0, 1.0, (4, 1, 16, 16)).astype(np.float32)
+    reference = [{"y": samples[k : k + 1] * 3.0 - 6.0} for k in range(4)]  # about 2 % above 0
+    flipped = [
+        helper.make_node("Mul", ["x", "minus"], ["neg"], name="neg"),
+        helper.make_node("Mul", ["neg", "three"], ["t"], name="scale"),
+        helper.make_node("Sub", ["t", "six"], ["y"], name="shift"),
+    ]
+    consts = {"minus": np.float32(-1.0), "three": np.float32(3.0), "six": np.float32(6.0)}
+    converted = make_model(flipped, consts, input_shape=("N", 1, 16, 16))
+    lines = [w for w in steady_outputs(converted, reference, samples) if "above 0" in w]
+    assert len(lines) == 1 and lines[0].startswith("output 'y': FP32 puts ")
+    assert (
+        "of its 1024 values above 0 on the calibration samples (where a sigmoid reads above 0.5)" in lines[0]
+    )
+    kept = [helper.make_node("Mul", ["x", "three"], ["t"], name="scale"), flipped[2]]
+    same = make_model(kept, {"three": np.float32(3.0), "six": np.float32(6.0)}, input_shape=("N", 1, 16, 16))
+    assert not [w for w in steady_outputs(same, reference, samples) if "above 0" in w]
+    assert sign_region("y", (1000, 400, 50, 60, 0), "s") is None  # mostly above 0: not rare events' logits
+    assert sign_region("y", (1000, 990, 5, 9, 0), "s") is None  # too few to judge
+    assert sign_region("y", (1000, 950, 50, 60, 40), "s") is None  # 40 of 70: IoU 0.57
+
+
 def test_convert_names_a_kind_of_value_far_below_its_outputs_pooled_figure() -> None:
     """hunt46 B5: afis' LEADER writes [N, H, W, 4] and INT8 left its local-maximum channel at -2.3 dB
     inside 12.6 dB pooled; compare said so, convert did not. Here channel 3 (small values) is doubled."""

@@ -96,6 +96,32 @@ def few_runs(runs: int) -> str | None:
     )
 
 
+# An output mostly below 0 whose values above 0 are rare (logits of rare events: a heat map's peaks, a
+# detector's anchors) is judged by where it crosses 0 too: a sigmoid in the caller's post-processing
+# reads it there, and a pooled figure weighs the large negative values instead.
+RARE_POSITIVE_SHARE = 0.1
+MIN_POSITIVES = 10
+SIGN_IOU = 0.5
+
+
+def sign_region(name: str, counts: tuple[int, int, int, int, int], where: str) -> str | None:
+    """A warning where an output's rare values above 0 moved: counts (values, FP32's below 0, FP32's
+    above 0, the candidate's above 0, above 0 in both) summed over `where`. hunt55 A1: LORE's table-cell
+    heat map, 16.9 dB pooled, kept none of FP32's 160 positive pixels and added 10,324 (its last Conv read
+    a ReLU output whose 0..435,000 range left a uint8 step of 1,706)."""
+    total, negative, positive, candidate, both = counts
+    rare = MIN_POSITIVES <= positive <= RARE_POSITIVE_SHARE * total and negative >= total / 2
+    union = positive + candidate - both
+    if not rare or both >= SIGN_IOU * union:
+        return None
+    return (
+        f"output {name!r}: FP32 puts {positive} of its {total} values above 0 on {where} (where a sigmoid "
+        f"reads above 0.5), the converted model {candidate}, {both} of them the same; its pooled figure "
+        "weighs the large negative values: judge it on your task's metric, or keep the layers that write "
+        "it float (--exclude-nodes)"
+    )
+
+
 SCATTER_MIN_RUNS = 2  # timed runs a scatter is judged on (fewer than FEW_RUNS: few_runs says so too)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from quantkit.evaluate.figure_warnings import kind_hidden
+from quantkit.evaluate.figure_warnings import kind_hidden, sign_region
 from quantkit.evaluate.metrics import OutputErrors, kinds_axis, sqnr_db
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.evaluate.variation import Variation, steady_warning
@@ -58,6 +58,7 @@ def steady_outputs(
     variations = {t: Variation() for t in tensors}
     outputs = {o.name for o in converted.graph.output}
     kinds = {t: OutputErrors(t) for t in tensors if t in outputs and kinds_axis(reference[0][t].shape)}
+    signs = {t: np.zeros(5, np.int64) for t in tensors if t in outputs}  # figure_warnings.sign_region's
     session = Session.of(with_outputs(converted, tensors, typed=False))
     for ref, got in zip(reference, session.iter_samples(samples), strict=True):
         for tensor, variation in variations.items():
@@ -65,6 +66,8 @@ def steady_outputs(
                 variation.update(ref[tensor], got[tensor].astype(np.float64))
                 if tensor in kinds:
                     kinds[tensor].update(ref[tensor], got[tensor])
+                if tensor in signs:
+                    signs[tensor] += _sign_counts(ref[tensor], got[tensor])
                 if noise is not None:
                     noise.update({tensor: ref[tensor]}, got)
     read_for = {n.input[0]: n.output[0] for n in converted.graph.node if n.input and n.output[0] in outputs}
@@ -75,7 +78,17 @@ def steady_outputs(
         for t, v in variations.items()
     ]
     found += [kind_hidden(errors.result(), " on the calibration samples") for errors in kinds.values()]
+    where = "the calibration samples"
+    found += [sign_region(t, tuple(int(c) for c in counts), where) for t, counts in signs.items()]  # type: ignore[arg-type]
     return tuple(w for w in found if w)
+
+
+def _sign_counts(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """(values, below 0 in ref, above 0 in ref, above 0 in got, above 0 in both): int64 [5]."""
+    above, now = ref > 0, got > 0
+    return np.array(
+        [ref.size, int((ref < 0).sum()), int(above.sum()), int(now.sum()), int((above & now).sum())]
+    )
 
 
 def _named(tensor: str, outputs: set[str], read_for: dict[str, str]) -> str:
