@@ -35,12 +35,12 @@ def check(
     """List every Q/DQ placement the target cannot fuse or will run in float and every type it cannot
     run; exit 1 when there is any, 0 when there is none, 2 on an error."""
     from quantkit import pipeline
-    from quantkit.reports import console
+    from quantkit.reports.console_check import check_table
 
     guard_outputs([("--json", json_path)], [("the model", model)], [])
     beside = file_outputs([("--json", json_path)])  # `--json -`: the table on stderr (hunt38 F4)
     report = pipeline.check(model, target)
-    show_table(console.check_table(report), beside)
+    show_table(check_table(report), beside)
     if json_path is not None:
         write_text(json_path, json_text(report.to_dict()))
     if report.findings:

@@ -1,4 +1,5 @@
-"""What the CLI prints: rich tables and lines for each command. The only reports module that imports rich."""
+"""What the CLI prints: rich tables and lines for each command. With console_check (check's table), the
+only reports modules that import rich."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from rich.table import Table
 from rich.text import Text
 
 from quantkit.outcomes import (
-    CheckReport,
     ComparisonResult,
     ConvertSummary,
     Float16Summary,
@@ -117,37 +117,6 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     if summary.plan.rebalances:
         parts.extend([rebalance_table(summary), Text("")])
     return Group(*parts, lines)
-
-
-def check_table(report: CheckReport) -> RenderableType:
-    """quantkit check: the findings grouped by rule and reason, with the nodes they concern."""
-    head = Text(
-        f"{report.model}: {report.quantized_layers} of {report.layers} Conv/ConvTranspose/Gemm/MatMul "
-        f"quantized; target {report.target}\n"
-    )
-    if report.kept_for_speed:
-        head.append(
-            f"{len(report.kept_for_speed)} op(s) float on purpose, not findings: quantkit's speed plan kept "
-            "them float where their int8 form profiled slower\n"
-        )
-    if not report.findings and report.quantized_layers == 0:
-        return Group(
-            head,
-            Text(
-                f"no findings, and nothing quantized to check: the model runs in float on {report.target} "
-                "(check reads the Q/DQ models quantkit convert or another quantizer writes)"
-            ),
-        )
-    if not report.findings:
-        return Group(head, Text(f"no findings: nothing here that {report.target} cannot fuse or run"))
-    found = _table("findings")
-    found.add_column("rule")
-    found.add_column("where")
-    found.add_column("why")
-    for rule, nodes, why in grouped_findings(report.findings):
-        found.add_row(rule, nodes, why)
-    tail = Text(f"{len(report.findings)} finding(s): {report.target} runs these in float or cannot run them")
-    return Group(head, found, tail)
 
 
 def _speed_plan_text(plan: SpeedPlan | None) -> Text:

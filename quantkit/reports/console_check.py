@@ -1,0 +1,41 @@
+"""What `quantkit check` prints: the findings grouped by rule and reason (rich, as reports.console)."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from quantkit.outcomes import CheckReport
+from quantkit.reports.formats import grouped_findings
+
+
+def check_table(report: CheckReport) -> RenderableType:
+    """quantkit check: the findings grouped by rule and reason, with the nodes they concern."""
+    head = Text(
+        f"{report.model}: {report.quantized_layers} of {report.layers} Conv/ConvTranspose/Gemm/MatMul "
+        f"quantized; target {report.target}\n"
+    )
+    if report.kept_for_speed:
+        head.append(
+            f"{len(report.kept_for_speed)} op(s) float on purpose, not findings: quantkit's speed plan kept "
+            "them float where their int8 form profiled slower\n"
+        )
+    if not report.findings and report.quantized_layers == 0:
+        return Group(
+            head,
+            Text(
+                f"no findings, and nothing quantized to check: the model runs in float on {report.target} "
+                "(check reads the Q/DQ models quantkit convert or another quantizer writes)"
+            ),
+        )
+    if not report.findings:
+        return Group(head, Text(f"no findings: nothing here that {report.target} cannot fuse or run"))
+    found = Table(title="findings", show_edge=False, title_justify="left", min_width=len("findings"))
+    found.add_column("rule")
+    found.add_column("where")
+    found.add_column("why")
+    for rule, nodes, why in grouped_findings(report.findings):
+        found.add_row(rule, nodes, why)
+    tail = Text(f"{len(report.findings)} finding(s): {report.target} runs these in float or cannot run them")
+    return Group(head, found, tail)
