@@ -423,6 +423,7 @@ def test_input_size_against_a_partly_fixed_input(image_dir: Path, tmp_path: Path
     [
         (["--std", "inf"], "--std takes finite numbers; got inf,inf,inf"),
         (["--mean", "1,nan,3"], "--mean takes finite numbers; got 1.0,nan,3.0"),
+        (["--std", "-1,1,1"], "--std has a negative value (-1,1,1); a std is positive"),  # hunt55 C3
         (
             ["--input-size", "100000x100000"],
             "input size 100000x100000 is 10000000000 pixels an image, more than the 67108864 (8192x8192)",

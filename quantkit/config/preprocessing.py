@@ -93,6 +93,11 @@ class Preprocess:
                 raise ConfigError(f"--{label} takes finite numbers; got {','.join(str(v) for v in values)}")
         if any(s == 0 for s in self.std):
             raise ConfigError("--std has a zero; every std must be non-zero")
+        if any(s < 0 for s in self.std):  # hunt55 C3: a typo flipped a channel's sign in silence
+            raise ConfigError(
+                f"--std has a negative value ({','.join(f'{v:g}' for v in self.std)}); a std is positive "
+                "(a negative one flips the channel's sign)"
+            )
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
