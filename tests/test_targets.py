@@ -940,8 +940,20 @@ def test_check_counts_integer_operators_as_quantized_layers(tmp_path: Path) -> N
         "ws": np.array(0.01, np.float32),
         "wz": np.array(0, np.int8),
     }
-    report = check(save(make_model(nodes, constants), tmp_path / "qop.onnx"))
+    path = save(make_model(nodes, constants), tmp_path / "qop.onnx")
+    report = check(path)
     assert report.quantized_layers == report.layers == 1
+    # hunt55 C1: for TensorRT, which parses none, the header says why '0 of 1' though one is integer
+    from rich.console import Console
+
+    from quantkit.reports.console_check import check_table
+
+    shown = Console(width=200, record=True)
+    shown.print(check_table(check(path, Target.tensorrt)))
+    assert (
+        "0 of 1 Conv/ConvTranspose/Gemm/MatMul quantized; target tensorrt (1 integer operator(s) among "
+        in (shown.export_text())
+    )
 
 
 def test_tensorrt_keeps_float_what_its_symmetric_activations_cost_against_uint8(
