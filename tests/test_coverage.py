@@ -1079,7 +1079,9 @@ def test_a_softmax_figure_far_above_its_logits_is_noted() -> None:
     assert saturated_note(squashed, OutputNoise(), {"y": 45.0}) == ()  # not measured (synthetic inputs)
 
 
-def test_convert_warns_where_an_outputs_rare_values_above_zero_moved() -> None:
+def test_convert_warns_where_an_outputs_rare_values_above_zero_moved(
+    image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """hunt55 A1: LORE's table-cell heat map (logits; the package's sigmoid is outside the graph) measured
     16.9 dB pooled in INT8 and kept none of FP32's 160 pixels above 0, adding 10,324, with no word. Here the
     converted model negates x before the shift: the same pooled spread, other values above 0."""
@@ -1104,6 +1106,22 @@ def test_convert_warns_where_an_outputs_rare_values_above_zero_moved() -> None:
     same = make_model(kept, {"three": np.float32(3.0), "six": np.float32(6.0)}, input_shape=("N", 1, 16, 16))
     assert not [w for w in steady_outputs(same, reference, samples) if "above 0" in w]
     assert sign_region("y", (1000, 400, 50, 60, 0), "s") is None  # mostly above 0: not rare events' logits
+    # compare says it too, over the images it compares (LORE's compare: 14.15 dB, no word)
+    import tempfile
+
+    from tests.helpers import run
+
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        shape = ("N", 3, 16, 16)
+        shifted = {"three": np.float32(3.0), "six": np.float32(3.0)}  # a few % of these images above 0
+        fp32 = save(make_model(kept, shifted, input_shape=shape), tmp / "a.onnx")
+        moved = save(make_model(flipped, {**consts, **shifted}, input_shape=shape), tmp / "b.onnx")
+        code, _, err = run(
+            ["compare", str(fp32), str(moved), "--images", str(image_dir), "--runs", "0"], capsys
+        )
+        assert code == 0, err
+        assert "output 'y': FP32 puts " in err and "above 0 on these images (where a sigmoid reads" in err
     assert sign_region("y", (1000, 990, 5, 9, 0), "s") is None  # too few to judge
     assert sign_region("y", (1000, 950, 50, 60, 40), "s") is None  # 40 of 70: IoU 0.57
 

@@ -20,6 +20,7 @@ from quantkit.evaluate.end2end import (
     rows_differ,
     split_head,
 )
+from quantkit.evaluate.figure_warnings import sign_counts, sign_region
 from quantkit.evaluate.heads import head_layout, head_masks, head_rows, require_sizes
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
@@ -74,6 +75,7 @@ class Comparison:
         self.input_size = input_size
         self.errors: dict[str, OutputErrors] = {}
         self.variations: dict[str, Variation] = {}  # what changes between images (evaluate.variation)
+        self.signs: dict[str, np.ndarray] = {}  # float outputs' figure_warnings.sign_counts
         self.recalls: dict[str, DetectionRecall] = {}  # a map's PixelRecall too
         self.boxes: dict[str, BoxAgreement] = {}  # a map's TextBoxAgreement too
         self.ref_acc, self.cand_acc = TopK(), TopK()
@@ -101,6 +103,9 @@ class Comparison:
             logits = logits_axis(ref_out[name], self.input_size) if name in self.maps else None
             errors.update(ref_out[name], cand_out[name], images, logits)
             self.variations.setdefault(name, Variation()).update(ref_out[name], cand_out[name])
+            if ref_out[name].dtype.kind == "f" and cand_out[name].dtype.kind == "f":
+                counts = sign_counts(ref_out[name], cand_out[name])
+                self.signs[name] = self.signs.get(name, np.zeros(5, np.int64)) + counts
             if threshold is None:
                 continue
             if self.detector is DetectorHead.db:
@@ -170,6 +175,8 @@ class Comparison:
                     mine[name].merge(acc)  # type: ignore[arg-type]
                 else:
                     mine[name] = acc  # type: ignore[assignment]
+        for name, counts in later.signs.items():
+            self.signs[name] = self.signs.get(name, np.zeros(5, np.int64)) + counts
         self.ref_acc.merge(later.ref_acc)
         self.cand_acc.merge(later.cand_acc)
         self.scored_output = self.scored_output or later.scored_output
@@ -199,6 +206,12 @@ class Comparison:
             for name, errors in self.errors.items()
             if name in self.variations and not errors.labels
         )
+        return tuple(w for w in found if w)
+
+    def signs_moved(self) -> tuple[str, ...]:
+        """A warning for each output whose rare values above 0 moved (figure_warnings.sign_region)."""
+        counts = {name: tuple(int(c) for c in v) for name, v in self.signs.items()}
+        found = (sign_region(name, c, "these images") for name, c in counts.items())  # type: ignore[arg-type]
         return tuple(w for w in found if w)
 
     def unequal_rows(self) -> tuple[str, ...]:

@@ -104,6 +104,14 @@ MIN_POSITIVES = 10
 SIGN_IOU = 0.5
 
 
+def sign_counts(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """(values, below 0 in ref, above 0 in ref, above 0 in got, above 0 in both): int64 [5], summed by
+    the caller over its batches for sign_region."""
+    above, now = ref > 0, got > 0
+    counts = (ref.size, (ref < 0).sum(), above.sum(), now.sum(), (above & now).sum())
+    return np.array([int(c) for c in counts], np.int64)
+
+
 def sign_region(name: str, counts: tuple[int, int, int, int, int], where: str) -> str | None:
     """A warning where an output's rare values above 0 moved: counts (values, FP32's below 0, FP32's
     above 0, the candidate's above 0, above 0 in both) summed over `where`. hunt55 A1: LORE's table-cell

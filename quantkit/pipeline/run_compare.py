@@ -265,6 +265,7 @@ def compare(
                 unrelated(outputs),
                 *done.comparison.unequal_rows(),
                 *done.comparison.steady(),
+                *done.comparison.signs_moved(),
                 done.comparison.unmatched(),
                 *(noise_hidden(m) for m in outputs),
                 *(broken_output(m) for m in outputs if m.name not in ordered),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from quantkit.evaluate.figure_warnings import kind_hidden, sign_region
+from quantkit.evaluate.figure_warnings import kind_hidden, sign_counts, sign_region
 from quantkit.evaluate.metrics import OutputErrors, kinds_axis, sqnr_db
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.evaluate.variation import Variation, steady_warning
@@ -67,7 +67,7 @@ def steady_outputs(
                 if tensor in kinds:
                     kinds[tensor].update(ref[tensor], got[tensor])
                 if tensor in signs:
-                    signs[tensor] += _sign_counts(ref[tensor], got[tensor])
+                    signs[tensor] += sign_counts(ref[tensor], got[tensor])
                 if noise is not None:
                     noise.update({tensor: ref[tensor]}, got)
     read_for = {n.input[0]: n.output[0] for n in converted.graph.node if n.input and n.output[0] in outputs}
@@ -81,14 +81,6 @@ def steady_outputs(
     where = "the calibration samples"
     found += [sign_region(t, tuple(int(c) for c in counts), where) for t, counts in signs.items()]  # type: ignore[arg-type]
     return tuple(w for w in found if w)
-
-
-def _sign_counts(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
-    """(values, below 0 in ref, above 0 in ref, above 0 in got, above 0 in both): int64 [5]."""
-    above, now = ref > 0, got > 0
-    return np.array(
-        [ref.size, int((ref < 0).sum()), int(above.sum()), int(now.sum()), int((above & now).sum())]
-    )
 
 
 def _named(tensor: str, outputs: set[str], read_for: dict[str, str]) -> str:
