@@ -210,8 +210,9 @@ class Comparison:
 
     def signs_moved(self) -> tuple[str, ...]:
         """A warning for each output whose rare values above 0 moved (figure_warnings.sign_region)."""
-        counts = {name: tuple(int(c) for c in v) for name, v in self.signs.items()}
-        found = (sign_region(name, c, "these images") for name, c in counts.items())  # type: ignore[arg-type]
+        found = (
+            sign_region(name, list(c), "these images", "the candidate") for name, c in self.signs.items()
+        )
         return tuple(w for w in found if w)
 
     def unequal_rows(self) -> tuple[str, ...]:

@@ -112,19 +112,19 @@ def sign_counts(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     return np.array([int(c) for c in counts], np.int64)
 
 
-def sign_region(name: str, counts: tuple[int, int, int, int, int], where: str) -> str | None:
+def sign_region(name: str, counts: Sequence[int], where: str, who: str = "the converted model") -> str | None:
     """A warning where an output's rare values above 0 moved: counts (values, FP32's below 0, FP32's
     above 0, the candidate's above 0, above 0 in both) summed over `where`. hunt55 A1: LORE's table-cell
     heat map, 16.9 dB pooled, kept none of FP32's 160 positive pixels and added 10,324 (its last Conv read
     a ReLU output whose 0..435,000 range left a uint8 step of 1,706)."""
-    total, negative, positive, candidate, both = counts
+    total, negative, positive, candidate, both = (int(c) for c in counts)
     rare = MIN_POSITIVES <= positive <= RARE_POSITIVE_SHARE * total and negative >= total / 2
     union = positive + candidate - both
     if not rare or both >= SIGN_IOU * union:
         return None
     return (
         f"output {name!r}: FP32 puts {positive} of its {total} values above 0 on {where} (where a sigmoid "
-        f"reads above 0.5), the converted model {candidate}, {both} of them the same; its pooled figure "
+        f"reads above 0.5), {who} {candidate}, {both} of them the same; its pooled figure "
         "weighs the large negative values: judge it on your task's metric, or keep the layers that write "
         "it float (--exclude-nodes)"
     )
@@ -136,7 +136,7 @@ SCATTER_MIN_RUNS = 2  # timed runs a scatter is judged on (fewer than FEW_RUNS: 
 def scattered_timing(samples: Sequence[Sequence[float]]) -> str | None:
     """A warning where the reference's and candidate's interleaved timings (ms, run by run) scattered too
     much for the p50s' ratio to be a figure: it and the median of the runs' own ratios disagree
-    (outcomes.scattered). hunt54 C2: 0.43x one run, 1.05x the next, on a loaded machine, with no word."""
+    (evaluate.speed.scattered). hunt54 C2: 0.43x one run, 1.05x the next, on a loaded machine, no word."""
     if len(samples) != 2 or min(len(samples[0]), len(samples[1])) < SCATTER_MIN_RUNS:
         return None
     reference, candidate = (np.asarray(s, np.float64) for s in samples)

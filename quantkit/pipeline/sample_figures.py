@@ -79,7 +79,7 @@ def steady_outputs(
     ]
     found += [kind_hidden(errors.result(), " on the calibration samples") for errors in kinds.values()]
     where = "the calibration samples"
-    found += [sign_region(t, tuple(int(c) for c in counts), where) for t, counts in signs.items()]  # type: ignore[arg-type]
+    found += [sign_region(t, list(counts), where) for t, counts in signs.items()]
     return tuple(w for w in found if w)
 
 
