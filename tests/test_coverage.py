@@ -1161,6 +1161,11 @@ def test_the_int8_floor_suggests_minmax_only_where_it_was_not_the_method() -> No
     assert floor_fix(ConvertConfig()) == f"{keep} try --method minmax"
     assert floor_fix(ConvertConfig(method=CalibMethod.minmax)) == f"{keep} convert --to fp16"
     assert floor_fix(ConvertConfig(fp8=True)) == f"{keep} convert --to fp16"  # fp8 ranges: the amax
+    # hunt56: under --max-drop the floor does not search; --min-sqnr's layers are float in every trial
+    assert floor_fix(ConvertConfig(min_sqnr=0.0), budget=True) == (
+        f"{keep} try --method minmax; under --max-drop, --min-sqnr's layers (at 0 dB now) stay float in "
+        "every trial: raise it"
+    )
 
 
 def test_an_argmax_label_map_is_judged_by_its_scores_and_compared_by_agreement(

@@ -228,7 +228,7 @@ def _converted(
     floor = Floor(
         INT8_FLOOR_DB,
         f"the {('INT8', 'FP8')[config.fp8]} model, with {len(steps)} layer(s) kept float by the fallback,",
-        floor_fix(config),
+        floor_fix(config, budget is not None),
         each_output=True,
     )
     inputs = (model_path, table_path, table_io.arrays_path(table_path))
@@ -339,12 +339,19 @@ def _fallen(plan: QuantPlan, steps: list[FallbackStep]) -> dict[str, str]:
     return {s.node: s.reason for s in plan.skipped if s.node in kept}
 
 
-def floor_fix(config: ConvertConfig) -> str:
+def floor_fix(config: ConvertConfig, budget: bool = False) -> str:
     """What to try when the INT8 model measures below INT8_FLOOR_DB (never the method already used: SLANet,
-    refused with --method minmax, was told to try --method minmax)."""
+    refused with --method minmax, was told to try --method minmax). budget: --max-drop chose the plan,
+    and the floor's own search does not run after it (hunt56: YOLOX-Nano with --min-sqnr 0)."""
     minmax = config.method is CalibMethod.minmax or config.fp8  # fp8 ranges are the observed amax already
     other = "convert --to fp16" if minmax else "try --method minmax"
-    return f"keep layers float with --exclude-nodes (quantkit sensitivity ranks them), or {other}"
+    searched = (
+        f"; under --max-drop, --min-sqnr's layers (at {config.min_sqnr:g} dB now) stay float in every trial: "
+        "raise it"
+        if budget
+        else ""
+    )
+    return f"keep layers float with --exclude-nodes (quantkit sensitivity ranks them), or {other}{searched}"
 
 
 def _search_fallback(
