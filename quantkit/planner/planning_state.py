@@ -8,7 +8,6 @@ from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.range_plan import (
     becomes_probability,
-    becomes_score,
     capped,
     caps,
     consumer_transform,
@@ -73,10 +72,11 @@ class Planning:
             lo, hi = self.selected[name]
             if caps(self.config) and not bounded and not becomes_probability(self.index, name):
                 lo, hi = capped(lo, hi, stats)
-            if not bounded and becomes_score(self.index, name):  # the rare top logits are the detections:
-                hi = max(hi, float(stats.maximum), score_logit_top(self.index, name))  # kept to the
-                # calibration maximum and a sure score's logit (range_plan.SURE_SCORE; hunt54 A1: an SSD's
-                # head logits MSE-clipped at 0.147 capped every score at 0.537, none of 23 above 0.7 left)
+            logit_top = None if bounded else score_logit_top(self.index, name)
+            if logit_top is not None:  # the rare top logits are the detections: kept to the calibration
+                hi = max(hi, float(stats.maximum), logit_top)  # maximum and a sure score's logit
+                # (range_plan.SURE_SCORE; hunt54 A1: an SSD's head logits MSE-clipped at 0.147 capped every
+                # score at 0.537, none of 23 above 0.7 left)
             top = score_bound(self.index, name) if bounded else None
             if top is not None:  # scores higher than calibration saw are kept (range_plan.score_bound)
                 lo, hi = min(lo, 0.0), max(hi, top)

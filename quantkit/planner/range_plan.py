@@ -236,26 +236,20 @@ SURE_SCORE = 0.99
 SURE_LOGIT = math.log(SURE_SCORE / (1.0 - SURE_SCORE))
 
 
-def score_logit_top(index: GraphIndex, name: str) -> float:
-    """SURE_LOGIT where `name` reaches a Sigmoid (not a gate) through ops that only move it and the
-    Sigmoid's scores reach an output or a selection (becomes_score); else -inf."""
-    sure = any(
-        node.op_type == "Sigmoid"
-        and _squashes(index, node, tensor)
-        and _reaches_scores_end(index, node.output[0])
+def score_logit_top(index: GraphIndex, name: str) -> float | None:
+    """Where `name` holds logits whose probabilities (a Sigmoid's or Softmax's, not a gate's, reached
+    through ops that only move values) reach a model output or a TopK / NonMaxSuppression through ops that
+    only move values or a Relu / Clip (scores a threshold or a selection reads, not an excitation or
+    attention gate, whose logits MSE may clip): the least top its range keeps, SURE_LOGIT where a Sigmoid
+    reads them, else -inf. None where they become no such scores."""
+    squashing = {
+        node.op_type
         for node, tensor in _moved_consumers(index, name)
-    )
-    return SURE_LOGIT if sure else -math.inf
-
-
-def becomes_score(index: GraphIndex, name: str) -> bool:
-    """becomes_probability, where the probability reaches a model output or a TopK / NonMaxSuppression
-    through ops that only move values or a Relu / Clip: scores a threshold or a selection reads, not an
-    excitation or attention gate (a Sigmoid into a Mul), whose logits MSE may clip."""
-    return any(
-        _squashes(index, node, tensor) and _reaches_scores_end(index, node.output[0])
-        for node, tensor in _moved_consumers(index, name)
-    )
+        if _squashes(index, node, tensor) and _reaches_scores_end(index, node.output[0])
+    }
+    if not squashing:
+        return None
+    return SURE_LOGIT if "Sigmoid" in squashing else -math.inf
 
 
 SCORE_PATH_OPS = MOVING_OPS | {"Relu", "Clip"}  # a probability stays a score through them
