@@ -40,6 +40,7 @@ from quantkit.planner.at_output import output_sqnrs
 from quantkit.planner.core import plan
 from quantkit.planner.cut_paths import preferred, token, untoken
 from quantkit.planner.fallback_blocks import end_block
+from quantkit.planner.fallback_choice import DRAG_SHARE
 from quantkit.planner.int8_model import measured_model
 from quantkit.planner.screening import (
     FIRST_ROUND_GROUPS,
@@ -281,11 +282,10 @@ class _Rounds:
         screened = screen_layers(
             self.trials, path.held, remaining, floor, expand, progress if first else None
         )
-        held = tuple(path.held)
-        drags = functools.partial(_drags, self.trials, held, self.trials.quantized(path.held))
-        found = fallback_choice.finalists(screened, floor, drags)
+        quantized = functools.partial(_quantized_with, self.trials, tuple(path.held))
+        left = self.trials.quantized(path.held)
+        found = fallback_choice.finalists(screened, floor, lambda n: quantized(n) <= DRAG_SHARE * left)
         scores = self.trials.full_all([[*path.held, n] for n in found])
-        quantized = functools.partial(_quantized_with, self.trials, held)
         return fallback_choice.Finals(found, scores, path.score, self.target_db, MIN_GAIN_DB, quantized)
 
     def _taken(self, path: _Path, best: tuple[float, str]) -> _Path:
@@ -379,10 +379,6 @@ def search(
 
 def _quantized_with(trials: Trials, held: tuple[str, ...], node: str) -> int:
     return trials.quantized([*held, node])
-
-
-def _drags(trials: Trials, held: tuple[str, ...], left: int, node: str) -> bool:
-    return trials.quantized([*held, node]) <= fallback_choice.DRAG_SHARE * left  # most of `left` float
 
 
 def _reason(
