@@ -36,7 +36,7 @@ def computes_in_float16(model: onnx.ModelProto) -> bool:
         return True
     ends = {v.name for v in model.graph.output}  # a float16 output's own Cast computes nothing in it
     casts = (n for n in model.graph.node if n.op_type == "Cast" and n.output[0] not in ends)
-    return any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for n in casts for a in n.attribute)
+    return any(cast_to(n) == onnx.TensorProto.FLOAT16 for n in casts)
 
 
 def cast_to(node: onnx.NodeProto) -> int | None:
