@@ -307,15 +307,6 @@ def bodies(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     return found
 
 
-def every_graph(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """The graph and every If/Loop/Scan body inside it, nested ones too."""
-    found = [graph]
-    for node in graph.node:
-        for body in bodies(node):
-            found.extend(every_graph(body))
-    return found
-
-
 def name_nodes(model: onnx.ModelProto) -> None:
     """Give every unnamed node a deterministic unique name (op type + index). In place."""
     taken = {n.name for n in model.graph.node if n.name}

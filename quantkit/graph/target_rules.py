@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto
 
 from quantkit.graph.augment import COMMUTING_OPS, INTEGER_PATH_OPS, commuting_data_inputs
-from quantkit.graph.query import GraphIndex, every_graph
+from quantkit.graph.query import GraphIndex, graphs_within
 from quantkit.outcomes import Finding
 
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -348,7 +348,7 @@ def quantized_layers(
     quantized ones: TensorRT parses none)."""
     quantized = _dequantized_through if through else _from_dq
     total = done = 0
-    for graph in every_graph(model.graph):  # hunt52 C9: an If's branches' Convs, left float, went uncounted
+    for graph in graphs_within(model.graph):  # hunt52 C9: an If's branches' Convs, left float, went uncounted
         wrapped = model if graph is model.graph else onnx.ModelProto(graph=graph)
         index = GraphIndex(wrapped)
         layers = [n for n in index.nodes if n.op_type in WEIGHTED_OPS]
