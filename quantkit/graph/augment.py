@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 
@@ -108,6 +110,14 @@ def clips_at_zero(index: GraphIndex, node: onnx.NodeProto) -> bool:
         return False
     low = index.constant(node.input[1]) if len(node.input) > 1 and node.input[1] else None
     return low is not None and low.size == 1 and float(low.reshape(())) == 0.0
+
+
+def clip_top(index: GraphIndex, node: onnx.NodeProto) -> float:
+    """A Clip's upper bound where it is one constant, else inf (a Relu, a Clip without one)."""
+    if node.op_type != "Clip" or len(node.input) < 3 or not node.input[2]:
+        return math.inf
+    high = index.constant(node.input[2])
+    return float(high.reshape(())) if high is not None and high.size == 1 else math.inf
 
 
 def seen_through_clips(model: onnx.ModelProto, observed: dict[str, int | None]) -> dict[str, str]:

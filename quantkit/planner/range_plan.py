@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from quantkit.config import ActivationType, CalibMethod, ConvertConfig
-from quantkit.graph.augment import COMPUTE_OPS, clips_at_zero, hard_params
+from quantkit.graph.augment import COMPUTE_OPS, clip_top, clips_at_zero, hard_params
 from quantkit.graph.query import SELECTING_OPS, GraphIndex
 from quantkit.planner.patterns import scale_factor
 from quantkit.qmath.params import asymmetric_params, symmetric_params
@@ -263,12 +263,9 @@ def score_bound(index: GraphIndex, name: str) -> float | None:
     photos' 0.764, and of the 23 pet photos FP32 scores above 0.7, INT8 kept 6 (none of 13 above 0.8)."""
     bound, tensor = 1.0, name
     while (node := index.producer.get(tensor)) is not None and node.op_type in ("Relu", "Clip"):
-        if node.op_type == "Clip":
-            if not clips_at_zero(index, node):
-                return None
-            high = index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-            bound = min(bound, float(high.reshape(()))) if high is not None and high.size == 1 else bound
-        tensor = node.input[0]
+        if not clips_at_zero(index, node):
+            return None
+        bound, tensor = min(bound, clip_top(index, node)), node.input[0]
     if (
         node is None
         or node.op_type not in ("Sigmoid", "Softmax")

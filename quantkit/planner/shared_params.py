@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import numpy as np
 
-from quantkit.graph.augment import SHARED_SCALE_OPS
+from quantkit.graph.augment import SHARED_SCALE_OPS, clip_top
 from quantkit.planner.planning_state import Planning
 from quantkit.planner.range_plan import activation_params
 from quantkit.results import (
@@ -83,9 +82,7 @@ def _clipped(state: Planning) -> dict[str, tuple[str, float]]:
     found = {}
     for node in state.index.nodes:
         if node.name in state.folds and node.op_type in ("Relu", "Clip"):
-            bound = state.index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-            top = math.inf if bound is None or bound.size != 1 else float(bound.reshape(()))
-            found[node.input[0]] = (state.folds[node.name], top)
+            found[node.input[0]] = (state.folds[node.name], clip_top(state.index, node))
     return found
 
 

@@ -24,6 +24,7 @@ share X's own cap keeps (planner.range_plan.capped_share), as every other activa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ import numpy as np
 import onnx
 
 from quantkit.config import ConvertConfig
+from quantkit.graph.augment import clip_top
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.range_plan import activation_params, becomes_probability, capped_share, caps
 from quantkit.qmath.smoothquant_math import rebalanced_range, smoothing_scales
@@ -135,9 +137,9 @@ class Rebalancer:
             if self._absorbs(node, channels, axis, rank):
                 return _Absorber(node.name, tuple(reversed(through)), bound)
             if node.op_type == "Clip" and node.name in self.folds:
-                high = index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-                if high is not None and high.size == 1:
-                    bound = min(float(high.reshape(())), bound if bound is not None else np.inf)
+                high = clip_top(index, node)
+                if math.isfinite(high):
+                    bound = min(high, bound if bound is not None else np.inf)
             elif not (
                 node.op_type == "Relu" or (node.op_type == "Add" and self._float_with_constant(node, rank))
             ):
