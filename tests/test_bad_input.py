@@ -423,7 +423,7 @@ def test_input_size_against_a_partly_fixed_input(image_dir: Path, tmp_path: Path
     [
         (["--std", "inf"], "--std takes finite numbers; got inf,inf,inf"),
         (["--mean", "1,nan,3"], "--mean takes finite numbers; got 1.0,nan,3.0"),
-        (["--std", "-1,1,1"], "--std has a negative value (-1,1,1); a std is positive"),  # hunt55 C3
+        (["--std", "-1,1,1"], "--std mixes signs (-1,1,1): a negative one flips that channel alone"),
         (
             ["--input-size", "100000x100000"],
             "input size 100000x100000 is 10000000000 pixels an image, more than the 67108864 (8192x8192)",
@@ -441,6 +441,17 @@ def test_impossible_preprocessing_is_refused_before_any_work(
     code, _, err = calibrate(path, image_dir, tmp_path / "t.json", capsys, *extra)
     assert_one_line_error(code, err, message)
     assert nothing_in(tmp_path, path) == []
+
+
+def test_every_std_negative_inverts_the_image_and_is_taken(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """trueocr's page classifier reads 1 - x/255 (--mean 255 --std -255): the zoo's calibrate of it
+    failed once a negative std was refused outright (only mixed signs are a typo)."""
+    model = make_model(cnn_nodes(), conv_params(4, 3), input_shape=("N", 3, "H", "W"))
+    path = save_model(model, tmp_path / "m.onnx")
+    flags = ("--mean", "255", "--std", "-255", "--input-size", "16x16")
+    assert calibrate(path, image_dir, tmp_path / "t.json", capsys, *flags)[0] == 0
 
 
 def test_no_quantizable_op(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:

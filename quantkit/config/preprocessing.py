@@ -93,10 +93,12 @@ class Preprocess:
                 raise ConfigError(f"--{label} takes finite numbers; got {','.join(str(v) for v in values)}")
         if any(s == 0 for s in self.std):
             raise ConfigError("--std has a zero; every std must be non-zero")
-        if any(s < 0 for s in self.std):  # hunt55 C3: a typo flipped a channel's sign in silence
+        # hunt55 C3: a typo flipped one channel's sign in silence; every std negative inverts the image,
+        # as trueocr's page classifier reads it (--mean 255 --std -255: 1 - x/255)
+        if any(s < 0 for s in self.std) and any(s > 0 for s in self.std):
             raise ConfigError(
-                f"--std has a negative value ({','.join(f'{v:g}' for v in self.std)}); a std is positive "
-                "(a negative one flips the channel's sign)"
+                f"--std mixes signs ({','.join(f'{v:g}' for v in self.std)}): a negative one flips that "
+                "channel alone; give every std positive, or every one negative to invert the image"
             )
 
     @property
