@@ -387,7 +387,9 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
     with _arguments("convert"):
         return AccuracyBudget(
             max_drop=float(options["max_drop"]),
-            validation=ImageSelection(Path(options["validation"]), options.get("validation_images")),
+            validation=ImageSelection(
+                Path(options["validation"]), options.get("validation_images"), option="--validation-images"
+            ),
             metric=as_enum(BudgetMetric, options.get("metric", "auto"), "metric"),
             labels=Path(options["labels"]) if options.get("labels") else None,
             max_trials=int(options.get("max_trials", AccuracyBudget.max_trials)),

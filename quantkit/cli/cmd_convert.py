@@ -308,7 +308,7 @@ def convert(
             raise ConfigError("--max-drop needs --validation DIR: images held apart from calibration")
         budget = AccuracyBudget(
             max_drop=max_drop,
-            validation=ImageSelection(validation, validation_images),
+            validation=ImageSelection(validation, validation_images, option="--validation-images"),
             metric=metric,
             labels=labels,
             max_trials=max_trials,

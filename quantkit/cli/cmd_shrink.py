@@ -202,10 +202,13 @@ def shrink(
         ),
         cache_dir=cache_dir or default_cache(),
     )
+    cache = config.cache_dir
+    cached = sorted(cache.glob("*.calib.*")) if cache is not None and cache.is_dir() else []
     guard_outputs(
         [(f"--output-dir's {name}", output_dir / name) for name in shrinking.outputs(model)]
         + [("$GITHUB_STEP_SUMMARY", step_summary_path())],
-        [("the model", model), ("--labels", labels), ("--exclude-from", exclude_from)],
+        [("the model", model), ("--labels", labels), ("--exclude-from", exclude_from)]
+        + [("a calibration table in --cache-dir", path) for path in cached],  # hq57 A1: appended to
         [("--images", images), ("--eval-images", eval_images)],
     )
     with progress_bars() as progress:

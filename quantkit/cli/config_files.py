@@ -60,10 +60,13 @@ def sources(cwd: Path, model: Path | None) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def defaults(
-    files: list[tuple[Path, dict[str, Any]]], commands: Mapping[str, Mapping[str, str]]
+    files: list[tuple[Path, dict[str, Any]]],
+    commands: Mapping[str, Mapping[str, str]],
+    numbers: frozenset[str] = frozenset(),
 ) -> dict[str, dict[str, Any]]:
     """click's default_map: command -> parameter name -> value. commands: command -> option name (no
-    dashes) -> parameter name, for every option of every command."""
+    dashes) -> parameter name, for every option of every command; numbers: the options that take a
+    number (a TOML boolean is refused there: click read `num-images = true` as 1, hq57 C2)."""
     options = {option for table in commands.values() for option in table}
     resolved: dict[str, dict[str, Any]] = {name: {} for name in commands}
     for path, settings in files:  # later files win; in a file, a command's table wins over top-level keys
@@ -84,22 +87,27 @@ def defaults(
             else:
                 for command, table in commands.items():
                     if key in table:
-                        resolved[command][table[key]] = _placed(key, value, path)
+                        resolved[command][table[key]] = _placed(key, value, path, numbers)
         for key, value in settings.items():
             if isinstance(value, dict):
-                _apply(resolved[key], value, commands[key], path, f"[{key}] ")
+                _apply(resolved[key], value, commands[key], path, f"[{key}] ", numbers)
     return resolved
 
 
 def _apply(
-    target: dict[str, Any], section: Mapping[str, Any], table: Mapping[str, str], path: Path, where: str
+    target: dict[str, Any],
+    section: Mapping[str, Any],
+    table: Mapping[str, str],
+    path: Path,
+    where: str,
+    numbers: frozenset[str],
 ) -> None:
     for key, value in section.items():
         if key not in table:
             raise ConfigError(
                 f"{path}: {where}unknown option {key!r}{_near(key, table)}; see the command's --help"
             )
-        target[table[key]] = _placed(key, value, path)
+        target[table[key]] = _placed(key, value, path, numbers)
 
 
 # Options whose values are on / off: a TOML boolean is read as one (hunt38 F9: range-cap = false was
@@ -107,7 +115,7 @@ def _apply(
 SWITCH_OPTIONS = frozenset({"range-cap", "bias-correction"})
 
 
-def _placed(key: str, value: Any, path: Path) -> Any:
+def _placed(key: str, value: Any, path: Path, numbers: frozenset[str] = frozenset()) -> Any:
     """value, or for a path option a relative path read from `path`'s folder ('-', stdout, as it is). A
     TOML array is the comma-separated list the option takes (hunt32: exclude-nodes = ["a", "b"] reached
     the option as the text "['a', 'b']")."""
@@ -115,6 +123,8 @@ def _placed(key: str, value: Any, path: Path) -> Any:
         return ",".join(str(v) for v in value)
     if isinstance(value, bool) and key in SWITCH_OPTIONS:
         return "on" if value else "off"
+    if isinstance(value, bool) and key in numbers:
+        raise ConfigError(f"{path}: {key} takes a number; got {str(value).lower()}")
     if key not in PATH_OPTIONS or not isinstance(value, str) or value == "-" or Path(value).is_absolute():
         return value
     return str(path.parent / value)

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import sys
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
@@ -60,8 +61,15 @@ def main() -> None:
     except MemoryError:
         _fail("out of memory; lower --batch-size or --num-images, or free memory")
     except OSError as exc:  # the environment, not the input: a file vanished, a device failed
-        where = f" ({exc.filename})" if exc.filename else ""
-        _fail(f"{exc.strerror or exc}{where}; check the path and that the disk is writable and not full")
+        if exc.filename:
+            _fail(
+                f"{exc.strerror or exc} ({exc.filename}); check the path and that the disk is writable and "
+                "not full"
+            )
+        _fail(  # hq57 D(d): a write to the temporary folder failed, and nothing said where
+            f"{exc.strerror or exc}; check that the output's disk and the temporary folder "
+            f"({tempfile.gettempdir()}; TMPDIR sets it) are writable and not full"
+        )
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -138,7 +146,14 @@ def _file_defaults(commands: dict[str, Any], argv: list[str]) -> dict[str, dict[
         model = Path(found) if found else None
     found = cli_config.sources(Path.cwd(), model)
     CONFIG_FILES[:] = [path for path, _ in found]
-    return cli_config.defaults(found, options)
+    numbers = {p.opts[0].lstrip("-") for cmd in commands.values() for p in cmd.params if _takes_number(p)}
+    return cli_config.defaults(found, options, frozenset(numbers))
+
+
+def _takes_number(param: Any) -> bool:
+    """Whether a command's option is declared an int or a float (typer's type descriptor)."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return bool(param.opts) and annotation in (int, float)
 
 
 def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:

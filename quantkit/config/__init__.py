@@ -81,6 +81,9 @@ class OutputKind(str, Enum):
     values = "values"  # values of their own (embeddings, landmarks, regressions): no class figures
 
 
+MIN_BINS, MAX_BINS = 2048, 2**20  # each observed tensor's histogram: 2**20 bins are 8 MB
+
+
 @dataclass(frozen=True)
 class CalibrateConfig:
     images: ImageSelection
@@ -94,8 +97,8 @@ class CalibrateConfig:
         set_counts(self, "batch_size", "bins")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.bins < 2048:
-            raise ConfigError(f"--bins must be at least 2048, got {self.bins}")
+        if not MIN_BINS <= self.bins <= MAX_BINS:  # hq57 D(b): 1e11 bins read as out of memory
+            raise ConfigError(f"--bins is from {MIN_BINS} to {MAX_BINS}, got {self.bins}")
 
 
 @dataclass(frozen=True)
@@ -372,7 +375,7 @@ class AccuracyBudget:
             )
         if not 0.0 <= self.max_drop <= 100.0:
             raise ConfigError(f"--max-drop is in points (0-100), got {self.max_drop}")
-        if self.max_trials < 1 or self.timeout_s <= 0:
+        if self.max_trials < 1 or not self.timeout_s > 0:  # hq57 C1: nan passed `<= 0`, no time limit
             raise ConfigError("--max-trials must be at least 1 and --timeout above 0")
         if self.metric is BudgetMetric.top1 and self.labels is None:
             raise ConfigError("--metric top1 needs --labels FILE; or use --metric agreement")

@@ -187,6 +187,8 @@ class ImageSelection:
         if self.num_images is not None:
             object.__setattr__(self, "num_images", as_count(self.num_images, self.option))
         object.__setattr__(self, "seed", as_count(self.seed, "--seed"))
+        if self.seed < 0:  # hq57 B1: numpy's default_rng raised an internal error
+            raise ConfigError(f"--seed must be 0 or more, got {self.seed}")
         if self.num_images is not None and self.num_images < 1:
             raise ConfigError(f"{self.option} must be at least 1, got {self.num_images}")
 
