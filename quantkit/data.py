@@ -28,6 +28,7 @@ from quantkit.results import Batch, Feed, InputSpec
 
 ARRAY_SUFFIXES = files.ARRAY_SUFFIXES
 EXACT_INTEGERS = 2**24  # float32 holds every integer up to it exactly
+UNNAMED_ARRAY = "arr_0"  # what np.savez names an array given without a name
 Sample = np.ndarray | Mapping[str, Any]
 
 
@@ -192,17 +193,25 @@ class ArrayStream:
             keys = sorted(item)
             # a file's one array, whatever np.savez named it; a dict the caller wrote names the input
             # (hunt32: {'foo': array} for a model whose input is 'input' was fed, silently)
-            if keys == [name] or (len(keys) == 1 and isinstance(self.samples, ArrayFiles)):
+            if keys == [name] or (keys == [UNNAMED_ARRAY] and isinstance(self.samples, ArrayFiles)):
                 return item[keys[0]]
+            fix = (
+                f"name its array {name!r}, or save it as a .npy file"
+                if isinstance(self.samples, ArrayFiles)
+                else f"give {{{name!r}: array}}"
+            )
             raise ConfigError(
-                f"{self._label(index)} names the inputs {_few(keys)}; the model has one input, {name!r}: "
-                f"give {{{name!r}: array}}"
+                f"{self._label(index)} names the inputs {_few(keys)}; the model has one input, "
+                f"{name!r}: {fix}"
             )
         return item
 
     def _array(self, item: Any, index: int, spec: InputSpec, name: str | None = None) -> np.ndarray:
         what = self._label(index) if name is None else f"{self._label(index)}'s {name!r}"
         try:
+            given = np.asarray(item)
+            if given.dtype.kind not in "biuf":  # hq57 A3: complex was cast, its imaginary part dropped
+                raise ConfigError(f"{what} holds {given.dtype} values; feed real numbers (float32)")
             array = np.asarray(item, dtype=np.float32)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{what} is not a numeric array ({type(item).__name__})") from exc
@@ -210,7 +219,7 @@ class ArrayStream:
             raise ConfigError(f"{what} holds NaN or Inf; feed finite values")
         if (spec.pixels or spec.integer) and array.size:
             _require_integers(array, what, spec)
-        given = np.asarray(item)  # an integer input's ids beyond it would change (a float input's may)
+        # an integer input's ids beyond it would change (a float input's may)
         integers = spec.integer and given.dtype.kind in "iu" and given.size > 0
         if integers and max(-int(given.min()), int(given.max())) > EXACT_INTEGERS:
             raise ConfigError(  # hunt48 C1: 16777217 was fed as 16777216
@@ -329,6 +338,8 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
         if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
             return ImageSelection(folder), ArrayFiles.under(folder, num_images, seed)
         return ImageSelection(folder, num_images, seed), None
+    if isinstance(data, (bytes, bytearray)):  # hq57 D(g): iterated as numbers, 'sample 0 has shape []'
+        raise ConfigError("data is bytes; give an image folder as a str or Path, image files or arrays")
     if isinstance(data, np.ndarray):
         data = [data]  # one array: a batch or a sample
     items = iter(data)

@@ -184,6 +184,9 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+TEMP_NAME_KEPT = 64  # of an output's name, in the temporary file's beside it
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename over it: readers never see a partial file,
     and an interrupt leaves nothing behind."""
@@ -191,7 +194,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist; create it first")
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        # the name cut short: a legal 250-character output name made a temporary one too long (hq57 D(f))
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name[:TEMP_NAME_KEPT]}.", suffix=".tmp", dir=parent)
     except OSError as exc:
         raise OutputError(f"cannot write in {parent} ({exc.strerror}); choose a writable folder") from exc
     try:

@@ -1627,3 +1627,116 @@ def test_12_bit_images_among_others_are_counted() -> None:
     line = narrow_16_bit([4000.0, 3000.0], 8)
     assert line is not None and line.startswith("2 of the 8 images checked are 16-bit with values up to 4000")
     assert narrow_16_bit([4000.0, 60000.0], 8) is None and narrow_16_bit([], 8) is None
+
+
+# hq57: a bug hunt of session 44 on bad inputs
+
+
+def test_a_toml_boolean_for_a_number_option_is_refused(cnn: Path, image_dir: Path, capsys: Capsys) -> None:
+    """click read `num-images = true` as 1 and calibrated on one image (hq57 C2)."""
+    table = cnn.with_name("t.calib.json")
+    for line, key in (("num-images = true", "num-images"), ("[calibrate]\nthreads = false", "threads")):
+        cnn.with_name("quantkit.toml").write_text(line + "\n")
+        code, _, err = calibrate(cnn, image_dir, table, capsys)
+        assert_one_line_error(code, err, f"quantkit.toml: {key} takes a number; got ")
+        assert not table.exists()
+
+
+def test_a_negative_seed_and_a_nan_timeout_are_refused(cnn: Path, image_dir: Path, capsys: Capsys) -> None:
+    """--seed -1 with --num-images was an internal error (numpy's default_rng), and --timeout nan passed
+    `<= 0` and ran with no time limit (hq57 B1, C1)."""
+    from quantkit.config import AccuracyBudget, ImageSelection
+    from quantkit.errors import ConfigError
+
+    code, _, err = calibrate(
+        cnn, image_dir, cnn.with_name("t.calib.json"), capsys, "--num-images", "2", "--seed", "-1"
+    )
+    assert_one_line_error(code, err, "--seed must be 0 or more, got -1")
+    with pytest.raises(ConfigError, match="--timeout above 0"):
+        AccuracyBudget(max_drop=1.0, validation=ImageSelection(image_dir), timeout_s=float("nan"))
+    with pytest.raises(ConfigError, match="--validation-images must be at least 1, got 0"):
+        ImageSelection(image_dir, 0, option="--validation-images")
+
+
+def test_shrinks_step_summary_never_lands_on_a_cached_table(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GITHUB_STEP_SUMMARY naming the table shrink read from its cache had report.md appended to it, exit
+    0 (hq57 A1)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cached = cache / "0123.calib.json"
+    cached.write_text("{}")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(cached))
+    argv = ["shrink", str(cnn), "--images", str(image_dir), "--output-dir", str(tmp_path / "o")]
+    code, _, err = run([*argv, "--cache-dir", str(cache)], capsys)
+    assert_one_line_error(code, err, "$GITHUB_STEP_SUMMARY", "a calibration table in --cache-dir")
+    assert cached.read_text() == "{}" and not (tmp_path / "o").exists()
+
+
+def test_arrays_that_are_not_real_numbers_or_name_no_input_are_refused(
+    cnn: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """complex64 arrays were cast (the imaginary part dropped, numpy's ComplexWarning on stderr); an .npz
+    whose one array names no input was fed; 1e38 everywhere printed numpy's overflow warnings before the
+    error line (hq57 A3). np.savez's own name for an unnamed array is still read."""
+    x = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    cases = {
+        "complex": (
+            lambda d: np.save(d / "s.npy", (x + 1j * x).astype(np.complex64)),
+            "holds complex64 values",
+        ),
+        "named": (lambda d: np.savez(d / "s.npz", image=x), "names the inputs ['image']; the model has one"),
+        "huge": (lambda d: np.save(d / "s.npy", np.full_like(x, 1e38)), "produced NaN or Inf"),
+    }
+    for name, (write, phrase) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        write(folder)
+        code, _, err = run(
+            ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.calib.json")], capsys
+        )
+        assert_one_line_error(code, err, phrase)
+        assert "Warning" not in err
+    (tmp_path / "unnamed").mkdir()
+    np.savez(tmp_path / "unnamed" / "s.npz", x)
+    code, _, err = run(
+        ["calibrate", str(cnn), "--inputs", str(tmp_path / "unnamed"), "-o", str(tmp_path / "t.calib.json")],
+        capsys,
+    )
+    assert code == 0, err
+
+
+def test_a_table_with_a_malformed_meta_is_called_damaged(cnn: Path, image_dir: Path, capsys: Capsys) -> None:
+    """A table whose meta was a list was read as made for another model (hq57 D(c))."""
+    table = cnn.with_name("t.calib.json")
+    assert calibrate(cnn, image_dir, table, capsys)[0] == 0
+    doc = json.loads(table.read_text())
+    doc["meta"] = []
+    table.write_text(json.dumps(doc))
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(cnn.with_name("o.onnx"))], capsys)
+    assert_one_line_error(code, err, "is damaged (its meta holds no model_sha256); recalibrate")
+
+
+def test_a_long_legal_output_name_is_written(cnn: Path, image_dir: Path, capsys: Capsys) -> None:
+    """A 245-character output name was refused as 'cannot write in DIR (File name too long)': the
+    temporary file beside it took the whole name plus its own parts (hq57 D(f))."""
+    table = cnn.with_name("t.calib.json")
+    assert calibrate(cnn, image_dir, table, capsys)[0] == 0
+    out = cnn.with_name("a" * 240 + ".onnx")
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(out), "-q"], capsys)
+    assert code == 0, err
+    assert onnx.load(str(out)).graph.node
+
+
+def test_the_apis_data_as_bytes_and_too_many_bins_are_refused(cnn: Path, image_dir: Path) -> None:
+    """data=b'/path' iterated as numbers ('sample 0 has shape []'); --bins 1e11 read as out of memory
+    (hq57 D(g), D(b))."""
+    import quantkit
+    from quantkit.config import CalibrateConfig, ImageSelection
+    from quantkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data is bytes; give an image folder as a str or Path"):
+        quantkit.calibrate(cnn, data=str(image_dir).encode(), output=cnn.with_name("t.calib.json"))
+    with pytest.raises(ConfigError, match="--bins is from 2048 to 1048576, got 100000000000"):
+        CalibrateConfig(ImageSelection(image_dir), bins=100_000_000_000)

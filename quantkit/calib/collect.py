@@ -146,7 +146,7 @@ def check_finite(
     if final:
         raise CalibrationError(
             f"the FP32 model produced NaN or Inf in {len(final)} output(s) (first: {final[0]!r}) on the "
-            "calibration images; check the preprocessing options and the model's weights"
+            "calibration samples; check the preprocessing options (or the arrays fed) and the model's weights"
         )
     if not broken:
         return notes

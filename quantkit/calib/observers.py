@@ -302,6 +302,14 @@ def _extremes(
     (float32 [images]) where x leads with `images` images, else of the whole batch ([1]). Each image's
     extremes come out of the same reductions as the channels' (no pass over x of their own)."""
     rows = images or 1
+    with np.errstate(over="ignore"):  # values near float32's limit sum to inf: check_finite names them
+        return _reduced(x, axis, rows)
+
+
+def _reduced(
+    x: np.ndarray, axis: int | None, rows: int
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, int] | None, tuple[np.ndarray, np.ndarray]]:
+    """_extremes' reductions, for `rows` images (1: the batch counts as one)."""
     if axis is None:
         flat = x.reshape(rows, -1)
         return None, (flat.min(axis=1), flat.max(axis=1))

@@ -149,7 +149,10 @@ def _parsed(doc: dict[str, Any], npz_bytes: bytes, json_path: Path) -> Calibrati
             stats = {e["name"]: _entry_stats(e, i, npz) for i, e in enumerate(doc["tensors"])}
             samples = _samples(doc, npz)
             stress = np.asarray(npz["stress"], np.float32) if "stress" in npz.files else None
-        meta = dict(doc["meta"])
+        meta = doc["meta"]
+        if not isinstance(meta, dict) or not isinstance(meta.get("model_sha256"), str):
+            raise TypeError("its meta holds no model_sha256")  # hq57 D(c): read as another model's
+        meta = dict(meta)
         _require_recorded_shape(meta, samples)
     # zipfile and np.load raise what their layers raise: zlib, struct, unsupported-compression errors
     except (
