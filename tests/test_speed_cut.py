@@ -183,11 +183,13 @@ def test_convert_keeps_float_an_op_profiled_slower_when_the_model_measures_faste
     fused = op_counts(optimized_graph(out, tmp_path))
     assert fused["QLinearConv"] == 1 and fused["QLinearSigmoid"] == 0 and fused["QLinearMul"] == 0
     record = conversion_record(onnx.load(str(out)))  # provenance: what timing decided, and where
-    assert record is not None and record["kept_float_for_speed"]["nodes"] == ["conv1"]
-    assert (
-        record["kept_float_for_speed"]["cpu"]["cpu"]
-        and record["kept_float_for_speed"]["speedup_after"] == 2.0
-    )
+    assert record is not None and record["kept_float_for_speed"]["nodes"] == [
+        "conv1",
+        "mul",
+        "sig",
+    ]  # what int8 lost
+    assert record["kept_float_for_speed"]["cpu"]["cpu"]
+    assert "speedup_after" not in record["kept_float_for_speed"]  # timings: the summary's, not the bytes
 
 
 def test_convert_keeps_the_plan_when_the_refined_model_is_slower(

@@ -212,6 +212,7 @@ def _converted(
     emulated = runnable(quantized, config) is not quantized  # bfloat16: an emulation's speed is not its own
     timed = speed_step.timed(config, quantized)
     refined: speed_refine.Refined | None = None
+    before = plan  # taken: what the speed step takes out of int8, as the file records it
     if timed and budget is None:  # --max-drop measured its choice: a new plan would not be the one it kept
         fallen = _fallen(plan, steps)
         timing = progress("timing the INT8 model's ops on this CPU", 1)
@@ -222,6 +223,7 @@ def _converted(
         timing(1)
         if refined is not None:
             plan, quantized = refined.plan, refined.model
+    taken = tuple(sorted(set(before.quantized_nodes) - set(plan.quantized_nodes)))
     speed_plan = refined.report if refined is not None else shape.report if shape is not None else None
     if not convert_notes.quantizes_a_layer(plan):  # hunt49 C1: --max-drop floated
         speed_plan = None  # every layer: the INT8 plan's speed line spoke of a model not written
@@ -249,7 +251,8 @@ def _converted(
             quantized, halves[0] = stored_half(quantized)
         quantized = redeclare(quantized, prepared.declared)  # the shapes the file declared
         quantized = fills_as_nodes(quantized)  # a repeated value stored as the node that computes it
-        stamp(quantized, config.to_dict(), table_path, table, conversion=plan_record(plan, done, timed_plan))
+        record = plan_record(plan, done, timed_plan, taken)
+        stamp(quantized, config.to_dict(), table_path, table, conversion=record)
         run = runnable(quantized, config)
         stored, smoke = write_checked(
             quantized, model, samples, reference, floor, output, inputs, advance, measured, run, write=False

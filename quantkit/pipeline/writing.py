@@ -344,10 +344,17 @@ def stamp(
 
 
 def plan_record(
-    plan: QuantPlan, corrections: Corrections | None, speed_plan: SpeedPlan | None = None
+    plan: QuantPlan,
+    corrections: Corrections | None,
+    speed_plan: SpeedPlan | None = None,
+    taken: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """What rebalancing and bias correction did, as plain JSON for the model's metadata; with what the
-    speed-aware plan kept float on which CPU (the bytes then depend on that machine's timing)."""
+    speed-aware plan kept float on which CPU (the bytes then depend on what that machine's timing chose).
+    The speedups timed are the summary's, not the file's, and the nodes kept float are those the plan
+    before the speed step quantized and the written one does not (taken; default the ops the timing
+    floated): two cold-cache converts that wrote one graph recorded different timings, and one the ops a
+    timing floated, the other the same ops, one floated for its neighbours (hq57 A2)."""
     record: dict[str, Any] = {
         "rebalanced": [
             {"tensor": r.tensor, "alpha": r.alpha, "folded_into": r.producer} for r in plan.rebalances
@@ -359,10 +366,8 @@ def plan_record(
         record["shifted"] = {tensor: shift for tensor, shift in sorted(plan.shifts.items())}
     if speed_plan is not None and speed_plan.refined_speedup is not None:
         record["kept_float_for_speed"] = {
-            "nodes": list(speed_plan.floated),
+            "nodes": list(speed_plan.floated if taken is None else taken),
             "cpu": cpu_info(),
-            "speedup_before": round(speed_plan.plain_speedup, 3),
-            "speedup_after": round(speed_plan.refined_speedup, 3),
         }
         if speed_plan.placement is not None:  # Q/DQ on the weighted layers' inputs only
             record["kept_float_for_speed"]["placement"] = speed_plan.placement
