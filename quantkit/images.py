@@ -381,13 +381,14 @@ def _why(exc: Exception) -> str:
 
 
 def peak_16_bit(path: Path) -> float | None:
-    """The largest value of a 16-bit image (I;16, or I past 255: read over 0-65535), else None."""
+    """The largest value of a 16-bit image (I;16, or I or F past 255: read over 0-65535, or wider where
+    its values are: _to_mode), else None."""
     try:
         with Image.open(path) as image:
-            if not (image.mode.startswith("I;16") or image.mode == "I"):
+            if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
                 return None
             peak = float(np.max(np.asarray(image)))
-            return peak if image.mode != "I" or peak > 255 else None  # "I" at <= 255 is read over 0-255
+            return peak if image.mode.startswith("I;16") or peak > 255 else None  # else over 0-255 (or 0-1)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
@@ -402,6 +403,8 @@ def _to_mode(image: Image.Image, channels: int) -> Image.Image:
         level = float(np.percentile(array, 99.9)) if array.size else 0.0
         unit = image.mode == "F" and level <= 1.0
         top = 65535.0 if image.mode.startswith("I;16") or level > 255 else 1.0 if unit else 255.0
+        if level > 65535:  # wider data over its bit depth: 0..255,000 was clipped to white (hq57 A4)
+            top = float(2 ** int(level).bit_length() - 1)
         image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")

@@ -1740,3 +1740,27 @@ def test_the_apis_data_as_bytes_and_too_many_bins_are_refused(cnn: Path, image_d
         quantkit.calibrate(cnn, data=str(image_dir).encode(), output=cnn.with_name("t.calib.json"))
     with pytest.raises(ConfigError, match="--bins is from 2048 to 1048576, got 100000000000"):
         CalibrateConfig(ImageSelection(image_dir), bins=100_000_000_000)
+
+
+def test_images_wider_than_16_bits_and_float_12_bit_ones_are_read_with_a_word(
+    cnn: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A 32-bit integer TIFF of 0..255,000 was clipped to white, and a float TIFF of 12-bit data read
+    over 0-65535 came out black, both without a word (hq57 A4). Wider data is read over its bit depth."""
+    from quantkit.images import _to_mode
+
+    g = np.random.default_rng(3)
+    wide = g.integers(0, 255_001, (20, 20)).astype(np.int32)
+    fed = np.asarray(_to_mode(Image.fromarray(wide, "I"), 1), np.float64)
+    assert abs(fed.mean() - wide.mean() / 262_143 * 255) < 1.0 and fed.max() < 255
+    for name, values, phrase in (
+        ("wide", wide, "beyond 16 bits: quantkit reads them over 0-262143 (18-bit data)"),
+        ("f12", g.uniform(0, 4080, (20, 20)).astype(np.float32), "16-bit with values up to 40"),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        for k in range(16):
+            Image.fromarray(np.roll(values, k)).save(folder / f"{k:02d}.tif")
+        code, _, err = calibrate(cnn, folder, tmp_path / f"{name}.calib.json", capsys)
+        assert code == 0, err
+        assert phrase in " ".join(err.split()), err

@@ -227,6 +227,12 @@ def narrow_16_bit(peaks: Sequence[float], checked: int) -> str | None:
     images.peak_16_bit) all stay at or below NARROW_16_BIT: images are read over 0-65535, so 12-bit data
     arrives at 0-16 of 255, nearly black, and the warnings that followed blamed --mean/--std (hunt47 C2).
     None otherwise."""
+    if peaks and max(peaks) > 65535:  # hq57 A4: read over their bit depth (images._to_mode), no word
+        bits = int(max(peaks)).bit_length()
+        return (
+            f"images hold values up to {max(peaks):.0f}, beyond 16 bits: quantkit reads them over "
+            f"0-{2**bits - 1} ({bits}-bit data); scale them to 8 or 16 bits as the model saw them in training"
+        )
     if not peaks or max(peaks) > NARROW_16_BIT or max(peaks) <= 0:
         return None
     top = max(peaks)
