@@ -972,8 +972,9 @@ def test_convert_writes_nothing_when_a_check_after_the_plan_fails(
 def test_a_heat_map_of_rare_event_logits_is_judged_as_a_sigmoid_reads_it() -> None:
     """hunt55 A1: LORE's table-cell heat map (logits a sigmoid reads after the model) measured 15.6 dB,
     while INT8 put 79,666 of its values above 0 where FP32 put 14,005: the pooled power sits in the
-    confident negatives. Such an output (rank 3 or more, mostly below 0, at most 10 % above) counts at
-    the worse of its own figure and the sigmoid's; class logits [N, C] and balanced maps as before."""
+    confident negatives. Such an output (rank 3 or more, mostly below 0, at most 10 % above) whose
+    values above 0 moved (less than half shared) counts at the worse of its own figure and the sigmoid's;
+    one whose signs held, class logits [N, C] and balanced maps as before."""
     from quantkit.evaluate.metrics import sqnr_db
     from quantkit.evaluate.output_noise import OutputNoise
 
@@ -989,6 +990,10 @@ def test_a_heat_map_of_rare_event_logits_is_judged_as_a_sigmoid_reads_it() -> No
     noise.update({"hm": heat}, {"hm": moved})
     assert noise.sqnr_db == pytest.approx(read, abs=1e-6)
     assert noise.worst() == ("hm", pytest.approx(read, abs=1e-6))
+    held = heat + np.where(heat > 0, -4.0, 90.0)  # the logits off by far more, every sign in place
+    kept = OutputNoise()
+    kept.update({"hm": heat}, {"hm": held})
+    assert kept.sqnr_db == pytest.approx(sqnr_db(float(np.sum(heat**2)), float(np.sum((heat - held) ** 2))))
     for shape in ((1, 400), None):  # class logits; a map with as many values above 0 as below
         ref, got = (heat.reshape(1, 400), moved.reshape(1, 400)) if shape else (-heat, -moved)
         other = OutputNoise()

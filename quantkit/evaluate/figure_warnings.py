@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from quantkit.evaluate.metrics import NOISE_COSINE
-from quantkit.evaluate.output_noise import rare_positives
+from quantkit.evaluate.output_noise import SIGN_IOU, rare_positives, sign_overlap
 from quantkit.evaluate.speed import scattered
 from quantkit.outcomes import OutputMetrics
 
@@ -97,13 +97,6 @@ def few_runs(runs: int) -> str | None:
     )
 
 
-# An output mostly below 0 whose values above 0 are rare (output_noise.rare_positives: logits of rare
-# events, a heat map's peaks, a detector's anchors) is judged by where it crosses 0 too: a sigmoid in the
-# caller's post-processing reads it there, and a pooled figure weighs the large negative values instead.
-# Its values above 0 in FP32 and in the candidate overlap at least this much (intersection over union).
-SIGN_IOU = 0.5
-
-
 def sign_counts(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     """(values, below 0 in ref, above 0 in ref, above 0 in got, above 0 in both): int64 [5], summed by
     the caller over its batches for sign_region."""
@@ -118,9 +111,7 @@ def sign_region(name: str, counts: Sequence[int], where: str, who: str = "the co
     heat map, 16.9 dB pooled, kept none of FP32's 160 positive pixels and added 10,324 (its last Conv read
     a ReLU output whose 0..435,000 range left a uint8 step of 1,706)."""
     total, negative, positive, candidate, both = (int(c) for c in counts)
-    rare = rare_positives(total, negative, positive)
-    union = positive + candidate - both
-    if not rare or both >= SIGN_IOU * union:
+    if not rare_positives(total, negative, positive) or sign_overlap(positive, candidate, both) >= SIGN_IOU:
         return None
     return (
         f"output {name!r}: FP32 puts {positive} of its {total} values above 0 on {where} (where a sigmoid "
