@@ -1063,6 +1063,7 @@ def test_a_heat_map_whose_int8_form_moves_its_signs_keeps_its_layers_float(tmp_p
     )
     summary = pipeline.convert(src, table, out, ConvertConfig(prefer="accuracy"))
     assert not [w for w in summary.warnings if "above 0" in w]
+    assert [n for n in summary.notes if n.startswith("output 'hm' holds rare events' logits (")]
     fp32, int8 = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, out))
     ref = np.concatenate([fp32.run(None, {"x": x})[0] for x in samples]) > 0
     got = np.concatenate([int8.run(None, {"x": x})[0] for x in samples]) > 0

@@ -301,6 +301,7 @@ def _converted(
         + guarded_note
         + parity_note
         + at_output.judged_by_mean(run_int8, inferred, reference, samples, measured, config.min_sqnr)
+        + at_output.sigmoid_read(reference, bool(steps))
         + floor_kept
         + convert_notes.elsewhere(config)
         + convert_notes.shifted(plan)

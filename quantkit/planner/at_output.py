@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable
 import onnx
 
 from quantkit.errors import ConversionError, ModelError
-from quantkit.evaluate.output_noise import OutputNoise
+from quantkit.evaluate.output_noise import READ_RANK, OutputNoise, rare_positives
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import foreground_views, measured_outputs, measured_tensors, squashed_by
 from quantkit.planner.foreground import with_foreground
@@ -186,4 +186,31 @@ def judged_by_mean(
         f"--min-sqnr {target_db:g} judges the mean over the outputs ({mean_db:.2f} dB on the calibration "
         f"samples); output {name} measures {db:.2f} dB there (convert's floor judges each output): raise "
         "--min-sqnr to lift it too, or keep the layers before it float with --exclude-nodes",
+    )
+
+
+def sigmoid_read(reference: Runs, kept: bool) -> tuple[str, ...]:
+    """The note where the fallback kept layers float (`kept`) and an output holds rare events' logits on
+    the reference's runs (output_noise.rare_positives): where INT8 moved its values above 0, every
+    search judged it as a sigmoid reads it (OutputNoise), so the --min-sqnr line's figures are that
+    reading's, and the smoke test's its logits' (LORE's heat map: -3.4 dB at the start against 15.6)."""
+    if not kept or not reference:
+        return ()
+    counts: dict[str, list[int]] = {}
+    for run in reference:
+        for name, value in run.items():
+            if value.ndim >= READ_RANK and value.dtype.kind == "f":
+                found = counts.setdefault(name, [0, 0, 0])
+                found[0], found[1], found[2] = (
+                    found[0] + value.size,
+                    found[1] + int((value < 0).sum()),
+                    found[2] + int((value > 0).sum()),
+                )
+    return tuple(
+        f"output {name!r} holds rare events' logits ({positive} of its {total} values above 0 in FP32 on "
+        "the calibration samples): where INT8 moved its values above 0, the fallback judged it as a "
+        "sigmoid in post-processing reads it, so the --min-sqnr line's figures are that reading's; the "
+        "smoke test's are its logits'"
+        for name, (total, negative, positive) in sorted(counts.items())
+        if rare_positives(total, negative, positive)
     )
