@@ -994,6 +994,13 @@ def test_a_heat_map_of_rare_event_logits_is_judged_as_a_sigmoid_reads_it() -> No
     kept = OutputNoise()
     kept.update({"hm": heat}, {"hm": held})
     assert kept.sqnr_db == pytest.approx(sqnr_db(float(np.sum(heat**2)), float(np.sum((heat - held) ** 2))))
+    two = np.concatenate([np.where(heat > -50, 5.0, -100.0)] * 2, axis=1)  # [1, 2, 20, 20]
+    two[0, 0].flat[2::20] = 5.0  # channel 0: 40 values above 0, which hold
+    moved_two = two.copy()
+    moved_two[0, 1] = moved[0, 0]  # channel 1: 20 above 0, 40 more added (the pooled overlap: 0.75)
+    per_channel = OutputNoise()
+    per_channel.update({"hm": two}, {"hm": moved_two})
+    assert per_channel.sqnr_db == pytest.approx(read, abs=1e-6)  # hq58 C2: judged channel by channel
     for shape in ((1, 400), None):  # class logits; a map with as many values above 0 as below
         ref, got = (heat.reshape(1, 400), moved.reshape(1, 400)) if shape else (-heat, -moved)
         other = OutputNoise()
