@@ -1764,3 +1764,26 @@ def test_images_wider_than_16_bits_and_float_12_bit_ones_are_read_with_a_word(
         code, _, err = calibrate(cnn, folder, tmp_path / f"{name}.calib.json", capsys)
         assert code == 0, err
         assert phrase in " ".join(err.split()), err
+
+
+def test_a_table_whose_samples_hold_inf_is_called_damaged(cnn: Path, image_dir: Path, capsys: Capsys) -> None:
+    """A table whose stored samples were edited to hold Inf (its arrays_sha256 recomputed) was read, and
+    convert blamed the model: 'measures -inf dB ... keep layers float' (hq57 D(i))."""
+    import hashlib
+    import io
+
+    table = cnn.with_name("t.calib.json")
+    assert calibrate(cnn, image_dir, table, capsys)[0] == 0
+    npz = table.with_suffix("").with_suffix(".calib.npz")
+    with np.load(npz) as arrays:
+        found = {k: arrays[k] for k in arrays.files}
+    found["samples"] = found["samples"].copy()
+    found["samples"].flat[0] = np.inf
+    buffer = io.BytesIO()
+    np.savez(buffer, **found)
+    npz.write_bytes(buffer.getvalue())
+    doc = json.loads(table.read_text())
+    doc["arrays_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    table.write_text(json.dumps(doc))
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(cnn.with_name("o.onnx"))], capsys)
+    assert_one_line_error(code, err, "is damaged (its stored samples hold NaN or Inf); recalibrate")

@@ -190,14 +190,21 @@ def _require_recorded_shape(meta: dict[str, Any], samples: Feed | None) -> None:
 
 
 def _samples(doc: dict[str, Any], npz: Any) -> Feed | None:
-    """The stored smoke-test samples: one array, {input name: array} for several inputs, or None."""
+    """The stored smoke-test samples: one array, {input name: array} for several inputs, or None. Each is
+    finite: calibrate refuses inputs that are not (hq57 D(i): a hand-edited Inf read as the model's fault)."""
+    samples: Feed | None = None
     if "sample_inputs" in doc:
         names = [str(n) for n in doc["sample_inputs"]]
         found = {n: np.asarray(npz[f"samples_{k}"], np.float32) for k, n in enumerate(names)}
         if not found or len({v.shape[0] for v in found.values()}) != 1:
             raise ValueError("the stored samples of the inputs do not match")
-        return found
-    return np.asarray(npz["samples"], np.float32) if "samples" in npz.files else None
+        samples = found
+    elif "samples" in npz.files:
+        samples = np.asarray(npz["samples"], np.float32)
+    arrays = list(samples.values()) if isinstance(samples, dict) else [] if samples is None else [samples]
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise ValueError("its stored samples hold NaN or Inf")
+    return samples
 
 
 def _entry_stats(entry: dict[str, Any], index: int, npz: Any) -> TensorStats:
