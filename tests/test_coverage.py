@@ -1121,7 +1121,10 @@ def test_convert_warns_where_an_outputs_rare_values_above_zero_moved(
             ["compare", str(fp32), str(moved), "--images", str(image_dir), "--runs", "0"], capsys
         )
         assert code == 0, err
-        assert "output 'y': FP32 puts " in err and "above 0 on these images (where a sigmoid reads" in err
+        assert (
+            "output 'y' (its channel " in err and " of 3): FP32 puts " in err
+        )  # hq58 C2: channel by channel
+        assert "above 0 on these images (where a sigmoid reads" in err
     assert sign_region("y", (1000, 990, 5, 9, 0), "s") is None  # too few to judge
     assert sign_region("y", (1000, 950, 50, 60, 40), "s") is None  # 40 of 70: IoU 0.57
 

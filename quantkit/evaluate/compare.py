@@ -32,6 +32,7 @@ from quantkit.evaluate.metrics import (
     without_masks,
     yolox_grid,
 )
+from quantkit.evaluate.output_noise import add_signs
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.text_maps import PixelRecall, TextBoxAgreement, is_probability_map, map_view
 from quantkit.evaluate.variation import Variation, hides, steady_warning
@@ -105,7 +106,7 @@ class Comparison:
             self.variations.setdefault(name, Variation()).update(ref_out[name], cand_out[name])
             if ref_out[name].dtype.kind == "f" and cand_out[name].dtype.kind == "f":
                 counts = sign_counts(ref_out[name], cand_out[name])
-                self.signs[name] = self.signs.get(name, np.zeros(5, np.int64)) + counts
+                self.signs[name] = add_signs(self.signs.get(name), counts)
             if threshold is None:
                 continue
             if self.detector is DetectorHead.db:
@@ -176,7 +177,7 @@ class Comparison:
                 else:
                     mine[name] = acc  # type: ignore[assignment]
         for name, counts in later.signs.items():
-            self.signs[name] = self.signs.get(name, np.zeros(5, np.int64)) + counts
+            self.signs[name] = add_signs(self.signs.get(name), counts)
         self.ref_acc.merge(later.ref_acc)
         self.cand_acc.merge(later.cand_acc)
         self.scored_output = self.scored_output or later.scored_output
@@ -210,9 +211,7 @@ class Comparison:
 
     def signs_moved(self) -> tuple[str, ...]:
         """A warning for each output whose rare values above 0 moved (figure_warnings.sign_region)."""
-        found = (
-            sign_region(name, list(c), "these images", "the candidate") for name, c in self.signs.items()
-        )
+        found = (sign_region(name, c, "these images", "the candidate") for name, c in self.signs.items())
         return tuple(w for w in found if w)
 
     def unequal_rows(self) -> tuple[str, ...]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
 from quantkit.evaluate.metrics import NOISE_COSINE
-from quantkit.evaluate.output_noise import SIGN_IOU, rare_positives, sign_overlap
+from quantkit.evaluate.output_noise import SIGN_IOU, channel_signs, rare_positives, sign_overlap
 from quantkit.evaluate.speed import scattered
 from quantkit.outcomes import OutputMetrics
 
@@ -98,24 +99,31 @@ def few_runs(runs: int) -> str | None:
 
 
 def sign_counts(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
-    """(values, below 0 in ref, above 0 in ref, above 0 in got, above 0 in both): int64 [5], summed by
-    the caller over its batches for sign_region."""
-    above, now = ref > 0, got > 0
-    counts = (ref.size, (ref < 0).sum(), above.sum(), now.sum(), (above & now).sum())
-    return np.array([int(c) for c in counts], np.int64)
+    """output_noise.channel_signs: int64 [C, 5], summed by the caller over its batches for sign_region."""
+    return channel_signs(ref, got)
 
 
-def sign_region(name: str, counts: Sequence[int], where: str, who: str = "the converted model") -> str | None:
-    """A warning where an output's rare values above 0 moved: counts (values, FP32's below 0, FP32's
-    above 0, the candidate's above 0, above 0 in both) summed over `where`. hunt55 A1: LORE's table-cell
-    heat map, 16.9 dB pooled, kept none of FP32's 160 positive pixels and added 10,324 (its last Conv read
-    a ReLU output whose 0..435,000 range left a uint8 step of 1,706)."""
-    total, negative, positive, candidate, both = (int(c) for c in counts)
-    if not rare_positives(total, negative, positive) or sign_overlap(positive, candidate, both) >= SIGN_IOU:
+def sign_region(name: str, counts: Any, where: str, who: str = "the converted model") -> str | None:
+    """A warning where an output's rare values above 0 moved in a channel: counts [C, 5] (or [5]: values,
+    FP32's below 0, FP32's above 0, the candidate's above 0, above 0 in both) summed over `where`, the
+    channel that moved most named where there are several. hunt55 A1: LORE's table-cell heat map, 16.9 dB
+    pooled, kept none of FP32's 160 positive pixels and added 10,324 (its last Conv read a ReLU output
+    whose 0..435,000 range left a uint8 step of 1,706); hq58 C2: its two channels pooled overlapped 0.69
+    where the cell channel overlapped 0.01."""
+    rows = [[int(c) for c in row] for row in np.atleast_2d(np.asarray(counts, np.int64))]
+    moved = [
+        (sign_overlap(row[2], row[3], row[4]), k, row)
+        for k, row in enumerate(rows)
+        if rare_positives(row[0], row[1], row[2]) and sign_overlap(row[2], row[3], row[4]) < SIGN_IOU
+    ]
+    if not moved:
         return None
+    _, channel, worst = min(moved)
+    total, _, positive, candidate, both = worst
+    which = f" (its channel {channel} of {len(rows)})" if len(rows) > 1 else ""
     return (
-        f"output {name!r}: FP32 puts {positive} of its {total} values above 0 on {where} (where a sigmoid "
-        f"reads above 0.5), {who} {candidate}, {both} of them the same; its pooled figure "
+        f"output {name!r}{which}: FP32 puts {positive} of its {total} values above 0 on {where} (where a "
+        f"sigmoid reads above 0.5), {who} {candidate}, {both} of them the same; its pooled figure "
         "weighs the large negative values: judge it on your task's metric, or keep the layers that write "
         "it float (--exclude-nodes)"
     )

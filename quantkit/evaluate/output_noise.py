@@ -132,17 +132,39 @@ def _channel_axis(shape: tuple[int, ...]) -> int | None:
     return feature_axis(shape)
 
 
-def _read(r: np.ndarray, c: np.ndarray) -> _Read:
-    """r, c: float64 [N, ...] with the same infinities (_same_infinities_as_zero)."""
+def _by_channel(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """r, c [N, ...] as [C, rest] along _channel_axis ([1, all] where none)."""
     axis = _channel_axis(r.shape)
     if axis is not None:
         r, c = np.moveaxis(r, axis, 0), np.moveaxis(c, axis, 0)
     rows = r.shape[0] if axis is not None else 1
-    r, c = r.reshape(rows, -1), c.reshape(rows, -1)
-    sr, sc = 0.5 + 0.5 * np.tanh(0.5 * r), 0.5 + 0.5 * np.tanh(0.5 * c)
+    return r.reshape(rows, -1), c.reshape(rows, -1)
+
+
+def channel_signs(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """Per channel (_channel_axis; one row where none): values, below 0 in ref, above 0 in ref, above 0 in
+    got, above 0 in both: int64 [C, 5], summed by the caller over its batches."""
+    r, c = _by_channel(ref, got)
     above, now = r > 0, c > 0
-    per = [np.full(rows, r.shape[1]), (r < 0).sum(1), above.sum(1), now.sum(1), (above & now).sum(1)]
-    counts = np.stack(per, axis=1).astype(np.int64)
+    per = [np.full(len(r), r.shape[1]), (r < 0).sum(1), above.sum(1), now.sum(1), (above & now).sum(1)]
+    return np.stack(per, axis=1).astype(np.int64)
+
+
+def add_signs(total: np.ndarray | None, counts: np.ndarray) -> np.ndarray:
+    """Two channel_signs summed ([C, 5]; None: none yet); where the channel axis changed length between
+    batches (a rank-3 output whose feature axis moved), both pooled to one row."""
+    if total is None:
+        return counts
+    if total.shape == counts.shape:
+        return total + counts
+    return total.sum(axis=0, keepdims=True) + counts.sum(axis=0, keepdims=True)
+
+
+def _read(r: np.ndarray, c: np.ndarray) -> _Read:
+    """r, c: float64 [N, ...] with the same infinities (_same_infinities_as_zero)."""
+    counts = channel_signs(r, c)
+    r, c = _by_channel(r, c)
+    sr, sc = 0.5 + 0.5 * np.tanh(0.5 * r), 0.5 + 0.5 * np.tanh(0.5 * c)
     return _Read(counts, np.sum(sr * sr, axis=1), np.sum((sr - sc) ** 2, axis=1))
 
 

@@ -9,7 +9,7 @@ import onnx
 
 from quantkit.evaluate.figure_warnings import kind_hidden, sign_counts, sign_region
 from quantkit.evaluate.metrics import OutputErrors, kinds_axis, sqnr_db
-from quantkit.evaluate.output_noise import OutputNoise
+from quantkit.evaluate.output_noise import OutputNoise, add_signs
 from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.graph.augment import with_outputs
 from quantkit.results import Feed, Runs
@@ -58,7 +58,7 @@ def steady_outputs(
     variations = {t: Variation() for t in tensors}
     outputs = {o.name for o in converted.graph.output}
     kinds = {t: OutputErrors(t) for t in tensors if t in outputs and kinds_axis(reference[0][t].shape)}
-    signs = {t: np.zeros(5, np.int64) for t in tensors if t in outputs}  # figure_warnings.sign_region's
+    signs: dict[str, np.ndarray | None] = {t: None for t in tensors if t in outputs}  # sign_region's [C, 5]
     session = Session.of(with_outputs(converted, tensors, typed=False))
     for ref, got in zip(reference, session.iter_samples(samples), strict=True):
         for tensor, variation in variations.items():
@@ -67,7 +67,7 @@ def steady_outputs(
                 if tensor in kinds:
                     kinds[tensor].update(ref[tensor], got[tensor])
                 if tensor in signs:
-                    signs[tensor] += sign_counts(ref[tensor], got[tensor])
+                    signs[tensor] = add_signs(signs[tensor], sign_counts(ref[tensor], got[tensor]))
                 if noise is not None:
                     noise.update({tensor: ref[tensor]}, got)
     read_for = {n.input[0]: n.output[0] for n in converted.graph.node if n.input and n.output[0] in outputs}
@@ -79,7 +79,7 @@ def steady_outputs(
     ]
     found += [kind_hidden(errors.result(), " on the calibration samples") for errors in kinds.values()]
     where = "the calibration samples"
-    found += [sign_region(t, list(counts), where) for t, counts in signs.items()]
+    found += [sign_region(t, counts, where) for t, counts in signs.items() if counts is not None]
     return tuple(w for w in found if w)
 
 
