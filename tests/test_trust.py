@@ -1001,9 +1001,10 @@ def test_a_heat_map_of_rare_event_logits_is_judged_as_a_sigmoid_reads_it() -> No
     per_channel = OutputNoise()
     per_channel.update({"hm": two}, {"hm": moved_two})
     assert per_channel.sqnr_db == pytest.approx(read, abs=1e-6)  # hq58 C2: judged channel by channel
-    from quantkit.evaluate.figure_warnings import sign_counts, sign_region
+    from quantkit.evaluate.figure_warnings import sign_region
+    from quantkit.evaluate.output_noise import channel_signs
 
-    line = sign_region("hm", sign_counts(two, moved_two), "s")  # the warning, too
+    line = sign_region("hm", channel_signs(two, moved_two), "s")  # the warning, too
     assert line is not None and line.startswith("output 'hm' (its channel 1 of 2): FP32 puts 20 of its 400")
     for shape in ((1, 400), None):  # class logits; a map with as many values above 0 as below
         ref, got = (heat.reshape(1, 400), moved.reshape(1, 400)) if shape else (-heat, -moved)

@@ -20,7 +20,7 @@ from quantkit.evaluate.end2end import (
     rows_differ,
     split_head,
 )
-from quantkit.evaluate.figure_warnings import sign_counts, sign_region
+from quantkit.evaluate.figure_warnings import sign_region
 from quantkit.evaluate.heads import head_layout, head_masks, head_rows, require_sizes
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
@@ -32,7 +32,7 @@ from quantkit.evaluate.metrics import (
     without_masks,
     yolox_grid,
 )
-from quantkit.evaluate.output_noise import add_signs
+from quantkit.evaluate.output_noise import add_signs, channel_signs
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.text_maps import PixelRecall, TextBoxAgreement, is_probability_map, map_view
 from quantkit.evaluate.variation import Variation, hides, steady_warning
@@ -76,7 +76,7 @@ class Comparison:
         self.input_size = input_size
         self.errors: dict[str, OutputErrors] = {}
         self.variations: dict[str, Variation] = {}  # what changes between images (evaluate.variation)
-        self.signs: dict[str, np.ndarray] = {}  # float outputs' figure_warnings.sign_counts
+        self.signs: dict[str, np.ndarray] = {}  # float outputs' output_noise.channel_signs
         self.recalls: dict[str, DetectionRecall] = {}  # a map's PixelRecall too
         self.boxes: dict[str, BoxAgreement] = {}  # a map's TextBoxAgreement too
         self.ref_acc, self.cand_acc = TopK(), TopK()
@@ -105,7 +105,7 @@ class Comparison:
             errors.update(ref_out[name], cand_out[name], images, logits)
             self.variations.setdefault(name, Variation()).update(ref_out[name], cand_out[name])
             if ref_out[name].dtype.kind == "f" and cand_out[name].dtype.kind == "f":
-                counts = sign_counts(ref_out[name], cand_out[name])
+                counts = channel_signs(ref_out[name], cand_out[name])
                 self.signs[name] = add_signs(self.signs.get(name), counts)
             if threshold is None:
                 continue

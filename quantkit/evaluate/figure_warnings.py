@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from quantkit.evaluate.metrics import NOISE_COSINE
-from quantkit.evaluate.output_noise import SIGN_IOU, channel_signs, rare_positives, sign_overlap
+from quantkit.evaluate.output_noise import SIGN_IOU, rare_positives, sign_overlap
 from quantkit.evaluate.speed import scattered
 from quantkit.outcomes import OutputMetrics
 
@@ -98,13 +98,9 @@ def few_runs(runs: int) -> str | None:
     )
 
 
-def sign_counts(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
-    """output_noise.channel_signs: int64 [C, 5], summed by the caller over its batches for sign_region."""
-    return channel_signs(ref, got)
-
-
 def sign_region(name: str, counts: Any, where: str, who: str = "the converted model") -> str | None:
-    """A warning where an output's rare values above 0 moved in a channel: counts [C, 5] (or [5]: values,
+    """A warning where an output's rare values above 0 moved in a channel: counts [C, 5] (output_noise.
+    channel_signs summed over batches, or [5]: values,
     FP32's below 0, FP32's above 0, the candidate's above 0, above 0 in both) summed over `where`, the
     channel that moved most named where there are several. hunt55 A1: LORE's table-cell heat map, 16.9 dB
     pooled, kept none of FP32's 160 positive pixels and added 10,324 (its last Conv read a ReLU output
@@ -112,9 +108,10 @@ def sign_region(name: str, counts: Any, where: str, who: str = "the converted mo
     where the cell channel overlapped 0.01."""
     rows = [[int(c) for c in row] for row in np.atleast_2d(np.asarray(counts, np.int64))]
     moved = [
-        (sign_overlap(row[2], row[3], row[4]), k, row)
+        (overlap, k, row)
         for k, row in enumerate(rows)
-        if rare_positives(row[0], row[1], row[2]) and sign_overlap(row[2], row[3], row[4]) < SIGN_IOU
+        if rare_positives(row[0], row[1], row[2])
+        and (overlap := sign_overlap(row[2], row[3], row[4])) < SIGN_IOU
     ]
     if not moved:
         return None

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from quantkit.evaluate.figure_warnings import kind_hidden, sign_counts, sign_region
+from quantkit.evaluate.figure_warnings import kind_hidden, sign_region
 from quantkit.evaluate.metrics import OutputErrors, kinds_axis, sqnr_db
-from quantkit.evaluate.output_noise import OutputNoise, add_signs
+from quantkit.evaluate.output_noise import OutputNoise, add_signs, channel_signs
 from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.graph.augment import with_outputs
 from quantkit.results import Feed, Runs
@@ -67,7 +67,7 @@ def steady_outputs(
                 if tensor in kinds:
                     kinds[tensor].update(ref[tensor], got[tensor])
                 if tensor in signs:
-                    signs[tensor] = add_signs(signs[tensor], sign_counts(ref[tensor], got[tensor]))
+                    signs[tensor] = add_signs(signs[tensor], channel_signs(ref[tensor], got[tensor]))
                 if noise is not None:
                     noise.update({tensor: ref[tensor]}, got)
     read_for = {n.input[0]: n.output[0] for n in converted.graph.node if n.input and n.output[0] in outputs}

@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Hashable
 
+import numpy as np
 import onnx
 
 from quantkit.errors import ConversionError, ModelError
-from quantkit.evaluate.output_noise import READ_RANK, OutputNoise, rare_positives
+from quantkit.evaluate.output_noise import READ_RANK, OutputNoise, add_signs, channel_signs, rare_positives
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import foreground_views, measured_outputs, measured_tensors, squashed_by
 from quantkit.planner.foreground import with_foreground
@@ -196,21 +197,17 @@ def sigmoid_read(reference: Runs, kept: bool) -> tuple[str, ...]:
     reading's, and the smoke test's its logits' (LORE's heat map: -3.4 dB at the start against 15.6)."""
     if not kept or not reference:
         return ()
-    counts: dict[str, list[int]] = {}
+    counts: dict[str, np.ndarray] = {}  # output_noise.channel_signs, summed over the runs
     for run in reference:
         for name, value in run.items():
             if value.ndim >= READ_RANK and value.dtype.kind == "f":
-                found = counts.setdefault(name, [0, 0, 0])
-                found[0], found[1], found[2] = (
-                    found[0] + value.size,
-                    found[1] + int((value < 0).sum()),
-                    found[2] + int((value > 0).sum()),
-                )
+                counts[name] = add_signs(counts.get(name), channel_signs(value, value))
+    pooled = {name: [int(v) for v in found.sum(axis=0)[:3]] for name, found in sorted(counts.items())}
     return tuple(
         f"output {name!r} holds rare events' logits ({positive} of its {total} values above 0 in FP32 on "
         "the calibration samples): where INT8 moved its values above 0, the fallback judged it as a "
         "sigmoid in post-processing reads it, so the --min-sqnr line's figures are that reading's; the "
         "smoke test's are its logits'"
-        for name, (total, negative, positive) in sorted(counts.items())
+        for name, (total, negative, positive) in pooled.items()
         if rare_positives(total, negative, positive)
     )
