@@ -29,21 +29,8 @@ EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the extern
 FED = ("float16", "uint8", "int8", "int16", "int32", "int64", "bool")  # inputs fed cast (results.fed_as)
 ort.set_default_logger_severity(4)  # kernels' own log lines, as every session's (hunt33: LYT-Net, 140 lines)
 
-CPU_FLAGS_OF_INTEREST = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512bw",
-    "avx512_vnni",
-    "avx_vnni",
-    "amx_int8",
-    "amx_tile",
-    "avx512_bf16",
-    "f16c",
-    "asimd",
-    "asimddp",
-    "i8mm",
-)
+_X86_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
+CPU_FLAGS_OF_INTEREST = (*_X86_FLAGS, "avx512_bf16", "f16c", "asimd", "asimddp", "i8mm")
 
 
 class Runner(Protocol):
@@ -355,6 +342,11 @@ def _tensor_bytes(model: onnx.ModelProto) -> int:
     )
 
 
+# What onnxruntime says where it made the session but could not save the optimized graph to the file asked
+# (onnxruntime/core/graph/model.cc: Model::Save), or could not open that file
+_WRITE_FAILED = re.compile(r"Protobuf serialization failed|System error number|No space left|File too large")
+
+
 def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """The graph onnxruntime's CPU provider runs after its extended optimizations (the QDQ fusions into
     QLinearConv, MatMulIntegerToFloat, QLinearAdd...), before layout rewrites: what it made integer."""
@@ -377,7 +369,10 @@ def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
         try:
             ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types from C++
-            raise ModelError(f"onnxruntime cannot load the model ({ort_reason(str(exc))})") from exc
+            reason = ort_reason(str(exc))
+            if _WRITE_FAILED.search(reason):  # hq57 D(e): a full disk or `ulimit -f`, not the model
+                raise OSError(f"onnxruntime could not write its optimized graph ({reason})") from exc
+            raise ModelError(f"onnxruntime cannot load the model ({reason})") from exc
         return onnx.load(str(Path(folder) / "optimized.onnx"))
 
 

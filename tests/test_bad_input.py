@@ -1787,3 +1787,31 @@ def test_a_table_whose_samples_hold_inf_is_called_damaged(cnn: Path, image_dir: 
     table.write_text(json.dumps(doc))
     code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(cnn.with_name("o.onnx"))], capsys)
     assert_one_line_error(code, err, "is damaged (its stored samples hold NaN or Inf); recalibrate")
+
+
+def test_a_file_size_limit_is_not_blamed_on_the_model(cnn: Path, image_dir: Path, capsys: Capsys) -> None:
+    """Under `ulimit -f` convert said "onnxruntime cannot load the model (Protobuf serialization failed.)":
+    onnxruntime could not save its optimized graph into the temporary folder (hq57 D(e))."""
+    import resource
+
+    table = cnn.with_name("t.calib.json")
+    assert calibrate(cnn, image_dir, table, capsys)[0] == 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    for extra in ([], ["--to", "fp16"]):
+        out = cnn.with_name("out.onnx")
+        command = ["convert", str(cnn), *(extra or ["-c", str(table)]), "-o", str(out), "-q"]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))  # Python ignores SIGXFSZ: writes fail
+        try:
+            code, _, err = run(command, capsys)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert_one_line_error(code, err, "File too large" if extra else "could not write", "not full")
+        assert "cannot load the model" not in err and not out.exists()
+    from quantkit.runtime import optimized_graph
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
+    try:
+        with pytest.raises(OSError, match=r"could not write its optimized graph \(Protobuf serialization"):
+            optimized_graph(onnx.load(str(cnn)))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

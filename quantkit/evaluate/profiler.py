@@ -61,7 +61,17 @@ def side_by_side(
                 break
             for k in next(orders):
                 sessions[k].run(batch)
-        return [_kernels(json.loads(session.end_profiling().read_text())) for session in sessions]
+        return [_kernels(_events(session.end_profiling())) for session in sessions]
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    """The profiler's file. onnxruntime writes it without checking the writes: a full temporary folder or
+    a file size limit leaves it cut short, which is the environment's failure, not the model's."""
+    try:
+        events: list[dict[str, Any]] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise OSError(f"onnxruntime's profiler could not write its file whole ({path.name})") from exc
+    return events
 
 
 def _kernels(events: list[dict[str, Any]]) -> list[KernelTime]:
