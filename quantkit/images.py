@@ -403,8 +403,9 @@ def _to_mode(image: Image.Image, channels: int) -> Image.Image:
         level = float(np.percentile(array, 99.9)) if array.size else 0.0
         unit = image.mode == "F" and level <= 1.0
         top = 65535.0 if image.mode.startswith("I;16") or level > 255 else 1.0 if unit else 255.0
-        if level > 65535:  # wider data over its bit depth: 0..255,000 was clipped to white (hq57 A4)
-            top = float(2 ** int(level).bit_length() - 1)
+        peak = float(array.max()) if array.size else 0.0
+        if peak > 65535:  # wider data over its bit depth: 0..255,000 was clipped to white (hq57 A4); by its
+            top = float(2 ** int(peak).bit_length() - 1)  # peak, as the warning says (sanity.narrow_16_bit)
         image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")

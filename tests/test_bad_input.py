@@ -1753,6 +1753,10 @@ def test_images_wider_than_16_bits_and_float_12_bit_ones_are_read_with_a_word(
     wide = g.integers(0, 255_001, (20, 20)).astype(np.int32)
     fed = np.asarray(_to_mode(Image.fromarray(wide, "I"), 1), np.float64)
     assert abs(fed.mean() - wide.mean() / 262_143 * 255) < 1.0 and fed.max() < 255
+    hot = g.integers(0, 60_001, (40, 40)).astype(np.int32)  # 16-bit data, one hot pixel past 16 bits
+    hot[0, 0] = 200_000  # read over 0-65535 (its 99.9th percentile) while the warning said 0-262143
+    fed = np.asarray(_to_mode(Image.fromarray(hot, "I"), 1), np.float64)
+    assert abs(fed[1:].mean() - hot[1:].mean() / 262_143 * 255) < 1.0
     for name, values, phrase in (
         ("wide", wide, "beyond 16 bits: quantkit reads them over 0-262143 (18-bit data)"),
         ("f12", g.uniform(0, 4080, (20, 20)).astype(np.float32), "16-bit with values up to 40"),
