@@ -302,8 +302,9 @@ def test_a_segmenters_mask_coefficients_are_not_read_as_class_scores() -> None:
     assert str(refused.value) == (
         f"output 'y' holds values from {coefficients.min():.3g} to {coefficients.max():.3g} where --detector "
         "yolov8 reads objectness and class scores ([N, 4 box + classes, anchors]), probabilities in [0, 1]: "
-        "a pose or rotated-box head keeps keypoints or an angle there, and a head of logits lacks its "
-        "sigmoid; leave --detector out to compare its values"
+        "a pose or rotated-box head keeps keypoints or an angle there, a head of logits lacks its sigmoid, "
+        "and a PicoDet or NanoDet head its box distributions (--detector gfl); leave --detector out to "
+        "compare its values"
     )
 
 

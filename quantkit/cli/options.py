@@ -95,7 +95,9 @@ DetectorOpt = Annotated[
         "detector's probability map [N, 1, H, W] (DBNet, PaddleOCR; text pixels and boxes at --score-"
         "threshold, box score 0.6); end2end: final detections [N, K, x0 y0 x1 y1 score class] (YOLOv10, "
         "YOLO26, exports with NMS), or boxes [N, K, 4] with scores and labels [N, K] (RT-DETR, D-FINE, "
-        "DEIM, the TensorFlow Object Detection API). Adds detection recall and the final boxes matched "
+        "DEIM, the TensorFlow Object Detection API); gfl: class scores [N, A, C] and box distributions "
+        "[N, A, 4 (R + 1)] per stride 8/16/32/64 (PP-PicoDet; NanoDet's one [N, A, C + 4 (R + 1)]). Adds "
+        "detection recall and the final boxes matched "
         "(convert: to --max-drop's budget, which it needs).",
     ),
 ]

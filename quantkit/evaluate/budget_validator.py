@@ -32,6 +32,7 @@ from quantkit.evaluate.end2end import (
     require_listed,
     split_head,
 )
+from quantkit.evaluate.gfl import GflHead, gfl_heads, gfl_rows
 from quantkit.evaluate.heads import head_masks, require_sizes
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
@@ -77,6 +78,7 @@ class ChunkReference:
     also_summaries: tuple[tuple[np.ndarray, ...], ...] = ()
     labelled: frozenset[str] = frozenset()  # outputs an ArgMax writes (graph.output_kinds.label_outputs)
     split: tuple[str, str, str] | None = None  # a DETR head's boxes, scores, labels (end2end.split_head)
+    gfl: GflHead | None = None  # a GFL head's outputs (--detector gfl)
 
     def counts(self, candidate: Runner, batches: Iterable[Batch]) -> Counts:
         """(points lost, out of) on this chunk for each output scored (`output`, then `also`): integers, so
@@ -88,7 +90,7 @@ class ChunkReference:
         per_batch = self.also_summaries or ((),) * len(self.summaries)
         rows = zip(batches, self.summaries, self.labels, per_batch, strict=True)
         for batch, (ref, ref_mask), labels, others in rows:
-            outputs = read_as(candidate.run_batch(batch.data), self.detector, self.split)
+            outputs = read_as(candidate.run_batch(batch.data), self.detector, self.split, self.gfl)
             out = without_masks(outputs[self.output], self.masks)
             if self.metric is BudgetMetric.recall:
                 assert ref_mask is not None
@@ -113,7 +115,7 @@ class ChunkReference:
 
     def _scored(self, candidate: Runner, batch: Batch) -> np.ndarray:
         """The candidate's output the metric reads on `batch` (read_as, without mask coefficients)."""
-        outputs = read_as(candidate.run_batch(batch.data), self.detector, self.split)
+        outputs = read_as(candidate.run_batch(batch.data), self.detector, self.split, self.gfl)
         return without_masks(outputs[self.output], self.masks)
 
     def _boxes_counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
@@ -159,6 +161,7 @@ class Validator:
         also: tuple[str, ...] = ()  # agreement: the other class-score outputs, each scored too
         masks = 0
         split: tuple[str, str, str] | None = None
+        gfl: GflHead | None = None
         parts: list[tuple[list[Any], list[list[Detections]], list[np.ndarray], list[Any]]] = []
         self.read: list[Path] = []  # the images FP32 ran on (an unreadable one is skipped by the loader)
         for batches in self.chunks:
@@ -171,7 +174,9 @@ class Validator:
                 raw = reference.run_batch(batch.data)
                 if output is None and detector is DetectorHead.end2end:
                     split = split_head(raw)  # decided once: a batch of whole-number scores reads as labels
-                outputs = read_as(raw, detector, split)
+                if output is None and detector is DetectorHead.gfl:
+                    gfl = gfl_heads(raw, input_size)
+                outputs = read_as(raw, detector, split, gfl)
                 if output is None:
                     metric, wanted = _choose(
                         metric, outputs, bool(lookup), detector, feed_rows(batch.data), values, label_outputs
@@ -219,6 +224,7 @@ class Validator:
                 tuple(o) if also else (),
                 label_outputs,
                 split,
+                gfl,
             )
             for s, f, lab, o in parts
         ]
@@ -251,12 +257,19 @@ class Validator:
 
 
 def read_as(
-    outputs: dict[str, np.ndarray], detector: DetectorHead | None, split: tuple[str, str, str] | None = None
+    outputs: dict[str, np.ndarray],
+    detector: DetectorHead | None,
+    split: tuple[str, str, str] | None = None,
+    gfl: GflHead | None = None,
 ) -> dict[str, np.ndarray]:
     """Outputs as the metrics read them: [N, C, 1, ..., 1] scores as [N, C], and under --detector yolov8
     a head with its anchors last ([N, 4 + C, A]) as the [N, A, 5 + C] rows compare reads too (--max-drop
     refused NudeNet's YOLOv8n: 'needs an output shaped [N, anchors, 5 + classes]'). split: a DETR head's
-    boxes, scores, labels (end2end.split_head), also read as one listed head named by all three."""
+    boxes, scores, labels (end2end.split_head), also read as one listed head named by all three. gfl: a
+    GFL head's outputs, read as those rows under its first scores' name, the others left out."""
+    if gfl is not None:
+        rows = gfl_rows(outputs, gfl)
+        outputs = {n: v for n, v in outputs.items() if n not in gfl.outputs} | {gfl.levels[0][0]: rows}
     views = class_views(outputs)
     if split is not None:
         views["+".join(split)] = joined_head(outputs, split)

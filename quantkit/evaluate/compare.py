@@ -21,6 +21,7 @@ from quantkit.evaluate.end2end import (
     split_head,
 )
 from quantkit.evaluate.figure_warnings import sign_region
+from quantkit.evaluate.gfl import GflHead, gfl_heads, gfl_rows
 from quantkit.evaluate.heads import head_layout, head_masks, head_rows, require_sizes
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
@@ -84,6 +85,7 @@ class Comparison:
         self.seen_shapes: dict[str, list[int]] = {}
         self.unequal: dict[str, int] = {}  # output -> images where the models kept different rows
         self.split: tuple[str, str, str] | None = None  # a DETR head's outputs, once found (split_head)
+        self.gfl: GflHead | None = None  # a GFL head's outputs, once found (--detector gfl)
         self.unlabelled, self.unlabelled_example = 0, ""  # with classes: images that match none
         self.count = 0
 
@@ -91,6 +93,8 @@ class Comparison:
         self.seen_shapes = {n: list(v.shape) for n, v in ref_out.items()}
         ref_out, cand_out = class_views(ref_out), class_views(cand_out)  # [N, C, 1, 1] scores as [N, C]
         threshold = self.detection_threshold
+        if self.detector is DetectorHead.gfl and threshold is not None and self.gfl is None:
+            self.gfl = gfl_heads(ref_out, self.input_size)
         for name in ref_out:
             if ref_out[name].shape != cand_out[name].shape:
                 if not rows_differ(ref_out[name].shape, cand_out[name].shape):
@@ -115,19 +119,15 @@ class Comparison:
             if self.detector is DetectorHead.end2end:
                 self._listed(name, ref_out[name], cand_out[name], threshold)
                 continue
-            ref, cand = (
-                head_rows(name, ref_out[name], self.detector),
-                head_rows(name, cand_out[name], self.detector),
-            )
-            if ref is not None and cand is not None and is_yolo_head(ref):
-                masks = head_masks(name, ref, ref_out, self.detector)
-                ref, cand = without_masks(ref, masks), without_masks(cand, masks)
-                require_sizes(name, ref, threshold, self.detector)
-                self.recalls.setdefault(name, DetectionRecall(threshold)).update(ref, cand)
-                if name not in self.boxes:
-                    grid = decode_grid(self.detector, self.input_size, ref.shape[1])
-                    self.boxes[name] = BoxAgreement(threshold, grid)
-                self.boxes[name].update(ref, cand)
+            if self.gfl is None:
+                ref, cand = (
+                    head_rows(name, ref_out[name], self.detector),
+                    head_rows(name, cand_out[name], self.detector),
+                )
+                self._head(name, ref, cand, ref_out, threshold)
+        if self.gfl is not None and threshold is not None:  # figures on the first scores' row
+            ref, cand = (gfl_rows(out, self.gfl) for out in (ref_out, cand_out))
+            self._head(self.gfl.levels[0][0], ref, cand, ref_out, threshold)
         if self.detector is DetectorHead.end2end and self.split is None:  # found once: a batch of no
             self.split = split_head(ref_out)  # detection (scores all 0) read as labels (review54 L1)
         if self.split is not None and threshold is not None and set(self.split) <= set(ref_out):
@@ -146,6 +146,26 @@ class Comparison:
             if known.any():
                 self.ref_acc.update(ref_out[self.scored_output][known], labels[known])
                 self.cand_acc.update(cand_out[self.scored_output][known], labels[known])
+
+    def _head(
+        self,
+        name: str,
+        ref: np.ndarray | None,
+        cand: np.ndarray | None,
+        outputs: dict[str, np.ndarray],
+        threshold: float,
+    ) -> None:
+        """A detector head's rows [N, A, 5 + C] (heads.head_rows): its detections and final boxes."""
+        if ref is None or cand is None or not is_yolo_head(ref):
+            return
+        masks = head_masks(name, ref, outputs, self.detector)
+        ref, cand = without_masks(ref, masks), without_masks(cand, masks)
+        require_sizes(name, ref, threshold, self.detector)
+        self.recalls.setdefault(name, DetectionRecall(threshold)).update(ref, cand)
+        if name not in self.boxes:
+            grid = decode_grid(self.detector, self.input_size, ref.shape[1])
+            self.boxes[name] = BoxAgreement(threshold, grid)
+        self.boxes[name].update(ref, cand)
 
     def _text_map(self, name: str, ref: np.ndarray, cand: np.ndarray, threshold: float) -> None:
         """A DB detector's output: its text pixels and text boxes, where it is a probability map."""
@@ -182,6 +202,7 @@ class Comparison:
         self.cand_acc.merge(later.cand_acc)
         self.scored_output = self.scored_output or later.scored_output
         self.split = self.split or later.split
+        self.gfl = self.gfl or later.gfl
         self.seen_shapes = later.seen_shapes or self.seen_shapes
         for name, images in later.unequal.items():
             self.unequal[name] = self.unequal.get(name, 0) + images
@@ -345,9 +366,9 @@ def detector_fields(
         if threshold is not None:
             flag = option.startswith("--")
             heads = (
-                "yolo, yolox, yolov8, db or end2end"
+                "yolo, yolox, yolov8, db, end2end or gfl"
                 if flag
-                else "'yolo', 'yolox', 'yolov8', 'db' or 'end2end'"
+                else "'yolo', 'yolox', 'yolov8', 'db', 'end2end' or 'gfl'"
             )
             score = "--score-threshold" if flag else "score_threshold"
             raise ConfigError(f"{score} scores a detector's boxes; give {option} {heads} with it")
@@ -356,9 +377,9 @@ def detector_fields(
     if detector not in DetectorHead.__members__:
         raise ConfigError(
             f"{option} knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
-            f"[N, anchors, 4 box + objectness + classes], 'yolov8' ([N, 4 box + classes, anchors]) and "
-            f"'db' (a text detector's probability map [N, 1, H, W]) and 'end2end' (final detections "
-            f"[N, K, x0 y0 x1 y1 score class]); got {detector!r}"
+            f"[N, anchors, 4 box + objectness + classes], 'yolov8' ([N, 4 box + classes, anchors]), "
+            f"'db' (a text detector's probability map [N, 1, H, W]), 'end2end' (final detections "
+            f"[N, K, x0 y0 x1 y1 score class]) and 'gfl' (PicoDet and NanoDet split heads); got {detector!r}"
         )
     return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError
+from quantkit.evaluate.gfl import LAYOUT as GFL_LAYOUT
 from quantkit.evaluate.metrics import anchors_last, detections, mask_columns, yolov8_rows
 
 
@@ -37,8 +38,9 @@ def head_masks(name: str, rows: np.ndarray, outputs: Mapping[str, np.ndarray], d
         raise ConfigError(
             f"output {name!r} holds values from {scores.min():.3g} to {scores.max():.3g} where --detector "
             f"{detector.value} reads objectness and class scores ({head_layout(detector)}), probabilities "
-            "in [0, 1]: a pose or rotated-box head keeps keypoints or an angle there, and a head of logits "
-            "lacks its sigmoid; leave --detector out to compare its values"
+            "in [0, 1]: a pose or rotated-box head keeps keypoints or an angle there, a head of logits "
+            "lacks its sigmoid, and a PicoDet or NanoDet head its box distributions (--detector gfl); leave "
+            "--detector out to compare its values"
         )
     return masks
 
@@ -83,4 +85,6 @@ def head_layout(detector: DetectorHead) -> str:
         return "[N, 1, H, W] with every value a probability (a DB text detector's map)"
     if detector is DetectorHead.end2end:
         return "[N, detections, x0 y0 x1 y1 score class] (or boxes [N, K, 4] beside scores and labels [N, K])"
+    if detector is DetectorHead.gfl:
+        return GFL_LAYOUT
     return "[N, anchors, 4 box + objectness + classes]"
