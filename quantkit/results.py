@@ -302,3 +302,11 @@ class Corrections:
     rounded_layers: int = 0
     sqnr_nearest_db: float | None = None
     sqnr_rounded_db: float | None = None
+
+
+def batched(value: Any) -> np.ndarray:
+    """A model's output as [N, ...]: a rank-0 one (a ReduceMean over every axis, keepdims=0) as [1], one
+    value a run, so that the figures' per-image rows read it (hq59 B2: every convert and compare crashed
+    on it)."""
+    array = np.asarray(value)
+    return array.reshape(1) if array.ndim == 0 else array

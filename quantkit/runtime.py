@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from quantkit.errors import ModelError, ort_reason
 from quantkit.heap import HeapWatch
-from quantkit.results import Feed, fed_as, feed_pad, feed_rows, fixed_batch_of, sample_batches
+from quantkit.results import Feed, batched, fed_as, feed_pad, feed_rows, fixed_batch_of, sample_batches
 from quantkit.version import __version__
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
@@ -204,7 +204,7 @@ class Session:
             raise ModelError(f"onnxruntime failed to run the model ({ort_reason(str(exc))})") from exc
         if self._heap is not None:
             self._heap.check()
-        return {name: np.asarray(value) for name, value in zip(self.output_names, results, strict=True)}
+        return {name: batched(value) for name, value in zip(self.output_names, results, strict=True)}
 
     def run_batch(self, batch: Feed) -> dict[str, np.ndarray]:
         """Run a batch of any size up to a fixed batch: a short one is padded (every input), and outputs

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from quantkit.errors import ConfigError, ModelError, shorten
-from quantkit.results import Feed, fed_as, feed_pad, feed_rows
+from quantkit.results import Feed, batched, fed_as, feed_pad, feed_rows
 
 INSTALL = "pip install 'openvino>=2024.0'"  # the `openvino` extra's (pyproject.toml)
 DEVICE = "CPU"
@@ -126,7 +126,8 @@ class OpenVinoSession:
             results = self._request.infer(self.feed(batch))
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types from C++
             raise ModelError(f"OpenVINO failed to run the model ({shorten(str(exc))})") from exc
-        return {n: np.array(results[o]) for n, o in zip(self.output_names, self._outputs, strict=True)}
+        outputs = zip(self.output_names, self._outputs, strict=True)
+        return {n: batched(np.array(results[o])) for n, o in outputs}
 
     def run_batch(self, batch: Feed) -> dict[str, np.ndarray]:
         """As runtime.Session.run_batch: a short batch padded to a fixed batch, outputs cut back."""

@@ -315,3 +315,42 @@ def test_shrink_gates_an_embedding_on_its_held_out_sqnr(
         assert "output SQNR" in shown and f">= {limit}" in shown
     code, _, err = run([*argv, "--output-dir", str(tmp_path / "x"), "--min-eval-sqnr", "nan"], capsys)
     assert_one_line_error(code, err, "--min-eval-sqnr must be a finite number of dB")
+
+
+def test_a_rank_0_output_converts_and_compares(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model returning a scalar beside its logits (torch: `return logits, feat.mean()`; a ReduceMean
+    over every axis, keepdims=0) crashed every convert and compare: 'len() of unsized object' (hq59 B2).
+    It is read as one value a run."""
+    tail = [
+        helper.make_node("Identity", ["z"], ["y"]),
+        helper.make_node("ReduceMean", ["r"], ["energy"], keepdims=0),
+    ]
+    model = save(_head(tail, outputs=["y", "energy"]), tmp_path / "m.onnx")
+    assert onnx.load(str(model)).graph.output[1].type.tensor_type.shape.dim == []
+    table = tmp_path / "t.calib.json"
+    code, _, err = run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert code == 0, err
+    for name, extra in (("i8", ["-c", str(table)]), ("f16", ["--to", "fp16"])):
+        out = tmp_path / f"{name}.onnx"
+        code, _, err = run(["convert", str(model), *extra, "-o", str(out), "-q"], capsys)
+        assert code == 0, err
+        report = tmp_path / f"{name}.json"
+        code, _, err = run(
+            [
+                "compare",
+                str(model),
+                str(out),
+                "--images",
+                str(image_dir),
+                "--runs",
+                "0",
+                "--json",
+                str(report),
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        rows = {o["name"]: o for o in json.loads(report.read_text())["outputs"]}
+        assert rows["energy"]["sqnr_db"] > 30.0 and rows["y"]["sqnr_db"] > 20.0

@@ -187,5 +187,5 @@ def _summed(session: Session, samples: Feed, names: list[str]) -> dict[str, floa
     totals = dict.fromkeys(names, 0.0)
     for outputs in session.iter_samples(samples):
         for name in names:
-            totals[name] += float(outputs[name])
+            totals[name] += float(np.sum(outputs[name]))  # one value a run (results.batched: [1])
     return totals
