@@ -981,7 +981,7 @@ def test_compare_warns_that_an_output_a_topk_ordered_compares_reordered_rows(
     a model without a selection gets no such line."""
     from tests.conftest import tiny_cnn
 
-    warning = "output(s) 'y' are chosen and ordered by a TopK / NonMaxSuppression"
+    warning = "output(s) 'y' are chosen and ordered by a TopK / NonMaxSuppression / NonZero"
     src, copy = save(_top_k_head(), tmp_path / "m.onnx"), save(_top_k_head(), tmp_path / "c.onnx")
     code, _, err = run(["compare", str(src), str(copy), "--images", str(image_dir), "--runs", "0"], capsys)
     assert code == 0, err
@@ -1706,3 +1706,57 @@ def test_unfuse_writes_onnxruntimes_fusions_as_the_ops_they_fuse() -> None:
     ]
     np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5, atol=1e-4)
     assert unfuse(unfused.model, 13).model is unfused.model  # nothing left to write
+
+
+def _thresholded_detections() -> onnx.ModelProto:
+    """Conv -> Relu -> Conv head -> Sigmoid scores [N*H*W]; those above 0.6 picked by NonZero: their
+    indices 'idx' and scores 'det' [K], as many as the data gives (torchvision's and in-graph NMS exports'
+    detections)."""
+    p, h = conv_params(8, 3, 3, 40), conv_params(1, 8, 1, 41)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "wh", "bh"], ["logit"], name="head"),
+        helper.make_node("Sigmoid", ["logit"], ["s"]),
+        helper.make_node("Reshape", ["s", "flat"], ["scores"]),
+        helper.make_node("Greater", ["scores", "thr"], ["mask"]),
+        helper.make_node("NonZero", ["mask"], ["nz"]),
+        helper.make_node("Squeeze", ["nz", "axis0"], ["idx"]),
+        helper.make_node("Gather", ["scores", "idx"], ["det"]),
+    ]
+    weights = {
+        "w1": p["w"],
+        "b1": p["b"],
+        "wh": h["w"],
+        "bh": h["b"],
+        "flat": np.array([-1], np.int64),
+        "thr": np.array(0.6, np.float32),
+        "axis0": np.array([0], np.int64),
+    }
+    model = make_model(nodes, weights, outputs=["det", "idx"], input_shape=(1, 3, 16, 16))
+    return model
+
+
+def test_detections_of_data_dependent_length_convert_and_compare(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A NonZero's picks [K] crashed convert's figures ('operands could not be broadcast together with
+    shapes (4,) (3,)') where INT8 kept 3 detections and FP32 4 (hq59 B1): they are judged by the scores
+    the threshold reads, and their rows compared only where both models kept as many."""
+    from quantkit.evaluate.end2end import rows_differ
+    from quantkit.graph import model_io
+    from quantkit.graph.query import measured_outputs
+
+    model = _thresholded_detections()
+    assert measured_outputs(model_io.infer_shapes(model)) == {"det": ("scores",), "idx": ("scores",)}
+    assert rows_differ((4,), (3,)) and not rows_differ((4,), (4,)) and not rows_differ((2, 4), (2, 3))
+    src = save(model, tmp_path / "m.onnx")
+    table, out = tmp_path / "t.calib.json", tmp_path / "q.onnx"
+    code, _, err = run(["calibrate", str(src), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert code == 0, err
+    code, _, err = run(
+        ["convert", str(src), "-c", str(table), "-o", str(out), "--prefer", "accuracy"], capsys
+    )
+    assert code == 0, err
+    code, _, err = run(["compare", str(src), str(out), "--images", str(image_dir), "--runs", "0"], capsys)
+    assert code == 0, err

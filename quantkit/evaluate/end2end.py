@@ -127,9 +127,12 @@ def add_listed(
 
 
 def rows_differ(reference: tuple[int, ...], candidate: tuple[int, ...]) -> bool:
-    """Whether two shapes of one output differ only in how many rows it has (one axis but the last): the
-    boxes a NonMaxSuppression or a score threshold kept, as many as the data gives (a YOLOX export's
-    [detections, 7]). No element of one then stands for the same thing as an element of the other."""
+    """Whether two shapes of one output differ only in how many rows it has (one axis but the last, or
+    the only one): the boxes a NonMaxSuppression or a score threshold kept, as many as the data gives (a
+    YOLOX export's [detections, 7], a NonZero's picks [K]). No element of one then stands for the same
+    thing as an element of the other."""
+    if len(reference) == len(candidate) == 1:
+        return reference != candidate
     if len(reference) != len(candidate) or len(reference) < 2 or reference[-1] != candidate[-1]:
         return False
     return sum(a != b for a, b in zip(reference, candidate, strict=True)) == 1

@@ -92,8 +92,10 @@ SQUASHING_OPS = frozenset({"Sigmoid", "Softmax"})
 # outputs measured by the scores they are computed from: squashed ones, and labels an ArgMax picks (the
 # SQNR of label numbers says nothing: a table-line segmenter's map measured 13 dB at 99.6 % pixel agreement)
 SCORED_OPS = SQUASHING_OPS | {"ArgMax", "ArgMin"}
-# ops whose outputs are chosen or ordered by value: a tiny change reorders or swaps what they pick
-SELECTING_OPS = frozenset({"TopK", "NonMaxSuppression"})
+# ops whose outputs are chosen or ordered by value: a tiny change reorders or swaps what they pick; NonZero
+# and Compress keep as many as the data gives (a score threshold's detections, [K]: hq59 B1, a converted
+# model that kept 3 where FP32 kept 4 crashed convert's figures)
+SELECTING_OPS = frozenset({"TopK", "NonMaxSuppression", "NonZero", "Compress"})
 
 
 def measured_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
@@ -223,7 +225,9 @@ def _selected(index: GraphIndex) -> set[str]:
 
 def _entering(index: GraphIndex, output: str, selected: set[str]) -> tuple[str, ...]:
     """The float tensors, computed from the graph's inputs, that nodes on the way to `output` read from
-    outside the selected region (the scores a TopK ranks, the boxes a GatherElements picks from)."""
+    outside the selected region (the scores a TopK ranks, the boxes a GatherElements picks from), and
+    those a mask or indices read there is computed from (the scores a Greater thresholds for a NonZero),
+    but not through a tensor's shape."""
     found: set[str] = set()
     seen, pending = {output}, [output]
     while pending:
@@ -236,8 +240,12 @@ def _entering(index: GraphIndex, output: str, selected: set[str]) -> tuple[str, 
             seen.add(name)
             if name in selected:
                 pending.append(name)
-            elif not index.is_constant(name) and name not in index.graph_inputs and index.is_float(name):
+            elif index.is_constant(name) or name in index.graph_inputs:
+                continue
+            elif index.is_float(name):
                 found.add(name)
+            elif getattr(index.producer.get(name), "op_type", "Shape") not in ("Shape", "Size"):
+                pending.append(name)  # a bool mask, integer indices: computed from what?
     return tuple(sorted(found))
 
 

@@ -62,7 +62,7 @@ def selected_note(inferred: onnx.ModelProto | None, selected: frozenset[str], bo
     )
     return (
         f"output(s) {', '.join(repr(o) for o in ordered)} are chosen and ordered by a TopK / "
-        "NonMaxSuppression: their figures compare rows that noise reorders (near-equal scores swap "
+        "NonMaxSuppression / NonZero: their figures compare rows that noise reorders (near-equal scores swap "
         f"places), so a low SQNR there need not mean lost detections; compare the selected boxes ({how}), "
         "or see convert's note for the tensors entering the selection"
     )

@@ -228,7 +228,7 @@ def _selection_lines(
             else "no row by row figure (on a sample, FP32 or the converted model kept no rows or others)"
         )
         notes.append(
-            f"output {output!r} is chosen and ordered by a TopK / NonMaxSuppression: {rows}; the "
+            f"output {output!r} is chosen and ordered by a TopK / NonMaxSuppression / NonZero: {rows}; the "
             f"{len(tensors)} tensor(s) entering the selection measure {entering:.1f} dB, and those are what "
             "the floors and the fallback judge"
         )
