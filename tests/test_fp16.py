@@ -828,3 +828,41 @@ def test_a_float16_constant_only_cast_up_is_no_float16_compute() -> None:
     assert not _float16(helper.make_model(graph))
     graph.node[1].input[1] = "priors"  # read as it is: computed in float16
     assert _float16(helper.make_model(graph))
+
+
+def test_a_weight_a_subgraph_reads_from_the_outer_scope_stays_float32_for_it() -> None:
+    """An If branch's Conv read the weight a main-graph Conv also reads; --fallback fp16 | bf16 ran that
+    Conv in 16 bits and stored the weight in place, so the branch's float32 Conv read a 16-bit weight and
+    the model was refused (hq59 B3). The branch keeps a float32 weight; the main Conv gets a 16-bit copy."""
+    p1, p2 = conv_params(4, 3, 3, 50), conv_params(4, 4, 3, 51)
+
+    def branch(prefix: str) -> onnx.GraphProto:
+        return helper.make_graph(
+            [helper.make_node("Conv", ["r", "w2", "b2"], [f"{prefix}y"], name=f"{prefix}conv", pads=[1] * 4)],
+            f"{prefix}g",
+            [],
+            [helper.make_tensor_value_info(f"{prefix}y", TensorProto.FLOAT, [1, 4, SIZE, SIZE])],
+        )
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("ReduceMax", ["x"], ["peak"], name="peak", keepdims=0),
+        helper.make_node("Greater", ["peak", "zero"], ["cond"], name="cond"),
+        helper.make_node(
+            "If", ["cond"], ["branched"], name="if", then_branch=branch("t_"), else_branch=branch("e_")
+        ),
+        helper.make_node("Conv", ["branched", "w2", "b2"], ["y"], name="c2", pads=[1, 1, 1, 1]),
+    ]
+    weights = {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"], "b2": p2["b"], "zero": np.array(0.0, np.float32)}
+    model = model_io.infer_shapes(make_model(nodes, weights, input_shape=(1, 3, SIZE, SIZE)))
+    x = rng(3).normal(0, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
+    (expected,) = Session(model.SerializeToString()).run(x).values()
+    rewritten = fp16_graph.rewrite(model, {"c1", "relu", "peak", "cond", "if"}).model
+    onnx.checker.check_model(rewritten, full_check=True)
+    types = {i.name: i.data_type for i in rewritten.graph.initializer}
+    assert types["w2"] == TensorProto.FLOAT and TensorProto.FLOAT16 in types.values()
+    c2 = next(n for n in rewritten.graph.node if n.name == "c2")
+    assert types[c2.input[1]] == TensorProto.FLOAT16
+    (got,) = Session(rewritten.SerializeToString()).run(x).values()
+    assert sqnr_db(float(np.sum(expected**2)), float(np.sum((expected - got) ** 2))) > 50

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.naming import Namer
-from quantkit.graph.query import GraphIndex, drop_unread_initializers
+from quantkit.graph.query import GraphIndex, drop_unread_initializers, subgraph_inputs
 
 FLOAT16_MAX = FLOAT16.largest
 FLOAT = TensorProto.FLOAT
@@ -68,12 +68,15 @@ def rewrite(
     # interface, cast where 16-bit nodes read it (hunt56 A0: fed float32, its float16 declaration failed)
     declared = {i.name for i in graph.input}  # index.graph_inputs leaves out those with a default
     fed = {n for n in inits if keep_io_types and n in declared and not _weight(index, n)}
+    inside = subgraph_inputs(model)
     for name, init in inits.items():
         if name in fed:
             continue
         users = readers.get(name, [])
         wants_half = any(half[n.name] for n in users)
-        wants_full = any(not half[n.name] for n in users) or _is_graph_output(graph, name)
+        # a subgraph reading it from the outer scope was typed for float32 (hq59 B3: an If branch's Conv
+        # shared a weight with a main-graph Conv that --fallback fp16 ran in float16)
+        wants_full = any(not half[n.name] for n in users) or _is_graph_output(graph, name) or name in inside
         if not wants_half:
             continue
         value = numpy_helper.to_array(init)
