@@ -1760,3 +1760,50 @@ def test_detections_of_data_dependent_length_convert_and_compare(
     assert code == 0, err
     code, _, err = run(["compare", str(src), str(out), "--images", str(image_dir), "--runs", "0"], capsys)
     assert code == 0, err
+
+
+def test_sparse_weights_are_read_as_dense_ones(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A weight stored as a sparse initializer (or a Constant's sparse_value) was no weight to quantkit:
+    calibrate skipped what followed it, and convert kept its layer float, 'weight is not a constant;
+    recalibrate' on a table of that very model (hq59 B4)."""
+    from quantkit.graph.normalize import normalize
+
+    p = conv_params(4, 3, 3, 60)
+    dense = p["w"].copy()
+    dense[np.abs(dense) < 0.2] = 0.0
+    second = np.zeros((2, 4, 1, 1), np.float32)
+    second[0, 1], second[1, 3] = 0.7, -0.4
+    coords = np.argwhere(second).astype(np.int64)  # [NNZ, rank] coordinates
+    values = numpy_helper.from_array(second[tuple(coords.T)], "w2v")
+    sparse_value = helper.make_sparse_tensor(values, numpy_helper.from_array(coords, "w2i"), second.shape)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Constant", [], ["w2"], name="k", sparse_value=sparse_value),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
+    ]
+    model = make_model(nodes, {"w": dense, "b": p["b"]})
+    flat = np.flatnonzero(dense)
+    stored = numpy_helper.from_array(dense.reshape(-1)[flat], "w")
+    model.graph.sparse_initializer.append(
+        helper.make_sparse_tensor(stored, numpy_helper.from_array(flat, "w_idx"), dense.shape)
+    )
+    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == "w"))
+    normalized = normalize(model)
+    weights = {t.name: numpy_helper.to_array(t) for t in normalized.model.graph.initializer}
+    assert normalized.sparse == 1 and not normalized.model.graph.sparse_initializer
+    np.testing.assert_array_equal(weights["w"], dense)
+    np.testing.assert_array_equal(weights["w2"], second)
+    src = save(model, tmp_path / "m.onnx")
+    table, out = tmp_path / "t.calib.json", tmp_path / "q.onnx"
+    code, _, err = run(["calibrate", str(src), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert code == 0, err
+    convert = ["convert", str(src), "-c", str(table), "-o", str(out), "--prefer", "accuracy"]
+    code, printed, err = run(convert, capsys)
+    assert code == 0, err
+    assert "1 sparse initializer(s) read as dense weights" in " ".join(printed.split())
+    assert "not a constant" not in printed
+    converted = onnx.load(str(out))
+    assert any(n.op_type == "DequantizeLinear" and n.input[0].startswith("w") for n in converted.graph.node)

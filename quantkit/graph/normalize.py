@@ -1,9 +1,10 @@
 """One form for every pass: weights are initializers, whichever way the exporter stored them.
 
-Paddle2ONNX and several tf2onnx exports hold weights in `Constant` nodes, and some exporters read an
-initializer through an `Identity`. Each pass (planning, rebalancing, bias correction, the QDQ and float16
-rewrites, sensitivity, --compact) reads weights from initializers, so the model is brought into that form
-once, when it is loaded for a command: it computes exactly what it did.
+Paddle2ONNX and several tf2onnx exports hold weights in `Constant` nodes, some exporters read an
+initializer through an `Identity`, and a pruned model may store weights as sparse initializers. Each pass
+(planning, rebalancing, bias correction, the QDQ and float16 rewrites, sensitivity, --compact) reads
+weights from initializers, so the model is brought into that form once, when it is loaded for a command:
+it computes exactly what it did.
 
 A Resize's empty `roi` (an initializer of no values, which only tf_crop_and_resize reads) is written as
 the omitted input it stands for, from opset 13 on: onnxruntime's transpose optimizer permutes a roi as if
@@ -20,7 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from quantkit.graph import model_io
-from quantkit.graph.query import GraphIndex, constant_value, subgraph_inputs
+from quantkit.graph.query import GraphIndex, constant_value, dense_of, subgraph_inputs
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Normalized:
     model: onnx.ModelProto
     constants: int  # Constant nodes turned into initializers
     identities: int  # Identity nodes of an initializer dropped (their readers read the initializer)
+    sparse: int = 0  # sparse initializers stored dense
 
 
 def normalize(model: onnx.ModelProto) -> Normalized:
@@ -38,6 +40,12 @@ def normalize(model: onnx.ModelProto) -> Normalized:
     out.CopyFrom(model)
     graph = out.graph
     keep_names = {o.name for o in graph.output} | subgraph_inputs(out)
+    # a sparse initializer is a weight like any other (hq59 B4: calibrate observed 4 tensors of 10 and
+    # convert kept its layer float, 'weight is not a constant')
+    sparse = len(graph.sparse_initializer)
+    for tensor in graph.sparse_initializer:
+        graph.initializer.append(numpy_helper.from_array(dense_of(tensor), tensor.values.name))
+    del graph.sparse_initializer[:]
     initializers = {t.name for t in graph.initializer}
     nodes: list[onnx.NodeProto] = []
     constants = 0
@@ -70,7 +78,7 @@ def normalize(model: onnx.ModelProto) -> Normalized:
     rows = _flat_row_biases(graph, keep_names)
     if alias or rows:
         _drop_value_info(graph, set(alias) | rows)
-    return Normalized(out, constants, len(alias))
+    return Normalized(out, constants, len(alias), sparse)
 
 
 def same_type_casts(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:

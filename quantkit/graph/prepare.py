@@ -49,6 +49,7 @@ class Prepared:
     opset_after: int
     constants_folded: int  # Constant nodes made initializers
     identities_dropped: int
+    sparse_stored_dense: int = 0  # sparse initializers made dense ones
     casts_dropped: int = 0  # Casts to the type their input has already (graph.normalize.same_type_casts)
     batchnorms_folded: int = 0  # BatchNormalization nodes folded into the Conv before them
     affines_folded: int = 0  # Mul/Add by per-channel constants folded into the Conv before them
@@ -120,6 +121,8 @@ class Prepared:
                 f"{self.constants_folded} Constant node(s) and {self.identities_dropped} Identity of a "
                 "weight read as initializers"
             )
+        if self.sparse_stored_dense:
+            found.append(f"{self.sparse_stored_dense} sparse initializer(s) read as dense weights")
         if self.casts_dropped:
             found.append(
                 f"{self.casts_dropped} Cast node(s) to the type their input has already dropped (exact)"
@@ -175,6 +178,7 @@ def prepare(
         opset_after=model_io.opset_version(named),
         constants_folded=normalized.constants,
         identities_dropped=normalized.identities,
+        sparse_stored_dense=normalized.sparse,
         casts_dropped=casts,
         weights_computed=tuple(sorted(computed.items())),
         batchnorms_folded=batchnorms,

@@ -29,13 +29,28 @@ _LISTED = {
 
 
 def constant_value(node: onnx.NodeProto) -> np.ndarray | None:
-    """The dense value a Constant node produces; None for sparse and string values."""
+    """The dense value a Constant node produces (of a sparse one too); None for string values."""
     for attr in node.attribute:
         if attr.name == "value" and attr.HasField("t"):
             return numpy_helper.to_array(attr.t)
+        if attr.name == "sparse_value" and attr.HasField("sparse_tensor"):
+            return dense_of(attr.sparse_tensor)
         if attr.name in _LISTED:
             return np.asarray(onnx.helper.get_attribute_value(attr), _LISTED[attr.name])
     return None
+
+
+def dense_of(sparse: onnx.SparseTensorProto) -> np.ndarray:
+    """A sparse tensor's dense value: its values at its indices ([NNZ] into the flattened tensor, or
+    [NNZ, rank] coordinates), zeros elsewhere."""
+    values = numpy_helper.to_array(sparse.values)
+    indices = numpy_helper.to_array(sparse.indices) if sparse.HasField("indices") else np.arange(values.size)
+    dense = np.zeros(tuple(sparse.dims), values.dtype)
+    if indices.ndim == 1:
+        dense.reshape(-1)[indices] = values
+    else:
+        dense[tuple(indices.T)] = values
+    return dense
 
 
 class GraphIndex:
