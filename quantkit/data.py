@@ -181,6 +181,10 @@ class ArrayStream:
         }
         counts = {name: len(found) for name, found in parts.items()}
         if len(set(counts.values())) > 1:
+            for spec in self.specs:  # hq59 B5: a [2] reshape target beside an image [1, 3, H, W]
+                alone = spec.shape and spec.shape[0] == counts[spec.name] != min(counts.values())
+                if alone:
+                    raise ConfigError(_unbatched(spec))
             raise ConfigError(
                 f"{self._label(index)} holds different numbers of samples per input ({counts}); give each "
                 "input one sample, or batches of one size"
@@ -236,6 +240,8 @@ class ArrayStream:
             samples = [array]
         elif array.ndim == rank:
             samples = list(array)
+        elif array.ndim == rank + 1 and rank and tuple(array.shape[1:]) == spec.shape:
+            raise ConfigError(_unbatched(spec))
         else:
             raise ConfigError(
                 f"{what} has shape {list(array.shape)}; the model's input {spec.name!r} is "
@@ -250,6 +256,15 @@ class ArrayStream:
                     f"{spec.name!r} is {_fmt(spec.shape)}"
                 )
         return samples
+
+
+def _unbatched(spec: InputSpec) -> str:
+    """The refusal of an input declared without a batch axis beside batched ones."""
+    return (
+        f"the model's input {spec.name!r} is {_fmt(spec.shape)}, with no batch axis beside inputs that have "
+        "one: quantkit reads the first axis of every input as its samples, so it cannot feed it; export "
+        "the model with that input as a constant, or with a batch axis"
+    )
 
 
 def _shapes(sample: Feed) -> tuple[tuple[int, ...], ...]:

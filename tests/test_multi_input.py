@@ -461,3 +461,36 @@ def test_a_model_whose_batch_axis_takes_one_sample_runs_one_sample_a_run(
         assert code == 0, err
     assert json.loads(out)["outputs"][0]["sqnr_db"] > 40
     assert json.loads(table.read_text())["meta"]["inputs"]["count"] == 12
+
+
+def test_an_input_without_a_batch_axis_beside_batched_ones_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A reshape target [2] (int64) beside an image [1, 3, 8, 8]: given as [2] it read as 2 samples ('holds
+    different numbers of samples per input'), given as [1, 2] the line asked for 'rank 0 (one sample)' of a
+    [2] input (hq59 B5). Neither can be fed: one line says why and what to do."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Reshape", ["c", "shp"], ["y"], name="flat"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+            helper.make_tensor_value_info("shp", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+        [numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    x = np.random.default_rng(0).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
+    for shp in (np.array([1, 256]), np.array([[1, 256]])):
+        with pytest.raises(quantkit.ConfigError) as refused:
+            quantkit.calibrate(path, data=[{"x": x, "shp": shp}], output=tmp_path / "t.calib.json")
+        assert _one_line(refused) == (
+            "the model's input 'shp' is [2], with no batch axis beside inputs that have one: quantkit reads "
+            "the first axis of every input as its samples, so it cannot feed it; export the model with that "
+            "input as a constant, or with a batch axis"
+        )
