@@ -619,6 +619,14 @@ def test_a_sigmoid_map_is_judged_on_itself_with_a_table_and_on_its_logits_withou
     assert any("'y' by its own values too" in note for note in with_table.notes)
     assert not any("own values" in note for note in without.notes)
     assert any("judged by their logits ('y' by 'logits')" in note for note in without.notes)
+    # the float16 model writes 'y' through a Cast at its float32 border: still the Sigmoid's output, its
+    # pair counted at the worse of the two (hq59 A: averaged with its logits, 40.4 dB against its 37.6)
+    from quantkit.graph.query import foreground_views
+
+    written = onnx.load(str(tmp_path / "a.onnx"))
+    writers = {o: n.op_type for n in written.graph.node for o in n.output}
+    assert writers["y"] == "Cast"
+    assert foreground_views(written, ["y", "logits"]) == {"y": "logits"}
 
 
 def test_a_float16_model_below_the_floor_names_its_worst_output(image_dir: Path, tmp_path: Path) -> None:

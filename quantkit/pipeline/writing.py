@@ -155,7 +155,7 @@ def measurement_notes(
         notes += (
             (
                 f"outputs made by a Softmax or Sigmoid are judged by their logits ({named}{more}), and "
-                f"{', '.join(repr(o) for o in also)} by its own values too, each alike"
+                f"{', '.join(repr(o) for o in also)} by its own values too, each pair at the worse of the two"
             )
             if also
             else (
