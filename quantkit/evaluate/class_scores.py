@@ -71,10 +71,15 @@ def logits_axis(output: np.ndarray, side: tuple[int, int] | None) -> int | None:
     3 of [N, H, W, C]; C >= 2 and not 3 (an image the model gives back: an enhancer's, a style's). For an
     output a Conv or Resize computes (graph.output_kinds.map_outputs): a keypoint heatmap or a text map at a
     fraction of the input's size, or one channel of saliency or depth, has no such axis."""
-    if output.ndim != 4 or side is None:
+    return shape_logits_axis(output.shape, side)
+
+
+def shape_logits_axis(shape: tuple[int, ...], side: tuple[int, int] | None) -> int | None:
+    """logits_axis of an output of `shape`."""
+    if len(shape) != 4 or side is None:
         return None
-    axis = 1 if output.shape[2:] == side else 3 if output.shape[1:3] == side else None
-    return axis if axis is not None and output.shape[axis] not in (1, 3) else None
+    axis = 1 if tuple(shape[2:]) == side else 3 if tuple(shape[1:3]) == side else None
+    return axis if axis is not None and shape[axis] not in (1, 3) else None
 
 
 def is_class_sequence(output: np.ndarray) -> bool:

@@ -1,11 +1,16 @@
 """compare's notes that read the two models themselves: float8 and float16 candidates, outputs a TopK or
-NonMaxSuppression chose, and weights a reference lists as graph inputs."""
+NonMaxSuppression chose, weights a reference lists as graph inputs, and maps that may be class logits."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import onnx
 
+from quantkit.config import OutputKind
+from quantkit.evaluate.class_scores import shape_logits_axis
 from quantkit.graph import model_io
+from quantkit.graph.output_kinds import map_outputs
 
 FLOAT8_LEVEL = (
     "the candidate holds float8 Q/DQ: these figures are onnxruntime's at ORT_ENABLE_BASIC, as its default "
@@ -82,4 +87,31 @@ def overridable_weights(reference: onnx.ModelProto, candidate: onnx.ModelProto) 
         "write them): onnxruntime cannot fold them, so the file runs slower than the same network with "
         "them as plain weights, which is what was timed (in onnxruntime; the file re-saved without them "
         "runs as fast); the candidate lists fewer"
+    )
+
+
+def maps_unscored(
+    reference: onnx.ModelProto,
+    kind: OutputKind,
+    shapes: Mapping[str, Sequence[int]],
+    side: tuple[int, int] | None,
+) -> str | None:
+    """The hint where, under --output-kind auto, an output a Conv or Resize computes is a map of several
+    channels at the input's own size, which compare gives no per-pixel agreement: a segmenter's class
+    logits read by their argmax are such a map (hq59: DeepLabV3's [1, 257, 257, 21] showed 'top-1 agree
+    -', and --output-kind classes gave 99.67 %), and so are heatmaps, which that figure would misread."""
+    if kind is not OutputKind.auto:
+        return None
+    maps = map_outputs(reference, OutputKind.classes)
+    found = [
+        f"{name!r} {list(shape)}"
+        for name, shape in shapes.items()
+        if name in maps and shape_logits_axis(tuple(shape), side) is not None
+    ]
+    if not found:
+        return None
+    return (
+        f"output(s) {', '.join(found)} are maps of several channels at the input's size, given no per-pixel "
+        "agreement: where one holds a segmenter's class logits (read by their argmax), --output-kind "
+        "classes adds the share of pixels whose class agrees"
     )

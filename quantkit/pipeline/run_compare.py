@@ -50,6 +50,7 @@ from quantkit.pipeline.compare_notes import (
     FLOAT8_LEVEL,
     FLOAT16_CPU,
     computes_in_float16,
+    maps_unscored,
     overridable_weights,
     selected_note,
 )
@@ -250,6 +251,7 @@ def compare(
                 swapped(reference, candidate, reference_path, candidate_path),
                 same_model(reference, candidate, reference_path, candidate_path),
                 selected_note(inferred, ordered, {m.name for m in outputs if m.boxes is not None}),
+                maps_unscored(reference, config.output_kind, done.comparison.seen_shapes, side),
                 # onnxruntime's alone: OpenVINO reads such inputs as constants (hunt52 C7)
                 overridable_weights(reference, candidate)
                 if config.latency.runs and config.runtime is Runtime.onnxruntime
