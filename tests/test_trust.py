@@ -1006,6 +1006,11 @@ def test_a_heat_map_of_rare_event_logits_is_judged_as_a_sigmoid_reads_it() -> No
 
     line = sign_region("hm", channel_signs(two, moved_two), "s")  # the warning, too
     assert line is not None and line.startswith("output 'hm' (its channel 1 of 2): FP32 puts 20 of its 400")
+    # the same map channels last (NHWC) is judged by the same channels (hq59 C: row by row before)
+    nhwc = OutputNoise()
+    nhwc.update({"hm": two.transpose(0, 2, 3, 1)}, {"hm": moved_two.transpose(0, 2, 3, 1)})
+    assert nhwc.sqnr_db == pytest.approx(read, abs=1e-6)
+    assert channel_signs(two.transpose(0, 2, 3, 1), moved_two.transpose(0, 2, 3, 1)).shape == (2, 5)
     for shape in ((1, 400), None):  # class logits; a map with as many values above 0 as below
         ref, got = (heat.reshape(1, 400), moved.reshape(1, 400)) if shape else (-heat, -moved)
         other = OutputNoise()

@@ -125,9 +125,17 @@ def sign_overlap(positive: int, candidate: int, both: int) -> float:
 
 
 def _channel_axis(shape: tuple[int, ...]) -> int | None:
-    """The axis a map's channels (an anchor list's classes) lie along: axis 1 of a rank-4+ map of at most
-    FEATURE_AXIS_MAX channels, a rank-3 output's feature_axis; None: the output pools as one."""
-    if len(shape) >= 4:
+    """The axis a map's channels (an anchor list's classes) lie along: of a rank-4 map, axis 1 (NCHW) or
+    3 (NHWC: its first two map axes of one size and the last of another, or the last the shorter where
+    neither pair is square), at most FEATURE_AXIS_MAX long; axis 1 of a higher rank; a rank-3 output's
+    feature_axis; None: the output pools as one. hq59 C: an NHWC map was judged row by row (its height,
+    axis 1, read as channels), or pooled above 256 rows, never per class."""
+    if len(shape) == 4:
+        _, a, h, b = shape
+        nhwc = a == h != b or (not h == b != a and b < a)
+        axis = 3 if nhwc else 1
+        return axis if shape[axis] <= FEATURE_AXIS_MAX else None
+    if len(shape) > 4:
         return 1 if shape[1] <= FEATURE_AXIS_MAX else None
     return feature_axis(shape)
 
