@@ -1011,6 +1011,8 @@ def test_a_heat_map_of_rare_event_logits_is_judged_as_a_sigmoid_reads_it() -> No
     nhwc.update({"hm": two.transpose(0, 2, 3, 1)}, {"hm": moved_two.transpose(0, 2, 3, 1)})
     assert nhwc.sqnr_db == pytest.approx(read, abs=1e-6)
     assert channel_signs(two.transpose(0, 2, 3, 1), moved_two.transpose(0, 2, 3, 1)).shape == (2, 5)
+    yolo = np.zeros((1, 255, 6, 10))  # a YOLOv5 head, NCHW and not square: its 255 channels (review)
+    assert channel_signs(yolo, yolo).shape == (255, 5)
     for shape in ((1, 400), None):  # class logits; a map with as many values above 0 as below
         ref, got = (heat.reshape(1, 400), moved.reshape(1, 400)) if shape else (-heat, -moved)
         other = OutputNoise()

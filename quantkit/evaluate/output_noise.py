@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantkit.errors import ConversionError
+from quantkit.evaluate.end2end import rows_differ
 from quantkit.evaluate.metrics import sqnr_db
 
 # An output [N, a, b] can list features of different kinds along a short axis: YOLOv8's [N,
@@ -125,15 +127,16 @@ def sign_overlap(positive: int, candidate: int, both: int) -> float:
 
 
 def _channel_axis(shape: tuple[int, ...]) -> int | None:
-    """The axis a map's channels (an anchor list's classes) lie along: of a rank-4 map, axis 1 (NCHW) or
-    3 (NHWC: its first two map axes of one size and the last of another, or the last the shorter where
-    neither pair is square), at most FEATURE_AXIS_MAX long; axis 1 of a higher rank; a rank-3 output's
-    feature_axis; None: the output pools as one. hq59 C: an NHWC map was judged row by row (its height,
-    axis 1, read as channels), or pooled above 256 rows, never per class."""
+    """The axis a map's channels (an anchor list's classes) lie along: of a rank-4 map, axis 1 (NCHW), or
+    3 where axes 1 and 2 are a square map and axis 3 is not of their size (NHWC), at most
+    FEATURE_AXIS_MAX long; axis 1 of a higher rank; a rank-3 output's feature_axis; None: the output
+    pools as one. hq59 C: a square NHWC map was judged row by row (its height, axis 1, read as
+    channels), or pooled above 256 rows, never per class. A non-square one still reads as NCHW: from its
+    shape alone, [1, 255, 48, 80] (a YOLOv5 head, NCHW) and [1, 256, 512, 19] (NHWC) cannot be told
+    apart by a rule that reads neither wrongly (a review of this session)."""
     if len(shape) == 4:
         _, a, h, b = shape
-        nhwc = a == h != b or (not h == b != a and b < a)
-        axis = 3 if nhwc else 1
+        axis = 3 if a == h != b else 1
         return axis if shape[axis] <= FEATURE_AXIS_MAX else None
     if len(shape) > 4:
         return 1 if shape[1] <= FEATURE_AXIS_MAX else None
@@ -209,8 +212,14 @@ class OutputNoise:
     def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
         """Outputs by name, float [N, ...] each; candidate has every name of reference."""
         for name, value in reference.items():
-            if value.shape != candidate[name].shape:  # rows as many as the data gives (end2end.rows_differ),
-                continue  # another count in each model: no element stands for the same thing in both
+            if value.shape != candidate[name].shape:
+                if rows_differ(value.shape, candidate[name].shape):  # rows as many as the data gives: another
+                    continue  # count in each model, no element stands for the same thing in both
+                got = list(candidate[name].shape)
+                raise ConversionError(
+                    f"a converted form of the model gives output {name!r} as {got} where FP32 gives "
+                    f"{list(value.shape)}: it computes something else; nothing was written"
+                )
             r, c = _same_infinities_as_zero(value.astype(np.float64), candidate[name])
             axis = feature_axis(r.shape) if self.features else None
             others = tuple(a for a in range(r.ndim) if a != axis)
