@@ -380,32 +380,37 @@ def _why(exc: Exception) -> str:
     return text.split(" <", 1)[0] if " <" in text else text or type(exc).__name__
 
 
-def peak_16_bit(path: Path) -> float | None:
-    """The largest value of a 16-bit image (I;16, or I or F past 255: read over 0-65535, or wider where
-    its values are: _to_mode), else None."""
+def peak_16_bit(path: Path) -> tuple[float, float] | None:
+    """(largest value, level: _level, what _to_mode reads its range by) of a 16-bit image (I;16, or I or
+    F past 255: read over 0-65535, or wider where its level is), else None."""
     try:
         with Image.open(path) as image:
             if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
                 return None
-            peak = float(np.max(np.asarray(image)))
-            return peak if image.mode.startswith("I;16") or peak > 255 else None  # else over 0-255 (or 0-1)
+            array = np.asarray(image, dtype=np.float64)
+            peak = float(np.max(array))  # not past 255 in I or F: read over 0-255 (or 0-1)
+            return (peak, _level(array)) if image.mode.startswith("I;16") or peak > 255 else None
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
+def _level(array: np.ndarray) -> float:
+    """The value an image's range is judged by: its 99.9th percentile, not its maximum (one pixel at
+    1.0005 made a [0, 1] photo read as [0, 255], black, hunt39 F12; a nodata 2^31 - 1 in 16-bit data
+    would read it over 31 bits). Values beyond are clipped."""
+    return float(np.percentile(array, 99.9)) if array.size else 0.0
+
+
 def _to_mode(image: Image.Image, channels: int) -> Image.Image:
     """RGB (or L for one-channel models) from any mode: palette, CMYK, alpha, 16-bit, float (values in
-    [0, 1] as such: a float TIFF of a photo was fed as a black image, hunt33). The range is judged by the
-    99.9th percentile, not the maximum: one pixel at 1.0005 (what resampling or sharpening leaves in a
-    float pipeline) made a [0, 1] photo read as [0, 255], black (hunt39 F12); values beyond are clipped."""
+    [0, 1] as such: a float TIFF of a photo was fed as a black image, hunt33), the range judged by _level."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        level = float(np.percentile(array, 99.9)) if array.size else 0.0
+        level = _level(array)
         unit = image.mode == "F" and level <= 1.0
         top = 65535.0 if image.mode.startswith("I;16") or level > 255 else 1.0 if unit else 255.0
-        peak = float(array.max()) if array.size else 0.0
-        if peak > 65535:  # wider data over its bit depth: 0..255,000 was clipped to white (hq57 A4); by its
-            top = float(2 ** int(peak).bit_length() - 1)  # peak, as the warning says (sanity.narrow_16_bit)
+        if level > 65535:  # wider data over its bit depth: 0..255,000 was clipped to white (hq57 A4)
+            top = float(2 ** int(level).bit_length() - 1)
         image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")

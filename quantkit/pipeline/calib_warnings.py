@@ -14,8 +14,9 @@ from quantkit.results import Feed, feed_rows
 
 def narrow_16_bit_images(merged: Merged) -> str | None:
     """sanity.narrow_16_bit on the 8 images spread over those read, opened again here."""
-    peaks = [peak_16_bit(path) for path in sorted(spread(merged.observed, SMOKE_SAMPLES))]
-    return narrow_16_bit([p for p in peaks if p is not None], len(peaks))
+    depths = [peak_16_bit(path) for path in sorted(spread(merged.observed, SMOKE_SAMPLES))]
+    found = [d for d in depths if d is not None]
+    return narrow_16_bit([peak for peak, _ in found], len(depths), [level for _, level in found])
 
 
 # Fewer images than this calibrate with a warning: ranges, the stored samples and every figure on them come
