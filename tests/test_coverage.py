@@ -1812,3 +1812,73 @@ def test_sparse_weights_are_read_as_dense_ones(
     assert "not a constant" not in printed
     converted = onnx.load(str(out))
     assert any(n.op_type == "DequantizeLinear" and n.input[0].startswith("w") for n in converted.graph.node)
+
+
+def test_a_nonzero_on_constants_or_shapes_selects_nothing() -> None:
+    """NonZero and Compress select where their condition comes from the data (hq59 B1); on a constant
+    class mask or in shape arithmetic they pick the same every time, and a classifier's probabilities
+    after them keep their figures; a TopK's k computed in float from a shape is no measured tensor (a
+    review of this session: it added a noiseless tensor to convert's mean, 20.0 -> 23.0 dB)."""
+    from quantkit.graph import model_io
+    from quantkit.graph.query import measured_outputs, selection_ordered
+
+    def classifier(tail: list[onnx.NodeProto], weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+        p = conv_params(10, 3, 3, 70)
+        nodes = [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"),
+            helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["logits"]),
+            *tail,
+        ]
+        graph = helper.make_graph(
+            nodes,
+            "classifier",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+            [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", "K"])],
+            [numpy_helper.from_array(np.asarray(v), k) for k, v in {**p, **weights}.items()],
+        )
+        return model_io.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+
+    keep = np.arange(10) > 0  # a background class dropped
+    compress = classifier(
+        [
+            helper.make_node("Compress", ["logits", "keep"], ["kept"], axis=1),
+            helper.make_node("Softmax", ["kept"], ["probs"]),
+        ],
+        {"keep": keep},
+    )
+    gather = classifier(
+        [
+            helper.make_node("NonZero", ["keep"], ["nz"]),
+            helper.make_node("Squeeze", ["nz", "axis0"], ["idx"]),
+            helper.make_node("Gather", ["logits", "idx"], ["kept"], axis=1),
+            helper.make_node("Softmax", ["kept"], ["probs"]),
+        ],
+        {"keep": keep, "axis0": np.array([0], np.int64)},
+    )
+    shaped = classifier(
+        [
+            helper.make_node("Shape", ["logits"], ["s"]),
+            helper.make_node("Greater", ["s", "one"], ["big"]),
+            helper.make_node("NonZero", ["big"], ["nz"]),
+            helper.make_node("Squeeze", ["nz", "axis0"], ["idx"]),
+            helper.make_node("Gather", ["s", "idx"], ["dims"]),
+            helper.make_node("Reshape", ["logits", "dims"], ["flat"]),
+            helper.make_node("Softmax", ["flat"], ["probs"]),
+        ],
+        {"one": np.array(1, np.int64), "axis0": np.array([0], np.int64)},
+    )
+    for model in (compress, gather, shaped):
+        assert selection_ordered(model) == {}
+    top_k = classifier(
+        [
+            helper.make_node("Shape", ["logits"], ["s"]),
+            helper.make_node("Gather", ["s", "one"], ["n"]),
+            helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["nf", "half"], ["kf"]),
+            helper.make_node("Cast", ["kf"], ["k"], to=TensorProto.INT64),
+            helper.make_node("TopK", ["logits", "k"], ["probs", "idx"], axis=1),
+        ],
+        {"one": np.array([1], np.int64), "half": np.array([0.5], np.float32)},
+    )
+    assert measured_outputs(top_k) == {"probs": ("logits",)}

@@ -246,39 +246,72 @@ def measured_tensors(measured: Mapping[str, tuple[str, ...]]) -> list[str]:
 
 
 def _selected(index: GraphIndex) -> set[str]:
-    """The tensors a selecting op (SELECTING_OPS) writes, and every tensor computed from one."""
+    """The tensors a selecting op (SELECTING_OPS) writes, and every tensor computed from one. A NonZero or
+    Compress selects only where its condition comes from the data: on a constant class mask, or in
+    shape arithmetic, it picks the same every time (a review: a classifier's probabilities after a
+    constant mask lost their top-1 figures to it)."""
     selected: set[str] = set()
     if not any(node.op_type in SELECTING_OPS for node in index.nodes):
         return selected  # most models: no sort needed
     for node in topological_order(index.nodes, [*index.graph_inputs, *index.initializers]):
-        if node.op_type in SELECTING_OPS or any(name in selected for name in node.input):
+        if _selects(index, node) or any(name in selected for name in node.input):
             selected.update(o for o in node.output if o)
     return selected
+
+
+CONDITIONED = {"NonZero": 0, "Compress": 1}  # the input that decides how many values are kept
+SHAPE_OPS = frozenset({"Shape", "Size"})  # their outputs say nothing of the values they read
+
+
+def _selects(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    if node.op_type not in CONDITIONED:
+        return node.op_type in SELECTING_OPS
+    position = CONDITIONED[node.op_type]
+    return len(node.input) > position and _from_data(index, node.input[position])
+
+
+def _from_data(index: GraphIndex, name: str) -> bool:
+    """Whether `name` is computed from a graph input's values (not only from constants or shapes)."""
+    seen, pending = {name}, [name]
+    while pending:
+        current = pending.pop()
+        if current in index.graph_inputs:
+            return True
+        node = index.producer.get(current)
+        if node is None or node.op_type in SHAPE_OPS:
+            continue
+        for source in node.input:
+            if source and source not in seen and not index.is_constant(source):
+                seen.add(source)
+                pending.append(source)
+    return False
 
 
 def _entering(index: GraphIndex, output: str, selected: set[str]) -> tuple[str, ...]:
     """The float tensors, computed from the graph's inputs, that nodes on the way to `output` read from
     outside the selected region (the scores a TopK ranks, the boxes a GatherElements picks from), and
-    those a mask or indices read there is computed from (the scores a Greater thresholds for a NonZero),
-    but not through a tensor's shape."""
+    those the condition of a NonZero or Compress there is computed from (the scores a Greater
+    thresholds), but not through a tensor's shape."""
     found: set[str] = set()
-    seen, pending = {output}, [output]
+    seen, pending = {output}, [(output, False)]
     while pending:
-        node = index.producer.get(pending.pop())
+        name, condition = pending.pop()
+        node = index.producer.get(name)
         if node is None:
             continue
-        for name in node.input:
-            if not name or name in seen:
+        for k, source in enumerate(node.input):
+            if not source or source in seen:
                 continue
-            seen.add(name)
-            if name in selected:
-                pending.append(name)
-            elif index.is_constant(name) or name in index.graph_inputs:
+            seen.add(source)
+            deciding = condition or CONDITIONED.get(node.op_type) == k
+            if source in selected:
+                pending.append((source, condition))
+            elif index.is_constant(source) or source in index.graph_inputs:
                 continue
-            elif index.is_float(name):
-                found.add(name)
-            elif getattr(index.producer.get(name), "op_type", "Shape") not in ("Shape", "Size"):
-                pending.append(name)  # a bool mask, integer indices: computed from what?
+            elif index.is_float(source):
+                found.add(source)
+            elif deciding and getattr(index.producer.get(source), "op_type", "Shape") not in SHAPE_OPS:
+                pending.append((source, True))  # a bool mask: computed from what?
     return tuple(sorted(found))
 
 
