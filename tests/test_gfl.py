@@ -211,3 +211,21 @@ def test_cli_compare_and_the_budget_read_a_picodet_head(
     assert_one_line_error(
         code, err, "output 'reg0' holds values", "a PicoDet or NanoDet head", "--detector gfl"
     )
+
+
+def test_another_output_beside_a_level_neither_drops_it_nor_stands_for_the_head() -> None:
+    """An output of as many anchors as the stride-8 level (a quality map [N, A, 2]) made that level
+    ambiguous, and it was left out in silence: compare judged three levels, and the budget read the raw
+    distributions as a head (a review of this session). The widths the levels share decide; an output of
+    those widths too is refused."""
+    from quantkit.evaluate.budget_validator import _choose, read_as
+
+    outputs = _outputs() | {"quality": np.full((1, _cells(8), 2), 0.5, np.float32)}
+    head = gfl_heads(outputs, SIDE)
+    assert head.levels == tuple((f"cls{k}", f"reg{k}") for k in range(4))
+    views = read_as(outputs, DetectorHead.gfl, None, head)
+    assert next(iter(views)) == "cls0" and views["cls0"].shape[1] == sum(_cells(s) for s in STRIDES)
+    assert _choose(BudgetMetric.auto, views, False, DetectorHead.gfl, 1) == (BudgetMetric.boxes, ("cls0",))
+    twin = outputs | {"cls0_copy": outputs["cls0"]}
+    with pytest.raises(ConfigError, match=r"finds 3 outputs of 48 anchors that could be a level of its head"):
+        gfl_heads(twin, SIDE)

