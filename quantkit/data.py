@@ -182,8 +182,7 @@ class ArrayStream:
         counts = {name: len(found) for name, found in parts.items()}
         if len(set(counts.values())) > 1:
             for spec in self.specs:  # hq59 B5: a [2] reshape target beside an image [1, 3, H, W]
-                alone = spec.shape and spec.shape[0] == counts[spec.name] != min(counts.values())
-                if alone:
+                if self._unbatched(spec) and spec.shape[0] == counts[spec.name] != min(counts.values()):
                     raise ConfigError(_unbatched(spec))
             raise ConfigError(
                 f"{self._label(index)} holds different numbers of samples per input ({counts}); give each "
@@ -232,6 +231,15 @@ class ArrayStream:
             )
         return array
 
+    def _unbatched(self, spec: InputSpec) -> bool:
+        """Whether `spec` may be an input without a batch axis: its first dimension fixed and declared
+        by no other input (a reshape target [2] beside an image [1, 3, H, W]; two inputs fixed at batch 2
+        share their batch, a review of this session)."""
+        first = spec.shape[:1]
+        others = [o for o in self.specs if o is not spec]
+        fixed = bool(first) and first[0] is not None
+        return bool(others) and fixed and all(o.shape[:1] != first for o in others)
+
     def _split(self, array: np.ndarray, index: int, spec: InputSpec) -> list[np.ndarray]:
         """One sample (rank of the input minus the batch axis) or a batch (the input's rank) -> samples."""
         what = self._label(index) if len(self.specs) == 1 else f"{self._label(index)}'s {spec.name!r}"
@@ -240,7 +248,7 @@ class ArrayStream:
             samples = [array]
         elif array.ndim == rank:
             samples = list(array)
-        elif array.ndim == rank + 1 and rank and tuple(array.shape[1:]) == spec.shape:
+        elif array.ndim == rank + 1 and self._unbatched(spec) and tuple(array.shape[1:]) == spec.shape:
             raise ConfigError(_unbatched(spec))
         else:
             raise ConfigError(

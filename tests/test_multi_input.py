@@ -494,3 +494,31 @@ def test_an_input_without_a_batch_axis_beside_batched_ones_is_refused_in_one_lin
             "the first axis of every input as its samples, so it cannot feed it; export the model with that "
             "input as a constant, or with a batch axis"
         )
+
+
+def test_the_no_batch_axis_line_is_kept_for_inputs_that_have_none(tmp_path: Path) -> None:
+    """Two inputs fixed at batch 2 share their batch: one given as a batch of 2 and the other as one
+    sample is told so, not that the one given right has no batch axis (a review of this session)."""
+    nodes = [
+        helper.make_node("Conv", ["a", "w"], ["c"], name="conv"),
+        helper.make_node("Add", ["c", "b"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, 8, 8]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 4, 1, 1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8, 8])],
+        [numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    g = np.random.default_rng(0)
+    sample = {"a": g.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "b": np.zeros((4, 1, 1), np.float32)}
+    with pytest.raises(quantkit.ConfigError) as refused:
+        quantkit.calibrate(path, data=[sample], output=tmp_path / "t.calib.json")
+    assert "holds different numbers of samples per input ({'a': 2, 'b': 1})" in _one_line(refused)
