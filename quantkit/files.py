@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -257,3 +258,23 @@ def json_text(record: Any, indent: int = 1) -> str:
     """record (a JSON-ready record: compare's, shrink's, check's) as strict JSON text, one trailing
     newline; non-finite numbers as json_safe writes them."""
     return json.dumps(json_safe(record), indent=indent, allow_nan=False) + "\n"
+
+
+def short_of_room(folder: str | os.PathLike[str], size: int) -> bool:
+    """Whether writing a file of about `size` bytes into `folder` may fail for want of room: its disk
+    has less than twice that free, or the process may write files of less than twice that (`ulimit -f`).
+    Tells a full disk from a model that fails to serialise, where a library says only that it could
+    not write (onnxruntime's 'Protobuf serialization failed': also a graph over 2 GB)."""
+    wanted = 2 * size
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            return True
+    except (ImportError, OSError, ValueError):  # no such limit on this platform
+        pass
+    try:
+        return shutil.disk_usage(folder).free < wanted
+    except OSError:
+        return True

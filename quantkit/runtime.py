@@ -20,6 +20,7 @@ import onnx
 import onnxruntime as ort
 
 from quantkit.errors import ModelError, ort_reason
+from quantkit.files import short_of_room
 from quantkit.heap import HeapWatch
 from quantkit.results import Feed, batched, fed_as, feed_pad, feed_rows, fixed_batch_of, sample_batches
 from quantkit.version import __version__
@@ -342,9 +343,10 @@ def _tensor_bytes(model: onnx.ModelProto) -> int:
     )
 
 
-# What onnxruntime says where it made the session but could not save the optimized graph to the file asked
-# (onnxruntime/core/graph/model.cc: Model::Save), or could not open that file
-_WRITE_FAILED = re.compile(r"Protobuf serialization failed|System error number|No space left|File too large")
+# What onnxruntime says where it made the session but could not open the file asked for the optimized graph
+# (SystemError : errno), or could not save it there (Model::Save: also what a graph past 2 GB gives)
+_OPEN_FAILED = re.compile(r"SystemError : \d+|System error number|No space left|File too large")
+_SAVE_FAILED = "Protobuf serialization failed"
 
 
 def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -370,7 +372,8 @@ def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
             ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types from C++
             reason = ort_reason(str(exc))
-            if _WRITE_FAILED.search(reason):  # hq57 D(e): a full disk or `ulimit -f`, not the model
+            saving = _SAVE_FAILED in reason and short_of_room(folder, _tensor_bytes(model))
+            if _OPEN_FAILED.search(reason) or saving:  # hq57 D(e): a full disk or `ulimit -f`, not the model
                 raise OSError(f"onnxruntime could not write its optimized graph ({reason})") from exc
             raise ModelError(f"onnxruntime cannot load the model ({reason})") from exc
         return onnx.load(str(Path(folder) / "optimized.onnx"))

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -1812,11 +1812,26 @@ def test_a_file_size_limit_is_not_blamed_on_the_model(cnn: Path, image_dir: Path
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         assert_one_line_error(code, err, "File too large" if extra else "could not write", "not full")
         assert "cannot load the model" not in err and not out.exists()
+    from quantkit.files import short_of_room
     from quantkit.runtime import optimized_graph
 
     resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
     try:
         with pytest.raises(OSError, match=r"could not write its optimized graph \(Protobuf serialization"):
             optimized_graph(onnx.load(str(cnn)))
+        assert short_of_room(cnn.parent, 1000)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert not short_of_room(cnn.parent, 1000)  # room enough: a serialisation failure is the model's
+    import contextlib
+
+    import quantkit.runtime
+
+    @contextlib.contextmanager
+    def gone(prefix: str = "") -> Iterator[str]:  # the folder vanished: onnxruntime says 'SystemError : 2'
+        yield str(cnn.parent / "gone")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quantkit.runtime.tempfile, "TemporaryDirectory", gone)
+        with pytest.raises(OSError, match=r"could not write its optimized graph \(SystemError : 2\)"):
+            optimized_graph(onnx.load(str(cnn)))
