@@ -463,28 +463,31 @@ def test_a_model_whose_batch_axis_takes_one_sample_runs_one_sample_a_run(
     assert json.loads(table.read_text())["meta"]["inputs"]["count"] == 12
 
 
-def test_an_input_without_a_batch_axis_beside_batched_ones_is_refused_in_one_line(tmp_path: Path) -> None:
-    """A reshape target [2] (int64) beside an image [1, 3, 8, 8]: given as [2] it read as 2 samples ('holds
-    different numbers of samples per input'), given as [1, 2] the line asked for 'rank 0 (one sample)' of a
-    [2] input (hq59 B5). Neither can be fed: one line says why and what to do."""
+def _conv_and(path: Path, op: str, second: onnx.ValueInfoProto, first: list[int], out: list[int]) -> Path:
+    """x (`first`) -> Conv (4 channels) -> `op` with the second input -> y (`out`)."""
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-        helper.make_node("Reshape", ["c", "shp"], ["y"], name="flat"),
+        helper.make_node(op, ["c", second.name], ["y"], name="second"),
     ]
     graph = helper.make_graph(
         nodes,
         "g",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
-            helper.make_tensor_value_info("shp", TensorProto.INT64, [2]),
-        ],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, first), second],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)],
         [numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
+    return path
+
+
+def test_an_input_without_a_batch_axis_beside_batched_ones_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A reshape target [2] (int64) beside an image [1, 3, 8, 8]: given as [2] it read as 2 samples ('holds
+    different numbers of samples per input'), given as [1, 2] the line asked for 'rank 0 (one sample)' of a
+    [2] input (hq59 B5). Neither can be fed: one line says why and what to do."""
+    shape = helper.make_tensor_value_info("shp", TensorProto.INT64, [2])
+    path = _conv_and(tmp_path / "m.onnx", "Reshape", shape, [1, 3, 8, 8], [1, 256])
     x = np.random.default_rng(0).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
     for shp in (np.array([1, 256]), np.array([[1, 256]])):
         with pytest.raises(quantkit.ConfigError) as refused:
@@ -499,26 +502,10 @@ def test_an_input_without_a_batch_axis_beside_batched_ones_is_refused_in_one_lin
 def test_the_no_batch_axis_line_is_kept_for_inputs_that_have_none(tmp_path: Path) -> None:
     """Two inputs fixed at batch 2 share their batch: one given as a batch of 2 and the other as one
     sample is told so, not that the one given right has no batch axis (a review of this session)."""
-    nodes = [
-        helper.make_node("Conv", ["a", "w"], ["c"], name="conv"),
-        helper.make_node("Add", ["c", "b"], ["y"], name="add"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [
-            helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, 8, 8]),
-            helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 4, 1, 1]),
-        ],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8, 8])],
-        [numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = tmp_path / "m.onnx"
-    onnx.save(model, str(path))
+    bias = helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 4, 1, 1])
+    path = _conv_and(tmp_path / "m.onnx", "Add", bias, [2, 3, 8, 8], [2, 4, 8, 8])
     g = np.random.default_rng(0)
-    sample = {"a": g.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "b": np.zeros((4, 1, 1), np.float32)}
+    sample = {"x": g.normal(0, 1, (2, 3, 8, 8)).astype(np.float32), "b": np.zeros((4, 1, 1), np.float32)}
     with pytest.raises(quantkit.ConfigError) as refused:
         quantkit.calibrate(path, data=[sample], output=tmp_path / "t.calib.json")
-    assert "holds different numbers of samples per input ({'a': 2, 'b': 1})" in _one_line(refused)
+    assert "holds different numbers of samples per input ({'x': 2, 'b': 1})" in _one_line(refused)
