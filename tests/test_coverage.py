@@ -1882,3 +1882,37 @@ def test_a_nonzero_on_constants_or_shapes_selects_nothing() -> None:
         {"one": np.array([1], np.int64), "half": np.array([0.5], np.float32)},
     )
     assert measured_outputs(top_k) == {"probs": ("logits",)}
+
+
+def test_an_output_that_is_no_tensor_is_refused_in_one_line(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sequence output (SequenceConstruct: scripted torch's `return [logits, feat]`) made calibrate,
+    convert --to fp16 and compare raise an internal error ('setting an array element with a sequence',
+    hq60 B): onnxruntime returns it as a list. It is refused when the model is read, saying what to do."""
+    p = conv_params(4, 3, 3, 80)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["a"], name="c1"),
+        helper.make_node("GlobalAveragePool", ["a"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Relu", ["f"], ["r"]),
+        helper.make_node("SequenceConstruct", ["f", "r"], ["seq"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in p.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    src = save(model, tmp_path / "m.onnx")
+    line = "m.onnx's output 'seq' is a sequence of tensors, not a tensor, which quantkit cannot compare"
+    for argv in (
+        ["calibrate", str(src), "--images", str(image_dir), "-o", str(tmp_path / "t.calib.json")],
+        ["convert", str(src), "--to", "fp16", "-o", str(tmp_path / "f.onnx")],
+        ["compare", str(src), str(src), "--images", str(image_dir), "--runs", "0"],
+    ):
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, line, "export its tensors as separate outputs")
+    assert not (tmp_path / "t.calib.json").exists() and not (tmp_path / "f.onnx").exists()

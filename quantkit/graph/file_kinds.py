@@ -158,3 +158,23 @@ def _start(path: Path, size: int = 512) -> bytes:
             return handle.read(size)
     except OSError:
         return b""
+
+
+def non_tensor_output(model: onnx.ModelProto, path: Path) -> str | None:
+    """The refusal of a graph output that is no tensor: a sequence (SequenceConstruct: scripted torch's
+    `return [logits, feat]`), an optional or a map, which onnxruntime returns as a list, None or a dict,
+    and which no figure of quantkit's reads (hq60 B: calibrate, convert and compare raised an internal
+    error on one). None where every output is a tensor."""
+    kinds = {
+        "sequence_type": "a sequence of tensors",
+        "optional_type": "an optional value",
+        "map_type": "a map",
+    }
+    for output in model.graph.output:
+        kind = output.type.WhichOneof("value")
+        if kind in kinds:
+            return (
+                f"{path.name}'s output {output.name!r} is {kinds[kind]}, not a tensor, which quantkit cannot "
+                "compare; export its tensors as separate outputs (a tuple, not a list)"
+            )
+    return None

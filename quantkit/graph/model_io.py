@@ -16,7 +16,7 @@ from quantkit import runtime
 from quantkit.errors import ModelError, shorten
 from quantkit.files import data_files
 from quantkit.graph.contrib_types import inferred_types
-from quantkit.graph.file_kinds import checker_refusal, newer_opset, no_graph, not_onnx
+from quantkit.graph.file_kinds import checker_refusal, newer_opset, no_graph, non_tensor_output, not_onnx
 from quantkit.graph.finite_weights import check_finite_weights
 from quantkit.graph.legacy_ops import FREE_INITIALIZERS_IR, write_out
 from quantkit.graph.query import INTEGER_TYPES, function_nodes
@@ -145,6 +145,8 @@ def _check_supported(model: onnx.ModelProto, path: Path) -> None:
             f"{path.name} uses opset {version}; quantkit needs opset {MIN_OPSET} or later (onnxruntime's "
             "oldest). Re-export with a newer opset"
         )
+    if line := non_tensor_output(model, path):
+        raise ModelError(line)
     if len(model.training_info) or any(n.domain == TRAINING_DOMAIN for n in model.graph.node):
         raise ModelError(
             f"{path.name} is a training graph; export the model for inference (model.eval(), "
