@@ -5,6 +5,7 @@ table, a conversion far below what it should reach. Each model is checked agains
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -1389,7 +1390,7 @@ def control_flow_model() -> onnx.ModelProto:
         "wa": g.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32),
         "wb": g.normal(0, 0.1, (16, 16, 3, 3)).astype(np.float32),
         "wc": g.normal(0, 0.1, (8, 16, 3, 3)).astype(np.float32),
-        "zero": np.array(0.0, np.float32),
+        "zero": np.array(-1e6, np.float32),  # the then branch on every image: no flip to measure
         "trip": np.array(2, np.int64),
     }
     value = helper.make_tensor_value_info
@@ -1916,3 +1917,92 @@ def test_an_output_that_is_no_tensor_is_refused_in_one_line(
         code, _, err = run(argv, capsys)
         assert_one_line_error(code, err, line, "export its tensors as separate outputs")
     assert not (tmp_path / "t.calib.json").exists() and not (tmp_path / "f.onnx").exists()
+
+
+def _branch_reads(c: int = 8) -> onnx.ModelProto:
+    """Conv -> BatchNormalization -> Relu -> Conv -> Relu -> GAP -> Flatten 'f' -> Gemm 'y', and an If whose
+    branches read, from the outer scope, the first Conv's output before its BatchNormalization ('c1'), the
+    second's before its Relu ('c2') and the Gemm's input ('f')."""
+
+    def branch(prefix: str, op: str) -> onnx.GraphProto:
+        nodes = [helper.make_node("ReduceL2", [t], [f"{prefix}{t}"], keepdims=0) for t in ("c1", "c2", "f")]
+        nodes += [
+            helper.make_node("Sum", [f"{prefix}{t}" for t in ("c1", "c2", "f")], [f"{prefix}s"]),
+            helper.make_node(op, [f"{prefix}s"], [f"{prefix}out"]),
+        ]
+        out = helper.make_tensor_value_info(f"{prefix}out", TensorProto.FLOAT, [])
+        return helper.make_graph(nodes, f"{prefix}g", [], [out])
+
+    p1, p2 = conv_params(c, 3, 3, 90), conv_params(c, c, 3, 91)
+    g = rng(92)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "s", "t", "m", "v"], ["n1"], name="bn"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["f"]),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], name="fc", transB=1),
+        helper.make_node("ReduceSum", ["y"], ["ys"], keepdims=0),
+        helper.make_node("Greater", ["ys", "zero"], ["cond"]),
+        helper.make_node(
+            "If",
+            ["cond"],
+            ["out"],
+            name="if",
+            then_branch=branch("t_", "Identity"),
+            else_branch=branch("e_", "Neg"),
+        ),
+    ]
+    weights = {
+        "w1": p1["w"],
+        "b1": p1["b"],
+        "w2": p2["w"],
+        "b2": p2["b"],
+        "s": g.uniform(0.5, 1.5, c).astype(np.float32),
+        "t": g.normal(0, 0.1, c).astype(np.float32),
+        "m": g.normal(0, 0.1, c).astype(np.float32),
+        "v": g.uniform(0.5, 1.5, c).astype(np.float32),
+        "w3": g.normal(0, 0.3, (10, c)).astype(np.float32),
+        "b3": g.normal(0, 0.1, 10).astype(np.float32),
+        "zero": np.array(-1e6, np.float32),  # the then branch on every image: no flip to measure
+    }
+    return make_model(nodes, weights, outputs=["y", "out"])
+
+
+def test_a_tensor_a_branch_reads_from_the_outer_scope_keeps_its_values(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An If branch reading a Conv's output before its BatchNormalization made calibrate and --to fp16
+    refuse the model (the fold renamed the tensor away); before its Relu, every int8 convert (the Relu
+    folded into the range); the Gemm's input, --target tensorrt (the shifted pair renamed it) (hq60 B).
+    Such tensors are never folded or renamed: each conversion is written and computes the If's output."""
+    src = save(_branch_reads(), tmp_path / "m.onnx")
+    table = tmp_path / "t.calib.json"
+    code, _, err = run(["calibrate", str(src), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert code == 0, err
+    for name, extra in (
+        ("ort", ["-c", str(table), "--prefer", "accuracy"]),
+        ("trt", ["-c", str(table), "--prefer", "accuracy", "--target", "tensorrt"]),
+        ("fp16", ["--to", "fp16", "-c", str(table)]),
+    ):
+        out = tmp_path / f"{name}.onnx"
+        code, _, err = run(["convert", str(src), *extra, "-o", str(out), "-q"], capsys)
+        assert code == 0, (name, err)
+        report = tmp_path / f"{name}.json"
+        argv = [
+            "compare",
+            str(src),
+            str(out),
+            "--images",
+            str(image_dir),
+            "--runs",
+            "0",
+            "--json",
+            str(report),
+        ]
+        code, _, err = run(argv, capsys)
+        assert code == 0, (name, err)
+        figures = {o["name"]: o["sqnr_db"] for o in json.loads(report.read_text())["outputs"]}
+        assert min(figures.values()) > 20, (name, figures)

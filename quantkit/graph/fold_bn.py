@@ -105,7 +105,7 @@ def _foldable_affine(
         if weight is None or weight.ndim < 3 or (has_bias and _weight(index, conv.input[2]) is None):
             return None
         source = node.input[position]
-        if len(index.consumers[source]) != 1 or source in index.graph_outputs:
+        if len(index.consumers[source]) != 1 or source in index.graph_outputs or source in index.captured:
             return None
         channels = _per_channel(value, weight.shape[0], weight.ndim)
         if channels is None:
@@ -165,6 +165,7 @@ def _foldable_conv(index: GraphIndex, bn: onnx.NodeProto) -> onnx.NodeProto | No
         or len(conv.input) < 2
         or len(index.consumers[bn.input[0]]) != 1
         or bn.input[0] in index.graph_outputs
+        or bn.input[0] in index.captured  # an If/Loop body reads the Conv's own output (hq60 B)
     ):
         return None
     bias = conv.input[2:3] if len(conv.input) > 2 and conv.input[2] else []

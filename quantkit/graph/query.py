@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict, deque
 from collections.abc import Collection, Iterable, Iterator, Mapping
 
@@ -86,6 +87,11 @@ class GraphIndex:
 
     def is_constant(self, name: str) -> bool:
         return name in self.initializers or name in self.constant_nodes
+
+    @functools.cached_property
+    def captured(self) -> frozenset[str]:
+        """Names If/Loop/Scan bodies read (query.captured: a superset of the outer tensors they capture)."""
+        return frozenset(name for node in self.nodes for name in captured(node))
 
     def constant(self, name: str) -> np.ndarray | None:
         if name in self.initializers:

@@ -106,7 +106,7 @@ def try_scale_fold(state: Planning, node: onnx.NodeProto) -> bool:
         return False
     found = writer(state, source)
     # a shared-scale writer (MaxPool, Reshape...) must keep its input's params: read it scaled instead
-    alone = len(index.consumers[source]) == 1 and source not in index.graph_outputs
+    alone = len(index.consumers[source]) == 1 and source not in index.graph_outputs | index.captured
     if alone and found is not None and found.op_type not in SHARED_SCALE_OPS:
         state.q.discard(source)
     else:

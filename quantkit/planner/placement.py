@@ -343,6 +343,7 @@ def _try_fold(state: Planning, node: onnx.NodeProto) -> bool:
     if (
         state.config.activations is not ActivationType.uint8
         or len(index.consumers[source]) != 1
+        or source in index.captured  # an If/Loop body reads the values before it (hq60 B)
         or out in index.graph_outputs
         or not state.has_stats(out)
         or not clips_at_zero(index, node)

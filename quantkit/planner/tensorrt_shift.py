@@ -102,9 +102,12 @@ def one_sided(lo: float, hi: float) -> bool:
 def shiftable(index: GraphIndex, quantized: Mapping[str, str], tensor: str, weighted: set[str]) -> bool:
     """`tensor` is written by a node the rewrite leaves as it is (no rewritten HardSigmoid) and read only,
     as the data input, by quantized layers (`weighted`: the nodes whose weight is quantized) that can
-    absorb a shift (graph.shift_rewrite.absorber); not a model output."""
+    absorb a shift (graph.shift_rewrite.absorber); not a model output, nor read by an If/Loop/Scan body
+    (hq60 B: the rewrite renames it, and a branch reading it from the outer scope lost it)."""
     producer = index.producer.get(tensor)
     if producer is None or tensor in index.graph_outputs or index.is_constant(tensor):
+        return False
+    if tensor in index.captured:
         return False
     if quantized.get(producer.name) in ("HardSigmoid", "HardSwish"):
         return False
