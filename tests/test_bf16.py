@@ -238,3 +238,41 @@ def test_bfloat16_edges_and_compact_are_checked_too(cnn: Path, tmp_path: Path) -
     assert np.array_equal(outputs[1], outputs[2])  # compact: the same values
     assert np.array_equal(outputs[0], outputs[2])  # a rounded input is what the first Cast made
     assert 30.0 < _sqnr(cnn, _emulation(edges), x) < ONE_ROUNDING_DB
+
+
+def test_an_upgrade_for_bfloat16_that_onnxruntime_cannot_run_is_not_blamed_on_the_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A RoiAlign model at opset 16, converted --to bf16, was told to 're-export it at opset 13 or later':
+    the failure is quantkit's own upgrade to 22 (bfloat16 Conv needs it), which onnxruntime has no
+    RoiAlign kernel for (hq60 B)."""
+    from onnx import numpy_helper
+
+    g = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "RoiAlign", ["c", "rois", "batch"], ["y"], name="roi", output_height=2, output_width=2
+        ),
+    ]
+    weights = {
+        "w": g.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32),
+        "rois": np.array([[0, 0, 8, 8], [2, 2, 14, 14]], np.float32),
+        "batch": np.zeros(2, np.int64),
+    }
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 2, 2])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    code, _, err = run(["convert", str(path), "--to", "bf16", "-o", str(tmp_path / "b.onnx")], capsys)
+    assert_one_line_error(
+        code, err, "the model upgraded from opset 16 to 22 (bfloat16", "RoiAlign", "convert it to a format"
+    )
+    assert "re-export" not in err

@@ -165,7 +165,7 @@ def prepare(
     model = legacy.model
     upgraded = resize_as_before(model_io.ensure_opset(model, minimum), before) if minimum else model
     if upgraded is not model:
-        check_upgrade(loaded, upgraded, before, size)  # against the legacy ops' own kernels
+        check_upgrade(loaded, upgraded, before, size, (minimum, reason))  # against the legacy ops' kernels
     normalized = normalize(upgraded)
     uncast, casts = same_type_casts(normalized.model)
     named, computed = fold_weight_shapes(uncast)
@@ -226,16 +226,26 @@ def _all_shrink(scales: np.ndarray) -> bool:
 
 
 def check_upgrade(
-    original: onnx.ModelProto, upgraded: onnx.ModelProto, version: int, size: tuple[int, int] | None
+    original: onnx.ModelProto,
+    upgraded: onnx.ModelProto,
+    version: int,
+    size: tuple[int, int] | None,
+    target: tuple[int, str] = (model_io.PER_CHANNEL_OPSET, "per-channel weights need 13"),
 ) -> None:
     """Raise ModelError unless the upgraded model gives the original's outputs on synthetic inputs. The
     original runs first: where it fails too (cycle_center_net at an --input-size of 33x47, a broadcast of
-    8 by 9), its own error is raised, not the conversion blamed."""
+    8 by 9), its own error is raised, not the conversion blamed. target: the opset upgraded to, and why."""
     samples = synthetic_samples(original, size, count=2)
     before = Session.of(original, spin=False).run_samples(samples)
     try:
         after = Session.of(upgraded, spin=False).run_samples(samples)
     except ModelError as exc:
+        opset, why = target
+        if version >= model_io.PER_CHANNEL_OPSET:  # hq60 B: a RoiAlign at 16 was told to re-export at 13
+            raise ModelError(
+                f"the model upgraded from opset {version} to {opset} ({why}) fails to run in onnxruntime "
+                f"({exc}): convert it to a format its opset allows (int8, fp16)"
+            ) from exc
         raise ModelError(
             f"the model converted from opset {version} fails to run in onnxruntime ({exc}); re-export it at "
             f"opset {model_io.PER_CHANNEL_OPSET} or later"
