@@ -243,6 +243,11 @@ def test_shrink_gate_reads_final_boxes_then_anchor_recall() -> None:
     no_box = dataclasses.replace(boxes, boxes=0, boxes_found=0, boxes_extra=0)
     drop, unit = accuracy_drop(dataclasses.replace(plain, outputs=(no_box,)))
     assert drop == pytest.approx(8.0) and "detections lost" in unit  # boxes added there: inf (test_shrink)
+    # the row with the boxes, wherever the model lists it (hq60 F1: a PicoDet's distributions, an
+    # RT-DETR's labels listed first: the gate read those and failed, or gated on top-1 agreement)
+    labels = OutputMetrics("labels", 9.0, 0.9, 0.45)
+    drop, unit = accuracy_drop(dataclasses.replace(plain, outputs=(labels, boxes)))
+    assert drop == pytest.approx(100 * 8 / 94) and "final boxes" in unit
 
 
 def _compared(detector: DetectorHead, reference: np.ndarray, candidate: np.ndarray) -> Comparison:

@@ -14,7 +14,7 @@ def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
     pixels alike), else top-1 agreement of the output that agrees least."""
     if result.top1_delta is not None:
         return 0.0 - 100.0 * result.top1_delta, "top-1 points (labels)"  # 0.0, not -0.0, for no change
-    first = result.outputs[0] if result.outputs else None
+    first = _head(result)
     if first is not None and first.boxes and first.boxes_found is not None and first.boxes_extra is not None:
         differences = first.boxes - first.boxes_found + first.boxes_extra
         return 100.0 * differences / first.boxes, "FP32 final boxes missed or added, per 100"
@@ -35,6 +35,15 @@ def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
     return None, "points (no accuracy figure: give --labels, or --detector for YOLO heads and text maps)"
 
 
+def _head(result: ComparisonResult) -> OutputMetrics | None:
+    """The output whose row holds the detector's figures (final boxes, anchor recall), else the first:
+    compare puts a GFL head's on its first scores output and a DETR head's on its boxes, which a model may
+    list after others (hq60 F1: a PicoDet listing a distribution first failed the gate, 'give --detector';
+    an RT-DETR listing its labels first was gated on its scores' top-1 agreement instead)."""
+    found = [m for m in result.outputs if m.boxes is not None or m.detection_recall is not None]
+    return found[0] if found else result.outputs[0] if result.outputs else None
+
+
 # Fewer FP32 final boxes than this and the drop per 100 moves by a fifth of the budget scale with each box:
 # hunt36's end-to-end detector passed --max-drop 5 on the one box FP32 found in 16 photos
 FEW_BOXES = 20
@@ -42,7 +51,7 @@ FEW_BOXES = 20
 
 def few_boxes(result: ComparisonResult) -> str | None:
     """A warning where the boxes drop rests on fewer than FEW_BOXES of FP32's final boxes."""
-    first = result.outputs[0] if result.outputs else None
+    first = _head(result)
     if first is None or not first.boxes or first.boxes >= FEW_BOXES or result.top1_delta is not None:
         return None
     return (
