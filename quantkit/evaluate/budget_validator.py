@@ -300,7 +300,7 @@ def _final(
         return text_boxes(one, threshold)
     if detector is DetectorHead.end2end:
         return listed_detections(one, threshold)
-    return final_detections(one, threshold, grid)
+    return final_detections(one, threshold, grid, detector is DetectorHead.gfl)
 
 
 def _listed(metric: BudgetMetric, detector: DetectorHead | None) -> bool:

@@ -164,7 +164,7 @@ class Comparison:
         self.recalls.setdefault(name, DetectionRecall(threshold)).update(ref, cand)
         if name not in self.boxes:
             grid = decode_grid(self.detector, self.input_size, ref.shape[1])
-            self.boxes[name] = BoxAgreement(threshold, grid)
+            self.boxes[name] = BoxAgreement(threshold, grid, self.detector is DetectorHead.gfl)
         self.boxes[name].update(ref, cand)
 
     def _text_map(self, name: str, ref: np.ndarray, cand: np.ndarray, threshold: float) -> None:
