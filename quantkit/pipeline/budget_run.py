@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import onnx
 
-from quantkit.config import AccuracyBudget, ConvertConfig
+from quantkit.config import AccuracyBudget, ConvertConfig, DetectorHead
 from quantkit.errors import ConfigError, ConversionError
 from quantkit.evaluate.budget_units import grain, points_lost
 from quantkit.evaluate.budget_validator import Validator, summed
+from quantkit.evaluate.compare import Comparison
 from quantkit.evaluate.labels import read_classes
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.output_kinds import label_outputs, value_outputs
@@ -29,7 +31,7 @@ from quantkit.planner import budget_search, fallback, targets
 from quantkit.planner import plan as make_plan
 from quantkit.planner import rounding_plan as rounding
 from quantkit.planner.int8_model import quantized_model, runnable
-from quantkit.results import CalibrationTable, QuantPlan, Runs
+from quantkit.results import Batch, CalibrationTable, QuantPlan, Runs, feed_take
 from quantkit.runtime import Session
 
 
@@ -156,3 +158,21 @@ def _placed(shape: Shape | None, first: tuple[str, ...], min_sqnr: float) -> str
     led = f"the first is the plan convert writes without --max-drop ({len(first)} layer(s) float for"
     notes = [f"{led} --min-sqnr {min_sqnr:g}, float in every trial)"] if first else []
     return "; ".join([*notes, *([shape.note] if shape is not None else [])])
+
+
+def check_detector_head(
+    model: onnx.ModelProto, table: CalibrationTable, threshold: float, detector: DetectorHead
+) -> None:
+    """Refuse, before the conversion, a --detector whose head no output has, as compare reads them (FP32
+    against itself on the table's first sample): a YOLOX with NMS inside (one [n, 7] output) was refused
+    by shrink's compare after 85 s of calibrating and converting (hunt36 F8), and a PicoDet without its
+    sigmoids by convert --max-drop after its corrections and op timing (hq60 F3: 108 s)."""
+    if table.samples is None:
+        return
+    sample = feed_take(table.samples, 0, 1)
+    outputs = Session.of(model).run_batch(sample)
+    recorded = table.meta.get("preprocess")
+    side = (recorded["height"], recorded["width"]) if recorded else None
+    itself = Comparison(Path("."), None, threshold, detector, side)
+    itself.update(Batch(sample, (Path("sample-0"),)), outputs, outputs)
+    itself.result()  # raises where --detector reads no output

@@ -30,7 +30,7 @@ from quantkit.images import images_of
 from quantkit.outcomes import ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline import convert_notes, speed_memory, speed_refine, speed_step, tensorrt_parity
-from quantkit.pipeline.budget_run import search_budget
+from quantkit.pipeline.budget_run import check_detector_head, search_budget
 from quantkit.pipeline.loading import (
     load_for_int8,
     model_bytes,
@@ -83,6 +83,8 @@ def convert(
     model, table, prepared = load_for_int8(model_path, table_path, *upgrade)
     if budget is not None and budget.labels is not None:
         require_labels_fit(model.graph.output, budget.labels)
+    if budget is not None and budget.detector is not None:  # before the corrections and the timing
+        check_detector_head(model, table, budget.detection_threshold, budget.detector)
     with lean_sessions(large_activations(prepared.model, table_samples(table))):  # IS-Net at 1024x1024
         paths = (model_path, table_path, output)
         refused: tuple[str, ...] = ()

@@ -24,7 +24,6 @@ from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.budget_validator import values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
-from quantkit.evaluate.compare import Comparison
 from quantkit.evaluate.labels import require_labels_fit
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_io
@@ -40,6 +39,7 @@ from quantkit.images import (
 )
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
+from quantkit.pipeline.budget_run import check_detector_head
 from quantkit.pipeline.progress import Progress
 from quantkit.pipeline.run_calibrate import calibrate
 from quantkit.pipeline.run_compare import compare
@@ -47,7 +47,7 @@ from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
 from quantkit.pipeline.writing import conversion_record
 from quantkit.reports import html_page, junit, markdown, records
-from quantkit.results import TABLE_VERSION, Batch, CalibrationTable, feed_take
+from quantkit.results import TABLE_VERSION, CalibrationTable, feed_take
 from quantkit.runtime import Session
 from quantkit.version import __version__
 
@@ -212,23 +212,6 @@ def _check_class_scores(
         )
 
 
-def _check_detector_head(model: onnx.ModelProto, table: CalibrationTable, config: ShrinkConfig) -> None:
-    """Refuse, before the conversion, a --detector whose head no output has, as compare reads them (FP32
-    against itself on the table's first sample): a YOLOX with NMS inside (one [n, 7] output) was refused
-    by compare after 85 s of calibrating and converting (hunt36 F8)."""
-    evaluation = config.evaluation
-    if evaluation.detection_threshold is None or table.samples is None:
-        return
-    sample = feed_take(table.samples, 0, 1)
-    outputs = Session.of(model).run_batch(sample)
-    recorded = table.meta.get("preprocess")
-    side = (recorded["height"], recorded["width"]) if recorded else None
-    threshold, detector = evaluation.detection_threshold, evaluation.detector
-    itself = Comparison(Path("."), None, threshold, detector, side)
-    itself.update(Batch(sample, (Path("sample-0"),)), outputs, outputs)
-    itself.result()  # raises where --detector reads no output
-
-
 def slower_warning(speedup: float | None, gate: float | None, target: Target = Target.ort_cpu) -> str:
     """A measured slowdown that no --min-speedup gate watches, said in words ("" if none). Not for a
     model placed for another runtime: this CPU's onnxruntime speed says nothing of it, and --min-speedup
@@ -278,7 +261,9 @@ def _run(
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     if gated is not None:  # before convert and compare, the costly part
         _check_class_scores(declared(), gated, loaded, config.evaluation.output_kind)
-    _check_detector_head(declared(), loaded, config)
+    evaluation = config.evaluation
+    if evaluation.detection_threshold is not None:
+        check_detector_head(declared(), loaded, evaluation.detection_threshold, evaluation.detector)
     final = output_dir / f"{model_path.stem}.int8.onnx"
     output = stage / final.name
     summary = convert(model_path, table, output, config.convert, progress, parallel=parallel)
