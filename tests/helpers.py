@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -120,6 +122,18 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
         sys.argv = old
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def compared_rows(
+    reference: Path, candidate: Path, images: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> dict[str, dict[str, Any]]:
+    """`quantkit compare` of the two models over `images` (no timing), which must exit 0: its JSON
+    report's output rows by name."""
+    report = candidate.with_name(candidate.stem + ".compare.json")
+    argv = ["compare", str(reference), str(candidate), "--images", str(images), "--runs", "0", *extra]
+    code, _, err = run([*argv, "--json", str(report)], capsys)
+    assert code == 0, err
+    return {row["name"]: row for row in json.loads(report.read_text())["outputs"]}
 
 
 def timeless(summary: str) -> str:

@@ -40,7 +40,7 @@ from quantkit.planner.fallback import output_sqnr as output_sqnr_of
 from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32
 from quantkit.runtime import Session
 from tests.conftest import SIZE, conv_params, make_model, rng, save
-from tests.helpers import assert_one_line_error, output_sqnr, quantize, run
+from tests.helpers import assert_one_line_error, compared_rows, output_sqnr, quantize, run
 
 
 def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
@@ -1017,7 +1017,6 @@ def test_what_enters_a_top_k_from_a_softmax_is_judged_by_its_logits_and_gets_no_
     is judged by its logits: appending Softmax -> TopK to MobileNetV2 turned convert's range cap off
     (hunt35: 24.3 -> 18.5 dB on its unchanged logits held out). And compare gave the sorted
     probabilities '100.00 % top-1 agree' by construction, their classes a slot by slot equality."""
-    import json
 
     from quantkit.graph.query import measured_outputs
 
@@ -1990,19 +1989,5 @@ def test_a_tensor_a_branch_reads_from_the_outer_scope_keeps_its_values(
         out = tmp_path / f"{name}.onnx"
         code, _, err = run(["convert", str(src), *extra, "-o", str(out), "-q"], capsys)
         assert code == 0, (name, err)
-        report = tmp_path / f"{name}.json"
-        argv = [
-            "compare",
-            str(src),
-            str(out),
-            "--images",
-            str(image_dir),
-            "--runs",
-            "0",
-            "--json",
-            str(report),
-        ]
-        code, _, err = run(argv, capsys)
-        assert code == 0, (name, err)
-        figures = {o["name"]: o["sqnr_db"] for o in json.loads(report.read_text())["outputs"]}
+        figures = {n: row["sqnr_db"] for n, row in compared_rows(src, out, image_dir, capsys).items()}
         assert min(figures.values()) > 20, (name, figures)

@@ -14,7 +14,7 @@ from onnx import helper
 
 from quantkit.graph.output_kinds import value_outputs
 from tests.conftest import conv_params, make_model, rng, save
-from tests.helpers import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, compared_rows, run
 
 WIDTH = 12  # the head's width: an [N, 12] output
 
@@ -336,21 +336,5 @@ def test_a_rank_0_output_converts_and_compares(
         out = tmp_path / f"{name}.onnx"
         code, _, err = run(["convert", str(model), *extra, "-o", str(out), "-q"], capsys)
         assert code == 0, err
-        report = tmp_path / f"{name}.json"
-        code, _, err = run(
-            [
-                "compare",
-                str(model),
-                str(out),
-                "--images",
-                str(image_dir),
-                "--runs",
-                "0",
-                "--json",
-                str(report),
-            ],
-            capsys,
-        )
-        assert code == 0, err
-        rows = {o["name"]: o for o in json.loads(report.read_text())["outputs"]}
+        rows = compared_rows(model, out, image_dir, capsys)
         assert rows["energy"]["sqnr_db"] > 30.0 and rows["y"]["sqnr_db"] > 20.0
