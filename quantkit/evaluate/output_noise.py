@@ -155,7 +155,11 @@ def _by_channel(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def channel_signs(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     """Per channel (_channel_axis; one row where none): values, below 0 in ref, above 0 in ref, above 0 in
     got, above 0 in both: int64 [C, 5], summed by the caller over its batches."""
-    r, c = _by_channel(ref, got)
+    return _row_signs(*_by_channel(ref, got))
+
+
+def _row_signs(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """channel_signs of r, c already [C, rest]."""
     above, now = r > 0, c > 0
     per = [np.full(len(r), r.shape[1]), (r < 0).sum(1), above.sum(1), now.sum(1), (above & now).sum(1)]
     return np.stack(per, axis=1).astype(np.int64)
@@ -173,8 +177,8 @@ def add_signs(total: np.ndarray | None, counts: np.ndarray) -> np.ndarray:
 
 def _read(r: np.ndarray, c: np.ndarray) -> _Read:
     """r, c: float64 [N, ...] with the same infinities (_same_infinities_as_zero)."""
-    counts = channel_signs(r, c)
-    r, c = _by_channel(r, c)
+    r, c = _by_channel(r, c)  # once: the fallback measures every trial's outputs through here
+    counts = _row_signs(r, c)
     sr, sc = 0.5 + 0.5 * np.tanh(0.5 * r), 0.5 + 0.5 * np.tanh(0.5 * c)
     return _Read(counts, np.sum(sr * sr, axis=1), np.sum((sr - sc) ** 2, axis=1))
 
