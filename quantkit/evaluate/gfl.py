@@ -14,12 +14,12 @@ FP32's layout boxes in INT8 and no --detector read its head, so --max-drop could
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from quantkit.errors import ConfigError
-from quantkit.evaluate.metrics import PROBABILITY_SLACK
+from quantkit.evaluate.metrics import PROBABILITY_SLACK, probabilities
 
 GFL_STRIDES = (8, 16, 32, 64, 128)
 MIN_BINS = 2  # a side's distribution over at least 0..1
@@ -30,18 +30,15 @@ LAYOUT = (
 )
 
 
-def _probabilities(value: np.ndarray) -> bool:
-    return value.size > 0 and value.min() >= -PROBABILITY_SLACK and value.max() <= 1.0 + PROBABILITY_SLACK
-
-
 @dataclass(frozen=True)
 class GflHead:
     """Where a GFL head's values are: (class scores, box distributions) per level by falling anchor
-    count, or one (merged, merged) pair whose first `classes` columns are the scores."""
+    count, or one (merged, merged) pair whose first `classes` columns are the scores; the anchors' cells
+    on the input's grids (anchor_cells), placed once."""
 
     levels: tuple[tuple[str, str], ...]
     classes: int
-    side: tuple[int, int] | None  # the input's (height, width), which places the anchors
+    cells: np.ndarray = field(compare=False, repr=False)  # anchor_cells of the input: [A, 3]
 
     @property
     def outputs(self) -> frozenset[str]:
@@ -55,13 +52,12 @@ def gfl_heads(outputs: Mapping[str, np.ndarray], side: tuple[int, int] | None) -
     ranked = {n: v for n, v in outputs.items() if v.ndim == 3 and v.dtype.kind == "f" and v.shape[1] > 0}
     pairs = _split_levels(ranked)
     if pairs:
-        anchor_cells(side, tuple(ranked[s].shape[1] for s, _ in pairs))
-        return GflHead(pairs, ranked[pairs[0][0]].shape[2], side)
+        cells = anchor_cells(side, tuple(ranked[s].shape[1] for s, _ in pairs))
+        return GflHead(pairs, ranked[pairs[0][0]].shape[2], cells)
     merged = {n: c for n, v in ranked.items() if (c := _classes(v)) is not None}
     if len(merged) == 1:
         name, classes = next(iter(merged.items()))
-        anchor_cells(side, (ranked[name].shape[1],))
-        return GflHead(((name, name),), classes, side)
+        return GflHead(((name, name),), classes, anchor_cells(side, (ranked[name].shape[1],)))
     shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in outputs.items())
     raise ConfigError(
         f"--detector gfl reads {LAYOUT}; no output pairs up that way ({shapes}); leave --detector out "
@@ -79,7 +75,7 @@ def _split_levels(ranked: Mapping[str, np.ndarray]) -> tuple[tuple[str, str], ..
         levels.setdefault(value.shape[1], []).append(name)
     found: dict[int, tuple[list[str], list[str]]] = {}
     for anchors, names in levels.items():
-        scores = [n for n in names if _probabilities(ranked[n])]
+        scores = [n for n in names if ranked[n].size and probabilities(ranked[n])]
         boxes = [n for n in names if n not in scores and ranked[n].shape[2] % 4 == 0]
         boxes = [n for n in boxes if ranked[n].shape[2] >= 4 * MIN_BINS]
         found[anchors] = (scores, boxes)
@@ -156,8 +152,7 @@ def gfl_rows(outputs: Mapping[str, np.ndarray], head: GflHead) -> np.ndarray:
     scores = np.concatenate([outputs[s][..., : head.classes] for s, _ in head.levels], axis=1)
     start = head.classes if head.levels[0][0] == head.levels[0][1] else 0  # merged: after the scores
     boxes = np.concatenate([outputs[b][..., start:] for _, b in head.levels], axis=1)
-    counts = tuple(outputs[s].shape[1] for s, _ in head.levels)
-    cells = anchor_cells(head.side, counts)
+    cells = head.cells  # placed once, when the head was found
     bins = boxes.shape[2] // 4
     logits = boxes.astype(np.float64).reshape(*boxes.shape[:2], 4, bins)
     weights = np.exp(logits - logits.max(axis=-1, keepdims=True))

@@ -277,16 +277,17 @@ def mask_columns(rows: np.ndarray, outputs: Mapping[str, np.ndarray]) -> int | N
     coefficients after its classes; read as classes, a captcha segmenter's 32 coefficients turned 67200
     of 67200 anchors into detections); None when neither holds (a pose head's keypoints, raw logits)."""
     scores = rows[..., 4:]
-    if _probabilities(scores):
+    if probabilities(scores):
         return 0
     for proto in outputs.values():
         m = proto.shape[1] if proto.ndim == 4 else 0
-        if 0 < m < scores.shape[-1] - 1 and _probabilities(scores[..., :-m]):
+        if 0 < m < scores.shape[-1] - 1 and probabilities(scores[..., :-m]):
             return int(m)
     return None
 
 
-def _probabilities(values: np.ndarray) -> bool:
+def probabilities(values: np.ndarray) -> bool:
+    """Every value within PROBABILITY_SLACK of [0, 1] (true of no values)."""
     return values.size == 0 or bool(
         values.min() >= -PROBABILITY_SLACK and values.max() <= 1.0 + PROBABILITY_SLACK
     )
