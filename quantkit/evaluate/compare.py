@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,10 @@ class Comparison:
         maps: frozenset[str] = frozenset(),
         ordered: frozenset[str] = frozenset(),
         labels: frozenset[str] = frozenset(),
+        axes: Mapping[str, int] | None = None,
     ) -> None:
         self.folder = folder
+        self.axes = dict(axes or {})  # a rank-4 output -> the channel axis its graph lays out (graph.layouts)
         self.labels = labels  # outputs an ArgMax writes: top-1 against --labels reads the class each picks
         self.values = values
         self.ordered = ordered
@@ -109,7 +111,7 @@ class Comparison:
             errors.update(ref_out[name], cand_out[name], images, logits)
             self.variations.setdefault(name, Variation()).update(ref_out[name], cand_out[name])
             if ref_out[name].dtype.kind == "f" and cand_out[name].dtype.kind == "f":
-                counts = channel_signs(ref_out[name], cand_out[name])
+                counts = channel_signs(ref_out[name], cand_out[name], self.axes.get(name))
                 self.signs[name] = add_signs(self.signs.get(name), counts)
             if threshold is None:
                 continue

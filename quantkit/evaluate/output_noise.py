@@ -126,36 +126,37 @@ def sign_overlap(positive: int, candidate: int, both: int) -> float:
     return both / union if union else 1.0
 
 
-def _channel_axis(shape: tuple[int, ...]) -> int | None:
-    """The axis a map's channels (an anchor list's classes) lie along: of a rank-4 map, axis 1 (NCHW), or
-    3 where axes 1 and 2 are a square map and axis 3 is not of their size (NHWC), at most
-    FEATURE_AXIS_MAX long; axis 1 of a higher rank; a rank-3 output's feature_axis; None: the output
-    pools as one. hq59 C: a square NHWC map was judged row by row (its height, axis 1, read as
-    channels), or pooled above 256 rows, never per class. A non-square one still reads as NCHW: from its
-    shape alone, [1, 255, 48, 80] (a YOLOv5 head, NCHW) and [1, 256, 512, 19] (NHWC) cannot be told
-    apart by a rule that reads neither wrongly (a review of this session)."""
+def _channel_axis(shape: tuple[int, ...], known: int | None = None) -> int | None:
+    """The axis a map's channels (an anchor list's classes) lie along: of a rank-4 map, `known` where the
+    graph lays it out (graph.layouts.channel_axes), else axis 1 (NCHW), or 3 where axes 1 and 2 are a
+    square map and axis 3 is not of their size (NHWC); at most FEATURE_AXIS_MAX long; axis 1 of a higher
+    rank; a rank-3 output's feature_axis; None: the output pools as one. hq59 C: a square NHWC map was
+    judged row by row (its height, axis 1, read as channels), or pooled above 256 rows, never per class.
+    From its shape alone, [1, 255, 48, 80] (a YOLOv5 head, NCHW) and [1, 256, 512, 19] (NHWC) cannot be
+    told apart by a rule that reads neither wrongly: the Transpose or Conv that writes them can."""
     if len(shape) == 4:
         _, a, h, b = shape
-        axis = 3 if a == h != b else 1
+        axis = known if known is not None else 3 if a == h != b else 1
         return axis if shape[axis] <= FEATURE_AXIS_MAX else None
     if len(shape) > 4:
         return 1 if shape[1] <= FEATURE_AXIS_MAX else None
     return feature_axis(shape)
 
 
-def _by_channel(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _by_channel(r: np.ndarray, c: np.ndarray, known: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """r, c [N, ...] as [C, rest] along _channel_axis ([1, all] where none)."""
-    axis = _channel_axis(r.shape)
+    axis = _channel_axis(r.shape, known)
     if axis is not None:
         r, c = np.moveaxis(r, axis, 0), np.moveaxis(c, axis, 0)
     rows = r.shape[0] if axis is not None else 1
     return r.reshape(rows, -1), c.reshape(rows, -1)
 
 
-def channel_signs(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
-    """Per channel (_channel_axis; one row where none): values, below 0 in ref, above 0 in ref, above 0 in
-    got, above 0 in both: int64 [C, 5], summed by the caller over its batches."""
-    return _row_signs(*_by_channel(ref, got))
+def channel_signs(ref: np.ndarray, got: np.ndarray, known: int | None = None) -> np.ndarray:
+    """Per channel (_channel_axis, `known` the graph's channel axis of a rank-4 map; one row where none):
+    values, below 0 in ref, above 0 in ref, above 0 in got, above 0 in both: int64 [C, 5], summed by the
+    caller over its batches."""
+    return _row_signs(*_by_channel(ref, got, known))
 
 
 def _row_signs(r: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -175,9 +176,9 @@ def add_signs(total: np.ndarray | None, counts: np.ndarray) -> np.ndarray:
     return total.sum(axis=0, keepdims=True) + counts.sum(axis=0, keepdims=True)
 
 
-def _read(r: np.ndarray, c: np.ndarray) -> _Read:
+def _read(r: np.ndarray, c: np.ndarray, known: int | None) -> _Read:
     """r, c: float64 [N, ...] with the same infinities (_same_infinities_as_zero)."""
-    r, c = _by_channel(r, c)  # once: the fallback measures every trial's outputs through here
+    r, c = _by_channel(r, c, known)  # once: the fallback measures every trial's outputs through here
     counts = _row_signs(r, c)
     sr, sc = 0.5 + 0.5 * np.tanh(0.5 * r), 0.5 + 0.5 * np.tanh(0.5 * c)
     return _Read(counts, np.sum(sr * sr, axis=1), np.sum((sr - sc) ** 2, axis=1))
@@ -205,11 +206,18 @@ class OutputNoise:
     map holding rare events' logits counts at the worse of its own figure and a sigmoid's reading of it
     (rare_positives; with `features` only)."""
 
-    def __init__(self, features: bool = True, views: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        features: bool = True,
+        views: Mapping[str, str] | None = None,
+        axes: Mapping[str, int] | None = None,
+    ) -> None:
         """views: an output -> the logits it is measured by beside its own values (a Sigmoid map with
-        foreground, query.foreground_views): the pair counts as one output, at the worse of the two."""
+        foreground, query.foreground_views): the pair counts as one output, at the worse of the two.
+        axes: a rank-4 output -> its channel axis, where the graph lays it out (graph.layouts)."""
         self.features = features
         self.views = dict(views or {})
+        self.axes = dict(axes or {})
         self.powers: dict[str, _Powers] = {}
         self.reads: dict[str, _Read] = {}
 
@@ -235,7 +243,7 @@ class OutputNoise:
             )
             self.powers[name] = self.powers[name] + powers if name in self.powers else powers
             if self.features and r.ndim >= READ_RANK:
-                read = _read(r, c.astype(np.float64))
+                read = _read(r, c.astype(np.float64), self.axes.get(name))
                 self.reads[name] = self.reads[name] + read if name in self.reads else read
 
     def _ratios(self) -> dict[str, float]:

@@ -37,6 +37,7 @@ class CompareJob:
     maps: frozenset[str] = frozenset()  # and those a Conv or Resize computes (a segmenter's logits)
     ordered: frozenset[str] = frozenset()  # and those a TopK or NonMaxSuppression chose and ordered
     labels: frozenset[str] = frozenset()  # and those an ArgMax writes (graph.output_kinds.label_outputs)
+    axes: tuple[tuple[str, int], ...] = ()  # rank-4 outputs' channel axes the graph lays out (graph.layouts)
 
     def comparison(self) -> Comparison:
         return Comparison(
@@ -49,6 +50,7 @@ class CompareJob:
             self.maps,
             self.ordered,
             self.labels,
+            dict(self.axes),
         )
 
 

@@ -33,6 +33,7 @@ from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.speed import latency_stats
 from quantkit.graph import model_io
 from quantkit.graph.augment import fitting_batch
+from quantkit.graph.layouts import channel_axes
 from quantkit.graph.output_kinds import label_outputs, map_outputs, value_outputs
 from quantkit.graph.query import SELECTING_OPS, selection_ordered
 from quantkit.graph.subnormal import subnormal_warning
@@ -110,6 +111,7 @@ def compare(
     inferred = model_io.infer_shapes(reference) if selects else None
     ordered = frozenset(selection_ordered(inferred)) if inferred is not None else frozenset()
     labels = label_outputs(reference)
+    axes = channel_axes(reference, [o.name for o in reference.graph.output])
     empty = Comparison(
         config.images.folder,
         tuple(classes) if classes else None,
@@ -119,6 +121,7 @@ def compare(
         maps=maps,
         ordered=ordered,
         labels=labels,
+        axes=axes,
     )
     tick = progress("evaluating", 0)
     if arrays is None:
@@ -146,6 +149,7 @@ def compare(
                 maps,
                 ordered,
                 labels,
+                tuple(sorted(axes.items())),
             )
             for k, part in enumerate(chunks(paths, size))
         ]
@@ -181,6 +185,7 @@ def compare(
                 maps,
                 ordered,
                 labels,
+                axes,
             ),
             tick,
             config.runtime,

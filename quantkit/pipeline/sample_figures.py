@@ -12,6 +12,7 @@ from quantkit.evaluate.metrics import OutputErrors, kinds_axis, sqnr_db
 from quantkit.evaluate.output_noise import OutputNoise, add_signs, channel_signs
 from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.graph.augment import with_outputs
+from quantkit.graph.layouts import channel_axes
 from quantkit.results import Feed, Runs
 from quantkit.runtime import Session
 
@@ -59,6 +60,7 @@ def steady_outputs(
     outputs = {o.name for o in converted.graph.output}
     kinds = {t: OutputErrors(t) for t in tensors if t in outputs and kinds_axis(reference[0][t].shape)}
     signs: dict[str, np.ndarray | None] = {t: None for t in tensors if t in outputs}  # sign_region's [C, 5]
+    axes = channel_axes(converted, signs)
     session = Session.of(with_outputs(converted, tensors, typed=False))
     for ref, got in zip(reference, session.iter_samples(samples), strict=True):
         for tensor, variation in variations.items():
@@ -67,7 +69,8 @@ def steady_outputs(
                 if tensor in kinds:
                     kinds[tensor].update(ref[tensor], got[tensor])
                 if tensor in signs:
-                    signs[tensor] = add_signs(signs[tensor], channel_signs(ref[tensor], got[tensor]))
+                    counts = channel_signs(ref[tensor], got[tensor], axes.get(tensor))
+                    signs[tensor] = add_signs(signs[tensor], counts)
                 if noise is not None:
                     noise.update({tensor: ref[tensor]}, got)
     read_for = {n.input[0]: n.output[0] for n in converted.graph.node if n.input and n.output[0] in outputs}

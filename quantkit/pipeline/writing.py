@@ -30,6 +30,7 @@ from quantkit.graph.subnormal import subnormal_warning
 from quantkit.outcomes import SpeedPlan
 from quantkit.pipeline.sample_figures import saturated_note, steady_outputs
 from quantkit.planner import fallback
+from quantkit.planner.at_output import output_noise
 from quantkit.planner.foreground import has_foreground
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_take
 from quantkit.runtime import Session, cpu_info
@@ -237,7 +238,7 @@ def _selection_lines(
 
 def _worst(model: onnx.ModelProto, reference: Runs, samples: Feed) -> str:
     """' (worst: <tensor> <x> dB)' where more than one tensor is measured: which one to look at."""
-    noise = OutputNoise()
+    noise = output_noise(model, list(reference[0]) if reference else ())
     fallback.output_sqnr(model, reference, samples, noise=noise)
     worst = noise.worst() if len(noise.powers) > 1 else None
     return "" if worst is None else f" (worst: {worst[0]!r} {worst[1]:.1f} dB)"

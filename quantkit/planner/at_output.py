@@ -6,7 +6,7 @@ twice. The fallback (planner.fallback), the corrections' choices and convert's f
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 
 import numpy as np
 import onnx
@@ -14,6 +14,7 @@ import onnx
 from quantkit.errors import ConversionError, ModelError
 from quantkit.evaluate.output_noise import READ_RANK, OutputNoise, add_signs, channel_signs, rare_positives
 from quantkit.graph.augment import with_outputs
+from quantkit.graph.layouts import channel_axes
 from quantkit.graph.query import foreground_views, measured_outputs, measured_tensors, squashed_by
 from quantkit.planner.foreground import with_foreground
 from quantkit.results import Feed, Runs
@@ -116,6 +117,13 @@ def output_sqnr(
     return both[1] if worst else both[0]
 
 
+def output_noise(model: onnx.ModelProto, measured: Collection[str]) -> OutputNoise:
+    """An OutputNoise for the `measured` tensors of `model`: a Sigmoid map beside its logits counts as one
+    (query.foreground_views), a rank-4 map is read along the channel axis its graph lays out
+    (graph.layouts.channel_axes)."""
+    return OutputNoise(views=foreground_views(model, measured), axes=channel_axes(model, measured))
+
+
 def worst_output(
     model: onnx.ModelProto, original: onnx.ModelProto, reference: Runs, samples: Feed
 ) -> tuple[str, float] | None:
@@ -123,7 +131,7 @@ def worst_output(
     inferred FP32) measures it, its SQNR dB) on the samples, as output_sqnr measures it: a squashed
     output by its logits, "'p' (at tensor 'logits')". None without an output that has a signal. Runs
     `model` once, unmemoized."""
-    noise = OutputNoise(views=foreground_views(original, list(reference[0]) if reference else ()))
+    noise = output_noise(original, list(reference[0]) if reference else ())
     output_sqnrs(model, reference, samples, noise=noise)
     found = noise.worst()
     if found is None:
@@ -146,8 +154,7 @@ def output_sqnrs(
     augmented = with_outputs(model, list(reference[0]) if reference else [], typed=False)
 
     def measure(augmented: onnx.ModelProto) -> tuple[float, float]:
-        views = foreground_views(model, list(reference[0]) if reference else ())
-        found = OutputNoise(views=views) if noise is None else noise
+        found = output_noise(model, list(reference[0]) if reference else ()) if noise is None else noise
         try:
             for got, ref in zip(Session.of(augmented, threads).iter_samples(samples), reference, strict=True):
                 found.update(ref, got)

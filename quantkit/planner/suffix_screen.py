@@ -19,10 +19,10 @@ import numpy as np
 import onnx
 
 from quantkit.errors import ModelError
-from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.graph.augment import with_outputs
-from quantkit.graph.query import GraphIndex, foreground_views
+from quantkit.graph.query import GraphIndex
 from quantkit.graph.suffix import Base, downstream_reads, suffix_of
+from quantkit.planner.at_output import output_noise
 from quantkit.results import Feed, Runs, sample_batches
 from quantkit.runtime import Session, fits_one_message
 
@@ -69,7 +69,7 @@ class SuffixScreen:
             return None
         if any(run[t].shape != self.held[0][0][t].shape for run, _ in self.held for t in suffix.reads):
             return None
-        noise = OutputNoise(views=foreground_views(candidate, self.reference[0] if self.reference else ()))
+        noise = output_noise(candidate, list(self.reference[0]) if self.reference else ())
         try:  # a suffix onnxruntime refuses: the whole model says whether the candidate runs
             session = Session.of(suffix.model, self.threads) if suffix.model.graph.node else None
             for (run, outputs), ref in zip(self.held, self.reference, strict=True):
