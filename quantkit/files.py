@@ -60,22 +60,36 @@ def check_output(output: Path, *inputs: Path) -> None:
     require_writable(output.parent)
 
 
+# what a calibration table's JSON holds near its start (results.TABLE_FORMAT, its keys sorted)
+TABLE_MARK = b'"format": "quantkit-calibration"'
+
+
 def refuse_over_artifact(role: str, output: Path) -> None:
     """A report is never written over an existing ONNX model or calibration table, though neither is an
     input of the command (hunt39 F13: compare --json x.calib.json replaced the table and orphaned its
-    .npz; the next command called it no table)."""
+    .npz; the next command called it no table). A table is known by its name or, whatever its name
+    (hq61: table.json), by what it holds."""
     name = output.name.lower()
     kind = (
         "an ONNX model"
         if name.endswith(".onnx")
         else "a calibration table"
-        if name.endswith(".calib.json")
+        if name.endswith(".calib.json") or (name.endswith(".json") and _holds_table(output))
         else ""
     )
     if kind and output.is_file():
         raise OutputError(
             f"{role} {output} is {kind}; a report would replace it: give the report another path"
         )
+
+
+def _holds_table(path: Path) -> bool:
+    """Whether a file's first KB holds a calibration table's format key."""
+    try:
+        with path.open("rb") as handle:
+            return TABLE_MARK in handle.read(1024)
+    except OSError:  # not a readable file: nothing of ours to keep
+        return False
 
 
 def require_writable(folder: Path, fix: str = "choose a writable folder") -> None:

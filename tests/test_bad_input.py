@@ -908,7 +908,16 @@ def test_a_report_never_replaces_a_model_or_a_table(
     kept = table.read_bytes()
     other = tmp_path / "other.onnx"
     other.write_bytes(cnn.read_bytes())
-    for target, kind in ((table, "a calibration table"), (other, "an ONNX model")):
+    plain = tmp_path / "table.json"  # hq61: a table by what it holds, whatever its name
+    plain.write_bytes(kept)
+    (tmp_path / "table.npz").write_bytes(table.with_suffix(".npz").read_bytes())
+    report = tmp_path / "report.json"
+    report.write_text('{"format": "mine"}')  # an earlier report (any JSON): replaced as asked
+    for target, kind in (
+        (table, "a calibration table"),
+        (plain, "a calibration table"),
+        (other, "an ONNX model"),
+    ):
         argv = [
             "compare",
             str(cnn),
@@ -922,7 +931,12 @@ def test_a_report_never_replaces_a_model_or_a_table(
         ]
         code, _, err = run(argv, capsys)
         assert_one_line_error(code, err, f"--json {target} is {kind}; a report would replace it")
-    assert table.read_bytes() == kept and other.read_bytes() == cnn.read_bytes()
+    assert (
+        table.read_bytes() == kept and other.read_bytes() == cnn.read_bytes() and plain.read_bytes() == kept
+    )
+    argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "0", "--json", str(report)]
+    code, _, err = run(argv, capsys)
+    assert code == 0 and '"format": "mine"' not in report.read_text(), err
 
 
 def test_one_preprocessing_flag_keeps_the_rest_of_what_the_model_records(
