@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from quantkit import files
+from quantkit.calib.table import arrays_path
 from quantkit.config import (
     BUDGET_OPTIONS,
     AccuracyBudget,
@@ -119,10 +120,12 @@ def calibrate(
     start through
     multiprocessing, so a script that uses them needs the usual `if __name__ == "__main__":` guard."""
     model_path = _path(model, "model")
+    if output is None and not model_path.name:  # '.' or '/': no file name to put the table beside
+        raise ConfigError(f"model {model_path} is a folder; give the .onnx file")
     table = _path(output, "output") if output is not None else model_path.with_suffix(".calib.json")
     selection, arrays = _data(data, num_images, seed)
     files.check_outputs(
-        [("output", table), ("the table's arrays", table.with_suffix(".npz"))],
+        [("output", table), ("the table's arrays", arrays_path(table))],
         [("the model", model_path)],
         [("data", selection.folder)] if arrays is None else [],
         IMAGE_SUFFIXES,
@@ -162,9 +165,7 @@ def convert(
     model_path, out = _path(model, "model"), _path(output, "output")
     given = calibration.table if isinstance(calibration, CalibrateSummary) else calibration
     table = _path(given, "calibration") if given is not None else Path("")
-    tables = (
-        [("calibration", table), ("the table's arrays", table.with_suffix(".npz"))] if calibration else []
-    )
+    tables = [("calibration", table), ("the table's arrays", arrays_path(table))] if calibration else []
     files.check_outputs([("output", out)], [("the model", model_path), *tables])
     if to in ("fp16", "bf16"):
         with _arguments("convert"):

@@ -357,6 +357,8 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
     """The API's data=: (the images to read, or the arrays to stream instead): an image folder, a folder
     of array files, image files, an ndarray, or an iterable of arrays or of {input name: array} dicts."""
     if isinstance(data, (str, os.PathLike)):
+        if not str(data):  # Path("") is the current folder (hq61: a CI's unset variable read it all)
+            raise ConfigError("data is an empty path; give an image folder, image files or arrays")
         folder = Path(data)
         if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
             return ImageSelection(folder), ArrayFiles.under(folder, num_images, seed)

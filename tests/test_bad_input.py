@@ -26,7 +26,7 @@ from PIL import Image
 
 from quantkit import files
 from quantkit.calib import table as table_io
-from quantkit.errors import CalibrationError
+from quantkit.errors import CalibrationError, ConfigError
 from tests.conftest import conv_params, make_model, tiny_cnn
 from tests.helpers import assert_one_line_error, run
 
@@ -1476,7 +1476,6 @@ def test_a_score_threshold_without_a_detector_is_refused(
 
 def test_the_api_refuses_a_score_threshold_without_a_detector(cnn: Path, image_dir: Path) -> None:
     import quantkit
-    from quantkit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="score_threshold scores a detector's boxes; give detector 'yolo'"):
         quantkit.compare(cnn, cnn, data=image_dir, score_threshold=0.5)
@@ -1849,3 +1848,46 @@ def test_a_file_size_limit_is_not_blamed_on_the_model(cnn: Path, image_dir: Path
         patch.setattr(quantkit.runtime.tempfile, "TemporaryDirectory", gone)
         with pytest.raises(OSError, match=r"could not write its optimized graph \(SystemError : 2\)"):
             optimized_graph(onnx.load(str(cnn)))
+
+
+def test_an_empty_or_nameless_path_is_refused_in_one_line(
+    cnn: Path, image_dir: Path, table: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq61: `--images "$CALIB_DIR"` with the variable unset calibrated on whatever lay under the current
+    folder (click reads '' as '.'), exit 0; a table path with no file name ('.', '/') was an internal error
+    (pathlib's 'has an empty name'); a folder given as the table 'did not exist'."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = str(tmp_path / "q.onnx")
+    cases = [
+        (["calibrate", str(cnn), "--images", "", "-o", "t.json"], "--images is empty (an unset variable?)"),
+        (["calibrate", str(cnn), "--images=", "-o", "t.json"], "--images is empty (an unset variable?)"),
+        (["calibrate", "", "--images", str(image_dir)], "a path argument is empty (an unset variable?)"),
+        (["convert", str(cnn), "-c", "", "-o", out], "-c is empty (an unset variable?); give a path"),
+        (["compare", str(cnn), str(cnn), "--images", "", "--runs", "0"], "--images is empty"),
+        (
+            ["calibrate", str(cnn), "--images", str(image_dir), "-o", "/"],
+            "/ is a folder, not a calibration table",
+        ),
+        (["convert", str(cnn), "-c", ".", "-o", out], ". is a folder, not a calibration table's path"),
+        (
+            ["convert", str(cnn), "-c", str(image_dir), "-o", out],
+            f"calibration table {image_dir} is a folder",
+        ),
+        (
+            ["sensitivity", str(cnn), "-c", ".", "--images", str(image_dir)],
+            ". is a folder, not a calibration",
+        ),
+    ]
+    for argv, phrase in cases:
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, phrase)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", out, "--exclude-nodes", ""], capsys)
+    assert code == 0, err  # an empty list of names is no path: taken as none
+    import quantkit
+
+    with pytest.raises(ConfigError, match=r"^data is an empty path; give an image folder"):
+        quantkit.calibrate(str(cnn), data="", output=str(tmp_path / "api.json"))
+    with pytest.raises(ConfigError, match=r"^\. is a folder, not a calibration table's path"):
+        quantkit.convert(str(cnn), output=out, calibration=".")

@@ -33,7 +33,12 @@ SMOKE_SAMPLES = 8  # samples a table stores: convert's smoke test and --min-sqnr
 
 
 def arrays_path(json_path: Path) -> Path:
-    """The .npz that goes with a table's JSON file."""
+    """The .npz that goes with a table's JSON file. A path with no file name ('.', '/') is refused (hq61:
+    pathlib's 'has an empty name', as an internal error)."""
+    if not json_path.name:
+        raise ConfigError(
+            f"{json_path} is a folder, not a calibration table's path; give its .json file (model.calib.json)"
+        )
     return json_path.with_suffix(".npz")
 
 
@@ -106,6 +111,10 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def load(json_path: Path) -> CalibrationTable:
     """Read a table; raise CalibrationError with a fix for anything missing, truncated or foreign."""
     npz_path = arrays_path(json_path)
+    if json_path.is_dir():  # hq61: 'does not exist' of a folder that does
+        raise CalibrationError(
+            f"calibration table {json_path} is a folder; give the .json file `quantkit calibrate` wrote"
+        )
     if not json_path.is_file():
         raise CalibrationError(
             f"calibration table {json_path} does not exist; run `quantkit calibrate` first"

@@ -9,6 +9,7 @@ import typer
 import typer.core
 import typer.main
 
+from quantkit.calib.table import arrays_path
 from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, progress_bars, show, warn
 from quantkit.cli.options import (
     BgrOpt,
@@ -90,7 +91,7 @@ def calibrate(
     )
     parallel = Parallel(workers, ray or None, threads)
     guard_outputs(
-        [("--output", output), ("the table's arrays", output.with_suffix(".npz"))],
+        [("--output", output), ("the table's arrays", arrays_path(output))],
         [("the model", model)],
         [("--images", images), ("--inputs", inputs)],
     )

@@ -9,6 +9,7 @@ import typer
 import typer.core
 import typer.main
 
+from quantkit.calib.table import arrays_path
 from quantkit.cli.app import (
     CONTEXT,
     Command,
@@ -245,7 +246,7 @@ def convert(
         [
             ("the model", model),
             ("--calibration", calibration),
-            ("the table's arrays", calibration.with_suffix(".npz") if calibration else None),
+            ("the table's arrays", arrays_path(calibration) if calibration else None),
             ("--exclude-from", exclude_from),
             ("--labels", labels),
         ],

@@ -9,6 +9,7 @@ import typer
 import typer.core
 import typer.main
 
+from quantkit.calib.table import arrays_path
 from quantkit.cli.app import (
     CONTEXT,
     Command,
@@ -80,7 +81,7 @@ def sensitivity(
         [
             ("the model", model),
             ("--calibration", calibration),
-            ("the table's arrays", calibration.with_suffix(".npz")),
+            ("the table's arrays", arrays_path(calibration)),
         ],
         [("--images", images)],
     )

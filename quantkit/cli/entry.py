@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
@@ -46,6 +47,7 @@ def main() -> None:
             _print_config(commands, plain, default_map)
             return
         _say_file_options(plain, default_map)
+        _refuse_empty_paths(commands, plain)
         result = group.main(args=argv, prog_name="quantkit", standalone_mode=False, default_map=default_map)
         if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
             raise KeyboardInterrupt
@@ -188,3 +190,26 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
 def _fail(message: str) -> NoReturn:
     stderr.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
     sys.exit(2)
+
+
+def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
+    """An empty path on the command line ('--images "$CALIB_DIR"' with the variable unset) is refused:
+    click reads '' as the current folder, which hq61 saw calibrate on whatever lay under it, exit 0."""
+    command = commands.get(argv[0]) if argv else None
+    if command is None:
+        return
+    hints = typing.get_type_hints(command.callback) if command.callback else {}
+    paths = {opt for p in command.params if "Path" in str(hints.get(p.name or "")) for opt in p.opts}
+    valued = {opt for p in command.params if not getattr(p, "is_flag", False) for opt in p.opts}
+    args = iter(argv[1:])
+    for arg in args:
+        flag, equals, value = arg.partition("=")
+        if arg.startswith("-") and equals:
+            empty = flag in paths and not value
+        elif arg.startswith("-"):
+            given = next(args, None) if arg in valued else None
+            flag, empty = arg, arg in paths and given == ""
+        else:
+            flag, empty = "a path argument", arg == ""
+        if empty:
+            raise ConfigError(f"{flag} is empty (an unset variable?); give a path")
