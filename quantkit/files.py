@@ -8,6 +8,7 @@ processes writing the same place leave one whole set, never a mix.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import json
@@ -90,6 +91,15 @@ def _holds_table(path: Path) -> bool:
             return TABLE_MARK in handle.read(1024)
     except OSError:  # not a readable file: nothing of ours to keep
         return False
+
+
+def read_text(path: Path) -> str:
+    """A text file a user wrote: UTF-8, its byte-order mark dropped (Notepad's: hunt39 hid class 0 of a
+    labels file; hq61 a node name of an --exclude-from file), or UTF-16 where a BOM says so (PowerShell
+    5's Out-File). Raises OSError or UnicodeDecodeError."""
+    data = path.read_bytes()
+    utf16 = data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    return data.decode("utf-16" if utf16 else "utf-8-sig")
 
 
 def require_writable(folder: Path, fix: str = "choose a writable folder") -> None:

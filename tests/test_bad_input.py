@@ -7,6 +7,7 @@ and that no output file (nor a temporary one) is left behind.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import json
 import os
@@ -1891,3 +1892,21 @@ def test_an_empty_or_nameless_path_is_refused_in_one_line(
         quantkit.calibrate(str(cnn), data="", output=str(tmp_path / "api.json"))
     with pytest.raises(ConfigError, match=r"^\. is a folder, not a calibration table's path"):
         quantkit.convert(str(cnn), output=out, calibration=".")
+
+
+def test_node_and_class_lists_saved_by_windows_editors_are_read(tmp_path: Path) -> None:
+    """hq61: an --exclude-from file saved with Notepad's UTF-8 BOM kept the BOM in its first name, and the
+    error named a node the model has; PowerShell 5's Out-File writes UTF-16 with a BOM."""
+    from quantkit.cli.app import exclusion_names
+    from quantkit.evaluate.labels import read_classes
+
+    text = "conv0\r\n# kept float\r\nconv1  # too\r\n"
+    for name, data in (
+        ("bom8.txt", codecs.BOM_UTF8 + text.encode()),
+        ("utf16.txt", text.encode("utf-16")),  # with its BOM
+        ("utf16be.txt", codecs.BOM_UTF16_BE + text.encode("utf-16-be")),
+    ):
+        (tmp_path / name).write_bytes(data)
+        assert exclusion_names(tmp_path / name) == ("conv0", "conv1")
+        (tmp_path / f"labels_{name}").write_bytes(data.replace(b"#", b""))
+        assert read_classes(tmp_path / f"labels_{name}")[0] == "conv0"

@@ -305,10 +305,12 @@ def comma_names(text: str | None) -> tuple[str, ...]:
 
 def exclusion_names(path: Path | None) -> tuple[str, ...]:
     """Node names from a --exclude-from file: one per line; blank lines and # comments ignored."""
+    from quantkit import files
+
     if path is None:
         return ()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = files.read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"cannot read --exclude-from {path} ({exc.__class__.__name__}); check the path"

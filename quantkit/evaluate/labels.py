@@ -11,13 +11,14 @@ import onnx
 
 from quantkit.errors import ConfigError
 from quantkit.evaluate.class_scores import holds_labels
+from quantkit.files import read_text
 
 
 def read_classes(path: Path) -> list[str]:
     """Class ids in output-index order: the first word of each non-empty line (`n01440764 tench, ...`), or
     each whole line where first words repeat (class names: `great white shark`, `great grey owl`)."""
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # hunt39: Notepad's BOM hid class 0
+        lines = read_text(path).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"cannot read labels file {path} ({exc}); pass a text file, one class per line"
