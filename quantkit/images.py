@@ -342,10 +342,7 @@ class ImageLoader:
 
 def entries_hash(entries: Iterable[bytes]) -> str:
     """The content hash of images from their ImageLoader entries, in order."""
-    digest = hashlib.sha256()
-    for entry in entries:
-        digest.update(entry)
-    return digest.hexdigest()
+    return hashlib.sha256(b"".join(entries)).hexdigest()
 
 
 def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
@@ -388,8 +385,9 @@ def peak_16_bit(path: Path) -> tuple[float, float] | None:
             if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
                 return None
             array = np.asarray(image, dtype=np.float64)
-            peak = float(np.max(array))  # not past 255 in I or F: read over 0-255 (or 0-1)
-            return (peak, _level(array)) if image.mode.startswith("I;16") or peak > 255 else None
+            peak = float(np.max(array))  # not past 255 in I or F: read over 0-255 (or 0-1); NaN: skipped
+            sixteen = image.mode.startswith("I;16") or peak > 255
+            return (peak, _level(array)) if sixteen and np.isfinite(array).all() else None
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
@@ -406,6 +404,8 @@ def _to_mode(image: Image.Image, channels: int) -> Image.Image:
     [0, 1] as such: a float TIFF of a photo was fed as a black image, hunt33), the range judged by _level."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():  # hq61: a NaN pixel made its range NaN: every image fed black
+            raise ImageError("some of its pixels are not finite (NaN or inf); fill them or leave it out")
         level = _level(array)
         unit = image.mode == "F" and level <= 1.0
         top = 65535.0 if image.mode.startswith("I;16") or level > 255 else 1.0 if unit else 255.0

@@ -230,6 +230,29 @@ def test_a_float_image_of_values_in_0_1_is_scaled_to_pixels() -> None:
     assert samples[1].mean() == pytest.approx(samples[0].mean(), abs=0.1) and samples[1].mean() > 100
 
 
+def test_an_image_with_pixels_that_are_not_finite_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    """hq61: float TIFFs in [0, 1] with one NaN pixel each calibrated with exit 0 (numpy's cast warnings
+    on stderr): the NaN made the range judged NaN, every image fed black. Such an image is skipped and
+    named, as an undecodable one is; the others are read."""
+    from quantkit.images import peak_16_bit
+
+    good = np.random.default_rng(1).random((8, 8)).astype(np.float32)
+    for name, bad in (("nan.tif", np.nan), ("inf.tif", np.inf), ("good.tif", None)):
+        values = good.copy()
+        if bad is not None:
+            values[0, 0] = bad
+        Image.fromarray(values, "F").save(tmp_path / name)
+    pre = Preprocess(height=8, width=8, channels=1, mean=(0.0,), std=(1.0,), resize=ResizeMode.squash)
+    with pytest.raises(ImageError, match=r"^some of its pixels are not finite \(NaN or inf\); fill them"):
+        load_sample((tmp_path / "nan.tif").read_bytes(), pre)
+    loader = ImageLoader(sorted(tmp_path.glob("*.tif")), pre, batch_size=4)
+    batches = list(loader)
+    assert [p.name for b in batches for p in b.paths] == ["good.tif"]
+    assert [p.name for p, _ in loader.skipped] == ["inf.tif", "nan.tif"]
+    assert float(batches[0].data.max()) > 200.0  # read as 0..1, not black
+    assert peak_16_bit(tmp_path / "nan.tif") is None
+
+
 def test_a_strip_image_is_cropped_without_scaling_it_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     """hunt39 F1: a 1x30000 PNG (90 KB) was scaled to 256x7,680,000 pixels before the centre crop: 8.1 GB
     and 49 s for one image. Only the window kept is resampled now, to the same pixels."""
