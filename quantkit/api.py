@@ -113,7 +113,8 @@ def calibrate(
     beside the model; its arrays go beside it as .npz). Returns what was written and seen; pass it as
     `calibration=` to `convert`. `preprocess` applies to images (arrays are fed as given).
 
-    workers: local processes; ray: a Ray cluster's address (needs Ray: the `ray` extra); threads: inference
+    workers: local processes; ray: a Ray cluster's address (needs Ray: the `ray` extra; unlike the CLI's
+    --ray, RAY_ADDRESS is not read: pass ray=os.environ.get("RAY_ADDRESS") for that); threads: inference
     threads per worker. The table is byte-for-byte the same for any of them at one `threads` (onnxruntime
     rounds some sums differently with another thread count). output_kind: what the [N, C] outputs hold,
     "classes", "values" (embeddings, landmarks) or "auto", for the check that FP32 is fed right. Workers

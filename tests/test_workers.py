@@ -20,7 +20,7 @@ from quantkit.parallel import Parallel, pool_for
 from quantkit.parallel.local import LocalPool
 from quantkit.pipeline import shards
 from tests.conftest import tiny_cnn
-from tests.helpers import run, timeless
+from tests.helpers import assert_one_line_error, run, timeless
 
 # Workers plan with the real payoff rule (conftest's monkeypatch does not reach their processes), so
 # the driver here does too.
@@ -359,3 +359,20 @@ def test_a_picked_image_that_cannot_be_read_leaves_the_table_its_8_samples(
     samples = table_io.load(table).samples
     assert isinstance(samples, np.ndarray)
     assert [(round(float(s.mean())) - 5) // 10 for s in samples] == [2, 4, 6, 9, 11, 14, 16, 18]
+
+
+def test_a_ray_address_from_the_environment_is_named_where_it_fails(
+    cnn: Path,
+    image_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq61: RAY_ADDRESS left in the environment sends every command to Ray without --ray on its line, and
+    the failure did not say where the address came from."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_ADDRESS", "garbage")
+    table = tmp_path / "t.json"
+    code, _, err = run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert_one_line_error(code, err, "cannot reach the Ray cluster at 'garbage' (", "(RAY_ADDRESS; unset it")
+    assert not table.exists()

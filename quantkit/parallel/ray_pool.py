@@ -67,9 +67,15 @@ class RayPool:
             try:
                 ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, ValueError, RuntimeError) as exc:
+                # hq61: a RAY_ADDRESS left in the environment sends every command here, unasked on its line
+                env = (
+                    " (RAY_ADDRESS; unset it to run here)"
+                    if self.address == os.environ.get("RAY_ADDRESS")
+                    else ""
+                )
                 raise ConfigError(
-                    f"cannot reach the Ray cluster at {self.address!r} ({exc}); check the address, or start "
-                    "one with `ray start --head`"
+                    f"cannot reach the Ray cluster at {self.address!r} ({exc}); check the address{env}, or "
+                    "start one with `ray start --head`"
                 ) from None
             self._started = True
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
