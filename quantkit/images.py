@@ -1,4 +1,5 @@
-"""Image folders -> model-ready float32 batches. The only module that imports Pillow; knows no ONNX."""
+"""Image folders -> model-ready float32 batches. With quantkit.pixels (an image's modes and bit depths),
+the only module that imports Pillow; knows no ONNX."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from quantkit.config import (
 )
 from quantkit.config.preprocessing import check_fixed_sides, shape_text
 from quantkit.errors import ConfigError, ImageError
+from quantkit.pixels import to_mode
 from quantkit.results import Batch, InputSpec
 
 # TIFF for scans and microscopy (16-bit and float pages read as grey); a GIF's or multi-page file's
@@ -352,7 +354,7 @@ def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(raw)) as image:
                 image.load()
-                pixels = _to_mode(image, pre.channels)
+                pixels = to_mode(image, pre.channels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{TOO_LARGE}: more than {MAX_PIXELS} pixels") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -375,46 +377,6 @@ def _why(exc: Exception) -> str:
         return "not a format Pillow reads, or a corrupt file"
     text = " ".join(str(exc).split())
     return text.split(" <", 1)[0] if " <" in text else text or type(exc).__name__
-
-
-def peak_16_bit(path: Path) -> tuple[float, float] | None:
-    """(largest value, level: _level, what _to_mode reads its range by) of a 16-bit image (I;16, or I or
-    F past 255: read over 0-65535, or wider where its level is), else None."""
-    try:
-        with Image.open(path) as image:
-            if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
-                return None
-            array = np.asarray(image, dtype=np.float64)
-            peak = float(np.max(array))  # not past 255 in I or F: read over 0-255 (or 0-1); NaN: skipped
-            sixteen = image.mode.startswith("I;16") or peak > 255
-            return (peak, _level(array)) if sixteen and np.isfinite(array).all() else None
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-
-
-def _level(array: np.ndarray) -> float:
-    """The value an image's range is judged by: its 99.9th percentile, not its maximum (one pixel at
-    1.0005 made a [0, 1] photo read as [0, 255], black, hunt39 F12; a nodata 2^31 - 1 in 16-bit data
-    would read it over 31 bits). Values beyond are clipped."""
-    return float(np.percentile(array, 99.9)) if array.size else 0.0
-
-
-def _to_mode(image: Image.Image, channels: int) -> Image.Image:
-    """RGB (or L for one-channel models) from any mode: palette, CMYK, alpha, 16-bit, float (values in
-    [0, 1] as such: a float TIFF of a photo was fed as a black image, hunt33), the range judged by _level."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        if not np.isfinite(array).all():  # hq61: a NaN pixel made its range NaN: every image fed black
-            raise ImageError("some of its pixels are not finite (NaN or inf); fill them or leave it out")
-        level = _level(array)
-        unit = image.mode == "F" and level <= 1.0
-        top = 65535.0 if image.mode.startswith("I;16") or level > 255 else 1.0 if unit else 255.0
-        if level > 65535:  # wider data over its bit depth: 0..255,000 was clipped to white (hq57 A4)
-            top = float(2 ** int(level).bit_length() - 1)
-        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-    return image.convert("L" if channels == 1 else "RGB")
 
 
 # The crop resize scales the shorter side to the crop's and keeps the aspect ratio: a strip image (1x30000,

@@ -1761,15 +1761,15 @@ def test_images_wider_than_16_bits_and_float_12_bit_ones_are_read_with_a_word(
 ) -> None:
     """A 32-bit integer TIFF of 0..255,000 was clipped to white, and a float TIFF of 12-bit data read
     over 0-65535 came out black, both without a word (hq57 A4). Wider data is read over its bit depth."""
-    from quantkit.images import _to_mode
+    from quantkit.pixels import to_mode
 
     g = np.random.default_rng(3)
     wide = g.integers(0, 255_001, (20, 20)).astype(np.int32)
-    fed = np.asarray(_to_mode(Image.fromarray(wide, "I"), 1), np.float64)
+    fed = np.asarray(to_mode(Image.fromarray(wide, "I"), 1), np.float64)
     assert abs(fed.mean() - wide.mean() / 262_143 * 255) < 1.0 and fed.max() < 255
     hot = g.integers(0, 60_001, (40, 40)).astype(np.int32)  # 16-bit data, one nodata value past 16 bits
     hot[0, 0] = 2**31 - 1  # read over 0-65535 (its 99.9th percentile), not 31 bits (black), and said so
-    fed = np.asarray(_to_mode(Image.fromarray(hot, "I"), 1), np.float64)
+    fed = np.asarray(to_mode(Image.fromarray(hot, "I"), 1), np.float64)
     assert abs(fed.flat[1:].mean() - hot.flat[1:].mean() / 65_535 * 255) < 1.0
     for name, values, phrase in (
         ("wide", wide, "beyond 16 bits: quantkit reads them over 0-262143 (18-bit data)"),

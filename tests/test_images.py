@@ -234,7 +234,7 @@ def test_an_image_with_pixels_that_are_not_finite_is_skipped_with_its_reason(tmp
     """hq61: float TIFFs in [0, 1] with one NaN pixel each calibrated with exit 0 (numpy's cast warnings
     on stderr): the NaN made the range judged NaN, every image fed black. Such an image is skipped and
     named, as an undecodable one is; the others are read."""
-    from quantkit.images import peak_16_bit
+    from quantkit.pixels import peak_16_bit
 
     good = np.random.default_rng(1).random((8, 8)).astype(np.float32)
     for name, bad in (("nan.tif", np.nan), ("inf.tif", np.inf), ("good.tif", None)):

@@ -224,11 +224,11 @@ NARROW_16_BIT = 4095
 
 def narrow_16_bit(peaks: Sequence[float], checked: int, levels: Sequence[float] = ()) -> str | None:
     """A warning where the 16-bit images among `checked` (peaks: each one's largest value,
-    images.peak_16_bit) all stay at or below NARROW_16_BIT: images are read over 0-65535, so 12-bit data
+    pixels.peak_16_bit) all stay at or below NARROW_16_BIT: images are read over 0-65535, so 12-bit data
     arrives at 0-16 of 255, nearly black, and the warnings that followed blamed --mean/--std (hunt47 C2).
-    levels: what each image's range is read by (images._level): past 65535 it is read over the bit depth
+    levels: what each image's range is read by (pixels.range_level): past 65535 it is read over the bit depth
     of that level, which the warning names. None otherwise."""
-    if levels and max(levels) > 65535:  # hq57 A4: read over their bit depth (images._to_mode), no word
+    if levels and max(levels) > 65535:  # hq57 A4: read over their bit depth (pixels.to_mode), no word
         bits = int(max(levels)).bit_length()
         return (
             f"images hold values up to {max(peaks):.0f}, beyond 16 bits: quantkit reads them over "

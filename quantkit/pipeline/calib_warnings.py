@@ -7,8 +7,8 @@ from typing import Any
 
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.evaluate.sanity import narrow_16_bit
-from quantkit.images import peak_16_bit
 from quantkit.pipeline.calib_chunks import Merged, spread
+from quantkit.pixels import peak_16_bit
 from quantkit.results import Feed, feed_rows
 
 

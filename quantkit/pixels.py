@@ -1,0 +1,52 @@
+"""An image's pixels in 8 bits: palette, alpha, CMYK, 16-bit, integer and float modes as RGB or grey, their
+range judged by their values; and the peak of 16-bit images, for calibrate's warning on narrow data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from quantkit.errors import ImageError
+
+
+def peak_16_bit(path: Path) -> tuple[float, float] | None:
+    """(largest value, level: range_level, what to_mode reads its range by) of a 16-bit image (I;16, or I or
+    F past 255: read over 0-65535, or wider where its level is), else None."""
+    try:
+        with Image.open(path) as image:
+            if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
+                return None
+            array = np.asarray(image, dtype=np.float64)
+            peak = float(np.max(array))  # not past 255 in I or F: read over 0-255 (or 0-1); NaN: skipped
+            sixteen = image.mode.startswith("I;16") or peak > 255
+            return (peak, range_level(array)) if sixteen and np.isfinite(array).all() else None
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def range_level(array: np.ndarray) -> float:
+    """The value an image's range is judged by: its 99.9th percentile, not its maximum (one pixel at
+    1.0005 made a [0, 1] photo read as [0, 255], black, hunt39 F12; a nodata 2^31 - 1 in 16-bit data
+    would read it over 31 bits). Values beyond are clipped."""
+    return float(np.percentile(array, 99.9)) if array.size else 0.0
+
+
+def to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """RGB (or L for one-channel models) from any mode: palette, CMYK, alpha, 16-bit, float (values in
+    [0, 1] as such: a float TIFF of a photo was fed as a black image, hunt33), the range judged by
+    range_level."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():  # hq61: a NaN pixel made its range NaN: every image fed black
+            raise ImageError("some of its pixels are not finite (NaN or inf); fill them or leave it out")
+        level = range_level(array)
+        unit = image.mode == "F" and level <= 1.0
+        top = 65535.0 if image.mode.startswith("I;16") or level > 255 else 1.0 if unit else 255.0
+        if level > 65535:  # wider data over its bit depth: 0..255,000 was clipped to white (hq57 A4)
+            top = float(2 ** int(level).bit_length() - 1)
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+    return image.convert("L" if channels == 1 else "RGB")
