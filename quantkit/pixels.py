@@ -13,12 +13,18 @@ from quantkit.errors import ImageError
 
 def peak_16_bit(path: Path) -> tuple[float, float] | None:
     """(largest value, level: range_level, what to_mode reads its range by) of a 16-bit image (I;16, or I or
-    F past 255: read over 0-65535, or wider where its level is), else None."""
+    F past 255: read over 0-65535, or wider where its level is), else None. A 16-bit colour image (a
+    48- or 64-bit PNG or TIFF), which Pillow reads as each value's high byte, by that byte: at most
+    (high + 1) x 256 - 1 (hq61: 12-bit data in 48-bit PNGs arrived at 15 of 255 with no word)."""
     try:
         with Image.open(path) as image:
-            if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
+            colour = image.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in image.tile)
+            if not (image.mode.startswith("I;16") or image.mode in ("I", "F") or colour):
                 return None
             array = np.asarray(image, dtype=np.float64)
+            if colour:
+                peak = (float(np.max(array)) + 1.0) * 256.0 - 1.0
+                return peak, peak
             peak = float(np.max(array))  # not past 255 in I or F: read over 0-255 (or 0-1); NaN: skipped
             sixteen = image.mode.startswith("I;16") or peak > 255
             return (peak, range_level(array)) if sixteen and np.isfinite(array).all() else None

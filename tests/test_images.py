@@ -325,3 +325,41 @@ def test_a_folder_of_hidden_files_only_is_named_so(tmp_path: Path) -> None:
     (tmp_path / "._b.jpg").write_bytes(b"x")
     with pytest.raises(ImageError, match=r"the only files under .* are hidden or macOS metadata"):
         find_images(tmp_path)
+
+
+def _png_16_bit_rgb(path: Path, values: np.ndarray) -> None:
+    """A 48-bit PNG (16 bits a channel: Pillow writes none), values uint16 [H, W, 3]."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = values.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_16_bit_colour_image_of_narrow_data_is_found(tmp_path: Path) -> None:
+    """hq61: 48-bit PNGs holding 12-bit data (camera, medical) arrive at 0-15 of 255, as Pillow keeps each
+    value's high byte, and calibrate's warning on narrow 16-bit data (grey images only) said nothing."""
+    from quantkit.evaluate.sanity import narrow_16_bit
+    from quantkit.pixels import peak_16_bit
+
+    values = np.random.default_rng(0).integers(0, 4096, (12, 10, 3)).astype(np.uint16)
+    _png_16_bit_rgb(tmp_path / "narrow.png", values)
+    _png_16_bit_rgb(tmp_path / "full.png", values * 16)
+    Image.fromarray((values >> 4).astype(np.uint8)).save(tmp_path / "eight.png")
+    pre = Preprocess(height=12, width=10, mean=(0.0,) * 3, std=(1.0,) * 3, resize=ResizeMode.squash)
+    assert load_sample((tmp_path / "narrow.png").read_bytes(), pre).max() <= 15.0  # high bytes: nearly black
+    assert peak_16_bit(tmp_path / "narrow.png") == (4095.0, 4095.0)
+    assert peak_16_bit(tmp_path / "full.png") == (65535.0, 65535.0)
+    assert peak_16_bit(tmp_path / "eight.png") is None
+    line = narrow_16_bit([4095.0], 1, [4095.0])
+    assert line is not None and line.startswith("the images are 16-bit with values up to 4095 (12-bit data)")
