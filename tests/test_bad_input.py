@@ -1910,3 +1910,37 @@ def test_node_and_class_lists_saved_by_windows_editors_are_read(tmp_path: Path) 
         assert exclusion_names(tmp_path / name) == ("conv0", "conv1")
         (tmp_path / f"labels_{name}").write_bytes(data.replace(b"#", b""))
         assert read_classes(tmp_path / f"labels_{name}")[0] == "conv0"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_stdout_that_cannot_be_written_loses_only_what_is_printed_there(
+    cnn: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    """hq61: with stdout on a full disk the table was written whole and the command exited 2 blaming the
+    output's disk; with its reader gone (`| head`) it exited 1 without a word (rich's own handling), its
+    warnings lost. The files are written, the warnings said, the exit code the command's own; a report
+    asked for on stdout (--json -) is not delivered: exit 2."""
+    command = [sys.executable, "-m", "quantkit", "calibrate", str(cnn), "--images", str(image_dir)]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*command, "-o", str(tmp_path / "a.json")], stdout=full, capture_output=False,
+                              stderr=subprocess.PIPE, timeout=120)  # fmt: skip
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "warning: cannot write to stdout (No space left on device); what the command prints there" in err
+    assert table_io.load(tmp_path / "a.json").meta["images"]["count"] == 24
+    gone = subprocess.Popen(
+        [*command, "-o", str(tmp_path / "b.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert gone.stdout is not None and gone.stderr is not None
+    gone.stdout.close()  # the reader went away before anything was printed
+    err = gone.stderr.read().decode()
+    assert gone.wait(timeout=120) == 0, err
+    assert "warning: cannot write to stdout (Broken pipe)" in err and "Traceback" not in err
+    table_io.load(tmp_path / "b.json")
+    report = [sys.executable, "-m", "quantkit", "compare", str(cnn), str(cnn), "--images", str(image_dir)]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*report, "--runs", "0", "--json", "-"], stdout=full, stderr=subprocess.PIPE, timeout=120
+        )
+    assert done.returncode == 2
+    assert "error: cannot write the report to stdout (No space left on device)" in done.stderr.decode()

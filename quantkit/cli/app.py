@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ import typer.main
 from rich.console import Console
 
 from quantkit.config.base import as_names
-from quantkit.errors import ConfigError
+from quantkit.errors import ConfigError, OutputError
 
 
 class Switch(str, Enum):
@@ -86,9 +87,40 @@ app = typer.Typer(
     "--quiet (-q) and --verbose (-v).",
 )
 
-stdout = Console()
+
+class _Stdout(Console):
+    """stdout, where a failed write (a full disk, a reader gone: `| head`) loses only what it prints: the
+    command goes on, its files written and its warnings on stderr, its exit code its own (hq61: exit 2
+    blaming the output's disk, and exit 1 with nothing said, for a table written whole)."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        try:
+            super().print(*objects, **options)
+        except OSError as exc:
+            lose_stdout(exc)
+
+    def on_broken_pipe(self) -> None:  # rich's own: stdout to /dev/null and exit 1, without a word
+        lose_stdout(BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)))
+
+
+stdout = _Stdout()
 
 stderr = Console(stderr=True)
+STDOUT_LOST: dict[str, str] = {}  # why stdout could not be written, once it could not
+
+
+def lose_stdout(exc: OSError) -> None:
+    """Say once that stdout cannot be written, and send what follows there to /dev/null (the interpreter's
+    own flush at exit would fail again, with a traceback of its own)."""
+    if not STDOUT_LOST:
+        STDOUT_LOST["why"] = exc.strerror or str(exc)
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), sys.stdout.fileno())
+        warn(
+            f"cannot write to stdout ({STDOUT_LOST['why']}); what the command prints there is lost (its "
+            "files are written as usual)"
+        )
+
 
 # -1 with --quiet (no progress, no tables: files, errors and exit codes only), 1 with --verbose (each step
 # logged to stderr with its time). Set by main() from anywhere on the command line.
@@ -280,8 +312,14 @@ def write_text(path: Path, text: str) -> None:
     from quantkit import files
 
     if str(path) == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except OSError as exc:  # the report was the output asked for: not delivered, a failure
+            lose_stdout(exc)
+            raise OutputError(
+                f"cannot write the report to stdout ({STDOUT_LOST['why']}); give a file path"
+            ) from None
     else:
         files.write_atomic(path, text.encode(errors="backslashreplace"))  # a file name in another encoding
 
