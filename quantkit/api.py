@@ -76,6 +76,7 @@ from quantkit.outcomes import (
 )
 from quantkit.parallel import Parallel
 from quantkit.pipeline import run_shrink
+from quantkit.pipeline.loading import table_paths
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.run_calibrate import CalibrateSummary
 from quantkit.pipeline.run_calibrate import calibrate as run_calibrate
@@ -125,6 +126,8 @@ def calibrate(
         raise ConfigError(f"model {model_path} is a folder; give the .onnx file")
     table = _path(output, "output") if output is not None else model_path.with_suffix(".calib.json")
     selection, arrays = _data(data, num_images, seed)
+    files.check_outputs([("output", table)], [("the model", model_path)])  # then a .json path, then the rest
+    table_paths(table)
     files.check_outputs(
         [("output", table), ("the table's arrays", arrays_path(table))],
         [("the model", model_path)],

@@ -1944,3 +1944,28 @@ def test_stdout_that_cannot_be_written_loses_only_what_is_printed_there(
         )
     assert done.returncode == 2
     assert "error: cannot write the report to stdout (No space left on device)" in done.stderr.decode()
+
+
+def test_small_refusals_say_what_they_mean(
+    cnn: Path, image_dir: Path, table: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq61: calibrate -o t.npz said 'the table's arrays t.npz and --output t.npz are the same file';
+    sensitivity -q without --json printed nothing and exited 0 (compare -q refuses); a zero-byte image was
+    'not a decodable image'."""
+    code, _, err = run(
+        ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(tmp_path / "t.npz")], capsys
+    )
+    assert_one_line_error(
+        code, err, "the calibration table must be a .json path (got t.npz); arrays go beside it"
+    )
+    code, _, err = run(["sensitivity", str(cnn), "-c", str(table), "--images", str(image_dir), "-q"], capsys)
+    assert_one_line_error(code, err, "sensitivity with --quiet prints nothing; add --json FILE")
+    folder = tmp_path / "with_empty"
+    folder.mkdir()
+    for path in sorted(image_dir.rglob("*.png"))[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "zero.jpg").write_bytes(b"")
+    code, _, err = run(
+        ["calibrate", str(cnn), "--images", str(folder), "-o", str(tmp_path / "z.json")], capsys
+    )
+    assert code == 0 and "zero.jpg (an empty file (0 bytes))" in " ".join(err.split()), err

@@ -185,3 +185,36 @@ def test_a_top_level_key_convert_reads_only_with_a_budget_does_not_stop_it(
     assert code == 0, err
     code, _, err = run([*argv, "--output-kind", "values", "-o", "p.onnx"], capsys)
     assert_one_line_error(code, err, "convert reads --output-kind only with --max-drop")
+
+
+def test_files_as_editors_save_them_and_the_table_each_one_names(
+    project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq61: a quantkit.toml saved with a BOM was 'not valid TOML (Invalid statement)'; input-size = [16, 16]
+    (a pair of integers, as the message asks) was refused; an option from pyproject.toml was said to be
+    set for one command by a [compare] table, which pyproject.toml spells [tool.quantkit.compare]."""
+    (project / "models" / "quantkit.toml").write_bytes(b"\xef\xbb\xbfinput-size = [16, 16]\nnum-images = 4\n")
+    argv = ["calibrate", "models/model.onnx", "--images", str(image_dir), "-o", "t.json"]
+    code, out, err = run(argv, capsys)
+    assert code == 0 and "16x16" in out, err
+    (project / "models" / "quantkit.toml").unlink()
+    (project / "pyproject.toml").write_text("[tool.quantkit]\nthreads = 0\n")
+    argv = ["compare", "models/model.onnx", "models/model.onnx", "--images", str(image_dir), "--runs", "0"]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "pyproject.toml; a [tool.quantkit.compare] table there sets it for this")
+    code, _, err = run(
+        [
+            "calibrate",
+            "models/model.onnx",
+            "--images",
+            str(image_dir),
+            "-o",
+            "u.json",
+            "--input-size",
+            "0x16",
+        ],
+        capsys,
+    )
+    assert_one_line_error(
+        code, err, "--input-size takes HxW like 224x224 (or a pair of integers), each at least 1"
+    )

@@ -72,6 +72,7 @@ def calibrate(
     from quantkit.config import CalibrateConfig, ImageSelection
     from quantkit.data import ArrayFiles
     from quantkit.parallel import Parallel
+    from quantkit.pipeline.loading import table_paths
     from quantkit.reports import console
     from quantkit.reports.formats import skipped_line
 
@@ -90,6 +91,10 @@ def calibrate(
         output_kind=output_kind,
     )
     parallel = Parallel(workers, ray or None, threads)
+    # over an input first; then a .json (hq61: -o t.npz read 'the table's arrays t.npz and --output t.npz
+    # are the same file')
+    guard_outputs([("--output", output)], [("the model", model)])
+    table_paths(output)
     guard_outputs(
         [("--output", output), ("the table's arrays", arrays_path(output))],
         [("the model", model)],

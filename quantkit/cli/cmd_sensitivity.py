@@ -12,6 +12,7 @@ import typer.main
 from quantkit.calib.table import arrays_path
 from quantkit.cli.app import (
     CONTEXT,
+    VERBOSITY,
     Command,
     app,
     file_outputs,
@@ -76,6 +77,11 @@ def sensitivity(
 
     if top < 0 or (keep is not None and keep < 1):
         raise ConfigError("--top must be at least 0 and --keep at least 1")
+    if VERBOSITY["level"] < 0 and json_path is None and write_exclusions is None:  # as compare (hq61)
+        raise ConfigError(
+            "sensitivity with --quiet prints nothing; add --json FILE (or --json - for stdout) or "
+            "--write-exclusions FILE"
+        )
     guard_outputs(
         [("--json", json_path), ("--write-exclusions", write_exclusions)],
         [

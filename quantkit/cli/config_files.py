@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from quantkit.errors import ConfigError
+from quantkit.files import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -138,8 +139,7 @@ def _near(key: str, known: Iterable[str]) -> str:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_text(path))  # hq61: a BOM (Notepad's) read as 'Invalid statement'
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path} ({exc.__class__.__name__}); check the file") from exc
     except tomllib.TOMLDecodeError as exc:

@@ -97,7 +97,11 @@ def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, A
         flag = "--" + name.replace("_", "-")
         if (flag in message or f"'{flag}'" in message) and flag not in argv:
             files = " or ".join(str(path) for path in CONFIG_FILES)
-            return f" ({flag} was set in {files}; a [{argv[0]}] table there sets it for this command alone)"
+            tables = " / ".join(  # hq61: pyproject.toml's is [tool.quantkit.<command>]
+                f"[tool.quantkit.{argv[0]}]" if path.name == "pyproject.toml" else f"[{argv[0]}]"
+                for path in CONFIG_FILES
+            )
+            return f" ({flag} was set in {files}; a {tables} table there sets it for this command alone)"
     return ""
 
 

@@ -55,7 +55,7 @@ def as_size(value: object, option: str = "--input-size") -> tuple[int, int]:
     """(height, width) from the CLI's 'HxW' text or a pair of positive integers."""
     parts: list[object] = []
     if isinstance(value, str):
-        parts = [p.strip() for p in value.lower().split("x")]
+        parts = [p.strip() for p in value.lower().replace(",", "x").split("x")]  # a file's [16, 16] too
     elif not isinstance(value, (int, float)):
         try:
             parts = list(value)  # type: ignore[call-overload]
@@ -67,7 +67,9 @@ def as_size(value: object, option: str = "--input-size") -> tuple[int, int]:
         size = ()
     exact = all(not isinstance(p, float) or p.is_integer() for p in parts)
     if len(size) != 2 or min(size) < 1 or not exact:
-        raise ConfigError(f"{option} takes HxW like 224x224 (or a pair of integers); got {value!r}")
+        raise ConfigError(
+            f"{option} takes HxW like 224x224 (or a pair of integers), each at least 1; got {value!r}"
+        )
     return size[0], size[1]
 
 

@@ -153,11 +153,12 @@ def require_model_path(output: Path) -> None:
 
 
 def table_paths(table: Path) -> tuple[Path, Path]:
+    arrays = table_io.arrays_path(table)  # a path with no file name ('/') is said first
     if table.suffix.lower() != ".json":
         raise OutputError(
             f"the calibration table must be a .json path (got {table.name}); arrays go beside it"
         )
-    return table, table_io.arrays_path(table)
+    return table, arrays
 
 
 def table_samples(table: CalibrationTable, prepared: Prepared | None = None) -> Feed:
