@@ -237,3 +237,18 @@ def test_the_nothing_quantized_warning_offers_prefer_accuracy_only_where_it_woul
         "; --max-drop 3 was met only with 2 layer(s) float (its trials above give what the int8 ones lost): "
         "raise --max-drop, or validate on more images for a steadier figure"
     )
+
+
+def test_a_speedup_that_is_mostly_quantkit_s_preparation_says_so() -> None:
+    """hq61: a dynamo export without its optimizer (BatchNormalization and weight subgraphs onnxruntime
+    does not fold) printed '4.22x FP32' two lines after the plan's '0.92x -> 1.21x FP32' against the
+    prepared FP32, unexplained; the same network's TorchScript export ran 1.10x slower than INT8 only."""
+    from quantkit.outcomes import Speed, SpeedPlan
+    from quantkit.reports.formats import prepared_gain
+
+    plan = SpeedPlan(("a", "b"), 0.92, 1.21)
+    note = prepared_gain(Speed(4.22, 40, 7.93, 1.88), plan)
+    assert note is not None and note.startswith("of the 4.22x, int8 gives 1.21x (the plan, timed against")
+    assert prepared_gain(Speed(1.35, 40, 2.0, 1.48), plan) is None  # the plan's own, within noise
+    assert prepared_gain(Speed(2.2, 40, 2.2, 1.0), SpeedPlan((), 1.9, None)) is None  # the plain plan's
+    assert prepared_gain(Speed(4.0, 40, 4.0, 1.0), None) is None  # no plan timed (--prefer accuracy)
