@@ -452,3 +452,59 @@ def test_the_probe_split_in_chunks_measures_the_same(
     )
     split = smoothing.measure(model, table, ConvertConfig())
     assert split.chosen == whole.chosen and split.ratios == pytest.approx(whole.ratios)
+
+
+def test_weights_tied_between_layers_are_not_rebalanced_into_copies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq61: a siamese matcher (CapSpot's), whose two branches read the same weights, was written with a
+    separately rebalanced copy of each shared weight per branch: 28.1 MB where 15.1 MB held it, and 2 dB
+    worse held out. A tied weight (consumer or absorber) is left unbalanced."""
+    g = np.random.default_rng(0)
+    c = 32
+    consts = {
+        "w1": (g.standard_normal((c, 3, 3, 3)) * 0.2).astype(np.float32),
+        "b1": np.zeros(c, np.float32),
+        "w2": (g.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32),
+        "b2": np.zeros(c, np.float32),
+    }
+    nodes = []
+    for s in ("a", "b"):
+        nodes += [
+            helper.make_node(
+                "Conv", [f"x_{s}", "w1", "b1"], [f"c1_{s}"], pads=[1, 1, 1, 1], name=f"conv1_{s}"
+            ),
+            helper.make_node("Relu", [f"c1_{s}"], [f"r1_{s}"], name=f"relu_{s}"),
+            helper.make_node(
+                "Conv", [f"r1_{s}", "w2", "b2"], [f"c2_{s}"], pads=[1, 1, 1, 1], name=f"conv2_{s}"
+            ),
+            helper.make_node("GlobalAveragePool", [f"c2_{s}"], [f"g_{s}"], name=f"pool_{s}"),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "siamese",
+        [helper.make_tensor_value_info(f"x_{s}", onnx.TensorProto.FLOAT, ["N", 3, 16, 16]) for s in "ab"],
+        [helper.make_tensor_value_info(f"g_{s}", onnx.TensorProto.FLOAT, None) for s in "ab"],
+        [onnx.numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "siamese.onnx"))
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    spread = np.array([8.0, 1.0, 1.0], np.float32)[None, :, None, None]  # an outlier channel to smooth
+    for k in range(12):
+        x = {f"x_{s}": g.standard_normal((1, 3, 16, 16)).astype(np.float32) * spread for s in "ab"}
+        np.savez(folder / f"{k:02d}.npz", **x)
+    table = tmp_path / "t.json"
+    code, _, err = run(
+        ["calibrate", str(tmp_path / "siamese.onnx"), "--inputs", str(folder), "-o", str(table)], capsys
+    )
+    assert code == 0, err
+    written = tmp_path / "q.onnx"
+    argv = ["convert", str(tmp_path / "siamese.onnx"), "-c", str(table), "-o", str(written)]
+    code, _, err = run([*argv, "--smoothquant", "0.5", "--prefer", "accuracy"], capsys)
+    assert code == 0, err
+    weights = [t for t in onnx.load(str(written)).graph.initializer if list(t.dims) == [c, c, 3, 3]]
+    assert len(weights) == 1, [t.name for t in weights]  # w2 once, in int8 (convert stores equal ones once)
+    assert weights[0].data_type == onnx.TensorProto.INT8
