@@ -17,7 +17,8 @@ from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.compare import Comparison
 from quantkit.evaluate.end2end import listed_detections, split_head
 from quantkit.results import Batch
-from tests.helpers import assert_one_line_error, run
+from quantkit.runtime import Session
+from tests.helpers import assert_one_line_error, compared_rows, run
 from tests.test_detection import _Heads, offset_by_input
 
 Row = tuple[float, float, float, float, float, int]
@@ -233,3 +234,91 @@ def test_cli_refuses_a_raw_head_read_as_end_to_end(
     args += ["--detector", "end2end", "--preset", "unit", "--resize", "squash"]
     code, _, err = run(args, capsys)
     assert_one_line_error(code, err, "not class indices", "--detector end2end")
+
+
+def _per_image_detector(path: Path, keep_above: float) -> Path:
+    """x [1, 3, 16, 16] -> a Conv head of 8 channels a cell -> its rows [256, 8]: box corners (x0, y0 in
+    0..8, x1, y1 in 8..16), a score (Sigmoid), a class (ArgMax of 3); those scoring above `keep_above`
+    picked by NonZero: boxes [K, 4], scores [K], labels [K] of the one image, as many as the data gives
+    (torchvision's detectors as torch.onnx exports them)."""
+    g = np.random.default_rng(7)
+    consts = {
+        "w": g.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
+        "b": g.normal(0, 0.5, (8,)).astype(np.float32),
+        "rows_shape": np.array([8, -1], np.int64),
+        "eight": np.array(8.0, np.float32),
+        "offset": np.array([0.0, 0.0, 8.0, 8.0], np.float32),
+        "threshold": np.array(keep_above, np.float32),
+        "box_cols": np.array([0, 1, 2, 3], np.int64),
+        "score_col": np.array(4, np.int64),
+        "class_cols": np.array([5, 6, 7], np.int64),
+        "axis0": np.array([0], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["head"], pads=[1, 1, 1, 1], name="head"),
+        helper.make_node("Reshape", ["head", "rows_shape"], ["by_channel"], name="flat"),
+        helper.make_node("Transpose", ["by_channel"], ["rows"], perm=[1, 0], name="rows"),
+        helper.make_node("Gather", ["rows", "box_cols"], ["box_logits"], axis=1, name="box_cols"),
+        helper.make_node("Sigmoid", ["box_logits"], ["box_unit"], name="box_sigmoid"),
+        helper.make_node("Mul", ["box_unit", "eight"], ["box_size"], name="box_scale"),
+        helper.make_node("Add", ["box_size", "offset"], ["box_all"], name="box_offset"),
+        helper.make_node("Gather", ["rows", "score_col"], ["score_logit"], axis=1, name="score_col"),
+        helper.make_node("Sigmoid", ["score_logit"], ["score_all"], name="score_sigmoid"),
+        helper.make_node("Gather", ["rows", "class_cols"], ["class_logits"], axis=1, name="class_cols"),
+        helper.make_node("ArgMax", ["class_logits"], ["label_all"], axis=1, keepdims=0, name="label"),
+        helper.make_node("Greater", ["score_all", "threshold"], ["kept"], name="kept"),
+        helper.make_node("NonZero", ["kept"], ["picked"], name="picked"),
+        helper.make_node("Squeeze", ["picked", "axis0"], ["index"], name="index"),
+        helper.make_node("Gather", ["box_all", "index"], ["boxes"], axis=0, name="boxes"),
+        helper.make_node("Gather", ["score_all", "index"], ["scores"], axis=0, name="scores"),
+        helper.make_node("Gather", ["label_all", "index"], ["labels"], axis=0, name="labels"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "per_image",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["K", 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["K"]),
+            helper.make_tensor_value_info("labels", TensorProto.INT64, ["K"]),
+        ],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_one_images_detections_without_a_batch_axis_are_read_as_its_list(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq61: torchvision's detectors (SSD, RetinaNet, FCOS, Faster R-CNN) export one image's boxes [K, 4],
+    scores [K] and labels [K], K as many as the data gives; --detector end2end refused them ('needs an
+    output shaped [N, detections, ...]'), leaving row-by-row figures of rows that stand for other boxes.
+    A model run one image at a time gives them as that image's list: the candidate here keeps only the
+    detections above 0.7 of the reference's above 0.6, each the same box."""
+    reference = _per_image_detector(tmp_path / "ref.onnx", 0.6)
+    candidate = _per_image_detector(tmp_path / "cand.onnx", 0.7)
+    given = ("--detector", "end2end", "--score-threshold", "0.5")
+    boxes = compared_rows(reference, candidate, image_dir, capsys, *given)["boxes"]
+    assert boxes["boxes"] > boxes["boxes_found"] > 0 and boxes["boxes_extra"] == 0
+    # independently: the reference's scores on the images as compare reads them
+    from quantkit.config import ImageSelection, PreprocessOptions
+    from quantkit.graph.model_io import image_input, load_model
+    from quantkit.images import ImageLoader, resolve_preprocess, select_images
+
+    pre = resolve_preprocess(PreprocessOptions(), image_input(load_model(reference)))
+    session = Session.of(onnx.load(str(reference)))
+    scores = np.concatenate(
+        [
+            session.run(batch.data)["scores"]
+            for batch in ImageLoader(select_images(ImageSelection(image_dir)), pre, 1)
+        ]
+    )
+    assert (boxes["boxes"], boxes["boxes_found"]) == (int((scores > 0.5).sum()), int((scores > 0.7).sum()))
+    code, _, err = run(
+        ["compare", str(reference), str(candidate), "--images", str(image_dir), "--runs", "0", *given], capsys
+    )
+    assert code == 0 and "different number of rows" not in err and "chosen and ordered" not in err, err

@@ -173,7 +173,9 @@ class Validator:
                 self.read.extend(batch.paths)
                 raw = reference.run_batch(batch.data)
                 if output is None and detector is DetectorHead.end2end:
-                    split = split_head(raw)  # decided once: a batch of whole-number scores reads as labels
+                    split = split_head(
+                        raw, feed_rows(batch.data)
+                    )  # decided once: a batch of whole-number scores reads as labels
                 if output is None and detector is DetectorHead.gfl:
                     gfl = gfl_heads(raw, input_size)
                 outputs = read_as(raw, detector, split, gfl)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,9 @@ class Comparison:
             ref, cand = (gfl_rows(out, self.gfl) for out in (ref_out, cand_out))
             self._head(self.gfl.levels[0][0], ref, cand, ref_out, threshold)
         if self.detector is DetectorHead.end2end and self.split is None:  # found once: a batch of no
-            self.split = split_head(ref_out)  # detection (scores all 0) read as labels (review54 L1)
+            self.split = split_head(
+                ref_out, feed_rows(batch.data)
+            )  # detection (scores all 0) read as labels (review54 L1)
         if self.split is not None and threshold is not None and set(self.split) <= set(ref_out):
             self._listed(
                 self.split[0], joined_head(ref_out, self.split), joined_head(cand_out, self.split), threshold
@@ -246,6 +249,7 @@ class Comparison:
             "so no row stands for the same box in both: "
             + ("its figures leave those images out" if name in self.errors else "it has no figures")
             for name, images in sorted(self.unequal.items())
+            if name not in (self.split or ())  # matched as the detections they list
         )
 
     def _with_varying(self, metrics: OutputMetrics) -> OutputMetrics:
@@ -257,10 +261,14 @@ class Comparison:
         return dataclasses.replace(metrics, varying_sqnr_db=varying)
 
     def result(self) -> tuple[list[OutputMetrics], Accuracy | None, Accuracy | None, int]:
-        """(per-output metrics, reference and candidate accuracy with labels, images compared)."""
+        """(per-output metrics, reference and candidate accuracy with labels, images compared). An output
+        with detection figures but no element figures (a list of another length in each model on every
+        image: hq61, torchvision's detectors) gets its row, its element figures n/a."""
+        found = {n: e.result() for n, e in self.errors.items()}
+        found |= {n: _unmeasured(n) for n in self.recalls if n not in self.errors}
         metrics = [
             dataclasses.replace(
-                e.result(),
+                m,
                 detection_recall=self.recalls[n].recall,
                 detections=self.recalls[n].reference,
                 boxes=self.boxes[n].reference,
@@ -269,8 +277,8 @@ class Comparison:
                 boxes_borderline=self.boxes[n].borderline,
             )
             if n in self.recalls
-            else e.result()
-            for n, e in self.errors.items()
+            else m
+            for n, m in found.items()
         ]
         metrics = [self._with_varying(m) for m in metrics]
         if self.detection_threshold is not None and not self.recalls and self.count:
@@ -417,3 +425,8 @@ def scored_output(
             return name
     shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in outputs.items())
     raise ConfigError(f"the labels file lists {num_classes} classes but no output has that many ({shapes})")
+
+
+def _unmeasured(name: str) -> OutputMetrics:
+    """An output's metrics with no element compared: its figures n/a (not OutputErrors' inf of nothing)."""
+    return dataclasses.replace(OutputErrors(name).result(), sqnr_db=math.nan, max_abs_error=math.nan)

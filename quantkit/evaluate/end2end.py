@@ -45,18 +45,21 @@ def listed_detections(rows: np.ndarray, threshold: float) -> Detections:
     )
 
 
-def split_head(outputs: Mapping[str, np.ndarray]) -> tuple[str, str, str] | None:
+def split_head(outputs: Mapping[str, np.ndarray], images: int = 0) -> tuple[str, str, str] | None:
     """(boxes, scores, labels): a DETR-style head's three outputs (RT-DETR, D-FINE, DEIM: boxes [N, K, 4]
     as x0 y0 x1 y1, scores [N, K] in [0, 1], class indices [N, K]; the TensorFlow Object Detection
     API's y0 x0 y1 x1 boxes, float classes, scores and a count [N], which IoU reads alike), where the
     outputs hold exactly one such three and no listed head [N, K, 6 + E]; else None. hunt52 B5: DEIMv2's
-    TensorRT placement lost a quarter of its detections, and --detector end2end refused its outputs."""
+    TensorRT placement lost a quarter of its detections, and --detector end2end refused its outputs.
+    Where the run holds one image (`images`), one image's three without the batch axis too: boxes [K, 4],
+    scores and labels [K], as many as the data gives (torchvision's detectors, hq61)."""
     if any(is_listed_head(v) for v in outputs.values()):
         return None
-    boxes = [n for n, v in outputs.items() if v.ndim == 3 and v.shape[2] == 4 and v.dtype.kind == "f"]
+    rank = 3 if images != 1 or any(v.ndim == 3 and v.shape[2] == 4 for v in outputs.values()) else 2
+    boxes = [n for n, v in outputs.items() if v.ndim == rank and v.shape[-1] == 4 and v.dtype.kind == "f"]
     if len(boxes) != 1:
         return None
-    paired = {n: v for n, v in outputs.items() if v.shape == outputs[boxes[0]].shape[:2]}
+    paired = {n: v for n, v in outputs.items() if v.shape == outputs[boxes[0]].shape[:-1]}
     labels = _by_name(
         [n for n, v in paired.items() if v.dtype.kind in "iu" or np.array_equal(v, np.rint(v))],
         "label",
@@ -76,8 +79,11 @@ def _by_name(names: list[str], *words: str) -> list[str]:
 
 
 def joined_head(outputs: Mapping[str, np.ndarray], names: tuple[str, str, str]) -> np.ndarray:
-    """The three outputs split_head names as one listed head [N, K, 6] (x0 y0 x1 y1 score class)."""
+    """The three outputs split_head names as one listed head [N, K, 6] (x0 y0 x1 y1 score class); one
+    image's [K, 4], [K], [K] as [1, K, 6]."""
     boxes, scores, labels = (outputs[n] for n in names)
+    if boxes.ndim == 2:
+        boxes, scores, labels = boxes[None], scores[None], labels[None]
     return np.concatenate([boxes, scores[..., None], labels[..., None].astype(boxes.dtype)], axis=2)
 
 

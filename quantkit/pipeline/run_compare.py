@@ -255,7 +255,11 @@ def compare(
                 skipped_line(done.skipped) if done.skipped else None,
                 swapped(reference, candidate, reference_path, candidate_path),
                 same_model(reference, candidate, reference_path, candidate_path),
-                selected_note(inferred, ordered, {m.name for m in outputs if m.boxes is not None}),
+                selected_note(  # a split head's scores and labels were matched with its boxes
+                    inferred,
+                    ordered,
+                    {m.name for m in outputs if m.boxes is not None} | set(done.comparison.split or ()),
+                ),
                 maps_unscored(reference, config.output_kind, done.comparison.seen_shapes, side),
                 # onnxruntime's alone: OpenVINO reads such inputs as constants (hunt52 C7)
                 overridable_weights(reference, candidate)

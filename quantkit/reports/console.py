@@ -319,7 +319,7 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         row = [
             m.name,
             "-" if m.labels else decibels(m.sqnr_db),  # of label numbers: agreement says it
-            "-" if m.labels else f"{m.cosine:.5f}",
+            "-" if m.labels or math.isnan(m.cosine) else f"{m.cosine:.5f}",
             percent(m.top1_agreement),
             percent(m.top5_overlap),
         ]
