@@ -31,7 +31,6 @@ from quantkit.cli.options import (
     PreferOpt,
     RayOpt,
     TargetOpt,
-    WorkerThreadsOpt,
     parse_size,
 )
 from quantkit.config import (
@@ -220,11 +219,17 @@ def convert(
         int,
         typer.Option(
             "--workers",
-            help="Measure the searches' trials (--min-sqnr, --max-drop) on N local processes (same result).",
+            help="Measure the searches' trials (--min-sqnr, --max-drop) on N local processes (same result; "
+            "--to int8, as --ray and --threads).",
         ),
     ] = 1,
     ray: RayOpt = None,
-    threads: WorkerThreadsOpt = 0,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads", help="Inference threads per worker, --to int8 (0: all cores, shared among workers)."
+        ),
+    ] = 0,
 ) -> None:
     """Write an INT8 QDQ model (per-channel int8 weights, int32 bias, per-tensor activations), an FP16
     model or a BF16 one (float32 inputs and outputs; BF16 at opset 22, measured on its float32
