@@ -322,3 +322,26 @@ def test_one_images_detections_without_a_batch_axis_are_read_as_its_list(
         ["compare", str(reference), str(candidate), "--images", str(image_dir), "--runs", "0", *given], capsys
     )
     assert code == 0 and "different number of rows" not in err and "chosen and ordered" not in err, err
+    # shrink's --min-eval-sqnr has no element figure of it to judge, and says what does (review)
+    import quantkit
+    from quantkit.config import Gates
+    from quantkit.evaluate.gates import check
+
+    result = quantkit.compare(
+        str(reference), str(candidate), data=str(image_dir), detector="end2end", score_threshold=0.5, runs=0
+    )
+    (gate,) = check(result, Gates(min_eval_sqnr=10.0))
+    assert gate.measured is None and "gate its detections with --max-drop" in gate.unit
+
+
+def test_a_batched_model_s_last_short_batch_is_no_one_image_list() -> None:
+    """Review of hq61's reading: a batched model giving one box an image (boxes [N, 4], scores and labels
+    [N]) was read as one image's list on a last batch of 1 image, and from then on N images' boxes as one
+    image's K; the one-image reading is the model's (its batch fixed at 1), not the batch's."""
+    one = {"boxes": np.array([[1.0, 2.0, 5.0, 6.0]], np.float32), "scores": np.array([0.9], np.float32)}
+    one["labels"] = np.array([2], np.int64)
+    assert split_head(one, 0) is None and split_head(one, 1) == ("boxes", "scores", "labels")
+    for one_image, found in ((False, None), (True, ("boxes", "scores", "labels"))):
+        comparison = Comparison(Path("."), None, 0.5, DetectorHead.end2end, one_image=one_image)
+        comparison.update(Batch(np.zeros((1, 3, 8, 8), np.float32), (Path("a.png"),)), one, one)
+        assert comparison.split == found

@@ -173,9 +173,9 @@ class Validator:
                 self.read.extend(batch.paths)
                 raw = reference.run_batch(batch.data)
                 if output is None and detector is DetectorHead.end2end:
-                    split = split_head(
-                        raw, feed_rows(batch.data)
-                    )  # decided once: a batch of whole-number scores reads as labels
+                    # decided once: a batch of whole-number scores reads as labels; one image's list
+                    # only where the model runs one image at a time
+                    split = split_head(raw, 1 if getattr(reference, "fixed_batch", None) == 1 else 0)
                 if output is None and detector is DetectorHead.gfl:
                     gfl = gfl_heads(raw, input_size)
                 outputs = read_as(raw, detector, split, gfl)

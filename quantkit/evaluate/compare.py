@@ -66,8 +66,10 @@ class Comparison:
         ordered: frozenset[str] = frozenset(),
         labels: frozenset[str] = frozenset(),
         axes: Mapping[str, int] | None = None,
+        one_image: bool = False,
     ) -> None:
         self.folder = folder
+        self.one_image = one_image  # the model runs one image at a time (its batch fixed at 1)
         self.axes = dict(axes or {})  # a rank-4 output -> the channel axis its graph lays out (graph.layouts)
         self.labels = labels  # outputs an ArgMax writes: top-1 against --labels reads the class each picks
         self.values = values
@@ -132,9 +134,9 @@ class Comparison:
             ref, cand = (gfl_rows(out, self.gfl) for out in (ref_out, cand_out))
             self._head(self.gfl.levels[0][0], ref, cand, ref_out, threshold)
         if self.detector is DetectorHead.end2end and self.split is None:  # found once: a batch of no
-            self.split = split_head(
-                ref_out, feed_rows(batch.data)
-            )  # detection (scores all 0) read as labels (review54 L1)
+            # detection (scores all 0) read as labels (review54 L1); one image's list only where the model
+            # runs one at a time, never a last short batch of a batched model (review of hq61's reading)
+            self.split = split_head(ref_out, 1 if self.one_image else 0)
         if self.split is not None and threshold is not None and set(self.split) <= set(ref_out):
             self._listed(
                 self.split[0], joined_head(ref_out, self.split), joined_head(cand_out, self.split), threshold

@@ -38,6 +38,7 @@ class CompareJob:
     ordered: frozenset[str] = frozenset()  # and those a TopK or NonMaxSuppression chose and ordered
     labels: frozenset[str] = frozenset()  # and those an ArgMax writes (graph.output_kinds.label_outputs)
     axes: tuple[tuple[str, int], ...] = ()  # rank-4 outputs' channel axes the graph lays out (graph.layouts)
+    one_image: bool = False  # the model's batch is fixed at 1
 
     def comparison(self) -> Comparison:
         return Comparison(
@@ -51,6 +52,7 @@ class CompareJob:
             self.ordered,
             self.labels,
             dict(self.axes),
+            self.one_image,
         )
 
 

@@ -122,6 +122,7 @@ def compare(
         ordered=ordered,
         labels=labels,
         axes=axes,
+        one_image=fixed_batch == 1,
     )
     tick = progress("evaluating", 0)
     if arrays is None:
@@ -150,6 +151,7 @@ def compare(
                 ordered,
                 labels,
                 tuple(sorted(axes.items())),
+                fixed_batch == 1,
             )
             for k, part in enumerate(chunks(paths, size))
         ]
@@ -186,6 +188,7 @@ def compare(
                 ordered,
                 labels,
                 axes,
+                fixed_batch == 1,
             ),
             tick,
             config.runtime,
