@@ -1944,6 +1944,14 @@ def test_stdout_that_cannot_be_written_loses_only_what_is_printed_there(
         )
     assert done.returncode == 2
     assert "error: cannot write the report to stdout (No space left on device)" in done.stderr.decode()
+    assert "files are written as usual" not in done.stderr.decode()  # nothing but the report was asked for
+    with open("/dev/full", "w") as full:  # compare's table is its result without a report file (review)
+        done = subprocess.run([*report, "--runs", "0"], stdout=full, stderr=subprocess.PIPE, timeout=120)
+    assert done.returncode == 2
+    assert (
+        "error: cannot write to stdout (No space left on device), which carried the result"
+        in done.stderr.decode()
+    )
 
 
 def test_small_refusals_say_what_they_mean(

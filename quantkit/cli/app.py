@@ -109,17 +109,43 @@ stderr = Console(stderr=True)
 STDOUT_LOST: dict[str, str] = {}  # why stdout could not be written, once it could not
 
 
-def lose_stdout(exc: OSError) -> None:
-    """Say once that stdout cannot be written, and send what follows there to /dev/null (the interpreter's
-    own flush at exit would fail again, with a traceback of its own)."""
+def lose_stdout(exc: OSError, say: bool = True) -> None:
+    """Say once (where `say`) that stdout cannot be written, and send what follows there to /dev/null (the
+    interpreter's own flush at exit would fail again, with a traceback of its own)."""
     if not STDOUT_LOST:
         STDOUT_LOST["why"] = exc.strerror or str(exc)
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), sys.stdout.fileno())
-        warn(
-            f"cannot write to stdout ({STDOUT_LOST['why']}); what the command prints there is lost (its "
-            "files are written as usual)"
-        )
+        if say:
+            warn(
+                f"cannot write to stdout ({STDOUT_LOST['why']}); what the command prints there is lost (its "
+                "files are written as usual)"
+            )
+
+
+# Commands whose result is a file (stdout carries only their summary), and those whose result stdout
+# carries unless one of these flags names a file
+WRITERS = frozenset({"calibrate", "convert", "shrink", "demo"})
+RESULT_FILES = {
+    "compare": ("--json", "--markdown"),
+    "check": ("--json",),
+    "sensitivity": ("--json", "--write-exclusions"),
+}
+
+
+def lost_result(argv: Sequence[str]) -> str | None:
+    """The error where stdout could not be written and it carried the run's result (compare's table without
+    a report file, check's findings, --version, --print-config: a review found them exit 0), else None."""
+    if not STDOUT_LOST or (argv and argv[0] in WRITERS):
+        return None
+    flags = RESULT_FILES.get(argv[0] if argv else "", ())
+    pairs = [
+        *zip(argv, [*argv[1:], ""], strict=True),
+        *(a.split("=", 1) for a in argv if a.startswith("--") and "=" in a),
+    ]
+    if any(flag in flags and value not in ("", "-") for flag, value in pairs):
+        return None
+    return f"cannot write to stdout ({STDOUT_LOST['why']}), which carried the result; write it to a file"
 
 
 # -1 with --quiet (no progress, no tables: files, errors and exit codes only), 1 with --verbose (each step
@@ -316,7 +342,7 @@ def write_text(path: Path, text: str) -> None:
             sys.stdout.write(text)
             sys.stdout.flush()
         except OSError as exc:  # the report was the output asked for: not delivered, a failure
-            lose_stdout(exc)
+            lose_stdout(exc, say=False)
             raise OutputError(
                 f"cannot write the report to stdout ({STDOUT_LOST['why']}); give a file path"
             ) from None

@@ -18,7 +18,16 @@ import typer
 import typer.core
 import typer.main
 
-from quantkit.cli.app import CONFIG_FILES, LOUDNESS_FLAGS, VERBOSITY, app, stderr, stdout
+from quantkit.cli.app import (
+    CONFIG_FILES,
+    LOUDNESS_FLAGS,
+    STDOUT_LOST,
+    VERBOSITY,
+    app,
+    lost_result,
+    stderr,
+    stdout,
+)
 from quantkit.errors import ConfigError, QuantkitError
 
 
@@ -27,6 +36,7 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # a file name in another encoding: printed escaped (\udcff)
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
+    STDOUT_LOST.clear()  # what an earlier run in this process lost is not this one's
     argv = [a for a in sys.argv[1:] if a not in LOUDNESS_FLAGS]
     VERBOSITY["level"] = 0
     for flag in sys.argv[1:]:
@@ -45,10 +55,12 @@ def main() -> None:
         default_map = _file_defaults(commands, plain)
         if len(plain) < len(argv):
             _print_config(commands, plain, default_map)
+            _lost(plain)
             return
         _say_file_options(plain, default_map)
         _refuse_empty_paths(commands, plain)
         result = group.main(args=argv, prog_name="quantkit", standalone_mode=False, default_map=default_map)
+        _lost(plain)
         if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
             raise KeyboardInterrupt
         if isinstance(result, int) and result:  # and typer.Exit(code) too: shrink's failed gate
@@ -73,6 +85,7 @@ def main() -> None:
             f"({tempfile.gettempdir()}; TMPDIR sets it) are writable and not full"
         )
     except typer.Exit as exc:
+        _lost(plain)  # --version
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
@@ -189,6 +202,13 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
         if where == "config file" and shown is None and raw is not None:  # hunt32: read as null, silently
             shown, where = raw, "config file: not a valid value, the run refuses it"
         stdout.print(f"{key} = {json.dumps(shown)}  # {where}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _lost(argv: list[str]) -> None:
+    """Exit 2 where stdout was lost with the run's result on it (app.lost_result)."""
+    message = lost_result(argv)
+    if message:
+        _fail(message)
 
 
 def _fail(message: str) -> NoReturn:
