@@ -128,6 +128,8 @@ def _placed(key: str, value: Any, path: Path, numbers: frozenset[str] = frozense
         raise ConfigError(f"{path}: {key} takes a number; got {str(value).lower()}")
     if key not in PATH_OPTIONS or not isinstance(value, str) or value == "-" or Path(value).is_absolute():
         return value
+    if not value:  # read from the file's folder, '' would be that folder (review of hq61's empty paths)
+        raise ConfigError(f'{path}: {key} = "" is empty (an unset variable?); give a path or leave it out')
     return str(path.parent / value)
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import sys
 import tempfile
-import typing
 from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
@@ -171,8 +170,7 @@ def _file_defaults(commands: dict[str, Any], argv: list[str]) -> dict[str, dict[
 
 def _takes_number(param: Any) -> bool:
     """Whether a command's option is declared an int or a float (typer's type descriptor)."""
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    return bool(param.opts) and annotation in (int, float)
+    return bool(param.opts) and (_takes(param, int) or _takes(param, float))
 
 
 def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
@@ -217,23 +215,35 @@ def _fail(message: str) -> NoReturn:
 
 
 def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
-    """An empty path on the command line ('--images "$CALIB_DIR"' with the variable unset) is refused:
-    click reads '' as the current folder, which hq61 saw calibrate on whatever lay under it, exit 0."""
+    """An empty path ('--images "$CALIB_DIR"' with the variable unset) is refused: click reads '' as the
+    current folder, which hq61 saw calibrate on whatever lay under it, exit 0 (a config file's:
+    config_files). An option click does not know, or a value missing, ends the scan: click names it."""
     command = commands.get(argv[0]) if argv else None
     if command is None:
         return
-    hints = typing.get_type_hints(command.callback) if command.callback else {}
-    paths = {opt for p in command.params if "Path" in str(hints.get(p.name or "")) for opt in p.opts}
+    paths = [p for p in command.params if _takes(p, Path)]
+    flags = {opt: p for p in paths for opt in p.opts}
     valued = {opt for p in command.params if not getattr(p, "is_flag", False) for opt in p.opts}
+    positional = iter([p.name for p in command.params if not p.opts[0].startswith("-")])
     args = iter(argv[1:])
     for arg in args:
-        flag, equals, value = arg.partition("=")
-        if arg.startswith("-") and equals:
-            empty = flag in paths and not value
-        elif arg.startswith("-"):
-            given = next(args, None) if arg in valued else None
-            flag, empty = arg, arg in paths and given == ""
+        name, equals, value = arg.partition("=")
+        if arg.startswith("--") and equals:  # --images= (a short option's '=' is its value's)
+            flag, empty = name, name in flags and not value
+        elif arg.startswith("-") and arg != "-":
+            if arg not in valued and not any(arg in p.opts for p in command.params):
+                return
+            taken = next(args, None) if arg in valued else "-"
+            if taken is None:  # the value is missing: click says so
+                return
+            flag, empty = arg, arg in flags and taken == ""
         else:
-            flag, empty = "a path argument", arg == ""
+            flag = f"the {next(positional, 'path').replace('_', ' ')} argument"
+            empty = arg == ""
         if empty:
             raise ConfigError(f"{flag} is empty (an unset variable?); give a path")
+
+
+def _takes(param: Any, kind: type) -> bool:
+    """Whether a command's parameter is declared of `kind` (typer's type descriptor)."""
+    return getattr(getattr(param, "type_descriptor", None), "annotation", None) is kind
