@@ -25,19 +25,31 @@ def test_channel_axes_are_read_from_the_ops_that_lay_a_map_out() -> None:
         helper.make_node("Sigmoid", ["t"], ["s"], name="sig"),
         helper.make_node("Mul", ["s", "two"], ["scaled"], name="scale"),  # still NHWC
         helper.make_node("Transpose", ["t"], ["back"], name="nchw", perm=[0, 3, 1, 2]),
-        helper.make_node("Transpose", ["r"], ["hw"], name="swap", perm=[0, 1, 3, 2]),  # neither
+        helper.make_node("Transpose", ["r"], ["hw"], name="swap", perm=[0, 1, 3, 2]),  # H and W swapped
+        helper.make_node("Transpose", ["r"], ["crnn"], name="crnn", perm=[0, 3, 1, 2]),  # [N, W, C, H]
+        helper.make_node("Transpose", ["t"], ["twice"], name="twice", perm=[0, 2, 3, 1]),  # [N, W, C, H]
+        helper.make_node("Resize", ["s", "", "scales"], ["big"], name="resize"),  # NHWC, resized last
+        helper.make_node("Resize", ["t", "", "half"], ["big_half"], name="same_size"),
+        helper.make_node("Add", ["s", "big_half"], ["joined"], name="joined"),  # two NHWC operands
+        helper.make_node("Add", ["s", "back"], ["clash"], name="clash"),  # NHWC + NCHW: cannot tell
         helper.make_node("Reshape", ["t", "shape"], ["flat"], name="flat"),  # a Reshape's: unknown
     ]
     consts = {**conv_params(4, 3), "two": np.float32(2.0), "shape": np.array([0, -1], np.int64)}
-    outputs = ["c", "r", "t", "s", "scaled", "back", "hw", "flat"]
-    model = make_model(nodes, consts, outputs=outputs, input_shape=(1, 3, 8, 12))
-    assert channel_axes(model, [*outputs, "x"]) == {
+    consts |= {"scales": np.array([1, 2, 2, 1], np.float32), "half": np.array([1, 1, 1, 1], np.float32)}
+    outputs = ["c", "r", "t", "s", "scaled", "back", "hw", "crnn", "twice", "big", "joined", "flat"]
+    model = make_model(nodes, consts, outputs=outputs, input_shape=(1, 3, 4, 4))
+    assert channel_axes(model, [*outputs, "clash", "x"]) == {
         "c": NCHW,
         "r": NCHW,
         "t": NHWC,
         "s": NHWC,
         "scaled": NHWC,
         "back": NCHW,
+        "hw": NCHW,
+        "crnn": 2,
+        "twice": 2,
+        "big": NHWC,
+        "joined": NHWC,
     }
 
 

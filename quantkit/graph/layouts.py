@@ -13,7 +13,8 @@ from quantkit.graph.query import GraphIndex
 
 NCHW, NHWC = 1, 3  # the channel axis of a rank-4 map
 
-# ops that keep every value where it is: the layout of what they give is the layout of what they read
+# ops whose output keeps the layout of their data input (input 0): activations, casts, Q/DQ, and the
+# ops that resize, pad or crop a map in place
 _KEEPING = frozenset(
     {
         "Identity",
@@ -38,18 +39,16 @@ _KEEPING = frozenset(
         "Erf",
         "Softmax",
         "LogSoftmax",
-        "Add",
-        "Sub",
-        "Mul",
-        "Div",
-        "Pow",
-        "Max",
-        "Min",
-        "Where",
         "QuantizeLinear",
         "DequantizeLinear",
+        "Resize",
+        "Upsample",
+        "Pad",
+        "Slice",
     }
 )
+# elementwise ops of several computed operands (and Concat): the layout their rank-4 operands agree on
+_JOINING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Concat"})
 # ops that read and write NCHW by the ONNX specification
 _CHANNELS_FIRST = frozenset(
     {
@@ -67,37 +66,48 @@ _CHANNELS_FIRST = frozenset(
         "LRN",
     }
 )
-_PERMS = {(0, 2, 3, 1): NHWC, (0, 3, 1, 2): NCHW}
 
 
 def channel_axes(model: onnx.ModelProto, tensors: Collection[str]) -> dict[str, int]:
-    """Tensor -> the axis its channels lie along where it is a rank-4 map the graph lays out (NCHW or
-    NHWC): computed, past ops that keep each value where it is (activations, casts, elementwise
-    arithmetic on its first computed operand), by an op ONNX defines as NCHW (Conv, pools, normalisations)
-    or by a Transpose of perm [0, 2, 3, 1] (NHWC) or [0, 3, 1, 2] (NCHW). Tensors it cannot tell (a
-    Reshape's, a Concat's, an input) are left out: their shape decides (evaluate.output_noise)."""
+    """Tensor -> the axis its channels lie along where it is a rank-4 map the graph lays out: computed by
+    an op ONNX defines as NCHW (Conv, pools, normalisations: axis 1), then moved by Transposes (each perm
+    applied to the axis it reads; one of a tensor it cannot tell read as NCHW, as exporters write them
+    around NCHW convolutions) and kept by ops that leave values where they are (activations, casts,
+    Resize, Pad, Slice, elementwise arithmetic and Concat where their rank-4 operands agree). Tensors it
+    cannot tell (a Reshape's, an input's) are left out: their shape decides (evaluate.output_noise). The
+    review of hq61's first version: a CRNN's [0, 3, 1, 2], two Transposes in a row, a broadcast operand of
+    lower rank and a Resize last were read wrong or not at all."""
     index = GraphIndex(model)
-    found = {}
+    memo: dict[str, int | None] = {}
+    found: dict[str, int] = {}
     for name in tensors:
-        axis = _axis_of(index, name)
+        axis = _axis_of(index, name, memo)
         if axis is not None:
             found[name] = axis
     return found
 
 
-def _axis_of(index: GraphIndex, name: str) -> int | None:
+def _axis_of(index: GraphIndex, name: str, memo: dict[str, int | None]) -> int | None:
+    if name in memo:
+        return memo[name]
+    memo[name] = None  # a graph is acyclic; a cycle in a broken one ends here
     node = index.producer.get(name)
-    for _ in range(len(index.nodes)):  # a graph is acyclic: at most every node once
-        if node is None:
-            return None
-        if node.op_type in _CHANNELS_FIRST:
-            return NCHW
-        if node.op_type == "Transpose":
-            perm = next((tuple(a.ints) for a in node.attribute if a.name == "perm"), ())
-            return _PERMS.get(perm)
+    axis: int | None = None
+    if node is None or index.ranks.get(name, 4) != 4:
+        axis = None
+    elif node.op_type in _CHANNELS_FIRST:
+        axis = NCHW
+    elif node.op_type == "Transpose" and node.input:
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+        inner = _axis_of(index, node.input[0], memo)
+        inner = NCHW if inner is None else inner
+        axis = perm.index(inner) if sorted(perm) == [0, 1, 2, 3] else None
+    elif node.op_type in _KEEPING and node.input and not index.is_constant(node.input[0]):
+        axis = _axis_of(index, node.input[0], memo)
+    elif node.op_type in _JOINING:
         read = node.input[1:] if node.op_type == "Where" else node.input  # not its condition
-        computed = [i for i in read if i and not index.is_constant(i)]
-        if node.op_type not in _KEEPING or not computed:
-            return None
-        node = index.producer.get(computed[0])
-    return None
+        operands = [i for i in read if i and not index.is_constant(i) and index.ranks.get(i, 4) == 4]
+        axes = {_axis_of(index, i, memo) for i in operands} - {None}
+        axis = axes.pop() if len(axes) == 1 else None
+    memo[name] = axis
+    return axis
