@@ -508,3 +508,37 @@ def test_weights_tied_between_layers_are_not_rebalanced_into_copies(
     weights = [t for t in onnx.load(str(written)).graph.initializer if list(t.dims) == [c, c, 3, 3]]
     assert len(weights) == 1, [t.name for t in weights]  # w2 once, in int8 (convert stores equal ones once)
     assert weights[0].data_type == onnx.TensorProto.INT8
+
+
+def test_a_weight_read_only_for_its_shape_is_not_tied(tmp_path: Path) -> None:
+    """Review of the tied-weight check: a weight also read by a Shape node (which reads no value) made its
+    activation ineligible; only a reader of its values ties it."""
+    import quantkit
+
+    g = np.random.default_rng(1)
+    c = 64
+    consts = {
+        "w1": (g.standard_normal((c, 3, 3, 3)) * 0.2).astype(np.float32),
+        "b1": np.zeros(c, np.float32),
+        "w2": (g.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32),
+        "b2": np.zeros(c, np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["y"], name="relu2"),
+        helper.make_node("Shape", ["w2"], ["dims"], name="dims"),
+    ]
+    model = make_model(nodes, consts, outputs=["y", "dims"], input_shape=("N", 3, 16, 16))
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    spread = np.array([8.0, 1.0, 1.0], np.float32)[None, :, None, None]
+    samples = [g.standard_normal((1, 3, 16, 16)).astype(np.float32) * spread for _ in range(8)]
+    quantkit.calibrate(str(tmp_path / "m.onnx"), data=samples, output=str(tmp_path / "t.json"))
+    prepared = model_io.infer_shapes(model_io.load_model(tmp_path / "m.onnx"))
+    name_nodes(prepared)
+    _, rebalancer = smoothing_candidates(
+        prepared, load(tmp_path / "t.json"), ConvertConfig(smoothquant="0.75")
+    )
+    found = rebalancer.candidate("r", 0.75)
+    assert found is not None and found.producer == "conv1"

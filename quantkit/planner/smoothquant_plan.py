@@ -33,7 +33,7 @@ import onnx
 
 from quantkit.config import ConvertConfig
 from quantkit.graph.augment import clip_top
-from quantkit.graph.query import GraphIndex
+from quantkit.graph.query import SHAPE_OPS, GraphIndex
 from quantkit.planner.range_plan import activation_params, becomes_probability, capped_share, caps
 from quantkit.qmath.smoothquant_math import rebalanced_range, smoothing_scales
 from quantkit.results import CalibrationTable, QuantParams, Rebalance
@@ -135,7 +135,7 @@ class Rebalancer:
         matcher written 28.1 MB where 15.1 MB held it, and measured 2 dB worse held out)."""
         consumers = self.index.consumers
         return any(
-            reader.name not in readers
+            reader.name not in readers and reader.op_type not in SHAPE_OPS  # a Shape reads no value
             for name in names
             if name and self.index.is_constant(name)
             for reader, _ in consumers.get(name, [])
@@ -153,7 +153,8 @@ class Rebalancer:
             if node is None or (name != tensor and not self._private(name)):
                 return none
             if self._absorbs(node, channels, axis, rank):
-                if self._tied(list(node.input[1:]), {node.name}):
+                # its weight, copied once scaled; a bias or a norm's [C] params copy in bytes
+                if node.op_type in WEIGHTED_ABSORBERS and self._tied(list(node.input[1:2]), {node.name}):
                     return None
                 return _Absorber(node.name, tuple(reversed(through)), bound)
             if node.op_type == "Clip" and node.name in self.folds:
