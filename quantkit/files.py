@@ -61,8 +61,8 @@ def check_output(output: Path, *inputs: Path) -> None:
     require_writable(output.parent)
 
 
-# what a calibration table's JSON holds near its start (results.TABLE_FORMAT, its keys sorted)
-TABLE_MARK = b'"format": "quantkit-calibration"'
+# what a calibration table's JSON holds near its start, however it is spaced (results.TABLE_FORMAT)
+TABLE_MARK = b'"quantkit-calibration"'
 
 
 def refuse_over_artifact(role: str, output: Path) -> None:
@@ -85,10 +85,11 @@ def refuse_over_artifact(role: str, output: Path) -> None:
 
 
 def _holds_table(path: Path) -> bool:
-    """Whether a file's first KB holds a calibration table's format key."""
+    """Whether a file's first 64 KB hold a calibration table's format (its keys sorted put it second; a
+    rewritten table may put it later)."""
     try:
         with path.open("rb") as handle:
-            return TABLE_MARK in handle.read(1024)
+            return TABLE_MARK in handle.read(1 << 16)
     except OSError:  # not a readable file: nothing of ours to keep
         return False
 

@@ -321,7 +321,7 @@ class ImageLoader:
                     raise ImageError(f"{TOO_LARGE}: larger than {MAX_FILE_BYTES >> 20} MiB")
                 raw = path.read_bytes()
                 if not raw:  # hq61: 'not a decodable image' said of a file that holds nothing
-                    raise ImageError("an empty file (0 bytes)")
+                    raise ImageError("empty: 0 bytes")
                 sample = load_sample(raw, self.preprocess)
             except ImageError as exc:
                 self.skipped.append((path, str(exc)))

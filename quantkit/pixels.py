@@ -18,7 +18,8 @@ def peak_16_bit(path: Path) -> tuple[float, float] | None:
     (high + 1) x 256 - 1 (hq61: 12-bit data in 48-bit PNGs arrived at 15 of 255 with no word)."""
     try:
         with Image.open(path) as image:
-            colour = image.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in image.tile)
+            wide = any(";16" in str(tile.args) for tile in image.tile)  # not a BMP's 16-bit RGB565
+            colour = image.mode in ("RGB", "RGBA") and image.format in ("PNG", "TIFF") and wide
             if not (image.mode.startswith("I;16") or image.mode in ("I", "F") or colour):
                 return None
             array = np.asarray(image, dtype=np.float64)
