@@ -1976,6 +1976,11 @@ def test_small_refusals_say_what_they_mean(
     )
     code, _, err = run(["sensitivity", str(cnn), "-c", str(table), "--images", str(image_dir), "-q"], capsys)
     assert_one_line_error(code, err, "sensitivity with --quiet prints nothing; add --json FILE")
+    argv = ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(tmp_path / "q.json")]
+    code, _, err = run([*argv, "-qv"], capsys)  # was taken as neither
+    assert_one_line_error(code, err, "--quiet and --verbose together: give one of them")
+    code, out, err = run([*argv, "-qq"], capsys)
+    assert code == 0 and out == "", err
     folder = tmp_path / "with_empty"
     folder.mkdir()
     for path in sorted(image_dir.rglob("*.png"))[:3]:

@@ -36,9 +36,13 @@ def main() -> None:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     STDOUT_LOST.clear()  # what an earlier run in this process lost is not this one's
-    argv = [a for a in sys.argv[1:] if a not in LOUDNESS_FLAGS]
+    # -qq or -vv as -q or -v; -qv refused (hq61: taken as neither)
+    if any(a in ("-qv", "-vq") for a in sys.argv[1:]):
+        _fail("--quiet and --verbose together: give one of them")
+    given = [f"-{a[1]}" if len(set(a)) == 2 and a[0] == "-" and a[1] in "qv" else a for a in sys.argv[1:]]
+    argv = [a for a in given if a not in LOUDNESS_FLAGS]
     VERBOSITY["level"] = 0
-    for flag in sys.argv[1:]:
+    for flag in given:
         VERBOSITY["level"] = LOUDNESS_FLAGS.get(flag, VERBOSITY["level"])
     plain = [a for a in argv if a != "--print-config"]
     group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
