@@ -200,6 +200,7 @@ class ConvertSummary:
     notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
     speed: Speed | None = None  # measured after writing (1 thread); None when not measured
     speed_plan: SpeedPlan | None = None  # None: the ops' times were not compared (nothing to gain)
+    prepared_fewer: int = 0  # ops the preparation took out (BatchNormalization folded, weights stored)
     target_findings: tuple[Finding, ...] = ()  # what the --target cannot fuse (graph.target_rules)
     warnings: tuple[str, ...] = ()  # what changes the written model's meaning: stderr, kept under --quiet
     samples: int = 0  # the table's stored samples that every figure on calibration samples is measured on

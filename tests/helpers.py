@@ -139,6 +139,8 @@ def compared_rows(
 def timeless(summary: str) -> str:
     """convert's console summary without its measured speed (timing differs run to run; the bytes and the
     rest of the summary must not)."""
+    gain = r"note: of the [0-9.]+x, int8 gives .*?offline optimization\)\n"  # reports.formats.prepared_gain
+    summary = re.sub(gain, "", summary, flags=re.S)
     return re.sub(r"speed on this CPU:.*?calibration sample\)\n", "", summary, flags=re.S)
 
 

@@ -247,8 +247,10 @@ def test_a_speedup_that_is_mostly_quantkit_s_preparation_says_so() -> None:
     from quantkit.reports.formats import prepared_gain
 
     plan = SpeedPlan(("a", "b"), 0.92, 1.21)
-    note = prepared_gain(Speed(4.22, 40, 7.93, 1.88), plan)
+    note = prepared_gain(Speed(4.22, 40, 7.93, 1.88), plan, 74)
     assert note is not None and note.startswith("of the 4.22x, int8 gives 1.21x (the plan, timed against")
-    assert prepared_gain(Speed(1.35, 40, 2.0, 1.48), plan) is None  # the plan's own, within noise
-    assert prepared_gain(Speed(2.2, 40, 2.2, 1.0), SpeedPlan((), 1.9, None)) is None  # the plain plan's
-    assert prepared_gain(Speed(4.0, 40, 4.0, 1.0), None) is None  # no plan timed (--prefer accuracy)
+    assert prepared_gain(Speed(1.35, 40, 2.0, 1.48), plan, 74) is None  # the plan's own, within noise
+    assert prepared_gain(Speed(2.2, 40, 2.2, 1.0), SpeedPlan((), 1.9, None), 74) is None  # the plain plan's
+    assert prepared_gain(Speed(4.0, 40, 4.0, 1.0), None, 74) is None  # no plan timed (--prefer accuracy)
+    scatter = SpeedPlan((), 1.02, None)  # nothing taken out: the gap is the timings' scatter
+    assert prepared_gain(Speed(1.98, 40, 2.0, 1.0), scatter, 0) is None

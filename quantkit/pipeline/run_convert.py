@@ -320,6 +320,7 @@ def _converted(
         corrections=corrections,
         target_findings=checked,
         speed_plan=speed_plan,
+        prepared_fewer=sum(n.op_type != "Constant" for n in model.graph.node) - len(inferred.graph.node),
         # below the --min-sqnr asked for (or its default) a warning, kept under --quiet: hunt34's PP-OCRv4
         # detector was written at 10.1 dB against 12 with the figure among a dozen notes, and exit 0
         warnings=none

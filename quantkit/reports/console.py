@@ -111,7 +111,8 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     lines.append(smoke_text(summary.smoke_sqnr_db, summary.samples))
     lines.append(_speed_plan_text(summary.speed_plan))
     lines.append(_speed_text(summary.speed))
-    gain = prepared_gain(summary.speed, summary.speed_plan) if summary.speed is not None else None
+    speed, plan, fewer = summary.speed, summary.speed_plan, summary.prepared_fewer
+    gain = prepared_gain(speed, plan, fewer) if speed is not None else None
     lines.append(f"note: {gain}\n" if gain else "")
     for rule, nodes, why in grouped_findings(summary.target_findings):
         lines.append(f"warning: {rule} at {nodes}: {why}\n", style="yellow")

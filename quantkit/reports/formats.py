@@ -237,11 +237,12 @@ def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
 PREPARED_GAIN = 1.5
 
 
-def prepared_gain(speed: Speed, plan: SpeedPlan | None) -> str | None:
+def prepared_gain(speed: Speed, plan: SpeedPlan | None, fewer: int) -> str | None:
     """A note where most of the speedup over the FP32 file is quantkit's preparation, not int8 (hq61: a
     dynamo export without its optimizer, 4.22x FP32 where the plan measured 1.21x against the prepared
-    FP32; 1.10x against the same network's TorchScript export)."""
-    if plan is None:
+    FP32; 1.10x against the same network's TorchScript export): where the preparation took ops out
+    (`fewer`), else the gap is the timings' scatter."""
+    if plan is None or fewer <= 0:
         return None
     planned = plan.refined_speedup or plan.plain_speedup
     if speed.slower or speed.speedup < PREPARED_GAIN * planned or speed.speedup - planned < 0.5:
