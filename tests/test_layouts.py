@@ -116,3 +116,25 @@ def test_compare_and_convert_name_the_channel_of_an_nhwc_map_whose_signs_moved(
     lines = [w for w in steady_outputs(moved, reference, samples) if "above 0" in w]
     assert len(lines) == 1 and lines[0].startswith("output 'y' (its channel "), lines
     assert " of 3): FP32 puts " in lines[0]
+
+
+def test_a_per_pixel_dense_or_pixel_shuffle_map_is_a_map_of_classes() -> None:
+    """hq62: Keras segmenters whose NHWC logits come from a per-pixel Dense layer (MatMul on [N, H, W, C])
+    or a pixel shuffle (DepthToSpace, then a Transpose to NHWC): the Dense map was read by rows, and
+    --output-kind classes, which shrink's refusal advised, changed nothing for either (their map read as
+    no segmenter's: only a Conv or a Resize computed one)."""
+    from quantkit.config import OutputKind
+    from quantkit.graph.output_kinds import map_outputs
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Transpose", ["c"], ["t"], name="nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("MatMul", ["t", "dense"], ["m"], name="dense"),
+        helper.make_node("Add", ["m", "bias"], ["per_pixel"], name="bias"),
+        helper.make_node("DepthToSpace", ["c"], ["up"], name="shuffle", blocksize=2),
+        helper.make_node("Transpose", ["up"], ["shuffled"], name="to_nhwc", perm=[0, 2, 3, 1]),
+    ]
+    consts = {**conv_params(8, 3), "dense": np.ones((8, 5), np.float32), "bias": np.zeros(5, np.float32)}
+    model = make_model(nodes, consts, outputs=["per_pixel", "shuffled"], input_shape=(1, 3, 6, 10))
+    assert channel_axes(model, ["per_pixel", "shuffled"]) == {"per_pixel": NHWC, "shuffled": NHWC}
+    assert map_outputs(model, OutputKind.classes) == {"per_pixel", "shuffled"}

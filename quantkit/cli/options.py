@@ -107,9 +107,9 @@ OutputKindOpt = Annotated[
     typer.Option(
         "--output-kind",
         help="What the model's [N, C] outputs hold: classes (scores: top-1 agreement, FP32's check that one "
-        "class does not win every image; and a map at the input's size from a Conv or Resize, a "
-        "segmenter's logits: per pixel), values (embeddings, landmarks, regressions: SQNR and cosine "
-        "only), or auto (values where the graph computes them with a rectifier or a normalisation, or "
+        "class does not win every image; and a map at the input's size from a Conv, Resize or per-pixel "
+        "layer, a segmenter's logits: per pixel), values (embeddings, landmarks, regressions: SQNR and "
+        "cosine only), or auto (values where the graph computes them with a rectifier or a normalisation, or "
         "with a bare Gemm/MatMul beside a Softmax's or Sigmoid's output, else classes; maps only where a "
         "Softmax gives them).",
     ),

@@ -70,7 +70,8 @@ _CHANNELS_FIRST = frozenset(
 
 def channel_axes(model: onnx.ModelProto, tensors: Collection[str]) -> dict[str, int]:
     """Tensor -> the axis its channels lie along where it is a rank-4 map the graph lays out: computed by
-    an op ONNX defines as NCHW (Conv, pools, normalisations: axis 1), then moved by Transposes (each perm
+    an op ONNX defines as NCHW (Conv, pools, normalisations: axis 1) or a per-pixel Dense layer (a MatMul
+    by a constant weight: its features last), then moved by Transposes (each perm
     applied to the axis it reads; one of a tensor it cannot tell read as NCHW, as exporters write them
     around NCHW convolutions) and kept by ops that leave values where they are (activations, casts,
     Resize, Pad, Slice, elementwise arithmetic and Concat where their rank-4 operands agree). Tensors it
@@ -97,6 +98,8 @@ def _axis_of(index: GraphIndex, name: str, memo: dict[str, int | None]) -> int |
         axis = None
     elif node.op_type in _CHANNELS_FIRST:
         axis = NCHW
+    elif node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and index.is_constant(node.input[1]):
+        axis = 3  # a per-pixel Dense layer's features, last (Keras's on an NHWC map: hq62)
     elif node.op_type == "Transpose" and node.input:
         perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
         inner = _axis_of(index, node.input[0], memo)

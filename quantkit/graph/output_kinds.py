@@ -103,8 +103,9 @@ def _regressions(index: GraphIndex) -> set[str]:
     }
 
 
-# ops that compute a segmenter's per-pixel class logits: its last Conv, or the Resize back to the input's size
-MAP_OPS = frozenset({"Conv", "ConvTranspose", "Resize", "Upsample"})
+# ops that compute a segmenter's per-pixel class logits: its last Conv, the Resize back to the input's size, a
+# pixel shuffle (DepthToSpace) or a per-pixel Dense layer (MatMul: Keras's on an NHWC map, hq62)
+MAP_OPS = frozenset({"Conv", "ConvTranspose", "Resize", "Upsample", "DepthToSpace", "MatMul", "Gemm"})
 
 
 def map_outputs(model: onnx.ModelProto, kind: OutputKind) -> frozenset[str]:
