@@ -131,10 +131,15 @@ def test_a_per_pixel_dense_or_pixel_shuffle_map_is_a_map_of_classes() -> None:
         helper.make_node("Transpose", ["c"], ["t"], name="nhwc", perm=[0, 2, 3, 1]),
         helper.make_node("MatMul", ["t", "dense"], ["m"], name="dense"),
         helper.make_node("Add", ["m", "bias"], ["per_pixel"], name="bias"),
+        helper.make_node("Reshape", ["t", "rows"], ["flat_rows"], name="rows"),  # tf2onnx's Tensordot
+        helper.make_node("MatMul", ["flat_rows", "dense"], ["row_logits"], name="row_dense"),
+        helper.make_node("Reshape", ["row_logits", "map"], ["tensordot"], name="back"),
         helper.make_node("DepthToSpace", ["c"], ["up"], name="shuffle", blocksize=2),
         helper.make_node("Transpose", ["up"], ["shuffled"], name="to_nhwc", perm=[0, 2, 3, 1]),
     ]
     consts = {**conv_params(8, 3), "dense": np.ones((8, 5), np.float32), "bias": np.zeros(5, np.float32)}
-    model = make_model(nodes, consts, outputs=["per_pixel", "shuffled"], input_shape=(1, 3, 6, 10))
-    assert channel_axes(model, ["per_pixel", "shuffled"]) == {"per_pixel": NHWC, "shuffled": NHWC}
-    assert map_outputs(model, OutputKind.classes) == {"per_pixel", "shuffled"}
+    consts |= {"rows": np.array([-1, 8], np.int64), "map": np.array([1, 6, 10, 5], np.int64)}
+    outputs = ["per_pixel", "shuffled", "tensordot"]
+    model = make_model(nodes, consts, outputs=outputs, input_shape=(1, 3, 6, 10))
+    assert channel_axes(model, outputs) == {"per_pixel": NHWC, "shuffled": NHWC, "tensordot": NHWC}
+    assert map_outputs(model, OutputKind.classes) == {"per_pixel", "shuffled", "tensordot"}

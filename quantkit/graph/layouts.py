@@ -100,6 +100,8 @@ def _axis_of(index: GraphIndex, name: str, memo: dict[str, int | None]) -> int |
         axis = NCHW
     elif node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and index.is_constant(node.input[1]):
         axis = 3  # a per-pixel Dense layer's features, last (Keras's on an NHWC map: hq62)
+    elif node.op_type == "Reshape" and len(node.input) > 1:
+        axis = _dense_rows(index, node)
     elif node.op_type == "Transpose" and node.input:
         perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
         inner = _axis_of(index, node.input[0], memo)
@@ -114,3 +116,16 @@ def _axis_of(index: GraphIndex, name: str, memo: dict[str, int | None]) -> int |
         axis = axes.pop() if len(axes) == 1 else None
     memo[name] = axis
     return axis
+
+
+def _dense_rows(index: GraphIndex, node: onnx.NodeProto) -> int | None:
+    """A Reshape to [N, H, W, C] of a per-pixel Dense layer's rows [N*H*W, C] (tf2onnx's Tensordot: Reshape,
+    MatMul, Reshape; hq62's Keras segmenter): its features last; else None."""
+    target, dense = index.constant(node.input[1]), index.producer.get(node.input[0])
+    if target is None or target.size != 4 or dense is None or dense.op_type not in ("MatMul", "Gemm"):
+        return None
+    weight = index.constant(dense.input[1]) if len(dense.input) > 1 else None
+    if weight is None or weight.ndim != 2:
+        return None
+    transposed = dense.op_type == "Gemm" and int(index.attribute(dense, "transB", 0) or 0)  # type: ignore[call-overload]
+    return 3 if int(target.reshape(-1)[-1]) == weight.shape[0 if transposed else 1] else None
