@@ -39,11 +39,13 @@ def class_each(output: np.ndarray) -> np.ndarray:
 
 def class_view(output: np.ndarray) -> np.ndarray:
     """[N, C] scores that a classifier gives as [N, C, 1, 1, ...] (Caffe-era exports: SqueezeNet 1.0 of
-    the ONNX model zoo, [1, 1000, 1, 1]) as [N, C]; any other output as it is. Not [N, A, 1]: a face
-    detector's per-anchor scores (YuNet), whose 'top-1 agreement' over anchors measured 31 % beside
-    31 dB."""
+    the ONNX model zoo, [1, 1000, 1, 1]) or, channels last, [N, 1, 1, C] (a Keras 1x1 Conv head unflattened,
+    as tf2onnx writes it: hq62 E) as [N, C]; any other output as it is. Not [N, A, 1]: a face detector's
+    per-anchor scores (YuNet), whose 'top-1 agreement' over anchors measured 31 % beside 31 dB."""
     if output.ndim > 3 and output.shape[1] >= 2 and all(d == 1 for d in output.shape[2:]):
         return output.reshape(output.shape[:2])
+    if output.ndim == 4 and output.shape[3] >= 2 and output.shape[1] == output.shape[2] == 1:
+        return output.reshape(output.shape[0], output.shape[3])
     return output
 
 

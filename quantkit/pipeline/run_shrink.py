@@ -153,7 +153,8 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     first = declared().graph.output[0]
     tensor = first.type.tensor_type
     dims = tensor.shape.dim
-    spatial = tensor.HasField("shape") and len(dims) >= 4 and any(d.dim_value != 1 for d in dims[2:])
+    # a map of more than one position: not [N, C, 1, 1] nor, channels last, [N, 1, 1, C] (hq62 E)
+    spatial = tensor.HasField("shape") and len(dims) >= 4 and sum(d.dim_value != 1 for d in dims[1:]) > 1
     # a map that holds a segmenter's classes: its Softmax's, or (--output-kind classes) its logits
     classes = {"Softmax", *(MAP_OPS if evaluation.output_kind is OutputKind.classes else ())}
     if spatial and computing_op(declared(), first.name) not in classes:
