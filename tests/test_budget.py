@@ -485,3 +485,34 @@ def test_agreement_counts_the_labels_an_argmax_gives() -> None:
         Validator(
             _Labels(labels), lambda: [batch], BudgetMetric.auto, Path("."), None, 0.3
         )  # not an ArgMax's
+
+
+class _Map:
+    """A runner whose one output is `probabilities` (a segmenter's per-pixel softmax) for every batch."""
+
+    def __init__(self, probabilities: np.ndarray) -> None:
+        self.probabilities = probabilities
+
+    def run_batch(self, feed: object) -> dict[str, np.ndarray]:
+        return {"seg": self.probabilities}
+
+
+@pytest.mark.parametrize("axis", [3, 1])
+def test_agreement_counts_a_segmenters_pixels(axis: int) -> None:
+    """hq62 D: convert --max-drop refused a segmenter's per-pixel softmax ('needs an output shaped
+    [N, classes]') that shrink --max-drop gates per pixel. Its pixels are positions, as a recognizer's
+    steps are: each pixel whose class moved is one lost, however the candidate's sums drift."""
+    from quantkit.config import BudgetMetric
+    from quantkit.evaluate.budget_validator import Validator
+    from quantkit.results import Batch
+
+    logits = np.random.default_rng(5).normal(0, 2, (2, 4, 5, 6)).astype(np.float32)  # [N, H, W, C]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=3, keepdims=True)
+    moved = probabilities.copy()
+    moved[0, 0] = np.roll(moved[0, 0], 1, axis=-1) * 1.01  # a row of 5 pixels, its sums no longer 1
+    lost = int((moved.argmax(3) != probabilities.argmax(3)).sum())
+    laid = (lambda x: x) if axis == 3 else (lambda x: np.moveaxis(x, 3, 1))
+    batch = Batch(np.zeros((2, 3, 4, 5), np.float32), (Path("a.jpg"), Path("b.jpg")))
+    validator = Validator(_Map(laid(probabilities)), lambda: [batch], BudgetMetric.auto, Path("."), None, 0.3)
+    assert validator.metric is BudgetMetric.agreement
+    assert lost >= 3 and validator.tally(_Map(laid(moved))) == (lost, 40)

@@ -6,7 +6,7 @@ detections), so memory follows the number of images only through those few value
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from quantkit.evaluate.class_scores import (
     is_class_sequence,
     is_classification,
     is_label_column,
+    probability_axis,
 )
 from quantkit.evaluate.compare import decode_grid, scored_output
 from quantkit.evaluate.end2end import (
@@ -79,6 +80,7 @@ class ChunkReference:
     labelled: frozenset[str] = frozenset()  # outputs an ArgMax writes (graph.output_kinds.label_outputs)
     split: tuple[str, str, str] | None = None  # a DETR head's boxes, scores, labels (end2end.split_head)
     gfl: GflHead | None = None  # a GFL head's outputs (--detector gfl)
+    pixels: tuple[tuple[str, int], ...] = ()  # per-pixel class probabilities' maps and their class axis
 
     def counts(self, candidate: Runner, batches: Iterable[Batch]) -> Counts:
         """(points lost, out of) on this chunk for each output scored (`output`, then `also`): integers, so
@@ -90,7 +92,9 @@ class ChunkReference:
         per_batch = self.also_summaries or ((),) * len(self.summaries)
         rows = zip(batches, self.summaries, self.labels, per_batch, strict=True)
         for batch, (ref, ref_mask), labels, others in rows:
-            outputs = read_as(candidate.run_batch(batch.data), self.detector, self.split, self.gfl)
+            outputs = read_as(
+                candidate.run_batch(batch.data), self.detector, self.split, self.gfl, dict(self.pixels)
+            )
             out = without_masks(outputs[self.output], self.masks)
             if self.metric is BudgetMetric.recall:
                 assert ref_mask is not None
@@ -115,7 +119,9 @@ class ChunkReference:
 
     def _scored(self, candidate: Runner, batch: Batch) -> np.ndarray:
         """The candidate's output the metric reads on `batch` (read_as, without mask coefficients)."""
-        outputs = read_as(candidate.run_batch(batch.data), self.detector, self.split, self.gfl)
+        outputs = read_as(
+            candidate.run_batch(batch.data), self.detector, self.split, self.gfl, dict(self.pixels)
+        )
         return without_masks(outputs[self.output], self.masks)
 
     def _boxes_counts(self, candidate: Runner, batches: Iterable[Batch]) -> tuple[int, int]:
@@ -162,6 +168,7 @@ class Validator:
         masks = 0
         split: tuple[str, str, str] | None = None
         gfl: GflHead | None = None
+        pixels: dict[str, int] = {}
         parts: list[tuple[list[Any], list[list[Detections]], list[np.ndarray], list[Any]]] = []
         self.read: list[Path] = []  # the images FP32 ran on (an unreadable one is skipped by the loader)
         for batches in self.chunks:
@@ -178,7 +185,9 @@ class Validator:
                     split = split_head(raw, 1 if getattr(reference, "fixed_batch", None) == 1 else 0)
                 if output is None and detector is DetectorHead.gfl:
                     gfl = gfl_heads(raw, input_size)
-                outputs = read_as(raw, detector, split, gfl)
+                if output is None:  # a segmenter's softmax, per pixel as shrink reads it (hq62 D)
+                    pixels = {n: a for n, v in raw.items() if v.ndim == 4 and (a := probability_axis(v))}
+                outputs = read_as(raw, detector, split, gfl, pixels)
                 if output is None:
                     metric, wanted = _choose(
                         metric, outputs, bool(lookup), detector, feed_rows(batch.data), values, label_outputs
@@ -227,6 +236,7 @@ class Validator:
                 label_outputs,
                 split,
                 gfl,
+                tuple(sorted(pixels.items())),
             )
             for s, f, lab, o in parts
         ]
@@ -263,13 +273,16 @@ def read_as(
     detector: DetectorHead | None,
     split: tuple[str, str, str] | None = None,
     gfl: GflHead | None = None,
+    pixels: Mapping[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Outputs as the metrics read them: [N, C, 1, ..., 1] scores as [N, C], and under --detector yolov8
     a head with its anchors last ([N, 4 + C, A]) as the [N, A, 5 + C] rows compare reads too (--max-drop
     refused NudeNet's YOLOv8n: 'needs an output shaped [N, anchors, 5 + classes]'). split: a DETR head's
     boxes, scores, labels (end2end.split_head), also read as one listed head named by all three. gfl: a
     GFL head's outputs, read as those rows under its first scores' name (first: the head the budget
-    reads), the others left out."""
+    reads), the others left out. pixels: maps of class probabilities [N, C, H, W] or [N, H, W, C] (the
+    class axis FP32's gave) as [N, H x W, C], probabilities at each position (decided on FP32, read so in
+    both models)."""
     if gfl is not None:
         rows = gfl_rows(outputs, gfl)
         outputs = {gfl.levels[0][0]: rows} | {n: v for n, v in outputs.items() if n not in gfl.outputs}
@@ -278,6 +291,10 @@ def read_as(
         views["+".join(split)] = joined_head(outputs, split)
     if detector is DetectorHead.yolov8:
         views = {name: yolov8_rows(v) if anchors_last(v) else v for name, v in views.items()}
+    for name, axis in (pixels or {}).items():
+        if name in views and views[name].ndim == 4:
+            value = np.moveaxis(views[name], axis, -1)
+            views[name] = value.reshape(value.shape[0], -1, value.shape[-1])
     if detector is DetectorHead.db:  # probability maps as [N, H, W]
         views = {name: map_view(v) if v.ndim == 4 and v.shape[1] == 1 else v for name, v in views.items()}
     return views
@@ -394,7 +411,7 @@ def _choose(
             if metric in detection
             else "[N, classes]"
             if metric is BudgetMetric.top1
-            else "[N, classes] (or [N, T, classes] probabilities)"
+            else "[N, classes] (or probabilities at each position or pixel)"
         )
         if values and metric in (BudgetMetric.top1, BudgetMetric.agreement):
             raise ConfigError(values_refusal("--max-drop", values))
