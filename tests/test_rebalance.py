@@ -454,6 +454,16 @@ def test_the_probe_split_in_chunks_measures_the_same(
     assert split.chosen == whole.chosen and split.ratios == pytest.approx(whole.ratios)
 
 
+def _two_convs(g: np.random.Generator, c: int) -> dict[str, np.ndarray]:
+    """Weights and zero biases of a 3 -> c and a c -> c 3x3 Conv."""
+    return {
+        "w1": (g.standard_normal((c, 3, 3, 3)) * 0.2).astype(np.float32),
+        "b1": np.zeros(c, np.float32),
+        "w2": (g.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32),
+        "b2": np.zeros(c, np.float32),
+    }
+
+
 def test_weights_tied_between_layers_are_not_rebalanced_into_copies(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -462,12 +472,7 @@ def test_weights_tied_between_layers_are_not_rebalanced_into_copies(
     worse held out. A tied weight (consumer or absorber) is left unbalanced."""
     g = np.random.default_rng(0)
     c = 32
-    consts = {
-        "w1": (g.standard_normal((c, 3, 3, 3)) * 0.2).astype(np.float32),
-        "b1": np.zeros(c, np.float32),
-        "w2": (g.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32),
-        "b2": np.zeros(c, np.float32),
-    }
+    consts = _two_convs(g, c)
     nodes = []
     for s in ("a", "b"):
         nodes += [
@@ -517,12 +522,7 @@ def test_a_weight_read_only_for_its_shape_is_not_tied(tmp_path: Path) -> None:
 
     g = np.random.default_rng(1)
     c = 64
-    consts = {
-        "w1": (g.standard_normal((c, 3, 3, 3)) * 0.2).astype(np.float32),
-        "b1": np.zeros(c, np.float32),
-        "w2": (g.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32),
-        "b2": np.zeros(c, np.float32),
-    }
+    consts = _two_convs(g, c)
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
         helper.make_node("Relu", ["c1"], ["r"], name="relu"),
