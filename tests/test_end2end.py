@@ -332,6 +332,9 @@ def test_one_images_detections_without_a_batch_axis_are_read_as_its_list(
     )
     (gate,) = check(result, Gates(min_eval_sqnr=10.0))
     assert gate.measured is None and "gate its detections with --max-drop" in gate.unit
+    from quantkit.reports.markdown import comparison_markdown
+
+    assert "| `boxes` SQNR / cosine | n/a / n/a |" in comparison_markdown(result)  # not 'nan'
 
 
 def test_a_batched_model_s_last_short_batch_is_no_one_image_list() -> None:

@@ -9,7 +9,7 @@ import math
 from html import escape
 
 from quantkit.outcomes import ShrinkResult
-from quantkit.reports.formats import shrink_warnings, verdict
+from quantkit.reports.formats import decibels, shrink_warnings, verdict
 from quantkit.version import __version__
 
 WIDTH, ROW, LABEL = 900, 16, 260
@@ -78,7 +78,7 @@ def _summary(result: ShrinkResult) -> str:
         )
     for m in c.outputs:
         if not m.labels:  # of label numbers: the agreement below says it
-            rows.append((f"{m.name} SQNR", f"{m.sqnr_db:.2f} dB"))
+            rows.append((f"{m.name} SQNR", decibels(m.sqnr_db)))
         if m.top1_agreement is not None:
             rows.append((f"{m.name} top-1 agreement", f"{100 * m.top1_agreement:.2f}%"))
     if c.speedup is not None:

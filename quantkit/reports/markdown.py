@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from quantkit.outcomes import ComparisonResult, ShrinkResult
 from quantkit.reports.formats import (
     GATE_LABELS,
@@ -31,7 +33,8 @@ def comparison_markdown(result: ComparisonResult) -> str:
             lines.append(f"| top-5 reference / candidate | {percent(ref.top5)} / {percent(cand.top5)} |")
     for m in result.outputs:
         if not m.labels:  # an integer output's SQNR is of label numbers: its agreement follows
-            lines.append(f"| `{m.name}` SQNR / cosine | {decibels(m.sqnr_db)} / {m.cosine:.5f} |")
+            cosine = "n/a" if math.isnan(m.cosine) else f"{m.cosine:.5f}"  # no element compared
+            lines.append(f"| `{m.name}` SQNR / cosine | {decibels(m.sqnr_db)} / {cosine} |")
         if m.top1_agreement is not None:
             lines.append(
                 f"| `{m.name}` top-1 agreement / top-5 overlap | {percent(m.top1_agreement)} / "
