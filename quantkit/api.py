@@ -127,9 +127,9 @@ def calibrate(
     table = _path(output, "output") if output is not None else model_path.with_suffix(".calib.json")
     selection, arrays = _data(data, num_images, seed)
     files.check_outputs([("output", table)], [("the model", model_path)])  # then a .json path, then the rest
-    table_paths(table)
+    _, npz = table_paths(table)
     files.check_outputs(
-        [("output", table), ("the table's arrays", arrays_path(table))],
+        [("output", table), ("the table's arrays", npz)],
         [("the model", model_path)],
         [("data", selection.folder)] if arrays is None else [],
         IMAGE_SUFFIXES,

@@ -9,7 +9,6 @@ import typer
 import typer.core
 import typer.main
 
-from quantkit.calib.table import arrays_path
 from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, progress_bars, show, warn
 from quantkit.cli.options import (
     BgrOpt,
@@ -94,9 +93,9 @@ def calibrate(
     # over an input first; then a .json (hq61: -o t.npz read 'the table's arrays t.npz and --output t.npz
     # are the same file')
     guard_outputs([("--output", output)], [("the model", model)])
-    table_paths(output)
+    _, npz = table_paths(output)
     guard_outputs(
-        [("--output", output), ("the table's arrays", arrays_path(output))],
+        [("--output", output), ("the table's arrays", npz)],
         [("the model", model)],
         [("--images", images), ("--inputs", inputs)],
     )

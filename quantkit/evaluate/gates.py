@@ -106,14 +106,12 @@ def check(result: ComparisonResult, gates: Gates, unchanged: bool = False) -> tu
         figures = sorted(_judged_sqnr(m) for m in chosen)
         worst = figures[0][0] if figures else None
         passed = worst is not None and worst >= gates.min_eval_sqnr
-        unmeasured = any(math.isnan(m.sqnr_db) for m in result.outputs)
-        none = (
-            "dB (no output with element figures: gate its detections with --max-drop)" if unmeasured else ""
-        )
         unit = (
             f"dB (worst output {figures[0][1]}, evaluation images)"
             if figures
-            else none or "dB (no float output)"
+            else "dB (no output with element figures: gate its detections with --max-drop)"
+            if any(math.isnan(m.sqnr_db) for m in result.outputs)
+            else "dB (no float output)"
         )
         found.append(GateResult("min_eval_sqnr", worst, gates.min_eval_sqnr, unit, passed))
     if result.reference_findings and not gates.allow_degenerate_reference:

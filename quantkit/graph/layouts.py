@@ -99,7 +99,7 @@ def _axis_of(index: GraphIndex, name: str, memo: dict[str, int | None]) -> int |
     elif node.op_type in _CHANNELS_FIRST:
         axis = NCHW
     elif node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and index.is_constant(node.input[1]):
-        axis = 3  # a per-pixel Dense layer's features, last (Keras's on an NHWC map: hq62)
+        axis = NHWC  # a per-pixel Dense layer's features, last (Keras's on an NHWC map: hq62)
     elif node.op_type == "Reshape" and len(node.input) > 1:
         axis = _dense_rows(index, node)
     elif node.op_type == "Transpose" and node.input:
@@ -128,4 +128,4 @@ def _dense_rows(index: GraphIndex, node: onnx.NodeProto) -> int | None:
     if weight is None or weight.ndim != 2:
         return None
     transposed = dense.op_type == "Gemm" and int(index.attribute(dense, "transB", 0) or 0)  # type: ignore[call-overload]
-    return 3 if int(target.reshape(-1)[-1]) == weight.shape[0 if transposed else 1] else None
+    return NHWC if int(target.reshape(-1)[-1]) == weight.shape[0 if transposed else 1] else None
