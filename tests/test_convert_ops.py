@@ -593,13 +593,15 @@ def test_a_maxpool_whose_relu_is_folded_shares_its_inputs_params(tmp_path: Path,
         helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["a"], ["r"], name="relu1"),
         helper.make_node("Transpose", ["r"], ["t1"], name="to_nhwc", perm=[0, 2, 3, 1]),
-        helper.make_node("Transpose", ["t1"], ["t"], name="to_nchw", perm=[0, 3, 1, 2]),
+        # a Reshape that keeps the shape: the Transposes do not cancel (graph.transposes)
+        helper.make_node("Reshape", ["t1", "same"], ["t2"], name="same_shape"),
+        helper.make_node("Transpose", ["t2"], ["t"], name="to_nchw", perm=[0, 3, 1, 2]),
         # a window of 1 and a stride of 2: the output skips values, so its own range is narrower
         helper.make_node("MaxPool", ["t"], ["m"], name="pool", kernel_shape=[1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["m"], ["p"], name="relu2"),
         helper.make_node("Conv", ["p", "w2", "b2"], ["y"], name="c2"),
     ]
-    weights = {"w1": c1["w"], "b1": c1["b"], "w2": c2["w"], "b2": c2["b"]}
+    weights = {"w1": c1["w"], "b1": c1["b"], "w2": c2["w"], "b2": c2["b"], "same": np.zeros(4, np.int64)}
     config = ConvertConfig(method="minmax", prefer=Prefer.accuracy, min_sqnr=0.0)
     summary, out = quantize(make_model(nodes, weights), tmp_path, image_dir, config)
     assert summary.plan.quantized_nodes.get("pool") == "MaxPool"
@@ -609,7 +611,7 @@ def test_a_maxpool_whose_relu_is_folded_shares_its_inputs_params(tmp_path: Path,
     assert op_counts(ran).get("MaxPool", 0) == 1 and not dq_feeds_q(ran)  # pooled on the uint8 data
     # review54 H1: a Clip(0, c) below the input's top keeps its own range, or the Q would not clip at c
     bound = float(np.float32(0.8) * params["r"].scale * 255)
-    nodes[5] = helper.make_node("Clip", ["m", "zero", "top"], ["p"], name="relu2")
+    nodes[6] = helper.make_node("Clip", ["m", "zero", "top"], ["p"], name="relu2")
     bounds = {"zero": np.array(0.0, np.float32), "top": np.array(bound, np.float32)}
     (tmp_path / "clip").mkdir()
     summary, _ = quantize(make_model(nodes, weights | bounds), tmp_path / "clip", image_dir, config)

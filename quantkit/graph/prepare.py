@@ -11,8 +11,10 @@ that tensor names agree between the table and the plan.
    input has already are dropped (graph.normalize);
    onnxruntime's fused CPU nodes (FusedConv, FusedGemm, QuickGelu) the standard ops they fuse (graph.unfuse),
    and before the upgrade the experimental ops of early opsets (ImageScaler, Crop...) theirs (legacy_ops).
-3. Every node named; a BatchNormalization after a Conv folded into it, and so are a Mul and an Add by
-   per-channel constants (graph.fold_bn); shapes inferred.
+3. Every node named; Transposes that cancel through layout-free ops taken out (graph.transposes: NHWC
+   exports whose converter left a pair around every Conv), checked equal on synthetic inputs; a
+   BatchNormalization after a Conv folded into it, and so are a Mul and an Add by per-channel constants
+   (graph.fold_bn); shapes inferred.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from quantkit.errors import ModelError
+from quantkit.errors import ModelError, QuantkitError
 from quantkit.graph import model_io
 from quantkit.graph.fold_bn import fold_batchnorms, fold_scale_shift
 from quantkit.graph.fold_shapes import fold_weight_shapes
@@ -32,6 +34,7 @@ from quantkit.graph.legacy_ops import write_out
 from quantkit.graph.normalize import normalize, same_type_casts
 from quantkit.graph.query import GraphIndex, name_nodes
 from quantkit.graph.samples import synthetic_samples
+from quantkit.graph.transposes import cancel_transposes
 from quantkit.graph.unfuse import unfuse
 from quantkit.graph.value_info import stale_declarations, without_declarations
 from quantkit.graph.widen import declared_shapes, widen
@@ -53,6 +56,7 @@ class Prepared:
     casts_dropped: int = 0  # Casts to the type their input has already (graph.normalize.same_type_casts)
     batchnorms_folded: int = 0  # BatchNormalization nodes folded into the Conv before them
     affines_folded: int = 0  # Mul/Add by per-channel constants folded into the Conv before them
+    transposes_cancelled: int = 0  # Transposes that cancel through layout-free ops (graph.transposes)
     upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
@@ -130,6 +134,11 @@ class Prepared:
         if self.weights_computed:
             ops = ", ".join(f"{count} {op}" for op, count in self.weights_computed)
             found.append(f"weights computed by {ops} node(s) stored as the initializers they compute (exact)")
+        if self.transposes_cancelled:
+            found.append(
+                f"{self.transposes_cancelled} Transpose node(s) that cancel through layout-free ops taken "
+                "out (an NHWC export whose converter left them; outputs checked equal on synthetic inputs)"
+            )
         if self.batchnorms_folded:
             found.append(
                 f"{self.batchnorms_folded} BatchNormalization node(s) folded into the Conv before them"
@@ -170,6 +179,7 @@ def prepare(
     uncast, casts = same_type_casts(normalized.model)
     named, computed = fold_weight_shapes(uncast)
     name_nodes(named)
+    named, transposes = _transposes_cancelled(named, size)
     folded, batchnorms = fold_batchnorms(named)
     folded, affines = fold_scale_shift(folded)
     return Prepared(
@@ -183,6 +193,7 @@ def prepare(
         weights_computed=tuple(sorted(computed.items())),
         batchnorms_folded=batchnorms,
         affines_folded=affines,
+        transposes_cancelled=transposes,
         upgrade_reason=reason,
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
@@ -193,6 +204,27 @@ def prepare(
         unfused=unfused.counts,
         legacy=legacy.counts,
     )
+
+
+def _transposes_cancelled(
+    model: onnx.ModelProto, size: tuple[int, int] | None
+) -> tuple[onnx.ModelProto, int]:
+    """(model with the Transposes that cancel through layout-free ops taken out, how many), checked to
+    give model's outputs on synthetic inputs; (model, 0) where none cancel or the check fails (the
+    rewrite is exact: a failure is a bug, and the model is used as exported)."""
+    rewritten, count = cancel_transposes(model)
+    if not count:
+        return model, 0
+    try:
+        samples = synthetic_samples(model, size, count=2)
+        before = Session.of(model, spin=False).run_samples(samples)
+        after = Session.of(rewritten, spin=False).run_samples(samples)
+    except QuantkitError:  # no sample to check on (a size to give), or the rewrite fails to run: as exported
+        return model, 0
+    for ref, new in zip(before, after, strict=True):
+        if any(_relative_error(value, new[name]) > UPGRADE_RTOL for name, value in ref.items()):
+            return model, 0
+    return rewritten, count
 
 
 def resize_as_before(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
