@@ -12,9 +12,9 @@ that tensor names agree between the table and the plan.
    onnxruntime's fused CPU nodes (FusedConv, FusedGemm, QuickGelu) the standard ops they fuse (graph.unfuse),
    and before the upgrade the experimental ops of early opsets (ImageScaler, Crop...) theirs (legacy_ops).
 3. Every node named; Transposes that cancel through layout-free ops taken out (graph.transposes: NHWC
-   exports whose converter left a pair around every Conv), checked equal on synthetic inputs; a
-   BatchNormalization after a Conv folded into it, and so are a Mul and an Add by per-channel constants
-   (graph.fold_bn); shapes inferred.
+   exports whose converter left a pair around every Conv), checked equal on synthetic inputs; a Pad by
+   zeros before a Conv folded into its pads (graph.fold_pads); a BatchNormalization after a Conv folded
+   into it, and so are a Mul and an Add by per-channel constants (graph.fold_bn); shapes inferred.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from onnx import helper
 from quantkit.errors import ModelError, QuantkitError
 from quantkit.graph import model_io
 from quantkit.graph.fold_bn import fold_batchnorms, fold_scale_shift
+from quantkit.graph.fold_pads import fold_pads
 from quantkit.graph.fold_shapes import fold_weight_shapes
 from quantkit.graph.functions import inline_functions
 from quantkit.graph.legacy_ops import write_out
@@ -57,6 +58,7 @@ class Prepared:
     batchnorms_folded: int = 0  # BatchNormalization nodes folded into the Conv before them
     affines_folded: int = 0  # Mul/Add by per-channel constants folded into the Conv before them
     transposes_cancelled: int = 0  # Transposes that cancel through layout-free ops (graph.transposes)
+    pads_folded: int = 0  # zero Pads folded into the Conv after them (graph.fold_pads)
     upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
@@ -139,6 +141,8 @@ class Prepared:
                 f"{self.transposes_cancelled} Transpose node(s) that cancel through layout-free ops taken "
                 "out (an NHWC export whose converter left them; outputs checked equal on synthetic inputs)"
             )
+        if self.pads_folded:
+            found.append(f"{self.pads_folded} Pad node(s) by zeros folded into the Conv after them (exact)")
         if self.batchnorms_folded:
             found.append(
                 f"{self.batchnorms_folded} BatchNormalization node(s) folded into the Conv before them"
@@ -180,6 +184,7 @@ def prepare(
     named, computed = fold_weight_shapes(uncast)
     name_nodes(named)
     named, transposes = _transposes_cancelled(named, size)
+    named, pads = fold_pads(named)
     folded, batchnorms = fold_batchnorms(named)
     folded, affines = fold_scale_shift(folded)
     return Prepared(
@@ -194,6 +199,7 @@ def prepare(
         batchnorms_folded=batchnorms,
         affines_folded=affines,
         transposes_cancelled=transposes,
+        pads_folded=pads,
         upgrade_reason=reason,
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
