@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from quantkit import pipeline
-from quantkit.config import CalibrateConfig, ConvertConfig, Float16Config, ImageSelection
+from quantkit.config import CalibrateConfig, ConvertConfig, FallbackPrecision, Float16Config, ImageSelection
 from quantkit.errors import ConversionError
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.graph import fp16_rewrite as fp16_graph
@@ -82,6 +82,18 @@ def test_weights_listed_as_inputs_are_said_to_change(cnn: Path, tmp_path: Path, 
     )
     listed = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(tmp_path / "h.onnx")).graph.input}
     assert listed == {"x": TensorProto.FLOAT, "w1": TensorProto.FLOAT16}
+    # hq63b F2: int8 with every layer kept float in float16 said 'stored and declared int8', and that
+    # the model computes as the FP32 model does
+    config = ConvertConfig(fallback=FallbackPrecision.fp16, exclude_op_types=("Conv",))
+    kept = pipeline.convert(path, table, tmp_path / "k.onnx", config)
+    assert (
+        said + "stored and declared float16 in the model written: a caller that feeds one feeds float16"
+        in (kept.notes)
+    )
+    assert any(
+        w.startswith("no layer was quantized: the model written is the FP32 model in float16")
+        for w in kept.warnings
+    )
 
 
 def test_cnn_in_float16_with_float32_edges(cnn: Path, tmp_path: Path) -> None:

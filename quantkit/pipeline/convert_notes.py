@@ -6,7 +6,7 @@ import importlib.util
 
 import onnx
 
-from quantkit.config import ConvertConfig, Target, WeightRange
+from quantkit.config import ConvertConfig, FallbackPrecision, Target, WeightRange
 from quantkit.evaluate.budget_units import coarse
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.outcomes import BudgetReport, Speed
@@ -62,12 +62,18 @@ def quantizes_a_layer(plan: QuantPlan) -> bool:
     return any(op in COMPUTE_OPS for op in plan.quantized_nodes.values())
 
 
-def nothing_quantized(plan: QuantPlan, timed: bool, budget: BudgetReport | None = None) -> tuple[str, ...]:
+def nothing_quantized(
+    plan: QuantPlan,
+    timed: bool,
+    budget: BudgetReport | None = None,
+    fallback: FallbackPrecision = FallbackPrecision.fp32,
+) -> tuple[str, ...]:
     """The warning where no layer is int8; timed: the speed-aware plan ran (--prefer accuracy undoes
     what it floated, said only where it floated a layer: under --prefer accuracy the advice misled,
     hunt28; hunt52 B1's layers were all kept float for accuracy); budget: --max-drop's, whose choice
     kept layers float (hunt56 B3: a pet SSD's 3-point budget was met with 40 of 47 float, the rest too
-    small to pay, and the FP32 model was written under the generic line)."""
+    small to pay, and the FP32 model was written under the generic line); fallback: what the layers left
+    float run in (hq63b F2: a model all float16 under --fallback fp16 was said to compute as FP32 does)."""
     if quantizes_a_layer(plan):
         return ()
     slower = timed and any(skip.reason == SPEED_REASON for skip in plan.skipped)
@@ -79,8 +85,10 @@ def nothing_quantized(plan: QuantPlan, timed: bool, budget: BudgetReport | None 
         if budget is not None and budget.chosen
         else ""
     )
+    half = {FallbackPrecision.fp16: "float16", FallbackPrecision.bf16: "bfloat16"}.get(fallback)
+    computes = f"is the FP32 model in {half} (--fallback)" if half else "computes as the FP32 model does"
     return (
-        "no layer was quantized: the model written computes as the FP32 model does; each op's reason is in "
+        f"no layer was quantized: the model written {computes}; each op's reason is in "
         "convert's table (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, kept float "
         f"for accuracy with their input paths, no statistics, or excluded){undo}{met}",
     )
@@ -144,11 +152,12 @@ def stored_half(count: int) -> tuple[str, ...]:
     )
 
 
-def inputs_changed(original: onnx.ModelProto, written: onnx.ModelProto, kind: str) -> tuple[str, ...]:
+def inputs_changed(original: onnx.ModelProto, written: onnx.ModelProto) -> tuple[str, ...]:
     """Notes for the weights the model lists as graph inputs (overridable: an initializer also an input)
     that the model written takes otherwise (hunt42 F1: said nowhere): no longer inputs (a quantized
-    weight is a plain one) or declared in `kind` (stored so in place: a Cast per run would cost CenterFace
-    194 of them)."""
+    weight is a plain one) or declared in another type (stored so in place: a Cast per run would cost
+    CenterFace 194 of them), named as the model written declares it (hq63b F2: --fallback fp16's float16
+    weights were said to be int8)."""
     held = {t.name for t in original.graph.initializer}
     before = {i.name: i.type.tensor_type.elem_type for i in original.graph.input if i.name in held}
     after = {i.name: i.type.tensor_type.elem_type for i in written.graph.input}
@@ -169,6 +178,7 @@ def inputs_changed(original: onnx.ModelProto, written: onnx.ModelProto, kind: st
             "longer feed them"
         )
     if retyped:
+        kind = onnx.TensorProto.DataType.Name(after[retyped[0]]).lower()
         notes.append(
             f"{len(retyped)} weight(s) the model lists as inputs (overridable, e.g. {retyped[0]!r}) are "
             f"stored and declared {kind} in the model written: a caller that feeds one feeds {kind}"

@@ -289,7 +289,7 @@ def _converted(
     judged, warned = measurement_notes(  # subnormal weights flushed above: nothing inflated to warn of
         inferred, run_int8, reference, samples, smoke, itself, model, flushed=True
     )
-    none = convert_notes.nothing_quantized(plan, timed, budget_report)
+    none = convert_notes.nothing_quantized(plan, timed, budget_report, config.fallback)
     # once nothing is left to decide or measure: an interrupted convert, or one that fails in the target's
     # checks (hunt51 A1: OpenVINO's, with the model already written), leaves no file
     write_set(stored)
@@ -310,7 +310,7 @@ def _converted(
         + convert_notes.weights_listed(listed if speed is not None else 0)
         + subnormal.flushed_note(flushed, speed is not None)
         + convert_notes.stored_half(halves[0])
-        + convert_notes.inputs_changed(model, int8, "int8"),
+        + convert_notes.inputs_changed(model, int8),
         speed=speed,
         fallback=tuple(steps),
         fallback_start_db=start_db,

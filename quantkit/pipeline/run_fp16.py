@@ -187,7 +187,7 @@ def _converted(
         + fp16_checks.declared_half_outputs(prepared.interface, reference)
         + ordered
         + _unchecked(table is None, config.min_sqnr_db, floor)
-        + inputs_changed(model, converted, target.name),
+        + inputs_changed(model, converted),
         target=target.name,
         measured_by="onnxruntime" if target.runs_in_onnxruntime else EMULATED,
         warnings=warned + nothing_converted(by_type, target.name),
