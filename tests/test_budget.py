@@ -516,3 +516,24 @@ def test_agreement_counts_a_segmenters_pixels(axis: int) -> None:
     validator = Validator(_Map(laid(probabilities)), lambda: [batch], BudgetMetric.auto, Path("."), None, 0.3)
     assert validator.metric is BudgetMetric.agreement
     assert lost >= 3 and validator.tally(_Map(laid(moved))) == (lost, 40)
+
+
+def test_a_metric_no_output_gives_is_refused_before_the_conversion(
+    planted: tuple[Path, Path], image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq63b F4: --metric recall on a model without a detector head was refused after the corrections
+    and the op timing (15 s on a face detector); shrink refuses it at once. The table's first sample
+    reads the outputs as the validation would."""
+    import quantkit.pipeline.run_convert as run_convert
+
+    def converted(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the conversion ran before the metric was read")
+
+    monkeypatch.setattr(run_convert, "_converted", converted)
+    model, table = planted
+    budget = AccuracyBudget(5.0, ImageSelection(image_dir, 16, seed=2), metric=BudgetMetric.recall)
+    with pytest.raises(
+        ConfigError, match=r"--metric recall needs an output shaped \[N, anchors, 5 \+ classes\]"
+    ):
+        pipeline.convert(model, table, tmp_path / "o.onnx", ConvertConfig(), budget=budget)
+    assert not (tmp_path / "o.onnx").exists()

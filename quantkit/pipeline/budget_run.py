@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from quantkit.config import AccuracyBudget, ConvertConfig, DetectorHead
+from quantkit.config import AccuracyBudget, BudgetMetric, ConvertConfig, DetectorHead
 from quantkit.errors import ConfigError, ConversionError
 from quantkit.evaluate.budget_units import grain, points_lost
 from quantkit.evaluate.budget_validator import Validator, summed
@@ -161,18 +161,44 @@ def _placed(shape: Shape | None, first: tuple[str, ...], min_sqnr: float) -> str
 
 
 def check_detector_head(
-    model: onnx.ModelProto, table: CalibrationTable, threshold: float, detector: DetectorHead
+    model: onnx.ModelProto,
+    table: CalibrationTable,
+    threshold: float,
+    detector: DetectorHead | None,
+    budget: AccuracyBudget | None = None,
 ) -> None:
     """Refuse, before the conversion, a --detector whose head no output has, as compare reads them (FP32
     against itself on the table's first sample): a YOLOX with NMS inside (one [n, 7] output) was refused
     by shrink's compare after 85 s of calibrating and converting (hunt36 F8), and a PicoDet without its
-    sigmoids by convert --max-drop after its corrections and op timing (hq60 F3: 108 s)."""
+    sigmoids by convert --max-drop after its corrections and op timing (hq60 F3: 108 s). budget: convert's
+    --max-drop, whose metric is read off that sample too, as its validation reads it (hq63b F4: --metric
+    recall on a model without a detector head was refused after 15 s); not --labels' top-1, which needs
+    the validation images' names."""
     if table.samples is None:
         return
     sample = feed_take(table.samples, 0, 1)
-    outputs = Session.of(model).run_batch(sample)
+    session = Session.of(model)
+    outputs = session.run_batch(sample)
     recorded = table.meta.get("preprocess")
     side = (recorded["height"], recorded["width"]) if recorded else None
-    itself = Comparison(Path("."), None, threshold, detector, side)
-    itself.update(Batch(sample, (Path("sample-0"),)), outputs, outputs)
-    itself.result()  # raises where --detector reads no output
+    one = Batch(sample, (Path("sample-0"),))
+    if detector is not None:
+        itself = Comparison(Path("."), None, threshold, detector, side)
+        itself.update(one, outputs, outputs)
+        itself.result()  # raises where --detector reads no output
+    if budget is None or budget.metric is BudgetMetric.top1 or budget.labels is not None:
+        return
+    values = value_outputs(model, budget.output_kind)
+    chunk = [one]
+    Validator(
+        session,
+        lambda: chunk,
+        budget.metric,
+        Path("."),
+        None,
+        threshold,
+        detector,
+        side,
+        values,
+        label_outputs(model),
+    )

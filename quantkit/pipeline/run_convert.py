@@ -83,8 +83,8 @@ def convert(
     model, table, prepared = load_for_int8(model_path, table_path, *upgrade)
     if budget is not None and budget.labels is not None:
         require_labels_fit(model.graph.output, budget.labels)
-    if budget is not None and budget.detector is not None:  # before the corrections and the timing
-        check_detector_head(model, table, budget.detection_threshold, budget.detector)
+    if budget is not None:  # its head and metric read before the corrections and the timing
+        check_detector_head(model, table, budget.detection_threshold, budget.detector, budget)
     with lean_sessions(large_activations(prepared.model, table_samples(table))):  # IS-Net at 1024x1024
         paths = (model_path, table_path, output)
         refused: tuple[str, ...] = ()
