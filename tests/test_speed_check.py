@@ -190,6 +190,9 @@ def test_the_speed_line_warns_where_the_timings_scattered() -> None:
         "0.93x; whether it is faster than FP32 is within that scatter; measure again on an idle machine "
         "(QUANTKIT_SPEED_CACHE=off)"
     )
+    # hq63b F3: ties on either side of 1 ('1.01x FP32 (11.13 -> 11.23 ms'): one line that says so
+    (tie,) = speed_line(Speed(1.01, 40, 11.13, 11.23)).splitlines()
+    assert tie.endswith("interleaved runs on a calibration sample; as fast as FP32 within their scatter)")
 
 
 def test_compare_warns_where_its_timings_scattered(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -262,13 +262,17 @@ def prepared_gain(speed: Speed, plan: SpeedPlan | None, fewer: int) -> str | Non
 
 
 def speed_line(speed: Speed) -> str:
-    """convert's speed line, and a warning where the timings scattered too much for it to be a figure."""
-    line = (
-        f"speed on this CPU: {speed.speedup:.2f}x FP32 ({speed.fp32_ms:.2f} -> {speed.candidate_ms:.2f} ms, "
-        f"1 thread, median of {speed.rounds} interleaved runs on a calibration sample)\n"
-    )
+    """convert's speed line, and a warning where the timings scattered too much for it to be a figure.
+    Where the runs' median ratio and the medians' ratio fall on either side of 1 within that scatter, the
+    line says so (hq63b F3: '1.01x FP32 (11.13 -> 11.23 ms' read as a gain and a loss at once)."""
     medians = speed.fp32_ms / speed.candidate_ms if speed.candidate_ms > 0 else speed.speedup
     apart, straddle = scattered(speed.speedup, medians)
+    tie = not apart and min(medians, speed.speedup) < 1.0 <= max(medians, speed.speedup)
+    line = (
+        f"speed on this CPU: {speed.speedup:.2f}x FP32 ({speed.fp32_ms:.2f} -> {speed.candidate_ms:.2f} ms, "
+        f"1 thread, median of {speed.rounds} interleaved runs on a calibration sample"
+        f"{'; as fast as FP32 within their scatter' if tie else ''})\n"
+    )
     if not apart:
         return line
     verdict = "; whether it is faster than FP32 is within that scatter" if straddle else ""
