@@ -15,6 +15,7 @@ import numpy as np
 
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
+from quantkit.evaluate.budget_refusals import values_refusal
 from quantkit.evaluate.budget_units import points_lost
 from quantkit.evaluate.class_scores import (
     class_each,
@@ -424,20 +425,6 @@ def picked(output: np.ndarray, labelled: bool = False) -> np.ndarray:
     any integer type: a segmenter's uint8 class map, review54 M1) or it holds labels by type
     (class_scores.holds_labels), else its top-1 over the last axis."""
     return output if labelled or holds_labels(output.dtype) else output.argmax(-1)
-
-
-def values_refusal(
-    option: str, values: frozenset[str], floor: str = "--min-sqnr DB for a floor on the output's SQNR"
-) -> str:
-    """Why `option` cannot gate a model whose outputs the graph computes as features (graph.output_kinds),
-    and what to give instead (`floor`: the command's own figure for such outputs)."""
-    names = ", ".join(repr(n) for n in sorted(values))
-    return (
-        f"{option} needs class scores to agree on, and the model's output {names} holds values (the graph "
-        "computes it with a rectifier or a normalisation: an embedding or a regression), whose top-1 says "
-        f"nothing: give {floor} instead, or --output-kind classes (or --labels) if it holds a classifier's "
-        "scores"
-    )
 
 
 def _is_head(output: np.ndarray, detector: DetectorHead | None) -> bool:

@@ -22,7 +22,7 @@ from quantkit.calib import table as table_io
 from quantkit.config import OutputKind, ShrinkConfig, Target
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
-from quantkit.evaluate.budget_validator import values_refusal
+from quantkit.evaluate.budget_refusals import values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labels_fit
 from quantkit.files import check_output, json_text, require_writable, write_set
