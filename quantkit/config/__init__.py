@@ -248,6 +248,9 @@ class DetectorHead(str, Enum):
     # GFL split heads (PP-PicoDet, NanoDet): class scores [N, A_s, C] and box distributions
     # [N, A_s, 4 (R + 1)] per stride, or both in one [N, A, C + 4 (R + 1)] (evaluate.gfl)
     gfl = "gfl"
+    # SSD-style split heads (SSD, RFB, RetinaNet exports): class scores [N, A, C] (a softmax's class 0 the
+    # background) beside decoded boxes [N, A, 4] as corners (evaluate.ssd)
+    ssd = "ssd"
 
 
 class Runtime(str, Enum):
@@ -374,7 +377,7 @@ class AccuracyBudget:
         object.__setattr__(self, "output_kind", as_enum(OutputKind, self.output_kind, "--output-kind"))
         if self.metric is BudgetMetric.boxes and self.detector is None:
             raise ConfigError(
-                "--metric boxes needs --detector yolo|yolox|yolov8|db|end2end|gfl to read the boxes"
+                "--metric boxes needs --detector yolo|yolox|yolov8|db|end2end|gfl|ssd to read the boxes"
             )
         if not 0.0 <= self.max_drop <= 100.0:
             raise ConfigError(f"--max-drop is in points (0-100), got {self.max_drop}")

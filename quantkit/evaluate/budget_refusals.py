@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 
-def values_refusal(
-    option: str, values: frozenset[str], floor: str = "--min-sqnr DB for a floor on the output's SQNR"
-) -> str:
+import numpy as np
+
+from quantkit.errors import ConfigError
+from quantkit.evaluate.ssd import anchor_pair
+
+FLOOR = "--min-sqnr DB for a floor on the output's SQNR"  # convert's gate on SQNR; shrink gives its own
+
+
+def values_refusal(option: str, values: frozenset[str], floor: str = FLOOR) -> str:
     """Why `option` cannot gate a model whose outputs the graph computes as features (graph.output_kinds),
     and what to give instead (`floor`: the command's own figure for such outputs)."""
     names = ", ".join(repr(n) for n in sorted(values))
@@ -14,4 +21,22 @@ def values_refusal(
         "computes it with a rectifier or a normalisation: an embedding or a regression), whose top-1 says "
         f"nothing: give {floor} instead, or --output-kind classes (or --labels) if it holds a classifier's "
         "scores"
+    )
+
+
+def refuse_anchors(
+    option: str, outputs: Mapping[str, np.ndarray], floor: str = FLOOR, gated: str | None = None
+) -> None:
+    """Refuse `option` on an SSD-style head's per-anchor class scores (evaluate.ssd.anchor_pair; gated:
+    only where they are that output): nearly every anchor is background and agrees, and the boxes beside
+    them are not read (hq63b F1: 99.98 % agreement where 68 of 340 faces were lost). floor: the command's
+    own gate on the outputs' SQNR."""
+    pair = anchor_pair(outputs)
+    if pair is None or (gated is not None and gated not in pair):
+        return
+    scores, boxes = pair
+    raise ConfigError(
+        f"{option} would count the top-1 of {scores!r} {list(outputs[scores].shape)} anchor by anchor, "
+        f"nearly all of them background, beside boxes {boxes!r} {list(outputs[boxes].shape)} it does not "
+        f"read: give --detector ssd to count the detections kept, or {floor}"
     )

@@ -15,7 +15,7 @@ import numpy as np
 
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
-from quantkit.evaluate.budget_refusals import values_refusal
+from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.budget_units import points_lost
 from quantkit.evaluate.class_scores import (
     class_each,
@@ -34,8 +34,14 @@ from quantkit.evaluate.end2end import (
     require_listed,
     split_head,
 )
-from quantkit.evaluate.gfl import GflHead, gfl_heads, gfl_rows
-from quantkit.evaluate.heads import head_masks, require_sizes
+from quantkit.evaluate.heads import (
+    COMBINED,
+    CombinedHead,
+    combined_head,
+    combined_rows,
+    head_masks,
+    require_sizes,
+)
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
     Detections,
@@ -80,7 +86,7 @@ class ChunkReference:
     also_summaries: tuple[tuple[np.ndarray, ...], ...] = ()
     labelled: frozenset[str] = frozenset()  # outputs an ArgMax writes (graph.output_kinds.label_outputs)
     split: tuple[str, str, str] | None = None  # a DETR head's boxes, scores, labels (end2end.split_head)
-    gfl: GflHead | None = None  # a GFL head's outputs (--detector gfl)
+    combined: CombinedHead | None = None  # a GFL or SSD head's outputs (heads.COMBINED)
     pixels: tuple[tuple[str, int], ...] = ()  # per-pixel class probabilities' maps and their class axis
 
     def counts(self, candidate: Runner, batches: Iterable[Batch]) -> Counts:
@@ -94,7 +100,7 @@ class ChunkReference:
         rows = zip(batches, self.summaries, self.labels, per_batch, strict=True)
         for batch, (ref, ref_mask), labels, others in rows:
             outputs = read_as(
-                candidate.run_batch(batch.data), self.detector, self.split, self.gfl, dict(self.pixels)
+                candidate.run_batch(batch.data), self.detector, self.split, self.combined, dict(self.pixels)
             )
             out = without_masks(outputs[self.output], self.masks)
             if self.metric is BudgetMetric.recall:
@@ -121,7 +127,7 @@ class ChunkReference:
     def _scored(self, candidate: Runner, batch: Batch) -> np.ndarray:
         """The candidate's output the metric reads on `batch` (read_as, without mask coefficients)."""
         outputs = read_as(
-            candidate.run_batch(batch.data), self.detector, self.split, self.gfl, dict(self.pixels)
+            candidate.run_batch(batch.data), self.detector, self.split, self.combined, dict(self.pixels)
         )
         return without_masks(outputs[self.output], self.masks)
 
@@ -168,7 +174,7 @@ class Validator:
         also: tuple[str, ...] = ()  # agreement: the other class-score outputs, each scored too
         masks = 0
         split: tuple[str, str, str] | None = None
-        gfl: GflHead | None = None
+        combined: CombinedHead | None = None
         pixels: dict[str, int] = {}
         parts: list[tuple[list[Any], list[list[Detections]], list[np.ndarray], list[Any]]] = []
         self.read: list[Path] = []  # the images FP32 ran on (an unreadable one is skipped by the loader)
@@ -184,11 +190,11 @@ class Validator:
                     # decided once: a batch of whole-number scores reads as labels; one image's list
                     # only where the model runs one image at a time
                     split = split_head(raw, 1 if getattr(reference, "fixed_batch", None) == 1 else 0)
-                if output is None and detector is DetectorHead.gfl:
-                    gfl = gfl_heads(raw, input_size)
+                if output is None and detector in COMBINED:
+                    combined = combined_head(raw, detector, input_size)
                 if output is None:  # a segmenter's softmax, per pixel as shrink reads it (hq62 D)
                     pixels = {n: a for n, v in raw.items() if v.ndim == 4 and (a := probability_axis(v))}
-                outputs = read_as(raw, detector, split, gfl, pixels)
+                outputs = read_as(raw, detector, split, combined, pixels)
                 if output is None:
                     metric, wanted = _choose(
                         metric, outputs, bool(lookup), detector, feed_rows(batch.data), values, label_outputs
@@ -236,7 +242,7 @@ class Validator:
                 tuple(o) if also else (),
                 label_outputs,
                 split,
-                gfl,
+                combined,
                 tuple(sorted(pixels.items())),
             )
             for s, f, lab, o in parts
@@ -273,20 +279,20 @@ def read_as(
     outputs: dict[str, np.ndarray],
     detector: DetectorHead | None,
     split: tuple[str, str, str] | None = None,
-    gfl: GflHead | None = None,
+    combined: CombinedHead | None = None,
     pixels: Mapping[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Outputs as the metrics read them: [N, C, 1, ..., 1] scores as [N, C], and under --detector yolov8
     a head with its anchors last ([N, 4 + C, A]) as the [N, A, 5 + C] rows compare reads too (--max-drop
     refused NudeNet's YOLOv8n: 'needs an output shaped [N, anchors, 5 + classes]'). split: a DETR head's
-    boxes, scores, labels (end2end.split_head), also read as one listed head named by all three. gfl: a
-    GFL head's outputs, read as those rows under its first scores' name (first: the head the budget
+    boxes, scores, labels (end2end.split_head), also read as one listed head named by all three. combined: a
+    GFL or SSD head's outputs, read as those rows under its first scores' name (first: the head the budget
     reads), the others left out. pixels: maps of class probabilities [N, C, H, W] or [N, H, W, C] (the
     class axis FP32's gave) as [N, H x W, C], probabilities at each position (decided on FP32, read so in
     both models)."""
-    if gfl is not None:
-        rows = gfl_rows(outputs, gfl)
-        outputs = {gfl.levels[0][0]: rows} | {n: v for n, v in outputs.items() if n not in gfl.outputs}
+    if combined is not None:
+        rows = combined_rows(outputs, combined)
+        outputs = {combined.first: rows} | {n: v for n, v in outputs.items() if n not in combined.outputs}
     views = class_views(outputs)
     if split is not None:
         views["+".join(split)] = joined_head(outputs, split)
@@ -381,6 +387,8 @@ def _choose(
     values: outputs that hold features, whatever their shape (with labels, the scores are the user's
     word). labels: outputs of labels an ArgMax / ArgMin gives (integers), agreed on as they are."""
     boxes = detector is not None
+    if detector is None and metric in (BudgetMetric.auto, BudgetMetric.agreement):
+        refuse_anchors("--max-drop", outputs)  # per-anchor agreement on an SSD head (hq63b F1)
     sequences = {n for n, v in outputs.items() if is_class_sequence(v)}  # a recognizer's, not a head
     heads = [n for n, v in outputs.items() if _is_head(v, detector) and n not in sequences]
     scores = [

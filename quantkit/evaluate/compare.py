@@ -22,8 +22,16 @@ from quantkit.evaluate.end2end import (
     split_head,
 )
 from quantkit.evaluate.figure_warnings import sign_region
-from quantkit.evaluate.gfl import GflHead, gfl_heads, gfl_rows
-from quantkit.evaluate.heads import head_layout, head_masks, head_rows, require_sizes
+from quantkit.evaluate.heads import (
+    COMBINED,
+    CombinedHead,
+    combined_head,
+    combined_rows,
+    head_layout,
+    head_masks,
+    head_rows,
+    require_sizes,
+)
 from quantkit.evaluate.labels import label_of
 from quantkit.evaluate.metrics import (
     BoxAgreement,
@@ -90,7 +98,7 @@ class Comparison:
         self.seen_shapes: dict[str, list[int]] = {}
         self.unequal: dict[str, int] = {}  # output -> images where the models kept different rows
         self.split: tuple[str, str, str] | None = None  # a DETR head's outputs, once found (split_head)
-        self.gfl: GflHead | None = None  # a GFL head's outputs, once found (--detector gfl)
+        self.combined: CombinedHead | None = None  # a GFL or SSD head's outputs, once found (heads.COMBINED)
         self.unlabelled, self.unlabelled_example = 0, ""  # with classes: images that match none
         self.count = 0
 
@@ -98,8 +106,8 @@ class Comparison:
         self.seen_shapes = {n: list(v.shape) for n, v in ref_out.items()}
         ref_out, cand_out = class_views(ref_out), class_views(cand_out)  # [N, C, 1, 1] scores as [N, C]
         threshold = self.detection_threshold
-        if self.detector is DetectorHead.gfl and threshold is not None and self.gfl is None:
-            self.gfl = gfl_heads(ref_out, self.input_size)
+        if self.detector in COMBINED and threshold is not None and self.combined is None:
+            self.combined = combined_head(ref_out, self.detector, self.input_size)
         for name in ref_out:
             if ref_out[name].shape != cand_out[name].shape:
                 if not rows_differ(ref_out[name].shape, cand_out[name].shape):
@@ -124,15 +132,15 @@ class Comparison:
             if self.detector is DetectorHead.end2end:
                 self._listed(name, ref_out[name], cand_out[name], threshold)
                 continue
-            if self.gfl is None:
+            if self.combined is None:
                 ref, cand = (
                     head_rows(name, ref_out[name], self.detector),
                     head_rows(name, cand_out[name], self.detector),
                 )
                 self._head(name, ref, cand, ref_out, threshold)
-        if self.gfl is not None and threshold is not None:  # figures on the first scores' row
-            ref, cand = (gfl_rows(out, self.gfl) for out in (ref_out, cand_out))
-            self._head(self.gfl.levels[0][0], ref, cand, ref_out, threshold)
+        if self.combined is not None and threshold is not None:  # figures on the first scores' row
+            ref, cand = (combined_rows(out, self.combined) for out in (ref_out, cand_out))
+            self._head(self.combined.first, ref, cand, ref_out, threshold)
         if self.detector is DetectorHead.end2end and self.split is None:  # found once: a batch of no
             # detection (scores all 0) read as labels (review54 L1); one image's list only where the model
             # runs one at a time, never a last short batch of a batched model (review of hq61's reading)
@@ -209,7 +217,7 @@ class Comparison:
         self.cand_acc.merge(later.cand_acc)
         self.scored_output = self.scored_output or later.scored_output
         self.split = self.split or later.split
-        self.gfl = self.gfl or later.gfl
+        self.combined = self.combined or later.combined
         self.seen_shapes = later.seen_shapes or self.seen_shapes
         for name, images in later.unequal.items():
             self.unequal[name] = self.unequal.get(name, 0) + images
@@ -378,9 +386,9 @@ def detector_fields(
         if threshold is not None:
             flag = option.startswith("--")
             heads = (
-                "yolo, yolox, yolov8, db, end2end or gfl"
+                "yolo, yolox, yolov8, db, end2end, gfl or ssd"
                 if flag
-                else "'yolo', 'yolox', 'yolov8', 'db', 'end2end' or 'gfl'"
+                else "'yolo', 'yolox', 'yolov8', 'db', 'end2end', 'gfl' or 'ssd'"
             )
             score = "--score-threshold" if flag else "score_threshold"
             raise ConfigError(f"{score} scores a detector's boxes; give {option} {heads} with it")
@@ -391,7 +399,8 @@ def detector_fields(
             f"{option} knows 'yolo' (boxes in pixels) and 'yolox' (raw YOLOX head), outputs "
             f"[N, anchors, 4 box + objectness + classes], 'yolov8' ([N, 4 box + classes, anchors]), "
             f"'db' (a text detector's probability map [N, 1, H, W]), 'end2end' (final detections "
-            f"[N, K, x0 y0 x1 y1 score class]) and 'gfl' (PicoDet and NanoDet split heads); got {detector!r}"
+            f"[N, K, x0 y0 x1 y1 score class]), 'gfl' (PicoDet and NanoDet split heads) and 'ssd' (class "
+            f"scores [N, A, C] beside decoded boxes [N, A, 4]); got {detector!r}"
         )
     return {"detection_threshold": threshold, "detector": DetectorHead(detector)}
 

@@ -41,6 +41,11 @@ class GflHead:
     cells: np.ndarray = field(compare=False, repr=False)  # anchor_cells of the input: [A, 3]
 
     @property
+    def first(self) -> str:
+        """The name its rows go by (the first level's scores')."""
+        return self.levels[0][0]
+
+    @property
     def outputs(self) -> frozenset[str]:
         return frozenset(n for pair in self.levels for n in pair)
 

@@ -10,7 +10,25 @@ import numpy as np
 from quantkit.config import DetectorHead
 from quantkit.errors import ConfigError
 from quantkit.evaluate.gfl import LAYOUT as GFL_LAYOUT
+from quantkit.evaluate.gfl import GflHead, gfl_heads, gfl_rows
 from quantkit.evaluate.metrics import anchors_last, detections, mask_columns, yolov8_rows
+from quantkit.evaluate.ssd import LAYOUT as SSD_LAYOUT
+from quantkit.evaluate.ssd import SsdHead, ssd_head, ssd_rows
+
+CombinedHead = GflHead | SsdHead  # a head whose rows several outputs make
+COMBINED = frozenset({DetectorHead.gfl, DetectorHead.ssd})
+
+
+def combined_head(
+    outputs: Mapping[str, np.ndarray], detector: DetectorHead, side: tuple[int, int] | None
+) -> CombinedHead:
+    """The head `detector` (one of COMBINED) reads in the reference model's outputs, found once."""
+    return gfl_heads(outputs, side) if detector is DetectorHead.gfl else ssd_head(outputs)
+
+
+def combined_rows(outputs: Mapping[str, np.ndarray], head: CombinedHead) -> np.ndarray:
+    """The head's rows [N, A, 5 + C], as the YOLO metrics read them."""
+    return gfl_rows(outputs, head) if isinstance(head, GflHead) else ssd_rows(outputs, head)
 
 
 def head_rows(name: str, output: np.ndarray, detector: DetectorHead) -> np.ndarray | None:
@@ -54,7 +72,18 @@ def require_sizes(name: str, rows: np.ndarray, threshold: float, detector: Detec
     """Refuse a head read as boxes of (cx, cy, w, h) whose centres are neither pixels nor fractions of the
     image on any anchor (RAW_CENTRES), or whose detections have a width or height of 0 or below: a raw
     YOLOX head's cell offsets and log sizes (CapSpot's, boxes in [-0.74, 1.72]), which --detector yolo read
-    as pixels and matched 12 of 19 boxes where yolox matched 3 of 5."""
+    as pixels and matched 12 of 19 boxes where yolox matched 3 of 5. Under --detector ssd, the sizes its
+    corners give (a head of offsets from its priors, not decoded)."""
+    if detector is DetectorHead.ssd:
+        _, hit = detections(rows, threshold)
+        sizes = rows[..., 2:4][hit]
+        if sizes.size and float(sizes.min()) <= 0.0:
+            raise ConfigError(
+                f"the boxes beside output {name!r} give detections a width or height of "
+                f"{float(sizes.min()):.3g}: --detector ssd reads decoded boxes (x0, y0, x1, y1); a head of "
+                "offsets from its priors needs them decoded in the model; leave --detector out to compare "
+                "the outputs' values"
+            )
     if detector is not DetectorHead.yolo:
         return
     centres = rows[..., 0:2]
@@ -87,4 +116,6 @@ def head_layout(detector: DetectorHead) -> str:
         return "[N, detections, x0 y0 x1 y1 score class] (or boxes [N, K, 4] beside scores and labels [N, K])"
     if detector is DetectorHead.gfl:
         return GFL_LAYOUT
+    if detector is DetectorHead.ssd:
+        return SSD_LAYOUT
     return "[N, anchors, 4 box + objectness + classes]"

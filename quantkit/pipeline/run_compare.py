@@ -19,6 +19,7 @@ from quantkit.errors import (
 )
 from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.figure_warnings import (
+    anchors_agreement,
     broken_output,
     few_runs,
     kind_hidden,
@@ -277,6 +278,9 @@ def compare(
                 scattered_timing(latency_samples),
                 placed_elsewhere(candidate, config.runtime.value, config.latency.runs),
                 unrelated(outputs),
+                anchors_agreement(
+                    outputs, done.comparison.seen_shapes, config.detection_threshold is not None
+                ),
                 *done.comparison.unequal_rows(),
                 *done.comparison.steady(),
                 *done.comparison.signs_moved(),

@@ -22,7 +22,7 @@ from quantkit.calib import table as table_io
 from quantkit.config import OutputKind, ShrinkConfig, Target
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
-from quantkit.evaluate.budget_refusals import values_refusal
+from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labels_fit
 from quantkit.files import check_output, json_text, require_writable, write_set
@@ -198,7 +198,9 @@ def _check_class_scores(
     failed the gate."""
     if table.samples is None:
         return
-    value = Session.of(model).run_batch(feed_take(table.samples, 0, 1))[first]
+    outputs = Session.of(model).run_batch(feed_take(table.samples, 0, 1))
+    refuse_anchors("--max-drop", outputs, EVAL_SQNR_GATE, first)  # per-anchor agreement (hq63b F1)
+    value = outputs[first]
     recorded = table.meta.get("preprocess")
     side = (recorded["height"], recorded["width"]) if recorded else None
     logits = first in map_outputs(model, kind) and logits_axis(value, side) is not None  # as compare reads
