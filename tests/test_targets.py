@@ -580,6 +580,9 @@ def test_fp8_writes_e4m3_qdq_at_opset_19_in_tensorrts_placement(fp8_model: tuple
     assert [f.rule for f in check(out, Target.ort_cpu).findings].count("float8") == 4
     (note,) = [n for n in summary.notes if n.startswith("FP8 E4M3FN")]  # type: ignore[attr-defined]
     assert "load it at GraphOptimizationLevel.ORT_ENABLE_BASIC" in note
+    # and the file says so too (hq63b: a default session gave an RFB detector 2 of its 340 faces)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["quantkit.onnxruntime_level"].startswith("ORT_ENABLE_BASIC: onnxruntime's default level")
     from quantkit.reports.console import _corrections_text
 
     said = _corrections_text(summary).plain  # type: ignore[arg-type]

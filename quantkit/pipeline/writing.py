@@ -33,7 +33,7 @@ from quantkit.planner import fallback
 from quantkit.planner.at_output import output_noise
 from quantkit.planner.foreground import has_foreground
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_take
-from quantkit.runtime import Session, cpu_info
+from quantkit.runtime import Session, cpu_info, has_float8
 from quantkit.version import __version__
 
 # Below these output SQNRs (all outputs, smoke-test samples) a conversion is broken, not coarse: healthy INT8
@@ -324,7 +324,8 @@ def stamp(
     conversion: dict[str, Any] | None = None,
 ) -> None:
     """Provenance in metadata_props: producer, version, settings, calibration hash, preprocessing, and
-    what an INT8 conversion rebalanced and corrected (conversion; `compare` shows it)."""
+    what an INT8 conversion rebalanced and corrected (conversion; `compare` shows it); for float8 Q/DQ,
+    the onnxruntime level that computes them right."""
     model.producer_name = "quantkit"
     model.producer_version = __version__
     props = {"version": __version__, "settings": json.dumps(json_safe(settings), sort_keys=True)}
@@ -336,6 +337,8 @@ def stamp(
         props["preprocess"] = json.dumps(table.meta.get("preprocess", {}), sort_keys=True)
     else:
         props["source_model_sha256"] = source_sha256
+    if has_float8(model):  # said in the file too (hq63b: a default session gave an RFB 2 of 340 faces)
+        props["onnxruntime_level"] = "ORT_ENABLE_BASIC: onnxruntime's default level miscomputes float8 Q/DQ"
     kept = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
