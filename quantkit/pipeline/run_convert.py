@@ -267,7 +267,7 @@ def _converted(
     fp32, flushed = subnormal.flushed(widen(model).model)  # counted in the file, as compare counts
     fp32, listed = model_io.weights_fixed(fp32)
     speed = measure_speed(fp32, int8, samples) if timed and plan.quantized_nodes else None  # else noise
-    slow, speed = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples)
+    slow, speed = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples, speed_plan)
     if slow is not None:  # int8 does not pay here: the output is the model in float
         why = (
             f"int8 ran {slow.speedup:.2f}x FP32 on this CPU (1 thread, measured twice); kept float "

@@ -181,15 +181,22 @@ def _recalled_plan(
 
 
 def too_slow(
-    first: Speed | None, prefer: Prefer, fp32: onnx.ModelProto, written: onnx.ModelProto, samples: Feed
+    first: Speed | None,
+    prefer: Prefer,
+    fp32: onnx.ModelProto,
+    written: onnx.ModelProto,
+    samples: Feed,
+    plan: SpeedPlan | None = None,
 ) -> tuple[Speed | None, Speed | None]:
     """evaluate.speed.too_slow of the written INT8 model against fp32, first measured as `first` (None:
-    not measured, nothing is slow): (the slow measurement or None, the one to report). Where the
-    preference times again, the decision kept for the written model (its bytes, the samples, this
-    machine, the preference) before, or measured and kept."""
+    not measured, nothing is slow): (the slow measurement or None, the one to report). plan: the
+    speed-aware plan, whose profiled speedup doubts a first measurement that ties. Where the preference
+    times again, the decision kept for the written model (its bytes, the samples, this machine, the
+    preference) before, or measured and kept."""
     if first is None:
         return None, None
     again = functools.partial(speed.measure, fp32, written, samples)
+    expected = None if plan is None else plan.refined_speedup or plan.plain_speedup
     if speed.KEEP_FLOAT_BELOW[prefer] is None:
         return speed.too_slow(first, prefer, again)
     memory = Memory.of(written, samples) if fits_one_message(written) else None
@@ -197,7 +204,7 @@ def too_slow(
     kept = None if memory is None else _recalled_speed(memory.recall(what))
     if kept is not None:
         return kept[0], first
-    measured, reported = speed.too_slow(first, prefer, again)
+    measured, reported = speed.too_slow(first, prefer, again, expected)
     if memory is not None:
         memory.keep(what, {"slow": None if measured is None else asdict(measured)})
     return measured, reported
