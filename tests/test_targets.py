@@ -360,6 +360,30 @@ def _qdq_resize(mode: str) -> onnx.ModelProto:
     return make_model(nodes, weights)
 
 
+def test_a_finding_on_a_node_onnxruntime_fused_names_the_models_own(tmp_path: Path) -> None:
+    """hq63a F3: onnxruntime fuses MatMul + Add into a Gemm '<matmul>/MatMulAddFusion' before its Q/DQ
+    fusions, and check named that Gemm, which --exclude-nodes then refused as not in the model."""
+    N = helper.make_node
+    weights = {
+        "wq": np.random.default_rng(0).integers(-100, 100, (8, 6)).astype(np.int8),
+        "ws": np.array(0.01, np.float32),
+        "wz": np.array(0, np.int8),
+        "xs": np.array(0.02, np.float32),
+        "xz": np.array(128, np.uint8),
+        "bias": np.ones(6, np.float32),
+    }
+    nodes = [
+        N("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="q"),
+        N("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dq"),
+        N("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="wdq"),
+        N("MatMul", ["xd", "wd"], ["m"], name="mm"),
+        N("Add", ["m", "bias"], ["y"], name="add"),
+    ]
+    path = save(make_model(nodes, weights, input_shape=(4, 8)), tmp_path / "mm.onnx")
+    (found,) = check(path, Target.ort_cpu).findings
+    assert (found.rule, found.node, found.op_type) == ("not-fused", "mm", "MatMul")
+
+
 def test_onnxruntime_rules_read_what_it_fused(tmp_path: Path) -> None:
     from quantkit.runtime import optimized_graph
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import onnx
@@ -50,10 +51,21 @@ def findings(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) 
             return tuple(static)  # (hunt37 F4: an FP8 MobileNetV2 read 'cannot load', not its findings)
         raise
     timed = kept_for_speed(model)
+    own = {node.name: node.op_type for node in model.graph.node}
     unfused = [
         f for f in rules.unfused_after(optimized) if not (f.rule == "float-between" and f.node in timed)
     ]
-    return (*static, *unfused)
+    return (*static, *(_as_named(f, own) for f in unfused))
+
+
+def _as_named(found: Finding, own: dict[str, str]) -> Finding:
+    """A finding on onnxruntime's optimized graph named as the model names the node: a fusion calls its node
+    '<first node>/<fusion>' (hq63a F3: 'node_MatMul_96/MatMulAddFusion', a Gemm, which --exclude-nodes then
+    refused; the model has MatMul 'node_MatMul_96' and an Add)."""
+    name = found.node
+    while name not in own and "/" in name:
+        name = name.rsplit("/", 1)[0]
+    return dataclasses.replace(found, node=name, op_type=own[name]) if name in own else found
 
 
 def recorded_target(model: onnx.ModelProto) -> Target | None:
