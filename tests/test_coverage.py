@@ -683,6 +683,17 @@ def test_the_int8_floor_judges_each_output_not_their_mean(tmp_path: Path, image_
     }
     written = fallback.output_sqnr(onnx.load(str(out)), reference, table.samples, worst=True)
     assert written >= 10
+    # the fallback line names the floor's search, whose figures are the worst output's, not a mean
+    # (a review of hq61b F2's wording: '--min-sqnr: the mean over its 2 outputs' SQNR ... 9.16 dB')
+    from quantkit.reports.console import convert_table
+    from tests.test_golden import _render
+
+    table_path = tmp_path / "model.calib.json"
+    summary = pipeline.convert(
+        tmp_path / "model.onnx", table_path, tmp_path / "c.onnx", ConvertConfig(min_sqnr=0)
+    )
+    said = " ".join(_render(convert_table(summary, "c.onnx"), 200).split())
+    assert "convert's 10 dB floor: output SQNR on calibration samples" in said and "mean over its" not in said
 
 
 def test_rebalancing_probe_chunks_weights_it_cannot_size() -> None:

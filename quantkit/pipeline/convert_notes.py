@@ -219,3 +219,16 @@ def coarse_budget(report: BudgetReport | None) -> tuple[str, ...]:
         else None
     )
     return tuple(w for w in (skipped, coarse(report.max_drop, report.units, report.metric)) if w)
+
+
+# the fallback line's name where the floor's search replaced the target's, and where tensorrt's parity
+# target did (pipeline.tensorrt_parity)
+FLOOR_WHOSE = "convert's 10 dB floor"
+PARITY_WHOSE = "--target tensorrt's target"
+
+
+def searched_by(floor: bool, parity: bool) -> str:
+    """Whose search the summary's fallback line shows (reports.formats.fallback_steps): the INT8 floor's
+    (each step's worst output: a review of hq61b F2's wording, which named the floor's worst output the
+    mean), --target tensorrt's target, or --min-sqnr (the mean over the outputs)."""
+    return FLOOR_WHOSE if floor else PARITY_WHOSE if parity else "--min-sqnr"

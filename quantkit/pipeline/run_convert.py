@@ -195,7 +195,7 @@ def _converted(
             f"the {INT8_FLOOR_DB:g} dB floor judges each output: the worst measured {worst_db:.2f} dB on the "
             f"calibration samples; {len(steps)} layer(s) kept float for it (the floor ignores "
             f"--max-float-layers); with their input paths {convert_notes.left_int8(inferred, plan)} "
-            f"({reached:.2f} dB; the --min-sqnr line's figures are the worst output's too)",
+            f"({reached:.2f} dB; the floor's line gives the worst output's figure at each step)",
         )
         quantized = quantized_model(inferred, plan, config)
     parity_note = (
@@ -315,7 +315,7 @@ def _converted(
         fallback=tuple(steps),
         fallback_start_db=start_db,
         fallback_target_db=search_db,
-        fallback_target_whose="--min-sqnr" if parity is None else tensorrt_parity.WHOSE,
+        fallback_target_whose=convert_notes.searched_by(bool(guarded_note), parity is not None),
         budget=budget_report,
         corrections=corrections,
         target_findings=checked,

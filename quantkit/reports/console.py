@@ -92,7 +92,8 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         lines.append(f"{note}\n")
     if summary.fallback_start_db is not None:
         start, target = summary.fallback_start_db, summary.fallback_target_db
-        whose, outputs = summary.fallback_target_whose, len(summary.smoke_sqnr_db)
+        whose = summary.fallback_target_whose  # only --min-sqnr's search measures the outputs' mean
+        outputs = len(summary.smoke_sqnr_db) if whose == "--min-sqnr" else 1
         lines.append(fallback_steps(summary.fallback, start, target, whose, outputs))
         refined = summary.speed_plan is not None and summary.speed_plan.refined_speedup is not None
         lines.append(" (before the speed-aware plan below)\n" if refined else "\n")
