@@ -120,6 +120,27 @@ def test_axes_pads_and_slices_are_renumbered(opset: int) -> None:
     _assert_same(model, rewritten, (1, 3, 8, 8))
 
 
+def test_a_slice_of_int32_indices_gets_int32_axes() -> None:
+    """Review of graph.transposes: the axes it gave a Slice were int64 beside int32 starts and ends, which
+    onnxruntime refuses to load, and prepare kept every Transpose pair."""
+    p1, p2 = conv_params(4, 3, seed=4), conv_params(2, 4, k=1, seed=5)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        _t("c1", "a", TO_NHWC),
+        helper.make_node("Slice", ["a", "starts", "ends"], ["sl"], name="slice"),
+        _t("sl", "back", TO_NCHW),
+        helper.make_node("Conv", ["back", "w2", "b2"], ["y"], name="conv2"),
+    ]
+    weights = {"w1": p1["w"], "w2": p2["w"], "b2": p2["b"]}
+    weights |= {"starts": np.array([0, 1], np.int32), "ends": np.array([1, 7], np.int32)}
+    model = make_model(nodes, weights, input_shape=(1, 3, 8, 8))
+    prepared = prepare(model)
+    assert prepared.transposes_cancelled == 2
+    (axes,) = [t for t in prepared.model.graph.initializer if t.name == "slice_axes"]
+    assert axes.data_type == TensorProto.INT32
+    _assert_same(model, prepared.model, (1, 3, 8, 8))
+
+
 def test_a_region_tensor_read_outside_keeps_its_layout_under_its_name() -> None:
     """A Shape of a channel-last tensor still sees channel-last dimensions."""
     p1, p2 = conv_params(4, 3, seed=6), conv_params(2, 4, k=1, seed=7)

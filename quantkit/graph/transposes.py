@@ -378,7 +378,8 @@ def _renumber(
         )
         while len(node.input) < 4:
             node.input.append("")
-        node.input[3] = _int64(out, namer, f"{node.name}_axes", moved(axes))
+        kind = index.elem_types.get(node.input[1], onnx.TensorProto.INT64)  # starts, ends, axes: one type
+        node.input[3] = _int64(out, namer, f"{node.name}_axes", moved(axes), kind)
 
 
 def _moved_pads(pads: list[int], perm: Sequence[int]) -> list[int]:
@@ -400,7 +401,11 @@ def _ints(index: GraphIndex, name: str) -> list[int]:
     return [int(v) for v in value.reshape(-1)]
 
 
-def _int64(out: onnx.ModelProto, namer: Namer, base: str, values: Sequence[int]) -> str:
+def _int64(
+    out: onnx.ModelProto, namer: Namer, base: str, values: Sequence[int], kind: int = onnx.TensorProto.INT64
+) -> str:
+    """A new initializer of `values`, int64 (or `kind`: a Slice's int32 starts want int32 axes)."""
     fresh = namer.fresh(base)
-    out.graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), fresh))
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(kind)
+    out.graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), fresh))
     return fresh
