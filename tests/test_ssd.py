@@ -45,7 +45,7 @@ def _outputs(faces: dict[int, float], seed: int = 0) -> dict[str, np.ndarray]:
 def test_an_ssd_head_reads_as_boxes_past_its_background() -> None:
     outputs = _outputs({10: 0.9})
     head = ssd_head(outputs)
-    assert (head.scores, head.boxes, head.background) == ("scores", "boxes", 1)
+    assert (head.scores, head.boxes, head.background) == ("scores", "boxes", 0)
     rows = ssd_rows(outputs, head)
     assert rows.shape == (1, ANCHORS, 6)  # cx, cy, w, h, objectness, the face class
     corners = outputs["boxes"][0, 10].astype(np.float64)
@@ -54,9 +54,35 @@ def test_an_ssd_head_reads_as_boxes_past_its_background() -> None:
     )
     assert rows[0, 10, 4] == 1.0 and rows[0, 10, 5] == pytest.approx(0.9)
     sigmoid = {"scores": np.full((1, ANCHORS, 3), 0.2, np.float32), "boxes": outputs["boxes"]}
-    assert ssd_head(sigmoid).background == 0  # no softmax: every column a class
+    assert ssd_head(sigmoid).background is None  # no softmax: every column a class
     with pytest.raises(ConfigError, match=r"--detector ssd reads class scores \[N, A, C\]"):
         ssd_head({"scores": outputs["scores"]})
+
+
+def test_the_background_is_the_class_most_anchors_pick() -> None:
+    """A review: column 0 was dropped whatever it held; mmdetection's softmax SSD heads put the background
+    last, and 2995 of 3000 anchors read as detections."""
+    first = _outputs({10: 0.9})
+    last = {"scores": first["scores"][..., ::-1].copy(), "boxes": first["boxes"]}
+    head = ssd_head(last)
+    assert head.background == 1
+    np.testing.assert_allclose(ssd_rows(last, head), ssd_rows(first, ssd_head(first)))
+
+
+def test_four_classes_and_a_second_box_output_still_pair_up() -> None:
+    """A review: scores of 4 classes were taken for boxes, and another [N, A, 4] output (the priors, raw
+    offsets) made two pairs: --detector ssd was refused, and --max-drop gated on anchors again."""
+    g = np.random.default_rng(2)
+    logits = g.normal(0, 1, (1, ANCHORS, 4))
+    scores = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    scores[..., 0] += 3.0  # the background most anchors pick
+    scores /= scores.sum(-1, keepdims=True)
+    outputs = {"scores": scores, "boxes": _outputs({})["boxes"]}
+    outputs["offsets"] = g.normal(0, 1, (1, ANCHORS, 4)).astype(np.float32)  # not corners
+    head = ssd_head(outputs)
+    assert (head.scores, head.boxes, head.background) == ("scores", "boxes", 0)
+    with pytest.raises(ConfigError, match="would count the top-1 of 'scores'"):
+        Validator(_Runs([outputs]), lambda: _batches()[:1], BudgetMetric.agreement, Path("."), None, 0.5)
 
 
 def test_compare_matches_the_faces_each_model_keeps() -> None:
@@ -68,6 +94,23 @@ def test_compare_matches_the_faces_each_model_keeps() -> None:
     head = metrics["scores"]
     assert (head.boxes, head.boxes_found, head.boxes_extra) == (2, 1, 1)
     assert metrics["boxes"].boxes is None
+
+
+def test_compare_warns_of_anchor_agreement_only_where_the_scores_are_probabilities() -> None:
+    """A review: the warning read shapes alone, and sent a DETR's raw logits [N, 100, 92] beside boxes
+    [N, 100, 4] to --detector ssd, which refuses them."""
+    from quantkit.evaluate.figure_warnings import anchors_agreement
+
+    batch = Batch(np.zeros((1, 3, 16, 16), np.float32), (Path("a.jpg"),))
+    ssd = Comparison(Path("."), None, None, DetectorHead.yolo, (16, 16))
+    ssd.update(batch, _outputs({10: 0.9}), _outputs({10: 0.8}))
+    said = anchors_agreement(ssd.result()[0], ssd.anchors, ssd.seen_shapes)
+    assert said is not None and said.startswith("'scores' [1, 64, 2] beside boxes 'boxes' [1, 64, 4]")
+    logits = np.random.default_rng(3).normal(0, 3, (1, ANCHORS, 92)).astype(np.float32)
+    detr = {"logits": logits, "boxes": _outputs({})["boxes"]}
+    raw = Comparison(Path("."), None, None, DetectorHead.yolo, (16, 16))
+    raw.update(batch, detr, detr)
+    assert raw.anchors is None and anchors_agreement(raw.result()[0], raw.anchors, raw.seen_shapes) is None
 
 
 def test_a_head_of_offsets_from_its_priors_is_refused() -> None:

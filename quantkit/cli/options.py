@@ -97,8 +97,8 @@ DetectorOpt = Annotated[
         "YOLO26, exports with NMS), or boxes [N, K, 4] with scores and labels [N, K] (RT-DETR, D-FINE, "
         "DEIM, the TensorFlow Object Detection API); gfl: class scores [N, A, C] and box distributions "
         "[N, A, 4 (R + 1)] per stride 8/16/32/64 (PP-PicoDet; NanoDet's one [N, A, C + 4 (R + 1)]); ssd: "
-        "class scores [N, A, C] (a softmax's class 0 the background) beside decoded boxes [N, A, 4] as "
-        "x0 y0 x1 y1 (SSD, RFB, RetinaNet exports). Adds "
+        "class scores [N, A, C] (a softmax's background its first or last class) beside decoded boxes "
+        "[N, A, 4] as x0 y0 x1 y1 (SSD, RFB, RetinaNet exports). Adds "
         "detection recall and the final boxes matched "
         "(convert: to --max-drop's budget, which it needs).",
     ),

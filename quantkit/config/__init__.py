@@ -248,8 +248,8 @@ class DetectorHead(str, Enum):
     # GFL split heads (PP-PicoDet, NanoDet): class scores [N, A_s, C] and box distributions
     # [N, A_s, 4 (R + 1)] per stride, or both in one [N, A, C + 4 (R + 1)] (evaluate.gfl)
     gfl = "gfl"
-    # SSD-style split heads (SSD, RFB, RetinaNet exports): class scores [N, A, C] (a softmax's class 0 the
-    # background) beside decoded boxes [N, A, 4] as corners (evaluate.ssd)
+    # SSD-style split heads (SSD, RFB, RetinaNet exports): class scores [N, A, C] (a softmax's background
+    # its first or last class) beside decoded boxes [N, A, 4] as corners (evaluate.ssd)
     ssd = "ssd"
 
 

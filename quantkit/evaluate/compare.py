@@ -44,6 +44,7 @@ from quantkit.evaluate.metrics import (
 )
 from quantkit.evaluate.output_noise import add_signs, channel_signs
 from quantkit.evaluate.sanity import ReferenceCheck
+from quantkit.evaluate.ssd import anchor_pairs
 from quantkit.evaluate.text_maps import PixelRecall, TextBoxAgreement, is_probability_map, map_view
 from quantkit.evaluate.variation import Variation, hides, steady_warning
 from quantkit.outcomes import Accuracy, OutputMetrics
@@ -98,6 +99,7 @@ class Comparison:
         self.seen_shapes: dict[str, list[int]] = {}
         self.unequal: dict[str, int] = {}  # output -> images where the models kept different rows
         self.split: tuple[str, str, str] | None = None  # a DETR head's outputs, once found (split_head)
+        self.anchors: tuple[str, str] | None = None  # an SSD head's scores and boxes (evaluate.ssd)
         self.combined: CombinedHead | None = None  # a GFL or SSD head's outputs, once found (heads.COMBINED)
         self.unlabelled, self.unlabelled_example = 0, ""  # with classes: images that match none
         self.count = 0
@@ -106,6 +108,8 @@ class Comparison:
         self.seen_shapes = {n: list(v.shape) for n, v in ref_out.items()}
         ref_out, cand_out = class_views(ref_out), class_views(cand_out)  # [N, C, 1, 1] scores as [N, C]
         threshold = self.detection_threshold
+        if threshold is None and self.anchors is None:  # per-anchor agreement of an SSD head, warned of
+            self.anchors = next(iter(anchor_pairs(ref_out)), None)
         if self.detector in COMBINED and threshold is not None and self.combined is None:
             self.combined = combined_head(ref_out, self.detector, self.input_size)
         for name in ref_out:
@@ -218,6 +222,7 @@ class Comparison:
         self.scored_output = self.scored_output or later.scored_output
         self.split = self.split or later.split
         self.combined = self.combined or later.combined
+        self.anchors = self.anchors or later.anchors
         self.seen_shapes = later.seen_shapes or self.seen_shapes
         for name, images in later.unequal.items():
             self.unequal[name] = self.unequal.get(name, 0) + images

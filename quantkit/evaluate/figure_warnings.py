@@ -195,24 +195,19 @@ def same_model(
 
 
 def anchors_agreement(
-    outputs: Sequence[OutputMetrics], shapes: Mapping[str, list[int]], detector: bool
+    outputs: Sequence[OutputMetrics], anchors: tuple[str, str] | None, shapes: Mapping[str, list[int]]
 ) -> str | None:
-    """Where, without --detector, an output's top-1 agreement is over an SSD-style head's anchors (scores
-    [N, A, C] beside boxes [N, A, 4], evaluate.ssd): nearly all background, they agree whatever the
-    boxes do (hq63b F1: 99.98 % where 68 of 340 faces were lost)."""
-    if detector:
+    """Where, without --detector, an output's top-1 agreement is over an SSD-style head's anchors (anchors:
+    its scores and boxes, evaluate.ssd.anchor_pairs on FP32's outputs): nearly all background, they agree
+    whatever the boxes do (hq63b F1: 99.98 % where 68 of 340 faces were lost)."""
+    if anchors is None:
         return None
-    boxes = [n for n, s in shapes.items() if len(s) == 3 and s[1] > 1 and s[2] == 4]
-    for m in outputs:
-        shape = shapes.get(m.name)
-        if m.top1_agreement is None or shape is None or len(shape) != 3 or shape[2] < 2 or m.name in boxes:
-            continue
-        pair = [b for b in boxes if shapes[b][:2] == shape[:2]]
-        if len(pair) == 1:
-            return (
-                f"{m.name!r} {shape} beside boxes {pair[0]!r} {shapes[pair[0]]} reads as an SSD-style head: "
-                f"its {100 * m.top1_agreement:.2f} % top-1 agreement counts anchors, nearly all background, "
-                "and says nothing of the boxes: compare with --detector ssd for the detections each model "
-                "keeps"
-            )
-    return None
+    scores, boxes = anchors
+    agreement = next((m.top1_agreement for m in outputs if m.name == scores), None)
+    if agreement is None:
+        return None
+    return (
+        f"{scores!r} {shapes.get(scores)} beside boxes {boxes!r} {shapes.get(boxes)} reads as an SSD-style "
+        f"head: its {100 * agreement:.2f} % top-1 agreement counts anchors, nearly all background, and says "
+        "nothing of the boxes: compare with --detector ssd for the detections each model keeps"
+    )

@@ -21,19 +21,19 @@ from quantkit.errors import ConfigError
 from quantkit.evaluate.metrics import probabilities
 
 LAYOUT = (
-    "class scores [N, A, C] in [0, 1] (a softmax's class 0 the background) beside decoded boxes [N, A, 4] "
-    "(x0, y0, x1, y1)"
+    "class scores [N, A, C] in [0, 1] (a softmax's background its first or last class) beside decoded boxes "
+    "[N, A, 4] (x0, y0, x1, y1)"
 )
 SOFTMAX_SLACK = 1e-3  # rows of a softmax sum to 1 within float32 rounding
 
 
 @dataclass(frozen=True)
 class SsdHead:
-    """Where an SSD head's values are, and how many leading score columns are the background."""
+    """Where an SSD head's values are, and which score column is the background."""
 
     scores: str
     boxes: str
-    background: int  # 1 under a softmax (class 0), 0 for sigmoid scores
+    background: int | None  # a softmax's background column (the first or the last); None for sigmoids
 
     @property
     def first(self) -> str:
@@ -45,36 +45,78 @@ class SsdHead:
         return frozenset({self.scores, self.boxes})
 
 
-def anchor_pair(outputs: Mapping[str, np.ndarray]) -> tuple[str, str] | None:
-    """(scores, boxes): the one pair of outputs [N, A, C >= 2] of probabilities and [N, A, 4] with the
-    same anchors, else None."""
+def anchor_pairs(outputs: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
+    """(scores, boxes) of every pair of outputs [N, A, C >= 2] of probabilities and [N, A, 4] with the
+    same anchors. Scores of 4 classes count as such where they are a softmax's (rows summing to 1), and
+    are then no boxes."""
     ranked = {n: v for n, v in outputs.items() if v.ndim == 3 and v.dtype.kind == "f" and v.shape[1] > 1}
-    boxes = [n for n, v in ranked.items() if v.shape[2] == 4]
-    scores = [n for n, v in ranked.items() if v.shape[2] >= 2 and n not in boxes and probabilities(v)]
-    pairs = [(s, b) for s in scores for b in boxes if ranked[s].shape[:2] == ranked[b].shape[:2]]
-    return pairs[0] if len(pairs) == 1 else None
+    scores = [
+        n
+        for n, v in ranked.items()
+        if v.shape[2] >= 2 and probabilities(v) and (v.shape[2] != 4 or _softmax(v))
+    ]
+    boxes = [n for n, v in ranked.items() if v.shape[2] == 4 and n not in scores]
+    return [(s, b) for s in scores for b in boxes if ranked[s].shape[:2] == ranked[b].shape[:2]]
 
 
 def ssd_head(outputs: Mapping[str, np.ndarray]) -> SsdHead:
-    """The head in the reference model's outputs, decided once and read alike in every model; refused with
-    one line where no output pairs up that way."""
-    pair = anchor_pair(outputs)
-    if pair is None:
-        shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in outputs.items())
+    """The head in the reference model's outputs, decided once and read alike in every model: the pair
+    whose boxes are corners (x1 >= x0, y1 >= y0 at nearly every anchor: not offsets from the priors);
+    refused with one line where no pair, or more than one, is such."""
+    found = anchor_pairs(outputs)
+    pairs = [(s, b) for s, b in found if _corners(outputs[b])]
+    if found and not pairs:
         raise ConfigError(
-            f"--detector ssd reads {LAYOUT}; no two outputs pair up that way ({shapes}); leave --detector "
-            "out to compare the outputs' values"
+            f"--detector ssd reads decoded boxes (x0, y0, x1, y1), and {found[0][1]!r} beside "
+            f"{found[0][0]!r} holds no corners at many anchors: a head of offsets from its priors needs them "
+            "decoded in the model; leave --detector out to compare the outputs' values"
         )
-    scores = outputs[pair[0]].astype(np.float64)
-    softmax = bool(np.all(np.abs(scores.sum(axis=-1) - 1.0) <= SOFTMAX_SLACK))
-    return SsdHead(pair[0], pair[1], 1 if softmax else 0)
+    if len(pairs) != 1:
+        shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in outputs.items())
+        how = "no two outputs pair up that way" if not pairs else f"{len(pairs)} pairs do"
+        raise ConfigError(
+            f"--detector ssd reads {LAYOUT}; {how} ({shapes}); leave --detector out to compare the "
+            "outputs' values"
+        )
+    (scores, boxes), value = pairs[0], outputs[pairs[0][0]]
+    return SsdHead(scores, boxes, _background(scores, value) if _softmax(value) else None)
+
+
+CORNER_SHARE = 0.99  # decoded corners: x1 >= x0 and y1 >= y0 at this share of the anchors at least
+
+
+def _corners(boxes: np.ndarray) -> bool:
+    """Whether boxes [N, A, 4] read as (x0, y0, x1, y1) at nearly every anchor."""
+    ordered = (boxes[..., 2] >= boxes[..., 0]) & (boxes[..., 3] >= boxes[..., 1])
+    return bool(ordered.mean() >= CORNER_SHARE)
+
+
+def _softmax(scores: np.ndarray) -> bool:
+    """Whether each anchor's scores [N, A, C] sum to 1."""
+    return bool(np.all(np.abs(scores.astype(np.float64).sum(axis=-1) - 1.0) <= SOFTMAX_SLACK))
+
+
+def _background(name: str, scores: np.ndarray) -> int:
+    """The background column of a softmax's scores [N, A, C]: the one most anchors pick, the first (SSD,
+    RFB, Ultra-Light) or the last (mmdetection's softmax SSD heads). A review of hq63b's head: column 0
+    was dropped whatever it held, and a last-column background read 2995 of 3000 anchors as detections."""
+    picks = np.bincount(scores.reshape(-1, scores.shape[-1]).argmax(axis=-1), minlength=scores.shape[-1])
+    background = int(picks.argmax())
+    if background not in (0, scores.shape[-1] - 1):
+        raise ConfigError(
+            f"--detector ssd reads a softmax's background as its first or last class, and most anchors of "
+            f"{name!r} pick class {background}: leave --detector out to compare the outputs' values"
+        )
+    return background
 
 
 def ssd_rows(outputs: Mapping[str, np.ndarray], head: SsdHead) -> np.ndarray:
-    """The head as rows [N, A, 5 + C - background]: box (cx, cy, w, h) from its corners, objectness 1, the
-    class scores past the background."""
+    """The head as rows [N, A, 5 + C] (C less the background): box (cx, cy, w, h) from its corners,
+    objectness 1, the class scores but the background."""
     corners = outputs[head.boxes].astype(np.float64)
     x0, y0, x1, y1 = (corners[..., k] for k in range(4))
     box = np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], axis=-1)
-    scores = outputs[head.scores][..., head.background :].astype(np.float64)
+    scores = outputs[head.scores].astype(np.float64)
+    if head.background is not None:
+        scores = np.delete(scores, head.background, axis=-1)
     return np.concatenate([box, np.ones_like(box[..., :1]), scores], axis=-1)

@@ -278,9 +278,7 @@ def compare(
                 scattered_timing(latency_samples),
                 placed_elsewhere(candidate, config.runtime.value, config.latency.runs),
                 unrelated(outputs),
-                anchors_agreement(
-                    outputs, done.comparison.seen_shapes, config.detection_threshold is not None
-                ),
+                anchors_agreement(outputs, done.comparison.anchors, done.comparison.seen_shapes),
                 *done.comparison.unequal_rows(),
                 *done.comparison.steady(),
                 *done.comparison.signs_moved(),
