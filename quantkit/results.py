@@ -174,6 +174,7 @@ class WeightPlan:
     initializer: str
     kind: str  # "weight" | "bias" | "constant"
     axis: int | None  # per-channel axis, None for per-tensor
+    layer: str = ""  # a bias on another node (a MatMul's bias Add): the layer whose scales it takes
 
 
 @dataclass(frozen=True)

@@ -346,14 +346,15 @@ def _quantize_constant_input(
             node.input[weight.input_index] = rewriter.add_initializer(f"{base}_corrected", corrected)
         return
     elif weight.kind == "bias":
-        input_scale = float(activations[node.input[0]].scale)  # what feeds the node now (maybe rebalanced)
-        w_scale = rewriter.weight_scales[node.name]
+        layer = index.by_name[weight.layer] if weight.layer else node  # a MatMul's, for its bias Add
+        input_scale = float(activations[layer.input[0]].scale)  # what feeds the layer now (maybe rebalanced)
+        w_scale = rewriter.weight_scales[layer.name]
         floor = bias_weight_scale_floor(value, input_scale)
-        if node.name in rewriter.weight_dq and w_scale.size == value.size and (w_scale < floor).any():
-            w_scale = rewriter.raise_weight_scales(node.name, floor)  # else the int32 bias saturates
+        if layer.name in rewriter.weight_dq and w_scale.size == value.size and (w_scale < floor).any():
+            w_scale = rewriter.raise_weight_scales(layer.name, floor)  # else the int32 bias saturates
         if input_means and node.name in input_means:
             value = value - rounding_shift(
-                index, node, rewriter.weight_errors[node.name], input_means[node.name]
+                index, layer, rewriter.weight_errors[layer.name], input_means[node.name]
             )
         if node.op_type == "ConvTranspose" and w_scale.size != value.size:
             w_scale = np.tile(w_scale, value.size // w_scale.size)

@@ -63,6 +63,7 @@ class GraphIndex:
         self.by_name = {n.name: n for n in self.nodes}
         self.initializers = {t.name: t for t in graph.initializer}
         self.graph_inputs = [i.name for i in graph.input if i.name not in self.initializers]
+        self.model_inputs = [i for i in graph.input if i.name not in self.initializers]
         self.graph_outputs = {o.name for o in graph.output}
         self.producer: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
@@ -92,6 +93,14 @@ class GraphIndex:
     def captured(self) -> frozenset[str]:
         """Names If/Loop/Scan bodies read (query.captured: a superset of the outer tensors they capture)."""
         return frozenset(name for node in self.nodes for name in captured(node))
+
+    @functools.cached_property
+    def fixed_inputs(self) -> bool:
+        """Whether every graph input has every size fixed (onnxruntime then infers every tensor's)."""
+        dims = [d for i in self.model_inputs for d in i.type.tensor_type.shape.dim]
+        return all(i.type.tensor_type.HasField("shape") for i in self.model_inputs) and all(
+            d.HasField("dim_value") and d.dim_value > 0 for d in dims
+        )
 
     def constant(self, name: str) -> np.ndarray | None:
         if name in self.initializers:

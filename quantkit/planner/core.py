@@ -33,6 +33,7 @@ import onnx
 from quantkit.config import ConvertConfig, Target
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS
 from quantkit.graph.query import GraphIndex
+from quantkit.planner.gemm_bias import plan_gemm_biases
 from quantkit.planner.patterns import SCALE_OPS, data_input, writer
 from quantkit.planner.payoff import unpaid
 from quantkit.planner.placement import (
@@ -47,7 +48,7 @@ from quantkit.planner.placement import (
     pooled_writers,
     propagate,
 )
-from quantkit.planner.planning_state import FLOAT_LAYER_REASON, Planning
+from quantkit.planner.planning_state import EXCLUDED, FLOAT_LAYER_REASON, Planning
 from quantkit.planner.range_plan import score_tensors
 from quantkit.planner.shared_params import scaled_reads, tensor_params
 from quantkit.planner.smoothquant_plan import Rebalancer
@@ -186,13 +187,14 @@ def _planned(
         if keep_float and node.name in keep_float:
             state.reasons[node.name] = keep_float[node.name]
         elif excluded(node, config):
-            state.reasons[node.name] = "excluded by --exclude-nodes / --exclude-op-types"
+            state.reasons[node.name] = EXCLUDED
         elif node.name in slow:
             state.reasons[node.name] = slow[node.name]
         elif node.op_type in COMPUTE_OPS:
             plan_compute(state, node)
     propagate(state)
     drop_unread_outputs(state)
+    plan_gemm_biases(state)
     return state
 
 
@@ -258,18 +260,19 @@ def _plan_of(state: Planning, activations: dict[str, QuantParams], rebalances: l
 
 
 def _input_means(state: Planning, rebalances: list[Rebalance]) -> dict[str, np.ndarray]:
-    """E[x] per input channel of each biased Conv/Gemm, in the scale its input has after rebalancing."""
+    """E[x] per input channel of each biased Conv/Gemm (and MatMul, by its bias Add's name), in the scale
+    its input has after rebalancing."""
     divisors = {node: r.scales for r in rebalances for node in r.consumers}
     means = {}
     for weight in state.weights:
-        node = state.index.by_name[weight.node]
-        if weight.kind != "bias" or node.op_type not in ("Conv", "Gemm"):
+        node = state.index.by_name[weight.layer or weight.node]
+        if weight.kind != "bias" or node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue
         stats = state.table.stats.get(node.input[0])
         if stats is None or stats.channel_mean is None:
             continue
         mean = stats.channel_mean
-        means[node.name] = mean / divisors[node.name] if node.name in divisors else mean
+        means[weight.node] = mean / divisors[node.name] if node.name in divisors else mean
     return means
 
 

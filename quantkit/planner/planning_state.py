@@ -26,6 +26,9 @@ from quantkit.results import (
 MULTI_INPUT_OPS = frozenset({"Concat", "Add", "Mul"})
 
 
+EXCLUDED = "excluded by --exclude-nodes / --exclude-op-types"  # the reason an excluded node is float
+
+
 @dataclass
 class Planning:
     index: GraphIndex

@@ -33,6 +33,8 @@ import onnx
 from quantkit.config import ActivationType
 from quantkit.graph.augment import COMMUTING_OPS, COMPUTE_OPS, commuting_data_inputs
 from quantkit.graph.query import GraphIndex
+from quantkit.planner.gemm_bias import gemm_biases
+from quantkit.planner.planning_state import EXCLUDED
 from quantkit.planner.range_plan import activation_params
 from quantkit.qmath.fp8 import FLOAT8, tensor_scale
 from quantkit.results import CalibrationTable, QuantParams, QuantPlan, Skip
@@ -59,8 +61,12 @@ def inputs_only(plan: QuantPlan, index: GraphIndex) -> QuantPlan:
     dequantized weights: a Conv / ConvTranspose (no integer Conv with a float output; a ViT-S's patch
     embedding), and a MatMul on a 2-D input whose output only a constant Add reads (onnxruntime fuses the
     two into a Gemm before its QDQ fusions, and that Gemm, with a float bias and no Q after it, is not
-    fused: vit_mnist's head); with the pair they run as QLinearConv and QLinearMatMul."""
+    fused: vit_mnist's head); with the pair they run as QLinearConv and QLinearMatMul. A MatMul whose
+    bias Add onnxruntime fuses with it gets that bias int32 instead (planner.gemm_bias): QGemm."""
     placed = _on_inputs(plan, index, INPUTS_ONLY, residual_adds=False)
+    excluded = {s.node for s in plan.skipped if s.reason == EXCLUDED}  # an excluded Add stays as it is
+    biases = gemm_biases(index, placed.quantized_nodes, placed.weights, {*placed.quantized_nodes, *excluded})
+    placed = dataclasses.replace(placed, weights=(*placed.weights, *biases))
     fused = [t for t in _output_paired(index, placed) if t in plan.activations]
     activations = {**placed.activations, **{t: plan.activations[t] for t in fused}}
     ranges = {**placed.ranges, **{t: plan.ranges[t] for t in fused if t in plan.ranges}}
@@ -76,8 +82,8 @@ def _output_paired(index: GraphIndex, plan: QuantPlan) -> list[str]:
         if op in ("Conv", "ConvTranspose"):
             found.append(node.output[0])
             continue
-        if op == "MatMul" and fused_into_gemm(index, node):
-            found.append(node.output[0])
+        if op == "MatMul" and fused_into_gemm(index, node) and not any(w.layer == name for w in plan.weights):
+            found.append(node.output[0])  # its bias int32 makes the fused Gemm QGemm (planner.gemm_bias)
     return found
 
 
@@ -117,7 +123,7 @@ def _on_inputs(plan: QuantPlan, index: GraphIndex, reason: str, residual_adds: b
     return dataclasses.replace(
         plan,
         activations={t: p for t, p in plan.activations.items() if t in kept},
-        weights=tuple(w for w in plan.weights if w.node in layers and w.kind != "constant"),
+        weights=tuple(w for w in plan.weights if (w.layer or w.node) in layers and w.kind != "constant"),
         quantized_nodes=quantized,
         folds={},
         skipped=layer_skips + tuple(Skip(n.name, n.op_type, reason) for n in free),
