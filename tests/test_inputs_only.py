@@ -82,13 +82,13 @@ def test_a_matmul_model_keeps_the_inputs_only_plan_where_it_measures_faster(
     assert plan is not None and plan.placement == speed_refine.INPUTS and plan.floated == ()
     assert plan.plain_speedup == pytest.approx(0.8) and plan.refined_speedup == pytest.approx(1 / 0.9)
     model = onnx.load(str(out))
-    # the layers' data inputs, the Conv's output (no integer Conv writes float), and the 2-D head's output
-    # (onnxruntime would fuse it and its bias Add into a Gemm that, with neither an int32 bias nor a Q
-    # after it, runs float on dequantized weights)
-    assert set(summary.plan.activations) == {"x", "c", "t", "s1", "p", "h3"}
-    assert op_counts(model)["QuantizeLinear"] == 6
+    # the layers' data inputs and the Conv's output (no integer Conv writes float); the 2-D head, which
+    # onnxruntime fuses with its bias Add into a Gemm, gets that bias int32 and runs as QGemm
+    # (planner.gemm_bias; before, its output kept a Q/DQ pair and it ran as QLinearMatMul)
+    assert set(summary.plan.activations) == {"x", "c", "t", "s1", "p"}
+    assert op_counts(model)["QuantizeLinear"] == 5
     fused = op_counts(optimized_graph(out, tmp_path))
-    assert fused["MatMulIntegerToFloat"] == 2 and fused["QLinearMatMul"] == 1 and fused["QLinearAdd"] == 0
+    assert fused["MatMulIntegerToFloat"] == 2 and fused["QGemm"] == 1 and fused["QLinearAdd"] == 0
     assert fused["QLinearConv"] == 1
     assert fused["MatMul"] == fused["Gemm"] == fused["Conv"] == 0  # nothing float on dequantized weights
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 30.0
