@@ -201,14 +201,14 @@ def _one_pair(
             {},
             1,
         ),
-        # a reduction that drops axes changes the rank: not layout-free
+        # a reduction that drops axes and leaves the others in another order stored untransposed
         (
             [
-                helper.make_node("ReduceMean", ["a"], ["mean"], name="m", axes=[1, 2], keepdims=0),
+                helper.make_node("ReduceMean", ["a"], ["mean"], name="m", axes=[1], keepdims=0),
                 helper.make_node("Unsqueeze", ["mean", "ax"], ["u"], name="u"),
                 helper.make_node("Unsqueeze", ["u", "ax2"], ["y"], name="u2"),
             ],
-            {"ax": np.array([2], np.int64), "ax2": np.array([3], np.int64)},
+            {"ax": np.array([1], np.int64), "ax2": np.array([3], np.int64)},
             1,
         ),
         # a constant a graph input overrides is not known
@@ -225,6 +225,44 @@ def test_what_cannot_cancel_is_left_alone(
     model = _one_pair(after, weights, inputs)
     rewritten, count = cancel_transposes(model)
     assert (rewritten, count) == (model, 0)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_a_pool_that_drops_its_axes_ends_the_region_without_a_transpose(opset: int) -> None:
+    """hq64a F1: tf2onnx writes a squeeze-excite's global pool as ReduceMean over H, W with keepdims 0
+    ([N, C] from NHWC or NCHW alike), and each block kept a Transpose into it (EfficientNetB0: 34 left,
+    onnxruntime 18; 1.08x against 1.16x)."""
+    p1, p2 = conv_params(4, 3, seed=4), conv_params(2, 4, k=1, seed=5)
+    mean = (
+        helper.make_node("ReduceMean", ["r", "hw"], ["pooled"], name="pool", keepdims=0)
+        if opset >= 18
+        else helper.make_node("ReduceMean", ["r"], ["pooled"], name="pool", axes=[1, 2], keepdims=0)
+    )
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        _t("c1", "a", TO_NHWC),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        mean,
+        helper.make_node("Reshape", ["pooled", "shape"], ["se_map"], name="to_map"),  # [N, 1, 1, C]
+        _t("se_map", "se_in", TO_NCHW),
+        helper.make_node("Conv", ["se_in", "ws", "bs"], ["se_out"], name="se_conv"),
+        _t("se_out", "gate_in", TO_NHWC),
+        helper.make_node("Sigmoid", ["gate_in"], ["gate"], name="gate"),
+        helper.make_node("Mul", ["r", "gate"], ["e"], name="excite"),
+        _t("e", "back", TO_NCHW),
+        helper.make_node("Conv", ["back", "w2", "b2"], ["y"], name="conv2"),
+    ]
+    se = conv_params(4, 4, k=1, seed=6)
+    weights = {"w1": p1["w"], "w2": p2["w"], "b2": p2["b"], "shape": np.array([1, 1, 1, 4], np.int64)}
+    weights |= {"ws": se["w"], "bs": se["b"]}
+    if opset >= 18:
+        weights["hw"] = np.array([1, 2], np.int64)
+    model = make_model(nodes, weights, input_shape=(1, 3, 8, 8), opset=opset)
+    rewritten, count = cancel_transposes(model)
+    # the pool reads 'r' untransposed and writes [N, C] as before; only the Transpose into the
+    # squeeze-excite's Conv stays (a Conv reads it)
+    assert count == 3 and _ops(rewritten)["Transpose"] == 1
+    _assert_same(model, rewritten, (1, 3, 8, 8))
 
 
 def test_a_shared_constant_is_copied_not_changed() -> None:

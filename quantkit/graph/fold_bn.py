@@ -66,13 +66,13 @@ def fold_scale_shift(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     out.CopyFrom(model)
     namer = Namer(out)
     folded = 0
-    changed = True
-    while changed:
-        changed = False
+    while True:  # one pass folds one node into each Conv (a chain Conv -> Mul -> Add takes two)
         index = GraphIndex(out)
+        dropped: set[str] = set()
+        touched: set[str] = set()
         for node in index.nodes:
             found = _foldable_affine(index, node)
-            if found is None:
+            if found is None or found[0].name in touched:
                 continue
             conv, k, a = found
             weight, bias = _affine_folded(index, conv, k, a)
@@ -82,10 +82,12 @@ def fold_scale_shift(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             )
             conv.input[:] = [conv.input[0], w_name, b_name]
             conv.output[0] = node.output[0]
-            _drop_nodes(out, {node.name})
-            folded += 1
-            changed = True
-            break  # the index is stale: rebuild it
+            touched.add(conv.name)
+            dropped.add(node.name)
+        if not dropped:
+            break
+        _drop_nodes(out, dropped)  # hq64a F4: one index a fold made NASNet's prepare 2.1 s of 2.95
+        folded += len(dropped)
     return (out, folded) if folded else (model, 0)
 
 

@@ -137,12 +137,14 @@ def _grow(
         inside = [name for name in node.input if name in members]
         if any(out in index.graph_outputs for out in node.output):
             continue  # an output keeps its writer: what measures it looks there (a Sigmoid's logits)
-        if not inside or not _layout_free(index, fixed, node, inside, len(perm), opset):
+        if not inside or not _layout_free(index, fixed, node, inside, perm, opset):
             continue
         roots = sorted({_find(parent, members[name]) for name in inside})
         for other in roots[1:]:
             parent[other] = roots[0]
         nodes[node.name] = roots[0]
+        if _closes(index, node, perm):
+            continue  # its output is the same either way: not a region tensor
         for out in node.output:
             if out:
                 members[out] = roots[0]
@@ -161,11 +163,12 @@ def _layout_free(
     fixed: frozenset[str],
     node: onnx.NodeProto,
     inside: Sequence[str],
-    rank: int,
+    perm: tuple[int, ...],
     opset: int,
 ) -> bool:
-    """Whether `node`, reading the region tensors `inside` (rank `rank`), computes the same values on
+    """Whether `node`, reading the region tensors `inside` (of `perm`'s rank), computes the same values on
     them stored untransposed, given its other inputs transposed or renumbered as _apply does."""
+    rank = len(perm)
     data = _data_inputs(node)
     others = [name for i, name in enumerate(node.input) if name and name not in inside and i in data]
     settings = [name for i, name in enumerate(node.input) if name and i not in data]
@@ -174,15 +177,17 @@ def _layout_free(
     if node.op_type in ELEMENTWISE:
         return all(_rank_at_most(index, name, rank) for name in others)
     if node.op_type in REDUCTIONS:
-        return index.attribute(node, "keepdims", 1) == 1 and _axes_known(index, node)
+        return _axes_known(index, node) and (
+            index.attribute(node, "keepdims", 1) == 1 or _closes(index, node, perm)
+        )
     if node.op_type in ("Softmax", "LogSoftmax", "Hardmax"):
         return opset >= 13
     if node.op_type == "Concat":
         return all(_rank_at_most(index, name, rank, exact=True) for name in others)
     if node.op_type == "Split":
         return True
-    if node.op_type == "Pad":
-        return opset >= 11 and len(node.input) < 4 and (len(node.input) < 2 or bool(node.input[1]))
+    if node.op_type == "Pad":  # opset 18's axes input too (hq64a F2: onnxruntime broke such a Pad
+        return opset >= 11 and len(node.input) > 1 and bool(node.input[1])  # between Transposes)
     if node.op_type == "Slice":
         return opset >= 10
     return False
@@ -204,6 +209,26 @@ def _axes_known(index: GraphIndex, node: onnx.NodeProto) -> bool:
     if len(node.input) > 1 and node.input[1]:
         return index.constant(node.input[1]) is not None
     return True
+
+
+def _closes(index: GraphIndex, node: onnx.NodeProto, perm: Sequence[int]) -> bool:
+    """Whether `node` is a reduction that drops the axes it reduces (keepdims 0) and keeps the others in
+    the same order stored either way: its output is the same tensor from the region tensor untransposed,
+    and the region ends there without a Transpose back (a squeeze-excite's global pool as tf2onnx writes
+    it, ReduceMean over H, W of NHWC: [N, C] either way; hq64a F1, one Transpose left per block)."""
+    if node.op_type not in REDUCTIONS or index.attribute(node, "keepdims", 1) != 0:
+        return False
+    rank = len(perm)
+    if len(node.input) > 1 and node.input[1]:
+        listed = _ints(index, node.input[1])
+        if not listed and index.attribute(node, "noop_with_empty_axes", 0):
+            return False  # reduces nothing: the tensor itself, still in the region's layout
+    else:
+        attribute = index.attribute(node, "axes")
+        listed = list(attribute) if isinstance(attribute, list) else []
+    reduced = {a % rank for a in listed} if listed else set(range(rank))
+    left = [perm[a] for a in range(rank) if a not in reduced]
+    return left == sorted(left)
 
 
 def _exits(index: GraphIndex, region: _Region) -> tuple[set[str], dict[str, tuple[int, ...]]]:
@@ -368,6 +393,9 @@ def _renumber(
         node.attribute.append(helper.make_attribute("axis", perm[0]))
     if node.op_type in REDUCTIONS and len(node.input) > 1 and node.input[1]:
         node.input[1] = _int64(out, namer, f"{node.name}_axes", moved(_ints(index, node.input[1])))
+    elif node.op_type == "Pad" and len(node.input) > 3 and node.input[3]:  # pads listed by these axes
+        kind = index.elem_types.get(node.input[3], onnx.TensorProto.INT64)
+        node.input[3] = _int64(out, namer, f"{node.name}_axes", moved(_ints(index, node.input[3])), kind)
     elif node.op_type == "Pad" and len(node.input) > 1:
         pads = _moved_pads(_ints(index, node.input[1]), perm)
         node.input[1] = _int64(out, namer, f"{node.name}_pads", pads)
