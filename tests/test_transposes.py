@@ -265,6 +265,25 @@ def test_a_pool_that_drops_its_axes_ends_the_region_without_a_transpose(opset: i
     _assert_same(model, rewritten, (1, 3, 8, 8))
 
 
+def test_an_opset_18_pad_by_axes_is_renumbered() -> None:
+    """hq64a F2: a Pad whose pads an axes input lists (opset 18) kept its Transposes; onnxruntime's own
+    optimizer then broke it ('indices element out of data bounds') and convert failed."""
+    p1, p2 = conv_params(4, 3, seed=4), conv_params(2, 4, k=1, seed=5)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        _t("c1", "a", TO_NHWC),
+        helper.make_node("Pad", ["a", "pads", "", "hw"], ["p"], name="pad"),
+        _t("p", "back", TO_NCHW),
+        helper.make_node("Conv", ["back", "w2", "b2"], ["y"], name="conv2"),
+    ]
+    weights = {"w1": p1["w"], "w2": p2["w"], "b2": p2["b"]}
+    weights |= {"pads": np.array([2, 1, 1, 2], np.int64), "hw": np.array([1, 2], np.int64)}
+    model = make_model(nodes, weights, input_shape=(1, 3, 8, 8), opset=18)
+    rewritten, count = cancel_transposes(model)
+    assert count == 2 and _ops(rewritten)["Transpose"] == 0
+    _assert_same(model, rewritten, (1, 3, 8, 8))
+
+
 def test_a_shared_constant_is_copied_not_changed() -> None:
     model = _sandwich()
     model.graph.node.append(helper.make_node("Neg", ["s"], ["z"], name="other_reader"))
