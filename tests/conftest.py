@@ -107,6 +107,15 @@ def make_model(
     return model
 
 
+def checked_model(graph: onnx.GraphProto, path: Path, opset: int = 13) -> Path:
+    """`graph` as a checked model of `opset` (IR 8), saved at `path`."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -17,6 +16,7 @@ from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.compare import Comparison
 from quantkit.evaluate.gfl import gfl_heads, gfl_rows
 from quantkit.results import Batch
+from tests.conftest import checked_model
 from tests.helpers import assert_one_line_error, run
 
 SIDE = (64, 48)  # strides 8, 16, 32, 64: 8x6, 4x3, 2x2, 1x1 cells
@@ -177,11 +177,7 @@ def _picodet_model(path: Path, classes: int = 3, sigmoid: bool = True) -> Path:
         outputs,
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return checked_model(graph, path)
 
 
 def test_cli_compare_and_the_budget_read_a_picodet_head(

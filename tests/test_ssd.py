@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -18,6 +17,7 @@ from quantkit.evaluate.budget_validator import Validator
 from quantkit.evaluate.compare import Comparison
 from quantkit.evaluate.ssd import ssd_head, ssd_rows
 from quantkit.results import Batch
+from tests.conftest import checked_model
 from tests.helpers import assert_one_line_error, run
 
 ANCHORS = 64  # an 8 x 8 grid of priors over a 16 x 16 input
@@ -182,11 +182,7 @@ def _ssd_model(path: Path) -> Path:
         ],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return checked_model(graph, path)
 
 
 def test_cli_reads_an_ssd_head_and_refuses_its_anchors_as_a_gate(
