@@ -22,6 +22,7 @@ from onnx import numpy_helper
 
 from quantkit.graph import model_io
 from quantkit.graph.query import GraphIndex, constant_value, dense_of, subgraph_inputs
+from quantkit.graph.value_info import drop_declarations
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def normalize(model: onnx.ModelProto) -> Normalized:
     _omit_empty_roi(out)
     rows = _flat_row_biases(graph, keep_names)
     if alias or rows:
-        _drop_value_info(graph, set(alias) | rows)
+        drop_declarations(graph, set(alias) | rows)
     return Normalized(out, constants, len(alias), sparse)
 
 
@@ -114,7 +115,7 @@ def same_type_casts(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         node.input[:] = [alias.get(name, name) for name in node.input]
     del out.graph.node[:]
     out.graph.node.extend(kept)
-    _drop_value_info(out.graph, set(alias))
+    drop_declarations(out.graph, set(alias))
     return out, len(alias)
 
 
@@ -156,9 +157,3 @@ def _omit_empty_roi(model: onnx.ModelProto) -> None:
 def _overridable(graph: onnx.GraphProto, name: str) -> bool:
     """An initializer also listed as a graph input may be fed at run time: its Identity stays."""
     return any(i.name == name for i in graph.input)
-
-
-def _drop_value_info(graph: onnx.GraphProto, names: set[str]) -> None:
-    kept = [v for v in graph.value_info if v.name not in names]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)

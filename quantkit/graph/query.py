@@ -62,8 +62,8 @@ class GraphIndex:
         self.nodes = list(graph.node)
         self.by_name = {n.name: n for n in self.nodes}
         self.initializers = {t.name: t for t in graph.initializer}
-        self.graph_inputs = [i.name for i in graph.input if i.name not in self.initializers]
         self.model_inputs = [i for i in graph.input if i.name not in self.initializers]
+        self.graph_inputs = [i.name for i in self.model_inputs]
         self.graph_outputs = {o.name for o in graph.output}
         self.producer: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)

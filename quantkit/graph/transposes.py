@@ -27,8 +27,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from quantkit.graph import model_io
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, drop_unread_initializers
+from quantkit.graph.value_info import drop_declarations
 
 ELEMENTWISE = frozenset(
     {
@@ -81,7 +83,7 @@ def _perms(model: onnx.ModelProto) -> list[tuple[int, ...]]:
     for node in model.graph.node:
         if node.op_type == "Transpose" and node.domain in ("", "ai.onnx"):
             perm = _perm_of(node)
-            if perm is not None and perm != tuple(range(len(perm))):
+            if perm is not None and not _identity(perm):
                 found.add(perm)
     return sorted(found)
 
@@ -97,7 +99,7 @@ def _rewrite(model: onnx.ModelProto, perm: tuple[int, ...]) -> onnx.ModelProto |
     """A copy of `model` with the profitable regions of `perm` stored untransposed, or None."""
     index = GraphIndex(model)
     fixed = frozenset(index.initializers) - {value.name for value in model.graph.input}
-    region, parent = _grow(index, fixed, perm, _opset(model))
+    region, parent = _grow(index, fixed, perm, model_io.opset_version(model))
     if not region.members:
         return None
     gains = _gains(index, region, parent)
@@ -111,10 +113,6 @@ def _rewrite(model: onnx.ModelProto, perm: tuple[int, ...]) -> onnx.ModelProto |
         {n: c for n, c in region.nodes.items() if _find(parent, c) in kept},
     )
     return _apply(model, chosen)
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _grow(
@@ -237,7 +235,7 @@ def _exits(index: GraphIndex, region: _Region) -> tuple[set[str], dict[str, tupl
     kept: set[str] = set()
     leaving: dict[str, tuple[int, ...]] = {}
     for name in region.members:
-        if name in index.graph_outputs or name in index.captured:
+        if _read_by_name(index, name):
             kept.add(name)
         for node, _ in index.consumers.get(name, []):
             if node.name in region.nodes:
@@ -260,7 +258,7 @@ def _gains(index: GraphIndex, region: _Region, parent: list[int]) -> dict[int, i
         gain = (name in region.entries) - (name in kept)
         gains[root] = gains.get(root, 0) + gain
     for node_name, perm in leaving.items():
-        if perm == tuple(range(len(perm))):
+        if _identity(perm):
             source = index.by_name[node_name].input[0]
             root = _find(parent, region.members[source])
             gains[root] = gains.get(root, 0) + 1
@@ -288,7 +286,7 @@ def _apply(model: onnx.ModelProto, region: _Region) -> onnx.ModelProto:
         elif node.name in leaving:
             perm = leaving[node.name]
             node.input[0] = base[node.input[0]]
-            if perm == tuple(range(len(perm))) and not _read_by_name(index, node.output[0]):
+            if _identity(perm) and not _read_by_name(index, node.output[0]):
                 renamed[node.output[0]] = node.input[0]
                 continue
             _set_perm(node, perm)
@@ -299,10 +297,7 @@ def _apply(model: onnx.ModelProto, region: _Region) -> onnx.ModelProto:
         node.input[:] = [renamed.get(name, name) for name in node.input]
     del out.graph.node[:]
     out.graph.node.extend(nodes)
-    gone = set(region.members)
-    declared = [v for v in out.graph.value_info if v.name not in gone]
-    del out.graph.value_info[:]
-    out.graph.value_info.extend(declared)
+    drop_declarations(out.graph, set(region.members))  # their shapes are the untransposed ones now
     drop_unread_initializers(out)
     return out
 
@@ -312,8 +307,12 @@ def _read_by_name(index: GraphIndex, name: str) -> bool:
     return name in index.graph_outputs or name in index.captured
 
 
+def _identity(perm: Sequence[int]) -> bool:
+    return list(perm) == list(range(len(perm)))
+
+
 def _set_perm(node: onnx.NodeProto, perm: tuple[int, ...]) -> None:
-    if perm == tuple(range(len(perm))):
+    if _identity(perm):
         node.op_type = "Identity"
         del node.attribute[:]
         return
@@ -387,18 +386,20 @@ def _renumber(
             attr.ints[:] = moved(attr.ints)
         elif attr.name == "pads":
             attr.ints[:] = _moved_pads(list(attr.ints), perm)
-    if node.op_type in ("Softmax", "LogSoftmax", "Hardmax") and not _has(node, "axis"):
+    if node.op_type in ("Softmax", "LogSoftmax", "Hardmax") and index.attribute(node, "axis") is None:
         node.attribute.append(helper.make_attribute("axis", perm[-1]))
-    if node.op_type == "Split" and not _has(node, "axis"):
+    if node.op_type == "Split" and index.attribute(node, "axis") is None:
         node.attribute.append(helper.make_attribute("axis", perm[0]))
     if node.op_type in REDUCTIONS and len(node.input) > 1 and node.input[1]:
-        node.input[1] = _int64(out, namer, f"{node.name}_axes", moved(_ints(index, node.input[1])))
+        node.input[1] = _int_initializer(out, namer, f"{node.name}_axes", moved(_ints(index, node.input[1])))
     elif node.op_type == "Pad" and len(node.input) > 3 and node.input[3]:  # pads listed by these axes
         kind = index.elem_types.get(node.input[3], onnx.TensorProto.INT64)
-        node.input[3] = _int64(out, namer, f"{node.name}_axes", moved(_ints(index, node.input[3])), kind)
+        node.input[3] = _int_initializer(
+            out, namer, f"{node.name}_axes", moved(_ints(index, node.input[3])), kind
+        )
     elif node.op_type == "Pad" and len(node.input) > 1:
         pads = _moved_pads(_ints(index, node.input[1]), perm)
-        node.input[1] = _int64(out, namer, f"{node.name}_pads", pads)
+        node.input[1] = _int_initializer(out, namer, f"{node.name}_pads", pads)
     elif node.op_type == "Slice":
         starts = _ints(index, node.input[1])
         axes = (
@@ -407,7 +408,7 @@ def _renumber(
         while len(node.input) < 4:
             node.input.append("")
         kind = index.elem_types.get(node.input[1], onnx.TensorProto.INT64)  # starts, ends, axes: one type
-        node.input[3] = _int64(out, namer, f"{node.name}_axes", moved(axes), kind)
+        node.input[3] = _int_initializer(out, namer, f"{node.name}_axes", moved(axes), kind)
 
 
 def _moved_pads(pads: list[int], perm: Sequence[int]) -> list[int]:
@@ -419,20 +420,16 @@ def _moved_pads(pads: list[int], perm: Sequence[int]) -> list[int]:
     return moved
 
 
-def _has(node: onnx.NodeProto, name: str) -> bool:
-    return any(attr.name == name for attr in node.attribute)
-
-
 def _ints(index: GraphIndex, name: str) -> list[int]:
     value = index.constant(name)
     assert value is not None
     return [int(v) for v in value.reshape(-1)]
 
 
-def _int64(
+def _int_initializer(
     out: onnx.ModelProto, namer: Namer, base: str, values: Sequence[int], kind: int = onnx.TensorProto.INT64
 ) -> str:
-    """A new initializer of `values`, int64 (or `kind`: a Slice's int32 starts want int32 axes)."""
+    """The name of a new initializer of `values`, int64 or `kind` (a Slice's int32 starts want int32 axes)."""
     fresh = namer.fresh(base)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(kind)
     out.graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), fresh))

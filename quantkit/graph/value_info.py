@@ -46,10 +46,15 @@ def without_declarations(model: onnx.ModelProto, names: tuple[str, ...]) -> onnx
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    kept = [v for v in out.graph.value_info if v.name not in set(names)]
-    del out.graph.value_info[:]
-    out.graph.value_info.extend(kept)
+    drop_declarations(out.graph, set(names))
     return out
+
+
+def drop_declarations(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Remove the value_info entries `names` from `graph`, in place (their shapes are stale)."""
+    kept = [v for v in graph.value_info if v.name not in names]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
 
 
 def _contradicts(declared: onnx.TypeProto.Tensor, inferred: onnx.TypeProto.Tensor) -> bool:
