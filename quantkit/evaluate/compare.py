@@ -108,8 +108,8 @@ class Comparison:
         self.seen_shapes = {n: list(v.shape) for n, v in ref_out.items()}
         ref_out, cand_out = class_views(ref_out), class_views(cand_out)  # [N, C, 1, 1] scores as [N, C]
         threshold = self.detection_threshold
-        if threshold is None and self.anchors is None:  # per-anchor agreement of an SSD head, warned of
-            self.anchors = next(iter(anchor_pairs(ref_out)), None)
+        if threshold is None and not self.count:  # per-anchor agreement of an SSD head, warned of: read
+            self.anchors = next(iter(anchor_pairs(ref_out)), None)  # once, on the first batch
         if self.detector in COMBINED and threshold is not None and self.combined is None:
             self.combined = combined_head(ref_out, self.detector, self.input_size)
         for name in ref_out:

@@ -24,7 +24,7 @@ import onnx
 
 from quantkit.config import ConvertConfig, Target
 from quantkit.errors import ModelError
-from quantkit.pipeline.convert_notes import PARITY_WHOSE, quantizes_a_layer
+from quantkit.pipeline.convert_notes import quantizes_a_layer
 from quantkit.planner import at_output
 from quantkit.planner import plan as make_plan
 from quantkit.planner.fallback import MIN_GAIN_DB, SqnrMemo
@@ -32,7 +32,6 @@ from quantkit.planner.int8_model import quantized_model, runnable
 from quantkit.results import CalibrationTable, Feed, Runs
 
 PARITY_DB = 0.5
-WHOSE = PARITY_WHOSE  # the summary's name for it (reports.formats.fallback_steps)
 # whose target a layer is kept float for (fallback.search's `by`; {} the target in dB)
 BY = f"by --target tensorrt's {{:.2f}} dB (within {PARITY_DB:g} dB of its plan with uint8 activations)"
 
