@@ -36,7 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantkit import pipeline
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection, PreprocessOptions
-from quantkit.graph.model_io import image_input
+from quantkit.graph.model_inputs import image_input
 from quantkit.images import ImageLoader, find_images, resolve_preprocess
 from quantkit.runtime import Session, interleaved_latency
 

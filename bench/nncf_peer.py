@@ -22,7 +22,8 @@ import onnx
 from bench.child import PEAK_PREFIX, own_peak_mb
 from bench.quantize import check_written, preprocess_from
 from quantkit.config import ImageSelection
-from quantkit.graph.model_io import ensure_opset, image_input
+from quantkit.graph.model_inputs import image_input
+from quantkit.graph.model_io import ensure_opset
 from quantkit.images import ImageLoader, resolve_preprocess, select_images
 
 

@@ -26,7 +26,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from quantkit.config import ImageSelection, PreprocessOptions, Preset, ResizeMode
-from quantkit.graph.model_io import image_input
+from quantkit.graph.model_inputs import image_input
 from quantkit.images import ImageLoader, resolve_preprocess, select_images
 
 

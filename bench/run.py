@@ -39,7 +39,7 @@ from bench.child import ChildResult, memory_total_bytes, run_child
 from bench.models import ASSETS, MODELS, RESNET, BenchModel, preprocess_spec
 from bench.resnet import build as build_resnet
 from quantkit.config import ImageSelection, Preprocess
-from quantkit.graph.model_io import image_input
+from quantkit.graph.model_inputs import image_input
 from quantkit.images import ImageLoader, find_images, resolve_preprocess, select_images
 from quantkit.pipeline import speed_memory
 from quantkit.runtime import cpu_info, versions

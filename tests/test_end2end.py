@@ -306,7 +306,8 @@ def test_one_images_detections_without_a_batch_axis_are_read_as_its_list(
     assert boxes["boxes"] > boxes["boxes_found"] > 0 and boxes["boxes_extra"] == 0
     # independently: the reference's scores on the images as compare reads them
     from quantkit.config import ImageSelection, PreprocessOptions
-    from quantkit.graph.model_io import image_input, load_model
+    from quantkit.graph.model_inputs import image_input
+    from quantkit.graph.model_io import load_model
     from quantkit.images import ImageLoader, resolve_preprocess, select_images
 
     pre = resolve_preprocess(PreprocessOptions(), image_input(load_model(reference)))

@@ -28,7 +28,7 @@ from PIL import Image
 from quantkit.calib import table as table_io
 from quantkit.config import Layout, Preprocess, ResizeMode
 from quantkit.errors import QuantkitError
-from quantkit.graph import model_io
+from quantkit.graph import model_inputs, model_io
 from quantkit.images import load_sample
 from quantkit.results import CalibrationTable, TensorStats
 from tests.conftest import conv_params, make_model
@@ -107,7 +107,7 @@ def test_model_loader(data: bytes) -> None:
 
         def load() -> None:
             model = model_io.load_model(path)
-            model_io.image_input(model)
+            model_inputs.image_input(model)
             model_io.infer_shapes(model)
 
         survives(load)

@@ -406,7 +406,7 @@ def test_a_flag_convert_would_not_read_is_refused(
 def test_bgr_is_not_recorded_for_a_grey_input(tmp_path: Path) -> None:
     """hunt48 C2: --bgr on a 1-channel model was recorded ("480x640 NCHW BGR") where nothing was swapped."""
     from quantkit.config import PreprocessOptions
-    from quantkit.graph.model_io import image_input
+    from quantkit.graph.model_inputs import image_input
     from quantkit.images import resolve_preprocess
     from tests.conftest import make_model
 

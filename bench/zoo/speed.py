@@ -24,7 +24,7 @@ import onnx
 
 from bench.zoo.flags import preprocess_options
 from quantkit.evaluate.speed import interleaved_rounds, speedups
-from quantkit.graph.model_io import image_input
+from quantkit.graph.model_inputs import image_input
 from quantkit.images import ImageLoader, find_images, resolve_preprocess
 from quantkit.runtime import Session
 

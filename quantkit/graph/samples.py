@@ -16,7 +16,7 @@ import onnx
 
 from quantkit.config.preprocessing import check_fixed_sides
 from quantkit.errors import ModelError
-from quantkit.graph.model_io import float_inputs, image_input
+from quantkit.graph.model_inputs import float_inputs, image_input
 from quantkit.results import Feed, InputSpec, feed_take
 from quantkit.runtime import Session
 

@@ -21,7 +21,7 @@ from quantkit.data import ArrayStream, Sample, feed_side, samples_at
 from quantkit.errors import ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
-from quantkit.graph import model_io
+from quantkit.graph import model_inputs, model_io
 from quantkit.graph.augment import (
     observed_tensors,
     sample_bytes,
@@ -119,9 +119,9 @@ def calibrate(
     started = time.perf_counter()
     model = model_io.load_model(model_path)
     require_quantizable(model, model_path)
-    specs = model_io.float_inputs(model)
+    specs = model_inputs.float_inputs(model)
     # images need the one image input; arrays feed every input (dicts for several)
-    spec = model_io.image_input(model) if arrays is None or len(specs) <= 1 else specs[0]
+    spec = model_inputs.image_input(model) if arrays is None or len(specs) <= 1 else specs[0]
     fed = specs if arrays is not None and len(specs) > 1 else (spec,)
     size = fixed_batch_of([s.batch_dim for s in fed]) or config.batch_size  # the model's, else the requested
     preprocess: Preprocess | None = None

@@ -32,7 +32,7 @@ from quantkit.evaluate.figure_warnings import (
 from quantkit.evaluate.labels import read_classes
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.speed import latency_stats
-from quantkit.graph import model_io
+from quantkit.graph import model_inputs, model_io
 from quantkit.graph.augment import fitting_batch
 from quantkit.graph.layouts import channel_axes
 from quantkit.graph.output_kinds import label_outputs, map_outputs, value_outputs
@@ -90,12 +90,12 @@ def compare(
             f"{candidate_path.name} stores bfloat16, which onnxruntime's CPU provider cannot run; convert's "
             "summary gives its SQNR, measured on its float32 emulation, and --runtime openvino runs it"
         )
-    specs = model_io.float_inputs(reference)
+    specs = model_inputs.float_inputs(reference)
     several = arrays is not None and len(specs) > 1  # arrays feed every input; images the one image input
-    spec = specs[0] if several else model_io.image_input(reference)
-    other = model_io.float_inputs(candidate)[0] if several else model_io.image_input(candidate)
+    spec = specs[0] if several else model_inputs.image_input(reference)
+    other = model_inputs.float_inputs(candidate)[0] if several else model_inputs.image_input(candidate)
     classes = read_classes(config.labels) if config.labels else None
-    fed = (specs, model_io.float_inputs(candidate)) if several else ((spec,), (other,))
+    fed = (specs, model_inputs.float_inputs(candidate)) if several else ((spec,), (other,))
     fixed = {d for d in (fixed_batch_of([s.batch_dim for s in one]) for one in fed) if d is not None}
     if len(fixed) > 1:
         raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")

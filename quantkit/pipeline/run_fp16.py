@@ -19,7 +19,7 @@ from quantkit.errors import ModelError
 from quantkit.files import check_output
 from quantkit.graph import compact as compact_graph
 from quantkit.graph import fp16_rewrite as fp16_graph
-from quantkit.graph import model_io
+from quantkit.graph import model_inputs, model_io
 from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.emulate import emulate, stored_as
 from quantkit.graph.float_formats import FORMATS, FloatFormat
@@ -393,7 +393,7 @@ def _drawn_at_random(error: ModelError, model: onnx.ModelProto) -> ModelError | 
     unwarper read an int64 image size of one element and failed in a Gather: onnxruntime's words only);
     None where the model has no integer input."""
     weights = {t.name for t in model.graph.initializer}
-    integers = model_io.ARRAY_TYPES - model_io.IMAGE_TYPES  # fed from arrays only: no image-like draw
+    integers = model_inputs.ARRAY_TYPES - model_inputs.IMAGE_TYPES  # fed from arrays only: no image-like draw
     drawn = [
         i.name
         for i in model.graph.input

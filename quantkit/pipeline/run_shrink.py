@@ -26,7 +26,7 @@ from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labels_fit
 from quantkit.files import check_output, json_text, require_writable, write_set
-from quantkit.graph import model_io
+from quantkit.graph import model_inputs, model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
 from quantkit.graph.query import INTEGER_TYPES
 from quantkit.images import (
@@ -377,7 +377,7 @@ def cache_key(model_path: Path, config: ShrinkConfig, model_sha256: str) -> str:
     """sha256 over the model's bytes (model_sha256), the resolved preprocessing, the calibration images'
     names and contents and the calibration settings: a table is reused only when all of them match."""
     model = model_io.load_model(model_path)
-    preprocess = resolve_preprocess(config.calibration.preprocess, model_io.image_input(model))
+    preprocess = resolve_preprocess(config.calibration.preprocess, model_inputs.image_input(model))
     paths = select_images(config.calibration.images)
     key = {
         "model": model_sha256,

@@ -1,0 +1,72 @@
+"""A model's inputs as quantkit feeds them (results.InputSpec): the one image input, or every input for
+model-ready arrays; the element types each path takes."""
+
+from __future__ import annotations
+
+import onnx
+
+from quantkit.errors import ModelError
+from quantkit.graph.query import INTEGER_TYPES
+from quantkit.results import InputSpec
+
+
+def image_input(model: onnx.ModelProto) -> InputSpec:
+    """The model's single input, for images: float32, float16 (fed cast: a model exported in float16, or
+    one convert --to fp16 --no-keep-io-types wrote), or uint8 pixels. Several inputs, or one of another
+    type, are refused."""
+    inputs = _graph_inputs(model)
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise ModelError(
+            f"the model has {len(inputs)} inputs ({names}); --images feeds one image input: calibrate, "
+            "compare take model-ready arrays (--inputs: .npz files naming each input); shrink: images only"
+        )
+    return _float_spec(inputs[0], IMAGE_TYPES)
+
+
+def float_inputs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
+    """Every input the model is fed (initializers excluded), in graph order: float32, float16, uint8, or
+    (fed from arrays) another integer type or bool, which the sessions cast the samples to (a
+    recognizer's int64 line widths, a bool mask)."""
+    return tuple(_float_spec(value, ARRAY_TYPES) for value in _graph_inputs(model))
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {init.name for init in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+IMAGE_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.UINT8})
+ARRAY_TYPES = IMAGE_TYPES | {
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.INT16,
+    onnx.TensorProto.INT32,
+    onnx.TensorProto.INT64,
+    onnx.TensorProto.BOOL,
+}
+
+
+def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPES) -> InputSpec:
+    tensor_type = value.type.tensor_type
+    kind = tensor_type.elem_type
+    if kind == onnx.TensorProto.BFLOAT16:
+        raise ModelError(
+            f"input {value.name!r} is BFLOAT16, which quantkit cannot feed (numpy has no bfloat16): export "
+            "the model with a float32 or float16 input (if its weights are 16-bit too, give its float32 "
+            "original)"
+        )
+    if kind not in allowed:
+        also = "" if allowed == IMAGE_TYPES else "; arrays also integer or bool"
+        raise ModelError(
+            f"input {value.name!r} is {onnx.TensorProto.DataType.Name(kind)}; quantkit feeds float32 or "
+            f"float16 images, or uint8 pixels{also}: export the model with such an input"
+        )
+    dims = tensor_type.shape.dim
+    if zero := [k for k, d in enumerate(dims) if d.HasField("dim_value") and d.dim_value == 0]:
+        raise ModelError(  # onnxruntime then wants exactly 0 there: 'Got: 50 Expected: 0'
+            f"input {value.name!r} declares dimension {zero[0]} as 0: no sample fits it; export the model "
+            "with that dimension dynamic (a name) or at its size"
+        )
+    shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
+    pixels = kind == onnx.TensorProto.UINT8
+    return InputSpec(value.name, shape, pixels, kind in INTEGER_TYPES and not pixels)
