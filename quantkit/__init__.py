@@ -10,6 +10,7 @@ The public API (everything else is private and may change):
     check(model, target="ort-cpu" | "tensorrt")                      -> CheckReport
     sensitivity(model, calibration=..., data=...)                    -> SensitivityReport
     Preprocess(preset=, mean=, std=, bgr=, resize=, input_size=)    how images become inputs
+        (input_values={"orig_target_sizes": [640, 640]}: other inputs' value for every image)
     QuantkitError (and ModelError, ImageError, CalibrationError, ConversionError, ConfigError,
     OutputError): every problem with the input, with a one-line message that says how to fix it.
 

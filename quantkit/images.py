@@ -23,6 +23,7 @@ from quantkit.config import (
     PreprocessOptions,
     Preset,
     ResizeMode,
+    fixed_inputs,
 )
 from quantkit.config.preprocessing import check_fixed_sides, shape_text
 from quantkit.errors import ConfigError, ImageError
@@ -206,8 +207,11 @@ def links_outside(folder: Path) -> int:
 ARRAYS_HINT = "for other inputs give model-ready arrays, calibrate and compare --inputs DIR (.npy/.npz)"
 
 
-def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preprocess:
-    """Fill layout, channels and size from the model's input [N, C, H, W] or [N, H, W, C]."""
+def resolve_preprocess(
+    options: PreprocessOptions, spec: InputSpec, inputs: Sequence[InputSpec] = ()
+) -> Preprocess:
+    """Fill layout, channels and size from the model's image input `spec` [N, C, H, W] or [N, H, W, C];
+    the values --input-value gives the others checked against `inputs` (every input of the model)."""
     shape = spec.shape
     if len(shape) != 4:
         raise ConfigError(
@@ -262,6 +266,10 @@ def resolve_preprocess(options: PreprocessOptions, spec: InputSpec) -> Preproces
         bgr=options.bgr and channels == 3,  # a grey input has no channel order (hunt48 C2: recorded "BGR")
         resize=options.resize,
         pad=LETTERBOX_PAD if options.pad is None else options.pad,
+        image=spec.name if options.input_values else "",
+        fixed=fixed_inputs.resolve(
+            options.input_values, spec.name, [(i.name, i.shape, i.integer) for i in inputs or (spec,)]
+        ),
     )
 
 
@@ -333,10 +341,10 @@ class ImageLoader:
             samples.append(sample)
             names.append(path)
             if len(samples) == self.batch_size:
-                yield Batch(np.stack(samples), tuple(names))
+                yield Batch(self.preprocess.feed(np.stack(samples)), tuple(names))
                 samples, names = [], []
         if samples:
-            yield Batch(np.stack(samples), tuple(names))
+            yield Batch(self.preprocess.feed(np.stack(samples)), tuple(names))
 
     @property
     def content_hash(self) -> str:

@@ -134,9 +134,9 @@ class CalibrationTable:
     meta: dict[str, Any]
     stats: dict[str, TensorStats]
     samples: Feed | None = None  # float32 [K, ...] (per input): a few inputs for convert's smoke test
-    # float32 [S, ...]: the images with the most extreme activations (calib.extremes.stress_images), on
+    # float32 [S, ...] (per input): the images with the most extreme activations (calib.extremes), on
     # which convert checks the range cap; None for array data, or a table from an earlier quantkit
-    stress: np.ndarray | None = None
+    stress: Feed | None = None
 
     @property
     def model_sha256(self) -> str:

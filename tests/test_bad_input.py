@@ -355,12 +355,13 @@ def test_several_image_inputs(image_dir: Path, tmp_path: Path, capsys: Capsys) -
         tmp_path,
         capsys,
         "2 inputs",
-        "--images feeds one image input: calibrate, compare take model-ready arrays (--inputs: .npz",
+        "images feed one of them: give the others a value for every image (--input-value ",
+        "or model-ready arrays to calibrate and compare (--inputs: .npz",
     )
     code, _, err = run(  # hunt30: shrink, which has no --inputs, was pointed at it
         ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(tmp_path / "s")], capsys
     )
-    assert_one_line_error(code, err, "shrink: images only")
+    assert_one_line_error(code, err, "model-ready arrays to calibrate and compare")
 
 
 def test_non_image_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:

@@ -4,7 +4,8 @@ The JSON holds provenance and per-tensor scalars; each tensor's arrays are store
 keys derived from its index in the JSON list (tensor names may hold any character). The smoke-test
 samples: key `samples` for a model with one input; for several, `samples_K` per input, the JSON's
 `sample_inputs` listing their names in order (a list a one-input table does not have: its bytes stay).
-Key `stress`: the images with the most extreme activations (calib.extremes), for one input.
+Key `stress`: the images with the most extreme activations (calib.extremes); `stress_K` per input where the
+samples are per input (images beside inputs --input-value fixes).
 The JSON records the sha256 of its .npz, so a pair mixed from two runs (or an .npz replaced by hand) is
 refused, not misread.
 Serialisation is deterministic: the same table gives the same bytes.
@@ -71,8 +72,14 @@ def serialize(table: CalibrationTable) -> tuple[bytes, bytes]:
             arrays[f"chmax_{index}"] = s.channel_max.astype(np.float32)
         if s.channel_mean is not None:
             arrays[f"chmean_{index}"] = s.channel_mean.astype(np.float64)
-    if table.stress is not None:
+    if isinstance(table.stress, np.ndarray):
         arrays["stress"] = table.stress.astype(np.float32)
+    elif (
+        table.stress is not None
+        and isinstance(table.samples, dict)
+        and list(table.stress) == list(table.samples)
+    ):
+        arrays |= {f"stress_{k}": v.astype(np.float32) for k, v in enumerate(table.stress.values())}
     inputs: list[str] | None = None
     if isinstance(table.samples, np.ndarray):
         arrays["samples"] = table.samples.astype(np.float32)
@@ -157,7 +164,7 @@ def _parsed(doc: dict[str, Any], npz_bytes: bytes, json_path: Path) -> Calibrati
         with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as npz:
             stats = {e["name"]: _entry_stats(e, i, npz) for i, e in enumerate(doc["tensors"])}
             samples = _samples(doc, npz)
-            stress = np.asarray(npz["stress"], np.float32) if "stress" in npz.files else None
+            stress = _stress(doc, npz)
         meta = doc["meta"]
         if not isinstance(meta, dict) or not isinstance(meta.get("model_sha256"), str):
             raise TypeError("its meta holds no model_sha256")  # hq57 D(c): read as another model's
@@ -196,6 +203,21 @@ def _require_recorded_shape(meta: dict[str, Any], samples: Feed | None) -> None:
     if tuple(samples.shape[1:]) != expected:
         held = list(samples.shape[1:])
         raise ValueError(f"its preprocessing gives samples of shape {list(expected)}, its samples are {held}")
+
+
+def _stress(doc: dict[str, Any], npz: Any) -> Feed | None:
+    """The stored stress samples: one array, {input name: array} as the samples are, or None."""
+    if "stress" in npz.files:
+        return np.asarray(npz["stress"], np.float32)
+    names = [str(n) for n in doc.get("sample_inputs", [])]
+    if not names or not all(f"stress_{k}" in npz.files for k in range(len(names))):
+        return None
+    found = {n: np.asarray(npz[f"stress_{k}"], np.float32) for k, n in enumerate(names)}
+    if len({v.shape[0] for v in found.values()}) != 1 or not all(
+        np.isfinite(v).all() for v in found.values()
+    ):
+        raise ValueError("the stored stress samples of the inputs do not match")
+    return found
 
 
 def _samples(doc: dict[str, Any], npz: Any) -> Feed | None:

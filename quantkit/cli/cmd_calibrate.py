@@ -14,6 +14,7 @@ from quantkit.cli.options import (
     BgrOpt,
     ImagesOrArraysOpt,
     InputsOpt,
+    InputValueOpt,
     MeanOpt,
     NumImagesOpt,
     OutputKindOpt,
@@ -55,6 +56,7 @@ def calibrate(
     resize: ResizeOpt = None,
     pad: PadOpt = None,
     input_size: SizeOpt = None,
+    input_value: InputValueOpt = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Images per run (models with a dynamic batch).")
     ] = 8,
@@ -84,7 +86,7 @@ def calibrate(
         raise ConfigError("calibrate reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
     config = CalibrateConfig(
         images=ImageSelection(images or Path("."), num_images, seed),
-        preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size, pad),
+        preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size, pad, input_value),
         batch_size=batch_size,
         bins=bins,
         output_kind=output_kind,

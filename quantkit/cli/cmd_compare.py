@@ -26,6 +26,7 @@ from quantkit.cli.options import (
     DetectorOpt,
     ImagesOrArraysOpt,
     InputsOpt,
+    InputValueOpt,
     MeanOpt,
     NumImagesOpt,
     OutputKindOpt,
@@ -92,6 +93,7 @@ def compare(
     resize: ResizeOpt = None,
     pad: PadOpt = None,
     input_size: SizeOpt = None,
+    input_value: InputValueOpt = None,
     inputs: InputsOpt = None,
 ) -> None:
     """Accuracy, output error, latency and size of a candidate model against its reference.
@@ -115,11 +117,12 @@ def compare(
         "resize": resize,
         "pad": pad,
         "input_size": input_size,
+        "input_values": input_value or None,
     }
     given = frozenset(name for name, value in flags.items() if value is not None)
     config = CompareConfig(
         images=ImageSelection(images or Path("."), num_images, seed),
-        preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size, pad),
+        preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size, pad, input_value),
         labels=labels,
         latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
         runtime=runtime,

@@ -28,6 +28,7 @@ from quantkit.cli.options import (
     DetectorOpt,
     ExcludeFromOpt,
     ExcludeNodesOpt,
+    InputValueOpt,
     MeanOpt,
     MethodOpt,
     NumImagesOpt,
@@ -153,6 +154,7 @@ def shrink(
     resize: ResizeOpt = None,
     pad: PadOpt = None,
     input_size: SizeOpt = None,
+    input_value: InputValueOpt = None,
 ) -> None:
     """Calibrate (or reuse a cached table), convert to INT8 and compare in one step, with gates that set
     the exit code: 0 all pass, 1 a gate failed (reports still written), 2 an error."""
@@ -171,7 +173,7 @@ def shrink(
     from quantkit.reports import console
     from quantkit.reports.formats import shrink_warnings
 
-    preprocess = preprocess_options(preset, mean, std, bgr, resize, input_size, pad)
+    preprocess = preprocess_options(preset, mean, std, bgr, resize, input_size, pad, input_value)
     config = ShrinkConfig(
         calibration=CalibrateConfig(
             ImageSelection(images, num_images, seed), preprocess, output_kind=output_kind

@@ -207,6 +207,17 @@ PadOpt = Annotated[
     ),
 ]
 
+InputValueOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input-value",
+        metavar="NAME=V[,V...]",
+        help="A value for a model input beside the image, the same for every image (RT-DETR's "
+        "orig_target_sizes=640,640; PaddleDetection's im_shape=640,640 and scale_factor=1,1); once per "
+        "such input. Recorded with the preprocessing; what is computed from it stays float.",
+    ),
+]
+
 SizeOpt = Annotated[
     str | None, typer.Option("--input-size", help="HxW for models with dynamic spatial size.")
 ]
@@ -228,8 +239,10 @@ def preprocess_options(
     resize: ResizeMode | None,
     input_size: str | None,
     pad: float | None = None,
+    input_values: list[str] | None = None,
 ) -> Any:
     from quantkit.config import PreprocessOptions
+    from quantkit.config.fixed_inputs import given_values
 
     return PreprocessOptions(
         preset=preset,
@@ -239,4 +252,5 @@ def preprocess_options(
         resize=resize or ResizeMode.crop,
         input_size=parse_size(input_size),
         pad=pad,
+        input_values=given_values(input_values or ()),
     )

@@ -10,7 +10,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from quantkit.config.base import as_count, as_enum, as_floats, as_size, set_switches
+from quantkit.config.fixed_inputs import FixedInput, given_values
 from quantkit.errors import ConfigError
 
 
@@ -70,6 +73,8 @@ class Preprocess:
     bgr: bool = False
     resize: ResizeMode = ResizeMode.crop
     pad: float = LETTERBOX_PAD  # the letterbox's fill, a 0-255 pixel value (rapid-table pads with 0)
+    image: str = ""  # the input the images feed; named where others get fixed values
+    fixed: tuple[FixedInput, ...] = ()  # the model's other inputs, each one value for every sample
 
     def __post_init__(self) -> None:
         check_pad(self.pad)
@@ -118,7 +123,14 @@ class Preprocess:
             "bgr": self.bgr,
             "resize": self.resize.value,
             "pad": self.pad,
-        }
+        } | ({"image": self.image, "fixed_inputs": [f.to_dict() for f in self.fixed]} if self.fixed else {})
+
+    def feed(self, images: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """What the model is fed for a batch of preprocessed images [N, ...]: the images, or, where other
+        inputs have fixed values, {input name: [N, ...]} with each value once per image."""
+        if not self.fixed:
+            return images
+        return {self.image: images} | {f.name: f.rows(len(images)) for f in self.fixed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocess:
@@ -133,6 +145,8 @@ class Preprocess:
                 bgr=bool(data["bgr"]),
                 resize=ResizeMode(data["resize"]),
                 pad=float(data.get("pad", LETTERBOX_PAD)),  # tables before --pad: 114
+                image=str(data.get("image", "")),
+                fixed=tuple(FixedInput.from_dict(f) for f in data.get("fixed_inputs", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"the recorded preprocessing is malformed ({exc}); recalibrate") from exc
@@ -149,9 +163,12 @@ class PreprocessOptions:
     resize: ResizeMode = ResizeMode.crop
     input_size: tuple[int, int] | None = None
     pad: float | None = None  # None: LETTERBOX_PAD
+    # other inputs' values, (name, values) pairs (the API also takes {name: values}): config.fixed_inputs
+    input_values: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         """Strings for the choices and lists for the numbers are accepted (the Python API)."""
+        object.__setattr__(self, "input_values", given_values(self.input_values))
         if self.preset is not None:
             object.__setattr__(self, "preset", as_enum(Preset, self.preset, "--preset"))
         object.__setattr__(self, "resize", as_enum(ResizeMode, self.resize, "--resize"))

@@ -75,7 +75,10 @@ class ReferenceCheck:
                 self._shaped(name, value.shape[1:])
                 self._logits.setdefault(name, []).append(_sampled(value.reshape(count, -1)))
         self.images += count
-        for fed in [inputs] if isinstance(inputs, np.ndarray) else list(inputs.values()):
+        # the images' range: an input given a fixed value beside them (an image size, 640) is not one
+        for fed in (
+            [inputs] if isinstance(inputs, np.ndarray) else [v for v in inputs.values() if v.ndim == 4]
+        ):
             finite = np.abs(fed[np.isfinite(fed)])
             if finite.size:
                 self.input_peak = max(self.input_peak, float(finite.max()))

@@ -3,25 +3,38 @@ model-ready arrays; the element types each path takes."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import onnx
 
+from quantkit.config.fixed_inputs import OPTION, check_names
 from quantkit.errors import ModelError
 from quantkit.graph.query import INTEGER_TYPES
 from quantkit.results import InputSpec
 
 
-def image_input(model: onnx.ModelProto) -> InputSpec:
-    """The model's single input, for images: float32, float16 (fed cast: a model exported in float16, or
-    one convert --to fp16 --no-keep-io-types wrote), or uint8 pixels. Several inputs, or one of another
+def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpec:
+    """The input images feed: float32, float16 (fed cast: a model exported in float16, or one convert
+    --to fp16 --no-keep-io-types wrote), or uint8 pixels. The model's only input, or the only one besides
+    those `fixed` names (given a value for every sample: config.fixed_inputs); more, or one of another
     type, are refused."""
     inputs = _graph_inputs(model)
-    if len(inputs) != 1:
+    check_names(fixed, [i.name for i in inputs])
+    rest = [i for i in inputs if i.name not in fixed]
+    if len(rest) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
+        image = next((i for i in rest if _rank(i) == 4), rest[0]) if rest else None
+        others = ", ".join(f"{OPTION} {i.name}=..." for i in rest if i is not image)
         raise ModelError(
-            f"the model has {len(inputs)} inputs ({names}); --images feeds one image input: calibrate, "
-            "compare take model-ready arrays (--inputs: .npz files naming each input); shrink: images only"
+            f"the model has {len(inputs)} inputs ({names}); images feed one of them: give the others a value "
+            f"for every image ({others}), or model-ready arrays to calibrate and compare (--inputs: .npz "
+            "files naming each input)"
         )
-    return _float_spec(inputs[0], IMAGE_TYPES)
+    return _float_spec(rest[0], IMAGE_TYPES)
+
+
+def _rank(value: onnx.ValueInfoProto) -> int:
+    return len(value.type.tensor_type.shape.dim)
 
 
 def float_inputs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:

@@ -17,6 +17,7 @@ from quantkit.calib.collect import GROUP_BYTES, check_finite, fetch_groups, rows
 from quantkit.calib.extremes import stress_images
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import CalibrateConfig, ImageSelection, Preprocess
+from quantkit.config.fixed_inputs import OPTION
 from quantkit.data import ArrayStream, Sample, feed_side, samples_at
 from quantkit.errors import ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
@@ -120,9 +121,12 @@ def calibrate(
     model = model_io.load_model(model_path)
     require_quantizable(model, model_path)
     specs = model_inputs.float_inputs(model)
-    # images need the one image input; arrays feed every input (dicts for several)
-    spec = model_inputs.image_input(model) if arrays is None or len(specs) <= 1 else specs[0]
-    fed = specs if arrays is not None and len(specs) > 1 else (spec,)
+    given = [name for name, _ in config.preprocess.input_values]
+    if given and arrays is not None:
+        raise ConfigError(f"{OPTION} gives inputs' values beside images; model-ready arrays name every input")
+    # images need the one image input (the others given values); arrays feed every input (dicts for several)
+    spec = model_inputs.image_input(model, given) if arrays is None or len(specs) <= 1 else specs[0]
+    fed = specs if (arrays is not None and len(specs) > 1) or given else (spec,)
     size = fixed_batch_of([s.batch_dim for s in fed]) or config.batch_size  # the model's, else the requested
     preprocess: Preprocess | None = None
     paths: list[Path] = []
@@ -131,7 +135,7 @@ def calibrate(
     stream: Iterator[Batch] = iter(())
     first_data: Feed | None = None  # the first arrays' (their shapes size the observed tensors)
     if arrays is None:
-        preprocess = resolve_preprocess(config.preprocess, spec)
+        preprocess = resolve_preprocess(config.preprocess, spec, specs)
         paths = select_images(config.images)
         total, side = len(paths), (preprocess.height, preprocess.width)
     else:
@@ -291,10 +295,11 @@ def _serialised(
 def _sample_shapes_of(
     preprocess: Preprocess | None, name: str, first: Feed | None
 ) -> dict[str, tuple[int, ...]]:
-    """Input name -> one sample's shape: the preprocessed image's, or the first arrays'."""
+    """Input name -> one sample's shape: the preprocessed image's (and its fixed inputs'), or the first
+    arrays'."""
     if first is None:
         assert preprocess is not None
-        return {name: preprocess.sample_shape}
+        return {name: preprocess.sample_shape} | {f.name: f.shape for f in preprocess.fixed}
     return feed_shapes(first, name)
 
 
@@ -351,7 +356,7 @@ def _refilled(merged: Merged, preprocess: Preprocess) -> Feed | None:
     return batch.data
 
 
-def _stress_samples(merged: Merged, preprocess: Preprocess) -> np.ndarray | None:
+def _stress_samples(merged: Merged, preprocess: Preprocess) -> Feed | None:
     """The images most often among the tensors' most extreme (calib.extremes), decoded again here; None
     where no image stands out or this process cannot read them (a Ray cluster's own storage)."""
     chosen = stress_images(p.image_extremes for p in merged.partials.values())
@@ -359,10 +364,8 @@ def _stress_samples(merged: Merged, preprocess: Preprocess) -> np.ndarray | None
     if not paths:
         return None
     loader = ImageLoader(paths, preprocess, len(paths))
-    batch = next(iter(loader), None)  # one batch of them all: float32 [S, ...]
-    if batch is None or loader.skipped or not isinstance(batch.data, np.ndarray):
-        return None
-    return batch.data
+    batch = next(iter(loader), None)  # one batch of them all: float32 [S, ...] (per input beside fixed ones)
+    return None if batch is None or loader.skipped else batch.data
 
 
 def _read_again(

@@ -92,16 +92,17 @@ def compare(
         )
     specs = model_inputs.float_inputs(reference)
     several = arrays is not None and len(specs) > 1  # arrays feed every input; images the one image input
-    spec = specs[0] if several else model_inputs.image_input(reference)
-    other = model_inputs.float_inputs(candidate)[0] if several else model_inputs.image_input(candidate)
+    recorded = recorded_preprocess(candidate) or recorded_preprocess(reference)
+    bound = _fixed_names(config.preprocess, recorded) if arrays is None else ()
+    spec = specs[0] if several else model_inputs.image_input(reference, bound)
+    other = model_inputs.float_inputs(candidate)[0] if several else model_inputs.image_input(candidate, bound)
     classes = read_classes(config.labels) if config.labels else None
-    fed = (specs, model_inputs.float_inputs(candidate)) if several else ((spec,), (other,))
+    fed = (specs, model_inputs.float_inputs(candidate)) if several or bound else ((spec,), (other,))
     fixed = {d for d in (fixed_batch_of([s.batch_dim for s in one]) for one in fed) if d is not None}
     if len(fixed) > 1:
         raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")
     fixed_batch = fixed.pop() if fixed else None
     size = fixed_batch or config.batch_size
-    recorded = recorded_preprocess(candidate) or recorded_preprocess(reference)
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     side: tuple[int, int] | None
@@ -127,7 +128,7 @@ def compare(
     )
     tick = progress("evaluating", 0)
     if arrays is None:
-        preprocess = over_recorded(config.preprocess, given, recorded, spec)
+        preprocess = over_recorded(config.preprocess, given, recorded, spec, specs)
         if fixed_batch is None:
             size = fitting_batch(reference, {spec.name: preprocess.sample_shape}, size)
         paths = select_images(config.images)
@@ -379,17 +380,37 @@ def _detections(outputs: Sequence[OutputMetrics]) -> int | None:
     return sum(counts) if counts else None
 
 
-PREPROCESS_OPTIONS = frozenset({"preset", "mean", "std", "bgr", "resize", "input_size", "pad"})
+PREPROCESS_OPTIONS = frozenset(
+    {"preset", "mean", "std", "bgr", "resize", "input_size", "pad", "input_values"}
+)
+
+
+def _fixed_names(options: PreprocessOptions, recorded: Preprocess | None) -> tuple[str, ...]:
+    """The inputs given a value for every image: by --input-value, else as the models record."""
+    return tuple(name for name, _ in _fixed_values(options, recorded))
+
+
+def _fixed_values(
+    options: PreprocessOptions, recorded: Preprocess | None
+) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """--input-value's, else those the models record."""
+    if options.input_values or recorded is None:
+        return options.input_values
+    return tuple((f.name, f.values) for f in recorded.fixed)
 
 
 def over_recorded(
-    options: PreprocessOptions, given: frozenset[str], recorded: Preprocess | None, spec: InputSpec
+    options: PreprocessOptions,
+    given: frozenset[str],
+    recorded: Preprocess | None,
+    spec: InputSpec,
+    inputs: Sequence[InputSpec] = (),
 ) -> Preprocess:
     """The options given over the preprocessing a model records: `compare --input-size 640x640` on a
     model recorded at 320x320 with a letterbox and 0-1 scaling kept the letterbox and the scaling (one
     flag threw all of it away for the ImageNet defaults). A preset replaces the recorded mean and std."""
     if recorded is None or not given:
-        return recorded if recorded is not None else resolve_preprocess(options, spec)
+        return recorded if recorded is not None else resolve_preprocess(options, spec, inputs)
     scale = "preset" in given
 
     def kept(name: str, value: Any) -> Any:
@@ -407,6 +428,8 @@ def over_recorded(
             resize=kept("resize", recorded.resize),
             input_size=kept("input_size", (recorded.height, recorded.width)),
             pad=kept("pad", recorded.pad if boxed else None),
+            input_values=_fixed_values(options, recorded),
         ),
         spec,
+        inputs,
     )

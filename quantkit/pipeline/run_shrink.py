@@ -377,7 +377,9 @@ def cache_key(model_path: Path, config: ShrinkConfig, model_sha256: str) -> str:
     """sha256 over the model's bytes (model_sha256), the resolved preprocessing, the calibration images'
     names and contents and the calibration settings: a table is reused only when all of them match."""
     model = model_io.load_model(model_path)
-    preprocess = resolve_preprocess(config.calibration.preprocess, model_inputs.image_input(model))
+    options = config.calibration.preprocess
+    spec = model_inputs.image_input(model, [name for name, _ in options.input_values])
+    preprocess = resolve_preprocess(options, spec, model_inputs.float_inputs(model))
     paths = select_images(config.calibration.images)
     key = {
         "model": model_sha256,

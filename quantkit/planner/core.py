@@ -33,6 +33,7 @@ import onnx
 from quantkit.config import ConvertConfig, Target
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS
 from quantkit.graph.query import GraphIndex
+from quantkit.planner.fixed_reads import FROM_FIXED_INPUT, fixed_input_names, from_fixed_inputs
 from quantkit.planner.gemm_bias import plan_gemm_biases
 from quantkit.planner.patterns import SCALE_OPS, data_input, writer
 from quantkit.planner.payoff import unpaid
@@ -179,6 +180,8 @@ def _planned(
     state = Planning(index, table, config, scores=score_tensors(index))
     if range_cache is not None:
         state.selected = range_cache
+    fixed, fixed_readers = from_fixed_inputs(index, fixed_input_names(table))
+    state.float_tensors.update(fixed)
     for name in keep_float:
         node = index.by_name[name]
         state.float_tensors.update(o for o in node.output if o)
@@ -190,6 +193,8 @@ def _planned(
             state.reasons[node.name] = EXCLUDED
         elif node.name in slow:
             state.reasons[node.name] = slow[node.name]
+        elif node.name in fixed_readers:
+            state.reasons[node.name] = FROM_FIXED_INPUT
         elif node.op_type in COMPUTE_OPS:
             plan_compute(state, node)
     propagate(state)

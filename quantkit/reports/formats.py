@@ -231,10 +231,14 @@ def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
     fill = (
         f" (pad {pad:g})" if str(pre.get("resize")).startswith("letterbox") and pad != LETTERBOX_PAD else ""
     )
+    fixed = "".join(
+        f"; {f.get('name')}={','.join(f'{v:g}' for v in f.get('values', []))}"
+        for f in pre.get("fixed_inputs", [])
+    )
     return (
         f"preprocessing{f' ({source})' if source else ''}: {pre.get('height')}x{pre.get('width')} "
         f"{pre.get('layout')} {order}, resize "
-        f"{pre.get('resize')}{fill}, mean {values('mean')}, std {values('std')} (0-255 units)"
+        f"{pre.get('resize')}{fill}, mean {values('mean')}, std {values('std')} (0-255 units){fixed}"
     )
 
 

@@ -1,0 +1,225 @@
+"""Images feed a model whose other inputs get one value for every image (--input-value NAME=V[,V...]):
+RT-DETR's orig_target_sizes, PaddleDetection's scale_factor. Refused before ('the model has 2 inputs');
+now calibrate, convert, compare and shrink run on images, the value is recorded with the preprocessing,
+and what is computed from it stays float."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantkit.calib.table import load
+from tests.helpers import assert_one_line_error, run
+
+Capsys = pytest.CaptureFixture[str]
+SIZE = "orig_target_sizes"
+
+
+def _detector(path: Path, size_shape: list[int | str] | None = None) -> Path:
+    """image [N,3,32,32] -> 3 Conv+Relu -> pooled features [N,32]; times the larger of the int64 size
+    [N,2] (cast), then a MatMul: the product's range is the size's, which the deployment changes."""
+    g = np.random.default_rng(3)
+    weights, nodes, x, c = [], [], "image", 3
+    for k, co in enumerate((16, 32, 32)):
+        w = g.normal(0, np.sqrt(2 / (9 * c)), (co, c, 3, 3)).astype(np.float32)
+        weights.append(numpy_helper.from_array(w, f"w{k}"))
+        nodes += [
+            helper.make_node("Conv", [x, f"w{k}"], [f"c{k}"], name=f"conv{k}", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{k}"], [f"r{k}"], name=f"relu{k}"),
+        ]
+        x, c = f"r{k}", co
+    weights.append(numpy_helper.from_array(g.normal(0, 0.2, (32, 8)).astype(np.float32), "head_w"))
+    nodes += [
+        helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Cast", [SIZE], ["size_f"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["size_f"], ["side"], name="side", axes=[1], keepdims=1),
+        helper.make_node("Mul", ["flat", "side"], ["scaled"], name="scale"),
+        helper.make_node("MatMul", ["scaled", "head_w"], ["boxes"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "sized",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 32, 32]),
+            helper.make_tensor_value_info(SIZE, TensorProto.INT64, size_shape or ["N", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 8]),
+            helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["N", 32]),
+        ],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _outputs(path: Path, image: np.ndarray, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sizes = np.tile(np.asarray([size], np.int64), (len(image), 1))
+    values = session.run(None, {"image": image, SIZE: sizes})
+    return {o.name: v for o, v in zip(session.get_outputs(), values, strict=True)}
+
+
+def _db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    noise = float(np.sum((reference.astype(np.float64) - candidate) ** 2))
+    return 10 * np.log10(float(np.sum(reference.astype(np.float64) ** 2)) / max(noise, 1e-30))
+
+
+def test_images_feed_a_model_with_a_fixed_size_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = _detector(tmp_path / "det.onnx")
+    before = model.read_bytes()
+    table, out = tmp_path / "t.json", tmp_path / "q.onnx"
+    code, stdout, err = run(
+        [
+            "calibrate",
+            str(model),
+            "--images",
+            str(image_dir),
+            "-o",
+            str(table),
+            "--input-value",
+            f"{SIZE}=640,480",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert f"; {SIZE}=640,480" in " ".join(stdout.split())  # the preprocessing line says it
+    assert "reach 640" not in err  # the size is no pixel value (the inputs' range check reads images)
+    recorded = load(table)
+    assert recorded.meta["preprocess"]["fixed_inputs"] == [
+        {"name": SIZE, "shape": [2], "values": [640.0, 480.0]}
+    ]
+    assert isinstance(recorded.samples, dict) and set(recorded.samples) == {"image", SIZE}
+    assert np.array_equal(recorded.samples[SIZE], np.tile([[640.0, 480.0]], (len(recorded.samples[SIZE]), 1)))
+    assert isinstance(recorded.stress, dict) and set(recorded.stress) == {
+        "image",
+        SIZE,
+    }  # --range-cap's images
+
+    code, _, err = run(
+        ["convert", str(model), "-c", str(table), "-o", str(out), "--prefer", "accuracy"], capsys
+    )
+    assert code == 0, err
+    written = onnx.load(str(out))
+    assert [i.name for i in written.graph.input] == ["image", SIZE]
+    assert sum(n.op_type == "QuantizeLinear" for n in written.graph.node) > 0  # the convolutions are int8
+    writers = {o: n.op_type for n in written.graph.node for o in n.output}
+    reads = {n.name: [writers.get(i, "") for i in n.input] for n in written.graph.node}
+    assert reads["scale"] == ["Flatten", "ReduceMax"] and reads["head"][0] == "Mul", (
+        reads
+    )  # float from the size
+    image = np.random.default_rng(0).normal(0, 1, (4, 3, 32, 32)).astype(np.float32)
+    for size in ((640, 480), (1920, 1080)):  # a deployment's size, never calibrated, is not clipped
+        fp32, int8 = _outputs(model, image, size), _outputs(out, image, size)
+        assert _db(fp32["boxes"], int8["boxes"]) > 25.0, size
+        assert _db(fp32["boxes"], int8["boxes"]) == pytest.approx(_db(fp32["flat"], int8["flat"]), abs=0.5)
+
+    # compare reads the value the converted model records; the FP32 model gets it too
+    report = tmp_path / "c.json"
+    code, stdout, err = run(
+        ["compare", str(model), str(out), "--images", str(image_dir), "--json", str(report)], capsys
+    )
+    assert code == 0, err
+    assert f"; {SIZE}=640,480" in " ".join(stdout.split())
+    assert json.loads(report.read_text())["settings"]["preprocess"]["fixed_inputs"][0]["values"] == [
+        640.0,
+        480.0,
+    ]
+    assert model.read_bytes() == before
+
+
+def test_shrink_takes_the_value(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = _detector(tmp_path / "det.onnx")
+    out = tmp_path / "shrunk"
+    argv = ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(out)]
+    code, _, err = run([*argv, "--input-value", f"{SIZE}=320,320"], capsys)
+    assert code == 0, err
+    assert [i.name for i in onnx.load(str(out / "det.int8.onnx")).graph.input] == ["image", SIZE]
+
+
+def test_a_size_input_without_a_batch_axis(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """PicoDet's scale_factor [1, 2] beside a dynamic image batch: one image a run, fed [1, 2]."""
+    model = _detector(tmp_path / "det.onnx", size_shape=[1, 2])
+    table = tmp_path / "t.json"
+    argv = ["calibrate", str(model), "--images", str(image_dir), "-o", str(table)]
+    code, _, err = run([*argv, "--input-value", f"{SIZE}=1,1"], capsys)
+    assert code == 0, err
+    assert load(table).meta["batch_size"] == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "phrases"),
+    [
+        (
+            [],
+            (
+                "the model has 2 inputs (image, orig_target_sizes); images feed one of them",
+                "--input-value orig_target_sizes=...",
+            ),
+        ),
+        (
+            ["sizes=640,640"],
+            (
+                "--input-value names 'sizes', which is not an input of the model",
+                "(inputs: image, orig_target_sizes)",
+            ),
+        ),
+        (
+            [f"{SIZE}=640"],
+            (
+                "--input-value orig_target_sizes= gives 1 value(s);",
+                "input 'orig_target_sizes' [?,2] takes 2 values an image",
+            ),
+        ),
+        (
+            [f"{SIZE}=640.5,480"],
+            ("--input-value orig_target_sizes= gives a fraction; the input holds integers",),
+        ),
+        ([f"{SIZE}=640,x"], ("--input-value orig_target_sizes= takes numbers separated by commas",)),
+        ([f"{SIZE}=640,inf"], ("--input-value orig_target_sizes= takes finite numbers",)),
+        (
+            [SIZE],
+            ("--input-value takes NAME=V[,V...] (e.g. orig_target_sizes=640,640); got 'orig_target_sizes'",),
+        ),
+        ([f"{SIZE}=1,2", f"{SIZE}=3,4"], ("--input-value gives 'orig_target_sizes' twice",)),
+    ],
+)
+def test_bad_values_fail_in_one_line(
+    values: list[str], phrases: tuple[str, ...], image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    model = _detector(tmp_path / "det.onnx")
+    table = tmp_path / "t.json"
+    argv = ["calibrate", str(model), "--images", str(image_dir), "-o", str(table)]
+    code, _, err = run([*argv, *(a for v in values for a in ("--input-value", v))], capsys)
+    assert_one_line_error(code, err, *phrases)
+    assert not table.exists() and not table.with_suffix(".npz").exists()
+
+
+def test_the_image_input_takes_no_value(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    model = _detector(tmp_path / "det.onnx")
+    argv = ["calibrate", str(model), "--images", str(image_dir), "-o", str(tmp_path / "t.json")]
+    code, _, err = run([*argv, "--input-value", f"{SIZE}=1,1", "--input-value", "image=0"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_the_api_takes_a_mapping(image_dir: Path, tmp_path: Path) -> None:
+    import quantkit
+
+    model = _detector(tmp_path / "det.onnx")
+    options = quantkit.Preprocess(input_values={SIZE: np.array([640, 480])})
+    assert options.input_values == ((SIZE, (640.0, 480.0)),)
+    summary = quantkit.calibrate(model, data=image_dir, output=tmp_path / "t.json", preprocess=options)
+    assert summary.preprocess is not None and summary.preprocess.fixed[0].values == (640.0, 480.0)
+    with pytest.raises(quantkit.ConfigError, match="model-ready arrays name every input"):
+        arrays = [{"image": np.zeros((3, 32, 32), np.float32), SIZE: np.array([1, 1])}]
+        quantkit.calibrate(model, data=arrays, output=tmp_path / "a.json", preprocess=options)
