@@ -67,6 +67,28 @@ def unbalanced_model(activation: str = "Relu") -> onnx.ModelProto:
     return make_model(nodes, inits)
 
 
+def hardswish_model() -> onnx.ModelProto:
+    """unbalanced_model with hardswish written out, x * Clip(x + 3, 0, 6) / 6, as PaddleDetection's
+    PicoDet (LCNet) and MobileNetV3 exports write it: the Div by 6 absorbs 1/s, no Mul is inserted."""
+    model = unbalanced_model("Relu")
+    graph = model.graph
+    for k, act in enumerate(n for n in list(graph.node) if n.op_type == "Relu"):
+        x, out = act.input[0], act.output[0]
+        graph.node.remove(act)
+        at = next(i for i, n in enumerate(graph.node) if out in n.input)
+        chain = [
+            N("Add", [x, "three"], [f"p{k}"], name=f"plus{k}"),
+            N("Clip", [f"p{k}", "zero", "six"], [f"g{k}"], name=f"gate{k}"),
+            N("Mul", [x, f"g{k}"], [f"m{k}"], name=f"times{k}"),
+            N("Div", [f"m{k}", "six"], [out], name=f"act{k + 1}"),
+        ]
+        for offset, node in enumerate(chain):
+            graph.node.insert(at + offset, node)
+    for name, value in (("three", 3.0), ("zero", 0.0), ("six", 6.0)):
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array(value, np.float32), name))
+    return model
+
+
 def batchnorm_model() -> onnx.ModelProto:
     """Conv -> BatchNormalization (unfolded, with per-channel gains) -> Conv."""
     g = np.random.default_rng(12)
@@ -155,6 +177,8 @@ def test_smoothing_scales_equalise_and_keep_dead_channels() -> None:
 ABSORBERS: list[tuple[str, Callable[[], onnx.ModelProto], tuple[str, ...], dict[str, str | None]]] = [
     ("relu", unbalanced_model, (), {"r1": "c1", "r2": "dw"}),
     ("relu6", lambda: unbalanced_model("Relu6"), (), {"r1": "c1", "r2": "dw"}),
+    ("hardswish", hardswish_model, ("Mul",), {"r1": "act1", "r2": "act2"}),
+    ("hardswish, Div folded into the scales", hardswish_model, (), {"r1": None, "r2": None}),
     ("batchnorm", batchnorm_model, (), {"bn": "bn"}),
     ("layernorm", lambda: tiny_vit(blocks=1), (), {"h0": "ln1_0", "m0": "ln2_0", "pooled": None}),
     ("decomposed norm", decomposed_norm_model, ("Mul", "Add"), {"h": "gamma"}),

@@ -113,6 +113,9 @@ def _scale_output(
         position = next(i for i, n in enumerate(node.input) if index.is_constant(n))
         _replace(model, namer, node, position, _weight(index, node, position) * f.reshape(shape))
         return
+    if node.op_type == "Div":  # x / c times f: x / (c / f)
+        _replace(model, namer, node, 1, _weight(index, node, 1) / f.reshape(shape))
+        return
     w = _weight(index, node, 1)
     if node.op_type == "Conv" or index.attribute(node, "transB", 0):
         scaled = w * f.reshape(-1, *([1] * (w.ndim - 1)))

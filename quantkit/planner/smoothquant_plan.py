@@ -5,8 +5,9 @@ it as the data input (one s per activation, shared by all its consumers). For an
 s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) (qmath.smoothquant_math): the consumers' weights are
 multiplied by s along their input channels and X is divided by s, where that is exact and free:
 - the absorber, X's producer: a Conv/Gemm/MatMul with constant weights (its output channels and bias),
-  a BatchNormalization (scale and B), a LayerNormalization over the channel axis (scale and B), or a
-  float Mul by a constant;
+  a BatchNormalization (scale and B), a LayerNormalization over the channel axis (scale and B), a float
+  Mul by a constant, or a float Div by one (hardswish written out ends in x * Clip(x + 3, 0, 6) / 6;
+  where the Div folds into the Q/DQ scales instead, it is quantized and absorbs nothing);
 - between the absorber and X: ReLU (positive scales commute with it), a folded Clip(0, c) (channel j's
   bound becomes c / s_j: the Q node saturates at or below the lowest of them, so it clips exactly as the
   Clip would, and the rewrite of the float graph writes the per-channel bounds out), and a float Add of a
@@ -191,6 +192,8 @@ class Rebalancer:
             return last and all(p is not None and p.shape == (channels,) for p in params)
         if node.op_type == "Mul":
             return self._float_with_constant(node, rank)
+        if node.op_type == "Div":  # x / c: the divisor c becomes c * s (a hardswish's / 6)
+            return self._float_with_constant(node, rank) and self.index.is_constant(node.input[1])
         return False
 
     def _float_with_constant(self, node: onnx.NodeProto, rank: int) -> bool:
