@@ -24,3 +24,22 @@ def stoppable(progress: Progress, label: str, total: int) -> tuple[Callable[[int
         started(n)
 
     return advance, lambda: started(max(total - done[0], 0))
+
+
+class Rounds:
+    """The fallback's rounds after the first (which has its own count, per layer) as a step of their
+    own, started when the second round starts and counted up to `total` rounds (--max-float-layers);
+    finish fills the rounds not taken."""
+
+    def __init__(self, progress: Progress, label: str, total: int) -> None:
+        self.progress, self.label, self.total = progress, label, total
+        self.step: tuple[Callable[[int], None], Callable[[], None]] | None = None
+
+    def advance(self, n: int) -> None:
+        if self.step is None:
+            self.step = stoppable(self.progress, self.label, self.total)
+        self.step[0](n)
+
+    def finish(self) -> None:
+        if self.step is not None:
+            self.step[1]()

@@ -39,7 +39,7 @@ from quantkit.pipeline.loading import (
     table_samples,
 )
 from quantkit.pipeline.openvino_smoke import OpenVinoRefusal, openvino_gap
-from quantkit.pipeline.progress import Progress, no_progress, stoppable
+from quantkit.pipeline.progress import Progress, Rounds, no_progress, stoppable
 from quantkit.pipeline.run_check import findings as target_findings
 from quantkit.pipeline.trial_jobs import Spread
 from quantkit.pipeline.writing import (
@@ -382,7 +382,7 @@ def _search_fallback(
     advance, finish = stoppable(progress, "measuring each layer's recovery", total)
     whose = by.format(target_db) if by else f"for --min-sqnr {target_db:g}"
     label = f"choosing more layers to keep float {whose}"
-    rounds = _Rounds(progress, label, config)
+    rounds = Rounds(progress, label, max(config.max_float_layers, 1))
     with spread.trials(config) as many:
         plan, steps, start = fallback.search(
             model,
@@ -405,25 +405,6 @@ def _search_fallback(
     finish()
     rounds.finish()
     return start, plan, steps
-
-
-class _Rounds:
-    """The fallback's rounds after the first (which has its own count, per layer) as a step of their
-    own, started when the second round starts and counted up to --max-float-layers rounds; finish fills
-    the rounds not taken."""
-
-    def __init__(self, progress: Progress, label: str, config: ConvertConfig) -> None:
-        self.progress, self.label, self.total = progress, label, max(config.max_float_layers, 1)
-        self.step: tuple[Callable[[int], None], Callable[[], None]] | None = None
-
-    def advance(self, n: int) -> None:
-        if self.step is None:
-            self.step = stoppable(self.progress, self.label, self.total)
-        self.step[0](n)
-
-    def finish(self) -> None:
-        if self.step is not None:
-            self.step[1]()
 
 
 def _convert_summary(
