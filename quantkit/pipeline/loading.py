@@ -37,8 +37,8 @@ from quantkit.graph.query import function_nodes, is_quantized_op
 from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
 from quantkit.images import TOO_LARGE, links_outside
-from quantkit.results import CalibrationTable, Feed, feed_rows
-from quantkit.runtime import int8_saturates
+from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take
+from quantkit.runtime import Session, int8_saturates
 
 T = TypeVar("T")
 
@@ -166,6 +166,24 @@ def table_samples(table: CalibrationTable, prepared: Prepared | None = None) -> 
     if table.samples is None or feed_rows(table.samples) == 0:
         raise CalibrationError("the calibration table holds no sample inputs; recalibrate with this version")
     return table.samples if prepared is None else as_declared(table.samples, prepared)
+
+
+def runs_as_given(
+    model: onnx.ModelProto, prepared: onnx.ModelProto, samples: Feed
+) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """The FP32 model the smoke test and the timing run: the model as given, or, where onnxruntime fails to
+    run it at its default optimization level (its optimizer breaks some valid graphs: an opset-18 Pad by
+    axes between NHWC Transposes, hq64a F2, 'Gather ... indices element out of data bounds'), the model
+    as quantkit prepares it (which the reference ran already), with a note."""
+    try:
+        Session.of(model, spin=False).run(feed_take(samples, 0, 1))
+    except ModelError as exc:
+        return prepared, (
+            f"the FP32 model as given fails in onnxruntime at its default optimization level ({exc}); it is "
+            "measured and timed as quantkit prepares it, which computes the same outputs and runs there, as "
+            "the model written does",
+        )
+    return model, ()
 
 
 def as_declared(samples: Feed, prepared: Prepared) -> Feed:

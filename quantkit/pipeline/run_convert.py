@@ -36,6 +36,7 @@ from quantkit.pipeline.loading import (
     model_bytes,
     require_model_path,
     resolve_weight_range,
+    runs_as_given,
     table_samples,
 )
 from quantkit.pipeline.openvino_smoke import OpenVinoRefusal, openvino_gap
@@ -120,6 +121,7 @@ def _converted(
     budget_report = None
     cache: dict[str, tuple[float, float]] = {}
     samples = table_samples(table, prepared)
+    given, ran_as = runs_as_given(model, prepared.model, samples)  # or prepared, where onnxruntime fails
     running = progress("running FP32 on the table's samples", 1)
     reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
     running(1)
@@ -257,14 +259,14 @@ def _converted(
         stamp(quantized, config.to_dict(), table_path, table, conversion=record)
         run = runnable(quantized, config)
         stored, smoke = write_checked(
-            quantized, model, samples, reference, floor, output, inputs, advance, measured, run, write=False
+            quantized, given, samples, reference, floor, output, inputs, advance, measured, run, write=False
         )
         return quantized, stored, smoke
 
     halves = [0]  # float weights stored in float16 as the model stored them, in the model written
     int8, stored, smoke = written(plan, quantized, advance, corrections, speed_plan)
     # FP32 timed as the network it is: not slowed by weights listed as inputs, nor by 16-bit insides
-    fp32, flushed = subnormal.flushed(widen(model).model)  # counted in the file, as compare counts
+    fp32, flushed = subnormal.flushed(widen(given).model)  # counted in the file, as compare counts
     fp32, listed = model_io.weights_fixed(fp32)
     speed = measure_speed(fp32, int8, samples) if timed and plan.quantized_nodes else None  # else noise
     slow, speed = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples, speed_plan)
@@ -310,7 +312,8 @@ def _converted(
         + convert_notes.weights_listed(listed if speed is not None else 0)
         + subnormal.flushed_note(flushed, speed is not None)
         + convert_notes.stored_half(halves[0])
-        + convert_notes.inputs_changed(model, int8),
+        + convert_notes.inputs_changed(model, int8)
+        + ran_as,
         speed=speed,
         fallback=tuple(steps),
         fallback_start_db=start_db,
