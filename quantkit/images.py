@@ -268,7 +268,7 @@ def resolve_preprocess(
         pad=LETTERBOX_PAD if options.pad is None else options.pad,
         image=spec.name if options.input_values else "",
         fixed=fixed_inputs.resolve(
-            options.input_values, spec.name, [(i.name, i.shape, i.integer) for i in inputs or (spec,)]
+            options.input_values, spec.name, [(i.name, i.shape, i.dtype) for i in inputs or (spec,)]
         ),
     )
 

@@ -254,6 +254,7 @@ class InputSpec:
     shape: tuple[int | None, ...]
     pixels: bool = False
     integer: bool = False  # another integer type (an id, a size): fed from arrays, through float32 samples
+    dtype: str = "float32"  # numpy's name of its element type ("int64", "bool", "float16")
 
     @property
     def batch_dim(self) -> int | None:

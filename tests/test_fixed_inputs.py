@@ -92,7 +92,7 @@ def test_images_feed_a_model_with_a_fixed_size_input(image_dir: Path, tmp_path: 
         capsys,
     )
     assert code == 0, err
-    assert f"; {SIZE}=640,480" in " ".join(stdout.split())  # the preprocessing line says it
+    assert f"; images feed 'image'; {SIZE}=640,480" in " ".join(stdout.split())  # the preprocessing line
     assert "reach 640" not in err  # the size is no pixel value (the inputs' range check reads images)
     recorded = load(table)
     assert recorded.meta["preprocess"]["fixed_inputs"] == [
@@ -170,7 +170,7 @@ def test_a_size_input_without_a_batch_axis(image_dir: Path, tmp_path: Path, caps
             ["sizes=640,640"],
             (
                 "--input-value names 'sizes', which is not an input of the model",
-                "(inputs: image, orig_target_sizes)",
+                "(inputs: 'image', 'orig_target_sizes')",
             ),
         ),
         (
@@ -182,7 +182,10 @@ def test_a_size_input_without_a_batch_axis(image_dir: Path, tmp_path: Path, caps
         ),
         (
             [f"{SIZE}=640.5,480"],
-            ("--input-value orig_target_sizes= gives a fraction; the input holds integers",),
+            (
+                "--input-value orig_target_sizes= gives 640.5,480;",
+                "input 'orig_target_sizes' is int64: give whole numbers",
+            ),
         ),
         ([f"{SIZE}=640,x"], ("--input-value orig_target_sizes= takes numbers separated by commas",)),
         ([f"{SIZE}=640,inf"], ("--input-value orig_target_sizes= takes finite numbers",)),
@@ -223,3 +226,167 @@ def test_the_api_takes_a_mapping(image_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(quantkit.ConfigError, match="model-ready arrays name every input"):
         arrays = [{"image": np.zeros((3, 32, 32), np.float32), SIZE: np.array([1, 1])}]
         quantkit.calibrate(model, data=arrays, output=tmp_path / "a.json", preprocess=options)
+
+
+def _typed(path: Path, kind: int, shape: list[int | str] | None = None, shape_only: bool = False) -> Path:
+    """image [N,3,16,16] -> Conv -> Relu -> pooled [N,4]; s of type `kind` cast to float, [N,4] summed in;
+    shape_only: s read only for its batch size (Shape -> Gather), which reshapes the pooled features."""
+    g = np.random.default_rng(9)
+    w = numpy_helper.from_array(g.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+    ]
+    inits = [w]
+    if shape_only:
+        nodes += [
+            helper.make_node("Shape", ["s"], ["n"], name="shape", start=0, end=1),
+            helper.make_node("Concat", ["n", "four"], ["to"], name="to", axis=0),
+            helper.make_node("Reshape", ["p", "to"], ["y"], name="flat"),
+        ]
+        inits.append(numpy_helper.from_array(np.array([4], np.int64), "four"))
+    else:
+        nodes += [
+            helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+            helper.make_node("Cast", ["s"], ["sf"], name="cast", to=TensorProto.FLOAT),
+            helper.make_node("Add", ["f", "sf"], ["y"], name="add"),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "typed",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16]),
+            helper.make_tensor_value_info("s", kind, shape or ["N", 4]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "phrase"),
+    [  # hq67 F1, F2, F10: each was accepted, recorded as given and fed as something else
+        (TensorProto.FLOAT, "1e39,1,1,1", "input 's' is float32: give values within +-3.40282e+38"),
+        (TensorProto.UINT8, "-5,300,0,0", "input 's' is uint8: give whole numbers from 0 to 255"),
+        (TensorProto.UINT8, "0.5,1,1,1", "input 's' is uint8: give whole numbers"),
+        (TensorProto.BOOL, "0.5,-3,1,0", "input 's' is bool: give 0 or 1 (false or true)"),
+        (TensorProto.INT64, "16777217,1,1,1", "give whole numbers from -16777216 to 16777216"),
+        (TensorProto.INT32, "1e30,1,1,1", "input 's' is int32: give whole numbers"),
+    ],
+)
+def test_a_value_the_input_cannot_hold_is_refused(
+    kind: int, value: str, phrase: str, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    model = _typed(tmp_path / "m.onnx", kind)
+    table = tmp_path / "t.json"
+    argv = [
+        "calibrate",
+        str(model),
+        "--images",
+        str(image_dir),
+        "-o",
+        str(table),
+        "--input-value",
+        f"s={value}",
+    ]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, phrase)
+    assert not table.exists()
+
+
+def test_an_input_read_for_its_shape_keeps_nothing_float(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq67 F3: a Shape reads no value; the Conv it never reaches stays int8."""
+    model = _typed(tmp_path / "m.onnx", TensorProto.FLOAT, shape_only=True)
+    table, out = tmp_path / "t.json", tmp_path / "q.onnx"
+    argv = [
+        "calibrate",
+        str(model),
+        "--images",
+        str(image_dir),
+        "-o",
+        str(table),
+        "--input-value",
+        "s=1,2,3,4",
+    ]
+    assert run(argv, capsys)[0] == 0
+    code, _, err = run(
+        ["convert", str(model), "-c", str(table), "-o", str(out), "--prefer", "accuracy"], capsys
+    )
+    assert code == 0, err
+    written = onnx.load(str(out))
+    conv = next(n for n in written.graph.node if n.op_type == "Conv")
+    writers = {o: n.op_type for n in written.graph.node for o in n.output}
+    assert writers[conv.input[0]] == "DequantizeLinear"
+
+
+def test_a_config_file_and_the_api_forms(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """hq67 F4, F5: a TOML array was joined into one value ('Value must be an iterable'); the API took a
+    string character by character and raised numpy's errors for {'s': '3,4'}."""
+    import quantkit
+    from quantkit.config.fixed_inputs import given_values
+
+    model = _typed(tmp_path / "m.onnx", TensorProto.FLOAT)
+    (tmp_path / "quantkit.toml").write_text('input-value = ["s=1,2,3,4"]\n')
+    table = tmp_path / "t.json"
+    code, _, err = run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert code == 0, err
+    assert load(table).meta["preprocess"]["fixed_inputs"][0]["values"] == [1.0, 2.0, 3.0, 4.0]
+    expected = (("s", (3.0, 4.0)),)
+    assert given_values("s=3,4") == given_values({"s": "3,4"}) == given_values([("s", [3, 4])]) == expected
+    assert given_values(["a=b=1"]) == (("a=b", (1.0,)),)  # an input named 'a=b'
+    for bad in ({"s": None}, [("s", 3, 4)], {"s": []}, [3]):
+        with pytest.raises(quantkit.ConfigError, match="input_values takes"):
+            given_values(bad)
+
+
+def test_compare_merges_given_values_over_recorded_ones(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq67 F6, F8: one --input-value threw the others recorded away; a recorded input the reference has
+    not was blamed on a flag never given."""
+    model = _detector(tmp_path / "det.onnx")
+    table, out = tmp_path / "t.json", tmp_path / "q.onnx"
+    argv = [
+        "calibrate",
+        str(model),
+        "--images",
+        str(image_dir),
+        "-o",
+        str(table),
+        "--input-value",
+        f"{SIZE}=64,64",
+    ]
+    assert run(argv, capsys)[0] == 0
+    assert run(["convert", str(model), "-c", str(table), "-o", str(out)], capsys)[0] == 0
+    report = tmp_path / "c.json"
+    argv = ["compare", str(model), str(out), "--images", str(image_dir), "--runs", "0", "--json", str(report)]
+    code, stdout, err = run([*argv, "--input-value", f"{SIZE}=32,32"], capsys)
+    assert code == 0, err
+    assert "images feed 'image'; orig_target_sizes=32,32" in " ".join(stdout.split())
+    other = _typed(tmp_path / "other.onnx", TensorProto.FLOAT)
+    code, _, err = run(["compare", str(other), str(out), "--images", str(image_dir), "--runs", "0"], capsys)
+    assert_one_line_error(
+        code,
+        err,
+        "the candidate records a value for input 'orig_target_sizes' (calibrated with --input-value)",
+    )
+
+
+def test_an_input_without_a_batch_axis_and_the_image_named(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq67 F7, F9: a value for an input [4] was said to take 1 value; a value for the image input was
+    answered about another input's shape."""
+    model = _typed(tmp_path / "m.onnx", TensorProto.FLOAT, shape=[4])
+    argv = ["calibrate", str(model), "--images", str(image_dir), "-o", str(tmp_path / "t.json")]
+    code, _, err = run([*argv, "--input-value", "s=1,2,3,4"], capsys)
+    assert_one_line_error(code, err, "input 's' [4] has no batch dimension like the image input's")
+    code, _, err = run([*argv, "--input-value", "image=1"], capsys)
+    assert_one_line_error(code, err, "--input-value names 'image', the input the images feed")

@@ -114,12 +114,15 @@ def _apply(
 # Options whose values are on / off: a TOML boolean is read as one (hunt38 F9: range-cap = false was
 # refused with "False is not one of 'on', 'off'").
 SWITCH_OPTIONS = frozenset({"range-cap", "bias-correction"})
+REPEATED_OPTIONS = frozenset({"input-value"})  # multiple=True: a TOML array is its values, one a flag
 
 
 def _placed(key: str, value: Any, path: Path, numbers: frozenset[str] = frozenset()) -> Any:
     """value, or for a path option a relative path read from `path`'s folder ('-', stdout, as it is). A
     TOML array is the comma-separated list the option takes (hunt32: exclude-nodes = ["a", "b"] reached
     the option as the text "['a', 'b']")."""
+    if key in REPEATED_OPTIONS:  # given once per value, each with its own commas (input-value = ["s=1,1"])
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
     if isinstance(value, bool) and key in SWITCH_OPTIONS:

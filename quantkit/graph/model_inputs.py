@@ -30,6 +30,11 @@ def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpe
             f"for every image ({others}), or model-ready arrays to calibrate and compare (--inputs: .npz "
             "files naming each input)"
         )
+    images = [i.name for i in inputs if i.name in fixed and _rank(i) == 4]
+    if images and _rank(rest[0]) != 4:  # hq67 F9: 'input s has shape [?,2]' for --input-value image=1
+        raise ModelError(
+            f"{OPTION} names {images[0]!r}, the input the images feed; give values for the others"
+        )
     return _float_spec(rest[0], IMAGE_TYPES)
 
 
@@ -82,4 +87,5 @@ def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPE
         )
     shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
     pixels = kind == onnx.TensorProto.UINT8
-    return InputSpec(value.name, shape, pixels, kind in INTEGER_TYPES and not pixels)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(kind).name
+    return InputSpec(value.name, shape, pixels, kind in INTEGER_TYPES and not pixels, dtype)

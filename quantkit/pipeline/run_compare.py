@@ -93,7 +93,7 @@ def compare(
     specs = model_inputs.float_inputs(reference)
     several = arrays is not None and len(specs) > 1  # arrays feed every input; images the one image input
     recorded = recorded_preprocess(candidate) or recorded_preprocess(reference)
-    bound = _fixed_names(config.preprocess, recorded) if arrays is None else ()
+    bound = _fixed_names(config.preprocess, recorded, specs) if arrays is None else ()
     spec = specs[0] if several else model_inputs.image_input(reference, bound)
     other = model_inputs.float_inputs(candidate)[0] if several else model_inputs.image_input(candidate, bound)
     classes = read_classes(config.labels) if config.labels else None
@@ -385,18 +385,31 @@ PREPROCESS_OPTIONS = frozenset(
 )
 
 
-def _fixed_names(options: PreprocessOptions, recorded: Preprocess | None) -> tuple[str, ...]:
-    """The inputs given a value for every image: by --input-value, else as the models record."""
+def _fixed_names(
+    options: PreprocessOptions, recorded: Preprocess | None, inputs: Sequence[InputSpec]
+) -> tuple[str, ...]:
+    """The inputs given a value for every image: as the models record, each overridden by --input-value;
+    a recorded one the reference does not have is refused in words that say where it comes from (hq67
+    F8: 'names s' of a flag never given)."""
+    names = [i.name for i in inputs]
+    given = {name for name, _ in options.input_values}
+    for fixed in recorded.fixed if recorded is not None else ():
+        if fixed.name not in names and fixed.name not in given:
+            known = ", ".join(repr(n) for n in names)
+            raise ConfigError(
+                f"the candidate records a value for input {fixed.name!r} (calibrated with --input-value), "
+                f"which the reference has not (inputs: {known}); compare a model with its own converted one"
+            )
     return tuple(name for name, _ in _fixed_values(options, recorded))
 
 
 def _fixed_values(
     options: PreprocessOptions, recorded: Preprocess | None
 ) -> tuple[tuple[str, tuple[float, ...]], ...]:
-    """--input-value's, else those the models record."""
-    if options.input_values or recorded is None:
-        return options.input_values
-    return tuple((f.name, f.values) for f in recorded.fixed)
+    """The values the models record, each --input-value given in their place (hq67 F6: one given threw
+    the other recorded ones away)."""
+    values = {f.name: f.values for f in recorded.fixed} if recorded is not None else {}
+    return tuple((values | dict(options.input_values)).items())
 
 
 def over_recorded(

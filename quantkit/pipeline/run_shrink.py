@@ -281,7 +281,12 @@ def _run(
         shortfall(config.calibration.images, calibration_images),
         *summary.warnings,
         *comparison.warnings,
-        slower_warning(comparison.speedup, config.gates.min_speedup, config.convert.target),
+        # a model with no int8 layer is FP32's twin: its timing is noise, no Q/DQ cost (hq67 PicoDet)
+        slower_warning(
+            comparison.speedup if summary.plan.quantized_nodes else None,
+            config.gates.min_speedup,
+            config.convert.target,
+        ),
         elsewhere_latency(comparison.speedup, config.convert.target, comparison.settings.get("runtime")),
         gates.few_boxes(comparison) if config.gates.max_drop is not None else None,
         f"{copies} of the evaluation images hold the same bytes as calibration images: the figures are not "

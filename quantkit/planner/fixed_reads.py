@@ -20,12 +20,19 @@ def fixed_input_names(table: CalibrationTable) -> frozenset[str]:
     return frozenset(str(f.get("name")) for f in fixed if isinstance(f, dict))
 
 
+SHAPE_READERS = frozenset({"Shape", "Size"})  # they read a tensor's shape, never its values
+
+
 def from_fixed_inputs(index: GraphIndex, names: frozenset[str]) -> tuple[set[str], set[str]]:
-    """(the tensors computed from the inputs `names`, those inputs included; the nodes that read one)."""
+    """(the tensors computed from the values of the inputs `names`, those inputs included; the nodes that
+    read one). A Shape or Size reads no value (hq67 F3: an input read for its batch size kept the rest of
+    the network float)."""
     tensors, readers = set(names), set()
     pending = list(names)
     while pending:
         for node, _ in index.consumers.get(pending.pop(), []):
+            if node.op_type in SHAPE_READERS:
+                continue
             readers.add(node.name)
             for out in node.output:
                 if out and out not in tensors:
