@@ -102,7 +102,7 @@ def _pair(item: Any) -> tuple[str, tuple[float, ...]]:
     return parse_value(f"{name}={','.join(repr(float(v)) for v in numbers)}")
 
 
-def text(values: Sequence[float]) -> str:
+def values_text(values: Sequence[float]) -> str:
     """Values as given: whole numbers without a decimal point (16777217, not 1.67772e+07)."""
     return ",".join(str(int(v)) if v.is_integer() and abs(v) < 1e18 else repr(v) for v in values)
 
@@ -160,7 +160,7 @@ def _fixed(
 
 def _check_fits(name: str, dtype: str, values: tuple[float, ...]) -> None:
     """Each value is one the input's type holds, fed exactly through float32 samples; else one line."""
-    given = f"{OPTION} {name}= gives {text(values)}"
+    given = f"{OPTION} {name}= gives {values_text(values)}"
     if dtype == "bool":
         if any(v not in (0.0, 1.0) for v in values):
             raise ConfigError(f"{given}; input {name!r} is bool: give 0 or 1 (false or true)")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from quantkit.config import LETTERBOX_PAD
-from quantkit.config.fixed_inputs import text
+from quantkit.config.fixed_inputs import values_text
 from quantkit.evaluate.speed import scattered
 from quantkit.outcomes import (
     ComparisonResult,
@@ -232,7 +232,9 @@ def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
     fill = (
         f" (pad {pad:g})" if str(pre.get("resize")).startswith("letterbox") and pad != LETTERBOX_PAD else ""
     )
-    fixed = "".join(f"; {f.get('name')}={text(f.get('values', []))}" for f in pre.get("fixed_inputs", []))
+    fixed = "".join(
+        f"; {f.get('name')}={values_text(f.get('values', []))}" for f in pre.get("fixed_inputs", [])
+    )
     fixed = f"; images feed {pre.get('image')!r}{fixed}" if fixed else ""
     return (
         f"preprocessing{f' ({source})' if source else ''}: {pre.get('height')}x{pre.get('width')} "
