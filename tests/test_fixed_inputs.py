@@ -62,6 +62,12 @@ def _detector(path: Path, size_shape: list[int | str] | None = None) -> Path:
     return path
 
 
+def _calibrate(model: Path, images: Path, table: Path, capsys: Capsys, *values: str) -> tuple[int, str, str]:
+    """quantkit calibrate MODEL --images IMAGES -o TABLE with an --input-value for each of `values`."""
+    argv = ["calibrate", str(model), "--images", str(images), "-o", str(table)]
+    return run([*argv, *(a for v in values for a in ("--input-value", v))], capsys)
+
+
 def _outputs(path: Path, image: np.ndarray, size: tuple[int, int]) -> dict[str, np.ndarray]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     sizes = np.tile(np.asarray([size], np.int64), (len(image), 1))
@@ -78,19 +84,7 @@ def test_images_feed_a_model_with_a_fixed_size_input(image_dir: Path, tmp_path: 
     model = _detector(tmp_path / "det.onnx")
     before = model.read_bytes()
     table, out = tmp_path / "t.json", tmp_path / "q.onnx"
-    code, stdout, err = run(
-        [
-            "calibrate",
-            str(model),
-            "--images",
-            str(image_dir),
-            "-o",
-            str(table),
-            "--input-value",
-            f"{SIZE}=640,480",
-        ],
-        capsys,
-    )
+    code, stdout, err = _calibrate(model, image_dir, table, capsys, f"{SIZE}=640,480")
     assert code == 0, err
     assert f"; images feed 'image'; {SIZE}=640,480" in " ".join(stdout.split())  # the preprocessing line
     assert "reach 640" not in err  # the size is no pixel value (the inputs' range check reads images)
@@ -150,8 +144,7 @@ def test_a_size_input_without_a_batch_axis(image_dir: Path, tmp_path: Path, caps
     """PicoDet's scale_factor [1, 2] beside a dynamic image batch: one image a run, fed [1, 2]."""
     model = _detector(tmp_path / "det.onnx", size_shape=[1, 2])
     table = tmp_path / "t.json"
-    argv = ["calibrate", str(model), "--images", str(image_dir), "-o", str(table)]
-    code, _, err = run([*argv, "--input-value", f"{SIZE}=1,1"], capsys)
+    code, _, err = _calibrate(model, image_dir, table, capsys, f"{SIZE}=1,1")
     assert code == 0, err
     assert load(table).meta["batch_size"] == 1
 
@@ -201,16 +194,14 @@ def test_bad_values_fail_in_one_line(
 ) -> None:
     model = _detector(tmp_path / "det.onnx")
     table = tmp_path / "t.json"
-    argv = ["calibrate", str(model), "--images", str(image_dir), "-o", str(table)]
-    code, _, err = run([*argv, *(a for v in values for a in ("--input-value", v))], capsys)
+    code, _, err = _calibrate(model, image_dir, table, capsys, *values)
     assert_one_line_error(code, err, *phrases)
     assert not table.exists() and not table.with_suffix(".npz").exists()
 
 
 def test_the_image_input_takes_no_value(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     model = _detector(tmp_path / "det.onnx")
-    argv = ["calibrate", str(model), "--images", str(image_dir), "-o", str(tmp_path / "t.json")]
-    code, _, err = run([*argv, "--input-value", f"{SIZE}=1,1", "--input-value", "image=0"], capsys)
+    code, _, err = _calibrate(model, image_dir, tmp_path / "t.json", capsys, f"{SIZE}=1,1", "image=0")
     assert code == 2 and err.count("\n") == 1, err
     assert "Traceback" not in err
 
@@ -284,17 +275,7 @@ def test_a_value_the_input_cannot_hold_is_refused(
 ) -> None:
     model = _typed(tmp_path / "m.onnx", kind)
     table = tmp_path / "t.json"
-    argv = [
-        "calibrate",
-        str(model),
-        "--images",
-        str(image_dir),
-        "-o",
-        str(table),
-        "--input-value",
-        f"s={value}",
-    ]
-    code, _, err = run(argv, capsys)
+    code, _, err = _calibrate(model, image_dir, table, capsys, f"s={value}")
     assert_one_line_error(code, err, phrase)
     assert not table.exists()
 
@@ -305,17 +286,7 @@ def test_an_input_read_for_its_shape_keeps_nothing_float(
     """hq67 F3: a Shape reads no value; the Conv it never reaches stays int8."""
     model = _typed(tmp_path / "m.onnx", TensorProto.FLOAT, shape_only=True)
     table, out = tmp_path / "t.json", tmp_path / "q.onnx"
-    argv = [
-        "calibrate",
-        str(model),
-        "--images",
-        str(image_dir),
-        "-o",
-        str(table),
-        "--input-value",
-        "s=1,2,3,4",
-    ]
-    assert run(argv, capsys)[0] == 0
+    assert _calibrate(model, image_dir, table, capsys, "s=1,2,3,4")[0] == 0
     code, _, err = run(
         ["convert", str(model), "-c", str(table), "-o", str(out), "--prefer", "accuracy"], capsys
     )
@@ -335,7 +306,7 @@ def test_a_config_file_and_the_api_forms(image_dir: Path, tmp_path: Path, capsys
     model = _typed(tmp_path / "m.onnx", TensorProto.FLOAT)
     (tmp_path / "quantkit.toml").write_text('input-value = ["s=1,2,3,4"]\n')
     table = tmp_path / "t.json"
-    code, _, err = run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)
+    code, _, err = _calibrate(model, image_dir, table, capsys)
     assert code == 0, err
     assert load(table).meta["preprocess"]["fixed_inputs"][0]["values"] == [1.0, 2.0, 3.0, 4.0]
     expected = (("s", (3.0, 4.0)),)
@@ -353,17 +324,7 @@ def test_compare_merges_given_values_over_recorded_ones(
     not was blamed on a flag never given."""
     model = _detector(tmp_path / "det.onnx")
     table, out = tmp_path / "t.json", tmp_path / "q.onnx"
-    argv = [
-        "calibrate",
-        str(model),
-        "--images",
-        str(image_dir),
-        "-o",
-        str(table),
-        "--input-value",
-        f"{SIZE}=64,64",
-    ]
-    assert run(argv, capsys)[0] == 0
+    assert _calibrate(model, image_dir, table, capsys, f"{SIZE}=64,64")[0] == 0
     assert run(["convert", str(model), "-c", str(table), "-o", str(out)], capsys)[0] == 0
     report = tmp_path / "c.json"
     argv = ["compare", str(model), str(out), "--images", str(image_dir), "--runs", "0", "--json", str(report)]
@@ -385,8 +346,7 @@ def test_an_input_without_a_batch_axis_and_the_image_named(
     """hq67 F7, F9: a value for an input [4] was said to take 1 value; a value for the image input was
     answered about another input's shape."""
     model = _typed(tmp_path / "m.onnx", TensorProto.FLOAT, shape=[4])
-    argv = ["calibrate", str(model), "--images", str(image_dir), "-o", str(tmp_path / "t.json")]
-    code, _, err = run([*argv, "--input-value", "s=1,2,3,4"], capsys)
+    code, _, err = _calibrate(model, image_dir, tmp_path / "t.json", capsys, "s=1,2,3,4")
     assert_one_line_error(code, err, "input 's' [4] has no batch dimension like the image input's")
-    code, _, err = run([*argv, "--input-value", "image=1"], capsys)
+    code, _, err = _calibrate(model, image_dir, tmp_path / "t.json", capsys, "image=1")
     assert_one_line_error(code, err, "--input-value names 'image', the input the images feed")
