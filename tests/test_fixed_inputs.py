@@ -350,3 +350,18 @@ def test_an_input_without_a_batch_axis_and_the_image_named(
     assert_one_line_error(code, err, "input 's' [4] has no batch dimension like the image input's")
     code, _, err = _calibrate(model, image_dir, tmp_path / "t.json", capsys, "image=1")
     assert_one_line_error(code, err, "--input-value names 'image', the input the images feed")
+
+
+def test_float16_inputs_refuse_a_value_past_their_range(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq67 F10: 100000 fed to the float16 input of --no-keep-io-types was numpy's overflow warning and
+    'the float16 model fails ... even where every node stays float32'."""
+    model = _typed(tmp_path / "m.onnx", TensorProto.FLOAT)
+    table, out = tmp_path / "t.json", tmp_path / "h.onnx"
+    assert _calibrate(model, image_dir, table, capsys, "s=100000,1,1,1")[0] == 0
+    argv = ["convert", str(model), "-c", str(table), "-o", str(out), "--to", "fp16"]
+    code, _, err = run([*argv, "--no-keep-io-types"], capsys)
+    assert_one_line_error(code, err, "input 's' is fed values up to 100000 (the calibration samples), beyond")
+    assert not out.exists()
+    assert run(argv, capsys)[0] == 0  # float32 inputs take it
