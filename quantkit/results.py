@@ -247,14 +247,22 @@ class Batch:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One input of the model: name and shape, None for a dynamic dimension; pixels: the input takes
-    uint8 pixel values (0-255) and normalises them itself, else float32."""
+    """One input of the model: name, shape (None for a dynamic dimension) and numpy's name of its element
+    type ("float32", "uint8", "int64", "bool", "float16")."""
 
     name: str
     shape: tuple[int | None, ...]
-    pixels: bool = False
-    integer: bool = False  # another integer type (an id, a size): fed from arrays, through float32 samples
-    dtype: str = "float32"  # numpy's name of its element type ("int64", "bool", "float16")
+    dtype: str = "float32"
+
+    @property
+    def pixels(self) -> bool:
+        """The input takes uint8 pixel values (0-255) and normalises them itself."""
+        return self.dtype == "uint8"
+
+    @property
+    def integer(self) -> bool:
+        """Another integer type (an id, a size): fed from arrays, through float32 samples."""
+        return np.dtype(self.dtype).kind in "iu" and not self.pixels
 
     @property
     def batch_dim(self) -> int | None:

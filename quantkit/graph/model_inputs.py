@@ -9,7 +9,6 @@ import onnx
 
 from quantkit.config.fixed_inputs import OPTION, check_names
 from quantkit.errors import ModelError
-from quantkit.graph.query import INTEGER_TYPES
 from quantkit.results import InputSpec
 
 
@@ -86,6 +85,4 @@ def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPE
             "with that dimension dynamic (a name) or at its size"
         )
     shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
-    pixels = kind == onnx.TensorProto.UINT8
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(kind).name
-    return InputSpec(value.name, shape, pixels, kind in INTEGER_TYPES and not pixels, dtype)
+    return InputSpec(value.name, shape, onnx.helper.tensor_dtype_to_np_dtype(kind).name)
