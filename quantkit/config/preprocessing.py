@@ -188,6 +188,11 @@ class PreprocessOptions:
                     "letterbox (or letterbox-center), or leave --pad out"
                 )
 
+    @property
+    def fixed_names(self) -> tuple[str, ...]:
+        """The inputs --input-value gives a value, in the order given."""
+        return tuple(name for name, _ in self.input_values)
+
 
 @dataclass(frozen=True)
 class ImageSelection:

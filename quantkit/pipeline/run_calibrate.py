@@ -121,7 +121,7 @@ def calibrate(
     model = model_io.load_model(model_path)
     require_quantizable(model, model_path)
     specs = model_inputs.float_inputs(model)
-    given = [name for name, _ in config.preprocess.input_values]
+    given = config.preprocess.fixed_names
     if given and arrays is not None:
         raise ConfigError(f"{OPTION} gives inputs' values beside images; model-ready arrays name every input")
     # images need the one image input (the others given values); arrays feed every input (dicts for several)

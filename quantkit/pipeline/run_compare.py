@@ -392,7 +392,7 @@ def _fixed_names(
     a recorded one the reference does not have is refused in words that say where it comes from (hq67
     F8: 'names s' of a flag never given)."""
     names = [i.name for i in inputs]
-    given = {name for name, _ in options.input_values}
+    given = set(options.fixed_names)
     for fixed in recorded.fixed if recorded is not None else ():
         if fixed.name not in names and fixed.name not in given:
             known = ", ".join(repr(n) for n in names)

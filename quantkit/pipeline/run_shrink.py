@@ -383,7 +383,7 @@ def cache_key(model_path: Path, config: ShrinkConfig, model_sha256: str) -> str:
     names and contents and the calibration settings: a table is reused only when all of them match."""
     model = model_io.load_model(model_path)
     options = config.calibration.preprocess
-    spec = model_inputs.image_input(model, [name for name, _ in options.input_values])
+    spec = model_inputs.image_input(model, options.fixed_names)
     preprocess = resolve_preprocess(options, spec, model_inputs.float_inputs(model))
     paths = select_images(config.calibration.images)
     key = {
