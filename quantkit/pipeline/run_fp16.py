@@ -414,11 +414,16 @@ def _drawn_at_random(error: ModelError, model: onnx.ModelProto) -> ModelError | 
 def _require_inputs_fit(samples: Feed, target: FloatFormat, described: str) -> None:
     """--no-keep-io-types: each input takes `target` values; one fed past its range (an --input-value of
     100000 into float16) is refused in one line, not blamed on the model as 'not finite' (hq67 F10)."""
-    for name, value in ({"the input": samples} if isinstance(samples, np.ndarray) else samples).items():
+    labelled = (
+        [("the input", samples)]
+        if isinstance(samples, np.ndarray)
+        else [(f"input {name!r}", value) for name, value in samples.items()]
+    )
+    for which, value in labelled:
         peak = float(np.max(np.abs(value))) if value.size else 0.0
         if peak > target.largest:
             raise ConfigError(
-                f"{name if name == 'the input' else f'input {name!r}'} is fed values up to {peak:g} (the "
+                f"{which} is fed values up to {peak:g} (the "
                 f"{described}), beyond {target.name}'s {target.largest:g}: keep the inputs float32 (leave "
                 "--no-keep-io-types out)"
             )
