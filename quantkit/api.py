@@ -423,7 +423,19 @@ def _path(value: object, name: str) -> Path:
     """A path argument (hunt38 F6: None, bytes or "" raised pathlib's TypeError or ValueError)."""
     if isinstance(value, (str, os.PathLike)) and str(value):
         return Path(value)
-    raise ConfigError(f"{name} takes a path (a str or os.PathLike); got {value!r}")
+    raise ConfigError(f"{name} takes a path (a str or os.PathLike); got {_described(value)}")
+
+
+def _described(value: object) -> str:
+    """What was given instead of a path, in a few words (s49: a model's bytes or an onnx.ModelProto were
+    printed whole, a line of thousands of characters)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{type(value).__name__} of {len(value)} bytes; write them to a file and pass its path"
+    kind = type(value)
+    if kind.__name__ == "ModelProto":
+        return "an onnx.ModelProto; onnx.save it to a file and pass its path"
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {kind.__name__} ({text[:40]}...)"
 
 
 def _preprocess(preprocess: Any, call: str) -> PreprocessOptions:

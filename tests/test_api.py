@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 try:
@@ -255,6 +256,21 @@ def test_arguments_of_the_wrong_type_are_config_errors(cnn: Path, image_dir: Pat
         (lambda: quantkit.calibrate(None, image_dir), "model takes a path"),  # type: ignore[arg-type]
         (lambda: quantkit.convert(cnn, calibration="", output=out), "calibration takes a path"),
         (lambda: quantkit.convert(cnn, calibration=cnn, output=None), "output takes a path"),  # type: ignore[arg-type]
+        # s49: a model's bytes or its ModelProto were printed whole into the message
+        (
+            lambda: quantkit.convert(cnn.read_bytes(), to="fp16", output=out),  # type: ignore[arg-type]
+            r"^model takes a path \(a str or os.PathLike\); got bytes of \d+ bytes; write them to a file "
+            "and pass its path$",
+        ),
+        (
+            lambda: quantkit.convert(onnx.load(cnn), to="fp16", output=out),  # type: ignore[arg-type]
+            r"^model takes a path \(a str or os.PathLike\); got an onnx.ModelProto; onnx.save it to a file "
+            "and pass its path$",
+        ),
+        (
+            lambda: quantkit.convert(cnn, calibration=list(range(100)), output=out),  # type: ignore[arg-type]
+            r"got a list \(\[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1\.\.\.\)$",
+        ),
         (
             lambda: quantkit.convert(cnn, calibration=cnn, output=out, max_float_layers=2.5),
             "--max-float-layers",
