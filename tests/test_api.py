@@ -465,3 +465,22 @@ def test_integers_float32_cannot_hold_are_refused(tmp_path: Path, capsys: Capsys
     with np.errstate(all="raise"):  # no overflow on the way
         big = fed_as(np.array([1e30, -1e30, 7.6], np.float32), np.dtype(np.int64))
     assert big[0] > 2**62 and big[1] == np.iinfo(np.int64).min and big[2] == 8
+
+
+def test_a_list_of_relative_image_paths_is_labelled_as_the_absolute_one(
+    cnn: Path, image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq68 1: data=[relative paths] with labels= raised pathlib's ValueError (the folder the labels are read
+    against was absolute, the paths as given)."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dogs\ncats\nbirds\nfish\nmice\n")  # the CNN scores 5 classes
+    fp16 = tmp_path / "h.onnx"
+    quantkit.convert(cnn, to="fp16", output=fp16)
+    files = [f for kind in ("cats", "dogs") for f in sorted((image_dir / kind).glob("*.png"))[:3]]
+    monkeypatch.chdir(image_dir)
+    relative = [str(f.relative_to(image_dir)) for f in files]
+    figures = [
+        quantkit.compare(cnn, fp16, data=listed, labels=labels, runs=0).to_dict()["accuracy"]
+        for listed in (files, relative)
+    ]
+    assert figures[0] == figures[1] and figures[0]["reference"]["images"] == 6

@@ -46,7 +46,7 @@ def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
     """The class index of an image: its parent folder (DIR/<class>/img) or its name prefix
     (<class>_anything.jpg, the longest prefix at an underscore that is a class: hunt39 F6, tiger_cat_1.jpg
     was scored as 'tiger', and 8 of 11 such photos against another class); -1 when none names a class."""
-    relative = path.relative_to(folder)
+    relative = path.absolute().relative_to(folder.absolute())  # hq68 1: the API's relative file lists
     if len(relative.parts) > 1 and relative.parts[-2] in lookup:
         return lookup[relative.parts[-2]]
     parts = path.stem.split("_")
