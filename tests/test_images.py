@@ -169,6 +169,51 @@ def test_undecodable_and_bomb_images_raise_image_error() -> None:
         load_sample(full[: len(full) // 2], pre)
 
 
+# hq68 2: a 24x18 TIFF whose strip-offsets tag has the wrong type (found by mutating bytes); Pillow's TIFF
+# plugin raises TypeError from its load and warns 'Tag data larger than file'
+DAMAGED_TIFF = (
+    "SUkqAMgBAAAXUVBNi15dXV9ZZ2doamNqbmZoZmBhX1pJF1RRS0tiaF5jV2Vsamtmd25idXBs6XBxb/9VFVNQVG5nY2Bbb21pbXhpXXts"
+    "bW5tbGsXVFdWVlpfdGZkXmhubHJyaFtyZWtub29s/lkSWGNea3JlZGJscXNralt+Z2Zobv9wF1phYFpgcVx2ampianN0aGleg25pZmRp"
+    "bxdVWWlhXXNsYnt0fHhwb2RiYn5jYWdoaWsXaldba2RteGxpamVveIGDeHZlYm5wbWhpFWZuYFpqdGlUS2yFm623vMbCn35pZGP/axdr"
+    "bXBaWVtigayzsLvFztXh4sHLqGtdaWVeWBVnfH+JrM7Gv8fHzdjp7+/B6c2CZ15vF1R/////qcWop5Sevc7Q4eTTrJBnZWVOWRdTVmSG"
+    "k553bhFaVJipknNle6djXV1jVFMXSk5aholkUl5jW1tialxUUF97WFJPS0MiDkZKT1tPSU5OT1FRVVRWVf1WBFNRUDo1F0hHP0BFTFFQ"
+    "UE9VWVNZXFtZWFRTUz9SWhc+P0FGSU1QUE5PVVZYXFdUVVdWVEJRWGUXRUdJSUpNT09QT05TVVlQT1ZUU0NNW2xrCQAAAQMAAQAAABgA"
+    "AAABAQMAAQAAABIAAAACAQMAAQAAAAgAAAADAQMAAXgAAAWAAAAGAQMAAQAAAAEAAAARAQcAAQAAAAgAAAAWAQMAAQAAABIAAAAXAQQA"
+    "AQAAANwBAAAcAQMAAQAAAAEAAAAAAAAA"
+)
+
+
+def test_whatever_a_decoder_raises_on_a_damaged_file_is_that_files_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq68 2: a damaged TIFF stopped calibrate and compare as 'internal error (TypeError ...)', its
+    UserWarning printed, where any other broken file is skipped and named."""
+    import base64
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning leaking out of the decode fails the test
+        with pytest.raises(ImageError, match=r"^not a decodable image \("):
+            load_sample(base64.b64decode(DAMAGED_TIFF), PRE)
+
+    small = _png(Image.new("RGB", (8, 8)))
+
+    def failing_load(self: Image.Image) -> None:  # as Pillow's AVIF plugin fails on a flipped byte
+        raise RuntimeError("Failed to decode frame 0: Decoding of color planes failed")
+
+    monkeypatch.setattr(Image.Image, "load", failing_load)
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", failing_load)
+    with pytest.raises(ImageError, match=r"^not a decodable image \(Failed to decode frame 0"):
+        load_sample(small, PRE)
+
+    def out_of_memory(self: Image.Image) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", out_of_memory)
+    with pytest.raises(MemoryError):  # not the file's fault: not skipped as unreadable
+        load_sample(small, PRE)
+
+
 def test_loader_skips_bad_files_and_hashes_content(image_dir: Path, tmp_path: Path) -> None:
     paths = find_images(image_dir)[:5]
     bad = tmp_path / "bad.jpg"
