@@ -60,7 +60,7 @@ from quantkit.config import (
     ShrinkConfig,
     Target,
 )
-from quantkit.config.base import as_count, as_enum
+from quantkit.config.base import as_count, as_enum, as_path
 from quantkit.config.choices import refuse_replaced
 from quantkit.data import ArrayFiles, Sample, read_data
 from quantkit.errors import ConfigError
@@ -121,10 +121,10 @@ def calibrate(
     "classes", "values" (embeddings, landmarks) or "auto", for the check that FP32 is fed right. Workers
     start through
     multiprocessing, so a script that uses them needs the usual `if __name__ == "__main__":` guard."""
-    model_path = _path(model, "model")
+    model_path = as_path(model, "model")
     if output is None and not model_path.name:  # '.' or '/': no file name to put the table beside
         raise ConfigError(f"model {model_path} is a folder; give the .onnx file")
-    table = _path(output, "output") if output is not None else model_path.with_suffix(".calib.json")
+    table = as_path(output, "output") if output is not None else model_path.with_suffix(".calib.json")
     selection, arrays = _data(data, num_images, seed)
     files.check_outputs([("output", table)], [("the model", model_path)])  # then a .json path, then the rest
     _, npz = table_paths(table)
@@ -166,9 +166,9 @@ def convert(
     input_size, max_float32_layers); for the accuracy budget max_drop, validation (an image folder),
     labels, metric, max_trials, timeout, detector; workers / ray / threads: where the searches' trials are
     measured and the validation images scored (as for `calibrate`; the result is the same)."""
-    model_path, out = _path(model, "model"), _path(output, "output")
+    model_path, out = as_path(model, "model"), as_path(output, "output")
     given = calibration.table if isinstance(calibration, CalibrateSummary) else calibration
-    table = _path(given, "calibration") if given is not None else Path("")
+    table = as_path(given, "calibration") if given is not None else Path("")
     tables = [("calibration", table), ("the table's arrays", arrays_path(table))] if calibration else []
     files.check_outputs([("output", out)], [("the model", model_path), *tables])
     if to in ("fp16", "bf16"):
@@ -222,7 +222,7 @@ def compare(
         config = CompareConfig(
             images=selection,
             preprocess=_preprocess(preprocess, "compare"),
-            labels=_path(labels, "labels") if labels is not None else None,
+            labels=as_path(labels, "labels") if labels is not None else None,
             latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
             runtime=as_enum(Runtime, runtime, "runtime"),
             output_kind=as_enum(OutputKind, output_kind, "output_kind"),
@@ -230,8 +230,8 @@ def compare(
         )
     explicit = preprocess is not None
     return run_compare(
-        _path(reference, "reference"),
-        _path(candidate, "candidate"),
+        as_path(reference, "reference"),
+        as_path(candidate, "candidate"),
         config,
         explicit,
         progress or no_progress,
@@ -268,8 +268,8 @@ def sensitivity(
     selection = _data(data, num_images, seed)[0]
     config = ConvertConfig(**_options(ConvertConfig, {"method": method, "activations": activations}, "int8"))
     return run_sensitivity(
-        _path(model, "model"),
-        _path(calibration, "calibration"),
+        as_path(model, "model"),
+        as_path(calibration, "calibration"),
         selection,
         config,
         top,
@@ -315,13 +315,13 @@ def shrink(
     calibration and the evaluation's images run, as for `calibrate`. convert_options: convert's INT8
     options as `convert` takes them (method, prefer, min_sqnr, exclude_nodes, ...; max_drop is a gate
     here, not a search)."""
-    model_path, out = _path(model, "model"), _path(output_dir, "output_dir")
+    model_path, out = as_path(model, "model"), as_path(output_dir, "output_dir")
     calib, arrays = _data(data, num_images, seed)
     held, held_arrays = _data(eval_data, eval_num_images, seed) if eval_data is not None else (calib, None)
     if arrays is not None or held_arrays is not None:
         raise ConfigError("shrink takes images (a folder or a list of files); calibrate on arrays instead")
     held = ImageSelection(held.folder, eval_num_images, seed, "eval_num_images", held.files)
-    label_file = _path(labels, "labels") if labels is not None else None
+    label_file = as_path(labels, "labels") if labels is not None else None
     files.check_outputs(
         [(f"output_dir's {name}", out / name) for name in run_shrink.outputs(model_path)],
         [("the model", model_path), *([("labels", label_file)] if label_file else [])],
@@ -419,25 +419,6 @@ def _arguments(call: str) -> Iterator[None]:
         ) from exc
 
 
-def _path(value: object, name: str) -> Path:
-    """A path argument (hunt38 F6: None, bytes or "" raised pathlib's TypeError or ValueError)."""
-    if isinstance(value, (str, os.PathLike)) and str(value):
-        return Path(value)
-    raise ConfigError(f"{name} takes a path (a str or os.PathLike); got {_described(value)}")
-
-
-def _described(value: object) -> str:
-    """What was given instead of a path, in a few words (s49: a model's bytes or an onnx.ModelProto were
-    printed whole, a line of thousands of characters)."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return f"{type(value).__name__} of {len(value)} bytes; write them to a file and pass its path"
-    kind = type(value)
-    if kind.__name__ == "ModelProto":
-        return "an onnx.ModelProto; onnx.save it to a file and pass its path"
-    text = repr(value)
-    return text if len(text) <= 60 else f"a {kind.__name__} ({text[:40]}...)"
-
-
 def _preprocess(preprocess: Any, call: str) -> PreprocessOptions:
     if preprocess is not None and not isinstance(preprocess, PreprocessOptions):
         raise ConfigError(
@@ -452,4 +433,4 @@ def check(model: PathLike, *, target: str | None = None) -> CheckReport:
     recorded in the model, else "ort-cpu") cannot fuse or will run in float, and every type it cannot
     run, in `model` (any Q/DQ ONNX model, quantkit's or another tool's): `.findings` is empty when there
     is none."""
-    return run_check(_path(model, "model"), None if target is None else as_enum(Target, target, "target"))
+    return run_check(as_path(model, "model"), None if target is None else as_enum(Target, target, "target"))

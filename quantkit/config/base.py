@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from enum import Enum
+from pathlib import Path
 from typing import TypeVar
 
 from quantkit.errors import ConfigError
@@ -149,3 +150,20 @@ def check_threads(threads: int, automatic: bool) -> None:
             f"--threads {threads} is more than {THREADS_PER_CORE} per core of the {cores} here; "
             f"give at most {most}{', or 0 for all cores' if automatic else ''}"
         )
+
+
+def as_path(value: object, name: str) -> Path:
+    """An API path argument (hunt38 F6: None, bytes or "" raised pathlib's TypeError or ValueError)."""
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return Path(value)
+    raise ConfigError(f"{name} takes a path (a str or os.PathLike); got {_described(value)}")
+
+
+def _described(value: object) -> str:
+    """What was given instead of a path, in few words (s49: a model's bytes or ModelProto printed whole)."""
+    kind, text = type(value).__name__, repr(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{kind} of {len(value)} bytes; write them to a file and pass its path"
+    if kind == "ModelProto":
+        return "an onnx.ModelProto; onnx.save it to a file and pass its path"
+    return text if len(text) <= 60 else f"a {kind} ({text[:40]}...)"
