@@ -37,7 +37,8 @@ from onnx import TensorProto, helper, numpy_helper
 from quantkit import pipeline
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection, PreprocessOptions
 from quantkit.graph.model_inputs import image_input
-from quantkit.images import ImageLoader, find_images, resolve_preprocess
+from quantkit.image_folders import find_images
+from quantkit.images import ImageLoader, resolve_preprocess
 from quantkit.runtime import Session, interleaved_latency
 
 # torchvision mobilenet_v3_small: (kernel, expanded, out, squeeze-excite, hard-swish, stride)

@@ -27,7 +27,8 @@ from bench.models import ASSETS
 from quantkit.calib.table import load
 from quantkit.config import ImageSelection, Preprocess
 from quantkit.graph.emulate import emulate, stored_as
-from quantkit.images import ImageLoader, find_images, select_images
+from quantkit.image_folders import find_images, select_images
+from quantkit.images import ImageLoader
 from quantkit.runtime import Session
 
 BFLOAT16 = onnx.TensorProto.BFLOAT16

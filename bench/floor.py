@@ -20,7 +20,8 @@ import onnxruntime as ort
 
 from bench.child import PEAK_PREFIX, own_peak_mb
 from quantkit.config import ImageSelection, Preprocess
-from quantkit.images import ImageLoader, select_images
+from quantkit.image_folders import select_images
+from quantkit.images import ImageLoader
 
 BATCH = 8  # calibrate's default batch
 

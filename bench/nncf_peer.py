@@ -24,7 +24,8 @@ from bench.quantize import check_written, preprocess_from
 from quantkit.config import ImageSelection
 from quantkit.graph.model_inputs import image_input
 from quantkit.graph.model_io import ensure_opset
-from quantkit.images import ImageLoader, resolve_preprocess, select_images
+from quantkit.image_folders import select_images
+from quantkit.images import ImageLoader, resolve_preprocess
 
 
 def quantize_with_nncf(job: dict[str, Any]) -> None:

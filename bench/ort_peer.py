@@ -27,7 +27,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from quantkit.config import ImageSelection, PreprocessOptions, Preset, ResizeMode
 from quantkit.graph.model_inputs import image_input
-from quantkit.images import ImageLoader, resolve_preprocess, select_images
+from quantkit.image_folders import select_images
+from quantkit.images import ImageLoader, resolve_preprocess
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ from bench.models import ASSETS, MODELS, RESNET, BenchModel, preprocess_spec
 from bench.resnet import build as build_resnet
 from quantkit.config import ImageSelection, Preprocess
 from quantkit.graph.model_inputs import image_input
-from quantkit.images import ImageLoader, find_images, resolve_preprocess, select_images
+from quantkit.image_folders import find_images, select_images
+from quantkit.images import ImageLoader, resolve_preprocess
 from quantkit.pipeline import speed_memory
 from quantkit.runtime import cpu_info, versions
 

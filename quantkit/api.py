@@ -65,7 +65,7 @@ from quantkit.config.choices import refuse_replaced
 from quantkit.data import ArrayFiles, Sample, read_data
 from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import detector_fields
-from quantkit.images import IMAGE_SUFFIXES
+from quantkit.image_folders import IMAGE_SUFFIXES
 from quantkit.outcomes import (
     CheckReport,
     ComparisonResult,

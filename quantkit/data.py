@@ -23,7 +23,7 @@ import numpy as np
 from quantkit import files
 from quantkit.config import ImageSelection
 from quantkit.errors import ConfigError, ImageError
-from quantkit.images import IMAGE_SUFFIXES, seeded_subset
+from quantkit.image_folders import IMAGE_SUFFIXES, seeded_subset
 from quantkit.results import Batch, Feed, InputSpec
 
 ARRAY_SUFFIXES = files.ARRAY_SUFFIXES
@@ -79,7 +79,7 @@ class ArrayFiles:
     @classmethod
     def under(cls, folder: Path, wanted: int | None = None, seed: int = 0) -> ArrayFiles:
         """The .npy/.npz files under `folder`, or a seeded subset of `wanted` of them chosen as images are
-        (images.seeded_subset: the same files for the same seed)."""
+        (image_folders.seeded_subset: the same files for the same seed)."""
         return cls(seeded_subset(array_files(folder), wanted, seed))
 
 

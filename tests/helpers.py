@@ -18,7 +18,8 @@ from quantkit import pipeline
 from quantkit.cli import main
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
 from quantkit.evaluate.metrics import sqnr_db
-from quantkit.images import ImageLoader, find_images
+from quantkit.image_folders import find_images
+from quantkit.images import ImageLoader
 from quantkit.outcomes import ConvertSummary
 from quantkit.runtime import Session
 

@@ -806,16 +806,16 @@ def test_broken_images_are_skipped_with_a_count(
 
 
 def test_huge_files_are_not_read(image_dir: Path, tmp_path: Path) -> None:
-    from quantkit import images
+    from quantkit import image_folders, images
     from tests.test_images import PRE
 
     folder = tmp_path / "big"
     folder.mkdir()
-    source = images.find_images(image_dir)[0]
+    source = image_folders.find_images(image_dir)[0]
     (folder / "a.png").write_bytes(source.read_bytes())
     with (folder / "huge.png").open("wb") as handle:  # sparse: no real disk use
         handle.truncate(images.MAX_FILE_BYTES + 1)
-    loader = images.ImageLoader(images.find_images(folder), PRE, 4)
+    loader = images.ImageLoader(image_folders.find_images(folder), PRE, 4)
     assert sum(b.data.shape[0] for b in loader) == 1
     assert [(p.name, why) for p, why in loader.skipped] == [
         ("huge.png", "too large to read: larger than 256 MiB")
@@ -1002,7 +1002,8 @@ def test_unusual_pixel_formats_are_converted(cnn: Path, tmp_path: Path, capsys: 
 
 def test_thousands_of_images_stream(image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The loader reads files as batches are drawn, never the whole folder first."""
-    from quantkit.images import ImageLoader, find_images
+    from quantkit.image_folders import find_images
+    from quantkit.images import ImageLoader
     from tests.test_images import PRE
 
     source = find_images(image_dir)[0].read_bytes()
@@ -1024,7 +1025,7 @@ def test_thousands_of_images_stream(image_dir: Path, tmp_path: Path, monkeypatch
 
 
 def test_symlinks_out_of_the_image_folder_are_ignored(image_dir: Path, tmp_path: Path) -> None:
-    from quantkit.images import find_images
+    from quantkit.image_folders import find_images
 
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -308,7 +308,8 @@ def test_one_images_detections_without_a_batch_axis_are_read_as_its_list(
     from quantkit.config import ImageSelection, PreprocessOptions
     from quantkit.graph.model_inputs import image_input
     from quantkit.graph.model_io import load_model
-    from quantkit.images import ImageLoader, resolve_preprocess, select_images
+    from quantkit.image_folders import select_images
+    from quantkit.images import ImageLoader, resolve_preprocess
 
     pre = resolve_preprocess(PreprocessOptions(), image_input(load_model(reference)))
     session = Session.of(onnx.load(str(reference)))

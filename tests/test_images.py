@@ -12,14 +12,8 @@ from PIL import Image
 
 from quantkit.config import ImageSelection, Layout, Preprocess, PreprocessOptions, Preset, ResizeMode
 from quantkit.errors import ConfigError, ImageError
-from quantkit.images import (
-    ImageLoader,
-    find_images,
-    load_sample,
-    resolve_preprocess,
-    select_images,
-    shortfall,
-)
+from quantkit.image_folders import find_images, select_images, shortfall
+from quantkit.images import ImageLoader, load_sample, resolve_preprocess
 from quantkit.results import InputSpec
 
 

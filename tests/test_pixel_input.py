@@ -13,7 +13,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from quantkit.config import Layout, Preprocess
-from quantkit.images import ImageLoader, find_images
+from quantkit.image_folders import find_images
+from quantkit.images import ImageLoader
 from tests.conftest import conv_params, make_model
 from tests.helpers import assert_one_line_error, run
 

@@ -20,7 +20,8 @@ from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection, Prep
 from quantkit.graph import model_io
 from quantkit.graph.probe import local_probe
 from quantkit.graph.query import name_nodes
-from quantkit.images import ImageLoader, select_images
+from quantkit.image_folders import select_images
+from quantkit.images import ImageLoader
 from quantkit.planner import sensitivity as sens
 from quantkit.planner.core import plan
 from quantkit.runtime import Session

@@ -16,7 +16,8 @@ from quantkit import pipeline
 from quantkit.calib.table import load
 from quantkit.config import Float16Config, Preprocess
 from quantkit.graph.widen import HALF, narrow, widen, widenable
-from quantkit.images import ImageLoader, find_images
+from quantkit.image_folders import find_images
+from quantkit.images import ImageLoader
 from tests.conftest import conv_params, make_model
 from tests.helpers import op_counts, output_sqnr, quantize, run, run_outputs
 

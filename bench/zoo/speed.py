@@ -25,7 +25,8 @@ import onnx
 from bench.zoo.flags import preprocess_options
 from quantkit.evaluate.speed import interleaved_rounds, speedups
 from quantkit.graph.model_inputs import image_input
-from quantkit.images import ImageLoader, find_images, resolve_preprocess
+from quantkit.image_folders import find_images
+from quantkit.images import ImageLoader, resolve_preprocess
 from quantkit.runtime import Session
 
 

@@ -200,7 +200,7 @@ def guard_outputs(
 ) -> None:
     """No output of a command lands on any of its inputs (config files included), before any work."""
     from quantkit import files
-    from quantkit.images import IMAGE_SUFFIXES
+    from quantkit.image_folders import IMAGE_SUFFIXES
 
     configs = [("the config file", path) for path in CONFIG_FILES]
     files.check_outputs(

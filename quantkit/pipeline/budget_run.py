@@ -18,7 +18,8 @@ from quantkit.evaluate.labels import read_classes
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.output_kinds import label_outputs, value_outputs
 from quantkit.graph.query import GraphIndex
-from quantkit.images import list_digest, select_images
+from quantkit.image_folders import select_images
+from quantkit.images import list_digest
 from quantkit.outcomes import BudgetReport
 from quantkit.parallel import InProcess, pool_for, threads_per_worker
 from quantkit.pipeline.loading import table_preprocess

@@ -36,7 +36,8 @@ from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import function_nodes, is_quantized_op
 from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
-from quantkit.images import TOO_LARGE, links_outside
+from quantkit.image_folders import links_outside
+from quantkit.images import TOO_LARGE
 from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take
 from quantkit.runtime import Session, int8_saturates
 

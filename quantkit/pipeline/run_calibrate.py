@@ -34,13 +34,8 @@ from quantkit.graph.observe_parts import group_model, in_graph_order, last_first
 from quantkit.graph.output_kinds import value_outputs
 from quantkit.graph.prepare import prepare
 from quantkit.graph.query import measured_in_place, selection_ordered
-from quantkit.images import (
-    ImageLoader,
-    entries_hash,
-    resolve_preprocess,
-    select_images,
-    shortfall,
-)
+from quantkit.image_folders import select_images, shortfall
+from quantkit.images import ImageLoader, entries_hash, resolve_preprocess
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline.calib_chunks import (
     ChunkJob,

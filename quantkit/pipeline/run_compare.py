@@ -38,7 +38,8 @@ from quantkit.graph.layouts import channel_axes
 from quantkit.graph.output_kinds import label_outputs, map_outputs, value_outputs
 from quantkit.graph.query import SELECTING_OPS, selection_ordered
 from quantkit.graph.subnormal import subnormal_warning
-from quantkit.images import resolve_preprocess, select_images, shortfall
+from quantkit.image_folders import select_images, shortfall
+from quantkit.images import resolve_preprocess
 from quantkit.outcomes import ComparisonResult, OutputMetrics
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline.compare_chunks import (

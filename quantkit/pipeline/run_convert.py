@@ -26,7 +26,7 @@ from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.fold_shapes import fills_as_nodes
 from quantkit.graph.prepare import Prepared
 from quantkit.graph.widen import narrow, redeclare, stored_half, widen
-from quantkit.images import images_of
+from quantkit.image_folders import images_of
 from quantkit.outcomes import ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline import convert_notes, speed_memory, speed_refine, speed_step, tensorrt_parity

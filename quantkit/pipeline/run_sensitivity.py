@@ -12,7 +12,7 @@ from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig, ImageSelection
 from quantkit.errors import ModelError
 from quantkit.evaluate.output_noise import OutputNoise
-from quantkit.images import select_images, shortfall
+from quantkit.image_folders import select_images, shortfall
 from quantkit.outcomes import LayerSensitivity, SensitivityReport
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline.loading import load_for_int8, resolve_weight_range, table_preprocess, table_samples

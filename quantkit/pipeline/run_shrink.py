@@ -29,14 +29,8 @@ from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
 from quantkit.graph.query import INTEGER_TYPES
-from quantkit.images import (
-    images_of,
-    list_digest,
-    resolve_preprocess,
-    select_images,
-    shared_images,
-    shortfall,
-)
+from quantkit.image_folders import images_of, select_images, shortfall
+from quantkit.images import list_digest, resolve_preprocess, shared_images
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline.budget_run import check_detector_head
