@@ -118,6 +118,22 @@ def test_sensitivity_says_what_calibrate_says_of_its_images(
     assert any(w.startswith("the ranking rests on 2 image(s)") for w in few.warnings)
 
 
+def test_sensitivity_names_its_default_image_count_as_a_default(
+    planted: tuple[Path, Path], image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq68 12: every folder under 32 images was told '--num-images 32 asks for more images', a flag the
+    user never gave."""
+    from tests.helpers import run
+
+    model, table = planted
+    argv = ["sensitivity", str(model), "-c", str(table), "--images", str(image_dir), "--top", "1"]
+    code, _, err = run(argv, capsys)
+    said = " ".join(err.split())
+    assert code == 0 and "sensitivity's default --num-images 32 asks for more images than" in said, err
+    code, _, err = run([*argv, "--num-images", "30"], capsys)
+    assert code == 0 and "warning: --num-images 30 asks for more images than" in " ".join(err.split())
+
+
 def test_sensitivity_reads_the_images_again_when_they_do_not_fit_in_memory(
     planted: tuple[Path, Path], image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
