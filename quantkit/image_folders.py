@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,18 @@ from quantkit.config import ImageSelection
 from quantkit.errors import ImageError
 
 # TIFF for scans and microscopy (16-bit and float pages read as grey); a GIF's or multi-page file's
-# first frame; .jfif / .jpe (JPEGs as Windows and browsers save them) and PPM / PGM. Left out, they were
-# skipped without a word in a folder that held other images (hunt39 F3).
-SUFFIX_TEXT = ".jpg .jpeg .jpe .jfif .png .bmp .webp .tif .tiff .gif .ppm .pgm"
+# first frame; .jfif / .jpe (JPEGs as Windows and browsers save them), the netpbm family, AVIF and JPEG
+# 2000 (Pillow reads them; a Pillow without them skips such a file by name). Left out, they were skipped
+# without a word in a folder that held other images (hunt39 F3, hq68 4).
+SUFFIX_TEXT = ".jpg .jpeg .jpe .jfif .png .bmp .webp .tif .tiff .gif .ppm .pgm .pnm .pbm .avif .jp2 .j2k"
 IMAGE_SUFFIXES = frozenset(SUFFIX_TEXT.split())
+# photo formats no Pillow here decodes (phones' HEIC, cameras' raw files, layered or vector files): left
+# out of a folder with a warning that names them (hq68 4: 20 .HEIC beside 12 .jpg, 'calibrated on 12')
+UNREAD_TEXT = ".heic .heif .jxl .dng .cr2 .cr3 .nef .arw .raf .orf .rw2 .srw .pef .psd .svg .exr .hdr"
+UNREAD_SUFFIXES = frozenset(UNREAD_TEXT.split())
+# a NAS's thumbnails and recycle bins: never photos of their own (hq68 11: Synology's @eaDir/<photo>/
+# SYNOFILE_THUMB_*.jpg doubled a calibration set)
+SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information"})
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -38,6 +47,12 @@ def find_images(folder: Path) -> list[Path]:
                 "not read; put the images themselves in the folder"
             )
         outside = [p for p in others if (folder / p).suffix.lower() in IMAGE_SUFFIXES and p not in hidden]
+        gone = left_out(folder)
+        if gone.folders or gone.broken or gone.unread:  # hq68 3, 4, 13: called 'empty' or 'outside'
+            raise ImageError(
+                f"no images ({SUFFIX_TEXT}) found under {folder}: {gone.text().replace(' left out', '')}; "
+                "point --images at a folder of images"
+            )
         if outside:
             raise ImageError(
                 f"the {len(outside)} image(s) under {folder} (e.g. {outside[0]}) are links to files outside "
@@ -72,8 +87,9 @@ def _once(found: Iterable[tuple[str, Path, os.DirEntry[str]]], root: Path) -> li
 
 
 def _hidden(name: str) -> bool:
-    """A dot file or folder (macOS's ._* resource forks, .git) or __MACOSX/: never read for images."""
-    return name.startswith(".") or name == "__MACOSX"
+    """A dot file or folder (macOS's ._* resource forks, .git) or a system folder (SYSTEM_FOLDERS): never
+    read for images."""
+    return name.startswith(".") or name in SYSTEM_FOLDERS
 
 
 def _taken(entry: os.DirEntry[str], root: Path) -> bool:
@@ -153,28 +169,83 @@ def _listed(files: Sequence[Path]) -> list[Path]:
 
 
 def shortfall(selection: ImageSelection, selected: Sequence[Path]) -> str | None:
-    """The warning when the selection asks for more images than its folder holds, or when the folder's
-    links to image files outside it were left out (links_outside), else None."""
+    """The warning when the selection asks for more images than its folder holds, or when the folder
+    holds files it leaves out that a user may count as images (left_out), else None."""
     wanted = selection.num_images
-    linked = links_outside(selection.folder) if selection.files is None else 0
-    left = (
-        f"; {linked} link(s) to image files outside it are not followed (copy those images in)"
-        if linked
-        else ""
-    )
+    left = left_out(selection.folder).text() if selection.files is None else ""
     if wanted is None or wanted <= len(selected):
-        return f"{selection.folder}: {left[2:]}" if left else None
+        return f"{selection.folder}: {left}" if left else None
     return (
         f"{selection.option} {wanted} asks for more images than {selection.folder} holds; using all "
-        f"{len(selected)}, each once{left}"
+        f"{len(selected)}, each once{'; ' + left if left else ''}"
     )
 
 
-def links_outside(folder: Path) -> int:
-    """How many image files under `folder` are links to files outside it (find_images leaves them out:
-    a folder of 7 such links and 1 real image was read as 1 image, without a word: hunt30)."""
+@dataclass(frozen=True)
+class LeftOut:
+    """What find_images leaves out of a folder that a user may count as images: links to image files
+    outside it (hunt30: 7 such links and 1 real image read as 1 image, without a word), links to folders
+    (not followed; hq68 3: 12 of 13 photos dropped, exit 0), broken links (hq68 13: called 'outside') and
+    files in formats no Pillow here reads (UNREAD_SUFFIXES, their suffixes sorted)."""
+
+    outside: int = 0
+    folders: int = 0
+    broken: int = 0
+    unread: int = 0
+    formats: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        """One clause per kind found, '; '-joined; '' where nothing was left out."""
+        kinds = ", ".join(self.formats)
+        return "; ".join(
+            clause
+            for count, clause in (
+                (
+                    self.outside,
+                    f"{self.outside} link(s) to image files outside it are not followed (copy "
+                    "those images in)",
+                ),
+                (
+                    self.folders,
+                    f"{self.folders} link(s) to folders are not followed (copy those folders in, "
+                    "or pass a folder that holds them)",
+                ),
+                (self.broken, f"{self.broken} broken link(s) left out"),
+                (
+                    self.unread,
+                    f"{self.unread} file(s) in formats quantkit does not read ({kinds}) left out "
+                    "(convert them to JPEG or PNG)",
+                ),
+            )
+            if count
+        )
+
+
+def left_out(folder: Path) -> LeftOut:
+    """LeftOut of `folder`, walked as _entries walks it (no hidden or system folders, no folder links)."""
     root = folder.resolve()
-    try:
-        return sum(1 for _, entry in _entries(folder) if entry.is_symlink() and not _taken(entry, root))
-    except OSError:
-        return 0
+    outside = folders = broken = 0
+    unread: dict[str, int] = {}
+    pending = [folder]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as listing:
+                entries = list(listing)
+        except OSError:
+            continue
+        for entry in entries:
+            suffix = os.path.splitext(entry.name)[1].lower()
+            if _hidden(entry.name):
+                continue
+            if entry.is_symlink():
+                if not os.path.exists(entry.path):  # a loop is 'taken': the loader names it
+                    broken += suffix in IMAGE_SUFFIXES and not _taken(entry, root)
+                elif entry.is_dir():
+                    folders += 1
+                elif suffix in IMAGE_SUFFIXES and not _taken(entry, root):
+                    outside += 1
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+            elif suffix in UNREAD_SUFFIXES:
+                unread[suffix] = unread.get(suffix, 0) + 1
+    return LeftOut(outside, folders, broken, sum(unread.values()), tuple(sorted(unread)))

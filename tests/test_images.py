@@ -12,7 +12,7 @@ from PIL import Image
 
 from quantkit.config import ImageSelection, Layout, Preprocess, PreprocessOptions, Preset, ResizeMode
 from quantkit.errors import ConfigError, ImageError
-from quantkit.image_folders import find_images, select_images, shortfall
+from quantkit.image_folders import LeftOut, find_images, left_out, select_images, shortfall
 from quantkit.images import ImageLoader, load_sample, resolve_preprocess
 from quantkit.results import InputSpec
 
@@ -42,6 +42,39 @@ def test_links_to_folders_are_not_followed(tmp_path: Path) -> None:
     (tmp_path / "f" / "inner").symlink_to(tmp_path / "f" / "sub")
     (tmp_path / "f" / "outer").symlink_to(tmp_path / "other")
     assert find_images(tmp_path / "f") == [tmp_path / "f" / "sub" / "a.png"]
+
+
+def test_what_a_folder_leaves_out_is_named(image_dir: Path, tmp_path: Path) -> None:
+    """hq68 3, 4, 11, 13: a link to a folder of photos, a dangling link, phone HEIC files and a NAS's
+    thumbnails were left out (or read) without a word; a folder of folder links was called 'empty' and a
+    dangling link 'a link to image files outside it'. AVIF, JPEG 2000 and netpbm files are read."""
+    folder = tmp_path / "set"
+    (folder / "@eaDir" / "a.jpg").mkdir(parents=True)
+    png = sorted(image_dir.rglob("*.png"))[0]
+    (folder / "own.png").write_bytes(png.read_bytes())
+    (folder / "@eaDir" / "a.jpg" / "SYNOFILE_THUMB_M.jpg").write_bytes(png.read_bytes())
+    for suffix in (".avif", ".jp2", ".pnm"):
+        Image.open(png).convert("RGB").save(folder / f"also{suffix}")
+    (folder / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (folder / "dogs").symlink_to(image_dir / "dogs")
+    (folder / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    found = find_images(folder)
+    assert [p.name for p in found] == ["also.avif", "also.jp2", "also.pnm", "own.png"]
+    assert all(load_sample(p.read_bytes(), PRE).shape == (3, 8, 8) for p in found)
+    assert left_out(folder) == LeftOut(outside=0, folders=1, broken=1, unread=1, formats=(".heic",))
+    assert shortfall(ImageSelection(folder), found) == (
+        f"{folder}: 1 link(s) to folders are not followed (copy those folders in, or pass a folder that "
+        "holds them); 1 broken link(s) left out; 1 file(s) in formats quantkit does not read (.heic) left "
+        "out (convert them to JPEG or PNG)"
+    )
+    only = tmp_path / "only-links"
+    only.mkdir()
+    (only / "dogs").symlink_to(image_dir / "dogs")
+    with pytest.raises(
+        ImageError, match=r"found under .*only-links: 1 link\(s\) to folders are not followed"
+    ):
+        find_images(only)
+    assert left_out(image_dir) == LeftOut() and shortfall(ImageSelection(image_dir), []) is None
 
 
 def test_missing_and_empty_folders(tmp_path: Path) -> None:

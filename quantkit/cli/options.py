@@ -18,8 +18,9 @@ from quantkit.config import (
     Target,
 )
 from quantkit.config.base import as_floats, as_size
+from quantkit.image_folders import SUFFIX_TEXT
 
-IMAGES_HELP = "Folder of images (.jpg .jpeg .jpe .jfif .png .bmp .webp .tif .tiff .gif .ppm .pgm), recursive."
+IMAGES_HELP = f"Folder of images ({SUFFIX_TEXT}), recursive."
 ImagesOpt = Annotated[Path, typer.Option("--images", help=IMAGES_HELP)]
 # calibrate and compare read images or, instead, model-ready arrays: exactly one of the two
 ImagesOrArraysOpt = Annotated[

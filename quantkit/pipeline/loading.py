@@ -36,7 +36,7 @@ from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import function_nodes, is_quantized_op
 from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
-from quantkit.image_folders import links_outside
+from quantkit.image_folders import left_out
 from quantkit.images import TOO_LARGE
 from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take
 from quantkit.runtime import Session, int8_saturates
@@ -255,13 +255,13 @@ def too_few_read(
     used: int, total: int, skipped: Sequence[tuple[Path, str]], selection: ImageSelection | None = None
 ) -> str:
     """The one line for a folder whose images could not be read, naming the first failures and, where
-    the selection is the folder's images, its links out of it left out (links_outside)."""
+    the selection is the folder's images, what it left out of the folder (left_out)."""
     first = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
     failures = f" (first failures: {first})" if first else ""
     what = f"none of the {total} images" if used == 0 else f"only {used} of {total} images"
     folder = selection.folder if selection is not None and selection.files is None else None
-    linked = links_outside(folder) if folder is not None else 0
-    links = f"; {linked} link(s) to image files outside {folder} are not followed" if linked else ""
+    gone = left_out(folder).text() if folder is not None else ""
+    links = f"; under {folder}, {gone}" if gone else ""
     # hunt52 C3: a valid 108-megapixel photo was among the 'broken files'
     large = any(why.startswith(TOO_LARGE) for _, why in skipped)
     fix = (
