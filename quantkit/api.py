@@ -84,6 +84,7 @@ from quantkit.pipeline.run_check import check as run_check
 from quantkit.pipeline.run_compare import compare as run_compare
 from quantkit.pipeline.run_convert import convert as run_convert
 from quantkit.pipeline.run_fp16 import convert_float16
+from quantkit.pipeline.run_sensitivity import DEFAULT_IMAGES
 from quantkit.pipeline.run_sensitivity import sensitivity as run_sensitivity
 
 PathLike = str | os.PathLike[str]
@@ -245,7 +246,7 @@ def sensitivity(
     *,
     calibration: PathLike,
     data: PathLike | Iterable[PathLike],
-    num_images: int | None = 32,
+    num_images: int | None = DEFAULT_IMAGES,
     seed: int = 0,
     top: int = 5,
     method: str = "mse",

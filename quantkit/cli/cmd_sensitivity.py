@@ -29,6 +29,7 @@ from quantkit.config import (
 )
 from quantkit.errors import ConfigError
 from quantkit.files import json_text
+from quantkit.pipeline.run_sensitivity import DEFAULT_IMAGES
 
 
 @app.command(
@@ -38,13 +39,12 @@ from quantkit.files import json_text
     "--write-exclusions keep-float.txt",
 )
 def sensitivity(
-    ctx: typer.Context,
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model.")],
     calibration: Annotated[
         Path, typer.Option("--calibration", "-c", help="Table written by `quantkit calibrate`.")
     ],
     images: ImagesOpt,
-    num_images: NumImagesOpt = 32,
+    num_images: NumImagesOpt = DEFAULT_IMAGES,
     seed: SeedOpt = 0,
     method: Annotated[
         CalibMethod, typer.Option("--method", help="Range selection, as for convert.")
@@ -98,8 +98,7 @@ def sensitivity(
         result = pipeline.sensitivity(
             model,
             calibration,
-            # hq68 12: "--num-images 32 asks for more images than val holds" of a flag never given
-            ImageSelection(images, num_images, seed, option=_num_images_option(ctx)),
+            ImageSelection(images, num_images, seed),
             config,
             top,
             progress,
@@ -114,9 +113,3 @@ def sensitivity(
         write_text(write_exclusions, records.exclusions_file(result, keep, model.name))
         if every := records.exclusions_warning(result, keep):
             warn(every)
-
-
-def _num_images_option(ctx: typer.Context) -> str:
-    """How a message names --num-images: the flag where given (or set in a config file), else its default."""
-    given = getattr(ctx.get_parameter_source("num_images"), "name", "") != "DEFAULT"
-    return "--num-images" if given else "sensitivity's default --num-images"

@@ -32,6 +32,7 @@ from quantkit.planner import corrections_choice
 from quantkit.planner import sensitivity as sens
 from quantkit.runtime import Session
 
+DEFAULT_IMAGES = 32  # the CLI's and the API's --num-images
 FEW_IMAGES = 8  # fewer images than this rank layers by noise, not by the data (a warning)
 
 
@@ -119,6 +120,8 @@ def _read_warnings(images: ImageSelection, paths: tuple[Path, ...], count: int) 
     """What calibrate and compare say of the images, said here too (hunt39 F8: a ranking from 26 of 29
     files, or from 1 photo where --num-images asked 32, came with no word)."""
     unread = len(paths) - count
+    if images.num_images == DEFAULT_IMAGES:  # hq68 12: of a flag the user most likely never gave
+        images = replace(images, option="sensitivity's default --num-images")
     lines = (
         shortfall(images, paths),
         f"{unread} of the {len(paths)} images could not be read and were left out (quantkit compare on the "
