@@ -355,17 +355,60 @@ def test_an_image_name_is_read_by_the_longest_class_it_begins_with(tmp_path: Pat
     assert label_of(tmp_path / "cats" / "tiger_1.jpg", tmp_path, lookup) == 3  # the folder first
 
 
+def test_labels_of_names_and_ids_score_every_image_of_their_folders(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A labels file whose lines give more names than classes (a line and its first word) is still read
+    as its lines' count of classes (5 here: the tiny CNN's), and its folders' images all labelled."""
+    from tests.conftest import tiny_cnn
+
+    model = tiny_cnn(tmp_path / "m.onnx")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dogs of all kinds\ncats small and large\nbirds\nfish\nmice\n")
+    argv = ["compare", str(model), str(model), "--images", str(image_dir), "--labels", str(labels)]
+    code, out, err = run([*argv, "--runs", "0"], capsys)
+    assert code == 0 and "accuracy on 24 labelled images" in " ".join(out.split()), err + out
+
+
+def test_class_names_match_folders_as_people_spell_them(tmp_path: Path) -> None:
+    """hq68 6, 9, 17: Fashion-MNIST's 'Ankle boot' was read as 'Ankle' (its first word, unique), so
+    `Ankle boot/` matched nothing; `bald_eagle/` never matched 'bald eagle', nor `T-shirt_top/` the class
+    'T-shirt/top'; DIR/<class>/<batch>/img matched no class; a macOS (NFD) folder name did not match its
+    NFC labels file."""
+    import unicodedata
+
+    from quantkit.evaluate.labels import class_lookup, label_of
+
+    names = ["T-shirt/top", "Trouser", "Ankle boot", "bald eagle", "zéro", "n01440764 tench, Tinca tinca"]
+    lookup = class_lookup(names)
+    for relative, label in (
+        ("Ankle boot/00007_9.png", 2),
+        ("ankle_boot/1.png", 2),
+        ("bald_eagle/n01614925_bald_eagle.JPEG", 3),
+        ("T-shirt_top/1.png", 0),
+        ("Trouser/batch1/00030_3.png", 1),  # the nearest folder that is a class
+        (unicodedata.normalize("NFD", "zéro") + "/00003_0.png", 4),
+        ("n01440764_tench.JPEG", 5),
+        ("Ankle_3.png", 2),  # a first word no other class shares names its class, as an id does
+    ):
+        assert label_of(tmp_path / relative, tmp_path, lookup) == label, relative
+    shared = class_lookup(["great white shark", "great grey owl", "tench"])
+    assert "great" not in shared and shared["tench"] == 2  # a first word two classes share names neither
+
+
 def test_a_labels_file_of_class_names_reads_whole_lines(tmp_path: Path) -> None:
     """hunt39 F7: PyTorch's imagenet_classes.txt ('great white shark', 'great grey owl') was read by first
     words, 905 distinct of 1000, and refused as 'lists 905 classes'."""
     from quantkit.errors import ConfigError
-    from quantkit.evaluate.labels import read_classes
+    from quantkit.evaluate.labels import class_lookup, read_classes
 
     labels = tmp_path / "labels.txt"
     labels.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish\n")
-    assert read_classes(labels) == ["n01440764", "n01443537"]
+    lookup = class_lookup(read_classes(labels))
+    assert lookup["n01440764"] == 0 and lookup["n01443537_goldfish"] == 1
     labels.write_text("great white shark\ngreat grey owl\ntench\n")
     assert read_classes(labels) == ["great white shark", "great grey owl", "tench"]
+    assert class_lookup(read_classes(labels)) == {"great_white_shark": 0, "great_grey_owl": 1, "tench": 2}
     labels.write_text("cats\ndogs\ncats\n")
     with pytest.raises(ConfigError, match=r"gives class 'cats' twice \(lines 1 and 3\)"):
         read_classes(labels)

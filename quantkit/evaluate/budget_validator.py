@@ -42,7 +42,7 @@ from quantkit.evaluate.heads import (
     head_masks,
     require_sizes,
 )
-from quantkit.evaluate.labels import label_of
+from quantkit.evaluate.labels import class_lookup, label_of
 from quantkit.evaluate.metrics import (
     Detections,
     anchors_last,
@@ -168,7 +168,8 @@ class Validator:
         are."""
         self.chunks = [chunks] if callable(chunks) else list(chunks)
         self.threshold = threshold
-        lookup = {c: i for i, c in enumerate(classes)} if classes else {}
+        lookup = class_lookup(classes) if classes else {}
+        count = len(classes) if classes else 0  # lookup holds more names than classes
         self.grid: np.ndarray | None = None
         output: str | None = None
         also: tuple[str, ...] = ()  # agreement: the other class-score outputs, each scored too
@@ -201,7 +202,7 @@ class Validator:
                     )
                     output, also = wanted[0], wanted[1:] if metric is BudgetMetric.agreement else ()
                     if metric is BudgetMetric.top1:  # the labels' classes, as compare and shrink read them
-                        output = scored_output(outputs, len(lookup), label_outputs)
+                        output = scored_output(outputs, count, label_outputs)
                     if metric is BudgetMetric.boxes and detector is not DetectorHead.db:
                         assert detector is not None
                         self.grid = decode_grid(detector, input_size, outputs[output].shape[1])
@@ -255,7 +256,7 @@ class Validator:
                 "<class>_*.jpg or put them in <class>/ folders"
             )
         if metric is BudgetMetric.top1:
-            _require_sensible_reference(self.references, len(lookup))
+            _require_sensible_reference(self.references, count)
         if metric is BudgetMetric.boxes and not any(
             len(boxes) for ref in self.references for batch in ref.final for boxes, _, _ in batch
         ):

@@ -32,7 +32,7 @@ from quantkit.evaluate.heads import (
     head_rows,
     require_sizes,
 )
-from quantkit.evaluate.labels import label_of
+from quantkit.evaluate.labels import class_lookup, label_of
 from quantkit.evaluate.metrics import (
     BoxAgreement,
     DetectionRecall,
@@ -85,7 +85,7 @@ class Comparison:
         self.ordered = ordered
         self.maps = maps
         self.classes = tuple(classes) if classes else None
-        self.lookup = {c: i for i, c in enumerate(classes)} if classes else {}
+        self.lookup = class_lookup(classes) if classes else {}
         self.detection_threshold = detection_threshold
         self.detector = detector
         self.input_size = input_size
@@ -155,7 +155,8 @@ class Comparison:
             )
         self.count += feed_rows(batch.data)
         if self.lookup:
-            self.scored_output = self.scored_output or scored_output(ref_out, len(self.lookup), self.labels)
+            classes = len(self.classes or ())  # not the lookup's: it holds more names than classes
+            self.scored_output = self.scored_output or scored_output(ref_out, classes, self.labels)
             labels = np.array([label_of(p, self.folder, self.lookup) for p in batch.paths])
             known = labels >= 0
             self.unlabelled += int((~known).sum())

@@ -3,6 +3,7 @@ model's declared outputs (compare, shrink and convert --max-drop read labels the
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,22 +16,17 @@ from quantkit.files import read_text
 
 
 def read_classes(path: Path) -> list[str]:
-    """Class ids in output-index order: the first word of each non-empty line (`n01440764 tench, ...`), or
-    each whole line where first words repeat (class names: `great white shark`, `great grey owl`)."""
+    """The labels file's classes in output-index order: each non-empty line, stripped (`n01440764 tench,
+    Tinca tinca`, `great white shark`, `Ankle boot`); class_lookup says which names match an image."""
     try:
         lines = read_text(path).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            f"cannot read labels file {path} ({exc}); pass a text file, one class per line"
+            f"cannot read labels file {path} ({exc}); pass a text file (UTF-8), one class per line"
         ) from exc
     named = [line.strip() for line in lines if line.strip()]
     if not named:
         raise ConfigError(f"labels file {path} is empty; list one class per line, in output order")
-    ids = [line.split()[0].rstrip(",") for line in named]
-    if len(set(ids)) == len(ids):
-        return ids  # `n01440764 tench, Tinca tinca`: the id
-    if len(set(named)) == len(named):
-        return named  # hunt39 F7: class names ('great white shark'), whose first words repeat
     first: dict[str, int] = {}
     for number, line in enumerate(named, 1):
         if line in first:
@@ -42,16 +38,43 @@ def read_classes(path: Path) -> list[str]:
     return named
 
 
+def class_lookup(classes: Sequence[str]) -> dict[str, int]:
+    """Class index by each name an image's folder or file name may give (spelled as `spelling` makes
+    it): a line's whole text (`Ankle boot`, `great white shark`) and its first word (the id of
+    `n01440764 tench, Tinca tinca`), a name two classes share left out. hq68 6: first words were taken
+    whenever they were unique, so Fashion-MNIST's 'Ankle boot' was 'Ankle' and its photos in `Ankle boot/`
+    matched nothing; `bald_eagle/` never matched 'bald eagle'; hunt39 F7: whole lines where first words
+    repeat (PyTorch's imagenet_classes.txt)."""
+    lookup: dict[str, int] = {}
+    shared: set[str] = set()
+    for names in (list(classes), [line.split()[0].rstrip(",") for line in classes]):
+        found: dict[str, int] = {}
+        for index, name in enumerate(names):
+            key = spelling(name)
+            shared |= {key} if found.get(key, index) != index else set()
+            found[key] = index
+        lookup |= {k: i for k, i in found.items() if k not in lookup and k not in shared}
+    return lookup
+
+
+def spelling(name: str) -> str:
+    """A class name as matched: Unicode NFC (macOS writes folder names decomposed, hq68 17), case-folded,
+    spaces and slashes as underscores (`bald eagle` is `bald_eagle/`, `T-shirt/top` is `T-shirt_top`)."""
+    return unicodedata.normalize("NFC", name).casefold().replace(" ", "_").replace("/", "_")
+
+
 def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
-    """The class index of an image: its parent folder (DIR/<class>/img) or its name prefix
-    (<class>_anything.jpg, the longest prefix at an underscore that is a class: hunt39 F6, tiger_cat_1.jpg
-    was scored as 'tiger', and 8 of 11 such photos against another class); -1 when none names a class."""
+    """The class index of an image: the nearest folder above it (below `folder`) that names a class
+    (DIR/<class>/img, DIR/<class>/<batch>/img: hq68 9), else its name prefix (<class>_anything.jpg, the
+    longest prefix at an underscore that is a class: hunt39 F6, tiger_cat_1.jpg was scored as 'tiger', and
+    8 of 11 such photos against another class); -1 when none names a class. lookup: class_lookup's."""
     relative = path.absolute().relative_to(folder.absolute())  # hq68 1: the API's relative file lists
-    if len(relative.parts) > 1 and relative.parts[-2] in lookup:
-        return lookup[relative.parts[-2]]
+    for name in reversed(relative.parts[:-1]):
+        if (key := spelling(name)) in lookup:
+            return lookup[key]
     parts = path.stem.split("_")
     for k in range(len(parts), 0, -1):
-        if (candidate := "_".join(parts[:k])) in lookup:
+        if (candidate := spelling("_".join(parts[:k]))) in lookup:
             return lookup[candidate]
     return -1
 
