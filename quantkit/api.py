@@ -4,7 +4,7 @@ Paths are `str` or `os.PathLike`; results are frozen dataclasses whose `.to_dict
 writes; errors are `QuantkitError` subclasses with the CLI's one-line messages. Nothing prints; pass
 `progress=` (start(label, total) -> advance(n)) to follow long steps.
 
-`data=` is any of: an image folder; a list of image files; an iterable of numpy arrays (model-ready:
+`data=` is any of: an image folder; an image file or a list of them; an iterable of numpy arrays (model-ready:
 one sample each, or a batch); an iterable of `{input_name: array}` dicts. Arrays are streamed, never
 collected; a table made from arrays records their hash instead of image names.
 

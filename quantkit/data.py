@@ -360,6 +360,8 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
         if not str(data):  # Path("") is the current folder (hq61: a CI's unset variable read it all)
             raise ConfigError("data is an empty path; give an image folder, image files or arrays")
         folder = Path(data)
+        if folder.is_file() and folder.suffix.lower() in IMAGE_SUFFIXES:  # hq68 18: one image file
+            return ImageSelection(folder.absolute().parent, num_images, seed, files=(folder,)), None
         if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
             return ImageSelection(folder), ArrayFiles.under(folder, num_images, seed)
         return ImageSelection(folder, num_images, seed), None

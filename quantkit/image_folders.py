@@ -161,6 +161,8 @@ def _listed(files: Sequence[Path]) -> list[Path]:
     if not files:
         raise ImageError("the list of images is empty; give at least one image file")
     for path in files:
+        if path.is_dir():  # hq68 18: was said not to exist
+            raise ImageError(f"{path} in the list of images is a folder; list image files, or give it alone")
         if not path.is_file():
             raise ImageError(f"image {path} does not exist; check the list of images")
         if path.suffix.lower() not in IMAGE_SUFFIXES:

@@ -484,3 +484,18 @@ def test_a_list_of_relative_image_paths_is_labelled_as_the_absolute_one(
         for listed in (files, relative)
     ]
     assert figures[0] == figures[1] and figures[0]["reference"]["images"] == 6
+
+
+def test_one_image_file_is_data_and_a_folder_in_a_list_is_named_a_folder(image_dir: Path) -> None:
+    """hq68 18: data='photo.png' was told 'is not a folder; pass a folder of images to --images' (an API
+    call has no --images), and data=['val'] 'image val does not exist' (it does: it is a folder)."""
+    from quantkit.data import read_data
+    from quantkit.errors import ImageError
+    from quantkit.image_folders import select_images
+
+    image = next(image_dir.rglob("*.png"))
+    selection, arrays = read_data(str(image), None, 0)
+    assert arrays is None and select_images(selection) == [image]
+    selection, _ = read_data([image_dir / "cats"], None, 0)
+    with pytest.raises(ImageError, match=r"cats in the list of images is a folder; list image files"):
+        select_images(selection)
