@@ -864,6 +864,13 @@ def test_compare_says_which_images_it_skipped(
     code, _, err = run(["compare", str(cnn), str(cnn), "--images", str(folder), "--runs", "0"], capsys)
     assert code == 0, err
     assert "warning: skipped 1 unreadable file(s): broken.jpg (not a decodable image" in err
+    for camera in ("cam1", "cam2"):  # hq68 7: named 'IMG_0001.jpg (...), IMG_0001.jpg (...)'
+        (folder / camera).mkdir()
+        (folder / camera / "IMG_0001.jpg").write_bytes(b"not an image")
+    code, _, err = run(["compare", str(cnn), str(cnn), "--images", str(folder), "--runs", "0"], capsys)
+    said = " ".join(err.split())
+    assert code == 0 and "skipped 3 unreadable file(s): broken.jpg (" in said, err
+    assert "cam1/IMG_0001.jpg (not a decodable" in said and "cam2/IMG_0001.jpg (not a decodable" in said
     bad = tmp_path / "all-bad"
     bad.mkdir()
     (bad / "a.jpg").write_bytes(b"")

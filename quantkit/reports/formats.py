@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,19 @@ def shown_name(name: str) -> str:
 
 
 def skipped_line(skipped: Sequence[tuple[str | Path, str]], shown: int = 3) -> str:
-    """'skipped 4 unreadable file(s): a (why), b (why), c (why) and 1 more'."""
-    names = ", ".join(f"{shown_name(Path(name).name)} ({why})" for name, why in skipped[:shown])
+    """'skipped 4 unreadable file(s): a (why), b (why), c (why) and 1 more', each file named by its path
+    below the deepest folder they share (hq68 7: cam1/ ... cam5/ each holding a broken IMG_0001.jpg read
+    'IMG_0001.jpg, IMG_0001.jpg, IMG_0001.jpg and 2 more')."""
+    paths = [Path(name) for name, _ in skipped]
+    try:
+        common = Path(os.path.commonpath([p.parent for p in paths])) if paths else Path()
+    except ValueError:  # relative and absolute paths mixed
+        common = None
+    relative = [p.relative_to(common) if common is not None else Path(p.name) for p in paths]
+    names = ", ".join(
+        f"{shown_name(name.as_posix())} ({why})"
+        for name, (_, why) in zip(relative[:shown], skipped[:shown], strict=True)
+    )
     more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
     return f"skipped {len(skipped)} unreadable file(s): {names}{more}"
 
