@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -199,7 +200,9 @@ def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
             with _decoded(raw) as image:
                 pixels = to_mode(image, pre.channels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{TOO_LARGE}: more than {MAX_PIXELS} pixels") from exc
+        found = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow's 'Image size (108000000 pixels) ...'
+        size = f"{int(found.group(1)):,} pixels, " if found else ""
+        raise ImageError(f"{TOO_LARGE}: {size}more than {MAX_PIXELS:,}; downscale it") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"not a decodable image ({_why(exc)})") from exc
     resized = _resize(pixels, pre)

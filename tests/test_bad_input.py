@@ -830,6 +830,25 @@ def test_huge_files_are_not_read(image_dir: Path, tmp_path: Path) -> None:
     )
 
 
+def test_an_image_over_the_pixel_limit_is_named_with_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hq68 15: a 108-megapixel phone photo was 'too large to read: more than 89478485 pixels', its size
+    and the fix unsaid."""
+    import io
+
+    from PIL import Image
+
+    from quantkit import images
+    from quantkit.errors import ImageError
+    from tests.test_images import PRE
+
+    photo = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(photo, "PNG")
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageError, match=r"^too large to read: 1,200 pixels, more than 1,000; downscale it$"):
+        images.load_sample(photo.getvalue(), PRE)
+
+
 def test_bomb_is_refused_not_decoded() -> None:
     from quantkit.errors import ImageError
     from quantkit.images import load_sample
