@@ -537,3 +537,40 @@ def test_a_metric_no_output_gives_is_refused_before_the_conversion(
     ):
         pipeline.convert(model, table, tmp_path / "o.onnx", ConvertConfig(), budget=budget)
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_labels_that_name_no_image_are_refused_before_any_model_runs(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq68 5: compare ran both models, shrink calibrated and converted, convert --max-drop chose its
+    corrections and timed the ops, and only then found that no image's folder or name is a class; and
+    --validation being the calibration images came after the corrections too."""
+    from quantkit.pipeline import run_compare, run_convert, run_shrink
+    from tests.conftest import tiny_cnn
+
+    model = tiny_cnn(tmp_path / "m.onnx")  # 5 classes; images in cats/ and dogs/
+    table = tmp_path / "m.calib.json"
+    pipeline.calibrate(model, table, CalibrateConfig(ImageSelection(image_dir, 16)))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("birds\nfish\nmice\nfrogs\nowls\n")
+
+    def ran(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the costly part ran")
+
+    monkeypatch.setattr(run_compare, "_run_chunks", ran)
+    monkeypatch.setattr(run_shrink, "_calibration_table", ran)
+    monkeypatch.setattr(run_convert, "_converted", ran)
+    none = "no image's folder or name prefix matches a class in the labels file"
+    given = ["--images", str(image_dir), "--labels", str(labels)]
+    code, _, err = run(["compare", str(model), str(model), *given, "--runs", "0"], capsys)
+    assert_one_line_error(code, err, none)
+    shrink = ["shrink", str(model), *given, "--output-dir", str(tmp_path / "out"), "--max-drop", "5"]
+    code, _, err = run(shrink, capsys)
+    assert_one_line_error(code, err, none)
+    convert = ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "q.onnx"), "--max-drop", "5"]
+    code, _, err = run([*convert, "--validation", str(image_dir), "--labels", str(labels)], capsys)
+    assert_one_line_error(code, err, "no validation image's folder or name prefix matches a class")
+    table_all = tmp_path / "all.calib.json"
+    pipeline.calibrate(model, table_all, CalibrateConfig(ImageSelection(image_dir)))
+    code, _, err = run([*convert[:3], str(table_all), *convert[4:], "--validation", str(image_dir)], capsys)
+    assert_one_line_error(code, err, "the --validation images are the calibration images")

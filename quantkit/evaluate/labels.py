@@ -102,3 +102,19 @@ def require_labels_fit(outputs: Sequence[onnx.ValueInfoProto], labels: Path) -> 
             f"the labels file lists {count} classes but no output has that many (declared: "
             f"{', '.join(str(w) for w in widths)} along axis 1); give the labels of this model"
         )
+
+
+def require_labelled(
+    labels: Path, outputs: Sequence[onnx.ValueInfoProto], paths: Sequence[Path], folder: Path, what: str
+) -> None:
+    """Refuse, from the file list and the graph before any model runs, a labels file that fits no
+    declared output (require_labels_fit) or whose classes name none of the images (`what`: 'image',
+    'validation image'). hq68 5: shrink, compare and convert --max-drop found either only after
+    calibrating, converting or running the models (minutes on a real validation folder)."""
+    require_labels_fit(outputs, labels)
+    lookup = class_lookup(read_classes(labels))
+    if paths and all(label_of(path, folder, lookup) < 0 for path in paths):
+        raise ConfigError(
+            f"no {what}'s folder or name prefix matches a class in the labels file; name images "
+            "<class>_*.jpg or put them in <class>/ folders"
+        )

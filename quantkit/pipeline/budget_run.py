@@ -4,7 +4,7 @@ validation images, searched with each candidate's corrections planned anew."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import onnx
@@ -14,7 +14,7 @@ from quantkit.errors import ConfigError, ConversionError
 from quantkit.evaluate.budget_units import grain, points_lost
 from quantkit.evaluate.budget_validator import Validator, summed
 from quantkit.evaluate.compare import Comparison
-from quantkit.evaluate.labels import read_classes
+from quantkit.evaluate.labels import read_classes, require_labelled
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.output_kinds import label_outputs, value_outputs
 from quantkit.graph.query import GraphIndex
@@ -58,10 +58,6 @@ def search_budget(
     deadline = time.monotonic() + budget.timeout_s
     preprocess = table_preprocess(table, "--max-drop's validation images")
     paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
-    if list_digest(paths) == table.meta.get("images", {}).get("list_sha256"):
-        raise ConfigError(
-            "the --validation images are the calibration images; hold some apart for validation"
-        )
     reference = Session.of(model)
     size = reference.fixed_batch or 8
     classes = read_classes(budget.labels) if budget.labels else None
@@ -203,3 +199,18 @@ def check_detector_head(
         values,
         label_outputs(model),
     )
+
+
+def check_validation(
+    budget: AccuracyBudget, table: CalibrationTable, outputs: Sequence[onnx.ValueInfoProto]
+) -> None:
+    """Refuse, from the file lists before any model runs, validation images that are the calibration
+    images, or that the labels file fits no output of or names none of (evaluate.labels.require_labelled):
+    hq68 5, each was found after the corrections and the op timing."""
+    paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
+    if list_digest(paths) == table.meta.get("images", {}).get("list_sha256"):
+        raise ConfigError(
+            "the --validation images are the calibration images; hold some apart for validation"
+        )
+    if budget.labels is not None:
+        require_labelled(budget.labels, outputs, paths, budget.validation.folder, "validation image")

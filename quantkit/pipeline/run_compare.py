@@ -29,7 +29,7 @@ from quantkit.evaluate.figure_warnings import (
     swapped,
     unrelated,
 )
-from quantkit.evaluate.labels import read_classes
+from quantkit.evaluate.labels import read_classes, require_labelled
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.speed import latency_stats
 from quantkit.graph import model_inputs, model_io
@@ -133,6 +133,8 @@ def compare(
         if fixed_batch is None:
             size = fitting_batch(reference, {spec.name: preprocess.sample_shape}, size)
         paths = select_images(config.images)
+        if config.labels is not None:  # hq68 5: found after running both models
+            require_labelled(config.labels, reference.graph.output, paths, config.images.folder, "image")
         side = (preprocess.height, preprocess.width)
         tick = progress("evaluating", len(paths))
         jobs = [
@@ -171,11 +173,8 @@ def compare(
             )
         source = ArrayStream(arrays, specs if several else spec, size)
         tick = progress("evaluating", len(arrays) if isinstance(arrays, Sized) else 0)
-        side = (
-            sample_side(tuple(d or 0 for d in spec.shape[1:]))
-            if None not in spec.shape[1:] and not several
-            else None
-        )
+        known = None not in spec.shape[1:] and not several
+        side = sample_side(tuple(d or 0 for d in spec.shape[1:])) if known else None
         done = _compare_arrays(
             reference_path,
             candidate_path,

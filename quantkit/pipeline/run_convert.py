@@ -17,7 +17,6 @@ from quantkit.config import (
     ConvertConfig,
     Target,
 )
-from quantkit.evaluate.labels import require_labels_fit
 from quantkit.evaluate.speed import measure as measure_speed
 from quantkit.files import check_output, write_set
 from quantkit.graph import compact as compact_graph
@@ -30,7 +29,7 @@ from quantkit.image_folders import images_of
 from quantkit.outcomes import ConvertSummary, SpeedPlan
 from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline import convert_notes, speed_memory, speed_refine, speed_step, tensorrt_parity
-from quantkit.pipeline.budget_run import check_detector_head, search_budget
+from quantkit.pipeline.budget_run import check_detector_head, check_validation, search_budget
 from quantkit.pipeline.loading import (
     load_for_int8,
     model_bytes,
@@ -82,9 +81,8 @@ def convert(
     if config.fp8:
         upgrade = (FP8_OPSET, "float8 Q/DQ need 19")
     model, table, prepared = load_for_int8(model_path, table_path, *upgrade)
-    if budget is not None and budget.labels is not None:
-        require_labels_fit(model.graph.output, budget.labels)
-    if budget is not None:  # its head and metric read before the corrections and the timing
+    if budget is not None:  # its images, labels, head and metric read before the corrections and timing
+        check_validation(budget, table, model.graph.output)
         check_detector_head(model, table, budget.detection_threshold, budget.detector, budget)
     with lean_sessions(large_activations(prepared.model, table_samples(table))):  # IS-Net at 1024x1024
         paths = (model_path, table_path, output)

@@ -24,7 +24,7 @@ from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
-from quantkit.evaluate.labels import require_labels_fit
+from quantkit.evaluate.labels import require_labelled
 from quantkit.files import check_output, json_text, require_writable, write_set
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
@@ -252,9 +252,10 @@ def _run(
     declared: Declared = functools.cache(lambda: model_io.load_model(model_path))
     gated = _gated_output(declared, config)  # a map output is refused from the graph
     _check_float_output(declared, config)
-    images_of(config.evaluation.images, "--eval-images")
+    evaluated = images_of(config.evaluation.images, "--eval-images")
     if config.evaluation.labels is not None:  # before calibrating
-        require_labels_fit(declared().graph.output, config.evaluation.labels)
+        folder = config.evaluation.images.folder
+        require_labelled(config.evaluation.labels, declared().graph.output, evaluated, folder, "image")
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     if gated is not None:  # before convert and compare, the costly part
         _check_class_scores(declared(), gated, loaded, config.evaluation.output_kind)
