@@ -479,6 +479,61 @@ def test_an_already_quantized_model_is_refused_by_every_converting_command(
     assert not out.exists() and not (tmp_path / "t2.json").exists()
 
 
+def test_quantized_models_in_other_forms_are_refused_as_quantized_already(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq69 F1-F3: int8 / float8 / int4 weights turned float by Cast then a scale (no DequantizeLinear),
+    Q/DQ inside a model-local function or an If branch, and onnxruntime's MatMulNBits and
+    DynamicQuantizeMatMul were let through: convert wrote files up to 5.5x larger with every layer float,
+    or the other tool's Q/DQ back out under 'computes as the FP32 model does', exit 0."""
+    from onnx import numpy_helper
+
+    from quantkit.graph.already_quantized import low_bit_weights, quantized_ops
+
+    base = onnx.load(str(cnn))
+    kinds = {"INT8": onnx.TensorProto.INT8, "FLOAT8E4M3FN": onnx.TensorProto.FLOAT8E4M3FN}
+    for name, kind in kinds.items():
+        model = onnx.ModelProto()
+        model.CopyFrom(base)
+        weight = next(t for t in model.graph.initializer if t.name == "w1")
+        values = numpy_helper.to_array(weight)
+        scale = float(np.abs(values).max()) / 127
+        stored = helper.make_tensor("w1_q", kind, values.shape, np.round(values / scale).flatten().tolist())
+        model.graph.initializer.remove(weight)
+        model.graph.initializer.extend([stored, numpy_helper.from_array(np.float32(scale), "w1_scale")])
+        model.graph.node.insert(0, helper.make_node("Mul", ["w1_f", "w1_scale"], ["w1"], name="deq"))
+        model.graph.node.insert(0, helper.make_node("Cast", ["w1_q"], ["w1_f"], name="cast", to=1))
+        assert low_bit_weights(model) == {name: 1}
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(model, str(path))
+        out = tmp_path / f"{name}.fp16.onnx"
+        code, _, err = run(["convert", str(path), "--to", "fp16", "-o", str(out)], capsys)
+        assert_one_line_error(code, err, f"is quantized already (1 layer weight(s) stored as {name})")
+        assert not out.exists()
+    model = onnx.ModelProto()
+    model.CopyFrom(base)
+    qdq = [
+        helper.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.float32(0.1))),
+        helper.make_node("QuantizeLinear", ["t", "s"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s"], ["u"]),
+    ]
+    model.functions.append(
+        helper.make_function("local", "QDQ", ["t"], ["u"], qdq, [helper.make_opsetid("", 13)])
+    )
+    model.opset_import.append(helper.make_opsetid("local", 1))
+    model.graph.node[0].input[0] = "xq"
+    model.graph.node.insert(0, helper.make_node("QDQ", ["x"], ["xq"], domain="local", name="fq"))
+    path = tmp_path / "function.onnx"
+    onnx.save(model, str(path))
+    code, _, err = run(
+        ["calibrate", str(path), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert_one_line_error(code, err, "is quantized already (1 DequantizeLinear, 1 QuantizeLinear)")
+    fused = helper.make_node("MatMulNBits", ["a", "b", "c"], ["d"], domain="com.microsoft")
+    model.graph.node.append(fused)
+    assert quantized_ops(model) == {"MatMulNBits": 1, "QuantizeLinear": 1, "DequantizeLinear": 1}
+
+
 def test_a_bfloat16_model_with_bfloat16_inputs_is_refused_by_every_converting_command(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:

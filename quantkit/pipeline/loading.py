@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from queue import Queue
@@ -29,11 +28,12 @@ from quantkit.errors import (
     OutputError,
 )
 from quantkit.graph import model_io
+from quantkit.graph.already_quantized import low_bit_weights, quantized_ops
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.file_kinds import optimized_by_ort
 from quantkit.graph.float_formats import FLOAT16
 from quantkit.graph.prepare import Prepared, prepare
-from quantkit.graph.query import function_nodes, is_quantized_op
+from quantkit.graph.query import function_nodes
 from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
 from quantkit.image_folders import left_out
@@ -49,14 +49,14 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
     optimizations (file_kinds.optimized_by_ort): its float original is what converts."""
     if optimized := optimized_by_ort(model, path):
         raise ModelError(optimized)
-    found = Counter(n.op_type for n in model.graph.node if is_quantized_op(n.op_type))
-    if found:
-        ops = ", ".join(
-            f"{count} {op}" for op, count in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))
-        )
+    found = quantized_ops(model)
+    low = low_bit_weights(model)
+    if found or low:
+        ops = [f"{count} {op}" for op, count in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))]
+        weights = [f"{count} layer weight(s) stored as {kind}" for kind, count in sorted(low.items())]
         raise ModelError(
-            f"{path.name} is quantized already ({ops}); quantkit converts float models: give it the FP32 "
-            "original"
+            f"{path.name} is quantized already ({', '.join(ops + weights)}); quantkit converts float models: "
+            "give it the FP32 original"
         )
     # mixed precision and float16 interfaces are read as float32 (graph.widen); bfloat16 ones are not
     halves = {} if widenable(model) else _half_weights(model)
