@@ -10,33 +10,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-QUANTIZED_OPS = frozenset(
-    {
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "DynamicQuantizeLinear",
-        "ConvInteger",
-        "MatMulInteger",
-        # onnxruntime's fused and block-quantized kernels (hq69 F3: a 4-bit MatMulNBits ViT was 'no
-        # integer kernel, computes as the FP32 model does'; a quantize_dynamic model saved by onnxruntime's
-        # optimizer 'has no op quantkit quantizes')
-        "MatMulNBits",
-        "MatMulBnb4",
-        "MatMulIntegerToFloat",
-        "DynamicQuantizeMatMul",
-        "DynamicQuantizeLSTM",
-        "GatherBlockQuantized",
-        "QuantizeBFP",
-        "DequantizeBFP",
-    }
-)
-
-
-def is_quantized_op(op_type: str) -> bool:
-    """Q/DQ, the integer ops, and onnxruntime's QOperator kernels (QLinearConv, QLinearAdd, QGemm, ...)."""
-    return op_type in QUANTIZED_OPS or op_type.startswith(("QLinear", "QGemm", "QAttention", "QOrdered"))
-
-
 # Constant attributes that hold a dense value, and the numpy type of each
 _LISTED = {
     "value_float": np.float32,

@@ -30,8 +30,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from quantkit.graph.already_quantized import is_quantized_op
 from quantkit.graph.float_formats import FLOAT16, FloatFormat, admits, opsets
-from quantkit.graph.query import INTEGER_TYPES, GraphIndex, is_quantized_op, subgraph_inputs
+from quantkit.graph.query import INTEGER_TYPES, GraphIndex, subgraph_inputs
 from quantkit.planner.placement import check_node_names, check_op_types
 from quantkit.results import CalibrationTable
 
