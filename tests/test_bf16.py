@@ -173,6 +173,13 @@ def test_compare_says_why_it_cannot_run_a_bfloat16_model(
     assert_one_line_error(
         *run(argv, capsys)[::2], "stores bfloat16", "float32 emulation", "--runtime openvino"
     )
+    # hq69 F6: as the reference, onnxruntime's 'Could not find an implementation for Conv(22)'; shrink
+    # calibrated and converted it first
+    swapped = ["compare", str(out), str(cnn), *argv[3:]]
+    assert_one_line_error(*run(swapped, capsys)[::2], "o.onnx stores bfloat16", "--runtime openvino")
+    shrink = ["shrink", str(out), "--images", str(image_dir), "--output-dir", str(tmp_path / "s")]
+    assert_one_line_error(*run(shrink, capsys)[::2], "o.onnx stores bfloat16", "give it the FP32 original")
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
     # OpenVINO runs it, so compare does there (hunt51 C2: refused for onnxruntime's sake)
     pytest.importorskip("openvino")
     code, out_text, err = run([*argv, "--runtime", "openvino"], capsys)

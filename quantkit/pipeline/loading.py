@@ -70,6 +70,22 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
         )
 
 
+BF16_FIX = (
+    "convert's summary gives its SQNR, measured on its float32 emulation, and --runtime openvino runs it"
+)
+
+
+def refuse_bfloat16(*models: tuple[Path, onnx.ModelProto], fix: str = BF16_FIX) -> None:
+    """Refuse, for onnxruntime, a model that stores bfloat16 (its CPU provider runs none): the candidate
+    (hunt51 C2) or the reference (hq69 F6: onnxruntime's 'Could not find an implementation for
+    Conv(22)'), and shrink's model before it calibrates and converts."""
+    for path, model in models:
+        if any(t.data_type == onnx.TensorProto.BFLOAT16 for t in model.graph.initializer):
+            raise ConfigError(
+                f"{path.name} stores bfloat16, which onnxruntime's CPU provider cannot run; {fix}"
+            )
+
+
 def _half_weights(model: onnx.ModelProto) -> dict[str, int]:
     """Weight name -> its 16-bit float type, for each Conv/ConvTranspose/Gemm/MatMul weight stored in
     float16 or bfloat16 (quantkit's own --to fp16 output among them: its inputs may be float32)."""

@@ -57,7 +57,7 @@ from quantkit.pipeline.compare_notes import (
     overridable_weights,
     selected_note,
 )
-from quantkit.pipeline.loading import model_bytes, too_few_read
+from quantkit.pipeline.loading import model_bytes, refuse_bfloat16, too_few_read
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs
 from quantkit.pipeline.writing import conversion_record, placed_elsewhere, recorded_preprocess
@@ -85,12 +85,8 @@ def compare(
         runtime_openvino.load_openvino()  # not installed: the one-line error before any work
     reference = model_io.load_model(reference_path)
     candidate = model_io.load_model(candidate_path)
-    bfloat16 = any(t.data_type == onnx.TensorProto.BFLOAT16 for t in candidate.graph.initializer)
-    if bfloat16 and config.runtime is Runtime.onnxruntime:  # OpenVINO runs it (hunt51 C2)
-        raise ConfigError(
-            f"{candidate_path.name} stores bfloat16, which onnxruntime's CPU provider cannot run; convert's "
-            "summary gives its SQNR, measured on its float32 emulation, and --runtime openvino runs it"
-        )
+    if config.runtime is Runtime.onnxruntime:  # OpenVINO runs bfloat16 (hunt51 C2)
+        refuse_bfloat16((reference_path, reference), (candidate_path, candidate))
     specs = model_inputs.float_inputs(reference)
     several = arrays is not None and len(specs) > 1  # arrays feed every input; images the one image input
     recorded = recorded_preprocess(candidate) or recorded_preprocess(reference)

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from quantkit.calib import table as table_io
-from quantkit.config import OutputKind, ShrinkConfig, Target
+from quantkit.config import OutputKind, Runtime, ShrinkConfig, Target
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
@@ -34,6 +34,7 @@ from quantkit.images import list_digest, resolve_preprocess, shared_images
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
 from quantkit.pipeline.budget_run import check_detector_head
+from quantkit.pipeline.loading import refuse_bfloat16
 from quantkit.pipeline.progress import Progress
 from quantkit.pipeline.run_calibrate import calibrate
 from quantkit.pipeline.run_compare import compare
@@ -252,6 +253,10 @@ def _run(
     declared: Declared = functools.cache(lambda: model_io.load_model(model_path))
     gated = _gated_output(declared, config)  # a map output is refused from the graph
     _check_float_output(declared, config)
+    if config.evaluation.runtime is Runtime.onnxruntime:  # hq69 F6: found at compare, after converting
+        refuse_bfloat16(
+            (model_path, declared()), fix="shrink measures the model given: give it the FP32 original"
+        )
     evaluated = images_of(config.evaluation.images, "--eval-images")
     if config.evaluation.labels is not None:  # before calibrating
         folder = config.evaluation.images.folder
