@@ -291,6 +291,15 @@ def test_type_rules_read_what_a_qdq_pair_quantizes() -> None:
     found = [(f.rule, f.node) for f in openvino_rules.openvino(signed)]
     assert found == [("qdq-type", "q_c"), ("qdq-type", "dq_c")]  # the signed model input is allowed
     assert "signed int8 activation" in openvino_rules.openvino(signed)[0].message
+    # hq69 F4: a float16 input read as float32 through its Cast is still the model input quantkit
+    # quantizes signed (convert --target openvino flagged its own pair, and check exited 1)
+    half = onnx.ModelProto()
+    half.CopyFrom(signed)
+    half.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    half.graph.node.insert(0, N("Cast", ["x16"], ["x32"], name="widen", to=TensorProto.FLOAT))
+    half.graph.node[1].input[0] = "x32"
+    half.graph.input[0].name = "x16"
+    assert [(f.rule, f.node) for f in openvino_rules.openvino(half)] == found
     wide = _qdq_conv(act_type=TensorProto.UINT8, act_zero=3)
     for node in wide.graph.node:  # the activation pair made uint16 (opset 21)
         node.input[:] = [{"z": "z16"}.get(t, t) for t in node.input]
