@@ -58,6 +58,15 @@ def test_outputs_of_an_op_of_no_schema_are_typed_as_the_float_it_reads() -> None
     inputs.append(helper.make_tensor_value_info("z", TensorProto.UINT8, []))
     graph = helper.make_graph(ops, "contrib", inputs, [])
     assert guessed_types(helper.make_model(graph)) == {"f": TensorProto.FLOAT}
+    # hq69 F5: a QOperator kernel writes the type of its output zero point, not its float scale's
+    concat = helper.make_node(
+        "QLinearConcat", ["s", "z", "q", "s", "z"], ["c"], domain="com.microsoft", axis=0
+    )
+    pool = helper.make_node(
+        "QLinearGlobalAveragePool", ["c", "s", "z", "s", "z"], ["p"], domain="com.microsoft"
+    )
+    graph = helper.make_graph([ops[1], concat, pool], "qoperator", inputs, [])
+    assert guessed_types(helper.make_model(graph)) == dict.fromkeys(("c", "p"), TensorProto.UINT8)
 
 
 def test_a_model_with_a_contrib_op_converts_every_layer(tmp_path: Path, image_dir: Path) -> None:

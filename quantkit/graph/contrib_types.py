@@ -52,6 +52,27 @@ def with_guessed_types(
         return inferred
 
 
+# the input that holds a QOperator kernel's output zero point, whose type its output has (hq69 F5: a
+# QLinearConcat, whose first input is its float Y_scale, was guessed float, and check called the int8
+# DequantizeLinear after it a 'float Q/DQ')
+OUTPUT_ZERO_POINT = {
+    "QLinearConcat": 1,
+    "QLinearAveragePool": 4,
+    "QLinearGlobalAveragePool": 4,
+    "QLinearSigmoid": 4,
+    "QLinearLeakyRelu": 4,
+    "QLinearSoftmax": 4,
+    "QLinearReduceMean": 4,
+    "QLinearAdd": 7,
+    "QLinearMul": 7,
+    "QLinearConv": 7,
+    "QLinearConvTranspose": 7,
+    "QLinearMatMul": 7,
+    "QLinearWhere": 8,
+    "QGemm": 8,
+}
+
+
 def guessed_types(model: onnx.ModelProto) -> dict[str, int]:
     """Node output -> the type of the node's first input where that is a float, for the outputs the
     model's inference left untyped (in graph order, so a guess reaches the ops after it; a quantized op,
@@ -66,6 +87,12 @@ def guessed_types(model: onnx.ModelProto) -> dict[str, int]:
     guessed: dict[str, int] = {}
     for node in graph.node:
         first = types.get(node.input[0]) if node.input else None
+        at = OUTPUT_ZERO_POINT.get(node.op_type, len(node.input))
+        if at < len(node.input) and node.input[at] and types.get(node.input[at]):  # a QOperator kernel's
+            first = types[node.input[at]]
+            if node.output and node.output[0] not in types:
+                types[node.output[0]] = guessed[node.output[0]] = first
+            continue
         if first not in FLOAT_TYPES:
             continue
         for k, name in enumerate(node.output):
