@@ -194,6 +194,23 @@ def test_no_keep_io_types_makes_the_edges_float16(cnn: Path, tmp_path: Path) -> 
     assert next(iter(out.values())).dtype == np.float16
 
 
+def test_data_a_float16_input_cannot_hold_is_refused_at_calibrate(
+    cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq69 F8: arrays up to 1e5 for a float16-fed model calibrated (read as float32), and convert then
+    measured -inf dB and told the user to keep layers float."""
+    half = tmp_path / "half.onnx"
+    _convert(cnn, half, keep_io_types=False)
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    for k in range(4):
+        np.save(folder / f"{k}.npy", _x() * (1.0 if k else 1e5))
+    argv = ["calibrate", str(half), "--inputs", str(folder), "-o", str(tmp_path / "t.json")]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "input 'x' is float16 and is fed values up to", "beyond float16's 65504")
+    assert not (tmp_path / "t.json").exists()
+
+
 def test_compare_measures_a_model_with_float16_edges(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -47,7 +47,7 @@ from quantkit.pipeline.calib_chunks import (
     spread_positions,
 )
 from quantkit.pipeline.calib_warnings import copies, few, kept_few, narrow_16_bit_images
-from quantkit.pipeline.loading import require_quantizable, table_paths, too_few_read
+from quantkit.pipeline.loading import require_half_fits, require_quantizable, table_paths, too_few_read
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
 from quantkit.results import Batch, CalibrationTable, Feed, InputSpec, feed_rows, feed_shapes, fixed_batch_of
@@ -184,6 +184,7 @@ def calibrate(
     )
     tick = progress("calibrating", total)
     notes = prepared.notes()
+    halves = [name for name, kind in prepared.interface if kind == onnx.TensorProto.FLOAT16]
     # Only the augmented model runs: the loaded and prepared protos go before onnxruntime makes its own
     # copy of the weights, and the augmented one once serialised (ResNet-50, 100 MB: 727 -> 436 MB peak).
     del model, prepared
@@ -244,6 +245,8 @@ def calibrate(
         kept = _refilled(merged, preprocess) if preprocess is not None else kept
     else:
         kept, stress = _read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
+    for name in (h for h in halves if h in stats):  # data a float16 input cannot hold, refused here
+        require_half_fits(name, max(abs(stats[name].minimum), abs(stats[name].maximum)))
     table = CalibrationTable(meta=meta, stats=stats, samples=kept, stress=stress)
     json_bytes, npz_bytes = table_io.serialize(table)
     findings = check.findings()  # before the write: nothing is written where a step fails
