@@ -95,9 +95,13 @@ def test_compare_with_labels_from_folders(
     code, out, err = run(argv, capsys)
     assert code == 0 and "accuracy on 24 labelled images" in out and "match no class" not in err
     labels.write_text("dogs\nkittens\nbirds\nfish\nfrogs\n")  # the cats/ folder matches none: said
-    code, out, err = run(argv, capsys)
+    markdown = tmp_path / "report.md"
+    code, out, err = run([*argv, "--markdown", str(markdown)], capsys)
     assert code == 0 and "accuracy on 12 labelled images" in out
     assert "12 of 24 image(s) match no class in the labels file (e.g." in " ".join(err.split())
+    page = markdown.read_text()  # hq68 10: a CI page read without the log said none of it
+    assert "| images compared | 24 |" in page and "| images labelled | 12 |" in page
+    assert "- warning: 12 of 24 image(s) match no class in the labels file" in page
 
 
 def test_a_four_channel_nhwc_model_calibrates_on_its_arrays(
