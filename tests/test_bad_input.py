@@ -529,6 +529,25 @@ def test_quantized_models_in_other_forms_are_refused_as_quantized_already(
         ["calibrate", str(path), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
     )
     assert_one_line_error(code, err, "is quantized already (1 DequantizeLinear, 1 QuantizeLinear)")
+    # hq70 1: float models with uint8 constants that are no quantized weights stay float models
+    mask = numpy_helper.from_array((np.arange(108) % 2).astype(np.uint8).reshape(4, 3, 3, 3), "mask")
+    kernel = numpy_helper.from_array(np.ones((3, 1, 3, 3), np.uint8), "ones")
+    nine = numpy_helper.from_array(np.float32(9), "nine")
+    for nodes in (
+        [  # a pruned layer: its float weight times a 0/1 mask of the weight's size
+            helper.make_node("Cast", ["mask"], ["maskf"], to=1),
+            helper.make_node("Mul", ["w", "maskf"], ["wm"]),
+            helper.make_node("Conv", ["x", "wm"], ["y"]),
+        ],
+        [  # a fixed box filter: 27 ones over 9
+            helper.make_node("Cast", ["ones"], ["onesf"], to=1),
+            helper.make_node("Div", ["onesf", "nine"], ["box"]),
+            helper.make_node("Conv", ["x", "box"], ["y"], group=3),
+        ],
+    ):
+        w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+        graph = helper.make_graph(nodes, "g", [], [], [mask, kernel, nine, w])
+        assert low_bit_weights(helper.make_model(graph)) == {}
     fused = helper.make_node("MatMulNBits", ["a", "b", "c"], ["d"], domain="com.microsoft")
     model.graph.node.append(fused)
     assert quantized_ops(model) == {"MatMulNBits": 1, "QuantizeLinear": 1, "DequantizeLinear": 1}

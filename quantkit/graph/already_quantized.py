@@ -5,7 +5,9 @@ without DequantizeLinear). quantkit converts float models: each of these is refu
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Sequence
 
 import onnx
 
@@ -52,8 +54,12 @@ LOW_BIT_TYPES = frozenset(
         onnx.TensorProto.FLOAT8E5M2FNUZ,
     }
 )
-# ops a weight passes through on its way from storage to a layer: a scale, an offset, a layout change
-_WEIGHT_PATH = frozenset({"Cast", "Mul", "Div", "Sub", "Add", "Reshape", "Transpose", "Identity", "Squeeze"})
+# fewer values than this are a fixed kernel (a box filter of ones over 9, 3 x 3 x 3), not a layer's weights
+MIN_WEIGHT_VALUES = 64
+# ops between a stored weight and its layer that change only its layout
+_LAYOUT = frozenset({"Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze"})
+# ops that dequantize by hand: a scale (Mul, Div) or a zero point (Sub, Add) of fewer values than the weight
+_SCALING = frozenset({"Mul", "Div", "Sub", "Add"})
 
 
 def quantized_ops(model: onnx.ModelProto) -> Counter[str]:
@@ -65,37 +71,65 @@ def quantized_ops(model: onnx.ModelProto) -> Counter[str]:
 
 
 def low_bit_weights(model: onnx.ModelProto) -> Counter[str]:
-    """The stored type of each Conv/ConvTranspose/Gemm/MatMul weight kept in 8 bits or fewer and turned
-    into float on the way (Cast, then a scale): by type name, one count per layer. hq69 F1: int8, float8
-    and int4 weights behind Cast + Mul were read as 'weight is not a constant', every layer kept float
-    and the file written up to 5.5x larger than the model given."""
+    """The stored type of each Conv/ConvTranspose/Gemm/MatMul weight dequantized by hand: a constant of 8
+    bits or fewer, Cast to float, then scaled by a smaller constant (and offset, reshaped) before the
+    layer reads it; by type name, one count per layer. hq69 F1: int8, float8 and int4 weights behind Cast
+    + Mul were read as 'weight is not a constant', every layer kept float and the file written up to 5.5x
+    larger than the model given. Not a float weight times a uint8 mask, a mask on activations, or a uint8
+    kernel read as it is (hq70 1: refused as 'quantized already')."""
     graph = model.graph
-    stored = {t.name: t.data_type for t in graph.initializer}
+    stored = {t.name: (t.data_type, _size(t.dims)) for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
-            stored[node.output[0]] = node.attribute[0].t.data_type
+            tensor = node.attribute[0].t
+            stored[node.output[0]] = (tensor.data_type, _size(tensor.dims))
     writer = {o: n for n in graph.node for o in n.output}
     found: Counter[str] = Counter()
     for node in graph.node:
-        if node.op_type not in COMPUTE_OPS:
-            continue
-        weights = node.input[:2] if node.op_type == "MatMul" else node.input[1:2]
-        kinds = {_low_bit_source(name, stored, writer) for name in weights} - {None}
-        found.update(onnx.TensorProto.DataType.Name(k) for k in kinds if k is not None)
+        if node.op_type in COMPUTE_OPS and len(node.input) > 1:
+            kind = _dequantized_from(node.input[1], stored, writer, scaled=False)
+            if kind is not None:
+                found[onnx.TensorProto.DataType.Name(kind)] += 1
     return found
 
 
-def _low_bit_source(
-    name: str, stored: dict[str, int], writer: dict[str, onnx.NodeProto], depth: int = 8
+def _size(dims: Sequence[int]) -> int:
+    return math.prod(dims)
+
+
+def _dequantized_from(
+    name: str, stored: dict[str, tuple[int, int]], writer: dict[str, onnx.NodeProto], scaled: bool
 ) -> int | None:
-    """The low-bit stored type a weight is computed from through a Cast (and scales, offsets or layout
-    changes of constants), or None."""
+    """The low-bit type `name` is dequantized from by hand (scaled on the way), or None."""
     node = writer.get(name)
-    if node is None or depth == 0 or node.op_type not in _WEIGHT_PATH:
+    if node is None:
         return None
-    if node.op_type == "Cast" and stored.get(node.input[0]) in LOW_BIT_TYPES:
-        return stored[node.input[0]]
-    for source in node.input[:1] if node.op_type in ("Reshape", "Squeeze") else node.input:
-        if (kind := _low_bit_source(source, stored, writer, depth - 1)) is not None:
-            return kind
+    if node.op_type == "Cast":
+        kind, size = stored.get(node.input[0], (0, 0))
+        return kind if scaled and kind in LOW_BIT_TYPES and size >= MIN_WEIGHT_VALUES else None
+    if node.op_type in _LAYOUT:
+        return _dequantized_from(node.input[0], stored, writer, scaled)
+    if node.op_type not in _SCALING or len(node.input) != 2:
+        return None
+    for value, other in _pairs(node):
+        source = _cast_source(value, writer)
+        if source is None or other not in stored or source not in stored:
+            continue
+        if stored[other][1] < stored[source][1]:  # a scale or zero point, not a mask of the weight's size
+            return _dequantized_from(value, stored, writer, scaled=True)
     return None
+
+
+def _pairs(node: onnx.NodeProto) -> list[tuple[str, str]]:
+    """(the operand a weight may come through, the other): either for Mul and Add, the first for Div, Sub."""
+    first, second = node.input[0], node.input[1]
+    return [(first, second), (second, first)] if node.op_type in ("Mul", "Add") else [(first, second)]
+
+
+def _cast_source(name: str, writer: dict[str, onnx.NodeProto]) -> str | None:
+    """The constant a chain of layout ops, offsets and Casts starts from (what a weight is stored as)."""
+    node = writer.get(name)
+    while node is not None and node.op_type in (_LAYOUT | {"Cast", "Sub", "Add"}):
+        name = node.input[0]
+        node = writer.get(name)
+    return name if node is None else None
