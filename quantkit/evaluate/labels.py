@@ -27,30 +27,23 @@ def read_classes(path: Path) -> list[str]:
     named = [line.strip() for line in lines if line.strip()]
     if not named:
         raise ConfigError(f"labels file {path} is empty; list one class per line, in output order")
-    first: dict[str, int] = {}
-    for number, line in enumerate(named, 1):
-        if line in first:
-            raise ConfigError(
-                f"labels file {path} gives class {line!r} twice (lines {first[line]} and {number}); give "
-                "one class per line, in output order"
-            )
-        first[line] = number
-    return named
+    return named  # a line given twice (ImageNet's two 'crane's) names neither: class_lookup
 
 
 def class_lookup(classes: Sequence[str]) -> dict[str, int]:
-    """Class index by each name an image's folder or file name may give (spelled as `spelling` makes
-    it): a line's whole text (`Ankle boot`, `great white shark`) and its first word (the id of
-    `n01440764 tench, Tinca tinca`), a name two classes share left out. hq68 6: first words were taken
-    whenever they were unique, so Fashion-MNIST's 'Ankle boot' was 'Ankle' and its photos in `Ankle boot/`
-    matched nothing; `bald_eagle/` never matched 'bald eagle'; hunt39 F7: whole lines where first words
-    repeat (PyTorch's imagenet_classes.txt)."""
+    """Class index by each name an image's folder or file name may give (spelled as `spelling` makes it):
+    a line's whole text (`Ankle boot`, `great white shark`), then its first word (the id of `n01440764
+    tench, Tinca tinca`), then each of those case-folded (`ankle_boot/`); a name two classes share names
+    neither (ImageNet's two 'crane's; EMNIST's 'A' and 'a' case-folded, hq70 2). hq68 6: first words were
+    taken whenever they were unique, so Fashion-MNIST's 'Ankle boot' was 'Ankle' and its photos in
+    `Ankle boot/` matched nothing; `bald_eagle/` never matched 'bald eagle'."""
+    lines = [spelling(line) for line in classes]
+    exact = (lines, [spelling(line.split()[0].rstrip(",")) for line in classes])
     lookup: dict[str, int] = {}
-    shared: set[str] = set()
-    for names in (list(classes), [line.split()[0].rstrip(",") for line in classes]):
+    for names in (*exact, *([n.casefold() for n in names] for names in exact)):
         found: dict[str, int] = {}
-        for index, name in enumerate(names):
-            key = spelling(name)
+        shared: set[str] = set()
+        for index, key in enumerate(names):
             shared |= {key} if found.get(key, index) != index else set()
             found[key] = index
         lookup |= {k: i for k, i in found.items() if k not in lookup and k not in shared}
@@ -58,24 +51,24 @@ def class_lookup(classes: Sequence[str]) -> dict[str, int]:
 
 
 def spelling(name: str) -> str:
-    """A class name as matched: Unicode NFC (macOS writes folder names decomposed, hq68 17), case-folded,
-    spaces and slashes as underscores (`bald eagle` is `bald_eagle/`, `T-shirt/top` is `T-shirt_top`)."""
-    return unicodedata.normalize("NFC", name).casefold().replace(" ", "_").replace("/", "_")
+    """A class name as matched: Unicode NFC (macOS writes folder names decomposed, hq68 17), spaces and
+    slashes as underscores (`bald eagle` is `bald_eagle/`, `T-shirt/top` is `T-shirt_top`)."""
+    return unicodedata.normalize("NFC", name).replace(" ", "_").replace("/", "_")
 
 
 def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
-    """The class index of an image: the nearest folder above it (below `folder`) that names a class
-    (DIR/<class>/img, DIR/<class>/<batch>/img: hq68 9), else its name prefix (<class>_anything.jpg, the
-    longest prefix at an underscore that is a class: hunt39 F6, tiger_cat_1.jpg was scored as 'tiger', and
-    8 of 11 such photos against another class); -1 when none names a class. lookup: class_lookup's."""
-    relative = path.absolute().relative_to(folder.absolute())  # hq68 1: the API's relative file lists
-    for name in reversed(relative.parts[:-1]):
-        if (key := spelling(name)) in lookup:
-            return lookup[key]
+    """The class index of an image: the folder it is in (`folder` itself too: a list of one class's
+    images, hq70 7), else its name prefix (<class>_anything.jpg, the longest prefix at an underscore that
+    is a class: hunt39 F6, tiger_cat_1.jpg was scored as 'tiger', and 8 of 11 such photos against another
+    class); each name as it is, else case-folded; -1 when none names a class. Not a folder further up
+    (hq70 12: 2024/3/15/IMG.jpg read as class 3 of the digits). lookup: class_lookup's."""
+    candidates = [spelling(path.absolute().parent.name)]
     parts = path.stem.split("_")
-    for k in range(len(parts), 0, -1):
-        if (candidate := spelling("_".join(parts[:k]))) in lookup:
-            return lookup[candidate]
+    candidates += [spelling("_".join(parts[:k])) for k in range(len(parts), 0, -1)]
+    for key in candidates:
+        for form in (key, key.casefold()):
+            if form in lookup:
+                return lookup[form]
     return -1
 
 
