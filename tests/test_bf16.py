@@ -180,6 +180,21 @@ def test_compare_says_why_it_cannot_run_a_bfloat16_model(
     shrink = ["shrink", str(out), "--images", str(image_dir), "--output-dir", str(tmp_path / "s")]
     assert_one_line_error(*run(shrink, capsys)[::2], "o.onnx stores bfloat16", "give it the FP32 original")
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+    # hq70 3: bfloat16 weights read through a Cast to float run in onnxruntime: compared, not refused
+    cast = onnx.load(str(cnn))
+    weight = next(t for t in cast.graph.initializer if t.name == "w1")
+    stored = onnx.helper.make_tensor(
+        "w1_bf16",
+        onnx.TensorProto.BFLOAT16,
+        weight.dims,
+        onnx.numpy_helper.to_array(weight).flatten().tolist(),
+    )
+    cast.graph.initializer.remove(weight)
+    cast.graph.initializer.append(stored)
+    cast.graph.node.insert(0, onnx.helper.make_node("Cast", ["w1_bf16"], ["w1"], to=onnx.TensorProto.FLOAT))
+    onnx.save(cast, str(tmp_path / "cast.onnx"))
+    code, _, err = run(["compare", str(tmp_path / "cast.onnx"), str(cnn), *argv[3:]], capsys)
+    assert code == 0, err
     # OpenVINO runs it, so compare does there (hunt51 C2: refused for onnxruntime's sake)
     pytest.importorskip("openvino")
     code, out_text, err = run([*argv, "--runtime", "openvino"], capsys)
