@@ -129,7 +129,7 @@ def test_sensitivity_names_its_default_image_count_as_a_default(
     argv = ["sensitivity", str(model), "-c", str(table), "--images", str(image_dir), "--top", "1"]
     code, _, err = run(argv, capsys)
     said = " ".join(err.split())
-    assert code == 0 and "sensitivity's default --num-images 32 asks for more images than" in said, err
+    assert code == 0 and "the default --num-images 32 asks for more images than" in said, err
     code, _, err = run([*argv, "--num-images", "30"], capsys)
     assert code == 0 and "warning: --num-images 30 asks for more images than" in " ".join(err.split())
 

@@ -120,8 +120,8 @@ def _read_warnings(images: ImageSelection, paths: tuple[Path, ...], count: int) 
     """What calibrate and compare say of the images, said here too (hunt39 F8: a ranking from 26 of 29
     files, or from 1 photo where --num-images asked 32, came with no word)."""
     unread = len(paths) - count
-    if images.num_images == DEFAULT_IMAGES:  # hq68 12: of a flag the user most likely never gave
-        images = replace(images, option="sensitivity's default --num-images")
+    if images.num_images == DEFAULT_IMAGES:  # hq68 12, hq70 4: true typed or not
+        images = replace(images, option="the default --num-images")
     lines = (
         shortfall(images, paths),
         f"{unread} of the {len(paths)} images could not be read and were left out (quantkit compare on the "
