@@ -43,8 +43,8 @@ def find_images(folder: Path) -> list[Path]:
         hidden = [p for p in others if any(_hidden(part) for part in p.split("/"))]
         if hidden and len(hidden) == len(others):  # hunt39 F10: called 'links to files outside it'
             raise ImageError(
-                f"the only files under {folder} are hidden or macOS metadata (e.g. {hidden[0]}), which are "
-                "not read; put the images themselves in the folder"
+                f"the only files under {folder} are hidden, macOS metadata or a NAS's thumbnails and recycle "
+                f"bin (e.g. {hidden[0]}), which are not read; put the images themselves in the folder"
             )
         outside = [p for p in others if (folder / p).suffix.lower() in IMAGE_SUFFIXES and p not in hidden]
         gone = left_out(folder)
@@ -90,6 +90,14 @@ def _hidden(name: str) -> bool:
     """A dot file or folder (macOS's ._* resource forks, .git) or a system folder (SYSTEM_FOLDERS): never
     read for images."""
     return name.startswith(".") or name in SYSTEM_FOLDERS
+
+
+def _inside(entry: os.DirEntry[str], root: Path) -> bool:
+    """Whether a link points inside root."""
+    try:
+        return Path(entry.path).resolve().is_relative_to(root)
+    except (OSError, RuntimeError):
+        return False
 
 
 def _taken(entry: os.DirEntry[str], root: Path) -> bool:
@@ -241,9 +249,10 @@ def left_out(folder: Path) -> LeftOut:
                 continue
             if entry.is_symlink():
                 if not os.path.exists(entry.path):  # a loop is 'taken': the loader names it
-                    broken += suffix in IMAGE_SUFFIXES and not _taken(entry, root)
-                elif entry.is_dir():
-                    folders += 1
+                    # a dangling link to a folder (an unmounted share, hq70 8) has no suffix
+                    broken += (suffix in IMAGE_SUFFIXES or not suffix) and not _taken(entry, root)
+                elif entry.is_dir():  # one to a folder inside is read there (hq70 5: 'copy it in')
+                    folders += not _inside(entry, root)
                 elif suffix in IMAGE_SUFFIXES and not _taken(entry, root):
                     outside += 1
             elif entry.is_dir(follow_symlinks=False):

@@ -67,6 +67,9 @@ def test_what_a_folder_leaves_out_is_named(image_dir: Path, tmp_path: Path) -> N
         "holds them); 1 broken link(s) left out; 1 file(s) in formats quantkit does not read (.heic) left "
         "out (convert them to JPEG or PNG)"
     )
+    (folder / "again").symlink_to(folder / "@eaDir")  # hq70 5: one inside is no folder left out
+    (folder / "share").symlink_to(tmp_path / "unmounted")  # hq70 8: a dangling link to a folder
+    assert left_out(folder) == LeftOut(outside=0, folders=1, broken=2, unread=1, formats=(".heic",))
     only = tmp_path / "only-links"
     only.mkdir()
     (only / "dogs").symlink_to(image_dir / "dogs")
@@ -395,7 +398,7 @@ def test_a_folder_of_hidden_files_only_is_named_so(tmp_path: Path) -> None:
     (tmp_path / "__MACOSX").mkdir()
     (tmp_path / "__MACOSX" / "a.jpg").write_bytes(b"x")
     (tmp_path / "._b.jpg").write_bytes(b"x")
-    with pytest.raises(ImageError, match=r"the only files under .* are hidden or macOS metadata"):
+    with pytest.raises(ImageError, match=r"the only files under .* are hidden, macOS metadata or a NAS"):
         find_images(tmp_path)
 
 
