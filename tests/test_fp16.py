@@ -16,7 +16,7 @@ from onnx.reference import ReferenceEvaluator
 
 from quantkit import pipeline
 from quantkit.config import CalibrateConfig, ConvertConfig, FallbackPrecision, Float16Config, ImageSelection
-from quantkit.errors import ConversionError
+from quantkit.errors import ConfigError, ConversionError
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
@@ -209,6 +209,11 @@ def test_data_a_float16_input_cannot_hold_is_refused_at_calibrate(
     code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, "input 'x' is float16 and is fed values up to", "beyond float16's 65504")
     assert not (tmp_path / "t.json").exists()
+    from quantkit.pipeline.loading import require_half_fits
+
+    require_half_fits("x", 65519.0)  # hq70 6: rounds to 65504, no infinity
+    with pytest.raises(ConfigError, match="fed values up to 65520"):
+        require_half_fits("x", 65520.0)
 
 
 def test_compare_measures_a_model_with_float16_edges(
