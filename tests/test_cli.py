@@ -419,3 +419,10 @@ def test_a_labels_file_of_class_names_reads_whole_lines(tmp_path: Path) -> None:
     labels.write_text("\n\n")
     with pytest.raises(ConfigError, match="is empty"):
         read_classes(labels)
+
+
+def test_markdown_warnings_show_file_names_as_written() -> None:
+    """hq70 11: a file named '<b>x</b>|*y*.png' in a warning rendered bold, italic, and split the table."""
+    from quantkit.reports.markdown import escaped
+
+    assert escaped("skipped a_b.png (<b>x</b>|*y*)") == r"skipped a\_b.png (&lt;b&gt;x&lt;/b&gt;\|\*y\*)"

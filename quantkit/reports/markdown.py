@@ -59,7 +59,7 @@ def comparison_markdown(result: ComparisonResult, warned: bool = True) -> str:
     runtime = runtime_line(result)
     lines += [f"| runtime | {runtime.removeprefix('runtime ')} |"] if runtime else []
     said = (*result.warnings, *result.reference_findings) if warned else ()
-    lines += ["", *(f"- warning: {line}" for line in said)] if said else []
+    lines += ["", *(f"- warning: {escaped(line)}" for line in said)] if said else []
     return "\n".join(lines) + "\n"
 
 
@@ -82,6 +82,13 @@ def shrink_markdown(result: ShrinkResult) -> str:
     )
     lines += [f"Calibration table {cache}.", "", reference_line(result) + ".", ""]
     warned = shrink_warnings(result)
-    lines += [f"- warning: {line}" for line in warned] + ([""] if warned else [])
+    lines += [f"- warning: {escaped(line)}" for line in warned] + ([""] if warned else [])
     lines += [comparison_markdown(result.comparison, warned=False)]
     return "\n".join(lines)
+
+
+def escaped(text: str) -> str:
+    """Prose as Markdown shows it: file names and values hold '|', '*', '_', '<b>' (hq70 11: a file
+    named '<b>x</b>|*y*.png' in a warning rendered bold and split the table)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "".join(f"\\{c}" if c in "\\`*_[]|#" else c for c in text)
