@@ -419,6 +419,9 @@ def test_a_labels_file_of_class_names_reads_whole_lines(tmp_path: Path) -> None:
     labels.write_text("\n\n")
     with pytest.raises(ConfigError, match="is empty"):
         read_classes(labels)
+    labels.write_text('{"0": ["n01440764", "tench"], "1": ["n01443537", "goldfish"]}')
+    with pytest.raises(ConfigError, match="is JSON; give a text file, one class per line"):
+        read_classes(labels)  # hq68 19: 'lists 1 classes
 
 
 def test_markdown_warnings_show_file_names_as_written() -> None:

@@ -27,6 +27,10 @@ def read_classes(path: Path) -> list[str]:
     named = [line.strip() for line in lines if line.strip()]
     if not named:
         raise ConfigError(f"labels file {path} is empty; list one class per line, in output order")
+    if named[0].startswith(("{", "[")):  # hq68 19: imagenet_class_index.json read as '1 classes'
+        raise ConfigError(
+            f"labels file {path} is JSON; give a text file, one class per line, in output order"
+        )
     return named  # a line given twice (ImageNet's two 'crane's) names neither: class_lookup
 
 
