@@ -97,6 +97,44 @@ def test_an_error_exits_2_with_one_line(
     assert run(args, capsys)[0] == 2 and other.read_bytes() == b"not quantkit's"
 
 
+def test_an_earlier_verdict_never_outlives_an_exit_2_or_a_sigterm(
+    shrink_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq71 F2: a mistyped gate, flag or config key (errors found before the run) left the earlier release's
+    PASS junit.xml and report.json in --output-dir; F1: SIGTERM (CI's cancel and timeout) left them too,
+    with the staging folder; F3: an unwritable $GITHUB_STEP_SUMMARY was found after the whole run."""
+    import os
+    import signal
+
+    from quantkit.pipeline import run_shrink
+
+    out = tmp_path / "out"
+    passed = [*shrink_args, "--output-dir", str(out)]
+    notes = out / "notes.txt"  # not quantkit's: never removed
+    for bad in (["--max-drop", "-1"], ["--bogus-flag"], ["--max-size-ratio", "0"]):
+        assert run(passed, capsys)[0] == 0 and (out / "junit.xml").exists()
+        notes.write_text("mine")
+        code, _, err = run([*passed, *bad], capsys)
+        assert code == 2, err
+        assert not any((out / name).exists() for name in ("junit.xml", "report.json", "report.md"))
+        assert notes.read_text() == "mine"
+    assert run(passed, capsys)[0] == 0
+
+    def terminated(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(run_shrink, "_run", terminated)
+    code, _, err = run(passed, capsys)
+    assert code == 143 and "terminated; nothing partial was written" in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no report, model or staging folder
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no-such-folder" / "summary.md"))
+    code, _, err = run(passed, capsys)
+    assert_one_line_error(code, err, "$GITHUB_STEP_SUMMARY", "is in a folder that does not exist")
+
+
 def test_the_second_run_reuses_the_calibration_table(
     shrink_args: list[str], tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

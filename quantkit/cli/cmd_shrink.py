@@ -213,6 +213,7 @@ def shrink(
         + [("a calibration table in --cache-dir", path) for path in cached],  # hq57 A1: appended to
         [("--images", images), ("--eval-images", eval_images)],
     )
+    shrinking.require_step_summary(step_summary_path())
     with progress_bars() as progress:
         result = shrinking.shrink(
             model, output_dir, config, progress, step_summary_path(), html, Parallel(workers, ray or None)

@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import os
+import signal
 import sys
 import tempfile
 from enum import Enum
@@ -45,6 +46,8 @@ def main() -> None:
     for flag in given:
         VERBOSITY["level"] = LOUDNESS_FLAGS.get(flag, VERBOSITY["level"])
     plain = [a for a in argv if a != "--print-config"]
+    TERMINATED.clear()
+    signal.signal(signal.SIGTERM, _terminate)  # hq71 F1: CI's cancel and timeout, cleaned up as Ctrl-C
     group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
     commands: dict[str, Any] = dict(getattr(group, "commands", {}))
     default_map: dict[str, dict[str, Any]] = {}  # the options config files give (set below)
@@ -71,10 +74,13 @@ def main() -> None:
     except QuantkitError as exc:
         message = f"{exc}{_from_file(str(exc), plain, default_map)}"
         stderr.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
+        _drop_verdict(plain, default_map, exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        stderr.print("interrupted; nothing partial was written", highlight=False)
-        sys.exit(130)
+        stopped = "terminated" if TERMINATED else "interrupted"
+        stderr.print(f"{stopped}; nothing partial was written", highlight=False)
+        _drop_verdict(plain, default_map, 2)
+        sys.exit(143 if TERMINATED else 130)
     except MemoryError:
         _fail("out of memory; lower --batch-size or --num-images, or free memory")
     except OSError as exc:  # the environment, not the input: a file vanished, a device failed
@@ -94,6 +100,7 @@ def main() -> None:
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: unknown option, bad choice, missing argument
         usage = usage_message(exc, plain[0] if plain and plain[0] in commands else None)
+        _drop_verdict(plain, default_map, 2)
         _fail(usage + _from_file(usage, plain, default_map))
     except Exception as exc:  # a bug in quantkit: still one line, the traceback on request
         if os.environ.get("QUANTKIT_DEBUG"):
@@ -102,6 +109,30 @@ def main() -> None:
             f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); this is a quantkit "
             "bug: rerun with QUANTKIT_DEBUG=1 for the traceback and report it"
         )
+
+
+TERMINATED: list[int] = []  # the signal that ended the run, where one did
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: the run's cleanup runs (nothing partial, no earlier verdict left), exit 143."""
+    TERMINATED.append(signum)
+    raise KeyboardInterrupt
+
+
+def _drop_verdict(argv: list[str], default_map: dict[str, dict[str, Any]], code: int) -> None:
+    """Where shrink ends in exit 2, its --output-dir keeps no earlier run's verdict (run_shrink.
+    drop_earlier_verdict), also for errors found before shrink() runs: usage, config files, gate values."""
+    if code != 2 or not argv or argv[0] != "shrink":
+        return
+    given = default_map.get("shrink", {}).get("output_dir")
+    for flag, value in itertools.pairwise(argv):
+        given = value if flag == "--output-dir" else given
+    given = next((a.split("=", 1)[1] for a in argv if a.startswith("--output-dir=")), given)
+    if given:
+        from quantkit.pipeline.run_shrink import drop_earlier_verdict
+
+        drop_earlier_verdict(Path(given))
 
 
 def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, Any]]) -> str:
