@@ -135,6 +135,33 @@ def test_an_earlier_verdict_never_outlives_an_exit_2_or_a_sigterm(
     assert_one_line_error(code, err, "$GITHUB_STEP_SUMMARY", "is in a folder that does not exist")
 
 
+def test_what_calibration_warned_is_in_the_reports_from_a_cached_table_too(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq71 F4: an unreadable calibration file, too few images and copies went unsaid by shrink (report.json
+    'warnings': []), which calibrate warns of."""
+    folder = tmp_path / "few"
+    folder.mkdir()
+    pngs = sorted(image_dir.rglob("*.png"))[:6]
+    for k, path in enumerate(pngs):
+        (folder / f"{k}.png").write_bytes(path.read_bytes())
+    (folder / "copy.png").write_bytes(pngs[0].read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not an image")
+    model = tiny_cnn(tmp_path / "model.onnx")
+    argv = ["shrink", str(model), "--images", str(folder), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    for run_number in (1, 2):  # the second from the cache
+        code, _, err = run([*argv, "--output-dir", str(tmp_path / f"out{run_number}")], capsys)
+        assert code == 0, err
+        warnings = " ".join(
+            json.loads((tmp_path / f"out{run_number}" / "report.json").read_text())["warnings"]
+        )
+        assert "1 of the calibration images could not be read" in warnings
+        assert (
+            "calibrated on 7 images" in warnings and "1 of the 7 images used hold the same bytes" in warnings
+        )
+    assert json.loads((tmp_path / "out2" / "report.json").read_text())["calibration"]["cache_hit"] is True
+
+
 def test_the_second_run_reuses_the_calibration_table(
     shrink_args: list[str], tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

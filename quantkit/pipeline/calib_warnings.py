@@ -60,3 +60,20 @@ def kept_few(kept: Feed | None, seen: int) -> str | None:
         "samples of one shape, and the others' shapes differ; convert's figures rest on those, so measure "
         "the model written with compare --inputs on held-out arrays (or give samples of one shape)"
     )
+
+
+def of_table(meta: dict[str, Any]) -> tuple[str, ...]:
+    """What calibrate warned of its images, read back from a table's meta: shrink's reports say it too,
+    from a cached table as from a fresh one (hq71 F4: unreadable, few and copied calibration images went
+    unsaid, report.json 'warnings': [])."""
+    images = meta.get("images") or {}
+    if "count" not in images:  # a table from arrays
+        return ()
+    skipped = int(images.get("skipped") or 0)
+    unread = (
+        f"{skipped} of the calibration images could not be read and were left out (quantkit calibrate on "
+        "the folder names them)"
+        if skipped
+        else None
+    )
+    return tuple(w for w in (unread, few(int(images["count"]), "image"), copies(meta)) if w)

@@ -33,6 +33,7 @@ from quantkit.image_folders import images_of, select_images, shortfall
 from quantkit.images import list_digest, resolve_preprocess, shared_images
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
+from quantkit.pipeline import calib_warnings
 from quantkit.pipeline.budget_run import check_detector_head
 from quantkit.pipeline.loading import refuse_bfloat16
 from quantkit.pipeline.progress import Progress
@@ -304,6 +305,7 @@ def _run(
     copies = shared_images(calibration_images, select_images(config.evaluation.images)) if apart else 0
     warnings = (
         shortfall(config.calibration.images, calibration_images),
+        *calib_warnings.of_table(loaded.meta),
         *summary.warnings,
         *comparison.warnings,
         # a model with no int8 layer is FP32's twin: its timing is noise, no Q/DQ cost (hq67 PicoDet)
