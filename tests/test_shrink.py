@@ -162,6 +162,18 @@ def test_what_calibration_warned_is_in_the_reports_from_a_cached_table_too(
     assert json.loads((tmp_path / "out2" / "report.json").read_text())["calibration"]["cache_hit"] is True
 
 
+def test_junit_parses_whatever_a_file_name_holds(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq71 F8: a model named 'sq\\x01net.onnx' made junit.xml unparseable (XML 1.0 forbids C0 controls)."""
+    model = tiny_cnn(tmp_path / "sq\x01net.onnx")
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "out"), "--min-speedup", "1000"], capsys)
+    assert code == 1, err
+    failure = ElementTree.parse(tmp_path / "out" / "junit.xml").getroot().find("testcase/failure")
+    assert failure is not None and "sq\\x01net" in (failure.text or "")
+
+
 def test_the_second_run_reuses_the_calibration_table(
     shrink_args: list[str], tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -307,6 +307,12 @@ def test_shrink_fails_on_a_wrongly_fed_reference_unless_allowed(
     assert "FP32 reference" in out and "FAIL" in out and "warning: the preprocessed inputs" in err
     junit = (tmp_path / "a" / "junit.xml").read_text()
     assert 'name="reference"' in junit and "<failure" in junit
+    # hq71 F7: the failure read '1.00 warnings on FP32', its reason only in the suite's system-err
+    from xml.etree import ElementTree
+
+    failure = ElementTree.fromstring(junit).find("testcase/failure")
+    assert failure is not None and failure.get("message", "").startswith("FP32 reference 1 warnings on FP32")
+    assert "the preprocessed inputs reach" in (failure.text or "")
     # hunt32: report.json's warnings, the documented place, lacked what was printed (only in comparison)
     warned = json.loads((tmp_path / "a" / "report.json").read_text())["warnings"]
     assert any("the preprocessed inputs reach" in w for w in warned)
