@@ -36,6 +36,14 @@ def test_files_fill_options_and_flags_win(project: Path, capsys: pytest.CaptureF
     assert lines["seed = 0"] == "default" and lines['images = "img"'] == "command line"
 
 
+def test_a_switch_a_file_turns_on_a_flag_turns_off(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """hq71 F6: a repository's `exit-zero = true` could not be undone for one run (no --no-exit-zero)."""
+    (project / "models" / "quantkit.toml").write_text("[shrink]\nexit-zero = true\n")
+    argv = ["shrink", "models/model.onnx", "--images", "img", "--output-dir", "out", "--print-config"]
+    assert "exit-zero = true  # config file" in run(argv, capsys)[1]
+    assert "exit-zero = false  # command line" in run([*argv, "--no-exit-zero"], capsys)[1]
+
+
 def test_a_run_uses_the_file(project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (project / "models" / "quantkit.toml").write_text("[calibrate]\nnum-images = 5\n")
     code, stdout, err = run(

@@ -96,7 +96,11 @@ def shrink(
         ),
     ] = None,
     exit_zero: Annotated[
-        bool, typer.Option("--exit-zero", help="Exit 0 even when a gate fails (report-only runs).")
+        bool,
+        typer.Option(
+            "--exit-zero/--no-exit-zero",
+            help="Exit 0 even when a gate fails (report-only runs; --no-exit-zero undoes a config file's).",
+        ),
     ] = False,
     allow_degenerate_reference: Annotated[
         bool,
@@ -136,7 +140,7 @@ def shrink(
         typer.Option(
             "--cache-dir",
             help="Calibration tables, reused when model, preprocessing and images match "
-            "[default: $XDG_CACHE_HOME/quantkit or ~/.cache/quantkit].",
+            "[default: $XDG_CACHE_HOME/quantkit/calibration or ~/.cache/quantkit/calibration].",
         ),
     ] = None,
     threads: ThreadsOpt = 1,
