@@ -158,7 +158,7 @@ class Session:
             else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         )
         options.log_severity_level = 4  # fatal only: a failure reaches the user as one line of ours
-        source = str(model) if isinstance(model, Path) else model
+        source = _source(model)
         try:
             self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types from C++
@@ -412,14 +412,8 @@ def crash_on_load(model: onnx.ModelProto, timeout: float = 600.0) -> str | None:
     return f"onnxruntime {ort.__version__} crashes loading it ({name})"
 
 
-FLOAT8_TYPES = frozenset(
-    {
-        onnx.TensorProto.FLOAT8E4M3FN,
-        onnx.TensorProto.FLOAT8E4M3FNUZ,
-        onnx.TensorProto.FLOAT8E5M2,
-        onnx.TensorProto.FLOAT8E5M2FNUZ,
-    }
-)
+_FLOAT8 = ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")
+FLOAT8_TYPES = frozenset(getattr(onnx.TensorProto, name) for name in _FLOAT8)
 
 
 def has_float8(model: onnx.ModelProto) -> bool:
@@ -445,3 +439,11 @@ def _float8_source(model: bytes | Path) -> bool:
     except Exception:  # an unreadable model: onnxruntime's own error says what is wrong with it
         return False
     return has_float8(proto)
+
+
+def _source(model: Path | bytes) -> str | bytes:
+    """The path onnxruntime opens, or the bytes where the name is no UTF-8 (hq71 F12: binding refused)."""
+    if not isinstance(model, Path):
+        return model
+    name = str(model)
+    return model.read_bytes() if any(0xD800 <= ord(c) <= 0xDFFF for c in name) else name

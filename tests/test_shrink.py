@@ -174,6 +174,19 @@ def test_junit_parses_whatever_a_file_name_holds(
     assert failure is not None and "sq\\x01net" in (failure.text or "")
 
 
+def test_a_model_whose_name_is_no_utf8_runs(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq71 F12: shrink on 'sq\\xffnet.onnx' failed after converting with onnxruntime's constructor signature
+    (its binding takes no such path); calibrate read the same file."""
+    import os
+
+    model = tiny_cnn(tmp_path / os.fsdecode(b"sq\xffnet.onnx"))
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+
+
 def test_the_second_run_reuses_the_calibration_table(
     shrink_args: list[str], tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
