@@ -102,6 +102,11 @@ def test_compare_with_labels_from_folders(
     page = markdown.read_text()  # hq68 10: a CI page read without the log said none of it
     assert "| images compared | 24 |" in page and "| images labelled | 12 |" in page
     assert "- warning: 12 of 24 image(s) match no class in the labels file" in page
+    one = tmp_path / "one" / "dogs"
+    one.mkdir(parents=True)
+    one.joinpath("a.png").write_bytes(next((image_dir / "dogs").glob("*.png")).read_bytes())
+    code, out, err = run(["compare", *argv[1:3], "--images", str(one.parent), *argv[5:]], capsys)
+    assert code == 0 and "accuracy on 1 labelled image " in out, err  # hq68 19: 'images
 
 
 def test_a_four_channel_nhwc_model_calibrates_on_its_arrays(

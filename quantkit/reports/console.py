@@ -301,7 +301,8 @@ def _latency_row(label: str, stats: LatencyStats | None) -> list[str]:
 def compare_table(result: ComparisonResult) -> RenderableType:
     parts: list[RenderableType] = []
     if result.reference_accuracy and result.candidate_accuracy:
-        acc = _table(f"accuracy on {result.reference_accuracy.count} labelled images")
+        count = result.reference_accuracy.count
+        acc = _table(f"accuracy on {count} labelled image{'' if count == 1 else 's'}")
         for col in ("", "top-1", "top-5"):
             acc.add_column(col, justify="right" if col else "left")
         ref, cand = result.reference_accuracy, result.candidate_accuracy

@@ -141,7 +141,7 @@ def reference_line(result: ShrinkResult) -> str:
         )
     return (
         f"FP32 top-1 {100 * ref.top1:.2f}%{'' if ref.top5 is None else f' (top-5 {100 * ref.top5:.2f}%)'} "
-        f"on {ref.count} labelled images; "
+        f"on {ref.count} labelled image{'' if ref.count == 1 else 's'}; "
         f"INT8 top-1 {100 * cand.top1:.2f}%"
     )
 
