@@ -434,3 +434,19 @@ def test_markdown_warnings_show_file_names_as_written() -> None:
     from quantkit.reports.markdown import escaped
 
     assert escaped("skipped a_b.png (<b>x</b>|*y*)") == r"skipped a\_b.png (&lt;b&gt;x&lt;/b&gt;\|\*y\*)"
+
+
+def test_compare_says_when_images_are_copies(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq68 8: calibrate warned of byte-identical copies, compare counted each copy again without a word."""
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    png = next(image_dir.rglob("*.png")).read_bytes()
+    for name in ("a.png", "b.png", "c.png"):
+        (folder / name).write_bytes(png)
+    (folder / "d.png").write_bytes(sorted(image_dir.rglob("*.png"))[1].read_bytes())
+    code, _, err = run(["compare", str(cnn), str(cnn), "--images", str(folder), "--runs", "0"], capsys)
+    assert code == 0 and "2 of the 4 images compared hold the same bytes as another one" in " ".join(
+        err.split()
+    )

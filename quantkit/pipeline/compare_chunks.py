@@ -68,6 +68,7 @@ class CompareChunk:
     check: ReferenceCheck
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     first: Feed | None = None
+    digests: list[bytes] = field(default_factory=list)  # sha256 of each image compared (copies: warned)
 
 
 def run_compare_chunk(
@@ -85,7 +86,8 @@ def run_compare_chunk(
     comparison = compare_batches(reference, candidate, batches, job.comparison(), progress, check)
     if progress is not None and loader.skipped:
         progress(len(loader.skipped))
-    return CompareChunk(comparison, check, loader.skipped, first[0] if first else None)
+    digests = [entry[-32:] for entry in loader.entries]
+    return CompareChunk(comparison, check, loader.skipped, first[0] if first else None, digests)
 
 
 def merge_chunks(results: Iterator[CompareChunk], empty: Comparison) -> CompareChunk:
@@ -96,4 +98,17 @@ def merge_chunks(results: Iterator[CompareChunk], empty: Comparison) -> CompareC
         total.check.merge(chunk.check)
         total.skipped.extend(chunk.skipped)
         total.first = total.first if total.first is not None else chunk.first
+        total.digests.extend(chunk.digests)
     return total
+
+
+def copies_line(digests: list[bytes]) -> str | None:
+    """A warning where images compared hold the same bytes as others: each copy weighs again in the
+    figures (hq68 8: calibrate said so, compare and shrink's evaluation did not)."""
+    extra = len(digests) - len(set(digests))
+    if extra <= 0:
+        return None
+    return (
+        f"{extra} of the {len(digests)} images compared hold the same bytes as another one: each copy weighs "
+        "again in the figures; remove the copies to count each photo once"
+    )

@@ -45,6 +45,7 @@ from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline.compare_chunks import (
     CompareChunk,
     CompareJob,
+    copies_line,
     describe,
     merge_chunks,
     run_compare_chunk,
@@ -254,6 +255,7 @@ def compare(
             for w in (
                 shortfall(config.images, paths) if arrays is None else None,
                 skipped_line(done.skipped) if done.skipped else None,
+                copies_line(done.digests),
                 swapped(reference, candidate, reference_path, candidate_path),
                 same_model(reference, candidate, reference_path, candidate_path),
                 selected_note(  # a split head's scores and labels were matched with its boxes
