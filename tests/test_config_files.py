@@ -31,8 +31,9 @@ def test_files_fill_options_and_flags_win(project: Path, capsys: pytest.CaptureF
     assert code == 0, err
     lines = dict(line.split("  # ") for line in stdout.splitlines() if "  # " in line)
     assert lines["threads = 1"] == "command line"  # the flag over pyproject.toml's 2
-    assert lines["num-images = 10"] == "config file"  # quantkit.toml over pyproject.toml's 50
-    assert lines["min-speedup = 1.2"] == "config file" and lines["runs = 9"] == "config file"
+    # quantkit.toml over pyproject.toml's 50; each named (hq71 F11: 'config file', which one unsaid)
+    assert lines["num-images = 10"] == "config file: models/quantkit.toml"
+    assert lines["min-speedup = 1.2"] == lines["runs = 9"] == "config file: models/quantkit.toml"
     assert lines["seed = 0"] == "default" and lines['images = "img"'] == "command line"
 
 
@@ -40,7 +41,7 @@ def test_a_switch_a_file_turns_on_a_flag_turns_off(project: Path, capsys: pytest
     """hq71 F6: a repository's `exit-zero = true` could not be undone for one run (no --no-exit-zero)."""
     (project / "models" / "quantkit.toml").write_text("[shrink]\nexit-zero = true\n")
     argv = ["shrink", "models/model.onnx", "--images", "img", "--output-dir", "out", "--print-config"]
-    assert "exit-zero = true  # config file" in run(argv, capsys)[1]
+    assert "exit-zero = true  # config file: models/quantkit.toml" in run(argv, capsys)[1]
     assert "exit-zero = false  # command line" in run([*argv, "--no-exit-zero"], capsys)[1]
 
 

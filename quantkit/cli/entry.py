@@ -199,6 +199,7 @@ def _file_defaults(commands: dict[str, Any], argv: list[str]) -> dict[str, dict[
         model = Path(found) if found else None
     found = cli_config.sources(Path.cwd(), model)
     CONFIG_FILES[:] = [path for path, _ in found]
+    SETTINGS[:] = found
     numbers = {p.opts[0].lstrip("-") for cmd in commands.values() for p in cmd.params if _takes_number(p)}
     return cli_config.defaults(found, options, frozenset(numbers))
 
@@ -234,7 +235,19 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
         raw = default_map[name].get(param.name)
         if where == "config file" and shown is None and raw is not None:  # hunt32: read as null, silently
             shown, where = raw, "config file: not a valid value, the run refuses it"
+        elif where == "config file":
+            where = _which_file(name, key)
         stdout.print(f"{key} = {json.dumps(shown)}  # {where}", highlight=False, markup=False, soft_wrap=True)
+
+
+SETTINGS: list[tuple[Path, dict[str, Any]]] = []  # each config file read and what it sets (main)
+
+
+def _which_file(command: str, key: str) -> str:
+    """'config file: <path>', the last file that sets `key` for `command` (a command's table over its
+    top-level keys, quantkit.toml over pyproject.toml): hq71 F11, --print-config named no file."""
+    setting = [path for path, keys in SETTINGS if key in keys or key in (keys.get(command) or {})]
+    return f"config file: {setting[-1]}" if setting else "config file"
 
 
 def _lost(argv: list[str]) -> None:
