@@ -121,18 +121,22 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _drop_verdict(argv: list[str], default_map: dict[str, dict[str, Any]], code: int) -> None:
-    """Where shrink ends in exit 2, its --output-dir keeps no earlier run's verdict (run_shrink.
+    """Where shrink ends in exit 2, its --output-dir keeps no earlier run's verdict nor model (run_shrink.
     drop_earlier_verdict), also for errors found before shrink() runs: usage, config files, gate values."""
     if code != 2 or not argv or argv[0] != "shrink":
         return
-    given = default_map.get("shrink", {}).get("output_dir")
-    for flag, value in itertools.pairwise(argv):
-        given = value if flag == "--output-dir" else given
-    given = next((a.split("=", 1)[1] for a in argv if a.startswith("--output-dir=")), given)
+    command = typer.main.get_command(app).commands["shrink"]  # type: ignore[attr-defined]
+    try:  # what could be read of the command line, an unknown option or a bad value aside
+        params = command.make_context("shrink", list(argv[1:]), resilient_parsing=True).params
+    except Exception:  # a command line click cannot read at all: nothing is known of its folder
+        params = {}
+    given = params.get("output_dir") or default_map.get("shrink", {}).get("output_dir")
     if given:
         from quantkit.pipeline.run_shrink import drop_earlier_verdict
 
-        drop_earlier_verdict(Path(given))
+        # click reads no positional argument past an unknown option: the usual `shrink MODEL ...` form
+        model = params.get("model") or (argv[1] if len(argv) > 1 and not argv[1].startswith("-") else None)
+        drop_earlier_verdict(Path(given), Path(model) if model else None)
 
 
 def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, Any]]) -> str:

@@ -107,10 +107,13 @@ def require_step_summary(path: Path | None) -> None:
         raise OutputError(f"$GITHUB_STEP_SUMMARY {path} {what}; unset it or point it at a file to append to")
 
 
-def drop_earlier_verdict(output_dir: Path) -> None:
-    """Remove the reports an earlier shrink wrote into output_dir (known by their content: nothing else
-    there is touched), for a run that ends in exit 2 before it reaches shrink() (hq71 F2: a mistyped gate,
-    flag or config key left the earlier release's PASS junit.xml published as this run's)."""
+def drop_earlier_verdict(output_dir: Path, model_path: Path | None = None) -> None:
+    """Remove the reports an earlier shrink wrote into output_dir, and its INT8 model of `model_path`
+    (known by their content: nothing else there is touched), for a run that ends in exit 2 before it
+    reaches shrink() (hq71 F2: a mistyped gate, flag or config key left the earlier release's PASS
+    junit.xml published as this run's)."""
+    if model_path is not None:
+        _drop_earlier_model(output_dir / outputs(model_path)[0])
     for name in REPORTS:
         path = output_dir / name
         try:
