@@ -128,8 +128,10 @@ def test_an_earlier_verdict_never_outlives_an_exit_2_or_a_sigterm(
         os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(run_shrink, "_run", terminated)
+    before = signal.getsignal(signal.SIGTERM)
     code, _, err = run(passed, capsys)
     assert code == 143 and "terminated; nothing partial was written" in err
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler, back
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no report, model or staging folder
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no-such-folder" / "summary.md"))
     code, _, err = run(passed, capsys)

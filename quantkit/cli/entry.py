@@ -32,7 +32,17 @@ from quantkit.errors import ConfigError, QuantkitError
 
 
 def main() -> None:
-    """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C."""
+    """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C, 143 on
+    SIGTERM (CI's cancel and timeout: hq71 F1), cleaned up as Ctrl-C; the caller's handler back after."""
+    TERMINATED.clear()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _main()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main() -> None:
     for stream in (sys.stdout, sys.stderr):  # a file name in another encoding: printed escaped (\udcff)
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
@@ -46,8 +56,6 @@ def main() -> None:
     for flag in given:
         VERBOSITY["level"] = LOUDNESS_FLAGS.get(flag, VERBOSITY["level"])
     plain = [a for a in argv if a != "--print-config"]
-    TERMINATED.clear()
-    signal.signal(signal.SIGTERM, _terminate)  # hq71 F1: CI's cancel and timeout, cleaned up as Ctrl-C
     group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
     commands: dict[str, Any] = dict(getattr(group, "commands", {}))
     default_map: dict[str, dict[str, Any]] = {}  # the options config files give (set below)
