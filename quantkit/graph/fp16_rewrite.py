@@ -28,7 +28,6 @@ FLOAT = TensorProto.FLOAT
 @dataclass(frozen=True)
 class Float16Rewrite:
     model: onnx.ModelProto
-    casts: int  # Cast nodes inserted at region borders and graph edges
     initializers_float16: int  # initializers stored in the target type (float16 or bfloat16)
     # every tensor the model holds in the target type: what graph.emulate rounds
     stored: frozenset[str] = frozenset()
@@ -131,7 +130,6 @@ def rewrite(
             _retype_attributes(node, target)
         new_nodes.append(node)
 
-    outputs_cast = 0
     stored = half_tensors | set(renamed.values()) | {made for (_, to), made in casts.items() if to == low}
     for output in graph.output:
         if output.name not in floats:
@@ -145,7 +143,6 @@ def rewrite(
             name = namer.fresh(f"{output.name}_cast")
             to = low if want_half else FLOAT
             new_nodes.append(helper.make_node("Cast", [inner], [output.name], name=name, to=to))
-            outputs_cast += 1
             if not want_half:  # the 16-bit value is now `inner`, the output its float32 Cast
                 stored = (stored - {output.name}) | {inner}
         if want_half:
@@ -161,7 +158,7 @@ def rewrite(
     graph.node.extend(new_nodes)
     drop_unread_initializers(out)  # a float32 copy no node reads now, or weights BatchNorm folded
     del graph.value_info[:]  # the float types there are stale; inference restores what it can
-    return Float16Rewrite(out, len(casts) + outputs_cast, converted, frozenset(stored))
+    return Float16Rewrite(out, converted, frozenset(stored))
 
 
 def _is_graph_output(graph: onnx.GraphProto, name: str) -> bool:
