@@ -3,6 +3,7 @@ links out of it), each file once, a seeded subset, and the warnings for what was
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -111,12 +112,16 @@ def _taken(entry: os.DirEntry[str], root: Path) -> bool:
 
 
 def _entries(folder: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """(path relative to folder, entry) of every file with an image suffix under `folder`, recursively,
-    not through links to folders, nor into dot files and folders (macOS's ._* resource forks, .git) and
-    __MACOSX/, which hold no images. os.scandir, not Path.rglob + resolve:
-    listing the 5000 mnist-test files took 0.48 s of calibrate's 0.8 s that way; a link is resolved only
-    where it is one (a plain file under folder is inside it). Unreadable subfolders are skipped, as
-    rglob skips them."""
+    """(path relative to folder, entry) of every file with an image suffix under `folder` (_walk)."""
+    return ((path, e) for path, e in _walk(folder) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+
+
+def _walk(folder: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(path relative to folder, entry) of everything under `folder` but folders, recursively, not through
+    links to folders (listed as entries), nor into dot files and folders (macOS's ._* resource forks,
+    .git) and system folders (_hidden). os.scandir, not Path.rglob + resolve: listing the 5000 mnist-test
+    files took 0.48 s of calibrate's 0.8 s that way; a link is resolved only where it is one (a plain file
+    under folder is inside it). Unreadable subfolders are skipped, as rglob skips them."""
     pending = [""]
     while pending:
         relative = pending.pop()
@@ -133,7 +138,7 @@ def _entries(folder: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
             path = f"{relative}/{entry.name}" if relative else entry.name
             if entry.is_dir(follow_symlinks=False):
                 pending.append(path)
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+            else:
                 yield path, entry
 
 
@@ -232,21 +237,13 @@ class LeftOut:
 
 
 def left_out(folder: Path) -> LeftOut:
-    """LeftOut of `folder`, walked as _entries walks it (no hidden or system folders, no folder links)."""
+    """LeftOut of `folder`, walked as find_images walks it (_walk)."""
     root = folder.resolve()
     outside = folders = broken = 0
     unread: dict[str, int] = {}
-    pending = [folder]
-    while pending:
-        try:
-            with os.scandir(pending.pop()) as listing:
-                entries = list(listing)
-        except OSError:
-            continue
-        for entry in entries:
+    with contextlib.suppress(OSError):  # a folder that cannot be listed leaves nothing out
+        for _, entry in _walk(folder):
             suffix = os.path.splitext(entry.name)[1].lower()
-            if _hidden(entry.name):
-                continue
             if entry.is_symlink():
                 if not os.path.exists(entry.path):  # a loop is 'taken': the loader names it
                     # a dangling link to a folder (an unmounted share, hq70 8) has no suffix
@@ -255,8 +252,6 @@ def left_out(folder: Path) -> LeftOut:
                     folders += not _inside(entry, root)
                 elif suffix in IMAGE_SUFFIXES and not _taken(entry, root):
                     outside += 1
-            elif entry.is_dir(follow_symlinks=False):
-                pending.append(Path(entry.path))
             elif suffix in UNREAD_SUFFIXES:
                 unread[suffix] = unread.get(suffix, 0) + 1
     return LeftOut(outside, folders, broken, sum(unread.values()), tuple(sorted(unread)))
