@@ -82,12 +82,12 @@ def _main() -> None:
     except QuantkitError as exc:
         message = f"{exc}{_from_file(str(exc), plain, default_map)}"
         stderr.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
-        _drop_verdict(plain, default_map, exc.exit_code)
+        _drop_verdict(commands, plain, default_map, exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         stopped = "terminated" if TERMINATED else "interrupted"
         stderr.print(f"{stopped}; nothing partial was written", highlight=False)
-        _drop_verdict(plain, default_map, 2)
+        _drop_verdict(commands, plain, default_map, 2)
         sys.exit(143 if TERMINATED else 130)
     except MemoryError:
         _fail("out of memory; lower --batch-size or --num-images, or free memory")
@@ -108,7 +108,7 @@ def _main() -> None:
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: unknown option, bad choice, missing argument
         usage = usage_message(exc, plain[0] if plain and plain[0] in commands else None)
-        _drop_verdict(plain, default_map, 2)
+        _drop_verdict(commands, plain, default_map, 2)
         _fail(usage + _from_file(usage, plain, default_map))
     except Exception as exc:  # a bug in quantkit: still one line, the traceback on request
         if os.environ.get("QUANTKIT_DEBUG"):
@@ -128,14 +128,15 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _drop_verdict(argv: list[str], default_map: dict[str, dict[str, Any]], code: int) -> None:
+def _drop_verdict(
+    commands: dict[str, Any], argv: list[str], default_map: dict[str, dict[str, Any]], code: int
+) -> None:
     """Where shrink ends in exit 2, its --output-dir keeps no earlier run's verdict nor model (run_shrink.
     drop_earlier_verdict), also for errors found before shrink() runs: usage, config files, gate values."""
     if code != 2 or not argv or argv[0] != "shrink":
         return
-    command = typer.main.get_command(app).commands["shrink"]  # type: ignore[attr-defined]
     try:  # what could be read of the command line, an unknown option or a bad value aside
-        params = command.make_context("shrink", list(argv[1:]), resilient_parsing=True).params
+        params = commands["shrink"].make_context("shrink", list(argv[1:]), resilient_parsing=True).params
     except Exception:  # a command line click cannot read at all: nothing is known of its folder
         params = {}
     given = params.get("output_dir") or default_map.get("shrink", {}).get("output_dir")
