@@ -16,13 +16,8 @@ import numpy as np
 from quantkit.config import Preprocess
 from quantkit.evaluate.class_scores import TopK
 from quantkit.evaluate.labels import label_of, read_classes
-from quantkit.evaluate.metrics import (
-    BoxAgreement,
-    DetectionRecall,
-    OutputErrors,
-    is_yolo_head,
-    yolox_grid,
-)
+from quantkit.evaluate.metrics import BoxAgreement, DetectionRecall, is_yolo_head, yolox_grid
+from quantkit.evaluate.output_errors import OutputErrors
 from quantkit.images import ImageLoader
 from quantkit.runtime import Session, interleaved_latency
 

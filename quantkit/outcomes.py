@@ -41,7 +41,7 @@ class OutputMetrics:
     boxes_found: int | None = None  # of those, the candidate's boxes of the same class at IoU >= 0.5
     boxes_extra: int | None = None  # the candidate's boxes the reference does not have
     boxes_borderline: int | None = None  # missed or extra boxes scoring within 0.01 of the threshold
-    noise_images: int = 0  # images whose own output is mostly noise (cosine below metrics.NOISE_COSINE)
+    noise_images: int = 0  # images whose own output is mostly noise (cosine below output_errors.NOISE_COSINE)
     worst_kind: tuple[int, int, float] | None = None  # (axis, index, dB): the worst kind (kinds_axis)
     labels: bool = False  # integer outputs (an ArgMax's): top1_agreement of labels; SQNR says nothing
     varying_sqnr_db: float | None = None  # where sqnr_db hides what changes between images (variation)

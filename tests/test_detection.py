@@ -357,7 +357,7 @@ def test_an_output_that_is_noise_on_some_images_is_flagged_where_the_pooled_sqnr
     """CRAFT's text map measured 23.1 dB pooled over 16 photos beside a mean cosine of 0.58: on its
     textless photos the map is small and the INT8 error as large as it (-3.9 to -3.3 dB each)."""
     from quantkit.evaluate.figure_warnings import noise_hidden
-    from quantkit.evaluate.metrics import OutputErrors
+    from quantkit.evaluate.output_errors import OutputErrors
 
     random = np.random.default_rng(2)
     text = random.normal(0.0, 1.0, (3, 64)).astype(np.float32)  # three images with a strong map
@@ -382,7 +382,7 @@ def test_anchor_scores_are_not_classes_and_five_classes_have_no_top5() -> None:
     """YuNet's per-anchor scores [N, A, 1] read as [N, A] gave '31 % top-1 agreement' over anchors beside
     31 dB; a 2-class output's top-5 overlap was always 100 %."""
     from quantkit.evaluate.class_scores import class_view
-    from quantkit.evaluate.metrics import OutputErrors
+    from quantkit.evaluate.output_errors import OutputErrors
 
     g = np.random.default_rng(0)
     scores = g.random((2, 300, 1)).astype(np.float32)
@@ -405,7 +405,7 @@ def test_a_kind_of_value_far_below_its_pooled_output_is_named() -> None:
     """afis' LEADER writes [N, H, W, 4] (mask, angle, type, quality): 13.5 dB pooled, its quality channel
     3.4 dB. The worst kind along a short axis is kept (shards merge to the one-pass figure) and named."""
     from quantkit.evaluate.figure_warnings import kind_hidden
-    from quantkit.evaluate.metrics import OutputErrors, kinds_axis
+    from quantkit.evaluate.output_errors import OutputErrors, kinds_axis
 
     shapes = ((1, 32, 32, 4), (1, 3549, 6), (1, 6, 100), (1, 1, 48, 64))
     assert [kinds_axis(s) for s in shapes] == [3, 2, 1, None]

@@ -16,7 +16,7 @@ from quantkit.config import BudgetMetric
 from quantkit.errors import ConfigError, ConversionError
 from quantkit.evaluate.budget_validator import _choose
 from quantkit.evaluate.end2end import rows_differ
-from quantkit.evaluate.metrics import OutputErrors
+from quantkit.evaluate.output_errors import OutputErrors
 from quantkit.pipeline import writing
 from quantkit.planner.at_output import output_sqnrs
 from tests.conftest import SIZE, make_model
@@ -111,7 +111,7 @@ def test_rows_of_anchors_are_no_class_scores() -> None:
 def test_the_cosine_of_one_value_an_image_is_pooled_over_the_images() -> None:
     """hunt41 F8: a hand-presence score [N, 1] read 'cosine 1.00000' beside 2.30 dB: the cosine of a
     one-element vector is its sign. Pooled over the images it says what the values do."""
-    from quantkit.evaluate.metrics import OutputErrors
+    from quantkit.evaluate.output_errors import OutputErrors
 
     ref = np.array([[1.0], [2.0], [3.0], [4.0]], np.float32)
     cand = np.array([[1.0], [2.0], [3.0], [-4.0]], np.float32)
@@ -203,7 +203,7 @@ def test_an_inf_mask_both_models_share_is_no_error() -> None:
     compare for a float16 model that measures 44.4 dB on its finite values, agreeing on every image."""
     import warnings
 
-    from quantkit.evaluate.metrics import OutputErrors
+    from quantkit.evaluate.output_errors import OutputErrors
     from quantkit.evaluate.sanity import _constant
 
     g = np.random.default_rng(1)

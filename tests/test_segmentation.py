@@ -12,7 +12,7 @@ import pytest
 from onnx import helper
 
 from quantkit.evaluate.class_scores import class_axis, logits_axis, probability_axis
-from quantkit.evaluate.metrics import OutputErrors
+from quantkit.evaluate.output_errors import OutputErrors
 from tests.conftest import conv_params, make_model, save
 from tests.helpers import assert_one_line_error, run
 

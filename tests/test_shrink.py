@@ -473,7 +473,7 @@ def test_a_recognizers_class_sequence_gets_a_top1_agreement_per_position() -> No
     FP32 and the candidate agree on, each image weighed alike, so that --max-drop has a figure (it had
     none: 'no accuracy figure'). Any other [N, T, C] output (a detector's raw head) has none."""
     from quantkit.evaluate.class_scores import is_class_sequence
-    from quantkit.evaluate.metrics import OutputErrors
+    from quantkit.evaluate.output_errors import OutputErrors
 
     logits = np.random.default_rng(3).normal(0, 3, (2, 4, 6))
     ref = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)

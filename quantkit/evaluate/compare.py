@@ -36,12 +36,12 @@ from quantkit.evaluate.labels import class_lookup, label_of
 from quantkit.evaluate.metrics import (
     BoxAgreement,
     DetectionRecall,
-    OutputErrors,
     is_yolo_head,
     sqnr_db,
     without_masks,
     yolox_grid,
 )
+from quantkit.evaluate.output_errors import OutputErrors
 from quantkit.evaluate.output_noise import add_signs, channel_signs
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.ssd import anchor_pairs

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from quantkit.evaluate.metrics import NOISE_COSINE
+from quantkit.evaluate.output_errors import NOISE_COSINE
 from quantkit.evaluate.output_noise import SIGN_IOU, rare_positives, sign_overlap
 from quantkit.evaluate.speed import scattered
 from quantkit.outcomes import OutputMetrics
@@ -66,7 +66,7 @@ KIND_FINE_DB = 30.0
 
 
 def kind_hidden(m: OutputMetrics, where: str = "") -> str | None:
-    """A warning where one kind of value along a short axis (metrics.kinds_axis) measures far below the
+    """A warning where one kind of value along a short axis (output_errors.kinds_axis) measures far below the
     output's pooled SQNR: afis' LEADER writes [N, H, W, 4] (mask, angle in radians, type, quality) and
     measured 13.5 dB pooled, its quality channel, which afis thresholds, 3.4 dB. Not for a head that
     --detector judges by its boxes (its scores beside its boxes are what recall counts). where: on which

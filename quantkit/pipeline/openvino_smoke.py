@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from quantkit.errors import ConversionError, ModelError
-from quantkit.evaluate.metrics import OutputErrors
+from quantkit.evaluate.output_errors import OutputErrors
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import Finding

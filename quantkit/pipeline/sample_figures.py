@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 
 from quantkit.evaluate.figure_warnings import kind_hidden, sign_region
-from quantkit.evaluate.metrics import OutputErrors, kinds_axis, sqnr_db
+from quantkit.evaluate.metrics import sqnr_db
+from quantkit.evaluate.output_errors import OutputErrors, kinds_axis
 from quantkit.evaluate.output_noise import OutputNoise, add_signs, channel_signs
 from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.graph.augment import with_outputs

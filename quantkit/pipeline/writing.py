@@ -20,7 +20,7 @@ from quantkit.errors import (
     ConversionError,
 )
 from quantkit.evaluate.end2end import rows_differ
-from quantkit.evaluate.metrics import OutputErrors
+from quantkit.evaluate.output_errors import OutputErrors
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.files import check_output, json_safe, write_set
 from quantkit.graph import model_io

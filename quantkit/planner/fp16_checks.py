@@ -18,7 +18,7 @@ import onnx
 
 from quantkit.calib.collect import fetch_groups
 from quantkit.errors import ConversionError, ModelError, shorten
-from quantkit.evaluate.metrics import OutputErrors
+from quantkit.evaluate.output_errors import OutputErrors
 from quantkit.graph import fp16_rewrite as fp16_graph
 from quantkit.graph import model_io
 from quantkit.graph.augment import tensor_bytes, with_sample_shapes

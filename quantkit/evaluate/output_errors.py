@@ -1,0 +1,199 @@
+"""Reference vs candidate for one output, accumulated batch by batch: SQNR, cosine, largest error, and the
+agreement of class scores and labels (OutputErrors). Pure numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quantkit.evaluate.class_scores import class_axis, holds_labels, top_indices
+from quantkit.evaluate.metrics import sqnr_db
+from quantkit.outcomes import OutputMetrics
+
+# An image whose own output has a cosine below this with FP32's is mostly noise there (SQNR near 0 dB or
+# below), whatever the SQNR pooled over all images says.
+NOISE_COSINE = 0.5
+
+
+# Past this share of positions won by one class in FP32, an output's per-position agreement says nothing.
+ONE_CLASS_POSITIONS = 0.99
+
+
+# An output with an axis this short beside longer ones ([N, H, W, 4] mask/angle/type/quality, [N, A, 6]
+# boxes/objectness/score) holds values of different kinds along it: each one's SQNR is kept.
+KINDS_MAX = 16
+
+
+def kinds_axis(shape: tuple[int, ...]) -> int | None:
+    """The axis of a [N, a, b] or [N, a, b, c] output along which its values are of different kinds: axis 1
+    or the last, whichever is at most KINDS_MAX long (and longer than 1) while the other is longer; the
+    shorter of the two where both are. None otherwise (class scores, one-channel maps)."""
+    if len(shape) not in (3, 4):
+        return None
+    last = len(shape) - 1
+    fits = [a for a in (1, last) if 1 < shape[a] <= KINDS_MAX and shape[last if a == 1 else 1] > shape[a]]
+    return min(fits, key=lambda a: (shape[a], a)) if fits else None
+
+
+class OutputErrors:
+    """Reference vs candidate for one output, accumulated batch by batch.
+
+    SQNR = 10 log10(sum ref^2 / sum (ref - cand)^2) over every element of every image; cosine is the mean
+    per-image cosine similarity; top-1 agreement and top-5 overlap are per image, for [N, C] scores, and
+    per position along the class axis of probabilities at each position (class_scores.class_axis: a
+    recognizer's [N, T, C], a segmenter's map) or of the axis `update` is given (a segmenter's logits):
+    each image counts the share of its positions. values: the graph computes this output as features
+    (graph.output_kinds), so no class figures whatever its shape; ordered: a TopK or NonMaxSuppression
+    chose and ordered it, so no class figures nor labels' agreement (hunt35: a TopK's sorted probabilities
+    read '100.00 % top-1 agree' by construction, its 5 indices' slot by slot equality 71.8 %).
+    """
+
+    def __init__(
+        self, name: str, values: bool = False, ordered: bool = False, labelled: bool = False
+    ) -> None:
+        self.name = name
+        self.signal = 0.0
+        self.noise = 0.0
+        self.cosines: list[float] = []
+        self.single, self.dot, self.candidate_power = True, 0.0, 0.0  # pooled cosine: one value an image
+        self.max_abs = 0.0
+        self.top1_same = 0.0
+        self.top5_overlap = 0.0
+        self.winners: np.ndarray | None = None  # [C] positions FP32 gives each class (per-position outputs)
+        self.classification = not (values or ordered)
+        self.ordered = ordered
+        self.labelled = labelled  # an ArgMax writes it: labels in any integer type (a uint8 class map)
+        self.labels = True
+        self.classes = 0  # the class axis' length (top-5 overlap of 5 classes or fewer says nothing)
+        self.kinds: tuple[int, np.ndarray, np.ndarray] | None = None  # (axis, signal [K], noise [K])
+        self.mixed = False  # batches of different kinds axes: no per-kind figure
+
+    def update(
+        self, ref: np.ndarray, cand: np.ndarray, images: int | None = None, axis: int | None = None
+    ) -> None:
+        """ref, cand: [N, ...] with equal shapes; float, or integer labels (an ArgMax map), whose agreement
+        is the share of equal elements of each image (SQNR of label numbers says nothing). images: how many
+        the run held, where known (an output of another N holds no image's class scores). axis: the class
+        axis of logits at each position (class_scores.logits_axis), where the caller knows one."""
+        # class ids written as floats in rows a TopK / NonMaxSuppression chose are labels too (hunt53 B3)
+        whole = self.ordered and ref.dtype.kind == "f" and bool(np.array_equal(ref, np.rint(ref)))
+        self.labels = self.labels and (holds_labels(ref.dtype) or whole or self.labelled)
+        if self.labels:
+            same = _per_row(ref == cand)
+            self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(ref.shape[0])
+        ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
+        same = ~np.isfinite(ref64) & (ref64 == cand64)  # an -inf mask by design in both: no error there
+        if same.any():  # (hunt43 F3: '-inf dB' and NaN for a model at 44.4 dB on its finite values)
+            ref64, cand64 = np.where(same, 0.0, ref64), np.where(same, 0.0, cand64)
+        diff = ref64 - cand64
+        self.signal += float(np.sum(ref64 * ref64))
+        self.noise += float(np.sum(diff * diff))
+        self.dot += float(np.sum(ref64 * cand64))
+        self.candidate_power += float(np.sum(cand64 * cand64))
+        self.single = self.single and ref64[0].size == 1 if len(ref64) else self.single
+        self._add_kinds(ref64, diff)
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
+        flat_r, flat_c = _per_row(ref64), _per_row(cand64)
+        norms = np.linalg.norm(flat_r, axis=1) * np.linalg.norm(flat_c, axis=1)
+        dots = np.sum(flat_r * flat_c, axis=1)
+        self.cosines.extend(np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0).tolist())
+        axis = (axis if axis is not None else class_axis(ref, images)) if self.classification else None
+        self.classification = axis is not None
+        if axis is not None and not self.labels:
+            classes = ref.shape[axis]
+            rows_r = np.moveaxis(ref, axis, -1).reshape(-1, classes)
+            rows_c = np.moveaxis(cand, axis, -1).reshape(-1, classes)
+            positions = max(len(rows_r) // max(len(ref), 1), 1)  # each image weighs alike: its positions'
+            winners = rows_r.argmax(1)
+            self.top1_same += float(np.sum(winners == rows_c.argmax(1))) / positions
+            if positions > 1:
+                counts = np.bincount(winners, minlength=classes)
+                self.winners = counts if self.winners is None else self.winners + counts
+            self.classes = classes
+            k = min(5, classes)
+            top_r, top_c = top_indices(rows_r, k), top_indices(rows_c, k)
+            shared = (top_r[:, :, None] == top_c[:, None, :]).any(axis=2).sum()
+            self.top5_overlap += float(shared) / k / positions
+
+    def _cosine(self) -> float:
+        """Mean per-image cosine; pooled where an image has one value (hunt41 F8: [N, 1] read 1.00000)."""
+        if not self.cosines or not self.single:
+            return float(np.mean(self.cosines)) if self.cosines else float("nan")
+        return self.dot / norms if (norms := float(np.sqrt(self.signal * self.candidate_power))) > 0 else 1.0
+
+    def _add_kinds(self, ref64: np.ndarray, diff: np.ndarray) -> None:
+        axis = kinds_axis(ref64.shape)
+        if self.mixed or axis is None:
+            self.mixed = self.mixed or self.kinds is not None
+            self.kinds = None
+            return
+        others = tuple(a for a in range(ref64.ndim) if a != axis)
+        signal, noise = np.sum(ref64 * ref64, axis=others), np.sum(diff * diff, axis=others)
+        self._fold_kinds((axis, signal, noise))
+
+    def _fold_kinds(self, kinds: tuple[int, np.ndarray, np.ndarray] | None) -> None:
+        if kinds is None or self.mixed:
+            self.mixed, self.kinds = True, None
+        elif self.kinds is None:
+            self.kinds = kinds
+        elif self.kinds[0] != kinds[0] or self.kinds[1].shape != kinds[1].shape:
+            self.mixed, self.kinds = True, None
+        else:
+            self.kinds = (kinds[0], self.kinds[1] + kinds[1], self.kinds[2] + kinds[2])
+
+    def merge(self, later: OutputErrors) -> None:
+        """Add what `later` saw on the images after this one's (shards of one run, in order)."""
+        self.signal += later.signal
+        self.noise += later.noise
+        self.cosines.extend(later.cosines)
+        self.single, self.dot = self.single and later.single, self.dot + later.dot
+        self.candidate_power += later.candidate_power
+        self.max_abs = max(self.max_abs, later.max_abs)
+        self.top1_same += later.top1_same
+        self.top5_overlap += later.top5_overlap
+        if later.winners is not None:
+            self.winners = later.winners if self.winners is None else self.winners + later.winners
+        self.classification = self.classification and later.classification
+        self.labels = self.labels and later.labels
+        self.classes = max(self.classes, later.classes)
+        if later.mixed:
+            self.mixed, self.kinds = True, None
+        elif self.kinds is not None or later.kinds is not None:
+            self._fold_kinds(later.kinds)
+
+    def result(self) -> OutputMetrics:
+        count = len(self.cosines)
+        scored = (self.classification or self.labels) and count and not self.one_sided() and not self.ordered
+        return OutputMetrics(
+            name=self.name,
+            sqnr_db=sqnr_db(self.signal, self.noise),
+            cosine=self._cosine(),
+            max_abs_error=self.max_abs,
+            top1_agreement=self.top1_same / count if scored else None,
+            top5_overlap=self.top5_overlap / count
+            if scored and self.classification and not self.labels and self.classes > 5
+            else None,
+            noise_images=sum(c < NOISE_COSINE for c in self.cosines),
+            worst_kind=self._worst_kind(),
+            labels=self.labels and count > 0,
+            selected=self.ordered,
+        )
+
+    def one_sided(self) -> bool:
+        """FP32 gives one class at nearly every position (ONE_CLASS_POSITIONS): an agreement per position
+        is about 100 % whatever the candidate does. hunt34: UltraFace's face/background scores per anchor
+        (face on 0.13 % of them) and CRAFT's heatmaps read 99.99 %."""
+        return self.winners is not None and self.winners.max() > ONE_CLASS_POSITIONS * self.winners.sum()
+
+    def _worst_kind(self) -> tuple[int, int, float] | None:
+        """(axis, index, SQNR dB) of the kind of value that measures worst along kinds_axis; None without."""
+        if self.kinds is None or self.mixed:
+            return None
+        axis, signal, noise = self.kinds
+        figures = [sqnr_db(float(s), float(n)) for s, n in zip(signal, noise, strict=True)]
+        worst = min(range(len(figures)), key=lambda k: figures[k])
+        return axis, worst, figures[worst]
+
+
+def _per_row(x: np.ndarray) -> np.ndarray:
+    """x [N, ...] as [N, M]; also where N is 0 (an output of the rows a NonMaxSuppression kept: none)."""
+    return x.reshape(x.shape[0], -1) if x.size else x.reshape(x.shape[0], 0)
