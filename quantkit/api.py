@@ -64,7 +64,7 @@ from quantkit.config.base import as_count, as_enum, as_path
 from quantkit.config.choices import refuse_replaced
 from quantkit.data import ArrayFiles, Sample, read_data
 from quantkit.errors import ConfigError
-from quantkit.evaluate.compare import detector_fields
+from quantkit.evaluate.detector_options import detector_fields
 from quantkit.image_folders import IMAGE_SUFFIXES
 from quantkit.outcomes import (
     CheckReport,

@@ -103,7 +103,7 @@ def compare(
     from quantkit import pipeline
     from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
     from quantkit.data import ArrayFiles
-    from quantkit.evaluate.compare import detector_fields
+    from quantkit.evaluate.detector_options import detector_fields
     from quantkit.parallel import Parallel
     from quantkit.reports import console, markdown, records
 

@@ -241,7 +241,7 @@ def convert(
         Float16Config,
         ImageSelection,
     )
-    from quantkit.evaluate.compare import detector_fields
+    from quantkit.evaluate.detector_options import detector_fields
     from quantkit.parallel import Parallel
     from quantkit.reports import console
 

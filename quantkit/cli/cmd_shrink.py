@@ -171,7 +171,7 @@ def shrink(
         LatencyConfig,
         ShrinkConfig,
     )
-    from quantkit.evaluate.compare import detector_fields
+    from quantkit.evaluate.detector_options import detector_fields
     from quantkit.parallel import Parallel
     from quantkit.pipeline import run_shrink as shrinking
     from quantkit.reports import console

@@ -26,7 +26,8 @@ from quantkit.evaluate.class_scores import (
     is_label_column,
     probability_axis,
 )
-from quantkit.evaluate.compare import decode_grid, scored_output
+from quantkit.evaluate.compare import scored_output
+from quantkit.evaluate.detector_options import decode_grid
 from quantkit.evaluate.end2end import (
     is_listed_head,
     joined_head,
