@@ -654,7 +654,7 @@ def test_non_finite_candidates_measure_minus_infinity_never_nan() -> None:
         {"y": np.ones((2, 3), np.float32)}, {"y": np.array([[1, np.nan, 1], [1, 1, np.inf]], np.float32)}
     )
     assert noise.sqnr_db == -np.inf and sqnr_db(1.0, float("inf")) == -np.inf
-    assert formats.decibels(-np.inf) == "-inf dB (NaN or Inf outputs)"
+    assert formats.decibels(-np.inf) == "-inf dB (NaN/Inf outputs, or FP32's all zero)"
 
 
 def test_every_output_weighs_alike_in_the_output_sqnr() -> None:

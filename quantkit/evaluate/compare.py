@@ -114,7 +114,11 @@ class Comparison:
         for name in ref_out:
             if ref_out[name].shape != cand_out[name].shape:
                 if not rows_differ(ref_out[name].shape, cand_out[name].shape):
-                    raise ConfigError(f"output {name!r} has different shapes in the two models")
+                    shapes = f"{list(ref_out[name].shape)} vs {list(cand_out[name].shape)}"
+                    raise ConfigError(
+                        f"output {name!r} has different shapes in the two models ({shapes}); compare a "
+                        "model with its own converted version"
+                    )
                 self.unequal[name] = self.unequal.get(name, 0) + feed_rows(batch.data)
                 continue
             images = feed_rows(batch.data)
@@ -314,10 +318,18 @@ class Comparison:
 
 
 def check_same_outputs(reference: Runner, candidate: Runner) -> None:
-    if reference.output_names != candidate.output_names:
+    """Refuse models whose outputs are not the same names; their order may differ (hq74 10: a re-export
+    that listed the same outputs in another order was refused)."""
+    first, second = list(reference.output_names), list(candidate.output_names)
+    if set(first) != set(second):
+        only = [
+            f"only the {which} has {[n for n in mine if n not in theirs]}"
+            for which, mine, theirs in (("first", first, second), ("second", second, first))
+            if set(mine) - set(theirs)
+        ]
         raise ConfigError(
-            f"the models' outputs differ ({reference.output_names} vs {candidate.output_names}); "
-            "compare a model with its own quantized version"
+            f"the models' outputs differ ({'; '.join(only)}); compare a model with its own converted "
+            "version, whose outputs keep their names"
         )
 
 

@@ -3,6 +3,8 @@ agreement of class scores and labels (OutputErrors). Pure numpy."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from quantkit.evaluate.class_scores import class_axis, holds_labels, top_indices
@@ -80,22 +82,8 @@ class OutputErrors:
         if self.labels:
             same = _per_row(ref == cand)
             self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(ref.shape[0])
-        ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
-        same = ~np.isfinite(ref64) & (ref64 == cand64)  # an -inf mask by design in both: no error there
-        if same.any():  # (hunt43 F3: '-inf dB' and NaN for a model at 44.4 dB on its finite values)
-            ref64, cand64 = np.where(same, 0.0, ref64), np.where(same, 0.0, cand64)
-        diff = ref64 - cand64
-        self.signal += float(np.sum(ref64 * ref64))
-        self.noise += float(np.sum(diff * diff))
-        self.dot += float(np.sum(ref64 * cand64))
-        self.candidate_power += float(np.sum(cand64 * cand64))
-        self.single = self.single and ref64[0].size == 1 if len(ref64) else self.single
-        self._add_kinds(ref64, diff)
-        self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
-        flat_r, flat_c = _per_row(ref64), _per_row(cand64)
-        norms = np.linalg.norm(flat_r, axis=1) * np.linalg.norm(flat_c, axis=1)
-        dots = np.sum(flat_r * flat_c, axis=1)
-        self.cosines.extend(np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0).tolist())
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN and Inf give NaN figures, not warnings
+            self._add_errors(ref.astype(np.float64), cand.astype(np.float64))
         axis = (axis if axis is not None else class_axis(ref, images)) if self.classification else None
         self.classification = axis is not None
         if axis is not None and not self.labels:
@@ -114,11 +102,32 @@ class OutputErrors:
             shared = (top_r[:, :, None] == top_c[:, None, :]).any(axis=2).sum()
             self.top5_overlap += float(shared) / k / positions
 
+    def _add_errors(self, ref64: np.ndarray, cand64: np.ndarray) -> None:
+        """The SQNR, cosine and largest-error sums of one batch [N, ...] (float64)."""
+        # NaN or an infinity at the same place in both models (an -inf mask by design; a NaN FP32 makes
+        # itself, which its findings name: hq74 4) is no error: hunt43 F3 read '-inf dB' and NaN for a
+        # model at 44.4 dB on its finite values
+        same = ~np.isfinite(ref64) & ((ref64 == cand64) | (np.isnan(ref64) & np.isnan(cand64)))
+        if same.any():
+            ref64, cand64 = np.where(same, 0.0, ref64), np.where(same, 0.0, cand64)
+        diff = ref64 - cand64
+        self.signal += float(np.sum(ref64 * ref64))
+        self.noise += float(np.sum(diff * diff))
+        self.dot += float(np.sum(ref64 * cand64))
+        self.candidate_power += float(np.sum(cand64 * cand64))
+        self.single = self.single and ref64[0].size == 1 if len(ref64) else self.single
+        self._add_kinds(ref64, diff)
+        self.max_abs = _largest(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
+        flat_r, flat_c = _per_row(ref64), _per_row(cand64)
+        norms_r, norms_c = np.linalg.norm(flat_r, axis=1), np.linalg.norm(flat_c, axis=1)
+        self.cosines.extend(cosines(norms_r, norms_c, np.sum(flat_r * flat_c, axis=1)))
+
     def _cosine(self) -> float:
         """Mean per-image cosine; pooled where an image has one value (hunt41 F8: [N, 1] read 1.00000)."""
         if not self.cosines or not self.single:
             return float(np.mean(self.cosines)) if self.cosines else float("nan")
-        return self.dot / norms if (norms := float(np.sqrt(self.signal * self.candidate_power))) > 0 else 1.0
+        norms = np.sqrt(np.array([self.signal, self.candidate_power]))
+        return cosines(norms[:1], norms[1:], np.array([self.dot]))[0]
 
     def _add_kinds(self, ref64: np.ndarray, diff: np.ndarray) -> None:
         axis = kinds_axis(ref64.shape)
@@ -147,7 +156,7 @@ class OutputErrors:
         self.cosines.extend(later.cosines)
         self.single, self.dot = self.single and later.single, self.dot + later.dot
         self.candidate_power += later.candidate_power
-        self.max_abs = max(self.max_abs, later.max_abs)
+        self.max_abs = _largest(self.max_abs, later.max_abs)
         self.top1_same += later.top1_same
         self.top5_overlap += later.top5_overlap
         if later.winners is not None:
@@ -172,7 +181,7 @@ class OutputErrors:
             top5_overlap=self.top5_overlap / count
             if scored and self.classification and not self.labels and self.classes > 5
             else None,
-            noise_images=sum(c < NOISE_COSINE for c in self.cosines),
+            noise_images=sum(not c >= NOISE_COSINE for c in self.cosines),  # a NaN one too
             worst_kind=self._worst_kind(),
             labels=self.labels and count > 0,
             selected=self.ordered,
@@ -192,6 +201,23 @@ class OutputErrors:
         figures = [sqnr_db(float(s), float(n)) for s, n in zip(signal, noise, strict=True)]
         worst = min(range(len(figures)), key=lambda k: figures[k])
         return axis, worst, figures[worst]
+
+
+def cosines(ref_norms: np.ndarray, cand_norms: np.ndarray, dots: np.ndarray) -> list[float]:
+    """Each image's cosine similarity from its outputs' norms and dot product [N]: 1 where both are all
+    zero, 0 where one is (hq74 1: a candidate whose output collapsed to zero read 1.00000 and was never
+    called noise), NaN where either holds NaN or Inf."""
+    norms = ref_norms * cand_norms
+    with np.errstate(invalid="ignore", over="ignore"):
+        zeros = np.where((ref_norms == 0) & (cand_norms == 0), 1.0, 0.0)
+        found = np.divide(dots, norms, out=zeros, where=norms > 0)
+    return [float(c) for c in np.where(np.isfinite(norms) & np.isfinite(dots), found, np.nan)]
+
+
+def _largest(a: float, b: float) -> float:
+    """max(a, b), NaN where either is (Python's max(0.0, nan) is 0.0: hq74 3 read a NaN output's largest
+    error as 0.0)."""
+    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
 
 
 def _per_row(x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ near-impossible on a correctly fed model:
 - one class for 90 % or more of 10+ images, on a classifier with 10+ classes;
 - with labels of 10+ classes, FP32's own top-1 below twice chance;
 - with a detector head, FP32 finds no box on any image;
-- every output (sampled) the same on every image.
+- every output (sampled) the same on every image;
+- an output FP32 gives NaN in.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class ReferenceCheck:
         self._samples: dict[str, list[np.ndarray]] = {}
         self._marks: dict[str, np.ndarray | None] = {}  # an image's non-finite pattern (None: all finite)
         self._moving: set[str] = set()  # outputs whose pattern is not the same on every image
+        self._nan: Counter[str] = Counter()  # output -> the images on which FP32 gives NaN in it
         self._logits: dict[str, list[np.ndarray]] = {}  # update's `logits`, sampled
         # each output's shape past the batch axis, and those whose shape changed from image to image (a set
         # model's [1, N, N] with N lines on each page: their samples cannot be stacked, nor be the same)
@@ -111,6 +113,7 @@ class ReferenceCheck:
         for name, samples in later._logits.items():
             self._logits.setdefault(name, []).extend(samples)
         self._moving |= later._moving
+        self._nan.update(later._nan)
         self._ragged |= later._ragged
         for name, shape in later._shapes.items():
             self._shaped(name, shape)
@@ -146,6 +149,7 @@ class ReferenceCheck:
         if not bad.any():
             self._fold(name, None)
             return
+        self._nan[name] += int(np.isnan(flat).any(axis=1).sum())
         marks = np.where(bad, np.where(np.isnan(flat), NAN_MARK, np.sign(flat)), 0).astype(np.int8)
         for row in marks:
             self._fold(name, row)
@@ -191,6 +195,13 @@ class ReferenceCheck:
                 f"FP32 finds no detection above the score threshold on any of {self.images} images: its "
                 f"input is likely wrong (a detector usually wants --preset and --resize letterbox); {CHECK}"
             )
+        found += [  # hq74 4: compare blamed the candidate for a NaN FP32 wrote itself
+            f"FP32's output {name!r} is NaN on {count} of {self.images} image(s): the model or what it is "
+            f"fed is broken there, not the conversion (those values are left out of the figures where the "
+            f"candidate gives NaN too); {CHECK}"
+            for name, count in sorted(self._nan.items())
+            if count
+        ]
         sampled = [*self._samples.items(), *self._logits.items()]
         steady = all(name not in self._ragged and _constant(v) for name, v in sampled)
         if self.images >= 4 and self._samples and steady:

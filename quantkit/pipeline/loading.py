@@ -27,6 +27,7 @@ from quantkit.errors import (
     ModelError,
     OutputError,
 )
+from quantkit.files import data_files
 from quantkit.graph import model_io
 from quantkit.graph.already_quantized import low_bit_weights, quantized_ops
 from quantkit.graph.augment import COMPUTE_OPS
@@ -238,18 +239,9 @@ def require_half_fits(name: str, peak: float) -> None:
 
 
 def model_bytes(path: Path) -> int:
-    """The file's size plus the external data files it names."""
-    total = path.stat().st_size
-    model = onnx.load(str(path), format="protobuf", load_external_data=False)
-    locations = {
-        entry.value
-        for tensor in model.graph.initializer
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    return total + sum(
-        (path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file()
-    )
+    """The file's size plus the external data files it names (files.data_files: every tensor's, a
+    Constant node's too; hq74 6: counting the initializers' alone made an unchanged model 299x smaller)."""
+    return path.stat().st_size + sum(data.stat().st_size for data in data_files(path) if data.is_file())
 
 
 def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:

@@ -24,6 +24,7 @@ from quantkit.reports.formats import (
     GATE_LABELS,
     bound_text,
     boxes_text,
+    cosine,
     decibels,
     fallback_steps,
     figure,
@@ -323,7 +324,7 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         row = [
             m.name,
             "-" if m.labels else decibels(m.sqnr_db),  # of label numbers: agreement says it
-            "-" if m.labels or math.isnan(m.cosine) else f"{m.cosine:.5f}",
+            "-" if m.labels or math.isnan(m.cosine) else cosine(m.cosine),
             percent(m.top1_agreement),
             percent(m.top5_overlap),
         ]

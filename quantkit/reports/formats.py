@@ -30,14 +30,27 @@ def megabytes(n: int) -> str:
 
 
 def decibels(value: float) -> str:
-    """'24.58 dB'; 'inf' for identical outputs, '-inf dB (NaN or Inf outputs)' for non-finite ones."""
+    """'24.58 dB'; 'inf' for identical outputs; -inf for non-finite outputs or an FP32 output of zeros
+    only (no signal: hq74 5 was said to hold 'NaN or Inf')."""
     if math.isinf(value):
-        return "inf" if value > 0 else "-inf dB (NaN or Inf outputs)"
+        return "inf" if value > 0 else "-inf dB (NaN/Inf outputs, or FP32's all zero)"
     return "n/a" if math.isnan(value) else f"{value:.2f} dB"
 
 
 def percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+    """'97.25%'; never '100.00%' for less than all (hq74 8: 8 of 2.5 million mask elements apart)."""
+    if value is None:
+        return "-"
+    shown = f"{100 * value:.2f}%"
+    return ">99.99%" if shown == "100.00%" and value < 1.0 else shown
+
+
+def cosine(value: float) -> str:
+    """'0.98503', never '1.00000' for less than 1; 'n/a' where no element was compared (NaN)."""
+    if math.isnan(value):
+        return "n/a"
+    shown = f"{value:.5f}"
+    return ">0.99999" if shown == "1.00000" and value < 1.0 else shown
 
 
 def finite_or_text(value: float) -> float | str:

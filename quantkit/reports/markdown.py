@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from quantkit.outcomes import ComparisonResult, ShrinkResult
 from quantkit.reports.formats import (
     GATE_LABELS,
     bound_text,
     boxes_text,
+    cosine,
     decibels,
     figure,
     megabytes,
@@ -37,8 +36,7 @@ def comparison_markdown(result: ComparisonResult, warned: bool = True) -> str:
             lines.append(f"| top-5 reference / candidate | {percent(ref.top5)} / {percent(cand.top5)} |")
     for m in result.outputs:
         if not m.labels:  # an integer output's SQNR is of label numbers: its agreement follows
-            cosine = "n/a" if math.isnan(m.cosine) else f"{m.cosine:.5f}"  # no element compared
-            lines.append(f"| `{m.name}` SQNR / cosine | {decibels(m.sqnr_db)} / {cosine} |")
+            lines.append(f"| `{m.name}` SQNR / cosine | {decibels(m.sqnr_db)} / {cosine(m.cosine)} |")
         if m.top1_agreement is not None:
             lines.append(
                 f"| `{m.name}` top-1 agreement / top-5 overlap | {percent(m.top1_agreement)} / "

@@ -1,0 +1,163 @@
+"""compare's figures where an output is zero, NaN or Inf, or its models list outputs in another order (hq74):
+each figure true, never a flattering one."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from quantkit.evaluate.output_errors import OutputErrors
+from quantkit.evaluate.sanity import ReferenceCheck
+from quantkit.pipeline.loading import model_bytes
+from quantkit.reports import formats
+from tests.conftest import tiny_cnn
+from tests.helpers import assert_one_line_error, run
+
+Capsys = pytest.CaptureFixture[str]
+
+
+def _errors(ref: np.ndarray, cand: np.ndarray) -> OutputErrors:
+    errors = OutputErrors("y", values=True)
+    errors.update(ref.astype(np.float32), cand.astype(np.float32))
+    return errors
+
+
+def test_a_candidate_of_zeros_is_no_perfect_cosine() -> None:
+    """hq74 1 and 2: a dead candidate (all zeros) read cosine 1.00000 with no warning, and images a
+    candidate zeroed counted as perfect, so 'mostly noise on some images' never fired."""
+    ref = np.random.default_rng(0).normal(size=(4, 10))
+    dead = _errors(ref, np.zeros_like(ref)).result()
+    assert dead.cosine == 0.0 and dead.noise_images == 4 and dead.sqnr_db == 0.0
+    zeroed = ref.copy()
+    zeroed[1:3] = 0.0
+    some = _errors(ref, zeroed).result()
+    assert some.noise_images == 2 and some.cosine == pytest.approx(0.5)
+    both = _errors(np.zeros((2, 3)), np.zeros((2, 3))).result()
+    assert both.cosine == 1.0 and both.noise_images == 0 and both.sqnr_db == math.inf
+    pooled = OutputErrors("p", values=True)  # one value an image: the pooled cosine
+    pooled.update(np.ones((3, 1), np.float32), np.zeros((3, 1), np.float32))
+    assert pooled.result().cosine == 0.0
+
+
+def test_nan_in_the_candidate_is_never_a_zero_error() -> None:
+    """hq74 3: Python's max(0.0, nan) made a NaN output's largest error 0.0 and its cosine 1.0."""
+    ref = np.random.default_rng(1).normal(size=(3, 6))
+    cand = ref.copy()
+    cand[1, 2] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # hq74 9: numpy's RuntimeWarnings reached the terminal
+        figures = _errors(ref, cand).result()
+        inf = ref.copy()
+        inf[0, 0] = np.inf
+        infinite = _errors(ref, inf).result()
+    assert math.isnan(figures.max_abs_error) and math.isnan(figures.cosine)
+    assert figures.sqnr_db == -math.inf and figures.noise_images == 1
+    assert infinite.max_abs_error == math.inf and infinite.noise_images == 1
+    later = OutputErrors("y", values=True)
+    later.update(ref.astype(np.float32), ref.astype(np.float32))
+    first = OutputErrors("y", values=True)
+    first.update(ref.astype(np.float32), cand.astype(np.float32))
+    first.merge(later)
+    assert math.isnan(first.result().max_abs_error)
+
+
+def test_a_nan_fp32_writes_itself_is_fp32s_finding_not_the_candidates_error() -> None:
+    """hq74 4: the same graph twice, NaN where FP32 takes a square root of a negative, measured -inf dB
+    with 'the candidate's error is larger than the output itself' and no finding about FP32."""
+    ref = np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32)
+    ref[[0, 3], 1] = np.nan
+    figures = _errors(ref, ref.copy()).result()
+    assert figures.sqnr_db == math.inf and figures.cosine == 1.0 and figures.max_abs_error == 0.0
+    check = ReferenceCheck(inputs_from_images=False)
+    check.update(np.zeros((5, 1), np.float32), {"y": ref})
+    later = ReferenceCheck(inputs_from_images=False)
+    later.update(np.zeros((1, 1), np.float32), {"y": ref[:1]})
+    check.merge(later)
+    assert [f for f in check.findings() if "NaN" in f] == [
+        "FP32's output 'y' is NaN on 3 of 6 image(s): the model or what it is fed is broken there, not the "
+        "conversion (those values are left out of the figures where the candidate gives NaN too); check "
+        "--preset, --mean/--std (0-255 units), --bgr and --resize"
+    ]
+
+
+def test_figures_short_of_all_never_print_as_all() -> None:
+    """hq74 8: 8 of 2.5 million mask elements apart printed '100.00%'; hq74 5: an FP32 output of zeros
+    measured '-inf dB (NaN or Inf outputs)' where neither model gave one."""
+    assert formats.percent(0.9999967) == ">99.99%" and formats.percent(1.0) == "100.00%"
+    assert formats.percent(0.5) == "50.00%" and formats.percent(None) == "-"
+    assert formats.cosine(0.999996) == ">0.99999" and formats.cosine(1.0) == "1.00000"
+    assert formats.cosine(math.nan) == "n/a"
+    assert formats.decibels(-math.inf) == "-inf dB (NaN/Inf outputs, or FP32's all zero)"
+
+
+def test_model_size_counts_external_data_of_constant_nodes(tmp_path: Path) -> None:
+    """hq74 6: a model whose Constant nodes hold external data read 299x smaller than itself."""
+    weight = np.random.default_rng(3).normal(size=(64, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["w"], value=onnx.numpy_helper.from_array(weight, "w")),
+            helper.make_node("MatMul", ["x", "w"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "m.onnx"
+    onnx.save(
+        model,
+        str(path),
+        save_as_external_data=True,
+        location="m.data",
+        size_threshold=0,
+        convert_attribute=True,
+    )
+    data = tmp_path / "m.data"
+    assert data.stat().st_size >= weight.nbytes
+    assert model_bytes(path) == path.stat().st_size + data.stat().st_size
+
+
+def _reordered(source: Path, target: Path, rename: bool = False) -> Path:
+    model = onnx.load(str(source))
+    model.graph.node.append(helper.make_node("Relu", ["y"], ["z"], name="second"))
+    model.graph.output.append(helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, None))
+    if target.name.startswith("swapped"):
+        first, second = onnx.ValueInfoProto(), onnx.ValueInfoProto()
+        first.CopyFrom(model.graph.output[0])
+        second.CopyFrom(model.graph.output[1])
+        del model.graph.output[:]
+        model.graph.output.extend([second, first])
+    if rename:
+        model.graph.node[-1].output[0] = "w"
+        model.graph.output[-1].name = "w"
+    onnx.save(model, str(target))
+    return target
+
+
+def test_the_same_outputs_in_another_order_are_compared(tmp_path: Path, capsys: Capsys) -> None:
+    """hq74 10: a re-export listing the same outputs in another order was refused as 'the models'
+    outputs differ'; outputs that do differ are named."""
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    first = _reordered(cnn, tmp_path / "two.onnx")
+    swapped = _reordered(cnn, tmp_path / "swapped.onnx")
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    for k in range(3):
+        np.save(folder / f"{k}.npy", np.random.default_rng(k).normal(size=(1, 3, 16, 16)).astype(np.float32))
+    code, out, err = run(
+        ["compare", str(first), str(swapped), "--inputs", str(folder), "--runs", "0"], capsys
+    )
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines() if line.startswith((" y ", " z "))]
+    assert [row[:4] for row in rows] == [["y", "│", "inf", "│"], ["z", "│", "inf", "│"]]
+    renamed = _reordered(cnn, tmp_path / "renamed.onnx", rename=True)
+    code, _, err = run(["compare", str(first), str(renamed), "--inputs", str(folder), "--runs", "0"], capsys)
+    assert_one_line_error(
+        code, err, "the models' outputs differ (only the first has ['z']; only the second has ['w'])"
+    )
