@@ -41,10 +41,11 @@ from bench.nncf_peer import versions as nncf_versions
 from bench.qdq_census import census, float_reasons
 from bench.run import calibration_folder, evaluation_paths
 from quantkit.api import compare
+from quantkit.cpu import cpu_info
 from quantkit.graph.model_inputs import image_input
 from quantkit.graph.model_io import opset_version
 from quantkit.images import ImageLoader, resolve_preprocess
-from quantkit.runtime import cpu_info, interleaved_latency, versions
+from quantkit.runtime import interleaved_latency, versions
 from quantkit.runtime_openvino import OpenVinoSession, linear_nodes, settings, version
 
 RESULTS = Path(__file__).resolve().parent / "results"

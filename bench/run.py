@@ -39,11 +39,12 @@ from bench.child import ChildResult, memory_total_bytes, run_child
 from bench.models import ASSETS, MODELS, RESNET, BenchModel, preprocess_spec
 from bench.resnet import build as build_resnet
 from quantkit.config import ImageSelection, Preprocess
+from quantkit.cpu import cpu_info
 from quantkit.graph.model_inputs import image_input
 from quantkit.image_folders import find_images, select_images
 from quantkit.images import ImageLoader, resolve_preprocess
 from quantkit.pipeline import speed_memory
-from quantkit.runtime import cpu_info, versions
+from quantkit.runtime import versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # defaults is mse with every technique on; the next five turn one off each (bench.quantize)

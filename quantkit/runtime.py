@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import re
 import signal
 import subprocess
@@ -13,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -29,9 +28,6 @@ PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this 
 EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the external file of a large model
 FED = ("float16", "uint8", "int8", "int16", "int32", "int64", "bool")  # inputs fed cast (results.fed_as)
 ort.set_default_logger_severity(4)  # kernels' own log lines, as every session's (hunt33: LYT-Net, 140 lines)
-
-_X86_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
-CPU_FLAGS_OF_INTEREST = (*_X86_FLAGS, "avx512_bf16", "f16c", "asimd", "asimddp", "i8mm")
 
 
 class Runner(Protocol):
@@ -285,32 +281,6 @@ def round_orders(n: int, seed: int = 0) -> Iterator[list[int]]:
             order = [int(k) for k in rng.permutation(n)]
         last = order[-1] if order else -1
         yield order
-
-
-def cpu_info() -> dict[str, Any]:
-    """CPU model and the ISA flags that decide which integer kernels onnxruntime can use."""
-    model, flags = platform.processor() or platform.machine(), set[str]()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        text = cpuinfo.read_text(errors="replace")
-        match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        if match:
-            model = match.group(1).strip()
-        match = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M)
-        if match:
-            flags = set(match.group(1).split())
-    return {
-        "cpu": model,
-        "machine": platform.machine(),
-        "flags": sorted(f for f in CPU_FLAGS_OF_INTEREST if f in flags),
-        "vnni": bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags),
-    }
-
-
-def int8_saturates() -> bool:
-    """True on x86 CPUs without VNNI, where onnxruntime's u8 x s8 kernel can saturate in int16."""
-    info = cpu_info()
-    return str(info["machine"]).lower() in ("x86_64", "amd64", "i686", "x86") and not info["vnni"]
 
 
 def versions() -> dict[str, str]:

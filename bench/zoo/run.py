@@ -29,8 +29,9 @@ from bench.zoo import report, steps
 from bench.zoo.corpus import ManifestError, ZooModel, cache_dir, load
 from bench.zoo.fetch import FetchError, fetch_all
 from bench.zoo.steps import Step, run_step, skipped
+from quantkit.cpu import cpu_info
 from quantkit.pipeline import speed_memory
-from quantkit.runtime import cpu_info, versions
+from quantkit.runtime import versions
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT.parent / "shared" / "assets"

@@ -20,6 +20,7 @@ from quantkit.config import (
     Target,
     WeightRange,
 )
+from quantkit.cpu import int8_saturates
 from quantkit.data import feed_side
 from quantkit.errors import (
     CalibrationError,
@@ -40,7 +41,7 @@ from quantkit.graph.widen import widenable
 from quantkit.image_folders import left_out
 from quantkit.images import TOO_LARGE
 from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take
-from quantkit.runtime import Session, int8_saturates
+from quantkit.runtime import Session
 
 T = TypeVar("T")
 

@@ -12,6 +12,7 @@ import onnx
 
 from quantkit import runtime_openvino
 from quantkit.config import CompareConfig, LatencyConfig, Preprocess, PreprocessOptions, ResizeMode, Runtime
+from quantkit.cpu import cpu_info
 from quantkit.data import ArrayStream, Sample, sample_side
 from quantkit.errors import (
     ConfigError,
@@ -64,7 +65,7 @@ from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, p
 from quantkit.pipeline.writing import conversion_record, placed_elsewhere, recorded_preprocess
 from quantkit.reports.formats import skipped_line
 from quantkit.results import Feed, InputSpec, feed_repeat, fixed_batch_of
-from quantkit.runtime import cpu_info, has_float8, interleaved_latency, versions
+from quantkit.runtime import has_float8, interleaved_latency, versions
 
 
 def compare(

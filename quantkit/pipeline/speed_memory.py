@@ -31,6 +31,7 @@ from typing import Any, Literal
 import onnx
 
 from quantkit.config import Prefer
+from quantkit.cpu import cpu_info
 from quantkit.errors import OutputError
 from quantkit.evaluate import speed
 from quantkit.files import write_atomic
@@ -39,7 +40,7 @@ from quantkit.pipeline import speed_refine
 from quantkit.pipeline.speed_refine import INPUTS, REASON, Accuracy, Build, Holds, Placed, Refined
 from quantkit.planner import fallback
 from quantkit.results import CalibrationTable, Feed, QuantPlan, Runs
-from quantkit.runtime import cpu_info, fits_one_message, versions
+from quantkit.runtime import fits_one_message, versions
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import onnx
 from quantkit.config import (
     Preprocess,
 )
+from quantkit.cpu import cpu_info
 from quantkit.errors import (
     ConversionError,
 )
@@ -33,7 +34,7 @@ from quantkit.planner import fallback
 from quantkit.planner.at_output import output_noise
 from quantkit.planner.foreground import has_foreground
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_take
-from quantkit.runtime import Session, cpu_info, has_float8
+from quantkit.runtime import Session, has_float8
 from quantkit.version import __version__
 
 # Below these output SQNRs (all outputs, smoke-test samples) a conversion is broken, not coarse: healthy INT8
