@@ -60,7 +60,7 @@ from quantkit.config import (
     ShrinkConfig,
     Target,
 )
-from quantkit.config.base import as_count, as_enum, as_path
+from quantkit.config.base import as_count, as_enum, as_path, as_switch
 from quantkit.config.choices import refuse_replaced
 from quantkit.data import ArrayFiles, Sample, read_data
 from quantkit.errors import ConfigError
@@ -184,12 +184,12 @@ def convert(
         )
     with _arguments("convert"):
         refuse_replaced(options, to == "fp8", lambda name: f"{name}=")
-    if to == "fp8":
-        options = {**options, "fp8": True}
     parallel = Parallel(options.pop("workers", 1), options.pop("ray", None), options.pop("threads", 0))
     budget = _budget(options)
+    if budget is not None and budget.labels is not None:  # hq72 1: the model was written over them
+        files.check_outputs([("output", out)], [("labels", budget.labels)])
     with _arguments("convert"):
-        config = ConvertConfig(**_options(ConvertConfig, options, "int8"))
+        config = ConvertConfig(**_options(ConvertConfig, options, "int8"), fp8=to == "fp8")
     return run_convert(model_path, table, out, config, progress or no_progress, budget, parallel)
 
 
@@ -260,7 +260,8 @@ def sensitivity(
     table's preprocessing), and the output error that keeping it float recovers; the top 1..`top`
     layers also kept float together. workers / ray / threads: where the measured models run (as for
     `calibrate`); the report is the same. method / activations: as for `convert`."""
-    data = data if isinstance(data, (str, os.PathLike)) else list(data)  # read twice below
+    with _arguments("data"):  # hq72 10: data=None raised list()'s TypeError
+        data = data if isinstance(data, (str, os.PathLike)) else list(data)  # read twice below
     if (top := as_count(top, "top")) < 0:
         raise ConfigError(f"top must be at least 0, got {top}")
     selection, arrays = _data(data, None, seed)  # arrays refused as such, whatever num_images
@@ -344,10 +345,18 @@ def shrink(
                 **detector_fields(detector, score_threshold, "detector"),
             ),
             gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference, min_eval_sqnr),
-            cache_dir=Path(cache_dir) if cache_dir is not None else run_shrink.default_cache_dir(),
+            cache_dir=as_path(cache_dir, "cache_dir")
+            if cache_dir is not None
+            else run_shrink.default_cache_dir(),
         )
     return run_shrink.shrink(
-        model_path, out, config, progress or no_progress, None, html, Parallel(workers, ray)
+        model_path,
+        out,
+        config,
+        progress or no_progress,
+        None,
+        as_switch(html, "html"),
+        Parallel(workers, ray),
     )
 
 
@@ -372,7 +381,7 @@ def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection
 
 def _options(kind: type[Any], options: dict[str, Any], to: str) -> dict[str, Any]:
     """The options `kind` (ConvertConfig or Float16Config) takes; any other is an error that lists them."""
-    known = set(kind.__dataclass_fields__) - {"to"}
+    known = set(kind.__dataclass_fields__) - {"to", "fp8"}  # hq72 3: to= says fp8, past its refusals
     unknown = sorted(set(options) - known - set(BUDGET_OPTIONS))
     if unknown or (to != "int8" and set(options) & set(BUDGET_OPTIONS)):
         wrong = unknown or sorted(set(options) & set(BUDGET_OPTIONS))
@@ -393,11 +402,13 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
     with _arguments("convert"):
         return AccuracyBudget(
             max_drop=float(options["max_drop"]),
-            validation=ImageSelection(
-                Path(options["validation"]), options.get("validation_images"), option="--validation-images"
+            validation=ImageSelection(  # hq72 4: validation="" (an unset variable) read the current folder
+                as_path(options["validation"], "validation"),
+                options.get("validation_images"),
+                option="--validation-images",
             ),
             metric=as_enum(BudgetMetric, options.get("metric", "auto"), "metric"),
-            labels=Path(options["labels"]) if options.get("labels") else None,
+            labels=as_path(options["labels"], "labels") if options.get("labels") is not None else None,
             max_trials=int(options.get("max_trials", AccuracyBudget.max_trials)),
             timeout_s=float(options.get("timeout", AccuracyBudget.timeout_s)),
             output_kind=as_enum(OutputKind, options.get("output_kind", "auto"), "output_kind"),

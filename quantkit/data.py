@@ -215,7 +215,8 @@ class ArrayStream:
             given = np.asarray(item)
             if given.dtype.kind not in "biuf":  # hq57 A3: complex was cast, its imaginary part dropped
                 raise ConfigError(f"{what} holds {given.dtype} values; feed real numbers (float32)")
-            array = np.asarray(item, dtype=np.float32)
+            with np.errstate(over="ignore"):  # float64 past float32's range: named as Inf below (hq72 13)
+                array = np.asarray(item, dtype=np.float32)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{what} is not a numeric array ({type(item).__name__})") from exc
         if not np.isfinite(array).all():
@@ -367,8 +368,11 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
         return ImageSelection(folder, num_images, seed), None
     if isinstance(data, (bytes, bytearray)):  # hq57 D(g): iterated as numbers, 'sample 0 has shape []'
         raise ConfigError("data is bytes; give an image folder as a str or Path, image files or arrays")
-    if isinstance(data, np.ndarray):
-        data = [data]  # one array: a batch or a sample
+    if isinstance(data, (np.ndarray, Mapping)):
+        data = [data]  # one array (a batch or a sample), or one {input name: array} (hq72 12: its keys
+        # were read as image files)
+    if isinstance(data, (set, frozenset)):  # hq72 9: no order of the user's, a new one in every process
+        data = sorted(data, key=str)
     items = iter(data)
     first = next(items, None)
     if first is None:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -191,10 +192,13 @@ def entries_hash(entries: Iterable[bytes]) -> str:
     return hashlib.sha256(b"".join(entries)).hexdigest()
 
 
+_WARNINGS = threading.Lock()
+
+
 def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
     """Decode, convert, resize and normalise one image file's bytes. float32 [C, H, W] or [H, W, C]."""
-    try:
-        with warnings.catch_warnings():
+    try:  # catch_warnings swaps one process-wide list: two threads at once left 'ignore' in it (hq72 2)
+        with _WARNINGS, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a damaged TIFF tag's UserWarning reached the terminal (hq68 2)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with _decoded(raw) as image:
@@ -211,7 +215,8 @@ def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
         pixels_hwc = pixels_hwc[:, :, None]
     if pre.bgr and pre.channels == 3:
         pixels_hwc = pixels_hwc[:, :, ::-1]
-    normalised = (pixels_hwc - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # an extreme --std: the loader names the Inf
+        normalised = (pixels_hwc - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
     if pre.layout is Layout.NCHW:
         normalised = normalised.transpose(2, 0, 1)
     return np.ascontiguousarray(normalised, dtype=np.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -27,7 +28,19 @@ from quantkit.version import __version__
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
 EXTERNAL_THRESHOLD = 1024  # initializers above this many bytes go to the external file of a large model
 FED = ("float16", "uint8", "int8", "int16", "int32", "int64", "bool")  # inputs fed cast (results.fed_as)
-ort.set_default_logger_severity(4)  # kernels' own log lines, as every session's (hunt33: LYT-Net, 140 lines)
+QUIET_KERNELS = "QUANTKIT_QUIET_KERNELS"  # "1": set by the CLI, inherited by its worker processes
+
+
+def quiet_kernel_logs() -> None:
+    """Fatal lines only from onnxruntime's process-wide logger, which kernels log through (hunt33: LYT-Net
+    printed 140 lines), here and in the workers this process starts. The CLI's processes only: the API
+    leaves a caller's process as it was (hq72 6: its own sessions lost their warnings at our import)."""
+    os.environ[QUIET_KERNELS] = "1"
+    ort.set_default_logger_severity(4)
+
+
+if os.environ.get(QUIET_KERNELS) == "1":  # a worker of the CLI's
+    ort.set_default_logger_severity(4)
 
 
 class Runner(Protocol):

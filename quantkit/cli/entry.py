@@ -29,12 +29,14 @@ from quantkit.cli.app import (
     stdout,
 )
 from quantkit.errors import ConfigError, QuantkitError
+from quantkit.runtime import quiet_kernel_logs
 
 
 def main() -> None:
     """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C, 143 on
     SIGTERM (CI's cancel and timeout: hq71 F1), cleaned up as Ctrl-C; the caller's handler back after."""
     TERMINATED.clear()
+    quiet_kernel_logs()  # this process and its workers are quantkit's
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         _main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from enum import Enum
 from pathlib import Path
@@ -154,8 +155,16 @@ def check_threads(threads: int, automatic: bool) -> None:
 
 def as_path(value: object, name: str) -> Path:
     """An API path argument (hunt38 F6: None, bytes or "" raised pathlib's TypeError or ValueError)."""
-    if isinstance(value, (str, os.PathLike)) and str(value):
-        return Path(value)
+    if isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str) and str(value):
+        path = Path(value)
+        try:  # hq72 10: a NUL byte's ValueError, a name too long's OSError, raised bare from pathlib
+            os.stat(path)
+        except ValueError as exc:
+            raise ConfigError(f"{name} {str(value)!r} is no path ({exc}); check it") from exc
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise ConfigError(f"{name}: {exc.strerror} ({path}); check the path") from exc
+        return path
     raise ConfigError(f"{name} takes a path (a str or os.PathLike); got {_described(value)}")
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from queue import Queue
-from threading import Thread
+from queue import Full, Queue
+from threading import Event, Thread
 from typing import Any, TypeVar
 
 import numpy as np
@@ -248,25 +249,39 @@ def model_bytes(path: Path) -> int:
 def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     """`items` produced by a background thread, at most `depth` ahead of the consumer, in order: image
     decoding (Pillow releases the GIL) overlaps inference. An exception in the producer is raised here;
-    a consumer that stops early leaves the daemon thread parked on a full queue, holding `depth` items."""
+    a consumer that stops early (an error, Ctrl-C, a cancelling progress callback) stops the thread at
+    its next item (hq72 7: it stayed parked on the full queue for the life of the process, holding
+    decoded batches, one per cancelled call)."""
     queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stop = Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(Full):
+                queue.put(entry, timeout=0.1)
+                return True
+        return False
 
     def produce() -> None:
         try:
             for item in items:
-                queue.put((True, item))
-            queue.put((False, None))
+                if not put((True, item)):
+                    return
+            put((False, None))
         except BaseException as exc:  # handed to the consumer, raised in its thread
-            queue.put((False, exc))
+            put((False, exc))
 
     Thread(target=produce, name="quantkit-read-ahead", daemon=True).start()
-    while True:
-        more, item = queue.get()
-        if not more:
-            if item is not None:
-                raise item
-            return
-        yield item
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def resolve_weight_range(config: ConvertConfig) -> ConvertConfig:

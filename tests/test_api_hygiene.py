@@ -1,0 +1,147 @@
+"""The API as a library (hq72): it leaves its caller's process as it was (warning filters, onnxruntime's
+logger, threads), never writes over an input it was given, and refuses what the CLI refuses, in one
+QuantkitError line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import quantkit
+from quantkit.config import Preprocess
+from quantkit.data import read_data
+from quantkit.images import load_sample
+from quantkit.pipeline.loading import read_ahead
+from tests.conftest import tiny_cnn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("hygiene")
+    cnn = tiny_cnn(folder / "cnn.onnx")
+    table = quantkit.calibrate(cnn, data=image_dir, output=folder / "cnn.calib.json").table
+    return cnn, table
+
+
+def test_a_budget_labels_file_is_never_the_output(calibrated: tuple[Path, Path], image_dir: Path) -> None:
+    """hq72 1: convert(max_drop=..., labels=X, output=X) wrote the INT8 model over the labels file."""
+    cnn, table = calibrated
+    labels = table.parent / "labels.txt"
+    labels.write_text("cats\ndogs\nc\nd\ne\n")
+    with pytest.raises(quantkit.QuantkitError, match=r"output .*labels\.txt would overwrite labels"):
+        quantkit.convert(
+            cnn, calibration=table, output=labels, max_drop=5, validation=image_dir, labels=labels
+        )
+    assert labels.read_text() == "cats\ndogs\nc\nd\ne\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"fp8": True}, "has no option fp8"),  # hq72 3: a float8 model past to='fp8''s refusals
+        ({"max_drop": 5, "validation": ""}, "validation takes a path"),  # hq72 4: read the current folder
+        ({"max_drop": 5, "validation": "v", "labels": ""}, "labels takes a path"),
+    ],
+)
+def test_convert_refuses_what_the_cli_refuses(
+    calibrated: tuple[Path, Path], options: dict[str, object], message: str
+) -> None:
+    cnn, table = calibrated
+    out = table.parent / "never.onnx"
+    with pytest.raises(quantkit.ConfigError, match=message):
+        quantkit.convert(cnn, calibration=table, output=out, **options)  # type: ignore[arg-type]
+    assert not out.exists()
+
+
+def test_shrink_and_sensitivity_refuse_bad_switches_paths_and_data(
+    calibrated: tuple[Path, Path], image_dir: Path, tmp_path: Path
+) -> None:
+    """hq72 5, 8, 10: cache_dir='' wrote tables into the current folder, html='off' wrote report.html,
+    sensitivity(data=None) raised list()'s TypeError; a NUL byte or a name too long raised pathlib's."""
+    cnn, table = calibrated
+    with pytest.raises(quantkit.ConfigError, match="cache_dir takes a path"):
+        quantkit.shrink(cnn, data=image_dir, output_dir=tmp_path / "o", cache_dir="")
+    with pytest.raises(quantkit.ConfigError, match=r"html takes True or False .*got 'maybe'"):
+        quantkit.shrink(cnn, data=image_dir, output_dir=tmp_path / "o", html="maybe")  # type: ignore[arg-type]
+    with pytest.raises(quantkit.ConfigError, match="data, num_images or seed has the wrong type"):
+        quantkit.sensitivity(cnn, calibration=table, data=None)  # type: ignore[arg-type]
+    with pytest.raises(quantkit.ConfigError, match=r"^output '.*' is no path \(embedded null byte\)"):
+        quantkit.convert(cnn, calibration=table, output="a\0b.onnx")
+    with pytest.raises(quantkit.ConfigError, match=r"^output: File name too long"):
+        quantkit.convert(cnn, calibration=table, output=tmp_path / ("a" * 300 + ".onnx"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_as_a_set_or_one_dict(tmp_path: Path) -> None:
+    """hq72 9: a set of paths (no order of the user's) gave other bytes in every process; hq72 12: one
+    {input: array} was read as a list of image names."""
+    names = {tmp_path / f"{k}.png" for k in (3, 1, 2)}
+    selection, arrays = read_data(names, None, 0)
+    assert arrays is None and selection.files == tuple(sorted(names, key=str))
+    sample = {"x": np.zeros((1, 3, 4, 4), np.float32)}
+    _, arrays = read_data(sample, None, 0)
+    assert arrays is not None and list(arrays) == [sample]
+
+
+def test_onnxruntime_keeps_the_callers_log_level() -> None:
+    """hq72 6: importing the API set onnxruntime's process-wide logger to fatal only; the caller's own
+    sessions lost their warnings. The CLI and its workers still quiet it."""
+    script = (
+        "import sys, onnx, numpy as np, onnxruntime as ort\n"
+        "from onnx import helper, numpy_helper\n"
+        "import quantkit, quantkit.runtime\n"
+        "g = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g',\n"
+        "    [helper.make_tensor_value_info('x', 1, [1])], [helper.make_tensor_value_info('y', 1, [1])],\n"
+        "    [numpy_helper.from_array(np.zeros(4, np.float32), 'unused')])\n"
+        "m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 13)])\n"
+        "ort.InferenceSession(m.SerializeToString(), providers=['CPUExecutionProvider'])\n"
+    )
+    for quiet, heard in (("", True), ("1", False)):
+        env = {"PATH": "/usr/bin:/bin", "QUANTKIT_QUIET_KERNELS": quiet}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, check=True
+        )
+        assert ("Removing initializer 'unused'" in done.stderr) is heard, done.stderr
+
+
+def test_a_consumer_that_stops_early_stops_the_read_ahead_thread() -> None:
+    """hq72 7: a cancelled or interrupted call left its read-ahead thread parked for good, one per call."""
+    before = threading.active_count()
+    batches = read_ahead(iter(range(1000)), depth=2)
+    assert next(batches) == 0
+    batches.close()
+    deadline = time.monotonic() + 5.0
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
+    assert list(read_ahead(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+
+def test_decoding_in_two_threads_leaves_the_warning_filters_as_they_were(tmp_path: Path) -> None:
+    """hq72 2: catch_warnings in two decoding threads at once left ('ignore', Warning) in the process's
+    filters: every later warning of the caller's program was hidden."""
+    buffer = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buffer)
+    raw, pre = buffer.read_bytes(), Preprocess(height=8, width=8)
+    before = list(warnings.filters)
+
+    def decode() -> None:
+        for _ in range(300):
+            load_sample(raw, pre)
+
+    threads = [threading.Thread(target=decode) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert warnings.filters == before
