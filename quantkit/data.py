@@ -364,6 +364,11 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
         if folder.is_file() and folder.suffix.lower() in IMAGE_SUFFIXES:  # hq68 18: one image file
             return ImageSelection(folder.absolute().parent, num_images, seed, files=(folder,)), None
         if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
+            if not any(p.suffix.lower() in ARRAY_SUFFIXES for p in folder.rglob("*")):  # hq72 12: called
+                raise ImageError(  # 'no .npy or .npz files', as if arrays were all it could hold
+                    f"data: no images (.jpg, .png, ...) nor arrays (.npy, .npz) under {folder}; give a "
+                    "folder of either"
+                )
             return ImageSelection(folder), ArrayFiles.under(folder, num_images, seed)
         return ImageSelection(folder, num_images, seed), None
     if isinstance(data, (bytes, bytearray)):  # hq57 D(g): iterated as numbers, 'sample 0 has shape []'

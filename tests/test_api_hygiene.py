@@ -88,6 +88,9 @@ def test_data_as_a_set_or_one_dict(tmp_path: Path) -> None:
     names = {tmp_path / f"{k}.png" for k in (3, 1, 2)}
     selection, arrays = read_data(names, None, 0)
     assert arrays is None and selection.files == tuple(sorted(names, key=str))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(quantkit.QuantkitError, match=r"^data: no images \(\.jpg, \.png, \.\.\.\) nor arrays"):
+        read_data(tmp_path / "empty", None, 0)
     sample = {"x": np.zeros((1, 3, 4, 4), np.float32)}
     _, arrays = read_data(sample, None, 0)
     assert arrays is not None and list(arrays) == [sample]
