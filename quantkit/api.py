@@ -77,7 +77,7 @@ from quantkit.outcomes import (
 from quantkit.parallel import Parallel
 from quantkit.pipeline import run_shrink
 from quantkit.pipeline.loading import table_paths
-from quantkit.pipeline.progress import Progress, no_progress
+from quantkit.pipeline.progress import Progress, as_progress
 from quantkit.pipeline.run_calibrate import CalibrateSummary
 from quantkit.pipeline.run_calibrate import calibrate as run_calibrate
 from quantkit.pipeline.run_check import check as run_check
@@ -145,7 +145,7 @@ def calibrate(
             output_kind=as_enum(OutputKind, output_kind, "output_kind"),
         )
     return run_calibrate(
-        model_path, table, config, progress or no_progress, arrays, Parallel(workers, ray, threads)
+        model_path, table, config, as_progress(progress), arrays, Parallel(workers, ray, threads)
     )
 
 
@@ -175,7 +175,7 @@ def convert(
     if to in ("fp16", "bf16"):
         with _arguments("convert"):
             fp16 = Float16Config(**_options(Float16Config, options, to), to=Precision(to))
-        return convert_float16(model_path, table if calibration else None, out, fp16, progress or no_progress)
+        return convert_float16(model_path, table if calibration else None, out, fp16, as_progress(progress))
     if to not in ("int8", "fp8"):
         raise ConfigError(f"to must be 'int8', 'fp8', 'fp16' or 'bf16'; got {to!r}")
     if calibration is None:
@@ -190,7 +190,7 @@ def convert(
         files.check_outputs([("output", out)], [("labels", budget.labels)])
     with _arguments("convert"):
         config = ConvertConfig(**_options(ConvertConfig, options, "int8"), fp8=to == "fp8")
-    return run_convert(model_path, table, out, config, progress or no_progress, budget, parallel)
+    return run_convert(model_path, table, out, config, as_progress(progress), budget, parallel)
 
 
 def compare(
@@ -235,7 +235,7 @@ def compare(
         as_path(candidate, "candidate"),
         config,
         explicit,
-        progress or no_progress,
+        as_progress(progress),
         arrays,
         Parallel(workers, ray),
     )
@@ -275,7 +275,7 @@ def sensitivity(
         selection,
         config,
         top,
-        progress or no_progress,
+        as_progress(progress),
         Parallel(workers, ray, threads),
     )
 
@@ -353,7 +353,7 @@ def shrink(
         model_path,
         out,
         config,
-        progress or no_progress,
+        as_progress(progress),
         None,
         as_switch(html, "html"),
         Parallel(workers, ray),

@@ -79,7 +79,9 @@ def test_shrink_and_sensitivity_refuse_bad_switches_paths_and_data(
         quantkit.convert(cnn, calibration=table, output="a\0b.onnx")
     with pytest.raises(quantkit.ConfigError, match=r"^output: File name too long"):
         quantkit.convert(cnn, calibration=table, output=tmp_path / ("a" * 300 + ".onnx"))
-    assert not (tmp_path / "o").exists()
+    with pytest.raises(quantkit.ConfigError, match=r"^progress takes a callable .*; got bool"):
+        quantkit.convert(cnn, calibration=table, output=tmp_path / "q.onnx", progress=True)  # type: ignore[arg-type]
+    assert not (tmp_path / "o").exists() and not (tmp_path / "q.onnx").exists()
 
 
 def test_data_as_a_set_or_one_dict(tmp_path: Path) -> None:

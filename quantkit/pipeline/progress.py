@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from quantkit.errors import ConfigError
+
 # start(label, total) -> advance(n): how the CLI draws progress bars without the pipeline knowing rich.
 Progress = Callable[[str, int], Callable[[int], None]]
 
 
 def no_progress(label: str, total: int) -> Callable[[int], None]:
     return lambda n: None
+
+
+def as_progress(progress: object) -> Progress:
+    """The API's progress= as a Progress: None draws nothing; anything not callable is refused (hq72 10:
+    progress=True raised "'bool' object is not callable" from inside the run)."""
+    if progress is None:
+        return no_progress
+    if not callable(progress):
+        raise ConfigError(
+            f"progress takes a callable start(label, total) -> advance(n); got {type(progress).__name__}"
+        )
+    return progress
 
 
 def stoppable(progress: Progress, label: str, total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
