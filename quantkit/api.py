@@ -409,7 +409,7 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
             ),
             metric=as_enum(BudgetMetric, options.get("metric", "auto"), "metric"),
             labels=as_path(options["labels"], "labels") if options.get("labels") is not None else None,
-            max_trials=int(options.get("max_trials", AccuracyBudget.max_trials)),
+            max_trials=as_count(options.get("max_trials", AccuracyBudget.max_trials), "max_trials"),
             timeout_s=float(options.get("timeout", AccuracyBudget.timeout_s)),
             output_kind=as_enum(OutputKind, options.get("output_kind", "auto"), "output_kind"),
             **detector_fields(options.get("detector"), None, "detector"),

@@ -51,6 +51,8 @@ def test_a_budget_labels_file_is_never_the_output(calibrated: tuple[Path, Path],
         ({"fp8": True}, "has no option fp8"),  # hq72 3: a float8 model past to='fp8''s refusals
         ({"max_drop": 5, "validation": ""}, "validation takes a path"),  # hq72 4: read the current folder
         ({"max_drop": 5, "validation": "v", "labels": ""}, "labels takes a path"),
+        ({"max_drop": 5, "validation": "v", "max_trials": 1.5}, "max_trials takes a whole number"),  # hq72 15
+        ({"exclude_nodes": b"c1"}, "names take str, not bytes"),  # hq72 12: read as nodes 99 and 49
     ],
 )
 def test_convert_refuses_what_the_cli_refuses(

@@ -77,6 +77,8 @@ def as_size(value: object, option: str = "--input-size") -> tuple[int, int]:
 
 def as_names(value: object) -> tuple[str, ...]:
     """Node or op-type names: a sequence of them, or one comma-separated string (as on the command line)."""
+    if isinstance(value, (bytes, bytearray)):  # hq72 12: iterated as numbers, 'nodes 99, 111, 110'
+        raise ConfigError(f"node and op-type names take str, not bytes; got {value!r}")
     names = value.split(",") if isinstance(value, str) else value
     return tuple(str(n).strip() for n in names if str(n).strip())  # type: ignore[attr-defined]
 
