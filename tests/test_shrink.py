@@ -136,6 +136,41 @@ def test_an_earlier_verdict_never_outlives_an_exit_2_or_a_sigterm(
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no-such-folder" / "summary.md"))
     code, _, err = run(passed, capsys)
     assert_one_line_error(code, err, "$GITHUB_STEP_SUMMARY", "is in a folder that does not exist")
+    released = tmp_path / "release.int8.onnx"  # hq73 2: markdown was appended to it, exit 0
+    released.write_bytes(b"\x08\x08model")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(released))
+    code, _, err = run(passed, capsys)
+    assert_one_line_error(code, err, f"$GITHUB_STEP_SUMMARY {released} is an ONNX model")
+    assert released.read_bytes() == b"\x08\x08model"
+
+
+def test_a_users_own_reports_in_the_output_folder_are_never_removed(
+    shrink_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq73 1: a failing run removed a hand-written report.md and report.html from --output-dir, and a
+    passing one without --html the user's report.html: only an earlier shrink's reports may go."""
+    from quantkit.pipeline import run_shrink
+
+    out = tmp_path / "docs"
+    out.mkdir()
+    mine = {"report.md": "# Q3 report (hand written)\n", "report.html": "<html>dashboard</html>"}
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    passed = [*shrink_args, "--output-dir", str(out)]
+    assert run(passed, capsys)[0] == 0
+    assert (out / "report.html").read_text() == mine["report.html"]  # no --html: not this run's to remove
+    (out / "report.md").write_text(mine["report.md"])
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_shrink, "_run", failing)
+    assert run(passed, capsys)[0] == 2
+    assert {name: (out / name).read_text() for name in mine} == mine
+    assert not (out / "junit.xml").exists() and not (out / "report.json").exists()  # the earlier run's
 
 
 def test_what_calibration_warned_is_in_the_reports_from_a_cached_table_too(

@@ -25,7 +25,7 @@ from quantkit.evaluate import gates
 from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labelled
-from quantkit.files import check_output, json_text, require_writable, write_set
+from quantkit.files import check_output, json_text, refuse_over_artifact, require_writable, write_set
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
 from quantkit.graph.query import INTEGER_TYPES
@@ -80,11 +80,9 @@ def shrink(
         with _staging(output_dir) as stage:
             result = _run(model_path, output_dir, stage, config, progress, html, parallel)
             _publish(stage, output_dir)
-    except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir
-        for name in REPORTS:  # nor an earlier run's verdict (hunt36: its PASS junit.xml read as this run's)
-            with contextlib.suppress(OSError):
-                (output_dir / name).unlink(missing_ok=True)
-        _drop_earlier_model(output_dir / outputs(model_path)[0])
+    except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an earlier
+        drop_earlier_verdict(output_dir, model_path)  # run's verdict (hunt36: its PASS junit.xml read as
+        # this run's); a file of the user's of that name stays (hq73 1: a hand-written report.md went)
         if created:
             with contextlib.suppress(OSError):
                 output_dir.rmdir()  # only if still empty
@@ -105,6 +103,8 @@ def require_step_summary(path: Path | None) -> None:
     if path is not None and (path.is_dir() or not path.parent.is_dir()):
         what = "is a folder" if path.is_dir() else "is in a folder that does not exist"
         raise OutputError(f"$GITHUB_STEP_SUMMARY {path} {what}; unset it or point it at a file to append to")
+    if path is not None:  # hq73 2: markdown appended to a released model or table, exit 0
+        refuse_over_artifact("$GITHUB_STEP_SUMMARY", path)
 
 
 def drop_earlier_verdict(output_dir: Path, model_path: Path | None = None) -> None:
@@ -115,15 +115,19 @@ def drop_earlier_verdict(output_dir: Path, model_path: Path | None = None) -> No
     if model_path is not None:
         _drop_earlier_model(output_dir / outputs(model_path)[0])
     for name in REPORTS:
-        path = output_dir / name
-        try:
-            with path.open("rb") as handle:
-                head = handle.read(4096)
-        except OSError:
-            continue
-        if b"quantkit shrink" in head or b"quantkit-shrink" in head:
-            with contextlib.suppress(OSError):
-                path.unlink()
+        _drop_report(output_dir / name)
+
+
+def _drop_report(path: Path) -> None:
+    """`path` removed where it is a shrink report (its first 4 KB say so): never a file of the user's."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return
+    if b"quantkit shrink" in head or b"quantkit-shrink" in head:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _drop_earlier_model(path: Path) -> None:
@@ -151,11 +155,11 @@ def _staging(output_dir: Path) -> Iterator[Path]:
 def _publish(stage: Path, output_dir: Path) -> None:
     """Move the finished set from the staging folder into place (renames on one file system). A report
     of an earlier run that this run did not write (report.html without --html) is removed: the folder
-    holds one run's reports, never a mix."""
+    holds one run's reports, never a mix; a file of the user's of that name is left."""
     written = {path.name for path in stage.iterdir()}
     for name in REPORTS:
-        if name not in written:
-            (output_dir / name).unlink(missing_ok=True)
+        if name not in written:  # an earlier run's only (hq73 1: a user's own report.html went)
+            _drop_report(output_dir / name)
     for path in sorted(stage.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the model last
         os.replace(path, output_dir / path.name)
 
