@@ -216,6 +216,56 @@ TEMP_NAME_KEPT = 64  # of an output's name, in the temporary file's beside it
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename over it: readers never see a partial file,
     and an interrupt leaves nothing behind."""
+    temp = _staged(path, data)
+    try:
+        os.replace(temp, path)
+    except BaseException as exc:
+        Path(temp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"writing {path} failed ({exc.strerror}); nothing was written") from exc
+        raise
+
+
+def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Write files that belong together under one lock on their folders, all or none: each is staged
+    beside its path first, then renamed into place, the file it replaces kept aside until the last one
+    is in (hq73 3: a full disk or an interrupt between two files left a new .npz beside the old table's
+    .json, which every later convert refused, under "nothing was written")."""
+    for path, _ in files:
+        if not path.parent.is_dir():
+            raise OutputError(f"output folder {path.parent} does not exist; create it first")
+    folders = sorted({path.parent.resolve() for path, _ in files})
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(folder_lock(folder))
+        staged: list[str] = []
+        placed: list[tuple[Path, str | None]] = []  # (path, where the file it replaced was put aside)
+        current = files[0][0] if files else None
+        try:
+            for path, data in files:
+                current = path
+                staged.append(_staged(path, data))
+            for (path, _), temp in zip(files, staged, strict=True):
+                current, aside = path, _aside(path)
+                try:
+                    os.replace(temp, path)
+                except BaseException:
+                    if aside is not None:
+                        os.replace(aside, path)
+                    raise
+                placed.append((path, aside))
+        except BaseException as exc:
+            _undo(placed, staged)
+            if isinstance(exc, OSError):
+                raise OutputError(f"writing {current} failed ({exc.strerror}); nothing was written") from exc
+            raise
+        for _, aside in placed:
+            if aside is not None:
+                Path(aside).unlink(missing_ok=True)
+
+
+def _staged(path: Path, data: bytes) -> str:
+    """`data` in a new temporary file beside `path`, flushed to disk; its name."""
     parent = path.parent
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist; create it first")
@@ -230,23 +280,35 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp, _FILE_MODE)  # mkstemp makes 0600: give outputs the mode a plain open() would
-        os.replace(temp, path)
-    except OSError as exc:
+    except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
-        raise OutputError(f"writing {path} failed ({exc.strerror}); nothing was written") from exc
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"writing {path} failed ({exc.strerror}); nothing was written") from exc
         raise
+    return temp
 
 
-def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
-    """Write files that belong together, each atomically, under one lock on their folder."""
-    folders = sorted({path.parent.resolve() for path, _ in files})
-    with contextlib.ExitStack() as stack:
-        for folder in folders:
-            stack.enter_context(folder_lock(folder))
-        for path, data in files:
-            write_atomic(path, data)
+def _aside(path: Path) -> str | None:
+    """The file at `path` renamed to a temporary name beside it (None where there is none): put back if
+    a later file of the set fails."""
+    if not path.is_file() or path.is_symlink():  # a link's own name is replaced, its target never touched
+        return None
+    aside = f"{path.parent}/.{path.name[:TEMP_NAME_KEPT]}.{os.getpid()}.old"
+    os.replace(path, aside)
+    return aside
+
+
+def _undo(placed: list[tuple[Path, str | None]], staged: list[str]) -> None:
+    """Put back the files write_set replaced (newest first) and remove the new ones it placed where
+    there was none, and what it staged."""
+    for path, aside in reversed(placed):
+        with contextlib.suppress(OSError):
+            if aside is not None:
+                os.replace(aside, path)
+            else:
+                path.unlink()
+    for temp in staged:
+        Path(temp).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -2064,6 +2064,25 @@ def test_stdout_that_cannot_be_written_loses_only_what_is_printed_there(
     )
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_closed_or_full_streams_keep_the_exit_code_true(cnn: Path, image_dir: Path, tmp_path: Path) -> None:
+    """hq73 4: with stderr on a full disk (or closed) the first warning's failed write ended the run with
+    exit 1 (shrink's 'a gate failed') and nothing said; hq73 5: with stdout closed (`>&-`) check's
+    findings were lost with exit 0, and --json - was an 'internal error (AttributeError)'."""
+    module = f"{sys.executable} -m quantkit"
+    calibrate = f"{module} calibrate {cnn} --images {image_dir} --num-images 8"
+    for streams in ("2>/dev/full", "2>&-"):
+        done = subprocess.run(
+            ["sh", "-c", f"{calibrate} -o {tmp_path}/t.json {streams}"], capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        table_io.load(tmp_path / "t.json")
+    said = "error: cannot write to stdout (it is closed), which carried the result"
+    for command in (f"{module} check {cnn}", f"{module} check {cnn} --json -"):
+        done = subprocess.run(["sh", "-c", f"{command} >&-"], capture_output=True, timeout=120)
+        assert done.returncode == 2 and said in done.stderr.decode(), done.stderr
+
+
 def test_small_refusals_say_what_they_mean(
     cnn: Path, image_dir: Path, table: Path, tmp_path: Path, capsys: Capsys
 ) -> None:

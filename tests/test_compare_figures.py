@@ -161,3 +161,44 @@ def test_the_same_outputs_in_another_order_are_compared(tmp_path: Path, capsys: 
     assert_one_line_error(
         code, err, "the models' outputs differ (only the first has ['z']; only the second has ['w'])"
     )
+
+
+def test_a_set_of_files_is_written_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq73 3: a full disk or an interrupt between two files of a set (a table's .npz and .json, compare's
+    --json and --markdown) left the first file new beside the second one old, under 'nothing was
+    written'; the table then failed every convert."""
+    import errno
+    import os
+
+    from quantkit import files
+    from quantkit.errors import OutputError
+
+    first, second = tmp_path / "t.calib.npz", tmp_path / "t.calib.json"
+    first.write_bytes(b"old npz")
+    replace = os.replace
+    for failure in (OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()):
+        calls: list[object] = []
+
+        def failing(
+            src: str, dst: object, error: BaseException = failure, calls: list[object] = calls
+        ) -> None:
+            calls.append(dst)
+            if dst == second:
+                raise error
+            replace(src, dst)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(files.os, "replace", failing)
+        with pytest.raises((OutputError, KeyboardInterrupt)) as raised:
+            files.write_set([(first, b"new npz"), (second, b"new json")])
+        monkeypatch.setattr(files.os, "replace", replace)
+        assert first in calls and first.read_bytes() == b"old npz" and not second.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["t.calib.npz"]  # nothing staged left
+        if isinstance(raised.value, OutputError):
+            assert str(raised.value) == (
+                f"writing {second} failed (No space left on device); nothing was written"
+            )
+    files.write_set([(first, b"new npz"), (second, b"new json")])
+    assert (first.read_bytes(), second.read_bytes()) == (b"new npz", b"new json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.calib.json", "t.calib.npz"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -105,7 +106,17 @@ class _Stdout(Console):
 
 stdout = _Stdout()
 
-stderr = Console(stderr=True)
+
+class _Stderr(Console):
+    """stderr, where a failed write (a CI log on a full disk, fd 2 closed) loses only the lines: the
+    exit code still says what happened (hq73 4: exit 1, shrink's 'a gate failed', with nothing said)."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        with contextlib.suppress(OSError):
+            super().print(*objects, **options)
+
+
+stderr = _Stderr(stderr=True)
 STDOUT_LOST: dict[str, str] = {}  # why stdout could not be written, once it could not
 
 
@@ -339,6 +350,8 @@ def write_text(path: Path, text: str) -> None:
 
     if str(path) == "-":
         try:
+            if sys.stdout is None:  # fd 1 closed at start (hq73 5: 'internal error (AttributeError)')
+                raise OSError(errno.EBADF, "it is closed")
             sys.stdout.write(text)
             sys.stdout.flush()
         except OSError as exc:  # the report was the output asked for: not delivered, a failure
@@ -348,6 +361,18 @@ def write_text(path: Path, text: str) -> None:
             ) from None
     else:
         files.write_atomic(path, text.encode(errors="backslashreplace"))  # a file name in another encoding
+
+
+def write_texts(reports: Sequence[tuple[Path | None, str]]) -> None:
+    """Reports (path None: not asked for) to their files as one set, all or none (hq73 3: a full disk
+    left the --json file without the --markdown one, under "nothing was written"); '-' to stdout."""
+    from quantkit import files
+
+    given = [(path, text) for path, text in reports if path is not None]
+    files.write_set([(p, text.encode(errors="backslashreplace")) for p, text in given if str(p) != "-"])
+    for path, text in given:
+        if str(path) == "-":
+            write_text(path, text)
 
 
 def step_summary_path() -> Path | None:

@@ -19,7 +19,7 @@ from quantkit.cli.app import (
     progress_bars,
     show_table,
     warn,
-    write_text,
+    write_texts,
 )
 from quantkit.cli.options import (
     BgrOpt,
@@ -146,7 +146,9 @@ def compare(
     show_table(console.compare_table(result), to_stdout)
     for line in (*result.warnings, *result.reference_findings):
         warn(line)
-    if json_path is not None:
-        write_text(json_path, json_text(records.comparison_dict(result)))
-    if markdown_path is not None:
-        write_text(markdown_path, markdown.comparison_markdown(result))
+    write_texts(
+        [
+            (json_path, json_text(records.comparison_dict(result)) if json_path else ""),
+            (markdown_path, markdown.comparison_markdown(result) if markdown_path else ""),
+        ]
+    )

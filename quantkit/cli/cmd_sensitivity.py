@@ -20,7 +20,7 @@ from quantkit.cli.app import (
     progress_bars,
     show_table,
     warn,
-    write_text,
+    write_texts,
 )
 from quantkit.cli.options import ImagesOpt, NumImagesOpt, RayOpt, SeedOpt, WorkersOpt, WorkerThreadsOpt
 from quantkit.config import (
@@ -107,9 +107,11 @@ def sensitivity(
     show_table(console.sensitivity_table(result, keep), to_stdout)
     for line in result.warnings:
         warn(line)
-    if json_path is not None:
-        write_text(json_path, json_text(records.sensitivity_dict(result)))
-    if write_exclusions is not None:
-        write_text(write_exclusions, records.exclusions_file(result, keep, model.name))
-        if every := records.exclusions_warning(result, keep):
-            warn(every)
+    write_texts(
+        [
+            (json_path, json_text(records.sensitivity_dict(result)) if json_path else ""),
+            (write_exclusions, records.exclusions_file(result, keep, model.name) if write_exclusions else ""),
+        ]
+    )
+    if write_exclusions is not None and (every := records.exclusions_warning(result, keep)):
+        warn(every)

@@ -49,6 +49,11 @@ def _main() -> None:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     STDOUT_LOST.clear()  # what an earlier run in this process lost is not this one's
+    if sys.stdout is None:  # fd 1 closed at start (hq73 5: a result it carried lost, exit 0): as a full one
+        STDOUT_LOST["why"] = "it is closed"
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (the interpreter's own stream from here on)
+    if sys.stderr is None:  # fd 2 closed: the lines are lost, the exit code says what happened
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
     # -qq or -vv as -q or -v; -qv refused (hq61: taken as neither)
     if any(a in ("-qv", "-vq") for a in sys.argv[1:]):
         _fail("--quiet and --verbose together: give one of them")
