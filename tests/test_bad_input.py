@@ -2111,3 +2111,25 @@ def test_small_refusals_say_what_they_mean(
         ["calibrate", str(cnn), "--images", str(folder), "-o", str(tmp_path / "z.json")], capsys
     )
     assert code == 0 and "zero.jpg (empty: 0 bytes)" in " ".join(err.split()), err
+
+
+def test_an_interrupt_while_starting_is_one_line(cnn: Path) -> None:
+    """hq73 6: Ctrl-C in the first second (while typer, rich and onnxruntime load) printed a 15-60 line
+    traceback from inside the imports, sometimes with exit 1."""
+    import signal
+    import time
+
+    for delay in (0.05, 0.2, 0.5):
+        started = subprocess.Popen(
+            [sys.executable, "-m", "quantkit", "check", str(cnn)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(delay)
+        started.send_signal(signal.SIGINT)
+        _, err = started.communicate(timeout=120)
+        lines = err.decode().splitlines()
+        if started.returncode == 0:  # it finished first: nothing to interrupt
+            continue
+        assert started.returncode == 130 and len(lines) == 1, err.decode()
+        assert lines[0].startswith("interrupted") and "nothing" in lines[0]

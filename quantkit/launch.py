@@ -1,0 +1,33 @@
+"""The console script (`quantkit`, `python -m quantkit`): a Ctrl-C or SIGTERM while the command line's
+libraries load (typer, rich, onnxruntime: about a second) ends in one line, as one later does.
+
+hq73 6: an interrupt in that second printed a 15-60 line traceback from inside the imports, and
+sometimes exit 1 (onnxruntime's module interrupted as it initialised). Only the standard library is
+imported here before the handlers are in place; cli.entry.main installs its own once loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """Nothing has run yet: say so and leave at once (no interpreter teardown of half-imported modules)."""
+    word = "terminated" if signum == signal.SIGTERM else "interrupted"
+    try:
+        sys.stderr.write(f"{word} while starting; nothing was written\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(128 + signum)
+
+
+def main() -> None:
+    previous = {s: signal.signal(s, _stopped) for s in (signal.SIGINT, signal.SIGTERM)}
+    from quantkit.cli.entry import main as run
+
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    run()
