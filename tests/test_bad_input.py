@@ -2133,3 +2133,40 @@ def test_an_interrupt_while_starting_is_one_line(cnn: Path) -> None:
             continue
         assert started.returncode == 130 and len(lines) == 1, err.decode()
         assert lines[0].startswith("interrupted") and "nothing" in lines[0]
+
+
+def test_a_labels_pipe_and_a_deleted_working_folder_are_named(cnn: Path, tmp_path: Path) -> None:
+    """hq73 7: --labels <(...) was read twice and called 'empty'; hq73 9: a deleted working folder stopped
+    every command with 'No such file or directory; check that the output's disk ... is writable'."""
+    import os
+    import threading
+
+    from quantkit.errors import ConfigError
+    from quantkit.evaluate.labels import read_classes
+
+    pipe = tmp_path / "labels.fifo"
+    os.mkfifo(pipe)
+    raised: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_classes(pipe)
+        except BaseException as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # it opened the pipe and waits for a writer: end that wait
+        os.close(os.open(pipe, os.O_WRONLY))
+        reader.join(timeout=10)
+    assert len(raised) == 1 and isinstance(raised[0], ConfigError), raised
+    assert "is not a regular file (a pipe can be read once" in str(raised[0])
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f"cd {gone} && rmdir {gone} && {sys.executable} -m quantkit check {cnn}"
+    done = subprocess.run(["sh", "-c", script], capture_output=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        "error: the current folder no longer exists; cd to an existing folder"
+    ]

@@ -217,7 +217,11 @@ def _file_defaults(commands: dict[str, Any], argv: list[str]) -> dict[str, dict[
         parsed = commands[argv[0]].make_context(argv[0], list(argv[1:]), resilient_parsing=True)
         found = parsed.params.get("model") or parsed.params.get("reference")
         model = Path(found) if found else None
-    found = cli_config.sources(Path.cwd(), model)
+    try:
+        here = Path.cwd()
+    except FileNotFoundError:  # hq73 9: 'No such file or directory; check that the output's disk ...'
+        raise ConfigError("the current folder no longer exists; cd to an existing folder") from None
+    found = cli_config.sources(here, model)
     CONFIG_FILES[:] = [path for path, _ in found]
     SETTINGS[:] = found
     numbers = {p.opts[0].lstrip("-") for cmd in commands.values() for p in cmd.params if _takes_number(p)}

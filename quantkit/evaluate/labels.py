@@ -18,6 +18,11 @@ from quantkit.files import read_text
 def read_classes(path: Path) -> list[str]:
     """The labels file's classes in output-index order: each non-empty line, stripped (`n01440764 tench,
     Tinca tinca`, `great white shark`, `Ankle boot`); class_lookup says which names match an image."""
+    if path.exists() and not path.is_file():  # hq73 7: a pipe (<(...), /dev/stdin), read once, then 'empty'
+        raise ConfigError(
+            f"labels file {path} is not a regular file (a pipe can be read once; quantkit reads the labels "
+            "more than once); save them to a file"
+        )
     try:
         lines = read_text(path).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
