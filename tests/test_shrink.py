@@ -705,3 +705,30 @@ def test_a_gate_measuring_an_output_identical_to_fp32_shows_inf() -> None:
 
     assert figure(float("inf")) == "inf" and figure(float("-inf")) == "-inf"
     assert figure(None) == "-" and figure(float("nan")) == "-" and figure(12.345) == "12.35"
+
+
+def test_a_failed_run_leaves_no_folder_it_made_and_names_the_flag_given(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq73 10: a refused run left the parents of a new --output-dir a/b/out (and all of it where an output
+    name was too long), and a missing --images was called --eval-images, a flag never given."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("one\n")  # fits no output of the model: refused inside the run
+    code, _, err = run(
+        [*shrink_args, "--labels", str(labels), "--output-dir", str(tmp_path / "a/b/out")], capsys
+    )
+    assert code == 2 and not (tmp_path / "a").exists(), err
+    long_model = tiny_cnn(tmp_path / ("m" * 245 + ".onnx"))
+    args = [
+        "shrink",
+        str(long_model),
+        "--images",
+        str(tmp_path),
+        "--output-dir",
+        str(tmp_path / "c/out"),
+        *FAST,
+    ]
+    assert run(args, capsys)[0] == 2 and not (tmp_path / "c").exists()
+    missing = [*shrink_args[:2], "--images", str(tmp_path / "none"), "--output-dir", str(tmp_path / "d")]
+    code, _, err = run(missing, capsys)
+    assert_one_line_error(code, err, "does not exist; pass an existing folder to --images")

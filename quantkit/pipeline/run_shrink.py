@@ -74,8 +74,8 @@ def shrink(
         step_summary (GitHub's GITHUB_STEP_SUMMARY) when given; html: also report.html with per-layer error,
         activation ranges and latency pictures. Gates that fail do not raise: see .passed. `parallel`: where
     calibration and the evaluation's images run (results do not depend on it)."""
-    created = not output_dir.exists()
-    output_dir = _output_dir(output_dir, model_path)
+    made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
+    output_dir = _output_dir(output_dir, model_path, made)
     try:
         with _staging(output_dir) as stage:
             result = _run(model_path, output_dir, stage, config, progress, html, parallel)
@@ -83,9 +83,7 @@ def shrink(
     except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an earlier
         drop_earlier_verdict(output_dir, model_path)  # run's verdict (hunt36: its PASS junit.xml read as
         # this run's); a file of the user's of that name stays (hq73 1: a hand-written report.md went)
-        if created:
-            with contextlib.suppress(OSError):
-                output_dir.rmdir()  # only if still empty
+        _remove_empty(made)
         raise
     if step_summary is not None:  # checked before the run (require_step_summary); a late failure is said
         try:
@@ -290,7 +288,10 @@ def _run(
         refuse_bfloat16(
             (model_path, declared()), fix="shrink measures the model given: give it the FP32 original"
         )
-    evaluated = images_of(config.evaluation.images, "--eval-images")
+    own = (
+        config.evaluation.images.folder != config.calibration.images.folder
+    )  # hq73 10: named a flag not given
+    evaluated = images_of(config.evaluation.images, "--eval-images" if own else "--images")
     if config.evaluation.labels is not None:  # before calibrating
         folder = config.evaluation.images.folder
         require_labelled(config.evaluation.labels, declared().graph.output, evaluated, folder, "image")
@@ -376,13 +377,27 @@ def outputs(model_path: Path) -> tuple[str, ...]:
     return (f"{model_path.stem}.int8.onnx", *REPORTS)
 
 
-def _output_dir(folder: Path, model_path: Path) -> Path:
+def _output_dir(folder: Path, model_path: Path, made: list[Path]) -> Path:
+    """`folder`, created with its missing parents (`made`), each output in it checked: where one is refused,
+    the folders made for it go again (hq73 10: a name too long left the new --output-dir behind)."""
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"--output-dir {folder} is a file; give a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    for name in outputs(model_path):
-        check_output(folder / name, model_path)
+    try:
+        for name in outputs(model_path):
+            check_output(folder / name, model_path)
+    except BaseException:
+        _remove_empty(made)
+        raise
     return folder
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """The folders a failed run created, deepest first, each where still empty (hq73 10: a/b/ of a failed
+    --output-dir a/b/out stayed)."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _calibration_table(
