@@ -1925,7 +1925,8 @@ def test_a_file_size_limit_is_not_blamed_on_the_model(cnn: Path, image_dir: Path
             code, _, err = run(command, capsys)
         finally:
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        assert_one_line_error(code, err, "File too large" if extra else "could not write", "not full")
+        said = ("File too large", "(ulimit -f)") if extra else ("could not write", "not full")  # hq73 12
+        assert_one_line_error(code, err, *said)
         assert "cannot load the model" not in err and not out.exists()
     from quantkit.files import short_of_room
     from quantkit.runtime import optimized_graph
@@ -2093,8 +2094,12 @@ def test_small_refusals_say_what_they_mean(
         ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(tmp_path / "t.npz")], capsys
     )
     assert_one_line_error(
-        code, err, "the calibration table must be a .json path (got t.npz); arrays go beside it"
+        code,
+        err,
+        f"the calibration table must be a .json path (got {tmp_path / 't.npz'}); arrays go beside it",
     )
+    code, _, err = run(["calibrate", str(cnn), "--images", str(image_dir), "-o", "/dev/null"], capsys)
+    assert_one_line_error(code, err, "a .json path (got /dev/null)")  # hq73 12: it was '(got null)'
     code, _, err = run(["sensitivity", str(cnn), "-c", str(table), "--images", str(image_dir), "-q"], capsys)
     assert_one_line_error(code, err, "sensitivity with --quiet prints nothing; add --json FILE")
     argv = ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(tmp_path / "q.json")]

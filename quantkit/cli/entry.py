@@ -3,6 +3,7 @@ line with its exit code (2 for bad input, 130 on Ctrl-C)."""
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import json
@@ -99,6 +100,8 @@ def _main() -> None:
     except MemoryError:
         _fail("out of memory; lower --batch-size or --num-images, or free memory")
     except OSError as exc:  # the environment, not the input: a file vanished, a device failed
+        if exc.errno == errno.EFBIG:  # hq73 12: `ulimit -f` was blamed on the disk
+            _fail(f"{exc.strerror or exc}: a file is larger than this shell lets a process write (ulimit -f)")
         if exc.filename:
             _fail(
                 f"{exc.strerror or exc} ({exc.filename}); check the path and that the disk is writable and "

@@ -177,9 +177,7 @@ def require_model_path(output: Path) -> None:
 def table_paths(table: Path) -> tuple[Path, Path]:
     arrays = table_io.arrays_path(table)  # a path with no file name ('/') is said first
     if table.suffix.lower() != ".json":
-        raise OutputError(
-            f"the calibration table must be a .json path (got {table.name}); arrays go beside it"
-        )
+        raise OutputError(f"the calibration table must be a .json path (got {table}); arrays go beside it")
     return table, arrays
 
 
