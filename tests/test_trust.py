@@ -395,6 +395,29 @@ def test_int8_options_with_fp16_are_refused(cnn: Path, tmp_path: Path, capsys: C
     assert_one_line_error(code, err, size)
 
 
+def test_options_that_would_shape_nothing_are_refused_and_never_recorded(
+    cnn: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq75 1, 3, 4: --to fp8 took --method, --percentile and --range-cap (amax / 448 whatever they say)
+    and recorded them as applied; --validation, --labels, --metric and --max-trials without --max-drop,
+    and --range-cap on with --method minmax, were accepted and did nothing."""
+    from quantkit.config import CalibMethod, ConvertConfig
+
+    base = ["convert", str(cnn), "-c", "t.json", "-o", str(tmp_path / "o.onnx")]
+    for extra, said in (
+        (["--to", "fp8", "--method", "minmax"], "--method only applies to --to int8"),
+        (["--to", "fp8", "--range-cap", "off"], "--range-cap only applies to --to int8"),
+        (["--method", "minmax", "--range-cap", "on"], "--range-cap caps --method mse's ranges; leave it out"),
+        (["--validation", str(tmp_path)], "convert reads --validation only with --max-drop"),
+        (["--labels", str(tmp_path / "l.txt")], "convert reads --labels only with --max-drop"),
+        (["--max-trials", "3"], "convert reads --max-trials only with --max-drop"),
+    ):
+        assert_one_line_error(*run([*base, *extra], capsys)[::2], said)
+    fp8 = ConvertConfig(fp8=True)
+    assert fp8.method is CalibMethod.minmax and not fp8.range_cap  # what shapes an fp8 file, as recorded
+    assert not ConvertConfig(method=CalibMethod.entropy).range_cap
+
+
 def test_a_flag_convert_would_not_read_is_refused(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:

@@ -287,6 +287,10 @@ def convert(
         raise ConfigError(
             "--percentile sets --method percentile's range; add --method percentile or leave it out"
         )
+    if range_cap is Switch.on and _on_command_line(ctx, "range_cap") and method is not CalibMethod.mse:
+        raise ConfigError(  # hq75 4: accepted, recorded, and nothing capped
+            f"--range-cap caps --method mse's ranges; leave it out with --method {method.value}"
+        )
     config = ConvertConfig(
         method=method,
         percentile=percentile,
@@ -323,7 +327,8 @@ def convert(
             **detector_fields(detector, None),
         )
     else:  # given as a flag, refused; set in a config file for the other commands, not read (hunt38 F9)
-        named = [n for n in ("detector", "output_kind") if _on_command_line(ctx, n)]
+        budget_only = ("detector", "output_kind", "validation", "validation_images", "labels", "metric")
+        named = [n for n in (*budget_only, "max_trials", "timeout") if _on_command_line(ctx, n)]  # hq75 3
         if named:
             flag = "--" + named[0].replace("_", "-")
             raise ConfigError(f"convert reads {flag} only with --max-drop; add the budget or leave it out")

@@ -150,6 +150,10 @@ class ConvertConfig:
         object.__setattr__(self, "target", as_enum(Target, self.target, "--target"))
         set_switches(self, "range_cap", "quantize_attention_matmul", "bias_correction", "compact", "fp8")
         check_target(self.target, self.activations, self.fp8)
+        if self.fp8:  # the settings recorded are the ones that shape the file (hq75 1)
+            object.__setattr__(self, "method", CalibMethod.minmax)  # amax / 448
+        if self.method is not CalibMethod.mse:  # the cap bounds mse's search only (hq75 4)
+            object.__setattr__(self, "range_cap", False)
         if self.fp8:
             object.__setattr__(self, "target", Target.tensorrt)
             object.__setattr__(self, "smoothquant", "off")

@@ -85,8 +85,19 @@ def check_target(target: Target, activations: ActivationType, fp8: bool) -> None
         )
 
 
-# --to fp8 fixes these: E4M3FN symmetric activations and weights, no rebalancing, rounding to nearest
-FP8_FIXED = ("activations", "weight_range", "rounding", "smoothquant", "prefer")
+# --to fp8 fixes these: E4M3FN symmetric activations and weights, each range its observed amax (hq75 1:
+# --method, --percentile and --range-cap shaped nothing and were recorded as applied), no rebalancing,
+# rounding to nearest
+FP8_FIXED = (
+    "method",
+    "percentile",
+    "range_cap",
+    "activations",
+    "weight_range",
+    "rounding",
+    "smoothquant",
+    "prefer",
+)
 
 
 def refuse_replaced(given: Mapping[str, object], fp8: bool, flag: Callable[[str], str]) -> None:
