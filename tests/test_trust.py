@@ -1121,3 +1121,32 @@ def test_a_heat_map_whose_int8_form_moves_its_signs_keeps_its_layers_float(tmp_p
     ref = np.concatenate([fp32.run(None, {"x": x})[0] for x in samples]) > 0
     got = np.concatenate([int8.run(None, {"x": x})[0] for x in samples]) > 0
     assert 100 < ref.sum() < 800 and (ref & got).sum() >= 0.9 * (ref | got).sum()
+
+
+def test_layers_left_in_float16_are_not_timed_on_a_cpu_without_float16_kernels(tmp_path: Path) -> None:
+    """hq75 2: --min-sqnr 30 --fallback fp16 timed MobileNetV2's int8 layers beside float16 ones run between
+    Casts on this CPU (0.79x FP32) and kept all of them float: the file was the FP32 model in float16."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from quantkit.config import ConvertConfig, FallbackPrecision, Prefer
+    from quantkit.pipeline import convert_notes, speed_step
+
+    half = np.ones((4,), np.float16)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+            helper.make_node("Add", ["h", "b"], ["s"]),
+            helper.make_node("Cast", ["s"], ["y"], to=TensorProto.FLOAT),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(half, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    fp16 = ConvertConfig(fallback=FallbackPrecision.fp16)
+    assert speed_step.in_float16(fp16, model) and not speed_step.timed(fp16, model)
+    assert speed_step.timed(ConvertConfig(), model)  # float32 fallback: the CPU's speed is the model's
+    note = convert_notes.settings(fp16, emulated=False, half=True)
+    assert len(note) == 1 and "the speed step timed nothing here" in note[0]
+    assert convert_notes.settings(ConvertConfig(fallback="fp16", prefer=Prefer.accuracy), False, True) == ()

@@ -6,7 +6,7 @@ import importlib.util
 
 import onnx
 
-from quantkit.config import ConvertConfig, FallbackPrecision, Target, WeightRange
+from quantkit.config import ConvertConfig, FallbackPrecision, Prefer, Target, WeightRange
 from quantkit.evaluate.budget_units import coarse
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.outcomes import BudgetReport, Speed
@@ -186,24 +186,26 @@ def inputs_changed(original: onnx.ModelProto, written: onnx.ModelProto) -> tuple
     return tuple(notes)
 
 
-def settings(config: ConvertConfig, emulated: bool) -> tuple[str, ...]:
-    """What the weight range and a bfloat16 fallback (emulated: measured on its float32 emulation) mean
-    for the model written."""
-    return (
-        (
+def settings(config: ConvertConfig, emulated: bool, half: bool = False) -> tuple[str, ...]:
+    """What the weight range and a bfloat16 fallback (emulated: measured on its float32 emulation) or a
+    float16 one (half: layers left in float16, speed_step.in_float16) mean for the model written."""
+    said = []
+    if config.weight_range is WeightRange.reduced:
+        said.append(
             "int8 weights on [-63, 63] (--weight-range reduced): full-range products saturate the int8 "
-            "kernels of x86 CPUs without VNNI",
+            "kernels of x86 CPUs without VNNI"
         )
-        if config.weight_range is WeightRange.reduced
-        else ()
-    ) + (
-        (
+    if emulated:
+        said.append(
             "the layers left float run in bfloat16 (--fallback bf16): onnxruntime cannot run them, so the "
-            "smoke test and floors measured the model's float32 emulation and its speed was not measured",
+            "smoke test and floors measured the model's float32 emulation and its speed was not measured"
         )
-        if emulated
-        else ()
-    )
+    if half and config.prefer is not Prefer.accuracy and config.target is Target.ort_cpu:
+        said.append(
+            "the layers left float run in float16 (--fallback fp16), which this CPU runs between Casts: "
+            "the speed step timed nothing here (measure the model where it runs: quantkit compare there)"
+        )
+    return tuple(said)
 
 
 def coarse_budget(report: BudgetReport | None) -> tuple[str, ...]:

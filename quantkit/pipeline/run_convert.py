@@ -297,7 +297,7 @@ def _converted(
     return dataclasses.replace(
         summary,
         notes=summary.notes
-        + convert_notes.settings(config, emulated)
+        + convert_notes.settings(config, emulated, speed_step.in_float16(config, int8))
         + corrections_choice.notes(resolved, requested, table)
         + judged
         + guarded_note

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 import onnx
 
-from quantkit.config import ConvertConfig, Prefer, Target
+from quantkit.config import ConvertConfig, FallbackPrecision, Prefer, Target
 from quantkit.graph import model_io
+from quantkit.graph.emulate import stored_as
+from quantkit.graph.float_formats import FLOAT16
 from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import SpeedPlan
 from quantkit.pipeline import speed_memory
@@ -24,9 +26,18 @@ from quantkit.results import CalibrationTable, Feed, QuantPlan, Runs
 
 def timed(config: ConvertConfig, quantized: onnx.ModelProto) -> bool:
     """Whether convert times the plan of `quantized` on this CPU: placed for onnxruntime's CPU kernels, not
-    --prefer accuracy, and run as written (the float32 emulation of bfloat16 layers is not their speed)."""
+    --prefer accuracy, and run as written (the float32 emulation of bfloat16 layers is not their speed),
+    with no layer in float16 (in_float16)."""
     here = config.target is Target.ort_cpu
-    return here and config.prefer is not Prefer.accuracy and runnable(quantized, config) is quantized
+    as_written = runnable(quantized, config) is quantized
+    return here and config.prefer is not Prefer.accuracy and as_written and not in_float16(config, quantized)
+
+
+def in_float16(config: ConvertConfig, quantized: onnx.ModelProto) -> bool:
+    """Whether --fallback fp16 left layers in float16: hardware with float16 kernels runs them, this CPU
+    runs them between Casts (hq75 2: timed here, MobileNetV2's 37 int8 layers of a --min-sqnr 30 plan
+    ran 0.79x FP32 and were all kept float, the file the FP32 model in float16)."""
+    return config.fallback is FallbackPrecision.fp16 and bool(stored_as(quantized, FLOAT16.elem_type))
 
 
 @dataclass(frozen=True)
