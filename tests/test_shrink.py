@@ -732,3 +732,26 @@ def test_a_failed_run_leaves_no_folder_it_made_and_names_the_flag_given(
     missing = [*shrink_args[:2], "--images", str(tmp_path / "none"), "--output-dir", str(tmp_path / "d")]
     code, _, err = run(missing, capsys)
     assert_one_line_error(code, err, "does not exist; pass an existing folder to --images")
+
+
+def test_a_read_only_cache_serves_the_tables_it_holds(
+    shrink_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq73 12: a CI job restoring its cache read-only was refused 'cannot write in ...', though the
+    table it needed was there; only a run that must calibrate needs to write there."""
+    from quantkit.errors import OutputError
+    from quantkit.pipeline import run_shrink
+
+    out = [*shrink_args, "--output-dir", str(tmp_path / "out")]
+    assert run(out, capsys)[0] == 0
+
+    def read_only(folder: Path, fix: str) -> None:
+        raise OutputError(f"cannot write in {folder} (Read-only file system); {fix}")
+
+    monkeypatch.setattr(run_shrink, "require_writable", read_only)
+    assert run(out, capsys)[0] == 0
+    other = [*shrink_args, "--num-images", "8", "--output-dir", str(tmp_path / "o2")]  # another table
+    assert_one_line_error(*run(other, capsys)[::2], "(Read-only file system)")

@@ -413,16 +413,16 @@ def _calibration_table(
         raise OutputError(
             f"cannot create the cache folder {config.cache_dir} ({exc.strerror}); {fix}"
         ) from exc
-    require_writable(config.cache_dir, fix)
     model_sha256 = model_io.file_sha256(model_path)
     path = config.cache_dir / f"{cache_key(model_path, config, model_sha256)}.calib.json"
-    if path.exists():
+    if path.exists():  # a cache restored read-only serves its tables (hq73 12: it was refused)
         try:
             loaded = table_io.load(path)
             if loaded.model_sha256 == model_sha256:
                 return path, loaded, True, 0.0
         except QuantkitError:
             pass  # a damaged cache entry is recalibrated over
+    require_writable(config.cache_dir, fix)
     done = calibrate(model_path, path, config.calibration, progress, parallel=parallel)
     return path, table_io.load(path), False, done.seconds
 
