@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,9 +228,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
     """Write files that belong together under one lock on their folders, all or none: each is staged
-    beside its path first, then renamed into place, the file it replaces kept aside until the last one
-    is in (hq73 3: a full disk or an interrupt between two files left a new .npz beside the old table's
-    .json, which every later convert refused, under "nothing was written")."""
+    beside its path first, then renamed into place, what it replaces (a file or a link) renamed aside
+    until the last one is in and put back on failure (hq73 3: a full disk or an interrupt between two
+    files left a new .npz beside the old table's .json, which every later convert refused, under
+    "nothing was written"). The undo reads the files, not the steps taken: an interrupt is raised after
+    the rename it lands in has happened (hq76 1, 2)."""
     for path, _ in files:
         if not path.parent.is_dir():
             raise OutputError(f"output folder {path.parent} does not exist; create it first")
@@ -238,30 +240,24 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
     with contextlib.ExitStack() as stack:
         for folder in folders:
             stack.enter_context(folder_lock(folder))
-        staged: list[str] = []
-        placed: list[tuple[Path, str | None]] = []  # (path, where the file it replaced was put aside)
+        moves: list[tuple[Path, str, str | None]] = []  # (path, its staged file, where its earlier goes)
         current = files[0][0] if files else None
         try:
-            for path, data in files:
+            for k, (path, data) in enumerate(files):
                 current = path
-                staged.append(_staged(path, data))
-            for (path, _), temp in zip(files, staged, strict=True):
-                current, aside = path, _aside(path)
-                try:
-                    os.replace(temp, path)
-                except BaseException:
-                    if aside is not None:
-                        os.replace(aside, path)
-                    raise
-                placed.append((path, aside))
+                earlier = f"{path.parent}/.{path.name[:TEMP_NAME_KEPT]}.{os.getpid()}.{k}.old"
+                moves.append((path, _staged(path, data), earlier if os.path.lexists(path) else None))
+            for path, temp, aside in moves:
+                current = path
+                if aside is not None:
+                    os.replace(path, aside)
+                os.replace(temp, path)
         except BaseException as exc:
-            _undo(placed, staged)
+            _undo(moves)
             if isinstance(exc, OSError):
                 raise OutputError(f"writing {current} failed ({exc.strerror}); nothing was written") from exc
             raise
-        for _, aside in placed:
-            if aside is not None:
-                Path(aside).unlink(missing_ok=True)
+        _settle(put for _, _, put in moves if put is not None)
 
 
 def _staged(path: Path, data: bytes) -> str:
@@ -288,27 +284,52 @@ def _staged(path: Path, data: bytes) -> str:
     return temp
 
 
-def _aside(path: Path) -> str | None:
-    """The file at `path` renamed to a temporary name beside it (None where there is none): put back if
-    a later file of the set fails."""
-    if not path.is_file() or path.is_symlink():  # a link's own name is replaced, its target never touched
-        return None
-    aside = f"{path.parent}/.{path.name[:TEMP_NAME_KEPT]}.{os.getpid()}.old"
-    os.replace(path, aside)
-    return aside
+def _undo(moves: list[tuple[Path, str, str | None]]) -> None:
+    """Put back what write_set replaced, from what is on disk: an earlier file (or link) put aside goes
+    back over whatever is at its path; a path that had none loses the staged file placed there; staged
+    files not placed are removed. Every step is tried, even when one is interrupted (raised after)."""
+    steps: list[Callable[[], None]] = []
+    for path, temp, aside in reversed(moves):
+        if aside is not None:
+            steps.append(functools.partial(_put_back, aside, path))
+        else:
+            steps.append(functools.partial(_take_placed, temp, path))
+        steps.append(functools.partial(_remove, temp))
+    _settle_steps(steps)
 
 
-def _undo(placed: list[tuple[Path, str | None]], staged: list[str]) -> None:
-    """Put back the files write_set replaced (newest first) and remove the new ones it placed where
-    there was none, and what it staged."""
-    for path, aside in reversed(placed):
-        with contextlib.suppress(OSError):
-            if aside is not None:
-                os.replace(aside, path)
-            else:
-                path.unlink()
-    for temp in staged:
-        Path(temp).unlink(missing_ok=True)
+def _put_back(aside: str, path: Path) -> None:
+    if os.path.lexists(aside):
+        os.replace(aside, path)
+
+
+def _take_placed(temp: str, path: Path) -> None:
+    """The staged file `temp` was renamed to `path` (it is gone from its own name): remove it there."""
+    if not os.path.lexists(temp) and path.exists():
+        path.unlink()
+
+
+def _remove(name: str) -> None:
+    Path(name).unlink(missing_ok=True)
+
+
+def _settle(asides: Iterable[str]) -> None:
+    """The earlier files a finished set put aside, removed; every one, even when one is interrupted."""
+    _settle_steps([functools.partial(_remove, aside) for aside in asides])
+
+
+def _settle_steps(steps: Sequence[Callable[[], None]]) -> None:
+    """Run every step; an OSError is passed over, an interrupt raised once all have run."""
+    pending: BaseException | None = None
+    for step in steps:
+        try:
+            step()
+        except OSError:
+            pass
+        except BaseException as exc:  # Ctrl-C, SIGTERM: finish the undo first
+            pending = pending or exc
+    if pending is not None:
+        raise pending
 
 
 @contextlib.contextmanager

@@ -202,3 +202,41 @@ def test_a_set_of_files_is_written_whole_or_not_at_all(
     files.write_set([(first, b"new npz"), (second, b"new json")])
     assert (first.read_bytes(), second.read_bytes()) == (b"new npz", b"new json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.calib.json", "t.calib.npz"]
+
+
+def test_an_interrupt_in_any_rename_of_a_set_puts_the_earlier_files_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq76 1, 2: an interrupt raised right after the rename that put the earlier file aside (as CPython
+    raises one that lands in a system call) lost that file, hidden as .NAME.PID.old; a rollback removed a
+    symlinked output instead of putting the link back."""
+    import os
+
+    from quantkit import files
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "arrays.npz").write_bytes(b"shared npz")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    link, table = folder / "t.calib.npz", folder / "t.calib.json"
+    link.symlink_to(store / "arrays.npz")
+    table.write_bytes(b"old json")
+    replace = os.replace
+    for nth in range(1, 5):  # every rename of the two-file set, the interrupt after it has happened
+        done: list[int] = []
+
+        def interrupted(src: str, dst: object, nth: int = nth, done: list[int] = done) -> None:
+            replace(src, dst)  # type: ignore[arg-type]
+            done.append(1)
+            if len(done) == nth:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(files.os, "replace", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            files.write_set([(link, b"new npz"), (table, b"new json")])
+        monkeypatch.setattr(files.os, "replace", replace)
+        assert link.is_symlink() and link.read_bytes() == b"shared npz", nth
+        assert table.read_bytes() == b"old json", nth
+        assert sorted(p.name for p in folder.iterdir()) == ["t.calib.json", "t.calib.npz"], nth
+    assert (store / "arrays.npz").read_bytes() == b"shared npz"
