@@ -25,7 +25,10 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
-    previous = {s: signal.signal(s, _stopped) for s in (signal.SIGINT, signal.SIGTERM)}
+    # a signal the caller ignores stays ignored (hq76 3: a script's background job, `quantkit ... &`, has
+    # SIGINT ignored and ran to its end before; a handler here made it stop)
+    kept = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {s: signal.signal(s, _stopped) for s in kept}
     from quantkit.cli.entry import main as run
 
     for signum, handler in previous.items():

@@ -2079,9 +2079,16 @@ def test_closed_or_full_streams_keep_the_exit_code_true(cnn: Path, image_dir: Pa
         assert done.returncode == 0, done.stderr
         table_io.load(tmp_path / "t.json")
     said = "error: cannot write to stdout (it is closed), which carried the result"
-    for command in (f"{module} check {cnn}", f"{module} check {cnn} --json -"):
-        done = subprocess.run(["sh", "-c", f"{command} >&-"], capture_output=True, timeout=120)
-        assert done.returncode == 2 and said in done.stderr.decode(), done.stderr
+    done = subprocess.run(["sh", "-c", f"{module} check {cnn} >&-"], capture_output=True, timeout=120)
+    assert done.returncode == 2 and said in done.stderr.decode(), done.stderr
+    arrays = tmp_path / "arrays"
+    arrays.mkdir()
+    np.save(arrays / "x.npy", np.zeros((1, 3, 16, 16), np.float32))
+    report = f"{module} compare {cnn} {cnn} --inputs {arrays} --runs 0 --json - --markdown {tmp_path}/r.md"
+    done = subprocess.run(["sh", "-c", f"{report} >&-"], capture_output=True, timeout=120)
+    assert done.returncode == 2, done.stderr  # hq76 4: r.md was written beside the report lost
+    assert "error: cannot write the report to stdout (it is closed)" in done.stderr.decode()
+    assert not (tmp_path / "r.md").exists()
 
 
 def test_small_refusals_say_what_they_mean(
@@ -2138,6 +2145,15 @@ def test_an_interrupt_while_starting_is_one_line(cnn: Path) -> None:
             continue
         assert started.returncode == 130 and len(lines) == 1, err.decode()
         assert lines[0].startswith("interrupted") and "nothing" in lines[0]
+    ignoring = subprocess.Popen(  # hq76 3: a script's background job ignores SIGINT, and must go on
+        [sys.executable, "-m", "quantkit", "check", str(cnn)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    time.sleep(0.1)
+    ignoring.send_signal(signal.SIGINT)
+    assert ignoring.wait(timeout=120) == 0
 
 
 def test_a_labels_pipe_and_a_deleted_working_folder_are_named(cnn: Path, tmp_path: Path) -> None:
@@ -2167,6 +2183,10 @@ def test_a_labels_pipe_and_a_deleted_working_folder_are_named(cnn: Path, tmp_pat
         reader.join(timeout=10)
     assert len(raised) == 1 and isinstance(raised[0], ConfigError), raised
     assert "is not a regular file (a pipe can be read once" in str(raised[0])
+    with pytest.raises(ConfigError, match=r"^cannot read labels file .*Is a directory"):  # hq76 7
+        read_classes(tmp_path)
+    with pytest.raises(ConfigError, match=r"^labels file /dev/null is empty"):
+        read_classes(Path("/dev/null"))
     gone = tmp_path / "gone"
     gone.mkdir()
     script = f"cd {gone} && rmdir {gone} && {sys.executable} -m quantkit check {cnn}"

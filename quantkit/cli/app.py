@@ -350,8 +350,8 @@ def write_text(path: Path, text: str) -> None:
 
     if str(path) == "-":
         try:
-            if sys.stdout is None:  # fd 1 closed at start (hq73 5: 'internal error (AttributeError)')
-                raise OSError(errno.EBADF, "it is closed")
+            if STDOUT_LOST:  # closed at start (hq73 5: 'internal error (AttributeError)'), or lost since
+                raise OSError(errno.EBADF, STDOUT_LOST["why"])
             sys.stdout.write(text)
             sys.stdout.flush()
         except OSError as exc:  # the report was the output asked for: not delivered, a failure
@@ -369,10 +369,10 @@ def write_texts(reports: Sequence[tuple[Path | None, str]]) -> None:
     from quantkit import files
 
     given = [(path, text) for path, text in reports if path is not None]
-    files.write_set([(p, text.encode(errors="backslashreplace")) for p, text in given if str(p) != "-"])
-    for path, text in given:
+    for path, text in given:  # first: a report stdout cannot take leaves no file (hq76 4)
         if str(path) == "-":
             write_text(path, text)
+    files.write_set([(p, text.encode(errors="backslashreplace")) for p, text in given if str(p) != "-"])
 
 
 def step_summary_path() -> Path | None:

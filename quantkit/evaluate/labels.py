@@ -3,6 +3,7 @@ model's declared outputs (compare, shrink and convert --max-drop read labels the
 
 from __future__ import annotations
 
+import stat
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from quantkit.files import read_text
 def read_classes(path: Path) -> list[str]:
     """The labels file's classes in output-index order: each non-empty line, stripped (`n01440764 tench,
     Tinca tinca`, `great white shark`, `Ankle boot`); class_lookup says which names match an image."""
-    if path.exists() and not path.is_file():  # hq73 7: a pipe (<(...), /dev/stdin), read once, then 'empty'
+    if _pipe(path):  # hq73 7: <(...) or /dev/stdin, read once, then called 'empty'
         raise ConfigError(
             f"labels file {path} is not a regular file (a pipe can be read once; quantkit reads the labels "
             "more than once); save them to a file"
@@ -37,6 +38,14 @@ def read_classes(path: Path) -> list[str]:
             f"labels file {path} is JSON; give a text file, one class per line, in output order"
         )
     return named  # a line given twice (ImageNet's two 'crane's) names neither: class_lookup
+
+
+def _pipe(path: Path) -> bool:
+    """Whether `path` is a pipe (a FIFO): a folder or /dev/null keep their own messages (hq76 7)."""
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def class_lookup(classes: Sequence[str]) -> dict[str, int]:
