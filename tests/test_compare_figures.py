@@ -69,7 +69,7 @@ def test_nan_in_the_candidate_is_never_a_zero_error() -> None:
 
 def test_a_nan_fp32_writes_itself_is_fp32s_finding_not_the_candidates_error() -> None:
     """hq74 4: the same graph twice, NaN where FP32 takes a square root of a negative, measured -inf dB
-    with 'the candidate's error is larger than the output itself' and no finding about FP32."""
+    with 'the candidate's error is larger than the output itself' (then) and no finding about FP32."""
     ref = np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32)
     ref[[0, 3], 1] = np.nan
     figures = _errors(ref, ref.copy()).result()
@@ -240,3 +240,21 @@ def test_an_interrupt_in_any_rename_of_a_set_puts_the_earlier_files_back(
         assert table.read_bytes() == b"old json", nth
         assert sorted(p.name for p in folder.iterdir()) == ["t.calib.json", "t.calib.npz"], nth
     assert (store / "arrays.npz").read_bytes() == b"shared npz"
+
+
+def test_fp32_zero_images_have_no_cosine_and_a_dead_candidate_is_called_broken() -> None:
+    """hq76 5: images where FP32's output is all zero (a ReLU map, an empty mask) and the candidate's a
+    little off zero read cosine 0, and a 59 dB output 'mostly noise on 4 images'; hq74 1: a candidate of
+    zeros measures exactly 0.0 dB, and neither 'broken' warning fired below 0 dB only."""
+    from quantkit.evaluate.figure_warnings import broken_output, unrelated
+
+    ref = np.random.default_rng(4).normal(size=(6, 8))
+    ref[2:4] = 0.0
+    cand = ref + 1e-4
+    figures = _errors(ref, cand).result()
+    assert figures.noise_images == 0 and figures.cosine == pytest.approx(1.0, abs=1e-6)
+    dead = _errors(ref, np.zeros_like(ref)).result()
+    assert dead.sqnr_db == 0.0
+    line = broken_output(dead)
+    assert line is not None and "the candidate's error is at least as large as the output itself" in line
+    assert unrelated([dead]) is not None and broken_output(figures) is None and unrelated([figures]) is None

@@ -20,27 +20,27 @@ POOLED_FINE_DB = 15.0
 
 
 def unrelated(outputs: Sequence[OutputMetrics]) -> str | None:
-    """A warning where every output is noise against the reference's (SQNR below 0 dB and cosine under
+    """A warning where every output is noise against the reference's (SQNR 0 dB or below and cosine under
     NOISE_COSINE: not the same values scaled): PaddleOCR's v6 and seal text detectors share input and
     output names, and compare measured -6.2 dB, cosine 0.03, and exited 0 with nothing said."""
-    if not outputs or not all(m.sqnr_db < 0.0 and m.cosine < NOISE_COSINE for m in outputs):
+    if not outputs or not all(m.sqnr_db <= 0.0 and m.cosine < NOISE_COSINE for m in outputs):
         return None
     return (
-        "every output of the candidate is noise against the reference's (SQNR below 0 dB, cosine under "
+        "every output of the candidate is noise against the reference's (SQNR 0 dB or below, cosine under "
         f"{NOISE_COSINE}): are these two different models? compare a model with its own converted version "
         "(quantkit compare FP32_MODEL CONVERTED_MODEL); if it is one, the conversion is broken"
     )
 
 
 def broken_output(m: OutputMetrics) -> str | None:
-    """A warning where an output measures below 0 dB over all images: its error is larger than itself
+    """A warning where an output measures 0 dB or below over all images: its error is as large as itself
     (hunt36: PP-OCRv4's text map at -11 dB held out passed a loose --max-drop on its pixels' recall)."""
-    if m.labels or not m.sqnr_db < 0.0:
+    if m.labels or not m.sqnr_db <= 0.0:  # 0 dB: a candidate of zeros (hq74 1), said nothing of
         return None
     return (
-        f"output {m.name!r} measures {m.sqnr_db:.1f} dB over these images: the candidate's error is larger "
-        "than the output itself; it is broken here unless the output differs by design (keep layers float: "
-        "quantkit sensitivity ranks them)"
+        f"output {m.name!r} measures {m.sqnr_db:.1f} dB over these images: the candidate's error is at "
+        "least as large as the output itself; it is broken here unless the output differs by design (keep "
+        "layers float: quantkit sensitivity ranks them)"
     )
 
 

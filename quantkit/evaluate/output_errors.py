@@ -55,7 +55,8 @@ class OutputErrors:
         self.name = name
         self.signal = 0.0
         self.noise = 0.0
-        self.cosines: list[float] = []
+        self.cosines: list[float] = []  # one an image; NaN where FP32's is all zero or not finite
+        self.nonfinite = 0  # images whose output holds NaN or Inf (in one model only)
         self.single, self.dot, self.candidate_power = True, 0.0, 0.0  # pooled cosine: one value an image
         self.max_abs = 0.0
         self.top1_same = 0.0
@@ -120,12 +121,15 @@ class OutputErrors:
         self.max_abs = _largest(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
         flat_r, flat_c = _per_row(ref64), _per_row(cand64)
         norms_r, norms_c = np.linalg.norm(flat_r, axis=1), np.linalg.norm(flat_c, axis=1)
-        self.cosines.extend(cosines(norms_r, norms_c, np.sum(flat_r * flat_c, axis=1)))
+        dots = np.sum(flat_r * flat_c, axis=1)
+        self.nonfinite += int(np.sum(~(np.isfinite(norms_r * norms_c) & np.isfinite(dots))))
+        self.cosines.extend(cosines(norms_r, norms_c, dots))
 
     def _cosine(self) -> float:
         """Mean per-image cosine; pooled where an image has one value (hunt41 F8: [N, 1] read 1.00000)."""
         if not self.cosines or not self.single:
-            return float(np.mean(self.cosines)) if self.cosines else float("nan")
+            defined = [c for c in self.cosines if not math.isnan(c)]
+            return float(np.mean(defined)) if defined and not self.nonfinite else float("nan")
         norms = np.sqrt(np.array([self.signal, self.candidate_power]))
         return cosines(norms[:1], norms[1:], np.array([self.dot]))[0]
 
@@ -154,6 +158,7 @@ class OutputErrors:
         self.signal += later.signal
         self.noise += later.noise
         self.cosines.extend(later.cosines)
+        self.nonfinite += later.nonfinite
         self.single, self.dot = self.single and later.single, self.dot + later.dot
         self.candidate_power += later.candidate_power
         self.max_abs = _largest(self.max_abs, later.max_abs)
@@ -181,7 +186,7 @@ class OutputErrors:
             top5_overlap=self.top5_overlap / count
             if scored and self.classification and not self.labels and self.classes > 5
             else None,
-            noise_images=sum(not c >= NOISE_COSINE for c in self.cosines),  # a NaN one too
+            noise_images=sum(c < NOISE_COSINE for c in self.cosines) + self.nonfinite,
             worst_kind=self._worst_kind(),
             labels=self.labels and count > 0,
             selected=self.ordered,
@@ -205,11 +210,12 @@ class OutputErrors:
 
 def cosines(ref_norms: np.ndarray, cand_norms: np.ndarray, dots: np.ndarray) -> list[float]:
     """Each image's cosine similarity from its outputs' norms and dot product [N]: 1 where both are all
-    zero, 0 where one is (hq74 1: a candidate whose output collapsed to zero read 1.00000 and was never
-    called noise), NaN where either holds NaN or Inf."""
+    zero, 0 where only the candidate's is (hq74 1: a candidate whose output collapsed to zero read
+    1.00000 and was never called noise), NaN where only FP32's is (no direction to agree with: an empty
+    mask, hq76 5: a 59 dB ReLU output was 'mostly noise on 4 images') or either holds NaN or Inf."""
     norms = ref_norms * cand_norms
     with np.errstate(invalid="ignore", over="ignore"):
-        zeros = np.where((ref_norms == 0) & (cand_norms == 0), 1.0, 0.0)
+        zeros = np.where(ref_norms == 0, np.where(cand_norms == 0, 1.0, np.nan), 0.0)
         found = np.divide(dots, norms, out=zeros, where=norms > 0)
     return [float(c) for c in np.where(np.isfinite(norms) & np.isfinite(dots), found, np.nan)]
 
