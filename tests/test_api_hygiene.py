@@ -53,6 +53,8 @@ def test_a_budget_labels_file_is_never_the_output(calibrated: tuple[Path, Path],
         ({"max_drop": 5, "validation": "v", "labels": ""}, "labels takes a path"),
         ({"max_drop": 5, "validation": "v", "max_trials": 1.5}, "max_trials takes a whole number"),  # hq72 15
         ({"exclude_nodes": b"c1"}, "names take str, not bytes"),  # hq72 12: read as nodes 99 and 49
+        ({"method": "minmax", "range_cap": True}, "range_cap= caps method mse's ranges"),  # hq76 6: unread
+        ({"percentile": 99.0}, "percentile= sets method percentile's range"),
     ],
 )
 def test_convert_refuses_what_the_cli_refuses(

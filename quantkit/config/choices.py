@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from enum import Enum
 
-from quantkit.config.base import as_enum
+from quantkit.config.base import as_enum, as_switch
 from quantkit.errors import ConfigError
 
 
@@ -110,6 +110,7 @@ def refuse_replaced(given: Mapping[str, object], fp8: bool, flag: Callable[[str]
         raise ConfigError(
             f"{', '.join(fixed)} only {verb} to --to int8 (--to fp8 fixes them); leave them out"
         )
+    _refuse_unread(given, flag)
     target = as_enum(Target, given["target"], flag("target")) if "target" in given else None
     if fp8 and target is Target.ort_cpu:
         why = "onnxruntime's CPU has no float8 kernels"
@@ -119,4 +120,23 @@ def refuse_replaced(given: Mapping[str, object], fp8: bool, flag: Callable[[str]
     if target is Target.tensorrt and kind is ActivationType.uint8:
         raise ConfigError(
             f"TensorRT's Q/DQ are int8 symmetric: leave {flag('activations')} out with --target tensorrt"
+        )
+
+
+def _refuse_unread(given: Mapping[str, object], flag: Callable[[str], str]) -> None:
+    """A percentile without the percentile method, or the range cap asked for with another method than mse:
+    nothing would read it (hq76 6: the API took both in silence, where the command line refuses them)."""
+    method = as_enum(CalibMethod, given.get("method", CalibMethod.mse), flag("method"))
+    if "percentile" in given and method is not CalibMethod.percentile:
+        raise ConfigError(
+            f"{flag('percentile')} sets method percentile's range; add {flag('method')} percentile or "
+            "leave it out"
+        )
+    if (
+        "range_cap" in given
+        and as_switch(given["range_cap"], flag("range_cap"))
+        and method is not CalibMethod.mse
+    ):
+        raise ConfigError(
+            f"{flag('range_cap')} caps method mse's ranges; leave it out with method {method.value}"
         )
