@@ -61,7 +61,7 @@ from quantkit.config import (
     Target,
 )
 from quantkit.config.base import as_count, as_enum, as_path, as_switch
-from quantkit.config.choices import refuse_replaced
+from quantkit.config.choices import refuse_replaced, refuse_unread
 from quantkit.data import ArrayFiles, Sample, read_data
 from quantkit.errors import ConfigError
 from quantkit.evaluate.detector_options import detector_fields
@@ -368,6 +368,7 @@ def _shrink_convert(options: dict[str, Any], compact: bool, target: str) -> Conv
             f"shrink's convert_options cannot set {', '.join(own)}: pass compact= and target= to shrink, "
             "and max_drop= as its gate"
         )
+    refuse_unread(options, lambda name: f"{name}=")  # hq77 4: recorded in report.json, shaped nothing
     return ConvertConfig(
         **_options(ConvertConfig, options, "int8"), compact=compact, target=as_enum(Target, target, "target")
     )

@@ -211,6 +211,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 TEMP_NAME_KEPT = 64  # of an output's name, in the temporary file's beside it
+SETTLE_TRIES = 5  # times a step of write_set's undo is run where interrupts keep cutting it short
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -246,7 +247,8 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
             for k, (path, data) in enumerate(files):
                 current = path
                 earlier = f"{path.parent}/.{path.name[:TEMP_NAME_KEPT]}.{os.getpid()}.{k}.old"
-                moves.append((path, _staged(path, data), earlier if os.path.lexists(path) else None))
+                aside = earlier if os.path.lexists(path) else None  # before staging: no system call
+                moves.append((path, _staged(path, data), aside))  # between the staged file and its record
             for path, temp, aside in moves:
                 current = path
                 if aside is not None:
@@ -319,15 +321,20 @@ def _settle(asides: Iterable[str]) -> None:
 
 
 def _settle_steps(steps: Sequence[Callable[[], None]]) -> None:
-    """Run every step; an OSError is passed over, an interrupt raised once all have run."""
+    """Run every step; an OSError is passed over, an interrupt raised once all have run. A step an
+    interrupt cut short is run again (each one looks at the disk first: hq77 2, a second Ctrl-C during
+    the undo left the earlier file aside)."""
     pending: BaseException | None = None
     for step in steps:
-        try:
-            step()
-        except OSError:
-            pass
-        except BaseException as exc:  # Ctrl-C, SIGTERM: finish the undo first
-            pending = pending or exc
+        for _ in range(SETTLE_TRIES):
+            try:
+                step()
+            except OSError:
+                pass
+            except BaseException as exc:  # Ctrl-C, SIGTERM: finish the undo first
+                pending = pending or exc
+                continue
+            break
     if pending is not None:
         raise pending
 

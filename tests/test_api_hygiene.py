@@ -73,6 +73,8 @@ def test_shrink_and_sensitivity_refuse_bad_switches_paths_and_data(
     """hq72 5, 8, 10: cache_dir='' wrote tables into the current folder, html='off' wrote report.html,
     sensitivity(data=None) raised list()'s TypeError; a NUL byte or a name too long raised pathlib's."""
     cnn, table = calibrated
+    with pytest.raises(quantkit.ConfigError, match=r"^percentile= sets method percentile's range"):  # hq77 4
+        quantkit.shrink(cnn, data=image_dir, output_dir=tmp_path / "o", convert_options={"percentile": 99.9})
     with pytest.raises(quantkit.ConfigError, match="cache_dir takes a path"):
         quantkit.shrink(cnn, data=image_dir, output_dir=tmp_path / "o", cache_dir="")
     with pytest.raises(quantkit.ConfigError, match=r"html takes True or False .*got 'maybe'"):

@@ -38,8 +38,11 @@ def test_a_candidate_of_zeros_is_no_perfect_cosine() -> None:
     zeroed[1:3] = 0.0
     some = _errors(ref, zeroed).result()
     assert some.noise_images == 2 and some.cosine == pytest.approx(0.5)
-    both = _errors(np.zeros((2, 3)), np.zeros((2, 3))).result()
-    assert both.cosine == 1.0 and both.noise_images == 0 and both.sqnr_db == math.inf
+    both = _errors(np.zeros((2, 3)), np.zeros((2, 3))).result()  # no direction to agree with
+    assert math.isnan(both.cosine) and both.noise_images == 0 and both.sqnr_db == math.inf
+    empty = np.zeros((10, 6))
+    empty[0] = ref[0, :6]  # FP32 empty on 9 of 10 images (hq77 3: a dead candidate read 0.90)
+    assert _errors(empty, np.zeros_like(empty)).result().cosine == 0.0
     pooled = OutputErrors("p", values=True)  # one value an image: the pooled cosine
     pooled.update(np.ones((3, 1), np.float32), np.zeros((3, 1), np.float32))
     assert pooled.result().cosine == 0.0
@@ -258,3 +261,41 @@ def test_fp32_zero_images_have_no_cosine_and_a_dead_candidate_is_called_broken()
     line = broken_output(dead)
     assert line is not None and "the candidate's error is at least as large as the output itself" in line
     assert unrelated([dead]) is not None and broken_output(figures) is None and unrelated([figures]) is None
+
+
+def test_a_second_interrupt_during_the_undo_still_puts_everything_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq77 1, 2: an interrupt in the check after staging a file left the staged copy behind; a second
+    Ctrl-C during the undo left the earlier file aside, nothing at its path."""
+    import os
+
+    from quantkit import files
+
+    first, second = tmp_path / "t.calib.npz", tmp_path / "t.calib.json"
+    first.write_bytes(b"old npz")
+    second.write_bytes(b"old json")
+    replace, lexists = os.replace, os.path.lexists
+    state = {"renames": 0, "checks": 0}
+
+    def renamed(src: str, dst: object) -> None:
+        replace(src, dst)  # type: ignore[arg-type]
+        state["renames"] += 1
+        if state["renames"] == 3:  # the second file put aside: the first Ctrl-C
+            raise KeyboardInterrupt
+
+    def checked(name: object) -> bool:
+        found = lexists(name)  # type: ignore[arg-type]
+        if state["renames"] >= 3:
+            state["checks"] += 1
+            if state["checks"] == 1:  # the undo's first look at the disk: the second Ctrl-C
+                raise KeyboardInterrupt
+        return found
+
+    monkeypatch.setattr(files.os, "replace", renamed)
+    monkeypatch.setattr(files.os.path, "lexists", checked)
+    with pytest.raises(KeyboardInterrupt):
+        files.write_set([(first, b"new npz"), (second, b"new json")])
+    monkeypatch.undo()
+    assert (first.read_bytes(), second.read_bytes()) == (b"old npz", b"old json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.calib.json", "t.calib.npz"]

@@ -38,7 +38,8 @@ def main() -> None:
     SIGTERM (CI's cancel and timeout: hq71 F1), cleaned up as Ctrl-C; the caller's handler back after."""
     TERMINATED.clear()
     quiet_kernel_logs()  # this process and its workers are quantkit's
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    ignored = signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # a caller's choice (hq77 5) stays
+    previous = signal.getsignal(signal.SIGTERM) if ignored else signal.signal(signal.SIGTERM, _terminate)
     try:
         _main()
     finally:

@@ -110,7 +110,7 @@ def refuse_replaced(given: Mapping[str, object], fp8: bool, flag: Callable[[str]
         raise ConfigError(
             f"{', '.join(fixed)} only {verb} to --to int8 (--to fp8 fixes them); leave them out"
         )
-    _refuse_unread(given, flag)
+    refuse_unread(given, flag)
     target = as_enum(Target, given["target"], flag("target")) if "target" in given else None
     if fp8 and target is Target.ort_cpu:
         why = "onnxruntime's CPU has no float8 kernels"
@@ -123,7 +123,7 @@ def refuse_replaced(given: Mapping[str, object], fp8: bool, flag: Callable[[str]
         )
 
 
-def _refuse_unread(given: Mapping[str, object], flag: Callable[[str], str]) -> None:
+def refuse_unread(given: Mapping[str, object], flag: Callable[[str], str]) -> None:
     """A percentile without the percentile method, or the range cap asked for with another method than mse:
     nothing would read it (hq76 6: the API took both in silence, where the command line refuses them)."""
     method = as_enum(CalibMethod, given.get("method", CalibMethod.mse), flag("method"))

@@ -19,10 +19,10 @@ from quantkit.files import read_text
 def read_classes(path: Path) -> list[str]:
     """The labels file's classes in output-index order: each non-empty line, stripped (`n01440764 tench,
     Tinca tinca`, `great white shark`, `Ankle boot`); class_lookup says which names match an image."""
-    if _pipe(path):  # hq73 7: <(...) or /dev/stdin, read once, then called 'empty'
-        raise ConfigError(
-            f"labels file {path} is not a regular file (a pipe can be read once; quantkit reads the labels "
-            "more than once); save them to a file"
+    kind = _special(path)
+    if kind:  # hq73 7: <(...) or /dev/stdin, read once, then called 'empty'; hq77 7: /dev/zero, read on
+        raise ConfigError(  # until memory ran out
+            f"labels file {path} is not a regular file ({kind}); save them to a file"
         )
     try:
         lines = read_text(path).splitlines()
@@ -40,12 +40,16 @@ def read_classes(path: Path) -> list[str]:
     return named  # a line given twice (ImageNet's two 'crane's) names neither: class_lookup
 
 
-def _pipe(path: Path) -> bool:
-    """Whether `path` is a pipe (a FIFO): a folder or /dev/null keep their own messages (hq76 7)."""
+def _special(path: Path) -> str:
+    """What `path` is where it is neither a file nor a folder ('' otherwise): a pipe (read once; quantkit
+    reads the labels more than once) or a device."""
     try:
-        return stat.S_ISFIFO(path.stat().st_mode)
+        mode = path.stat().st_mode
     except (OSError, ValueError):
-        return False
+        return ""
+    if stat.S_ISFIFO(mode):
+        return "a pipe can be read once; quantkit reads the labels more than once"
+    return "" if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else "a device"
 
 
 def class_lookup(classes: Sequence[str]) -> dict[str, int]:

@@ -55,7 +55,7 @@ class OutputErrors:
         self.name = name
         self.signal = 0.0
         self.noise = 0.0
-        self.cosines: list[float] = []  # one an image; NaN where FP32's is all zero or not finite
+        self.cosines: list[float] = []  # one an image; NaN where FP32's is all zero or either not finite
         self.nonfinite = 0  # images whose output holds NaN or Inf (in one model only)
         self.single, self.dot, self.candidate_power = True, 0.0, 0.0  # pooled cosine: one value an image
         self.max_abs = 0.0
@@ -209,13 +209,14 @@ class OutputErrors:
 
 
 def cosines(ref_norms: np.ndarray, cand_norms: np.ndarray, dots: np.ndarray) -> list[float]:
-    """Each image's cosine similarity from its outputs' norms and dot product [N]: 1 where both are all
-    zero, 0 where only the candidate's is (hq74 1: a candidate whose output collapsed to zero read
-    1.00000 and was never called noise), NaN where only FP32's is (no direction to agree with: an empty
-    mask, hq76 5: a 59 dB ReLU output was 'mostly noise on 4 images') or either holds NaN or Inf."""
+    """Each image's cosine similarity from its outputs' norms and dot product [N]: 0 where only the
+    candidate's is all zero (hq74 1: a candidate whose output collapsed to zero read 1.00000 and was never
+    called noise), NaN where FP32's is (no direction to agree with, whatever the candidate's: an empty
+    mask; hq76 5: a 59 dB ReLU output was 'mostly noise on 4 images', hq77 3: a dead candidate read 0.90
+    from the 9 of 10 images both left empty) or either holds NaN or Inf."""
     norms = ref_norms * cand_norms
     with np.errstate(invalid="ignore", over="ignore"):
-        zeros = np.where(ref_norms == 0, np.where(cand_norms == 0, 1.0, np.nan), 0.0)
+        zeros = np.where(ref_norms == 0, np.nan, 0.0)
         found = np.divide(dots, norms, out=zeros, where=norms > 0)
     return [float(c) for c in np.where(np.isfinite(norms) & np.isfinite(dots), found, np.nan)]
 
