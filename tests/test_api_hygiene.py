@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,37 @@ def test_decoding_in_two_threads_leaves_the_warning_filters_as_they_were(tmp_pat
     for thread in threads:
         thread.join()
     assert warnings.filters == before
+
+
+def test_a_cancel_at_the_last_progress_step_writes_nothing(calibrated: tuple[Path, Path]) -> None:
+    """hq72 11: convert's last progress advance came after the model was written: a cancel raised there
+    (a notebook's Ctrl-C in a progress callback) raised with the whole model in place."""
+    cnn, table = calibrated
+
+    class Cancel(Exception):
+        pass
+
+    for to, options in (("int8", {"calibration": table, "prefer": "accuracy"}), ("fp16", {})):
+        calls: list[str] = []
+
+        def counting(label: str, total: int, calls: list[str] = calls) -> Callable[[int], None]:
+            return lambda n: calls.append(label)
+
+        quantkit.convert(cnn, to=to, output=table.parent / f"all.{to}.onnx", progress=counting, **options)
+        last = len(calls)
+        seen = [0]
+
+        def cancelling(
+            label: str, total: int, seen: list[int] = seen, last: int = last
+        ) -> Callable[[int], None]:
+            def advance(n: int) -> None:
+                seen[0] += 1
+                if seen[0] == last:
+                    raise Cancel(label)
+
+            return advance
+
+        out = table.parent / f"cancelled.{to}.onnx"
+        with pytest.raises(Cancel):
+            quantkit.convert(cnn, to=to, output=out, progress=cancelling, **options)
+        assert not out.exists(), to

@@ -292,8 +292,8 @@ def _converted(
     none = convert_notes.nothing_quantized(plan, timed, budget_report, config.fallback)
     # once nothing is left to decide or measure: an interrupted convert, or one that fails in the target's
     # checks (hunt51 A1: OpenVINO's, with the model already written), leaves no file
+    advance(1)  # before the write: a cancel raised by the bar leaves no file (hq72 11)
     write_set(stored)
-    advance(1)
     return dataclasses.replace(
         summary,
         notes=summary.notes
