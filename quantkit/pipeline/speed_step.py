@@ -29,8 +29,9 @@ def timed(config: ConvertConfig, quantized: onnx.ModelProto) -> bool:
     --prefer accuracy, and run as written (the float32 emulation of bfloat16 layers is not their speed),
     with no layer in float16 (in_float16)."""
     here = config.target is Target.ort_cpu
-    as_written = runnable(quantized, config) is quantized
-    return here and config.prefer is not Prefer.accuracy and as_written and not in_float16(config, quantized)
+    if not here or config.prefer is Prefer.accuracy:  # nothing timed: no emulation built to learn it
+        return False
+    return runnable(quantized, config) is quantized and not in_float16(config, quantized)
 
 
 def in_float16(config: ConvertConfig, quantized: onnx.ModelProto) -> bool:
