@@ -363,9 +363,10 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
         folder = Path(data)
         if folder.is_file() and folder.suffix.lower() in IMAGE_SUFFIXES:  # hq68 18: one image file
             return ImageSelection(folder.absolute().parent, num_images, seed, files=(folder,)), None
-        if folder.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
-            if not any(p.suffix.lower() in ARRAY_SUFFIXES for p in folder.rglob("*")):  # hq72 12: called
-                raise ImageError(  # 'no .npy or .npz files', as if arrays were all it could hold
+        suffixes = {p.suffix.lower() for p in folder.rglob("*")} if folder.is_dir() else None
+        if suffixes is not None and not suffixes & IMAGE_SUFFIXES:  # a folder of arrays, or of nothing
+            if not suffixes & ARRAY_SUFFIXES:  # hq72 12: called 'no .npy or .npz files', as if arrays
+                raise ImageError(  # were all it could hold
                     f"data: no images (.jpg, .png, ...) nor arrays (.npy, .npz) under {folder}; give a "
                     "folder of either"
                 )

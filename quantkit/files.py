@@ -223,7 +223,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise OutputError(f"writing {path} failed ({exc.strerror}); nothing was written") from exc
+            raise _write_failed(path, exc) from exc
         raise
 
 
@@ -257,7 +257,7 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
         except BaseException as exc:
             _undo(moves)
             if isinstance(exc, OSError):
-                raise OutputError(f"writing {current} failed ({exc.strerror}); nothing was written") from exc
+                raise _write_failed(current, exc) from exc
             raise
         _settle(put for _, _, put in moves if put is not None)
 
@@ -281,9 +281,14 @@ def _staged(path: Path, data: bytes) -> str:
     except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise OutputError(f"writing {path} failed ({exc.strerror}); nothing was written") from exc
+            raise _write_failed(path, exc) from exc
         raise
     return temp
+
+
+def _write_failed(path: Path | None, exc: OSError) -> OutputError:
+    """The one line for a write that failed (a full disk, a file-size limit) and left nothing."""
+    return OutputError(f"writing {path} failed ({exc.strerror}); nothing was written")
 
 
 def _undo(moves: list[tuple[Path, str, str | None]]) -> None:

@@ -327,8 +327,7 @@ def convert(
             **detector_fields(detector, None),
         )
     else:  # given as a flag, refused; set in a config file for the other commands, not read (hunt38 F9)
-        budget_only = ("detector", "output_kind", "validation", "validation_images", "labels", "metric")
-        named = [n for n in (*budget_only, "max_trials", "timeout") if _on_command_line(ctx, n)]  # hq75 3
+        named = [n for n in BUDGET_OPTIONS if n != "max_drop" and _on_command_line(ctx, n)]  # hq75 3
         if named:
             flag = "--" + named[0].replace("_", "-")
             raise ConfigError(f"convert reads {flag} only with --max-drop; add the budget or leave it out")

@@ -152,12 +152,11 @@ class ConvertConfig:
         check_target(self.target, self.activations, self.fp8)
         if self.fp8:  # the settings recorded are the ones that shape the file (hq75 1)
             object.__setattr__(self, "method", CalibMethod.minmax)  # amax / 448
-        if self.method is not CalibMethod.mse:  # the cap bounds mse's search only (hq75 4)
-            object.__setattr__(self, "range_cap", False)
-        if self.fp8:
             object.__setattr__(self, "target", Target.tensorrt)
             object.__setattr__(self, "smoothquant", "off")
             object.__setattr__(self, "rounding", Rounding.nearest)
+        if self.method is not CalibMethod.mse:  # the cap bounds mse's search only (hq75 4)
+            object.__setattr__(self, "range_cap", False)
         if self.target is Target.tensorrt:
             object.__setattr__(self, "activations", ActivationType.int8)
         if self.target is Target.openvino:  # signed int8 activations: 4-11 dB in OpenVINO 2026.4 on AVX2
