@@ -168,8 +168,7 @@ def convert(
     labels, metric, max_trials, timeout, detector; workers / ray / threads: where the searches' trials are
     measured and the validation images scored (as for `calibrate`; the result is the same)."""
     model_path, out = as_path(model, "model"), as_path(output, "output")
-    given = calibration.table if isinstance(calibration, CalibrateSummary) else calibration
-    table = as_path(given, "calibration") if given is not None else Path("")
+    table = as_path(calibration, "calibration") if calibration is not None else Path("")
     tables = [("calibration", table), ("the table's arrays", arrays_path(table))] if calibration else []
     files.check_outputs([("output", out)], [("the model", model_path), *tables])
     if to in ("fp16", "bf16"):
@@ -244,7 +243,7 @@ def compare(
 def sensitivity(
     model: PathLike,
     *,
-    calibration: PathLike,
+    calibration: PathLike | CalibrateSummary,
     data: PathLike | Iterable[PathLike],
     num_images: int | None = DEFAULT_IMAGES,
     seed: int = 0,
@@ -402,7 +401,7 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
         raise ConfigError("max_drop needs validation=: an image folder held apart from calibration")
     with _arguments("convert"):
         return AccuracyBudget(
-            max_drop=float(options["max_drop"]),
+            max_drop=options["max_drop"],
             validation=ImageSelection(  # hq72 4: validation="" (an unset variable) read the current folder
                 as_path(options["validation"], "validation"),
                 options.get("validation_images"),
@@ -411,7 +410,7 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
             metric=as_enum(BudgetMetric, options.get("metric", "auto"), "metric"),
             labels=as_path(options["labels"], "labels") if options.get("labels") is not None else None,
             max_trials=as_count(options.get("max_trials", AccuracyBudget.max_trials), "max_trials"),
-            timeout_s=float(options.get("timeout", AccuracyBudget.timeout_s)),
+            timeout_s=options.get("timeout", AccuracyBudget.timeout_s),
             output_kind=as_enum(OutputKind, options.get("output_kind", "auto"), "output_kind"),
             **detector_fields(options.get("detector"), None, "detector"),
         )

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import quantkit
-from quantkit.config import Preprocess
+from quantkit.config import AccuracyBudget, ConvertConfig, Float16Config, ImageSelection, Preprocess
 from quantkit.data import read_data
 from quantkit.images import load_sample
 from quantkit.pipeline.loading import read_ahead
@@ -191,3 +191,41 @@ def test_a_cancel_at_the_last_progress_step_writes_nothing(calibrated: tuple[Pat
         with pytest.raises(Cancel):
             quantkit.convert(cnn, to=to, output=out, progress=cancelling, **options)
         assert not out.exists(), to
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (lambda: ConvertConfig(min_sqnr=True), "--min-sqnr takes one number; got True"),
+        (lambda: ConvertConfig(concat_range_ratio=float("nan")), "--concat-range-ratio takes one number"),
+        (lambda: ConvertConfig(percentile=[99.9, 99.99]), "--percentile takes one number"),
+        (lambda: Float16Config(min_sqnr=float("nan")), "--min-sqnr takes one number; got nan"),
+        (
+            lambda: AccuracyBudget(max_drop=True, validation=ImageSelection(Path("."))),
+            "--max-drop takes one number; got True",
+        ),
+        (lambda: ConvertConfig(min_sqnr=np.bool_(True)), "--min-sqnr takes one number"),
+        (lambda: quantkit.Preprocess(mean=True), "--mean takes comma-separated numbers"),
+    ],
+)
+def test_a_number_is_one_number(settings: Callable[[], object], message: str) -> None:
+    """hq72 15: min_sqnr=True was read as 1 dB, concat_range_ratio=nan passed its `<= 1` check, and
+    Float16Config's min_sqnr=nan its `< 0` one (the fallback then never ran)."""
+    with pytest.raises(quantkit.ConfigError, match=message.replace("(", r"\(")):
+        settings()
+
+
+def test_numbers_of_every_numeric_type_are_kept() -> None:
+    assert ConvertConfig(min_sqnr=np.float32(15), percentile="99.9").min_sqnr == 15.0
+    assert ConvertConfig(percentile="99.9").percentile == pytest.approx(99.9)
+    assert Float16Config(min_sqnr=np.int64(40)).min_sqnr_db == 40.0
+
+
+def test_calibrates_summary_stands_for_its_table(tmp_path: Path, image_dir: Path) -> None:
+    """hq72 15: convert took calibrate's summary as calibration=, sensitivity refused it."""
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    summary = quantkit.calibrate(cnn, data=image_dir, output=tmp_path / "cnn.calib.json", num_images=4)
+    by_summary = quantkit.sensitivity(cnn, calibration=summary, data=image_dir, num_images=2, top=1)
+    by_path = quantkit.sensitivity(cnn, calibration=summary.table, data=image_dir, num_images=2, top=1)
+    assert by_summary.to_dict()["layers"] == by_path.to_dict()["layers"]
+    assert len(by_summary.to_dict()["layers"]) > 0

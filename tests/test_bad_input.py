@@ -1767,8 +1767,10 @@ def test_a_negative_seed_and_a_nan_timeout_are_refused(cnn: Path, image_dir: Pat
         cnn, image_dir, cnn.with_name("t.calib.json"), capsys, "--num-images", "2", "--seed", "-1"
     )
     assert_one_line_error(code, err, "--seed must be 0 or more, got -1")
-    with pytest.raises(ConfigError, match="--timeout above 0"):
+    with pytest.raises(ConfigError, match="--timeout takes one number; got nan"):
         AccuracyBudget(max_drop=1.0, validation=ImageSelection(image_dir), timeout_s=float("nan"))
+    with pytest.raises(ConfigError, match="--timeout above 0"):
+        AccuracyBudget(max_drop=1.0, validation=ImageSelection(image_dir), timeout_s=-1)
     with pytest.raises(ConfigError, match="--validation-images must be at least 1, got 0"):
         ImageSelection(image_dir, 0, option="--validation-images")
 
@@ -2143,6 +2145,8 @@ def test_an_interrupt_while_starting_is_one_line(cnn: Path) -> None:
         lines = err.decode().splitlines()
         if started.returncode == 0:  # it finished first: nothing to interrupt
             continue
+        if "Fatal Python error: init_import_site" in err.decode():  # on a loaded machine: the signal
+            continue  # came while the interpreter itself started, before any line of quantkit ran
         assert started.returncode == 130 and len(lines) == 1, err.decode()
         assert lines[0].startswith("interrupted") and "nothing" in lines[0]
     ignoring = subprocess.Popen(  # hq76 3: a script's background job ignores SIGINT, and must go on

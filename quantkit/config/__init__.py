@@ -168,6 +168,7 @@ class ConvertConfig:
             )
         for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
             object.__setattr__(self, name, as_names(getattr(self, name)))
+        set_floats(self, "percentile", "min_sqnr", "concat_range_ratio")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.concat_range_ratio <= 1.0:
@@ -311,6 +312,7 @@ class Float16Config:
         if self.to not in FLOAT_PRECISIONS:
             raise ConfigError(f"a 16-bit float conversion is --to fp16 or bf16, got {self.to.value}")
         set_counts(self, "max_float32_layers", flag="--max-float-layers")
+        set_floats(self, "min_sqnr")
         if self.min_sqnr_db < 0 or self.max_float32_layers < 0:
             raise ConfigError("--min-sqnr and --max-float-layers must be at least 0")
 
@@ -378,6 +380,8 @@ class AccuracyBudget:
     def __post_init__(self) -> None:
         object.__setattr__(self, "metric", as_enum(BudgetMetric, self.metric, "--metric"))
         object.__setattr__(self, "output_kind", as_enum(OutputKind, self.output_kind, "--output-kind"))
+        set_floats(self, "max_drop")
+        set_floats(self, "timeout_s", flag="--timeout")
         if self.metric is BudgetMetric.boxes and self.detector is None:
             raise ConfigError(
                 "--metric boxes needs --detector yolo|yolox|yolov8|db|end2end|gfl|ssd to read the boxes"

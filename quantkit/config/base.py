@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import math
 import os
 from enum import Enum
 from pathlib import Path
@@ -43,6 +45,8 @@ def as_floats(value: object, option: str) -> tuple[float, ...]:
         except TypeError:
             parts = [value]
     try:
+        if any(isinstance(v, bool) or type(v).__name__ == "bool_" for v in parts):  # hq72 15: True as 1
+            raise TypeError
         values = tuple(float(v) for v in parts)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(
@@ -114,12 +118,27 @@ def set_switches(config: object, *names: str) -> None:
         object.__setattr__(config, name, as_switch(getattr(config, name), "--" + name.replace("_", "-")))
 
 
-def set_floats(config: object, *names: str) -> None:
-    """Each field `names` of the frozen dataclass `config` that is set, as a float (the API's 50 is the
-    CLI's 50.0 in every report)."""
+def as_number(value: object, option: str) -> float:
+    """One number as a float: an int or float (numpy's too) or text holding one; True, a sequence or nan
+    is an error (hq72 15: min_sqnr=True was 1 dB, concat_range_ratio=nan passed its check)."""
+    if type(value).__name__.startswith(("int", "uint", "float")) and hasattr(value, "item"):  # numpy's
+        value = value.item()
+    number = math.nan
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if math.isnan(number):
+        raise ConfigError(f"{option} takes one number; got {value!r}")
+    return number
+
+
+def set_floats(config: object, *names: str, flag: str | None = None) -> None:
+    """Each field `names` of the frozen dataclass `config` that is set, as_number, named by its flag
+    (--field-name unless `flag` is given; the API's 50 is the CLI's 50.0 in every report)."""
     for name in names:
         if (value := getattr(config, name)) is not None:
-            object.__setattr__(config, name, as_floats(value, "--" + name.replace("_", "-"))[0])
+            option = flag or "--" + name.replace("_", "-")
+            object.__setattr__(config, name, as_number(value, option))
 
 
 def as_enum(kind: type[E], value: object, option: str) -> E:

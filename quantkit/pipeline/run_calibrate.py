@@ -71,6 +71,11 @@ class CalibrateSummary:
     reference_findings: tuple[str, ...] = ()  # signs that FP32 itself is fed wrongly (evaluate.sanity)
     warnings: tuple[str, ...] = ()  # e.g. --num-images beyond the folder
 
+    def __fspath__(self) -> str:
+        """The table's path: the summary stands for the table wherever a calibration= path is taken
+        (hq72 15: convert took it, sensitivity and shrink's table refused it)."""
+        return str(self.table)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: paths as strings, the preprocessing as the table records it."""
         return {
