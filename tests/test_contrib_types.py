@@ -81,3 +81,42 @@ def test_a_model_with_a_contrib_op_converts_every_layer(tmp_path: Path, image_di
         tmp_path / "model.onnx", tmp_path / "model.calib.json", tmp_path / "h.onnx", Float16Config()
     )
     assert (tmp_path / "h.onnx").exists() and half.smoke_sqnr_db["y"] > 40.0
+
+
+def _with_group_norm() -> onnx.ModelProto:
+    """conv1 -> Relu -> GroupNormalization (opset 21) -> conv2 -> Relu -> conv3: onnx 1.23's inference
+    types nothing after the GroupNormalization."""
+    a, b, c = conv_params(8, 3, 3, 44), conv_params(8, 8, 3, 45), conv_params(4, 8, 3, 46)
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GroupNormalization", ["r", "gs", "gb"], ["g"], name="gn", num_groups=2),
+        helper.make_node("Conv", ["g", "wb", "bb"], ["d"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["d"], ["e"], name="relu2"),
+        helper.make_node("Conv", ["e", "wc", "bc"], ["y"], name="conv3", pads=[1, 1, 1, 1]),
+    ]
+    weights = {"wa": a["w"], "ba": a["b"], "gs": a["b"] * 0 + 1.5, "gb": a["b"], "wb": b["w"], "bb": b["b"]}
+    weights |= {"wc": c["w"], "bc": c["b"]}
+    graph = helper.make_graph(
+        nodes,
+        "group_norm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, SIZE, SIZE])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    return model
+
+
+def test_an_op_whose_inference_types_nothing_is_typed_by_its_schema(tmp_path: Path, image_dir: Path) -> None:
+    """hq78 F1: calibrate observed nothing after an opset-21 GroupNormalization (onnx leaves its output
+    untyped), and convert kept every layer after it float with 'no calibration statistics; recalibrate',
+    which recalibrating never changed."""
+    model = _with_group_norm()
+    assert "g" not in {v.name for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    types = {v.name: v.type.tensor_type.elem_type for v in infer_shapes(model).graph.value_info}
+    assert types["g"] == TensorProto.FLOAT
+    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy, min_sqnr=0))
+    assert "conv2" in summary.plan.quantized_nodes, summary.float_by_reason
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
