@@ -34,6 +34,7 @@ from quantkit.graph.functions import inline_functions
 from quantkit.graph.legacy_ops import write_out
 from quantkit.graph.normalize import normalize, same_type_casts
 from quantkit.graph.query import GraphIndex, name_nodes
+from quantkit.graph.resize_axes import resize_all_axes
 from quantkit.graph.samples import synthetic_samples
 from quantkit.graph.transposes import cancel_transposes
 from quantkit.graph.unfuse import unfuse
@@ -59,6 +60,7 @@ class Prepared:
     affines_folded: int = 0  # Mul/Add by per-channel constants folded into the Conv before them
     transposes_cancelled: int = 0  # Transposes that cancel through layout-free ops (graph.transposes)
     pads_folded: int = 0  # zero Pads folded into the Conv after them (graph.fold_pads)
+    resizes_listed: int = 0  # Resizes given axes, their scales/sizes listed for every axis (resize_axes)
     upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
@@ -114,7 +116,7 @@ class Prepared:
             )
             found.append(
                 f"{len(self.stale)} declared inner shape(s) that the graph contradicts dropped (value_info "
-                f"{named}): onnxruntime ignores them too, onnx's shape inference stops at them"
+                f"{named}): they declare what the ops do not compute; onnx's shape inference stops at them"
             )
         if self.interface:
             edges = ", ".join(repr(name) for name, _ in self.interface)
@@ -140,6 +142,11 @@ class Prepared:
             found.append(
                 f"{self.transposes_cancelled} Transpose node(s) that cancel through layout-free ops taken "
                 "out (an NHWC export whose converter left them; outputs checked equal on synthetic inputs)"
+            )
+        if self.resizes_listed:
+            found.append(
+                f"{self.resizes_listed} Resize node(s) given axes written with scales or sizes for every "
+                "axis (exact; onnxruntime's layout optimizer breaks the former between integer Convs)"
             )
         if self.pads_folded:
             found.append(f"{self.pads_folded} Pad node(s) by zeros folded into the Conv after them (exact)")
@@ -181,6 +188,7 @@ def prepare(
         check_upgrade(loaded, upgraded, before, size, (minimum, reason))  # against the legacy ops' kernels
     normalized = normalize(upgraded)
     uncast, casts = same_type_casts(normalized.model)
+    uncast, resizes = resize_all_axes(uncast)
     named, computed = fold_weight_shapes(uncast)
     name_nodes(named)
     named, transposes = _transposes_cancelled(named, size)
@@ -200,6 +208,7 @@ def prepare(
         affines_folded=affines,
         transposes_cancelled=transposes,
         pads_folded=pads,
+        resizes_listed=resizes,
         upgrade_reason=reason,
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
