@@ -163,6 +163,18 @@ def test_opset_below_seven(image_dir: Path, tmp_path: Path, capsys: Capsys) -> N
     fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, "opset 6", "opset 7")
 
 
+@pytest.mark.parametrize("versions", [(13, 11), (11, 13)])
+def test_an_opset_imported_twice(
+    versions: tuple[int, int], image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq78 F3: ai.onnx 13 then 11 was calibrated as 13 and convert's Q/DQ model refused by onnxruntime
+    (which runs the last) with advice to keep layers float; 11 then 13 stopped in onnx's converter."""
+    model = make_model(cnn_nodes(), conv_params(4, 3), opset=versions[0])
+    model.opset_import.append(helper.make_opsetid("", versions[1]))
+    said = f"imports opset ai.onnx twice ({versions[0]} and {versions[1]})"
+    fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, said, "ambiguous")
+
+
 def test_training_graph(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:
     model = make_model(cnn_nodes(), conv_params(4, 3))
     model.training_info.add().algorithm.CopyFrom(

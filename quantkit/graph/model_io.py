@@ -136,6 +136,8 @@ def _passes_check(model: onnx.ModelProto) -> bool:
 
 def _check_supported(model: onnx.ModelProto, path: Path) -> None:
     """Refuse what quantkit cannot run, before anything else: old opsets, training graphs, custom ops."""
+    if line := twice_imported(model, path):
+        raise ModelError(line)
     version = opset_version(model)
     if newer := newer_opset(version, path):
         raise ModelError(newer)
@@ -160,6 +162,25 @@ def _check_supported(model: onnx.ModelProto, path: Path) -> None:
             f"{path.name} uses {len(custom)} custom op type(s) onnxruntime cannot run without their "
             f"library (first: {domain}::{op}); export with standard ONNX ops"
         )
+
+
+def twice_imported(model: onnx.ModelProto, path: Path) -> str | None:
+    """The refusal of a model that imports one domain at two versions, or None: which one its ops follow
+    is ambiguous, and onnxruntime runs the last listed (hq78 F3: ai.onnx 13 then 11 was calibrated as 13
+    and its Q/DQ model refused by onnxruntime as 11, with advice that could not help; 11 then 13 stopped
+    in onnx's version converter)."""
+    versions: dict[str, list[int]] = {}
+    for entry in model.opset_import:
+        versions.setdefault(entry.domain or "ai.onnx", []).append(int(entry.version))
+    for domain, listed in versions.items():
+        if len(set(listed)) > 1:
+            both = " and ".join(str(v) for v in listed)
+            return (
+                f"{path.name} imports opset {domain} twice ({both}), so which one its ops follow is "
+                f"ambiguous (onnxruntime runs {listed[-1]}); keep the one it was exported for in "
+                "model.opset_import and save the model again"
+            )
+    return None
 
 
 def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
