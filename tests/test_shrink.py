@@ -315,6 +315,47 @@ def test_max_drop_on_a_map_output_is_refused_before_converting(
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
 
+def test_max_drop_on_an_nms_indices_output_is_refused_before_converting(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq78 F4: an NMS's selected indices [K, 3] first (integers, read as an ArgMax's labels) ran the
+    whole shrink, wrote the model and reports, then failed the gate for want of an accuracy figure."""
+    p, box, score = conv_params(8, 3), conv_params(4, 8, 4, 1), conv_params(2, 8, 4, 2)
+    consts = {"s1": np.array([1, 4, 16], np.int64), "s2": np.array([1, 2, 16], np.int64)}
+    consts |= {"most": np.array([5], np.int64), "iou": np.array([0.5], np.float32)}
+    consts |= {"least": np.array([0.3], np.float32)}
+    weights = {"w": p["w"], "b": p["b"], "wb": box["w"], "bb": box["b"], "ws": score["w"], "bs": score["b"]}
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "wb", "bb"], ["cb"], name="box", strides=[4, 4]),
+        helper.make_node("Conv", ["r", "ws", "bs"], ["cs"], name="score", strides=[4, 4]),
+        helper.make_node("Reshape", ["cb", "s1"], ["b3"], name="box_rows"),
+        helper.make_node("Transpose", ["b3"], ["boxes"], name="boxes", perm=[0, 2, 1]),
+        helper.make_node("Sigmoid", ["cs"], ["sg"], name="sigmoid"),
+        helper.make_node("Reshape", ["sg", "s2"], ["scores"], name="scores"),
+        helper.make_node("NonMaxSuppression", ["boxes", "scores", "most", "iou", "least"], ["sel"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "nms_first",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
+        [
+            helper.make_tensor_value_info("sel", onnx.TensorProto.INT64, ["K", 3]),
+            helper.make_tensor_value_info("boxes", onnx.TensorProto.FLOAT, [1, 16, 4]),
+            helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [1, 2, 16]),
+        ],
+        [numpy_helper.from_array(v, k) for k, v in (weights | consts).items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, str(tmp_path / "nms.onnx"))
+    argv = ["shrink", str(tmp_path / "nms.onnx"), "--images", str(image_dir), *FAST]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "out"), "--max-drop", "5"]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "--max-drop needs an accuracy figure", "first output 'sel'", "--labels")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_labels_are_gated_on_their_agreement_and_have_no_sqnr_gate(
     image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -540,21 +581,26 @@ def test_a_slowdown_no_gate_watches_is_said_in_words() -> None:
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"),
+    ("flag", "value", "said"),
     [
-        ("--min-speedup", "nan"),
-        ("--min-speedup", "inf"),
-        ("--max-size-ratio", "nan"),
-        ("--max-size-ratio", "0"),
+        ("--min-speedup", "nan", "takes one number"),
+        ("--min-speedup", "inf", "must be a number above 0"),
+        ("--max-size-ratio", "nan", "takes one number"),
+        ("--max-size-ratio", "0", "must be a number above 0"),
     ],
 )
 def test_a_gate_limit_that_no_model_can_meet_is_refused_before_any_work(
-    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+    shrink_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+    said: str,
 ) -> None:
     """hunt32: --min-speedup nan ran the whole shrink, then failed a gate with limit 'nan' (exit 1)."""
     out = tmp_path / "out"
     code, _, err = run([*shrink_args, "--output-dir", str(out), flag, value], capsys)
-    assert_one_line_error(code, err, f"{flag} must be a number above 0", f"got {value}")
+    assert_one_line_error(code, err, f"{flag} {said}", f"got {value}")
     assert not out.exists() and not (tmp_path / "cache").exists()
 
 

@@ -250,16 +250,24 @@ def measured_tensors(measured: Mapping[str, tuple[str, ...]]) -> list[str]:
     return sorted({t for tensors in measured.values() for t in tensors})
 
 
-def _selected(index: GraphIndex) -> set[str]:
-    """The tensors a selecting op (SELECTING_OPS) writes, and every tensor computed from one. A NonZero or
-    Compress selects only where its condition comes from the data: on a constant class mask, or in
-    shape arithmetic, it picks the same every time (a review: a classifier's probabilities after a
+def picked_by_data(model: onnx.ModelProto, name: str) -> bool:
+    """Whether tensor `name` holds as many values as the data gives: computed from a NonMaxSuppression's
+    picks, or a NonZero's or Compress's on a condition from the data (a TopK keeps a fixed K). No value
+    of it stands for the same thing in two models, so it gives no agreement (hq78 F4: shrink --max-drop
+    ran to the end on an NMS's indices as the first output, then failed its gate for want of a figure)."""
+    return name in _selected(GraphIndex(model), SELECTING_OPS - {"TopK"})
+
+
+def _selected(index: GraphIndex, ops: frozenset[str] = SELECTING_OPS) -> set[str]:
+    """The tensors a selecting op (`ops`, of SELECTING_OPS) writes, and every tensor computed from one. A
+    NonZero or Compress selects only where its condition comes from the data: on a constant class mask,
+    or in shape arithmetic, it picks the same every time (a review: a classifier's probabilities after a
     constant mask lost their top-1 figures to it)."""
     selected: set[str] = set()
-    if not any(node.op_type in SELECTING_OPS for node in index.nodes):
+    if not any(node.op_type in ops for node in index.nodes):
         return selected  # most models: no sort needed
     for node in topological_order(index.nodes, [*index.graph_inputs, *index.initializers]):
-        if _selects(index, node) or any(name in selected for name in node.input):
+        if (node.op_type in ops and _selects(index, node)) or any(name in selected for name in node.input):
             selected.update(o for o in node.output if o)
     return selected
 

@@ -28,7 +28,7 @@ from quantkit.evaluate.labels import require_labelled
 from quantkit.files import check_output, json_text, refuse_over_artifact, require_writable, write_set
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
-from quantkit.graph.query import INTEGER_TYPES
+from quantkit.graph.query import INTEGER_TYPES, picked_by_data
 from quantkit.image_folders import images_of, select_images, shortfall
 from quantkit.images import list_digest, resolve_preprocess, shared_images
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
@@ -231,7 +231,7 @@ def _check_class_scores(
     side = (recorded["height"], recorded["width"]) if recorded else None
     logits = first in map_outputs(model, kind) and logits_axis(value, side) is not None  # as compare reads
     # labels (an ArgMax's integers): compare gives their agreement with FP32's (hunt47 B3: refused)
-    labels = np.issubdtype(value.dtype, np.integer)
+    labels = np.issubdtype(value.dtype, np.integer) and not picked_by_data(model, first)
     if not (logits or labels or has_class_scores(class_view(value), images=1)):
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first!r} "
