@@ -446,19 +446,19 @@ def test_the_float16_fallback_screens_many_layers_in_groups(
     """C7 (hunt47): the fallback measured each of nucseg's 95 layers in float32 at 1024x1024 (8 min). With
     more than 20 layers it screens groups of ceil(sqrt(n)) and measures the best groups' layers alone: the
     layer float16 breaks is still the one kept, from far fewer trials."""
-    from quantkit.pipeline import run_fp16
+    from quantkit.pipeline import fp16_fallback
 
     path = save(_long_cancelling_model(33), tmp_path / "m.onnx")
     table = tmp_path / "m.calib.json"
     pipeline.calibrate(path, table, CalibrateConfig(ImageSelection(image_dir, 8)))
     asked: list[int] = []
-    screen_all = run_fp16._Float32Trials.screen_all
+    screen_all = fp16_fallback._Float32Trials.screen_all
 
     def counted(self: Any, keeps: Any) -> list[float]:
         asked.append(len(keeps))
         return screen_all(self, keeps)
 
-    monkeypatch.setattr(run_fp16._Float32Trials, "screen_all", counted)
+    monkeypatch.setattr(fp16_fallback._Float32Trials, "screen_all", counted)
     summary = pipeline.convert_float16(path, table, tmp_path / "b.onnx", Float16Config())
     assert [node for node, _, _ in summary.kept_float32] == ["c1"]
     assert summary.smoke_sqnr_db["y"] >= 40.0
@@ -770,7 +770,7 @@ def test_a_refusal_on_synthetic_inputs_asks_for_a_table_first(
     from quantkit.pipeline import run_fp16
 
     monkeypatch.setattr(run_fp16, "FP16_SYNTHETIC_FLOOR_DB", 500.0)  # below it whatever it measures
-    monkeypatch.setattr(run_fp16, "_float16_fallback", lambda _m, decided, *_: (decided, ()))
+    monkeypatch.setattr(run_fp16, "float16_fallback", lambda _m, decided, *_: (decided, ()))
     out = tmp_path / "cnn.fp16.onnx"
     argv = ["convert", str(cnn), "--to", "fp16", "--min-sqnr", "500", "-o", str(out)]
     code, _, err = run(argv, capsys)
