@@ -296,6 +296,8 @@ def _where_nonfinite(candidate: onnx.ModelProto, sample: Feed) -> str:
         layers = sorted({w for i in node.input if (w := _quantized_writer(index, i))})
         read = f" (reading {', '.join(layers)}'s output as int8)" if layers else ""
         fix = f": keep {'them' if len(layers) > 1 else 'it'} float with --exclude-nodes {','.join(layers)}"
+        if not layers and any(getattr(values.get(o), "dtype", None) == np.float16 for o in bad):  # hq79 F2
+            fix, layers = f": keep it float32 with --exclude-nodes {node.name}", [node.name]
         return f", first at {node.op_type} {node.name!r}{read}{fix if layers else ''}"
     return ""
 

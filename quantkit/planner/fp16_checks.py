@@ -10,6 +10,7 @@ found by bisection over the float16 nodes in graph order (log2(n) sessions per c
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Iterable
 
@@ -26,11 +27,13 @@ from quantkit.graph.emulate import emulate
 from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.observe_parts import group_model, in_graph_order
 from quantkit.graph.query import GraphIndex
+from quantkit.planner.at_output import output_sqnr
 from quantkit.planner.fp16_plan import Float16Plan, KeptFloat32, finite_peak
-from quantkit.results import Feed, Runs, feed_shapes
+from quantkit.results import Feed, Runs, feed_shapes, feed_take
 from quantkit.runtime import Session, crash_on_load
 
 MAX_CULPRITS = 8
+ATTEMPT_SAMPLES = 8  # the samples each attempt runs (the table's first ones)
 _NAMED = (
     re.compile(r"Name:'([^']+)'"),
     re.compile(r"[Nn]ode \(([^)]+)\)"),
@@ -89,38 +92,65 @@ def runnable_form(
 
 def attempt_for(
     model: onnx.ModelProto,
-    sample: Feed,
-    reference: dict[str, np.ndarray],
+    samples: Feed,
+    reference: Runs,
     keep_io_types: bool,
     target: FloatFormat = FLOAT16,
+    floor: tuple[Runs, float] | None = None,
 ) -> Attempt:
-    """An Attempt that rewrites `model` to the target type with the given nodes kept float32 and runs one
-    sample [1, ...] (a type onnxruntime cannot run: checked by onnx.checker, run emulated); outputs that
-    FP32 (`reference`, on that sample) gives finite must stay finite."""
-    finite = {name: np.isfinite(value) for name, value in reference.items()}
+    """An Attempt that rewrites `model` to the target type with the given nodes kept float32 and runs
+    `samples` [K, ...] (ATTEMPT_SAMPLES at most): outputs that FP32 (`reference`, its graph outputs per
+    sample) gives finite must stay finite as onnxruntime runs the rewrite (on the first sample) and as
+    its float32 emulation computes it, every tensor stored in the type (on all: hq79 F1, onnxruntime's
+    CPU provider computes float16 ops in float32, and an L2 normalisation whose epsilon float16 cannot
+    hold gave NaN on float16 hardware only; hq79 F2, a zero vector in the third sample went unseen on the
+    first, and the model was refused or written by which sample came first). floor: (FP32's measured
+    tensors on `samples`, dB): where onnxruntime's run reaches that output SQNR, the emulation must too
+    (a sum of squares that underflows to 0 in float16 made x / (0 + 1e-12) 1e7 there: -117 dB). A type
+    onnxruntime cannot run (bfloat16): checked by onnx.checker, run emulated only (its floor is the
+    written model's: pipeline.writing)."""
+    finite = [{name: np.isfinite(value) for name, value in run.items()} for run in reference]
+    first = feed_take(samples, 0, 1)
+
+    def nonfinite(converted: onnx.ModelProto, how: str, fed: Feed) -> str | None:
+        try:
+            outputs = Session.of(converted, spin=False).run_samples(fed)
+        except ModelError as exc:
+            return str(exc)
+        for run, wanted in zip(outputs, finite, strict=False):
+            for name, value in run.items():
+                if name not in wanted:
+                    continue
+                where = wanted[name] if value.shape == wanted[name].shape else np.ones(value.shape, bool)
+                if not np.isfinite(value[where]).all():
+                    return f"output {name!r} is not finite{how}"
+        return None
+
+    def on_hardware(ran: onnx.ModelProto, emulated: onnx.ModelProto) -> str | None:
+        """The emulation's failure where onnxruntime's run of the first sample passes: the storage of
+        activations, not the weights' rounding, breaks the output."""
+        how = f" where each op's output is stored in {target.name} (emulated)"
+        if floor is None:
+            return nonfinite(emulated, how, samples)
+        measured = output_sqnr(emulated, floor[0], samples)
+        if measured >= floor[1] or output_sqnr(ran, floor[0][:1], first) < floor[1]:
+            return None
+        if not math.isfinite(measured):
+            return nonfinite(emulated, how, samples) or f"an output is not finite{how}"
+        return f"output SQNR {measured:.1f} dB{how}, below {floor[1]:g} dB"
 
     def attempt(kept: frozenset[str]) -> str | None:
-        if target.runs_in_onnxruntime:
-            converted = fp16_graph.rewrite(model, kept, keep_io_types, target).model
-        else:
-            rewritten = fp16_graph.rewrite(model, kept, keep_io_types, target)
+        rewritten = fp16_graph.rewrite(model, kept, keep_io_types, target)
+        if not target.runs_in_onnxruntime:
             try:
                 model_io.check_like(rewritten.model, model)
             except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
                 return f"onnx.checker: {exc}"
-            converted = emulate(rewritten.model, rewritten.stored, target.elem_type)
-        crash = crash_on_load(converted)
-        if crash is not None:
-            return crash
-        try:
-            outputs = Session.of(converted, spin=False).run_samples(sample)[0]
-        except ModelError as exc:
-            return str(exc)
-        for name, value in outputs.items():
-            where = finite[name] if value.shape == finite[name].shape else np.ones(value.shape, bool)
-            if not np.isfinite(value[where]).all():
-                return f"output {name!r} is not finite"
-        return None
+        emulated = emulate(rewritten.model, rewritten.stored, target.elem_type)
+        if not target.runs_in_onnxruntime:
+            return crash_on_load(emulated) or nonfinite(emulated, "", samples)
+        failed = crash_on_load(rewritten.model) or nonfinite(rewritten.model, "", first)
+        return failed or on_hardware(rewritten.model, emulated)
 
     return attempt
 
