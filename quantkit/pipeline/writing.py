@@ -281,8 +281,8 @@ def _smoke_test(reference: onnx.ModelProto, candidate: onnx.ModelProto, samples:
 def _where_nonfinite(candidate: onnx.ModelProto, sample: Feed) -> str:
     """', first at <op> <node> (reading <layers>' outputs as int8): keep them float with --exclude-nodes'
     for the first node whose output is not finite on `sample` [1, ...], with the quantized layers it reads
-    (each input through DequantizeLinear, back to the node that wrote the quantized tensor); '' if none
-    is found (or the model cannot run with its tensors as outputs)."""
+    (each input through DequantizeLinear, back to the node that wrote the quantized tensor), or the node
+    itself where it writes float16; '' if none is found (or the model cannot run with them as outputs)."""
     index = GraphIndex(candidate)
     probe = with_outputs(candidate, [o for node in index.nodes for o in node.output if o], typed=False)
     try:
@@ -297,7 +297,7 @@ def _where_nonfinite(candidate: onnx.ModelProto, sample: Feed) -> str:
         read = f" (reading {', '.join(layers)}'s output as int8)" if layers else ""
         fix = f": keep {'them' if len(layers) > 1 else 'it'} float with --exclude-nodes {','.join(layers)}"
         if not layers and any(getattr(values.get(o), "dtype", None) == np.float16 for o in bad):  # hq79 F2
-            fix, layers = f": keep it float32 with --exclude-nodes {node.name}", [node.name]
+            read, fix, layers = "", f": keep it float32 with --exclude-nodes {node.name}", [node.name]
         return f", first at {node.op_type} {node.name!r}{read}{fix if layers else ''}"
     return ""
 
@@ -312,9 +312,7 @@ def _quantized_writer(index: GraphIndex, tensor: str) -> str | None:
     if dq is None or dq.op_type != "DequantizeLinear":
         return None
     q = index.producer.get(dq.input[0])
-    if q is None or q.op_type != "QuantizeLinear":
-        return None
-    writer = index.producer.get(q.input[0])
+    writer = index.producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
     return writer.name if writer is not None else None
 
 
