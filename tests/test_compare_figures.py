@@ -299,3 +299,21 @@ def test_a_second_interrupt_during_the_undo_still_puts_everything_back(
     monkeypatch.undo()
     assert (first.read_bytes(), second.read_bytes()) == (b"old npz", b"old json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.calib.json", "t.calib.npz"]
+
+
+def test_an_output_below_converts_floor_is_called_out() -> None:
+    """hq80 1: a PAN segmenter written at 11.0 dB (the samples its corrections were fitted to) measured
+    6.7 dB held out, mask IoU 0.70, and compare said nothing: only 0 dB and below was called broken."""
+    import dataclasses
+
+    from quantkit.evaluate.figure_warnings import broken_output
+
+    g = np.random.default_rng(7)
+    ref = g.normal(size=(6, 64))
+    coarse = _errors(ref, ref + 0.45 * g.normal(size=ref.shape)).result()
+    assert 0.0 < coarse.sqnr_db < 10.0
+    line = broken_output(coarse)
+    assert line is not None and "below the 10 dB under which convert calls a model broken" in line
+    fine = _errors(ref, ref + 0.2 * g.normal(size=ref.shape)).result()
+    assert fine.sqnr_db > 10.0 and broken_output(fine) is None
+    assert broken_output(dataclasses.replace(coarse, detection_recall=0.97)) is None  # boxes judge it

@@ -772,6 +772,10 @@ def test_a_search_short_of_its_target_says_so() -> None:
     steps = [FallbackStep("conv_3", "Conv", 10.25)]
     (note,) = short_of_target(12.0, 8, 2.1, steps)
     assert note.startswith("--min-sqnr 12 not reached: 10.25 dB on the calibration samples with 1 layer(s)")
+    # hq80 2: 1 of 8 float, no further layer lifted it: a larger limit changes nothing
+    assert "no further layer float lifted it" in note and "raise --max-float-layers" not in note
+    (full,) = short_of_target(12.0, 1, 2.1, steps)
+    assert "raise --max-float-layers" in full
     assert short_of_target(12.0, 8, 2.1, [FallbackStep("conv_3", "Conv", 12.5)]) == ()
     assert short_of_target(0.0, 8, 2.1, steps) == ()
     (past,) = short_of_target(12.0, 1, 2.1, [*steps, FallbackStep("conv_4", "Conv", 10.5)])
