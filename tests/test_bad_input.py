@@ -2157,8 +2157,11 @@ def test_an_interrupt_while_starting_is_one_line(cnn: Path) -> None:
         lines = err.decode().splitlines()
         if started.returncode == 0:  # it finished first: nothing to interrupt
             continue
-        if "Fatal Python error: init_import_site" in err.decode():  # on a loaded machine: the signal
-            continue  # came while the interpreter itself started, before any line of quantkit ran
+        text = err.decode()
+        if "KeyboardInterrupt" in text and not any(
+            lib in text for lib in ("typer", "rich", "onnxruntime", "numpy", "quantkit/cli")
+        ):  # on a loaded machine: the signal came while the interpreter itself started (site, signal),
+            continue  # before quantkit's launcher could install its handler
         assert started.returncode == 130 and len(lines) == 1, err.decode()
         assert lines[0].startswith("interrupted") and "nothing" in lines[0]
     ignoring = subprocess.Popen(  # hq76 3: a script's background job ignores SIGINT, and must go on

@@ -314,7 +314,7 @@ def test_shrink_gates_an_embedding_on_its_held_out_sqnr(
         assert gate["passed"] is (code_wanted == 0) and 5 < gate["measured"] < 300
         assert "output SQNR" in shown and f">= {limit}" in shown
     code, _, err = run([*argv, "--output-dir", str(tmp_path / "x"), "--min-eval-sqnr", "nan"], capsys)
-    assert_one_line_error(code, err, "--min-eval-sqnr must be a finite number of dB")
+    assert_one_line_error(code, err, "--min-eval-sqnr takes one number; got nan")
 
 
 def test_a_rank_0_output_converts_and_compares(

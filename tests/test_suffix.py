@@ -20,6 +20,16 @@ from tests.conftest import SIZE, conv_params, make_model, rng, save
 from tests.test_fp16 import _cancelling_model
 
 
+@pytest.fixture
+def fallback_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float16 fallback's ranking alone: the float16-hardware check (which keeps c1 and c2 of the
+    cancelling model float32 before the fallback ranks anything) off."""
+    from quantkit.pipeline import run_fp16
+
+    monkeypatch.setattr(run_fp16, "BF16_FLOOR_DB", 0.0)
+    monkeypatch.setattr(run_fp16, "BF16_SYNTHETIC_FLOOR_DB", 0.0)
+
+
 def _branching() -> onnx.ModelProto:
     """x -> c0 -> r0 -> c1 -> y, and r0 -> c2 -> z."""
     p0, p1, p2 = conv_params(4, 3, seed=1), conv_params(4, 4, seed=2), conv_params(2, 4, k=1, seed=3)
@@ -129,7 +139,7 @@ def test_a_subgraph_reading_the_graph_around_it_is_measured_whole() -> None:
 
 
 def test_float16_ranks_its_layers_by_their_suffixes_and_keeps_what_whole_runs_keep(
-    image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fallback_alone: None
 ) -> None:
     path = save(_cancelling_model(), tmp_path / "m.onnx")
     table = tmp_path / "m.calib.json"
@@ -154,7 +164,7 @@ def test_float16_ranks_its_layers_by_their_suffixes_and_keeps_what_whole_runs_ke
 
 
 def test_float16_of_a_model_listing_its_weights_as_inputs_keeps_what_the_plain_model_keeps(
-    image_dir: Path, tmp_path: Path
+    image_dir: Path, tmp_path: Path, fallback_alone: None
 ) -> None:
     """CenterFace's opset-9 export (IR 3: every weight a graph input too) failed its float16 convert with
     an internal KeyError in the ranking's screen."""
