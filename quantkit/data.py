@@ -314,7 +314,9 @@ def sample_side(sample_shape: tuple[int, ...]) -> tuple[int, int] | None:
         return None
     if sample_shape[0] in (1, 3):
         return int(sample_shape[1]), int(sample_shape[2])
-    return int(sample_shape[0]), int(sample_shape[1])
+    if sample_shape[2] in (1, 3):
+        return int(sample_shape[0]), int(sample_shape[1])
+    return None  # hq79 F3: [4, 8, 8] read as 4x8, and an opset upgrade's check then ran the model at 4x8
 
 
 def feed_side(feed: Feed) -> tuple[int, int] | None:

@@ -1032,3 +1032,40 @@ def test_a_float16_model_broken_on_float16_hardware_is_not_written(
     with pytest.raises(ConversionError, match="first at Div 'y_n': keep it float32 with --exclude-nodes y_n"):
         pipeline.convert_float16(model, table, out, Float16Config())
     assert not out.exists()
+
+
+def test_sample_sides_read_only_one_or_three_channels() -> None:
+    """hq79 F3: a [4, 8, 8] NCHW sample was read as HxW 4x8, and --to fp8 / --fallback bf16's opset
+    upgrade check then ran the model at 4x8: '--input-size 4x8 does not match', an option never given."""
+    from quantkit.data import sample_side
+
+    assert sample_side((3, 8, 6)) == (8, 6) and sample_side((8, 6, 1)) == (8, 6)
+    assert sample_side((4, 8, 8)) is None and sample_side((64, 20, 30)) is None
+
+
+def test_an_output_below_min_sqnr_beside_a_mean_that_meets_it_is_named(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    """hq79 F4: MTCNN P-Net's fp16 summary read '57.81 dB (at least --min-sqnr 56)' while its box output
+    measured 54.32 dB, and no line named it (convert --to int8 does)."""
+    a, b = conv_params(4, 3, seed=21), conv_params(4, 3, seed=22)
+    b["w"] = b["w"] * 300.0  # a wider range: float16's relative step costs it more against a small bias
+    b["b"] = b["b"] + 0.001
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["y"], name="ca", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "wb", "bb"], ["z"], name="cb", pads=[1, 1, 1, 1]),
+    ]
+    model = make_model(nodes, {"wa": a["w"], "ba": a["b"], "wb": b["w"], "bb": b["b"]})
+    model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4, SIZE, SIZE]))
+    path = save(model, tmp_path / "m.onnx")
+    table = tmp_path / "m.calib.json"
+    pipeline.calibrate(path, table, CalibrateConfig(ImageSelection(image_dir, 8)))
+    plain = pipeline.convert_float16(path, table, tmp_path / "p.onnx", Float16Config(min_sqnr=0))
+    worst, best = sorted(plain.smoke_sqnr_db.values())
+    assert best - worst > 1.0, plain.smoke_sqnr_db  # the premise
+    target = round(worst + 0.5, 1)  # under the mean of the two outputs' relative noise, over the worst
+    held = pipeline.convert_float16(
+        path, table, tmp_path / "h.onnx", Float16Config(min_sqnr=target, max_float32_layers=0)
+    )
+    named = [n for n in held.notes if n.startswith(f"--min-sqnr {target:g} judges the mean over the outputs")]
+    assert len(named) == 1 and f"measures {worst:.2f} dB there" in named[0], held.notes

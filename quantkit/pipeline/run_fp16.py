@@ -52,6 +52,7 @@ from quantkit.pipeline.writing import (
 )
 from quantkit.planner import fallback, fp16_checks
 from quantkit.planner import fp16_plan as fp16_planner
+from quantkit.planner.at_output import judged_by_mean
 from quantkit.planner.foreground import with_foreground
 from quantkit.planner.screening import screening_runs
 from quantkit.results import Feed, Runs, feed_take
@@ -194,6 +195,7 @@ def _converted(
         + searched
         + fp16_checks.declared_half_outputs(prepared.interface, reference)
         + ordered
+        + (judged_by_mean(runnable or converted, inferred, reference, samples, memo, goal) if table else ())
         + _unchecked(table is None, config.min_sqnr_db, floor)
         + inputs_changed(model, converted),
         target=target.name,
