@@ -200,6 +200,7 @@ def test_a_cancel_at_the_last_progress_step_writes_nothing(calibrated: tuple[Pat
         (lambda: ConvertConfig(concat_range_ratio=float("nan")), "--concat-range-ratio takes one number"),
         (lambda: ConvertConfig(percentile=[99.9, 99.99]), "--percentile takes one number"),
         (lambda: Float16Config(min_sqnr=float("nan")), "--min-sqnr takes one number; got nan"),
+        (lambda: Float16Config(min_sqnr="inf"), "--min-sqnr must be a finite number of dB"),  # hq81 H3
         (
             lambda: AccuracyBudget(max_drop=True, validation=ImageSelection(Path("."))),
             "--max-drop takes one number; got True",

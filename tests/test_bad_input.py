@@ -173,6 +173,11 @@ def test_an_opset_imported_twice(
     model.opset_import.append(helper.make_opsetid("", versions[1]))
     said = f"imports opset ai.onnx twice ({versions[0]} and {versions[1]})"
     fails_cleanly(save_model(model, tmp_path / "m.onnx"), image_dir, tmp_path, capsys, said, "ambiguous")
+    # a domain no node uses, listed twice, decides nothing (hq81 R3: ai.onnx.ml 3 and 2 was refused)
+    model.opset_import.pop()
+    model.opset_import.extend([helper.make_opsetid("ai.onnx.ml", 3), helper.make_opsetid("ai.onnx.ml", 2)])
+    path = save_model(model, tmp_path / "ml.onnx")
+    assert calibrate(path, image_dir, tmp_path / "ml.calib.json", capsys)[0] == 0
 
 
 def test_training_graph(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:

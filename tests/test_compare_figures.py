@@ -317,3 +317,7 @@ def test_an_output_below_converts_floor_is_called_out() -> None:
     fine = _errors(ref, ref + 0.2 * g.normal(size=ref.shape)).result()
     assert fine.sqnr_db > 10.0 and broken_output(fine) is None
     assert broken_output(dataclasses.replace(coarse, detection_recall=0.97)) is None  # boxes judge it
+    # hq81 H1: class scores that their top-1 agreement judges (logits x 0.4: 4.4 dB, 100 % agreement);
+    # H2: a --detector head's other outputs, which its boxes' figure reads
+    assert broken_output(dataclasses.replace(coarse, top1_agreement=1.0)) is None
+    assert broken_output(coarse, judged=True) is None

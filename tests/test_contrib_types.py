@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -120,3 +121,48 @@ def test_an_op_whose_inference_types_nothing_is_typed_by_its_schema(tmp_path: Pa
     summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy, min_sqnr=0))
     assert "conv2" in summary.plan.quantized_nodes, summary.float_by_reason
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
+def test_a_loops_outputs_are_not_typed_as_its_first_carried_value() -> None:
+    """hq81 R2: a Loop carrying [an int64 counter, a float map] through a GroupNormalization (which onnx
+    leaves untyped) had its float output typed int64 by the schema's 'V' (one variable for values of
+    mixed types), and onnxruntime refused the model."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["n_in", "one"], ["n_out"]),
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+            helper.make_node("GroupNormalization", ["m_in", "gs", "gb"], ["m_out"], num_groups=2),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("n_in", TensorProto.INT64, []),
+            helper.make_tensor_value_info("m_in", TensorProto.FLOAT, [1, 8, 4, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("n_out", TensorProto.INT64, []),
+            onnx.ValueInfoProto(name="m_out"),
+        ],
+        [
+            numpy_helper.from_array(np.array(1, np.int64), "one"),
+            numpy_helper.from_array(np.ones(8, np.float32), "gs"),
+            numpy_helper.from_array(np.zeros(8, np.float32), "gb"),
+        ],
+    )
+    loop = helper.make_node("Loop", ["trip", "cond", "n0", "x"], ["n", "m"], name="loop", body=body)
+    graph = helper.make_graph(
+        [loop, helper.make_node("Relu", ["m"], ["y"], name="relu")],
+        "loop",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])],
+        [
+            numpy_helper.from_array(np.array(2, np.int64), "trip"),
+            numpy_helper.from_array(np.array(True), "cond"),
+            numpy_helper.from_array(np.array(0, np.int64), "n0"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    guessed = guessed_types(onnx.shape_inference.infer_shapes(model))
+    assert guessed.get("n") in (None, TensorProto.INT64) and guessed.get("m") in (None, TensorProto.FLOAT)

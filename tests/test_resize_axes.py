@@ -79,3 +79,14 @@ def test_a_resize_with_axes_between_integer_convs_converts(
     assert {"conv1", "rs", "conv2"} <= set(summary.plan.quantized_nodes), summary.float_by_reason
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
     assert any("Resize node(s) given axes" in note for note in summary.notes), summary.notes
+
+
+def test_a_resize_with_axes_and_a_roi_is_left_as_exported() -> None:
+    """hq81 R1: tf_crop_and_resize's roi lists the same axes (2 x len(axes) values); its scales widened
+    to every axis and its roi not, onnxruntime refused the model ('roi array should be 2 * N')."""
+    model = _resize_between_convs("scales")
+    resize = next(n for n in model.graph.node if n.op_type == "Resize")
+    resize.input[1] = "roi"
+    resize.attribute.extend([helper.make_attribute("coordinate_transformation_mode", "tf_crop_and_resize")])
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0.1, 0.1, 0.9, 0.9], np.float32), "roi"))
+    assert resize_all_axes(model) == (model, 0)

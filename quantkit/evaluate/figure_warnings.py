@@ -37,16 +37,18 @@ def unrelated(outputs: Sequence[OutputMetrics]) -> str | None:
 BROKEN_BELOW_DB = 10.0
 
 
-def broken_output(m: OutputMetrics) -> str | None:
+def broken_output(m: OutputMetrics, judged: bool = False) -> str | None:
     """A warning where an output measures 0 dB or below over all images: its error is as large as itself
     (hunt36: PP-OCRv4's text map at -11 dB held out passed a loose --max-drop on its pixels' recall); or
     below BROKEN_BELOW_DB where no detector figure judges it (hq80 1: a PAN segmenter, 11.0 dB on the
     samples its corrections were fitted to, measured 6.7 dB held out, mask IoU 0.70, and compare said
-    nothing)."""
+    nothing). Not there for class scores, which their top-1 agreement judges (hq81 H1: logits scaled by
+    0.4 measure 4.4 dB at 100 % agreement), nor where `judged`: a --detector figure reads the head's
+    boxes from all its outputs (hq81 H2)."""
     if m.labels or not m.sqnr_db < BROKEN_BELOW_DB:
         return None
     if m.sqnr_db > 0.0:  # 0 dB: a candidate of zeros (hq74 1), said nothing of
-        if m.detection_recall is not None:
+        if judged or m.detection_recall is not None or m.top1_agreement is not None:
             return None
         return (
             f"output {m.name!r} measures {m.sqnr_db:.1f} dB over these images, below the {BROKEN_BELOW_DB:g} "

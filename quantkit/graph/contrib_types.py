@@ -122,11 +122,13 @@ def _schema(node: onnx.NodeProto, versions: dict[str, int]) -> onnx.defs.OpSchem
 def _by_schema(schema: onnx.defs.OpSchema, node: onnx.NodeProto, types: dict[str, int]) -> dict[str, int]:
     """The untyped outputs of `node` whose schema type variable an input of known type shares -> that
     type (GroupNormalization's Y is its X's T); outputs of a fixed type or an unbound variable: none."""
-    if not schema.outputs or not schema.inputs:
-        return {}
+    if not schema.outputs or not schema.inputs or any(a.type == a.GRAPH for a in node.attribute):
+        return {}  # a Loop's or Scan's outputs are each of their own type (hq81 R2: 'V' is no one type)
     bound: dict[str, int] = {}
     for k, name in enumerate(node.input):
         formal = schema.inputs[min(k, len(schema.inputs) - 1)]  # the last one may be variadic
+        if not formal.is_homogeneous:  # a variadic of mixed types (Loop's, Scan's 'V')
+            continue
         if name and types.get(name):
             bound.setdefault(formal.type_str, types[name])
     found: dict[str, int] = {}

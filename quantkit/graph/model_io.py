@@ -169,9 +169,11 @@ def twice_imported(model: onnx.ModelProto, path: Path) -> str | None:
     is ambiguous, and onnxruntime runs the last listed (hq78 F3: ai.onnx 13 then 11 was calibrated as 13
     and its Q/DQ model refused by onnxruntime as 11, with advice that could not help; 11 then 13 stopped
     in onnx's version converter)."""
+    used = {n.domain or "ai.onnx" for n in [*model.graph.node, *function_nodes(model)]} | {"ai.onnx"}
     versions: dict[str, list[int]] = {}
-    for entry in model.opset_import:
-        versions.setdefault(entry.domain or "ai.onnx", []).append(int(entry.version))
+    for entry in model.opset_import:  # a domain no node uses, listed twice, decides nothing (hq81 R3)
+        if (entry.domain or "ai.onnx") in used:
+            versions.setdefault(entry.domain or "ai.onnx", []).append(int(entry.version))
     for domain, listed in versions.items():
         if len(set(listed)) > 1:
             both = " and ".join(str(v) for v in listed)

@@ -85,6 +85,10 @@ def _full_rank(
     axes = [int(a) % rank for a in attrs["axes"]]
     if rank == 0 or len(set(axes)) != len(axes):
         return None
+    given = node.input[1] if len(node.input) > 1 else ""
+    roi = index.constant(given) if given else None
+    if given and (roi is None or roi.size):  # a roi lists the axes too (tf_crop_and_resize, hq81 R1)
+        return None
     scales = index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     sizes = index.constant(node.input[3]) if len(node.input) > 3 and node.input[3] else None
     stretch = attrs.get("keep_aspect_ratio_policy", b"stretch") in (b"stretch", "stretch")

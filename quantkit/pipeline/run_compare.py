@@ -194,6 +194,7 @@ def compare(
             config.runtime,
         )
     outputs, ref_acc, cand_acc, count = done.comparison.result()
+    unordered = [m for m in outputs if m.name not in ordered]  # no TopK / NMS chose their rows
     check, first = done.check, done.first
     if count == 0 or first is None:
         what = too_few_read(0, len(paths), done.skipped, config.images) if arrays is None else ""
@@ -284,7 +285,7 @@ def compare(
                 *done.comparison.signs_moved(),
                 done.comparison.unmatched(),
                 *(noise_hidden(m) for m in outputs),
-                *(broken_output(m) for m in outputs if m.name not in ordered),
+                *(broken_output(m, config.detection_threshold is not None) for m in unordered),  # hq81 H2
                 *(kind_hidden(m) for m in outputs),
             )
             if w
