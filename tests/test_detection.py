@@ -521,3 +521,24 @@ def test_no_top1_change_is_a_drop_of_zero_not_minus_zero() -> None:
     same = dataclasses.replace(same, candidate_accuracy=same.reference_accuracy)
     drop, _ = accuracy_drop(same)
     assert drop == 0.0 and math.copysign(1.0, drop) == 1.0  # type: ignore[arg-type]
+
+
+def test_a_boxes_budget_on_a_sample_without_objects_checks_the_head_only() -> None:
+    """hq82 1: convert --max-drop --detector ssd|yolox refused 'FP32 finds no final box ... on the
+    validation images' (18 there) because the head check ran on the table's first sample, a background
+    photo, and its fix named --score-threshold, which convert does not have."""
+    from quantkit.config import BudgetMetric, DetectorHead
+    from quantkit.errors import ConfigError
+    from quantkit.evaluate.budget_validator import Validator
+    from quantkit.results import Batch
+
+    empty = [np.stack([_head([])])]
+
+    def batches() -> list[Batch]:
+        return [Batch(np.zeros((1, 1), np.float32), (Path("0.jpg"),))]
+
+    yolo = DetectorHead.yolo
+    head = Validator(_Heads(empty), batches, BudgetMetric.boxes, Path("."), None, 0.3, yolo, counted=False)
+    assert head.metric is BudgetMetric.boxes
+    with pytest.raises(ConfigError, match=r"give --validation images with the model's objects$"):
+        Validator(_Heads(empty), batches, BudgetMetric.boxes, Path("."), None, 0.3, DetectorHead.yolo)

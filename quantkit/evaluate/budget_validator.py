@@ -161,12 +161,14 @@ class Validator:
         input_size: tuple[int, int] | None = None,
         values: frozenset[str] = frozenset(),
         label_outputs: frozenset[str] = frozenset(),
+        counted: bool = True,
     ) -> None:
         """FP32 over every chunk of the validation images (`chunks`: each gives its batches anew on every
         call; one callable is one chunk). detector, input_size: how to read a detector head's boxes (the
         boxes metric). values: the outputs the graph computes as features (graph.output_kinds): no class
         scores to agree on. label_outputs: an ArgMax's or ArgMin's outputs, agreed on as the labels they
-        are."""
+        are. counted: whether the boxes metric needs FP32's boxes here (not on a calibration sample that
+        checks only how the head reads: hq82 1, a background photo first refused a face detector)."""
         self.chunks = [chunks] if callable(chunks) else list(chunks)
         self.threshold = threshold
         lookup = class_lookup(classes) if classes else {}
@@ -258,13 +260,14 @@ class Validator:
             )
         if metric is BudgetMetric.top1:
             _require_sensible_reference(self.references, count)
-        if metric is BudgetMetric.boxes and not any(
-            len(boxes) for ref in self.references for batch in ref.final for boxes, _, _ in batch
+        if (
+            counted
+            and metric is BudgetMetric.boxes
+            and not any(len(boxes) for ref in self.references for batch in ref.final for boxes, _, _ in batch)
         ):
-            raise ConfigError(
+            raise ConfigError(  # convert has no --score-threshold (hq82 1): the API's score_threshold
                 "FP32 finds no final box above the score threshold on the validation images: --max-drop has "
-                "nothing to count; give --validation images with the model's objects, or a lower "
-                "--score-threshold"
+                "nothing to count; give --validation images with the model's objects"
             )
 
     def drop(self, candidate: Runner) -> float:

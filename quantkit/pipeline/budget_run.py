@@ -198,6 +198,7 @@ def check_detector_head(
         side,
         values,
         label_outputs(model),
+        counted=False,
     )
 
 
