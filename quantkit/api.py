@@ -75,7 +75,7 @@ from quantkit.outcomes import (
     ShrinkResult,
 )
 from quantkit.parallel import Parallel
-from quantkit.pipeline import run_shrink
+from quantkit.pipeline import run_shrink, shrink_cleanup
 from quantkit.pipeline.loading import table_paths
 from quantkit.pipeline.progress import Progress, as_progress
 from quantkit.pipeline.run_calibrate import CalibrateSummary
@@ -324,7 +324,7 @@ def shrink(
     held = ImageSelection(held.folder, eval_num_images, seed, "eval_num_images", held.files)
     label_file = as_path(labels, "labels") if labels is not None else None
     files.check_outputs(
-        [(f"output_dir's {name}", out / name) for name in run_shrink.outputs(model_path)],
+        [(f"output_dir's {name}", out / name) for name in shrink_cleanup.outputs(model_path)],
         [("the model", model_path), *([("labels", label_file)] if label_file else [])],
         [("data", calib.folder), ("eval_data", held.folder)],
         IMAGE_SUFFIXES,

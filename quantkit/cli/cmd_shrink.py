@@ -174,6 +174,7 @@ def shrink(
     from quantkit.evaluate.detector_options import detector_fields
     from quantkit.parallel import Parallel
     from quantkit.pipeline import run_shrink as shrinking
+    from quantkit.pipeline.shrink_cleanup import outputs
     from quantkit.reports import console
     from quantkit.reports.formats import shrink_warnings
 
@@ -211,7 +212,7 @@ def shrink(
     cache = config.cache_dir
     cached = sorted(cache.glob("*.calib.*")) if cache is not None and cache.is_dir() else []
     guard_outputs(
-        [(f"--output-dir's {name}", output_dir / name) for name in shrinking.outputs(model)]
+        [(f"--output-dir's {name}", output_dir / name) for name in outputs(model)]
         + [("$GITHUB_STEP_SUMMARY", step_summary_path())],
         [("the model", model), ("--labels", labels), ("--exclude-from", exclude_from)]
         + [("a calibration table in --cache-dir", path) for path in cached],  # hq57 A1: appended to

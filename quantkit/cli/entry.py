@@ -142,7 +142,7 @@ def _terminate(signum: int, frame: object) -> None:
 def _drop_verdict(
     commands: dict[str, Any], argv: list[str], default_map: dict[str, dict[str, Any]], code: int
 ) -> None:
-    """Where shrink ends in exit 2, its --output-dir keeps no earlier run's verdict nor model (run_shrink.
+    """Where shrink ends in exit 2, its --output-dir keeps no earlier run's verdict nor model (shrink_cleanup.
     drop_earlier_verdict), also for errors found before shrink() runs: usage, config files, gate values."""
     if code != 2 or not argv or argv[0] != "shrink":
         return
@@ -152,7 +152,7 @@ def _drop_verdict(
         params = {}
     given = params.get("output_dir") or default_map.get("shrink", {}).get("output_dir")
     if given:
-        from quantkit.pipeline.run_shrink import drop_earlier_verdict
+        from quantkit.pipeline.shrink_cleanup import drop_earlier_verdict
 
         # click reads no positional argument past an unknown option: the usual `shrink MODEL ...` form
         model = params.get("model") or (argv[1] if len(argv) > 1 and not argv[1].startswith("-") else None)

@@ -41,13 +41,11 @@ from quantkit.pipeline.run_calibrate import calibrate
 from quantkit.pipeline.run_compare import compare
 from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
-from quantkit.pipeline.writing import conversion_record
+from quantkit.pipeline.shrink_cleanup import REPORTS, drop_earlier_verdict, drop_report, outputs
 from quantkit.reports import html_page, junit, markdown, records
 from quantkit.results import TABLE_VERSION, CalibrationTable, feed_take
 from quantkit.runtime import Session
 from quantkit.version import __version__
-
-REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
 
 
 def default_cache_dir() -> Path:
@@ -105,41 +103,6 @@ def require_step_summary(path: Path | None) -> None:
         refuse_over_artifact("$GITHUB_STEP_SUMMARY", path)
 
 
-def drop_earlier_verdict(output_dir: Path, model_path: Path | None = None) -> None:
-    """Remove the reports an earlier shrink wrote into output_dir, and its INT8 model of `model_path`
-    (known by their content: nothing else there is touched), for a run that ends in exit 2 before it
-    reaches shrink() (hq71 F2: a mistyped gate, flag or config key left the earlier release's PASS
-    junit.xml published as this run's)."""
-    if model_path is not None:
-        _drop_earlier_model(output_dir / outputs(model_path)[0])
-    for name in REPORTS:
-        _drop_report(output_dir / name)
-
-
-def _drop_report(path: Path) -> None:
-    """`path` removed where it is a shrink report (its first 4 KB say so): never a file of the user's."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(4096)
-    except OSError:
-        return
-    if b"quantkit shrink" in head or b"quantkit-shrink" in head:
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _drop_earlier_model(path: Path) -> None:
-    """An earlier run's INT8 model (quantkit's metadata in it) removed beside this run's error: hunt38 F11,
-    a shrink refused for a mistyped --labels removed the earlier reports and left their model behind."""
-    try:
-        model = onnx.load(str(path), format="protobuf", load_external_data=False)
-    except Exception:  # absent, unreadable, or not a model: not ours to remove
-        return
-    if conversion_record(model) is not None:
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
 @contextlib.contextmanager
 def _staging(output_dir: Path) -> Iterator[Path]:
     """A hidden folder in output_dir for this run's files, removed whatever happens."""
@@ -157,7 +120,7 @@ def _publish(stage: Path, output_dir: Path) -> None:
     written = {path.name for path in stage.iterdir()}
     for name in REPORTS:
         if name not in written:  # an earlier run's only (hq73 1: a user's own report.html went)
-            _drop_report(output_dir / name)
+            drop_report(output_dir / name)
     for path in sorted(stage.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the model last
         os.replace(path, output_dir / path.name)
 
@@ -370,11 +333,6 @@ def _run(
         files.append((stage / "report.html", html_page.render(result).encode(errors="backslashreplace")))
     write_set(files)
     return result
-
-
-def outputs(model_path: Path) -> tuple[str, ...]:
-    """The names shrink may write in --output-dir."""
-    return (f"{model_path.stem}.int8.onnx", *REPORTS)
 
 
 def _output_dir(folder: Path, model_path: Path, made: list[Path]) -> Path:
