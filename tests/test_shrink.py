@@ -173,6 +173,32 @@ def test_a_users_own_reports_in_the_output_folder_are_never_removed(
     assert not (out / "junit.xml").exists() and not (out / "report.json").exists()  # the earlier run's
 
 
+def test_a_refused_shrink_leaves_a_converted_model_and_notes_naming_shrink(
+    shrink_args: list[str], tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq82 2: a shrink refused for a gate typo (exit 2) removed the INT8 model `quantkit convert` had
+    written into the release folder, and hand-written notes that said 'made by `quantkit shrink` in CI'.
+    An earlier shrink's own model (its report.json gives its sha256) and reports still go."""
+    model = Path(shrink_args[1])
+    out = tmp_path / "release"
+    out.mkdir()
+    table = tmp_path / "t.calib.json"
+    assert run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    int8 = out / f"{model.stem}.int8.onnx"
+    argv = ["convert", str(model), "-c", str(table), "-o", str(int8), "--prefer", "accuracy"]
+    assert run(argv, capsys)[0] == 0
+    notes = "# Release notes\nThe INT8 model is made by `quantkit shrink` in CI.\n"
+    (out / "report.md").write_text(notes)
+    before = int8.read_bytes()
+    refused = [*shrink_args, "--output-dir", str(out), "--max-drop", "101"]
+    assert run(refused, capsys)[0] == 2
+    assert int8.read_bytes() == before and (out / "report.md").read_text() == notes
+    (out / "report.md").unlink()
+    assert run([*shrink_args, "--output-dir", str(out)], capsys)[0] == 0  # shrink's own, over convert's
+    assert run(refused, capsys)[0] == 2
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
 def test_what_calibration_warned_is_in_the_reports_from_a_cached_table_too(
     tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -312,6 +312,7 @@ def _run(
             "calibration_set_sha256": meta.get("images", {}).get("list_sha256"),
             "evaluation_images": str(config.evaluation.images.folder),
             "held_out": apart and not copies,
+            "output_sha256": hashlib.sha256(output.read_bytes()).hexdigest(),  # shrink_cleanup's mark
         },
     )
     if html:
