@@ -199,6 +199,40 @@ def test_a_refused_shrink_leaves_a_converted_model_and_notes_naming_shrink(
     assert sorted(p.name for p in out.iterdir()) == []
 
 
+def test_calibrates_reference_findings_are_in_shrinks_reports(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq82 3: calibrate warned 'FP32 gives class 6 ... for 15 of 16 images' (its input likely wrong);
+    shrink on the same images printed nothing, report.json 'warnings': [], exit 0."""
+    p = conv_params(4, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"], name="pool"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1),
+    ]
+    weights = {"w": p["w"], "b": p["b"], "wf": np.full((12, 4), 0.01, np.float32)}  # 12 classes
+    weights["bf"] = np.eye(12, dtype=np.float32)[2] * 9.0  # class 2, whatever the image
+    model = tmp_path / "m.onnx"
+    onnx.save(make_model(nodes, weights), str(model))
+    calibrating = ["calibrate", str(model), "--images", str(image_dir), "-o", str(tmp_path / "t.json")]
+    code, _, err = run(calibrating, capsys)
+    assert code == 0 and "FP32 gives class 2" in err
+    held = tmp_path / "held"  # fewer than the 10 images compare's own check needs
+    held.mkdir()
+    for path in sorted(image_dir.rglob("*.png"))[:6]:
+        (held / path.name).write_bytes(path.read_bytes())
+    argv = ["shrink", str(model), "--images", str(image_dir), "--eval-images", str(held), *FAST]
+    argv += ["--cache-dir", str(tmp_path / "cache")]
+    for attempt in ("fresh", "cached"):
+        out = tmp_path / attempt
+        code, _, err = run([*argv, "--output-dir", str(out)], capsys)
+        report = json.loads((out / "report.json").read_text())
+        warned = report["warnings"]
+        assert any(w.startswith("FP32 gives class 2") for w in warned), (attempt, warned)
+        assert "FP32 gives class 2" in err
+
+
 def test_what_calibration_warned_is_in_the_reports_from_a_cached_table_too(
     tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -65,7 +65,7 @@ def kept_few(kept: Feed | None, seen: int) -> str | None:
 def of_table(meta: dict[str, Any]) -> tuple[str, ...]:
     """What calibrate warned of its images, read back from a table's meta: shrink's reports say it too,
     from a cached table as from a fresh one (hq71 F4: unreadable, few and copied calibration images went
-    unsaid, report.json 'warnings': [])."""
+    unsaid, report.json 'warnings': []; hq82 3: and FP32's own signs of being fed wrongly)."""
     images = meta.get("images") or {}
     if "count" not in images:  # a table from arrays
         return ()
@@ -76,4 +76,5 @@ def of_table(meta: dict[str, Any]) -> tuple[str, ...]:
         if skipped
         else None
     )
-    return tuple(w for w in (unread, few(int(images["count"]), "image"), copies(meta)) if w)
+    found = tuple(str(line) for line in meta.get("reference_findings") or ())  # FP32 fed wrongly (hq82 3)
+    return tuple(w for w in (unread, few(int(images["count"]), "image"), copies(meta), *found) if w)

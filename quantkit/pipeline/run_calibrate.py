@@ -252,9 +252,11 @@ def calibrate(
         kept, stress = _read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
     for name in (h for h in halves if h in stats):  # data a float16 input cannot hold, refused here
         require_half_fits(name, max(abs(stats[name].minimum), abs(stats[name].maximum)))
+    findings = check.findings()  # before the write: nothing is written where a step fails
+    if findings:  # shrink's reports say them too, from a cached table as from a fresh one (hq82 3)
+        meta["reference_findings"] = list(findings)
     table = CalibrationTable(meta=meta, stats=stats, samples=kept, stress=stress)
     json_bytes, npz_bytes = table_io.serialize(table)
-    findings = check.findings()  # before the write: nothing is written where a step fails
     write_set([(npz_path, npz_bytes), (json_path, json_bytes)])
     return CalibrateSummary(
         table=json_path,
