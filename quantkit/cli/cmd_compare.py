@@ -24,6 +24,7 @@ from quantkit.cli.app import (
 from quantkit.cli.options import (
     BgrOpt,
     DetectorOpt,
+    EvalWorkersOpt,
     ImagesOrArraysOpt,
     InputsOpt,
     InputValueOpt,
@@ -41,7 +42,6 @@ from quantkit.cli.options import (
     StdOpt,
     ThreadsOpt,
     WarmupOpt,
-    WorkersOpt,
     preprocess_options,
 )
 from quantkit.config import OutputKind, Runtime
@@ -75,7 +75,7 @@ def compare(
             "CPU device, float32 precision hint; pip install 'openvino>=2024.0').",
         ),
     ] = Runtime.onnxruntime,
-    workers: WorkersOpt = 1,
+    workers: EvalWorkersOpt = 1,
     ray: RayOpt = None,
     runs: RunsOpt = 100,
     warmup: WarmupOpt = 10,

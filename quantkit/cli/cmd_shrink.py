@@ -26,6 +26,7 @@ from quantkit.cli.options import (
     BgrOpt,
     CompactOpt,
     DetectorOpt,
+    EvalWorkersOpt,
     ExcludeFromOpt,
     ExcludeNodesOpt,
     InputValueOpt,
@@ -46,7 +47,6 @@ from quantkit.cli.options import (
     TargetOpt,
     ThreadsOpt,
     WarmupOpt,
-    WorkersOpt,
     preprocess_options,
 )
 from quantkit.config import CalibMethod, OutputKind, Prefer, Target
@@ -144,7 +144,7 @@ def shrink(
         ),
     ] = None,
     threads: ThreadsOpt = 1,
-    workers: WorkersOpt = 1,
+    workers: EvalWorkersOpt = 1,
     ray: RayOpt = None,
     runs: RunsOpt = 100,
     warmup: WarmupOpt = 10,

@@ -66,6 +66,17 @@ WorkersOpt = Annotated[
     ),
 ]
 
+# compare's and shrink's --threads time the latency runs only: their evaluation (and shrink's calibration)
+# runs at onnxruntime's default threads, one worker every core, two half each (hq82 4)
+EvalWorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        help="Local worker processes; figures are the same for any number but for onnxruntime's rounding of "
+        "sums it splits by thread (about 1e-8 dB; --threads here sets the latency runs only).",
+    ),
+]
+
 RayOpt = Annotated[
     str | None,
     typer.Option(

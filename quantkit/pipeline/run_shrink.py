@@ -146,12 +146,17 @@ def _gated_output(declared: Declared, config: ShrinkConfig) -> str | None:
     spatial = tensor.HasField("shape") and len(dims) >= 4 and sum(d.dim_value != 1 for d in dims[1:]) > 1
     # a map that holds a segmenter's classes: its Softmax's, or (--output-kind classes) its logits
     classes = {"Softmax", *(MAP_OPS if evaluation.output_kind is OutputKind.classes else ())}
-    if spatial and computing_op(declared(), first.name) not in classes:
+    if spatial and (op := computing_op(declared(), first.name)) not in classes:
+        why = (  # hq82 5: the refusal asked for the --output-kind classes that was given
+            f"{'a ' + op if op else 'no op'} computes it, whose map --output-kind classes does not read "
+            "as classes"
+            if evaluation.output_kind is OutputKind.classes
+            else "no Softmax computes it; a segmenter's logits: --output-kind classes"
+        )
         raise ConfigError(
             f"--max-drop needs an accuracy figure, and the model's first output {first.name!r} is a rank-"
-            f"{len(dims)} map of no segmenter's classes (no Softmax computes it; a segmenter's logits: "
-            "--output-kind classes): give --labels, or leave --max-drop out and gate on --min-eval-sqnr, "
-            "--min-speedup or --max-size-ratio"
+            f"{len(dims)} map of no segmenter's classes ({why}): give --labels, or leave --max-drop out and "
+            "gate on --min-eval-sqnr, --min-speedup or --max-size-ratio"
         )
     if (not tensor.HasField("shape") or len(dims) <= 2) and first.name in value_outputs(
         declared(), evaluation.output_kind
