@@ -314,9 +314,11 @@ def sample_side(sample_shape: tuple[int, ...]) -> tuple[int, int] | None:
         return None
     if sample_shape[0] in (1, 3):
         return int(sample_shape[1]), int(sample_shape[2])
-    if sample_shape[2] in (1, 3):
+    if sample_shape[2] in (1, 3, 4):  # channels last, RGBA too (graph.samples reads 4 channels so)
         return int(sample_shape[0]), int(sample_shape[1])
-    return None  # hq79 F3: [4, 8, 8] read as 4x8, and an opset upgrade's check then ran the model at 4x8
+    if sample_shape[0] == 4:  # hq79 F3: [4, 8, 8] read as 4x8, and an opset upgrade's check ran it so
+        return int(sample_shape[1]), int(sample_shape[2])
+    return None  # a feature map [64, 20, 30], two channels [2, H, W]: no image side to tell
 
 
 def feed_side(feed: Feed) -> tuple[int, int] | None:

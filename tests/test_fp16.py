@@ -1040,7 +1040,8 @@ def test_sample_sides_read_only_one_or_three_channels() -> None:
     from quantkit.data import sample_side
 
     assert sample_side((3, 8, 6)) == (8, 6) and sample_side((8, 6, 1)) == (8, 6)
-    assert sample_side((4, 8, 8)) is None and sample_side((64, 20, 30)) is None
+    assert sample_side((4, 8, 8)) == (8, 8) and sample_side((64, 20, 30)) is None
+    assert sample_side((12, 10, 4)) == (12, 10)  # hq83 1: RGBA channels last, as graph.samples reads it
 
 
 def test_an_output_below_min_sqnr_beside_a_mean_that_meets_it_is_named(

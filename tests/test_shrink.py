@@ -231,6 +231,11 @@ def test_calibrates_reference_findings_are_in_shrinks_reports(
         warned = report["warnings"]
         assert any(w.startswith("FP32 gives class 2") for w in warned), (attempt, warned)
         assert "FP32 gives class 2" in err
+    # evaluated on the calibration images, compare says it itself: once (hq83 3)
+    argv = ["shrink", str(model), "--images", str(image_dir), *FAST, "--cache-dir", str(tmp_path / "cache")]
+    code, _, err = run([*argv, "--output-dir", str(tmp_path / "same")], capsys)
+    report = json.loads((tmp_path / "same" / "report.json").read_text())
+    assert len([w for w in report["warnings"] if w.startswith("FP32 gives class 2")]) == 1
 
 
 def test_what_calibration_warned_is_in_the_reports_from_a_cached_table_too(

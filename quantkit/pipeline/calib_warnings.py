@@ -62,10 +62,11 @@ def kept_few(kept: Feed | None, seen: int) -> str | None:
     )
 
 
-def of_table(meta: dict[str, Any]) -> tuple[str, ...]:
+def of_table(meta: dict[str, Any], reference: bool = True) -> tuple[str, ...]:
     """What calibrate warned of its images, read back from a table's meta: shrink's reports say it too,
     from a cached table as from a fresh one (hq71 F4: unreadable, few and copied calibration images went
-    unsaid, report.json 'warnings': []; hq82 3: and FP32's own signs of being fed wrongly)."""
+    unsaid, report.json 'warnings': []; hq82 3: and FP32's own signs of being fed wrongly, unless
+    `reference` is off: evaluated on the same images, compare says them itself, hq83 3)."""
     images = meta.get("images") or {}
     if "count" not in images:  # a table from arrays
         return ()
@@ -76,5 +77,5 @@ def of_table(meta: dict[str, Any]) -> tuple[str, ...]:
         if skipped
         else None
     )
-    found = tuple(str(line) for line in meta.get("reference_findings") or ())  # FP32 fed wrongly (hq82 3)
+    found = tuple(str(line) for line in meta.get("reference_findings") or ()) if reference else ()
     return tuple(w for w in (unread, few(int(images["count"]), "image"), copies(meta), *found) if w)

@@ -281,7 +281,7 @@ def _run(
     copies = shared_images(calibration_images, select_images(config.evaluation.images)) if apart else 0
     warnings = (
         shortfall(config.calibration.images, calibration_images),
-        *calib_warnings.of_table(loaded.meta),
+        *calib_warnings.of_table(loaded.meta, reference=apart),
         *summary.warnings,
         *comparison.warnings,
         # a model with no int8 layer is FP32's twin: its timing is noise, no Q/DQ cost (hq67 PicoDet)
@@ -408,5 +408,6 @@ def cache_key(model_path: Path, config: ShrinkConfig, model_sha256: str) -> str:
         "batch_size": config.calibration.batch_size,
         "quantkit": __version__,
         "table_version": TABLE_VERSION,
+        "reference_findings": True,  # tables that record them: an older cached one hid them (hq83 4)
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
