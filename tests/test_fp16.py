@@ -1070,3 +1070,26 @@ def test_an_output_below_min_sqnr_beside_a_mean_that_meets_it_is_named(
     )
     named = [n for n in held.notes if n.startswith(f"--min-sqnr {target:g} judges the mean over the outputs")]
     assert len(named) == 1 and f"measures {worst:.2f} dB there" in named[0], held.notes
+
+
+def test_a_fold_that_takes_a_weight_past_float16s_range_is_left(tmp_path: Path) -> None:
+    """hq79 F6: a Mul by [1, 2, 1e5, 0.5] after a Conv whose weights float16 holds was folded into it
+    (weights up to 1.2e5, named 'w_k', not in the user's file), and --to fp16 then kept that Conv
+    float32: nothing converted."""
+    from quantkit.graph.fold_bn import fold_scale_shift
+
+    p = conv_params(4, 3, seed=6)
+    scale = np.array([1.0, 2.0, 1e6, 0.5], np.float32).reshape(1, 4, 1, 1)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "k"], ["m"], name="scale"),
+        helper.make_node("Div", ["m", "k"], ["y"], name="unscale"),
+    ]
+    model = make_model(nodes, {"w": p["w"], "b": p["b"], "k": scale})
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    name_nodes(named)
+    assert fold_scale_shift(named)[1] == 0
+    path = save(model, tmp_path / "m.onnx")
+    summary = pipeline.convert_float16(path, None, tmp_path / "h.onnx", Float16Config())
+    assert summary.float16_by_type.get("Conv") == 1, summary.kept_float32
