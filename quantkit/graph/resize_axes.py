@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
+from quantkit.graph.augment import declared_dims
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex
 
@@ -28,7 +29,7 @@ def resize_all_axes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     if not resizes:
         return model, 0
     try:
-        shapes = _shapes(model_io.infer_shapes(model))
+        shapes = declared_dims(model_io.infer_shapes(model))  # 0 where not a fixed number
     except ModelError:
         return model, 0
     out = onnx.ModelProto()
@@ -59,32 +60,25 @@ def _has_axes(node: onnx.NodeProto) -> bool:
     )
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    """Tensor -> its inferred dimensions (None where not a fixed number)."""
-    found: dict[str, list[int | None]] = {}
-    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        tensor = value.type.tensor_type
-        if value.type.HasField("tensor_type") and tensor.HasField("shape"):
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-            found[value.name] = dims
-    return found
-
-
 def _full_rank(
     node: onnx.NodeProto,
     index: GraphIndex,
     namer: Namer,
-    shape: list[int | None],
+    shape: list[int],
     graph: onnx.GraphProto,
 ) -> list[onnx.NodeProto] | None:
-    """Rewrite `node` (in place) to list its scales or sizes for all len(shape) axes, dropping `axes`;
-    the nodes to insert before it (a Shape of the input where sizes of dynamic dimensions are needed).
-    None, `node` untouched, where its scales / sizes are not constants or its policy is not stretch."""
+    """Rewrite `node` (in place) to list its scales or sizes for all len(shape) axes (shape: its input's
+    dimensions, 0 where not fixed), dropping `axes`; the nodes to insert before it (a Shape of the input
+    where sizes of dynamic dimensions are needed). None, `node` untouched, where its scales / sizes are
+    not constants or its policy is not stretch."""
     rank = len(shape)
+    if rank == 0:
+        return None
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     axes = [int(a) % rank for a in attrs["axes"]]
-    if rank == 0 or len(set(axes)) != len(axes):
+    if len(set(axes)) != len(axes):
         return None
+    base = node.name or node.output[0]
     given = node.input[1] if len(node.input) > 1 else ""
     roi = index.constant(given) if given else None
     if given and (roi is None or roi.size):  # a roi lists the axes too (tf_crop_and_resize, hq81 R1)
@@ -96,17 +90,16 @@ def _full_rank(
     if scales is not None and scales.size == len(axes):
         full = np.ones(rank, np.float32)
         full[axes] = scales.reshape(-1)
-        node.input[2] = _initializer(graph, namer, f"{node.name or node.output[0]}_scales", full)
+        node.input[2] = _initializer(graph, namer, f"{base}_scales", full)
     elif sizes is not None and sizes.size == len(axes) and stretch:
-        given = dict(zip(axes, sizes.reshape(-1).astype(np.int64).tolist(), strict=True))
-        others = [k for k in range(rank) if k not in given]
+        sized = dict(zip(axes, sizes.reshape(-1).astype(np.int64).tolist(), strict=True))
+        others = [k for k in range(rank) if k not in sized]
         lead = len(others)
-        if all(shape[k] is not None for k in others):
-            full_sizes = np.array([given.get(k, shape[k]) for k in range(rank)], np.int64)
-            node.input[3] = _initializer(graph, namer, f"{node.name or node.output[0]}_sizes", full_sizes)
+        if all(shape[k] > 0 for k in others):
+            full_sizes = np.array([sized.get(k, shape[k]) for k in range(rank)], np.int64)
+            node.input[3] = _initializer(graph, namer, f"{base}_sizes", full_sizes)
         elif others == list(range(lead)):  # resized axes last: the others' sizes read from the input
-            base = node.name or node.output[0]
-            kept, tail = namer.fresh(f"{base}_kept_sizes"), [given[k] for k in range(lead, rank)]
+            kept, tail = namer.fresh(f"{base}_kept_sizes"), [sized[k] for k in range(lead, rank)]
             full_name = namer.fresh(f"{base}_sizes")
             tail_name = _initializer(graph, namer, f"{base}_resized_sizes", np.array(tail, np.int64))
             added.append(helper.make_node("Shape", [node.input[0]], [kept], name=kept, end=lead))
