@@ -121,7 +121,7 @@ def _converted(
     reference = [{t: run[t] for t in sorted({*tensors, *itself})} for run in runs]
     decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks, target)
     tried = min(fp16_checks.ATTEMPT_SAMPLES, len(runs))
-    first = [{name: run[name] for name in measured} for run in runs[:tried]]
+    outputs = [{name: run[name] for name in measured} for run in runs[:tried]]
     if not config.keep_io_types:
         _require_inputs_fit(samples, target, described)
     with_table, synthetic = _floors(target)
@@ -130,7 +130,7 @@ def _converted(
     hardware = min(BF16_FLOOR_DB if table is not None else BF16_SYNTHETIC_FLOOR_DB, config.min_sqnr_db)
     held = (reference[:tried], hardware) if hardware > 0 else None  # hq79 F1
     tried_samples = feed_take(samples, 0, tried)
-    attempt = fp16_checks.attempt_for(inferred, tried_samples, first, config.keep_io_types, target, held)
+    attempt = fp16_checks.attempt_for(inferred, tried_samples, outputs, config.keep_io_types, target, held)
     decided = fp16_checks.runnable(inferred, decided, attempt, target.name)
     advance(1)
     goal = config.min_sqnr_db if table is not None else floor  # on synthetic inputs: only what is broken

@@ -146,11 +146,13 @@ def attempt_for(
                 model_io.check_like(rewritten.model, model)
             except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
                 return f"onnx.checker: {exc}"
-        emulated = emulate(rewritten.model, rewritten.stored, target.elem_type)
         if not target.runs_in_onnxruntime:
+            emulated = emulate(rewritten.model, rewritten.stored, target.elem_type)
             return crash_on_load(emulated) or nonfinite(emulated, "", samples)
         failed = crash_on_load(rewritten.model) or nonfinite(rewritten.model, "", first)
-        return failed or on_hardware(rewritten.model, emulated)
+        if failed is not None:  # the emulation only once onnxruntime runs the rewrite
+            return failed
+        return on_hardware(rewritten.model, emulate(rewritten.model, rewritten.stored, target.elem_type))
 
     return attempt
 
