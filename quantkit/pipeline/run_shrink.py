@@ -256,10 +256,8 @@ def _run(
         refuse_bfloat16(
             (model_path, declared()), fix="shrink measures the model given: give it the FP32 original"
         )
-    own = (
-        config.evaluation.images.folder != config.calibration.images.folder
-    )  # hq73 10: named a flag not given
-    evaluated = images_of(config.evaluation.images, "--eval-images" if own else "--images")
+    apart = config.evaluation.images.folder.resolve() != config.calibration.images.folder.resolve()
+    evaluated = images_of(config.evaluation.images, "--eval-images" if apart else "--images")  # hq73 10
     if config.evaluation.labels is not None:  # before calibrating
         folder = config.evaluation.images.folder
         require_labelled(config.evaluation.labels, declared().graph.output, evaluated, folder, "image")
@@ -277,7 +275,6 @@ def _run(
     )
     comparison = dataclasses.replace(comparison, candidate=str(final))
     calibration_images = select_images(config.calibration.images)
-    apart = config.evaluation.images.folder.resolve() != config.calibration.images.folder.resolve()
     copies = shared_images(calibration_images, select_images(config.evaluation.images)) if apart else 0
     warnings = (
         shortfall(config.calibration.images, calibration_images),
@@ -317,7 +314,7 @@ def _run(
             "calibration_set_sha256": meta.get("images", {}).get("list_sha256"),
             "evaluation_images": str(config.evaluation.images.folder),
             "held_out": apart and not copies,
-            "output_sha256": hashlib.sha256(output.read_bytes()).hexdigest(),  # shrink_cleanup's mark
+            "output_sha256": model_io.file_sha256(output),  # shrink_cleanup's mark of its model
         },
     )
     if html:

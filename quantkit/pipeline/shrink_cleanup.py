@@ -4,9 +4,11 @@ exit 2 (known by content: nothing else there is touched)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from pathlib import Path
+
+from quantkit.errors import ModelError
+from quantkit.graph import model_io
 
 REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
 
@@ -39,29 +41,34 @@ MARKERS = {
 
 def drop_report(path: Path) -> None:
     """`path` removed where it is a shrink report (MARKERS): never a file of the user's."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(4096)
-    except OSError:
-        return
-    marker = MARKERS.get(path.name)
-    if marker is not None and (head.startswith(marker) if path.suffix == ".md" else marker in head):
+    if _shrink_report(path, 4096) is not None:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def _shrink_report(path: Path, size: int) -> bytes | None:
+    """The first `size` bytes of `path` where it is a report shrink wrote (its MARKERS), else None."""
+    marker = MARKERS.get(path.name)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(size)
+    except OSError:
+        return None
+    if marker is None or not (head.startswith(marker) if path.suffix == ".md" else marker in head[:4096]):
+        return None
+    return head
 
 
 def _drop_earlier_model(path: Path, report: Path) -> None:
     """An earlier run's INT8 model removed beside this run's error (hunt38 F11: a shrink refused for a
     mistyped --labels removed the earlier reports and left their model behind), where that run's
-    report.json gives its sha256: hq82 2, any model quantkit's convert wrote there went too."""
+    report.json gives its sha256 (model_io.file_sha256): hq82 2, any model quantkit's convert wrote
+    there went too."""
+    record = _shrink_report(report, 1 << 24)
     try:
-        with report.open("rb") as handle:
-            record = json.loads(handle.read(1 << 24))
-        wanted = record["settings"]["output_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):  # no earlier shrink report naming a model
+        wanted = json.loads(record or b"")["settings"]["output_sha256"]
+    except (ValueError, KeyError, TypeError):  # no earlier shrink report naming a model
         return
-    if MARKERS[report.name] not in report.read_bytes()[:4096] or not isinstance(wanted, str):
-        return
-    with contextlib.suppress(OSError):
-        if hashlib.sha256(path.read_bytes()).hexdigest() == wanted:
+    with contextlib.suppress(OSError, ModelError):
+        if isinstance(wanted, str) and model_io.file_sha256(path) == wanted:
             path.unlink()
