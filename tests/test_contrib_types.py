@@ -17,35 +17,49 @@ from tests.conftest import SIZE, conv_params, make_model
 from tests.helpers import output_sqnr, quantize
 
 
-def _with_contrib_gelu() -> onnx.ModelProto:
-    """conv1 -> com.microsoft Gelu -> conv2 -> Relu -> conv3: conv2's input, and all after it, come out of
-    onnx's inference untyped."""
-    a, b, c = conv_params(8, 3, 3, 41), conv_params(8, 8, 3, 42), conv_params(4, 8, 3, 43)
+def _convs_around(
+    middle: list[onnx.NodeProto],
+    extra: dict[str, np.ndarray],
+    seeds: tuple[int, int, int],
+    opsets: list[onnx.OperatorSetIdProto],
+    ir_version: int,
+) -> onnx.ModelProto:
+    """conv1 (writing c) -> the `middle` nodes (reading c, writing g; their weights `extra`) -> conv2 ->
+    Relu (writing r2) -> conv3, the convs' weights drawn with `seeds`."""
+    shapes = ((8, 3), (8, 8), (4, 8))
+    a, b, c = (conv_params(o, i, 3, seed) for (o, i), seed in zip(shapes, seeds, strict=True))
     nodes = [
         helper.make_node("Conv", ["x", "wa", "ba"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("Gelu", ["c"], ["g"], name="gelu", domain="com.microsoft"),
+        *middle,
         helper.make_node("Conv", ["g", "wb", "bb"], ["d"], name="conv2", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["d"], ["r"], name="relu"),
-        helper.make_node("Conv", ["r", "wc", "bc"], ["y"], name="conv3", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["d"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r2", "wc", "bc"], ["y"], name="conv3", pads=[1, 1, 1, 1]),
     ]
-    weights = {"wa": a["w"], "ba": a["b"], "wb": b["w"], "bb": b["b"], "wc": c["w"], "bc": c["b"]}
+    weights = {"wa": a["w"], "ba": a["b"], **extra, "wb": b["w"], "bb": b["b"], "wc": c["w"], "bc": c["b"]}
     graph = helper.make_graph(
         nodes,
-        "contrib",
+        "convs_around",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, SIZE, SIZE])],
         [numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
-    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
     model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 8
+    model.ir_version = ir_version
     return model
+
+
+def _with_contrib_gelu() -> onnx.ModelProto:
+    """conv1 -> com.microsoft Gelu -> conv2 -> Relu -> conv3: conv2's input, and all after it, come out of
+    onnx's inference untyped."""
+    gelu = helper.make_node("Gelu", ["c"], ["g"], name="gelu", domain="com.microsoft")
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    return _convs_around([gelu], {}, (41, 42, 43), opsets, 8)
 
 
 def test_outputs_of_an_op_of_no_schema_are_typed_as_the_float_it_reads() -> None:
     inferred = infer_shapes(_with_contrib_gelu())
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
-    assert types["g"] == types["d"] == types["r"] == TensorProto.FLOAT  # g guessed, the rest onnx's
+    assert types["g"] == types["d"] == types["r2"] == TensorProto.FLOAT  # g guessed, the rest onnx's
     # nothing to guess in a standard graph: an untyped tensor there is onnx's to explain
     standard = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {})
     assert guessed_types(infer_shapes(standard)) == {}
@@ -87,27 +101,12 @@ def test_a_model_with_a_contrib_op_converts_every_layer(tmp_path: Path, image_di
 def _with_group_norm() -> onnx.ModelProto:
     """conv1 -> Relu -> GroupNormalization (opset 21) -> conv2 -> Relu -> conv3: onnx 1.23's inference
     types nothing after the GroupNormalization."""
-    a, b, c = conv_params(8, 3, 3, 44), conv_params(8, 8, 3, 45), conv_params(4, 8, 3, 46)
-    nodes = [
-        helper.make_node("Conv", ["x", "wa", "ba"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+    middle = [
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
         helper.make_node("GroupNormalization", ["r", "gs", "gb"], ["g"], name="gn", num_groups=2),
-        helper.make_node("Conv", ["g", "wb", "bb"], ["d"], name="conv2", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["d"], ["e"], name="relu2"),
-        helper.make_node("Conv", ["e", "wc", "bc"], ["y"], name="conv3", pads=[1, 1, 1, 1]),
     ]
-    weights = {"wa": a["w"], "ba": a["b"], "gs": a["b"] * 0 + 1.5, "gb": a["b"], "wb": b["w"], "bb": b["b"]}
-    weights |= {"wc": c["w"], "bc": c["b"]}
-    graph = helper.make_graph(
-        nodes,
-        "group_norm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, SIZE, SIZE])],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    model.ir_version = 10
-    return model
+    norm = {"gs": np.full(8, 1.5, np.float32), "gb": conv_params(8, 3, 3, 44)["b"]}
+    return _convs_around(middle, norm, (44, 45, 46), [helper.make_opsetid("", 21)], 10)
 
 
 def test_an_op_whose_inference_types_nothing_is_typed_by_its_schema(tmp_path: Path, image_dir: Path) -> None:
