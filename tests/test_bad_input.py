@@ -2144,6 +2144,21 @@ def test_small_refusals_say_what_they_mean(
     assert code == 0 and "zero.jpg (empty: 0 bytes)" in " ".join(err.split()), err
 
 
+def test_an_interrupt_while_the_commands_are_built_is_one_line(
+    cnn: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI's stop 68: a Ctrl-C after the launcher had handed over but before the command line's own
+    handlers (typer building the command group) ended in a traceback and exit -2."""
+    import typer
+
+    def interrupted(app: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(typer.main, "get_command", interrupted)
+    code, out, err = run(["check", str(cnn)], capsys)
+    assert (code, out, err) == (130, "", "interrupted; nothing partial was written\n")
+
+
 def test_an_interrupt_while_starting_is_one_line(cnn: Path) -> None:
     """hq73 6: Ctrl-C in the first second (while typer, rich and onnxruntime load) printed a 15-60 line
     traceback from inside the imports, sometimes with exit 1."""
@@ -2161,6 +2176,8 @@ def test_an_interrupt_while_starting_is_one_line(cnn: Path) -> None:
         _, err = started.communicate(timeout=120)
         lines = err.decode().splitlines()
         if started.returncode == 0:  # it finished first: nothing to interrupt
+            continue
+        if started.returncode == -signal.SIGINT and not lines:  # before the interpreter's own handler
             continue
         text = err.decode()
         if "KeyboardInterrupt" in text and not any(

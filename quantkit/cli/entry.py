@@ -37,11 +37,13 @@ def main() -> None:
     """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C, 143 on
     SIGTERM (CI's cancel and timeout: hq71 F1), cleaned up as Ctrl-C; the caller's handler back after."""
     TERMINATED.clear()
-    quiet_kernel_logs()  # this process and its workers are quantkit's
     ignored = signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # a caller's choice (hq77 5) stays
     previous = signal.getsignal(signal.SIGTERM) if ignored else signal.signal(signal.SIGTERM, _terminate)
     try:
+        quiet_kernel_logs()  # this process and its workers are quantkit's
         _main()
+    except KeyboardInterrupt:  # before _main's own handlers (the command group being built: CI's stop 68)
+        _stopped()
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -94,10 +96,8 @@ def _main() -> None:
         _drop_verdict(commands, plain, default_map, exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        stopped = "terminated" if TERMINATED else "interrupted"
-        stderr.print(f"{stopped}; nothing partial was written", highlight=False)
         _drop_verdict(commands, plain, default_map, 2)
-        sys.exit(143 if TERMINATED else 130)
+        _stopped()
     except MemoryError:
         _fail("out of memory; lower --batch-size or --num-images, or free memory")
     except OSError as exc:  # the environment, not the input: a file vanished, a device failed
@@ -131,6 +131,13 @@ def _main() -> None:
 
 
 TERMINATED: list[int] = []  # the signal that ended the run, where one did
+
+
+def _stopped() -> NoReturn:
+    """Ctrl-C (exit 130) or SIGTERM (143): one line; the run's own cleanup has already run."""
+    stopped = "terminated" if TERMINATED else "interrupted"
+    stderr.print(f"{stopped}; nothing partial was written", highlight=False)
+    sys.exit(143 if TERMINATED else 130)
 
 
 def _terminate(signum: int, frame: object) -> None:
