@@ -31,6 +31,9 @@ def main() -> None:
     previous = {s: signal.signal(s, _stopped) for s in kept}
     from quantkit.cli.entry import main as run
 
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
-    run()
+    try:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        run()
+    except KeyboardInterrupt:  # in the instant before cli.entry.main's own handler is in place
+        _stopped(signal.SIGINT, None)
