@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -49,6 +50,12 @@ def check_output(output: Path, *inputs: Path) -> None:
             raise OutputError(f"the output {output} is an input file; choose another output path")
     if output.is_dir():
         raise OutputError(f"the output {output} is a folder; give a file path")
+    stream = _standard_stream(output)
+    if stream is not None:  # hq85 F1: `--json /dev/stdout > out.json` wrote neither where it was meant
+        raise OutputError(
+            f"the output {output} is this process's standard {stream}; give a file path (reports take '-' "
+            "for stdout)"
+        )
     if output.exists() and not output.is_file():  # renamed over, /dev/null itself would become a file
         raise OutputError(
             f"the output {output} is a device, pipe or socket, not a file; give a file path (reports take "
@@ -61,6 +68,31 @@ def check_output(output: Path, *inputs: Path) -> None:
     require_writable(output.parent)
 
 
+def _standard_stream(path: Path) -> str | None:
+    """'output' or 'error' where `path` (after links: /dev/stdout, /proc/self/fd/1, a file the shell
+    redirected this process's stdout to) is the file behind this process's stdout or stderr."""
+    try:
+        found = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    for fd, name in ((1, "output"), (2, "error")):
+        try:
+            mine = os.fstat(fd)
+        except OSError:  # closed
+            continue
+        if (mine.st_dev, mine.st_ino) == (found.st_dev, found.st_ino):
+            return name
+    return None
+
+
+def through_link(path: Path) -> Path:
+    """Where a write to `path` lands: a symbolic link is written through to the file it names, which is
+    replaced and the link kept (hq85 F1: the link itself was replaced by a plain file, and the file it
+    named kept the last run's report; as root, `--json /dev/stdout` turned the system's /dev/stdout into
+    a file)."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else path
+
+
 # what a calibration table's JSON holds near its start, however it is spaced (results.TABLE_FORMAT)
 TABLE_MARK = b'"quantkit-calibration"'
 
@@ -69,13 +101,15 @@ def refuse_over_artifact(role: str, output: Path) -> None:
     """A report is never written over an existing ONNX model or calibration table, though neither is an
     input of the command (hunt39 F13: compare --json x.calib.json replaced the table and orphaned its
     .npz; the next command called it no table). A table is known by its name or, whatever its name
-    (hq61: table.json), by what it holds."""
+    (hq61: table.json), by what it holds; its arrays by the table beside them."""
     name = output.name.lower()
     kind = (
         "an ONNX model"
         if name.endswith(".onnx")
         else "a calibration table"
         if name.endswith(".calib.json") or (name.endswith(".json") and _holds_table(output))
+        else "a calibration table's arrays"  # hq85 F2: the table beside it was then refused as not its own
+        if name.endswith(".npz") and _holds_table(output.with_suffix(".json"))
         else ""
     )
     if kind and output.is_file():
@@ -216,7 +250,8 @@ SETTLE_TRIES = 5  # times a step of write_set's undo is run where interrupts kee
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename over it: readers never see a partial file,
-    and an interrupt leaves nothing behind."""
+    and an interrupt leaves nothing behind. A symbolic link is written through."""
+    path = through_link(path)
     temp = _staged(path, data)
     try:
         os.replace(temp, path)
@@ -229,11 +264,12 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
     """Write files that belong together under one lock on their folders, all or none: each is staged
-    beside its path first, then renamed into place, what it replaces (a file or a link) renamed aside
+    beside its path first, then renamed into place, what it replaces renamed aside
     until the last one is in and put back on failure (hq73 3: a full disk or an interrupt between two
     files left a new .npz beside the old table's .json, which every later convert refused, under
     "nothing was written"). The undo reads the files, not the steps taken: an interrupt is raised after
-    the rename it lands in has happened (hq76 1, 2)."""
+    the rename it lands in has happened (hq76 1, 2). A symbolic link is written through."""
+    files = [(through_link(path), data) for path, data in files]
     for path, _ in files:
         if not path.parent.is_dir():
             raise OutputError(f"output folder {path.parent} does not exist; create it first")
@@ -380,21 +416,22 @@ def json_text(record: Any, indent: int = 1) -> str:
     return json.dumps(json_safe(record), indent=indent, allow_nan=False) + "\n"
 
 
-def short_of_room(folder: str | os.PathLike[str], size: int) -> bool:
-    """Whether writing a file of about `size` bytes into `folder` may fail for want of room: its disk
-    has less than twice that free, or the process may write files of less than twice that (`ulimit -f`).
-    Tells a full disk from a model that fails to serialise, where a library says only that it could
-    not write (onnxruntime's 'Protobuf serialization failed': also a graph over 2 GB)."""
+def short_of_room(folder: str | os.PathLike[str], size: int) -> int:
+    """Why writing a file of about `size` bytes into `folder` may fail for want of room, as an errno:
+    EFBIG where the process may write files of less than twice that (`ulimit -f`), ENOSPC where its disk
+    has less than twice that free; 0 where there is room. Tells a full disk from a model that fails to
+    serialise, where a library says only that it could not write (onnxruntime's 'Protobuf serialization
+    failed': also a graph over 2 GB)."""
     wanted = 2 * size
     try:
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
         if soft != resource.RLIM_INFINITY and soft < wanted:
-            return True
+            return errno.EFBIG
     except (ImportError, OSError, ValueError):  # no such limit on this platform
         pass
     try:
-        return shutil.disk_usage(folder).free < wanted
+        return errno.ENOSPC if shutil.disk_usage(folder).free < wanted else 0
     except OSError:
-        return True
+        return errno.ENOSPC

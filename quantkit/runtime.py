@@ -355,9 +355,10 @@ def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
             ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types from C++
             reason = ort_reason(str(exc))
-            saving = _SAVE_FAILED in reason and short_of_room(folder, _tensor_bytes(model))
-            if _OPEN_FAILED.search(reason) or saving:  # hq57 D(e): a full disk or `ulimit -f`, not the model
-                raise OSError(f"onnxruntime could not write its optimized graph ({reason})") from exc
+            short = short_of_room(folder, _tensor_bytes(model)) if _SAVE_FAILED in reason else 0
+            if _OPEN_FAILED.search(reason) or short:  # hq57 D(e): a full disk or `ulimit -f`, not the model
+                # hq85 F8: with its errno, so that `ulimit -f` is named, not the disk
+                raise OSError(short, f"onnxruntime could not write its optimized graph ({reason})") from exc
             raise ModelError(f"onnxruntime cannot load the model ({reason})") from exc
         return onnx.load(str(Path(folder) / "optimized.onnx"))
 

@@ -161,9 +161,7 @@ def _drop_verdict(
     if given:
         from quantkit.pipeline.shrink_cleanup import drop_earlier_verdict
 
-        # click reads no positional argument past an unknown option: the usual `shrink MODEL ...` form
-        model = params.get("model") or (argv[1] if len(argv) > 1 and not argv[1].startswith("-") else None)
-        drop_earlier_verdict(Path(given), Path(model) if model else None)
+        drop_earlier_verdict(Path(given))
 
 
 def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, Any]]) -> str:

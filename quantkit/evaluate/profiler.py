@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from quantkit.files import short_of_room
 from quantkit.results import Feed
 from quantkit.runtime import Session, round_orders
 
@@ -70,7 +71,11 @@ def _events(path: Path) -> list[dict[str, Any]]:
     try:
         events: list[dict[str, Any]] = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise OSError(f"onnxruntime's profiler could not write its file whole ({path.name})") from exc
+        try:  # the file stops at `ulimit -f` (EFBIG): hq85 F8, which was blamed on the disk
+            short = short_of_room(path.parent, path.stat().st_size)
+        except OSError:
+            short = 0
+        raise OSError(short, f"onnxruntime's profiler could not write its file whole ({path.name})") from exc
     return events
 
 

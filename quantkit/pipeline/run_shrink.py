@@ -25,7 +25,15 @@ from quantkit.evaluate import gates
 from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labelled
-from quantkit.files import check_output, json_text, refuse_over_artifact, require_writable, write_set
+from quantkit.files import (
+    check_output,
+    folder_lock,
+    json_text,
+    refuse_over_artifact,
+    require_writable,
+    through_link,
+    write_set,
+)
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
 from quantkit.graph.query import INTEGER_TYPES, picked_by_data
@@ -41,7 +49,13 @@ from quantkit.pipeline.run_calibrate import calibrate
 from quantkit.pipeline.run_compare import compare
 from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
-from quantkit.pipeline.shrink_cleanup import REPORTS, drop_earlier_verdict, drop_report, outputs
+from quantkit.pipeline.shrink_cleanup import (
+    REPORTS,
+    drop_earlier_verdict,
+    drop_report,
+    earlier_model,
+    outputs,
+)
 from quantkit.reports import html_page, junit, markdown, records
 from quantkit.results import TABLE_VERSION, CalibrationTable, feed_take
 from quantkit.runtime import Session
@@ -74,12 +88,13 @@ def shrink(
     calibration and the evaluation's images run (results do not depend on it)."""
     made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
     output_dir = _output_dir(output_dir, model_path, made)
+    earlier = earlier_model(output_dir)  # named by the report.json a failed publish may have replaced
     try:
         with _staging(output_dir) as stage:
             result = _run(model_path, output_dir, stage, config, progress, html, parallel)
             _publish(stage, output_dir)
     except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an earlier
-        drop_earlier_verdict(output_dir, model_path)  # run's verdict (hunt36: its PASS junit.xml read as
+        drop_earlier_verdict(output_dir, earlier)  # run's verdict (hunt36: its PASS junit.xml read as
         # this run's); a file of the user's of that name stays (hq73 1: a hand-written report.md went)
         _remove_empty(made)
         raise
@@ -118,11 +133,12 @@ def _publish(stage: Path, output_dir: Path) -> None:
     of an earlier run that this run did not write (report.html without --html) is removed: the folder
     holds one run's reports, never a mix; a file of the user's of that name is left."""
     written = {path.name for path in stage.iterdir()}
-    for name in REPORTS:
-        if name not in written:  # an earlier run's only (hq73 1: a user's own report.html went)
-            drop_report(output_dir / name)
-    for path in sorted(stage.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the model last
-        os.replace(path, output_dir / path.name)
+    with folder_lock(output_dir):  # hq85 F3: two runs publishing at once mixed a PASS and a FAIL set
+        for name in REPORTS:
+            if name not in written:  # an earlier run's only (hq73 1: a user's own report.html went)
+                drop_report(output_dir / name)
+        for path in sorted(stage.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the model last
+            os.replace(path, through_link(output_dir / path.name))
 
 
 EVAL_SQNR_GATE = "--min-eval-sqnr DB for a gate on the output's SQNR on the evaluation images"

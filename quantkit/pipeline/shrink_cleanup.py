@@ -18,15 +18,34 @@ def outputs(model_path: Path) -> tuple[str, ...]:
     return (f"{model_path.stem}.int8.onnx", *REPORTS)
 
 
-def drop_earlier_verdict(output_dir: Path, model_path: Path | None = None) -> None:
-    """Remove the reports an earlier shrink wrote into output_dir, and its INT8 model of `model_path`
-    (known by their content: nothing else there is touched), for a run that ends in exit 2 before it
-    reaches shrink() (hq71 F2: a mistyped gate, flag or config key left the earlier release's PASS
-    junit.xml published as this run's)."""
-    if model_path is not None:
-        _drop_earlier_model(output_dir / outputs(model_path)[0], output_dir / "report.json")
+def drop_earlier_verdict(output_dir: Path, earlier: Model | None = None) -> None:
+    """Remove the reports an earlier shrink wrote into output_dir and the INT8 model its report.json
+    names (known by their content: nothing else there is touched), for a run that ends in exit 2 or an
+    interrupt (hq71 F2: a mistyped gate, flag or config key left the earlier release's PASS junit.xml
+    published as this run's). earlier: the model an earlier report named when this run began (earlier_model),
+    for a run that ends after it had put its own report.json in place."""
+    for mark in {earlier_model(output_dir), earlier}:
+        _drop_model(mark)
     for name in REPORTS:
         drop_report(output_dir / name)
+
+
+Model = tuple[Path, str]  # an INT8 model an earlier shrink wrote, and the sha256 its report.json gives
+
+
+def earlier_model(output_dir: Path) -> Model | None:
+    """The INT8 model the shrink report.json in output_dir names (in output_dir, whatever the model it
+    was made from: hq85 F4, another model's run left its model beside no reports), with the sha256 that
+    report records (model_io.file_sha256; hq82 2: any model quantkit's convert wrote there went too)."""
+    record = _shrink_report(output_dir / "report.json", 1 << 24)
+    try:
+        found = json.loads(record or b"")
+        named, wanted = found["output"], found["settings"]["output_sha256"]
+    except (ValueError, KeyError, TypeError):  # no earlier shrink report naming a model
+        return None
+    if not isinstance(named, str) or not isinstance(wanted, str):
+        return None
+    return output_dir / Path(named).name, wanted
 
 
 # How each report shrink writes begins (report.md) or names itself in its first 4 KB: hq82 2, a user's own
@@ -59,16 +78,12 @@ def _shrink_report(path: Path, size: int) -> bytes | None:
     return head
 
 
-def _drop_earlier_model(path: Path, report: Path) -> None:
-    """An earlier run's INT8 model removed beside this run's error (hunt38 F11: a shrink refused for a
-    mistyped --labels removed the earlier reports and left their model behind), where that run's
-    report.json gives its sha256 (model_io.file_sha256): hq82 2, any model quantkit's convert wrote
-    there went too."""
-    record = _shrink_report(report, 1 << 24)
-    try:
-        wanted = json.loads(record or b"")["settings"]["output_sha256"]
-    except (ValueError, KeyError, TypeError):  # no earlier shrink report naming a model
+def _drop_model(mark: Model | None) -> None:
+    """The model `mark` names removed where it still holds the bytes its report recorded (hunt38 F11: a
+    shrink refused for a mistyped --labels removed the earlier reports and left their model behind)."""
+    if mark is None:
         return
+    path, wanted = mark
     with contextlib.suppress(OSError, ModelError):
-        if isinstance(wanted, str) and model_io.file_sha256(path) == wanted:
+        if path.is_file() and model_io.file_sha256(path) == wanted:
             path.unlink()

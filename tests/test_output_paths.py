@@ -1,0 +1,135 @@
+"""Where outputs land (hq85): a symbolic link is written through, never replaced; this process's own
+stdout is no output file; a calibration table's arrays are no report's path; shrink's publish holds its
+folder's lock; a refused shrink leaves no earlier run's model, whatever model that run was made from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_cnn
+from tests.helpers import assert_one_line_error, run
+
+Capsys = pytest.CaptureFixture[str]
+FAST = ["--runs", "3", "--warmup", "0"]
+
+
+def test_a_linked_report_path_is_written_through_and_the_link_kept(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq85 F1: `--json cmp.json` where cmp.json links to store/cmp.json replaced the link by a file and
+    left store/cmp.json holding the last run's report (as root, --json /dev/stdout turned the system's
+    /dev/stdout into a file)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "cmp.json").write_text('{"old": true}')
+    link = tmp_path / "cmp.json"
+    link.symlink_to(store / "cmp.json")
+    argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "0", "--json", str(link)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(store / "cmp.json")
+    assert '"old"' not in (store / "cmp.json").read_text() and "outputs" in (store / "cmp.json").read_text()
+    table = tmp_path / "t.calib.json"
+    aim = tmp_path / "tables" / "real.calib.json"
+    aim.parent.mkdir()
+    table.symlink_to(aim)  # a set (the table and its arrays) through a link to a name not yet there
+    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    assert table.is_symlink() and aim.is_file() and (tmp_path / "t.calib.npz").is_file()
+
+
+def test_this_processs_own_stdout_is_no_output_file(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """hq85 F1: `--json /dev/stdout > out.json` put the JSON where the link was and none in out.json: a
+    path that is the file behind this process's stdout (by any name) is refused, '-' is the way."""
+    out = tmp_path / "out.json"
+    stdout = tmp_path / "stdout"  # as /dev/stdout is, without the risk of replacing that one
+    stdout.symlink_to("/proc/self/fd/1")
+    saved = os.dup(1)
+    with out.open("w") as handle:
+        os.dup2(handle.fileno(), 1)
+        try:
+            code, _, err = run(["check", str(cnn), "--json", str(stdout)], capsys)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+    assert_one_line_error(code, err, f"the output {stdout} is this process's standard output", "'-'")
+    assert stdout.is_symlink() and out.read_text() == ""
+
+
+def test_no_report_is_written_over_a_calibration_tables_arrays(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq85 F2: compare --json, check --json and the rest wrote over another table's .npz (exit 0); that
+    table was then refused as "does not belong ... recalibrate"."""
+    table = tmp_path / "other.calib.json"
+    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    arrays = tmp_path / "other.calib.npz"
+    before = arrays.read_bytes()
+    code, _, err = run(["check", str(cnn), "--json", str(arrays)], capsys)
+    assert_one_line_error(
+        code, err, f"--json {arrays} is a calibration table's arrays; a report would replace"
+    )
+    argv = [
+        "compare",
+        str(cnn),
+        str(cnn),
+        "--images",
+        str(image_dir),
+        "--runs",
+        "0",
+        "--markdown",
+        str(arrays),
+    ]
+    assert run(argv, capsys)[0] == 2
+    assert arrays.read_bytes() == before
+
+
+def test_a_refused_shrink_removes_an_earlier_runs_model_of_another_name(
+    tmp_path: Path, image_dir: Path, capsys: Capsys
+) -> None:
+    """hq85 F4: a shrink of one model, then of another into the same folder, then a refused one: the
+    folder kept the second run's model (named after the other model) beside no reports."""
+    out = tmp_path / "release"
+    first, other = tiny_cnn(tmp_path / "first.onnx"), tiny_cnn(tmp_path / "other.onnx")
+    common = ["--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)]
+    assert run(["shrink", str(other), *common, *FAST], capsys)[0] == 0
+    assert (out / "other.int8.onnx").is_file()
+    code, _, err = run(
+        ["shrink", str(first), *common, *FAST, "--labels", str(tmp_path / "missing.txt")], capsys
+    )
+    assert code == 2, err
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_shrink_publishes_under_its_folders_lock(
+    tmp_path: Path, image_dir: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq85 F3: shrink moved its files into --output-dir without the folder's lock: two runs publishing
+    at once left report.md of one beside report.json and junit.xml of the other."""
+    import fcntl
+
+    from quantkit.pipeline import run_shrink
+
+    out = tmp_path / "release"
+    model = tiny_cnn(tmp_path / "m.onnx")
+    held: list[bool] = []
+    replace = os.replace
+
+    def moved(source: str | Path, target: str | Path) -> None:
+        if Path(target).parent == out:
+            fd = os.open(out, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open of the folder: refused if held
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+            finally:
+                os.close(fd)
+        replace(source, target)
+
+    monkeypatch.setattr(run_shrink.os, "replace", moved)
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "c"), *FAST]
+    assert run([*argv, "--output-dir", str(out)], capsys)[0] == 0
+    assert held and all(held), held
