@@ -244,6 +244,7 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+WRITTEN: list[Path] = []  # the files this process put in place whole (the CLI's interrupt line names them)
 TEMP_NAME_KEPT = 64  # of an output's name, in the temporary file's beside it
 SETTLE_TRIES = 5  # times a step of write_set's undo is run where interrupts keep cutting it short
 
@@ -260,6 +261,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise _write_failed(path, exc) from exc
         raise
+    WRITTEN.append(path)
 
 
 def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
@@ -295,6 +297,7 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
             if isinstance(exc, OSError):
                 raise _write_failed(current, exc) from exc
             raise
+        WRITTEN.extend(path for path, _ in files)  # in place: an interrupt in what follows leaves them
         _settle(put for _, _, put in moves if put is not None)
 
 

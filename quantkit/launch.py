@@ -37,3 +37,6 @@ def main() -> None:
         run()
     except KeyboardInterrupt:  # in the instant before cli.entry.main's own handler is in place
         _stopped(signal.SIGINT, None)
+    finally:  # the run has ended and said so: its exit code stands through the interpreter's teardown
+        for signum in previous:  # (hq85 F7: a signal there killed it with no line, its outputs written)
+            signal.signal(signum, signal.SIG_IGN)

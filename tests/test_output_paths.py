@@ -133,3 +133,47 @@ def test_shrink_publishes_under_its_folders_lock(
     argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "c"), *FAST]
     assert run([*argv, "--output-dir", str(out)], capsys)[0] == 0
     assert held and all(held), held
+
+
+def test_an_interrupt_after_the_output_is_in_place_names_it(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq85 F7: a Ctrl-C just after the new table had replaced the earlier one said only 'nothing partial
+    was written' (exit 130): the files put in place whole are named."""
+    from quantkit.pipeline import run_calibrate
+
+    table = tmp_path / "t.calib.json"
+    write_set = run_calibrate.write_set
+
+    def then_stopped(written: list[tuple[Path, bytes]]) -> None:
+        write_set(written)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_calibrate, "write_set", then_stopped)
+    code, out, err = run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert code == 130 and out == "", err
+    both = f"{table.with_suffix('.npz')}, {table}"
+    assert err == f"interrupted; nothing partial was written; {both} had been written whole before it\n"
+    monkeypatch.setattr(run_calibrate, "write_set", write_set)
+    code, out, err = run(["check", str(tmp_path / "missing.onnx")], capsys)  # a later run names none
+    assert code == 2 and "written whole" not in err
+
+
+def test_once_the_run_has_ended_a_signal_cannot_change_its_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hq85 F7: a SIGINT or SIGTERM in the quarter second between the run's end and the process's (the
+    interpreter's teardown) killed it with no line and exit -2 / -15, its outputs written."""
+    import signal
+    import sys
+
+    from quantkit import launch
+    from quantkit.cli import entry
+
+    monkeypatch.setattr(entry, "main", lambda: sys.exit(0))
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit):
+            launch.main()
+        assert all(signal.getsignal(s) is signal.SIG_IGN for s in before)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

@@ -30,6 +30,7 @@ from quantkit.cli.app import (
     stdout,
 )
 from quantkit.errors import ConfigError, QuantkitError
+from quantkit.files import WRITTEN
 from quantkit.runtime import quiet_kernel_logs
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C, 143 on
     SIGTERM (CI's cancel and timeout: hq71 F1), cleaned up as Ctrl-C; the caller's handler back after."""
     TERMINATED.clear()
+    WRITTEN.clear()  # an earlier run's in this process are not this one's
     ignored = signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # a caller's choice (hq77 5) stays
     previous = signal.getsignal(signal.SIGTERM) if ignored else signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -134,9 +136,13 @@ TERMINATED: list[int] = []  # the signal that ended the run, where one did
 
 
 def _stopped() -> NoReturn:
-    """Ctrl-C (exit 130) or SIGTERM (143): one line; the run's own cleanup has already run."""
+    """Ctrl-C (exit 130) or SIGTERM (143): one line; the run's own cleanup has already run. Files it had
+    put in place whole before the signal (and that its cleanup kept) are named: hq85 F7, an interrupt
+    just after the output had replaced an earlier one said only 'nothing partial was written'."""
     stopped = "terminated" if TERMINATED else "interrupted"
-    stderr.print(f"{stopped}; nothing partial was written", highlight=False)
+    kept = list(dict.fromkeys(str(path) for path in WRITTEN if path.exists()))
+    done = f"; {', '.join(kept)} had been written whole before it" if kept else ""
+    stderr.print(f"{stopped}; nothing partial was written{done}", highlight=False, soft_wrap=True)
     sys.exit(143 if TERMINATED else 130)
 
 

@@ -26,6 +26,7 @@ from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labelled
 from quantkit.files import (
+    WRITTEN,
     check_output,
     folder_lock,
     json_text,
@@ -139,6 +140,7 @@ def _publish(stage: Path, output_dir: Path) -> None:
                 drop_report(output_dir / name)
         for path in sorted(stage.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the model last
             os.replace(path, through_link(output_dir / path.name))
+            WRITTEN.append(output_dir / path.name)
 
 
 EVAL_SQNR_GATE = "--min-eval-sqnr DB for a gate on the output's SQNR on the evaluation images"
