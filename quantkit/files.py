@@ -245,13 +245,21 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 WRITTEN: list[Path] = []  # the files this process put in place whole (the CLI's interrupt line names them)
+
+
+def cached(*paths: Path) -> None:
+    """paths, written by write_set, are cache entries, not outputs: the interrupt line does not name them."""
+    WRITTEN[:] = [path for path in WRITTEN if path not in paths]
+
+
 TEMP_NAME_KEPT = 64  # of an output's name, in the temporary file's beside it
 SETTLE_TRIES = 5  # times a step of write_set's undo is run where interrupts keep cutting it short
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, cache: bool = False) -> None:
     """Write to a temporary file beside `path`, then rename over it: readers never see a partial file,
-    and an interrupt leaves nothing behind. A symbolic link is written through."""
+    and an interrupt leaves nothing behind. A symbolic link is written through. cache: a cache entry,
+    not an output (not in WRITTEN)."""
     path = through_link(path)
     temp = _staged(path, data)
     try:
@@ -261,7 +269,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise _write_failed(path, exc) from exc
         raise
-    WRITTEN.append(path)
+    if not cache:
+        WRITTEN.append(path)
 
 
 def write_set(files: Sequence[tuple[Path, bytes]]) -> None:

@@ -88,7 +88,7 @@ def fetch(model: ZooModel, cache_dir: Path, base_url: str = ZOO_URL, timeout: fl
             )
         download.seek(0)
         data = _member(download, url) if model.archive else download.read()
-    write_atomic(target, data)
+    write_atomic(target, data, cache=True)
     return target
 
 

@@ -2160,6 +2160,25 @@ def test_an_interrupt_while_the_commands_are_built_is_one_line(
     assert (code, out, err) == (130, "", "interrupted; nothing partial was written\n")
 
 
+def test_an_interrupt_caught_in_a_string_exec_still_exits_130(tmp_path: Path) -> None:
+    """CPython marks a KeyboardInterrupt that ends an exec of a string (dataclasses' generated methods) as
+    unhandled though it is caught, and `python -m quantkit` then died by SIGINT (-2) after its one line: 12
+    of 160 Ctrl-Cs in the first half second."""
+    (tmp_path / "probe.py").write_text(
+        "from quantkit.cli import entry\n"
+        "try:\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "except KeyboardInterrupt:\n"
+        "    entry._stopped()\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "probe"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stderr) == (130, "interrupted; nothing partial was written\n")
+
+
 def test_an_interrupt_while_starting_is_one_line(cnn: Path) -> None:
     """hq73 6: Ctrl-C in the first second (while typer, rich and onnxruntime load) printed a 15-60 line
     traceback from inside the imports, sometimes with exit 1."""

@@ -115,6 +115,9 @@ def _main() -> None:
             f"({tempfile.gettempdir()}; TMPDIR sets it) are writable and not full"
         )
     except typer.Exit as exc:
+        if exc.exit_code == 130:  # typer's own form of a Ctrl-C: the same line as ours
+            _drop_verdict(commands, plain, default_map, 2)
+            _stopped()
         _lost(plain)  # --version
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -143,6 +146,10 @@ def _stopped() -> NoReturn:
     kept = list(dict.fromkeys(str(path) for path in WRITTEN if path.exists()))
     done = f"; {', '.join(kept)} had been written whole before it" if kept else ""
     stderr.print(f"{stopped}; nothing partial was written{done}", highlight=False, soft_wrap=True)
+    # CPython (3.8-3.13) marks a KeyboardInterrupt that ends any exec/eval of a string (dataclasses' and
+    # namedtuple's generated methods) as unhandled even where it is caught, and `python -m` then dies by
+    # SIGINT (exit -2) after this line; each string exec clears that mark first (Python/pythonrun.c)
+    exec("None")
     sys.exit(143 if TERMINATED else 130)
 
 

@@ -27,6 +27,7 @@ from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_
 from quantkit.evaluate.labels import require_labelled
 from quantkit.files import (
     WRITTEN,
+    cached,
     check_output,
     folder_lock,
     json_text,
@@ -403,6 +404,7 @@ def _calibration_table(
             pass  # a damaged cache entry is recalibrated over
     require_writable(config.cache_dir, fix)
     done = calibrate(model_path, path, config.calibration, progress, parallel=parallel)
+    cached(path, table_io.arrays_path(path))
     return path, table_io.load(path), False, done.seconds
 
 

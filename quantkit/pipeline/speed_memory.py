@@ -95,7 +95,8 @@ class Memory:
         }
         try:
             self.where.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path(what), (json.dumps(stamped, indent=1, sort_keys=True) + "\n").encode())
+            text = json.dumps(stamped, indent=1, sort_keys=True) + "\n"
+            write_atomic(self.path(what), text.encode(), cache=True)
         except (OSError, OutputError) as exc:
             log.info("the speed-aware plan's measurement was not kept in %s: %s", self.where, exc)
 
