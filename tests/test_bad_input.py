@@ -373,12 +373,12 @@ def test_several_image_inputs(image_dir: Path, tmp_path: Path, capsys: Capsys) -
         capsys,
         "2 inputs",
         "images feed one of them: give the others a value for every image (--input-value ",
-        "or model-ready arrays to calibrate and compare (--inputs: .npz",
+        "or model-ready arrays to calibrate and compare (their --inputs: .npz",
     )
     code, _, err = run(  # hunt30: shrink, which has no --inputs, was pointed at it
         ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(tmp_path / "s")], capsys
     )
-    assert_one_line_error(code, err, "model-ready arrays to calibrate and compare")
+    assert_one_line_error(code, err, "arrays to calibrate and compare", "shrink takes images only")
 
 
 def test_non_image_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> None:

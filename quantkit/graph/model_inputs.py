@@ -26,8 +26,8 @@ def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpe
         others = ", ".join(f"{OPTION} {i.name}=..." for i in rest if i is not image)
         raise ModelError(
             f"the model has {len(inputs)} inputs ({names}); images feed one of them: give the others a value "
-            f"for every image ({others}), or model-ready arrays to calibrate and compare (--inputs: .npz "
-            "files naming each input)"
+            f"for every image ({others}), or model-ready arrays to calibrate and compare (their --inputs: "
+            ".npz files naming each input; shrink takes images only)"
         )
     images = [i.name for i in inputs if i.name in fixed and _rank(i) == 4]
     if images and _rank(rest[0]) != 4:  # hq67 F9: 'input s has shape [?,2]' for --input-value image=1
