@@ -1093,3 +1093,26 @@ def test_a_fold_that_takes_a_weight_past_float16s_range_is_left(tmp_path: Path) 
     path = save(model, tmp_path / "m.onnx")
     summary = pipeline.convert_float16(path, None, tmp_path / "h.onnx", Float16Config())
     assert summary.float16_by_type.get("Conv") == 1, summary.kept_float32
+
+
+def test_without_a_table_a_layer_far_above_synthetic_norms_stays_float32(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq84 F1: a seal detector's Conv peaked at 5,092 on synthetic inputs (under the 16,376 that a quarter
+    of float16's range allowed) and at 367,400 on a COCO photo: written with exit 0, NaN on 2 % of photos.
+    Without a table a tensor past 1,024 stays float32; with one, its calibrated range decides."""
+    weight = np.full((4, 3, 3, 3), 40.0, np.float32)  # synthetic inputs' patches (about +-2): peaks ~2,000
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="loud", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "h"], ["y"], name="head"),
+    ]
+    model = make_model(nodes, {"w": weight, "h": np.full((2, 4, 1, 1), 1e-3, np.float32)})
+    path = save(model, tmp_path / "loud.onnx")
+    summary = pipeline.convert_float16(path, None, tmp_path / "h.onnx", Float16Config())
+    kept = {node: reason for node, _, reason in summary.kept_float32}
+    assert "loud" in kept and "(float16 safe up to 1023.5 on synthetic inputs)" in kept["loud"], kept
+    table = tmp_path / "loud.calib.json"
+    pipeline.calibrate(path, table, CalibrateConfig(images=ImageSelection(image_dir)))
+    measured = pipeline.convert_float16(path, table, tmp_path / "t.onnx", Float16Config())
+    assert "loud" not in {node for node, _, _ in measured.kept_float32}

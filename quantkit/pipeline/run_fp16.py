@@ -119,7 +119,9 @@ def _converted(
     # on synthetic inputs, which only show a broken conversion, the logits alone (their "foreground" is noise)
     itself = with_foreground(inferred, measured, runs) if table is not None else ()
     reference = [{t: run[t] for t in sorted({*tensors, *itself})} for run in runs]
-    decided = fp16_planner.plan(inferred, table, config.exclude_nodes, config.exclude_op_types, peaks, target)
+    margin = fp16_planner.RANGE_MARGIN if table is not None else fp16_planner.SYNTHETIC_RANGE_MARGIN
+    excluded = (config.exclude_nodes, config.exclude_op_types)
+    decided = fp16_planner.plan(inferred, table, *excluded, peaks, target, margin)
     tried = min(fp16_checks.ATTEMPT_SAMPLES, len(runs))
     outputs = [{name: run[name] for name in measured} for run in runs[:tried]]
     if not config.keep_io_types:
