@@ -111,6 +111,16 @@ def test_compare_warns_of_anchor_agreement_only_where_the_scores_are_probabiliti
     raw = Comparison(Path("."), None, None, DetectorHead.yolo, (16, 16))
     raw.update(batch, detr, detr)
     assert raw.anchors is None and anchors_agreement(raw.result()[0], raw.anchors, raw.seen_shapes) is None
+    # hq84 F3: a table recogniser's decoding steps (a softmax over 30 tokens, most steps picking token 28)
+    # beside their cells' boxes: no anchors of background, and --detector ssd refuses them
+    tokens = np.full((1, ANCHORS, 30), 0.1 / 29, np.float32)
+    tokens[..., 28] = 0.9
+    steps = {"tokens": tokens, "boxes": _outputs({})["boxes"]}
+    decoded = Comparison(Path("."), None, None, DetectorHead.yolo, (16, 16))
+    decoded.update(batch, steps, steps)
+    assert decoded.anchors is None
+    with pytest.raises(ConfigError, match="most anchors of 'tokens' pick class 28"):
+        ssd_head(steps)
 
 
 def test_a_head_of_offsets_from_its_priors_is_refused() -> None:

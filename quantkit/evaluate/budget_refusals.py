@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from quantkit.errors import ConfigError
-from quantkit.evaluate.ssd import anchor_pairs
+from quantkit.evaluate.ssd import background_pairs
 
 FLOOR = "--min-sqnr DB for a floor on the output's SQNR"  # convert's gate on SQNR; shrink gives its own
 
@@ -27,11 +27,11 @@ def values_refusal(option: str, values: frozenset[str], floor: str = FLOOR) -> s
 def refuse_anchors(
     option: str, outputs: Mapping[str, np.ndarray], floor: str = FLOOR, gated: str | None = None
 ) -> None:
-    """Refuse `option` on an SSD-style head's per-anchor class scores (evaluate.ssd.anchor_pairs; gated:
+    """Refuse `option` on an SSD-style head's per-anchor class scores (evaluate.ssd.background_pairs; gated:
     only where they are that output): nearly every anchor is background and agrees, and the boxes beside
     them are not read (hq63b F1: 99.98 % agreement where 68 of 340 faces were lost). floor: the command's
     own gate on the outputs' SQNR."""
-    pairs = [pair for pair in anchor_pairs(outputs) if gated is None or gated == pair[0]]
+    pairs = [pair for pair in background_pairs(outputs) if gated is None or gated == pair[0]]
     if not pairs:
         return
     scores, boxes = pairs[0]

@@ -43,7 +43,7 @@ from quantkit.evaluate.metrics import (
 from quantkit.evaluate.output_errors import OutputErrors
 from quantkit.evaluate.output_noise import add_signs, channel_signs
 from quantkit.evaluate.sanity import ReferenceCheck
-from quantkit.evaluate.ssd import anchor_pairs
+from quantkit.evaluate.ssd import background_pairs
 from quantkit.evaluate.text_maps import PixelRecall, TextBoxAgreement, is_probability_map, map_view
 from quantkit.evaluate.variation import Variation, hides, steady_warning
 from quantkit.outcomes import Accuracy, OutputMetrics
@@ -108,7 +108,7 @@ class Comparison:
         ref_out, cand_out = class_views(ref_out), class_views(cand_out)  # [N, C, 1, 1] scores as [N, C]
         threshold = self.detection_threshold
         if threshold is None and not self.count:  # per-anchor agreement of an SSD head, warned of: read
-            self.anchors = next(iter(anchor_pairs(ref_out)), None)  # once, on the first batch
+            self.anchors = next(iter(background_pairs(ref_out)), None)  # once, on the first batch
         if self.detector in COMBINED and threshold is not None and self.combined is None:
             self.combined = combined_head(ref_out, self.detector, self.input_size)
         for name in ref_out:

@@ -59,6 +59,18 @@ def anchor_pairs(outputs: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
     return [(s, b) for s in scores for b in boxes if ranked[s].shape[:2] == ranked[b].shape[:2]]
 
 
+def background_pairs(outputs: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
+    """anchor_pairs whose anchors are mostly background as an SSD head's are: a softmax's most picked
+    class its first or last (as --detector ssd reads it). hq84 F3: a table recogniser's 501 decoding steps
+    of 30 tokens beside their cells' boxes read as anchors, and the advice to give --detector ssd was then
+    refused (most steps pick token 28)."""
+    return [
+        (s, b)
+        for s, b in anchor_pairs(outputs)
+        if not _softmax(outputs[s]) or _most_picked(outputs[s]) in (0, outputs[s].shape[-1] - 1)
+    ]
+
+
 def ssd_head(outputs: Mapping[str, np.ndarray]) -> SsdHead:
     """The head in the reference model's outputs, decided once and read alike in every model: the pair
     whose boxes are corners (x1 >= x0, y1 >= y0 at nearly every anchor: not offsets from the priors);
@@ -100,14 +112,19 @@ def _background(name: str, scores: np.ndarray) -> int:
     """The background column of a softmax's scores [N, A, C]: the one most anchors pick, the first (SSD,
     RFB, Ultra-Light) or the last (mmdetection's softmax SSD heads). A review of hq63b's head: column 0
     was dropped whatever it held, and a last-column background read 2995 of 3000 anchors as detections."""
-    picks = np.bincount(scores.reshape(-1, scores.shape[-1]).argmax(axis=-1), minlength=scores.shape[-1])
-    background = int(picks.argmax())
+    background = _most_picked(scores)
     if background not in (0, scores.shape[-1] - 1):
         raise ConfigError(
             f"--detector ssd reads a softmax's background as its first or last class, and most anchors of "
             f"{name!r} pick class {background}: leave --detector out to compare the outputs' values"
         )
     return background
+
+
+def _most_picked(scores: np.ndarray) -> int:
+    """The class [N, A, C] scores' anchors pick most often."""
+    picks = np.bincount(scores.reshape(-1, scores.shape[-1]).argmax(axis=-1), minlength=scores.shape[-1])
+    return int(picks.argmax())
 
 
 def ssd_rows(outputs: Mapping[str, np.ndarray], head: SsdHead) -> np.ndarray:
