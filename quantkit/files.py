@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import errno
 import functools
 import json
 import math
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -426,24 +424,3 @@ def json_text(record: Any, indent: int = 1) -> str:
     """record (a JSON-ready record: compare's, shrink's, check's) as strict JSON text, one trailing
     newline; non-finite numbers as json_safe writes them."""
     return json.dumps(json_safe(record), indent=indent, allow_nan=False) + "\n"
-
-
-def short_of_room(folder: str | os.PathLike[str], size: int) -> int:
-    """Why writing a file of about `size` bytes into `folder` may fail for want of room, as an errno:
-    EFBIG where the process may write files of less than twice that (`ulimit -f`), ENOSPC where its disk
-    has less than twice that free; 0 where there is room. Tells a full disk from a model that fails to
-    serialise, where a library says only that it could not write (onnxruntime's 'Protobuf serialization
-    failed': also a graph over 2 GB)."""
-    wanted = 2 * size
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-        if soft != resource.RLIM_INFINITY and soft < wanted:
-            return errno.EFBIG
-    except (ImportError, OSError, ValueError):  # no such limit on this platform
-        pass
-    try:
-        return errno.ENOSPC if shutil.disk_usage(folder).free < wanted else 0
-    except OSError:
-        return errno.ENOSPC

@@ -20,9 +20,9 @@ import onnx
 import onnxruntime as ort
 
 from quantkit.errors import ModelError, ort_reason
-from quantkit.files import short_of_room
 from quantkit.heap import HeapWatch
 from quantkit.results import Feed, batched, fed_as, feed_pad, feed_rows, fixed_batch_of, sample_batches
+from quantkit.room import short_of_room
 from quantkit.version import __version__
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer

@@ -1948,8 +1948,7 @@ def test_a_file_size_limit_is_not_blamed_on_the_model(cnn: Path, image_dir: Path
         assert "(ulimit -f)" in err and "not full" not in err, err  # hq85 F8: the disk was blamed
         assert_one_line_error(code, err, *said)
         assert "cannot load the model" not in err and not out.exists()
-    from quantkit.files import short_of_room
-    from quantkit.runtime import optimized_graph
+    from quantkit.runtime import optimized_graph, short_of_room
 
     resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
     try:

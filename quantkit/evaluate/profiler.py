@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from quantkit.files import short_of_room
 from quantkit.results import Feed
+from quantkit.room import short_of_room
 from quantkit.runtime import Session, round_orders
 
 
