@@ -236,10 +236,25 @@ def _collision(role: str, output: Path, what: str, source: Path) -> str:
 
 
 def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` lies in `folder`, by name after links or by the identity of a folder above it (hq85
+    F5: a bind mount of the --inputs folder, as Docker's -v makes, put a table's .npz among the arrays)."""
     try:
-        return folder.is_dir() and path.resolve().is_relative_to(folder.resolve())
+        if not folder.is_dir():
+            return False
+        if path.resolve().is_relative_to(folder.resolve()):
+            return True
+        found = os.stat(folder)
+        return any(_same_folder(parent, found) for parent in path.resolve().parents)
     except (OSError, RuntimeError):
         return False
+
+
+def _same_folder(path: Path, found: os.stat_result) -> bool:
+    try:
+        mine = os.stat(path)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (found.st_dev, found.st_ino)
 
 
 WRITTEN: list[Path] = []  # the files this process put in place whole (the CLI's interrupt line names them)

@@ -177,3 +177,35 @@ def test_once_the_run_has_ended_a_signal_cannot_change_its_exit(monkeypatch: pyt
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
+
+
+def test_another_path_to_an_input_folder_is_that_folder(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq85 F5: by a bind mount of its parent (Docker's -v), the table's .npz landed among the --inputs
+    arrays, read as a sample next time, and a report named .png among the images."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+
+    arrays = tmp_path / "data" / "arrays"
+    arrays.mkdir(parents=True)
+    for k in range(3):
+        np.save(arrays / f"s{k}.npy", np.random.default_rng(k).random((3, 16, 16), np.float32))
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    if (
+        shutil.which("mount") is None
+        or subprocess.run(
+            ["mount", "--bind", str(tmp_path / "data"), str(alias)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("bind mounts need root and mount(8) here")
+    try:
+        out = alias / "arrays" / "t.json"
+        code, _, err = run(["calibrate", str(cnn), "--inputs", str(arrays), "-o", str(out)], capsys)
+        assert_one_line_error(code, err, "would land among the arrays read from --inputs")
+        assert sorted(p.name for p in arrays.iterdir()) == ["s0.npy", "s1.npy", "s2.npy"]
+    finally:
+        subprocess.run(["umount", str(alias)], check=True)
