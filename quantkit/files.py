@@ -48,16 +48,21 @@ def check_output(output: Path, *inputs: Path) -> None:
             raise OutputError(f"the output {output} is an input file; choose another output path")
     if output.is_dir():
         raise OutputError(f"the output {output} is a folder; give a file path")
+    if output.exists() and not output.is_file():  # renamed over, /dev/null itself would become a file
+        raise OutputError(
+            f"the output {output} is a device, pipe or socket, not a file; give a file path (reports take "
+            "'-' for stdout)"
+        )
     stream = _standard_stream(output)
     if stream is not None:  # hq85 F1: `--json /dev/stdout > out.json` wrote neither where it was meant
         raise OutputError(
             f"the output {output} is this process's standard {stream}; give a file path (reports take '-' "
             "for stdout)"
         )
-    if output.exists() and not output.is_file():  # renamed over, /dev/null itself would become a file
-        raise OutputError(
-            f"the output {output} is a device, pipe or socket, not a file; give a file path (reports take "
-            "'-' for stdout)"
+    if output.is_symlink():  # hq85 F1, hq86 F2: renamed over, the link went and its file kept the old
+        raise OutputError(  # content; written through, a link reached a model or a table elsewhere
+            f"the output {output} is a symbolic link (to {os.readlink(output)}); give the path of the file "
+            "itself, or remove the link"
         )
     if output.parent.exists() and not output.parent.is_dir():
         raise OutputError(f"the output's folder {output.parent} is a file; give a path in a folder")
@@ -81,14 +86,6 @@ def _standard_stream(path: Path) -> str | None:
         if (mine.st_dev, mine.st_ino) == (found.st_dev, found.st_ino):
             return name
     return None
-
-
-def through_link(path: Path) -> Path:
-    """Where a write to `path` lands: a symbolic link is written through to the file it names, which is
-    replaced and the link kept (hq85 F1: the link itself was replaced by a plain file, and the file it
-    named kept the last run's report; as root, `--json /dev/stdout` turned the system's /dev/stdout into
-    a file)."""
-    return Path(os.path.realpath(path)) if os.path.islink(path) else path
 
 
 # what a calibration table's JSON holds near its start, however it is spaced (results.TABLE_FORMAT)
@@ -271,9 +268,7 @@ SETTLE_TRIES = 5  # times a step of write_set's undo is run where interrupts kee
 
 def write_atomic(path: Path, data: bytes, cache: bool = False) -> None:
     """Write to a temporary file beside `path`, then rename over it: readers never see a partial file,
-    and an interrupt leaves nothing behind. A symbolic link is written through. cache: a cache entry,
-    not an output (not in WRITTEN)."""
-    path = through_link(path)
+    and an interrupt leaves nothing behind. cache: a cache entry, not an output (not in WRITTEN)."""
     temp = _staged(path, data)
     try:
         os.replace(temp, path)
@@ -288,12 +283,11 @@ def write_atomic(path: Path, data: bytes, cache: bool = False) -> None:
 
 def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
     """Write files that belong together under one lock on their folders, all or none: each is staged
-    beside its path first, then renamed into place, what it replaces renamed aside
+    beside its path first, then renamed into place, what it replaces (a file or a link) renamed aside
     until the last one is in and put back on failure (hq73 3: a full disk or an interrupt between two
     files left a new .npz beside the old table's .json, which every later convert refused, under
     "nothing was written"). The undo reads the files, not the steps taken: an interrupt is raised after
-    the rename it lands in has happened (hq76 1, 2). A symbolic link is written through."""
-    files = [(through_link(path), data) for path, data in files]
+    the rename it lands in has happened (hq76 1, 2)."""
     for path, _ in files:
         if not path.parent.is_dir():
             raise OutputError(f"output folder {path.parent} does not exist; create it first")

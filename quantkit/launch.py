@@ -8,6 +8,7 @@ imported here before the handlers are in place; cli.entry.main installs its own 
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -31,12 +32,20 @@ def main() -> None:
     previous = {s: signal.signal(s, _stopped) for s in kept}
     from quantkit.cli.entry import main as run
 
+    if not _TEARDOWN:  # the run has ended and said so: its exit code stands through the interpreter's
+        _TEARDOWN.append(True)  # teardown (hq85 F7: a signal there killed it with no line, its outputs
+        atexit.register(_ignored, tuple(previous))  # written); a caller's own later runs keep Ctrl-C
     try:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         run()
     except KeyboardInterrupt:  # in the instant before cli.entry.main's own handler is in place
         _stopped(signal.SIGINT, None)
-    finally:  # the run has ended and said so: its exit code stands through the interpreter's teardown
-        for signum in previous:  # (hq85 F7: a signal there killed it with no line, its outputs written)
-            signal.signal(signum, signal.SIG_IGN)
+
+
+_TEARDOWN: list[bool] = []  # whether _ignored is registered
+
+
+def _ignored(signals: tuple[int, ...]) -> None:
+    for signum in signals:
+        signal.signal(signum, signal.SIG_IGN)

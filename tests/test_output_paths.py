@@ -1,6 +1,7 @@
-"""Where outputs land (hq85): a symbolic link is written through, never replaced; this process's own
-stdout is no output file; a calibration table's arrays are no report's path; shrink's publish holds its
-folder's lock; a refused shrink leaves no earlier run's model, whatever model that run was made from."""
+"""Where outputs land (hq85, hq86): a symbolic link is refused, neither replaced nor written through;
+this process's own stdout is no output file; a calibration table's arrays are no report's path; shrink's
+publish holds its folder's lock; a refused shrink leaves no earlier run's model, whatever model that run
+was made from, and never its own input."""
 
 from __future__ import annotations
 
@@ -16,28 +17,35 @@ Capsys = pytest.CaptureFixture[str]
 FAST = ["--runs", "3", "--warmup", "0"]
 
 
-def test_a_linked_report_path_is_written_through_and_the_link_kept(
+def test_a_linked_output_path_is_refused_and_nothing_written(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
-    """hq85 F1: `--json cmp.json` where cmp.json links to store/cmp.json replaced the link by a file and
-    left store/cmp.json holding the last run's report (as root, --json /dev/stdout turned the system's
-    /dev/stdout into a file)."""
+    """hq85 F1: `--json cmp.json` where cmp.json linked to store/cmp.json replaced the link by a file and
+    left store/cmp.json holding the last run's report; written through instead (hq86 F2, F3), a link
+    reached a model or a table elsewhere, and a table's .json and .npz landed in two folders. A link is
+    refused before any work, whatever it names."""
     store = tmp_path / "store"
     store.mkdir()
     (store / "cmp.json").write_text('{"old": true}')
+    (store / "t.calib.json").write_text('{"format": "quantkit-calibration"}')
     link = tmp_path / "cmp.json"
     link.symlink_to(store / "cmp.json")
     argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "0", "--json", str(link)]
     code, _, err = run(argv, capsys)
-    assert code == 0, err
-    assert link.is_symlink() and os.readlink(link) == str(store / "cmp.json")
-    assert '"old"' not in (store / "cmp.json").read_text() and "outputs" in (store / "cmp.json").read_text()
+    assert_one_line_error(code, err, f"the output {link} is a symbolic link (to {store / 'cmp.json'})")
+    assert link.is_symlink() and (store / "cmp.json").read_text() == '{"old": true}'
     table = tmp_path / "t.calib.json"
-    aim = tmp_path / "tables" / "real.calib.json"
-    aim.parent.mkdir()
-    table.symlink_to(aim)  # a set (the table and its arrays) through a link to a name not yet there
-    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
-    assert table.is_symlink() and aim.is_file() and (tmp_path / "t.calib.npz").is_file()
+    table.symlink_to(store / "t.calib.json")
+    code, _, err = run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)
+    assert_one_line_error(code, err, "is a symbolic link")
+    model = tmp_path / "m.int8.onnx"
+    model.symlink_to(store / "t.calib.json")
+    good = tmp_path / "good.calib.json"
+    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(good)], capsys)[0] == 0
+    code, _, err = run(["convert", str(cnn), "-c", str(good), "-o", str(model)], capsys)
+    assert_one_line_error(code, err, "is a symbolic link")
+    assert (store / "t.calib.json").read_text() == '{"format": "quantkit-calibration"}'
+    assert sorted(p.name for p in store.iterdir()) == ["cmp.json", "t.calib.json"]
 
 
 def test_this_processs_own_stdout_is_no_output_file(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
@@ -159,24 +167,30 @@ def test_an_interrupt_after_the_output_is_in_place_names_it(
     assert code == 2 and "written whole" not in err
 
 
-def test_once_the_run_has_ended_a_signal_cannot_change_its_exit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """hq85 F7: a SIGINT or SIGTERM in the quarter second between the run's end and the process's (the
-    interpreter's teardown) killed it with no line and exit -2 / -15, its outputs written."""
-    import signal
+def test_once_the_run_has_ended_a_signal_cannot_change_its_exit(tmp_path: Path) -> None:
+    """hq85 F7: a SIGINT or SIGTERM in the quarter second of the interpreter's teardown killed the process
+    with no line and exit -2 / -15, its outputs written: they are ignored there. hq86 F4: not before, in a
+    caller that runs quantkit.launch.main and goes on (its next run could not be interrupted)."""
+    import subprocess
     import sys
 
-    from quantkit import launch
-    from quantkit.cli import entry
-
-    monkeypatch.setattr(entry, "main", lambda: sys.exit(0))
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with pytest.raises(SystemExit):
-            launch.main()
-        assert all(signal.getsignal(s) is signal.SIG_IGN for s in before)
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
+    script = (
+        "import atexit, signal\n"
+        "from quantkit import launch\n"
+        "from quantkit.cli import entry\n"
+        "entry.main = lambda: None\n"
+        "atexit.register(lambda: print(all(signal.getsignal(s) is signal.SIG_IGN"
+        " for s in (signal.SIGINT, signal.SIGTERM))))\n"
+        "launch.main()\n"
+        "launch.main()\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": root},
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "True\nTrue\n"), done.stderr
 
 
 def test_another_path_to_an_input_folder_is_that_folder(
@@ -209,3 +223,21 @@ def test_another_path_to_an_input_folder_is_that_folder(
         assert sorted(p.name for p in arrays.iterdir()) == ["s0.npy", "s1.npy", "s2.npy"]
     finally:
         subprocess.run(["umount", str(alias)], check=True)
+
+
+def test_a_refused_shrink_of_an_earlier_release_keeps_that_input(
+    tmp_path: Path, image_dir: Path, capsys: Capsys
+) -> None:
+    """hq86 F1: `shrink OUT/m.int8.onnx --output-dir OUT` ending in exit 2 deleted its own input, the model
+    the earlier report.json named (removed there as an earlier run's)."""
+    out = tmp_path / "release"
+    model = tiny_cnn(tmp_path / "m.onnx")
+    common = ["--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)]
+    assert run(["shrink", str(model), *common, *FAST], capsys)[0] == 0
+    earlier = out / "m.int8.onnx"
+    before = earlier.read_bytes()
+    code, _, err = run(["shrink", str(earlier), *common, *FAST, "--labels", str(tmp_path / "no.txt")], capsys)
+    assert code == 2, err
+    code, _, err = run(["shrink", str(earlier), *common, "--max-dorp", "1"], capsys)
+    assert code == 2, err
+    assert earlier.read_bytes() == before

@@ -174,7 +174,9 @@ def _drop_verdict(
     if given:
         from quantkit.pipeline.shrink_cleanup import drop_earlier_verdict
 
-        drop_earlier_verdict(Path(given))
+        # click reads no positional argument past an unknown option: the usual `shrink MODEL ...` form
+        model = params.get("model") or (argv[1] if len(argv) > 1 and not argv[1].startswith("-") else None)
+        drop_earlier_verdict(Path(given), model=Path(model) if model else None)
 
 
 def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, Any]]) -> str:

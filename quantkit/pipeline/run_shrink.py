@@ -33,7 +33,6 @@ from quantkit.files import (
     json_text,
     refuse_over_artifact,
     require_writable,
-    through_link,
     write_set,
 )
 from quantkit.graph import model_inputs, model_io
@@ -96,8 +95,9 @@ def shrink(
             result = _run(model_path, output_dir, stage, config, progress, html, parallel)
             _publish(stage, output_dir)
     except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an earlier
-        drop_earlier_verdict(output_dir, earlier)  # run's verdict (hunt36: its PASS junit.xml read as
-        # this run's); a file of the user's of that name stays (hq73 1: a hand-written report.md went)
+        # run's verdict (hunt36: its PASS junit.xml read as this run's); a file of the user's of that name
+        # stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)
+        drop_earlier_verdict(output_dir, earlier, model_path)
         _remove_empty(made)
         raise
     if step_summary is not None:  # checked before the run (require_step_summary); a late failure is said
@@ -140,7 +140,7 @@ def _publish(stage: Path, output_dir: Path) -> None:
             if name not in written:  # an earlier run's only (hq73 1: a user's own report.html went)
                 drop_report(output_dir / name)
         for path in sorted(stage.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the model last
-            os.replace(path, through_link(output_dir / path.name))
+            os.replace(path, output_dir / path.name)
             WRITTEN.append(output_dir / path.name)
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from quantkit.errors import ModelError
+from quantkit.files import same_file
 from quantkit.graph import model_io
 
 REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
@@ -18,14 +19,16 @@ def outputs(model_path: Path) -> tuple[str, ...]:
     return (f"{model_path.stem}.int8.onnx", *REPORTS)
 
 
-def drop_earlier_verdict(output_dir: Path, earlier: Model | None = None) -> None:
+def drop_earlier_verdict(output_dir: Path, earlier: Model | None = None, model: Path | None = None) -> None:
     """Remove the reports an earlier shrink wrote into output_dir and the INT8 model its report.json
     names (known by their content: nothing else there is touched), for a run that ends in exit 2 or an
     interrupt (hq71 F2: a mistyped gate, flag or config key left the earlier release's PASS junit.xml
     published as this run's). earlier: the model an earlier report named when this run began (earlier_model),
-    for a run that ends after it had put its own report.json in place."""
+    for a run that ends after it had put its own report.json in place. model: this run's input, never
+    removed (hq86 F1: `shrink OUT/m.int8.onnx --output-dir OUT` refused deleted its own input)."""
     for mark in {earlier_model(output_dir), earlier}:
-        _drop_model(mark)
+        if mark is not None and not (model is not None and same_file(mark[0], model)):
+            _drop_model(mark)
     for name in REPORTS:
         drop_report(output_dir / name)
 
@@ -78,11 +81,9 @@ def _shrink_report(path: Path, size: int) -> bytes | None:
     return head
 
 
-def _drop_model(mark: Model | None) -> None:
+def _drop_model(mark: Model) -> None:
     """The model `mark` names removed where it still holds the bytes its report recorded (hunt38 F11: a
     shrink refused for a mistyped --labels removed the earlier reports and left their model behind)."""
-    if mark is None:
-        return
     path, wanted = mark
     with contextlib.suppress(OSError, ModelError):
         if path.is_file() and model_io.file_sha256(path) == wanted:
