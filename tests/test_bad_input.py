@@ -2159,6 +2159,31 @@ def test_an_interrupt_while_the_commands_are_built_is_one_line(
     assert (code, out, err) == (130, "", "interrupted; nothing partial was written\n")
 
 
+def test_a_second_interrupt_while_stopping_prints_no_second_line(
+    cnn: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq86 F5: Ctrl-C pressed again as the first one's line was printed printed the line twice (the
+    outer handler said it again)."""
+    from quantkit.cli import entry
+
+    def interrupted(*args: object) -> object:
+        raise KeyboardInterrupt
+
+    original = entry.stderr.print
+    said: list[bool] = []
+
+    def printed_then_interrupted(*args: object, **kwargs: object) -> None:
+        original(*args, **kwargs)  # type: ignore[arg-type]
+        if not said:
+            said.append(True)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(entry, "_file_defaults", interrupted)
+    monkeypatch.setattr(entry.stderr, "print", printed_then_interrupted)
+    code, out, err = run(["check", str(cnn)], capsys)
+    assert (code, out, err) == (130, "", "interrupted; nothing partial was written\n")
+
+
 def test_an_interrupt_caught_in_a_string_exec_still_exits_130(tmp_path: Path) -> None:
     """CPython marks a KeyboardInterrupt that ends an exec of a string (dataclasses' generated methods) as
     unhandled though it is caught, and `python -m quantkit` then died by SIGINT (-2) after its one line: 12

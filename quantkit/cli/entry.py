@@ -38,6 +38,7 @@ def main() -> None:
     """Console entry point: one line and exit code 2 for every QuantkitError, 130 on Ctrl-C, 143 on
     SIGTERM (CI's cancel and timeout: hq71 F1), cleaned up as Ctrl-C; the caller's handler back after."""
     TERMINATED.clear()
+    SAID.clear()
     WRITTEN.clear()  # an earlier run's in this process are not this one's
     ignored = signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # a caller's choice (hq77 5) stays
     previous = signal.getsignal(signal.SIGTERM) if ignored else signal.signal(signal.SIGTERM, _terminate)
@@ -136,6 +137,7 @@ def _main() -> None:
 
 
 TERMINATED: list[int] = []  # the signal that ended the run, where one did
+SAID: list[bool] = []  # whether the interrupt's line has been printed
 
 
 def _stopped() -> NoReturn:
@@ -145,7 +147,9 @@ def _stopped() -> NoReturn:
     stopped = "terminated" if TERMINATED else "interrupted"
     kept = list(dict.fromkeys(str(path) for path in WRITTEN if path.exists()))
     done = f"; {', '.join(kept)} had been written whole before it" if kept else ""
-    stderr.print(f"{stopped}; nothing partial was written{done}", highlight=False, soft_wrap=True)
+    if not SAID:  # once: hq86 F5, a second Ctrl-C within this call printed the line again
+        SAID.append(True)
+        stderr.print(f"{stopped}; nothing partial was written{done}", highlight=False, soft_wrap=True)
     # CPython (3.8-3.13) marks a KeyboardInterrupt that ends any exec/eval of a string (dataclasses' and
     # namedtuple's generated methods) as unhandled even where it is caught, and `python -m` then dies by
     # SIGINT (exit -2) after this line; each string exec clears that mark first (Python/pythonrun.c)
