@@ -241,3 +241,32 @@ def test_a_refused_shrink_of_an_earlier_release_keeps_that_input(
     code, _, err = run(["shrink", str(earlier), *common, "--max-dorp", "1"], capsys)
     assert code == 2, err
     assert earlier.read_bytes() == before
+
+
+def test_a_shrink_refused_before_it_reads_its_model_keeps_every_path_it_names(
+    tmp_path: Path, image_dir: Path, capsys: Capsys
+) -> None:
+    """hq87 F1: `shrink --output-dir s s/m.int8.onnx --bogus-flag` (click reads no positional past an
+    unknown option) deleted its input, the model the earlier report.json named. hq87 F5: a report that is
+    a link was refused as an output, then removed by the refused run. hq87 F4: a dangling --output-dir
+    link was 'File exists'."""
+    out = tmp_path / "s"
+    model = tiny_cnn(tmp_path / "m.onnx")
+    common = ["--images", str(image_dir), "--cache-dir", str(tmp_path / "cache")]
+    assert run(["shrink", str(model), *common, "--output-dir", str(out), *FAST], capsys)[0] == 0
+    earlier = out / "m.int8.onnx"
+    before = earlier.read_bytes()
+    code, _, err = run(["shrink", "--output-dir", str(out), str(earlier), *common, "--bogus-flag"], capsys)
+    assert code == 2, err
+    assert earlier.read_bytes() == before
+    assert run(["shrink", str(model), *common, "--output-dir", str(out), *FAST], capsys)[0] == 0
+    (tmp_path / "kept.json").write_bytes((out / "report.json").read_bytes())
+    (out / "report.json").unlink()
+    (out / "report.json").symlink_to(tmp_path / "kept.json")
+    code, _, err = run(["shrink", str(model), *common, "--output-dir", str(out), *FAST], capsys)
+    assert_one_line_error(code, err, "is a symbolic link")
+    assert (out / "report.json").is_symlink()
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    code, _, err = run(["shrink", str(model), *common, "--output-dir", str(dangling)], capsys)
+    assert_one_line_error(code, err, f"--output-dir {dangling} is a symbolic link to a missing folder")

@@ -41,6 +41,7 @@ def main() -> None:
     SAID.clear()
     WRITTEN.clear()  # an earlier run's in this process are not this one's
     ignored = signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # a caller's choice (hq77 5) stays
+    interrupt = signal.getsignal(signal.SIGINT)  # _stopped ignores it as it says its line
     previous = signal.getsignal(signal.SIGTERM) if ignored else signal.signal(signal.SIGTERM, _terminate)
     try:
         quiet_kernel_logs()  # this process and its workers are quantkit's
@@ -49,6 +50,7 @@ def main() -> None:
         _stopped()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def _main() -> None:
@@ -147,7 +149,9 @@ def _stopped() -> NoReturn:
     stopped = "terminated" if TERMINATED else "interrupted"
     kept = list(dict.fromkeys(str(path) for path in WRITTEN if path.exists()))
     done = f"; {', '.join(kept)} had been written whole before it" if kept else ""
-    if not SAID:  # once: hq86 F5, a second Ctrl-C within this call printed the line again
+    for signum in (signal.SIGINT, signal.SIGTERM):  # more Ctrl-Cs cut the line short, or said it twice
+        signal.signal(signum, signal.SIG_IGN)  # (hq86 F5, hq87 F2); main puts the handlers back
+    if not SAID:
         SAID.append(True)
         stderr.print(f"{stopped}; nothing partial was written{done}", highlight=False, soft_wrap=True)
     # CPython (3.8-3.13) marks a KeyboardInterrupt that ends any exec/eval of a string (dataclasses' and
@@ -178,9 +182,11 @@ def _drop_verdict(
     if given:
         from quantkit.pipeline.shrink_cleanup import drop_earlier_verdict
 
-        # click reads no positional argument past an unknown option: the usual `shrink MODEL ...` form
-        model = params.get("model") or (argv[1] if len(argv) > 1 and not argv[1].startswith("-") else None)
-        drop_earlier_verdict(Path(given), model=Path(model) if model else None)
+        # click reads no positional argument past an unknown option: every path the command line names
+        # is kept (hq87 F1: `shrink --output-dir s s/m.int8.onnx --bogus` deleted its input)
+        named = [str(params["model"])] if params.get("model") else []
+        keep = [Path(a) for a in [*named, *argv[1:]] if a and not a.startswith("-")]
+        drop_earlier_verdict(Path(given), keep=keep)
 
 
 def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, Any]]) -> str:

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from queue import Full, Queue
-from threading import Event, Thread
+from threading import Thread
 from typing import Any, TypeVar
 
 import numpy as np
@@ -251,10 +251,12 @@ def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     its next item (hq72 7: it stayed parked on the full queue for the life of the process, holding
     decoded batches, one per cancelled call)."""
     queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
-    stop = Event()
+    # a flag set in one store, not an Event: a second Ctrl-C inside Event.set (its lock, its notify) as
+    # the generator closed printed "Exception ignored in: <generator object read_ahead>" (hq87 F3)
+    stop: list[bool] = []
 
     def put(entry: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
+        while not stop:
             with contextlib.suppress(Full):
                 queue.put(entry, timeout=0.1)
                 return True
@@ -279,7 +281,7 @@ def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 return
             yield item
     finally:
-        stop.set()
+        stop.append(True)
 
 
 def resolve_weight_range(config: ConvertConfig) -> ConvertConfig:

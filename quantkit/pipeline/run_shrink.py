@@ -97,7 +97,7 @@ def shrink(
     except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an earlier
         # run's verdict (hunt36: its PASS junit.xml read as this run's); a file of the user's of that name
         # stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)
-        drop_earlier_verdict(output_dir, earlier, model_path)
+        drop_earlier_verdict(output_dir, earlier, (model_path,))
         _remove_empty(made)
         raise
     if step_summary is not None:  # checked before the run (require_step_summary); a late failure is said
@@ -362,6 +362,8 @@ def _output_dir(folder: Path, model_path: Path, made: list[Path]) -> Path:
     the folders made for it go again (hq73 10: a name too long left the new --output-dir behind)."""
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"--output-dir {folder} is a file; give a folder")
+    if folder.is_symlink() and not folder.exists():  # hq87 F4: mkdir said "File exists"
+        raise OutputError(f"--output-dir {folder} is a symbolic link to a missing folder; create it first")
     folder.mkdir(parents=True, exist_ok=True)
     try:
         for name in outputs(model_path):

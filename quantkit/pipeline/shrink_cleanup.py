@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from quantkit.errors import ModelError
@@ -19,15 +20,16 @@ def outputs(model_path: Path) -> tuple[str, ...]:
     return (f"{model_path.stem}.int8.onnx", *REPORTS)
 
 
-def drop_earlier_verdict(output_dir: Path, earlier: Model | None = None, model: Path | None = None) -> None:
+def drop_earlier_verdict(output_dir: Path, earlier: Model | None = None, keep: Sequence[Path] = ()) -> None:
     """Remove the reports an earlier shrink wrote into output_dir and the INT8 model its report.json
     names (known by their content: nothing else there is touched), for a run that ends in exit 2 or an
     interrupt (hq71 F2: a mistyped gate, flag or config key left the earlier release's PASS junit.xml
     published as this run's). earlier: the model an earlier report named when this run began (earlier_model),
-    for a run that ends after it had put its own report.json in place. model: this run's input, never
-    removed (hq86 F1: `shrink OUT/m.int8.onnx --output-dir OUT` refused deleted its own input)."""
+    for a run that ends after it had put its own report.json in place. keep: this run's input and every
+    path its command line names, never removed (hq86 F1, hq87 F1: `shrink OUT/m.int8.onnx --output-dir
+    OUT` refused deleted its own input)."""
     for mark in {earlier_model(output_dir), earlier}:
-        if mark is not None and not (model is not None and same_file(mark[0], model)):
+        if mark is not None and not any(same_file(mark[0], path) for path in keep):
             _drop_model(mark)
     for name in REPORTS:
         drop_report(output_dir / name)
@@ -62,8 +64,9 @@ MARKERS = {
 
 
 def drop_report(path: Path) -> None:
-    """`path` removed where it is a shrink report (MARKERS): never a file of the user's."""
-    if _shrink_report(path, 4096) is not None:
+    """`path` removed where it is a shrink report (MARKERS): never a file of the user's, nor a link (hq87
+    F5: refused as an output, a link to another run's report was then removed by the refused run)."""
+    if not path.is_symlink() and _shrink_report(path, 4096) is not None:
         with contextlib.suppress(OSError):
             path.unlink()
 
