@@ -80,11 +80,10 @@ def _standard_stream(path: Path) -> str | None:
         return None
     for fd, name in ((1, "output"), (2, "error")):
         try:
-            mine = os.fstat(fd)
+            if os.path.samestat(os.fstat(fd), found):
+                return name
         except OSError:  # closed
             continue
-        if (mine.st_dev, mine.st_ino) == (found.st_dev, found.st_ino):
-            return name
     return None
 
 
@@ -238,20 +237,20 @@ def _inside(path: Path, folder: Path) -> bool:
     try:
         if not folder.is_dir():
             return False
-        if path.resolve().is_relative_to(folder.resolve()):
+        resolved = path.resolve()
+        if resolved.is_relative_to(folder.resolve()):
             return True
         found = os.stat(folder)
-        return any(_same_folder(parent, found) for parent in path.resolve().parents)
+        return any(_same_folder(parent, found) for parent in resolved.parents)
     except (OSError, RuntimeError):
         return False
 
 
 def _same_folder(path: Path, found: os.stat_result) -> bool:
     try:
-        mine = os.stat(path)
+        return os.path.samestat(os.stat(path), found)
     except OSError:
         return False
-    return (mine.st_dev, mine.st_ino) == (found.st_dev, found.st_ino)
 
 
 WRITTEN: list[Path] = []  # the files this process put in place whole (the CLI's interrupt line names them)

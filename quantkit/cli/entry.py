@@ -184,8 +184,7 @@ def _drop_verdict(
 
         # click reads no positional argument past an unknown option: every path the command line names
         # is kept (hq87 F1: `shrink --output-dir s s/m.int8.onnx --bogus` deleted its input)
-        named = [str(params["model"])] if params.get("model") else []
-        keep = [Path(a) for a in [*named, *argv[1:]] if a and not a.startswith("-")]
+        keep = [Path(a) for a in argv[1:] if a and not a.startswith("-")]  # the model's path among them
         drop_earlier_verdict(Path(given), keep=keep)
 
 

@@ -32,8 +32,8 @@ def unrelated(outputs: Sequence[OutputMetrics]) -> str | None:
     )
 
 
-# Below this output SQNR convert calls a model broken on its calibration samples (pipeline.writing's
-# INT8_FLOOR_DB): on other images compare says so too.
+# Below this output SQNR convert calls an INT8 model broken on its calibration samples (pipeline.writing's
+# INT8_FLOOR_DB is this): on other images compare says so too.
 BROKEN_BELOW_DB = 10.0
 
 

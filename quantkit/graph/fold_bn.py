@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from quantkit.graph.float_formats import FLOAT16
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, subgraph_inputs
 
@@ -76,7 +77,7 @@ def fold_scale_shift(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
                 continue
             conv, k, a = found
             weight, bias = _affine_folded(index, conv, k, a)
-            if max(_peak(weight), _peak(bias)) > HALF_MAX >= _peak(index.constant(conv.input[1])):
+            if max(_peak(weight), _peak(bias)) > FLOAT16.largest >= _peak(index.constant(conv.input[1])):
                 continue  # hq79 F6: a weight float16 held, folded past its range: --to fp16 kept it float32
             w_name, b_name = namer.fresh(f"{conv.input[1]}_k"), namer.fresh(f"{node.name}_bias")
             out.graph.initializer.extend(
@@ -91,9 +92,6 @@ def fold_scale_shift(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         _drop_nodes(out, dropped)  # hq64a F4: one index a fold made NASNet's prepare 2.1 s of 2.95
         folded += len(dropped)
     return (out, folded) if folded else (model, 0)
-
-
-HALF_MAX = 65504.0  # float16's largest finite value
 
 
 def _peak(value: np.ndarray | None) -> float:

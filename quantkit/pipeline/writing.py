@@ -21,6 +21,7 @@ from quantkit.errors import (
     ConversionError,
 )
 from quantkit.evaluate.end2end import rows_differ
+from quantkit.evaluate.figure_warnings import BROKEN_BELOW_DB
 from quantkit.evaluate.output_errors import OutputErrors
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.files import check_output, json_safe, write_set
@@ -39,7 +40,7 @@ from quantkit.version import __version__
 
 # Below these output SQNRs (all outputs, smoke-test samples) a conversion is broken, not coarse: healthy INT8
 # models measure 14-34 dB, float16 ones 38-70 dB. Such a model is never written.
-INT8_FLOOR_DB = 10.0
+INT8_FLOOR_DB = BROKEN_BELOW_DB  # compare's warning on other images reads the same floor
 FP16_FLOOR_DB = 30.0
 # Synthetic inputs are not the user's images (YOLOX's float16 model: 38 dB on photos, 42 dB on the
 # synthetic patches, 21 dB on white noise). Without a table, only a conversion below this is broken.

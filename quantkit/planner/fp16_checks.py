@@ -146,7 +146,6 @@ def attempt_for(
                 model_io.check_like(rewritten.model, model)
             except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
                 return f"onnx.checker: {exc}"
-        if not target.runs_in_onnxruntime:
             emulated = emulate(rewritten.model, rewritten.stored, target.elem_type)
             return crash_on_load(emulated) or nonfinite(emulated, "", samples)
         failed = crash_on_load(rewritten.model) or nonfinite(rewritten.model, "", first)
