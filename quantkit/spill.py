@@ -13,14 +13,14 @@ read are the values written, so every figure is the same as with the runs in mem
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
+
+from quantkit.scratch import Scratch
 
 Run = dict[str, np.ndarray]
 SPILL_BYTES = 256 << 20  # runs whose outputs pass this together are kept on disk
@@ -75,8 +75,8 @@ def spilled(runs: Iterable[Run], count: int, limit: int = SPILL_BYTES) -> Sequen
         return []
     if sum(a.nbytes for a in first.values()) * count <= limit:
         return [first, *it]
-    folder = Path(tempfile.mkdtemp(prefix="quantkit-runs-"))
-    keep = _Folder(folder)
+    keep = _Folder(Scratch("quantkit-runs-"))
+    folder = keep.path
     files, entries = [], []
     for k, run in enumerate(itertools.chain([first], it)):
         files.append(folder / f"run{k:05d}.npz")
@@ -88,5 +88,6 @@ def spilled(runs: Iterable[Run], count: int, limit: int = SPILL_BYTES) -> Sequen
 class _Folder:
     """Removes its folder once garbage-collected (or at exit): every view of the runs holds this one."""
 
-    def __init__(self, folder: Path) -> None:
-        weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+    def __init__(self, scratch: Scratch) -> None:
+        self.path = scratch.path
+        weakref.finalize(self, scratch.remove)

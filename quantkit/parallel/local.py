@@ -7,9 +7,7 @@ on a replacement process, and only a job that has killed two workers is reported
 from __future__ import annotations
 
 import multiprocessing
-import shutil
 import sys
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from quantkit.errors import WorkerError
+from quantkit.scratch import Scratch
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -30,17 +29,17 @@ class LocalPool:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._folder: Path | None = None
+        self._folder: Scratch | None = None
         self._shared = 0  # blobs written to the folder
         self._slots: list[ProcessPoolExecutor | None] = [None] * workers
         self._context = multiprocessing.get_context("forkserver")
 
     def share(self, blobs: Sequence[bytes]) -> Any:
         if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="quantkit-workers-"))
+            self._folder = Scratch("quantkit-workers-")
         paths = []
         for blob in blobs:
-            path = self._folder / f"shared-{self._shared}.bin"
+            path = self._folder.path / f"shared-{self._shared}.bin"
             self._shared += 1
             path.write_bytes(blob)
             paths.append(str(path))
@@ -113,7 +112,7 @@ class LocalPool:
             executor.shutdown(wait=True, cancel_futures=True)
             self._slots[slot] = None
         if self._folder is not None:
-            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder.remove()
             self._folder = None
 
 

@@ -10,8 +10,6 @@ import functools
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -60,6 +58,7 @@ from quantkit.pipeline.shrink_cleanup import (
 from quantkit.reports import html_page, junit, markdown, records
 from quantkit.results import TABLE_VERSION, CalibrationTable, feed_take
 from quantkit.runtime import Session
+from quantkit.scratch import Scratch, contents
 from quantkit.version import __version__
 
 
@@ -122,24 +121,25 @@ def require_step_summary(path: Path | None) -> None:
 
 @contextlib.contextmanager
 def _staging(output_dir: Path) -> Iterator[Path]:
-    """A hidden folder in output_dir for this run's files, removed whatever happens."""
-    stage = Path(tempfile.mkdtemp(prefix=".quantkit-shrink-", dir=output_dir))
+    """A hidden folder in output_dir for this run's files, removed whatever happens (and by the next run
+    where a SIGKILL left it: scratch)."""
+    stage = Scratch(".quantkit-shrink-", output_dir)
     try:
-        yield stage
+        yield stage.path
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        stage.remove()
 
 
 def _publish(stage: Path, output_dir: Path) -> None:
     """Move the finished set from the staging folder into place (renames on one file system). A report
     of an earlier run that this run did not write (report.html without --html) is removed: the folder
     holds one run's reports, never a mix; a file of the user's of that name is left."""
-    written = {path.name for path in stage.iterdir()}
+    written = {path.name for path in contents(stage)}
     with folder_lock(output_dir):  # hq85 F3: two runs publishing at once mixed a PASS and a FAIL set
         for name in REPORTS:
             if name not in written:  # an earlier run's only (hq73 1: a user's own report.html went)
                 drop_report(output_dir / name)
-        for path in sorted(stage.iterdir(), key=lambda p: p.suffix == ".onnx"):  # the model last
+        for path in sorted(contents(stage), key=lambda p: p.suffix == ".onnx"):  # the model last
             os.replace(path, output_dir / path.name)
             WRITTEN.append(output_dir / path.name)
 

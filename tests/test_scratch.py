@@ -1,0 +1,97 @@
+"""Scratch folders (quantkit.scratch): one a SIGKILLed run left is removed by the next run that makes one
+of its kind in that place; one a live process holds, one of another kind, a link and a file of the user's
+are never touched (hq85 F10: each killed shrink left a hidden folder holding a whole model)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from quantkit.scratch import LOCK, UNLOCKED_AFTER_S, Scratch, contents
+from tests.conftest import tiny_cnn
+from tests.helpers import run
+
+# a process that makes a scratch folder in argv[2] with prefix argv[1], says its path, then dies as asked
+MAKER = """
+import os, signal, sys, time
+from pathlib import Path
+from quantkit.scratch import Scratch
+folder = Scratch(sys.argv[1], Path(sys.argv[2]))
+(folder.path / "model.onnx").write_bytes(b"x" * 1000)
+print(folder.path, flush=True)
+if sys.argv[3] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(60)
+"""
+
+
+def _made(prefix: str, place: Path, end: str) -> tuple[Path, subprocess.Popen[str]]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", MAKER, prefix, str(place), end], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    return Path(child.stdout.readline().strip()), child
+
+
+def test_a_folder_a_killed_run_left_goes_and_a_live_ones_stays(tmp_path: Path) -> None:
+    live, holder = _made("quantkit-runs-", tmp_path, "live")
+    killed, child = _made("quantkit-runs-", tmp_path, "kill")
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    assert (killed / "model.onnx").exists()  # no code ran at its end
+    other, child = _made("quantkit-workers-", tmp_path, "kill")  # another kind: its own kind's business
+    child.wait(timeout=60)
+    linked = tmp_path / "quantkit-runs-link"
+    linked.symlink_to(killed.parent / "elsewhere", target_is_directory=True)
+    mine = tmp_path / "quantkit-runs-notes.txt"
+    mine.write_text("mine")
+    try:
+        assert live.exists()  # the killed run's folder did not take the live one for abandoned
+        fresh = Scratch("quantkit-runs-", tmp_path)
+        assert not killed.exists()
+        assert (live / "model.onnx").exists() and (other / "model.onnx").exists()
+        assert linked.is_symlink() and mine.read_text() == "mine"
+        assert contents(fresh.path) == [] and (fresh.path / LOCK).exists()
+        again = Scratch("quantkit-runs-", tmp_path)  # this process's own live folder is held too
+        assert fresh.path.exists()
+        fresh.remove()
+        again.remove()
+        assert not fresh.path.exists() and not again.path.exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    Scratch("quantkit-runs-", tmp_path).remove()  # its holder is gone now
+    assert not live.exists()
+
+
+def test_a_folder_without_its_lock_goes_only_once_a_day_old(tmp_path: Path) -> None:
+    """A run killed between making its folder and naming its lock, or a quantkit from before locks."""
+    young, old = tmp_path / "quantkit-runs-young", tmp_path / "quantkit-runs-old"
+    for folder in (young, old):
+        folder.mkdir()
+        (folder / "run00000.npz").write_bytes(b"x")
+    past = time.time() - UNLOCKED_AFTER_S - 60
+    os.utime(old, (past, past))
+    Scratch("quantkit-runs-", tmp_path).remove()
+    assert (young / "run00000.npz").exists() and not old.exists()
+
+
+def test_shrink_removes_the_staging_folder_a_killed_shrink_left(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stage, child = _made(".quantkit-shrink-", out, "kill")
+    child.wait(timeout=60)
+    assert stage.exists()
+    model = tiny_cnn(tmp_path / "model.onnx")
+    argv = ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(out), "--runs", "3"]
+    code, _, err = run([*argv, "--warmup", "0", "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert code == 0, err
+    published = ["junit.xml", "model.int8.onnx", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == published  # no staging folder, theirs or its own
