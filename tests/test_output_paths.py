@@ -269,4 +269,4 @@ def test_a_shrink_refused_before_it_reads_its_model_keeps_every_path_it_names(
     dangling = tmp_path / "dangling"
     dangling.symlink_to(tmp_path / "nowhere")
     code, _, err = run(["shrink", str(model), *common, "--output-dir", str(dangling)], capsys)
-    assert_one_line_error(code, err, f"--output-dir {dangling} is a symbolic link to a missing folder")
+    assert_one_line_error(code, err, f"the output folder {dangling} is a link to a missing folder")

@@ -95,3 +95,48 @@ def test_shrink_removes_the_staging_folder_a_killed_shrink_left(
     assert code == 0, err
     published = ["junit.xml", "model.int8.onnx", "report.json", "report.md"]
     assert sorted(p.name for p in out.iterdir()) == published  # no staging folder, theirs or its own
+
+
+def test_shrink_names_its_outputs_place_never_its_staging_folder(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq85 F9: errors named `.quantkit-shrink-xxxx`; a folder removed mid-run was "onnxruntime cannot
+    load the model"; a failed first run left its new, empty --cache-dir; the API's error named a flag."""
+    import shutil
+
+    import quantkit
+    from quantkit.errors import OutputError
+    from quantkit.pipeline import run_shrink
+
+    model = tiny_cnn(tmp_path / "model.onnx")
+    out, cache = tmp_path / "out", tmp_path / "new" / "cache"
+    argv = ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(out)]
+    argv += ["--cache-dir", str(cache)]
+    real = run_shrink.convert
+
+    def full_disk(model_path: Path, table: Path, output: Path, *args: object, **kwargs: object) -> object:
+        raise OutputError(f"writing {output} failed (No space left on device); nothing was written")
+
+    monkeypatch.setattr(run_shrink, "convert", full_disk)
+    code, _, err = run(argv, capsys)
+    said = f"error: writing {out / 'model.int8.onnx'} failed (No space left on device); nothing was written\n"
+    assert err == said
+    assert code == 2 and not out.exists()
+
+    def folder_removed(
+        model_path: Path, table: Path, output: Path, *args: object, **kwargs: object
+    ) -> object:
+        shutil.rmtree(out)
+        return real(model_path, table, output, *args, **kwargs)
+
+    monkeypatch.setattr(run_shrink, "convert", folder_removed)
+    code, _, err = run(argv, capsys)
+    assert err == f"error: the output folder {out} went away while shrink ran; nothing written\n"
+    assert code == 2 and not out.exists()
+
+    monkeypatch.setattr(run_shrink, "calibrate", full_disk)  # the first run's calibration fails
+    shutil.rmtree(tmp_path / "new")
+    code, _, err = run(argv, capsys)
+    assert code == 2 and not (tmp_path / "new").exists()  # nor the empty cache folders it made
+    with pytest.raises(OutputError, match=r"^the output folder \S+ is a file; give a folder$"):
+        quantkit.shrink(model, data=image_dir, output_dir=model)

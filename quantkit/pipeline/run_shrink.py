@@ -54,6 +54,7 @@ from quantkit.pipeline.shrink_cleanup import (
     drop_report,
     earlier_model,
     outputs,
+    unstaged,
 )
 from quantkit.reports import html_page, junit, markdown, records
 from quantkit.results import TABLE_VERSION, CalibrationTable, feed_take
@@ -126,6 +127,8 @@ def _staging(output_dir: Path) -> Iterator[Path]:
     stage = Scratch(".quantkit-shrink-", output_dir)
     try:
         yield stage.path
+    except QuantkitError as exc:
+        raise unstaged(exc, stage.path, output_dir) from exc.__cause__
     finally:
         stage.remove()
 
@@ -361,9 +364,9 @@ def _output_dir(folder: Path, model_path: Path, made: list[Path]) -> Path:
     """`folder`, created with its missing parents (`made`), each output in it checked: where one is refused,
     the folders made for it go again (hq73 10: a name too long left the new --output-dir behind)."""
     if folder.exists() and not folder.is_dir():
-        raise OutputError(f"--output-dir {folder} is a file; give a folder")
+        raise OutputError(f"the output folder {folder} is a file; give a folder")  # API or CLI (hq85 F9)
     if folder.is_symlink() and not folder.exists():  # hq87 F4: mkdir said "File exists"
-        raise OutputError(f"--output-dir {folder} is a symbolic link to a missing folder; create it first")
+        raise OutputError(f"the output folder {folder} is a link to a missing folder; create it first")
     folder.mkdir(parents=True, exist_ok=True)
     try:
         for name in outputs(model_path):
@@ -388,6 +391,18 @@ def _calibration_table(
     """(the table's path, the table, whether it came from the cache, seconds spent calibrating)."""
     if config.cache_dir is None:
         raise OutputError("shrink needs a cache folder for its calibration table; give --cache-dir DIR")
+    made = [f for f in (config.cache_dir, *config.cache_dir.parents) if not f.exists()]
+    try:
+        return _cached_table(model_path, config, progress, parallel)
+    except BaseException:  # hq85 F9: a failed first run left its new, empty cache folder
+        _remove_empty(made)
+        raise
+
+
+def _cached_table(
+    model_path: Path, config: ShrinkConfig, progress: Progress, parallel: Parallel
+) -> tuple[Path, CalibrationTable, bool, float]:
+    assert config.cache_dir is not None
     fix = "give --cache-dir DIR (or set XDG_CACHE_HOME) to a writable folder"
     try:
         config.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,16 @@
-"""shrink's --output-dir: the names it writes, and an earlier run's verdict removed where a run ends in
-exit 2 (known by content: nothing else there is touched)."""
+"""shrink's --output-dir: the names it writes, errors told of that place (never of the staging folder),
+and an earlier run's verdict removed where a run ends in exit 2 (known by content: nothing else there is
+touched)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from quantkit.errors import ModelError
+from quantkit.errors import ModelError, OutputError, QuantkitError
 from quantkit.files import same_file
 from quantkit.graph import model_io
 
@@ -91,3 +93,13 @@ def _drop_model(mark: Model) -> None:
     with contextlib.suppress(OSError, ModelError):
         if path.is_file() and model_io.file_sha256(path) == wanted:
             path.unlink()
+
+
+def unstaged(exc: QuantkitError, stage: Path, output_dir: Path) -> QuantkitError:
+    """The error a run raised while its files were in the hidden staging folder `stage`, told of the
+    output's place (hq85 F9: "writing out/.quantkit-shrink-x1y2/m.int8.onnx failed"), or, where
+    output_dir itself was removed meanwhile, said so (it was "onnxruntime cannot load the model")."""
+    if not output_dir.is_dir():
+        return OutputError(f"the output folder {output_dir} went away while shrink ran; nothing written")
+    exc.args = tuple(str(a).replace(f"{os.sep}{stage.name}", "") for a in exc.args)
+    return exc
