@@ -37,6 +37,7 @@ from quantkit.graph.query import measured_in_place, selection_ordered
 from quantkit.image_folders import select_images, shortfall
 from quantkit.images import ImageLoader, entries_hash, resolve_preprocess
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
+from quantkit.pipeline import held_out
 from quantkit.pipeline.calib_chunks import (
     ChunkJob,
     Merged,
@@ -228,6 +229,7 @@ def calibrate(
             "seed": config.images.seed,
             "requested": config.images.num_images,
             "list_sha256": entries_hash(merged.entries),
+            "contents": held_out.contents([entry[-32:] for entry in merged.entries]),
         }
     else:
         used = seen

@@ -14,10 +14,7 @@ from quantkit import runtime_openvino
 from quantkit.config import CompareConfig, LatencyConfig, Preprocess, PreprocessOptions, ResizeMode, Runtime
 from quantkit.cpu import cpu_info
 from quantkit.data import ArrayStream, Sample, sample_side
-from quantkit.errors import (
-    ConfigError,
-    ImageError,
-)
+from quantkit.errors import ConfigError, ImageError
 from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.figure_warnings import (
     anchors_agreement,
@@ -43,6 +40,7 @@ from quantkit.image_folders import select_images, shortfall
 from quantkit.images import resolve_preprocess
 from quantkit.outcomes import ComparisonResult, OutputMetrics
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
+from quantkit.pipeline import held_out
 from quantkit.pipeline.compare_chunks import (
     CompareChunk,
     CompareJob,
@@ -258,6 +256,7 @@ def compare(
                 shortfall(config.images, paths) if arrays is None else None,
                 skipped_line(done.skipped) if done.skipped else None,
                 copies_line(done.digests),
+                held_out.in_sample_line(candidate, done.digests),
                 swapped(reference, candidate, reference_path, candidate_path),
                 same_model(reference, candidate, reference_path, candidate_path),
                 selected_note(  # a split head's scores and labels were matched with its boxes

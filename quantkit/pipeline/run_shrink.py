@@ -40,7 +40,7 @@ from quantkit.image_folders import images_of, select_images, shortfall
 from quantkit.images import list_digest, resolve_preprocess, shared_images
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
-from quantkit.pipeline import calib_warnings
+from quantkit.pipeline import calib_warnings, held_out
 from quantkit.pipeline.budget_run import check_detector_head
 from quantkit.pipeline.loading import refuse_bfloat16
 from quantkit.pipeline.progress import Progress
@@ -295,7 +295,8 @@ def _run(
     comparison = compare(
         model_path, output, config.evaluation, given=False, progress=progress, parallel=parallel
     )
-    comparison = dataclasses.replace(comparison, candidate=str(final))
+    kept = tuple(w for w in comparison.warnings if held_out.IN_SAMPLE not in w)  # shrink's own: held_out
+    comparison = dataclasses.replace(comparison, candidate=str(final), warnings=kept)
     calibration_images = select_images(config.calibration.images)
     copies = shared_images(calibration_images, select_images(config.evaluation.images)) if apart else 0
     warnings = (

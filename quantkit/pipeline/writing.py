@@ -13,13 +13,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from quantkit.config import (
-    Preprocess,
-)
+from quantkit.config import Preprocess
 from quantkit.cpu import cpu_info
-from quantkit.errors import (
-    ConversionError,
-)
+from quantkit.errors import ConversionError
 from quantkit.evaluate.end2end import rows_differ
 from quantkit.evaluate.figure_warnings import BROKEN_BELOW_DB
 from quantkit.evaluate.output_errors import OutputErrors
@@ -30,6 +26,7 @@ from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
 from quantkit.graph.subnormal import subnormal_warning
 from quantkit.outcomes import SpeedPlan
+from quantkit.pipeline import held_out
 from quantkit.pipeline.sample_figures import saturated_note, steady_outputs
 from quantkit.planner import fallback
 from quantkit.planner.at_output import output_noise
@@ -337,6 +334,7 @@ def stamp(
         props["calibration_sha256"] = hashlib.sha256(table_path.read_bytes()).hexdigest()
         props["source_model_sha256"] = table.model_sha256
         props["preprocess"] = json.dumps(table.meta.get("preprocess", {}), sort_keys=True)
+        props.update(held_out.stamped(table.meta))  # compare warns on images that calibrated the model
     else:
         props["source_model_sha256"] = source_sha256
     if has_float8(model):  # said in the file too (hq63b: a default session gave an RFB 2 of 340 faces)

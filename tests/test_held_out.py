@@ -1,0 +1,59 @@
+"""compare says when its images calibrated the model (hq84 F5: a text detector measured 14.0 dB on its
+calibration images and 8.1 dB held out, and compare said nothing). The INT8 model records a short content
+digest of each calibration image; compare counts its own images among them, by content."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from quantkit.pipeline.held_out import CONTENTS_KEPT, contents
+from tests.conftest import tiny_cnn
+from tests.helpers import run
+
+FAST = ["--runs", "0"]
+
+
+def test_compare_counts_the_images_that_calibrated_the_model(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tiny_cnn(tmp_path / "model.onnx")
+    dogs, cats = image_dir / "dogs", image_dir / "cats"
+    table, out = tmp_path / "dogs.calib.json", tmp_path / "model.int8.onnx"
+    assert run(["calibrate", str(model), "--images", str(dogs), "-o", str(table)], capsys)[0] == 0
+    assert run(["convert", str(model), "-c", str(table), "-o", str(out)], capsys)[0] == 0
+    recorded = {p.key: p.value for p in onnx.load(out).metadata_props}["quantkit.calibration_images"]
+    digests = sorted(hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in dogs.iterdir())
+    assert recorded == " ".join(digests)  # 12 photos, sorted, 16 hex digits each
+
+    code, _, err = run(["compare", str(model), str(out), "--images", str(dogs), *FAST], capsys)
+    said = "warning: 12 of the 12 images compared calibrated the model: the figures are not held out"
+    assert code == 0 and said in err
+    code, _, err = run(["compare", str(model), str(out), "--images", str(cats), *FAST], capsys)
+    assert code == 0 and "calibrated the model" not in err
+    mixed = tmp_path / "mixed"  # copies under other names, beside held-out photos
+    shutil.copytree(cats, mixed)
+    for k, photo in enumerate(sorted(dogs.iterdir())[:3]):
+        shutil.copy(photo, mixed / f"copy{k}{photo.suffix}")
+    code, _, err = run(["compare", str(model), str(out), "--images", str(mixed), *FAST], capsys)
+    assert code == 0 and "warning: 3 of the 15 images compared calibrated the model" in err
+
+
+def test_shrink_says_it_once_its_own_way(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tiny_cnn(tmp_path / "model.onnx")
+    argv = ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(tmp_path / "out"), *FAST]
+    code, stdout, err = run([*argv, "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert code == 0, err
+    assert "calibrated the model" not in err + stdout  # the report says: not held out
+
+
+def test_a_table_of_too_many_images_records_none() -> None:
+    many = [hashlib.sha256(str(i).encode()).digest() for i in range(CONTENTS_KEPT + 1)]
+    assert contents(many) is None
+    assert contents(many[:3] + many[:1]) == sorted({d[:8].hex() for d in many[:3]})
