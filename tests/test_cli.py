@@ -429,6 +429,25 @@ def test_a_labels_file_of_class_names_reads_whole_lines(tmp_path: Path) -> None:
         read_classes(labels)  # hq68 19: 'lists 1 classes
 
 
+def test_a_labels_file_of_index_and_name_lines_matches_folders_by_name(tmp_path: Path) -> None:
+    """hq89 F1: with `0 cat` lines the first words were the numbers, so `bird/0.png` was scored as class
+    0 by its file name (its folder matched nothing): 25 % top-1 where the truth was 20 %, no warning."""
+    from quantkit.evaluate.labels import class_lookup, label_of
+
+    forms = (["0 cat", "1 dog", "2 bird"], ["1: cat", "2: dog", "3: bird"], ["0,cat", "1\tdog", "2 bird"])
+    for lines in forms:
+        lookup = class_lookup(lines)  # each folder's own class, whatever number its file names hold
+        for photo in ("0.png", "2.png"):
+            assert [label_of(tmp_path / c / photo, tmp_path, lookup) for c in ("cat", "dog", "bird")] == [
+                0,
+                1,
+                2,
+            ]
+    numbered = class_lookup(["0 cat", "1 dog", "2 bird"])  # folders named by index still match
+    assert label_of(tmp_path / "2" / "0.png", tmp_path, numbered) == 2
+    assert "tench" not in class_lookup(["n01440764 tench", "n01443537 goldfish"])  # not indices: ids
+
+
 def test_markdown_warnings_show_file_names_as_written() -> None:
     """hq70 11: a file named '<b>x</b>|*y*.png' in a warning rendered bold, italic, and split the table."""
     from quantkit.reports.markdown import escaped

@@ -3,6 +3,7 @@ model's declared outputs (compare, shrink and convert --max-drop read labels the
 
 from __future__ import annotations
 
+import re
 import stat
 import unicodedata
 from collections.abc import Sequence
@@ -54,13 +55,15 @@ def _special(path: Path) -> str:
 
 def class_lookup(classes: Sequence[str]) -> dict[str, int]:
     """Class index by each name an image's folder or file name may give (spelled as `spelling` makes it):
-    a line's whole text (`Ankle boot`, `great white shark`), then its first word (the id of `n01440764
+    a line's whole text (`Ankle boot`, `great white shark`), then the name after its index where every
+    line has one (`0 cat`: _after_index), then its first word (the id of `n01440764
     tench, Tinca tinca`), then each of those case-folded (`ankle_boot/`); a name two classes share names
     neither (ImageNet's two 'crane's; EMNIST's 'A' and 'a' case-folded, hq70 2). hq68 6: first words were
     taken whenever they were unique, so Fashion-MNIST's 'Ankle boot' was 'Ankle' and its photos in
     `Ankle boot/` matched nothing; `bald_eagle/` never matched 'bald eagle'."""
     lines = [spelling(line) for line in classes]
-    exact = (lines, [spelling(line.split()[0].rstrip(",")) for line in classes])
+    named = [[spelling(name) for name in after]] if (after := _after_index(classes)) else []
+    exact = (lines, *named, [spelling(line.split()[0].rstrip(",")) for line in classes])
     lookup: dict[str, int] = {}
     for names in (*exact, *([n.casefold() for n in names] for names in exact)):
         found: dict[str, int] = {}
@@ -70,6 +73,19 @@ def class_lookup(classes: Sequence[str]) -> dict[str, int]:
             found[key] = index
         lookup |= {k: i for k, i in found.items() if k not in lookup and k not in shared}
     return lookup
+
+
+def _after_index(classes: Sequence[str]) -> list[str] | None:
+    """Each line's name after its index, where every line is `<index> <name>` and the indices count the
+    lines from 0 or 1 (`0 cat`, `1: dog`, `2,bird`); else None. hq89 F1: such a file's first words were
+    the numbers, so `bird/0.png` matched class 0 by its file name, its folder matching nothing."""
+    found = [re.fullmatch(r"(\d+)\s*[:,;=\t ]\s*(\S.*)", line) for line in classes]
+    if not all(found):
+        return None
+    numbers = [int(m.group(1)) for m in found if m]
+    if numbers not in (list(range(len(numbers))), list(range(1, len(numbers) + 1))):
+        return None
+    return [m.group(2).strip() for m in found if m]
 
 
 def spelling(name: str) -> str:
