@@ -20,9 +20,14 @@ from quantkit.errors import ImageError
 # without a word in a folder that held other images (hunt39 F3, hq68 4).
 SUFFIX_TEXT = ".jpg .jpeg .jpe .jfif .png .bmp .webp .tif .tiff .gif .ppm .pgm .pnm .pbm .avif .jp2 .j2k"
 IMAGE_SUFFIXES = frozenset(SUFFIX_TEXT.split())
-# photo formats no Pillow here decodes (phones' HEIC, cameras' raw files, layered or vector files): left
-# out of a folder with a warning that names them (hq68 4: 20 .HEIC beside 12 .jpg, 'calibrated on 12')
-UNREAD_TEXT = ".heic .heif .jxl .dng .cr2 .cr3 .nef .arw .raf .orf .rw2 .srw .pef .psd .svg .exr .hdr"
+# photo formats no Pillow here decodes (phones' HEIC, cameras' raw files, layered or vector files), and
+# image formats Pillow reads that quantkit does not (icons, old bitmaps, textures): left out of a folder
+# with a warning that names them (hq68 4: 20 .HEIC beside 12 .jpg, 'calibrated on 12'; hq89 F4: .ico,
+# .tga and .pcx went without a word)
+UNREAD_TEXT = (
+    ".heic .heif .jxl .dng .cr2 .cr3 .nef .arw .raf .orf .rw2 .srw .pef .psd .svg .exr .hdr "
+    ".ico .cur .icns .tga .pcx .dcx .dib .dds .sgi .qoi .mpo .apng .pfm .fits .fit .xbm .xpm .blp .ras"
+)
 UNREAD_SUFFIXES = frozenset(UNREAD_TEXT.split())
 # a NAS's thumbnails and recycle bins: never photos of their own (hq68 11: Synology's @eaDir/<photo>/
 # SYNOFILE_THUMB_*.jpg doubled a calibration set)

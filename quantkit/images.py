@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import re
-import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ from quantkit.config import (
 )
 from quantkit.config.preprocessing import check_fixed_sides, shape_text
 from quantkit.errors import ConfigError, ImageError
-from quantkit.pixels import to_mode
+from quantkit.pixels import WARNINGS, to_mode
 from quantkit.results import Batch, InputSpec
 
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit; larger images are refused, not decoded
@@ -192,13 +191,10 @@ def entries_hash(entries: Iterable[bytes]) -> str:
     return hashlib.sha256(b"".join(entries)).hexdigest()
 
 
-_WARNINGS = threading.Lock()
-
-
 def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
     """Decode, convert, resize and normalise one image file's bytes. float32 [C, H, W] or [H, W, C]."""
-    try:  # catch_warnings swaps one process-wide list: two threads at once left 'ignore' in it (hq72 2)
-        with _WARNINGS, warnings.catch_warnings():
+    try:  # one thread at a time in catch_warnings (pixels.WARNINGS)
+        with WARNINGS, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a damaged TIFF tag's UserWarning reached the terminal (hq68 2)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with _decoded(raw) as image:

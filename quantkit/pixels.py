@@ -3,12 +3,17 @@ range judged by their values; and the peak of 16-bit images, for calibrate's war
 
 from __future__ import annotations
 
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from quantkit.errors import ImageError
+
+# catch_warnings swaps one process-wide list: two threads at once left 'ignore' in it (hq72 2)
+WARNINGS = threading.Lock()
 
 
 def peak_16_bit(path: Path) -> tuple[float, float] | None:
@@ -16,21 +21,29 @@ def peak_16_bit(path: Path) -> tuple[float, float] | None:
     F past 255: read over 0-65535, or wider where its level is), else None. A 16-bit colour image (a
     48- or 64-bit PNG or TIFF), which Pillow reads as each value's high byte, by that byte: at most
     (high + 1) x 256 - 1 (hq61: 12-bit data in 48-bit PNGs arrived at 15 of 255 with no word)."""
-    try:
-        with Image.open(path) as image:
-            wide = any(";16" in str(tile.args) for tile in image.tile)  # not a BMP's 16-bit RGB565
-            colour = image.mode in ("RGB", "RGBA") and image.format in ("PNG", "TIFF") and wide
-            if not (image.mode.startswith("I;16") or image.mode in ("I", "F") or colour):
-                return None
-            array = np.asarray(image, dtype=np.float64)
-            if colour:
-                peak = (float(np.max(array)) + 1.0) * 256.0 - 1.0
-                return peak, peak
-            peak = float(np.max(array))  # not past 255 in I or F: read over 0-255 (or 0-1); NaN: skipped
-            sixteen = image.mode.startswith("I;16") or peak > 255
-            return (peak, range_level(array)) if sixteen and np.isfinite(array).all() else None
-    except (OSError, ValueError, Image.DecompressionBombError):
+    try:  # the decoder's warnings (a damaged tag) said nowhere, as images.load_sample (hq89 F6)
+        with WARNINGS, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return _peak(image)
+    except MemoryError:
+        raise
+    except Exception:  # whatever a decoder raises on damaged data: the file's, skipped where it is read
         return None
+
+
+def _peak(image: ImageFile.ImageFile) -> tuple[float, float] | None:
+    wide = any(";16" in str(tile.args) for tile in image.tile)  # not a BMP's 16-bit RGB565
+    colour = image.mode in ("RGB", "RGBA") and image.format in ("PNG", "TIFF") and wide
+    if not (image.mode.startswith("I;16") or image.mode in ("I", "F") or colour):
+        return None
+    array = np.asarray(image, dtype=np.float64)
+    if colour:
+        peak = (float(np.max(array)) + 1.0) * 256.0 - 1.0
+        return peak, peak
+    peak = float(np.max(array))  # not past 255 in I or F: read over 0-255 (or 0-1); NaN: skipped
+    sixteen = image.mode.startswith("I;16") or peak > 255
+    return (peak, range_level(array)) if sixteen and np.isfinite(array).all() else None
 
 
 def range_level(array: np.ndarray) -> float:
@@ -56,9 +69,29 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
         top = 65535.0 if sixteen or level > 255 else 1.0 if unit else 255.0
         if level > 65535:  # wider data over its bit depth: 0..255,000 was clipped to white (hq57 A4)
             top = float(2 ** int(level).bit_length() - 1)
+        _refuse_negative(array, top)
+        if getattr(image, "tag_v2", {}).get(PHOTOMETRIC) == 0:  # hq89 F2: Pillow inverts 8-bit alone
+            np.subtract(top, array, out=array)
         for step, value in ((np.divide, top), (np.multiply, 255.0), (np.add, 0.5)):
             step(array, value, out=array)
         image = Image.fromarray(np.clip(array, 0, 255, out=array).astype(np.uint8), "L")
     if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
+    if image.mode in ("LAB", "HSV"):  # Pillow converts these to RGB alone (hq89 F8: LAB to L failed)
+        image = image.convert("RGB")
     return image.convert("L" if channels == 1 else "RGB")
+
+
+PHOTOMETRIC = 262  # a TIFF's PhotometricInterpretation: 0 is MinIsWhite (0 is white)
+
+
+def _refuse_negative(array: np.ndarray, top: float) -> None:
+    """Refuse pixels more than one 8-bit step below 0 (noise around 0 is clipped): signed data (int16, a
+    float in [-1, 1]) and a uint32 past 2^31, which Pillow reads as negative int32, were fed as black, the
+    latter inverted (hq89 F2: 4.0e9 read as 0, 1.0e9 as 237)."""
+    low = float(array.min()) if array.size else 0.0
+    if low < -top / 255.0:
+        raise ImageError(
+            f"it holds negative pixel values (down to {low:g}; signed or 32-bit data): quantkit reads "
+            "pixels from 0 up; save it unsigned (8 or 16 bits, or float 0-1), or give model-ready arrays"
+        )

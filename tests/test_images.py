@@ -438,3 +438,71 @@ def test_a_16_bit_colour_image_of_narrow_data_is_found(tmp_path: Path) -> None:
     assert peak_16_bit(tmp_path / "eight.png") is None
     line = narrow_16_bit([4095.0], 1, [4095.0])
     assert line is not None and line.startswith("the images are 16-bit with values up to 4095 (12-bit data)")
+
+
+def _tiff(array: np.ndarray, sample_format: int, photometric: int = 1, damaged: bool = False) -> bytes:
+    """A one-strip little-endian grey TIFF of `array` [H, W] as written, whatever Pillow writes; damaged:
+    with an Orientation tag of two values (Pillow warns, then reads it)."""
+    import struct
+
+    height, width = array.shape
+    data = array.astype(array.dtype.newbyteorder("<")).tobytes()
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 1, array.dtype.itemsize * 8), (259, 3, 1, 1)]
+    tags += [(262, 3, 1, photometric), (273, 4, 1, 0), (274, 3, 2 if damaged else 1, 1), (277, 3, 1, 1)]
+    tags += [(278, 3, 1, height), (279, 4, 1, len(data)), (339, 3, 1, sample_format)]
+    start = 8 + 2 + len(tags) * 12 + 4
+    out = bytearray(b"II*\0" + struct.pack("<IH", 8, len(tags)))
+    for tag, kind, count, value in tags:
+        value = start if tag == 273 else value
+        packed = struct.pack("<HH", value, count - 1) if kind == 3 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, kind, count) + packed
+    return bytes(out + struct.pack("<I", 0) + data)
+
+
+def test_tiff_values_are_read_as_they_mean_or_left_out_with_the_reason() -> None:
+    """hq89 F2: a 16-bit MinIsWhite TIFF was not inverted (an 8-bit one is); int16 negatives, a float in
+    [-1, 1] and a uint32 past 2^31 (Pillow's int32) were fed as black, the last inverted; F8: a LAB TIFF
+    was 'not decodable' for a one-channel model."""
+    grey = Preprocess(height=4, width=4, channels=1, mean=(0.0,), std=(1.0,), resize=ResizeMode.squash)
+    white = _tiff(np.full((4, 4), 40000, np.uint16), 1, photometric=0)
+    assert load_sample(white, grey).mean() == pytest.approx(255 - 40000 / 65535 * 255, abs=0.6)
+    eight = _tiff(np.full((4, 4), 100, np.uint8), 1, photometric=0)
+    assert load_sample(eight, grey).mean() == pytest.approx(155.0)
+    for array, form in (
+        (np.array([[20000] * 4, [-20000] * 4] * 2, np.int16), 2),
+        (np.array([[4_000_000_000] * 4, [1_000_000_000] * 4] * 2, np.uint32), 1),
+        (np.array([[0.5] * 4, [-0.5] * 4] * 2, np.float32), 3),
+    ):
+        with pytest.raises(ImageError, match=r"^it holds negative pixel values \(down to -"):
+            load_sample(_tiff(array, form), grey)
+    noise = np.array([[0.5] * 4, [-0.001] * 4] * 2, np.float32)  # noise around 0: clipped, read
+    assert load_sample(_tiff(noise, 3), grey).min() == 0.0
+    buffer = io.BytesIO()
+    Image.new("LAB", (4, 4), (50, 0, 0)).save(buffer, format="TIFF")
+    assert load_sample(buffer.getvalue(), grey).shape == (1, 4, 4)
+
+
+def test_icons_and_old_bitmaps_are_counted_where_left_out(image_dir: Path, tmp_path: Path) -> None:
+    """hq89 F4: .ico, .tga and .pcx files (Pillow reads them, quantkit does not) went without a word."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    photo = Image.open(sorted(image_dir.rglob("*.png"))[0]).convert("RGB")
+    photo.save(folder / "own.png")
+    for suffix in (".ico", ".tga", ".pcx"):
+        photo.save(folder / f"icon{suffix}")
+    assert [p.name for p in find_images(folder)] == ["own.png"]
+    assert left_out(folder) == LeftOut(unread=3, formats=(".ico", ".pcx", ".tga"))
+
+
+def test_a_damaged_tag_says_nothing_when_its_peak_is_read(tmp_path: Path) -> None:
+    """hq89 F6: peak_16_bit opened the file outside the warning filter: Pillow's UserWarning on a damaged
+    TIFF tag reached the terminal under -q, and an internal error under `python -W error`."""
+    import warnings
+
+    from quantkit.pixels import peak_16_bit
+
+    path = tmp_path / "damaged.tif"
+    path.write_bytes(_tiff(np.full((4, 4), 4095, np.uint16), 1, damaged=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert peak_16_bit(path) == (4095.0, 4095.0)
