@@ -2006,6 +2006,14 @@ def test_an_empty_or_nameless_path_is_refused_in_one_line(
         (["calibrate", str(cnn), "-o", "t.json", "--images"], "option '--images' requires an argument"),
         (["compare", str(cnn), "", "--images", str(image_dir)], "the candidate argument is empty"),
     ]
+    other = str(tmp_path / "other")
+    cases += [  # hq89 F5: click kept the last of two values without a word
+        (
+            ["calibrate", str(cnn), "--images", str(image_dir), f"--images={other}", "-o", "t.json"],
+            f"--images is given twice ({image_dir} and {other}); give it once",
+        ),
+        (["convert", str(cnn), "-c", str(table), "-o", out, "--output", "b.onnx"], "--output is given twice"),
+    ]
     for argv, phrase in cases:
         code, _, err = run(argv, capsys)
         assert_one_line_error(code, err, phrase)
@@ -2016,6 +2024,8 @@ def test_an_empty_or_nameless_path_is_refused_in_one_line(
     (tmp_path / "quantkit.toml").unlink()
     code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", out, "--exclude-nodes", ""], capsys)
     assert code == 0, err  # an empty list of names is no path: taken as none
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", out, "-o", out, "-q"], capsys)
+    assert code == 0, err  # the same path twice says one thing
     import quantkit
 
     with pytest.raises(ConfigError, match=r"^data is an empty path; give an image folder"):

@@ -189,8 +189,8 @@ def test_a_top_level_key_convert_reads_only_with_a_budget_does_not_stop_it(
     code, _, err = run(["calibrate", "models/model.onnx", "--images", str(image_dir), "-o", "t.json"], capsys)
     assert code == 0, err
     (project / "models" / "quantkit.toml").write_text('output-kind = "values"\ndetector = "yolox"\n')
-    argv = ["convert", "models/model.onnx", "-c", "t.json", "-o", "o.onnx", "--min-sqnr", "0"]
-    code, _, err = run(argv, capsys)
+    argv = ["convert", "models/model.onnx", "-c", "t.json", "--min-sqnr", "0"]
+    code, _, err = run([*argv, "-o", "o.onnx"], capsys)
     assert code == 0, err
     code, _, err = run([*argv, "--output-kind", "values", "-o", "p.onnx"], capsys)
     assert_one_line_error(code, err, "convert reads --output-kind only with --max-drop")

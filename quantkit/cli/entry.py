@@ -322,7 +322,8 @@ def _fail(message: str) -> NoReturn:
 def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
     """An empty path ('--images "$CALIB_DIR"' with the variable unset) is refused: click reads '' as the
     current folder, which hq61 saw calibrate on whatever lay under it, exit 0 (a config file's:
-    config_files). An option click does not know, or a value missing, ends the scan: click names it."""
+    config_files); so is a path option given twice with two values (click keeps the last). An option
+    click does not know, or a value missing, ends the scan: click names it."""
     command = commands.get(argv[0]) if argv else None
     if command is None:
         return
@@ -331,6 +332,7 @@ def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
     valued = {opt for p in command.params if not getattr(p, "is_flag", False) for opt in p.opts}
     positional = iter([p.name for p in command.params if not p.opts[0].startswith("-")])
     args = iter(argv[1:])
+    seen: dict[str, str] = {}  # a path option's first value, by its parameter
     for arg in args:
         name, equals, value = arg.partition("=")
         if arg.startswith("--") and equals:  # --images= (a short option's '=' is its value's)
@@ -341,12 +343,16 @@ def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
             taken = next(args, None) if arg in valued else "-"
             if taken is None:  # the value is missing: click says so
                 return
-            flag, empty = arg, arg in flags and taken == ""
+            flag, empty, value = arg, arg in flags and taken == "", taken
         else:
             flag = f"the {next(positional, 'path').replace('_', ' ')} argument"
             empty = arg == ""
         if empty:
             raise ConfigError(f"{flag} is empty (an unset variable?); give a path")
+        if flag in flags and not flags[flag].multiple and seen.setdefault(flags[flag].name, value) != value:
+            raise ConfigError(  # hq89 F5: `--images a --images b` read b alone, without a word
+                f"{flag} is given twice ({seen[flags[flag].name]} and {value}); give it once"
+            )
 
 
 def _takes(param: Any, kind: type) -> bool:
