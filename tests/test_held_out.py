@@ -4,6 +4,7 @@ digest of each calibration image; compare counts its own images among them, by c
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from quantkit.pipeline.held_out import CONTENTS_KEPT, contents
+from quantkit.pipeline.held_out import contents
 from tests.conftest import tiny_cnn
 from tests.helpers import run
 
@@ -27,8 +28,8 @@ def test_compare_counts_the_images_that_calibrated_the_model(
     assert run(["calibrate", str(model), "--images", str(dogs), "-o", str(table)], capsys)[0] == 0
     assert run(["convert", str(model), "-c", str(table), "-o", str(out)], capsys)[0] == 0
     recorded = {p.key: p.value for p in onnx.load(out).metadata_props}["quantkit.calibration_images"]
-    digests = sorted(hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in dogs.iterdir())
-    assert recorded == " ".join(digests)  # 12 photos, sorted, 16 hex digits each
+    digests = sorted(hashlib.sha256(f.read_bytes()).digest()[:3] for f in dogs.iterdir())
+    assert recorded == "12 " + base64.b64encode(b"".join(digests)).decode()  # 12 photos, 3 bytes each
 
     code, _, err = run(["compare", str(model), str(out), "--images", str(dogs), *FAST], capsys)
     said = "warning: 12 of the 12 images compared calibrated the model: the figures are not held out"
@@ -53,7 +54,22 @@ def test_shrink_says_it_once_its_own_way(
     assert "calibrated the model" not in err + stdout  # the report says: not held out
 
 
-def test_a_table_of_too_many_images_records_none() -> None:
-    many = [hashlib.sha256(str(i).encode()).digest() for i in range(CONTENTS_KEPT + 1)]
-    assert contents(many) is None
-    assert contents(many[:3] + many[:1]) == sorted({d[:8].hex() for d in many[:3]})
+def test_a_large_calibration_set_is_recorded_as_a_sample_and_judged_by_it() -> None:
+    """At most SAMPLED digests (1 KB) whatever the set: a 30 KB model must not double in size. Past that,
+    compare judges by its images in the sampled range and says 'about'."""
+    from quantkit.pipeline.held_out import SAMPLED, in_sample_line, stamped
+
+    calibration = [hashlib.sha256(f"calib{i}".encode()).digest() for i in range(2000)]
+    listed = contents(calibration)
+    assert len(listed) == SAMPLED and listed == sorted(d[:3].hex() for d in calibration)[:SAMPLED]
+    model = onnx.ModelProto()
+    entry = model.metadata_props.add()
+    entry.key, entry.value = (
+        "quantkit.calibration_images",
+        stamped({"images": {"contents": listed, "unique": 2000}})["calibration_images"],
+    )
+    assert len(entry.value) < 1100
+    others = [hashlib.sha256(f"other{i}".encode()).digest() for i in range(1000)]
+    assert in_sample_line(model, others) is None
+    line = in_sample_line(model, calibration[:500] + others[:500])
+    assert line is not None and line.startswith("about ") and 350 <= int(line.split()[1]) <= 650, line

@@ -3,45 +3,72 @@
 compare on the very images a model was calibrated on measures how well the ranges fit those images, not
 how the model does on the next photo: hq84's English PP-OCRv3 detector measured 14.0 dB in-sample and
 8.1 dB held out, and compare said nothing (shrink did: it knows both folders). So calibrate keeps a short
-content digest of each image it used (the table's images.contents: the first 8 bytes of each file's
-sha256, sorted, up to CONTENTS_KEPT images), convert writes them into the model's metadata
-(quantkit.calibration_images), and compare counts its images found there. By content: a copy under
-another name or folder is the same image.
+digest of each image's bytes, convert writes them into the model's metadata (quantkit.calibration_images),
+and compare counts its images found there. By content: a copy under another name or folder is the same
+image.
+
+The record stays small whatever the calibration set (a 30 KB model must not double in size): the first
+PREFIX bytes of each image's sha256, at most SAMPLED of them, the smallest (a uniform sample of a large
+set, as a bottom-k sketch keeps one), with the number of distinct images. Up to SAMPLED images the count
+compare gives is exact; past it, compare judges by its own images whose digests fall in the sampled range
+and says "about". Metadata: "<distinct images> <base64 of the sorted digests>"; 800 bytes for 200 images.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 import onnx
 
-CONTENTS_KEPT = 4096  # more calibration images than this are not recorded (17 bytes each in the model)
+PREFIX = 3  # bytes of each image's sha256 kept: a false match is 1 in 16 million per image
+SAMPLED = 256  # digests kept at most (1 KB of metadata)
 NAME = "calibration_images"  # writing.stamp adds its META_PREFIX: quantkit.calibration_images
 IN_SAMPLE = "calibrated the model"  # in compare's warning; shrink says it its own way (held_out)
 
 
-def contents(digests: list[bytes]) -> list[str] | None:
-    """The table's images.contents: each image's digest (sha256 of its bytes) cut to 8 bytes, hex,
-    sorted and unique; None where there are more than CONTENTS_KEPT."""
-    short = sorted({digest[:8].hex() for digest in digests})
-    return short if len(short) <= CONTENTS_KEPT else None
+def contents(digests: list[bytes]) -> list[str]:
+    """The table's images.contents: the SAMPLED smallest distinct digests (sha256 of each image's bytes)
+    cut to PREFIX bytes, hex, sorted."""
+    return sorted({digest[:PREFIX].hex() for digest in digests})[:SAMPLED]
 
 
 def stamped(meta: dict[str, object]) -> dict[str, str]:
     """The model's metadata entry (writing.stamp prefixes it) for a table's meta that lists its images."""
     images = meta.get("images")
     listed = images.get("contents") if isinstance(images, dict) else None
-    if not isinstance(listed, list) or not all(isinstance(c, str) for c in listed):
+    distinct = images.get("unique") if isinstance(images, dict) else None
+    if not isinstance(listed, list) or not isinstance(distinct, int) or not listed:
         return {}
-    return {NAME: " ".join(listed)}
+    try:
+        packed = b"".join(bytes.fromhex(str(h)) for h in listed)
+    except ValueError:
+        return {}
+    return {NAME: f"{distinct} {base64.b64encode(packed).decode()}"}
 
 
 def in_sample_line(candidate: onnx.ModelProto, digests: list[bytes]) -> str | None:
     """A warning where images compared (their sha256 digests) calibrated `candidate`."""
     recorded = next((p.value for p in candidate.metadata_props if p.key == f"quantkit.{NAME}"), "")
-    calibrated = set(recorded.split())
-    used = sum(1 for digest in digests if digest[:8].hex() in calibrated)
+    distinct, _, packed = recorded.partition(" ")
+    try:
+        raw = base64.b64decode(packed, validate=True)
+        total = int(distinct)
+    except (ValueError, binascii.Error):
+        return None
+    sample = {raw[k : k + PREFIX] for k in range(0, len(raw) - PREFIX + 1, PREFIX)}
+    if not sample or not digests:
+        return None
+    ours = [digest[:PREFIX] for digest in digests]
+    if total <= len(sample):  # every calibration image is recorded: the count is exact
+        used, about = sum(1 for d in ours if d in sample), ""
+    else:  # our images in the sampled range tell the share: a bottom-k estimate
+        judged = [d for d in ours if d <= max(sample)]
+        found = sum(1 for d in judged if d in sample)
+        used, about = (round(found / len(judged) * len(ours)) if found else 0), "about "
     if not used:
         return None
     return (
-        f"{used} of the {len(digests)} images compared {IN_SAMPLE}: the figures are not held out (they "
-        "measure the fit to those images); compare on images apart from the calibration set"
+        f"{about}{used} of the {len(digests)} images compared {IN_SAMPLE}: the figures are not held out "
+        "(they measure the fit to those images); compare on images apart from the calibration set"
     )
