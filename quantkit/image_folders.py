@@ -181,8 +181,13 @@ def _listed(files: Sequence[Path]) -> list[Path]:
     for path in files:
         if path.is_dir():  # hq68 18: was said not to exist
             raise ImageError(f"{path} in the list of images is a folder; list image files, or give it alone")
-        if not path.is_file():
-            raise ImageError(f"image {path} does not exist; check the list of images")
+        if not path.is_file():  # hq89 F11: a loop of links was said not to exist
+            what = (
+                "is a link to nothing (a missing file, or a loop of links)"
+                if path.is_symlink()
+                else "does not exist"
+            )
+            raise ImageError(f"image {path} {what}; check the list of images")
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise ImageError(f"{path} is not an image ({SUFFIX_TEXT}); check the list")
     return list(files)

@@ -488,7 +488,9 @@ def test_a_list_of_relative_image_paths_is_labelled_as_the_absolute_one(
     assert figures[0] == figures[1] and figures[0]["reference"]["images"] == 6
 
 
-def test_one_image_file_is_data_and_a_folder_in_a_list_is_named_a_folder(image_dir: Path) -> None:
+def test_one_image_file_is_data_and_a_folder_in_a_list_is_named_a_folder(
+    image_dir: Path, tmp_path: Path
+) -> None:
     """hq68 18: data='photo.png' was told 'is not a folder; pass a folder of images to --images' (an API
     call has no --images), and data=['val'] 'image val does not exist' (it does: it is a folder)."""
     from quantkit.data import read_data
@@ -500,4 +502,12 @@ def test_one_image_file_is_data_and_a_folder_in_a_list_is_named_a_folder(image_d
     assert arrays is None and select_images(selection) == [image]
     selection, _ = read_data([image_dir / "cats"], None, 0)
     with pytest.raises(ImageError, match=r"cats in the list of images is a folder; list image files"):
+        select_images(selection)
+    loop, other = tmp_path / "loop.png", tmp_path / "other.png"  # hq89 F11: a loop of links 'did not exist'
+    loop.symlink_to(other)
+    other.symlink_to(loop)
+    selection, _ = read_data([image, loop], None, 0)
+    with pytest.raises(
+        ImageError, match=r"loop.png is a link to nothing \(a missing file, or a loop of links\)"
+    ):
         select_images(selection)
