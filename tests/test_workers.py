@@ -55,6 +55,23 @@ def test_a_killed_worker_is_replaced_and_its_job_rerun(tmp_path: Path) -> None:
     assert (tmp_path / "killed-3").read_text() == "once"
 
 
+def test_the_callers_start_method_is_left_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hq90 F5: after a pool ran, the process-wide default start method was fixed ('fork', a side effect
+    of the standard library's pools), and a caller's set_start_method('spawn') raised 'context has
+    already been set'. One the caller had set stays."""
+    import multiprocessing
+
+    default = multiprocessing.context._default_context
+    monkeypatch.setattr(default, "_actual_context", None)
+    with LocalPool(2) as pool:
+        assert list(pool.run(square_unless_marked, str(tmp_path), [1, 2], str)) == [1, 4]
+    assert multiprocessing.get_start_method(allow_none=True) is None
+    multiprocessing.set_start_method("spawn")  # the caller's own choice, taken
+    with LocalPool(2) as pool:
+        assert list(pool.run(square_unless_marked, str(tmp_path), [2], str)) == [4]
+    assert multiprocessing.get_start_method(allow_none=True) == "spawn"
+
+
 def test_a_job_that_kills_two_workers_is_named(tmp_path: Path) -> None:
     with LocalPool(2) as pool, pytest.raises(WorkerError, match=r"^shard 2 failed 2 times: its worker"):
         list(pool.run(always_dies, str(tmp_path), list(range(4)), lambda j: f"shard {j}"))

@@ -33,6 +33,7 @@ class LocalPool:
         self._shared = 0  # blobs written to the folder
         self._slots: list[ProcessPoolExecutor | None] = [None] * workers
         self._context = multiprocessing.get_context("forkserver")
+        self._start_method = multiprocessing.get_start_method(allow_none=True)  # the caller's, or None
 
     def share(self, blobs: Sequence[bytes]) -> Any:
         if self._folder is None:
@@ -114,6 +115,12 @@ class LocalPool:
         if self._folder is not None:
             self._folder.remove()
             self._folder = None
+        if self._start_method is None:  # hq90 F5: the standard library's pools fix the process-wide
+            # default start method as a side effect (popen_forkserver asks for it), and a caller's later
+            # set_start_method('spawn') raised 'context has already been set': left unset, as it was
+            default = getattr(multiprocessing.context, "_default_context", None)
+            if getattr(default, "_actual_context", None) is not None:
+                default._actual_context = None
 
 
 def _guard_hint() -> str:
