@@ -837,6 +837,13 @@ def test_each_openvino_rule_fires_on_its_own_model() -> None:
             ["integer-activation"],
         ),
     }
+    contrib = _qdq_conv(**u8, after="Sigmoid")  # hq90 F1: OpenVINO cannot load such a model
+    contrib.graph.node[-1].domain = "com.microsoft"
+    contrib.graph.node[-1].op_type = "QLinearGlobalAveragePool"
+    cases["operator"] = (contrib, ["operator"])
+    known = _qdq_conv(**u8, after="Sigmoid")
+    known.graph.node[-1].domain, known.graph.node[-1].op_type = "com.microsoft", "FastGelu"  # it converts
+    cases["a contrib op OpenVINO converts"] = (known, [])
     for name, (model, expected) in cases.items():
         assert [f.rule for f in openvino_rules.openvino(model)] == expected, name
     # TensorRT reads the pooled input as float: its own rule differs there

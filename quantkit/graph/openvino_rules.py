@@ -26,6 +26,19 @@ OPENVINO_FUSED_AFTER_LAYER = frozenset(
 )
 
 
+# onnxruntime's contrib ops OpenVINO's ONNX frontend converts (src/frontends/onnx/docs/supported_ops.md);
+# another op outside the standard domains fails the model's load, "No conversion rule found" (hq90 F1:
+# check passed a QLinearGlobalAveragePool model, the shared mobilenetv2_int8_by_another_tool among them)
+CONTRIB_TEXT = """Attention BiasAdd BiasGelu BifurcationDetector DequantizeLinear DynamicQuantizeMatMul
+    EmbedLayerNormalization FastGelu FusedConv FusedGemm FusedMatMul GatherND Gelu GroupNorm
+    GroupQueryAttention MatMulIntegerToFloat MatMulNBits Pad QLinearAdd QLinearAveragePool QLinearConcat
+    QLinearLeakyRelu QLinearMul QLinearReduceMean QLinearSigmoid QLinearSoftmax QLinearWhere QuantizeLinear
+    QuickGelu Range RotaryEmbedding SimplifiedLayerNormalization SkipLayerNormalization
+    SkipSimplifiedLayerNormalization Trilu"""
+OPENVINO_CONTRIB_OPS = frozenset(CONTRIB_TEXT.split())
+OPENVINO_DOMAINS = frozenset({"", "ai.onnx", "org.openvinotoolkit"})  # read whole
+
+
 def openvino(model: onnx.ModelProto) -> list[Finding]:
     """OpenVINO's CPU plugin (its low-precision transformations): a weighted layer runs int8 when its data
     input and its weight both reach a DequantizeLinear (the data input possibly through pools, Concat and
@@ -45,6 +58,14 @@ def openvino(model: onnx.ModelProto) -> list[Finding]:
                 "after it only (convert --target openvino)"
             )
             found.append(Finding("integer-activation", node.name, node.op_type, why))
+        elif node.domain not in OPENVINO_DOMAINS and (
+            node.domain != "com.microsoft" or node.op_type not in OPENVINO_CONTRIB_OPS
+        ):
+            why = (
+                f"{node.domain} {node.op_type}: OpenVINO's ONNX frontend has no conversion for it, so the "
+                "model does not load; convert the FP32 model with --target openvino"
+            )
+            found.append(Finding("operator", node.name, node.op_type, why))
     return found
 
 
