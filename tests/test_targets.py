@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from quantkit import pipeline
-from quantkit.config import ActivationType, ConvertConfig, Prefer, Runtime, Target
+from quantkit.config import ActivationType, ConvertConfig, FallbackPrecision, Prefer, Runtime, Target
 from quantkit.errors import ConfigError, ConversionError
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.graph import openvino_rules
@@ -677,6 +677,9 @@ def test_openvino_target_is_tensorrts_placement_with_uint8_activations(
         ConvertConfig(target=Target.openvino, activations=ActivationType.int8)  # hunt37 F3: said nothing
     with pytest.raises(ConfigError, match="--to fp8 is placed for TensorRT"):
         ConvertConfig(target=Target.openvino, fp8=True)  # hunt37 F5: wrote a tensorrt model, said nothing
+    for half in (FallbackPrecision.fp16, FallbackPrecision.bf16):  # hq90 F2: its own check failed the file
+        with pytest.raises(ConfigError, match=f"^--fallback {half.value} with --target openvino: the Casts"):
+            ConvertConfig(target=Target.openvino, fallback=half)
     summary, out = quantize(_residual_net(), tmp_path, image_dir, ConvertConfig(target=Target.openvino))
     model = onnx.load(str(out))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}

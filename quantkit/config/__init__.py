@@ -149,7 +149,7 @@ class ConvertConfig:
         object.__setattr__(self, "prefer", as_enum(Prefer, self.prefer, "--prefer"))
         object.__setattr__(self, "target", as_enum(Target, self.target, "--target"))
         set_switches(self, "range_cap", "quantize_attention_matmul", "bias_correction", "compact", "fp8")
-        check_target(self.target, self.activations, self.fp8)
+        check_target(self.target, self.activations, self.fp8, self.fallback)
         if self.fp8:  # the settings recorded are the ones that shape the file (hq75 1)
             object.__setattr__(self, "method", CalibMethod.minmax)  # amax / 448
             object.__setattr__(self, "target", Target.tensorrt)

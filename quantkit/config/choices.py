@@ -70,9 +70,20 @@ class Precision(str, Enum):
     bf16 = "bf16"  # bfloat16: float32's range, 8 significant bits (accelerators with bfloat16 kernels)
 
 
-def check_target(target: Target, activations: ActivationType, fp8: bool) -> None:
-    """Refuse what --target openvino would otherwise change without a word (hunt37 F3, F5): neither is
-    ever a default, so either was asked for."""
+def check_target(
+    target: Target,
+    activations: ActivationType,
+    fp8: bool,
+    fallback: FallbackPrecision = FallbackPrecision.fp32,
+) -> None:
+    """Refuse what --target openvino would otherwise change without a word (hunt37 F3, F5), or write in a
+    form OpenVINO does not fuse (hq90 F2): none is ever a default, so each was asked for."""
+    if target is Target.openvino and fallback is not FallbackPrecision.fp32:
+        raise ConfigError(
+            f"--fallback {fallback.value} with --target openvino: the Casts around such layers stop "
+            "OpenVINO's int8 layers beside them fusing, and OpenVINO runs float layers at its own precision "
+            "(bf16 where the CPU has it) anyway; leave --fallback out"
+        )
     if target is Target.openvino and fp8:
         raise ConfigError(
             "--to fp8 is placed for TensorRT (OpenVINO's CPU plugin has no float8 kernels); leave --target "
