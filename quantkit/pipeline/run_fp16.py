@@ -58,9 +58,10 @@ from quantkit.planner.screening import screening_runs
 from quantkit.results import Feed, Runs, feed_take
 from quantkit.runtime import lean_sessions, set_lean
 
-EMULATED = (
+EMULATED = (  # hq90 F3: OpenVINO 2026.4 measured 4-14 dB below it on 4 of 10 models, 1 dB on the others
     "float32 emulation: bfloat16 storage of every bfloat16 tensor, float32 arithmetic inside each op "
-    "(onnxruntime has no bfloat16 kernels)"
+    "(onnxruntime has no bfloat16 kernels); a runtime's own bfloat16 kernels can measure lower where "
+    "many element-wise ops run in bfloat16: measure it there (quantkit compare --runtime openvino)"
 )
 
 
