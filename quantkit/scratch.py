@@ -7,10 +7,11 @@ and the workers' model copies stayed in the system's temporary folder the same w
 
 So each folder holds a lock while its process lives: an flock on a file inside it, taken before the file
 has its name, which the kernel releases however the process ends. The next run that makes a folder of the
-same kind in the same place removes those whose lock is free. A folder with no lock file (a run killed in
-the instant between making the folder and naming its lock, or a quantkit from before this one) goes once it
-is a day old. Where locks are not available (no fcntl; a file system that refuses flock) nothing is taken
-for abandoned: a folder is only ever removed when its owner is known to be gone.
+same kind in the same place removes those whose lock file is there and free. A folder without that file is
+never touched, whatever its name and age (hq91 F1: a folder of the user's named like one went, files and
+all, once a day old); so a run killed in the instant between making its folder and naming its lock, and
+a quantkit from before this one, leave theirs. Where locks are not available (no fcntl; a file system that
+refuses flock) no lock file is made: a folder is only ever removed when its owner is known to be gone.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 try:
@@ -28,7 +28,6 @@ except ImportError:  # pragma: no cover - Windows: no flock, nothing taken for a
     fcntl = None  # type: ignore[assignment]
 
 LOCK = ".quantkit-held"  # the lock file inside every scratch folder
-UNLOCKED_AFTER_S = 24 * 3600.0  # a folder without a lock file is abandoned once this old
 
 
 class Scratch:
@@ -85,17 +84,12 @@ def _hold(folder: Path) -> int | None:
 
 
 def _abandoned(folder: Path) -> bool:
-    """Whether no live process holds `folder`: its lock file is free, or it has none and is a day old."""
+    """Whether `folder` is a scratch folder no live process holds: its lock file is there and free."""
     if fcntl is None:  # pragma: no cover
         return False
     try:
-        fd = os.open(folder / LOCK, os.O_RDONLY)
-    except FileNotFoundError:
-        try:
-            return time.time() - folder.stat().st_mtime > UNLOCKED_AFTER_S
-        except OSError:
-            return False
-    except OSError:  # another user's folder, or gone
+        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # none (not ours), another user's, or gone
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from quantkit.scratch import LOCK, UNLOCKED_AFTER_S, Scratch, contents
+from quantkit.scratch import LOCK, Scratch, contents
 from tests.conftest import tiny_cnn
 from tests.helpers import run
 
@@ -69,16 +69,15 @@ def test_a_folder_a_killed_run_left_goes_and_a_live_ones_stays(tmp_path: Path) -
     assert not live.exists()
 
 
-def test_a_folder_without_its_lock_goes_only_once_a_day_old(tmp_path: Path) -> None:
-    """A run killed between making its folder and naming its lock, or a quantkit from before locks."""
-    young, old = tmp_path / "quantkit-runs-young", tmp_path / "quantkit-runs-old"
-    for folder in (young, old):
-        folder.mkdir()
-        (folder / "run00000.npz").write_bytes(b"x")
-    past = time.time() - UNLOCKED_AFTER_S - 60
-    os.utime(old, (past, past))
+def test_a_folder_without_its_lock_file_is_never_removed(tmp_path: Path) -> None:
+    """hq91 F1: a folder of the user's named like a scratch folder went, files and all, once a day old."""
+    mine = tmp_path / "quantkit-runs-mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    past = time.time() - 30 * 24 * 3600
+    os.utime(mine, (past, past))
     Scratch("quantkit-runs-", tmp_path).remove()
-    assert (young / "run00000.npz").exists() and not old.exists()
+    assert (mine / "notes.txt").read_text() == "mine"
 
 
 def test_shrink_removes_the_staging_folder_a_killed_shrink_left(
@@ -101,7 +100,7 @@ def test_shrink_names_its_outputs_place_never_its_staging_folder(
     tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """hq85 F9: errors named `.quantkit-shrink-xxxx`; a folder removed mid-run was "onnxruntime cannot
-    load the model"; a failed first run left its new, empty --cache-dir; the API's error named a flag."""
+    load the model"; the API's error named a flag."""
     import shutil
 
     import quantkit
@@ -134,9 +133,15 @@ def test_shrink_names_its_outputs_place_never_its_staging_folder(
     assert err == f"error: the output folder {out} went away while shrink ran; nothing written\n"
     assert code == 2 and not out.exists()
 
-    monkeypatch.setattr(run_shrink, "calibrate", full_disk)  # the first run's calibration fails
-    shutil.rmtree(tmp_path / "new")
+    def folder_made_again(
+        model_path: Path, table: Path, output: Path, *args: object, **kwargs: object
+    ) -> object:
+        shutil.rmtree(out)
+        out.mkdir()  # hq91 F7: 'does not exist; create it first' of a folder that did
+        return real(model_path, table, output, *args, **kwargs)
+
+    monkeypatch.setattr(run_shrink, "convert", folder_made_again)
     code, _, err = run(argv, capsys)
-    assert code == 2 and not (tmp_path / "new").exists()  # nor the empty cache folders it made
+    assert err == f"error: the output folder {out} went away while shrink ran; nothing written\n"
     with pytest.raises(OutputError, match=r"^the output folder \S+ is a file; give a folder$"):
         quantkit.shrink(model, data=image_dir, output_dir=model)

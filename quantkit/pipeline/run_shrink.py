@@ -392,18 +392,8 @@ def _calibration_table(
     """(the table's path, the table, whether it came from the cache, seconds spent calibrating)."""
     if config.cache_dir is None:
         raise OutputError("shrink needs a cache folder for its calibration table; give --cache-dir DIR")
-    made = [f for f in (config.cache_dir, *config.cache_dir.parents) if not f.exists()]
-    try:
-        return _cached_table(model_path, config, progress, parallel)
-    except BaseException:  # hq85 F9: a failed first run left its new, empty cache folder
-        _remove_empty(made)
-        raise
-
-
-def _cached_table(
-    model_path: Path, config: ShrinkConfig, progress: Progress, parallel: Parallel
-) -> tuple[Path, CalibrationTable, bool, float]:
-    assert config.cache_dir is not None
+    # a failed first run leaves the cache folder it made (hq85 F9), which another run may be filling (hq91
+    # F4: removed empty, it failed a shrink started beside it with the same new --cache-dir)
     fix = "give --cache-dir DIR (or set XDG_CACHE_HOME) to a writable folder"
     try:
         config.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,7 @@ def unstaged(exc: QuantkitError, stage: Path, output_dir: Path) -> QuantkitError
     """The error a run raised while its files were in the hidden staging folder `stage`, told of the
     output's place (hq85 F9: "writing out/.quantkit-shrink-x1y2/m.int8.onnx failed"), or, where
     output_dir itself was removed meanwhile, said so (it was "onnxruntime cannot load the model")."""
-    if not output_dir.is_dir():
+    if not stage.is_dir():  # hq91 F7: one removed and made again was said not to exist
         return OutputError(f"the output folder {output_dir} went away while shrink ran; nothing written")
     exc.args = tuple(str(a).replace(f"{os.sep}{stage.name}", "") for a in exc.args)
     return exc
