@@ -62,7 +62,11 @@ def class_lookup(classes: Sequence[str]) -> dict[str, int]:
     taken whenever they were unique, so Fashion-MNIST's 'Ankle boot' was 'Ankle' and its photos in
     `Ankle boot/` matched nothing; `bald_eagle/` never matched 'bald eagle'."""
     lines = [spelling(line) for line in classes]
-    named = [[spelling(name) for name in after]] if (after := _after_index(classes)) else []
+    # a name that is a number would stand for another line's index (hq91 F2: `0 1` lines put folders 0/
+    # and 1/ both in class 0): such names are no key
+    named = (
+        [[NONE if n.isdigit() else spelling(n) for n in after]] if (after := _after_index(classes)) else []
+    )
     exact = (lines, *named, [spelling(line.split()[0].rstrip(",")) for line in classes])
     lookup: dict[str, int] = {}
     for names in (*exact, *([n.casefold() for n in names] for names in exact)):
@@ -73,6 +77,9 @@ def class_lookup(classes: Sequence[str]) -> dict[str, int]:
             found[key] = index
         lookup |= {k: i for k, i in found.items() if k not in lookup and k not in shared}
     return lookup
+
+
+NONE = "\0"  # a key no folder or file name spells
 
 
 def _after_index(classes: Sequence[str]) -> list[str] | None:
