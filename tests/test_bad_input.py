@@ -2013,6 +2013,11 @@ def test_an_empty_or_nameless_path_is_refused_in_one_line(
             f"--images is given twice ({image_dir} and {other}); give it once",
         ),
         (["convert", str(cnn), "-c", str(table), "-o", out, "--output", "b.onnx"], "--output is given twice"),
+        (  # hq91 F3: a --no-x (secondary) flag such as --rgb ended the scan
+            ["calibrate", str(cnn), "--images", str(image_dir), "--rgb", "--images", other, "-o", "t.json"],
+            "--images is given twice",
+        ),
+        (["calibrate", str(cnn), "--rgb", "--images", "", "-o", "t.json"], "--images is empty"),
     ]
     for argv, phrase in cases:
         code, _, err = run(argv, capsys)
@@ -2025,7 +2030,10 @@ def test_an_empty_or_nameless_path_is_refused_in_one_line(
     code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", out, "--exclude-nodes", ""], capsys)
     assert code == 0, err  # an empty list of names is no path: taken as none
     code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", out, "-o", out, "-q"], capsys)
-    assert code == 0, err  # the same path twice says one thing
+    assert code == 0, err  # the same path twice says one thing, however spelt (hq91 F10)
+    argv = ["calibrate", str(cnn), "--images", str(image_dir), "--images", f"{image_dir}/", "-o", "t.json"]
+    code, _, err = run([*argv, "-o", "./t.json", "-q"], capsys)
+    assert code == 0, err
     import quantkit
 
     with pytest.raises(ConfigError, match=r"^data is an empty path; give an image folder"):

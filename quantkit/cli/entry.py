@@ -338,8 +338,8 @@ def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
         if arg.startswith("--") and equals:  # --images= (a short option's '=' is its value's)
             flag, empty = name, name in flags and not value
         elif arg.startswith("-") and arg != "-":
-            if arg not in valued and not any(arg in p.opts for p in command.params):
-                return
+            if arg not in valued and not any(arg in (*p.opts, *p.secondary_opts) for p in command.params):
+                return  # hq91 F3: a --no-x (secondary) flag ended the scan
             taken = next(args, None) if arg in valued else "-"
             if taken is None:  # the value is missing: click says so
                 return
@@ -349,10 +349,10 @@ def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
             empty = arg == ""
         if empty:
             raise ConfigError(f"{flag} is empty (an unset variable?); give a path")
-        if flag in flags and not flags[flag].multiple and seen.setdefault(flags[flag].name, value) != value:
-            raise ConfigError(  # hq89 F5: `--images a --images b` read b alone, without a word
-                f"{flag} is given twice ({seen[flags[flag].name]} and {value}); give it once"
-            )
+        if flag in flags and not flags[flag].multiple:  # hq89 F5: `--images a --images b` read b alone
+            first = seen.setdefault(flags[flag].name, value)
+            if os.path.abspath(first) != os.path.abspath(value):  # hq91 F10: `d` and `d/` are one
+                raise ConfigError(f"{flag} is given twice ({first} and {value}); give it once")
 
 
 def _takes(param: Any, kind: type) -> bool:
