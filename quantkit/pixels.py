@@ -65,7 +65,7 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
         # took a 9000 x 9000 grey PNG to 2.2 GB); the arithmetic in place, in the same order
         sixteen = image.mode.startswith("I;16")
         level = 0.0 if sixteen else range_level(array)
-        unit = image.mode == "F" and level <= 1.0
+        unit = image.mode == "F" and level <= UNIT_SLACK
         top = 65535.0 if sixteen or level > 255 else 1.0 if unit else 255.0
         if level > 65535:  # wider data over its bit depth: 0..255,000 was clipped to white (hq57 A4)
             top = float(2 ** int(level).bit_length() - 1)
@@ -85,13 +85,20 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
 PHOTOMETRIC = 262  # a TIFF's PhotometricInterpretation: 0 is MinIsWhite (0 is white)
 
 
+# a float image whose level is at most this is read over 0-1, its noise past 1 clipped (hq91 F9: a [0, 1]
+# photo with noise of sd 0.01 had its 99.9th percentile at 1.03 and was read over 0-255, black)
+UNIT_SLACK = 1.5
+
+
 def _refuse_negative(array: np.ndarray, top: float) -> None:
-    """Refuse pixels more than one 8-bit step below 0 (noise around 0 is clipped): signed data (int16, a
+    """Refuse an image whose values reach far below 0 (its 0.1th percentile under a tenth of its range
+    below 0: noise, a black level or a stray pixel under 0 is clipped, hq91 F6): signed data (int16, a
     float in [-1, 1]) and a uint32 past 2^31, which Pillow reads as negative int32, were fed as black, the
     latter inverted (hq89 F2: 4.0e9 read as 0, 1.0e9 as 237)."""
-    low = float(array.min()) if array.size else 0.0
-    if low < -top / 255.0:
+    low = float(np.percentile(array, 0.1)) if array.size and array.min() < 0 else 0.0
+    if low < -0.1 * top:
         raise ImageError(
-            f"it holds negative pixel values (down to {low:g}; signed or 32-bit data): quantkit reads "
-            "pixels from 0 up; save it unsigned (8 or 16 bits, or float 0-1), or give model-ready arrays"
+            f"it holds negative pixel values (down to {float(array.min()):g}; signed or 32-bit data): "
+            "quantkit reads pixels from 0 up; save it unsigned (8 or 16 bits, or float 0-1), or give "
+            "model-ready arrays"
         )

@@ -477,6 +477,16 @@ def test_tiff_values_are_read_as_they_mean_or_left_out_with_the_reason() -> None
             load_sample(_tiff(array, form), grey)
     noise = np.array([[0.5] * 4, [-0.001] * 4] * 2, np.float32)  # noise around 0: clipped, read
     assert load_sample(_tiff(noise, 3), grey).min() == 0.0
+    # hq91 F6: a black level at -0.005 and a stray pixel at -0.02 were refused as signed data; F9: noise past
+    # 1.0 in a [0, 1] photo read it over 0-255, black
+    rng = np.random.default_rng(0)
+    photo = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32) + rng.normal(0, 0.01, (32, 32))
+    photo[0, 0] = -0.02
+    fed = load_sample(_tiff(photo.astype(np.float32), 3), dataclasses.replace(grey, height=32, width=32))
+    assert 120 < fed.mean() < 130
+    counts = np.full((4, 4), 4000, np.int32)
+    counts[0, 0] = -300  # one stray pixel in 0-4000 data: clipped, read
+    assert load_sample(_tiff(counts, 2), grey).min() == 0.0
     buffer = io.BytesIO()
     Image.new("LAB", (4, 4), (50, 0, 0)).save(buffer, format="TIFF")
     assert load_sample(buffer.getvalue(), grey).shape == (1, 4, 4)
