@@ -334,7 +334,8 @@ def stamp(
         props["calibration_sha256"] = hashlib.sha256(table_path.read_bytes()).hexdigest()
         props["source_model_sha256"] = table.model_sha256
         props["preprocess"] = json.dumps(table.meta.get("preprocess", {}), sort_keys=True)
-        props.update(held_out.stamped(table.meta))  # compare warns on images that calibrated the model
+        if any(n.op_type == "QuantizeLinear" for n in model.graph.node):  # not an fp16 one (hq91 F11)
+            props.update(held_out.stamped(table.meta))  # compare warns on images that calibrated it
     else:
         props["source_model_sha256"] = source_sha256
     if has_float8(model):  # said in the file too (hq63b: a default session gave an RFB 2 of 340 faces)
