@@ -407,6 +407,10 @@ def test_options_that_would_shape_nothing_are_refused_and_never_recorded(
     for extra, said in (
         (["--to", "fp8", "--method", "minmax"], "--method only applies to --to int8"),
         (["--to", "fp8", "--range-cap", "off"], "--range-cap only applies to --to int8"),
+        (  # hq88 F2: said 'an INT8 model' of an FP8 one
+            ["--to", "fp8", "--input-size", "64x64"],
+            "--input-size only applies to --to fp16 or bf16 (an FP8 model is converted at its calibration",
+        ),
         (["--method", "minmax", "--range-cap", "on"], "--range-cap caps --method mse's ranges; leave it out"),
         (["--validation", str(tmp_path)], "convert reads --validation only with --max-drop"),
         (["--labels", str(tmp_path / "l.txt")], "convert reads --labels only with --max-drop"),

@@ -378,7 +378,8 @@ def _refuse_other_precision(ctx: typer.Context, to: Precision) -> None:
         verb = "applies" if len(given) == 1 else "apply"
         # hunt47 C6: an INT8 convert given --input-size was not told where its size comes from
         sized = any(p.name == "input_size" for p in given) and to not in FLOAT_PRECISIONS
-        why = " (an INT8 model is converted at its calibration table's size)" if sized else ""
+        quantized = "an FP8" if to is Precision.fp8 else "an INT8"  # hq88 F2: fp8 was called INT8
+        why = f" ({quantized} model is converted at its calibration table's size)" if sized else ""
         raise ConfigError(f"{flags} only {verb} to {kind}{why}; leave them out or convert {kind}")
 
 
