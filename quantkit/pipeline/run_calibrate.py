@@ -47,7 +47,7 @@ from quantkit.pipeline.calib_chunks import (
     spread,
     spread_positions,
 )
-from quantkit.pipeline.calib_warnings import copies, few, kept_few, narrow_16_bit_images
+from quantkit.pipeline.calib_warnings import copies, few, kept_few, narrow_16_bit_images, placeholder_size
 from quantkit.pipeline.loading import require_half_fits, require_quantizable, table_paths, too_few_read
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
@@ -135,8 +135,10 @@ def calibrate(
     side: tuple[int, int] | None
     stream: Iterator[Batch] = iter(())
     first_data: Feed | None = None  # the first arrays' (their shapes size the observed tensors)
+    placeholder = None
     if arrays is None:
         preprocess = resolve_preprocess(config.preprocess, spec, specs)
+        placeholder = placeholder_size(model, preprocess, spec)  # hq88 F1
         paths = select_images(config.images)
         total, side = len(paths), (preprocess.height, preprocess.width)
     else:
@@ -254,7 +256,7 @@ def calibrate(
         kept, stress = _read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
     for name in (h for h in halves if h in stats):  # data a float16 input cannot hold, refused here
         require_half_fits(name, max(abs(stats[name].minimum), abs(stats[name].maximum)))
-    findings = check.findings()  # before the write: nothing is written where a step fails
+    findings = (*check.findings(), *filter(None, [placeholder]))  # before the write, as each step
     if findings:  # shrink's reports say them too, from a cached table as from a fresh one (hq82 3)
         meta["reference_findings"] = list(findings)
     table = CalibrationTable(meta=meta, stats=stats, samples=kept, stress=stress)
