@@ -14,9 +14,9 @@ def check_table(report: CheckReport) -> RenderableType:
     """quantkit check: the findings grouped by rule and reason, with the nodes they concern."""
     operators = sum(f.rule == "operator" for f in report.findings)
     # hunt55 C1: '0 of 39 quantized' over 37 QLinearConv read as a miscount
-    unparsed = (
-        f" ({operators} integer operator(s) among them, which TensorRT cannot parse)" if operators else ""
-    )
+    reader = {"tensorrt": "TensorRT cannot parse", "openvino": "OpenVINO cannot load"}  # hq92 F7
+    unread = reader.get(report.target, f"{report.target} cannot read")
+    unparsed = f" ({operators} operator(s) among them, which {unread})" if operators else ""
     head = Text(
         f"{report.model}: {report.quantized_layers} of {report.layers} Conv/ConvTranspose/Gemm/MatMul "
         f"quantized; target {report.target}{unparsed}\n"
