@@ -446,10 +446,18 @@ def test_a_labels_file_of_index_and_name_lines_matches_folders_by_name(tmp_path:
     numbered = class_lookup(["0 cat", "1 dog", "2 bird"])  # folders named by index still match
     assert label_of(tmp_path / "2" / "0.png", tmp_path, numbered) == 2
     assert "tench" not in class_lookup(["n01440764 tench", "n01443537 goldfish"])  # not indices: ids
-    shifted = class_lookup(["0 1", "1 2", "2 3"])  # hq91 F2: a number as a name stood for another index
-    assert [label_of(tmp_path / c / "x.png", tmp_path, shifted) for c in ("0", "1", "2")] == [0, 1, 2]
-    years = class_lookup(["0 20", "1 30"])  # frame-numbered photos in no class folder: no class
-    assert label_of(tmp_path / "frames" / "20.png", tmp_path, years) == -1
+    # hq91 F2, hq92 F1: a number that is one line's name and another's index names neither
+    shifted = class_lookup(["0 1", "1 2", "2 3"])
+    assert [label_of(tmp_path / c / "x.png", tmp_path, shifted) for c in ("0", "1", "2", "3")] == [
+        0,
+        -1,
+        -1,
+        2,
+    ]
+    based = class_lookup(["1 0", "2 1", "3 2"])
+    assert [label_of(tmp_path / c / "x.png", tmp_path, based) for c in ("0", "1", "2", "3")] == [0, -1, -1, 2]
+    years = class_lookup(["0 20", "1 30"])  # names clashing with no index: the folders they name
+    assert [label_of(tmp_path / c / "x.png", tmp_path, years) for c in ("20", "30", "0")] == [0, 1, 0]
 
 
 def test_markdown_warnings_show_file_names_as_written() -> None:

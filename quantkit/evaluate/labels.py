@@ -62,12 +62,13 @@ def class_lookup(classes: Sequence[str]) -> dict[str, int]:
     taken whenever they were unique, so Fashion-MNIST's 'Ankle boot' was 'Ankle' and its photos in
     `Ankle boot/` matched nothing; `bald_eagle/` never matched 'bald eagle'."""
     lines = [spelling(line) for line in classes]
-    # a name that is a number would stand for another line's index (hq91 F2: `0 1` lines put folders 0/
-    # and 1/ both in class 0): such names are no key
-    named = (
-        [[NONE if n.isdigit() else spelling(n) for n in after]] if (after := _after_index(classes)) else []
-    )
-    exact = (lines, *named, [spelling(line.split()[0].rstrip(",")) for line in classes])
+    firsts = [spelling(line.split()[0].rstrip(",")) for line in classes]
+    named = [spelling(n) for n in _after_index(classes) or ()]
+    # a name that is another line's index names neither (hq91 F2: `0 1` lines put folders 0/ and 1/ both in
+    # class 0; hq92 F1: `1 0` lines, 1/ in class 0 and 0/ in none)
+    at = {key: index for index, key in enumerate(firsts)}
+    clash = {key for index, key in enumerate(named) if at.get(key, index) != index}
+    exact = [[NONE if k in clash else k for k in keys] for keys in (lines, named, firsts) if keys]
     lookup: dict[str, int] = {}
     for names in (*exact, *([n.casefold() for n in names] for names in exact)):
         found: dict[str, int] = {}
