@@ -487,6 +487,12 @@ def test_tiff_values_are_read_as_they_mean_or_left_out_with_the_reason() -> None
     counts = np.full((4, 4), 4000, np.int32)
     counts[0, 0] = -300  # one stray pixel in 0-4000 data: clipped, read
     assert load_sample(_tiff(counts, 2), grey).min() == 0.0
+    bright = np.full((64, 64), 1_000_000_000, np.uint32)  # hq92 F3: 2 of 4096 pixels past 2^31 (Pillow
+    bright[0, :2] = 3_000_000_000  # reads uint32 as int32) were fed as black under the 0.1 % percentile
+    with pytest.raises(ImageError, match=r"^it holds negative pixel values"):
+        load_sample(_tiff(bright, 1), grey)
+    dark = np.full((4, 4), 1.3, np.float32)  # hq92 F2: a 0-255 frame this dark is read over 0-255
+    assert load_sample(_tiff(dark, 3), grey).max() < 2.0
     buffer = io.BytesIO()
     Image.new("LAB", (4, 4), (50, 0, 0)).save(buffer, format="TIFF")
     assert load_sample(buffer.getvalue(), grey).shape == (1, 4, 4)
