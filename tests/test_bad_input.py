@@ -2018,6 +2018,11 @@ def test_an_empty_or_nameless_path_is_refused_in_one_line(
             "--images is given twice",
         ),
         (["calibrate", str(cnn), "--rgb", "--images", "", "-o", "t.json"], "--images is empty"),
+        (  # hq92 F4: a short option's attached value (-ot.json) ended the scan
+            ["calibrate", str(cnn), "--images", str(image_dir), "-ot.json", "--images", other],
+            "--images is given twice",
+        ),
+        (["calibrate", str(cnn), "--images", str(image_dir), "-oa.json", "-ob.json"], "-o is given twice"),
     ]
     for argv, phrase in cases:
         code, _, err = run(argv, capsys)

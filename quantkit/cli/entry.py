@@ -337,6 +337,8 @@ def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
         name, equals, value = arg.partition("=")
         if arg.startswith("--") and equals:  # --images= (a short option's '=' is its value's)
             flag, empty = name, name in flags and not value
+        elif not arg.startswith("--") and len(arg) > 2 and arg[:2] in valued:  # -ot.json (hq92 F4)
+            flag, empty, value = arg[:2], False, arg[2:]
         elif arg.startswith("-") and arg != "-":
             if arg not in valued and not any(arg in (*p.opts, *p.secondary_opts) for p in command.params):
                 return  # hq91 F3: a --no-x (secondary) flag ended the scan
