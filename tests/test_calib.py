@@ -462,13 +462,39 @@ def test_a_small_fixed_input_of_a_map_model_is_said_to_be_a_placeholder_perhaps(
     from tests.helpers import run
 
     p = conv_params(4, 3, 3, 0)
-    conv = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1])]
-    said = "warning: the model's input x is fixed at 16x16 and its outputs are maps: where its package runs"
-    for shape, warned in (([10, 3, 16, 16], True), (["N", 3, 16, 16], True), ([1, 3, 48, 48], False)):
-        model = save(make_model(conv, {"w": p["w"], "b": p["b"]}, input_shape=shape), tmp_path / "m.onnx")
+    same = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1])]
+    strided = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1], strides=[4, 4])]
+    said = "the model's input x is fixed at 16x16 and its outputs are maps: where its package runs"
+    for nodes, shape, warned in (
+        (same, [10, 3, 16, 16], True),  # a fixed batch of 10, as CenterFace's
+        (strided, ["N", 3, 16, 16], True),  # maps 4x smaller, a detector's
+        (same, ["N", 3, 16, 16], False),  # hq92 F9: an autoencoder or segmenter run at that size
+        (strided, [1, 3, 48, 48], False),
+    ):
+        model = save(make_model(nodes, {"w": p["w"], "b": p["b"]}, input_shape=shape), tmp_path / "m.onnx")
         argv = ["calibrate", str(model), "--images", str(image_dir), "-o", str(tmp_path / "t.json")]
         code, _, err = run(argv, capsys)
-        assert code == 0 and (said in err) is warned, (shape, err)
+        assert code == 0 and (f"warning: {said}" in err) is warned, (shape, err)
+    model = save(
+        make_model(strided, {"w": p["w"], "b": p["b"]}, input_shape=["N", 3, 16, 16]), tmp_path / "s.onnx"
+    )
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = [
+        "shrink",
+        str(model),
+        "--images",
+        str(image_dir),
+        "--output-dir",
+        str(out),
+        "--cache-dir",
+        str(cache),
+    ]
+    code, _, err = run([*argv, "--runs", "3", "--warmup", "0"], capsys)  # hq92 F8: shrink never said it
+    assert (
+        code == 0
+        and said in err
+        and any(said in w for w in json.loads((out / "report.json").read_text())["warnings"])
+    )
     flat = tmp_path / "flat.onnx"  # a classifier's fixed 16x16 (its output no map): no such word
     tiny_cnn(flat)
     argv = ["calibrate", str(flat), "--images", str(image_dir), "-o", str(tmp_path / "f.json")]

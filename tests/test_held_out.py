@@ -77,3 +77,13 @@ def test_a_large_calibration_set_is_recorded_as_a_sample_and_judged_by_it() -> N
     assert in_sample_line(model, others) is None
     line = in_sample_line(model, calibration[:500] + others[:500])
     assert line is not None and line.startswith("about ") and 350 <= int(line.split()[1]) <= 650, line
+
+
+def test_a_record_of_another_length_is_read_as_none() -> None:
+    """hq92 F5: a record of 3-byte digests (an earlier build's) was read as 6-byte pieces."""
+    from quantkit.pipeline.held_out import in_sample_line
+
+    model = onnx.ModelProto()
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "quantkit.calibration_images", "3 " + base64.b64encode(bytes(range(9))).decode()
+    assert in_sample_line(model, [bytes(range(32))]) is None

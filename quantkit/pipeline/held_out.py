@@ -60,7 +60,7 @@ def in_sample_line(candidate: onnx.ModelProto, digests: list[bytes]) -> str | No
     except (ValueError, binascii.Error):
         return None
     sample = {raw[k : k + PREFIX] for k in range(0, len(raw) - PREFIX + 1, PREFIX)}
-    if not sample or not digests:
+    if not sample or not digests or len(raw) % PREFIX:  # none, or another length's record
         return None
     ours = [digest[:PREFIX] for digest in digests]
     if total <= len(sample):  # every calibration image is recorded: the count is exact

@@ -256,7 +256,9 @@ def calibrate(
         kept, stress = _read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
     for name in (h for h in halves if h in stats):  # data a float16 input cannot hold, refused here
         require_half_fits(name, max(abs(stats[name].minimum), abs(stats[name].maximum)))
-    findings = (*check.findings(), *filter(None, [placeholder]))  # before the write, as each step
+    findings = check.findings()  # before the write: nothing is written where a step fails
+    if placeholder:  # shrink's reports say it too (hq92 F8: not among the findings compare says itself)
+        meta["placeholder"] = placeholder
     if findings:  # shrink's reports say them too, from a cached table as from a fresh one (hq82 3)
         meta["reference_findings"] = list(findings)
     table = CalibrationTable(meta=meta, stats=stats, samples=kept, stress=stress)
@@ -279,6 +281,7 @@ def calibrate(
                 None if arrays is None else kept_few(kept, seen),
                 *(() if arrays is not None else (shortfall(config.images, paths), copies(meta))),
                 None if arrays is not None else narrow_16_bit_images(merged),
+                placeholder,
             )
             if w
         ),
