@@ -14,9 +14,12 @@ def check_table(report: CheckReport) -> RenderableType:
     """quantkit check: the findings grouped by rule and reason, with the nodes they concern."""
     operators = sum(f.rule == "operator" for f in report.findings)
     # hunt55 C1: '0 of 39 quantized' over 37 QLinearConv read as a miscount
-    reader = {"tensorrt": "TensorRT cannot parse", "openvino": "OpenVINO cannot load"}  # hq92 F7
-    unread = reader.get(report.target, f"{report.target} cannot read")
-    unparsed = f" ({operators} operator(s) among them, which {unread})" if operators else ""
+    reader = {  # hq92 F7: OpenVINO's were 'integer operator(s) ... which TensorRT cannot parse'
+        "tensorrt": "integer operator(s) among them, which TensorRT cannot parse",
+        "openvino": "operator(s) among them, which OpenVINO cannot load",
+    }
+    unread = reader.get(report.target, f"operator(s) among them, which {report.target} cannot read")
+    unparsed = f" ({operators} {unread})" if operators else ""
     head = Text(
         f"{report.model}: {report.quantized_layers} of {report.layers} Conv/ConvTranspose/Gemm/MatMul "
         f"quantized; target {report.target}{unparsed}\n"
