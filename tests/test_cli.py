@@ -454,8 +454,14 @@ def test_a_labels_file_of_index_and_name_lines_matches_folders_by_name(tmp_path:
         -1,
         2,
     ]
-    based = class_lookup(["1 0", "2 1", "3 2"])
-    assert [label_of(tmp_path / c / "x.png", tmp_path, based) for c in ("0", "1", "2", "3")] == [0, -1, -1, 2]
+    for based in (["1 0", "2 1", "3 2"], ["1: 0", "2: 1", "3: 2"], ["1,0", "2,1", "3,2"]):  # hq94 F2
+        lookup = class_lookup(based)
+        assert [label_of(tmp_path / c / "x.png", tmp_path, lookup) for c in ("0", "1", "2", "3")] == [
+            0,
+            -1,
+            -1,
+            2,
+        ]
     years = class_lookup(["0 20", "1 30"])  # names clashing with no index: the folders they name
     assert [label_of(tmp_path / c / "x.png", tmp_path, years) for c in ("20", "30", "0")] == [0, 1, 0]
 

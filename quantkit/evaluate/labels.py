@@ -56,14 +56,19 @@ def _special(path: Path) -> str:
 def class_lookup(classes: Sequence[str]) -> dict[str, int]:
     """Class index by each name an image's folder or file name may give (spelled as `spelling` makes it):
     a line's whole text (`Ankle boot`, `great white shark`), then the name after its index where every
-    line has one (`0 cat`: _after_index), then its first word (the id of `n01440764
+    line has one (`0 cat`: _indexed), then its first word (the id of `n01440764
     tench, Tinca tinca`), then each of those case-folded (`ankle_boot/`); a name two classes share names
     neither (ImageNet's two 'crane's; EMNIST's 'A' and 'a' case-folded, hq70 2). hq68 6: first words were
     taken whenever they were unique, so Fashion-MNIST's 'Ankle boot' was 'Ankle' and its photos in
     `Ankle boot/` matched nothing; `bald_eagle/` never matched 'bald eagle'."""
     lines = [spelling(line) for line in classes]
-    firsts = [spelling(line.split()[0].rstrip(",")) for line in classes]
-    named = [spelling(n) for n in _after_index(classes) or ()]
+    indexed = _indexed(classes)  # an index file's first words are its indices (hq94 F2: `0: 1` read '0:')
+    firsts = (
+        [spelling(w) for w in indexed[0]]
+        if indexed
+        else [spelling(line.split()[0].rstrip(",")) for line in classes]
+    )
+    named = [spelling(n) for n in indexed[1]] if indexed else []
     # a name that is another line's index names neither (hq91 F2: `0 1` lines put folders 0/ and 1/ both in
     # class 0; hq92 F1: `1 0` lines, 1/ in class 0 and 0/ in none)
     at = {key: index for index, key in enumerate(firsts)}
@@ -83,17 +88,17 @@ def class_lookup(classes: Sequence[str]) -> dict[str, int]:
 NONE = "\0"  # a key no folder or file name spells
 
 
-def _after_index(classes: Sequence[str]) -> list[str] | None:
-    """Each line's name after its index, where every line is `<index> <name>` and the indices count the
-    lines from 0 or 1 (`0 cat`, `1: dog`, `2,bird`); else None. hq89 F1: such a file's first words were
-    the numbers, so `bird/0.png` matched class 0 by its file name, its folder matching nothing."""
+def _indexed(classes: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """(each line's index, its name after it), where every line is `<index> <name>` and the indices count
+    the lines from 0 or 1 (`0 cat`, `1: dog`, `2,bird`); else None. hq89 F1: such a file's first words
+    were the numbers, so `bird/0.png` matched class 0 by its file name, its folder matching nothing."""
     found = [re.fullmatch(r"(\d+)\s*[:,;=\t ]\s*(\S.*)", line) for line in classes]
     if not all(found):
         return None
     numbers = [int(m.group(1)) for m in found if m]
     if numbers not in (list(range(len(numbers))), list(range(1, len(numbers) + 1))):
         return None
-    return [m.group(2).strip() for m in found if m]
+    return [m.group(1) for m in found if m], [m.group(2).strip() for m in found if m]
 
 
 def spelling(name: str) -> str:
