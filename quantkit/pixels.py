@@ -61,6 +61,8 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
         array = np.array(image, dtype=np.float64)
         if image.mode == "F" and not np.isfinite(array).all():  # hq61: a NaN pixel made its range NaN
             raise ImageError("some of its pixels are not finite (NaN or inf); fill them or leave it out")
+        if _wrapped(image):  # uint32 read as int32 by Pillow: values past 2^31 back where they were
+            array[array < 0] += 2.0**32  # (hq94 F3: a 2^32 - 1 fill pixel refused the image)
         # a 16-bit image is read over 0-65535 whatever its level (hq68 14: the percentile's sorted copy
         # took a 9000 x 9000 grey PNG to 2.2 GB); the arithmetic in place, in the same order
         sixteen = image.mode.startswith("I;16")
@@ -69,7 +71,7 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
         top = 65535.0 if sixteen or level > 255 else 1.0 if unit else 255.0
         if level > 65535:  # wider data over its bit depth: 0..255,000 was clipped to white (hq57 A4)
             top = float(2 ** int(level).bit_length() - 1)
-        _refuse_negative(array, top, _wrapped(image))
+        _refuse_negative(array, top)
         if getattr(image, "tag_v2", {}).get(PHOTOMETRIC) == 0:  # hq89 F2: Pillow inverts 8-bit alone
             np.subtract(top, array, out=array)
         for step, value in ((np.divide, top), (np.multiply, 255.0), (np.add, 0.5)):
@@ -85,10 +87,10 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
 PHOTOMETRIC = 262  # a TIFF's PhotometricInterpretation: 0 is MinIsWhite (0 is white)
 
 
-# a float image whose level is at most this is read over 0-1, its noise past 1 clipped (hq91 F9: a [0, 1]
-# photo with noise of sd 0.01 had its 99.9th percentile at 1.03 and was read over 0-255, black); a 0-255
-# frame that dark (hq92 F2: at 1.5, one was read bright) is all but black either way
-UNIT_SLACK = 1.1
+# a float image whose level is at most this is read over 0-1, its values past 1 clipped: a [0, 1] photo with
+# noise (hq91 F9: level 1.03), highlights or an exposure past 1 (hq94 F1: 1.25, 1.4; a depth map to 1.3 m)
+# was read over 0-255, black; a 0-255 frame this dark (all of it under 2 of 255: hq92 F2) reads bright
+UNIT_SLACK = 2.0
 
 
 def _wrapped(image: Image.Image) -> bool:
@@ -106,17 +108,14 @@ def _first(value: object) -> object:
 BITS_PER_SAMPLE, SAMPLE_FORMAT = 258, 339  # TIFF tags
 
 
-def _refuse_negative(array: np.ndarray, top: float, wrapped: bool = False) -> None:
+def _refuse_negative(array: np.ndarray, top: float) -> None:
     """Refuse an image whose values reach far below 0 (its 0.1th percentile under a tenth of its range
-    below 0: noise, a black level or a stray pixel under 0 is clipped, hq91 F6), or any below 0 where
-    they are `wrapped` unsigned 32-bit values: signed data (int16, a
-    float in [-1, 1]) and a uint32 past 2^31, which Pillow reads as negative int32, were fed as black, the
-    latter inverted (hq89 F2: 4.0e9 read as 0, 1.0e9 as 237)."""
+    below 0: noise, a black level or a stray pixel under 0 is clipped, hq91 F6): signed data (int16, a
+    float in [-1, 1]) was fed as black (hq89 F2)."""
     low = float(np.percentile(array, 0.1)) if array.size and array.min() < 0 else 0.0
-    if low < -0.1 * top or (wrapped and array.size and array.min() < 0):  # hq92 F3: a few bright uint32
-        # pixels past 2^31 (under 0.1 %) were fed as black
+    if low < -0.1 * top:
         raise ImageError(
-            f"it holds negative pixel values (down to {float(array.min()):g}; signed or 32-bit data): "
+            f"it holds negative pixel values (down to {float(array.min()):g}; signed data): "
             "quantkit reads pixels from 0 up; save it unsigned (8 or 16 bits, or float 0-1), or give "
             "model-ready arrays"
         )

@@ -468,9 +468,10 @@ def test_tiff_values_are_read_as_they_mean_or_left_out_with_the_reason() -> None
     assert load_sample(white, grey).mean() == pytest.approx(255 - 40000 / 65535 * 255, abs=0.6)
     eight = _tiff(np.full((4, 4), 100, np.uint8), 1, photometric=0)
     assert load_sample(eight, grey).mean() == pytest.approx(155.0)
+    wide = np.array([[4_000_000_000] * 4, [1_000_000_000] * 4] * 2, np.uint32)  # 4.0e9 read as 0, 1.0e9
+    assert load_sample(_tiff(wide, 1), grey)[0, :, 0].tolist() == [237.0, 59.0] * 2  # as 237 (hq89 F2)
     for array, form in (
         (np.array([[20000] * 4, [-20000] * 4] * 2, np.int16), 2),
-        (np.array([[4_000_000_000] * 4, [1_000_000_000] * 4] * 2, np.uint32), 1),
         (np.array([[0.5] * 4, [-0.5] * 4] * 2, np.float32), 3),
     ):
         with pytest.raises(ImageError, match=r"^it holds negative pixel values \(down to -"):
@@ -487,12 +488,14 @@ def test_tiff_values_are_read_as_they_mean_or_left_out_with_the_reason() -> None
     counts = np.full((4, 4), 4000, np.int32)
     counts[0, 0] = -300  # one stray pixel in 0-4000 data: clipped, read
     assert load_sample(_tiff(counts, 2), grey).min() == 0.0
-    bright = np.full((64, 64), 1_000_000_000, np.uint32)  # hq92 F3: 2 of 4096 pixels past 2^31 (Pillow
-    bright[0, :2] = 3_000_000_000  # reads uint32 as int32) were fed as black under the 0.1 % percentile
-    with pytest.raises(ImageError, match=r"^it holds negative pixel values"):
-        load_sample(_tiff(bright, 1), grey)
-    dark = np.full((4, 4), 1.3, np.float32)  # hq92 F2: a 0-255 frame this dark is read over 0-255
-    assert load_sample(_tiff(dark, 3), grey).max() < 2.0
+    bright = np.full((64, 64), 1000, np.uint32)  # hq92 F3: pixels past 2^31 (Pillow reads uint32 as int32)
+    bright[0, :2] = 2**32 - 1  # were fed as black; hq94 F3: a fill value of 2^32 - 1 refused the image
+    fed = load_sample(
+        _tiff(bright, 1), dataclasses.replace(grey, height=64, width=64, resize=ResizeMode.squash)
+    )
+    assert fed[0, 0, 0] == 255.0 and fed[0, 5, 5] == pytest.approx(1000 / 65535 * 255, abs=0.6)
+    for level in (1.3, 1.9):  # hq94 F1: a [0, 1] frame with highlights to 1.4 was read over 0-255, black
+        assert load_sample(_tiff(np.full((4, 4), level, np.float32), 3), grey).min() == 255.0
     buffer = io.BytesIO()
     Image.new("LAB", (4, 4), (50, 0, 0)).save(buffer, format="TIFF")
     assert load_sample(buffer.getvalue(), grey).shape == (1, 4, 4)
