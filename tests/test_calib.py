@@ -464,14 +464,19 @@ def test_a_small_fixed_input_of_a_map_model_is_said_to_be_a_placeholder_perhaps(
     p = conv_params(4, 3, 3, 0)
     same = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1])]
     strided = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1], strides=[4, 4])]
+    many = conv_params(85, 3, 3, 0)
+    wide = [helper.make_node("Conv", ["x", "w85", "b85"], ["y"], name="c", pads=[1, 1, 1, 1], strides=[4, 4])]
     said = "the model's input x is fixed at 16x16 and its outputs are maps: where its package runs"
     for nodes, shape, warned in (
         (same, [10, 3, 16, 16], True),  # a fixed batch of 10, as CenterFace's
         (strided, ["N", 3, 16, 16], True),  # maps 4x smaller, a detector's
         (same, ["N", 3, 16, 16], False),  # hq92 F9: an autoencoder or segmenter run at that size
+        (wide, ["N", 3, 16, 16], True),  # hq94 F4: 85-channel maps 4x smaller, read as their channels
         (strided, [1, 3, 48, 48], False),
     ):
-        model = save(make_model(nodes, {"w": p["w"], "b": p["b"]}, input_shape=shape), tmp_path / "m.onnx")
+        weights = {"w": p["w"], "b": p["b"], "w85": many["w"], "b85": many["b"]}
+        used = {k: v for k, v in weights.items() if any(k in n.input for n in nodes)}
+        model = save(make_model(nodes, used, input_shape=shape), tmp_path / "m.onnx")
         argv = ["calibrate", str(model), "--images", str(image_dir), "-o", str(tmp_path / "t.json")]
         code, _, err = run(argv, capsys)
         assert code == 0 and (f"warning: {said}" in err) is warned, (shape, err)

@@ -8,7 +8,7 @@ from typing import Any
 import onnx
 
 from quantkit.calib.table import SMOKE_SAMPLES
-from quantkit.config import Preprocess
+from quantkit.config import Layout, Preprocess
 from quantkit.evaluate.sanity import narrow_16_bit
 from quantkit.pipeline.calib_chunks import Merged, spread
 from quantkit.pixels import peak_16_bit
@@ -39,7 +39,10 @@ def placeholder_size(model: onnx.ModelProto, preprocess: Preprocess, spec: Input
     shapes = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output]
     maps = bool(shapes) and all(len(dims) == 4 for dims in shapes)
     side = min(preprocess.height, preprocess.width)
-    strided = maps and all(0 < max(dims[1:]) < side for dims in shapes)  # NCHW or NHWC, C below the side
+    spatial = [dims[2:] if preprocess.layout is Layout.NCHW else dims[1:3] for dims in shapes]
+    # each map smaller than the input, or of a size not declared (hq94 F4: 85-channel maps were read as
+    # their channels, and undeclared sizes as 0, missing a 32x32 detector)
+    strided = maps and all(0 < max(hw) < side or 0 in hw for hw in spatial)
     batch = spec.shape[0]
     if not (fixed and small and maps and ((batch is not None and batch > 1) or strided)):
         return None

@@ -15,7 +15,7 @@ def check_table(report: CheckReport) -> RenderableType:
     operators = sum(f.rule == "operator" for f in report.findings)
     # hunt55 C1: '0 of 39 quantized' over 37 QLinearConv read as a miscount
     reader = {  # hq92 F7: OpenVINO's were 'integer operator(s) ... which TensorRT cannot parse'
-        "tensorrt": "integer operator(s) among them, which TensorRT cannot parse",
+        "tensorrt": "integer or contrib operator(s) among them, which TensorRT cannot parse",  # hq94 F5
         "openvino": "operator(s) among them, which OpenVINO cannot load",
     }
     unread = reader.get(report.target, f"operator(s) among them, which {report.target} cannot read")
