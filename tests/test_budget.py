@@ -481,7 +481,10 @@ def test_agreement_counts_the_labels_an_argmax_gives() -> None:
     moved = labels.copy()
     moved[:3] = (moved[:3] + 1) % 81
     assert validator.tally(_Labels(moved)) == (3, 16) and validator.drop(_Labels(labels)) == 0.0
-    with pytest.raises(ConfigError, match="--metric agreement needs an output shaped"):
+    # hq93 F2: the refusal of the metric auto chose gave no way on
+    with pytest.raises(
+        ConfigError, match=r"--metric agreement needs an output shaped .* with --min-sqnr instead"
+    ):
         Validator(
             _Labels(labels), lambda: [batch], BudgetMetric.auto, Path("."), None, 0.3
         )  # not an ArgMax's

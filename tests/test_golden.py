@@ -163,6 +163,10 @@ def test_a_shrink_without_gates_reports_no_verdict() -> None:
     assert markdown.shrink_markdown(result).startswith("### quantkit shrink: PASS")
     bare = dataclasses.replace(result, gates=())
     assert markdown.shrink_markdown(bare).startswith("### quantkit shrink: REPORT ONLY")
+    # hq93 F5: the list of gates left --min-eval-sqnr out
+    assert "No gates were set (--max-drop, --min-eval-sqnr, --min-speedup, --max-size-ratio)" in (
+        markdown.shrink_markdown(bare)
+    )
     page = html_page.render(bare)
     assert "<title>quantkit shrink: REPORT ONLY</title>" in page and "PASS" not in page
 

@@ -12,6 +12,15 @@ from quantkit.evaluate.ssd import background_pairs
 FLOOR = "--min-sqnr DB for a floor on the output's SQNR"  # convert's gate on SQNR; shrink gives its own
 
 
+def shape_refusal(metric: str, shape: str) -> str:
+    """--max-drop's metric finds no output it reads: the line, with the way on (hq93 F2: an NMS-in-graph
+    detector's [K, 7] rows, refused by the agreement auto chose, with none)."""
+    return (
+        f"--metric {metric} needs an output shaped {shape}; none has that shape: gate on the output's SQNR "
+        "with --min-sqnr instead (convert keeps layers float until it is reached)"
+    )
+
+
 def values_refusal(option: str, values: frozenset[str], floor: str = FLOOR) -> str:
     """Why `option` cannot gate a model whose outputs the graph computes as features (graph.output_kinds),
     and what to give instead (`floor`: the command's own figure for such outputs)."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from quantkit.config import BudgetMetric, DetectorHead
 from quantkit.errors import ConfigError
-from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
+from quantkit.evaluate.budget_refusals import refuse_anchors, shape_refusal, values_refusal
 from quantkit.evaluate.budget_units import points_lost
 from quantkit.evaluate.class_scores import (
     class_each,
@@ -429,7 +429,7 @@ def _choose(
         )
         if values and metric in (BudgetMetric.top1, BudgetMetric.agreement):
             raise ConfigError(values_refusal("--max-drop", values))
-        raise ConfigError(f"--metric {metric.value} needs an output shaped {shape}; none has that shape")
+        raise ConfigError(shape_refusal(metric.value, shape))
     return metric, tuple(wanted)
 
 

@@ -72,7 +72,10 @@ def shrink_markdown(result: ShrinkResult) -> str:
             )
         lines.append("")
     else:
-        lines += ["No gates were set (--max-drop, --min-speedup, --max-size-ratio): report only.", ""]
+        lines += [
+            "No gates were set (--max-drop, --min-eval-sqnr, --min-speedup, --max-size-ratio): report only.",
+            "",
+        ]
     if not result.settings.get("held_out"):
         lines += ["Evaluated on the calibration images: pass --eval-images DIR for held-out figures.", ""]
     cache = (
