@@ -184,3 +184,8 @@ def test_the_rounded_layers_counted_are_those_written_int8() -> None:
     )
     text = " ".join(_render(console.convert_table(summary, "out.onnx"), 300).split())
     assert "weights rounded for their layer's output error in 2 layers written int8 (19.00 dB" in text
+    none = dataclasses.replace(summary, plan=dataclasses.replace(summary.plan, rounded={}))  # hq93 F4: 'in 0'
+    text = " ".join(_render(console.convert_table(none, "out.onnx"), 300).split())
+    assert (
+        "none of those layers is written int8 (the speed plan kept them float)" in text and "in 0" not in text
+    )

@@ -208,11 +208,16 @@ def _corrections_text(summary: ConvertSummary) -> Text:
         measured = (
             f"{decibels(c.sqnr_nearest_db)} rounding to nearest, {decibels(c.sqnr_rounded_db)} compensated"
         )
-        if c.rounded_layers:  # the layers written int8 (hunt52 C5: 106 said, 45 in the file after the
-            # speed-aware plan), measured as chosen, with every layer int8
+        if c.rounded_layers and plan.rounded:  # the layers written int8 (hunt52 C5: 106 said, 45 in the
+            # file after the speed-aware plan), measured as chosen, with every layer int8
             text.append(
                 f"weights rounded for their layer's output error in {len(plan.rounded)} layers written int8 "
                 f"({measured}, every layer int8)\n"
+            )
+        elif c.rounded_layers:  # hq93 F4: "in 0 layers written int8" beside 8 int8 layers
+            text.append(
+                f"weights rounded for their layer's output error ({measured}, every layer int8); "
+                "none of those layers is written int8 (the speed plan kept them float)\n"
             )
         else:
             text.append(f"compensated rounding measured no better ({measured}); weights rounded to nearest\n")
