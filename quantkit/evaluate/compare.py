@@ -97,6 +97,7 @@ class Comparison:
         self.scored_output: str | None = None
         self.seen_shapes: dict[str, list[int]] = {}
         self.unequal: dict[str, int] = {}  # output -> images where the models kept different rows
+        self.rows: dict[str, tuple[int, int]] = {}  # output -> rows each model kept over every image
         self.split: tuple[str, str, str] | None = None  # a DETR head's outputs, once found (split_head)
         self.anchors: tuple[str, str] | None = None  # an SSD head's scores and boxes (evaluate.ssd)
         self.combined: CombinedHead | None = None  # a GFL or SSD head's outputs, once found (heads.COMBINED)
@@ -112,6 +113,8 @@ class Comparison:
         if self.detector in COMBINED and threshold is not None and self.combined is None:
             self.combined = combined_head(ref_out, self.detector, self.input_size)
         for name in ref_out:
+            kept = self.rows.get(name, (0, 0))  # hq93 F1: 33 final boxes against 24 went unsaid
+            self.rows[name] = (kept[0] + _rows(ref_out[name]), kept[1] + _rows(cand_out[name]))
             if ref_out[name].shape != cand_out[name].shape:
                 if not rows_differ(ref_out[name].shape, cand_out[name].shape):
                     shapes = f"{list(ref_out[name].shape)} vs {list(cand_out[name].shape)}"
@@ -230,6 +233,9 @@ class Comparison:
         self.seen_shapes = later.seen_shapes or self.seen_shapes
         for name, images in later.unequal.items():
             self.unequal[name] = self.unequal.get(name, 0) + images
+        for name, (ref, cand) in later.rows.items():
+            kept = self.rows.get(name, (0, 0))
+            self.rows[name] = (kept[0] + ref, kept[1] + cand)
         self.unlabelled += later.unlabelled
         self.unlabelled_example = self.unlabelled_example or later.unlabelled_example
         self.count += later.count
@@ -264,8 +270,9 @@ class Comparison:
         (end2end.rows_differ), whose figures then leave those images out."""
         return tuple(
             f"output {name!r} holds a different number of rows in the two models on {images} of {self.count} "
-            "image(s) (the boxes a NonMaxSuppression or a score threshold kept: each model kept others), "
-            "so no row stands for the same box in both: "
+            f"image(s) ({self.rows[name][0]} rows in all in the reference, {self.rows[name][1]} in the "
+            "candidate: the boxes a NonMaxSuppression or a score threshold kept, each model others), so no "
+            "row stands for the same box in both: "
             + ("its figures leave those images out" if name in self.errors else "it has no figures")
             for name, images in sorted(self.unequal.items())
             if name not in (self.split or ())  # matched as the detections they list
@@ -410,3 +417,8 @@ def scored_output(
 def _unmeasured(name: str) -> OutputMetrics:
     """An output's metrics with no element compared: its figures n/a (not OutputErrors' inf of nothing)."""
     return dataclasses.replace(OutputErrors(name).result(), sqnr_db=math.nan, max_abs_error=math.nan)
+
+
+def _rows(output: np.ndarray) -> int:
+    """The rows an output lists over its images: [K, 7] a NonMaxSuppression's K, [N, K, 6] N x K, [K] K."""
+    return int(np.prod(output.shape[:-1])) if output.ndim > 1 else int(output.shape[0]) if output.ndim else 1
