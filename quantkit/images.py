@@ -118,11 +118,11 @@ def _per_channel(values: Sequence[float], channels: int) -> tuple[float, ...]:
 def shared_images(calibration: Sequence[Path], evaluation: Sequence[Path]) -> int:
     """How many of `evaluation` hold the same bytes as one of `calibration` (copies under other names or
     folders: hunt36's shrink called a copied folder held out)."""
-    seen = {digest for path in calibration if (digest := _file_digest(path))}
-    return sum(1 for path in evaluation if _file_digest(path) in seen)
+    seen = {digest for path in calibration if (digest := file_digest(path))}
+    return sum(1 for path in evaluation if file_digest(path) in seen)
 
 
-def _file_digest(path: Path) -> bytes | None:
+def file_digest(path: Path) -> bytes | None:
     try:
         return None if path.stat().st_size > MAX_FILE_BYTES else hashlib.sha256(path.read_bytes()).digest()
     except OSError:
