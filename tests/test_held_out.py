@@ -87,3 +87,24 @@ def test_a_record_of_another_length_is_read_as_none() -> None:
     entry = model.metadata_props.add()
     entry.key, entry.value = "quantkit.calibration_images", "3 " + base64.b64encode(bytes(range(9))).decode()
     assert in_sample_line(model, [bytes(range(32))]) is None
+
+
+def test_convert_says_when_some_validation_images_calibrated_the_model(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq95 F2: --max-drop refused validation images equal to the calibration ones, and took 16 of 32
+    shared for held out without a word (compare on the same folder warned)."""
+    model = tiny_cnn(tmp_path / "model.onnx")
+    dogs, cats = image_dir / "dogs", image_dir / "cats"
+    table = tmp_path / "dogs.calib.json"
+    assert run(["calibrate", str(model), "--images", str(dogs), "-o", str(table)], capsys)[0] == 0
+    mixed = tmp_path / "mixed"
+    shutil.copytree(cats, mixed)
+    for k, photo in enumerate(sorted(dogs.iterdir())[:4]):
+        shutil.copy(photo, mixed / f"copy{k}{photo.suffix}")
+    argv = ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "q.onnx"), "--max-drop", "50"]
+    code, _, err = run([*argv, "--validation", str(mixed)], capsys)
+    said = "warning: 4 of the 16 --validation images are calibration images: --max-drop's search measured"
+    assert code == 0 and said in " ".join(err.split()), err
+    code, _, err = run([*argv, "--validation", str(cats)], capsys)
+    assert code == 0 and "--validation images are calibration images" not in err

@@ -19,9 +19,10 @@ from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.output_kinds import label_outputs, value_outputs
 from quantkit.graph.query import GraphIndex
 from quantkit.image_folders import select_images
-from quantkit.images import list_digest
+from quantkit.images import file_digest, list_digest
 from quantkit.outcomes import BudgetReport
 from quantkit.parallel import InProcess, pool_for, threads_per_worker
+from quantkit.pipeline import held_out
 from quantkit.pipeline.loading import table_preprocess
 from quantkit.pipeline.progress import Progress
 from quantkit.pipeline.shards import sendable
@@ -204,10 +205,11 @@ def check_detector_head(
 
 def check_validation(
     budget: AccuracyBudget, table: CalibrationTable, outputs: Sequence[onnx.ValueInfoProto]
-) -> None:
+) -> str | None:
     """Refuse, from the file lists before any model runs, validation images that are the calibration
     images, or that the labels file fits no output of or names none of (evaluate.labels.require_labelled):
-    hq68 5, each was found after the corrections and the op timing."""
+    hq68 5, each was found after the corrections and the op timing. The warning where some of them are
+    calibration images (held_out.validation_line)."""
     paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
     if list_digest(paths) == table.meta.get("images", {}).get("list_sha256"):
         raise ConfigError(
@@ -215,3 +217,4 @@ def check_validation(
         )
     if budget.labels is not None:
         require_labelled(budget.labels, outputs, paths, budget.validation.folder, "validation image")
+    return held_out.validation_line(table.meta, [d for d in map(file_digest, paths) if d is not None])

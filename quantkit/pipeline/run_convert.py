@@ -81,8 +81,9 @@ def convert(
     if config.fp8:
         upgrade = (FP8_OPSET, "float8 Q/DQ need 19")
     model, table, prepared = load_for_int8(model_path, table_path, *upgrade)
+    shared = None  # a warning where some --validation images are calibration images (hq95 F2)
     if budget is not None:  # its images, labels, head and metric read before the corrections and timing
-        check_validation(budget, table, model.graph.output)
+        shared = check_validation(budget, table, model.graph.output)
         check_detector_head(model, table, budget.detection_threshold, budget.detector, budget)
     with lean_sessions(large_activations(prepared.model, table_samples(table))):  # IS-Net at 1024x1024
         paths = (model_path, table_path, output)
@@ -97,7 +98,10 @@ def convert(
                 config = dataclasses.replace(config, exclude_nodes=(*config.exclude_nodes, *exc.layers))
                 continue
             note = (f"kept float where OpenVINO's low-precision passes refused them: {', '.join(refused)}",)
-            return dataclasses.replace(summary, notes=summary.notes + note) if refused else summary
+            warned = summary.warnings + ((shared,) if shared else ())
+            return dataclasses.replace(
+                summary, notes=summary.notes + (note if refused else ()), warnings=warned
+            )
 
 
 def _converted(
