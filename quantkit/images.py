@@ -123,24 +123,22 @@ def shared_images(calibration: Sequence[Path], evaluation: Sequence[Path]) -> in
 
 
 def file_digest(path: Path) -> bytes | None:
+    """The sha256 of a file's bytes; None where it is past MAX_FILE_BYTES or cannot be read."""
     try:
         return None if path.stat().st_size > MAX_FILE_BYTES else hashlib.sha256(path.read_bytes()).digest()
     except OSError:
         return None
 
 
-def list_digest(paths: Sequence[Path]) -> str:
+def list_digest(paths: Sequence[Path], digests: Sequence[bytes | None] | None = None) -> str:
     """The content_hash an ImageLoader over `paths` ends with when every file reads (names and contents,
-    in order), without decoding: for comparing image lists before using them."""
+    in order), without decoding: for comparing image lists before using them. digests: the files'
+    file_digest where the caller has them already (each file is then not read again)."""
     digest = hashlib.sha256()
-    for path in paths:
-        try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                continue
-            raw = path.read_bytes()
-        except OSError:
-            continue
-        digest.update(os.fsencode(path.name) + b"\0" + hashlib.sha256(raw).digest())
+    found = [file_digest(path) for path in paths] if digests is None else digests
+    for path, content in zip(paths, found, strict=True):
+        if content is not None:  # too large, or unreadable: as the loader skips it
+            digest.update(os.fsencode(path.name) + b"\0" + content)
     return digest.hexdigest()
 
 

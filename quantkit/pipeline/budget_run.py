@@ -211,10 +211,11 @@ def check_validation(
     hq68 5, each was found after the corrections and the op timing. The warning where some of them are
     calibration images (held_out.validation_line)."""
     paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
-    if list_digest(paths) == table.meta.get("images", {}).get("list_sha256"):
+    digests = [file_digest(path) for path in paths]  # each file read once, for both checks below
+    if list_digest(paths, digests) == table.meta.get("images", {}).get("list_sha256"):
         raise ConfigError(
             "the --validation images are the calibration images; hold some apart for validation"
         )
     if budget.labels is not None:
         require_labelled(budget.labels, outputs, paths, budget.validation.folder, "validation image")
-    return held_out.validation_line(table.meta, [d for d in map(file_digest, paths) if d is not None])
+    return held_out.validation_line(table.meta, [d for d in digests if d is not None])
