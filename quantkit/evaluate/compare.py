@@ -113,8 +113,7 @@ class Comparison:
         if self.detector in COMBINED and threshold is not None and self.combined is None:
             self.combined = combined_head(ref_out, self.detector, self.input_size)
         for name in ref_out:
-            kept = self.rows.get(name, (0, 0))  # hq93 F1: 33 final boxes against 24 went unsaid
-            self.rows[name] = (kept[0] + _rows(ref_out[name]), kept[1] + _rows(cand_out[name]))
+            self._count_rows(name, _rows(ref_out[name]), _rows(cand_out[name]))
             if ref_out[name].shape != cand_out[name].shape:
                 if not rows_differ(ref_out[name].shape, cand_out[name].shape):
                     shapes = f"{list(ref_out[name].shape)} vs {list(cand_out[name].shape)}"
@@ -234,8 +233,7 @@ class Comparison:
         for name, images in later.unequal.items():
             self.unequal[name] = self.unequal.get(name, 0) + images
         for name, (ref, cand) in later.rows.items():
-            kept = self.rows.get(name, (0, 0))
-            self.rows[name] = (kept[0] + ref, kept[1] + cand)
+            self._count_rows(name, ref, cand)
         self.unlabelled += later.unlabelled
         self.unlabelled_example = self.unlabelled_example or later.unlabelled_example
         self.count += later.count
@@ -264,6 +262,12 @@ class Comparison:
         """A warning for each output whose rare values above 0 moved (figure_warnings.sign_region)."""
         found = (sign_region(name, c, "these images", "the candidate") for name, c in self.signs.items())
         return tuple(w for w in found if w)
+
+    def _count_rows(self, name: str, reference: int, candidate: int) -> None:
+        """Add to the rows each model kept in output `name` (hq93 F1: 33 final boxes against 24 went
+        unsaid)."""
+        kept = self.rows.get(name, (0, 0))
+        self.rows[name] = (kept[0] + reference, kept[1] + candidate)
 
     def unequal_rows(self) -> tuple[str, ...]:
         """A warning for each output that held a different number of rows in the two models on some images
