@@ -218,7 +218,7 @@ def selection_ordered(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
 
 
 def _ordered(model: onnx.ModelProto, index: GraphIndex) -> dict[str, tuple[str, ...]]:
-    selected = _selected(index)
+    selected = selected_region(index)
     found = {}
     for output in model.graph.output:
         entering = _entering(index, output.name, selected) if output.name in selected else ()
@@ -255,10 +255,10 @@ def picked_by_data(model: onnx.ModelProto, name: str) -> bool:
     picks, or a NonZero's or Compress's on a condition from the data (a TopK keeps a fixed K). No value
     of it stands for the same thing in two models, so it gives no agreement (hq78 F4: shrink --max-drop
     ran to the end on an NMS's indices as the first output, then failed its gate for want of a figure)."""
-    return name in _selected(GraphIndex(model), SELECTING_OPS - {"TopK"})
+    return name in selected_region(GraphIndex(model), SELECTING_OPS - {"TopK"})
 
 
-def _selected(index: GraphIndex, ops: frozenset[str] = SELECTING_OPS) -> set[str]:
+def selected_region(index: GraphIndex, ops: frozenset[str] = SELECTING_OPS) -> set[str]:
     """The tensors a selecting op (`ops`, of SELECTING_OPS) writes, and every tensor computed from one. A
     NonZero or Compress selects only where its condition comes from the data: on a constant class mask,
     or in shape arithmetic, it picks the same every time (a review: a classifier's probabilities after a
