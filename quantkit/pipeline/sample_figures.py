@@ -1,6 +1,7 @@
 """What convert's figures on the calibration samples hide, said beside them (pipeline.writing's
 measurement_notes): a Softmax / Sigmoid output's own smoke-test figure far above its logits' (the floors
-and searches judge the logits), and a figure that hides what changes between the samples."""
+and searches judge the logits), a figure that hides what changes between the samples, and the figures of
+an output a selection chose beside those of the tensors entering it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from quantkit.evaluate.output_noise import OutputNoise, add_signs, channel_signs
 from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.layouts import channel_axes
+from quantkit.planner import fallback
 from quantkit.results import Feed, Runs
 from quantkit.runtime import Session
 
@@ -94,3 +96,32 @@ def _named(tensor: str, outputs: set[str], read_for: dict[str, str]) -> str:
         return ""
     of = f"output {read_for[tensor]!r}, at " if tensor in read_for else ""
     return f"{of}tensor {tensor!r}"
+
+
+def selection_lines(
+    converted: onnx.ModelProto,
+    ordered: dict[str, tuple[str, ...]],
+    reference: Runs,
+    samples: Feed,
+    smoke: dict[str, float],
+) -> tuple[str, ...]:
+    """A note for each output a TopK / NonMaxSuppression / NonZero chose and ordered (`ordered`:
+    query.selection_ordered): its smoke-test figure beside that of the tensors entering the selection,
+    which the floors and the fallback judge."""
+    notes = []
+    present = {name for node in converted.graph.node for name in node.output}
+    for output, tensors in ordered.items():
+        if not set(tensors) <= present:  # --compact renamed them
+            continue
+        entering = fallback.output_sqnr(converted, [{t: r[t] for t in tensors} for r in reference], samples)
+        rows = (
+            f"row by row it measures {smoke[output]:.1f} dB against FP32 (noise reorders near-equal scores)"
+            if output in smoke
+            else "no row by row figure (on a sample, FP32 or the converted model kept no rows or others)"
+        )
+        notes.append(
+            f"output {output!r} is chosen and ordered by a TopK / NonMaxSuppression / NonZero: {rows}; the "
+            f"{len(tensors)} tensor(s) entering the selection measure {entering:.1f} dB, and those are what "
+            "the floors and the fallback judge"
+        )
+    return tuple(notes)

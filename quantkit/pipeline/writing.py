@@ -27,7 +27,7 @@ from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, se
 from quantkit.graph.subnormal import subnormal_warning
 from quantkit.outcomes import SpeedPlan
 from quantkit.pipeline import held_out
-from quantkit.pipeline.sample_figures import saturated_note, steady_outputs
+from quantkit.pipeline.sample_figures import saturated_note, selection_lines, steady_outputs
 from quantkit.planner import fallback
 from quantkit.planner.at_output import output_noise
 from quantkit.planner.foreground import has_foreground
@@ -141,7 +141,7 @@ def measurement_notes(
     squashed = [(output, logits) for output, logits in scored if writers.get(output) in SQUASHING_OPS]
     picked = [(output, scores) for output, scores in scored if writers.get(output) not in SQUASHING_OPS]
     sigmoids = {output for output, _ in squashed if writers[output] == "Sigmoid"}
-    notes = _selection_lines(converted, ordered, reference, samples, smoke)
+    notes = selection_lines(converted, ordered, reference, samples, smoke)
     if picked:
         named = ", ".join(f"{output!r} by {scores!r}" for output, scores in picked[:3])
         notes += (
@@ -207,32 +207,6 @@ def _squashed_warnings(
                 "boxes), and where it falls short, quantkit sensitivity for the layers to keep float"
             )
     return tuple(lines)
-
-
-def _selection_lines(
-    converted: onnx.ModelProto,
-    ordered: dict[str, tuple[str, ...]],
-    reference: Runs,
-    samples: Feed,
-    smoke: dict[str, float],
-) -> tuple[str, ...]:
-    notes = []
-    present = {name for node in converted.graph.node for name in node.output}
-    for output, tensors in ordered.items():
-        if not set(tensors) <= present:  # --compact renamed them
-            continue
-        entering = fallback.output_sqnr(converted, [{t: r[t] for t in tensors} for r in reference], samples)
-        rows = (
-            f"row by row it measures {smoke[output]:.1f} dB against FP32 (noise reorders near-equal scores)"
-            if output in smoke
-            else "no row by row figure (on a sample, FP32 or the converted model kept no rows or others)"
-        )
-        notes.append(
-            f"output {output!r} is chosen and ordered by a TopK / NonMaxSuppression / NonZero: {rows}; the "
-            f"{len(tensors)} tensor(s) entering the selection measure {entering:.1f} dB, and those are what "
-            "the floors and the fallback judge"
-        )
-    return tuple(notes)
 
 
 def _worst(model: onnx.ModelProto, reference: Runs, samples: Feed) -> str:
