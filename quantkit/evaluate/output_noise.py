@@ -4,7 +4,7 @@ the figure every search, floor and sensitivity share of convert reads. Pure nump
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +12,7 @@ import numpy as np
 from quantkit.errors import ConversionError
 from quantkit.evaluate.end2end import rows_differ
 from quantkit.evaluate.metrics import sqnr_db
+from quantkit.evaluate.variation import FEW_IMAGES, MAX_ELEMENTS
 
 # An output [N, a, b] can list features of different kinds along a short axis: YOLOv8's [N,
 # 4 + classes, anchors] boxes in pixels beside class scores in [0, 1], YOLOX's [N, anchors, 85] raw boxes
@@ -204,22 +205,26 @@ class OutputNoise:
     An output that FP32 gives as zeros on every sample has no scale of its own: it counts only where its
     noise is not finite (NaN or Inf), or where every output is zeros (then the pooled powers). An output
     map holding rare events' logits counts at the worse of its own figure and a sigmoid's reading of it
-    (rare_positives; with `features` only)."""
+    (rare_positives; with `features` only). A `centred` output's signal is what moves between the
+    samples: its deviation from each element's mean over them (graph.carried)."""
 
     def __init__(
         self,
         features: bool = True,
         views: Mapping[str, str] | None = None,
         axes: Mapping[str, int] | None = None,
+        centred: Collection[str] = (),
     ) -> None:
         """views: an output -> the logits it is measured by beside its own values (a Sigmoid map with
         foreground, query.foreground_views): the pair counts as one output, at the worse of the two.
-        axes: a rank-4 output -> its channel axis, where the graph lays it out (graph.layouts)."""
+        axes: a rank-4 output -> its channel axis, where the graph lays it out (graph.layouts).
+        centred: the outputs measured by how they move between the samples (_Centred)."""
         self.features = features
         self.views = dict(views or {})
         self.axes = dict(axes or {})
         self.powers: dict[str, _Powers] = {}
         self.reads: dict[str, _Read] = {}
+        self.centred = {name: _Centred() for name in centred}
 
     def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
         """Outputs by name, float [N, ...] each; candidate has every name of reference."""
@@ -242,6 +247,8 @@ class OutputNoise:
                 np.max(r, axis=others, initial=-np.inf).reshape(-1),
             )
             self.powers[name] = self.powers[name] + powers if name in self.powers else powers
+            if name in self.centred:
+                self.centred[name].update(r, axis)
             if self.features and r.ndim >= READ_RANK:
                 read = _read(r, c.astype(np.float64), self.axes.get(name))
                 self.reads[name] = self.reads[name] + read if name in self.reads else read
@@ -249,7 +256,11 @@ class OutputNoise:
     def _ratios(self) -> dict[str, float]:
         """Each output's noise / signal (those with a signal), at the worse of its own and a sigmoid's
         reading of it (_Read)."""
-        found = {name: ratio for name, p in self.powers.items() if (ratio := p.relative()) is not None}
+        found = {
+            name: ratio
+            for name, p in self.powers.items()
+            if (ratio := (self.centred[name].of(p) if name in self.centred else p).relative()) is not None
+        }
         for name, read in self.reads.items():
             ratio = read.relative()
             if name in found and ratio is not None:
@@ -290,6 +301,46 @@ class OutputNoise:
         if not (mine > 0.0 and math.isfinite(mine)):
             return 0.0
         return 1.0 - theirs / mine if not math.isnan(theirs) else 0.0
+
+
+class _Centred:
+    """One output's per-element sum over the samples (Σx, [elements per sample] float64), to take each
+    element's mean out of its signal: Σ(x - mean)² = Σx² - (Σx)² / n, summed per feature."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.images = 0
+        self.axis: int | None = None  # the feature axis of a sample, as _Powers sums it
+        self.followed = True  # False once a batch held another shape, or the output is too large
+
+    def update(self, r: np.ndarray, axis: int | None) -> None:
+        """r: float64 [N, ...]; axis: its feature axis (None: pooled)."""
+        if not self.followed or not len(r):
+            return
+        total = r.sum(axis=0)
+        if total.size > MAX_ELEMENTS or (self.total is not None and (total.shape, axis) != self.shape()):
+            self.followed, self.total = False, None
+            return
+        self.total = total if self.total is None else self.total + total
+        self.axis, self.images = (None if axis is None else axis - 1), self.images + len(r)
+
+    def shape(self) -> tuple[tuple[int, ...], int | None]:
+        assert self.total is not None
+        return self.total.shape, None if self.axis is None else self.axis + 1
+
+    def of(self, powers: _Powers) -> _Powers:
+        """`powers` with each feature's signal centred; as given where not followed, on fewer than
+        FEW_IMAGES samples, or where FP32 gives the output alike on every sample (no signal left)."""
+        if not self.followed or self.total is None or self.images < FEW_IMAGES:
+            return powers
+        others = tuple(a for a in range(self.total.ndim) if a != self.axis)
+        constant = np.sum(self.total * self.total, axis=others).reshape(-1) / self.images
+        if constant.shape != powers.signal.shape:
+            return powers  # pooled after a change of feature axis
+        signal = powers.signal - constant
+        if not np.sum(signal) > 1e-12 * np.sum(powers.signal):
+            return powers
+        return _Powers(np.maximum(signal, 0.0), powers.noise, powers.low, powers.high)
 
 
 def _same_infinities_as_zero(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from quantkit.evaluate.output_errors import OutputErrors, kinds_axis
 from quantkit.evaluate.output_noise import OutputNoise, add_signs, channel_signs
 from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.graph.augment import with_outputs
+from quantkit.graph.carried import carried
 from quantkit.graph.layouts import channel_axes
 from quantkit.planner import fallback
 from quantkit.results import Feed, Runs
@@ -77,11 +78,13 @@ def steady_outputs(
                 if noise is not None:
                     noise.update({tensor: ref[tensor]}, got)
     read_for = {n.input[0]: n.output[0] for n in converted.graph.node if n.input and n.output[0] in outputs}
+    judged = carried(converted, tensors)  # the floors read these by how they move already (selection_lines)
     found = [
         steady_warning(
             t, v.pooled_db(), v.varying_db(), "the calibration samples", _named(t, outputs, read_for)
         )
         for t, v in variations.items()
+        if t not in judged
     ]
     found += [kind_hidden(errors.result(), " on the calibration samples") for errors in kinds.values()]
     where = "the calibration samples"
@@ -119,9 +122,11 @@ def selection_lines(
             if output in smoke
             else "no row by row figure (on a sample, FP32 or the converted model kept no rows or others)"
         )
+        moved = sorted(carried(converted, tensors))  # boxes: by what moves between the samples
+        how = f" ({', '.join(map(repr, moved))} by how they move between the samples)" if moved else ""
         notes.append(
             f"output {output!r} is chosen and ordered by a TopK / NonMaxSuppression / NonZero: {rows}; the "
-            f"{len(tensors)} tensor(s) entering the selection measure {entering:.1f} dB, and those are what "
-            "the floors and the fallback judge"
+            f"{len(tensors)} tensor(s) entering the selection measure {entering:.1f} dB{how}, and those are "
+            "what the floors and the fallback judge"
         )
     return tuple(notes)

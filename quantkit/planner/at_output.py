@@ -14,6 +14,7 @@ import onnx
 from quantkit.errors import ConversionError, ModelError
 from quantkit.evaluate.output_noise import READ_RANK, OutputNoise, add_signs, channel_signs, rare_positives
 from quantkit.graph.augment import with_outputs
+from quantkit.graph.carried import carried
 from quantkit.graph.layouts import channel_axes
 from quantkit.graph.query import foreground_views, measured_outputs, measured_tensors, squashed_by
 from quantkit.planner.foreground import with_foreground
@@ -120,8 +121,9 @@ def output_sqnr(
 def output_noise(model: onnx.ModelProto, measured: Collection[str]) -> OutputNoise:
     """An OutputNoise for the `measured` tensors of `model`: a Sigmoid map beside its logits counts as one
     (query.foreground_views), a rank-4 map is read along the channel axis its graph lays out
-    (graph.layouts.channel_axes)."""
-    return OutputNoise(views=foreground_views(model, measured), axes=channel_axes(model, measured))
+    (graph.layouts.channel_axes), the boxes a selection carries by how they move (graph.carried)."""
+    views, axes = foreground_views(model, measured), channel_axes(model, measured)
+    return OutputNoise(views=views, axes=axes, centred=carried(model, measured))
 
 
 def worst_output(
