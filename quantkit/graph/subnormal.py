@@ -1,4 +1,5 @@
-"""Subnormal float32 weights: the values x86 CPUs compute with many times slower than the others.
+"""Subnormal float32 weights: the values Intel's x86 cores compute with many times slower than the others
+(an AMD EPYC ran PFLD no slower for them: hq96 F2, so compare times the cost before it warns).
 
 A float32 below 1.2e-38 (and not zero) has no implicit leading bit; x86 floating-point units take a
 microcode assist for each operation on one unless the thread flushes them (FTZ/DAZ), which onnxruntime
@@ -81,8 +82,8 @@ def flushed_note(count: int, timed: bool = True) -> tuple[str, ...]:
         return ()
     return (
         f"{count:,} subnormal FP32 weight(s) (nonzero, below {SMALLEST_NORMAL:.2g}) flushed to zero in the "
-        f"model written{' and in the FP32 model its speed is measured against' if timed else ''}: x86 CPUs "
-        "compute them many times slower, and the change is below float32's precision",
+        f"model written{' and in the FP32 model its speed is measured against' if timed else ''}: Intel's "
+        "x86 cores compute them many times slower, and the change is below float32's precision",
     )
 
 
@@ -93,7 +94,7 @@ def subnormal_warning(model: onnx.ModelProto) -> str | None:
         return None
     return (
         f"{found:,} of the FP32 model's {total:,} weights ({found / total:.0%}) are subnormal (nonzero, "
-        f"below {SMALLEST_NORMAL:.2g}), which x86 CPUs compute with many times slower: its latency, and "
-        "any speedup against it, is inflated by that; flushed to zero (a change below float32's "
-        "precision) they cost nothing"
+        f"below {SMALLEST_NORMAL:.2g}), which Intel's x86 cores compute with many times slower (quantkit "
+        "compare times it on this CPU): its latency, and any speedup against it, may be inflated by that; "
+        "flushed to zero (a change below float32's precision) they cost nothing"
     )

@@ -8,9 +8,12 @@ from collections.abc import Mapping, Sequence
 import onnx
 
 from quantkit.config import OutputKind
+from quantkit.evaluate import speed
 from quantkit.evaluate.class_scores import shape_logits_axis
 from quantkit.graph import model_io
 from quantkit.graph.output_kinds import map_outputs
+from quantkit.graph.subnormal import SMALLEST_NORMAL, WARN_SHARE, flushed, subnormal_weights
+from quantkit.results import Feed
 
 FLOAT8_LEVEL = (
     "the candidate holds float8 Q/DQ: these figures are onnxruntime's at ORT_ENABLE_BASIC, as its default "
@@ -114,4 +117,29 @@ def maps_unscored(
         f"output(s) {', '.join(found)} are maps of several channels at the input's size, given no per-pixel "
         "agreement: where one holds a segmenter's class logits (read by their argmax), --output-kind "
         "classes adds the share of pixels whose class agrees"
+    )
+
+
+# The FP32 model timed this much slower than its copy with subnormal weights flushed is slowed by them.
+SUBNORMAL_SLOWER = 1.2
+
+
+def subnormal_cost(reference: onnx.ModelProto, feed: Feed) -> str | None:
+    """The warning for a reference whose float32 weights are WARN_SHARE or more subnormal, where it runs
+    SUBNORMAL_SLOWER or more slower than its copy with them flushed to zero, timed here (1 thread,
+    interleaved, on `feed`): Intel cores take a microcode assist for each operation on one (PFLD 44.8 ms
+    against 1.77 ms, hunt30), while an AMD EPYC ran PFLD at the same speed either way, and a warning that
+    said "many times slower" from the count alone was false there (hq96 F2)."""
+    found, total = subnormal_weights(reference)
+    if not total or found < WARN_SHARE * total:
+        return None
+    timed = speed.measure(reference, flushed(reference)[0], feed, runs=20, seconds=1.0)
+    if timed.speedup < SUBNORMAL_SLOWER:
+        return None
+    return (
+        f"{found:,} of the FP32 model's {total:,} weights ({found / total:.0%}) are subnormal (nonzero, "
+        f"below {SMALLEST_NORMAL:.2g}), and this CPU computes with them slowly: {timed.fp32_ms:.2f} ms "
+        f"against {timed.candidate_ms:.2f} ms with them flushed to zero ({timed.speedup:.1f}x, 1 thread): "
+        "its latency, and any speedup against it, is inflated by that; flushed (a change below float32's "
+        "precision) they cost nothing"
     )

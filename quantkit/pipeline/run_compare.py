@@ -35,7 +35,6 @@ from quantkit.graph.augment import fitting_batch
 from quantkit.graph.layouts import channel_axes
 from quantkit.graph.output_kinds import label_outputs, map_outputs, value_outputs
 from quantkit.graph.query import SELECTING_OPS, selection_ordered
-from quantkit.graph.subnormal import subnormal_warning
 from quantkit.image_folders import select_images, shortfall
 from quantkit.images import resolve_preprocess
 from quantkit.outcomes import ComparisonResult, OutputMetrics
@@ -56,6 +55,7 @@ from quantkit.pipeline.compare_notes import (
     maps_unscored,
     overridable_weights,
     selected_note,
+    subnormal_cost,
 )
 from quantkit.pipeline.loading import model_bytes, refuse_bfloat16, too_few_read
 from quantkit.pipeline.progress import Progress, no_progress
@@ -202,13 +202,15 @@ def compare(
     lat = config.latency
     # a reference slowed by weights it lists as graph inputs is timed as its network (_overridable_weights)
     plain = overridable_weights(reference, candidate) is not None and config.runtime is Runtime.onnxruntime
-    timed_reference = model_io.weights_fixed(reference)[0].SerializeToString() if plain else reference_path
+    timed_model = model_io.weights_fixed(reference)[0] if plain else reference
+    timed_reference = timed_model.SerializeToString() if plain else reference_path
     samples = (
         _timed(timed_reference, candidate_path, timing_input, lat, progress, config.runtime)
         if lat.runs
         else None
     )
     latency_samples = (tuple(map(float, samples[0])), tuple(map(float, samples[1]))) if samples else ()
+    timed_here = bool(lat.runs) and config.runtime is Runtime.onnxruntime  # what onnxruntime's kernels cost
     return ComparisonResult(
         reference=str(reference_path),
         candidate=str(candidate_path),
@@ -273,7 +275,7 @@ def compare(
                 FLOAT16_CPU
                 if computes_in_float16(candidate) and config.runtime is Runtime.onnxruntime
                 else None,
-                subnormal_warning(reference) if config.latency.runs else None,
+                subnormal_cost(timed_model, timing_input) if timed_here else None,  # hq96 F2: timed
                 few_runs(config.latency.runs),
                 scattered_timing(latency_samples),
                 placed_elsewhere(candidate, config.runtime.value, config.latency.runs),
