@@ -577,3 +577,25 @@ def test_labels_that_name_no_image_are_refused_before_any_model_runs(
     pipeline.calibrate(model, table_all, CalibrateConfig(ImageSelection(image_dir)))
     code, _, err = run([*convert[:3], str(table_all), *convert[4:], "--validation", str(image_dir)], capsys)
     assert_one_line_error(code, err, "the --validation images are the calibration images")
+
+
+def test_a_failed_agreement_gate_says_the_output_may_hold_values() -> None:
+    """hq96 F3: shrink failed PFLD's 136 landmark coordinates (0.62 px off) on '2.88 points of top-1
+    disagreement' with nothing pointing to --output-kind values; labels an ArgMax wrote are labels."""
+    from quantkit.config import Gates
+    from quantkit.evaluate.gates import check
+    from quantkit.outcomes import OutputMetrics
+    from tests.test_golden import _comparison
+
+    plain = dataclasses.replace(_comparison(), reference_accuracy=None, candidate_accuracy=None)
+    landmarks = (OutputMetrics("output", 40.8, 0.99, 1.0, top1_agreement=0.9712),)
+    (failed,) = check(dataclasses.replace(plain, outputs=landmarks), Gates(max_drop=1.0))
+    assert not failed.passed and failed.unit == (
+        "points of top-1 disagreement with FP32; read as class scores: if the output holds values "
+        "(landmarks, an embedding), give --output-kind values and gate them with --min-eval-sqnr"
+    )
+    (passed,) = check(dataclasses.replace(plain, outputs=landmarks), Gates(max_drop=5.0))
+    assert passed.passed and passed.unit == "points of top-1 disagreement with FP32"
+    labels = (OutputMetrics("y", 40.8, 0.99, 1.0, top1_agreement=0.9712, labels=True),)
+    (labelled,) = check(dataclasses.replace(plain, outputs=labels), Gates(max_drop=1.0))
+    assert not labelled.passed and labelled.unit == "points of top-1 disagreement with FP32"

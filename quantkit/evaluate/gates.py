@@ -7,6 +7,14 @@ import math
 from quantkit.config import Gates
 from quantkit.outcomes import ComparisonResult, GateResult, OutputMetrics
 
+AGREEMENT = "points of top-1 disagreement with FP32"
+# said where the agreement gate fails: scores read by their top-1 may hold values (hq96 F3: PFLD's 136
+# landmark coordinates, 0.62 px off, failed --max-drop 1 at 2.88 points, with nothing pointing the way)
+VALUES_HINT = (
+    "; read as class scores: if the output holds values (landmarks, an embedding), give --output-kind "
+    "values and gate them with --min-eval-sqnr"
+)
+
 
 def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
     """(points lost against FP32, their unit): top-1 with labels, else for a YOLO-style head FP32's final
@@ -29,7 +37,7 @@ def accuracy_drop(result: ComparisonResult) -> tuple[float | None, str]:
     if agreeing:  # the worst output's (hunt41 F1: a captcha's 5th digit head lost 6.25 points, gated on 1st)
         worst = min(agreeing, key=lambda m: m.top1_agreement or 0.0)
         which = f" (worst of {len(agreeing)} outputs: {worst.name!r})" if len(agreeing) > 1 else ""
-        return 100.0 * (1.0 - (worst.top1_agreement or 0.0)), "points of top-1 disagreement with FP32" + which
+        return 100.0 * (1.0 - (worst.top1_agreement or 0.0)), AGREEMENT + which
     if first is not None and first.boxes == 0:  # hunt36: the row said 'give --detector', which was given
         return None, "points (FP32 finds no box above the score threshold on these images: none to compare)"
     return None, "points (no accuracy figure: give --labels, or --detector for YOLO heads and text maps)"
@@ -78,9 +86,10 @@ def check(result: ComparisonResult, gates: Gates, unchanged: bool = False) -> tu
     found = []
     if gates.max_drop is not None:
         drop, unit = accuracy_drop(result)
-        found.append(
-            GateResult("max_drop", drop, gates.max_drop, unit, drop is not None and drop <= gates.max_drop)
-        )
+        passed = drop is not None and drop <= gates.max_drop
+        if not passed and unit.startswith(AGREEMENT) and not any(m.labels for m in result.outputs):
+            unit += VALUES_HINT  # hq96 F3: a landmark regressor failed on 'top-1' with nothing said
+        found.append(GateResult("max_drop", drop, gates.max_drop, unit, passed))
     if gates.min_speedup is not None:
         speedup = 1.0 if unchanged and result.speedup is not None else result.speedup
         passed = speedup is not None and speedup >= gates.min_speedup
