@@ -599,3 +599,19 @@ def test_a_failed_agreement_gate_says_the_output_may_hold_values() -> None:
     labels = (OutputMetrics("y", 40.8, 0.99, 1.0, top1_agreement=0.9712, labels=True),)
     (labelled,) = check(dataclasses.replace(plain, outputs=labels), Gates(max_drop=1.0))
     assert not labelled.passed and labelled.unit == "points of top-1 disagreement with FP32"
+
+
+def test_a_drop_of_exactly_the_budget_passes() -> None:
+    """hq97 F2: 1 of 100 images disagreeing read 1.0000000000000009 points and failed --max-drop 1 ('1.00 <=
+    1 FAIL') where convert --max-drop 1 accepted the same model."""
+    from quantkit.config import Gates
+    from quantkit.evaluate.gates import check
+    from quantkit.outcomes import OutputMetrics
+    from tests.test_golden import _comparison
+
+    plain = dataclasses.replace(_comparison(), reference_accuracy=None, candidate_accuracy=None)
+    for lost, total in ((1, 100), (3, 100), (7, 700), (1, 3)):
+        budget = 100.0 * lost / total
+        scores = (OutputMetrics("y", 30.0, 0.99, 1.0, top1_agreement=(total - lost) / total),)
+        (gate,) = check(dataclasses.replace(plain, outputs=scores), Gates(max_drop=round(budget, 9)))
+        assert gate.passed and gate.measured == round(budget, 9), (lost, total, gate)
