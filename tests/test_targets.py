@@ -479,7 +479,10 @@ def test_an_op_quantkits_speed_plan_kept_float_is_no_finding(
     report = quantkit.check(timed)
     assert report.findings == () and report.kept_for_speed == ("pool",)
     code, out, _ = run(["check", str(timed)], capsys)
-    assert code == 0 and "1 op(s) float on purpose, not findings" in " ".join(out.split())
+    said = " ".join(out.split())
+    assert code == 0 and "1 op(s) float on purpose, not findings" in said
+    # hq96 F4: the speed plan's ops include those that would not pay for their Q/DQ, never profiled
+    assert "where their int8 form would not pay for its Q/DQ or profiled slower" in said
 
 
 def test_a_batch_norm_left_between_dq_and_q_is_a_finding(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from quantkit.results import Feed
 
 FLOAT8_LEVEL = (
     "the candidate holds float8 Q/DQ: these figures are onnxruntime's at ORT_ENABLE_BASIC, as its default "
-    "level miscomputes them (hunt35: a ViT's 27.6 dB read 7.1 dB there); load it at "
+    "level miscomputes them (hunt35: a ViT's 27.6 dB read 7.1 dB there) or refuses to load them; load it at "
     "GraphOptimizationLevel.ORT_ENABLE_BASIC too"
 )
 

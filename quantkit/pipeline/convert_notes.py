@@ -23,7 +23,8 @@ def elsewhere(config: ConvertConfig) -> tuple[str, ...]:
             "FP8 E4M3FN Q/DQ (opset 19): activations at their observed amax / 448, weights per channel; "
             "no rebalancing, weights rounded to nearest. In onnxruntime, load it at "
             "GraphOptimizationLevel.ORT_ENABLE_BASIC: its default level miscomputes float8 Q/DQ (a 3DDFA "
-            "face model: -11.4 dB there, 15.2 dB at basic)",
+            "face model: -11.4 dB there, 15.2 dB at basic) or refuses to load them (MobileNetV2: "
+            "'Unexpected data type' in its Clip fusion, hq97 F4)",
         )
         if config.fp8
         else ()

@@ -313,7 +313,9 @@ def stamp(
     else:
         props["source_model_sha256"] = source_sha256
     if has_float8(model):  # said in the file too (hq63b: a default session gave an RFB 2 of 340 faces)
-        props["onnxruntime_level"] = "ORT_ENABLE_BASIC: onnxruntime's default level miscomputes float8 Q/DQ"
+        props["onnxruntime_level"] = (
+            "ORT_ENABLE_BASIC: onnxruntime's default level miscomputes or refuses float8 Q/DQ"
+        )
     kept = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)

@@ -27,7 +27,7 @@ def check_table(report: CheckReport) -> RenderableType:
     if report.kept_for_speed:
         head.append(
             f"{len(report.kept_for_speed)} op(s) float on purpose, not findings: quantkit's speed plan kept "
-            "them float where their int8 form profiled slower\n"
+            "them float where their int8 form would not pay for its Q/DQ or profiled slower\n"
         )
     if not report.findings and report.quantized_layers == 0:
         return Group(
