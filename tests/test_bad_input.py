@@ -2105,6 +2105,19 @@ def test_stdout_that_cannot_be_written_loses_only_what_is_printed_there(
         "error: cannot write to stdout (No space left on device), which carried the result"
         in done.stderr.decode()
     )
+    for asked in (
+        command,
+        [*report, "--json", str(tmp_path / "r.json")],
+    ):  # hq98 F1: exit 0, 'files as usual'
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [*asked, "--print-config"], stdout=full, stderr=subprocess.PIPE, timeout=120
+            )
+        said = done.stderr.decode()
+        assert done.returncode == 2 and "error: cannot write to stdout (No space left on device)" in said, (
+            said
+        )
+        assert not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
@@ -2156,6 +2169,12 @@ def test_small_refusals_say_what_they_mean(
     assert_one_line_error(code, err, "--quiet and --verbose together: give one of them")
     code, out, err = run([*argv, "-qq"], capsys)
     assert code == 0 and out == "", err
+    for both in (["-q", "-v"], ["-v", "-q"], ["--quiet", "--verbose"], ["-qvq"], ["-vqo", "x.json"]):
+        code, _, err = run([*argv, *both], capsys)  # hq98 F3: the last one won, or -qvq neither
+        assert_one_line_error(code, err, "--quiet and --verbose together: give one of them")
+    grouped = ["calibrate", str(cnn), "--images", str(image_dir), f"-qo{tmp_path / 'g.json'}"]
+    code, out, err = run(grouped, capsys)  # hq98 F3: its -q was dropped, the table printed
+    assert code == 0 and out == "" and (tmp_path / "g.json").is_file(), err
     folder = tmp_path / "with_empty"
     folder.mkdir()
     for path in sorted(image_dir.rglob("*.png"))[:3]:

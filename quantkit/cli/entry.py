@@ -63,14 +63,10 @@ def _main() -> None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (the interpreter's own stream from here on)
     if sys.stderr is None:  # fd 2 closed: the lines are lost, the exit code says what happened
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115
-    # -qq or -vv as -q or -v; -qv refused (hq61: taken as neither)
-    if any(a in ("-qv", "-vq") for a in sys.argv[1:]):
+    argv, loudness = _loudness(sys.argv[1:])
+    if len(loudness) > 1:  # -qv was taken as neither (hq61), -q -v as the last (hq98 F3)
         _fail("--quiet and --verbose together: give one of them")
-    given = [f"-{a[1]}" if len(set(a)) == 2 and a[0] == "-" and a[1] in "qv" else a for a in sys.argv[1:]]
-    argv = [a for a in given if a not in LOUDNESS_FLAGS]
-    VERBOSITY["level"] = 0
-    for flag in given:
-        VERBOSITY["level"] = LOUDNESS_FLAGS.get(flag, VERBOSITY["level"])
+    VERBOSITY["level"] = loudness.pop() if loudness else 0
     plain = [a for a in argv if a != "--print-config"]
     group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
     commands: dict[str, Any] = dict(getattr(group, "commands", {}))
@@ -85,7 +81,7 @@ def _main() -> None:
         default_map = _file_defaults(commands, plain)
         if len(plain) < len(argv):
             _print_config(commands, plain, default_map)
-            _lost(plain)
+            _lost(["--print-config"])  # the settings are its result, whatever the command (hq98 F1)
             return
         _say_file_options(plain, default_map)
         _refuse_empty_paths(commands, plain)
@@ -305,6 +301,24 @@ def _which_file(command: str, key: str) -> str:
     top-level keys, quantkit.toml over pyproject.toml): hq71 F11, --print-config named no file."""
     setting = [path for path, keys in SETTINGS if key in keys or key in (keys.get(command) or {})]
     return f"config file: {setting[-1]}" if setting else "config file"
+
+
+def _loudness(args: list[str]) -> tuple[list[str], set[int]]:
+    """(the arguments without --quiet / --verbose, the levels they ask for: -1, 1). Short flags combine as
+    click reads them: -qq, -qv, and the leading q / v letters of a group such as -qo t.json (hq98 F3: its
+    -q was dropped), the letters after the first other one being that option's and its value's."""
+    kept, levels = [], set()
+    for arg in args:
+        if arg in LOUDNESS_FLAGS:
+            levels.add(LOUDNESS_FLAGS[arg])
+            continue
+        letters = len(arg) - len(arg[1:].lstrip("qv")) - 1 if arg[:1] == "-" and arg[1:2] != "-" else 0
+        levels.update(LOUDNESS_FLAGS[f"-{flag}"] for flag in arg[1 : 1 + letters])
+        if not letters:
+            kept.append(arg)  # '-' (stdout) and every other argument as given
+        elif letters + 1 < len(arg):
+            kept.append(f"-{arg[1 + letters :]}")
+    return kept, levels
 
 
 def _lost(argv: list[str]) -> None:
