@@ -4,6 +4,7 @@ written), 2 on an error; report.json, report.md, junit.xml; GitHub's step summar
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -106,7 +107,6 @@ def test_an_earlier_verdict_never_outlives_an_exit_2_or_a_sigterm(
     """hq71 F2: a mistyped gate, flag or config key (errors found before the run) left the earlier release's
     PASS junit.xml and report.json in --output-dir; F1: SIGTERM (CI's cancel and timeout) left them too,
     with the staging folder; F3: an unwritable $GITHUB_STEP_SUMMARY was found after the whole run."""
-    import os
     import signal
 
     from quantkit.pipeline import run_shrink
@@ -136,6 +136,11 @@ def test_an_earlier_verdict_never_outlives_an_exit_2_or_a_sigterm(
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no-such-folder" / "summary.md"))
     code, _, err = run(passed, capsys)
     assert_one_line_error(code, err, "$GITHUB_STEP_SUMMARY", "is in a folder that does not exist")
+    fifo = tmp_path / "summary.fifo"  # hq98 F2: no reader, and the append blocked for ever after the work
+    os.mkfifo(fifo)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(fifo))
+    code, _, err = run(passed, capsys)
+    assert_one_line_error(code, err, f"$GITHUB_STEP_SUMMARY {fifo} is a pipe or socket; unset it")
     released = tmp_path / "release.int8.onnx"  # hq73 2: markdown was appended to it, exit 0
     released.write_bytes(b"\x08\x08model")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(released))
@@ -282,7 +287,6 @@ def test_a_model_whose_name_is_no_utf8_runs(
 ) -> None:
     """hq71 F12: shrink on 'sq\\xffnet.onnx' failed after converting with onnxruntime's constructor signature
     (its binding takes no such path); calibrate read the same file."""
-    import os
 
     model = tiny_cnn(tmp_path / os.fsdecode(b"sq\xffnet.onnx"))
     argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
@@ -647,6 +651,17 @@ def test_a_slowdown_no_gate_watches_is_said_in_words() -> None:
     assert slower_warning(0.98, None) == slower_warning(0.5, 1.0) == slower_warning(None, None) == ""
     # hunt32: a model placed for TensorRT was told to add --min-speedup, which shrink refuses there
     assert slower_warning(0.36, None, Target.tensorrt) == slower_warning(0.36, None, Target.openvino) == ""
+    # hq98 F4: quantkit demo takes no gate options: its words name shrink's
+    import dataclasses
+
+    from quantkit import demo
+
+    @dataclasses.dataclass(frozen=True)
+    class Said:
+        warnings: tuple[str, ...]
+
+    (line,) = demo._demo_words(Said((slower_warning(0.66, None),))).warnings  # type: ignore[arg-type]
+    assert "save); quantkit shrink --min-speedup 1 fails a CI step on it, or measure the runtime" in line
 
 
 @pytest.mark.parametrize(

@@ -113,8 +113,16 @@ def shrink(
 def require_step_summary(path: Path | None) -> None:
     """Refuse, before any work, a step summary that cannot be appended to (hq71 F3: found after
     calibrating, converting and comparing)."""
-    if path is not None and (path.is_dir() or not path.parent.is_dir()):
-        what = "is a folder" if path.is_dir() else "is in a folder that does not exist"
+    # a pipe no one reads blocks the append, after all the work, for ever (hq98 F2); a terminal takes it
+    piped = path is not None and (path.is_fifo() or path.is_socket())
+    if path is not None and (path.is_dir() or not path.parent.is_dir() or piped):
+        what = (
+            "is a folder"
+            if path.is_dir()
+            else "is a pipe or socket"
+            if piped
+            else "is in a folder that does not exist"
+        )
         raise OutputError(f"$GITHUB_STEP_SUMMARY {path} {what}; unset it or point it at a file to append to")
     if path is not None:  # hq73 2: markdown appended to a released model or table, exit 0
         refuse_over_artifact("$GITHUB_STEP_SUMMARY", path)
@@ -231,6 +239,9 @@ def _check_class_scores(
         )
 
 
+SLOWER_GATE = "add --min-speedup 1 to fail the step on it"  # quantkit demo has no gates of its own to add
+
+
 def slower_warning(speedup: float | None, gate: float | None, target: Target = Target.ort_cpu) -> str:
     """A measured slowdown that no --min-speedup gate watches, said in words ("" if none). Not for a
     model placed for another runtime: this CPU's onnxruntime speed says nothing of it, and --min-speedup
@@ -239,8 +250,8 @@ def slower_warning(speedup: float | None, gate: float | None, target: Target = T
         return ""
     return (
         f"the INT8 model ran {speedup:.2f}x FP32 here (slower): int8 does not pay for this model on this CPU "
-        "(its Q/DQ passes cost more than its integer kernels save); add --min-speedup 1 to fail the step "
-        "on it, or measure the runtime it ships to with quantkit compare"
+        f"(its Q/DQ passes cost more than its integer kernels save); {SLOWER_GATE}, or measure the runtime "
+        "it ships to with quantkit compare"
     )
 
 
