@@ -50,7 +50,10 @@ def demo(
     ] = Path("quantkit-demo"),
     cache_dir: Annotated[
         Path | None,
-        typer.Option("--cache-dir", help="Downloads and calibration tables [default: ~/.cache/quantkit]."),
+        typer.Option(
+            "--cache-dir",
+            help="Downloads and calibration tables [default: $XDG_CACHE_HOME/quantkit or ~/.cache/quantkit].",
+        ),
     ] = None,
 ) -> None:
     """Shrink a model end to end and show the report: by default the digits CNN that ships inside the
