@@ -27,7 +27,12 @@ from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, se
 from quantkit.graph.subnormal import subnormal_warning
 from quantkit.outcomes import SpeedPlan
 from quantkit.pipeline import held_out
-from quantkit.pipeline.sample_figures import saturated_note, selection_lines, steady_outputs
+from quantkit.pipeline.sample_figures import (
+    saturated_note,
+    selection_lines,
+    sparse_foreground,
+    steady_outputs,
+)
 from quantkit.planner import fallback
 from quantkit.planner.at_output import output_noise
 from quantkit.planner.foreground import has_foreground
@@ -164,7 +169,12 @@ def measurement_notes(
             ),
         )
         notes += saturated_note(squashed, measured, smoke)
-        return notes, (*_squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke), *slow)
+        sparse = sparse_foreground(squashed, sigmoids, reference)  # hq97 F1: 1 of 8 samples showed text
+        return notes, (
+            *_squashed_warnings(converted, squashed, sigmoids, reference, samples, smoke),
+            *sparse,
+            *slow,
+        )
     return notes, slow
 
 
