@@ -148,6 +148,28 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def nms_head(boxes: str = "boxes") -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+    """(nodes, initializers) of a tiny detector before its NonMaxSuppression: x [1, 3, 16, 16] -> Conv
+    features -> `boxes` [1, 16, 4] and class scores 'scores' [1, 2, 16] (Sigmoid), with the NMS's
+    constants 'most', 'iou' and 'least'."""
+    p, box, score = conv_params(8, 3), conv_params(4, 8, 4, 1), conv_params(2, 8, 4, 2)
+    consts = {"s1": np.array([1, 4, 16], np.int64), "s2": np.array([1, 2, 16], np.int64)}
+    consts |= {"most": np.array([5], np.int64), "iou": np.array([0.5], np.float32)}
+    consts |= {"least": np.array([0.3], np.float32)}
+    weights = {"w": p["w"], "b": p["b"], "wb": box["w"], "bb": box["b"], "ws": score["w"], "bs": score["b"]}
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "wb", "bb"], ["cb"], name="box", strides=[4, 4]),
+        helper.make_node("Conv", ["r", "ws", "bs"], ["cs"], name="score", strides=[4, 4]),
+        helper.make_node("Reshape", ["cb", "s1"], ["b3"], name="box_rows"),
+        helper.make_node("Transpose", ["b3"], [boxes], name="boxes", perm=[0, 2, 1]),
+        helper.make_node("Sigmoid", ["cs"], ["sg"], name="sigmoid"),
+        helper.make_node("Reshape", ["sg", "s2"], ["scores"], name="scores"),
+    ]
+    return nodes, weights | consts
+
+
 def tiny_cnn(path: Path, seed: int = 0, inputs: int = 1) -> Path:
     p1, p2 = conv_params(4, 3, 3, seed), conv_params(5, 4, 1, seed + 1)
     nodes = [

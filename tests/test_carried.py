@@ -16,29 +16,17 @@ from onnx import helper, numpy_helper
 from quantkit.evaluate.output_noise import OutputNoise
 from quantkit.evaluate.variation import FEW_IMAGES
 from quantkit.graph.carried import carried
-from tests.conftest import conv_params
+from tests.conftest import nms_head
 
 
 def _nms_model(grid_step: float = 16.0) -> onnx.ModelProto:
     """Conv features -> boxes [1, 16, 4] (a regression plus each anchor's place, grid_step apart) and
     class scores [1, 2, 16] -> NonMaxSuppression -> the boxes it keeps, y [K, 4]."""
-    p, box, score = conv_params(8, 3), conv_params(4, 8, 4, 1), conv_params(2, 8, 4, 2)
-    consts = {"s1": np.array([1, 4, 16], np.int64), "s2": np.array([1, 2, 16], np.int64)}
-    consts |= {"most": np.array([5], np.int64), "iou": np.array([0.5], np.float32)}
-    consts |= {"least": np.array([0.3], np.float32), "two": np.array(2, np.int64)}
-    consts |= {"zero": np.array([0], np.int64)}
-    grid = {"grid": np.arange(64, dtype=np.float32).reshape(1, 16, 4) * grid_step}
-    weights = {"w": p["w"], "b": p["b"], "wb": box["w"], "bb": box["b"], "ws": score["w"], "bs": score["b"]}
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("Conv", ["r", "wb", "bb"], ["cb"], name="box", strides=[4, 4]),
-        helper.make_node("Conv", ["r", "ws", "bs"], ["cs"], name="score", strides=[4, 4]),
-        helper.make_node("Reshape", ["cb", "s1"], ["b3"], name="box_rows"),
-        helper.make_node("Transpose", ["b3"], ["bt"], name="boxes_t", perm=[0, 2, 1]),
+    nodes, weights = nms_head("bt")
+    weights |= {"two": np.array(2, np.int64), "zero": np.array([0], np.int64)}
+    weights["grid"] = np.arange(64, dtype=np.float32).reshape(1, 16, 4) * grid_step
+    nodes += [
         helper.make_node("Add", ["bt", "grid"], ["boxes"], name="anchors"),
-        helper.make_node("Sigmoid", ["cs"], ["sg"], name="sigmoid"),
-        helper.make_node("Reshape", ["sg", "s2"], ["scores"], name="scores"),
         helper.make_node("NonMaxSuppression", ["boxes", "scores", "most", "iou", "least"], ["sel"]),
         helper.make_node("Gather", ["sel", "two"], ["idx"], name="pick_idx", axis=1),
         helper.make_node("Squeeze", ["boxes", "zero"], ["b2"], name="squeeze"),
@@ -49,7 +37,7 @@ def _nms_model(grid_step: float = 16.0) -> onnx.ModelProto:
         "nms_boxes",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["K", 4])],
-        [numpy_helper.from_array(v, k) for k, v in (weights | consts | grid).items()],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from tests.conftest import conv_params, make_model, tiny_cnn
+from tests.conftest import conv_params, make_model, nms_head, tiny_cnn
 from tests.helpers import assert_one_line_error, run
 
 FAST = ["--runs", "3", "--warmup", "0"]
@@ -393,22 +393,8 @@ def test_max_drop_on_an_nms_indices_output_is_refused_before_converting(
 ) -> None:
     """hq78 F4: an NMS's selected indices [K, 3] first (integers, read as an ArgMax's labels) ran the
     whole shrink, wrote the model and reports, then failed the gate for want of an accuracy figure."""
-    p, box, score = conv_params(8, 3), conv_params(4, 8, 4, 1), conv_params(2, 8, 4, 2)
-    consts = {"s1": np.array([1, 4, 16], np.int64), "s2": np.array([1, 2, 16], np.int64)}
-    consts |= {"most": np.array([5], np.int64), "iou": np.array([0.5], np.float32)}
-    consts |= {"least": np.array([0.3], np.float32)}
-    weights = {"w": p["w"], "b": p["b"], "wb": box["w"], "bb": box["b"], "ws": score["w"], "bs": score["b"]}
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("Conv", ["r", "wb", "bb"], ["cb"], name="box", strides=[4, 4]),
-        helper.make_node("Conv", ["r", "ws", "bs"], ["cs"], name="score", strides=[4, 4]),
-        helper.make_node("Reshape", ["cb", "s1"], ["b3"], name="box_rows"),
-        helper.make_node("Transpose", ["b3"], ["boxes"], name="boxes", perm=[0, 2, 1]),
-        helper.make_node("Sigmoid", ["cs"], ["sg"], name="sigmoid"),
-        helper.make_node("Reshape", ["sg", "s2"], ["scores"], name="scores"),
-        helper.make_node("NonMaxSuppression", ["boxes", "scores", "most", "iou", "least"], ["sel"]),
-    ]
+    nodes, weights = nms_head()
+    nodes.append(helper.make_node("NonMaxSuppression", ["boxes", "scores", "most", "iou", "least"], ["sel"]))
     graph = helper.make_graph(
         nodes,
         "nms_first",
@@ -418,7 +404,7 @@ def test_max_drop_on_an_nms_indices_output_is_refused_before_converting(
             helper.make_tensor_value_info("boxes", onnx.TensorProto.FLOAT, [1, 16, 4]),
             helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [1, 2, 16]),
         ],
-        [numpy_helper.from_array(v, k) for k, v in (weights | consts).items()],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save(model, str(tmp_path / "nms.onnx"))
