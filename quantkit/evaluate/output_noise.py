@@ -214,17 +214,20 @@ class OutputNoise:
         views: Mapping[str, str] | None = None,
         axes: Mapping[str, int] | None = None,
         centred: Collection[str] = (),
+        rows: int | None = None,
     ) -> None:
         """views: an output -> the logits it is measured by beside its own values (a Sigmoid map with
         foreground, query.foreground_views): the pair counts as one output, at the worse of the two.
         axes: a rank-4 output -> its channel axis, where the graph lays it out (graph.layouts).
-        centred: the outputs measured by how they move between the samples (_Centred)."""
+        centred: the outputs measured by how they move between the samples (_Centred), where they hold a
+        row per sample: `rows` in all (a tensor without the batch axis, [anchors, 4] after a Squeeze, would
+        be centred over its anchors)."""
         self.features = features
         self.views = dict(views or {})
         self.axes = dict(axes or {})
         self.powers: dict[str, _Powers] = {}
         self.reads: dict[str, _Read] = {}
-        self.centred = {name: _Centred() for name in centred}
+        self.centred = {name: _Centred(rows) for name in centred}
 
     def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
         """Outputs by name, float [N, ...] each; candidate has every name of reference."""
@@ -252,6 +255,10 @@ class OutputNoise:
             if self.features and r.ndim >= READ_RANK:
                 read = _read(r, c.astype(np.float64), self.axes.get(name))
                 self.reads[name] = self.reads[name] + read if name in self.reads else read
+
+    def centred_names(self) -> list[str]:
+        """The `centred` outputs judged by what moves between the samples, sorted (_Centred.applies)."""
+        return sorted(n for n, c in self.centred.items() if n in self.powers and c.applies(self.powers[n]))
 
     def _ratios(self) -> dict[str, float]:
         """Each output's noise / signal (those with a signal), at the worse of its own and a sigmoid's
@@ -303,11 +310,18 @@ class OutputNoise:
         return 1.0 - theirs / mine if not math.isnan(theirs) else 0.0
 
 
+# A carried tensor is centred where what moves between the samples is at least this share of its power:
+# samples of one still scene (hq101 F2: 16 frames, the boxes moving -78 dB against their power) leave
+# nothing to judge by, and every layer went float for boxes 0.3 px off in 640; hq93's photos: -23 dB.
+MOVING_SHARE = 1e-4
+
+
 class _Centred:
     """One output's per-element sum over the samples (Σx, [elements per sample] float64), to take each
     element's mean out of its signal: Σ(x - mean)² = Σx² - (Σx)² / n, summed per feature."""
 
-    def __init__(self) -> None:
+    def __init__(self, rows: int | None = None) -> None:
+        self.rows = rows  # the samples: as many rows in all, or nothing is centred
         self.total: np.ndarray | None = None
         self.images = 0
         self.axis: int | None = None  # the feature axis of a sample, as _Powers sums it
@@ -330,17 +344,25 @@ class _Centred:
 
     def of(self, powers: _Powers) -> _Powers:
         """`powers` with each feature's signal centred; as given where not followed, on fewer than
-        FEW_IMAGES samples, or where FP32 gives the output alike on every sample (no signal left)."""
-        if not self.followed or self.total is None or self.images < FEW_IMAGES:
-            return powers
+        FEW_IMAGES samples, or where what moves between the samples is under MOVING_SHARE of the signal."""
+        signal = self._centred(powers)
+        return powers if signal is None else _Powers(signal, powers.noise, powers.low, powers.high)
+
+    def applies(self, powers: _Powers) -> bool:
+        """Whether `of` centres `powers`."""
+        return self._centred(powers) is not None
+
+    def _centred(self, powers: _Powers) -> np.ndarray | None:
+        if not self.followed or self.total is None or self.images < FEW_IMAGES or self.images != self.rows:
+            return None
         others = tuple(a for a in range(self.total.ndim) if a != self.axis)
         constant = np.sum(self.total * self.total, axis=others).reshape(-1) / self.images
         if constant.shape != powers.signal.shape:
-            return powers  # pooled after a change of feature axis
+            return None  # pooled after a change of feature axis
         signal = powers.signal - constant
-        if not np.sum(signal) > 1e-12 * np.sum(powers.signal):
-            return powers
-        return _Powers(np.maximum(signal, 0.0), powers.noise, powers.low, powers.high)
+        if not np.sum(signal) >= MOVING_SHARE * np.sum(powers.signal):
+            return None
+        return np.maximum(signal, 0.0)
 
 
 def _same_infinities_as_zero(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

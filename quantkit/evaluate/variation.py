@@ -66,6 +66,13 @@ class Variation:
             return None  # measure (hunt53 C1: a detector's constant box count read '-inf dB; judge on that')
         return sqnr_db(varying, self.noise)
 
+    def moving_share(self) -> float | None:
+        """The share of the reference's power that moves between the images (None: not followed, or on
+        fewer than FEW_IMAGES)."""
+        if not self.followed or self.total is None or self.images < FEW_IMAGES or not self.power > 0.0:
+            return None
+        return (self.power - float(np.sum(self.total * self.total)) / self.images) / self.power
+
     def pooled_db(self) -> float:
         return sqnr_db(self.power, self.noise)
 

@@ -11,13 +11,14 @@ import onnx
 from quantkit.evaluate.figure_warnings import kind_hidden, sign_region
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.evaluate.output_errors import OutputErrors, kinds_axis
-from quantkit.evaluate.output_noise import OutputNoise, add_signs, channel_signs
+from quantkit.evaluate.output_noise import MOVING_SHARE, OutputNoise, add_signs, channel_signs
 from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.carried import carried
 from quantkit.graph.layouts import channel_axes
 from quantkit.planner import fallback
-from quantkit.results import Feed, Runs
+from quantkit.planner.at_output import output_noise
+from quantkit.results import Feed, Runs, feed_rows
 from quantkit.runtime import Session
 
 # A Softmax / Sigmoid output whose smoke-test figure is this far above its logits' gets a note.
@@ -78,7 +79,11 @@ def steady_outputs(
                 if noise is not None:
                     noise.update({tensor: ref[tensor]}, got)
     read_for = {n.input[0]: n.output[0] for n in converted.graph.node if n.input and n.output[0] in outputs}
-    judged = carried(converted, tensors)  # the floors read these by how they move already (selection_lines)
+    # the floors read these by how they move already (selection_lines)
+    rows, moving = feed_rows(samples), {t: v.moving_share() or 0.0 for t, v in variations.items()}
+    judged = {
+        t for t in carried(converted, tensors) if variations[t].images == rows and moving[t] >= MOVING_SHARE
+    }
     found = [
         steady_warning(
             t, v.pooled_db(), v.varying_db(), "the calibration samples", _named(t, outputs, read_for)
@@ -116,13 +121,15 @@ def selection_lines(
     for output, tensors in ordered.items():
         if not set(tensors) <= present:  # --compact renamed them
             continue
-        entering = fallback.output_sqnr(converted, [{t: r[t] for t in tensors} for r in reference], samples)
+        noise = output_noise(converted, tensors, feed_rows(samples))  # which it centred (hq101 F4)
+        runs = [{t: r[t] for t in tensors} for r in reference]
+        entering = fallback.output_sqnr(converted, runs, samples, noise=noise)
         rows = (
             f"row by row it measures {smoke[output]:.1f} dB against FP32 (noise reorders near-equal scores)"
             if output in smoke
             else "no row by row figure (on a sample, FP32 or the converted model kept no rows or others)"
         )
-        moved = sorted(carried(converted, tensors))  # boxes: by what moves between the samples
+        moved = noise.centred_names()
         how = f" ({', '.join(map(repr, moved))} by how they move between the samples)" if moved else ""
         notes.append(
             f"output {output!r} is chosen and ordered by a TopK / NonMaxSuppression / NonZero: {rows}; the "

@@ -36,7 +36,7 @@ from quantkit.pipeline.sample_figures import (
 from quantkit.planner import fallback
 from quantkit.planner.at_output import output_noise
 from quantkit.planner.foreground import has_foreground
-from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_take
+from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_rows, feed_take
 from quantkit.runtime import Session, has_float8
 from quantkit.version import __version__
 
@@ -221,7 +221,7 @@ def _squashed_warnings(
 
 def _worst(model: onnx.ModelProto, reference: Runs, samples: Feed) -> str:
     """' (worst: <tensor> <x> dB)' where more than one tensor is measured: which one to look at."""
-    noise = output_noise(model, list(reference[0]) if reference else ())
+    noise = output_noise(model, list(reference[0]) if reference else (), feed_rows(samples))
     fallback.output_sqnr(model, reference, samples, noise=noise)
     worst = noise.worst() if len(noise.powers) > 1 else None
     return "" if worst is None else f" (worst: {worst[0]!r} {worst[1]:.1f} dB)"

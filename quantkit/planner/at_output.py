@@ -18,7 +18,7 @@ from quantkit.graph.carried import carried
 from quantkit.graph.layouts import channel_axes
 from quantkit.graph.query import foreground_views, measured_outputs, measured_tensors, squashed_by
 from quantkit.planner.foreground import with_foreground
-from quantkit.results import Feed, Runs
+from quantkit.results import Feed, Runs, feed_rows
 from quantkit.runtime import Session, fits_one_message
 from quantkit.spill import SpilledRuns, spilled
 
@@ -118,12 +118,14 @@ def output_sqnr(
     return both[1] if worst else both[0]
 
 
-def output_noise(model: onnx.ModelProto, measured: Collection[str]) -> OutputNoise:
+def output_noise(model: onnx.ModelProto, measured: Collection[str], rows: int | None = None) -> OutputNoise:
     """An OutputNoise for the `measured` tensors of `model`: a Sigmoid map beside its logits counts as one
     (query.foreground_views), a rank-4 map is read along the channel axis its graph lays out
-    (graph.layouts.channel_axes), the boxes a selection carries by how they move (graph.carried)."""
+    (graph.layouts.channel_axes), the boxes a selection carries by how they move (graph.carried) where
+    the samples are `rows` (those with a row per sample: OutputNoise)."""
     views, axes = foreground_views(model, measured), channel_axes(model, measured)
-    return OutputNoise(views=views, axes=axes, centred=carried(model, measured))
+    centred = carried(model, measured) if rows else frozenset()
+    return OutputNoise(views=views, axes=axes, centred=centred, rows=rows)
 
 
 def worst_output(
@@ -133,7 +135,7 @@ def worst_output(
     inferred FP32) measures it, its SQNR dB) on the samples, as output_sqnr measures it: a squashed
     output by its logits, "'p' (at tensor 'logits')". None without an output that has a signal. Runs
     `model` once, unmemoized."""
-    noise = output_noise(original, list(reference[0]) if reference else ())
+    noise = output_noise(original, list(reference[0]) if reference else (), feed_rows(samples))
     output_sqnrs(model, reference, samples, noise=noise)
     found = noise.worst()
     if found is None:
@@ -156,7 +158,8 @@ def output_sqnrs(
     augmented = with_outputs(model, list(reference[0]) if reference else [], typed=False)
 
     def measure(augmented: onnx.ModelProto) -> tuple[float, float]:
-        found = output_noise(model, list(reference[0]) if reference else ()) if noise is None else noise
+        names = list(reference[0]) if reference else []
+        found = output_noise(model, names, feed_rows(samples)) if noise is None else noise
         try:
             for got, ref in zip(Session.of(augmented, threads).iter_samples(samples), reference, strict=True):
                 found.update(ref, got)
