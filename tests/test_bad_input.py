@@ -2172,9 +2172,17 @@ def test_small_refusals_say_what_they_mean(
     for both in (["-q", "-v"], ["-v", "-q"], ["--quiet", "--verbose"], ["-qvq"], ["-vqo", "x.json"]):
         code, _, err = run([*argv, *both], capsys)  # hq98 F3: the last one won, or -qvq neither
         assert_one_line_error(code, err, "--quiet and --verbose together: give one of them")
-    grouped = ["calibrate", str(cnn), "--images", str(image_dir), f"-qo{tmp_path / 'g.json'}"]
+    grouped = ["calibrate", str(cnn), "--images", str(image_dir), "-qo", str(tmp_path / "g.json")]
     code, out, err = run(grouped, capsys)  # hq98 F3: its -q was dropped, the table printed
     assert code == 0 and out == "" and (tmp_path / "g.json").is_file(), err
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for value in ("-q.json", "-qv.json"):  # hq101 F1: values were read as flags ('-.json' written)
+            code, _, err = run(["check", str(cnn), "--json", value], capsys)
+            assert code == 0 and (tmp_path / value).is_file() and not (tmp_path / "-.json").exists(), err
+    finally:
+        os.chdir(here)
     folder = tmp_path / "with_empty"
     folder.mkdir()
     for path in sorted(image_dir.rglob("*.png"))[:3]:

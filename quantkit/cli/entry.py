@@ -305,14 +305,19 @@ def _which_file(command: str, key: str) -> str:
 
 def _loudness(args: list[str]) -> tuple[list[str], set[int]]:
     """(the arguments without --quiet / --verbose, the levels they ask for: -1, 1). Short flags combine as
-    click reads them: -qq, -qv, and the leading q / v letters of a group such as -qo t.json (hq98 F3: its
-    -q was dropped), the letters after the first other one being that option's and its value's."""
-    kept, levels = [], set()
-    for arg in args:
+    click reads them: -qq, -qv, and the leading q / v letters of a group of letters such as -qo (hq98 F3:
+    its -q was dropped). Not an argument with other characters (a value: --json -q.json, hq101 F1), nor
+    anything after --."""
+    kept: list[str] = []
+    levels: set[int] = set()
+    for k, arg in enumerate(args):
+        if arg == "--":
+            return [*kept, *args[k:]], levels
         if arg in LOUDNESS_FLAGS:
             levels.add(LOUDNESS_FLAGS[arg])
             continue
-        letters = len(arg) - len(arg[1:].lstrip("qv")) - 1 if arg[:1] == "-" and arg[1:2] != "-" else 0
+        grouped = arg[:1] == "-" and arg[1:].isascii() and arg[1:].isalpha()
+        letters = len(arg) - len(arg[1:].lstrip("qv")) - 1 if grouped else 0
         levels.update(LOUDNESS_FLAGS[f"-{flag}"] for flag in arg[1 : 1 + letters])
         if not letters:
             kept.append(arg)  # '-' (stdout) and every other argument as given
