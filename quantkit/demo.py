@@ -3,7 +3,6 @@ ONNX model zoo (downloaded once, checked against a pinned sha256) on the user's 
 
 from __future__ import annotations
 
-import dataclasses
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from quantkit.config import (
 from quantkit.errors import ConfigError
 from quantkit.outcomes import ShrinkResult
 from quantkit.pipeline import Progress
-from quantkit.pipeline.run_shrink import SLOWER_GATE, shrink
+from quantkit.pipeline.run_shrink import shrink
 
 # The embedded demo is package data (quantkit/demo_data/, see its README.md), so it is there however
 # quantkit was installed: from a wheel, `pip install .` or editable.
@@ -60,7 +59,7 @@ def embedded(
             gates=GATES,
             cache_dir=cache_dir / "calibration",
         )
-        return _demo_words(shrink(model, output_dir, config, progress, step_summary))
+        return shrink(model, output_dir, config, progress, step_summary)
 
 
 def from_zoo(
@@ -85,11 +84,4 @@ def from_zoo(
         gates=Gates(max_drop=1.0 if labels else 5.0, max_size_ratio=0.5),
         cache_dir=cache_dir / "calibration",
     )
-    return _demo_words(shrink(model, output_dir, config, progress, step_summary))
-
-
-def _demo_words(result: ShrinkResult) -> ShrinkResult:
-    """shrink's warnings in the demo's words: it takes no gate options (hq98 F4: a slower INT8 model was
-    told to 'add --min-speedup 1', which demo refuses)."""
-    demo = "quantkit shrink --min-speedup 1 fails a CI step on it"
-    return dataclasses.replace(result, warnings=tuple(w.replace(SLOWER_GATE, demo) for w in result.warnings))
+    return shrink(model, output_dir, config, progress, step_summary)

@@ -175,6 +175,7 @@ def shrink(
     from quantkit.parallel import Parallel
     from quantkit.pipeline import run_shrink as shrinking
     from quantkit.pipeline.shrink_cleanup import outputs
+    from quantkit.pipeline.step_summary import require_step_summary
     from quantkit.reports import console
     from quantkit.reports.formats import shrink_warnings
 
@@ -218,7 +219,7 @@ def shrink(
         + [("a calibration table in --cache-dir", path) for path in cached],  # hq57 A1: appended to
         [("--images", images), ("--eval-images", eval_images)],
     )
-    shrinking.require_step_summary(step_summary_path())
+    require_step_summary(step_summary_path())
     with progress_bars() as progress:
         result = shrinking.shrink(
             model, output_dir, config, progress, step_summary_path(), html, Parallel(workers, ray or None)

@@ -29,7 +29,6 @@ from quantkit.files import (
     check_output,
     folder_lock,
     json_text,
-    refuse_over_artifact,
     require_writable,
     write_set,
 )
@@ -56,6 +55,7 @@ from quantkit.pipeline.shrink_cleanup import (
     outputs,
     unstaged,
 )
+from quantkit.pipeline.step_summary import appending, require_step_summary
 from quantkit.reports import html_page, junit, markdown, records
 from quantkit.results import TABLE_VERSION, CalibrationTable, feed_take
 from quantkit.runtime import Session
@@ -87,6 +87,7 @@ def shrink(
         step_summary (GitHub's GITHUB_STEP_SUMMARY) when given; html: also report.html with per-layer error,
         activation ranges and latency pictures. Gates that fail do not raise: see .passed. `parallel`: where
     calibration and the evaluation's images run (results do not depend on it)."""
+    require_step_summary(step_summary)  # quantkit demo's and the API's too (hq101 F7: a FIFO hung demo)
     made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
     output_dir = _output_dir(output_dir, model_path, made)
     earlier = earlier_model(output_dir)  # named by the report.json a failed publish may have replaced
@@ -102,30 +103,12 @@ def shrink(
         raise
     if step_summary is not None:  # checked before the run (require_step_summary); a late failure is said
         try:
-            with step_summary.open("a", encoding="utf-8") as handle:
+            with appending(step_summary) as handle:
                 handle.write(markdown.shrink_markdown(result) + "\n")
         except OSError as exc:  # hq71 F3: exit 2 replaced the gate's verdict, the reports published
             lost = f"cannot append to the step summary {step_summary} ({exc.strerror}); reports written"
             return dataclasses.replace(result, warnings=(*result.warnings, lost))
     return result
-
-
-def require_step_summary(path: Path | None) -> None:
-    """Refuse, before any work, a step summary that cannot be appended to (hq71 F3: found after
-    calibrating, converting and comparing)."""
-    # a pipe no one reads blocks the append, after all the work, for ever (hq98 F2); a terminal takes it
-    piped = path is not None and (path.is_fifo() or path.is_socket())
-    if path is not None and (path.is_dir() or not path.parent.is_dir() or piped):
-        what = (
-            "is a folder"
-            if path.is_dir()
-            else "is a pipe or socket"
-            if piped
-            else "is in a folder that does not exist"
-        )
-        raise OutputError(f"$GITHUB_STEP_SUMMARY {path} {what}; unset it or point it at a file to append to")
-    if path is not None:  # hq73 2: markdown appended to a released model or table, exit 0
-        refuse_over_artifact("$GITHUB_STEP_SUMMARY", path)
 
 
 @contextlib.contextmanager
@@ -239,7 +222,8 @@ def _check_class_scores(
         )
 
 
-SLOWER_GATE = "add --min-speedup 1 to fail the step on it"  # quantkit demo has no gates of its own to add
+# quantkit demo takes no gate options: words for both (hq98 F4; hq101 F8: demo's reports said shrink's)
+SLOWER_GATE = "a --min-speedup 1 gate (quantkit shrink) fails the step on it"
 
 
 def slower_warning(speedup: float | None, gate: float | None, target: Target = Target.ort_cpu) -> str:

@@ -1,0 +1,51 @@
+"""GitHub's step summary ($GITHUB_STEP_SUMMARY), which shrink appends its report.md to: refused before
+any work where it cannot be appended to, and appended to without ever blocking."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from quantkit.errors import OutputError
+from quantkit.files import refuse_over_artifact
+
+
+def require_step_summary(path: Path | None) -> None:
+    """Refuse, before any work, a step summary that cannot be appended to (hq71 F3: found after
+    calibrating, converting and comparing)."""
+    # a pipe no one reads blocked the append, after all the work, for ever (hq98 F2); one read (a tee) is
+    # appended to (hq101 F3), and a terminal
+    unread = path is not None and (path.is_socket() or (path.is_fifo() and not read_end(path)))
+    if path is not None and (path.is_dir() or not path.parent.is_dir() or unread):
+        what = (
+            "is a folder"
+            if path.is_dir()
+            else "is a pipe no process reads, or a socket"
+            if unread
+            else "is in a folder that does not exist"
+        )
+        raise OutputError(f"$GITHUB_STEP_SUMMARY {path} {what}; unset it or point it at a file to append to")
+    if path is not None:  # hq73 2: markdown appended to a released model or table, exit 0
+        refuse_over_artifact("$GITHUB_STEP_SUMMARY", path)
+
+
+def read_end(fifo: Path) -> bool:
+    """Whether a process holds `fifo` open for reading: an open for writing that would block says no."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def appending(path: Path) -> Iterator[TextIO]:
+    """`path` opened to append text; a pipe whose reader left since the check fails (OSError), never
+    blocks."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        yield handle
