@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -342,7 +343,9 @@ def _staged(path: Path, data: bytes) -> str:
 
 def _write_failed(path: Path | None, exc: OSError) -> OutputError:
     """The one line for a write that failed (a full disk, a file-size limit) and left nothing."""
-    return OutputError(f"writing {path} failed ({exc.strerror}); nothing was written")
+    # hq100 F11: 'File too large' named no cause, where errors.md promised the ulimit hint
+    limit = ": larger than this shell lets a process write (ulimit -f)" if exc.errno == errno.EFBIG else ""
+    return OutputError(f"writing {path} failed ({exc.strerror}{limit}); nothing was written")
 
 
 def _undo(moves: list[tuple[Path, str, str | None]]) -> None:

@@ -17,7 +17,7 @@ from types import FrameType
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
     """Nothing has run yet: say so and leave at once (no interpreter teardown of half-imported modules)."""
-    word = "terminated" if signum == signal.SIGTERM else "interrupted"
+    word = "interrupted" if signum == signal.SIGINT else "hung up" if signum == _HUP else "terminated"
     try:
         sys.stderr.write(f"{word} while starting; nothing was written\n")
         sys.stderr.flush()
@@ -28,7 +28,8 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     # a signal the caller ignores stays ignored (hq76 3: a script's background job, `quantkit ... &`, has
     # SIGINT ignored and ran to its end before; a handler here made it stop)
-    kept = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    stopping = dict.fromkeys((signal.SIGINT, signal.SIGTERM, _HUP))
+    kept = [s for s in stopping if signal.getsignal(s) is not signal.SIG_IGN]
     previous = {s: signal.signal(s, _stopped) for s in kept}
     from quantkit.cli.entry import main as run
 
@@ -44,6 +45,7 @@ def main() -> None:
 
 
 _TEARDOWN: list[bool] = []  # whether _ignored is registered
+_HUP = getattr(signal, "SIGHUP", signal.SIGTERM)  # the terminal closed (hq100 F5); none on Windows
 
 
 def _ignored(signals: tuple[int, ...]) -> None:

@@ -1948,6 +1948,16 @@ def test_a_file_size_limit_is_not_blamed_on_the_model(cnn: Path, image_dir: Path
         assert "(ulimit -f)" in err and "not full" not in err, err  # hq85 F8: the disk was blamed
         assert_one_line_error(code, err, *said)
         assert "cannot load the model" not in err and not out.exists()
+    again = cnn.with_name("again.calib.json")  # hq100 F11: quantkit's own write said 'File too large' alone
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
+    try:
+        code, _, err = calibrate(cnn, image_dir, again, capsys)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert_one_line_error(
+        code, err, "failed (File too large: larger than this shell lets a process write (ulimit -f))"
+    )
+    assert not again.exists()
     from quantkit.runtime import optimized_graph, short_of_room
 
     resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
@@ -2305,6 +2315,39 @@ def test_an_interrupt_while_starting_is_one_line(cnn: Path) -> None:
         if ignoring.poll() is None:
             ignoring.send_signal(signal.SIGTERM)
     assert ignoring.wait(timeout=120) == 0
+
+
+def test_a_hang_up_ends_a_run_as_ctrl_c_does(cnn: Path, image_dir: Path, tmp_path: Path) -> None:
+    """hq100 F5: SIGHUP (a closed terminal or ssh session) ended a run with exit 129, no line, its
+    temporary files left and, mid-write, an earlier model moved aside and never put back; under nohup
+    (SIGHUP ignored) the run goes on."""
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "quantkit", "compare", str(cnn), str(cnn), "--images", str(image_dir)]
+    command += ["--runs", "100000"]  # timing until the signal comes
+    stopped = 0
+    for delay in (1.0, 2.0):
+        run_ = subprocess.Popen([*command, "--json", str(tmp_path / "t.json")], stderr=subprocess.PIPE)
+        time.sleep(delay)
+        run_.send_signal(signal.SIGHUP)
+        _, err = run_.communicate(timeout=120)
+        if run_.returncode == 0:  # it finished first
+            continue
+        lines = err.decode().splitlines()
+        assert run_.returncode == 129 and lines[-1].startswith("hung up"), err.decode()
+        assert "nothing" in lines[-1] and "Traceback" not in err.decode()
+        assert [p.name for p in tmp_path.iterdir()] == [cnn.name]  # no report, no temporary file
+        stopped += 1
+    assert stopped, "every run finished before its SIGHUP"
+    short = [*command[:-1], "200", "--json", str(tmp_path / "n.json")]
+    ignoring = subprocess.Popen(  # nohup's way: SIGHUP ignored, past the start too
+        short, stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    )
+    time.sleep(1.0)
+    if ignoring.poll() is None:
+        ignoring.send_signal(signal.SIGHUP)
+    assert ignoring.wait(timeout=120) == 0 and (tmp_path / "n.json").is_file()
 
 
 def test_a_labels_pipe_and_a_deleted_working_folder_are_named(cnn: Path, tmp_path: Path) -> None:

@@ -40,16 +40,18 @@ def main() -> None:
     TERMINATED.clear()
     SAID.clear()
     WRITTEN.clear()  # an earlier run's in this process are not this one's
-    ignored = signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # a caller's choice (hq77 5) stays
+    # a caller's choice (hq77 5: SIGTERM ignored; nohup ignores SIGHUP) stays
+    ignored = {s for s in STOPPING if signal.getsignal(s) is signal.SIG_IGN}
     interrupt = signal.getsignal(signal.SIGINT)  # _stopped ignores it as it says its line
-    previous = signal.getsignal(signal.SIGTERM) if ignored else signal.signal(signal.SIGTERM, _terminate)
+    previous = {s: signal.getsignal(s) if s in ignored else signal.signal(s, _terminate) for s in STOPPING}
     try:
         quiet_kernel_logs()  # this process and its workers are quantkit's
         _main()
     except KeyboardInterrupt:  # before _main's own handlers (the command group being built: CI's stop 68)
         _stopped()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         signal.signal(signal.SIGINT, interrupt)
 
 
@@ -142,10 +144,10 @@ def _stopped() -> NoReturn:
     """Ctrl-C (exit 130) or SIGTERM (143): one line; the run's own cleanup has already run. Files it had
     put in place whole before the signal (and that its cleanup kept) are named: hq85 F7, an interrupt
     just after the output had replaced an earlier one said only 'nothing partial was written'."""
-    stopped = "terminated" if TERMINATED else "interrupted"
+    stopped = ("hung up" if TERMINATED[0] == SIGHUP else "terminated") if TERMINATED else "interrupted"
     kept = list(dict.fromkeys(str(path) for path in WRITTEN if path.exists()))
     done = f"; {', '.join(kept)} had been written whole before it" if kept else ""
-    for signum in (signal.SIGINT, signal.SIGTERM):  # more Ctrl-Cs cut the line short, or said it twice
+    for signum in (signal.SIGINT, *STOPPING):  # more Ctrl-Cs cut the line short, or said it twice
         signal.signal(signum, signal.SIG_IGN)  # (hq86 F5, hq87 F2); main puts the handlers back
     if not SAID:
         SAID.append(True)
@@ -154,11 +156,18 @@ def _stopped() -> NoReturn:
     # namedtuple's generated methods) as unhandled even where it is caught, and `python -m` then dies by
     # SIGINT (exit -2) after this line; each string exec clears that mark first (Python/pythonrun.c)
     exec("None")
-    sys.exit(143 if TERMINATED else 130)
+    sys.exit(128 + TERMINATED[0] if TERMINATED else 130)
+
+
+# SIGTERM (CI's cancel and timeout) and SIGHUP (the terminal or ssh session closed: hq100 F5, exit 129 with
+# no line, a model moved aside mid-write and never put back) end a run as Ctrl-C does
+SIGHUP = getattr(signal, "SIGHUP", signal.SIGTERM)  # none on Windows
+STOPPING = tuple(dict.fromkeys((signal.SIGTERM, SIGHUP)))
 
 
 def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM as Ctrl-C: the run's cleanup runs (nothing partial, no earlier verdict left), exit 143."""
+    """SIGTERM or SIGHUP as Ctrl-C: the run's cleanup runs (nothing partial, no earlier verdict left),
+    exit 143 or 129."""
     TERMINATED.append(signum)
     raise KeyboardInterrupt
 
