@@ -16,7 +16,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import onnx
 from onnx import external_data_helper
 
 from quantkit.errors import OutputError
+from quantkit.file_undo import settle, undo
 
 try:  # POSIX: flock on the folder itself, released by the kernel if the process dies
     import fcntl
@@ -263,7 +264,6 @@ def cached(*paths: Path) -> None:
 
 
 TEMP_NAME_KEPT = 64  # of an output's name, in the temporary file's beside it
-SETTLE_TRIES = 5  # times a step of write_set's undo is run where interrupts keep cutting it short
 
 
 def write_atomic(path: Path, data: bytes, cache: bool = False) -> None:
@@ -309,12 +309,12 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
                     os.replace(path, aside)
                 os.replace(temp, path)
         except BaseException as exc:
-            _undo(moves)
+            undo(moves)
             if isinstance(exc, OSError):
                 raise _write_failed(current, exc) from exc
             raise
         WRITTEN.extend(path for path, _ in files)  # in place: an interrupt in what follows leaves them
-        _settle(put for _, _, put in moves if put is not None)
+        settle(put for _, _, put in moves if put is not None)
 
 
 def _staged(path: Path, data: bytes) -> str:
@@ -346,59 +346,6 @@ def _write_failed(path: Path | None, exc: OSError) -> OutputError:
     # hq100 F11: 'File too large' named no cause, where errors.md promised the ulimit hint
     limit = ": larger than this shell lets a process write (ulimit -f)" if exc.errno == errno.EFBIG else ""
     return OutputError(f"writing {path} failed ({exc.strerror}{limit}); nothing was written")
-
-
-def _undo(moves: list[tuple[Path, str, str | None]]) -> None:
-    """Put back what write_set replaced, from what is on disk: an earlier file (or link) put aside goes
-    back over whatever is at its path; a path that had none loses the staged file placed there; staged
-    files not placed are removed. Every step is tried, even when one is interrupted (raised after)."""
-    steps: list[Callable[[], None]] = []
-    for path, temp, aside in reversed(moves):
-        if aside is not None:
-            steps.append(functools.partial(_put_back, aside, path))
-        else:
-            steps.append(functools.partial(_take_placed, temp, path))
-        steps.append(functools.partial(_remove, temp))
-    _settle_steps(steps)
-
-
-def _put_back(aside: str, path: Path) -> None:
-    if os.path.lexists(aside):
-        os.replace(aside, path)
-
-
-def _take_placed(temp: str, path: Path) -> None:
-    """The staged file `temp` was renamed to `path` (it is gone from its own name): remove it there."""
-    if not os.path.lexists(temp) and path.exists():
-        path.unlink()
-
-
-def _remove(name: str) -> None:
-    Path(name).unlink(missing_ok=True)
-
-
-def _settle(asides: Iterable[str]) -> None:
-    """The earlier files a finished set put aside, removed; every one, even when one is interrupted."""
-    _settle_steps([functools.partial(_remove, aside) for aside in asides])
-
-
-def _settle_steps(steps: Sequence[Callable[[], None]]) -> None:
-    """Run every step; an OSError is passed over, an interrupt raised once all have run. A step an
-    interrupt cut short is run again (each one looks at the disk first: hq77 2, a second Ctrl-C during
-    the undo left the earlier file aside)."""
-    pending: BaseException | None = None
-    for step in steps:
-        for _ in range(SETTLE_TRIES):
-            try:
-                step()
-            except OSError:
-                pass
-            except BaseException as exc:  # Ctrl-C, SIGTERM: finish the undo first
-                pending = pending or exc
-                continue
-            break
-    if pending is not None:
-        raise pending
 
 
 @contextlib.contextmanager

@@ -1,0 +1,64 @@
+"""write_set's undo: the earlier files of a set put back and its staged files removed, from what is on
+disk, every step tried even where interrupts keep cutting them short (quantkit.files)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+SETTLE_TRIES = 5  # times a step of write_set's undo is run where interrupts keep cutting it short
+
+
+def undo(moves: list[tuple[Path, str, str | None]]) -> None:
+    """Put back what write_set replaced, from what is on disk: an earlier file (or link) put aside goes
+    back over whatever is at its path; a path that had none loses the staged file placed there; staged
+    files not placed are removed. Every step is tried, even when one is interrupted (raised after)."""
+    steps: list[Callable[[], None]] = []
+    for path, temp, aside in reversed(moves):
+        if aside is not None:
+            steps.append(functools.partial(_put_back, aside, path))
+        else:
+            steps.append(functools.partial(_take_placed, temp, path))
+        steps.append(functools.partial(_remove, temp))
+    settle_steps(steps)
+
+
+def _put_back(aside: str, path: Path) -> None:
+    if os.path.lexists(aside):
+        os.replace(aside, path)
+
+
+def _take_placed(temp: str, path: Path) -> None:
+    """The staged file `temp` was renamed to `path` (it is gone from its own name): remove it there."""
+    if not os.path.lexists(temp) and path.exists():
+        path.unlink()
+
+
+def _remove(name: str) -> None:
+    Path(name).unlink(missing_ok=True)
+
+
+def settle(asides: Iterable[str]) -> None:
+    """The earlier files a finished set put aside, removed; every one, even when one is interrupted."""
+    settle_steps([functools.partial(_remove, aside) for aside in asides])
+
+
+def settle_steps(steps: Sequence[Callable[[], None]]) -> None:
+    """Run every step; an OSError is passed over, an interrupt raised once all have run. A step an
+    interrupt cut short is run again (each one looks at the disk first: hq77 2, a second Ctrl-C during
+    the undo left the earlier file aside)."""
+    pending: BaseException | None = None
+    for step in steps:
+        for _ in range(SETTLE_TRIES):
+            try:
+                step()
+            except OSError:
+                pass
+            except BaseException as exc:  # Ctrl-C, SIGTERM: finish the undo first
+                pending = pending or exc
+                continue
+            break
+    if pending is not None:
+        raise pending
