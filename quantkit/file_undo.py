@@ -26,8 +26,21 @@ def undo(moves: list[tuple[Path, str, str | None]]) -> None:
 
 
 def _put_back(aside: str, path: Path) -> None:
-    if os.path.lexists(aside):
+    if not os.path.lexists(aside):
+        return
+    if _one_file(aside, path):  # the new file never went in: a rename between two links does nothing
+        os.unlink(aside)
+    else:
         os.replace(aside, path)
+
+
+def _one_file(a: str, b: Path) -> bool:
+    """Whether `a` and `b` are links to one file (lstat: a symbolic link itself, not what it names)."""
+    try:
+        first, second = os.lstat(a), os.lstat(b)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def _take_placed(temp: str, path: Path) -> None:

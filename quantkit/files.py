@@ -306,7 +306,7 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
             for path, temp, aside in moves:
                 current = path
                 if aside is not None:
-                    os.replace(path, aside)
+                    _keep_aside(path, aside)
                 os.replace(temp, path)
         except BaseException as exc:
             undo(moves)
@@ -315,6 +315,16 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
             raise
         WRITTEN.extend(path for path, _ in files)  # in place: an interrupt in what follows leaves them
         settle(put for _, _, put in moves if put is not None)
+
+
+def _keep_aside(path: Path, aside: str) -> None:
+    """The earlier file at `path` kept at `aside` too, for the undo: a second hard link, so that `path`
+    holds a whole file at every instant (hq100 F4: renamed aside, a SIGKILL before the new one's rename
+    left no file at `path`); renamed where the file system has no hard links."""
+    try:
+        os.link(path, aside, follow_symlinks=False)
+    except OSError:
+        os.replace(path, aside)
 
 
 def _staged(path: Path, data: bytes) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -225,24 +226,57 @@ def test_an_interrupt_in_any_rename_of_a_set_puts_the_earlier_files_back(
     link, table = folder / "t.calib.npz", folder / "t.calib.json"
     link.symlink_to(store / "arrays.npz")
     table.write_bytes(b"old json")
-    replace = os.replace
-    for nth in range(1, 5):  # every rename of the two-file set, the interrupt after it has happened
+    replace, hard_link = os.replace, os.link
+    for nth in range(1, 5):  # every link and rename of the two-file set, the interrupt after it happened
         done: list[int] = []
 
-        def interrupted(src: str, dst: object, nth: int = nth, done: list[int] = done) -> None:
-            replace(src, dst)  # type: ignore[arg-type]
-            done.append(1)
-            if len(done) == nth:
-                raise KeyboardInterrupt
+        def after(call: Any, nth: int = nth, done: list[int] = done) -> Any:
+            def interrupted(src: str, dst: object, **options: object) -> None:
+                call(src, dst, **options)
+                done.append(1)
+                if len(done) == nth:
+                    raise KeyboardInterrupt
 
-        monkeypatch.setattr(files.os, "replace", interrupted)
+            return interrupted
+
+        monkeypatch.setattr(files.os, "replace", after(replace))
+        monkeypatch.setattr(files.os, "link", after(hard_link))
         with pytest.raises(KeyboardInterrupt):
             files.write_set([(link, b"new npz"), (table, b"new json")])
         monkeypatch.setattr(files.os, "replace", replace)
+        monkeypatch.setattr(files.os, "link", hard_link)
         assert link.is_symlink() and link.read_bytes() == b"shared npz", nth
         assert table.read_bytes() == b"old json", nth
         assert sorted(p.name for p in folder.iterdir()) == ["t.calib.json", "t.calib.npz"], nth
     assert (store / "arrays.npz").read_bytes() == b"shared npz"
+
+
+def test_the_output_path_holds_a_whole_file_at_every_instant_of_a_set(tmp_path: Path) -> None:
+    """hq100 F4: the earlier file was renamed aside before the new one was renamed in, and a SIGKILL
+    between the two left no file at the output's path; it is kept aside as a second hard link now."""
+    import os
+
+    from quantkit import files
+
+    first, second = tmp_path / "a.onnx", tmp_path / "t.calib.json"
+    first.write_bytes(b"old model")
+    second.write_bytes(b"old json")
+    seen: list[bytes] = []
+    replace = os.replace
+
+    def watching(src: str, dst: object) -> None:
+        if str(src).endswith(".tmp"):  # the new file's rename: what is at the path until then
+            seen.append(Path(str(dst)).read_bytes())
+        replace(src, dst)  # type: ignore[arg-type]
+
+    files.os.replace = watching  # type: ignore[assignment]
+    try:
+        files.write_set([(first, b"new model"), (second, b"new json")])
+    finally:
+        files.os.replace = replace
+    assert seen == [b"old model", b"old json"]
+    assert (first.read_bytes(), second.read_bytes()) == (b"new model", b"new json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "t.calib.json"]  # no aside left
 
 
 def test_fp32_zero_images_have_no_cosine_and_a_dead_candidate_is_called_broken() -> None:
@@ -275,14 +309,17 @@ def test_a_second_interrupt_during_the_undo_still_puts_everything_back(
     first, second = tmp_path / "t.calib.npz", tmp_path / "t.calib.json"
     first.write_bytes(b"old npz")
     second.write_bytes(b"old json")
-    replace, lexists = os.replace, os.path.lexists
+    replace, hard_link, lexists = os.replace, os.link, os.path.lexists
     state = {"renames": 0, "checks": 0}
 
-    def renamed(src: str, dst: object) -> None:
-        replace(src, dst)  # type: ignore[arg-type]
-        state["renames"] += 1
-        if state["renames"] == 3:  # the second file put aside: the first Ctrl-C
-            raise KeyboardInterrupt
+    def moved(call: Any) -> Any:
+        def counted(src: str, dst: object, **options: object) -> None:
+            call(src, dst, **options)
+            state["renames"] += 1  # links and renames alike
+            if state["renames"] == 3:  # the second file put aside: the first Ctrl-C
+                raise KeyboardInterrupt
+
+        return counted
 
     def checked(name: object) -> bool:
         found = lexists(name)  # type: ignore[arg-type]
@@ -292,7 +329,8 @@ def test_a_second_interrupt_during_the_undo_still_puts_everything_back(
                 raise KeyboardInterrupt
         return found
 
-    monkeypatch.setattr(files.os, "replace", renamed)
+    monkeypatch.setattr(files.os, "replace", moved(replace))
+    monkeypatch.setattr(files.os, "link", moved(hard_link))
     monkeypatch.setattr(files.os.path, "lexists", checked)
     with pytest.raises(KeyboardInterrupt):
         files.write_set([(first, b"new npz"), (second, b"new json")])
