@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from quantkit.errors import ModelError, ort_reason
 from quantkit.heap import HeapWatch
 from quantkit.results import Feed, batched, fed_as, feed_pad, feed_rows, fixed_batch_of, sample_batches
 from quantkit.room import short_of_room
+from quantkit.scratch import held
 from quantkit.version import __version__
 
 PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialise a message larger than this into one buffer
@@ -105,7 +105,7 @@ class Session:
         if fits_one_message(model):
             data = model.SerializeToString(deterministic=True)
             return cls(data, threads, optimize, spin, float8, observing=observing, arena=arena)
-        with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
+        with held() as folder:
             path = Path(folder) / "model.onnx"
             copy = onnx.ModelProto()
             copy.CopyFrom(model)  # save_model rewrites the tensors it stores externally
@@ -335,7 +335,7 @@ _SAVE_FAILED = "Protobuf serialization failed"
 def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     """The graph onnxruntime's CPU provider runs after its extended optimizations (the QDQ fusions into
     QLinearConv, MatMulIntegerToFloat, QLinearAdd...), before layout rewrites: what it made integer."""
-    with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
+    with held() as folder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
@@ -379,7 +379,7 @@ def crash_on_load(model: onnx.ModelProto, timeout: float = 600.0) -> str | None:
     with no message. Models over protobuf's 2 GB are not tried."""
     if not fits_one_message(model):
         return None
-    with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
+    with held() as folder:
         path = Path(folder) / "model.onnx"
         path.write_bytes(model.SerializeToString(deterministic=True))
         try:

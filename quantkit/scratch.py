@@ -20,6 +20,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 try:
@@ -47,6 +48,21 @@ class Scratch:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+TEMPORARY = "quantkit-temp-"  # the kind of a `with` block's temporary folder (held)
+
+
+@contextlib.contextmanager
+def held(prefix: str = TEMPORARY) -> Iterator[str]:
+    """A scratch folder for a `with` block, its path as text: tempfile.TemporaryDirectory's use, swept by
+    the next run where a SIGKILL left it (hq100 F9: onnxruntime's copies of a model, a whole model each,
+    stayed in the temporary folder for good)."""
+    folder = Scratch(prefix)
+    try:
+        yield str(folder.path)
+    finally:
+        folder.remove()
 
 
 def contents(folder: Path) -> list[Path]:

@@ -145,3 +145,27 @@ def test_shrink_names_its_outputs_place_never_its_staging_folder(
     assert err == f"error: the output folder {out} went away while shrink ran; nothing written\n"
     with pytest.raises(OutputError, match=r"^the output folder \S+ is a file; give a folder$"):
         quantkit.shrink(model, data=image_dir, output_dir=model)
+
+
+def test_a_with_blocks_temporary_folder_a_killed_run_left_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq100 F9: onnxruntime's copies of a model (runtime.optimized_graph, crash_on_load, the profiler)
+    went to tempfile.TemporaryDirectory folders, which a SIGKILL left in the temporary folder for good."""
+    import tempfile
+
+    from quantkit.scratch import held
+
+    code = (
+        "import os, signal\nfrom pathlib import Path\nfrom quantkit.scratch import held\n"
+        "with held() as folder:\n    (Path(folder) / 'model.onnx').write_bytes(b'x' * 1000)\n"
+        "    print(folder, flush=True)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    left = Path(done.stdout.strip())
+    assert done.returncode == -signal.SIGKILL and left.parent == tmp_path and (left / "model.onnx").exists()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with held() as folder:
+        assert Path(folder).parent == tmp_path and not left.exists()
+    assert sorted(tmp_path.iterdir()) == []

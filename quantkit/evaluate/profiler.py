@@ -4,7 +4,6 @@ whole models), which evaluate.op_times attributes to the nodes of the plan."""
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import onnx
 from quantkit.results import Feed
 from quantkit.room import short_of_room
 from quantkit.runtime import Session, round_orders
+from quantkit.scratch import held
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def side_by_side(
     a load change on a shared machine hits every profile alike: profiled one after the other, FP32's and
     the INT8 candidate's totals for vit_mnist ranged 640-1750 us apart while a test suite ran beside
     them."""
-    with tempfile.TemporaryDirectory(prefix="quantkit-") as folder:
+    with held() as folder:
         sessions = [
             Session(
                 model.SerializeToString(deterministic=True),
