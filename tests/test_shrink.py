@@ -868,3 +868,35 @@ def test_a_read_only_cache_serves_the_tables_it_holds(
     assert run(out, capsys)[0] == 0
     other = [*shrink_args, "--num-images", "8", "--output-dir", str(tmp_path / "o2")]  # another table
     assert_one_line_error(*run(other, capsys)[::2], "(Read-only file system)")
+
+
+def test_a_failed_run_leaves_the_output_another_run_published_beside_it(
+    shrink_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq100 F1: two shrinks into one --output-dir; A published its model and reports (exit 0), then B,
+    cancelled or failing, removed them as "an earlier verdict": the folder ended empty, 5 of 5 tries. B
+    removes only what was there when it began and what it put in place."""
+    from quantkit.errors import ConfigError
+    from quantkit.pipeline import run_shrink
+
+    out = tmp_path / "out"
+    passed = [*shrink_args, "--output-dir", str(out)]
+    assert run(passed, capsys)[0] == 0  # an earlier release: B's to remove, as before
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = run_shrink._run
+
+    def beside(*args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(run_shrink, "_run", real)
+        code, _, err = run([*passed, "--max-size-ratio", "100"], capsys)  # A, while B runs
+        assert code == 0, err
+        raise ConfigError("B failed after A published")
+
+    monkeypatch.setattr(run_shrink, "_run", beside)
+    code, _, err = run(passed, capsys)
+    assert code == 2 and "B failed after A published" in err
+    names = sorted(p.name for p in out.iterdir())
+    assert sorted(earlier) == names  # A's set, whole: the same four names
+    assert b"max_size_ratio" in (out / "report.json").read_bytes()  # and A's, not the earlier one

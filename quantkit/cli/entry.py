@@ -184,9 +184,13 @@ def _drop_verdict(
     except Exception:  # a command line click cannot read at all: nothing is known of its folder
         params = {}
     given = params.get("output_dir") or default_map.get("shrink", {}).get("output_dir")
-    if given:
-        from quantkit.pipeline.shrink_cleanup import drop_earlier_verdict
+    from quantkit.pipeline.shrink_cleanup import CLEANED, drop_earlier_verdict
 
+    cleaned = [str(path) for path in CLEANED]
+    CLEANED.clear()
+    if given and str(Path(given)) in cleaned:  # shrink() ran and cleaned up its own (hq100 F1): not again
+        return
+    if given:
         # click reads no positional argument past an unknown option: every path the command line names
         # is kept (hq87 F1: `shrink --output-dir s s/m.int8.onnx --bogus` deleted its input)
         keep = [Path(a) for a in argv[1:] if a and not a.startswith("-")]  # the model's path among them

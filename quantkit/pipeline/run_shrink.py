@@ -49,9 +49,11 @@ from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
 from quantkit.pipeline.shrink_cleanup import (
     REPORTS,
-    drop_earlier_verdict,
+    Marks,
+    drop_own_and_earlier,
     drop_report,
     earlier_model,
+    marks,
     outputs,
     unstaged,
 )
@@ -91,14 +93,16 @@ def shrink(
     made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
     output_dir = _output_dir(output_dir, model_path, made)
     earlier = earlier_model(output_dir)  # named by the report.json a failed publish may have replaced
+    begun = marks(output_dir, (*REPORTS, *([earlier[0].name] if earlier else [])))
+    placed: Marks = {}  # what _publish put in place, as it did
     try:
         with _staging(output_dir) as stage:
             result = _run(model_path, output_dir, stage, config, progress, html, parallel)
-            _publish(stage, output_dir)
+            _publish(stage, output_dir, placed)
     except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an earlier
         # run's verdict (hunt36: its PASS junit.xml read as this run's); a file of the user's of that name
         # stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)
-        drop_earlier_verdict(output_dir, earlier, (model_path,))
+        drop_own_and_earlier(output_dir, earlier, (model_path,), begun, placed)
         _remove_empty(made)
         raise
     if step_summary is not None:  # checked before the run (require_step_summary); a late failure is said
@@ -124,7 +128,7 @@ def _staging(output_dir: Path) -> Iterator[Path]:
         stage.remove()
 
 
-def _publish(stage: Path, output_dir: Path) -> None:
+def _publish(stage: Path, output_dir: Path, placed: Marks) -> None:
     """Move the finished set from the staging folder into place (renames on one file system). A report
     of an earlier run that this run did not write (report.html without --html) is removed: the folder
     holds one run's reports, never a mix; a file of the user's of that name is left."""
@@ -134,7 +138,8 @@ def _publish(stage: Path, output_dir: Path) -> None:
             if name not in written:  # an earlier run's only (hq73 1: a user's own report.html went)
                 drop_report(output_dir / name)
         for path in sorted(contents(stage), key=lambda p: p.suffix == ".onnx"):  # the model last
-            os.replace(path, output_dir / path.name)
+            placed.update(marks(stage, (path.name,)))  # a rename keeps inode and mtime: an interrupt
+            os.replace(path, output_dir / path.name)  # right after it leaves the file known as this run's
             WRITTEN.append(output_dir / path.name)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from quantkit.errors import ModelError, OutputError, QuantkitError
-from quantkit.files import same_file
+from quantkit.files import folder_lock, same_file
 from quantkit.graph import model_io
 
 REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
@@ -20,6 +20,42 @@ REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
 def outputs(model_path: Path) -> tuple[str, ...]:
     """The names shrink may write in --output-dir."""
     return (f"{model_path.stem}.int8.onnx", *REPORTS)
+
+
+Marks = dict[str, tuple[int, int, int]]  # a name in --output-dir -> its file's (inode, mtime ns, size)
+CLEANED: list[Path] = []  # the folders shrink() cleaned up itself: entry's later cleanup leaves them be
+
+
+def marks(output_dir: Path, names: Sequence[str]) -> Marks:
+    """What each of `names` in output_dir is now (lstat), those that exist."""
+    found = {}
+    for name in names:
+        with contextlib.suppress(OSError):
+            st = os.lstat(output_dir / name)
+            found[name] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return found
+
+
+def drop_own_and_earlier(output_dir: Path, earlier: Model | None, keep: Sequence[Path], *sets: Marks) -> None:
+    """drop_earlier_verdict for shrink() itself, under the folder's lock: of the reports and `earlier`'s
+    model, only a file that is still what one of `sets` recorded (what was there when this run began, what
+    this run put in place): hq100 F1, a run cancelled beside another that had just published into the same
+    folder removed that run's fresh model and reports."""
+    CLEANED.append(output_dir)
+    if not output_dir.is_dir():  # it went away while shrink ran (unstaged says so): nothing to drop
+        return
+    with folder_lock(output_dir):
+        now = marks(output_dir, (*REPORTS, *([earlier[0].name] if earlier else [])))
+        ours = {name for name, mark in now.items() if any(seen.get(name) == mark for seen in sets)}
+        if (
+            earlier is not None
+            and earlier[0].name in ours
+            and not any(same_file(earlier[0], k) for k in keep)
+        ):
+            _drop_model(earlier)
+        for name in REPORTS:
+            if name in ours:
+                drop_report(output_dir / name)
 
 
 def drop_earlier_verdict(output_dir: Path, earlier: Model | None = None, keep: Sequence[Path] = ()) -> None:
