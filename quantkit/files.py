@@ -69,7 +69,7 @@ def check_output(output: Path, *inputs: Path) -> None:
     if output.parent.exists() and not output.parent.is_dir():
         raise OutputError(f"the output's folder {output.parent} is a file; give a path in a folder")
     if not output.parent.is_dir():
-        raise OutputError(f"output folder {output.parent} does not exist; create it first")
+        raise OutputError(_no_folder(output.parent))
     require_writable(output.parent)
 
 
@@ -290,7 +290,7 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
     the rename it lands in has happened (hq76 1, 2)."""
     for path, _ in files:
         if not path.parent.is_dir():
-            raise OutputError(f"output folder {path.parent} does not exist; create it first")
+            raise OutputError(_no_folder(path.parent))
     folders = sorted({path.parent.resolve() for path, _ in files})
     with contextlib.ExitStack() as stack:
         for folder in folders:
@@ -317,6 +317,13 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
         settle(put for _, _, put in moves if put is not None)
 
 
+def _no_folder(folder: Path) -> str:
+    """Why `folder` cannot take an output (hq100 F14: one replaced by a file mid-run 'did not exist')."""
+    if os.path.lexists(folder):
+        return f"output folder {folder} is not a folder (a file, or a link to none); give a folder"
+    return f"output folder {folder} does not exist; create it first"
+
+
 def _keep_aside(path: Path, aside: str) -> None:
     """The earlier file at `path` kept at `aside` too, for the undo: a second hard link, so that `path`
     holds a whole file at every instant (hq100 F4: renamed aside, a SIGKILL before the new one's rename
@@ -331,7 +338,7 @@ def _staged(path: Path, data: bytes) -> str:
     """`data` in a new temporary file beside `path`, flushed to disk; its name."""
     parent = path.parent
     if not parent.is_dir():
-        raise OutputError(f"output folder {parent} does not exist; create it first")
+        raise OutputError(_no_folder(parent))
     try:
         # the name cut short: a legal 250-character output name made a temporary one too long (hq57 D(f))
         fd, temp = tempfile.mkstemp(prefix=f".{path.name[:TEMP_NAME_KEPT]}.", suffix=".tmp", dir=parent)

@@ -270,3 +270,22 @@ def test_a_shrink_refused_before_it_reads_its_model_keeps_every_path_it_names(
     dangling.symlink_to(tmp_path / "nowhere")
     code, _, err = run(["shrink", str(model), *common, "--output-dir", str(dangling)], capsys)
     assert_one_line_error(code, err, f"the output folder {dangling} is a link to a missing folder")
+
+
+def test_an_output_folder_that_is_a_file_is_not_called_missing(tmp_path: Path) -> None:
+    """hq100 F14: an output folder replaced by a file mid-run read 'does not exist; create it first'."""
+    from quantkit import files
+    from quantkit.errors import OutputError
+
+    folder = tmp_path / "out"
+    folder.write_bytes(b"a file")
+    with pytest.raises(OutputError) as raised:
+        files.write_set([(folder / "a.onnx", b"model")])
+    assert (
+        str(raised.value)
+        == f"output folder {folder} is not a folder (a file, or a link to none); give a folder"
+    )
+    with pytest.raises(OutputError) as raised:
+        files.write_set([(tmp_path / "none" / "a.onnx", b"model")])
+    assert str(raised.value) == f"output folder {tmp_path / 'none'} does not exist; create it first"
+    assert folder.read_bytes() == b"a file"
