@@ -1977,7 +1977,7 @@ def test_a_file_size_limit_is_not_blamed_on_the_model(cnn: Path, image_dir: Path
         yield str(cnn.parent / "gone")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(quantkit.runtime.tempfile, "TemporaryDirectory", gone)
+        patch.setattr(quantkit.runtime, "held", gone)
         with pytest.raises(OSError, match=r"could not write its optimized graph \(SystemError : 2\)"):
             optimized_graph(onnx.load(str(cnn)))
 
