@@ -36,25 +36,29 @@ def marks(output_dir: Path, names: Sequence[str]) -> Marks:
     return found
 
 
-def drop_own_and_earlier(output_dir: Path, earlier: Model | None, keep: Sequence[Path], *sets: Marks) -> None:
+def drop_own_and_earlier(
+    output_dir: Path, earlier: Model | None, keep: Sequence[Path], begun: Marks, placed: Marks
+) -> None:
     """drop_earlier_verdict for shrink() itself, under the folder's lock: of the reports and `earlier`'s
-    model, only a file that is still what one of `sets` recorded (what was there when this run began, what
-    this run put in place): hq100 F1, a run cancelled beside another that had just published into the same
-    folder removed that run's fresh model and reports."""
+    model, only a file that is still what was there when this run began (`begun`), and what this run put
+    in place (`placed`, its model too): hq100 F1, a run cancelled beside another that had just published
+    into the same folder removed that run's fresh model and reports."""
     CLEANED.append(output_dir)
     if not output_dir.is_dir():  # it went away while shrink ran (unstaged says so): nothing to drop
         return
     with folder_lock(output_dir):
-        now = marks(output_dir, (*REPORTS, *([earlier[0].name] if earlier else [])))
-        ours = {name for name, mark in now.items() if any(seen.get(name) == mark for seen in sets)}
-        if (
-            earlier is not None
-            and earlier[0].name in ours
-            and not any(same_file(earlier[0], k) for k in keep)
-        ):
+        now = marks(output_dir, (*REPORTS, *([earlier[0].name] if earlier else []), *placed))
+        own = {name for name, mark in now.items() if mark == placed.get(name)}
+        there = {name for name, mark in now.items() if mark == begun.get(name)} - own
+        kept = [output_dir / name for name in now if any(same_file(output_dir / name, k) for k in keep)]
+        for name in own - set(REPORTS):  # its own model, put in place
+            if output_dir / name not in kept:
+                with contextlib.suppress(OSError):
+                    (output_dir / name).unlink()
+        if earlier is not None and earlier[0].name in there and earlier[0] not in kept:
             _drop_model(earlier)
         for name in REPORTS:
-            if name in ours:
+            if name in own | there:
                 drop_report(output_dir / name)
 
 
