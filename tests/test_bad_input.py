@@ -2128,6 +2128,7 @@ def test_stdout_that_cannot_be_written_loses_only_what_is_printed_there(
             said
         )
         assert not (tmp_path / "r.json").exists()
+        assert len(said.splitlines()) == 1, said  # hq101 F6: 'its files are written as usual' came first
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")

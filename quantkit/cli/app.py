@@ -118,6 +118,9 @@ class _Stderr(Console):
 
 stderr = _Stderr(stderr=True)
 STDOUT_LOST: dict[str, str] = {}  # why stdout could not be written, once it could not
+# set where stdout carries the run's result: its loss is an error then (lost_result), not also a warning
+# that said "its files are written as usual" (hq101 F6, hq100 F12: --print-config, --version)
+RESULT_ON_STDOUT: list[bool] = []
 
 
 def lose_stdout(exc: OSError, say: bool = True) -> None:
@@ -127,7 +130,7 @@ def lose_stdout(exc: OSError, say: bool = True) -> None:
         STDOUT_LOST["why"] = exc.strerror or str(exc)
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), sys.stdout.fileno())
-        if say:
+        if say and not RESULT_ON_STDOUT:
             warn(
                 f"cannot write to stdout ({STDOUT_LOST['why']}); what the command prints there is lost (its "
                 "files are written as usual)"
@@ -147,16 +150,21 @@ RESULT_FILES = {
 def lost_result(argv: Sequence[str]) -> str | None:
     """The error where stdout could not be written and it carried the run's result (compare's table without
     a report file, check's findings, --version, --print-config: a review found them exit 0), else None."""
-    if not STDOUT_LOST or (argv and argv[0] in WRITERS):
+    if not STDOUT_LOST or not carries_result(argv):
         return None
+    return f"cannot write to stdout ({STDOUT_LOST['why']}), which carried the result; write it to a file"
+
+
+def carries_result(argv: Sequence[str]) -> bool:
+    """Whether what the command line prints on stdout is its result (lost_result)."""
+    if argv and argv[0] in WRITERS:
+        return False
     flags = RESULT_FILES.get(argv[0] if argv else "", ())
     pairs = [
         *zip(argv, [*argv[1:], ""], strict=True),
         *(a.split("=", 1) for a in argv if a.startswith("--") and "=" in a),
     ]
-    if any(flag in flags and value not in ("", "-") for flag, value in pairs):
-        return None
-    return f"cannot write to stdout ({STDOUT_LOST['why']}), which carried the result; write it to a file"
+    return not any(flag in flags and value not in ("", "-") for flag, value in pairs)
 
 
 # -1 with --quiet (no progress, no tables: files, errors and exit codes only), 1 with --verbose (each step

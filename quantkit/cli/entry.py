@@ -22,9 +22,11 @@ import typer.main
 from quantkit.cli.app import (
     CONFIG_FILES,
     LOUDNESS_FLAGS,
+    RESULT_ON_STDOUT,
     STDOUT_LOST,
     VERBOSITY,
     app,
+    carries_result,
     lost_result,
     stderr,
     stdout,
@@ -70,6 +72,9 @@ def _main() -> None:
         _fail("--quiet and --verbose together: give one of them")
     VERBOSITY["level"] = loudness.pop() if loudness else 0
     plain = [a for a in argv if a != "--print-config"]
+    RESULT_ON_STDOUT.clear()
+    if plain and (len(plain) < len(argv) or carries_result(plain)):
+        RESULT_ON_STDOUT.append(True)
     group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
     commands: dict[str, Any] = dict(getattr(group, "commands", {}))
     default_map: dict[str, dict[str, Any]] = {}  # the options config files give (set below)
