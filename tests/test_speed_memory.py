@@ -242,3 +242,21 @@ def test_the_speed_aware_choice_passes_over_faster_plans_that_break_the_floor() 
     assert speed_refine.within_floor(ratios, models, None) == ratios
     plain_broken = {id(models[0]), id(models[2])}  # the floor is not the plan's to keep: all stand
     assert speed_refine.within_floor(ratios, models, lambda m: id(m) not in plain_broken) == ratios
+
+
+def test_a_cache_folder_that_cannot_be_written_is_said(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq100 F10: with the speed cache unwritable (a read-only home, a fresh CI container) the same
+    inputs wrote other bytes in 3 of 6 converts, and nothing said why without -v."""
+    blocked = tmp_path / "a-file"
+    blocked.write_bytes(b"not a folder")
+    monkeypatch.setenv(speed_memory.ENV, str(blocked / "speed"))
+    _fake_profile(monkeypatch, "conv1", refined_time=0.5)
+    summary, _ = quantize(_silu_chain(), tmp_path, image_dir)
+    (line,) = [w for w in summary.warnings if "could not be kept" in w]
+    assert line.startswith(f"the speed-aware plan's timing could not be kept in {blocked / 'speed'} (")
+    assert "the same inputs may give other bytes; set QUANTKIT_SPEED_CACHE to a writable folder" in line
+    _kept(tmp_path, monkeypatch)  # a writable one: nothing to say
+    again, _ = quantize(_silu_chain(), tmp_path, image_dir)
+    assert not [w for w in again.warnings if "could not be kept" in w]

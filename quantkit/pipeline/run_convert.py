@@ -74,6 +74,7 @@ def convert(
     before it is written. `parallel`: where the trials run and validation images are scored (same result)."""
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
     require_model_path(output)
+    speed_memory.UNKEPT.clear()  # this run's (unkept_warning)
     if budget is not None:  # read before any work (hunt32: an empty one was found after converting)
         images_of(budget.validation, "--validation")
     low = FALLBACK_FORMATS.get(config.fallback)
@@ -98,7 +99,8 @@ def convert(
                 config = dataclasses.replace(config, exclude_nodes=(*config.exclude_nodes, *exc.layers))
                 continue
             note = (f"kept float where OpenVINO's low-precision passes refused them: {', '.join(refused)}",)
-            warned = summary.warnings + ((shared,) if shared else ())
+            unkept = speed_memory.unkept_warning()  # hq100 F10: bytes that may differ, said
+            warned = summary.warnings + tuple(w for w in (shared, unkept) if w)
             return dataclasses.replace(
                 summary, notes=summary.notes + (note if refused else ()), warnings=warned
             )

@@ -99,6 +99,25 @@ class Memory:
             write_atomic(self.path(what), text.encode(), cache=True)
         except (OSError, OutputError) as exc:
             log.info("the speed-aware plan's measurement was not kept in %s: %s", self.where, exc)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            UNKEPT.setdefault(str(self.where), why)
+
+
+# the folders a decision could not be kept in this run, and why (convert says so: unkept_warning)
+UNKEPT: dict[str, str] = {}
+
+
+def unkept_warning() -> str | None:
+    """The warning where a timed decision could not be kept (hq100 F10: a read-only cache folder, and
+    the same inputs wrote other bytes in 3 of 6 runs with no word)."""
+    if not UNKEPT:
+        return None
+    where, why = next(iter(UNKEPT.items()))
+    return (
+        f"the speed-aware plan's timing could not be kept in {where} ({why}): another run times it "
+        f"again and may keep other ops float, so the same inputs may give other bytes; set {ENV} to a "
+        f"writable folder ({ENV}=off times every run)"
+    )
 
 
 def provenance() -> dict[str, Any]:
