@@ -48,14 +48,15 @@ from quantkit.pipeline.run_compare import compare
 from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
 from quantkit.pipeline.shrink_cleanup import (
+    CLEANED,
     REPORTS,
     Marks,
-    drop_own_and_earlier,
     drop_report,
-    earlier_model,
+    drop_verdict,
     marks,
     outputs,
     unstaged,
+    verdict,
 )
 from quantkit.pipeline.step_summary import appending, require_step_summary
 from quantkit.reports import html_page, junit, markdown, records
@@ -92,8 +93,7 @@ def shrink(
     require_step_summary(step_summary)  # quantkit demo's and the API's too (hq101 F7: a FIFO hung demo)
     made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
     output_dir = _output_dir(output_dir, model_path, made)
-    earlier = earlier_model(output_dir)  # named by the report.json a failed publish may have replaced
-    begun = marks(output_dir, (*REPORTS, *([earlier[0].name] if earlier else [])))
+    earlier, begun = verdict(output_dir)  # what a failed publish may have replaced
     placed: Marks = {}  # what _publish put in place, as it did
     try:
         with _staging(output_dir) as stage:
@@ -102,7 +102,8 @@ def shrink(
     except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an earlier
         # run's verdict (hunt36: its PASS junit.xml read as this run's); a file of the user's of that name
         # stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)
-        drop_own_and_earlier(output_dir, earlier, (model_path,), begun, placed)
+        CLEANED.append(output_dir)  # entry's own cleanup leaves it be
+        drop_verdict(output_dir, earlier, begun, (model_path,), placed)
         _remove_empty(made)
         raise
     if step_summary is not None:  # checked before the run (require_step_summary); a late failure is said

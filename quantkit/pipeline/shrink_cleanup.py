@@ -36,18 +36,33 @@ def marks(output_dir: Path, names: Sequence[str]) -> Marks:
     return found
 
 
-def drop_own_and_earlier(
-    output_dir: Path, earlier: Model | None, keep: Sequence[Path], begun: Marks, placed: Marks
+def verdict(output_dir: Path) -> tuple[Model | None, Marks]:
+    """The model an earlier shrink's report.json in output_dir names (earlier_model), and what it and the
+    reports there are now (marks): what a run that fails may remove as an earlier verdict."""
+    earlier = earlier_model(output_dir)
+    return earlier, marks(output_dir, (*REPORTS, *([earlier[0].name] if earlier else [])))
+
+
+def drop_verdict(
+    output_dir: Path,
+    earlier: Model | None,
+    begun: Marks,
+    keep: Sequence[Path] = (),
+    placed: Marks | None = None,
 ) -> None:
-    """drop_earlier_verdict for shrink() itself, under the folder's lock: of the reports and `earlier`'s
-    model, only a file that is still what was there when this run began (`begun`), and what this run put
-    in place (`placed`, its model too): hq100 F1, a run cancelled beside another that had just published
-    into the same folder removed that run's fresh model and reports."""
-    CLEANED.append(output_dir)
-    if not output_dir.is_dir():  # it went away while shrink ran (unstaged says so): nothing to drop
+    """Remove, under the folder's lock, an earlier run's verdict and a failed run's own: of the reports and
+    `earlier`'s model, only a file that is still what `begun` recorded (verdict(), when the run began), and
+    what the run put in place (`placed`, its model too). hq100 F1: a run cancelled beside another that had
+    just published into the same folder removed that run's fresh model and reports. The reports are known
+    by their content and the earlier model by its report's sha256: nothing else there is touched (hq71 F2:
+    a mistyped gate, flag or config key left the earlier release's PASS junit.xml published as this run's).
+    keep: this run's input and every path its command line names, never removed (hq86 F1, hq87 F1:
+    `shrink OUT/m.int8.onnx --output-dir OUT` refused deleted its own input)."""
+    placed = placed or {}
+    if not output_dir.is_dir():  # none, or it went away while shrink ran (unstaged says so)
         return
     with folder_lock(output_dir):
-        now = marks(output_dir, (*REPORTS, *([earlier[0].name] if earlier else []), *placed))
+        now = marks(output_dir, (*begun, *placed))
         own = {name for name, mark in now.items() if mark == placed.get(name)}
         there = {name for name, mark in now.items() if mark == begun.get(name)} - own
         kept = [output_dir / name for name in now if any(same_file(output_dir / name, k) for k in keep)]
@@ -62,19 +77,9 @@ def drop_own_and_earlier(
                 drop_report(output_dir / name)
 
 
-def drop_earlier_verdict(output_dir: Path, earlier: Model | None = None, keep: Sequence[Path] = ()) -> None:
-    """Remove the reports an earlier shrink wrote into output_dir and the INT8 model its report.json
-    names (known by their content: nothing else there is touched), for a run that ends in exit 2 or an
-    interrupt (hq71 F2: a mistyped gate, flag or config key left the earlier release's PASS junit.xml
-    published as this run's). earlier: the model an earlier report named when this run began (earlier_model),
-    for a run that ends after it had put its own report.json in place. keep: this run's input and every
-    path its command line names, never removed (hq86 F1, hq87 F1: `shrink OUT/m.int8.onnx --output-dir
-    OUT` refused deleted its own input)."""
-    for mark in {earlier_model(output_dir), earlier}:
-        if mark is not None and not any(same_file(mark[0], path) for path in keep):
-            _drop_model(mark)
-    for name in REPORTS:
-        drop_report(output_dir / name)
+def drop_earlier_verdict(output_dir: Path, keep: Sequence[Path] = ()) -> None:
+    """drop_verdict for a run that ends in exit 2 or an interrupt before shrink() began: what is there."""
+    drop_verdict(output_dir, *verdict(output_dir), keep)
 
 
 Model = tuple[Path, str]  # an INT8 model an earlier shrink wrote, and the sha256 its report.json gives
