@@ -343,8 +343,8 @@ class _Centred:
         return self.total.shape, None if self.axis is None else self.axis + 1
 
     def of(self, powers: _Powers) -> _Powers:
-        """`powers` with each feature's signal centred; as given where not followed, on fewer than
-        FEW_IMAGES samples, or where what moves between the samples is under MOVING_SHARE of the signal."""
+        """`powers` with each feature's signal centred; as given where not followed, or where `centres`
+        says no."""
         signal = self._centred(powers)
         return powers if signal is None else _Powers(signal, powers.noise, powers.low, powers.high)
 
@@ -353,16 +353,23 @@ class _Centred:
         return self._centred(powers) is not None
 
     def _centred(self, powers: _Powers) -> np.ndarray | None:
-        if not self.followed or self.total is None or self.images < FEW_IMAGES or self.images != self.rows:
+        if not self.followed or self.total is None:
             return None
         others = tuple(a for a in range(self.total.ndim) if a != self.axis)
         constant = np.sum(self.total * self.total, axis=others).reshape(-1) / self.images
         if constant.shape != powers.signal.shape:
             return None  # pooled after a change of feature axis
         signal = powers.signal - constant
-        if not np.sum(signal) >= MOVING_SHARE * np.sum(powers.signal):
+        if not centres(self.images, self.rows, float(np.sum(signal)), float(np.sum(powers.signal))):
             return None
         return np.maximum(signal, 0.0)
+
+
+def centres(images: int, rows: int | None, moving: float, power: float) -> bool:
+    """Whether a carried output is judged by what moves between the samples: it holds a row per sample
+    (`rows` in all, at least FEW_IMAGES of them), and what moves (`moving`, of its `power`) is at least
+    MOVING_SHARE of it."""
+    return images == rows and images >= FEW_IMAGES and moving >= MOVING_SHARE * power
 
 
 def _same_infinities_as_zero(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -59,19 +59,19 @@ class Variation:
     def varying_db(self) -> float | None:
         """SQNR (dB) of the reference's deviation from its per-element mean over the images, against the
         candidate's noise; None where not followed or on too few images."""
-        if not self.followed or self.total is None or self.images < FEW_IMAGES:
-            return None
-        varying = self.power - float(np.sum(self.total * self.total)) / self.images
-        if not varying > 1e-12 * self.power:  # FP32 gives it alike on every image: nothing changes to
-            return None  # measure (hunt53 C1: a detector's constant box count read '-inf dB; judge on that')
+        varying = self.moving() if self.images >= FEW_IMAGES else None
+        if varying is None or not varying > 1e-12 * self.power:  # FP32 gives it alike on every image:
+            return (
+                None  # nothing changes to measure (hunt53 C1: a detector's constant box count read '-inf dB')
+            )
         return sqnr_db(varying, self.noise)
 
-    def moving_share(self) -> float | None:
-        """The share of the reference's power that moves between the images (None: not followed, or on
-        fewer than FEW_IMAGES)."""
-        if not self.followed or self.total is None or self.images < FEW_IMAGES or not self.power > 0.0:
+    def moving(self) -> float | None:
+        """The reference's power that moves between the images: its deviation from each element's mean
+        over them (None: not followed)."""
+        if not self.followed or self.total is None:
             return None
-        return (self.power - float(np.sum(self.total * self.total)) / self.images) / self.power
+        return self.power - float(np.sum(self.total * self.total)) / self.images
 
     def pooled_db(self) -> float:
         return sqnr_db(self.power, self.noise)

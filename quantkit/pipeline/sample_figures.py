@@ -11,7 +11,7 @@ import onnx
 from quantkit.evaluate.figure_warnings import kind_hidden, sign_region
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.evaluate.output_errors import OutputErrors, kinds_axis
-from quantkit.evaluate.output_noise import MOVING_SHARE, OutputNoise, add_signs, channel_signs
+from quantkit.evaluate.output_noise import OutputNoise, add_signs, centres, channel_signs
 from quantkit.evaluate.variation import Variation, steady_warning
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.carried import carried
@@ -80,9 +80,11 @@ def steady_outputs(
                     noise.update({tensor: ref[tensor]}, got)
     read_for = {n.input[0]: n.output[0] for n in converted.graph.node if n.input and n.output[0] in outputs}
     # the floors read these by how they move already (selection_lines)
-    rows, moving = feed_rows(samples), {t: v.moving_share() or 0.0 for t, v in variations.items()}
+    rows = feed_rows(samples)
     judged = {
-        t for t in carried(converted, tensors) if variations[t].images == rows and moving[t] >= MOVING_SHARE
+        t
+        for t in carried(converted, tensors)
+        if centres(variations[t].images, rows, variations[t].moving() or 0.0, variations[t].power)
     }
     found = [
         steady_warning(
