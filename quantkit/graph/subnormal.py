@@ -87,11 +87,17 @@ def flushed_note(count: int, timed: bool = True) -> tuple[str, ...]:
     )
 
 
+def many_subnormal(model: onnx.ModelProto) -> tuple[int, int] | None:
+    """subnormal_weights where WARN_SHARE or more of the float32 weights are subnormal, else None."""
+    found, total = subnormal_weights(model)
+    return (found, total) if total and found >= WARN_SHARE * total else None
+
+
 def subnormal_warning(model: onnx.ModelProto) -> str | None:
     """The warning for a model whose float32 weights are WARN_SHARE or more subnormal, else None."""
-    found, total = subnormal_weights(model)
-    if not total or found < WARN_SHARE * total:
+    if (counted := many_subnormal(model)) is None:
         return None
+    found, total = counted
     return (
         f"{found:,} of the FP32 model's {total:,} weights ({found / total:.0%}) are subnormal (nonzero, "
         f"below {SMALLEST_NORMAL:.2g}), which Intel's x86 cores compute with many times slower (quantkit "

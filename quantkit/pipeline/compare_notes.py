@@ -12,7 +12,7 @@ from quantkit.evaluate import speed
 from quantkit.evaluate.class_scores import shape_logits_axis
 from quantkit.graph import model_io
 from quantkit.graph.output_kinds import map_outputs
-from quantkit.graph.subnormal import SMALLEST_NORMAL, WARN_SHARE, flushed, subnormal_weights
+from quantkit.graph.subnormal import SMALLEST_NORMAL, flushed, many_subnormal
 from quantkit.results import Feed
 
 FLOAT8_LEVEL = (
@@ -130,9 +130,9 @@ def subnormal_cost(reference: onnx.ModelProto, feed: Feed) -> str | None:
     interleaved, on `feed`): Intel cores take a microcode assist for each operation on one (PFLD 44.8 ms
     against 1.77 ms, hunt30), while an AMD EPYC ran PFLD at the same speed either way, and a warning that
     said "many times slower" from the count alone was false there (hq96 F2)."""
-    found, total = subnormal_weights(reference)
-    if not total or found < WARN_SHARE * total:
+    if (counted := many_subnormal(reference)) is None:
         return None
+    found, total = counted
     timed = speed.measure(reference, flushed(reference)[0], feed, runs=20, seconds=1.0)
     if timed.speedup < SUBNORMAL_SLOWER:
         return None
