@@ -45,7 +45,7 @@ def read_end(fifo: Path) -> bool:
 def appending(path: Path) -> Iterator[TextIO]:
     """`path` opened to append text; a pipe whose reader left since the check fails (OSError), never
     blocks."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)  # as open("a")
     os.set_blocking(fd, True)
     with os.fdopen(fd, "a", encoding="utf-8") as handle:
         yield handle
