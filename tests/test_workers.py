@@ -3,11 +3,14 @@ one line when a shard cannot be done."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +78,64 @@ def test_the_callers_start_method_is_left_unset(tmp_path: Path, monkeypatch: pyt
 def test_a_job_that_kills_two_workers_is_named(tmp_path: Path) -> None:
     with LocalPool(2) as pool, pytest.raises(WorkerError, match=r"^shard 2 failed 2 times: its worker"):
         list(pool.run(always_dies, str(tmp_path), list(range(4)), lambda j: f"shard {j}"))
+
+
+def sleeps_after_noting_its_pid(folder: str, job: int) -> int:
+    (Path(folder) / "worker.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return job
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_workers_end_when_the_run_is_killed(tmp_path: Path) -> None:
+    """hq100 F8: a SIGKILLed run (the OOM killer, a CI hard timeout) left its fork server, resource tracker
+    and workers, each holding a model session, asleep for ever: the workers' parent is the fork server,
+    which the kernel's parent-death signal would watch. Workers now watch the run itself."""
+    driver = (
+        "from quantkit.parallel.local import LocalPool\n"
+        "from tests.test_workers import sleeps_after_noting_its_pid\n"
+        "with LocalPool(1) as pool:\n"
+        f"    list(pool.run(sleeps_after_noting_its_pid, {str(tmp_path)!r}, [1], str))\n"
+    )
+    run_process = subprocess.Popen([sys.executable, "-c", driver], cwd=Path(__file__).parents[1])
+    pid_file = tmp_path / "worker.pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and run_process.poll() is None, "the worker never started"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        run_process.kill()
+        run_process.wait()
+        assert _gone(worker, within_s=10), "the worker outlived the run"
+    finally:
+        run_process.kill()
+        run_process.wait()
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_an_ended_run_is_seen_without_process_descriptors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantkit.parallel import orphans
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # reaped: its pid names no process now
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    monkeypatch.setattr(orphans, "POLL_S", 0.01)
+    orphans._wait_for_end(ended.pid)  # returns (a wait for ever would time the suite out)
+    assert not orphans._alive(ended.pid)
+    assert orphans._alive(os.getpid())
 
 
 def test_an_error_the_task_raises_is_raised_as_in_one_process(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ on a replacement process, and only a job that has killed two workers is reported
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from quantkit.errors import WorkerError
+from quantkit.parallel.orphans import watch
 from quantkit.scratch import Scratch
 
 J = TypeVar("J")
@@ -52,7 +54,9 @@ class LocalPool:
             # workers fork from a server that has imported the task's module once: fast starts, and no
             # copy of this process's threads or sessions
             self._context.set_forkserver_preload([module])
-            executor = ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+            executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=self._context, initializer=watch, initargs=(os.getpid(),)
+            )
             self._slots[index] = executor
         return executor
 
