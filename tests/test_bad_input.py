@@ -2147,6 +2147,13 @@ def test_closed_or_full_streams_keep_the_exit_code_true(cnn: Path, image_dir: Pa
     said = "error: cannot write to stdout (it is closed), which carried the result"
     done = subprocess.run(["sh", "-c", f"{module} check {cnn} >&-"], capture_output=True, timeout=120)
     assert done.returncode == 2 and said in done.stderr.decode(), done.stderr
+    assert len(done.stderr.decode().splitlines()) == 1, done.stderr  # no warning before the error
+    # hq100 F13: a writer's summary lost to a closed stdout went without the warning errors.md promises
+    closed = f"{calibrate} -o {tmp_path}/t2.json >&-"
+    done = subprocess.run(["sh", "-c", closed], capture_output=True, timeout=120)
+    warned = "warning: cannot write to stdout (it is closed); what the command prints there is lost (its"
+    assert done.returncode == 0 and warned in done.stderr.decode(), done.stderr
+    table_io.load(tmp_path / "t2.json")
     arrays = tmp_path / "arrays"
     arrays.mkdir()
     np.save(arrays / "x.npy", np.zeros((1, 3, 16, 16), np.float32))

@@ -27,6 +27,7 @@ from quantkit.cli.app import (
     VERBOSITY,
     app,
     carries_result,
+    lose_stdout,
     lost_result,
     stderr,
     stdout,
@@ -62,8 +63,8 @@ def _main() -> None:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     STDOUT_LOST.clear()  # what an earlier run in this process lost is not this one's
-    if sys.stdout is None:  # fd 1 closed at start (hq73 5: a result it carried lost, exit 0): as a full one
-        STDOUT_LOST["why"] = "it is closed"
+    closed = sys.stdout is None  # fd 1 closed at start (hq73 5: a result it carried lost, exit 0)
+    if sys.stdout is None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (the interpreter's own stream from here on)
     if sys.stderr is None:  # fd 2 closed: the lines are lost, the exit code says what happened
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115
@@ -75,6 +76,8 @@ def _main() -> None:
     RESULT_ON_STDOUT.clear()
     if plain and (len(plain) < len(argv) or carries_result(plain)):
         RESULT_ON_STDOUT.append(True)
+    if closed:  # as a full one: an error where it carries the result, else the warning (hq100 F13: none)
+        lose_stdout(OSError(errno.EBADF, "it is closed"))
     group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
     commands: dict[str, Any] = dict(getattr(group, "commands", {}))
     default_map: dict[str, dict[str, Any]] = {}  # the options config files give (set below)
