@@ -92,6 +92,8 @@ def test_an_error_exits_2_with_one_line(
     assert models
     code, _, err = run(args, capsys)
     assert code == 2 and not any((tmp_path / "out" / name).exists() for name in ("junit.xml", "report.json"))
+    removed = f"; the earlier run's verdict in {tmp_path / 'out'} was removed (junit.xml, model.int8.onnx, "
+    assert_one_line_error(code, err, removed)  # hq100 F7: it said "nothing was written" and no more
     assert not any(m.exists() for m in models)  # nor its model (hunt38 F11)
     other = tmp_path / "out" / models[0].name  # a file of that name quantkit did not write stays
     other.write_bytes(b"not quantkit's")
@@ -119,6 +121,7 @@ def test_an_earlier_verdict_never_outlives_an_exit_2_or_a_sigterm(
         notes.write_text("mine")
         code, _, err = run([*passed, *bad], capsys)
         assert code == 2, err
+        assert f"; the earlier run's verdict in {out} was removed (junit.xml, model.int8.onnx, " in err
         gone = ("junit.xml", "report.json", "report.md", "model.int8.onnx")  # nor its model
         assert not any((out / name).exists() for name in gone)
         assert notes.read_text() == "mine"
@@ -132,6 +135,7 @@ def test_an_earlier_verdict_never_outlives_an_exit_2_or_a_sigterm(
     before = signal.getsignal(signal.SIGTERM)
     code, _, err = run(passed, capsys)
     assert code == 143 and "terminated; nothing partial was written" in err
+    assert f"; the earlier run's verdict in {out} was removed (junit.xml, " in err
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler, back
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no report, model or staging folder
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no-such-folder" / "summary.md"))

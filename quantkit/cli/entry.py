@@ -43,6 +43,9 @@ def main() -> None:
     TERMINATED.clear()
     SAID.clear()
     WRITTEN.clear()  # an earlier run's in this process are not this one's
+    cleanup = sys.modules.get("quantkit.pipeline.shrink_cleanup")
+    if cleanup is not None:
+        cleanup.REMOVED.clear()  # nor what an earlier run removed
     # a caller's choice (hq77 5: SIGTERM ignored; nohup ignores SIGHUP) stays
     ignored = {s for s in STOPPING if signal.getsignal(s) is signal.SIG_IGN}
     interrupt = signal.getsignal(signal.SIGINT)  # _stopped ignores it as it says its line
@@ -102,9 +105,9 @@ def _main() -> None:
         if isinstance(result, int) and result:  # and typer.Exit(code) too: shrink's failed gate
             sys.exit(result)
     except QuantkitError as exc:
-        message = f"{exc}{_from_file(str(exc), plain, default_map)}"
+        removed = _drop_verdict(commands, plain, default_map, exc.exit_code)
+        message = f"{exc}{_from_file(str(exc), plain, default_map)}{_removed_line(removed)}"
         stderr.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
-        _drop_verdict(commands, plain, default_map, exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _drop_verdict(commands, plain, default_map, 2)
@@ -133,8 +136,8 @@ def _main() -> None:
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: unknown option, bad choice, missing argument
         usage = usage_message(exc, plain[0] if plain and plain[0] in commands else None)
-        _drop_verdict(commands, plain, default_map, 2)
-        _fail(usage + _from_file(usage, plain, default_map))
+        removed = _drop_verdict(commands, plain, default_map, 2)
+        _fail(usage + _from_file(usage, plain, default_map) + _removed_line(removed))
     except Exception as exc:  # a bug in quantkit: still one line, the traceback on request
         if os.environ.get("QUANTKIT_DEBUG"):
             raise
@@ -155,6 +158,7 @@ def _stopped() -> NoReturn:
     stopped = ("hung up" if TERMINATED[0] == SIGHUP else "terminated") if TERMINATED else "interrupted"
     kept = list(dict.fromkeys(str(path) for path in WRITTEN if path.exists()))
     done = f"; {', '.join(kept)} had been written whole before it" if kept else ""
+    done += _removed_line()  # what shrink's cleanup, or entry's, removed of an earlier run
     for signum in (signal.SIGINT, *STOPPING):  # more Ctrl-Cs cut the line short, or said it twice
         signal.signal(signum, signal.SIG_IGN)  # (hq86 F5, hq87 F2); main puts the handlers back
     if not SAID:
@@ -182,11 +186,12 @@ def _terminate(signum: int, frame: object) -> None:
 
 def _drop_verdict(
     commands: dict[str, Any], argv: list[str], default_map: dict[str, dict[str, Any]], code: int
-) -> None:
+) -> list[Path]:
     """Where shrink ends in exit 2, its --output-dir keeps no earlier run's verdict nor model (shrink_cleanup.
-    drop_earlier_verdict), also for errors found before shrink() runs: usage, config files, gate values."""
+    drop_earlier_verdict), also for errors found before shrink() runs: usage, config files, gate values.
+    Returns what this cleanup removed (shrink() says what its own removed in its error)."""
     if code != 2 or not argv or argv[0] != "shrink":
-        return
+        return []
     try:  # what could be read of the command line, an unknown option or a bad value aside
         params = commands["shrink"].make_context("shrink", list(argv[1:]), resilient_parsing=True).params
     except Exception:  # a command line click cannot read at all: nothing is known of its folder
@@ -196,13 +201,22 @@ def _drop_verdict(
 
     cleaned = [str(path) for path in CLEANED]
     CLEANED.clear()
-    if given and str(Path(given)) in cleaned:  # shrink() ran and cleaned up its own (hq100 F1): not again
-        return
-    if given:
-        # click reads no positional argument past an unknown option: every path the command line names
-        # is kept (hq87 F1: `shrink --output-dir s s/m.int8.onnx --bogus` deleted its input)
-        keep = [Path(a) for a in argv[1:] if a and not a.startswith("-")]  # the model's path among them
-        drop_earlier_verdict(Path(given), keep=keep)
+    if not given or str(Path(given)) in cleaned:  # shrink() ran and cleaned up its own (hq100 F1): not again
+        return []
+    # click reads no positional argument past an unknown option: every path the command line names
+    # is kept (hq87 F1: `shrink --output-dir s s/m.int8.onnx --bogus` deleted its input)
+    keep = [Path(a) for a in argv[1:] if a and not a.startswith("-")]  # the model's path among them
+    return drop_earlier_verdict(Path(given), keep=keep)
+
+
+def _removed_line(removed: list[Path] | None = None) -> str:
+    """What a failed shrink removed of an earlier run's verdict (`removed`, or all this process's cleanups
+    removed), as the end of its one line (hq100 F7: it said only "nothing was written"); '' where none."""
+    cleanup = sys.modules.get("quantkit.pipeline.shrink_cleanup")  # not loaded: nothing was removed
+    if cleanup is None:
+        return ""
+    line: str = cleanup.removed_line(cleanup.REMOVED if removed is None else removed)
+    return line
 
 
 def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, Any]]) -> str:

@@ -55,6 +55,7 @@ from quantkit.pipeline.shrink_cleanup import (
     drop_verdict,
     marks,
     outputs,
+    removed_line,
     unstaged,
     verdict,
 )
@@ -99,12 +100,14 @@ def shrink(
         with _staging(output_dir) as stage:
             result = _run(model_path, output_dir, stage, config, progress, html, parallel)
             _publish(stage, output_dir, placed)
-    except BaseException:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an earlier
-        # run's verdict (hunt36: its PASS junit.xml read as this run's); a file of the user's of that name
-        # stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)
+    except BaseException as exc:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an
+        # earlier run's verdict (hunt36: its PASS junit.xml read as this run's); a file of the user's of that
+        # name stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)
         CLEANED.append(output_dir)  # entry's own cleanup leaves it be
-        drop_verdict(output_dir, earlier, begun, (model_path,), placed)
+        removed = drop_verdict(output_dir, earlier, begun, (model_path,), placed)
         _remove_empty(made)
+        if isinstance(exc, QuantkitError) and removed and exc.args:  # hq100 F7: said "nothing was written"
+            exc.args = (f"{exc.args[0]}{removed_line(removed)}", *exc.args[1:])
         raise
     if step_summary is not None:  # checked before the run (require_step_summary); a late failure is said
         try:

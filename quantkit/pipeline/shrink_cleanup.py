@@ -24,6 +24,7 @@ def outputs(model_path: Path) -> tuple[str, ...]:
 
 Marks = dict[str, tuple[int, int, int]]  # a name in --output-dir -> its file's (inode, mtime ns, size)
 CLEANED: list[Path] = []  # the folders shrink() cleaned up itself: entry's later cleanup leaves them be
+REMOVED: list[Path] = []  # an earlier run's verdict removed by this process's cleanups, for the error line
 
 
 def marks(output_dir: Path, names: Sequence[str]) -> Marks:
@@ -49,7 +50,7 @@ def drop_verdict(
     begun: Marks,
     keep: Sequence[Path] = (),
     placed: Marks | None = None,
-) -> None:
+) -> list[Path]:
     """Remove, under the folder's lock, an earlier run's verdict and a failed run's own: of the reports and
     `earlier`'s model, only a file that is still what `begun` recorded (verdict(), when the run began), and
     what the run put in place (`placed`, its model too). hq100 F1: a run cancelled beside another that had
@@ -57,10 +58,11 @@ def drop_verdict(
     by their content and the earlier model by its report's sha256: nothing else there is touched (hq71 F2:
     a mistyped gate, flag or config key left the earlier release's PASS junit.xml published as this run's).
     keep: this run's input and every path its command line names, never removed (hq86 F1, hq87 F1:
-    `shrink OUT/m.int8.onnx --output-dir OUT` refused deleted its own input)."""
+    `shrink OUT/m.int8.onnx --output-dir OUT` refused deleted its own input). Returns the earlier verdict's
+    files it removed (also kept in REMOVED: hq100 F7, the line said only "nothing was written")."""
     placed = placed or {}
     if not output_dir.is_dir():  # none, or it went away while shrink ran (unstaged says so)
-        return
+        return []
     with folder_lock(output_dir):
         now = marks(output_dir, (*begun, *placed))
         own = {name for name, mark in now.items() if mark == placed.get(name)}
@@ -75,11 +77,25 @@ def drop_verdict(
         for name in REPORTS:
             if name in own | there:
                 drop_report(output_dir / name)
+        removed = [output_dir / name for name in sorted(there) if not os.path.lexists(output_dir / name)]
+    REMOVED.extend(removed)
+    return removed
 
 
-def drop_earlier_verdict(output_dir: Path, keep: Sequence[Path] = ()) -> None:
+def drop_earlier_verdict(output_dir: Path, keep: Sequence[Path] = ()) -> list[Path]:
     """drop_verdict for a run that ends in exit 2 or an interrupt before shrink() began: what is there."""
-    drop_verdict(output_dir, *verdict(output_dir), keep)
+    return drop_verdict(output_dir, *verdict(output_dir), keep)
+
+
+def removed_line(removed: Sequence[Path]) -> str:
+    """'; the earlier run's verdict in OUT was removed (a, b): ...' where a failed run removed one; ''."""
+    if not removed:
+        return ""
+    names = ", ".join(path.name for path in removed)
+    return (
+        f"; the earlier run's verdict in {removed[0].parent} was removed ({names}): a failed shrink "
+        "leaves none to be read as its own"
+    )
 
 
 Model = tuple[Path, str]  # an INT8 model an earlier shrink wrote, and the sha256 its report.json gives
