@@ -107,16 +107,46 @@ def refuse_over_artifact(role: str, output: Path) -> None:
         else "a calibration table's arrays"  # hq85 F2: the table beside it was then refused as not its own
         if name.endswith(".npz") and _holds_table(output.with_suffix(".json"))
         else ""
-    )
+    ) or _holds_data(output)
     if kind and output.is_file():
         raise OutputError(
             f"{role} {output} is {kind}; a report would replace it: give the report another path"
         )
 
 
+# how the data files users keep begin: a report written over one of them (hq98 F7: `compare --json
+# photo.jpg` replaced a photo with JSON, exit 0) is refused as a report over a model is
+DATA_MAGIC = (
+    (b"\xff\xd8\xff", "an image (JPEG)"),
+    (b"\x89PNG\r\n\x1a\n", "an image (PNG)"),
+    (b"GIF8", "an image (GIF)"),
+    (b"II*\x00", "an image (TIFF)"),
+    (b"MM\x00*", "an image (TIFF)"),
+    (b"\x93NUMPY", "a NumPy array"),
+)
+
+
+def _holds_data(path: Path) -> str:
+    """What kind of data file `path` holds by its first bytes (DATA_MAGIC, WebP's RIFF header), or ''."""
+    if not path.is_file():  # a pipe's open would wait for a writer
+        return ""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError:  # not a readable file: nothing of ours to keep
+        return ""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "an image (WebP)"
+    if head[:2] == b"BM" and head[6:10] == bytes(4):  # its two reserved words: not a note that begins "BM"
+        return "an image (BMP)"
+    return next((kind for magic, kind in DATA_MAGIC if head.startswith(magic)), "")
+
+
 def _holds_table(path: Path) -> bool:
     """Whether a file's first 64 KB hold a calibration table's format (its keys sorted put it second; a
     rewritten table may put it later)."""
+    if not path.is_file():  # a pipe's open would wait for a writer
+        return False
     try:
         with path.open("rb") as handle:
             return TABLE_MARK in handle.read(1 << 16)

@@ -1016,7 +1016,8 @@ def test_a_report_never_replaces_a_model_or_a_table(
     cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
     """hunt39 F13: compare --json x.calib.json replaced the table (not an input of compare) and orphaned
-    its .npz; a report over an existing model is refused alike. The calibration of 1 image says so."""
+    its .npz; a report over an existing model, image or array is refused alike. The calibration of 1
+    image says so."""
     one = tmp_path / "one"
     one.mkdir()
     first = sorted(image_dir.rglob("*.png"))[0]
@@ -1032,10 +1033,18 @@ def test_a_report_never_replaces_a_model_or_a_table(
     (tmp_path / "table.npz").write_bytes(table.with_suffix(".npz").read_bytes())
     report = tmp_path / "report.json"
     report.write_text('{"format": "mine"}')  # an earlier report (any JSON): replaced as asked
+    photo = tmp_path / "elsewhere" / "photo.jpg"  # hq98 F7: not an input, replaced with JSON, exit 0
+    photo.parent.mkdir()
+    Image.new("RGB", (8, 8)).save(photo)
+    array = tmp_path / "elsewhere" / "sample.bin"  # what it holds, whatever its name
+    np.save(array.open("wb"), np.zeros(3, np.float32))
+    data = {path: path.read_bytes() for path in (photo, array)}
     for target, kind in (
         (table, "a calibration table"),
         (plain, "a calibration table"),
         (other, "an ONNX model"),
+        (photo, "an image (JPEG)"),
+        (array, "a NumPy array"),
     ):
         argv = [
             "compare",
@@ -1052,6 +1061,7 @@ def test_a_report_never_replaces_a_model_or_a_table(
         assert_one_line_error(code, err, f"--json {target} is {kind}; a report would replace it")
     assert table.read_bytes() == kept and other.read_bytes() == cnn.read_bytes()
     assert json.loads(plain.read_bytes()) == json.loads(kept)
+    assert all(path.read_bytes() == held for path, held in data.items())
     argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "0", "--json", str(report)]
     code, _, err = run(argv, capsys)
     assert code == 0 and '"format": "mine"' not in report.read_text(), err

@@ -289,3 +289,41 @@ def test_an_output_folder_that_is_a_file_is_not_called_missing(tmp_path: Path) -
         files.write_set([(tmp_path / "none" / "a.onnx", b"model")])
     assert str(raised.value) == f"output folder {tmp_path / 'none'} does not exist; create it first"
     assert folder.read_bytes() == b"a file"
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"RIFF\x10\x00\x00\x00WEBPVP8 ", "an image (WebP)"),
+        (b"BM\x36\x00\x0c\x00\x00\x00\x00\x00\x36\x00", "an image (BMP)"),
+        (b"II*\x00\x08\x00\x00\x00", "an image (TIFF)"),
+        (b"GIF89a\x01\x00", "an image (GIF)"),
+        (b"BMW notes: the 3 series\n", ""),  # a note that begins with the letters of a bitmap's mark
+        (b'{"format": "mine"}', ""),
+        (b"", ""),
+    ],
+)
+def test_a_data_file_is_known_by_its_first_bytes(tmp_path: Path, head: bytes, kind: str) -> None:
+    """hq98 F7: what a report may not replace, whatever the file's name."""
+    from quantkit import files
+
+    path = tmp_path / "any.name"
+    path.write_bytes(head)
+    assert files._holds_data(path) == kind
+    assert files._holds_data(tmp_path / "missing") == ""
+
+
+def test_a_pipe_named_like_a_table_is_not_opened_to_be_read(tmp_path: Path) -> None:
+    """Reading a report path's first bytes (is it a table, an image?) waited for ever on a pipe with no
+    writer: the hq98 F2 step-summary pipe named summary.json, and the report check of a photo (hq98 F7)
+    on any pipe."""
+    import subprocess
+    import sys
+
+    for name in ("summary.json", "summary.md"):
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        probe = "from pathlib import Path; from quantkit import files; "
+        probe += f"files.refuse_over_artifact('x', Path({str(fifo)!r}))"
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
