@@ -3,11 +3,14 @@ disk, every step tried even where interrupts keep cutting them short (quantkit.f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+NAME_KEPT = 64  # of an output's name, in the names of its staged and aside files beside it
 SETTLE_TRIES = 5  # times a step of write_set's undo is run where interrupts keep cutting it short
 
 
@@ -75,3 +78,42 @@ def settle_steps(steps: Sequence[Callable[[], None]]) -> None:
             break
     if pending is not None:
         raise pending
+
+
+STALE_S = 15 * 60  # a staged or aside file a dead run left is swept once it is this old (changed last)
+
+
+def sweep_stale(path: Path) -> None:
+    """What a run killed while it wrote `path` (SIGKILL, power loss) left beside it: its staged copy
+    (`.NAME.PID.xxxx.tmp`, a whole model's size: hq100 F4) and the earlier file kept aside as a second
+    link to what `path` still holds (`.NAME.PID.K.old`), removed where process PID has ended and the file
+    has not changed for STALE_S (a process of that number in another container writing to a shared folder
+    would still be writing). An aside that is not a link to `path`'s file stays: it may be the only copy."""
+    prefix = f".{path.name[:NAME_KEPT]}."
+    try:
+        entries = [entry for entry in os.scandir(path.parent) if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        pid, _, rest = entry.name[len(prefix) :].partition(".")
+        if not pid.isdigit() or int(pid) == os.getpid() or not rest.endswith((".tmp", ".old")):
+            continue
+        try:
+            changed = entry.stat(follow_symlinks=False).st_ctime
+        except OSError:
+            continue
+        if time.time() - changed < STALE_S or _running(int(pid)):
+            continue
+        if rest.endswith(".tmp") or _one_file(entry.path, path):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or a platform that cannot tell: taken as running
+        return True
+    return True

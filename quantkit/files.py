@@ -24,7 +24,7 @@ import onnx
 from onnx import external_data_helper
 
 from quantkit.errors import OutputError
-from quantkit.file_undo import settle, undo
+from quantkit.file_undo import NAME_KEPT, settle, sweep_stale, undo
 
 try:  # POSIX: flock on the folder itself, released by the kernel if the process dies
     import fcntl
@@ -293,12 +293,10 @@ def cached(*paths: Path) -> None:
     WRITTEN[:] = [path for path in WRITTEN if path not in paths]
 
 
-TEMP_NAME_KEPT = 64  # of an output's name, in the temporary file's beside it
-
-
 def write_atomic(path: Path, data: bytes, cache: bool = False) -> None:
     """Write to a temporary file beside `path`, then rename over it: readers never see a partial file,
     and an interrupt leaves nothing behind. cache: a cache entry, not an output (not in WRITTEN)."""
+    sweep_stale(path)
     temp = _staged(path, data)
     try:
         os.replace(temp, path)
@@ -325,12 +323,14 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
     with contextlib.ExitStack() as stack:
         for folder in folders:
             stack.enter_context(folder_lock(folder))
+        for path, _ in files:
+            sweep_stale(path)
         moves: list[tuple[Path, str, str | None]] = []  # (path, its staged file, where its earlier goes)
         current = files[0][0] if files else None
         try:
             for k, (path, data) in enumerate(files):
                 current = path
-                earlier = f"{path.parent}/.{path.name[:TEMP_NAME_KEPT]}.{os.getpid()}.{k}.old"
+                earlier = f"{path.parent}/.{path.name[:NAME_KEPT]}.{os.getpid()}.{k}.old"
                 aside = earlier if os.path.lexists(path) else None  # before staging: no system call
                 moves.append((path, _staged(path, data), aside))  # between the staged file and its record
             for path, temp, aside in moves:
@@ -371,7 +371,8 @@ def _staged(path: Path, data: bytes) -> str:
         raise OutputError(_no_folder(parent))
     try:
         # the name cut short: a legal 250-character output name made a temporary one too long (hq57 D(f))
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name[:TEMP_NAME_KEPT]}.", suffix=".tmp", dir=parent)
+        name = f".{path.name[:NAME_KEPT]}.{os.getpid()}."  # whose it is: file_undo.sweep_stale
+        fd, temp = tempfile.mkstemp(prefix=name, suffix=".tmp", dir=parent)
     except OSError as exc:
         raise OutputError(f"cannot write in {parent} ({exc.strerror}); choose a writable folder") from exc
     try:

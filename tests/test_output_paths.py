@@ -313,6 +313,42 @@ def test_a_data_file_is_known_by_its_first_bytes(tmp_path: Path, head: bytes, ki
     assert files._holds_data(tmp_path / "missing") == ""
 
 
+def test_what_a_killed_write_left_is_swept_by_a_later_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq100 F4: a SIGKILL mid-write left the staged copy (a whole model's size) and the earlier file's
+    second link beside the output, never swept. A later write of that output removes them once their
+    process has ended and they are STALE_S old; what a live process left, or a dead one moments ago,
+    stays, and so does an aside that is not a link to the output's file (maybe its only copy)."""
+    import subprocess
+    import sys
+
+    from quantkit import file_undo, files
+
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"earlier")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    staged = tmp_path / f".m.onnx.{dead.pid}.abc123.tmp"
+    staged.write_bytes(b"half a model")
+    aside = tmp_path / f".m.onnx.{dead.pid}.0.old"
+    os.link(out, aside)
+    only = tmp_path / f".m.onnx.{dead.pid}.1.old"
+    only.write_bytes(b"renamed aside")
+    running = tmp_path / f".m.onnx.{os.getppid()}.xyz789.tmp"
+    running.write_bytes(b"being written")
+    other = tmp_path / f".n.onnx.{dead.pid}.q.tmp"  # another output's: swept when that one is written
+    other.write_bytes(b"n")
+    files.write_set([(tmp_path / "x.json", b"{}")])  # moments after, and another output
+    assert all(p.exists() for p in (staged, aside, only, running, other))
+
+    later = file_undo.time.time() + file_undo.STALE_S + 1
+    monkeypatch.setattr(file_undo.time, "time", lambda: later)
+    files.write_atomic(out, b"later")
+    assert out.read_bytes() == b"later" and not staged.exists() and not aside.exists()
+    assert only.read_bytes() == b"renamed aside" and running.exists() and other.exists()
+
+
 def test_a_pipe_named_like_a_table_is_not_opened_to_be_read(tmp_path: Path) -> None:
     """Reading a report path's first bytes (is it a table, an image?) waited for ever on a pipe with no
     writer: the hq98 F2 step-summary pipe named summary.json, and the report check of a photo (hq98 F7)
