@@ -46,6 +46,7 @@ class OutputMetrics:
     labels: bool = False  # integer outputs (an ArgMax's): top1_agreement of labels; SQNR says nothing
     varying_sqnr_db: float | None = None  # where sqnr_db hides what changes between images (variation)
     selected: bool = False  # a TopK / NonMaxSuppression chose and ordered its rows: row by row says little
+    probabilities: bool = False  # class scores FP32 gives as distributions (>= 0, each row summing to 1)
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,7 @@ def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
 OUTPUT_FIELDS = (
     *("name", "sqnr_db", "cosine", "max_abs_error", "top1_agreement", "labels", "top5_overlap"),
     *("detection_recall", "detections", "boxes", "boxes_found", "boxes_extra", "boxes_borderline"),
-    *("varying_sqnr_db", "noise_images", "selected"),
+    *("varying_sqnr_db", "noise_images", "selected", "probabilities"),
 )
 
 

@@ -599,6 +599,24 @@ def test_a_failed_agreement_gate_says_the_output_may_hold_values() -> None:
     labels = (OutputMetrics("y", 40.8, 0.99, 1.0, top1_agreement=0.9712, labels=True),)
     (labelled,) = check(dataclasses.replace(plain, outputs=labels), Gates(max_drop=1.0))
     assert not labelled.passed and labelled.unit == "points of top-1 disagreement with FP32"
+    # hq101 F5: a Softmax classifier's real disagreement was pointed at an SQNR gate
+    softmax = (OutputMetrics("prob", 20.3, 0.99, 0.4, top1_agreement=0.9531, probabilities=True),)
+    (scores,) = check(dataclasses.replace(plain, outputs=softmax), Gates(max_drop=1.0))
+    assert not scores.passed and scores.unit == "points of top-1 disagreement with FP32"
+
+
+def test_class_scores_that_are_distributions_are_told_from_values() -> None:
+    """What the values hint leaves out: FP32's rows of a Softmax (compare's own reading, any model)."""
+    from quantkit.evaluate.output_errors import OutputErrors
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 10)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    for ref, distributions in ((probs, True), (logits, False), (probs * 0.9, False)):
+        errors = OutputErrors("y")
+        errors.update(ref, ref + 0.01 * rng.normal(size=ref.shape).astype(np.float32), images=6)
+        result = errors.result()
+        assert result.top1_agreement is not None and result.probabilities is distributions
 
 
 def test_a_drop_of_exactly_the_budget_passes() -> None:

@@ -67,6 +67,7 @@ class OutputErrors:
         self.labelled = labelled  # an ArgMax writes it: labels in any integer type (a uint8 class map)
         self.labels = True
         self.classes = 0  # the class axis' length (top-5 overlap of 5 classes or fewer says nothing)
+        self.distributions = True  # FP32's rows along the class axis sum to 1, none below 0
         self.kinds: tuple[int, np.ndarray, np.ndarray] | None = None  # (axis, signal [K], noise [K])
         self.mixed = False  # batches of different kinds axes: no per-kind figure
 
@@ -94,6 +95,7 @@ class OutputErrors:
             positions = max(len(rows_r) // max(len(ref), 1), 1)  # each image weighs alike: its positions'
             winners = rows_r.argmax(1)
             self.top1_same += float(np.sum(winners == rows_c.argmax(1))) / positions
+            self.distributions = self.distributions and _distributions(rows_r)
             if positions > 1:
                 counts = np.bincount(winners, minlength=classes)
                 self.winners = counts if self.winners is None else self.winners + counts
@@ -167,6 +169,7 @@ class OutputErrors:
         if later.winners is not None:
             self.winners = later.winners if self.winners is None else self.winners + later.winners
         self.classification = self.classification and later.classification
+        self.distributions = self.distributions and later.distributions
         self.labels = self.labels and later.labels
         self.classes = max(self.classes, later.classes)
         if later.mixed:
@@ -190,6 +193,7 @@ class OutputErrors:
             worst_kind=self._worst_kind(),
             labels=self.labels and count > 0,
             selected=self.ordered,
+            probabilities=bool(scored) and not self.labels and self.distributions,
         )
 
     def one_sided(self) -> bool:
@@ -206,6 +210,13 @@ class OutputErrors:
         figures = [sqnr_db(float(s), float(n)) for s, n in zip(signal, noise, strict=True)]
         worst = min(range(len(figures)), key=lambda k: figures[k])
         return axis, worst, figures[worst]
+
+
+def _distributions(rows: np.ndarray) -> bool:
+    """Whether every row [R, C] is a probability distribution (a Softmax's): none below 0, each summing to
+    1 within float32 rounding."""
+    sums = rows.sum(axis=1, dtype=np.float64)
+    return bool(rows.size) and bool(np.all(rows >= 0)) and bool(np.all(np.abs(sums - 1.0) <= 1e-3))
 
 
 def cosines(ref_norms: np.ndarray, cand_norms: np.ndarray, dots: np.ndarray) -> list[float]:
