@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,15 +31,6 @@ try:  # POSIX: flock on the folder itself, released by the kernel if the process
     import fcntl
 except ImportError:  # pragma: no cover - Windows: writes stay atomic, sets are not locked
     fcntl = None  # type: ignore[assignment]
-
-
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
 
 
 def check_output(output: Path, *inputs: Path) -> None:
@@ -371,8 +363,7 @@ def _staged(path: Path, data: bytes) -> str:
         raise OutputError(_no_folder(parent))
     try:
         # the name cut short: a legal 250-character output name made a temporary one too long (hq57 D(f))
-        name = f".{path.name[:NAME_KEPT]}.{os.getpid()}."  # whose it is: file_undo.sweep_stale
-        fd, temp = tempfile.mkstemp(prefix=name, suffix=".tmp", dir=parent)
+        fd, temp = _new_file(parent, f".{path.name[:NAME_KEPT]}.{os.getpid()}.")  # whose: sweep_stale
     except OSError as exc:
         raise OutputError(f"cannot write in {parent} ({exc.strerror}); choose a writable folder") from exc
     try:
@@ -380,13 +371,26 @@ def _staged(path: Path, data: bytes) -> str:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp, _FILE_MODE)  # mkstemp makes 0600: give outputs the mode a plain open() would
     except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise _write_failed(path, exc) from exc
         raise
     return temp
+
+
+def _new_file(folder: Path, prefix: str) -> tuple[int, str]:
+    """A new file `folder/prefix<random>.tmp` opened for writing, made with the mode a plain open() gives
+    (0666 less the process's umask at this moment: hq103 F2, a umask read once at import gave a service's
+    private 077 outputs 0644, and reading it set the whole process's umask to 0 for a moment)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        name = str(folder / f"{prefix}{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(folder))
 
 
 def _write_failed(path: Path | None, exc: OSError) -> OutputError:

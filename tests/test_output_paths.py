@@ -363,3 +363,19 @@ def test_a_pipe_named_like_a_table_is_not_opened_to_be_read(tmp_path: Path) -> N
         probe += f"files.refuse_over_artifact('x', Path({str(fifo)!r}))"
         done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr
+
+
+def test_outputs_take_the_umask_of_the_moment_they_are_written(tmp_path: Path) -> None:
+    """hq103 F2: the mode was worked out from the umask once, at import: a service that set a private
+    umask (077) afterwards got world-readable tables and models (0644)."""
+    from quantkit import files
+
+    for mask, mode in ((0o077, 0o600), (0o022, 0o644), (0o002, 0o664)):
+        earlier = os.umask(mask)
+        try:
+            files.write_atomic(tmp_path / f"a{mask}.json", b"{}")
+            files.write_set([(tmp_path / f"b{mask}.onnx", b"x"), (tmp_path / f"b{mask}.npz", b"y")])
+        finally:
+            os.umask(earlier)
+        for name in (f"a{mask}.json", f"b{mask}.onnx", f"b{mask}.npz"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
