@@ -230,3 +230,29 @@ def test_calibrates_summary_stands_for_its_table(tmp_path: Path, image_dir: Path
     by_path = quantkit.sensitivity(cnn, calibration=summary.table, data=image_dir, num_images=2, top=1)
     assert by_summary.to_dict()["layers"] == by_path.to_dict()["layers"]
     assert len(by_summary.to_dict()["layers"]) > 0
+
+
+def test_a_summary_stands_for_its_table_after_a_chdir_and_not_after_a_rewrite(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq103 F1: a summary made with a relative output= kept the relative path: after os.chdir, convert
+    read the new folder's table of that name (other preprocessing, other bytes) with nothing said; a
+    second calibrate to the same path changed what every earlier summary stood for."""
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(second)
+    other = quantkit.calibrate(cnn, data=image_dir, output="t.calib.json", num_images=4)
+    monkeypatch.chdir(first)
+    unit = quantkit.Preprocess(preset="unit")
+    summary = quantkit.calibrate(cnn, data=image_dir, output="t.calib.json", num_images=4, preprocess=unit)
+    assert summary.table == first / "t.calib.json" and other.table == second / "t.calib.json"
+    quantkit.convert(cnn, calibration=first / "t.calib.json", output=tmp_path / "p.onnx")
+    monkeypatch.chdir(second)
+    quantkit.convert(cnn, calibration=summary, output=tmp_path / "s.onnx")
+    assert (tmp_path / "s.onnx").read_bytes() == (tmp_path / "p.onnx").read_bytes()
+    quantkit.calibrate(cnn, data=image_dir, output=first / "t.calib.json", num_images=3)  # replaced
+    with pytest.raises(quantkit.CalibrationError, match=r"was replaced after this summary was made"):
+        quantkit.convert(cnn, calibration=summary, output=tmp_path / "late.onnx")
+    assert not (tmp_path / "late.onnx").exists()

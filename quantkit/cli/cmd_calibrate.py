@@ -109,7 +109,7 @@ def calibrate(
             summary = pipeline.calibrate(model, output, config, progress, arrays, parallel)
     show(
         console.calibrate_lines(
-            str(summary.table),
+            str(output),  # as given (the summary's is absolute)
             summary.images_used,
             summary.tensors,
             summary.seconds,

@@ -175,7 +175,11 @@ def check_threads(threads: int, automatic: bool) -> None:
 
 
 def as_path(value: object, name: str) -> Path:
-    """An API path argument (hunt38 F6: None, bytes or "" raised pathlib's TypeError or ValueError)."""
+    """An API path argument (hunt38 F6: None, bytes or "" raised pathlib's TypeError or ValueError). A
+    result that stands for a file it wrote (a CalibrateSummary) gives that file, checked unchanged."""
+    current = getattr(value, "current_table", None)
+    if callable(current):
+        value = current()
     if isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str) and str(value):
         path = Path(value)
         try:  # hq72 10: a NUL byte's ValueError, a name too long's OSError, raised bare from pathlib

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
@@ -19,7 +20,7 @@ from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import CalibrateConfig, ImageSelection, Preprocess
 from quantkit.config.fixed_inputs import OPTION
 from quantkit.data import ArrayStream, Sample, feed_side, samples_at
-from quantkit.errors import ConfigError, ImageError, ModelError
+from quantkit.errors import CalibrationError, ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, write_set
 from quantkit.graph import model_inputs, model_io
@@ -59,7 +60,10 @@ from quantkit.version import __version__
 @dataclass(frozen=True)
 class CalibrateSummary:
     """What calibrate wrote and saw. `images_used` counts the samples of array data too; `preprocess`
-    is None for arrays (they are model-ready)."""
+    is None for arrays (they are model-ready). `table` and `arrays` are absolute, and `table_sha256` is
+    what the table held when written: given as a calibration=, the summary stands for that table wherever
+    the process has moved since, and one replaced since (another calibrate to that path) is refused
+    (hq103 F1: a relative path read another folder's table of that name after os.chdir, silently)."""
 
     table: Path
     arrays: Path
@@ -71,11 +75,29 @@ class CalibrateSummary:
     notes: tuple[str, ...] = ()  # what was changed on the way in (opset upgrade, Constant weights)
     reference_findings: tuple[str, ...] = ()  # signs that FP32 itself is fed wrongly (evaluate.sanity)
     warnings: tuple[str, ...] = ()  # e.g. --num-images beyond the folder
+    table_sha256: str = ""  # of the table's JSON as written ("": not checked)
 
     def __fspath__(self) -> str:
         """The table's path: the summary stands for the table wherever a calibration= path is taken
         (hq72 15: convert took it, sensitivity and shrink's table refused it)."""
         return str(self.table)
+
+    def current_table(self) -> Path:
+        """The table's path, where it still holds what this run wrote (config.base.as_path asks)."""
+        if self.table_sha256:
+            try:
+                held = hashlib.sha256(self.table.read_bytes()).hexdigest()
+            except OSError as exc:
+                raise CalibrationError(
+                    f"the calibration table {self.table} this summary stands for cannot be read "
+                    f"({exc.strerror}); calibrate again"
+                ) from exc
+            if held != self.table_sha256:
+                raise CalibrationError(
+                    f"the calibration table {self.table} was replaced after this summary was made (another "
+                    "calibrate to that path?); pass the table's path, or calibrate again"
+                )
+        return self.table
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: paths as strings, the preprocessing as the table records it."""
@@ -265,8 +287,9 @@ def calibrate(
     json_bytes, npz_bytes = table_io.serialize(table)
     write_set([(npz_path, npz_bytes), (json_path, json_bytes)])
     return CalibrateSummary(
-        table=json_path,
-        arrays=npz_path,
+        table=json_path.absolute(),
+        arrays=npz_path.absolute(),
+        table_sha256=hashlib.sha256(json_bytes).hexdigest(),
         images_used=used,
         images_skipped=tuple((str(p), why) for p, why in merged.skipped),
         tensors=len(stats),
