@@ -395,7 +395,8 @@ def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
     if options.get("max_drop") is None:
         given = sorted(name for name in BUDGET_OPTIONS if name != "max_drop" and name in options)
         if given:  # hunt38 F2: a metric='bogus' or a missing validation folder was ignored without a word
-            raise ConfigError(f"{', '.join(given)} only apply with max_drop= (convert's accuracy budget)")
+            verb = "applies" if len(given) == 1 else "apply"  # hq103 F9: "output_kind only apply"
+            raise ConfigError(f"{', '.join(given)} only {verb} with max_drop= (convert's accuracy budget)")
         return None
     if options.get("validation") is None:
         raise ConfigError("max_drop needs validation=: an image folder held apart from calibration")

@@ -24,7 +24,7 @@ import quantkit.api
 from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig, ImageSelection
 from tests.conftest import ASSETS, requires_assets
-from tests.helpers import run
+from tests.helpers import assert_one_line_error, run
 
 ROOT = Path(__file__).resolve().parents[1]
 Capsys = pytest.CaptureFixture[str]
@@ -338,7 +338,7 @@ def test_what_the_cli_refuses_as_flags_the_api_refuses_as_keywords(
         ),
         ({"to": "fp8", "target": "ort-cpu"}, "--to fp8 is placed for TensorRT .*; leave target= out"),
         ({"target": "tensorrt", "activations": "uint8"}, "leave activations= out with --target tensorrt"),
-        ({"metric": "bogus"}, r"metric only apply with max_drop="),
+        ({"metric": "bogus"}, r"metric only applies with max_drop="),
         (
             {"validation": tmp_path / "missing", "detector": "yolox"},
             "detector, validation only apply with max_drop=",
@@ -410,6 +410,11 @@ def test_a_bad_array_file_is_named_in_one_line(cnn: Path, tmp_path: Path, capsys
         ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
     )
     assert code == 2 and err.strip() == f"error: {folder / 'b.npy'} holds NaN or Inf; feed finite values"
+    np.save(folder / "b.npy", np.full((3, 16, 16), 1e300))  # finite, past float32 (hq103 F7)
+    code, _, err = run(
+        ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert_one_line_error(code, err, f"{folder / 'b.npy'} holds values beyond float32's range (about 3.4e38)")
     (folder / "b.npy").unlink()
     code, _, err = run(
         ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys

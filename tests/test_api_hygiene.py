@@ -207,6 +207,8 @@ def test_a_cancel_at_the_last_progress_step_writes_nothing(calibrated: tuple[Pat
         ),
         (lambda: ConvertConfig(min_sqnr=np.bool_(True)), "--min-sqnr takes one number"),
         (lambda: quantkit.Preprocess(mean=True), "--mean takes comma-separated numbers"),
+        (lambda: quantkit.Preprocess(resize="letterbox", pad="abc"), "--pad takes one number; got 'abc'"),
+        (lambda: quantkit.Preprocess(resize="letterbox", pad=[114]), "--pad takes one number; got .114.$"),
     ],
 )
 def test_a_number_is_one_number(settings: Callable[[], object], message: str) -> None:

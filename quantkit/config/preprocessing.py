@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from quantkit.config.base import as_count, as_enum, as_floats, as_size, set_switches
+from quantkit.config.base import as_count, as_enum, as_floats, as_number, as_size, set_switches
 from quantkit.config.fixed_inputs import FixedInput, given_values
 from quantkit.errors import ConfigError
 
@@ -179,9 +179,9 @@ class PreprocessOptions:
                 object.__setattr__(self, name, as_floats(values, f"--{name}"))
         if self.input_size is not None:
             object.__setattr__(self, "input_size", as_size(self.input_size))
-        if self.pad is not None:
-            check_pad(float(self.pad))
-            object.__setattr__(self, "pad", float(self.pad))
+        if self.pad is not None:  # hq103 F3: pad="abc" raised float()'s ValueError, pad=[114] a TypeError
+            object.__setattr__(self, "pad", as_number(self.pad, "--pad"))
+            check_pad(self.pad)
             if self.resize not in (ResizeMode.letterbox, ResizeMode.letterbox_center):  # hunt48 C2: unread
                 raise ConfigError(
                     f"--pad fills a letterbox's border; --resize {self.resize.value} has none: add --resize "
