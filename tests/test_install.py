@@ -143,3 +143,54 @@ def test_the_readme_says_how_to_install_and_run_in_its_first_screen() -> None:
         "quantkit-demo/",
     ):
         assert words in first_screen, f"the README's first screen no longer says {words!r}"
+
+
+USER_SCRIPT = """
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import quantkit
+
+
+def release(model: Path, images: list[Path], out: Path) -> float:
+    preprocess = quantkit.Preprocess(preset="unit", mean="0,0,0", std=[1, 1, 1], input_size="32x32")
+    table = quantkit.calibrate(model, data=images, output=out / "t.calib.json", preprocess=preprocess)
+    quantkit.calibrate(model, data=[np.zeros((3, 32, 32), np.float32)], output=out / "a.calib.json")
+    result = quantkit.convert(model, to="int8", calibration=table, output=out / "m.int8.onnx")
+    if isinstance(result, quantkit.ConvertSummary):
+        counts: dict[str, int] = result.quantized_by_type
+    report = quantkit.compare(model, out / "m.int8.onnx", data=str(images[0].parent))
+    outcome = quantkit.shrink(model, data=images, output_dir=out, max_drop=1.0)
+    passed: bool = outcome.passed
+    return float(report.top1_delta or 0.0) + table.images_used + len(counts) + passed
+"""
+
+
+def test_a_users_typed_code_checks_against_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
+    """hq103 F5: no py.typed marker, so under mypy --strict an installed quantkit was untyped (every
+    result Any); and the README's own Preprocess(preset="unit") was a type error once typed."""
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent))
+    if mypy is None:
+        pytest.skip("mypy is not installed here (make install's dev tools)")
+    python = _environment(tmp_path / "env")
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    installed = subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True,
+        text=True,
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert "quantkit/py.typed" in zipfile.ZipFile(wheel).namelist()
+    script = tmp_path / "user.py"
+    script.write_text(USER_SCRIPT)
+    checked = subprocess.run(
+        [mypy, "--strict", "--no-incremental", "--python-executable", str(python), str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

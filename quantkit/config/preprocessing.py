@@ -4,11 +4,11 @@ preprocessing and which images of a folder to use."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -165,6 +165,21 @@ class PreprocessOptions:
     pad: float | None = None  # None: LETTERBOX_PAD
     # other inputs' values, (name, values) pairs (the API also takes {name: values}): config.fixed_inputs
     input_values: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    if TYPE_CHECKING:  # what the API takes (the README's strings and lists), for a user's type checker
+
+        def __init__(
+            self,
+            preset: Preset | str | None = None,
+            mean: Sequence[float] | float | str | None = None,
+            std: Sequence[float] | float | str | None = None,
+            bgr: bool = False,
+            resize: ResizeMode | str = ResizeMode.crop,
+            input_size: tuple[int, int] | Sequence[int] | int | str | None = None,
+            pad: float | str | None = None,
+            input_values: Mapping[str, Sequence[float] | float | str]
+            | Sequence[tuple[str, Sequence[float] | float | str]] = (),
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         """Strings for the choices and lists for the numbers are accepted (the Python API)."""
