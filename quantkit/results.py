@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,8 +92,42 @@ def feed_concat(feeds: list[Feed]) -> Feed:
     return {name: np.concatenate([f[name] for f in dicts]) for name in dicts[0]}
 
 
-@dataclass(frozen=True)
-class TensorStats:
+def same_value(a: object, b: object) -> bool:
+    """Equality that numpy arrays take part in: equal dtype, shape and values (NaN equal to NaN), through
+    dicts, tuples, lists and dataclasses."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and (a.dtype, a.shape) == (b.dtype, b.shape)
+            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+        )
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same_value, a, b))
+    return bool(a == b)
+
+
+class ArrayFields:
+    """For a dataclass (declared eq=False) that holds numpy arrays: == by value (same_value; the
+    generated == raised 'the truth value of an array is ambiguous': hq103 F4), and unhashable, as
+    its arrays are."""
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(
+            same_value(getattr(self, f.name), getattr(other, f.name))
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if f.compare
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, eq=False)
+class TensorStats(ArrayFields):
     """Streaming statistics of one activation tensor over the whole calibration set.
 
     hist: int64 [bins], counts in equal-width bins over [hist_lo, hist_hi] (an aligned power-of-two grid,
@@ -152,8 +187,8 @@ class CalibrationTable:
         return 0
 
 
-@dataclass(frozen=True)
-class QuantParams:
+@dataclass(frozen=True, eq=False)
+class QuantParams(ArrayFields):
     """scale/zero point of a QuantizeLinear. Per tensor: scale shape (). Per channel: shape [C] on axis."""
 
     scale: np.ndarray  # float32
@@ -177,8 +212,8 @@ class WeightPlan:
     layer: str = ""  # a bias on another node (a MatMul's bias Add): the layer whose scales it takes
 
 
-@dataclass(frozen=True)
-class Rebalance:
+@dataclass(frozen=True, eq=False)
+class Rebalance(ArrayFields):
     """Divide activation `tensor` by `scales` per channel and multiply its consumers' weights by them.
 
     producer: the node that absorbs 1/s (planner.smoothquant_plan: a Conv/Gemm/MatMul, BatchNormalization,
@@ -206,8 +241,8 @@ class Skip:
     reason: str
 
 
-@dataclass(frozen=True)
-class QuantPlan:
+@dataclass(frozen=True, eq=False)
+class QuantPlan(ArrayFields):
     """Everything convert decided, as plain data: the rewrite applies it without further decisions.
 
     activations: tensor name -> params for a Q/DQ pair on that tensor.

@@ -4,6 +4,7 @@ QuantkitError line."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -258,3 +259,24 @@ def test_a_summary_stands_for_its_table_after_a_chdir_and_not_after_a_rewrite(
     with pytest.raises(quantkit.CalibrationError, match=r"was replaced after this summary was made"):
         quantkit.convert(cnn, calibration=summary, output=tmp_path / "late.onnx")
     assert not (tmp_path / "late.onnx").exists()
+
+
+def test_results_holding_arrays_compare_by_value(calibrated: tuple[Path, Path], tmp_path: Path) -> None:
+    """hq103 F4: `a == b` of two convert results (and `a in [b]`) raised numpy's 'truth value of an array
+    is ambiguous' from the plan's scales and rounded weights."""
+    from quantkit.results import QuantParams, same_value
+
+    cnn, table = calibrated
+    a = quantkit.convert(cnn, calibration=table, output=tmp_path / "a.onnx")
+    b = quantkit.convert(cnn, calibration=table, output=tmp_path / "b.onnx")
+    assert isinstance(a, quantkit.ConvertSummary) and a.plan.activations  # arrays inside
+    b = dataclasses.replace(b, speed=a.speed)  # two timings of one model differ
+    assert a == b and a in [b] and a.plan == b.plan
+    c = quantkit.convert(cnn, calibration=table, output=tmp_path / "c.onnx", method="minmax")
+    assert a != c
+    one = QuantParams(np.array(0.5, np.float32), np.array(0, np.uint8))
+    assert one == QuantParams(np.array(0.5, np.float32), np.array(0, np.uint8))
+    assert one != QuantParams(np.array(0.5, np.float32), np.array(0, np.int8))  # the type is the meaning
+    assert one != QuantParams(np.array(0.25, np.float32), np.array(0, np.uint8))
+    assert same_value({"x": np.array([np.nan])}, {"x": np.array([np.nan])})
+    assert not same_value((np.zeros(2),), [np.zeros(2)])
