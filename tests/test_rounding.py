@@ -13,7 +13,7 @@ from onnx.reference import ReferenceEvaluator
 
 from quantkit import pipeline
 from quantkit.calib.table import load
-from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection, Rounding
+from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection, PreprocessOptions, Rounding
 from quantkit.graph.qdq import apply_plan
 from quantkit.graph.query import GraphIndex
 from quantkit.pipeline.loading import load_for_int8
@@ -92,6 +92,33 @@ def test_inputs_never_seen_keep_nearest() -> None:
     scale = (np.abs(w).max(axis=2) / 63).astype(np.float32)
     q = compensated_round(w, h, scale, 63)
     assert np.array_equal(q[:, :, 5], _nearest(w, scale, 63)[:, :, 5])
+
+
+def test_a_solve_that_breaks_down_rounds_to_nearest() -> None:
+    """An H of NaN (inputs whose squares overflowed) gave integers from NaN casts: nearest instead."""
+    g = np.random.default_rng(5)
+    w = g.normal(size=(1, 4, 9))
+    scale = (np.abs(w).max(axis=2) / 127).astype(np.float32)
+    with np.errstate(all="ignore"):
+        q = compensated_round(w, np.full((1, 9, 9), np.nan), scale, 127)
+    assert np.array_equal(q, _nearest(w, scale, 127))
+
+
+def test_inputs_past_float32s_squares_round_to_nearest_without_a_word(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq103 F6: std=1e-30 (accepted) fed inputs near 1e32; their squares overflowed and convert printed
+    numpy's RuntimeWarnings (overflow in matmul, divide by zero, invalid cast) from library code."""
+    import warnings
+
+    src = tmp_path / "m.onnx"
+    onnx.save(_wide_cnn(), src)
+    table = tmp_path / "t.calib.json"
+    pipeline.calibrate(src, table, CalibrateConfig(ImageSelection(image_dir), PreprocessOptions(std=[1e-30])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        summary = pipeline.convert(src, table, tmp_path / "q.onnx", ConvertConfig())
+    assert summary.plan.rounded == {}  # nothing learnt: nearest
 
 
 @pytest.mark.parametrize(

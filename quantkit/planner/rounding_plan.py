@@ -165,9 +165,14 @@ def compensated(
             layer = layers[name]
             if rows[name] < ROWS_PER_COLUMN * layer.columns or name not in moments:
                 continue
+            if not np.isfinite(moments[name]).all():  # inputs past float32's squares (hq103 F6: std=1e-30
+                continue  # made numpy warn on stderr): nothing to learn from; it rounds to nearest
             _, scale = per_channel_weight(layer.weight.astype(np.float32), layer.axis, plan.weight_qmax)
             groups = layer.to_groups(layer.weight)
-            q = compensated_round(groups, moments[name], scale.reshape(groups.shape[:2]), plan.weight_qmax)
+            with np.errstate(all="ignore"):  # a singular solve gives NaN, which compensated_round handles
+                q = compensated_round(
+                    groups, moments[name], scale.reshape(groups.shape[:2]), plan.weight_qmax
+                )
             found[name] = np.ascontiguousarray(layer.from_groups(q))
     return found
 
@@ -261,5 +266,6 @@ def _moments(
                     rows[name] = block.shape[1] * runs
                     continue
                 moments[name] = np.zeros((layer.groups, layer.columns, layer.columns))
-            second_moment_update(moments[name], block)
+            with np.errstate(over="ignore", invalid="ignore"):  # an infinite sum is skipped after
+                second_moment_update(moments[name], block)
     return moments, rows

@@ -78,6 +78,8 @@ def compensated_round(
             w[:, :, stop:] -= np.einsum("gob,gbk->gok", errors, upper[:, start:stop, stop:])
     inverse = np.argsort(order, axis=1)
     q = np.take_along_axis(q, inverse[:, None, :], axis=2)
+    if not np.isfinite(q).all():  # a solve that broke down (NaN): round to nearest instead
+        q = np.clip(np.rint(weight.astype(np.float64) / step), -qmax, qmax)
     return q.astype(np.int8)
 
 
