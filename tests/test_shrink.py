@@ -904,3 +904,63 @@ def test_a_failed_run_leaves_the_output_another_run_published_beside_it(
     names = sorted(p.name for p in out.iterdir())
     assert sorted(earlier) == names  # A's set, whole: the same four names
     assert b"max_size_ratio" in (out / "report.json").read_bytes()  # and A's, not the earlier one
+
+
+KILL_AT_RENAME = """
+import os, signal, sys
+from pathlib import Path
+out, limit, seen = Path(sys.argv[1]), int(sys.argv[2]), [0]
+real = os.replace
+def replace(src, dst, **kw):
+    if Path(dst).parent == out:
+        seen[0] += 1
+        if seen[0] == limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, **kw)
+os.replace = replace
+sys.argv = ["quantkit", *sys.argv[3:]]
+from quantkit.cli.entry import main
+main()
+"""
+
+
+def test_a_run_killed_while_it_publishes_leaves_no_verdict_on_another_model(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq100 F3: SIGKILL between two of the publishing renames (no cleanup runs) left a mixed set: the new
+    reports beside the earlier model, or the earlier junit.xml's PASS beside the new model. The earlier
+    verdict goes first, then the model, the reports, and junit.xml last: whatever junit.xml and
+    report.json are there are about the model there."""
+    import hashlib
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    args = ["--images", str(image_dir), "--output-dir", str(out), "--cache-dir", str(tmp_path / "c"), *FAST]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tiny_cnn(tmp_path / "a" / "m.onnx", seed=0), tiny_cnn(tmp_path / "b" / "m.onnx", seed=5)
+    root = Path(__file__).resolve().parents[1]
+    for limit in (1, 2, 3, 4):  # the model, report.md, report.json, junit.xml
+        release = subprocess.run(  # the earlier release: a whole set, PASS
+            [sys.executable, "-m", "quantkit", "shrink", str(first), *args, "--max-size-ratio", "10"],
+            capture_output=True,
+            cwd=root,
+            timeout=300,
+        )
+        assert release.returncode == 0, release.stderr
+        killed = subprocess.run(
+            [sys.executable, "-c", KILL_AT_RENAME, str(out), str(limit), "shrink", str(second), *args],
+            capture_output=True,
+            cwd=root,
+            timeout=300,
+        )
+        assert killed.returncode == -9, killed.stderr
+        model = out / "m.int8.onnx"
+        if (out / "report.json").exists():
+            report = json.loads((out / "report.json").read_text())
+            held = hashlib.sha256(model.read_bytes()).hexdigest()
+            assert report["settings"]["output_sha256"] == held, limit
+        if (out / "junit.xml").exists():
+            assert (out / "report.json").exists(), limit
+            assert "quantkit shrink" in (out / "junit.xml").read_text()
