@@ -25,6 +25,7 @@ import onnx
 from onnx import external_data_helper
 
 from quantkit.errors import OutputError
+from quantkit.file_heads import holds_data, holds_table
 from quantkit.file_undo import NAME_KEPT, settle, sweep_stale, undo
 
 try:  # POSIX: flock on the folder itself, released by the kernel if the process dies
@@ -81,10 +82,6 @@ def _standard_stream(path: Path) -> str | None:
     return None
 
 
-# what a calibration table's JSON holds near its start, however it is spaced (results.TABLE_FORMAT)
-TABLE_MARK = b'"quantkit-calibration"'
-
-
 def refuse_over_artifact(role: str, output: Path) -> None:
     """A report is never written over an existing ONNX model or calibration table, though neither is an
     input of the command (hunt39 F13: compare --json x.calib.json replaced the table and orphaned its
@@ -95,55 +92,15 @@ def refuse_over_artifact(role: str, output: Path) -> None:
         "an ONNX model"
         if name.endswith(".onnx")
         else "a calibration table"
-        if name.endswith(".calib.json") or (name.endswith(".json") and _holds_table(output))
+        if name.endswith(".calib.json") or (name.endswith(".json") and holds_table(output))
         else "a calibration table's arrays"  # hq85 F2: the table beside it was then refused as not its own
-        if name.endswith(".npz") and _holds_table(output.with_suffix(".json"))
+        if name.endswith(".npz") and holds_table(output.with_suffix(".json"))
         else ""
-    ) or _holds_data(output)
+    ) or holds_data(output)
     if kind and output.is_file():
         raise OutputError(
             f"{role} {output} is {kind}; a report would replace it: give the report another path"
         )
-
-
-# how the data files users keep begin: a report written over one of them (hq98 F7: `compare --json
-# photo.jpg` replaced a photo with JSON, exit 0) is refused as a report over a model is
-DATA_MAGIC = (
-    (b"\xff\xd8\xff", "an image (JPEG)"),
-    (b"\x89PNG\r\n\x1a\n", "an image (PNG)"),
-    (b"GIF8", "an image (GIF)"),
-    (b"II*\x00", "an image (TIFF)"),
-    (b"MM\x00*", "an image (TIFF)"),
-    (b"\x93NUMPY", "a NumPy array"),
-)
-
-
-def _holds_data(path: Path) -> str:
-    """What kind of data file `path` holds by its first bytes (DATA_MAGIC, WebP's RIFF header), or ''."""
-    if not path.is_file():  # a pipe's open would wait for a writer
-        return ""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(16)
-    except OSError:  # not a readable file: nothing of ours to keep
-        return ""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "an image (WebP)"
-    if head[:2] == b"BM" and head[6:10] == bytes(4):  # its two reserved words: not a note that begins "BM"
-        return "an image (BMP)"
-    return next((kind for magic, kind in DATA_MAGIC if head.startswith(magic)), "")
-
-
-def _holds_table(path: Path) -> bool:
-    """Whether a file's first 64 KB hold a calibration table's format (its keys sorted put it second; a
-    rewritten table may put it later)."""
-    if not path.is_file():  # a pipe's open would wait for a writer
-        return False
-    try:
-        with path.open("rb") as handle:
-            return TABLE_MARK in handle.read(1 << 16)
-    except OSError:  # not a readable file: nothing of ours to keep
-        return False
 
 
 def read_text(path: Path) -> str:

@@ -305,12 +305,12 @@ def test_an_output_folder_that_is_a_file_is_not_called_missing(tmp_path: Path) -
 )
 def test_a_data_file_is_known_by_its_first_bytes(tmp_path: Path, head: bytes, kind: str) -> None:
     """hq98 F7: what a report may not replace, whatever the file's name."""
-    from quantkit import files
+    from quantkit import file_heads
 
     path = tmp_path / "any.name"
     path.write_bytes(head)
-    assert files._holds_data(path) == kind
-    assert files._holds_data(tmp_path / "missing") == ""
+    assert file_heads.holds_data(path) == kind
+    assert file_heads.holds_data(tmp_path / "missing") == ""
 
 
 def test_what_a_killed_write_left_is_swept_by_a_later_one(

@@ -1,0 +1,49 @@
+"""What an existing file holds, by its first bytes: a calibration table, an image, a NumPy array. A report
+is never written over one of them (files.refuse_over_artifact)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# what a calibration table's JSON holds near its start, however it is spaced (results.TABLE_FORMAT)
+TABLE_MARK = b'"quantkit-calibration"'
+
+
+# how the data files users keep begin: a report written over one of them (hq98 F7: `compare --json
+# photo.jpg` replaced a photo with JSON, exit 0) is refused as a report over a model is
+DATA_MAGIC = (
+    (b"\xff\xd8\xff", "an image (JPEG)"),
+    (b"\x89PNG\r\n\x1a\n", "an image (PNG)"),
+    (b"GIF8", "an image (GIF)"),
+    (b"II*\x00", "an image (TIFF)"),
+    (b"MM\x00*", "an image (TIFF)"),
+    (b"\x93NUMPY", "a NumPy array"),
+)
+
+
+def holds_data(path: Path) -> str:
+    """What kind of data file `path` holds by its first bytes (DATA_MAGIC, WebP's RIFF header), or ''."""
+    if not path.is_file():  # a pipe's open would wait for a writer
+        return ""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError:  # not a readable file: nothing of ours to keep
+        return ""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "an image (WebP)"
+    if head[:2] == b"BM" and head[6:10] == bytes(4):  # its two reserved words: not a note that begins "BM"
+        return "an image (BMP)"
+    return next((kind for magic, kind in DATA_MAGIC if head.startswith(magic)), "")
+
+
+def holds_table(path: Path) -> bool:
+    """Whether a file's first 64 KB hold a calibration table's format (its keys sorted put it second; a
+    rewritten table may put it later)."""
+    if not path.is_file():  # a pipe's open would wait for a writer
+        return False
+    try:
+        with path.open("rb") as handle:
+            return TABLE_MARK in handle.read(1 << 16)
+    except OSError:  # not a readable file: nothing of ours to keep
+        return False
