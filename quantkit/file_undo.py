@@ -31,13 +31,13 @@ def undo(moves: list[tuple[Path, str, str | None]]) -> None:
 def _put_back(aside: str, path: Path) -> None:
     if not os.path.lexists(aside):
         return
-    if _one_file(aside, path):  # the new file never went in: a rename between two links does nothing
+    if one_file(aside, path):  # the new file never went in: a rename between two links does nothing
         os.unlink(aside)
     else:
         os.replace(aside, path)
 
 
-def _one_file(a: str, b: Path) -> bool:
+def one_file(a: str, b: Path) -> bool:
     """Whether `a` and `b` are links to one file (lstat: a symbolic link itself, not what it names)."""
     try:
         first, second = os.lstat(a), os.lstat(b)
@@ -104,7 +104,7 @@ def sweep_stale(path: Path) -> None:
             continue
         if time.time() - changed < STALE_S or _running(int(pid)):
             continue
-        if rest.endswith(".tmp") or _one_file(entry.path, path):
+        if rest.endswith(".tmp") or one_file(entry.path, path):
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
 

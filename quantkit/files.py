@@ -26,7 +26,7 @@ from onnx import external_data_helper
 
 from quantkit.errors import OutputError
 from quantkit.file_heads import holds_data, holds_table
-from quantkit.file_undo import NAME_KEPT, settle, sweep_stale, undo
+from quantkit.file_undo import NAME_KEPT, one_file, settle, sweep_stale, undo
 
 try:  # POSIX: flock on the folder itself, released by the kernel if the process dies
     import fcntl
@@ -290,7 +290,7 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
         except BaseException as exc:
             undo(moves)
             if isinstance(exc, OSError):
-                raise _write_failed(current, exc) from exc
+                raise _write_failed(current, exc, _not_put_back(moves)) from exc
             raise
         WRITTEN.extend(path for path, _ in files)  # in place: an interrupt in what follows leaves them
         settle(put for _, _, put in moves if put is not None)
@@ -350,11 +350,29 @@ def _new_file(folder: Path, prefix: str) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(folder))
 
 
-def _write_failed(path: Path | None, exc: OSError) -> OutputError:
-    """The one line for a write that failed (a full disk, a file-size limit) and left nothing."""
+def _write_failed(path: Path | None, exc: OSError, left: Sequence[tuple[Path, str]] = ()) -> OutputError:
+    """The one line for a write that failed (a full disk, a file-size limit) and left nothing; or, where
+    the undo could not put an earlier file back (`left`: its path, where it is kept), says so (hq100 F6:
+    a disk failing every rename left a new .npz beside the old .json under "nothing was written")."""
     # hq100 F11: 'File too large' named no cause, where errors.md promised the ulimit hint
     limit = ": larger than this shell lets a process write (ulimit -f)" if exc.errno == errno.EFBIG else ""
+    if left:
+        kept = ", ".join(f"{earlier} is kept as {aside}" for earlier, aside in left)
+        return OutputError(
+            f"writing {path} failed ({exc.strerror}{limit}), and the earlier files could not all be put "
+            f"back: {kept}; check the disk, then rename them back"
+        )
     return OutputError(f"writing {path} failed ({exc.strerror}{limit}); nothing was written")
+
+
+def _not_put_back(moves: Sequence[tuple[Path, str, str | None]]) -> list[tuple[Path, str]]:
+    """(path, its aside) for each earlier file the undo left aside: a second link of a file that is no
+    longer at its path, or one renamed aside (the undo removes an aside that is still at its path)."""
+    return [
+        (path, aside)
+        for path, _, aside in moves
+        if aside is not None and os.path.lexists(aside) and not one_file(aside, path)
+    ]
 
 
 @contextlib.contextmanager

@@ -279,6 +279,47 @@ def test_the_output_path_holds_a_whole_file_at_every_instant_of_a_set(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "t.calib.json"]  # no aside left
 
 
+def test_an_undo_the_disk_refuses_says_where_the_earlier_file_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq100 F6: a disk failing every rename from one on (EIO: dying, remounted read-only) left a new
+    .npz beside the old .json and the old .npz hidden aside, under 'nothing was written'."""
+    import errno
+    import os
+
+    from quantkit import files
+    from quantkit.errors import OutputError
+
+    npz, table = tmp_path / "t.calib.npz", tmp_path / "t.calib.json"
+    npz.write_bytes(b"old npz")
+    table.write_bytes(b"old json")
+    replace, calls = os.replace, []
+
+    def failing(src: str, dst: object, **options: object) -> None:
+        calls.append(1)
+        if len(calls) >= 2:  # the first rename goes in; from the second on the disk refuses
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        replace(src, dst, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files.os, "replace", failing)
+    with pytest.raises(OutputError) as raised:
+        files.write_set([(npz, b"new npz"), (table, b"new json")])
+    monkeypatch.setattr(files.os, "replace", replace)
+    asides = [p for p in tmp_path.iterdir() if p.name.endswith(".old")]
+    assert len(asides) == 1 and asides[0].read_bytes() == b"old npz" and npz.read_bytes() == b"new npz"
+    assert str(raised.value) == (
+        f"writing {table} failed (Input/output error), and the earlier files could not all be put back: "
+        f"{npz} is kept as {asides[0]}; check the disk, then rename them back"
+    )
+    npz.write_bytes(b"old npz")
+    os.unlink(asides[0])
+    calls[:] = [1]  # every rename refused: nothing went in, nothing is left aside
+    monkeypatch.setattr(files.os, "replace", failing)
+    with pytest.raises(OutputError, match=r"; nothing was written$"):
+        files.write_set([(npz, b"new npz"), (table, b"new json")])
+    assert (npz.read_bytes(), table.read_bytes()) == (b"old npz", b"old json")
+
+
 def test_fp32_zero_images_have_no_cosine_and_a_dead_candidate_is_called_broken() -> None:
     """hq76 5: images where FP32's output is all zero (a ReLU map, an empty mask) and the candidate's a
     little off zero read cosine 0, and a 59 dB output 'mostly noise on 4 images'; hq74 1: a candidate of
