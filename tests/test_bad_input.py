@@ -2408,3 +2408,35 @@ def test_a_labels_pipe_and_a_deleted_working_folder_are_named(cnn: Path, tmp_pat
     assert done.stderr.decode().splitlines() == [
         "error: the current folder no longer exists; cd to an existing folder"
     ]
+
+
+def test_compare_refuses_two_models_that_take_their_samples_in_other_forms(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq102 F1: a network taking uint8 pixels, compared with its twin taking normalised floats, was fed
+    those floats cast to uint8 and read -11.4 dB, 8 % top-1 agreement, 'broken here', exit 0; F2: an NHWC
+    twin failed in onnxruntime with a message blaming the reference's preprocessing."""
+    model = onnx.load(cnn)
+    pixels = onnx.ModelProto()
+    pixels.CopyFrom(model)
+    pixels.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    pixels.graph.node.insert(0, onnx.helper.make_node("Cast", ["x"], ["xf"], to=onnx.TensorProto.FLOAT))
+    pixels.graph.node[1].input[0] = "xf"
+    onnx.save(pixels, tmp_path / "u8.onnx")
+    nhwc = onnx.ModelProto()
+    nhwc.CopyFrom(model)
+    dims = nhwc.graph.input[0].type.tensor_type.shape.dim
+    size = dims[2].dim_value
+    dims[1].dim_value, dims[3].dim_value = size, 3
+    nhwc.graph.node.insert(0, onnx.helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 3, 1, 2]))
+    nhwc.graph.node[1].input[0] = "xt"
+    onnx.save(nhwc, tmp_path / "nhwc.onnx")
+    common = ["--images", str(image_dir), "--runs", "0"]
+    forms = (("u8.onnx", "uint8 pixels (0-255)"), ("nhwc.onnx", f"float32 [N, {size}, {size}, 3]"))
+    for other, form in forms:
+        code, _, err = run(["compare", str(cnn), str(tmp_path / other), *common], capsys)
+        assert_one_line_error(
+            code, err, f"cnn.onnx takes 'x' as float32 [N, 3, {size}, {size}] and {other} takes 'x' as {form}"
+        )
+    code, _, err = run(["compare", str(cnn), str(cnn), *common], capsys)
+    assert code == 0, err

@@ -93,6 +93,7 @@ def compare(
     bound = _fixed_names(config.preprocess, recorded, specs) if arrays is None else ()
     spec = specs[0] if several else model_inputs.image_input(reference, bound)
     other = model_inputs.float_inputs(candidate)[0] if several else model_inputs.image_input(candidate, bound)
+    model_inputs.require_same_form((reference_path.name, spec), (candidate_path.name, other))
     classes = read_classes(config.labels) if config.labels else None
     fed = (specs, model_inputs.float_inputs(candidate)) if several or bound else ((spec,), (other,))
     fixed = {d for d in (fixed_batch_of([s.batch_dim for s in one]) for one in fed) if d is not None}
