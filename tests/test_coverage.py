@@ -2010,3 +2010,26 @@ def test_a_tensor_a_branch_reads_from_the_outer_scope_keeps_its_values(
         assert code == 0, (name, err)
         figures = {n: row["sqnr_db"] for n, row in compared_rows(src, out, image_dir, capsys).items()}
         assert min(figures.values()) > 20, (name, figures)
+
+
+def test_a_weight_computed_from_weights_listed_as_inputs_is_named_so(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq102 F4: a MatMul reading a Reshape of a weight the model lists as a graph input (a caller may feed
+    it) was kept float as an 'activation x activation MatMul (attention)'."""
+    g = rng(7)
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Reshape", ["wi", "shape"], ["w"], name="reshape"),
+        helper.make_node("MatMul", ["f", "w"], ["y"], name="fc"),
+    ]
+    weights = {"wi": g.normal(0, 0.5, (30,)).astype(np.float32), "shape": np.array([3, 10], np.int64)}
+    model = make_model(nodes, weights)
+    model.graph.input.append(helper.make_tensor_value_info("wi", onnx.TensorProto.FLOAT, [30]))
+    src = save(model, tmp_path / "m.onnx")
+    table = tmp_path / "t.json"
+    assert run(["calibrate", str(src), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    code, out, err = run(["convert", str(src), "-c", str(table), "-o", str(tmp_path / "q.onnx")], capsys)
+    assert code == 0, err
+    assert "weight computed from weights the model lists as" in out and "attention" not in out, out

@@ -53,6 +53,8 @@ class GraphIndex:
         self.by_name = {n.name: n for n in self.nodes}
         self.initializers = {t.name: t for t in graph.initializer}
         self.model_inputs = [i for i in graph.input if i.name not in self.initializers]
+        # weights listed as inputs too (IR 4 or later): a caller may feed them
+        self.overridable = frozenset(i.name for i in graph.input if i.name in self.initializers)
         self.graph_inputs = [i.name for i in self.model_inputs]
         self.graph_outputs = {o.name for o in graph.output}
         self.producer: dict[str, onnx.NodeProto] = {}

@@ -165,6 +165,24 @@ ATTENTION_INT8_INPUTS = (
 LEFT_WEIGHT = "constant left operand (W @ x): quantkit quantizes a MatMul's right-hand weight only"
 
 
+OVERRIDABLE_WEIGHT = (
+    "weight computed from weights the model lists as graph inputs (a caller may feed them): kept float; "
+    "remove them from the graph's inputs to quantize it"
+)
+
+
+def _from_overridable(index: GraphIndex, name: str, depth: int = 8) -> bool:
+    """Whether tensor `name` is computed from weights listed as graph inputs and from no other input (a
+    Reshape, Transpose or Cast of one), within `depth` nodes."""
+    if name in index.overridable:
+        return True
+    node = index.producer.get(name)
+    if node is None or depth == 0 or not any(node.input):
+        return False
+    live = [i for i in node.input if i and not (index.is_constant(i) and i not in index.overridable)]
+    return bool(live) and all(_from_overridable(index, i, depth - 1) for i in live)
+
+
 def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     index = state.index
     x, w = node.input[0], node.input[1] if len(node.input) > 1 else ""
@@ -174,7 +192,9 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
         return
     if weight is None:
         both_live = w and state.has_stats(w)
-        if node.op_type == "MatMul" and both_live and not state.config.quantize_attention_matmul:
+        if w and _from_overridable(index, w):  # hq102 F4: a weight read through a Reshape was 'attention'
+            state.reasons[node.name] = OVERRIDABLE_WEIGHT
+        elif node.op_type == "MatMul" and both_live and not state.config.quantize_attention_matmul:
             state.reasons[node.name] = ATTENTION_FLOAT
         else:
             state.reasons[node.name] = "weight is not a constant"
