@@ -273,6 +273,8 @@ def _input_means(state: Planning, rebalances: list[Rebalance]) -> dict[str, np.n
         node = state.index.by_name[weight.layer or weight.node]
         if weight.kind != "bias" or node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue
+        if node.op_type == "Gemm" and state.index.attribute(node, "transA", 0):  # A is [K, M]: its channel
+            continue  # statistics are of M, not of the K inputs (hq104 F1: an internal error in the product)
         stats = state.table.stats.get(node.input[0])
         if stats is None or stats.channel_mean is None:
             continue
