@@ -32,7 +32,7 @@ from quantkit.graph.fold_pads import fold_pads
 from quantkit.graph.fold_shapes import fold_weight_shapes
 from quantkit.graph.functions import inline_functions
 from quantkit.graph.legacy_ops import write_out
-from quantkit.graph.normalize import normalize, same_type_casts
+from quantkit.graph.normalize import dense_sparse, normalize, same_type_casts
 from quantkit.graph.query import GraphIndex, name_nodes
 from quantkit.graph.resize_axes import resize_all_axes
 from quantkit.graph.samples import synthetic_samples
@@ -54,7 +54,7 @@ class Prepared:
     opset_after: int
     constants_folded: int  # Constant nodes made initializers
     identities_dropped: int
-    sparse_stored_dense: int = 0  # sparse initializers made dense ones
+    sparse_stored_dense: int = 0  # sparse initializers and Constant sparse_values made dense ones
     casts_dropped: int = 0  # Casts to the type their input has already (graph.normalize.same_type_casts)
     batchnorms_folded: int = 0  # BatchNormalization nodes folded into the Conv before them
     affines_folded: int = 0  # Mul/Add by per-channel constants folded into the Conv before them
@@ -130,7 +130,7 @@ class Prepared:
                 "weight read as initializers"
             )
         if self.sparse_stored_dense:
-            found.append(f"{self.sparse_stored_dense} sparse initializer(s) read as dense weights")
+            found.append(f"{self.sparse_stored_dense} sparse weight(s) read as dense ones")
         if self.casts_dropped:
             found.append(
                 f"{self.casts_dropped} Cast node(s) to the type their input has already dropped (exact)"
@@ -172,6 +172,7 @@ def prepare(
     model's own). size: HxW for the synthetic check of a model with dynamic spatial size. reason: why
     `minimum`, for the note."""
     before = model_io.opset_version(model)
+    model, sparse = dense_sparse(model)
     model, functions, ifs = inline_functions(model)
     model, symbolic = model_io.symbolic_dims(model)
     declared = declared_shapes(model)
@@ -201,7 +202,7 @@ def prepare(
         opset_after=model_io.opset_version(named),
         constants_folded=normalized.constants,
         identities_dropped=normalized.identities,
-        sparse_stored_dense=normalized.sparse,
+        sparse_stored_dense=sparse,
         casts_dropped=casts,
         weights_computed=tuple(sorted(computed.items())),
         batchnorms_folded=batchnorms,
