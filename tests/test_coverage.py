@@ -1727,6 +1727,34 @@ def test_unfuse_writes_onnxruntimes_fusions_as_the_ops_they_fuse() -> None:
     assert unfuse(unfused.model, 13).model is unfused.model  # nothing left to write
 
 
+@pytest.mark.parametrize("op", ["Gelu", "BiasGelu", "FastGelu"])
+def test_onnxruntimes_gelus_are_written_as_the_standard_ops_they_compute(op: str) -> None:
+    """hq104 F3: a com.microsoft Gelu (an onnxruntime-optimized transformer's) stayed in the model convert
+    --target tensorrt wrote, which TensorRT's parser cannot read; written out, it computes the same."""
+    from quantkit.graph.unfuse import unfuse
+
+    g = rng(8)
+    inputs = ["x", "bias"] if op != "Gelu" else ["x"]
+    nodes = [helper.make_node(op, inputs, ["y"], domain="com.microsoft", name="act")]
+    graph = helper.make_graph(
+        nodes,
+        "gelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 8])],
+        [numpy_helper.from_array(g.normal(size=8).astype(np.float32), "bias")] if op != "Gelu" else [],
+    )
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=8)
+    unfused = unfuse(model, 13)
+    assert unfused.counts == ((op, 1),) and not any(n.domain for n in unfused.model.graph.node)
+    x = g.normal(scale=3.0, size=(2, 5, 8)).astype(np.float32)
+    runs = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        for m in (model, unfused.model)
+    ]
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5, atol=1e-5)
+
+
 def _thresholded_detections() -> onnx.ModelProto:
     """Conv -> Relu -> Conv head -> Sigmoid scores [N*H*W]; those above 0.6 picked by NonZero: their
     indices 'idx' and scores 'det' [K], as many as the data gives (torchvision's and in-graph NMS exports'

@@ -327,6 +327,15 @@ def test_type_rules_read_what_a_qdq_pair_quantizes() -> None:
     qlinear.graph.node.append(N("QLinearAdd", ["a", "s", "z"], ["o"], name="qadd", domain="com.microsoft"))
     qlinear.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     assert [(f.rule, f.node) for f in rules.tensorrt(qlinear)] == [("operator", "qadd")]
+    assert "convert the FP32 model with --target tensorrt" in rules.tensorrt(qlinear)[0].message
+    # a float contrib op is no QOperator: the advice was to run the very convert that kept it (hq104 F3)
+    contrib = _qdq_conv()
+    contrib.graph.node.append(
+        N("SkipSimplifiedLayerNormalization", ["a", "a", "s"], ["o"], name="skip", domain="com.microsoft")
+    )
+    contrib.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    (found,) = rules.tensorrt(contrib)
+    assert found.message.endswith("export the FP32 model without onnxruntime's graph optimizations")
 
 
 def test_check_reads_float8_rules_where_onnxruntime_refuses_its_fusions(

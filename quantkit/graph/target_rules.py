@@ -57,11 +57,17 @@ def tensorrt(model: onnx.ModelProto) -> list[Finding]:
             found.extend(_tensorrt_qdq(index, node))
         elif node.op_type in WEIGHTED_OPS:
             found.extend(_tensorrt_layer(index, node))
-        elif node.op_type in INTEGER_LAYER_OPS or node.domain not in ("", "ai.onnx"):
+        elif node.op_type in INTEGER_LAYER_OPS or node.op_type.startswith("QLinear"):
             why = (
                 f"{node.domain or 'ai.onnx'} {node.op_type}: TensorRT's ONNX parser reads Q/DQ models, not "
-                "integer operators (QOperator) or onnxruntime's contrib ops; convert the FP32 model with "
-                "--target tensorrt"
+                "integer operators (QOperator); convert the FP32 model with --target tensorrt"
+            )
+            found.append(Finding("operator", node.name, node.op_type, why))
+        elif node.domain not in ("", "ai.onnx"):  # hq104 F3: it said to run the convert that wrote it
+            why = (
+                f"{node.domain} {node.op_type}: TensorRT's ONNX parser reads no onnxruntime contrib op (one "
+                "an onnxruntime-optimized export holds, which convert keeps as it is); export the FP32 model "
+                "without onnxruntime's graph optimizations"
             )
             found.append(Finding("operator", node.name, node.op_type, why))
     found.extend(_unsupported_types(index))

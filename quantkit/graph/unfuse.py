@@ -10,6 +10,10 @@ composition onnxruntime's contrib schema defines, so the rewrite computes what t
   HardSigmoid, Clip).
 - FusedGemm(A, B, C) with `activation` and activation_alpha / _beta: activation(Gemm(A, B, C)).
 - QuickGelu(X) with `alpha`: X * Sigmoid(alpha * X).
+- Gelu(X): X * (1 + Erf(X / sqrt 2)) / 2; BiasGelu(A, B): Gelu(A + B); FastGelu(X[, bias]): with x = X (+
+  bias), x * (1 + Tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) / 2. An onnxruntime-optimized transformer holds
+  them; TensorRT's parser reads no com.microsoft op (hq104 F3: convert --target tensorrt wrote one), and
+  onnxruntime fuses the standard form back.
 
 Layouts (com.microsoft.nchwc, the Nhwc ops) and fusions of other kinds stay refused (file_kinds).
 """
@@ -25,7 +29,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 ORT_DOMAIN = "com.microsoft"
-UNFUSED_OPS = frozenset({"FusedConv", "FusedGemm", "QuickGelu"})
+GELUS = frozenset({"QuickGelu", "Gelu", "BiasGelu", "FastGelu"})  # no activation attribute
+UNFUSED_OPS = frozenset({"FusedConv", "FusedGemm", *GELUS})
 # activation -> its attributes, named as the standard op names them, in activation_params' order
 ACTIVATIONS: dict[str, tuple[str, ...]] = {
     "Relu": (),
@@ -47,7 +52,7 @@ def unfusable(node: onnx.NodeProto) -> bool:
     """Whether `node` is an onnxruntime fusion this module writes back (its activation one it knows)."""
     if node.domain != ORT_DOMAIN or node.op_type not in UNFUSED_OPS:
         return False
-    return node.op_type == "QuickGelu" or _activation(node)[0] in ACTIVATIONS
+    return node.op_type in GELUS or _activation(node)[0] in ACTIVATIONS
 
 
 def unfuse(model: onnx.ModelProto, opset: int) -> Rewritten:
@@ -84,7 +89,43 @@ def written_out(
     return Rewritten(out, tuple(sorted(counts.items())))
 
 
+def _gelu(node: onnx.NodeProto, name: str, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Gelu, BiasGelu and FastGelu as standard ops (the module's docstring)."""
+    make = helper.make_node
+    written, x = [], node.input[0]
+    if len(node.input) > 1 and node.input[1]:  # BiasGelu's B, FastGelu's bias
+        written.append(make("Add", [x, node.input[1]], [f"{name}_biased"], name=f"{name}_bias"))
+        x = f"{name}_biased"
+    half = _constant(graph, f"{name}_half", np.array(0.5, np.float32))
+    one = _constant(graph, f"{name}_one", np.array(1.0, np.float32))
+    if node.op_type == "FastGelu":
+        cube = _constant(graph, f"{name}_k", np.array(0.044715, np.float32))
+        root = _constant(graph, f"{name}_root", np.array(np.sqrt(2.0 / np.pi), np.float32))
+        written += [
+            make("Mul", [x, x], [f"{name}_x2"], name=f"{name}_square"),
+            make("Mul", [f"{name}_x2", cube], [f"{name}_kx2"], name=f"{name}_scale_square"),
+            make("Add", [f"{name}_kx2", one], [f"{name}_poly"], name=f"{name}_poly_add"),
+            make("Mul", [x, f"{name}_poly"], [f"{name}_inner"], name=f"{name}_poly_mul"),
+            make("Mul", [f"{name}_inner", root], [f"{name}_arg"], name=f"{name}_scale"),
+            make("Tanh", [f"{name}_arg"], [f"{name}_curve"], name=f"{name}_tanh"),
+        ]
+    else:
+        root2 = _constant(graph, f"{name}_sqrt2", np.array(np.sqrt(2.0), np.float32))
+        written += [
+            make("Div", [x, root2], [f"{name}_arg"], name=f"{name}_scale"),
+            make("Erf", [f"{name}_arg"], [f"{name}_curve"], name=f"{name}_erf"),
+        ]
+    return [
+        *written,
+        make("Add", [f"{name}_curve", one], [f"{name}_gate1"], name=f"{name}_add_one"),
+        make("Mul", [x, f"{name}_gate1"], [f"{name}_gated"], name=f"{name}_gate"),
+        make("Mul", [f"{name}_gated", half], [node.output[0]], name=name),
+    ]
+
+
 def _written(node: onnx.NodeProto, name: str, graph: onnx.GraphProto, opset: int) -> list[onnx.NodeProto]:
+    if node.op_type in GELUS - {"QuickGelu"}:
+        return _gelu(node, name, graph)
     if node.op_type == "QuickGelu":
         alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.702)
         x, y = node.input[0], node.output[0]
