@@ -1128,3 +1128,49 @@ def test_a_layer_with_a_float_weight_is_not_counted_quantized(tmp_path: Path) ->
     for target in (Target.ort_cpu, Target.tensorrt, Target.openvino):
         report = check(path, target)
         assert (report.quantized_layers, report.layers) == (1, 2), target
+
+
+def test_what_the_target_will_not_run_as_placed_is_a_warning_kept_under_quiet(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq104 F3: convert's target findings were lines of its summary on stdout, so -q dropped them."""
+    from quantkit.outcomes import Finding
+    from quantkit.pipeline import run_convert
+    from tests.conftest import tiny_cnn
+
+    src = tiny_cnn(tmp_path / "cnn.onnx")
+    table = tmp_path / "t.json"
+    assert run(["calibrate", str(src), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    found = (Finding("operator", "act", "Gelu", "com.microsoft Gelu: TensorRT's ONNX parser reads none"),)
+    monkeypatch.setattr(run_convert, "target_findings", lambda *_: found)
+    code, out, err = run(
+        ["convert", str(src), "-c", str(table), "-o", str(tmp_path / "q.onnx"), "-q"], capsys
+    )
+    assert code == 0 and out == "", err
+    assert "warning: operator at 1 x Gelu: act: com.microsoft Gelu: TensorRT's ONNX parser reads none" in err
+
+
+def test_a_gemm_whose_bias_is_broadcast_stays_float_on_onnxruntime(tmp_path: Path, image_dir: Path) -> None:
+    """hq104 F4: a Gemm with a scalar C [1] was counted as quantized; onnxruntime left it a float Gemm on
+    dequantized weights (no QGemm): the rounding error for no speed. C [1, N] fuses and is quantized."""
+    from quantkit.config import CalibrateConfig, ImageSelection
+
+    p = conv_params(8, 3, 3, 70)
+    for bias, quantized in ((np.full(1, 0.1, np.float32), False), (np.full((1, 6), 0.1, np.float32), True)):
+        nodes = [
+            N("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+            N("Relu", ["c"], ["r"], name="relu"),
+            N("GlobalAveragePool", ["r"], ["g"], name="gap"),
+            N("Flatten", ["g"], ["f"], name="flat"),
+            N("Gemm", ["f", "gw", "gc"], ["y"], name="fc"),
+        ]
+        weights = {**p, "gw": np.random.default_rng(1).normal(0, 0.3, (8, 6)).astype(np.float32), "gc": bias}
+        src = save(make_model(nodes, weights), tmp_path / f"m{bias.ndim}.onnx")
+        table = tmp_path / f"t{bias.ndim}.calib.json"
+        pipeline.calibrate(src, table, CalibrateConfig(images=ImageSelection(image_dir)))
+        config = ConvertConfig(prefer=Prefer.accuracy)
+        summary = pipeline.convert(src, table, tmp_path / f"q{bias.ndim}.onnx", config)
+        assert ("fc" in summary.plan.quantized_nodes) is quantized, bias.shape
+        if not quantized:
+            reasons = {why for op, why in summary.float_by_reason if op == "Gemm"}
+            assert any("only with a bias of one value per output" in r for r in reasons), reasons

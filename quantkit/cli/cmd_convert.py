@@ -244,6 +244,7 @@ def convert(
     from quantkit.evaluate.detector_options import detector_fields
     from quantkit.parallel import Parallel
     from quantkit.reports import console
+    from quantkit.reports.formats import grouped_findings
 
     _refuse_other_precision(ctx, to)
     guard_outputs(
@@ -338,6 +339,10 @@ def convert(
     show(console.convert_table(summary, str(output)))
     for line in summary.warnings:
         warn(line)
+    # what the target will not run as placed: a warning kept under --quiet (hq104 F3: part of the summary,
+    # -q dropped it)
+    for rule, nodes, why in grouped_findings(summary.target_findings):
+        warn(f"{rule} at {nodes}: {why}")
 
 
 WORKER_OPTIONS = (("--workers", "workers"), ("--ray", "ray"), ("--threads", "threads"))

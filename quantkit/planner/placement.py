@@ -258,6 +258,8 @@ def _unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
         return "onnxruntime has no integer ConvTranspose kernel (it would run in float on int8 weights)"
     if node.op_type == "Gemm" and _scaled_gemm(state.index, node):
         return GEMM_SCALED
+    if node.op_type == "Gemm" and _broadcast_bias(state.index, node):
+        return GEMM_BROADCAST
     out = node.output[0]
     if node.op_type == "Conv" and (out in state.index.graph_outputs or not state.has_stats(out)):
         return "its output stays float (a model output): onnxruntime has no integer Conv with a float output"
@@ -267,6 +269,23 @@ def _unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
 GEMM_SCALED = (
     "onnxruntime fuses a Gemm into QGemm only at alpha 1 and beta 1 (it would run in float on int8 weights)"
 )
+
+
+GEMM_BROADCAST = (
+    "onnxruntime fuses a Gemm into QGemm only with a bias of one value per output (this one's C is "
+    "broadcast; it would run in float on int8 weights)"
+)
+
+
+def _broadcast_bias(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A Gemm whose constant C is not one value per output ([N] or [1, N]; a scalar [1] broadcast, say):
+    onnxruntime leaves it a float Gemm on dequantized weights (hq104 F4: counted as quantized, no QGemm)."""
+    weight = index.constant(node.input[1]) if len(node.input) > 1 else None
+    bias = index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if weight is None or bias is None or weight.ndim != 2:
+        return False
+    outputs = weight.shape[0] if index.attribute(node, "transB", 0) else weight.shape[1]
+    return bias.shape not in ((outputs,), (1, outputs))
 
 
 def _scaled_gemm(index: GraphIndex, node: onnx.NodeProto) -> bool:

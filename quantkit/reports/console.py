@@ -30,7 +30,6 @@ from quantkit.reports.formats import (
     figure,
     float_in_all,
     float_smoke_text,
-    grouped_findings,
     megabytes,
     percent,
     prepared_gain,
@@ -117,8 +116,6 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     speed, plan, fewer = summary.speed, summary.speed_plan, summary.prepared_fewer
     gain = prepared_gain(speed, plan, fewer) if speed is not None else None
     lines.append(f"note: {gain}\n" if gain else "")
-    for rule, nodes, why in grouped_findings(summary.target_findings):
-        lines.append(f"warning: {rule} at {nodes}: {why}\n", style="yellow")
     lines.append(f"wrote {output}")
     parts: list[RenderableType] = [quantized, Text(""), kept, Text("")]
     if summary.plan.rebalances:
