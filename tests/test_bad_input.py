@@ -394,7 +394,13 @@ def test_non_image_input(image_dir: Path, tmp_path: Path, capsys: Capsys) -> Non
 @pytest.mark.parametrize(
     ("kind", "phrases"),
     [
-        (TensorProto.INT64, ("input 'x' is INT64; quantkit feeds float32 or float16 images, or uint8",)),
+        (
+            TensorProto.INT64,
+            (
+                "input 'x' is INT64; quantkit feeds float32 or float16 images, or uint8",
+                "; an integer or bool input only beside one (fed from arrays)",  # hq104 F5
+            ),
+        ),
         (
             TensorProto.BFLOAT16,
             ("BFLOAT16, which quantkit cannot feed", "float32 or float16 input", "float32 original"),
