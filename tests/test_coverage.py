@@ -346,6 +346,29 @@ def test_casts_to_the_type_a_tensor_has_are_dropped_as_read(tmp_path: Path, imag
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
     unknown = helper.make_model(graph, opset_imports=opsets)
     assert same_type_casts(unknown) == (unknown, 0)
+    # a float64 round trip is x exactly (TensorRT has no float64 tensors: hq104 F6); a float16 one is not
+    for wide, back, dropped_count in (
+        (TensorProto.DOUBLE, TensorProto.FLOAT, 2),
+        (TensorProto.FLOAT16, TensorProto.FLOAT, 0),
+    ):
+        trip = [
+            helper.make_node("Cast", ["x"], ["w"], to=wide, name="widen"),
+            helper.make_node("Cast", ["w"], ["b"], to=back, name="back"),
+            helper.make_node("Relu", ["b"], ["y"], name="r"),
+        ]
+        graph = helper.make_graph(
+            trip,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        )
+        round_trip = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        simpler, count = same_type_casts(round_trip)
+        assert count == dropped_count
+        if count:
+            assert [n.op_type for n in simpler.graph.node] == ["Relu"] and simpler.graph.node[0].input[
+                0
+            ] == "x"
     summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
     assert any(
         note.startswith("2 Cast node(s) to the type their input has already") for note in summary.notes

@@ -128,10 +128,18 @@ def same_type_casts(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         trusted = writer is None or (writer.domain in ("", "ai.onnx") and writer.op_type in known)
         if to is not None and trusted and types.get(source) == to and node.output[0] not in keep_names:
             alias[node.output[0]] = source
+        elif to is not None and writer is not None and node.output[0] not in keep_names:
+            back = _widened_from(writer, types)  # Cast(Cast(x, wider), x's type) is x, exactly
+            if back is not None and back[1] == to:
+                alias[node.output[0]] = alias.get(back[0], back[0])
     if not alias:
         return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    read = {name for n in out.graph.node if not (n.output and n.output[0] in alias) for name in n.input}
+    read |= keep_names
+    unread = {n.output[0] for n in casts if n.output[0] not in read and n.output[0] not in alias}
+    alias.update({name: "" for name in unread})  # the widening Casts nothing reads now
     kept = [n for n in out.graph.node if not (n.op_type == "Cast" and n.output and n.output[0] in alias)]
     for node in kept:
         node.input[:] = [alias.get(name, name) for name in node.input]
@@ -139,6 +147,27 @@ def same_type_casts(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     out.graph.node.extend(kept)
     drop_declarations(out.graph, set(alias))
     return out, len(alias)
+
+
+# (type, a type that holds every value of it): a Cast to the second and back to the first is the identity
+WIDENING = {
+    (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE),
+    (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT),
+    (onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE),
+    (onnx.TensorProto.BFLOAT16, onnx.TensorProto.FLOAT),
+    (onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE),
+}
+
+
+def _widened_from(node: onnx.NodeProto, types: dict[str, int]) -> tuple[str, int] | None:
+    """(its input, that input's type) where `node` is a standard Cast to a type that holds every value of
+    its input's (WIDENING): a float64 round trip in an exported graph, which TensorRT cannot hold (hq104
+    F6) and which keeps ops between layers off the integer path; else None."""
+    if node.op_type != "Cast" or node.domain not in ("", "ai.onnx") or not node.input:
+        return None
+    to = next((a.i for a in node.attribute if a.name == "to"), None)
+    source = types.get(node.input[0])
+    return (node.input[0], source) if source is not None and (source, to) in WIDENING else None
 
 
 def _flat_row_biases(graph: onnx.GraphProto, keep_names: set[str]) -> set[str]:

@@ -133,7 +133,8 @@ class Prepared:
             found.append(f"{self.sparse_stored_dense} sparse weight(s) read as dense ones")
         if self.casts_dropped:
             found.append(
-                f"{self.casts_dropped} Cast node(s) to the type their input has already dropped (exact)"
+                f"{self.casts_dropped} Cast node(s) to the type their input has already, or to a wider one "
+                "and back, dropped (exact)"
             )
         if self.weights_computed:
             ops = ", ".join(f"{count} {op}" for op, count in self.weights_computed)
