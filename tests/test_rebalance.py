@@ -566,3 +566,27 @@ def test_a_weight_read_only_for_its_shape_is_not_tied(tmp_path: Path) -> None:
     )
     found = rebalancer.candidate("r", 0.75)
     assert found is not None and found.producer == "conv1"
+
+
+def test_weights_two_layers_share_are_said_to_be_left_uncorrected(tmp_path: Path, image_dir: Path) -> None:
+    """hq102 F6: a siamese pair (two branches through one set of weights) got neither rebalancing nor
+    error-compensating rounding, and convert said nothing of why (30.1 dB against 43.1 dB untied)."""
+    from tests.conftest import conv_params, make_model
+    from tests.helpers import quantize
+
+    p = conv_params(4, 3, 3, 80)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["a"], name="left", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["x"], ["xr"], name="relu_in"),
+        helper.make_node("Conv", ["xr", "w", "b"], ["c"], name="right", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["a", "c"], ["y"], name="join"),
+    ]
+    model = make_model(nodes, {"w": p["w"], "b": p["b"]})
+    summary, _ = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
+    assert {"left", "right"} <= set(summary.plan.quantized_nodes)
+    said = [n for n in summary.notes if "weight(s) are shared by" in n]
+    assert said == [
+        "1 weight(s) are shared by 2 quantized layers (e.g. 'w'): rebalancing and error-compensating "
+        "rounding leave them as they are (each layer would change them its own way); a copy per layer "
+        "lets both correct each one"
+    ]

@@ -317,6 +317,7 @@ def _converted(
         + subnormal.flushed_note(flushed, speed is not None)
         + convert_notes.stored_half(halves[0])
         + convert_notes.inputs_changed(model, int8)
+        + convert_notes.shared_weights(inferred, plan)
         + ran_as,
         speed=speed,
         fallback=tuple(steps),
