@@ -1,0 +1,59 @@
+"""Layers onnxruntime's CPU provider would run in float on dequantized weights: kept float on ort-cpu
+(an extra pass over the weights every run and a rounding error for no speed)."""
+
+from __future__ import annotations
+
+import onnx
+
+from quantkit.config import Target
+from quantkit.graph.query import GraphIndex
+from quantkit.planner.planning_state import Planning
+
+
+def unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
+    """Why onnxruntime's CPU provider would run this layer in float on dequantized weights (an extra pass
+    over its weights every run and a rounding error for nothing), or "" where it fuses it. Measured with
+    its optimized graph (quantkit check): no QDQ ConvTranspose fusion at any level (1.32), and no integer
+    Conv writing a float output (Gemm and MatMul have one: QGemm, MatMulIntegerToFloat)."""
+    if state.config.target is not Target.ort_cpu:
+        return ""
+    if node.op_type == "ConvTranspose":
+        return "onnxruntime has no integer ConvTranspose kernel (it would run in float on int8 weights)"
+    if node.op_type == "Gemm" and _scaled_gemm(state.index, node):
+        return GEMM_SCALED
+    if node.op_type == "Gemm" and _broadcast_bias(state.index, node):
+        return GEMM_BROADCAST
+    out = node.output[0]
+    if node.op_type == "Conv" and (out in state.index.graph_outputs or not state.has_stats(out)):
+        return "its output stays float (a model output): onnxruntime has no integer Conv with a float output"
+    return ""
+
+
+GEMM_SCALED = (
+    "onnxruntime fuses a Gemm into QGemm only at alpha 1 and beta 1 (it would run in float on int8 weights)"
+)
+
+
+GEMM_BROADCAST = (
+    "onnxruntime fuses a Gemm into QGemm only with a bias of one value per output (this one's C is "
+    "broadcast; it would run in float on int8 weights)"
+)
+
+
+def _broadcast_bias(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A Gemm whose constant C is not one value per output ([N] or [1, N]; a scalar [1] broadcast, say):
+    onnxruntime leaves it a float Gemm on dequantized weights (hq104 F4: counted as quantized, no QGemm)."""
+    weight = index.constant(node.input[1]) if len(node.input) > 1 else None
+    bias = index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if weight is None or bias is None or weight.ndim != 2:
+        return False
+    outputs = weight.shape[0] if index.attribute(node, "transB", 0) else weight.shape[1]
+    return bias.shape not in ((outputs,), (1, outputs))
+
+
+def _scaled_gemm(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A Gemm with alpha != 1, or a bias and beta != 1: onnxruntime 1.32 leaves it a float Gemm on
+    dequantized weights (measured: a DQ -> Gemm(alpha 0.5) -> float reader stays Gemm, 3 DequantizeLinear)."""
+    biased = len(node.input) > 2 and bool(node.input[2])
+    beta = index.attribute(node, "beta", 1.0) if biased else 1.0
+    return index.attribute(node, "alpha", 1.0) != 1.0 or beta != 1.0
