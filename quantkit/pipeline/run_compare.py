@@ -75,11 +75,10 @@ def compare(
     arrays: Iterable[Sample] | None = None,
     parallel: Parallel = ONE_PROCESS,
 ) -> ComparisonResult:
-    """Both models over config.images (or, when given, the model-ready `arrays`, streamed), then their
-    latency interleaved on the first sample. `parallel` says where the images' chunks run; the figures do
-    not depend on it (latency is always timed here). given: the preprocessing options the user gave
-    (PREPROCESS_OPTIONS' names; True: all of config.preprocess, False: none): they override what the
-    models record, the rest of which stands."""
+    """Both models over config.images (or the model-ready `arrays`, streamed), then their latency
+    interleaved on the first sample. `parallel`: where the images' chunks run (latency is timed here). given:
+    the preprocessing options the user gave (PREPROCESS_OPTIONS' names; True: all of config.preprocess,
+    False: none): they override what the models record, the rest of which stands."""
     given = PREPROCESS_OPTIONS if given is True else frozenset() if given is False else given
     if config.runtime is Runtime.openvino:
         runtime_openvino.load_openvino()  # not installed: the one-line error before any work
