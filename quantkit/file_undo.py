@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-NAME_KEPT = 64  # of an output's name, in the names of its staged and aside files beside it
+NAME_KEPT = 64  # bytes of an output's name, in the names of its staged and aside files beside it
 SETTLE_TRIES = 5  # times a step of write_set's undo is run where interrupts keep cutting it short
 
 
@@ -81,30 +82,51 @@ def settle_steps(steps: Sequence[Callable[[], None]]) -> None:
 
 
 STALE_S = 15 * 60  # a staged or aside file a dead run left is swept once it is this old (changed last)
+MARK = "quantkit-"  # in the names of the files a write keeps beside its output: .NAME.quantkit-PID-...
+
+
+def own_prefix(path: Path) -> str:
+    """The start of the names of what a write of `path` keeps beside it: `.NAME.quantkit-`, the name cut
+    to NAME_KEPT bytes (hq57 D(f): a legal 250-character name made a temporary one too long; hq105 F11:
+    cut by characters, 59 emoji were 236 bytes, and the pid pushed the name past 255)."""
+    kept = os.fsdecode(os.fsencode(path.name)[:NAME_KEPT])  # any bytes: the cut encodes back to them
+    return f".{kept}.{MARK}"
+
+
+def staged_name(path: Path, token: str) -> str:
+    """The staged copy of `path` this process writes: .NAME.quantkit-PID-TOKEN.tmp (TOKEN 8 hex digits)."""
+    return f"{own_prefix(path)}{os.getpid()}-{token}.tmp"
+
+
+def aside_name(path: Path, k: int) -> str:
+    """Where the k-th file of a set is kept aside while the set goes in: .NAME.quantkit-PID-K.old."""
+    return f"{own_prefix(path)}{os.getpid()}-{k}.old"
 
 
 def sweep_stale(path: Path) -> None:
-    """What a run killed while it wrote `path` (SIGKILL, power loss) left beside it: its staged copy
-    (`.NAME.PID.xxxx.tmp`, a whole model's size: hq100 F4) and the earlier file kept aside as a second
-    link to what `path` still holds (`.NAME.PID.K.old`), removed where process PID has ended and the file
-    has not changed for STALE_S (a process of that number in another container writing to a shared folder
-    would still be writing). An aside that is not a link to `path`'s file stays: it may be the only copy."""
-    prefix = f".{path.name[:NAME_KEPT]}."
+    """What a run killed while it wrote `path` (SIGKILL, power loss) left beside it: its staged copy (a
+    whole model's size: hq100 F4) and the earlier file kept aside as a second link to what `path` still
+    holds, removed where their names are exactly ours (staged_name, aside_name: hq105 F2, a user's
+    `.out.onnx.2024.draft.tmp` went), process PID has ended and the file has not changed for STALE_S (a
+    process of that number in another container writing to a shared folder would still be writing). An
+    aside that is not a link to `path`'s file stays: it may be the only copy."""
+    prefix = own_prefix(path)
+    ours = re.compile(re.escape(prefix) + r"([0-9]{1,9})-(?:[0-9a-f]{8}\.tmp|[0-9]{1,6}\.old)")
     try:
         entries = [entry for entry in os.scandir(path.parent) if entry.name.startswith(prefix)]
     except OSError:
         return
     for entry in entries:
-        pid, _, rest = entry.name[len(prefix) :].partition(".")
-        if not pid.isdigit() or int(pid) == os.getpid() or not rest.endswith((".tmp", ".old")):
+        found = ours.fullmatch(entry.name)
+        if found is None or int(found.group(1)) == os.getpid():
             continue
         try:
             changed = entry.stat(follow_symlinks=False).st_ctime
         except OSError:
             continue
-        if time.time() - changed < STALE_S or _running(int(pid)):
+        if time.time() - changed < STALE_S or _running(int(found.group(1))):
             continue
-        if rest.endswith(".tmp") or one_file(entry.path, path):
+        if entry.name.endswith(".tmp") or one_file(entry.path, path):
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
 
@@ -114,6 +136,6 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's process, or a platform that cannot tell: taken as running
+    except (OSError, OverflowError):  # another user's process, or one that cannot be asked: running
         return True
     return True

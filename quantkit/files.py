@@ -26,7 +26,7 @@ from onnx import external_data_helper
 
 from quantkit.errors import OutputError
 from quantkit.file_heads import holds_data, holds_table
-from quantkit.file_undo import NAME_KEPT, one_file, settle, sweep_stale, undo
+from quantkit.file_undo import aside_name, one_file, settle, staged_name, sweep_stale, undo
 
 try:  # POSIX: flock on the folder itself, released by the kernel if the process dies
     import fcntl
@@ -279,7 +279,7 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
         try:
             for k, (path, data) in enumerate(files):
                 current = path
-                earlier = f"{path.parent}/.{path.name[:NAME_KEPT]}.{os.getpid()}.{k}.old"
+                earlier = str(path.parent / aside_name(path, k))
                 aside = earlier if os.path.lexists(path) else None  # before staging: no system call
                 moves.append((path, _staged(path, data), aside))  # between the staged file and its record
             for path, temp, aside in moves:
@@ -319,8 +319,7 @@ def _staged(path: Path, data: bytes) -> str:
     if not parent.is_dir():
         raise OutputError(_no_folder(parent))
     try:
-        # the name cut short: a legal 250-character output name made a temporary one too long (hq57 D(f))
-        fd, temp = _new_file(parent, f".{path.name[:NAME_KEPT]}.{os.getpid()}.")  # whose: sweep_stale
+        fd, temp = _new_file(path)
     except OSError as exc:
         raise OutputError(f"cannot write in {parent} ({exc.strerror}); choose a writable folder") from exc
     try:
@@ -336,18 +335,19 @@ def _staged(path: Path, data: bytes) -> str:
     return temp
 
 
-def _new_file(folder: Path, prefix: str) -> tuple[int, str]:
-    """A new file `folder/prefix<random>.tmp` opened for writing, made with the mode a plain open() gives
-    (0666 less the process's umask at this moment: hq103 F2, a umask read once at import gave a service's
-    private 077 outputs 0644, and reading it set the whole process's umask to 0 for a moment)."""
+def _new_file(path: Path) -> tuple[int, str]:
+    """A new file beside `path` (file_undo.staged_name: whose it is, for sweep_stale) opened for writing,
+    made with the mode a plain open() gives (0666 less the process's umask at this moment: hq103 F2, a
+    umask read once at import gave a service's private 077 outputs 0644, and reading it set the whole
+    process's umask to 0 for a moment)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
-        name = str(folder / f"{prefix}{secrets.token_hex(4)}.tmp")
+        name = str(path.parent / staged_name(path, secrets.token_hex(4)))
         try:
             return os.open(name, flags, 0o666), name
         except FileExistsError:
             continue
-    raise FileExistsError(errno.EEXIST, "no free temporary name", str(folder))
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
 
 
 def _write_failed(path: Path | None, exc: OSError, left: Sequence[tuple[Path, str]] = ()) -> OutputError:

@@ -319,7 +319,9 @@ def test_what_a_killed_write_left_is_swept_by_a_later_one(
     """hq100 F4: a SIGKILL mid-write left the staged copy (a whole model's size) and the earlier file's
     second link beside the output, never swept. A later write of that output removes them once their
     process has ended and they are STALE_S old; what a live process left, or a dead one moments ago,
-    stays, and so does an aside that is not a link to the output's file (maybe its only copy)."""
+    stays, and so does an aside that is not a link to the output's file (maybe its only copy), and any
+    file whose name is not exactly ours (hq105 F2: a user's `.out.onnx.2024.draft.tmp` went; F4: a name
+    of other digits, '²3', was an internal error)."""
     import subprocess
     import sys
 
@@ -329,16 +331,25 @@ def test_what_a_killed_write_left_is_swept_by_a_later_one(
     out.write_bytes(b"earlier")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    staged = tmp_path / f".m.onnx.{dead.pid}.abc123.tmp"
+    ours = f".m.onnx.quantkit-{dead.pid}"
+    staged = tmp_path / f"{ours}-abc12345.tmp"
     staged.write_bytes(b"half a model")
-    aside = tmp_path / f".m.onnx.{dead.pid}.0.old"
+    aside = tmp_path / f"{ours}-0.old"
     os.link(out, aside)
-    only = tmp_path / f".m.onnx.{dead.pid}.1.old"
+    only = tmp_path / f"{ours}-1.old"
     only.write_bytes(b"renamed aside")
-    running = tmp_path / f".m.onnx.{os.getppid()}.xyz789.tmp"
+    running = tmp_path / f".m.onnx.quantkit-{os.getppid()}-abcdef12.tmp"
     running.write_bytes(b"being written")
-    other = tmp_path / f".n.onnx.{dead.pid}.q.tmp"  # another output's: swept when that one is written
+    other = tmp_path / f".n.onnx.quantkit-{dead.pid}-abcdef12.tmp"  # another output's
     other.write_bytes(b"n")
+    users = [tmp_path / name for name in (".m.onnx.2024.draft.tmp", f".m.onnx.{dead.pid}.0.old")]
+    users += [
+        tmp_path / ".m.onnx.quantkit-\u00b23-abcdef12.tmp",
+        tmp_path / ".m.onnx.quantkit-99999999999-ab.tmp",
+    ]
+    for path in users:
+        path.write_bytes(b"the user's")
+    os.link(out, tmp_path / ".m.onnx.quantkit-123-0.old.bak")
     files.write_set([(tmp_path / "x.json", b"{}")])  # moments after, and another output
     assert all(p.exists() for p in (staged, aside, only, running, other))
 
@@ -347,6 +358,19 @@ def test_what_a_killed_write_left_is_swept_by_a_later_one(
     files.write_atomic(out, b"later")
     assert out.read_bytes() == b"later" and not staged.exists() and not aside.exists()
     assert only.read_bytes() == b"renamed aside" and running.exists() and other.exists()
+    assert all(path.read_bytes() == b"the user's" for path in users)
+    assert (tmp_path / ".m.onnx.quantkit-123-0.old.bak").exists()
+
+
+def test_a_long_name_of_many_bytes_still_gets_its_staged_file(tmp_path: Path) -> None:
+    """hq105 F11: 59 emoji + .onnx (241 bytes, a legal name) failed 'File name too long': the name kept in
+    the staged file's was cut by characters, not bytes."""
+    from quantkit import files
+
+    out = tmp_path / ("\U0001f600" * 59 + ".onnx")
+    files.write_atomic(out, b"model")
+    files.write_set([(out, b"again")])
+    assert out.read_bytes() == b"again" and [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
 def test_a_pipe_named_like_a_table_is_not_opened_to_be_read(tmp_path: Path) -> None:
