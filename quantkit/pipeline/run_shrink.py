@@ -24,10 +24,8 @@ from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labelled
 from quantkit.files import (
-    WRITTEN,
     cached,
     check_output,
-    folder_lock,
     json_text,
     require_writable,
     write_set,
@@ -49,12 +47,10 @@ from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
 from quantkit.pipeline.shrink_cleanup import (
     CLEANED,
-    REPORTS,
     Marks,
-    drop_report,
     drop_verdict,
-    marks,
     outputs,
+    publish,
     removed_line,
     unstaged,
     verdict,
@@ -63,7 +59,7 @@ from quantkit.pipeline.step_summary import appending, require_step_summary
 from quantkit.reports import html_page, junit, markdown, records
 from quantkit.results import TABLE_VERSION, CalibrationTable, feed_take
 from quantkit.runtime import Session
-from quantkit.scratch import Scratch, contents
+from quantkit.scratch import Scratch
 from quantkit.version import __version__
 
 
@@ -95,11 +91,11 @@ def shrink(
     made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
     output_dir = _output_dir(output_dir, model_path, made)
     earlier, begun = verdict(output_dir)  # what a failed publish may have replaced
-    placed: Marks = {}  # what _publish put in place, as it did
+    placed: Marks = {}  # what publish put in place, as it did
     try:
         with _staging(output_dir) as stage:
             result = _run(model_path, output_dir, stage, config, progress, html, parallel)
-            _publish(stage, output_dir, placed)
+            publish(stage, output_dir, placed)
     except BaseException as exc:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an
         # earlier run's verdict (hunt36: its PASS junit.xml read as this run's); a file of the user's of that
         # name stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)
@@ -130,26 +126,6 @@ def _staging(output_dir: Path) -> Iterator[Path]:
         raise unstaged(exc, stage.path, output_dir) from exc.__cause__
     finally:
         stage.remove()
-
-
-# the order a set goes into place: the model, the reports, report.json (which names the model's sha256),
-# junit.xml (the verdict CI reads) last
-PUBLISH_ORDER = {"report.md": 1, "report.html": 1, "report.json": 2, "junit.xml": 3}
-
-
-def _publish(stage: Path, output_dir: Path, placed: Marks) -> None:
-    """Move the finished set from the staging folder into place (renames on one file system). An earlier
-    run's reports go first, then the model, the reports and the verdict last, so that a run killed
-    between two renames (SIGKILL, no cleanup) leaves no verdict beside a model it is not about (hq100 F3:
-    the new reports beside the earlier model, or the earlier junit.xml's PASS beside the new model); a
-    file of the user's of a report's name is left (hq73 1: a user's own report.html went)."""
-    with folder_lock(output_dir):  # hq85 F3: two runs publishing at once mixed a PASS and a FAIL set
-        for name in REPORTS:
-            drop_report(output_dir / name)
-        for path in sorted(contents(stage), key=lambda p: (PUBLISH_ORDER.get(p.name, 0), p.name)):
-            placed.update(marks(stage, (path.name,)))  # a rename keeps inode and mtime: an interrupt
-            os.replace(path, output_dir / path.name)  # right after it leaves the file known as this run's
-            WRITTEN.append(output_dir / path.name)
 
 
 EVAL_SQNR_GATE = "--min-eval-sqnr DB for a gate on the output's SQNR on the evaluation images"

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from quantkit.errors import ModelError, OutputError, QuantkitError
-from quantkit.files import folder_lock, same_file
+from quantkit.files import WRITTEN, folder_lock, same_file
 from quantkit.graph import model_io
+from quantkit.scratch import contents
 
 REPORTS = ("report.json", "report.md", "junit.xml", "report.html")
 
@@ -164,3 +165,23 @@ def unstaged(exc: QuantkitError, stage: Path, output_dir: Path) -> QuantkitError
         return OutputError(f"the output folder {output_dir} went away while shrink ran; nothing written")
     exc.args = tuple(str(a).replace(f"{os.sep}{stage.name}", "") for a in exc.args)
     return exc
+
+
+# the order a set goes into place: the model, the reports, report.json (which names the model's sha256),
+# junit.xml (the verdict CI reads) last
+PUBLISH_ORDER = {"report.md": 1, "report.html": 1, "report.json": 2, "junit.xml": 3}
+
+
+def publish(stage: Path, output_dir: Path, placed: Marks) -> None:
+    """Move the finished set from the staging folder into place (renames on one file system). An earlier
+    run's reports go first, then the model, the reports and the verdict last, so that a run killed
+    between two renames (SIGKILL, no cleanup) leaves no verdict beside a model it is not about (hq100 F3:
+    the new reports beside the earlier model, or the earlier junit.xml's PASS beside the new model); a
+    file of the user's of a report's name is left (hq73 1: a user's own report.html went)."""
+    with folder_lock(output_dir):  # hq85 F3: two runs publishing at once mixed a PASS and a FAIL set
+        for name in REPORTS:
+            drop_report(output_dir / name)
+        for path in sorted(contents(stage), key=lambda p: (PUBLISH_ORDER.get(p.name, 0), p.name)):
+            placed.update(marks(stage, (path.name,)))  # a rename keeps inode and mtime: an interrupt
+            os.replace(path, output_dir / path.name)  # right after it leaves the file known as this run's
+            WRITTEN.append(output_dir / path.name)
