@@ -964,3 +964,49 @@ def test_a_run_killed_while_it_publishes_leaves_no_verdict_on_another_model(
         if (out / "junit.xml").exists():
             assert (out / "report.json").exists(), limit
             assert "quantkit shrink" in (out / "junit.xml").read_text()
+
+
+def test_the_set_goes_in_data_first_and_the_verdict_last() -> None:
+    """hq105 F3: the model went in before its external data, which a kill between the two left beside
+    the earlier run's weights; the verdict (junit.xml) goes last, after report.json that names the model."""
+    from quantkit.pipeline.shrink_cleanup import _publish_rank
+
+    names = ["junit.xml", "report.json", "m.int8.onnx", "report.md", "m.int8.onnx.data", "report.html"]
+    ordered = [p.name for p in sorted((Path(n) for n in names), key=_publish_rank)]
+    assert ordered == [
+        "m.int8.onnx.data",
+        "m.int8.onnx",
+        "report.html",
+        "report.md",
+        "report.json",
+        "junit.xml",
+    ]
+
+
+def test_an_interrupt_while_the_set_goes_in_names_the_earlier_verdict_it_removed(
+    shrink_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq105 F6: an interrupt during the publish removed the earlier run's four files (its reports first,
+    its model replaced by this run's, which the cleanup then removed), and the line said only
+    'interrupted; nothing partial was written'."""
+    out = tmp_path / "out"
+    passed = [*shrink_args, "--output-dir", str(out)]
+    assert run(passed, capsys)[0] == 0 and (out / "junit.xml").exists()
+    replace, seen = os.replace, []
+
+    def interrupted(src: object, dst: object, **options: object) -> None:
+        replace(src, dst, **options)  # type: ignore[arg-type]
+        if Path(str(dst)).parent == out:
+            seen.append(dst)
+            if len(seen) == 2:  # the model and report.md are in
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    code, _, err = run(passed, capsys)
+    monkeypatch.setattr(os, "replace", replace)
+    assert code == 130 and "interrupted; nothing partial was written" in err, err
+    assert f"; the earlier run's verdict in {out} was removed (report.json, report.md, junit.xml, " in err
+    assert "model.int8.onnx" in err and not [p.name for p in out.iterdir() if not p.name.startswith(".")]

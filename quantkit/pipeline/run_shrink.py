@@ -47,6 +47,7 @@ from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
 from quantkit.pipeline.shrink_cleanup import (
     CLEANED,
+    REMOVED,
     Marks,
     drop_verdict,
     outputs,
@@ -92,15 +93,17 @@ def shrink(
     output_dir = _output_dir(output_dir, model_path, made)
     earlier, begun = verdict(output_dir)  # what a failed publish may have replaced
     placed: Marks = {}  # what publish put in place, as it did
+    dropped: list[Path] = []  # the earlier reports publish removed first
     try:
         with _staging(output_dir) as stage:
             result = _run(model_path, output_dir, stage, config, progress, html, parallel)
-            publish(stage, output_dir, placed)
+            publish(stage, output_dir, placed, dropped)
     except BaseException as exc:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an
         # earlier run's verdict (hunt36: its PASS junit.xml read as this run's); a file of the user's of that
         # name stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)
         CLEANED.append(output_dir)  # entry's own cleanup leaves it be
-        removed = drop_verdict(output_dir, earlier, begun, (model_path,), placed)
+        REMOVED.extend(dropped)
+        removed = [*dropped, *drop_verdict(output_dir, earlier, begun, (model_path,), placed)]
         _remove_empty(made)
         if isinstance(exc, QuantkitError) and removed and exc.args:  # hq100 F7: said "nothing was written"
             exc.args = (f"{exc.args[0]}{removed_line(removed)}", *exc.args[1:])

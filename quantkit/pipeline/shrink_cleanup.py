@@ -127,12 +127,15 @@ MARKERS = {
 }
 
 
-def drop_report(path: Path) -> None:
+def drop_report(path: Path) -> bool:
     """`path` removed where it is a shrink report (MARKERS): never a file of the user's, nor a link (hq87
-    F5: refused as an output, a link to another run's report was then removed by the refused run)."""
+    F5: refused as an output, a link to another run's report was then removed by the refused run).
+    Whether it was."""
     if not path.is_symlink() and _shrink_report(path, 4096) is not None:
         with contextlib.suppress(OSError):
             path.unlink()
+            return True
+    return False
 
 
 def _shrink_report(path: Path, size: int) -> bytes | None:
@@ -167,21 +170,28 @@ def unstaged(exc: QuantkitError, stage: Path, output_dir: Path) -> QuantkitError
     return exc
 
 
-# the order a set goes into place: the model, the reports, report.json (which names the model's sha256),
-# junit.xml (the verdict CI reads) last
-PUBLISH_ORDER = {"report.md": 1, "report.html": 1, "report.json": 2, "junit.xml": 3}
+# the order a set goes into place: the model's external data, the model, the reports, report.json (which
+# names the model's sha256), junit.xml (the verdict CI reads) last (hq105 F3: the model went in before
+# its .data, which a kill between the two left beside the earlier run's weights)
+PUBLISH_ORDER = {"report.md": 2, "report.html": 2, "report.json": 3, "junit.xml": 4}
 
 
-def publish(stage: Path, output_dir: Path, placed: Marks) -> None:
+def _publish_rank(path: Path) -> tuple[int, str]:
+    return PUBLISH_ORDER.get(path.name, 1 if path.suffix == ".onnx" else 0), path.name
+
+
+def publish(stage: Path, output_dir: Path, placed: Marks, dropped: list[Path]) -> None:
     """Move the finished set from the staging folder into place (renames on one file system). An earlier
     run's reports go first, then the model, the reports and the verdict last, so that a run killed
     between two renames (SIGKILL, no cleanup) leaves no verdict beside a model it is not about (hq100 F3:
     the new reports beside the earlier model, or the earlier junit.xml's PASS beside the new model); a
-    file of the user's of a report's name is left (hq73 1: a user's own report.html went)."""
+    file of the user's of a report's name is left (hq73 1: a user's own report.html went). `dropped` gets
+    the earlier reports removed, for the line of a run that fails after (hq105 F6: it named none)."""
     with folder_lock(output_dir):  # hq85 F3: two runs publishing at once mixed a PASS and a FAIL set
-        for name in REPORTS:
-            drop_report(output_dir / name)
-        for path in sorted(contents(stage), key=lambda p: (PUBLISH_ORDER.get(p.name, 0), p.name)):
+        dropped.extend(output_dir / name for name in REPORTS if drop_report(output_dir / name))
+        for path in sorted(contents(stage), key=_publish_rank):
             placed.update(marks(stage, (path.name,)))  # a rename keeps inode and mtime: an interrupt
+            if os.path.lexists(output_dir / path.name):  # the earlier model, replaced
+                dropped.append(output_dir / path.name)
             os.replace(path, output_dir / path.name)  # right after it leaves the file known as this run's
             WRITTEN.append(output_dir / path.name)
