@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import numpy as np
@@ -909,6 +910,7 @@ def test_a_failed_run_leaves_the_output_another_run_published_beside_it(
 KILL_AT_RENAME = """
 import os, signal, sys
 from pathlib import Path
+from typing import Any
 out, limit, seen = Path(sys.argv[1]), int(sys.argv[2]), [0]
 real = os.replace
 def replace(src, dst, **kw):
@@ -1010,3 +1012,33 @@ def test_an_interrupt_while_the_set_goes_in_names_the_earlier_verdict_it_removed
     assert code == 130 and "interrupted; nothing partial was written" in err, err
     assert f"; the earlier run's verdict in {out} was removed (report.json, report.md, junit.xml, " in err
     assert "model.int8.onnx" in err and not [p.name for p in out.iterdir() if not p.name.startswith(".")]
+
+
+def test_a_cleanup_that_cannot_lock_the_folder_leaves_the_error_line(
+    shrink_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq105 F12: the CLI runs shrink's cleanup before it prints the error; a folder it could not lock
+    (its mode changed) ended in a traceback instead of the line."""
+    import contextlib
+
+    from quantkit.pipeline import shrink_cleanup
+
+    out = tmp_path / "out"
+    passed = [*shrink_args, "--output-dir", str(out)]
+    assert run(passed, capsys)[0] == 0
+
+    @contextlib.contextmanager
+    def refused(folder: Path) -> Any:
+        raise PermissionError(13, "Permission denied", str(folder))
+        yield
+
+    monkeypatch.setattr(shrink_cleanup, "folder_lock", refused)
+    code, _, err = run([*passed, "--max-drop", "-1"], capsys)
+    assert_one_line_error(code, err, "--max-drop")
+    args = [*passed]
+    args[args.index("--images") + 1] = str(tmp_path / "missing")
+    code, _, err = run(args, capsys)
+    assert_one_line_error(code, err, "missing")

@@ -206,7 +206,10 @@ def _drop_verdict(
     # click reads no positional argument past an unknown option: every path the command line names
     # is kept (hq87 F1: `shrink --output-dir s s/m.int8.onnx --bogus` deleted its input)
     keep = [Path(a) for a in argv[1:] if a and not a.startswith("-")]  # the model's path among them
-    return drop_earlier_verdict(Path(given), keep=keep)
+    try:
+        return drop_earlier_verdict(Path(given), keep=keep)
+    except OSError:  # a folder that cannot be locked or read (hq105 F12: a traceback hid the error line)
+        return []
 
 
 def _removed_line(removed: list[Path] | None = None) -> str:

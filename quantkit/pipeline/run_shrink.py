@@ -103,7 +103,9 @@ def shrink(
         # name stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)
         CLEANED.append(output_dir)  # entry's own cleanup leaves it be
         REMOVED.extend(dropped)
-        removed = [*dropped, *drop_verdict(output_dir, earlier, begun, (model_path,), placed)]
+        removed = list(dropped)
+        with contextlib.suppress(OSError):  # a folder that cannot be locked now: the run's error stands
+            removed += drop_verdict(output_dir, earlier, begun, (model_path,), placed)
         _remove_empty(made)
         if isinstance(exc, QuantkitError) and removed and exc.args:  # hq100 F7: said "nothing was written"
             exc.args = (f"{exc.args[0]}{removed_line(removed)}", *exc.args[1:])
