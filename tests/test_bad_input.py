@@ -2170,6 +2170,16 @@ def test_closed_or_full_streams_keep_the_exit_code_true(cnn: Path, image_dir: Pa
     warned = "warning: cannot write to stdout (it is closed); what the command prints there is lost (its"
     assert done.returncode == 0 and warned in done.stderr.decode(), done.stderr
     table_io.load(tmp_path / "t2.json")
+    # hq105 F5: the warning came first, before an error's line too, and under -q; --help's text is a result
+    done = subprocess.run(["sh", "-c", f"{calibrate} -o {tmp_path}/t3.json -q >&-"], capture_output=True)
+    assert done.returncode == 0 and b"cannot write to stdout" not in done.stderr, done.stderr
+    for line, said in (
+        (f"{module} calibrate {tmp_path}/no.onnx --images {image_dir} -o {tmp_path}/m.json >&-", "error: "),
+        (f"{module} convert --help >&-", "error: cannot write to stdout (it is closed), which carried"),
+    ):
+        done = subprocess.run(["sh", "-c", line], capture_output=True, timeout=120)
+        lines = done.stderr.decode().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(said), done.stderr
     arrays = tmp_path / "arrays"
     arrays.mkdir()
     np.save(arrays / "x.npy", np.zeros((1, 3, 16, 16), np.float32))

@@ -156,7 +156,10 @@ def lost_result(argv: Sequence[str]) -> str | None:
 
 
 def carries_result(argv: Sequence[str]) -> bool:
-    """Whether what the command line prints on stdout is its result (lost_result)."""
+    """Whether what the command line prints on stdout is its result (lost_result): --help's text is
+    (hq105 F5: `quantkit convert --help >&-` warned and exited 0, `quantkit --help >&-` exit 2)."""
+    if any(a in ("--help", "-h") for a in argv):
+        return True
     if argv and argv[0] in WRITERS:
         return False
     flags = RESULT_FILES.get(argv[0] if argv else "", ())

@@ -31,6 +31,7 @@ from quantkit.cli.app import (
     lost_result,
     stderr,
     stdout,
+    warn,
 )
 from quantkit.errors import ConfigError, QuantkitError
 from quantkit.files import WRITTEN
@@ -79,8 +80,9 @@ def _main() -> None:
     RESULT_ON_STDOUT.clear()
     if plain and (len(plain) < len(argv) or carries_result(plain)):
         RESULT_ON_STDOUT.append(True)
-    if closed:  # as a full one: an error where it carries the result, else the warning (hq100 F13: none)
-        lose_stdout(OSError(errno.EBADF, "it is closed"))
+    if closed:  # as a full one: an error where it carries the result, else a warning once the run is done
+        lose_stdout(OSError(errno.EBADF, "it is closed"), say=False)  # (hq100 F13: none; hq105 F5: first,
+        # it came before every error line too, and under -q, which prints nothing there)
     group = typer.main.get_command(app)  # built once: file defaults, --print-config and the run
     commands: dict[str, Any] = dict(getattr(group, "commands", {}))
     default_map: dict[str, dict[str, Any]] = {}  # the options config files give (set below)
@@ -90,6 +92,7 @@ def _main() -> None:
         if not argv:  # bare `quantkit`: the help, and success
             with group.make_context("quantkit", ["--help"], resilient_parsing=True) as ctx:
                 stdout.print(group.get_help(ctx), highlight=False, markup=False, soft_wrap=True)
+            _lost(["--help"])
             return
         default_map = _file_defaults(commands, plain)
         if len(plain) < len(argv):
@@ -100,6 +103,11 @@ def _main() -> None:
         _refuse_empty_paths(commands, plain)
         result = group.main(args=argv, prog_name="quantkit", standalone_mode=False, default_map=default_map)
         _lost(plain)
+        if closed and not RESULT_ON_STDOUT and VERBOSITY["level"] >= 0:
+            warn(
+                f"cannot write to stdout ({STDOUT_LOST['why']}); what the command prints there is lost (its "
+                "files are written as usual)"
+            )
         if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
             raise KeyboardInterrupt
         if isinstance(result, int) and result:  # and typer.Exit(code) too: shrink's failed gate
