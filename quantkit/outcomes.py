@@ -46,7 +46,7 @@ class OutputMetrics:
     labels: bool = False  # integer outputs (an ArgMax's): top1_agreement of labels; SQNR says nothing
     varying_sqnr_db: float | None = None  # where sqnr_db hides what changes between images (variation)
     selected: bool = False  # a TopK / NonMaxSuppression chose and ordered its rows: row by row says little
-    probabilities: bool = False  # class scores FP32 gives as distributions (>= 0, each row summing to 1)
+    probabilities: bool = False  # class scores FP32 gives as distributions (a Softmax's, a LogSoftmax's)
 
 
 @dataclass(frozen=True)

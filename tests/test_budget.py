@@ -612,7 +612,7 @@ def test_class_scores_that_are_distributions_are_told_from_values() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 10)).astype(np.float32)
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    for ref, distributions in ((probs, True), (logits, False), (probs * 0.9, False)):
+    for ref, distributions in ((probs, True), (np.log(probs), True), (logits, False), (probs * 0.9, False)):
         errors = OutputErrors("y")
         errors.update(ref, ref + 0.01 * rng.normal(size=ref.shape).astype(np.float32), images=6)
         result = errors.result()

@@ -213,10 +213,16 @@ class OutputErrors:
 
 
 def _distributions(rows: np.ndarray) -> bool:
-    """Whether every row [R, C] is a probability distribution (a Softmax's): none below 0, each summing to
-    1 within float32 rounding."""
-    sums = rows.sum(axis=1, dtype=np.float64)
-    return bool(rows.size) and bool(np.all(rows >= 0)) and bool(np.all(np.abs(sums - 1.0) <= 1e-3))
+    """Whether every row [R, C] is a probability distribution (a Softmax's: none below 0, each summing to
+    1 within float32 rounding) or its logarithm (a LogSoftmax's: none above 0, their exponentials summing
+    to 1; hq105 F7)."""
+    if not rows.size:
+        return False
+    if np.all(rows >= 0):
+        return bool(np.all(np.abs(rows.sum(axis=1, dtype=np.float64) - 1.0) <= 1e-3))
+    if np.all(rows <= 0):
+        return bool(np.all(np.abs(np.exp(rows.astype(np.float64)).sum(axis=1) - 1.0) <= 1e-3))
+    return False
 
 
 def cosines(ref_norms: np.ndarray, cand_norms: np.ndarray, dots: np.ndarray) -> list[float]:
