@@ -157,6 +157,7 @@ import quantkit
 
 def release(model: Path, images: list[Path], out: Path) -> float:
     preprocess = quantkit.Preprocess(preset="unit", mean="0,0,0", std=[1, 1, 1], input_size="32x32")
+    quantkit.Preprocess(mean=np.array([0.5, 0.5, 0.5]), bgr="on", resize="letterbox", pad="114")
     table = quantkit.calibrate(model, data=images, output=out / "t.calib.json", preprocess=preprocess)
     quantkit.calibrate(model, data=[np.zeros((3, 32, 32), np.float32)], output=out / "a.calib.json")
     result = quantkit.convert(model, to="int8", calibration=table, output=out / "m.int8.onnx")

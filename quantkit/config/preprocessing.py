@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from quantkit.config.base import as_count, as_enum, as_floats, as_number, as_size, set_switches
 from quantkit.config.fixed_inputs import FixedInput, given_values
@@ -171,11 +172,11 @@ class PreprocessOptions:
         def __init__(
             self,
             preset: Preset | str | None = None,
-            mean: Sequence[float] | float | str | None = None,
-            std: Sequence[float] | float | str | None = None,
-            bgr: bool = False,
+            mean: Sequence[float] | npt.NDArray[Any] | float | str | None = None,
+            std: Sequence[float] | npt.NDArray[Any] | float | str | None = None,
+            bgr: bool | str = False,
             resize: ResizeMode | str = ResizeMode.crop,
-            input_size: tuple[int, int] | Sequence[int] | int | str | None = None,
+            input_size: tuple[int, int] | Sequence[int] | str | None = None,
             pad: float | str | None = None,
             input_values: Mapping[str, Sequence[float] | float | str]
             | Sequence[tuple[str, Sequence[float] | float | str]] = (),
