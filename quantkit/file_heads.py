@@ -18,7 +18,13 @@ DATA_MAGIC = (
     (b"II*\x00", "an image (TIFF)"),
     (b"MM\x00*", "an image (TIFF)"),
     (b"\x93NUMPY", "a NumPy array"),
+    (b"PK\x03\x04", "a ZIP archive (a NumPy .npz, say)"),  # hq105 F1: model-ready samples went
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "an image (JPEG 2000)"),
+    (b"\xffO\xffQ", "an image (JPEG 2000)"),
+    (b"%PDF-", "a PDF document"),
 )
+# ISO base media brands of still images (AVIF, HEIF): `....ftyp<brand>`
+IMAGE_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")
 
 
 def holds_data(path: Path) -> str:
@@ -34,6 +40,10 @@ def holds_data(path: Path) -> str:
         return "an image (WebP)"
     if head[:2] == b"BM" and head[6:10] == bytes(4):  # its two reserved words: not a note that begins "BM"
         return "an image (BMP)"
+    if head[4:8] == b"ftyp" and head[8:12] in IMAGE_BRANDS:
+        return "an image (AVIF / HEIF)"
+    if head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3] in (b" ", b"\t", b"\r", b"\n"):
+        return "an image (PNM)"  # PBM, PGM, PPM, PAM: P1-P7 and a space
     return next((kind for magic, kind in DATA_MAGIC if head.startswith(magic)), "")
 
 

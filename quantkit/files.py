@@ -103,6 +103,18 @@ def refuse_over_artifact(role: str, output: Path) -> None:
         )
 
 
+def refuse_foreign_arrays(table: Path, arrays: Path) -> None:
+    """A table's .npz never replaces a file no table at `table` owns (hq105 F1: `calibrate -o sample.json`
+    replaced the user's model-ready sample.npz): one there is an earlier table's only where `table` holds
+    a calibration table."""
+    if arrays.is_file() and not holds_table(table):
+        kind = holds_data(arrays) or "a file"
+        raise OutputError(
+            f"the table's arrays {arrays} would replace {kind} that no calibration table at {table} owns; "
+            "give the table another name"
+        )
+
+
 def read_text(path: Path) -> str:
     """A text file a user wrote: UTF-8, its byte-order mark dropped (Notepad's: hunt39 hid class 0 of a
     labels file; hq61 a node name of an --exclude-from file), or UTF-16 where a BOM says so (PowerShell

@@ -298,6 +298,12 @@ def test_an_output_folder_that_is_a_file_is_not_called_missing(tmp_path: Path) -
         (b"BM\x36\x00\x0c\x00\x00\x00\x00\x00\x36\x00", "an image (BMP)"),
         (b"II*\x00\x08\x00\x00\x00", "an image (TIFF)"),
         (b"GIF89a\x01\x00", "an image (GIF)"),
+        (b"P6\n8 8\n255\n", "an image (PNM)"),  # hq105 F1: the formats quantkit reads itself
+        (b"\x00\x00\x00\x1cftypavif\x00\x00", "an image (AVIF / HEIF)"),
+        (b"\x00\x00\x00\x0cjP  \r\n\x87\n\x00", "an image (JPEG 2000)"),
+        (b"PK\x03\x04\x14\x00", "a ZIP archive (a NumPy .npz, say)"),
+        (b"%PDF-1.7\n", "a PDF document"),
+        (b"Plan: two steps\n", ""),  # a note that begins with P
         (b"BMW notes: the 3 series\n", ""),  # a note that begins with the letters of a bitmap's mark
         (b'{"format": "mine"}', ""),
         (b"", ""),
@@ -403,3 +409,25 @@ def test_outputs_take_the_umask_of_the_moment_they_are_written(tmp_path: Path) -
             os.umask(earlier)
         for name in (f"a{mask}.json", f"b{mask}.onnx", f"b{mask}.npz"):
             assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_a_tables_arrays_never_replace_a_file_no_table_owns(tmp_path: Path, image_dir: Path) -> None:
+    """hq105 F1: `calibrate -o sample.json` replaced the user's model-ready sample.npz beside it."""
+    import numpy as np
+
+    from quantkit import pipeline
+    from quantkit.config import CalibrateConfig, ImageSelection
+    from quantkit.errors import OutputError
+
+    model = tiny_cnn(tmp_path / "cnn.onnx")
+    sample = tmp_path / "sample.npz"
+    np.savez(sample, x=np.zeros((3, 16, 16), np.float32))
+    held = sample.read_bytes()
+    config = CalibrateConfig(images=ImageSelection(image_dir))
+    with pytest.raises(
+        OutputError, match=r"sample.npz would replace a ZIP archive .* that no calibration table"
+    ):
+        pipeline.calibrate(model, tmp_path / "sample.json", config)
+    assert sample.read_bytes() == held and not (tmp_path / "sample.json").exists()
+    pipeline.calibrate(model, tmp_path / "t.json", config)  # a table's own arrays are replaced as asked
+    pipeline.calibrate(model, tmp_path / "t.json", config)

@@ -22,7 +22,7 @@ from quantkit.config.fixed_inputs import OPTION
 from quantkit.data import ArrayStream, Sample, feed_side, samples_at
 from quantkit.errors import CalibrationError, ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
-from quantkit.files import check_output, write_set
+from quantkit.files import check_output, refuse_foreign_arrays, write_set
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.augment import (
     observed_tensors,
@@ -140,6 +140,7 @@ def calibrate(
     json_path, npz_path = table_paths(table_path)
     for out in (json_path, npz_path):
         check_output(out, model_path)
+    refuse_foreign_arrays(json_path, npz_path)
     started = time.perf_counter()
     model = model_io.load_model(model_path)
     require_quantizable(model, model_path)
