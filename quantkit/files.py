@@ -115,6 +115,13 @@ def refuse_foreign_arrays(table: Path, arrays: Path) -> None:
         )
 
 
+def cache_home() -> Path:
+    """$XDG_CACHE_HOME where it is absolute (the XDG spec ignores a relative one: hq107 F7, the kept
+    timings were missed from another folder), else ~/.cache."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+
+
 def read_text(path: Path) -> str:
     """A text file a user wrote: UTF-8, its byte-order mark dropped (Notepad's: hunt39 hid class 0 of a
     labels file; hq61 a node name of an --exclude-from file), or UTF-16 where a BOM says so (PowerShell

@@ -260,3 +260,19 @@ def test_a_cache_folder_that_cannot_be_written_is_said(
     _kept(tmp_path, monkeypatch)  # a writable one: nothing to say
     again, _ = quantize(_silu_chain(), tmp_path, image_dir)
     assert not [w for w in again.warnings if "could not be kept" in w]
+
+
+def test_the_cache_folders_do_not_hang_on_the_working_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hq107 F7: QUANTKIT_SPEED_CACHE='~/qk' (as a CI env: passes it) made a folder named '~' in the
+    working folder, and a relative XDG_CACHE_HOME missed the kept timings from another folder."""
+    from quantkit.pipeline import run_shrink, speed_memory
+
+    monkeypatch.setenv("HOME", "/home/ci")
+    monkeypatch.setenv("QUANTKIT_SPEED_CACHE", "~/qk")
+    assert speed_memory.folder() == Path("/home/ci/qk")
+    monkeypatch.delenv("QUANTKIT_SPEED_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec ignores a relative one
+    assert speed_memory.folder() == Path("/home/ci/.cache/quantkit/speed")
+    assert run_shrink.default_cache_dir() == Path("/home/ci/.cache/quantkit/calibration")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/var/cache/ci")
+    assert speed_memory.folder() == Path("/var/cache/ci/quantkit/speed")

@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labelled
 from quantkit.files import (
+    cache_home,
     cached,
     check_output,
     json_text,
@@ -67,8 +67,7 @@ from quantkit.version import __version__
 def default_cache_dir() -> Path:
     """Where shrink keeps calibration tables: $XDG_CACHE_HOME/quantkit/calibration or
     ~/.cache/quantkit/calibration."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "quantkit" / "calibration"
+    return cache_home() / "quantkit" / "calibration"
 
 
 def _no_progress(label: str, total: int) -> Callable[[int], None]:

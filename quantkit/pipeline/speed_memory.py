@@ -34,7 +34,7 @@ from quantkit.config import Prefer
 from quantkit.cpu import cpu_info
 from quantkit.errors import OutputError
 from quantkit.evaluate import speed
-from quantkit.files import write_atomic
+from quantkit.files import cache_home, write_atomic
 from quantkit.outcomes import Speed, SpeedPlan
 from quantkit.pipeline import speed_refine
 from quantkit.pipeline.speed_refine import INPUTS, REASON, Accuracy, Build, Holds, Placed, Refined
@@ -55,10 +55,9 @@ VERSION = 4
 def folder() -> Path | None:
     """Where decisions are kept; None: $QUANTKIT_SPEED_CACHE=off."""
     chosen = os.environ.get(ENV)
-    if chosen is not None:
-        return None if chosen.strip().lower() in (OFF, "") else Path(chosen)
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "quantkit" / "speed"
+    if chosen is not None:  # '~/qk' as CI's env: passes it made a folder named '~' (hq107 F7)
+        return None if chosen.strip().lower() in (OFF, "") else Path(chosen).expanduser().absolute()
+    return cache_home() / "quantkit" / "speed"
 
 
 @dataclass(frozen=True)
