@@ -3,6 +3,7 @@ channels); bias correction; the accuracy fallback keeps layers float until the o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -585,6 +586,20 @@ def test_weights_two_layers_share_are_said_to_be_left_uncorrected(tmp_path: Path
     summary, _ = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
     assert {"left", "right"} <= set(summary.plan.quantized_nodes)
     said = [n for n in summary.notes if "weight(s) are shared by" in n]
+    # hq106 F3: not any second input two quantized nodes read (an activation, a shape, a constant 3.0)
+    from quantkit.pipeline.convert_notes import shared_weights
+
+    other = make_model(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["a"], name="c", pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["a", "three"], ["s"], name="add1"),
+            helper.make_node("Mul", ["s", "three"], ["m"], name="mul1"),
+            helper.make_node("Mul", ["a", "m"], ["y"], name="gate"),
+        ],
+        {"w": p["w"], "b": p["b"], "three": np.array(3.0, np.float32)},
+    )
+    planned = dataclasses.replace(summary.plan, quantized_nodes={"c": "Conv", "add1": "Add", "mul1": "Mul"})
+    assert shared_weights(other, planned) == ()
     assert said == [
         "1 weight(s) are shared by 2 quantized layers (e.g. 'w'): rebalancing and error-compensating "
         "rounding leave them as they are (each layer would change them its own way); a copy per layer "

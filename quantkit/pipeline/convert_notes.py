@@ -241,9 +241,12 @@ def shared_weights(model: onnx.ModelProto, plan: QuantPlan) -> tuple[str, ...]:
     """The note where quantized layers share their weights (a siamese or stereo model's branches): neither
     rebalancing nor error-compensating rounding changes a weight one layer reads for another (hq102 F6: a
     two-input super-resolution net measured 30.1 dB against 43.1 dB untied, with no word why)."""
+    weights = {t.name for t in model.graph.initializer}
     readers: dict[str, set[str]] = {}
-    for node in model.graph.node:
-        if node.name in plan.quantized_nodes and len(node.input) > 1:
+    for node in model.graph.node:  # a layer's weight (hq106 F3: any second input was counted: a Resize's
+        # empty one, a Reshape's shape, an activation, HardSwish's 3.0)
+        layer = node.op_type in WEIGHTED and node.name in plan.quantized_nodes and len(node.input) > 1
+        if layer and node.input[1] in weights:
             readers.setdefault(node.input[1], set()).add(node.name)
     shared = sorted(name for name, nodes in readers.items() if len(nodes) > 1)
     if not shared:
@@ -254,3 +257,8 @@ def shared_weights(model: onnx.ModelProto, plan: QuantPlan) -> tuple[str, ...]:
         "and error-compensating rounding leave them as they are (each layer would change them its own "
         "way); a copy per layer lets both correct each one",
     )
+
+
+WEIGHTED = frozenset(
+    {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+)  # the layers rebalancing and rounding change
