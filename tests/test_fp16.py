@@ -721,7 +721,13 @@ def test_a_float16_model_below_the_floor_names_its_worst_output(
     message = str(caught.value)
     worst = r"measures [\d.]+ dB output SQNR on the smoke-test samples \(worst: 'y' [\d.]+ dB\), below the 30"
     assert re.search(worst, message), message
+    assert "raise --max-float-layers or keep op types" in message  # the limit, 0, was reached
     assert not out.exists()
+    # hq106 F2: a search that stopped short of its limit (no layer lifted it further) was told to raise it
+    monkeypatch.setattr(run_fp16, "float16_fallback", lambda _, decided, *args: (decided, ()))
+    with pytest.raises(ConversionError) as caught:
+        pipeline.convert_float16(path, table, out, Float16Config(max_float32_layers=8))
+    assert "raise --max-float-layers" not in str(caught.value) and "--exclude-op-types" in str(caught.value)
 
 
 def test_layers_that_hold_nothing_go_back_to_float16(

@@ -161,7 +161,9 @@ def _converted(
         f"the {target.name} model, with {len(decided.kept) - planned} layer(s) kept float32 by the fallback,",
         # hunt31's AGLLNet: 17.2 dB on synthetic inputs, 64.6 dB with a table of photos
         (SYNTHETIC_FIX if table is None else "")
-        + "raise --max-float-layers or keep op types float32 with --exclude-op-types; where an output "
+        # hq106 F2: a search stopped short of its limit (no layer lifted it further) was told to raise it
+        + ("raise --max-float-layers or " if len(decided.kept) - planned >= config.max_float32_layers else "")
+        + "keep op types float32 with --exclude-op-types; where an output "
         "differs by design (an angle that wraps at +-pi, a mask of exact ties), a --min-sqnr below this "
         "figure writes it as measured",
     )
