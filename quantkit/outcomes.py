@@ -11,9 +11,7 @@ from quantkit.files import json_safe
 from quantkit.results import Corrections, FallbackStep, QuantPlan
 from quantkit.version import __version__
 
-REPORT_SCHEMA = "quantkit-compare/1"
-SCHEMA = "quantkit-shrink/1"
-CHECK_SCHEMA = "quantkit-check/1"
+REPORT_SCHEMA, SCHEMA, CHECK_SCHEMA = "quantkit-compare/1", "quantkit-shrink/1", "quantkit-check/1"
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,7 @@ class OutputMetrics:
     varying_sqnr_db: float | None = None  # where sqnr_db hides what changes between images (variation)
     selected: bool = False  # a TopK / NonMaxSuppression chose and ordered its rows: row by row says little
     probabilities: bool = False  # class scores FP32 gives as distributions (a Softmax's, a LogSoftmax's)
+    worst_image: tuple[int, float] | None = None  # (index, dB): one image far below the pooled figure
 
 
 @dataclass(frozen=True)
@@ -319,7 +318,7 @@ def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:
     return {**{f"{n}_ms": getattr(stats, n) for n in ("p50", "p90", "p99", "mean")}, "runs": stats.runs}
 
 
-# an output's figures in the comparison record, in this order (then its worst kind)
+# an output's figures in the comparison record, in this order (then its worst kind and image)
 OUTPUT_FIELDS = (
     *("name", "sqnr_db", "cosine", "max_abs_error", "top1_agreement", "labels", "top5_overlap"),
     *("detection_recall", "detections", "boxes", "boxes_found", "boxes_extra", "boxes_borderline"),
@@ -344,6 +343,7 @@ def comparison_record(result: ComparisonResult) -> dict[str, Any]:
                 "worst_kind": None
                 if m.worst_kind is None
                 else {"axis": m.worst_kind[0], "index": m.worst_kind[1], "sqnr_db": m.worst_kind[2]},
+                "worst_image": m.worst_image and dict(zip(("index", "sqnr_db"), m.worst_image, strict=True)),
             }
             for m in result.outputs
         ],

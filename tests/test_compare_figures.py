@@ -400,3 +400,31 @@ def test_an_output_below_converts_floor_is_called_out() -> None:
     # H2: a --detector head's other outputs, which its boxes' figure reads
     assert broken_output(dataclasses.replace(coarse, top1_agreement=1.0)) is None
     assert broken_output(coarse, judged=True) is None
+
+
+def test_one_image_that_stands_apart_is_named_and_a_spread_is_not() -> None:
+    """hq106 F1: a retouching net cast one bright photo green (11.4 dB) while the other 23 read 26-33 dB
+    and compare said one pooled 24.4 dB, nothing else. A healthy classifier's worst of 200 images sits far
+    below its median too, but close to the next worst: not named."""
+    from quantkit.evaluate.figure_warnings import image_hidden
+    from quantkit.evaluate.output_errors import worst_image
+    from quantkit.outcomes import OutputMetrics
+
+    def power(dbs: list[float], signal: float = 1.0) -> list[tuple[float, float]]:
+        return [(signal, signal / 10 ** (db / 10)) for db in dbs]
+
+    rng = np.random.default_rng(0)
+    rest = list(rng.uniform(26.0, 33.0, 23))
+    found = worst_image(power([*rest[:5], 11.4, *rest[5:]]))
+    assert found is not None and found[0] == 5 and found[1] == pytest.approx(11.4)
+    spread = sorted(rng.normal(36.0, 3.0, 200))
+    spread[:3] = [22.0, 22.8, 25.4]  # SqueezeNet's worst three of 200: a tail, nobody apart
+    assert worst_image(power(spread)) is None
+    assert worst_image(power([*rest[:7], 11.4])) is None  # too few images to tell
+    quiet = [*power(rest), (1e-4, 1e-4 / 10**1.14)]  # its output nearly empty: the noise warning's
+    assert worst_image(quiet) is None
+    m = OutputMetrics("y", 24.4, 0.999, 0.3, worst_image=(5, 11.4))
+    line = image_hidden(m, [f"{k}.jpg" for k in range(24)])
+    assert line is not None and line.startswith(
+        "output 'y' measures 24.4 dB pooled over all images, but 11.4 dB on 5.jpg"
+    )

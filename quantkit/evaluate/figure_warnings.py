@@ -3,6 +3,7 @@ images though its pooled SQNR reads fine, one kind of value far below its output
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,21 @@ def noise_hidden(m: OutputMetrics) -> str | None:
         f"image(s) on their own it is mostly noise (cosine with FP32's below {NOISE_COSINE}): where its "
         "values are small (no text, an empty mask) the error is as large as they are; judge it on your "
         "task's metric"
+    )
+
+
+def image_hidden(m: OutputMetrics, names: Sequence[str] = ()) -> str | None:
+    """A warning where one image, whose output carries its share of the power, measures far below the
+    pooled figure (output_errors.worst_image; hq106 F1: a retouching net cast one bright photo green,
+    11.4 dB, where the pooled 24.4 dB and cosine 0.999 said nothing). names: the images, in order."""
+    if m.worst_image is None or not math.isfinite(m.sqnr_db):
+        return None
+    index, worst = m.worst_image
+    which = names[index] if index < len(names) else f"sample {index}"
+    return (
+        f"output {m.name!r} measures {m.sqnr_db:.1f} dB pooled over all images, but {worst:.1f} dB on "
+        f"{which} on its own: an input unlike the calibration images (its activations past their ranges, "
+        "say); check the output there, and calibrate on images like it"
     )
 
 

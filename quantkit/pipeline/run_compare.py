@@ -20,6 +20,7 @@ from quantkit.evaluate.figure_warnings import (
     anchors_agreement,
     broken_output,
     few_runs,
+    image_hidden,
     kind_hidden,
     noise_hidden,
     same_model,
@@ -104,8 +105,7 @@ def compare(
     paths: list[Path] = []
     side: tuple[int, int] | None
     values, maps = value_outputs(reference, config.output_kind), map_outputs(reference, config.output_kind)
-    # outputs a TopK / NonMaxSuppression ordered: no agreement figures, and a warning (_selected); the
-    # shape inference only where such an op is (seconds on a large model)
+    # outputs a TopK / NMS ordered: no agreement figures, a warning; inferred only where one is (seconds)
     selects = any(n.op_type in SELECTING_OPS for n in reference.graph.node)
     inferred = model_io.infer_shapes(reference) if selects else None
     ordered = frozenset(selection_ordered(inferred)) if inferred is not None else frozenset()
@@ -286,6 +286,7 @@ def compare(
                 *done.comparison.signs_moved(),
                 done.comparison.unmatched(),
                 *(noise_hidden(m) for m in outputs),
+                *(image_hidden(m, [p.name for p in paths]) for m in unordered),
                 *(broken_output(m, config.detection_threshold is not None) for m in unordered),  # hq81 H2
                 *(kind_hidden(m) for m in outputs),
             )
@@ -430,8 +431,7 @@ def over_recorded(
     def kept(name: str, value: Any) -> Any:
         return getattr(options, name) if name in given else value
 
-    # the recorded pad (every table records one) only under a letterbox: `compare --resize squash` on a
-    # letterboxed model was refused as "--pad with --resize squash", --pad never given (zoo, session 40)
+    # the recorded pad only under a letterbox (zoo, session 40: refused as "--pad with --resize squash")
     boxed = kept("resize", recorded.resize) in (ResizeMode.letterbox, ResizeMode.letterbox_center)
     return resolve_preprocess(
         PreprocessOptions(
