@@ -411,17 +411,30 @@ def folder_lock(folder: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: Any, home: str = "") -> Any:
     """value with every non-finite float as its text ('inf', '-inf', 'nan'), in dicts, lists and tuples at
     any depth: JSON has no Infinity or NaN (Python writes them bare, and a CI script's JSON.parse fails
-    exactly where a conversion was lossless: hunt31's compare record, `worst_kind` of 'inf' dB)."""
+    exactly where a conversion was lossless: hunt31's compare record, `worst_kind` of 'inf' dB). home: a
+    folder whose paths are written as ~/... (a report shared as a CI artifact named the user's home:
+    hq107 F10)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v, home) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, home) for v in value]
+    if home and isinstance(value, str) and value.startswith(home.rstrip(os.sep) + os.sep):
+        return "~" + value[len(home.rstrip(os.sep)) :]
     return value
+
+
+def home_folder() -> str:
+    """The user's home folder, for json_safe ('' where it cannot be told or is the root)."""
+    try:
+        found = str(Path.home())
+    except (RuntimeError, KeyError):
+        return ""
+    return "" if found in ("", os.sep) else found
 
 
 def json_text(record: Any, indent: int = 1) -> str:

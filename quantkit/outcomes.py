@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from quantkit.files import json_safe
+from quantkit.files import home_folder, json_safe
 from quantkit.results import Corrections, FallbackStep, QuantPlan
 from quantkit.version import __version__
 
@@ -92,7 +92,7 @@ class ComparisonResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure, JSON-ready (non-finite numbers as text): the record the CLI writes (--json)."""
-        return json_safe(comparison_record(self))
+        return json_safe(comparison_record(self), home_folder())
 
 
 @dataclass(frozen=True)
@@ -309,7 +309,7 @@ class ShrinkResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure, JSON-ready (non-finite numbers as text): the record of report.json and --json."""
-        return json_safe(shrink_record(self))
+        return json_safe(shrink_record(self), home_folder())
 
 
 def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:

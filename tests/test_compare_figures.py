@@ -428,3 +428,21 @@ def test_one_image_that_stands_apart_is_named_and_a_spread_is_not() -> None:
     assert line is not None and line.startswith(
         "output 'y' measures 24.4 dB pooled over all images, but 11.4 dB on 5.jpg"
     )
+
+
+def test_reports_name_paths_under_the_home_folder_from_tilde(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hq107 F10: shrink's report.json, shared as a CI artifact, named $HOME/.cache/quantkit/... (the
+    user's name on a workstation)."""
+    from quantkit.files import home_folder, json_safe
+
+    record = {
+        "table": "/home/ana/.cache/quantkit/calibration/k.calib.json",
+        "other": ["/home/anabel/m.onnx", 1.0],
+    }
+    assert json_safe(record, "/home/ana") == {
+        "table": "~/.cache/quantkit/calibration/k.calib.json",
+        "other": ["/home/anabel/m.onnx", 1.0],
+    }
+    assert json_safe({"x": float("inf")}, "") == {"x": "inf"}
+    monkeypatch.setenv("HOME", "/")
+    assert home_folder() == ""  # nothing to shorten: every path would be under it
