@@ -1174,3 +1174,12 @@ def test_a_gemm_whose_bias_is_broadcast_stays_float_on_onnxruntime(tmp_path: Pat
         if not quantized:
             reasons = {why for op, why in summary.float_by_reason if op == "Gemm"}
             assert any("only with a bias of one value per output" in r for r in reasons), reasons
+
+
+def test_prefer_is_recorded_only_where_it_chooses() -> None:
+    """hq107 F6: with --target tensorrt or openvino nothing is timed, and --prefer accuracy changed only
+    the recorded settings: two byte versions of one model."""
+    for target in (Target.tensorrt, Target.openvino):
+        config = ConvertConfig(target=target, prefer=Prefer.accuracy)
+        assert config.prefer is Prefer.balanced and config.to_dict() == ConvertConfig(target=target).to_dict()
+    assert ConvertConfig(prefer=Prefer.accuracy).prefer is Prefer.accuracy

@@ -166,6 +166,8 @@ class ConvertConfig:
                 f"--prefer speed times onnxruntime on this CPU, not {self.target.value}; leave it out with "
                 f"--target {self.target.value} and measure the model where it runs"
             )
+        if self.target is not Target.ort_cpu:  # nothing is timed: --prefer accuracy changed only the
+            object.__setattr__(self, "prefer", Prefer.balanced)  # recorded settings (hq107 F6: other bytes)
         for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
             object.__setattr__(self, name, as_names(getattr(self, name)))
         set_floats(self, "percentile", "min_sqnr", "concat_range_ratio")
