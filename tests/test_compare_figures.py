@@ -446,3 +446,21 @@ def test_reports_name_paths_under_the_home_folder_from_tilde(monkeypatch: pytest
     assert json_safe({"x": float("inf")}, "") == {"x": "inf"}
     monkeypatch.setenv("HOME", "/")
     assert home_folder() == ""  # nothing to shorten: every path would be under it
+
+
+def test_a_comparison_records_what_it_is_of(tmp_path: Path, image_dir: Path) -> None:
+    """hq107 F4: --seed 0 and 1 gave other figures under the same recorded settings, and neither model
+    nor the image set was named but by the paths typed."""
+    import hashlib
+
+    import quantkit
+    from tests.conftest import tiny_cnn
+
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    first = quantkit.compare(cnn, cnn, data=image_dir, num_images=4, seed=1, runs=0).to_dict()["settings"]
+    second = quantkit.compare(cnn, cnn, data=image_dir, num_images=4, seed=2, runs=0).to_dict()["settings"]
+    sha = hashlib.sha256(cnn.read_bytes()).hexdigest()
+    assert first["reference_sha256"] == first["candidate_sha256"] == sha
+    assert (first["seed"], second["seed"]) == (1, 2)
+    assert first["images_list_sha256"] != second["images_list_sha256"]
+    assert first["preprocess_source"] == "defaults"

@@ -4,13 +4,16 @@ workers, so the figures are the same bytes on one process, N processes or a Ray 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from quantkit.config import DetectorHead, Preprocess, Runtime
+from quantkit.config import DetectorHead, ImageSelection, Preprocess, Runtime
 from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.sanity import ReferenceCheck
+from quantkit.graph import model_io
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
 from quantkit.pipeline.shards import Shared, keeping, require_visible, session_for
@@ -112,3 +115,30 @@ def copies_line(digests: list[bytes]) -> str | None:
         f"{extra} of the {len(digests)} images compared hold the same bytes as another one: each copy weighs "
         "again in the figures; remove the copies to count each photo once"
     )
+
+
+def identity(
+    reference: Path, candidate: Path, images: ImageSelection, paths: Sequence[Path]
+) -> dict[str, Any]:
+    """What a comparison is of, for its record (hq107 F4: --seed 0 and 1 gave other figures under the same
+    recorded settings, and neither model nor image set was named but by the paths typed): both models'
+    sha256, the images' seed and the sha256 of their names, in order (relative to the folder)."""
+    names = [str(p.relative_to(images.folder)) if p.is_relative_to(images.folder) else str(p) for p in paths]
+    return {
+        "reference_sha256": model_io.file_sha256(reference),
+        "candidate_sha256": model_io.file_sha256(candidate),
+        "seed": images.seed,
+        "images_list_sha256": hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
+        if paths
+        else None,
+    }
+
+
+def preprocess_source(arrays: bool, recorded: bool, given: frozenset[str], every: frozenset[str]) -> str:
+    """Where compare's preprocessing came from: arrays (none), flags, a model's quantkit metadata and
+    flags over it, the metadata, or the defaults. given: the options given; every: all of them."""
+    if arrays:
+        return "arrays"
+    if given:
+        return "flags" if not recorded or given == every else "recorded + flags"
+    return "recorded" if recorded else "defaults"

@@ -46,7 +46,9 @@ from quantkit.pipeline.compare_chunks import (
     CompareJob,
     copies_line,
     describe,
+    identity,
     merge_chunks,
+    preprocess_source,
     run_compare_chunk,
 )
 from quantkit.pipeline.compare_notes import (
@@ -234,15 +236,11 @@ def compare(
             "detection_score_threshold": config.detection_threshold,
             "detector": config.detector.value if config.detection_threshold is not None else None,
             "preprocess": preprocess.to_dict() if preprocess else None,
-            # where the preprocessing came from: flags, a model's quantkit metadata, or the defaults
-            "preprocess_source": "arrays"
-            if preprocess is None
-            else ("flags" if recorded is None or given == PREPROCESS_OPTIONS else "recorded + flags")
-            if given
-            else "recorded"
-            if recorded is not None
-            else "defaults",
+            "preprocess_source": preprocess_source(
+                preprocess is None, recorded is not None, given, PREPROCESS_OPTIONS
+            ),
             **_runtime_settings(config.runtime, candidate, candidate_path),
+            **identity(reference_path, candidate_path, config.images, paths),
         },
         environment={**cpu_info(), "versions": _versions(config.runtime)},
         candidate_conversion=conversion_record(candidate),
