@@ -464,3 +464,34 @@ def test_a_comparison_records_what_it_is_of(tmp_path: Path, image_dir: Path) -> 
     assert (first["seed"], second["seed"]) == (1, 2)
     assert first["images_list_sha256"] != second["images_list_sha256"]
     assert first["preprocess_source"] == "defaults"
+
+
+def test_a_table_made_with_other_versions_is_said_so_and_the_model_records_its_own(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq107 F8: a table edited to look made with onnxruntime 1.16.3 and quantkit 0.0.9 converted without
+    a word, and the model recorded quantkit's version alone."""
+    import json
+
+    import onnx
+
+    from quantkit import pipeline
+    from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection
+    from quantkit.runtime import versions
+    from tests.conftest import tiny_cnn
+
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    table = tmp_path / "t.calib.json"
+    pipeline.calibrate(cnn, table, CalibrateConfig(ImageSelection(image_dir)))
+    here = pipeline.convert(cnn, table, tmp_path / "a.onnx", ConvertConfig())
+    assert not [n for n in here.notes if "the table was made with" in n]
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "a.onnx").metadata_props}
+    assert json.loads(meta["quantkit.versions"]) == versions()
+    record = json.loads(table.read_text())
+    record["meta"]["versions"] = {**record["meta"]["versions"], "onnxruntime": "1.16.3"}
+    table.write_text(json.dumps(record))
+    elsewhere = pipeline.convert(cnn, table, tmp_path / "b.onnx", ConvertConfig())
+    said = [
+        n for n in elsewhere.notes if n.startswith("the table was made with onnxruntime 1.16.3 (this run: ")
+    ]
+    assert len(said) == 1, elsewhere.notes

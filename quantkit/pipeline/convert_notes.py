@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 import onnx
 
@@ -262,3 +263,21 @@ def shared_weights(model: onnx.ModelProto, plan: QuantPlan) -> tuple[str, ...]:
 WEIGHTED = frozenset(
     {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 )  # the layers rebalancing and rounding change
+
+
+def made_elsewhere(table_versions: dict[str, Any], running: dict[str, str]) -> tuple[str, ...]:
+    """The note where the table was made with another quantkit or onnxruntime than this run's (hq107 F8:
+    a table edited to look made with onnxruntime 1.16.3 and quantkit 0.0.9 converted without a word): the
+    ranges came from that runtime's FP32 outputs, so the bytes need not be another machine's."""
+    other = [
+        f"{name} {table_versions[name]}"
+        for name in ("quantkit", "onnxruntime")
+        if table_versions.get(name) not in (None, running.get(name))
+    ]
+    if not other:
+        return ()
+    here = ", ".join(f"{name} {running[name]}" for name in ("quantkit", "onnxruntime"))
+    return (
+        f"the table was made with {', '.join(other)} (this run: {here}): its ranges are what that run "
+        "measured; calibrate again here for the bytes this machine alone would give",
+    )

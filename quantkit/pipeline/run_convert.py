@@ -55,7 +55,7 @@ from quantkit.planner import budget_search as budget_search
 from quantkit.planner import plan as make_plan
 from quantkit.planner.int8_model import FALLBACK_FORMATS, quantized_model, runnable
 from quantkit.results import CalibrationTable, Corrections, FallbackStep, QuantPlan, Runs, feed_rows
-from quantkit.runtime import lean_sessions
+from quantkit.runtime import lean_sessions, versions
 
 FP8_OPSET = 19  # QuantizeLinear / DequantizeLinear take float8 types from opset 19
 OPENVINO_RETRIES = 8  # layers OpenVINO refuses, kept float one conversion at a time, before giving up
@@ -318,6 +318,7 @@ def _converted(
         + convert_notes.stored_half(halves[0])
         + convert_notes.inputs_changed(model, int8)
         + convert_notes.shared_weights(inferred, plan)
+        + convert_notes.made_elsewhere(table.meta.get("versions", {}), versions())
         + ran_as,
         speed=speed,
         fallback=tuple(steps),

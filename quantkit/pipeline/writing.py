@@ -37,7 +37,7 @@ from quantkit.planner import fallback
 from quantkit.planner.at_output import output_noise
 from quantkit.planner.foreground import has_foreground
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_rows, feed_take
-from quantkit.runtime import Session, has_float8
+from quantkit.runtime import Session, has_float8, versions
 from quantkit.version import __version__
 
 # Below these output SQNRs (all outputs, smoke-test samples) a conversion is broken, not coarse: healthy INT8
@@ -312,6 +312,7 @@ def stamp(
     model.producer_name = "quantkit"
     model.producer_version = __version__
     props = {"version": __version__, "settings": json.dumps(json_safe(settings), sort_keys=True)}
+    props["versions"] = json.dumps(versions(), sort_keys=True)  # onnx, onnxruntime, numpy (hq107 F8)
     if conversion is not None:
         props["conversion"] = json.dumps(json_safe(conversion), sort_keys=True, allow_nan=False)
     if table_path is not None and table is not None:
