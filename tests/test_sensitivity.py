@@ -5,6 +5,7 @@ against random choices on held-out images."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,14 @@ def test_sensitivity_finds_the_planted_layer(planted: tuple[Path, Path], image_d
     assert [k for k, _, _ in report.cumulative] == [1, 2, 3]
     assert report.cumulative[-1][2] == pytest.approx(1.0)  # every layer float: no error left
     assert report.num_images == 12
+    settings = report.to_dict()["settings"]  # hq107 F5: what was ranked, named
+    assert settings["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert settings["table_sha256"] == hashlib.sha256(table.read_bytes()).hexdigest()
+    assert (
+        settings["seed"] == 0
+        and len(settings["images_list_sha256"]) == 64
+        and "onnxruntime" in settings["versions"]
+    )
     # hunt39 F5: what goes float with a layer is said (c3 float makes its input, c2's output, float, and
     # c2 with it: onnxruntime has no int8 Conv with a float output)
     assert rows["c3"].with_it == ("c2",) and report.to_dict()["layers"][0]["float_with_it"] is not None

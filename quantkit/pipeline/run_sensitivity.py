@@ -12,9 +12,11 @@ from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig, ImageSelection
 from quantkit.errors import ModelError
 from quantkit.evaluate.output_noise import OutputNoise
+from quantkit.graph import model_io
 from quantkit.image_folders import select_images, shortfall
 from quantkit.outcomes import LayerSensitivity, SensitivityReport
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
+from quantkit.pipeline.compare_chunks import identity
 from quantkit.pipeline.loading import load_for_int8, resolve_weight_range, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.sensitivity_jobs import (
@@ -30,7 +32,7 @@ from quantkit.pipeline.sensitivity_jobs import (
 from quantkit.pipeline.shards import run_jobs, sendable
 from quantkit.planner import corrections_choice
 from quantkit.planner import sensitivity as sens
-from quantkit.runtime import Session
+from quantkit.runtime import Session, versions
 
 DEFAULT_IMAGES = 32  # the CLI's and the API's --num-images
 FEW_IMAGES = 8  # fewer images than this rank layers by noise, not by the data (a warning)
@@ -101,16 +103,21 @@ def sensitivity(
             steps.append((len(top.floated), result.noise.sqnr_db, int8_noise.recovered_by(result.noise)))
     finally:
         release()
+    ident = identity(model_path, model_path, images, paths)
     return SensitivityReport(
         layers=tuple(rows),
         int8_output_sqnr_db=int8_noise.sqnr_db,
         cumulative=tuple(steps),
         num_images=count,
-        seconds=time.perf_counter() - started,
-        settings={
+        seconds=time.perf_counter() - started,  # a timing: the one field two runs differ in
+        settings={  # what it ranked, named (hq107 F5: the model, the table and the images were not)
             **sens.measured_config(config).to_dict(),
             "images": str(images.folder),
-            "seed": images.seed,
+            "model_sha256": ident.pop("reference_sha256"),
+            "table_sha256": model_io.file_sha256(table_path),
+            "seed": ident["seed"],
+            "images_list_sha256": ident["images_list_sha256"],
+            "versions": versions(),
         },
         warnings=_read_warnings(images, paths, count),
     )
