@@ -118,7 +118,7 @@ def test_shrink_publishes_under_its_folders_lock(
     at once left report.md of one beside report.json and junit.xml of the other."""
     import fcntl
 
-    from quantkit.pipeline import run_shrink
+    from quantkit.pipeline import shrink_cleanup
 
     out = tmp_path / "release"
     model = tiny_cnn(tmp_path / "m.onnx")
@@ -137,7 +137,7 @@ def test_shrink_publishes_under_its_folders_lock(
                 os.close(fd)
         replace(source, target)
 
-    monkeypatch.setattr(run_shrink.os, "replace", moved)
+    monkeypatch.setattr(shrink_cleanup.os, "replace", moved)
     argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "c"), *FAST]
     assert run([*argv, "--output-dir", str(out)], capsys)[0] == 0
     assert held and all(held), held
