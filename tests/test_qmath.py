@@ -204,14 +204,15 @@ def _observed(x: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def test_the_tail_is_counted_exactly_on_both_sides_and_the_body_is_unbiased() -> None:
-    from quantkit.qmath.histogram import TAIL_SHARE, sample_stride, tail_of
+    from quantkit.qmath.histogram import TAIL_SHARE, sample_stride, tails_of
 
     x = _heavy_tailed(np.random.default_rng(0), 400_000)
     grid = grid_for(float(x.min()), float(x.max()), 2048)
     exact, _ = grid_counts(x, grid)
     sample = x[:: sample_stride(x.size)]
-    low, high, tail = tail_of(x, sample, nonnegative=False)
-    assert low < 0 < high
+    lows, highs, middle, tail = tails_of(x[None], sample[None], nonnegative=False)
+    low, high = float(lows[0]), float(highs[0])
+    assert low < 0 < high and np.array_equal(middle, sample[(sample >= low) & (sample <= high)])
     assert np.array_equal(np.sort(tail), np.sort(x[(x < low) | (x > high)]))  # every tail value, once
     assert 0.5 * x.size / TAIL_SHARE < tail.size < 4 * x.size / TAIL_SHARE
     counts, zeros = _observed(x)

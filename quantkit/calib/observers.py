@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantkit.calib.extremes import ImageExtremes
-from quantkit.qmath.histogram import Grid, grid_counts, grid_for, regrid, sample_stride, tail_of
+from quantkit.qmath.histogram import Grid, grid_counts, grid_for, regrid, sample_stride, tails_of
 from quantkit.results import TensorStats
 
 
@@ -130,9 +130,9 @@ PENDING_VALUES = 1 << 13
 
 
 class TensorObserver:
-    """Min/max, a histogram of `bins` bins on the smallest aligned grid that holds the values so far
-    (the tail counted exactly, the rest from a strided sample: qmath.histogram.tail_of), and optional
-    per-channel min/max/sum along `channel_axis`."""
+    """Min/max, a histogram of `bins` bins on the smallest aligned grid that holds the values so far (each
+    image's tail counted exactly, the rest from a strided sample of it: qmath.histogram.tails_of), and
+    optional per-channel min/max/sum along `channel_axis`."""
 
     def __init__(self, bins: int = 2048, channel_axis: int | None = None) -> None:
         self.channel_axis = channel_axis
@@ -167,14 +167,14 @@ class TensorObserver:
             channels, extremes = _extremes(x, axis, per_image)
             x_min, x_max = float(extremes[0].min()), float(extremes[1].max())
         leading = x.shape[0] if x.ndim > 1 else 1  # observed activations lead with the batch
-        stride = sample_stride(x.size, leading)
-        sample = x.reshape(-1)[::stride]
+        rows = x.reshape(leading, -1)  # each image's values sampled and cut on their own (tails_of)
+        stride = sample_stride(rows.shape[1])
         pending = self._pending
         if stride == 1:
-            pending.hold(1, sample.copy())  # held past this call: never a view of the caller's array
+            pending.hold(1, rows.reshape(-1).copy())  # held past this call: never a view of the caller's
         else:
-            low, high, tail = tail_of(x, sample, x_min >= 0.0)
-            pending.hold(stride, sample[(sample >= low) & (sample <= high)])
+            _, _, middle, tail = tails_of(rows, rows[:, ::stride], x_min >= 0.0)
+            pending.hold(stride, middle)
             pending.hold(1, tail)
         pending.add(x_min, x_max, x.size, nonfinite, channels)
         pending.add_images(extremes if per_image else None)

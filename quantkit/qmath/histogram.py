@@ -93,19 +93,26 @@ def _is_prime(n: int) -> bool:
     return n > 1 and all(n % d for d in range(2, math.isqrt(n) + 1))
 
 
-def tail_of(x: np.ndarray, sample: np.ndarray, nonnegative: bool) -> tuple[float, float, np.ndarray]:
-    """(low, high, tail): thresholds at the k-th smallest and k-th largest of about PROBE values of the
-    sample (k = 1 / TAIL_SHARE of them; sample float [K]; low at most 0, high at least 0), and every
-    value of x (float [...]) below low or above high, exactly (float32 [T]). Each side on its own: an
-    asymmetric tensor (-7.8 to 3.9) has a tail on both. nonnegative: x holds no negative value."""
-    probe = sample[:: max(1, sample.size // PROBE)]
-    k = max(1, probe.size // TAIL_SHARE)
-    ends = np.partition(probe, (k - 1, probe.size - k))
-    low = np.float32(min(float(ends[k - 1]), 0.0))
-    high = np.float32(max(float(ends[probe.size - k]), 0.0))
-    flat = x.reshape(-1)
-    outside = flat > high if nonnegative else (flat > high) | (flat < low)
-    return float(low), float(high), np.extract(outside, flat)
+def tails_of(rows: np.ndarray, sample: np.ndarray, nonnegative: bool) -> tuple[np.ndarray, ...]:
+    """(low [R], high [R], the sample's values between each row's thresholds, float32 [M]; every value of
+    rows beyond its own row's, exactly, float32 [T]). rows: float [R, P] (an image each); sample: rows'
+    strided sample [R, K]. A row's thresholds: its k-th smallest and k-th largest of about PROBE values
+    of its sample (k = 1 / TAIL_SHARE of them; low at most 0, high at least 0), each side on its own (an
+    asymmetric tensor, -7.8 to 3.9, has a tail on both). nonnegative: rows hold no negative value. Each
+    image's figures are its own, so a histogram does not depend on which images share a batch, nor on
+    their order (hq107 F1, F2: the same photos renamed, or another --batch-size, gave other histograms)."""
+    sample = np.ascontiguousarray(sample)  # a strided view's masks cost more than the copy
+    probe = sample[:, :: max(1, sample.shape[1] // PROBE)]
+    k = max(1, probe.shape[1] // TAIL_SHARE)
+    ends = np.partition(probe, (k - 1, probe.shape[1] - k), axis=1)
+    low = np.minimum(ends[:, k - 1], np.float32(0.0))
+    high = np.maximum(ends[:, probe.shape[1] - k], np.float32(0.0))
+    # row by row: a contiguous row against its scalars is as fast as the whole batch against one pair
+    tails = [
+        r[r > h] if nonnegative else r[(r > h) | (r < lo)] for r, lo, h in zip(rows, low, high, strict=True)
+    ]
+    inside = (sample >= low[:, None]) & (sample <= high[:, None])
+    return low, high, sample[inside], np.concatenate(tails)
 
 
 def grid_counts(x: np.ndarray, grid: Grid) -> tuple[np.ndarray, int]:
