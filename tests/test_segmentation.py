@@ -141,6 +141,8 @@ def test_compare_reads_a_segmenters_logits_per_pixel_where_told(
     (figures,) = json.loads(report.read_text())["outputs"]
     hint = "--output-kind classes adds the share of pixels whose class agrees"  # hq59: DeepLabV3 had none
     assert (hint in " ".join(err.split())) == (kind == "auto")
+    three = "hold 3 channels at the input's size, read as an image the model gives back"  # hq106 F4
+    assert (three in " ".join(err.split())) == (kind == "classes" and classes == 3)
     out = tmp_path / "shrink"
     argv = ["shrink", str(model), "--images", str(image_dir), "--output-dir", str(out), "--runs", "0"]
     code, _, err = run([*argv, "--max-drop", "10", "--output-kind", kind], capsys)

@@ -76,12 +76,15 @@ def logits_axis(output: np.ndarray, side: tuple[int, int] | None) -> int | None:
     return shape_logits_axis(output.shape, side)
 
 
-def shape_logits_axis(shape: tuple[int, ...], side: tuple[int, int] | None) -> int | None:
-    """logits_axis of an output of `shape`."""
+def shape_logits_axis(
+    shape: tuple[int, ...], side: tuple[int, int] | None, three: bool = False
+) -> int | None:
+    """logits_axis of an output of `shape`; three: an axis of 3 counts too (compare_notes says why it
+    does not: an image the model gives back)."""
     if len(shape) != 4 or side is None:
         return None
     axis = 1 if tuple(shape[2:]) == side else 3 if tuple(shape[1:3]) == side else None
-    return axis if axis is not None and shape[axis] not in (1, 3) else None
+    return axis if axis is not None and shape[axis] not in ((1,) if three else (1, 3)) else None
 
 
 def is_class_sequence(output: np.ndarray) -> bool:

@@ -103,6 +103,21 @@ def maps_unscored(
     channels at the input's own size, which compare gives no per-pixel agreement: a segmenter's class
     logits read by their argmax are such a map (hq59: DeepLabV3's [1, 257, 257, 21] showed 'top-1 agree
     -', and --output-kind classes gave 99.67 %), and so are heatmaps, which that figure would misread."""
+    if kind is OutputKind.classes:  # hq106 F4: a 3-map segmenter's figure was '-', with no reason
+        three = [
+            f"{name!r} {list(shape)}"
+            for name, shape in shapes.items()
+            if name in map_outputs(reference, kind)
+            and shape_logits_axis(tuple(shape), side) is None
+            and shape_logits_axis(tuple(shape), side, three=True) is not None
+        ]
+        return (
+            f"output(s) {', '.join(three)} hold 3 channels at the input's size, read as an image the model "
+            "gives back (an enhancer's) and given no per-pixel agreement even under --output-kind classes: "
+            "judge 3 masks on your task's metric (their IoU)"
+            if three
+            else None
+        )
     if kind is not OutputKind.auto:
         return None
     maps = map_outputs(reference, OutputKind.classes)
