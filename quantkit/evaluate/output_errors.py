@@ -115,8 +115,9 @@ class OutputErrors:
         if same.any():
             ref64, cand64 = np.where(same, 0.0, ref64), np.where(same, 0.0, cand64)
         diff = ref64 - cand64
+        squared = diff * diff
         self.signal += float(np.sum(ref64 * ref64))
-        self.noise += float(np.sum(diff * diff))
+        self.noise += float(np.sum(squared))
         self.dot += float(np.sum(ref64 * cand64))
         self.candidate_power += float(np.sum(cand64 * cand64))
         self.single = self.single and ref64[0].size == 1 if len(ref64) else self.single
@@ -125,7 +126,7 @@ class OutputErrors:
         flat_r, flat_c = _per_row(ref64), _per_row(cand64)
         norms_r, norms_c = np.linalg.norm(flat_r, axis=1), np.linalg.norm(flat_c, axis=1)
         dots = np.sum(flat_r * flat_c, axis=1)
-        row_noise = np.sum((flat_r - flat_c) ** 2, axis=1)
+        row_noise = np.sum(_per_row(squared), axis=1)  # each image's share of the noise summed above
         self.image_power.extend(zip((norms_r**2).tolist(), row_noise.tolist(), strict=True))
         self.nonfinite += int(np.sum(~(np.isfinite(norms_r * norms_c) & np.isfinite(dots))))
         self.cosines.extend(cosines(norms_r, norms_c, dots))
