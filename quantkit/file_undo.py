@@ -124,14 +124,15 @@ def sweep_stale(path: Path) -> None:
             changed = entry.stat(follow_symlinks=False).st_ctime
         except OSError:
             continue
-        if time.time() - changed < STALE_S or _running(int(found.group(1))):
+        if time.time() - changed < STALE_S or running(int(found.group(1))):
             continue
         if entry.name.endswith(".tmp") or one_file(entry.path, path):
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """Whether process `pid` exists (another user's, or one that cannot be asked, counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -134,8 +134,8 @@ def test_an_ended_run_is_seen_without_process_descriptors(monkeypatch: pytest.Mo
     monkeypatch.delattr(os, "pidfd_open", raising=False)
     monkeypatch.setattr(orphans, "POLL_S", 0.01)
     orphans._wait_for_end(ended.pid)  # returns (a wait for ever would time the suite out)
-    assert not orphans._alive(ended.pid)
-    assert orphans._alive(os.getpid())
+    assert not orphans.running(ended.pid)
+    assert orphans.running(os.getpid())
 
 
 def test_an_error_the_task_raises_is_raised_as_in_one_process(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ import os
 import select
 import threading
 
+from quantkit.file_undo import running
+
 POLL_S = 1.0  # where the platform has no process descriptors: how often a worker looks
 
 
@@ -41,15 +43,5 @@ def _wait_for_end(pid: int) -> None:
             finally:
                 os.close(descriptor)
             return
-    while _alive(pid):
+    while running(pid):
         threading.Event().wait(POLL_S)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists (another user's process)
-    return True
