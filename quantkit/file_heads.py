@@ -29,13 +29,7 @@ IMAGE_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b
 
 def holds_data(path: Path) -> str:
     """What kind of data file `path` holds by its first bytes (DATA_MAGIC, WebP's RIFF header), or ''."""
-    if not path.is_file():  # a pipe's open would wait for a writer
-        return ""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(16)
-    except OSError:  # not a readable file: nothing of ours to keep
-        return ""
+    head = _first_bytes(path, 16)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "an image (WebP)"
     if head[:2] == b"BM" and head[6:10] == bytes(4):  # its two reserved words: not a note that begins "BM"
@@ -50,10 +44,16 @@ def holds_data(path: Path) -> str:
 def holds_table(path: Path) -> bool:
     """Whether a file's first 64 KB hold a calibration table's format (its keys sorted put it second; a
     rewritten table may put it later)."""
-    if not path.is_file():  # a pipe's open would wait for a writer
-        return False
+    return TABLE_MARK in _first_bytes(path, 1 << 16)
+
+
+def _first_bytes(path: Path, size: int) -> bytes:
+    """The first `size` bytes of a regular file; b'' for anything else (a pipe's open would wait for a
+    writer) or what cannot be read (nothing of ours to keep)."""
+    if not path.is_file():
+        return b""
     try:
         with path.open("rb") as handle:
-            return TABLE_MARK in handle.read(1 << 16)
-    except OSError:  # not a readable file: nothing of ours to keep
-        return False
+            return handle.read(size)
+    except OSError:
+        return b""
