@@ -92,6 +92,11 @@ def is_class_sequence(output: np.ndarray) -> bool:
     return output.ndim == 3 and probability_axis(output) == 2
 
 
+def sums_to_one(values: np.ndarray, axis: int) -> bool:
+    """Whether every row along `axis` sums to 1 within float32 rounding (a softmax's probabilities)."""
+    return bool(np.all(np.abs(values.sum(axis=axis, dtype=np.float64) - 1.0) < 1e-3))
+
+
 def probability_axis(output: np.ndarray) -> int | None:
     """The axis along which a rank-3 or rank-4 output holds class probabilities at each position (C >= 2
     values in [0, 1] summing to 1): 2 of a text recognizer's [N, T, C] softmax, 3 of a segmenter's
@@ -102,8 +107,7 @@ def probability_axis(output: np.ndarray) -> int | None:
     if output.min() < 0.0 or output.max() > 1.0:
         return None
     for axis in (2,) if output.ndim == 3 else (3, 1):
-        sums = output.sum(axis=axis, dtype=np.float64)
-        if output.shape[axis] >= 2 and np.all(np.abs(sums - 1.0) < 1e-3):
+        if output.shape[axis] >= 2 and sums_to_one(output, axis):
             return axis
     return None
 

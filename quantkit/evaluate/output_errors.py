@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from quantkit.evaluate.class_scores import class_axis, holds_labels, top_indices
+from quantkit.evaluate.class_scores import class_axis, holds_labels, sums_to_one, top_indices
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.outcomes import OutputMetrics
 
@@ -252,10 +252,8 @@ def _distributions(rows: np.ndarray) -> bool:
     if not rows.size:
         return False
     if np.all(rows >= 0):
-        return bool(np.all(np.abs(rows.sum(axis=1, dtype=np.float64) - 1.0) <= 1e-3))
-    if np.all(rows <= 0):
-        return bool(np.all(np.abs(np.exp(rows.astype(np.float64)).sum(axis=1) - 1.0) <= 1e-3))
-    return False
+        return sums_to_one(rows, 1)
+    return bool(np.all(rows <= 0)) and sums_to_one(np.exp(rows.astype(np.float64)), 1)
 
 
 def cosines(ref_norms: np.ndarray, cand_norms: np.ndarray, dots: np.ndarray) -> list[float]:
