@@ -314,6 +314,16 @@ def _cast_between_layers() -> onnx.ModelProto:
     return make_model(nodes, {"w1": p["w"], "b1": p["b"], "w2": q["w"], "b2": q["b"], "mean": mean})
 
 
+def _row_graph(nodes: list[onnx.NodeProto]) -> onnx.GraphProto:
+    """nodes from x [1, 4] to y [1, 4], float32."""
+    return helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+
+
 def test_casts_to_the_type_a_tensor_has_are_dropped_as_read(tmp_path: Path, image_dir: Path) -> None:
     """hunt48 C4: a TF graph re-exported through PyTorch held 298 Casts to float of float tensors between
     every Conv and its normalisation; convert listed them as 'no integer kernel in onnxruntime' and the
@@ -337,14 +347,8 @@ def test_casts_to_the_type_a_tensor_has_are_dropped_as_read(tmp_path: Path, imag
         helper.make_node("Cast", ["h"], ["f"], to=TensorProto.FLOAT, name="back"),
         helper.make_node("Relu", ["f"], ["y"], name="r"),
     ]
-    graph = helper.make_graph(
-        custom,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-    )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
-    unknown = helper.make_model(graph, opset_imports=opsets)
+    unknown = helper.make_model(_row_graph(custom), opset_imports=opsets)
     assert same_type_casts(unknown) == (unknown, 0)
     # a float64 round trip is x exactly (TensorRT has no float64 tensors: hq104 F6); a float16 one is not
     for wide, back, dropped_count in (
@@ -356,19 +360,12 @@ def test_casts_to_the_type_a_tensor_has_are_dropped_as_read(tmp_path: Path, imag
             helper.make_node("Cast", ["w"], ["b"], to=back, name="back"),
             helper.make_node("Relu", ["b"], ["y"], name="r"),
         ]
-        graph = helper.make_graph(
-            trip,
-            "g",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-        )
-        round_trip = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        round_trip = helper.make_model(_row_graph(trip), opset_imports=[helper.make_opsetid("", 17)])
         simpler, count = same_type_casts(round_trip)
         assert count == dropped_count
         if count:
-            assert [n.op_type for n in simpler.graph.node] == ["Relu"] and simpler.graph.node[0].input[
-                0
-            ] == "x"
+            (relu,) = simpler.graph.node
+            assert relu.op_type == "Relu" and relu.input[0] == "x"
     summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
     assert any(
         note.startswith("2 Cast node(s) to the type their input has already") for note in summary.notes
