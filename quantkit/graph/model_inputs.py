@@ -74,11 +74,8 @@ def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPE
         )
     if kind not in allowed:
         # hq104 F5: an only input of INT64 fed integer arrays read as if arrays could not be integers
-        also = (
-            "; an integer or bool input only beside one (fed from arrays)"
-            if allowed == IMAGE_TYPES
-            else ("; arrays also integer or bool")
-        )
+        beside = "; an integer or bool input only beside one (fed from arrays)"
+        also = beside if allowed == IMAGE_TYPES else "; arrays also integer or bool"
         raise ModelError(
             f"input {value.name!r} is {onnx.TensorProto.DataType.Name(kind)}; quantkit feeds float32 or "
             f"float16 images, or uint8 pixels{also}: export the model with such an input"

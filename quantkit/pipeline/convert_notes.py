@@ -246,7 +246,7 @@ def shared_weights(model: onnx.ModelProto, plan: QuantPlan) -> tuple[str, ...]:
     readers: dict[str, set[str]] = {}
     for node in model.graph.node:  # a layer's weight (hq106 F3: any second input was counted: a Resize's
         # empty one, a Reshape's shape, an activation, HardSwish's 3.0)
-        layer = node.op_type in WEIGHTED and node.name in plan.quantized_nodes and len(node.input) > 1
+        layer = node.op_type in COMPUTE_OPS and node.name in plan.quantized_nodes and len(node.input) > 1
         if layer and node.input[1] in weights:
             readers.setdefault(node.input[1], set()).add(node.name)
     shared = sorted(name for name, nodes in readers.items() if len(nodes) > 1)
@@ -258,11 +258,6 @@ def shared_weights(model: onnx.ModelProto, plan: QuantPlan) -> tuple[str, ...]:
         "and error-compensating rounding leave them as they are (each layer would change them its own "
         "way); a copy per layer lets both correct each one",
     )
-
-
-WEIGHTED = frozenset(
-    {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-)  # the layers rebalancing and rounding change
 
 
 def made_elsewhere(table_versions: dict[str, Any], running: dict[str, str]) -> tuple[str, ...]:
