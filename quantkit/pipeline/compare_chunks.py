@@ -122,16 +122,19 @@ def identity(
 ) -> dict[str, Any]:
     """What a comparison is of, for its record (hq107 F4: --seed 0 and 1 gave other figures under the same
     recorded settings, and neither model nor image set was named but by the paths typed): both models'
-    sha256, the images' seed and the sha256 of their names, in order (relative to the folder)."""
-    names = [str(p.relative_to(images.folder)) if p.is_relative_to(images.folder) else str(p) for p in paths]
+    sha256 and the images' (images_identity)."""
     return {
         "reference_sha256": model_io.file_sha256(reference),
         "candidate_sha256": model_io.file_sha256(candidate),
-        "seed": images.seed,
-        "images_list_sha256": hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
-        if paths
-        else None,
+        **images_identity(images, paths),
     }
+
+
+def images_identity(images: ImageSelection, paths: Sequence[Path]) -> dict[str, Any]:
+    """The images' seed and the sha256 of their names, in order (relative to the folder; None for none)."""
+    names = [str(p.relative_to(images.folder)) if p.is_relative_to(images.folder) else str(p) for p in paths]
+    digest = hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
+    return {"seed": images.seed, "images_list_sha256": digest if paths else None}
 
 
 def preprocess_source(arrays: bool, recorded: bool, given: frozenset[str], every: frozenset[str]) -> str:

@@ -16,7 +16,7 @@ from quantkit.graph import model_io
 from quantkit.image_folders import select_images, shortfall
 from quantkit.outcomes import LayerSensitivity, SensitivityReport
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
-from quantkit.pipeline.compare_chunks import identity
+from quantkit.pipeline.compare_chunks import images_identity
 from quantkit.pipeline.loading import load_for_int8, resolve_weight_range, table_preprocess, table_samples
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.sensitivity_jobs import (
@@ -103,7 +103,6 @@ def sensitivity(
             steps.append((len(top.floated), result.noise.sqnr_db, int8_noise.recovered_by(result.noise)))
     finally:
         release()
-    ident = identity(model_path, model_path, images, paths)
     return SensitivityReport(
         layers=tuple(rows),
         int8_output_sqnr_db=int8_noise.sqnr_db,
@@ -113,10 +112,9 @@ def sensitivity(
         settings={  # what it ranked, named (hq107 F5: the model, the table and the images were not)
             **sens.measured_config(config).to_dict(),
             "images": str(images.folder),
-            "model_sha256": ident.pop("reference_sha256"),
+            "model_sha256": model_io.file_sha256(model_path),
             "table_sha256": model_io.file_sha256(table_path),
-            "seed": ident["seed"],
-            "images_list_sha256": ident["images_list_sha256"],
+            **images_identity(images, paths),
             "versions": versions(),
         },
         warnings=_read_warnings(images, paths, count),
