@@ -60,10 +60,10 @@ class Variation:
         """SQNR (dB) of the reference's deviation from its per-element mean over the images, against the
         candidate's noise; None where not followed or on too few images."""
         varying = self.moving() if self.images >= FEW_IMAGES else None
-        if varying is None or not varying > 1e-12 * self.power:  # FP32 gives it alike on every image:
-            return (
-                None  # nothing changes to measure (hunt53 C1: a detector's constant box count read '-inf dB')
-            )
+        # FP32 gives it alike on every image: nothing changes to measure (hunt53 C1: a detector's constant
+        # box count read '-inf dB')
+        if varying is None or not varying > 1e-12 * self.power:
+            return None
         return sqnr_db(varying, self.noise)
 
     def moving(self) -> float | None:

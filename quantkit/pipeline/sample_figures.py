@@ -160,11 +160,9 @@ def sparse_foreground(
         shown = total = values = 0
         for run in reference:
             above = run[logits].reshape(len(run[logits]), -1) > 0.0
-            shown, total, values = (
-                shown + int(above.any(axis=1).sum()),
-                total + len(above),
-                values + int(above.sum()),
-            )
+            shown += int(above.any(axis=1).sum())
+            total += len(above)
+            values += int(above.sum())
         if 0 < shown <= SPARSE_FOREGROUND * total:
             which = "that one" if shown == 1 else "those"
             lines.append(
