@@ -82,10 +82,7 @@ def load_model(path: Path) -> onnx.ModelProto:
         # IR 3 had to list as inputs too are weights, as onnxruntime reads an IR 3 file, not inputs a caller
         # may feed: listed at IR 4 they were, and onnxruntime could fold nothing (hq102 F3: a float16
         # SqueezeNet's --to fp16 output ran 0.46-0.70x the file it came from)
-        listed = weight_inputs(model)
-        kept = [value for value in model.graph.input if value.name not in listed]
-        del model.graph.input[:]
-        model.graph.input.extend(kept)
+        _unlist_weights(model)
     return model
 
 
@@ -282,15 +279,20 @@ def weight_inputs(model: onnx.ModelProto) -> set[str]:
 def weights_fixed(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """(the model with the weights it lists as graph inputs no longer inputs, how many it listed): the
     same network, which onnxruntime can fold. The model itself where it lists none."""
-    listed = weight_inputs(model)
-    if not listed:
+    if not weight_inputs(model):
         return model, 0
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
-    kept = [i for i in fixed.graph.input if i.name not in listed]
-    del fixed.graph.input[:]
-    fixed.graph.input.extend(kept)
-    return fixed, len(listed)
+    return fixed, _unlist_weights(fixed)
+
+
+def _unlist_weights(model: onnx.ModelProto) -> int:
+    """The weights `model` lists as graph inputs taken off its inputs, in place; how many it listed."""
+    listed = weight_inputs(model)
+    kept = [value for value in model.graph.input if value.name not in listed]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    return len(listed)
 
 
 def infer_shapes(model: onnx.ModelProto, data_prop: bool = False) -> onnx.ModelProto:
