@@ -131,10 +131,15 @@ def lose_stdout(exc: OSError, say: bool = True) -> None:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), sys.stdout.fileno())
         if say and not RESULT_ON_STDOUT:
-            warn(
-                f"cannot write to stdout ({STDOUT_LOST['why']}); what the command prints there is lost (its "
-                "files are written as usual)"
-            )
+            say_stdout_lost()
+
+
+def say_stdout_lost() -> None:
+    """The warning that what the command prints on stdout is lost (STDOUT_LOST says why)."""
+    warn(
+        f"cannot write to stdout ({STDOUT_LOST['why']}); what the command prints there is lost (its files "
+        "are written as usual)"
+    )
 
 
 # Commands whose result is a file (stdout carries only their summary), and those whose result stdout

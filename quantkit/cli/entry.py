@@ -29,9 +29,9 @@ from quantkit.cli.app import (
     carries_result,
     lose_stdout,
     lost_result,
+    say_stdout_lost,
     stderr,
     stdout,
-    warn,
 )
 from quantkit.errors import ConfigError, QuantkitError
 from quantkit.files import WRITTEN
@@ -104,10 +104,7 @@ def _main() -> None:
         result = group.main(args=argv, prog_name="quantkit", standalone_mode=False, default_map=default_map)
         _lost(plain)
         if closed and not RESULT_ON_STDOUT and VERBOSITY["level"] >= 0:
-            warn(
-                f"cannot write to stdout ({STDOUT_LOST['why']}); what the command prints there is lost (its "
-                "files are written as usual)"
-            )
+            say_stdout_lost()
         if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
             raise KeyboardInterrupt
         if isinstance(result, int) and result:  # and typer.Exit(code) too: shrink's failed gate
