@@ -12,14 +12,11 @@ import codecs
 import contextlib
 import errno
 import functools
-import json
-import math
 import os
 import secrets
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import onnx
 from onnx import external_data_helper
@@ -409,35 +406,3 @@ def folder_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
-
-
-def json_safe(value: Any, home: str = "") -> Any:
-    """value with every non-finite float as its text ('inf', '-inf', 'nan'), in dicts, lists and tuples at
-    any depth: JSON has no Infinity or NaN (Python writes them bare, and a CI script's JSON.parse fails
-    exactly where a conversion was lossless: hunt31's compare record, `worst_kind` of 'inf' dB). home: a
-    folder whose paths are written as ~/... (a report shared as a CI artifact named the user's home:
-    hq107 F10)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v, home) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v, home) for v in value]
-    if home and isinstance(value, str) and value.startswith(home.rstrip(os.sep) + os.sep):
-        return "~" + value[len(home.rstrip(os.sep)) :]
-    return value
-
-
-def home_folder() -> str:
-    """The user's home folder, for json_safe ('' where it cannot be told or is the root)."""
-    try:
-        found = str(Path.home())
-    except (RuntimeError, KeyError):
-        return ""
-    return "" if found in ("", os.sep) else found
-
-
-def json_text(record: Any, indent: int = 1) -> str:
-    """record (a JSON-ready record: compare's, shrink's, check's) as strict JSON text, one trailing
-    newline; non-finite numbers as json_safe writes them."""
-    return json.dumps(json_safe(record), indent=indent, allow_nan=False) + "\n"

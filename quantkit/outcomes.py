@@ -7,8 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from quantkit.files import home_folder, json_safe
 from quantkit.results import Corrections, FallbackStep, QuantPlan
+from quantkit.strict_json import home_folder, json_safe
 from quantkit.version import __version__
 
 REPORT_SCHEMA, SCHEMA, CHECK_SCHEMA = "quantkit-compare/1", "quantkit-shrink/1", "quantkit-check/1"

@@ -433,7 +433,7 @@ def test_one_image_that_stands_apart_is_named_and_a_spread_is_not() -> None:
 def test_reports_name_paths_under_the_home_folder_from_tilde(monkeypatch: pytest.MonkeyPatch) -> None:
     """hq107 F10: shrink's report.json, shared as a CI artifact, named $HOME/.cache/quantkit/... (the
     user's name on a workstation)."""
-    from quantkit.files import home_folder, json_safe
+    from quantkit.strict_json import home_folder, json_safe
 
     record = {
         "table": "/home/ana/.cache/quantkit/calibration/k.calib.json",

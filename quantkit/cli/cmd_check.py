@@ -11,7 +11,7 @@ import typer.main
 
 from quantkit.cli.app import CONTEXT, Command, app, file_outputs, guard_outputs, show_table, write_text
 from quantkit.config import Target
-from quantkit.files import json_text
+from quantkit.strict_json import json_text
 
 
 @app.command(

@@ -46,7 +46,7 @@ from quantkit.cli.options import (
 )
 from quantkit.config import OutputKind, Runtime
 from quantkit.errors import ConfigError
-from quantkit.files import json_text
+from quantkit.strict_json import json_text
 
 
 @app.command(

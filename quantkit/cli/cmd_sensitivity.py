@@ -28,8 +28,8 @@ from quantkit.config import (
     CalibMethod,
 )
 from quantkit.errors import ConfigError
-from quantkit.files import json_text
 from quantkit.pipeline.run_sensitivity import DEFAULT_IMAGES
+from quantkit.strict_json import json_text
 
 
 @app.command(

@@ -22,14 +22,7 @@ from quantkit.evaluate import gates
 from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labelled
-from quantkit.files import (
-    cache_home,
-    cached,
-    check_output,
-    json_text,
-    require_writable,
-    write_set,
-)
+from quantkit.files import cache_home, cached, check_output, require_writable, write_set
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
 from quantkit.graph.query import INTEGER_TYPES, picked_by_data
@@ -61,6 +54,7 @@ from quantkit.reports import html_page, junit, markdown, records
 from quantkit.results import TABLE_VERSION, CalibrationTable, feed_take
 from quantkit.runtime import Session
 from quantkit.scratch import Scratch
+from quantkit.strict_json import json_text
 from quantkit.version import __version__
 
 

@@ -20,7 +20,7 @@ from quantkit.evaluate.end2end import rows_differ
 from quantkit.evaluate.figure_warnings import BROKEN_BELOW_DB
 from quantkit.evaluate.output_errors import OutputErrors
 from quantkit.evaluate.output_noise import OutputNoise
-from quantkit.files import check_output, json_safe, write_set
+from quantkit.files import check_output, write_set
 from quantkit.graph import model_io
 from quantkit.graph.augment import with_outputs
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, measured_outputs, selection_ordered
@@ -38,6 +38,7 @@ from quantkit.planner.at_output import output_noise
 from quantkit.planner.foreground import has_foreground
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_rows, feed_take
 from quantkit.runtime import Session, has_float8, versions
+from quantkit.strict_json import json_safe
 from quantkit.version import __version__
 
 # Below these output SQNRs (all outputs, smoke-test samples) a conversion is broken, not coarse: healthy INT8
