@@ -23,6 +23,7 @@ from onnx import external_data_helper
 
 from quantkit.errors import OutputError
 from quantkit.file_heads import holds_data, holds_table
+from quantkit.file_inputs import guard, landing_on_input
 from quantkit.file_undo import aside_name, one_file, settle, staged_name, sweep_stale, undo
 
 try:  # POSIX: flock on the folder itself, released by the kernel if the process dies
@@ -35,7 +36,9 @@ def check_output(output: Path, *inputs: Path) -> None:
     """Refuse an output path that is an input (an input model's external-data files included), a
     folder, a device or pipe (written atomically, a file would be renamed over it), or in a missing
     folder."""
-    for source in [*inputs, *(data for model in inputs for data in data_files(model))]:
+    sources = [*inputs, *(data for model in inputs for data in data_files(model))]
+    guard(sources)  # asked again at the rename (file_inputs)
+    for source in sources:
         if same_file(output, source):
             raise OutputError(f"the output {output} is an input file; choose another output path")
     if output.is_dir():
@@ -167,6 +170,7 @@ def check_outputs(
     outputs, inputs, folders, array_folders: (what the user calls it, e.g. "--json" or "the model", path).
     An input model's external-data files count as inputs."""
     inputs = [*inputs, *((f"{what}'s weights", data) for what, path in inputs for data in data_files(path))]
+    guard(path for _, path in inputs)
     for index, (role, output) in enumerate(outputs):
         for what, source in inputs:
             if same_file(output, source):
@@ -264,6 +268,7 @@ def write_atomic(path: Path, data: bytes, cache: bool = False) -> None:
     sweep_stale(path)
     temp = _staged(path, data)
     try:
+        _refuse_landing(path)
         os.replace(temp, path)
     except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
@@ -300,6 +305,7 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
                 moves.append((path, _staged(path, data), aside))  # between the staged file and its record
             for path, temp, aside in moves:
                 current = path
+                _refuse_landing(path)
                 if aside is not None:
                     _keep_aside(path, aside)
                 os.replace(temp, path)
@@ -310,6 +316,12 @@ def write_set(files: Sequence[tuple[Path, bytes]]) -> None:
             raise
         WRITTEN.extend(path for path, _ in files)  # in place: an interrupt in what follows leaves them
         settle(put for _, _, put in moves if put is not None)
+
+
+def _refuse_landing(path: Path) -> None:
+    reason = landing_on_input(path)
+    if reason is not None:
+        raise OutputError(reason)
 
 
 def _no_folder(folder: Path) -> str:

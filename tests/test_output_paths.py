@@ -431,3 +431,51 @@ def test_a_tables_arrays_never_replace_a_file_no_table_owns(tmp_path: Path, imag
     assert sample.read_bytes() == held and not (tmp_path / "sample.json").exists()
     pipeline.calibrate(model, tmp_path / "t.json", config)  # a table's own arrays are replaced as asked
     pipeline.calibrate(model, tmp_path / "t.json", config)
+
+
+def test_an_output_folder_swapped_for_a_link_to_the_inputs_is_refused_at_the_rename(
+    image_dir: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq100 F2: the check before any work passed, then the output's folder was replaced by a link to the
+    model's folder while convert ran: the INT8 model was renamed over its FP32 input, exit 0, no word.
+    Each write asks again at its rename (file_inputs); the input stays, nothing lands, one line."""
+    from quantkit import files
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    model = tiny_cnn(src / "m.onnx")
+    table = tmp_path / "t.calib.json"
+    assert run(["calibrate", str(model), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    before = model.read_bytes()
+    staged = files._staged
+
+    def swap_then_stage(path: Path, data: bytes) -> str:
+        if path.parent == out and out.is_dir() and not out.is_symlink():
+            out.rmdir()
+            out.symlink_to(src)  # what a script cleaning the output folder mid-run might do
+        return staged(path, data)
+
+    monkeypatch.setattr(files, "_staged", swap_then_stage)
+    code, _, err = run(["convert", str(model), "-c", str(table), "-o", str(out / "m.onnx")], capsys)
+    assert_one_line_error(code, err, f"the output {out / 'm.onnx'} now names the input {model}")
+    assert model.read_bytes() == before
+    assert sorted(p.name for p in src.iterdir()) == ["m.onnx"]  # no staged file left either
+
+
+def test_a_later_command_may_write_over_an_earlier_commands_input(tmp_path: Path) -> None:
+    """The inputs guarded are the latest check's: a pipeline that converts a -> b, then writes a new a
+    from c, is not refused."""
+    from quantkit import files
+
+    a, b, c = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "c.onnx"
+    for path in (a, c):
+        path.write_bytes(b"model")
+    files.check_output(b, a)
+    files.write_atomic(b, b"one")
+    files.check_output(a, c)
+    files.write_atomic(a, b"two")
+    assert a.read_bytes() == b"two" and c.read_bytes() == b"model"
+    with pytest.raises(files.OutputError, match="now names the input"):
+        files.write_atomic(c, b"three")  # c is this check's input (no check_output would let it by)
+    assert c.read_bytes() == b"model"
