@@ -495,3 +495,8 @@ def test_a_table_made_with_other_versions_is_said_so_and_the_model_records_its_o
         n for n in elsewhere.notes if n.startswith("the table was made with onnxruntime 1.16.3 (this run: ")
     ]
     assert len(said) == 1, elsewhere.notes
+    for broken in (None, "1.0", ["quantkit"], 3):  # hq108 F3: a hand-edited record was an internal error
+        record["meta"]["versions"] = broken
+        table.write_text(json.dumps(record))
+        result = pipeline.convert(cnn, table, tmp_path / "c.onnx", ConvertConfig())
+        assert not [n for n in result.notes if "the table was made with" in n]

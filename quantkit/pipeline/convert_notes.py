@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
 
 import onnx
 
@@ -260,10 +259,13 @@ def shared_weights(model: onnx.ModelProto, plan: QuantPlan) -> tuple[str, ...]:
     )
 
 
-def made_elsewhere(table_versions: dict[str, Any], running: dict[str, str]) -> tuple[str, ...]:
+def made_elsewhere(table_versions: object, running: dict[str, str]) -> tuple[str, ...]:
     """The note where the table was made with another quantkit or onnxruntime than this run's (hq107 F8:
     a table edited to look made with onnxruntime 1.16.3 and quantkit 0.0.9 converted without a word): the
-    ranges came from that runtime's FP32 outputs, so the bytes need not be another machine's."""
+    ranges came from that runtime's FP32 outputs, so the bytes need not be another machine's. A record
+    that is no mapping (a hand-edited table's null or list: hq108 F3, an internal error) names none."""
+    if not isinstance(table_versions, dict):
+        return ()
     other = [
         f"{name} {table_versions[name]}"
         for name in ("quantkit", "onnxruntime")
