@@ -115,11 +115,17 @@ def refuse_foreign_arrays(table: Path, arrays: Path) -> None:
         )
 
 
-def cache_home() -> Path:
+def cache_home() -> Path | None:
     """$XDG_CACHE_HOME where it is absolute (the XDG spec ignores a relative one: hq107 F7, the kept
-    timings were missed from another folder), else ~/.cache."""
+    timings were missed from another folder), else ~/.cache; None where no home folder can be told (no
+    $HOME, and a user id with no passwd entry, as in some containers)."""
     base = os.environ.get("XDG_CACHE_HOME", "")
-    return Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    if os.path.isabs(base):
+        return Path(base)
+    try:
+        return Path.home() / ".cache"
+    except (RuntimeError, KeyError):
+        return None
 
 
 def read_text(path: Path) -> str:

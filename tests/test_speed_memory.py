@@ -276,3 +276,34 @@ def test_the_cache_folders_do_not_hang_on_the_working_folder(monkeypatch: pytest
     assert run_shrink.default_cache_dir() == Path("/home/ci/.cache/quantkit/calibration")
     monkeypatch.setenv("XDG_CACHE_HOME", "/var/cache/ci")
     assert speed_memory.folder() == Path("/var/cache/ci/quantkit/speed")
+
+
+def test_an_unknown_users_home_is_one_line_and_no_home_keeps_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq108 F4: QUANTKIT_SPEED_CACHE='~nosuchuser/qk' was an internal error (pathlib's RuntimeError);
+    where no home folder can be told at all, nothing is kept and shrink asks for --cache-dir."""
+    from quantkit.errors import ConfigError
+    from quantkit.pipeline import run_shrink
+    from tests.conftest import tiny_cnn
+    from tests.helpers import assert_one_line_error, run
+
+    monkeypatch.setenv("QUANTKIT_SPEED_CACHE", "~nosuchuser-qk/qk")
+    with pytest.raises(ConfigError, match="names the home folder of a user this machine does not know"):
+        speed_memory.folder()
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    table = tmp_path / "t.calib.json"
+    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(tmp_path / "q.onnx")], capsys)
+    assert_one_line_error(code, err, "QUANTKIT_SPEED_CACHE=~nosuchuser-qk/qk names the home folder")
+
+    def homeless() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("QUANTKIT_SPEED_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(homeless))
+    assert speed_memory.folder() is None and run_shrink.default_cache_dir() is None
+    argv = ["shrink", str(cnn), "--images", str(image_dir), "--output-dir", str(tmp_path)]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "shrink needs a cache folder for its calibration table; give --cache-dir")

@@ -397,7 +397,7 @@ def step_summary_path() -> Path | None:
     return Path(path) if path else None
 
 
-def default_cache() -> Path:
+def default_cache() -> Path | None:
     from quantkit.pipeline.run_shrink import default_cache_dir
 
     return default_cache_dir()

@@ -61,7 +61,10 @@ def demo(
     from quantkit import demo as demos
     from quantkit.reports import console
 
-    cache = cache_dir or default_cache().parent
+    default = default_cache()
+    cache = cache_dir or (default.parent if default is not None else None)
+    if cache is None:
+        raise ConfigError("no home folder can be told for the demo's cache; give --cache-dir DIR")
     step_summary = step_summary_path()
     with progress_bars() as progress:
         if zoo_name is None:

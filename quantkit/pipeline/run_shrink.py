@@ -58,10 +58,12 @@ from quantkit.strict_json import json_text
 from quantkit.version import __version__
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir() -> Path | None:
     """Where shrink keeps calibration tables: $XDG_CACHE_HOME/quantkit/calibration or
-    ~/.cache/quantkit/calibration."""
-    return cache_home() / "quantkit" / "calibration"
+    ~/.cache/quantkit/calibration; None where no home folder can be told (run_shrink then asks for
+    --cache-dir)."""
+    home = cache_home()
+    return None if home is None else home / "quantkit" / "calibration"
 
 
 def _no_progress(label: str, total: int) -> Callable[[int], None]:

@@ -32,7 +32,7 @@ import onnx
 
 from quantkit.config import Prefer
 from quantkit.cpu import cpu_info
-from quantkit.errors import OutputError
+from quantkit.errors import ConfigError, OutputError
 from quantkit.evaluate import speed
 from quantkit.files import cache_home, write_atomic
 from quantkit.outcomes import Speed, SpeedPlan
@@ -56,8 +56,17 @@ def folder() -> Path | None:
     """Where decisions are kept; None: $QUANTKIT_SPEED_CACHE=off."""
     chosen = os.environ.get(ENV)
     if chosen is not None:  # '~/qk' as CI's env: passes it made a folder named '~' (hq107 F7)
-        return None if chosen.strip().lower() in (OFF, "") else Path(chosen).expanduser().absolute()
-    return cache_home() / "quantkit" / "speed"
+        if chosen.strip().lower() in (OFF, ""):
+            return None
+        try:
+            return Path(chosen).expanduser().absolute()
+        except (RuntimeError, KeyError):  # hq108 F4: '~nosuchuser/qk' was an internal error
+            raise ConfigError(
+                f"{ENV}={chosen} names the home folder of a user this machine does not know; give a "
+                f"path, or '{OFF}'"
+            ) from None
+    home = cache_home()
+    return None if home is None else home / "quantkit" / "speed"  # no home folder: nothing kept
 
 
 @dataclass(frozen=True)
