@@ -306,4 +306,4 @@ def test_an_unknown_users_home_is_one_line_and_no_home_keeps_nothing(
     assert speed_memory.folder() is None and run_shrink.default_cache_dir() is None
     argv = ["shrink", str(cnn), "--images", str(image_dir), "--output-dir", str(tmp_path)]
     code, _, err = run(argv, capsys)
-    assert_one_line_error(code, err, "shrink needs a cache folder for its calibration table; give --cache-dir")
+    assert_one_line_error(code, err, "shrink needs a cache folder for its calibration table; give --cache")
