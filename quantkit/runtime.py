@@ -179,7 +179,9 @@ class Session:
         kinds = {i.name: i.type.removeprefix("tensor(").removesuffix(")") for i in inputs}
         self._types = {name: np.dtype(kind) for name, kind in kinds.items() if kind in FED}
         self._scalars = {i.name for i in inputs if i.shape == []}  # fed one sample a run, as [1]
-        self.output_names = [o.name for o in self._session.get_outputs()]
+        # text outputs (class names a LabelEncoder writes from an ArgMax's index) are not fetched: no figure
+        # reads text, and the index they are written from is measured (hq110 F4: an internal error)
+        self.output_names = [o.name for o in self._session.get_outputs() if o.type != "tensor(string)"]
         # an observing session's tensor outputs come back as views of onnxruntime's own buffers
         # (OrtValue.numpy), not copies: calibration's outputs are every activation of the batch, twice that
         # memory when copied. Only there: a view held after its batch keeps all of the session's memory
@@ -205,11 +207,10 @@ class Session:
             if self._views:
                 fed = {k: np.ascontiguousarray(v) for k, v in feed.items()}
                 values = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in fed.items()}
-                results = [
-                    _own(v.numpy(), fed.values()) for v in self._session.run_with_ort_values(None, values)
-                ]
+                fetched = self._session.run_with_ort_values(self.output_names, values)
+                results = [_own(v.numpy(), fed.values()) for v in fetched]
             else:
-                results = self._session.run(None, feed)
+                results = self._session.run(self.output_names, feed)
         except Exception as exc:  # onnxruntime raises its own exception types from C++
             raise ModelError(f"onnxruntime failed to run the model ({ort_reason(str(exc))})") from exc
         if self._heap is not None:

@@ -338,3 +338,41 @@ def test_a_rank_0_output_converts_and_compares(
         assert code == 0, err
         rows = compared_rows(model, out, image_dir, capsys)
         assert rows["energy"]["sqnr_db"] > 30.0 and rows["y"]["sqnr_db"] > 20.0
+
+
+def test_a_class_name_output_is_carried_and_measured_by_its_index(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq110 F4: a classifier that also outputs its class name (ArgMax, then ai.onnx.ml's LabelEncoder)
+    calibrated, then every convert, compare and shrink stopped in an internal error on the text. The
+    text is not fetched; the scores it is written from are measured; the model written keeps it."""
+    import onnxruntime as ort
+
+    model = _head([helper.make_node("Identity", ["z"], ["y"], name="id")])
+    names = helper.make_node(
+        "LabelEncoder",
+        ["k"],
+        ["label"],
+        name="names",
+        domain="ai.onnx.ml",
+        keys_int64s=list(range(WIDTH)),
+        values_strings=[f"class {c}" for c in range(WIDTH)],
+    )
+    model.graph.node.extend([helper.make_node("ArgMax", ["y"], ["k"], name="am", axis=1, keepdims=0), names])
+    model.graph.output.append(helper.make_tensor_value_info("label", onnx.TensorProto.STRING, ["N"]))
+    model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    path = save(model, tmp_path / "named.onnx")
+    table = tmp_path / "t.calib.json"
+    assert run(["calibrate", str(path), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    x = np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32)
+    for to in ("int8", "fp16"):
+        out = tmp_path / f"{to}.onnx"
+        argv = ["convert", str(path), "--to", to, "-c", str(table), "-o", str(out)]
+        argv += ["--prefer", "accuracy"] if to == "int8" else []
+        code, _, err = run(argv, capsys)
+        assert code == 0, err
+        read = [ort.InferenceSession(str(m)).run(["label"], {"x": x})[0] for m in (path, out)]
+        assert read[1].dtype == object and (read[0] == read[1]).mean() >= 0.75
+    argv = ["compare", str(path), str(tmp_path / "int8.onnx"), "--images", str(image_dir), "--runs", "0"]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err

@@ -135,6 +135,9 @@ def measured_outputs(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
     for output in model.graph.output:
         if output.name in ordered:
             continue
+        text = output.type.tensor_type.elem_type == onnx.TensorProto.STRING
+        if text and label_writer(index, output.name) is None:
+            continue  # text no figure reads, written from no index a figure could read instead
         producer = label_writer(index, output.name) or index.producer.get(output.name)
         logits = producer.input[0] if producer is not None and producer.op_type in SCORED_OPS else ""
         if logits and producer is not None and producer.op_type not in SQUASHING_OPS:
@@ -159,7 +162,8 @@ INTEGER_TYPES = frozenset(
     }
 )
 # ops that pass labels on unchanged in value: a Cast to int32, a Squeeze of the kept axis
-LABEL_CARRIERS = frozenset({"Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten"})
+# ... and ai.onnx.ml's LabelEncoder, which writes an index's class name (hq110 F4)
+LABEL_CARRIERS = frozenset({"Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "LabelEncoder"})
 
 
 def label_writer(index: GraphIndex, name: str) -> onnx.NodeProto | None:

@@ -124,7 +124,7 @@ def _converted(
     excluded = (config.exclude_nodes, config.exclude_op_types)
     decided = fp16_planner.plan(inferred, table, *excluded, peaks, target, margin)
     tried = min(fp16_checks.ATTEMPT_SAMPLES, len(runs))
-    outputs = [{name: run[name] for name in measured} for run in runs[:tried]]
+    outputs = [{name: run[name] for name in measured if name in run} for run in runs[:tried]]  # no text
     if not config.keep_io_types:
         _require_inputs_fit(samples, target, described)
     with_table, synthetic = _floors(target)
