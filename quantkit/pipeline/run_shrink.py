@@ -411,6 +411,7 @@ def cache_key(model_path: Path, config: ShrinkConfig, model_sha256: str) -> str:
     paths = select_images(config.calibration.images)
     key = {
         "model": model_sha256,
+        "model_file": model_path.name,  # the table records it (hq109 F6: a copy's shrink read another's)
         "preprocess": preprocess.to_dict(),
         "images": list_digest(paths),
         "count": len(paths),
