@@ -1042,3 +1042,40 @@ def test_a_cleanup_that_cannot_lock_the_folder_leaves_the_error_line(
     args[args.index("--images") + 1] = str(tmp_path / "missing")
     code, _, err = run(args, capsys)
     assert_one_line_error(code, err, "missing")
+
+
+@pytest.mark.parametrize("damage", [b"", b'{"x": 1}', b"\x00\xff junk"])
+def test_a_damaged_cache_entry_is_calibrated_again_on_the_next_run(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: bytes
+) -> None:
+    """hq109 F1: a cached table's .json emptied or replaced by junk (a cache restore cut short) beside its
+    intact .npz failed every later shrink ('would replace a ZIP archive ... that no calibration table
+    owns; give the table another name', an option shrink has not), until the cache was cleared by hand."""
+    assert run([*shrink_args, "--output-dir", str(tmp_path / "o1")], capsys)[0] == 0
+    (entry,) = (tmp_path / "cache").glob("*.calib.json")
+    good = entry.read_bytes()
+    entry.write_bytes(damage)
+    code, _, err = run([*shrink_args, "--output-dir", str(tmp_path / "o2")], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "o2" / "report.json").read_text())["calibration"]["cache_hit"] is False
+    assert entry.read_bytes() == good  # the same table again
+    assert run([*shrink_args, "--output-dir", str(tmp_path / "o3")], capsys)[0] == 0
+    assert json.loads((tmp_path / "o3" / "report.json").read_text())["calibration"]["cache_hit"] is True
+
+
+def test_a_copy_of_a_model_under_another_name_gets_its_own_table(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq109 F6: b.onnx, a copy of a.onnx, read a.onnx's cached table (recording model_file a.onnx): other
+    bytes than b's own shrink from a clean cache. Same inputs, same bytes."""
+    model = Path(shrink_args[1])
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(model.read_bytes())
+    argv = [*shrink_args, "--prefer", "accuracy"]
+    assert run([*argv, "--output-dir", str(tmp_path / "a")], capsys)[0] == 0
+    warm = [*argv[:1], str(copy), *argv[2:]]
+    assert run([*warm, "--output-dir", str(tmp_path / "b")], capsys)[0] == 0
+    clean = [*[a if a != str(tmp_path / "cache") else str(tmp_path / "clean") for a in warm]]
+    assert run([*clean, "--output-dir", str(tmp_path / "c")], capsys)[0] == 0
+    made = [(tmp_path / d / "copy.int8.onnx").read_bytes() for d in ("b", "c")]
+    assert made[0] == made[1]

@@ -42,6 +42,7 @@ from quantkit.pipeline.shrink_cleanup import (
     CLEANED,
     REMOVED,
     Marks,
+    drop_damaged,
     drop_verdict,
     outputs,
     publish,
@@ -388,14 +389,17 @@ def _calibration_table(
         ) from exc
     model_sha256 = model_io.file_sha256(model_path)
     path = config.cache_dir / f"{cache_key(model_path, config, model_sha256)}.calib.json"
-    if path.exists():  # a cache restored read-only serves its tables (hq73 12: it was refused)
+    damaged = False
+    if path.exists() or path.is_symlink():  # a cache restored read-only serves its tables (hq73 12)
         try:
             loaded = table_io.load(path)
             if loaded.model_sha256 == model_sha256:
                 return path, loaded, True, 0.0
         except QuantkitError:
-            pass  # a damaged cache entry is recalibrated over
+            damaged = True  # a damaged cache entry is recalibrated over
     require_writable(config.cache_dir, fix)
+    if damaged:
+        drop_damaged(path, table_io.arrays_path(path))
     done = calibrate(model_path, path, config.calibration, progress, parallel=parallel)
     cached(path, table_io.arrays_path(path))
     return path, table_io.load(path), False, done.seconds
