@@ -1079,3 +1079,43 @@ def test_a_copy_of_a_model_under_another_name_gets_its_own_table(
     assert run([*clean, "--output-dir", str(tmp_path / "c")], capsys)[0] == 0
     made = [(tmp_path / d / "copy.int8.onnx").read_bytes() for d in ("b", "c")]
     assert made[0] == made[1]
+
+
+def test_a_failure_of_the_environment_says_what_it_removed_or_could_not(
+    shrink_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq109 F3: an OSError no step names (a full temporary folder) removed the earlier verdict and its
+    line did not say so; F5: a read-only --output-dir kept the last release's PASS junit.xml, exit 2, and
+    the line said nothing of it either."""
+    import errno
+
+    from quantkit.pipeline import run_shrink
+
+    out = [*shrink_args, "--output-dir", str(tmp_path / "out")]
+    assert run(out, capsys)[0] == 0
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_shrink, "_run", full)
+        code, _, err = run(out, capsys)
+    assert_one_line_error(code, err, "No space left on device", "; the earlier run's verdict in")
+    assert "was removed (junit.xml, model.int8.onnx, report.json, report.md)" in err
+    assert run(out, capsys)[0] == 0
+    unlink = Path.unlink
+
+    def read_only(path: Path, missing_ok: bool = False) -> None:
+        if path.parent == tmp_path / "out":
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    code, _, err = run([*out, "--max-size-ratio", "-1"], capsys)
+    assert_one_line_error(
+        code, err, "could not be removed (report.json, report.md, junit.xml): it is not this"
+    )
+    assert (tmp_path / "out" / "junit.xml").exists()

@@ -47,6 +47,7 @@ def main() -> None:
     cleanup = sys.modules.get("quantkit.pipeline.shrink_cleanup")
     if cleanup is not None:
         cleanup.REMOVED.clear()  # nor what an earlier run removed
+        cleanup.KEPT.clear()
     # a caller's choice (hq77 5: SIGTERM ignored; nohup ignores SIGHUP) stays
     ignored = {s for s in STOPPING if signal.getsignal(s) is signal.SIG_IGN}
     interrupt = signal.getsignal(signal.SIGINT)  # _stopped ignores it as it says its line
@@ -118,19 +119,11 @@ def _main() -> None:
         _drop_verdict(commands, plain, default_map, 2)
         _stopped()
     except MemoryError:
-        _fail("out of memory; lower --batch-size or --num-images, or free memory")
+        _drop_verdict(commands, plain, default_map, 2)
+        _fail("out of memory; lower --batch-size or --num-images, or free memory" + _removed_line())
     except OSError as exc:  # the environment, not the input: a file vanished, a device failed
-        if exc.errno == errno.EFBIG:  # hq73 12: `ulimit -f` was blamed on the disk
-            _fail(f"{exc.strerror or exc}: a file is larger than this shell lets a process write (ulimit -f)")
-        if exc.filename:
-            _fail(
-                f"{exc.strerror or exc} ({exc.filename}); check the path and that the disk is writable and "
-                "not full"
-            )
-        _fail(  # hq57 D(d): a write to the temporary folder failed, and nothing said where
-            f"{exc.strerror or exc}; check that the output's disk and the temporary folder "
-            f"({tempfile.gettempdir()}; TMPDIR sets it) are writable and not full"
-        )
+        _drop_verdict(commands, plain, default_map, 2)  # hq109 F3: the line said nothing of what went
+        _fail(_os_error(exc) + _removed_line())
     except typer.Exit as exc:
         if exc.exit_code == 130:  # typer's own form of a Ctrl-C: the same line as ours
             _drop_verdict(commands, plain, default_map, 2)
@@ -146,10 +139,24 @@ def _main() -> None:
     except Exception as exc:  # a bug in quantkit: still one line, the traceback on request
         if os.environ.get("QUANTKIT_DEBUG"):
             raise
+        _drop_verdict(commands, plain, default_map, 2)
         _fail(
             f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); this is a quantkit "
-            "bug: rerun with QUANTKIT_DEBUG=1 for the traceback and report it"
+            "bug: rerun with QUANTKIT_DEBUG=1 for the traceback and report it" + _removed_line()
         )
+
+
+def _os_error(exc: OSError) -> str:
+    """The line of an OSError no step turned into a QuantkitError: the environment, not the input."""
+    if exc.errno == errno.EFBIG:  # hq73 12: `ulimit -f` was blamed on the disk
+        return f"{exc.strerror or exc}: a file is larger than this shell lets a process write (ulimit -f)"
+    if exc.filename:
+        why = f"{exc.strerror or exc} ({exc.filename})"
+        return f"{why}; check the path and that the disk is writable and not full"
+    return (  # hq57 D(d): a write to the temporary folder failed, and nothing said where
+        f"{exc.strerror or exc}; check that the output's disk and the temporary folder "
+        f"({tempfile.gettempdir()}; TMPDIR sets it) are writable and not full"
+    )
 
 
 TERMINATED: list[int] = []  # the signal that ended the run, where one did
@@ -213,7 +220,12 @@ def _drop_verdict(
     keep = [Path(a) for a in argv[1:] if a and not a.startswith("-")]  # the model's path among them
     try:
         return drop_earlier_verdict(Path(given), keep=keep)
-    except OSError:  # a folder that cannot be locked or read (hq105 F12: a traceback hid the error line)
+    except (
+        OSError
+    ) as exc:  # a folder that cannot be locked or read (hq105 F12: a traceback hid the error line)
+        from quantkit.pipeline.shrink_cleanup import KEPT, not_removed
+
+        KEPT.append(not_removed(Path(given), exc))  # hq109 F5: said nowhere
         return []
 
 
@@ -224,7 +236,7 @@ def _removed_line(removed: list[Path] | None = None) -> str:
     if cleanup is None:
         return ""
     line: str = cleanup.removed_line(cleanup.REMOVED if removed is None else removed)
-    return line
+    return line + "".join(cleanup.KEPT)  # what could not be removed, where no error message said it
 
 
 def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, Any]]) -> str:

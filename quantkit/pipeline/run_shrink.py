@@ -40,10 +40,12 @@ from quantkit.pipeline.run_convert import convert
 from quantkit.pipeline.run_sensitivity import layer_errors
 from quantkit.pipeline.shrink_cleanup import (
     CLEANED,
+    KEPT,
     REMOVED,
     Marks,
     drop_damaged,
     drop_verdict,
+    not_removed,
     outputs,
     publish,
     removed_line,
@@ -100,11 +102,15 @@ def shrink(
         CLEANED.append(output_dir)  # entry's own cleanup leaves it be
         REMOVED.extend(dropped)
         removed = list(dropped)
-        with contextlib.suppress(OSError):  # a folder that cannot be locked now: the run's error stands
+        try:
             removed += drop_verdict(output_dir, earlier, begun, (model_path,), placed)
+        except OSError as failed:  # a folder that cannot be locked or written now: the run's error stands
+            KEPT.append(not_removed(output_dir, failed))
         _remove_empty(made)
-        if isinstance(exc, QuantkitError) and removed and exc.args:  # hq100 F7: said "nothing was written"
-            exc.args = (f"{exc.args[0]}{removed_line(removed)}", *exc.args[1:])
+        kept = "".join(KEPT)  # what could not be removed (hq109 F5)
+        if isinstance(exc, QuantkitError) and (removed or kept) and exc.args:  # hq100 F7: said "nothing
+            exc.args = (f"{exc.args[0]}{removed_line(removed)}{kept}", *exc.args[1:])  # was written"
+            KEPT.clear()  # said in the error; entry's line for an error of another kind says it
         raise
     if step_summary is not None:  # checked before the run (require_step_summary); a late failure is said
         try:

@@ -26,6 +26,7 @@ def outputs(model_path: Path) -> tuple[str, ...]:
 Marks = dict[str, tuple[int, int, int]]  # a name in --output-dir -> its file's (inode, mtime ns, size)
 CLEANED: list[Path] = []  # the folders shrink() cleaned up itself: entry's later cleanup leaves them be
 REMOVED: list[Path] = []  # an earlier run's verdict removed by this process's cleanups, for the error line
+KEPT: list[str] = []  # why an earlier verdict could not be removed, where no error message carries it
 
 
 def marks(output_dir: Path, names: Sequence[str]) -> Marks:
@@ -79,7 +80,13 @@ def drop_verdict(
             if name in own | there:
                 drop_report(output_dir / name)
         removed = [output_dir / name for name in sorted(there) if not os.path.lexists(output_dir / name)]
+        stuck = [n for n in REPORTS if n in there and _shrink_report(output_dir / n, 4096) is not None]
     REMOVED.extend(removed)
+    if stuck:  # hq109 F5: a read-only folder kept the last release's PASS junit.xml, and nothing said so
+        KEPT.append(
+            f"; the earlier run's verdict in {output_dir} could not be removed ({', '.join(stuck)}): it is "
+            "not this run's"
+        )
     return removed
 
 
@@ -96,6 +103,18 @@ def removed_line(removed: Sequence[Path]) -> str:
     return (
         f"; the earlier run's verdict in {removed[0].parent} was removed ({names}): a failed shrink "
         "leaves none to be read as its own"
+    )
+
+
+def not_removed(output_dir: Path, exc: OSError) -> str:
+    """'; the earlier run's verdict in OUT could not be removed (why): ...' where a failed run's cleanup
+    could not remove the reports there (hq109 F5: a read-only --output-dir kept the last release's PASS
+    junit.xml, and the line said nothing of it); '' where there are none."""
+    if not marks(output_dir, REPORTS):
+        return ""
+    return (
+        f"; the earlier run's verdict in {output_dir} could not be removed ({exc.strerror or exc}): its "
+        "reports are not this run's"
     )
 
 
