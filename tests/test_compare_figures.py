@@ -428,6 +428,29 @@ def test_one_image_that_stands_apart_is_named_and_a_spread_is_not() -> None:
     assert line is not None and line.startswith(
         "output 'y' measures 24.4 dB pooled over all images, but 11.4 dB on 5.jpg"
     )
+    fine = OutputMetrics("y", 52.0, 1.0, 0.01, worst_image=(5, 36.8))  # hq111 F2: a float16 model's
+    assert image_hidden(fine, [f"{k}.jpg" for k in range(24)]) is None
+
+
+def test_the_image_named_is_the_one_compared_by_its_place_in_the_folder() -> None:
+    """hq108 F1: after an unreadable file the next image was named (the index counted images read, the
+    names every file); F8: a/img_3.jpg and b/img_3.jpg were both 'img_3.jpg'; F2: the rows of an output
+    without a batch axis were named as images ('sample 2117' of 61)."""
+    from quantkit.pipeline.compare_chunks import shown_names
+
+    folder = Path("/data/imgs")
+    paths = [folder / "a" / "img_0a.jpg", folder / "a" / "img_3.jpg", folder / "b" / "img_3.jpg"]
+    skipped = [(paths[0], "not a decodable image")]
+    assert shown_names(paths, skipped, folder) == ["a/img_3.jpg", "b/img_3.jpg"]
+    rng = np.random.default_rng(0)
+    errors = OutputErrors("y")
+    for k in range(12):  # 12 images, one far worse than the rest
+        ref = rng.normal(size=(1, 64)).astype(np.float32)
+        noise = rng.normal(size=(1, 64)).astype(np.float32) * (0.5 if k == 7 else 0.01)
+        errors.update(ref, ref + noise)
+    assert errors.result(images=12).worst_image is not None
+    assert errors.result(images=12).worst_image[0] == 7  # type: ignore[index]
+    assert errors.result(images=3).worst_image is None  # 12 rows of 3 images: no row is an image
 
 
 def test_reports_name_paths_under_the_home_folder_from_tilde(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -294,7 +294,7 @@ class Comparison:
         """(per-output metrics, reference and candidate accuracy with labels, images compared). An output
         with detection figures but no element figures (a list of another length in each model on every
         image: hq61, torchvision's detectors) gets its row, its element figures n/a."""
-        found = {n: e.result() for n, e in self.errors.items()}
+        found = {n: e.result(self.count) for n, e in self.errors.items()}
         found |= {n: _unmeasured(n) for n in self.recalls if n not in self.errors}
         metrics = [
             dataclasses.replace(

@@ -182,8 +182,12 @@ class OutputErrors:
         elif self.kinds is not None or later.kinds is not None:
             self._fold_kinds(later.kinds)
 
-    def result(self) -> OutputMetrics:
+    def result(self, images: int | None = None) -> OutputMetrics:
+        """images: how many images were compared; an image is named (worst_image) only where each row
+        of the output was one (hq108 F2: the 192 rows of a batchless [192, 64] output read as 'sample 2117'
+        of 61 images)."""
         count = len(self.cosines)
+        per_image = images is None or len(self.image_power) == images
         scored = (self.classification or self.labels) and count and not self.one_sided() and not self.ordered
         return OutputMetrics(
             name=self.name,
@@ -199,7 +203,9 @@ class OutputErrors:
             labels=self.labels and count > 0,
             selected=self.ordered,
             probabilities=bool(scored) and not self.labels and self.distributions,
-            worst_image=None if self.labels or self.ordered else worst_image(self.image_power),
+            worst_image=None
+            if self.labels or self.ordered or not per_image
+            else worst_image(self.image_power),
         )
 
     def one_sided(self) -> bool:

@@ -5,6 +5,7 @@ workers, so the figures are the same bytes on one process, N processes or a Ray 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,3 +146,13 @@ def preprocess_source(arrays: bool, recorded: bool, given: frozenset[str], every
     if given:
         return "flags" if not recorded or given == every else "recorded + flags"
     return "recorded" if recorded else "defaults"
+
+
+def shown_names(paths: list[Path], skipped: list[tuple[Path, str]], folder: Path) -> list[str]:
+    """The images compared, in order, as a warning names them: the skipped ones left out (hq108 F1: the
+    image after an unreadable one was named), each by its path in the folder (F8: a/img_3.jpg and
+    b/img_3.jpg were both 'img_3.jpg')."""
+    unread = {path for path, _ in skipped}
+    return [
+        os.path.relpath(p, folder) if p.is_relative_to(folder) else p.name for p in paths if p not in unread
+    ]

@@ -50,6 +50,7 @@ from quantkit.pipeline.compare_chunks import (
     merge_chunks,
     preprocess_source,
     run_compare_chunk,
+    shown_names,
 )
 from quantkit.pipeline.compare_notes import (
     FLOAT8_LEVEL,
@@ -284,7 +285,7 @@ def compare(
                 *done.comparison.signs_moved(),
                 done.comparison.unmatched(),
                 *(noise_hidden(m) for m in outputs),
-                *(image_hidden(m, [p.name for p in paths]) for m in unordered),
+                *(image_hidden(m, shown_names(paths, done.skipped, config.images.folder)) for m in unordered),
                 *(broken_output(m, config.detection_threshold is not None) for m in unordered),  # hq81 H2
                 *(kind_hidden(m) for m in outputs),
             )
