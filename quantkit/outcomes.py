@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantkit.results import Corrections, FallbackStep, QuantPlan
-from quantkit.strict_json import home_folder, json_safe
+from quantkit.strict_json import json_safe
 from quantkit.version import __version__
 
 REPORT_SCHEMA, SCHEMA, CHECK_SCHEMA = "quantkit-compare/1", "quantkit-shrink/1", "quantkit-check/1"
@@ -92,7 +92,7 @@ class ComparisonResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure, JSON-ready (non-finite numbers as text): the record the CLI writes (--json)."""
-        return json_safe(comparison_record(self), home_folder())
+        return json_safe(comparison_record(self))
 
 
 @dataclass(frozen=True)
@@ -309,7 +309,7 @@ class ShrinkResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure, JSON-ready (non-finite numbers as text): the record of report.json and --json."""
-        return json_safe(shrink_record(self), home_folder())
+        return json_safe(shrink_record(self))
 
 
 def _latency_dict(stats: LatencyStats | None) -> dict[str, Any] | None:

@@ -523,3 +523,31 @@ def test_a_table_made_with_other_versions_is_said_so_and_the_model_records_its_o
         table.write_text(json.dumps(record))
         result = pipeline.convert(cnn, table, tmp_path / "c.onnx", ConvertConfig())
         assert not [n for n in result.notes if "the table was made with" in n]
+
+
+def test_json_files_write_home_paths_as_tilde_and_the_api_keeps_paths_it_can_open(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq108 F7: sensitivity's --json still named /home/<user>/..., and the API's to_dict() gave '~/...'
+    paths that pathlib cannot open."""
+    import json
+
+    import quantkit
+    from tests.conftest import tiny_cnn
+    from tests.helpers import run
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    assert quantkit.compare(cnn, cnn, data=image_dir, runs=0).to_dict()["reference"] == str(cnn)
+    table = tmp_path / "t.calib.json"
+    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    for argv in (
+        ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "0"],
+        ["sensitivity", str(cnn), "-c", str(table), "--images", str(image_dir)],
+    ):
+        report = tmp_path / f"{argv[0]}.json"
+        code, _, err = run([*argv, "--json", str(report)], capsys)
+        assert code == 0, err
+        text = report.read_text()
+        assert str(tmp_path) not in text and ('"~/' in text or argv[0] == "sensitivity"), text[:400]
+        json.loads(text)

@@ -6,21 +6,29 @@ from __future__ import annotations
 from typing import Any
 
 from quantkit.outcomes import ComparisonResult, SensitivityReport, ShrinkResult
+from quantkit.strict_json import home_folder, json_safe
 
 
 def comparison_dict(result: ComparisonResult) -> dict[str, Any]:
-    """compare's JSON record (ComparisonResult.to_dict)."""
-    return result.to_dict()
+    """compare's JSON file (ComparisonResult.to_dict, paths under the home folder as ~/...: a report
+    shared as a CI artifact named the user's home, hq107 F10; the API's to_dict keeps paths it can open:
+    hq108 F7)."""
+    return _shared(result.to_dict())
 
 
 def sensitivity_dict(result: SensitivityReport) -> dict[str, Any]:
-    """sensitivity's JSON record (SensitivityReport.to_dict)."""
-    return result.to_dict()
+    """sensitivity's JSON file (SensitivityReport.to_dict; home paths as comparison_dict's)."""
+    return _shared(result.to_dict())
 
 
 def shrink_dict(result: ShrinkResult) -> dict[str, Any]:
-    """shrink's report.json (ShrinkResult.to_dict)."""
-    return result.to_dict()
+    """shrink's report.json (ShrinkResult.to_dict; home paths as comparison_dict's)."""
+    return _shared(result.to_dict())
+
+
+def _shared(record: dict[str, Any]) -> dict[str, Any]:
+    shared: dict[str, Any] = json_safe(record, home_folder())
+    return shared
 
 
 UNMEASURED_KEEP = 3  # layers written where no set was measured together (--top 0) and --keep is not given
