@@ -3,6 +3,7 @@ is never written over one of them (files.refuse_over_artifact)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # what a calibration table's JSON holds near its start, however it is spaced (results.TABLE_FORMAT)
@@ -27,6 +28,9 @@ DATA_MAGIC = (
 IMAGE_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")
 
 
+PNM = re.compile(rb"P[1-6]\s+[#\d]|P7\s+[#A-Z]")  # PAM (P7) goes on with WIDTH, HEIGHT, ...
+
+
 def holds_data(path: Path) -> str:
     """What kind of data file `path` holds by its first bytes (DATA_MAGIC, WebP's RIFF header), or ''."""
     head = _first_bytes(path, 16)
@@ -36,8 +40,8 @@ def holds_data(path: Path) -> str:
         return "an image (BMP)"
     if head[4:8] == b"ftyp" and head[8:12] in IMAGE_BRANDS:
         return "an image (AVIF / HEIF)"
-    if head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3] in (b" ", b"\t", b"\r", b"\n"):
-        return "an image (PNM)"  # PBM, PGM, PPM, PAM: P1-P7 and a space
+    if PNM.match(head):  # PBM, PGM, PPM, PAM: P1-P7, space, then a width or a comment (hq108 F9: a
+        return "an image (PNM)"  # note beginning 'P6 is the plan' was refused as one)
     return next((kind for magic, kind in DATA_MAGIC if head.startswith(magic)), "")
 
 

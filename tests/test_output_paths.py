@@ -304,6 +304,8 @@ def test_an_output_folder_that_is_a_file_is_not_called_missing(tmp_path: Path) -
         (b"PK\x03\x04\x14\x00", "a ZIP archive (a NumPy .npz, say)"),
         (b"%PDF-1.7\n", "a PDF document"),
         (b"Plan: two steps\n", ""),  # a note that begins with P
+        (b"P6 is the plan\n", ""),  # hq108 F9: refused as a PNM image
+        (b"P7\nWIDTH 4\nHEIGHT 4\n", "an image (PNM)"),
         (b"BMW notes: the 3 series\n", ""),  # a note that begins with the letters of a bitmap's mark
         (b'{"format": "mine"}', ""),
         (b"", ""),
