@@ -420,7 +420,7 @@ def shrink_record(result: ShrinkResult) -> dict[str, Any]:
             "set_sha256": result.settings.get("calibration_set_sha256"),
         },
         "conversion": convert_record(result.convert),
-        "warnings": [*result.warnings, *result.comparison.reference_findings],  # all it printed (hunt32)
+        "warnings": list(dict.fromkeys((*result.warnings, *result.comparison.reference_findings))),  # printed
         "comparison": comparison_record(result.comparison),
         "settings": result.settings,
     }

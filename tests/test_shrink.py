@@ -1119,3 +1119,44 @@ def test_a_failure_of_the_environment_says_what_it_removed_or_could_not(
         code, err, "could not be removed (report.json, report.md, junit.xml): it is not this"
     )
     assert (tmp_path / "out" / "junit.xml").exists()
+
+
+def test_a_gate_shows_the_digits_its_verdict_needs_and_a_count_as_a_count() -> None:
+    """hq109 F4: 31.8088 dB against --min-eval-sqnr 31.81 read '31.81 >= 31.81 FAIL', and a size ratio
+    of 0.27192 against 0.27195 '0.272 <= 0.27195 pass'; F7: the reference gate's count read '1.00'."""
+    from quantkit.outcomes import GateResult
+    from quantkit.reports.formats import gate_figure
+
+    assert gate_figure(GateResult("min_eval_sqnr", 31.80875878886384, 31.81, "dB", False)) == "31.809"
+    assert gate_figure(GateResult("max_size_ratio", 0.27192, 0.27195, "x", True)) == "0.2719"
+    assert gate_figure(GateResult("min_eval_sqnr", 35.2, 30.0, "dB", True)) == "35.20"
+    assert gate_figure(GateResult("reference", 1.0, 0.0, "warnings on FP32", False)) == "1"
+    assert gate_figure(GateResult("min_speedup", None, 1.5, "x", False)) == "-"
+
+
+def test_a_warning_is_said_once_in_every_report(
+    shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq109 F7: inputs far out of range gave the same warning twice on stderr, in report.md and in
+    report.json (the table's calibration warning and the reference's finding are one text)."""
+    import shutil
+
+    out, held = tmp_path / "out", tmp_path / "held"
+    shutil.copytree(shrink_args[3], held)
+    argv = [
+        *shrink_args,
+        "--eval-images",
+        str(held),
+        "--mean",
+        "0",
+        "--std",
+        "0.01",
+        "--output-dir",
+        str(out),
+    ]
+    code, _, err = run(argv, capsys)
+    assert code == 1, err
+    lines = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert lines and len(lines) == len(set(lines)), err
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert warnings and len(warnings) == len(set(warnings))

@@ -27,9 +27,9 @@ from quantkit.reports.formats import (
     cosine,
     decibels,
     fallback_steps,
-    figure,
     float_in_all,
     float_smoke_text,
+    gate_figure,
     megabytes,
     percent,
     prepared_gain,
@@ -415,7 +415,7 @@ def shrink_table(
         table.add_column(column, justify="right" if column in ("measured", "limit") else "left")
     for g in result.gates:
         mark = Text("pass", style="green") if g.passed else Text("FAIL", style="bold red")
-        table.add_row(GATE_LABELS[g.name], figure(g.measured), bound_text(g), g.unit, mark)
+        table.add_row(GATE_LABELS[g.name], gate_figure(g), bound_text(g), g.unit, mark)
     lines = Text()
     cache = (
         "reused from the cache" if result.cache_hit else f"calibrated in {result.calibration_seconds:.1f} s"

@@ -87,13 +87,32 @@ def figure(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
 
 
+def gate_figure(gate: GateResult) -> str:
+    """A gate's measured figure with the digits its verdict needs (hq109 F4: 31.8088 against 31.81 read
+    '31.81 >= 31.81 FAIL'); the FP32 reference's warnings as a count (F7, hq71 F7: '1.00')."""
+    value = gate.measured
+    if gate.name == "reference" and value is not None and math.isfinite(value):
+        return f"{value:.0f}"
+    shown = figure(value)
+    if value is None or not math.isfinite(value):
+        return shown
+    for digits in range(3, 10):
+        if (
+            float(shown) >= gate.limit if gate.name.startswith("min_") else float(shown) <= gate.limit
+        ) == gate.passed:
+            return shown
+        shown = f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{digits}f}"
+    return repr(value)
+
+
 def bound_text(gate: GateResult) -> str:
     return f"{'>=' if gate.name.startswith('min_') else '<='} {gate.limit:g}"
 
 
 def shrink_warnings(result: ShrinkResult) -> tuple[str, ...]:
     """What the CLI prints as warnings, for every report: a CI page read without the log shows them too."""
-    return (*result.warnings, *result.comparison.reference_findings)
+    return tuple(dict.fromkeys((*result.warnings, *result.comparison.reference_findings)))  # once each (hq109
+    # F7: the table's calibration warning and the reference's finding are one text)
 
 
 def smoke_text(smoke_sqnr_db: dict[str, float], samples: int) -> str:

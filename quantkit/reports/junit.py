@@ -5,7 +5,7 @@ from __future__ import annotations
 from xml.etree import ElementTree
 
 from quantkit.outcomes import ShrinkResult
-from quantkit.reports.formats import GATE_LABELS, bound_text, figure, shrink_warnings
+from quantkit.reports.formats import GATE_LABELS, bound_text, gate_figure, shrink_warnings
 
 
 def junit_xml(result: ShrinkResult) -> str:
@@ -17,12 +17,7 @@ def junit_xml(result: ShrinkResult) -> str:
     for g in result.gates:
         case = ElementTree.SubElement(suite, "testcase", classname="quantkit.shrink", name=g.name)
         if not g.passed:
-            # hq71 F7: the FP32 reference's failure read '1.00 warnings on FP32', its reason elsewhere
-            measured = (
-                f"{g.measured:.0f}"
-                if g.name == "reference" and g.measured is not None
-                else figure(g.measured)
-            )
+            measured = gate_figure(g)  # hq71 F7: the reference's read '1.00 warnings on FP32'
             failure = ElementTree.SubElement(
                 case,
                 "failure",

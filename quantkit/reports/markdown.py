@@ -9,7 +9,7 @@ from quantkit.reports.formats import (
     boxes_text,
     cosine,
     decibels,
-    figure,
+    gate_figure,
     megabytes,
     percent,
     reference_line,
@@ -68,7 +68,7 @@ def shrink_markdown(result: ShrinkResult) -> str:
         for g in result.gates:
             mark = "pass" if g.passed else "**FAIL**"
             lines.append(
-                f"| {GATE_LABELS[g.name]} | {figure(g.measured)} | {bound_text(g)} | {g.unit} | {mark} |"
+                f"| {GATE_LABELS[g.name]} | {gate_figure(g)} | {bound_text(g)} | {g.unit} | {mark} |"
             )
         lines.append("")
     else:
