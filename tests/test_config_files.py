@@ -227,3 +227,17 @@ def test_files_as_editors_save_them_and_the_table_each_one_names(
     assert_one_line_error(
         code, err, "--input-size takes HxW like 224x224 (or a pair of integers), each at least 1"
     )
+
+
+def test_an_address_from_the_environment_is_not_blamed_on_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq109 F2: RAY_ADDRESS wins over quantkit.toml's ray (click ranks the environment over the files),
+    but a cluster that did not answer was said to be '--ray ... set in quantkit.toml'."""
+    from quantkit.cli.entry import _from_file
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    message = "no Ray cluster answers at 127.0.0.1:1 (Connection refused); check --ray or RAY_ADDRESS"
+    assert _from_file(message, ["calibrate"], {"calibrate": {"ray": "10.9.9.9:6379"}}) == ""
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert "--ray was set in" in _from_file(message, ["calibrate"], {"calibrate": {"ray": "10.9.9.9:6379"}})

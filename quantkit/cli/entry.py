@@ -239,6 +239,9 @@ def _removed_line(removed: list[Path] | None = None) -> str:
     return line + "".join(cleanup.KEPT)  # what could not be removed, where no error message said it
 
 
+FROM_ENVIRONMENT = {"ray": "RAY_ADDRESS"}  # options an environment variable sets too (cli.options)
+
+
 def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, Any]]) -> str:
     """' (--x was set in quantkit.toml ...)' where the error names an option this run took from a config
     file and not from its command line (hunt38 F9: 'compare: --threads must be at least 1, got 0' for
@@ -247,6 +250,8 @@ def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, A
     for name in sorted(used):
         flag = "--" + name.replace("_", "-")
         if (flag in message or f"'{flag}'" in message) and flag not in argv:
+            if os.environ.get(FROM_ENVIRONMENT.get(name, "")):  # hq109 F2: click ranks it over the files
+                return ""
             files = " or ".join(str(path) for path in CONFIG_FILES)
             tables = " / ".join(  # hq61: pyproject.toml's is [tool.quantkit.<command>]
                 f"[tool.quantkit.{argv[0]}]" if path.name == "pyproject.toml" else f"[{argv[0]}]"
@@ -329,7 +334,8 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
     )
     origin = {"COMMANDLINE": "command line", "DEFAULT_MAP": "config file", "ENVIRONMENT": "environment"}
     stdout.print(
-        f"# quantkit {name}: resolved settings (flags > quantkit.toml > pyproject.toml > defaults)",
+        f"# quantkit {name}: resolved settings (flags > environment > quantkit.toml > pyproject.toml > "
+        "defaults)",
         soft_wrap=True,
     )
     for param in commands[name].params:
