@@ -656,9 +656,9 @@ def test_a_slowdown_no_gate_watches_is_said_in_words() -> None:
     ("flag", "value", "said"),
     [
         ("--min-speedup", "nan", "takes one number"),
-        ("--min-speedup", "inf", "must be a number above 0"),
+        ("--min-speedup", "inf", "must be a finite number above 0"),
         ("--max-size-ratio", "nan", "takes one number"),
-        ("--max-size-ratio", "0", "must be a number above 0"),
+        ("--max-size-ratio", "0", "must be a finite number above 0"),
     ],
 )
 def test_a_gate_limit_that_no_model_can_meet_is_refused_before_any_work(

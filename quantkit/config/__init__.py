@@ -433,10 +433,12 @@ class Gates:
             raise ConfigError(f"--max-drop is in points (0-100), got {self.max_drop}")
         # finite too (hunt32: a limit of nan or inf ran the whole shrink, then failed a gate none passes)
         if self.min_speedup is not None and not 0 < self.min_speedup < math.inf:
-            raise ConfigError(f"--min-speedup must be a number above 0 (e.g. 1.2), got {self.min_speedup}")
+            raise ConfigError(
+                f"--min-speedup must be a finite number above 0 (e.g. 1.2), got {self.min_speedup}"
+            )
         if self.max_size_ratio is not None and not 0 < self.max_size_ratio < math.inf:
             raise ConfigError(
-                f"--max-size-ratio must be a number above 0 (e.g. 0.3), got {self.max_size_ratio}"
+                f"--max-size-ratio must be a finite number above 0 (e.g. 0.3), got {self.max_size_ratio}"
             )
         if self.min_eval_sqnr is not None and not math.isfinite(self.min_eval_sqnr):
             raise ConfigError(
