@@ -241,3 +241,15 @@ def test_an_address_from_the_environment_is_not_blamed_on_the_file(
     assert _from_file(message, ["calibrate"], {"calibrate": {"ray": "10.9.9.9:6379"}}) == ""
     monkeypatch.delenv("RAY_ADDRESS")
     assert "--ray was set in" in _from_file(message, ["calibrate"], {"calibrate": {"ray": "10.9.9.9:6379"}})
+
+
+def test_a_path_written_as_a_number_says_to_quote_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq109 F9: images = 2024 (a folder named by a year, a TOML integer) read 'Input is not a valid path
+    for <class 'pathlib.Path'>'."""
+    model = tiny_cnn(tmp_path / "m.onnx")
+    (tmp_path / "quantkit.toml").write_text("images = 2024\n")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["calibrate", str(model), "-o", str(tmp_path / "t.json")], capsys)
+    assert_one_line_error(code, err, 'images takes a path, as text; got 2024 (quote it: images = "2024")')

@@ -129,7 +129,10 @@ def _placed(key: str, value: Any, path: Path, numbers: frozenset[str] = frozense
         return "on" if value else "off"
     if isinstance(value, bool) and key in numbers:
         raise ConfigError(f"{path}: {key} takes a number; got {str(value).lower()}")
-    if key not in PATH_OPTIONS or not isinstance(value, str) or value == "-" or Path(value).is_absolute():
+    if key in PATH_OPTIONS and not isinstance(value, str):  # hq109 F9: pathlib's own words, no fix
+        shown = str(value).lower() if isinstance(value, bool) else value
+        raise ConfigError(f'{path}: {key} takes a path, as text; got {shown} (quote it: {key} = "{shown}")')
+    if key not in PATH_OPTIONS or value == "-" or Path(value).is_absolute():
         return value
     if not value:  # read from the file's folder, '' would be that folder (review of hq61's empty paths)
         raise ConfigError(f'{path}: {key} = "" is empty (an unset variable?); give a path or leave it out')
