@@ -56,6 +56,9 @@ def test_passing_gates_exit_0_with_three_reports_and_the_step_summary(
     assert markdown.startswith("### quantkit shrink: PASS")
     assert junit.get("tests") == "2" and junit.get("failures") == "0"
     assert [case.get("name") for case in junit.findall("testcase")] == ["max_drop", "max_size_ratio"]
+    assert junit.get("time") == "0" and {case.get("time") for case in junit.findall("testcase")} == {
+        "0"
+    }  # hq109 F11
     assert summary.read_text() == "earlier step\n" + markdown + "\n"  # appended, not overwritten
     assert "all gates pass" in stdout
 
