@@ -118,14 +118,15 @@ def refuse_foreign_arrays(table: Path, arrays: Path) -> None:
 def cache_home() -> Path | None:
     """$XDG_CACHE_HOME where it is absolute (the XDG spec ignores a relative one: hq107 F7, the kept
     timings were missed from another folder), else ~/.cache; None where no home folder can be told (no
-    $HOME, and a user id with no passwd entry, as in some containers)."""
+    $HOME, and a user id with no passwd entry, as in some containers) or it does not exist."""
     base = os.environ.get("XDG_CACHE_HOME", "")
     if os.path.isabs(base):
         return Path(base)
     try:
-        return Path.home() / ".cache"
+        home = Path.home()
     except (RuntimeError, KeyError):
         return None
+    return home / ".cache" if home.is_dir() else None  # hq109 F13: HOME=/nonexistent was made, as root
 
 
 def read_text(path: Path) -> str:

@@ -262,18 +262,21 @@ def test_a_cache_folder_that_cannot_be_written_is_said(
     assert not [w for w in again.warnings if "could not be kept" in w]
 
 
-def test_the_cache_folders_do_not_hang_on_the_working_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_folders_do_not_hang_on_the_working_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """hq107 F7: QUANTKIT_SPEED_CACHE='~/qk' (as a CI env: passes it) made a folder named '~' in the
     working folder, and a relative XDG_CACHE_HOME missed the kept timings from another folder."""
     from quantkit.pipeline import run_shrink, speed_memory
 
-    monkeypatch.setenv("HOME", "/home/ci")
+    monkeypatch.setenv("HOME", str(tmp_path / "ci"))
+    (tmp_path / "ci").mkdir()
     monkeypatch.setenv("QUANTKIT_SPEED_CACHE", "~/qk")
-    assert speed_memory.folder() == Path("/home/ci/qk")
+    assert speed_memory.folder() == (tmp_path / "ci" / "qk")
     monkeypatch.delenv("QUANTKIT_SPEED_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec ignores a relative one
-    assert speed_memory.folder() == Path("/home/ci/.cache/quantkit/speed")
-    assert run_shrink.default_cache_dir() == Path("/home/ci/.cache/quantkit/calibration")
+    assert speed_memory.folder() == (tmp_path / "ci" / ".cache/quantkit/speed")
+    assert run_shrink.default_cache_dir() == (tmp_path / "ci" / ".cache/quantkit/calibration")
     monkeypatch.setenv("XDG_CACHE_HOME", "/var/cache/ci")
     assert speed_memory.folder() == Path("/var/cache/ci/quantkit/speed")
 
@@ -304,6 +307,8 @@ def test_an_unknown_users_home_is_one_line_and_no_home_keeps_nothing(
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setattr(Path, "home", staticmethod(homeless))
     assert speed_memory.folder() is None and run_shrink.default_cache_dir() is None
+    monkeypatch.setattr(Path, "home", staticmethod(lambda: tmp_path / "nonexistent"))  # hq109 F13
+    assert speed_memory.folder() is None and not (tmp_path / "nonexistent").exists()
     argv = ["shrink", str(cnn), "--images", str(image_dir), "--output-dir", str(tmp_path)]
     code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, "shrink needs a cache folder for its calibration table; give --cache")
