@@ -1163,3 +1163,18 @@ def test_a_warning_is_said_once_in_every_report(
     assert lines and len(lines) == len(set(lines)), err
     warnings = json.loads((out / "report.json").read_text())["warnings"]
     assert warnings and len(warnings) == len(set(warnings))
+
+
+def test_a_narrow_terminal_reads_each_gate_whole(
+    shrink_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq109 F12: COLUMNS=20 cut the gates table to '…' in every cell: no figure, no PASS or FAIL."""
+    monkeypatch.setenv("COLUMNS", "20")
+    code, out, _ = run(
+        [*shrink_args, "--max-size-ratio", "0.01", "--output-dir", str(tmp_path / "o")], capsys
+    )
+    assert code == 1
+    assert "FAIL" in out and "<= 0.01" in " ".join(out.split())

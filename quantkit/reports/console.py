@@ -4,6 +4,7 @@ only reports modules that import rich."""
 from __future__ import annotations
 
 import math
+import shutil
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -407,6 +408,9 @@ def _conversion_text(record: dict[str, Any] | None) -> Text:
     return text
 
 
+NARROW = 60  # columns below which the gates are lines, not a table
+
+
 def shrink_table(
     result: ShrinkResult, output_dir: str, exit_zero: bool = False, html: bool = False
 ) -> RenderableType:
@@ -427,4 +431,13 @@ def shrink_table(
     code = "0: --exit-zero" if exit_zero else "1"
     verdict = "all gates pass" if result.passed else f"a gate failed (exit {code})"
     lines.append(verdict if result.gates else "no gates set: report only")
-    return Group(table, Text(""), lines) if result.gates else lines
+    shown: RenderableType = table
+    if shutil.get_terminal_size().columns < NARROW:  # hq109 F12: COLUMNS=20 cut each figure and verdict
+        shown = Text(
+            "\n".join(
+                f"{GATE_LABELS[g.name]}: {gate_figure(g)} {bound_text(g)} {g.unit} "
+                f"{'pass' if g.passed else 'FAIL'}"
+                for g in result.gates
+            )
+        )
+    return Group(shown, Text(""), lines) if result.gates else lines
