@@ -35,6 +35,11 @@ def test_files_fill_options_and_flags_win(project: Path, capsys: pytest.CaptureF
     assert lines["num-images = 10"] == "config file: models/quantkit.toml"
     assert lines["min-speedup = 1.2"] == lines["runs = 9"] == "config file: models/quantkit.toml"
     assert lines["seed = 0"] == "default" and lines['images = "img"'] == "command line"
+    from quantkit.cli.config_files import tomllib
+
+    settings = tomllib.loads(stdout)  # hq109 F10: `min-sqnr = null` made it no TOML to paste back
+    assert settings["threads"] == 1 and "min-sqnr" not in settings
+    assert "# min-sqnr: not set, the command's own default  # default" in stdout.splitlines()
 
 
 def test_a_switch_a_file_turns_on_a_flag_turns_off(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

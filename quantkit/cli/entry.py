@@ -351,7 +351,10 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
             shown, where = raw, "config file: not a valid value, the run refuses it"
         elif where == "config file":
             where = _which_file(name, key)
-        stdout.print(f"{key} = {json.dumps(shown)}  # {where}", highlight=False, markup=False, soft_wrap=True)
+        line = f"{key} = {json.dumps(shown)}  # {where}"
+        if shown is None:  # TOML has no null (hq109 F10): the line stays a comment, pasted or not
+            line = f"# {key}: not set, the command's own default  # {where}"
+        stdout.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 SETTINGS: list[tuple[Path, dict[str, Any]]] = []  # each config file read and what it sets (main)
