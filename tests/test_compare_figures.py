@@ -336,6 +336,10 @@ def test_fp32_zero_images_have_no_cosine_and_a_dead_candidate_is_called_broken()
     line = broken_output(dead)
     assert line is not None and "the candidate's error is at least as large as the output itself" in line
     assert unrelated([dead]) is not None and broken_output(figures) is None and unrelated([figures]) is None
+    import dataclasses
+
+    labels = dataclasses.replace(dead, labels=True, top1_agreement=0.875)  # hq110 F5: an ArgMax's ids
+    assert unrelated([labels]) is None and unrelated([labels, dead]) is not None
 
 
 def test_a_second_interrupt_during_the_undo_still_puts_everything_back(
