@@ -2456,3 +2456,29 @@ def test_compare_refuses_two_models_that_take_their_samples_in_other_forms(
         )
     code, _, err = run(["compare", str(cnn), str(cnn), *common], capsys)
     assert code == 0, err
+
+
+def test_a_model_exported_in_training_mode_is_refused_in_one_line(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq110 F6: a Dropout with training_mode true (random masks) or a BatchNormalization with
+    training_mode=1 (batch statistics) made float16's fallback blame its own rounding, and int8 was
+    written silently."""
+    from onnx import helper
+
+    from tests.conftest import conv_params, make_model, save
+
+    p = conv_params(4, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Dropout", ["c", "ratio", "train"], ["y"], name="drop"),
+    ]
+    weights = {"w": p["w"], "b": p["b"], "ratio": np.array(0.5, np.float32), "train": np.array(True)}
+    path = save(make_model(nodes, weights), tmp_path / "drop.onnx")
+    for argv in (
+        ["calibrate", str(path), "--images", str(image_dir), "-o", str(tmp_path / "t.json")],
+        ["convert", str(path), "--to", "fp16", "-o", str(tmp_path / "h.onnx")],
+    ):
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, "drop.onnx holds 1 op(s) in training mode (first: Dropout 'drop')")
+    assert not list(tmp_path.glob("*.json")) and not (tmp_path / "h.onnx").exists()

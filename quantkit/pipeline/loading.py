@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from quantkit.calib import table as table_io
 from quantkit.config import (
@@ -36,7 +37,7 @@ from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.file_kinds import optimized_by_ort
 from quantkit.graph.float_formats import FLOAT16
 from quantkit.graph.prepare import Prepared, prepare
-from quantkit.graph.query import function_nodes
+from quantkit.graph.query import constant_value, function_nodes
 from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
 from quantkit.image_folders import left_out
@@ -52,6 +53,12 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
     optimizations (file_kinds.optimized_by_ort): its float original is what converts."""
     if optimized := optimized_by_ort(model, path):
         raise ModelError(optimized)
+    if training := training_mode(model):  # hq110 F6: read as float16 rounding error, or converted silently
+        raise ModelError(
+            f"{path.name} holds {len(training)} op(s) in training mode (first: {training[0]}): its outputs "
+            "depend on the batch or change from run to run; export it in eval mode (model.eval() before "
+            "torch.onnx.export)"
+        )
     found = quantized_ops(model)
     low = low_bit_weights(model)
     if found or low:
@@ -71,6 +78,32 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
             f"are {kinds}) and its inputs or outputs are bfloat16, which quantkit cannot feed: give it the "
             "FP32 original, or export it again with float32 (or float16) inputs and outputs"
         )
+
+
+def training_mode(model: onnx.ModelProto) -> list[str]:
+    """The nodes that compute as in training: BatchNormalization with training_mode=1 (batch statistics),
+    Dropout whose training_mode input is a constant true (random masks)."""
+    true = {
+        t.name
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.BOOL and any(numpy_helper.to_array(t).reshape(-1))
+    }
+    true |= {
+        o
+        for n in model.graph.node
+        if n.op_type == "Constant"
+        for o in n.output
+        if (v := constant_value(n)) is not None and v.dtype == bool and v.any()
+    }
+    found = []
+    for node in model.graph.node:
+        batch_stats = node.op_type == "BatchNormalization" and any(
+            a.name == "training_mode" and a.i for a in node.attribute
+        )
+        random = node.op_type == "Dropout" and len(node.input) > 2 and node.input[2] in true
+        if batch_stats or random:
+            found.append(f"{node.op_type} {node.name or node.output[0]!r}")
+    return found
 
 
 BF16_FIX = (
