@@ -20,7 +20,7 @@ from quantkit import pipeline
 from quantkit.config import ActivationType, ConvertConfig, FallbackPrecision, Prefer, Runtime, Target
 from quantkit.errors import ConfigError, ConversionError
 from quantkit.evaluate.metrics import sqnr_db
-from quantkit.graph import openvino_rules
+from quantkit.graph import openvino_rules, ort_rules
 from quantkit.graph import target_rules as rules
 from quantkit.graph.model_io import infer_shapes
 from quantkit.pipeline.run_check import check
@@ -407,10 +407,12 @@ def test_onnxruntime_rules_read_what_it_fused(tmp_path: Path) -> None:
 
     # a Conv whose output is not quantized: onnxruntime keeps it float on dequantized values
     plain = _qdq_conv(act_type=TensorProto.UINT8, act_zero=128)
-    assert [(f.rule, f.node) for f in rules.unfused_after(optimized_graph(plain))] == [("not-fused", "conv")]
+    assert [(f.rule, f.node) for f in ort_rules.unfused_after(optimized_graph(plain))] == [
+        ("not-fused", "conv")
+    ]
     # the same Conv with its output quantized becomes QLinearConv: nothing to report
     fused = _qdq_conv(act_type=TensorProto.UINT8, act_zero=128, output_q=True)
-    assert rules.unfused_after(optimized_graph(fused)) == []
+    assert ort_rules.unfused_after(optimized_graph(fused)) == []
     # a ConvTranspose with float weights between Q/DQ: float by plan (onnxruntime quantizes its weight
     # itself and runs it dequantized, having no integer kernel): no finding (lore_detect was told both)
     transposed = _qdq_conv(act_type=TensorProto.UINT8, act_zero=128, output_q=True, quantize_weight=False)
@@ -419,18 +421,18 @@ def test_onnxruntime_rules_read_what_it_fused(tmp_path: Path) -> None:
     weight.CopyFrom(
         onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight).transpose(1, 0, 2, 3), "wf")
     )
-    assert rules.unfused_after(optimized_graph(transposed)) == []
+    assert ort_rules.unfused_after(optimized_graph(transposed)) == []
     # DQ -> Resize -> Q on one scale: dropped around a nearest Resize; a linear one runs in float
     # between them (onnxruntime has no integer kernel for it): no finding either way
     for mode in ("nearest", "linear"):
-        assert rules.unfused_after(optimized_graph(_qdq_resize(mode))) == []
+        assert ort_rules.unfused_after(optimized_graph(_qdq_resize(mode))) == []
     # float8 Q/DQ: no float8 kernels on the CPU
     fp8 = _qdq_conv()
     zero = next(i for i in fp8.graph.initializer if i.name == "z")
     zero.CopyFrom(helper.make_tensor("z", TensorProto.FLOAT8E4M3FN, [], [0.0]))
     fp8.opset_import[0].version = 19
     del fp8.graph.value_info[:]
-    assert [f.rule for f in rules.ort_cpu(infer_shapes(fp8))] == ["float8"]
+    assert [f.rule for f in ort_rules.ort_cpu(infer_shapes(fp8))] == ["float8"]
 
 
 def test_check_command_exit_codes_json_and_inputs_untouched(

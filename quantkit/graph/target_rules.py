@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from quantkit.graph.augment import COMMUTING_OPS, INTEGER_PATH_OPS, commuting_data_inputs
+from quantkit.graph.augment import COMMUTING_OPS, commuting_data_inputs
 from quantkit.graph.query import GraphIndex, graphs_within
 from quantkit.outcomes import Finding
 
@@ -85,113 +85,6 @@ def _dequantized_through(index: GraphIndex, tensor: str) -> bool:
     if producer.op_type not in COMMUTING_OPS:
         return False
     return all(_dequantized_through(index, t) for t in commuting_data_inputs(producer))
-
-
-def ort_cpu(model: onnx.ModelProto) -> list[Finding]:
-    """What onnxruntime's CPU provider runs in float by construction: float8 Q/DQ (no float8 kernels)."""
-    index = GraphIndex(model)
-    found = []
-    for node in index.nodes:
-        if node.op_type in WEIGHTED_OPS and any(_qdq_type(index, i) in FLOAT8_TYPES for i in node.input[:2]):
-            found.append(
-                Finding(
-                    "float8",
-                    node.name,
-                    node.op_type,
-                    "float8 Q/DQ: onnxruntime's CPU provider has no float8 kernels and computes this layer "
-                    "in float32 (and 1.32 miscomputes float8 Q/DQ above its basic optimization level); "
-                    "check --target tensorrt for a GPU",
-                )
-            )
-    return found
-
-
-def bfloat16_nodes(model: onnx.ModelProto) -> list[Finding]:
-    """Nodes computing in bfloat16 (shape-inferred model): onnxruntime's CPU provider has no kernel for
-    them (Conv, MatMul, Add, Relu...), so it cannot load the model at all."""
-    index = GraphIndex(model)
-    return [
-        Finding(
-            "bfloat16",
-            node.name,
-            node.op_type,
-            "computes in bfloat16: onnxruntime's CPU provider has no bfloat16 kernels (the model runs where "
-            "bfloat16 does: OpenVINO, accelerators)",
-        )
-        for node in index.nodes
-        if node.op_type != "Cast"
-        and any(index.elem_types.get(o) == TensorProto.BFLOAT16 for o in node.output if o)
-    ]
-
-
-def unfused_after(optimized: onnx.ModelProto) -> list[Finding]:
-    """In the graph onnxruntime runs (its QDQ fusions applied): quantized weighted layers (weights, or
-    both inputs of an activation x activation MatMul, read through DequantizeLinear) left as float ops,
-    and ops onnxruntime has integer kernels for left in float between a DequantizeLinear and a
-    QuantizeLinear. A float op with no integer kernel (LayerNormalization, Erf, Softmax) between two
-    quantized tensors is a planned conversion, not a finding."""
-    index = GraphIndex(optimized)
-    found = []
-    for node in index.nodes:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.domain not in ("", "ai.onnx"):
-            continue
-        if node.op_type in WEIGHTED_OPS - NO_ORT_INTEGER_KERNEL and _quantized_layer(index, node):
-            found.append(
-                Finding(
-                    "not-fused",
-                    node.name,
-                    node.op_type,
-                    "onnxruntime did not fuse its Q/DQ into an integer kernel: it runs in float on "
-                    "dequantized values",
-                )
-            )
-        elif (
-            node.op_type in INTEGER_PATH_OPS
-            and not _interpolates(index, node)
-            and _all_live_from_dq(index, node)
-            and any(c.op_type == "QuantizeLinear" for o in node.output for c, _ in index.consumers.get(o, []))
-        ):
-            found.append(
-                Finding(
-                    "float-between",
-                    node.name,
-                    node.op_type,
-                    "runs in float between a DequantizeLinear and a QuantizeLinear although onnxruntime has "
-                    "an integer kernel for it (their scales or types do not let it fuse)",
-                )
-            )
-        elif node.op_type == "BatchNormalization" and _unfolded(index, node):
-            # hunt52 B6: another tool's model ran 0.28x FP32 with 35 such, and check said nothing
-            found.append(
-                Finding(
-                    "unfolded-norm",
-                    node.name or node.output[0],
-                    node.op_type,
-                    "runs in float between a DequantizeLinear and a QuantizeLinear: fold it into the layer "
-                    "before it, then quantize (onnxruntime folds it only where its parameters are constants)",
-                )
-            )
-    return found
-
-
-def _unfolded(index: GraphIndex, norm: onnx.NodeProto) -> bool:
-    """A BatchNormalization between a DequantizeLinear and a QuantizeLinear that could have been folded:
-    its parameters fed at run time, or its input a linear layer's output quantized just before it. Not
-    one after a Concat or an Add, which nothing folds (DenseNet's, as convert writes them: review54 H2)."""
-    after = index.consumers.get(norm.output[0], [])
-    if not _from_dq(index, norm.input[0]) or not any(c.op_type == "QuantizeLinear" for c, _ in after):
-        return False
-    q = index.producer.get(index.producer[norm.input[0]].input[0])
-    layer = index.producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
-    fed = not all(index.is_constant(name) for name in norm.input[1:] if name)
-    return fed or (layer is not None and layer.op_type in WEIGHTED_OPS)
-
-
-def _interpolates(index: GraphIndex, node: onnx.NodeProto) -> bool:
-    """A Resize that is not nearest-neighbour: onnxruntime (1.2x) drops the Q/DQ around a nearest Resize
-    only, and runs a linear or cubic one in float between them whatever their scales (U^2-Net's 32
-    bilinear upsamplings were reported as unfused for their scales, which were equal)."""
-    return node.op_type == "Resize" and index.attribute(node, "mode", b"nearest") != b"nearest"
 
 
 def _tensorrt_qdq(index: GraphIndex, node: onnx.NodeProto) -> list[Finding]:

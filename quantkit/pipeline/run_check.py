@@ -9,7 +9,7 @@ import onnx
 
 from quantkit.config import Target
 from quantkit.errors import ModelError
-from quantkit.graph import model_io, openvino_rules
+from quantkit.graph import model_io, openvino_rules, ort_rules
 from quantkit.graph import target_rules as rules
 from quantkit.outcomes import CheckReport, Finding
 from quantkit.pipeline.writing import conversion_record, recorded_json
@@ -40,10 +40,10 @@ def findings(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) 
         return tuple(rules.tensorrt(inferred))
     if target is Target.openvino:
         return tuple(openvino_rules.openvino(inferred))
-    bfloat16 = rules.bfloat16_nodes(inferred)
+    bfloat16 = ort_rules.bfloat16_nodes(inferred)
     if bfloat16:  # onnxruntime cannot load it to say what it would fuse
-        return (*rules.ort_cpu(inferred), *bfloat16)
-    static = rules.ort_cpu(inferred)
+        return (*ort_rules.ort_cpu(inferred), *bfloat16)
+    static = ort_rules.ort_cpu(inferred)
     try:
         optimized = optimized_graph(model)
     except ModelError:
@@ -53,7 +53,7 @@ def findings(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) 
     timed = kept_for_speed(model)
     own = {node.name: node.op_type for node in model.graph.node}
     unfused = [
-        f for f in rules.unfused_after(optimized) if not (f.rule == "float-between" and f.node in timed)
+        f for f in ort_rules.unfused_after(optimized) if not (f.rule == "float-between" and f.node in timed)
     ]
     return (*static, *(_as_named(f, own) for f in unfused))
 
