@@ -433,6 +433,11 @@ def test_onnxruntime_rules_read_what_it_fused(tmp_path: Path) -> None:
     fp8.opset_import[0].version = 19
     del fp8.graph.value_info[:]
     assert [f.rule for f in ort_rules.ort_cpu(infer_shapes(fp8))] == ["float8"]
+    # hq110 F7: int8 weights behind a DequantizeLinear, the input float (a weight-compression tool's
+    # form): onnxruntime folds the DQ and runs the Conv in float; check said "nothing quantized", exit 0
+    weights_only = _qdq_conv(quantize_input=False)
+    assert [f.rule for f in ort_rules.ort_cpu(infer_shapes(weights_only))] == ["weights-only"]
+    assert ort_rules.ort_cpu(infer_shapes(_qdq_conv())) == []
 
 
 def test_check_command_exit_codes_json_and_inputs_untouched(

@@ -15,6 +15,7 @@ from quantkit.graph.target_rules import (
     NO_ORT_INTEGER_KERNEL,
     WEIGHTED_OPS,
     _all_live_from_dq,
+    _dq_of_constant,
     _from_dq,
     _qdq_type,
     _quantized_layer,
@@ -38,7 +39,30 @@ def ort_cpu(model: onnx.ModelProto) -> list[Finding]:
                     "check --target tensorrt for a GPU",
                 )
             )
+        elif _weights_only(index, node):  # hq110 F7: onnxruntime folds the DQ, and check saw nothing
+            found.append(
+                Finding(
+                    "weights-only",
+                    node.name,
+                    node.op_type,
+                    "its weight is stored quantized but its input is float: onnxruntime dequantizes the "
+                    "weight once and runs the layer in float (smaller file, no integer kernel); quantize its "
+                    "input too (quantkit convert of the FP32 model) for integer speed",
+                )
+            )
     return found
+
+
+def _weights_only(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A Conv / Gemm / MatMul onnxruntime has integer kernels for, reading a weight through a
+    DequantizeLinear of a constant, its data input through none."""
+    if node.op_type not in WEIGHTED_OPS - NO_ORT_INTEGER_KERNEL or len(node.input) < 2:
+        return False
+    return (
+        _from_dq(index, node.input[1])
+        and _dq_of_constant(index, node.input[1])
+        and not _from_dq(index, node.input[0])
+    )
 
 
 def bfloat16_nodes(model: onnx.ModelProto) -> list[Finding]:
