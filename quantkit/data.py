@@ -51,13 +51,16 @@ def read_array_files(paths: Iterable[Path]) -> Iterator[Sample]:
     """Each file's sample, loaded when the stream reaches it (no pickles: allow_pickle is off)."""
     for path in paths:
         try:
-            if path.suffix.lower() == ".npz":
-                with np.load(path, allow_pickle=False) as archive:
-                    yield {name: archive[name] for name in archive.files}
+            loaded = np.load(path, allow_pickle=False, mmap_mode="r")  # hq115 F9: a 2 GB file read whole
+            if isinstance(loaded, np.lib.npyio.NpzFile):  # by its bytes, whatever its suffix (F5)
+                with loaded as archive:
+                    sample: Sample = {name: archive[name] for name in archive.files}
             else:
-                yield np.load(path, allow_pickle=False)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+                sample = loaded
+        # F4, F5: an empty file (EOFError, then exit 130), an encrypted or oddly compressed member
+        except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
             raise ImageError(f"cannot read {path} as a numpy array ({exc}); save it with numpy.save") from exc
+        yield sample
 
 
 class ArrayFiles:
@@ -226,11 +229,12 @@ class ArrayStream:
                     "input cannot take; scale them"
                 )
             raise ConfigError(f"{what} holds NaN or Inf; feed finite values")
-        if (spec.pixels or spec.integer) and array.size:
+        if (spec.pixels or spec.integer or spec.dtype == "bool") and array.size:
             _require_integers(array, what, spec)
-        # an integer input's ids beyond it would change (a float input's may)
-        integers = spec.integer and given.dtype.kind in "iu" and given.size > 0
-        if integers and max(-int(given.min()), int(given.max())) > EXACT_INTEGERS:
+        # an integer input's ids beyond it would change (a float input's may): integer arrays checked as
+        # given, float ones as the float32 samples hold them (hq115 F10: 16777217.0 was fed 16777216)
+        integers = spec.integer and given.dtype.kind in "iuf" and given.size > 0
+        if integers and max(-float(given.min()), float(given.max())) > EXACT_INTEGERS:
             raise ConfigError(  # hunt48 C1: 16777217 was fed as 16777216
                 f"{what} holds integers beyond {EXACT_INTEGERS:,}, which the float32 samples cannot hold "
                 "exactly; feed values within it"
@@ -250,6 +254,13 @@ class ArrayStream:
         """One sample (rank of the input minus the batch axis) or a batch (the input's rank) -> samples."""
         what = self._label(index) if len(self.specs) == 1 else f"{self._label(index)}'s {spec.name!r}"
         rank = len(spec.shape)
+        if (
+            rank == 1 and spec.shape[0] not in (None, 1) and len(self.specs) == 1
+        ):  # hq115 F6: [128] split into scalars (an
+            raise ConfigError(  # internal error): a fixed vector has no axis of samples
+                f"the model's input {spec.name!r} is {_fmt(spec.shape)}, with no batch axis: quantkit reads "
+                "the first axis of every input as its samples; export the model with one ([N, ...])"
+            )
         if array.ndim == rank - 1 or array.ndim == rank == 0:  # one sample; a scalar input's is a scalar
             samples = [array]
         elif array.ndim == rank:
@@ -343,6 +354,15 @@ def _require_integers(array: np.ndarray, what: str, spec: InputSpec) -> None:
             f"{what} holds values from {low:g} to {high:g}; input {spec.name!r} takes {takes}: feed the "
             "pixels as the model reads them (it normalises them itself)"
         )
+    if spec.dtype == "bool" and not np.isin(array, (0.0, 1.0)).all():  # hq115 F2: 0.3 and -3 fed as True
+        raise ConfigError(f"{what} holds values other than 0 and 1; input {spec.name!r} is bool: feed 0 or 1")
+    if spec.integer and np.dtype(spec.dtype).itemsize < 8:  # hq115 F2: 40000 was fed to int16 as 32767
+        info = np.iinfo(np.dtype(spec.dtype))
+        if low < info.min or high > info.max:
+            raise ConfigError(
+                f"{what} holds values from {low:g} to {high:g}; input {spec.name!r} is {spec.dtype}: feed "
+                f"whole numbers from {info.min} to {info.max}"
+            )
     fractions = array[array != np.rint(array)]
     if fractions.size:
         # review54 L2: the [0, 1] hint only where the values are that
@@ -372,7 +392,11 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
         folder = Path(data)
         if folder.is_file() and folder.suffix.lower() in IMAGE_SUFFIXES:  # hq68 18: one image file
             return ImageSelection(folder.absolute().parent, num_images, seed, files=(folder,)), None
-        suffixes = {p.suffix.lower() for p in folder.rglob("*")} if folder.is_dir() else None
+        suffixes = _suffixes(folder) if folder.is_dir() else None
+        if suffixes is not None and suffixes & IMAGE_SUFFIXES and suffixes & ARRAY_SUFFIXES:
+            raise ImageError(  # hq115 F1: one stray .jpg among 12 .npy calibrated on that image alone
+                f"data: {folder} holds both images and arrays (.npy, .npz); give a folder of one kind"
+            )
         if suffixes is not None and not suffixes & IMAGE_SUFFIXES:  # a folder of arrays, or of nothing
             if not suffixes & ARRAY_SUFFIXES:  # hq72 12: called 'no .npy or .npz files', as if arrays
                 raise ImageError(  # were all it could hold
@@ -405,3 +429,13 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
         return ImageSelection(Path(".")), data
     samples: Iterable[Sample] = itertools.chain([first], items)
     return ImageSelection(Path(".")), samples
+
+
+def _suffixes(folder: Path) -> set[str]:
+    """The file suffixes under `folder`, dot files and folders left out (hq115 F1: a macOS ._00.jpg made a
+    folder of arrays an image folder)."""
+    return {
+        p.suffix.lower()
+        for p in folder.rglob("*")
+        if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }

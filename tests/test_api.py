@@ -516,3 +516,121 @@ def test_one_image_file_is_data_and_a_folder_in_a_list_is_named_a_folder(
         ImageError, match=r"loop.png is a link to nothing \(a missing file, or a loop of links\)"
     ):
         select_images(selection)
+
+
+def _with_side_input(tmp_path: Path, kind: int, shape: list[str | int]) -> Path:
+    """x [N, 4] plus a side input 'aux' of `kind` (cast to float, added in): a model fed from arrays."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Cast", ["aux"], ["f"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Add", ["x", "f"], ["s"], name="add"),
+        helper.make_node("MatMul", ["s", "w"], ["y"], name="mm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "side",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("aux", kind, shape),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")],
+    )
+    model = tmp_path / f"side{kind}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(model))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "said"),
+    [
+        (9, 0.3, "holds values other than 0 and 1; input 'aux' is bool: feed 0 or 1"),  # BOOL
+        (9, -3.0, "holds values other than 0 and 1; input 'aux' is bool: feed 0 or 1"),
+        (5, 40000, "holds values from 40000 to 40000; input 'aux' is int16: feed whole numbers from -32768"),
+        (7, 2.0**24 + 1, "holds integers beyond 16,777,216"),  # INT64 fed float arrays
+    ],
+)
+def test_array_values_an_input_would_take_changed_are_refused(
+    tmp_path: Path, capsys: Capsys, kind: int, value: float, said: str
+) -> None:
+    """hq115 F2: a bool input fed 0.3 or -3 took True, an int16 one fed 40000 took 32767; F10: an int64
+    input fed float arrays holding 16777217 took 16777216. Exit 0 each, no word."""
+    model = _with_side_input(tmp_path, kind, ["N", 4])
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    for k in range(2):
+        np.savez(folder / f"{k}.npz", x=np.ones(4, np.float32), aux=np.full(4, value if k else 1.0))
+    code, _, err = run(
+        ["calibrate", str(model), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert_one_line_error(code, err, said)
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_array_files_that_numpy_cannot_read_are_one_line(tmp_path: Path, cnn: Path, capsys: Capsys) -> None:
+    """hq115 F4: a 0-byte .npy ended in an empty line and exit 130 (numpy's EOFError read as Ctrl-C), the
+    API in a raw EOFError; F5: an .npz holding .npy bytes was an internal error."""
+    import quantkit
+    from quantkit.errors import QuantkitError
+
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros((3, 16, 16), np.float32))
+    for name, content in (("b.npy", b""), ("c.npz", (folder / "a.npy").read_bytes())):
+        (folder / name).write_bytes(content)
+        argv = ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")]
+        code, _, err = run(argv, capsys)
+        if name == "c.npz":  # .npy bytes under an .npz name: read by their bytes, a sample like the rest
+            assert code == 0, err
+        else:
+            assert_one_line_error(code, err, f"cannot read {folder / name} as a numpy array")
+            with pytest.raises(QuantkitError, match="as a numpy array"):
+                quantkit.calibrate(cnn, data=folder, output=tmp_path / "api.json")
+            (folder / name).unlink()
+
+
+def test_a_folder_of_arrays_with_an_image_among_them_is_refused(
+    tmp_path: Path, cnn: Path, image_dir: Path
+) -> None:
+    """hq115 F1: data=<folder> with one stray .jpg among 12 .npy files calibrated on that image alone, and a
+    macOS ._00.jpg made a folder of arrays an image folder."""
+    import shutil
+
+    import quantkit
+    from quantkit.errors import QuantkitError
+
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    for k in range(4):
+        np.save(folder / f"{k:02d}.npy", np.random.default_rng(k).normal(size=(3, 16, 16)).astype(np.float32))
+    (folder / "._00.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    summary = quantkit.calibrate(cnn, data=folder, output=tmp_path / "t.calib.json")
+    assert summary.images_used == 4
+    shutil.copy(next(image_dir.rglob("*.png")), folder / "preview.png")
+    with pytest.raises(QuantkitError, match="holds both images and arrays"):
+        quantkit.calibrate(cnn, data=folder, output=tmp_path / "u.calib.json")
+
+
+def test_an_input_of_one_fixed_vector_is_refused_in_one_line(tmp_path: Path, capsys: Capsys) -> None:
+    """hq115 F6: an input [128] with no batch axis was split into scalars: an internal error."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "vector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [128])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(np.ones((128, 4), np.float32), "w")],
+    )
+    model = tmp_path / "vec.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(model))
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.ones(128, np.float32))
+    code, _, err = run(
+        ["calibrate", str(model), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert_one_line_error(code, err, "the model's input 'x' is [128], with no batch axis")
