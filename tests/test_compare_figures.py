@@ -85,9 +85,12 @@ def test_a_nan_fp32_writes_itself_is_fp32s_finding_not_the_candidates_error() ->
     check.merge(later)
     assert [f for f in check.findings() if "NaN" in f] == [
         "FP32's output 'y' is NaN on 3 of 6 image(s): the model or what it is fed is broken there, not the "
-        "conversion (those values are left out of the figures where the candidate gives NaN too); check "
-        "--preset, --mean/--std (0-255 units), --bgr and --resize"
+        "conversion (those values are left out of the figures); check --preset, --mean/--std (0-255 "
+        "units), --bgr and --resize"
     ]
+    finite = ref.copy()  # hq115 F7: a finite candidate where FP32 alone is NaN read -inf dB, 'broken here'
+    finite[[0, 3], 1] = 1.0
+    assert _errors(ref, finite).result().sqnr_db == math.inf
 
 
 def test_figures_short_of_all_never_print_as_all() -> None:

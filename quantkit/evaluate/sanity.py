@@ -197,8 +197,7 @@ class ReferenceCheck:
             )
         found += [  # hq74 4: compare blamed the candidate for a NaN FP32 wrote itself
             f"FP32's output {name!r} is NaN on {count} of {self.images} image(s): the model or what it is "
-            f"fed is broken there, not the conversion (those values are left out of the figures where the "
-            f"candidate gives NaN too); {CHECK}"
+            f"fed is broken there, not the conversion (those values are left out of the figures); {CHECK}"
             for name, count in sorted(self._nan.items())
             if count
         ]
