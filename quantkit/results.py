@@ -28,6 +28,21 @@ def feed_rows(feed: Feed) -> int:
     return int(next(iter(feed.values())).shape[0]) if feed else 0
 
 
+HALF_OVERFLOW = 65520.0  # the least value float16 rounds to infinity (65504 + half its last step)
+
+
+def half_overflow(name: str, value: np.ndarray) -> str | None:
+    """Why `value` cannot feed the float16 input `name` (hq69 F8, hq115 F8: read as infinity, then -inf dB
+    blamed on the candidate), or None: float16 rounds every value below HALF_OVERFLOW to a finite one."""
+    peak = float(np.max(np.abs(value), initial=0.0)) if value.size else 0.0
+    if peak < HALF_OVERFLOW:  # hq70 6: up to it, float16 rounds to 65504, no infinity
+        return None
+    return (
+        f"input {name!r} is float16 and is fed values up to {peak:g}, beyond float16's 65504: the model "
+        "reads them as infinity; feed values it can hold"
+    )
+
+
 def fed_as(value: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     """value as an input of `dtype` takes it: float types cast, integer types (uint8 pixels) rounded and
     clipped to their range."""

@@ -18,9 +18,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from quantkit.errors import ModelError, ort_reason
+from quantkit.errors import ConfigError, ModelError, ort_reason
 from quantkit.heap import HeapWatch
-from quantkit.results import Feed, batched, fed_as, feed_pad, feed_rows, fixed_batch_of, sample_batches
+from quantkit.results import (
+    Feed,
+    batched,
+    fed_as,
+    feed_pad,
+    feed_rows,
+    fixed_batch_of,
+    half_overflow,
+    sample_batches,
+)
 from quantkit.room import short_of_room
 from quantkit.scratch import held
 from quantkit.version import __version__
@@ -199,6 +208,9 @@ class Session:
         """onnxruntime's feed: a lone array goes to the first input; inputs of the FED types fed cast."""
         named = {self.input_name: batch} if isinstance(batch, np.ndarray) else dict(batch)
         named = {k: v.reshape(()) if k in self._scalars and v.shape == (1,) else v for k, v in named.items()}
+        for k, v in named.items():
+            if self._types.get(k) == np.float16 and (reason := half_overflow(k, v)) is not None:
+                raise ConfigError(reason)  # hq115 F8: compare fed it, numpy warned raw, -inf dB followed
         return {k: fed_as(v, self._types[k]) if k in self._types else v for k, v in named.items()}
 
     def run(self, batch: Feed) -> dict[str, np.ndarray]:

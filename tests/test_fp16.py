@@ -213,6 +213,10 @@ def test_data_a_float16_input_cannot_hold_is_refused_at_calibrate(
     from quantkit.pipeline.loading import require_half_fits
 
     require_half_fits("x", 65519.0)  # hq70 6: rounds to 65504, no infinity
+    # hq115 F8: compare fed them (numpy's raw overflow warning, then -inf dB blamed on the candidate)
+    argv = ["compare", str(half), str(half), "--inputs", str(folder), "--runs", "0"]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "input 'x' is float16 and is fed values up to", "beyond float16's 65504")
     with pytest.raises(ConfigError, match="fed values up to 65520"):
         require_half_fits("x", 65520.0)
 

@@ -42,7 +42,7 @@ from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
 from quantkit.image_folders import left_out
 from quantkit.images import TOO_LARGE
-from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take
+from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take, half_overflow
 from quantkit.runtime import Session
 
 T = TypeVar("T")
@@ -258,17 +258,12 @@ def as_declared(samples: Feed, prepared: Prepared) -> Feed:
     return {name: FLOAT16.rounded(value) if name in halves else value for name, value in samples.items()}
 
 
-HALF_OVERFLOW = 65520.0  # the least value float16 rounds to infinity (65504 + half its last step)
-
-
 def require_half_fits(name: str, peak: float) -> None:
     """Refuse values a float16 model input cannot hold (hq69 F8: calibrate took arrays up to 1e5 for a
     float16-fed model, and convert then measured -inf dB and told the user to keep layers float)."""
-    if peak >= HALF_OVERFLOW:  # hq70 6: up to it, float16 rounds to 65504, no infinity
-        raise ConfigError(
-            f"input {name!r} is float16 and is fed values up to {peak:g}, beyond float16's "
-            f"{FLOAT16.largest:g}: the model reads them as infinity; feed values it can hold"
-        )
+    reason = half_overflow(name, np.array([peak]))
+    if reason is not None:
+        raise ConfigError(reason)
 
 
 def model_bytes(path: Path) -> int:
