@@ -376,3 +376,23 @@ def test_a_class_name_output_is_carried_and_measured_by_its_index(
     argv = ["compare", str(path), str(tmp_path / "int8.onnx"), "--images", str(image_dir), "--runs", "0"]
     code, _, err = run(argv, capsys)
     assert code == 0, err
+
+
+def test_a_sigmoid_mask_map_is_said_to_have_no_per_pixel_figure() -> None:
+    """hq111 F1: a skin / clothes / hair segmenter (Conv -> Sigmoid, 3 masks at the input's size) measured
+    14.1 dB, mask IoU 0.42 on one image, and compare said nothing under auto or --output-kind classes."""
+    from quantkit.config import OutputKind
+    from quantkit.pipeline.compare_notes import maps_unscored
+
+    p = conv_params(4, 3, 3, 3)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["z"], name="c", pads=[1, 1, 1, 1])
+    masks = make_model(
+        [conv, helper.make_node("Sigmoid", ["z"], ["y"], name="s")], {"w": p["w"], "b": p["b"]}
+    )
+    for kind in (OutputKind.auto, OutputKind.classes):
+        line = maps_unscored(masks, kind, {"y": [1, 4, 16, 16]}, (16, 16))
+        assert line is not None and line.startswith("output(s) 'y' [1, 4, 16, 16] are per-pixel masks")
+    logits = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="c", pads=[1, 1, 1, 1])], p)
+    assert "per-pixel masks" not in (
+        maps_unscored(logits, OutputKind.auto, {"y": [1, 4, 16, 16]}, (16, 16)) or ""
+    )

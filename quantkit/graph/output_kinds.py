@@ -124,6 +124,21 @@ def map_outputs(model: onnx.ModelProto, kind: OutputKind) -> frozenset[str]:
     )
 
 
+def mask_outputs(model: onnx.ModelProto) -> frozenset[str]:
+    """Graph outputs a Sigmoid (or HardSigmoid) writes from a map op's output, past reshapes and constant
+    scales: independent per-pixel masks where they are maps at the input's size (hq111 F1: a skin / clothes /
+    hair segmenter), which neither a class argmax nor a value figure judges."""
+    index = GraphIndex(model)
+    found = set()
+    for name in index.graph_outputs:
+        node = _computing(index, name)
+        if node is not None and node.op_type in ("Sigmoid", "HardSigmoid") and node.input:
+            inner = _computing(index, node.input[0])
+            if inner is not None and inner.op_type in MAP_OPS:
+                found.add(name)
+    return frozenset(found)
+
+
 def computing_op(model: onnx.ModelProto, output: str) -> str | None:
     """The op type that gives a graph output its kind, past reshapes and constant scales (Softmax for a
     segmenter's class probabilities transposed to NHWC); None for an input or a constant."""

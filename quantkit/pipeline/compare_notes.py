@@ -11,7 +11,7 @@ from quantkit.config import OutputKind
 from quantkit.evaluate import speed
 from quantkit.evaluate.class_scores import shape_logits_axis
 from quantkit.graph import model_io
-from quantkit.graph.output_kinds import map_outputs
+from quantkit.graph.output_kinds import map_outputs, mask_outputs
 from quantkit.graph.subnormal import SMALLEST_NORMAL, flushed, many_subnormal
 from quantkit.results import Feed
 
@@ -103,6 +103,17 @@ def maps_unscored(
     channels at the input's own size, which compare gives no per-pixel agreement: a segmenter's class
     logits read by their argmax are such a map (hq59: DeepLabV3's [1, 257, 257, 21] showed 'top-1 agree
     -', and --output-kind classes gave 99.67 %), and so are heatmaps, which that figure would misread."""
+    masks = [
+        f"{name!r} {list(shape)}"
+        for name, shape in shapes.items()
+        if name in mask_outputs(reference) and shape_logits_axis(tuple(shape), side, three=True) is not None
+    ]
+    if masks:  # hq111 F1: a Sigmoid segmenter at 14.1 dB (mask IoU 0.42 on one image) got no word
+        return (
+            f"output(s) {', '.join(masks)} are per-pixel masks (a Sigmoid's) at the input's size, given "
+            "no per-pixel agreement under any --output-kind: judge the masks on your task's metric (their "
+            "IoU at your threshold)"
+        )
     if kind is OutputKind.classes:  # hq106 F4: a 3-map segmenter's figure was '-', with no reason
         three = [
             f"{name!r} {list(shape)}"
