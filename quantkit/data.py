@@ -38,13 +38,27 @@ def array_files(folder: Path) -> list[Path]:
         what = "does not exist" if not folder.exists() else "is not a folder"
         raise ImageError(f"--inputs {folder} {what}; pass a folder of .npy or .npz files")
     found = sorted(
-        (p for p in folder.rglob("*") if p.suffix.lower() in ARRAY_SUFFIXES and p.is_file()),
+        (p for p in _files_under(folder) if p.suffix.lower() in ARRAY_SUFFIXES and p.is_file()),
         key=lambda p: p.relative_to(folder).as_posix(),
     )
-    found = [p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     if not found:
         raise ImageError(f"no .npy or .npz files under {folder}; save one sample per file with numpy.save")
     return found
+
+
+def _files_under(folder: Path) -> Iterator[Path]:
+    """Every file under `folder` but dot files and dot folders, through links to folders (each real folder
+    once: a link back up is no loop). hq115 F3: rglob passed over two linked subfolders without a word, and
+    2 of 14 samples calibrated."""
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield from (Path(root) / name for name in names if not name.startswith("."))
 
 
 def read_array_files(paths: Iterable[Path]) -> Iterator[Sample]:

@@ -634,3 +634,25 @@ def test_an_input_of_one_fixed_vector_is_refused_in_one_line(tmp_path: Path, cap
         ["calibrate", str(model), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
     )
     assert_one_line_error(code, err, "the model's input 'x' is [128], with no batch axis")
+
+
+def test_arrays_in_linked_folders_are_read(tmp_path: Path, cnn: Path, capsys: Capsys) -> None:
+    """hq115 F3: --inputs passed over two linked subfolders without a word and calibrated on the 2 arrays
+    beside them (of 14); a link back up is no loop."""
+    store = tmp_path / "store" / "setA"
+    store.mkdir(parents=True)
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for k in range(3):
+        np.save(store / f"{k}.npy", np.zeros((3, 16, 16), np.float32) + k)
+    np.save(folder / "own.npy", np.ones((3, 16, 16), np.float32))
+    (folder / "setA").symlink_to(store)
+    (store / "up").symlink_to(folder)  # a loop
+    from quantkit.data import array_files
+
+    assert [p.relative_to(folder).as_posix() for p in array_files(folder)] == [
+        "own.npy",
+        "setA/0.npy",
+        "setA/1.npy",
+        "setA/2.npy",
+    ]
