@@ -81,3 +81,12 @@ def ort_reason(text: str) -> str:
 
 class WorkerError(QuantkitError):
     """A shard of the work failed on two workers (a crash, a lost node), or no worker could start."""
+
+
+def load_reason(text: str) -> str:
+    """onnxruntime's reason for refusing a model, with the fix where its words give none (hq110 F8: 'two
+    nodes with same node name', which onnx.checker accepts)."""
+    reason = ort_reason(text)
+    if "two nodes with same node name" in reason:
+        reason += "; give each node its own name (or none) and export again"
+    return reason

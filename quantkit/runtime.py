@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from quantkit.errors import ConfigError, ModelError, ort_reason
+from quantkit.errors import ConfigError, ModelError, load_reason, ort_reason
 from quantkit.heap import HeapWatch
 from quantkit.results import (
     Feed,
@@ -180,7 +180,7 @@ class Session:
         try:
             self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types from C++
-            raise ModelError(f"onnxruntime cannot load the model ({ort_reason(str(exc))})") from exc
+            raise ModelError(f"onnxruntime cannot load the model ({load_reason(str(exc))})") from exc
         inputs = self._session.get_inputs()
         self.input_names = [i.name for i in inputs]
         self.input_name = self.input_names[0]
@@ -372,7 +372,7 @@ def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
             if _OPEN_FAILED.search(reason) or short:  # hq57 D(e): a full disk or `ulimit -f`, not the model
                 # hq85 F8: with its errno, so that `ulimit -f` is named, not the disk
                 raise OSError(short, f"onnxruntime could not write its optimized graph ({reason})") from exc
-            raise ModelError(f"onnxruntime cannot load the model ({reason})") from exc
+            raise ModelError(f"onnxruntime cannot load the model ({load_reason(str(exc))})") from exc
         return onnx.load(str(Path(folder) / "optimized.onnx"))
 
 

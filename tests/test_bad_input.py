@@ -2482,3 +2482,40 @@ def test_a_model_exported_in_training_mode_is_refused_in_one_line(
         code, _, err = run(argv, capsys)
         assert_one_line_error(code, err, "drop.onnx holds 1 op(s) in training mode (first: Dropout 'drop')")
     assert not list(tmp_path.glob("*.json")) and not (tmp_path / "h.onnx").exists()
+
+
+def test_forms_that_are_no_tensor_are_named_for_what_they_are(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq110 F8: an optional input read 'is UNDEFINED', a ZipMap's sequence of maps 'a sequence of
+    tensors' (with torch's tuple advice), and onnxruntime's 'two nodes with same node name' gave no fix."""
+    from onnx import TensorProto, helper
+
+    from quantkit.errors import load_reason
+    from tests.conftest import conv_params, make_model, save
+
+    p = conv_params(4, 3)
+    model = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], p)
+    optional = helper.make_value_info(
+        "opt", helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [4]))
+    )
+    model.graph.input.insert(0, optional)
+    path = save(model, tmp_path / "optional.onnx")
+    code, _, err = run(
+        ["calibrate", str(path), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert_one_line_error(code, err, "input 'opt' is an optional value, not a tensor")
+    zipped = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], p)
+    maps = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    )
+    zipped.graph.output.append(helper.make_value_info("zm", maps))
+    zipped.graph.node.append(helper.make_node("Identity", ["y"], ["zm_src"]))
+    from quantkit.graph.file_kinds import non_tensor_output
+
+    line = non_tensor_output(zipped, tmp_path / "zipmap.onnx")
+    assert (
+        line is not None and "is a sequence of maps (an ONNX-ML ZipMap's {class: score} per sample)" in line
+    )
+    said = load_reason("This is an invalid model. Error: two nodes with same node name (same).")
+    assert said.endswith("; give each node its own name (or none) and export again")

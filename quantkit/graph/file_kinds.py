@@ -172,6 +172,13 @@ def non_tensor_output(model: onnx.ModelProto, path: Path) -> str | None:
     }
     for output in model.graph.output:
         kind = output.type.WhichOneof("value")
+        inner = output.type.sequence_type.elem_type.WhichOneof("value") if kind == "sequence_type" else None
+        if inner == "map_type":  # hq110 F8: a ZipMap's list of {class: score} was 'a sequence of tensors'
+            return (
+                f"{path.name}'s output {output.name!r} is a sequence of maps (an ONNX-ML ZipMap's {{class: "
+                "score} per sample), not a tensor, which quantkit cannot compare; export the model without "
+                "the ZipMap (its input holds the same scores as a tensor)"
+            )
         if kind in kinds:
             return (
                 f"{path.name}'s output {output.name!r} is {kinds[kind]}, not a tensor, which quantkit cannot "

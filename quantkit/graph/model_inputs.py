@@ -64,6 +64,13 @@ ARRAY_TYPES = IMAGE_TYPES | {
 
 
 def _float_spec(value: onnx.ValueInfoProto, allowed: frozenset[int] = IMAGE_TYPES) -> InputSpec:
+    kind_of = value.type.WhichOneof("value")
+    if kind_of != "tensor_type":  # hq110 F8: an optional input read as 'UNDEFINED'
+        what = {"optional_type": "an optional value", "sequence_type": "a sequence", "map_type": "a map"}
+        raise ModelError(
+            f"input {value.name!r} is {what.get(kind_of or '', 'no tensor')}, not a tensor, which quantkit "
+            "cannot feed: export the model with a tensor input there (or without it)"
+        )
     tensor_type = value.type.tensor_type
     kind = tensor_type.elem_type
     if kind == onnx.TensorProto.BFLOAT16:
