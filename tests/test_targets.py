@@ -1190,3 +1190,14 @@ def test_prefer_is_recorded_only_where_it_chooses() -> None:
         config = ConvertConfig(target=target, prefer=Prefer.accuracy)
         assert config.prefer is Prefer.balanced and config.to_dict() == ConvertConfig(target=target).to_dict()
     assert ConvertConfig(prefer=Prefer.accuracy).prefer is Prefer.accuracy
+
+
+def test_findings_on_unnamed_nodes_say_so() -> None:
+    """hq110 F8: check listed two unnamed Q/DQ nodes as ','."""
+    from quantkit.outcomes import Finding
+    from quantkit.reports.formats import grouped_findings
+
+    rows = grouped_findings(
+        (Finding("qdq-type", "", "QuantizeLinear", "m"), Finding("qdq-type", "", "QuantizeLinear", "m"))
+    )
+    assert rows == [("qdq-type", "2 x QuantizeLinear: (unnamed), (unnamed)", "m")]

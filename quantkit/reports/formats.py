@@ -259,7 +259,8 @@ def grouped_findings(findings: tuple[Finding, ...]) -> list[tuple[str, str, str]
         groups.setdefault((f.rule, f.message), []).append(f)
     rows = []
     for (rule, message), members in groups.items():
-        names = ", ".join(f.node for f in members[:3]) + (", ..." if len(members) > 3 else "")
+        named = [f.node or "(unnamed)" for f in members[:3]]  # hq110 F8: blank names printed ', '
+        names = ", ".join(named) + (", ..." if len(members) > 3 else "")
         ops = "/".join(dict.fromkeys(f.op_type for f in members))
         rows.append((rule, f"{len(members)} x {ops}: {names}", message))
     return rows
