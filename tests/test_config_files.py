@@ -161,6 +161,9 @@ def test_a_file_set_option_is_named_where_it_fails_and_toml_booleans_are_switche
     assert "quantkit.toml; a [compare] table there sets it for this command alone)" in " ".join(err.split())
     code, _, err = run([*argv, "--threads", "0"], capsys)  # given as a flag: the flag is the user's own
     assert code == 2 and "was set in" not in err
+    (project / "models" / "quantkit.toml").write_text("[compare]\nthreads = 0\n")  # hq109 F10: in the
+    code, _, err = run(argv, capsys)  # table already, it was told a table would set it for compare alone
+    assert "quantkit.toml, in its [compare] table)" in " ".join(err.split()), err
     (project / "models" / "quantkit.toml").write_text("range-cap = false\nbias-correction = true\n")
     code, stdout, err = run(
         ["convert", "models/model.onnx", "-c", "t.json", "-o", "o.onnx", "--print-config"], capsys

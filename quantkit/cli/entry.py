@@ -257,6 +257,9 @@ def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, A
                 f"[tool.quantkit.{argv[0]}]" if path.name == "pyproject.toml" else f"[{argv[0]}]"
                 for path in CONFIG_FILES
             )
+            key = flag.removeprefix("--")
+            if not any(key in keys and not isinstance(keys[key], dict) for _, keys in SETTINGS):
+                return f" ({flag} was set in {files}, in its {tables} table)"  # hq109 F10: told to use one
             return f" ({flag} was set in {files}; a {tables} table there sets it for this command alone)"
     return ""
 
