@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from quantkit import files
+from quantkit.array_files import ArrayFiles, Sample
 from quantkit.calib.table import arrays_path
 from quantkit.config import (
     BUDGET_OPTIONS,
@@ -62,7 +63,7 @@ from quantkit.config import (
 )
 from quantkit.config.base import as_count, as_enum, as_path, as_switch
 from quantkit.config.choices import refuse_replaced, refuse_unread
-from quantkit.data import ArrayFiles, Sample, read_data
+from quantkit.data import read_data
 from quantkit.errors import ConfigError
 from quantkit.evaluate.detector_options import detector_fields
 from quantkit.image_folders import IMAGE_SUFFIXES
@@ -120,8 +121,7 @@ def calibrate(
     threads per worker. The table is byte-for-byte the same for any of them at one `threads` (onnxruntime
     rounds some sums differently with another thread count). output_kind: what the [N, C] outputs hold,
     "classes", "values" (embeddings, landmarks) or "auto", for the check that FP32 is fed right. Workers
-    start through
-    multiprocessing, so a script that uses them needs the usual `if __name__ == "__main__":` guard."""
+    start through multiprocessing: a script using them needs the `if __name__ == "__main__":` guard."""
     model_path = as_path(model, "model")
     if output is None and not model_path.name:  # '.' or '/': no file name to put the table beside
         raise ConfigError(f"model {model_path} is a folder; give the .onnx file")

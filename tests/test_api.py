@@ -648,7 +648,7 @@ def test_arrays_in_linked_folders_are_read(tmp_path: Path, cnn: Path, capsys: Ca
     np.save(folder / "own.npy", np.ones((3, 16, 16), np.float32))
     (folder / "setA").symlink_to(store)
     (store / "up").symlink_to(folder)  # a loop
-    from quantkit.data import array_files
+    from quantkit.array_files import array_files
 
     assert [p.relative_to(folder).as_posix() for p in array_files(folder)] == [
         "own.npy",

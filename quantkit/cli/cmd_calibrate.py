@@ -70,8 +70,8 @@ def calibrate(
     """Run the FP32 model over an image folder (or model-ready arrays) and record activation statistics in
     a calibration table."""
     from quantkit import pipeline
+    from quantkit.array_files import ArrayFiles
     from quantkit.config import CalibrateConfig, ImageSelection
-    from quantkit.data import ArrayFiles
     from quantkit.parallel import Parallel
     from quantkit.pipeline.loading import table_paths
     from quantkit.reports import console

@@ -101,8 +101,8 @@ def compare(
     Preprocessing is read from the candidate's quantkit metadata; the options given here replace
     those parts of it (--preset its mean and std)."""
     from quantkit import pipeline
+    from quantkit.array_files import ArrayFiles
     from quantkit.config import CompareConfig, ImageSelection, LatencyConfig
-    from quantkit.data import ArrayFiles
     from quantkit.evaluate.detector_options import detector_fields
     from quantkit.parallel import Parallel
     from quantkit.reports import console, markdown, records

@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import onnx
 
+from quantkit.array_files import Sample
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import GROUP_BYTES, check_finite, fetch_groups, rows_per_run
 from quantkit.calib.extremes import stress_images
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import CalibrateConfig, ImageSelection, Preprocess
 from quantkit.config.fixed_inputs import OPTION
-from quantkit.data import ArrayStream, Sample, feed_side, samples_at
+from quantkit.data import ArrayStream, feed_side, samples_at
 from quantkit.errors import CalibrationError, ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, refuse_foreign_arrays, write_set

@@ -11,9 +11,10 @@ import numpy as np
 import onnx
 
 from quantkit import runtime_openvino
+from quantkit.array_files import Sample
 from quantkit.config import CompareConfig, LatencyConfig, Preprocess, PreprocessOptions, ResizeMode, Runtime
 from quantkit.cpu import cpu_info
-from quantkit.data import ArrayStream, Sample, sample_side
+from quantkit.data import ArrayStream, sample_side
 from quantkit.errors import ConfigError, ImageError
 from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.figure_warnings import (
