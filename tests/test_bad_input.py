@@ -1657,6 +1657,7 @@ def test_a_detector_that_finds_no_head_states_that_heads_layout(
     argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "0", "--detector", head]
     code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, f"--detector {head} needs an output shaped {layout}")
+    assert "(outputs: y [N, 5])" in err  # hq111 F5: the run's batch read as a size given
 
 
 def test_an_unwritable_output_folder_is_refused_before_any_work(

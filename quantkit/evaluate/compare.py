@@ -312,7 +312,11 @@ class Comparison:
         ]
         metrics = [self._with_varying(m) for m in metrics]
         if self.detection_threshold is not None and not self.recalls and self.count:
-            shapes = ", ".join(f"{n} {s}" for n, s in self.seen_shapes.items()) or "none"
+            # the batch as N: a run's batch of 4 read as a size the user never gave (hq111 F5)
+            shapes = ", ".join(
+                f"{n} [{', '.join(['N', *map(str, s[1:])])}]" for n, s in self.seen_shapes.items()
+            )
+            shapes = shapes or "none"
             raise ConfigError(
                 f"--detector {self.detector.value} needs an output shaped {head_layout(self.detector)} "
                 f"(outputs: {shapes}); name the head the model writes, or leave --detector out for a model "
