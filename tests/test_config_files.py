@@ -261,3 +261,42 @@ def test_a_path_written_as_a_number_says_to_quote_it(
     monkeypatch.chdir(tmp_path)
     code, _, err = run(["calibrate", str(model), "-o", str(tmp_path / "t.json")], capsys)
     assert_one_line_error(code, err, 'images takes a path, as text; got 2024 (quote it: images = "2024")')
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('output-dir = ["a", "b"]\n', "output-dir takes one path; got a list of 2"),  # hq114 F1: 'a,b/'
+        ("output-dir = 7\n", "output-dir takes a path, as text; got 7"),  # F3: a traceback, exit 1
+        ("output-dir = 1979-05-27\n", "output-dir takes a path, as text; got 1979-05-27"),
+    ],
+)
+def test_a_path_key_of_another_type_is_one_line(
+    project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str], text: str, said: str
+) -> None:
+    (project / "models" / "quantkit.toml").write_text(text)
+    code, _, err = run(["shrink", "models/model.onnx", "--images", str(image_dir), "--runs", "0"], capsys)
+    assert_one_line_error(code, err, said)
+    assert not (project / "models" / "a,b").exists() and not (project / "a,b").exists()
+
+
+def test_a_pyproject_whose_tool_is_no_table_is_not_read_as_one(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq114 F4: `tool = "x"` in pyproject.toml made every command, --help and --version too, an
+    internal error."""
+    (project / "pyproject.toml").write_text('tool = "x"\n')
+    code, _, err = run(["--version"], capsys)
+    assert code == 0 and "internal error" not in err
+
+
+def test_an_option_given_twice_with_two_values_is_refused(
+    project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq114 F2: `--to int8 --to fp16` wrote an FP16 model and `--max-drop 1 --max-drop 50` gated at 50
+    (click keeps the last); path options were refused already."""
+    argv = ["convert", "models/model.onnx", "--to", "int8", "--to", "fp16", "-o", "o.onnx"]
+    assert_one_line_error(*run(argv, capsys)[::2], "--to is given twice (int8 and fp16); give it once")
+    assert not (project / "o.onnx").exists()
+    same = ["compare", "models/model.onnx", "models/model.onnx", "--images", str(image_dir), "--runs", "0"]
+    assert run([*same, "--threads", "1", "--threads", "1"], capsys)[0] == 0  # the same value twice: one

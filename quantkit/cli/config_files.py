@@ -50,7 +50,8 @@ def sources(cwd: Path, model: Path | None) -> list[tuple[Path, dict[str, Any]]]:
     found = []
     project = cwd / PROJECT_FILE
     if project.is_file():
-        table = _read(project).get("tool", {}).get("quantkit")
+        tool = _read(project).get("tool", {})
+        table = tool.get("quantkit") if isinstance(tool, dict) else None  # hq114 F4: tool = "x" broke all
         if table is not None:
             found.append((project, _table(table, project)))
     if model is not None:
@@ -123,6 +124,8 @@ def _placed(key: str, value: Any, path: Path, numbers: frozenset[str] = frozense
     the option as the text "['a', 'b']")."""
     if key in REPEATED_OPTIONS:  # given once per value, each with its own commas (input-value = ["s=1,1"])
         return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    if isinstance(value, list) and key in PATH_OPTIONS:  # hq114 F1: ["a", "b"] made a folder named 'a,b'
+        raise ConfigError(f"{path}: {key} takes one path; got a list of {len(value)}")
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
     if isinstance(value, bool) and key in SWITCH_OPTIONS:

@@ -239,9 +239,6 @@ def _removed_line(removed: list[Path] | None = None) -> str:
     return line + "".join(cleanup.KEPT)  # what could not be removed, where no error message said it
 
 
-FROM_ENVIRONMENT = {"ray": "RAY_ADDRESS"}  # options an environment variable sets too (cli.options)
-
-
 def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, Any]]) -> str:
     """' (--x was set in quantkit.toml ...)' where the error names an option this run took from a config
     file and not from its command line (hunt38 F9: 'compare: --threads must be at least 1, got 0' for
@@ -250,7 +247,7 @@ def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, A
     for name in sorted(used):
         flag = "--" + name.replace("_", "-")
         if (flag in message or f"'{flag}'" in message) and flag not in argv:
-            if os.environ.get(FROM_ENVIRONMENT.get(name, "")):  # hq109 F2: click ranks it over the files
+            if name == "ray" and os.environ.get("RAY_ADDRESS"):  # hq109 F2: click ranks it over the files
                 return ""
             files = " or ".join(str(path) for path in CONFIG_FILES)
             tables = " / ".join(  # hq61: pyproject.toml's is [tool.quantkit.<command>]
@@ -408,14 +405,14 @@ def _fail(message: str) -> NoReturn:
 def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
     """An empty path ('--images "$CALIB_DIR"' with the variable unset) is refused: click reads '' as the
     current folder, which hq61 saw calibrate on whatever lay under it, exit 0 (a config file's:
-    config_files); so is a path option given twice with two values (click keeps the last). An option
+    config_files); so is an option given twice with two values (click keeps the last). An option
     click does not know, or a value missing, ends the scan: click names it."""
     command = commands.get(argv[0]) if argv else None
     if command is None:
         return
     paths = [p for p in command.params if _takes(p, Path)]
     flags = {opt: p for p in paths for opt in p.opts}
-    valued = {opt for p in command.params if not getattr(p, "is_flag", False) for opt in p.opts}
+    options = {opt: p for p in command.params if not getattr(p, "is_flag", False) for opt in p.opts}
     positional = iter([p.name for p in command.params if not p.opts[0].startswith("-")])
     args = iter(argv[1:])
     seen: dict[str, str] = {}  # a path option's first value, by its parameter
@@ -423,12 +420,12 @@ def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
         name, equals, value = arg.partition("=")
         if arg.startswith("--") and equals:  # --images= (a short option's '=' is its value's)
             flag, empty = name, name in flags and not value
-        elif not arg.startswith("--") and len(arg) > 2 and arg[:2] in valued:  # -ot.json (hq92 F4)
+        elif not arg.startswith("--") and len(arg) > 2 and arg[:2] in options:  # -ot.json (hq92 F4)
             flag, empty, value = arg[:2], False, arg[2:]
         elif arg.startswith("-") and arg != "-":
-            if arg not in valued and not any(arg in (*p.opts, *p.secondary_opts) for p in command.params):
+            if arg not in options and not any(arg in (*p.opts, *p.secondary_opts) for p in command.params):
                 return  # hq91 F3: a --no-x (secondary) flag ended the scan
-            taken = next(args, None) if arg in valued else "-"
+            taken = next(args, None) if arg in options else "-"
             if taken is None:  # the value is missing: click says so
                 return
             flag, empty, value = arg, arg in flags and taken == "", taken
@@ -437,9 +434,11 @@ def _refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
             empty = arg == ""
         if empty:
             raise ConfigError(f"{flag} is empty (an unset variable?); give a path")
-        if flag in flags and not flags[flag].multiple:  # hq89 F5: `--images a --images b` read b alone
-            first = seen.setdefault(flags[flag].name, value)
-            if os.path.abspath(first) != os.path.abspath(value):  # hq91 F10: `d` and `d/` are one
+        param = options.get(flag)  # hq89 F5: `--images a --images b` read b alone; hq114 F2: `--to int8
+        if param is not None and not param.multiple:  # --to fp16` wrote FP16, two --max-drop gated the last
+            first = seen.setdefault(param.name, value)
+            same = os.path.abspath(first) == os.path.abspath(value) if flag in flags else first == value
+            if not same:  # hq91 F10: `d` and `d/` are one
                 raise ConfigError(f"{flag} is given twice ({first} and {value}); give it once")
 
 
