@@ -300,3 +300,20 @@ def test_an_option_given_twice_with_two_values_is_refused(
     assert not (project / "o.onnx").exists()
     same = ["compare", "models/model.onnx", "models/model.onnx", "--images", str(image_dir), "--runs", "0"]
     assert run([*same, "--threads", "1", "--threads", "1"], capsys)[0] == 0  # the same value twice: one
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--workers", str(2**63)], "is more than the 256 local processes quantkit starts"),  # hq114 F5
+        (["--runs", str(2**63)], "--runs and --warmup take at most 100,000 runs each"),  # hq114 F6
+        (["--warmup", "1000001"], "--runs and --warmup take at most 100,000 runs each"),
+    ],
+)
+def test_counts_past_any_use_are_refused(
+    project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str], flags: list[str], said: str
+) -> None:
+    """hq114 F5, F6: --workers 2**63 and --runs 2**63 were internal errors, --workers 1e10 ran out of
+    memory blaming --batch-size, and --warmup 2**63 ran until killed."""
+    argv = ["compare", "models/model.onnx", "models/model.onnx", "--images", str(image_dir), *flags]
+    assert_one_line_error(*run(argv, capsys)[::2], said)

@@ -225,6 +225,9 @@ class ConvertConfig:
         }
 
 
+MAX_TIMED_RUNS = 100_000  # a median of this many runs moves no more
+
+
 @dataclass(frozen=True)
 class LatencyConfig:
     threads: int = 1
@@ -238,6 +241,8 @@ class LatencyConfig:
         check_threads(self.threads, automatic=False)
         if self.runs < 0 or self.warmup < 0:
             raise ConfigError("--runs must be 0 (no timing) or more and --warmup 0 or more")
+        if max(self.runs, self.warmup) > MAX_TIMED_RUNS:  # hq114 F6: 2**63 an internal error, or no end
+            raise ConfigError(f"--runs and --warmup take at most {MAX_TIMED_RUNS:,} runs each")
 
 
 class DetectorHead(str, Enum):

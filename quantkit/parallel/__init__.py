@@ -23,6 +23,9 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 
+MAX_LOCAL_WORKERS = 256  # local worker processes, at most
+
+
 @dataclass(frozen=True)
 class Parallel:
     """Where the work runs: `workers` local processes, or Ray tasks on the cluster at `ray` (an address
@@ -38,6 +41,11 @@ class Parallel:
         object.__setattr__(self, "threads", as_count(self.threads, "--threads"))
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.ray is None and self.workers > MAX_LOCAL_WORKERS:  # hq114 F5: 2**63 overflowed, 1e10 ran out
+            raise ConfigError(  # of memory and blamed --batch-size; each worker holds a model session
+                f"--workers {self.workers} is more than the {MAX_LOCAL_WORKERS} local processes quantkit "
+                "starts; give fewer (one per core is the most that helps)"
+            )
         if self.threads < 0:
             raise ConfigError(f"--threads must be 0 (automatic) or more, got {self.threads}")
         if self.ray is None:  # a cluster's nodes have their own cores
