@@ -317,3 +317,13 @@ def test_counts_past_any_use_are_refused(
     memory blaming --batch-size, and --warmup 2**63 ran until killed."""
     argv = ["compare", "models/model.onnx", "models/model.onnx", "--images", str(image_dir), *flags]
     assert_one_line_error(*run(argv, capsys)[::2], said)
+
+
+@pytest.mark.parametrize("flags", [["--std", "1e-300"], ["--std", "1e-39"], ["--mean", "1e300"]])
+def test_a_normalisation_past_float32_is_one_line(
+    project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    """hq114 F7: --std 1e-300 and --mean 1e300 passed their checks, then numpy's overflow warnings took
+    8-24 lines and a NaN/Inf error named neither option."""
+    argv = ["calibrate", "models/model.onnx", "--images", str(image_dir), "-o", "t.json", *flags]
+    assert_one_line_error(*run(argv, capsys)[::2], "--mean / --std put the samples past float32's range")

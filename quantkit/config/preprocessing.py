@@ -61,6 +61,9 @@ def check_pad(pad: float) -> None:
         raise ConfigError(f"--pad takes a pixel value from 0 to 255 (the letterbox's fill); got {pad:g}")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an image file becomes one model input sample. Fully resolved: every field is known."""
@@ -99,6 +102,15 @@ class Preprocess:
                 raise ConfigError(f"--{label} takes finite numbers; got {','.join(str(v) for v in values)}")
         if any(s == 0 for s in self.std):
             raise ConfigError("--std has a zero; every std must be non-zero")
+        # the samples are float32: (255 - mean) / std must stay within it (hq114 F7: --std 1e-300 and
+        # --mean 1e300 passed, then numpy warned 8-24 lines and a NaN/Inf error named neither option)
+        reach = max(abs(m) for m in self.mean) + 255.0
+        if reach / min(abs(s) for s in self.std) > FLOAT32_MAX:
+            raise ConfigError(
+                f"--mean / --std put the samples past float32's range (about 3.4e38): mean "
+                f"{','.join(f'{v:g}' for v in self.mean)}, std {','.join(f'{v:g}' for v in self.std)} "
+                "(0-255 units); give values a model's input can hold"
+            )
         # hunt55 C3: a typo flipped one channel's sign in silence; every std negative inverts the image,
         # as trueocr's page classifier reads it (--mean 255 --std -255: 1 - x/255)
         if any(s < 0 for s in self.std) and any(s > 0 for s in self.std):
