@@ -141,3 +141,13 @@ def test_demo_options_are_checked(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert_one_line_error(code, err, "'nosuch' is not a known model", "mobilenetv2")
     code, _, err = run(["demo", "--zoo", "mobilenetv2"], capsys)
     assert_one_line_error(code, err, "--zoo needs --images DIR")
+
+
+def test_zoo_options_without_zoo_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """hq114 F9: demo --images / --labels / --eval-images without --zoo were ignored, a path that does not
+    exist too, and the embedded demo ran."""
+    code, _, err = run(
+        ["demo", "--images", str(tmp_path / "none"), "--output-dir", str(tmp_path / "o")], capsys
+    )
+    assert_one_line_error(code, err, "--images goes with --zoo NAME")
+    assert not (tmp_path / "o").exists()

@@ -61,6 +61,13 @@ def demo(
     from quantkit import demo as demos
     from quantkit.reports import console
 
+    given = [
+        flag
+        for flag, value in (("--images", images), ("--eval-images", eval_images), ("--labels", labels))
+        if value
+    ]
+    if zoo_name is None and given:  # hq114 F9: ignored without --zoo, a path that does not exist too
+        raise ConfigError(f"{given[0]} goes with --zoo NAME (the embedded digits bring their own); add --zoo")
     default = default_cache()
     cache = cache_dir or (default.parent if default is not None else None)
     if cache is None:
