@@ -365,3 +365,26 @@ def test_float16_inputs_refuse_a_value_past_their_range(
     assert_one_line_error(code, err, "input 's' is fed values up to 100000 (the calibration samples), beyond")
     assert not out.exists()
     assert run(argv, capsys)[0] == 0  # float32 inputs take it
+
+
+def test_a_value_for_the_only_input_says_it_is_the_image_one(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq114 F8: --input-value x=1 on a one-input model read 'give the others a value for every image ()'."""
+    from tests.conftest import tiny_cnn
+
+    model = tiny_cnn(tmp_path / "cnn.onnx")
+    argv = [
+        "calibrate",
+        str(model),
+        "--images",
+        str(image_dir),
+        "-o",
+        str(tmp_path / "t.json"),
+        "--input-value",
+        "x=1",
+    ]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(
+        code, err, "--input-value gives every input of the model a value (x), the one the images"
+    )

@@ -20,6 +20,11 @@ def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpe
     inputs = _graph_inputs(model)
     check_names(fixed, [i.name for i in inputs])
     rest = [i for i in inputs if i.name not in fixed]
+    if not rest:  # hq114 F8: every input given a value read 'give the others a value for every image ()'
+        raise ModelError(
+            f"{OPTION} gives every input of the model a value ({', '.join(i.name for i in inputs)}), the one "
+            "the images feed too; give values for the other inputs only"
+        )
     if len(rest) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
         image = next((i for i in rest if _rank(i) == 4), rest[0]) if rest else None
