@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from tests.conftest import conv_params, make_model
-from tests.helpers import run
+from tests.conftest import conv_params, make_model, tiny_cnn
+from tests.helpers import assert_one_line_error, run
 
 
 def test_calibrate_convert_compare(
@@ -487,3 +487,15 @@ def test_compare_says_when_images_are_copies(
     assert code == 0 and "2 of the 4 images compared hold the same bytes as another one" in " ".join(
         err.split()
     )
+
+
+def test_a_line_break_in_a_path_keeps_the_error_one_line_and_short_equals_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq114 F10: a path holding a newline split the one error line in two; -o=eq.onnx wrote '=eq.onnx'."""
+    odd = tmp_path / "a\nb.onnx"
+    code, _, err = run(["check", str(odd)], capsys)
+    assert_one_line_error(code, err, "a\\nb.onnx")
+    model = tiny_cnn(tmp_path / "m.onnx")
+    code, _, err = run(["convert", str(model), "--to", "fp16", "-o=eq.onnx"], capsys)
+    assert_one_line_error(code, err, "-o=eq.onnx gives -o the value '=eq.onnx'; write -o eq.onnx")

@@ -30,6 +30,8 @@ def refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
             flag, empty = name, name in flags and not value
         elif not arg.startswith("--") and len(arg) > 2 and arg[:2] in options:  # -ot.json (hq92 F4)
             flag, empty, value = arg[:2], False, arg[2:]
+            if value.startswith("="):  # hq114 F10: -o=eq.onnx wrote a file named '=eq.onnx'
+                raise ConfigError(f"{arg} gives {flag} the value {value!r}; write {flag} {value[1:]}")
         elif arg.startswith("-") and arg != "-":
             if arg not in options and not any(arg in (*p.opts, *p.secondary_opts) for p in command.params):
                 return  # hq91 F3: a --no-x (secondary) flag ended the scan

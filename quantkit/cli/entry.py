@@ -114,7 +114,7 @@ def _main() -> None:
     except QuantkitError as exc:
         removed = _drop_verdict(commands, plain, default_map, exc.exit_code)
         message = f"{exc}{_from_file(str(exc), plain, default_map)}{_removed_line(removed)}"
-        stderr.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
+        stderr.print(f"error: {_one_line(message)}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _drop_verdict(commands, plain, default_map, 2)
@@ -399,5 +399,10 @@ def _lost(argv: list[str]) -> None:
 
 
 def _fail(message: str) -> NoReturn:
-    stderr.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
+    stderr.print(f"error: {_one_line(message)}", highlight=False, soft_wrap=True, markup=False)
     sys.exit(2)
+
+
+def _one_line(message: str) -> str:
+    """A message whose path holds a line break, as one line (hq114 F10: it split the error in two)."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
