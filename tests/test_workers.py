@@ -454,3 +454,29 @@ def test_a_ray_address_from_the_environment_is_named_where_it_fails(
     code, _, err = run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)
     assert_one_line_error(code, err, "cannot reach the Ray cluster at 'garbage' (", "(RAY_ADDRESS; unset it")
     assert not table.exists()
+
+
+def test_each_thread_holds_its_own_sessions_and_sensitivity_state() -> None:
+    """hq113 F1, F3, F4: a service's second thread replaced a running compare's candidate session (its
+    last images scored on another model) and emptied every call's sessions at its end ('No graph was
+    found in the protobuf'); two sensitivity() threads cleared each other's state."""
+    import threading
+
+    from quantkit.pipeline import sensitivity_jobs, shards
+
+    mine = object()
+    shards.prime("cand.onnx", 1, mine)  # type: ignore[arg-type]
+    sensitivity_jobs._states()["run"] = mine  # type: ignore[assignment]
+
+    def other() -> None:
+        shards.prime("cand.onnx", 1, object())  # type: ignore[arg-type]
+        shards.release()
+        sensitivity_jobs.release()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert shards.session_for(b"", "cand.onnx", 1) is mine
+    assert sensitivity_jobs._states()["run"] is mine
+    shards.release()
+    sensitivity_jobs.release()

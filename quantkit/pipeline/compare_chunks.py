@@ -118,17 +118,16 @@ def copies_line(digests: list[bytes]) -> str | None:
     )
 
 
-def identity(
-    reference: Path, candidate: Path, images: ImageSelection, paths: Sequence[Path]
-) -> dict[str, Any]:
+def identity(models: tuple[str, str], images: ImageSelection, paths: Sequence[Path]) -> dict[str, Any]:
     """What a comparison is of, for its record (hq107 F4: --seed 0 and 1 gave other figures under the same
     recorded settings, and neither model nor image set was named but by the paths typed): both models'
-    sha256 and the images' (images_identity)."""
-    return {
-        "reference_sha256": model_io.file_sha256(reference),
-        "candidate_sha256": model_io.file_sha256(candidate),
-        **images_identity(images, paths),
-    }
+    sha256 (model_hashes, taken as the run begins: hq113 F1, a file replaced meanwhile was named instead)
+    and the images' (images_identity)."""
+    return {"reference_sha256": models[0], "candidate_sha256": models[1], **images_identity(images, paths)}
+
+
+def model_hashes(reference: Path, candidate: Path) -> tuple[str, str]:
+    return model_io.file_sha256(reference), model_io.file_sha256(candidate)
 
 
 def images_identity(images: ImageSelection, paths: Sequence[Path]) -> dict[str, Any]:

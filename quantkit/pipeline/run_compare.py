@@ -49,6 +49,7 @@ from quantkit.pipeline.compare_chunks import (
     describe,
     identity,
     merge_chunks,
+    model_hashes,
     preprocess_source,
     run_compare_chunk,
     shown_names,
@@ -80,10 +81,9 @@ def compare(
     arrays: Iterable[Sample] | None = None,
     parallel: Parallel = ONE_PROCESS,
 ) -> ComparisonResult:
-    """Both models over config.images (or the model-ready `arrays`, streamed), then their latency
-    interleaved on the first sample. `parallel`: where the images' chunks run (latency is timed here). given:
-    the preprocessing options the user gave (PREPROCESS_OPTIONS' names; True: all of config.preprocess,
-    False: none): they override what the models record, the rest of which stands."""
+    """Both models over config.images (or the model-ready `arrays`, streamed), then their latency on the
+    first sample, interleaved here. `parallel`: where the images' chunks run. given: the preprocessing
+    options given (PREPROCESS_OPTIONS' names; True / False: all / none), over what the models record."""
     given = PREPROCESS_OPTIONS if given is True else frozenset() if given is False else given
     if config.runtime is Runtime.openvino:
         runtime_openvino.load_openvino()  # not installed: the one-line error before any work
@@ -128,6 +128,7 @@ def compare(
         one_image=fixed_batch == 1,
     )
     tick = progress("evaluating", 0)
+    hashes = model_hashes(reference_path, candidate_path)  # the files measured, not those there at the end
     if arrays is None:
         preprocess = over_recorded(config.preprocess, given, recorded, spec, specs)
         if fixed_batch is None:
@@ -160,9 +161,8 @@ def compare(
             )
             for k, part in enumerate(chunks(paths, size))
         ]
-        done = merge_chunks(
-            _run_chunks(reference_path, candidate_path, jobs, parallel, tick, config.runtime), empty
-        )
+        ran = _run_chunks(reference_path, candidate_path, jobs, parallel, tick, config.runtime)
+        done = merge_chunks(ran, empty)
     else:
         if classes is not None:
             raise ConfigError("--labels reads each image's class from its folder or name: compare images")
@@ -242,7 +242,7 @@ def compare(
                 preprocess is None, recorded is not None, given, PREPROCESS_OPTIONS
             ),
             **_runtime_settings(config.runtime, candidate, candidate_path),
-            **identity(reference_path, candidate_path, config.images, paths),
+            **identity(hashes, config.images, paths),
         },
         environment={**cpu_info(), "versions": _versions(config.runtime)},
         candidate_conversion=conversion_record(candidate),

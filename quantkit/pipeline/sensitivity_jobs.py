@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,18 +150,28 @@ class _Measuring:
     probes: sens.Probes | None = None
 
 
-_STATE: dict[str, _Measuring] = {}  # this process's, by sensitivity_key; one at a time
+# this thread's, by sensitivity_key; one at a time (a worker process runs one thread; in process, each
+# API call its own: hq113 F4, two sensitivity() threads cleared each other's and 4 of 12 failed)
+_LOCAL = threading.local()
+
+
+def _states() -> dict[str, _Measuring]:
+    found: dict[str, _Measuring] | None = getattr(_LOCAL, "states", None)
+    if found is None:
+        found = _LOCAL.states = {}
+    return found
 
 
 def measuring(shared: Shared, job: SensitivityJob) -> _Measuring:
     """This process's state for the job's run, made on its first job: the model and table parsed from
     the shared bytes, and FP32 run over the images. Raises ImageError when none can be read."""
-    if job.key not in _STATE:
-        _STATE.clear()
+    states = _states()
+    if job.key not in states:
+        states.clear()
         model = onnx.load_from_string(blob_of(shared[0]))
         table = table_io.loads(blob_of(shared[1]), blob_of(shared[2]))
-        _STATE[job.key] = _state(model, table, job, None)
-    return _STATE[job.key]
+        states[job.key] = _state(model, table, job, None)
+    return states[job.key]
 
 
 def prime(
@@ -171,8 +182,8 @@ def prime(
 ) -> None:
     """Make this process's state for the job's run from the model and table in memory (the in-process
     run: no copy, and a model over 2 GB needs none); FP32 runs over the images here."""
-    _STATE.clear()
-    _STATE[job.key] = _state(model, table, job, advance)
+    _states().clear()
+    _states()[job.key] = _state(model, table, job, advance)
 
 
 def _state(
@@ -195,8 +206,8 @@ def _state(
 
 
 def release() -> None:
-    """Drop this process's state (the driver's, once sensitivity is done)."""
-    _STATE.clear()
+    """Drop this thread's state (the driver's, once sensitivity is done)."""
+    _states().clear()
 
 
 def run_job(shared: Shared, job: SensitivityJob, progress: Callable[[int], None] | None = None) -> JobResult:

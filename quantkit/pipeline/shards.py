@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast, overload
@@ -38,7 +39,17 @@ class Job(Protocol):
 
 J = TypeVar("J", bound=Job)
 
-_SESSIONS: dict[str, Runner] = {}  # this process's sessions, by the model's sha256, threads and runtime
+# this thread's sessions, by the model's key, threads and runtime: a worker process runs one thread, and
+# in process each API call's own (hq113 F1, F3, F4: a service's second thread replaced a running compare's
+# candidate session, so that it scored its last images on another model, and emptied the store at its end)
+_LOCAL = threading.local()
+
+
+def _sessions() -> dict[str, Runner]:
+    found: dict[str, Runner] | None = getattr(_LOCAL, "sessions", None)
+    if found is None:
+        found = _LOCAL.sessions = {}
+    return found
 
 
 def chunk_size(batch_size: int) -> int:
@@ -106,11 +117,12 @@ def session_for(
     Ray's object store) in `runtime`, made once per process; at most `keep` are kept (compare's pair;
     calibration's groups, collect.observe). observing, arena: runtime.Session's (onnxruntime only)."""
     name = _session_name(key, threads, runtime)
-    if name not in _SESSIONS:
-        while len(_SESSIONS) >= max(keep, 1):
-            _SESSIONS.pop(next(iter(_SESSIONS)))
-        _SESSIONS[name] = open_session(runtime, blob_of(model), threads, observing=observing, arena=arena)
-    return _SESSIONS[name]
+    held = _sessions()
+    if name not in held:
+        while len(held) >= max(keep, 1):
+            held.pop(next(iter(held)))
+        held[name] = open_session(runtime, blob_of(model), threads, observing=observing, arena=arena)
+    return held[name]
 
 
 def open_session(
@@ -144,12 +156,12 @@ def blob_of(shared: bytes | str | np.ndarray) -> bytes:
 
 def prime(key: str, threads: int, session: Runner, runtime: Runtime = Runtime.onnxruntime) -> None:
     """Make `session` this process's session for that key (a model too large to pass as bytes)."""
-    _SESSIONS[_session_name(key, threads, runtime)] = session
+    _sessions()[_session_name(key, threads, runtime)] = session
 
 
 def release() -> None:
-    """Drop this process's sessions (the in-process pool's, once a command is done)."""
-    _SESSIONS.clear()
+    """Drop this thread's sessions (the in-process pool's, once a command is done)."""
+    _sessions().clear()
 
 
 def require_visible(paths: Sequence[Path]) -> None:

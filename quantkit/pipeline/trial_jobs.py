@@ -10,6 +10,7 @@ same path, keeps the same layers and writes the same model for any number of wor
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,21 +85,25 @@ def _reference_of(blob: bytes) -> Reference:
     return [runs[k] for k in sorted(runs)]
 
 
-_STATE: dict[str, Trials] = {}  # this process's, by TrialJob.key plus the config and alphas
+# this thread's, by TrialJob.key plus the config and alphas (a worker process runs one thread; in
+# process, each API call its own: another thread's search cleared it mid-use, hq113 F3, F4)
+_LOCAL = threading.local()
 
 
 def run_trial(shared: Shared, job: TrialJob, progress: Callable[[int], None] | None = None) -> float:
     """A worker's task: the trial's output SQNR, from this process's Trials for the search."""
     state = f"{job.key}:{job.config!r}:{job.alphas!r}:{job.runs}"
-    if state not in _STATE:
-        _STATE.clear()
+    held: dict[str, Trials] = getattr(_LOCAL, "trials", None) or {}
+    _LOCAL.trials = held
+    if state not in held:
+        held.clear()
         model = onnx.load_from_string(blob_of(shared[0]))
         table = table_io.loads(blob_of(shared[1]), blob_of(shared[2]))
         reference = _reference_of(blob_of(shared[3]))
         alphas = dict(job.alphas) if job.alphas is not None else None
         rounded = _arrays_of(blob_of(shared[4]))
-        _STATE[state] = Trials.of(model, table, job.config, reference, job.runs, alphas, job.threads, rounded)
-    trials = _STATE[state]
+        held[state] = Trials.of(model, table, job.config, reference, job.runs, alphas, job.threads, rounded)
+    trials = held[state]
     return trials.full(job.keep) if job.full else trials.screen(job.keep)
 
 
