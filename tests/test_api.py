@@ -656,3 +656,16 @@ def test_arrays_in_linked_folders_are_read(tmp_path: Path, cnn: Path, capsys: Ca
         "setA/1.npy",
         "setA/2.npy",
     ]
+
+
+def test_wrong_ray_and_float_layer_arguments_name_themselves(cnn: Path, tmp_path: Path) -> None:
+    """hq113 F6: ray=6379 or ray=True raised a bare AttributeError / TypeError; F8: fp16 with
+    max_float32_layers=-2 was told of --min-sqnr."""
+    import quantkit
+    from quantkit.errors import ConfigError
+
+    for ray in (6379, True, b"127.0.0.1:6379"):
+        with pytest.raises(ConfigError, match="--ray takes a cluster's address as text"):
+            quantkit.calibrate(cnn, data=[np.zeros((3, 16, 16), np.float32)], ray=ray)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="--max-float-layers must be at least 0, got -2"):
+        quantkit.convert(cnn, to="fp16", output=tmp_path / "h.onnx", max_float32_layers=-2)

@@ -320,8 +320,10 @@ class Float16Config:
             raise ConfigError(f"a 16-bit float conversion is --to fp16 or bf16, got {self.to.value}")
         set_counts(self, "max_float32_layers", flag="--max-float-layers")
         set_floats(self, "min_sqnr")
-        if not 0 <= self.min_sqnr_db < math.inf or self.max_float32_layers < 0:  # hq81 H3: inf kept all
-            raise ConfigError("--min-sqnr must be a finite number of dB, and --max-float-layers at least 0")
+        if not 0 <= self.min_sqnr_db < math.inf:  # hq81 H3: inf kept all
+            raise ConfigError(f"--min-sqnr must be a finite number of dB, 0 or more; got {self.min_sqnr_db}")
+        if self.max_float32_layers < 0:  # hq113 F8: its refusal named --min-sqnr first
+            raise ConfigError(f"--max-float-layers must be at least 0, got {self.max_float32_layers}")
 
     @property
     def min_sqnr_db(self) -> float:

@@ -37,6 +37,10 @@ class Parallel:
     threads: int = 0
 
     def __post_init__(self) -> None:
+        if self.ray is not None and not isinstance(self.ray, str):  # hq113 F6: AttributeError, TypeError
+            raise ConfigError(
+                f"--ray takes a cluster's address as text (host:port, ray://...); got {self.ray!r}"
+            )
         object.__setattr__(self, "workers", as_count(self.workers, "--workers"))
         object.__setattr__(self, "threads", as_count(self.threads, "--threads"))
         if self.workers < 1:
