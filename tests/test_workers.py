@@ -480,3 +480,25 @@ def test_each_thread_holds_its_own_sessions_and_sensitivity_state() -> None:
     assert sensitivity_jobs._states()["run"] is mine
     shards.release()
     sensitivity_jobs.release()
+
+
+def _calibrate_in_child(model: str, images: str, out: str) -> None:
+    import quantkit
+
+    quantkit.calibrate(model, data=images, output=out, workers=2, threads=1)
+
+
+def test_a_child_forked_after_local_workers_runs_its_own(cnn: Path, image_dir: Path, tmp_path: Path) -> None:
+    """hq113 F5: a service that forks after a workers=2 call: every workers=2 call in the child raised a bare
+    ChildProcessError (the parent's forkserver, inherited, is no child of the child)."""
+    import multiprocessing
+
+    import quantkit
+
+    quantkit.calibrate(cnn, data=image_dir, output=tmp_path / "parent.calib.json", workers=2, threads=1)
+    child = multiprocessing.get_context("fork").Process(
+        target=_calibrate_in_child, args=(str(cnn), str(image_dir), str(tmp_path / "child.calib.json"))
+    )
+    child.start()
+    child.join(300)
+    assert child.exitcode == 0 and (tmp_path / "child.calib.json").exists()

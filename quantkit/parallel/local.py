@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -24,6 +25,22 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 ATTEMPTS = 2  # a job runs at most this many times when its worker dies
+
+
+def _forget_forkserver() -> None:
+    """In a child forked from a process that ran local workers, the forkserver it inherited is not its
+    own (hq113 F5: every --workers call there raised a bare ChildProcessError from os.waitpid): the child
+    starts one of its own when it needs one. A fresh lock too: the fork may have caught it held."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    if server is not None and getattr(server, "_forkserver_pid", None) is not None:
+        server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+        server._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_forkserver)
 
 
 class LocalPool:
