@@ -6,6 +6,7 @@ on a replacement process, and only a job that has killed two workers is reported
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -24,6 +25,7 @@ from quantkit.scratch import Scratch
 J = TypeVar("J")
 R = TypeVar("R")
 
+SHUTDOWN_WAIT = 5.0  # seconds an interrupted pool's manager thread is waited for, twice
 ATTEMPTS = 2  # a job runs at most this many times when its worker dies
 
 
@@ -131,7 +133,9 @@ class LocalPool:
             if exc[0] is not None:  # interrupted or failed: no worker outlives the run
                 for process in list(getattr(executor, "_processes", {}).values()):
                     process.kill()
-            executor.shutdown(wait=True, cancel_futures=True)
+                _shut_down(executor)
+            else:
+                executor.shutdown(wait=True, cancel_futures=True)
             self._slots[slot] = None
         if self._folder is not None:
             self._folder.remove()
@@ -142,6 +146,22 @@ class LocalPool:
             default = getattr(multiprocessing.context, "_default_context", None)
             if getattr(default, "_actual_context", None) is not None:
                 default._actual_context = None
+
+
+def _shut_down(executor: ProcessPoolExecutor) -> None:
+    """Shut a pool whose workers were killed down without waiting for ever: an interrupt that lands while
+    a worker is being forked leaves the pool's manager thread reading a pipe nobody closes (hq113 F2: the
+    call never returned, 2 of 8 tries). Woken, it sees its workers gone; if not, the run ends anyway."""
+    executor.shutdown(wait=False, cancel_futures=True)
+    manager = getattr(executor, "_executor_manager_thread", None)
+    for _ in range(2):
+        if manager is None or not manager.is_alive():
+            return
+        manager.join(SHUTDOWN_WAIT)
+        wakeup = getattr(executor, "_executor_manager_thread_wakeup", None)
+        if wakeup is not None:
+            with contextlib.suppress(OSError, ValueError):
+                wakeup.wakeup()
 
 
 def _guard_hint() -> str:
