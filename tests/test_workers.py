@@ -502,3 +502,35 @@ def test_a_child_forked_after_local_workers_runs_its_own(cnn: Path, image_dir: P
     child.start()
     child.join(300)
     assert child.exitcode == 0 and (tmp_path / "child.calib.json").exists()
+
+
+def test_an_interrupted_pool_whose_manager_waits_is_woken_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq113 F2: an interrupt landing while a worker was forked left the pool's manager thread on a pipe
+    nobody closed, and shutdown(wait=True) joined it for ever; it is woken and waited for a bounded time."""
+    import threading
+
+    from quantkit.parallel import local
+
+    monkeypatch.setattr(local, "SHUTDOWN_WAIT", 0.05)
+    woken = threading.Event()
+
+    class Wakeup:
+        def wakeup(self) -> None:
+            woken.set()
+
+    class Stuck:
+        def __init__(self) -> None:
+            self._executor_manager_thread = threading.Thread(target=woken.wait, daemon=True)
+            self._executor_manager_thread_wakeup = Wakeup()
+            self._executor_manager_thread.start()
+
+        def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+            assert not wait
+
+    stuck = Stuck()
+    local._shut_down(stuck)  # type: ignore[arg-type]
+    assert woken.is_set()  # returned though the thread did not end by itself; woken, it ends
+    stuck._executor_manager_thread.join(5)
+    assert not stuck._executor_manager_thread.is_alive()
