@@ -91,6 +91,8 @@ def test_a_nan_fp32_writes_itself_is_fp32s_finding_not_the_candidates_error() ->
     finite = ref.copy()  # hq115 F7: a finite candidate where FP32 alone is NaN read -inf dB, 'broken here'
     finite[[0, 3], 1] = 1.0
     assert _errors(ref, finite).result().sqnr_db == math.inf
+    nothing = np.full_like(ref, np.nan)  # hq116 F1: FP32 NaN everywhere read 'inf dB', a passed gate
+    assert math.isnan(_errors(nothing, finite).result().sqnr_db)
 
 
 def test_figures_short_of_all_never_print_as_all() -> None:

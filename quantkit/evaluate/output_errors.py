@@ -71,6 +71,7 @@ class OutputErrors:
         self.distributions = True  # FP32's rows along the class axis sum to 1, none below 0
         self.kinds: tuple[int, np.ndarray, np.ndarray] | None = None  # (axis, signal [K], noise [K])
         self.mixed = False  # batches of different kinds axes: no per-kind figure
+        self.measured = False  # any value FP32 gave a number at (hq116 F1: all NaN read 'inf dB', a pass)
 
     def update(
         self, ref: np.ndarray, cand: np.ndarray, images: int | None = None, axis: int | None = None
@@ -114,6 +115,7 @@ class OutputErrors:
         # FP32's own NaN measures nothing, whatever the candidate gives there (hq115 F7: a finite candidate
         # read -inf dB and 'broken here' where FP32 alone was NaN on a 3e38 input)
         same = np.isnan(ref64) | (~np.isfinite(ref64) & (ref64 == cand64))
+        self.measured = self.measured or ref64.size == 0 or not bool(np.isnan(ref64).all())
         if same.any():
             ref64, cand64 = np.where(same, 0.0, ref64), np.where(same, 0.0, cand64)
         diff = ref64 - cand64
@@ -168,6 +170,7 @@ class OutputErrors:
         self.cosines.extend(later.cosines)
         self.image_power.extend(later.image_power)
         self.nonfinite += later.nonfinite
+        self.measured = self.measured or later.measured
         self.single, self.dot = self.single and later.single, self.dot + later.dot
         self.candidate_power += later.candidate_power
         self.max_abs = _largest(self.max_abs, later.max_abs)
@@ -193,7 +196,7 @@ class OutputErrors:
         scored = (self.classification or self.labels) and count and not self.one_sided() and not self.ordered
         return OutputMetrics(
             name=self.name,
-            sqnr_db=sqnr_db(self.signal, self.noise),
+            sqnr_db=sqnr_db(self.signal, self.noise) if self.measured or not count else math.nan,
             cosine=self._cosine(),
             max_abs_error=self.max_abs,
             top1_agreement=self.top1_same / count if scored else None,
