@@ -2483,6 +2483,12 @@ def test_a_model_exported_in_training_mode_is_refused_in_one_line(
         code, _, err = run(argv, capsys)
         assert_one_line_error(code, err, "drop.onnx holds 1 op(s) in training mode (first: Dropout 'drop')")
     assert not list(tmp_path.glob("*.json")) and not (tmp_path / "h.onnx").exists()
+    weights["ratio"] = np.array(0.0, np.float32)  # hq116 F4: p=0 is an identity in any mode
+    zero = save(make_model(nodes, weights), tmp_path / "zero.onnx")
+    assert (
+        run(["calibrate", str(zero), "--images", str(image_dir), "-o", str(tmp_path / "z.json")], capsys)[0]
+        == 0
+    )
 
 
 def test_forms_that_are_no_tensor_are_named_for_what_they_are(

@@ -170,6 +170,13 @@ def non_tensor_output(model: onnx.ModelProto, path: Path) -> str | None:
         "optional_type": "an optional value",
         "map_type": "a map",
     }
+    text = [o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.STRING]
+    if text and len(text) == len(model.graph.output):  # hq116 F2: an internal error in convert and compare
+        return (
+            f"every output of {path.name} is text ({', '.join(repr(t) for t in text)}: class names), which "
+            "quantkit cannot measure; export the model with the scores the names are chosen from as an "
+            "output too"
+        )
     for output in model.graph.output:
         kind = output.type.WhichOneof("value")
         inner = output.type.sequence_type.elem_type.WhichOneof("value") if kind == "sequence_type" else None

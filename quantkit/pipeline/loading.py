@@ -101,9 +101,28 @@ def training_mode(model: onnx.ModelProto) -> list[str]:
             a.name == "training_mode" and a.i for a in node.attribute
         )
         random = node.op_type == "Dropout" and len(node.input) > 2 and node.input[2] in true
+        random = random and not _zero_ratio(model, node)  # p=0 exported in training mode: an identity
         if batch_stats or random:
             found.append(f"{node.op_type} {node.name or node.output[0]!r}")
     return found
+
+
+def _zero_ratio(model: onnx.ModelProto, dropout: onnx.NodeProto) -> bool:
+    """A Dropout whose ratio is a constant 0 (timm's Dropout(p=0)): an identity in any mode (hq116 F4)."""
+    if len(dropout.input) < 2 or not dropout.input[1]:
+        return False  # the default ratio, 0.5
+    found = [t for t in model.graph.initializer if t.name == dropout.input[1]]
+    found += [
+        c
+        for n in model.graph.node
+        if n.op_type == "Constant" and dropout.input[1] in n.output
+        if (c := _as_tensor(n)) is not None
+    ]
+    return bool(found) and not numpy_helper.to_array(found[0]).any()
+
+
+def _as_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    return next((a.t for a in node.attribute if a.name == "value"), None)
 
 
 BF16_FIX = (
