@@ -1178,3 +1178,16 @@ def test_a_narrow_terminal_reads_each_gate_whole(
     )
     assert code == 1
     assert "FAIL" in out and "<= 0.01" in " ".join(out.split())
+
+
+def test_a_cache_entry_whose_arrays_are_a_folder_keeps_its_table(tmp_path: Path) -> None:
+    """hq116 F7: the damaged entry's .json was removed before its .npz was found to be a folder."""
+    from quantkit.errors import OutputError
+    from quantkit.pipeline.shrink_cleanup import drop_damaged
+
+    table, arrays = tmp_path / "k.calib.json", tmp_path / "k.calib.npz"
+    table.write_text("{}")
+    arrays.mkdir()
+    with pytest.raises(OutputError, match="is a folder, not a file"):
+        drop_damaged(table, arrays)
+    assert table.exists()

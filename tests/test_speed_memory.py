@@ -311,4 +311,6 @@ def test_an_unknown_users_home_is_one_line_and_no_home_keeps_nothing(
     assert speed_memory.folder() is None and not (tmp_path / "nonexistent").exists()
     argv = ["shrink", str(cnn), "--images", str(image_dir), "--output-dir", str(tmp_path)]
     code, _, err = run(argv, capsys)
-    assert_one_line_error(code, err, "shrink needs a cache folder for its calibration table; give --cache")
+    assert_one_line_error(
+        code, err, "shrink needs a cache folder for its calibration table, and there is no home"
+    )

@@ -383,7 +383,10 @@ def _calibration_table(
 ) -> tuple[Path, CalibrationTable, bool, float]:
     """(the table's path, the table, whether it came from the cache, seconds spent calibrating)."""
     if config.cache_dir is None:
-        raise OutputError("shrink needs a cache folder for its calibration table; give --cache-dir DIR")
+        raise OutputError(  # hq116 F8: it did not say why there was none
+            "shrink needs a cache folder for its calibration table, and there is no home folder here ($HOME "
+            "unset or missing); give --cache-dir DIR or set XDG_CACHE_HOME"
+        )
     # a failed first run leaves the cache folder it made (hq85 F9), which another run may be filling (hq91
     # F4: removed empty, it failed a shrink started beside it with the same new --cache-dir)
     fix = "give --cache-dir DIR (or set XDG_CACHE_HOME) to a writable folder"

@@ -221,10 +221,11 @@ def drop_damaged(table: Path, arrays: Path) -> None:
     is no table (cut short, emptied, junk) beside its .npz made calibrate refuse, as over a user's file,
     to replace arrays 'no table owns', on every later run (hq109 F1: CI blocked until someone cleared the
     cache by hand). The names are the cache's own (a key's hash); a folder there is not removed."""
-    for path in (table, arrays):
+    for path in (table, arrays):  # both looked at before either goes (hq116 F7: the .json went first)
         if path.is_dir() and not path.is_symlink():
             raise OutputError(
                 f"the cache entry {path} is a folder, not a file; remove it, or give another --cache-dir"
             )
+    for path in (table, arrays):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
