@@ -38,8 +38,11 @@ def test_files_fill_options_and_flags_win(project: Path, capsys: pytest.CaptureF
     from quantkit.cli.config_files import tomllib
 
     settings = tomllib.loads(stdout)  # hq109 F10: `min-sqnr = null` made it no TOML to paste back
-    assert settings["threads"] == 1 and "min-sqnr" not in settings
-    assert "# min-sqnr: not set, the command's own default  # default" in stdout.splitlines()
+    assert settings["threads"] == 1 and "min-sqnr" not in settings and "model" not in settings
+    (project / "models" / "quantkit.toml").write_text(stdout)  # hq116 F5: pasted back, 'unknown option'
+    assert run(["shrink", "models/model.onnx", "--print-config"], capsys)[0] == 0
+    assert "# min-sqnr: not set (the command's own default)" in stdout.splitlines()
+    assert '# model: "models/model.onnx" (an argument, given on the command line)' in stdout.splitlines()
 
 
 def test_a_switch_a_file_turns_on_a_flag_turns_off(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -354,7 +354,9 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
             where = _which_file(name, key)
         line = f"{key} = {json.dumps(shown)}  # {where}"
         if shown is None:  # TOML has no null (hq109 F10): the line stays a comment, pasted or not
-            line = f"# {key}: not set, the command's own default  # {where}"
+            line = f"# {key}: not set (the command's own default)"
+        elif not (param.opts and param.opts[0].startswith("--")):  # hq116 F5: an argument is no key
+            line = f"# {key}: {json.dumps(shown)} (an argument, given on the command line)"
         stdout.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
