@@ -196,3 +196,30 @@ def test_a_condition_read_from_an_overridable_input_is_not_folded() -> None:
     inlined, _, ifs = inline_functions(model)
     assert ifs == 1  # the block's rank test only
     assert "If" in op_counts(inlined) and "flip" in [i.name for i in inlined.graph.input]
+
+
+def test_each_overload_keeps_its_own_default() -> None:
+    """hq116 F3: two overloads of one function (IR 10) with defaults 0.5 and 0.1: the call of overload 'a'
+    was filled with the last one's default, and the inlined model refused as changed."""
+    leaky = N("LeakyRelu", ["x"], ["y"])
+    leaky.attribute.append(helper.make_attribute_ref("alpha", onnx.AttributeProto.FLOAT))
+    overloads = []
+    for name, alpha in (("a", 0.5), ("b", 0.1)):
+        function = helper.make_function(DOMAIN, "F", ["x"], ["y"], [leaky], [helper.make_opsetid("", 17)], [])
+        function.attribute_proto.append(helper.make_attribute("alpha", alpha))
+        function.overload = name
+        overloads.append(function)
+    call = N("F", ["c"], ["y"], domain=DOMAIN)
+    call.overload = "a"
+    graph = helper.make_graph(
+        [N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), call],
+        "overloads",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 16, 16])],
+        [numpy_helper.from_array(conv_params(4, 3, seed=5)["w"], "w")],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
+    model = helper.make_model(graph, opset_imports=opsets, functions=overloads)
+    model.ir_version = 10
+    inlined = inline_functions(model)[0]
+    assert [a.f for n in inlined.graph.node if n.op_type == "LeakyRelu" for a in n.attribute] == [0.5]

@@ -73,7 +73,11 @@ def _with_defaults(model: onnx.ModelProto) -> onnx.ModelProto:
     themselves) carry each attribute the call leaves out at the function's default (attribute_proto):
     onnx.inliner drops the defaults (hq110 F1: a LeakyRelu's alpha=@alpha, default 0.5, became 0.01;
     every format was written at 7 dB, exit 0)."""
-    defaults = {(f.domain, f.name): list(f.attribute_proto) for f in model.functions if f.attribute_proto}
+    defaults = {  # by overload too (IR 10: hq116 F3, two overloads' defaults were one's)
+        (f.domain, f.name, getattr(f, "overload", "")): list(f.attribute_proto)
+        for f in model.functions
+        if f.attribute_proto
+    }
     if not defaults:
         return model
     copy = onnx.ModelProto()
@@ -83,7 +87,7 @@ def _with_defaults(model: onnx.ModelProto) -> onnx.ModelProto:
     for nodes in graphs:
         for node in nodes:
             given = {a.name for a in node.attribute}
-            for attribute in defaults.get((node.domain, node.op_type), ()):
+            for attribute in defaults.get((node.domain, node.op_type, getattr(node, "overload", "")), ()):
                 if attribute.name not in given:
                     node.attribute.append(attribute)
     return copy
