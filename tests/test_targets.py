@@ -1201,3 +1201,30 @@ def test_findings_on_unnamed_nodes_say_so() -> None:
         (Finding("qdq-type", "", "QuantizeLinear", "m"), Finding("qdq-type", "", "QuantizeLinear", "m"))
     )
     assert rows == [("qdq-type", "2 x QuantizeLinear: (unnamed), (unnamed)", "m")]
+
+
+def test_an_onnx_ml_op_is_not_called_an_onnxruntime_contrib_op() -> None:
+    """hq110 F4: --target tensorrt called a LabelEncoder 'an onnxruntime contrib op' and said to export
+    without onnxruntime's optimizations."""
+    from quantkit.graph.target_rules import tensorrt
+
+    node = helper.make_node(
+        "LabelEncoder",
+        ["k"],
+        ["label"],
+        name="names",
+        domain="ai.onnx.ml",
+        keys_int64s=[0],
+        values_strings=["a"],
+    )
+    graph = helper.make_graph(
+        [node],
+        "ml",
+        [helper.make_tensor_value_info("k", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("label", TensorProto.STRING, ["N"])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
+    found = [f for f in tensorrt(model) if f.rule == "operator"]
+    assert len(found) == 1 and "reads no ONNX-ML operator" in found[0].message

@@ -63,6 +63,12 @@ def tensorrt(model: onnx.ModelProto) -> list[Finding]:
                 "integer operators (QOperator); convert the FP32 model with --target tensorrt"
             )
             found.append(Finding("operator", node.name, node.op_type, why))
+        elif node.domain == "ai.onnx.ml":  # hq110 F4: a LabelEncoder was called an onnxruntime contrib op
+            why = (
+                f"{node.domain} {node.op_type}: TensorRT's ONNX parser reads no ONNX-ML operator; end the "
+                "exported model before it (a LabelEncoder's input, the class index, is what TensorRT gives)"
+            )
+            found.append(Finding("operator", node.name, node.op_type, why))
         elif node.domain not in ("", "ai.onnx"):  # hq104 F3: it said to run the convert that wrote it
             why = (
                 f"{node.domain} {node.op_type}: TensorRT's ONNX parser reads no onnxruntime contrib op (one "
