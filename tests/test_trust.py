@@ -531,7 +531,7 @@ def test_yolox_on_a_classifier_names_the_head_it_was_given(
 ) -> None:
     argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), *FAST, "--detector", "yolox"]
     code, _, err = run(argv, capsys)
-    assert_one_line_error(code, err, "--detector yolox needs an output shaped", "y [8, 5]")
+    assert_one_line_error(code, err, "--detector yolox needs an output shaped", "y [N, 5]")
 
 
 # ---------------------------------------------------------------- conventions
