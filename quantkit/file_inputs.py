@@ -3,8 +3,8 @@
 files.check_output refuses an output path that names an input before any work starts; but a folder can
 change while a command runs. hq100 F2: the output's folder replaced by a link to the model's folder
 mid-run, and convert renamed its INT8 model over the FP32 input, exit 0. So the check records each
-input's identity (device and inode) and every write asks again, just before its rename, whether the path
-now names one of them.
+input's identity (device, inode, modification time) and every write asks again, just before its rename,
+whether the path now names one of them.
 """
 
 from __future__ import annotations
