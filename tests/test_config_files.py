@@ -303,6 +303,19 @@ def test_an_option_given_twice_with_two_values_is_refused(
     assert not (project / "o.onnx").exists()
     same = ["compare", "models/model.onnx", "models/model.onnx", "--images", str(image_dir), "--runs", "0"]
     assert run([*same, "--threads", "1", "--threads", "1"], capsys)[0] == 0  # the same value twice: one
+    assert run([*same, "--threads", "1", "--threads", "01"], capsys)[0] == 0  # hq117 F3: one number
+    excluded = [
+        "convert",
+        "models/model.onnx",
+        "-o",
+        "o.onnx",
+        "--exclude-nodes",
+        "A",
+        "--exclude-nodes",
+        "B",
+    ]
+    said = "--exclude-nodes is given twice (A and B); give it once, the names comma-separated (A,B)"
+    assert_one_line_error(*run(excluded, capsys)[::2], said)  # hq117 F1: the list form unsaid
 
 
 @pytest.mark.parametrize(
@@ -322,7 +335,16 @@ def test_counts_past_any_use_are_refused(
     assert_one_line_error(*run(argv, capsys)[::2], said)
 
 
-@pytest.mark.parametrize("flags", [["--std", "1e-300"], ["--std", "1e-39"], ["--mean", "1e300"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--std", "1e-300"],
+        ["--std", "1e-39"],
+        ["--mean", "1e300"],
+        ["--std", "1e39"],  # hq117 F2: every sample 0, exit 0
+        ["--mean", "1e300", "--std", "1e300"],  # hq117 F2: the ratio alone passed
+    ],
+)
 def test_a_normalisation_past_float32_is_one_line(
     project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
 ) -> None:

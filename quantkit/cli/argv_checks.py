@@ -47,11 +47,27 @@ def refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
         param = options.get(flag)  # hq89 F5: `--images a --images b` read b alone; hq114 F2: `--to int8
         if param is not None and not param.multiple:  # --to fp16` wrote FP16, two --max-drop gated the last
             first = seen.setdefault(param.name, value)
-            same = os.path.abspath(first) == os.path.abspath(value) if flag in flags else first == value
-            if not same:  # hq91 F10: `d` and `d/` are one
-                raise ConfigError(f"{flag} is given twice ({first} and {value}); give it once")
+            same = os.path.abspath(first) == os.path.abspath(value) if flag in flags else _same(first, value)
+            if not same:  # hq91 F10: `d` and `d/` are one; hq117 F3: 2 and 02 too
+                listed = f", the names comma-separated ({first},{value})" if flag in NAME_LISTS else ""
+                raise ConfigError(f"{flag} is given twice ({first} and {value}); give it once{listed}")
 
 
 def takes(param: Any, kind: type) -> bool:
     """Whether a command's parameter is declared of `kind` (typer's type descriptor)."""
     return getattr(getattr(param, "type_descriptor", None), "annotation", None) is kind
+
+
+NAME_LISTS = frozenset({"--exclude-nodes", "--exclude-op-types"})  # hq117 F1: they take a comma list
+
+
+def _same(first: str, second: str) -> bool:
+    """Whether two values of an option are one: equal text, or equal numbers written two ways (2 and 02,
+    1,2,3 and 1.0,2.0,3.0)."""
+    if first == second:
+        return True
+    a, b = first.split(","), second.split(",")
+    try:
+        return len(a) == len(b) and all(float(x) == float(y) for x, y in zip(a, b, strict=True))
+    except ValueError:
+        return False

@@ -105,7 +105,8 @@ class Preprocess:
         # the samples are float32: (255 - mean) / std must stay within it (hq114 F7: --std 1e-300 and
         # --mean 1e300 passed, then numpy warned 8-24 lines and a NaN/Inf error named neither option)
         reach = max(abs(m) for m in self.mean) + 255.0
-        if reach / min(abs(s) for s in self.std) > FLOAT32_MAX:
+        extremes = (*self.mean, *self.std)  # each one held by float32 too (hq117 F2: --std 1e39 read as inf)
+        if reach / min(abs(s) for s in self.std) > FLOAT32_MAX or max(abs(v) for v in extremes) > FLOAT32_MAX:
             raise ConfigError(
                 f"--mean / --std put the samples past float32's range (about 3.4e38): mean "
                 f"{','.join(f'{v:g}' for v in self.mean)}, std {','.join(f'{v:g}' for v in self.std)} "
