@@ -669,3 +669,12 @@ def test_wrong_ray_and_float_layer_arguments_name_themselves(cnn: Path, tmp_path
             quantkit.calibrate(cnn, data=[np.zeros((3, 16, 16), np.float32)], ray=ray)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="--max-float-layers must be at least 0, got -2"):
         quantkit.convert(cnn, to="fp16", output=tmp_path / "h.onnx", max_float32_layers=-2)
+
+
+def test_data_naming_one_array_file_reads_it(tmp_path: Path, cnn: Path) -> None:
+    """hq115 F11: data='x.npy' was told to 'pass a folder of images to --images'."""
+    import quantkit
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 3, 16, 16), np.float32))
+    summary = quantkit.calibrate(cnn, data=tmp_path / "x.npy", output=tmp_path / "t.calib.json")
+    assert summary.images_used == 4
