@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from quantkit.graph.qdq import WeightMemo
 from quantkit.graph.query import measured_outputs, measured_tensors
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead, too_few_read
-from quantkit.pipeline.shards import Shared, blob_of, blobs_key
+from quantkit.pipeline.shards import Shared, blob_of, blobs_key, per_thread
 from quantkit.planner import sensitivity as sens
 from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take
 from quantkit.runtime import Session
@@ -150,16 +149,10 @@ class _Measuring:
     probes: sens.Probes | None = None
 
 
-# this thread's, by sensitivity_key; one at a time (a worker process runs one thread; in process, each
-# API call its own: hq113 F4, two sensitivity() threads cleared each other's and 4 of 12 failed)
-_LOCAL = threading.local()
-
-
 def _states() -> dict[str, _Measuring]:
-    found: dict[str, _Measuring] | None = getattr(_LOCAL, "states", None)
-    if found is None:
-        found = _LOCAL.states = {}
-    return found
+    """This thread's, by sensitivity_key; one at a time (a worker process runs one thread; in process, each
+    API call its own: hq113 F4, two sensitivity() threads cleared each other's and 4 of 12 failed)."""
+    return per_thread("sensitivity")
 
 
 def measuring(shared: Shared, job: SensitivityJob) -> _Measuring:

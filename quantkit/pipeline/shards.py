@@ -45,11 +45,18 @@ J = TypeVar("J", bound=Job)
 _LOCAL = threading.local()
 
 
-def _sessions() -> dict[str, Runner]:
-    found: dict[str, Runner] | None = getattr(_LOCAL, "sessions", None)
+def per_thread(name: str) -> dict[str, Any]:
+    """This thread's store `name` (made empty on first use): the sessions here, sensitivity's state and
+    --max-drop's trials in their modules."""
+    found: dict[str, Any] | None = getattr(_LOCAL, name, None)
     if found is None:
-        found = _LOCAL.sessions = {}
+        found = {}
+        setattr(_LOCAL, name, found)
     return found
+
+
+def _sessions() -> dict[str, Runner]:
+    return per_thread("sessions")
 
 
 def chunk_size(batch_size: int) -> int:

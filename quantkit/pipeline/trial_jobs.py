@@ -10,7 +10,6 @@ same path, keeps the same layers and writes the same model for any number of wor
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import onnx
 from quantkit.calib import table as table_io
 from quantkit.config import ConvertConfig
 from quantkit.parallel import Parallel, Pool, pool_for, threads_per_worker
-from quantkit.pipeline.shards import Shared, blob_of, blobs_key, sendable
+from quantkit.pipeline.shards import Shared, blob_of, blobs_key, per_thread, sendable
 from quantkit.planner.cut_paths import untoken
 from quantkit.planner.fallback import MeasureMany, Trial, Trials
 from quantkit.results import Runs
@@ -85,16 +84,12 @@ def _reference_of(blob: bytes) -> Reference:
     return [runs[k] for k in sorted(runs)]
 
 
-# this thread's, by TrialJob.key plus the config and alphas (a worker process runs one thread; in
-# process, each API call its own: another thread's search cleared it mid-use, hq113 F3, F4)
-_LOCAL = threading.local()
-
-
 def run_trial(shared: Shared, job: TrialJob, progress: Callable[[int], None] | None = None) -> float:
     """A worker's task: the trial's output SQNR, from this process's Trials for the search."""
     state = f"{job.key}:{job.config!r}:{job.alphas!r}:{job.runs}"
-    held: dict[str, Trials] = getattr(_LOCAL, "trials", None) or {}
-    _LOCAL.trials = held
+    # this thread's, by TrialJob.key plus the config and alphas (a worker process runs one thread; in
+    # process, each API call its own: another thread's search cleared it mid-use, hq113 F3, F4)
+    held: dict[str, Trials] = per_thread("trials")
     if state not in held:
         held.clear()
         model = onnx.load_from_string(blob_of(shared[0]))
