@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from queue import Full, Queue
 from threading import Thread
@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from quantkit.calib import table as table_io
 from quantkit.config import (
@@ -37,7 +36,7 @@ from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.file_kinds import optimized_by_ort
 from quantkit.graph.float_formats import FLOAT16
 from quantkit.graph.prepare import Prepared, prepare
-from quantkit.graph.query import constant_value, function_nodes
+from quantkit.graph.query import GraphIndex, function_nodes
 from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
 from quantkit.image_folders import left_out
@@ -82,47 +81,26 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
 
 def training_mode(model: onnx.ModelProto) -> list[str]:
     """The nodes that compute as in training: BatchNormalization with training_mode=1 (batch statistics),
-    Dropout whose training_mode input is a constant true (random masks)."""
-    true = {
-        t.name
-        for t in model.graph.initializer
-        if t.data_type == onnx.TensorProto.BOOL and any(numpy_helper.to_array(t).reshape(-1))
-    }
-    true |= {
-        o
-        for n in model.graph.node
-        if n.op_type == "Constant"
-        for o in n.output
-        if (v := constant_value(n)) is not None and v.dtype == bool and v.any()
-    }
+    Dropout whose training_mode input is a constant true (random masks) and whose ratio is not a constant
+    0 (timm's Dropout(p=0) exported in training mode is an identity: hq116 F4)."""
+    index = GraphIndex(model)
     found = []
-    for node in model.graph.node:
-        batch_stats = node.op_type == "BatchNormalization" and any(
-            a.name == "training_mode" and a.i for a in node.attribute
+    for node in index.nodes:
+        batch_stats = node.op_type == "BatchNormalization" and bool(index.attribute(node, "training_mode", 0))
+        random = node.op_type == "Dropout" and _constant_input(
+            index, node, 2, lambda v: v.dtype == bool and v.any()
         )
-        random = node.op_type == "Dropout" and len(node.input) > 2 and node.input[2] in true
-        random = random and not _zero_ratio(model, node)  # p=0 exported in training mode: an identity
-        if batch_stats or random:
+        if batch_stats or (random and not _constant_input(index, node, 1, lambda v: not v.any())):
             found.append(f"{node.op_type} {node.name or node.output[0]!r}")
     return found
 
 
-def _zero_ratio(model: onnx.ModelProto, dropout: onnx.NodeProto) -> bool:
-    """A Dropout whose ratio is a constant 0 (timm's Dropout(p=0)): an identity in any mode (hq116 F4)."""
-    if len(dropout.input) < 2 or not dropout.input[1]:
-        return False  # the default ratio, 0.5
-    found = [t for t in model.graph.initializer if t.name == dropout.input[1]]
-    found += [
-        c
-        for n in model.graph.node
-        if n.op_type == "Constant" and dropout.input[1] in n.output
-        if (c := _as_tensor(n)) is not None
-    ]
-    return bool(found) and not numpy_helper.to_array(found[0]).any()
-
-
-def _as_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
-    return next((a.t for a in node.attribute if a.name == "value"), None)
+def _constant_input(
+    index: GraphIndex, node: onnx.NodeProto, k: int, test: Callable[[np.ndarray], Any]
+) -> bool:
+    """Whether the node's k-th input is a constant (an initializer or a Constant's) that passes `test`."""
+    value = index.constant(node.input[k]) if len(node.input) > k and node.input[k] else None
+    return value is not None and bool(test(value))
 
 
 BF16_FIX = (
