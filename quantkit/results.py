@@ -31,10 +31,10 @@ def feed_rows(feed: Feed) -> int:
 HALF_OVERFLOW = 65520.0  # the least value float16 rounds to infinity (65504 + half its last step)
 
 
-def half_overflow(name: str, value: np.ndarray) -> str | None:
-    """Why `value` cannot feed the float16 input `name` (hq69 F8, hq115 F8: read as infinity, then -inf dB
-    blamed on the candidate), or None: float16 rounds every value below HALF_OVERFLOW to a finite one."""
-    peak = float(np.max(np.abs(value), initial=0.0)) if value.size else 0.0
+def half_overflow(name: str, peak: float) -> str | None:
+    """Why values reaching `peak` (in magnitude) cannot feed the float16 input `name` (hq69 F8, hq115 F8:
+    read as infinity, then -inf dB blamed on the candidate), or None: float16 rounds every value below
+    HALF_OVERFLOW to a finite one."""
     if peak < HALF_OVERFLOW:  # hq70 6: up to it, float16 rounds to 65504, no infinity
         return None
     return (

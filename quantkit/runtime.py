@@ -209,7 +209,8 @@ class Session:
         named = {self.input_name: batch} if isinstance(batch, np.ndarray) else dict(batch)
         named = {k: v.reshape(()) if k in self._scalars and v.shape == (1,) else v for k, v in named.items()}
         for k, v in named.items():
-            if self._types.get(k) == np.float16 and (reason := half_overflow(k, v)) is not None:
+            peak = float(np.max(np.abs(v), initial=0.0)) if self._types.get(k) == np.float16 else 0.0
+            if (reason := half_overflow(k, peak)) is not None:
                 raise ConfigError(reason)  # hq115 F8: compare fed it, numpy warned raw, -inf dB followed
         return {k: fed_as(v, self._types[k]) if k in self._types else v for k, v in named.items()}
 

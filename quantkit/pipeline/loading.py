@@ -258,7 +258,7 @@ def as_declared(samples: Feed, prepared: Prepared) -> Feed:
 def require_half_fits(name: str, peak: float) -> None:
     """Refuse values a float16 model input cannot hold (hq69 F8: calibrate took arrays up to 1e5 for a
     float16-fed model, and convert then measured -inf dB and told the user to keep layers float)."""
-    reason = half_overflow(name, np.array([peak]))
+    reason = half_overflow(name, peak)
     if reason is not None:
         raise ConfigError(reason)
 
