@@ -45,6 +45,8 @@ class Planning:
     scores: set[str] = field(default_factory=set)  # never quantized (range_plan.score_tensors)
     selected: dict[str, tuple[float, float]] = field(default_factory=dict)  # select_range results, by tensor
     reads: dict[str, tuple[str, float]] = field(default_factory=dict)  # scaled reads: node -> (source, k)
+    # a scaled read's tensor -> the shared-scale ops' outputs that take its params (shared_params)
+    moved_reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def has_stats(self, name: str) -> bool:
         """Whether the tensor can be quantized on its statistics: a float activation the table saw, and

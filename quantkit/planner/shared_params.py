@@ -23,11 +23,14 @@ def tensor_params(state: Planning) -> tuple[dict[str, QuantParams], set[str]]:
     groups = _UnionFind(sorted(state.q - reads))
     clipped = _clipped(state)
     ties: list[tuple[str, str, float]] = []
+    read_by: dict[str, str] = {}  # a shared-scale op's output -> the scaled read it moves
     for node in state.index.nodes:
         if state.quantized.get(node.name) in SHARED_SCALE_OPS:
             for out in node.output:
                 if out in clipped:
                     ties.append((node.input[0], *clipped[out]))
+                elif out and node.input[0] in reads:
+                    read_by[out] = node.input[0]
                 elif out:
                     groups.union(node.input[0], out)
     # an output whose Relu or Clip(0, c) is folded into its Q is quantized as the clip's output (hunt53 C2:
@@ -42,6 +45,12 @@ def tensor_params(state: Planning) -> tuple[dict[str, QuantParams], set[str]]:
                 groups.union(source, out)
     params: dict[str, QuantParams] = {}
     tied: set[str] = set()
+    clip_outputs = {out for out, _ in clipped.values()}
+    for out, read in sorted(read_by.items()):
+        members = groups.members(out)
+        if not clip_outputs.intersection(members):  # a clip's range must stay the clip's
+            state.moved_reads[read] = (*state.moved_reads.get(read, ()), *members)
+            tied.update((read, *members))
     for members in groups.groups():
         if len(members) > 1:
             tied.update(members)
@@ -62,7 +71,11 @@ def tensor_params(state: Planning) -> tuple[dict[str, QuantParams], set[str]]:
 
 def scaled_reads(state: Planning, activations: dict[str, QuantParams]) -> None:
     """A scaled read's params: its source's (final, after rebalancing) with the scale times k. A source
-    left float for a rebalancing Mul leaves the read to run as its Mul/Div with params of its own."""
+    left float for a rebalancing Mul leaves the read to run as its Mul/Div with params of its own. The
+    shared-scale ops that move a read (a Transpose of an attention's scaled query) write its params, so
+    onnxruntime runs them on the integers: with params of their own they ran in float between a
+    DequantizeLinear and a QuantizeLinear, and `quantkit check` failed convert's own model (hq118:
+    isbnx_det's /model.10/m/m.0/attn/Transpose)."""
     for node_name, (source, k) in list(state.reads.items()):
         out = state.folds[node_name]
         if source in activations:
@@ -74,6 +87,10 @@ def scaled_reads(state: Planning, activations: dict[str, QuantParams]) -> None:
         del state.folds[node_name], state.reads[node_name]
         if out in state.q:
             activations[out] = activation_params(*state.range_of(out), state.config.activations)
+    for read, members in state.moved_reads.items():
+        if read in activations:
+            for name in members:
+                activations[name] = activations[read]
 
 
 def _clipped(state: Planning) -> dict[str, tuple[str, float]]:
