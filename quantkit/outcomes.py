@@ -131,10 +131,9 @@ class Speed:
 
 @dataclass(frozen=True)
 class SpeedPlan:
-    """What the speed-aware plan did (pipeline.speed_refine): the ops it kept float, and the speedups
-    over FP32 of the plan before and after, from one interleaved measurement (refined None: the refined
-    model was not faster as a whole, so the plan stands); sqnr_db: on the calibration samples, the fastest
-    refined plan's and the kept one's, where one nearly as fast was kept as more accurate (recalled after)."""
+    """What the speed-aware plan did (pipeline.speed_refine): the ops it kept float, and the speedups over
+    FP32 before and after, one interleaved measurement (refined None: not faster as a whole, the plan
+    stands); sqnr_db: the fastest refined plan's and the one kept as more accurate and nearly as fast."""
 
     floated: tuple[str, ...]
     plain_speedup: float
@@ -164,6 +163,7 @@ class CheckReport:
     quantized_layers: int  # of those, reading a DequantizeLinear on their data input
     findings: tuple[Finding, ...]
     kept_for_speed: tuple[str, ...] = ()  # float on purpose: quantkit's speed plan (not findings)
+    rebalancing_muls: tuple[str, ...] = ()  # float on purpose: rebalancing's Muls nothing absorbs
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,6 +175,7 @@ class CheckReport:
             "quantized_layers": self.quantized_layers,
             "findings": [dataclasses.asdict(f) for f in self.findings],
             "kept_float_for_speed": list(self.kept_for_speed),
+            "float_rebalancing_muls": list(self.rebalancing_muls),
         }
 
 

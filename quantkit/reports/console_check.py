@@ -29,6 +29,12 @@ def check_table(report: CheckReport) -> RenderableType:
             f"{len(report.kept_for_speed)} op(s) float on purpose, not findings: quantkit's speed plan kept "
             "them float where their int8 form would not pay for its Q/DQ or profiled slower\n"
         )
+    if report.rebalancing_muls:
+        head.append(
+            f"{len(report.rebalancing_muls)} Mul(s) float on purpose, not findings: convert's rebalancing "
+            "scales these activations per channel where no op before them absorbs the scale (its summary's "
+            "'(float Mul)')\n"
+        )
     if not report.findings and report.quantized_layers == 0:
         return Group(
             head,
