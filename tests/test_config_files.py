@@ -34,13 +34,15 @@ def test_files_fill_options_and_flags_win(project: Path, capsys: pytest.CaptureF
     # quantkit.toml over pyproject.toml's 50; each named (hq71 F11: 'config file', which one unsaid)
     assert lines["num-images = 10"] == "config file: models/quantkit.toml"
     assert lines["min-speedup = 1.2"] == lines["runs = 9"] == "config file: models/quantkit.toml"
-    assert lines["seed = 0"] == "default" and lines['images = "img"'] == "command line"
+    assert lines["seed = 0"] == "default" and lines[f'images = "{project / "img"}"'] == "command line"
     from quantkit.cli.config_files import tomllib
 
     settings = tomllib.loads(stdout)  # hq109 F10: `min-sqnr = null` made it no TOML to paste back
     assert settings["threads"] == 1 and "min-sqnr" not in settings and "model" not in settings
     (project / "models" / "quantkit.toml").write_text(stdout)  # hq116 F5: pasted back, 'unknown option'
-    assert run(["shrink", "models/model.onnx", "--print-config"], capsys)[0] == 0
+    code, again, _ = run(["shrink", "models/model.onnx", "--print-config"], capsys)
+    # pasted beside the model, images = "img" read models/img (from the file's folder): paths print absolute
+    assert code == 0 and f'images = "{project / "img"}"  # config file: models/quantkit.toml' in again
     assert "# min-sqnr: not set (the command's own default)" in stdout.splitlines()
     assert '# model: "models/model.onnx" (an argument, given on the command line)' in stdout.splitlines()
 
@@ -108,7 +110,7 @@ def test_a_relative_path_is_read_from_the_files_folder(
     argv = ["shrink", "models/model.onnx", "--images", "img", "--output-dir", "out", "--print-config"]
     code, stdout, err = run(argv, capsys)
     assert code == 0, err
-    assert f'labels = "{Path("models") / ".." / "labels.txt"}"' in stdout  # the model's folder, as given
+    assert f'labels = "{project / "models" / ".." / "labels.txt"}"' in stdout  # the model's folder
     assert 'eval-images = "/data/eval"' in stdout  # absolute: as it is
     assert f'cache-dir = "{project / "cache"}"' in stdout  # pyproject.toml's folder: the working one
 

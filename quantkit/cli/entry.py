@@ -325,6 +325,8 @@ def _takes_number(param: Any) -> bool:
 
 def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
     """The command's settings as it would run them, and where each comes from (flag, file, default)."""
+    from quantkit.cli.config_files import PATH_OPTIONS
+
     if not argv or argv[0] not in commands:
         raise ConfigError(
             f"--print-config goes with a command: quantkit COMMAND ... --print-config ({', '.join(commands)})"
@@ -336,7 +338,7 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
     origin = {"COMMANDLINE": "command line", "DEFAULT_MAP": "config file", "ENVIRONMENT": "environment"}
     stdout.print(
         f"# quantkit {name}: resolved settings (flags > environment > quantkit.toml > pyproject.toml > "
-        "defaults)",
+        "defaults); paths as they resolve here (a config file reads a relative path from its own folder)",
         soft_wrap=True,
     )
     for param in commands[name].params:
@@ -352,6 +354,8 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
             shown, where = raw, "config file: not a valid value, the run refuses it"
         elif where == "config file":
             where = _which_file(name, key)
+        if key in PATH_OPTIONS and isinstance(shown, str) and shown not in ("", "-"):
+            shown = str(Path(shown).absolute())  # pasted into a quantkit.toml elsewhere, still this file
         line = f"{key} = {json.dumps(shown)}  # {where}"
         if shown is None:  # TOML has no null (hq109 F10): the line stays a comment, pasted or not
             line = f"# {key}: not set (the command's own default)"
