@@ -127,6 +127,24 @@ def test_onnxruntime_keeps_the_callers_log_level() -> None:
         assert ("Removing initializer 'unused'" in done.stderr) is heard, done.stderr
 
 
+def test_api_calls_leave_no_list_of_paths_growing(
+    calibrated: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq113 F10: files.WRITTEN, which the CLI's interrupt line reads, held 202 paths after 200
+    converts in one service process. The CLI notes what its run writes; the API, nothing."""
+    from quantkit import files
+    from tests.helpers import run
+
+    cnn, table = calibrated
+    for _ in range(3):
+        quantkit.convert(cnn, calibration=table, output=tmp_path / "cnn.int8.onnx")
+    assert files.WRITTEN == [] and not files.NOTING.is_set()
+    code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", str(tmp_path / "cli.onnx")], capsys)
+    assert code == 0 and not files.NOTING.is_set(), err  # the run noted its output while it ran
+    quantkit.convert(cnn, calibration=table, output=tmp_path / "cnn.int8.onnx")
+    assert tmp_path / "cnn.int8.onnx" not in files.WRITTEN
+
+
 def test_a_consumer_that_stops_early_stops_the_read_ahead_thread() -> None:
     """hq72 7: a cancelled or interrupted call left its read-ahead thread parked for good, one per call."""
     before = threading.active_count()

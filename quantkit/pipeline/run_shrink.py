@@ -22,7 +22,7 @@ from quantkit.evaluate import gates
 from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labelled
-from quantkit.files import cache_home, cached, check_output, require_writable, write_set
+from quantkit.files import cache_home, cached, check_output, note, require_writable, write_set
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
 from quantkit.graph.query import INTEGER_TYPES, picked_by_data
@@ -99,8 +99,8 @@ def shrink(
     except BaseException as exc:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an
         # earlier run's verdict (hunt36: its PASS junit.xml read as this run's); a file of the user's of that
         # name stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)
-        CLEANED.append(output_dir)  # entry's own cleanup leaves it be
-        REMOVED.extend(dropped)
+        note(CLEANED, output_dir)  # entry's own cleanup leaves it be
+        note(REMOVED, *dropped)
         removed = list(dropped)
         try:
             removed += drop_verdict(output_dir, earlier, begun, (model_path,), placed)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from quantkit.errors import ModelError, OutputError, QuantkitError
-from quantkit.files import WRITTEN, folder_lock, same_file
+from quantkit.files import WRITTEN, folder_lock, note, same_file
 from quantkit.graph import model_io
 from quantkit.scratch import contents
 
@@ -81,7 +81,7 @@ def drop_verdict(
                 drop_report(output_dir / name)
         removed = [output_dir / name for name in sorted(there) if not os.path.lexists(output_dir / name)]
         stuck = [n for n in REPORTS if n in there and _shrink_report(output_dir / n, 4096) is not None]
-    REMOVED.extend(removed)
+    note(REMOVED, *removed)
     if stuck:  # hq109 F5: a read-only folder kept the last release's PASS junit.xml, and nothing said so
         KEPT.append(
             f"; the earlier run's verdict in {output_dir} could not be removed ({', '.join(stuck)}): it is "
@@ -213,7 +213,7 @@ def publish(stage: Path, output_dir: Path, placed: Marks, dropped: list[Path]) -
             if os.path.lexists(output_dir / path.name):  # the earlier model, replaced
                 dropped.append(output_dir / path.name)
             os.replace(path, output_dir / path.name)  # right after it leaves the file known as this run's
-            WRITTEN.append(output_dir / path.name)
+            note(WRITTEN, output_dir / path.name)
 
 
 def drop_damaged(table: Path, arrays: Path) -> None:
