@@ -429,6 +429,26 @@ def test_a_labels_file_of_class_names_reads_whole_lines(tmp_path: Path) -> None:
         read_classes(labels)  # hq68 19: 'lists 1 classes
 
 
+def test_index_and_name_lines_out_of_order_are_read_by_their_ids(tmp_path: Path) -> None:
+    """hq121 F1: `1 dog` listed before `0 cat` made dog class 0; the images in folder 1/ were scored
+    against cat, a top-1 change of -4.17 points read +4.17 and shrink's --max-drop 1 passed. Ids that
+    count no classes (years) leave the lines in file order."""
+    from quantkit.evaluate.labels import class_lookup, label_of, read_classes
+
+    labels = tmp_path / "labels.txt"
+    for text in (
+        "1 dog\n0 cat\n3 Ankle boot\n2 bald eagle\n",
+        "2: dog\n1: cat\n4: Ankle boot\n3: bald eagle\n",
+    ):
+        labels.write_text(text)
+        lookup = class_lookup(read_classes(labels))
+        assert [lookup[k] for k in ("cat", "dog", "bald_eagle", "Ankle_boot")] == [0, 1, 2, 3]
+        first = text[0]  # the id of dog's line: 1 counted from 0, 2 from 1
+        assert label_of(tmp_path / first / "a.png", tmp_path, lookup) == 1
+    labels.write_text("2019 Toyota\n2017 Honda\n")
+    assert read_classes(labels) == ["2019 Toyota", "2017 Honda"]
+
+
 def test_a_labels_file_of_index_and_name_lines_matches_folders_by_name(tmp_path: Path) -> None:
     """hq89 F1: with `0 cat` lines the first words were the numbers, so `bird/0.png` was scored as class
     0 by its file name (its folder matched nothing): 25 % top-1 where the truth was 20 %, no warning."""
