@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from quantkit.graph.output_kinds import value_outputs
+from quantkit.graph.output_kinds import class_counts, value_outputs
 from tests.conftest import conv_params, make_model, rng, save
 from tests.helpers import assert_one_line_error, compared_rows, run
 
@@ -120,6 +120,36 @@ def test_value_outputs_read_from_the_graph(
     tail: list[onnx.NodeProto], extra: dict[str, np.ndarray] | None, values: bool
 ) -> None:
     assert value_outputs(_head(tail, extra)) == (frozenset({"y"}) if values else frozenset())
+
+
+def test_features_a_layer_reads_hold_values() -> None:
+    """hq121 F4: a ResNet-style export gave its pooled Relu features beside its logits; --max-drop with no
+    labels gated on the features' largest coordinate (25 points where the logits lost 12.5). A classifier
+    whose scores are Relu -> pool (SqueezeNet's head) feeds no layer: scores still."""
+    pooled = _head([helper.make_node("Softmax", ["z"], ["y"], axis=1)], outputs=["y", "z", "f"])
+    assert value_outputs(pooled) == frozenset({"f"})
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["a"], name="c1"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["y"], name="flat"),
+    ]
+    squeezenet = make_model(nodes, dict(conv_params(WIDTH, 3, 1)))
+    assert value_outputs(squeezenet) == frozenset()
+
+
+def test_class_counts_of_argmax_labels_and_channels_last_scores() -> None:
+    """hq121 F2: a 4-class ArgMax model took a 6-class labels file (its images of 2 classes scored as
+    misses, no word); F3: scores given as [N, 1, 1, C] refused their own C labels ('declared: 1')."""
+    argmax = [helper.make_node("ArgMax", ["z"], ["y"], axis=1, keepdims=0)]
+    cast = [
+        helper.make_node("ArgMax", ["z"], ["i"], axis=-1),
+        helper.make_node("Cast", ["i"], ["y"], to=6),
+    ]
+    nhwc = [helper.make_node("Reshape", ["z", "shape"], ["y"])]
+    assert class_counts(_head(argmax)) == class_counts(_head(cast)) == [WIDTH]
+    assert class_counts(_head(nhwc, {"shape": np.array([-1, 1, 1, WIDTH], np.int64)})) == [WIDTH]
+    assert class_counts(_head([helper.make_node("Identity", ["z"], ["y"])])) == [WIDTH]
 
 
 def _heads(logits_out: bool) -> onnx.ModelProto:

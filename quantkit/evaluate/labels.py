@@ -9,11 +9,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import onnx
-
 from quantkit.errors import ConfigError
-from quantkit.evaluate.class_scores import holds_labels
 from quantkit.files import read_text
 
 
@@ -138,39 +134,27 @@ def label_of(path: Path, folder: Path, lookup: dict[str, int]) -> int:
     return -1
 
 
-def _integer(elem_type: int) -> bool:
-    """Whether an onnx element type holds labels (an ArgMax's: class_scores.holds_labels), not numbers."""
-    return bool(elem_type) and holds_labels(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
-
-
-def require_labels_fit(outputs: Sequence[onnx.ValueInfoProto], labels: Path) -> None:
-    """Refuse, from the graph's declared outputs, a labels file whose class count none declares along
-    axis 1 (where every output declares it): hunt32's MNIST labels for MobileNetV2 failed shrink after
-    13.6 s, hunt35's 1000 ImageNet classes for a 4-way orientation model made convert --max-drop's budget
-    read 0.00 points lost (no label could ever match) and pass."""
+def require_labels_fit(classes: Sequence[int], labels: Path) -> None:
+    """Refuse a labels file whose class count no output declares (classes: graph.output_kinds.class_counts,
+    per output; where one is unknown, 0, nothing is refused): hunt32's MNIST labels for MobileNetV2 failed
+    shrink after 13.6 s, hunt35's 1000 ImageNet classes for a 4-way orientation model made convert
+    --max-drop's budget read 0.00 points lost (no label could ever match) and pass."""
     count = len(read_classes(labels))
-    types = [o.type.tensor_type for o in outputs]
-    widths = [
-        t.shape.dim[1].dim_value
-        if t.HasField("shape") and len(t.shape.dim) > 1 and not _integer(t.elem_type)
-        else 0
-        for t in types
-    ]  # an integer output's labels (an ArgMax's [N, 1]) index the classes: no count to check
-    if 0 not in widths and count not in widths:
+    if 0 not in classes and count not in classes:
         raise ConfigError(
             f"the labels file lists {count} classes but no output has that many (declared: "
-            f"{', '.join(str(w) for w in widths)} along axis 1); give the labels of this model"
+            f"{', '.join(str(w) for w in classes)} classes); give the labels of this model"
         )
 
 
 def require_labelled(
-    labels: Path, outputs: Sequence[onnx.ValueInfoProto], paths: Sequence[Path], folder: Path, what: str
+    labels: Path, classes: Sequence[int], paths: Sequence[Path], folder: Path, what: str
 ) -> None:
     """Refuse, from the file list and the graph before any model runs, a labels file that fits no
     declared output (require_labels_fit) or whose classes name none of the images (`what`: 'image',
     'validation image'). hq68 5: shrink, compare and convert --max-drop found either only after
     calibrating, converting or running the models (minutes on a real validation folder)."""
-    require_labels_fit(outputs, labels)
+    require_labels_fit(classes, labels)
     lookup = class_lookup(read_classes(labels))
     if paths and all(label_of(path, folder, lookup) < 0 for path in paths):
         raise ConfigError(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import onnx
 
 from quantkit.config import OutputKind
+from quantkit.errors import ModelError
+from quantkit.graph.model_io import infer_shapes
 from quantkit.graph.query import SQUASHING_OPS, GraphIndex, label_writer
 
 # ops that move or retype values without changing what they are
@@ -53,8 +55,59 @@ def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) ->
     index = GraphIndex(model)
     if kind is not OutputKind.auto:
         return frozenset(index.graph_outputs if kind is OutputKind.values else ())
-    found = {name for name in index.graph_outputs if _holds_values(index, name)}
+    found = {name for name in index.graph_outputs if _holds_values(index, name) or _layer_input(index, name)}
     return frozenset(found | _regressions(index) | _sequences(index, model))
+
+
+def _layer_input(index: GraphIndex, name: str) -> bool:
+    """An output a Conv, Gemm or MatMul of the graph reads (past reshapes): the features a head takes, given
+    beside its scores (hq121 F4: a ResNet's pooled Relu features beside its logits gated --max-drop on
+    their largest coordinate). A classifier's own scores feed no layer (SqueezeNet's Relu -> pool are)."""
+    names, seen = [name], {name}
+    while names:
+        for reader, _ in index.consumers.get(names.pop(), []):
+            if reader.op_type in _LINEAR_OPS:
+                return True
+            if reader.op_type in _PASSING and reader.output and reader.output[0] not in seen:
+                seen.add(reader.output[0])
+                names.append(reader.output[0])
+    return False
+
+
+def class_counts(model: onnx.ModelProto) -> list[int]:
+    """Per graph output, how many classes it scores or picks from (0: unknown, or not a class output): axis
+    1 of its declared shape as class_scores.class_view reads it (C of [N, C, 1, 1] and of channels-last
+    [N, 1, 1, C]: hq121 F3, such scores refused their own labels), and for an ArgMax's labels (through
+    Casts and reshapes) the width of the axis it picks along (hq121 F2: a 4-class ArgMax took a 6-class
+    labels file, its images of the other 2 classes scored as misses)."""
+    index = GraphIndex(model)
+    counts = [_declared_classes(o.type.tensor_type) for o in model.graph.output]
+    pickers = [label_writer(index, o.name) for o in model.graph.output]
+    if not any(pickers):
+        return counts
+    try:
+        shapes = {v.name: v.type.tensor_type for v in infer_shapes(model).graph.value_info}
+    except ModelError:
+        return [0 if picker else count for count, picker in zip(counts, pickers, strict=True)]
+    shapes |= {v.name: v.type.tensor_type for v in model.graph.input}
+    for k, picker in enumerate(pickers):
+        if picker is not None:
+            axis = next((a.i for a in picker.attribute if a.name == "axis"), 0)
+            scored = shapes.get(picker.input[0])
+            dims = scored.shape.dim if scored is not None and scored.HasField("shape") else []
+            counts[k] = dims[axis].dim_value if -len(dims) <= axis < len(dims) else 0
+    return counts
+
+
+def _declared_classes(tensor: onnx.TypeProto.Tensor) -> int:
+    """C of a declared [N, C, ...] (or [N, 1, 1, C]) output; 0 where not declared, or labels (integers of
+    16 bits or more, booleans: class_scores.holds_labels), whose count is their ArgMax's."""
+    dims = [d.dim_value for d in tensor.shape.dim] if tensor.HasField("shape") else []
+    if tensor.elem_type in _LABEL_TYPES or len(dims) < 2:
+        return 0
+    if len(dims) == 4 and dims[1] == dims[2] == 1 and dims[3] >= 2:
+        return dims[3]
+    return dims[1]
 
 
 def _sequences(index: GraphIndex, model: onnx.ModelProto) -> set[str]:
@@ -80,6 +133,9 @@ _POOLS = frozenset(
     {"GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool", "ReduceMean", "ReduceMax"}
 )
 _FLOATS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
+_LABEL_TYPES = frozenset(
+    getattr(onnx.TensorProto, t) for t in ("INT16", "UINT16", "INT32", "UINT32", "INT64", "UINT64", "BOOL")
+)
 # ops that make an output class probabilities (or a score) from its logits
 _SQUASHING = SQUASHING_OPS | {"LogSoftmax"}
 

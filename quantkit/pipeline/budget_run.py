@@ -203,9 +203,7 @@ def check_detector_head(
     )
 
 
-def check_validation(
-    budget: AccuracyBudget, table: CalibrationTable, outputs: Sequence[onnx.ValueInfoProto]
-) -> str | None:
+def check_validation(budget: AccuracyBudget, table: CalibrationTable, classes: Sequence[int]) -> str | None:
     """Refuse, from the file lists before any model runs, validation images that are the calibration
     images, or that the labels file fits no output of or names none of (evaluate.labels.require_labelled):
     hq68 5, each was found after the corrections and the op timing. The warning where some of them are
@@ -217,5 +215,5 @@ def check_validation(
             "the --validation images are the calibration images; hold some apart for validation"
         )
     if budget.labels is not None:
-        require_labelled(budget.labels, outputs, paths, budget.validation.folder, "validation image")
+        require_labelled(budget.labels, classes, paths, budget.validation.folder, "validation image")
     return held_out.validation_line(table.meta, [d for d in digests if d is not None])

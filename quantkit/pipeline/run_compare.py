@@ -35,7 +35,7 @@ from quantkit.evaluate.speed import latency_stats
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.augment import fitting_batch
 from quantkit.graph.layouts import channel_axes
-from quantkit.graph.output_kinds import label_outputs, map_outputs, value_outputs
+from quantkit.graph.output_kinds import class_counts, label_outputs, map_outputs, value_outputs
 from quantkit.graph.query import SELECTING_OPS, selection_ordered
 from quantkit.image_folders import select_images, shortfall
 from quantkit.images import resolve_preprocess
@@ -135,7 +135,7 @@ def compare(
             size = fitting_batch(reference, {spec.name: preprocess.sample_shape}, size)
         paths = select_images(config.images)
         if config.labels is not None:  # hq68 5: found after running both models
-            require_labelled(config.labels, reference.graph.output, paths, config.images.folder, "image")
+            require_labelled(config.labels, class_counts(reference), paths, config.images.folder, "image")
         side = (preprocess.height, preprocess.width)
         tick = progress("evaluating", len(paths))
         jobs = [

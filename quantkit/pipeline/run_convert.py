@@ -23,6 +23,7 @@ from quantkit.graph import compact as compact_graph
 from quantkit.graph import model_io, subnormal
 from quantkit.graph.augment import COMPUTE_OPS, large_activations
 from quantkit.graph.fold_shapes import fills_as_nodes
+from quantkit.graph.output_kinds import class_counts
 from quantkit.graph.prepare import Prepared
 from quantkit.graph.widen import narrow, redeclare, stored_half, widen
 from quantkit.image_folders import images_of
@@ -84,7 +85,7 @@ def convert(
     model, table, prepared = load_for_int8(model_path, table_path, *upgrade)
     shared = None  # a warning where some --validation images are calibration images (hq95 F2)
     if budget is not None:  # its images, labels, head and metric read before the corrections and timing
-        shared = check_validation(budget, table, model.graph.output)
+        shared = check_validation(budget, table, class_counts(model))
         check_detector_head(model, table, budget.detection_threshold, budget.detector, budget)
     with lean_sessions(large_activations(prepared.model, table_samples(table))):  # IS-Net at 1024x1024
         paths = (model_path, table_path, output)

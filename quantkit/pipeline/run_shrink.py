@@ -24,7 +24,7 @@ from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_
 from quantkit.evaluate.labels import require_labelled
 from quantkit.files import cache_home, cached, check_output, note, require_writable, write_set
 from quantkit.graph import model_inputs, model_io
-from quantkit.graph.output_kinds import MAP_OPS, computing_op, map_outputs, value_outputs
+from quantkit.graph.output_kinds import MAP_OPS, class_counts, computing_op, map_outputs, value_outputs
 from quantkit.graph.query import INTEGER_TYPES, picked_by_data
 from quantkit.image_folders import images_of, select_images, shortfall
 from quantkit.images import list_digest, resolve_preprocess, shared_images
@@ -274,7 +274,7 @@ def _run(
     evaluated = images_of(config.evaluation.images, "--eval-images" if apart else "--images")  # hq73 10
     if config.evaluation.labels is not None:  # before calibrating
         folder = config.evaluation.images.folder
-        require_labelled(config.evaluation.labels, declared().graph.output, evaluated, folder, "image")
+        require_labelled(config.evaluation.labels, class_counts(declared()), evaluated, folder, "image")
     table, loaded, hit, seconds = _calibration_table(model_path, config, progress, parallel)
     if gated is not None:  # before convert and compare, the costly part
         _check_class_scores(declared(), gated, loaded, config.evaluation.output_kind)
