@@ -64,6 +64,10 @@ def test_calibrate_convert_compare(
     assert output["sqnr_db"] > 12 and 0.0 <= output["top1_agreement"] <= 1.0  # an untrained random CNN
     assert data["latency"]["speedup_p50"] > 0 and data["settings"]["threads"] == 1
     assert "flags" in data["environment"] and "| size |" in markdown.read_text()
+    page = markdown.read_text()  # hq121 F6: no threads, runs, CPU, versions or preprocessing on the page
+    assert "1 thread(s), batch 1, 5 interleaved runs after 1 warm-up" in page
+    assert f"onnxruntime {data['environment']['versions']['onnxruntime']}" in page
+    assert "| preprocessing | 16x16 NCHW RGB, resize crop" in page and "(recorded in the model) |" in page
 
 
 def test_compare_with_labels_from_folders(

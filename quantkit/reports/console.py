@@ -35,6 +35,7 @@ from quantkit.reports.formats import (
     percent,
     prepared_gain,
     preprocess_line,
+    preprocess_origin,
     recall_text,
     reference_line,
     runtime_line,
@@ -351,12 +352,7 @@ def compare_table(result: ComparisonResult) -> RenderableType:
     pre = result.settings.get("preprocess")
     source = result.settings.get("preprocess_source")
     if pre:
-        origin = {
-            "flags": "from the flags",
-            "recorded": "recorded in the model",
-            "recorded + flags": "recorded in the model, with the flags given",
-        }.get(str(source), "defaults")
-        notes.append(Text(preprocess_line(pre, origin)))
+        notes.append(Text(preprocess_line(pre, preprocess_origin(source))))
     if source == "defaults":
         notes.append(
             Text(

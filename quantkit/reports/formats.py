@@ -266,6 +266,27 @@ def grouped_findings(findings: tuple[Finding, ...]) -> list[tuple[str, str, str]
     return rows
 
 
+def preprocess_origin(source: object) -> str:
+    """Where compare's preprocessing came from (its settings' preprocess_source), in words."""
+    return {
+        "flags": "from the flags",
+        "recorded": "recorded in the model",
+        "recorded + flags": "recorded in the model, with the flags given",
+    }.get(str(source), "defaults")
+
+
+def milliseconds(value: float) -> str:
+    """A latency, three significant digits below 1 ms (hq121 F6: 0.008 and 0.012 ms read 0.01 / 0.02)."""
+    return f"{value:.2f} ms" if value >= 1 else f"{value:.3g} ms"
+
+
+def environment_line(environment: dict[str, Any]) -> str:
+    """The CPU, its SIMD flags and the versions a comparison ran with (its environment record)."""
+    flags = ", ".join(str(f) for f in environment.get("flags", [])) or "none of note"
+    versions = ", ".join(f"{k} {v}" for k, v in dict(environment.get("versions", {})).items())
+    return f"CPU {environment.get('cpu')} {environment.get('machine', '')} (flags: {flags}); {versions}"
+
+
 def preprocess_line(pre: dict[str, Any], source: str | None = None) -> str:
     """The resolved preprocessing in one line (Preprocess.to_dict()), and where it came from."""
 

@@ -9,9 +9,13 @@ from quantkit.reports.formats import (
     boxes_text,
     cosine,
     decibels,
+    environment_line,
     gate_figure,
     megabytes,
+    milliseconds,
     percent,
+    preprocess_line,
+    preprocess_origin,
     reference_line,
     runtime_line,
     shrink_warnings,
@@ -45,10 +49,13 @@ def comparison_markdown(result: ComparisonResult, warned: bool = True) -> str:
         if m.detection_recall is not None:
             lines.append(f"| `{m.name}` detection recall | {percent(m.detection_recall)} of {m.detections} |")
             lines.append(f"| `{m.name}` final boxes (IoU >= 0.5, same class) | {boxes_text(m)} |")
+    settings = result.settings
     if result.speedup is not None and result.reference_latency and result.candidate_latency:
         lines.append(
-            f"| latency p50 reference / candidate | {result.reference_latency.p50:.2f} ms / "
-            f"{result.candidate_latency.p50:.2f} ms ({result.speedup:.2f}x) |"
+            f"| latency p50 reference / candidate | {milliseconds(result.reference_latency.p50)} / "
+            f"{milliseconds(result.candidate_latency.p50)} ({result.speedup:.2f}x; "
+            f"{settings.get('threads')} thread(s), batch {settings.get('batch_size_latency')}, "
+            f"{settings.get('runs')} interleaved runs after {settings.get('warmup')} warm-up) |"
         )
     lines.append(
         f"| size | {megabytes(result.reference_bytes)} -> {megabytes(result.candidate_bytes)} "
@@ -56,6 +63,13 @@ def comparison_markdown(result: ComparisonResult, warned: bool = True) -> str:
     )
     runtime = runtime_line(result)
     lines += [f"| runtime | {runtime.removeprefix('runtime ')} |"] if runtime else []
+    pre = settings.get("preprocess")  # hq121 F6: the page said none of how it was measured
+    if pre:
+        shown = preprocess_line(pre).removeprefix("preprocessing: ")
+        lines.append(
+            f"| preprocessing | {escaped(shown)} ({preprocess_origin(settings.get('preprocess_source'))}) |"
+        )
+    lines.append(f"| environment | {escaped(environment_line(result.environment))} |")
     said = (*result.warnings, *result.reference_findings) if warned else ()
     lines += ["", *(f"- warning: {escaped(line)}" for line in said)] if said else []
     return "\n".join(lines) + "\n"
