@@ -2051,6 +2051,13 @@ def test_an_empty_or_nameless_path_is_refused_in_one_line(
         ),
         (["calibrate", str(cnn), "--images", str(image_dir), "-oa.json", "-ob.json"], "-o is given twice"),
     ]
+    cases += [  # hq114 F9: `--ray "$CLUSTER"` with the variable unset ran here, exit 0
+        (
+            ["calibrate", str(cnn), "--images", str(image_dir), "-o", "t.json", "--ray", ""],
+            "--ray is empty (an unset variable?); give a cluster's address",
+        ),
+        (["compare", str(cnn), str(cnn), "--images", str(image_dir), "--ray="], "--ray is empty"),
+    ]
     for argv, phrase in cases:
         code, _, err = run(argv, capsys)
         assert_one_line_error(code, err, phrase)
@@ -2058,6 +2065,11 @@ def test_an_empty_or_nameless_path_is_refused_in_one_line(
     (tmp_path / "quantkit.toml").write_text('images = ""\n')  # a config file's, alike (review)
     code, _, err = run(["calibrate", str(cnn), "-o", "t.json"], capsys)
     assert_one_line_error(code, err, 'quantkit.toml: images = "" is empty (an unset variable?); give a path')
+    (tmp_path / "quantkit.toml").write_text('ray = ""\n')
+    code, _, err = run(["calibrate", str(cnn), "--images", str(image_dir), "-o", "t.json"], capsys)
+    assert_one_line_error(
+        code, err, 'quantkit.toml: ray = "" is empty (an unset variable?); give the address'
+    )
     (tmp_path / "quantkit.toml").unlink()
     code, _, err = run(["convert", str(cnn), "-c", str(table), "-o", out, "--exclude-nodes", ""], capsys)
     assert code == 0, err  # an empty list of names is no path: taken as none

@@ -18,7 +18,7 @@ def refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
     command = commands.get(argv[0]) if argv else None
     if command is None:
         return
-    paths = [p for p in command.params if takes(p, Path)]
+    paths = [p for p in command.params if takes(p, Path) or p.name == "ray"]  # hq114 F9: --ray '' ran here
     flags = {opt: p for p in paths for opt in p.opts}
     options = {opt: p for p in command.params if not getattr(p, "is_flag", False) for opt in p.opts}
     positional = iter([p.name for p in command.params if not p.opts[0].startswith("-")])
@@ -43,7 +43,8 @@ def refuse_empty_paths(commands: dict[str, Any], argv: list[str]) -> None:
             flag = f"the {next(positional, 'path').replace('_', ' ')} argument"
             empty = arg == ""
         if empty:
-            raise ConfigError(f"{flag} is empty (an unset variable?); give a path")
+            wanted = "a cluster's address" if flag == "--ray" else "a path"
+            raise ConfigError(f"{flag} is empty (an unset variable?); give {wanted}")
         param = options.get(flag)  # hq89 F5: `--images a --images b` read b alone; hq114 F2: `--to int8
         if param is not None and not param.multiple:  # --to fp16` wrote FP16, two --max-drop gated the last
             first = seen.setdefault(param.name, value)

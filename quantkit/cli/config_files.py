@@ -135,6 +135,8 @@ def _placed(key: str, value: Any, path: Path, numbers: frozenset[str] = frozense
     if key in PATH_OPTIONS and not isinstance(value, str):  # hq109 F9: pathlib's own words, no fix
         shown = str(value).lower() if isinstance(value, bool) else value
         raise ConfigError(f'{path}: {key} takes a path, as text; got {shown} (quote it: {key} = "{shown}")')
+    if key == "ray" and value == "":  # hq114 F9: read as no address, the run stayed here
+        raise ConfigError(f'{path}: ray = "" is empty (an unset variable?); give the address or leave it out')
     if key not in PATH_OPTIONS or value == "-" or Path(value).is_absolute():
         return value
     if not value:  # read from the file's folder, '' would be that folder (review of hq61's empty paths)
