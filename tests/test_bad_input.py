@@ -1880,6 +1880,20 @@ def test_a_long_legal_output_name_is_written(cnn: Path, image_dir: Path, capsys:
     assert onnx.load(str(out)).graph.node
 
 
+def test_a_name_too_long_is_said_so_not_blamed_on_the_disk(
+    cnn: Path, image_dir: Path, capsys: Capsys
+) -> None:
+    """hq114 F10: a model named with 300 characters failed 'File name too long (...); check the path and
+    that the disk is writable and not full': an input, on no disk that could be full."""
+    for argv in (
+        ["calibrate", str(cnn.with_name("L" * 300 + ".onnx")), "--images", str(image_dir), "-o", "t.json"],
+        ["calibrate", str(cnn), "--images", str(image_dir), "-o", str(cnn.with_name("L" * 300 + ".json"))],
+    ):
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, "File name too long")
+        assert err.rstrip().endswith("): shorten the path, or a name in it (255 bytes at most)"), err
+
+
 def test_the_apis_data_as_bytes_and_too_many_bins_are_refused(cnn: Path, image_dir: Path) -> None:
     """data=b'/path' iterated as numbers ('sample 0 has shape []'); --bins 1e11 read as out of memory
     (hq57 D(g), D(b))."""
