@@ -154,7 +154,8 @@ def _os_error(exc: OSError) -> str:
     if exc.errno == errno.EFBIG:  # hq73 12: `ulimit -f` was blamed on the disk
         return f"{exc.strerror or exc}: a file is larger than this shell lets a process write (ulimit -f)"
     if exc.errno == errno.ENAMETOOLONG:  # hq114 F10: an input's long name was blamed on the disk
-        return f"{exc.strerror or exc} ({exc.filename}): shorten the path, or a name in it (255 bytes at most)"
+        fix = "shorten the path, or a name in it (255 bytes at most)"
+        return f"{exc.strerror or exc} ({exc.filename}): {fix}"
     if exc.filename:
         why = f"{exc.strerror or exc} ({exc.filename})"
         return f"{why}; check the path and that the disk is writable and not full"
