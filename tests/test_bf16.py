@@ -136,6 +136,18 @@ def test_the_fallback_keeps_float32_what_bfloat16_precision_loses(tmp_path: Path
     assert _sqnr(path, _emulation(onnx.load(str(out))), _x()) > 60.0
 
 
+def test_an_int8_plan_with_a_bfloat16_fallback_is_not_timed_here(cnn: Path) -> None:
+    """hq120 F2: --fallback bf16 under the default --prefer balanced timed the plan on this CPU; the ops
+    the timing kept float were bfloat16, and convert failed 'onnxruntime cannot load the model (Could not
+    find an implementation for Conv(22) ...)' on MobileNetV2, blaming the user's model."""
+    from quantkit.config import ConvertConfig, FallbackPrecision
+    from quantkit.pipeline.speed_step import timed
+
+    model = onnx.load(str(cnn))
+    assert timed(ConvertConfig(fallback=FallbackPrecision.fp32), model)
+    assert not timed(ConvertConfig(fallback=FallbackPrecision.bf16), model)
+
+
 def test_below_the_floor_nothing_is_written(tmp_path: Path) -> None:
     path = save(_cancelling_model(), tmp_path / "m.onnx")
     out = tmp_path / "o.onnx"
