@@ -45,7 +45,7 @@ def main() -> None:
     TERMINATED.clear()
     SAID.clear()
     WRITTEN.clear()  # an earlier run's in this process are not this one's
-    NOTING.set()  # the lines below name what this run wrote and removed
+    NOTING.append(True)  # the lines below name what this run wrote and removed
     cleanup = sys.modules.get("quantkit.pipeline.shrink_cleanup")
     if cleanup is not None:
         cleanup.REMOVED.clear()  # nor what an earlier run removed
@@ -60,7 +60,7 @@ def main() -> None:
     except KeyboardInterrupt:  # before _main's own handlers (the command group being built: CI's stop 68)
         _stopped()
     finally:
-        NOTING.clear()  # an API call after it in this process notes nothing
+        NOTING.pop()  # an API call after it in this process notes nothing
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         signal.signal(signal.SIGINT, interrupt)
