@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnx
+
+from quantkit import runtime_openvino
 from quantkit.config import DetectorHead, ImageSelection, Preprocess, Runtime
 from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.sanity import ReferenceCheck
@@ -19,6 +22,7 @@ from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
 from quantkit.pipeline.shards import Shared, keeping, require_visible, session_for
 from quantkit.results import Feed
+from quantkit.runtime import has_float8, versions
 
 
 @dataclass(frozen=True)
@@ -155,3 +159,25 @@ def shown_names(paths: list[Path], skipped: list[tuple[Path, str]], folder: Path
     return [
         os.path.relpath(p, folder) if p.is_relative_to(folder) else p.name for p in paths if p not in unread
     ]
+
+
+def runtime_settings(runtime: Runtime, candidate: onnx.ModelProto, candidate_path: Path) -> dict[str, Any]:
+    """What the report states of the runtime: onnxruntime's optimization level, or OpenVINO's device
+    and hints with how many of the candidate's Conv/Gemm/MatMul its CPU plugin runs on int8 inputs."""
+    if runtime is Runtime.onnxruntime:
+        # runtime.Session runs a float8 model at the basic level (onnxruntime 1.32 miscomputes it above)
+        level = "ORT_ENABLE_BASIC" if has_float8(candidate) else "ORT_ENABLE_ALL"
+        return {"runtime": runtime.value, "graph_optimization": level}
+    nodes = runtime_openvino.linear_nodes(candidate)
+    layers = runtime_openvino.OpenVinoSession(candidate_path, threads=1).layers(nodes)
+    return {
+        "runtime": runtime.value,
+        "openvino": {**runtime_openvino.settings(), "candidate_layers": layers.to_dict()},
+    }
+
+
+def run_versions(runtime: Runtime) -> dict[str, str]:
+    found = versions()
+    if runtime is Runtime.openvino:
+        found["openvino"] = runtime_openvino.version() or "not installed"
+    return found

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from quantkit import runtime_openvino
 from quantkit.array_files import Sample
@@ -52,6 +51,8 @@ from quantkit.pipeline.compare_chunks import (
     model_hashes,
     preprocess_source,
     run_compare_chunk,
+    run_versions,
+    runtime_settings,
     shown_names,
 )
 from quantkit.pipeline.compare_notes import (
@@ -69,7 +70,7 @@ from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, p
 from quantkit.pipeline.writing import conversion_record, placed_elsewhere, recorded_preprocess
 from quantkit.reports.formats import skipped_line
 from quantkit.results import Feed, InputSpec, feed_repeat, fixed_batch_of
-from quantkit.runtime import has_float8, interleaved_latency, versions
+from quantkit.runtime import has_float8, interleaved_latency
 
 
 def compare(
@@ -241,10 +242,10 @@ def compare(
             "preprocess_source": preprocess_source(
                 preprocess is None, recorded is not None, given, PREPROCESS_OPTIONS
             ),
-            **_runtime_settings(config.runtime, candidate, candidate_path),
+            **runtime_settings(config.runtime, candidate, candidate_path),
             **identity(hashes, config.images, paths),
         },
-        environment={**cpu_info(), "versions": _versions(config.runtime)},
+        environment={**cpu_info(), "versions": run_versions(config.runtime)},
         candidate_conversion=conversion_record(candidate),
         latency_samples_ms=latency_samples,
         reference_findings=check.findings(
@@ -306,28 +307,6 @@ def _timed(
     """Both models' latency samples (ms), interleaved on one feed."""
     timed = [open_session(runtime, p, lat.threads, spin=False) for p in (reference_path, candidate_path)]
     return interleaved_latency(timed, feed, lat.warmup, lat.runs, progress("timing", lat.runs))
-
-
-def _runtime_settings(runtime: Runtime, candidate: onnx.ModelProto, candidate_path: Path) -> dict[str, Any]:
-    """What the report states of the runtime: onnxruntime's optimization level, or OpenVINO's device
-    and hints with how many of the candidate's Conv/Gemm/MatMul its CPU plugin runs on int8 inputs."""
-    if runtime is Runtime.onnxruntime:
-        # runtime.Session runs a float8 model at the basic level (onnxruntime 1.32 miscomputes it above)
-        level = "ORT_ENABLE_BASIC" if has_float8(candidate) else "ORT_ENABLE_ALL"
-        return {"runtime": runtime.value, "graph_optimization": level}
-    nodes = runtime_openvino.linear_nodes(candidate)
-    layers = runtime_openvino.OpenVinoSession(candidate_path, threads=1).layers(nodes)
-    return {
-        "runtime": runtime.value,
-        "openvino": {**runtime_openvino.settings(), "candidate_layers": layers.to_dict()},
-    }
-
-
-def _versions(runtime: Runtime) -> dict[str, str]:
-    found = versions()
-    if runtime is Runtime.openvino:
-        found["openvino"] = runtime_openvino.version() or "not installed"
-    return found
 
 
 def _run_chunks(
