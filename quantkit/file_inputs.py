@@ -56,3 +56,13 @@ def landing_on_input(path: Path) -> str | None:
 
 def _identity(st: os.stat_result) -> tuple[int, int, int]:
     return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+def file_state(path: Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, modification time in ns, size) of the file `path` leads to; None where there is
+    none: two states differ where another process wrote or replaced the file between them."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (*_identity(st), st.st_size)

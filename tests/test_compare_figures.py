@@ -560,3 +560,28 @@ def test_json_files_write_home_paths_as_tilde_and_the_api_keeps_paths_it_can_ope
         text = report.read_text()
         assert str(tmp_path) not in text and ('"~/' in text or argv[0] == "sensitivity"), text[:400]
         json.loads(text)
+
+
+def test_a_candidate_replaced_while_compare_runs_is_refused(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq122 F1: the candidate replaced by another model mid-run gave the first file's sha256 and SQNR
+    beside the second one's size and latency (1.01x where each alone measured 1.9x), exit 0."""
+    from quantkit.pipeline import run_compare
+
+    reference, candidate = tiny_cnn(tmp_path / "ref.onnx"), tiny_cnn(tmp_path / "cand.onnx", seed=1)
+    other = tiny_cnn(tmp_path / "other.onnx", seed=2)
+    timed = run_compare._timed
+
+    def replacing(*args: Any, **kwargs: Any) -> Any:
+        other.replace(candidate)  # another job publishes its model where compare reads its candidate
+        return timed(*args, **kwargs)
+
+    monkeypatch.setattr(run_compare, "_timed", replacing)
+    report = tmp_path / "c.json"
+    argv = ["compare", str(reference), str(candidate), "--images", str(image_dir), "--runs", "3"]
+    code, _, err = run([*argv, "--json", str(report)], capsys)
+    assert_one_line_error(code, err, f"{candidate} changed while compare ran (another process wrote or")
+    assert not report.exists()
+    monkeypatch.setattr(run_compare, "_timed", timed)
+    assert run([*argv, "--json", str(report)], capsys)[0] == 0  # nothing writes it now

@@ -15,8 +15,10 @@ import onnx
 
 from quantkit import runtime_openvino
 from quantkit.config import DetectorHead, ImageSelection, Preprocess, Runtime
+from quantkit.errors import ConfigError
 from quantkit.evaluate.compare import Comparison, compare_batches
 from quantkit.evaluate.sanity import ReferenceCheck
+from quantkit.file_inputs import file_state
 from quantkit.graph import model_io
 from quantkit.images import ImageLoader
 from quantkit.pipeline.loading import read_ahead
@@ -181,3 +183,15 @@ def run_versions(runtime: Runtime) -> dict[str, str]:
     if runtime is Runtime.openvino:
         found["openvino"] = runtime_openvino.version() or "not installed"
     return found
+
+
+def require_unchanged(states: dict[Path, tuple[int, int, int, int] | None]) -> None:
+    """Refuse the comparison where a model file changed while it ran (file_inputs.file_state taken as it
+    began): its figures would mix two files. hq122 F1: the candidate replaced mid-run gave the old file's
+    sha256 and SQNR beside the new one's size and latency (1.01x where each alone was 1.9x), exit 0."""
+    for path, state in states.items():
+        if file_state(path) != state:
+            raise ConfigError(
+                f"{path} changed while compare ran (another process wrote or replaced it): its figures "
+                "would mix two files; nothing was written: compare again when nothing writes it"
+            )

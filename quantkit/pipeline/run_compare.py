@@ -31,6 +31,7 @@ from quantkit.evaluate.figure_warnings import (
 from quantkit.evaluate.labels import read_classes, require_labelled
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.evaluate.speed import latency_stats
+from quantkit.file_inputs import file_state
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.augment import fitting_batch
 from quantkit.graph.layouts import channel_axes
@@ -50,6 +51,7 @@ from quantkit.pipeline.compare_chunks import (
     merge_chunks,
     model_hashes,
     preprocess_source,
+    require_unchanged,
     run_compare_chunk,
     run_versions,
     runtime_settings,
@@ -88,6 +90,7 @@ def compare(
     given = PREPROCESS_OPTIONS if given is True else frozenset() if given is False else given
     if config.runtime is Runtime.openvino:
         runtime_openvino.load_openvino()  # not installed: the one-line error before any work
+    states = {path: file_state(path) for path in (reference_path, candidate_path)}  # checked at the end
     reference = model_io.load_model(reference_path)
     candidate = model_io.load_model(candidate_path)
     if config.runtime is Runtime.onnxruntime:  # OpenVINO runs bfloat16 (hunt51 C2)
@@ -216,7 +219,7 @@ def compare(
     )
     latency_samples = (tuple(map(float, samples[0])), tuple(map(float, samples[1]))) if samples else ()
     timed_here = bool(lat.runs) and config.runtime is Runtime.onnxruntime  # what onnxruntime's kernels cost
-    return ComparisonResult(
+    result = ComparisonResult(
         reference=str(reference_path),
         candidate=str(candidate_path),
         num_images=count,
@@ -294,6 +297,8 @@ def compare(
             if w
         ),
     )
+    require_unchanged(states)
+    return result
 
 
 def _timed(
