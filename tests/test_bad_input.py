@@ -2187,6 +2187,12 @@ def test_closed_or_full_streams_keep_the_exit_code_true(cnn: Path, image_dir: Pa
         )
         assert done.returncode == 0, done.stderr
         table_io.load(tmp_path / "t.json")
+    read, gone = os.pipe()  # hq122 F2: stderr a pipe nobody reads (`2>&1 | head -1`): rich exited 1 unsaid
+    os.close(read)
+    done = subprocess.run(["sh", "-c", f"{calibrate} -v -o {tmp_path}/p.json"], stderr=gone, timeout=120)
+    os.close(gone)
+    assert done.returncode == 0
+    table_io.load(tmp_path / "p.json")
     said = "error: cannot write to stdout (it is closed), which carried the result"
     done = subprocess.run(["sh", "-c", f"{module} check {cnn} >&-"], capture_output=True, timeout=120)
     assert done.returncode == 2 and said in done.stderr.decode(), done.stderr

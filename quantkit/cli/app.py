@@ -115,6 +115,9 @@ class _Stderr(Console):
         with contextlib.suppress(OSError):
             super().print(*objects, **options)
 
+    def on_broken_pipe(self) -> None:  # rich's own exits 1 (hq122 F2: `2>&1 | head -1` ended convert unsaid)
+        self.quiet = True  # the lines from here on are lost, as any failed write's
+
 
 stderr = _Stderr(stderr=True)
 STDOUT_LOST: dict[str, str] = {}  # why stdout could not be written, once it could not
