@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -125,9 +126,23 @@ def shared_images(calibration: Sequence[Path], evaluation: Sequence[Path]) -> in
 def file_digest(path: Path) -> bytes | None:
     """The sha256 of a file's bytes; None where it is past MAX_FILE_BYTES or cannot be read."""
     try:
-        return None if path.stat().st_size > MAX_FILE_BYTES else hashlib.sha256(path.read_bytes()).digest()
-    except OSError:
+        return hashlib.sha256(image_bytes(path)).digest()
+    except (OSError, ImageError):
         return None
+
+
+def image_bytes(path: Path) -> bytes:
+    """The bytes of the regular file at `path`, at most MAX_FILE_BYTES (ImageError otherwise). Opened
+    without blocking: hq122 F4, an image replaced by a named pipe after its folder was listed kept
+    calibrate waiting for a writer forever."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as file:
+        st = os.fstat(descriptor)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("not a regular file (a pipe, a socket or a device)")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{TOO_LARGE}: larger than {MAX_FILE_BYTES >> 20} MiB")
+        return file.read()
 
 
 def list_digest(paths: Sequence[Path], digests: Sequence[bytes | None] | None = None) -> str:
@@ -157,9 +172,7 @@ class ImageLoader:
         names: list[Path] = []
         for path in self.paths:
             try:
-                if path.stat().st_size > MAX_FILE_BYTES:
-                    raise ImageError(f"{TOO_LARGE}: larger than {MAX_FILE_BYTES >> 20} MiB")
-                raw = path.read_bytes()
+                raw = image_bytes(path)
                 if not raw:  # hq61: 'not a decodable image' said of a file that holds nothing
                     raise ImageError("empty: 0 bytes")
                 sample = load_sample(raw, self.preprocess)

@@ -259,6 +259,25 @@ def test_loader_skips_bad_files_and_hashes_content(image_dir: Path, tmp_path: Pa
     assert again.content_hash == loader.content_hash
 
 
+def test_an_image_turned_into_a_pipe_after_listing_is_skipped_not_waited_on(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    """hq122 F4: an image replaced by a named pipe after the folder was listed kept calibrate waiting for
+    a writer forever (open() of a FIFO blocks)."""
+    import os
+    import threading
+
+    paths = find_images(image_dir)[:3]
+    pipe = tmp_path / "late.jpg"
+    os.mkfifo(pipe)
+    loader = ImageLoader([*paths, pipe], PRE, 4)
+    reading = threading.Thread(target=lambda: list(loader), daemon=True)
+    reading.start()
+    reading.join(timeout=60)
+    assert not reading.is_alive()
+    assert loader.skipped == [(pipe, "not a regular file (a pipe, a socket or a device)")]
+
+
 def test_resolve_reads_layout_channels_and_size_from_the_model() -> None:
     options = PreprocessOptions(preset=Preset.unit)
     pre = resolve_preprocess(options, InputSpec("x", (None, 224, 224, 3)))
