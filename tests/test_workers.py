@@ -345,7 +345,34 @@ def test_a_worker_that_cannot_see_the_images_says_so_in_one_line(tmp_path: Path)
     seen = tmp_path / "a.png"
     seen.write_bytes(b"")
     with pytest.raises(ImageError, match=r"cannot see .*b\.png \(1 of 2 images of its chunk\): workers need"):
-        require_visible([seen, tmp_path / "b.png"])
+        require_visible([seen, tmp_path / "b.png"], worker=True)
+    require_visible([seen, tmp_path / "b.png"], worker=False)  # hq122 F5: here, removed is no NFS matter
+
+
+def test_an_image_removed_mid_run_in_process_is_skipped_and_named(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq122 F5: an image deleted while calibrate ran in one process failed 'vm cannot see ...: workers
+    need the images on a path every node reads (NFS ...)'. Here it is skipped and named."""
+    import shutil
+
+    from quantkit.pipeline import calib_chunks
+
+    images = tmp_path / "images"
+    shutil.copytree(image_dir, images)
+    gone = sorted(images.rglob("*.png"))[-1]
+    real = calib_chunks.run_chunk
+
+    def removing(*args: object, **kwargs: object) -> object:
+        gone.unlink(missing_ok=True)  # after the listing, before the chunk reads it
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(calib_chunks, "run_chunk", removing)
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    code, _, err = run(
+        ["calibrate", str(cnn), "--images", str(images), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert code == 0 and gone.name in err and "NFS" not in err, err
 
 
 def test_fp32_outputs_travel_to_trial_workers_unchanged() -> None:

@@ -112,7 +112,7 @@ def run_chunk(
     """A worker's task: decode the chunk's images (overlapping inference) and observe them."""
     if job.preprocess is None:
         raise ValueError("an image chunk needs its preprocessing")
-    require_visible(job.paths)
+    require_visible(job.paths, worker=progress is None)
     loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
     result = observe_chunk(
         chunk_sessions(shared, job),

@@ -87,7 +87,7 @@ def run_compare_chunk(
     """A worker's task: decode the chunk's images (overlapping inference), run both models, score."""
     reference = session_for(shared[0], job.keys[0], job.threads, job.runtime)
     candidate = session_for(shared[1], job.keys[1], job.threads, job.runtime)
-    require_visible(job.paths)
+    require_visible(job.paths, worker=progress is None)
     loader = ImageLoader(job.paths, job.preprocess, job.batch_size)
     check = ReferenceCheck(values=job.values | job.ordered)  # NMS-chosen ids are no classifier's
     first: list[Feed] = []

@@ -55,7 +55,7 @@ def run_validation_chunk(
     shared: Shared, job: ValidationJob, progress: Callable[[int], None] | None = None
 ) -> Counts:
     """A worker's task: the candidate over the chunk's images, (points lost, out of) per output scored."""
-    require_visible(job.paths)
+    require_visible(job.paths, worker=progress is None)
     candidate = session_for(shared[0], job.key, job.threads)
     return job.reference.counts(
         candidate, read_ahead(ImageLoader(list(job.paths), job.preprocess, job.batch_size))
