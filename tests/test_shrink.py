@@ -165,6 +165,33 @@ def test_an_earlier_verdict_never_outlives_an_exit_2_or_a_sigterm(
     assert released.read_bytes() == b"\x08\x08model"
 
 
+def test_a_step_summary_append_that_fails_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq122 F6: with the summary's disk full, shrink warned 'cannot append to the step summary' after
+    appending a report cut after 96 bytes; the next step's summary followed the cut text."""
+    import errno
+
+    from quantkit.pipeline import step_summary
+
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    written = os.write
+
+    def full_after_ten(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            return written(fd, bytes(data[:10]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(step_summary.os, "write", full_after_ten)
+    with pytest.raises(OSError, match="No space left on device"):
+        step_summary.append_text(summary, "### quantkit shrink: PASS\n" * 4)
+    assert summary.read_text() == "earlier step\n"
+    monkeypatch.setattr(step_summary.os, "write", written)
+    step_summary.append_text(summary, "next\n")
+    assert summary.read_text() == "earlier step\nnext\n"
+
+
 def test_a_users_own_reports_in_the_output_folder_are_never_removed(
     shrink_args: list[str],
     tmp_path: Path,

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import stat
 from pathlib import Path
-from typing import TextIO
 
 from quantkit.errors import OutputError
 from quantkit.files import refuse_over_artifact
@@ -41,11 +40,22 @@ def read_end(fifo: Path) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def appending(path: Path) -> Iterator[TextIO]:
-    """`path` opened to append text; a pipe whose reader left since the check fails (OSError), never
-    blocks."""
+def append_text(path: Path, text: str) -> None:
+    """Append `text` to `path` whole or not at all: a pipe whose reader left since the check fails
+    (OSError), never blocks; a file a failed write leaves cut (a full disk: hq122 F6, half a report
+    appended under the warning 'cannot append') is cut back to where it ended."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)  # as open("a")
-    os.set_blocking(fd, True)
-    with os.fdopen(fd, "a", encoding="utf-8") as handle:
-        yield handle
+    try:
+        os.set_blocking(fd, True)
+        st = os.fstat(fd)
+        data = memoryview(text.encode("utf-8"))
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            if stat.S_ISREG(st.st_mode):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, st.st_size)
+            raise
+    finally:
+        os.close(fd)
