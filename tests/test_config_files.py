@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -354,3 +355,19 @@ def test_a_normalisation_past_float32_is_one_line(
     8-24 lines and a NaN/Inf error named neither option."""
     argv = ["calibrate", "models/model.onnx", "--images", str(image_dir), "-o", "t.json", *flags]
     assert_one_line_error(*run(argv, capsys)[::2], "--mean / --std put the samples past float32's range")
+
+
+def test_a_working_folder_too_deep_to_search_is_said_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq122 F7: in a working folder 4441 characters deep every command failed 'File name too long
+    (<cwd>/pyproject.toml); check the path and that the disk is writable and not full'."""
+    monkeypatch.chdir(tmp_path)
+    for _ in range(22):  # past PATH_MAX (4096), one relative step at a time
+        Path("d" * 200).mkdir()
+        os.chdir("d" * 200)
+    code, _, err = run(["check", "m.onnx"], capsys)
+    assert_one_line_error(
+        code, err, "cannot look for pyproject.toml in the working folder (File name too long;"
+    )
+    assert "run quantkit from a folder of a shorter path" in err

@@ -49,16 +49,29 @@ def sources(cwd: Path, model: Path | None) -> list[tuple[Path, dict[str, Any]]]:
     """(file, its quantkit settings) in increasing precedence; files that do not exist are left out."""
     found = []
     project = cwd / PROJECT_FILE
-    if project.is_file():
+    if _is_file(project, "the working folder"):
         tool = _read(project).get("tool", {})
         table = tool.get("quantkit") if isinstance(tool, dict) else None  # hq114 F4: tool = "x" broke all
         if table is not None:
             found.append((project, _table(table, project)))
     if model is not None:
         beside = model.parent / MODEL_FILE
-        if beside.is_file():
+        if _is_file(beside, "the model's folder"):
             found.append((beside, _read(beside)))
     return found
+
+
+def _is_file(path: Path, where: str) -> bool:
+    """Whether a config file is at `path`; one line where its folder cannot be searched (hq122 F7: a
+    working folder 4441 characters deep failed 'File name too long (.../pyproject.toml)', a file the
+    user never named, 'check ... that the disk is writable and not full')."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot look for {path.name} in {where} ({exc.strerror}; {len(str(path.parent))} characters): "
+            "run quantkit from a folder of a shorter path"
+        ) from exc
 
 
 def defaults(
