@@ -356,18 +356,18 @@ def test_an_image_removed_mid_run_in_process_is_skipped_and_named(
     need the images on a path every node reads (NFS ...)'. Here it is skipped and named."""
     import shutil
 
-    from quantkit.pipeline import calib_chunks
+    from quantkit.pipeline import run_calibrate
 
     images = tmp_path / "images"
     shutil.copytree(image_dir, images)
     gone = sorted(images.rglob("*.png"))[-1]
-    real = calib_chunks.run_chunk
+    real = run_calibrate.run_chunk
 
     def removing(*args: object, **kwargs: object) -> object:
         gone.unlink(missing_ok=True)  # after the listing, before the chunk reads it
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(calib_chunks, "run_chunk", removing)
+    monkeypatch.setattr(run_calibrate, "run_chunk", removing)
     cnn = tiny_cnn(tmp_path / "cnn.onnx")
     code, _, err = run(
         ["calibrate", str(cnn), "--images", str(images), "-o", str(tmp_path / "t.json")], capsys
