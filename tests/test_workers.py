@@ -561,3 +561,27 @@ def test_an_interrupted_pool_whose_manager_waits_is_woken_not_waited_for(
     assert woken.is_set()  # returned though the thread did not end by itself; woken, it ends
     stuck._executor_manager_thread.join(5)
     assert not stuck._executor_manager_thread.is_alive()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_the_fork_server_ignores_ctrl_c_and_writes_nowhere() -> None:
+    """hq122 F3: Ctrl-C reaches the whole process group; the fork server caught importing the task's
+    module printed a KeyboardInterrupt traceback around the one line, and a worker forked as the run
+    stopped a FileNotFoundError's. The server starts with SIGINT ignored and stderr on /dev/null."""
+    script = (
+        "import os, signal\n"
+        "from multiprocessing import forkserver\n"
+        "from quantkit.parallel import local\n"
+        "local._start_forkserver()\n"
+        "pid = forkserver._forkserver._forkserver_pid\n"
+        "mask = next(l for l in open(f'/proc/{pid}/status') if l.startswith('SigIgn:')).split()[1]\n"
+        "print(int(mask, 16) >> (signal.SIGINT - 1) & 1, os.readlink(f'/proc/{pid}/fd/2'))\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, os.readlink('/proc/self/fd/2'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "QUANTKIT_DEBUG"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    server, here = done.stdout.splitlines()
+    assert server == "1 /dev/null", done.stderr
+    assert here.startswith("True ") and here != "True /dev/null"  # this process's own, as they were

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections import deque
@@ -73,6 +74,7 @@ class LocalPool:
             # workers fork from a server that has imported the task's module once: fast starts, and no
             # copy of this process's threads or sessions
             self._context.set_forkserver_preload([module])
+            _start_forkserver()
             executor = ProcessPoolExecutor(
                 max_workers=1, mp_context=self._context, initializer=watch, initargs=(os.getpid(),)
             )
@@ -146,6 +148,32 @@ class LocalPool:
             default = getattr(multiprocessing.context, "_default_context", None)
             if getattr(default, "_actual_context", None) is not None:
                 default._actual_context = None
+
+
+def _start_forkserver() -> None:
+    """Start the fork server (if it is not running) with Ctrl-C ignored, as its workers then are, and its
+    stderr (theirs) on /dev/null: workers say what happens through their results and this process's
+    lines (QUANTKIT_DEBUG keeps their stderr). hq122 F3: the terminal's SIGINT reaches the whole process
+    group, and the server caught importing the task's module printed a KeyboardInterrupt traceback around
+    the one line; a worker forked as this process stopped printed FileNotFoundError's from unpickling a
+    semaphore already gone. An ignored signal stays ignored across the server's exec; a handler would
+    not. From the main thread only (a signal handler is set there alone)."""
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    kept = os.dup(2)
+    try:
+        if not os.environ.get("QUANTKIT_DEBUG"):
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 2)
+            os.close(quiet)
+        forkserver.ensure_running()
+    finally:
+        os.dup2(kept, 2)
+        os.close(kept)
+        signal.signal(signal.SIGINT, previous)
 
 
 def _shut_down(executor: ProcessPoolExecutor) -> None:
