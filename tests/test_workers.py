@@ -576,7 +576,8 @@ def test_the_fork_server_ignores_ctrl_c_and_writes_nowhere() -> None:
         "pid = forkserver._forkserver._forkserver_pid\n"
         "mask = next(l for l in open(f'/proc/{pid}/status') if l.startswith('SigIgn:')).split()[1]\n"
         "print(int(mask, 16) >> (signal.SIGINT - 1) & 1, os.readlink(f'/proc/{pid}/fd/2'))\n"
-        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, os.readlink('/proc/self/fd/2'))\n"
+        "mine = signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        "print(mine, os.readlink('/proc/self/fd/2'))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "QUANTKIT_DEBUG"}
     done = subprocess.run(
