@@ -2197,6 +2197,10 @@ def test_closed_or_full_streams_keep_the_exit_code_true(cnn: Path, image_dir: Pa
     done = subprocess.run(["sh", "-c", f"{module} check {cnn} >&-"], capture_output=True, timeout=120)
     assert done.returncode == 2 and said in done.stderr.decode(), done.stderr
     assert len(done.stderr.decode().splitlines()) == 1, done.stderr  # no warning before the error
+    compare = f"{module} compare {cnn} {cnn} --images {image_dir} --runs 2 --json - >&-"
+    done = subprocess.run(["sh", "-c", compare], capture_output=True, timeout=120)
+    assert done.returncode == 2 and said in done.stderr.decode(), done.stderr
+    assert len(done.stderr.decode().splitlines()) == 1, done.stderr  # hq122 F9: after the run's tables
     # hq100 F13: a writer's summary lost to a closed stdout went without the warning errors.md promises
     closed = f"{calibrate} -o {tmp_path}/t2.json >&-"
     done = subprocess.run(["sh", "-c", closed], capture_output=True, timeout=120)

@@ -105,6 +105,8 @@ def _main() -> None:
             return
         _say_file_options(plain, default_map)
         refuse_empty_paths(commands, plain)
+        if closed:  # hq122 F9: a result stdout would carry is lost: said before the run, not after it
+            _lost(plain)
         result = group.main(args=argv, prog_name="quantkit", standalone_mode=False, default_map=default_map)
         _lost(plain)
         if closed and not RESULT_ON_STDOUT and VERBOSITY["level"] >= 0:
