@@ -153,6 +153,8 @@ def test_an_output_that_barely_changes_between_images_is_judged_on_what_changes(
     assert steady_warning("output", 17.44, 0.32) is not None
     assert steady_warning("output", 40.5, 23.4) is None  # the default method's, 0.62 px off: fine
     assert steady_warning("output", 15.0, 9.0) is None  # low, but not hidden: the pooled figure says so
+    assert steady_warning("output", 27.68, 11.18) is not None  # hq119 F1: PFLD's FP8, 5.9 % off
+    assert steady_warning("output", 33.87, 17.4) is not None  # hq119 F2: its --target tensorrt, 1.9 % off
     few = Variation()
     few.update(ref[: FEW_IMAGES - 1], cand[: FEW_IMAGES - 1])
     assert few.varying_db() is None
