@@ -685,10 +685,10 @@ def test_compare_states_the_level_a_float8_model_ran_at(
 ) -> None:
     """compare's JSON said ORT_ENABLE_ALL for a float8 model that quantkit's sessions run at the basic
     level (the default one miscomputes it)."""
-    from quantkit.pipeline.run_compare import _runtime_settings
+    from quantkit.pipeline.compare_chunks import runtime_settings
 
     out, _ = fp8_model
-    settings = _runtime_settings(Runtime.onnxruntime, onnx.load(str(out)), out)
+    settings = runtime_settings(Runtime.onnxruntime, onnx.load(str(out)), out)
     assert settings["graph_optimization"] == "ORT_ENABLE_BASIC"
 
 
