@@ -1135,6 +1135,7 @@ def test_unusual_pixel_formats_are_converted(cnn: Path, tmp_path: Path, capsys: 
 
 def test_thousands_of_images_stream(image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The loader reads files as batches are drawn, never the whole folder first."""
+    from quantkit import images
     from quantkit.image_folders import find_images
     from quantkit.images import ImageLoader
     from tests.test_images import PRE
@@ -1145,13 +1146,13 @@ def test_thousands_of_images_stream(image_dir: Path, tmp_path: Path, monkeypatch
     for i in range(3000):
         (folder / f"{i:05d}.png").write_bytes(source)
     reads: list[Path] = []
-    original = Path.read_bytes
+    original = images.image_bytes
 
-    def counting(self: Path) -> bytes:
-        reads.append(self)
-        return original(self)
+    def counting(path: Path) -> bytes:
+        reads.append(path)
+        return original(path)
 
-    monkeypatch.setattr(Path, "read_bytes", counting)
+    monkeypatch.setattr(images, "image_bytes", counting)
     batches = iter(ImageLoader(find_images(folder), PRE, 8))
     assert next(batches).data.shape[0] == 8
     assert len(reads) == 8
