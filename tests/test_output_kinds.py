@@ -128,6 +128,13 @@ def test_features_a_layer_reads_hold_values() -> None:
     whose scores are Relu -> pool (SqueezeNet's head) feeds no layer: scores still."""
     pooled = _head([helper.make_node("Softmax", ["z"], ["y"], axis=1)], outputs=["y", "z", "f"])
     assert value_outputs(pooled) == frozenset({"f"})
+    # hq124 F1: probabilities a MatMul sums into superclasses are scores still
+    superclasses = [
+        helper.make_node("Softmax", ["z"], ["y"], axis=1),
+        helper.make_node("MatMul", ["y", "groups"], ["g"]),
+    ]
+    groups = {"groups": np.eye(WIDTH, 3, dtype=np.float32)}
+    assert not {"y", "z"} & value_outputs(_head(superclasses, groups, outputs=["y", "g", "z"]))
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["a"], name="c1"),
         helper.make_node("Relu", ["a"], ["r"], name="relu"),

@@ -55,14 +55,21 @@ def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) ->
     index = GraphIndex(model)
     if kind is not OutputKind.auto:
         return frozenset(index.graph_outputs if kind is OutputKind.values else ())
-    found = {name for name in index.graph_outputs if _holds_values(index, name) or _layer_input(index, name)}
+    found = {
+        name for name in index.graph_outputs if _holds_values(index, name) or _pooled_features(index, name)
+    }
     return frozenset(found | _regressions(index) | _sequences(index, model))
 
 
-def _layer_input(index: GraphIndex, name: str) -> bool:
-    """An output a Conv, Gemm or MatMul of the graph reads (past reshapes): the features a head takes, given
-    beside its scores (hq121 F4: a ResNet's pooled Relu features beside its logits gated --max-drop on
-    their largest coordinate). A classifier's own scores feed no layer (SqueezeNet's Relu -> pool are)."""
+def _pooled_features(index: GraphIndex, name: str) -> bool:
+    """A pool's output (past reshapes) that a Conv, Gemm or MatMul of the graph reads: the features a head
+    takes, given beside its scores (hq121 F4: a ResNet's pooled Relu features beside its logits gated
+    --max-drop on their largest coordinate). A classifier's own pooled scores feed no layer (SqueezeNet's
+    Relu -> pool), and probabilities or logits a layer reads stay scores (hq124 F1: MobileNetV2's
+    probabilities, summed into superclasses by a MatMul, lost their top-1 agreement)."""
+    node = _computing(index, name)
+    if node is None or node.op_type not in _POOLS:
+        return False
     names, seen = [name], {name}
     while names:
         for reader, _ in index.consumers.get(names.pop(), []):
