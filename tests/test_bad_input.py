@@ -2202,6 +2202,12 @@ def test_closed_or_full_streams_keep_the_exit_code_true(cnn: Path, image_dir: Pa
     done = subprocess.run(["sh", "-c", compare], capture_output=True, timeout=120)
     assert done.returncode == 2 and said in done.stderr.decode(), done.stderr
     assert len(done.stderr.decode().splitlines()) == 1, done.stderr  # hq122 F9: after the run's tables
+    done = subprocess.run(["sh", "-c", compare.replace("--json -", f"--json {tmp_path}/j.json --markdown -")])
+    assert done.returncode == 2 and not (tmp_path / "j.json").exists()  # hq124 F3: one report to stdout
+    (cnn.parent / "quantkit.toml").write_text('[compare]\njson = "c.json"\n')  # hq124 F2: a file's report
+    done = subprocess.run(["sh", "-c", compare.replace(" --json -", "")], capture_output=True, timeout=120)
+    (cnn.parent / "quantkit.toml").unlink()
+    assert done.returncode == 0 and (cnn.parent / "c.json").is_file(), done.stderr
     # hq100 F13: a writer's summary lost to a closed stdout went without the warning errors.md promises
     closed = f"{calibrate} -o {tmp_path}/t2.json >&-"
     done = subprocess.run(["sh", "-c", closed], capture_output=True, timeout=120)
@@ -2224,7 +2230,8 @@ def test_closed_or_full_streams_keep_the_exit_code_true(cnn: Path, image_dir: Pa
     report = f"{module} compare {cnn} {cnn} --inputs {arrays} --runs 0 --json - --markdown {tmp_path}/r.md"
     done = subprocess.run(["sh", "-c", f"{report} >&-"], capture_output=True, timeout=120)
     assert done.returncode == 2, done.stderr  # hq76 4: r.md was written beside the report lost
-    assert "error: cannot write the report to stdout (it is closed)" in done.stderr.decode()
+    assert "error: cannot write to stdout (it is closed), which carried the result" in done.stderr.decode()
+    assert not (tmp_path / "r.md").exists()  # hq124 F3: refused before the run, one report on stdout
     assert not (tmp_path / "r.md").exists()
 
 

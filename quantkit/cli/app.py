@@ -175,7 +175,10 @@ def carries_result(argv: Sequence[str]) -> bool:
         *zip(argv, [*argv[1:], ""], strict=True),
         *(a.split("=", 1) for a in argv if a.startswith("--") and "=" in a),
     ]
-    return not any(flag in flags and value not in ("", "-") for flag, value in pairs)
+    given = [value for flag, value in pairs if flag in flags]
+    # one report to stdout carries a result there, whatever the others go to (hq124 F3: --json FILE
+    # --markdown - >&- ran every image before its exit 2)
+    return "-" in given or not any(value not in ("", "-") for value in given)
 
 
 # -1 with --quiet (no progress, no tables: files, errors and exit codes only), 1 with --verbose (each step

@@ -22,6 +22,7 @@ import typer.main
 from quantkit.cli.app import (
     CONFIG_FILES,
     LOUDNESS_FLAGS,
+    RESULT_FILES,
     RESULT_ON_STDOUT,
     STDOUT_LOST,
     VERBOSITY,
@@ -105,10 +106,12 @@ def _main() -> None:
             return
         _say_file_options(plain, default_map)
         refuse_empty_paths(commands, plain)
+        effective = _with_file_results(commands, plain, default_map)  # hq124 F2: a file's json = path
+        RESULT_ON_STDOUT[:] = [True] if carries_result(effective) else []
         if closed:  # hq122 F9: a result stdout would carry is lost: said before the run, not after it
-            _lost(plain)
+            _lost(effective)
         result = group.main(args=argv, prog_name="quantkit", standalone_mode=False, default_map=default_map)
-        _lost(plain)
+        _lost(effective)
         if closed and not RESULT_ON_STDOUT and VERBOSITY["level"] >= 0:
             say_stdout_lost()
         if result == 130:  # click turns Ctrl-C into a return value when not in standalone mode
@@ -402,6 +405,22 @@ def _loudness(args: list[str]) -> tuple[list[str], set[int]]:
         elif letters + 1 < len(arg):
             kept.append(f"-{arg[1 + letters :]}")
     return kept, levels
+
+
+def _with_file_results(
+    commands: dict[str, Any], argv: list[str], files: dict[str, dict[str, Any]]
+) -> list[str]:
+    """argv with the report files (--json, --markdown, --write-exclusions) config files give and argv does
+    not: the result goes to them, not to stdout (app.carries_result reads the command line alone)."""
+    command = commands.get(argv[0]) if argv else None
+    extra: list[str] = []
+    for param in command.params if command is not None else []:
+        flag = param.opts[0] if param.opts else ""
+        value = files.get(argv[0], {}).get(param.name)
+        given = any(a in param.opts or a.startswith(f"{flag}=") for a in argv)
+        if flag in RESULT_FILES.get(argv[0], ()) and value is not None and not given:
+            extra += [flag, str(value)]
+    return [*argv, *extra]
 
 
 def _lost(argv: list[str]) -> None:
