@@ -14,7 +14,7 @@ import pytest
 
 from quantkit.pipeline.held_out import contents
 from tests.conftest import tiny_cnn
-from tests.helpers import run
+from tests.helpers import assert_one_line_error, run
 
 FAST = ["--runs", "0"]
 
@@ -108,3 +108,9 @@ def test_convert_says_when_some_validation_images_calibrated_the_model(
     assert code == 0 and said in " ".join(err.split()), err
     code, _, err = run([*argv, "--validation", str(cats)], capsys)
     assert code == 0 and "--validation images are calibration images" not in err
+    renamed = tmp_path / "renamed"  # hq125 F1: the calibration images copied under other names passed
+    renamed.mkdir()
+    for k, photo in enumerate(sorted(dogs.iterdir())):
+        shutil.copy(photo, renamed / f"held{k}{photo.suffix}")
+    code, _, err = run([*argv, "--validation", str(renamed)], capsys)
+    assert_one_line_error(code, err, "the --validation images are the calibration images; hold some apart")

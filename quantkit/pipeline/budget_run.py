@@ -210,10 +210,12 @@ def check_validation(budget: AccuracyBudget, table: CalibrationTable, classes: S
     calibration images (held_out.validation_line)."""
     paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
     digests = [file_digest(path) for path in paths]  # each file read once, for both checks below
-    if list_digest(paths, digests) == table.meta.get("images", {}).get("list_sha256"):
+    found = [d for d in digests if d is not None]
+    same = list_digest(paths, digests) == table.meta.get("images", {}).get("list_sha256")
+    if same or held_out.all_calibrated(table.meta, found):  # the same files, or their copies
         raise ConfigError(
             "the --validation images are the calibration images; hold some apart for validation"
         )
     if budget.labels is not None:
         require_labelled(budget.labels, classes, paths, budget.validation.folder, "validation image")
-    return held_out.validation_line(table.meta, [d for d in digests if d is not None])
+    return held_out.validation_line(table.meta, found)

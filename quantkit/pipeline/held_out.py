@@ -74,6 +74,14 @@ def validation_line(meta: dict[str, object], digests: list[bytes]) -> str | None
     )
 
 
+def all_calibrated(meta: dict[str, object], digests: list[bytes]) -> bool:
+    """Whether every one of the --validation images (their digests) calibrated the table of `meta`, by
+    content, as exactly known (hq125 F1: renamed copies of the calibration images passed as validation
+    with a warning that they were 'partly' the same, where the originals were refused)."""
+    used, about = _calibrated(stamped(meta).get(NAME, ""), digests)
+    return bool(digests) and not about and used == len(digests)
+
+
 def _calibrated(recorded: str, digests: list[bytes]) -> tuple[int, str]:
     """(how many of `digests` the record "<distinct> <base64>" lists, '' or 'about ' where estimated)."""
     distinct, _, packed = recorded.partition(" ")
