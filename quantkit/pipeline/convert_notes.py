@@ -221,7 +221,9 @@ def coarse_budget(report: BudgetReport | None) -> tuple[str, ...]:
         if unread
         else None
     )
-    return tuple(w for w in (skipped, coarse(report.max_drop, report.units, report.metric)) if w)
+    return tuple(
+        w for w in (skipped, coarse(report.max_drop, report.units, report.metric, len(report.chosen))) if w
+    )
 
 
 # the fallback line's name where the floor's search replaced the target's, and where tensorrt's parity

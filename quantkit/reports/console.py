@@ -101,10 +101,15 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         lines.append(" (before the speed-aware plan below)\n" if refined else "\n")
     if summary.budget is not None:
         b = summary.budget
+        more = "--max-trials" if b.stopped == "trials" else "--timeout"  # hq125 F2: 20 kept where 7 did
+        stop = (
+            f", stopped by the {b.stopped} limit: fewer layers may hold the budget ({more})"
+            if b.stopped
+            else ""
+        )
         lines.append(
             f"--max-drop {b.max_drop:g} ({b.metric} points, {b.validation_images} validation images): "
-            f"{len(b.trials)} trials{f', stopped by the {b.stopped} limit' if b.stopped else ''}\n"
-            + (f"{b.placed}\n" if b.placed else "")
+            f"{len(b.trials)} trials{stop}\n" + (f"{b.placed}\n" if b.placed else "")
         )
         for layers, drop in b.trials:
             mark = ("  <- chosen" + (" (not written)" if b.not_written else "")) if layers == b.chosen else ""
