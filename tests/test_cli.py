@@ -451,6 +451,12 @@ def test_index_and_name_lines_out_of_order_are_read_by_their_ids(tmp_path: Path)
         assert label_of(tmp_path / first / "a.png", tmp_path, lookup) == 1
     labels.write_text("2019 Toyota\n2017 Honda\n")
     assert read_classes(labels) == ["2019 Toyota", "2017 Honda"]
+    from quantkit.errors import ConfigError
+    from quantkit.evaluate.labels import require_labels_fit
+
+    # hq125 F4: ImageNet's labels for YOLOX read 'declared: 3549 classes', its anchor rows
+    with pytest.raises(ConfigError, match=r"declared: 3549, as top-1 reads .* \(a detector's rows are no"):
+        require_labels_fit([3549], labels)
 
 
 def test_a_labels_file_of_index_and_name_lines_matches_folders_by_name(tmp_path: Path) -> None:

@@ -143,7 +143,8 @@ def require_labels_fit(classes: Sequence[int], labels: Path) -> None:
     if 0 not in classes and count not in classes:
         raise ConfigError(
             f"the labels file lists {count} classes but no output has that many (declared: "
-            f"{', '.join(str(w) for w in classes)} classes); give the labels of this model"
+            f"{', '.join(str(w) for w in classes)}, as top-1 reads [N, C], [N, C, 1, 1] or [N, 1, 1, C] "
+            "scores); give the labels of this model (a detector's rows are no classes: --detector)"
         )
 
 
