@@ -92,7 +92,7 @@ def test_max_drop_keeps_the_planted_layer_float(
     planted: tuple[Path, Path], image_dir: Path, tmp_path: Path
 ) -> None:
     model, table = planted
-    budget = AccuracyBudget(5.0, ImageSelection(image_dir, 16, seed=2), metric=BudgetMetric.agreement)
+    budget = AccuracyBudget(5.0, ImageSelection(image_dir, 16, seed=2))  # metric auto: agreement here
     # rounding to nearest: compensated rounding repairs this planted layer (0 points lost fully INT8)
     config = ConvertConfig(rounding=Rounding.nearest)
     summary = pipeline.convert(model, table, tmp_path / "o.onnx", config, budget=budget)
@@ -102,7 +102,7 @@ def test_max_drop_keeps_the_planted_layer_float(
     assert report.chosen_drop <= 5.0 and 1 <= len(report.chosen) <= 2
     assert set(report.chosen) <= {"c2", "c3"}
     reasons = {s.node: s.reason for s in summary.plan.skipped}
-    assert all("--max-drop 5" in reasons[node] for node in report.chosen)
+    assert all("--max-drop 5 (agreement)" in reasons[node] for node in report.chosen)  # hq125 F5: '(auto)'
     # 16 images, one prediction each: 6.25 points apiece, so a budget of 5 lets none change
     assert report.units == 16
     assert any(

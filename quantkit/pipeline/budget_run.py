@@ -98,7 +98,7 @@ def search_budget(
 
     parallel = spread.parallel
     threads = threads_per_worker(parallel.threads, parallel.workers)
-    why = f"kept float by --max-drop {budget.max_drop:g} ({budget.metric.value})"
+    why = f"kept float by --max-drop {budget.max_drop:g} ({validator.metric.value})"  # hq125 F5: not "auto"
     with pool_for(parallel) as pool:
 
         def drop_of(kept: tuple[str, ...]) -> float:
