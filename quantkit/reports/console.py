@@ -221,7 +221,7 @@ def _corrections_text(summary: ConvertSummary) -> Text:
         elif c.rounded_layers:  # hq93 F4: "in 0 layers written int8" beside 8 int8 layers
             text.append(
                 f"weights rounded for their layer's output error ({measured}, every layer int8); "
-                "none of those layers is written int8 (the speed plan kept them float)\n"
+                "none of those layers is written int8 (why each is float: the kept-in-float table above)\n"
             )
         else:
             text.append(f"compensated rounding measured no better ({measured}); weights rounded to nearest\n")
