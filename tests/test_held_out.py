@@ -108,6 +108,9 @@ def test_convert_says_when_some_validation_images_calibrated_the_model(
     assert code == 0 and said in " ".join(err.split()), err
     code, _, err = run([*argv, "--validation", str(cats)], capsys)
     assert code == 0 and "--validation images are calibration images" not in err
+    code, _, err = run([*argv, "--validation", str(cats), "--validation-images", "100000"], capsys)
+    said = f"--validation-images 100000 asks for more images than {cats} holds; using all 12, each once"
+    assert code == 0 and said in " ".join(err.split()), err  # hq125 F9: all of them, without a word
     renamed = tmp_path / "renamed"  # hq125 F1: the calibration images copied under other names passed
     renamed.mkdir()
     for k, photo in enumerate(sorted(dogs.iterdir())):

@@ -18,7 +18,7 @@ from quantkit.evaluate.labels import read_classes, require_labelled
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.graph.output_kinds import label_outputs, value_outputs
 from quantkit.graph.query import GraphIndex
-from quantkit.image_folders import select_images
+from quantkit.image_folders import select_images, shortfall
 from quantkit.images import file_digest, list_digest
 from quantkit.outcomes import BudgetReport
 from quantkit.parallel import InProcess, pool_for, threads_per_worker
@@ -203,11 +203,13 @@ def check_detector_head(
     )
 
 
-def check_validation(budget: AccuracyBudget, table: CalibrationTable, classes: Sequence[int]) -> str | None:
+def check_validation(
+    budget: AccuracyBudget, table: CalibrationTable, classes: Sequence[int]
+) -> tuple[str, ...]:
     """Refuse, from the file lists before any model runs, validation images that are the calibration
     images, or that the labels file fits no output of or names none of (evaluate.labels.require_labelled):
-    hq68 5, each was found after the corrections and the op timing. The warning where some of them are
-    calibration images (held_out.validation_line)."""
+    hq68 5, each was found after the corrections and the op timing. The warnings where some of them are
+    calibration images (held_out.validation_line), or fewer than asked (image_folders.shortfall)."""
     paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
     digests = [file_digest(path) for path in paths]  # each file read once, for both checks below
     found = [d for d in digests if d is not None]
@@ -218,4 +220,6 @@ def check_validation(budget: AccuracyBudget, table: CalibrationTable, classes: S
         )
     if budget.labels is not None:
         require_labelled(budget.labels, classes, paths, budget.validation.folder, "validation image")
-    return held_out.validation_line(table.meta, found)
+    # hq125 F9: --validation-images past the folder's count used all of them without a word
+    said = (shortfall(budget.validation, paths), held_out.validation_line(table.meta, found))
+    return tuple(w for w in said if w)

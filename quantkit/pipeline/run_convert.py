@@ -83,7 +83,7 @@ def convert(
     if config.fp8:
         upgrade = (FP8_OPSET, "float8 Q/DQ need 19")
     model, table, prepared = load_for_int8(model_path, table_path, *upgrade)
-    shared = None  # a warning where some --validation images are calibration images (hq95 F2)
+    shared: tuple[str, ...] = ()  # where --validation images are calibration images (hq95 F2), or too few
     if budget is not None:  # its images, labels, head and metric read before the corrections and timing
         shared = check_validation(budget, table, class_counts(model))
         check_detector_head(model, table, budget.detection_threshold, budget.detector, budget)
@@ -101,7 +101,7 @@ def convert(
                 continue
             note = (f"kept float where OpenVINO's low-precision passes refused them: {', '.join(refused)}",)
             unkept = speed_memory.unkept_warning()  # hq100 F10: bytes that may differ, said
-            warned = summary.warnings + tuple(w for w in (shared, unkept) if w)
+            warned = summary.warnings + shared + ((unkept,) if unkept else ())
             return dataclasses.replace(
                 summary, notes=summary.notes + (note if refused else ()), warnings=warned
             )
