@@ -586,3 +586,25 @@ def test_the_fork_server_ignores_ctrl_c_and_writes_nowhere() -> None:
     server, here = done.stdout.splitlines()
     assert server == "1 /dev/null", done.stderr
     assert here.startswith("True ") and here != "True /dev/null"  # this process's own, as they were
+
+
+def test_compare_on_workers_sends_external_weights_inside(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq128 F1: shrink --workers 2 of a model saved with its weights in an external file calibrated and
+    converted, then failed 'keeps its weights in external files: compare it in one process'. The model
+    travels with its weights inside; the figures are those of one process."""
+    import onnx
+
+    model = onnx.load(str(tiny_cnn(tmp_path / "plain.onnx")))
+    external = tmp_path / "external.onnx"
+    onnx.save(model, str(external), save_as_external_data=True, location="external.data", size_threshold=0)
+    assert (tmp_path / "external.data").is_file()
+    figures = []
+    for workers in ("1", "2"):
+        report = tmp_path / f"c{workers}.json"
+        argv = ["compare", str(external), str(tmp_path / "plain.onnx"), "--images", str(image_dir)]
+        code, _, err = run([*argv, "--runs", "0", "--workers", workers, "--json", str(report)], capsys)
+        assert code == 0, err
+        figures.append(json.loads(report.read_text())["outputs"])
+    assert figures[0] == figures[1]

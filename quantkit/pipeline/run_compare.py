@@ -68,7 +68,7 @@ from quantkit.pipeline.compare_notes import (
 )
 from quantkit.pipeline.loading import model_bytes, refuse_bfloat16, too_few_read
 from quantkit.pipeline.progress import Progress, no_progress
-from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs
+from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs, sendable
 from quantkit.pipeline.writing import conversion_record, placed_elsewhere, recorded_preprocess
 from quantkit.reports.formats import skipped_line
 from quantkit.results import Feed, InputSpec, feed_repeat, fixed_batch_of
@@ -330,14 +330,13 @@ def _run_chunks(
         for key, path in zip(keys, (reference_path, candidate_path), strict=True):
             prime(key, threads, open_session(runtime, path, threads), runtime)
         blobs = [b"", b""]
-    else:
-        for path in (reference_path, candidate_path):
-            if model_bytes(path) != path.stat().st_size:
-                raise ConfigError(
-                    f"--workers and --ray send each model as one file; {path.name} keeps its weights in "
-                    "external files: compare it in one process"
-                )
-        blobs = [reference_path.read_bytes(), candidate_path.read_bytes()]
+    else:  # a model with its weights in external files travels with them inside (hq128 F1: refused)
+        blobs = [
+            path.read_bytes()
+            if model_bytes(path) == path.stat().st_size
+            else sendable(model_io.load_model(path), f"{path.name} (its external weights inside)", "compared")
+            for path in (reference_path, candidate_path)
+        ]
         keys = (model_key(blobs[0]), model_key(blobs[1]))
     jobs = [replace(job, keys=keys) for job in jobs]
     yield from run_jobs(parallel, blobs, run_compare_chunk, jobs, describe, tick)
