@@ -217,6 +217,11 @@ def test_table_never_pickles(tmp_path: Path) -> None:
         (lambda p: p.write_text("{not json"), "not a valid calibration table"),
         (lambda p: p.write_text(json.dumps({"format": "other"})), "not a quantkit calibration table"),
         (lambda p: p.write_text(p.read_text().replace('"version": 2', '"version": 99')), "table version 99"),
+        # hq128 F4: a version given as text read 'has table version 2, this quantkit reads 2'
+        (
+            lambda p: p.write_text(p.read_text().replace('"version": 2', '"version": "2"')),
+            "table version '2'",
+        ),
         (
             lambda p: table_io.arrays_path(p).write_bytes(table_io.arrays_path(p).read_bytes()[:100]),
             "does not belong to",

@@ -142,7 +142,7 @@ def load(json_path: Path) -> CalibrationTable:
         raise CalibrationError(f"{json_path} is not a quantkit calibration table; recalibrate")
     if doc.get("version") != TABLE_VERSION:
         raise CalibrationError(
-            f"{json_path} has table version {doc.get('version')}, this quantkit reads {TABLE_VERSION}; "
+            f"{json_path} has table version {doc.get('version')!r}, this quantkit reads {TABLE_VERSION}; "
             "recalibrate with this version"
         )
     npz_bytes = npz_path.read_bytes()
