@@ -170,6 +170,10 @@ def test_a_file_set_option_is_named_where_it_fails_and_toml_booleans_are_switche
     (project / "models" / "quantkit.toml").write_text("[compare]\nthreads = 0\n")  # hq109 F10: in the
     code, _, err = run(argv, capsys)  # table already, it was told a table would set it for compare alone
     assert "quantkit.toml, in its [compare] table)" in " ".join(err.split()), err
+    (project / "pyproject.toml").write_text("[tool.quantkit]\nseed = 3\n")  # hq128 F6: both files named
+    code, _, err = run(argv, capsys)
+    said = " ".join(err.split())
+    assert "(--threads was set in models/quantkit.toml, in its [compare] table)" in said, err
     (project / "models" / "quantkit.toml").write_text("range-cap = false\nbias-correction = true\n")
     code, stdout, err = run(
         ["convert", "models/model.onnx", "-c", "t.json", "-o", "o.onnx", "--print-config"], capsys

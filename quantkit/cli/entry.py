@@ -260,12 +260,14 @@ def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, A
         if (flag in message or f"'{flag}'" in message) and flag not in argv:
             if name == "ray" and os.environ.get("RAY_ADDRESS"):  # hq109 F2: click ranks it over the files
                 return ""
-            files = " or ".join(str(path) for path in CONFIG_FILES)
+            key = flag.removeprefix("--")
+            setting = [path for path, keys in SETTINGS if key in keys or key in (keys.get(argv[0]) or {})]
+            named = setting[-1:] or CONFIG_FILES  # hq128 F6: the file that set it, not every file read
+            files = " or ".join(str(path) for path in named)
             tables = " / ".join(  # hq61: pyproject.toml's is [tool.quantkit.<command>]
                 f"[tool.quantkit.{argv[0]}]" if path.name == "pyproject.toml" else f"[{argv[0]}]"
-                for path in CONFIG_FILES
+                for path in named
             )
-            key = flag.removeprefix("--")
             if not any(key in keys and not isinstance(keys[key], dict) for _, keys in SETTINGS):
                 return f" ({flag} was set in {files}, in its {tables} table)"  # hq109 F10: told to use one
             return f" ({flag} was set in {files}; a {tables} table there sets it for this command alone)"
