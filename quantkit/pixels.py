@@ -42,8 +42,15 @@ def _peak(image: ImageFile.ImageFile) -> tuple[float, float] | None:
         peak = (float(np.max(array)) + 1.0) * 256.0 - 1.0
         return peak, peak
     peak = float(np.max(array))  # not past 255 in I or F: read over 0-255 (or 0-1); NaN: skipped
-    sixteen = image.mode.startswith("I;16") or peak > 255
+    sixteen = _sixteen_bit(image) or peak > 255
     return (peak, range_level(array)) if sixteen and np.isfinite(array).all() else None
+
+
+def _sixteen_bit(image: Image.Image) -> bool:
+    """Whether the image stores 16-bit samples: Pillow's I;16 modes, and a PGM of maxval past 255, which
+    Pillow opens as mode I on 0-65535 (hq129 F1: a dark 16-bit PGM, 0..200 of 65535, was judged by its
+    own values and fed 257x brighter than the same pixels saved as a 16-bit PNG, without a word)."""
+    return image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PPM")
 
 
 def range_level(array: np.ndarray) -> float:
@@ -65,7 +72,7 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
             array[array < 0] += 2.0**32  # (hq94 F3: a 2^32 - 1 fill pixel refused the image)
         # a 16-bit image is read over 0-65535 whatever its level (hq68 14: the percentile's sorted copy
         # took a 9000 x 9000 grey PNG to 2.2 GB); the arithmetic in place, in the same order
-        sixteen = image.mode.startswith("I;16")
+        sixteen = _sixteen_bit(image)
         level = 0.0 if sixteen else range_level(array)
         unit = image.mode == "F" and level <= UNIT_SLACK
         top = 65535.0 if sixteen or level > 255 else 1.0 if unit else 255.0

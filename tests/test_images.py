@@ -129,6 +129,17 @@ def test_sixteen_bit_is_scaled_not_clipped() -> None:
     assert sample.max() == pytest.approx(255.0)
 
 
+def test_a_sixteen_bit_pgm_is_read_over_its_bit_depth_as_a_png_is() -> None:
+    """hq129 F1: Pillow opens a PGM of maxval 65535 as mode I; quantkit judged it by its own values, and a
+    dark frame (0..200 of 65535) was fed 257x brighter than the same pixels saved as a 16-bit PNG."""
+    pixels = np.linspace(0, 200, 64).reshape(8, 8).astype(np.uint16)
+    pgm = b"P5\n8 8\n65535\n" + pixels.astype(">u2").tobytes()
+    pre = Preprocess(height=8, width=8, channels=1, mean=(0.0,), std=(1.0,))
+    from_pgm, from_png = load_sample(pgm, pre), load_sample(_png(Image.fromarray(pixels)), pre)
+    np.testing.assert_array_equal(from_pgm, from_png)
+    assert from_pgm.max() <= 1.0
+
+
 def test_grayscale_model_gets_one_channel_and_nhwc_layout() -> None:
     pre = Preprocess(height=8, width=8, channels=1, layout=Layout.NHWC, mean=(0.0,), std=(1.0,))
     sample = load_sample(_png(Image.new("RGB", (10, 10), (255, 255, 255))), pre)
