@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from quantkit.config import (
     CROP_FRACTION,
@@ -28,12 +28,9 @@ from quantkit.config import (
 )
 from quantkit.config.preprocessing import check_fixed_sides, shape_text
 from quantkit.errors import ConfigError, ImageError
-from quantkit.pixels import WARNINGS, to_mode
+from quantkit.pixels import MAX_PIXELS, WARNINGS, pillow_limits, to_mode
 from quantkit.results import Batch, InputSpec
 
-MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit; larger images are refused, not decoded
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 MAX_FILE_BYTES = 256 << 20  # a file this large is not a photo for calibration; it is not read at all
 TOO_LARGE = "too large to read"  # why a file past either limit is skipped
 
@@ -205,7 +202,7 @@ def entries_hash(entries: Iterable[bytes]) -> str:
 def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
     """Decode, convert, resize and normalise one image file's bytes. float32 [C, H, W] or [H, W, C]."""
     try:  # one thread at a time in catch_warnings (pixels.WARNINGS)
-        with WARNINGS, warnings.catch_warnings():
+        with WARNINGS, warnings.catch_warnings(), pillow_limits():
             warnings.simplefilter("ignore")  # a damaged TIFF tag's UserWarning reached the terminal (hq68 2)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with _decoded(raw) as image:

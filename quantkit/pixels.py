@@ -3,8 +3,10 @@ range judged by their values; and the peak of 16-bit images, for calibrate's war
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,22 @@ from quantkit.errors import ImageError
 
 # catch_warnings swaps one process-wide list: two threads at once left 'ignore' in it (hq72 2)
 WARNINGS = threading.Lock()
+MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit; larger images are refused, not decoded
+
+
+@contextlib.contextmanager
+def pillow_limits() -> Iterator[None]:
+    """Pillow's process-wide limits as quantkit decodes (no truncated file filled in grey, no image past
+    MAX_PIXELS), the host's own put back after: hq129 F4, set once at import, they undid a library
+    caller's settings, and a caller's later LOAD_TRUNCATED_IMAGES = True (torch scripts set it) had
+    half-missing JPEGs calibrated on, their bottom rows grey. Held under WARNINGS, as
+    catch_warnings is: one decode at a time."""
+    kept = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+    ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, MAX_PIXELS
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = kept
 
 
 def peak_16_bit(path: Path) -> tuple[float, float] | None:
@@ -22,7 +40,7 @@ def peak_16_bit(path: Path) -> tuple[float, float] | None:
     48- or 64-bit PNG or TIFF), which Pillow reads as each value's high byte, by that byte: at most
     (high + 1) x 256 - 1 (hq61: 12-bit data in 48-bit PNGs arrived at 15 of 255 with no word)."""
     try:  # the decoder's warnings (a damaged tag) said nowhere, as images.load_sample (hq89 F6)
-        with WARNINGS, warnings.catch_warnings():
+        with WARNINGS, warnings.catch_warnings(), pillow_limits():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
                 return _peak(image)

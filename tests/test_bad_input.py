@@ -940,10 +940,37 @@ def test_an_image_over_the_pixel_limit_is_named_with_its_size(monkeypatch: pytes
 
     photo = io.BytesIO()
     Image.new("RGB", (40, 30)).save(photo, "PNG")
+    from quantkit import pixels
+
     monkeypatch.setattr(images, "MAX_PIXELS", 1000)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(pixels, "MAX_PIXELS", 1000)
     with pytest.raises(ImageError, match=r"^too large to read: 1,200 pixels, more than 1,000; downscale it$"):
         images.load_sample(photo.getvalue(), PRE)
+
+
+def test_pillows_settings_are_the_hosts_and_quantkits_limits_hold_anyway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq129 F4: quantkit set Pillow's process-wide limits once at import; a caller's own were undone
+    (its 20000 x 20000 scan refused), and a caller's later LOAD_TRUNCATED_IMAGES = True (torch scripts
+    set it) had a half-missing JPEG calibrated on, its bottom rows grey."""
+    import io
+
+    from PIL import Image, ImageFile
+
+    from quantkit.errors import ImageError
+    from quantkit.images import load_sample
+    from tests.test_images import PRE
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(photo, "JPEG")
+    with pytest.raises(ImageError, match="not a decodable image"):
+        load_sample(photo.getvalue()[: len(photo.getvalue()) // 2], PRE)
+    with pytest.raises(ImageError, match="too large to read: 900,000,000 pixels"):
+        load_sample(_bomb_png(), PRE)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True and Image.MAX_IMAGE_PIXELS is None  # the host's, back
 
 
 def test_bomb_is_refused_not_decoded() -> None:
