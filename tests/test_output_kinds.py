@@ -135,6 +135,15 @@ def test_features_a_layer_reads_hold_values() -> None:
     ]
     groups = {"groups": np.eye(WIDTH, 3, dtype=np.float32)}
     assert not {"y", "z"} & value_outputs(_head(superclasses, groups, outputs=["y", "g", "z"]))
+    # hq127 F1: a flattened Conv map (or a ViT's class token) a Gemm reads is features, not only a pool's
+    p, g = conv_params(4, 3, 1), rng(7)
+    flat = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="c1"),
+        helper.make_node("Flatten", ["c"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1),
+    ]
+    head = {"wf": g.normal(0, 0.1, (5, 4 * 16 * 16)).astype(np.float32), "bf": np.zeros(5, np.float32)}
+    assert value_outputs(make_model(flat, {**p, **head}, outputs=["y", "f"])) == frozenset({"f"})
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["a"], name="c1"),
         helper.make_node("Relu", ["a"], ["r"], name="relu"),

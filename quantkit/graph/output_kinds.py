@@ -55,20 +55,20 @@ def value_outputs(model: onnx.ModelProto, kind: OutputKind = OutputKind.auto) ->
     index = GraphIndex(model)
     if kind is not OutputKind.auto:
         return frozenset(index.graph_outputs if kind is OutputKind.values else ())
-    found = {
-        name for name in index.graph_outputs if _holds_values(index, name) or _pooled_features(index, name)
-    }
+    found = {name for name in index.graph_outputs if _holds_values(index, name) or _features(index, name)}
     return frozenset(found | _regressions(index) | _sequences(index, model))
 
 
-def _pooled_features(index: GraphIndex, name: str) -> bool:
-    """A pool's output (past reshapes) that a Conv, Gemm or MatMul of the graph reads: the features a head
-    takes, given beside its scores (hq121 F4: a ResNet's pooled Relu features beside its logits gated
-    --max-drop on their largest coordinate). A classifier's own pooled scores feed no layer (SqueezeNet's
-    Relu -> pool), and probabilities or logits a layer reads stay scores (hq124 F1: MobileNetV2's
-    probabilities, summed into superclasses by a MatMul, lost their top-1 agreement)."""
+def _features(index: GraphIndex, name: str) -> bool:
+    """An output that a Conv, Gemm or MatMul of the graph reads (past reshapes): the features a head takes,
+    given beside its scores (hq121 F4: a ResNet's pooled Relu features beside its logits gated --max-drop
+    on their largest coordinate; hq127 F1: a ViT's class token, taken by a Gather). Not probabilities or
+    logits a squashing op makes or reads: hq124 F1, MobileNetV2's probabilities, summed into superclasses
+    by a MatMul, lost their top-1 agreement."""
     node = _computing(index, name)
-    if node is None or node.op_type not in _POOLS:
+    if node is not None and node.op_type in _SQUASHING:
+        return False
+    if any(reader.op_type in _SQUASHING for reader, _ in index.consumers.get(name, [])):
         return False
     names, seen = [name], {name}
     while names:
