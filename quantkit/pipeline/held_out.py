@@ -68,18 +68,27 @@ def validation_line(meta: dict[str, object], digests: list[bytes]) -> str | None
     used, about = _calibrated(stamped(meta).get(NAME, ""), digests)
     if not used:
         return None
+    share = "partly" if used < len(digests) else "only"  # hq125 F1: 'partly' said of all of them
     return (
         f"{about}{used} of the {len(digests)} --validation images are calibration images: --max-drop's "
-        "search measured its budget partly on them; hold validation images apart from --images"
+        f"search measured its budget {share} on them; hold validation images apart from --images"
     )
 
 
 def all_calibrated(meta: dict[str, object], digests: list[bytes]) -> bool:
-    """Whether every one of the --validation images (their digests) calibrated the table of `meta`, by
-    content, as exactly known (hq125 F1: renamed copies of the calibration images passed as validation
-    with a warning that they were 'partly' the same, where the originals were refused)."""
-    used, about = _calibrated(stamped(meta).get(NAME, ""), digests)
-    return bool(digests) and not about and used == len(digests)
+    """Whether the --validation images (their digests) are the calibration images of the table of `meta`,
+    by content: each one of them, as many, as exactly known (hq125 F1: renamed copies of the calibration
+    images passed as validation, where the originals were refused). A subset of them is warned of
+    (validation_line), as before."""
+    recorded = stamped(meta).get(NAME, "")
+    used, about = _calibrated(recorded, digests)
+    return bool(digests) and not about and used == len(digests) == len(set(digests)) == _count(recorded)
+
+
+def _count(recorded: str) -> int:
+    """The distinct calibration images a record "<distinct> <base64>" counts (0: none readable)."""
+    distinct = recorded.partition(" ")[0]
+    return int(distinct) if distinct.isdigit() else 0
 
 
 def _calibrated(recorded: str, digests: list[bytes]) -> tuple[int, str]:
