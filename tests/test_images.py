@@ -191,8 +191,8 @@ def test_the_letterbox_pads_with_the_value_asked_for_and_records_it() -> None:
     assert Preprocess.from_dict(pre.to_dict()) == pre
     old = {k: v for k, v in pre.to_dict().items() if k != "pad"}
     assert Preprocess.from_dict(old).pad == 114.0
-    for bad in (-1.0, 256.0):
-        with pytest.raises(ConfigError, match="--pad takes a pixel value from 0 to 255"):
+    for bad in (-1.0, 256.0, 114.5, 0.5):  # hq129 F13: 114.5 recorded as given, fed as 114
+        with pytest.raises(ConfigError, match="--pad takes a whole pixel value from 0 to 255"):
             PreprocessOptions(pad=bad)
     with pytest.raises(ConfigError, match="--pad takes one number; got nan"):  # as every number option
         PreprocessOptions(pad=float("nan"))
