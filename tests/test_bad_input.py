@@ -1795,6 +1795,23 @@ def test_12_bit_data_in_16_bit_images_is_named(
     assert code == 0, err
     line = "warning: the images are 16-bit with values up to 4095 (12-bit data): quantkit reads 16-bit images"
     assert (line in " ".join(err.split())) is warned, err
+    code, _, err = run(["compare", str(cnn), str(cnn), "--images", str(folder), "--runs", "0"], capsys)
+    assert code == 0 and (line in " ".join(err.split())) is warned, err  # hq129 F3: compare said nothing
+
+
+def test_12_bit_images_first_of_many_are_found(tmp_path: Path) -> None:
+    """hq129 F2: 5 twelve-bit scans sorted before 100 photos: the 8 images checked missed them all."""
+    from quantkit.pipeline.calib_warnings import narrow_16_bit_of
+
+    g = np.random.default_rng(5)
+    scans = [tmp_path / f"a{k}.png" for k in range(5)]
+    for path in scans:
+        Image.fromarray(g.integers(0, 4096, (8, 8)).astype(np.uint16)).save(path)
+    photos = [tmp_path / f"p{k:03d}.png" for k in range(100)]
+    for path in photos:
+        Image.fromarray(g.integers(0, 256, (8, 8, 3)).astype(np.uint8)).save(path)
+    line = narrow_16_bit_of([*scans, *photos])
+    assert line is not None and " of the 32 images checked are 16-bit with values up to " in line
 
 
 def test_12_bit_images_among_others_are_counted() -> None:
