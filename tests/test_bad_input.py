@@ -2250,8 +2250,16 @@ def test_closed_or_full_streams_keep_the_exit_code_true(cnn: Path, image_dir: Pa
     assert done.returncode == 2 and not (tmp_path / "j.json").exists()  # hq124 F3: one report to stdout
     (cnn.parent / "quantkit.toml").write_text('[compare]\njson = "c.json"\n')  # hq124 F2: a file's report
     done = subprocess.run(["sh", "-c", compare.replace(" --json -", "")], capture_output=True, timeout=120)
-    (cnn.parent / "quantkit.toml").unlink()
     assert done.returncode == 0 and (cnn.parent / "c.json").is_file(), done.stderr
+    read, gone = os.pipe()  # hq127 F3: stdout a pipe its reader left: lost, and said, as with --json FILE
+    os.close(read)
+    plain = compare.replace(" --json - >&-", "")
+    done = subprocess.run(["sh", "-c", plain], stdout=gone, stderr=subprocess.PIPE, timeout=120)
+    os.close(gone)
+    (cnn.parent / "quantkit.toml").unlink()
+    assert done.returncode == 0 and b"warning: cannot write to stdout (Broken pipe)" in done.stderr, (
+        done.stderr
+    )
     # hq100 F13: a writer's summary lost to a closed stdout went without the warning errors.md promises
     closed = f"{calibrate} -o {tmp_path}/t2.json >&-"
     done = subprocess.run(["sh", "-c", closed], capture_output=True, timeout=120)

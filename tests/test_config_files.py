@@ -68,10 +68,11 @@ def test_a_run_uses_the_file(project: Path, image_dir: Path, capsys: pytest.Capt
         ["calibrate", "models/model.onnx", "--images", str(image_dir), "-o", "t.json", "-q"], capsys
     )
     assert code == 0 and stdout == "", err  # --quiet: files, errors, warnings only
-    (project / "models" / "quantkit.toml").write_text("[compare]\nruns = 0\n")
+    (project / "models" / "quantkit.toml").write_text('[compare]\nruns = 0\nmarkdown = "r.md"\n')
     argv = ["compare", "models/model.onnx", "models/model.onnx", "--images", str(image_dir), "--json", "-"]
     code, stdout, err = run(argv, capsys)  # hunt38 F4: the line went to stdout before the JSON
     assert code == 0 and json.loads(stdout)["schema"] and "options from" in err
+    assert ": markdown, runs (flags given" in err  # hq127 F5: 'markdown-path', the parameter's name
 
 
 @pytest.mark.parametrize(

@@ -104,10 +104,10 @@ def _main() -> None:
             _print_config(commands, plain, default_map)
             _lost(["--print-config"])  # the settings are its result, whatever the command (hq98 F1)
             return
-        _say_file_options(plain, default_map)
-        refuse_empty_paths(commands, plain)
         effective = _with_file_results(commands, plain, default_map)  # hq124 F2: a file's json = path
-        RESULT_ON_STDOUT[:] = [True] if carries_result(effective) else []
+        RESULT_ON_STDOUT[:] = [True] if carries_result(effective) else []  # before stdout's first line
+        _say_file_options(commands, plain, default_map)  # (hq127 F3: its loss went unsaid)
+        refuse_empty_paths(commands, plain)
         if closed:  # hq122 F9: a result stdout would carry is lost: said before the run, not after it
             _lost(effective)
         result = group.main(args=argv, prog_name="quantkit", standalone_mode=False, default_map=default_map)
@@ -274,14 +274,19 @@ def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, A
     return ""
 
 
-def _say_file_options(argv: list[str], default_map: dict[str, dict[str, Any]]) -> None:
+def _say_file_options(
+    commands: dict[str, Any], argv: list[str], default_map: dict[str, dict[str, Any]]
+) -> None:
     """One line naming the config files a command takes options from, and which (none under --quiet); on
     stderr where stdout carries a report (`--json -`, `--markdown -`), which it broke for a parser (hunt38
     F4), else on stdout, beside the results (stderr keeps an error to one line)."""
     used = default_map.get(argv[0], {}) if argv else {}
     if not used or VERBOSITY["level"] < 0 or {"--help", "-h"} & set(argv):
         return
-    names = ", ".join(sorted(name.replace("_", "-") for name in used))
+    options = {
+        p.name: p.opts[0].lstrip("-") for p in commands[argv[0]].params if p.opts
+    }  # json, not json-path
+    names = ", ".join(sorted(options.get(name, name.replace("_", "-")) for name in used))
     files = ", ".join(str(path) for path in CONFIG_FILES)
     pairs = itertools.pairwise(argv)
     report = any(a in ("--json", "--markdown") and b == "-" for a, b in pairs) or any(
