@@ -28,6 +28,7 @@ from quantkit.config import (
 )
 from quantkit.config.preprocessing import check_fixed_sides, shape_text
 from quantkit.errors import ConfigError, ImageError
+from quantkit.file_heads import IMAGE_BRANDS
 from quantkit.pixels import MAX_PIXELS, WARNINGS, pillow_limits, to_mode
 from quantkit.results import Batch, InputSpec
 
@@ -226,15 +227,29 @@ def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(normalised, dtype=np.float32)
 
 
+# hq129 F12: a phone's HEIC saved as .jpg read 'not a format Pillow reads, or a corrupt file', an EPS
+# 'Unable to locate Ghostscript'
+UNREAD, CONVERT = (
+    "an image of a format quantkit does not decode",
+    " by its content; convert it to JPEG or PNG",
+)
+
+
 def _decoded(raw: bytes) -> Image.Image:
     """The file's image, its pixels loaded. Whatever a decoder raises on damaged data is the file's fault,
     not quantkit's (hq68 2: Pillow's TIFF plugin raised TypeError and OverflowError on a damaged tag, its
     AVIF plugin RuntimeError on a flipped byte; each stopped calibrate and compare as an internal error
     where the file is skipped and named like any other broken one); out of memory is not."""
+    if raw.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):  # Pillow would run Ghostscript on it
+        raise ImageError(f"{UNREAD} (PostScript, EPS){CONVERT}")
     try:
         image = Image.open(io.BytesIO(raw))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError):
         raise
+    except UnidentifiedImageError as exc:  # hq129 F12: a phone's HEIC saved as .jpg was 'a corrupt file'
+        if raw[4:8] == b"ftyp" and raw[8:12] in IMAGE_BRANDS:
+            raise ImageError(f"{UNREAD} (HEIF / HEIC: no Pillow plugin for it here){CONVERT}") from exc
+        raise ImageError(f"not a decodable image ({_why(exc)})") from exc
     except Exception as exc:  # a third-party decoder's error on damaged data
         raise ImageError(f"not a decodable image ({_why(exc)})") from exc
     try:

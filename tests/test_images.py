@@ -210,6 +210,14 @@ def test_undecodable_and_bomb_images_raise_image_error() -> None:
     full = _png(Image.new("RGB", (64, 64)))
     with pytest.raises(ImageError):
         load_sample(full[: len(full) // 2], pre)
+    # hq129 F12: a phone's HEIC saved as .jpg, and an EPS (which Pillow would hand to Ghostscript)
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
+    with pytest.raises(
+        ImageError, match=r"\(HEIF / HEIC: no Pillow plugin for it here\) by its content; conv"
+    ):
+        load_sample(heic, pre)
+    with pytest.raises(ImageError, match=r"\(PostScript, EPS\) by its content; convert it to JPEG or PNG"):
+        load_sample(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n", pre)
 
 
 # hq68 2: a 24x18 TIFF whose strip-offsets tag has the wrong type (found by mutating bytes); Pillow's TIFF
