@@ -157,6 +157,11 @@ class ArrayStream:
 
     def _array(self, item: Any, index: int, spec: InputSpec, name: str | None = None) -> np.ndarray:
         what = self._label(index) if name is None else f"{self._label(index)}'s {name!r}"
+        if type(item).__module__.startswith("PIL."):  # hq129 F11: refused by its [H, W, 3] shape, no fix
+            raise ConfigError(
+                f"{what} is a PIL image; give image files (a folder or a list of paths, with preprocess=) "
+                "or model-ready arrays of the input's shape"
+            )
         try:
             given = np.asarray(item)
             if given.dtype.kind not in "biuf":  # hq57 A3: complex was cast, its imaginary part dropped

@@ -106,6 +106,16 @@ def test_data_as_a_set_or_one_dict(tmp_path: Path) -> None:
     assert arrays is not None and list(arrays) == [sample]
 
 
+def test_pil_images_as_data_are_refused_with_the_forms_taken(calibrated: tuple[Path, Path]) -> None:
+    """hq129 F11: a list of PIL images was refused as 'sample 0 has shape [426, 640, 3] per sample', which
+    said neither what was wrong nor what to give."""
+    cnn, _ = calibrated
+    photos = [Image.new("RGB", (640, 426)) for _ in range(2)]
+    with pytest.raises(quantkit.ConfigError, match=r"is a PIL image; give image files \(a folder or a list"):
+        quantkit.calibrate(cnn, data=photos, output=cnn.with_name("pil.calib.json"))
+    assert not cnn.with_name("pil.calib.json").exists()
+
+
 def test_onnxruntime_keeps_the_callers_log_level() -> None:
     """hq72 6: importing the API set onnxruntime's process-wide logger to fatal only; the caller's own
     sessions lost their warnings. The CLI and its workers still quiet it."""
