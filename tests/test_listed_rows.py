@@ -155,6 +155,7 @@ def test_an_output_that_barely_changes_between_images_is_judged_on_what_changes(
     assert steady_warning("output", 15.0, 9.0) is None  # low, but not hidden: the pooled figure says so
     assert steady_warning("output", 27.68, 11.18) is not None  # hq119 F1: PFLD's FP8, 5.9 % off
     assert steady_warning("output", 33.87, 17.4) is not None  # hq119 F2: its --target tensorrt, 1.9 % off
+    assert steady_warning("output", 85.0, 54.8) is None  # hq127 F4: an FP16 output, fine on what changes
     few = Variation()
     few.update(ref[: FEW_IMAGES - 1], cand[: FEW_IMAGES - 1])
     assert few.varying_db() is None
