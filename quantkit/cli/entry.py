@@ -261,8 +261,7 @@ def _from_file(message: str, argv: list[str], default_map: dict[str, dict[str, A
             if name == "ray" and os.environ.get("RAY_ADDRESS"):  # hq109 F2: click ranks it over the files
                 return ""
             key = flag.removeprefix("--")
-            setting = [path for path, keys in SETTINGS if key in keys or key in (keys.get(argv[0]) or {})]
-            named = setting[-1:] or CONFIG_FILES  # hq128 F6: the file that set it, not every file read
+            named = _setting_files(argv[0], key)[-1:] or CONFIG_FILES  # hq128 F6: that file, not all read
             files = " or ".join(str(path) for path in named)
             tables = " / ".join(  # hq61: pyproject.toml's is [tool.quantkit.<command>]
                 f"[tool.quantkit.{argv[0]}]" if path.name == "pyproject.toml" else f"[{argv[0]}]"
@@ -387,8 +386,13 @@ SETTINGS: list[tuple[Path, dict[str, Any]]] = []  # each config file read and wh
 def _which_file(command: str, key: str) -> str:
     """'config file: <path>', the last file that sets `key` for `command` (a command's table over its
     top-level keys, quantkit.toml over pyproject.toml): hq71 F11, --print-config named no file."""
-    setting = [path for path, keys in SETTINGS if key in keys or key in (keys.get(command) or {})]
+    setting = _setting_files(command, key)
     return f"config file: {setting[-1]}" if setting else "config file"
+
+
+def _setting_files(command: str, key: str) -> list[Path]:
+    """The config files that set `key` for `command` (top level or its table), in increasing precedence."""
+    return [path for path, keys in SETTINGS if key in keys or key in (keys.get(command) or {})]
 
 
 def _loudness(args: list[str]) -> tuple[list[str], set[int]]:
