@@ -29,7 +29,7 @@ from quantkit.config import (
 from quantkit.config.preprocessing import check_fixed_sides, shape_text
 from quantkit.errors import ConfigError, ImageError
 from quantkit.file_heads import IMAGE_BRANDS
-from quantkit.pixels import MAX_PIXELS, WARNINGS, pillow_limits, to_mode
+from quantkit.pixels import MAX_PIXELS, decoding, to_mode
 from quantkit.results import Batch, InputSpec
 
 MAX_FILE_BYTES = 256 << 20  # a file this large is not a photo for calibration; it is not read at all
@@ -202,9 +202,8 @@ def entries_hash(entries: Iterable[bytes]) -> str:
 
 def load_sample(raw: bytes, pre: Preprocess) -> np.ndarray:
     """Decode, convert, resize and normalise one image file's bytes. float32 [C, H, W] or [H, W, C]."""
-    try:  # one thread at a time in catch_warnings (pixels.WARNINGS)
-        with WARNINGS, warnings.catch_warnings(), pillow_limits():
-            warnings.simplefilter("ignore")  # a damaged TIFF tag's UserWarning reached the terminal (hq68 2)
+    try:
+        with decoding():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with _decoded(raw) as image:
                 pixels = to_mode(image, pre.channels)

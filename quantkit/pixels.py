@@ -20,18 +20,21 @@ MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit; larger images 
 
 
 @contextlib.contextmanager
-def pillow_limits() -> Iterator[None]:
-    """Pillow's process-wide limits as quantkit decodes (no truncated file filled in grey, no image past
-    MAX_PIXELS), the host's own put back after: hq129 F4, set once at import, they undid a library
-    caller's settings, and a caller's later LOAD_TRUNCATED_IMAGES = True (torch scripts set it) had
-    half-missing JPEGs calibrated on, their bottom rows grey. Held under WARNINGS, as
-    catch_warnings is: one decode at a time."""
-    kept = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
-    ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, MAX_PIXELS
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = kept
+def decoding() -> Iterator[None]:
+    """One decode at a time (WARNINGS), its decoder's warnings said nowhere (a damaged TIFF tag's
+    UserWarning reached the terminal: hq68 2, hq89 F6), and Pillow's process-wide limits quantkit's while
+    it lasts (no truncated file filled in grey, no image past MAX_PIXELS), the host's own put back after:
+    hq129 F4, set once at import, they undid a library caller's settings, and a caller's later
+    LOAD_TRUNCATED_IMAGES = True (torch scripts set it) had half-missing JPEGs calibrated on, their bottom
+    rows grey."""
+    with WARNINGS, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kept = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, MAX_PIXELS
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = kept
 
 
 def peak_16_bit(path: Path) -> tuple[float, float] | None:
@@ -39,11 +42,9 @@ def peak_16_bit(path: Path) -> tuple[float, float] | None:
     F past 255: read over 0-65535, or wider where its level is), else None. A 16-bit colour image (a
     48- or 64-bit PNG or TIFF), which Pillow reads as each value's high byte, by that byte: at most
     (high + 1) x 256 - 1 (hq61: 12-bit data in 48-bit PNGs arrived at 15 of 255 with no word)."""
-    try:  # the decoder's warnings (a damaged tag) said nowhere, as images.load_sample (hq89 F6)
-        with WARNINGS, warnings.catch_warnings(), pillow_limits():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                return _peak(image)
+    try:
+        with decoding(), Image.open(path) as image:
+            return _peak(image)
     except MemoryError:
         raise
     except Exception:  # whatever a decoder raises on damaged data: the file's, skipped where it is read
