@@ -12,16 +12,11 @@ import onnx
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import Layout, Preprocess
 from quantkit.evaluate.sanity import narrow_16_bit
-from quantkit.pipeline.calib_chunks import Merged, spread
+from quantkit.pipeline.calib_chunks import spread
 from quantkit.pixels import peak_16_bit
 from quantkit.results import Feed, InputSpec, feed_rows
 
 DEPTH_CHECKED = 32  # images opened again for their bit depth: 8 missed 5 twelve-bit scans among 100 photos
-
-
-def narrow_16_bit_images(merged: Merged) -> str | None:
-    """narrow_16_bit_of the images read."""
-    return narrow_16_bit_of(merged.observed)
 
 
 def narrow_16_bit_of(paths: Sequence[Path]) -> str | None:
