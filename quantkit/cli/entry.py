@@ -384,14 +384,12 @@ SETTINGS: list[tuple[Path, dict[str, Any]]] = []  # each config file read and wh
 
 
 def _which_file(command: str, key: str) -> str:
-    """'config file: <path>', the last file that sets `key` for `command` (a command's table over its
-    top-level keys, quantkit.toml over pyproject.toml): hq71 F11, --print-config named no file."""
-    setting = _setting_files(command, key)
-    return f"config file: {setting[-1]}" if setting else "config file"
+    """'config file: <path>', the last file that sets `key` (hq71 F11: --print-config named no file)."""
+    return f"config file: {setting[-1]}" if (setting := _setting_files(command, key)) else "config file"
 
 
 def _setting_files(command: str, key: str) -> list[Path]:
-    """The config files that set `key` for `command` (top level or its table), in increasing precedence."""
+    """The config files that set `key` for `command` (top level or its table), quantkit.toml the last."""
     return [path for path, keys in SETTINGS if key in keys or key in (keys.get(command) or {})]
 
 
