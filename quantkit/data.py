@@ -47,6 +47,7 @@ class ArrayStream:
         self.count = 0
         self.shapes: dict[str, tuple[int, ...]] = {}  # every sample's, per input, once the first is seen
         self.skipped: list[tuple[Path, str]] = []  # arrays are never skipped: a bad one is an error
+        self.raw_pixels: str | None = None  # the first uint8 array fed to a float input, named (hq129 F5)
         self._digest = hashlib.sha256()
         self._label = samples.label if isinstance(samples, ArrayFiles) else "sample {}".format
 
@@ -179,6 +180,8 @@ class ArrayStream:
             raise ConfigError(f"{what} holds NaN or Inf; feed finite values")
         if (spec.pixels or spec.integer or spec.dtype == "bool") and array.size:
             _require_integers(array, what, spec)
+        elif given.dtype == np.uint8 and self.raw_pixels is None:
+            self.raw_pixels = f"{what} holds uint8 values, fed to float input {spec.name!r} as 0 to 255"
         # an integer input's ids beyond it would change (a float input's may): integer arrays checked as
         # given, float ones as the float32 samples hold them (hq115 F10: 16777217.0 was fed 16777216)
         integers = spec.integer and given.dtype.kind in "iuf" and given.size > 0

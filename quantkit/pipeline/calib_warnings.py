@@ -11,6 +11,7 @@ import onnx
 
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import Layout, Preprocess
+from quantkit.data import ArrayStream
 from quantkit.evaluate.sanity import narrow_16_bit
 from quantkit.pipeline.calib_chunks import spread
 from quantkit.pixels import peak_16_bit
@@ -99,6 +100,18 @@ def kept_few(kept: Feed | None, seen: int) -> str | None:
         f"the table keeps {rows} of the {seen} samples for convert to choose and measure on: a table keeps "
         "samples of one shape, and the others' shapes differ; convert's figures rest on those, so measure "
         "the model written with compare --inputs on held-out arrays (or give samples of one shape)"
+    )
+
+
+def raw_pixels(stream: ArrayStream | None) -> str | None:
+    """A warning where arrays of uint8 fed a float input (hq129 F5: photos loaded with np.asarray(image)
+    were calibrated on as 0-255 floats without a word, where the model expects normalised pixels)."""
+    if stream is None or stream.raw_pixels is None:
+        return None
+    return (
+        f"{stream.raw_pixels}: where the model expects normalised pixels (most do), scale the arrays as it "
+        "was trained (x / 255, mean and std) or give the image files with --images and --preset; where it "
+        "takes 0-255, give float32 arrays to say so"
     )
 
 

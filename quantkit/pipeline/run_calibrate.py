@@ -49,7 +49,14 @@ from quantkit.pipeline.calib_chunks import (
     spread,
     spread_positions,
 )
-from quantkit.pipeline.calib_warnings import copies, few, kept_few, narrow_16_bit_of, placeholder_size
+from quantkit.pipeline.calib_warnings import (
+    copies,
+    few,
+    kept_few,
+    narrow_16_bit_of,
+    placeholder_size,
+    raw_pixels,
+)
 from quantkit.pipeline.loading import require_half_fits, require_quantizable, table_paths, too_few_read
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
@@ -306,6 +313,7 @@ def calibrate(
                 None if arrays is None else kept_few(kept, seen),
                 *(() if arrays is not None else (shortfall(config.images, paths), copies(meta))),
                 None if arrays is not None else narrow_16_bit_of(merged.observed),
+                raw_pixels(source),
                 placeholder,
             )
             if w

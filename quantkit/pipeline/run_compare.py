@@ -42,7 +42,7 @@ from quantkit.images import resolve_preprocess
 from quantkit.outcomes import ComparisonResult, OutputMetrics
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline import held_out
-from quantkit.pipeline.calib_warnings import narrow_16_bit_of
+from quantkit.pipeline.calib_warnings import narrow_16_bit_of, raw_pixels
 from quantkit.pipeline.compare_chunks import (
     CompareChunk,
     CompareJob,
@@ -138,7 +138,7 @@ def compare(
         preprocess = over_recorded(config.preprocess, given, recorded, spec, specs)
         if fixed_batch is None:
             size = fitting_batch(reference, {spec.name: preprocess.sample_shape}, size)
-        paths = select_images(config.images)
+        paths, source = select_images(config.images), None
         if config.labels is not None:  # hq68 5: found after running both models
             require_labelled(config.labels, class_counts(reference), paths, config.images.folder, "image")
         side = (preprocess.height, preprocess.width)
@@ -261,7 +261,7 @@ def compare(
             w
             for w in (
                 shortfall(config.images, paths) if arrays is None else None,
-                narrow_16_bit_of(paths) if arrays is None else None,
+                narrow_16_bit_of(paths) if arrays is None else raw_pixels(source),
                 skipped_line(done.skipped) if done.skipped else None,
                 copies_line(done.digests),
                 held_out.in_sample_line(candidate, done.digests),
