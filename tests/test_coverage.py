@@ -486,6 +486,50 @@ def test_calibrate_accepts_opset9_and_says_it_upgraded(
     assert "opset 9 -> 13" in out
 
 
+def test_an_opset11_resize_by_sizes_with_its_weights_listed_as_inputs_converts(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq130 F1: a torch 1.7 NanoDet-m (opset 11, weights listed as graph inputs, a bilinear Resize given
+    sizes beside an empty scales) was refused: upgraded to 13, its listed empty scales may be fed, and
+    onnxruntime refuses a Resize given both scales and sizes. Empty is absent: the upgrade clears them."""
+    p1, p2 = conv_params(4, 3, 3, 5), conv_params(8, 4, 3, 6)
+    inits = {
+        "w1": p1["w"],
+        "b1": p1["b"],
+        "w2": p2["w"],
+        "b2": p2["b"],
+        "empty": np.array([], np.float32),
+        "sizes": np.array([1, 4, 2 * SIZE, 2 * SIZE], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node(
+            "Resize",
+            ["r", "empty", "empty", "sizes"],
+            ["u"],
+            name="up",
+            mode="linear",
+            coordinate_transformation_mode="pytorch_half_pixel",
+        ),
+        helper.make_node("Conv", ["u", "w2", "b2"], ["y"], name="c2", pads=[1, 1, 1, 1]),
+    ]
+    model = make_model(nodes, inits, opset=11, input_shape=(1, 3, SIZE, SIZE))
+    model.ir_version = 6
+    model.graph.input.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in model.graph.initializer
+    )
+    out = _int8(model, tmp_path, image_dir)
+    converted = onnx.load(str(out))
+    assert converted.opset_import[0].version == 13
+    resize = next(n for n in converted.graph.node if n.op_type == "Resize")
+    assert list(resize.input[1:]) == ["", "", "sizes"]
+    assert sum(n.op_type == "QuantizeLinear" for n in converted.graph.node) >= 2
+    x = load_table(tmp_path / "model.calib.json").samples
+    assert isinstance(x, np.ndarray)
+    assert _sqnr(_outputs(tmp_path / "model.onnx", x[:1]), _outputs(out, x[:1])) > 20
+
+
 def test_opset6_is_refused_in_one_line(
     tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

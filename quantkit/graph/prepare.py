@@ -190,6 +190,8 @@ def prepare(
     model = legacy.model
     upgraded = resize_as_before(model_io.ensure_opset(model, minimum), before) if minimum else model
     if upgraded is not model:
+        upgraded = empty_resize_inputs(upgraded)
+    if upgraded is not model:
         check_upgrade(loaded, upgraded, before, size, (minimum, reason))  # against the legacy ops' kernels
     normalized = normalize(upgraded)
     uncast, casts = same_type_casts(normalized.model)
@@ -267,6 +269,25 @@ def resize_as_before(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
             scales = index.constant(node.input[2]) if len(node.input) > 2 else None
             shrinks = scales is not None and _all_shrink(scales)
             node.attribute.append(helper.make_attribute("nearest_mode", "ceil" if shrinks else "floor"))
+    return model
+
+
+def empty_resize_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """model (upgraded to opset 13 or later) with each Resize's roi, and its scales beside sizes, made
+    absent ('') where an empty initializer gives them: opset 11 had them present and empty; from 13 a
+    weight the graph lists as an input may be fed, and onnxruntime refuses a Resize given both scales and
+    sizes (hq130 F1: a torch 1.7 NanoDet-m, its weights listed as inputs, was refused). Exact: empty is
+    absent. Changed in place; the same model returned."""
+    if model_io.opset_version(model) < 13:
+        return model
+    empty = {t.name for t in model.graph.initializer if 0 in t.dims}
+    for node in model.graph.node:
+        if node.op_type != "Resize" or node.domain not in ("", "ai.onnx"):
+            continue
+        sized = len(node.input) > 3 and bool(node.input[3])
+        for k in (1, 2) if sized else (1,):
+            if k < len(node.input) and node.input[k] in empty:
+                node.input[k] = ""
     return model
 
 
