@@ -2622,3 +2622,33 @@ def test_forms_that_are_no_tensor_are_named_for_what_they_are(
     )
     said = load_reason("This is an invalid model. Error: two nodes with same node name (same).")
     assert said.endswith("; give each node its own name (or none) and export again")
+
+
+def test_nodes_sharing_a_name_are_refused_in_one_line(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq131 F1: every node named 'layer', with a Transpose to cancel between them, gave an internal error
+    (the rewrite found nodes by name); onnxruntime refuses such a model, which onnx's checker accepts."""
+    from onnx import helper
+
+    from tests.conftest import conv_params, make_model, save
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="layer", pads=[1, 1, 1, 1]),
+        helper.make_node("Transpose", ["c"], ["t"], name="layer", perm=[0, 1, 3, 2]),
+        helper.make_node("Relu", ["t"], ["r"], name="layer"),
+        helper.make_node("Transpose", ["r"], ["y"], name="layer", perm=[0, 1, 3, 2]),
+    ]
+    path = save(make_model(nodes, conv_params(4, 3)), tmp_path / "same.onnx")
+    for args in (
+        ["calibrate", str(path), "--images", str(image_dir), "-o", str(tmp_path / "t.json")],
+        ["convert", str(path), "--to", "fp16", "-o", str(tmp_path / "h.onnx")],
+    ):
+        code, _, err = run(args, capsys)
+        assert_one_line_error(
+            code,
+            err,
+            "the model has two nodes named 'layer', which onnxruntime refuses to load; give each node its "
+            "own name (or none) and export again",
+        )
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "h.onnx").exists()

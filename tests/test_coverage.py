@@ -1542,6 +1542,25 @@ def test_int8_keeps_what_if_and_loop_bodies_read(tmp_path: Path, image_dir: Path
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25
 
 
+def test_names_quantkit_makes_avoid_the_names_bodies_use(tmp_path: Path, image_dir: Path) -> None:
+    """hq131 F3: the Q/DQ tensors quantkit names were unique in the graph alone; an If branch naming its own
+    tensors 'x_dequantized' and 'r_scale' (as quantkit names the graph's) made the model written define
+    them twice, and onnxruntime refused it (convert exit 2, 'a converted form of the model')."""
+    model = control_flow_model()
+    branches = next(n for n in model.graph.node if n.op_type == "If").attribute
+    for body, taken in zip((a.g for a in branches), ("x_dequantized", "r_scale"), strict=True):
+        first = body.node[0]
+        body.node.append(helper.make_node("Identity", [taken], [first.output[0]]))
+        first.output[0] = taken
+    onnx.checker.check_model(model, full_check=True)
+    out = _int8(model, tmp_path, image_dir)
+    converted = onnx.load(str(out))
+    onnx.checker.check_model(converted, full_check=True)
+    made = {name for node in converted.graph.node for name in node.output}
+    assert {"x_dequantized_1", "r_scale_1"} <= made | {t.name for t in converted.graph.initializer}
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25
+
+
 def test_topological_order_puts_a_body_after_what_it_reads() -> None:
     loop_body = helper.make_graph(
         [helper.make_node("Identity", ["late"], ["o"])],

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import onnx
 
+from quantkit.graph.query import graphs_within
+
 
 class Namer:
     def __init__(self, model: onnx.ModelProto) -> None:
-        self.taken: set[str] = names_in(model.graph)
+        # the bodies' names too: a body may not define a name the graph around it does (hq131 F3: an If
+        # branch's own 'r1_scale' met the Q/DQ scale named so, and onnxruntime refused the model written)
+        self.taken: set[str] = {name for graph in graphs_within(model.graph) for name in names_in(graph)}
 
     def fresh(self, base: str) -> str:
         """`base`, or `base_1`, `base_2`, ... : the first not used anywhere in the model."""

@@ -197,6 +197,7 @@ def prepare(
     uncast, casts = same_type_casts(normalized.model)
     uncast, resizes = resize_all_axes(uncast)
     named, computed = fold_weight_shapes(uncast)
+    _require_unique_names(named)
     name_nodes(named)
     named, transposes = _transposes_cancelled(named, size)
     named, pads = fold_pads(named)
@@ -226,6 +227,20 @@ def prepare(
         unfused=unfused.counts,
         legacy=legacy.counts,
     )
+
+
+def _require_unique_names(model: onnx.ModelProto) -> None:
+    """Raise ModelError where two nodes share a name: onnxruntime refuses such a model (onnx's checker does
+    not), and the rewrites that find nodes by name would mistake one for the other (hq131 F1: an internal
+    error where a Transpose was to cancel)."""
+    seen: set[str] = set()
+    for node in model.graph.node:
+        if node.name and node.name in seen:
+            raise ModelError(
+                f"the model has two nodes named {node.name!r}, which onnxruntime refuses to load; give each "
+                "node its own name (or none) and export again"
+            )
+        seen.add(node.name)
 
 
 def _transposes_cancelled(
