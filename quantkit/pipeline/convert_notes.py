@@ -11,7 +11,7 @@ from quantkit.evaluate.budget_units import coarse
 from quantkit.graph.augment import COMPUTE_OPS
 from quantkit.outcomes import BudgetReport, Speed
 from quantkit.pipeline.speed_refine import REASON as SPEED_REASON
-from quantkit.results import QuantPlan
+from quantkit.results import FallbackStep, QuantPlan
 from quantkit.runtime_openvino import INSTALL as OPENVINO_INSTALL
 
 
@@ -280,3 +280,10 @@ def made_elsewhere(table_versions: object, running: dict[str, str]) -> tuple[str
         f"the table was made with {', '.join(other)} (this run: {here}): its ranges are what that run "
         "measured; calibrate again here for the bytes this machine alone would give",
     )
+
+
+def searched_short(target_db: float, start_db: float | None, steps: list[FallbackStep]) -> bool:
+    """Whether the --min-sqnr search (from start_db, through steps) ended below target_db by its own
+    measure: the model written is then measured so too, not by the smoke test's figure alone."""
+    reached = steps[-1].sqnr_db if steps else start_db
+    return bool(target_db) and reached is not None and reached < target_db
