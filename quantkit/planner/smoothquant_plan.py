@@ -126,6 +126,8 @@ class Rebalancer:
         if not uses or tensor in self.index.graph_outputs or tensor in self.shared:
             return []
         nodes = [n for n, position in uses if position == 0 and self.quantized.get(n.name) in REBALANCED_OPS]
+        # a Gemm with transA reads X's channels along axis 0, which no rebalance here scales (hq131 F2)
+        nodes = [n for n in nodes if not (n.op_type == "Gemm" and self.index.attribute(n, "transA", 0))]
         if len(nodes) != len(uses) or self._tied([n.input[1] for n in nodes], {n.name for n in nodes}):
             return []
         return nodes
