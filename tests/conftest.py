@@ -39,13 +39,14 @@ def _no_timed_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     check that writes a model measured slower than FP32 float (evaluate.speed.KEEP_FLOAT_BELOW;
     tests/test_speed_check.py sets it back), nor a decision kept from another test or run
     (pipeline.speed_memory: off unless a test sets its own folder), nor compare's warning that its timings
-    scattered (evaluate.figure_warnings.SCATTER_MIN_RUNS; tests/test_speed_check.py sets it back)."""
+    scattered, nor shrink's speed gate judging the runs' own ratios then (evaluate.speed.SCATTER_MIN_RUNS;
+    tests/test_speed_check.py sets it back)."""
     from quantkit.config import Prefer
-    from quantkit.evaluate import figure_warnings, speed
+    from quantkit.evaluate import speed
     from quantkit.pipeline import speed_memory, speed_refine
 
     monkeypatch.setitem(speed.KEEP_FLOAT_BELOW, Prefer.balanced, None)
-    monkeypatch.setattr(figure_warnings, "SCATTER_MIN_RUNS", 10**9)
+    monkeypatch.setattr(speed, "SCATTER_MIN_RUNS", 10**9)
 
     monkeypatch.setattr(speed_refine, "MIN_SAVING_US", float("inf"))
     monkeypatch.setattr(speed_refine, "MIN_TIMED_US", float("inf"))

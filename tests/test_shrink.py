@@ -748,6 +748,31 @@ def test_a_model_with_no_layer_quantized_is_timed_as_the_computation_it_is() -> 
     assert not same.passed and same.measured == 1.0 and "no layer quantized" in same.unit
 
 
+def test_the_speed_gate_judges_the_runs_own_ratios_where_the_p50s_scattered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hq130 F2: Yolo-FastestV2 failed --min-speedup 1 at 0.74x (the p50s' ratio) on a busy CPU while the
+    same run warned the timings scattered and gave the runs' own ratio, 1.01x: the gate judged the figure
+    the tool itself distrusted. Each run beside its twin under the same load, as convert measures."""
+    import dataclasses
+
+    from quantkit.config import Gates
+    from quantkit.evaluate import gates, speed
+    from tests.test_golden import _comparison
+
+    monkeypatch.setattr(speed, "SCATTER_MIN_RUNS", 2)  # conftest turns it off
+    reference, candidate = [2.0, 2.1, 2.0, 10.5, 10.4], [1.9, 2.0, 9.9, 9.9, 10.0]  # ratios near 1.05
+    comparison = dataclasses.replace(_comparison(), latency_samples_ms=(tuple(reference), tuple(candidate)))
+    bar = Gates(min_speedup=1.0)
+    (scattered,) = [g for g in gates.check(comparison, bar) if g.name == "min_speedup"]
+    assert scattered.passed and scattered.measured == pytest.approx(1.05, abs=0.01)
+    assert scattered.unit == "x FP32 speed (the median of the interleaved runs' ratios: the p50s scattered)"
+    steady = ((5.0, 5.1, 4.9, 5.0, 5.2), (2.5, 2.5, 2.4, 2.6, 2.5))
+    comparison = dataclasses.replace(comparison, latency_samples_ms=steady)
+    (p50,) = [g for g in gates.check(comparison, bar) if g.name == "min_speedup"]
+    assert p50.measured == comparison.speedup and p50.unit == "x FP32 speed (p50)"
+
+
 def test_a_boxes_drop_on_few_boxes_is_said_and_no_box_is_named() -> None:
     """hunt36: an end-to-end detector passed --max-drop 5 on the one box FP32 found in 16 photos, without
     a word; with no box at all its gate row advised '--detector', which was given."""

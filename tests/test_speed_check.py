@@ -223,10 +223,10 @@ def test_the_speed_line_warns_where_the_timings_scattered() -> None:
 def test_compare_warns_where_its_timings_scattered(monkeypatch: pytest.MonkeyPatch) -> None:
     """hunt54 C2: compare's speedup (the ratio of the p50s) read 0.43x on a loaded machine and 1.05x the
     next run, with no word; convert's line had one. Run by run the ratio held near 1.05x."""
-    from quantkit.evaluate import figure_warnings
+    from quantkit.evaluate import speed
     from quantkit.evaluate.figure_warnings import scattered_timing
 
-    monkeypatch.setattr(figure_warnings, "SCATTER_MIN_RUNS", 2)  # conftest turns it off
+    monkeypatch.setattr(speed, "SCATTER_MIN_RUNS", 2)  # conftest turns it off
 
     steady = ([5.0, 5.1, 4.9, 5.0, 5.2], [2.5, 2.5, 2.4, 2.6, 2.5])
     assert scattered_timing(steady) is None

@@ -13,7 +13,7 @@ import onnx
 
 from quantkit.evaluate.output_errors import NOISE_COSINE
 from quantkit.evaluate.output_noise import SIGN_IOU, rare_positives, sign_overlap
-from quantkit.evaluate.speed import scattered
+from quantkit.evaluate.speed import paired_speedup, scattered
 from quantkit.outcomes import OutputMetrics
 
 # A pooled SQNR at least this high reads as fine, so images where the output is noise get a warning.
@@ -162,20 +162,14 @@ def sign_region(name: str, counts: Any, where: str, who: str = "the converted mo
     )
 
 
-SCATTER_MIN_RUNS = 2  # timed runs a scatter is judged on (fewer than FEW_RUNS: few_runs says so too)
-
-
 def scattered_timing(samples: Sequence[Sequence[float]]) -> str | None:
     """A warning where the reference's and candidate's interleaved timings (ms, run by run) scattered too
     much for the p50s' ratio to be a figure: it and the median of the runs' own ratios disagree
     (evaluate.speed.scattered). hunt54 C2: 0.43x one run, 1.05x the next, on a loaded machine, no word."""
-    if len(samples) != 2 or min(len(samples[0]), len(samples[1])) < SCATTER_MIN_RUNS:
+    of_runs = paired_speedup(samples)
+    if of_runs is None:
         return None
-    reference, candidate = (np.asarray(s, np.float64) for s in samples)
-    if not (candidate > 0).all() or float(np.median(candidate)) <= 0:
-        return None
-    of_runs = float(np.median(reference / candidate))
-    of_medians = float(np.median(reference) / np.median(candidate))
+    of_medians = float(np.median(samples[0]) / np.median(samples[1]))
     apart, straddle = scattered(of_runs, of_medians)
     if not apart:
         return None

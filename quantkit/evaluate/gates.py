@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from quantkit.config import Gates
+from quantkit.evaluate.speed import paired_speedup, scattered
 from quantkit.outcomes import ComparisonResult, GateResult, OutputMetrics
 
 DROP_DIGITS = 9  # points, read to a billionth: float rounding of a ratio of counts is far below
@@ -84,6 +85,18 @@ def _judged_sqnr(output: OutputMetrics) -> tuple[float, str]:
     return output.varying_sqnr_db, f"{output.name!r} on what changes between images"
 
 
+def _speedup(result: ComparisonResult, unchanged: bool) -> tuple[float | None, str]:
+    """(the speedup the gate judges, how to name it): the p50s' ratio, or where the timings scattered the
+    median of the interleaved runs' own ratios, each run beside its twin under the same load, as convert
+    measures (hq130 F2: FAIL at 0.74x on a busy CPU, the runs' ratio 1.01x, which the warning gave)."""
+    if unchanged and result.speedup is not None:
+        return 1.0, "x FP32 speed (no layer quantized: its computation)"
+    paired = paired_speedup(result.latency_samples_ms)
+    if paired is not None and result.speedup is not None and scattered(paired, result.speedup)[0]:
+        return paired, "x FP32 speed (the median of the interleaved runs' ratios: the p50s scattered)"
+    return result.speedup, "x FP32 speed (p50)"
+
+
 def check(result: ComparisonResult, gates: Gates, unchanged: bool = False) -> tuple[GateResult, ...]:
     """One GateResult per configured gate; a figure that cannot be measured fails its gate. A reference
     that looks fed wrongly (ComparisonResult.reference_findings) fails the "reference" gate, set or not,
@@ -103,9 +116,8 @@ def check(result: ComparisonResult, gates: Gates, unchanged: bool = False) -> tu
             unit += "" if _worst_agreeing(result).probabilities else VALUES_HINT
         found.append(GateResult("max_drop", drop, gates.max_drop, unit, passed))
     if gates.min_speedup is not None:
-        speedup = 1.0 if unchanged and result.speedup is not None else result.speedup
+        speedup, unit = _speedup(result, unchanged)
         passed = speedup is not None and speedup >= gates.min_speedup
-        unit = "x FP32 speed (no layer quantized: its computation)" if unchanged else "x FP32 speed (p50)"
         found.append(GateResult("min_speedup", speedup, gates.min_speedup, unit, passed))
     if gates.max_size_ratio is not None:
         ratio = result.candidate_bytes / max(result.reference_bytes, 1)

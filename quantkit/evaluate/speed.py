@@ -13,7 +13,7 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -94,6 +94,20 @@ def latency_stats(samples_ms: np.ndarray) -> LatencyStats:
 # The median of per-run ratios (robust to a busy CPU) and the ratio of the medians differ by more than this
 # share where the timings scattered: hunt41 saw '0.99x FP32 (4.61 -> 5.94 ms)' on a loaded machine
 SCATTER = 0.10
+
+
+SCATTER_MIN_RUNS = 2  # timed runs a scatter is judged on (fewer than FEW_RUNS: few_runs says so too)
+
+
+def paired_speedup(samples: Sequence[Sequence[float]]) -> float | None:
+    """The median of the interleaved runs' own ratios, reference / candidate, from (reference, candidate)
+    ms run by run; None with fewer than SCATTER_MIN_RUNS runs or a time not above 0."""
+    if len(samples) != 2 or min(len(samples[0]), len(samples[1])) < SCATTER_MIN_RUNS:
+        return None
+    reference, candidate = (np.asarray(s, np.float64) for s in samples)
+    if not (candidate > 0).all() or float(np.median(candidate)) <= 0:
+        return None
+    return float(np.median(reference / candidate))
 
 
 def scattered(of_runs: float, of_medians: float) -> tuple[bool, bool]:
