@@ -233,6 +233,7 @@ def test_the_exclusions_file_stops_where_the_top_layers_together_measure_best() 
     written = exclusions_file(report, 3, "m.onnx").splitlines()
     assert [line.split("#")[0].strip() for line in written if line.split("#")[0].strip()] == ["conv_0"]
     assert "top 1: 7.48 dB, top 2: 6.10 dB, top 3: 5.59 dB" in written[0]
+    assert written[1].startswith("# measured with rebalancing off, as quantkit sensitivity measures;")
     rising = dataclasses.replace(report, cumulative=((1, 7.0, 0.1), (2, 8.0, 0.2), (3, 9.0, 0.3)))
     assert len([line for line in exclusions_file(rising, 3, "m.onnx").splitlines() if "conv_" in line]) == 3
     # the console says which sets do no better than fewer layers (3DDFA's third: 30.95 -> 30.33 dB)

@@ -77,7 +77,12 @@ def exclusions_file(result: SensitivityReport, keep: int | None, model: str) -> 
             f"# quantkit sensitivity of {model}: the top {count} layer(s){cap}: kept float together "
             f"they measured best ({together})"
         )
-    lines = [header]
+    # hq125 F8: "recovers 57%" read as convert's gain, where convert's rebalancing had taken most of it
+    lines = [
+        header,
+        "# measured with rebalancing off, as quantkit sensitivity measures; convert rebalances by default, "
+        "where keeping them float may recover less: its summary measures the model written",
+    ]
     for row in result.layers[:count]:
         # hunt52 C4: 'alone' where the layer's input path took 6 more float with it (convert's table says so)
         alone = f"with {len(row.with_it)} more layer(s) float (its input path)" if row.with_it else "alone"
