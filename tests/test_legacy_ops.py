@@ -99,3 +99,45 @@ def test_an_experimental_op_not_written_out_is_named(
     )
     assert code == 2 and "'%s'" not in err
     assert "could not take opset 7 to 13 (it knows no schema for ParametricSoftplus)" in err
+
+
+def test_ops_written_out_take_names_the_model_does_not_use() -> None:
+    """hq134 F1, F2: the constants and tensors written for an op were named f"{node}_scale", f"{node}_alpha"
+    whatever the model named its own: an ImageScaler 'pre' beside the model's weight 'pre_scale' was
+    refused as failing onnx's checker, a QuickGelu 'q' beside a 'q_alpha' gave a prepared model 5 dB from
+    the original, calibrated on with exit 0."""
+    from quantkit.graph.unfuse import unfuse
+
+    model = _legacy_model()
+    model.graph.node[0].name = "pre"
+    renamed = {"w": "pre_scale", "b": "pre_shift"}
+    for node in model.graph.node:
+        node.input[:] = [renamed.get(n, n) for n in node.input]
+    for value in [*model.graph.input, *model.graph.initializer]:
+        value.name = renamed.get(value.name, value.name)
+    x = np.random.default_rng(3).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    written = write_out(model, 7).model
+    onnx.checker.check_model(written)
+    np.testing.assert_allclose(run_outputs(written, x)[0], run_outputs(model, x)[0], rtol=1e-6, atol=1e-6)
+    p = conv_params(4, 3, 3, 22)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("QuickGelu", ["c"], ["d"], name="q", domain="com.microsoft", alpha=1.702),
+        helper.make_node("Mul", ["d", "q_alpha"], ["q_scaled"], name="mul"),
+        helper.make_node("Relu", ["q_scaled"], ["y"], name="relu"),
+    ]
+    weights = {**p, "q_alpha": np.array(-2.0, np.float32)}
+    graph = helper.make_graph(
+        nodes,
+        "fused",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [onnx.numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    fused = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    )
+    unfused = unfuse(fused, 13).model
+    onnx.checker.check_model(unfused)
+    assert not any(n.op_type == "QuickGelu" for n in unfused.graph.node)
+    np.testing.assert_allclose(run_outputs(unfused, x)[0], run_outputs(fused, x)[0], rtol=1e-5, atol=1e-5)

@@ -36,3 +36,14 @@ def fresh_name(base: str, taken: set[str]) -> str:
         name = f"{base}_{k}"
     taken.add(name)
     return name
+
+
+def fresh_prefix(base: str, taken: set[str]) -> str:
+    """`base`, or `base_1`, `base_2`, ...: the first that no name in `taken` extends as `<it>_...`, nor
+    is itself unless it is `base` (the node a rewrite replaces): every name made as f"{prefix}_..." is
+    then new (hq134 F1: a QuickGelu 'q' written out beside the model's own 'q_alpha' defined it twice)."""
+    name, k = base, 0
+    while (name != base and name in taken) or any(t.startswith(f"{name}_") for t in taken):
+        k += 1
+        name = f"{base}_{k}"
+    return name

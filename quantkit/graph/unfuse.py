@@ -28,6 +28,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from quantkit.graph.naming import fresh_prefix, names_in
+from quantkit.graph.query import graphs_within
+
 ORT_DOMAIN = "com.microsoft"
 GELUS = frozenset({"QuickGelu", "Gelu", "BiasGelu", "FastGelu"})  # no activation attribute
 UNFUSED_OPS = frozenset({"FusedConv", "FusedGemm", *GELUS})
@@ -78,11 +81,16 @@ def written_out(
     graph = out.graph
     nodes: list[onnx.NodeProto] = []
     counts: Counter[str] = Counter()
+    taken = {name for body in graphs_within(graph) for name in names_in(body)}
     for k, node in enumerate(graph.node):
         if not picked(node):
             nodes.append(node)
             continue
-        nodes.extend(write(node, node.name or f"{node.op_type}_{k}", graph))
+        before = len(graph.initializer)
+        written = write(node, fresh_prefix(node.name or f"{node.op_type}_{k}", taken), graph)
+        taken.update(t.name for t in graph.initializer[before:])
+        taken.update(name for n in written for name in (n.name, *n.output))
+        nodes.extend(written)
         counts[node.op_type] += 1
     del graph.node[:]
     graph.node.extend(nodes)
