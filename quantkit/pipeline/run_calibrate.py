@@ -10,17 +10,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from quantkit.array_files import Sample
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import GROUP_BYTES, check_finite, fetch_groups, rows_per_run
-from quantkit.calib.extremes import stress_images
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import CalibrateConfig, ImageSelection, Preprocess
 from quantkit.config.fixed_inputs import OPTION
-from quantkit.data import ArrayStream, feed_side, samples_at
+from quantkit.data import ArrayStream, feed_side
 from quantkit.errors import CalibrationError, ConfigError, ImageError, ModelError
 from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.files import check_output, refuse_foreign_arrays, write_set
@@ -37,7 +35,7 @@ from quantkit.graph.output_kinds import value_outputs
 from quantkit.graph.prepare import prepare
 from quantkit.graph.query import measured_in_place, selection_ordered
 from quantkit.image_folders import select_images, shortfall
-from quantkit.images import ImageLoader, entries_hash, resolve_preprocess
+from quantkit.images import entries_hash, resolve_preprocess
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline import held_out
 from quantkit.pipeline.calib_chunks import (
@@ -47,7 +45,6 @@ from quantkit.pipeline.calib_chunks import (
     observe_chunk,
     run_chunk,
     spread,
-    spread_positions,
 )
 from quantkit.pipeline.calib_warnings import (
     copies,
@@ -60,7 +57,8 @@ from quantkit.pipeline.calib_warnings import (
 from quantkit.pipeline.loading import require_half_fits, require_quantizable, table_paths, too_few_read
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import blobs_key, chunk_size, chunks, model_key, prime, run_jobs
-from quantkit.results import Batch, CalibrationTable, Feed, InputSpec, feed_rows, feed_shapes, fixed_batch_of
+from quantkit.pipeline.table_samples import read_again, refilled, sample_shapes, stress_samples
+from quantkit.results import Batch, CalibrationTable, Feed, feed_shapes, fixed_batch_of
 from quantkit.runtime import Session, fits_one_message, versions
 from quantkit.version import __version__
 
@@ -270,7 +268,7 @@ def calibrate(
         meta["inputs"] = {
             "count": seen,
             "sha256": source.content_hash,
-            **(_sample_shapes(kept) if kept is not None else {}),
+            **(sample_shapes(kept) if kept is not None else {}),
         }
     meta.update(
         {
@@ -281,10 +279,10 @@ def calibrate(
         }
     )
     if arrays is None:
-        stress = _stress_samples(merged, preprocess) if preprocess is not None else None
-        kept = _refilled(merged, preprocess) if preprocess is not None else kept
+        stress = stress_samples(merged, preprocess) if preprocess is not None else None
+        kept = refilled(merged, preprocess) if preprocess is not None else kept
     else:
-        kept, stress = _read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
+        kept, stress = read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
     for name in (h for h in halves if h in stats):  # data a float16 input cannot hold, refused here
         require_half_fits(name, max(abs(stats[name].minimum), abs(stats[name].maximum)))
     findings = check.findings()  # before the write: nothing is written where a step fails
@@ -380,65 +378,6 @@ def _observe_arrays(
             return merged
         keep = job.keep if merged.seen < job.keep else 0
         merged.add(observe_chunk(session, batches, replace(job, keep=keep), tick))
-
-
-def _refilled(merged: Merged, preprocess: Preprocess) -> Feed | None:
-    """The samples kept, or where an image picked for them could not be read (spread picks among every
-    image listed), SMOKE_SAMPLES spread over the images read, decoded again here: a table with 7 samples
-    left convert's smoke test and searches one short. The samples kept where they cannot be decoded here
-    (a Ray cluster's own storage) or differ in shape."""
-    kept = merged.samples
-    rows = 0 if kept is None else feed_rows(kept)
-    if rows >= min(SMOKE_SAMPLES, len(merged.observed)) or not isinstance(kept, np.ndarray | None):
-        return kept
-    picks = spread(merged.observed, SMOKE_SAMPLES)
-    loader = ImageLoader([p for p in merged.observed if p in picks], preprocess, SMOKE_SAMPLES)
-    batch = next(iter(loader), None)
-    if batch is None or loader.skipped or not isinstance(batch.data, np.ndarray):
-        return kept
-    if kept is not None and batch.data.shape[1:] != kept.shape[1:]:
-        return kept
-    return batch.data
-
-
-def _stress_samples(merged: Merged, preprocess: Preprocess) -> Feed | None:
-    """The images most often among the tensors' most extreme (calib.extremes), decoded again here; None
-    where no image stands out or this process cannot read them (a Ray cluster's own storage)."""
-    chosen = stress_images(p.image_extremes for p in merged.partials.values())
-    paths = [merged.observed[i] for i in chosen if i < len(merged.observed)]
-    if not paths:
-        return None
-    loader = ImageLoader(paths, preprocess, len(paths))
-    batch = next(iter(loader), None)  # one batch of them all: float32 [S, ...] (per input beside fixed ones)
-    return None if batch is None or loader.skipped else batch.data
-
-
-def _read_again(
-    merged: Merged, arrays: Iterable[Sample], spec: InputSpec
-) -> tuple[Feed | None, np.ndarray | None]:
-    """(the samples the table keeps, its stress samples), read again from the arrays where they can be (a
-    folder of files, a list: data.samples_at), of the first samples' shape. Kept: SMOKE_SAMPLES spread
-    over every sample as images' are (calib_chunks.spread), where all of them are of that shape, else the
-    first ones observed (a one-pass iterator's). Stress: the samples most often among the tensors' most
-    extreme (calib.extremes); None where there are none or the arrays cannot be read again: a table from
-    arrays could not measure the range cap without them."""
-    kept = merged.samples
-    if not isinstance(kept, np.ndarray):
-        return kept, None
-    chosen = stress_images(p.image_extremes for p in merged.partials.values())
-    picks = spread_positions(merged.seen, SMOKE_SAMPLES) if merged.seen > SMOKE_SAMPLES else []
-    found = samples_at(arrays, spec, [*chosen, *picks], kept.shape[1:])
-    if picks and all(k in found for k in picks):
-        kept = np.stack([found[k] for k in picks])
-    stress = [found[k] for k in chosen if k in found]
-    return kept, np.stack(stress) if stress else None
-
-
-def _sample_shapes(samples: Feed) -> dict[str, Any]:
-    """How the table records its samples' shape: one input's, or each input's by name."""
-    if isinstance(samples, np.ndarray):
-        return {"sample_shape": list(samples.shape[1:])}
-    return {"sample_shapes": {name: list(v.shape[1:]) for name, v in samples.items()}}
 
 
 def _check_enough_images(
