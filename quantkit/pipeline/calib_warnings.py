@@ -3,12 +3,13 @@ narrower data, arrays of shapes too varied for the table to keep its samples."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from quantkit.calib.observers import Partial
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import Layout, Preprocess
 from quantkit.data import ArrayStream
@@ -113,6 +114,26 @@ def raw_pixels(stream: ArrayStream | None) -> str | None:
         "was trained (x / 255, mean and std) or give the image files with --images and --preset; where it "
         "takes 0-255, give float32 arrays to say so"
     )
+
+
+def lone_extreme(
+    partials: Mapping[str, Partial], inputs: Sequence[str], name_of: Callable[[int], str], noun: str
+) -> str | None:
+    """A warning where one image (or sample) alone sets an input's range, reaching LONE_FACTOR times as
+    far as any other (calib.extremes: hq132 F1, one array holding 1e6 among 16 of N(0, 1): every other
+    calibrated to the zero point, the model written noise on 15 of 16). name_of: an image's name by its
+    index among those read."""
+    for name in inputs:
+        extremes = partials[name].image_extremes if name in partials else None
+        found = extremes.lone() if extremes is not None else None
+        if found is not None:
+            index, value, other = found
+            return (
+                f"{name_of(index)} reaches {value:.3g} in input {name!r}, where no other {noun} passes "
+                f"{other:.3g}: that one {noun} sets the input's range, and a model converted from this table "
+                f"is noise on the others; leave it out, or fix it"
+            )
+    return None
 
 
 def of_table(meta: dict[str, Any], reference: bool = True) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import onnx
 
-from quantkit.array_files import Sample
+from quantkit.array_files import ArrayFiles, Sample
 from quantkit.calib import table as table_io
 from quantkit.calib.collect import GROUP_BYTES, check_finite, fetch_groups, rows_per_run
 from quantkit.calib.table import SMOKE_SAMPLES
@@ -50,6 +50,7 @@ from quantkit.pipeline.calib_warnings import (
     copies,
     few,
     kept_few,
+    lone_extreme,
     narrow_16_bit_of,
     placeholder_size,
     raw_pixels,
@@ -312,11 +313,27 @@ def calibrate(
                 *(() if arrays is not None else (shortfall(config.images, paths), copies(meta))),
                 None if arrays is not None else narrow_16_bit_of(merged.observed),
                 raw_pixels(source),
+                lone_extreme(
+                    merged.partials,
+                    [s.name for s in fed],
+                    _namer(merged, arrays),
+                    "image" if arrays is None else "sample",
+                ),
                 placeholder,
             )
             if w
         ),
     )
+
+
+def _namer(merged: Merged, arrays: Iterable[Sample] | None) -> Callable[[int], str]:
+    """An image's (or sample's) name by its index among those read: its path, or a file's where each file
+    holds one sample, else 'sample K'."""
+    if arrays is None:
+        return lambda k: str(merged.observed[k]) if k < len(merged.observed) else f"image {k}"
+    if isinstance(arrays, ArrayFiles) and len(arrays.paths) == merged.seen:
+        return arrays.label
+    return lambda k: f"sample {k}"
 
 
 def _serialised(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from quantkit.evaluate.figure_warnings import kind_hidden, sign_region
+from quantkit.evaluate.figure_warnings import kind_hidden, noise_hidden, sign_region
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.evaluate.output_errors import OutputErrors, kinds_axis
 from quantkit.evaluate.output_noise import OutputNoise, add_signs, centres, channel_signs
@@ -63,7 +63,8 @@ def steady_outputs(
         return ()
     variations = {t: Variation() for t in tensors}
     outputs = {o.name for o in converted.graph.output}
-    kinds = {t: OutputErrors(t) for t in tensors if t in outputs and kinds_axis(reference[0][t].shape)}
+    errors = {t: OutputErrors(t) for t in tensors if t in outputs}
+    kinds = {t: e for t, e in errors.items() if kinds_axis(reference[0][t].shape)}
     signs: dict[str, np.ndarray | None] = {t: None for t in tensors if t in outputs}  # sign_region's [C, 5]
     axes = channel_axes(converted, signs)
     session = Session.of(with_outputs(converted, tensors, typed=False))
@@ -71,8 +72,8 @@ def steady_outputs(
         for tensor, variation in variations.items():
             if ref[tensor].shape == got[tensor].shape and ref[tensor].dtype.kind == "f":
                 variation.update(ref[tensor], got[tensor].astype(np.float64))
-                if tensor in kinds:
-                    kinds[tensor].update(ref[tensor], got[tensor])
+                if tensor in errors:
+                    errors[tensor].update(ref[tensor], got[tensor])
                 if tensor in signs:
                     counts = channel_signs(ref[tensor], got[tensor], axes.get(tensor))
                     signs[tensor] = add_signs(signs[tensor], counts)
@@ -93,7 +94,8 @@ def steady_outputs(
         for t, v in variations.items()
         if t not in judged
     ]
-    found += [kind_hidden(errors.result(), " on the calibration samples") for errors in kinds.values()]
+    found += [kind_hidden(e.result(), " on the calibration samples") for e in kinds.values()]
+    found += [noise_hidden(e.result(), samples=True) for e in errors.values()]
     where = "the calibration samples"
     found += [sign_region(t, counts, where) for t, counts in signs.items() if counts is not None]
     return tuple(w for w in found if w)
