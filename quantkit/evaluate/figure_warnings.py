@@ -74,12 +74,12 @@ def noise_hidden(m: OutputMetrics, samples: bool = False) -> str | None:
     if not m.noise_images or not m.sqnr_db >= POOLED_FINE_DB:
         return None
     where, each = ("the calibration samples", "sample") if samples else ("all images", "image")
-    alone = ", and where one sample holds values far beyond the others' it sets the ranges alone"
+    alone = ", and where one sample holds values far beyond the others' it sets the ranges alone" * samples
     return (
         f"output {m.name!r} measures {m.sqnr_db:.1f} dB pooled over {where}, but on {m.noise_images} "
         f"{each}(s) on their own it is mostly noise (cosine with FP32's below {NOISE_COSINE}): where its "
-        f"values are small (no text, an empty mask) the error is as large as they are{alone if samples else ''}"
-        "; judge it on your task's metric"
+        f"values are small (no text, an empty mask) the error is as large as they are{alone}; judge it on "
+        "your task's metric"
     )
 
 
