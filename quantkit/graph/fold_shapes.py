@@ -175,13 +175,23 @@ def fills_as_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     stored: list[onnx.TensorProto] = []
     for tensor in graph.initializer:
         value = _one_value(tensor, opset) if tensor.name not in kept_stored else None
-        if value is None:
+        compact = _broadcast_of(tensor) if value is None and tensor.name not in kept_stored else None
+        if value is None and compact is None:
             stored.append(tensor)
             continue
         shape_name = _unused(f"{tensor.name}_shape", taken)
         stored.append(numpy_helper.from_array(np.asarray(tensor.dims, dtype=np.int64), shape_name))
-        node_name = _unused(f"{tensor.name}_fill", taken)
-        fills.append(helper.make_node("ConstantOfShape", [shape_name], [tensor.name], node_name, value=value))
+        if value is not None:
+            node_name = _unused(f"{tensor.name}_fill", taken)
+            fills.append(
+                helper.make_node("ConstantOfShape", [shape_name], [tensor.name], node_name, value=value)
+            )
+            continue
+        assert compact is not None
+        compact_name = _unused(f"{tensor.name}_compact", taken)
+        stored.append(numpy_helper.from_array(compact, compact_name))
+        node_name = _unused(f"{tensor.name}_expand", taken)
+        fills.append(helper.make_node("Expand", [compact_name, shape_name], [tensor.name], node_name))
     if fills:
         del graph.initializer[:]
         graph.initializer.extend(stored)
@@ -205,6 +215,34 @@ def _one_value(tensor: onnx.TensorProto, opset: int) -> onnx.TensorProto | None:
     if not (array.view(np.uint8).reshape(array.size, -1) == first.view(np.uint8)).all():
         return None  # compared by bytes: -0.0 and 0.0, and NaN payloads, stay what they were
     return numpy_helper.from_array(first.copy(), "value")
+
+
+def _broadcast_of(tensor: onnx.TensorProto) -> np.ndarray | None:
+    """The smallest array that `tensor` (MIN_FILL_BYTES or more, stored in the file) broadcasts, where it
+    repeats its values along some axes and that array takes at most half its bytes; else None. hq133 F1:
+    BlazePalm's PRelu slopes, [C, 1, 1] expanded to each map's [1, C, H, W] (folded above, or stored so by
+    the exporter), made its INT8 file 1.98x and its FP16 1.18x the FP32 one."""
+    if (
+        not tensor.dims
+        or tensor.data_location == onnx.TensorProto.EXTERNAL
+        or _bytes(tensor) < MIN_FILL_BYTES
+    ):
+        return None
+    if tensor.data_type not in _FILL_TYPES:
+        return None
+    array = numpy_helper.to_array(tensor)
+    compact = array
+    for axis in range(array.ndim):
+        first = np.take(compact, [0], axis=axis)
+        if compact.shape[axis] > 1 and _same_bytes(compact, np.broadcast_to(first, compact.shape)):
+            compact = first
+    return np.ascontiguousarray(compact) if 2 * compact.nbytes <= array.nbytes else None
+
+
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal bit for bit (-0.0 and 0.0 differ, a NaN equals its own payload)."""
+    flat_a, flat_b = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
+    return bool((flat_a.view(np.uint8) == flat_b.view(np.uint8)).all())
 
 
 def _unused(name: str, taken: set[str]) -> str:
