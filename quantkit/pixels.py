@@ -51,6 +51,18 @@ def peak_16_bit(path: Path) -> tuple[float, float] | None:
         return None
 
 
+def stored_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) as the file stores the image (its header alone, nothing decoded), or None where
+    it cannot be opened."""
+    try:
+        with decoding(), Image.open(path) as image:
+            return int(image.width), int(image.height)
+    except MemoryError:
+        raise
+    except Exception:  # whatever a decoder raises on damaged data: the file's, skipped where it is read
+        return None
+
+
 def _peak(image: ImageFile.ImageFile) -> tuple[float, float] | None:
     wide = any(";16" in str(tile.args) for tile in image.tile)  # not a BMP's 16-bit RGB565
     colour = image.mode in ("RGB", "RGBA") and image.format in ("PNG", "TIFF") and wide

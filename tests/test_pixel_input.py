@@ -147,3 +147,30 @@ def test_uint8_arrays_fed_to_a_float_input_are_warned_of(cnn: Path, tmp_path: Pa
         code, out, err = run(compared, capsys)
         assert code == 0, err
         assert (warned in " ".join((out + err).split())) is said
+
+
+def test_images_the_models_size_already_are_said_to_be_zoomed_by_crop(
+    cnn: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq133 F3: 28x28 MNIST digits were scaled to 32x32 and cut back to 28 by the default --resize crop, a
+    LeNet's own FP32 top-1 98.6 -> 98.4 %, without a word."""
+    from PIL import Image
+
+    folder = tmp_path / "presized"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    for k in range(16):
+        Image.fromarray(g.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    warned = (
+        "the images are the model's 16x16 already: --resize crop (the default) scales them 1.14x and cuts "
+        "their border, as torchvision's Resize(18) + CenterCrop would; give --resize squash to feed them as "
+        "they are"
+    )
+    for resize, said in (("crop", True), ("squash", False)):
+        table = tmp_path / f"{resize}.json"
+        argv = ["calibrate", str(cnn), "--images", str(folder), "--resize", resize, "-o", str(table)]
+        code, _, err = run(argv, capsys)
+        assert code == 0 and (warned in " ".join(err.split())) is said, err
+        compared = ["compare", str(cnn), str(cnn), "--images", str(folder), "--resize", resize, "--runs", "0"]
+        code, out, err = run(compared, capsys)
+        assert code == 0 and (warned in " ".join((out + err).split())) is said, err

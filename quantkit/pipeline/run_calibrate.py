@@ -53,6 +53,7 @@ from quantkit.pipeline.calib_warnings import (
     lone_extreme,
     narrow_16_bit_of,
     placeholder_size,
+    presized,
     raw_pixels,
 )
 from quantkit.pipeline.loading import require_half_fits, require_quantizable, table_paths, too_few_read
@@ -312,6 +313,7 @@ def calibrate(
                 None if arrays is None else kept_few(kept, seen),
                 *(() if arrays is not None else (shortfall(config.images, paths), copies(meta))),
                 None if arrays is not None else narrow_16_bit_of(merged.observed),
+                None if preprocess is None else presized(merged.observed, preprocess),
                 raw_pixels(source),
                 lone_extreme(
                     merged.partials,

@@ -42,7 +42,7 @@ from quantkit.images import resolve_preprocess
 from quantkit.outcomes import ComparisonResult, OutputMetrics
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline import held_out
-from quantkit.pipeline.calib_warnings import narrow_16_bit_of, raw_pixels
+from quantkit.pipeline.calib_warnings import narrow_16_bit_of, presized, raw_pixels
 from quantkit.pipeline.compare_chunks import (
     CompareChunk,
     CompareJob,
@@ -262,6 +262,7 @@ def compare(
             for w in (
                 shortfall(config.images, paths) if arrays is None else None,
                 narrow_16_bit_of(paths) if arrays is None else raw_pixels(source),
+                presized(paths, preprocess) if arrays is None and preprocess is not None else None,
                 skipped_line(done.skipped) if done.skipped else None,
                 copies_line(done.digests),
                 held_out.in_sample_line(candidate, done.digests),
