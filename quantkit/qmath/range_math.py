@@ -40,17 +40,20 @@ def percentile_range(counts: np.ndarray, lo: float, hi: float, percentile: float
     return min(r_lo, 0.0), max(r_hi, 0.0)
 
 
-def _abs_histogram(counts: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, float]:
-    """Fold a histogram over [lo, hi] into a histogram of |x| over [0, max(|lo|, |hi|)] with as many bins.
+def _abs_histogram(
+    counts: np.ndarray, lo: float, hi: float, bins: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Fold a histogram over [lo, hi] into a histogram of |x| over [0, max(|lo|, |hi|)] with `bins` bins
+    (None: as many as `counts`).
 
     Mass is spread uniformly within each source bin (exact for the CDF at the new edges).
-    Returns (counts float64 [B], absmax).
+    Returns (counts float64 [bins], absmax).
     """
-    bins = counts.size
+    bins = counts.size if bins is None else bins
     absmax = max(abs(lo), abs(hi))
     if absmax == 0.0:
         return counts.astype(np.float64), 0.0
-    edges = bin_edges(lo, hi, bins)
+    edges = bin_edges(lo, hi, counts.size)
     cum = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
     new_edges = np.linspace(0.0, absmax, bins + 1)
     # mass of |x| <= t  =  F(t) - F(-t), with F the CDF (linear inside source bins, flat outside)
@@ -69,6 +72,9 @@ def without_zeros(counts: np.ndarray, lo: float, hi: float, zeros: int) -> np.nd
     return out
 
 
+ENTROPY_BINS = 2048  # the |x| histogram entropy_range searches, at most: TensorRT's
+
+
 def entropy_range(
     counts: np.ndarray, lo: float, hi: float, dtype: str = "uint8", stride: int = 1
 ) -> tuple[float, float]:
@@ -81,7 +87,8 @@ def entropy_range(
     (`without_zeros`): they are represented exactly, and a ReLU's spike at 0 would otherwise pull the
     threshold far down.
     """
-    folded, absmax = _abs_histogram(counts, lo, hi)
+    # its cost grows with the square of the bins: a --bins 2**20 table took hours a tensor (hq132 F3)
+    folded, absmax = _abs_histogram(counts, lo, hi, min(counts.size, ENTROPY_BINS))
     bins = folded.size
     if absmax == 0.0 or folded.sum() == 0:
         return min(lo, 0.0), max(hi, 0.0)
