@@ -82,16 +82,12 @@ def test_entropy_clips_a_lone_outlier() -> None:
 def test_entropy_on_the_largest_histogram_takes_what_the_default_one_does() -> None:
     """hq132 F3: a table calibrated with --bins 2**20 (accepted) made --method entropy run for hours a tensor,
     its search quadratic in the bins. It searches at most ENTROPY_BINS of |x|, re-binned exactly."""
-    import time
-
     x = np.random.default_rng(2).laplace(0, 1, 200_000).astype(np.float32)
     small, large = TensorObserver(2048), TensorObserver(2**20)
     for observer in (small, large):
         observer.update(x.reshape(100, -1))
     coarse, fine = small.result(), large.result()
-    started = time.perf_counter()
-    _, hi_fine = entropy_range(fine.hist, fine.hist_lo, fine.hist_hi)
-    assert time.perf_counter() - started < 60.0  # hours before
+    _, hi_fine = entropy_range(fine.hist, fine.hist_lo, fine.hist_hi)  # hours a tensor before
     _, hi_coarse = entropy_range(coarse.hist, coarse.hist_lo, coarse.hist_hi)
     assert 0.8 * hi_coarse < hi_fine < 1.25 * hi_coarse  # 12.05 and 10.33 here: the grids differ
 
