@@ -2652,3 +2652,38 @@ def test_nodes_sharing_a_name_are_refused_in_one_line(
             "own name (or none) and export again",
         )
     assert not (tmp_path / "t.json").exists() and not (tmp_path / "h.onnx").exists()
+
+
+def test_a_model_whose_fp32_output_is_never_finite_is_named_as_such(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq132 F2, F5: a BatchNormalization of variance 0 with epsilon 0 made every output Inf; --to fp16
+    said "input 'r' is float16 and is fed values up to nan" (an internal tensor) after numpy's two-line
+    RuntimeWarning, bf16 sent the user to calibrate, which then refused the model."""
+    from onnx import helper
+
+    from tests.conftest import conv_params, make_model, save
+
+    p = conv_params(4, 3)
+    norm = {
+        "s": np.ones(4, np.float32),
+        "bb": np.zeros(4, np.float32),
+        "m": np.zeros(4, np.float32),
+        "v": np.array([1.0, 0.0, 1.0, 1.0], np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["n"], name="bn", epsilon=0.0),
+        helper.make_node("Relu", ["n"], ["y"], name="relu"),
+    ]
+    path = save(make_model(nodes, {**p, **norm}), tmp_path / "inf.onnx")
+    for to in ("fp16", "bf16"):
+        code, _, err = run(["convert", str(path), "--to", to, "-o", str(tmp_path / f"{to}.onnx")], capsys)
+        assert_one_line_error(
+            code, err, "the FP32 model gives NaN or Inf in output 'y' on every one of the synthetic inputs"
+        )
+        assert not (tmp_path / f"{to}.onnx").exists()
+    code, _, err = run(
+        ["calibrate", str(path), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert_one_line_error(code, err, "the FP32 model produced NaN or Inf in 1 output(s) (first: 'y')")

@@ -41,6 +41,8 @@ def fold_batchnorms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         if conv is None:
             continue
         weight, bias = _folded(index, conv, bn)
+        if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+            continue  # a variance of 0 with epsilon 0 (hq132 F5): the model's own Inf, where it computes it
         w_name = namer.fresh(f"{conv.input[1]}_bn")
         b_name = namer.fresh(f"{bn.name}_bias")
         out.graph.initializer.extend(
@@ -202,7 +204,11 @@ def _folded(index: GraphIndex, conv: onnx.NodeProto, bn: onnx.NodeProto) -> tupl
     assert var is not None
     eps = index.attribute(bn, "epsilon", 1e-5)
     assert isinstance(eps, float)
-    s = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    with np.errstate(
+        divide="ignore", invalid="ignore", over="ignore"
+    ):  # numpy's warnings are no line of ours
+        s = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
     shifted = (bias.astype(np.float64) if bias is not None else 0.0) - mean
-    new_weight = weight.astype(np.float64) * s.reshape((-1,) + (1,) * (weight.ndim - 1))
-    return new_weight.astype(np.float32), (shifted * s + beta).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        new_weight = weight.astype(np.float64) * s.reshape((-1,) + (1,) * (weight.ndim - 1))
+        return new_weight.astype(np.float32), (shifted * s + beta).astype(np.float32)

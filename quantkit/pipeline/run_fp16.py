@@ -5,6 +5,7 @@ and measured as its float32 emulation (graph.emulate)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,7 @@ def _converted(
         if drawn is None:
             raise
         raise drawn from exc
+    _require_finite(runs, measured, described)
     # on synthetic inputs, which only show a broken conversion, the logits alone (their "foreground" is noise)
     itself = with_foreground(inferred, measured, runs) if table is not None else ()
     reference = [{t: run[t] for t in sorted({*tensors, *itself})} for run in runs]
@@ -276,6 +278,32 @@ def _already_16_bit(weights: int, target: FloatFormat) -> tuple[str, ...]:
         f"bytes, so the file shrinks only by what was float32; the change is the activations computed in "
         f"{target.name}",
     )
+
+
+def _require_finite(runs: Runs, measured: Mapping[str, Sequence[str]], described: str) -> None:
+    """Raise ModelError where an output measured as itself is NaN or Inf on every sample, and not at the
+    same places with the same signs on each (a mask of -inf is by design; calibrate reads them alike):
+    nothing to measure a conversion against (hq132 F2: a BatchNormalization of variance 0 and epsilon 0
+    was refused as "input 'r' is float16 and is fed values up to nan", an internal tensor named)."""
+    for output, tensors in measured.items():
+        if output not in tensors or not runs or any(np.isfinite(run[output]).all() for run in runs):
+            continue
+        marks = [_marks(run[output]) for run in runs]
+        if (
+            any(m.shape != marks[0].shape or not np.array_equal(m, marks[0]) for m in marks)
+            or (marks[0] == 2).any()
+        ):
+            raise ModelError(
+                f"the FP32 model gives NaN or Inf in output {output!r} on every one of the {described}: "
+                "there is nothing to measure a conversion against; check its weights and constants (an "
+                "Inf, a BatchNormalization's variance of 0 with epsilon 0), or give -c TABLE of the inputs "
+                "it is fed"
+            )
+
+
+def _marks(values: np.ndarray) -> np.ndarray:
+    """Each value's kind: 0 finite, -1 / 1 an infinity of that sign, 2 NaN."""
+    return np.where(np.isnan(values), 2, np.where(np.isinf(values), np.sign(values), 0)).astype(np.int8)
 
 
 def _unchecked(synthetic: bool, min_sqnr: float, floor: float) -> tuple[str, ...]:
