@@ -8,6 +8,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -1267,3 +1268,100 @@ def test_an_onnx_ml_op_is_not_called_an_onnxruntime_contrib_op() -> None:
     )
     found = [f for f in tensorrt(model) if f.rule == "operator"]
     assert len(found) == 1 and "reads no ONNX-ML operator" in found[0].message
+
+
+def _quantized_chain(
+    x_scale: float = 0.03, channel_scale: float | None = None, saturated: bool = False
+) -> onnx.ModelProto:
+    """x -> Q/DQ -> Conv (int8 weight per channel, int32 bias) -> Relu -> Q/DQ -> Conv: as a quantizer
+    writes it, with the parameters given."""
+    g = np.random.default_rng(0)
+    w = g.normal(0, 0.1, (8, 3, 3, 3)).astype(np.float32)
+    sw = (np.abs(w).max(axis=(1, 2, 3)) / 127).astype(np.float32)
+    qw = np.clip(np.rint(w / sw[:, None, None, None]), -127, 127).astype(np.int8)
+    sb = (np.float32(0.03) * sw).astype(np.float32)
+    qb = np.full(8, 2**31 - 1, np.int32) if saturated else np.rint(g.normal(0, 0.1, 8) / sb).astype(np.int32)
+    if channel_scale is not None:
+        sw[3] = channel_scale
+    values = {
+        "xs": np.float32(x_scale),
+        "xz": np.uint8(128),
+        "qw": qw,
+        "sw": sw,
+        "zw": np.zeros(8, np.int8),
+        "qb": qb,
+        "sb": sb,
+        "zb": np.zeros(8, np.int32),
+        "rs": np.float32(0.05),
+        "rz": np.uint8(0),
+        "w2": g.normal(0, 0.1, (4, 8, 3, 3)).astype(np.float32),
+    }
+    make = helper.make_node
+    nodes = [
+        make("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="qx"),
+        make("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dqx"),
+        make("DequantizeLinear", ["qw", "sw", "zw"], ["wd"], name="dqw", axis=0),
+        make("DequantizeLinear", ["qb", "sb", "zb"], ["bd"], name="dqb", axis=0),
+        make("Conv", ["xd", "wd", "bd"], ["a"], name="conv1", pads=[1] * 4),
+        make("Relu", ["a"], ["r"], name="relu"),
+        make("QuantizeLinear", ["r", "rs", "rz"], ["rq"], name="qr"),
+        make("DequantizeLinear", ["rq", "rs", "rz"], ["rd"], name="dqr"),
+        make("Conv", ["rd", "w2"], ["y"], name="conv2", pads=[1] * 4),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 16, 16])],
+        [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in values.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize(
+    ("settings", "rule", "said"),
+    [
+        ({}, None, ""),
+        ({"x_scale": 0.0}, "scale", "its scale 'xs' holds 0 (a scale is finite and above 0)"),
+        ({"x_scale": float("inf")}, "scale", "its scale 'xs' holds Inf"),
+        ({"x_scale": -0.03}, "scale", "its scale 'xs' holds a value below 0"),
+        ({"channel_scale": 0.0}, "scale", "its scale 'sw' holds 0 in 1 of its 8 channels"),
+        ({"saturated": True}, "saturated-bias", "'qb' holds 8 value(s) at int32's limit"),
+    ],
+    ids=["ok", "zero", "inf", "negative", "one-channel", "saturated"],
+)
+def test_check_names_qdq_parameters_that_lose_what_they_carry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], settings: dict[str, Any], rule: str | None, said: str
+) -> None:
+    """hq132 F4: scales of 0, Inf or below 0 read only as 'not-fused' (the layer runs in float), and every
+    int32 bias saturated as 'no findings', where compare measured -20.7 dB: check reads other quantizers'
+    models too."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_quantized_chain(**settings), str(path))
+    for target in ("ort-cpu", "tensorrt", "openvino"):
+        code, out, _ = run(
+            ["check", str(path), "--target", target, "--json", str(tmp_path / "c.json")], capsys
+        )
+        found = json.loads((tmp_path / "c.json").read_text())["findings"]
+        rules = {f["rule"] for f in found}
+        if rule is None:
+            assert not rules & {"scale", "saturated-bias"}
+            continue
+        assert code == 1 and rule in rules, out
+        assert any(said in f["message"] for f in found if f["rule"] == rule)
+
+
+def test_a_nan_scale_is_refused_as_the_quantizers_not_the_trained_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq132 F4: a Q/DQ scale holding NaN was refused with "fix the trained weights and re-export"."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_quantized_chain(x_scale=float("nan")), str(path))
+    code, _, err = run(["check", str(path)], capsys)
+    assert_one_line_error(
+        code,
+        err,
+        "weight 'xs' of m.onnx holds 1 NaN or Inf value(s); a quantization scale: quantize the model again",
+    )

@@ -28,10 +28,14 @@ PARAMETER_READERS = frozenset(
 )
 
 
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
 def check_finite_weights(model: onnx.ModelProto, path: Path) -> None:
     """Refuse NaN in any float initializer or Constant (hunt42 F3), and Inf in one a PARAMETER_READERS op
     reads."""
     parameters = {name for n in model.graph.node if n.op_type in PARAMETER_READERS for name in n.input}
+    scales = {n.input[1] for n in model.graph.node if n.op_type in QDQ_OPS and len(n.input) > 1}
     read = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
     held = [  # a Constant nothing reads is no weight (hunt43 F5: onnxruntime drops it)
         (n.output[0], a.t)
@@ -52,7 +56,9 @@ def check_finite_weights(model: onnx.ModelProto, path: Path) -> None:
             finite = np.isfinite(values) if name in parameters else ~np.isnan(values)
             bad = int(values.size - np.count_nonzero(finite))
             if bad:
-                raise ModelError(
-                    f"weight {name!r} of {path.name} holds {bad} NaN or Inf value(s); "
-                    "fix the trained weights and re-export"
+                fix = (  # hq132 F4: a Q/DQ scale is the quantizer's, not a trained weight
+                    "a quantization scale: quantize the model again"
+                    if name in scales
+                    else "fix the trained weights and re-export"
                 )
+                raise ModelError(f"weight {name!r} of {path.name} holds {bad} NaN or Inf value(s); {fix}")

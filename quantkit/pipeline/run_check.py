@@ -9,7 +9,7 @@ import onnx
 
 from quantkit.config import Target
 from quantkit.errors import ModelError
-from quantkit.graph import model_io, openvino_rules, ort_rules
+from quantkit.graph import model_io, openvino_rules, ort_rules, qdq_params
 from quantkit.graph import target_rules as rules
 from quantkit.outcomes import CheckReport, Finding
 from quantkit.pipeline.writing import conversion_record, recorded_json
@@ -36,7 +36,13 @@ def check(model_path: Path, target: Target | None = None) -> CheckReport:
 
 
 def findings(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) -> tuple[Finding, ...]:
-    """inferred: the model with shapes inferred. ort-cpu also asks onnxruntime what it fused."""
+    """inferred: the model with shapes inferred. Q/DQ parameters that lose what they carry first, on every
+    target (graph.qdq_params)."""
+    return (*qdq_params.broken_params(model), *_placement(model, inferred, target))
+
+
+def _placement(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target) -> tuple[Finding, ...]:
+    """What `target` cannot fuse or run. ort-cpu also asks onnxruntime what it fused."""
     if target is Target.tensorrt:
         return tuple(rules.tensorrt(inferred))
     if target is Target.openvino:
