@@ -585,3 +585,20 @@ def test_a_candidate_replaced_while_compare_runs_is_refused(
     assert not report.exists()
     monkeypatch.setattr(run_compare, "_timed", timed)
     assert run([*argv, "--json", str(report)], capsys)[0] == 0  # nothing writes it now
+
+
+def test_an_output_without_the_batch_axis_is_one_images_not_a_row_each() -> None:
+    """hq133 F4: an output [A, 4] (RetinaFace-style exports write anchors with no batch axis) was split
+    into A 'images': on 40 images compare said 'on 1883 image(s) on their own it is mostly noise', a
+    cosine of 0.281 beside 41.6 dB. One run's output is its image's, whole."""
+    g = np.random.default_rng(0)
+    errors = OutputErrors("loc")
+    for _ in range(5):  # five images, one a run; 3/4 of the anchors near 0, as background ones are
+        ref = g.normal(0, 1, (1024, 4)) * np.r_[np.ones(256), np.full(768, 1e-3)][:, None]
+        cand = ref + g.normal(0, 0.01, ref.shape)
+        errors.update(ref, cand, 1)
+    result = errors.result()
+    assert result.noise_images == 0 and result.cosine > 0.99 and result.sqnr_db > 30
+    rows = OutputErrors("loc")  # unknown images: its rows, as before
+    rows.update(ref, cand)
+    assert rows.result().noise_images > 100

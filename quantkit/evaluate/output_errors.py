@@ -86,8 +86,10 @@ class OutputErrors:
         if self.labels:
             same = _per_row(ref == cand)
             self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(ref.shape[0])
+        # an output without the batch axis (loc [16800, 4] of one image) is one image's, not 16800 (hq133 F4)
+        whole = images is not None and ref.ndim > 0 and ref.shape[0] != images
         with np.errstate(invalid="ignore", over="ignore"):  # NaN and Inf give NaN figures, not warnings
-            self._add_errors(ref.astype(np.float64), cand.astype(np.float64))
+            self._add_errors(ref.astype(np.float64), cand.astype(np.float64), whole)
         axis = (axis if axis is not None else class_axis(ref, images)) if self.classification else None
         self.classification = axis is not None
         if axis is not None and not self.labels:
@@ -107,8 +109,9 @@ class OutputErrors:
             shared = (top_r[:, :, None] == top_c[:, None, :]).any(axis=2).sum()
             self.top5_overlap += float(shared) / k / positions
 
-    def _add_errors(self, ref64: np.ndarray, cand64: np.ndarray) -> None:
-        """The SQNR, cosine and largest-error sums of one batch [N, ...] (float64)."""
+    def _add_errors(self, ref64: np.ndarray, cand64: np.ndarray, whole: bool = False) -> None:
+        """The SQNR, cosine and largest-error sums of one batch [N, ...] (float64); whole: the batch's
+        output is one row, its first axis no images'."""
         # NaN or an infinity at the same place in both models (an -inf mask by design; a NaN FP32 makes
         # itself, which its findings name: hq74 4) is no error: hunt43 F3 read '-inf dB' and NaN for a
         # model at 44.4 dB on its finite values
@@ -127,10 +130,14 @@ class OutputErrors:
         self.single = self.single and ref64[0].size == 1 if len(ref64) else self.single
         self._add_kinds(ref64, diff)
         self.max_abs = _largest(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
-        flat_r, flat_c = _per_row(ref64), _per_row(cand64)
+        flat_r, flat_c = (
+            (ref64.reshape(1, -1), cand64.reshape(1, -1)) if whole else (_per_row(ref64), _per_row(cand64))
+        )
         norms_r, norms_c = np.linalg.norm(flat_r, axis=1), np.linalg.norm(flat_c, axis=1)
         dots = np.sum(flat_r * flat_c, axis=1)
-        row_noise = np.sum(_per_row(squared), axis=1)  # each image's share of the noise summed above
+        row_noise = np.sum(
+            squared.reshape(1, -1) if whole else _per_row(squared), axis=1
+        )  # each image's share
         self.image_power.extend(zip((norms_r**2).tolist(), row_noise.tolist(), strict=True))
         self.nonfinite += int(np.sum(~(np.isfinite(norms_r * norms_c) & np.isfinite(dots))))
         self.cosines.extend(cosines(norms_r, norms_c, dots))

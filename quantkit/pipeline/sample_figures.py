@@ -72,8 +72,8 @@ def steady_outputs(
         for tensor, variation in variations.items():
             if ref[tensor].shape == got[tensor].shape and ref[tensor].dtype.kind == "f":
                 variation.update(ref[tensor], got[tensor].astype(np.float64))
-                if tensor in errors:
-                    errors[tensor].update(ref[tensor], got[tensor])
+                if tensor in errors:  # one run's images: an output without the batch axis is theirs whole
+                    errors[tensor].update(ref[tensor], got[tensor], session.fixed_batch or 1)
                 if tensor in signs:
                     counts = channel_signs(ref[tensor], got[tensor], axes.get(tensor))
                     signs[tensor] = add_signs(signs[tensor], counts)
