@@ -41,7 +41,7 @@ from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
 from quantkit.image_folders import left_out
 from quantkit.images import TOO_LARGE
-from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take, half_overflow
+from quantkit.results import CalibrationTable, Feed, feed_rows, feed_take, half_overflow, sample_batches
 from quantkit.runtime import Session
 
 T = TypeVar("T")
@@ -225,8 +225,9 @@ def runs_as_given(
     run it at its default optimization level (its optimizer breaks some valid graphs: an opset-18 Pad by
     axes between NHWC Transposes, hq64a F2, 'Gather ... indices element out of data bounds'), the model
     as quantkit prepares it (which the reference ran already), with a note."""
-    try:
-        Session.of(model, spin=False).run(feed_take(samples, 0, 1))
+    try:  # one sample, padded to the batch the model fixes (hq133 F5: [10, ...] was fed 1 and 'failed')
+        session = Session.of(model, spin=False)
+        session.run(next(sample_batches(feed_take(samples, 0, 1), session.fixed_batch or 1)))
     except ModelError as exc:
         return prepared, (
             f"the FP32 model as given fails in onnxruntime at its default optimization level ({exc}); it is "
