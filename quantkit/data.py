@@ -180,8 +180,10 @@ class ArrayStream:
             raise ConfigError(f"{what} holds NaN or Inf; feed finite values")
         if (spec.pixels or spec.integer or spec.dtype == "bool") and array.size:
             _require_integers(array, what, spec)
-        elif given.dtype == np.uint8 and self.raw_pixels is None:
-            self.raw_pixels = f"{what} holds uint8 values, fed to float input {spec.name!r} as 0 to 255"
+        elif given.dtype == np.uint8 and self.raw_pixels is None and array.size and float(array.max()) > 1.0:
+            low, high = int(array.min()), int(array.max())  # 0/1 masks are no pixels (hq135 F5)
+            held = f"{what} holds uint8 values from {low} to {high}"
+            self.raw_pixels = f"{held}, fed to float input {spec.name!r} as they are"
         # an integer input's ids beyond it would change (a float input's may): integer arrays checked as
         # given, float ones as the float32 samples hold them (hq115 F10: 16777217.0 was fed 16777216)
         integers = spec.integer and given.dtype.kind in "iuf" and given.size > 0

@@ -549,3 +549,13 @@ def test_histograms_do_not_depend_on_the_batch_size_nor_the_images_order(
         assert other.keys() == hists[0].keys()
         for name, (hist, low, high, count) in other.items():
             assert np.array_equal(hist, hists[0][name][0]) and (low, high, count) == hists[0][name][1:], name
+
+
+def test_one_image_alone_is_the_one_far_beyond_the_next_which_has_values_too() -> None:
+    """calib.extremes.lone: hq132 F1's lone array (1e6 among N(0, 1)) is named; hq135 F4: masks all 0 but
+    one are not, their zeros quantized exactly."""
+    peaks = np.array([4.4, 3.9, 1e6, 4.1])
+    assert ImageExtremes.of(-peaks, peaks).lone() == (2, 1e6, 4.4)
+    masks = np.array([0.0, 0.0, 1.0, 0.0])
+    assert ImageExtremes.of(np.zeros(4), masks).lone() is None
+    assert ImageExtremes.of(-peaks[:1], peaks[:1]).lone() is None  # one image: none to stand apart from

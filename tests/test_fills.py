@@ -118,7 +118,11 @@ def test_a_broadcast_weight_is_stored_as_what_it_broadcasts(tmp_path: Path, imag
     slopes = np.broadcast_to(numpy_helper.to_array(stored.graph.initializer[4]), (1, 8, 2 * SIZE, 2 * SIZE))
     stored.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(slopes), "slopes"))
     del stored.graph.node[1]
+    stored.graph.node[0].name = "slopes_expand"  # hq135 F1: a name the rewrite would take
+    stored.graph.node.append(helper.make_node("Identity", ["y"], ["slopes_compact"], name="slopes_shape"))
     compacted = fills_as_nodes(onnx.load_from_string(stored.SerializeToString()))
-    assert "Expand" in {n.op_type for n in compacted.graph.node}
+    onnx.checker.check_model(compacted, full_check=True)
+    names = [n.name for n in compacted.graph.node]
+    assert "Expand" in {n.op_type for n in compacted.graph.node} and len(set(names)) == len(names)
     before, after = (Session(m.SerializeToString()).run({"x": x})["y"] for m in (stored, compacted))
     np.testing.assert_array_equal(after, before)

@@ -132,9 +132,10 @@ def test_uint8_arrays_fed_to_a_float_input_are_warned_of(cnn: Path, tmp_path: Pa
     meant and are fed as given."""
     pixels = np.random.default_rng(0).integers(0, 256, (16, 1, 3, 16, 16))
     warned = (
-        "sample-0.npy holds uint8 values, fed to float input 'x' as 0 to 255: where the model expects "
-        "normalised pixels (most do), scale the arrays as it was trained"
+        "sample-0.npy holds uint8 values from 0 to 255, fed to float input 'x' as they are: where the model "
+        "expects normalised pixels (most do), scale the arrays as it was trained"
     )
+    pixels[0, 0, 0, 0, :2] = [0, 255]  # the first sample's full range, stated
     for dtype, said in ((np.uint8, True), (np.float32, False)):
         folder, table = tmp_path / np.dtype(dtype).name, tmp_path / f"{np.dtype(dtype).name}.json"
         folder.mkdir()

@@ -17,10 +17,9 @@ import numpy as np
 
 TOP_IMAGES = 4  # each tensor's most extreme images remembered on each side
 STRESS_IMAGES = 4  # outlier images calibrate keeps beside its first samples
-# An input's extreme in one image this many times the next image's (and beyond LONE_FLOOR) is that image
-# alone: calibrate names it (ImageExtremes.lone)
+# An input's extreme in one image this many times the next image's (itself past 0) is that image alone:
+# calibrate names it (ImageExtremes.lone)
 LONE_FACTOR = 100.0
-LONE_FLOOR = 1e-3
 
 Ranked = tuple[tuple[float, int], ...]  # (value, image index), most extreme first, at most TOP_IMAGES + 1
 
@@ -99,14 +98,15 @@ class ImageExtremes:
 
     def lone(self) -> tuple[int, float, float] | None:
         """(the image, its extreme, the next image's) where one image's maximum or minimum reaches
-        LONE_FACTOR times as far from 0 as any other image's (of at least 2): that image alone sets the
-        range (hq132 F1: one array holding 1e6 among 16 of N(0, 1)); None otherwise."""
+        LONE_FACTOR times as far from 0 as any other image's, itself past 0 (of at least 2): that image
+        alone sets the range (hq132 F1: one array holding 1e6 among 16 of N(0, 1)); None otherwise."""
         if self.images < 2:
             return None
         for ranked, sign in ((self.highest, 1.0), (self.lowest, -1.0)):
             if len(ranked) >= 2 and sign * ranked[0][0] > 0.0:
                 top, index = sign * ranked[0][0], ranked[0][1]
-                if top > LONE_FACTOR * max(sign * ranked[1][0], LONE_FLOOR):
+                # where no other image has a value there (masks, all 0 but one), zeros stay exact: no word
+                if sign * ranked[1][0] > 0.0 and top > LONE_FACTOR * sign * ranked[1][0]:
                     return index, ranked[0][0], ranked[1][0]
         return None
 

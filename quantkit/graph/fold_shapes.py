@@ -16,7 +16,8 @@ from onnx.reference import ReferenceEvaluator
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
-from quantkit.graph.query import GraphIndex, subgraph_inputs
+from quantkit.graph.naming import names_in
+from quantkit.graph.query import GraphIndex, graphs_within, subgraph_inputs
 
 FOLDED_OPS = frozenset(
     {
@@ -170,7 +171,9 @@ def fills_as_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
             kept_stored.update(node.input)
         elif node.op_type in COMPUTE_OPS:
             kept_stored.update(node.input[1:])
-    taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    # every name the model uses, nodes, inputs and bodies' too (hq135 F1-F3: a node already named
+    # '<weight>_expand', an If body's own '<weight>_compact', an input '<weight>_shape' were taken again)
+    taken = {name for body in graphs_within(graph) for name in names_in(body)}
     fills: list[onnx.NodeProto] = []
     stored: list[onnx.TensorProto] = []
     for tensor in graph.initializer:
