@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from quantkit import pipeline
 from quantkit.config import CalibrateConfig, ConvertConfig, Float16Config, ImageSelection
 from quantkit.graph.value_info import stale_declarations, without_declarations
+from quantkit.runtime import Session
 from tests.conftest import tiny_cnn
 from tests.helpers import output_sqnr
 
@@ -76,6 +78,41 @@ def test_an_output_declared_without_a_shape_is_given_the_inferred_one(
     out = tmp_path / "shapeless.int8.onnx"
     pipeline.convert(path, table, out, ConvertConfig())
     assert output_sqnr(path, out, image_dir) > 20.0
+
+
+def test_a_fused_node_before_an_output_declared_without_a_shape_is_read(tmp_path: Path) -> None:
+    """hq134 F4: the shape was inferred on the model as given, where onnx knows no com.microsoft FusedConv:
+    the model was refused as 'saved after onnxruntime's graph optimizations', though quantkit writes the
+    FusedConv out as the Conv and Clip it fuses."""
+    from tests.conftest import conv_params
+
+    p = conv_params(6, 3, 1, 7)
+    node = helper.make_node(
+        "FusedConv",
+        ["x", "w", "b"],
+        ["y"],
+        domain="com.microsoft",
+        activation="Clip",
+        activation_params=[0.0, 0.5],
+    )
+    graph = helper.make_graph(
+        [node],
+        "fused",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(v, k) for k, v in p.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    )
+    model.ir_version = 8
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    path, out = tmp_path / "fused.onnx", tmp_path / "fused.fp16.onnx"
+    onnx.save(model, str(path))
+    pipeline.convert_float16(path, None, out, Float16Config())
+    x = np.random.default_rng(0).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    got, want = (Session.of(onnx.load(str(f))).run(x)["y"] for f in (out, path))
+    np.testing.assert_allclose(got, want, atol=2e-3)
 
 
 def _interface(path: Path) -> list[list[object]]:

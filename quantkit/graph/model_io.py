@@ -21,6 +21,7 @@ from quantkit.graph.finite_weights import check_finite_weights
 from quantkit.graph.legacy_ops import FREE_INITIALIZERS_IR, write_out
 from quantkit.graph.query import function_nodes
 from quantkit.graph.toposort import passes_sorted
+from quantkit.graph.unfuse import unfuse
 
 MIN_OPSET = 7  # onnxruntime runs opset 7 and later; quantkit upgrades below 13 with onnx's converter
 PER_CHANNEL_OPSET = 13
@@ -120,8 +121,12 @@ def _shapes_given(model: onnx.ModelProto) -> bool:
     ]
     if not bare:
         return False
-    try:
-        found = {o.name: o for o in infer_shapes(model).graph.output}
+    version = opset_version(model)
+    try:  # inferred through the standard ops that legacy and fused ones stand for (hq134 F4)
+        found = {
+            o.name: o
+            for o in infer_shapes(unfuse(write_out(model, version).model, version).model).graph.output
+        }
     except ModelError:
         return False
     given = [o for o in bare if o.name in found and found[o.name].type.tensor_type.HasField("shape")]
