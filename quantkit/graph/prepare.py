@@ -101,8 +101,8 @@ class Prepared:
             weights, casts = self.widened
             found.append(
                 f"mixed precision read as float32: {weights} float16/bfloat16 weight(s) and {casts} "
-                "Cast(s) to 16 bits made float32 (exact; the model computes as it did, without rounding "
-                "its activations to 16 bits)"
+                "Cast(s) to 16 bits made float32 (exact for the weights; activations are no longer rounded "
+                "to 16 bits, nor made Inf past float16's 65504: quantkit measures against this float32 form)"
             )
         if self.inlined[0]:
             functions, ifs = self.inlined
