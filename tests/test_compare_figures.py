@@ -602,3 +602,35 @@ def test_an_output_without_the_batch_axis_is_one_images_not_a_row_each() -> None
     rows = OutputErrors("loc")  # unknown images: its rows, as before
     rows.update(ref, cand)
     assert rows.result().noise_images > 100
+
+
+def test_what_changes_between_images_of_an_output_without_the_batch_axis_is_measured() -> None:
+    """hq137 F1: loc [20, 4] of one image a run: its rows were read as images, and what changes between
+    images (-0.76 dB) went unmeasured: no warning, and --min-eval-sqnr 20 passed at the pooled 30.06 dB."""
+    from quantkit.evaluate.variation import Variation
+
+    g = np.random.default_rng(0)
+    steady = g.normal(0, 1, (20, 4)) * 30  # the same on every image; what changes is small and noisy
+    whole, rows = Variation(), Variation()
+    for _ in range(8):
+        ref = steady + g.normal(0, 0.1, (20, 4))
+        cand = steady + g.normal(0, 0.1, (20, 4))
+        whole.update(ref, cand, 1)
+        rows.update(ref, cand)
+    assert whole.varying_db() is not None and whole.varying_db() < 3.0
+    assert rows.varying_db() is None or rows.varying_db() > 20.0  # rows of one image: another spread
+
+
+def test_fp32_nan_scores_rank_nothing_in_top1_agreement() -> None:
+    """hq137 F2: rows where FP32's scores are NaN counted in top-1 agreement (the warning says NaN values are
+    left out): 60 % where the finite rows agreed on 20 %, and --max-drop 50 passed at 40 points."""
+    g = np.random.default_rng(1)
+    ref = g.normal(0, 1, (10, 5))
+    cand = ref.copy()
+    cand[2:] = -ref[2:]  # the finite rows 2..9 disagree, rows 0..1 agree
+    ref[5:, 0] = np.nan  # FP32 NaN in rows 5..9: they rank nothing (their argmax read the NaN as 0)
+    cand[5:, 0] = 100.0  # and where the candidate's is 0 too, they read as agreeing: 70 %
+    errors = OutputErrors("y")
+    errors.update(ref, cand, 10)
+    result = errors.result()
+    assert result.top1_agreement == pytest.approx(2 / 5)

@@ -129,7 +129,7 @@ class Comparison:
             )
             logits = logits_axis(ref_out[name], self.input_size) if name in self.maps else None
             errors.update(ref_out[name], cand_out[name], images, logits)
-            self.variations.setdefault(name, Variation()).update(ref_out[name], cand_out[name])
+            self.variations.setdefault(name, Variation()).update(ref_out[name], cand_out[name], images)
             if ref_out[name].dtype.kind == "f" and cand_out[name].dtype.kind == "f":
                 counts = channel_signs(ref_out[name], cand_out[name], self.axes.get(name))
                 self.signs[name] = add_signs(self.signs.get(name), counts)

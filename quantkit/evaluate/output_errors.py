@@ -62,6 +62,7 @@ class OutputErrors:
         self.max_abs = 0.0
         self.top1_same = 0.0
         self.top5_overlap = 0.0
+        self.unjudged = 0.0  # images' share whose FP32 class scores are NaN: out of top-1 and top-5
         self.winners: np.ndarray | None = None  # [C] positions FP32 gives each class (per-position outputs)
         self.classification = not (values or ordered)
         self.ordered = ordered
@@ -97,6 +98,10 @@ class OutputErrors:
             rows_r = np.moveaxis(ref, axis, -1).reshape(-1, classes)
             rows_c = np.moveaxis(cand, axis, -1).reshape(-1, classes)
             positions = max(len(rows_r) // max(len(ref), 1), 1)  # each image weighs alike: its positions'
+            unread = np.isnan(rows_r).any(axis=1)  # FP32's NaN scores rank nothing (hq137 F2: 60 % read
+            if unread.any():  # where its finite rows agreed on 20 %, and --max-drop 50 passed)
+                self.unjudged += float(unread.sum()) / positions
+                rows_r, rows_c = rows_r[~unread], rows_c[~unread]
             winners = rows_r.argmax(1)
             self.top1_same += float(np.sum(winners == rows_c.argmax(1))) / positions
             self.distributions = self.distributions and _distributions(rows_r)
@@ -183,6 +188,7 @@ class OutputErrors:
         self.max_abs = _largest(self.max_abs, later.max_abs)
         self.top1_same += later.top1_same
         self.top5_overlap += later.top5_overlap
+        self.unjudged += later.unjudged
         if later.winners is not None:
             self.winners = later.winners if self.winners is None else self.winners + later.winners
         self.classification = self.classification and later.classification
@@ -200,14 +206,17 @@ class OutputErrors:
         of 61 images)."""
         count = len(self.cosines)
         per_image = images is None or len(self.image_power) == images
-        scored = (self.classification or self.labels) and count and not self.one_sided() and not self.ordered
+        judged = count - self.unjudged
+        scored = (
+            (self.classification or self.labels) and judged > 0 and not self.one_sided() and not self.ordered
+        )
         return OutputMetrics(
             name=self.name,
             sqnr_db=sqnr_db(self.signal, self.noise) if self.measured or not count else math.nan,
             cosine=self._cosine(),
             max_abs_error=self.max_abs,
-            top1_agreement=self.top1_same / count if scored else None,
-            top5_overlap=self.top5_overlap / count
+            top1_agreement=self.top1_same / judged if scored else None,
+            top5_overlap=self.top5_overlap / judged
             if scored and self.classification and not self.labels and self.classes > 5
             else None,
             noise_images=sum(c < NOISE_COSINE for c in self.cosines) + self.nonfinite,

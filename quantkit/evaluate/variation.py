@@ -34,8 +34,12 @@ class Variation:
         self.images = 0
         self.followed = True  # False once a batch held another shape, or the output is too large
 
-    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        """ref, cand: [N, ...] of one shape."""
+    def update(self, ref: np.ndarray, cand: np.ndarray, images: int | None = None) -> None:
+        """ref, cand: [N, ...] of one shape. images: how many the run held, where known: an output whose
+        first axis is not theirs (loc [20, 4] of one image) is one image's, whole (hq137 F1: its rows read
+        as images hid what changes between images, -0.76 dB, under 30.06 dB)."""
+        if images is not None and ref.ndim and ref.shape[0] != images:
+            ref, cand = ref.reshape(1, -1), cand.reshape(1, -1)
         if not self.followed or not len(ref):
             return
         flat = ref.reshape(len(ref), -1).astype(np.float64)

@@ -71,7 +71,7 @@ def steady_outputs(
     for ref, got in zip(reference, session.iter_samples(samples), strict=True):
         for tensor, variation in variations.items():
             if ref[tensor].shape == got[tensor].shape and ref[tensor].dtype.kind == "f":
-                variation.update(ref[tensor], got[tensor].astype(np.float64))
+                variation.update(ref[tensor], got[tensor].astype(np.float64), session.fixed_batch or 1)
                 if tensor in errors:  # one run's images: an output without the batch axis is theirs whole
                     errors[tensor].update(ref[tensor], got[tensor], session.fixed_batch or 1)
                 if tensor in signs:
