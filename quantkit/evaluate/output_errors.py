@@ -140,9 +140,8 @@ class OutputErrors:
         )
         norms_r, norms_c = np.linalg.norm(flat_r, axis=1), np.linalg.norm(flat_c, axis=1)
         dots = np.sum(flat_r * flat_c, axis=1)
-        row_noise = np.sum(
-            squared.reshape(1, -1) if whole else _per_row(squared), axis=1
-        )  # each image's share
+        noise_rows = squared.reshape(1, -1) if whole else _per_row(squared)
+        row_noise = np.sum(noise_rows, axis=1)  # each image's share of the noise summed above
         self.image_power.extend(zip((norms_r**2).tolist(), row_noise.tolist(), strict=True))
         self.nonfinite += int(np.sum(~(np.isfinite(norms_r * norms_c) & np.isfinite(dots))))
         self.cosines.extend(cosines(norms_r, norms_c, dots))

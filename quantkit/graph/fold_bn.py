@@ -204,9 +204,8 @@ def _folded(index: GraphIndex, conv: onnx.NodeProto, bn: onnx.NodeProto) -> tupl
     assert var is not None
     eps = index.attribute(bn, "epsilon", 1e-5)
     assert isinstance(eps, float)
-    with np.errstate(
-        divide="ignore", invalid="ignore", over="ignore"
-    ):  # numpy's warnings are no line of ours
+    # a variance of 0 with epsilon 0 divides by 0: the caller leaves such a fold, numpy says nothing
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         s = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
     shifted = (bias.astype(np.float64) if bias is not None else 0.0) - mean
     with np.errstate(invalid="ignore", over="ignore"):
