@@ -164,8 +164,8 @@ def test_images_the_models_size_already_are_said_to_be_zoomed_by_crop(
         Image.fromarray(g.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{k}.png")
     warned = (
         "the images are the model's 16x16 already: --resize crop (the default) scales them 1.14x and cuts "
-        "their border, as torchvision's Resize(18) + CenterCrop would; give --resize squash to feed them as "
-        "they are"
+        "their border, as torchvision's Resize(18) + CenterCrop would; calibrate (and compare) with --resize "
+        "squash to feed them as they are"
     )
     for resize, said in (("crop", True), ("squash", False)):
         table = tmp_path / f"{resize}.json"

@@ -44,7 +44,8 @@ def presized(paths: Sequence[Path], preprocess: Preprocess) -> str | None:
     return (
         f"the images are the model's {preprocess.height}x{preprocess.width} already: --resize crop (the "
         f"default) scales them {1 / CROP_FRACTION:.2f}x and cuts their border, as torchvision's "
-        f"Resize({scaled}) + CenterCrop would; give --resize squash to feed them as they are"
+        f"Resize({scaled}) + CenterCrop would; calibrate (and compare) with --resize squash to feed them "
+        "as they are"
     )
 
 
