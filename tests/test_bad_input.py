@@ -2657,33 +2657,43 @@ def test_nodes_sharing_a_name_are_refused_in_one_line(
 def test_a_model_whose_fp32_output_is_never_finite_is_named_as_such(
     tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """hq132 F2, F5: a BatchNormalization of variance 0 with epsilon 0 made every output Inf; --to fp16
-    said "input 'r' is float16 and is fed values up to nan" (an internal tensor) after numpy's two-line
-    RuntimeWarning, bf16 sent the user to calibrate, which then refused the model."""
+    """hq132 F2, F5: an Inf constant made every output NaN (Inf times a Relu's zeros); --to fp16 said
+    "input 'r' is float16 and is fed values up to nan" (an internal tensor), bf16 sent the user to
+    calibrate, which then refused the model; a BatchNormalization of variance 0 with epsilon 0 printed
+    numpy's two-line RuntimeWarning before calibrate's one line. An infinity alone is no refusal: a Log of
+    a Relu's zeros writes -inf where the input puts it (hq138 F3)."""
     from onnx import helper
 
     from tests.conftest import conv_params, make_model, save
 
     p = conv_params(4, 3)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1])
+    relu = helper.make_node("Relu", ["c"], ["r"], name="relu")
+    times = helper.make_node("Mul", ["r", "inf"], ["y"], name="times")
+    path = save(
+        make_model([conv, relu, times], {**p, "inf": np.array(np.inf, np.float32)}), tmp_path / "nan.onnx"
+    )
+    for to in ("fp16", "bf16"):
+        code, _, err = run(["convert", str(path), "--to", to, "-o", str(tmp_path / f"{to}.onnx")], capsys)
+        assert_one_line_error(
+            code, err, "the FP32 model gives NaN in output 'y' on every one of the synthetic inputs"
+        )
+        assert not (tmp_path / f"{to}.onnx").exists()
+    log = helper.make_node("Log", ["r"], ["y"], name="log")
+    logs = save(make_model([conv, relu, log], p), tmp_path / "log.onnx")
+    assert run(["convert", str(logs), "--to", "fp16", "-o", str(tmp_path / "log16.onnx")], capsys)[0] == 0
     norm = {
         "s": np.ones(4, np.float32),
         "bb": np.zeros(4, np.float32),
         "m": np.zeros(4, np.float32),
         "v": np.array([1.0, 0.0, 1.0, 1.0], np.float32),
     }
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["n"], name="bn", epsilon=0.0),
-        helper.make_node("Relu", ["n"], ["y"], name="relu"),
-    ]
-    path = save(make_model(nodes, {**p, **norm}), tmp_path / "inf.onnx")
-    for to in ("fp16", "bf16"):
-        code, _, err = run(["convert", str(path), "--to", to, "-o", str(tmp_path / f"{to}.onnx")], capsys)
-        assert_one_line_error(
-            code, err, "the FP32 model gives NaN or Inf in output 'y' on every one of the synthetic inputs"
-        )
-        assert not (tmp_path / f"{to}.onnx").exists()
+    batchnorm = helper.make_node(
+        "BatchNormalization", ["c", "s", "bb", "m", "v"], ["n"], name="bn", epsilon=0.0
+    )
+    nodes = [conv, batchnorm, helper.make_node("Relu", ["n"], ["y"], name="relu")]
+    bn = save(make_model(nodes, {**p, **norm}), tmp_path / "inf.onnx")
     code, _, err = run(
-        ["calibrate", str(path), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
+        ["calibrate", str(bn), "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys
     )
     assert_one_line_error(code, err, "the FP32 model produced NaN or Inf in 1 output(s) (first: 'y')")

@@ -558,4 +558,8 @@ def test_one_image_alone_is_the_one_far_beyond_the_next_which_has_values_too() -
     assert ImageExtremes.of(-peaks, peaks).lone() == (2, 1e6, 4.4)
     masks = np.array([0.0, 0.0, 1.0, 0.0])
     assert ImageExtremes.of(np.zeros(4), masks).lone() is None
+    # hq136 F3, hq138 F1: the others below 0 (in [-4.5, -0.5]): 0.2 above them is nothing, 1e6 is
+    lows, highs = np.array([-4.5, -3.0, -4.0, -2.0]), np.array([-0.5, -0.6, 0.2, -0.7])
+    assert ImageExtremes.of(lows, highs).lone() is None
+    assert ImageExtremes.of(lows, np.array([-0.5, -0.6, 1e6, -0.7])).lone() == (2, 1e6, 4.5)
     assert ImageExtremes.of(-peaks[:1], peaks[:1]).lone() is None  # one image: none to stand apart from

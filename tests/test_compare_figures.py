@@ -634,3 +634,16 @@ def test_fp32_nan_scores_rank_nothing_in_top1_agreement() -> None:
     errors.update(ref, cand, 10)
     result = errors.result()
     assert result.top1_agreement == pytest.approx(2 / 5)
+
+
+def test_a_label_map_without_the_batch_axis_agrees_as_a_share_of_its_pixels() -> None:
+    """hq138 F2: a label map [16, 64] of one image a run counted its agreement per row while the images
+    were counted whole: 1588.12 % top-1 agree."""
+    g = np.random.default_rng(0)
+    errors = OutputErrors("labels", labelled=True)
+    for _ in range(4):
+        ref = g.integers(0, 5, (16, 64))
+        cand = ref.copy()
+        cand[0, :8] = (cand[0, :8] + 1) % 5  # 8 of 1024 pixels differ
+        errors.update(ref, cand, 1)
+    assert errors.result().top1_agreement == pytest.approx(1 - 8 / 1024)

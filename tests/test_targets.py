@@ -1271,7 +1271,11 @@ def test_an_onnx_ml_op_is_not_called_an_onnxruntime_contrib_op() -> None:
 
 
 def _quantized_chain(
-    x_scale: float = 0.03, channel_scale: float | None = None, saturated: bool = False
+    x_scale: float = 0.03,
+    channel_scale: float | None = None,
+    saturated: bool = False,
+    pruned: bool = False,
+    constant: bool = False,
 ) -> onnx.ModelProto:
     """x -> Q/DQ -> Conv (int8 weight per channel, int32 bias) -> Relu -> Q/DQ -> Conv: as a quantizer
     writes it, with the parameters given."""
@@ -1283,6 +1287,8 @@ def _quantized_chain(
     qb = np.full(8, 2**31 - 1, np.int32) if saturated else np.rint(g.normal(0, 0.1, 8) / sb).astype(np.int32)
     if channel_scale is not None:
         sw[3] = channel_scale
+    if pruned:
+        qw[3] = 0  # the channel holds no weight: its scale of 0 loses nothing
     values = {
         "xs": np.float32(x_scale),
         "xz": np.uint8(128),
@@ -1297,7 +1303,11 @@ def _quantized_chain(
         "w2": g.normal(0, 0.1, (4, 8, 3, 3)).astype(np.float32),
     }
     make = helper.make_node
+    held = [
+        make("Constant", [], ["xs"], name="xs", value=onnx.numpy_helper.from_array(np.asarray(values["xs"])))
+    ]
     nodes = [
+        *(held if constant else []),
         make("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="qx"),
         make("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dqx"),
         make("DequantizeLinear", ["qw", "sw", "zw"], ["wd"], name="dqw", axis=0),
@@ -1313,7 +1323,11 @@ def _quantized_chain(
         "qdq",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 16, 16])],
-        [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in values.items()],
+        [
+            onnx.numpy_helper.from_array(np.asarray(v), k)
+            for k, v in values.items()
+            if k != "xs" or not constant
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -1329,8 +1343,10 @@ def _quantized_chain(
         ({"x_scale": -0.03}, "scale", "its scale 'xs' holds a value below 0"),
         ({"channel_scale": 0.0}, "scale", "its scale 'sw' holds 0 in 1 of its 8 channels"),
         ({"saturated": True}, "saturated-bias", "'qb' holds 8 value(s) at int32's limit"),
+        ({"x_scale": 0.0, "constant": True}, "scale", "its scale 'xs' holds 0"),  # hq138 F5
+        ({"channel_scale": 0.0, "pruned": True}, None, ""),  # hq138 F6: a pruned channel
     ],
-    ids=["ok", "zero", "inf", "negative", "one-channel", "saturated"],
+    ids=["ok", "zero", "inf", "negative", "one-channel", "saturated", "constant-node", "pruned"],
 )
 def test_check_names_qdq_parameters_that_lose_what_they_carry(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], settings: dict[str, Any], rule: str | None, said: str

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from quantkit import pipeline
@@ -139,3 +140,31 @@ def test_the_written_model_declares_the_shapes_its_file_declared(tmp_path: Path,
         convert(out)
         assert _interface(out) == _interface(path)
         assert output_sqnr(path, out, image_dir) > 20.0
+
+
+def test_a_fused_node_missing_its_input_before_a_shapeless_output_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq138 F4: writing the fused node out to infer the output's shape read its missing input: an
+    internal error (IndexError) where onnx's checker refusal stood."""
+    from tests.helpers import assert_one_line_error, run
+
+    nodes = [
+        helper.make_node("Gelu", [], ["g"], domain="com.microsoft"),
+        helper.make_node("Add", ["x", "g"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "broken",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    )
+    model.ir_version = 8
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    path = tmp_path / "gelu.onnx"
+    onnx.save(model, str(path))
+    code, _, err = run(["convert", str(path), "--to", "fp16", "-o", str(tmp_path / "h.onnx")], capsys)
+    assert_one_line_error(code, err, "gelu.onnx fails onnx.checker")

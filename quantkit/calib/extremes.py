@@ -17,8 +17,8 @@ import numpy as np
 
 TOP_IMAGES = 4  # each tensor's most extreme images remembered on each side
 STRESS_IMAGES = 4  # outlier images calibrate keeps beside its first samples
-# An input's extreme in one image this many times the next image's (itself past 0) is that image alone:
-# calibrate names it (ImageExtremes.lone)
+# An input's extreme in one image this many times as far from 0 as any other image's values is that image
+# alone: calibrate names it (ImageExtremes.lone)
 LONE_FACTOR = 100.0
 
 Ranked = tuple[tuple[float, int], ...]  # (value, image index), most extreme first, at most TOP_IMAGES + 1
@@ -97,17 +97,19 @@ class ImageExtremes:
         return found
 
     def lone(self) -> tuple[int, float, float] | None:
-        """(the image, its extreme, the next image's) where one image's maximum or minimum reaches
-        LONE_FACTOR times as far from 0 as any other image's, itself past 0 (of at least 2): that image
-        alone sets the range (hq132 F1: one array holding 1e6 among 16 of N(0, 1)); None otherwise."""
+        """(the image, its extreme, how far from 0 any other image reaches, on either side) where one
+        image's maximum or minimum reaches LONE_FACTOR times as far from 0 as any other image's values do
+        (of at least 2): that image alone sets the range (hq132 F1: one array holding 1e6 among 16 of
+        N(0, 1)); None otherwise, and where no other image has a value but 0 (masks: zeros stay exact)."""
         if self.images < 2:
             return None
         for ranked, sign in ((self.highest, 1.0), (self.lowest, -1.0)):
-            if len(ranked) >= 2 and sign * ranked[0][0] > 0.0:
-                top, index = sign * ranked[0][0], ranked[0][1]
-                # where no other image has a value there (masks, all 0 but one), zeros stay exact: no word
-                if sign * ranked[1][0] > 0.0 and top > LONE_FACTOR * sign * ranked[1][0]:
-                    return index, ranked[0][0], ranked[1][0]
+            if len(ranked) < 2 or sign * ranked[0][0] <= 0.0:
+                continue
+            top, index = sign * ranked[0][0], ranked[0][1]
+            reach = max((abs(v) for v, i in (*self.highest, *self.lowest) if i != index), default=0.0)
+            if reach > 0.0 and top > LONE_FACTOR * reach:
+                return index, ranked[0][0], reach
         return None
 
 

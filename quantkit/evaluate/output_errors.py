@@ -84,13 +84,14 @@ class OutputErrors:
         # class ids written as floats in rows a TopK / NonMaxSuppression chose are labels too (hunt53 B3)
         whole = self.ordered and ref.dtype.kind == "f" and bool(np.array_equal(ref, np.rint(ref)))
         self.labels = self.labels and (holds_labels(ref.dtype) or whole or self.labelled)
+        # an output without the batch axis (loc [16800, 4] of one image) is one image's, not 16800 (hq133 F4;
+        # hq138 F2: a label map's agreement counted per row read 1588 %)
+        batchless = images is not None and ref.ndim > 0 and ref.shape[0] != images
         if self.labels:
-            same = _per_row(ref == cand)
-            self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(ref.shape[0])
-        # an output without the batch axis (loc [16800, 4] of one image) is one image's, not 16800 (hq133 F4)
-        whole = images is not None and ref.ndim > 0 and ref.shape[0] != images
+            same = (ref == cand).reshape(1, -1) if batchless else _per_row(ref == cand)
+            self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(len(same))
         with np.errstate(invalid="ignore", over="ignore"):  # NaN and Inf give NaN figures, not warnings
-            self._add_errors(ref.astype(np.float64), cand.astype(np.float64), whole)
+            self._add_errors(ref.astype(np.float64), cand.astype(np.float64), batchless)
         axis = (axis if axis is not None else class_axis(ref, images)) if self.classification else None
         self.classification = axis is not None
         if axis is not None and not self.labels:

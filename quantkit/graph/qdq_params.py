@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from quantkit.graph.query import constant_value
 from quantkit.outcomes import Finding
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -18,13 +19,17 @@ INT32_LIMITS = (np.iinfo(np.int32).min, np.iinfo(np.int32).max)
 def broken_params(model: onnx.ModelProto) -> list[Finding]:
     """One finding per Q/DQ node whose scale (an initializer) holds a value that is not finite and above
     0, and per DequantizeLinear of an int32 initializer holding its type's limit."""
-    values = {t.name: t for t in model.graph.initializer}
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:  # a scale a Constant node holds (hq138 F5)
+        if node.op_type == "Constant" and (value := constant_value(node)) is not None:
+            values[node.output[0]] = value
     found = []
     for node in model.graph.node:
         if node.op_type not in QDQ_OPS or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
             continue
         scale = values.get(node.input[1])
-        if scale is not None and (what := _bad_scale(numpy_helper.to_array(scale))) is not None:
+        data = values.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if scale is not None and (what := _bad_scale(scale, _zero_channels(node, data, scale))) is not None:
             found.append(
                 Finding(
                     "scale",
@@ -34,13 +39,8 @@ def broken_params(model: onnx.ModelProto) -> list[Finding]:
                     "carries comes out as 0, Inf or NaN; quantize the model again",
                 )
             )
-        data = values.get(node.input[0])
-        if (
-            node.op_type == "DequantizeLinear"
-            and data is not None
-            and data.data_type == onnx.TensorProto.INT32
-        ):
-            clipped = int(np.isin(numpy_helper.to_array(data), INT32_LIMITS).sum())
+        if data is not None and data.dtype == np.int32:
+            clipped = int(np.isin(data, INT32_LIMITS).sum())
             if clipped:
                 found.append(
                     Finding(
@@ -55,13 +55,25 @@ def broken_params(model: onnx.ModelProto) -> list[Finding]:
     return found
 
 
-def _bad_scale(scale: np.ndarray) -> str | None:
-    """What is wrong with a scale's values, or None."""
+def _zero_channels(node: onnx.NodeProto, data: np.ndarray | None, scale: np.ndarray) -> np.ndarray:
+    """bool [channels of scale]: the channels a DequantizeLinear's constant data holds only zeros in (a
+    pruned channel: a scale of 0 loses nothing there, hq138 F6)."""
+    none = np.zeros(scale.size, dtype=bool)
+    if data is None or scale.size <= 1 or data.ndim == 0:
+        return none
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % data.ndim
+    if data.shape[axis] != scale.size:
+        return none
+    return np.asarray(~np.moveaxis(data, axis, 0).reshape(scale.size, -1).any(axis=1))
+
+
+def _bad_scale(scale: np.ndarray, pruned: np.ndarray) -> str | None:
+    """What is wrong with a scale's values, or None; pruned: channels whose 0 loses nothing."""
     values = scale.astype(np.float64).reshape(-1)
     for test, what in (
         (np.isnan(values), "NaN"),
         (np.isinf(values), "Inf"),
-        (values == 0.0, "0"),
+        ((values == 0.0) & ~pruned, "0"),
         (values < 0.0, "a value below 0"),
     ):
         if test.any():

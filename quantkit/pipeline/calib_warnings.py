@@ -149,9 +149,9 @@ def lone_extreme(
         if found is not None:
             index, value, other = found
             return (
-                f"{name_of(index)} reaches {value:.3g} in input {name!r}, where no other {noun} passes "
-                f"{other:.3g}: that one {noun} sets the input's range, and a model converted from this table "
-                f"is noise on the others; leave it out, or fix it"
+                f"{name_of(index)} reaches {value:.3g} in input {name!r}, where every other {noun} stays "
+                f"within +-{other:.3g}: that one {noun} sets the input's range, and a model converted from "
+                "this table is noise on the others; leave it out, or fix it"
             )
     return None
 

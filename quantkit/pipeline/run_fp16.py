@@ -281,29 +281,18 @@ def _already_16_bit(weights: int, target: FloatFormat) -> tuple[str, ...]:
 
 
 def _require_finite(runs: Runs, measured: Mapping[str, Sequence[str]], described: str) -> None:
-    """Raise ModelError where an output measured as itself is NaN or Inf on every sample, and not at the
-    same places with the same signs on each (a mask of -inf is by design; calibrate reads them alike):
-    nothing to measure a conversion against (hq132 F2: a BatchNormalization of variance 0 and epsilon 0
-    was refused as "input 'r' is float16 and is fed values up to nan", an internal tensor named)."""
+    """Raise ModelError where an output measured as itself holds NaN on every sample: nothing to measure a
+    conversion against (hq132 F2: an Inf constant times a Relu's zeros was refused as "input 'r' is
+    float16 and is fed values up to nan", an internal tensor named). An infinity alone is no sign: a
+    mask of -inf, a Log of a Relu's zeros write it by design, where the input puts it (hq138 F3)."""
     for output, tensors in measured.items():
-        if output not in tensors or not runs or any(np.isfinite(run[output]).all() for run in runs):
-            continue
-        marks = [_marks(run[output]) for run in runs]
-        if (
-            any(m.shape != marks[0].shape or not np.array_equal(m, marks[0]) for m in marks)
-            or (marks[0] == 2).any()
-        ):
+        if output in tensors and runs and all(np.isnan(run[output]).any() for run in runs):
             raise ModelError(
-                f"the FP32 model gives NaN or Inf in output {output!r} on every one of the {described}: "
-                "there is nothing to measure a conversion against; check its weights and constants (an "
-                "Inf, a BatchNormalization's variance of 0 with epsilon 0), or give -c TABLE of the inputs "
-                "it is fed"
+                f"the FP32 model gives NaN in output {output!r} on every one of the {described}: there is "
+                "nothing to measure a conversion against; check its weights and constants (an Inf times "
+                "0, a BatchNormalization's variance of 0 with epsilon 0), or give -c TABLE of the inputs it "
+                "is fed"
             )
-
-
-def _marks(values: np.ndarray) -> np.ndarray:
-    """Each value's kind: 0 finite, -1 / 1 an infinity of that sign, 2 NaN."""
-    return np.where(np.isnan(values), 2, np.where(np.isinf(values), np.sign(values), 0)).astype(np.int8)
 
 
 def _unchecked(synthetic: bool, min_sqnr: float, floor: float) -> tuple[str, ...]:
