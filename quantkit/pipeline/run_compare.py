@@ -109,7 +109,7 @@ def compare(
     if len(fixed) > 1:
         raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")
     fixed_batch = fixed.pop() if fixed else None
-    size = fixed_batch or config.batch_size
+    size = fixed_batch or (1 if model_inputs.batch_coupled(reference, candidate) else config.batch_size)
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     side: tuple[int, int] | None
