@@ -24,8 +24,8 @@ FLOAT8_LEVEL = (
 
 FLOAT16_CPU = (
     "the candidate computes in float16: onnxruntime's CPU provider runs float16 ops in float32 and rounds "
-    "no activation to float16, so a GPU or NPU may measure less (MobileNetV2 with float16 weights: 138.7 dB "
-    "here, 55.2 dB with every activation rounded); convert --to fp16 prints both figures"
+    "no activation to float16, so a GPU or NPU, which rounds them, may measure less than these figures "
+    "(a float16 model can lose tens of dB that way); convert --to fp16 prints both figures"
 )
 
 
