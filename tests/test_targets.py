@@ -1381,3 +1381,44 @@ def test_a_nan_scale_is_refused_as_the_quantizers_not_the_trained_weights(
         err,
         "weight 'xs' of m.onnx holds 1 NaN or Inf value(s); a quantization scale: quantize the model again",
     )
+
+
+def test_weights_only_layers_are_said_once_and_not_where_onnxruntime_fuses_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq139 F2, F4: a weight-only int8 MatMul (DequantizeLinear per channel -> MatMul), which onnxruntime
+    fuses into its MatMulNBits kernel (3.8x FP32), read 'runs the layer in float ... quantize its input
+    too', exit 1; a weight-only Conv was said twice (weights-only and not-fused)."""
+    from quantkit.runtime import optimized_graph
+
+    g = np.random.default_rng(0)
+    w = g.standard_normal((128, 64)).astype(np.float32)
+    scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], name="dq_w", axis=1),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "weights",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 128])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [
+            numpy_helper.from_array(np.clip(np.round(w / scale), -127, 127).astype(np.int8), "wq"),
+            numpy_helper.from_array(scale, "ws"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    fused = tmp_path / "mm.onnx"
+    onnx.save(model, str(fused))
+    fused_into = {n.op_type for n in optimized_graph(model).graph.node}
+    code, out, _ = run(["check", str(fused), "--json", str(tmp_path / "a.json")], capsys)
+    found = json.loads((tmp_path / "a.json").read_text())["findings"]
+    if "MatMulNBits" in fused_into:  # onnxruntime 1.2x: its weight-only kernel
+        assert code == 0 and found == [], out
+    conv = save(_qdq_conv(quantize_input=False), tmp_path / "conv.onnx")
+    code, out, _ = run(["check", str(conv), "--json", str(tmp_path / "b.json")], capsys)
+    found = json.loads((tmp_path / "b.json").read_text())["findings"]
+    assert code == 1 and [f["rule"] for f in found] == ["weights-only"], out
+    assert "dequantizes the weight once" not in found[0]["message"]

@@ -45,9 +45,9 @@ def ort_cpu(model: onnx.ModelProto) -> list[Finding]:
                     "weights-only",
                     node.name,
                     node.op_type,
-                    "its weight is stored quantized but its input is float: onnxruntime dequantizes the "
-                    "weight once and runs the layer in float (smaller file, no integer kernel); quantize its "
-                    "input too (quantkit convert of the FP32 model) for integer speed",
+                    "its weight is stored quantized but its input is float: onnxruntime runs the layer in "
+                    "float on the dequantized weight (smaller file, no integer kernel); quantize its input "
+                    "too (quantkit convert of the FP32 model) for integer speed",
                 )
             )
     return found

@@ -62,7 +62,13 @@ def _placement(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target
     unfused = [
         f for f in ort_rules.unfused_after(optimized) if not (f.rule == "float-between" and f.node in planned)
     ]
-    return (*static, *(_as_named(f, own) for f in unfused))
+    # a weights-only layer onnxruntime fused (DequantizeLinear -> MatMul into MatMulNBits: hq139 F2) is no
+    # finding, and one it left float is said once, as weights-only (hq139 F4: not-fused too)
+    still = {(node.name, node.op_type) for node in optimized.graph.node}
+    static = [f for f in static if f.rule != "weights-only" or (f.node, f.op_type) in still]
+    alone = {f.node for f in static if f.rule == "weights-only"}
+    named = [_as_named(f, own) for f in unfused]
+    return (*static, *(f for f in named if not (f.rule == "not-fused" and f.node in alone)))
 
 
 def _as_named(found: Finding, own: dict[str, str]) -> Finding:
