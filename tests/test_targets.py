@@ -1422,3 +1422,27 @@ def test_weights_only_layers_are_said_once_and_not_where_onnxruntime_fuses_them(
     found = json.loads((tmp_path / "b.json").read_text())["findings"]
     assert code == 1 and [f["rule"] for f in found] == ["weights-only"], out
     assert "dequantizes the weight once" not in found[0]["message"]
+    # hq140 F1: a weight-only Conv -> Relu, which onnxruntime makes a float FusedConv, is still one
+    relu = save(_qdq_conv(quantize_input=False, after="Relu"), tmp_path / "relu.onnx")
+    code, out, _ = run(["check", str(relu), "--json", str(tmp_path / "c.json")], capsys)
+    found = json.loads((tmp_path / "c.json").read_text())["findings"]
+    assert code == 1 and [f["rule"] for f in found] == ["weights-only"], out
+    # hq140 F3: a blocked scale of 0 is no pruned channel, whatever other rows hold
+    square = g.standard_normal((64, 32)).astype(np.float32)  # 64 rows, as many as the scale has values
+    blocks = (np.abs(square).reshape(2, 32, 32).max(axis=1) / 127).astype(np.float32)  # [64 / 32, 32]
+    codes = np.clip(np.round(square / np.repeat(blocks, 32, axis=0)), -127, 127).astype(np.int8)
+    codes[5] = 0  # a row of zeros, where the flattened scale's 0 below lines up with it
+    blocks[0, 5] = 0.0
+    blocked = onnx.load(str(fused))
+    blocked.graph.node[0].attribute.extend([helper.make_attribute("block_size", 32)])
+    blocked.graph.node[0].attribute[0].i = 0
+    blocked.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 64
+    blocked.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 32
+    del blocked.graph.initializer[:]
+    blocked.graph.initializer.extend(
+        [numpy_helper.from_array(codes, "wq"), numpy_helper.from_array(blocks, "ws")]
+    )
+    onnx.save(blocked, str(tmp_path / "blocked.onnx"))
+    code, out, _ = run(["check", str(tmp_path / "blocked.onnx"), "--json", str(tmp_path / "d.json")], capsys)
+    found = json.loads((tmp_path / "d.json").read_text())["findings"]
+    assert code == 1 and "scale" in [f["rule"] for f in found], out

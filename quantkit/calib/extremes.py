@@ -17,7 +17,7 @@ import numpy as np
 
 TOP_IMAGES = 4  # each tensor's most extreme images remembered on each side
 STRESS_IMAGES = 4  # outlier images calibrate keeps beside its first samples
-# An input's extreme in one image this many times as far from 0 as any other image's values is that image
+# An input's extreme in one image this many times as far from 0 as the next images' span is that image
 # alone: calibrate names it (ImageExtremes.lone)
 LONE_FACTOR = 100.0
 
@@ -97,19 +97,17 @@ class ImageExtremes:
         return found
 
     def lone(self) -> tuple[int, float, float] | None:
-        """(the image, its extreme, how far from 0 any other image reaches, on either side) where one
-        image's maximum or minimum reaches LONE_FACTOR times as far from 0 as any other image's values do
-        (of at least 2): that image alone sets the range (hq132 F1: one array holding 1e6 among 16 of
-        N(0, 1)); None otherwise, and where no other image has a value but 0 (masks: zeros stay exact)."""
-        if self.images < 2:
+        """(the image, its extreme, the span the others reach) where one image's maximum or minimum lies
+        LONE_FACTOR times as far from 0 as the span of the next image on each side (the second highest
+        maximum, the second lowest minimum, 0 included); None where there is none, or where that span is 0
+        (masks: zeros stay exact). hq132 F1: one array holding 1e6 among 16 of N(0, 1); hq136 F3, hq138 F1,
+        hq140 F4: the others below 0, two mis-scaled arrays of opposite signs."""
+        if len(self.highest) < 2 or len(self.lowest) < 2:
             return None
+        span = max(self.highest[1][0], 0.0) - min(self.lowest[1][0], 0.0)
         for ranked, sign in ((self.highest, 1.0), (self.lowest, -1.0)):
-            if len(ranked) < 2 or sign * ranked[0][0] <= 0.0:
-                continue
-            top, index = sign * ranked[0][0], ranked[0][1]
-            reach = max((abs(v) for v, i in (*self.highest, *self.lowest) if i != index), default=0.0)
-            if reach > 0.0 and top > LONE_FACTOR * reach:
-                return index, ranked[0][0], reach
+            if span > 0.0 and sign * ranked[0][0] > LONE_FACTOR * span:
+                return ranked[0][1], ranked[0][0], span
         return None
 
 

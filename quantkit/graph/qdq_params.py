@@ -59,7 +59,8 @@ def _zero_channels(node: onnx.NodeProto, data: np.ndarray | None, scale: np.ndar
     """bool [channels of scale]: the channels a DequantizeLinear's constant data holds only zeros in (a
     pruned channel: a scale of 0 loses nothing there, hq138 F6)."""
     none = np.zeros(scale.size, dtype=bool)
-    if data is None or scale.size <= 1 or data.ndim == 0:
+    blocked = any(a.name == "block_size" and a.i for a in node.attribute)  # a scale a block (hq140 F3)
+    if data is None or scale.size <= 1 or data.ndim == 0 or blocked:
         return none
     axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % data.ndim
     if data.shape[axis] != scale.size:

@@ -149,8 +149,8 @@ def lone_extreme(
         if found is not None:
             index, value, other = found
             return (
-                f"{name_of(index)} reaches {value:.3g} in input {name!r}, where every other {noun} stays "
-                f"within +-{other:.3g}: that one {noun} sets the input's range, and a model converted from "
+                f"{name_of(index)} reaches {value:.3g} in input {name!r}, where the other {noun}s span "
+                f"{other:.3g}: that one {noun} sets the input's range, and a model converted from "
                 "this table is noise on the others; leave it out, or fix it"
             )
     return None

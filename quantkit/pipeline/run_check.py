@@ -64,11 +64,16 @@ def _placement(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target
     ]
     # a weights-only layer onnxruntime fused (DequantizeLinear -> MatMul into MatMulNBits: hq139 F2) is no
     # finding, and one it left float is said once, as weights-only (hq139 F4: not-fused too)
-    still = {(node.name, node.op_type) for node in optimized.graph.node}
-    static = [f for f in static if f.rule != "weights-only" or (f.node, f.op_type) in still]
+    weight_kernels = {node.name for node in optimized.graph.node if node.op_type in WEIGHT_ONLY_KERNELS}
+    static = [f for f in static if f.rule != "weights-only" or f.node not in weight_kernels]
     alone = {f.node for f in static if f.rule == "weights-only"}
     named = [_as_named(f, own) for f in unfused]
     return (*static, *(f for f in named if not (f.rule == "not-fused" and f.node in alone)))
+
+
+# onnxruntime's kernels that read a quantized weight beside a float input: a weights-only layer it fuses
+# into one is no finding (a float FusedConv, hq140 F1, is one)
+WEIGHT_ONLY_KERNELS = frozenset({"MatMulNBits", "MatMulBnb4", "GatherBlockQuantized"})
 
 
 def _as_named(found: Finding, own: dict[str, str]) -> Finding:

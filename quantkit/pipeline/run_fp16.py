@@ -281,17 +281,20 @@ def _already_16_bit(weights: int, target: FloatFormat) -> tuple[str, ...]:
 
 
 def _require_finite(runs: Runs, measured: Mapping[str, Sequence[str]], described: str) -> None:
-    """Raise ModelError where an output measured as itself holds NaN on every sample: nothing to measure a
-    conversion against (hq132 F2: an Inf constant times a Relu's zeros was refused as "input 'r' is
-    float16 and is fed values up to nan", an internal tensor named). An infinity alone is no sign: a
-    mask of -inf, a Log of a Relu's zeros write it by design, where the input puts it (hq138 F3)."""
+    """Raise ModelError where an output measured as itself holds NaN, or nothing finite, on every sample:
+    nothing to measure a conversion against (hq132 F2: an Inf constant times a Relu's zeros was refused
+    as "input 'r' is float16 and is fed values up to nan", an internal tensor named; hq140 F2: +-Inf
+    everywhere was written at 'inf dB'). An infinity beside finite values is no sign: a mask of -inf, a
+    Log of a Relu's zeros write it by design, where the input puts it (hq138 F3)."""
     for output, tensors in measured.items():
-        if output in tensors and runs and all(np.isnan(run[output]).any() for run in runs):
+        if output not in tensors or not runs:
+            continue
+        if all(np.isnan(run[output]).any() or not np.isfinite(run[output]).any() for run in runs):
             raise ModelError(
-                f"the FP32 model gives NaN in output {output!r} on every one of the {described}: there is "
-                "nothing to measure a conversion against; check its weights and constants (an Inf times "
-                "0, a BatchNormalization's variance of 0 with epsilon 0), or give -c TABLE of the inputs it "
-                "is fed"
+                f"the FP32 model gives NaN, or no finite value, in output {output!r} on every one of the "
+                f"{described}: there is nothing to measure a conversion against; check its weights and "
+                "constants (an Inf times 0, a BatchNormalization's variance of 0 with epsilon 0), or give "
+                "-c TABLE of the inputs it is fed"
             )
 
 
