@@ -552,22 +552,21 @@ def test_histograms_do_not_depend_on_the_batch_size_nor_the_images_order(
 
 
 def test_one_image_alone_is_the_one_far_beyond_the_next_which_has_values_too() -> None:
-    """calib.extremes.lone: hq132 F1's lone array (1e6 among N(0, 1)) is named; hq135 F4: masks all 0 but
-    one are not, their zeros quantized exactly."""
+    """calib.extremes.lone: hq132 F1's lone array (1e6 among N(0, 1)) is named; masks all 0 but one are not
+    (hq135 F4: zeros quantize exactly); samples all below 0 and one at +0.2 are not (hq136 F3), one at 1e6
+    among them is (hq138 F1); two mis-scaled arrays of opposite signs are both named (hq140 F4, hq141 F3);
+    500 among N(0, 1) is (hq141 F4: the others then quantize to 3 levels)."""
     peaks = np.array([4.4, 3.9, 1e6, 4.1])
-    assert ImageExtremes.of(-peaks, peaks).lone() == (
-        2,
-        1e6,
-        pytest.approx(4.4 + 4.4),
-    )
+    assert ImageExtremes.of(-peaks, peaks).lone() == (((2, 1e6),), pytest.approx(4.4 + 4.4))
     masks = np.array([0.0, 0.0, 1.0, 0.0])
-    assert ImageExtremes.of(np.zeros(4), masks).lone() is None
-    # hq136 F3, hq138 F1: the others below 0 (in [-4.5, -0.5]): 0.2 above them is nothing, 1e6 is
+    assert ImageExtremes.of(np.zeros(4), masks).lone()[0] == ()
     lows, highs = np.array([-4.5, -3.0, -4.0, -2.0]), np.array([-0.5, -0.6, 0.2, -0.7])
-    assert ImageExtremes.of(lows, highs).lone() is None
-    assert ImageExtremes.of(lows, np.array([-0.5, -0.6, 1e6, -0.7])).lone()[:2] == (2, 1e6)
-    # hq140 F4, F5: two of opposite signs hide each other no more; zeros, a -1e-3 and a mask of 1s: nothing
+    assert ImageExtremes.of(lows, highs).lone()[0] == ()
+    assert ImageExtremes.of(lows, np.array([-0.5, -0.6, 1e6, -0.7])).lone()[0] == ((2, 1e6),)
     two = ImageExtremes.of(np.array([2e5, -3e6, -2.0, -1.5]), np.array([1e6, -2e4, 2.0, 1.5])).lone()
-    assert two is not None and two[:2] == (0, 1e6)
-    assert ImageExtremes.of(np.array([0.0, -1e-3, 0.0, 0.0]), np.array([0.0, 0.0, 1.0, 0.0])).lone() is None
-    assert ImageExtremes.of(-peaks[:1], peaks[:1]).lone() is None  # one image: none to stand apart from
+    assert two[0] == ((0, 1e6), (1, -3e6))
+    assert ImageExtremes.of(np.array([0.0, -1e-3, 0.0, 0.0]), np.array([0.0, 0.0, 1.0, 0.0])).lone()[0] == ()
+    g = np.random.default_rng(0).normal(size=(16, 1000))
+    g[3, 0] = 500.0
+    assert ImageExtremes.of(g.min(axis=1), g.max(axis=1)).lone()[0] == ((3, 500.0),)
+    assert ImageExtremes.of(-peaks[:1], peaks[:1]).lone()[0] == ()  # one image: none to stand apart from

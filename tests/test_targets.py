@@ -1417,6 +1417,15 @@ def test_weights_only_layers_are_said_once_and_not_where_onnxruntime_fuses_them(
     found = json.loads((tmp_path / "a.json").read_text())["findings"]
     if "MatMulNBits" in fused_into:  # onnxruntime 1.2x: its weight-only kernel
         assert code == 0 and found == [], out
+        # hq141 F1: with its bias Add, named 'mm/MatMulAddFusion' there
+        model.graph.node[1].output[0] = "mm_out"
+        model.graph.node.append(helper.make_node("Add", ["mm_out", "bias"], ["y"], name="add"))
+        model.graph.initializer.append(numpy_helper.from_array(np.zeros(64, np.float32), "bias"))
+        onnx.save(model, str(tmp_path / "mm_add.onnx"))
+        code, out, _ = run(
+            ["check", str(tmp_path / "mm_add.onnx"), "--json", str(tmp_path / "e.json")], capsys
+        )
+        assert code == 0 and json.loads((tmp_path / "e.json").read_text())["findings"] == [], out
     conv = save(_qdq_conv(quantize_input=False), tmp_path / "conv.onnx")
     code, out, _ = run(["check", str(conv), "--json", str(tmp_path / "b.json")], capsys)
     found = json.loads((tmp_path / "b.json").read_text())["findings"]

@@ -19,7 +19,7 @@ TOP_IMAGES = 4  # each tensor's most extreme images remembered on each side
 STRESS_IMAGES = 4  # outlier images calibrate keeps beside its first samples
 # An input's extreme in one image this many times as far from 0 as the next images' span is that image
 # alone: calibrate names it (ImageExtremes.lone)
-LONE_FACTOR = 100.0
+LONE_FACTOR = 50.0  # a span, both sides: about 100x an N(0, 1) sample's reach (hq141 F4)
 
 Ranked = tuple[tuple[float, int], ...]  # (value, image index), most extreme first, at most TOP_IMAGES + 1
 
@@ -96,19 +96,21 @@ class ImageExtremes:
             found += [i for v, i in ranked[:TOP_IMAGES] if sign * v > max(bar, 0.0)]
         return found
 
-    def lone(self) -> tuple[int, float, float] | None:
-        """(the image, its extreme, the span the others reach) where one image's maximum or minimum lies
-        LONE_FACTOR times as far from 0 as the span of the next image on each side (the second highest
-        maximum, the second lowest minimum, 0 included); None where there is none, or where that span is 0
-        (masks: zeros stay exact). hq132 F1: one array holding 1e6 among 16 of N(0, 1); hq136 F3, hq138 F1,
-        hq140 F4: the others below 0, two mis-scaled arrays of opposite signs."""
+    def lone(self) -> tuple[tuple[tuple[int, float], ...], float]:
+        """((image, its extreme) for each side where one image's maximum or minimum lies LONE_FACTOR times as
+        far from 0 as the span of the second-highest maximum and the second-lowest minimum (0 included),
+        that span); no image where the span is 0 (masks: zeros stay exact). hq132 F1: one array holding
+        1e6 among 16 of N(0, 1); hq136 F3, hq138 F1, hq140 F4, hq141 F3: the others below 0, two
+        mis-scaled arrays of opposite signs, both named."""
         if len(self.highest) < 2 or len(self.lowest) < 2:
-            return None
+            return (), 0.0
         span = max(self.highest[1][0], 0.0) - min(self.lowest[1][0], 0.0)
+        found: dict[int, float] = {}  # one image lone on both sides is named once, by its farther extreme
         for ranked, sign in ((self.highest, 1.0), (self.lowest, -1.0)):
-            if span > 0.0 and sign * ranked[0][0] > LONE_FACTOR * span:
-                return ranked[0][1], ranked[0][0], span
-        return None
+            index, value = ranked[0][1], ranked[0][0]
+            if span > 0.0 and sign * value > LONE_FACTOR * span and abs(value) > abs(found.get(index, 0.0)):
+                found[index] = value
+        return tuple(found.items()), span
 
 
 def _ranked(pairs: Iterable[tuple[float, int]], highest: bool) -> Ranked:

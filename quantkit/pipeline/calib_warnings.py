@@ -145,13 +145,15 @@ def lone_extreme(
     index among those read."""
     for name in inputs:
         extremes = partials[name].image_extremes if name in partials else None
-        found = extremes.lone() if extremes is not None else None
-        if found is not None:
-            index, value, other = found
+        found, span = extremes.lone() if extremes is not None else ((), 0.0)
+        if found:
+            each = " and ".join(f"{name_of(index)} reaches {value:.3g}" for index, value in found)
+            one = len(found) == 1
             return (
-                f"{name_of(index)} reaches {value:.3g} in input {name!r}, where the other {noun}s span "
-                f"{other:.3g}: that one {noun} sets the input's range, and a model converted from "
-                "this table is noise on the others; leave it out, or fix it"
+                f"{each} in input {name!r}, where the other {noun}s span {span:.3g}: "
+                f"{'that one ' + noun + ' sets' if one else 'those ' + noun + 's set'} the input's range, "
+                f"and a model converted from this table is noise on the others; leave "
+                f"{'it' if one else 'them'} out, or fix {'it' if one else 'them'}"
             )
     return None
 

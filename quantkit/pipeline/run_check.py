@@ -64,7 +64,9 @@ def _placement(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target
     ]
     # a weights-only layer onnxruntime fused (DequantizeLinear -> MatMul into MatMulNBits: hq139 F2) is no
     # finding, and one it left float is said once, as weights-only (hq139 F4: not-fused too)
-    weight_kernels = {node.name for node in optimized.graph.node if node.op_type in WEIGHT_ONLY_KERNELS}
+    weight_kernels = {  # 'mm/MatMulAddFusion': the layer 'mm' fused with its Add (hq141 F1)
+        node.name.split("/", 1)[0] for node in optimized.graph.node if node.op_type in WEIGHT_ONLY_KERNELS
+    }
     static = [f for f in static if f.rule != "weights-only" or f.node not in weight_kernels]
     alone = {f.node for f in static if f.rule == "weights-only"}
     named = [_as_named(f, own) for f in unfused]

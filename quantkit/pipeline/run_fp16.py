@@ -285,11 +285,15 @@ def _require_finite(runs: Runs, measured: Mapping[str, Sequence[str]], described
     nothing to measure a conversion against (hq132 F2: an Inf constant times a Relu's zeros was refused
     as "input 'r' is float16 and is fed values up to nan", an internal tensor named; hq140 F2: +-Inf
     everywhere was written at 'inf dB'). An infinity beside finite values is no sign: a mask of -inf, a
-    Log of a Relu's zeros write it by design, where the input puts it (hq138 F3)."""
+    Log of a Relu's zeros write it by design, where the input puts it (hq138 F3); nor is an output the same
+    on every sample (a constant mask, hq141 F2)."""
     for output, tensors in measured.items():
         if output not in tensors or not runs:
             continue
-        if all(np.isnan(run[output]).any() or not np.isfinite(run[output]).any() for run in runs):
+        varies = any(not np.array_equal(run[output], runs[0][output]) for run in runs)  # no constant mask
+        if all(
+            np.isnan(run[output]).any() or (varies and not np.isfinite(run[output]).any()) for run in runs
+        ):
             raise ModelError(
                 f"the FP32 model gives NaN, or no finite value, in output {output!r} on every one of the "
                 f"{described}: there is nothing to measure a conversion against; check its weights and "
