@@ -1341,7 +1341,7 @@ def _quantized_chain(
         ({"x_scale": 0.0}, "scale", "its scale 'xs' holds 0 (a scale is finite and above 0)"),
         ({"x_scale": float("inf")}, "scale", "its scale 'xs' holds Inf"),
         ({"x_scale": -0.03}, "scale", "its scale 'xs' holds a value below 0"),
-        ({"channel_scale": 0.0}, "scale", "its scale 'sw' holds 0 in 1 of its 8 channels"),
+        ({"channel_scale": 0.0}, "scale", "its scale 'sw' holds 0 in 1 of its 8 values"),
         ({"saturated": True}, "saturated-bias", "'qb' holds 8 value(s) at int32's limit"),
         ({"x_scale": 0.0, "constant": True}, "scale", "its scale 'xs' holds 0"),  # hq138 F5
         ({"channel_scale": 0.0, "pruned": True}, None, ""),  # hq138 F6: a pruned channel
@@ -1455,3 +1455,9 @@ def test_weights_only_layers_are_said_once_and_not_where_onnxruntime_fuses_them(
     code, out, _ = run(["check", str(tmp_path / "blocked.onnx"), "--json", str(tmp_path / "d.json")], capsys)
     found = json.loads((tmp_path / "d.json").read_text())["findings"]
     assert code == 1 and "scale" in [f["rule"] for f in found], out
+    codes[:32, 5] = 0  # hq141 F5: the block whose scale is 0 holds no code: it loses nothing
+    del blocked.graph.initializer[0]
+    blocked.graph.initializer.insert(0, numpy_helper.from_array(codes, "wq"))
+    onnx.save(blocked, str(tmp_path / "pruned.onnx"))
+    code, out, _ = run(["check", str(tmp_path / "pruned.onnx"), "--json", str(tmp_path / "f.json")], capsys)
+    assert "scale" not in [f["rule"] for f in json.loads((tmp_path / "f.json").read_text())["findings"]], out

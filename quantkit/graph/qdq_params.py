@@ -56,13 +56,21 @@ def broken_params(model: onnx.ModelProto) -> list[Finding]:
 
 
 def _zero_channels(node: onnx.NodeProto, data: np.ndarray | None, scale: np.ndarray) -> np.ndarray:
-    """bool [channels of scale]: the channels a DequantizeLinear's constant data holds only zeros in (a
-    pruned channel: a scale of 0 loses nothing there, hq138 F6)."""
+    """bool [scale.size]: the channels (or blocks, with block_size) a DequantizeLinear's constant data holds
+    only zeros in (pruned: a scale of 0 loses nothing there, hq138 F6, hq141 F5)."""
     none = np.zeros(scale.size, dtype=bool)
-    blocked = any(a.name == "block_size" and a.i for a in node.attribute)  # a scale a block (hq140 F3)
-    if data is None or scale.size <= 1 or data.ndim == 0 or blocked:
+    if data is None or scale.size <= 1 or data.ndim == 0:
         return none
     axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % data.ndim
+    block = next((a.i for a in node.attribute if a.name == "block_size"), 0)
+    if block:  # scale: data's shape, its axis cut into blocks (hq140 F3: no channel of one)
+        count = -(-data.shape[axis] // block)
+        moved = np.moveaxis(data, axis, 0)
+        padded = np.zeros((count * block, *moved.shape[1:]), dtype=moved.dtype)
+        padded[: moved.shape[0]] = moved
+        held = padded.reshape(count, block, *moved.shape[1:]).any(axis=1)
+        zero = np.moveaxis(np.asarray(~held), 0, axis)
+        return zero.reshape(-1) if zero.shape == scale.shape else none
     if data.shape[axis] != scale.size:
         return none
     return np.asarray(~np.moveaxis(data, axis, 0).reshape(scale.size, -1).any(axis=1))
@@ -78,5 +86,5 @@ def _bad_scale(scale: np.ndarray, pruned: np.ndarray) -> str | None:
         (values < 0.0, "a value below 0"),
     ):
         if test.any():
-            return what if values.size == 1 else f"{what} in {int(test.sum())} of its {values.size} channels"
+            return what if values.size == 1 else f"{what} in {int(test.sum())} of its {values.size} values"
     return None
