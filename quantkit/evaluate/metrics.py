@@ -57,6 +57,12 @@ class DetectionRecall:
 ANCHORS_LAST = 4  # [N, K, A] with A at least this many times K > 4 holds its anchors along the last axis
 
 
+def batchless(values: np.ndarray, images: int | None) -> bool:
+    """Whether an output's first axis is not the run's images, where their count is known: loc [16800, 4]
+    of one image is that image's, whole, not 16800 images' (hq133 F4, hq137 F1, hq138 F2)."""
+    return images is not None and values.ndim > 0 and values.shape[0] != images
+
+
 def is_yolo_head(output: np.ndarray) -> bool:
     """[N, A, 5 + C]; not a head with its anchors along the last axis (YOLOv8's [N, 4 + C, A], which
     yolov8_rows turns)."""

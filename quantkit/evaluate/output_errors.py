@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from quantkit.evaluate.class_scores import class_axis, holds_labels, sums_to_one, top_indices
-from quantkit.evaluate.metrics import sqnr_db
+from quantkit.evaluate.metrics import batchless, sqnr_db
 from quantkit.outcomes import OutputMetrics
 
 # An image whose own output has a cosine below this with FP32's is mostly noise there (SQNR near 0 dB or
@@ -84,14 +84,12 @@ class OutputErrors:
         # class ids written as floats in rows a TopK / NonMaxSuppression chose are labels too (hunt53 B3)
         whole = self.ordered and ref.dtype.kind == "f" and bool(np.array_equal(ref, np.rint(ref)))
         self.labels = self.labels and (holds_labels(ref.dtype) or whole or self.labelled)
-        # an output without the batch axis (loc [16800, 4] of one image) is one image's, not 16800 (hq133 F4;
-        # hq138 F2: a label map's agreement counted per row read 1588 %)
-        batchless = images is not None and ref.ndim > 0 and ref.shape[0] != images
+        whole = batchless(ref, images)  # hq138 F2: a label map's agreement counted per row read 1588 %
         if self.labels:
-            same = (ref == cand).reshape(1, -1) if batchless else _per_row(ref == cand)
+            same = _per_row(ref == cand, whole)
             self.top1_same += float(np.sum(np.mean(same, axis=1))) if same.shape[1] else float(len(same))
         with np.errstate(invalid="ignore", over="ignore"):  # NaN and Inf give NaN figures, not warnings
-            self._add_errors(ref.astype(np.float64), cand.astype(np.float64), batchless)
+            self._add_errors(ref.astype(np.float64), cand.astype(np.float64), whole)
         axis = (axis if axis is not None else class_axis(ref, images)) if self.classification else None
         self.classification = axis is not None
         if axis is not None and not self.labels:
@@ -136,13 +134,10 @@ class OutputErrors:
         self.single = self.single and ref64[0].size == 1 if len(ref64) else self.single
         self._add_kinds(ref64, diff)
         self.max_abs = _largest(self.max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
-        flat_r, flat_c = (
-            (ref64.reshape(1, -1), cand64.reshape(1, -1)) if whole else (_per_row(ref64), _per_row(cand64))
-        )
+        flat_r, flat_c = _per_row(ref64, whole), _per_row(cand64, whole)
         norms_r, norms_c = np.linalg.norm(flat_r, axis=1), np.linalg.norm(flat_c, axis=1)
         dots = np.sum(flat_r * flat_c, axis=1)
-        noise_rows = squared.reshape(1, -1) if whole else _per_row(squared)
-        row_noise = np.sum(noise_rows, axis=1)  # each image's share of the noise summed above
+        row_noise = np.sum(_per_row(squared, whole), axis=1)  # each image's share of the noise summed above
         self.image_power.extend(zip((norms_r**2).tolist(), row_noise.tolist(), strict=True))
         self.nonfinite += int(np.sum(~(np.isfinite(norms_r * norms_c) & np.isfinite(dots))))
         self.cosines.extend(cosines(norms_r, norms_c, dots))
@@ -302,6 +297,9 @@ def _largest(a: float, b: float) -> float:
     return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
 
 
-def _per_row(x: np.ndarray) -> np.ndarray:
-    """x [N, ...] as [N, M]; also where N is 0 (an output of the rows a NonMaxSuppression kept: none)."""
+def _per_row(x: np.ndarray, whole: bool = False) -> np.ndarray:
+    """x [N, ...] as [N, M]; also where N is 0 (an output of the rows a NonMaxSuppression kept: none).
+    whole: x is one image's (metrics.batchless): [1, M]."""
+    if whole:
+        return x.reshape(1, -1)
     return x.reshape(x.shape[0], -1) if x.size else x.reshape(x.shape[0], 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quantkit.evaluate.metrics import sqnr_db
+from quantkit.evaluate.metrics import batchless, sqnr_db
 
 MAX_ELEMENTS = 4_000_000  # per image: the per-element sums held (32 MB); larger outputs are not followed
 HIDDEN_DB = 20.0  # pooled minus varying: the constant part is 100x what changes between images
@@ -38,7 +38,7 @@ class Variation:
         """ref, cand: [N, ...] of one shape. images: how many the run held, where known: an output whose
         first axis is not theirs (loc [20, 4] of one image) is one image's, whole (hq137 F1: its rows read
         as images hid what changes between images, -0.76 dB, under 30.06 dB)."""
-        if images is not None and ref.ndim and ref.shape[0] != images:
+        if batchless(ref, images):
             ref, cand = ref.reshape(1, -1), cand.reshape(1, -1)
         if not self.followed or not len(ref):
             return

@@ -68,12 +68,13 @@ def steady_outputs(
     signs: dict[str, np.ndarray | None] = {t: None for t in tensors if t in outputs}  # sign_region's [C, 5]
     axes = channel_axes(converted, signs)
     session = Session.of(with_outputs(converted, tensors, typed=False))
+    per_run = session.fixed_batch or 1  # the samples one run holds: an output without their axis is theirs
     for ref, got in zip(reference, session.iter_samples(samples), strict=True):
         for tensor, variation in variations.items():
             if ref[tensor].shape == got[tensor].shape and ref[tensor].dtype.kind == "f":
-                variation.update(ref[tensor], got[tensor].astype(np.float64), session.fixed_batch or 1)
-                if tensor in errors:  # one run's images: an output without the batch axis is theirs whole
-                    errors[tensor].update(ref[tensor], got[tensor], session.fixed_batch or 1)
+                variation.update(ref[tensor], got[tensor].astype(np.float64), per_run)
+                if tensor in errors:
+                    errors[tensor].update(ref[tensor], got[tensor], per_run)
                 if tensor in signs:
                     counts = channel_signs(ref[tensor], got[tensor], axes.get(tensor))
                     signs[tensor] = add_signs(signs[tensor], counts)
