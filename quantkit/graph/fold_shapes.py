@@ -16,8 +16,8 @@ from onnx.reference import ReferenceEvaluator
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
 from quantkit.graph.augment import COMPUTE_OPS
-from quantkit.graph.naming import names_in
-from quantkit.graph.query import GraphIndex, graphs_within, subgraph_inputs
+from quantkit.graph.naming import fresh_name, names_within
+from quantkit.graph.query import GraphIndex, subgraph_inputs
 
 FOLDED_OPS = frozenset(
     {
@@ -173,7 +173,7 @@ def fills_as_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
             kept_stored.update(node.input[1:])
     # every name the model uses, nodes, inputs and bodies' too (hq135 F1-F3: a node already named
     # '<weight>_expand', an If body's own '<weight>_compact', an input '<weight>_shape' were taken again)
-    taken = {name for body in graphs_within(graph) for name in names_in(body)}
+    taken = names_within(graph)
     fills: list[onnx.NodeProto] = []
     stored: list[onnx.TensorProto] = []
     for tensor in graph.initializer:
@@ -182,18 +182,18 @@ def fills_as_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
         if value is None and compact is None:
             stored.append(tensor)
             continue
-        shape_name = _unused(f"{tensor.name}_shape", taken)
+        shape_name = fresh_name(f"{tensor.name}_shape", taken)
         stored.append(numpy_helper.from_array(np.asarray(tensor.dims, dtype=np.int64), shape_name))
         if value is not None:
-            node_name = _unused(f"{tensor.name}_fill", taken)
+            node_name = fresh_name(f"{tensor.name}_fill", taken)
             fills.append(
                 helper.make_node("ConstantOfShape", [shape_name], [tensor.name], node_name, value=value)
             )
             continue
         assert compact is not None
-        compact_name = _unused(f"{tensor.name}_compact", taken)
+        compact_name = fresh_name(f"{tensor.name}_compact", taken)
         stored.append(numpy_helper.from_array(compact, compact_name))
-        node_name = _unused(f"{tensor.name}_expand", taken)
+        node_name = fresh_name(f"{tensor.name}_expand", taken)
         fills.append(helper.make_node("Expand", [compact_name, shape_name], [tensor.name], node_name))
     if fills:
         del graph.initializer[:]
@@ -246,11 +246,3 @@ def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
     """Equal bit for bit (-0.0 and 0.0 differ, a NaN equals its own payload)."""
     flat_a, flat_b = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
     return bool((flat_a.view(np.uint8) == flat_b.view(np.uint8)).all())
-
-
-def _unused(name: str, taken: set[str]) -> str:
-    out, i = name, 1
-    while out in taken:
-        out, i = f"{name}_{i}", i + 1
-    taken.add(out)
-    return out

@@ -9,9 +9,7 @@ from quantkit.graph.query import graphs_within
 
 class Namer:
     def __init__(self, model: onnx.ModelProto) -> None:
-        # the bodies' names too: a body may not define a name the graph around it does (hq131 F3: an If
-        # branch's own 'r1_scale' met the Q/DQ scale named so, and onnxruntime refused the model written)
-        self.taken: set[str] = {name for graph in graphs_within(model.graph) for name in names_in(graph)}
+        self.taken: set[str] = names_within(model.graph)
 
     def fresh(self, base: str) -> str:
         """`base`, or `base_1`, `base_2`, ... : the first not used anywhere in the model."""
@@ -26,6 +24,13 @@ def names_in(graph: onnx.GraphProto) -> set[str]:
         taken.update(node.output)
     taken.update(v.name for v in [*graph.input, *graph.output, *graph.value_info])
     return taken
+
+
+def names_within(graph: onnx.GraphProto) -> set[str]:
+    """Every name the graph and its If/Loop/Scan bodies use or declare: a body may not define a name the
+    graph around it does (hq131 F3: an If branch's own 'r1_scale' met the Q/DQ scale named so, and
+    onnxruntime refused the model written)."""
+    return {name for body in graphs_within(graph) for name in names_in(body)}
 
 
 def fresh_name(base: str, taken: set[str]) -> str:

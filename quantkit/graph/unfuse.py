@@ -28,8 +28,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from quantkit.graph.naming import fresh_prefix, names_in
-from quantkit.graph.query import graphs_within
+from quantkit.graph.naming import fresh_prefix, names_within
 
 ORT_DOMAIN = "com.microsoft"
 GELUS = frozenset({"QuickGelu", "Gelu", "BiasGelu", "FastGelu"})  # no activation attribute
@@ -81,7 +80,7 @@ def written_out(
     graph = out.graph
     nodes: list[onnx.NodeProto] = []
     counts: Counter[str] = Counter()
-    taken = {name for body in graphs_within(graph) for name in names_in(body)}
+    taken = names_within(graph)
     for k, node in enumerate(graph.node):
         if not picked(node):
             nodes.append(node)

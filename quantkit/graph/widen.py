@@ -22,7 +22,7 @@ from onnx import numpy_helper
 
 from quantkit.errors import ModelError
 from quantkit.graph import model_io
-from quantkit.graph.naming import fresh_name, names_in
+from quantkit.graph.naming import fresh_name, names_within
 from quantkit.graph.query import GraphIndex, graphs_within
 
 HALF = frozenset({onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
@@ -157,7 +157,7 @@ def narrow(model: onnx.ModelProto, interface: tuple[tuple[str, int], ...]) -> on
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    names = {name for graph in graphs_within(out.graph) for name in names_in(graph)}
+    names = names_within(out.graph)
     front: list[onnx.NodeProto] = []
     back: list[onnx.NodeProto] = []
     for name, is_input in edges:
@@ -209,7 +209,7 @@ def stored_half(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    names = {name for graph in graphs_within(out.graph) for name in names_in(graph)}
+    names = names_within(out.graph)
     casts = []
     for k, half in chosen:
         name = out.graph.initializer[k].name
