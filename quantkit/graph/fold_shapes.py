@@ -215,7 +215,7 @@ def _one_value(tensor: onnx.TensorProto, opset: int) -> onnx.TensorProto | None:
         return None
     array = numpy_helper.to_array(tensor).ravel()
     first = array[:1]
-    if not (array.view(np.uint8).reshape(array.size, -1) == first.view(np.uint8)).all():
+    if not _same_bytes(array, np.broadcast_to(first, array.shape)):
         return None  # compared by bytes: -0.0 and 0.0, and NaN payloads, stay what they were
     return numpy_helper.from_array(first.copy(), "value")
 

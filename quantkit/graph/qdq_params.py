@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from quantkit.graph.finite_weights import QDQ_OPS
 from quantkit.graph.query import constant_value
 from quantkit.outcomes import Finding
 
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INT32_LIMITS = (np.iinfo(np.int32).min, np.iinfo(np.int32).max)
 
 
