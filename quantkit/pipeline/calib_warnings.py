@@ -21,10 +21,15 @@ from quantkit.results import Feed, InputSpec, feed_rows
 DEPTH_CHECKED = 32  # images opened again for their bit depth: 8 missed 5 twelve-bit scans among 100 photos
 
 
+def _checked(paths: Sequence[Path]) -> list[Path]:
+    """The DEPTH_CHECKED images spread over `paths` that calibrate and compare open again, in order."""
+    return sorted(spread(paths, DEPTH_CHECKED))
+
+
 def narrow_16_bit_of(paths: Sequence[Path]) -> str | None:
     """sanity.narrow_16_bit on DEPTH_CHECKED images spread over `paths`, opened again here (compare says it
     too: hq129 F2, F3, it scored nearly black 12-bit scans without a word where calibrate warned)."""
-    depths = [peak_16_bit(path) for path in sorted(spread(paths, DEPTH_CHECKED))]
+    depths = [peak_16_bit(path) for path in _checked(paths)]
     found = [d for d in depths if d is not None]
     return narrow_16_bit([peak for peak, _ in found], len(depths), [level for _, level in found])
 
@@ -36,7 +41,7 @@ def presized(paths: Sequence[Path], preprocess: Preprocess) -> str | None:
     nothing)."""
     if preprocess.resize is not ResizeMode.crop or not paths:
         return None
-    sizes = [stored_size(path) for path in sorted(spread(paths, DEPTH_CHECKED))]
+    sizes = [stored_size(path) for path in _checked(paths)]
     found = [size for size in sizes if size is not None]
     if not found or any(size != (preprocess.width, preprocess.height) for size in found):
         return None
