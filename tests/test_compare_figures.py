@@ -429,7 +429,13 @@ def test_one_image_that_stands_apart_is_named_and_a_spread_is_not() -> None:
     spread = sorted(rng.normal(36.0, 3.0, 200))
     spread[:3] = [22.0, 22.8, 25.4]  # SqueezeNet's worst three of 200: a tail, nobody apart
     assert worst_image(power(spread)) is None
-    assert worst_image(power([*rest[:7], 11.4])) is None  # too few images to tell
+    assert worst_image(power([*rest[:6], 11.4])) is None  # too few images to tell
+    # hq137 F8: the image carrying the noise pulls the pooled figure (16.59 dB) to within 10 dB of
+    # itself; the other 11 images pool to 36 dB
+    twelve = [38.0, 35.4, 37.2, 11.95, 37.0, 37.0, 36.3, 35.6, 33.1, 35.3, 39.3, 42.0]
+    brighter = [*power(twelve[:3]), *power([11.95], 4.0), *power(twelve[4:])]  # its output the largest
+    found = worst_image(brighter)
+    assert found is not None and found[0] == 3 and found[1] == pytest.approx(11.95)
     quiet = [*power(rest), (1e-4, 1e-4 / 10**1.14)]  # its output nearly empty: the noise warning's
     assert worst_image(quiet) is None
     m = OutputMetrics("y", 24.4, 0.999, 0.3, worst_image=(5, 11.4))
@@ -694,3 +700,11 @@ def test_a_dynamically_quantized_model_is_compared_one_image_a_run(
         r, c = a.run(None, {"x": batch.data})[0], b.run(None, {"x": batch.data})[0]
         signal, noise = signal + float(np.sum(r**2)), noise + float(np.sum((r - c) ** 2))
     assert measured == pytest.approx(10 * np.log10(signal / noise), abs=0.01)
+
+
+def test_an_output_of_no_elements_measures_nothing_not_infinite_db() -> None:
+    """hq137 F7: a Slice to nothing ([N, 0], or a batchless [0, 6]) read 'inf' dB and passed
+    --min-eval-sqnr though nothing was compared."""
+    for shape in ((4, 0), (0, 6)):
+        m = _errors(np.zeros(shape), np.zeros(shape)).result(images=4)
+        assert math.isnan(m.sqnr_db) and math.isnan(m.max_abs_error), shape

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -423,8 +422,8 @@ def scored_output(
 
 
 def _unmeasured(name: str) -> OutputMetrics:
-    """An output's metrics with no element compared: its figures n/a (not OutputErrors' inf of nothing)."""
-    return dataclasses.replace(OutputErrors(name).result(), sqnr_db=math.nan, max_abs_error=math.nan)
+    """An output's metrics with no element compared: its figures n/a."""
+    return OutputErrors(name).result()
 
 
 def _rows(output: np.ndarray) -> int:
