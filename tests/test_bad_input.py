@@ -2685,12 +2685,17 @@ def test_a_model_whose_fp32_output_is_never_finite_is_named_as_such(
     zero = save(make_model([conv, over], {**p, "zero": np.array(0.0, np.float32)}), tmp_path / "div.onnx")
     code, _, err = run(["convert", str(zero), "--to", "fp16", "-o", str(tmp_path / "div16.onnx")], capsys)
     assert_one_line_error(code, err, "no finite value, in output 'y'")
-    masked = helper.make_node("Add", ["c", "mask"], ["y"], name="masked")  # hq141 F2: -inf by design
+    masked = helper.make_node("Add", ["c", "mask"], ["m"], name="masked")  # hq141 F2: -inf by design
     ninf = np.full((1, 4, 16, 16), -np.inf, np.float32)
-    mask = save(
-        make_model([conv, masked], {**p, "mask": ninf}, input_shape=(1, 3, 16, 16)), tmp_path / "m.onnx"
-    )
+    both = make_model([conv, masked], {**p, "mask": ninf}, input_shape=(1, 3, 16, 16), outputs=["c", "m"])
+    mask = save(both, tmp_path / "m.onnx")
     assert run(["convert", str(mask), "--to", "fp16", "-o", str(tmp_path / "m16.onnx")], capsys)[0] == 0
+    exp = helper.make_node("Exp", ["c"], ["e"], name="exp")  # hq142 F3: +inf on every input, alone
+    over = helper.make_node("Div", ["e", "zero"], ["y"], name="over")
+    inf = save(make_model([conv, exp, over], {**p, "zero": np.array(0.0, np.float32)}), tmp_path / "e.onnx")
+    code, _, err = run(["convert", str(inf), "--to", "fp16", "-o", str(tmp_path / "e16.onnx")], capsys)
+    assert_one_line_error(code, err, "no finite value, in output 'y'")
+    assert not (tmp_path / "e16.onnx").exists()
     log = helper.make_node("Log", ["r"], ["y"], name="log")
     logs = save(make_model([conv, relu, log], p), tmp_path / "log.onnx")
     assert run(["convert", str(logs), "--to", "fp16", "-o", str(tmp_path / "log16.onnx")], capsys)[0] == 0

@@ -1426,6 +1426,11 @@ def test_weights_only_layers_are_said_once_and_not_where_onnxruntime_fuses_them(
             ["check", str(tmp_path / "mm_add.onnx"), "--json", str(tmp_path / "e.json")], capsys
         )
         assert code == 0 and json.loads((tmp_path / "e.json").read_text())["findings"] == [], out
+        for name in ("/fc/MatMul", "fc/MatMul"):  # hq142 F1: a torch export's names read as ''/'fc'
+            model.graph.node[1].name = name
+            onnx.save(model, str(tmp_path / "torch.onnx"))
+            code, out, _ = run(["check", str(tmp_path / "torch.onnx")], capsys)
+            assert code == 0, out
     conv = save(_qdq_conv(quantize_input=False), tmp_path / "conv.onnx")
     code, out, _ = run(["check", str(conv), "--json", str(tmp_path / "b.json")], capsys)
     found = json.loads((tmp_path / "b.json").read_text())["findings"]
@@ -1461,3 +1466,40 @@ def test_weights_only_layers_are_said_once_and_not_where_onnxruntime_fuses_them(
     onnx.save(blocked, str(tmp_path / "pruned.onnx"))
     code, out, _ = run(["check", str(tmp_path / "pruned.onnx"), "--json", str(tmp_path / "f.json")], capsys)
     assert "scale" not in [f["rule"] for f in json.loads((tmp_path / "f.json").read_text())["findings"]], out
+
+
+def test_a_fused_node_is_named_as_the_layer_it_stands_for() -> None:
+    """hq142 F2: 'head/fc' (a MatMul onnxruntime fused) was read as the Conv 'head', whose weights-only
+    finding was then dropped and the MatMul's kept."""
+    from quantkit.pipeline.run_check import _own_name
+
+    own = {"head": "Conv", "head/fc": "MatMul", "/fc/MatMul": "MatMul"}
+    assert _own_name("head/fc", own) == "head/fc"
+    assert _own_name("/fc/MatMul/MatMulAddFusion", own) == "/fc/MatMul"
+    assert _own_name("fused_1", own) == "fused_1"
+
+
+def test_a_channel_or_block_stored_as_its_zero_point_is_pruned_not_a_bad_scale() -> None:
+    """hq142 F4: uint8 codes all 128 under a zero point of 128 dequantize to exact 0, as int8 zeros do,
+    and a scale of 0 there loses nothing; check read 'holds 0 in 1 of its 32 values', exit 1."""
+    from quantkit.graph.qdq_params import broken_params
+
+    def dequantize(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, **attrs: int) -> onnx.ModelProto:
+        node = helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="dq", **attrs)
+        inits = [numpy_helper.from_array(a, n) for a, n in ((codes, "wq"), (scale, "ws"), (zero, "wz"))]
+        out = [helper.make_tensor_value_info("w", TensorProto.FLOAT, list(codes.shape))]
+        return helper.make_model(helper.make_graph([node], "g", [], out, inits))
+
+    g = np.random.default_rng(1)
+    codes = g.integers(0, 256, (16, 32)).astype(np.uint8)
+    scale = np.full(32, 0.01, np.float32)
+    codes[:, 3], scale[3] = 128, 0.0
+    zero = np.full(32, 128, np.uint8)
+    assert broken_params(dequantize(codes, scale, zero, axis=1)) == []
+    codes[0, 3] = 127  # one live code: its scale of 0 loses it
+    assert [f.rule for f in broken_params(dequantize(codes, scale, zero, axis=1))] == ["scale"]
+    blocks = np.full((4, 32), 0.01, np.float32)  # blocked: [64 / 16, 32]
+    wide = g.integers(0, 256, (64, 32)).astype(np.uint8)
+    wide[:16, 3], blocks[0, 3] = 128, 0.0
+    zeros = np.full((4, 32), 128, np.uint8)
+    assert broken_params(dequantize(wide, blocks, zeros, axis=0, block_size=16)) == []

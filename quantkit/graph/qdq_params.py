@@ -29,7 +29,10 @@ def broken_params(model: onnx.ModelProto) -> list[Finding]:
             continue
         scale = values.get(node.input[1])
         data = values.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if scale is not None and (what := _bad_scale(scale, _zero_channels(node, data, scale))) is not None:
+        zero = values.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if scale is not None and (
+            what := _bad_scale(scale, _zero_channels(node, _offsets(node, data, zero), scale))
+        ):
             found.append(
                 Finding(
                     "scale",
@@ -55,9 +58,29 @@ def broken_params(model: onnx.ModelProto) -> list[Finding]:
     return found
 
 
+def _offsets(node: onnx.NodeProto, data: np.ndarray | None, zero: np.ndarray | None) -> np.ndarray | None:
+    """bool, data's shape: where a DequantizeLinear's constant codes differ from their zero point (hq142
+    F4: a pruned channel stored as uint8 128 with zero point 128 is as empty as int8 zeros)."""
+    if data is None:
+        return None
+    if zero is None or zero.size <= 1:
+        return np.asarray(data != (0 if zero is None else zero.reshape(())))
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % max(data.ndim, 1)
+    block = next((a.i for a in node.attribute if a.name == "block_size"), 0)
+    try:
+        if block:  # the zero point's shape is the data's with its axis cut into blocks
+            zero = np.repeat(zero, block, axis=axis).take(range(data.shape[axis]), axis=axis)
+        else:
+            zero = zero.reshape([-1 if a == axis else 1 for a in range(data.ndim)])
+        return np.asarray(data != zero)
+    except (ValueError, IndexError):  # a shape onnxruntime refuses too: no channel is called pruned
+        return np.ones(data.shape, dtype=bool)
+
+
 def _zero_channels(node: onnx.NodeProto, data: np.ndarray | None, scale: np.ndarray) -> np.ndarray:
     """bool [scale.size]: the channels (or blocks, with block_size) a DequantizeLinear's constant data holds
-    only zeros in (pruned: a scale of 0 loses nothing there, hq138 F6, hq141 F5)."""
+    only zeros in (pruned: a scale of 0 loses nothing there, hq138 F6, hq141 F5). data: bool, where each
+    code differs from its zero point (_offsets)."""
     none = np.zeros(scale.size, dtype=bool)
     if data is None or scale.size <= 1 or data.ndim == 0:
         return none

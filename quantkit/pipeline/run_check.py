@@ -65,7 +65,7 @@ def _placement(model: onnx.ModelProto, inferred: onnx.ModelProto, target: Target
     # a weights-only layer onnxruntime fused (DequantizeLinear -> MatMul into MatMulNBits: hq139 F2) is no
     # finding, and one it left float is said once, as weights-only (hq139 F4: not-fused too)
     weight_kernels = {  # 'mm/MatMulAddFusion': the layer 'mm' fused with its Add (hq141 F1)
-        node.name.split("/", 1)[0] for node in optimized.graph.node if node.op_type in WEIGHT_ONLY_KERNELS
+        _own_name(node.name, own) for node in optimized.graph.node if node.op_type in WEIGHT_ONLY_KERNELS
     }
     static = [f for f in static if f.rule != "weights-only" or f.node not in weight_kernels]
     alone = {f.node for f in static if f.rule == "weights-only"}
@@ -82,10 +82,19 @@ def _as_named(found: Finding, own: dict[str, str]) -> Finding:
     """A finding on onnxruntime's optimized graph named as the model names the node: a fusion calls its node
     '<first node>/<fusion>' (hq63a F3: 'node_MatMul_96/MatMulAddFusion', a Gemm, which --exclude-nodes then
     refused; the model has MatMul 'node_MatMul_96' and an Add)."""
-    name = found.node
-    while name not in own and "/" in name:
-        name = name.rsplit("/", 1)[0]
+    name = _own_name(found.node, own)
     return dataclasses.replace(found, node=name, op_type=own[name]) if name in own else found
+
+
+def _own_name(name: str, own: dict[str, str]) -> str:
+    """The model's node a name of onnxruntime's optimized graph stands for, its fusions' '/<fusion>' suffixes
+    taken off one at a time ('/fc/MatMul/MatMulAddFusion' is '/fc/MatMul'; hq142 F1: the text before the
+    first '/' matched no node of a torch export, and 'head' of 'head/fc' another layer); the name as it is
+    where none matches."""
+    found = name
+    while found not in own and "/" in found:
+        found = found.rsplit("/", 1)[0]
+    return found if found in own else name
 
 
 def recorded_target(model: onnx.ModelProto) -> Target | None:

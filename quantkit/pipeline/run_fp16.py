@@ -286,19 +286,22 @@ def _require_finite(runs: Runs, measured: Mapping[str, Sequence[str]], described
     as "input 'r' is float16 and is fed values up to nan", an internal tensor named; hq140 F2: +-Inf
     everywhere was written at 'inf dB'). An infinity beside finite values is no sign: a mask of -inf, a
     Log of a Relu's zeros write it by design, where the input puts it (hq138 F3); nor is an output the same
-    on every sample (a constant mask, hq141 F2)."""
-    for output, tensors in measured.items():
-        if output not in tensors or not runs:
-            continue
+    on every sample (a constant mask, hq141 F2) beside another the conversion is measured on (hq142 F3: an
+    Exp(conv) / 0, +inf on every input, was written at 'inf dB')."""
+    own = [o for o, tensors in measured.items() if o in tensors and runs]
+    finite = {o: any(np.isfinite(run[o]).any() for run in runs) for o in own}
+    for output in own:
         varies = any(not np.array_equal(run[output], runs[0][output]) for run in runs)  # no constant mask
+        alone = not any(held for o, held in finite.items() if o != output)
         if all(
-            np.isnan(run[output]).any() or (varies and not np.isfinite(run[output]).any()) for run in runs
+            np.isnan(run[output]).any() or ((varies or alone) and not np.isfinite(run[output]).any())
+            for run in runs
         ):
             raise ModelError(
                 f"the FP32 model gives NaN, or no finite value, in output {output!r} on every one of the "
                 f"{described}: there is nothing to measure a conversion against; check its weights and "
-                "constants (an Inf times 0, a BatchNormalization's variance of 0 with epsilon 0), or give "
-                "-c TABLE of the inputs it is fed"
+                "constants (an Inf times 0, a BatchNormalization's variance of 0 with epsilon 0)"
+                + (", or give -c TABLE of the inputs it is fed" if described == "synthetic inputs" else "")
             )
 
 
