@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
@@ -141,3 +142,44 @@ def test_ops_written_out_take_names_the_model_does_not_use() -> None:
     onnx.checker.check_model(unfused)
     assert not any(n.op_type == "QuickGelu" for n in unfused.graph.node)
     np.testing.assert_allclose(run_outputs(unfused, x)[0], run_outputs(fused, x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("constant", [True, False])
+def test_a_per_element_batchnorm_of_opset_7_is_written_out_and_upgrades(constant: bool) -> None:
+    """hq134 F5: a BatchNormalization with spatial=0 (scale, B, mean, var of [C, H, W]) runs in onnxruntime
+    at opset 7, but onnx's converter stopped int8 with "Attribute spatial must have value 1"."""
+    from quantkit.graph.model_io import ensure_opset
+
+    g = np.random.default_rng(0)
+    stats = {
+        "s": g.uniform(0.5, 2, (6, 8, 8)),
+        "bb": g.normal(size=(6, 8, 8)),
+        "m": g.normal(size=(6, 8, 8)),
+        "v": g.uniform(0.5, 2, (6, 8, 8)),
+    }
+    w = onnx.numpy_helper.from_array(g.normal(size=(6, 4, 1, 1)).astype(np.float32), "w")
+    inits = [onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in stats.items()]
+    norm = helper.make_node("BatchNormalization", ["c", *stats], ["y"], spatial=0, epsilon=1e-3)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    fed = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [6, 8, 8]) for k in stats]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), norm],
+        "bn",
+        [x] if constant else [x, *fed],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 8, 8])],
+        [w, *inits] if constant else [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    written = write_out(model, 7)
+    assert dict(written.counts) == {"BatchNormalization": 1}
+    upgraded = ensure_opset(written.model, 13)
+    feed = {"x": g.normal(size=(1, 4, 8, 8)).astype(np.float32)}
+    if not constant:
+        feed |= {k: v.astype(np.float32) for k, v in stats.items()}
+    expected = _session(model).run(None, feed)[0]
+    np.testing.assert_allclose(_session(upgraded).run(None, feed)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

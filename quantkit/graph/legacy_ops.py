@@ -1,5 +1,5 @@
-"""The experimental ops of early opsets written as the standard ops they compute, so that the model
-upgrades to the opset per-channel weights need.
+"""The ops of early opsets onnx's version converter cannot upgrade, written as the standard ops they compute,
+so that the model upgrades to the opset per-channel weights need.
 
 ONNX removed ImageScaler, Crop, Affine, Scale and ScaledTanh (experimental, opsets 1-9); onnxruntime still
 runs them at the opset a model declares, but onnx's version converter has no schema for them and stops:
@@ -12,6 +12,9 @@ definition, in the opset-7 forms the converter then upgrades:
 - ScaledTanh(X; alpha, beta): alpha * Tanh(beta * X).
 - Crop(X; border = left, top, right, bottom, scale = height, width): a Slice of the spatial axes, from
   (top, left), of (height, width) where scale is given, else to the far borders.
+- BatchNormalization with spatial=0 (opsets 7-8: scale, B, mean and var of [C, D1, ...], one value per
+  element), which the converter refuses ("Attribute spatial must have value 1"; hq134 F5): X k + (B - mean
+  k), k = scale / sqrt(var + epsilon), computed here where the four are initializers, else as nodes.
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ def write_out(model: onnx.ModelProto, opset: int) -> Rewritten:
 
 
 def _legacy(node: onnx.NodeProto) -> bool:
-    return node.domain in ("", "ai.onnx") and node.op_type in LEGACY_OPS
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    return node.op_type in LEGACY_OPS or (
+        node.op_type == "BatchNormalization"
+        and any(a.name == "spatial" and a.i == 0 for a in node.attribute)
+        and len(node.input) == 5
+        and not any(node.output[1:])  # a training step's running statistics: left to the converter
+    )
 
 
 def _written(node: onnx.NodeProto, name: str, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -48,6 +58,8 @@ def _written(node: onnx.NodeProto, name: str, graph: onnx.GraphProto) -> list[on
     x, y = node.input[0], node.output[0]
     if node.op_type == "Crop":
         return [_crop(x, y, name, attributes)]
+    if node.op_type == "BatchNormalization":
+        return _per_element_norm(node, name, graph, float(attributes.get("epsilon", 1e-5)))
     if node.op_type == "ScaledTanh":
         alpha, beta = float(attributes.get("alpha", 1.0)), float(attributes.get("beta", 1.0))
         inner = _scaled(x, f"{name}_inner", beta, 0.0, graph, f"{name}_in")
@@ -80,6 +92,38 @@ def _scaled(
     if not nodes:
         nodes.append(helper.make_node("Identity", [x], [y], name=name))
     return nodes
+
+
+def _per_element_norm(
+    node: onnx.NodeProto, name: str, graph: onnx.GraphProto, epsilon: float
+) -> list[onnx.NodeProto]:
+    """BatchNormalization(X, scale, B, mean, var) with spatial=0 as X k + (B - mean k), k = scale /
+    sqrt(var + epsilon): two constants where the four are initializers, else the nodes computing them."""
+    x, y = node.input[0], node.output[0]
+    held = {t.name: t for t in graph.initializer}
+    if all(name_ in held for name_ in node.input[1:]):
+        scale, bias, mean, var = (numpy_helper.to_array(held[n]).astype(np.float64) for n in node.input[1:])
+        k = scale / np.sqrt(var + epsilon)
+        factor = _constant(graph, f"{name}_factor", k.astype(np.float32))
+        shift = _constant(graph, f"{name}_shift", (bias - mean * k).astype(np.float32))
+    else:
+        scale, bias, mean, var = node.input[1:]
+        eps = _constant(graph, f"{name}_epsilon", np.array(epsilon, np.float32))
+        factor, shift = f"{name}_factor", f"{name}_shift"
+        make = helper.make_node
+        return [
+            make("Add", [var, eps], [f"{name}_var"], name=f"{name}_var_add"),
+            make("Sqrt", [f"{name}_var"], [f"{name}_std"], name=f"{name}_sqrt"),
+            make("Div", [scale, f"{name}_std"], [factor], name=f"{name}_div"),
+            make("Mul", [mean, factor], [f"{name}_mean_k"], name=f"{name}_mean_mul"),
+            make("Sub", [bias, f"{name}_mean_k"], [shift], name=f"{name}_sub"),
+            make("Mul", [x, factor], [f"{name}_scaled"], name=f"{name}_mul"),
+            make("Add", [f"{name}_scaled", shift], [y], name=f"{name}_add"),
+        ]
+    return [
+        helper.make_node("Mul", [x, factor], [f"{name}_scaled"], name=f"{name}_mul"),
+        helper.make_node("Add", [f"{name}_scaled", shift], [y], name=f"{name}_add"),
+    ]
 
 
 def _crop(x: str, y: str, name: str, attributes: dict[str, object]) -> onnx.NodeProto:

@@ -10,7 +10,8 @@ that tensor names agree between the table and the plan.
 2. Weights held in Constant nodes or read through Identity become initializers, Casts to the type their
    input has already are dropped (graph.normalize);
    onnxruntime's fused CPU nodes (FusedConv, FusedGemm, QuickGelu) the standard ops they fuse (graph.unfuse),
-   and before the upgrade the experimental ops of early opsets (ImageScaler, Crop...) theirs (legacy_ops).
+   and before the upgrade the ops of early opsets the converter cannot upgrade (ImageScaler, Crop...)
+   theirs (legacy_ops).
 3. Every node named; Transposes that cancel through layout-free ops taken out (graph.transposes: NHWC
    exports whose converter left a pair around every Conv), checked equal on synthetic inputs; a Pad by
    zeros before a Conv folded into its pads (graph.fold_pads); a BatchNormalization after a Conv folded
@@ -89,8 +90,8 @@ class Prepared:
         if self.legacy:
             ops = ", ".join(f"{count} {op}" for op, count in self.legacy)
             found.append(
-                f"experimental ops of early opsets ({ops}) written as the standard ops they compute (onnx's "
-                "version converter knows none of them; outputs checked equal to onnxruntime's own)"
+                f"ops of early opsets ({ops}) written as the standard ops they compute (onnx's version "
+                "converter cannot upgrade them; outputs checked equal to onnxruntime's own)"
             )
         if self.dims_made_symbolic:
             found.append(
