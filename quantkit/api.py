@@ -32,21 +32,17 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from quantkit import files
-from quantkit.array_files import ArrayFiles, Sample
+from quantkit import api_args, files
+from quantkit.array_files import ArrayFiles
 from quantkit.calib.table import arrays_path
 from quantkit.config import (
-    BUDGET_OPTIONS,
-    AccuracyBudget,
-    BudgetMetric,
     CalibrateConfig,
     CompareConfig,
     ConvertConfig,
@@ -62,8 +58,7 @@ from quantkit.config import (
     Target,
 )
 from quantkit.config.base import as_count, as_enum, as_path, as_switch
-from quantkit.config.choices import refuse_replaced, refuse_unread
-from quantkit.data import read_data
+from quantkit.config.choices import refuse_replaced
 from quantkit.errors import ConfigError
 from quantkit.evaluate.detector_options import detector_fields
 from quantkit.image_folders import IMAGE_SUFFIXES
@@ -126,7 +121,7 @@ def calibrate(
     if output is None and not model_path.name:  # '.' or '/': no file name to put the table beside
         raise ConfigError(f"model {model_path} is a folder; give the .onnx file")
     table = as_path(output, "output") if output is not None else model_path.with_suffix(".calib.json")
-    selection, arrays = _data(data, num_images, seed)
+    selection, arrays = api_args.data_of(data, num_images, seed)
     files.check_outputs([("output", table)], [("the model", model_path)])  # then a .json path, then the rest
     _, npz = table_paths(table)
     files.check_outputs(
@@ -136,10 +131,10 @@ def calibrate(
         IMAGE_SUFFIXES,
         [("data", selection.folder)] if isinstance(arrays, ArrayFiles) else [],
     )
-    with _arguments("calibrate"):
+    with api_args.arguments("calibrate"):
         config = CalibrateConfig(
             selection,
-            _preprocess(preprocess, "calibrate"),
+            api_args.preprocess_of(preprocess, "calibrate"),
             batch_size=batch_size,
             bins=bins,
             output_kind=as_enum(OutputKind, output_kind, "output_kind"),
@@ -172,8 +167,8 @@ def convert(
     tables = [("calibration", table), ("the table's arrays", arrays_path(table))] if calibration else []
     files.check_outputs([("output", out)], [("the model", model_path), *tables])
     if to in ("fp16", "bf16"):
-        with _arguments("convert"):
-            fp16 = Float16Config(**_options(Float16Config, options, to), to=Precision(to))
+        with api_args.arguments("convert"):
+            fp16 = Float16Config(**api_args.options_of(Float16Config, options, to), to=Precision(to))
         return convert_float16(model_path, table if calibration else None, out, fp16, as_progress(progress))
     if to not in ("int8", "fp8"):
         raise ConfigError(f"to must be 'int8', 'fp8', 'fp16' or 'bf16'; got {to!r}")
@@ -181,14 +176,14 @@ def convert(
         raise ConfigError(
             f"to={to!r} needs calibration=: the table quantkit.calibrate wrote (or its summary)"
         )
-    with _arguments("convert"):
+    with api_args.arguments("convert"):
         refuse_replaced(options, to == "fp8", lambda name: f"{name}=")
     parallel = Parallel(options.pop("workers", 1), options.pop("ray", None), options.pop("threads", 0))
-    budget = _budget(options)
+    budget = api_args.budget_of(options)
     if budget is not None and budget.labels is not None:  # hq72 1: the model was written over them
         files.check_outputs([("output", out)], [("labels", budget.labels)])
-    with _arguments("convert"):
-        config = ConvertConfig(**_options(ConvertConfig, options, "int8"), fp8=to == "fp8")
+    with api_args.arguments("convert"):
+        config = ConvertConfig(**api_args.options_of(ConvertConfig, options, "int8"), fp8=to == "fp8")
     return run_convert(model_path, table, out, config, as_progress(progress), budget, parallel)
 
 
@@ -217,11 +212,11 @@ def compare(
     runtime: where both models run, "onnxruntime" or "openvino" (the `openvino` extra). output_kind: what
     the [N, C] outputs hold: "classes" (top-1 agreement), "values" (SQNR and cosine only) or "auto".
     Preprocessing is read from the candidate's quantkit metadata unless `preprocess` is given."""
-    selection, arrays = _data(data, num_images, seed)
-    with _arguments("compare"):
+    selection, arrays = api_args.data_of(data, num_images, seed)
+    with api_args.arguments("compare"):
         config = CompareConfig(
             images=selection,
-            preprocess=_preprocess(preprocess, "compare"),
+            preprocess=api_args.preprocess_of(preprocess, "compare"),
             labels=as_path(labels, "labels") if labels is not None else None,
             latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
             runtime=as_enum(Runtime, runtime, "runtime"),
@@ -259,15 +254,17 @@ def sensitivity(
     table's preprocessing), and the output error that keeping it float recovers; the top 1..`top`
     layers also kept float together. workers / ray / threads: where the measured models run (as for
     `calibrate`); the report is the same. method / activations: as for `convert`."""
-    with _arguments("data"):  # hq72 10: data=None raised list()'s TypeError
+    with api_args.arguments("data"):  # hq72 10: data=None raised list()'s TypeError
         data = data if isinstance(data, (str, os.PathLike)) else list(data)  # read twice below
     if (top := as_count(top, "top")) < 0:
         raise ConfigError(f"top must be at least 0, got {top}")
-    selection, arrays = _data(data, None, seed)  # arrays refused as such, whatever num_images
+    selection, arrays = api_args.data_of(data, None, seed)  # arrays refused as such, whatever num_images
     if arrays is not None:
         raise ConfigError("sensitivity reads images (a folder or a list of files), not arrays")
-    selection = _data(data, num_images, seed)[0]
-    config = ConvertConfig(**_options(ConvertConfig, {"method": method, "activations": activations}, "int8"))
+    selection = api_args.data_of(data, num_images, seed)[0]
+    config = ConvertConfig(
+        **api_args.options_of(ConvertConfig, {"method": method, "activations": activations}, "int8")
+    )
     return run_sensitivity(
         as_path(model, "model"),
         as_path(calibration, "calibration"),
@@ -317,8 +314,10 @@ def shrink(
     options as `convert` takes them (method, prefer, min_sqnr, exclude_nodes, ...; max_drop is a gate
     here, not a search)."""
     model_path, out = as_path(model, "model"), as_path(output_dir, "output_dir")
-    calib, arrays = _data(data, num_images, seed)
-    held, held_arrays = _data(eval_data, eval_num_images, seed) if eval_data is not None else (calib, None)
+    calib, arrays = api_args.data_of(data, num_images, seed)
+    held, held_arrays = (
+        api_args.data_of(eval_data, eval_num_images, seed) if eval_data is not None else (calib, None)
+    )
     if arrays is not None or held_arrays is not None:
         raise ConfigError("shrink takes images (a folder or a list of files); calibrate on arrays instead")
     held = ImageSelection(held.folder, eval_num_images, seed, "eval_num_images", held.files)
@@ -329,12 +328,12 @@ def shrink(
         [("data", calib.folder), ("eval_data", held.folder)],
         IMAGE_SUFFIXES,
     )
-    pre = _preprocess(preprocess, "shrink")
-    with _arguments("shrink"):
+    pre = api_args.preprocess_of(preprocess, "shrink")
+    with api_args.arguments("shrink"):
         kind = as_enum(OutputKind, output_kind, "output_kind")
         config = ShrinkConfig(
             calibration=CalibrateConfig(calib, pre, output_kind=kind),
-            convert=_shrink_convert(dict(convert_options or {}), compact, target),
+            convert=api_args.shrink_convert(dict(convert_options or {}), compact, target),
             evaluation=CompareConfig(
                 images=held,
                 preprocess=pre,
@@ -357,88 +356,6 @@ def shrink(
         as_switch(html, "html"),
         Parallel(workers, ray),
     )
-
-
-def _shrink_convert(options: dict[str, Any], compact: bool, target: str) -> ConvertConfig:
-    """shrink's ConvertConfig: convert_options, with shrink's own compact and target."""
-    own = sorted(set(options) & {"compact", "target", "fp8", *BUDGET_OPTIONS})
-    if own:
-        raise ConfigError(
-            f"shrink's convert_options cannot set {', '.join(own)}: pass compact= and target= to shrink, "
-            "and max_drop= as its gate"
-        )
-    refuse_unread(options, lambda name: f"{name}=")  # hq77 4: recorded in report.json, shaped nothing
-    return ConvertConfig(
-        **_options(ConvertConfig, options, "int8"), compact=compact, target=as_enum(Target, target, "target")
-    )
-
-
-def _data(data: Data, num_images: int | None, seed: int) -> tuple[ImageSelection, Iterable[Sample] | None]:
-    """(the images to read, or the arrays to stream instead)."""
-    with _arguments("data"):
-        return read_data(data, num_images, seed)
-
-
-def _options(kind: type[Any], options: dict[str, Any], to: str) -> dict[str, Any]:
-    """The options `kind` (ConvertConfig or Float16Config) takes; any other is an error that lists them."""
-    known = set(kind.__dataclass_fields__) - {"to", "fp8"}  # hq72 3: to= says fp8, past its refusals
-    unknown = sorted(set(options) - known - set(BUDGET_OPTIONS))
-    if unknown or (to != "int8" and set(options) & set(BUDGET_OPTIONS)):
-        wrong = unknown or sorted(set(options) & set(BUDGET_OPTIONS))
-        raise ConfigError(
-            f"convert(to={to!r}) has no option {', '.join(wrong)}; it takes {', '.join(sorted(known))}"
-        )
-    return {k: v for k, v in options.items() if k in known}
-
-
-def _budget(options: dict[str, Any]) -> AccuracyBudget | None:
-    if options.get("max_drop") is None:
-        given = sorted(name for name in BUDGET_OPTIONS if name != "max_drop" and name in options)
-        if given:  # hunt38 F2: a metric='bogus' or a missing validation folder was ignored without a word
-            verb = "applies" if len(given) == 1 else "apply"  # hq103 F9: "output_kind only apply"
-            raise ConfigError(f"{', '.join(given)} only {verb} with max_drop= (convert's accuracy budget)")
-        return None
-    if options.get("validation") is None:
-        raise ConfigError("max_drop needs validation=: an image folder held apart from calibration")
-    with _arguments("convert"):
-        return AccuracyBudget(
-            max_drop=options["max_drop"],
-            validation=ImageSelection(  # hq72 4: validation="" (an unset variable) read the current folder
-                as_path(options["validation"], "validation"),
-                options.get("validation_images"),
-                option="--validation-images",
-            ),
-            metric=as_enum(BudgetMetric, options.get("metric", "auto"), "metric"),
-            labels=as_path(options["labels"], "labels") if options.get("labels") is not None else None,
-            max_trials=as_count(options.get("max_trials", AccuracyBudget.max_trials), "max_trials"),
-            timeout_s=options.get("timeout", AccuracyBudget.timeout_s),
-            output_kind=as_enum(OutputKind, options.get("output_kind", "auto"), "output_kind"),
-            **detector_fields(options.get("detector"), None, "detector"),
-        )
-
-
-@contextlib.contextmanager
-def _arguments(call: str) -> Iterator[None]:
-    """An argument of the wrong type, met while the settings are built, as the one-line ConfigError every
-    other bad argument raises (hunt32: min_sqnr="high" raised a TypeError from a comparison, a
-    preprocess given as a dict an AttributeError deep inside calibration)."""
-    try:
-        yield
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(
-            f"quantkit.{call}: an argument has the wrong type ({exc}); see help(quantkit.{call})"
-            if call != "data"
-            else f"quantkit: data, num_images or seed has the wrong type ({exc}); see help(quantkit)"
-        ) from exc
-
-
-def _preprocess(preprocess: Any, call: str) -> PreprocessOptions:
-    if preprocess is not None and not isinstance(preprocess, PreprocessOptions):
-        raise ConfigError(
-            f"quantkit.{call}: preprocess takes quantkit.Preprocess(...) (e.g. Preprocess(preset='unit')), "
-            f"not {type(preprocess).__name__}"
-        )
-    return preprocess or Preprocess()
 
 
 def check(model: PathLike, *, target: str | None = None) -> CheckReport:

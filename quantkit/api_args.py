@@ -1,0 +1,108 @@
+"""The Python API's arguments: the settings its keywords build, each wrong one a one-line ConfigError."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from quantkit.array_files import Sample
+from quantkit.config import (
+    BUDGET_OPTIONS,
+    AccuracyBudget,
+    BudgetMetric,
+    ConvertConfig,
+    ImageSelection,
+    OutputKind,
+    PreprocessOptions,
+    Target,
+)
+from quantkit.config.base import as_count, as_enum, as_path
+from quantkit.config.choices import refuse_unread
+from quantkit.data import read_data
+from quantkit.errors import ConfigError
+from quantkit.evaluate.detector_options import detector_fields
+
+
+def shrink_convert(options: dict[str, Any], compact: bool, target: str) -> ConvertConfig:
+    """shrink's ConvertConfig: convert_options, with shrink's own compact and target."""
+    own = sorted(set(options) & {"compact", "target", "fp8", *BUDGET_OPTIONS})
+    if own:
+        raise ConfigError(
+            f"shrink's convert_options cannot set {', '.join(own)}: pass compact= and target= to shrink, "
+            "and max_drop= as its gate"
+        )
+    refuse_unread(options, lambda name: f"{name}=")  # hq77 4: recorded in report.json, shaped nothing
+    return ConvertConfig(
+        **options_of(ConvertConfig, options, "int8"),
+        compact=compact,
+        target=as_enum(Target, target, "target"),
+    )
+
+
+def data_of(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelection, Iterable[Sample] | None]:
+    """(the images to read, or the arrays to stream instead)."""
+    with arguments("data"):
+        return read_data(data, num_images, seed)
+
+
+def options_of(kind: type[Any], options: dict[str, Any], to: str) -> dict[str, Any]:
+    """The options `kind` (ConvertConfig or Float16Config) takes; any other is an error that lists them."""
+    known = set(kind.__dataclass_fields__) - {"to", "fp8"}  # hq72 3: to= says fp8, past its refusals
+    unknown = sorted(set(options) - known - set(BUDGET_OPTIONS))
+    if unknown or (to != "int8" and set(options) & set(BUDGET_OPTIONS)):
+        wrong = unknown or sorted(set(options) & set(BUDGET_OPTIONS))
+        raise ConfigError(
+            f"convert(to={to!r}) has no option {', '.join(wrong)}; it takes {', '.join(sorted(known))}"
+        )
+    return {k: v for k, v in options.items() if k in known}
+
+
+def budget_of(options: dict[str, Any]) -> AccuracyBudget | None:
+    if options.get("max_drop") is None:
+        given = sorted(name for name in BUDGET_OPTIONS if name != "max_drop" and name in options)
+        if given:  # hunt38 F2: a metric='bogus' or a missing validation folder was ignored without a word
+            verb = "applies" if len(given) == 1 else "apply"  # hq103 F9: "output_kind only apply"
+            raise ConfigError(f"{', '.join(given)} only {verb} with max_drop= (convert's accuracy budget)")
+        return None
+    if options.get("validation") is None:
+        raise ConfigError("max_drop needs validation=: an image folder held apart from calibration")
+    with arguments("convert"):
+        return AccuracyBudget(
+            max_drop=options["max_drop"],
+            validation=ImageSelection(  # hq72 4: validation="" (an unset variable) read the current folder
+                as_path(options["validation"], "validation"),
+                options.get("validation_images"),
+                option="--validation-images",
+            ),
+            metric=as_enum(BudgetMetric, options.get("metric", "auto"), "metric"),
+            labels=as_path(options["labels"], "labels") if options.get("labels") is not None else None,
+            max_trials=as_count(options.get("max_trials", AccuracyBudget.max_trials), "max_trials"),
+            timeout_s=options.get("timeout", AccuracyBudget.timeout_s),
+            output_kind=as_enum(OutputKind, options.get("output_kind", "auto"), "output_kind"),
+            **detector_fields(options.get("detector"), None, "detector"),
+        )
+
+
+@contextlib.contextmanager
+def arguments(call: str) -> Iterator[None]:
+    """An argument of the wrong type, met while the settings are built, as the one-line ConfigError every
+    other bad argument raises (hunt32: min_sqnr="high" raised a TypeError from a comparison, a
+    preprocess given as a dict an AttributeError deep inside calibration)."""
+    try:
+        yield
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"quantkit.{call}: an argument has the wrong type ({exc}); see help(quantkit.{call})"
+            if call != "data"
+            else f"quantkit: data, num_images or seed has the wrong type ({exc}); see help(quantkit)"
+        ) from exc
+
+
+def preprocess_of(preprocess: Any, call: str) -> PreprocessOptions:
+    if preprocess is not None and not isinstance(preprocess, PreprocessOptions):
+        raise ConfigError(
+            f"quantkit.{call}: preprocess takes quantkit.Preprocess(...) (e.g. Preprocess(preset='unit')), "
+            f"not {type(preprocess).__name__}"
+        )
+    return preprocess or PreprocessOptions()
