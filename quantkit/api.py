@@ -21,13 +21,15 @@ The embedded digits CNN, end to end (calibration digits, INT8 model, comparison 
 ...                            preprocess=digits_in)
 >>> table.images_used, table.preprocess.height
 (200, 24)
->>> result = quantkit.convert(model, to="int8", calibration=table, output=f"{work}/digits.int8.onnx")
+>>> result = quantkit.convert(model, to="int8", calibration=table, output=f"{work}/digits.int8.onnx",
+...                           prefer="accuracy")  # int8 even where this CPU times it no faster
 >>> result.quantized_by_type["Conv"] >= 2
 True
 >>> report = quantkit.compare(model, f"{work}/digits.int8.onnx", data=str(digits / "val"),
 ...                           labels=str(demo / "labels.txt"), runs=5, warmup=1)
 >>> report.to_dict()["accuracy"]["reference"]["images"], report.top1_delta > -0.02
 (200, True)
+>>> import shutil; shutil.rmtree(work)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -56,6 +58,7 @@ from quantkit.config import (
     Runtime,
     ShrinkConfig,
     Target,
+    preprocessing,
 )
 from quantkit.config.base import as_count, as_enum, as_path, as_switch
 from quantkit.config.choices import refuse_replaced
@@ -86,17 +89,19 @@ from quantkit.pipeline.run_sensitivity import sensitivity as run_sensitivity
 PathLike = str | os.PathLike[str]
 Data = PathLike | Iterable[PathLike] | Iterable[np.ndarray] | Iterable[Mapping[str, Any]]
 Preprocess = PreprocessOptions  # what the user asks for; the model's input fills in the rest
+Resolved = preprocessing.Preprocess  # what a table records (CalibrateSummary.preprocess), taken again
 
 _CALIBRATE = CalibrateConfig(ImageSelection(Path(".")))
 _LATENCY = LatencyConfig()
 
 
+@api_args.keywords
 def calibrate(
     model: PathLike,
     data: Data,
     *,
     output: PathLike | None = None,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | Resolved | None = None,
     num_images: int | None = None,
     seed: int = 0,
     batch_size: int = _CALIBRATE.batch_size,
@@ -124,12 +129,13 @@ def calibrate(
     selection, arrays = api_args.data_of(data, num_images, seed)
     files.check_outputs([("output", table)], [("the model", model_path)])  # then a .json path, then the rest
     _, npz = table_paths(table)
+    listed = arrays if isinstance(arrays, ArrayFiles) else None
     files.check_outputs(
         [("output", table), ("the table's arrays", npz)],
-        [("the model", model_path)],
+        [("the model", model_path), *(("data", p) for p in (listed.paths if listed else []))],
         [("data", selection.folder)] if arrays is None else [],
         IMAGE_SUFFIXES,
-        [("data", selection.folder)] if isinstance(arrays, ArrayFiles) else [],
+        [("data", listed.folder)] if listed is not None and listed.folder is not None else [],
     )
     with api_args.arguments("calibrate"):
         config = CalibrateConfig(
@@ -144,6 +150,37 @@ def calibrate(
     )
 
 
+@overload
+def convert(
+    model: PathLike,
+    *,
+    output: PathLike,
+    to: Literal["int8", "fp8"] = "int8",
+    calibration: PathLike | CalibrateSummary | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> ConvertSummary: ...
+@overload
+def convert(
+    model: PathLike,
+    *,
+    output: PathLike,
+    to: Literal["fp16", "bf16"],
+    calibration: PathLike | CalibrateSummary | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Float16Summary: ...
+@overload  # hq144 F12: result.quantized_by_type was a union-attr error under mypy --strict
+def convert(
+    model: PathLike,
+    *,
+    output: PathLike,
+    to: str = "int8",
+    calibration: PathLike | CalibrateSummary | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> ConvertSummary | Float16Summary: ...
+@api_args.keywords
 def convert(
     model: PathLike,
     *,
@@ -187,13 +224,14 @@ def convert(
     return run_convert(model_path, table, out, config, as_progress(progress), budget, parallel)
 
 
+@api_args.keywords
 def compare(
     reference: PathLike,
     candidate: PathLike,
     *,
     data: Data,
     labels: PathLike | None = None,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | Resolved | None = None,
     num_images: int | None = None,
     seed: int = 0,
     threads: int = _LATENCY.threads,
@@ -235,6 +273,7 @@ def compare(
     )
 
 
+@api_args.keywords
 def sensitivity(
     model: PathLike,
     *,
@@ -276,6 +315,7 @@ def sensitivity(
     )
 
 
+@api_args.keywords
 def shrink(
     model: PathLike,
     *,
@@ -288,7 +328,7 @@ def shrink(
     max_size_ratio: float | None = None,
     allow_degenerate_reference: bool = False,
     min_eval_sqnr: float | None = None,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | Resolved | None = None,
     num_images: int | None = None,
     eval_num_images: int | None = None,
     seed: int = 0,
@@ -358,6 +398,7 @@ def shrink(
     )
 
 
+@api_args.keywords
 def check(model: PathLike, *, target: str | None = None) -> CheckReport:
     """Every Q/DQ placement `target` ("ort-cpu", "tensorrt", "openvino"; None: the one quantkit's convert
     recorded in the model, else "ort-cpu") cannot fuse or will run in float, and every type it cannot

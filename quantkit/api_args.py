@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
-from typing import Any
+import difflib
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 from quantkit.array_files import Sample
 from quantkit.config import (
@@ -19,18 +22,63 @@ from quantkit.config import (
 )
 from quantkit.config.base import as_count, as_enum, as_path
 from quantkit.config.choices import refuse_unread
+from quantkit.config.preprocessing import Preprocess as Resolved
+from quantkit.config.preprocessing import ResizeMode
 from quantkit.data import read_data
 from quantkit.errors import ConfigError
 from quantkit.evaluate.detector_options import detector_fields
 
+SHRINK_OWN = ("workers", "ray", "threads", "progress")  # convert()'s arguments that shrink takes itself
+P = ParamSpec("P")
+R = TypeVar("R")
+# what a keyword of an earlier release, or another tool's, is called here (hq128 F2, hq144 F13)
+RENAMED = {
+    ("sensitivity", "keep"): "the report's .best_together(n) gives the n layers to keep float together",
+    ("shrink", "method"): "shrink takes convert's options as convert_options={'method': ...}",
+}
+
+
+def keywords(function: Callable[P, R]) -> Callable[P, R]:
+    """`function` refusing an unknown keyword or a wrong number of positional arguments with a one-line
+    ConfigError that lists what it takes (hq144 F13: Python's own TypeError, 'got an unexpected keyword
+    argument', from shrink(method=...), sensitivity(keep=...) and check(model, 'tensorrt'))."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ConfigError(_misuse(function.__name__, signature, kwargs, exc)) from None
+        return function(*args, **kwargs)
+
+    return checked
+
+
+def _misuse(call: str, signature: inspect.Signature, given: dict[str, Any], exc: TypeError) -> str:
+    """The one line for arguments `signature` cannot bind."""
+    named = [n for n, p in signature.parameters.items() if p.kind is not p.VAR_KEYWORD]
+    unknown = sorted(set(given) - set(signature.parameters))
+    if not unknown and "missing" in str(exc):
+        return f"quantkit.{call}: {exc}; see help(quantkit.{call})"
+    if not unknown:
+        by_name = "give the model (compare: both) by position and every other argument by name"
+        return f"quantkit.{call}: {exc}; {by_name}, see help(quantkit.{call})"
+    name = unknown[0]
+    hint = RENAMED.get((call, name)) or next(
+        (f"did you mean {m}=?" for m in difflib.get_close_matches(name, named, 1)), None
+    )
+    return f"quantkit.{call} has no option {name}{f' ({hint})' if hint else ''}; it takes {', '.join(named)}"
+
 
 def shrink_convert(options: dict[str, Any], compact: bool, target: str) -> ConvertConfig:
     """shrink's ConvertConfig: convert_options, with shrink's own compact and target."""
-    own = sorted(set(options) & {"compact", "target", "fp8", *BUDGET_OPTIONS})
+    # hq144 F10: workers= was 'convert has no option workers', which convert() takes
+    own = sorted(set(options) & {"compact", "target", "fp8", *SHRINK_OWN, *BUDGET_OPTIONS})
     if own:
         raise ConfigError(
-            f"shrink's convert_options cannot set {', '.join(own)}: pass compact= and target= to shrink, "
-            "and max_drop= as its gate"
+            f"shrink's convert_options cannot set {', '.join(own)}: pass compact=, target=, workers=, ray=, "
+            "threads= and progress= to shrink itself, and max_drop= as its gate"
         )
     refuse_unread(options, lambda name: f"{name}=")  # hq77 4: recorded in report.json, shaped nothing
     return ConvertConfig(
@@ -100,6 +148,19 @@ def arguments(call: str) -> Iterator[None]:
 
 
 def preprocess_of(preprocess: Any, call: str) -> PreprocessOptions:
+    """The preprocessing asked for: a quantkit.Preprocess, or a table's own (CalibrateSummary.preprocess,
+    the one the model's input resolved; hq144 F3: refused as 'not Preprocess') asked for again."""
+    if isinstance(preprocess, Resolved):
+        boxed = preprocess.resize in (ResizeMode.letterbox, ResizeMode.letterbox_center)
+        return PreprocessOptions(
+            mean=preprocess.mean,
+            std=preprocess.std,
+            bgr=preprocess.bgr,
+            resize=preprocess.resize,
+            input_size=(preprocess.height, preprocess.width),
+            pad=preprocess.pad if boxed else None,
+            input_values=tuple((fixed.name, fixed.values) for fixed in preprocess.fixed),
+        )
     if preprocess is not None and not isinstance(preprocess, PreprocessOptions):
         raise ConfigError(
             f"quantkit.{call}: preprocess takes quantkit.Preprocess(...) (e.g. Preprocess(preset='unit')), "

@@ -69,8 +69,9 @@ class ArrayFiles:
     """The samples of .npy/.npz files (`--inputs DIR`), read when the stream reaches each one; sized, and
     `label(i)` names the file of sample i for messages."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], folder: Path | None = None) -> None:
         self.paths = list(paths)
+        self.folder = folder  # where they were found (under), None: the files given
 
     def __iter__(self) -> Iterator[Sample]:
         return read_array_files(self.paths)
@@ -85,4 +86,4 @@ class ArrayFiles:
     def under(cls, folder: Path, wanted: int | None = None, seed: int = 0) -> ArrayFiles:
         """The .npy/.npz files under `folder`, or a seeded subset of `wanted` of them chosen as images are
         (image_folders.seeded_subset: the same files for the same seed)."""
-        return cls(seeded_subset(array_files(folder), wanted, seed))
+        return cls(seeded_subset(array_files(folder), wanted, seed), folder)

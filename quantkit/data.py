@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from quantkit.array_files import ARRAY_SUFFIXES, ArrayFiles, Sample, read_array_files
+from quantkit.array_files import ARRAY_SUFFIXES, ArrayFiles, Sample
 from quantkit.config import ImageSelection
 from quantkit.errors import ConfigError, ImageError
 from quantkit.image_folders import IMAGE_SUFFIXES
@@ -346,7 +346,8 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
         if folder.is_file() and folder.suffix.lower() in IMAGE_SUFFIXES:  # hq68 18: one image file
             return ImageSelection(folder.absolute().parent, num_images, seed, files=(folder,)), None
         if folder.is_file() and folder.suffix.lower() in ARRAY_SUFFIXES:  # hq115 F11: 'pass ... --images'
-            return ImageSelection(Path(".")), list(read_array_files([folder]))  # as a list of its samples
+            # as the one file of a folder (hq144 F5: np.savez's unnamed 'arr_0' refused, samples unnamed)
+            return ImageSelection(Path(".")), ArrayFiles([folder])
         suffixes = _suffixes(folder) if folder.is_dir() else None
         if suffixes is not None and suffixes & IMAGE_SUFFIXES and suffixes & ARRAY_SUFFIXES:
             raise ImageError(  # hq115 F1: one stray .jpg among 12 .npy calibrated on that image alone

@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from quantkit.config.base import as_count
+from quantkit.errors import ConfigError
 from quantkit.outcome_records import (
     comparison_record,
     convert_record,
@@ -273,7 +275,9 @@ class SensitivityReport:
     def best_together(self, most: int) -> int | None:
         """Of the top-k sets kept float together (k <= most), the fewest within TOGETHER_MARGIN_DB of the
         best measured; None where none was measured. A text detector's file listed 5 layers for 16.93 dB
-        where 1 gave 16.89 dB."""
+        where 1 gave 16.89 dB. most: a whole number, at least 1 (hq144 F8: '2' raised a TypeError)."""
+        if (most := as_count(most, "best_together's most")) < 1:
+            raise ConfigError(f"best_together's most is how many layers at most, at least 1; got {most}")
         measured = [(k, db) for k, db, _ in self.cumulative if k <= most]
         if not measured:
             return None

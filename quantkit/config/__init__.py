@@ -14,6 +14,7 @@ from typing import Any
 from quantkit.config.base import (
     as_enum,
     as_names,
+    as_number,
     as_size,
     check_threads,
     set_counts,
@@ -184,13 +185,16 @@ class ConvertConfig:
             raise ConfigError(f"--max-float-layers must be at least 0, got {self.max_float_layers}")
         if self.smoothquant not in ("auto", "off"):
             try:
-                alpha = float(self.smoothquant)
-            except ValueError:
+                alpha = as_number(self.smoothquant, "--smoothquant")
+            except ConfigError:
                 alpha = -1.0
             if not 0.0 < alpha < 1.0:
                 raise ConfigError(
                     f"--smoothquant takes auto, off or an alpha in (0, 1); got {self.smoothquant!r}"
                 )
+            # one spelling of each alpha (hq144 F2: 0.5, '0.50' and '.5' wrote three files, np.float32
+            # a TypeError after the whole conversion)
+            object.__setattr__(self, "smoothquant", repr(alpha))
 
     def with_uint8_activations(self) -> ConvertConfig:
         """This config with uint8 activations whatever its target: the twin --target tensorrt measures its
@@ -285,6 +289,7 @@ class CompareConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_kind", as_enum(OutputKind, self.output_kind, "--output-kind"))
+        set_floats(self, "detection_threshold", flag="--score-threshold")  # hq144 F1: np.float32 in JSON
         if self.detection_threshold is not None and not 0.0 < self.detection_threshold < 1.0:
             raise ConfigError(f"--score-threshold must be in (0, 1), got {self.detection_threshold}")
         object.__setattr__(self, "runtime", as_enum(Runtime, self.runtime, "--runtime"))
@@ -391,6 +396,7 @@ class AccuracyBudget:
         object.__setattr__(self, "output_kind", as_enum(OutputKind, self.output_kind, "--output-kind"))
         set_floats(self, "max_drop")
         set_floats(self, "timeout_s", flag="--timeout")
+        set_floats(self, "detection_threshold", flag="--score-threshold")
         if self.metric is BudgetMetric.boxes and self.detector is None:
             raise ConfigError(
                 "--metric boxes needs --detector yolo|yolox|yolov8|db|end2end|gfl|ssd to read the boxes"

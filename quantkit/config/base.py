@@ -122,7 +122,8 @@ def as_number(value: object, option: str) -> float:
     """One number as a float: an int or float (numpy's too) or text holding one; True, a sequence or nan
     is an error (hq72 15: min_sqnr=True was 1 dB, concat_range_ratio=nan passed its check)."""
     if type(value).__name__.startswith(("int", "uint", "float")) and hasattr(value, "item"):  # numpy's
-        value = value.item()
+        # a float32's own shortest digits: np.float32(0.3) is 0.3, not 0.30000001192092896
+        value = value.item() if type(value).__name__.startswith(("int", "uint")) else str(value)
     number = math.nan
     if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         with contextlib.suppress(ValueError):

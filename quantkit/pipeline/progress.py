@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from quantkit.errors import ConfigError
@@ -19,11 +20,24 @@ def as_progress(progress: object) -> Progress:
     progress=True raised "'bool' object is not callable" from inside the run)."""
     if progress is None:
         return no_progress
+    shape = "a callable start(label, total) -> advance(n)"
     if not callable(progress):
-        raise ConfigError(
-            f"progress takes a callable start(label, total) -> advance(n); got {type(progress).__name__}"
-        )
-    return progress
+        raise ConfigError(f"progress takes {shape}; got {type(progress).__name__}")
+    try:  # hq144 F9: a start of another shape failed deep inside the run, Python's TypeError
+        inspect.signature(progress).bind("label", 1)
+    except TypeError:
+        raise ConfigError(f"progress takes {shape}; {progress!r} does not take (label, total)") from None
+    except ValueError:  # a builtin without a signature: called as it is
+        pass
+    user: Callable[[str, int], Callable[[int], None]] = progress
+
+    def start(label: str, total: int) -> Callable[[int], None]:
+        advance = user(label, total)
+        if not callable(advance):
+            raise ConfigError(f"progress takes {shape}; start returned {type(advance).__name__}")
+        return advance
+
+    return start
 
 
 def stoppable(progress: Progress, label: str, total: int) -> tuple[Callable[[int], None], Callable[[], None]]:

@@ -22,7 +22,15 @@ from quantkit.evaluate import gates
 from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
 from quantkit.evaluate.class_scores import class_view, has_class_scores, logits_axis
 from quantkit.evaluate.labels import require_labelled
-from quantkit.files import cache_home, cached, check_output, note, require_writable, write_set
+from quantkit.files import (
+    cache_home,
+    cached,
+    check_output,
+    note,
+    require_apart,
+    require_writable,
+    write_set,
+)
 from quantkit.graph import model_inputs, model_io
 from quantkit.graph.output_kinds import MAP_OPS, class_counts, computing_op, map_outputs, value_outputs
 from quantkit.graph.query import INTEGER_TYPES, picked_by_data
@@ -87,6 +95,11 @@ def shrink(
         activation ranges and latency pictures. Gates that fail do not raise: see .passed. `parallel`: where
     calibration and the evaluation's images run (results do not depend on it)."""
     require_step_summary(step_summary)  # quantkit demo's and the API's too (hq101 F7: a FIFO hung demo)
+    read = [
+        ("the images", config.calibration.images.folder),
+        ("the eval images", config.evaluation.images.folder),
+    ]
+    require_apart(config.cache_dir, "the cache folder", read)
     made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
     output_dir = _output_dir(output_dir, model_path, made)
     earlier, begun = verdict(output_dir)  # what a failed publish may have replaced

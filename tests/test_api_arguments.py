@@ -1,0 +1,109 @@
+"""The API's arguments as a library user writes them (hq144): numpy scalars where floats go, a table's own
+preprocessing given back, one .npz file, wrong keywords and callbacks, each a result or one ConfigError."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import quantkit
+from quantkit.config import CompareConfig, ConvertConfig
+from tests.conftest import tiny_cnn
+
+
+def test_numpy_floats_and_spellings_of_one_number_are_one_setting() -> None:
+    """hq144 F1, F2: np.float32 score_threshold / smoothquant raised json's TypeError after the whole run;
+    smoothquant 0.5, '0.5', '0.50' and '.5' wrote four different files."""
+    spellings = (0.5, "0.5", "0.50", ".5", np.float32(0.5))
+    assert {ConvertConfig(smoothquant=a).smoothquant for a in spellings} == {"0.5"}
+    for threshold in (np.float32(0.3), "0.3", 0.3):
+        config = CompareConfig(images=None, detection_threshold=threshold)  # type: ignore[arg-type]
+        assert config.detection_threshold == 0.3 and type(config.detection_threshold) is float
+    json.dumps(ConvertConfig(smoothquant=np.float32(0.25)).to_dict())
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: quantkit.shrink("m.onnx", data="d", output_dir="o", method="minmax"),  # type: ignore[call-arg]
+            "quantkit.shrink has no option method (shrink takes convert's options as convert_options=",
+        ),
+        (
+            lambda: quantkit.sensitivity("m.onnx", keep=3),  # type: ignore[call-arg]
+            "quantkit.sensitivity has no option keep (the report's .best_together(n) gives",
+        ),
+        (
+            lambda: quantkit.calibrate("m.onnx", num_image=3),  # type: ignore[call-arg]
+            "quantkit.calibrate has no option num_image (did you mean num_images=?); it takes model, data",
+        ),
+        (
+            lambda: quantkit.check("m.onnx", "tensorrt"),  # type: ignore[misc]
+            "quantkit.check: too many positional arguments; give the model (compare: both) by position",
+        ),
+        (
+            lambda: quantkit.shrink("m.onnx", data="d", output_dir="o", convert_options={"workers": 2}),
+            "shrink's convert_options cannot set workers: pass compact=, target=, workers=",
+        ),
+        (
+            lambda: quantkit.calibrate("m.onnx", data="d", progress=lambda: None),
+            "progress takes a callable start(label, total) -> advance(n);",
+        ),
+    ],
+)
+def test_a_keyword_or_callback_it_does_not_take_is_one_line(call: object, message: str) -> None:
+    """hq144 F9, F10, F13 (hq128 F2): Python's TypeError 'got an unexpected keyword argument', a progress
+    start of another shape failing deep inside the run, 'convert has no option workers'."""
+    with pytest.raises(quantkit.ConfigError) as raised:
+        call()  # type: ignore[operator]
+    assert str(raised.value).startswith(message), raised.value
+
+
+def test_best_together_takes_a_whole_number_of_at_least_one() -> None:
+    """hq144 F8: best_together('2') raised a TypeError, -1 answered None, 2.5 was taken."""
+    report = quantkit.SensitivityReport((), 10.0, ((1, 12.0, 0.5),), 4, 1.0, {})
+    assert report.best_together(2) == 1 and report.best_together(np.int64(1)) == 1
+    for wrong in ("x", -1, 0, 2.5):
+        with pytest.raises(quantkit.ConfigError, match="best_together's most"):
+            report.best_together(wrong)  # type: ignore[arg-type]
+
+
+def test_a_tables_own_preprocessing_given_back_is_that_preprocessing(tmp_path: Path, image_dir: Path) -> None:
+    """hq144 F3: preprocess=summary.preprocess was refused as 'takes quantkit.Preprocess(...), not
+    Preprocess'."""
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    asked = quantkit.Preprocess(preset="unit", resize="squash", bgr=True)
+    first = quantkit.calibrate(cnn, data=image_dir, output=tmp_path / "a.calib.json", preprocess=asked)
+    again = quantkit.calibrate(
+        cnn, data=image_dir, output=tmp_path / "b.calib.json", preprocess=first.preprocess
+    )
+    assert again.preprocess == first.preprocess
+    a, b = (json.loads(p.read_text()) for p in (first.table, again.table))
+    assert a["tensors"] == b["tensors"]
+
+
+def test_one_npz_file_is_read_as_the_one_file_of_a_folder(tmp_path: Path) -> None:
+    """hq144 F5: data='s.npz' saved with np.savez(f, arr) (its array called 'arr_0') was refused, the
+    same file in a folder read; a table written beside it is no sample of it."""
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    arrays = np.random.default_rng(0).random((6, 3, 16, 16), np.float32)
+    (tmp_path / "in").mkdir()
+    np.savez(tmp_path / "s.npz", arrays)
+    np.savez(tmp_path / "in" / "s.npz", arrays)
+    one = quantkit.calibrate(cnn, data=tmp_path / "s.npz", output=tmp_path / "f.calib.json")
+    folder = quantkit.calibrate(cnn, data=tmp_path / "in", output=tmp_path / "d.calib.json")
+    assert one.images_used == folder.images_used == 6
+    with pytest.raises(quantkit.OutputError, match="the table's arrays"):  # its .npz the data file
+        quantkit.calibrate(cnn, data=tmp_path / "s.npz", output=tmp_path / "s.json")
+
+
+def test_shrinks_cache_folder_is_never_among_the_images(tmp_path: Path, image_dir: Path) -> None:
+    """hq144 F6: cache_dir=<the image folder> wrote the tables among the images, after which every
+    data=<that folder> was refused as holding both images and arrays."""
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    with pytest.raises(quantkit.OutputError, match=r"the cache folder .* lies in the images folder"):
+        quantkit.shrink(cnn, data=image_dir, output_dir=tmp_path / "out", cache_dir=image_dir / "cache")
+    assert not (image_dir / "cache").exists() and not (tmp_path / "out").exists()
