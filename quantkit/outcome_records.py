@@ -33,6 +33,10 @@ OUTPUT_FIELDS = (
     *("varying_sqnr_db", "noise_images", "selected", "probabilities"),
 )
 
+# what the numbers of labels (an ArgMax's class ids) say nothing in: the console and markdown show '-', the
+# JSON null (hq137 F5: it gave an ArgMax's 9.09 dB and 9 'mostly noise' images of class-id arithmetic)
+ELEMENT_FIGURES = ("sqnr_db", "cosine", "max_abs_error", "noise_images")
+
 
 def comparison_record(result: ComparisonResult) -> dict[str, Any]:
     """Every figure of a comparison (ComparisonResult.to_dict makes it JSON-ready)."""
@@ -48,6 +52,7 @@ def comparison_record(result: ComparisonResult) -> dict[str, Any]:
         "outputs": [
             {
                 **{field: getattr(m, field) for field in OUTPUT_FIELDS},
+                **(dict.fromkeys(ELEMENT_FIGURES) if m.labels else {}),  # of class ids: as the console, none
                 "worst_kind": None
                 if m.worst_kind is None
                 else {"axis": m.worst_kind[0], "index": m.worst_kind[1], "sqnr_db": m.worst_kind[2]},

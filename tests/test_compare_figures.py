@@ -708,3 +708,16 @@ def test_an_output_of_no_elements_measures_nothing_not_infinite_db() -> None:
     for shape in ((4, 0), (0, 6)):
         m = _errors(np.zeros(shape), np.zeros(shape)).result(images=4)
         assert math.isnan(m.sqnr_db) and math.isnan(m.max_abs_error), shape
+
+
+def test_the_json_gives_no_element_figures_of_class_ids(tmp_path: Path) -> None:
+    """hq137 F5: the console showed '-' for an ArgMax's output while the JSON carried 9.09 dB and 9
+    'mostly noise' images of class-id arithmetic."""
+    from quantkit.outcomes import ComparisonResult, OutputMetrics
+
+    ids = OutputMetrics("cls", 9.09, 0.9, 3.0, top1_agreement=0.9, labels=True, noise_images=9)
+    scores = OutputMetrics("y", 30.0, 0.999, 0.1)
+    result = ComparisonResult("a.onnx", "b.onnx", 10, (ids, scores), None, None, None, None, 1, 1, {}, {})
+    cls, y = result.to_dict()["outputs"]
+    assert [cls[k] for k in ("sqnr_db", "cosine", "max_abs_error", "noise_images")] == [None] * 4
+    assert cls["top1_agreement"] == 0.9 and y["sqnr_db"] == 30.0 and y["noise_images"] == 0
