@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+X86_MACHINES = ("x86_64", "amd64", "i686", "x86")  # platform.machine(), lowered
 _X86_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
 CPU_FLAGS_OF_INTEREST = (*_X86_FLAGS, "avx512_bf16", "f16c", "asimd", "asimddp", "i8mm")
 
@@ -34,4 +35,4 @@ def cpu_info() -> dict[str, Any]:
 def int8_saturates() -> bool:
     """True on x86 CPUs without VNNI, where onnxruntime's u8 x s8 kernel can saturate in int16."""
     info = cpu_info()
-    return str(info["machine"]).lower() in ("x86_64", "amd64", "i686", "x86") and not info["vnni"]
+    return str(info["machine"]).lower() in X86_MACHINES and not info["vnni"]

@@ -1503,3 +1503,53 @@ def test_a_channel_or_block_stored_as_its_zero_point_is_pruned_not_a_bad_scale()
     wide[:16, 3], blocks[0, 3] = 128, 0.0
     zeros = np.full((4, 32), 128, np.uint8)
     assert broken_params(dequantize(wide, blocks, zeros, axis=0, block_size=16)) == []
+
+
+def test_integer_operators_onnxruntime_runs_slower_than_float_are_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq139 F3: onnxruntime.quantization's dynamic model (ConvInteger, 10.6-43.4 ms against FP32's 4.3 on
+    MobileNetV2) and its S8S8 QOperator model (QLinearConv, 23.8 ms) passed check with 'no findings'."""
+    import platform
+
+    g = np.random.default_rng(0)
+    w = g.integers(-127, 128, (8, 4, 3, 3)).astype(np.int8)
+    dynamic = helper.make_node("ConvInteger", ["xq", "w", "xz"], ["y"], name="conv")
+    graph = helper.make_graph(
+        [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dq"), dynamic],
+        "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 8, 6, 6])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "d.onnx")
+    code, out, _ = run(["check", str(path), "--json", str(tmp_path / "d.json")], capsys)
+    found = json.loads((tmp_path / "d.json").read_text())["findings"]
+    assert code == 1 and [(f["rule"], f["node"]) for f in found] == [("slow-kernel", "conv")], out
+    assert found[0]["message"].startswith("ConvInteger (dynamic quantization): onnxruntime's CPU provider")
+    scalars = {"xs": np.float32(0.02), "ws": np.float32(0.01), "ys": np.float32(0.05)}
+    for signed in (True, False):
+        kind = np.int8 if signed else np.uint8
+        zeros = {"xz": kind(0), "wz": np.int8(0), "yz": kind(0)}
+        inputs = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
+        graph = helper.make_graph(
+            [helper.make_node("QLinearConv", inputs, ["y"], name="qconv")],
+            "qop",
+            [
+                helper.make_tensor_value_info(
+                    "x", helper.np_dtype_to_tensor_dtype(np.dtype(kind)), [1, 4, 8, 8]
+                )
+            ],
+            [
+                helper.make_tensor_value_info(
+                    "y", helper.np_dtype_to_tensor_dtype(np.dtype(kind)), [1, 8, 6, 6]
+                )
+            ],
+            [numpy_helper.from_array(w, "w")]
+            + [numpy_helper.from_array(np.asarray(v), k) for k, v in {**scalars, **zeros}.items()],
+        )
+        qop = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "q.onnx")
+        code, out, _ = run(["check", str(qop), "--json", str(tmp_path / "q.json")], capsys)
+        rules = [f["rule"] for f in json.loads((tmp_path / "q.json").read_text())["findings"]]
+        x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+        assert rules == (["slow-kernel"] if signed and x86 else []), out
