@@ -570,3 +570,28 @@ def test_one_image_alone_is_the_one_far_beyond_the_next_which_has_values_too() -
     g[3, 0] = 500.0
     assert ImageExtremes.of(g.min(axis=1), g.max(axis=1)).lone()[0] == ((3, 500.0),)
     assert ImageExtremes.of(-peaks[:1], peaks[:1]).lone()[0] == ()  # one image: none to stand apart from
+
+
+def test_a_model_that_computes_across_the_batch_is_calibrated_one_sample_a_run(tmp_path: Path) -> None:
+    """A Softmax along axis 0 is 1 everywhere on one sample (as deployed at batch 1), but calibrate ran 8
+    samples a run and recorded its range as [0.005, 0.54]: ranges of another function."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import quantkit
+
+    w = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["s"], axis=0), helper.make_node("MatMul", ["s", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
+    samples = [np.random.default_rng(k).normal(size=8).astype(np.float32) for k in range(16)]
+    table = quantkit.calibrate(tmp_path / "m.onnx", data=samples, output=tmp_path / "t.calib.json").table
+    stats = {t["name"]: t for t in json.loads(table.read_text())["tensors"]}
+    assert stats["s"]["min"] == stats["s"]["max"] == 1.0

@@ -159,7 +159,11 @@ def calibrate(
     # images need the one image input (the others given values); arrays feed every input (dicts for several)
     spec = model_inputs.image_input(model, given) if arrays is None or len(specs) <= 1 else specs[0]
     fed = specs if (arrays is not None and len(specs) > 1) or given else (spec,)
-    size = fixed_batch_of([s.batch_dim for s in fed]) or config.batch_size  # the model's, else the requested
+    # the model's batch, else the requested; one sample a run where the model computes across the batch
+    # (a reduction over axis 0 saw 8 images' sum as one value, the range 8x what one image gives)
+    size = fixed_batch_of([s.batch_dim for s in fed]) or (
+        1 if model_inputs.batch_coupled(model) else config.batch_size
+    )
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     source: ArrayStream | None = None
