@@ -354,39 +354,42 @@ def shrink(
     options as `convert` takes them (method, prefer, min_sqnr, exclude_nodes, ...; max_drop is a gate
     here, not a search)."""
     model_path, out = as_path(model, "model"), as_path(output_dir, "output_dir")
-    calib, arrays = api_args.data_of(data, num_images, seed)
-    held, held_arrays = (
-        api_args.data_of(eval_data, eval_num_images, seed) if eval_data is not None else (calib, None)
-    )
-    if arrays is not None or held_arrays is not None:
-        raise ConfigError("shrink takes images (a folder or a list of files); calibrate on arrays instead")
-    held = ImageSelection(held.folder, eval_num_images, seed, "eval_num_images", held.files)
-    label_file = as_path(labels, "labels") if labels is not None else None
-    files.check_outputs(
-        [(f"output_dir's {name}", out / name) for name in shrink_cleanup.outputs(model_path)],
-        [("the model", model_path), *([("labels", label_file)] if label_file else [])],
-        [("data", calib.folder), ("eval_data", held.folder)],
-        IMAGE_SUFFIXES,
-    )
-    pre = api_args.preprocess_of(preprocess, "shrink")
-    with api_args.arguments("shrink"):
-        kind = as_enum(OutputKind, output_kind, "output_kind")
-        config = ShrinkConfig(
-            calibration=CalibrateConfig(calib, pre, output_kind=kind),
-            convert=api_args.shrink_convert(dict(convert_options or {}), compact, target),
-            evaluation=CompareConfig(
-                images=held,
-                preprocess=pre,
-                labels=label_file,
-                latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
-                output_kind=kind,
-                **detector_fields(detector, score_threshold, "detector"),
-            ),
-            gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference, min_eval_sqnr),
-            cache_dir=as_path(cache_dir, "cache_dir")
-            if cache_dir is not None
-            else run_shrink.default_cache_dir(),
+    with api_args.verdict_dropped(out, [model_path]):
+        calib, arrays = api_args.data_of(data, num_images, seed)
+        held, held_arrays = (
+            api_args.data_of(eval_data, eval_num_images, seed) if eval_data is not None else (calib, None)
         )
+        if arrays is not None or held_arrays is not None:
+            raise ConfigError(
+                "shrink takes images (a folder or a list of files); calibrate on arrays instead"
+            )
+        held = ImageSelection(held.folder, eval_num_images, seed, "eval_num_images", held.files)
+        label_file = as_path(labels, "labels") if labels is not None else None
+        files.check_outputs(
+            [(f"output_dir's {name}", out / name) for name in shrink_cleanup.outputs(model_path)],
+            [("the model", model_path), *([("labels", label_file)] if label_file else [])],
+            [("data", calib.folder), ("eval_data", held.folder)],
+            IMAGE_SUFFIXES,
+        )
+        pre = api_args.preprocess_of(preprocess, "shrink")
+        with api_args.arguments("shrink"):
+            kind = as_enum(OutputKind, output_kind, "output_kind")
+            config = ShrinkConfig(
+                calibration=CalibrateConfig(calib, pre, output_kind=kind),
+                convert=api_args.shrink_convert(dict(convert_options or {}), compact, target),
+                evaluation=CompareConfig(
+                    images=held,
+                    preprocess=pre,
+                    labels=label_file,
+                    latency=LatencyConfig(threads=threads, warmup=warmup, runs=runs),
+                    output_kind=kind,
+                    **detector_fields(detector, score_threshold, "detector"),
+                ),
+                gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference, min_eval_sqnr),
+                cache_dir=as_path(cache_dir, "cache_dir")
+                if cache_dir is not None
+                else run_shrink.default_cache_dir(),
+            )
     return run_shrink.shrink(
         model_path,
         out,

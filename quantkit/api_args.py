@@ -6,7 +6,8 @@ import contextlib
 import difflib
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from quantkit.array_files import Sample
@@ -25,8 +26,9 @@ from quantkit.config.choices import refuse_unread
 from quantkit.config.preprocessing import Preprocess as Resolved
 from quantkit.config.preprocessing import ResizeMode
 from quantkit.data import read_data
-from quantkit.errors import ConfigError
+from quantkit.errors import ConfigError, QuantkitError
 from quantkit.evaluate.detector_options import detector_fields
+from quantkit.pipeline import shrink_cleanup
 
 SHRINK_OWN = ("workers", "ray", "threads", "progress")  # convert()'s arguments that shrink takes itself
 P = ParamSpec("P")
@@ -130,6 +132,22 @@ def budget_of(options: dict[str, Any]) -> AccuracyBudget | None:
             output_kind=as_enum(OutputKind, options.get("output_kind", "auto"), "output_kind"),
             **detector_fields(options.get("detector"), None, "detector"),
         )
+
+
+@contextlib.contextmanager
+def verdict_dropped(output_dir: Path, keep: Sequence[Path]) -> Iterator[None]:
+    """A shrink refused before it runs removes the earlier run's verdict in output_dir, and says so, as the
+    command line's does (hq145 F2: max_drop=-1 raised its ConfigError and left the last release's PASS
+    junit.xml beside its model); `keep`: the inputs, never removed."""
+    try:
+        yield
+    except QuantkitError as exc:
+        try:
+            said = shrink_cleanup.removed_line(shrink_cleanup.drop_earlier_verdict(output_dir, keep))
+        except OSError as err:  # a folder that cannot be locked or read
+            said = shrink_cleanup.not_removed(output_dir, err)
+        exc.args = (f"{exc.args[0]}{said}", *exc.args[1:]) if exc.args else exc.args
+        raise
 
 
 @contextlib.contextmanager

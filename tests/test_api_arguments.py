@@ -107,3 +107,18 @@ def test_shrinks_cache_folder_is_never_among_the_images(tmp_path: Path, image_di
     with pytest.raises(quantkit.OutputError, match=r"the cache folder .* lies in the images folder"):
         quantkit.shrink(cnn, data=image_dir, output_dir=tmp_path / "out", cache_dir=image_dir / "cache")
     assert not (image_dir / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_shrink_refused_before_it_runs_leaves_no_earlier_verdict(tmp_path: Path, image_dir: Path) -> None:
+    """hq145 F2: shrink(max_drop=-1) raised its ConfigError and left the last run's PASS junit.xml, report
+    and model in output_dir, where the command line's refusal removes them."""
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    out = tmp_path / "release"
+    fast = {"runs": 1, "warmup": 0, "cache_dir": tmp_path / "cache"}
+    assert quantkit.shrink(cnn, data=image_dir, output_dir=out, **fast).passed  # type: ignore[arg-type]
+    assert (out / "junit.xml").is_file()
+    with pytest.raises(
+        quantkit.ConfigError, match=r"--max-drop .*; the earlier run's verdict in .* was removed"
+    ):
+        quantkit.shrink(cnn, data=image_dir, output_dir=out, max_drop=-1, **fast)  # type: ignore[arg-type]
+    assert sorted(p.name for p in out.iterdir()) == [] and cnn.is_file()

@@ -111,6 +111,27 @@ def test_a_refused_shrink_removes_an_earlier_runs_model_of_another_name(
     assert sorted(p.name for p in out.iterdir()) == []
 
 
+def test_a_shrink_of_another_model_replaces_the_earlier_runs_model_with_its_reports(
+    tmp_path: Path, image_dir: Path, capsys: Capsys
+) -> None:
+    """hq145 F1: classifier_v1.int8.onnx stayed beside classifier_v2's reports after a passing run, and
+    CI uploaded both; a file of the user's of that name, with other bytes, stays."""
+    out = tmp_path / "release"
+    first, other = tiny_cnn(tmp_path / "first.onnx"), tiny_cnn(tmp_path / "other.onnx")
+    common = ["--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)]
+    assert run(["shrink", str(other), *common, *FAST], capsys)[0] == 0
+    assert run(["shrink", str(first), *common, *FAST], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "first.int8.onnx",
+        "junit.xml",
+        "report.json",
+        "report.md",
+    ]
+    (out / "first.int8.onnx").write_bytes(b"the user's own")  # no longer what report.json recorded
+    assert run(["shrink", str(other), *common, *FAST], capsys)[0] == 0
+    assert (out / "first.int8.onnx").read_bytes() == b"the user's own"
+
+
 def test_shrink_publishes_under_its_folders_lock(
     tmp_path: Path, image_dir: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

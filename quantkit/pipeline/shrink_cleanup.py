@@ -207,7 +207,12 @@ def publish(stage: Path, output_dir: Path, placed: Marks, dropped: list[Path]) -
     file of the user's of a report's name is left (hq73 1: a user's own report.html went). `dropped` gets
     the earlier reports removed, for the line of a run that fails after (hq105 F6: it named none)."""
     with folder_lock(output_dir):  # hq85 F3: two runs publishing at once mixed a PASS and a FAIL set
+        earlier = earlier_model(output_dir)  # read before its report goes
         dropped.extend(output_dir / name for name in REPORTS if drop_report(output_dir / name))
+        if earlier is not None and not (stage / earlier[0].name).exists():  # another model's, named by
+            _drop_model(earlier)  # the reports this run replaces (hq145 F1: classifier_v1.int8.onnx stayed
+            if not os.path.lexists(earlier[0]):  # beside classifier_v2's reports, and was uploaded with them)
+                dropped.append(earlier[0])
         for path in sorted(contents(stage), key=_publish_rank):
             placed.update(marks(stage, (path.name,)))  # a rename keeps inode and mtime: an interrupt
             if os.path.lexists(output_dir / path.name):  # the earlier model, replaced
