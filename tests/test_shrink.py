@@ -355,6 +355,9 @@ def test_the_second_run_reuses_the_calibration_table(
     assert run(other, capsys)[0] == 0  # other images, another key
     assert _reports(second)[0]["calibration"]["cache_hit"] is False
     assert len(list((tmp_path / "cache").glob("*.calib.json"))) == 2
+    values = [*shrink_args, "--output-dir", str(second), "--output-kind", "values"]
+    assert run(values, capsys)[0] == 0  # hq145 F3: FP32's findings judged otherwise, another table
+    assert _reports(second)[0]["calibration"]["cache_hit"] is False
 
 
 def test_quiet_prints_nothing_and_verbose_logs_each_step(

@@ -445,5 +445,8 @@ def cache_key(model_path: Path, config: ShrinkConfig, model_sha256: str) -> str:
         "quantkit": __version__,
         "table_version": TABLE_VERSION,
         "reference_findings": True,  # tables that record them: an older cached one hid them (hq83 4)
+        # what FP32's findings are judged as (hq145 F3: a table cached by a default run told a run given
+        # --output-kind values to say so, and its model recorded that table's other sha256)
+        "output_kind": config.calibration.output_kind.value,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
