@@ -36,6 +36,13 @@ def home_folder() -> str:
     return "" if found in ("", os.sep) else found
 
 
+def home_short(path: str) -> str:
+    """`path` as the reports write it: under the user's home as ~/... (hq145 F8: report.json wrote
+    '~/p/m.onnx' and report.md, the step summary, the whole home path)."""
+    shown: str = json_safe(path, home_folder())
+    return shown
+
+
 def json_text(record: Any, indent: int = 1) -> str:
     """record (a JSON-ready record: compare's, shrink's, check's) as strict JSON text, one trailing
     newline; non-finite numbers as json_safe writes them."""

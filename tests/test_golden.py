@@ -191,3 +191,49 @@ def test_the_rounded_layers_counted_are_those_written_int8() -> None:
         "none of those layers is written int8 (why each is float: the kept-in-float table above)" in text
         and "in 0" not in text
     )
+
+
+def test_a_name_holding_a_pipe_keeps_every_markdown_row_in_its_columns() -> None:
+    """hq145 F5: an output 'logits|x' split report.md's gate row (GitHub splits cells at '|' inside code
+    spans too): the result column read "x', evaluation images)" and pass / FAIL was gone."""
+    import re
+
+    from quantkit.reports import markdown
+
+    gates = (
+        GateResult("min_eval_sqnr", 42.35, 10.0, "dB (worst output 'logits|x', evaluation images)", True),
+    )
+    piped = dataclasses.replace(_comparison().outputs[0], name="logits|x")
+    comparison = dataclasses.replace(_comparison(), outputs=(piped,))
+    result = ShrinkResult("m.onnx", "o.onnx", "t", True, 0.0, _summary(), comparison, gates, {})
+    rows = [line for line in markdown.shrink_markdown(result).splitlines() if line.startswith("|")]
+    cells = [len(re.split(r"(?<!\\)\|", row)) for row in rows]
+    assert cells[0] == cells[2] == 7 and all(n == 4 for n in cells[3:]), rows  # 5 and 2 columns
+    assert rows[2].endswith("| pass |")
+
+
+def test_a_detectors_report_does_not_send_it_to_labels() -> None:
+    """hq145 F6: a detector's report said '--labels gives top-1', which --detector refuses."""
+    from quantkit.reports.formats import reference_line
+
+    unlabelled = dataclasses.replace(_comparison(), reference_accuracy=None, candidate_accuracy=None)
+    result = ShrinkResult("m.onnx", "o.onnx", "t", True, 0.0, _summary(), unlabelled, (), {})
+    assert reference_line(result).endswith("(--labels gives top-1)")
+    boxes = dataclasses.replace(unlabelled.outputs[0], detection_recall=0.9, detections=10)
+    detector = dataclasses.replace(result, comparison=dataclasses.replace(unlabelled, outputs=(boxes,)))
+    assert reference_line(detector).endswith("judged by its detections (no labels)")
+
+
+def test_every_report_names_paths_under_home_as_report_json_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hq145 F8: report.json wrote '~/p/m.onnx', report.md (the step summary), junit.xml and report.html
+    the whole home path."""
+    from quantkit.reports import html_page, junit, markdown
+
+    monkeypatch.setenv("HOME", "/home/ana")
+    gates = (GateResult("max_size_ratio", 0.3, 0.2, "x FP32 size", False),)
+    paths = ("/home/ana/p/m.onnx", "/home/ana/p/out/m.int8.onnx")
+    result = ShrinkResult(*paths, "t", True, 0.0, _summary(), _comparison(), gates, {})
+    assert "`~/p/m.onnx` -> `~/p/out/m.int8.onnx`" in markdown.shrink_markdown(result)
+    assert "model ~/p/m.onnx, output ~/p/out/m.int8.onnx" in junit.junit_xml(result)
+    page = html_page.render(result)
+    assert "<code>~/p/m.onnx</code>" in page and "/home/ana" not in page

@@ -132,6 +132,19 @@ def test_a_shrink_of_another_model_replaces_the_earlier_runs_model_with_its_repo
     assert (out / "first.int8.onnx").read_bytes() == b"the user's own"
 
 
+def test_a_folder_named_report_html_refuses_only_a_run_that_writes_one(
+    tmp_path: Path, image_dir: Path, capsys: Capsys
+) -> None:
+    """hq145 F7: without --html, a folder report.html in --output-dir refused the run: 'give a file path'."""
+    out = tmp_path / "release"
+    (out / "report.html").mkdir(parents=True)
+    model = tiny_cnn(tmp_path / "m.onnx")
+    common = ["--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)]
+    assert run(["shrink", str(model), *common, *FAST], capsys)[0] == 0
+    code, _, err = run(["shrink", str(model), *common, *FAST, "--html"], capsys)
+    assert code == 2 and "report.html is a folder" in err
+
+
 def test_shrink_publishes_under_its_folders_lock(
     tmp_path: Path, image_dir: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

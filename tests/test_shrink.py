@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -857,6 +858,15 @@ def test_evaluation_images_that_copy_the_calibration_ones_are_not_held_out(
     assert report["settings"]["held_out"] is False
     assert "Evaluated on the calibration images" in markdown
     assert "of the evaluation images hold the same bytes as calibration images" in " ".join(err.split())
+    # hq145 F4: the calibration folder again, part of it: counted, not "pass --eval-images DIR"
+    part = [*shrink_args, "--eval-images", str(image_dir), "--eval-num-images", "20", "--num-images", "8"]
+    code, _, err = run([*part, "--output-dir", str(out)], capsys)
+    assert code == 0, err
+    report, markdown, _ = _reports(out)
+    assert report["settings"]["held_out"] is False and "Evaluated on the calibration images" not in markdown
+    assert re.search(
+        r"\b\d+ of the evaluation images hold the same bytes as calibration", " ".join(err.split())
+    )
 
 
 def test_latency_of_another_runtime_than_the_target_is_said() -> None:

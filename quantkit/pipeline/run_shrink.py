@@ -101,7 +101,7 @@ def shrink(
     ]
     require_apart(config.cache_dir, "the cache folder", read)
     made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
-    output_dir = _output_dir(output_dir, model_path, made)
+    output_dir = _output_dir(output_dir, model_path, made, html)
     earlier, begun = verdict(output_dir)  # what a failed publish may have replaced
     placed: Marks = {}  # what publish put in place, as it did
     dropped: list[Path] = []  # the earlier reports publish removed first
@@ -301,8 +301,14 @@ def _run(
     )
     kept = tuple(w for w in comparison.warnings if held_out.IN_SAMPLE not in w)  # shrink's own: held_out
     comparison = dataclasses.replace(comparison, candidate=str(final), warnings=kept)
-    calibration_images = select_images(config.calibration.images)
-    copies = shared_images(calibration_images, select_images(config.evaluation.images)) if apart else 0
+    calibration_images, evaluation_images = (
+        select_images(c.images) for c in (config.calibration, config.evaluation)
+    )
+    copies = shared_images(calibration_images, evaluation_images)
+    # every one a calibration image (report.md says so), and the default's (no --eval-images) said nowhere
+    # else; part of them (--eval-images the same folder, another --eval-num-images: hq145 F4, 37 of 1000,
+    # read "pass --eval-images") or copies elsewhere are counted in a warning
+    in_sample = copies >= len(evaluation_images)
     warnings = (
         shortfall(config.calibration.images, calibration_images),
         *calib_warnings.of_table(loaded.meta, reference=apart),
@@ -318,7 +324,7 @@ def _run(
         gates.few_boxes(comparison) if config.gates.max_drop is not None else None,
         f"{copies} of the evaluation images hold the same bytes as calibration images: the figures are not "
         "held out; give --eval-images images apart from --images"
-        if copies
+        if copies and (apart or not in_sample)
         else None,
     )
     checked = gates.check(comparison, config.gates, unchanged=not summary.plan.quantized_nodes)
@@ -340,7 +346,8 @@ def _run(
             "calibration_count": meta.get("images", {}).get("count"),
             "calibration_set_sha256": meta.get("images", {}).get("list_sha256"),
             "evaluation_images": str(config.evaluation.images.folder),
-            "held_out": apart and not copies,
+            "held_out": not copies,
+            "evaluated_on_calibration": in_sample,
             "output_sha256": model_io.file_sha256(output),  # shrink_cleanup's mark of its model
         },
     )
@@ -365,9 +372,10 @@ def _run(
     return result
 
 
-def _output_dir(folder: Path, model_path: Path, made: list[Path]) -> Path:
-    """`folder`, created with its missing parents (`made`), each output in it checked: where one is refused,
-    the folders made for it go again (hq73 10: a name too long left the new --output-dir behind)."""
+def _output_dir(folder: Path, model_path: Path, made: list[Path], html: bool) -> Path:
+    """`folder`, created with its missing parents (`made`), each output in it checked (report.html where
+    `html`: hq145 F7, a folder of that name refused a run without --html, 'give a file path'): where one
+    is refused, the folders made for it go again (hq73 10: a name too long left the new --output-dir)."""
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"the output folder {folder} is a file; give a folder")  # API or CLI (hq85 F9)
     if folder.is_symlink() and not folder.exists():  # hq87 F4: mkdir said "File exists"
@@ -375,7 +383,8 @@ def _output_dir(folder: Path, model_path: Path, made: list[Path]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         for name in outputs(model_path):
-            check_output(folder / name, model_path)
+            if html or name != "report.html":
+                check_output(folder / name, model_path)
     except BaseException:
         _remove_empty(made)
         raise

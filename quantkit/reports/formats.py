@@ -167,9 +167,14 @@ def reference_line(result: ShrinkResult) -> str:
     comparison = result.comparison
     ref, cand = comparison.reference_accuracy, comparison.candidate_accuracy
     if ref is None or cand is None:
-        return (
-            f"FP32 reference on {comparison.num_images} images: no labels, so no accuracy of its own "
-            "(--labels gives top-1)"
+        boxes = any(m.detection_recall is not None for m in comparison.outputs)  # hq145 F6: --labels is
+        return (  # refused beside --detector, whose boxes are the accuracy
+            f"FP32 reference on {comparison.num_images} images: "
+            + (
+                "judged by its detections (no labels)"
+                if boxes
+                else "no labels, so no accuracy of its own (--labels gives top-1)"
+            )
         )
     return (
         f"FP32 top-1 {100 * ref.top1:.2f}%{'' if ref.top5 is None else f' (top-5 {100 * ref.top5:.2f}%)'} "

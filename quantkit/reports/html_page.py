@@ -10,6 +10,7 @@ from html import escape
 
 from quantkit.outcomes import ShrinkResult
 from quantkit.reports.formats import decibels, shrink_warnings, verdict
+from quantkit.strict_json import home_short
 from quantkit.version import __version__
 
 WIDTH, ROW, LABEL = 900, 16, 260
@@ -32,7 +33,8 @@ def render(result: ShrinkResult) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>quantkit shrink: {headline}</title><style>{STYLE}</style></head><body>",
         f'<h1>quantkit shrink: <span class="{style}">{headline}</span></h1>',
-        f"<p><code>{escape(result.model)}</code> &rarr; <code>{escape(result.output)}</code></p>",
+        f"<p><code>{escape(home_short(result.model))}</code> &rarr; "
+        f"<code>{escape(home_short(result.output))}</code></p>",
         _gates(result),
         *(f'<p class="fail">warning: {escape(line)}</p>' for line in shrink_warnings(result)),
         _summary(result),

@@ -6,6 +6,7 @@ from xml.etree import ElementTree
 
 from quantkit.outcomes import ShrinkResult
 from quantkit.reports.formats import GATE_LABELS, bound_text, gate_figure, shrink_warnings
+from quantkit.strict_json import home_short
 
 
 def junit_xml(result: ShrinkResult) -> str:
@@ -31,7 +32,9 @@ def junit_xml(result: ShrinkResult) -> str:
                 message=_legal(f"{GATE_LABELS[g.name]} {measured} {g.unit}, limit {bound_text(g)}"),
             )
             why = result.comparison.reference_findings if g.name == "reference" else ()
-            failure.text = _legal("\n".join((f"model {result.model}, output {result.output}", *why)))
+            failure.text = _legal(
+                "\n".join((f"model {home_short(result.model)}, output {home_short(result.output)}", *why))
+            )
     warned = shrink_warnings(result)
     if warned:  # shown beside the test results by CI systems that read junit
         ElementTree.SubElement(suite, "system-err").text = _legal("\n".join(f"warning: {w}" for w in warned))

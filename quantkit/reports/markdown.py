@@ -22,6 +22,7 @@ from quantkit.reports.formats import (
     size_change,
     verdict,
 )
+from quantkit.strict_json import home_short
 
 
 def comparison_markdown(result: ComparisonResult, warned: bool = True) -> str:
@@ -40,15 +41,17 @@ def comparison_markdown(result: ComparisonResult, warned: bool = True) -> str:
             lines.append(f"| top-5 reference / candidate | {percent(ref.top5)} / {percent(cand.top5)} |")
     for m in result.outputs:
         if not m.labels:  # an integer output's SQNR is of label numbers: its agreement follows
-            lines.append(f"| `{m.name}` SQNR / cosine | {decibels(m.sqnr_db)} / {cosine(m.cosine)} |")
+            lines.append(f"| {code(m.name)} SQNR / cosine | {decibels(m.sqnr_db)} / {cosine(m.cosine)} |")
         if m.top1_agreement is not None:
             lines.append(
-                f"| `{m.name}` top-1 agreement / top-5 overlap | {percent(m.top1_agreement)} / "
+                f"| {code(m.name)} top-1 agreement / top-5 overlap | {percent(m.top1_agreement)} / "
                 f"{percent(m.top5_overlap)} |"
             )
         if m.detection_recall is not None:
-            lines.append(f"| `{m.name}` detection recall | {percent(m.detection_recall)} of {m.detections} |")
-            lines.append(f"| `{m.name}` final boxes (IoU >= 0.5, same class) | {boxes_text(m)} |")
+            lines.append(
+                f"| {code(m.name)} detection recall | {percent(m.detection_recall)} of {m.detections} |"
+            )
+            lines.append(f"| {code(m.name)} final boxes (IoU >= 0.5, same class) | {boxes_text(m)} |")
     settings = result.settings
     if result.speedup is not None and result.reference_latency and result.candidate_latency:
         lines.append(
@@ -76,13 +79,18 @@ def comparison_markdown(result: ComparisonResult, warned: bool = True) -> str:
 
 
 def shrink_markdown(result: ShrinkResult) -> str:
-    lines = [f"### quantkit shrink: {verdict(result)}", "", f"`{result.model}` -> `{result.output}`", ""]
+    lines = [
+        f"### quantkit shrink: {verdict(result)}",
+        "",
+        f"`{home_short(result.model)}` -> `{home_short(result.output)}`",
+        "",
+    ]
     if result.gates:
         lines += ["| gate | measured | limit | unit | result |", "|---|---|---|---|---|"]
         for g in result.gates:
             mark = "pass" if g.passed else "**FAIL**"
             lines.append(
-                f"| {GATE_LABELS[g.name]} | {gate_figure(g)} | {bound_text(g)} | {g.unit} | {mark} |"
+                f"| {GATE_LABELS[g.name]} | {gate_figure(g)} | {bound_text(g)} | {escaped(g.unit)} | {mark} |"
             )
         lines.append("")
     else:
@@ -90,7 +98,7 @@ def shrink_markdown(result: ShrinkResult) -> str:
             "No gates were set (--max-drop, --min-eval-sqnr, --min-speedup, --max-size-ratio): report only.",
             "",
         ]
-    if not result.settings.get("held_out"):
+    if result.settings.get("evaluated_on_calibration", not result.settings.get("held_out")):
         lines += ["Evaluated on the calibration images: pass --eval-images DIR for held-out figures.", ""]
     cache = (
         "reused from the cache" if result.cache_hit else f"calibrated in {result.calibration_seconds:.1f} s"
@@ -107,3 +115,9 @@ def escaped(text: str) -> str:
     named '<b>x</b>|*y*.png' in a warning rendered bold and split the table)."""
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return "".join(f"\\{c}" if c in "\\`*_[]|#" else c for c in text)
+
+
+def code(name: str) -> str:
+    """A name as code in a table cell: GitHub splits cells at '|' inside code spans too, unless escaped
+    (hq145 F5: an output 'logits|x' moved the gate row's pass / FAIL out of its column)."""
+    return "`" + name.replace("|", "\\|") + "`"
