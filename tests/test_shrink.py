@@ -777,6 +777,44 @@ def test_the_speed_gate_judges_the_runs_own_ratios_where_the_p50s_scattered(
     assert p50.measured == comparison.speedup and p50.unit == "x FP32 speed (p50)"
 
 
+def test_the_slower_warning_reads_the_figure_the_speed_gate_reads(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq145: on a busy CPU the warning said 'ran 0.60x FP32' (the p50s) where the scatter warning and the
+    gate gave the runs' own ratio, 0.85x: two figures of one timing in one report."""
+    import dataclasses
+
+    import quantkit
+    from quantkit.evaluate import speed
+    from quantkit.outcomes import LatencyStats
+    from quantkit.pipeline import run_shrink
+
+    monkeypatch.setattr(speed, "SCATTER_MIN_RUNS", 2)  # conftest turns it off
+    measured = run_shrink.compare
+    reference, candidate = [2.0, 2.0, 2.0, 10.0, 10.0], [2.4, 2.4, 11.7, 11.7, 11.7]  # runs 0.83-0.85x
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        found = measured(*args, **kwargs)
+        stats = [
+            LatencyStats(float(np.median(t)), max(t), max(t), float(np.mean(t)), 5)
+            for t in (reference, candidate)
+        ]
+        return dataclasses.replace(
+            found,
+            reference_latency=stats[0],
+            candidate_latency=stats[1],
+            latency_samples_ms=(tuple(reference), tuple(candidate)),
+        )
+
+    monkeypatch.setattr(run_shrink, "compare", busy)
+    result = quantkit.shrink(
+        tiny_cnn(tmp_path / "m.onnx"), data=image_dir, output_dir=tmp_path / "o", cache_dir=tmp_path / "c"
+    )
+    assert result.comparison.speedup == pytest.approx(2.0 / 11.7)
+    (slower,) = [w for w in result.warnings if w.startswith("the INT8 model ran")]
+    assert slower.startswith("the INT8 model ran 0.83x FP32 here (slower)"), slower  # not 0.17x
+
+
 def test_a_boxes_drop_on_few_boxes_is_said_and_no_box_is_named() -> None:
     """hunt36: an end-to-end detector passed --max-drop 5 on the one box FP32 found in 16 photos, without
     a word; with no box at all its gate row advised '--detector', which was given."""

@@ -85,7 +85,7 @@ def _judged_sqnr(output: OutputMetrics) -> tuple[float, str]:
     return output.varying_sqnr_db, f"{output.name!r} on what changes between images"
 
 
-def _speedup(result: ComparisonResult, unchanged: bool) -> tuple[float | None, str]:
+def judged_speedup(result: ComparisonResult, unchanged: bool) -> tuple[float | None, str]:
     """(the speedup the gate judges, how to name it): the p50s' ratio, or where the timings scattered the
     median of the interleaved runs' own ratios, each run beside its twin under the same load, as convert
     measures (hq130 F2: FAIL at 0.74x on a busy CPU, the runs' ratio 1.01x, which the warning gave)."""
@@ -116,7 +116,7 @@ def check(result: ComparisonResult, gates: Gates, unchanged: bool = False) -> tu
             unit += "" if _worst_agreeing(result).probabilities else VALUES_HINT
         found.append(GateResult("max_drop", drop, gates.max_drop, unit, passed))
     if gates.min_speedup is not None:
-        speedup, unit = _speedup(result, unchanged)
+        speedup, unit = judged_speedup(result, unchanged)
         passed = speedup is not None and speedup >= gates.min_speedup
         found.append(GateResult("min_speedup", speedup, gates.min_speedup, unit, passed))
     if gates.max_size_ratio is not None:
