@@ -1156,3 +1156,45 @@ def test_without_a_table_a_layer_far_above_synthetic_norms_stays_float32(
     pipeline.calibrate(path, table, CalibrateConfig(images=ImageSelection(image_dir)))
     measured = pipeline.convert_float16(path, table, tmp_path / "t.onnx", Float16Config())
     assert "loud" not in {node for node, _, _ in measured.kept_float32}
+
+
+def test_a_size_computed_in_float_stays_float32_and_a_changed_length_is_refused(tmp_path: Path) -> None:
+    """hq147 F1: a Range's limit, a dimension cast to float (2051), was written Cast to float16 (2052):
+    the position output held 2052 values, bf16's 2048, and convert gave it no figure and no word."""
+    from quantkit.pipeline.writing import _smoke_test
+
+    n = 2051
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "one"], ["n"], name="gather", axis=0),
+        helper.make_node("Cast", ["n"], ["nf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Range", ["zero", "nf", "step"], ["pos"], name="range"),
+        helper.make_node("Div", ["pos", "nf"], ["posn"], name="norm"),
+    ]
+    constants = {"w": rng(0).normal(0, 0.3, (8, 4)), "one": np.array(1, np.int64), "zero": 0.0, "step": 1.0}
+    graph = helper.make_graph(
+        nodes,
+        "positions",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n, 8])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n, 4]),
+            helper.make_tensor_value_info("posn", TensorProto.FLOAT, [None]),
+        ],
+        [
+            numpy_helper.from_array(np.asarray(v, np.int64 if k == "one" else np.float32), k)
+            for k, v in constants.items()
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source = save(model, tmp_path / "pos.onnx")
+    for to in ("fp16", "bf16"):
+        converted = _convert(source, tmp_path / f"{to}.onnx", to=to)
+        casts = [node for node in converted.graph.node if node.op_type == "Cast" and "n" in node.input]
+        assert [helper.get_attribute_value(c.attribute[0]) for c in casts] == [TensorProto.FLOAT], to
+    longer = onnx.ModelProto()
+    longer.CopyFrom(model)
+    longer.graph.node.insert(4, helper.make_node("Add", ["nf", "step"], ["nf1"], name="more"))
+    longer.graph.node[5].input[1] = "nf1"  # the Range: one position more, as float16's 2052
+    with pytest.raises(ConversionError, match=r"output 'posn' has shape \[2052\] where FP32's has \[2051\]"):
+        _smoke_test(model, longer, {"x": rng(1).normal(0, 1, (1, n, 8)).astype(np.float32)})

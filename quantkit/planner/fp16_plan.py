@@ -233,13 +233,15 @@ def _overflowing_constants(index: GraphIndex, largest: float) -> list[tuple[onnx
 
 
 # Inputs that are sizes or resize parameters in float: (op type, input positions)
-_SIZE_INPUTS = {"Resize": (1, 2, 3), "Upsample": (1,)}
+# (hq147 F1: a Range's limit from a dimension, cast to float, lost 2051 to float16's 2052)
+_SIZE_INPUTS = {"Resize": (1, 2, 3), "Upsample": (1,), "Range": (0, 1, 2), "OneHot": (1,)}
 
 
 def shape_computation(index: GraphIndex) -> list[onnx.NodeProto]:
     """The nodes whose float outputs end up as a size: they feed a Resize's roi/scales (or Upsample's
-    scales), or a Cast to an integer type, through float tensors of rank 0 or 1 only (sizes, scales; a
-    feature map cast to integers is data, not a size). Graph order."""
+    scales), a Range's start / limit / delta, a OneHot's depth, or a Cast to an integer type, through
+    float tensors of rank 0 or 1 only (sizes, scales; a feature map cast to integers is data, not a
+    size). Graph order."""
     pending = [
         node.input[k]
         for node in index.nodes
