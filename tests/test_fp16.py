@@ -1198,3 +1198,23 @@ def test_a_size_computed_in_float_stays_float32_and_a_changed_length_is_refused(
     longer.graph.node[5].input[1] = "nf1"  # the Range: one position more, as float16's 2052
     with pytest.raises(ConversionError, match=r"output 'posn' has shape \[2052\] where FP32's has \[2051\]"):
         _smoke_test(model, longer, {"x": rng(1).normal(0, 1, (1, n, 8)).astype(np.float32)})
+
+
+@pytest.mark.parametrize(("factor", "message"), [(5e4, "past 16376, the 4x margin"), (1e-9, "reaches only")])
+def test_an_output_the_16_bit_interface_cannot_hold_is_refused(
+    tmp_path: Path, factor: float, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq147 F2, F3: --no-keep-io-types declared float16 an output reaching 5.5e4 on synthetic inputs (53
+    of 512 real values +inf) and one of 4e-9 (written as zeros, 'computing as FP32 does'), rc 0."""
+    p = conv_params(4, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Mul", ["r", "k"], ["y"], name="scale"),
+    ]
+    model = save(make_model(nodes, {**p, "k": np.array(factor, np.float32)}), tmp_path / "m.onnx")
+    out = tmp_path / "m16.onnx"
+    code, _, err = run(["convert", str(model), "--to", "fp16", "--no-keep-io-types", "-o", str(out)], capsys)
+    assert_one_line_error(code, err, f"output 'y' {'reaches' if factor > 1 else ''}".rstrip())
+    assert message in err and "leave --no-keep-io-types out" in err and not out.exists()
+    assert run(["convert", str(model), "--to", "fp16", "-o", str(out)], capsys)[0] == 0  # float32 edges

@@ -129,6 +129,9 @@ def _converted(
     outputs = [{name: run[name] for name in measured if name in run} for run in runs[:tried]]  # no text
     if not config.keep_io_types:
         _require_inputs_fit(samples, target, described)
+        # RANGE_MARGIN on synthetic inputs too: theirs (64) refused a detector's boxes in pixels (640)
+        graph_outputs = [o.name for o in inferred.graph.output]
+        _require_outputs_fit(runs, graph_outputs, target, fp16_planner.RANGE_MARGIN, described)
     with_table, synthetic = _floors(target)
     floor = min(with_table if table is not None else synthetic, config.min_sqnr_db)
     # on float16 hardware, below bfloat16's floors (a type of 3 bits less) a float16 model is broken too
@@ -369,4 +372,28 @@ def _require_inputs_fit(samples: Feed, target: FloatFormat, described: str) -> N
                 f"{which} is fed values up to {peak:g} (the "
                 f"{described}), beyond {target.name}'s {target.largest:g}: keep the inputs float32 (leave "
                 "--no-keep-io-types out)"
+            )
+
+
+def _require_outputs_fit(
+    runs: Runs, outputs: Sequence[str], target: FloatFormat, margin: float, described: str
+) -> None:
+    """--no-keep-io-types: each float output, declared `target`, holds what the model gives there: one that
+    reaches past the type's range with the margin kept for activations (hq147 F2: 5.5e4 on synthetic
+    inputs, +inf on 53 of 512 real values, rc 0), or whose values all lie below its smallest normal
+    (F3: 4.3e-9, written as zeros 'computing as FP32 does') is refused in one line."""
+    keep = "keep the outputs float32 (leave --no-keep-io-types out)"
+    for name in outputs:
+        values = [np.abs(run[name]) for run in runs if name in run and run[name].dtype.kind == "f"]
+        finite = [v[np.isfinite(v)] for v in values]
+        peak = max((float(v.max()) for v in finite if v.size), default=0.0)
+        if peak * margin > target.largest:
+            raise ConfigError(
+                f"output {name!r} reaches {peak:g} on the {described}, past {target.largest / margin:g}, "
+                f"the {margin:g}x margin below {target.name}'s largest value kept for other inputs: {keep}"
+            )
+        if 0.0 < peak < target.smallest_normal:
+            raise ConfigError(
+                f"output {name!r} reaches only {peak:g} on the {described}, below {target.name}'s smallest "
+                f"normal value {target.smallest_normal:g}: it would be written as zeros or a few bits; {keep}"
             )
