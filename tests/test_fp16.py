@@ -60,6 +60,11 @@ def test_a_model_with_no_op_in_float16_is_said_to_be_the_fp32_one(cnn: Path, tmp
         "model written computes as the FP32 model does, at its size",
     )
     assert not pipeline.convert_float16(cnn, None, tmp_path / "h.onnx", Float16Config()).warnings
+    edges = Float16Config(exclude_op_types=ops, keep_io_types=False)  # hq147 F3: its edges are float16
+    (said,) = pipeline.convert_float16(cnn, None, tmp_path / "e.onnx", edges).warnings
+    assert said.endswith(
+        "computes as the FP32 model does between its float16 inputs and outputs, at its size"
+    )
 
 
 def test_weights_listed_as_inputs_are_said_to_change(cnn: Path, tmp_path: Path, image_dir: Path) -> None:

@@ -117,15 +117,20 @@ def gained_nothing(before: int, after: int, speed: Speed | None) -> tuple[str, .
     )
 
 
-def nothing_converted(by_type: dict[str, int], kind: str) -> tuple[str, ...]:
+def nothing_converted(by_type: dict[str, int], kind: str, edges: bool = False) -> tuple[str, ...]:
     """--to fp16 / bf16's twin of nothing_quantized: the warning where every op stayed float32 (hunt42 F2:
     a model whose input is scaled by 1e5 was written 1.00x its size, exit 0, with nothing said but an
-    empty table)."""
+    empty table). edges: --no-keep-io-types, whose inputs and outputs are `kind` all the same (hq147 F3)."""
     if by_type:
         return ()
+    computes = (
+        f"computes as the FP32 model does between its {kind} inputs and outputs"
+        if edges
+        else "computes as the FP32 model does"
+    )
     return (
         f"no op was converted to {kind}: each stayed float32 for the reason convert's table gives, so the "
-        "model written computes as the FP32 model does, at its size",
+        f"model written {computes}, at its size",
     )
 
 

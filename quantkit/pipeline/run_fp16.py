@@ -210,7 +210,7 @@ def _converted(
         + inputs_changed(model, converted),
         target=target.name,
         measured_by="onnxruntime" if target.runs_in_onnxruntime else EMULATED,
-        warnings=warned + nothing_converted(by_type, target.name),
+        warnings=warned + nothing_converted(by_type, target.name, not config.keep_io_types),
     )
 
 
