@@ -310,3 +310,33 @@ def test_an_upgrade_for_bfloat16_that_onnxruntime_cannot_run_is_not_blamed_on_th
         code, err, "the model upgraded from opset 16 to 22 (bfloat16", "RoiAlign", "convert it to a format"
     )
     assert "re-export" not in err
+
+
+def test_float16_edges_are_never_declared_bfloat16(cnn: Path, tmp_path: Path) -> None:
+    """hq147 F4: a model fed and read in float16, --to bf16 --no-keep-io-types, was written with bfloat16
+    edges (which quantkit's compare and convert then refused) while its summary said it was 'fed and read
+    as the original'."""
+    from quantkit.errors import ConfigError
+
+    half = onnx.load(str(cnn))
+    for value in [*half.graph.input, *half.graph.output]:
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    nodes = list(half.graph.node)
+    first, last = nodes[0], nodes[-1]
+    first.input[0], last.output[0] = "x32", "y32"
+    casts = [
+        helper.make_node("Cast", [half.graph.input[0].name], ["x32"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["y32"], [half.graph.output[0].name], to=TensorProto.FLOAT16),
+    ]
+    del half.graph.node[:]
+    half.graph.node.extend([casts[0], *nodes, casts[1]])
+    path = save(half, tmp_path / "half.onnx")
+    with pytest.raises(ConfigError, match=r"are float16, which --no-keep-io-types would declare bfloat16"):
+        pipeline.convert_float16(
+            path, None, tmp_path / "b.onnx", Float16Config(to="bf16", keep_io_types=False)
+        )
+    kept = pipeline.convert_float16(path, None, tmp_path / "k.onnx", Float16Config(to="bf16"))
+    written = onnx.load(str(tmp_path / "k.onnx"))
+    assert kept is not None and {v.type.tensor_type.elem_type for v in written.graph.input} == {
+        TensorProto.FLOAT16
+    }

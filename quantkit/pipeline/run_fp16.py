@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import TensorProto
 
 from quantkit.calib import table as table_io
 from quantkit.config import (
@@ -103,6 +104,12 @@ def _converted(
     reason = f"{target.name} Conv and pooling need {target.min_opset}"  # float16: no upgrade (0)
     prepared = prepare(model, minimum=target.min_opset, size=config.input_size, reason=reason)
     inferred = prepared.model
+    if prepared.interface and not config.keep_io_types and target.elem_type != TensorProto.FLOAT16:
+        edges = ", ".join(repr(name) for name, _ in prepared.interface)  # hq147 F4: written as bfloat16,
+        raise ConfigError(  # the summary saying "fed and read as the original"
+            f"the model's inputs / outputs {edges} are float16, which --no-keep-io-types would declare "
+            f"{target.name}: leave --no-keep-io-types out (they stay float16, read through Casts)"
+        )
     samples, described = (
         (table_samples(table, prepared), "calibration samples")
         if table is not None
