@@ -1223,3 +1223,26 @@ def test_an_output_the_16_bit_interface_cannot_hold_is_refused(
     assert_one_line_error(code, err, f"output 'y' {'reaches' if factor > 1 else ''}".rstrip())
     assert message in err and "leave --no-keep-io-types out" in err and not out.exists()
     assert run(["convert", str(model), "--to", "fp16", "-o", str(out)], capsys)[0] == 0  # float32 edges
+
+
+@pytest.mark.parametrize("to", ["fp16", "bf16"])
+def test_a_weight_that_is_also_an_output_takes_16_bit_edges(tmp_path: Path, to: str) -> None:
+    """hq147 F6: --no-keep-io-types on a model whose output 'priors' is an initializer (read by an Add too)
+    was refused: 'Duplicate definition of name (priors)' (fp16), a topological-sort error (bf16)."""
+    priors = rng(2).normal(0, 1, (1, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "priors"], ["y"], name="add")],
+        "priors",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8]),
+            helper.make_tensor_value_info("priors", TensorProto.FLOAT, [1, 8]),
+        ],
+        [numpy_helper.from_array(priors, "priors")],
+    )
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "p.onnx")
+    written = _convert(path, tmp_path / "o.onnx", to=to, keep_io_types=False)
+    kinds = {v.name: v.type.tensor_type.elem_type for v in written.graph.output}
+    low = TensorProto.FLOAT16 if to == "fp16" else TensorProto.BFLOAT16
+    assert kinds == {"y": low, "priors": low}
+    onnx.checker.check_model(written)

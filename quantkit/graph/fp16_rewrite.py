@@ -140,6 +140,8 @@ def rewrite(
             for node in new_nodes:
                 node.output[:] = [inner if o == output.name else o for o in node.output]
                 node.input[:] = [inner if i == output.name else i for i in node.input]
+            for init in graph.initializer:  # an output no node writes (hq147 F6: 'Duplicate definition')
+                init.name = inner if init.name == output.name else init.name
             name = namer.fresh(f"{output.name}_cast")
             to = low if want_half else FLOAT
             new_nodes.append(helper.make_node("Cast", [inner], [output.name], name=name, to=to))
