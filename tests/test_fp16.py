@@ -1246,3 +1246,36 @@ def test_a_weight_that_is_also_an_output_takes_16_bit_edges(tmp_path: Path, to: 
     low = TensorProto.FLOAT16 if to == "fp16" else TensorProto.BFLOAT16
     assert kinds == {"y": low, "priors": low}
     onnx.checker.check_model(written)
+
+
+def test_an_input_an_if_branch_reads_keeps_its_branch_float32(tmp_path: Path) -> None:
+    """hq147 F5: --no-keep-io-types on a model whose If branches read the graph input x: declared
+    float16, it broke the branches typed float32, and the model was refused 'even where every node stays
+    float32'."""
+    shape = [1, 3, SIZE, SIZE]
+    branch = {
+        kind: helper.make_graph(
+            [helper.make_node(kind, ["x"], [f"{kind}_out"], name=f"{kind}_node")],
+            kind,
+            [],
+            [helper.make_tensor_value_info(f"{kind}_out", TensorProto.FLOAT, shape)],
+        )
+        for kind in ("Relu", "Neg")
+    }
+    p = conv_params(4, 3)
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], name="mean", keepdims=0),
+        helper.make_node("Greater", ["m", "zero"], ["c"], name="positive"),
+        helper.make_node(
+            "If", ["c"], ["b"], name="if", then_branch=branch["Relu"], else_branch=branch["Neg"]
+        ),
+        helper.make_node("Conv", ["b", "w", "b0"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+    ]
+    inits = {"w": p["w"], "b0": p["b"], "zero": np.array(0.0, np.float32)}
+    model = make_model(nodes, inits, input_shape=shape)
+    path = save(model, tmp_path / "if.onnx")
+    written = _convert(path, tmp_path / "o.onnx", keep_io_types=False)
+    x = rng(3).normal(0, 1, shape).astype(np.float32)
+    expected = Session.of(model).run(x)["y"]
+    got = Session.of(written).run(x.astype(np.float16))["y"].astype(np.float32)
+    assert sqnr_db(float(np.sum(expected**2)), float(np.sum((expected - got) ** 2))) > 40

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.graph.float_formats import FLOAT16, FloatFormat
 from quantkit.graph.naming import Namer
-from quantkit.graph.query import GraphIndex, drop_unread_initializers, subgraph_inputs
+from quantkit.graph.query import GraphIndex, drop_unread_initializers, graphs_within, subgraph_inputs
 
 FLOAT16_MAX = FLOAT16.largest
 FLOAT = TensorProto.FLOAT
@@ -156,11 +156,29 @@ def rewrite(
         if info.name in in_place or (not keep_io_types and info.name in graph_inputs):
             info.type.tensor_type.elem_type = low
 
+    if not keep_io_types:  # hq147 F5: an If branch reading an input, now 16-bit, was typed float32
+        new_nodes[:0] = _bodies_read_float32(graph, sorted(graph_inputs & inside), namer)
     del graph.node[:]
     graph.node.extend(new_nodes)
     drop_unread_initializers(out)  # a float32 copy no node reads now, or weights BatchNorm folded
     del graph.value_info[:]  # the float types there are stale; inference restores what it can
     return Float16Rewrite(out, converted, frozenset(stored))
+
+
+def _bodies_read_float32(graph: onnx.GraphProto, names: list[str], namer: Namer) -> list[onnx.NodeProto]:
+    """The Casts to float32 of each graph input of `names` (declared 16-bit) that If / Loop / Scan bodies
+    read from the outer scope, those reads renamed to the Cast's output: the bodies keep their float32
+    types. In place on the bodies."""
+    casts = []
+    for name in names:
+        full = namer.fresh(f"{name}_fp32")
+        for body in list(graphs_within(graph))[1:]:
+            for node in body.node:
+                node.input[:] = [full if n == name else n for n in node.input]
+        casts.append(
+            helper.make_node("Cast", [name], [full], name=namer.fresh(f"{name}_cast_fp32"), to=FLOAT)
+        )
+    return casts
 
 
 def _is_graph_output(graph: onnx.GraphProto, name: str) -> bool:
