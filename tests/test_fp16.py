@@ -1279,3 +1279,24 @@ def test_an_input_an_if_branch_reads_keeps_its_branch_float32(tmp_path: Path) ->
     expected = Session.of(model).run(x)["y"]
     got = Session.of(written).run(x.astype(np.float16))["y"].astype(np.float32)
     assert sqnr_db(float(np.sum(expected**2)), float(np.sum((expected - got) ** 2))) > 40
+
+
+def test_input_size_on_a_model_that_is_no_image_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq147 F9: --input-size on a dynamic [1, N, 8] input was refused with no fix; it converts without."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "seq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "N", 4])],
+        [numpy_helper.from_array(rng(0).normal(0, 1, (8, 4)).astype(np.float32), "w")],
+    )
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "s.onnx")
+    argv = ["convert", str(path), "--to", "fp16", "-o", str(tmp_path / "o.onnx")]
+    code, _, err = run([*argv, "--input-size", "64x64"], capsys)
+    assert_one_line_error(
+        code, err, "input 'x' has dynamic dimensions [1, None, 8] besides an image's H and W"
+    )
+    assert "leave --input-size out" in err
+    assert run(argv, capsys)[0] == 0

@@ -46,8 +46,10 @@ def synthetic_samples(
                 check_fixed_sides(size, (dims[height], dims[width]), spec.shape)
                 dims[height], dims[width] = size
             if any(d is None for d in dims):
-                raise ModelError(
-                    f"input {spec.name!r} has dynamic dimensions {list(spec.shape)} besides H and W"
+                raise ModelError(  # hq147 F9: it said nothing of what to do
+                    f"input {spec.name!r} has dynamic dimensions {list(spec.shape)} besides an image's H "
+                    "and W, which --input-size sets: leave --input-size out (quantkit picks sizes the "
+                    "model runs on), or give -c TABLE of the inputs it is fed (quantkit calibrate --inputs)"
                 )
         return _feed(specs, [[int(d) for d in dims if d is not None] for dims, _ in layouts], layouts, count)
     session = Session.of(model, spin=False)
