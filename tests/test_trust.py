@@ -762,11 +762,11 @@ def test_a_stalled_floor_search_keeps_the_smallest_block_at_one_end_float() -> N
     # no step: whether the start met the target (hunt44: 13.93 dB under --min-sqnr 20 read as met)
     start = "--min-sqnr: output SQNR on calibration samples 13.93 dB"
     assert fallback_steps([], 13.93, 20.0) == start + " (below --min-sqnr 20)"
-    assert fallback_steps([], 13.93, 12.0) == start + " (at least --min-sqnr: nothing kept float)"
+    assert fallback_steps([], 13.93, 12.0) == start + " (at least --min-sqnr 12: nothing kept float)"
     # several outputs: the figure is their mean, and says so (hq61b F2)
     assert fallback_steps([], 25.2, 12.0, outputs=2) == (
-        "--min-sqnr: the mean over its 2 outputs' SQNR on calibration samples 25.20 dB (at least --min-sqnr:"
-        " nothing kept float)"
+        "--min-sqnr: the mean over its 2 outputs' SQNR on calibration samples 25.20 dB (at least --min-sqnr"
+        " 12: nothing kept float)"
     )
 
 
@@ -1283,3 +1283,16 @@ def test_layers_left_in_float16_are_not_timed_on_a_cpu_without_float16_kernels(t
     note = convert_notes.settings(fp16, emulated=False, half=True)
     assert len(note) == 1 and "the speed step timed nothing here" in note[0]
     assert convert_notes.settings(ConvertConfig(fallback="fp16", prefer=Prefer.accuracy), False, True) == ()
+
+
+def test_an_fp8_model_with_no_layer_placed_gives_no_int8_reasons() -> None:
+    """hq147 F8: --to fp8 placing no layer warned with int8's reasons ('too small for int8 to pay...')."""
+    from quantkit.pipeline.convert_notes import nothing_quantized
+    from quantkit.results import QuantPlan
+
+    empty = QuantPlan({}, (), {}, {}, ())
+    (int8,) = nothing_quantized(empty, timed=False)
+    (fp8,) = nothing_quantized(empty, timed=False, fp8=True)
+    assert "too small for int8" in int8 and "int8" not in fp8
+    computes = "no layer was quantized: the model written computes as the FP32 model does"
+    assert fp8 == computes + "; each op's reason is in convert's table"

@@ -68,13 +68,15 @@ def nothing_quantized(
     timed: bool,
     budget: BudgetReport | None = None,
     fallback: FallbackPrecision = FallbackPrecision.fp32,
+    fp8: bool = False,
 ) -> tuple[str, ...]:
     """The warning where no layer is int8; timed: the speed-aware plan ran (--prefer accuracy undoes
     what it floated, said only where it floated a layer: under --prefer accuracy the advice misled,
     hunt28; hunt52 B1's layers were all kept float for accuracy); budget: --max-drop's, whose choice
     kept layers float (hunt56 B3: a pet SSD's 3-point budget was met with 40 of 47 float, the rest too
     small to pay, and the FP32 model was written under the generic line); fallback: what the layers left
-    float run in (hq63b F2: a model all float16 under --fallback fp16 was said to compute as FP32 does)."""
+    float run in (hq63b F2: a model all float16 under --fallback fp16 was said to compute as FP32 does);
+    fp8: --to fp8, whose reasons are not int8's."""
     if quantizes_a_layer(plan):
         return ()
     slower = timed and any(skip.reason == SPEED_REASON for skip in plan.skipped)
@@ -88,10 +90,15 @@ def nothing_quantized(
     )
     half = {FallbackPrecision.fp16: "float16", FallbackPrecision.bf16: "bfloat16"}.get(fallback)
     computes = f"is the FP32 model in {half} (--fallback)" if half else "computes as the FP32 model does"
+    reasons = (
+        ""  # hq147 F8: --to fp8's placement is TensorRT's, none of these
+        if fp8
+        else " (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, kept float for accuracy "
+        "with their input paths, no statistics, or excluded)"
+    )
     return (
-        f"no layer was quantized: the model written {computes}; each op's reason is in "
-        "convert's table (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, kept float "
-        f"for accuracy with their input paths, no statistics, or excluded){undo}{met}",
+        f"no layer was quantized: the model written {computes}; each op's reason is in convert's table"
+        f"{reasons}{undo}{met}",
     )
 
 

@@ -296,7 +296,7 @@ def _converted(
     judged, warned = measurement_notes(  # subnormal weights flushed above: nothing inflated to warn of
         inferred, run_int8, reference, samples, smoke, itself, model, flushed=True
     )
-    none = convert_notes.nothing_quantized(plan, timed, budget_report, config.fallback)
+    none = convert_notes.nothing_quantized(plan, timed, budget_report, config.fallback, config.fp8)
     # once nothing is left to decide or measure: an interrupted convert, or one that fails in the target's
     # checks (hunt51 A1: OpenVINO's, with the model already written), leaves no file
     advance(1)  # before the write: a cancel raised by the bar leaves no file (hq72 11)

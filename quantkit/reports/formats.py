@@ -220,7 +220,8 @@ def fallback_steps(
     said = [f"{whose}: {what} on calibration samples {decibels(start_db)}"]
     if not steps:
         below = f" (below {whose} {target_db:g})"
-        return said[0] + (f" (at least {whose}: nothing kept float)" if start_db >= target_db else below)
+        met = f" (at least {whose} {target_db:g}: nothing kept float)"  # hq147 F8: no number
+        return said[0] + (met if start_db >= target_db else below)
     for db, group in itertools.groupby(steps, key=lambda step: step.sqnr_db):
         block = list(group)
         first = f"{block[0].node} ({block[0].op_type})"
