@@ -107,6 +107,15 @@ def test_shrinks_cache_folder_is_never_among_the_images(tmp_path: Path, image_di
     with pytest.raises(quantkit.OutputError, match=r"the cache folder .* lies in the images folder"):
         quantkit.shrink(cnn, data=image_dir, output_dir=tmp_path / "out", cache_dir=image_dir / "cache")
     assert not (image_dir / "cache").exists() and not (tmp_path / "out").exists()
+    # hq149 F1: a list of files from two folders has '/' as its parent, which every cache folder lies in
+    other = tmp_path / "other"
+    other.mkdir()
+    listed = sorted(p for p in image_dir.rglob("*") if p.is_file())[:6]
+    for path in listed[:3]:
+        (other / path.name).write_bytes(path.read_bytes())
+    files = [*listed[3:], *sorted(other.iterdir())]
+    fast = {"runs": 1, "warmup": 0}
+    assert quantkit.shrink(cnn, data=files, output_dir=tmp_path / "o", cache_dir=tmp_path / "c", **fast)  # type: ignore[arg-type]
 
 
 def test_a_shrink_refused_before_it_runs_leaves_no_earlier_verdict(tmp_path: Path, image_dir: Path) -> None:

@@ -95,10 +95,8 @@ def shrink(
         activation ranges and latency pictures. Gates that fail do not raise: see .passed. `parallel`: where
     calibration and the evaluation's images run (results do not depend on it)."""
     require_step_summary(step_summary)  # quantkit demo's and the API's too (hq101 F7: a FIFO hung demo)
-    read = [
-        ("the images", config.calibration.images.folder),
-        ("the eval images", config.evaluation.images.folder),
-    ]
+    images = (("the images", config.calibration.images), ("the eval images", config.evaluation.images))
+    read = [(what, chosen.folder) for what, chosen in images if chosen.files is None]  # not a list's parent
     require_apart(config.cache_dir, "the cache folder", read)
     made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
     output_dir = _output_dir(output_dir, model_path, made, html)
