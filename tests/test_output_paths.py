@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import onnx
 import pytest
 
 from tests.conftest import tiny_cnn
@@ -130,6 +131,14 @@ def test_a_shrink_of_another_model_replaces_the_earlier_runs_model_with_its_repo
     (out / "first.int8.onnx").write_bytes(b"the user's own")  # no longer what report.json recorded
     assert run(["shrink", str(other), *common, *FAST], capsys)[0] == 0
     assert (out / "first.int8.onnx").read_bytes() == b"the user's own"
+    # hq149 F2: a model no layer of which paid for int8 (the FP32 graph), shrunk again from its folder, is
+    # that run's input: it stays
+    names = ",".join(n.name for n in onnx.load(str(other)).graph.node if n.op_type in ("Conv", "Gemm"))
+    assert run(["shrink", str(other), *common, *FAST, "--exclude-nodes", names], capsys)[0] == 0
+    earlier = (out / "other.int8.onnx").read_bytes()
+    code, _, err = run(["shrink", str(out / "other.int8.onnx"), *common, *FAST], capsys)
+    assert code == 0, err
+    assert (out / "other.int8.onnx").read_bytes() == earlier and (out / "other.int8.int8.onnx").is_file()
 
 
 def test_a_folder_named_report_html_refuses_only_a_run_that_writes_one(

@@ -106,7 +106,8 @@ def shrink(
     try:
         with _staging(output_dir) as stage:
             result = _run(model_path, output_dir, stage, config, progress, html, parallel)
-            publish(stage, output_dir, placed, dropped)
+            inputs = [model_path, *([config.evaluation.labels] if config.evaluation.labels else [])]
+            publish(stage, output_dir, placed, dropped, inputs)
     except BaseException as exc:  # an error or Ctrl-C: nothing of this run stays in output_dir, nor an
         # earlier run's verdict (hunt36: its PASS junit.xml read as this run's); a file of the user's of that
         # name stays (hq73 1: a hand-written report.md went), and so does this run's input model (hq86 F1)

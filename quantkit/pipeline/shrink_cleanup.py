@@ -199,17 +199,21 @@ def _publish_rank(path: Path) -> tuple[int, str]:
     return PUBLISH_ORDER.get(path.name, 1 if path.suffix == ".onnx" else 0), path.name
 
 
-def publish(stage: Path, output_dir: Path, placed: Marks, dropped: list[Path]) -> None:
+def publish(
+    stage: Path, output_dir: Path, placed: Marks, dropped: list[Path], keep: Sequence[Path] = ()
+) -> None:
     """Move the finished set from the staging folder into place (renames on one file system). An earlier
     run's reports go first, then the model, the reports and the verdict last, so that a run killed
     between two renames (SIGKILL, no cleanup) leaves no verdict beside a model it is not about (hq100 F3:
     the new reports beside the earlier model, or the earlier junit.xml's PASS beside the new model); a
     file of the user's of a report's name is left (hq73 1: a user's own report.html went). `dropped` gets
-    the earlier reports removed, for the line of a run that fails after (hq105 F6: it named none)."""
+    the earlier reports removed, for the line of a run that fails after (hq105 F6: it named none). keep:
+    the run's inputs, never removed (hq149 F2: a shrink of the earlier run's model removed it)."""
     with folder_lock(output_dir):  # hq85 F3: two runs publishing at once mixed a PASS and a FAIL set
         earlier = earlier_model(output_dir)  # read before its report goes
         dropped.extend(output_dir / name for name in REPORTS if drop_report(output_dir / name))
-        if earlier is not None and not (stage / earlier[0].name).exists():  # another model's, named by
+        mine = earlier is not None and any(same_file(earlier[0], path) for path in keep)
+        if earlier is not None and not mine and not (stage / earlier[0].name).exists():  # another's, named by
             _drop_model(earlier)  # the reports this run replaces (hq145 F1: classifier_v1.int8.onnx stayed
             if not os.path.lexists(earlier[0]):  # beside classifier_v2's reports, and was uploaded with them)
                 dropped.append(earlier[0])
