@@ -183,3 +183,35 @@ def test_a_per_element_batchnorm_of_opset_7_is_written_out_and_upgrades(constant
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_a_per_channel_batchnorm_marked_spatial_0_stays_a_batchnorm() -> None:
+    """hq149 F4: spatial=0 with one value per channel ([C]), which onnxruntime runs as spatial=1, was
+    written as a Mul by [C], broadcast along W: onnxruntime refused quantkit's own node."""
+    from quantkit.graph.model_io import ensure_opset
+
+    g = np.random.default_rng(1)
+    stats = [g.uniform(0.5, 2, 6), g.normal(size=6), g.normal(size=6), g.uniform(0.5, 2, 6)]
+    inits = [
+        onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in zip("sbmv", stats, strict=True)
+    ]
+    inits.append(onnx.numpy_helper.from_array(g.normal(size=(6, 4, 1, 1)).astype(np.float32), "w"))
+    nodes = [  # onnxruntime runs it fused into the Conv (its kernel alone wants [C, H, W] statistics)
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], spatial=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 8, 8])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)])
+    model.ir_version = 4
+    written = write_out(model, 8)
+    assert [n.op_type for n in written.model.graph.node] == ["Conv", "BatchNormalization"]
+    feed = {"x": g.normal(size=(1, 4, 8, 8)).astype(np.float32)}
+    expected = _session(model).run(None, feed)[0]
+    upgraded = ensure_opset(written.model, 13)
+    np.testing.assert_allclose(_session(upgraded).run(None, feed)[0], expected, rtol=1e-5, atol=1e-5)

@@ -14,7 +14,8 @@ definition, in the opset-7 forms the converter then upgrades:
   (top, left), of (height, width) where scale is given, else to the far borders.
 - BatchNormalization with spatial=0 (opsets 7-8: scale, B, mean and var of [C, D1, ...], one value per
   element), which the converter refuses ("Attribute spatial must have value 1"; hq134 F5): X k + (B - mean
-  k), k = scale / sqrt(var + epsilon), computed here where the four are initializers, else as nodes.
+  k), k = scale / sqrt(var + epsilon), computed here where the four are initializers, else as nodes;
+  with one value per channel ([C]), which onnxruntime runs as spatial=1, that BatchNormalization.
 """
 
 from __future__ import annotations
@@ -101,6 +102,11 @@ def _per_element_norm(
     sqrt(var + epsilon): two constants where the four are initializers, else the nodes computing them."""
     x, y = node.input[0], node.output[0]
     held = {t.name: t for t in graph.initializer}
+    if _rank(graph, node.input[1]) == 1:  # one value per channel: onnxruntime runs it as spatial=1, the
+        spatial = helper.make_node(  # converter's only form (hq149 F4: [C] broadcast along W)
+            "BatchNormalization", list(node.input), [y], name=name, epsilon=epsilon
+        )
+        return [spatial]
     if all(name_ in held for name_ in node.input[1:]):
         scale, bias, mean, var = (numpy_helper.to_array(held[n]).astype(np.float64) for n in node.input[1:])
         k = scale / np.sqrt(var + epsilon)
@@ -124,6 +130,17 @@ def _per_element_norm(
         helper.make_node("Mul", [x, factor], [f"{name}_scaled"], name=f"{name}_mul"),
         helper.make_node("Add", [f"{name}_scaled", shift], [y], name=f"{name}_add"),
     ]
+
+
+def _rank(graph: onnx.GraphProto, name: str) -> int | None:
+    """The rank of tensor `name` as an initializer or a declared input or value holds it; None unknown."""
+    for tensor in graph.initializer:
+        if tensor.name == name:
+            return len(tensor.dims)
+    for value in [*graph.input, *graph.value_info]:
+        if value.name == name and value.type.tensor_type.HasField("shape"):
+            return len(value.type.tensor_type.shape.dim)
+    return None
 
 
 def _crop(x: str, y: str, name: str, attributes: dict[str, object]) -> onnx.NodeProto:
