@@ -735,6 +735,9 @@ def test_the_json_gives_no_element_figures_of_class_ids(tmp_path: Path) -> None:
         (helper.make_node("Softmax", ["t"], ["y"]), False),
         (helper.make_node("ArgMax", ["t"], ["y"]), True),  # axis 0 by default
         (helper.make_node("ArgMax", ["t"], ["y"], axis=1), False),
+        (helper.make_node("ReduceMean", ["t"], ["y"], axes=[-2]), True),  # hq149 F3: axis 0 of a 2-D map
+        (helper.make_node("ReduceMean", ["t"], ["y"], axes=[-1]), False),
+        (helper.make_node("ReduceSum", ["weights"], ["y"], keepdims=0), False),  # F7: no batch there
     ],
 )
 def test_a_model_that_computes_across_the_batch_is_compared_one_image_a_run(
@@ -749,6 +752,9 @@ def test_a_model_that_computes_across_the_batch_is_compared_one_image_a_run(
         "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(np.array([0], np.int64), "zero")],
+        [
+            onnx.numpy_helper.from_array(np.array([0], np.int64), "zero"),
+            onnx.numpy_helper.from_array(np.ones(4, np.float32), "weights"),
+        ],
     )
     assert batch_coupled(helper.make_model(graph)) is coupled

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from quantkit.config.fixed_inputs import OPTION, check_names
 from quantkit.errors import ModelError
-from quantkit.graph.query import constant_value
+from quantkit.graph.query import GraphIndex, constant_value, from_data
 from quantkit.results import InputSpec, fixed_batch_of
 
 
@@ -153,10 +153,25 @@ def batch_coupled(*models: onnx.ModelProto) -> bool:
     onnxruntime's quantize_dynamic MobileNetV2 read 12.45 dB and 89.8 % top-1 run 8 images at a time,
     12.96 dB and 92.4 % one at a time)."""
     for model in models:
-        constants = _constants(model)
-        if any(n.op_type in BATCH_COUPLED_OPS or _across_first_axis(n, constants) for n in model.graph.node):
+        if any(node.op_type in BATCH_COUPLED_OPS for node in model.graph.node):
             return True
+        candidates = [n for n in model.graph.node if n.op_type in REDUCE_OPS | AXIS_OPS and n.input]
+        if not candidates:
+            continue
+        index, constants = GraphIndex(_typed(model)), _constants(model)
+        for node in candidates:  # hq149 F7: over a weight or a shape, no batch to couple
+            rank = index.ranks.get(node.input[0])
+            if _across_first_axis(node, constants, rank) and from_data(index, node.input[0]):
+                return True
     return False
+
+
+def _typed(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its tensors' ranks where onnx infers them (the model itself where it cannot)."""
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception:  # a model onnx cannot infer: negative axes are read as unknown
+        return model
 
 
 REDUCE_OPS = frozenset(
@@ -168,18 +183,25 @@ REDUCE_OPS = frozenset(
 AXIS_OPS = frozenset({"ArgMax", "ArgMin", "Softmax", "LogSoftmax", "Hardmax", "CumSum", "TopK"})
 
 
-def _across_first_axis(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> bool:
+def _across_first_axis(
+    node: onnx.NodeProto, constants: dict[str, np.ndarray], rank: int | None = None
+) -> bool:
     """Whether `node` computes across axis 0, the batch's in a model's inputs (hq137 F3: y = ReduceSum of
     the whole output read 35.39 dB over compare's batches of 8, 21.45 dB one image at a time): a reduction
     over every axis or axis 0, an ArgMax / Softmax / CumSum / TopK along axis 0. Past a Transpose or a
-    Reshape axis 0 may be another: such a model is measured one sample a run, slower but as deployed."""
+    Reshape axis 0 may be another: such a model is measured one sample a run, slower but as deployed.
+    rank: its input's, where known: -rank is axis 0 too (hq149 F3: axes=[-4] of a 4-D map was missed)."""
+
+    def first(axis: int) -> bool:
+        return axis == 0 or (rank is not None and axis == -rank)
+
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type in AXIS_OPS:
         axis = node.input[2] if node.op_type == "CumSum" and len(node.input) > 2 else None
         found = (
             constants.get(axis) if axis else attributes.get("axis", -1 if "Softmax" in node.op_type else 0)
         )
-        return found is not None and int(np.asarray(found).reshape(-1)[0]) == 0
+        return found is not None and first(int(np.asarray(found).reshape(-1)[0]))
     if node.op_type not in REDUCE_OPS:
         return False
     axes = attributes.get("axes")
@@ -190,7 +212,7 @@ def _across_first_axis(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -
         axes = list(np.asarray(given).reshape(-1))
     if not axes:  # every axis, unless told to do nothing
         return not attributes.get("noop_with_empty_axes", 0)
-    return 0 in [int(a) for a in axes]
+    return any(first(int(a)) for a in axes)
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -286,10 +286,10 @@ def _selects(index: GraphIndex, node: onnx.NodeProto) -> bool:
     if node.op_type not in CONDITIONED:
         return node.op_type in SELECTING_OPS
     position = CONDITIONED[node.op_type]
-    return len(node.input) > position and _from_data(index, node.input[position])
+    return len(node.input) > position and from_data(index, node.input[position])
 
 
-def _from_data(index: GraphIndex, name: str) -> bool:
+def from_data(index: GraphIndex, name: str) -> bool:
     """Whether `name` is computed from a graph input's values (not only from constants or shapes)."""
     seen, pending = {name}, [name]
     while pending:
