@@ -1527,6 +1527,7 @@ def test_integer_operators_onnxruntime_runs_slower_than_float_are_findings(
     found = json.loads((tmp_path / "d.json").read_text())["findings"]
     assert code == 1 and [(f["rule"], f["node"]) for f in found] == [("slow-kernel", "conv")], out
     assert found[0]["message"].startswith("ConvInteger (dynamic quantization): onnxruntime's CPU provider")
+    assert "runs these in float, slower than float, or cannot run them" in " ".join(out.split())  # hq149 F5
     scalars = {"xs": np.float32(0.02), "ws": np.float32(0.01), "ys": np.float32(0.05)}
     for signed in (True, False):
         kind = np.int8 if signed else np.uint8

@@ -51,5 +51,8 @@ def check_table(report: CheckReport) -> RenderableType:
     found.add_column("why")
     for rule, nodes, why in grouped_findings(report.findings):
         found.add_row(rule, nodes, why)
-    tail = Text(f"{len(report.findings)} finding(s): {report.target} runs these in float or cannot run them")
+    tail = Text(
+        f"{len(report.findings)} finding(s): {report.target} runs these in float, slower than float, or "
+        "cannot run them"
+    )
     return Group(head, found, tail)
