@@ -131,3 +131,14 @@ def test_a_shrink_refused_before_it_runs_leaves_no_earlier_verdict(tmp_path: Pat
     ):
         quantkit.shrink(cnn, data=image_dir, output_dir=out, max_drop=-1, **fast)  # type: ignore[arg-type]
     assert sorted(p.name for p in out.iterdir()) == [] and cnn.is_file()
+
+
+def test_a_progress_start_that_returns_nothing_only_logs(tmp_path: Path, image_dir: Path) -> None:
+    """hq149 F6: progress=print (a start that returns None) ran before the argument checks of 10a45de,
+    then was refused inside the run."""
+    steps: list[tuple[str, int]] = []
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    quantkit.calibrate(
+        cnn, data=image_dir, output=tmp_path / "t.calib.json", progress=lambda *a: steps.append(a)
+    )  # type: ignore[arg-type,func-returns-value]
+    assert steps and all(isinstance(label, str) for label, _ in steps)

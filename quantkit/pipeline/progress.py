@@ -33,6 +33,8 @@ def as_progress(progress: object) -> Progress:
 
     def start(label: str, total: int) -> Callable[[int], None]:
         advance = user(label, total)
+        if advance is None:  # a start that only logs the step (print): nothing to advance (hq149 F6)
+            return lambda n: None
         if not callable(advance):
             raise ConfigError(f"progress takes {shape}; start returned {type(advance).__name__}")
         return advance
