@@ -354,7 +354,8 @@ def shrink(
     options as `convert` takes them (method, prefer, min_sqnr, exclude_nodes, ...; max_drop is a gate
     here, not a search)."""
     model_path, out = as_path(model, "model"), as_path(output_dir, "output_dir")
-    with api_args.verdict_dropped(out, [model_path]):
+    read = [Path(p) for p in (model, labels) if isinstance(p, str | os.PathLike)]  # never removed
+    with api_args.verdict_dropped(out, read):
         calib, arrays = api_args.data_of(data, num_images, seed)
         held, held_arrays = (
             api_args.data_of(eval_data, eval_num_images, seed) if eval_data is not None else (calib, None)

@@ -154,6 +154,23 @@ def test_a_folder_named_report_html_refuses_only_a_run_that_writes_one(
     assert code == 2 and "report.html is a folder" in err
 
 
+def test_a_refused_shrink_keeps_an_earlier_report_it_reads(
+    tmp_path: Path, image_dir: Path, capsys: Capsys
+) -> None:
+    """hq146 F0: shrink --exclude-from OUT/report.md said it would overwrite --exclude-from, then its exit-2
+    cleanup removed that input as the earlier run's verdict."""
+    out = tmp_path / "release"
+    model = tiny_cnn(tmp_path / "m.onnx")
+    common = ["--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)]
+    assert run(["shrink", str(model), *common, *FAST], capsys)[0] == 0
+    report = (out / "report.md").read_bytes()
+    code, _, err = run(
+        ["shrink", str(model), *common, *FAST, "--exclude-from", str(out / "report.md")], capsys
+    )
+    assert code == 2 and "would overwrite --exclude-from" in err
+    assert (out / "report.md").read_bytes() == report and not (out / "junit.xml").exists()
+
+
 def test_shrink_publishes_under_its_folders_lock(
     tmp_path: Path, image_dir: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

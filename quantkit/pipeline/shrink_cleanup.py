@@ -76,8 +76,8 @@ def drop_verdict(
                     (output_dir / name).unlink()
         if earlier is not None and earlier[0].name in there and earlier[0] not in kept:
             _drop_model(earlier)
-        for name in REPORTS:
-            if name in own | there:
+        for name in REPORTS:  # a report this run reads (--exclude-from, --labels) stays: hq146 F0
+            if name in own | there and output_dir / name not in kept:
                 drop_report(output_dir / name)
         removed = [output_dir / name for name in sorted(there) if not os.path.lexists(output_dir / name)]
         stuck = [n for n in REPORTS if n in there and _shrink_report(output_dir / n, 4096) is not None]
