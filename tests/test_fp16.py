@@ -1300,3 +1300,17 @@ def test_input_size_on_a_model_that_is_no_image_says_what_to_do(
     )
     assert "leave --input-size out" in err
     assert run(argv, capsys)[0] == 0
+
+
+def test_input_size_beside_a_table_is_refused_not_recorded(
+    cnn: Path, tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq146 F2: --to fp16 -c TABLE --input-size 64x64 on a 32x32 model was neither checked nor used, and
+    written into the model's quantkit.settings."""
+    table = tmp_path / "t.calib.json"
+    assert run(["calibrate", str(cnn), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    out = tmp_path / "o.onnx"
+    argv = ["convert", str(cnn), "--to", "fp16", "-c", str(table), "-o", str(out)]
+    code, _, err = run([*argv, "--input-size", "64x64"], capsys)
+    assert_one_line_error(code, err, "--input-size sizes the synthetic inputs convert measures on without")
+    assert not out.exists() and run(argv, capsys)[0] == 0

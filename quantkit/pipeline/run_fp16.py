@@ -94,6 +94,11 @@ def _converted(
     inputs = (model_path, *((table_path, table_io.arrays_path(table_path)) if table_path else ()))
     check_output(output, *inputs)
     require_model_path(output)
+    if table_path is not None and config.input_size is not None:  # hq146 F2: unread, and recorded
+        raise ConfigError(
+            "--input-size sizes the synthetic inputs convert measures on without a table; the table's "
+            "samples have their own size: leave --input-size out (or --calibration, to measure on it)"
+        )
     table = table_io.load(table_path) if table_path else None
     model = model_io.load_model(model_path)
     require_float(model, model_path)
