@@ -142,3 +142,28 @@ def test_a_progress_start_that_returns_nothing_only_logs(tmp_path: Path, image_d
         cnn, data=image_dir, output=tmp_path / "t.calib.json", progress=lambda *a: steps.append(a)
     )  # type: ignore[arg-type,func-returns-value]
     assert steps and all(isinstance(label, str) for label, _ in steps)
+
+
+def test_image_options_beside_arrays_are_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq146 F1: calibrate and compare --inputs took --mean, --bgr and --input-size 64x64 on a 32x32
+    model, read none of them, and the later warning told the user to check them."""
+    from tests.helpers import assert_one_line_error, run
+
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(4):
+        np.save(folder / f"{k}.npy", np.random.default_rng(k).random((3, 16, 16), np.float32))
+    table = tmp_path / "t.calib.json"
+    argv = ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(table)]
+    code, _, err = run([*argv, "--bgr", "--input-size", "64x64"], capsys)
+    assert_one_line_error(code, err, "--bgr, --input-size shape images; model-ready arrays (--inputs")
+    assert not table.exists() and run(argv, capsys)[0] == 0
+    code, _, err = run(["compare", str(cnn), str(cnn), "--inputs", str(folder), "--mean", "1,2,3"], capsys)
+    assert_one_line_error(code, err, "--mean shape images;")
+    with pytest.raises(quantkit.ConfigError, match="--preset shape images"):
+        quantkit.calibrate(
+            cnn, data=folder, output=tmp_path / "a.calib.json", preprocess=quantkit.Preprocess(preset="unit")
+        )

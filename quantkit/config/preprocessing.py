@@ -226,6 +226,19 @@ class PreprocessOptions:
         """The inputs --input-value gives a value, in the order given."""
         return tuple(name for name, _ in self.input_values)
 
+    def refuse_for_arrays(self) -> None:
+        """Raise ConfigError where an option that shapes images is set (not its default) beside model-ready
+        arrays, which are fed as they are (hq146 F1: --inputs took --mean, --bgr, --input-size 64x64 on a
+        32x32 model and read none of them)."""
+        default = PreprocessOptions()
+        names = ("preset", "mean", "std", "bgr", "resize", "input_size", "pad")
+        set_ = [f"--{n.replace('_', '-')}" for n in names if getattr(self, n) != getattr(default, n)]
+        if set_:
+            raise ConfigError(
+                f"{', '.join(set_)} shape images; model-ready arrays (--inputs, the API's arrays) are fed as "
+                "they are: leave them out, or give images"
+            )
+
 
 @dataclass(frozen=True)
 class ImageSelection:

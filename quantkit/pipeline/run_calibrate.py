@@ -156,6 +156,8 @@ def calibrate(
     given = config.preprocess.fixed_names
     if given and arrays is not None:
         raise ConfigError(f"{OPTION} gives inputs' values beside images; model-ready arrays name every input")
+    if arrays is not None:
+        config.preprocess.refuse_for_arrays()
     # images need the one image input (the others given values); arrays feed every input (dicts for several)
     spec = model_inputs.image_input(model, given) if arrays is None or len(specs) <= 1 else specs[0]
     fed = specs if (arrays is not None and len(specs) > 1) or given else (spec,)

@@ -96,6 +96,8 @@ def compare(
     candidate = model_io.load_model(candidate_path)
     if config.runtime is Runtime.onnxruntime:  # OpenVINO runs bfloat16 (hunt51 C2)
         refuse_bfloat16((reference_path, reference), (candidate_path, candidate))
+    if arrays is not None:
+        config.preprocess.refuse_for_arrays()
     specs = model_inputs.float_inputs(reference)
     several = arrays is not None and len(specs) > 1  # arrays feed every input; images the one image input
     recorded = recorded_preprocess(candidate) or recorded_preprocess(reference)
