@@ -389,9 +389,11 @@ def read_data(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelect
 
 def _suffixes(folder: Path) -> set[str]:
     """The file suffixes under `folder`, dot files and folders left out (hq115 F1: a macOS ._00.jpg made a
-    folder of arrays an image folder)."""
+    folder of arrays an image folder), and a calibration table's arrays (an .npz beside the .json of its
+    name: hq146 F4, a table written among the images made data= refuse the folder as mixed)."""
     return {
         p.suffix.lower()
         for p in folder.rglob("*")
         if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and not (p.suffix.lower() == ".npz" and p.with_suffix(".json").is_file())
     }

@@ -167,3 +167,21 @@ def test_image_options_beside_arrays_are_refused_not_ignored(
         quantkit.calibrate(
             cnn, data=folder, output=tmp_path / "a.calib.json", preprocess=quantkit.Preprocess(preset="unit")
         )
+
+
+def test_a_table_written_among_the_images_leaves_the_folder_an_image_folder(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq146 F4: calibrate -o IMAGES/t.json was taken, and from then on data=IMAGES was refused as holding
+    both images and arrays (the table's .npz)."""
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(image_dir, images)
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    first = quantkit.calibrate(cnn, data=images, output=images / "t.calib.json")
+    again = quantkit.calibrate(cnn, data=images, output=tmp_path / "u.calib.json")
+    assert again.images_used == first.images_used > 0
+    np.save(images / "stray.npy", np.zeros(3, np.float32))  # an array of no table: mixed, as before
+    with pytest.raises(quantkit.ImageError, match="holds both images and arrays"):
+        quantkit.calibrate(cnn, data=images, output=tmp_path / "v.calib.json")
