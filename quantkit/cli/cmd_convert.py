@@ -258,7 +258,8 @@ def convert(
         ],
         [("--validation", validation)],
     )
-    excluded_nodes, excluded_types = comma_names(exclude_nodes), comma_names(exclude_op_types)
+    excluded_nodes = comma_names(exclude_nodes, "--exclude-nodes")
+    excluded_types = comma_names(exclude_op_types, "--exclude-op-types")
     float_layers = exclusion_names(exclude_from)
     if to in FLOAT_PRECISIONS:
         fp16 = Float16Config(
