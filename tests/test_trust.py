@@ -233,6 +233,9 @@ def test_each_sign_of_a_wrongly_fed_reference_is_one_finding() -> None:
     boxes = g.normal(0, 1, (20, 50, 85)).astype(np.float32)
     (line,) = _check(huge / 1000, {"boxes": boxes}).findings(detections=0)
     assert line.startswith("FP32 finds no detection above the score threshold on any of 20 images")
+    (line,) = _check(huge / 1000, {"boxes": boxes}).findings(detections=0, threshold=0.9999)  # hq146 F9
+    assert line.startswith("FP32 finds no detection above the score threshold 0.9999 on any of 20 images")
+    assert "or --score-threshold is above every score it gives" in line
 
     constant = np.repeat(g.normal(0, 1, (1, 4)), 20, axis=0).astype(np.float32)
     (line,) = _check(huge / 1000, {"y": constant}).findings()

@@ -165,7 +165,11 @@ class ReferenceCheck:
             self._moving.add(name)
 
     def findings(
-        self, top1: float | None = None, labelled_classes: int = 0, detections: int | None = None
+        self,
+        top1: float | None = None,
+        labelled_classes: int = 0,
+        detections: int | None = None,
+        threshold: float | None = None,
     ) -> tuple[str, ...]:
         """The warning lines, given FP32's own top-1 against labels of `labelled_classes` classes and its
         detections above the score (None where not measured)."""
@@ -191,9 +195,11 @@ class ReferenceCheck:
                     "their own), say so with --output-kind values"
                 )
         if detections == 0 and self.images:
+            above = f" {threshold:g}" if threshold is not None else ""  # hq146 F9: 0.9999, unnamed
             found.append(
-                f"FP32 finds no detection above the score threshold on any of {self.images} images: its "
-                f"input is likely wrong (a detector usually wants --preset and --resize letterbox); {CHECK}"
+                f"FP32 finds no detection above the score threshold{above} on any of {self.images} images: "
+                "its input is likely wrong (a detector usually wants --preset and --resize letterbox), or "
+                f"--score-threshold is above every score it gives; {CHECK}"
             )
         found += [  # hq74 4: compare blamed the candidate for a NaN FP32 wrote itself
             f"FP32's output {name!r} is NaN on {count} of {self.images} image(s): the model or what it is "

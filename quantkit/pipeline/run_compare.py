@@ -258,6 +258,7 @@ def compare(
             ref_acc.top1 if ref_acc else None,
             len(classes) if classes else 0,
             _detections(outputs),
+            config.detection_threshold,
         ),
         warnings=tuple(
             w
