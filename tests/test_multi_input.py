@@ -509,3 +509,48 @@ def test_the_no_batch_axis_line_is_kept_for_inputs_that_have_none(tmp_path: Path
     with pytest.raises(quantkit.ConfigError) as refused:
         quantkit.calibrate(path, data=[sample], output=tmp_path / "t.calib.json")
     assert "holds different numbers of samples per input ({'x': 2, 'b': 1})" in _one_line(refused)
+
+
+def test_a_mask_input_is_no_image_side_when_the_model_is_upgraded(tmp_path: Path) -> None:
+    """hq150 F1: tokens [N, S, 16] beside an additive mask [N, 1, 1, S]: --to fp8 -c TABLE (an upgrade to
+    opset 19, checked on synthetic inputs) read the mask's 1 x S as an image's H x W, left S open in
+    the tokens, and refused the model telling the user to give -c TABLE, which was given."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    import quantkit
+
+    g = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(g.normal(0, 0.25, (16, 16)).astype(np.float32), n) for n in ("wq", "wk")
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["tokens", "wq"], ["q"]),
+        helper.make_node("MatMul", ["tokens", "wk"], ["k"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"]),
+        helper.make_node("Unsqueeze", ["s", "ax"], ["s4"]),
+        helper.make_node("Add", ["s4", "mask"], ["sm"]),
+        helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
+        helper.make_node("Squeeze", ["p", "ax"], ["p3"]),
+        helper.make_node("MatMul", ["p3", "tokens"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "attention",
+        [
+            helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", "S", 16]),
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, 1, "S"]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", "S", 16])],
+        [*weights, numpy_helper.from_array(np.array([1], np.int64), "ax")],
+    )
+    model = tmp_path / "att.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    samples = []
+    for k in range(16):
+        mask = np.zeros((1, 1, 8), np.float32)
+        mask[..., 4 + k % 5 :] = -1e9
+        samples.append({"tokens": g.normal(0, 1, (8, 16)).astype(np.float32), "mask": mask})
+    table = quantkit.calibrate(model, data=samples, output=tmp_path / "t.calib.json")
+    quantkit.convert(model, to="fp8", calibration=table, output=tmp_path / "fp8.onnx")
+    assert (tmp_path / "fp8.onnx").is_file()

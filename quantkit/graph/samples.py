@@ -29,11 +29,12 @@ MEAN, STD = 0.45, 0.226  # ImageNet's, averaged over the channels
 
 
 def synthetic_samples(
-    model: onnx.ModelProto, size: tuple[int, int] | None = None, count: int = SAMPLES
+    model: onnx.ModelProto, size: tuple[int, int] | None = None, count: int = SAMPLES, exact: bool = True
 ) -> Feed:
     """`count` seeded samples [count, ...] of the model's input, without its batch dimension; for a model
     with several inputs {name: [count, ...]}, image-like for 4-D inputs, standard normal for the others,
-    each input seeded apart."""
+    each input seeded apart. exact: `size` must leave no dimension open (the user's --input-size); else
+    the ones it leaves are searched (a size read from a table, for checks of the model's rewrites)."""
     specs = float_inputs(model)
     if len(specs) <= 1:
         specs = (image_input(model),)
@@ -45,15 +46,21 @@ def synthetic_samples(
                 height, width = (0, 1) if last else (1, 2)
                 check_fixed_sides(size, (dims[height], dims[width]), spec.shape)
                 dims[height], dims[width] = size
-            if any(d is None for d in dims):
-                raise ModelError(  # hq147 F9: it said nothing of what to do
-                    f"input {spec.name!r} has dynamic dimensions {list(spec.shape)} besides an image's H "
-                    "and W, which --input-size sets: leave --input-size out (quantkit picks sizes the "
-                    "model runs on), or give -c TABLE of the inputs it is fed (quantkit calibrate --inputs)"
-                )
-        return _feed(specs, [[int(d) for d in dims if d is not None] for dims, _ in layouts], layouts, count)
+        open_ = next((spec for spec, (dims, _) in zip(specs, layouts, strict=True) if None in dims), None)
+        if open_ is None:
+            return _feed(
+                specs, [[int(d) for d in dims if d is not None] for dims, _ in layouts], layouts, count
+            )
+        if exact:
+            raise ModelError(  # hq147 F9: it said nothing of what to do
+                f"input {open_.name!r} has dynamic dimensions {list(open_.shape)} besides an image's H "
+                "and W, which --input-size sets: leave --input-size out (quantkit picks sizes the model runs "
+                "on), or give -c TABLE of the inputs it is fed (quantkit calibrate --inputs)"
+            )
+        # not exact: the other dims searched as a dynamic model's are (hq150 F1: a table's [N, 1, 1, S]
+        # mask was read as the image's H x W, and fp8's opset check refused the model)
     session = Session.of(model, spin=False)
-    for side in DEFAULT_SIDES:
+    for side in dict.fromkeys((*(size or ()), *DEFAULT_SIDES)):  # the table's sides first (its sequence)
         shapes = [[side if d is None else int(d) for d in dims] for dims, _ in layouts]
         samples = _feed(specs, shapes, layouts, count)
         try:
