@@ -374,6 +374,14 @@ def test_activation_x_activation_matmul_stays_float_unless_asked(tmp_path: Path,
     model = make_model(nodes, inits)
     summary, _ = quantize(model, tmp_path, image_dir)
     assert ("MatMul", "activation x activation MatMul (attention) kept float") in summary.float_by_reason
+    # hq150 F3: --quantize-attention-matmul changed only that reason; both its inputs get Q/DQ now
+    asked, out = quantize(model, tmp_path, image_dir, ConvertConfig(quantize_attention_matmul=True))
+    assert asked.quantized_by_type.get("MatMul") == 1
+    written = onnx.load(str(out))
+    producers = {o: n.op_type for n in written.graph.node for o in n.output}
+    (attn,) = [n for n in written.graph.node if n.op_type == "MatMul"]
+    assert [producers[i] for i in attn.input] == ["DequantizeLinear", "DequantizeLinear"]
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
 def test_a_matmul_with_its_weight_on_the_left_says_so(tmp_path: Path, image_dir: Path) -> None:

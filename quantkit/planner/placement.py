@@ -197,6 +197,8 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
             state.reasons[node.name] = OVERRIDABLE_WEIGHT
         elif node.op_type == "MatMul" and both_live and not state.config.quantize_attention_matmul:
             state.reasons[node.name] = ATTENTION_FLOAT
+        elif node.op_type == "MatMul" and both_live:
+            _plan_attention(state, node)
         else:
             state.reasons[node.name] = "weight is not a constant"
         return
@@ -237,6 +239,43 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     state.weights.append(WeightPlan(node.name, 1, w, "weight", axis))
     if len(node.input) > 2 and node.input[2] and _bias_ok(index, node, weight, axis):
         state.weights.append(WeightPlan(node.name, 2, node.input[2], "bias", 0))
+    out = node.output[0]
+    if state.has_stats(out) and out not in state.float_tensors:
+        state.add_q(out)
+
+
+def _plan_attention(state: Planning, node: onnx.NodeProto) -> None:
+    """--quantize-attention-matmul: an activation x activation MatMul with Q/DQ on both its inputs and its
+    output, which onnxruntime fuses into QLinearMatMul (hq150 F3: the option only changed the reason)."""
+    x, w = node.input[0], node.input[1]
+    why = next(
+        (
+            reason
+            for reason, holds in (
+                (f"an input is {FLOAT_BESIDE}", x in state.float_tensors or w in state.float_tensors),
+                (
+                    "an input holds NaN or Inf on the calibration images (kept float)",
+                    state.nonfinite(x) or state.nonfinite(w),
+                ),
+                (
+                    "no calibration statistics for an input; recalibrate",
+                    not (state.has_stats(x) and state.has_stats(w)),
+                ),
+                (
+                    "an input is also a model output, which stays float",
+                    bool({x, w} & set(state.index.graph_outputs)),
+                ),
+            )
+            if holds
+        ),
+        None,
+    )
+    if why is not None:
+        state.reasons[node.name] = why
+        return
+    state.quantized[node.name] = node.op_type
+    state.add_q(x)
+    state.add_q(w)
     out = node.output[0]
     if state.has_stats(out) and out not in state.float_tensors:
         state.add_q(out)
