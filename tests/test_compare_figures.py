@@ -738,6 +738,8 @@ def test_the_json_gives_no_element_figures_of_class_ids(tmp_path: Path) -> None:
         (helper.make_node("ReduceMean", ["t"], ["y"], axes=[-2]), True),  # hq149 F3: axis 0 of a 2-D map
         (helper.make_node("ReduceMean", ["t"], ["y"], axes=[-1]), False),
         (helper.make_node("ReduceSum", ["weights"], ["y"], keepdims=0), False),  # F7: no batch there
+        (helper.make_node("TopK", ["t", "one"], ["y", "i"]), False),  # hq148 F7: axis -1 by default
+        (helper.make_node("Hardmax", ["t"], ["y"]), False),
     ],
 )
 def test_a_model_that_computes_across_the_batch_is_compared_one_image_a_run(
@@ -755,6 +757,7 @@ def test_a_model_that_computes_across_the_batch_is_compared_one_image_a_run(
         [
             onnx.numpy_helper.from_array(np.array([0], np.int64), "zero"),
             onnx.numpy_helper.from_array(np.ones(4, np.float32), "weights"),
+            onnx.numpy_helper.from_array(np.array([1], np.int64), "one"),
         ],
     )
     assert batch_coupled(helper.make_model(graph)) is coupled

@@ -155,7 +155,7 @@ def batch_coupled(*models: onnx.ModelProto) -> bool:
     for model in models:
         if any(node.op_type in BATCH_COUPLED_OPS for node in model.graph.node):
             return True
-        candidates = [n for n in model.graph.node if n.op_type in REDUCE_OPS | AXIS_OPS and n.input]
+        candidates = [n for n in model.graph.node if n.op_type in REDUCE_OPS | set(AXIS_OPS) and n.input]
         if not candidates:
             continue
         index, constants = GraphIndex(_typed(model)), _constants(model)
@@ -180,7 +180,9 @@ REDUCE_OPS = frozenset(
         *("ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"),
     }
 )
-AXIS_OPS = frozenset({"ArgMax", "ArgMin", "Softmax", "LogSoftmax", "Hardmax", "CumSum", "TopK"})
+# the ops that compute along one axis, and the axis they take without the attribute (hq148 F7: TopK and
+# Hardmax take -1, not 0); CumSum's is an input
+AXIS_OPS = {"ArgMax": 0, "ArgMin": 0, "Softmax": -1, "LogSoftmax": -1, "Hardmax": -1, "CumSum": 0, "TopK": -1}
 
 
 def _across_first_axis(
@@ -198,9 +200,7 @@ def _across_first_axis(
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type in AXIS_OPS:
         axis = node.input[2] if node.op_type == "CumSum" and len(node.input) > 2 else None
-        found = (
-            constants.get(axis) if axis else attributes.get("axis", -1 if "Softmax" in node.op_type else 0)
-        )
+        found = constants.get(axis) if axis else attributes.get("axis", AXIS_OPS[node.op_type])
         return found is not None and first(int(np.asarray(found).reshape(-1)[0]))
     if node.op_type not in REDUCE_OPS:
         return False
