@@ -761,3 +761,14 @@ def test_a_model_that_computes_across_the_batch_is_compared_one_image_a_run(
         ],
     )
     assert batch_coupled(helper.make_model(graph)) is coupled
+
+
+def test_an_output_of_no_channel_is_no_internal_error() -> None:
+    """hq148 F4: an output [N, 0, H, W] stopped compare, convert and fp16 with numpy's 'cannot reshape
+    array of size 0' as an internal error."""
+    from quantkit.evaluate.output_noise import channel_signs
+
+    empty = np.zeros((2, 0, 4, 4), np.float32)
+    assert channel_signs(empty, empty).shape == (0, 5)
+    m = _errors(empty, empty).result(images=2)
+    assert math.isnan(m.sqnr_db)

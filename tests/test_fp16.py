@@ -1314,3 +1314,39 @@ def test_input_size_beside_a_table_is_refused_not_recorded(
     code, _, err = run([*argv, "--input-size", "64x64"], capsys)
     assert_one_line_error(code, err, "--input-size sizes the synthetic inputs convert measures on without")
     assert not out.exists() and run(argv, capsys)[0] == 0
+
+
+def test_a_constant_mask_beside_class_ids_and_empty_outputs_are_no_fault(tmp_path: Path) -> None:
+    """hq148 F2, F3: an ArgMax's class ids (measured through its scores) beside a constant -inf mask, and
+    a model whose outputs are all empty, were refused as 'NaN, or no finite value'; both converted before."""
+    p = conv_params(4, 3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["cv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["cv"], ["gp"], name="gap"),
+        helper.make_node("Flatten", ["gp"], ["c"], name="flat"),
+        helper.make_node("ArgMax", ["c"], ["labels"], name="pick", axis=1, keepdims=0),
+        helper.make_node("Shape", ["c"], ["shape"], name="shape"),
+        helper.make_node("Expand", ["ninf", "shape"], ["mask"], name="fill"),
+    ]
+    inits = {**p, "ninf": np.array(-np.inf, np.float32)}
+    graph = helper.make_graph(
+        nodes,
+        "ids",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [
+            helper.make_tensor_value_info("labels", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 4]),
+        ],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
+    )
+    ids = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "ids.onnx")
+    assert _convert(ids, tmp_path / "ids16.onnx") is not None
+    empty = [  # a Slice to nothing: [N, 0]
+        helper.make_node("Conv", ["x", "w", "b"], ["cv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["cv"], ["gp"], name="gap"),
+        helper.make_node("Flatten", ["gp"], ["c"], name="flat"),
+        helper.make_node("Slice", ["c", "start", "start", "axis"], ["y"], name="none"),
+    ]
+    cut = {"start": np.array([2], np.int64), "axis": np.array([1], np.int64)}
+    model = make_model(empty, {**p, **cut})
+    assert _convert(save(model, tmp_path / "e.onnx"), tmp_path / "e16.onnx") is not None

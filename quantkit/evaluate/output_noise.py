@@ -150,7 +150,8 @@ def _by_channel(r: np.ndarray, c: np.ndarray, known: int | None = None) -> tuple
     if axis is not None:
         r, c = np.moveaxis(r, axis, 0), np.moveaxis(c, axis, 0)
     rows = r.shape[0] if axis is not None else 1
-    return r.reshape(rows, -1), c.reshape(rows, -1)
+    width = r.size // rows if rows else 0  # hq148 F4: [N, 0, H, W], no channel at all: no row either
+    return r.reshape(rows, width), c.reshape(rows, width)
 
 
 def channel_signs(ref: np.ndarray, got: np.ndarray, known: int | None = None) -> np.ndarray:
