@@ -258,8 +258,7 @@ def convert(
         ],
         [("--validation", validation)],
     )
-    excluded_nodes = comma_names(exclude_nodes, "--exclude-nodes")
-    excluded_types = comma_names(exclude_op_types, "--exclude-op-types")
+    excluded_nodes, excluded_types = comma_names(exclude_nodes), comma_names(exclude_op_types)
     float_layers = exclusion_names(exclude_from)
     if to in FLOAT_PRECISIONS:
         fp16 = Float16Config(

@@ -188,7 +188,7 @@ def shrink(
             method=method,
             prefer=prefer,
             min_sqnr=ConvertConfig.min_sqnr if min_sqnr is None else min_sqnr,
-            exclude_nodes=comma_names(exclude_nodes, "--exclude-nodes"),
+            exclude_nodes=comma_names(exclude_nodes),
             float_layers=exclusion_names(exclude_from),
             compact=compact,
             target=target,
