@@ -56,7 +56,8 @@ def comparison_record(result: ComparisonResult) -> dict[str, Any]:
                 "worst_kind": None
                 if m.worst_kind is None
                 else {"axis": m.worst_kind[0], "index": m.worst_kind[1], "sqnr_db": m.worst_kind[2]},
-                "worst_image": m.worst_image and dict(zip(("index", "sqnr_db"), m.worst_image, strict=True)),
+                "worst_image": m.worst_image
+                and dict(zip(("index", "sqnr_db", "others_sqnr_db"), m.worst_image, strict=True)),
             }
             for m in result.outputs
         ],

@@ -53,7 +53,7 @@ class OutputMetrics:
     varying_sqnr_db: float | None = None  # where sqnr_db hides what changes between images (variation)
     selected: bool = False  # a TopK / NonMaxSuppression chose and ordered its rows: row by row says little
     probabilities: bool = False  # class scores FP32 gives as distributions (a Softmax's, a LogSoftmax's)
-    worst_image: tuple[int, float] | None = None  # (index, dB): one image far below the pooled figure
+    worst_image: tuple[int, float, float] | None = None  # (index, dB, the other images' pooled dB)
 
 
 @dataclass(frozen=True)

@@ -438,12 +438,13 @@ def test_one_image_that_stands_apart_is_named_and_a_spread_is_not() -> None:
     assert found is not None and found[0] == 3 and found[1] == pytest.approx(11.95)
     quiet = [*power(rest), (1e-4, 1e-4 / 10**1.14)]  # its output nearly empty: the noise warning's
     assert worst_image(quiet) is None
-    m = OutputMetrics("y", 24.4, 0.999, 0.3, worst_image=(5, 11.4))
+    m = OutputMetrics("y", 24.4, 0.999, 0.3, worst_image=(5, 11.4, 29.5))
     line = image_hidden(m, [f"{k}.jpg" for k in range(24)])
     assert line is not None and line.startswith(
-        "output 'y' measures 24.4 dB pooled over all images, but 11.4 dB on 5.jpg"
+        "output 'y' measures 24.4 dB pooled over all images, but 11.4 dB on 5.jpg on its own, where the "
+        "other images pool to 29.5 dB"
     )
-    fine = OutputMetrics("y", 52.0, 1.0, 0.01, worst_image=(5, 36.8))  # hq111 F2: a float16 model's
+    fine = OutputMetrics("y", 52.0, 1.0, 0.01, worst_image=(5, 36.8, 55.0))  # hq111 F2: a float16 model's
     assert image_hidden(fine, [f"{k}.jpg" for k in range(24)]) is None
 
 

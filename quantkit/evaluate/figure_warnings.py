@@ -89,12 +89,13 @@ def image_hidden(m: OutputMetrics, names: Sequence[str] = ()) -> str | None:
     11.4 dB, where the pooled 24.4 dB and cosine 0.999 said nothing). names: the images, in order."""
     if m.worst_image is None or not math.isfinite(m.sqnr_db) or m.worst_image[1] >= KIND_FINE_DB:
         return None  # hq111 F2: a float16 detector's 36.8 dB image (57 of 57 faces kept) was named
-    index, worst = m.worst_image
+    index, worst, others = m.worst_image
     which = names[index] if index < len(names) else f"sample {index}"
-    return (
+    return (  # hq148 F6: "14.1 dB pooled over all images, but 12.0 dB on img3" hid the others' 36 dB
         f"output {m.name!r} measures {m.sqnr_db:.1f} dB pooled over all images, but {worst:.1f} dB on "
-        f"{which} on its own: an input unlike the calibration images (its activations past their ranges, "
-        "say); check the output there, and calibrate on images like it"
+        f"{which} on its own, where the other images pool to {others:.1f} dB: an input unlike the "
+        "calibration images (its activations past their ranges, say); check the output there, and "
+        "calibrate on images like it"
     )
 
 

@@ -250,9 +250,9 @@ IMAGE_GAP_DB, GAP_DB, OUTLIER_SHARE, FEW = 10.0, 8.0, 0.05, 8
 WEIGHTY_SHARE = 0.25
 
 
-def worst_image(power: list[tuple[float, float]]) -> tuple[int, float] | None:
-    """(index, SQNR dB) of the worst image where it stands apart (above); else None. power: (signal,
-    noise) of each image, in order."""
+def worst_image(power: list[tuple[float, float]]) -> tuple[int, float, float] | None:
+    """(index, SQNR dB, the other images' pooled dB) of the worst image where it stands apart (above);
+    else None. power: (signal, noise) of each image, in order."""
     finite = [(k, s, n) for k, (s, n) in enumerate(power) if math.isfinite(s) and math.isfinite(n)]
     if len(finite) < FEW:
         return None
@@ -267,7 +267,7 @@ def worst_image(power: list[tuple[float, float]]) -> tuple[int, float] | None:
     # to about its own + 10 log10(n) dB (hq137 F8: 11.95 dB among 11 at 33-42 dB, pooled 16.59, unnamed)
     others = [(s, n) for k, s, n in finite if k != index]
     pooled = sqnr_db(sum(s for s, _ in others), sum(n for _, n in others))
-    return (index, worst) if max(gaps) >= GAP_DB and worst <= pooled - IMAGE_GAP_DB else None
+    return (index, worst, pooled) if max(gaps) >= GAP_DB and worst <= pooled - IMAGE_GAP_DB else None
 
 
 def _distributions(rows: np.ndarray) -> bool:
