@@ -529,3 +529,34 @@ def test_a_line_break_in_a_path_keeps_the_error_one_line_and_short_equals_is_ref
     model = tiny_cnn(tmp_path / "m.onnx")
     code, _, err = run(["convert", str(model), "--to", "fp16", "-o=eq.onnx"], capsys)
     assert_one_line_error(code, err, "-o=eq.onnx gives -o the value '=eq.onnx'; write -o eq.onnx")
+
+
+def test_a_pipe_as_the_table_and_a_binary_exclusion_file_are_named_for_what_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq146 F8: a named pipe given as -c read 'does not exist'; a non-UTF-8 --exclude-from file read
+    '(UnicodeDecodeError); check the path' of a path that was right."""
+    import os
+
+    from tests.conftest import tiny_cnn
+    from tests.helpers import assert_one_line_error, run
+
+    model = tiny_cnn(tmp_path / "m.onnx")
+    os.mkfifo(tmp_path / "t.json")
+    code, _, err = run(
+        ["convert", str(model), "-c", str(tmp_path / "t.json"), "-o", str(tmp_path / "o.onnx")], capsys
+    )
+    assert_one_line_error(code, err, f"calibration table {tmp_path / 't.json'} is no regular file (a pipe")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\xd8conv")
+    argv = [
+        "convert",
+        str(model),
+        "--to",
+        "fp16",
+        "-o",
+        str(tmp_path / "o.onnx"),
+        "--exclude-from",
+        str(tmp_path / "bin.txt"),
+    ]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, f"--exclude-from {tmp_path / 'bin.txt'} is not text quantkit can read")

@@ -122,6 +122,11 @@ def load(json_path: Path) -> CalibrationTable:
         raise CalibrationError(
             f"calibration table {json_path} is a folder; give the .json file `quantkit calibrate` wrote"
         )
+    if json_path.exists() and not json_path.is_file():  # hq146 F8: a pipe read 'does not exist'
+        raise CalibrationError(
+            f"calibration table {json_path} is no regular file (a pipe or a device); give the .json file "
+            "`quantkit calibrate` wrote"
+        )
     if not json_path.is_file():
         raise CalibrationError(
             f"calibration table {json_path} does not exist; run `quantkit calibrate` first"

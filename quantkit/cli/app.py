@@ -422,7 +422,12 @@ def exclusion_names(path: Path | None) -> tuple[str, ...]:
         return ()
     try:
         text = files.read_text(path)
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:  # hq146 F8: "check the path" of a path that was right
+        raise ConfigError(
+            f"--exclude-from {path} is not text quantkit can read; save it as UTF-8 (or UTF-16 with a BOM), "
+            "one node name per line"
+        ) from exc
+    except OSError as exc:
         raise ConfigError(
             f"cannot read --exclude-from {path} ({exc.__class__.__name__}); check the path"
         ) from exc

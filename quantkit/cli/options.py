@@ -104,8 +104,9 @@ DetectorOpt = Annotated[
         "--detector",
         help="Detector head [N, A, 4 box + objectness + classes]: yolo (boxes in pixels) or yolox (raw, "
         "decoded on the stride 8/16/32 grids); yolov8: [N, 4 box + classes, A] (Ultralytics); db: a text "
-        "detector's probability map [N, 1, H, W] (DBNet, PaddleOCR; text pixels and boxes at --score-"
-        "threshold, box score 0.6); end2end: final detections [N, K, x0 y0 x1 y1 score class] (YOLOv10, "
+        "detector's probability map [N, 1, H, W] (DBNet, PaddleOCR; text pixels and boxes at the score "
+        "threshold, 0.3 or compare's --score-threshold, box score 0.6); end2end: final detections [N, K, "
+        "x0 y0 x1 y1 score class] (YOLOv10, "
         "YOLO26, exports with NMS), or boxes [N, K, 4] with scores and labels [N, K] (RT-DETR, D-FINE, "
         "DEIM, the TensorFlow Object Detection API); gfl: class scores [N, A, C] and box distributions "
         "[N, A, 4 (R + 1)] per stride 8/16/32/64 (PP-PicoDet; NanoDet's one [N, A, C + 4 (R + 1)]); ssd: "
