@@ -74,7 +74,7 @@ from quantkit.outcomes import (
     ShrinkResult,
 )
 from quantkit.parallel import Parallel
-from quantkit.pipeline import run_shrink, shrink_cleanup
+from quantkit.pipeline import run_shrink, shrink_cache, shrink_cleanup
 from quantkit.pipeline.loading import table_paths
 from quantkit.pipeline.progress import Progress, as_progress
 from quantkit.pipeline.run_calibrate import CalibrateSummary
@@ -389,7 +389,7 @@ def shrink(
                 gates=Gates(max_drop, min_speedup, max_size_ratio, allow_degenerate_reference, min_eval_sqnr),
                 cache_dir=as_path(cache_dir, "cache_dir")
                 if cache_dir is not None
-                else run_shrink.default_cache_dir(),
+                else shrink_cache.default_cache_dir(),
             )
     return run_shrink.shrink(
         model_path,

@@ -562,7 +562,7 @@ def test_labels_that_name_no_image_are_refused_before_any_model_runs(
     """hq68 5: compare ran both models, shrink calibrated and converted, convert --max-drop chose its
     corrections and timed the ops, and only then found that no image's folder or name is a class; and
     --validation being the calibration images came after the corrections too."""
-    from quantkit.pipeline import run_compare, run_convert, run_shrink
+    from quantkit.pipeline import run_compare, run_convert, shrink_cache
     from tests.conftest import tiny_cnn
 
     model = tiny_cnn(tmp_path / "m.onnx")  # 5 classes; images in cats/ and dogs/
@@ -575,7 +575,7 @@ def test_labels_that_name_no_image_are_refused_before_any_model_runs(
         raise AssertionError("the costly part ran")
 
     monkeypatch.setattr(run_compare, "_run_chunks", ran)
-    monkeypatch.setattr(run_shrink, "_calibration_table", ran)
+    monkeypatch.setattr(shrink_cache, "calibration_table", ran)
     monkeypatch.setattr(run_convert, "_converted", ran)
     none = "no image's folder or name prefix matches a class in the labels file"
     given = ["--images", str(image_dir), "--labels", str(labels)]

@@ -967,7 +967,7 @@ def test_a_read_only_cache_serves_the_tables_it_holds(
     """hq73 12: a CI job restoring its cache read-only was refused 'cannot write in ...', though the
     table it needed was there; only a run that must calibrate needs to write there."""
     from quantkit.errors import OutputError
-    from quantkit.pipeline import run_shrink
+    from quantkit.pipeline import shrink_cache
 
     out = [*shrink_args, "--output-dir", str(tmp_path / "out")]
     assert run(out, capsys)[0] == 0
@@ -975,7 +975,7 @@ def test_a_read_only_cache_serves_the_tables_it_holds(
     def read_only(folder: Path, fix: str) -> None:
         raise OutputError(f"cannot write in {folder} (Read-only file system); {fix}")
 
-    monkeypatch.setattr(run_shrink, "require_writable", read_only)
+    monkeypatch.setattr(shrink_cache, "require_writable", read_only)
     assert run(out, capsys)[0] == 0
     other = [*shrink_args, "--num-images", "8", "--output-dir", str(tmp_path / "o2")]  # another table
     assert_one_line_error(*run(other, capsys)[::2], "(Read-only file system)")

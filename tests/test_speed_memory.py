@@ -267,7 +267,7 @@ def test_the_cache_folders_do_not_hang_on_the_working_folder(
 ) -> None:
     """hq107 F7: QUANTKIT_SPEED_CACHE='~/qk' (as a CI env: passes it) made a folder named '~' in the
     working folder, and a relative XDG_CACHE_HOME missed the kept timings from another folder."""
-    from quantkit.pipeline import run_shrink, speed_memory
+    from quantkit.pipeline import shrink_cache, speed_memory
 
     monkeypatch.setenv("HOME", str(tmp_path / "ci"))
     (tmp_path / "ci").mkdir()
@@ -276,7 +276,7 @@ def test_the_cache_folders_do_not_hang_on_the_working_folder(
     monkeypatch.delenv("QUANTKIT_SPEED_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec ignores a relative one
     assert speed_memory.folder() == (tmp_path / "ci" / ".cache/quantkit/speed")
-    assert run_shrink.default_cache_dir() == (tmp_path / "ci" / ".cache/quantkit/calibration")
+    assert shrink_cache.default_cache_dir() == (tmp_path / "ci" / ".cache/quantkit/calibration")
     monkeypatch.setenv("XDG_CACHE_HOME", "/var/cache/ci")
     assert speed_memory.folder() == Path("/var/cache/ci/quantkit/speed")
 
@@ -287,7 +287,7 @@ def test_an_unknown_users_home_is_one_line_and_no_home_keeps_nothing(
     """hq108 F4: QUANTKIT_SPEED_CACHE='~nosuchuser/qk' was an internal error (pathlib's RuntimeError);
     where no home folder can be told at all, nothing is kept and shrink asks for --cache-dir."""
     from quantkit.errors import ConfigError
-    from quantkit.pipeline import run_shrink
+    from quantkit.pipeline import shrink_cache
     from tests.conftest import tiny_cnn
     from tests.helpers import assert_one_line_error, run
 
@@ -306,7 +306,7 @@ def test_an_unknown_users_home_is_one_line_and_no_home_keeps_nothing(
     monkeypatch.delenv("QUANTKIT_SPEED_CACHE")
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setattr(Path, "home", staticmethod(homeless))
-    assert speed_memory.folder() is None and run_shrink.default_cache_dir() is None
+    assert speed_memory.folder() is None and shrink_cache.default_cache_dir() is None
     monkeypatch.setattr(Path, "home", staticmethod(lambda: tmp_path / "nonexistent"))  # hq109 F13
     assert speed_memory.folder() is None and not (tmp_path / "nonexistent").exists()
     argv = ["shrink", str(cnn), "--images", str(image_dir), "--output-dir", str(tmp_path)]

@@ -404,7 +404,7 @@ def step_summary_path() -> Path | None:
 
 
 def default_cache() -> Path | None:
-    from quantkit.pipeline.run_shrink import default_cache_dir
+    from quantkit.pipeline.shrink_cache import default_cache_dir
 
     return default_cache_dir()
 
