@@ -248,28 +248,16 @@ def _plan_attention(state: Planning, node: onnx.NodeProto) -> None:
     """--quantize-attention-matmul: an activation x activation MatMul with Q/DQ on both its inputs and its
     output, which onnxruntime fuses into QLinearMatMul (hq150 F3: the option only changed the reason)."""
     x, w = node.input[0], node.input[1]
-    why = next(
-        (
-            reason
-            for reason, holds in (
-                (f"an input is {FLOAT_BESIDE}", x in state.float_tensors or w in state.float_tensors),
-                (
-                    "an input holds NaN or Inf on the calibration images (kept float)",
-                    state.nonfinite(x) or state.nonfinite(w),
-                ),
-                (
-                    "no calibration statistics for an input; recalibrate",
-                    not (state.has_stats(x) and state.has_stats(w)),
-                ),
-                (
-                    "an input is also a model output, which stays float",
-                    bool({x, w} & set(state.index.graph_outputs)),
-                ),
-            )
-            if holds
+    checks = {
+        f"an input is {FLOAT_BESIDE}": x in state.float_tensors or w in state.float_tensors,
+        "an input holds NaN or Inf on the calibration images (kept float)": state.nonfinite(x)
+        or state.nonfinite(w),
+        "no calibration statistics for an input; recalibrate": not (
+            state.has_stats(x) and state.has_stats(w)
         ),
-        None,
-    )
+        "an input is also a model output, which stays float": bool({x, w} & set(state.index.graph_outputs)),
+    }
+    why = next((reason for reason, holds in checks.items() if holds), None)
     if why is not None:
         state.reasons[node.name] = why
         return
