@@ -376,3 +376,21 @@ def test_a_working_folder_too_deep_to_search_is_said_so(
         code, err, "cannot look for pyproject.toml in the working folder (File name too long;"
     )
     assert "run quantkit from a folder of a shorter path" in err
+
+
+def test_a_files_percentile_without_its_method_is_refused(
+    project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq146 F7: [convert] percentile = 99.9 under the default --method mse was read by nothing and
+    said nothing, where a file's pad (read by nothing) is refused."""
+    table = project / "t.calib.json"
+    assert (
+        run(["calibrate", "models/model.onnx", "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    )
+    (project / "models" / "quantkit.toml").write_text("[convert]\npercentile = 99.9\n")
+    argv = ["convert", "models/model.onnx", "-c", str(table), "-o", "q.onnx"]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "--percentile sets --method percentile's range")
+    assert "quantkit.toml" in err
+    (project / "models" / "quantkit.toml").write_text('[convert]\npercentile = 99.9\nmethod = "percentile"\n')
+    assert run(argv, capsys)[0] == 0

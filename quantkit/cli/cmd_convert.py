@@ -284,7 +284,8 @@ def convert(
     if "activations" in given:  # against the target however it was set (a config file too)
         given["target"] = target
     refuse_replaced(given, to is Precision.fp8, lambda name: f"--{name}")
-    if _on_command_line(ctx, "percentile") and method is not CalibMethod.percentile:  # hunt48 C2: unread
+    # hunt48 C2: unread; a config file's too (hq146 F7, where a file's pad was refused and this was not)
+    if _given(ctx, "percentile") and method is not CalibMethod.percentile:
         raise ConfigError(
             "--percentile sets --method percentile's range; add --method percentile or leave it out"
         )
@@ -391,3 +392,8 @@ def _refuse_other_precision(ctx: typer.Context, to: Precision) -> None:
 def _on_command_line(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return getattr(source, "name", "") == "COMMANDLINE"
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option was set on the command line or by a config file (not its default)."""
+    return getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "DEFAULT_MAP")
