@@ -84,6 +84,12 @@ def test_a_run_uses_the_file(project: Path, image_dir: Path, capsys: pytest.Capt
         ("[tool.quantkit]\nnum-images = 3\n", "[tool.quantkit] belongs in pyproject.toml"),  # hunt30
         ("[convert]\nnum-imgs = 3\n", "[convert] unknown option 'num-imgs'"),
         ("num-images = \n", "is not valid TOML"),
+        ("quiet = true\n", "quiet is not read from files; pass -q (--quiet)"),  # hq146 F7
+        ("[convert]\nverbose = true\n", "[convert] verbose is not read from files; pass -v"),
+        ("mean = {a = 1}\n", "mean takes a value, not a table: mean = ..."),
+        ("quiet = true\n", "quiet is not read from files; pass -q (--quiet)"),  # hq146 F7
+        ("[convert]\nverbose = true\n", "[convert] verbose is not read from files; pass -v"),
+        ("mean = {a = 1}\n", "mean takes a value, not a table: mean = ..."),
     ],
 )
 def test_bad_files_fail_with_one_line(

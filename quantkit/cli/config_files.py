@@ -92,8 +92,12 @@ def defaults(
                         f"{path}: [tool.quantkit] belongs in pyproject.toml; in {path.name}, put the "
                         "settings at the top level or under a command's table ([convert], ...)"
                     )
+                if key in options and key not in commands:  # hq146 F7: mean = {a = 1} read as a command
+                    raise ConfigError(f"{path}: {key} takes a value, not a table: {key} = ...")
                 if key not in commands:
                     raise ConfigError(f"{path}: [{key}] is not a quantkit command; use {', '.join(commands)}")
+            elif key in LOUDNESS:  # hq146 F7: 'unknown option', though every command takes it
+                raise ConfigError(f"{path}: {key} is not read from files; pass {LOUDNESS[key]}")
             elif key not in options:
                 raise ConfigError(
                     f"{path}: unknown option {key!r}{_near(key, options)}; keys are option names without "
@@ -109,6 +113,9 @@ def defaults(
     return resolved
 
 
+LOUDNESS = {"quiet": "-q (--quiet)", "verbose": "-v (--verbose)"}  # each run's own choice, never a file's
+
+
 def _apply(
     target: dict[str, Any],
     section: Mapping[str, Any],
@@ -118,6 +125,8 @@ def _apply(
     numbers: frozenset[str],
 ) -> None:
     for key, value in section.items():
+        if key in LOUDNESS:
+            raise ConfigError(f"{path}: {where}{key} is not read from files; pass {LOUDNESS[key]}")
         if key not in table:
             raise ConfigError(
                 f"{path}: {where}unknown option {key!r}{_near(key, table)}; see the command's --help"
