@@ -400,3 +400,15 @@ def test_a_files_percentile_without_its_method_is_refused(
     assert "quantkit.toml" in err
     (project / "models" / "quantkit.toml").write_text('[convert]\npercentile = 99.9\nmethod = "percentile"\n')
     assert run(argv, capsys)[0] == 0
+
+
+def test_print_config_refuses_what_the_run_would(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """hq146 F11: --print-config showed --to int9 as 'not set (the command's own default)' and skipped an
+    unknown option, exit 0; the settings without the model are still shown."""
+    code, _, err = run(["convert", "models/model.onnx", "--to", "int9", "--print-config"], capsys)
+    assert_one_line_error(code, err, "Invalid value for '--to'")
+    assert err.rstrip().endswith("the run would refuse it")
+    code, _, err = run(["convert", "models/model.onnx", "--bogus", "3", "--print-config"], capsys)
+    assert code == 2 and "No such option: --bogus" in err
+    code, out, err = run(["calibrate", "--print-config"], capsys)
+    assert code == 0 and "# quantkit calibrate: resolved settings" in out, err

@@ -348,6 +348,15 @@ def _print_config(commands: dict[str, Any], argv: list[str], default_map: dict[s
             f"--print-config goes with a command: quantkit COMMAND ... --print-config ({', '.join(commands)})"
         )
     name = argv[0]
+    try:  # hq146 F11: a bad value read 'not set (the command's own default)', an unknown option nothing
+        commands[name].make_context(name, list(argv[1:]), default_map=dict(default_map[name]))
+    except Exception as exc:  # click's own errors (typer vendors click: matched by what they are)
+        missing = type(exc).__name__ == "MissingParameter"  # the settings without the model: asked often
+        if not missing and not hasattr(exc, "format_message"):
+            raise
+        if not missing:
+            said = str(getattr(exc, "format_message")()).rstrip(".")  # noqa: B009 (click's, untyped here)
+            raise ConfigError(f"{said}; the run would refuse it") from None
     ctx = commands[name].make_context(
         name, list(argv[1:]), default_map=default_map[name], resilient_parsing=True
     )
