@@ -541,3 +541,14 @@ def test_a_later_command_may_write_over_an_earlier_commands_input(tmp_path: Path
     with pytest.raises(files.OutputError, match="now names the input"):
         files.write_atomic(c, b"three")  # c is this check's input (no check_output would let it by)
     assert c.read_bytes() == b"model"
+
+
+def test_shrink_into_a_dash_makes_no_folder_named_dash(
+    tmp_path: Path, image_dir: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq146 F10: --output-dir - made a folder named '-' (reports take '-' as stdout elsewhere)."""
+    monkeypatch.chdir(tmp_path)
+    model = tiny_cnn(tmp_path / "m.onnx")
+    code, _, err = run(["shrink", str(model), "--images", str(image_dir), "--output-dir", "-", *FAST], capsys)
+    assert_one_line_error(code, err, "--output-dir - would be a folder named '-'")
+    assert not (tmp_path / "-").exists()

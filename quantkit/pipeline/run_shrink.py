@@ -358,6 +358,10 @@ def _output_dir(folder: Path, model_path: Path, made: list[Path], html: bool) ->
     """`folder`, created with its missing parents (`made`), each output in it checked (report.html where
     `html`: hq145 F7, a folder of that name refused a run without --html, 'give a file path'): where one
     is refused, the folders made for it go again (hq73 10: a name too long left the new --output-dir)."""
+    if str(folder) == "-":  # hq146 F10: a folder named '-' was made, where '-' means stdout elsewhere
+        raise OutputError(
+            "--output-dir - would be a folder named '-': shrink writes a model and its reports; give a folder"
+        )
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"the output folder {folder} is a file; give a folder")  # API or CLI (hq85 F9)
     if folder.is_symlink() and not folder.exists():  # hq87 F4: mkdir said "File exists"
