@@ -773,3 +773,30 @@ def test_an_output_of_no_channel_is_no_internal_error() -> None:
     assert channel_signs(empty, empty).shape == (0, 5)
     m = _errors(empty, empty).result(images=2)
     assert math.isnan(m.sqnr_db)
+
+
+def test_a_reduction_across_the_batch_of_an_if_bodys_output_is_seen() -> None:
+    """hq151 F1: the batch check followed no read an If body makes from the outer graph, so a ReduceSum
+    of every axis over an If's output read as computed from no input (623f465)."""
+    from quantkit.graph.model_inputs import batch_coupled
+
+    branch = {
+        kind: helper.make_graph(
+            [helper.make_node(kind, ["x"], [f"{kind}_out"])],
+            kind,
+            [],
+            [helper.make_tensor_value_info(f"{kind}_out", onnx.TensorProto.FLOAT, ["N", 4])],
+        )
+        for kind in ("Relu", "Neg")
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("If", ["c"], ["b"], then_branch=branch["Relu"], else_branch=branch["Neg"]),
+            helper.make_node("ReduceSum", ["b"], ["y"], keepdims=0),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(np.array(True), "c")],
+    )
+    assert batch_coupled(helper.make_model(graph))

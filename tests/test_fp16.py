@@ -1350,3 +1350,37 @@ def test_a_constant_mask_beside_class_ids_and_empty_outputs_are_no_fault(tmp_pat
     cut = {"start": np.array([2], np.int64), "axis": np.array([1], np.int64)}
     model = make_model(empty, {**p, **cut})
     assert _convert(save(model, tmp_path / "e.onnx"), tmp_path / "e16.onnx") is not None
+
+
+def test_rows_that_follow_the_data_are_no_changed_size(tmp_path: Path) -> None:
+    """hq151 F2: a TopK of a K computed from the data (as a Loop's trip count or an NMS in an If body)
+    gives as many rows as the data: the smoke test's size check refused such int8 detectors (5115550)."""
+    from quantkit.graph.model_inputs import shaped_by_data
+    from quantkit.pipeline.writing import _smoke_test
+
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+        helper.make_node("Abs", ["m"], ["a"]),
+        helper.make_node("Cast", ["a"], ["k0"], to=TensorProto.INT64),
+        helper.make_node("Add", ["k0", "one"], ["k1"]),
+        helper.make_node("Reshape", ["k1", "shape1"], ["k"]),
+        helper.make_node("TopK", ["x", "k"], ["y", "i"], axis=-1),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.array([1], np.int64), "shape1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "topk",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, None])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    other = onnx.ModelProto()
+    other.CopyFrom(model)
+    other.graph.node[1].op_type = "Sqrt"  # another K on the same data, as a model of other scores picks
+    assert shaped_by_data(model)
+    x = np.linspace(2.1, 5.3, 16, dtype=np.float32)[None]
+    _smoke_test(model, other, x)  # rows differ, and may: no refusal

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from quantkit.config.fixed_inputs import OPTION, check_names
 from quantkit.errors import ModelError
-from quantkit.graph.query import GraphIndex, constant_value, from_data
+from quantkit.graph.query import SELECTING_OPS, GraphIndex, constant_value, from_data
 from quantkit.results import InputSpec, fixed_batch_of
 
 
@@ -228,3 +228,13 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
         if n.op_type == "Constant" and (v := constant_value(n)) is not None
     }
     return found
+
+
+# ops whose outputs' shapes can follow the data: their rows may differ between two models of one function
+# (hq151 F2: an NMS in an If body, a TopK of a K computed from the data, a Loop of a data trip count)
+DATA_SHAPED_OPS = frozenset({*SELECTING_OPS, "Unique", "If", "Loop", "Scan"})
+
+
+def shaped_by_data(model: onnx.ModelProto) -> bool:
+    """Whether the model holds an op whose outputs' shapes can follow the data (DATA_SHAPED_OPS)."""
+    return any(node.op_type in DATA_SHAPED_OPS for node in model.graph.node)

@@ -299,7 +299,7 @@ def from_data(index: GraphIndex, name: str) -> bool:
         node = index.producer.get(current)
         if node is None or node.op_type in SHAPE_OPS:
             continue
-        for source in node.input:
+        for source in [*node.input, *sorted(captured(node))]:  # an If / Loop body's reads too (hq151 F1)
             if source and source not in seen and not index.is_constant(source):
                 seen.add(source)
                 pending.append(source)
