@@ -79,7 +79,9 @@ def shrink(
     calibration and the evaluation's images run (results do not depend on it)."""
     require_step_summary(step_summary)  # quantkit demo's and the API's too (hq101 F7: a FIFO hung demo)
     images = (("the images", config.calibration.images), ("the eval images", config.evaluation.images))
-    read = [(what, chosen.folder) for what, chosen in images if chosen.files is None]  # not a list's parent
+    # a folder's; a list's files' own folders, not their common parent ('/': hq149 F1, hq151 F3)
+    read = [(what, chosen.folder) for what, chosen in images if chosen.files is None]
+    read += dict.fromkeys((what, f.absolute().parent) for what, chosen in images for f in chosen.files or ())
     require_apart(config.cache_dir, "the cache folder", read)
     made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
     output_dir = _output_dir(output_dir, model_path, made, html)
