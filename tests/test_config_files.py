@@ -412,3 +412,23 @@ def test_print_config_refuses_what_the_run_would(project: Path, capsys: pytest.C
     assert code == 2 and "No such option: --bogus" in err
     code, out, err = run(["calibrate", "--print-config"], capsys)
     assert code == 0 and "# quantkit calibrate: resolved settings" in out, err
+
+
+def test_a_files_image_options_do_not_block_model_ready_arrays(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq151 F4: mean / std in quantkit.toml (even its [calibrate] table) made calibrate --inputs and
+    compare --inputs refuse, no flag undoing them; those options shape images, which arrays are not."""
+    import numpy as np
+
+    folder = project / "in"
+    folder.mkdir()
+    for k in range(4):
+        np.save(folder / f"{k}.npy", np.random.default_rng(k).random((3, 16, 16), np.float32))
+    (project / "models" / "quantkit.toml").write_text(
+        '[calibrate]\nmean = "1,2,3"\n[compare]\nstd = "2,2,2"\n'
+    )
+    argv = ["calibrate", "models/model.onnx", "--inputs", str(folder), "-o", "t.calib.json"]
+    assert run(argv, capsys)[0] == 0
+    argv = ["compare", "models/model.onnx", "models/model.onnx", "--inputs", str(folder), "--runs", "0"]
+    assert run(argv, capsys)[0] == 0

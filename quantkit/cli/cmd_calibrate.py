@@ -9,7 +9,16 @@ import typer
 import typer.core
 import typer.main
 
-from quantkit.cli.app import CONTEXT, Command, app, guard_outputs, progress_bars, show, warn
+from quantkit.cli.app import (
+    CONTEXT,
+    Command,
+    app,
+    guard_outputs,
+    image_options_from_flags,
+    progress_bars,
+    show,
+    warn,
+)
 from quantkit.cli.options import (
     BgrOpt,
     ImagesOrArraysOpt,
@@ -84,6 +93,12 @@ def calibrate(
             images, inputs = (None, inputs) if flags == {"inputs"} else (images, None)
     if (images is None) == (inputs is None):
         raise ConfigError("calibrate reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
+    if inputs is not None:
+        shaping = dict(
+            preset=preset, mean=mean, std=std, bgr=bgr, resize=resize, input_size=input_size, pad=pad
+        )
+        kept = image_options_from_flags(ctx, shaping)
+        preset, mean, std, bgr, resize, input_size, pad = (kept[name] for name in shaping)
     config = CalibrateConfig(
         images=ImageSelection(images or Path("."), num_images, seed),
         preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size, pad, input_value),

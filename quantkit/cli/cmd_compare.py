@@ -16,6 +16,7 @@ from quantkit.cli.app import (
     app,
     file_outputs,
     guard_outputs,
+    image_options_from_flags,
     progress_bars,
     show_table,
     warn,
@@ -56,6 +57,7 @@ from quantkit.strict_json import json_text
     "--json out.json",
 )
 def compare(
+    ctx: typer.Context,
     reference: Annotated[Path, typer.Argument(metavar="REFERENCE", help="Reference (FP32) model.")],
     candidate: Annotated[Path, typer.Argument(metavar="CANDIDATE", help="Candidate (quantized) model.")],
     *,
@@ -109,6 +111,12 @@ def compare(
 
     if (images is None) == (inputs is None):
         raise ConfigError("compare reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
+    if inputs is not None:
+        shaping = dict(
+            preset=preset, mean=mean, std=std, bgr=bgr, resize=resize, input_size=input_size, pad=pad
+        )
+        kept = image_options_from_flags(ctx, shaping)
+        preset, mean, std, bgr, resize, input_size, pad = (kept[name] for name in shaping)
     flags = {
         "preset": preset,
         "mean": mean,
