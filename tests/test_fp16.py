@@ -1384,3 +1384,29 @@ def test_rows_that_follow_the_data_are_no_changed_size(tmp_path: Path) -> None:
     assert shaped_by_data(model)
     x = np.linspace(2.1, 5.3, 16, dtype=np.float32)[None]
     _smoke_test(model, other, x)  # rows differ, and may: no refusal
+
+
+def test_a_float16_models_own_outputs_are_not_refused_at_its_edges(tmp_path: Path) -> None:
+    """hq151 F5: a model fed and read in float16, --no-keep-io-types, was refused where an output passed a
+    quarter of float16's range, 'keep the outputs float32': they are float16 either way."""
+    p = conv_params(4, 3)
+    nodes = [
+        helper.make_node("Cast", ["x"], ["x32"], to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["x32", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Mul", ["r", "k"], ["y32"]),
+        helper.make_node("Clip", ["y32", "lo", "hi"], ["z"]),
+        helper.make_node("Cast", ["z"], ["y"], to=TensorProto.FLOAT16),
+    ]
+    bounds = {"k": 2e4, "lo": 0.0, "hi": 4e4}
+    inits = {**p, **{k: np.array(v, np.float32) for k, v in bounds.items()}}
+    graph = helper.make_graph(
+        nodes,
+        "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4, SIZE, SIZE])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
+    )
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "h.onnx")
+    written = _convert(path, tmp_path / "o.onnx", keep_io_types=False)
+    assert {v.type.tensor_type.elem_type for v in written.graph.output} == {TensorProto.FLOAT16}
