@@ -395,5 +395,15 @@ def _suffixes(folder: Path) -> set[str]:
         p.suffix.lower()
         for p in folder.rglob("*")
         if not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and not (p.suffix.lower() == ".npz" and p.with_suffix(".json").is_file())
+        and not (p.suffix.lower() == ".npz" and _table_beside(p))
     }
+
+
+def _table_beside(arrays: Path) -> bool:
+    """Whether a calibration table's .json stands beside `arrays` (its .npz): a sample's own .json sidecar
+    is no table (hq151 F6: a folder of such samples read 'no images nor arrays')."""
+    try:
+        with arrays.with_suffix(".json").open("rb") as handle:
+            return b'"format": "quantkit-calibration"' in handle.read(512)
+    except OSError:
+        return False

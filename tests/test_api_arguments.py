@@ -187,3 +187,15 @@ def test_a_table_written_among_the_images_leaves_the_folder_an_image_folder(
     np.save(images / "stray.npy", np.zeros(3, np.float32))  # an array of no table: mixed, as before
     with pytest.raises(quantkit.ImageError, match="holds both images and arrays"):
         quantkit.calibrate(cnn, data=images, output=tmp_path / "v.calib.json")
+
+
+def test_samples_with_json_sidecars_are_arrays_not_tables(tmp_path: Path) -> None:
+    """hq151 F6: a folder of .npz samples each with its own .json sidecar read 'no images nor arrays'
+    after 60da7b7 took every .npz beside a .json for a table's arrays."""
+    cnn = tiny_cnn(tmp_path / "cnn.onnx")
+    folder = tmp_path / "arr"
+    folder.mkdir()
+    for k in range(4):
+        np.savez(folder / f"{k}.npz", x=np.random.default_rng(k).random((3, 16, 16), np.float32))
+        (folder / f"{k}.json").write_text('{"source": "camera 2"}')
+    assert quantkit.calibrate(cnn, data=folder, output=tmp_path / "t.calib.json").images_used == 4
