@@ -1410,3 +1410,42 @@ def test_a_float16_models_own_outputs_are_not_refused_at_its_edges(tmp_path: Pat
     path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "h.onnx")
     written = _convert(path, tmp_path / "o.onnx", keep_io_types=False)
     assert {v.type.tensor_type.elem_type for v in written.graph.output} == {TensorProto.FLOAT16}
+
+
+@pytest.mark.parametrize("to", ["fp16", "bf16"])
+def test_a_weight_output_an_if_body_reads_takes_16_bit_edges(tmp_path: Path, to: str) -> None:
+    """hq151 F7: the same weight-as-output, read inside an If body too: the body kept reading the name
+    that became the 16-bit output (an If type-inference error, a topological-sort error for bf16)."""
+    priors = rng(4).normal(0, 1, (1, 8)).astype(np.float32)
+    branch = {
+        kind: helper.make_graph(
+            [helper.make_node(kind, ["priors"], [f"{kind}_out"])],
+            kind,
+            [],
+            [helper.make_tensor_value_info(f"{kind}_out", TensorProto.FLOAT, [1, 8])],
+        )
+        for kind in ("Relu", "Neg")
+    }
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
+        helper.make_node("Greater", ["m", "zero"], ["c"]),
+        helper.make_node("If", ["c"], ["b"], then_branch=branch["Relu"], else_branch=branch["Neg"]),
+        helper.make_node("Add", ["x", "b"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "priors_if",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8]),
+            helper.make_tensor_value_info("priors", TensorProto.FLOAT, [1, 8]),
+        ],
+        [
+            numpy_helper.from_array(priors, "priors"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        ],
+    )
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "p.onnx")
+    written = _convert(path, tmp_path / "o.onnx", to=to, keep_io_types=False)
+    low = TensorProto.FLOAT16 if to == "fp16" else TensorProto.BFLOAT16
+    assert {v.type.tensor_type.elem_type for v in written.graph.output} == {low}

@@ -142,6 +142,9 @@ def rewrite(
                 node.input[:] = [inner if i == output.name else i for i in node.input]
             for init in graph.initializer:  # an output no node writes (hq147 F6: 'Duplicate definition')
                 init.name = inner if init.name == output.name else init.name
+            for body in list(graphs_within(graph))[1:]:  # and the bodies reading it (hq151 F7)
+                for node in body.node:
+                    node.input[:] = [inner if i == output.name else i for i in node.input]
             name = namer.fresh(f"{output.name}_cast")
             to = low if want_half else FLOAT
             new_nodes.append(helper.make_node("Cast", [inner], [output.name], name=name, to=to))
