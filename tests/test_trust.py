@@ -766,6 +766,9 @@ def test_a_stalled_floor_search_keeps_the_smallest_block_at_one_end_float() -> N
     start = "--min-sqnr: output SQNR on calibration samples 13.93 dB"
     assert fallback_steps([], 13.93, 20.0) == start + " (below --min-sqnr 20)"
     assert fallback_steps([], 13.93, 12.0) == start + " (at least --min-sqnr 12: nothing kept float)"
+    assert fallback_steps([], 33.1, 31.2701, whose="--target tensorrt's target").endswith(
+        "(at least --target tensorrt's target 31.27: nothing kept float)"  # hq151 F9: 31.2701
+    )
     # several outputs: the figure is their mean, and says so (hq61b F2)
     assert fallback_steps([], 25.2, 12.0, outputs=2) == (
         "--min-sqnr: the mean over its 2 outputs' SQNR on calibration samples 25.20 dB (at least --min-sqnr"

@@ -219,8 +219,8 @@ def fallback_steps(
     what = f"the mean over its {outputs} outputs' SQNR" if outputs > 1 else "output SQNR"
     said = [f"{whose}: {what} on calibration samples {decibels(start_db)}"]
     if not steps:
-        below = f" (below {whose} {target_db:g})"
-        met = f" (at least {whose} {target_db:g}: nothing kept float)"  # hq147 F8: no number
+        below = f" (below {whose} {round(target_db, 2):g})"
+        met = f" (at least {whose} {round(target_db, 2):g}: nothing kept float)"  # hq147 F8, hq151 F9
         return said[0] + (met if start_db >= target_db else below)
     for db, group in itertools.groupby(steps, key=lambda step: step.sqnr_db):
         block = list(group)
