@@ -1203,6 +1203,21 @@ def test_a_size_computed_in_float_stays_float32_and_a_changed_length_is_refused(
     longer.graph.node[5].input[1] = "nf1"  # the Range: one position more, as float16's 2052
     with pytest.raises(ConversionError, match=r"output 'posn' has shape \[2052\] where FP32's has \[2051\]"):
         _smoke_test(model, longer, {"x": rng(1).normal(0, 1, (1, n, 8)).astype(np.float32)})
+    # hq153 F1: an If elsewhere in the model (its own output) let the changed size through
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["step"], ["b"])],
+        "b",
+        [],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [])],
+    )
+    for both in (model, longer):
+        both.graph.initializer.append(numpy_helper.from_array(np.array(True), "c"))
+        both.graph.node.append(
+            helper.make_node("If", ["c"], ["flag"], then_branch=branch, else_branch=branch)
+        )
+        both.graph.output.append(helper.make_tensor_value_info("flag", TensorProto.FLOAT, []))
+    with pytest.raises(ConversionError, match=r"output 'posn' has shape \[2052\]"):
+        _smoke_test(model, longer, {"x": rng(1).normal(0, 1, (1, n, 8)).astype(np.float32)})
 
 
 @pytest.mark.parametrize(("factor", "message"), [(5e4, "past 16376, the 4x margin"), (1e-9, "reaches only")])

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from quantkit.config.fixed_inputs import OPTION, check_names
 from quantkit.errors import ModelError
-from quantkit.graph.query import SELECTING_OPS, GraphIndex, constant_value, from_data
+from quantkit.graph.query import SELECTING_OPS, GraphIndex, constant_value, from_data, topological_order
 from quantkit.results import InputSpec, fixed_batch_of
 
 
@@ -235,6 +235,12 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 DATA_SHAPED_OPS = frozenset({*SELECTING_OPS, "Unique", "If", "Loop", "Scan"})
 
 
-def shaped_by_data(model: onnx.ModelProto) -> bool:
-    """Whether the model holds an op whose outputs' shapes can follow the data (DATA_SHAPED_OPS)."""
-    return any(node.op_type in DATA_SHAPED_OPS for node in model.graph.node)
+def shaped_by_data(model: onnx.ModelProto) -> set[str]:
+    """The tensors whose shapes can follow the data: written by a DATA_SHAPED_OPS op or computed from one
+    (hq153 F1: an If anywhere in the model let a size changed elsewhere through)."""
+    index = GraphIndex(model)
+    shaped: set[str] = set()
+    for node in topological_order(index.nodes, [*index.graph_inputs, *index.initializers]):
+        if node.op_type in DATA_SHAPED_OPS or any(name in shaped for name in node.input):
+            shaped.update(o for o in node.output if o)
+    return shaped
