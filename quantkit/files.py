@@ -239,11 +239,14 @@ def _collision(role: str, output: Path, what: str, source: Path) -> str:
     return f"{role} {output} would overwrite {what} {source}{via}; choose another output path"
 
 
-def require_apart(folder: Path | None, role: str, inputs: Sequence[tuple[str, Path]]) -> None:
-    """Refuse a folder of outputs at or inside an input folder (hq144 F6: shrink's cache of tables among
-    the images it calibrates on, which the API's data= then refused as 'both images and arrays')."""
+def require_apart(
+    folder: Path | None, role: str, inputs: Sequence[tuple[str, Path]], below: bool = True
+) -> None:
+    """Refuse a folder of outputs at or (`below`) inside an input folder (hq144 F6: shrink's cache of
+    tables among the images it calibrates on, which the API's data= then refused as 'both images and
+    arrays'). A list of files reads only those: its folders refuse only themselves (hq153 F2)."""
     for what, source in inputs:
-        if folder is not None and (_inside(folder, source) or same_file(folder, source)):
+        if folder is not None and ((below and _inside(folder, source)) or same_file(folder, source)):
             raise OutputError(
                 f"{role} {folder} lies in {what} folder {source}: its tables would sit among the files read "
                 "there; give a folder outside it"

@@ -117,7 +117,9 @@ def test_shrinks_cache_folder_is_never_among_the_images(tmp_path: Path, image_di
     fast = {"runs": 1, "warmup": 0}
     assert quantkit.shrink(cnn, data=files, output_dir=tmp_path / "o", cache_dir=tmp_path / "c", **fast)  # type: ignore[arg-type]
     with pytest.raises(quantkit.OutputError, match="lies in the images folder"):  # hq151 F3: their own folder
-        quantkit.shrink(cnn, data=files, output_dir=tmp_path / "p", cache_dir=other / "cache", **fast)  # type: ignore[arg-type]
+        quantkit.shrink(cnn, data=files, output_dir=tmp_path / "p", cache_dir=other, **fast)  # type: ignore[arg-type]
+    # hq153 F2: a list reads only its files: a cache below their folder (photos in ~, ~/.cache) is no harm
+    assert quantkit.shrink(cnn, data=files, output_dir=tmp_path / "q", cache_dir=other / "cache", **fast)  # type: ignore[arg-type]
 
 
 def test_a_shrink_refused_before_it_runs_leaves_no_earlier_verdict(tmp_path: Path, image_dir: Path) -> None:

@@ -400,6 +400,7 @@ def test_a_files_percentile_without_its_method_is_refused(
     assert "quantkit.toml" in err
     (project / "models" / "quantkit.toml").write_text('[convert]\npercentile = 99.9\nmethod = "percentile"\n')
     assert run(argv, capsys)[0] == 0
+    assert run([*argv, "--method", "mse"], capsys)[0] == 0  # hq153 F3: a one-off method over the file's
 
 
 def test_print_config_refuses_what_the_run_would(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -766,6 +766,7 @@ def test_a_stalled_floor_search_keeps_the_smallest_block_at_one_end_float() -> N
     start = "--min-sqnr: output SQNR on calibration samples 13.93 dB"
     assert fallback_steps([], 13.93, 20.0) == start + " (below --min-sqnr 20)"
     assert fallback_steps([], 13.93, 12.0) == start + " (at least --min-sqnr 12: nothing kept float)"
+    assert fallback_steps([], 40.1, 40.005).endswith("(at least --min-sqnr 40.005: nothing kept float)")
     assert fallback_steps([], 33.1, 31.2701, whose="--target tensorrt's target").endswith(
         "(at least --target tensorrt's target 31.27: nothing kept float)"  # hq151 F9: 31.2701
     )

@@ -97,6 +97,7 @@ def calibrate(
         shaping = dict(
             preset=preset, mean=mean, std=std, bgr=bgr, resize=resize, input_size=input_size, pad=pad
         )
+        preprocess_options(preset, mean, std, bgr, resize, input_size, pad)  # malformed: refused (hq153 F7)
         kept = image_options_from_flags(ctx, shaping)
         preset, mean, std, bgr, resize, input_size, pad = (kept[name] for name in shaping)
     config = CalibrateConfig(

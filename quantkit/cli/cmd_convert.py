@@ -285,7 +285,10 @@ def convert(
         given["target"] = target
     refuse_replaced(given, to is Precision.fp8, lambda name: f"--{name}")
     # hunt48 C2: unread; a config file's too (hq146 F7, where a file's pad was refused and this was not)
-    if _given(ctx, "percentile") and method is not CalibMethod.percentile:
+    unread = _on_command_line(ctx, "percentile") or (
+        _given(ctx, "percentile") and not _on_command_line(ctx, "method")  # hq153 F3: a one-off --method
+    )
+    if unread and method is not CalibMethod.percentile:
         raise ConfigError(
             "--percentile sets --method percentile's range; add --method percentile or leave it out"
         )

@@ -23,7 +23,8 @@ def print_config(commands: dict[str, Any], argv: list[str], default_map: dict[st
         )
     name = argv[0]
     try:  # hq146 F11: a bad value read 'not set (the command's own default)', an unknown option nothing
-        commands[name].make_context(name, list(argv[1:]), default_map=dict(default_map[name]))
+        if not {"--help", "-h"} & set(argv):  # hq153 F8: help is printed by the strict parse, unheaded
+            commands[name].make_context(name, list(argv[1:]), default_map=dict(default_map[name]))
     except Exception as exc:  # click's own errors (typer vendors click: matched by what they are)
         missing = type(exc).__name__ == "MissingParameter"  # the settings without the model: asked often
         if not missing and not hasattr(exc, "format_message"):

@@ -81,8 +81,9 @@ def shrink(
     images = (("the images", config.calibration.images), ("the eval images", config.evaluation.images))
     # a folder's; a list's files' own folders, not their common parent ('/': hq149 F1, hq151 F3)
     read = [(what, chosen.folder) for what, chosen in images if chosen.files is None]
-    read += dict.fromkeys((what, f.absolute().parent) for what, chosen in images for f in chosen.files or ())
+    listed = dict.fromkeys((what, f.absolute().parent) for what, chosen in images for f in chosen.files or ())
     require_apart(config.cache_dir, "the cache folder", read)
+    require_apart(config.cache_dir, "the cache folder", list(listed), below=False)
     made = [f for f in (output_dir, *output_dir.parents) if not f.exists()]  # this run's, deepest first
     output_dir = _output_dir(output_dir, model_path, made, html)
     earlier, begun = verdict(output_dir)  # what a failed publish may have replaced

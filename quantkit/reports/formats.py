@@ -219,8 +219,9 @@ def fallback_steps(
     what = f"the mean over its {outputs} outputs' SQNR" if outputs > 1 else "output SQNR"
     said = [f"{whose}: {what} on calibration samples {decibels(start_db)}"]
     if not steps:
-        below = f" (below {whose} {round(target_db, 2):g})"
-        met = f" (at least {whose} {round(target_db, 2):g}: nothing kept float)"  # hq147 F8, hq151 F9
+        shown = f"{target_db:g}" if whose == "--min-sqnr" else f"{target_db:.2f}"  # the user's as given
+        below = f" (below {whose} {shown})"
+        met = f" (at least {whose} {shown}: nothing kept float)"  # hq147 F8, hq151 F9, hq153 F5
         return said[0] + (met if start_db >= target_db else below)
     for db, group in itertools.groupby(steps, key=lambda step: step.sqnr_db):
         block = list(group)
