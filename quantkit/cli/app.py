@@ -432,16 +432,3 @@ def exclusion_names(path: Path | None) -> tuple[str, ...]:
             f"cannot read --exclude-from {path} ({exc.__class__.__name__}); check the path"
         ) from exc
     return tuple(line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip())
-
-
-IMAGE_OPTIONS = ("preset", "mean", "std", "bgr", "resize", "input_size", "pad")
-
-
-def image_options_from_flags(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
-    """`values` of the options that shape images, each set by a config file dropped (None): with --inputs
-    they shape nothing, and a file's [calibrate] mean = ... made every array run refused (hq151 F4); the
-    same options given as flags are refused by the pipeline."""
-    return {
-        name: None if getattr(ctx.get_parameter_source(name), "name", "") == "DEFAULT_MAP" else value
-        for name, value in values.items()
-    }

@@ -14,7 +14,6 @@ from quantkit.cli.app import (
     Command,
     app,
     guard_outputs,
-    image_options_from_flags,
     progress_bars,
     show,
     warn,
@@ -36,6 +35,7 @@ from quantkit.cli.options import (
     StdOpt,
     WorkersOpt,
     WorkerThreadsOpt,
+    array_run_options,
     preprocess_options,
 )
 from quantkit.config import OutputKind
@@ -94,12 +94,8 @@ def calibrate(
     if (images is None) == (inputs is None):
         raise ConfigError("calibrate reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
     if inputs is not None:
-        shaping = dict(
-            preset=preset, mean=mean, std=std, bgr=bgr, resize=resize, input_size=input_size, pad=pad
-        )
-        preprocess_options(preset, mean, std, bgr, resize, input_size, pad)  # malformed: refused (hq153 F7)
-        kept = image_options_from_flags(ctx, shaping)
-        preset, mean, std, bgr, resize, input_size, pad = (kept[name] for name in shaping)
+        shaping = (preset, mean, std, bgr, resize, input_size, pad)
+        preset, mean, std, bgr, resize, input_size, pad = array_run_options(ctx, *shaping)
     config = CalibrateConfig(
         images=ImageSelection(images or Path("."), num_images, seed),
         preprocess=preprocess_options(preset, mean, std, bgr, resize, input_size, pad, input_value),

@@ -16,7 +16,6 @@ from quantkit.cli.app import (
     app,
     file_outputs,
     guard_outputs,
-    image_options_from_flags,
     progress_bars,
     show_table,
     warn,
@@ -43,6 +42,7 @@ from quantkit.cli.options import (
     StdOpt,
     ThreadsOpt,
     WarmupOpt,
+    array_run_options,
     preprocess_options,
 )
 from quantkit.config import OutputKind, Runtime
@@ -112,12 +112,8 @@ def compare(
     if (images is None) == (inputs is None):
         raise ConfigError("compare reads one of --images DIR (images) or --inputs DIR (.npy/.npz arrays)")
     if inputs is not None:
-        shaping = dict(
-            preset=preset, mean=mean, std=std, bgr=bgr, resize=resize, input_size=input_size, pad=pad
-        )
-        preprocess_options(preset, mean, std, bgr, resize, input_size, pad)  # malformed: refused (hq153 F7)
-        kept = image_options_from_flags(ctx, shaping)
-        preset, mean, std, bgr, resize, input_size, pad = (kept[name] for name in shaping)
+        shaping = (preset, mean, std, bgr, resize, input_size, pad)
+        preset, mean, std, bgr, resize, input_size, pad = array_run_options(ctx, *shaping)
     flags = {
         "preset": preset,
         "mean": mean,

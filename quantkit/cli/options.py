@@ -267,3 +267,15 @@ def preprocess_options(
         pad=pad,
         input_values=given_values(input_values or ()),
     )
+
+
+def array_run_options(ctx: typer.Context, *values: Any) -> tuple[Any, ...]:
+    """--inputs: the options that shape images (config.preprocessing.IMAGE_OPTIONS' order), each checked
+    for its form and, where a config file set it, dropped (None): they shape no array, and a file's
+    [calibrate] mean = ... made every array run refused (hq151 F4, hq153 F7); the same options given as
+    flags are refused by the pipeline."""
+    from quantkit.config.preprocessing import IMAGE_OPTIONS
+
+    preprocess_options(*values)  # a malformed one is refused, wherever it was set
+    sources = [getattr(ctx.get_parameter_source(name), "name", "") for name in IMAGE_OPTIONS]
+    return tuple(None if where == "DEFAULT_MAP" else v for where, v in zip(sources, values, strict=True))

@@ -170,6 +170,10 @@ class Preprocess:
             raise ConfigError(f"the recorded preprocessing is malformed ({exc}); recalibrate") from exc
 
 
+# PreprocessOptions' fields that shape images (model-ready arrays are fed as they are)
+IMAGE_OPTIONS = ("preset", "mean", "std", "bgr", "resize", "input_size", "pad")
+
+
 @dataclass(frozen=True)
 class PreprocessOptions:
     """What the user asked for; the model's input fills in the rest (see images.resolve_preprocess)."""
@@ -231,8 +235,7 @@ class PreprocessOptions:
         arrays, which are fed as they are (hq146 F1: --inputs took --mean, --bgr, --input-size 64x64 on a
         32x32 model and read none of them)."""
         default = PreprocessOptions()
-        names = ("preset", "mean", "std", "bgr", "resize", "input_size", "pad")
-        set_ = [f"--{n.replace('_', '-')}" for n in names if getattr(self, n) != getattr(default, n)]
+        set_ = [f"--{n.replace('_', '-')}" for n in IMAGE_OPTIONS if getattr(self, n) != getattr(default, n)]
         if set_:
             raise ConfigError(
                 f"{', '.join(set_)} shape images; model-ready arrays (--inputs, the API's arrays) are fed as "
