@@ -142,9 +142,7 @@ def rewrite(
                 node.input[:] = [inner if i == output.name else i for i in node.input]
             for init in graph.initializer:  # an output no node writes (hq147 F6: 'Duplicate definition')
                 init.name = inner if init.name == output.name else init.name
-            for body in list(graphs_within(graph))[1:]:  # and the bodies reading it (hq151 F7)
-                for node in body.node:
-                    node.input[:] = [inner if i == output.name else i for i in node.input]
+            _bodies_read(graph, output.name, inner)  # and the bodies reading it (hq151 F7)
             name = namer.fresh(f"{output.name}_cast")
             to = low if want_half else FLOAT
             new_nodes.append(helper.make_node("Cast", [inner], [output.name], name=name, to=to))
@@ -175,13 +173,18 @@ def _bodies_read_float32(graph: onnx.GraphProto, names: list[str], namer: Namer)
     casts = []
     for name in names:
         full = namer.fresh(f"{name}_fp32")
-        for body in list(graphs_within(graph))[1:]:
-            for node in body.node:
-                node.input[:] = [full if n == name else n for n in node.input]
+        _bodies_read(graph, name, full)
         casts.append(
             helper.make_node("Cast", [name], [full], name=namer.fresh(f"{name}_cast_fp32"), to=FLOAT)
         )
     return casts
+
+
+def _bodies_read(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Every read of tensor `old` inside the graph's If / Loop / Scan bodies made a read of `new`."""
+    for body in list(graphs_within(graph))[1:]:
+        for node in body.node:
+            node.input[:] = [new if name == old else name for name in node.input]
 
 
 def _is_graph_output(graph: onnx.GraphProto, name: str) -> bool:
