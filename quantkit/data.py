@@ -23,7 +23,7 @@ from quantkit.array_files import ARRAY_SUFFIXES, ArrayFiles, Sample
 from quantkit.config import ImageSelection
 from quantkit.errors import ConfigError, ImageError
 from quantkit.image_folders import IMAGE_SUFFIXES
-from quantkit.results import Batch, Feed, InputSpec
+from quantkit.results import TABLE_FORMAT, Batch, Feed, InputSpec
 
 EXACT_INTEGERS = 2**24  # float32 holds every integer up to it exactly
 UNNAMED_ARRAY = "arr_0"  # what np.savez names an array given without a name
@@ -404,6 +404,6 @@ def _table_beside(arrays: Path) -> bool:
     is no table (hq151 F6: a folder of such samples read 'no images nor arrays')."""
     try:
         with arrays.with_suffix(".json").open("rb") as handle:
-            return b'"format": "quantkit-calibration"' in handle.read(512)
+            return f'"format": "{TABLE_FORMAT}"'.encode() in handle.read(512)
     except OSError:
         return False
