@@ -177,7 +177,14 @@ class ArrayStream:
                     f"{what} holds values beyond float32's range (about 3.4e38), which the model's float "
                     "input cannot take; scale them"
                 )
-            raise ConfigError(f"{what} holds NaN or Inf; feed finite values")
+            if np.isnan(array).any():
+                raise ConfigError(f"{what} holds NaN; feed numbers")
+            if spec.pixels or spec.integer or spec.dtype == "bool":
+                raise ConfigError(
+                    f"{what} holds Inf; input {spec.name!r} takes {spec.dtype}: feed finite values"
+                )
+            # hq150 F5: +-Inf is a float input's additive attention mask (masked_fill(-inf), SDPA): fed as
+            # given; calibration keeps float what computes with it (its range is no finite one)
         if (spec.pixels or spec.integer or spec.dtype == "bool") and array.size:
             _require_integers(array, what, spec)
         elif given.dtype == np.uint8 and self.raw_pixels is None and array.size and float(array.max()) > 1.0:

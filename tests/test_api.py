@@ -409,7 +409,7 @@ def test_a_bad_array_file_is_named_in_one_line(cnn: Path, tmp_path: Path, capsys
     code, _, err = run(
         ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
     )
-    assert code == 2 and err.strip() == f"error: {folder / 'b.npy'} holds NaN or Inf; feed finite values"
+    assert code == 2 and err.strip() == f"error: {folder / 'b.npy'} holds NaN; feed numbers"
     np.save(folder / "b.npy", np.full((3, 16, 16), 1e300))  # finite, past float32 (hq103 F7)
     code, _, err = run(
         ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
@@ -550,6 +550,7 @@ def _with_side_input(tmp_path: Path, kind: int, shape: list[str | int]) -> Path:
         (9, -3.0, "holds values other than 0 and 1; input 'aux' is bool: feed 0 or 1"),
         (5, 40000, "holds values from 40000 to 40000; input 'aux' is int16: feed whole numbers from -32768"),
         (7, 2.0**24 + 1, "holds integers beyond 16,777,216"),  # INT64 fed float arrays
+        (7, -np.inf, "'s 'aux' holds Inf; input 'aux' takes int64: feed finite values"),  # float: a mask
     ],
 )
 def test_array_values_an_input_would_take_changed_are_refused(

@@ -1702,6 +1702,39 @@ def test_a_mask_of_minus_infinity_inside_the_model_is_kept_float_not_refused(
     assert not half.overflowing_weights and half.smoke_sqnr_db["y"] > 40.0
 
 
+def test_an_attention_mask_fed_with_minus_infinity_is_taken_and_its_add_kept_float(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq150 F5: an additive mask input holding -inf, as masked_fill(-inf) and torch SDPA write it, was
+    refused ('holds NaN or Inf; feed finite values') though FP32 computes finite outputs from it."""
+    model = _masked_attention()
+    graph = model.graph
+    graph.initializer.remove(next(t for t in graph.initializer if t.name == "mask"))
+    graph.input.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, SIZE * SIZE]))
+    path = save(model, tmp_path / "m.onnx")
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    for k in range(8):
+        mask = np.zeros((1, SIZE * SIZE), np.float32)
+        mask[0, rng(k).choice(SIZE * SIZE, 40, replace=False)] = -np.inf
+        x = rng(100 + k).uniform(-1, 1, (3, SIZE, SIZE)).astype(np.float32)
+        np.savez(folder / f"{k}.npz", x=x, mask=mask)
+    table, out = tmp_path / "m.calib.json", tmp_path / "m.int8.onnx"
+    assert run(["calibrate", str(path), "--inputs", str(folder), "-o", str(table)], capsys)[0] == 0
+    assert run(["convert", str(path), "-c", str(table), "-o", str(out)], capsys)[0] == 0
+    written = onnx.load(str(out))
+    quantized = {q.input[0] for q in written.graph.node if q.op_type == "QuantizeLinear"}
+    assert "x" in quantized and not {"mask", "masked"} & quantized  # no grid holds -inf
+    feed = dict(np.load(folder / "3.npz"))
+    feed = {name: value[None] for name, value in feed.items()}
+    got = ort.InferenceSession(str(out)).run(None, feed)[0]
+    want = ort.InferenceSession(str(path)).run(None, feed)[0]
+    assert np.isfinite(got).all() and np.abs(got - want).max() < 0.05
+    np.savez(folder / "3.npz", x=np.full((3, SIZE, SIZE), np.nan, np.float32), mask=feed["mask"][0])
+    code, _, err = run(["calibrate", str(path), "--inputs", str(folder), "-o", str(table)], capsys)
+    assert_one_line_error(code, err, f"{folder / '3.npz'}'s 'x' holds NaN; feed numbers")
+
+
 def test_an_output_masked_with_minus_infinity_is_measured_where_finite(
     tmp_path: Path, image_dir: Path
 ) -> None:
