@@ -761,7 +761,31 @@ def test_a_model_that_computes_across_the_batch_is_compared_one_image_a_run(
             onnx.numpy_helper.from_array(np.array([1], np.int64), "one"),
         ],
     )
-    assert batch_coupled(helper.make_model(graph)) is coupled
+    assert (batch_coupled(helper.make_model(graph)) is not None) is coupled
+
+
+def test_a_model_run_one_image_a_run_says_why_its_outputs_do_not_move(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq148 F5: a Softmax along axis 0, 1.0 on every image run alone, drew 'its input is likely wrong;
+    check --preset, --mean/--std', and calibrate recorded --batch-size 8 as 1 without a word."""
+    from tests.conftest import conv_params, make_model, save
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["h"], name="c0"),
+        helper.make_node("GlobalAveragePool", ["h"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Softmax", ["f"], ["y"], name="sm", axis=0),
+    ]
+    path = save(make_model(nodes, conv_params(4, 3, k=1, seed=3)), tmp_path / "m.onnx")
+    table = tmp_path / "m.calib.json"
+    code, out, _ = run(["calibrate", str(path), "--images", str(image_dir), "-o", str(table)], capsys)
+    said = "run one sample at a time: Softmax 'sm' computes across the batch axis (--batch-size not used)"
+    assert code == 0 and said in " ".join(out.split())
+    code, _, err = run(["compare", str(path), str(path), "--images", str(image_dir)], capsys)
+    lines = [line for line in err.splitlines() if "the same on all" in line]
+    assert code == 0 and len(lines) == 1 and "likely wrong" not in lines[0]
+    assert "each run alone as Softmax 'sm' computes across the batch axis" in lines[0]
 
 
 def test_an_output_of_no_channel_is_no_internal_error() -> None:
@@ -799,4 +823,4 @@ def test_a_reduction_across_the_batch_of_an_if_bodys_output_is_seen() -> None:
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
         [onnx.numpy_helper.from_array(np.array(True), "c")],
     )
-    assert batch_coupled(helper.make_model(graph))
+    assert batch_coupled(helper.make_model(graph)) == "ReduceSum 'y'"

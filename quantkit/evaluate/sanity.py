@@ -170,9 +170,11 @@ class ReferenceCheck:
         labelled_classes: int = 0,
         detections: int | None = None,
         threshold: float | None = None,
+        coupling: str | None = None,
     ) -> tuple[str, ...]:
-        """The warning lines, given FP32's own top-1 against labels of `labelled_classes` classes and its
-        detections above the score (None where not measured)."""
+        """The warning lines, given FP32's own top-1 against labels of `labelled_classes` classes, its
+        detections above the score (None where not measured) and the op that made the run one image at a
+        time (model_inputs.batch_coupled)."""
         found = []
         if self.inputs_from_images and self.input_peak > INPUT_LIMIT:
             found.append(
@@ -209,7 +211,13 @@ class ReferenceCheck:
         ]
         sampled = [*self._samples.items(), *self._logits.items()]
         steady = all(name not in self._ragged and _constant(v) for name, v in sampled)
-        if self.images >= 4 and self._samples and steady:
+        if self.images >= 4 and self._samples and steady and coupling:  # hq148 F5: no preprocessing's fault
+            found.append(
+                f"FP32's outputs are the same on all {self.images} images, each run alone as {coupling} "
+                "computes across the batch axis: one sample does not move it; export the model with the "
+                "batch it is deployed at fixed to measure it there"
+            )
+        elif self.images >= 4 and self._samples and steady:
             found.append(
                 f"FP32's outputs are the same on all {self.images} images: its input is likely wrong; {CHECK}"
             )

@@ -146,14 +146,15 @@ def _form(spec: InputSpec) -> str:
 BATCH_COUPLED_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
 
 
-def batch_coupled(*models: onnx.ModelProto) -> bool:
-    """Whether any of `models` computes a sample's outputs from the whole batch it runs in (dynamic
-    quantization's per-run scale): such a model is measured one sample a run, as it is deployed (hq139 F1:
-    onnxruntime's quantize_dynamic MobileNetV2 read 12.45 dB and 89.8 % top-1 run 8 images at a time,
-    12.96 dB and 92.4 % one at a time)."""
+def batch_coupled(*models: onnx.ModelProto) -> str | None:
+    """What in `models` computes a sample's outputs from the whole batch it runs in (dynamic
+    quantization's per-run scale), as "Softmax 'name'", or None: such a model is measured one sample a
+    run, as it is deployed (hq139 F1: onnxruntime's quantize_dynamic MobileNetV2 read 12.45 dB and 89.8 %
+    top-1 run 8 images at a time, 12.96 dB and 92.4 % one at a time)."""
     for model in models:
-        if any(node.op_type in BATCH_COUPLED_OPS for node in model.graph.node):
-            return True
+        found = next((n for n in model.graph.node if n.op_type in BATCH_COUPLED_OPS), None)
+        if found is not None:
+            return _named(found)
         candidates = [n for n in model.graph.node if n.op_type in REDUCE_OPS | set(AXIS_OPS) and n.input]
         if not candidates:
             continue
@@ -161,8 +162,13 @@ def batch_coupled(*models: onnx.ModelProto) -> bool:
         for node in candidates:  # hq149 F7: over a weight or a shape, no batch to couple
             rank = index.ranks.get(node.input[0])
             if _across_first_axis(node, index.constant, rank) and from_data(index, node.input[0]):
-                return True
-    return False
+                return _named(node)
+    return None
+
+
+def _named(node: onnx.NodeProto) -> str:
+    """ "Softmax 'name'" (its first output's name where the node has none)."""
+    return f"{node.op_type} {node.name or (node.output[0] if node.output else '')!r}"
 
 
 def _typed(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -163,9 +163,9 @@ def calibrate(
     fed = specs if (arrays is not None and len(specs) > 1) or given else (spec,)
     # the model's batch, else the requested; one sample a run where the model computes across the batch
     # (a reduction over axis 0 saw 8 images' sum as one value, the range 8x what one image gives)
-    size = fixed_batch_of([s.batch_dim for s in fed]) or (
-        1 if model_inputs.batch_coupled(model) else config.batch_size
-    )
+    fixed = fixed_batch_of([s.batch_dim for s in fed])
+    coupling = None if fixed else model_inputs.batch_coupled(model)
+    size = fixed or (1 if coupling else config.batch_size)
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     source: ArrayStream | None = None
@@ -229,6 +229,10 @@ def calibrate(
     )
     tick = progress("calibrating", total)
     notes = prepared.notes()
+    if coupling and config.batch_size > 1:  # hq148 F5: --batch-size 8 was recorded as 1 without a word
+        notes += (
+            f"run one sample at a time: {coupling} computes across the batch axis (--batch-size not used)",
+        )
     halves = [name for name, kind in prepared.interface if kind == onnx.TensorProto.FLOAT16]
     # Only the augmented model runs: the loaded and prepared protos go before onnxruntime makes its own
     # copy of the weights, and the augmented one once serialised (ResNet-50, 100 MB: 727 -> 436 MB peak).
@@ -293,7 +297,7 @@ def calibrate(
         kept, stress = read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
     for name in (h for h in halves if h in stats):  # data a float16 input cannot hold, refused here
         require_half_fits(name, max(abs(stats[name].minimum), abs(stats[name].maximum)))
-    findings = check.findings()  # before the write: nothing is written where a step fails
+    findings = check.findings(coupling=coupling)  # before the write: nothing is written where a step fails
     if placeholder:  # shrink's reports say it too (hq92 F8: not among the findings compare says itself)
         meta["placeholder"] = placeholder
     if findings:  # shrink's reports say them too, from a cached table as from a fresh one (hq82 3)

@@ -111,7 +111,8 @@ def compare(
     if len(fixed) > 1:
         raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")
     fixed_batch = fixed.pop() if fixed else None
-    size = fixed_batch or (1 if model_inputs.batch_coupled(reference, candidate) else config.batch_size)
+    coupling = None if fixed_batch else model_inputs.batch_coupled(reference, candidate)
+    size = fixed_batch or (1 if coupling else config.batch_size)
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     side: tuple[int, int] | None
@@ -259,6 +260,7 @@ def compare(
             len(classes) if classes else 0,
             _detections(outputs),
             config.detection_threshold,
+            coupling,
         ),
         warnings=tuple(
             w
