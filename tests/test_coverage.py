@@ -1871,6 +1871,32 @@ def test_onnxruntimes_gelus_are_written_as_the_standard_ops_they_compute(op: str
     np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5, atol=1e-5)
 
 
+def test_a_fast_gelu_is_written_in_the_form_onnxruntime_fuses_back(tmp_path: Path) -> None:
+    """hq150 F2: FastGelu written x * x first was not fused back by onnxruntime, and a ViT of FastGelus
+    written with no layer quantized ran 0.86x its input."""
+    from quantkit.graph.unfuse import unfuse
+
+    nodes = [
+        helper.make_node("FastGelu", ["x"], ["t"], domain="com.microsoft", name="act"),
+        helper.make_node("Relu", ["t"], ["y"], name="after"),  # onnxruntime fuses no GELU that is an output
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "gelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 8])],
+    )
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    unfused = unfuse(helper.make_model(graph, opset_imports=opsets, ir_version=8), 13).model
+    assert "FastGelu" not in {n.op_type for n in unfused.graph.node}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(unfused.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    fused = onnx.load(str(tmp_path / "optimized.onnx"))
+    assert [n.op_type for n in fused.graph.node] == ["FastGelu", "Relu"]
+
+
 def _thresholded_detections() -> onnx.ModelProto:
     """Conv -> Relu -> Conv head -> Sigmoid scores [N*H*W]; those above 0.6 picked by NonZero: their
     indices 'idx' and scores 'det' [K], as many as the data gives (torchvision's and in-graph NMS exports'
