@@ -183,7 +183,7 @@ def refine(
         integer = set(refined_plan.quantized_nodes) | set(refined_plan.folds)
         for name in names:  # what this round measured replaces the estimate for that form of the op
             (int8_us if name in integer else float_us)[name] = observed.get(name, 0.0)
-    placed = inputs_only() if inputs_only is not None and INPUTS_ONLY and _matmul_led(plan) else None
+    placed = inputs_only() if inputs_only is not None and INPUTS_ONLY and matmul_led(plan) else None
     if not tried and placed is None:
         return plain
     models = [candidate, *(model for _, model, _ in tried), *([placed[1]] if placed else [])]
@@ -231,7 +231,7 @@ def within_floor(ratios: list[float], models: list[onnx.ModelProto], holds: Hold
     return [r if k == 0 or holds(model) else 0.0 for k, (r, model) in pairs]
 
 
-def _matmul_led(plan: QuantPlan) -> bool:
+def matmul_led(plan: QuantPlan) -> bool:
     """Whether the plan quantizes more MatMul / Gemm than Conv / ConvTranspose (a transformer's)."""
     ops = list(plan.quantized_nodes.values())
     return sum(op in ("MatMul", "Gemm") for op in ops) > sum(op in ("Conv", "ConvTranspose") for op in ops)
