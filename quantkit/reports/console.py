@@ -1,5 +1,5 @@
-"""What the CLI prints: rich tables and lines for each command. With console_check (check's table), the
-only reports modules that import rich."""
+"""What the CLI prints: rich tables and lines for each command. With console_check (check's table) and
+console_speed (convert's speed lines), the only reports modules that import rich."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ from quantkit.outcomes import (
     LatencyStats,
     SensitivityReport,
     ShrinkResult,
-    Speed,
-    SpeedPlan,
 )
+from quantkit.reports.console_speed import speed_plan_text, speed_text
 from quantkit.reports.formats import (
     GATE_LABELS,
     bound_text,
@@ -42,7 +41,6 @@ from quantkit.reports.formats import (
     set_note,
     size_change,
     smoke_text,
-    speed_line,
 )
 
 
@@ -118,8 +116,8 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         lines.append(f"not written: {b.not_written}\n" if b.not_written else "")
     lines.append(_corrections_text(summary))
     lines.append(smoke_text(summary.smoke_sqnr_db, summary.samples))
-    lines.append(_speed_plan_text(summary.speed_plan))
-    lines.append(_speed_text(summary.speed))
+    lines.append(speed_plan_text(summary.speed_plan))
+    lines.append(speed_text(summary.speed))
     speed, plan, fewer = summary.speed, summary.speed_plan, summary.prepared_fewer
     gain = prepared_gain(speed, plan, fewer) if speed is not None else None
     lines.append(f"note: {gain}\n" if gain else "")
@@ -128,47 +126,6 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
     if summary.plan.rebalances:
         parts.extend([rebalance_table(summary), Text("")])
     return Group(*parts, lines)
-
-
-def _speed_plan_text(plan: SpeedPlan | None) -> Text:
-    """Starts as the speed line does ("speed on this CPU:"): both are timing, read together."""
-    if plan is None:
-        return Text("")
-    how = "1 thread, interleaved on a calibration sample"
-    if plan.recalled is not None:
-        how += f"; as measured before, kept in {plan.recalled} (QUANTKIT_SPEED_CACHE=off measures again)"
-    head, plain = "speed on this CPU: Q/DQ on the inputs of weighted layers only", plan.plain_speedup
-    if plan.placement is not None and plan.refined_speedup is None:  # tried, the plain plan stood
-        return Text(f"{head} was tried, not faster as a whole ({plain:.2f}x FP32 as planned; {how})\n")
-    if plan.placement is not None:
-        ratios = f"{plan.placement}: {plain:.2f}x -> {plan.refined_speedup:.2f}x FP32"
-        return Text(f"{head}, every op between them float ({ratios}; {how})\n")
-    if plan.refined_speedup is None:
-        return Text(
-            "speed on this CPU: ops whose int8 form profiled slower were tried in float, not faster as a "
-            f"whole ({plan.plain_speedup:.2f}x FP32 as planned; {how})\n"
-        )
-    most = "; kept over the fastest plan, more accurate at nearly its speed: {:.1f} -> {:.1f} dB on the"
-    most += " calibration samples"
-    gain = most.format(*plan.sqnr_db) if plan.sqnr_db is not None else ""
-    return Text(
-        f"speed on this CPU: {len(plan.floated)} op(s) kept float where their int8 form profiled slower "
-        f"({plan.plain_speedup:.2f}x -> {plan.refined_speedup:.2f}x FP32{gain}; {how})\n"
-    )
-
-
-def _speed_text(speed: Speed | None) -> Text:
-    if speed is None:
-        return Text("")
-    line = speed_line(speed)
-    if not speed.slower:
-        return Text(line)
-    return Text(
-        line + "warning: the INT8 model runs slower than FP32 here: int8 does not pay for this model on this "
-        "CPU (kept int8 as measured before; QUANTKIT_SPEED_CACHE=off measures again, and a model slower "
-        "twice is written float)\n",
-        style="yellow",
-    )
 
 
 def rebalance_table(summary: ConvertSummary) -> Table:
