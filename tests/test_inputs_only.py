@@ -14,7 +14,7 @@ from onnx import helper
 
 from quantkit.evaluate.profiler import KernelTime
 from quantkit.pipeline import speed_memory, speed_refine
-from quantkit.pipeline.writing import conversion_record
+from quantkit.pipeline.written_records import conversion_record
 from quantkit.planner import targets
 from tests.conftest import SIZE, make_model, rng
 from tests.helpers import op_counts, optimized_graph, output_sqnr, quantize

@@ -17,7 +17,7 @@ from quantkit.evaluate.profiler import KernelTime, side_by_side
 from quantkit.graph.query import GraphIndex
 from quantkit.outcomes import Speed
 from quantkit.pipeline import run_convert, speed_memory, speed_refine
-from quantkit.pipeline.writing import conversion_record
+from quantkit.pipeline.written_records import conversion_record
 from quantkit.planner.speed_cut import FLOAT_MARGIN, Cut, cheapest
 from quantkit.results import QuantPlan
 from tests.conftest import conv_params, make_model

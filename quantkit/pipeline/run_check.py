@@ -12,7 +12,7 @@ from quantkit.errors import ModelError
 from quantkit.graph import model_io, openvino_rules, ort_rules, qdq_params
 from quantkit.graph import target_rules as rules
 from quantkit.outcomes import CheckReport, Finding
-from quantkit.pipeline.writing import conversion_record, recorded_json
+from quantkit.pipeline.written_records import conversion_record, recorded_json
 from quantkit.runtime import optimized_graph
 
 

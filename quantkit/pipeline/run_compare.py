@@ -70,7 +70,7 @@ from quantkit.pipeline.compare_notes import (
 from quantkit.pipeline.loading import model_bytes, refuse_bfloat16, too_few_read
 from quantkit.pipeline.progress import Progress, no_progress
 from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, prime, run_jobs, sendable
-from quantkit.pipeline.writing import conversion_record, placed_elsewhere, recorded_preprocess
+from quantkit.pipeline.written_records import conversion_record, placed_elsewhere, recorded_preprocess
 from quantkit.reports.formats import skipped_line
 from quantkit.results import Feed, InputSpec, feed_repeat, fixed_batch_of
 from quantkit.runtime import has_float8, interleaved_latency

@@ -236,8 +236,8 @@ def slower_warning(speedup: float | None, gate: float | None, target: Target = T
 def elsewhere_latency(speedup: float | None, target: Target, runtime: object) -> str:
     """Where the model is placed for another runtime than the one that timed it, said beside the latency
     ("" otherwise): hunt37 F8, a --target openvino report gave onnxruntime's 1.00x with no word. Timed in
-    onnxruntime, compare's own warning says it (writing.placed_elsewhere): shrink printed both, one after the
-    other (session 40)."""
+    onnxruntime, compare's own warning says it (written_records.placed_elsewhere): shrink printed both, one
+    after the other (session 40)."""
     if speedup is None or target is Target.ort_cpu or runtime in (target.value, "onnxruntime"):
         return ""
     how = "quantkit compare --runtime openvino" if target is Target.openvino else "TensorRT's trtexec"
