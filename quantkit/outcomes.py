@@ -144,11 +144,12 @@ class SpeedPlan:
     stands); sqnr_db: the fastest refined plan's and the one kept as more accurate and nearly as fast."""
 
     floated: tuple[str, ...]
-    plain_speedup: float
+    plain_speedup: float | None  # None: nothing timed (--prefer accuracy's placement, speed_step.ACCURATE)
     refined_speedup: float | None
     sqnr_db: tuple[float, float] | None = None
     recalled: str | None = None  # the record it was read back from (pipeline.speed_memory); None: measured
-    placement: str | None = None  # "inputs-only": Q/DQ on the weighted layers' inputs only (floated empty)
+    placement: str | None = None  # "inputs-only": Q/DQ on the weighted layers' inputs only (floated empty);
+    # "inputs-only, more accurate": so placed by --prefer accuracy, sqnr_db (the full plan's, this one's)
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,7 @@ def _converted(
     reference = fallback.measured_reference(inferred, samples)  # FP32 on the table's samples
     running(1)
     measured = fallback.SqnrMemo()  # models built again (the floor's second search) are not run again
+    measures = (reference, samples, measured)
     requested = config
     choosing = progress(
         "choosing the corrections: range cap, rebalancing, rounding, bias", corrections_choice.PHASES
@@ -150,7 +151,6 @@ def _converted(
             base, first = make_plan(inferred, table, config, {}, cache, alphas, rounded), []
         fallen = _fallen(base, first)
         timing = progress("timing the INT8 model's ops on this CPU", 1)
-        measures = (reference, samples, measured)
         shape = speed_step.trial_shape(inferred, table, config, base, fallen, cache, alphas, measures)
         timing(1)
         plan, budget_report = search_budget(
@@ -225,13 +225,15 @@ def _converted(
     if timed and budget is None:  # --max-drop measured its choice: a new plan would not be the one it kept
         fallen = _fallen(plan, steps)
         timing = progress("timing the INT8 model's ops on this CPU", 1)
-        measures = (reference, samples, measured)
         refined, floor_kept = speed_step.refined(
             inferred, table, config, (plan, quantized), fallen, cache, alphas, measures
         )
         timing(1)
         if refined is not None:
             plan, quantized = refined.plan, refined.model
+    elif budget is None:  # --prefer accuracy: a transformer's plan measured with Q/DQ on its layers' inputs
+        refined = speed_step.more_accurate(inferred, config, (plan, quantized), measures)
+        plan, quantized = (refined.plan, refined.model) if refined is not None else (plan, quantized)
     taken = tuple(sorted(set(before.quantized_nodes) - set(plan.quantized_nodes)))
     speed_plan = refined.report if refined is not None else shape.report if shape is not None else None
     if not convert_notes.quantizes_a_layer(plan):  # hunt49 C1: --max-drop floated

@@ -368,6 +368,13 @@ def plan_record(
     }
     if plan.shifts:  # --target tensorrt: tensor -> c, quantized as tensor + c (planner.tensorrt_shift)
         record["shifted"] = {tensor: shift for tensor, shift in sorted(plan.shifts.items())}
+    if speed_plan is not None and speed_plan.plain_speedup is None and speed_plan.sqnr_db is not None:
+        every, kept = (round(db, 3) for db in speed_plan.sqnr_db)  # --prefer accuracy's placement
+        record["placed_for_accuracy"] = {
+            "placement": speed_plan.placement,
+            "sqnr_db_every_op": every,
+            "sqnr_db_kept": kept,
+        }
     if speed_plan is not None and speed_plan.refined_speedup is not None:
         record["kept_float_for_speed"] = {
             "nodes": list(speed_plan.floated if taken is None else taken),

@@ -49,7 +49,7 @@ def for_tensorrt(plan: QuantPlan, index: GraphIndex, runtime: str = "TensorRT") 
     )
 
 
-def inputs_only(plan: QuantPlan, index: GraphIndex) -> QuantPlan:
+def inputs_only(plan: QuantPlan, index: GraphIndex, reason: str | None = None) -> QuantPlan:
     """An onnxruntime plan with its Q/DQ pairs on the inputs of its quantized weighted layers only, with
     its own params (uint8 activations): onnxruntime's CPU provider runs such a MatMul as
     MatMulIntegerToFloat and a Gemm as QGemm, both with float outputs, and every op between them
@@ -62,8 +62,9 @@ def inputs_only(plan: QuantPlan, index: GraphIndex) -> QuantPlan:
     embedding), and a MatMul on a 2-D input whose output only a constant Add reads (onnxruntime fuses the
     two into a Gemm before its QDQ fusions, and that Gemm, with a float bias and no Q after it, is not
     fused: vit_mnist's head); with the pair they run as QLinearConv and QLinearMatMul. A MatMul whose
-    bias Add onnxruntime fuses with it gets that bias int32 instead (planner.gemm_bias): QGemm."""
-    placed = _on_inputs(plan, index, INPUTS_ONLY, residual_adds=False)
+    bias Add onnxruntime fuses with it gets that bias int32 instead (planner.gemm_bias): QGemm.
+    reason: why the ops between them run float (INPUTS_ONLY: faster)."""
+    placed = _on_inputs(plan, index, reason or INPUTS_ONLY, residual_adds=False)
     excluded = {s.node for s in plan.skipped if s.reason == EXCLUDED}  # an excluded Add stays as it is
     biases = gemm_biases(index, placed.quantized_nodes, placed.weights, {*placed.quantized_nodes, *excluded})
     placed = dataclasses.replace(placed, weights=(*placed.weights, *biases))
@@ -101,6 +102,9 @@ def fused_into_gemm(index: GraphIndex, node: onnx.NodeProto) -> bool:
 
 
 INPUTS_ONLY = "runs float between integer layers (Q/DQ on the inputs of weighted layers only: faster here)"
+INPUTS_ONLY_ACCURATE = (
+    "runs float between integer layers (Q/DQ on the inputs of weighted layers only: more accurate here)"
+)
 
 
 def _on_inputs(plan: QuantPlan, index: GraphIndex, reason: str, residual_adds: bool) -> QuantPlan:

@@ -95,8 +95,11 @@ def convert_table(summary: ConvertSummary, output: str) -> RenderableType:
         whose = summary.fallback_target_whose  # only --min-sqnr's search measures the outputs' mean
         outputs = len(summary.smoke_sqnr_db) if whose == "--min-sqnr" else 1
         lines.append(fallback_steps(summary.fallback, start, target, whose, outputs))
-        refined = summary.speed_plan is not None and summary.speed_plan.refined_speedup is not None
-        lines.append(" (before the speed-aware plan below)\n" if refined else "\n")
+        plan = summary.speed_plan
+        refined = plan is not None and plan.refined_speedup is not None
+        placed = plan is not None and plan.plain_speedup is None  # --prefer accuracy's placement
+        after = " (before the speed-aware plan below)" if refined else " (before the placement below)"
+        lines.append(f"{after}\n" if refined or placed else "\n")
     if summary.budget is not None:
         b = summary.budget
         more = "--max-trials" if b.stopped == "trials" else "--timeout"  # hq125 F2: 20 kept where 7 did

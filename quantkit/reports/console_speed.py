@@ -10,9 +10,17 @@ from quantkit.reports.formats import speed_line
 
 
 def speed_plan_text(plan: SpeedPlan | None) -> Text:
-    """Starts as the speed line does ("speed on this CPU:"): both are timing, read together."""
+    """Starts as the speed line does ("speed on this CPU:"): both are timing, read together (but for
+    --prefer accuracy's placement, which nothing timed)."""
     if plan is None:
         return Text("")
+    if plan.plain_speedup is None:  # --prefer accuracy's placement (pipeline.speed_step.more_accurate)
+        full, kept = plan.sqnr_db or (0.0, 0.0)
+        return Text(
+            "--prefer accuracy: Q/DQ on the inputs of weighted layers only, every op between them float: "
+            f"{kept:.2f} dB on the calibration samples, against {full:.2f} dB with Q/DQ around every op "
+            "(nothing timed)\n"
+        )
     how = "1 thread, interleaved on a calibration sample"
     if plan.recalled is not None:
         how += f"; as measured before, kept in {plan.recalled} (QUANTKIT_SPEED_CACHE=off measures again)"

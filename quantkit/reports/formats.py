@@ -326,9 +326,9 @@ def prepared_gain(speed: Speed, plan: SpeedPlan | None, fewer: int) -> str | Non
     dynamo export without its optimizer, 4.22x FP32 where the plan measured 1.21x against the prepared
     FP32; 1.10x against the same network's TorchScript export): where the preparation took ops out
     (`fewer`), else the gap is the timings' scatter."""
-    if plan is None or fewer <= 0:
+    planned = None if plan is None else plan.refined_speedup or plan.plain_speedup
+    if planned is None or fewer <= 0:
         return None
-    planned = plan.refined_speedup or plan.plain_speedup
     if speed.slower or speed.speedup < PREPARED_GAIN * planned or speed.speedup - planned < 0.5:
         return None
     return (
