@@ -162,6 +162,20 @@ def test_print_config_shows_a_value_the_run_refuses_as_such(
     assert "num-images = 2.5  # config file: not a valid value, the run refuses it" in stdout
 
 
+def test_print_config_without_the_model_says_its_quantkit_toml_is_unread(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq153 F4: with no model, a quantkit.toml's to = "int9" showed as 'to = "int8"  # default'."""
+    (project / "models" / "quantkit.toml").write_text('to = "int9"\n')
+    code, stdout, err = run(["convert", "--print-config"], capsys)
+    assert code == 0, err
+    said = "# no model given: the quantkit.toml beside a model is not read here; give the model to see what"
+    assert said + " it sets" in stdout
+    code, stdout, err = run(["convert", "models/model.onnx", "--print-config"], capsys)
+    assert code == 0 and "no model given" not in stdout
+    assert 'to = "int9"  # config file: not a valid value, the run refuses it' in stdout
+
+
 def test_a_file_set_option_is_named_where_it_fails_and_toml_booleans_are_switches(
     project: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -21,12 +21,13 @@ def print_config(commands: dict[str, Any], argv: list[str], default_map: dict[st
         raise ConfigError(
             f"--print-config goes with a command: quantkit COMMAND ... --print-config ({', '.join(commands)})"
         )
-    name = argv[0]
+    name, unread = argv[0], False
     try:  # hq146 F11: a bad value read 'not set (the command's own default)', an unknown option nothing
         if not {"--help", "-h"} & set(argv):  # hq153 F8: help is printed by the strict parse, unheaded
             commands[name].make_context(name, list(argv[1:]), default_map=dict(default_map[name]))
     except Exception as exc:  # click's own errors (typer vendors click: matched by what they are)
         missing = type(exc).__name__ == "MissingParameter"  # the settings without the model: asked often
+        unread = missing and getattr(getattr(exc, "param", None), "name", "") in ("model", "reference")
         if not missing and not hasattr(exc, "format_message"):
             raise
         if not missing:
@@ -41,6 +42,12 @@ def print_config(commands: dict[str, Any], argv: list[str], default_map: dict[st
         "defaults); paths as they resolve here (a config file reads a relative path from its own folder)",
         soft_wrap=True,
     )
+    if unread:  # hq153 F4: a quantkit.toml's to = "int9" showed as 'to = "int8"  # default', unread
+        stdout.print(
+            "# no model given: the quantkit.toml beside a model is not read here; give the model to see "
+            "what it sets",
+            soft_wrap=True,
+        )
     for param in commands[name].params:
         if param.name is None or param.name == "help":
             continue
