@@ -135,6 +135,23 @@ def test_shrink_table(passed: bool, width: int) -> None:
     _check(name, _render(console.shrink_table(result, "out"), width))
 
 
+def test_a_long_output_name_in_the_gate_table_folds_at_80_columns() -> None:
+    """hq145 F9: in a CI log (80 columns) the unit column cut a long output name with an ellipsis:
+    'squeezenet0_flatten0_reshape0…', which names no output."""
+    name = "'squeezenet0_flatten0_reshape0_output_of_the_classifier'"
+    gates = (
+        GateResult("max_drop", 0.4, 1.0, "top-1 points (labels)", True),
+        GateResult("min_eval_sqnr", 31.2, 30.0, f"dB SQNR, worst output {name}", True),
+        GateResult("min_speedup", 2.02, 1.5, "x FP32 speed (p50)", True),
+    )
+    summary = _summary()
+    result = ShrinkResult(
+        "model.onnx", "out/m.onnx", "c.calib.json", True, 0.0, summary, _comparison(), gates, {}
+    )
+    text = _render(console.shrink_table(result, "out"), 80)
+    assert "…" not in text and name in "".join(line.strip(" │") for line in text.splitlines())
+
+
 def test_every_shrink_report_carries_the_warnings() -> None:
     """A CI page read without the log (the step summary, report.md, junit.xml, report.html) shows what
     the CLI prints as warnings: a PP-OCRv3 text detector passed its gates with its map at 4.8 dB, and

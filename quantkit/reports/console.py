@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -42,6 +42,10 @@ from quantkit.reports.formats import (
     size_change,
     smoke_text,
 )
+
+# a column's text too long for it folds onto the next line: a CI log is 80 columns wide, and a tensor's
+# name cut with an ellipsis ('squeezenet0_flatten0_reshape0…') names no tensor (hq145 F9)
+NAMES: Literal["fold"] = "fold"
 
 
 def _table(title: str) -> Table:
@@ -136,7 +140,7 @@ def rebalance_table(summary: ConvertSummary) -> Table:
     ratios = summary.corrections.layer_error_ratio if summary.corrections else {}
     table = _table("rebalanced (SmoothQuant)")
     for column in ("activation", "consumers", "alpha", "1/s folded into", "layer error"):
-        table.add_column(column, justify="right" if column == "alpha" else "left")
+        table.add_column(column, justify="right" if column == "alpha" else "left", overflow=NAMES)
     for r in summary.plan.rebalances:
         ratio = ratios.get(r.tensor)
         change = "-" if ratio is None else f"x{ratio:.2f} ({10 * math.log10(max(ratio, 1e-12)):+.1f} dB)"
@@ -196,7 +200,7 @@ def float16_table(summary: Float16Summary, output: str) -> RenderableType:
     for op, count in summary.float16_by_type.items():
         converted.add_row(op, str(count))
     kept = _table("kept float32")
-    kept.add_column("node")
+    kept.add_column("node", overflow=NAMES)
     kept.add_column("op type")
     kept.add_column("why")
     for node, op, reason in summary.kept_float32:
@@ -234,7 +238,9 @@ def sensitivity_table(result: SensitivityReport, keep: int | None = None) -> Ren
     int8 = decibels(result.int8_output_sqnr_db)
     table = _table(f"layers by recovery ({result.num_images} images; INT8 output {int8})")
     for column in ("rank", "layer", "op type", "alone: its output", "float: model output", "recovers"):
-        table.add_column(column, justify="left" if column in ("layer", "op type") else "right")
+        table.add_column(
+            column, justify="left" if column in ("layer", "op type") else "right", overflow=NAMES
+        )
     for rank, row in enumerate(result.layers, 1):
         table.add_row(
             str(rank),
@@ -288,7 +294,7 @@ def compare_table(result: ComparisonResult) -> RenderableType:
         ["det. recall", "final boxes"] if detector else []
     )
     for col in columns:
-        out.add_column(col, justify="left" if col == "output" else "right")
+        out.add_column(col, justify="left" if col == "output" else "right", overflow=NAMES)
     for m in result.outputs:
         row = [
             m.name,
@@ -377,7 +383,9 @@ def shrink_table(
 ) -> RenderableType:
     table = Table(title="gates", show_edge=False, title_justify="left")
     for column in ("gate", "measured", "limit", "unit", "result"):
-        table.add_column(column, justify="right" if column in ("measured", "limit") else "left")
+        table.add_column(
+            column, justify="right" if column in ("measured", "limit") else "left", overflow=NAMES
+        )
     for g in result.gates:
         mark = Text("pass", style="green") if g.passed else Text("FAIL", style="bold red")
         table.add_row(GATE_LABELS[g.name], gate_figure(g), bound_text(g), g.unit, mark)
