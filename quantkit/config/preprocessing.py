@@ -278,5 +278,6 @@ def check_fixed_sides(
         if known is not None and asked != known:
             raise ConfigError(
                 f"--input-size {size[0]}x{size[1]} does not match the model's fixed {side} {known} "
-                f"(its input is {shape_text(shape)})"
+                f"(its input is {shape_text(shape)}); leave --input-size out, or give a model exported with "
+                "that size"  # hq146 F8(c): no fix, where calibrate's line gave one
             )
