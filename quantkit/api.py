@@ -249,7 +249,8 @@ def compare(
     workers / ray: where the images are scored (as for `calibrate`); latency is always timed here.
     runtime: where both models run, "onnxruntime" or "openvino" (the `openvino` extra). output_kind: what
     the [N, C] outputs hold: "classes" (top-1 agreement), "values" (SQNR and cosine only) or "auto".
-    Preprocessing is read from the candidate's quantkit metadata unless `preprocess` is given."""
+    Preprocessing is read from the candidate's quantkit metadata; the options `preprocess` is given
+    replace those (a table's own preprocessing, CalibrateSummary.preprocess, replaces all of it)."""
     selection, arrays = api_args.data_of(data, num_images, seed)
     with api_args.arguments("compare"):
         config = CompareConfig(
@@ -261,12 +262,13 @@ def compare(
             output_kind=as_enum(OutputKind, output_kind, "output_kind"),
             **detector_fields(detector, score_threshold, "detector"),
         )
-    explicit = preprocess is not None
     return run_compare(
         as_path(reference, "reference"),
         as_path(candidate, "candidate"),
         config,
-        explicit,
+        # the options given, each over what the candidate records, as the CLI's flags (a table's own
+        # preprocessing gives them all; hq157 F1: Preprocess(bgr=False) threw the recorded resize away)
+        config.preprocess.asked,
         as_progress(progress),
         arrays,
         Parallel(workers, ray),

@@ -679,3 +679,37 @@ def test_data_naming_one_array_file_reads_it(tmp_path: Path, cnn: Path) -> None:
     np.save(tmp_path / "x.npy", np.zeros((4, 3, 16, 16), np.float32))
     summary = quantkit.calibrate(cnn, data=tmp_path / "x.npy", output=tmp_path / "t.calib.json")
     assert summary.images_used == 4
+
+
+def test_compare_takes_the_preprocess_options_given_over_what_the_model_records(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq157 F1: compare(preprocess=Preprocess(bgr=False)) threw the candidate's recorded squash and 0-1
+    scaling away for ImageNet's crop and mean / std: 3.56 dB, where the CLI's --rgb kept them (37.55 dB)."""
+    table = quantkit.calibrate(
+        cnn,
+        data=image_dir,
+        output=tmp_path / "t.calib.json",
+        preprocess=quantkit.Preprocess("unit", resize="squash"),
+    )
+    out = tmp_path / "m.int8.onnx"
+    quantkit.convert(cnn, calibration=table, output=out, prefer="accuracy")
+    api = quantkit.compare(cnn, out, data=image_dir, runs=0, preprocess=quantkit.Preprocess(bgr=False))
+    code, stdout, _ = run(
+        ["compare", str(cnn), str(out), "--images", str(image_dir), "--runs", "0", "--rgb", "--json", "-"],
+        capsys,
+    )
+    cli = json.loads(stdout)
+    assert code == 0 and api.to_dict()["settings"]["preprocess"] == cli["settings"]["preprocess"]
+    assert (
+        cli["settings"]["preprocess"]["resize"] == "squash"
+        and cli["settings"]["preprocess"]["std"] == [255.0] * 3
+    )
+    # an option given its default value is given all the same: crop replaces the recorded squash
+    crop = quantkit.compare(cnn, out, data=image_dir, runs=0, preprocess=quantkit.Preprocess(resize="crop"))
+    settings = crop.to_dict()["settings"]["preprocess"]
+    assert settings["resize"] == "crop" and settings["std"] == [255.0] * 3
+    with pytest.raises(
+        quantkit.ConfigError, match=r"^quantkit.Preprocess has no option 'prest' \(did you mean 'preset'\?\)"
+    ):
+        quantkit.Preprocess(prest="unit")  # type: ignore[call-arg]

@@ -3,12 +3,13 @@ preprocessing and which images of a folder to use."""
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -187,6 +188,9 @@ class PreprocessOptions:
     pad: float | None = None  # None: LETTERBOX_PAD
     # other inputs' values, (name, values) pairs (the API also takes {name: values}): config.fixed_inputs
     input_values: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    # the fields given (by keyword or position), which compare takes over the preprocessing a model
+    # records, as the CLI's flags (hq157 F1: the API's Preprocess(bgr=False) replaced it all)
+    asked: ClassVar[frozenset[str]] = frozenset()
 
     if TYPE_CHECKING:  # what the API takes (the README's strings and lists), for a user's type checker
 
@@ -202,6 +206,26 @@ class PreprocessOptions:
             input_values: Mapping[str, Sequence[float] | float | str]
             | Sequence[tuple[str, Sequence[float] | float | str]] = (),
         ) -> None: ...
+
+    else:
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            """The dataclass's own __init__, recording which fields were given (`asked`)."""
+            names = [f.name for f in fields(self)]
+            unknown = sorted(set(kwargs) - set(names))
+            if unknown:  # hq144: Python's TypeError, where the API's calls say it in one line
+                near = difflib.get_close_matches(unknown[0], names, 1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ConfigError(
+                    f"quantkit.Preprocess has no option {unknown[0]!r}{hint}; it takes {', '.join(names)}"
+                )
+            if len(args) > len(names) or set(names[: len(args)]) & set(kwargs):
+                raise ConfigError(f"quantkit.Preprocess takes its options {', '.join(names)} once each")
+            given = dict(zip(names, args, strict=False)) | kwargs
+            for f in fields(self):
+                object.__setattr__(self, f.name, given.get(f.name, f.default))
+            object.__setattr__(self, "asked", frozenset(given))
+            self.__post_init__()
 
     def __post_init__(self) -> None:
         """Strings for the choices and lists for the numbers are accepted (the Python API)."""
