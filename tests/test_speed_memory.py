@@ -262,6 +262,31 @@ def test_a_cache_folder_that_cannot_be_written_is_said(
     assert not [w for w in again.warnings if "could not be kept" in w]
 
 
+def test_a_timing_not_kept_is_said_by_the_thread_whose_convert_it_was(tmp_path: Path) -> None:
+    """hq159 F1: the folders a timing could not be kept in were one module-level dict: a convert in
+    another thread (prefer="accuracy", timing nothing) said the warning, and cleared it when it started."""
+    import threading
+
+    blocked = tmp_path / "a-file"
+    blocked.write_bytes(b"not a folder")
+    speed_memory.start_run()
+    speed_memory.Memory(blocked / "speed", "k").keep("plan", {})
+    said: list[str | None] = []
+
+    def other() -> None:
+        speed_memory.start_run()
+        said.append(speed_memory.unkept_warning())
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert said == [None]
+    mine = speed_memory.unkept_warning()
+    assert mine is not None and mine.startswith(
+        f"the speed-aware plan's timing could not be kept in {blocked / 'speed'}"
+    )
+
+
 def test_the_cache_folders_do_not_hang_on_the_working_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -75,7 +75,7 @@ def convert(
     before it is written. `parallel`: where the trials run and validation images are scored (same result)."""
     check_output(output, model_path, table_path, table_io.arrays_path(table_path))
     require_model_path(output)
-    speed_memory.UNKEPT.clear()  # this run's (unkept_warning)
+    speed_memory.start_run()  # this run's (unkept_warning)
     if budget is not None:  # read before any work (hunt32: an empty one was found after converting)
         images_of(budget.validation, "--validation")
     low = FALLBACK_FORMATS.get(config.fallback)

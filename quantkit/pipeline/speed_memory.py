@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,19 +109,33 @@ class Memory:
         except (OSError, OutputError) as exc:
             log.info("the speed-aware plan's measurement was not kept in %s: %s", self.where, exc)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            UNKEPT.setdefault(str(self.where), why)
+            _unkept().setdefault(str(self.where), why)
 
 
-# the folders a decision could not be kept in this run, and why (convert says so: unkept_warning)
-UNKEPT: dict[str, str] = {}
+# the folders a decision could not be kept in, and why, per thread: a convert runs in one, and one in
+# another thread neither says nor clears its warning (hq159 F1: an untimed convert said another's)
+_RUN = threading.local()
+
+
+def _unkept() -> dict[str, str]:
+    found: dict[str, str] | None = getattr(_RUN, "unkept", None)
+    if found is None:
+        found = _RUN.unkept = {}
+    return found
+
+
+def start_run() -> None:
+    """A convert starts in this thread: what an earlier one could not keep is not its to say."""
+    _unkept().clear()
 
 
 def unkept_warning() -> str | None:
-    """The warning where a timed decision could not be kept (hq100 F10: a read-only cache folder, and
-    the same inputs wrote other bytes in 3 of 6 runs with no word)."""
-    if not UNKEPT:
+    """The warning where a timed decision of this thread's convert could not be kept (hq100 F10: a
+    read-only cache folder, and the same inputs wrote other bytes in 3 of 6 runs with no word)."""
+    unkept = _unkept()
+    if not unkept:
         return None
-    where, why = next(iter(UNKEPT.items()))
+    where, why = next(iter(unkept.items()))
     return (
         f"the speed-aware plan's timing could not be kept in {where} ({why}): another run times it "
         f"again and may keep other ops float, so the same inputs may give other bytes; set {ENV} to a "
