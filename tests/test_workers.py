@@ -608,3 +608,17 @@ def test_compare_on_workers_sends_external_weights_inside(
         assert code == 0, err
         figures.append(json.loads(report.read_text())["outputs"])
     assert figures[0] == figures[1]
+
+
+def _pool_kind(workers: int) -> str:
+    return type(pool_for(Parallel(workers))).__name__
+
+
+def test_workers_inside_a_daemonic_process_run_in_it() -> None:
+    """hq159 F2: calibrate(workers=2) inside a multiprocessing.Pool's worker (daemonic) raised Python's
+    'daemonic processes are not allowed to have children'; the result is the same run in the process."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_pool_kind, (2,)) == "InProcess"
+    assert _pool_kind(2) == "LocalPool" and _pool_kind(1) == "InProcess"

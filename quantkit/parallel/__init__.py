@@ -11,6 +11,7 @@ raised at once, as in one process.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -115,7 +116,9 @@ def pool_for(parallel: Parallel) -> Pool:
         from quantkit.parallel.ray_pool import RayPool
 
         return RayPool(parallel.ray)
-    if parallel.workers == 1:
+    if parallel.workers == 1 or multiprocessing.current_process().daemon:
+        # a daemonic process (a multiprocessing.Pool's worker) may start none: the same result here
+        # (hq159 F2: Python's 'daemonic processes are not allowed to have children', an internal error)
         return InProcess()
     from quantkit.parallel.local import LocalPool
 
