@@ -35,7 +35,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 # what a keyword of an earlier release, or another tool's, is called here (hq128 F2, hq144 F13)
 RENAMED = {
-    ("sensitivity", "keep"): "the report's .best_together(n) gives the n layers to keep float together",
+    # hq157 F4: it said .best_together(n) gave the layers; it gives how many of the ranking's first
+    ("sensitivity", "keep"): "the report's .best_together(n) gives how many of its first layers to keep "
+    "float together, at most n: [row.node for row in report.layers[:k]]",
     ("shrink", "method"): "shrink takes convert's options as convert_options={'method': ...}",
 }
 
@@ -96,14 +98,22 @@ def data_of(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelectio
         return read_data(data, num_images, seed)
 
 
+# convert's own keywords beside its config's (hq157 F2: left out of the list an unknown one gets)
+CONVERT_OWN = ("output", "to", "calibration", "progress", "workers", "ray", "threads")
+
+
 def options_of(kind: type[Any], options: dict[str, Any], to: str) -> dict[str, Any]:
-    """The options `kind` (ConvertConfig or Float16Config) takes; any other is an error that lists them."""
+    """The options `kind` (ConvertConfig or Float16Config) takes; any other is an error that lists every
+    keyword convert takes with `to` (its accuracy budget's for int8), the nearest named."""
     known = set(kind.__dataclass_fields__) - {"to", "fp8"}  # hq72 3: to= says fp8, past its refusals
     unknown = sorted(set(options) - known - set(BUDGET_OPTIONS))
     if unknown or (to != "int8" and set(options) & set(BUDGET_OPTIONS)):
         wrong = unknown or sorted(set(options) & set(BUDGET_OPTIONS))
+        takes = sorted(known | set(CONVERT_OWN) | (set(BUDGET_OPTIONS) if to == "int8" else set()))
+        near = difflib.get_close_matches(wrong[0], takes, 1)
+        hint = f" (did you mean {near[0]}=?)" if near else ""
         raise ConfigError(
-            f"convert(to={to!r}) has no option {', '.join(wrong)}; it takes {', '.join(sorted(known))}"
+            f"quantkit.convert(to={to!r}) has no option {', '.join(wrong)}{hint}; it takes {', '.join(takes)}"
         )
     return {k: v for k, v in options.items() if k in known}
 
