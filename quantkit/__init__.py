@@ -3,16 +3,17 @@
 The public API (everything else is private and may change):
 
     calibrate(model, data, output=..., preprocess=Preprocess(...))  -> CalibrateSummary
-    convert(model, to="int8" | "fp16", calibration=..., output=..., **options)
+    convert(model, to="int8" | "fp8" | "fp16" | "bf16", calibration=..., output=..., **options)
                                                    -> ConvertSummary | Float16Summary
     compare(reference, candidate, data=..., labels=...)              -> ComparisonResult
     shrink(model, data=..., output_dir=..., max_drop=...)            -> ShrinkResult
-    check(model, target="ort-cpu" | "tensorrt")                      -> CheckReport
+    check(model, target="ort-cpu" | "tensorrt" | "openvino")         -> CheckReport
     sensitivity(model, calibration=..., data=...)                    -> SensitivityReport
-    Preprocess(preset=, mean=, std=, bgr=, resize=, input_size=)    how images become inputs
+    Preprocess(preset=, mean=, std=, bgr=, resize=, input_size=, pad=)  how images become inputs
         (input_values={"orig_target_sizes": [640, 640]}: other inputs' value for every image)
     QuantkitError (and ModelError, ImageError, CalibrationError, ConversionError, ConfigError,
-    OutputError): every problem with the input, with a one-line message that says how to fix it.
+    OutputError, WorkerError, DownloadError): every problem with the input, with a one-line message
+    that says how to fix it.
 
 `data=` takes an image folder, a list of image files, an iterable of numpy arrays or of
 {input_name: array} dicts. Results are frozen dataclasses; `.to_dict()` gives the JSON the CLI writes.
@@ -39,10 +40,12 @@ if TYPE_CHECKING:  # the real names for type checkers; at run time they load on 
         CalibrationError,
         ConfigError,
         ConversionError,
+        DownloadError,
         ImageError,
         ModelError,
         OutputError,
         QuantkitError,
+        WorkerError,
     )
     from quantkit.outcomes import (
         CheckReport,
@@ -69,6 +72,8 @@ _PUBLIC = {
     "ConversionError": "quantkit.errors",
     "ConfigError": "quantkit.errors",
     "OutputError": "quantkit.errors",
+    "WorkerError": "quantkit.errors",  # hq157 F6: raised by workers= and ray=, and not importable here
+    "DownloadError": "quantkit.errors",
     "CalibrateSummary": "quantkit.pipeline.run_calibrate",
     "ConvertSummary": "quantkit.outcomes",
     "CheckReport": "quantkit.outcomes",
@@ -85,6 +90,7 @@ __all__ = [
     "ConfigError",
     "ConversionError",
     "ConvertSummary",
+    "DownloadError",
     "Float16Summary",
     "ImageError",
     "ModelError",
@@ -93,6 +99,7 @@ __all__ = [
     "QuantkitError",
     "SensitivityReport",
     "ShrinkResult",
+    "WorkerError",
     "__version__",
     "calibrate",
     "check",
