@@ -397,6 +397,11 @@ def test_int8_options_with_fp16_are_refused(cnn: Path, tmp_path: Path, capsys: C
     code, _, err = run(["convert", str(cnn), "-o", str(tmp_path / "i.onnx"), "--input-size", "8x8"], capsys)
     size = "--input-size only applies to --to fp16 or bf16 (an INT8 model is converted at its calibration"
     assert_one_line_error(code, err, size)
+    # hq157 F5: named --keep-io-types, a flag not given, and "leave them out" for one
+    argv = ["convert", str(cnn), "-o", str(tmp_path / "k.onnx"), "-c", "t.json", "--no-keep-io-types"]
+    code, _, err = run(argv, capsys)
+    said = "--no-keep-io-types only applies to --to fp16 or bf16; leave it out or convert --to fp16 or bf16"
+    assert_one_line_error(code, err, said)
 
 
 def test_options_that_would_shape_nothing_are_refused_and_never_recorded(

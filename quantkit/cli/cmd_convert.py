@@ -382,14 +382,21 @@ def _refuse_other_precision(ctx: typer.Context, to: Precision) -> None:
     )
     given = [p for p in ctx.command.params if p.name in other and _on_command_line(ctx, p.name)]
     if given:
-        flags = ", ".join(p.opts[0] for p in given)
+        # the flag as typed: --no-keep-io-types, not --keep-io-types (hq157 F5)
+        flags = ", ".join(
+            p.secondary_opts[0]
+            if getattr(p, "secondary_opts", None) and ctx.params.get(p.name) is False
+            else p.opts[0]
+            for p in given
+        )
         kind = "--to int8" if to in FLOAT_PRECISIONS or given[0].name in FP8_FIXED else "--to fp16 or bf16"
         verb = "applies" if len(given) == 1 else "apply"
         # hunt47 C6: an INT8 convert given --input-size was not told where its size comes from
         sized = any(p.name == "input_size" for p in given) and to not in FLOAT_PRECISIONS
         quantized = "an FP8" if to is Precision.fp8 else "an INT8"  # hq88 F2: fp8 was called INT8
         why = f" ({quantized} model is converted at its calibration table's size)" if sized else ""
-        raise ConfigError(f"{flags} only {verb} to {kind}{why}; leave them out or convert {kind}")
+        them = "it" if len(given) == 1 else "them"
+        raise ConfigError(f"{flags} only {verb} to {kind}{why}; leave {them} out or convert {kind}")
 
 
 def _on_command_line(ctx: typer.Context, name: str) -> bool:
