@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnx
 
+from quantkit.graph.query import GraphIndex
 from quantkit.graph.unfuse import unfusable
 
 # (what the first bytes show, at which offset, the fix)
@@ -192,3 +195,27 @@ def non_tensor_output(model: onnx.ModelProto, path: Path) -> str | None:
                 "compare; export its tensors as separate outputs (a tuple, not a list)"
             )
     return None
+
+
+def training_mode(model: onnx.ModelProto) -> list[str]:
+    """The nodes that compute as in training: BatchNormalization with training_mode=1 (batch statistics),
+    Dropout whose training_mode input is a constant true (random masks) and whose ratio is not a constant
+    0 (timm's Dropout(p=0) exported in training mode is an identity: hq116 F4)."""
+    index = GraphIndex(model)
+    found = []
+    for node in index.nodes:
+        batch_stats = node.op_type == "BatchNormalization" and bool(index.attribute(node, "training_mode", 0))
+        random = node.op_type == "Dropout" and _constant_input(
+            index, node, 2, lambda v: v.dtype == bool and v.any()
+        )
+        if batch_stats or (random and not _constant_input(index, node, 1, lambda v: not v.any())):
+            found.append(f"{node.op_type} {node.name or node.output[0]!r}")
+    return found
+
+
+def _constant_input(
+    index: GraphIndex, node: onnx.NodeProto, k: int, test: Callable[[np.ndarray], Any]
+) -> bool:
+    """Whether the node's k-th input is a constant (an initializer or a Constant's) that passes `test`."""
+    value = index.constant(node.input[k]) if len(node.input) > k and node.input[k] else None
+    return value is not None and bool(test(value))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from queue import Full, Queue
 from threading import Thread
@@ -33,10 +33,10 @@ from quantkit.files import data_files
 from quantkit.graph import model_io
 from quantkit.graph.already_quantized import low_bit_weights, quantized_ops
 from quantkit.graph.augment import COMPUTE_OPS
-from quantkit.graph.file_kinds import optimized_by_ort
+from quantkit.graph.file_kinds import optimized_by_ort, training_mode
 from quantkit.graph.float_formats import FLOAT16
 from quantkit.graph.prepare import Prepared, prepare
-from quantkit.graph.query import GraphIndex, function_nodes
+from quantkit.graph.query import function_nodes
 from quantkit.graph.unfuse import unfusable
 from quantkit.graph.widen import widenable
 from quantkit.image_folders import left_out
@@ -77,30 +77,6 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
             f"are {kinds}) and its inputs or outputs are bfloat16, which quantkit cannot feed: give it the "
             "FP32 original, or export it again with float32 (or float16) inputs and outputs"
         )
-
-
-def training_mode(model: onnx.ModelProto) -> list[str]:
-    """The nodes that compute as in training: BatchNormalization with training_mode=1 (batch statistics),
-    Dropout whose training_mode input is a constant true (random masks) and whose ratio is not a constant
-    0 (timm's Dropout(p=0) exported in training mode is an identity: hq116 F4)."""
-    index = GraphIndex(model)
-    found = []
-    for node in index.nodes:
-        batch_stats = node.op_type == "BatchNormalization" and bool(index.attribute(node, "training_mode", 0))
-        random = node.op_type == "Dropout" and _constant_input(
-            index, node, 2, lambda v: v.dtype == bool and v.any()
-        )
-        if batch_stats or (random and not _constant_input(index, node, 1, lambda v: not v.any())):
-            found.append(f"{node.op_type} {node.name or node.output[0]!r}")
-    return found
-
-
-def _constant_input(
-    index: GraphIndex, node: onnx.NodeProto, k: int, test: Callable[[np.ndarray], Any]
-) -> bool:
-    """Whether the node's k-th input is a constant (an initializer or a Constant's) that passes `test`."""
-    value = index.constant(node.input[k]) if len(node.input) > k and node.input[k] else None
-    return value is not None and bool(test(value))
 
 
 BF16_FIX = (
