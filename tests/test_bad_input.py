@@ -2580,6 +2580,26 @@ def test_a_model_exported_in_training_mode_is_refused_in_one_line(
         code, _, err = run(argv, capsys)
         assert_one_line_error(code, err, "drop.onnx holds 1 op(s) in training mode (first: Dropout 'drop')")
     assert not list(tmp_path.glob("*.json")) and not (tmp_path / "h.onnx").exists()
+    # hq157 F3: a training-mode BatchNormalization whose output is declared without a shape failed
+    # onnx's checker ('Field 'shape' of 'type' is required'), told to 'fix or re-export'
+    bn = conv_params(4, 4, seed=2)
+    stats = {"s": np.ones(4, np.float32), "m": np.zeros(4, np.float32), "v": np.ones(4, np.float32)}
+    batchnorm = helper.make_node(
+        "BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn", training_mode=1
+    )
+    graph = helper.make_graph(
+        [nodes[0], batchnorm],
+        "bn",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(v, k) for k, v in {"w": p["w"], "b": bn["b"], **stats}.items()],
+    )
+    path = tmp_path / "bn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]), str(path))
+    code, _, err = run(["convert", str(path), "--to", "fp16", "-o", str(tmp_path / "h.onnx")], capsys)
+    assert_one_line_error(
+        code, err, "bn.onnx holds 1 op(s) in training mode (first: BatchNormalization 'bn')"
+    )
     weights["ratio"] = np.array(0.0, np.float32)  # hq116 F4: p=0 is an identity in any mode
     zero = save(make_model(nodes, weights), tmp_path / "zero.onnx")
     assert (

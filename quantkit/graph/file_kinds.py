@@ -145,6 +145,8 @@ def checker_refusal(model: onnx.ModelProto, path: Path, reason: str) -> str:
     """The message for a model onnx's checker refuses: where onnxruntime's optimizer wrote it (its fused
     ops in the graph), that, with the file to give instead (hunt35: a ViT saved at ORT_ENABLE_EXTENDED
     holds LayerNormalization at opset 14, which only onnxruntime runs, and was told 'fix or re-export')."""
+    if training := training_refusal(model, path):  # hq157 F3: no shape inferred past a training-mode op
+        return training
     found = _ort_written(model, ORT_WRITTEN_OPS, lambda _: False)
     if not found:
         return f"{path} fails onnx.checker ({reason}); fix or re-export the model"
@@ -219,3 +221,16 @@ def _constant_input(
     """Whether the node's k-th input is a constant (an initializer or a Constant's) that passes `test`."""
     value = index.constant(node.input[k]) if len(node.input) > k and node.input[k] else None
     return value is not None and bool(test(value))
+
+
+def training_refusal(model: onnx.ModelProto, path: Path) -> str | None:
+    """The line refusing a model exported in training mode (training_mode), or None (hq110 F6: read as
+    float16 rounding error, or converted silently)."""
+    training = training_mode(model)
+    if not training:
+        return None
+    return (
+        f"{path.name} holds {len(training)} op(s) in training mode (first: {training[0]}): its outputs "
+        "depend on the batch or change from run to run; export it in eval mode (model.eval() before "
+        "torch.onnx.export)"
+    )

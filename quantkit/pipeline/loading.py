@@ -33,7 +33,7 @@ from quantkit.files import data_files
 from quantkit.graph import model_io
 from quantkit.graph.already_quantized import low_bit_weights, quantized_ops
 from quantkit.graph.augment import COMPUTE_OPS
-from quantkit.graph.file_kinds import optimized_by_ort, training_mode
+from quantkit.graph.file_kinds import optimized_by_ort, training_refusal
 from quantkit.graph.float_formats import FLOAT16
 from quantkit.graph.prepare import Prepared, prepare
 from quantkit.graph.query import function_nodes
@@ -52,12 +52,8 @@ def require_float(model: onnx.ModelProto, path: Path) -> None:
     optimizations (file_kinds.optimized_by_ort): its float original is what converts."""
     if optimized := optimized_by_ort(model, path):
         raise ModelError(optimized)
-    if training := training_mode(model):  # hq110 F6: read as float16 rounding error, or converted silently
-        raise ModelError(
-            f"{path.name} holds {len(training)} op(s) in training mode (first: {training[0]}): its outputs "
-            "depend on the batch or change from run to run; export it in eval mode (model.eval() before "
-            "torch.onnx.export)"
-        )
+    if training := training_refusal(model, path):
+        raise ModelError(training)
     found = quantized_ops(model)
     low = low_bit_weights(model)
     if found or low:
