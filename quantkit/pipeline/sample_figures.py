@@ -1,9 +1,11 @@
 """What convert's figures on the calibration samples hide, said beside them (pipeline.writing's
-measurement_notes): a Softmax / Sigmoid output's own smoke-test figure far above its logits' (the floors
+measurement_notes): a Softmax / Sigmoid output's own smoke-test figure far from its logits' (the floors
 and searches judge the logits), a figure that hides what changes between the samples, and the figures of
 an output a selection chose beside those of the tensors entering it."""
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import numpy as np
 import onnx
@@ -26,27 +28,46 @@ SATURATED_GAP_DB = 10.0
 
 
 def saturated_note(
-    squashed: list[tuple[str, str]], measured: OutputNoise, smoke: dict[str, float]
+    squashed: list[tuple[str, str]],
+    measured: OutputNoise,
+    smoke: dict[str, float],
+    warned: Collection[str] = (),
 ) -> tuple[str, ...]:
     """A note naming the squashed outputs whose smoke-test SQNR is far above their logits': scores
     saturated on the samples hide their noise (hunt46 B1: a captcha digit's softmax 68.2 dB on 8 samples,
-    its logits 37.9 dB, the softmax 33.4 dB held out; a VGG16 classifier's 51.1 dB, 32.3 dB held out).
-    squashed: (output, its logits); measured: the logits' noise on the samples (steady_outputs')."""
+    its logits 37.9 dB, the softmax 33.4 dB held out; a VGG16 classifier's 51.1 dB, 32.3 dB held out);
+    and those far below, but for the ones `warned` of (writing's squashed warnings): scores near 0 on
+    every sample (hq154 F2: a hand landmarker's hand flag on photos of no hand, -2.71 dB beside its
+    logits' 23 dB, said without a word). squashed: (output, its logits); measured: the logits' noise on
+    the samples (steady_outputs')."""
     pairs = [(o, lg) for o, lg in squashed if lg in measured.powers and np.isfinite(smoke.get(o, np.nan))]
-    found: list[str] = []
+    above: list[str] = []
+    below: list[str] = []
     for output, logits in pairs:
         ratio = measured.powers[logits].relative()
         judged = sqnr_db(1.0, ratio) if ratio is not None else np.inf
+        figure = f"{output!r} {smoke[output]:.1f} dB (its logits {judged:.1f} dB)"
         if smoke[output] > judged + SATURATED_GAP_DB:
-            found.append(f"{output!r} {smoke[output]:.1f} dB (its logits {judged:.1f} dB)")
-    if not found:
-        return ()
-    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
-    return (
-        f"smoke-test figures far above their logits': {', '.join(found[:3])}{more}: the scores are saturated "
-        "on the samples, which hides their noise; on inputs with close calls they measure nearer their "
-        "logits (quantkit compare on held-out images)",
-    )
+            above.append(figure)
+        elif smoke[output] < judged - SATURATED_GAP_DB and output not in warned:
+            below.append(figure)
+    notes = []
+    if above:
+        notes.append(
+            f"smoke-test figures far above their logits': {_few(above)}: the scores are saturated on the "
+            "samples, which hides their noise; on inputs with close calls they measure nearer their logits "
+            "(quantkit compare on held-out images)"
+        )
+    if below:
+        notes.append(
+            f"smoke-test figures far below their logits': {_few(below)}: scores near 0 on every sample "
+            "leave little to measure their noise against; their logits are what the search judged"
+        )
+    return tuple(notes)
+
+
+def _few(found: list[str]) -> str:
+    return ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
 
 
 def steady_outputs(
