@@ -382,6 +382,23 @@ def test_a_fixed_alpha_through_a_relu6_rebalances_with_an_exact_mul(tmp_path: Pa
     assert output_sqnr(src, fixed, image_dir) > output_sqnr(src, off, image_dir) - 1.0
 
 
+def test_auto_measures_integer_written_tensors_placed_for_openvino(tmp_path: Path, image_dir: Path) -> None:
+    """hq158 F2: auto never rebalanced a tensor an integer-path op writes (a HardSwish's output), a rule of
+    onnxruntime's CPU speed applied to --target openvino too: NanoTrack's backbone 15.11 dB held out
+    there, 21.30 with it measured as any other."""
+    model = unbalanced_model()
+    model.graph.node[1].op_type = "HardSwish"  # not scale-invariant: 1/s is a Mul
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    src, table_path = calibrated(tmp_path, make_model(list(model.graph.node), weights, opset=14), image_dir)
+    prepared = model_io.infer_shapes(model_io.load_model(src))
+    name_nodes(prepared)
+    eligible = {
+        target: smoothing_candidates(prepared, load(table_path), ConvertConfig(target=target))[1].eligible()
+        for target in ("ort-cpu", "openvino")
+    }
+    assert "r1" in eligible["openvino"] and "r1" not in eligible["ort-cpu"]
+
+
 # the weight range pinned to int8 [-63, 63] (auto follows the CPU: full range on a VNNI machine, where
 # this model's rounding leaves too little mean shift for the correction to show)
 COARSE: dict[str, Any] = {"weight_range": "reduced"}
