@@ -786,6 +786,22 @@ def test_a_model_run_one_image_a_run_says_why_its_outputs_do_not_move(
     lines = [line for line in err.splitlines() if "the same on all" in line]
     assert code == 0 and len(lines) == 1 and "likely wrong" not in lines[0]
     assert "each run alone as Softmax 'sm' computes across the batch axis" in lines[0]
+    # hq160 F1: a candidate's DynamicQuantizeLinear runs both one image a run, but FP32's own steady
+    # outputs are still its input's to explain
+    weights = {**conv_params(4, 3, k=1, seed=3), "zero": np.zeros(1, np.float32)}
+    steady = [*nodes[:3], helper.make_node("Mul", ["f", "zero"], ["y"], name="flat_out")]
+    plain = save(make_model(steady, weights), tmp_path / "steady.onnx")
+    dynamic = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"], name="dql"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["xd"], name="dq"),
+        helper.make_node("Conv", ["xd", "w", "b"], ["h"], name="c0"),
+        *nodes[1:3],
+        helper.make_node("Mul", ["f", "zero"], ["y"], name="flat_out"),
+    ]
+    candidate = save(make_model(dynamic, weights), tmp_path / "dynamic.onnx")
+    code, _, err = run(["compare", str(plain), str(candidate), "--images", str(image_dir)], capsys)
+    lines = [line for line in err.splitlines() if "the same on all" in line]
+    assert code == 0 and len(lines) == 1 and "its input is likely wrong" in lines[0]
 
 
 def test_an_output_of_no_channel_is_no_internal_error() -> None:
