@@ -268,7 +268,7 @@ def compare(
         config,
         # the options given, each over what the candidate records, as the CLI's flags (a table's own
         # preprocessing gives them all; hq157 F1: Preprocess(bgr=False) threw the recorded resize away)
-        config.preprocess.asked,
+        True if isinstance(preprocess, Resolved) else config.preprocess.asked,
         as_progress(progress),
         arrays,
         Parallel(workers, ray),

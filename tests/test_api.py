@@ -45,6 +45,8 @@ def test_the_public_names_and_help() -> None:
     assert issubclass(quantkit.WorkerError, quantkit.QuantkitError)
     assert issubclass(quantkit.DownloadError, quantkit.QuantkitError)
     assert '"fp8" | "fp16" | "bf16"' in text and '"openvino"' in text
+    # hq160 F6: the recording __init__ read (*args, **kwargs)
+    assert "(preset=None, mean=None, std=None, bgr=False," in pydoc.render_doc(quantkit.Preprocess)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert quantkit.__version__ == project["version"]
 
@@ -710,6 +712,12 @@ def test_compare_takes_the_preprocess_options_given_over_what_the_model_records(
         cli["settings"]["preprocess"]["resize"] == "squash"
         and cli["settings"]["preprocess"]["std"] == [255.0] * 3
     )
+    # hq160 F2: dataclasses.replace gives every field: those set apart from their defaults are taken
+    import dataclasses
+
+    replaced = dataclasses.replace(quantkit.Preprocess(), bgr=False)
+    again = quantkit.compare(cnn, out, data=image_dir, runs=0, preprocess=replaced)
+    assert again.to_dict()["settings"]["preprocess"] == cli["settings"]["preprocess"]
     # an option given its default value is given all the same: crop replaces the recorded squash
     crop = quantkit.compare(cnn, out, data=image_dir, runs=0, preprocess=quantkit.Preprocess(resize="crop"))
     settings = crop.to_dict()["settings"]["preprocess"]

@@ -4,6 +4,7 @@ preprocessing and which images of a folder to use."""
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -224,8 +225,12 @@ class PreprocessOptions:
             given = dict(zip(names, args, strict=False)) | kwargs
             for f in fields(self):
                 object.__setattr__(self, f.name, given.get(f.name, f.default))
-            object.__setattr__(self, "asked", frozenset(given))
             self.__post_init__()
+            # every field given: dataclasses.replace, or a copy; the fields set apart from their defaults
+            # then (hq160 F2: replace(Preprocess(), bgr=False) read as all given, ImageNet's over a ViT's)
+            every = len(given) == len(names)
+            asked = {f.name for f in fields(self) if getattr(self, f.name) != f.default} if every else given
+            object.__setattr__(self, "asked", frozenset(asked))
 
     def __post_init__(self) -> None:
         """Strings for the choices and lists for the numbers are accepted (the Python API)."""
@@ -265,6 +270,22 @@ class PreprocessOptions:
                 f"{', '.join(set_)} shape images; model-ready arrays (--inputs, the API's arrays) are fed as "
                 "they are: leave them out, or give images"
             )
+
+
+# help(quantkit.Preprocess) shows the options, not the recording __init__'s (*args, **kwargs) (hq160 F6)
+setattr(  # noqa: B010 (a function's attribute mypy does not know)
+    PreprocessOptions.__init__,
+    "__signature__",
+    inspect.Signature(
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *(
+                inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default)
+                for f in fields(PreprocessOptions)
+            ),
+        ]
+    ),
+)
 
 
 @dataclass(frozen=True)
