@@ -172,7 +172,8 @@ class ArrayStream:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{what} is not a numeric array ({type(item).__name__})") from exc
         if not np.isfinite(array).all():
-            if np.isfinite(given).all():  # hq103 F7: finite float64 past float32's range was "NaN or Inf"
+            # hq103 F7: finite float64 past float32's range was "NaN or Inf"; hq160 F5: beside an Inf too
+            if (np.isfinite(given) & ~np.isfinite(array)).any():
                 raise ConfigError(
                     f"{what} holds values beyond float32's range (about 3.4e38), which the model's float "
                     "input cannot take; scale them"

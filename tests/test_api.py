@@ -417,6 +417,26 @@ def test_a_bad_array_file_is_named_in_one_line(cnn: Path, tmp_path: Path, capsys
         ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
     )
     assert code == 2 and err.strip() == f"error: {folder / 'b.npy'} holds NaN; feed numbers"
+    # hq160 F4: an Inf a float input takes but the model cannot use is named at the output it reached
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    infinite = np.zeros((3, 16, 16), np.float32)
+    infinite[0, 0, 0] = -np.inf
+    np.save(masks / "a.npy", infinite)
+    code, _, err = run(
+        ["calibrate", str(cnn), "--inputs", str(masks), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert (
+        code == 2 and "from the arrays fed to 'x', which hold Inf: a float input takes an infinity as" in err
+    )
+    # hq160 F5: float64 past float32's range beside an Inf became +inf without a word
+    both = np.zeros((3, 16, 16), np.float64)
+    both[0, 0, :2] = (-np.inf, 1e39)
+    np.save(folder / "b.npy", both)
+    code, _, err = run(
+        ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys
+    )
+    assert code == 2 and "holds values beyond float32's range (about 3.4e38)" in err
     np.save(folder / "b.npy", np.full((3, 16, 16), 1e300))  # finite, past float32 (hq103 F7)
     code, _, err = run(
         ["calibrate", str(cnn), "--inputs", str(folder), "-o", str(tmp_path / "t.json")], capsys

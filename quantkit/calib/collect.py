@@ -127,13 +127,15 @@ def check_finite(
     outputs: Iterable[str],
     masked: frozenset[str] = frozenset(),
     seen: frozenset[str] = frozenset(),
+    inputs: Iterable[str] = (),
 ) -> tuple[str, ...]:
     """Raise when the FP32 model produced NaN or Inf in an output on the calibration images, but for the
     `masked` outputs, whose infinities stand at the same places on every image (class logits masked with
     -inf: evaluate.sanity.ReferenceCheck.fixed_infinities). seen: outputs the reference check saw
     non-finite, observed or not (ReferenceCheck.nonfinite_outputs). Inside the model they can be by
     design (an attention mask's -inf before a Softmax: azcrawlerpy's tesseranet). Either way the table
-    records them, convert keeps those tensors float, and the notes returned say so."""
+    records them, convert keeps those tensors float, and the notes returned say so. inputs: the model's
+    fed inputs, named where their arrays hold an infinity (taken as an additive mask) that reached it."""
     broken = sorted({name for name, p in partials.items() if p.nonfinite} | seen)
     final = sorted(set(broken) & set(outputs) - masked)
     kept = sorted(set(broken) & masked)
@@ -143,6 +145,13 @@ def check_finite(
         for name in kept
     )
     broken = sorted(set(broken) - set(outputs))
+    fed = [name for name in inputs if name in partials and partials[name].nonfinite]
+    if final and fed:  # hq160 F4: named neither the arrays' Inf nor the input
+        raise CalibrationError(
+            f"the FP32 model produced NaN or Inf in output {final[0]!r} from the arrays fed to {fed[0]!r}, "
+            "which hold Inf: a float input takes an infinity as an additive mask (before a Softmax); "
+            "elsewhere feed finite values"
+        )
     if final:
         raise CalibrationError(
             f"the FP32 model produced NaN or Inf in {len(final)} output(s) (first: {final[0]!r}) on the "

@@ -250,7 +250,7 @@ def calibrate(
         merged = _observe_arrays(sessions[0] if len(sessions) == 1 else sessions, stream, job, tick)
     masked = merged.check.fixed_infinities() if merged.check else frozenset()
     unobserved = merged.check.nonfinite_outputs() if merged.check else frozenset()
-    notes += check_finite(merged.partials, job.outputs, masked, unobserved)
+    notes += check_finite(merged.partials, job.outputs, masked, unobserved, [s.name for s in fed])
     stats = {name: part.stats() for name, part in merged.partials.items()}
     stats.update({name: stats[view] for name, view in through.items()})  # the table sorts them
     seen, check, kept = merged.seen, merged.check or ReferenceCheck(), merged.samples
