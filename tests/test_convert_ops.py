@@ -12,7 +12,8 @@ from onnx import helper, numpy_helper
 from quantkit.config import ConvertConfig, Prefer, Rounding, Target
 from quantkit.errors import ConfigError
 from quantkit.planner.ort_unfused import GEMM_SCALED
-from quantkit.planner.placement import ATTENTION_INT8_INPUTS, LEFT_WEIGHT
+from quantkit.planner.placement import LEFT_WEIGHT
+from quantkit.planner.planning_state import ATTENTION_INT8_INPUTS
 from tests.conftest import conv_params, make_model, rng
 from tests.helpers import dq_feeds_q, op_counts, optimized_graph, output_sqnr, quantize
 

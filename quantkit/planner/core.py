@@ -38,8 +38,6 @@ from quantkit.planner.gemm_bias import plan_gemm_biases
 from quantkit.planner.patterns import SCALE_OPS, data_input, writer
 from quantkit.planner.payoff import unpaid
 from quantkit.planner.placement import (
-    ATTENTION_FLOAT,
-    ATTENTION_INT8_INPUTS,
     check_exclusions,
     data_path,
     drop_unread_outputs,
@@ -49,7 +47,13 @@ from quantkit.planner.placement import (
     pooled_writers,
     propagate,
 )
-from quantkit.planner.planning_state import EXCLUDED, FLOAT_LAYER_REASON, Planning
+from quantkit.planner.planning_state import (
+    ATTENTION_FLOAT,
+    ATTENTION_INT8_INPUTS,
+    EXCLUDED,
+    FLOAT_LAYER_REASON,
+    Planning,
+)
 from quantkit.planner.range_plan import score_tensors
 from quantkit.planner.shared_params import scaled_reads, tensor_params
 from quantkit.planner.smoothquant_plan import Rebalancer

@@ -23,7 +23,7 @@ from quantkit.planner.patterns import (
     try_scale_fold,
     writer,
 )
-from quantkit.planner.planning_state import MULTI_INPUT_OPS, Planning
+from quantkit.planner.planning_state import ATTENTION_FLOAT, MULTI_INPUT_OPS, Planning
 from quantkit.planner.targets import fused_into_gemm
 from quantkit.results import (
     WeightPlan,
@@ -151,16 +151,6 @@ def check_op_types(op_types: Iterable[str], present: set[str]) -> None:
 
 def excluded(node: onnx.NodeProto, config: ConvertConfig) -> bool:
     return node.name in config.exclude_nodes or node.op_type in config.exclude_op_types
-
-
-ATTENTION_FLOAT = "activation x activation MatMul (attention) kept float"
-# where both its inputs carry Q/DQ all the same (quantized for another reader, or a scale folded into their
-# DequantizeLinear), onnxruntime fuses them into MatMulIntegerToFloat: hunt35's ViT showed 12 of its 24
-# "kept float" attention MatMuls running so
-ATTENTION_INT8_INPUTS = (
-    "activation x activation MatMul (attention): no Q/DQ of its own, but both its inputs reach it "
-    "quantized, so onnxruntime runs it on their int8 values"
-)
 
 
 LEFT_WEIGHT = "constant left operand (W @ x): quantkit quantizes a MatMul's right-hand weight only"

@@ -27,6 +27,14 @@ MULTI_INPUT_OPS = frozenset({"Concat", "Add", "Mul"})
 
 
 EXCLUDED = "excluded by --exclude-nodes / --exclude-op-types"  # the reason an excluded node is float
+ATTENTION_FLOAT = "activation x activation MatMul (attention) kept float"
+# where both its inputs carry Q/DQ all the same (quantized for another reader, or a scale folded into their
+# DequantizeLinear), onnxruntime fuses them into MatMulIntegerToFloat: hunt35's ViT showed 12 of its 24
+# "kept float" attention MatMuls running so
+ATTENTION_INT8_INPUTS = (
+    "activation x activation MatMul (attention): no Q/DQ of its own, but both its inputs reach it "
+    "quantized, so onnxruntime runs it on their int8 values"
+)
 
 
 @dataclass
