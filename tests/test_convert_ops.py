@@ -419,6 +419,34 @@ def test_an_attention_matmul_whose_inputs_reach_it_quantized_says_so(tmp_path: P
     assert [producers[i] for i in attn.input] == ["DequantizeLinear", "DequantizeLinear"]
 
 
+def test_the_inputs_only_plan_no_longer_says_its_attention_reads_int8(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq160 F3: with Q/DQ on the weighted layers' inputs only, an attention MatMul whose inputs an
+    integer Add wrote kept the reason 'both its inputs reach it quantized', though they now stay float."""
+    from quantkit.graph.query import GraphIndex
+    from quantkit.planner import targets
+    from quantkit.planner.planning_state import ATTENTION_FLOAT
+
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        conv("c2", "x", "b", 4, 3, 2, inits),
+        N("Add", ["a", "b"], ["u"], name="add"),
+        N("Transpose", ["u"], ["t"], name="tr", perm=[0, 1, 3, 2]),
+        N("MatMul", ["u", "t"], ["y"], name="attn"),
+    ]
+    summary, _ = quantize(
+        make_model(nodes, inits), tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy)
+    )
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert reasons["attn"] == ATTENTION_INT8_INPUTS and "u" in summary.plan.activations
+    index = GraphIndex(onnx.shape_inference.infer_shapes(make_model(nodes, inits)))
+    placed = targets.inputs_only(summary.plan, index)
+    assert "u" not in placed.activations
+    assert {s.node: s.reason for s in placed.skipped}["attn"] == ATTENTION_FLOAT
+
+
 def test_detection_head_concat_of_boxes_and_scores_stays_float(tmp_path: Path, image_dir: Path) -> None:
     inits: dict[str, np.ndarray] = {}
     nodes = [

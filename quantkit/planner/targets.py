@@ -34,7 +34,7 @@ from quantkit.config import ActivationType
 from quantkit.graph.augment import COMMUTING_OPS, COMPUTE_OPS, commuting_data_inputs
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.gemm_bias import gemm_biases
-from quantkit.planner.planning_state import EXCLUDED
+from quantkit.planner.planning_state import ATTENTION_FLOAT, ATTENTION_INT8_INPUTS, EXCLUDED
 from quantkit.planner.range_plan import activation_params
 from quantkit.qmath.fp8 import FLOAT8, tensor_scale
 from quantkit.results import CalibrationTable, QuantParams, QuantPlan, Skip
@@ -118,7 +118,14 @@ def _on_inputs(plan: QuantPlan, index: GraphIndex, reason: str, residual_adds: b
     for tensor in adds.values():
         kept.add(tensor)
     quantized = {**layers, **{name: "Add" for name in adds}}
-    layer_skips = tuple(s for s in plan.skipped if s.op_type in COMPUTE_OPS)
+    layer_skips = tuple(
+        # hq160 F3: an attention MatMul said to run on its inputs' int8 values, which now stay float
+        dataclasses.replace(s, reason=ATTENTION_FLOAT)
+        if s.reason == ATTENTION_INT8_INPUTS and not set(index.by_name[s.node].input) <= kept
+        else s
+        for s in plan.skipped
+        if s.op_type in COMPUTE_OPS
+    )
     free = [
         n
         for n in index.nodes
