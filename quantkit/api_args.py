@@ -37,7 +37,7 @@ R = TypeVar("R")
 RENAMED = {
     # hq157 F4: it said .best_together(n) gave the layers; it gives how many of the ranking's first
     ("sensitivity", "keep"): "the report's .best_together(n) gives how many of its first layers to keep "
-    "float together, at most n: [row.node for row in report.layers[:k]]",
+    "float together, at most n: k = report.best_together(n); [row.node for row in report.layers[:k]]",
     ("shrink", "method"): "shrink takes convert's options as convert_options={'method': ...}",
 }
 

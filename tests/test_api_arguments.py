@@ -35,7 +35,8 @@ def test_numpy_floats_and_spellings_of_one_number_are_one_setting() -> None:
         (
             lambda: quantkit.sensitivity("m.onnx", keep=3),  # type: ignore[call-arg]
             "quantkit.sensitivity has no option keep (the report's .best_together(n) gives how many of its "
-            "first layers to keep float together, at most n: [row.node for row in report.layers[:k]])",
+            "first layers to keep float together, at most n: k = report.best_together(n); [row.node for row "
+            "in report.layers[:k]])",
         ),
         (  # hq157 F2: no hint, and a list without max_drop, validation, workers ...
             lambda: quantkit.convert("m.onnx", output="o.onnx", calibration="t.json", max_dorp=1),

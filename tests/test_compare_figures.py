@@ -780,7 +780,8 @@ def test_a_model_run_one_image_a_run_says_why_its_outputs_do_not_move(
     path = save(make_model(nodes, conv_params(4, 3, k=1, seed=3)), tmp_path / "m.onnx")
     table = tmp_path / "m.calib.json"
     code, out, _ = run(["calibrate", str(path), "--images", str(image_dir), "-o", str(table)], capsys)
-    said = "run one sample at a time: Softmax 'sm' computes across the batch axis (--batch-size not used)"
+    said = "run one sample at a time: Softmax 'sm' computes across the batch axis, which a batch of several "
+    said += "would change (--batch-size does not apply)"
     assert code == 0 and said in " ".join(out.split())
     code, _, err = run(["compare", str(path), str(path), "--images", str(image_dir)], capsys)
     lines = [line for line in err.splitlines() if "the same on all" in line]

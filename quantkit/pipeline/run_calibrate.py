@@ -231,7 +231,8 @@ def calibrate(
     notes = prepared.notes()
     if coupling and config.batch_size > 1:  # hq148 F5: --batch-size 8 was recorded as 1 without a word
         notes += (
-            f"run one sample at a time: {coupling} computes across the batch axis (--batch-size not used)",
+            f"run one sample at a time: {coupling} computes across the batch axis, which a batch of several "
+            "would change (--batch-size does not apply)",
         )
     halves = [name for name, kind in prepared.interface if kind == onnx.TensorProto.FLOAT16]
     # Only the augmented model runs: the loaded and prepared protos go before onnxruntime makes its own
