@@ -474,6 +474,34 @@ def test_a_relu_folded_before_a_cubic_resize_keeps_clipping(tmp_path: Path, imag
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
+@pytest.mark.parametrize("dilations", [[1, 1], [2, 2]])
+def test_an_average_pool_with_dilations_converts(
+    tmp_path: Path, image_dir: Path, dilations: list[int]
+) -> None:
+    """hq155 F2: an opset-19 AveragePool with dilations, even the default [1, 1] (squeezenet1.1 so
+    exported), was refused: onnxruntime's QLinearAveragePool takes no dilations. [1, 1] is left out
+    (exact); a dilated one stays float."""
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N(
+            "AveragePool",
+            ["a"],
+            ["p"],
+            name="pool",
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            dilations=dilations,
+        ),
+        conv("c2", "p", "y", 4, 4, 2, inits),
+    ]
+    summary, out = quantize(
+        make_model(nodes, inits, opset=19), tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy)
+    )
+    assert ("pool" in summary.plan.quantized_nodes) is (dilations == [1, 1])
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
 def test_detection_head_concat_of_boxes_and_scores_stays_float(tmp_path: Path, image_dir: Path) -> None:
     inits: dict[str, np.ndarray] = {}
     nodes = [

@@ -10,7 +10,8 @@ A Resize's empty `roi` (an initializer of no values, which only tf_crop_and_resi
 the omitted input it stands for, from opset 13 on: onnxruntime's transpose optimizer permutes a roi as if
 it held 2 x rank values, and on hunt31's NanoDet at opset 21 its Gather over the empty one failed at the
 first run of every Q/DQ model (quantkit's and onnxruntime.quantization's alike). A Gemm bias stored as
-one row [1, N] is stored as the [N] it is (_flat_row_biases).
+one row [1, N] is stored as the [N] it is (_flat_row_biases), and an AveragePool's dilations of all 1 left
+out (_drop_unit_dilations).
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def normalize(model: onnx.ModelProto) -> Normalized:
     del graph.node[:]
     graph.node.extend(kept)
     _omit_empty_roi(out)
+    _drop_unit_dilations(out)
     rows = _flat_row_biases(graph, keep_names)
     if alias or rows:
         drop_declarations(graph, set(alias) | rows)
@@ -203,6 +205,17 @@ def _omit_empty_roi(model: onnx.ModelProto) -> None:
         modes = [a.s for a in node.attribute if a.name == "coordinate_transformation_mode"]
         if node.input[1] in empty and modes != [b"tf_crop_and_resize"]:
             node.input[1] = ""
+
+
+def _drop_unit_dilations(model: onnx.ModelProto) -> None:
+    """Each AveragePool's `dilations` of all 1 (opset 19's default, written out by some exporters) left
+    out: onnxruntime's QLinearAveragePool takes no such attribute, and a squeezenet1.1 at opset 19 with it
+    was refused as 'cannot load a converted form' (hq155 F2). Exact. In place."""
+    for node in model.graph.node:
+        if node.op_type == "AveragePool" and node.domain in ("", "ai.onnx"):
+            unit = [a for a in node.attribute if a.name == "dilations" and all(d == 1 for d in a.ints)]
+            for attribute in unit:
+                node.attribute.remove(attribute)
 
 
 def _overridable(graph: onnx.GraphProto, name: str) -> bool:

@@ -387,6 +387,13 @@ def _try_integer(state: Planning, node: onnx.NodeProto) -> bool:
     if any(o in index.graph_outputs for o in outputs):
         state.reasons[node.name] = "its output is a model output (kept float)"
         return False
+    dilations = index.attribute(node, "dilations", [1]) if node.op_type == "AveragePool" else [1]
+    if any(d != 1 for d in np.asarray(dilations).reshape(-1)):
+        # hq155 F2: onnxruntime's QLinearAveragePool takes no dilations ('cannot load a converted form')
+        state.reasons[node.name] = (
+            "a dilated AveragePool: onnxruntime has no integer kernel for it (kept float)"
+        )
+        return False
     if any(state.nonfinite(o) for o in outputs):  # a -inf mask added by design (hunt45: "recalibrate")
         state.reasons[node.name] = "its output holds NaN or Inf on the calibration images (kept float)"
         return False
