@@ -31,15 +31,15 @@ def saturated_note(
     squashed: list[tuple[str, str]],
     measured: OutputNoise,
     smoke: dict[str, float],
-    warned: Collection[str] = (),
+    quiet: Collection[str] = (),
 ) -> tuple[str, ...]:
     """A note naming the squashed outputs whose smoke-test SQNR is far above their logits': scores
     saturated on the samples hide their noise (hunt46 B1: a captcha digit's softmax 68.2 dB on 8 samples,
     its logits 37.9 dB, the softmax 33.4 dB held out; a VGG16 classifier's 51.1 dB, 32.3 dB held out);
-    and those far below, but for the ones `warned` of (writing's squashed warnings): scores near 0 on
-    every sample (hq154 F2: a hand landmarker's hand flag on photos of no hand, -2.71 dB beside its
-    logits' 23 dB, said without a word). squashed: (output, its logits); measured: the logits' noise on
-    the samples (steady_outputs')."""
+    and those of `quiet` far below (Sigmoids with no logit above 0 on the samples, which writing's squashed
+    warnings leave alone): scores near 0 on every sample (hq154 F2: a hand landmarker's hand flag on photos
+    of no hand, -2.71 dB beside its logits' 23 dB, said without a word). squashed: (output, its logits);
+    measured: the logits' noise on the samples (steady_outputs')."""
     pairs = [(o, lg) for o, lg in squashed if lg in measured.powers and np.isfinite(smoke.get(o, np.nan))]
     above: list[str] = []
     below: list[str] = []
@@ -49,7 +49,7 @@ def saturated_note(
         figure = f"{output!r} {smoke[output]:.1f} dB (its logits {judged:.1f} dB)"
         if smoke[output] > judged + SATURATED_GAP_DB:
             above.append(figure)
-        elif smoke[output] < judged - SATURATED_GAP_DB and output not in warned:
+        elif smoke[output] < judged - SATURATED_GAP_DB and output in quiet:
             below.append(figure)
     notes = []
     if above:
