@@ -71,6 +71,9 @@ def load_model(path: Path) -> onnx.ModelProto:
     if not model.graph.node or not model.opset_import:
         raise ModelError(no_graph(model, path))
     _check_supported(model, path)
+    # a training algorithm stored beside the inference graph, which runtimes ignore: what quantkit writes
+    # is for inference, whose weights it would not match (hq155 F7: refused as 'a training graph')
+    model.ClearField("training_info")
     _load_external_data(model, path.parent)
     try:  # the legacy ops written out: onnx's checker printed a warning for them, which prepare handles
         onnx.checker.check_model(write_out(model, opset_version(model)).model)
@@ -159,7 +162,7 @@ def _check_supported(model: onnx.ModelProto, path: Path) -> None:
         )
     if line := non_tensor_output(model, path):
         raise ModelError(line)
-    if len(model.training_info) or any(n.domain == TRAINING_DOMAIN for n in model.graph.node):
+    if any(n.domain == TRAINING_DOMAIN for n in model.graph.node):
         raise ModelError(
             f"{path.name} is a training graph; export the model for inference (model.eval(), "
             "torch.onnx.export with training=TrainingMode.EVAL)"
