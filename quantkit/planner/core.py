@@ -159,9 +159,8 @@ def _decide(
     if config.target is Target.openvino:  # planner.targets may move or merge these pairs: keep them whole
         for tensor in [t for t in candidates if near_commuting(index, t)]:
             del candidates[tensor]
-    if (
-        config.smoothquant == "auto" and config.target is not Target.openvino
-    ):  # measured there (_integer_written)
+    # onnxruntime CPU's rule (and TensorRT's, unmeasured): OpenVINO's are measured as any (_integer_written)
+    if config.smoothquant == "auto" and config.target is not Target.openvino:
         for tensor in _integer_written(state):
             candidates.pop(tensor, None)
     if config.target is Target.tensorrt and not config.fp8:
