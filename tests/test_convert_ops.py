@@ -15,7 +15,7 @@ from quantkit.planner.ort_unfused import GEMM_SCALED
 from quantkit.planner.placement import LEFT_WEIGHT
 from quantkit.planner.planning_state import ATTENTION_INT8_INPUTS
 from tests.conftest import conv_params, make_model, rng
-from tests.helpers import dq_feeds_q, op_counts, optimized_graph, output_sqnr, quantize
+from tests.helpers import dq_feeds_q, op_counts, optimized_graph, output_sqnr, quantize, run
 
 N = helper.make_node
 UNFUSED_OUTPUT = (
@@ -447,7 +447,9 @@ def test_the_inputs_only_plan_no_longer_says_its_attention_reads_int8(
     assert {s.node: s.reason for s in placed.skipped}["attn"] == ATTENTION_FLOAT
 
 
-def test_a_relu_folded_before_a_cubic_resize_keeps_clipping(tmp_path: Path, image_dir: Path) -> None:
+def test_a_relu_folded_before_a_cubic_resize_keeps_clipping(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """hq155 F1: a cubic Resize overshoots below 0 after a ReLU; sharing its range gave the ReLU's Q a zero
     point of 7-12 and the negatives the ReLU took out passed: 34.5 dB with the ReLU, 18.1 dB written,
     exit 0, nothing said."""
@@ -465,6 +467,16 @@ def test_a_relu_folded_before_a_cubic_resize_keeps_clipping(tmp_path: Path, imag
         N("Resize", ["a", "", "scales"], ["b"], name="up", mode="cubic"),
         N("Conv", ["b", "w2", "b2"], ["y"], name="c2", pads=[1, 1, 1, 1]),
     ]
+    # hq163 F1: through a MaxPool the pool was untied from its ReLU (its group held the Resize's
+    # overshoot) and ran in float between DequantizeLinear and QuantizeLinear: convert's own check failed
+    pooled = [*nodes[:2], N("MaxPool", ["a"], ["p"], name="pool", kernel_shape=[1, 1]), *nodes[2:]]
+    pooled[3] = N("Resize", ["p", "", "scales"], ["b"], name="up", mode="cubic")
+    (tmp_path / "pooled").mkdir()
+    _, written = quantize(
+        make_model(pooled, inits), tmp_path / "pooled", image_dir, ConvertConfig(prefer=Prefer.accuracy)
+    )
+    code, _, err = run(["check", str(written)], capsys)
+    assert code == 0, err
     model = make_model(nodes, inits)
     _, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy, min_sqnr=0))
     written = onnx.load(str(out))

@@ -24,8 +24,6 @@ def tensor_params(state: Planning) -> tuple[dict[str, QuantParams], set[str]]:
     clipped = _clipped(state)
     ties: list[tuple[str, str, float]] = []
     read_by: dict[str, str] = {}  # a shared-scale op's output -> the scaled read it moves
-    tops = dict(clipped.values())  # a folded clip's output -> its bound
-    after: list[tuple[str, str, float]] = []  # a shared-scale op reading a folded clip's output
     for node in state.index.nodes:
         if state.quantized.get(node.name) in SHARED_SCALE_OPS:
             for out in node.output:
@@ -33,18 +31,8 @@ def tensor_params(state: Planning) -> tuple[dict[str, QuantParams], set[str]]:
                     ties.append((node.input[0], *clipped[out]))
                 elif out and node.input[0] in reads:
                     read_by[out] = node.input[0]
-                elif out and node.input[0] in tops:
-                    after.append((out, node.input[0], tops[node.input[0]]))
-                elif out:
+                elif out and not _beyond(state, node.input[0], out):
                     groups.union(node.input[0], out)
-    # a folded clip's output keeps the clip's range: tied only to an output that stays within it (hq155
-    # F1: a cubic Resize's overshoot below 0 gave the ReLU's Q a zero point of 7-12, and the negatives the
-    # ReLU had taken out passed, 34.5 -> 18.1 dB, exit 0)
-    for out, source, top in after:
-        if source in groups.parent and out in groups.parent:
-            low, high = state.range_of(_widest(state, groups.members(out)))
-            if low >= 0.0 and high <= top:
-                groups.union(source, out)
     # an output whose Relu or Clip(0, c) is folded into its Q is quantized as the clip's output (hunt53 C2:
     # 5 MaxPools of a TFLite SSD got scales of their own and ran in float between DQ and Q; check failed
     # convert's own model): tied where the input's group holds no negative value and reaches no further
@@ -113,6 +101,19 @@ def _clipped(state: Planning) -> dict[str, tuple[str, float]]:
         if node.name in state.folds and node.op_type in ("Relu", "Clip"):
             found[node.input[0]] = (state.folds[node.name], clip_top(state.index, node))
     return found
+
+
+def _beyond(state: Planning, source: str, out: str) -> bool:
+    """Whether `out` took values outside the range `source` took on the calibration images: a cubic
+    Resize's overshoot (the others move or pick values). Tied, its range would be the group's: after a
+    folded ReLU, a zero point of 7-12 let the negatives the ReLU took out pass (hq155 F1: 34.5 -> 18.1 dB,
+    exit 0); with params of its own it runs between its DequantizeLinear and QuantizeLinear."""
+    stats = state.table.stats
+    if source not in stats or out not in stats:
+        return False
+    given, taken = stats[source], stats[out]
+    slack = 1e-6 * max(given.maximum - given.minimum, 1e-12)
+    return taken.minimum < given.minimum - slack or taken.maximum > given.maximum + slack
 
 
 def _widest(state: Planning, members: Iterable[str]) -> str:
