@@ -148,9 +148,9 @@ def check_finite(
     fed = [name for name in inputs if name in partials and partials[name].nonfinite]
     if final and fed:  # hq160 F4: named neither the arrays' Inf nor the input
         raise CalibrationError(
-            f"the FP32 model produced NaN or Inf in output {final[0]!r} from the arrays fed to {fed[0]!r}, "
-            "which hold Inf: a float input takes an infinity as an additive mask (before a Softmax); "
-            "elsewhere feed finite values"
+            f"the FP32 model produced NaN or Inf in output {final[0]!r} where the arrays fed to {fed[0]!r} "
+            "hold Inf, which reached it (a mask hiding every position a Softmax reads gives NaN): give the "
+            "mask a large finite value such as -1e9, or feed finite values"
         )
     if final:
         raise CalibrationError(
