@@ -111,11 +111,11 @@ def compare(
     if len(fixed) > 1:
         raise ConfigError(f"the models fix different batch sizes ({sorted(fixed)}); export them alike")
     fixed_batch = fixed.pop() if fixed else None
-    coupling = None if fixed_batch else model_inputs.batch_coupled(reference, candidate)
-    size = fixed_batch or (1 if coupling else config.batch_size)
     # the reference's own, which its outputs' steadiness is put down to (hq160 F1: not a candidate's
-    # DynamicQuantizeLinear, which left FP32's input unblamed)
-    coupled = coupling and model_inputs.batch_coupled(reference)
+    # DynamicQuantizeLinear, which left FP32's input unblamed); each model read once (shape inference)
+    coupled = None if fixed_batch else model_inputs.batch_coupled(reference)
+    coupling = coupled or (None if fixed_batch else model_inputs.batch_coupled(candidate))
+    size = fixed_batch or (1 if coupling else config.batch_size)
     preprocess: Preprocess | None = None
     paths: list[Path] = []
     side: tuple[int, int] | None
