@@ -34,6 +34,7 @@ from quantkit.graph.fold_shapes import fold_weight_shapes
 from quantkit.graph.functions import inline_functions
 from quantkit.graph.legacy_ops import write_out
 from quantkit.graph.normalize import dense_sparse, normalize, same_type_casts
+from quantkit.graph.pad_axes import pad_all_axes
 from quantkit.graph.query import GraphIndex, name_nodes
 from quantkit.graph.resize_axes import resize_all_axes
 from quantkit.graph.samples import synthetic_samples
@@ -62,6 +63,7 @@ class Prepared:
     transposes_cancelled: int = 0  # Transposes that cancel through layout-free ops (graph.transposes)
     pads_folded: int = 0  # zero Pads folded into the Conv after them (graph.fold_pads)
     resizes_listed: int = 0  # Resizes given axes, their scales/sizes listed for every axis (resize_axes)
+    pads_listed: int = 0  # Pads given axes, their pads listed for every axis (pad_axes)
     upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
@@ -150,6 +152,11 @@ class Prepared:
                 f"{self.resizes_listed} Resize node(s) given axes written with scales or sizes for every "
                 "axis (exact; onnxruntime's layout optimizer breaks the former between integer Convs)"
             )
+        if self.pads_listed:
+            found.append(
+                f"{self.pads_listed} Pad node(s) given axes written with pads for every axis (exact; "
+                "onnxruntime's layout optimizer breaks the former between integer Convs)"
+            )
         if self.pads_folded:
             found.append(f"{self.pads_folded} Pad node(s) by zeros folded into the Conv after them (exact)")
         if self.batchnorms_folded:
@@ -201,6 +208,7 @@ def prepare(
     _require_unique_names(named)
     name_nodes(named)
     named, transposes = _transposes_cancelled(named, size)
+    named, listed = pad_all_axes(named)
     named, pads = fold_pads(named)
     folded, batchnorms = fold_batchnorms(named)
     folded, affines = fold_scale_shift(folded)
@@ -218,6 +226,7 @@ def prepare(
         transposes_cancelled=transposes,
         pads_folded=pads,
         resizes_listed=resizes,
+        pads_listed=listed,
         upgrade_reason=reason,
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
