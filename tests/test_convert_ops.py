@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from quantkit.config import ConvertConfig, Prefer, Rounding, Target
 from quantkit.errors import ConfigError
-from quantkit.planner.ort_unfused import GEMM_SCALED
+from quantkit.planner.ort_unfused import DILATED_POOL, DILATED_READ, GEMM_SCALED
 from quantkit.planner.placement import LEFT_WEIGHT
 from quantkit.planner.planning_state import ATTENTION_INT8_INPUTS
 from tests.conftest import conv_params, make_model, rng
@@ -511,6 +511,26 @@ def test_an_average_pool_with_dilations_converts(
         make_model(nodes, inits, opset=19), tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy)
     )
     assert ("pool" in summary.plan.quantized_nodes) is (dilations == [1, 1])
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
+def test_a_dilated_average_pool_between_int8_convs_keeps_its_output_float(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """A dilated AveragePool kept float with Q/DQ on both sides: onnxruntime fused it into a
+    QLinearAveragePool, which takes no dilations, and convert refused the model ('cannot load a converted
+    form'). Its output now stays float, and so does the Conv reading it, with the reason."""
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("AveragePool", ["a"], ["p"], name="pool", kernel_shape=[3, 3], pads=[2] * 4, dilations=[2, 2]),
+        conv("c2", "p", "c", 4, 4, 2, inits),
+        N("Relu", ["c"], ["y"], name="relu"),
+    ]
+    summary, out = quantize(make_model(nodes, inits, opset=19), tmp_path, image_dir)
+    assert summary.plan.quantized_nodes == {"c1": "Conv"}
+    assert ("AveragePool", DILATED_POOL) in summary.float_by_reason
+    assert ("Conv", DILATED_READ) in summary.float_by_reason
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 

@@ -35,6 +35,7 @@ from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.fixed_reads import FROM_FIXED_INPUT, fixed_input_names, from_fixed_inputs
 from quantkit.planner.gemm_bias import plan_gemm_biases
+from quantkit.planner.ort_unfused import DILATED_READ, dilated_pool
 from quantkit.planner.patterns import SCALE_OPS, data_input, writer
 from quantkit.planner.payoff import unpaid
 from quantkit.planner.placement import (
@@ -187,6 +188,9 @@ def _planned(
         state.selected = range_cache
     fixed, fixed_readers = from_fixed_inputs(index, fixed_input_names(table))
     state.float_tensors.update(fixed)
+    for pool in (node for node in index.nodes if dilated_pool(index, node)):
+        state.float_tensors.add(pool.output[0])
+        state.float_why[pool.output[0]] = DILATED_READ
     for name in keep_float:
         node = index.by_name[name]
         state.float_tensors.update(o for o in node.output if o)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from quantkit.config import Target
@@ -27,6 +28,23 @@ def unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
     if node.op_type == "Conv" and (out in state.index.graph_outputs or not state.has_stats(out)):
         return "its output stays float (a model output): onnxruntime has no integer Conv with a float output"
     return ""
+
+
+DILATED_POOL = "a dilated AveragePool: onnxruntime has no integer kernel for it (kept float)"
+DILATED_READ = (
+    "its input is a dilated AveragePool's output, kept float: onnxruntime fuses a pool between Q/DQ pairs "
+    "into QLinearAveragePool, which takes no dilations"
+)
+
+
+def dilated_pool(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """An AveragePool with a dilation other than 1: onnxruntime's QDQ fusion makes a QLinearAveragePool of
+    it wherever its input and output both carry Q/DQ, which then fails to load ('Unrecognized attribute:
+    dilations'; hq155 F2), so no Q/DQ may be on its output."""
+    if node.op_type != "AveragePool":
+        return False
+    dilations = index.attribute(node, "dilations", [1])
+    return any(d != 1 for d in np.asarray(dilations).reshape(-1))
 
 
 GEMM_SCALED = (

@@ -13,7 +13,7 @@ from quantkit.config import ActivationType, ConvertConfig, Target
 from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS, clips_at_zero
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.ort_unfused import unfused_on_ort
+from quantkit.planner.ort_unfused import DILATED_POOL, dilated_pool, unfused_on_ort
 from quantkit.planner.patterns import (
     FLOAT_BESIDE,
     HARD_OPS,
@@ -193,7 +193,7 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
             state.reasons[node.name] = "weight is not a constant"
         return
     if x in state.float_tensors:
-        state.reasons[node.name] = f"its input is {FLOAT_BESIDE}"
+        state.reasons[node.name] = state.float_why.get(x, f"its input is {FLOAT_BESIDE}")
         return
     if x in state.scores or (node.output[0] in state.scores and _float_output_unfused(state, node)):
         state.reasons[node.name] = SCORE_REASON
@@ -370,8 +370,12 @@ def _try_integer(state: Planning, node: onnx.NodeProto) -> bool:
     outputs = [o for o in node.output if o]
     if not any(n in state.q for n in [*data, *outputs]):
         return False
-    if any(n in state.float_tensors for n in [*data, *outputs]):
-        state.reasons[node.name] = f"reads or writes a tensor {FLOAT_BESIDE}"
+    if dilated_pool(index, node):
+        state.reasons[node.name] = DILATED_POOL
+        return False
+    floats = [n for n in [*data, *outputs] if n in state.float_tensors]
+    if floats:
+        state.reasons[node.name] = state.float_why.get(floats[0], f"reads or writes a tensor {FLOAT_BESIDE}")
         return False
     if any(n in state.scores for n in outputs):
         state.reasons[node.name] = SCORE_REASON
@@ -386,13 +390,6 @@ def _try_integer(state: Planning, node: onnx.NodeProto) -> bool:
         return False
     if any(o in index.graph_outputs for o in outputs):
         state.reasons[node.name] = "its output is a model output (kept float)"
-        return False
-    dilations = index.attribute(node, "dilations", [1]) if node.op_type == "AveragePool" else [1]
-    if any(d != 1 for d in np.asarray(dilations).reshape(-1)):
-        # hq155 F2: onnxruntime's QLinearAveragePool takes no dilations ('cannot load a converted form')
-        state.reasons[node.name] = (
-            "a dilated AveragePool: onnxruntime has no integer kernel for it (kept float)"
-        )
         return False
     if any(state.nonfinite(o) for o in outputs):  # a -inf mask added by design (hunt45: "recalibrate")
         state.reasons[node.name] = "its output holds NaN or Inf on the calibration images (kept float)"

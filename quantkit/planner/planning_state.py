@@ -50,6 +50,7 @@ class Planning:
     constants: set[str] = field(default_factory=set)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     float_tensors: set[str] = field(default_factory=set)  # never quantized (the fallback's layers)
+    float_why: dict[str, str] = field(default_factory=dict)  # a float tensor's reason for its readers
     scores: set[str] = field(default_factory=set)  # never quantized (range_plan.score_tensors)
     selected: dict[str, tuple[float, float]] = field(default_factory=dict)  # select_range results, by tensor
     reads: dict[str, tuple[str, float]] = field(default_factory=dict)  # scaled reads: node -> (source, k)
