@@ -231,7 +231,7 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
         state.weights.append(WeightPlan(node.name, 2, node.input[2], "bias", 0))
     out = node.output[0]
     if state.has_stats(out) and out not in state.float_tensors:
-        state.add_q(out)
+        state.add_q(out, model_output=_float_output_unfused(state, node))
 
 
 def _plan_attention(state: Planning, node: onnx.NodeProto) -> None:
@@ -256,7 +256,7 @@ def _plan_attention(state: Planning, node: onnx.NodeProto) -> None:
     state.add_q(w)
     out = node.output[0]
     if state.has_stats(out) and out not in state.float_tensors:
-        state.add_q(out)
+        state.add_q(out, model_output=_float_output_unfused(state, node))
 
 
 def _float_output_unfused(state: Planning, node: onnx.NodeProto) -> bool:
@@ -360,7 +360,7 @@ def _try_fold(state: Planning, node: onnx.NodeProto) -> bool:
         return False
     state.folds[node.name] = out
     state.q.discard(source)
-    state.add_q(out)
+    state.add_q(out, model_output=_float_output_unfused(state, node))
     return True
 
 

@@ -97,9 +97,11 @@ class Planning:
             self.ranges[name] = (lo, hi)
         return self.ranges[name]
 
-    def add_q(self, name: str) -> bool:
+    def add_q(self, name: str, model_output: bool = False) -> bool:
+        """Put a Q/DQ pair on `name`; a model output only where `model_output` says its writer needs one
+        (an int8 Conv on onnxruntime's CPU: no integer Conv writes float)."""
         if (
-            name in self.index.graph_outputs
+            (name in self.index.graph_outputs and not model_output)
             or name in self.q
             or name in self.float_tensors
             or name in self.scores
