@@ -298,20 +298,39 @@ def test_a_linear_layer_read_only_in_float_writes_float(
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
-@pytest.mark.parametrize("attrs", [{"alpha": 0.5}, {"beta": 0.5}, {"beta": 0.0}])
-def test_a_scaled_gemm_stays_float_where_onnxruntime_would_not_fuse_it(
+@pytest.mark.parametrize(
+    "attrs", [{"alpha": 0.5}, {"beta": 0.5}, {"beta": 0.0}, {"alpha": 2.0, "beta": 0.5, "scalar": 1.0}]
+)
+def test_a_scaled_gemm_is_folded_into_its_weights_and_runs_as_qgemm(
     attrs: dict[str, float], tmp_path: Path, image_dir: Path
 ) -> None:
-    """onnxruntime 1.32 fuses DQ -> Gemm into QGemm only at alpha 1 and beta 1: with int8 weights it ran
-    a float Gemm on weights dequantized every run (3 DequantizeLinear left in its optimized graph)."""
+    """onnxruntime 1.32 fuses DQ -> Gemm into QGemm only at alpha 1 and beta 1 with one bias value per
+    output (else a float Gemm on weights dequantized every run): such Gemms stayed float, though alpha B
+    and beta C are the same Gemm at alpha 1 and beta 1 (hq155 F5)."""
     model = _linear_model("Gemm")
     fc = next(n for n in model.graph.node if n.name == "fc")
+    scalar = attrs.pop("scalar", None)
     fc.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
+    if scalar is not None:  # C of one value, broadcast over every output
+        bias = next(t for t in model.graph.initializer if t.name == "fc_b")
+        bias.CopyFrom(numpy_helper.from_array(np.array([scalar], np.float32), "fc_b"))
+    summary, out = quantize(model, tmp_path, image_dir)
+    assert "fc" in summary.plan.quantized_nodes
+    ops = op_counts(optimized_graph(out, tmp_path))
+    assert ops["QGemm"] >= 1 and ops["Gemm"] == 0
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
+def test_a_gemm_whose_scaled_bias_a_user_can_override_stays_float(tmp_path: Path, image_dir: Path) -> None:
+    """A bias that is also a graph input cannot be folded: the Gemm stays float, with the reason."""
+    model = _linear_model("Gemm")
+    fc = next(n for n in model.graph.node if n.name == "fc")
+    fc.attribute.append(helper.make_attribute("beta", 0.5))
+    bias = next(t for t in model.graph.initializer if t.name == "fc_b")
+    model.graph.input.append(helper.make_tensor_value_info("fc_b", onnx.TensorProto.FLOAT, list(bias.dims)))
     summary, out = quantize(model, tmp_path, image_dir)
     assert "fc" not in summary.plan.quantized_nodes
     assert {s.node: s.reason for s in summary.plan.skipped}["fc"] == GEMM_SCALED
-    ops = op_counts(optimized_graph(out, tmp_path))
-    assert ops["Gemm"] == 1 and ops["QGemm"] == 0
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 

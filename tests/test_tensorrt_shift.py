@@ -16,6 +16,7 @@ from quantkit.calib.table import load
 from quantkit.config import CalibrateConfig, ConvertConfig, ImageSelection, Target
 from quantkit.evaluate.metrics import sqnr_db
 from quantkit.graph import model_io
+from quantkit.graph.prepare import prepare
 from quantkit.planner import tensorrt_shift
 from quantkit.planner.core import smoothing_candidates
 from quantkit.qmath.params import dequantize
@@ -171,7 +172,7 @@ def test_a_gemm_and_a_matmul_with_its_bias_add_absorb_a_shift_exactly(
     written = onnx.load(str(out))
     assert sorted(_shift_adds(written)) == ["f", "h"]
     x = np.random.default_rng(1).uniform(-2, 2, (2, 3, 16, 16)).astype(np.float32)
-    want = _run(_float_twin(written, original), x)
+    want = _run(_float_twin(written, prepare(original).model), x)  # the Gemm's alpha, beta in its weights
     got = _run(_without_activation_qdq(written), x)
     assert sqnr_db(float(np.sum(want**2)), float(np.sum((got - want) ** 2))) > 100.0
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0

@@ -32,6 +32,7 @@ from quantkit.graph.fold_bn import fold_batchnorms, fold_scale_shift
 from quantkit.graph.fold_pads import fold_pads
 from quantkit.graph.fold_shapes import fold_weight_shapes
 from quantkit.graph.functions import inline_functions
+from quantkit.graph.gemm_scales import fold_gemm_scales
 from quantkit.graph.legacy_ops import write_out
 from quantkit.graph.normalize import dense_sparse, normalize, same_type_casts
 from quantkit.graph.pad_axes import pad_all_axes
@@ -64,6 +65,7 @@ class Prepared:
     pads_folded: int = 0  # zero Pads folded into the Conv after them (graph.fold_pads)
     resizes_listed: int = 0  # Resizes given axes, their scales/sizes listed for every axis (resize_axes)
     pads_listed: int = 0  # Pads given axes, their pads listed for every axis (pad_axes)
+    gemms_scaled: int = 0  # Gemms with alpha / beta or a one-value bias folded (graph.gemm_scales)
     upgrade_reason: str = "per-channel weights need 13"  # why the opset was raised, for the note
     dims_made_symbolic: int = 0  # declared dimensions of -1 given names (model_io.symbolic_dims)
     widened: tuple[int, int] = (0, 0)  # 16-bit weights, and Casts to 16 bits, made float32 (graph.widen)
@@ -157,6 +159,11 @@ class Prepared:
                 f"{self.pads_listed} Pad node(s) given axes written with pads for every axis (exact; "
                 "onnxruntime's layout optimizer breaks the former between integer Convs)"
             )
+        if self.gemms_scaled:
+            found.append(
+                f"{self.gemms_scaled} Gemm node(s) with alpha or beta other than 1, or a bias of one value, "
+                "written with them in their weight and bias (onnxruntime's QGemm takes neither)"
+            )
         if self.pads_folded:
             found.append(f"{self.pads_folded} Pad node(s) by zeros folded into the Conv after them (exact)")
         if self.batchnorms_folded:
@@ -205,6 +212,7 @@ def prepare(
     uncast, casts = same_type_casts(normalized.model)
     uncast, resizes = resize_all_axes(uncast)
     named, computed = fold_weight_shapes(uncast)
+    named, gemms = fold_gemm_scales(named)
     _require_unique_names(named)
     name_nodes(named)
     named, transposes = _transposes_cancelled(named, size)
@@ -227,6 +235,7 @@ def prepare(
         pads_folded=pads,
         resizes_listed=resizes,
         pads_listed=listed,
+        gemms_scaled=gemms,
         upgrade_reason=reason,
         dims_made_symbolic=symbolic,
         widened=(widened.weights, widened.casts),
