@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
@@ -531,6 +532,29 @@ def test_an_average_pool_with_dilations_converts(
         make_model(nodes, inits, opset=19), tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy)
     )
     assert ("pool" in summary.plan.quantized_nodes) is (dilations == [1, 1])
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
+def test_a_graph_input_echoed_as_an_output_is_still_quantized_for_its_readers(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq155 F8: a graph input also listed as an output kept the Conv reading it float ("its input is also
+    a model output"), and the next Conv and a MaxPool with it. The Q/DQ pair goes after the input for its
+    readers: the echoed output is the input as given, bit for bit."""
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["r"], name="relu"),
+        conv("c2", "r", "c", 4, 4, 2, inits),
+        N("Relu", ["c"], ["y"], name="relu2"),
+    ]
+    model = make_model(nodes, inits)
+    model.graph.output.append(model.graph.input[0])
+    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
+    assert summary.quantized_by_type["Conv"] == 2
+    x = rng(5).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(["x"], {"x": x})[0], x)
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 

@@ -210,7 +210,8 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     if weight.dtype != np.float32 or not state.has_stats(x):
         state.reasons[node.name] = "no calibration statistics for its input; recalibrate"
         return
-    if x in index.graph_outputs:  # model outputs stay float, so no Q/DQ can feed it (CRAFT's `feature`)
+    if x in index.graph_outputs and not _rounded_anyway(state, x):  # a model output stays float (CRAFT's
+        # `feature`), so no Q/DQ can feed it
         state.reasons[node.name] = "its input is also a model output, which stays float"
         return
     if not np.isfinite(weight).all():
@@ -232,6 +233,12 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
     out = node.output[0]
     if state.has_stats(out) and out not in state.float_tensors:
         state.add_q(out, model_output=_float_output_unfused(state, node))
+
+
+def _rounded_anyway(state: Planning, name: str) -> bool:
+    """A model output that a Q/DQ pair for a reader leaves as it is (a graph input echoed as an output:
+    the pair goes after it, hq155 F8) or that is rounded already (an int8 Conv's output)."""
+    return name in state.index.graph_inputs or name in state.q
 
 
 def _plan_attention(state: Planning, node: onnx.NodeProto) -> None:

@@ -99,9 +99,10 @@ class Planning:
 
     def add_q(self, name: str, model_output: bool = False) -> bool:
         """Put a Q/DQ pair on `name`; a model output only where `model_output` says its writer needs one
-        (an int8 Conv on onnxruntime's CPU: no integer Conv writes float)."""
+        (an int8 Conv on onnxruntime's CPU: no integer Conv writes float) or where it is a graph input (the
+        pair goes after it, for its readers: the output is the input as given)."""
         if (
-            (name in self.index.graph_outputs and not model_output)
+            (name in self.index.graph_outputs and not model_output and name not in self.index.graph_inputs)
             or name in self.q
             or name in self.float_tensors
             or name in self.scores
