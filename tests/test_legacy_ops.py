@@ -215,3 +215,29 @@ def test_a_per_channel_batchnorm_marked_spatial_0_stays_a_batchnorm() -> None:
     expected = _session(model).run(None, feed)[0]
     upgraded = ensure_opset(written.model, 13)
     np.testing.assert_allclose(_session(upgraded).run(None, feed)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis", [1, 2, -1])
+def test_a_hardmax_before_opset_13_is_written_out_and_upgrades(axis: int) -> None:
+    """hq155 F6: a Hardmax of opset 11 is one-hot over all the axes from `axis` (its input coerced to
+    2-D), of opset 13 over `axis` alone; onnx's converter kept the node as it was, the upgraded model
+    differed (relative error 2.4) and calibrate refused it with 're-export the model at opset 13'."""
+    from quantkit.graph.model_io import ensure_opset
+
+    node = helper.make_node("Hardmax", ["x"], ["y"], name="hm", axis=axis)
+    graph = helper.make_graph(
+        [node],
+        "hardmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, 5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    written = write_out(model, 11)
+    assert dict(written.counts) == {"Hardmax": 1}
+    upgraded = ensure_opset(written.model, 13)
+    x = np.random.default_rng(axis + 5).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    expected = _session(model).run(None, {"x": x})[0]  # onnxruntime's opset-11 kernel
+    assert expected.sum() == 2 * (3 * 4 * 5 // int(np.prod((3, 4, 5)[axis % 4 - 1 :])))
+    np.testing.assert_array_equal(_session(upgraded).run(None, {"x": x})[0], expected)
+    assert write_out(model, 13).model is model  # opset 13 takes one axis: nothing to write

@@ -16,6 +16,10 @@ definition, in the opset-7 forms the converter then upgrades:
   element), which the converter refuses ("Attribute spatial must have value 1"; hq134 F5): X k + (B - mean
   k), k = scale / sqrt(var + epsilon), computed here where the four are initializers, else as nodes;
   with one value per channel ([C]), which onnxruntime runs as spatial=1, that BatchNormalization.
+- Hardmax before opset 13 (the input coerced to 2-D at `axis`, one-hot over all the axes from it): onnx's
+  11 -> 13 adapter keeps the node as it is, where 13 takes one axis (hq155 F6: a 4-D Hardmax(axis=1)
+  upgraded with relative error 2.4, refused). Written Flatten(axis) -> Hardmax(axis=1) -> Reshape to
+  the input's shape: the same values, on a 2-D input where both definitions agree.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from onnx import helper, numpy_helper
 from quantkit.graph.unfuse import Rewritten, written_out
 
 LEGACY_OPS = frozenset({"ImageScaler", "Affine", "Scale", "ScaledTanh", "Crop"})
+SINGLE_AXIS_OPSET = 13  # Hardmax reads one axis from here, its input coerced to 2-D before
 FIRST_BROADCAST_OPSET = 7  # Mul and Add broadcast as numpy does from here (earlier: a broadcast attribute)
 _END = 2**31 - 1  # Slice's "to the end"
 # IR 3 wants every initializer a graph input, which the constants written here and a conversion's scales
@@ -40,7 +45,12 @@ def write_out(model: onnx.ModelProto, opset: int) -> Rewritten:
     same model where there is none, or where the opset predates numpy broadcasting)."""
     if opset < FIRST_BROADCAST_OPSET:
         return Rewritten(model, ())
-    return written_out(model, _legacy, _written, FREE_INITIALIZERS_IR)
+
+    def picked(node: onnx.NodeProto) -> bool:
+        coerced = node.op_type == "Hardmax" and node.domain in ("", "ai.onnx") and opset < SINGLE_AXIS_OPSET
+        return coerced or _legacy(node)
+
+    return written_out(model, picked, _written, FREE_INITIALIZERS_IR)
 
 
 def _legacy(node: onnx.NodeProto) -> bool:
@@ -59,6 +69,14 @@ def _written(node: onnx.NodeProto, name: str, graph: onnx.GraphProto) -> list[on
     x, y = node.input[0], node.output[0]
     if node.op_type == "Crop":
         return [_crop(x, y, name, attributes)]
+    if node.op_type == "Hardmax":
+        flat, hot, shape = f"{name}_2d", f"{name}_one_hot", f"{name}_shape"
+        return [
+            helper.make_node("Flatten", [x], [flat], name=flat, axis=int(attributes.get("axis", 1))),
+            helper.make_node("Hardmax", [flat], [hot], name=name, axis=1),
+            helper.make_node("Shape", [x], [shape], name=shape),
+            helper.make_node("Reshape", [hot, shape], [y], name=f"{name}_reshape"),
+        ]
     if node.op_type == "BatchNormalization":
         return _per_element_norm(node, name, graph, float(attributes.get("epsilon", 1e-5)))
     if node.op_type == "ScaledTanh":

@@ -95,7 +95,8 @@ class Prepared:
             ops = ", ".join(f"{count} {op}" for op, count in self.legacy)
             found.append(
                 f"ops of early opsets ({ops}) written as the standard ops they compute (onnx's version "
-                "converter cannot upgrade them; outputs checked equal to onnxruntime's own)"
+                "converter cannot upgrade them, or not as they compute; outputs checked equal to "
+                "onnxruntime's own)"
             )
         if self.dims_made_symbolic:
             found.append(
