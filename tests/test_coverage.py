@@ -1180,7 +1180,8 @@ def test_convert_warns_where_an_outputs_rare_values_above_zero_moved(
     lines = [w for w in steady_outputs(converted, reference, samples) if "above 0" in w]
     assert len(lines) == 1 and lines[0].startswith("output 'y': FP32 puts ")
     assert (
-        "of its 1024 values above 0 on the calibration samples (where a sigmoid reads above 0.5)" in lines[0]
+        "of its 1024 values above 0 on the calibration samples (as logits, where a sigmoid of them reads "
+        "above 0.5)" in lines[0]
     )
     kept = [helper.make_node("Mul", ["x", "three"], ["t"], name="scale"), flipped[2]]
     same = make_model(kept, {"three": np.float32(3.0), "six": np.float32(6.0)}, input_shape=("N", 1, 16, 16))
@@ -1204,7 +1205,7 @@ def test_convert_warns_where_an_outputs_rare_values_above_zero_moved(
         assert (
             "output 'y' (its channel " in err and " of 3): FP32 puts " in err
         )  # hq58 C2: channel by channel
-        assert "above 0 on these images (where a sigmoid reads" in err
+        assert "above 0 on these images (as logits, where a sigmoid" in err
     assert sign_region("y", (1000, 990, 5, 9, 0), "s") is None  # too few to judge
     assert sign_region("y", (1000, 950, 50, 60, 40), "s") is None  # 40 of 70: IoU 0.57
 

@@ -146,7 +146,8 @@ def sign_region(name: str, counts: Any, where: str, who: str = "the converted mo
     channel that moved most named where there are several. hunt55 A1: LORE's table-cell heat map, 16.9 dB
     pooled, kept none of FP32's 160 positive pixels and added 10,324 (its last Conv read a ReLU output
     whose 0..435,000 range left a uint8 step of 1,706); hq58 C2: its two channels pooled overlapped 0.69
-    where the cell channel overlapped 0.01."""
+    where the cell channel overlapped 0.01. Said of logits: a signed field no sigmoid reads (BodyPix's
+    displacements, hq154 F3) has rare values above 0 too, where the sign means nothing."""
     rows = [[int(c) for c in row] for row in np.atleast_2d(np.asarray(counts, np.int64))]
     moved = [
         (overlap, k, row)
@@ -160,10 +161,10 @@ def sign_region(name: str, counts: Any, where: str, who: str = "the converted mo
     total, _, positive, candidate, both = worst
     which = f" (its channel {channel} of {len(rows)})" if len(rows) > 1 else ""
     return (
-        f"output {name!r}{which}: FP32 puts {positive} of its {total} values above 0 on {where} (where a "
-        f"sigmoid reads above 0.5), {who} {candidate}, {both} of them the same; its pooled figure "
-        "weighs the large negative values: judge it on your task's metric, or keep the layers that write "
-        "it float (--exclude-nodes)"
+        f"output {name!r}{which}: FP32 puts {positive} of its {total} values above 0 on {where} (as "
+        f"logits, where a sigmoid of them reads above 0.5), {who} {candidate}, {both} of them the same; its "
+        "pooled figure weighs the large negative values: judge it on your task's metric, or keep the "
+        "layers that write it float (--exclude-nodes)"
     )
 
 
