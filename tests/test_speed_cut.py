@@ -44,11 +44,6 @@ def _silu_chain() -> onnx.ModelProto:
     return make_model(nodes, inits)
 
 
-# conv2 float (it writes the model output, int8 through a Q/DQ pair otherwise): nothing integer is left
-# around the SiLU once conv1 goes float
-LAST_FLOAT = ConvertConfig(exclude_nodes=("conv2",))
-
-
 def _plan(quantized: list[str], folds: dict[str, str] | None = None) -> QuantPlan:
     return QuantPlan({}, (), dict.fromkeys(quantized, "Op"), folds or {}, ())
 
@@ -178,7 +173,7 @@ def test_convert_keeps_float_an_op_profiled_slower_when_the_model_measures_faste
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fake_profile(monkeypatch, "conv1", refined_time=0.5)
-    summary, out = quantize(_silu_chain(), tmp_path, image_dir, LAST_FLOAT)
+    summary, out = quantize(_silu_chain(), tmp_path, image_dir)
     assert "conv1" not in summary.plan.quantized_nodes and "conv0" in summary.plan.quantized_nodes
     reasons = {s.node: s.reason for s in summary.plan.skipped}
     assert reasons["conv1"] == speed_refine.REASON
@@ -204,11 +199,11 @@ def test_convert_keeps_the_plan_when_the_refined_model_is_slower(
     _fake_profile(monkeypatch, "conv1", refined_time=1.25)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    summary, out = quantize(_silu_chain(), tmp_path / "a", image_dir, LAST_FLOAT)
+    summary, out = quantize(_silu_chain(), tmp_path / "a", image_dir)
     assert "conv1" in summary.plan.quantized_nodes
     assert summary.speed_plan is not None and summary.speed_plan.refined_speedup is None
     assert op_counts(optimized_graph(out, tmp_path))["QLinearConv"] == 2
-    accuracy = ConvertConfig(prefer=Prefer.accuracy, exclude_nodes=("conv2",))
+    accuracy = ConvertConfig(prefer=Prefer.accuracy)
     plain, reference = quantize(_silu_chain(), tmp_path / "b", image_dir, accuracy)
     graphs = [onnx.load(str(p)).graph.SerializeToString(deterministic=True) for p in (out, reference)]
     assert graphs[0] == graphs[1] and plain.speed_plan is None

@@ -12,6 +12,7 @@ from quantkit.planner.range_plan import (
     caps,
     consumer_transform,
     is_bounded,
+    moves_to_output,
     range_stats,
     saturated_outside,
     score_bound,
@@ -75,16 +76,19 @@ class Planning:
     def range_of(self, name: str) -> tuple[float, float]:
         """The tensor's range: select_range's on range_stats (cached in `selected` across plans), capped
         at the images' mean extremes under --method mse with --range-cap on (never a bounded op's
-        output, nor logits that become probabilities)."""
+        output, nor logits that become probabilities). Values a model output holds as they are (a Conv
+        writing it, through ops that only move values) keep the calibration's whole range: what the
+        user reads there is the rounding alone, never a clipped peak (a heat map's, a depth map's)."""
         if name not in self.ranges:
             stats, bounded = self.table.stats[name], is_bounded(self.index, name)
+            whole = moves_to_output(self.index, name)
             if name not in self.selected:
                 transform = consumer_transform(self.index, name)
                 live = saturated_outside(self.index, name)
                 seen = range_stats(self.index, self.table.stats, name)
-                self.selected[name] = select_range(seen, self.config, transform, bounded, live)
+                self.selected[name] = select_range(seen, self.config, transform, bounded or whole, live)
             lo, hi = self.selected[name]
-            if caps(self.config) and not bounded and not becomes_probability(self.index, name):
+            if caps(self.config) and not (bounded or whole) and not becomes_probability(self.index, name):
                 lo, hi = capped(lo, hi, stats)
             logit_top = None if bounded else score_logit_top(self.index, name)
             if logit_top is not None:  # the rare top logits are the detections: kept to the calibration

@@ -224,7 +224,7 @@ def scored_output(index: GraphIndex, name: str) -> bool:
     values reach a model output the same way: scores a threshold reads. A squeeze-excitation gate (a
     Sigmoid into a Mul), an attention Softmax or a box head's DFL (a Softmax into a Conv) is none."""
     return any(
-        _squashes(index, node, tensor) and _moves_to_output(index, node.output[0])
+        _squashes(index, node, tensor) and moves_to_output(index, node.output[0])
         for node, tensor in _moved_consumers(index, name)
     )
 
@@ -284,7 +284,8 @@ def _reaches_scores_end(index: GraphIndex, name: str) -> bool:
     )
 
 
-def _moves_to_output(index: GraphIndex, name: str) -> bool:
+def moves_to_output(index: GraphIndex, name: str) -> bool:
+    """`name` is a model output, or ops that only move values (MOVING_OPS) carry it into one."""
     return name in index.graph_outputs or any(
         o in index.graph_outputs
         for node, _ in _moved_consumers(index, name)
