@@ -319,6 +319,16 @@ def test_a_scaled_gemm_is_folded_into_its_weights_and_runs_as_qgemm(
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
+def test_a_gemm_at_alpha_0_is_left_as_it_is() -> None:
+    """hq167 F5: alpha 0 folded into zero weights, then quantized: the constant output moved by 0.002."""
+    from quantkit.graph.gemm_scales import fold_gemm_scales
+
+    model = _linear_model("Gemm")
+    fc = next(n for n in model.graph.node if n.name == "fc")
+    fc.attribute.append(helper.make_attribute("alpha", 0.0))
+    assert fold_gemm_scales(model) == (model, 0)
+
+
 def test_a_gemm_whose_scaled_bias_a_user_can_override_stays_float(tmp_path: Path, image_dir: Path) -> None:
     """A bias that is also a graph input cannot be folded: the Gemm stays float, with the reason."""
     model = _linear_model("Gemm")
@@ -583,6 +593,67 @@ def test_a_graph_input_echoed_as_an_output_is_still_quantized_for_its_readers(
     x = rng(5).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(session.run(["x"], {"x": x})[0], x)
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
+def test_an_echoed_input_copied_to_another_output_stays_exact_there(tmp_path: Path, image_dir: Path) -> None:
+    """hq167 F3: with a Q/DQ pair after an echoed input, an Identity copying it to a second output read the
+    rounded values (44.5 dB, where both copies were the input as given): no pair then."""
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["y"], name="relu"),
+        N("Identity", ["x"], ["copy"], name="copy"),
+    ]
+    model = make_model(nodes, inits, outputs=["y", "copy"])
+    model.graph.output.append(model.graph.input[0])
+    _, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
+    x = rng(6).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    echoed, copied = session.run(["x", "copy"], {"x": x})
+    np.testing.assert_array_equal(echoed, x)
+    np.testing.assert_array_equal(copied, x)
+
+
+def test_prefer_speed_keeps_a_relu_after_a_conv_writing_a_model_output(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq167 F1: a Relu reading a Conv's model output was folded into its Q, which renamed the Conv's output
+    to the Relu's: 'Graph output (y) does not exist in the graph', exit 2. The Relu now stays a node."""
+    from quantkit.evaluate import speed
+
+    monkeypatch.setitem(speed.KEEP_FLOAT_BELOW, Prefer.speed, None)
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["r"], name="relu1"),
+        conv("c2", "r", "y", 4, 4, 2, inits),
+        N("Relu", ["y"], ["r2"], name="relu2"),
+        conv("c3", "r2", "z", 4, 4, 3, inits),
+    ]
+    model = make_model(nodes, inits, outputs=["y", "z"])
+    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.speed))
+    assert "c2" in summary.plan.quantized_nodes
+    assert producers_of(onnx.load(str(out)))["y"] == "DequantizeLinear"
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
+def test_a_dilated_pool_placed_for_openvino_keeps_the_conv_after_it_int8(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq167 F4: the ort-cpu rule (no Q/DQ pair after a dilated pool) floated the Conv after it for OpenVINO
+    too, whose placement fuses no pool between pairs."""
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["r"], name="relu"),
+        N("AveragePool", ["r"], ["p"], name="pool", kernel_shape=[3, 3], pads=[2] * 4, dilations=[2, 2]),
+        conv("c2", "p", "c", 4, 4, 2, inits),
+        N("Relu", ["c"], ["y"], name="relu2"),
+    ]
+    config = ConvertConfig(target=Target.openvino)
+    summary, out = quantize(make_model(nodes, inits, opset=19), tmp_path, image_dir, config)
+    assert "c2" in summary.plan.quantized_nodes and "pool" not in summary.plan.quantized_nodes
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 

@@ -64,6 +64,8 @@ def _folded(
         return None
     alpha = float(_attribute(node, "alpha"))
     beta = float(_attribute(node, "beta"))
+    if alpha == 0.0:  # the bias alone: left as it is, float and exact (zero weights would be quantized)
+        return None
     outputs = weight.shape[0] if _attribute(node, "transB", 0) else weight.shape[1]
     given = node.input[2] if len(node.input) > 2 else ""
     if not given:

@@ -188,7 +188,8 @@ def _planned(
         state.selected = range_cache
     fixed, fixed_readers = from_fixed_inputs(index, fixed_input_names(table))
     state.float_tensors.update(fixed)
-    for pool in (node for node in index.nodes if dilated_pool(index, node)):
+    pools = [n for n in index.nodes if dilated_pool(index, n)] if config.target is Target.ort_cpu else []
+    for pool in pools:  # OpenVINO's and TensorRT's placements fuse no pool between Q/DQ (hq167 F4)
         state.float_tensors.add(pool.output[0])
         state.float_why[pool.output[0]] = DILATED_READ
     for name in keep_float:

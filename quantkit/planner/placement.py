@@ -236,9 +236,10 @@ def plan_compute(state: Planning, node: onnx.NodeProto) -> None:
 
 
 def _rounded_anyway(state: Planning, name: str) -> bool:
-    """A model output that a Q/DQ pair for a reader leaves as it is (a graph input echoed as an output:
-    the pair goes after it, hq155 F8) or that is rounded already (an int8 Conv's output)."""
-    return name in state.index.graph_inputs or name in state.q
+    """A model output that a Q/DQ pair for a reader leaves as it is, or that is rounded already (an int8
+    Conv's output under --prefer speed). A graph input echoed as an output: the pair goes after it, for
+    its readers (hq155 F8), where none of them writes a model output (Planning.echo_quantizable)."""
+    return state.echo_quantizable(name) or name in state.q
 
 
 def _plan_attention(state: Planning, node: onnx.NodeProto) -> None:
@@ -360,6 +361,7 @@ def _try_fold(state: Planning, node: onnx.NodeProto) -> bool:
         or len(index.consumers[source]) != 1
         or source in index.captured  # an If/Loop body reads the values before it (hq60 B)
         or out in index.graph_outputs
+        or source in index.graph_outputs  # folded, the model output would lose its writer (hq167 F1)
         or not state.has_stats(out)
         or not clips_at_zero(index, node)
     ):

@@ -101,12 +101,20 @@ class Planning:
             self.ranges[name] = (lo, hi)
         return self.ranges[name]
 
+    def echo_quantizable(self, name: str) -> bool:
+        """A graph input echoed as a model output whose Q/DQ pair, after the input, leaves every model
+        output as it is: none of its readers writes one (an Identity copying it to another output read
+        the rounded values, hq167 F3)."""
+        readers = [node for node, _ in self.index.consumers.get(name, [])]
+        outputs = set(self.index.graph_outputs)
+        return name in self.index.graph_inputs and not any(outputs & set(node.output) for node in readers)
+
     def add_q(self, name: str, model_output: bool = False) -> bool:
         """Put a Q/DQ pair on `name`; a model output only where `model_output` says its writer needs one
         (an int8 Conv on onnxruntime's CPU: no integer Conv writes float) or where it is a graph input (the
         pair goes after it, for its readers: the output is the input as given)."""
         if (
-            (name in self.index.graph_outputs and not model_output and name not in self.index.graph_inputs)
+            (name in self.index.graph_outputs and not model_output and not self.echo_quantizable(name))
             or name in self.q
             or name in self.float_tensors
             or name in self.scores
