@@ -264,7 +264,7 @@ def _plan_attention(state: Planning, node: onnx.NodeProto) -> None:
     state.add_q(w)
     out = node.output[0]
     if state.has_stats(out) and out not in state.float_tensors:
-        state.add_q(out, model_output=_float_output_unfused(state, node))
+        state.add_q(out)
 
 
 def _float_output_unfused(state: Planning, node: onnx.NodeProto) -> bool:
@@ -369,7 +369,7 @@ def _try_fold(state: Planning, node: onnx.NodeProto) -> bool:
         return False
     state.folds[node.name] = out
     state.q.discard(source)
-    state.add_q(out, model_output=_float_output_unfused(state, node))
+    state.add_q(out)
     return True
 
 
