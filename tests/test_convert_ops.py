@@ -615,6 +615,30 @@ def test_an_echoed_input_copied_to_another_output_stays_exact_there(tmp_path: Pa
     np.testing.assert_array_equal(copied, x)
 
 
+def test_prefer_speed_keeps_float_a_model_output_with_a_thin_channel(
+    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq167 F2 / hq166 F1: a head writing boxes (~100) beside logits (~1) in one output, rounded to one
+    uint8 scale, left its logits a few distinct values; --prefer speed keeps such an output's Conv float,
+    with the channel that spans too few steps named."""
+    from quantkit.evaluate import speed
+
+    monkeypatch.setitem(speed.KEEP_FLOAT_BELOW, Prefer.speed, None)
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["r"], name="relu"),
+        conv("c2", "r", "y", 2, 4, 2, inits),
+    ]
+    inits["c2_w"] = inits["c2_w"] * np.array([100.0, 0.01], np.float32).reshape(2, 1, 1, 1)
+    inits["c2_b"] = np.array([40.0, 0.0], np.float32)
+    summary, out = quantize(make_model(nodes, inits), tmp_path, image_dir, ConvertConfig(prefer=Prefer.speed))
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert "c2" not in summary.plan.quantized_nodes
+    assert reasons["c2"].startswith("its output is a model output whose channel 1 spans "), reasons
+    assert producers_of(onnx.load(str(out)))["y"] == "Conv"
+
+
 def test_prefer_speed_keeps_a_relu_after_a_conv_writing_a_model_output(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -75,11 +75,14 @@ CHANNEL_AXIS = {"Conv": 1, "ConvTranspose": 1, "Gemm": -1, "MatMul": -1}
 
 
 def observed_tensors(model: onnx.ModelProto) -> dict[str, int | None]:
-    """Float activations read or written by an op quantkit may quantize -> per-channel axis (or None).
+    """Float activations read or written by an op quantkit may quantize -> per-channel axis (or None): a
+    layer's input, and a Conv's output that is a model output (--prefer speed rounds it only where each
+    channel spans enough of its grid: planner.ort_unfused).
 
     The model must be shape-inferred so that element types are known.
     """
     index = GraphIndex(model)
+    outputs = set(index.graph_outputs)
     wanted: dict[str, int | None] = {}
     for node in index.nodes:
         if node.op_type not in OBSERVED_OPS:
@@ -87,7 +90,10 @@ def observed_tensors(model: onnx.ModelProto) -> dict[str, int | None]:
         for position, name in enumerate([*node.input, *node.output]):
             if not name or index.is_constant(name) or not index.is_float(name):
                 continue
-            axis = CHANNEL_AXIS.get(node.op_type) if position == 0 else None
+            read = position == 0 or (
+                node.op_type == "Conv" and position >= len(node.input) and name in outputs
+            )
+            axis = CHANNEL_AXIS.get(node.op_type) if read else None
             if wanted.get(name) is None:
                 wanted[name] = axis
     return dict(sorted(wanted.items()))

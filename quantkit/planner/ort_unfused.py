@@ -30,12 +30,8 @@ def unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
     if node.op_type == "Gemm" and _broadcast_bias(state.index, node):
         return GEMM_BROADCAST
     out = node.output[0]
-    if (
-        node.op_type == "Conv"
-        and out in state.index.graph_outputs
-        and state.config.prefer is not Prefer.speed
-    ):
-        return OUTPUT_FLOAT
+    if node.op_type == "Conv" and out in state.index.graph_outputs:
+        return OUTPUT_FLOAT if state.config.prefer is not Prefer.speed else _thin_channel(state, out)
     if node.op_type == "Conv" and not state.has_stats(out):
         return "no statistics for its output: onnxruntime has no integer Conv with a float output"
     return ""
@@ -50,6 +46,34 @@ DILATED_READ = (
     "its input is a dilated AveragePool's output, kept float: onnxruntime fuses a pool between Q/DQ pairs "
     "into QLinearAveragePool, which takes no dilations"
 )
+
+
+# A model output --prefer speed rounds to one uint8 grid: each of its channels must span this many of the
+# grid's 255 steps (6 bits), else it stays float. hq167's detector-style head (box channels ~100 px beside
+# logits ~1) left its logits 3 distinct values, class argmax 71 % of FP32's; hq166's mixed-scale probe
+# 8.9 dB on its small channel.
+MIN_CHANNEL_STEPS = 64.0
+
+
+def _thin_channel(state: Planning, name: str) -> str:
+    """Why the model output `name` stays float under --prefer speed: a channel whose calibration range
+    spans fewer than MIN_CHANNEL_STEPS of the tensor's uint8 grid; "" where none does or the table has
+    no channel statistics for it."""
+    stats = state.table.stats.get(name)
+    if stats is None or stats.channel_min is None or stats.channel_max is None:
+        return ""
+    grid = max(stats.maximum, 0.0) - min(stats.minimum, 0.0)
+    if not np.isfinite(grid) or grid <= 0.0:
+        return ""
+    steps = (stats.channel_max.astype(np.float64) - stats.channel_min) * 255.0 / grid
+    k = int(np.argmin(steps))
+    if steps[k] >= MIN_CHANNEL_STEPS:
+        return ""
+    return (
+        f"its output is a model output whose channel {k} spans {steps[k]:.1f} of the 255 steps one uint8 "
+        f"scale over it would have (kept float: --prefer speed rounds a model output only where every "
+        f"channel spans {MIN_CHANNEL_STEPS:.0f})"
+    )
 
 
 def dilated_pool(index: GraphIndex, node: onnx.NodeProto) -> bool:
