@@ -615,6 +615,27 @@ def test_an_echoed_input_copied_to_another_output_stays_exact_there(tmp_path: Pa
     np.testing.assert_array_equal(copied, x)
 
 
+def test_a_float_reader_of_a_quantized_input_reads_it_as_given(tmp_path: Path, image_dir: Path) -> None:
+    """hq167 F3's other half: an input quantized for its Conv and copied to a model output by an Identity
+    and a Flatten gave both copies the rounded values (44.5 dB); float readers now read the input."""
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "a", 4, 3, 1, inits),
+        N("Relu", ["a"], ["y"], name="relu"),
+        N("Identity", ["x"], ["copy"], name="copy"),
+        N("Flatten", ["x"], ["flat"], name="flat"),
+    ]
+    model = make_model(nodes, inits, outputs=["y", "copy", "flat"])
+    summary, out = quantize(model, tmp_path, image_dir, ConvertConfig(prefer=Prefer.accuracy))
+    assert "c1" in summary.plan.quantized_nodes
+    x = rng(7).normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    copied, flat = session.run(["copy", "flat"], {"x": x})
+    np.testing.assert_array_equal(copied, x)
+    np.testing.assert_array_equal(flat, x.reshape(1, -1))
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
 def test_prefer_speed_keeps_float_a_model_output_with_a_thin_channel(
     tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

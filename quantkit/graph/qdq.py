@@ -2,7 +2,8 @@
 
 A quantized tensor T produced by node P becomes  P -> T_prequant -> Q -> T_quantized -> DQ -> T , so every
 consumer of T (and a model output named T) reads the dequantized value without being edited.
-A quantized graph input gets Q -> DQ after it and its consumers are pointed at the DQ output.
+A quantized graph input gets Q -> DQ after it and its quantized consumers are pointed at the DQ output
+(float ones read the input as given).
 
 Folded Mul/Div by a constant k (planner.patterns) leave T = k * T_prequant: the Q node's scale is the DQ's
 divided by k, which is exact (DQ(Q(v, s / k), s) is k v quantized with scale s). Quantized HardSigmoid and
@@ -183,10 +184,11 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan, memo: WeightMemo | None 
             continue
         if shifting is not None and tensor in plan.shifts:
             shifted_pair(rewriter, shifting, tensor, params, plan.shifts[tensor])
-        elif tensor in index.graph_inputs:
-            dq = rewriter.namer.fresh(f"{tensor}_dequantized")
+        elif tensor in index.graph_inputs:  # its float readers read it as given (hq167 F3: an Identity
+            dq = rewriter.namer.fresh(f"{tensor}_dequantized")  # copying it to an output was rounded)
             for consumer, position in index.consumers[tensor]:
-                consumer.input[position] = dq
+                if consumer.name in plan.quantized_nodes or consumer.name in plan.folds:
+                    consumer.input[position] = dq
             rewriter.qdq_pair(tensor, dq, tensor, params)
         elif tensor in index.producer:
             producer = index.producer[tensor]
