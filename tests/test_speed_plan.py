@@ -207,7 +207,10 @@ def test_a_bias_add_counts_as_part_of_its_layer(tmp_path: Path, image_dir: Path)
     assert not summary.plan.quantized_nodes
     reason = {s.node: s.reason for s in summary.plan.skipped}["dense"]
     assert reason.startswith("int8 would not pay for its Q/DQ (")
-    assert "multiply-adds per element converted, a Q/DQ pass counted as 3000; below 64; kept float)" in reason
+    assert (
+        "multiply-adds per element converted, each Q/DQ pass also counted as 3000 elements of overhead; "
+        "int8 pays from 64; kept float)" in reason
+    )
     from quantkit.planner.payoff import intensity_text
 
     assert [intensity_text(v) for v in (54.4, 7.2, 0.163)] == ["54", "7.2", "0.16"]  # a small figure is no 0

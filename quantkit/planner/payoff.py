@@ -86,7 +86,8 @@ def unpaid(state: Planning) -> dict[str, str]:
             pooled = _slow_pools(state, state.index.by_name[name]) > 0
             found[name] = (
                 f"int8 would not pay for its Q/DQ ({intensity_text(score)} multiply-adds per element "
-                f"converted, a Q/DQ pass counted as {PASS_ELEMENTS:.0f}; below {MIN_INTENSITY:.0f}"
+                f"converted, each Q/DQ pass also counted as {PASS_ELEMENTS:.0f} elements of overhead; int8 "
+                f"pays from {MIN_INTENSITY:.0f}"
                 + ("; the MaxPool before it would run onnxruntime's slow NCHW uint8 kernel" if pooled else "")
                 + "; kept float)"
             )
