@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from quantkit.graph.naming import Namer
 from quantkit.graph.query import GraphIndex, drop_unread_initializers
@@ -22,6 +22,8 @@ def fold_gemm_scales(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     the number changed); `model` itself where none is. Foldable: a default-domain Gemm whose weight B is
     a 2-D float32 constant, whose bias C (if any) is a float32 constant of one value or one per output,
     neither overridable by a graph input, with alpha or beta not 1 or a bias of one value."""
+    if not any(node.op_type == "Gemm" for node in model.graph.node):
+        return model, 0
     index = GraphIndex(model)
     overridable = {value.name for value in model.graph.input}
     found = {
@@ -62,11 +64,11 @@ def _folded(
     weight = index.constant(node.input[1])
     if weight is None or weight.dtype != np.float32 or weight.ndim != 2:
         return None
-    alpha = float(_attribute(node, "alpha"))
-    beta = float(_attribute(node, "beta"))
+    alpha = float(index.attribute(node, "alpha", 1.0))  # type: ignore[arg-type]
+    beta = float(index.attribute(node, "beta", 1.0))  # type: ignore[arg-type]
     if alpha == 0.0:  # the bias alone: left as it is, float and exact (zero weights would be quantized)
         return None
-    outputs = weight.shape[0] if _attribute(node, "transB", 0) else weight.shape[1]
+    outputs = weight.shape[0] if index.attribute(node, "transB", 0) else weight.shape[1]
     given = node.input[2] if len(node.input) > 2 else ""
     if not given:
         return None if alpha == 1.0 else ((alpha * weight).astype(np.float32), None)
@@ -80,10 +82,3 @@ def _folded(
         return None
     full = np.broadcast_to(beta * bias.reshape(-1), (outputs,)).astype(np.float32)
     return (None if alpha == 1.0 else (alpha * weight).astype(np.float32)), full
-
-
-def _attribute(node: onnx.NodeProto, name: str, default: float = 1.0) -> float:
-    for attr in node.attribute:
-        if attr.name == name:
-            return float(helper.get_attribute_value(attr))
-    return default
