@@ -22,6 +22,15 @@ N = helper.make_node
 UNFUSED_OUTPUT = OUTPUT_FLOAT
 
 
+@pytest.fixture
+def speed_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--prefer speed without its whole-model timing, which writes a tiny model float (conftest does the
+    same for balanced)."""
+    from quantkit.evaluate import speed
+
+    monkeypatch.setitem(speed.KEEP_FLOAT_BELOW, Prefer.speed, None)
+
+
 def producers_of(model: onnx.ModelProto) -> dict[str, str]:
     return {o: n.op_type for n in model.graph.node for o in n.output}
 
@@ -542,8 +551,9 @@ def test_an_average_pool_with_dilations_converts(
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
+@pytest.mark.usefixtures("speed_untimed")
 def test_prefer_speed_runs_a_conv_writing_a_model_output_int8_over_its_whole_range(
-    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, image_dir: Path
 ) -> None:
     """--prefer speed runs a Conv writing a model output int8, with a Q/DQ pair on the output (hq156 F2:
     kept float, it took the stem beside it; the default keeps it float, its output as FP32 computes it).
@@ -551,9 +561,6 @@ def test_prefer_speed_runs_a_conv_writing_a_model_output_int8_over_its_whole_ran
     map's peaks, which its argmax reads): it spans the table's minimum and maximum, within the zero
     point's rounding."""
     from quantkit.calib.table import load
-    from quantkit.evaluate import speed
-
-    monkeypatch.setitem(speed.KEEP_FLOAT_BELOW, Prefer.speed, None)  # the tiny model: not timed whole
 
     inits: dict[str, np.ndarray] = {}
     nodes = [
@@ -636,15 +643,11 @@ def test_a_float_reader_of_a_quantized_input_reads_it_as_given(tmp_path: Path, i
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
-def test_prefer_speed_keeps_float_a_model_output_with_a_thin_channel(
-    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("speed_untimed")
+def test_prefer_speed_keeps_float_a_model_output_with_a_thin_channel(tmp_path: Path, image_dir: Path) -> None:
     """hq167 F2 / hq166 F1: a head writing boxes (~100) beside logits (~1) in one output, rounded to one
     uint8 scale, left its logits a few distinct values; --prefer speed keeps such an output's Conv float,
     with the channel that spans too few steps named."""
-    from quantkit.evaluate import speed
-
-    monkeypatch.setitem(speed.KEEP_FLOAT_BELOW, Prefer.speed, None)
     inits: dict[str, np.ndarray] = {}
     nodes = [
         conv("c1", "x", "a", 4, 3, 1, inits),
@@ -660,14 +663,12 @@ def test_prefer_speed_keeps_float_a_model_output_with_a_thin_channel(
     assert producers_of(onnx.load(str(out)))["y"] == "Conv"
 
 
+@pytest.mark.usefixtures("speed_untimed")
 def test_prefer_speed_keeps_a_relu_after_a_conv_writing_a_model_output(
-    tmp_path: Path, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, image_dir: Path
 ) -> None:
     """hq167 F1: a Relu reading a Conv's model output was folded into its Q, which renamed the Conv's output
     to the Relu's: 'Graph output (y) does not exist in the graph', exit 2. The Relu now stays a node."""
-    from quantkit.evaluate import speed
-
-    monkeypatch.setitem(speed.KEEP_FLOAT_BELOW, Prefer.speed, None)
     inits: dict[str, np.ndarray] = {}
     nodes = [
         conv("c1", "x", "a", 4, 3, 1, inits),
