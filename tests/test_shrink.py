@@ -631,7 +631,8 @@ def test_shrink_takes_converts_preference_and_floor(
     settings = json.loads(props["quantkit.settings"])
     assert settings["prefer"] == "accuracy" and settings["min_sqnr"] == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["conversion"]["speed_plan"] is None and report["conversion"]["speed"] is None
+    # no plan timed; the model written is timed once for the summary (hq166 F4)
+    assert report["conversion"]["speed_plan"] is None and report["conversion"]["speed"]["rounds"] >= 1
 
 
 def test_html_report_draws_layers_ranges_and_latency(

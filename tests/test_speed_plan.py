@@ -219,6 +219,7 @@ def test_a_bias_add_counts_as_part_of_its_layer(tmp_path: Path, image_dir: Path)
 def test_the_nothing_quantized_warning_offers_prefer_accuracy_only_where_it_would_help() -> None:
     """hunt52 B1: every layer kept float for the 10 dB floor, and the warning said --prefer accuracy would
     write the layers that only timed slower: it wrote the same all-float file."""
+    from quantkit.config import FallbackPrecision
     from quantkit.pipeline.convert_notes import nothing_quantized
     from quantkit.pipeline.speed_refine import REASON
     from quantkit.results import QuantPlan, Skip
@@ -231,6 +232,14 @@ def test_the_nothing_quantized_warning_offers_prefer_accuracy_only_where_it_woul
     assert nothing_quantized(for_accuracy, timed=True) == (NOTHING_QUANTIZED,)
     assert nothing_quantized(plan(REASON), timed=True) == (NOTHING_QUANTIZED + UNDONE_BY_ACCURACY,)
     assert nothing_quantized(plan(REASON), timed=False) == (NOTHING_QUANTIZED,)
+    # hq166 F5: "no layer was quantized" then "1.27x smaller" read as int8's saving; the file's is storage
+    stored = "; its file is 1.27x smaller than the input for how it stores the same float weights and graph"
+    assert nothing_quantized(for_accuracy, timed=True, sizes=(1270, 1000)) == (
+        NOTHING_QUANTIZED + stored + ", not for int8",
+    )
+    assert nothing_quantized(for_accuracy, timed=True, sizes=(1000, 1000)) == (NOTHING_QUANTIZED,)
+    in_half = nothing_quantized(for_accuracy, True, None, FallbackPrecision.fp16, sizes=(2000, 1000))
+    assert "smaller" not in in_half[0]  # the float16 model's size is float16's: its line says it is
     # hunt56 B3: --max-drop met with most layers float, the rest too small to pay: said, with what helps
     from quantkit.outcomes import BudgetReport
 

@@ -139,11 +139,12 @@ PreferOpt = Annotated[
         "int8 form runs slower (where the model then measures faster, or as fast and 1 dB more "
         "accurate; a transformer also tries Q/DQ on its MatMuls' inputs only); a model still measured "
         "slower than FP32 twice (below 0.97x) is written float, with a warning; speed: the same, below "
-        "1.0x, and a Conv writing a model output int8 (that output rounded to uint8); accuracy: time "
-        "nothing, write every layer the plan quantizes int8 (a transformer's with "
+        "1.0x, and a Conv writing a model output int8 (that output rounded to uint8); accuracy: plan "
+        "with no timing, write every layer the plan quantizes int8 (a transformer's with "
         "Q/DQ on its MatMuls' inputs only where that measures 1 dB more accurate on the calibration "
         "samples; the same bytes on any machine; the ops balanced keeps float lose no rounding, so it "
-        "may measure more accurate). "
+        "may measure more accurate), then time the model written once for the summary, with a warning "
+        "where it ran slower than FP32. "
         "What was measured is kept per model and CPU, so a convert run again writes the same bytes "
         "(QUANTKIT_SPEED_CACHE: its folder, or off).",
     ),

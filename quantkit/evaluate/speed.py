@@ -7,8 +7,8 @@ both alike; the speedup is the median over rounds of FP32's time over the candid
 never written into the model. Before it, the default (--prefer balanced) has already kept float the ops
 whose int8 form profiled slower here (pipeline.speed_refine). An INT8 model still measured slower than
 FP32 twice (below KEEP_FLOAT_BELOW: 0.97x by default, 1.0x under --prefer speed) is not the output: the
-model stays float. Both make the bytes depend on this machine's timing; --prefer accuracy measures
-nothing.
+model stays float. Both make the bytes depend on this machine's timing; --prefer accuracy decides
+nothing by it (the model it writes is measured once, for the summary and its warning).
 """
 
 from __future__ import annotations

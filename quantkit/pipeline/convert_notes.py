@@ -9,8 +9,9 @@ import onnx
 from quantkit.config import ConvertConfig, FallbackPrecision, Prefer, Target, WeightRange
 from quantkit.evaluate.budget_units import coarse
 from quantkit.graph.augment import COMPUTE_OPS
-from quantkit.outcomes import BudgetReport, Speed
+from quantkit.outcomes import SLOWER_BELOW, BudgetReport, Speed
 from quantkit.pipeline.speed_refine import REASON as SPEED_REASON
+from quantkit.reports.formats import size_change
 from quantkit.results import FallbackStep, QuantPlan
 from quantkit.runtime_openvino import INSTALL as OPENVINO_INSTALL
 
@@ -69,6 +70,7 @@ def nothing_quantized(
     budget: BudgetReport | None = None,
     fallback: FallbackPrecision = FallbackPrecision.fp32,
     fp8: bool = False,
+    sizes: tuple[int, int] = (0, 0),
 ) -> tuple[str, ...]:
     """The warning where no layer is int8; timed: the speed-aware plan ran (--prefer accuracy undoes
     what it floated, said only where it floated a layer: under --prefer accuracy the advice misled,
@@ -76,7 +78,9 @@ def nothing_quantized(
     kept layers float (hunt56 B3: a pet SSD's 3-point budget was met with 40 of 47 float, the rest too
     small to pay, and the FP32 model was written under the generic line); fallback: what the layers left
     float run in (hq63b F2: a model all float16 under --fallback fp16 was said to compute as FP32 does);
-    fp8: --to fp8, whose reasons are not int8's."""
+    fp8: --to fp8, whose reasons are not int8's; sizes: the input's and the written file's bytes, where
+    the file is smaller for how it stores the same float network (hq166 F5: SCI, a low-light enhancer,
+    read "no layer was quantized" then "1.27x smaller")."""
     if quantizes_a_layer(plan):
         return ()
     slower = timed and any(skip.reason == SPEED_REASON for skip in plan.skipped)
@@ -96,9 +100,29 @@ def nothing_quantized(
         else " (too small for int8 to pay for its Q/DQ, slower in int8 on this CPU, kept float for accuracy "
         "with their input paths, no statistics, or excluded)"
     )
+    before, after = sizes
+    stored = (
+        f"; its file is {size_change(before, after)} than the input for how it stores the same float "
+        "weights and graph, not for int8"
+        if not half and 0 < after < 0.995 * before
+        else ""
+    )
     return (
         f"no layer was quantized: the model written {computes}; each op's reason is in convert's table"
-        f"{reasons}{undo}{met}",
+        f"{reasons}{undo}{met}{stored}",
+    )
+
+
+def slower_kept(speed: Speed | None, prefer: Prefer) -> tuple[str, ...]:
+    """The warning where --prefer accuracy (which times no plan) wrote a model measured slower than FP32
+    (hq166 F4: SCI, a low-light enhancer, written at 0.63x FP32 with no word; the default kept its
+    layers float)."""
+    if speed is None or prefer is not Prefer.accuracy or speed.speedup >= SLOWER_BELOW:
+        return ()
+    return (
+        f"the INT8 model ran {speed.speedup:.2f}x FP32 on this CPU (1 thread): --prefer accuracy keeps int8 "
+        "the layers whose int8 form runs slower; the default, --prefer balanced, times them and keeps "
+        "them float",
     )
 
 

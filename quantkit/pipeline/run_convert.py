@@ -275,7 +275,8 @@ def _converted(
     # FP32 timed as the network it is: not slowed by weights listed as inputs, nor by 16-bit insides
     fp32, flushed = subnormal.flushed(widen(given).model)  # counted in the file, as compare counts
     fp32, listed = model_io.weights_fixed(fp32)
-    speed = measure_speed(fp32, int8, samples) if timed and plan.quantized_nodes else None  # else noise
+    here = speed_step.runs_here(config, quantized) and bool(plan.quantized_nodes)  # else noise
+    speed = measure_speed(fp32, int8, samples) if here else None  # --prefer accuracy: reported alone
     slow, speed = speed_memory.too_slow(speed, config.prefer, fp32, int8, samples, speed_plan)
     if slow is not None:  # int8 does not pay here: the output is the model in float
         why = (
@@ -290,6 +291,7 @@ def _converted(
         if budget_report is not None:  # its choice is not the model written: say so beside it
             budget_report = dataclasses.replace(budget_report, not_written=f"every layer is float: {why}")
     summary = _convert_summary(inferred, plan, model_path, sum(len(d) for _, d in stored), prepared, smoke)
+    sizes = (summary.bytes_before, summary.bytes_after)
     checked = target_findings(int8, model_io.infer_shapes(int8), config.target)
     if config.target is Target.openvino:
         checked += openvino_gap(model, int8, samples, smoke)
@@ -298,7 +300,7 @@ def _converted(
     judged, warned = measurement_notes(  # subnormal weights flushed above: nothing inflated to warn of
         inferred, run_int8, reference, samples, smoke, itself, model, flushed=True
     )
-    none = convert_notes.nothing_quantized(plan, timed, budget_report, config.fallback, config.fp8)
+    none = convert_notes.nothing_quantized(plan, timed, budget_report, config.fallback, config.fp8, sizes)
     # once nothing is left to decide or measure: an interrupted convert, or one that fails in the target's
     # checks (hunt51 A1: OpenVINO's, with the model already written), leaves no file
     advance(1)  # before the write: a cancel raised by the bar leaves no file (hq72 11)
@@ -336,7 +338,8 @@ def _converted(
         # below the --min-sqnr asked for (or its default) a warning, kept under --quiet: hunt34's PP-OCRv4
         # detector was written at 10.1 dB against 12 with the figure among a dozen notes, and exit 0
         warnings=none
-        + (() if none else convert_notes.gained_nothing(summary.bytes_before, summary.bytes_after, speed))
+        + (() if none else convert_notes.gained_nothing(*sizes, speed))
+        + convert_notes.slower_kept(speed, config.prefer)
         + fallback.short_of_target(
             config.min_sqnr,
             config.max_float_layers,

@@ -25,13 +25,19 @@ from quantkit.results import CalibrationTable, Feed, QuantPlan, Runs
 
 
 def timed(config: ConvertConfig, quantized: onnx.ModelProto) -> bool:
-    """Whether convert times the plan of `quantized` on this CPU: placed for onnxruntime's CPU kernels, not
-    --prefer accuracy, and run as written (the float32 emulation of bfloat16 layers is not their speed),
-    with no layer in float16 (in_float16), and not --fallback bf16: every op the timing would keep float
-    is bfloat16 there, which onnxruntime's CPU provider cannot load (hq120 F2: MobileNetV2's plan, no
-    layer float, was timed, and convert failed 'onnxruntime cannot load the model (... Conv(22))')."""
-    here = config.target is Target.ort_cpu
-    if not here or config.prefer is Prefer.accuracy or config.fallback is FallbackPrecision.bf16:
+    """Whether convert times the plan of `quantized` on this CPU: runs_here, and not --prefer accuracy."""
+    return config.prefer is not Prefer.accuracy and runs_here(config, quantized)
+
+
+def runs_here(config: ConvertConfig, quantized: onnx.ModelProto) -> bool:
+    """Whether `quantized` runs on this CPU as it would where deployed: placed for onnxruntime's CPU
+    kernels, run as written (the float32 emulation of bfloat16 layers is not their speed), with no layer
+    in float16 (in_float16), and not --fallback bf16: every op the timing would keep float is bfloat16
+    there, which onnxruntime's CPU provider cannot load (hq120 F2: MobileNetV2's plan, no layer float,
+    was timed, and convert failed 'onnxruntime cannot load the model (... Conv(22))'). --prefer accuracy
+    plans with no timing, but the model it writes is timed once for the summary where this holds (hq166
+    F4: a low-light enhancer, SCI, was written at 0.63x FP32 without a word)."""
+    if config.target is not Target.ort_cpu or config.fallback is FallbackPrecision.bf16:
         return False  # nothing timed: no emulation built to learn it
     return runnable(quantized, config) is quantized and not in_float16(config, quantized)
 
