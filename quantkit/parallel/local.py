@@ -150,29 +150,29 @@ class LocalPool:
                 default._actual_context = None
 
 
+QUIET_STDERR = "quantkit.parallel.quiet_stderr"  # the server imports it first: its stderr on /dev/null
+
+
 def _start_forkserver() -> None:
     """Start the fork server (if it is not running) with Ctrl-C ignored, as its workers then are, and its
-    stderr (theirs) on /dev/null: workers say what happens through their results and this process's
-    lines (QUANTKIT_DEBUG keeps their stderr). hq122 F3: the terminal's SIGINT reaches the whole process
-    group, and the server caught importing the task's module printed a KeyboardInterrupt traceback around
-    the one line; a worker forked as this process stopped printed FileNotFoundError's from unpickling a
-    semaphore already gone. An ignored signal stays ignored across the server's exec; a handler would
-    not. From the main thread only (a signal handler is set there alone)."""
+    stderr (theirs) on /dev/null (QUIET_STDERR, preloaded for this start alone): workers say what happens
+    through their results and this process's lines. hq122 F3: the terminal's SIGINT reaches the whole
+    process group, and the server caught importing the task's module printed a KeyboardInterrupt
+    traceback around the one line; a worker forked as this process stopped printed FileNotFoundError's
+    from unpickling a semaphore already gone. An ignored signal stays ignored across the server's exec; a
+    handler would not. From the main thread only (a signal handler is set there alone)."""
     from multiprocessing import forkserver
 
     if threading.current_thread() is not threading.main_thread():
         return
+    server = getattr(forkserver, "_forkserver", None)
+    preloaded = list(getattr(server, "_preload_modules", ["__main__"]))
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    kept = os.dup(2)
     try:
-        if not os.environ.get("QUANTKIT_DEBUG"):
-            quiet = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(quiet, 2)
-            os.close(quiet)
+        forkserver.set_forkserver_preload([QUIET_STDERR, *preloaded])
         forkserver.ensure_running()
     finally:
-        os.dup2(kept, 2)
-        os.close(kept)
+        forkserver.set_forkserver_preload(preloaded)
         signal.signal(signal.SIGINT, previous)
 
 
