@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.calib.table import load
+from tests.conftest import conv_params, make_model
 from tests.helpers import assert_one_line_error, run
 
 Capsys = pytest.CaptureFixture[str]
@@ -388,3 +389,34 @@ def test_a_value_for_the_only_input_says_it_is_the_image_one(
     assert_one_line_error(
         code, err, "--input-value gives every input of the model a value (x), the one the images"
     )
+
+
+@pytest.mark.parametrize("command", ["calibrate", "convert-fp16", "shrink"])
+def test_a_model_with_no_inputs_says_so(
+    command: str, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq169 F1: a model whose input was exported as a Constant (no graph input) read '--input-value gives
+    every input of the model a value (), ...', an option nobody gave (convert has none)."""
+    from quantkit.graph.model_inputs import NO_INPUTS
+
+    p = conv_params(4, 3, seed=0)
+    x = numpy_helper.from_array(np.ones((1, 3, 8, 8), np.float32), "x")
+    nodes = [
+        helper.make_node("Constant", [], ["k"], value=x),
+        helper.make_node("Conv", ["k", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    model = make_model(nodes, p)
+    del model.graph.input[:]
+    path = tmp_path / "constant.onnx"
+    onnx.save(model, str(path))
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = {
+        "calibrate": ["calibrate", str(path), "--images", str(image_dir), "-o", str(out / "t.json")],
+        "convert-fp16": ["convert", str(path), "--to", "fp16", "-o", str(out / "m.onnx")],
+        "shrink": ["shrink", str(path), "--images", str(image_dir), "--output-dir", str(out)],
+    }[command]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, NO_INPUTS)
+    assert not list(out.iterdir())

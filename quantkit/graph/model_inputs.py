@@ -13,6 +13,11 @@ from quantkit.errors import ModelError
 from quantkit.graph.query import SELECTING_OPS, GraphIndex, from_data, topological_order
 from quantkit.results import InputSpec, fixed_batch_of
 
+NO_INPUTS = (
+    "the model has no inputs: it computes the same outputs on every run, and nothing is left for images or "
+    "arrays to feed; export it with its image input as a graph input (not a Constant or an initializer)"
+)
+
 
 def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpec:
     """The input images feed: float32, float16 (fed cast: a model exported in float16, or one convert
@@ -20,6 +25,8 @@ def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpe
     those `fixed` names (given a value for every sample: config.fixed_inputs); more, or one of another
     type, are refused."""
     inputs = _graph_inputs(model)
+    if not inputs:  # hq169 F1: read '--input-value gives every input of the model a value ()', not given
+        raise ModelError(NO_INPUTS)
     check_names(fixed, [i.name for i in inputs])
     rest = [i for i in inputs if i.name not in fixed]
     if not rest:  # hq114 F8: every input given a value read 'give the others a value for every image ()'
