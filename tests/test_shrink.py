@@ -635,6 +635,29 @@ def test_shrink_takes_converts_preference_and_floor(
     assert report["conversion"]["speed_plan"] is None and report["conversion"]["speed"]["rounds"] >= 1
 
 
+def test_shrink_says_a_slower_accuracy_model_once(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hq166 F4: convert --prefer accuracy now warns where its model ran slower than FP32; shrink says a
+    slowdown on the figure its gate reads (compare's), so convert's line, on another timing, is not
+    repeated beside it."""
+    from quantkit.config import Prefer
+    from quantkit.outcomes import Speed
+    from quantkit.pipeline import convert_notes, run_convert
+
+    slow = Speed(0.5, 40, 1.0, 2.0)
+    monkeypatch.setattr(run_convert, "measure_speed", lambda *_: slow)
+    model = tiny_cnn(tmp_path / "model.onnx")
+    argv = ["shrink", str(model), "--images", str(image_dir), "--cache-dir", str(tmp_path / "cache"), *FAST]
+    out = tmp_path / "out"
+    code, _, err = run([*argv, "--output-dir", str(out), "--prefer", "accuracy"], capsys)
+    assert code == 0, err
+    (line,) = convert_notes.slower_kept(slow, Prefer.accuracy)
+    report = json.loads((out / "report.json").read_text())
+    assert report["conversion"]["speed"]["speedup"] == 0.5
+    assert line not in " ".join(err.split()) and line not in report["warnings"]
+
+
 def test_html_report_draws_layers_ranges_and_latency(
     shrink_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -674,7 +697,7 @@ def test_a_recognizers_class_sequence_gets_a_top1_agreement_per_position() -> No
 def test_a_slowdown_no_gate_watches_is_said_in_words() -> None:
     """quantkit demo's digit CNN ran 0.66x FP32 in INT8 and shrink passed without a word: a CI step
     that gates only on accuracy and size would ship a slower model unawares."""
-    from quantkit.config import Target
+    from quantkit.config import Prefer, Target
     from quantkit.pipeline.run_shrink import slower_warning
 
     assert slower_warning(0.66, None) == (  # words for demo too, which takes no gate options (hq98 F4)
@@ -683,6 +706,13 @@ def test_a_slowdown_no_gate_watches_is_said_in_words() -> None:
         "step on it, or measure the runtime it ships to with quantkit compare"
     )
     assert slower_warning(0.98, None) == slower_warning(0.5, 1.0) == slower_warning(None, None) == ""
+    assert slower_warning(0.66, None, Target.ort_cpu, Prefer.accuracy) == (  # hq166 F4
+        "the INT8 model ran 0.66x FP32 here (slower): int8 does not pay for this model on this CPU (its Q/DQ "
+        "passes cost more than its integer kernels save); --prefer accuracy keeps int8 the layers whose int8 "
+        "form runs slower, where the default (--prefer balanced) times them and keeps them float; a "
+        "--min-speedup 1 gate (quantkit shrink) fails the step on it, or measure the runtime it ships to "
+        "with quantkit compare"
+    )
     # hunt32: a model placed for TensorRT was told to add --min-speedup, which shrink refuses there
     assert slower_warning(0.36, None, Target.tensorrt) == slower_warning(0.36, None, Target.openvino) == ""
 

@@ -9,7 +9,7 @@ import onnx
 from quantkit.config import ConvertConfig, FallbackPrecision, Prefer, Target, WeightRange
 from quantkit.evaluate.budget_units import coarse
 from quantkit.graph.augment import COMPUTE_OPS
-from quantkit.outcomes import SLOWER_BELOW, BudgetReport, Speed
+from quantkit.outcomes import BudgetReport, Speed
 from quantkit.pipeline.speed_refine import REASON as SPEED_REASON
 from quantkit.reports.formats import size_change
 from quantkit.results import FallbackStep, QuantPlan
@@ -114,15 +114,22 @@ def nothing_quantized(
 
 
 def slower_kept(speed: Speed | None, prefer: Prefer) -> tuple[str, ...]:
-    """The warning where --prefer accuracy (which times no plan) wrote a model measured slower than FP32
-    (hq166 F4: SCI, a low-light enhancer, written at 0.63x FP32 with no word; the default kept its
-    layers float)."""
-    if speed is None or prefer is not Prefer.accuracy or speed.speedup >= SLOWER_BELOW:
+    """The warning where the model written measured slower than FP32 (below SLOWER_BELOW): under --prefer
+    accuracy, which times no plan (hq166 F4: SCI, a low-light enhancer, written at 0.63x FP32 with no
+    word; the default kept its layers float), or where the other preferences kept int8 a model that an
+    earlier run measured faster (speed_memory)."""
+    if speed is None or not speed.slower:
         return ()
+    if prefer is Prefer.accuracy:
+        return (
+            f"the INT8 model ran {speed.speedup:.2f}x FP32 on this CPU (1 thread): --prefer accuracy keeps "
+            "int8 the layers whose int8 form runs slower; the default, --prefer balanced, times them and "
+            "keeps them float",
+        )
     return (
-        f"the INT8 model ran {speed.speedup:.2f}x FP32 on this CPU (1 thread): --prefer accuracy keeps int8 "
-        "the layers whose int8 form runs slower; the default, --prefer balanced, times them and keeps "
-        "them float",
+        f"the INT8 model ran {speed.speedup:.2f}x FP32 on this CPU (1 thread), kept int8 as an earlier run "
+        "measured it: int8 does not pay for this model here (QUANTKIT_SPEED_CACHE=off measures again, and "
+        "a model measured slower twice is written float)",
     )
 
 

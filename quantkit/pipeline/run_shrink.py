@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from quantkit.config import OutputKind, Runtime, ShrinkConfig, Target
+from quantkit.config import OutputKind, Prefer, Runtime, ShrinkConfig, Target
 from quantkit.errors import ConfigError, OutputError, QuantkitError
 from quantkit.evaluate import gates
 from quantkit.evaluate.budget_refusals import refuse_anchors, values_refusal
@@ -32,7 +32,7 @@ from quantkit.image_folders import images_of, select_images, shortfall
 from quantkit.images import shared_images
 from quantkit.outcomes import SLOWER_BELOW, ShrinkResult
 from quantkit.parallel import ONE_PROCESS, Parallel
-from quantkit.pipeline import calib_warnings, held_out, shrink_cache
+from quantkit.pipeline import calib_warnings, convert_notes, held_out, shrink_cache
 from quantkit.pipeline.budget_run import check_detector_head
 from quantkit.pipeline.loading import refuse_bfloat16
 from quantkit.pipeline.progress import Progress
@@ -220,16 +220,28 @@ def _check_class_scores(
 SLOWER_GATE = "a --min-speedup 1 gate (quantkit shrink) fails the step on it"
 
 
-def slower_warning(speedup: float | None, gate: float | None, target: Target = Target.ort_cpu) -> str:
+def slower_warning(
+    speedup: float | None,
+    gate: float | None,
+    target: Target = Target.ort_cpu,
+    prefer: Prefer = Prefer.balanced,
+) -> str:
     """A measured slowdown that no --min-speedup gate watches, said in words ("" if none). Not for a
     model placed for another runtime: this CPU's onnxruntime speed says nothing of it, and --min-speedup
-    is refused there (hunt32: --target tensorrt was told to add it)."""
+    is refused there (hunt32: --target tensorrt was told to add it). Under --prefer accuracy, which keeps
+    int8 the layers that run slower so, the default is named (convert's own line on it is not repeated)."""
     if speedup is None or speedup >= SLOWER_BELOW or gate is not None or target is not Target.ort_cpu:
         return ""
+    kept = (
+        "; --prefer accuracy keeps int8 the layers whose int8 form runs slower, where the default (--prefer "
+        "balanced) times them and keeps them float"
+        if prefer is Prefer.accuracy
+        else ""
+    )
     return (
         f"the INT8 model ran {speedup:.2f}x FP32 here (slower): int8 does not pay for this model on this CPU "
-        f"(its Q/DQ passes cost more than its integer kernels save); {SLOWER_GATE}, or measure the runtime "
-        "it ships to with quantkit compare"
+        f"(its Q/DQ passes cost more than its integer kernels save){kept}; {SLOWER_GATE}, or measure the "
+        "runtime it ships to with quantkit compare"
     )
 
 
@@ -297,13 +309,19 @@ def _run(
     warnings = (
         shortfall(config.calibration.images, calibration_images),
         *calib_warnings.of_table(loaded.meta, reference=apart),
-        *summary.warnings,
+        # convert's slower-model line is said by slower_warning, on the figure the gate reads (or the gate)
+        *(
+            w
+            for w in summary.warnings
+            if w not in convert_notes.slower_kept(summary.speed, config.convert.prefer)
+        ),
         *comparison.warnings,
         # a model with no int8 layer is FP32's twin: its timing is noise, no Q/DQ cost (hq67 PicoDet)
         slower_warning(  # the figure the speed gate reads (hq145: 0.60x said, the gate's 0.85x)
             gates.judged_speedup(comparison, False)[0] if summary.plan.quantized_nodes else None,
             config.gates.min_speedup,
             config.convert.target,
+            config.convert.prefer,
         ),
         elsewhere_latency(comparison.speedup, config.convert.target, comparison.settings.get("runtime")),
         gates.few_boxes(comparison) if config.gates.max_drop is not None else None,

@@ -45,14 +45,5 @@ def speed_plan_text(plan: SpeedPlan | None) -> Text:
 
 
 def speed_text(speed: Speed | None) -> Text:
-    if speed is None:
-        return Text("")
-    line = speed_line(speed)
-    if not speed.slower:
-        return Text(line)
-    return Text(
-        line + "warning: the INT8 model runs slower than FP32 here: int8 does not pay for this model on this "
-        "CPU (kept int8 as measured before; QUANTKIT_SPEED_CACHE=off measures again, and a model slower "
-        "twice is written float)\n",
-        style="yellow",
-    )
+    """The speed line; a slower model's warning is among the summary's (convert_notes.slower_kept)."""
+    return Text("") if speed is None else Text(speed_line(speed))
