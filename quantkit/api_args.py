@@ -84,6 +84,12 @@ def shrink_convert(options: dict[str, Any], compact: bool, target: str) -> Conve
             f"shrink's convert_options cannot set {', '.join(own)}: pass compact=, target=, workers=, ray=, "
             "threads= and progress= to shrink itself, and max_drop= as its gate"
         )
+    fixed = sorted(set(options) & {"to", "output", "calibration"})
+    if fixed:  # hq169 F2: 'convert has no option to (did you mean to=?); it takes ..., to, ...'
+        raise ConfigError(
+            f"shrink's convert_options cannot set {', '.join(fixed)}: shrink converts to int8 with the table "
+            "it calibrates and writes the model in output_dir (quantkit.convert takes them)"
+        )
     refuse_unread(options, lambda name: f"{name}=")  # hq77 4: recorded in report.json, shaped nothing
     return ConvertConfig(
         **options_of(ConvertConfig, options, "int8"),

@@ -55,6 +55,11 @@ def test_numpy_floats_and_spellings_of_one_number_are_one_setting() -> None:
             lambda: quantkit.shrink("m.onnx", data="d", output_dir="o", convert_options={"workers": 2}),
             "shrink's convert_options cannot set workers: pass compact=, target=, workers=",
         ),
+        (  # hq169 F2: 'convert has no option to (did you mean to=?); it takes ..., to, ...'
+            lambda: quantkit.shrink("m.onnx", data="d", output_dir="o", convert_options={"to": "fp16"}),
+            "shrink's convert_options cannot set to: shrink converts to int8 with the table it calibrates "
+            "and writes the model in output_dir (quantkit.convert takes them)",
+        ),
         (
             lambda: quantkit.calibrate("m.onnx", data="d", progress=lambda: None),
             "progress takes a callable start(label, total) -> advance(n);",
