@@ -29,7 +29,7 @@ from quantkit import files
 from quantkit.calib import table as table_io
 from quantkit.errors import CalibrationError, ConfigError
 from tests.conftest import conv_params, make_model, tiny_cnn
-from tests.helpers import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, output_agreement, run
 
 Capsys = pytest.CaptureFixture[str]
 
@@ -730,6 +730,34 @@ def test_external_weights_are_loaded_and_written(image_dir: Path, tmp_path: Path
     assert not any(onnx.external_data_helper.uses_external_data(t) for t in written.graph.initializer)
     code, _, err = run(["compare", str(model), str(out), "--images", str(image_dir), "--runs", "2"], capsys)
     assert code == 0, err
+
+
+def test_a_hub_snapshot_of_links_is_read_through_them(
+    image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq169 F3: a Hugging Face hub snapshot keeps each file as a link into the cache's blobs/: its data
+    file, beside the model under the name the model gives, was refused as 'points outside the model's
+    folder' (onnx's loader refuses links; onnxruntime reads them). It is read through the link; an output
+    onto the link is still refused, and the blob is left as it was."""
+    made = external_model(tmp_path / "made")
+    blobs, snapshot = tmp_path / "hub" / "blobs", tmp_path / "hub" / "snapshots" / "rev1"
+    blobs.mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    (blobs / "aaa").write_bytes(made.read_bytes())
+    (blobs / "bbb").write_bytes((made.parent / "weights.bin").read_bytes())
+    (snapshot / "ext.onnx").symlink_to("../../blobs/aaa")
+    (snapshot / "weights.bin").symlink_to("../../blobs/bbb")
+    before = (blobs / "bbb").read_bytes()
+    table, out = tmp_path / "t.json", tmp_path / "q.onnx"
+    assert calibrate(snapshot / "ext.onnx", image_dir, table, capsys)[0] == 0
+    code, _, err = run(["convert", str(snapshot / "ext.onnx"), "-c", str(table), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert output_agreement(made, out, image_dir, table)[0] > 25.0
+    code, _, err = run(
+        ["convert", str(snapshot / "ext.onnx"), "--to", "fp16", "-o", str(blobs / "bbb")], capsys
+    )
+    assert code == 2 and "would overwrite the model's weights" in err, err
+    assert (blobs / "bbb").read_bytes() == before
 
 
 def test_a_table_of_the_model_before_its_external_weights_changed_is_refused(
