@@ -432,3 +432,23 @@ def test_a_softmax_output_is_judged_by_its_logits_as_convert_judges_it(
     plain.first_pass()
     judged = plain.noise(halved)  # the probabilities, which the halved logits move
     assert set(judged.powers) == {"probs"} and judged.sqnr_db < 60
+
+
+def test_a_node_name_holding_a_hash_reads_back_from_the_exclusions_file(tmp_path: Path) -> None:
+    """hq169 F5: --exclude-from cut every line at its first '#': the file sensitivity writes for a node
+    named 'fc#1' ('fc#1  # Gemm, ...') read back as 'fc', refused; a line 'conv#x' kept the node 'conv'
+    float, another layer, with exit 0. A comment is a '#' that opens the line or follows a space."""
+    from quantkit.cli.app import exclusion_names
+    from quantkit.outcomes import LayerSensitivity, SensitivityReport
+    from quantkit.reports.records import exclusions_file
+
+    rows = (
+        LayerSensitivity("fc#1", "Gemm", 10.0, 7.0, 0.3),
+        LayerSensitivity("conv#x", "Conv", 9.0, 7.0, 0.2),
+    )
+    written = tmp_path / "keep.txt"
+    written.write_text(exclusions_file(SensitivityReport(rows, 6.0, (), 16, 1.0, {}), None, "m.onnx"))
+    assert exclusion_names(written) == ("fc#1", "conv#x")
+    hand = tmp_path / "hand.txt"
+    hand.write_text("# layers to keep float\nconv#x\n  # indented comment\nfc#1 # the head\n\n")
+    assert exclusion_names(hand) == ("conv#x", "fc#1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -415,7 +416,9 @@ def comma_names(text: str | None) -> tuple[str, ...]:
 
 
 def exclusion_names(path: Path | None) -> tuple[str, ...]:
-    """Node names from a --exclude-from file: one per line; blank lines and # comments ignored."""
+    """Node names from a --exclude-from file: one per line; blank lines and comments ignored, a comment
+    being a '#' that opens the line or follows a space (hq169 F5: a node named 'fc#1', which sensitivity
+    writes as 'fc#1  # Gemm, ...', read back as 'fc'; a line 'conv#x' kept the node 'conv' float)."""
     from quantkit import files
 
     if path is None:
@@ -431,4 +434,5 @@ def exclusion_names(path: Path | None) -> tuple[str, ...]:
         raise ConfigError(
             f"cannot read --exclude-from {path} ({exc.__class__.__name__}); check the path"
         ) from exc
-    return tuple(line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip())
+    names = (re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip() for line in text.splitlines())
+    return tuple(name for name in names if name)
