@@ -931,3 +931,35 @@ def test_a_maxpool_whose_relu_is_folded_shares_its_inputs_params(tmp_path: Path,
     summary, _ = quantize(make_model(nodes, weights | bounds), tmp_path / "clip", image_dir, config)
     params = summary.plan.activations
     assert float(params["p"].scale) * 255 <= bound * 1.0001 < float(params["r"].scale) * 255
+
+
+@pytest.mark.parametrize(
+    ("pool", "int8"), [("GlobalAveragePool", False), ("AveragePool", False), ("MaxPool", True)]
+)
+def test_a_pool_carried_into_the_output_keeps_its_values_float(
+    pool: str, int8: bool, tmp_path: Path, image_dir: Path
+) -> None:
+    """hq169 F4: SqueezeNet's pooled logits (AveragePool -> Flatten -> output) took their own uint8 range,
+    and held-out photos past the calibration images' top tied several classes there (from one calibration
+    photo 38.8 % top-1 agreement; the pool float, 78.8 %). An op computing new values that only moving
+    ops carry into an output stays float, as one writing it does; a MaxPool rounds nothing new."""
+    from quantkit.planner.range_plan import CARRIED_OUT
+
+    inits: dict[str, np.ndarray] = {}
+    window = {} if pool == "GlobalAveragePool" else {"kernel_shape": [3, 3], "strides": [2, 2]}
+    nodes = [
+        conv("c1", "x", "c1_out", 8, 3, 1, inits),
+        N("Relu", ["c1_out"], ["r1"], name="r1"),
+        N(pool, ["r1"], ["pooled"], name="pool", **window),
+        N("Flatten", ["pooled"], ["y"], name="flat"),
+    ]
+    summary, out = quantize(make_model(nodes, inits), tmp_path, image_dir)
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert summary.plan.quantized_nodes["c1"] == "Conv"
+    if int8:
+        assert summary.plan.quantized_nodes["pool"] == "MaxPool"
+        assert reasons["flat"] == "its output is a model output (kept float)"
+    else:
+        assert reasons["pool"] == CARRIED_OUT and "pool" not in summary.plan.quantized_nodes
+        assert producers_of(onnx.load(str(out)))["pooled"] == pool
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0

@@ -869,7 +869,8 @@ def test_a_search_short_by_its_own_measure_is_a_warning_whatever_the_smoke_test_
 ) -> None:
     """hq120 F3: YOLOX in fp8 ended its --min-sqnr 12 search at 10.20 dB (each kind of feature weighing
     alike) and no line said 12 was not reached: the smoke test's 14.05 dB, its boxes weighing most, hid
-    it. Here 34.32 dB by the search's measure, 35.83 pooled, against --min-sqnr 35."""
+    it. Here 35.31 dB by the search's measure, 36.51 pooled, against --min-sqnr 36 (its head's Concat,
+    carried into the output, float)."""
     model, table, inputs = tmp_path / "m.onnx", tmp_path / "t.json", tmp_path / "inputs"
     g = np.random.default_rng(0)
     onnx.save(_boxes_and_scores(g), str(model))
@@ -877,15 +878,15 @@ def test_a_search_short_by_its_own_measure_is_a_warning_whatever_the_smoke_test_
     for k in range(16):
         np.save(inputs / f"{k}.npy", g.standard_normal((1, 16, 32, 32)).astype(np.float32))
     assert run(["calibrate", str(model), "--inputs", str(inputs), "-o", str(table), "-q"], capsys)[0] == 0
-    argv = ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "i.onnx"), "--min-sqnr", "35"]
+    argv = ["convert", str(model), "-c", str(table), "-o", str(tmp_path / "i.onnx"), "--min-sqnr", "36"]
     code, out, err = run([*argv, "--max-float-layers", "0", "--prefer", "accuracy"], capsys)
     assert code == 0, err
     smoke = re.search(r"SQNR y ([0-9.]+) dB", " ".join(out.split()))
-    assert smoke is not None and float(smoke.group(1)) >= 35.0, out  # the pooled figure meets it
-    lines = [line for line in err.splitlines() if line.startswith("warning: --min-sqnr 35 not reached: ")]
+    assert smoke is not None and float(smoke.group(1)) >= 36.0, out  # the pooled figure meets it
+    lines = [line for line in err.splitlines() if line.startswith("warning: --min-sqnr 36 not reached: ")]
     assert len(lines) == 1, out + err
     reached = float(lines[0].split("not reached: ")[1].split(" dB")[0])
-    assert reached < 35.0 and "in the smoke test, which pools each output's values" in lines[0]
+    assert reached < 36.0 and "in the smoke test, which pools each output's values" in lines[0]
 
 
 def test_one_sample_that_sets_an_inputs_range_alone_is_named_and_its_cost_said(

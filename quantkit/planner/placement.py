@@ -24,6 +24,7 @@ from quantkit.planner.patterns import (
     writer,
 )
 from quantkit.planner.planning_state import ATTENTION_FLOAT, MULTI_INPUT_OPS, Planning
+from quantkit.planner.range_plan import output_reason
 from quantkit.planner.targets import fused_into_gemm
 from quantkit.results import (
     WeightPlan,
@@ -397,8 +398,9 @@ def _try_integer(state: Planning, node: onnx.NodeProto) -> bool:
         node.op_type not in ("Add", "Mul") or any(c is None or c.dtype != np.float32 for c in constants)
     ):
         return False
-    if any(o in index.graph_outputs for o in outputs):
-        state.reasons[node.name] = "its output is a model output (kept float)"
+    out_why = output_reason(index, node)
+    if out_why:
+        state.reasons[node.name] = out_why
         return False
     if any(state.nonfinite(o) for o in outputs):  # a -inf mask added by design (hunt45: "recalibrate")
         state.reasons[node.name] = "its output holds NaN or Inf on the calibration images (kept float)"
