@@ -1464,3 +1464,47 @@ def test_a_weight_output_an_if_body_reads_takes_16_bit_edges(tmp_path: Path, to:
     written = _convert(path, tmp_path / "o.onnx", to=to, keep_io_types=False)
     low = TensorProto.FLOAT16 if to == "fp16" else TensorProto.BFLOAT16
     assert {v.type.tensor_type.elem_type for v in written.graph.output} == {low}
+
+
+def test_a_transpose_feeding_a_matmul_stays_float32_where_float16_crashes_onnxruntime(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq168 F1: onnxruntime 1.32's NCHWc pass segfaults loading a float16 Transpose (perm [1, 0, 2]) that
+    feeds a float16 MatMul: a Keras BiLSTM recognizer's `convert --fallback fp16`, its Dense kept float,
+    died with exit 139 and no word. That Transpose stays float32. Run in a child, where a crash is an
+    exit code, not this test process gone."""
+    import subprocess
+    import sys
+
+    from quantkit.planner import fp16_plan
+    from quantkit.planner.fp16_plan import CRASHING_TRANSPOSE
+
+    inits = conv_params(8, 3, seed=2)
+    inits["wm"] = rng(3).normal(0, 0.2, (SIZE, 6)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Reshape", ["r", "shape"], ["s"], name="flat"),
+        helper.make_node("Transpose", ["s"], ["t"], name="swap", perm=[1, 0, 2]),
+        helper.make_node("MatMul", ["t", "wm"], ["y"], name="dense"),
+    ]
+    inits["shape"] = np.array([0, 8 * SIZE, SIZE], np.int64)
+    model = save(make_model(nodes, inits), tmp_path / "m.onnx")
+    table = tmp_path / "m.calib.json"
+    pipeline.calibrate(model, table, CalibrateConfig(ImageSelection(image_dir)))
+    out = tmp_path / "m.int8.onnx"
+    argv = ["convert", str(model), "-c", str(table), "-o", str(out), "--fallback", "fp16"]
+    done = subprocess.run(
+        [sys.executable, "-m", "quantkit", *argv, "--exclude-nodes", "dense", "--prefer", "accuracy"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    written = onnx.load(str(out))
+    readers = [n for n in written.graph.node if "t" in n.input]  # the Transpose's float32 output
+    assert [n.op_type for n in readers] == ["Cast"] and readers[0].attribute[0].i == TensorProto.FLOAT16
+    matmul = next(n for n in written.graph.node if n.op_type == "MatMul")
+    assert matmul.input[0] == readers[0].output[0]  # the MatMul in float16, after the Cast
+    kept = fp16_plan.plan(model_io.infer_shapes(onnx.load(str(model))), None).kept
+    assert [(k.node, k.reason) for k in kept] == [("swap", CRASHING_TRANSPOSE.format(kind="float16"))]

@@ -109,6 +109,8 @@ def plan(
         keep(node, reason)
     for node in _passing_on(index):
         keep(node, "hands a model input to a model output: kept exact")
+    for node in _crashing_transposes(index) if target.runs_in_onnxruntime else ():
+        keep(node, CRASHING_TRANSPOSE.format(kind=kind))
     weights = _weight_peaks(index)
     overflowing = [(name, peak) for name, peak in weights if peak > largest]
     for name, peak in overflowing:
@@ -278,6 +280,22 @@ def int8_float32_nodes(
 
 
 MOVING_OPS = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
+
+# hq168 F1: onnxruntime 1.32's NCHWc layout pass (ORT_ENABLE_ALL, its default) segfaults loading a float16
+# Transpose that feeds a float16 MatMul (Transpose perm [1, 0, 2] after a Keras BiLSTM's Loops, then its
+# Dense): `convert --fallback fp16` died with exit 139 and no word; --to fp16 found it by bisecting in
+# child processes (PP-OCRv2's recognizer). Such a Transpose stays float32, the MatMul float16 after a Cast.
+CRASHING_TRANSPOSE = "its {kind} form feeding a MatMul crashes onnxruntime's CPU provider (SIGSEGV)"
+
+
+def _crashing_transposes(index: GraphIndex) -> list[onnx.NodeProto]:
+    """Transposes whose output a MatMul reads (CRASHING_TRANSPOSE)."""
+    return [
+        node
+        for node in index.nodes
+        if node.op_type == "Transpose"
+        and any(c.op_type == "MatMul" for o in node.output for c, _ in index.consumers.get(o, []))
+    ]
 
 
 def _passing_on(index: GraphIndex) -> list[onnx.NodeProto]:
