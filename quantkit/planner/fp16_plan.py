@@ -282,20 +282,24 @@ def int8_float32_nodes(
 MOVING_OPS = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
 
 # hq168 F1: onnxruntime 1.32's NCHWc layout pass (ORT_ENABLE_ALL, its default) segfaults loading a float16
-# Transpose that feeds a float16 MatMul (Transpose perm [1, 0, 2] after a Keras BiLSTM's Loops, then its
-# Dense): `convert --fallback fp16` died with exit 139 and no word; --to fp16 found it by bisecting in
-# child processes (PP-OCRv2's recognizer). Such a Transpose stays float32, the MatMul float16 after a Cast.
+# 3-D Transpose that feeds a float16 MatMul's first input (perm [1, 0, 2] after a Keras BiLSTM's Loops,
+# then its Dense): `convert --fallback fp16` died with exit 139 and no word; --to fp16 found it by
+# bisecting in child processes (PP-OCRv2's recognizer). Tried alone: perms [1, 0, 2] and [1, 2, 0] crash,
+# [0, 2, 1], [2, 0, 1], [2, 1, 0], 2-D and 4-D ones (attention's) and the second input do not. Such a
+# Transpose stays float32, the MatMul float16 after a Cast.
 CRASHING_TRANSPOSE = "its {kind} form feeding a MatMul crashes onnxruntime's CPU provider (SIGSEGV)"
 
 
 def _crashing_transposes(index: GraphIndex) -> list[onnx.NodeProto]:
-    """Transposes whose output a MatMul reads (CRASHING_TRANSPOSE)."""
-    return [
-        node
-        for node in index.nodes
-        if node.op_type == "Transpose"
-        and any(c.op_type == "MatMul" for o in node.output for c, _ in index.consumers.get(o, []))
-    ]
+    """3-D Transposes whose output a MatMul reads as its first input (CRASHING_TRANSPOSE)."""
+    found = []
+    for node in index.nodes:
+        perm = index.attribute(node, "perm", ()) if node.op_type == "Transpose" else ()
+        rank = len(perm) if isinstance(perm, (list, tuple)) else 0
+        readers = index.consumers.get(node.output[0], []) if node.output else []
+        if rank == 3 and any(c.op_type == "MatMul" and k == 0 for c, k in readers):
+            found.append(node)
+    return found
 
 
 def _passing_on(index: GraphIndex) -> list[onnx.NodeProto]:
