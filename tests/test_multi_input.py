@@ -554,3 +554,41 @@ def test_a_mask_input_is_no_image_side_when_the_model_is_upgraded(tmp_path: Path
     table = quantkit.calibrate(model, data=samples, output=tmp_path / "t.calib.json")
     quantkit.convert(model, to="fp8", calibration=table, output=tmp_path / "fp8.onnx")
     assert (tmp_path / "fp8.onnx").is_file()
+
+
+def test_sensitivity_of_a_model_only_arrays_feed_says_so(tmp_path: Path, capsys: Capsys) -> None:
+    """hq168 F2: a watermark decoder whose one input is 5-D ([N, 3, 1, H, W]) calibrates from arrays
+    only; sensitivity then said 'calibrate on images (--images) for it', which calibrate refuses."""
+    from PIL import Image
+
+    g = np.random.default_rng(7)
+    nodes = [
+        helper.make_node("Reshape", ["frame", "shape"], ["x"], name="squeeze"),
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([-1, 3, 16, 16], np.int64), "shape"),
+        numpy_helper.from_array(g.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "b"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "five_d",
+        [helper.make_tensor_value_info("frame", TensorProto.FLOAT, ["N", 3, 1, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(model))
+    samples = [g.uniform(0, 1, (1, 3, 1, 16, 16)).astype(np.float32) for _ in range(4)]
+    table = quantkit.calibrate(model, data=samples, output=tmp_path / "m.calib.json")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(images / "a.png")
+    code, _, err = run(["sensitivity", str(model), "-c", str(table.table), "--images", str(images)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert (
+        "sensitivity's --images reads images into a 4-D image input, and the model's input takes arrays (the "
+        "table was calibrated on them): it cannot measure this model" in " ".join(err.split())
+    )

@@ -57,7 +57,7 @@ def search_budget(
     ranking, tried first as a set (the fallback's, in the plan convert writes without a budget); first_cut:
     those of them whose input path the fallback cut (planner.cut_paths)."""
     deadline = time.monotonic() + budget.timeout_s
-    preprocess = table_preprocess(table, "--max-drop's validation images")
+    preprocess = table_preprocess(table, "--max-drop's validation images", model)
     paths = list(dict.fromkeys(select_images(budget.validation)))  # a count above the folder's: each once
     reference = Session.of(model)
     size = reference.fixed_batch or 8

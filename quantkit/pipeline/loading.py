@@ -152,8 +152,9 @@ def table_side(table: CalibrationTable) -> tuple[int, int] | None:
     return feed_side(table.samples) if table.samples is not None else None
 
 
-def table_preprocess(table: CalibrationTable, needed_for: str) -> Preprocess:
-    """The table's preprocessing, which `needed_for` reads images with; a table made from arrays has none."""
+def table_preprocess(table: CalibrationTable, needed_for: str, model: onnx.ModelProto) -> Preprocess:
+    """The table's preprocessing, which `needed_for` reads images with; a table made from arrays has none.
+    model: the one measured, whose inputs say whether images could feed it at all."""
     recorded = table.meta.get("preprocess")
     if not recorded and isinstance(table.samples, dict) and len(table.samples) > 1:  # hunt35: it looped
         raise ConfigError(
@@ -161,12 +162,24 @@ def table_preprocess(table: CalibrationTable, needed_for: str) -> Preprocess:
             f"for the model's {len(table.samples)} inputs: it cannot measure this model; convert's "
             "--min-sqnr fallback measures it on the table's arrays"
         )
+    if not recorded and not _image_like(model):  # hq168 F2: 'calibrate on images', which refuses it
+        raise ConfigError(
+            f"{needed_for} reads images into a 4-D image input, and the model's input takes arrays (the "
+            "table was calibrated on them): it cannot measure this model; convert's --min-sqnr fallback "
+            "measures it on the table's arrays"
+        )
     if not recorded:
         raise ConfigError(
             f"the table was calibrated on arrays, not images, so it records no preprocessing for "
             f"{needed_for}; calibrate on images (--images) for it"
         )
     return Preprocess.from_dict(recorded)
+
+
+def _image_like(model: onnx.ModelProto) -> bool:
+    """Whether one of the model's inputs (initializers aside) is 4-D, as images feed one."""
+    weights = {t.name for t in model.graph.initializer}
+    return any(len(i.type.tensor_type.shape.dim) == 4 for i in model.graph.input if i.name not in weights)
 
 
 def require_model_path(output: Path) -> None:

@@ -57,7 +57,7 @@ def sensitivity(
     layers, base = sens.layers(inferred, table, config)
     if not layers:
         raise ModelError(f"{model_path.name} has no layer that convert would quantize")
-    preprocess = table_preprocess(table, "sensitivity's --images")
+    preprocess = table_preprocess(table, "sensitivity's --images", inferred)
     paths = tuple(select_images(images))
     blobs = _shared(inferred, table_path, parallel)
     key = sensitivity_key(blobs, paths, preprocess)
