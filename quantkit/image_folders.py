@@ -211,13 +211,17 @@ class LeftOut:
     """What find_images leaves out of a folder that a user may count as images: links to image files
     outside it (hunt30: 7 such links and 1 real image read as 1 image, without a word), links to folders
     (not followed; hq68 3: 12 of 13 photos dropped, exit 0), broken links (hq68 13: called 'outside') and
-    files in formats no Pillow here reads (UNREAD_SUFFIXES, their suffixes sorted)."""
+    files in formats no Pillow here reads (UNREAD_SUFFIXES, their suffixes sorted), and image files whose
+    name has no image suffix (hq169: 8 JPEGs named img1..img8 beside 5 .JPG, calibrated on the 5 without a
+    word), with the first one's name."""
 
     outside: int = 0
     folders: int = 0
     broken: int = 0
     unread: int = 0
     formats: tuple[str, ...] = ()
+    misnamed: int = 0
+    misnamed_example: str = ""
 
     def text(self) -> str:
         """One clause per kind found, '; '-joined; '' where nothing was left out."""
@@ -241,6 +245,11 @@ class LeftOut:
                     f"{self.unread} file(s) in formats quantkit does not read ({kinds}) left out "
                     "(convert them to JPEG or PNG)",
                 ),
+                (
+                    self.misnamed,
+                    f"{self.misnamed} image file(s) without an image suffix left out (e.g. "
+                    f"{self.misnamed_example}): name them with their format's (.jpg, .png)",
+                ),
             )
             if count
         )
@@ -251,6 +260,7 @@ def left_out(folder: Path) -> LeftOut:
     root = folder.resolve()
     outside = folders = broken = 0
     unread: dict[str, int] = {}
+    misnamed: list[str] = []
     with contextlib.suppress(OSError):  # a folder that cannot be listed leaves nothing out
         for _, entry in _walk(folder):
             suffix = os.path.splitext(entry.name)[1].lower()
@@ -264,4 +274,22 @@ def left_out(folder: Path) -> LeftOut:
                     outside += 1
             elif suffix in UNREAD_SUFFIXES:
                 unread[suffix] = unread.get(suffix, 0) + 1
-    return LeftOut(outside, folders, broken, sum(unread.values()), tuple(sorted(unread)))
+            elif suffix not in IMAGE_SUFFIXES and _image_bytes(entry.path):
+                misnamed.append(entry.name)
+    formats = tuple(sorted(unread))
+    first = min(misnamed, default="")
+    return LeftOut(outside, folders, broken, sum(unread.values()), formats, len(misnamed), first)
+
+
+# How the formats quantkit reads begin (JPEG, PNG, GIF, BMP, TIFF both ways; WebP's RIFF checked below)
+MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _image_bytes(path: str) -> bool:
+    """Whether the file at `path` begins as a JPEG, PNG, GIF, BMP, TIFF or WebP does (its first 12 bytes)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(12)
+    except OSError:
+        return False
+    return head.startswith(MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
