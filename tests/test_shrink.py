@@ -368,6 +368,12 @@ def test_quiet_prints_nothing_and_verbose_logs_each_step(
     # warnings stay under --quiet (this tiny CNN may measure slower in int8): nothing else is printed
     assert code == 0 and stdout == "" and all(line.startswith("warning: ") for line in err.splitlines())
     assert (tmp_path / "q" / "report.json").exists()
+    # hq169: a failed gate under --quiet said nothing but its exit code: a CI log showed no reason
+    failing = [*shrink_args, "--output-dir", str(tmp_path / "f"), "--quiet", "--max-size-ratio", "0.001"]
+    code, stdout, err = run(failing, capsys)
+    lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert code == 1 and stdout == "" and len(lines) == 1, err
+    assert re.fullmatch(r"FAIL: size ratio \d+\.\d+ \(<= 0\.001\)", lines[0]), lines[0]
     code, stdout, err = run(["-v", *shrink_args, "--output-dir", str(tmp_path / "v")], capsys)
     assert code == 0 and "report.json, report.md, junit.xml" in " ".join(stdout.split())
     assert "evaluating: done in" in err and "timing: done in" in err  # logs on stderr, results on stdout

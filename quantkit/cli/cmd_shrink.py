@@ -11,6 +11,7 @@ import typer.main
 
 from quantkit.cli.app import (
     CONTEXT,
+    VERBOSITY,
     Command,
     app,
     comma_names,
@@ -19,6 +20,7 @@ from quantkit.cli.app import (
     guard_outputs,
     progress_bars,
     show,
+    stderr,
     step_summary_path,
     warn,
 )
@@ -177,7 +179,7 @@ def shrink(
     from quantkit.pipeline.shrink_cleanup import outputs
     from quantkit.pipeline.step_summary import require_step_summary
     from quantkit.reports import console
-    from quantkit.reports.formats import shrink_warnings
+    from quantkit.reports.formats import failed_gates, shrink_warnings
 
     preprocess = preprocess_options(preset, mean, std, bgr, resize, input_size, pad, input_value)
     config = ShrinkConfig(
@@ -227,5 +229,7 @@ def shrink(
     show(console.shrink_table(result, str(output_dir), exit_zero, html))
     for line in shrink_warnings(result):
         warn(line)
+    if not result.passed and VERBOSITY["level"] < 0:  # hq169: -q failed a CI step without a word of why
+        stderr.print(failed_gates(result), highlight=False, markup=False, soft_wrap=True)
     if not result.passed and not exit_zero:
         raise typer.Exit(1)

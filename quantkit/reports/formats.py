@@ -149,6 +149,16 @@ def verdict(result: ShrinkResult) -> str:
     return "PASS" if result.passed else "FAIL"
 
 
+def failed_gates(result: ShrinkResult) -> str:
+    """'FAIL: accuracy drop 3.20 (<= 1), speedup 0.91 (>= 1)': the gates a failed shrink did not pass, one
+    line; '' where it passed."""
+    failed = [g for g in result.gates if not g.passed]
+    if not failed:
+        return ""
+    shown = ", ".join(f"{GATE_LABELS.get(g.name, g.name)} {gate_figure(g)} ({bound_text(g)})" for g in failed)
+    return f"FAIL: {shown}"
+
+
 def recall_text(m: OutputMetrics) -> str:
     """'94.00% of 1517': the reference's detections per anchor the candidate keeps ('-': not a head)."""
     return "-" if m.detections is None else f"{percent(m.detection_recall)} of {m.detections}"
