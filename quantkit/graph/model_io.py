@@ -16,6 +16,7 @@ from quantkit import runtime
 from quantkit.errors import ModelError, shorten
 from quantkit.files import data_files
 from quantkit.graph.contrib_types import inferred_types
+from quantkit.graph.external_data import load_external_data
 from quantkit.graph.file_kinds import checker_refusal, newer_opset, no_graph, non_tensor_output, not_onnx
 from quantkit.graph.finite_weights import check_finite_weights
 from quantkit.graph.legacy_ops import FREE_INITIALIZERS_IR, write_out
@@ -74,7 +75,7 @@ def load_model(path: Path) -> onnx.ModelProto:
     # a training algorithm stored beside the inference graph, which runtimes ignore: what quantkit writes
     # is for inference, whose weights it would not match (hq155 F7: refused as 'a training graph')
     model.ClearField("training_info")
-    _load_external_data(model, path.parent)
+    load_external_data(model, path.parent)
     try:  # the legacy ops written out: onnx's checker printed a warning for them, which prepare handles
         onnx.checker.check_model(write_out(model, opset_version(model)).model)
     except (onnx.checker.ValidationError, ValueError) as exc:
@@ -197,55 +198,6 @@ def twice_imported(model: onnx.ModelProto, path: Path) -> str | None:
                 "model.opset_import and save the model again"
             )
     return None
-
-
-def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
-    """Each weight stored in a file beside the model read into it. A location that leaves the model's
-    folder (absolute, or through '..') is refused; a file beside the model that is a link is read
-    through it, as onnxruntime reads it (hq169 F3: a Hugging Face hub snapshot, where every file is a
-    link into the cache's blobs/, was refused as 'points outside the model's folder'; onnx's own loader
-    refuses links, so the bytes are read here)."""
-    root = base.resolve()
-    tensors = [
-        t for t in external_data_helper._get_all_tensors(model) if external_data_helper.uses_external_data(t)
-    ]
-    for tensor in tensors:
-        info = external_data_helper.ExternalDataInfo(tensor)
-        location = Path(info.location)
-        if location.is_absolute() or ".." in location.parts:
-            raise ModelError(
-                f"weight {tensor.name!r} points outside the model's folder ({info.location}); refused. "
-                "Keep external data files beside the model"
-            )
-        if not (root / location).is_file():
-            raise ModelError(
-                f"external data file {info.location} of weight {tensor.name!r} is missing: copy it beside "
-                f"the model (into {root})"
-            )
-    for tensor in tensors:
-        try:
-            _read_external(tensor, root)
-        except (OSError, ValueError) as exc:
-            raise ModelError(
-                f"external weights could not be read ({_short(exc)}): the data file is truncated or from "
-                "another export; copy it again from where the model was exported"
-            ) from exc
-
-
-def _read_external(tensor: onnx.TensorProto, root: Path) -> None:
-    """The bytes of `tensor`'s external data (its file under root, at its offset and length) stored in
-    it, as onnx's external_data_helper stores them."""
-    info = external_data_helper.ExternalDataInfo(tensor)
-    with open(root / info.location, "rb") as file:
-        file.seek(int(info.offset or 0))
-        data = file.read(int(info.length) if info.length else -1)
-    if info.length and len(data) != int(info.length):
-        raise ValueError(
-            f"{info.location} holds {len(data)} of the {int(info.length)} bytes of {tensor.name}"
-        )
-    tensor.raw_data = data
-    tensor.data_location = onnx.TensorProto.DEFAULT
-    del tensor.external_data[:]
 
 
 def _short(exc: BaseException) -> str:
