@@ -11,13 +11,15 @@ from onnx import external_data_helper
 from quantkit.errors import ModelError, shorten
 
 
-def load_external_data(model: onnx.ModelProto, base: Path) -> None:
-    """Each weight stored in a file beside the model read into it. A location that leaves the model's
-    folder (absolute, or through '..') is refused; a file beside the model that is a link is read
-    through it, as onnxruntime reads it (hq169 F3: a Hugging Face hub snapshot, where every file is a
-    link into the cache's blobs/, was refused as 'points outside the model's folder'; onnx's own loader
-    refuses links, so the bytes are read here)."""
-    root = base.resolve()
+def load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Each weight stored in a file beside the model (at `path`) read into it. A location that leaves the
+    model's folder (absolute, or through '..') is refused; a file beside the model that is a link is read
+    through it where onnxruntime reads it: to a file in the model file's own real folder (hq169 F3: a
+    Hugging Face hub snapshot, where the model and its data are links into the cache's blobs/, was
+    refused as 'points outside the model's folder'; onnx's own loader refuses links, so the bytes are
+    read here). A link elsewhere is refused, as onnxruntime refuses it (hq170 F1: calibrate and convert
+    took one that compare and shrink, handing onnxruntime the path, then could not load)."""
+    root, real = path.parent.resolve(), path.resolve().parent
     tensors = [
         t for t in external_data_helper._get_all_tensors(model) if external_data_helper.uses_external_data(t)
     ]
@@ -33,6 +35,13 @@ def load_external_data(model: onnx.ModelProto, base: Path) -> None:
             raise ModelError(
                 f"external data file {info.location} of weight {tensor.name!r} is missing: copy it beside "
                 f"the model (into {root})"
+            )
+        target = (root / location).resolve()
+        if not target.is_relative_to(real):
+            raise ModelError(
+                f"external data file {info.location} of weight {tensor.name!r} is a link to {target}, "
+                f"outside the model file's own folder ({real}), which onnxruntime refuses to read: copy the "
+                "data file itself beside the model"
             )
     for tensor in tensors:
         try:

@@ -75,7 +75,7 @@ def load_model(path: Path) -> onnx.ModelProto:
     # a training algorithm stored beside the inference graph, which runtimes ignore: what quantkit writes
     # is for inference, whose weights it would not match (hq155 F7: refused as 'a training graph')
     model.ClearField("training_info")
-    load_external_data(model, path.parent)
+    load_external_data(model, path)
     try:  # the legacy ops written out: onnx's checker printed a warning for them, which prepare handles
         onnx.checker.check_model(write_out(model, opset_version(model)).model)
     except (onnx.checker.ValidationError, ValueError) as exc:
