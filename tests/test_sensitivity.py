@@ -439,16 +439,19 @@ def test_a_node_name_holding_a_hash_reads_back_from_the_exclusions_file(tmp_path
     named 'fc#1' ('fc#1  # Gemm, ...') read back as 'fc', refused; a line 'conv#x' kept the node 'conv'
     float, another layer, with exit 0. A comment is a '#' that opens the line or follows a space."""
     from quantkit.cli.app import exclusion_names
+    from quantkit.errors import ConfigError
     from quantkit.outcomes import LayerSensitivity, SensitivityReport
     from quantkit.reports.records import exclusions_file
 
-    rows = (
-        LayerSensitivity("fc#1", "Gemm", 10.0, 7.0, 0.3),
-        LayerSensitivity("conv#x", "Conv", 9.0, 7.0, 0.2),
-    )
+    names = ("fc#1", "conv#x", "#c1", "c 3 #x", " fc ", 'say "hi"')  # hq170 F2: the last four too
+    rows = tuple(LayerSensitivity(n, "Conv", 10.0 - k, 7.0, 0.3 - 0.01 * k) for k, n in enumerate(names))
     written = tmp_path / "keep.txt"
-    written.write_text(exclusions_file(SensitivityReport(rows, 6.0, (), 16, 1.0, {}), None, "m.onnx"))
-    assert exclusion_names(written) == ("fc#1", "conv#x")
+    written.write_text(exclusions_file(SensitivityReport(rows, 6.0, (), 16, 1.0, {}), 6, "m.onnx"))
+    assert exclusion_names(written) == names
+    assert '\n"#c1"  # Conv' in written.read_text()  # quoted where a plain line would not give it back
     hand = tmp_path / "hand.txt"
     hand.write_text("# layers to keep float\nconv#x\n  # indented comment\nfc#1 # the head\n\n")
     assert exclusion_names(hand) == ("conv#x", "fc#1")
+    hand.write_text('conv\n"fc#1  # no closing quote\n')
+    with pytest.raises(ConfigError, match="line 2 opens a quoted name it does not close"):
+        exclusion_names(hand)

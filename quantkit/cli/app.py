@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -416,9 +415,10 @@ def comma_names(text: str | None) -> tuple[str, ...]:
 
 
 def exclusion_names(path: Path | None) -> tuple[str, ...]:
-    """Node names from a --exclude-from file: one per line; blank lines and comments ignored, a comment
-    being a '#' that opens the line or follows a space (hq169 F5: a node named 'fc#1', which sensitivity
-    writes as 'fc#1  # Gemm, ...', read back as 'fc'; a line 'conv#x' kept the node 'conv' float)."""
+    """Node names from a --exclude-from file: one per line (a JSON string where the name needs one:
+    reports.records.exclusion_entry); blank lines and comments ignored, a comment being a '#' that opens
+    the line or follows white space (hq169 F5: a node named 'fc#1', which sensitivity writes as
+    'fc#1  # Gemm, ...', read back as 'fc'; a line 'conv#x' kept the node 'conv' float)."""
     from quantkit import files
 
     if path is None:
@@ -434,5 +434,10 @@ def exclusion_names(path: Path | None) -> tuple[str, ...]:
         raise ConfigError(
             f"cannot read --exclude-from {path} ({exc.__class__.__name__}); check the path"
         ) from exc
-    names = (re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip() for line in text.splitlines())
+    from quantkit.reports.records import exclusion_name
+
+    names = [exclusion_name(line) for line in text.splitlines()]
+    if None in names:
+        at = names.index(None) + 1
+        raise ConfigError(f"--exclude-from {path}: line {at} opens a quoted name it does not close; close it")
     return tuple(name for name in names if name)

@@ -3,6 +3,8 @@ file."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from quantkit.outcomes import ComparisonResult, SensitivityReport, ShrinkResult
@@ -86,5 +88,32 @@ def exclusions_file(result: SensitivityReport, keep: int | None, model: str) -> 
     for row in result.layers[:count]:
         # hunt52 C4: 'alone' where the layer's input path took 6 more float with it (convert's table says so)
         alone = f"with {len(row.with_it)} more layer(s) float (its input path)" if row.with_it else "alone"
-        lines.append(f"{row.node}  # {row.op_type}, recovers {100 * row.recovered:.0f}% {alone}")
+        lines.append(
+            f"{exclusion_entry(row.node)}  # {row.op_type}, recovers {100 * row.recovered:.0f}% {alone}"
+        )
     return "\n".join(lines) + "\n"
+
+
+# In an --exclude-from file a '#' that opens a line or follows white space starts a comment; a name that a
+# plain line would not give back (one that opens with '#' or '"', holds white space before a '#', or
+# starts or ends with white space) is written as a JSON string (hq169 F5, hq170 F2).
+COMMENT = re.compile(r"(?:^|\s)#")
+
+
+def exclusion_entry(name: str) -> str:
+    """`name` as an --exclude-from line gives it back (exclusion_name)."""
+    plain = name == name.strip() and not name.startswith(('"', "#")) and not COMMENT.search(name)
+    return name if plain and name else json.dumps(name)
+
+
+def exclusion_name(line: str) -> str | None:
+    """The node name an --exclude-from line gives ('' for a blank or comment line); None where a quoted
+    name is not closed."""
+    text = line.strip()
+    if text.startswith('"'):
+        try:
+            name, _ = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            return None
+        return name if isinstance(name, str) else None
+    return COMMENT.split(line, maxsplit=1)[0].strip()
