@@ -92,7 +92,7 @@ def shrink_convert(options: dict[str, Any], compact: bool, target: str) -> Conve
         )
     refuse_unread(options, lambda name: f"{name}=")  # hq77 4: recorded in report.json, shaped nothing
     return ConvertConfig(
-        **options_of(ConvertConfig, options, "int8"),
+        **options_of(ConvertConfig, options, "int8", shrink=True),
         compact=compact,
         target=as_enum(Target, target, "target"),
     )
@@ -108,19 +108,21 @@ def data_of(data: Any, num_images: int | None, seed: int) -> tuple[ImageSelectio
 CONVERT_OWN = ("output", "to", "calibration", "progress", "workers", "ray", "threads")
 
 
-def options_of(kind: type[Any], options: dict[str, Any], to: str) -> dict[str, Any]:
+def options_of(kind: type[Any], options: dict[str, Any], to: str, shrink: bool = False) -> dict[str, Any]:
     """The options `kind` (ConvertConfig or Float16Config) takes; any other is an error that lists every
-    keyword convert takes with `to` (its accuracy budget's for int8), the nearest named."""
+    keyword convert takes with `to` (its accuracy budget's for int8), the nearest named; shrink: those
+    shrink's convert_options takes (hq170 F3: its line listed and suggested ones shrink refuses)."""
     known = set(kind.__dataclass_fields__) - {"to", "fp8"}  # hq72 3: to= says fp8, past its refusals
     unknown = sorted(set(options) - known - set(BUDGET_OPTIONS))
     if unknown or (to != "int8" and set(options) & set(BUDGET_OPTIONS)):
         wrong = unknown or sorted(set(options) & set(BUDGET_OPTIONS))
         takes = sorted(known | set(CONVERT_OWN) | (set(BUDGET_OPTIONS) if to == "int8" else set()))
+        who = f"quantkit.convert(to={to!r})"
+        if shrink:
+            takes, who = sorted(known - {"compact", "target"}), "shrink's convert_options"
         near = difflib.get_close_matches(wrong[0], takes, 1)
         hint = f" (did you mean {near[0]}=?)" if near else ""
-        raise ConfigError(
-            f"quantkit.convert(to={to!r}) has no option {', '.join(wrong)}{hint}; it takes {', '.join(takes)}"
-        )
+        raise ConfigError(f"{who} has no option {', '.join(wrong)}{hint}; it takes {', '.join(takes)}")
     return {k: v for k, v in options.items() if k in known}
 
 

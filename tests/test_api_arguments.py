@@ -60,6 +60,12 @@ def test_numpy_floats_and_spellings_of_one_number_are_one_setting() -> None:
             "shrink's convert_options cannot set to: shrink converts to int8 with the table it calibrates "
             "and writes the model in output_dir (quantkit.convert takes them)",
         ),
+        (  # hq170 F3: the list and the hint named options shrink refuses (calibration=, workers=...)
+            lambda: quantkit.shrink(
+                "m.onnx", data="d", output_dir="o", convert_options={"calibration_table": 1}
+            ),
+            "shrink's convert_options has no option calibration_table; it takes activations, ",
+        ),
         (
             lambda: quantkit.calibrate("m.onnx", data="d", progress=lambda: None),
             "progress takes a callable start(label, total) -> advance(n);",
