@@ -7,7 +7,7 @@ kept, like TensorRT's timing cache: keyed by everything it depends on but the ti
 candidate's bytes, the calibration samples it is timed and scored on, this CPU and its flags,
 onnxruntime's and quantkit's versions), and read back instead of timing again. The same convert on
 the same kind of machine then writes the same bytes; another CPU measures for itself. `--prefer
-accuracy` times nothing and needs none of this.
+accuracy` decides nothing by timing and needs none of this.
 
 Where: $QUANTKIT_SPEED_CACHE (a folder; `off` keeps nothing and measures every time), else
 $XDG_CACHE_HOME/quantkit/speed, else ~/.cache/quantkit/speed. A record that cannot be read or no longer

@@ -78,8 +78,8 @@ PROFILE_SECONDS = 1.5  # per profile: fewer runs of a slow model
 CONFIRM_RUNS = 60
 CONFIRM_SECONDS = 4.0
 REASON = (
-    "int8 profiled slower on this CPU than float with its Q/DQ (--prefer accuracy times nothing: it keeps "
-    "it int8, but where a transformer's plan measures more accurate with it float)"
+    "int8 profiled slower on this CPU than float with its Q/DQ (--prefer accuracy decides nothing by "
+    "timing: it keeps it int8, but where a transformer's plan measures more accurate with it float)"
 )
 
 # Of the refined plans as fast as the fastest (within CONFIRM), another replaces the fastest only where

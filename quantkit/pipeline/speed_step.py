@@ -142,12 +142,12 @@ def more_accurate(
     made: tuple[QuantPlan, onnx.ModelProto],
     measured: tuple[Runs, Feed, fallback.SqnrMemo],
 ) -> Refined | None:
-    """--prefer accuracy times nothing, but where MatMul / Gemm lead an onnxruntime plan (a transformer's)
-    it also measures that plan with Q/DQ on the weighted layers' inputs only (planner.targets.inputs_only):
-    where that is TIED_GAIN_DB more accurate on the calibration samples it is written (hq150 F4: the full
-    plan quantizes residual Adds and LayerNorm / GELU arithmetic; vit_mnist read 25.7 dB so, 32.3 dB so
-    placed, which balanced wrote for its speed). No timing: the same bytes on any machine but where the two
-    measure within rounding of the margin. None: the plan stands."""
+    """--prefer accuracy decides nothing by timing, but where MatMul / Gemm lead an onnxruntime plan (a
+    transformer's) it also measures that plan with Q/DQ on the weighted layers' inputs only
+    (planner.targets.inputs_only): where that is TIED_GAIN_DB more accurate on the calibration samples it
+    is written (hq150 F4: the full plan quantizes residual Adds and LayerNorm / GELU arithmetic; vit_mnist
+    read 25.7 dB so, 32.3 dB so placed, which balanced wrote for its speed). No timing: the same bytes on
+    any machine but where the two measure within rounding of the margin. None: the plan stands."""
     base, quantized = made
     if config.prefer is not Prefer.accuracy or config.target is not Target.ort_cpu or not matmul_led(base):
         return None

@@ -19,7 +19,7 @@ def speed_plan_text(plan: SpeedPlan | None) -> Text:
         return Text(
             "--prefer accuracy: Q/DQ on the inputs of weighted layers only, every op between them float: "
             f"{kept:.2f} dB on the calibration samples, against {full:.2f} dB with Q/DQ around every op "
-            "(nothing timed)\n"
+            "(chosen with no timing)\n"
         )
     how = "1 thread, interleaved on a calibration sample"
     if plan.recalled is not None:
