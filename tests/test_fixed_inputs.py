@@ -420,3 +420,13 @@ def test_a_model_with_no_inputs_says_so(
     code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, NO_INPUTS)
     assert not list(out.iterdir())
+    # hq170 F5: an input with a default value (an initializer of its name) is no missing input
+    defaulted = make_model(
+        nodes[1:], {**p, "k": np.ones((1, 3, 8, 8), np.float32)}, input_name="k", input_shape=(1, 3, 8, 8)
+    )
+    onnx.save(defaulted, str(path))
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(
+        code, err, "every input of the model (k) has a default value stored as an initializer"
+    )
+    assert not list(out.iterdir())

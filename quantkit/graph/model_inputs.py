@@ -17,6 +17,13 @@ NO_INPUTS = (
     "the model has no inputs: it computes the same outputs on every run, and nothing is left for images or "
     "arrays to feed; export it with its image input as a graph input (not a Constant or an initializer)"
 )
+# hq170 F5: an input with an initializer of its name (IR 4+: a default value a feed may override) was
+# called no input at all; quantkit reads such inputs as weights (IR 3 exporters listed every weight so)
+DEFAULTED = (
+    "every input of the model ({names}) has a default value stored as an initializer of its name, which "
+    "quantkit reads as a weight: nothing is left for images or arrays to feed; export the image input "
+    "without an initializer of its name"
+)
 
 
 def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpec:
@@ -26,7 +33,8 @@ def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpe
     type, are refused."""
     inputs = _graph_inputs(model)
     if not inputs:  # hq169 F1: read '--input-value gives every input of the model a value ()', not given
-        raise ModelError(NO_INPUTS)
+        listed = [i.name for i in model.graph.input][:3]
+        raise ModelError(DEFAULTED.format(names=", ".join(listed)) if listed else NO_INPUTS)
     check_names(fixed, [i.name for i in inputs])
     rest = [i for i in inputs if i.name not in fixed]
     if not rest:  # hq114 F8: every input given a value read 'give the others a value for every image ()'
