@@ -254,15 +254,19 @@ def test_an_int8_model_that_gains_nothing_is_said_to() -> None:
     """hunt48 C3: trueocr's text detector, 9 Convs int8, was written 1.01x larger at 0.98x FP32, exit 0,
     without a word."""
     from quantkit.outcomes import Speed
-    from quantkit.pipeline.convert_notes import gained_nothing
+    from quantkit.pipeline.convert_notes import gained_nothing, slower_kept
 
-    (line,) = gained_nothing(390_000, 394_000, Speed(0.98, 40, 5.0, 5.1))
+    tied, slow, b = Speed(0.98, 40, 5.0, 5.1), Speed(0.55, 40, 5.0, 9.1), Prefer.balanced
+    (line,) = gained_nothing(390_000, 394_000, tied, b)
     assert line.startswith(
         "the INT8 model gains nothing here: 1.01x the input's size, 0.98x FP32 on this CPU"
     )
-    assert gained_nothing(390_000, 394_000, Speed(1.20, 40, 6.0, 5.0)) == ()  # faster: worth it
-    assert gained_nothing(390_000, 120_000, Speed(0.98, 40, 5.0, 5.1)) == ()  # smaller: worth it
-    assert gained_nothing(390_000, 394_000, None) == ()  # not timed: not judged
+    assert gained_nothing(390_000, 394_000, Speed(1.20, 40, 6.0, 5.0), b) == ()  # faster: worth it
+    assert gained_nothing(390_000, 120_000, tied, b) == ()  # smaller: worth it
+    assert gained_nothing(390_000, 394_000, None, b) == ()  # not timed: not judged
+    # hq170 F6: slower than FP32, one line (slower_kept's), not two on one figure
+    for prefer in Prefer:
+        assert gained_nothing(390_000, 394_000, slow, prefer) == slower_kept(slow, prefer) != ()
 
 
 def test_a_slower_model_written_is_said_by_its_preference() -> None:

@@ -141,13 +141,15 @@ def left_int8(model: onnx.ModelProto, plan: QuantPlan) -> str:
     return f"{int8} of the model's {len(linear)} linear layers int8"
 
 
-def gained_nothing(before: int, after: int, speed: Speed | None) -> tuple[str, ...]:
+def gained_nothing(before: int, after: int, speed: Speed | None, prefer: Prefer) -> tuple[str, ...]:
     """The warning where the model written is neither 10 % smaller than the input (bytes) nor 5 % faster
     than FP32 as timed (hunt48 C3: trueocr's text detector, 9 Convs int8, written 1.01x larger at 0.98x
     FP32, exit 0, without a word). None where it was not timed, or where no layer is int8
-    (nothing_quantized says so)."""
-    if speed is None or after < 0.9 * before or speed.speedup >= 1.05:
-        return ()
+    (nothing_quantized says so); slower_kept's line alone where the model ran slower than FP32 (hq170 F6:
+    both said 0.55x of one model)."""
+    slower = slower_kept(speed, prefer)
+    if slower or speed is None or after < 0.9 * before or speed.speedup >= 1.05:
+        return slower
     size = f"{after / before:.2f}x the input's size" if after else "its size"
     return (
         f"the INT8 model gains nothing here: {size}, {speed.speedup:.2f}x FP32 on this CPU (convert's table "

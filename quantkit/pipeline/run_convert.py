@@ -338,8 +338,7 @@ def _converted(
         # below the --min-sqnr asked for (or its default) a warning, kept under --quiet: hunt34's PP-OCRv4
         # detector was written at 10.1 dB against 12 with the figure among a dozen notes, and exit 0
         warnings=none
-        + (() if none else convert_notes.gained_nothing(*sizes, speed))
-        + convert_notes.slower_kept(speed, config.prefer)
+        + (() if none else convert_notes.gained_nothing(*sizes, speed, config.prefer))
         + fallback.short_of_target(
             config.min_sqnr,
             config.max_float_layers,
