@@ -9,7 +9,6 @@ import onnx
 from quantkit.config import Prefer, Target
 from quantkit.graph.query import GraphIndex
 from quantkit.planner.planning_state import Planning
-from quantkit.planner.range_plan import moves_to_output
 
 
 def unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
@@ -33,12 +32,6 @@ def unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
     out = node.output[0]
     if node.op_type == "Conv" and out in state.index.graph_outputs:
         return OUTPUT_FLOAT if state.config.prefer is not Prefer.speed else _thin_channel(state, out)
-    if (
-        node.op_type == "Conv"
-        and state.config.prefer is not Prefer.speed
-        and moves_to_output(state.index, out)
-    ):
-        return CARRIED_FLOAT
     if node.op_type == "Conv" and not state.has_stats(out):
         return "no statistics for its output: onnxruntime has no integer Conv with a float output"
     return ""
@@ -47,13 +40,6 @@ def unfused_on_ort(state: Planning, node: onnx.NodeProto) -> str:
 OUTPUT_FLOAT = (
     "its output stays float (a model output): onnxruntime has no integer Conv with a float output "
     "(--prefer speed runs it int8 with its output rounded to uint8)"
-)
-# hq170 F8: a classifier's last 1x1 Conv -> Flatten -> logits took a Q/DQ on its output at the calibration
-# images' range, and held-out photos past it tied at the top (283 against 287 of 300 top-1 agreement with
-# the output float, 15 ties against 0): carried to an output by ops that only move values, as one writing it
-CARRIED_FLOAT = (
-    "its output reaches a model output through ops that only move values, and stays float as a model output "
-    "does (--prefer speed runs it int8 with that output rounded to uint8)"
 )
 DILATED_POOL = "a dilated AveragePool: onnxruntime has no integer kernel for it (kept float)"
 DILATED_READ = (
