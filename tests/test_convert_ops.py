@@ -963,3 +963,24 @@ def test_a_pool_carried_into_the_output_keeps_its_values_float(
         assert reasons["pool"] == CARRIED_OUT and "pool" not in summary.plan.quantized_nodes
         assert producers_of(onnx.load(str(out)))["pooled"] == pool
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
+def test_an_average_pool_a_max_pool_carries_into_the_output_stays_float(
+    tmp_path: Path, image_dir: Path
+) -> None:
+    """hq170 F7: an AveragePool whose values reach the output through a MaxPool (which picks values, as
+    the moving ops do) kept its own uint8 range, and held-out photos tied at the output's top (5-9 of 60)."""
+    from quantkit.planner.range_plan import CARRIED_OUT
+
+    inits: dict[str, np.ndarray] = {}
+    nodes = [
+        conv("c1", "x", "c1_out", 8, 3, 1, inits),
+        N("Relu", ["c1_out"], ["r1"], name="r1"),
+        N("AveragePool", ["r1"], ["a"], name="avg", kernel_shape=[2, 2], strides=[2, 2]),
+        N("MaxPool", ["a"], ["m"], name="max", kernel_shape=[2, 2], strides=[2, 2]),
+        N("Flatten", ["m"], ["y"], name="flat"),
+    ]
+    summary, out = quantize(make_model(nodes, inits), tmp_path, image_dir)
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert reasons["avg"] == CARRIED_OUT and summary.plan.quantized_nodes["c1"] == "Conv"
+    assert producers_of(onnx.load(str(out)))["a"] == "AveragePool"

@@ -296,22 +296,24 @@ CARRIED_OUT = (
 
 def output_reason(index: GraphIndex, node: onnx.NodeProto) -> str:
     """Why an op of the integer path stays float for the model output it writes, or carries there
-    through MOVING_OPS (CARRIED_OUT); "" where it does neither. An op that shares its input's scale
-    (SHARED_SCALE_OPS: MaxPool, Reshape...) rounds nothing new and is judged only where it writes one."""
+    through MOVING_OPS or SHARED_SCALE_OPS (CARRIED_OUT); "" where it does neither. An op that shares its
+    input's scale (SHARED_SCALE_OPS: MaxPool, Reshape...) rounds nothing new and is judged only where it
+    writes one."""
     outputs = [o for o in node.output if o]
     if any(o in index.graph_outputs for o in outputs):
         return "its output is a model output (kept float)"
-    if node.op_type not in SHARED_SCALE_OPS and any(moves_to_output(index, o) for o in outputs):
+    through = MOVING_OPS | SHARED_SCALE_OPS  # hq170 F7: a MaxPool, which picks values, carries them too
+    if node.op_type not in SHARED_SCALE_OPS and any(moves_to_output(index, o, through) for o in outputs):
         return CARRIED_OUT
     return ""
 
 
-def moves_to_output(index: GraphIndex, name: str) -> bool:
-    """`name` is a model output, or ops that only move values (MOVING_OPS) carry it into one."""
+def moves_to_output(index: GraphIndex, name: str, through: frozenset[str] = MOVING_OPS) -> bool:
+    """`name` is a model output, or ops that only move values (`through`: MOVING_OPS) carry it into one."""
     return name in index.graph_outputs or any(
         o in index.graph_outputs
-        for node, _ in _moved_consumers(index, name)
-        if node.op_type in MOVING_OPS
+        for node, _ in _moved_consumers(index, name, through)
+        if node.op_type in through
         for o in node.output
     )
 
