@@ -13,6 +13,7 @@ import numpy as np
 
 from quantkit.config import ImageSelection
 from quantkit.errors import ImageError
+from quantkit.file_heads import holds_data
 
 # TIFF for scans and microscopy (16-bit and float pages read as grey); a GIF's or multi-page file's
 # first frame; .jfif / .jpe (JPEGs as Windows and browsers save them), the netpbm family, AVIF and JPEG
@@ -274,22 +275,8 @@ def left_out(folder: Path) -> LeftOut:
                     outside += 1
             elif suffix in UNREAD_SUFFIXES:
                 unread[suffix] = unread.get(suffix, 0) + 1
-            elif suffix not in IMAGE_SUFFIXES and _image_bytes(entry.path):
+            elif suffix not in IMAGE_SUFFIXES and holds_data(Path(entry.path)).startswith("an image"):
                 misnamed.append(entry.name)
     formats = tuple(sorted(unread))
     first = min(misnamed, default="")
     return LeftOut(outside, folders, broken, sum(unread.values()), formats, len(misnamed), first)
-
-
-# How the formats quantkit reads begin (JPEG, PNG, GIF, BMP, TIFF both ways; WebP's RIFF checked below)
-MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-
-
-def _image_bytes(path: str) -> bool:
-    """Whether the file at `path` begins as a JPEG, PNG, GIF, BMP, TIFF or WebP does (its first 12 bytes)."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(12)
-    except OSError:
-        return False
-    return head.startswith(MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
