@@ -116,10 +116,11 @@ def options_of(kind: type[Any], options: dict[str, Any], to: str, shrink: bool =
     unknown = sorted(set(options) - known - set(BUDGET_OPTIONS))
     if unknown or (to != "int8" and set(options) & set(BUDGET_OPTIONS)):
         wrong = unknown or sorted(set(options) & set(BUDGET_OPTIONS))
-        takes = sorted(known | set(CONVERT_OWN) | (set(BUDGET_OPTIONS) if to == "int8" else set()))
-        who = f"quantkit.convert(to={to!r})"
         if shrink:
             takes, who = sorted(known - {"compact", "target"}), "shrink's convert_options"
+        else:
+            takes = sorted(known | set(CONVERT_OWN) | (set(BUDGET_OPTIONS) if to == "int8" else set()))
+            who = f"quantkit.convert(to={to!r})"
         near = difflib.get_close_matches(wrong[0], takes, 1)
         hint = f" (did you mean {near[0]}=?)" if near else ""
         raise ConfigError(f"{who} has no option {', '.join(wrong)}{hint}; it takes {', '.join(takes)}")

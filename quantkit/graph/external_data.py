@@ -20,11 +20,12 @@ def load_external_data(model: onnx.ModelProto, path: Path) -> None:
     read here). A link elsewhere is refused, as onnxruntime refuses it (hq170 F1: calibrate and convert
     took one that compare and shrink, handing onnxruntime the path, then could not load)."""
     root, real = path.parent.resolve(), path.resolve().parent
-    tensors = [
-        t for t in external_data_helper._get_all_tensors(model) if external_data_helper.uses_external_data(t)
+    stored = [
+        (t, external_data_helper.ExternalDataInfo(t))
+        for t in external_data_helper._get_all_tensors(model)
+        if external_data_helper.uses_external_data(t)
     ]
-    for tensor in tensors:
-        info = external_data_helper.ExternalDataInfo(tensor)
+    for tensor, info in stored:
         location = Path(info.location)
         if location.is_absolute() or ".." in location.parts:
             raise ModelError(
@@ -43,9 +44,9 @@ def load_external_data(model: onnx.ModelProto, path: Path) -> None:
                 f"outside the model file's own folder ({real}), which onnxruntime refuses to read: copy the "
                 "data file itself beside the model"
             )
-    for tensor in tensors:
+    for tensor, info in stored:
         try:
-            _read_external(tensor, root)
+            _read_external(tensor, info, root)
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"external weights could not be read ({shorten(str(exc), 160)}): the data file is truncated "
@@ -53,10 +54,9 @@ def load_external_data(model: onnx.ModelProto, path: Path) -> None:
             ) from exc
 
 
-def _read_external(tensor: onnx.TensorProto, root: Path) -> None:
-    """The bytes of `tensor`'s external data (its file under root, at its offset and length) stored in
+def _read_external(tensor: onnx.TensorProto, info: external_data_helper.ExternalDataInfo, root: Path) -> None:
+    """The bytes of `tensor`'s external data (`info`: its file under root, offset and length) stored in
     it, as onnx's external_data_helper stores them."""
-    info = external_data_helper.ExternalDataInfo(tensor)
     with open(root / info.location, "rb") as file:
         file.seek(int(info.offset or 0))
         data = file.read(int(info.length) if info.length else -1)
