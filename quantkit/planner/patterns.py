@@ -79,6 +79,7 @@ def data_input(index: GraphIndex, node: onnx.NodeProto) -> str:
 # what its neighbours say of a layer kept float, whoever kept it (hunt32: --exclude-from's neighbours were
 # put down to the fallback in a run whose fallback kept nothing)
 FLOAT_BESIDE = "kept float with a layer --min-sqnr, --max-drop or --exclude-from keeps float"
+OUTPUT_REASON = "its output is a model output (kept float)"  # range_plan.output_reason gives it too
 
 
 def writer(state: Planning, tensor: str) -> onnx.NodeProto | None:
@@ -135,7 +136,7 @@ def try_hard(state: Planning, node: onnx.NodeProto) -> bool:
         state.reasons[node.name] = SCORE_REASON
         return False
     if out in index.graph_outputs:
-        state.reasons[node.name] = "its output is a model output (kept float)"
+        state.reasons[node.name] = OUTPUT_REASON
         return False
     if not (state.has_stats(x) and state.has_stats(out)):
         return False

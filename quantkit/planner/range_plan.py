@@ -14,7 +14,7 @@ import onnx
 from quantkit.config import ActivationType, CalibMethod, ConvertConfig
 from quantkit.graph.augment import COMPUTE_OPS, SHARED_SCALE_OPS, clip_top, clips_at_zero, hard_params
 from quantkit.graph.query import SELECTING_OPS, GraphIndex
-from quantkit.planner.patterns import scale_factor
+from quantkit.planner.patterns import OUTPUT_REASON, scale_factor
 from quantkit.qmath.params import asymmetric_params, symmetric_params
 from quantkit.qmath.range_math import (
     Transform,
@@ -301,7 +301,7 @@ def output_reason(index: GraphIndex, node: onnx.NodeProto) -> str:
     writes one."""
     outputs = [o for o in node.output if o]
     if any(o in index.graph_outputs for o in outputs):
-        return "its output is a model output (kept float)"
+        return OUTPUT_REASON
     through = MOVING_OPS | SHARED_SCALE_OPS  # hq170 F7: a MaxPool, which picks values, carries them too
     if node.op_type not in SHARED_SCALE_OPS and any(moves_to_output(index, o, through) for o in outputs):
         return CARRIED_OUT
