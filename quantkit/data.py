@@ -188,9 +188,9 @@ class ArrayStream:
             # given; calibration keeps float what computes with it (its range is no finite one)
         if (spec.pixels or spec.integer or spec.dtype == "bool") and array.size:
             _require_integers(array, what, spec)
-        elif given.dtype == np.uint8 and self.raw_pixels is None and array.size and float(array.max()) > 1.0:
-            low, high = int(array.min()), int(array.max())  # 0/1 masks are no pixels (hq135 F5)
-            held = f"{what} holds uint8 values from {low} to {high}"
+        elif given.dtype.kind in "iu" and self.raw_pixels is None and array.size and float(array.max()) > 1.0:
+            low, high = int(array.min()), int(array.max())  # 0/1 masks are no pixels (hq135 F5); hq169:
+            held = f"{what} holds {given.dtype.name} values from {low} to {high}"  # int64 said nothing
             self.raw_pixels = f"{held}, fed to float input {spec.name!r} as they are"
         # an integer input's ids beyond it would change (a float input's may): integer arrays checked as
         # given, float ones as the float32 samples hold them (hq115 F10: 16777217.0 was fed 16777216)

@@ -128,26 +128,26 @@ def test_arrays_a_uint8_input_would_round_or_clip_are_refused(tmp_path: Path, ca
 
 def test_uint8_arrays_fed_to_a_float_input_are_warned_of(cnn: Path, tmp_path: Path, capsys: Capsys) -> None:
     """hq129 F5: photos loaded with np.asarray(image) were calibrated on, and compared, as 0-255 floats by a
-    model that expects normalised pixels, without a word; float32 arrays of the same values say 0-255 is
-    meant and are fed as given."""
+    model that expects normalised pixels, without a word (hq169: as int64 too); float32 arrays of the same
+    values say 0-255 is meant and are fed as given."""
     pixels = np.random.default_rng(0).integers(0, 256, (16, 1, 3, 16, 16))
     warned = (
-        "sample-0.npy holds uint8 values from 0 to 255, fed to float input 'x' as they are: where the model "
+        "sample-0.npy holds {} values from 0 to 255, fed to float input 'x' as they are: where the model "
         "expects normalised pixels (most do), scale the arrays as it was trained"
     )
     pixels[0, 0, 0, 0, :2] = [0, 255]  # the first sample's full range, stated
-    for dtype, said in ((np.uint8, True), (np.float32, False)):
+    for dtype, said in ((np.uint8, True), (np.int64, True), (np.float32, False)):
         folder, table = tmp_path / np.dtype(dtype).name, tmp_path / f"{np.dtype(dtype).name}.json"
         folder.mkdir()
         for k, sample in enumerate(pixels):
             np.save(folder / f"sample-{k}.npy", sample.astype(dtype))
         code, out, err = run(["calibrate", str(cnn), "--inputs", str(folder), "-o", str(table)], capsys)
         assert code == 0 and table.exists(), err
-        assert (warned in " ".join((out + err).split())) is said
+        assert (warned.format(np.dtype(dtype).name) in " ".join((out + err).split())) is said
         compared = ["compare", str(cnn), str(cnn), "--inputs", str(folder), "--runs", "0"]
         code, out, err = run(compared, capsys)
         assert code == 0, err
-        assert (warned in " ".join((out + err).split())) is said
+        assert (warned.format(np.dtype(dtype).name) in " ".join((out + err).split())) is said
 
 
 def test_images_the_models_size_already_are_said_to_be_zoomed_by_crop(

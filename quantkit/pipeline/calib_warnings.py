@@ -130,8 +130,9 @@ def kept_few(kept: Feed | None, seen: int) -> str | None:
 
 
 def raw_pixels(stream: ArrayStream | None) -> str | None:
-    """A warning where arrays of uint8 fed a float input (hq129 F5: photos loaded with np.asarray(image)
-    were calibrated on as 0-255 floats without a word, where the model expects normalised pixels)."""
+    """A warning where integer arrays fed a float input (hq129 F5: photos loaded with np.asarray(image)
+    were calibrated on as 0-255 floats without a word, where the model expects normalised pixels; hq169:
+    the same pixels as int64, np.array(list_of_ints)'s dtype, said nothing)."""
     if stream is None or stream.raw_pixels is None:
         return None
     return (
