@@ -14,11 +14,13 @@ def check_table(report: CheckReport) -> RenderableType:
     """quantkit check: the findings grouped by rule and reason, with the nodes they concern."""
     operators = sum(f.rule == "operator" for f in report.findings)
     # hunt55 C1: '0 of 39 quantized' over 37 QLinearConv read as a miscount
-    reader = {  # hq92 F7: OpenVINO's were 'integer operator(s) ... which TensorRT cannot parse'
-        "tensorrt": "integer or contrib operator(s) among them, which TensorRT cannot parse",  # hq94 F5
-        "openvino": "operator(s) among them, which OpenVINO cannot load",
+    reader = {  # hq92 F7: OpenVINO's were 'integer operator(s) ... which TensorRT cannot parse'; hq169: '65
+        # ... among them' of '0 of 53' read as a miscount: they are the model's (QLinearAdd too)
+        "tensorrt": "integer or contrib operator(s) in the model, which TensorRT cannot parse: its integer "
+        "layers count as not quantized",  # hq94 F5
+        "openvino": "operator(s) in the model, which OpenVINO cannot load",
     }
-    unread = reader.get(report.target, f"operator(s) among them, which {report.target} cannot read")
+    unread = reader.get(report.target, f"operator(s) in the model, which {report.target} cannot read")
     unparsed = f" ({operators} {unread})" if operators else ""
     head = Text(
         f"{report.model}: {report.quantized_layers} of {report.layers} Conv/ConvTranspose/Gemm/MatMul "
