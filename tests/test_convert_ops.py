@@ -943,7 +943,7 @@ def test_a_pool_carried_into_the_output_keeps_its_values_float(
     and held-out photos past the calibration images' top tied several classes there (from one calibration
     photo 38.8 % top-1 agreement; the pool float, 78.8 %). An op computing new values that only moving
     ops carry into an output stays float, as one writing it does; a MaxPool rounds nothing new."""
-    from quantkit.planner.range_plan import CARRIED_OUT
+    from quantkit.planner.carried import CARRIED_OUT
 
     inits: dict[str, np.ndarray] = {}
     window = {} if pool == "GlobalAveragePool" else {"kernel_shape": [3, 3], "strides": [2, 2]}
@@ -970,7 +970,7 @@ def test_an_average_pool_a_max_pool_carries_into_the_output_stays_float(
 ) -> None:
     """hq170 F7: an AveragePool whose values reach the output through a MaxPool (which picks values, as
     the moving ops do) kept its own uint8 range, and held-out photos tied at the output's top (5-9 of 60)."""
-    from quantkit.planner.range_plan import CARRIED_OUT
+    from quantkit.planner.carried import CARRIED_OUT
 
     inits: dict[str, np.ndarray] = {}
     nodes = [

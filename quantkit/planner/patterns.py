@@ -30,6 +30,7 @@ import onnx
 from quantkit.config import ActivationType
 from quantkit.graph.augment import HARD_OPS, SCALE_OPS, SHARED_SCALE_OPS, hard_params
 from quantkit.graph.query import GraphIndex
+from quantkit.planner.carried import OUTPUT_REASON
 
 if TYPE_CHECKING:
     from quantkit.planner.planning_state import Planning
@@ -79,7 +80,6 @@ def data_input(index: GraphIndex, node: onnx.NodeProto) -> str:
 # what its neighbours say of a layer kept float, whoever kept it (hunt32: --exclude-from's neighbours were
 # put down to the fallback in a run whose fallback kept nothing)
 FLOAT_BESIDE = "kept float with a layer --min-sqnr, --max-drop or --exclude-from keeps float"
-OUTPUT_REASON = "its output is a model output (kept float)"  # range_plan.output_reason gives it too
 
 
 def writer(state: Planning, tensor: str) -> onnx.NodeProto | None:

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 
 from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
+from quantkit.planner.carried import moves_to_output
 from quantkit.planner.range_plan import (
     becomes_probability,
     capped,
     caps,
     consumer_transform,
     is_bounded,
-    moves_to_output,
     range_stats,
     saturated_outside,
     score_bound,

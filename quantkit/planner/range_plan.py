@@ -5,16 +5,17 @@ and never reaching past where that function saturates."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from quantkit.config import ActivationType, CalibMethod, ConvertConfig
-from quantkit.graph.augment import COMPUTE_OPS, SHARED_SCALE_OPS, clip_top, clips_at_zero, hard_params
+from quantkit.graph.augment import COMPUTE_OPS, clip_top, clips_at_zero, hard_params
 from quantkit.graph.query import SELECTING_OPS, GraphIndex
-from quantkit.planner.patterns import OUTPUT_REASON, scale_factor
+from quantkit.planner.carried import MOVING_OPS, moved_consumers, moves_to_output
+from quantkit.planner.patterns import scale_factor
 from quantkit.qmath.params import asymmetric_params, symmetric_params
 from quantkit.qmath.range_math import (
     Transform,
@@ -170,21 +171,6 @@ def consumer_transform(index: GraphIndex, name: str) -> Transform | None:
     return None
 
 
-# ops that move or pick values without changing them: a logit stays a logit through them
-MOVING_OPS = frozenset(
-    {
-        "Concat",
-        "Reshape",
-        "Transpose",
-        "Split",
-        "Slice",
-        "Gather",
-        "Squeeze",
-        "Unsqueeze",
-        "Flatten",
-        "Identity",
-    }
-)
 PROBABILITY_OPS = frozenset({"Sigmoid", "Softmax", "LogSoftmax"})
 
 
@@ -195,23 +181,7 @@ def becomes_probability(index: GraphIndex, name: str) -> bool:
     clip them to the typical image's extreme. PyPI's YOLOv8 DocLayNet detector had its class logits'
     mean image maximum at -1.9 (most anchors of most pages see nothing): capped at 0, no score passed 0.5
     and all 18 of FP32's detections above it were lost, at 32.5 dB output SQNR dominated by the boxes."""
-    return any(_squashes(index, node, tensor) for node, tensor in _moved_consumers(index, name))
-
-
-def _moved_consumers(
-    index: GraphIndex, name: str, through: frozenset[str] = MOVING_OPS
-) -> Iterator[tuple[onnx.NodeProto, str]]:
-    """(consumer, the tensor it reads) for each consumer of `name` and of the tensors that ops which only
-    move values (`through`: MOVING_OPS) carry it to."""
-    seen, todo = {name}, [name]
-    while todo:
-        tensor = todo.pop()
-        for node, _ in index.consumers.get(tensor, []):
-            yield node, tensor
-            if node.op_type in through:
-                fresh = [o for o in node.output if o and o not in seen]
-                seen.update(fresh)
-                todo.extend(fresh)
+    return any(_squashes(index, node, tensor) for node, tensor in moved_consumers(index, name))
 
 
 def _squashes(index: GraphIndex, node: onnx.NodeProto, tensor: str) -> bool:
@@ -225,7 +195,7 @@ def scored_output(index: GraphIndex, name: str) -> bool:
     Sigmoid into a Mul), an attention Softmax or a box head's DFL (a Softmax into a Conv) is none."""
     return any(
         _squashes(index, node, tensor) and moves_to_output(index, node.output[0])
-        for node, tensor in _moved_consumers(index, name)
+        for node, tensor in moved_consumers(index, name)
     )
 
 
@@ -244,7 +214,7 @@ def score_logit_top(index: GraphIndex, name: str) -> float | None:
     reads them, else -inf. None where they become no such scores."""
     squashing = {
         node.op_type
-        for node, tensor in _moved_consumers(index, name)
+        for node, tensor in moved_consumers(index, name)
         if _squashes(index, node, tensor) and _reaches_scores_end(index, node.output[0])
     }
     if not squashing:
@@ -280,41 +250,7 @@ def _reaches_scores_end(index: GraphIndex, name: str) -> bool:
     return name in index.graph_outputs or any(
         node.op_type in SELECTING_OPS
         or (node.op_type in SCORE_PATH_OPS and any(o in index.graph_outputs for o in node.output))
-        for node, _ in _moved_consumers(index, name, SCORE_PATH_OPS)
-    )
-
-
-# hq169 F4: SqueezeNet's pooled logits (AveragePool -> Flatten -> output) took their own uint8 range from
-# the calibration images and were clipped at its top on other photos, so that several classes tied at the
-# maximum: from one calibration photo 38.8 % top-1 agreement on 500 imagenet-dev (the pool float: 78.8 %),
-# from 100, 5 of 100 held-out photos tied (95.0 -> 96.0 %, 34.49 -> 34.94 dB, the same speed).
-CARRIED_OUT = (
-    "its output reaches a model output through ops that only move values (kept float, as a model output "
-    "is: one uint8 range would clip what the model gives at the calibration images' extremes)"
-)
-
-
-def output_reason(index: GraphIndex, node: onnx.NodeProto) -> str:
-    """Why an op of the integer path stays float for the model output it writes, or carries there
-    through MOVING_OPS or SHARED_SCALE_OPS (CARRIED_OUT); "" where it does neither. An op that shares its
-    input's scale (SHARED_SCALE_OPS: MaxPool, Reshape...) rounds nothing new and is judged only where it
-    writes one."""
-    outputs = [o for o in node.output if o]
-    if any(o in index.graph_outputs for o in outputs):
-        return OUTPUT_REASON
-    through = MOVING_OPS | SHARED_SCALE_OPS  # hq170 F7: a MaxPool, which picks values, carries them too
-    if node.op_type not in SHARED_SCALE_OPS and any(moves_to_output(index, o, through) for o in outputs):
-        return CARRIED_OUT
-    return ""
-
-
-def moves_to_output(index: GraphIndex, name: str, through: frozenset[str] = MOVING_OPS) -> bool:
-    """`name` is a model output, or ops that only move values (`through`: MOVING_OPS) carry it into one."""
-    return name in index.graph_outputs or any(
-        o in index.graph_outputs
-        for node, _ in _moved_consumers(index, name, through)
-        if node.op_type in through
-        for o in node.output
+        for node, _ in moved_consumers(index, name, SCORE_PATH_OPS)
     )
 
 
