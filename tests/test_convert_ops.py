@@ -965,6 +965,32 @@ def test_a_pool_carried_into_the_output_keeps_its_values_float(
     assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
 
 
+@pytest.mark.parametrize("op", ["HardSwish", "HardSigmoid", "Mul"])
+def test_a_hard_activation_or_scale_carried_into_the_output_stays_float(
+    op: str, tmp_path: Path, image_dir: Path
+) -> None:
+    """A HardSwish / HardSigmoid or a constant scale whose values only moving ops carry into a model output
+    stays float, as one writing the output does (carried.output_reason): their own rules (patterns'
+    try_hard, try_scale_fold) read only the output itself and put a uint8 range on the model's answer."""
+    from quantkit.planner.carried import CARRIED_OUT
+
+    inits: dict[str, np.ndarray] = {"k": np.array(0.5, np.float32)}
+    nodes = [
+        conv("c1", "x", "c1_out", 8, 3, 1, inits),
+        N("Relu", ["c1_out"], ["r1"], name="r1"),  # a scale right after the Conv goes into its weights
+        N(op, ["r1", "k"] if op == "Mul" else ["r1"], ["h"], name="act"),
+        N("Flatten", ["h"], ["y"], name="flat"),
+    ]
+    summary, out = quantize(make_model(nodes, inits, opset=14), tmp_path, image_dir)
+    reasons = {s.node: s.reason for s in summary.plan.skipped}
+    assert "act" not in summary.plan.quantized_nodes and "act" not in summary.plan.folds
+    assert reasons["act"] == CARRIED_OUT
+    written = onnx.load(str(out))
+    assert producers_of(written)["h"] == op
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == "h" for n in written.graph.node)
+    assert output_sqnr(tmp_path / "model.onnx", out, image_dir) > 25.0
+
+
 def test_an_average_pool_a_max_pool_carries_into_the_output_stays_float(
     tmp_path: Path, image_dir: Path
 ) -> None:

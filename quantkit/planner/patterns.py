@@ -30,7 +30,7 @@ import onnx
 from quantkit.config import ActivationType
 from quantkit.graph.augment import HARD_OPS, SCALE_OPS, SHARED_SCALE_OPS, hard_params
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.carried import OUTPUT_REASON
+from quantkit.planner.carried import output_reason
 
 if TYPE_CHECKING:
     from quantkit.planner.planning_state import Planning
@@ -101,8 +101,8 @@ def try_scale_fold(state: Planning, node: onnx.NodeProto) -> bool:
     if k is None:
         return False
     source, out = data_input(index, node), node.output[0]
-    if source not in state.q or out in index.graph_outputs or out in state.float_tensors:
-        return False
+    if source not in state.q or output_reason(index, node) or out in state.float_tensors:
+        return False  # one carried into a model output too: placement says why it stays float
     if not state.has_stats(out):
         return False
     found = writer(state, source)
@@ -135,8 +135,9 @@ def try_hard(state: Planning, node: onnx.NodeProto) -> bool:
     if x in state.scores or out in state.scores:
         state.reasons[node.name] = SCORE_REASON
         return False
-    if out in index.graph_outputs:
-        state.reasons[node.name] = OUTPUT_REASON
+    carried = output_reason(index, node)  # also what only moving ops carry into one
+    if carried:
+        state.reasons[node.name] = carried
         return False
     if not (state.has_stats(x) and state.has_stats(out)):
         return False
