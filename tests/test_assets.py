@@ -28,7 +28,7 @@ from quantkit.graph.query import topological_order
 from quantkit.graph.smoothquant_rewrite import apply_rebalances
 from quantkit.pipeline.loading import load_for_int8
 from quantkit.planner import plan
-from quantkit.planner.carried import CARRIED_OUT
+from quantkit.planner.moving import CARRIED_OUT
 from quantkit.runtime import Session
 from tests.conftest import ASSETS, requires_assets
 from tests.helpers import run

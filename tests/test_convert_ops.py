@@ -943,7 +943,7 @@ def test_a_pool_carried_into_the_output_keeps_its_values_float(
     and held-out photos past the calibration images' top tied several classes there (from one calibration
     photo 38.8 % top-1 agreement; the pool float, 78.8 %). An op computing new values that only moving
     ops carry into an output stays float, as one writing it does; a MaxPool rounds nothing new."""
-    from quantkit.planner.carried import CARRIED_OUT
+    from quantkit.planner.moving import CARRIED_OUT
 
     inits: dict[str, np.ndarray] = {}
     window = {} if pool == "GlobalAveragePool" else {"kernel_shape": [3, 3], "strides": [2, 2]}
@@ -970,9 +970,9 @@ def test_a_hard_activation_or_scale_carried_into_the_output_stays_float(
     op: str, tmp_path: Path, image_dir: Path
 ) -> None:
     """A HardSwish / HardSigmoid or a constant scale whose values only moving ops carry into a model output
-    stays float, as one writing the output does (carried.output_reason): their own rules (patterns'
+    stays float, as one writing the output does (moving.output_reason): their own rules (patterns'
     try_hard, try_scale_fold) read only the output itself and put a uint8 range on the model's answer."""
-    from quantkit.planner.carried import CARRIED_OUT
+    from quantkit.planner.moving import CARRIED_OUT
 
     inits: dict[str, np.ndarray] = {"k": np.array(0.5, np.float32)}
     nodes = [
@@ -996,7 +996,7 @@ def test_an_average_pool_a_max_pool_carries_into_the_output_stays_float(
 ) -> None:
     """hq170 F7: an AveragePool whose values reach the output through a MaxPool (which picks values, as
     the moving ops do) kept its own uint8 range, and held-out photos tied at the output's top (5-9 of 60)."""
-    from quantkit.planner.carried import CARRIED_OUT
+    from quantkit.planner.moving import CARRIED_OUT
 
     inits: dict[str, np.ndarray] = {}
     nodes = [

@@ -30,7 +30,7 @@ import onnx
 from quantkit.config import ActivationType
 from quantkit.graph.augment import HARD_OPS, SCALE_OPS, SHARED_SCALE_OPS, hard_params
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.carried import output_reason
+from quantkit.planner.moving import output_reason
 
 if TYPE_CHECKING:
     from quantkit.planner.planning_state import Planning

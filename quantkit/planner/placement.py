@@ -13,7 +13,7 @@ from quantkit.config import ActivationType, ConvertConfig, Target
 from quantkit.errors import ConfigError
 from quantkit.graph.augment import COMPUTE_OPS, INTEGER_PATH_OPS, SHARED_SCALE_OPS, clips_at_zero
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.carried import output_reason
+from quantkit.planner.moving import output_reason
 from quantkit.planner.ort_unfused import DILATED_POOL, dilated_pool, unfused_on_ort
 from quantkit.planner.patterns import (
     FLOAT_BESIDE,

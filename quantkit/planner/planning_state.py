@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from quantkit.config import ConvertConfig
 from quantkit.graph.query import GraphIndex
-from quantkit.planner.carried import moves_to_output
+from quantkit.planner.moving import moves_to_output
 from quantkit.planner.range_plan import (
     becomes_probability,
     capped,

@@ -14,7 +14,7 @@ import onnx
 from quantkit.config import ActivationType, CalibMethod, ConvertConfig
 from quantkit.graph.augment import COMPUTE_OPS, clip_top, clips_at_zero, hard_params
 from quantkit.graph.query import SELECTING_OPS, GraphIndex
-from quantkit.planner.carried import MOVING_OPS, moved_consumers, moves_to_output
+from quantkit.planner.moving import MOVING_OPS, moved_consumers, moves_to_output
 from quantkit.planner.patterns import scale_factor
 from quantkit.qmath.params import asymmetric_params, symmetric_params
 from quantkit.qmath.range_math import (
