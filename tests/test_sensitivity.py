@@ -455,3 +455,13 @@ def test_a_node_name_holding_a_hash_reads_back_from_the_exclusions_file(tmp_path
     hand.write_text('conv\n"fc#1  # no closing quote\n')
     with pytest.raises(ConfigError, match="line 2 opens a quoted name it does not close"):
         exclusion_names(hand)
+    hand.write_text('"fc#1"  # the head\n"conv#x"#no space\n')
+    assert exclusion_names(hand) == ("fc#1", "conv#x")
+    for pasted in ('"conv1", "conv2"', '"conv1" conv2'):  # hq172 F1: conv2 was dropped without a word
+        hand.write_text(f"conv\n{pasted}\n")
+        with pytest.raises(ConfigError) as refused:
+            exclusion_names(hand)
+        assert str(refused.value) == (
+            f'--exclude-from {hand}: line 2 holds more than a comment after the quoted name "conv1": give '
+            "one name per line"
+        )

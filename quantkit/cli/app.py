@@ -436,8 +436,10 @@ def exclusion_names(path: Path | None) -> tuple[str, ...]:
         ) from exc
     from quantkit.reports.records import exclusion_name
 
-    names = [exclusion_name(line) for line in text.splitlines()]
-    if None in names:
-        at = names.index(None) + 1
-        raise ConfigError(f"--exclude-from {path}: line {at} opens a quoted name it does not close; close it")
+    names = []
+    for at, line in enumerate(text.splitlines(), 1):
+        try:
+            names.append(exclusion_name(line))
+        except ValueError as exc:
+            raise ConfigError(f"--exclude-from {path}: line {at} {exc}") from None
     return tuple(name for name in names if name)

@@ -106,14 +106,20 @@ def exclusion_entry(name: str) -> str:
     return name if plain and name else json.dumps(name)
 
 
-def exclusion_name(line: str) -> str | None:
-    """The node name an --exclude-from line gives ('' for a blank or comment line); None where a quoted
-    name is not closed."""
+def exclusion_name(line: str) -> str:
+    """The node name an --exclude-from line gives ('' for a blank or comment line). Raises ValueError
+    saying what is wrong with a quoted name's line: not closed, or more than a comment after it (hq172
+    F1: '"conv1", "conv2"', a list pasted in, kept conv1 float and dropped conv2 without a word)."""
     text = line.strip()
-    if text.startswith('"'):
-        try:
-            name, _ = json.JSONDecoder().raw_decode(text)
-        except ValueError:
-            return None
-        return name if isinstance(name, str) else None
-    return COMMENT.split(line, maxsplit=1)[0].strip()
+    if not text.startswith('"'):
+        return COMMENT.split(line, maxsplit=1)[0].strip()
+    try:
+        name, end = json.JSONDecoder().raw_decode(text)
+    except ValueError:
+        raise ValueError("opens a quoted name it does not close; close it") from None
+    rest = text[end:].strip()
+    if rest and not rest.startswith("#"):
+        raise ValueError(
+            f"holds more than a comment after the quoted name {text[:end]}: give one name per line"
+        )
+    return str(name)
