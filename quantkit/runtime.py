@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from quantkit.errors import ConfigError, ModelError, load_reason, ort_reason
 from quantkit.heap import HeapWatch
+from quantkit.ort_quirks import has_float8
 from quantkit.results import (
     Feed,
     batched,
@@ -152,7 +153,7 @@ class Session:
         to NCHW: 1.5x the run time there). arena=False: memory goes back after each run (onnxruntime's arena
         keeps a run's peak for the next: one of several sessions that take turns would keep its own). None:
         on, but inside `lean_sessions`, where the memory pattern is off too."""
-        float8 = _float8_source(model) if float8 is None else float8
+        float8 = _float8_source(model) if float8 is None else float8  # ort_quirks.has_float8
         lean = arena is None and _LEAN.get()
         self._heap = HeapWatch(LEAN_TRIM) if lean else None
         options = ort.SessionOptions()
@@ -408,22 +409,6 @@ def crash_on_load(model: onnx.ModelProto, timeout: float = 600.0) -> str | None:
         return None
     name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else "?"
     return f"onnxruntime {ort.__version__} crashes loading it ({name})"
-
-
-_FLOAT8 = ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")
-FLOAT8_TYPES = frozenset(getattr(onnx.TensorProto, name) for name in _FLOAT8)
-
-
-def has_float8(model: onnx.ModelProto) -> bool:
-    """Whether the model holds float8 tensors (the zero points of float8 Q/DQ)."""
-    if any(t.data_type in FLOAT8_TYPES for t in model.graph.initializer):
-        return True
-    return any(
-        a.t.data_type in FLOAT8_TYPES
-        for n in model.graph.node
-        if n.op_type == "Constant"
-        for a in n.attribute
-    )
 
 
 def _float8_source(model: bytes | Path) -> bool:

@@ -21,10 +21,11 @@ from quantkit.evaluate.sanity import ReferenceCheck
 from quantkit.file_inputs import file_state
 from quantkit.graph import model_io
 from quantkit.images import ImageLoader
+from quantkit.ort_quirks import has_float8
 from quantkit.pipeline.loading import read_ahead
 from quantkit.pipeline.shards import Shared, keeping, require_visible, session_for
 from quantkit.results import Feed
-from quantkit.runtime import has_float8, versions
+from quantkit.runtime import versions
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from quantkit.graph.output_kinds import class_counts, label_outputs, map_outputs
 from quantkit.graph.query import SELECTING_OPS, selection_ordered
 from quantkit.image_folders import select_images, shortfall
 from quantkit.images import resolve_preprocess
+from quantkit.ort_quirks import has_float8
 from quantkit.outcomes import ComparisonResult, OutputMetrics
 from quantkit.parallel import ONE_PROCESS, Parallel, threads_per_worker
 from quantkit.pipeline import held_out
@@ -73,7 +74,7 @@ from quantkit.pipeline.shards import chunks, keeping, model_key, open_session, p
 from quantkit.pipeline.written_records import conversion_record, placed_elsewhere, recorded_preprocess
 from quantkit.reports.formats import skipped_line
 from quantkit.results import Feed, InputSpec, feed_repeat, fixed_batch_of
-from quantkit.runtime import has_float8, interleaved_latency
+from quantkit.runtime import interleaved_latency
 
 
 def compare(

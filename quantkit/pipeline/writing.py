@@ -28,6 +28,7 @@ from quantkit.graph.query import (
     selection_ordered,
 )
 from quantkit.graph.subnormal import subnormal_warning
+from quantkit.ort_quirks import has_float8
 from quantkit.outcomes import SpeedPlan
 from quantkit.pipeline import held_out
 from quantkit.pipeline.sample_figures import (
@@ -40,7 +41,7 @@ from quantkit.planner import fallback
 from quantkit.planner.at_output import output_noise
 from quantkit.planner.foreground import has_foreground
 from quantkit.results import CalibrationTable, Corrections, Feed, QuantPlan, Runs, feed_rows, feed_take
-from quantkit.runtime import Session, has_float8, versions
+from quantkit.runtime import Session, versions
 from quantkit.strict_json import json_safe
 from quantkit.version import __version__
 
