@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ import onnxruntime as ort
 
 from quantkit.errors import ConfigError, ModelError, load_reason, ort_reason
 from quantkit.heap import HeapWatch
-from quantkit.ort_quirks import has_float8
+from quantkit.ort_quirks import NCHWC_PASS, has_float8, nchwc_crash
 from quantkit.results import (
     Feed,
     batched,
@@ -111,10 +112,10 @@ class Session:
     ) -> Session:
         """A session for an in-memory model. One over protobuf's 2 GB limit is saved with its weights in
         an external file in a temporary folder, which onnxruntime reads while the session is made."""
-        float8 = has_float8(model)
+        float8, crash = has_float8(model), bool(nchwc_crash(model))
+        made = functools.partial(cls, float8=float8, observing=observing, arena=arena, nchwc_off=crash)
         if fits_one_message(model):
-            data = model.SerializeToString(deterministic=True)
-            return cls(data, threads, optimize, spin, float8, observing=observing, arena=arena)
+            return made(model.SerializeToString(deterministic=True), threads, optimize, spin)
         with held() as folder:
             path = Path(folder) / "model.onnx"
             copy = onnx.ModelProto()
@@ -127,7 +128,7 @@ class Session:
                 location="model.onnx.data",
                 size_threshold=EXTERNAL_THRESHOLD,
             )
-            return cls(path, threads, optimize, spin, float8, observing=observing, arena=arena)
+            return made(path, threads, optimize, spin)
 
     def __init__(
         self,
@@ -139,6 +140,7 @@ class Session:
         profile: Path | None = None,
         observing: bool = False,
         arena: bool | None = None,
+        nchwc_off: bool | None = None,
     ) -> None:
         """threads: intra-op threads (0: onnxruntime's choice). spin=False stops idle worker threads from
         spinning between runs: needed when sessions take turns (interleaved timing), where one session's
@@ -152,8 +154,11 @@ class Session:
         90 MB more peak on YOLOX-Nano) and without the NCHWc layout (each observed output was reordered back
         to NCHW: 1.5x the run time there). arena=False: memory goes back after each run (onnxruntime's arena
         keeps a run's peak for the next: one of several sessions that take turns would keep its own). None:
-        on, but inside `lean_sessions`, where the memory pattern is off too."""
-        float8 = _float8_source(model) if float8 is None else float8  # ort_quirks.has_float8
+        on, but inside `lean_sessions`, where the memory pattern is off too. nchwc_off: without the NCHWc
+        layout pass, which crashes on the model (ort_quirks.nchwc_crash; None: read from the model)."""
+        proto = _proto(model) if float8 is None or nchwc_off is None else None
+        float8 = has_float8(proto) if float8 is None and proto is not None else bool(float8)
+        nchwc_off = bool(nchwc_crash(proto)) if nchwc_off is None and proto is not None else bool(nchwc_off)
         lean = arena is None and _LEAN.get()
         self._heap = HeapWatch(LEAN_TRIM) if lean else None
         options = ort.SessionOptions()
@@ -179,7 +184,8 @@ class Session:
         options.log_severity_level = 4  # fatal only: a failure reaches the user as one line of ours
         source = _source(model)
         try:
-            self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+            off = {"disabled_optimizers": [NCHWC_PASS]} if nchwc_off else {}
+            self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"], **off)
         except Exception as exc:  # onnxruntime raises its own exception types from C++
             raise ModelError(f"onnxruntime cannot load the model ({load_reason(str(exc))})") from exc
         inputs = self._session.get_inputs()
@@ -411,17 +417,14 @@ def crash_on_load(model: onnx.ModelProto, timeout: float = 600.0) -> str | None:
     return f"onnxruntime {ort.__version__} crashes loading it ({name})"
 
 
-def _float8_source(model: bytes | Path) -> bool:
-    """has_float8 of a serialized model or a model file (its external weights not read)."""
+def _proto(model: bytes | Path) -> onnx.ModelProto | None:
+    """A serialized model or a model file read (its external weights not), None where it cannot be."""
     try:
-        proto = (
-            onnx.load(str(model), format="protobuf", load_external_data=False)
-            if isinstance(model, Path)
-            else onnx.load_from_string(model)
-        )
+        if isinstance(model, Path):
+            return onnx.load(str(model), format="protobuf", load_external_data=False)
+        return onnx.load_from_string(model)
     except Exception:  # an unreadable model: onnxruntime's own error says what is wrong with it
-        return False
-    return has_float8(proto)
+        return None
 
 
 def _source(model: Path | bytes) -> str | bytes:

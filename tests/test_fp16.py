@@ -1466,13 +1466,15 @@ def test_a_weight_output_an_if_body_reads_takes_16_bit_edges(tmp_path: Path, to:
     assert {v.type.tensor_type.elem_type for v in written.graph.output} == {low}
 
 
+@pytest.mark.parametrize("between", ["", "Identity", "Dropout"])
 def test_a_transpose_feeding_a_matmul_stays_float32_where_float16_crashes_onnxruntime(
-    tmp_path: Path, image_dir: Path
+    between: str, tmp_path: Path, image_dir: Path
 ) -> None:
     """hq168 F1: onnxruntime 1.32's NCHWc pass segfaults loading a float16 Transpose (perm [1, 0, 2]) that
     feeds a float16 MatMul: a Keras BiLSTM recognizer's `convert --fallback fp16`, its Dense kept float,
-    died with exit 139 and no word. That Transpose stays float32. Run in a child, where a crash is an
-    exit code, not this test process gone."""
+    died with exit 139 and no word. That Transpose stays float32, also where an Identity or a Dropout,
+    which onnxruntime removes, stands between the two (hq172 F2: exit 139 again). Run in a child, where a
+    crash is an exit code, not this test process gone."""
     import subprocess
     import sys
 
@@ -1488,6 +1490,11 @@ def test_a_transpose_feeding_a_matmul_stays_float32_where_float16_crashes_onnxru
         helper.make_node("Transpose", ["s"], ["t"], name="swap", perm=[1, 0, 2]),
         helper.make_node("MatMul", ["t", "wm"], ["y"], name="dense"),
     ]
+    if between:
+        nodes[-1:] = [
+            helper.make_node(between, ["t"], ["t2"], name="between"),
+            helper.make_node("MatMul", ["t2", "wm"], ["y"], name="dense"),
+        ]
     inits["shape"] = np.array([0, 8 * SIZE, SIZE], np.int64)
     model = save(make_model(nodes, inits), tmp_path / "m.onnx")
     table = tmp_path / "m.calib.json"
@@ -1504,7 +1511,8 @@ def test_a_transpose_feeding_a_matmul_stays_float32_where_float16_crashes_onnxru
     written = onnx.load(str(out))
     readers = [n for n in written.graph.node if "t" in n.input]  # the Transpose's float32 output
     assert [n.op_type for n in readers] == ["Cast"] and readers[0].attribute[0].i == TensorProto.FLOAT16
-    matmul = next(n for n in written.graph.node if n.op_type == "MatMul")
-    assert matmul.input[0] == readers[0].output[0]  # the MatMul in float16, after the Cast
+    if not between:
+        matmul = next(n for n in written.graph.node if n.op_type == "MatMul")
+        assert matmul.input[0] == readers[0].output[0]  # the MatMul in float16, after the Cast
     kept = fp16_plan.plan(model_io.infer_shapes(onnx.load(str(model))), None).kept
     assert [(k.node, k.reason) for k in kept] == [("swap", CRASHING_TRANSPOSE.format(kind="float16"))]

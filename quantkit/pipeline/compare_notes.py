@@ -1,5 +1,6 @@
-"""compare's notes that read the two models themselves: float8 and float16 candidates, outputs a TopK or
-NonMaxSuppression chose, weights a reference lists as graph inputs, and maps that may be class logits."""
+"""compare's notes that read the two models themselves: float8 and float16 candidates, a model onnxruntime's
+default session crashes on, outputs a TopK or NonMaxSuppression chose, weights a reference lists as graph
+inputs, and maps that may be class logits."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from quantkit.evaluate.class_scores import shape_logits_axis
 from quantkit.graph import model_io
 from quantkit.graph.output_kinds import map_outputs, mask_outputs
 from quantkit.graph.subnormal import SMALLEST_NORMAL, flushed, many_subnormal
+from quantkit.ort_quirks import NCHWC_PASS, nchwc_crash
 from quantkit.results import Feed
+from quantkit.runtime import crash_on_load
 
 FLOAT8_LEVEL = (
     "the candidate holds float8 Q/DQ: these figures are onnxruntime's at ORT_ENABLE_BASIC, as its default "
@@ -27,6 +30,26 @@ FLOAT16_CPU = (
     "no activation to float16, so a GPU or NPU, which rounds them, may measure less than these figures "
     "(a float16 model can lose tens of dB that way); convert --to fp16 prints both figures"
 )
+
+
+def nchwc_crash_line(named: Sequence[tuple[str, onnx.ModelProto]]) -> str | None:
+    """Where onnxruntime's default session dies on one of the (name, model) pairs (ort_quirks.nchwc_crash,
+    confirmed in a child process), a warning saying it ran without the pass that crashes, and how the
+    user's own sessions must (hq172 F2: compare of a float16 transformer made elsewhere died with exit
+    139 and no word)."""
+    for name, model in named:
+        found = nchwc_crash(model)
+        crash = crash_on_load(model) if found else None
+        if found and crash:
+            transpose, matmul = found[0]
+            return (
+                f"{crash.replace('loading it', f'making a default session for {name}')}: its float16 "
+                f"Transpose {transpose.name!r} feeds MatMul {matmul.name!r}, which the NCHWc layout pass "
+                "cannot take; these figures ran with that pass off, as your own sessions must "
+                f"(InferenceSession(..., disabled_optimizers=['{NCHWC_PASS}'])), or make the float16 model "
+                "with quantkit convert --to fp16, which keeps such a Transpose float32"
+            )
+    return None
 
 
 def computes_in_float16(model: onnx.ModelProto) -> bool:

@@ -64,6 +64,7 @@ from quantkit.pipeline.compare_notes import (
     FLOAT16_CPU,
     computes_in_float16,
     maps_unscored,
+    nchwc_crash_line,
     overridable_weights,
     selected_note,
     subnormal_cost,
@@ -290,6 +291,9 @@ def compare(
                 FLOAT8_LEVEL if has_float8(candidate) and config.runtime is Runtime.onnxruntime else None,
                 FLOAT16_CPU
                 if computes_in_float16(candidate) and config.runtime is Runtime.onnxruntime
+                else None,
+                nchwc_crash_line(((reference_path.name, reference), (candidate_path.name, candidate)))
+                if config.runtime is Runtime.onnxruntime
                 else None,
                 subnormal_cost(timed_model, timing_input) if timed_here else None,  # hq96 F2: timed
                 few_runs(config.latency.runs),

@@ -34,6 +34,7 @@ from onnx import numpy_helper
 from quantkit.graph.already_quantized import is_quantized_op
 from quantkit.graph.float_formats import FLOAT16, FloatFormat, admits, opsets
 from quantkit.graph.query import INTEGER_TYPES, GraphIndex, subgraph_inputs
+from quantkit.ort_quirks import crashing_transposes
 from quantkit.planner.placement import check_node_names, check_op_types
 from quantkit.results import CalibrationTable
 
@@ -109,7 +110,7 @@ def plan(
         keep(node, reason)
     for node in _passing_on(index):
         keep(node, "hands a model input to a model output: kept exact")
-    for node in _crashing_transposes(index) if target.runs_in_onnxruntime else ():
+    for node, _ in crashing_transposes(model.graph) if target.runs_in_onnxruntime else ():
         keep(node, CRASHING_TRANSPOSE.format(kind=kind))
     weights = _weight_peaks(index)
     overflowing = [(name, peak) for name, peak in weights if peak > largest]
@@ -286,20 +287,9 @@ MOVING_OPS = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"
 # then its Dense): `convert --fallback fp16` died with exit 139 and no word; --to fp16 found it by
 # bisecting in child processes (PP-OCRv2's recognizer). Tried alone: perms [1, 0, 2] and [1, 2, 0] crash,
 # [0, 2, 1], [2, 0, 1], [2, 1, 0], 2-D and 4-D ones (attention's) and the second input do not. Such a
-# Transpose stays float32, the MatMul float16 after a Cast.
+# Transpose (ort_quirks.crashing_transposes: also through an Identity, Dropout or Cast, hq172 F2) stays
+# float32, the MatMul float16 after a Cast.
 CRASHING_TRANSPOSE = "its {kind} form feeding a MatMul crashes onnxruntime's CPU provider (SIGSEGV)"
-
-
-def _crashing_transposes(index: GraphIndex) -> list[onnx.NodeProto]:
-    """3-D Transposes whose output a MatMul reads as its first input (CRASHING_TRANSPOSE)."""
-    found = []
-    for node in index.nodes:
-        perm = index.attribute(node, "perm", ()) if node.op_type == "Transpose" else ()
-        rank = len(perm) if isinstance(perm, (list, tuple)) else 0
-        readers = index.consumers.get(node.output[0], []) if node.output else []
-        if rank == 3 and any(c.op_type == "MatMul" and k == 0 for c, k in readers):
-            found.append(node)
-    return found
 
 
 def _passing_on(index: GraphIndex) -> list[onnx.NodeProto]:
