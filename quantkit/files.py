@@ -224,10 +224,12 @@ def _locations(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
         return ()
     return tuple(
         sorted(
-            {
-                external_data_helper.ExternalDataInfo(tensor).location
+            {  # the location only: a record's malformed offset is load_model's to say (hq172 F5)
+                entry.value
                 for tensor in external_data_helper._get_all_tensors(model)
                 if external_data_helper.uses_external_data(tensor)
+                for entry in tensor.external_data
+                if entry.key == "location"
             }
         )
     )

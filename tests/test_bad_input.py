@@ -773,6 +773,44 @@ def test_a_hub_snapshot_of_links_is_read_through_them(
     ):
         code, _, err = run(argv, capsys)
         assert_one_line_error(code, err, "external data file weights.bin of weight", "is a link to", said)
+    # hq172 F4: the model file a link into another folder, its data a plain file beside the link: onnxruntime
+    # reads it, and so does every command (it was refused as 'a link ... which onnxruntime refuses to read')
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "ext.onnx").symlink_to(made)
+    (linked / "weights.bin").write_bytes((made.parent / "weights.bin").read_bytes())
+    (made.parent / "weights.bin").unlink()  # only the copy beside the link remains to be read
+    for argv in (
+        ["calibrate", str(linked / "ext.onnx"), "--images", str(image_dir), "-o", str(tmp_path / "l.json")],
+        ["compare", str(linked / "ext.onnx"), str(out), "--images", str(image_dir), "--runs", "0"],
+    ):
+        code, _, err = run(argv, capsys)
+        assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("offset", "abc", "the external data record of weight 'w' is malformed (invalid literal for int()"),
+        ("length", "-4", "the external data record of weight 'w' is malformed (External data length must"),
+        ("offset", "99999", "external weights could not be read (weights.bin ("),
+    ],
+)
+def test_a_malformed_external_data_record_is_said_to_be_the_models(
+    key: str, value: str, said: str, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq172 F5: an offset 'abc' or a length -4 in a weight's external data record was an 'internal error
+    ... quantkit bug'; an offset past the data file's end left the weight empty, and onnx's checker's
+    words ('should contain one and only one value field') were all the user got."""
+    model = external_model(tmp_path / "m")
+    proto = onnx.load(str(model), load_external_data=False)
+    tensor = next(t for t in proto.graph.initializer if t.name == "w")
+    kept = [e for e in tensor.external_data if e.key not in (key, "length" if value == "99999" else "")]
+    del tensor.external_data[:]
+    tensor.external_data.extend(kept)
+    tensor.external_data.add(key=key, value=value)
+    model.write_bytes(proto.SerializeToString())
+    fails_cleanly(model, image_dir, tmp_path, capsys, said)
 
 
 def test_a_table_of_the_model_before_its_external_weights_changed_is_refused(
