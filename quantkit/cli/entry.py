@@ -61,6 +61,7 @@ def main() -> None:
         _stopped()
     finally:
         NOTING.pop()  # an API call after it in this process notes nothing
+        WRITTEN.clear()  # nor finds this run's paths there (an API test after a CLI test in one process)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         signal.signal(signal.SIGINT, interrupt)
