@@ -465,3 +465,35 @@ def test_a_node_name_holding_a_hash_reads_back_from_the_exclusions_file(tmp_path
             f'--exclude-from {hand}: line 2 holds more than a comment after the quoted name "conv1": give '
             "one name per line"
         )
+
+
+def test_a_node_named_with_edge_spaces_is_ranked_and_excluded_by_its_quoted_line(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq172 F3: the config stripped every listed name, so the node ' c2 ' (edge spaces: hand edits, some
+    converters) could be excluded by no route, though sensitivity writes it quoted for that purpose; and
+    sensitivity itself, listing it as a layer to keep float, refused the model citing --exclude-from."""
+    from tests.conftest import tiny_cnn
+    from tests.helpers import run
+
+    model = onnx.load(str(tiny_cnn(tmp_path / "cnn.onnx")))
+    next(n for n in model.graph.node if n.name == "c2").name = " c2 "
+    path = tmp_path / "spaced.onnx"
+    onnx.save(model, str(path))
+    table, keep = tmp_path / "t.json", tmp_path / "keep.txt"
+    assert run(["calibrate", str(path), "--images", str(image_dir), "-o", str(table)], capsys)[0] == 0
+    argv = ["sensitivity", str(path), "-c", str(table), "--images", str(image_dir), "--write-exclusions"]
+    code, _, err = run([*argv, str(keep), "--top", "2"], capsys)
+    assert code == 0, err
+    assert '\n" c2 "  # Conv' in keep.read_text()  # quoted, so that it reads back
+    keep.write_text('" c2 "\n')
+    out = tmp_path / "q.onnx"
+    code, _, err = run(
+        ["convert", str(path), "-c", str(table), "--exclude-from", str(keep), "-o", str(out)], capsys
+    )
+    assert code == 0, err
+    written = onnx.load(str(out))
+    conv = next(n for n in written.graph.node if n.name == " c2 ")
+    assert not any(
+        n.op_type == "DequantizeLinear" and n.output[0] == conv.input[1] for n in written.graph.node
+    )

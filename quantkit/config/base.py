@@ -80,11 +80,15 @@ def as_size(value: object, option: str = "--input-size") -> tuple[int, int]:
 
 
 def as_names(value: object) -> tuple[str, ...]:
-    """Node or op-type names: a sequence of them, or one comma-separated string (as on the command line)."""
+    """Node or op-type names: a sequence of them (each as given), or one comma-separated string (as on the
+    command line; each stripped)."""
     if isinstance(value, (bytes, bytearray)):  # hq72 12: iterated as numbers, 'nodes 99, 111, 110'
         raise ConfigError(f"node and op-type names take str, not bytes; got {value!r}")
-    names = value.split(",") if isinstance(value, str) else value
-    return tuple(str(n).strip() for n in names if str(n).strip())  # type: ignore[attr-defined]
+    if isinstance(value, str):
+        return tuple(n.strip() for n in value.split(",") if n.strip())
+    # a list's names as given: a node's name may start or end with white space, as the quoted line of an
+    # --exclude-from file gives it (hq172 F3: ' fc ' was stripped to 'fc', and no route could exclude it)
+    return tuple(str(n) for n in value if str(n).strip())  # type: ignore[attr-defined]
 
 
 def as_count(value: object, option: str) -> int:
