@@ -104,10 +104,32 @@ def test_a_model_path_ending_in_json(cnn: Path, image_dir: Path, tmp_path: Path,
     (tmp_path / "list.json").write_text("[1, 2]\n")
     code, _, err = run(["check", str(tmp_path / "list.json")], capsys)
     assert_one_line_error(code, err, "list.json is a text file, not an ONNX model")
+    code, _, err = run(["check", str(table)], capsys)  # hq172 F8: told to give it as -c, which check lacks
+    assert_one_line_error(code, err, "not an ONNX model: give the model file (convert and sensitivity take")
     named = tmp_path / "model.json"
     named.write_bytes(cnn.read_bytes())
     code, _, err = run(["convert", str(named), "-c", str(table), "-o", str(out)], capsys)
     assert code == 0, err  # a binary model is read whatever its suffix
+
+
+def test_a_report_given_as_the_table_and_an_address_given_as_the_model(
+    cnn: Path, image_dir: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    """hq172 F10, F11: a compare report given as -c was a table 'whose arrays are missing; recalibrate', and
+    an https address given as the model 'model file https:/... does not exist; check the path'."""
+    report = tmp_path / "report.json"
+    argv = ["compare", str(cnn), str(cnn), "--images", str(image_dir), "--runs", "0", "--json", str(report)]
+    assert run(argv, capsys)[0] == 0
+    code, _, err = run(["convert", str(cnn), "-c", str(report), "-o", str(tmp_path / "o.onnx")], capsys)
+    assert_one_line_error(
+        code,
+        err,
+        f"{report} is not a quantkit calibration table (it is a quantkit report, schema quantkit-compare/",
+        "give the .json that `quantkit calibrate` wrote",
+    )
+    url = "https://github.com/onnx/models/raw/main/m.onnx"
+    code, _, err = run(["calibrate", url, "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys)
+    assert_one_line_error(code, err, f"{url} is a web address: quantkit reads model files on disk; download")
 
 
 @pytest.mark.parametrize("command", ["calibrate", "shrink", "shrink --labels", "convert --to fp16"])

@@ -138,7 +138,7 @@ def load(json_path: Path) -> CalibrationTable:
             "arrays beside it as .npz); pass the table, not the model or its arrays"
         )
     if not npz_path.is_file():
-        raise CalibrationError(f"{npz_path} (the arrays of {json_path.name}) is missing; recalibrate")
+        raise CalibrationError(_without_arrays(json_path, npz_path))
     try:
         doc = json.loads(json_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -157,6 +157,24 @@ def load(json_path: Path) -> CalibrationTable:
             "recalibrate"
         )
     return _parsed(doc, npz_bytes, json_path)
+
+
+def _without_arrays(json_path: Path, npz_path: Path) -> str:
+    """Why a .json without arrays beside it is no table to read: its arrays are missing, or it is no
+    table at all (hq172 F10: a compare report given as -c was a table 'whose arrays are missing')."""
+    try:
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, OSError):
+        doc = None
+    if isinstance(doc, dict) and doc.get("format") == TABLE_FORMAT:
+        return f"{npz_path} (the arrays of {json_path.name}) is missing; recalibrate"
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    report = isinstance(schema, str) and schema.startswith("quantkit-")
+    what = f" (it is a quantkit report, schema {schema})" if report else ""
+    return (
+        f"{json_path} is not a quantkit calibration table{what}: give the .json that `quantkit calibrate` "
+        "wrote"
+    )
 
 
 def loads(json_bytes: bytes, npz_bytes: bytes) -> CalibrationTable:

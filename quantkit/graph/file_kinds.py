@@ -52,8 +52,8 @@ def not_onnx(path: Path, reason: str) -> str:
         )
     if b'"quantkit-calibration"' in _start(path):  # hunt38 F5: the table given as the model
         return (
-            f"{path} is a quantkit calibration table, not an ONNX model: give the model file, and the table "
-            "as --calibration (-c)"
+            f"{path} is a quantkit calibration table, not an ONNX model: give the model file (convert and "
+            "sensitivity take the table as --calibration (-c))"  # hq172 F8: check and compare take none
         )
     if head and all(b in _TEXT for b in head):  # a placeholder, a JSON or YAML file (hunt34)
         begins = head.decode("ascii").split("\n")[0].strip()[:40]
