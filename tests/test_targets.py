@@ -1530,6 +1530,17 @@ def test_integer_operators_onnxruntime_runs_slower_than_float_are_findings(
     assert code == 1 and [(f["rule"], f["node"]) for f in found] == [("slow-kernel", "conv")], out
     assert found[0]["message"].startswith("ConvInteger (dynamic quantization): onnxruntime's CPU provider")
     assert "runs these in float, slower than float, or cannot run them" in " ".join(out.split())  # hq149 F5
+    # hq171 F1: OpenVINO runs a ConvInteger as an f32 Convolution; check there said '1 of 1 quantized, no
+    # findings', exit 0
+    code, out, _ = run(
+        ["check", str(path), "--target", "openvino", "--json", str(tmp_path / "o.json")], capsys
+    )
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert code == 1 and [(f["rule"], f["node"]) for f in report["findings"]] == [("slow-kernel", "conv")]
+    assert report["findings"][0]["message"].startswith(
+        "ConvInteger (dynamic quantization): OpenVINO converts"
+    )
+    assert (report["layers"], report["quantized_layers"]) == (1, 0)
     scalars = {"xs": np.float32(0.02), "ws": np.float32(0.01), "ys": np.float32(0.05)}
     for signed in (True, False):
         kind = np.int8 if signed else np.uint8

@@ -241,25 +241,28 @@ def _weight_axis_expected(index: GraphIndex, node: onnx.NodeProto) -> int | None
 # a weighted layer written as an integer operator (onnxruntime.quantization's QOperator format): quantized
 # as it stands (hunt31: check read 43 QLinearConv of a YuNet as '0 of 0 ... quantized')
 INTEGER_LAYER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
+# dynamic quantization's layers: OpenVINO converts their integers back and runs them in float32 (hq171 F1:
+# a table detector's 65 ConvInteger were 'quantized, no findings', every one an f32 Convolution there)
+DYNAMIC_LAYER_OPS = frozenset({"ConvInteger", "MatMulInteger"})
 
 
 def quantized_layers(
-    model: onnx.ModelProto, through: bool = False, operators: bool = True
+    model: onnx.ModelProto, through: bool = False, operators: frozenset[str] = INTEGER_LAYER_OPS
 ) -> tuple[int, int]:
     """(weighted layers, those whose data input comes from a DequantizeLinear, with `through` possibly
     through ops that commute with it as OpenVINO reads them, and whose weight does too (a float weight:
     the layer runs in float on a dequantized input, hunt51 B1: a YuNet's 6 head Convs kept float counted
-    quantized), or that are integer operators; with `operators` False those count as layers, not
-    quantized ones: TensorRT parses none)."""
+    quantized), or that are integer operators of `operators`; the others count as layers, not quantized
+    ones: TensorRT parses none, OpenVINO runs DYNAMIC_LAYER_OPS in float)."""
     quantized = _dequantized_through if through else _from_dq
     total = done = 0
     for graph in graphs_within(model.graph):  # hunt52 C9: an If's branches' Convs, left float, went uncounted
         wrapped = model if graph is model.graph else onnx.ModelProto(graph=graph)
         index = GraphIndex(wrapped)
         layers = [n for n in index.nodes if n.op_type in WEIGHTED_OPS]
-        integer = sum(n.op_type in INTEGER_LAYER_OPS for n in index.nodes)
-        total += len(layers) + integer
-        done += sum(_runs_integer(index, n, quantized) for n in layers) + (integer if operators else 0)
+        integer = [n.op_type for n in index.nodes if n.op_type in INTEGER_LAYER_OPS]
+        total += len(layers) + len(integer)
+        done += sum(_runs_integer(index, n, quantized) for n in layers) + sum(o in operators for o in integer)
     return total, done
 
 

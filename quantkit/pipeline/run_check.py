@@ -22,7 +22,10 @@ def check(model_path: Path, target: Target | None = None) -> CheckReport:
     model = model_io.load_model(model_path)
     target = target or recorded_target(model) or Target.ort_cpu
     inferred = model_io.infer_shapes(model)
-    integer = target is not Target.tensorrt  # TensorRT parses no integer operator (rule `operator`)
+    integer = {  # TensorRT parses no integer operator (rule `operator`)
+        Target.tensorrt: frozenset(),
+        Target.openvino: rules.INTEGER_LAYER_OPS - rules.DYNAMIC_LAYER_OPS,
+    }.get(target, rules.INTEGER_LAYER_OPS)
     layers, quantized = rules.quantized_layers(inferred, target is Target.openvino, integer)
     return CheckReport(
         model=str(model_path),
