@@ -584,3 +584,41 @@ def test_image_files_without_an_image_suffix_are_counted_where_they_are_left_out
         f"{folder}: 3 image file(s) without an image suffix left out (e.g. img1): name them with their "
         "format's (.jpg, .png)"
     )
+
+
+def test_an_input_symbolic_on_every_axis_takes_the_channels_of_the_conv_reading_it(
+    tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hq172 F7: torch's dynamic_axes on every axis declares the image input [N, C, H, W], refused as 'no
+    channel dimension of 1 or 3' though the Conv reading it takes 3 channels (its weight [8, 3, 3, 3])."""
+    import onnx
+
+    from tests.conftest import tiny_cnn
+    from tests.helpers import run
+
+    model = onnx.load(str(tiny_cnn(tmp_path / "cnn.onnx")))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, name in zip(dims, ("N", "C", "H", "W"), strict=True):
+        dim.dim_param = name
+    path = tmp_path / "allsym.onnx"
+    onnx.save(model, str(path))
+    table, out = tmp_path / "t.json", tmp_path / "q.onnx"
+    code, _, err = run(
+        ["calibrate", str(path), "--images", str(image_dir), "--input-size", "16x16", "-o", str(table)],
+        capsys,
+    )
+    assert code == 0, err
+    assert run(["convert", str(path), "-c", str(table), "-o", str(out)], capsys)[0] == 0
+    argv = [
+        "compare",
+        str(path),
+        str(out),
+        "--images",
+        str(image_dir),
+        "--input-size",
+        "16x16",
+        "--runs",
+        "0",
+    ]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err

@@ -3,6 +3,7 @@ model-ready arrays; the element types each path takes."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection
 
 import numpy as np
@@ -56,7 +57,24 @@ def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpe
         raise ModelError(
             f"{OPTION} names {images[0]!r}, the input the images feed; give values for the others"
         )
-    return _float_spec(rest[0], IMAGE_TYPES)
+    return _channels_read(model, _float_spec(rest[0], IMAGE_TYPES))
+
+
+def _channels_read(model: onnx.ModelProto, spec: InputSpec) -> InputSpec:
+    """`spec` with its channels those of the Conv that reads it (its weight's second dimension times its
+    groups, NCHW) where it declares neither an NCHW nor an NHWC channel axis (hq172 F7: torch's
+    dynamic_axes on every axis declares [N, C, H, W], refused as 'no channel dimension of 1 or 3')."""
+    if len(spec.shape) != 4 or spec.shape[1] is not None or spec.shape[3] is not None:
+        return spec
+    weights = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.input[:1] != [spec.name] or len(node.input) < 2:
+            continue
+        weight = weights.get(node.input[1])
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if weight is not None and len(weight.dims) == 4 and weight.dims[1] * group in (1, 3):
+            return dataclasses.replace(spec, shape=(spec.shape[0], weight.dims[1] * group, *spec.shape[2:]))
+    return spec
 
 
 def _rank(value: onnx.ValueInfoProto) -> int:
