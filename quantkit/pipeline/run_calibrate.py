@@ -52,6 +52,7 @@ from quantkit.pipeline.calib_warnings import (
     kept_few,
     lone_extreme,
     narrow_16_bit_of,
+    noise_like,
     placeholder_size,
     presized,
     raw_pixels,
@@ -326,6 +327,7 @@ def calibrate(
                 None if arrays is not None else narrow_16_bit_of(merged.observed),
                 None if preprocess is None else presized(merged.observed, preprocess),
                 raw_pixels(source),
+                noise_like(kept),
                 lone_extreme(
                     merged.partials,
                     [s.name for s in fed],
