@@ -285,6 +285,18 @@ def samples_at(
     return found
 
 
+def positions_of(samples: Iterable[Sample], spec: InputSpec, shape: tuple[int, ...]) -> list[int]:
+    """The positions of a stream read again (a folder of files, a list) whose sample has `shape`; none of a
+    one-pass iterator. Only the positions are kept, not the samples."""
+    if not readable_again(samples):
+        return []
+    return [
+        position
+        for position, batch in enumerate(ArrayStream(samples, spec, 1))
+        if isinstance(batch.data, np.ndarray) and batch.data.shape[1:] == shape
+    ]
+
+
 def sample_side(sample_shape: tuple[int, ...]) -> tuple[int, int] | None:
     """HxW of one image-like sample [C, H, W] or [H, W, C] (C of 1 or 3); None for other shapes."""
     if len(sample_shape) != 3:

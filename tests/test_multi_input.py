@@ -592,3 +592,30 @@ def test_sensitivity_of_a_model_only_arrays_feed_says_so(tmp_path: Path, capsys:
         "sensitivity's --images reads images into a 4-D image input, and the model's input takes arrays (the "
         "table was calibrated on them): it cannot measure this model" in " ".join(err.split())
     )
+
+
+def test_arrays_of_mixed_shapes_keep_every_sample_of_the_first_shape(tmp_path: Path, capsys: Capsys) -> None:
+    """hq172 F9: the table kept the samples before the first change of shape only, 1 of 11 where 4 more of
+    that shape came after others (a recognizer fed text lines of their own widths): convert then chose its
+    corrections and fallback on one sample. It keeps those of the first shape, spread over the set."""
+    from tests.conftest import tiny_cnn
+    from tests.helpers import run
+
+    model = onnx.load(str(tiny_cnn(tmp_path / "cnn.onnx")))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    path = tmp_path / "dyn.onnx"
+    onnx.save(model, str(path))
+    folder, table = tmp_path / "arrays", tmp_path / "t.json"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    sides = [16, 24, 20, 16, 24, 20, 16, 24, 20, 16, 28]
+    for k, side in enumerate(sides):
+        smooth = np.cumsum(g.normal(0, 1, (1, 3, side, side)), axis=3).astype(np.float32)
+        np.save(folder / f"s{k:02d}.npy", smooth)
+    code, _, err = run(["calibrate", str(path), "--inputs", str(folder), "-o", str(table)], capsys)
+    assert code == 0, err
+    with np.load(tmp_path / "t.npz") as arrays:
+        assert arrays["samples"].shape == (4, 3, 16, 16)
+    said = "the table keeps 4 of the 11 samples for convert to choose and measure on"
+    assert said in " ".join(err.split())

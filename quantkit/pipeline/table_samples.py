@@ -13,7 +13,7 @@ from quantkit.array_files import Sample
 from quantkit.calib.extremes import stress_images
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import Preprocess
-from quantkit.data import samples_at
+from quantkit.data import positions_of, samples_at
 from quantkit.images import ImageLoader
 from quantkit.pipeline.calib_chunks import Merged, spread, spread_positions
 from quantkit.results import Feed, InputSpec, feed_rows
@@ -55,8 +55,10 @@ def read_again(
 ) -> tuple[Feed | None, np.ndarray | None]:
     """(the samples the table keeps, its stress samples), read again from the arrays where they can be (a
     folder of files, a list: data.samples_at), of the first samples' shape. Kept: SMOKE_SAMPLES spread
-    over every sample as images' are (calib_chunks.spread), where all of them are of that shape, else the
-    first ones observed (a one-pass iterator's). Stress: the samples most often among the tensors' most
+    over every sample as images' are (calib_chunks.spread), where all of them are of that shape, else
+    spread over those that are (hq172 F9: a text-line recognizer fed lines of their own widths kept the
+    first sample alone, 4 more of its width coming after others), else the first ones observed (a
+    one-pass iterator's). Stress: the samples most often among the tensors' most
     extreme (calib.extremes); None where there are none or the arrays cannot be read again: a table from
     arrays could not measure the range cap without them."""
     kept = merged.samples
@@ -67,8 +69,21 @@ def read_again(
     found = samples_at(arrays, spec, [*chosen, *picks], kept.shape[1:])
     if picks and all(k in found for k in picks):
         kept = np.stack([found[k] for k in picks])
+    elif len(kept) < min(SMOKE_SAMPLES, merged.seen):  # the shapes differ
+        kept = _of_first_shape(arrays, spec, kept)
     stress = [found[k] for k in chosen if k in found]
     return kept, np.stack(stress) if stress else None
+
+
+def _of_first_shape(arrays: Iterable[Sample], spec: InputSpec, kept: np.ndarray) -> np.ndarray:
+    """SMOKE_SAMPLES spread over the samples of `kept`'s shape, read again; `kept` where there are no more
+    of them or they cannot be read again."""
+    same = positions_of(arrays, spec, kept.shape[1:])
+    picks = (
+        [same[k] for k in spread_positions(len(same), SMOKE_SAMPLES)] if len(same) > SMOKE_SAMPLES else same
+    )
+    found = samples_at(arrays, spec, picks, kept.shape[1:]) if len(picks) > len(kept) else {}
+    return np.stack([found[k] for k in picks]) if found and all(k in found for k in picks) else kept
 
 
 def sample_shapes(samples: Feed) -> dict[str, Any]:
