@@ -222,17 +222,11 @@ def _locations(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
         model = onnx.load(path, format="protobuf", load_external_data=False)
     except Exception:  # protobuf's DecodeError and others: not a model the output rule can read
         return ()
-    return tuple(
-        sorted(
-            {  # the location only: a record's malformed offset is load_model's to say (hq172 F5)
-                entry.value
-                for tensor in external_data_helper._get_all_tensors(model)
-                if external_data_helper.uses_external_data(tensor)
-                for entry in tensor.external_data
-                if entry.key == "location"
-            }
-        )
-    )
+    tensors = [
+        t for t in external_data_helper._get_all_tensors(model) if external_data_helper.uses_external_data(t)
+    ]
+    # the location only: a record's malformed offset is load_model's to say (hq172 F5)
+    return tuple(sorted({e.value for t in tensors for e in t.external_data if e.key == "location"}))
 
 
 def _collision(role: str, output: Path, what: str, source: Path) -> str:
