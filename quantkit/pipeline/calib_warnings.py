@@ -149,8 +149,9 @@ def noise_like(kept: Feed | None) -> str | None:
         if typical < NOISE_CORRELATION:
             return (
                 f"the calibration samples look like random noise (neighbouring values uncorrelated: "
-                f"{typical:.2f} in the median sample, photos 0.8 or more): ranges and corrections fitted to "
-                "noise do not carry to real inputs; calibrate on real images like those the model will see"
+                f"{typical:.2f} in the median sample, photos 0.8 or more): unless the model takes noise (a "
+                "generator's or a denoiser's), ranges and corrections fitted to it do not carry to real "
+                "inputs; calibrate on real images like those the model will see"
             )
     return None
 
