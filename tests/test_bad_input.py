@@ -129,7 +129,7 @@ def test_a_report_given_as_the_table_and_an_address_given_as_the_model(
     )
     url = "https://github.com/onnx/models/raw/main/m.onnx"
     code, _, err = run(["calibrate", url, "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys)
-    assert_one_line_error(code, err, f"{url} is a web address: quantkit reads model files on disk; download")
+    assert_one_line_error(code, err, f"{url} is a URL: quantkit reads model files on disk; download")
 
 
 @pytest.mark.parametrize("command", ["calibrate", "shrink", "shrink --labels", "convert --to fp16"])

@@ -56,7 +56,7 @@ def _blocks(path: Path) -> Iterator[bytes]:
 def _require_file(path: Path) -> None:
     if not path.exists() and re.match(r"[a-z][a-z0-9+.-]+:/", str(path)):  # hq172 F11: 'https:/...',
         address = str(path).replace(":/", "://", 1)  # a path's one slash, and 'does not exist'
-        raise ModelError(f"{address} is a web address: quantkit reads model files on disk; download it first")
+        raise ModelError(f"{address} is a URL: quantkit reads model files on disk; download it first")
     if not path.exists():
         raise ModelError(f"model file {path} does not exist; check the path")
     if not path.is_file():
