@@ -783,7 +783,7 @@ def test_a_stalled_floor_search_keeps_the_smallest_block_at_one_end_float() -> N
 
 
 def test_a_search_short_of_its_target_says_so() -> None:
-    from quantkit.planner.fallback import short_of_target
+    from quantkit.planner.fallback_notes import short_of_target
     from quantkit.results import FallbackStep
 
     steps = [FallbackStep("conv_3", "Conv", 10.25)]
@@ -1008,7 +1008,7 @@ def test_the_conversion_record_is_json_without_nan() -> None:
 
 
 def test_a_search_short_of_its_target_is_not_reported_where_the_written_model_reaches_it() -> None:
-    from quantkit.planner.fallback import short_of_target
+    from quantkit.planner.fallback_notes import short_of_target
     from quantkit.results import FallbackStep
 
     steps = [FallbackStep("conv_3", "Conv", 10.25)]

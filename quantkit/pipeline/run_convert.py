@@ -51,7 +51,7 @@ from quantkit.pipeline.writing import (
     stamp,
     write_checked,
 )
-from quantkit.planner import at_output, corrections_choice, fallback
+from quantkit.planner import at_output, corrections_choice, fallback, fallback_notes
 from quantkit.planner import budget_search as budget_search
 from quantkit.planner import plan as make_plan
 from quantkit.planner.int8_model import FALLBACK_FORMATS, quantized_model, runnable
@@ -339,7 +339,7 @@ def _converted(
         # detector was written at 10.1 dB against 12 with the figure among a dozen notes, and exit 0
         warnings=none
         + (() if none else convert_notes.gained_nothing(*sizes, speed, config.prefer))
-        + fallback.short_of_target(
+        + fallback_notes.short_of_target(
             config.min_sqnr,
             config.max_float_layers,
             start_db,
