@@ -1019,6 +1019,18 @@ def test_a_search_short_of_its_target_is_not_reported_where_the_written_model_re
         "10.25 dB on the calibration samples with 1 layer(s) kept float (at most 8) (the model written: "
         "11.00 dB in the smoke test, which pools each output's values)" in note
     )
+    assert "; no further layer float lifted it; exclude layers" in note
+    # hq171 F2: a transformer written with Q/DQ on its MatMuls' inputs only was told no layer lifted it,
+    # where one MatMul kept float there lifted it 2.8 dB: the search had measured the other placement
+    (placed,) = short_of_target(50.0, 8, 36.2, [], {"a": 43.4, "b": 39.5}, placed="inputs-only")
+    assert (
+        "no further layer" not in placed
+        and (
+            "the search measured the plan with Q/DQ everywhere, and the model is written with Q/DQ on the "
+            "weighted layers' inputs only, where a layer kept float may lift it further; exclude layers"
+        )
+        in placed
+    )
 
 
 def test_onnxruntime_prints_none_of_its_own_log_lines(

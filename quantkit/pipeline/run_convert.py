@@ -351,6 +351,7 @@ def _converted(
             fallback.output_sqnr(run_int8, reference, samples, measured)
             if guarded_note or convert_notes.searched_short(config.min_sqnr, start_db, steps)
             else None,
+            speed_plan.placement if speed_plan is not None else None,
         )
         + convert_notes.coarse_budget(budget_report)
         + warned,
