@@ -162,12 +162,13 @@ def sign_region(name: str, counts: Any, where: str, who: str = "the converted mo
     _, channel, worst = min(moved)
     total, _, positive, candidate, both = worst
     which = f" (its channel {channel} of {len(rows)})" if len(rows) > 1 else ""
-    return (
-        f"output {name!r}{which}: FP32 puts {positive} of its {total} values above 0 on {where} (as "
+    return (  # hq171 F3: said of LORE's corner offsets in pixels and a feature map, where the sign is no
+        f"output {name!r}{which}: FP32 puts {positive} of its {total} values above 0 on {where} (as "  # event
         f"logits, where a sigmoid of them reads above 0.5), {who} {candidate}, {both} of them the same; its "
-        "pooled figure weighs the large negative values: judge it on your task's metric, or keep the "
-        "layer that writes it float with its input path (a file naming it, given to convert "
-        "--exclude-from; quantkit sensitivity writes one)"
+        "pooled figure weighs the large negative values: if they are logits or scores, judge it on your "
+        "task's metric, or keep the layer that writes it float with its input path (a file naming it, given "
+        "to convert --exclude-from; quantkit sensitivity writes one); if their sign means nothing (offsets, "
+        "features), this is no loss"
     )
 
 
