@@ -7,8 +7,8 @@ session for one is made so that it runs right (runtime.Session), and the figures
   (NchwcTransformer, ORT_ENABLE_ALL) segfaults making the session, no exception (hq168 F1: a Keras CNN +
   BiLSTM's Dense after Cast -> Transpose(1, 0, 2); perms [1, 0, 2] and [1, 2, 0] crash it, [0, 2, 1] and
   2-D or 4-D ones do not). Ops onnxruntime removes or passes before that pass (Identity, Dropout, a Cast)
-  between the two crash it the same (hq172 F2); a torch transformer exported sequence-first holds the
-  pattern. A session for such a model runs without that pass; the float16 rewrite keeps the Transpose
+  or a scale by a constant between the two crash it the same (hq172 F2, hq173 F1); a torch transformer
+  exported sequence-first holds the pattern (its MultiheadAttention's Transpose -> Mul(scale) -> MatMul). A session for such a model runs without that pass; the float16 rewrite keeps the Transpose
   float32 (planner.fp16_plan)."""
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ def has_float8(model: onnx.ModelProto) -> bool:
 
 # what onnxruntime removes, or what passes the values on unchanged in layout, between a Transpose and a MatMul
 PASSED_THROUGH = frozenset({"Identity", "Dropout", "Cast"})
+# a scale by a constant between them crashes it the same (hq173 F1: torch's MultiheadAttention scales q
+# after its transpose(0, 1): Transpose(1, 0, 2) -> Mul(constant) -> MatMul)
+SCALES = frozenset({"Mul", "Div"})
 NCHWC_PASS = "NchwcTransformer"  # onnxruntime's name for it (InferenceSession's disabled_optimizers)
 
 
@@ -44,6 +47,9 @@ def crashing_transposes(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, on
     for node in graph.node:
         for k, name in enumerate(node.input):
             readers.setdefault(name, []).append((node, k))
+    constants = {t.name for t in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output
+    }
     found = []
     for node in graph.node:
         perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
@@ -54,7 +60,9 @@ def crashing_transposes(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, on
             for reader, k in readers.get(todo.pop(), []):
                 if reader.op_type == "MatMul" and k == 0:
                     found.append((node, reader))
-                elif reader.op_type in PASSED_THROUGH and k == 0:
+                elif (reader.op_type in PASSED_THROUGH and k == 0) or (
+                    reader.op_type in SCALES and len(reader.input) == 2 and reader.input[1 - k] in constants
+                ):
                     fresh = [o for o in reader.output[:1] if o and o not in seen]
                     seen.update(fresh)
                     todo.extend(fresh)
@@ -77,6 +85,19 @@ def holds_float16(model: onnx.ModelProto) -> bool:
 
 
 def nchwc_crash(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:
-    """crashing_transposes of a model that holds float16 values (read by form: the Transpose may be
-    float32 in such a model, which then loads); [] for any other."""
-    return crashing_transposes(model.graph) if holds_float16(model) else []
+    """crashing_transposes of a model that holds float16 values, those whose Transpose is not known to be
+    of another type by shape inference (hq173 F2: quantkit's own --to fp16 models keep it float32 and load;
+    timed without the NCHWc pass, a PP-OCRv2 recognizer's read 0.72x where a default session runs 0.97x);
+    [] for any other."""
+    found = crashing_transposes(model.graph) if holds_float16(model) else []
+    if not found:
+        return []
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # onnx's checker raises its own types; untyped, each is kept
+        return found
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output)
+    }
+    half = onnx.TensorProto.FLOAT16
+    return [(t, m) for t, m in found if types.get(t.output[0], half) in (half, onnx.TensorProto.UNDEFINED)]

@@ -28,6 +28,7 @@ def _half_model(between: str = "Identity", perm: tuple[int, ...] = (1, 0, 2)) ->
         "b": p["b"].astype(np.float16),
         "shape": np.array([0, 8 * SIZE, SIZE], np.int64),
         "wm": rng(3).normal(0, 0.2, (SIZE, 6)).astype(np.float16),
+        **({"k": np.array(0.25, np.float16)} if between == "Mul" else {}),
     }
     nodes = [
         helper.make_node("Cast", ["x"], ["xh"], name="to_half", to=TensorProto.FLOAT16),
@@ -35,7 +36,7 @@ def _half_model(between: str = "Identity", perm: tuple[int, ...] = (1, 0, 2)) ->
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
         helper.make_node("Reshape", ["r", "shape"], ["s"], name="flat"),
         helper.make_node("Transpose", ["s"], ["t"], name="swap", perm=list(perm)),
-        helper.make_node(between, ["t"], ["t2"], name="between", **half),
+        helper.make_node(between, ["t", "k"] if between == "Mul" else ["t"], ["t2"], name="between", **half),
         helper.make_node("MatMul", ["t2", "wm"], ["m"], name="dense"),
         helper.make_node("Cast", ["m"], ["y"], name="to_float", to=TensorProto.FLOAT),
     ]
@@ -53,9 +54,11 @@ def _half_model(between: str = "Identity", perm: tuple[int, ...] = (1, 0, 2)) ->
 
 
 def test_the_crashing_form_is_found_through_what_onnxruntime_removes() -> None:
-    """hq172 F2: an Identity, a Dropout or a Cast between the Transpose and the MatMul crashed it the same;
-    a 4-D Transpose (attention's) or one the MatMul reads second does not."""
-    for between in ("Identity", "Dropout", "Cast"):
+    """hq172 F2: an Identity, a Dropout or a Cast between the Transpose and the MatMul crashed it the same,
+    and a scale by a constant (hq173 F1: torch's MultiheadAttention scales q after its transpose); a 4-D
+    Transpose (attention's) or one the MatMul reads second does not. A float32 Transpose in a float16
+    model (quantkit's own --to fp16 keeps it so) loads, and is timed with the pass on (hq173 F2)."""
+    for between in ("Identity", "Dropout", "Cast", "Mul"):
         model = _half_model(between)
         assert [(t.name, m.name) for t, m in nchwc_crash(model)] == [("swap", "dense")], between
     second = _half_model()
@@ -69,6 +72,20 @@ def test_the_crashing_form_is_found_through_what_onnxruntime_removes() -> None:
         tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), name))
     float32.graph.node[-1].attribute[0].i = TensorProto.FLOAT
     assert crashing_transposes(float32.graph) and nchwc_crash(float32) == []  # float32: it loads
+    kept = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["x"], ["t"], name="swap", perm=[1, 0, 2]),
+            helper.make_node("Cast", ["t"], ["th"], name="to_half", to=TensorProto.FLOAT16),
+            helper.make_node("MatMul", ["th", "wm"], ["m"], name="dense"),
+            helper.make_node("Cast", ["m"], ["y"], name="to_float", to=TensorProto.FLOAT),
+        ],
+        "kept",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, SIZE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 1, 6])],
+        [numpy_helper.from_array(rng(3).normal(0, 0.2, (SIZE, 6)).astype(np.float16), "wm")],
+    )
+    own = helper.make_model(kept, opset_imports=[helper.make_opsetid("", 13)])
+    assert crashing_transposes(own.graph) and nchwc_crash(own) == []
 
 
 def test_a_float16_model_that_crashes_onnxruntime_is_run_without_the_pass_and_said(
