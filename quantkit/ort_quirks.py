@@ -8,8 +8,9 @@ session for one is made so that it runs right (runtime.Session), and the figures
   BiLSTM's Dense after Cast -> Transpose(1, 0, 2); perms [1, 0, 2] and [1, 2, 0] crash it, [0, 2, 1] and
   2-D or 4-D ones do not). Ops onnxruntime removes or passes before that pass (Identity, Dropout, a Cast)
   or a scale by a constant between the two crash it the same (hq172 F2, hq173 F1); a torch transformer
-  exported sequence-first holds the pattern (its MultiheadAttention's Transpose -> Mul(scale) -> MatMul). A session for such a model runs without that pass; the float16 rewrite keeps the Transpose
-  float32 (planner.fp16_plan)."""
+  exported sequence-first holds the pattern (its MultiheadAttention's Transpose -> Mul(scale) -> MatMul).
+  A session for such a model runs without that pass; the float16 rewrite keeps the Transpose float32
+  (planner.fp16_plan)."""
 
 from __future__ import annotations
 
