@@ -190,11 +190,13 @@ def test_samples_of_random_noise_are_warned_of(
     arrays.mkdir()
     g = np.random.default_rng(0)
     for k in range(8):
-        Image.fromarray(g.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(noise / f"{k}.png")
+        Image.fromarray(g.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(noise / f"{k}.png")
         np.save(arrays / f"{k}.npy", g.standard_normal((1, 3, 16, 16)).astype(np.float32))
-    warned = "the calibration samples look like random noise (neighbouring values uncorrelated:"
+    warned = "the calibration samples look like random noise (values 2 apart uncorrelated:"
     for argv, said in (
         (["--images", str(noise), "--resize", "squash"], True),
+        (["--images", str(noise)], True),  # hq173 F3: crop's interpolation joined neighbours, no warning
+        (["--images", str(noise), "--resize", "letterbox"], True),
         (["--inputs", str(arrays)], True),
         (["--images", str(image_dir)], False),
     ):

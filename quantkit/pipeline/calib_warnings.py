@@ -130,25 +130,27 @@ def kept_few(kept: Feed | None, seen: int) -> str | None:
     )
 
 
-# below it, the values beside each other in a sample are as unrelated as random noise's (about 0); a photo's
-# are 0.8-0.99 after any resize, a document's or a fingerprint's above 0.5
+# below it, a sample's values two apart are as unrelated as random noise's (about 0; hq173 F3: next to each
+# other, a resize's interpolation joins noise's, 0.32-0.47 after --resize crop or letterbox, where two apart
+# it reads 0.03-0.04); photos' 0.93-0.94, MNIST digits' 0.63 in the median sample
 NOISE_CORRELATION = 0.2
+NOISE_LAG = 2
 
 
 def noise_like(kept: Feed | None) -> str | None:
     """A warning where the table's samples of an image-like input ([K, C, H, W] or [K, H, W, C]) are random
-    noise by the median, over samples, of the correlation between neighbouring values (hq172 F2: 16
+    noise by the median, over samples, of the correlation between values NOISE_LAG apart (hq172 F2: 16
     noise PNGs, or np.random arrays, the 'no data at hand' habit, calibrated without a word, and
     sample-chosen corrections fitted to them cost SqueezeNet 28 points of top-1 agreement on photos)."""
     arrays = list(kept.values()) if isinstance(kept, dict) else [] if kept is None else [kept]
     for array in arrays:
         if array.ndim < 4 or sum(d >= 8 for d in array.shape[-3:]) < 2:
             continue
-        found = [max(_neighbours(sample, -1), _neighbours(sample, -2)) for sample in array]
+        found = [max(_apart(sample, -1), _apart(sample, -2)) for sample in array]
         typical = float(np.nanmedian(found)) if not np.isnan(found).all() else 1.0
         if typical < NOISE_CORRELATION:
             return (
-                f"the calibration samples look like random noise (neighbouring values uncorrelated: "
+                f"the calibration samples look like random noise (values {NOISE_LAG} apart uncorrelated: "
                 f"{typical:.2f} in the median sample, photos 0.8 or more): unless the model takes noise (a "
                 "generator's or a denoiser's), ranges and corrections fitted to it do not carry to real "
                 "inputs; calibrate on real images like those the model will see"
@@ -156,11 +158,11 @@ def noise_like(kept: Feed | None) -> str | None:
     return None
 
 
-def _neighbours(sample: np.ndarray, axis: int) -> float:
-    """The correlation of each value of `sample` with the next along `axis`; NaN where either is constant
-    (a blank image is no noise)."""
+def _apart(sample: np.ndarray, axis: int) -> float:
+    """The correlation of each value of `sample` with the one NOISE_LAG on along `axis`; NaN where either
+    is constant (a blank image is no noise)."""
     moved = np.moveaxis(np.asarray(sample, np.float64), axis, -1)
-    x, y = moved[..., :-1].ravel(), moved[..., 1:].ravel()
+    x, y = moved[..., :-NOISE_LAG].ravel(), moved[..., NOISE_LAG:].ravel()
     sx, sy = x.std(), y.std()
     if sx == 0.0 or sy == 0.0 or not np.isfinite(sx * sy):
         return float("nan")
