@@ -117,7 +117,7 @@ def exclusion_name(line: str) -> str:
         name, end = json.JSONDecoder().raw_decode(text)
     except ValueError:
         raise ValueError("opens a quoted name it does not close; close it") from None
-    rest = text[end:].strip()
+    rest = text[end:].strip().removeprefix(",").strip()  # hq173 F4: a list's body, one item a line
     if rest and not rest.startswith("#"):
         raise ValueError(
             f"holds more than a comment after the quoted name {text[:end]}: give one name per line"
