@@ -130,6 +130,10 @@ def test_a_report_given_as_the_table_and_an_address_given_as_the_model(
     url = "https://github.com/onnx/models/raw/main/m.onnx"
     code, _, err = run(["calibrate", url, "--images", str(image_dir), "-o", str(tmp_path / "t.json")], capsys)
     assert_one_line_error(code, err, f"{url} is a URL: quantkit reads model files on disk; download")
+    for given in ("HTTPS://example.com/m.onnx", f"file://{cnn}"):  # hq173 F5: not caught; called a URL
+        code, _, err = run(["check", given], capsys)
+        said = "is a URL: quantkit reads" if given.startswith("HTTPS") else f"give the path itself ({cnn})"
+        assert_one_line_error(code, err, said)
 
 
 @pytest.mark.parametrize("command", ["calibrate", "shrink", "shrink --labels", "convert --to fp16"])

@@ -457,6 +457,8 @@ def test_a_node_name_holding_a_hash_reads_back_from_the_exclusions_file(tmp_path
         exclusion_names(hand)
     hand.write_text('"fc#1"  # the head\n"conv#x"#no space\n')
     assert exclusion_names(hand) == ("fc#1", "conv#x")
+    hand.write_text('"fc#1",\n"conv#x"\n')  # hq173 F4: a list pasted one item a line, its commas kept
+    assert exclusion_names(hand) == ("fc#1", "conv#x")
     for pasted in ('"conv1", "conv2"', '"conv1" conv2'):  # hq172 F1: conv2 was dropped without a word
         hand.write_text(f"conv\n{pasted}\n")
         with pytest.raises(ConfigError) as refused:
@@ -497,3 +499,21 @@ def test_a_node_named_with_edge_spaces_is_ranked_and_excluded_by_its_quoted_line
     assert not any(
         n.op_type == "DequantizeLinear" and n.output[0] == conv.input[1] for n in written.graph.node
     )
+
+
+def test_listed_op_types_are_stripped_and_unknown_node_names_shown_quoted(
+    cnn: Path, tmp_path: Path, image_dir: Path
+) -> None:
+    """hq173 F6: keeping listed names as given (node names may hold edge spaces) refused an API list's
+    'Conv ', where no op type holds white space; and a node name with a trailing space was shown unquoted
+    in the refusal, '(c1 )', the space that failed it unseen."""
+    import re
+
+    import quantkit
+    from quantkit.errors import ConfigError
+
+    assert ConvertConfig(exclude_op_types=["Conv "]).exclude_op_types == ("Conv",)
+    table = tmp_path / "t.json"
+    quantkit.calibrate(cnn, image_dir, output=table)
+    with pytest.raises(ConfigError, match=re.escape("not in the model ('c1 ')")):
+        quantkit.convert(cnn, calibration=table, output=tmp_path / "o.onnx", float_layers=["c1 "])

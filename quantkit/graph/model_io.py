@@ -54,9 +54,13 @@ def _blocks(path: Path) -> Iterator[bytes]:
 
 
 def _require_file(path: Path) -> None:
-    if not path.exists() and re.match(r"[a-z][a-z0-9+.-]+:/", str(path)):  # hq172 F11: 'https:/...',
-        address = str(path).replace(":/", "://", 1)  # a path's one slash, and 'does not exist'
-        raise ModelError(f"{address} is a URL: quantkit reads model files on disk; download it first")
+    url = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/+(.*)", str(path))  # hq172 F11: 'https:/...', a path's
+    if not path.exists() and url and url[1].lower() == "file":  # one slash, and 'does not exist'
+        raise ModelError(f"{path} is a file: URL; give the path itself (/{url[2]})")  # hq173 F5
+    if not path.exists() and url:
+        raise ModelError(
+            f"{url[1]}://{url[2]} is a URL: quantkit reads model files on disk; download it first"
+        )
     if not path.exists():
         raise ModelError(f"model file {path} does not exist; check the path")
     if not path.is_file():
