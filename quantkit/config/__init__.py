@@ -16,6 +16,7 @@ from quantkit.config.base import (
     as_names,
     as_number,
     as_size,
+    as_types,
     check_threads,
     set_counts,
     set_floats,
@@ -170,7 +171,8 @@ class ConvertConfig:
         if self.target is not Target.ort_cpu:  # nothing is timed: --prefer accuracy changed only the
             object.__setattr__(self, "prefer", Prefer.balanced)  # recorded settings (hq107 F6: other bytes)
         for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
-            object.__setattr__(self, name, as_names(getattr(self, name)))
+            read = as_types if name == "exclude_op_types" else as_names  # op types hold no white space
+            object.__setattr__(self, name, read(getattr(self, name)))
         set_floats(self, "percentile", "min_sqnr", "concat_range_ratio")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
@@ -317,7 +319,8 @@ class Float16Config:
     def __post_init__(self) -> None:
         object.__setattr__(self, "to", as_enum(Precision, self.to, "--to"))
         for name in ("exclude_nodes", "exclude_op_types"):  # hunt38 F8: a string was read per character
-            object.__setattr__(self, name, as_names(getattr(self, name)))
+            read = as_types if name == "exclude_op_types" else as_names
+            object.__setattr__(self, name, read(getattr(self, name)))
         set_switches(self, "keep_io_types", "compact")
         if self.input_size is not None:
             object.__setattr__(self, "input_size", as_size(self.input_size))

@@ -79,6 +79,11 @@ def as_size(value: object, option: str = "--input-size") -> tuple[int, int]:
     return size[0], size[1]
 
 
+def as_types(value: object) -> tuple[str, ...]:
+    """Op-type names as as_names reads them, each stripped: no op type holds white space (hq173 F6)."""
+    return tuple(name.strip() for name in as_names(value))
+
+
 def as_names(value: object) -> tuple[str, ...]:
     """Node or op-type names: a sequence of them (each as given), or one comma-separated string (as on the
     command line; each stripped)."""

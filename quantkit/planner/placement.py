@@ -129,7 +129,7 @@ def check_node_names(index: GraphIndex, option: str, names: Iterable[str]) -> No
     unknown = [n for n in names if n not in index.by_name]
     if unknown:
         raise ConfigError(
-            f"{option} names {len(unknown)} node(s) not in the model ({', '.join(unknown[:3])}); "
+            f"{option} names {len(unknown)} node(s) not in the model ({', '.join(map(repr, unknown[:3]))}); "
             "use node names as shown by the convert summary, quantkit sensitivity or Netron"
         )
 
