@@ -285,15 +285,14 @@ def samples_at(
     return found
 
 
-def positions_of(samples: Iterable[Sample], spec: InputSpec, shape: tuple[int, ...]) -> list[int]:
-    """The positions of a stream read again (a folder of files, a list) whose sample has `shape`; none of a
-    one-pass iterator. Only the positions are kept, not the samples."""
+def shapes_of(samples: Iterable[Sample], spec: InputSpec) -> list[tuple[int, ...] | None]:
+    """Each sample's shape, by position, of a stream read again (a folder of files, a list); None for one
+    of several inputs; [] for a one-pass iterator. Only the shapes are kept, not the samples."""
     if not readable_again(samples):
         return []
     return [
-        position
-        for position, batch in enumerate(ArrayStream(samples, spec, 1))
-        if isinstance(batch.data, np.ndarray) and batch.data.shape[1:] == shape
+        batch.data.shape[1:] if isinstance(batch.data, np.ndarray) else None
+        for batch in ArrayStream(samples, spec, 1)
     ]
 
 

@@ -619,3 +619,14 @@ def test_arrays_of_mixed_shapes_keep_every_sample_of_the_first_shape(tmp_path: P
         assert arrays["samples"].shape == (4, 3, 16, 16)
     said = "the table keeps 4 of the 11 samples for convert to choose and measure on"
     assert said in " ".join(err.split())
+    # hq173 F8: an odd first sample, then 12 of one shape: the table kept the odd one alone
+    for k, side in enumerate([24] + [16] * 12):
+        smooth = np.cumsum(g.normal(0, 1, (1, 3, side, side)), axis=3).astype(np.float32)
+        np.save(folder / f"s{k:02d}.npy", smooth)
+    code, _, err = run(["calibrate", str(path), "--inputs", str(folder), "-o", str(table)], capsys)
+    assert code == 0, err
+    with np.load(tmp_path / "t.npz") as arrays:
+        assert arrays["samples"].shape == (8, 3, 16, 16)
+    assert json.loads(table.read_text())["meta"]["inputs"]["sample_shape"] == [3, 16, 16]
+    out = tmp_path / "q.onnx"
+    assert run(["convert", str(path), "-c", str(table), "-o", str(out)], capsys)[0] == 0  # the table reads

@@ -297,6 +297,7 @@ def calibrate(
         kept = refilled(merged, preprocess) if preprocess is not None else kept
     else:
         kept, stress = read_again(merged, arrays, spec) if len(specs) <= 1 else (kept, None)
+        meta["inputs"].update(sample_shapes(kept) if kept is not None else {})  # the most common shape's
     for name in (h for h in halves if h in stats):  # data a float16 input cannot hold, refused here
         require_half_fits(name, max(abs(stats[name].minimum), abs(stats[name].maximum)))
     findings = check.findings(coupling=coupling)  # before the write: nothing is written where a step fails

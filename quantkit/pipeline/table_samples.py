@@ -4,6 +4,7 @@ tensors' most extreme (calib.extremes)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,7 +14,7 @@ from quantkit.array_files import Sample
 from quantkit.calib.extremes import stress_images
 from quantkit.calib.table import SMOKE_SAMPLES
 from quantkit.config import Preprocess
-from quantkit.data import positions_of, samples_at
+from quantkit.data import samples_at, shapes_of
 from quantkit.images import ImageLoader
 from quantkit.pipeline.calib_chunks import Merged, spread, spread_positions
 from quantkit.results import Feed, InputSpec, feed_rows
@@ -54,13 +55,13 @@ def read_again(
     merged: Merged, arrays: Iterable[Sample], spec: InputSpec
 ) -> tuple[Feed | None, np.ndarray | None]:
     """(the samples the table keeps, its stress samples), read again from the arrays where they can be (a
-    folder of files, a list: data.samples_at), of the first samples' shape. Kept: SMOKE_SAMPLES spread
-    over every sample as images' are (calib_chunks.spread), where all of them are of that shape, else
-    spread over those that are (hq172 F9: a text-line recognizer fed lines of their own widths kept the
-    first sample alone, 4 more of its width coming after others), else the first ones observed (a
-    one-pass iterator's). Stress: the samples most often among the tensors' most
-    extreme (calib.extremes); None where there are none or the arrays cannot be read again: a table from
-    arrays could not measure the range cap without them."""
+    folder of files, a list: data.samples_at). Kept: SMOKE_SAMPLES spread over every sample as images'
+    are (calib_chunks.spread), where all of them are of the first samples' shape, else spread over those
+    of the most common shape (hq172 F9: a text-line recognizer fed lines of their own widths kept the
+    first sample alone, 4 more of its width coming after others; hq173 F8: 12 of 13 after an odd first
+    one, 1 kept), else the first ones observed (a one-pass iterator's). Stress, of the kept shape: the
+    samples most often among the tensors' most extreme (calib.extremes); None where there are none or the
+    arrays cannot be read again: a table from arrays could not measure the range cap without them."""
     kept = merged.samples
     if not isinstance(kept, np.ndarray):
         return kept, None
@@ -70,19 +71,25 @@ def read_again(
     if picks and all(k in found for k in picks):
         kept = np.stack([found[k] for k in picks])
     elif len(kept) < min(SMOKE_SAMPLES, merged.seen):  # the shapes differ
-        kept = _of_first_shape(arrays, spec, kept)
+        first, kept = kept.shape[1:], _of_most_common_shape(arrays, spec, kept)
+        found = found if kept.shape[1:] == first else samples_at(arrays, spec, chosen, kept.shape[1:])
     stress = [found[k] for k in chosen if k in found]
     return kept, np.stack(stress) if stress else None
 
 
-def _of_first_shape(arrays: Iterable[Sample], spec: InputSpec, kept: np.ndarray) -> np.ndarray:
-    """SMOKE_SAMPLES spread over the samples of `kept`'s shape, read again; `kept` where there are no more
-    of them or they cannot be read again."""
-    same = positions_of(arrays, spec, kept.shape[1:])
+def _of_most_common_shape(arrays: Iterable[Sample], spec: InputSpec, kept: np.ndarray) -> np.ndarray:
+    """SMOKE_SAMPLES spread over the samples of the most common shape (`kept`'s among the most common),
+    read again; `kept` where there are no more of them or they cannot be read again."""
+    shapes = shapes_of(arrays, spec)
+    counts = Counter(s for s in shapes if s is not None)
+    if not counts:
+        return kept
+    shape = max(counts, key=lambda s: (counts[s], s == kept.shape[1:]))
+    same = [k for k, s in enumerate(shapes) if s == shape]
     picks = (
         [same[k] for k in spread_positions(len(same), SMOKE_SAMPLES)] if len(same) > SMOKE_SAMPLES else same
     )
-    found = samples_at(arrays, spec, picks, kept.shape[1:]) if len(picks) > len(kept) else {}
+    found = samples_at(arrays, spec, picks, shape) if len(picks) > len(kept) else {}
     return np.stack([found[k] for k in picks]) if found and all(k in found for k in picks) else kept
 
 
