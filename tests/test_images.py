@@ -622,3 +622,28 @@ def test_an_input_symbolic_on_every_axis_takes_the_channels_of_the_conv_reading_
     ]
     code, _, err = run(argv, capsys)
     assert code == 0, err
+    # hq173 F7: through a normalisation by a constant, or an NHWC export's Transpose; [N, C, 16, 16] too
+    from onnx import helper, numpy_helper
+
+    first = next(n for n in model.graph.node if n.op_type == "Conv")
+    for case in ("sub", "nhwc", "fixed"):
+        variant = onnx.ModelProto()
+        variant.CopyFrom(model)
+        conv = next(n for n in variant.graph.node if n.name == first.name)
+        dims = variant.graph.input[0].type.tensor_type.shape.dim
+        if case == "sub":
+            variant.graph.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), "mean"))
+            variant.graph.node.insert(0, helper.make_node("Sub", ["x", "mean"], ["xs"], name="norm"))
+            conv.input[0] = "xs"
+        elif case == "nhwc":
+            variant.graph.node.insert(0, helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 3, 1, 2]))
+            conv.input[0] = "xt"
+        else:
+            dims[2].dim_value, dims[3].dim_value = 16, 16
+        path = tmp_path / f"{case}.onnx"
+        onnx.save(variant, str(path))
+        sized = [] if case == "fixed" else ["--input-size", "16x16"]
+        argv = ["calibrate", str(path), "--images", str(image_dir), *sized, "-o", str(tmp_path / "v.json")]
+        code, out, err = run(argv, capsys)
+        assert code == 0, (case, err)
+        assert ("NHWC" if case == "nhwc" else "NCHW") in out + err, case

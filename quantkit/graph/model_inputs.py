@@ -60,21 +60,43 @@ def image_input(model: onnx.ModelProto, fixed: Collection[str] = ()) -> InputSpe
     return _channels_read(model, _float_spec(rest[0], IMAGE_TYPES))
 
 
+# what may stand between an image input and its first Conv: a normalisation by constants, an NHWC
+# export's Transpose to NCHW (hq173 F7)
+BEFORE_CONV = frozenset({"Sub", "Add", "Mul", "Div", "Cast", "Identity", "Transpose"})
+
+
 def _channels_read(model: onnx.ModelProto, spec: InputSpec) -> InputSpec:
-    """`spec` with its channels those of the Conv that reads it (its weight's second dimension times its
-    groups, NCHW) where it declares neither an NCHW nor an NHWC channel axis (hq172 F7: torch's
-    dynamic_axes on every axis declares [N, C, H, W], refused as 'no channel dimension of 1 or 3')."""
-    if len(spec.shape) != 4 or spec.shape[1] is not None or spec.shape[3] is not None:
+    """`spec` with its channels those of the first Conv that reads it (its weight's second dimension times
+    its groups), through a normalisation by constants or a Transpose to NCHW (then NHWC), where it
+    declares no channel axis of 1 or 3 and that axis is symbolic (hq172 F7: torch's dynamic_axes on every
+    axis declares [N, C, H, W], refused as 'no channel dimension of 1 or 3')."""
+    if len(spec.shape) != 4 or spec.shape[1] in (1, 3) or spec.shape[3] in (1, 3):
         return spec
-    weights = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type != "Conv" or node.input[:1] != [spec.name] or len(node.input) < 2:
-            continue
-        weight = weights.get(node.input[1])
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if weight is not None and len(weight.dims) == 4 and weight.dims[1] * group in (1, 3):
-            return dataclasses.replace(spec, shape=(spec.shape[0], weight.dims[1] * group, *spec.shape[2:]))
-    return spec
+    index = GraphIndex(model)
+    tensor, last = spec.name, False
+    for _ in range(8):
+        readers = index.consumers.get(tensor, [])
+        node = readers[0][0] if len(readers) == 1 else None
+        if node is None or node.op_type not in BEFORE_CONV | {"Conv"}:
+            return spec
+        if node.op_type == "Conv":
+            break
+        if node.op_type == "Transpose":
+            last = index.attribute(node, "perm", ()) in ([0, 3, 1, 2], (0, 3, 1, 2))
+        elif any(not index.is_constant(i) for i in node.input if i and i != tensor):
+            return spec
+        tensor = node.output[0]
+    else:
+        return spec
+    weight = index.constant(node.input[1]) if len(node.input) > 1 else None
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    channels = weight.shape[1] * group if weight is not None and weight.ndim == 4 else 0
+    axis = 3 if last else 1
+    if channels not in (1, 3) or spec.shape[axis] is not None:
+        return spec
+    shape = list(spec.shape)
+    shape[axis] = channels
+    return dataclasses.replace(spec, shape=tuple(shape))
 
 
 def _rank(value: onnx.ValueInfoProto) -> int:
