@@ -4,6 +4,7 @@ the images as 0-255 values, with no normalisation of its own, in every command."
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,9 @@ def test_samples_of_random_noise_are_warned_of(
     from quantkit.pipeline.calib_warnings import noise_like
 
     assert noise_like(np.zeros((4, 3, 16, 16), np.float32)) is None  # blank images
+    g = np.random.default_rng(1)
+    with warnings.catch_warnings():  # hq173 F4: [N, H, W, 1] read its channel axis, numpy warned 6 lines
+        warnings.simplefilter("error")
+        assert noise_like(g.normal(0, 1, (4, 16, 16, 1)).astype(np.float32)) is not None
+        smooth = np.cumsum(g.normal(0, 1, (4, 16, 16, 1)), axis=2).astype(np.float32)
+        assert noise_like(smooth) is None

@@ -146,7 +146,9 @@ def noise_like(kept: Feed | None) -> str | None:
     for array in arrays:
         if array.ndim < 4 or sum(d >= 8 for d in array.shape[-3:]) < 2:
             continue
-        found = [max(_apart(sample, -1), _apart(sample, -2)) for sample in array]
+        axes = [a for a in (-1, -2, -3) if array.shape[a] >= 8]  # the spatial ones (hq173 F4: [N, H, W, 1]
+        each = [[_apart(sample, a) for a in axes] for sample in array]  # read its channel, and warned)
+        found = [max((v for v in values if not np.isnan(v)), default=np.nan) for values in each]
         typical = float(np.nanmedian(found)) if not np.isnan(found).all() else 1.0
         if typical < NOISE_CORRELATION:
             return (
