@@ -13,13 +13,12 @@ from typing import Any
 
 from quantkit.config.base import (
     as_enum,
-    as_names,
     as_number,
     as_size,
-    as_types,
     check_threads,
     set_counts,
     set_floats,
+    set_names,
     set_switches,
 )
 from quantkit.config.choices import (
@@ -170,9 +169,7 @@ class ConvertConfig:
             )
         if self.target is not Target.ort_cpu:  # nothing is timed: --prefer accuracy changed only the
             object.__setattr__(self, "prefer", Prefer.balanced)  # recorded settings (hq107 F6: other bytes)
-        for name in ("exclude_nodes", "exclude_op_types", "float_layers"):
-            read = as_types if name == "exclude_op_types" else as_names  # op types hold no white space
-            object.__setattr__(self, name, read(getattr(self, name)))
+        set_names(self, "exclude_nodes", "exclude_op_types", "float_layers")
         set_floats(self, "percentile", "min_sqnr", "concat_range_ratio")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
@@ -318,9 +315,7 @@ class Float16Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "to", as_enum(Precision, self.to, "--to"))
-        for name in ("exclude_nodes", "exclude_op_types"):  # hunt38 F8: a string was read per character
-            read = as_types if name == "exclude_op_types" else as_names
-            object.__setattr__(self, name, read(getattr(self, name)))
+        set_names(self, "exclude_nodes", "exclude_op_types")  # hunt38 F8: a string was read per character
         set_switches(self, "keep_io_types", "compact")
         if self.input_size is not None:
             object.__setattr__(self, "input_size", as_size(self.input_size))

@@ -121,6 +121,14 @@ def set_counts(config: object, *names: str, flag: str | None = None) -> None:
         object.__setattr__(config, name, as_count(getattr(config, name), option))
 
 
+def set_names(config: object, *names: str) -> None:
+    """Each field `names` of the frozen dataclass `config` as node names (as_names), or as op types
+    (as_types) for exclude_op_types, the one field of op types: they hold no white space, node names may."""
+    for name in names:
+        read = as_types if name == "exclude_op_types" else as_names
+        object.__setattr__(config, name, read(getattr(config, name)))
+
+
 def set_switches(config: object, *names: str) -> None:
     """Each field `names` of the frozen dataclass `config` as a bool (as_switch), named by its flag."""
     for name in names:
