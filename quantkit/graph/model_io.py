@@ -48,21 +48,25 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _missing(path: Path) -> str:
+    """Why a model path names no file: a URL given in its place (hq172 F11: 'model file https:/... does not
+    exist', a Path's one slash; hq173 F5: a file: URL names a path), else it does not exist."""
+    url = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/+(.*)", str(path))
+    if url and url[1].lower() == "file":
+        return f"{path} is a file: URL; give the path itself (/{url[2]})"
+    if url:
+        return f"{url[1]}://{url[2]} is a URL: quantkit reads model files on disk; download it first"
+    return f"model file {path} does not exist; check the path"
+
+
 def _blocks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as handle:
         yield from iter(lambda: handle.read(1 << 20), b"")
 
 
 def _require_file(path: Path) -> None:
-    url = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/+(.*)", str(path))  # hq172 F11: 'https:/...', a path's
-    if not path.exists() and url and url[1].lower() == "file":  # one slash, and 'does not exist'
-        raise ModelError(f"{path} is a file: URL; give the path itself (/{url[2]})")  # hq173 F5
-    if not path.exists() and url:
-        raise ModelError(
-            f"{url[1]}://{url[2]} is a URL: quantkit reads model files on disk; download it first"
-        )
     if not path.exists():
-        raise ModelError(f"model file {path} does not exist; check the path")
+        raise ModelError(_missing(path))
     if not path.is_file():
         raise ModelError(f"{path} is not a file; pass an .onnx model file")
 
